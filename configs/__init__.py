@@ -1,0 +1,216 @@
+"""Configuration: yacs defaults (``configs/defaults.py``) + a YAML file + ``KEY VALUE`` overrides.
+
+    from configs import load_config
+    cfg = load_config("configs/k400.yaml", ["TRAIN.LR", "2e-6"])
+
+``load_config`` differs from a plain ``CfgNode.merge_from_file`` in four ways: an unknown key fails with a
+message naming the key and the file (or the command line) it came from; an integer given for a float key is
+accepted (the original K722 YAML writes ``WARMUP_EPOCHS: 5``); the original code's legacy keys are mapped
+(see ``_apply_legacy``); and the merged values are validated before the config is frozen.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from typing import Any, Iterable, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from .defaults import get_cfg_defaults
+
+__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "CONFIG_DIR"]
+
+CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key, value and source."""
+
+
+# Values allowed for enumerated keys.
+_CHOICES = {
+    "DATA.DECODE_DEVICE": ("auto", "gpu", "cpu"),
+    "DATA.CPU_DECODER": ("auto", "dali", "pyav"),
+    "DATA.SAMPLING": ("tsn", "dense"),
+    "DATA.OUTPUT_DTYPE": ("auto", "float16", "float32"),
+    "MODEL.PRETRAINED_MODE": ("eva", "eva_k722"),
+    "MODEL.ATTN_IMPL": ("sdpa", "math"),
+    "TRAIN.LR_SCHEDULER.NAME": ("cosine",),
+    "TRAIN.OPTIMIZER.NAME": ("adamw",),
+    "TRAIN.FUSED_OPTIMIZER": ("auto", "torch", "apex"),
+    "TRAIN.PRECISION": ("auto", "bf16", "fp16", "fp32"),
+    "TRAIN.OPT_LEVEL": ("", "O0", "O1", "O2", "O3"),
+    "TEST.NUM_CROP": (1, 3),
+    "TEST.FINAL_NUM_CROP": (1, 3),
+    "TEST.SAMPLING": ("uniform", "random"),
+}
+# Keys that must be >= 1.
+_POSITIVE = (
+    "DATA.INPUT_SIZE", "DATA.NUM_FRAMES", "DATA.NUM_CLASSES", "DATA.TUBELET_SIZE", "DATA.NUM_THREADS",
+    "DATA.FRAME_INTERVAL", "TRAIN.BATCH_SIZE", "TRAIN.ACCUMULATION_STEPS", "TEST.NUM_CLIP", "TEST.BATCH_SIZE",
+    "SAVE_FREQ", "KEEP_LAST", "PRINT_FREQ",
+)
+# Keys that must be >= 0.
+_NON_NEGATIVE = (
+    "DATA.NUM_WORKERS", "DATA.INDEX_WORKERS", "DATA.PREFETCH", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE",
+    "MODEL.DROP_PATH_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY", "TRAIN.LR",
+    "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN", "TRAIN.CLIP_GRAD", "AUG.LABEL_SMOOTH", "AUG.MIXUP", "AUG.CUTMIX",
+    "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS",
+)
+# Keys that are probabilities.
+_PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB")
+
+
+def _get(cfg: CN, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _coerce(key: str, default: Any, value: Any, source: str) -> Any:
+    """Convert ``value`` to the type of ``default`` or fail naming the key and source."""
+    if isinstance(value, str) and not isinstance(default, str):
+        # Values from --opts arrive as strings; YAML 1.1 reads "1e-6" as a string too.
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, str):
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(default, (tuple, list)):
+        if isinstance(value, (tuple, list)):
+            return type(default)(value)
+    else:  # pragma: no cover - every default is one of the types above
+        return value
+    raise ConfigError(
+        f"{source}: key {key} expects a value of type {type(default).__name__} (default {default!r}), "
+        f"got {value!r}"
+    )
+
+
+def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: set | None = None) -> None:
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in cfg:
+            parent = prefix.rstrip(".") or "the top level"
+            raise ConfigError(
+                f"{source}: unknown config key {key} (valid keys under {parent}: {', '.join(sorted(cfg.keys()))})"
+            )
+        default = cfg[name]
+        if isinstance(default, CN):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r}")
+            _merge_dict(default, value, source, key + ".", seen)
+        else:
+            cfg[name] = _coerce(key, default, value, source)
+            if seen is not None:
+                seen.add(key)
+
+
+def _merge_file(cfg: CN, path: str, seen: set, depth: int = 0) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    if depth > 8:
+        raise ConfigError(f"{path}: BASE files nest more than 8 deep (a cycle?)")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    for base in data.pop("BASE", None) or []:
+        if base:
+            _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, depth + 1)
+    _merge_dict(cfg, data, path, seen=seen)
+
+
+def _merge_opts(cfg: CN, opts: Sequence[str], seen: set) -> None:
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"--opts expects KEY VALUE pairs; got an odd number of items: {opts}")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        parts = key.split(".")
+        node = cfg
+        for i, part in enumerate(parts):
+            if not isinstance(node, CN) or part not in node:
+                raise ConfigError(f"--opts: unknown config key {key}")
+            if i < len(parts) - 1:
+                node = node[part]
+        if isinstance(node[parts[-1]], CN):
+            raise ConfigError(f"--opts: {key} is a section, not a key")
+        node[parts[-1]] = _coerce(key, node[parts[-1]], value, "--opts")
+        seen.add(key)
+
+
+def _apply_legacy(cfg: CN, seen: set) -> None:
+    """Map the original code's keys onto ours (only where the user set them)."""
+    for name in ("USE_MEAN_POOLING", "STOP_GRAD_CONV1"):
+        if f"MYCLIP.{name}" in seen and f"MODEL.{name}" not in seen:
+            cfg.MODEL[name] = cfg.MYCLIP[name]
+    # FT_FRAMES / FT_IMAGE_SIZE are not needed: checkpoint conversion reads the source grid from the checkpoint's
+    # own pos_embed shape (the original asserted FT_FRAMES == 8 and so failed on 16-frame checkpoints).
+    if cfg.TRAIN.OPT_LEVEL == "O0" and cfg.TRAIN.PRECISION == "auto":
+        cfg.TRAIN.PRECISION = "fp32"
+
+
+def validate(cfg: CN) -> None:
+    """Raise ConfigError for values no run can use; the message names the key and the value."""
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+    for key in _POSITIVE:
+        if _get(cfg, key) < 1:
+            raise ConfigError(f"{key} = {_get(cfg, key)!r} must be at least 1")
+    for key in _NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key} = {_get(cfg, key)!r} must not be negative")
+    for key in _PROBABILITIES:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise ConfigError(f"{key} = {_get(cfg, key)!r} must be a probability in [0, 1]")
+    if cfg.DATA.NUM_FRAMES % cfg.DATA.TUBELET_SIZE:
+        raise ConfigError(
+            f"DATA.NUM_FRAMES = {cfg.DATA.NUM_FRAMES} must be a multiple of DATA.TUBELET_SIZE = {cfg.DATA.TUBELET_SIZE}"
+        )
+    if cfg.TRAIN.WARMUP_EPOCHS > cfg.TRAIN.EPOCHS > 0:
+        raise ConfigError(
+            f"TRAIN.WARMUP_EPOCHS = {cfg.TRAIN.WARMUP_EPOCHS} exceeds TRAIN.EPOCHS = {cfg.TRAIN.EPOCHS}"
+        )
+    if len(cfg.TRAIN.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in cfg.TRAIN.BETAS):
+        raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
+    if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
+        raise ConfigError(f"AUG.CROP_SCALES = {cfg.AUG.CROP_SCALES!r} must be fractions in (0, 1]")
+    if cfg.MODEL.CLASS_MAPPING and cfg.MODEL.PRETRAINED_MODE != "eva_k722":
+        raise ConfigError("MODEL.CLASS_MAPPING is only used with MODEL.PRETRAINED_MODE 'eva_k722'")
+
+
+def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
+    """Defaults <- YAML file (with its BASE files) <- ``KEY VALUE`` overrides; legacy keys mapped; validated."""
+    cfg = get_cfg_defaults()
+    seen: set = set()
+    if path:
+        _merge_file(cfg, path, seen)
+    _merge_opts(cfg, list(opts or ()), seen)
+    _apply_legacy(cfg, seen)
+    validate(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg

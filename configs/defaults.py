@@ -1,0 +1,227 @@
+"""Every configuration key of the project, with its default and what it does.
+
+Experiment files in ``configs/*.yaml`` override only what they change. ``configs.load_config`` merges a YAML
+file and ``KEY VALUE`` overrides onto a clone of this tree, maps the original code's legacy keys, validates,
+and freezes the result. Key names follow the original EVA video code where it had the key.
+"""
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# Other YAML files to merge first (paths relative to the file that names them), as in the original configs.
+_C.BASE = [""]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+_C.DATA = CN()
+# Directory that the video paths in the file lists are relative to.
+_C.DATA.ROOT = ""
+# File lists in the original format: one video per line, "<relative path, may contain spaces> <integer label>".
+# Relative list paths are resolved against the current working directory.
+_C.DATA.TRAIN_FILE = ""
+_C.DATA.VAL_FILE = ""
+# Free-form dataset name, used only in logs (e.g. kinetics400).
+_C.DATA.DATASET = "kinetics400"
+# Side of the square clip fed to the model, in pixels.
+_C.DATA.INPUT_SIZE = 224
+# Frames per clip (T).
+_C.DATA.NUM_FRAMES = 8
+# Number of classes; labels must lie in [0, NUM_CLASSES).
+_C.DATA.NUM_CLASSES = 400
+# Optional labels CSV ("id,name"), used to print class names in predictions files.
+_C.DATA.LABEL_LIST = ""
+# Frames per tubelet of the patch embedding (the Conv3d's temporal kernel and stride).
+_C.DATA.TUBELET_SIZE = 1
+# Where videos are decoded: "auto" (GPU/NVDEC when CUDA is available, else CPU), "gpu" or "cpu".
+_C.DATA.DECODE_DEVICE = "auto"
+# CPU decoder when DECODE_DEVICE resolves to cpu: "auto" (DALI for VP8/VP9/MJPEG lists, PyAV otherwise),
+# "dali" (DALI's CPU decoder; VP8/VP9/MJPEG only) or "pyav" (PyAV in worker processes, any codec).
+_C.DATA.CPU_DECODER = "auto"
+# Threads of each DALI pipeline (CPU operators and, on the GPU, host-side work of the mixed decoder).
+_C.DATA.NUM_THREADS = 4
+# Worker processes that read (or, for the PyAV route, decode) videos for the pipeline.
+_C.DATA.NUM_WORKERS = 2
+# Batches the DALI pipeline prepares ahead of the one being consumed.
+_C.DATA.PREFETCH = 2
+# Temporal sampling for training: "tsn" (one random frame per segment, the original) or "dense"
+# (NUM_FRAMES frames FRAME_INTERVAL apart from a random start, as in SlowFast/VideoMAE recipes).
+_C.DATA.SAMPLING = "tsn"
+# Stride between sampled frames for dense sampling.
+_C.DATA.FRAME_INTERVAL = 4
+# Processes that probe videos when a dataset index is built (0: one per CPU core).
+_C.DATA.INDEX_WORKERS = 0
+# Fully decode every video while indexing (slow, catches corruption in the middle of a file). Without it the
+# probe demuxes every packet and decodes the first frame.
+_C.DATA.INDEX_FULL_DECODE = False
+# Treat unreadable or missing videos as an error instead of quarantining them and going on.
+_C.DATA.STRICT = False
+# Data type of the clips handed to the model: "auto" (float16 on GPU, float32 on CPU), "float16", "float32".
+_C.DATA.OUTPUT_DTYPE = "auto"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+# Named preset from models.ARCHS: "eva-1b/14" is the original EVA ViT-g/14; smaller ones exist for tests/demos.
+_C.MODEL.ARCH = "eva-1b/14"
+# Dropout after the positional embedding and in the MLP / attention projection (0 in every original recipe).
+_C.MODEL.DROP_RATE = 0.0
+# Dropout on the attention probabilities.
+_C.MODEL.ATTN_DROP_RATE = 0.0
+# Stochastic depth: block i drops its residual branch with probability linspace(0, rate, depth)[i].
+_C.MODEL.DROP_PATH_RATE = 0.1
+# Checkpoint to initialise from before training ("" for none). .pth/.pt (torch.save) or .safetensors.
+_C.MODEL.PRETRAINED = ""
+# How MODEL.PRETRAINED is converted: "eva" (EVA image checkpoint into a video model) or "eva_k722" (a video
+# checkpoint; positional embedding resampled to this model's frames and grid; head mapped or dropped).
+_C.MODEL.PRETRAINED_MODE = "eva_k722"
+# Integer .npy array selecting this dataset's classes from a larger pretrained head (e.g. K722 -> K400).
+_C.MODEL.CLASS_MAPPING = ""
+# Average the patch tokens (not the class token) before the head, as the original does.
+_C.MODEL.USE_MEAN_POOLING = True
+# Multiplier of the freshly initialised head weights and bias.
+_C.MODEL.INIT_SCALE = 0.001
+# Stop gradients into the patch embedding (original MYCLIP.STOP_GRAD_CONV1).
+_C.MODEL.STOP_GRAD_CONV1 = False
+# Attention kernel: "sdpa" (torch scaled_dot_product_attention: flash / memory-efficient on GPU) or "math"
+# (explicit softmax(QK^T)V with fp32 logits, the original's formulation).
+_C.MODEL.ATTN_IMPL = "sdpa"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+_C.TRAIN = CN()
+_C.TRAIN.EPOCHS = 30
+# Linear warmup length in epochs (fractions allowed); the schedule steps once per optimizer step.
+_C.TRAIN.WARMUP_EPOCHS = 5.0
+_C.TRAIN.WEIGHT_DECAY = 0.05
+# Peak learning rate, absolute (not scaled with the batch size, as in the original).
+_C.TRAIN.LR = 8.0e-6
+# LR at the first warmup step.
+_C.TRAIN.WARMUP_START_LR = 0.0
+# LR at the end of the cosine; 0 means LR / 100 (the original's rule).
+_C.TRAIN.LR_MIN = 0.0
+# Clips per process per micro-batch.
+_C.TRAIN.BATCH_SIZE = 8
+# Micro-batches per optimizer step (DDP gradient sync only on the last one).
+_C.TRAIN.ACCUMULATION_STEPS = 1
+# Gradient checkpointing of every transformer block (non-reentrant).
+_C.TRAIN.USE_CHECKPOINT = False
+# Resume from the newest complete checkpoint in OUTPUT when one exists.
+_C.TRAIN.AUTO_RESUME = True
+# LR schedule: "cosine" (with linear warmup).
+_C.TRAIN.LR_SCHEDULER = CN()
+_C.TRAIN.LR_SCHEDULER.NAME = "cosine"
+# Optimizer: AdamW with the original betas and eps.
+_C.TRAIN.OPTIMIZER = CN()
+_C.TRAIN.OPTIMIZER.NAME = "adamw"
+_C.TRAIN.BETAS = (0.9, 0.98)
+_C.TRAIN.EPS = 1.0e-6
+# Implementation: "auto" (torch fused AdamW on CUDA, plain on CPU), "torch", or "apex" (apex FusedAdam; an
+# error when apex is not installed).
+_C.TRAIN.FUSED_OPTIMIZER = "auto"
+# Layer-wise LR decay factor (1.0: off). Layer ids follow the original: embeddings 0, block k -> k+1, rest last.
+_C.TRAIN.LAYER_WISE_DECAY = 1.0
+# Numeric precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp16" (with a gradient scaler),
+# "fp32".
+_C.TRAIN.PRECISION = "auto"
+# Original key (apex opt level), accepted for old configs when PRECISION is "auto": O0 -> "fp32"; O1/O2/O3 stay
+# "auto" (mixed precision on the GPU, which is what O1 asked for; bf16 replaces apex's fp16).
+_C.TRAIN.OPT_LEVEL = ""
+# Clip the global gradient norm to this value (0: off; the original does not clip).
+_C.TRAIN.CLIP_GRAD = 0.0
+# Compile the model with torch.compile.
+_C.TRAIN.COMPILE = False
+# Keep an exponential moving average of the weights (evaluated instead of the raw weights when on).
+_C.TRAIN.EMA = False
+_C.TRAIN.EMA_DECAY = 0.9999
+# On a non-finite loss: False stops the run naming the step and the last good checkpoint; True skips the step
+# (no update) and counts it.
+_C.TRAIN.SKIP_NONFINITE = False
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation and losses
+# ---------------------------------------------------------------------------------------------------------------
+_C.AUG = CN()
+# Label smoothing of the (possibly mixed) targets.
+_C.AUG.LABEL_SMOOTH = 0.1
+# Probability that a clip gets colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1).
+_C.AUG.COLOR_JITTER = 0.8
+# Draw jitter factors per frame (the original's behaviour, flickers) instead of once per clip.
+_C.AUG.JITTER_PER_FRAME = False
+# Probability that a clip is turned to grayscale.
+_C.AUG.GRAY_SCALE = 0.2
+# Probability of a horizontal flip of the whole clip.
+_C.AUG.FLIP = 0.5
+# MultiScaleCrop scales (fractions of the short side after resizing it to INPUT_SIZE*256/224).
+_C.AUG.CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+# Mixup alpha (0: off) and CutMix alpha (0: off); when both are on, SWITCH_PROB picks CutMix per batch.
+_C.AUG.MIXUP = 0.8
+_C.AUG.CUTMIX = 1.0
+_C.AUG.MIXUP_SWITCH_PROB = 0.5
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+_C.TEST = CN()
+# Temporal clips and spatial crops (1 or 3) per video; scores are the mean of per-view softmax.
+_C.TEST.NUM_CLIP = 1
+_C.TEST.NUM_CROP = 1
+# Temporal placement of the clips: "uniform" (deterministic) or "random" (the original's jittered clips).
+_C.TEST.SAMPLING = "uniform"
+# Videos per process per evaluation batch.
+_C.TEST.BATCH_SIZE = 2
+# Evaluate only (also set by --only_test).
+_C.TEST.ONLY_TEST = False
+# Evaluate every this many epochs during training (0: only at the end).
+_C.TEST.EVAL_FREQ = 1
+# Views of the final test after the last epoch (the original hard-codes 4 clips x 3 crops); 0 skips it.
+_C.TEST.FINAL_NUM_CLIP = 4
+_C.TEST.FINAL_NUM_CROP = 3
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging and telemetry
+# ---------------------------------------------------------------------------------------------------------------
+_C.LOG = CN()
+# Write TensorBoard event files under OUTPUT/tensorboard.
+_C.LOG.TENSORBOARD = True
+# Sample GPU and NVDEC utilisation through NVML (NVIDIA GPUs only).
+_C.LOG.NVML = True
+# Show a progress bar with ETA on rank 0.
+_C.LOG.PROGRESS_BAR = True
+
+# ---------------------------------------------------------------------------------------------------------------
+# Legacy keys of the original code's configs, accepted so its YAML files load. USE_MEAN_POOLING and
+# STOP_GRAD_CONV1 are copied into MODEL; the rest are unused (see configs/__init__.py).
+# ---------------------------------------------------------------------------------------------------------------
+_C.MYCLIP = CN()
+_C.MYCLIP.USE_LEARNABLE_POS_EMB = True
+_C.MYCLIP.STOP_GRAD_CONV1 = False
+_C.MYCLIP.USE_MEAN_POOLING = True
+_C.MYCLIP.USE_TEXT_EMBED = False
+_C.MYCLIP.FT_FRAMES = 8
+_C.MYCLIP.FT_IMAGE_SIZE = 224
+_C.MYCLIP.CHECKPOINT_SEGMENTS = 1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------------------------------------------
+# Output directory: checkpoints, metrics.jsonl, TensorBoard logs, the resolved config, predictions.
+_C.OUTPUT = "output"
+# Save a checkpoint every SAVE_FREQ epochs (and after the last one).
+_C.SAVE_FREQ = 1
+# Also save every SAVE_STEPS optimizer steps (0: off), for resuming mid-epoch.
+_C.SAVE_STEPS = 0
+# Keep this many most recent checkpoints (the best one is kept apart).
+_C.KEEP_LAST = 2
+# Log every PRINT_FREQ optimizer steps.
+_C.PRINT_FREQ = 10
+# Base seed: data order, augmentation, mixup and initialisation all derive from it.
+_C.SEED = 1024
+
+
+def get_cfg_defaults() -> CN:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()

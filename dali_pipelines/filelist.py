@@ -1,0 +1,86 @@
+"""Parsing of the original video list format: one ``<relative path> <integer label>`` per line.
+
+The original (mmaction2-derived) loader splits each line on whitespace, joins every token but the last back with
+single spaces to form the file name (Kinetics class folders contain spaces, e.g. ``k400/train/arm wrestling/x.mp4``)
+and parses the last token as the label. Blank lines are skipped. Unlike the original, every malformed line is
+reported with the list file and its 1-based line number instead of surfacing later as a decode failure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["ListEntry", "DataListError", "read_file_list"]
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One video of a list.
+
+    Attributes:
+        row: 0-based position among the list's entries (blank lines not counted); the ``index`` the loader yields.
+        rel_path: the file name as written in the list (relative to ``root``).
+        path: ``os.path.join(root, rel_path)``.
+        label: integer class label.
+        line_no: 1-based line number in the list file (for error messages).
+    """
+
+    row: int
+    rel_path: str
+    path: str
+    label: int
+    line_no: int
+
+
+class DataListError(ValueError):
+    """A video list is missing, empty or malformed; the message names the list file and the 1-based line."""
+
+
+def read_file_list(list_path: str, root: str, num_classes: int | None = None) -> list[ListEntry]:
+    """Read a ``<relative path, may contain spaces> <integer label>`` list.
+
+    Args:
+        list_path: the list file.
+        root: directory the relative paths are joined to.
+        num_classes: when given, every label must lie in ``[0, num_classes)``.
+
+    Returns:
+        The entries in file order; ``entries[i].row == i``.
+
+    Raises:
+        DataListError: missing or unreadable list, no entries, a line without a label, a non-integer label or a
+            label out of range. The message names the list file and the line.
+    """
+    if not os.path.isfile(list_path):
+        raise DataListError(f"video list {list_path!r} does not exist (or is not a file)")
+    try:
+        # utf-8-sig: tolerate a BOM written by some editors on the first line.
+        with open(list_path, encoding="utf-8-sig") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataListError(f"cannot read video list {list_path!r}: {e}") from e
+
+    entries: list[ListEntry] = []
+    for line_no, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        where = f"{list_path}:{line_no}"
+        if len(tokens) < 2:
+            raise DataListError(
+                f"{where}: expected '<relative path> <integer label>', got {line.strip()!r} (no label)")
+        try:
+            label = int(tokens[-1])
+        except ValueError:
+            raise DataListError(
+                f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r})") from None
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+            raise DataListError(f"{where}: label {label} is outside {bound} (line {line.strip()!r})")
+        rel_path = " ".join(tokens[:-1])
+        entries.append(ListEntry(row=len(entries), rel_path=rel_path, path=os.path.join(root, rel_path),
+                                 label=label, line_no=line_no))
+    if not entries:
+        raise DataListError(f"video list {list_path!r} has no entries (empty or only blank lines)")
+    return entries

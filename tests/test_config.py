@@ -1,0 +1,87 @@
+"""configs.load_config: merging, legacy keys, type coercion, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs import ConfigError, load_config
+from tests.conftest import ROOT
+
+
+def test_project_recipes_load_and_match_the_original(shared_dir):
+    k400 = load_config(str(ROOT / "configs" / "k400.yaml"))
+    assert (k400.DATA.NUM_FRAMES, k400.DATA.NUM_CLASSES, k400.MODEL.DROP_PATH_RATE) == (16, 400, 0.2)
+    assert (k400.TRAIN.LR, k400.TRAIN.WARMUP_START_LR, k400.TRAIN.LR_MIN) == (1e-6, 1e-6, 1e-6)
+    assert k400.TRAIN.LAYER_WISE_DECAY == 0.95 and k400.TRAIN.BETAS == (0.9, 0.98) and k400.TRAIN.EPS == 1e-6
+    assert (k400.TEST.NUM_CLIP, k400.TEST.NUM_CROP) == (4, 3)
+    k722 = load_config(str(ROOT / "configs" / "k722.yaml"))
+    assert (k722.DATA.NUM_FRAMES, k722.DATA.NUM_CLASSES, k722.MODEL.PRETRAINED_MODE) == (8, 722, "eva")
+    assert (k722.AUG.MIXUP, k722.AUG.CUTMIX, k722.TRAIN.WARMUP_EPOCHS, k722.TRAIN.EPOCHS) == (0.8, 1.0, 5.0, 40)
+    for name in ("k400", "k600", "k700", "k722"):
+        cfg = load_config(str(ROOT / "configs" / f"{name}.yaml"))
+        assert "/path/to" not in cfg.MODEL.PRETRAINED, "recipes must not carry placeholder paths"
+
+
+@pytest.mark.parametrize("name", ["kinetics400_ft", "kinetics600_ft", "kinetics700_ft", "kinetics722_intermediate_ft"])
+def test_original_configs_load(shared_dir, name):
+    cfg = load_config(str(shared_dir / "data" / "original_configs" / f"{name}.yaml"))
+    assert cfg.TRAIN.EPS == 1e-6  # written "1e-6", which YAML 1.1 reads as a string
+    assert cfg.TRAIN.BETAS == (0.9, 0.98)
+    assert isinstance(cfg.TRAIN.WARMUP_EPOCHS, float)  # K722 writes the integer 5
+    assert cfg.MODEL.USE_MEAN_POOLING is True  # mapped from MYCLIP.USE_MEAN_POOLING
+    assert cfg.is_frozen()
+
+
+def test_opts_override_and_coerce():
+    cfg = load_config(None, ["TRAIN.LR", "2e-5", "DATA.NUM_FRAMES", "4", "TRAIN.BETAS", "(0.9, 0.999)",
+                             "TRAIN.USE_CHECKPOINT", "True", "DATA.ROOT", "some dir/"])
+    assert cfg.TRAIN.LR == 2e-5 and cfg.DATA.NUM_FRAMES == 4 and cfg.TRAIN.BETAS == (0.9, 0.999)
+    assert cfg.TRAIN.USE_CHECKPOINT is True and cfg.DATA.ROOT == "some dir/"
+
+
+def test_legacy_opt_level_o0_means_fp32(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  OPT_LEVEL: O0\n")
+    assert load_config(str(path)).TRAIN.PRECISION == "fp32"
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("TRAIN:\n  LR: 1.0e-3\n  LEARNING_RATE: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "TRAIN.LEARNING_RATE" in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_key_in_opts():
+    with pytest.raises(ConfigError, match="DATA.NUM_FRAME"):
+        load_config(None, ["DATA.NUM_FRAME", "8"])
+
+
+@pytest.mark.parametrize(
+    "opts, needle",
+    [
+        (["DATA.DECODE_DEVICE", "tpu"], "DATA.DECODE_DEVICE"),
+        (["TEST.NUM_CROP", "2"], "TEST.NUM_CROP"),
+        (["AUG.FLIP", "1.5"], "AUG.FLIP"),
+        (["TRAIN.BATCH_SIZE", "0"], "TRAIN.BATCH_SIZE"),
+        (["DATA.NUM_FRAMES", "eight"], "DATA.NUM_FRAMES"),
+        (["DATA.NUM_FRAMES", "6", "DATA.TUBELET_SIZE", "4"], "DATA.TUBELET_SIZE"),
+        (["TRAIN.LR"], "odd number"),
+    ],
+)
+def test_bad_values_name_the_key(opts, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(None, opts)
+
+
+def test_base_files_merge_first(tmp_path):
+    (tmp_path / "base.yaml").write_text("DATA:\n  NUM_FRAMES: 4\n  NUM_CLASSES: 10\n")
+    (tmp_path / "child.yaml").write_text("BASE: ['base.yaml']\nDATA:\n  NUM_CLASSES: 7\n")
+    cfg = load_config(str(tmp_path / "child.yaml"))
+    assert (cfg.DATA.NUM_FRAMES, cfg.DATA.NUM_CLASSES) == (4, 7)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config("nope.yaml")

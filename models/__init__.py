@@ -1,0 +1,18 @@
+"""EVA video transformer, its checkpoint conversion and FLOP counts. Pure PyTorch: no DALI, no training code."""
+
+from .checkpoint import CheckpointError, convert_state_dict, load_pretrained, read_state_dict
+from .eva import EVAVideoTransformer
+from .factory import ARCHS, build_model
+from .flops import forward_flops, train_step_flops
+
+__all__ = [
+    "ARCHS",
+    "CheckpointError",
+    "EVAVideoTransformer",
+    "build_model",
+    "convert_state_dict",
+    "forward_flops",
+    "load_pretrained",
+    "read_state_dict",
+    "train_step_flops",
+]

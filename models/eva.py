@@ -18,6 +18,7 @@ Differences from the original, all of which leave the fp32 numbers unchanged:
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Literal
 
@@ -31,6 +32,8 @@ try:  # Optional: NVIDIA apex's fused layer norm kernel. Not needed; torch's own
     from apex.normalization.fused_layer_norm import fused_layer_norm_affine as _apex_layer_norm
 except Exception:  # ImportError, or an apex build whose CUDA extension does not load
     _apex_layer_norm = None
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EVAVideoTransformer", "LayerNormFP32", "PatchEmbed3D", "Attention", "Mlp", "Block"]
 
@@ -53,10 +56,17 @@ class LayerNormFP32(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        global _apex_layer_norm
         if _apex_layer_norm is not None and x.is_cuda:
-            # Same fp32-in / cast-back semantics, one fused kernel.
-            out = _apex_layer_norm(x.float(), self.weight.float(), self.bias.float(), self.normalized_shape, self.eps)
-            return out.type_as(x)
+            # Same fp32-in / cast-back semantics, apex's fused kernel. Keywords: apex releases differ in the
+            # positional order of normalized_shape.
+            try:
+                out = _apex_layer_norm(input=x.float(), weight=self.weight.float(), bias=self.bias.float(),
+                                       normalized_shape=self.normalized_shape, eps=self.eps)
+                return out.type_as(x)
+            except (RuntimeError, TypeError) as error:  # an apex build without a working CUDA extension
+                logger.warning("apex fused layer norm unusable (%s); using torch's layer norm", error)
+                _apex_layer_norm = None
         out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
         return out.type_as(x)
 

@@ -1,0 +1,391 @@
+"""Reading checkpoints safely and converting EVA checkpoints into this project's video model (SPEC.md section 2).
+
+Three layers, so each can be tested alone:
+
+- ``read_state_dict(path)``: file -> flat ``{name: tensor}``. Never executes pickled code: ``torch.load`` runs with
+  ``weights_only=True`` and only a short allowlist of plain data types found in released training checkpoints
+  (a yacs ``CfgNode`` config, numpy scalars) may be added.
+- ``convert_state_dict(state_dict, model, mode)``: pure mapping of a foreign state dict onto ``model``'s keys and
+  shapes (positional-embedding resampling, Conv2d -> Conv3d inflation, class-mapped heads).
+- ``load_pretrained(model, path, mode)``: the two above plus ``load_state_dict(strict=False)`` and logging.
+
+Modes: ``'eva'`` converts the EVA image checkpoint (``eva_psz14.pt``) into a video model; ``'eva_k722'`` adapts a
+video checkpoint (e.g. the 8-frame Kinetics-722 one) to another frame count, grid or class set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CheckpointError", "read_state_dict", "convert_state_dict", "load_pretrained", "MODES"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("eva", "eva_k722")
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read safely or holds no usable weights; the message names the file."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------------
+def _numpy_scalar() -> Any:
+    # numpy >= 2 keeps the implementation in numpy._core; numpy 1.x pickles name numpy.core.
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray.scalar
+
+
+# Globals that weights_only loading refuses by default but which only rebuild plain data: the pickled yacs config
+# and numpy scalars (e.g. 'max_accuracy') of the original's training checkpoints. Keys are the names recorded in
+# the pickle; a resolver runs only once its name has been approved.
+# The yacs CfgNode is rebuilt as an OrderedDict with the same items: the safe unpickler fills only exact
+# dict/OrderedDict types, no yacs code runs, and the config is dropped with the other non-tensor entries anyway.
+_SAFE_DATA_GLOBALS: dict[str, Callable[[], Any]] = {
+    "yacs.config.CfgNode": lambda: OrderedDict,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,
+}
+_NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.(\w+DType)$")  # numpy >= 1.25 dtype classes, e.g. Float64DType
+
+
+def _resolve_safe_global(name: str) -> list[Any] | None:
+    """The objects to allowlist for an approved global name, or None when the name is not approved."""
+    if name == "numpy.dtype":
+        # np.dtype(...) is rebuilt by a BUILD on its class (e.g. numpy.dtypes.Float64DType), which the unpickler
+        # checks separately from the GLOBAL opcode, so the dtype classes are approved with it.
+        classes = [getattr(np.dtypes, c) for c in dir(getattr(np, "dtypes", None)) if c.endswith("DType")]
+        return [np.dtype, *classes]
+    if name in _SAFE_DATA_GLOBALS:
+        return [_SAFE_DATA_GLOBALS[name]()]
+    match = _NUMPY_DTYPE_CLASS.match(name)
+    if match and hasattr(np, "dtypes") and hasattr(np.dtypes, match.group(1)):
+        return [getattr(np.dtypes, match.group(1))]
+    return None
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+
+
+def _refused_globals(path: str, error: Exception) -> list[str]:
+    """Names of the globals weights_only loading refuses in ``path`` (all of them when torch can list them)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # legacy (non-zip) files: fall back to the name the error message carries
+        return _REFUSED_GLOBAL.findall(str(error))
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of torch's weights_only error (the rest is generic advice)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else type(error).__name__
+
+
+def _refusal(path: str, name: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: refused to load the pickled global {name!r}; it was not executed. Only tensors and plain data "
+        f"are read from checkpoints. If you trust the file, re-save just its state dict "
+        f"(e.g. torch.save(ckpt['model'], ...)) or convert it to .safetensors.")
+
+
+def _torch_load(path: str) -> Any:
+    """``torch.load(weights_only=True)``, retried with approved plain-data globals only."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused, last_error = _refused_globals(path, error), error
+    except (RuntimeError, EOFError, ValueError, OSError) as error:  # truncated or not a torch file at all
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: {error}") from error
+    allowed: list[Any] = []
+    approved: set[str] = set()
+    # Normally one retry: zip checkpoints list every global up front. Legacy files name one per failure.
+    while True:
+        new = [name for name in refused if name not in approved]
+        if not new:
+            raise CheckpointError(f"{path}: safe (weights_only) loading failed and the file was not unpickled "
+                                  f"further; nothing in it was executed: {_reason(last_error)}")
+        for name in new:
+            objects = _resolve_safe_global(name)
+            if objects is None:
+                raise _refusal(path, name) from last_error
+            # (object, name) pairs: the name recorded in the pickle may differ from the object's current module
+            # (numpy.core -> numpy._core; CfgNode -> OrderedDict).
+            allowed += [(objects[0], name), *objects[1:]]
+            approved.add(name)
+        logger.debug("%s: allowing plain-data globals %s", path, sorted(approved))
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as again:
+            refused, last_error = _REFUSED_GLOBAL.findall(str(again)), again
+
+
+def _unwrap(obj: Any) -> Any:
+    # Training checkpoints nest the weights under 'model' (the original's epoch_saving), DeepSpeed-style files
+    # under 'module', Lightning-style ones under 'state_dict'; nesting can repeat. Raw state dicts pass through
+    # (the original raised UnboundLocalError on them, SPEC.md section 6 item 9).
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            break
+        for key in ("model", "module", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        else:
+            break
+    return obj
+
+
+def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    # DDP-wrapped models save keys as 'module.<name>'.
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read a model state dict from a ``.safetensors`` or ``torch.save`` file without running pickled code.
+
+    Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
+    ``module.`` prefix is stripped and non-tensor entries are dropped.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file needs a pickled global outside the plain-data allowlist (it is not executed),
+            cannot be read, or holds no tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(path, device="cpu")
+        except Exception as error:
+            raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
+    else:
+        obj = _torch_load(path)
+    obj = _unwrap(obj)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
+                              f"got {type(obj).__name__}")
+    state_dict = {k: v for k, v in _strip_module_prefix(obj).items() if isinstance(v, torch.Tensor)}
+    if not state_dict:
+        raise CheckpointError(f"{path}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
+    return state_dict
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conversion
+# ----------------------------------------------------------------------------------------------------------------
+def _model_grid(model: nn.Module) -> tuple[int, int]:
+    """(T', G): temporal and spatial token grid of ``model`` (T' frames of G x G patches)."""
+    grid = getattr(model, "grid_size", None)
+    if grid is None:
+        grid = model.patch_embed.grid_size
+    return int(grid[0]), int(grid[1])
+
+
+def _isqrt_exact(n: int) -> int | None:
+    r = math.isqrt(n)
+    return r if r * r == n else None
+
+
+def _infer_source_grid(num_patch_tokens: int, frames: int, size: int) -> tuple[int, int] | None:
+    """Guess (T0, S0) with T0·S0² = number of patch tokens of a checkpoint's pos_embed.
+
+    A video checkpoint carries no grid metadata (the original read it from MYCLIP.FT_FRAMES / FT_IMAGE_SIZE),
+    so: prefer the model's spatial grid (only the frame count changed, the usual case: 8 -> 16 frames), then the
+    model's frame count with a square spatial grid, then a single square frame. Pass ``source_grid`` to
+    ``convert_state_dict`` when this guess would be wrong (e.g. 8x16x16 = 2x32x32 tokens for a G = 32 model).
+    """
+    if num_patch_tokens % (size * size) == 0:
+        return num_patch_tokens // (size * size), size
+    if num_patch_tokens % frames == 0 and (s := _isqrt_exact(num_patch_tokens // frames)) is not None:
+        return frames, s
+    if (s := _isqrt_exact(num_patch_tokens)) is not None:
+        return 1, s
+    return None
+
+
+def _resample_pos_embed(pos_embed: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
+    """(1, 1+T0·S0², D) -> (1, 1+T1·S1², D): cls slot kept, patch table interpolated on its (T, S, S) grid.
+
+    Trilinear with align_corners=False, as the original; computed in fp32 and cast back.
+    """
+    (t0, s0), (t1, s1) = src, dst
+    cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = tokens.shape[-1]
+    grid = tokens.float().transpose(1, 2).reshape(1, dim, t0, s0, s0)  # token index t·S²+h·S+w -> (t, h, w)
+    grid = F.interpolate(grid, size=(t1, s1, s1), mode="trilinear", align_corners=False)
+    tokens = grid.reshape(1, dim, t1 * s1 * s1).transpose(1, 2).to(pos_embed.dtype)
+    return torch.cat((cls, tokens), dim=1)
+
+
+def _resample_image_pos_embed(pos_embed: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
+    """(1, 1+S0², D) -> (1, 1+S1², D) by bicubic interpolation of the spatial table (cls slot kept)."""
+    cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = tokens.shape[-1]
+    grid = tokens.float().transpose(1, 2).reshape(1, dim, s0, s0)
+    grid = F.interpolate(grid, size=(s1, s1), mode="bicubic", align_corners=False)
+    return torch.cat((cls, grid.reshape(1, dim, s1 * s1).transpose(1, 2).to(pos_embed.dtype)), dim=1)
+
+
+def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: int) -> torch.Tensor:
+    """Validate a class mapping (path to an integer .npy, or an array) and return it as an int64 index tensor."""
+    name = f"class mapping {os.fspath(class_mapping)}" if isinstance(class_mapping, (str, os.PathLike)) \
+        else "class mapping array"
+    if isinstance(class_mapping, (str, os.PathLike)):
+        if not os.path.isfile(class_mapping):
+            raise FileNotFoundError(f"class mapping file not found: {os.fspath(class_mapping)}")
+        try:
+            array = np.load(class_mapping, allow_pickle=False)
+        except Exception as error:
+            raise ValueError(f"{name}: not a readable .npy integer array ({error})") from error
+    else:
+        array = class_mapping.numpy() if isinstance(class_mapping, torch.Tensor) else np.asarray(class_mapping)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name}: expected a 1-D integer array, got shape {array.shape} dtype {array.dtype}")
+    if len(array) != num_classes:
+        raise ValueError(f"{name}: has {len(array)} entries but the model has {num_classes} classes")
+    if len(array) and (array.min() < 0 or array.max() >= source_classes):
+        raise ValueError(f"{name}: indices must lie in [0, {source_classes}) (the checkpoint head's classes), "
+                         f"got min {array.min()} max {array.max()}")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module, mode: str,
+                       class_mapping: Any = None,
+                       source_grid: tuple[int, int] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map an EVA checkpoint's state dict onto ``model`` (an ``EVAVideoTransformer``); the input is not modified.
+
+    Args:
+        state_dict: flat ``{name: tensor}`` as returned by ``read_state_dict``.
+        model: the target model; only its state-dict shapes and token grid are read (a meta-device model works).
+        mode: ``'eva'``: image checkpoint -> video. The (1, 1+G², D) positional table is copied to every one of
+            the model's T' frames (bicubically resized first if the grid differs, an extension); a 4-D patch
+            kernel (D, 3, p, p) is inflated to (D, 3, tubelet, p, p) / tubelet so a static clip embeds as the image
+            did. ``'eva_k722'``: video checkpoint. pos_embed is trilinearly resampled to the model's (T', G, G).
+            Keys the model lacks (``mask_token``, ``lm_head.*``, ``norm.*`` with mean pooling) are kept, for
+            ``load_state_dict(strict=False)`` to report as unexpected; the image model's final ``norm`` is not
+            mapped to ``fc_norm`` (the original does not either).
+        class_mapping: used when the checkpoint head has a different class count than the model: a path to an
+            integer ``.npy`` (or an array) of length num_classes whose entry i is the checkpoint class of model
+            class i; head rows are gathered. Without it such a head is dropped (left to its fresh init).
+        source_grid: (T0, S0) of the checkpoint's pos_embed, when the guess from its length would be wrong.
+
+    Returns:
+        (new_state_dict, notes): notes are human-readable lines on what was changed or dropped.
+
+    Raises:
+        ValueError: unknown mode, a bad class mapping, or a tensor whose shape cannot be made to fit (the message
+            names the key and both shapes).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown checkpoint mode {mode!r}; expected one of {MODES}")
+    sd = _strip_module_prefix(state_dict)  # a new dict: the caller's mapping is left untouched
+    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    frames, size = _model_grid(model)
+    notes: list[str] = []
+
+    # --- positional embedding ---------------------------------------------------------------------------------
+    # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
+    # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
+    if "pos_embed" in sd and "pos_embed" in target and tuple(sd["pos_embed"].shape) != target["pos_embed"]:
+        pe = sd["pos_embed"]
+        if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != target["pos_embed"][2]:
+            raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} does not match model shape "
+                             f"{target['pos_embed']}")
+        num = pe.shape[1] - 1
+        if mode == "eva":
+            s0 = _isqrt_exact(num)
+            if s0 is None:
+                raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} is not an image table (1, 1+S², D); "
+                                 f"model shape {target['pos_embed']}; use mode 'eva_k722' for video checkpoints")
+            if s0 != size:  # extension: the original required img_size 224 (no spatial resampling)
+                pe = _resample_image_pos_embed(pe, s0, size)
+                notes.append(f"pos_embed: spatial grid resampled {s0}x{s0} -> {size}x{size} (bicubic)")
+            # The same spatial table for every frame; no temporal component (as the original).
+            pe = torch.cat((pe[:, :1], pe[:, 1:].repeat(1, frames, 1)), dim=1)
+            notes.append(f"pos_embed: image table repeated over {frames} frames -> {tuple(pe.shape)}")
+        else:
+            src = source_grid or _infer_source_grid(num, frames, size)
+            if src is None or src[0] * src[1] ** 2 != num:
+                raise ValueError(f"pos_embed: cannot infer the (frames, size) grid of checkpoint shape "
+                                 f"{tuple(pe.shape)} (source_grid={source_grid}); model shape {target['pos_embed']}")
+            pe = _resample_pos_embed(pe, src, (frames, size))
+            notes.append(f"pos_embed: resampled (T, S, S) {src[0]}x{src[1]}x{src[1]} -> {frames}x{size}x{size} "
+                         f"(trilinear, align_corners=False)")
+        sd["pos_embed"] = pe
+
+    # --- patch embedding: Conv2d kernel -> Conv3d -----------------------------------------------------------------
+    key = "patch_embed.proj.weight"
+    if key in sd and key in target and sd[key].ndim == 4 and len(target[key]) == 5:
+        tubelet = target[key][2]
+        # Each of the tubelet's frames gets w/tubelet, so a clip of identical frames embeds exactly as the image.
+        sd[key] = sd[key].unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet
+        notes.append(f"{key}: 2-D kernel inflated over tubelet {tubelet} -> {tuple(sd[key].shape)}")
+
+    # --- classification head ----------------------------------------------------------------------------------
+    if "head.weight" in sd and "head.weight" in target and tuple(sd["head.weight"].shape) != target["head.weight"]:
+        source_classes = sd["head.weight"].shape[0]
+        if class_mapping is not None and len(target["head.weight"]) == 2:
+            index = _load_class_mapping(class_mapping, target["head.weight"][0], source_classes)
+            for k in ("head.weight", "head.bias"):
+                if k in sd:
+                    sd[k] = sd[k][index]
+            notes.append(f"head: {source_classes} checkpoint classes gathered to {len(index)} by the class mapping")
+        else:
+            for k in ("head.weight", "head.bias"):
+                sd.pop(k, None)
+            notes.append(f"head: checkpoint has {source_classes} classes, model {target['head.weight'][0]}; "
+                         f"head dropped (no class mapping), left at its fresh init")
+    elif class_mapping is not None:
+        notes.append("class mapping not applied: the checkpoint head already matches the model's classes")
+
+    # --- everything else must fit as is -------------------------------------------------------------------------
+    for k, v in sd.items():
+        if k in target and tuple(v.shape) != target[k]:
+            raise ValueError(f"{k}: checkpoint shape {tuple(v.shape)} does not match model shape {target[k]}")
+    return sd, notes
+
+
+def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
+                    source_grid: tuple[int, int] | None = None) -> tuple[list[str], list[str]]:
+    """Read ``path``, convert it for ``model`` (see ``convert_state_dict``) and load it non-strictly.
+
+    Returns:
+        (missing_keys, unexpected_keys) of ``model.load_state_dict(..., strict=False)``; both are also logged.
+    """
+    state_dict = read_state_dict(path)
+    converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
+                                          source_grid=source_grid)
+    result = model.load_state_dict(converted, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    logger.info("loaded %s (mode %s): %d tensors", os.fspath(path), mode, len(converted) - len(unexpected))
+    for note in notes:
+        logger.info("  %s", note)
+    if missing:
+        logger.warning("missing keys (left at their init): %s", missing)
+    if unexpected:
+        logger.info("unexpected keys (ignored): %s", unexpected)
+    if not missing and not unexpected:
+        logger.info("all keys matched")
+    return missing, unexpected

@@ -1,0 +1,316 @@
+"""Checkpoint reading (nesting, safetensors, refusal of pickled code) and EVA conversion, on tiny models."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from yacs.config import CfgNode
+
+from configs import load_config
+from models import CheckpointError, EVAVideoTransformer, build_model, convert_state_dict, load_pretrained
+from models import read_state_dict
+
+torch.set_num_threads(2)
+
+D = 32
+
+
+def tiny(num_frames: int = 4, tubelet_size: int = 1, num_classes: int = 5, img_size: int = 32,
+         **kwargs) -> EVAVideoTransformer:
+    """G = img_size / 8 patches per side, T' = num_frames / tubelet_size."""
+    return EVAVideoTransformer(img_size=img_size, num_frames=num_frames, patch_size=8, tubelet_size=tubelet_size,
+                               num_classes=num_classes, embed_dim=D, depth=2, num_heads=2, mlp_hidden_dim=64,
+                               **kwargs)
+
+
+def random_state_dict(model: EVAVideoTransformer, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) for k, v in model.state_dict().items()}
+
+
+def image_checkpoint(seed: int = 1, grid: int = 4) -> dict[str, torch.Tensor]:
+    """An EVA image checkpoint's layout: 2-D patch kernel, (1, 1+G², D) pos_embed, MIM-only extras, no head."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {k: v for k, v in random_state_dict(tiny(), seed).items() if not k.startswith(("head", "fc_norm"))}
+    sd["pos_embed"] = torch.randn(1, 1 + grid * grid, D, generator=gen)
+    sd["patch_embed.proj.weight"] = torch.randn(D, 3, 8, 8, generator=gen)
+    sd["mask_token"] = torch.randn(1, 1, D, generator=gen)
+    sd["lm_head.weight"], sd["lm_head.bias"] = torch.randn(11, D, generator=gen), torch.randn(11, generator=gen)
+    sd["norm.weight"], sd["norm.bias"] = torch.randn(D, generator=gen), torch.randn(D, generator=gen)
+    return sd
+
+
+# ------------------------------------------------------------------------------------------------ 'eva' mode
+def test_image_to_video_conversion():
+    src = image_checkpoint()
+    before = {k: v.clone() for k, v in src.items()}
+    model = tiny(num_frames=4, tubelet_size=2)  # T' = 2, G = 4
+    out, notes = convert_state_dict(src, model, "eva")
+
+    # The input is untouched.
+    assert src.keys() == before.keys() and all(torch.equal(src[k], before[k]) for k in src)
+    # pos_embed: cls slot, then the 16-entry spatial table once per frame.
+    pe, table = out["pos_embed"], src["pos_embed"][0, 1:].numpy()
+    assert pe.shape == (1, 1 + 2 * 16, D)
+    np.testing.assert_array_equal(pe[0, 0].numpy(), src["pos_embed"][0, 0].numpy())
+    np.testing.assert_array_equal(pe[0, 1:].numpy(), np.concatenate([table, table]))
+    # Conv2d -> Conv3d: each tubelet frame gets w / tubelet.
+    w = out["patch_embed.proj.weight"]
+    assert w.shape == (D, 3, 2, 8, 8)
+    for t in range(2):
+        np.testing.assert_allclose(w[:, :, t].numpy(), src["patch_embed.proj.weight"].numpy() / 2, rtol=1e-6)
+    assert torch.equal(out["patch_embed.proj.bias"], src["patch_embed.proj.bias"])
+    assert any("pos_embed" in n for n in notes) and any("inflated" in n for n in notes)
+    # MIM-only keys and the final norm stay for load_state_dict to report (norm is not mapped to fc_norm).
+    assert {"mask_token", "lm_head.weight", "norm.weight"} <= out.keys() and "fc_norm.weight" not in out
+
+    # A clip of identical frames embeds exactly as the image did under the 2-D kernel.
+    model.load_state_dict(out, strict=False)
+    image = torch.randn(1, 3, 32, 32)
+    clip = image[:, None].expand(1, 4, 3, 32, 32)
+    with torch.no_grad():
+        video_tokens = model.patch_embed(clip)  # (1, 2·16, D)
+        image_tokens = torch.nn.functional.conv2d(image, src["patch_embed.proj.weight"], src["patch_embed.proj.bias"],
+                                                  stride=8).flatten(2).transpose(1, 2)  # (1, 16, D)
+    torch.testing.assert_close(video_tokens, torch.cat([image_tokens, image_tokens], 1), atol=1e-5, rtol=1e-5)
+
+
+def test_image_to_video_load_reports_keys(tmp_path):
+    path = tmp_path / "eva_image.pt"
+    torch.save(image_checkpoint(), path)
+    model = tiny(num_frames=2)
+    missing, unexpected = load_pretrained(model, path, "eva")
+    assert set(missing) == {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}
+    assert set(unexpected) == {"mask_token", "lm_head.weight", "lm_head.bias", "norm.weight", "norm.bias"}
+
+
+def test_image_pos_embed_spatial_resample():
+    src = image_checkpoint(grid=4)
+    src["pos_embed"][0, 1:] = 0.25  # a constant table stays constant under bicubic resampling
+    out, notes = convert_state_dict(src, tiny(num_frames=2, img_size=48), "eva")  # G = 6
+    assert out["pos_embed"].shape == (1, 1 + 2 * 36, D)
+    torch.testing.assert_close(out["pos_embed"][0, 1:], torch.full((72, D), 0.25), atol=1e-6, rtol=0)
+    assert any("bicubic" in n for n in notes)
+
+
+# ------------------------------------------------------------------------------------------ 'eva_k722' mode
+def _linear_time_resample(x: np.ndarray, new_len: int) -> np.ndarray:
+    """Reference 1-D linear interpolation along axis 0 with align_corners=False (half-pixel centres)."""
+    old_len = x.shape[0]
+    out = np.empty((new_len,) + x.shape[1:], dtype=np.float64)
+    for j in range(new_len):
+        pos = min(max((j + 0.5) * old_len / new_len - 0.5, 0.0), old_len - 1)
+        i0 = int(np.floor(pos))
+        i1 = min(i0 + 1, old_len - 1)
+        w = pos - i0
+        out[j] = (1 - w) * x[i0] + w * x[i1]
+    return out
+
+
+def test_frame_resample_8_to_16():
+    src = random_state_dict(tiny(num_frames=8))  # pos_embed (1, 1 + 8·16, D)
+    model = tiny(num_frames=16)
+    out, notes = convert_state_dict(src, model, "eva_k722")
+    pe = out["pos_embed"]
+    assert pe.shape == (1, 1 + 16 * 16, D)
+    torch.testing.assert_close(pe[0, 0], src["pos_embed"][0, 0])
+    old = src["pos_embed"][0, 1:].double().numpy().reshape(8, 16, D)  # (T, G·G, D), t-major token order
+    expected = _linear_time_resample(old, 16).reshape(16 * 16, D)
+    np.testing.assert_allclose(pe[0, 1:].numpy(), expected, atol=1e-5)
+    # SPEC.md example: new frame 1 = 0.75·old0 + 0.25·old1, new frame 0 = old frame 0.
+    new = pe[0, 1:].reshape(16, 16, D)
+    np.testing.assert_allclose(new[1].numpy(), 0.75 * old[0] + 0.25 * old[1], atol=1e-5)
+    np.testing.assert_allclose(new[0].numpy(), old[0], atol=1e-6)
+    assert any("8x4x4 -> 16x4x4" in n for n in notes)
+
+
+def test_explicit_source_grid():
+    src = random_state_dict(tiny(num_frames=2, img_size=64))  # (T0, S0) = (2, 8): 128 tokens = 8·4·4 as well
+    out, notes = convert_state_dict(src, tiny(num_frames=4, img_size=64), "eva_k722", source_grid=(2, 8))
+    assert out["pos_embed"].shape == (1, 1 + 4 * 64, D)
+    with pytest.raises(ValueError, match="pos_embed"):
+        convert_state_dict(src, tiny(num_frames=4, img_size=64), "eva_k722", source_grid=(3, 8))
+
+
+def test_class_mapping_gathers_head_rows(tmp_path):
+    src = random_state_dict(tiny(num_classes=10))
+    mapping = np.array([7, 2, 9, 0], dtype=np.int64)
+    path = tmp_path / "k10_to_k4.npy"
+    np.save(path, mapping)
+    for given in (path, str(path), mapping):
+        out, notes = convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=given)
+        np.testing.assert_array_equal(out["head.weight"].numpy(), src["head.weight"].numpy()[[7, 2, 9, 0]])
+        np.testing.assert_array_equal(out["head.bias"].numpy(), src["head.bias"].numpy()[[7, 2, 9, 0]])
+    model = tiny(num_classes=4)
+    missing, unexpected = load_pretrained(model, _save(tmp_path / "k10.pth", src), "eva_k722", class_mapping=path)
+    assert not missing and not unexpected
+    assert torch.equal(model.head.bias.detach(), src["head.bias"][[7, 2, 9, 0]])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([0, 1, 2], dtype=np.int64), "3 entries but the model has 4"),
+    (np.array([0.0, 1.0, 2.0, 3.0]), "1-D integer"),
+    (np.zeros((2, 2), dtype=np.int64), "1-D integer"),
+    (np.array([0, 1, 2, 10], dtype=np.int32), r"\[0, 10\)"),
+    (np.array([0, -1, 2, 3], dtype=np.int64), r"\[0, 10\)"),
+])
+def test_bad_class_mapping(tmp_path, bad, message):
+    path = tmp_path / "bad_mapping.npy"
+    np.save(path, bad)
+    src = random_state_dict(tiny(num_classes=10))
+    with pytest.raises(ValueError, match=f"bad_mapping.npy.*{message}"):
+        convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=path)
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=tmp_path / "missing.npy")
+
+
+def test_head_dropped_without_mapping(tmp_path, caplog):
+    src = random_state_dict(tiny(num_classes=10))
+    out, notes = convert_state_dict(src, tiny(num_classes=4), "eva_k722")
+    assert "head.weight" not in out and "head.bias" not in out and any("dropped" in n for n in notes)
+    assert "head.weight" in src  # input untouched
+    model = tiny(num_classes=4)
+    with caplog.at_level(logging.INFO, logger="models.checkpoint"):
+        missing, unexpected = load_pretrained(model, _save(tmp_path / "k10.pth", src), "eva_k722")
+    assert missing == ["head.weight", "head.bias"] and unexpected == []
+    assert "head.weight" in caplog.text
+    assert torch.equal(model.blocks[1].mlp.fc2.weight.detach(), src["blocks.1.mlp.fc2.weight"])
+
+
+def test_shape_mismatch_names_key_and_shapes():
+    src = random_state_dict(tiny())
+    src["blocks.1.mlp.fc1.weight"] = torch.zeros(48, D)
+    with pytest.raises(ValueError, match=r"blocks\.1\.mlp\.fc1\.weight.*\(48, 32\).*\(64, 32\)"):
+        convert_state_dict(src, tiny(), "eva_k722")
+    with pytest.raises(ValueError, match="unknown checkpoint mode 'clip'"):
+        convert_state_dict(src, tiny(), "clip")
+
+
+def test_conversion_on_meta_model():
+    with torch.device("meta"):
+        model = tiny(num_frames=8)
+    out, _ = convert_state_dict(random_state_dict(tiny(num_frames=4)), model, "eva_k722")
+    assert out["pos_embed"].shape == (1, 1 + 8 * 16, D) and out["pos_embed"].device.type == "cpu"
+
+
+# ----------------------------------------------------------------------------------------------------- reading
+def _save(path, obj):
+    torch.save(obj, path)
+    return path
+
+
+def test_nested_and_prefixed_files_load(tmp_path):
+    sd = random_state_dict(tiny())
+    files = {
+        "raw.pth": sd,
+        "module.pth": {"module": sd},
+        "model.pth": {"model": sd, "epoch": 3, "optimizer": {"state": {}, "param_groups": []}},
+        "state_dict.ckpt": {"state_dict": sd},
+        "prefixed.pth": {f"module.{k}": v for k, v in sd.items()},
+        "nested_prefixed.pth": {"model": {f"module.{k}": v for k, v in sd.items()}},
+    }
+    for name, obj in files.items():
+        loaded = read_state_dict(_save(tmp_path / name, obj))
+        assert loaded.keys() == sd.keys(), name
+        assert all(torch.equal(loaded[k], sd[k]) for k in sd), name
+        model = tiny()
+        missing, unexpected = load_pretrained(model, tmp_path / name, "eva_k722")
+        assert not missing and not unexpected, name
+        assert torch.equal(model.pos_embed.detach(), sd["pos_embed"]), name
+
+
+def test_safetensors_loads(tmp_path):
+    sd = random_state_dict(tiny())
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    loaded = read_state_dict(tmp_path / "w.safetensors")
+    assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        read_state_dict(tmp_path / "nowhere.pth")
+    with pytest.raises(CheckpointError, match=r"empty\.pth: no tensors"):
+        read_state_dict(_save(tmp_path / "empty.pth", {"epoch": 1}))
+
+
+class _CreatesMarker:
+    """Unpickling this object calls open(marker, 'w'), i.e. creates a file: the stand-in for arbitrary code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.open, (self.marker, "w")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "executed.txt"
+    path = _save(tmp_path / "evil.pth", {"model": random_state_dict(tiny()), "payload": _CreatesMarker(str(marker))})
+    with pytest.raises(CheckpointError, match=r"evil\.pth.*open.*not executed"):
+        read_state_dict(path)
+    with pytest.raises(CheckpointError):
+        load_pretrained(tiny(), path, "eva_k722")
+    assert not marker.exists()
+    # The payload is real: an unsafe load would have run it.
+    handle = torch.load(path, weights_only=False)["payload"]
+    handle.close()
+    assert marker.exists()
+
+
+def test_training_checkpoint_with_config_and_numpy_scalars(tmp_path):
+    model = tiny()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(1, 4, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    config = CfgNode()
+    config.MODEL = CfgNode()
+    config.MODEL.ARCH = "eva-1b/14"
+    config.DATA = CfgNode({"NUM_FRAMES": 8, "MEAN": [123.675, 116.28, 103.53]})
+    config.freeze()
+    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": {"t_initial": 10},
+            "max_accuracy": np.float64(81.5), "best_epoch": np.int64(3), "epoch": 4, "amp": {}, "config": config}
+    loaded = read_state_dict(_save(tmp_path / "ckpt_epoch_4.pth", ckpt))
+    assert loaded.keys() == model.state_dict().keys()
+    assert torch.equal(loaded["head.weight"], model.head.weight.detach())
+
+
+def test_legacy_format_and_unreadable_files(tmp_path):
+    config = CfgNode({"TRAIN": CfgNode({"LR": 1e-6})})
+    sd = random_state_dict(tiny())
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": sd, "config": config, "max_accuracy": np.float32(0.5)}, path,
+               _use_new_zipfile_serialization=False)
+    assert read_state_dict(path).keys() == sd.keys()
+    (tmp_path / "garbage.pth").write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        read_state_dict(tmp_path / "garbage.pth")
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "legacy.pth").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated.pth"):
+        read_state_dict(tmp_path / "truncated.pth")
+    torch.save(sd, tmp_path / "zip.pth")
+    (tmp_path / "truncated_zip.pth").write_bytes((tmp_path / "zip.pth").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated_zip.pth"):
+        read_state_dict(tmp_path / "truncated_zip.pth")
+
+
+def test_build_model_loads_pretrained(tmp_path):
+    # An 8-frame, 10-class checkpoint with the eva-tiny/8 preset's sizes (4x4 patches at 32 px).
+    src = random_state_dict(EVAVideoTransformer(img_size=32, num_frames=8, patch_size=8, num_classes=10,
+                                                embed_dim=128, depth=4, num_heads=4, mlp_hidden_dim=512), seed=5)
+    np.save(tmp_path / "map.npy", np.array([9, 8, 7], dtype=np.int64))
+    cfg = load_config("configs/k400.yaml", [
+        "MODEL.ARCH", "eva-tiny/8", "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "16", "DATA.NUM_CLASSES", "3",
+        "MODEL.PRETRAINED", str(_save(tmp_path / "k10_8f.pth", {"model": src})),
+        "MODEL.PRETRAINED_MODE", "eva_k722", "MODEL.CLASS_MAPPING", str(tmp_path / "map.npy"),
+    ])
+    model = build_model(cfg)
+    assert model.pos_embed.shape == (1, 1 + 16 * 16, 128)
+    torch.testing.assert_close(model.pos_embed[0, 0].detach(), src["pos_embed"][0, 0])
+    assert torch.equal(model.head.bias.detach(), src["head.bias"][[9, 8, 7]])
+    assert torch.equal(model.blocks[3].attn.v_bias.detach(), src["blocks.3.attn.v_bias"])
+    assert build_model(cfg, device="meta").pos_embed.device.type == "meta"  # no load on meta

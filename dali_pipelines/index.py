@@ -1,17 +1,55 @@
-"""Dataset index (frame counts, codec, size, fps, bad-file quarantine), built and cached on first use of a list."""
-# (implementation in progress)
+"""Dataset index: per-video frame count, codec, size and fps, plus quarantine of unreadable videos.
+
+DALI's ``fn.decoders.video`` needs frame indices before it decodes, and nothing in a DALI graph can tell how many
+frames a file has, so the counts are measured once, ahead of time, here. The same pass finds videos that would
+crash or silently corrupt a DALI pipeline (a garbage file invalidates the whole pipeline; a truncated one decodes
+silently into zero frames), so they can be left out instead.
+
+The index is built automatically the first time a list is used and cached beside it as ``<list>.index.json``
+(or in a per-user cache directory when the list's directory is read-only). Each cached video is keyed by
+(relative path, size, mtime_ns): a changed or replaced video is probed again, the others are reused. A file lock
+makes several processes that start at once (torchrun ranks) probe only once.
+
+No DALI import here.
+"""
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
-from .filelist import ListEntry
-from .pyav_io import BadVideoError
+from .filelist import ListEntry, read_file_list
+from .pyav_io import BadVideoError, probe_stream
 
-__all__ = ["VideoInfo", "BadVideoError", "probe_video", "DatasetIndex", "build_index"]
+__all__ = ["VideoInfo", "BadVideoError", "probe_video", "DatasetIndex", "build_index", "index_paths"]
+
+logger = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1
+# Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
+# slack before calling a file truncated.
+_DURATION_SLACK = 0.02
 
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """What the loaders need to know about one good video.
+
+    ``num_frames`` is the number of frames in presentation order that DALI's decoder (and PyAV) can decode;
+    valid frame indices are ``0 .. num_frames - 1``.
+    """
+
     num_frames: int
     codec: str
     width: int
@@ -20,29 +58,334 @@ class VideoInfo:
 
 
 def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
-    raise NotImplementedError
+    """Probe one video: count its frames and check that it is readable.
+
+    Without ``full_decode`` the frame count is the number of demuxed video packets carrying data (the count DALI's
+    decoder sees) and only the first frame is decoded. With ``full_decode`` every frame is decoded and the decoded
+    count is used, which also catches corruption in the middle of a stream.
+
+    Raises:
+        BadVideoError: with a short reason (no file name): missing file, zero-byte file, not a video container,
+            no video stream, no frames, undecodable first frame, truncated, decode errors.
+    """
+    if not os.path.exists(path):
+        raise BadVideoError("missing file")
+    if not os.path.isfile(path):
+        raise BadVideoError("not a regular file")
+    if os.path.getsize(path) == 0:
+        raise BadVideoError("zero-byte file")
+    try:
+        p = probe_stream(path, full_decode=full_decode)
+    except BadVideoError as e:
+        # Messages are "<path>: <reason>"; the caller names the file itself.
+        msg = str(e)
+        raise BadVideoError(msg[len(path) + 2:] if msg.startswith(path + ": ") else msg) from None
+    if p.packets == 0:
+        raise BadVideoError("no frames (the video stream has no packets)")
+    if not p.first_frame_ok:
+        raise BadVideoError("first frame cannot be decoded" + (f" ({p.error})" if p.error else ""))
+    if p.error:
+        raise BadVideoError(f"corrupt or truncated: {p.error}")
+    if p.width <= 0 or p.height <= 0:
+        raise BadVideoError(f"invalid frame size {p.width}x{p.height}")
+    if p.declared_frames > 0:
+        slack = 0 if p.declared_exact else max(1, int(_DURATION_SLACK * p.declared_frames))
+        if p.packets < p.declared_frames - slack:
+            what = "the header declares" if p.declared_exact else "the duration implies"
+            raise BadVideoError(f"truncated: {p.packets} frames readable, {what} {p.declared_frames}")
+    num_frames = p.packets
+    if full_decode:
+        if p.decoded_frames < p.packets:
+            raise BadVideoError(f"truncated or corrupt: only {p.decoded_frames} of {p.packets} frames decode")
+        num_frames = p.decoded_frames
+    return VideoInfo(num_frames=num_frames, codec=p.codec, width=p.width, height=p.height, fps=round(p.fps, 6))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cache files
+
+
+def _user_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "eva_dali_video")
+
+
+def _dir_writable(directory: str) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def index_paths(list_path: str) -> tuple[str, str, str]:
+    """``(index_json, quarantine_txt, lock_file)`` for a list.
+
+    Beside the list when its directory is writable, else in the per-user cache directory under a name derived
+    from the list's absolute path.
+    """
+    list_abs = os.path.abspath(list_path)
+    directory = os.path.dirname(list_abs)
+    if _dir_writable(directory):
+        stem = list_abs
+    else:
+        digest = hashlib.sha1(list_abs.encode()).hexdigest()[:16]
+        cache_dir = _user_cache_dir()
+        os.makedirs(cache_dir, exist_ok=True)
+        stem = os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
+    return stem + ".index.json", stem + ".quarantine.txt", stem + ".index.lock"
+
+
+@contextlib.contextmanager
+def _locked(lock_path: str) -> Iterator[None]:
+    """Exclusive inter-process lock (``flock`` on ``lock_path``); released when the block exits or the process dies."""
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    # Write a sibling temp file and rename it over the target, so readers never see a half-written file.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _load_cache(cache_path: str, root: str) -> dict[str, dict]:
+    """The cached per-video records, or {} when absent, unreadable, of another version or for another root."""
+    try:
+        with open(cache_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION or data.get("root") != root:
+        return {}
+    videos = data.get("videos")
+    return videos if isinstance(videos, dict) else {}
+
+
+def _save_cache(cache_path: str, list_path: str, root: str, videos: dict[str, dict]) -> None:
+    data = {"version": _CACHE_VERSION, "list": os.path.abspath(list_path), "root": root, "videos": videos}
+    _atomic_write(cache_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _stat_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Index
 
 
 @dataclass
 class DatasetIndex:
+    """The probed state of one video list.
+
+    Attributes:
+        list_path, root: the list and the directory its paths are relative to.
+        entries: every list entry (``entries[row].row == row``), good or bad.
+        infos: ``row -> VideoInfo`` for good videos only.
+        bad: ``row -> reason`` for videos left out (probe failures and runtime quarantines).
+        quarantine_path: text file listing bad videos as ``<rel path>\\t<reason>`` lines.
+        cache_path: the ``.index.json`` cache file.
+        probed: how many videos this build actually probed (0 when everything came from the cache).
+    """
+
     list_path: str
     root: str
     entries: list[ListEntry]
     infos: dict[int, VideoInfo]
     bad: dict[int, str]
     quarantine_path: str
+    cache_path: str = ""
+    probed: int = 0
+    _lock_path: str = field(default="", repr=False)
 
     @property
     def good_rows(self) -> list[int]:
+        """Rows of the usable videos, ascending."""
         return sorted(self.infos)
 
+    @property
+    def good_entries(self) -> list[ListEntry]:
+        return [self.entries[r] for r in self.good_rows]
+
+    def num_frames(self, row: int) -> int:
+        return self.infos[row].num_frames
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
     def quarantine(self, row: int, reason: str) -> None:
-        raise NotImplementedError
+        """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
+
+        The video leaves ``infos``/``good_rows``, a line is appended to the quarantine file, and the cache records
+        it as bad, so the next build leaves it out too unless the file is replaced.
+        """
+        entry = self.entries[row]
+        reason = " ".join(str(reason).split()) or "runtime failure"
+        self.infos.pop(row, None)
+        self.bad[row] = reason
+        logger.warning("quarantined %s: %s", entry.path, reason)
+        lock = self._lock_path or index_paths(self.list_path)[2]
+        with _locked(lock):
+            with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                f.write(f"{entry.rel_path}\t{reason}\n")
+            if self.cache_path:
+                videos = _load_cache(self.cache_path, self.root)
+                key = _stat_key(entry.path)
+                if key is not None:
+                    videos[entry.rel_path] = {"size": key[0], "mtime_ns": key[1], "full_decode": True,
+                                              "bad": reason}
+                    _save_cache(self.cache_path, self.list_path, self.root, videos)
 
     def summary(self) -> str:
-        raise NotImplementedError
+        """Human-readable summary: counts, frame statistics, codecs, and every bad file with its reason."""
+        lines = [f"video index of {self.list_path}: {len(self.entries)} videos, {len(self.infos)} good, "
+                 f"{len(self.bad)} bad ({self.probed} probed, {len(self.entries) - self.probed} from cache)"]
+        if self.infos:
+            frames = [i.num_frames for i in self.infos.values()]
+            codecs = Counter(i.codec for i in self.infos.values())
+            sizes = Counter(f"{i.width}x{i.height}" for i in self.infos.values())
+            lines.append(f"  frames min/median/max: {min(frames)}/{statistics.median(frames):g}/{max(frames)}; "
+                         f"codecs: {', '.join(f'{c} {n}' for c, n in codecs.most_common())}; "
+                         f"sizes: {', '.join(f'{s} {n}' for s, n in sizes.most_common(3))}"
+                         + (" ..." if len(sizes) > 3 else ""))
+        if self.bad:
+            lines.append(f"  bad videos (left out; listed in {self.quarantine_path}):")
+            lines += [f"    {self.entries[r].path}: {why}" for r, why in sorted(self.bad.items())]
+        return "\n".join(lines)
+
+
+def _probe_job(job: tuple[int, str, bool]) -> tuple[int, dict | None, str | None]:
+    """Worker: probe one video -> (row, VideoInfo as dict or None, bad reason or None). Never raises."""
+    row, path, full_decode = job
+    try:
+        return row, asdict(probe_video(path, full_decode=full_decode)), None
+    except BadVideoError as e:
+        return row, None, str(e) or "unreadable"
+    except Exception as e:  # an unexpected library failure on one file must not stop indexing the others
+        return row, None, f"probe failed: {type(e).__name__}: {e}"
+
+
+def _mp_context() -> mp.context.BaseContext:
+    # fork starts workers instantly and, unlike spawn, does not re-import the caller's __main__ (scripts without a
+    # main guard). The workers only run PyAV/numpy code, never CUDA or DALI, so forking a process that has them
+    # loaded is safe.
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def _probe_all(jobs: list[tuple[int, str, bool]], workers: int, progress: bool,
+               desc: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    from tqdm import tqdm
+
+    n = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
+    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        if n <= 1:
+            for job in jobs:
+                yield _probe_job(job)
+                bar.update()
+        else:
+            with _mp_context().Pool(n) as pool:
+                # Small chunks keep the bar moving and balance long and short clips.
+                chunk = max(1, min(16, len(jobs) // (8 * n)))
+                for result in pool.imap_unordered(_probe_job, jobs, chunksize=chunk):
+                    yield result
+                    bar.update()
+    finally:
+        bar.close()
 
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True) -> DatasetIndex:
-    raise NotImplementedError
+    """Read a video list and probe every video (or reuse the cached results).
+
+    Args:
+        list_path: ``<relative path> <label>`` list (see :func:`read_file_list`).
+        root: directory the list's paths are relative to.
+        num_classes: when given, labels must lie in ``[0, num_classes)``.
+        workers: probing processes; 0 = ``os.cpu_count()``.
+        full_decode: decode every frame (slow, catches mid-stream corruption); cached results from a full decode
+            also satisfy later quick builds, not the other way round.
+        strict: raise instead of leaving bad videos out.
+        progress: show a progress bar while probing.
+
+    Returns:
+        The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
+
+    Raises:
+        DataListError: the list is missing or malformed.
+        BadVideoError: ``strict`` and at least one video is bad (the message names every bad file).
+    """
+    entries = read_file_list(list_path, root, num_classes)
+    root_abs = os.path.abspath(root)
+    cache_path, quarantine_path, lock_path = index_paths(list_path)
+
+    with _locked(lock_path):
+        cached = _load_cache(cache_path, root_abs)
+        videos: dict[str, dict] = {}
+        infos: dict[int, VideoInfo] = {}
+        bad: dict[int, str] = {}
+        jobs: list[tuple[int, str, bool]] = []
+        keys: dict[int, tuple[int, int]] = {}
+        for e in entries:
+            key = _stat_key(e.path)
+            if key is None:
+                bad[e.row] = "missing file" if not os.path.lexists(e.path) else "cannot stat file"
+                continue
+            keys[e.row] = key
+            rec = cached.get(e.rel_path)
+            if (rec and rec.get("size") == key[0] and rec.get("mtime_ns") == key[1]
+                    and (rec.get("full_decode") or not full_decode)):
+                videos[e.rel_path] = rec
+                if "bad" in rec:
+                    bad[e.row] = rec["bad"]
+                else:
+                    infos[e.row] = VideoInfo(**rec["info"])
+            else:
+                jobs.append((e.row, e.path, full_decode))
+
+        if jobs:
+            desc = f"indexing {os.path.basename(list_path)}"
+            for row, info, reason in _probe_all(jobs, workers, progress, desc):
+                e = entries[row]
+                rec = {"size": keys[row][0], "mtime_ns": keys[row][1], "full_decode": full_decode}
+                if info is not None:
+                    infos[row] = VideoInfo(**info)
+                    rec["info"] = info
+                else:
+                    bad[row] = reason or "unreadable"
+                    rec["bad"] = bad[row]
+                videos[e.rel_path] = rec
+        if jobs or set(videos) != set(cached):
+            _save_cache(cache_path, list_path, root_abs, videos)
+        if bad:
+            _atomic_write(quarantine_path, "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items())))
+        elif os.path.exists(quarantine_path):
+            os.unlink(quarantine_path)  # stale: every listed video is fine now
+
+    index = DatasetIndex(list_path=list_path, root=root, entries=entries, infos=infos, bad=bad,
+                         quarantine_path=quarantine_path, cache_path=cache_path, probed=len(jobs),
+                         _lock_path=lock_path)
+    for row, why in sorted(bad.items()):
+        logger.warning("bad video %s: %s", entries[row].path, why)
+    logger.info("%s", index.summary())
+    if strict and bad:
+        raise BadVideoError(f"{len(bad)} bad video(s) in {list_path} (strict):\n"
+                            + "\n".join(f"  {entries[r].path}: {why}" for r, why in sorted(bad.items())))
+    if not infos:
+        logger.error("no usable video in %s", list_path)
+    return index

@@ -1,22 +1,364 @@
-"""Synthetic motion-only action datasets (PyAV encoding) for tests, demos and benchmarks."""
-# (implementation in progress)
+"""Synthetic action-recognition data: motion-only classes rendered with numpy and encoded with PyAV.
+
+The classes differ **only in motion**, so a model (or a loader bug) that looks at single frames cannot beat chance:
+
+* ``moving up`` / ``moving down``: an object translates vertically at constant speed;
+* ``growing`` / ``shrinking``: an object scales up / down about a fixed centre.
+
+Every per-frame quantity has the same distribution in every class: the object's vertical position and size at a
+random frame are drawn from identical marginals (static quantities are sampled from the marginal that the moving
+ones sweep through), its horizontal position, shape and colour are class-independent, and the textured background
+is the same random process for all classes. Shapes (disc, square, diamond) are left-right symmetric and all motion
+is vertical or radial, so a horizontally flipped clip is a valid clip of the same class (flip augmentation is
+label-preserving). The background is a sum of soft colour gratings drifting sideways (random direction), which codecs
+compress well yet makes every frame different from its neighbours.
+
+Class folder names contain spaces, like real Kinetics class folders, so path handling with spaces is exercised.
+
+No DALI import here.
+"""
+
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
+import time
+from fractions import Fraction
+from typing import Any
+
+import av
 import numpy as np
 
-CLASSES = ("growing", "moving down", "moving up", "shrinking")
+__all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset"]
+
+CLASSES: tuple[str, ...] = ("growing", "moving down", "moving up", "shrinking")  # sorted: label = position
+
+# codec name -> (FFmpeg encoder, file extension, pixel format)
+CODECS: dict[str, tuple[str, str, str]] = {
+    "vp9": ("libvpx-vp9", ".webm", "yuv420p"),
+    "vp8": ("libvpx", ".webm", "yuv420p"),
+    "h264": ("libx264", ".mp4", "yuv420p"),
+    "mpeg4": ("mpeg4", ".mp4", "yuv420p"),
+    "mjpeg": ("mjpeg", ".avi", "yuvj420p"),  # full-range 4:2:0, the pixel format FFmpeg's MJPEG encoder wants
+}
+
+# Per-codec encoder options: fast settings for small test clips at good quality.
+_ENCODER_OPTIONS: dict[str, dict[str, str]] = {
+    # realtime + cpu-used 8 is libvpx's fastest mode; crf with b:v 0 is constant quality; lag 0 = no alt-ref frames.
+    "vp9": {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b:v": "0", "row-mt": "1", "lag-in-frames": "0"},
+    "vp8": {"deadline": "realtime", "cpu-used": "8", "crf": "8", "b:v": "4M", "lag-in-frames": "0"},
+    "h264": {"preset": "veryfast", "crf": "20"},
+    "mpeg4": {"qmin": "2", "qmax": "4"},
+    "mjpeg": {"qmin": "2", "qmax": "4"},
+}
+
+_CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
+    "h264": {"movflags": "+faststart"},  # index at the front: readable while streaming, fewer seeks
+    "mpeg4": {"movflags": "+faststart"},
+}
 
 
-def write_video(path: str, frames: np.ndarray, codec: str = "vp9", fps: int = 25, gop: int | None = None,
-                **opts) -> None:
-    raise NotImplementedError
+def _encoder_available(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except Exception:  # PyAV raises UnknownCodecError (a ValueError) or FFmpegError depending on the build
+        return False
 
 
-def motion_clip(cls_name: str, num_frames: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    raise NotImplementedError
+def _rate(fps: float | int | Fraction) -> Fraction:
+    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 2997/100, 30000/1001 stays exact
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+def write_video(path: str, frames: np.ndarray, codec: str = "vp9", fps: float | int | Fraction = 25,
+                gop: int | None = None, **opts: Any) -> None:
+    """Encode RGB frames to a constant-frame-rate video file.
+
+    Args:
+        path: output file; the container is chosen from its extension (``CODECS[codec][1]`` is the natural one).
+        frames: uint8 ``(T, H, W, 3)`` RGB; H and W must be even for the 4:2:0 codecs.
+        codec: ``vp9`` | ``vp8`` | ``h264`` | ``mpeg4`` | ``mjpeg``.
+        fps: constant frame rate (frame ``i`` gets timestamp ``i / fps``).
+        gop: keyframe interval in frames (exact for h264/vp8/vp9: scene-cut keyframes are disabled); None or 0 =
+            the encoder's default.
+        **opts: ``bframes=<int>`` (max B-frames; ``0`` = none), ``threads=<int>`` (encoder threads, default 1, since
+            datasets are encoded clip-parallel), and any other FFmpeg encoder option (stringified), overriding the
+            defaults (e.g. ``crf=18``, ``preset='medium'``).
+
+    Raises:
+        ValueError: unknown codec or bad frames (the message names the file).
+        RuntimeError: the encoder is not in this FFmpeg build (the message lists the codecs that are).
+    """
+    if codec not in CODECS:
+        raise ValueError(f"{path}: unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+    encoder, _, pix_fmt = CODECS[codec]
+    if not _encoder_available(encoder):
+        have = [c for c, (enc, _, _) in CODECS.items() if _encoder_available(enc)]
+        raise RuntimeError(f"{path}: the FFmpeg inside PyAV {av.__version__} has no {encoder!r} encoder for "
+                           f"codec {codec!r}; available here: {have}")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"{path}: frames must be a non-empty uint8 (T, H, W, 3) array, got "
+                         f"{frames.dtype} {frames.shape}")
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"{path}: {codec} with {pix_fmt} needs an even frame size, got {w}x{h}")
+    rate = _rate(fps)
+    bframes = opts.pop("bframes", None)
+    threads = int(opts.pop("threads", 1))
+    options = dict(_ENCODER_OPTIONS[codec])
+    gop = gop or None  # 0 means "encoder default", as on command lines
+    if gop is not None:
+        if gop < 1:
+            raise ValueError(f"{path}: gop must be >= 1, got {gop}")
+        if codec == "h264":
+            options.update({"keyint_min": str(gop), "sc_threshold": "0"})  # fixed GOP, no scene-cut keyframes
+        elif codec in ("vp8", "vp9"):
+            options.update({"keyint_min": str(gop)})
+    options.update({k: str(v) for k, v in opts.items()})
+
+    # bitexact: no random segment/track UIDs or version strings, so the same frames give the same bytes.
+    container = av.open(path, mode="w", options={"fflags": "+bitexact", **_CONTAINER_OPTIONS.get(codec, {})})
+    try:
+        stream = container.add_stream(encoder, rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.time_base = Fraction(1) / rate  # pts counts frames: constant frame rate by construction
+        stream.codec_context.thread_count = threads
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if bframes is not None:
+            stream.codec_context.max_b_frames = int(bframes)
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush delayed frames
+    finally:
+        container.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering
+
+_SHAPES = ("disc", "square", "diamond")
+
+
+def _sweep(rng: np.random.Generator, lo: float, hi: float, span: float, moving: int, u: np.ndarray) -> np.ndarray:
+    """A quantity over time within [lo, hi]: sweeps ``span`` up (moving=+1) or down (-1), or stays (0).
+
+    A static value is drawn from exactly the distribution a sweeping value has at a uniformly random time
+    (``U[lo, hi - span] + span * U[0, 1]``), so a single frame does not tell moving from static. Up and down sweeps
+    are mirror images of each other with a symmetric marginal, so they match too.
+    """
+    base = rng.uniform(lo, hi - span)
+    if moving == 0:
+        return np.full_like(u, base + span * rng.uniform())
+    return base + span * (u if moving > 0 else 1.0 - u)
+
+
+def _object_colour(rng: np.random.Generator, bg_base: np.ndarray, bg_amp: float) -> np.ndarray:
+    # Class-independent colour that stands out from every background pixel (some channel differs by a margin
+    # larger than the background's texture amplitude), so the object is visible and can be measured in tests.
+    for _ in range(1000):
+        c = rng.uniform(20, 235, size=3)
+        if np.max(np.abs(c - bg_base)) > bg_amp + 60:
+            return c
+    return np.where(bg_base > 127, 20.0, 235.0)
+
+
+def motion_clip(cls_name: str, num_frames: int, size: tuple[int, int], rng: np.random.Generator,
+                return_meta: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
+    """Render one clip of class ``cls_name``.
+
+    Args:
+        cls_name: one of :data:`CLASSES`.
+        num_frames: T.
+        size: ``(width, height)``.
+        rng: the only source of randomness (same generator state -> same clip).
+        return_meta: also return the ground truth: ``shape``, ``colour`` (3,), ``cx``, per-frame ``cy`` and
+            ``radius`` (T,) in pixels, background ``drift`` (px/frame, signed).
+
+    Returns:
+        uint8 ``(T, H, W, 3)`` RGB frames (and the meta dict when asked).
+    """
+    if cls_name not in CLASSES:
+        raise ValueError(f"unknown class {cls_name!r}; classes are {list(CLASSES)}")
+    w, h = int(size[0]), int(size[1])
+    if num_frames < 1 or w < 8 or h < 8:
+        raise ValueError(f"need num_frames >= 1 and a size of at least 8x8, got {num_frames} frames, {w}x{h}")
+    T = num_frames
+    u = np.linspace(0.0, 1.0, T) if T > 1 else np.zeros(1)
+    m = min(w, h)
+
+    vertical = {"moving up": -1, "moving down": +1}.get(cls_name, 0)  # image y grows downwards
+    radial = {"growing": +1, "shrinking": -1}.get(cls_name, 0)
+    # Sweep spans are drawn for every class (used or not) so all classes consume the generator alike.
+    span_y = rng.uniform(0.30, 0.50) * h
+    span_r = rng.uniform(0.40, 0.70) * (0.30 - 0.08) * m
+    cy = _sweep(rng, 0.15 * h, 0.85 * h, span_y, vertical, u)
+    radius = _sweep(rng, 0.08 * m, 0.30 * m, span_r, radial, u)
+    cx = rng.uniform(0.3, 0.7) * (w - 1)  # symmetric about the centre line: flip-invariant distribution
+    shape = _SHAPES[rng.integers(len(_SHAPES))]
+
+    # Background: base colour + 3 soft gratings drifting horizontally (direction random, so flips are harmless).
+    bg_base = rng.uniform(70, 185, size=3)
+    n_grat = 3
+    amps = rng.uniform(4, 14, size=(n_grat, 3))
+    bg_amp = float(np.abs(amps).sum(axis=0).max())
+    freq = rng.uniform(1 / 40, 1 / 10, size=n_grat)  # cycles per pixel
+    theta = rng.uniform(0, np.pi, size=n_grat)
+    phase = rng.uniform(0, 2 * np.pi, size=n_grat)
+    drift = rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.6)
+    colour = _object_colour(rng, bg_base, bg_amp)
+
+    t = np.arange(T, dtype=np.float32)[:, None, None]
+    ys = np.arange(h, dtype=np.float32)[None, :, None]
+    xs = np.arange(w, dtype=np.float32)[None, None, :]
+    frames = np.broadcast_to(bg_base.astype(np.float32), (T, h, w, 3)).copy()
+    for k in range(n_grat):
+        fx, fy = freq[k] * np.cos(theta[k]), freq[k] * np.sin(theta[k])
+        wave = np.sin(2 * np.pi * (fx * (xs - drift * t) + fy * ys) + phase[k]).astype(np.float32)  # (T, h, w)
+        frames += wave[..., None] * amps[k].astype(np.float32)
+
+    dx = np.abs(xs - np.float32(cx))
+    dy = np.abs(ys - cy.astype(np.float32)[:, None, None])
+    if shape == "disc":
+        dist = np.sqrt(dx * dx + dy * dy)
+    elif shape == "square":
+        dist = np.maximum(dx, dy)
+    else:  # diamond, scaled to about the disc's area
+        dist = (dx + dy) * np.float32(1 / np.sqrt(np.pi / 2))
+    # Anti-aliased edge (one-pixel ramp) keeps motion smooth at sub-pixel speeds.
+    alpha = np.clip(radius.astype(np.float32)[:, None, None] - dist + 0.5, 0.0, 1.0)[..., None]
+    frames = frames * (1 - alpha) + colour.astype(np.float32) * alpha
+    out = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+    if return_meta:
+        meta = {"shape": shape, "colour": colour, "cx": float(cx), "cy": cy, "radius": radius,
+                "drift": float(drift)}
+        return out, meta
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dataset
+
+
+def _clip_seed(seed: int, label: int, i: int) -> list[int]:
+    return [int(seed), int(label), int(i)]
+
+
+def _write_job(job: tuple) -> str:
+    """Worker: render and encode one clip (all randomness from (seed, label, i), so order does not matter)."""
+    path, cls_name, label, i, seed, size, codec, fps, gop, num_frames = job
+    rng = np.random.default_rng(_clip_seed(seed, label, i))
+    frames = motion_clip(cls_name, num_frames, size, rng)
+    tmp = path + ".part" + CODECS[codec][1]  # keep the extension: the muxer is chosen from it
+    write_video(tmp, frames, codec=codec, fps=fps, gop=gop)
+    os.replace(tmp, path)  # a crash never leaves a half-written clip under the final name
+    return path
 
 
 def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: int = 64, val_per_class: int = 24,
-                           num_frames: int = 32, size: tuple[int, int] = (128, 96), fps: int = 25,
-                           gop: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True) -> dict:
-    raise NotImplementedError
+                           num_frames: int = 32, size: tuple[int, int] = (128, 96), fps: float = 25,
+                           gop: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True,
+                           force: bool = False) -> dict:
+    """Write a motion-only synthetic dataset in the original list format.
+
+    Layout: ``out_dir/videos/<class>/<class>_<i><ext>`` (train clips are ``i < train_per_class``, val clips follow),
+    ``out_dir/train.txt`` and ``out_dir/val.txt`` (``<path relative to out_dir> <label>``, label = position of the
+    class in sorted order), ``out_dir/labels.csv`` (``id,name``) and ``out_dir/dataset.json`` (the parameters, written
+    last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The result is a deterministic
+    function of the parameters; when ``dataset.json`` shows a complete dataset with the same parameters and all files
+    exist, nothing is regenerated (unless ``force``).
+
+    Returns:
+        Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,
+        ``num_train``, ``num_val``, the parameters, ``skipped`` (True when reused) and ``seconds``.
+    """
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+    if train_per_class < 0 or val_per_class < 0 or train_per_class + val_per_class == 0:
+        raise ValueError(f"need clips: train_per_class={train_per_class}, val_per_class={val_per_class}")
+    size = (int(size[0]), int(size[1]))
+    ext = CODECS[codec][1]
+    params = {"version": 1, "codec": codec, "train_per_class": int(train_per_class),
+              "val_per_class": int(val_per_class), "num_frames": int(num_frames), "size": list(size),
+              "fps": float(fps), "gop": gop, "seed": int(seed), "classes": list(CLASSES)}
+    out_dir = os.path.abspath(out_dir)
+    meta_path = os.path.join(out_dir, "dataset.json")
+    train_list, val_list = os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "val.txt")
+    labels_csv = os.path.join(out_dir, "labels.csv")
+
+    rel: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
+    jobs = []
+    for label, cls_name in enumerate(CLASSES):
+        for i in range(train_per_class + val_per_class):
+            rel_path = os.path.join("videos", cls_name, f"{cls_name}_{i}{ext}")
+            rel["train" if i < train_per_class else "val"].append((rel_path, label))
+            jobs.append((os.path.join(out_dir, rel_path), cls_name, label, i, int(seed), size, codec, float(fps),
+                         gop, int(num_frames)))
+
+    summary = {"out_dir": out_dir, "train_list": train_list, "val_list": val_list, "labels_csv": labels_csv,
+               "classes": list(CLASSES), "num_train": len(rel["train"]), "num_val": len(rel["val"]), **params}
+    t0 = time.perf_counter()
+    if not force and _complete(meta_path, params, [j[0] for j in jobs] + [train_list, val_list, labels_csv]):
+        return {**summary, "skipped": True, "seconds": time.perf_counter() - t0}
+
+    if os.path.exists(meta_path):
+        # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
+        os.unlink(meta_path)
+        shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
+    for cls_name in CLASSES:
+        os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
+    _run_jobs(jobs, workers, progress)
+
+    for split, path in (("train", train_list), ("val", val_list)):
+        _write_text(path, "".join(f"{p} {label}\n" for p, label in rel[split]))
+    _write_text(labels_csv, "id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
+    _write_text(meta_path, json.dumps({**params, "complete": True}, indent=1) + "\n")
+    return {**summary, "skipped": False, "seconds": time.perf_counter() - t0}
+
+
+def _complete(meta_path: str, params: dict, files: list[str]) -> bool:
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return False
+    stored.pop("complete", None)
+    return stored == params and all(os.path.isfile(p) and os.path.getsize(p) > 0 for p in files)
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _run_jobs(jobs: list[tuple], workers: int, progress: bool) -> None:
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    n = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
+    bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    try:
+        if n <= 1:
+            for job in jobs:
+                _write_job(job)
+                bar.update()
+        else:
+            # fork: instant start and no re-import of the caller's __main__; workers only use numpy and PyAV.
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(n) as pool:
+                for _ in pool.imap_unordered(_write_job, jobs, chunksize=4):
+                    bar.update()
+    finally:
+        bar.close()

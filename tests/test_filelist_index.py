@@ -1,0 +1,362 @@
+"""Video lists, the dataset index (probing, bad-file quarantine, cache, lock) and PyAV frame decoding."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from dali_pipelines import index as index_mod
+from dali_pipelines.filelist import DataListError, ListEntry, read_file_list
+from dali_pipelines.index import BadVideoError, DatasetIndex, VideoInfo, build_index, probe_video
+from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
+from dali_pipelines.synthetic import write_video
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def counter_frames(n: int, w: int = 64, h: int = 48) -> np.ndarray:
+    """Frames whose index k is visible: 6 big blocks spell k in binary, plus a k-dependent background level."""
+    frames = np.empty((n, h, w, 3), np.uint8)
+    ys, xs = np.mgrid[0:h, 0:w]
+    for k in range(n):
+        f = np.stack([(xs * 2 + k * 3) % 256, (ys * 3) % 256, np.full_like(xs, 60 + (k * 7) % 120)], -1)
+        for bit in range(6):
+            r, c = divmod(bit, 3)
+            block = (slice(8 + r * 20, 8 + r * 20 + 14), slice(4 + c * 20, 4 + c * 20 + 16))
+            f[block] = 235 if (k >> bit) & 1 else 20
+        frames[k] = f
+    return frames
+
+
+def best_match(decoded: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each decoded frame: the index of the closest source frame and the gap to the runner-up."""
+    d = np.abs(decoded[:, None].astype(np.int16) - source[None].astype(np.int16)).mean(axis=(2, 3, 4))
+    order = np.sort(d, axis=1)
+    return d.argmin(axis=1), order[:, 1] - order[:, 0]
+
+
+def write_audio_only(path: str) -> None:
+    c = av.open(path, "w")
+    s = c.add_stream("libopus", rate=48000)
+    for i in range(10):
+        fr = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="flt", layout="mono")
+        fr.sample_rate, fr.pts = 48000, i * 960
+        c.mux(s.encode(fr))
+    c.mux(s.encode(None))
+    c.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# file lists
+
+
+def test_read_file_list_spaces_blank_lines(tmp_path):
+    lst = tmp_path / "train.txt"
+    lst.write_text("k400/train/arm wrestling/a b.mp4 3\n\n  \nk400/train/abseiling/x.mp4\t0\nplain.webm 12\n")
+    entries = read_file_list(str(lst), "/data", num_classes=13)
+    assert entries == [
+        ListEntry(0, "k400/train/arm wrestling/a b.mp4", "/data/k400/train/arm wrestling/a b.mp4", 3, 1),
+        ListEntry(1, "k400/train/abseiling/x.mp4", "/data/k400/train/abseiling/x.mp4", 0, 4),
+        ListEntry(2, "plain.webm", "/data/plain.webm", 12, 5),
+    ]
+
+
+@pytest.mark.parametrize("content, line, words", [
+    ("a.mp4 1\nno_label_here\n", 2, "no label"),
+    ("a.mp4 1\n\nb.mp4 one\n", 3, "not an integer"),
+    ("a.mp4 1.5\n", 1, "not an integer"),
+    ("a.mp4 0\nb.mp4 5\n", 2, "outside [0, 5)"),
+    ("a.mp4 -1\n", 1, "outside"),
+])
+def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words):
+    lst = tmp_path / "bad list.txt"
+    lst.write_text(content)
+    with pytest.raises(DataListError) as e:
+        read_file_list(str(lst), str(tmp_path), num_classes=5)
+    assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
+
+
+def test_read_file_list_missing_and_empty(tmp_path):
+    with pytest.raises(DataListError, match="does not exist") as e:
+        read_file_list(str(tmp_path / "nope.txt"), str(tmp_path))
+    assert "nope.txt" in str(e.value)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n")
+    with pytest.raises(DataListError, match="no entries") as e:
+        read_file_list(str(empty), str(tmp_path))
+    assert "empty.txt" in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# index on a directory of tiny clips, good and bad
+
+GOOD = {  # rel path -> (frames, width, height, fps)
+    "clips/cls a/good 0.webm": (12, 64, 48, 25),
+    "clips/cls a/good_1.webm": (20, 80, 64, 30),
+    "clips/cls_b/good_2.webm": (9, 48, 32, 12.5),
+}
+BAD = {  # rel path -> word the reason must contain
+    "clips/cls_b/zero.webm": "zero-byte",
+    "clips/cls_b/garbage.webm": "container",
+    "clips/cls_b/truncated.webm": "truncated",
+    "clips/cls_b/missing.webm": "missing",
+    "clips/cls_b/audio only.webm": "no video stream",
+}
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> tuple[Path, Path]:
+    root = tmp_path / "data"
+    for rel, (n, w, h, fps) in GOOD.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_video(str(root / rel), counter_frames(n, w, h), "vp9", fps=fps)
+    bad_dir = root / "clips/cls_b"
+    (bad_dir / "zero.webm").write_bytes(b"")
+    (bad_dir / "garbage.webm").write_bytes(np.random.default_rng(0).bytes(4000))
+    write_video(str(bad_dir / "full.webm"), counter_frames(40), "vp9")
+    data = (bad_dir / "full.webm").read_bytes()
+    (bad_dir / "truncated.webm").write_bytes(data[: len(data) // 2])
+    (bad_dir / "full.webm").unlink()
+    write_audio_only(str(bad_dir / "audio only.webm"))
+    lst = tmp_path / "lists" / "train.txt"
+    lst.parent.mkdir()
+    rels = list(GOOD) + list(BAD)
+    lst.write_text("".join(f"{rel} {i % 2}\n" for i, rel in enumerate(rels)))
+    return lst, root
+
+
+def check_index(ix: DatasetIndex, lst: Path, root: Path) -> None:
+    rows = {e.rel_path: e.row for e in ix.entries}
+    assert ix.good_rows == sorted(rows[r] for r in GOOD)
+    for rel, (n, w, h, fps) in GOOD.items():
+        assert ix.infos[rows[rel]] == VideoInfo(num_frames=n, codec="vp9", width=w, height=h, fps=fps)
+    assert set(ix.bad) == {rows[r] for r in BAD}
+    for rel, word in BAD.items():
+        assert word in ix.bad[rows[rel]], (rel, ix.bad[rows[rel]])
+    assert ix.quarantine_path == str(lst) + ".quarantine.txt"
+    lines = Path(ix.quarantine_path).read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in lines) == sorted(BAD)
+    assert all(len(line.split("\t")) == 2 and line.split("\t")[1] for line in lines)
+    summary = ix.summary()
+    for rel in BAD:
+        assert str(root / rel) in summary
+
+
+def test_build_index_good_and_bad(dataset, caplog):
+    lst, root = dataset
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix = build_index(str(lst), str(root), num_classes=2, workers=2, progress=False)
+    check_index(ix, lst, root)
+    assert ix.probed == len(GOOD) + len(BAD) - 1  # the missing file is never probed
+    warned = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for rel in BAD:
+        assert str(root / rel) in warned
+    assert os.path.exists(str(lst) + ".index.json")
+
+
+def test_build_index_strict_names_every_bad_file(dataset):
+    lst, root = dataset
+    with pytest.raises(BadVideoError) as e:
+        build_index(str(lst), str(root), workers=1, strict=True, progress=False)
+    for rel in BAD:
+        assert str(root / rel) in str(e.value)
+    for rel in GOOD:
+        assert str(root / rel) not in str(e.value)
+
+
+def test_full_decode_agrees(dataset):
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, full_decode=True, progress=False)
+    check_index(ix, lst, root)
+
+
+def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1, progress=False)
+    cache = Path(str(lst) + ".index.json")
+    mtime = cache.stat().st_mtime_ns
+
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == [] and ix.probed == 0
+    assert cache.stat().st_mtime_ns == mtime  # nothing changed, nothing rewritten
+    check_index(ix, lst, root)
+
+    # Replace one good video with a longer one: only it is probed again and its new count is used.
+    rel = "clips/cls a/good_1.webm"
+    write_video(str(root / rel), counter_frames(33, 80, 64), "vp9", fps=30)
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == [str(root / rel)] and ix.probed == 1
+    row = next(e.row for e in ix.entries if e.rel_path == rel)
+    assert ix.infos[row].num_frames == 33
+    # A full-decode build does not trust results of quick probes: everything present is probed again.
+    calls.clear()
+    build_index(str(lst), str(root), workers=1, full_decode=True, progress=False)
+    assert len(calls) == len(GOOD) + len(BAD) - 1
+
+
+def test_corrupt_cache_is_ignored(dataset):
+    lst, root = dataset
+    Path(str(lst) + ".index.json").write_text("{not json")
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    check_index(ix, lst, root)
+    assert json.loads(Path(str(lst) + ".index.json").read_text())["version"] == 1
+
+
+def test_runtime_quarantine_persists(dataset):
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    row = ix.good_rows[0]
+    ix.quarantine(row, "decoder failed:\n  NVDEC error")
+    assert row not in ix.good_rows and ix.bad[row] == "decoder failed: NVDEC error"
+    assert f"{ix.entries[row].rel_path}\tdecoder failed: NVDEC error" in Path(ix.quarantine_path).read_text()
+    ix2 = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix2.probed == 0 and row not in ix2.good_rows and "decoder failed" in ix2.bad[row]
+
+
+def test_readonly_list_dir_uses_user_cache(dataset, tmp_path, monkeypatch):
+    lst, root = dataset
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.cache_path.startswith(str(tmp_path / "xdg" / "eva_dali_video"))
+    assert ix.quarantine_path.startswith(str(tmp_path / "xdg" / "eva_dali_video"))
+    assert os.path.exists(ix.cache_path) and os.path.exists(ix.quarantine_path)
+    assert not os.path.exists(str(lst) + ".index.json")
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
+
+
+def _concurrent_build(lst: str, root: str, barrier, out) -> None:
+    barrier.wait()
+    out.put(build_index(lst, root, workers=1, progress=False).probed)
+
+
+def test_concurrent_builds_probe_once(dataset):
+    lst, root = dataset
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_concurrent_build, args=(str(lst), str(root), barrier, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    probed = sorted(out.get(timeout=5) for _ in procs)
+    assert probed == [0, 0, len(GOOD) + len(BAD) - 1]
+
+
+def test_probe_video_reasons(tmp_path):
+    with pytest.raises(BadVideoError, match="missing file"):
+        probe_video(str(tmp_path / "nothing.webm"))
+    (tmp_path / "e.webm").write_bytes(b"")
+    with pytest.raises(BadVideoError, match="zero-byte"):
+        probe_video(str(tmp_path / "e.webm"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# frame counts against DALI (VP9) and a full PyAV decode (real H.264 / MPEG-4 clips)
+
+
+def test_counts_match_dali_cpu_decoder_vp9(tmp_path):
+    dali = pytest.importorskip("nvidia.dali")
+    from nvidia.dali import fn
+
+    clips = {"plain.webm": ({}, 23), "gop4.webm": ({"gop": 4}, 17),
+             # good-quality mode with alt-ref frames: hidden frames travel in superframes, not extra packets
+             "altref.webm": ({"gop": 16, "deadline": "good", "cpu-used": "4", "lag-in-frames": "16",
+                              "auto-alt-ref": "1"}, 40)}
+    paths = []
+    for name, (opts, n) in clips.items():
+        write_video(str(tmp_path / name), counter_frames(n), "vp9", **opts)
+        paths.append(str(tmp_path / name))
+
+    @dali.pipeline_def(batch_size=len(paths), num_threads=1, device_id=None)
+    def pipe():
+        enc, _ = fn.readers.file(files=paths)
+        return fn.decoders.video(enc, device="cpu")
+
+    p = pipe()
+    p.build()
+    out = p.run()[0]
+    for i, path in enumerate(paths):
+        dali_frames = np.asarray(out[i])
+        assert probe_video(path).num_frames == dali_frames.shape[0] == count_packets(path) == count_frames(path)
+        # Same numbering: DALI's frame k is PyAV's frame k.
+        idx, _ = best_match(dali_frames, decode_frames(path, range(dali_frames.shape[0])))
+        assert idx.tolist() == list(range(dali_frames.shape[0]))
+
+
+def test_counts_match_full_decode_on_real_clips(real_clips_dir):
+    clips = sorted(p for p in real_clips_dir.iterdir() if p.suffix in (".mp4", ".avi"))
+    if not clips:
+        pytest.skip(f"no real clips in {real_clips_dir}")
+    for clip in clips:
+        info = probe_video(str(clip))
+        assert info.num_frames == count_frames(str(clip)), clip.name
+        assert info.codec in ("h264", "mpeg4") and info.width > 0 and info.fps > 0
+        assert probe_video(str(clip), full_decode=True) == info
+
+
+def test_index_on_real_clips_with_spaces(real_clips_dir, tmp_path):
+    # Real clips under a class folder with spaces, via a list: the pipeline's view of the data.
+    clips = sorted(p for p in real_clips_dir.iterdir() if p.suffix == ".mp4")[:2]
+    if not clips:
+        pytest.skip(f"no real clips in {real_clips_dir}")
+    (tmp_path / "arm wrestling").mkdir()
+    for c in clips:
+        shutil.copy(c, tmp_path / "arm wrestling" / c.name)
+    lst = tmp_path / "val.txt"
+    lst.write_text("".join(f"arm wrestling/{c.name} 7\n" for c in clips))
+    ix = build_index(str(lst), str(tmp_path), num_classes=8, workers=1, progress=False)
+    assert ix.good_rows == list(range(len(clips))) and not ix.bad
+    assert [ix.num_frames(r) for r in ix.good_rows] == [count_frames(str(c)) for c in clips]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# decode_frames
+
+
+@pytest.mark.parametrize("codec, opts", [("vp9", {"gop": 8}), ("h264", {"bframes": 3, "preset": "medium"})])
+def test_decode_frames_returns_requested_frames(tmp_path, codec, opts):
+    src = counter_frames(40)
+    path = str(tmp_path / f"counter.{'webm' if codec == 'vp9' else 'mp4'}")
+    write_video(path, src, codec, **opts)
+    if codec == "h264":
+        with av.open(path) as c:
+            pts = [p.pts for p in c.demux(video=0) if p.size]
+        assert pts != sorted(pts)  # B-frames: decode order differs from presentation order
+    want = [37, 0, 5, 17, 5, 39, 17, 8]  # unordered, duplicates, across GOPs
+    got = decode_frames(path, want)
+    assert got.shape == (len(want), 48, 64, 3) and got.dtype == np.uint8
+    idx, margin = best_match(got, src)
+    assert idx.tolist() == want
+    assert margin.min() > 5  # the best match is unambiguous
+    assert np.abs(got.astype(int) - src[want]).mean() < 6
+    # bytes input, numpy indices, threads=1 give the same pixels
+    assert np.array_equal(decode_frames(Path(path).read_bytes(), np.array(want), threads=1), got)
+
+
+def test_decode_frames_errors(tmp_path):
+    path = str(tmp_path / "c.webm")
+    write_video(path, counter_frames(10), "vp9")
+    with pytest.raises(BadVideoError, match=r"c\.webm.*frame 10 requested but only 10"):
+        decode_frames(path, [0, 10])
+    with pytest.raises(ValueError, match="negative"):
+        decode_frames(path, [-1])
+    assert decode_frames(path, []).shape == (0, 48, 64, 3)
+    with pytest.raises(BadVideoError, match="nothing.webm"):
+        decode_frames(str(tmp_path / "nothing.webm"), [0])
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(BadVideoError, match="junk.mp4"):
+        decode_frames(str(tmp_path / "junk.mp4"), [0])

@@ -1,0 +1,239 @@
+"""Synthetic motion-only data: encoders, class design (no single-frame cue, flip invariance), dataset writer, CLI."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.frame import PictureType
+import pytest
+
+from dali_pipelines import synthetic
+from dali_pipelines.filelist import read_file_list
+from dali_pipelines.index import build_index, probe_video
+from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.synthetic import CLASSES, CODECS, make_synthetic_dataset, motion_clip, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 64, 48
+
+
+def measure(frames: np.ndarray, colour: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame object statistics measured from pixels: the object is where the pixel is close to its colour."""
+    mask = np.abs(frames.astype(np.float32) - colour.astype(np.float32)).max(axis=-1) < 30  # (T, H, W)
+    area = mask.sum(axis=(1, 2)).astype(np.float64)
+    ys, xs = np.arange(frames.shape[1]), np.arange(frames.shape[2])
+    cy = (mask.sum(axis=2) * ys).sum(axis=1) / np.maximum(area, 1)
+    cx = (mask.sum(axis=1) * xs).sum(axis=1) / np.maximum(area, 1)
+    # third central moment of x over the object: 0 for a left-right symmetric shape
+    skew = np.array([((xs[None, :] - cx[t]) ** 3 * m).sum() / max(a, 1) / max(((xs[None, :] - cx[t]) ** 2 * m).sum()
+                                                                              / max(a, 1), 1e-6) ** 1.5
+                     for t, (m, a) in enumerate(zip(mask, area))])
+    return {"area": area, "size": np.sqrt(area), "cy": cy, "cx": cx, "skew": skew}
+
+
+def motion_class(stats: dict[str, np.ndarray]) -> str:
+    """Classify a clip from how the measured object changes between first and last frame."""
+    dy = stats["cy"][-1] - stats["cy"][0]
+    ds = stats["size"][-1] - stats["size"][0]
+    if abs(dy) > abs(ds):
+        return "moving down" if dy > 0 else "moving up"
+    return "growing" if ds > 0 else "shrinking"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# write_video
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_write_video_roundtrip(tmp_path, codec):
+    frames = motion_clip("moving up", 10, (W, H), np.random.default_rng(1))
+    path = str(tmp_path / f"clip{CODECS[codec][1]}")
+    write_video(path, frames, codec, fps=25)
+    info = probe_video(path, full_decode=True)
+    assert (info.num_frames, info.codec, info.width, info.height, info.fps) == (10, codec, W, H, 25.0)
+    decoded = decode_frames(path, range(10))
+    assert np.abs(decoded.astype(int) - frames).mean() < 6  # lossy, but the same pictures
+
+
+def test_h264_bframes_when_allowed(tmp_path):
+    # Control for the test below: the B-frame check can see B-frames.
+    path = str(tmp_path / "bf.mp4")
+    write_video(path, motion_clip("growing", 20, (W, H), np.random.default_rng(2)), "h264", bframes=3,
+                preset="medium")
+    with av.open(path) as c:
+        assert PictureType.B in {PictureType(int(f.pict_type)) for f in c.decode(video=0)}
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_write_video_gop_and_no_bframes(tmp_path, codec):
+    frames = motion_clip("growing", 20, (W, H), np.random.default_rng(2))
+    path = str(tmp_path / f"gop{CODECS[codec][1]}")
+    write_video(path, frames, codec, gop=4, bframes=0)
+    with av.open(path) as c:
+        keys = [i for i, p in enumerate(p for p in c.demux(video=0) if p.size) if p.is_keyframe]
+    with av.open(path) as c:
+        types = {PictureType(int(f.pict_type)) for f in c.decode(video=0)}
+    assert keys == [0, 4, 8, 12, 16]
+    assert PictureType.I in types and PictureType.B not in types
+
+
+def test_write_video_ntsc_rate(tmp_path):
+    path = str(tmp_path / "ntsc.mp4")
+    write_video(path, motion_clip("shrinking", 12, (W, H), np.random.default_rng(3)), "h264",
+                fps=Fraction(30000, 1001))
+    assert probe_video(path).fps == pytest.approx(30000 / 1001, rel=1e-4)
+
+
+def test_write_video_errors(tmp_path, monkeypatch):
+    ok = np.zeros((2, H, W, 3), np.uint8)
+    with pytest.raises(ValueError, match="unknown codec 'hevc'"):
+        write_video(str(tmp_path / "a.mp4"), ok, "hevc")
+    with pytest.raises(ValueError, match=r"odd\.webm.*even frame size"):
+        write_video(str(tmp_path / "odd.webm"), np.zeros((2, 47, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        write_video(str(tmp_path / "f.webm"), ok.astype(np.float32))
+    monkeypatch.setitem(synthetic.CODECS, "vp9", ("libnotthere", ".webm", "yuv420p"))
+    with pytest.raises(RuntimeError, match=r"no 'libnotthere' encoder.*available here: .*h264"):
+        write_video(str(tmp_path / "m.webm"), ok, "vp9")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# class design
+
+
+def render_set(n_per_class: int, T: int, seed: int) -> list[tuple[str, np.ndarray, dict]]:
+    rng = np.random.default_rng(seed)
+    return [(c, *motion_clip(c, T, (W, H), rng, return_meta=True)) for c in CLASSES for _ in range(n_per_class)]
+
+
+def test_pixels_match_ground_truth():
+    for cls, frames, meta in render_set(3, 8, seed=5):
+        assert frames.shape == (8, H, W, 3) and frames.dtype == np.uint8
+        s = measure(frames, meta["colour"])
+        inside = (meta["cy"] - meta["radius"] > 1) & (meta["cy"] + meta["radius"] < H - 2)  # not clipped by edges
+        assert inside.any()
+        np.testing.assert_allclose(s["cy"][inside], meta["cy"][inside], atol=0.6)
+        np.testing.assert_allclose(s["cx"][inside], meta["cx"], atol=0.6)
+        assert motion_class(s) == cls
+        assert not np.array_equal(frames[0], frames[1])  # the drifting background makes every frame distinct
+
+
+def test_single_frame_does_not_reveal_class():
+    clips = render_set(48, 12, seed=0)
+    rng = np.random.default_rng(1)
+    feats, labels, motion = [], [], []
+    for cls, frames, meta in clips:
+        s = measure(frames, meta["colour"])
+        t = rng.integers(len(frames))  # one random frame per clip
+        feats.append([s["cy"][t], s["size"][t], s["cx"][t], *frames[t].reshape(-1, 3).mean(0)])
+        labels.append(CLASSES.index(cls))
+        motion.append(motion_class(s) == cls)
+    X, y = np.array(feats), np.array(labels)
+    # Per-class means of every single-frame statistic agree (within 0.45 pooled std; sampling noise is ~0.13).
+    Z = (X - X.mean(0)) / X.std(0)
+    class_means = np.stack([Z[y == k].mean(0) for k in range(len(CLASSES))])
+    assert np.abs(class_means).max() < 0.45, class_means.round(2)
+    # A nearest-class-mean classifier on single-frame statistics stays near chance (0.25) on held-out clips ...
+    train = np.arange(len(y)) % 2 == 0
+    mu = np.stack([Z[train & (y == k)].mean(0) for k in range(len(CLASSES))])
+    pred = np.argmin(((Z[~train][:, None] - mu[None]) ** 2).sum(-1), axis=1)
+    assert (pred == y[~train]).mean() < 0.45
+    # ... while the motion between frames identifies the class.
+    assert np.mean(motion) > 0.95
+
+
+def test_horizontal_flip_keeps_class():
+    for cls, frames, meta in render_set(6, 10, seed=7):
+        s = measure(frames, meta["colour"])
+        f = measure(frames[:, :, ::-1], meta["colour"])
+        assert motion_class(f) == motion_class(s) == cls
+        np.testing.assert_allclose(f["cy"], s["cy"], atol=1e-6)
+        np.testing.assert_allclose(f["area"], s["area"])
+        np.testing.assert_allclose(f["cx"], (W - 1) - s["cx"], atol=1e-6)
+        assert np.abs(s["skew"]).max() < 0.15  # symmetric shapes: the flipped object looks the same
+
+
+def test_motion_clip_deterministic_and_validates():
+    a = motion_clip("moving down", 6, (W, H), np.random.default_rng(42))
+    b = motion_clip("moving down", 6, (W, H), np.random.default_rng(42))
+    c = motion_clip("moving down", 6, (W, H), np.random.default_rng(43))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="unknown class 'moving_up'"):
+        motion_clip("moving_up", 6, (W, H), np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dataset writer and CLI
+
+SMALL = dict(train_per_class=3, val_per_class=2, num_frames=8, size=(W, H), seed=3, progress=False)
+
+
+def test_make_synthetic_dataset(tmp_path):
+    out = tmp_path / "synth"
+    s = make_synthetic_dataset(str(out), workers=2, **SMALL)
+    assert not s["skipped"] and s["num_train"] == 12 and s["num_val"] == 8 and s["classes"] == list(CLASSES)
+    assert (out / "labels.csv").read_text() == "id,name\n0,growing\n1,moving down\n2,moving up\n3,shrinking\n"
+    train = read_file_list(str(out / "train.txt"), str(out), num_classes=4)
+    val = read_file_list(str(out / "val.txt"), str(out), num_classes=4)
+    assert [e.rel_path for e in train[3:6]] == [f"videos/moving down/moving down_{i}.webm" for i in range(3)]
+    assert [e.rel_path for e in val[2:4]] == [f"videos/moving down/moving down_{i}.webm" for i in (3, 4)]
+    for e in train + val:
+        assert e.label == CLASSES.index(e.rel_path.split("/")[1])
+    for lst in ("train.txt", "val.txt"):
+        ix = build_index(str(out / lst), str(out), num_classes=4, workers=1, progress=False)
+        assert not ix.bad and {(i.num_frames, i.codec, i.width, i.height) for i in ix.infos.values()} == {
+            (8, "vp9", W, H)}
+    # Each clip is the deterministic render for (seed, label, i), and its motion gives the label.
+    for e in val:
+        i = int(Path(e.rel_path).stem.rsplit("_", 1)[1])
+        frames, meta = motion_clip(CLASSES[e.label], 8, (W, H), np.random.default_rng([3, e.label, i]),
+                                   return_meta=True)
+        decoded = decode_frames(e.path, range(8))
+        assert np.abs(decoded.astype(int) - frames).mean() < 6
+        assert motion_class(measure(decoded, meta["colour"])) == CLASSES[e.label]
+
+
+def test_dataset_reuse_regenerate_and_determinism(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_synthetic_dataset(str(a), workers=1, **SMALL)
+    clip = a / "videos" / "growing" / "growing_0.webm"
+    mtime = clip.stat().st_mtime_ns
+    assert make_synthetic_dataset(str(a), workers=1, **SMALL)["skipped"]
+    assert clip.stat().st_mtime_ns == mtime
+    # Same parameters elsewhere (other worker count): byte-identical files and lists.
+    make_synthetic_dataset(str(b), workers=2, **SMALL)
+    for f in sorted(a.rglob("*.webm")) + [a / "train.txt", a / "val.txt", a / "labels.csv"]:
+        assert filecmp.cmp(f, b / f.relative_to(a), shallow=False), f
+    # Another seed: other clips.
+    c = tmp_path / "c"
+    make_synthetic_dataset(str(c), workers=1, **{**SMALL, "seed": 4})
+    assert not filecmp.cmp(clip, c / clip.relative_to(a), shallow=False)
+    # Changed parameters: regenerated, old clips gone.
+    s = make_synthetic_dataset(str(a), workers=1, **{**SMALL, "num_frames": 10, "val_per_class": 1})
+    assert not s["skipped"] and probe_video(str(clip)).num_frames == 10
+    assert not (a / "videos" / "growing" / "growing_4.webm").exists()
+    # A deleted clip makes the dataset incomplete: regenerated.
+    clip.unlink()
+    assert not make_synthetic_dataset(str(a), workers=1, **{**SMALL, "num_frames": 10, "val_per_class": 1})["skipped"]
+    assert clip.exists()
+
+
+def test_cli(tmp_path):
+    out = tmp_path / "cli data"
+    cmd = [sys.executable, "tools/make_synthetic_dataset.py", "--out", str(out), "--train-per-class", "1",
+           "--val-per-class", "1", "--frames", "4", "--size", "32x32", "--codec", "h264", "--gop", "2", "--quiet"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert str(out / "train.txt") in r.stdout and "4 train + 4 val clips" in r.stdout
+    assert probe_video(str(out / "videos" / "moving up" / "moving up_1.mp4")).num_frames == 4
+    r = subprocess.run([*cmd[:2], "--out", str(out), "--size", "33x32"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "--size" in r.stderr
+    assert os.path.exists(out / "dataset.json")

@@ -1,0 +1,114 @@
+"""Helpers for the loader/pipeline tests: tiny clips whose frames are easy to tell apart, lists, configs, and a
+numpy reference of DALI's ROI resize."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from configs.defaults import get_cfg_defaults
+from dali_pipelines.synthetic import write_video
+
+
+def pattern_frames(num_frames: int, width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:
+    """Frames that differ strongly from each other (a bright box moving on a 2-D path, a frame-dependent gradient)
+    and are not left-right symmetric, so flips and crop offsets are visible."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / width * 200, yy / height * 120 + 40, (xx + yy) / (width + height) * 80], -1)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for i in range(num_frames):
+        f = base.copy()
+        f[..., 2] += 100 * (0.5 + 0.5 * np.sin(i * 0.9))
+        cx, cy = (7 * i + rng.integers(3)) % (width - 16), (5 * i) % (height - 16)
+        f[cy:cy + 16, cx:cx + 16] = (250, 240, 20)
+        frames[i] = np.clip(f, 0, 255)
+    return frames
+
+
+def make_clip_dataset(root: str, counts, codec: str = "vp9", size=(96, 72), list_name: str = "list.txt",
+                      num_classes: int = 3, gop: int | None = 8) -> str:
+    """Write one clip per entry of ``counts`` (frame counts) under ``root/videos`` and a list; returns the list
+    path. Labels cycle over ``num_classes``; every third file name contains a space."""
+    os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+    ext = {"vp9": ".webm", "vp8": ".webm", "h264": ".mp4", "mjpeg": ".avi"}[codec]
+    lines = []
+    for i, n in enumerate(counts):
+        rel = f"videos/clip {i}{ext}" if i % 3 == 0 else f"videos/clip_{i}{ext}"
+        write_video(os.path.join(root, rel), pattern_frames(n, size[0], size[1], seed=i), codec=codec, gop=gop)
+        lines.append(f"{rel} {i % num_classes}")
+    list_path = os.path.join(root, list_name)
+    with open(list_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return list_path
+
+
+def small_cfg(root: str, train_list: str = "", val_list: str = "", **overrides):
+    """A mutable config for tiny CPU runs."""
+    cfg = get_cfg_defaults()
+    cfg.DATA.ROOT = root
+    cfg.DATA.TRAIN_FILE = train_list
+    cfg.DATA.VAL_FILE = val_list
+    cfg.DATA.NUM_CLASSES = 3
+    cfg.DATA.INPUT_SIZE = 32
+    cfg.DATA.NUM_FRAMES = 4
+    cfg.DATA.NUM_THREADS = 1
+    cfg.DATA.NUM_WORKERS = 1
+    cfg.DATA.INDEX_WORKERS = 1
+    cfg.DATA.PREFETCH = 2
+    cfg.DATA.DECODE_DEVICE = "cpu"
+    cfg.TRAIN.BATCH_SIZE = 2
+    cfg.TEST.BATCH_SIZE = 2
+    cfg.SEED = 7
+    for key, value in overrides.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return cfg
+
+
+def roi_resize_ref(frames: np.ndarray, roi_start, roi_end, size: int) -> np.ndarray:
+    """Bilinear resize (no antialias, half-pixel centres, edge clamp) of the source window [roi_start, roi_end)
+    ([y, x] in source pixels) of uint8 (F, H, W, 3) frames to (F, size, size, 3) float32."""
+    frames = frames.astype(np.float32)
+    _, h, w, _ = frames.shape
+
+    def axis(start, end, n, length):
+        c = start + (np.arange(size) + 0.5) * (end - start) / size - 0.5
+        c = np.clip(c, 0, length - 1)
+        i0 = np.floor(c).astype(int)
+        i1 = np.minimum(i0 + 1, length - 1)
+        return i0, i1, (c - i0).astype(np.float32)
+
+    y0, y1, wy = axis(roi_start[0], roi_end[0], size, h)
+    x0, x1, wx = axis(roi_start[1], roi_end[1], size, w)
+    rows = frames[:, y0] * (1 - wy)[None, :, None, None] + frames[:, y1] * wy[None, :, None, None]
+    return rows[:, :, x0] * (1 - wx)[None, None, :, None] + rows[:, :, x1] * wx[None, None, :, None]
+
+
+MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+STD = np.array([58.395, 57.12, 57.375], np.float32)
+
+
+def denormalize(video) -> np.ndarray:
+    """(..., 3, S, S) normalised tensor -> (..., S, S, 3) float32 pixel values."""
+    v = np.asarray(video.float().cpu() if hasattr(video, "cpu") else video, np.float32)
+    v = np.moveaxis(v, -3, -1)
+    return v * STD + MEAN
+
+
+def best_match(frame: np.ndarray, candidates: np.ndarray) -> tuple[int, float]:
+    """Index of the candidate most correlated with ``frame`` and that correlation."""
+    a = frame.astype(np.float64).ravel()
+    a = (a - a.mean()) / (a.std() + 1e-9)
+    best, best_c = -1, -2.0
+    for k, c in enumerate(candidates):
+        b = c.astype(np.float64).ravel()
+        b = (b - b.mean()) / (b.std() + 1e-9)
+        corr = float((a * b).mean())
+        if corr > best_c:
+            best, best_c = k, corr
+    return best, best_c

@@ -1,0 +1,534 @@
+"""Kinetics preparation: lists and labels, the Kinetics-722 merge (union, dedup, leak removal, class mappings),
+errors and --dry-run, loading the written lists, and the short-GOP H.264 re-encode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tools import prepare_kinetics
+from tools.kinetics import (
+    CLASS_ALIASES, EncodeSettings, KineticsError, build_k722, canonical_class_name, class_mapping,
+    prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kinetics_names(shared_dir) -> dict[str, list[str]]:
+    """Official class names (id order) of K400/600/700/722 from the reference label CSVs."""
+    d = shared_dir / "data" / "labels"
+    return {k: read_labels_csv(str(d / f"kinetics{k[1:]}_labels.csv")) for k in ("k400", "k600", "k700", "k722")}
+
+
+def vid(tag: str, start: int = 10) -> str:
+    """Kinetics-style file name for an 11-character YouTube id built from ``tag``."""
+    return f"{tag:_<11}_{start:06d}_{start + 10:06d}.mp4"
+
+
+def make_tree(root: Path, splits: dict[str, dict[str, list[str]]], content: bytes = b"\x00not-a-real-video") -> Path:
+    """``root/<split>/<class>/<file>`` with dummy (non-empty) files; only the names matter for list building."""
+    for split, classes in splits.items():
+        for cls, files in classes.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                (root / split / cls / f).write_bytes(content)
+    return root
+
+
+def read_list(path: Path) -> list[tuple[str, int]]:
+    out = []
+    for line in path.read_text().splitlines():
+        rel, lab = line.rsplit(" ", 1)
+        out.append((rel, int(lab)))
+    return out
+
+
+def tiny_frames(t: int = 12, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Smooth moving gradient (compresses well, every frame distinct)."""
+    y, x = np.mgrid[0:h, 0:w]
+    frames = [np.stack([(x * 4 + 9 * i) % 256, (y * 5 + 3 * i + seed * 40) % 256, np.full_like(x, 16 * i % 256)],
+                       -1) for i in range(t)]
+    return np.asarray(frames, dtype=np.uint8)
+
+
+def write_clip(path: Path, t: int = 12, h: int = 48, w: int = 64, codec: str = "vp9", seed: int = 0,
+               gop: int | None = None) -> Path:
+    from dali_pipelines.synthetic import write_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(str(path), tiny_frames(t, h, w, seed), codec=codec, fps=25, gop=gop)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# per-dataset lists
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_youtube_id():
+    assert youtube_id("abcdefghijk_000010_000020.mp4") == "abcdefghijk"
+    assert youtube_id("/x/y/-_-_-_-_-_-_000001_000011.webm") == "-_-_-_-_-_-"
+    assert youtube_id("short.mp4") == "short"
+
+
+def test_lists_labels_follow_sorted_class_names(tmp_path, kinetics_names):
+    # Classes from the official K400 names (spaces, parentheses), created in a shuffled order.
+    rng = np.random.default_rng(0)
+    names = [kinetics_names["k400"][i] for i in rng.choice(400, size=6, replace=False)]
+    names = list(dict.fromkeys(names + [PAF]))
+    rng.shuffle(names)
+    splits = {"train": {n: [vid(f"t{i}a"), vid(f"t{i}b")] for i, n in enumerate(names)},
+              "val": {n: [vid(f"v{i}")] for i, n in enumerate(names)}}
+    make_tree(tmp_path / "data" / "k400", splits)
+    out = tmp_path / "data"
+    scan = scan_dataset("k400", str(out / "k400"))
+    prepare_lists([scan], str(out), log=lambda s: None)
+
+    expected = sorted(names)
+    assert read_labels_csv(str(out / "k400_labels.csv")) == expected
+    assert (out / "k400_labels.csv").read_text().splitlines()[0] == "id,name"
+    train, val = read_list(out / "k400_train.txt"), read_list(out / "k400_val.txt")
+    assert len(train) == 2 * len(names) and len(val) == len(names)
+    for rel, lab in train + val:
+        split, cls, fname = rel.split("/")[1:]
+        assert rel.startswith("k400/") and split in ("train", "val")
+        assert lab == expected.index(cls)
+        assert (out / rel).is_file()
+    # The list line format, with a class name containing spaces.
+    lines = (out / "k400_train.txt").read_text().splitlines()
+    assert f"k400/train/{PAF}/{vid(f't{names.index(PAF)}a')} {expected.index(PAF)}" in lines
+    rep = json.loads((out / "k400_report.json").read_text())
+    assert rep["train_written"] == 2 * len(names) and rep["skipped"] == 0
+
+
+def test_lists_data_root_and_own_val_leak(tmp_path):
+    # The original notebook announced "drop leaked K400 train" but never filtered: here it is counted, and dropped
+    # with drop_leaked=True.
+    splits = {"train": {"a": [vid("x1"), vid("leak")], "b": [vid("x2")]},
+              "val": {"a": [vid("y1")], "b": [vid("leak", 50)]}}
+    make_tree(tmp_path / "videos" / "k400", splits)
+    scan = scan_dataset("k400", str(tmp_path / "videos" / "k400"))
+    rep = prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), log=lambda s: None)
+    assert rep["k400"]["train_ids_in_own_val"] == 1 and rep["k400"]["dropped_leaked"] == 0
+    assert len(read_list(tmp_path / "lists" / "k400_train.txt")) == 3
+    prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), drop_leaked=True,
+                  log=lambda s: None)
+    train = read_list(tmp_path / "lists" / "k400_train.txt")
+    assert train == [(f"k400/train/a/{vid('x1')}", 0), (f"k400/train/b/{vid('x2')}", 1)]
+
+
+def test_underscore_folders_and_extensions(tmp_path):
+    root = tmp_path / "k400"
+    make_tree(root, {"train": {"arm_wrestling": ["abcdefghijk_1_2.MP4", "bbcdefghijk_1_2.WebM", "notes.txt",
+                                                 "cbcdefghijk_1_2.mkv", "dbcdefghijk_1_2.Avi", "ebcdefghijk.mov"]},
+                     "val": {"arm_wrestling": ["zzcdefghijk_1_2.mp4"]}})
+    scan = scan_dataset("k400", str(root), underscore_to_space=True)
+    assert scan.classes == ["arm wrestling"]
+    assert [os.path.basename(v.path) for v in scan.videos["train"]] == [
+        "abcdefghijk_1_2.MP4", "bbcdefghijk_1_2.WebM", "cbcdefghijk_1_2.mkv", "dbcdefghijk_1_2.Avi", "ebcdefghijk.mov"]
+    assert [os.path.basename(p) for p in scan.ignored] == ["notes.txt"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Kinetics-722
+# ----------------------------------------------------------------------------------------------------------------
+
+ABS, ACT, ARM = "abseiling", "acting in play", "arm wrestling"
+CW400, CW = "changing wheel", "changing wheel (not on bike)"
+PAF, paf600 = "passing American football (not in game)", "passing american football (not in game)"
+YOGA = "yoga"
+
+# Constructed overlaps (YouTube ids are the tags): see test_k722_union_dedup_and_leaks for the expected outcome.
+K722_TREES = {
+    "k400": {"train": {ABS: [vid("A1"), vid("A2", 0), vid("A2", 30)], ARM: [vid("B1"), vid("L1")],
+                       CW400: [vid("C1")], PAF: [vid("P1")]},
+             "val": {ABS: [vid("V1")], ARM: [vid("L1", 90)], CW400: [vid("V2")], PAF: [vid("V3")]}},
+    "k600": {"train": {ABS: [vid("A1", 20), vid("X1"), vid("M1")], ACT: [vid("G1"), vid("B1", 70)],
+                       CW: [vid("C1", 40)], paf600: [vid("P2")]},
+             "val": {ABS: [vid("V1", 5)], ACT: [vid("V4")], CW: [vid("V5")], paf600: [vid("V6")]}},
+    "k700": {"train": {ABS: [vid("A3")], ACT: [vid("G2")], CW: [vid("C2")], PAF: [vid("P3")],
+                       YOGA: [vid("Y1"), vid("V3", 200)]},
+             "val": {ABS: [vid("M1", 300)], ACT: [vid("V4", 8)], CW: [vid("V8")], PAF: [vid("V9")],
+                     YOGA: [vid("V7"), vid("V2", 400)]}},
+}
+K722_CLASSES = [ABS, ACT, ARM, CW, PAF, YOGA]
+
+
+@pytest.fixture()
+def k722_out(tmp_path, kinetics_names):
+    for ds, tree in K722_TREES.items():
+        for cls in tree["train"]:
+            assert cls in kinetics_names[ds], (ds, cls)  # the fixture uses real class names of each release
+        make_tree(tmp_path / "data" / ds, tree)
+    out = tmp_path / "data"
+    rc = prepare_kinetics.main(["k722", "--dataset", f"k400={out / 'k400'}", "--dataset", f"k600={out / 'k600'}",
+                                "--dataset", f"k700={out / 'k700'}", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_k722_union_dedup_and_leaks(k722_out):
+    out = k722_out
+    assert read_labels_csv(str(out / "k722_labels.csv")) == K722_CLASSES
+    lab = {c: i for i, c in enumerate(K722_CLASSES)}
+
+    def line(ds, cls, f, k722_cls=None):
+        return (f"{ds}/train/{cls}/{f}", lab[k722_cls or cls])
+
+    expected_train = [
+        # k400: A2 second clip is a within-dataset duplicate; L1 is in k400's own val (the notebook bug).
+        line("k400", ABS, vid("A1")), line("k400", ABS, vid("A2", 0)), line("k400", ARM, vid("B1")),
+        line("k400", CW400, vid("C1"), CW), line("k400", PAF, vid("P1")),
+        # k600: A1 and C1 (renamed class, same canonical class) are duplicates of k400, M1 is in k700's val,
+        # B1 is labelled differently than in k400 (conflict): all dropped.
+        line("k600", ABS, vid("X1")), line("k600", ACT, vid("G1")), line("k600", paf600, vid("P2"), PAF),
+        # k700: V3 is in k400's val.
+        line("k700", ABS, vid("A3")), line("k700", ACT, vid("G2")), line("k700", CW, vid("C2")),
+        line("k700", PAF, vid("P3")), line("k700", YOGA, vid("Y1")),
+    ]
+    assert read_list(out / "k722_train.txt") == expected_train
+
+    val = read_list(out / "k722_val.txt")
+    assert val == [
+        (f"k400/val/{ABS}/{vid('V1')}", lab[ABS]), (f"k400/val/{ARM}/{vid('L1', 90)}", lab[ARM]),
+        (f"k400/val/{CW400}/{vid('V2')}", lab[CW]), (f"k400/val/{PAF}/{vid('V3')}", lab[PAF]),
+        (f"k600/val/{ACT}/{vid('V4')}", lab[ACT]), (f"k600/val/{CW}/{vid('V5')}", lab[CW]),
+        (f"k600/val/{paf600}/{vid('V6')}", lab[PAF]),
+        (f"k700/val/{ABS}/{vid('M1', 300)}", lab[ABS]), (f"k700/val/{CW}/{vid('V8')}", lab[CW]),
+        (f"k700/val/{PAF}/{vid('V9')}", lab[PAF]), (f"k700/val/{YOGA}/{vid('V7')}", lab[YOGA]),
+    ]
+    # No training YouTube id occurs in any validation split, and every id trains once.
+    train_ids = [youtube_id(r) for r, _ in read_list(out / "k722_train.txt")]
+    assert len(set(train_ids)) == len(train_ids)
+    all_val_ids = {youtube_id(f) for t in K722_TREES.values() for fs in t["val"].values() for f in fs}
+    assert not set(train_ids) & all_val_ids
+
+    rep = json.loads((out / "k722_report.json").read_text())
+    tr, va = rep["train"], rep["val"]
+    assert tr["input"] == {"k400": 7, "k600": 7, "k700": 6} and tr["total_kept"] == 13
+    assert tr["kept"] == {"k400": 5, "k600": 3, "k700": 5}
+    assert tr["dropped_leaked"] == 3 and tr["dropped_leaked_by_val"] == {"k400": 2, "k700": 1}
+    assert tr["dropped_duplicate_same_class"] == 3 and tr["dropped_duplicate_same_class_within_dataset"] == 1
+    assert tr["dropped_duplicate_conflict"] == 1
+    assert tr["conflict_examples"][0]["youtube_id"] == youtube_id(vid("B1"))
+    assert tr["conflict_examples"][0]["kept_class"] == ARM and tr["conflict_examples"][0]["dropped_class"] == ACT
+    assert va["total_input"] == 14 and va["total_kept"] == 11
+    assert va["dropped_duplicate_same_class"] == 2 and va["dropped_duplicate_conflict"] == 1
+    assert rep["class_aliases_applied"] == {"k400": {CW400: CW}, "k600": {paf600: PAF}, "k700": {}}
+    md = (out / "k722_report.md").read_text()
+    assert "leak" in md and "conflict" in md
+    # The k722 command also wrote each dataset's own lists.
+    assert read_labels_csv(str(out / "k600_labels.csv")) == sorted(K722_TREES["k600"]["train"])
+
+
+def test_k722_mappings_select_head_rows(k722_out):
+    out = k722_out
+    k722 = read_labels_csv(str(out / "k722_labels.csv"))
+    expected = {"k400": [0, 2, 3, 4], "k600": [0, 1, 3, 4], "k700": [0, 1, 3, 4, 5]}
+    head_w = torch.randn(len(k722), 8)
+    head_b = torch.randn(len(k722))
+    for ds, exp in expected.items():
+        m = np.load(out / f"k722_to_{ds}_mapping.npy")
+        assert m.dtype == np.int64 and m.tolist() == exp
+        # Exactly what the checkpoint loader does with MODEL.CLASS_MAPPING.
+        idx = torch.from_numpy(m)
+        w, b = head_w[idx], head_b[idx]
+        names = read_labels_csv(str(out / f"{ds}_labels.csv"))
+        assert len(names) == len(m)
+        for label, name in enumerate(names):
+            row = k722.index(canonical_class_name(name))
+            assert torch.equal(w[label], head_w[row]) and b[label] == head_b[row]
+        # Every dataset list label picks the row of its own class folder.
+        for rel, label in read_list(out / f"{ds}_train.txt") + read_list(out / f"{ds}_val.txt"):
+            cls = rel.split("/")[2]
+            assert names[label] == cls
+            assert torch.equal(w[label], head_w[k722.index(canonical_class_name(cls))])
+
+
+def test_k722_classes_match_the_released_head(kinetics_names):
+    # With the renamed classes merged, the union of the official K400/600/700 names is the released 722-class
+    # list (id for id), and every mapping is ascending with the dataset's class count.
+    ds = {k: kinetics_names[k] for k in ("k400", "k600", "k700")}
+    union = sorted({canonical_class_name(c) for names in ds.values() for c in names})
+    assert union == kinetics_names["k722"]
+    for k, names in ds.items():
+        assert names == sorted(names)
+        m = class_mapping(union, names)
+        assert m.shape == (len(names),) and m.dtype == np.int64 and np.all(np.diff(m) > 0)
+        assert [union[i] for i in m] == [canonical_class_name(c) for c in names]
+    raw_union = {c for names in ds.values() for c in names}
+    assert len(raw_union) == 725 and len(CLASS_ALIASES) == 3
+
+
+def test_k722_no_aliases_and_unique_names(tmp_path):
+    a = make_tree(tmp_path / "a", {"train": {CW400: [vid("a")]}, "val": {CW400: [vid("b")]}})
+    b = make_tree(tmp_path / "b", {"train": {CW: [vid("c")]}, "val": {CW: [vid("d")]}})
+    sa, sb = scan_dataset("k400", str(a)), scan_dataset("k700", str(b))
+    assert build_k722([sa, sb]).classes == [CW]
+    assert build_k722([sa, sb], aliases=None).classes == [CW400, CW]
+    with pytest.raises(KineticsError, match="unique"):
+        build_k722([sa, scan_dataset("k400", str(b))])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors and --dry-run
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(KineticsError, match="does not exist"):
+        scan_dataset("k400", str(tmp_path / "nope"))
+    make_tree(tmp_path / "noval", {"train": {"a": [vid("a")]}})
+    with pytest.raises(KineticsError, match=r"noval/val"):
+        scan_dataset("k400", str(tmp_path / "noval"))
+    make_tree(tmp_path / "empty", {"train": {"a": [vid("a")], "b": [vid("b")]}, "val": {"a": [vid("c")]}})
+    (tmp_path / "empty" / "val" / "b").mkdir()
+    with pytest.raises(KineticsError, match=r"no usable video \('b'\)"):
+        scan_dataset("k400", str(tmp_path / "empty"))
+    assert scan_dataset("k400", str(tmp_path / "empty"), allow_empty_classes=True).classes == ["a", "b"]
+    make_tree(tmp_path / "diff", {"train": {"a": [vid("a")], "b": [vid("b")]}, "val": {"a": [vid("c")]}})
+    with pytest.raises(KineticsError, match=r"different classes.*only in train: \['b'\]"):
+        scan_dataset("k400", str(tmp_path / "diff"))
+    with pytest.raises(KineticsError, match="dataset name"):
+        scan_dataset("k4/00", str(tmp_path / "diff"))
+
+
+def test_unreadable_files_skipped_and_reported(tmp_path, capsys):
+    root = make_tree(tmp_path / "k400", {"train": {"a": [vid("a"), vid("b")]}, "val": {"a": [vid("c")]}})
+    (root / "train" / "a" / vid("zero")).write_bytes(b"")
+    scan = scan_dataset("k400", str(root))
+    assert [os.path.basename(p) for p, _ in scan.skipped] == [vid("zero")]
+    assert "empty file" in scan.skipped[0][1]
+    with pytest.raises(KineticsError, match=r"(?s)unusable.*zero.*empty file"):
+        scan_dataset("k400", str(root), strict=True)
+    # --check decodes each file: the dummy bytes are not videos, a real clip is.
+    write_clip(root / "train" / "a" / vid("real"), t=4)
+    scan = scan_dataset("k400", str(root), check=True, workers=1, allow_empty_classes=True)
+    assert [os.path.basename(v.path) for v in scan.videos["train"]] == [vid("real")]
+    bad = {os.path.basename(p): r for p, r in scan.skipped}
+    assert set(bad) == {vid("a"), vid("b"), vid("c"), vid("zero")} and "cannot decode" in bad[vid("a")]
+    # The val class now has no usable video.
+    with pytest.raises(KineticsError, match=r"no usable video \('a'\); 1 unusable file"):
+        scan_dataset("k400", str(root), check=True)
+    rc = prepare_kinetics.main(["lists", "--dataset", f"k400={root}", "--out", str(tmp_path), "--strict"])
+    assert rc == 2 and "error: dataset k400: 1 unusable" in capsys.readouterr().err
+    rc = prepare_kinetics.main(["lists", "--dataset", f"k400={tmp_path / 'missing'}", "--out", str(tmp_path)])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    for ds, tree in K722_TREES.items():
+        make_tree(tmp_path / "data" / ds, tree)
+    out = tmp_path / "out"
+    args = ["--dataset", f"k400={tmp_path / 'data' / 'k400'}", "--dataset", f"k700={tmp_path / 'data' / 'k700'}",
+            "--out", str(out), "--data-root", str(tmp_path / "data"), "--dry-run"]
+    assert prepare_kinetics.main(["lists"] + args) == 0
+    assert prepare_kinetics.main(["k722"] + args) == 0
+    assert not out.exists()
+    text = capsys.readouterr().out
+    for name in ("k400_train.txt", "k700_val.txt", "k400_labels.csv", "k722_train.txt", "k722_labels.csv",
+                 "k722_to_k400_mapping.npy", "k722_to_k700_mapping.npy", "k722_report.json"):
+        assert f"[dry-run] would write {out / name}" in text
+    assert f"k400/train/{ABS}/{vid('A1')} 0" in text  # a preview of the list lines
+
+
+def test_cli_script_runs(tmp_path):
+    # As a plain script (repository root not on sys.path): the import bootstrap works and --dry-run writes nothing.
+    root = make_tree(tmp_path / "k400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_kinetics.py"), "lists", "--dataset",
+                        f"k400={root}", "--out", str(tmp_path / "o"), "--dry-run"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "would write" in r.stdout and not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the written lists load in the data pipeline
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_lists_load_in_the_loader(tmp_path, kinetics_names):
+    from dali_pipelines.filelist import read_file_list
+
+    classes = [ARM, "air drumming", PAF]
+    assert all(c in kinetics_names["k400"] for c in classes)
+    data = tmp_path / "data"
+    for i, c in enumerate(classes):
+        for j in range(2):
+            write_clip(data / "k400" / "train" / c / vid(f"t{i}{j}"), t=8, seed=i)
+        write_clip(data / "k400" / "val" / c / vid(f"v{i}"), t=8, seed=i)
+    prepare_lists([scan_dataset("k400", str(data / "k400"))], str(data), log=lambda s: None)
+    entries = read_file_list(str(data / "k400_train.txt"), str(data), num_classes=len(classes))
+    assert len(entries) == 6
+    for e in entries:
+        assert os.path.isfile(e.path) and e.label == sorted(classes).index(e.rel_path.split("/")[2])
+
+    _check_one_epoch(data, data / "k400_train.txt", len(classes), "cpu")
+
+
+def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str) -> None:
+    """One training epoch through build_loader: every listed video once, each with its list label."""
+    from configs import load_config
+    from dali_pipelines import build_loader
+    from dali_pipelines.filelist import read_file_list
+
+    entries = read_file_list(str(list_path), str(root), num_classes)
+    cfg = load_config(None, ["DATA.ROOT", str(root), "DATA.TRAIN_FILE", str(list_path),
+                             "DATA.NUM_CLASSES", str(num_classes), "DATA.NUM_FRAMES", "4", "DATA.INPUT_SIZE", "32",
+                             "TRAIN.BATCH_SIZE", "2", "DATA.DECODE_DEVICE", device])
+    seen = []
+    for batch in build_loader(cfg, "train"):
+        assert tuple(batch["video"].shape) == (2, 4, 3, 32, 32)
+        for row, label in zip(batch["index"].tolist(), batch["label"].tolist()):
+            assert label == entries[row].label
+            seen.append(row)
+    assert sorted(seen) == list(range(len(entries)))  # one epoch covers every listed video once
+
+
+def _reencoded_lists(tmp_path: Path) -> tuple[Path, Path]:
+    """VP9 class tree -> short-GOP H.264 tree -> k400 lists over the new root."""
+    classes = [ARM, PAF]
+    for i, c in enumerate(classes):
+        for j in range(2):
+            write_clip(tmp_path / "k400" / "train" / c / vid(f"t{i}{j}"), t=10, seed=i)
+        write_clip(tmp_path / "k400" / "val" / c / vid(f"v{i}"), t=10, seed=i)
+    data = tmp_path / "data"
+    rep = reencode_tree(str(tmp_path / "k400"), str(data / "k400"), EncodeSettings(short_side=48, gop=4),
+                        workers=1, progress=False, log=lambda s: None)
+    assert rep["done"] == 6 and not rep["failed"]
+    prepare_lists([scan_dataset("k400", str(data / "k400"))], str(data), log=lambda s: None)
+    return data, data / "k400_train.txt"
+
+
+def test_reencoded_tree_loads_on_cpu(tmp_path):
+    # The whole chain: re-encode, list the new root, load it (H.264 goes through PyAV on the CPU).
+    data, train_list = _reencoded_lists(tmp_path)
+    _check_one_epoch(data, train_list, 2, "cpu")
+
+
+@pytest.mark.gpu
+def test_reencoded_tree_loads_on_nvdec(tmp_path):
+    # The point of re-encoding: the H.264 output decodes on NVDEC through DALI's mixed backend.
+    data, train_list = _reencoded_lists(tmp_path)
+    _check_one_epoch(data, train_list, 2, "gpu")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# re-encoding
+# ----------------------------------------------------------------------------------------------------------------
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_reencode_h264_short_side_gop_and_failures(tmp_path):
+    src = tmp_path / "k400"
+    a = write_clip(src / "train" / ARM / vid("a"), t=21, h=64, w=96, codec="vp9", gop=50)       # landscape, VP9
+    b = write_clip(src / "val" / ARM / "bbbbbbbbbbb_1_2.webm", t=13, h=80, w=48, codec="vp9")  # portrait, .webm
+    corrupt = src / "train" / ARM / vid("corrupt")
+    corrupt.write_bytes(os.urandom(2000))
+    (src / "train" / ARM / "readme.txt").write_text("not a video")
+    before = {p: _digest(p) for p in (a, b, corrupt)}
+    dst = tmp_path / "k400_h264"
+
+    rep = reencode_tree(str(src), str(dst), EncodeSettings(short_side=32, gop=4), workers=2, progress=False,
+                        log=lambda s: None)
+    assert rep["total"] == 3 and rep["done"] == 2 and rep["skipped_existing"] == 0
+    assert [os.path.basename(f["src"]) for f in rep["failed"]] == [vid("corrupt")]
+    assert "cannot open" in rep["failed"][0]["error"]
+    assert {p: _digest(p) for p in (a, b, corrupt)} == before  # originals untouched
+
+    out_a = dst / "train" / ARM / vid("a")
+    out_b = dst / "val" / ARM / "bbbbbbbbbbb_1_2.mp4"
+    assert not (dst / "train" / ARM / vid("corrupt")).exists()
+    assert not list(dst.rglob("*.part"))
+    ia, ib = probe_output(str(out_a)), probe_output(str(out_b))
+    assert (ia["codec"], ia["width"], ia["height"], ia["frames"]) == ("h264", 48, 32, 21)
+    assert (ib["codec"], ib["width"], ib["height"], ib["frames"]) == ("h264", 32, 54, 13)
+    for info, n in ((ia, 21), (ib, 13)):
+        assert info["pix_fmt"] == "yuv420p" and info["fps"] == 25.0
+        assert info["keyframes"] == list(range(0, n, 4))  # exactly every GOP frames
+        assert not info["reordered"] and info["faststart"]  # no B-frames, moov first
+        # The encoder's own record: fixed GOP, no scene-cut keyframes, no B-frames (x264 records open_gop only
+        # when B-frames are on; without them every GOP is closed).
+        x = info["x264"]
+        assert (x["keyint"], x["scenecut"], x["bframes"], x.get("open_gop", "0")) == ("4", "0", "0", "0")
+
+    disk = json.loads((dst / "reencode_report.json").read_text())
+    assert disk["failed"] == rep["failed"]
+    assert vid("corrupt") in (dst / "reencode_report.md").read_text()
+
+    # Resumable: finished files are skipped; the corrupt one is retried (and fails again).
+    mtime = out_a.stat().st_mtime_ns
+    rep2 = reencode_tree(str(src), str(dst), EncodeSettings(short_side=32, gop=4), workers=1, progress=False,
+                         log=lambda s: None)
+    assert rep2["skipped_existing"] == 2 and rep2["done"] == 0 and len(rep2["failed"]) == 1
+    assert out_a.stat().st_mtime_ns == mtime
+
+
+def test_reencode_cli_dry_run_and_bad_roots(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_clip(src / "train" / "a" / vid("a"), t=4)
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dry-run"]) == 0
+    assert not (tmp_path / "src_h264").exists()
+    assert "would re-encode 1 of 1" in capsys.readouterr().out
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(src)]) == 2
+    assert "must differ" in capsys.readouterr().err
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(src / "out")]) == 2
+    assert "inside" in capsys.readouterr().err
+    assert prepare_kinetics.main(["reencode", "--src", str(tmp_path / "nope"), "--dst", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # Default destination beside the source; exit status 0 with no failures.
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--short-side", "16", "--gop", "2", "--workers",
+                                  "1", "--no-progress"]) == 0
+    info = probe_output(str(tmp_path / "src_h264" / "train" / "a" / vid("a")))
+    assert info["codec"] == "h264" and min(info["width"], info["height"]) == 16 and info["frames"] == 4
+
+
+def test_reencode_real_clips_keeps_frame_counts_and_rate(tmp_path, real_clips_dir):
+    # Real H.264 (29.97 fps, 32 frames) and MPEG-4 Part 2 in AVI, linked (not copied) into a class tree.
+    clips = {"clip_32frames_340x256.mp4": "aaaaaaaaaaa_0_10.mp4", "clip_426x240_29.97fps.mp4": "bbbbbbbbbbb_0_10.mp4",
+             "clip_mpeg4_320x240.avi": "ccccccccccc_0_10.avi"}
+    src = tmp_path / "src"
+    (src / "train" / ARM).mkdir(parents=True)
+    for name, link in clips.items():
+        if not (real_clips_dir / name).is_file():
+            pytest.skip(f"reference clip {name} missing")
+        (src / "train" / ARM / link).symlink_to(real_clips_dir / name)
+    rep = reencode_tree(str(src), str(tmp_path / "dst"), EncodeSettings(short_side=64, gop=8), workers=1,
+                        progress=False, log=lambda s: None)
+    assert rep["done"] == 3 and not rep["failed"]
+    import av
+
+    for name, link in clips.items():
+        with av.open(str(real_clips_dir / name)) as c:
+            st = c.streams.video[0]
+            src_frames = sum(1 for _ in c.decode(st))
+            src_rate, (w, h) = st.average_rate, (st.width, st.height)
+        info = probe_output(str(tmp_path / "dst" / "train" / ARM / (link[:-4] + ".mp4")))
+        assert info["frames"] == src_frames and info["codec"] == "h264"
+        assert info["height"] == 64 and info["width"] == 2 * round(w * 64 / h / 2)
+        assert info["fps"] == pytest.approx(float(src_rate), rel=1e-6)
+        assert info["keyframes"] == list(range(0, src_frames, 8))
+
+
+def test_reencode_output_that_fails_verification_is_not_kept(tmp_path, monkeypatch):
+    # If the written file does not decode to the source's frame count, it must not appear under the final name.
+    import tools.kinetics as kin
+
+    src = write_clip(tmp_path / "a.webm", t=6)
+    monkeypatch.setattr(kin, "count_frames", lambda path: 5)
+    with pytest.raises(KineticsError, match="output has 5 frames, source decoded to 6"):
+        kin.reencode_video(str(src), str(tmp_path / "out" / "a.mp4"), EncodeSettings(short_side=16, gop=2))
+    assert os.listdir(tmp_path / "out") == []

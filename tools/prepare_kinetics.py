@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Prepare Kinetics for training: file lists, label CSVs, Kinetics-722 and short-GOP H.264 re-encoding.
+
+Subcommands (each accepts --dry-run, which prints what would be written and writes nothing):
+
+  lists     per-dataset lists and labels from class-folder trees <root>/{train,val}/<class name>/<video>:
+              python tools/prepare_kinetics.py lists --dataset k400=data/k400 --out data/
+            -> data/k400_train.txt, data/k400_val.txt, data/k400_labels.csv, data/k400_report.{json,md}
+
+  k722      the merged Kinetics-722 (class union, training videos de-duplicated by YouTube id, every training
+            video whose YouTube id is in any given validation split removed) and the class mappings that select
+            each dataset's head rows from the 722-way head (MODEL.CLASS_MAPPING):
+              python tools/prepare_kinetics.py k722 --dataset k400=data/k400 --dataset k600=data/k600 \\
+                  --dataset k700=data/k700 --out data/
+            -> k722_{train,val}.txt, k722_labels.csv, k722_to_k{400,600,700}_mapping.npy, k722_report.{json,md},
+               and each dataset's own lists (unless --no-dataset-lists)
+
+  reencode  re-encode a tree to H.264 (CFR, short side N, keyframe every G frames, no B-frames, +faststart), the
+            main throughput lever for NVDEC; resumable, verified, originals never touched:
+              python tools/prepare_kinetics.py reencode --src data/k400 --dst data/k400_h264 --workers 8
+            then build lists from the new root.
+
+List paths are relative to --data-root (default: --out), which is what DATA.ROOT must be set to. Labels are the
+position of the class in the sorted class names (Kinetics-722: in the sorted union).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.kinetics import (  # noqa: E402
+    CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
+)
+
+
+def _dataset_arg(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (e.g. k400=data/k400), got {text!r}")
+    return name, path
+
+
+def _add_scan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", action="append", type=_dataset_arg, required=True, metavar="NAME=PATH",
+                   help="dataset name (output prefix, e.g. k400) and root holding train/ and val/; repeatable, "
+                        "order matters for k722 (first occurrence of a YouTube id wins)")
+    p.add_argument("--out", default="data", help="output directory (default: data)")
+    p.add_argument("--data-root", default=None,
+                   help="directory the list paths are relative to, i.e. DATA.ROOT (default: --out)")
+    p.add_argument("--train-dir", default="train", help="name of the training split folder (default: train)")
+    p.add_argument("--val-dir", default="val", help="name of the validation split folder (default: val)")
+    p.add_argument("--underscore-to-space", action="store_true",
+                   help="class name = folder name with '_' replaced by ' ' (the released heads use spaces)")
+    p.add_argument("--check", action="store_true",
+                   help="open every video and decode its first frame; unusable files are skipped and reported")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                   help="processes for --check (default: all cores)")
+    p.add_argument("--strict", action="store_true", help="unusable video files are an error instead of skipped")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="accept class folders without usable videos (an error by default)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
+
+
+def _scan_all(args: argparse.Namespace) -> list:
+    names = [n for n, _ in args.dataset]
+    if len(set(names)) != len(names):
+        raise KineticsError(f"--dataset names must be unique, got {names}")
+    return [scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
+                         underscore_to_space=args.underscore_to_space, check=args.check, workers=args.workers,
+                         strict=args.strict, allow_empty_classes=args.allow_empty_classes,
+                         progress=sys.stderr.isatty()) for n, path in args.dataset]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("lists", help="per-dataset lists and label CSVs")
+    _add_scan_args(p)
+    p.add_argument("--drop-leaked", action="store_true",
+                   help="leave out training videos whose YouTube id is also in the same dataset's val split")
+
+    p = sub.add_parser("k722", help="merged Kinetics-722 lists, labels, class mappings and report")
+    _add_scan_args(p)
+    p.add_argument("--name", default="k722", help="output prefix of the merged dataset (default: k722)")
+    renames = "; ".join(f"{a!r} -> {b!r}" for a, b in CLASS_ALIASES.items())
+    p.add_argument("--no-aliases", action="store_true", help=f"do not merge renamed classes ({renames})")
+    p.add_argument("--no-dataset-lists", action="store_true",
+                   help="write only the merged outputs, not each dataset's own lists")
+
+    p = sub.add_parser("reencode", help="re-encode a video tree to short-GOP H.264 for fast NVDEC decoding")
+    p.add_argument("--src", required=True, help="source root (searched recursively for videos)")
+    p.add_argument("--dst", default=None, help="destination root (default: <src>_h264 beside the source)")
+    p.add_argument("--short-side", type=int, default=320, help="output short side in pixels (default: 320)")
+    p.add_argument("--gop", type=int, default=16, help="keyframe every N frames (default: 16)")
+    p.add_argument("--crf", type=int, default=23, help="x264 CRF quality, lower = better/larger (default: 23)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast)")
+    p.add_argument("--no-upscale", action="store_true", help="do not enlarge videos smaller than --short-side")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                   help="parallel encoder processes (default: all cores)")
+    p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
+    p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="print what would be re-encoded; write nothing")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 some re-encodes failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "lists":
+            prepare_lists(_scan_all(args), args.out, args.data_root, drop_leaked=args.drop_leaked,
+                          dry_run=args.dry_run)
+        elif args.command == "k722":
+            scans = _scan_all(args)
+            if not args.no_dataset_lists:
+                prepare_lists(scans, args.out, args.data_root, dry_run=args.dry_run)
+            prepare_k722(scans, args.out, args.data_root, name=args.name,
+                         aliases=None if args.no_aliases else CLASS_ALIASES, dry_run=args.dry_run)
+        else:
+            for flag, v in (("--short-side", args.short_side), ("--gop", args.gop), ("--workers", args.workers),
+                            ("--threads", args.threads)):
+                if v < 1:
+                    raise KineticsError(f"{flag} must be >= 1, got {v}")
+            settings = EncodeSettings(short_side=args.short_side, gop=args.gop, crf=args.crf, preset=args.preset,
+                                      threads=args.threads, no_upscale=args.no_upscale)
+            report = reencode_tree(args.src, args.dst, settings, workers=args.workers, dry_run=args.dry_run,
+                                   progress=not args.no_progress, report_dir=args.report_dir)
+            if report["failed"]:
+                for x in report["failed"][:20]:
+                    print(f"failed: {x['error']}", file=sys.stderr)
+                return 1
+    except KineticsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The same checks on the GPU (NVDEC ``mixed`` decoding, augmentation on the GPU). Skipped without CUDA.
+
+Clips are H.264 (the production codec) at 160x128: NVDEC has minimum frame sizes (128x128 for VP9), so the tiny
+96x72 CPU fixtures are not used here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dali_pipelines.loader import build_loader
+from dali_pipelines.pipelines import decode_with_dali
+from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.synthetic import write_video
+from tests.test_pipelines import _check_test_views, _train_sample_reference
+from tests.video_fixtures import best_match, denormalize, make_clip_dataset, pattern_frames, small_cfg
+
+pytestmark = pytest.mark.gpu
+
+COUNTS = [24, 30, 3, 40, 26, 33, 28, 36, 25]
+
+
+@pytest.fixture(scope="module")
+def h264_data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("gpudata"))
+    return root, make_clip_dataset(root, COUNTS, codec="h264", size=(160, 128))
+
+
+def _gpu_cfg(root, train="", val="", **kw):
+    return small_cfg(root, train, val, **{"DATA.DECODE_DEVICE": "gpu", "DATA.INPUT_SIZE": 64, **kw})
+
+
+def test_h264_on_gpu_matches_pyav(real_clips_dir, tmp_path):
+    """NVDEC frames for given indices are PyAV's frames at those indices, up to colour conversion."""
+    names = ["clip_32frames_340x256.mp4", "k400_arm_wrestling_340x256.mp4", "clip_426x240_29.97fps.mp4",
+             "clip_1920x1080_72frames.mp4"]
+    paths = [str(real_clips_dir / n) for n in names if os.path.exists(real_clips_dir / n)]
+    synthetic = str(tmp_path / "pattern.mp4")
+    write_video(synthetic, pattern_frames(48, 160, 128), codec="h264", gop=12)
+    paths.append(synthetic)
+    for path in paths:
+        reference = decode_frames(path, range(min(72, _count(path))))
+        n = len(reference)
+        want = [0, n // 3, n - 1, 5 % n, n // 2, n // 2]
+        (got,) = decode_with_dali([path], [want], device="mixed", device_id=0)
+        assert got.shape == (len(want),) + reference.shape[1:]
+        for frame, k in zip(got, want):
+            match, corr = best_match(frame, reference)
+            same = np.abs(reference[match].astype(int) - reference[k]).mean() < 1.0  # static neighbours tie
+            assert (match == k or same) and corr > 0.97, (path, k, match, corr)
+            assert np.abs(frame.astype(int) - reference[k]).mean() < 8.0, path  # colour conversion
+
+
+def _count(path):
+    from dali_pipelines.index import probe_video
+
+    return probe_video(path).num_frames
+
+
+def test_train_on_gpu(h264_data):
+    root, lst = h264_data
+    cfg = _gpu_cfg(root, lst, **{"AUG.COLOR_JITTER": 0.0, "AUG.GRAY_SCALE": 0.0})
+    loader = build_loader(cfg, "train", device_id=0)
+    assert loader.device == "gpu" and loader.dtype == "float16"
+    n = 0
+    for batch in loader:
+        v = batch["video"]
+        assert v.is_cuda and v.dtype == torch.float16 and v.shape == (2, 4, 3, 64, 64)
+        assert batch["label"].tolist() == [r % 3 for r in batch["index"].tolist()]
+        for video, row in zip(v, batch["index"].tolist()):
+            ref, _ = _train_sample_reference(loader, row)
+            assert np.abs(denormalize(video) - ref).mean() < 8.0
+        n += 1
+    assert n == len(loader) == len(COUNTS) // 2
+    loader.close()
+
+
+def test_clip_consistency_on_gpu(h264_data):
+    """A clip whose frames are all one picture stays constant through the GPU augmentation graph."""
+    root, lst = h264_data
+    cfg = _gpu_cfg(root, lst, **{"AUG.COLOR_JITTER": 1.0, "AUG.GRAY_SCALE": 0.5})
+    loader = build_loader(cfg, "train", device_id=0)
+    original = loader._sample
+
+    def repeated(row, substitute_for=None):
+        s = original(row, substitute_for)
+        s.frames = np.full_like(s.frames, s.frames[1])
+        return s
+
+    loader._sample = repeated
+    for batch in loader:
+        v = batch["video"].float()
+        assert float((v - v[:, :1]).abs().max()) == 0.0
+    loader.close()
+
+
+@pytest.mark.parametrize("num_clip,num_crop", [(1, 1), (2, 3)])
+def test_multiview_on_gpu(h264_data, num_clip, num_crop):
+    root, lst = h264_data
+    cfg = _gpu_cfg(root, val=lst, **{"TEST.NUM_CLIP": num_clip, "TEST.NUM_CROP": num_crop, "TEST.BATCH_SIZE": 4})
+    loader = build_loader(cfg, "test", device_id=0)
+    rows = []
+    for batch in loader:
+        assert batch["video"].is_cuda
+        _check_test_views(loader, batch, tol_mean=8.0)
+        rows += batch["index"].tolist()
+    assert rows == list(range(len(COUNTS)))
+    loader.close()
+
+
+def test_sharding_and_resume_on_gpu(h264_data):
+    root, lst = h264_data
+    cfg = _gpu_cfg(root, lst, lst)
+    ranks = [build_loader(cfg, "test", rank=r, world_size=2, device_id=0) for r in range(2)]
+    rows = sorted(r for ld in ranks for b in ld for r in b["index"].tolist())
+    assert rows == list(range(len(COUNTS)))
+    train = [build_loader(cfg, "train", rank=r, world_size=2, device_id=0) for r in range(2)]
+    assert len(train[0]) == len(train[1])
+    for ld in ranks + train:
+        ld.close()
+
+    ref_loader = build_loader(cfg, "train", device_id=0)
+    reference, states = [], []
+    for b in ref_loader:
+        reference.append((b["index"].cpu(), b["video"].cpu()))
+        states.append(ref_loader.state_dict())
+    ref_loader.close()
+    loader = build_loader(cfg, "train", device_id=0)
+    loader.load_state_dict(states[1])
+    resumed = [(b["index"].cpu(), b["video"].cpu()) for b in loader]
+    assert len(resumed) == len(reference) - 2
+    for (ri, rv), (gi, gv) in zip(reference[2:], resumed):
+        assert torch.equal(ri, gi) and torch.equal(rv, gv)
+    loader.close()
+
+
+def test_runtime_failure_on_gpu(tmp_path):
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 27], codec="h264", size=(160, 128))
+    cfg = _gpu_cfg(root, lst, lst)
+    test = build_loader(cfg, "test", device_id=0)
+    victim = test.index.entries[3].path
+    with open(victim, "wb") as f:
+        f.write(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    rows = [r for b in test for r in b["index"].tolist()]
+    assert rows == [0, 1, 2, 4, 5, 6]
+    assert test.stats["skipped_videos"] == 1
+    assert any(os.path.basename(victim) in s for s in test.stats["skipped"])
+    test.close()

@@ -1,0 +1,268 @@
+"""build_loader on the CPU: outputs, sharding, exact resume, bad files and runtime failures, PyAV vs DALI routes."""
+
+from __future__ import annotations
+
+import os
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from dali_pipelines.loader import build_loader
+from tests.video_fixtures import make_clip_dataset, small_cfg
+
+COUNTS = [24, 30, 3, 40, 26, 33, 28, 36, 25]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("loaderdata"))
+    return root, make_clip_dataset(root, COUNTS)
+
+
+def _epoch(loader):
+    return [(b["index"].clone(), b["video"].clone(), b["label"].clone()) for b in loader]
+
+
+def test_train_outputs(data):
+    root, lst = data
+    loader = build_loader(small_cfg(root, lst), "train")
+    assert loader.cpu_decoder == "dali" and loader.dtype == "float32"
+    batches = _epoch(loader)
+    assert len(batches) == len(loader) == len(COUNTS) // 2
+    seen = []
+    for index, video, label in batches:
+        assert video.shape == (2, 4, 3, 32, 32) and video.dtype == torch.float32
+        assert index.dtype == torch.int64 and label.dtype == torch.int64 and index.shape == label.shape == (2,)
+        assert label.tolist() == [loader.index.entries[r].label for r in index.tolist()]
+        assert label.tolist() == [r % 3 for r in index.tolist()]  # how make_clip_dataset labels rows
+        assert -3 < float(video.min()) and float(video.max()) < 3  # normalised
+        seen += index.tolist()
+    assert len(set(seen)) == len(seen)  # no repeats within an epoch
+    assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["position"] == 0
+    second = [b[0].tolist() for b in _epoch(loader)]
+    assert second != [b[0].tolist() for b in batches]  # reshuffled every epoch
+    loader.close()
+
+
+def test_test_outputs_and_single_decode(data):
+    root, lst = data
+    cfg = small_cfg(root, val_list=lst, **{"TEST.NUM_CLIP": 3, "TEST.NUM_CROP": 3, "TEST.BATCH_SIZE": 4,
+                                           "DATA.OUTPUT_DTYPE": "float16"})
+    loader = build_loader(cfg, "val")
+    rows = []
+    for b in loader:
+        assert b["video"].shape[1:] == (9, 4, 3, 32, 32) and b["video"].dtype == torch.float16
+        rows += b["index"].tolist()
+        assert b["label"].tolist() == [r % 3 for r in b["index"].tolist()]
+    assert rows == list(range(len(COUNTS))) and len(loader) == 3
+    # every sampled frame of a video is decoded once: the decoder gets the sorted union of all clips' indices
+    s = loader._sample(3)
+    assert np.array_equal(s.frames, np.unique(s.frames)) and len(s.inputs["new_order"]) == 9 * 4
+    assert len(s.frames) < 3 * 4 or COUNTS[3] >= 12
+    loader.close()
+
+
+def test_two_rank_sharding(data):
+    root, lst = data
+    cfg = small_cfg(root, lst, lst)
+    train = [build_loader(cfg, "train", rank=r, world_size=2) for r in range(2)]
+    assert len(train[0]) == len(train[1]) == len(COUNTS) // 4
+    for epoch in range(2):
+        rows = [[r for b in ld for r in b["index"].tolist()] for ld in train]
+        assert len(rows[0]) == len(rows[1]) == 4
+        assert not set(rows[0]) & set(rows[1])  # disjoint shares of one global permutation
+    test = [build_loader(cfg, "test", rank=r, world_size=2) for r in range(2)]
+    rows = [[r for b in ld for r in b["index"].tolist()] for ld in test]
+    assert sorted(rows[0] + rows[1]) == list(range(len(COUNTS)))  # exactly once, no padding
+    for ld in train + test:
+        ld.close()
+
+
+def test_resume_mid_epoch_is_exact(data):
+    root, lst = data
+    cfg = small_cfg(root, lst, **{"AUG.JITTER_PER_FRAME": True})
+    ref_loader = build_loader(cfg, "train")
+    reference, states = [], []
+    for _ in range(2):  # two epochs, recording the position after every batch
+        for b in ref_loader:
+            reference.append((b["index"].clone(), b["video"].clone()))
+            states.append(ref_loader.state_dict())
+    ref_loader.close()
+    per_epoch = len(COUNTS) // 2
+    for k in (1, per_epoch - 1, per_epoch + 2):  # mid-epoch 0, last batch of epoch 0, mid-epoch 1
+        loader = build_loader(cfg, "train")
+        loader.load_state_dict(states[k - 1])
+        resumed = []
+        while len(resumed) < len(reference) - k:
+            for b in loader:
+                resumed.append((b["index"].clone(), b["video"].clone()))
+        for (ri, rv), (gi, gv) in zip(reference[k:], resumed):
+            assert torch.equal(ri, gi) and torch.equal(rv, gv)
+        loader.close()
+    # stopping mid-epoch and resuming on the same loader object (pipeline rebuilt, prefetched batches discarded)
+    loader = build_loader(cfg, "train")
+    it = iter(loader)
+    first = [next(it)["index"].clone() for _ in range(2)]
+    del it
+    state = loader.state_dict()
+    assert state["position"] == 2 and state["epoch"] == 0
+    loader.set_epoch(0)  # an engine calling set_epoch(resumed epoch) keeps the position
+    rest = [b["index"].clone() for b in loader]
+    assert [t.tolist() for t in first + rest] == [t.tolist() for t, _ in reference[:per_epoch]]
+    loader.close()
+
+
+def _write_bad_files(root):
+    """Zero-byte, garbage, truncated, missing and audio-only files; returns their list lines."""
+    vids = os.path.join(root, "videos")
+    open(os.path.join(vids, "empty.webm"), "wb").close()
+    with open(os.path.join(vids, "garbage.webm"), "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with open(os.path.join(vids, "clip_1.webm"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(vids, "truncated.webm"), "wb") as f:
+        f.write(data[: len(data) // 3])
+    with wave.open(os.path.join(vids, "audio_only.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.zeros(8000, np.int16).tobytes())
+    names = ["empty.webm", "garbage.webm", "truncated.webm", "missing.webm", "audio_only.wav"]
+    return [f"videos/{n} 1" for n in names], names
+
+
+def test_bad_inputs_are_skipped_and_named(tmp_path):
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
+    bad_lines, bad_names = _write_bad_files(root)
+    good = open(lst).read().splitlines()
+    mixed = [good[0], bad_lines[0], good[1], bad_lines[1], bad_lines[2], good[2], bad_lines[3], good[3],
+             bad_lines[4], good[4]]
+    mixed_list = os.path.join(root, "mixed.txt")
+    with open(mixed_list, "w") as f:
+        f.write("\n".join(mixed) + "\n")
+    good_rows = [0, 2, 5, 7, 9]
+    cfg = small_cfg(root, mixed_list, mixed_list)
+    test = build_loader(cfg, "test")
+    reported = test.index.summary() + "\n".join(test.stats["skipped"])
+    for name in bad_names:
+        assert name in reported, name
+    rows = [r for b in test for r in b["index"].tolist()]
+    assert rows == good_rows
+    train = build_loader(cfg, "train", index=test.index)
+    batches = [b["index"].tolist() for b in train]
+    assert len(batches) == len(train) == 2 and all(len(b) == 2 for b in batches)
+    assert set(r for b in batches for r in b) <= set(good_rows)
+    test.close()
+    train.close()
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pyav"])
+def test_runtime_failures_quarantine_and_rebuild(tmp_path, decoder):
+    """Files that break after indexing: one turns to garbage (DALI's decoder fails and invalidates the pipeline;
+    on the PyAV route the worker's decode fails), one disappears (the read fails). The epoch goes on, both are
+    named, every other video is yielded once."""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 27])
+    cfg = small_cfg(root, lst, lst, **{"DATA.CPU_DECODER": decoder})
+    test = build_loader(cfg, "test")
+    train = build_loader(cfg, "train", index=test.index)
+    corrupt, gone = test.index.entries[3].path, test.index.entries[5].path
+    with open(corrupt, "wb") as f:
+        f.write(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    os.remove(gone)
+    rows = [r for b in test for r in b["index"].tolist()]
+    assert rows == [0, 1, 2, 4, 6]
+    assert test.stats["skipped_videos"] == 2 and (test.stats["rebuilds"] >= 1) == (decoder == "dali")
+    assert any(os.path.basename(corrupt) in s for s in test.stats["skipped"])
+    assert any(os.path.basename(gone) in s for s in test.stats["skipped"])
+    assert 3 not in test.index.infos and 5 not in test.index.infos
+    # the training schedule was cut before the failures: every batch stays full, the bad rows are substituted
+    batches = [b["index"].tolist() for b in train]
+    assert len(batches) == len(train) == 7 // 2 and all(len(b) == 2 for b in batches)
+    assert not {3, 5} & {r for b in batches for r in b}
+    test.close()
+    train.close()
+
+
+def test_runtime_failure_in_training_substitutes(tmp_path):
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25])
+    cfg = small_cfg(root, lst)
+    train = build_loader(cfg, "train")
+    assert len(train) == 3
+    victim = int(train._plan[1][0])  # a row of the second batch
+    with open(train.index.entries[victim].path, "wb") as f:
+        f.write(b"\x1a\x45\xdf\xa3" + bytes(3000))  # a WebM magic number, then nothing decodable
+    batches = [b["index"].tolist() for b in train]
+    assert len(batches) == 3 and all(len(b) == 2 for b in batches)
+    assert victim not in {r for b in batches for r in b}
+    assert train.stats["skipped_videos"] == 1 and train.stats["rebuilds"] == 1 and train.stats["substituted"] >= 1
+    train.close()
+
+
+def test_pyav_route_matches_dali_route(data):
+    """Both CPU routes feed the same augmentation graph: same rows, same pixels up to decoder colour."""
+    root, lst = data
+    out = {}
+    for decoder in ("dali", "pyav"):
+        cfg = small_cfg(root, lst, **{"DATA.CPU_DECODER": decoder, "DATA.NUM_WORKERS": 2})
+        loader = build_loader(cfg, "train")
+        out[decoder] = _epoch(loader)
+        loader.close()
+    for (ia, va, _), (ib, vb, _) in zip(out["dali"], out["pyav"]):
+        assert torch.equal(ia, ib)
+        assert float((va - vb).abs().mean()) < 0.05  # ~2 pixel levels / std 57
+
+
+def test_resume_after_runtime_quarantine_is_exact(tmp_path):
+    """A run that quarantined a video mid-epoch, resumed in a new loader whose freshly built index already marks
+    that video bad, continues with the same schedule (the saved 'excluded' rows) and the same substitutes."""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31])
+    cfg = small_cfg(root, lst)
+    first = build_loader(cfg, "train")
+    assert len(first) == 4
+    victim = int(first._plan[2][1])
+    with open(first.index.entries[victim].path, "wb") as f:
+        f.write(bytes(2000))
+    reference, states = [], []
+    for _ in range(2):
+        for b in first:
+            reference.append((b["index"].clone(), b["video"].clone()))
+            states.append(first.state_dict())
+    assert first.stats["skipped_videos"] == 1
+    first.close()
+    resumed_loader = build_loader(cfg, "train")  # new index: the victim is now bad from the start
+    assert victim in resumed_loader.index.bad
+    resumed_loader.load_state_dict(states[0])
+    resumed = []
+    for _ in range(2):
+        resumed += [(b["index"].clone(), b["video"].clone()) for b in resumed_loader]
+    assert len(resumed) == len(reference) - 1
+    for (ri, rv), (gi, gv) in zip(reference[1:], resumed):
+        assert torch.equal(ri, gi) and torch.equal(rv, gv)
+    with pytest.raises(ValueError, match="seed"):
+        resumed_loader.load_state_dict({**states[0], "seed": 1})
+    resumed_loader.close()
+
+
+def test_dense_and_random_sampling_options(data):
+    root, lst = data
+    cfg = small_cfg(root, lst, lst, **{"DATA.SAMPLING": "dense", "DATA.FRAME_INTERVAL": 2,
+                                       "TEST.NUM_CLIP": 2, "TEST.SAMPLING": "random"})
+    train = build_loader(cfg, "train")
+    s = train._sample(3)
+    assert np.all(np.diff(s.frames) == 2)  # 4 frames, 2 apart (40-frame clip: no clamping)
+    assert sum(b["video"].shape[0] for b in train) == 2 * len(train)
+    test = build_loader(cfg, "test")
+    t = test._sample(3)  # random clip starts: two dense clips inside the video
+    assert len(t.frames) <= 8 and t.frames.min() >= 0 and t.frames.max() < 40
+    uniform = build_loader(small_cfg(root, lst, lst, **{"DATA.SAMPLING": "dense", "DATA.FRAME_INTERVAL": 2,
+                                                         "TEST.NUM_CLIP": 2}), "test")._sample(3)
+    assert uniform.frames.tolist() == [0, 2, 4, 6, 33, 35, 37, 39]  # starts 0 and 40 - 7
+    assert sum(b["video"].shape[0] for b in test) == len(COUNTS)
+    train.close()
+    test.close()

@@ -1,0 +1,552 @@
+"""Shared helpers of the benchmark scripts: timing and statistics, process-tree CPU/memory monitoring, NVML
+sampling, machine description, synthetic clips, and the three outputs (markdown table, JSON, PNG bar chart).
+
+Every benchmark follows the same method (docs/PERFORMANCE.md): a warm-up that is not timed, then ``repeats``
+timed measurements of the same work; the reported figure is the median and the spread is min..max (and the
+inter-quartile range in the JSON). CUDA work is synchronised before the clock is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Summary", "summarize", "time_repeats", "ProcessTreeMonitor", "wait_until_idle", "NvmlSampler", "machine_info",
+    "cuda_available", "describe_input", "machine_line", "add_input_args",
+    "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
+    "count_frames", "read_list_or_synthetic", "check_figures", "cpu_count",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics and timing
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    """Median and spread of repeated measurements of one figure."""
+
+    median: float
+    min: float
+    max: float
+    q1: float
+    q3: float
+    mean: float
+    n: int
+    values: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"median": self.median, "min": self.min, "max": self.max, "q1": self.q1, "q3": self.q3,
+                "mean": self.mean, "n": self.n, "values": list(self.values)}
+
+    def spread(self, digits: int = 1) -> str:
+        """``median (min-max)`` as printed in the tables."""
+        return f"{fmt(self.median, digits)} ({fmt(self.min, digits)}-{fmt(self.max, digits)})"
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    """Median, min/max and quartiles of ``values`` (at least one)."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("summarize() needs at least one value")
+    q1, q3 = (float(np.percentile(vals, 25)), float(np.percentile(vals, 75)))
+    return Summary(median=float(statistics.median(vals)), min=min(vals), max=max(vals), q1=q1, q3=q3,
+                   mean=float(statistics.fmean(vals)), n=len(vals), values=vals)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:  # torch missing or broken CUDA init: treat as CPU-only
+        return False
+
+
+def sync_cuda() -> None:
+    """Wait for queued CUDA work so that a clock read after it measures the work (no-op without CUDA)."""
+    if cuda_available():
+        import torch
+        torch.cuda.synchronize()
+
+
+def time_repeats(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; returns the seconds of each timed call.
+
+    ``fn`` does one measurement's worth of work (e.g. N batches). CUDA is synchronised around each timed call.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync_cuda()
+        t0 = time.perf_counter()
+        fn()
+        sync_cuda()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def fmt(x: float | None, digits: int = 1) -> str:
+    """Number for a table cell: fixed digits, thousands kept readable, '-' for missing."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Process-tree CPU and memory monitoring
+# ---------------------------------------------------------------------------------------------------------------
+class ProcessTreeMonitor:
+    """Samples the CPU time and resident memory of a process and all its descendants in a background thread.
+
+    DataLoader workers and DALI threads live in the tree of the benchmark process, so this measures the loader's
+    CPU use. Usage::
+
+        with ProcessTreeMonitor() as mon:
+            ...work...
+        mon.cpu_util   # CPU-seconds per wall second (1.0 = one core fully busy)
+        mon.peak_rss   # bytes, high-water of the summed RSS of the tree
+
+    CPU time of a process is remembered from its last sample, so workers that exit between samples are counted up
+    to that sample; sampling every ``interval`` seconds loses at most that much per exiting process. RSS of the tree
+    double-counts pages shared between forked workers (copy-on-write), so it is an upper bound.
+    """
+
+    def __init__(self, pid: int | None = None, interval: float = 0.1, exclude: Iterable[int] = ()):
+        import psutil
+        self._psutil = psutil
+        self.root = psutil.Process(pid or os.getpid())
+        # Processes (and their children) left out, e.g. the idle workers of another loader built in the same run.
+        self.exclude = set(int(x) for x in exclude)
+        self.interval = interval
+        self._first: dict[tuple, float] = {}
+        self._last: dict[tuple, float] = {}
+        self._procs: dict[tuple, Any] = {}
+        self._started = False
+        self.peak_rss = 0
+        self.wall = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _tree(self) -> list:
+        try:
+            procs = [self.root] + self.root.children(recursive=True)
+        except self._psutil.Error:
+            procs = [self.root]
+        if self.exclude:
+            skip = set(self.exclude)
+            for pid in self.exclude:
+                try:
+                    skip.update(c.pid for c in self._psutil.Process(pid).children(recursive=True))
+                except self._psutil.Error:
+                    pass
+            procs = [p for p in procs if p.pid not in skip]
+        out = []
+        for p in procs:
+            # Keep one Process object per (pid, start time) so a reused pid is seen as a new process.
+            try:
+                key = (p.pid, p.create_time())
+            except self._psutil.Error:
+                continue
+            out.append((key, self._procs.setdefault(key, p)))
+        return out
+
+    def sample(self) -> None:
+        rss = 0
+        for key, p in self._tree():
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    cpu = t.user + t.system
+                    rss += p.memory_info().rss
+            except self._psutil.Error:
+                continue
+            if key not in self._first:
+                # Alive when the monitor started: count from now. Started later: count its whole CPU time.
+                self._first[key] = cpu if not self._started else 0.0
+            self._last[key] = cpu
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "ProcessTreeMonitor":
+        self._started = False
+        self.sample()
+        self._started = True
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+        self.wall = time.perf_counter() - self._t0
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU-seconds (user + system) the tree used while monitored."""
+        return sum(self._last[k] - self._first[k] for k in self._last)
+
+    @property
+    def cpu_util(self) -> float:
+        """Mean busy cores over the monitored interval (CPU-seconds / wall-seconds)."""
+        return self.cpu_seconds / self.wall if self.wall > 0 else float("nan")
+
+
+def wait_until_idle(max_cores: float = 0.15, window: float = 0.25, timeout: float = 30.0) -> float:
+    """Block until this process tree uses less than ``max_cores`` over a ``window`` (or ``timeout`` passes).
+
+    Loaders keep producing into their queues after the consumer stops; waiting for that to finish before timing
+    another loader keeps one loader's background refill out of the next one's measurement. Returns seconds waited.
+    """
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        with ProcessTreeMonitor(interval=window) as mon:
+            time.sleep(window)
+        if mon.cpu_util < max_cores:
+            break
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NVML (GPU memory and NVDEC utilisation) sampling
+# ---------------------------------------------------------------------------------------------------------------
+class NvmlSampler:
+    """Samples GPU memory used, SM utilisation and NVDEC (decoder) utilisation of one GPU through NVML.
+
+    Disabled (``available`` False, all figures None) without an NVIDIA driver. DALI allocates outside torch's
+    caching allocator, so NVML's device-wide "used" memory is the figure that includes the decoder's buffers; it
+    also includes other processes on the GPU, so run benchmarks on an otherwise idle GPU.
+    """
+
+    def __init__(self, device_index: int = 0, interval: float = 0.05):
+        self.interval = interval
+        self.available = False
+        self.samples_dec: list[float] = []
+        self.samples_sm: list[float] = []
+        self.peak_used = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._h = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            self.available = True
+        except Exception:  # no driver / no GPU / no pynvml: the benchmark still runs, NVML columns stay empty
+            self._nvml = None
+
+    def sample(self) -> None:
+        nv = self._nvml
+        try:
+            self.peak_used = max(self.peak_used, int(nv.nvmlDeviceGetMemoryInfo(self._h).used))
+            self.samples_sm.append(float(nv.nvmlDeviceGetUtilizationRates(self._h).gpu))
+            # nvmlDeviceGetDecoderUtilization returns (percent, sampling period in us); on GPUs with several NVDEC
+            # engines the percentage is averaged over the engines.
+            self.samples_dec.append(float(nv.nvmlDeviceGetDecoderUtilization(self._h)[0]))
+        except Exception:
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "NvmlSampler":
+        if self.available:
+            self.sample()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> dict:
+        """Mean/max decoder and SM utilisation in percent and peak device memory used in MiB (None if off)."""
+        if not self.available or not self.samples_dec:
+            return {"nvdec_util_mean": None, "nvdec_util_max": None, "sm_util_mean": None,
+                    "gpu_mem_used_peak_mib": None}
+        return {"nvdec_util_mean": float(np.mean(self.samples_dec)), "nvdec_util_max": float(max(self.samples_dec)),
+                "sm_util_mean": float(np.mean(self.samples_sm)), "gpu_mem_used_peak_mib": self.peak_used / 2**20}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Machine description
+# ---------------------------------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_info() -> dict:
+    """What produced the numbers: CPU, cores, GPU, library versions, command line."""
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(), "cpu_cores": cpu_count(), "python": platform.python_version(),
+        "platform": platform.platform(), "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        info["gpu"] = None
+    for mod, key in (("nvidia.dali", "dali"), ("av", "pyav"), ("decord", "decord")):
+        try:
+            m = __import__(mod, fromlist=["__version__"])
+            info[key] = getattr(m, "__version__", "?")
+        except Exception:
+            info[key] = None
+    return info
+
+
+def describe_input(desc: dict) -> str:
+    """One line for a report: ``input=synthetic, codec=vp9, width=340, ...`` (the folder left out)."""
+    return ", ".join(f"{k}={v}" for k, v in desc.items() if k != "dir")
+
+
+def machine_line(info: dict) -> str:
+    gpu = info.get("gpu") or "no GPU"
+    return f"{info['cpu']} ({info['cpu_cores']} cores), {gpu}; torch {info.get('torch')}, DALI {info.get('dali')}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------
+def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+    """A GitHub markdown table: ``columns`` is ``[(key, header), ...]``; values are formatted with ``fmt``."""
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for key, _ in columns:
+            v = r.get(key)
+            cells.append(fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v if v is not None
+                                                                                                      else "-"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Summary):
+        return x.as_dict()
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # strict JSON has no NaN/inf; a missing figure is null
+    return x
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as indented strict JSON (NaN/inf become null), creating the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_jsonable(payload), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str,
+             errors: Sequence[tuple[float, float]] | None = None) -> None:
+    """PNG bar chart; ``errors`` are (low, high) absolute bounds drawn as error bars (e.g. min/max)."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 2), 4.0))
+    yerr = None
+    if errors:
+        yerr = np.array([[max(v - lo, 0.0) for v, (lo, _) in zip(values, errors)],
+                         [max(hi - v, 0.0) for v, (_, hi) in zip(values, errors)]])
+    ax.bar(range(len(values)), values, yerr=yerr, capsize=4, color="#4C72B0")
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    for i, v in enumerate(values):
+        ax.text(i, v, fmt(v), ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def check_figures(results: Sequence[dict], keys: Sequence[str]) -> list[str]:
+    """Problems with ``results``: for every row that ran, each of ``keys`` must be a positive finite number."""
+    problems = []
+    for r in results:
+        if r.get("skipped"):
+            continue
+        for k in keys:
+            v = r.get(k)
+            if isinstance(v, Summary):
+                v = v.median
+            elif isinstance(v, dict):
+                v = v.get("median")
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                problems.append(f"{r.get('name', r)}: {k} = {v!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs: synthetic clips or a file list
+# ---------------------------------------------------------------------------------------------------------------
+def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """Moving smooth texture plus mild noise: compresses like camera footage (neither flat nor pure noise)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    freq = rng.uniform(0.02, 0.08, size=3)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        chans = []
+        for c in range(3):
+            v = 127 + 80 * np.sin(freq[c] * (xx + 3 * t) + phase[c]) * np.cos(freq[c] * 0.7 * (yy - 2 * t))
+            chans.append(v)
+        img = np.stack(chans, -1) + rng.normal(0, 6, size=(height, width, 3))
+        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 25, gop: int | None = None) -> None:
+    """Encode uint8 ``(T,H,W,3)`` RGB frames to ``path`` (H.264 in .mp4, VP9 in .webm) with keyframe interval
+    ``gop``. Uses the project's ``dali_pipelines.synthetic.write_video`` when it is implemented, else PyAV."""
+    try:
+        from dali_pipelines.synthetic import write_video
+        write_video(path, frames, codec=codec, fps=fps, gop=gop)
+        return
+    except (ImportError, NotImplementedError):
+        pass
+    import av
+    codec_name = {"h264": "libx264", "vp9": "libvpx-vp9"}.get(codec)
+    if codec_name is None:
+        raise ValueError(f"codec {codec!r} is not one of 'h264', 'vp9'")
+    t, h, w, _ = frames.shape
+    with av.open(path, "w") as out:
+        s = out.add_stream(codec_name, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if gop:
+            s.gop_size = gop
+        if codec == "h264":
+            # No B-frames keeps presentation order == decode order; fixed GOP without scene-cut keyframes.
+            s.options = {"bf": "0", "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
+            if gop:
+                s.options["keyint_min"] = str(gop)
+        else:
+            s.options = {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
+        for i in range(t):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+
+
+def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size: tuple[int, int] = (340, 256),
+                         num_frames: int = 64, gop: int | None = 16, fps: int = 25, seed: int = 0,
+                         num_classes: int = 4) -> list[tuple[str, int, int]]:
+    """Write ``num_clips`` textured clips (size is width x height) and a ``list.txt`` (``name label``) into
+    ``out_dir``; returns ``[(path, label, num_frames)]``. Existing identical clips are reused."""
+    os.makedirs(out_dir, exist_ok=True)
+    ext = "mp4" if codec == "h264" else "webm"
+    rng = np.random.default_rng(seed)
+    w, h = size
+    clips = []
+    lines = []
+    for i in range(num_clips):
+        name = f"clip{i:03d}_{codec}_{w}x{h}_{num_frames}f_g{gop or 0}.{ext}"
+        path = os.path.join(out_dir, name)
+        frames = _textured_frames(num_frames, w, h, rng)
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            encode_clip(path, frames, codec=codec, fps=fps, gop=gop)
+        clips.append((path, i % num_classes, num_frames))
+        lines.append(f"{name} {i % num_classes}")
+    with open(os.path.join(out_dir, "list.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return clips
+
+
+def count_frames(path: str) -> int:
+    """Frames of ``path``'s first video stream, by counting demuxed packets (containers such as WebM store no
+    frame count). Packets without data (flush markers) are not frames."""
+    import av
+    try:
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            return sum(1 for p in c.demux(s) if p.size > 0)
+    except (av.error.FFmpegError, IndexError) as e:
+        raise ValueError(f"cannot read video {path!r}: {e}") from e
+
+
+def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tuple[str, int, int]], dict]:
+    """Clips for a benchmark from the common CLI options: ``--list``/``--root`` (real data) or ``--synthetic``
+    (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
+    a description of the input for the report."""
+    if getattr(args, "list", None):
+        from dali_pipelines.filelist import read_file_list
+        entries = read_file_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
+        if args.num_clips:
+            entries = entries[: args.num_clips]
+        clips = [(e.path, e.label, count_frames(e.path)) for e in entries]
+        desc = {"input": "list", "list": args.list, "num_clips": len(clips)}
+        return clips, desc
+    codec = args.codec or default_codec
+    data_dir = args.data_dir or os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), "eva_bench_clips")
+    clips = make_synthetic_clips(os.path.join(data_dir, codec), args.num_clips, codec=codec,
+                                 size=(args.width, args.height), num_frames=args.frames, gop=args.gop or None)
+    desc = {"input": "synthetic", "codec": codec, "width": args.width, "height": args.height,
+            "frames": args.frames, "gop": args.gop, "num_clips": len(clips), "dir": os.path.dirname(clips[0][0])}
+    return clips, desc
+
+
+def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250, gop: int = 16,
+                   frames_flag: str = "--frames") -> None:
+    """The input options shared by the benchmarks (``frames_flag`` renames the clip-length option where the
+    benchmark's own ``--frames`` means something else)."""
+    g = p.add_argument_group("input (a file list, or synthetic clips)")
+    g.add_argument("--list", help="video list in the original format ('<relative path> <label>' per line)")
+    g.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
+    g.add_argument("--synthetic", action="store_true", help="generate clips (default when --list is not given)")
+    g.add_argument("--codec", default=None, choices=("h264", "vp9"), help=f"synthetic codec (default {codec})")
+    g.add_argument("--width", type=int, default=340)
+    g.add_argument("--height", type=int, default=256)
+    g.add_argument(frames_flag, type=int, default=frames, help="frames per synthetic clip")
+    g.add_argument("--gop", type=int, default=gop, help="keyframe interval of synthetic clips (0: encoder default)")
+    g.add_argument("--num-clips", type=int, default=num_clips, help="clips to generate / read from the list")
+    g.add_argument("--data-dir", default=None, help="where synthetic clips are written (reused when present)")

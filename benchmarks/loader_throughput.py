@@ -1,0 +1,381 @@
+"""Loader throughput: the same clips through several loaders, measured in one run.
+
+Loaders (``--loaders``):
+  dali    our loader, ``dali_pipelines.build_loader`` (NVDEC decode + GPU augmentation with a GPU; without one the
+          CPU route: DALI's CPU decoder for VP8/VP9, PyAV worker processes for other codecs, DALI CPU augmentation)
+  pyav    the original pipeline on the CPU (benchmarks/baseline_loaders.py): torch DataLoader, N worker processes,
+          TSN sampling, PyAV decode of the sampled frames, resize, MultiScaleCrop, flip, per-frame colour jitter,
+          grayscale, normalise
+  decord  the same with decord (the original's decoder), when installed
+
+Modes (``--modes``): ``train`` (B x T frames) and ``test`` (multi-view: NUM_CLIP x NUM_CROP views per video).
+
+Method: all loaders of a mode are built and warmed up (``--warmup`` batches, untimed: pipeline build, worker
+start-up, first decodes); then ``--repeats`` rounds, each timing ``--batches`` batches of every loader in turn
+(interleaved, so that load from other processes on a shared machine hits every loader alike). Before its turn a
+loader's ready queue (filled while it sat idle) is drawn untimed, so every measurement is steady-state production.
+Figures are the median with min..max over the rounds. The list file repeats the clips so that no epoch ends inside
+a measurement. CPU use is that of the benchmark's process tree (main process, DALI threads, this loader's
+workers; the idle loaders' workers are left out) during the timed batches.
+
+    python -m benchmarks.loader_throughput --quick
+    python -m benchmarks.loader_throughput --synthetic --codec h264 --frames 250 --gop 16 --json l.json --plot l.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+if __package__ in (None, ""):  # allow `python benchmarks/loader_throughput.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+from benchmarks.baseline_loaders import build_baseline_loader, decord_available  # noqa: E402
+
+ALL_LOADERS = ("dali", "pyav", "decord")
+ALL_MODES = ("train", "test")
+
+
+def write_repeated_list(clips: list[tuple[str, int, int]], rows: int, out_dir: str) -> tuple[str, str]:
+    """A list file of ``rows`` lines cycling over ``clips`` (paths relative to their common folder)."""
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p, _, _ in clips])
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"loader_bench_{len(clips)}clips_{rows}rows.txt")
+    lines = [f"{os.path.relpath(clips[i % len(clips)][0], root)} {clips[i % len(clips)][1]}" for i in range(rows)]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path, root
+
+
+def expected_gop_work(clips: list[tuple[str, int, int]], mode: str, t: int, num_clip: int, draws: int = 8) -> float:
+    """Mean frames per clip that a seek-to-preceding-keyframe decoder must decode for this mode's sampling
+    (an estimate for loaders that do not report their decode count)."""
+    from benchmarks.decode_throughput import gop_work, probe
+    from dali_pipelines.sampling import multiview_indices, segment_indices
+    rng = np.random.default_rng(0)
+    total = []
+    for path, _, _ in clips:
+        info = probe(path)
+        n = info["num_frames"]
+        for _ in range(draws if mode == "train" else 1):
+            idx = (segment_indices(n, t, rng) if mode == "train"
+                   else multiview_indices(n, t, num_clip, "uniform").reshape(-1))
+            total.append(gop_work(idx, n, info["keyframes"]))
+    return float(np.mean(total))
+
+
+class _Stream:
+    """Endless batches from a loader: a new epoch (a new iterator) starts when one ends."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.it = iter(loader)
+
+    def next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+
+def build_dali(args, mode: str, list_path: str, root: str):
+    from configs import load_config
+    from dali_pipelines import build_loader
+    opts = ["DATA.TRAIN_FILE", list_path, "DATA.VAL_FILE", list_path, "DATA.ROOT", root,
+            "DATA.NUM_FRAMES", str(args.num_frames), "DATA.INPUT_SIZE", str(args.input_size),
+            "DATA.NUM_CLASSES", str(args.num_classes), "DATA.NUM_THREADS", str(args.threads),
+            "DATA.NUM_WORKERS", str(args.workers), "DATA.DECODE_DEVICE", args.decode_device,
+            "DATA.INDEX_WORKERS", "1", "TRAIN.BATCH_SIZE", str(args.batch), "TEST.BATCH_SIZE", str(args.test_batch),
+            "TEST.NUM_CLIP", str(args.num_clip), "TEST.NUM_CROP", str(args.num_crop), "TEST.SAMPLING", "uniform",
+            "LOG.PROGRESS_BAR", "False"] + list(args.opts or [])
+    cfg = load_config(None, opts)
+    loader = build_loader(cfg, "train" if mode == "train" else "test")
+    desc = f"{loader.device} decode" + (f" ({loader.cpu_decoder})" if loader.device == "cpu" else " (NVDEC)")
+    return loader, desc
+
+
+def worker_pids(loader) -> list[int]:
+    """Worker processes a loader owns (DataLoader workers, or our PyAV route's decode pool), best effort."""
+    pids = []
+    it = getattr(loader, "_iterator", None)  # torch DataLoader with persistent workers
+    for w in getattr(it, "_workers", None) or []:
+        if w.pid:
+            pids.append(w.pid)
+    pool = getattr(loader, "_pool", None)  # our loader's ProcessPoolExecutor
+    pids.extend(getattr(pool, "_processes", None) or {})
+    return pids
+
+
+def queue_capacity(loader) -> int:
+    """Batches a loader can hold ready while nobody consumes (they are drawn untimed after switching loaders)."""
+    if hasattr(loader, "prefetch_factor"):  # DataLoader: prefetch_factor batches per worker
+        return (loader.prefetch_factor or 2) * max(loader.num_workers, 1)
+    return int(getattr(loader, "_prefetch", 2)) + 1  # DALI queue depth + the batch being assembled
+
+
+class LoaderRun:
+    """One loader under test: its endless stream and the accumulated measurements."""
+
+    def __init__(self, name: str, loader, close, route: str, settings: str, build_s: float):
+        self.name, self.loader, self.close, self.route, self.settings = name, loader, close, route, settings
+        self.stream = _Stream(loader)
+        self.build_s = build_s
+        self.secs: list[float] = []
+        self.clips: list[int] = []
+        self.decoded: list[int] = []
+        self.cpu_seconds = 0.0
+        self.wall = 0.0
+        self.peak_rss = 0
+        self.nvml: list[dict] = []
+        self.last = None
+
+    def warm(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.last = self.stream.next()
+        return time.perf_counter() - t0
+
+    def measure(self, batches: int, exclude: list[int], nvml: bool) -> None:
+        """Time ``batches`` batches (the caller has drained what was queued while this loader sat idle)."""
+        sampler = common.NvmlSampler() if nvml else None
+        with common.ProcessTreeMonitor(exclude=exclude) as mon:
+            if sampler:
+                sampler.__enter__()
+            n, d = 0, 0
+            common.sync_cuda()
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                b = self.stream.next()
+                n += b["video"].shape[0]
+                if "decoded" in b:
+                    d += int(b["decoded"].sum())
+            common.sync_cuda()  # GPU batches are complete only after the stream's work is done
+            self.secs.append(time.perf_counter() - t0)
+            if sampler:
+                sampler.__exit__()
+        self.last = b
+        self.clips.append(n)
+        self.decoded.append(d)
+        self.cpu_seconds += mon.cpu_seconds
+        self.wall += mon.wall
+        self.peak_rss = max(self.peak_rss, mon.peak_rss)
+        if sampler:
+            self.nvml.append(sampler.result())
+
+    def result(self, views: int, t: int) -> dict:
+        v = self.last["video"]
+        per = views * t
+        res = {
+            "clips_per_s": common.summarize([c / s for c, s in zip(self.clips, self.secs)]),
+            "delivered_frames_per_s": common.summarize([c * per / s for c, s in zip(self.clips, self.secs)]),
+            "decoded_frames_per_s": (common.summarize([d / s for d, s in zip(self.decoded, self.secs)])
+                                     if all(self.decoded) else None),
+            "cpu_util": self.cpu_seconds / self.wall if self.wall > 0 else None,
+            # Work per CPU time: robust to other processes taking cores away on a shared machine.
+            "clips_per_cpu_s": sum(self.clips) / self.cpu_seconds if self.cpu_seconds > 0 else None,
+            "peak_rss_mib": self.peak_rss / 2**20, "build_s": self.build_s,
+            "batch_shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", ""), "device": str(v.device),
+            "route": self.route, "settings": self.settings,
+        }
+        if self.nvml:
+            vals = [x["nvdec_util_mean"] for x in self.nvml if x["nvdec_util_mean"] is not None]
+            res["nvdec_util_mean"] = float(np.mean(vals)) if vals else None
+            peaks = [x["gpu_mem_used_peak_mib"] for x in self.nvml if x["gpu_mem_used_peak_mib"] is not None]
+            res["gpu_mem_used_peak_mib"] = max(peaks) if peaks else None
+        return res
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
+    p.add_argument("--loaders", default=",".join(ALL_LOADERS), help="comma-separated subset of dali,pyav,decord")
+    p.add_argument("--modes", default=",".join(ALL_MODES), help="comma-separated subset of train,test")
+    p.add_argument("--batch", type=int, default=8, help="train batch size (clips)")
+    p.add_argument("--test-batch", type=int, default=2, help="test batch size (videos)")
+    p.add_argument("--num-frames", type=int, default=16, help="frames per clip (T)")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--num-clip", type=int, default=4, help="temporal clips per test video")
+    p.add_argument("--num-crop", type=int, default=3, choices=(1, 3), help="spatial crops per test clip")
+    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--workers", type=int, default=common.cpu_count(),
+                   help="DataLoader worker processes of the baselines; DATA.NUM_WORKERS of ours")
+    p.add_argument("--threads", type=int, default=common.cpu_count(), help="DATA.NUM_THREADS (DALI threads)")
+    p.add_argument("--decode-device", default="auto", choices=("auto", "gpu", "cpu"), help="DATA.DECODE_DEVICE")
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches per loader")
+    p.add_argument("--batches", type=int, default=8, help="batches per timed measurement")
+    p.add_argument("--repeats", type=int, default=5, help="timed measurements per loader")
+    p.add_argument("--quick", action="store_true", help="small settings for a 2-core CPU (CI smoke test)")
+    p.add_argument("--json", help="write results to this JSON file")
+    p.add_argument("--plot", help="write a PNG bar chart of clips/s")
+    p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for our loader")
+    args = p.parse_args(argv)
+    if args.codec is None:
+        args.codec = "h264" if common.cuda_available() else "vp9"
+    for name in ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip", "num_clips"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.quick:
+        args.num_clips = min(args.num_clips, 4)
+        args.frames = min(args.frames, 64)
+        args.batch = min(args.batch, 4)
+        args.test_batch = 1
+        args.warmup = min(args.warmup, 1)
+        args.batches = min(args.batches, 2)
+        args.repeats = min(args.repeats, 3)
+    return args
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    import torch
+    clips, input_desc = common.read_list_or_synthetic(args)
+    loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for x in loaders:
+        if x not in ALL_LOADERS:
+            raise SystemExit(f"--loaders: unknown loader {x!r} (choose from {', '.join(ALL_LOADERS)})")
+    for m in modes:
+        if m not in ALL_MODES:
+            raise SystemExit(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
+    results, notes = [], []
+    for mode in modes:
+        b = args.batch if mode == "train" else args.test_batch
+        views = 1 if mode == "train" else args.num_clip * args.num_crop
+        # Enough rows for one loader's warm-up, measurements and untimed queue draws (interleaving), in one epoch.
+        rows = max((args.warmup + (args.batches + 2 * args.workers + 4) * args.repeats + 4) * b, len(clips))
+        list_path, root = write_repeated_list(clips, rows, list_dir)
+        work = expected_gop_work(clips, mode, args.num_frames, args.num_clip)
+        runs: list[LoaderRun] = []
+        try:
+            for name in loaders:
+                if name == "decord" and not decord_available():
+                    results.append({"name": f"{name}/{mode}", "loader": name, "mode": mode,
+                                    "skipped": "decord is not installed"})
+                    notes.append("decord: skipped, the decord package is not installed")
+                    continue
+                t0 = time.perf_counter()
+                if name == "dali":
+                    loader, route = build_dali(args, mode, list_path, root)
+                    close = loader.close
+                    settings = f"B{b} threads {args.threads} read-workers {args.workers}"
+                else:
+                    loader = build_baseline_loader(
+                        clips, mode, batch_size=b, num_workers=args.workers, decoder=name,
+                        num_frames=args.num_frames, input_size=args.input_size, num_clips=args.num_clip,
+                        num_crop=args.num_crop, test_sampling="uniform", length=rows,
+                        pin_memory=common.cuda_available())
+                    route = f"DataLoader, {name} decode, CPU augmentation"
+                    settings = f"B{b} workers {args.workers}"
+
+                    def close(ld=loader):
+                        it = getattr(ld, "_iterator", None)
+                        if it is not None:
+                            it._shutdown_workers()
+                run = LoaderRun(name, loader, close, route, settings, time.perf_counter() - t0)
+                runs.append(run)
+                run.warm_s = run.warm(args.warmup)  # pipeline build, worker start-up, first decodes
+            if common.cuda_available():
+                torch.cuda.reset_peak_memory_stats()
+            # Interleaved repeats: loader A, B, ..., A, B, ... so that a busy neighbour on a shared machine
+            # slows every loader alike. A loader that sat idle has a full queue: those batches are drawn untimed.
+            for _ in range(args.repeats):
+                for run in runs:
+                    if len(runs) > 1:
+                        # The previous loader refills its queue in the background after its turn: let that finish,
+                        # then draw this loader's full queue untimed so the timing sees steady-state production.
+                        common.wait_until_idle()
+                        run.warm(queue_capacity(run.loader))
+                    others = [pid for o in runs if o is not run for pid in worker_pids(o.loader)]
+                    run.measure(args.batches, others, nvml=run.name == "dali")
+            for run in runs:
+                r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
+                     **run.result(views, args.num_frames), "gop_work_per_clip": work}
+                r["gop_frames_per_s"] = common.summarize([c * work for c in r["clips_per_s"].values])
+                r["gpu_mem_peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20
+                                         if common.cuda_available() else None)
+                results.append(r)
+                print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} clips/s  ({run.route})", file=sys.stderr,
+                      flush=True)
+        finally:
+            for run in runs:
+                run.close()
+            del runs
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    ratios = {}
+    for mode in modes:
+        by = {r["loader"]: r for r in results if r["mode"] == mode and not r.get("skipped")}
+        if "dali" in by:
+            for base in ("pyav", "decord"):
+                if base in by:
+                    ratios[f"dali/{base} {mode}"] = by["dali"]["clips_per_s"].median / by[base]["clips_per_s"].median
+                    if by["dali"]["clips_per_cpu_s"] and by[base]["clips_per_cpu_s"]:
+                        ratios[f"dali/{base} {mode}, per CPU-second"] = (by["dali"]["clips_per_cpu_s"]
+                                                                        / by[base]["clips_per_cpu_s"])
+    return {"benchmark": "loader_throughput", "machine": common.machine_info(), "input": input_desc,
+            "settings": {k: getattr(args, k) for k in (
+                "batch", "test_batch", "num_frames", "input_size", "num_clip", "num_crop", "workers", "threads",
+                "decode_device", "warmup", "batches", "repeats", "quick")},
+            "results": results, "ratios": ratios, "notes": notes}
+
+
+def report(payload: dict) -> str:
+    rows = []
+    for r in payload["results"]:
+        if r.get("skipped"):
+            rows.append({"name": r["name"], "clips": "skipped", "route": r["skipped"]})
+            continue
+        rows.append({"name": r["name"], "route": r["route"], "settings": r["settings"],
+                     "clips": r["clips_per_s"].spread(2), "out": r["delivered_frames_per_s"].spread(0),
+                     "dec": r["decoded_frames_per_s"].spread(0) if r["decoded_frames_per_s"] else "-",
+                     "gop": r["gop_frames_per_s"].median, "cpu": r["cpu_util"], "eff": r["clips_per_cpu_s"],
+                     "rss": r["peak_rss_mib"], "gpu": r.get("gpu_mem_used_peak_mib") or r.get("gpu_mem_peak_mib"),
+                     "nvdec": r.get("nvdec_util_mean")})
+    cols = [("name", "loader/mode"), ("route", "route"), ("settings", "settings"),
+            ("clips", "clips/s (test: videos/s)"),
+            ("out", "delivered frames/s"), ("dec", "decoded frames/s"), ("gop", "GOP-work frames/s (est.)"),
+            ("cpu", "CPU cores busy"), ("eff", "clips per CPU-s"), ("rss", "peak RSS MiB"),
+            ("gpu", "peak GPU MiB (NVML, else torch)"),
+            ("nvdec", "NVDEC %")]
+    inp = payload["input"]
+    head = (f"Loader throughput: {common.describe_input(inp)}\n"
+            f"Machine: {common.machine_line(payload['machine'])}\n"
+            "Median (min-max) over the timed measurements; warm-up excluded.\n")
+    out = head + "\n" + common.markdown_table(rows, cols)
+    if payload["ratios"]:
+        out += "\n\nRatios (median clips/s, or clips per CPU-second, same run, same cores):\n" + "\n".join(
+            f"- {k}: {v:.2f}x" for k, v in payload["ratios"].items())
+    if payload["notes"]:
+        out += "\n\n" + "\n".join(f"- {n}" for n in sorted(set(payload["notes"])))
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    payload = run_benchmark(args)
+    print(report(payload))
+    ran = [r for r in payload["results"] if not r.get("skipped")]
+    if args.json:
+        common.write_json(args.json, payload)
+    if args.plot and ran:
+        common.bar_plot(args.plot, [r["name"] for r in ran], [r["clips_per_s"].median for r in ran],
+                        "clips/s (median)", f"loader throughput, {payload['input'].get('codec', 'list')}",
+                        errors=[(r["clips_per_s"].min, r["clips_per_s"].max) for r in ran])
+    problems = common.check_figures(ran, ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"])
+    if problems:
+        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

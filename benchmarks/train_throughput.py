@@ -1,0 +1,323 @@
+"""Training-step throughput of the EVA video transformer: forward, backward and AdamW step.
+
+One row per combination of ``--attn`` (sdpa, math), ``--checkpoint`` (0/1) and ``--compile`` (0/1). Reported:
+clips/s, achieved TFLOP/s (model FLOPs: 3 x the analytic forward count of ``models.forward_flops`` per clip, the
+recomputation of gradient checkpointing not counted), MFU against the device's stated peak and against a measured
+matmul peak, and peak memory. With ``--with-loader`` the real DALI loader (``dali_pipelines.build_loader``) feeds
+the model and ``data_wait_pct`` is the share of step time spent waiting for the next batch.
+
+Input: random clips already on the device (no loader) unless ``--with-loader``.
+
+    python -m benchmarks.train_throughput --quick
+    python -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 --attn sdpa,math
+    python -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --with-loader --codec h264
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import itertools
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+
+# Dense (no sparsity) peak TFLOP/s from the vendors' data sheets, by a substring of the device name.
+STATED_PEAK_TFLOPS = {
+    # name: {precision: TFLOP/s}
+    "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},  # fp32 = TF32 tensor cores
+    "H100 SXM": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},
+    "H100": {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0},  # PCIe
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0},
+}
+
+
+def stated_peak(device_name: str | None, precision: str) -> float | None:
+    if not device_name:
+        return None
+    for key, peaks in STATED_PEAK_TFLOPS.items():
+        if key in device_name:
+            return peaks.get(precision)
+    return None
+
+
+def measured_matmul_peak(device: torch.device, precision: str, seconds: float = 1.0) -> float:
+    """TFLOP/s of a large square matmul in ``precision`` on ``device`` (an achievable-peak reference)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    if device.type == "cpu":
+        dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+        n = 1024
+    else:
+        n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    common.sync_cuda()
+    iters, t0 = 0, time.perf_counter()
+    while True:
+        a @ b
+        iters += 1
+        if iters % 4 == 0:
+            common.sync_cuda()
+            if time.perf_counter() - t0 > seconds:
+                break
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0) / 1e12
+
+
+def make_cfg(args, attn: str, ckpt: bool, list_path: str | None = None, root: str | None = None):
+    from configs import load_config
+    opts = ["MODEL.ARCH", args.arch, "MODEL.ATTN_IMPL", attn, "TRAIN.USE_CHECKPOINT", str(bool(ckpt)),
+            "DATA.NUM_FRAMES", str(args.frames), "DATA.INPUT_SIZE", str(args.input_size),
+            "DATA.NUM_CLASSES", str(args.num_classes), "TRAIN.BATCH_SIZE", str(args.batch),
+            "MODEL.DROP_PATH_RATE", "0.1", "MODEL.PRETRAINED", ""]
+    if list_path:
+        opts += ["DATA.TRAIN_FILE", list_path, "DATA.ROOT", root, "DATA.NUM_THREADS", str(args.threads),
+                 "DATA.NUM_WORKERS", str(args.workers), "DATA.INDEX_WORKERS", "1"]
+    return load_config(None, opts + list(args.opts or []))
+
+
+def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device, loader=None) -> dict:
+    from models import build_model, forward_flops
+    cfg = make_cfg(args, attn, ckpt)
+    model = build_model(cfg, device=device)
+    model.train()
+    fwd = forward_flops(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.05, betas=(0.9, 0.98), eps=1e-6,
+                            fused=device.type == "cuda")
+    step_model = torch.compile(model) if compile_ else model
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    b, t, s = args.batch, args.frames, args.input_size
+    x_syn = torch.randn(b, t, 3, s, s, device=device)
+    y_syn = torch.randint(0, args.num_classes, (b,), device=device)
+    stream = None
+    waits = []
+
+    def next_batch():
+        nonlocal stream
+        if loader is None:
+            return x_syn, y_syn
+        t0 = time.perf_counter()
+        if stream is None:
+            stream = iter(loader)
+        try:
+            batch = next(stream)
+        except StopIteration:  # epoch end: the next epoch starts
+            stream = iter(loader)
+            batch = next(stream)
+        waits.append(time.perf_counter() - t0)
+        return batch["video"], batch["label"]
+
+    def step():
+        x, y = next_batch()
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(step_model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def run_steps(n: int):
+        for _ in range(n):
+            step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_build = time.perf_counter()
+    run_steps(args.warmup)  # includes compilation and autotuning when --compile
+    warmup_s = time.perf_counter() - t_build
+    with common.ProcessTreeMonitor() as mon:
+        waits.clear()
+        times = common.time_repeats(lambda: run_steps(args.steps), 0, args.repeats)
+    clips = [args.steps * b / s_ for s_ in times]
+    res = {
+        "name": f"{args.arch} {args.precision} attn={attn} ckpt={int(ckpt)} compile={int(compile_)}"
+                + (" +loader" if loader is not None else ""),
+        "arch": args.arch, "attn": attn, "checkpoint": bool(ckpt), "compile": bool(compile_),
+        "precision": args.precision, "batch": b, "frames": t, "input_size": s,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "forward_tflop_per_clip": fwd / 1e12,
+        "clips_per_s": common.summarize(clips),
+        "tflops": common.summarize([c * 3 * fwd / 1e12 for c in clips]),
+        "warmup_s": warmup_s, "peak_rss_mib": mon.peak_rss / 2**20, "cpu_util": mon.cpu_util,
+        "peak_mem_mib": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None),
+    }
+    if loader is not None:
+        total = sum(times)
+        res["data_wait_pct"] = 100.0 * sum(waits) / total if total > 0 else None
+    del model, opt, step_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    cuda = common.cuda_available()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="eva-1b/14" if cuda else "eva-tiny/16", help="models.ARCHS preset")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (T); also the loader's")
+    p.add_argument("--batch", type=int, default=4 if cuda else 2, help="clips per step")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=400)
+    p.add_argument("--precision", default="bf16" if cuda else "fp32", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--attn", default="sdpa", help="comma-separated attention paths: sdpa,math")
+    p.add_argument("--checkpoint", default="0", help="comma-separated gradient checkpointing settings: 0,1")
+    p.add_argument("--compile", default="0", help="comma-separated torch.compile settings: 0,1")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration")
+    p.add_argument("--steps", type=int, default=10, help="steps per timed measurement")
+    p.add_argument("--repeats", type=int, default=3, help="timed measurements per configuration")
+    p.add_argument("--peak-tflops", type=float, default=None, help="stated peak TFLOP/s for MFU (default: table)")
+    p.add_argument("--no-measure-peak", action="store_true", help="skip the matmul peak measurement")
+    p.add_argument("--with-loader", action="store_true", help="feed the model from the real DALI loader")
+    p.add_argument("--workers", type=int, default=common.cpu_count(), help="DATA.NUM_WORKERS for --with-loader")
+    p.add_argument("--threads", type=int, default=common.cpu_count(), help="DATA.NUM_THREADS for --with-loader")
+    common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16,
+                          frames_flag="--clip-frames")
+    p.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--quick", action="store_true", help="tiny model and clips (CI smoke test)")
+    p.add_argument("--json", help="write results to this JSON file")
+    p.add_argument("--plot", help="write a PNG bar chart of clips/s")
+    p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    if args.codec is None:
+        args.codec = "h264" if cuda else "vp9"
+    for name in ("batch", "steps", "repeats", "frames", "input_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.quick:
+        args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
+        args.frames, args.input_size, args.batch = min(args.frames, 4), min(args.input_size, 64), min(args.batch, 2)
+        args.warmup, args.steps, args.repeats = min(args.warmup, 1), min(args.steps, 3), min(args.repeats, 3)
+        args.num_clips = min(args.num_clips, 4)
+        args.clip_frames = min(args.clip_frames, 32)
+        args.width, args.height = min(args.width, 160), min(args.height, 120)
+    return args
+
+
+def build_train_loader(args):
+    """The real training loader over synthetic clips (or --list) with the model's frames and size."""
+    from dali_pipelines import build_loader
+    from benchmarks.loader_throughput import write_repeated_list
+    # The synthetic clips' own length is --clip-frames; the loader samples args.frames of them.
+    clip_args = argparse.Namespace(**vars(args))
+    clip_args.frames = args.clip_frames
+    clips, desc = common.read_list_or_synthetic(clip_args)
+    rows = max((args.warmup + args.steps * args.repeats + 4) * args.batch, len(clips))
+    list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
+    list_path, root = write_repeated_list(clips, rows, list_dir)
+    cfg = make_cfg(args, args.attn.split(",")[0], False, list_path, root)
+    return build_loader(cfg, "train"), desc
+
+
+def run_benchmark(args) -> dict:
+    # Denormal floats (tiny gradients and Adam moments of the 0.001-scaled head early in training) make x86 CPU
+    # arithmetic up to ~100x slower; flush them to zero as CPU training/inference setups usually do. No GPU effect.
+    torch.set_flush_denormal(True)
+    if args.torch_threads > 0:
+        # On a busy machine, torch's OpenMP threads spin at barriers while another process holds "their" core:
+        # fewer threads than cores can then be several times faster.
+        torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    attns = [a.strip() for a in args.attn.split(",") if a.strip()]
+    ckpts = [int(c) for c in args.checkpoint.split(",") if c.strip()]
+    compiles = [int(c) for c in args.compile.split(",") if c.strip()]
+    for a in attns:
+        if a not in ("sdpa", "math"):
+            raise SystemExit(f"--attn: {a!r} is not 'sdpa' or 'math'")
+    info = common.machine_info()
+    peak = args.peak_tflops or stated_peak(info.get("gpu"), args.precision)
+    measured = None if args.no_measure_peak else measured_matmul_peak(device, args.precision,
+                                                                      seconds=0.3 if args.quick else 1.0)
+    loader, input_desc = None, {"input": "random tensors on the device"}
+    if args.with_loader:
+        loader, input_desc = build_train_loader(args)
+    results = []
+    try:
+        for attn, ck, comp in itertools.product(attns, ckpts, compiles):
+            # Free what a previous configuration (or its out-of-memory traceback) left behind.
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            try:
+                r = run_config(args, attn, bool(ck), bool(comp), device, loader)
+            except torch.cuda.OutOfMemoryError as e:  # e.g. math attention without checkpointing: keep going
+                results.append({"name": f"{args.arch} {args.precision} attn={attn} ckpt={ck} compile={comp}",
+                                "attn": attn, "checkpoint": bool(ck), "compile": bool(comp),
+                                "skipped": f"out of memory: {str(e).splitlines()[0]}"})
+                print(f"  attn={attn} ckpt={ck} compile={comp}: out of memory", file=sys.stderr, flush=True)
+                continue
+            tf = r["tflops"].median
+            r["mfu_stated"] = tf / peak if peak else None
+            r["mfu_measured"] = tf / measured if measured else None
+            results.append(r)
+            print(f"  {r['name']}: {r['clips_per_s'].median:.2f} clips/s, {tf:.3f} TFLOP/s", file=sys.stderr,
+                  flush=True)
+    finally:
+        if loader is not None:
+            loader.close()
+    return {"benchmark": "train_throughput", "machine": info, "device": str(device), "input": input_desc,
+            "torch_threads": torch.get_num_threads(), "peak_tflops_stated": peak,
+            "peak_tflops_measured_matmul": measured,
+            "settings": {k: getattr(args, k) for k in ("arch", "frames", "batch", "input_size", "precision",
+                                                        "warmup", "steps", "repeats", "with_loader", "quick")},
+            "results": results}
+
+
+def report(payload: dict) -> str:
+    rows = []
+    for r in payload["results"]:
+        if r.get("skipped"):
+            rows.append({"name": r["name"], "cfg": "skipped", "clips": r["skipped"]})
+            continue
+        rows.append({"name": r["name"], "cfg": f"B{r['batch']} T{r['frames']} {r['input_size']}px",
+                     "clips": r["clips_per_s"].spread(2), "tflops": r["tflops"].spread(3),
+                     "mfu_s": None if r["mfu_stated"] is None else 100 * r["mfu_stated"],
+                     "mfu_m": None if r["mfu_measured"] is None else 100 * r["mfu_measured"],
+                     "mem": r["peak_mem_mib"], "rss": r["peak_rss_mib"], "wait": r.get("data_wait_pct")})
+    cols = [("name", "configuration"), ("cfg", "shape"), ("clips", "clips/s"), ("tflops", "TFLOP/s (3x fwd)"),
+            ("mfu_s", "MFU % (stated peak)"), ("mfu_m", "MFU % (measured matmul)"), ("mem", "peak GPU MiB"),
+            ("rss", "peak RSS MiB"), ("wait", "data_wait_pct")]
+    m = payload["machine"]
+    ran = [r for r in payload["results"] if not r.get("skipped")]
+    fwd = f"{ran[0]['forward_tflop_per_clip'] * 1000:.3f}" if ran else "-"
+    head = (f"Training step throughput on {payload['device']} ({common.machine_line(m)})\n"
+            f"Forward FLOPs per clip: {fwd} GFLOP "
+            f"(models.forward_flops); peak: stated {payload['peak_tflops_stated']}, measured matmul "
+            f"{common.fmt(payload['peak_tflops_measured_matmul'], 3)} TFLOP/s.\n"
+            f"Input: {common.describe_input(payload['input'])}\n"
+            "Median (min-max) over the timed measurements; warm-up excluded.\n")
+    return head + "\n" + common.markdown_table(rows, cols)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    payload = run_benchmark(args)
+    print(report(payload))
+    res = [r for r in payload["results"] if not r.get("skipped")]
+    if args.json:
+        common.write_json(args.json, payload)
+    if args.plot and res:
+        common.bar_plot(args.plot, [r["name"] for r in res], [r["clips_per_s"].median for r in res],
+                        "clips/s (median)", f"training step, {args.arch}",
+                        errors=[(r["clips_per_s"].min, r["clips_per_s"].max) for r in res])
+    problems = common.check_figures(res, ["clips_per_s", "tflops"])
+    if problems:
+        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

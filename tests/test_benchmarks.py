@@ -1,0 +1,287 @@
+"""Benchmarks: helper correctness (statistics, process monitoring, GOP work, the CPU reference loader's decode and
+transforms) and a smoke run of every benchmark script in its quickest mode, checking that the JSON holds positive,
+finite figures for every backend that ran. No timing assertions: speed is what the scripts print."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import common
+from benchmarks.baseline_loaders import (MEAN, STD, OriginalTestTransform, OriginalTrainTransform,
+                                         build_baseline_loader, decode_pyav, original_multiview_indices,
+                                         original_tsn_indices)
+from benchmarks.decode_throughput import gop_work, probe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixtures: a few tiny clips shared by every test of this file
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench_clips")
+
+
+@pytest.fixture(scope="module")
+def vp9_clips(data_dir):
+    return common.make_synthetic_clips(str(data_dir / "vp9"), 2, codec="vp9", size=(160, 120), num_frames=48, gop=16)
+
+
+@pytest.fixture(scope="module")
+def h264_clip(data_dir):
+    return common.make_synthetic_clips(str(data_dir / "h264"), 1, codec="h264", size=(96, 64), num_frames=40,
+                                       gop=8)[0]
+
+
+def _all_frames(path: str) -> np.ndarray:
+    import av
+    with av.open(path) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# common.py
+# ---------------------------------------------------------------------------------------------------------------
+def test_summarize_median_and_spread():
+    s = common.summarize([3.0, 1.0, 2.0, 10.0])
+    assert s.median == 2.5 and s.min == 1.0 and s.max == 10.0 and s.n == 4
+    assert s.q1 <= s.median <= s.q3
+    with pytest.raises(ValueError):
+        common.summarize([])
+
+
+def test_markdown_table_and_json_roundtrip(tmp_path):
+    rows = [{"a": "x", "b": 1234.5}, {"a": "y", "b": None}]
+    table = common.markdown_table(rows, [("a", "A"), ("b", "B")])
+    assert table.splitlines()[0] == "| A | B |"
+    assert "| x | 1,234 |" in table and "| y | - |" in table
+    path = tmp_path / "out" / "r.json"
+    common.write_json(str(path), {"s": common.summarize([1.0, 2.0]), "nan": float("nan")})
+    data = json.loads(path.read_text())
+    assert data["s"]["median"] == 1.5 and data["nan"] is None
+
+
+def test_check_figures_flags_bad_values():
+    good = {"name": "a", "x": common.summarize([1.0])}
+    assert common.check_figures([good, {"name": "s", "skipped": "no GPU"}], ["x"]) == []
+    bad = common.check_figures([{"name": "b", "x": 0.0}, {"name": "c", "x": float("inf")}], ["x"])
+    assert len(bad) == 2
+
+
+def test_process_tree_monitor_counts_child_cpu():
+    code = "import time\nt=time.time()\nwhile time.time()-t<0.6: pass"
+    with common.ProcessTreeMonitor(interval=0.05) as mon:
+        subprocess.run([sys.executable, "-c", code], check=True)
+        time.sleep(0.1)
+    # The busy child ran ~0.6 s of CPU (less if the machine is loaded); it must be seen in the tree's total.
+    assert mon.cpu_seconds > 0.1
+    assert mon.peak_rss > 10 * 2**20
+
+
+def test_bar_plot_writes_png(tmp_path):
+    path = tmp_path / "p.png"
+    common.bar_plot(str(path), ["a", "b"], [1.0, 2.0], "y", "t", errors=[(0.5, 1.5), (2.0, 2.5)])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GOP work model and the reference loader
+# ---------------------------------------------------------------------------------------------------------------
+def test_gop_work():
+    keys = [0, 16, 32]
+    assert gop_work(None, 48, keys) == 48
+    assert gop_work(np.array([3]), 48, keys) == 4  # keyframe 0 .. frame 3
+    assert gop_work(np.array([3, 20, 17, 20]), 48, keys) == 4 + 5  # GOP 0 up to 3; GOP 1 (16) up to 20
+    assert gop_work(np.array([47]), 48, keys) == 16
+
+
+def test_probe_keyframes(vp9_clips):
+    info = probe(vp9_clips[0][0])
+    assert info["codec"] == "vp9" and info["num_frames"] == 48
+    assert info["keyframes"][0] == 0 and 16 in info["keyframes"]
+
+
+@pytest.mark.parametrize("which", ["vp9", "h264"])
+def test_decode_pyav_matches_full_decode(which, vp9_clips, h264_clip):
+    path = vp9_clips[0][0] if which == "vp9" else h264_clip[0]
+    ref = _all_frames(path)
+    idx = [len(ref) - 1, 0, 5, 17, 17, 30]
+    frames, decoded = decode_pyav(path, idx)
+    assert frames.shape == (len(idx),) + ref.shape[1:]
+    for k, i in enumerate(idx):
+        assert np.array_equal(frames[k], ref[i]), f"frame {i}"
+    assert len(set(idx)) <= decoded <= len(ref)
+    with pytest.raises(ValueError, match="out of range"):
+        decode_pyav(path, [len(ref)])
+
+
+def test_decode_pyav_skips_unneeded_gops(vp9_clips):
+    path = vp9_clips[0][0]  # keyframes every 16 frames
+    _, decoded = decode_pyav(path, [2, 3])
+    assert decoded == 16  # only the first GOP
+
+
+def test_original_tsn_indices():
+    np.random.seed(0)
+    idx = original_tsn_indices(300, 16)
+    avg = 300 // 16
+    assert len(idx) == 16 and all(i * avg <= v < (i + 1) * avg for i, v in enumerate(idx))
+    assert list(original_tsn_indices(8, 16)) == list(np.around(np.arange(16) * 0.5).astype(int) % 8)
+    u = original_multiview_indices(64, 8, 4, "uniform")
+    assert u.shape == (4, 8) and u.min() >= 0 and u.max() < 64
+    assert list(u[:, 0]) == [1, 3, 5, 7]  # floor((k + .5) / 4 * 8)
+
+
+def test_train_transform_shapes_crops_and_normalisation():
+    tf = OriginalTrainTransform(224, color_jitter=0.0, gray=0.0)
+    # MultiScaleCrop on the 340x256 -> short side 256 frame: the original's candidate sizes and 5 offsets.
+    random.seed(0)
+    sizes = {256, 224, 192, 168}
+    for _ in range(200):
+        x0, y0, cw, ch = tf.multiscale_crop(256, 340)
+        assert cw in sizes and ch in sizes
+        assert abs([256, 224, 192, 168].index(cw) - [256, 224, 192, 168].index(ch)) <= 1
+        ws, hs = (340 - cw) // 4, (256 - ch) // 4
+        assert (x0, y0) in {(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)}
+    frames = np.full((4, 120, 160, 3), 128, np.uint8)
+    frames[:, :, :80] = 30  # left half dark
+    out = tf(frames)
+    assert out.shape == (4, 3, 224, 224) and out.dtype == torch.float32
+    # Uniform grey regions map to (v - mean) / std exactly.
+    expect = (128 - MEAN) / STD
+    assert np.allclose(out[0, :, 0, -1].numpy(), expect, atol=1e-4) or np.allclose(
+        out[0, :, 0, 0].numpy(), expect, atol=1e-4)
+
+
+def test_train_transform_flip_and_grayscale():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(2, 64, 96, 3), dtype=np.uint8)
+
+    def run(**kw):
+        random.seed(5)
+        np.random.seed(5)
+        torch.manual_seed(5)
+        return OriginalTrainTransform(56, **kw)(frames)
+
+    plain = run(flip=0.0, color_jitter=0.0, gray=0.0)
+    flipped = run(flip=1.0, color_jitter=0.0, gray=0.0)
+    assert torch.equal(flipped, plain.flip(-1))
+    gray = run(flip=0.0, color_jitter=0.0, gray=1.0)
+    pix = gray * torch.from_numpy(STD).view(1, 3, 1, 1) + torch.from_numpy(MEAN).view(1, 3, 1, 1)
+    assert torch.allclose(pix[:, 0], pix[:, 1], atol=1e-3) and torch.allclose(pix[:, 1], pix[:, 2], atol=1e-3)
+    jit = run(flip=0.0, color_jitter=1.0, gray=0.0)
+    assert not torch.equal(jit, plain)
+
+
+def test_test_transform_three_crops():
+    t, n = 2, 2
+    frames = np.zeros((n * t, 120, 200, 3), np.uint8)
+    frames[..., 0] = np.arange(200, dtype=np.uint8)[None, None, :]  # red ramp along the width
+    out = OriginalTestTransform(112, num_crop=3)(frames, n)
+    assert out.shape == (3 * n, t, 3, 112, 112)
+    red = out[:, 0, 0, 56] * STD[0] + MEAN[0]  # (views, width) of the middle row
+    left, right, mid = red[0].mean(), red[n].mean(), red[2 * n].mean()
+    assert left < mid < right  # [crop] order: left, right, centre
+
+
+def test_baseline_loader_batches(vp9_clips):
+    clips = [(p, lab, n) for p, lab, n in vp9_clips]
+    dl = build_baseline_loader(clips, "train", batch_size=2, num_workers=0, num_frames=4, input_size=64)
+    b = next(iter(dl))
+    assert b["video"].shape == (2, 4, 3, 64, 64) and b["label"].shape == (2,)
+    assert (b["decoded"] >= 4).all()
+    dl = build_baseline_loader(clips, "test", batch_size=1, num_workers=0, num_frames=4, input_size=64,
+                               num_clips=2, test_sampling="uniform")
+    b = next(iter(dl))
+    assert b["video"].shape == (1, 6, 4, 3, 64, 64)
+    assert torch.isfinite(b["video"]).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Smoke runs of the scripts (CI): positive finite figures for every backend that ran
+# ---------------------------------------------------------------------------------------------------------------
+def _run(module: str, args: list[str], tmp_path: Path) -> dict:
+    out_json, out_png = tmp_path / f"{module}.json", tmp_path / f"{module}.png"
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out_json), "--plot", str(out_png)]
+    proc = subprocess.run(cmd + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "|---|" in proc.stdout  # the markdown table
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    return json.loads(out_json.read_text())
+
+
+def _positive(x) -> bool:
+    v = x["median"] if isinstance(x, dict) else x
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def test_smoke_decode_throughput(tmp_path, data_dir):
+    data = _run("decode_throughput", ["--data-dir", str(data_dir / "smoke"), "--num-clips", "2", "--frames", "32",
+                                      "--repeats", "2", "--min-clips", "4", "--batch", "2"], tmp_path)
+    ran = [r for r in data["results"] if not r.get("skipped")]
+    assert {r["decoder"] for r in ran} >= {"dali_cpu", "pyav_1t", "pyav_nt", "pyav_np"}
+    assert {r["mode"] for r in ran} == {"all", "tsn", "multiview"}
+    for r in ran:
+        for k in ("clips_per_s", "frames_per_s", "gop_frames_per_s"):
+            assert _positive(r[k]), (r["name"], k, r[k])
+        # Delivered frames per clip: all frames, 16 sampled, or 4 x 16 = 64 (of 32 frames: the union is whole clip).
+        per_clip = r["frames_per_s"]["median"] / r["clips_per_s"]["median"]
+        assert per_clip == pytest.approx({"all": 32, "tsn": 16, "multiview": 64}[r["mode"]], rel=1e-6)
+    if not torch.cuda.is_available():
+        assert any(r.get("skipped") and r["decoder"] == "dali_mixed" for r in data["results"])
+
+
+def test_smoke_loader_throughput(tmp_path, data_dir):
+    data = _run("loader_throughput", ["--data-dir", str(data_dir / "smoke"), "--num-clips", "2", "--frames", "32",
+                                      "--width", "160", "--height", "120", "--batches", "1", "--repeats", "2",
+                                      "--num-frames", "8", "--input-size", "112"], tmp_path)
+    ran = [r for r in data["results"] if not r.get("skipped")]
+    assert {(r["loader"], r["mode"]) for r in ran} >= {("dali", "train"), ("pyav", "train"), ("dali", "test"),
+                                                         ("pyav", "test")}
+    for r in ran:
+        for k in ("clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"):
+            assert _positive(r[k]), (r["name"], k, r[k])
+        assert r["batch_shape"][-3:] == [3, 112, 112]
+    assert set(data["ratios"]) >= {"dali/pyav train", "dali/pyav test"}
+    assert all(_positive(v) for v in data["ratios"].values())
+
+
+def test_smoke_eval_throughput(tmp_path, data_dir):
+    data = _run("eval_throughput", ["--torch-threads", "1", "--data-dir", str(data_dir / "smoke"), "--num-clips", "2",
+                                    "--frames", "32",
+                                    "--repeats", "2", "--num-frames", "4", "--input-size", "64",
+                                    "--min-videos", "4"], tmp_path)
+    stages = {r["stage"] for r in data["results"]}
+    assert stages == {"decode", "model", "end_to_end"}
+    for r in data["results"]:
+        assert _positive(r["videos_per_s"]), r["name"]
+    per_view = next(r for r in data["results"] if r.get("decode_per_view"))
+    assert per_view["decodes_per_video"] == 12
+    assert _positive(data["ratios"]["decode once / per view"])
+
+
+def test_smoke_train_throughput(tmp_path, data_dir):
+    data = _run("train_throughput", ["--torch-threads", "1", "--attn", "sdpa,math", "--steps", "2", "--repeats", "2",
+                                     "--input-size", "32", "--frames", "2"], tmp_path)
+    assert [r["attn"] for r in data["results"]] == ["sdpa", "math"]
+    for r in data["results"]:
+        assert _positive(r["clips_per_s"]) and _positive(r["tflops"]) and r["forward_tflop_per_clip"] > 0
+    data = _run("train_throughput", ["--torch-threads", "1", "--no-measure-peak", "--with-loader", "--steps", "2",
+                                     "--repeats", "2", "--input-size", "32",
+                                     "--frames", "2", "--data-dir", str(data_dir / "smoke"), "--num-clips", "2",
+                                     "--clip-frames", "16"], tmp_path)
+    (r,) = data["results"]
+    assert _positive(r["clips_per_s"]) and 0 <= r["data_wait_pct"] <= 100

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import augment, sampling
+from .gop_pack import PACKABLE_CODECS, pack_for_frames
 from .index import DatasetIndex, VideoInfo, build_index
 from .pipelines import test_input_names, test_pipeline, train_input_names, train_pipeline
 from .pyav_io import BadVideoError, decode_frames
@@ -124,6 +125,9 @@ class _Feeder:
         for s, p in zip(samples, payload):
             if loader._predecoded:
                 columns["video"].append(p)
+            elif isinstance(p, tuple):  # a GOP-packed stream with its renumbered frame indices
+                columns["encoded"].append(p[0])
+                columns["frames"].append(p[1])
             else:
                 columns["encoded"].append(p)
                 columns["frames"].append(s.frames.astype(np.int32))
@@ -146,6 +150,14 @@ def _read_bytes(path: str) -> np.ndarray:
     if data.size == 0:
         raise BadVideoError(f"{path}: zero-byte file")
     return data
+
+
+def _read_packed(path: str, frames: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The file's bytes cut down to the GOP prefixes that decoding ``frames`` needs, with the renumbered indices
+    (see ``gop_pack``); the whole file's bytes when cutting does not apply."""
+    data = _read_bytes(path)
+    packed = pack_for_frames(data, frames)
+    return data if packed is None else packed
 
 
 class VideoLoader:
@@ -207,6 +219,9 @@ class VideoLoader:
                 raise ValueError(f"DATA.CPU_DECODER must be auto, dali or pyav, got {choice!r}")
             self.cpu_decoder = choice
             self._predecoded = choice == "pyav"
+        # DALI's CPU decoder decodes every frame from 0 up to the last requested one (it never seeks); handing it
+        # only the GOP prefixes the sampled frames need cuts that work (gop_pack.py). The GPU route is unchanged.
+        self._pack_gops = (self.device == "cpu" and not self._predecoded and bool(data.CPU_PACK_GOPS))
         dtype = data.OUTPUT_DTYPE
         self.dtype = ("float16" if self.device == "gpu" else "float32") if dtype == "auto" else dtype
 
@@ -357,6 +372,8 @@ class VideoLoader:
     def _submit(self, s: _Sample) -> cf.Future:
         if self._predecoded:
             return self._executor().submit(decode_frames, self._path(s.row), s.frames, 1)
+        if self._pack_gops and self.index.infos[s.row].codec.lower() in PACKABLE_CODECS:
+            return self._executor().submit(_read_packed, self._path(s.row), s.frames)
         return self._executor().submit(_read_bytes, self._path(s.row))
 
     def _collect(self, batch: _Batch) -> tuple[list[_Sample], list[Any]]:

@@ -1,0 +1,192 @@
+"""Atomic checkpoints of the full training state, rotation, and resume with fallback past damaged files.
+
+A checkpoint is a ``torch.save``'d dict of tensors and plain Python values only (the config is a YAML string,
+RNG states are tensors and lists), so it loads with ``torch.load(weights_only=True)``: no pickled code runs.
+It is written to a temporary file in the same directory, flushed and fsync'ed, then renamed over the final name
+(``os.replace`` is atomic), so a crash mid-write never leaves a half-written file under a checkpoint name.
+
+Files in the output directory: ``ckpt_epoch_{e}.pth`` (end of epoch e), ``ckpt_step_{s}.pth`` (after optimizer
+step s, mid-epoch) and ``best.pth`` (model weights of the best evaluation, kept apart from the rotation).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
+           "REQUIRED_KEYS"]
+
+# Keys every resumable checkpoint holds; a file without them is treated as damaged.
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
+_NAME_RE = re.compile(r"^ckpt_(epoch|step)_(\d+)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_atomic(obj: dict, path: str) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    # Persist the rename itself (the directory entry), so a power loss cannot revert to the old file set.
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+
+
+def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu") -> dict:
+    """Load one of our checkpoints (weights_only) and check that it holds ``required`` keys.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, or lacks required keys.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, disallowed globals: all mean "unusable"
+        raise CheckpointError(f"checkpoint {path} is damaged or not a training checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)} (not a resumable training checkpoint)")
+    return state
+
+
+def capture_rng() -> dict:
+    """This process's python / numpy / torch (CPU and CUDA) RNG states as weights_only-loadable values."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Inverse of :func:`capture_rng`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Saves, rotates and finds checkpoints in ``output_dir``.
+
+    Only rank 0 writes (``writer=True``); every rank can find and load. ``keep_last`` rotating checkpoints are
+    kept (ordered by optimizer step); ``best.pth`` is never rotated away.
+    """
+
+    def __init__(self, output_dir: str, keep_last: int = 2, writer: bool = True,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.output_dir = output_dir
+        self.keep_last = max(1, keep_last)
+        self.writer = writer
+        self.warn = warn or (lambda msg: None)
+        self.last_saved: str | None = None
+
+    def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
+        name = f"ckpt_epoch_{epoch}.pth" if epoch_complete else f"ckpt_step_{global_step}.pth"
+        return os.path.join(self.output_dir, name)
+
+    def save(self, state: dict) -> str:
+        """Write ``state`` (must hold REQUIRED_KEYS) under its epoch/step name, then rotate. Returns the path."""
+        path = self.path_for(state["epoch"], state["global_step"], state["epoch_complete"])
+        if self.writer:
+            save_atomic(state, path)
+            self._rotate()
+        self.last_saved = path
+        return path
+
+    def save_best(self, state: dict) -> str:
+        path = os.path.join(self.output_dir, "best.pth")
+        if self.writer:
+            save_atomic(state, path)
+        return path
+
+    def candidates(self) -> list[str]:
+        """Rotating checkpoints in the directory, newest (highest optimizer step, epoch end first) first."""
+        found = []
+        for path in glob.glob(os.path.join(self.output_dir, "ckpt_*.pth")):
+            if not _NAME_RE.match(os.path.basename(path)):
+                continue
+            found.append((self._order_key(path), path))
+        return [p for _, p in sorted(found, reverse=True)]
+
+    @staticmethod
+    def _order_key(path: str) -> tuple[int, int]:
+        """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return int(state["global_step"]), int(bool(state.get("epoch_complete")))
+        except Exception:
+            # Damaged: rank it by its name so it is still tried (and reported) in a sensible place.
+            kind, num = _NAME_RE.match(os.path.basename(path)).groups()
+            return (int(num), 0) if kind == "step" else (-1, 0)
+
+    def _rotate(self) -> None:
+        # Temporary files of writes that died (a kill mid-save); only this writer creates them.
+        for stale in glob.glob(os.path.join(self.output_dir, ".tmp_*.pth.*")):
+            try:
+                os.remove(stale)
+            except OSError:
+                pass
+        for old in self.candidates()[self.keep_last:]:
+            try:
+                os.remove(old)
+            except OSError:
+                pass
+
+    def find_latest(self) -> tuple[str, dict] | None:
+        """The newest checkpoint that loads and holds every required key, or None when there are none at all.
+
+        A damaged file is reported through ``warn`` by name and the next older one is tried. If files exist but
+        none is usable, CheckpointError is raised: a run must never silently start over.
+        """
+        candidates = self.candidates()
+        errors = []
+        for path in candidates:
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as e:
+                errors.append(str(e))
+                self.warn(f"{e}; trying the previous checkpoint")
+        if candidates:
+            raise CheckpointError("no usable checkpoint in " + self.output_dir + ": " + "; ".join(errors))
+        return None

@@ -1,0 +1,146 @@
+"""Process-group setup from the torchrun environment, DDP wrapping and the few collectives the engine needs.
+
+``torchrun --nproc_per_node N train.py ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``python train.py``
+sets none of them and runs as a single process without a process group. GPU runs use NCCL, CPU runs gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "DistContext", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects", "barrier",
+    "broadcast_object", "shutdown", "seed_everything",
+]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: global rank (0 for a single process).
+        world_size: number of processes.
+        local_rank: rank on this node; selects the GPU.
+        device: the torch device this process computes on.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def device_id(self) -> int | None:
+        """CUDA device index for the data pipeline, or None on the CPU."""
+        return self.device.index if self.device.type == "cuda" else None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def init_from_env(device: str = "auto") -> DistContext:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK and join the process group when WORLD_SIZE > 1.
+
+    Args:
+        device: "auto" (the GPU LOCAL_RANK when CUDA is available, else the CPU), "cpu" or "cuda".
+    """
+    rank = _env_int("RANK", 0)
+    world_size = _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+                                rank=rank, world_size=world_size,
+                                device_id=dev if use_cuda else None)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """DistributedDataParallel with the original's settings; the model itself for a single process."""
+    if not ctx.distributed:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+        broadcast_buffers=False, find_unused_parameters=False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under torch.compile and DDP wrappers (for state dicts, eval and parameter groups)."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum a tensor over all ranks in place (identity for one process); returns it."""
+    if ctx.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj``, in rank order (picklable objects; fine for per-video prediction lists)."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (safe to call when none was created)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every GPU); the original seeds with SEED + rank."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,147 @@
+"""Multi-view evaluation: mean of per-view softmax (the original's rule), exact top-1/top-5 over the split.
+
+Every rank evaluates a disjoint set of videos; the per-video results are gathered on every rank, so the accuracy
+is computed over each video exactly once, and duplicates (a sharding bug) are detected rather than counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .distributed import DistContext, all_gather_objects
+
+__all__ = ["evaluate", "read_label_names", "write_predictions", "per_class_accuracy"]
+
+
+def read_label_names(path: str) -> dict[int, str]:
+    """Class names from an ``id,name`` CSV (header optional). Raises FileNotFoundError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {path} does not exist")
+    names: dict[int, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for row in csv.reader(f):
+            if len(row) < 2:
+                continue
+            try:
+                names[int(row[0])] = row[1].strip()
+            except ValueError:
+                continue  # header line
+    return names
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, split: str = "val",
+             autocast_dtype: torch.dtype | None = None, max_views_per_forward: int = 0) -> dict[str, Any]:
+    """Evaluate ``model`` on every video of ``loader`` across all ranks.
+
+    Args:
+        model: the plain module (not DDP-wrapped); put in eval mode here and restored afterwards.
+        loader: yields ``{'video': (B, V, T, 3, S, S), 'label': (B,), 'index': (B,)}``; the views are scored
+            as ``mean_v softmax(logits_v)``.
+        ctx: distributed context (the results of all ranks are combined).
+        autocast_dtype: bf16/fp16 autocast on CUDA; None for full precision.
+        max_views_per_forward: clips per forward pass (0: a whole batch of B x V clips at once).
+
+    Returns:
+        ``{'split', 'top1', 'top5' (percent), 'num_videos', 'views', 'time_s', 'videos_per_sec',
+        'predictions': [(index, label, [top-5 classes], [top-5 probabilities]), ...] sorted by index,
+        'duplicates': number of videos seen more than once}``.
+    """
+    was_training = model.training
+    model.eval()
+    device = ctx.device
+    local: list[tuple[int, int, list[int], list[float]]] = []
+    views = 0
+    start = time.time()
+    amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
+    for batch in loader:
+        video = batch["video"].to(device, non_blocking=True)
+        if autocast_dtype is None:
+            video = video.float()
+        b, v = video.shape[:2]
+        views = v
+        clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
+        chunk = max_views_per_forward or clips.shape[0]
+        with amp:
+            logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
+        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
+        k = min(5, probs.shape[-1])
+        top_p, top_i = probs.topk(k, dim=-1)
+        labels = batch["label"].view(-1).tolist()
+        indices = batch["index"].view(-1).tolist()
+        for j in range(b):
+            local.append((int(indices[j]), int(labels[j]), top_i[j].tolist(), top_p[j].tolist()))
+    if was_training:
+        model.train()
+    elapsed = time.time() - start
+    gathered = all_gather_objects({"preds": local, "views": views}, ctx)
+    seen: dict[int, tuple] = {}
+    duplicates = 0
+    for part in gathered:
+        for pred in part["preds"]:
+            if pred[0] in seen:
+                duplicates += 1
+            seen[pred[0]] = pred
+    views = max(part["views"] for part in gathered)
+    preds = [seen[i] for i in sorted(seen)]
+    n = len(preds)
+    top1 = sum(p[2][0] == p[1] for p in preds)
+    top5 = sum(p[1] in p[2][:5] for p in preds)
+    return {
+        "split": split,
+        "top1": 100.0 * top1 / n if n else 0.0,
+        "top5": 100.0 * top5 / n if n else 0.0,
+        "num_videos": n,
+        "views": views,
+        "time_s": elapsed,
+        "videos_per_sec": n / elapsed if elapsed > 0 else 0.0,
+        "duplicates": duplicates,
+        "predictions": preds,
+    }
+
+
+def per_class_accuracy(predictions: Sequence[tuple], num_classes: int) -> list[dict[str, Any]]:
+    """Top-1 / top-5 accuracy (percent) and video count of every class that occurs in ``predictions``."""
+    stats = [[0, 0, 0] for _ in range(num_classes)]
+    for _, label, classes, _ in predictions:
+        s = stats[label]
+        s[0] += 1
+        s[1] += int(classes[0] == label)
+        s[2] += int(label in classes[:5])
+    return [{"class": c, "num_videos": n, "top1": 100.0 * a1 / n, "top5": 100.0 * a5 / n}
+            for c, (n, a1, a5) in enumerate(stats) if n]
+
+
+def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple], paths: dict[int, str],
+                      num_classes: int, class_names: dict[int, str] | None = None) -> tuple[str, str]:
+    """Write ``predictions_{split}.csv`` (path, label, top-5 classes with probabilities) and
+    ``per_class_{split}.csv``; class names from ``class_names`` when given. Returns both paths."""
+    names = class_names or {}
+    pred_path = os.path.join(output_dir, f"predictions_{split}.csv")
+    with open(pred_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        header = ["index", "path", "label", "label_name", "correct_top1"]
+        for r in range(1, 6):
+            header += [f"top{r}_class", f"top{r}_name", f"top{r}_prob"]
+        w.writerow(header)
+        for index, label, classes, probs in predictions:
+            row: list[Any] = [index, paths.get(index, ""), label, names.get(label, ""), int(classes[0] == label)]
+            for c, p in zip(classes, probs):
+                row += [c, names.get(c, ""), f"{p:.6f}"]
+            w.writerow(row)
+    cls_path = os.path.join(output_dir, f"per_class_{split}.csv")
+    with open(cls_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "name", "num_videos", "top1", "top5"])
+        for s in per_class_accuracy(predictions, num_classes):
+            w.writerow([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
+                        f"{s['top5']:.2f}"])
+    return pred_path, cls_path

@@ -1,0 +1,109 @@
+"""Losses and batch blending: label smoothing, and Mixup / CutMix for video clips (SPEC section 3).
+
+Mixup/CutMix as in the original ``CutmixMixupBlending``, with two deliberate changes:
+- randomness comes from a generator keyed by ``(seed, step, rank)`` instead of the global RNGs, so a resumed
+  run mixes exactly as an uninterrupted one;
+- the partner of each clip comes from a random *cyclic* permutation (a derangement), so no clip is mixed with
+  itself; the original's ``randperm(2)`` on a per-GPU batch of 2 was the identity half the time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
+
+__all__ = ["build_criterion", "VideoMixup", "smooth_one_hot", "cutmix_box"]
+
+
+def build_criterion(label_smoothing: float, mixup_active: bool) -> nn.Module:
+    """SoftTargetCrossEntropy with mixing (targets carry the smoothing), else label smoothing, else plain CE."""
+    if mixup_active:
+        return SoftTargetCrossEntropy()
+    if label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=label_smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """One-hot targets with ``on = 1 - s + s/C`` and ``off = s/C`` (float32, on the labels' device)."""
+    off = smoothing / num_classes
+    out = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=labels.device)
+    out.scatter_(1, labels.view(-1, 1).long(), 1.0 - smoothing + off)
+    return out
+
+
+def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A box ``int(H*sqrt(1-lam)) x int(W*sqrt(1-lam))`` centred at a uniform pixel, clipped to the frame.
+
+    Returns ``(y0, y1, x0, x1)``.
+    """
+    cut = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    return y0, y1, x0, x1
+
+
+class VideoMixup:
+    """Mixup or CutMix of a batch of clips ``(B, T, C, H, W)`` with soft, label-smoothed targets.
+
+    Per call (one per micro-batch): with probability ``switch_prob`` (when both are enabled) CutMix with
+    ``lam ~ Beta(cutmix_alpha, cutmix_alpha)``, otherwise Mixup with ``lam ~ Beta(mixup_alpha, mixup_alpha)``.
+    CutMix pastes one box, the same in every frame of a clip, and recomputes ``lam`` from the box area.
+
+    Args:
+        mixup_alpha, cutmix_alpha: Beta parameters; 0 disables that mode.
+        switch_prob: probability of CutMix when both modes are enabled.
+        label_smoothing: smoothing of the one-hot targets before mixing.
+        num_classes: width of the targets.
+        seed: base seed; the draw for a call depends only on ``(seed, step, rank)``.
+    """
+
+    def __init__(self, mixup_alpha: float, cutmix_alpha: float, switch_prob: float, label_smoothing: float,
+                 num_classes: int, seed: int = 0, rank: int = 0) -> None:
+        if mixup_alpha <= 0 and cutmix_alpha <= 0:
+            raise ValueError("VideoMixup needs mixup_alpha > 0 or cutmix_alpha > 0")
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.switch_prob = switch_prob
+        self.label_smoothing = label_smoothing
+        self.num_classes = num_classes
+        self.seed, self.rank = seed, rank
+
+    def _rng(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, step, self.rank, 0x4D49])
+
+    @torch.no_grad()
+    def __call__(self, video: torch.Tensor, labels: torch.Tensor, step: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Blend ``video`` (B, T, C, H, W) and return ``(mixed video, soft targets (B, C) float32, info)``.
+
+        ``step`` is the micro-batch counter of the run (use a different value for every call). ``info`` holds
+        ``mode``, ``lam`` and the partner permutation, for tests and logs.
+        """
+        rng = self._rng(step)
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or rng.random() < self.switch_prob)
+        b = video.shape[0]
+        # Random cyclic permutation: clip order[i] is mixed with clip order[i + 1], never with itself (B > 1).
+        order = rng.permutation(b)
+        perm = np.empty(b, dtype=np.int64)
+        perm[order] = np.roll(order, -1)
+        perm_t = torch.from_numpy(perm).to(video.device)
+        partner = video.index_select(0, perm_t)
+        if use_cutmix:
+            lam = float(rng.beta(self.cutmix_alpha, self.cutmix_alpha))
+            h, w = video.shape[-2:]
+            y0, y1, x0, x1 = cutmix_box(h, w, lam, rng)
+            mixed = video.clone()
+            mixed[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+            lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
+        else:
+            lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
+            mixed = video * lam + partner * (1.0 - lam)
+        y = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
+        targets = y * lam + y.index_select(0, perm_t) * (1.0 - lam)
+        return mixed, targets, {"mode": "cutmix" if use_cutmix else "mixup", "lam": lam, "perm": perm}

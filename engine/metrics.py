@@ -1,0 +1,367 @@
+"""Telemetry, in one place: console lines (rank 0), per-rank log files, OUTPUT/metrics.jsonl, TensorBoard, a tqdm
+progress bar with ETA, NVML GPU / NVDEC sampling, the dry-run plan and the end-of-run summary table.
+
+Nothing else in the project prints. Conventions of the numbers written:
+
+- ``loss`` is the true mean loss per clip over the logged steps (the original logged ``loss / ACC``, which made
+  runs with different accumulation incomparable).
+- ``clips_per_sec`` / ``frames_per_sec`` are global (all ranks); ``step_time_s`` is wall time per optimizer step
+  including the time spent waiting for the loader; ``data_wait_pct`` is that wait's share of the step time.
+- ``mfu`` = achieved model FLOP/s per device (3x the forward FLOPs per trained clip: forward + backward, not
+  counting recomputation) over the device's dense bf16/fp16 peak; null when the peak is unknown (e.g. a CPU).
+- ``max_mem_gb``: peak CUDA memory allocated by tensors, or the process's peak RSS on the CPU (GiB).
+- ``gpu_util`` / ``nvdec_util``: mean NVML utilisation (%) over the logged window; null without NVML.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import threading
+import time
+from typing import Any
+
+import torch
+
+__all__ = ["MetricLogger", "NvmlSampler", "print_plan", "device_peak_flops", "STEP_KEYS", "EVAL_KEYS"]
+
+# Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
+STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
+             "step_time_s", "max_mem_gb", "mfu", "gpu_util", "nvdec_util")
+EVAL_KEYS = ("kind", "split", "top1", "top5", "num_videos", "views", "epoch", "step")
+
+# Dense bf16/fp16 tensor-core peaks (FLOP/s) by substring of the device name; the first match wins.
+_PEAK_FLOPS = (
+    ("GB200", 2.5e15), ("B200", 2.25e15), ("B100", 1.75e15), ("H200", 989e12), ("GH200", 989e12),
+    ("H100 PCIe", 756e12), ("H100", 989e12), ("H800", 989e12), ("A100", 312e12), ("A800", 312e12),
+    ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A40", 150e12), ("A30", 165e12), ("A10", 125e12),
+    ("RTX 6000 Ada", 364e12), ("A6000", 155e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
+    ("T4", 65e12),
+)
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    """Peak dense bf16/fp16 FLOP/s of ``device`` when known, else None (CPUs, unknown GPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in _PEAK_FLOPS:
+        if key in name:
+            return peak
+    return None
+
+
+class NvmlSampler:
+    """Background thread averaging NVML GPU and decoder (NVDEC) utilisation between :meth:`read` calls."""
+
+    def __init__(self, device_index: int, period_s: float = 0.5) -> None:
+        self.available = False
+        self._sums = [0.0, 0.0]
+        self._counts = [0, 0]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        try:
+            import pynvml  # nvidia-ml-py
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        except Exception:  # no driver / no NVIDIA GPU: utilisation stays null
+            return
+        self.available = True
+        self._period = period_s
+        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        nv = self._nvml
+        gpu = dec = None
+        try:
+            gpu = nv.nvmlDeviceGetUtilizationRates(self._handle).gpu
+        except Exception:
+            pass
+        try:
+            dec = nv.nvmlDeviceGetDecoderUtilization(self._handle)[0]  # (utilisation %, sampling period us)
+        except Exception:
+            pass
+        with self._lock:
+            for i, v in enumerate((gpu, dec)):
+                if v is not None:
+                    self._sums[i] += float(v)
+                    self._counts[i] += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self._sample()
+
+    def read(self) -> tuple[float | None, float | None]:
+        """Mean (gpu %, nvdec %) since the last read; None where nothing was sampled."""
+        if not self.available:
+            return None, None
+        with self._lock:
+            out = tuple(self._sums[i] / self._counts[i] if self._counts[i] else None for i in range(2))
+            self._sums, self._counts = [0.0, 0.0], [0, 0]
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join(timeout=2)
+
+
+def _max_mem_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    """The --dry-run report on stdout: one aligned ``key : value`` line each (no output directory is touched)."""
+    width = max(len(k) for k in plan)
+    print("Plan (dry run, nothing trained):", flush=True)
+    for k, v in plan.items():
+        print(f"  {k.ljust(width)} : {_fmt(v)}", flush=True)
+
+
+class MetricLogger:
+    """Every number the run reports goes through here.
+
+    Args:
+        output_dir: run directory (metrics.jsonl, tensorboard/, log_rank{r}.txt, summary.json).
+        rank, world_size: this process; only rank 0 prints, writes JSONL/TensorBoard and shows the bar.
+        device: compute device (memory, MFU peak, NVML index).
+        print_freq: optimizer steps per training line.
+        frames_per_clip: T, for frames/s.
+        flops_per_clip: forward FLOPs of one clip (None: no MFU).
+        tensorboard, nvml, progress_bar: switches from the LOG config node.
+    """
+
+    def __init__(self, output_dir: str, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
+                 print_freq: int = 10, frames_per_clip: int = 1, flops_per_clip: float | None = None,
+                 tensorboard: bool = True, nvml: bool = True, progress_bar: bool = True) -> None:
+        self.output_dir = output_dir
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.device = device or torch.device("cpu")
+        self.print_freq = max(1, print_freq)
+        self.frames_per_clip = frames_per_clip
+        self.flops_per_clip = flops_per_clip
+        self.peak_flops = device_peak_flops(self.device)
+        os.makedirs(output_dir, exist_ok=True)
+        self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
+        self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8") if self.is_main else None
+        self._tb = None
+        if tensorboard and self.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+            except Exception as e:  # tensorboard missing or broken: keep training, say so once
+                self.warn(f"TensorBoard disabled: {e}")
+        self._nvml = NvmlSampler(self.device.index or 0) if (nvml and self.device.type == "cuda") else None
+        self._bar = None
+        self._progress = progress_bar and self.is_main
+        self._reset_window()
+        # Run totals for the summary.
+        self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0}
+        self.run_start = time.time()
+        self.last_train: dict[str, Any] = {}
+        self.evals: list[dict[str, Any]] = []
+
+    # ---- plain messages -------------------------------------------------------------------------------------
+    def info(self, msg: str) -> None:
+        """A console line on rank 0 (kept clear of the progress bar) and a line in this rank's log file."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._log_file.write(f"[{stamp}] {msg}\n")
+        self._log_file.flush()
+        if self.is_main:
+            if self._bar is not None:
+                self._bar.write(msg)
+            else:
+                print(msg, flush=True)
+
+    def warn(self, msg: str) -> None:
+        self.info(f"WARNING: {msg}")
+
+    def write_config(self, config_yaml: str, name: str = "config.yaml") -> str:
+        """Save the resolved config into the output directory (rank 0)."""
+        path = os.path.join(self.output_dir, name)
+        if self.is_main:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(config_yaml)
+        return path
+
+    # ---- training steps -------------------------------------------------------------------------------------
+    def _reset_window(self) -> None:
+        self._w = {"steps": 0, "loss_sum": 0.0, "loss_n": 0, "clips": 0, "data": 0.0, "time": 0.0}
+
+    def start_epoch(self, epoch: int, num_steps: int, start_step: int = 0, epochs: int | None = None) -> None:
+        """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done."""
+        self._reset_window()
+        self._epoch = epoch
+        if self._progress:
+            from tqdm import tqdm
+
+            desc = f"epoch {epoch + 1}/{epochs}" if epochs else f"epoch {epoch + 1}"
+            self._bar = tqdm(total=num_steps, initial=start_step, desc=desc, dynamic_ncols=True, leave=False,
+                             file=sys.stderr, mininterval=1.0)
+
+    def log_step(self, step: int, epoch: int, loss: float, lr: float, clips: int, data_time: float,
+                 step_time: float, micro_batches: int = 1, skipped: bool = False) -> dict[str, Any] | None:
+        """Account one optimizer step; every ``print_freq`` steps write a line and return it.
+
+        Args:
+            step: optimizer steps completed in the run (1-based after the first step).
+            loss: mean loss per clip over the step's micro-batches (not divided by ACC).
+            lr: learning rate of the head group (lr_scale 1).
+            clips: clips this rank trained on in the step (B x ACC).
+            data_time / step_time: seconds waiting for the loader / the whole step (loader wait included).
+            skipped: the step's update was skipped for a non-finite loss.
+        """
+        w = self._w
+        w["steps"] += 1
+        w["clips"] += clips
+        w["data"] += data_time
+        w["time"] += step_time
+        if math.isfinite(loss):
+            w["loss_sum"] += loss
+            w["loss_n"] += 1
+        t = self.totals
+        t["steps"] += 1
+        t["clips"] += clips * self.world_size
+        t["train_time_s"] += step_time
+        t["data_time_s"] += data_time
+        t["skipped_steps"] += int(skipped)
+        self._lr = lr
+        if self._bar is not None:
+            self._bar.update(1)
+        if w["steps"] >= self.print_freq:
+            return self.flush_steps(step, epoch)
+        return None
+
+    def flush_steps(self, step: int, epoch: int) -> dict[str, Any] | None:
+        """Write the pending window of steps as one line (also called at the end of an epoch)."""
+        w = self._w
+        if w["steps"] == 0:
+            return None
+        elapsed = max(w["time"], 1e-9)
+        clips_per_sec = w["clips"] * self.world_size / elapsed
+        gpu, dec = self._nvml.read() if self._nvml else (None, None)
+        mfu = None
+        if self.peak_flops and self.flops_per_clip:
+            mfu = 3.0 * self.flops_per_clip * (clips_per_sec / self.world_size) / self.peak_flops
+        line = {
+            "kind": "train", "step": step, "epoch": epoch,
+            "loss": w["loss_sum"] / w["loss_n"] if w["loss_n"] else None,
+            "lr": self._lr,
+            "clips_per_sec": clips_per_sec,
+            "frames_per_sec": clips_per_sec * self.frames_per_clip,
+            "data_wait_pct": 100.0 * w["data"] / elapsed,
+            "step_time_s": elapsed / w["steps"],
+            "max_mem_gb": _max_mem_gb(self.device),
+            "mfu": mfu, "gpu_util": gpu, "nvdec_util": dec,
+            "skipped_steps": self.totals["skipped_steps"],
+            "time": time.time(),
+        }
+        self._reset_window()
+        self.last_train = line
+        self._write(line)
+        if self._tb is not None:
+            for k in ("loss", "lr", "clips_per_sec", "data_wait_pct", "step_time_s", "max_mem_gb", "mfu",
+                      "gpu_util", "nvdec_util"):
+                if line[k] is not None:
+                    self._tb.add_scalar(f"train/{k}", line[k], step)
+        if self._bar is not None:
+            self._bar.set_postfix(loss=_fmt(line["loss"]), lr=_fmt(line["lr"]),
+                                  clips_s=f"{clips_per_sec:.1f}", wait=f"{line['data_wait_pct']:.0f}%")
+        else:
+            self.info(f"epoch {epoch + 1} step {step}  loss {_fmt(line['loss'])}  lr {_fmt(line['lr'])}  "
+                      f"{clips_per_sec:.1f} clips/s  data wait {line['data_wait_pct']:.0f}%  "
+                      f"mem {line['max_mem_gb']:.2f} GB")
+        return line
+
+    def end_epoch(self, step: int, epoch: int) -> None:
+        self.flush_steps(step, epoch)
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # ---- evaluation -----------------------------------------------------------------------------------------
+    def log_eval(self, result: dict[str, Any], epoch: int | None, step: int | None) -> dict[str, Any]:
+        """Write an evaluation line (split, top1, top5, num_videos, views, ...) and print it."""
+        line = {"kind": "eval", "epoch": epoch, "step": step, **result, "time": time.time()}
+        self.evals.append(line)
+        self._write(line)
+        if self._tb is not None and step is not None:
+            for k in ("top1", "top5"):
+                self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
+        self.info(f"eval {result['split']} ({result['views']} views/video, {result['num_videos']} videos): "
+                  f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+                  f"({result.get('videos_per_sec', 0.0):.1f} videos/s)")
+        return line
+
+    def _write(self, line: dict[str, Any]) -> None:
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(line) + "\n")
+            self._jsonl.flush()
+
+    # ---- end of run -----------------------------------------------------------------------------------------
+    def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Print the end-of-run table and write OUTPUT/summary.json (rank 0). Returns the summary dict."""
+        t = self.totals
+        out: dict[str, Any] = {
+            "wall_time_s": time.time() - self.run_start,
+            "optimizer_steps": t["steps"],
+            "clips_trained": t["clips"],
+            "mean_clips_per_sec": t["clips"] / t["train_time_s"] if t["train_time_s"] else None,
+            "mean_data_wait_pct": 100.0 * t["data_time_s"] / t["train_time_s"] if t["train_time_s"] else None,
+            "skipped_steps": t["skipped_steps"],
+            "last_loss": self.last_train.get("loss"),
+            "max_mem_gb": _max_mem_gb(self.device),
+        }
+        out["evaluations"] = len(self.evals)
+        if self.evals:
+            last = self.evals[-1]
+            out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last["top5"],
+                        "final_num_videos": last["num_videos"], "final_views": last["views"]})
+        out.update(extra)
+        if self.is_main:
+            with open(os.path.join(self.output_dir, "summary.json"), "w", encoding="utf-8") as f:
+                json.dump(out, f, indent=2)
+            width = max(len(k) for k in out)
+            rule = "-" * (width + 24)
+            self.info(rule)
+            self.info("Run summary")
+            self.info(rule)
+            for k, v in out.items():
+                self.info(f"{k.ljust(width)} | {_fmt(v)}")
+            self.info(rule)
+        return out
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._nvml is not None:
+            self._nvml.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if not self._log_file.closed:
+            self._log_file.close()

@@ -1,0 +1,337 @@
+"""The training loop: micro-batches with gradient accumulation, optimizer steps, checkpoints, evaluation.
+
+``Trainer`` holds the objects of a run (model, optimizer, schedule, loaders, checkpointer, metrics) and knows
+nothing of the config; ``train.py`` builds it. ``train_one_epoch`` is the loop over one epoch's batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from . import distributed as dist_utils
+from .checkpointing import Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng
+from .distributed import DistContext, unwrap
+from .evaluate import evaluate, write_predictions
+from .metrics import MetricLogger
+
+__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+    def __init__(self, step: int, epoch: int, loss: float, last_checkpoint: str | None) -> None:
+        self.step, self.epoch, self.loss, self.last_checkpoint = step, epoch, loss, last_checkpoint
+        where = last_checkpoint or "none saved yet"
+        super().__init__(f"non-finite loss ({loss}) at optimizer step {step} (epoch {epoch + 1}); stopping. "
+                         f"Last good checkpoint: {where}. Set TRAIN.SKIP_NONFINITE True to skip such steps.")
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether a GradScaler is needed) for TRAIN.PRECISION on ``device``."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16":
+        return torch.bfloat16, False
+    if precision == "fp16":
+        return torch.float16, device.type == "cuda"
+    return None, False
+
+
+@dataclass
+class TrainOptions:
+    """How the loop runs (all plain values, taken from the config by train.py)."""
+
+    epochs: int
+    steps_per_epoch: int
+    accumulation_steps: int = 1
+    clip_grad: float = 0.0
+    amp_dtype: torch.dtype | None = None
+    skip_nonfinite: bool = False
+    save_freq: int = 1          # epochs between epoch checkpoints (the last epoch is always saved)
+    save_steps: int = 0         # optimizer steps between mid-epoch checkpoints (0: off)
+    eval_freq: int = 1          # epochs between evaluations (0: only at the end)
+    final_test: bool = True     # run the final multi-view test after the last epoch
+    num_classes: int = 0
+
+
+@dataclass
+class TrainState:
+    """Where the run is; saved in every checkpoint."""
+
+    epoch: int = 0              # epoch in progress (0-based)
+    global_step: int = 0        # optimizer steps completed over the run
+    step_in_epoch: int = 0      # optimizer steps completed in ``epoch``
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    skipped_steps: int = 0
+    last_checkpoint: str | None = None
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer, scheduler: Any,
+                    criterion: nn.Module, state: TrainState, opts: TrainOptions, metrics: MetricLogger,
+                    ctx: DistContext, *, mixup: Callable | None = None, scaler: torch.amp.GradScaler | None = None,
+                    ema: Any = None, on_step: Callable[[], None] | None = None) -> dict[str, float]:
+    """Train for the rest of ``state.epoch`` (from ``state.step_in_epoch``) and return ``{'loss', 'steps'}``.
+
+    One optimizer step = ``opts.accumulation_steps`` micro-batches; DDP's gradient all-reduce runs only on the
+    last of them (``no_sync`` on the others). The LR of step ``t`` is set with ``scheduler.step_update(t)`` just
+    before ``optimizer.step()``. Micro-batches left over at the end of the loader (fewer than one step) are not
+    trained on. ``on_step`` runs after every optimizer step (train.py uses it for mid-epoch checkpoints).
+
+    Raises:
+        NonFiniteLossError: a non-finite loss with ``opts.skip_nonfinite`` off.
+    """
+    model.train()
+    acc = opts.accumulation_steps
+    device = ctx.device
+    amp = (lambda: torch.autocast(device.type, dtype=opts.amp_dtype)) if opts.amp_dtype else contextlib.nullcontext
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    metrics.start_epoch(state.epoch, opts.steps_per_epoch, state.step_in_epoch, opts.epochs)
+    loss_sum = torch.zeros((), device=device)
+    epoch_loss, epoch_steps = 0.0, 0
+    micro, data_time, clips = 0, 0.0, 0
+    it = iter(loader)
+    t_step = time.perf_counter()
+    while state.step_in_epoch < opts.steps_per_epoch:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        data_time += time.perf_counter() - t0
+        video = batch["video"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        if opts.amp_dtype is None:
+            video = video.float()
+        target = labels
+        if mixup is not None:
+            # Keyed by the run's micro-batch counter, so a resumed run draws the same mixes.
+            video, target, _ = mixup(video, labels, step=state.global_step * acc + micro)
+        last_micro = micro == acc - 1
+        sync = model.no_sync() if (ctx.distributed and not last_micro and hasattr(model, "no_sync")) \
+            else contextlib.nullcontext()
+        with sync:
+            with amp():
+                logits = model(video)
+            loss = criterion(logits.float(), target)
+            scaled = loss / acc  # mean over the step's micro-batches
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        loss_sum += loss.detach()
+        clips += video.shape[0]
+        micro += 1
+        if not last_micro:
+            continue
+
+        # ---- optimizer step ----
+        step_loss = (loss_sum / acc).item()  # host sync, once per optimizer step (needed for the NaN check)
+        bad = torch.tensor(float(not math.isfinite(step_loss)), device=device)
+        # Gradients are all-reduced, so a NaN on one rank poisons every rank: all must agree to stop or skip.
+        skipped = bool(dist_utils.all_reduce_sum(bad, ctx).item() > 0)
+        if skipped:
+            if not opts.skip_nonfinite:
+                raise NonFiniteLossError(state.global_step + 1, state.epoch, step_loss, state.last_checkpoint)
+            optimizer.zero_grad(set_to_none=True)
+            state.skipped_steps += 1
+        else:
+            scheduler.step_update(state.global_step)
+            if opts.clip_grad > 0:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(unwrap(model), step=state.global_step)
+            epoch_loss += step_loss
+            epoch_steps += 1
+        state.global_step += 1
+        state.step_in_epoch += 1
+        now = time.perf_counter()
+        metrics.log_step(state.global_step, state.epoch, step_loss, max(g["lr"] for g in optimizer.param_groups),
+                         clips, data_time, now - t_step, micro_batches=acc, skipped=skipped)
+        if on_step is not None:
+            on_step()
+        micro, data_time, clips = 0, 0.0, 0
+        loss_sum.zero_()
+        t_step = time.perf_counter()
+    # Finish the iterator (leftover micro-batches) so the loader ends its epoch cleanly.
+    for _ in it:
+        pass
+    metrics.end_epoch(state.global_step, state.epoch)
+    return {"loss": epoch_loss / epoch_steps if epoch_steps else float("nan"), "steps": epoch_steps}
+
+
+@dataclass
+class Trainer:
+    """One training/evaluation run wired from explicit objects.
+
+    ``model`` is what the loop calls (possibly DDP-wrapped and compiled); ``unwrap(model)`` is saved and evaluated
+    (or ``ema.module`` when EMA is on). ``make_test_loader`` builds the final multi-view test loader on demand.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    criterion: nn.Module
+    train_loader: Any
+    val_loader: Any
+    checkpointer: Checkpointer
+    metrics: MetricLogger
+    ctx: DistContext
+    opts: TrainOptions
+    config_yaml: str = ""
+    mixup: Callable | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: Any = None
+    make_test_loader: Callable[[], Any] | None = None
+    class_names: dict[int, str] | None = None
+    state: TrainState = field(default_factory=TrainState)
+    _loader_state: Any = None
+
+    # ---- checkpoint state -----------------------------------------------------------------------------------
+    def state_dict(self, epoch_complete: bool) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, EMA, position, RNG."""
+        rng = dist_utils.all_gather_objects(capture_rng(), self.ctx)
+        loader_states = None
+        if not epoch_complete and hasattr(self.train_loader, "state_dict"):
+            loader_states = dist_utils.all_gather_objects(self.train_loader.state_dict(), self.ctx)
+        st = asdict(self.state)
+        st.pop("last_checkpoint")
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "epoch": self.state.epoch,
+            "global_step": self.state.global_step,
+            "epoch_complete": epoch_complete,
+            "train_state": st,
+            "loader": loader_states,
+            "rng": rng,
+            "world_size": self.ctx.world_size,
+            "config": self.config_yaml,
+            "best_metric": self.state.best_top1,
+        }
+
+    def save(self, epoch_complete: bool) -> str:
+        path = self.checkpointer.save(self.state_dict(epoch_complete))
+        dist_utils.barrier(self.ctx)  # nobody runs ahead (or reads) before the file is in place
+        self.state.last_checkpoint = path
+        self.metrics.info(f"saved checkpoint {path}")
+        return path
+
+    def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
+        """Restore a checkpoint written by :meth:`state_dict` (any rank count; RNG/loader per rank if equal)."""
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.module.load_state_dict(ckpt["ema"])
+        for k, v in ckpt.get("train_state", {}).items():
+            if hasattr(self.state, k):
+                setattr(self.state, k, v)
+        self.state.last_checkpoint = path
+        same_world = ckpt.get("world_size") == self.ctx.world_size
+        r = self.ctx.rank if same_world else 0
+        if ckpt["epoch_complete"]:
+            self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
+            self._loader_state = None
+        else:
+            loaders = ckpt.get("loader")
+            if not loaders:
+                raise CheckpointError(f"checkpoint {path} is mid-epoch but holds no loader position")
+            self._loader_state = loaders[r]
+        if ckpt.get("rng") and same_world:
+            restore_rng(ckpt["rng"][r])
+        elif ckpt.get("rng"):
+            self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
+                              "RNG streams are re-seeded, the run continues but not bit-exactly")
+
+    def resume(self, path: str | None, auto: bool) -> bool:
+        """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output
+        directory. Returns whether a checkpoint was loaded. Never starts from scratch after a failed load."""
+        if path:
+            ckpt = load_checkpoint(path)  # CheckpointError names the file
+        elif auto:
+            found = self.checkpointer.find_latest()
+            if found is None:
+                return False
+            path, ckpt = found
+        else:
+            return False
+        self.load_state_dict(ckpt, path)
+        self.metrics.info(f"resumed from {path}: epoch {self.state.epoch + 1}, step {self.state.global_step}")
+        return True
+
+    # ---- evaluation -----------------------------------------------------------------------------------------
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else unwrap(self.model)
+
+    def run_eval(self, loader: Any, split: str, epoch: int | None) -> dict[str, Any]:
+        """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result."""
+        result = evaluate(self.eval_model(), loader, self.ctx, split=split, autocast_dtype=self.opts.amp_dtype)
+        preds = result.pop("predictions")
+        if result["duplicates"]:
+            self.metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
+        if self.ctx.is_main:
+            entries = getattr(getattr(loader, "index", None), "entries", None) or []
+            paths = {e.row: e.rel_path for e in entries}
+            write_predictions(self.metrics.output_dir, split, preds, paths, self.opts.num_classes, self.class_names)
+        self.metrics.log_eval(result, epoch=epoch, step=self.state.global_step)
+        return result
+
+    # ---- the run --------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train from ``state`` to the last epoch with periodic evaluation and checkpoints; final test."""
+        opts, st = self.opts, self.state
+
+        def on_step() -> None:
+            if opts.save_steps and st.global_step % opts.save_steps == 0 and st.step_in_epoch < opts.steps_per_epoch:
+                self.save(epoch_complete=False)
+
+        final = None
+        for epoch in range(st.epoch, opts.epochs):
+            st.epoch = epoch
+            self.train_loader.set_epoch(epoch)
+            if self._loader_state is not None:
+                self.train_loader.load_state_dict(self._loader_state)
+                self._loader_state = None
+            else:
+                st.step_in_epoch = 0
+            train_stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.scheduler,
+                                          self.criterion, st, opts, self.metrics, self.ctx, mixup=self.mixup,
+                                          scaler=self.scaler, ema=self.ema, on_step=on_step)
+            self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: mean loss {train_stats['loss']:.4f}")
+            last = epoch + 1 == opts.epochs
+            result = None
+            if last and opts.final_test and self.make_test_loader is not None:
+                final = result = self.run_eval(self.make_test_loader(), "test", epoch)
+            elif (opts.eval_freq and (epoch + 1) % opts.eval_freq == 0) or last:
+                result = self.run_eval(self.val_loader, "val", epoch)
+            improved = result is not None and result["top1"] > st.best_top1
+            if improved:
+                st.best_top1, st.best_epoch = result["top1"], epoch
+            if last or (epoch + 1) % opts.save_freq == 0:
+                self.save(epoch_complete=True)
+            if improved:
+                self.checkpointer.save_best({"model": self.eval_model().state_dict(), "epoch": epoch,
+                                             "global_step": st.global_step, "top1": st.best_top1,
+                                             "config": self.config_yaml})
+        return {"best_top1": st.best_top1 if st.best_epoch >= 0 else None,
+                "best_epoch": st.best_epoch + 1 if st.best_epoch >= 0 else None,
+                "final": final, "last_checkpoint": st.last_checkpoint, "skipped_steps": st.skipped_steps}

@@ -1,0 +1,97 @@
+"""Atomic writes, weights_only loading, rotation, fallback past damaged files, RNG round trip."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpointing import CheckpointError, Checkpointer, capture_rng, load_checkpoint, restore_rng, save_atomic
+
+
+def _state(step: int, epoch: int = 0, complete: bool = False) -> dict:
+    return {"model": {"w": torch.full((3,), float(step))}, "optimizer": {"state": {}, "param_groups": []},
+            "scheduler": {"t": step}, "epoch": epoch, "global_step": step, "epoch_complete": complete,
+            "config": "SEED: 1\n", "rng": [capture_rng()], "loader": [{"epoch": epoch, "position": step}]}
+
+
+def test_save_is_atomic_when_the_write_dies(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt_step_2.pth")
+    save_atomic(_state(2), path)
+    before = open(path, "rb").read()
+
+    def dying_save(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic(_state(3), path)
+    assert open(path, "rb").read() == before  # the old file is intact under its name
+    assert os.listdir(tmp_path) == ["ckpt_step_2.pth"]  # no temporary left behind
+    assert load_checkpoint(path)["global_step"] == 2
+
+
+def test_plain_types_load_with_weights_only(tmp_path):
+    path = str(tmp_path / "c.pth")
+    save_atomic(_state(5), path)
+    obj = torch.load(path, weights_only=True)
+    assert obj["global_step"] == 5 and torch.equal(obj["model"]["w"], torch.full((3,), 5.0))
+
+
+def test_rotation_keeps_last_k_ordered_by_step(tmp_path):
+    ck = Checkpointer(str(tmp_path), keep_last=2)
+    for step in (4, 8):
+        ck.save(_state(step))
+    ck.save(_state(10, epoch=0, complete=True))
+    ck.save_best({"model": {"w": torch.zeros(1)}, "top1": 50.0})
+    ck.save(_state(14, epoch=1))
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["best.pth", "ckpt_epoch_0.pth", "ckpt_step_14.pth"]
+    assert [os.path.basename(p) for p in ck.candidates()] == ["ckpt_step_14.pth", "ckpt_epoch_0.pth"]
+
+
+def test_damaged_latest_is_named_and_previous_used(tmp_path):
+    warnings = []
+    ck = Checkpointer(str(tmp_path), keep_last=5, warn=warnings.append)
+    ck.save(_state(4))
+    ck.save(_state(8))
+    damaged = tmp_path / "ckpt_step_12.pth"
+    good = open(tmp_path / "ckpt_step_8.pth", "rb").read()
+    damaged.write_bytes(good[: len(good) // 2])  # truncated, as by a crash of a non-atomic writer
+    path, state = ck.find_latest()
+    assert os.path.basename(path) == "ckpt_step_8.pth" and state["global_step"] == 8
+    assert len(warnings) == 1 and "ckpt_step_12.pth" in warnings[0]
+    # a file without the training keys is not resumable either
+    torch.save({"model": {}}, tmp_path / "ckpt_step_20.pth")
+    path, _ = ck.find_latest()
+    assert os.path.basename(path) == "ckpt_step_8.pth"
+    assert any("ckpt_step_20.pth" in w and "lacks" in w for w in warnings)
+
+
+def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    ck = Checkpointer(str(tmp_path))
+    assert ck.find_latest() is None  # an empty directory: nothing to resume
+    (tmp_path / "ckpt_epoch_3.pth").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="ckpt_epoch_3.pth"):
+        ck.find_latest()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "nope.pth"))
+
+
+def test_rng_round_trip(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    path = str(tmp_path / "rng.pth")
+    save_atomic({"rng": capture_rng()}, path)
+    expect = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    restore_rng(torch.load(path, weights_only=True)["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(2))
+    assert got[0] == expect[0] and got[1] == expect[1] and torch.equal(got[2], expect[2])

@@ -1,0 +1,218 @@
+"""End-to-end runs of train.py on a tiny synthetic dataset through the real DALI CPU pipeline.
+
+- a full run: checkpoints, metrics.jsonl lines with every telemetry key, a multi-view evaluation line, predictions;
+- exact resume: a run SIGKILLed mid-epoch (and one killed inside a checkpoint write) resumes and reproduces the
+  uninterrupted run's per-step losses;
+- two CPU processes under torchrun (gloo): training runs and evaluation counts every video exactly once;
+- a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_KEYS = ("step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct", "step_time_s",
+              "max_mem_gb", "mfu", "gpu_util", "nvdec_util")
+EVAL_KEYS = ("split", "top1", "top5", "num_videos", "views")
+
+pytestmark = pytest.mark.slow
+
+# Wraps train.main for failure injection inside the real process (no test hooks in the product code).
+WRAPPER = r'''
+import os, signal, sys
+sys.path.insert(0, os.environ["REPO"])
+import torch
+mode, arg = os.environ.get("E2E_MODE", ""), int(os.environ.get("E2E_ARG", "0"))
+if mode == "kill_after_step":  # SIGKILL right after optimizer step `arg` was logged
+    import engine.metrics as m
+    orig = m.MetricLogger.log_step
+    def log_step(self, step, *a, **k):
+        out = orig(self, step, *a, **k)
+        if step == arg:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    m.MetricLogger.log_step = log_step
+elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
+    orig_save = torch.save
+    def save(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("global_step") == arg and "optimizer" in obj:
+            f.write(b"PK\x03\x04partial")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return orig_save(obj, f, *a, **k)
+    torch.save = save
+elif mode == "nan_at_call":  # the loss of micro-batch `arg` (1-based) becomes NaN
+    import engine.runner as r
+    orig_crit = r.build_criterion
+    def build_criterion(*a, **k):
+        crit, calls = orig_crit(*a, **k), [0]
+        def wrapped(logits, target):
+            calls[0] += 1
+            loss = crit(logits, target)
+            return loss * float("nan") if calls[0] == arg else loss
+        return wrapped
+    r.build_criterion = build_criterion
+import train
+sys.exit(train.main(sys.argv[1:]))
+'''
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from dali_pipelines.synthetic import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(str(out), train_per_class=4, val_per_class=2, num_frames=16, size=(64, 48), workers=2,
+                           progress=False)
+    return out
+
+
+def _opts(data: Path, out: Path, **extra) -> list[str]:
+    base = {
+        "DATA.ROOT": data, "DATA.TRAIN_FILE": data / "train.txt", "DATA.VAL_FILE": data / "val.txt",
+        "DATA.LABEL_LIST": data / "labels.csv", "DATA.INPUT_SIZE": 32, "DATA.NUM_FRAMES": 4, "DATA.TUBELET_SIZE": 2,
+        "DATA.NUM_THREADS": 1, "DATA.NUM_WORKERS": 1, "DATA.INDEX_WORKERS": 1,
+        "TRAIN.BATCH_SIZE": 4, "TRAIN.EPOCHS": 2, "TRAIN.WARMUP_EPOCHS": 0.5, "TEST.BATCH_SIZE": 3,
+        "TEST.NUM_CLIP": 1, "TEST.NUM_CROP": 1, "TEST.EVAL_FREQ": 1, "TEST.FINAL_NUM_CLIP": 2,
+        "TEST.FINAL_NUM_CROP": 3, "LOG.PROGRESS_BAR": False, "LOG.TENSORBOARD": False, "PRINT_FREQ": 1,
+        "OUTPUT": out,
+    }
+    base.update(extra)
+    return [str(x) for kv in base.items() for x in kv]
+
+
+def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0):
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1")
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
+               str(ROOT / "train.py")]
+    else:
+        cmd = [sys.executable, str(script)]
+    cmd += ["--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(out: Path) -> dict[int, float]:
+    # The last line of each step wins (a resumed run re-logs the steps after its checkpoint).
+    return {d["step"]: d["loss"] for d in _lines(out) if d["kind"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """An uninterrupted run with accumulation, mixup, drop path and mid-epoch checkpoints (the resume baseline)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    out = tmp / "out"
+    r = _run(tmp, _opts(dataset, out, **RESUME_OPTS))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r
+
+
+# 16 train clips, B 2 x ACC 2 -> 4 optimizer steps per epoch, 3 epochs; a checkpoint every 2 steps mid-epoch
+# and after epochs 2 and 3 (SAVE_FREQ 2): steps 2, 6, 8 (epoch 1 end), 10, 12 (epoch 2 end).
+RESUME_OPTS = {"TRAIN.BATCH_SIZE": 2, "TRAIN.ACCUMULATION_STEPS": 2, "TRAIN.EPOCHS": 3, "SAVE_STEPS": 2,
+               "MODEL.DROP_PATH_RATE": 0.2, "AUG.MIXUP": 0.8, "AUG.CUTMIX": 1.0, "TEST.EVAL_FREQ": 2,
+               "TEST.FINAL_NUM_CLIP": 0, "KEEP_LAST": 3, "TRAIN.AUTO_RESUME": True, "SAVE_FREQ": 2}
+
+
+def test_full_run_outputs(reference, dataset):
+    out, r = reference
+    lines = _lines(out)
+    train = [d for d in lines if d["kind"] == "train"]
+    assert [d["step"] for d in train] == list(range(1, 13))
+    for d in train:
+        for k in TRAIN_KEYS:
+            assert k in d, k
+        assert d["loss"] > 0 and d["lr"] > 0 and d["clips_per_sec"] > 0 and 0 <= d["data_wait_pct"] <= 100
+        assert d["frames_per_sec"] == pytest.approx(4 * d["clips_per_sec"]) and d["max_mem_gb"] > 0
+    evals = [d for d in lines if d["kind"] == "eval"]
+    assert [e["epoch"] for e in evals] == [1, 2]  # EVAL_FREQ 2 + the last epoch
+    for e in evals:
+        assert all(k in e for k in EVAL_KEYS) and e["num_videos"] == 8 and e["views"] == 1
+    names = sorted(os.listdir(out))
+    assert {"ckpt_epoch_2.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
+            "per_class_val.csv"} <= set(names), names
+    assert len([n for n in names if n.startswith("ckpt_")]) == 3  # KEEP_LAST
+    assert not [n for n in names if n.startswith(".tmp_")]
+    pred = (out / "predictions_val.csv").read_text().splitlines()
+    assert len(pred) == 9 and "moving up" in "".join(pred)  # class names from DATA.LABEL_LIST
+    assert "Run summary" in r.stdout
+
+
+def test_multiview_final_test(dataset, tmp_path):
+    out = tmp_path / "out"
+    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0}))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    evals = [d for d in _lines(out) if d["kind"] == "eval"]
+    assert len(evals) == 1 and evals[0]["split"] == "test" and evals[0]["views"] == 6
+    assert evals[0]["num_videos"] == 8
+    assert (out / "ckpt_epoch_0.pth").exists()
+
+
+@pytest.mark.parametrize("mode,arg,resumes_from", [("kill_after_step", 7, "ckpt_step_6.pth"),
+                                                    ("kill_in_save", 6, "ckpt_step_2.pth")])
+def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, resumes_from):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **RESUME_OPTS)
+    killed = _run(tmp_path, opts, mode=mode, arg=arg)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    if mode == "kill_in_save":
+        assert not (out / "ckpt_step_6.pth").exists()  # never a half-written file under the final name
+    resumed = _run(tmp_path, opts)  # TRAIN.AUTO_RESUME picks the newest complete checkpoint
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / resumes_from}" in resumed.stdout, \
+        [x for x in resumed.stdout.splitlines() if "resum" in x or "saved" in x]
+    ref, got = _losses(ref_out), _losses(out)
+    assert sorted(got) == sorted(ref) == list(range(1, 13))
+    for step in range(1, 13):
+        assert got[step] == pytest.approx(ref[step], rel=1e-6), (step, got[step], ref[step])
+    ref_eval = [d["top1"] for d in _lines(ref_out) if d["kind"] == "eval"]
+    got_eval = [d["top1"] for d in _lines(out) if d["kind"] == "eval"]
+    assert got_eval[-1] == ref_eval[-1]
+
+
+def test_two_processes_gloo(dataset, tmp_path):
+    out = tmp_path / "out"
+    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0}), nproc=2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _lines(out)
+    train = [d for d in lines if d["kind"] == "train"]
+    assert [d["step"] for d in train] == [1, 2]  # 16 clips / (4 per rank x 2 ranks)
+    evals = [d for d in lines if d["kind"] == "eval"]
+    assert evals[0]["num_videos"] == 8 and evals[0]["duplicates"] == 0
+    rows = [line.split(",")[0] for line in (out / "predictions_val.csv").read_text().splitlines()[1:]]
+    assert sorted(map(int, rows)) == list(range(8))  # every val video exactly once
+    assert (out / "log_rank1.txt").exists()
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(dataset, tmp_path):
+    out = tmp_path / "out"
+    r = _run(tmp_path, _opts(dataset, out, SAVE_STEPS=2), mode="nan_at_call", arg=3)
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    msg = r.stdout + r.stderr
+    assert "non-finite loss" in msg and "step 3" in msg and str(out / "ckpt_step_2.pth") in msg
+    assert "Traceback" not in msg
+
+
+def test_nonfinite_loss_skipped_and_counted(dataset, tmp_path):
+    out = tmp_path / "out"
+    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.SKIP_NONFINITE": True, "TRAIN.EPOCHS": 1,
+                                              "TEST.FINAL_NUM_CLIP": 0}), mode="nan_at_call", arg=2)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_steps"] == 1
+    train = [d for d in _lines(out) if d["kind"] == "train"]
+    assert train[1]["loss"] is None and train[-1]["skipped_steps"] == 1 and len(train) == 4

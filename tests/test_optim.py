@@ -1,0 +1,113 @@
+"""Parameter groups and the LR schedule, checked against values computed here from SPEC.md section 4."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from configs import load_config
+from engine.optim import build_optimizer, build_param_groups, build_scheduler, resolve_lr_min
+from models import EVAVideoTransformer
+
+
+def _model(depth: int) -> EVAVideoTransformer:
+    # Original depth (40 blocks), tiny width: the layer ids are what matters here.
+    return EVAVideoTransformer(img_size=16, num_frames=2, patch_size=8, num_classes=5, embed_dim=16, depth=depth,
+                               num_heads=2, mlp_hidden_dim=32)
+
+
+def _group_of(groups, model):
+    ids = {id(p): g for g in groups for p in g["params"]}
+    return {name: ids[id(p)] for name, p in model.named_parameters()}
+
+
+def test_layer_decay_scales_match_original_ids():
+    model = _model(40)
+    groups = build_param_groups(model, weight_decay=0.05, layer_decay=0.95)
+    by_name = _group_of(groups, model)
+    # layer 0: embeddings -> 0.95^41 = 0.12209
+    for name in ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"):
+        assert by_name[name]["lr_scale"] == pytest.approx(0.95 ** 41, rel=1e-12)
+    assert 0.95 ** 41 == pytest.approx(0.12209, abs=1e-5)
+    # blocks.k -> id k+1 -> 0.95^(40-k)
+    for k in (0, 7, 39):
+        for name, g in by_name.items():
+            if name.startswith(f"blocks.{k}."):
+                assert g["lr_scale"] == pytest.approx(0.95 ** (40 - k), rel=1e-12), name
+                assert g["name"].startswith(f"layer_{k + 1}_")
+    # everything after the blocks -> id 41 -> 1.0
+    for name in ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"):
+        assert by_name[name]["lr_scale"] == 1.0
+        assert by_name[name]["name"].startswith("layer_41_")
+    # 42 layer ids, each with a decay and a no-decay group (the embeddings have both too)
+    assert len({g["name"] for g in groups}) == len(groups) == 84
+
+
+def test_weight_decay_membership():
+    model = _model(2)
+    for layer_decay in (0.95, 1.0):
+        by_name = _group_of(build_param_groups(model, 0.05, layer_decay), model)
+        no_decay = {n for n, g in by_name.items() if g["weight_decay"] == 0.0}
+        decay = {n for n, g in by_name.items() if g["weight_decay"] == 0.05}
+        for name, p in model.named_parameters():
+            expect_nd = p.ndim == 1 or name.endswith(".bias") or name in ("pos_embed", "cls_token")
+            assert (name in no_decay) == expect_nd, name
+        assert {"pos_embed", "cls_token", "blocks.0.attn.q_bias", "blocks.0.attn.v_bias", "head.bias",
+                "blocks.1.norm1.weight"} <= no_decay
+        assert {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.weight",
+                "head.weight"} <= decay
+    groups = build_param_groups(model, 0.05, 1.0)
+    assert len(groups) == 2 and all(g["lr_scale"] == 1.0 for g in groups)
+
+
+def test_optimizer_hyperparameters():
+    cfg = load_config(None, ["TRAIN.LAYER_WISE_DECAY", "0.95"])
+    opt = build_optimizer(cfg.TRAIN, _model(2), torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW)
+    for g in opt.param_groups:
+        assert g["betas"] == (0.9, 0.98) and g["eps"] == 1e-6
+        assert g["weight_decay"] in (0.0, 0.05)
+
+
+def _expected_lr(t, lr, warmup_start, lr_min, warmup_steps, total_steps):
+    if t < warmup_steps:
+        return warmup_start + t * (lr - warmup_start) / warmup_steps
+    tc = t - warmup_steps
+    t_max = total_steps - warmup_steps
+    if tc >= t_max:
+        return lr_min
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * tc / t_max))
+
+
+def test_cosine_warmup_schedule_per_step_with_layer_scale():
+    # K722-like: warmup 0 -> LR over 5 epochs, cosine to LR/100 (LR_MIN 0), per optimizer step.
+    cfg = load_config(None, ["TRAIN.EPOCHS", "8", "TRAIN.WARMUP_EPOCHS", "5", "TRAIN.LR", "8e-6",
+                             "TRAIN.WARMUP_START_LR", "0", "TRAIN.LR_MIN", "0", "TRAIN.LAYER_WISE_DECAY", "0.9"])
+    assert resolve_lr_min(8e-6, 0.0) == pytest.approx(8e-8)
+    model = _model(3)
+    opt = build_optimizer(cfg.TRAIN, model, torch.device("cpu"))
+    n_iter = 7
+    sched = build_scheduler(cfg.TRAIN, opt, n_iter)
+    for t in [0, 1, 17, 34, 35, 36, 44, 55, 56, 60]:
+        sched.step_update(t)
+        base = _expected_lr(t, 8e-6, 0.0, 8e-8, 5 * n_iter, 8 * n_iter)
+        for g in opt.param_groups:
+            assert g["lr"] == pytest.approx(base * g["lr_scale"], rel=1e-9, abs=1e-20), (t, g["name"])
+    # the first layer's scale in this 3-block model is 0.9^4
+    assert min(g["lr_scale"] for g in opt.param_groups) == pytest.approx(0.9 ** 4)
+
+
+def test_k400_schedule_is_constant():
+    cfg = load_config(None, ["TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.LR", "1e-6",
+                             "TRAIN.WARMUP_START_LR", "1e-6", "TRAIN.LR_MIN", "1e-6", "TRAIN.LAYER_WISE_DECAY",
+                             "0.95"])
+    model = _model(40)
+    opt = build_optimizer(cfg.TRAIN, model, torch.device("cpu"))
+    sched = build_scheduler(cfg.TRAIN, opt, 916)
+    for t in (0, 1, 400, 915):
+        sched.step_update(t)
+        lrs = sorted(g["lr"] for g in opt.param_groups)
+        # the log's lr_first 1.22e-7 / lr_last 1e-6
+        assert lrs[0] == pytest.approx(1e-6 * 0.95 ** 41) and lrs[-1] == pytest.approx(1e-6)

@@ -1,0 +1,143 @@
+"""train.py's command line: flag mapping, --dry-run, one-line errors with exit code 2, --only_test on checkpoints
+in our format and in the original (released) format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from yacs.config import CfgNode
+
+import train
+from configs import load_config
+from engine.checkpointing import save_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from dali_pipelines.synthetic import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth_cli")
+    make_synthetic_dataset(str(out), train_per_class=3, val_per_class=2, num_frames=12, size=(48, 32), workers=2,
+                           progress=False)
+    return out
+
+
+def _opts(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
+            str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
+            "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1",
+            "DATA.INDEX_WORKERS", "1",
+            "TEST.BATCH_SIZE", "3", "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False", "OUTPUT", str(out),
+            *extra]
+
+
+def test_flags_map_to_config_keys():
+    args = train.parse_args(["-cfg", DEMO, "--batch-size", "3", "--accumulation-steps", "2", "--output", "o",
+                             "--pretrained", "w.pth", "--only_test", "--opts", "TEST.NUM_CLIP", "4"])
+    cfg = load_config(args.cfg, train.config_overrides(args))
+    assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.ACCUMULATION_STEPS, cfg.OUTPUT) == (3, 2, "o")
+    assert cfg.MODEL.PRETRAINED == "w.pth" and cfg.TEST.ONLY_TEST and cfg.TEST.NUM_CLIP == 4
+
+
+def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the YAML's relative data paths must not exist
+    rc = train.main(["--cfg", str(shared_dir / "data" / "original_configs" / "kinetics400_ft.yaml"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "DATA.TRAIN_FILE = data/k400_train.txt" in err and "DATA.VAL_FILE = data/k400_val.txt" in err
+    assert "MODEL.PRETRAINED = /path/to/eva_video_k722.pth" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("opts,needle", [
+    (["TRAIN.NOPE", "1"], "unknown config key TRAIN.NOPE"),
+    (["TRAIN.PRECISION", "fp8"], "TRAIN.PRECISION = 'fp8'"),
+    (["TRAIN.BATCH_SIZE", "0"], "TRAIN.BATCH_SIZE = 0 must be at least 1"),
+])
+def test_bad_config_is_one_line_exit_2(opts, needle, capsys):
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
+    assert train.main(["--cfg", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml" in capsys.readouterr().err
+    rc = train.main(["--cfg", DEMO, "--resume", str(tmp_path / "gone.pth"), "--opts", *_opts(dataset, tmp_path)])
+    assert rc == 2 and "--resume = " + str(tmp_path / "gone.pth") in capsys.readouterr().err
+
+
+def test_malformed_list_names_file_and_line(tmp_path, dataset, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("videos/a.webm 1\nvideos/b.webm x\n")
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path, "DATA.TRAIN_FILE", str(bad))])
+    assert rc == 2 and f"{bad}:2" in capsys.readouterr().err
+
+
+def test_dry_run_prints_plan(tmp_path, dataset, capsys):
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "parameters" in out and "GFLOPs per clip" in out and "data decode device" in out
+    # 12 train clips, global batch 16 from demo.yaml -> 0 iterations; batch 4 -> 3
+    assert "global batch (B x ACC x world) : 16 = 16 x 1 x 1" in out
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "o")])
+    assert "iterations per epoch           : 3" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def _constant_head_weights(cfg, cls: int, num_classes: int) -> dict:
+    from models import build_model
+
+    model = build_model(cfg)
+    sd = model.state_dict()
+    sd["head.weight"] = torch.zeros(num_classes, sd["head.weight"].shape[1])
+    sd["head.bias"] = torch.full((num_classes,), -5.0)
+    sd["head.bias"][cls] = 5.0  # every clip predicts `cls`
+    return sd
+
+
+def _eval_line(out: Path) -> dict:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+
+
+@pytest.mark.parametrize("fmt", ["original", "ours"])
+def test_only_test_evaluates_checkpoint(tmp_path, dataset, capsys, fmt):
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "3")
+    cfg = load_config(DEMO, opts)
+    sd = _constant_head_weights(cfg, cls=2, num_classes=4)
+    ckpt = tmp_path / "ckpt.pth"
+    if fmt == "original":
+        # the original epoch_saving layout: weights under 'model' plus a pickled yacs CfgNode
+        torch.save({"model": {"module." + k: v for k, v in sd.items()}, "config": CfgNode({"SEED": 1}),
+                    "epoch": 3, "max_accuracy": 80.0}, ckpt)
+    else:
+        save_atomic({"model": sd, "optimizer": {}, "scheduler": {}, "epoch": 0, "global_step": 4,
+                     "epoch_complete": True, "config": cfg.dump()}, str(ckpt))
+    rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--opts", *opts])
+    assert rc == 0, capsys.readouterr()
+    line = _eval_line(out)
+    # 8 val videos, 2 per class; everything is predicted as class 2 -> exactly 25 % top-1
+    assert (line["split"], line["views"], line["num_videos"]) == ("test", 6, 8)
+    assert line["top1"] == pytest.approx(25.0) and line["top5"] == 100.0
+    rows = (out / "predictions_test.csv").read_text().splitlines()[1:]
+    assert len(rows) == 8 and all(",2,moving up," in r for r in rows)
+    per_class = (out / "per_class_test.csv").read_text().splitlines()
+    assert per_class[3].startswith("2,moving up,2,100.00")
+
+
+def test_only_test_wrong_head_is_exit_2(tmp_path, dataset, capsys):
+    opts = _opts(dataset, tmp_path / "out")
+    cfg = load_config(DEMO, opts)
+    ckpt = tmp_path / "k5.pth"
+    torch.save({"model": _constant_head_weights(cfg, 0, num_classes=5)}, ckpt)
+    rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--opts", *opts])
+    err = capsys.readouterr()
+    assert rc == 2 and str(ckpt) in err.out + err.err

@@ -14,7 +14,7 @@ FORBIDDEN = {
     "configs": {"dali_pipelines", "models", "engine", "benchmarks", "tools"},
     "models": {"dali_pipelines", "engine", "benchmarks", "tools", "nvidia"},
     "dali_pipelines": {"models", "engine", "benchmarks", "tools"},
-    "engine": {"nvidia", "benchmarks", "tools"},
+    "engine": {"nvidia", "models", "dali_pipelines", "benchmarks", "tools"},
 }
 
 

@@ -8,6 +8,7 @@ inter-quartile range in the JSON). CUDA work is synchronised before the clock is
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -21,12 +22,42 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from dali_pipelines.filelist import DataError  # DALI-free
+
 __all__ = [
+    "InputError", "INPUT_ERRORS", "ArgumentParser", "input_error",
     "Summary", "summarize", "time_repeats", "ProcessTreeMonitor", "wait_until_idle", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "count_frames", "read_list_or_synthetic", "check_figures", "cpu_count",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input errors: one line on stderr and exit code 2, never a traceback
+# ---------------------------------------------------------------------------------------------------------------
+class InputError(ValueError):
+    """A bad option value or input file of a benchmark (``main()`` reports it with :func:`input_error`)."""
+
+
+# What every benchmark's main() reports as ``error: ...`` with exit code 2: bad option values, a missing or
+# malformed --list (DataListError is a DataError), data the loader cannot use (DataError), absent files.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, DataError, FileNotFoundError)
+
+
+def input_error(err: BaseException) -> int:
+    """Print ``err`` as one ``error: ...`` line on stderr; returns 2, the exit code for bad input."""
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    return 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line prints one ``error: ...`` line (pointing at --help) instead of the usage
+    block; the exit code stays 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -522,7 +553,12 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
         entries = read_file_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
         if args.num_clips:
             entries = entries[: args.num_clips]
-        clips = [(e.path, e.label, count_frames(e.path)) for e in entries]
+        clips = []
+        for e in entries:
+            try:
+                clips.append((e.path, e.label, count_frames(e.path)))
+            except ValueError as err:  # a listed video that is missing or unreadable: name the list line too
+                raise InputError(f"{args.list}:{e.line_no}: {err}") from None
         desc = {"input": "list", "list": args.list, "num_clips": len(clips)}
         return clips, desc
     codec = args.codec or default_codec

@@ -239,8 +239,8 @@ def build_items(clips: list[tuple[str, int, int]], mode: str, seed: int) -> list
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     gpu = common.cuda_available()
     common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
     p.add_argument("--decoders", default=",".join(ALL_DECODERS), help="comma-separated subset of " + ",".join(
@@ -273,16 +273,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    clips, input_desc = common.read_list_or_synthetic(args)
     gpu = common.cuda_available()
     decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for d in decoders:
         if d not in ALL_DECODERS:
-            raise SystemExit(f"--decoders: unknown decoder {d!r} (choose from {', '.join(ALL_DECODERS)})")
+            raise common.InputError(f"--decoders: unknown decoder {d!r} (choose from {', '.join(ALL_DECODERS)})")
     for m in modes:
         if m not in ALL_MODES:
-            raise SystemExit(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
+            raise common.InputError(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
+    clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
 
     results, notes = [], []
     for mode in modes:
@@ -359,7 +359,10 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    payload = run_benchmark(args)
+    try:
+        payload = run_benchmark(args)
+    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
+        return common.input_error(e)
     print(report(payload))
     ran = [r for r in payload["results"] if not r.get("skipped")]
     problems = common.check_figures(ran, ["clips_per_s", "frames_per_s"])

@@ -184,8 +184,8 @@ def end_to_end(args, clips) -> list[dict]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     cuda = common.cuda_available()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
     p.add_argument("--arch", default="eva-1b/14" if cuda else "eva-tiny/16", help="models.ARCHS preset")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "math"))
@@ -273,7 +273,10 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    payload = run_benchmark(args)
+    try:
+        payload = run_benchmark(args)
+    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
+        return common.input_error(e)
     print(report(payload))
     res = payload["results"]
     if args.json:

@@ -192,8 +192,8 @@ class LoaderRun:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
     p.add_argument("--loaders", default=",".join(ALL_LOADERS), help="comma-separated subset of dali,pyav,decord")
     p.add_argument("--modes", default=",".join(ALL_MODES), help="comma-separated subset of train,test")
@@ -234,17 +234,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
-    clips, input_desc = common.read_list_or_synthetic(args)
     loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for x in loaders:
         if x not in ALL_LOADERS:
-            raise SystemExit(f"--loaders: unknown loader {x!r} (choose from {', '.join(ALL_LOADERS)})")
+            raise common.InputError(f"--loaders: unknown loader {x!r} (choose from {', '.join(ALL_LOADERS)})")
     for m in modes:
         if m not in ALL_MODES:
-            raise SystemExit(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
+            raise common.InputError(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
     if args.workers < 1:
-        raise SystemExit("--workers must be at least 1")
+        raise common.InputError("--workers must be at least 1")
+    clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
     list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
     results, notes = [], []
     for mode in modes:
@@ -361,7 +361,10 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    payload = run_benchmark(args)
+    try:
+        payload = run_benchmark(args)
+    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
+        return common.input_error(e)
     print(report(payload))
     ran = [r for r in payload["results"] if not r.get("skipped")]
     if args.json:

@@ -164,8 +164,8 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
 
 def parse_args(argv=None) -> argparse.Namespace:
     cuda = common.cuda_available()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="eva-1b/14" if cuda else "eva-tiny/16", help="models.ARCHS preset")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (T); also the loader's")
     p.add_argument("--batch", type=int, default=4 if cuda else 2, help="clips per step")
@@ -231,11 +231,15 @@ def run_benchmark(args) -> dict:
         torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     attns = [a.strip() for a in args.attn.split(",") if a.strip()]
-    ckpts = [int(c) for c in args.checkpoint.split(",") if c.strip()]
-    compiles = [int(c) for c in args.compile.split(",") if c.strip()]
+    try:
+        ckpts = [int(c) for c in args.checkpoint.split(",") if c.strip()]
+        compiles = [int(c) for c in args.compile.split(",") if c.strip()]
+    except ValueError:
+        raise common.InputError(f"--checkpoint {args.checkpoint!r} / --compile {args.compile!r}: expected "
+                                "comma-separated 0/1 values") from None
     for a in attns:
         if a not in ("sdpa", "math"):
-            raise SystemExit(f"--attn: {a!r} is not 'sdpa' or 'math'")
+            raise common.InputError(f"--attn: {a!r} is not 'sdpa' or 'math'")
     info = common.machine_info()
     peak = args.peak_tflops or stated_peak(info.get("gpu"), args.precision)
     measured = None if args.no_measure_peak else measured_matmul_peak(device, args.precision,
@@ -303,7 +307,10 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    payload = run_benchmark(args)
+    try:
+        payload = run_benchmark(args)
+    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
+        return common.input_error(e)
     print(report(payload))
     res = [r for r in payload["results"] if not r.get("skipped")]
     if args.json:

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_loader", "VideoLoader", "build_decode_pipeline", "decode_with_dali"]
+__all__ = ["build_loader", "VideoLoader", "build_decode_pipeline", "decode_with_dali", "DataError", "DataListError",
+           "BadVideoError"]
 
 _LAZY = {
+    # DALI-free: the input errors that command-line tools report in one line (exit code 2).
+    "DataError": "filelist",
+    "DataListError": "filelist",
+    "BadVideoError": "pyav_io",
     "build_loader": "loader",
     "VideoLoader": "loader",
     "build_decode_pipeline": "pipelines",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["ListEntry", "DataListError", "read_file_list"]
+__all__ = ["ListEntry", "DataError", "DataListError", "read_file_list"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,14 @@ class ListEntry:
     line_no: int
 
 
-class DataListError(ValueError):
+class DataError(ValueError):
+    """The data cannot be used as configured: a list whose videos are all unreadable, fewer usable videos than one
+    global batch, bad videos under ``DATA.STRICT``, a decode device that is not available, ... The message names
+    the list or file and the config key to change. A ``ValueError`` so that command-line tools can report it as an
+    input error (one line, exit code 2) rather than a crash."""
+
+
+class DataListError(DataError):
     """A video list is missing, empty or malformed; the message names the list file and the 1-based line."""
 
 

@@ -29,10 +29,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from .filelist import ListEntry, read_file_list
+from .filelist import DataError, ListEntry, read_file_list
 from .pyav_io import BadVideoError, probe_stream
 
-__all__ = ["VideoInfo", "BadVideoError", "probe_video", "DatasetIndex", "build_index", "index_paths"]
+__all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ _CACHE_VERSION = 1
 # Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
 # slack before calling a file truncated.
 _DURATION_SLACK = 0.02
+# Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
+_STRICT_NAMED = 10
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         workers: probing processes; 0 = ``os.cpu_count()``.
         full_decode: decode every frame (slow, catches mid-stream corruption); cached results from a full decode
             also satisfy later quick builds, not the other way round.
-        strict: raise instead of leaving bad videos out.
+        strict: raise instead of leaving bad videos out (``DATA.STRICT``).
         progress: show a progress bar while probing.
 
     Returns:
@@ -328,7 +330,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
 
     Raises:
         DataListError: the list is missing or malformed.
-        BadVideoError: ``strict`` and at least one video is bad (the message names every bad file).
+        DataError: ``strict`` and at least one video is bad; the one-line message names the list, the bad files
+            (the first ten) with their reasons and the quarantine file.
     """
     entries = read_file_list(list_path, root, num_classes)
     root_abs = os.path.abspath(root)
@@ -384,8 +387,15 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         logger.warning("bad video %s: %s", entries[row].path, why)
     logger.info("%s", index.summary())
     if strict and bad:
-        raise BadVideoError(f"{len(bad)} bad video(s) in {list_path} (strict):\n"
-                            + "\n".join(f"  {entries[r].path}: {why}" for r, why in sorted(bad.items())))
+        # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
+        # which command-line entry points report in one line without a traceback.
+        # One line: up to _STRICT_NAMED files inline, every one in the quarantine file (and the warnings above).
+        named = [f"{entries[r].path} ({why})" for r, why in sorted(bad.items())[:_STRICT_NAMED]]
+        more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
+        raise DataError(
+            f"DATA.STRICT is on and {len(bad)} of {len(entries)} videos in {list_path} are unreadable: "
+            f"{'; '.join(named)}{more} (all listed in {quarantine_path}); fix or remove them, or set DATA.STRICT "
+            "False to leave them out")
     if not infos:
         logger.error("no usable video in %s", list_path)
     return index

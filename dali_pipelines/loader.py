@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from . import augment, sampling
+from .filelist import DataError
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
 from .index import DatasetIndex, VideoInfo, build_index
 from .pipelines import test_input_names, test_pipeline, train_input_names, train_pipeline
 from .pyav_io import BadVideoError, decode_frames
 
-__all__ = ["VideoLoader", "build_loader", "resolve_decode_device"]
+__all__ = ["VideoLoader", "build_loader", "resolve_decode_device", "DataError"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,18 @@ _DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
 
 
 def resolve_decode_device(setting: str) -> str:
-    """'gpu' or 'cpu' for DATA.DECODE_DEVICE ('auto': the GPU when CUDA is available)."""
+    """'gpu' or 'cpu' for DATA.DECODE_DEVICE ('auto': the GPU when CUDA is available).
+
+    Raises:
+        DataError: an unknown setting, or 'gpu' on a machine without CUDA (an input error, not a crash).
+    """
     if setting == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     if setting not in ("gpu", "cpu"):
-        raise ValueError(f"DATA.DECODE_DEVICE must be auto, gpu or cpu, got {setting!r}")
+        raise DataError(f"DATA.DECODE_DEVICE must be auto, gpu or cpu, got {setting!r}")
     if setting == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("DATA.DECODE_DEVICE is 'gpu' but CUDA is not available; use 'auto' or 'cpu'")
+        raise DataError("DATA.DECODE_DEVICE is 'gpu' but CUDA is not available on this machine; "
+                        "use 'auto' or 'cpu'")
     return setting
 
 
@@ -194,8 +200,11 @@ class VideoLoader:
         self.index = index if index is not None else build_index(
             list_path, data.ROOT, data.NUM_CLASSES, workers=data.INDEX_WORKERS, full_decode=data.INDEX_FULL_DECODE,
             strict=data.STRICT, progress=rank == 0)
+        list_key = "DATA.TRAIN_FILE" if self.training else "DATA.VAL_FILE"
+        self._list_desc = f"{list_key} {list_path}"
         if not self.index.good_rows:
-            raise RuntimeError(f"{list_path}: no readable videos ({self.index.summary()})")
+            raise DataError(f"{self._list_desc}: none of its {len(self.index)} videos is readable "
+                            f"(DATA.ROOT {data.ROOT!r}); {self._bad_examples()}")
 
         self.device = resolve_decode_device(data.DECODE_DEVICE)
         if self.device == "gpu":
@@ -256,6 +265,25 @@ class VideoLoader:
             "bad_at_index": len(self.index.bad), "skipped_videos": 0, "substituted": 0, "rebuilds": 0,
             "skipped": [],  # "path: reason" of every video quarantined during this loader's life
         }
+        if self.training:
+            self._check_global_batch(len(self._usable_rows()))
+
+    def _bad_examples(self, limit: int = 3) -> str:
+        """One line naming the first bad videos with their reasons and the quarantine file that lists them all."""
+        bad = sorted(self.index.bad.items())
+        if not bad:
+            return "no bad video recorded"
+        named = "; ".join(f"{self.index.entries[r].path}: {why}" for r, why in bad[:limit])
+        more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
+        return f"e.g. {named}{more} (all listed in {self.index.quarantine_path})"
+
+    def _check_global_batch(self, usable: int) -> None:
+        b, w = self.batch_size, self.world_size
+        if usable < b * w:
+            bad = f", {len(self.index.bad)} of the listed videos are unreadable" if self.index.bad else ""
+            raise DataError(
+                f"{self._list_desc}: {usable} usable training videos{bad}; one global batch needs "
+                f"TRAIN.BATCH_SIZE {b} x world size {w} = {b * w}; lower TRAIN.BATCH_SIZE or list more videos")
 
     # ------------------------------------------------------------------------------------------------ schedule
     def _usable_rows(self) -> np.ndarray:
@@ -273,8 +301,7 @@ class VideoLoader:
             order = rows[np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch]).permutation(len(rows))]
             n_batches = len(rows) // (b * w)
             if n_batches == 0:
-                raise RuntimeError(f"{len(rows)} usable training videos are fewer than one global batch "
-                                   f"(TRAIN.BATCH_SIZE {b} x {w} ranks)")
+                self._check_global_batch(len(rows))
             mine = order[: n_batches * b * w][self.rank::w]
             self._order = order
             self._plan = [mine[i * b:(i + 1) * b] for i in range(n_batches)]
@@ -303,7 +330,8 @@ class VideoLoader:
             cand = int(self._order[(pos + k) % n])
             if self._is_good(cand):
                 return cand
-        raise RuntimeError("no readable training video left")
+        raise DataError(f"{self._list_desc}: no readable training video is left (every one was quarantined "
+                        f"during the run); {self._bad_examples()}")
 
     def _sample(self, row: int, substitute_for: int | None = None) -> _Sample:
         info: VideoInfo = self.index.infos[row]
@@ -588,5 +616,11 @@ class _InlineExecutor(cf.Executor):
 def build_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device_id: int | None = None,
                  index: DatasetIndex | None = None) -> VideoLoader:
     """The loader of ``split`` ('train', or 'val'/'test': the multi-view test pipeline over DATA.VAL_FILE) for
-    one rank. ``index`` reuses an already built DatasetIndex of the same list."""
+    one rank. ``index`` reuses an already built DatasetIndex of the same list.
+
+    Raises:
+        DataListError: the list is missing or malformed.
+        DataError: no readable video in the list, fewer usable training videos than one global batch
+            (TRAIN.BATCH_SIZE x world size), bad videos with DATA.STRICT, or DATA.DECODE_DEVICE 'gpu' without CUDA.
+    """
     return VideoLoader(cfg, split, rank=rank, world_size=world_size, device_id=device_id, index=index)

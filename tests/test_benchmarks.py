@@ -285,3 +285,39 @@ def test_smoke_train_throughput(tmp_path, data_dir):
                                      "--clip-frames", "16"], tmp_path)
     (r,) = data["results"]
     assert _positive(r["clips_per_s"]) and 0 <= r["data_wait_pct"] <= 100
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    """A missing or malformed --list, an unreadable listed video or a bad option value: every benchmark's main()
+    prints one 'error: ...' line naming the file / option and returns 2 (no traceback); checked in-process, and once
+    as a real command line."""
+    from benchmarks import decode_throughput, eval_throughput, loader_throughput, train_throughput
+
+    missing = tmp_path / "missing.txt"
+    malformed = tmp_path / "malformed.txt"
+    malformed.write_text("a.mp4 0\nb.mp4\n")
+    gone = tmp_path / "gone.txt"
+    gone.write_text("nothere.mp4 0\n")
+    cases = [
+        (decode_throughput, ["--list", str(missing)], "missing.txt' does not exist"),
+        (loader_throughput, ["--list", str(malformed)], "malformed.txt:2: expected"),
+        (eval_throughput, ["--list", str(gone)], "gone.txt:1: cannot read video"),
+        (train_throughput, ["--with-loader", "--no-measure-peak", "--list", str(missing)], "does not exist"),
+        (decode_throughput, ["--modes", "bogus"], "--modes: unknown mode 'bogus'"),
+        (loader_throughput, ["--workers", "0"], "--workers must be at least 1"),
+        (train_throughput, ["--attn", "flash"], "--attn: 'flash'"),
+    ]
+    for module, args, words in cases:
+        assert module.main(["--quick", *args]) == 2, (module.__name__, args)
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (module.__name__, args, err)
+    with pytest.raises(SystemExit) as e:  # argparse errors: one line as well, same exit code
+        loader_throughput.main(["--no-such-flag"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--no-such-flag" in err
+
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.loader_throughput", "--list", str(missing)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: video list {str(missing)!r} does not exist (or is not a file)"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dali_pipelines import index as index_mod
-from dali_pipelines.filelist import DataListError, ListEntry, read_file_list
+from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list
 from dali_pipelines.index import BadVideoError, DatasetIndex, VideoInfo, build_index, probe_video
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
 from dali_pipelines.synthetic import write_video
@@ -165,12 +165,18 @@ def test_build_index_good_and_bad(dataset, caplog):
 
 def test_build_index_strict_names_every_bad_file(dataset):
     lst, root = dataset
-    with pytest.raises(BadVideoError) as e:
+    # An input error (DataError, a ValueError) with a one-line message naming the key, the list and every bad file.
+    with pytest.raises(DataError) as e:
         build_index(str(lst), str(root), workers=1, strict=True, progress=False)
-    for rel in BAD:
-        assert str(root / rel) in str(e.value)
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError) and not isinstance(e.value, BadVideoError)
+    assert "\n" not in msg and "DATA.STRICT" in msg and str(lst) in msg
+    assert f"{len(BAD)} of {len(GOOD) + len(BAD)} videos" in msg
+    for rel, why in BAD.items():
+        assert str(root / rel) in msg
+        assert why in msg
     for rel in GOOD:
-        assert str(root / rel) not in str(e.value)
+        assert str(root / rel) not in msg
 
 
 def test_full_decode_agrees(dataset):

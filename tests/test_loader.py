@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dali_pipelines.loader import build_loader
+from dali_pipelines import DataError
+from dali_pipelines.loader import build_loader, resolve_decode_device
 from tests.video_fixtures import make_clip_dataset, small_cfg
 
 COUNTS = [24, 30, 3, 40, 26, 33, 28, 36, 25]
@@ -157,6 +158,47 @@ def test_bad_inputs_are_skipped_and_named(tmp_path):
     assert set(r for b in batches for r in b) <= set(good_rows)
     test.close()
     train.close()
+
+
+def test_unusable_data_raises_data_error(tmp_path):
+    """Data that cannot be used as configured is an input error (DataError, a ValueError that the command-line
+    tools report in one line), naming the list and the config key to change."""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26])
+    bad_lines, bad_names = _write_bad_files(root)
+    all_bad = os.path.join(root, "all_bad.txt")
+    with open(all_bad, "w") as f:
+        f.write("\n".join(bad_lines) + "\n")
+    with pytest.raises(DataError) as e:
+        build_loader(small_cfg(root, all_bad), "train")
+    msg = str(e.value)
+    assert f"DATA.TRAIN_FILE {all_bad}" in msg and "none of its 5 videos" in msg and "quarantine" in msg
+    assert bad_names[0] in msg and "\n" not in msg
+    with pytest.raises(DataError, match=r"DATA.VAL_FILE .*all_bad.txt: none of its 5 videos"):
+        build_loader(small_cfg(root, val_list=all_bad), "val")
+
+    # 3 good videos, 2 ranks x 2 clips: not one global batch (raised when the loader is built, not later)
+    with pytest.raises(DataError) as e:
+        build_loader(small_cfg(root, lst), "train", rank=0, world_size=2)
+    msg = str(e.value)
+    assert lst in msg and "3 usable training videos" in msg and "TRAIN.BATCH_SIZE 2 x world size 2 = 4" in msg
+    # the test split has no such minimum: rank 1 of 2 simply gets one video
+    ld = build_loader(small_cfg(root, val_list=lst), "test", rank=1, world_size=2)
+    assert [r for b in ld for r in b["index"].tolist()] == [1]
+    ld.close()
+
+    # DATA.STRICT refuses a list with bad videos, naming them
+    mixed = os.path.join(root, "mixed.txt")
+    with open(mixed, "w") as f:
+        f.write(open(lst).read() + bad_lines[1] + "\n")
+    with pytest.raises(DataError, match=r"DATA.STRICT is on and 1 of 4 videos .*mixed.txt.*garbage.webm"):
+        build_loader(small_cfg(root, mixed, **{"DATA.STRICT": True}), "train")
+
+    with pytest.raises(DataError, match="DATA.DECODE_DEVICE must be auto, gpu or cpu, got 'npu'"):
+        resolve_decode_device("npu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DataError, match="DATA.DECODE_DEVICE is 'gpu' but CUDA is not available"):
+            build_loader(small_cfg(root, lst, **{"DATA.DECODE_DEVICE": "gpu"}), "train")
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pyav"])

@@ -1,5 +1,6 @@
 """DALI graphs on the CPU: frame exactness of decoding, crop/flip/normalise geometry against a numpy reference,
-per-clip consistency of augmentation, and the multi-view test layout (incl. H.264 through the PyAV route)."""
+per-clip consistency of augmentation, the multi-view test layout, and the real H.264 / MPEG-4 clips of
+../shared/data/real through the PyAV route, frame by frame against an independent sequential PyAV decode."""
 
 from __future__ import annotations
 
@@ -86,9 +87,10 @@ def test_train_geometry_matches_reference(vp9_data, decoder):
     loader.close()
 
 
-def _run_train_graph(samples, per_frame=False, size=24):
-    """Run the training graph once on hand-made inputs (encoded bytes + frames + aug params)."""
-    names = train_input_names(False)
+def _run_train_graph(samples, per_frame=False, size=24, predecoded=False):
+    """Run the training graph once on hand-made inputs (encoded bytes + frames, or decoded ``video`` when
+    ``predecoded``, + aug params)."""
+    names = train_input_names(predecoded)
     batch = tuple([s[n] for s in samples] for n in names)
     fed = {"done": False}
 
@@ -98,7 +100,7 @@ def _run_train_graph(samples, per_frame=False, size=24):
         fed["done"] = True
         return batch
 
-    pipe = train_pipeline(source, input_size=size, decode_device="cpu", predecoded=False, dtype="float32",
+    pipe = train_pipeline(source, input_size=size, decode_device="cpu", predecoded=predecoded, dtype="float32",
                           per_frame_jitter=per_frame, batch_size=len(samples), num_threads=1, device_id=None)
     pipe.build()
     video, index = pipe.run()
@@ -136,13 +138,25 @@ def test_every_frame_of_a_clip_gets_the_same_augmentation(vp9_clip):
     assert np.abs(out[1:] - out[0]).max() > 0.1
 
 
-def _check_test_views(loader, batch, tol_mean=2.5):
+def _plain_full_decode(path: str) -> np.ndarray:
+    """Every frame in presentation order from one sequential PyAV decode (independent of dali_pipelines)."""
+    import av
+
+    with av.open(path) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def _check_test_views(loader, batch, tol_mean=2.5, independent=False):
+    """Each view of ``batch`` is its clip's frames in its crop. ``independent``: the reference frames come from a
+    plain sequential decode instead of ``decode_frames`` (which the PyAV route itself uses)."""
     s = loader.input_size
     for video, row in zip(batch["video"], batch["index"].tolist()):
         info = loader.index.infos[row]
         clips = multiview_indices(info.num_frames, loader.num_frames, loader.num_clip)
         rois = augment.test_view_rois(info.width, info.height, s, loader.num_crop)
-        decoded = decode_frames(loader.index.entries[row].path, range(info.num_frames))
+        path = loader.index.entries[row].path
+        decoded = _plain_full_decode(path) if independent else decode_frames(path, range(info.num_frames))
+        assert len(decoded) == info.num_frames, (path, len(decoded), info.num_frames)
         got = denormalize(video)  # (V, T, S, S, 3)
         assert got.shape == (loader.num_views, loader.num_frames, s, s, 3)
         for c, (start, end) in enumerate(rois):
@@ -177,7 +191,7 @@ def test_multiview_views_vp9(vp9_data, num_clip, num_crop):
 
 def test_h264_real_clips_through_pyav_route(real_clips_dir, tmp_path):
     """Real H.264 (and MPEG-4) files on the CPU: the loader picks PyAV decoding; every view holds the requested
-    frames, cropped as specified."""
+    frames (numbered by an independent sequential decode), cropped as specified."""
     names = ["clip_32frames_340x256.mp4", "clip_6fps_340x256.mp4", "clip_426x240_29.97fps.mp4",
              "clip_mpeg4_320x240.avi"]
     names = [n for n in names if os.path.exists(real_clips_dir / n)]
@@ -191,7 +205,102 @@ def test_h264_real_clips_through_pyav_route(real_clips_dir, tmp_path):
     assert loader.cpu_decoder == "pyav"
     rows = []
     for batch in loader:
-        _check_test_views(loader, batch, tol_mean=1.0)
+        _check_test_views(loader, batch, tol_mean=1.0, independent=True)
         rows += batch["index"].tolist()
     assert rows == list(range(len(names)))
     loader.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real H.264 / MPEG-4 clips (B-frames, odd sizes and frame rates): frame numbering against an independent reference
+# ----------------------------------------------------------------------------------------------------------------
+REAL_CLIPS = ["clip_32frames_340x256.mp4", "clip_6fps_340x256.mp4", "clip_426x240_29.97fps.mp4",
+              "clip_340x256_30fps.mp4", "k400_arm_wrestling_340x256.mp4", "clip_mpeg4_320x240.avi",
+              "clip_1920x1080_72frames.mp4"]
+
+
+def _sequential_reference(path: str, roi_start, roi_end, size: int) -> np.ndarray:
+    """Every frame of ``path`` in presentation order, from one plain sequential PyAV decode (no seeking, no
+    threading options, nothing from dali_pipelines), each cut to the source window ``[roi_start, roi_end)`` and
+    resized to ``size`` as the graph does: (N, size, size, 3) float32. Resizing frame by frame keeps the memory
+    small even for the 1080p clip."""
+    import av
+
+    with av.open(path) as container:
+        return np.stack([roi_resize_ref(f.to_ndarray(format="rgb24")[None], roi_start, roi_end, size)[0]
+                         for f in container.decode(video=0)])
+
+
+def _assert_requested_frame(view: np.ndarray, want: int, ref: np.ndarray, what) -> None:
+    """``view`` (S, S, 3) is reference frame ``want``: highly correlated with it, best match among all frames."""
+    match, corr = best_match(view, ref)
+    assert corr > 0.97, (what, want, match, corr)
+    if match != want:
+        # Only acceptable when the file itself repeats the picture (a duplicated frame): then the two reference
+        # frames are the same image and no comparison could tell them apart.
+        assert np.abs(ref[match] - ref[want]).mean() < 0.25, (what, "best match", match, "requested", want, corr)
+    assert np.abs(view - ref[want]).mean() < 1.5, (what, want, np.abs(view - ref[want]).mean())
+
+
+def test_real_clips_train_frames_match_sequential_decode(real_clips_dir, tmp_path):
+    """The training loader on real H.264 and MPEG-4 files (CPU: the PyAV route into the DALI graph), augmentation
+    neutralised (no flip, no colour change, full-size crops): every output frame is the requested frame of the
+    video, as numbered by an independent sequential full decode. This checks the presentation-order numbering
+    (B-frames reorder decode and display) and the frame counts of the index, at indices spread over each clip."""
+    names = [n for n in REAL_CLIPS if os.path.exists(real_clips_dir / n)]
+    if not names:
+        pytest.skip("no real clips")
+    lst = tmp_path / "real.txt"
+    lst.write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
+    t, size = 8, 64
+    cfg = small_cfg(str(real_clips_dir), train_list=str(lst), **{
+        "DATA.NUM_FRAMES": t, "DATA.INPUT_SIZE": size, "TRAIN.BATCH_SIZE": 1, "AUG.FLIP": 0.0,
+        "AUG.COLOR_JITTER": 0.0, "AUG.GRAY_SCALE": 0.0, "AUG.CROP_SCALES": [1.0]})
+    loader = build_loader(cfg, "train")
+    assert loader.cpu_decoder == "pyav"
+    seen = []
+    for batch in loader:  # one batch per video; the epoch (hence each sample's draw) is still 0 inside the loop
+        row = int(batch["index"][0])
+        sample = loader._sample(row)  # the frames and crop the loader drew for this row
+        n = loader.index.infos[row].num_frames
+        frames = sample.frames.tolist()
+        assert int(sample.inputs["mirror"]) == 0 and float(sample.inputs["saturation"]) == 1.0
+        assert len(frames) == t and frames[-1] >= (t - 2) * n // t  # spread over the clip, up to its late part
+        path = loader.index.entries[row].path
+        ref = _sequential_reference(path, sample.inputs["roi_start"], sample.inputs["roi_end"], size)
+        assert len(ref) == n, (path, "index counts", n, "a full decode yields", len(ref))
+        video = denormalize(batch["video"][0])  # (T, S, S, 3)
+        for k, want in enumerate(frames):
+            _assert_requested_frame(video[k], want, ref, (os.path.basename(path), k))
+        seen.append(row)
+    assert sorted(seen) == list(range(len(names)))
+    loader.close()
+
+
+def test_real_clips_late_and_unordered_indices_pyav_route(real_clips_dir):
+    """Hand-picked indices (the last frames, out of order, repeated) decoded by the PyAV route and passed through
+    the DALI training graph with an identity augmentation: each is the same-numbered frame of a sequential full
+    decode."""
+    from dali_pipelines.index import probe_video
+
+    names = [n for n in REAL_CLIPS if os.path.exists(real_clips_dir / n)]
+    if not names:
+        pytest.skip("no real clips")
+    size = 64
+    for name in names:
+        path = str(real_clips_dir / name)
+        info = probe_video(path)
+        n = info.num_frames
+        want = [n - 1, 0, n // 2, n - 2, n // 5, 3 * n // 4, 1, n - 1, n - 3]
+        start = np.zeros(2, np.float32)
+        end = np.array([info.height, info.width], np.float32)
+        sample = {"video": decode_frames(path, want, 1), "roi_start": start, "roi_end": end,
+                  "mirror": np.array(0, np.int32), "brightness": np.array(1, np.float32),
+                  "contrast": np.array(1, np.float32), "saturation": np.array(1, np.float32),
+                  "hue": np.array(0, np.float32), "index": np.array(0, np.int32)}
+        (out,) = _run_train_graph([sample], size=size, predecoded=True)
+        video = denormalize(out)
+        ref = _sequential_reference(path, start, end, size)
+        assert len(ref) == n, (name, n, len(ref))
+        for k, w in enumerate(want):
+            _assert_requested_frame(video[k], w, ref, (name, k))

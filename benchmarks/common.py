@@ -29,7 +29,7 @@ __all__ = [
     "Summary", "summarize", "time_repeats", "ProcessTreeMonitor", "wait_until_idle", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
-    "count_frames", "read_list_or_synthetic", "check_figures", "cpu_count",
+    "count_frames", "read_list_or_synthetic", "check_figures", "run_main", "cpu_count",
 ]
 
 
@@ -437,6 +437,33 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], ylabel: 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
+             plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
+    """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and
+    ``--plot`` (``plot_key``'s median with min..max bars for every row that ran), and check the figures.
+
+    Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number, 2 for bad input
+    (a bad --list, option value or video: printed as one line). ``plot_title`` may be a function of the payload.
+    """
+    try:
+        payload = run_benchmark(args)
+    except INPUT_ERRORS as e:
+        return input_error(e)
+    print(report(payload))
+    ran = [r for r in payload["results"] if not r.get("skipped")]
+    if args.json:
+        write_json(args.json, payload)
+    if args.plot and ran:
+        title = plot_title(payload) if callable(plot_title) else plot_title
+        bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,
+                 errors=[(r[plot_key].min, r[plot_key].max) for r in ran])
+    problems = check_figures(ran, required)
+    if problems:
+        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
 
 
 def check_figures(results: Sequence[dict], keys: Sequence[str]) -> list[str]:

@@ -273,23 +273,8 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        payload = run_benchmark(args)
-    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
-        return common.input_error(e)
-    print(report(payload))
-    res = payload["results"]
-    if args.json:
-        common.write_json(args.json, payload)
-    if args.plot:
-        common.bar_plot(args.plot, [r["name"] for r in res], [r["videos_per_s"].median for r in res],
-                        "videos/s (median)", "multi-view evaluation",
-                        errors=[(r["videos_per_s"].min, r["videos_per_s"].max) for r in res])
-    problems = common.check_figures(res, ["videos_per_s"])
-    if problems:
-        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    return 0
+    return common.run_main(args, run_benchmark, report, "videos_per_s", "videos/s (median)",
+                           "multi-view evaluation", ["videos_per_s"])
 
 
 if __name__ == "__main__":

@@ -361,23 +361,9 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        payload = run_benchmark(args)
-    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
-        return common.input_error(e)
-    print(report(payload))
-    ran = [r for r in payload["results"] if not r.get("skipped")]
-    if args.json:
-        common.write_json(args.json, payload)
-    if args.plot and ran:
-        common.bar_plot(args.plot, [r["name"] for r in ran], [r["clips_per_s"].median for r in ran],
-                        "clips/s (median)", f"loader throughput, {payload['input'].get('codec', 'list')}",
-                        errors=[(r["clips_per_s"].min, r["clips_per_s"].max) for r in ran])
-    problems = common.check_figures(ran, ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"])
-    if problems:
-        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    return 0
+    return common.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
+                           lambda p: f"loader throughput, {p['input'].get('codec', 'list')}",
+                           ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"])
 
 
 if __name__ == "__main__":

@@ -307,23 +307,8 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        payload = run_benchmark(args)
-    except common.INPUT_ERRORS as e:  # a bad --list, option value or video: one line, exit code 2
-        return common.input_error(e)
-    print(report(payload))
-    res = [r for r in payload["results"] if not r.get("skipped")]
-    if args.json:
-        common.write_json(args.json, payload)
-    if args.plot and res:
-        common.bar_plot(args.plot, [r["name"] for r in res], [r["clips_per_s"].median for r in res],
-                        "clips/s (median)", f"training step, {args.arch}",
-                        errors=[(r["clips_per_s"].min, r["clips_per_s"].max) for r in res])
-    problems = common.check_figures(res, ["clips_per_s", "tflops"])
-    if problems:
-        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    return 0
+    return common.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
+                           f"training step, {args.arch}", ["clips_per_s", "tflops"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Train or evaluate an EVA video ViT on DALI-decoded clips.
+r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
 
     torchrun --nproc_per_node 8 train.py --cfg configs/k400.yaml --opts TRAIN.LR 1e-6
     python train.py --cfg configs/demo.yaml                       # one process, CPU, synthetic clips
@@ -18,14 +18,17 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from configs import ConfigError, load_config
-from dali_pipelines.filelist import DataListError, read_file_list
+from dali_pipelines.filelist import DataError, DataListError, read_file_list
+from dali_pipelines.pyav_io import BadVideoError
 from engine import distributed, runner
 from engine.checkpointing import CheckpointError
 from engine.train_loop import NonFiniteLossError
 from models import CheckpointError as ModelCheckpointError
 
 # Errors that mean "fix the input": one line, exit code 2, no traceback.
-INPUT_ERRORS = (ConfigError, DataListError, FileNotFoundError, CheckpointError, ModelCheckpointError)
+# DataError (a ValueError): unusable data lists or videos (e.g. DATA.STRICT with a bad file, no readable videos).
+INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFoundError, CheckpointError,
+                ModelCheckpointError)
 
 
 def factories() -> runner.Factories:
@@ -41,7 +44,8 @@ def factories() -> runner.Factories:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", "-cfg", required=True, help="YAML file overriding configs/defaults.py")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs, e.g. TEST.NUM_CLIP 4")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="KEY VALUE pairs, e.g. TEST.NUM_CLIP 4 (other flags may follow them)")
     p.add_argument("--only_test", action="store_true", help="evaluate only (TEST.ONLY_TEST)")
     p.add_argument("--resume", default="", help="checkpoint to resume from (or to evaluate with --only_test)")
     p.add_argument("--output", default=None, help="output directory (OUTPUT)")
@@ -49,6 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="clips per process (TRAIN.BATCH_SIZE)")
     p.add_argument("--accumulation-steps", type=int, default=None, help="TRAIN.ACCUMULATION_STEPS")
     p.add_argument("--dry-run", action="store_true", help="check config and files, print the plan, exit")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--opts" in argv:
+        # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works. (REMAINDER,
+        # not nargs="*": values such as -5e-6 are not negative numbers to argparse and would be taken for flags.)
+        flags = {s for a in p._actions for s in a.option_strings}
+        i = argv.index("--opts")
+        j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
+        argv = argv[:i] + argv[j:] + argv[i:j]
     return p.parse_args(argv)
 
 
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.cfg, config_overrides(args))
         runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=args.resume)  # every missing input named at once
         if args.dry_run:
-            runner.dry_run(cfg, factories())
+            runner.dry_run(cfg, factories(), resume=args.resume)
             return 0
         ctx = distributed.init_from_env()
         run = runner.build_run(cfg, ctx, factories(), resume=args.resume)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MetricLogger", "NvmlSampler", "print_plan", "device_peak_flops", "STEP_KEYS", "EVAL_KEYS"]
+__all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "STEP_KEYS", "EVAL_KEYS"]
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
 STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
@@ -54,8 +54,33 @@ def device_peak_flops(device: torch.device) -> float | None:
     return None
 
 
+def nvml_handle(nvml: Any, device_index: int) -> Any:
+    """NVML's handle of CUDA device ``device_index``.
+
+    NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES, so CUDA index i is generally not NVML index i
+    (e.g. CUDA_VISIBLE_DEVICES=2,3 makes NVML device 2 CUDA device 0). The device is matched by its UUID, then by
+    its PCI address; the bare index is used only when neither is available.
+    """
+    props = torch.cuda.get_device_properties(device_index)
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid:
+        try:  # torch prints the bare UUID; NVML wants it with its "GPU-" prefix
+            return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        except Exception:
+            pass
+    if hasattr(props, "pci_bus_id"):
+        try:
+            bus_id = f"{getattr(props, 'pci_domain_id', 0):08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+            return nvml.nvmlDeviceGetHandleByPciBusId(bus_id)
+        except Exception:
+            pass
+    return nvml.nvmlDeviceGetHandleByIndex(device_index)
+
+
 class NvmlSampler:
-    """Background thread averaging NVML GPU and decoder (NVDEC) utilisation between :meth:`read` calls."""
+    """Background thread averaging NVML GPU and decoder (NVDEC) utilisation between :meth:`read` calls.
+
+    ``device_index`` is the CUDA index (as torch numbers devices); see :func:`nvml_handle`."""
 
     def __init__(self, device_index: int, period_s: float = 0.5) -> None:
         self.available = False
@@ -68,7 +93,7 @@ class NvmlSampler:
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            self._handle = nvml_handle(pynvml, device_index)
         except Exception:  # no driver / no NVIDIA GPU: utilisation stays null
             return
         self.available = True

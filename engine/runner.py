@@ -22,7 +22,7 @@ from .evaluate import read_label_names
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
-from .train_loop import Trainer, TrainOptions, resolve_precision
+from .train_loop import Trainer, TrainOptions, loader_stats, resolve_precision
 
 __all__ = ["Factories", "Run", "check_files", "dry_run", "build_run", "train", "only_test"]
 
@@ -39,16 +39,35 @@ class Factories:
     decode_device: Callable[[str], str]                    # DATA.DECODE_DEVICE -> 'gpu' | 'cpu'
 
 
+def eval_checkpoint(cfg, resume: str = "") -> str:
+    """The checkpoint an evaluate-only run scores: ``resume``, else the newest one in OUTPUT ("" when none)."""
+    if resume:
+        return resume
+    found = Checkpointer(cfg.OUTPUT, writer=False).candidates()
+    return found[0] if found else ""
+
+
 def check_files(cfg, only_test: bool, resume: str = "") -> None:
-    """Fail with one message naming every missing input file (lists, labels, weights, class mapping)."""
+    """Fail with one message naming every missing input file (lists, labels, weights, class mapping).
+
+    Evaluate-only without ``--resume`` scores the newest checkpoint in OUTPUT, else MODEL.PRETRAINED; with
+    neither it fails (random weights are never evaluated silently). Evaluating a checkpoint does not need
+    MODEL.CLASS_MAPPING: the mapping is only used when the checkpoint's head is larger than the model's.
+    """
     wanted = [("DATA.VAL_FILE", cfg.DATA.VAL_FILE)]
+    checkpoint = eval_checkpoint(cfg, resume) if only_test else ""
     if not only_test:
         wanted.insert(0, ("DATA.TRAIN_FILE", cfg.DATA.TRAIN_FILE))
         wanted.append(("MODEL.PRETRAINED", cfg.MODEL.PRETRAINED))
-    elif not resume:
+    elif not checkpoint:
+        if not cfg.MODEL.PRETRAINED:
+            raise ConfigError(f"--only_test: nothing to evaluate: no --resume given, no checkpoint (ckpt_*.pth) in "
+                              f"OUTPUT = {cfg.OUTPUT}, and MODEL.PRETRAINED is empty")
         wanted.append(("MODEL.PRETRAINED", cfg.MODEL.PRETRAINED))
-    wanted += [("DATA.LABEL_LIST", cfg.DATA.LABEL_LIST), ("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING),
-               ("--resume", resume)]
+    wanted.append(("DATA.LABEL_LIST", cfg.DATA.LABEL_LIST))
+    if not checkpoint:
+        wanted.append(("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING))
+    wanted.append(("--resume", resume))
     missing = [f"{key} = {path}" for key, path in wanted if path and not os.path.isfile(path)]
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
@@ -56,7 +75,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
         raise FileNotFoundError("missing input files: " + "; ".join(missing))
 
 
-def dry_run(cfg, factories: Factories) -> dict[str, Any]:
+def dry_run(cfg, factories: Factories, resume: str = "") -> dict[str, Any]:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
     only_test = cfg.TEST.ONLY_TEST
     val = factories.read_file_list(cfg.DATA.VAL_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
@@ -81,6 +100,10 @@ def dry_run(cfg, factories: Factories) -> dict[str, Any]:
         "data decode device": factories.decode_device(cfg.DATA.DECODE_DEVICE),
         "output": cfg.OUTPUT,
     }
+    if only_test:  # no training: leave out the rows that would read 0
+        for key in ("global batch (B x ACC x world)", "train videos (listed)", "iterations per epoch", "epochs"):
+            del plan[key]
+        plan["evaluates"] = eval_checkpoint(cfg, resume) or f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}"
     print_plan(plan)
     return plan
 
@@ -114,12 +137,18 @@ def _test_cfg(cfg, num_clip: int, num_crop: int):
 def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> Run:
     """Seed, loggers, loaders and the model (with pretrained weights unless evaluating a given checkpoint)."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
+    resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # a precision the device cannot run fails before indexing
+    if ctx.device.type == "cpu":
+        # AdamW's second moments of small weights decay into the denormal range, where x86 float arithmetic is
+        # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
+        # that matters for training (GPU kernels flush denormals in their fast paths too).
+        torch.set_flush_denormal(True)
     metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
     metrics.write_config(cfg.dump())
     only_test = cfg.TEST.ONLY_TEST
-    if only_test and resume and cfg.MODEL.PRETRAINED:
+    if only_test and eval_checkpoint(cfg, resume) and cfg.MODEL.PRETRAINED:
         # Evaluating a checkpoint: the initial weights would be overwritten anyway (the original loaded both).
         cfg = cfg.clone()
         cfg.defrost()
@@ -129,9 +158,12 @@ def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> 
                                                                  ctx.device_id)
     val_loader = factories.build_loader(cfg, "test" if only_test else "val", ctx.rank, ctx.world_size,
                                         ctx.device_id)
-    model = factories.build_model(cfg).to(ctx.device)
-    if cfg.TRAIN.USE_CHECKPOINT and hasattr(model, "set_grad_checkpointing"):
-        model.set_grad_checkpointing(True)
+    # Parameters are created on the device directly: no host copy of a ~1 B parameter model per rank.
+    model = factories.build_model(cfg, device=ctx.device)
+    if cfg.MODEL.STOP_GRAD_CONV1 and hasattr(model, "patch_embed"):
+        # The model detaches the patch embedding's output, so its parameters never get a gradient; DDP (with
+        # find_unused_parameters=False) would fail on them, and the optimizer need not hold them.
+        model.patch_embed.requires_grad_(False)
     metrics.flops_per_clip = factories.forward_flops(model)
     n_params = sum(p.numel() for p in model.parameters())
     metrics.info(f"model {cfg.MODEL.ARCH}: {n_params / 1e6:.2f} M parameters, "
@@ -141,17 +173,22 @@ def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> 
                extras={"cfg": cfg, "factories": factories, "loaders": []})
 
 
+def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:
+    """A loader's data-failure counters (over all ranks) for the end-of-run summary, without the path list."""
+    return {k: v for k, v in loader_stats(loader, ctx, prefix).items() if not k.endswith("skipped")}
+
+
 def _class_names(cfg) -> dict[int, str] | None:
     return read_label_names(cfg.DATA.LABEL_LIST) if cfg.DATA.LABEL_LIST else None
 
 
 def only_test(run: Run, cfg, resume: str = "") -> dict[str, Any]:
-    """Evaluate ``resume`` (ours or an original/released checkpoint: weights only) or the newest checkpoint in
-    OUTPUT, or the initial weights when there is neither."""
+    """Evaluate ``resume`` (ours or an original/released checkpoint: weights only), else the newest usable
+    checkpoint in OUTPUT, else MODEL.PRETRAINED (``check_files`` refuses a run with none of them)."""
     factories: Factories = run.extras["factories"]
     path = resume
-    if not path and cfg.TRAIN.AUTO_RESUME:
-        found = Checkpointer(cfg.OUTPUT, warn=run.metrics.warn).find_latest()
+    if not path:  # the newest usable checkpoint of OUTPUT (damaged ones are named and skipped)
+        found = Checkpointer(cfg.OUTPUT, writer=False, warn=run.metrics.warn).find_latest()
         path = found[0] if found else ""
     if path:
         missing, _ = factories.load_weights(run.model, path, "eva_k722", cfg.MODEL.CLASS_MAPPING or None)
@@ -161,12 +198,16 @@ def only_test(run: Run, cfg, resume: str = "") -> dict[str, Any]:
                                   + (" (set MODEL.CLASS_MAPPING for a larger head)" if "head.weight" in missing
                                      else ""))
         run.metrics.info(f"evaluating {path}")
-    else:
+    elif cfg.MODEL.PRETRAINED:
+        run.metrics.info(f"no checkpoint given or in {cfg.OUTPUT}: evaluating MODEL.PRETRAINED = "
+                         f"{cfg.MODEL.PRETRAINED}")
+    else:  # check_files refuses this case; kept for callers that skip it
         run.metrics.warn("no checkpoint given or found: evaluating the initial weights")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
     trainer = _eval_only_trainer(run, cfg, amp_dtype)
     result = trainer.run_eval(run.val_loader, "test", epoch=None)
-    run.metrics.summary({"evaluated": path or "initial weights"})
+    run.metrics.summary({"evaluated": path or cfg.MODEL.PRETRAINED or "initial weights",
+                         **_data_counts(run.val_loader, run.ctx, "test_")})
     return result
 
 
@@ -227,5 +268,6 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
                  f"precision {amp_dtype or 'fp32'}; logged loss = true mean loss per clip (not / ACC)")
     result = trainer.fit()
     metrics.summary({"best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
-                     "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT})
+                     "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT,
+                     **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
     return result

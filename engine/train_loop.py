@@ -7,7 +7,7 @@ nothing of the config; ``train.py`` builds it. ``train_one_epoch`` is the loop o
 from __future__ import annotations
 
 import contextlib
-import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
@@ -15,13 +15,16 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from configs import ConfigError
+
 from . import distributed as dist_utils
 from .checkpointing import Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng
-from .distributed import DistContext, unwrap
+from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate, write_predictions
 from .metrics import MetricLogger
 
-__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision"]
+__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
+           "loader_stats"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -35,13 +38,20 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for fp32, whether a GradScaler is needed) for TRAIN.PRECISION on ``device``."""
+    """(autocast dtype or None for fp32, whether a GradScaler is needed) for TRAIN.PRECISION on ``device``.
+
+    Raises:
+        ConfigError: fp16 on a CPU (no loss scaler there; CPU fp16 autocast is also slow): use bf16 or fp32.
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"TRAIN.PRECISION = 'fp16' needs a CUDA device (loss scaling); this run is on "
+                          f"{device.type}: use 'bf16', 'fp32' or 'auto'")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     if precision == "bf16":
         return torch.bfloat16, False
     if precision == "fp16":
-        return torch.float16, device.type == "cuda"
+        return torch.float16, True
     return None, False
 
 
@@ -131,13 +141,17 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             continue
 
         # ---- optimizer step ----
-        step_loss = (loss_sum / acc).item()  # host sync, once per optimizer step (needed for the NaN check)
-        bad = torch.tensor(float(not math.isfinite(step_loss)), device=device)
-        # Gradients are all-reduced, so a NaN on one rank poisons every rank: all must agree to stop or skip.
-        skipped = bool(dist_utils.all_reduce_sum(bad, ctx).item() > 0)
+        # One all-reduce of (loss, non-finite flag): the logged loss is the mean over all ranks' clips, and since
+        # gradients are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip.
+        local = loss_sum / acc
+        finite = torch.isfinite(local)
+        packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float()])
+        loss_total, n_bad = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
+        skipped = n_bad > 0
+        step_loss = float("nan") if skipped else loss_total / ctx.world_size
         if skipped:
             if not opts.skip_nonfinite:
-                raise NonFiniteLossError(state.global_step + 1, state.epoch, step_loss, state.last_checkpoint)
+                raise NonFiniteLossError(state.global_step + 1, state.epoch, local.item(), state.last_checkpoint)
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
         else:
@@ -171,6 +185,36 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         pass
     metrics.end_epoch(state.global_step, state.epoch)
     return {"loss": epoch_loss / epoch_steps if epoch_steps else float("nan"), "steps": epoch_steps}
+
+
+# Loader counters that describe the (shared) list rather than one rank's work: not summed over ranks.
+_PER_LIST_STATS = ("bad_at_index", "listed_videos")
+
+
+def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, Any]:
+    """The loader's data-failure counters over all ranks, keys prefixed with ``prefix``.
+
+    From ``loader.stats`` (counted since the loader was built): ``skipped_videos`` (quarantined while decoding),
+    ``substituted`` (training samples replaced), ``rebuilds`` (decoder pipelines rebuilt) summed over ranks;
+    ``bad_at_index`` (left out when the list was indexed) and ``listed_videos`` (rows in the list) as one rank
+    sees them; ``skipped``: up to 20 "path: reason" strings. Empty for a loader without stats. Every rank must
+    call it (it gathers).
+    """
+    stats = getattr(loader, "stats", None)
+    stats = stats if isinstance(stats, dict) else {}
+    local = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    entries = getattr(getattr(loader, "index", None), "entries", None)
+    if entries is not None:
+        local["listed_videos"] = len(entries)
+    parts = all_gather_objects({"counts": local, "skipped": [str(x) for x in stats.get("skipped", [])][:20]}, ctx)
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part["counts"].items():
+            out[k] = max(out.get(k, v), v) if k in _PER_LIST_STATS else out.get(k, 0) + v
+    skipped = [x for part in parts for x in part["skipped"]][:20]
+    if out or skipped:
+        out["skipped"] = skipped
+    return {prefix + k: v for k, v in out.items()}
 
 
 @dataclass
@@ -246,16 +290,27 @@ class Trainer:
             if hasattr(self.state, k):
                 setattr(self.state, k, v)
         self.state.last_checkpoint = path
-        same_world = ckpt.get("world_size") == self.ctx.world_size
+        saved_world = ckpt.get("world_size")
+        same_world = saved_world == self.ctx.world_size
         r = self.ctx.rank if same_world else 0
         if ckpt["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
             self._loader_state = None
+        elif not same_world:
+            # The saved loader position is a place in the old world size's per-rank schedule, which this run's
+            # schedule does not have: the interrupted epoch is trained again from its first step.
+            self.state.epoch, self.state.step_in_epoch = ckpt["epoch"], 0
+            self._loader_state = None
+            self.metrics.warn(f"checkpoint {path} was saved mid-epoch with {saved_world} process(es) and this run "
+                              f"has {self.ctx.world_size}: epoch {self.state.epoch + 1} restarts from its first step")
         else:
             loaders = ckpt.get("loader")
             if not loaders:
                 raise CheckpointError(f"checkpoint {path} is mid-epoch but holds no loader position")
             self._loader_state = loaders[r]
+        if not same_world:
+            # Steps per epoch depend on the world size: put the LR schedule at this epoch's start in this run.
+            self.state.global_step = self.state.epoch * self.opts.steps_per_epoch
         if ckpt.get("rng") and same_world:
             restore_rng(ckpt["rng"][r])
         elif ckpt.get("rng"):
@@ -266,7 +321,13 @@ class Trainer:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output
         directory. Returns whether a checkpoint was loaded. Never starts from scratch after a failed load."""
         if path:
-            ckpt = load_checkpoint(path)  # CheckpointError names the file
+            try:
+                ckpt = load_checkpoint(path)  # CheckpointError names the file
+            except CheckpointError as e:
+                if not os.path.isfile(path):
+                    raise
+                raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
+                                      "use --pretrained for weights-only (e.g. released) files") from e
         elif auto:
             found = self.checkpointer.find_latest()
             if found is None:
@@ -288,6 +349,16 @@ class Trainer:
         preds = result.pop("predictions")
         if result["duplicates"]:
             self.metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
+        stats = loader_stats(loader, self.ctx)
+        skipped = stats.pop("skipped", [])
+        result.update(stats)
+        listed = stats.get("listed_videos")
+        if listed is not None and result["num_videos"] < listed:
+            self.metrics.warn(
+                f"{split}: evaluated {result['num_videos']} of {listed} listed videos "
+                f"({stats.get('bad_at_index', 0)} bad when the list was indexed, {stats.get('skipped_videos', 0)} "
+                "failed while decoding); the accuracy covers the evaluated ones only"
+                + (": " + "; ".join(skipped[:5]) if skipped else ""))
         if self.ctx.is_main:
             entries = getattr(getattr(loader, "index", None), "entries", None) or []
             paths = {e.row: e.rel_path for e in entries}

@@ -95,3 +95,45 @@ def test_rng_round_trip(tmp_path):
     restore_rng(torch.load(path, weights_only=True)["rng"])
     got = (random.random(), np.random.rand(), torch.rand(2))
     assert got[0] == expect[0] and got[1] == expect[1] and torch.equal(got[2], expect[2])
+
+
+def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path):
+    """A mid-epoch loader position is per rank of the saving run's world size; another world size restarts the
+    interrupted epoch (and puts the LR schedule at its start) instead of failing inside the loader."""
+    from torch import nn
+
+    from engine.distributed import DistContext
+    from engine.metrics import MetricLogger
+    from engine.train_loop import Trainer, TrainOptions
+
+    class Loader:  # the position part of a loader: what Trainer.state_dict saves
+        def state_dict(self):
+            return {"epoch": 1, "position": 4, "world_size": 2}
+
+    def trainer(out: str) -> Trainer:
+        model = nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        metrics = MetricLogger(out, tensorboard=False, progress_bar=False)
+        return Trainer(model=model, optimizer=opt, scheduler=sched, criterion=nn.CrossEntropyLoss(),
+                       train_loader=Loader(), val_loader=None, checkpointer=Checkpointer(out), metrics=metrics,
+                       ctx=DistContext(world_size=1), opts=TrainOptions(epochs=3, steps_per_epoch=5))
+
+    saver = trainer(str(tmp_path / "a"))
+    saver.state.epoch, saver.state.global_step, saver.state.step_in_epoch = 1, 6, 2
+    ckpt = saver.state_dict(epoch_complete=False)
+    ckpt["world_size"], ckpt["loader"] = 2, [Loader().state_dict()] * 2  # as written by a 2-process run
+    resumed = trainer(str(tmp_path / "b"))
+    resumed.load_state_dict(ckpt, "ckpt_step_6.pth")
+    st = resumed.state
+    assert (st.epoch, st.step_in_epoch, st.global_step) == (1, 0, 5)  # epoch 2 from its first step: 1 x 5 steps
+    assert resumed._loader_state is None  # the old position is not applied to this run's loader
+    resumed.metrics.close()
+    log = (tmp_path / "b" / "log_rank0.txt").read_text()
+    assert "saved mid-epoch with 2 process(es) and this run has 1: epoch 2 restarts from its first step" in log
+    # the same world size keeps the exact position
+    ckpt["world_size"] = 1
+    same = trainer(str(tmp_path / "c"))
+    same.load_state_dict(ckpt, "ckpt_step_6.pth")
+    assert (same.state.step_in_epoch, same.state.global_step) == (2, 6) and same._loader_state["position"] == 4
+    same.metrics.close()

@@ -121,8 +121,10 @@ def reference(dataset, tmp_path_factory):
 
 
 # 16 train clips, B 2 x ACC 2 -> 4 optimizer steps per epoch, 3 epochs; a checkpoint every 2 steps mid-epoch
-# and after epochs 2 and 3 (SAVE_FREQ 2): steps 2, 6, 8 (epoch 1 end), 10, 12 (epoch 2 end).
+# and after epochs 2 and 3 (SAVE_FREQ 2): steps 2, 6, 8 (epoch 1 end), 10, 12 (epoch 2 end). EMA (with a decay
+# small enough that its weights differ from the model's) and gradient clipping are on, so both must resume exactly.
 RESUME_OPTS = {"TRAIN.BATCH_SIZE": 2, "TRAIN.ACCUMULATION_STEPS": 2, "TRAIN.EPOCHS": 3, "SAVE_STEPS": 2,
+               "TRAIN.EMA": True, "TRAIN.EMA_DECAY": 0.7, "TRAIN.CLIP_GRAD": 0.5,
                "MODEL.DROP_PATH_RATE": 0.2, "AUG.MIXUP": 0.8, "AUG.CUTMIX": 1.0, "TEST.EVAL_FREQ": 2,
                "TEST.FINAL_NUM_CLIP": 0, "KEEP_LAST": 3, "TRAIN.AUTO_RESUME": True, "SAVE_FREQ": 2}
 
@@ -141,6 +143,11 @@ def test_full_run_outputs(reference, dataset):
     assert [e["epoch"] for e in evals] == [1, 2]  # EVAL_FREQ 2 + the last epoch
     for e in evals:
         assert all(k in e for k in EVAL_KEYS) and e["num_videos"] == 8 and e["views"] == 1
+        # the loader's failure counters reach the eval line
+        assert (e["listed_videos"], e["bad_at_index"], e["skipped_videos"], e["rebuilds"]) == (8, 0, 0, 0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
+    assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0
     names = sorted(os.listdir(out))
     assert {"ckpt_epoch_2.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
             "per_class_val.csv"} <= set(names), names
@@ -153,11 +160,17 @@ def test_full_run_outputs(reference, dataset):
 
 def test_multiview_final_test(dataset, tmp_path):
     out = tmp_path / "out"
-    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0}))
+    # the val list names a 9th video that is not readable: it is left out, counted and warned about
+    (tmp_path / "broken.webm").write_bytes(b"\x1aE\xdf\xa3 not a video")
+    val = tmp_path / "val.txt"
+    val.write_text((dataset / "val.txt").read_text() + f"{tmp_path / 'broken.webm'} 0\n")
+    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val}))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     evals = [d for d in _lines(out) if d["kind"] == "eval"]
     assert len(evals) == 1 and evals[0]["split"] == "test" and evals[0]["views"] == 6
     assert evals[0]["num_videos"] == 8
+    assert (evals[0]["listed_videos"], evals[0]["bad_at_index"]) == (9, 1)
+    assert "test: evaluated 8 of 9 listed videos (1 bad when the list was indexed" in r.stdout
     assert (out / "ckpt_epoch_0.pth").exists()
 
 
@@ -182,15 +195,31 @@ def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, res
     ref_eval = [d["top1"] for d in _lines(ref_out) if d["kind"] == "eval"]
     got_eval = [d["top1"] for d in _lines(out) if d["kind"] == "eval"]
     assert got_eval[-1] == ref_eval[-1]
+    # the EMA weights (what is evaluated) continue exactly too
+    import torch
+
+    ref_ck, got_ck = (torch.load(d / "ckpt_epoch_2.pth", weights_only=True) for d in (ref_out, out))
+    assert ref_ck["ema"] is not None and ref_ck["ema"].keys() == got_ck["ema"].keys()
+    for k, v in ref_ck["ema"].items():
+        torch.testing.assert_close(got_ck["ema"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+        assert k != "head.weight" or not torch.allclose(v, ref_ck["model"][k])  # EMA is not the model
 
 
 def test_two_processes_gloo(dataset, tmp_path):
     out = tmp_path / "out"
-    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0}), nproc=2)
+    # Accumulation (no_sync on the first micro-batch) and a frozen patch embedding (STOP_GRAD_CONV1: parameters
+    # without gradients, which DDP refuses unless they are frozen) under DDP.
+    opts = {"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2, "TRAIN.ACCUMULATION_STEPS": 2,
+            "MODEL.STOP_GRAD_CONV1": True}
+    r = _run(tmp_path, _opts(dataset, out, **opts), nproc=2)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = _lines(out)
     train = [d for d in lines if d["kind"] == "train"]
-    assert [d["step"] for d in train] == [1, 2]  # 16 clips / (4 per rank x 2 ranks)
+    assert [d["step"] for d in train] == [1, 2]  # 16 clips / (2 per rank x ACC 2 x 2 ranks)
+    # the logged loss is the mean over both ranks' clips: both ranks log the same value (each trains other clips)
+    logged = [[ln.split("loss ")[1].split()[0] for ln in (out / f"log_rank{r}.txt").read_text().splitlines()
+               if " step " in ln and "loss " in ln] for r in (0, 1)]
+    assert len(logged[0]) == 2 and logged[0] == logged[1]
     evals = [d for d in lines if d["kind"] == "eval"]
     assert evals[0]["num_videos"] == 8 and evals[0]["duplicates"] == 0
     rows = [line.split(",")[0] for line in (out / "predictions_val.csv").read_text().splitlines()[1:]]

@@ -110,7 +110,9 @@ def _eval_line(out: Path) -> dict:
 @pytest.mark.parametrize("fmt", ["original", "ours"])
 def test_only_test_evaluates_checkpoint(tmp_path, dataset, capsys, fmt):
     out = tmp_path / "out"
-    opts = _opts(dataset, out, "TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "3")
+    # a class-mapping file that does not exist: evaluating a same-size checkpoint never reads it
+    opts = _opts(dataset, out, "TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "3", "MODEL.CLASS_MAPPING",
+                 str(tmp_path / "absent.npy"))
     cfg = load_config(DEMO, opts)
     sd = _constant_head_weights(cfg, cls=2, num_classes=4)
     ckpt = tmp_path / "ckpt.pth"
@@ -141,3 +143,88 @@ def test_only_test_wrong_head_is_exit_2(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--opts", *opts])
     err = capsys.readouterr()
     assert rc == 2 and str(ckpt) in err.out + err.err
+
+
+def test_opts_may_be_followed_by_flags():
+    args = train.parse_args(["--cfg", DEMO, "--opts", "TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6", "--dry-run",
+                             "--batch-size", "2"])
+    assert args.dry_run and args.batch_size == 2
+    assert args.opts == ["TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6"]  # -5e-6 is a value, not a flag
+
+
+def test_help_keeps_the_continuation_line(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "eva_video_k400.pth \\\n        --opts TEST.NUM_CLIP 4" in out
+
+
+def test_only_test_without_anything_to_evaluate_is_exit_2(tmp_path, dataset, capsys):
+    out = tmp_path / "empty_out"
+    rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *_opts(dataset, out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nothing to evaluate" in err and str(out) in err and len(err.strip().splitlines()) == 1
+
+
+def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):
+    out = tmp_path / "out"
+    opts = _opts(dataset, out)
+    cfg = load_config(DEMO, opts)
+    for step, cls in ((4, 1), (8, 3)):  # the newer checkpoint (step 8) predicts class 3 for every clip
+        save_atomic({"model": _constant_head_weights(cfg, cls=cls, num_classes=4), "optimizer": {},
+                     "scheduler": {}, "epoch": step // 4 - 1, "global_step": step, "epoch_complete": True,
+                     "config": cfg.dump()}, str(out / f"ckpt_epoch_{step // 4 - 1}.pth"))
+    rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *opts])
+    captured = capsys.readouterr()
+    assert rc == 0, captured
+    assert f"evaluating {out / 'ckpt_epoch_1.pth'}" in captured.out
+    rows = (out / "predictions_test.csv").read_text().splitlines()[1:]
+    assert len(rows) == 8 and all(r.split(",")[5] == "3" for r in rows)  # top-1 class of every video
+    line = _eval_line(out)
+    assert (line["listed_videos"], line["skipped_videos"], line["bad_at_index"]) == (8, 0, 0)
+
+
+def test_eval_only_dry_run_plan_and_no_class_mapping_needed(tmp_path, dataset, capsys):
+    ckpt = tmp_path / "released.pth"
+    torch.save({"model": {}}, ckpt)
+    rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--dry-run", "--opts",
+                     *_opts(dataset, tmp_path / "o", "MODEL.CLASS_MAPPING", str(tmp_path / "absent.npy"))])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "val videos (listed)" in captured.out
+    for row in ("train videos", "iterations per epoch", "epochs", "global batch"):
+        assert row not in captured.out, row
+    assert str(ckpt) in captured.out
+    # training still needs the mapping file it names
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts",
+                     *_opts(dataset, tmp_path / "o", "MODEL.CLASS_MAPPING", str(tmp_path / "absent.npy"))])
+    assert rc == 2 and "MODEL.CLASS_MAPPING" in capsys.readouterr().err
+
+
+def test_fp16_on_cpu_is_rejected(tmp_path, dataset, capsys):
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "o", "TRAIN.PRECISION", "fp16")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "TRAIN.PRECISION = 'fp16' needs a CUDA device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_weights_only_file_points_to_pretrained(tmp_path, dataset, capsys):
+    cfg = load_config(DEMO, _opts(dataset, tmp_path))
+    ckpt = tmp_path / "weights.pth"
+    torch.save({"model": _constant_head_weights(cfg, 0, num_classes=4)}, ckpt)
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), "--opts",
+                     *_opts(dataset, tmp_path / "o", "TRAIN.BATCH_SIZE", "4")])
+    captured = capsys.readouterr()
+    assert rc == 2 and "use --pretrained for weights-only" in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_strict_list_with_a_bad_video_is_exit_2(tmp_path, dataset, capsys):
+    bad = tmp_path / "broken.webm"
+    bad.write_bytes(b"not a video")
+    lst = tmp_path / "train.txt"
+    lst.write_text((dataset / "train.txt").read_text() + f"{bad} 1\n")
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "o", "DATA.TRAIN_FILE", str(lst),
+                                                     "DATA.STRICT", "True")])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # (the indexing progress bar writes to stderr before it)
+    assert rc == 2 and last.startswith("error: ") and "broken.webm" in last and "Traceback" not in err, err

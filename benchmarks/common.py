@@ -285,9 +285,11 @@ class NvmlSampler:
         self._thread: threading.Thread | None = None
         try:
             import pynvml
+
+            from engine.metrics import nvml_handle  # CUDA index -> NVML handle, honouring CUDA_VISIBLE_DEVICES
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._h = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            self._h = nvml_handle(pynvml, device_index)
             self.available = True
         except Exception:  # no driver / no GPU / no pynvml: the benchmark still runs, NVML columns stay empty
             self._nvml = None

@@ -21,7 +21,7 @@ from .augment import MEAN, STD
 
 __all__ = [
     "train_input_names", "test_input_names", "train_pipeline", "test_pipeline", "build_decode_pipeline",
-    "decode_with_dali",
+    "decode_with_dali", "one_batch_source",
 ]
 
 _DTYPES = {"float16": types.FLOAT16, "float32": types.FLOAT}
@@ -133,6 +133,19 @@ def test_pipeline(source, *, input_size: int, num_crop: int, decode_device: str,
     return video, x["index"]
 
 
+def one_batch_source(batch):
+    """An ``external_source`` callback that hands over ``batch`` once and then ends the epoch."""
+    fed = {"done": False}
+
+    def source():
+        if fed["done"]:
+            raise StopIteration
+        fed["done"] = True
+        return batch
+
+    return source
+
+
 @pipeline_def
 def _decode_only_pipeline(source, *, decode_device: str):
     enc, frames = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32],
@@ -146,15 +159,8 @@ def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]]
     tests and for probing which video broke a pipeline. ``device``: 'cpu' or 'mixed'."""
     if len(paths) != len(indices):
         raise ValueError(f"{len(paths)} paths but {len(indices)} index lists")
-    batch = ([np.fromfile(p, dtype=np.uint8) for p in paths], [np.asarray(i, dtype=np.int32) for i in indices])
-    fed = {"done": False}
-
-    def source():
-        if fed["done"]:
-            raise StopIteration
-        fed["done"] = True
-        return batch
-
+    source = one_batch_source(([np.fromfile(p, dtype=np.uint8) for p in paths],
+                               [np.asarray(i, dtype=np.int32) for i in indices]))
     if device == "mixed" and device_id is None:
         device_id = 0
     pipe = _decode_only_pipeline(source, decode_device=device, batch_size=max(1, len(paths)),

@@ -11,7 +11,7 @@ import pytest
 
 from dali_pipelines import augment
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pipelines import decode_with_dali, train_input_names, train_pipeline
+from dali_pipelines.pipelines import decode_with_dali, one_batch_source, train_input_names, train_pipeline
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.synthetic import write_video
@@ -91,15 +91,7 @@ def _run_train_graph(samples, per_frame=False, size=24, predecoded=False):
     """Run the training graph once on hand-made inputs (encoded bytes + frames, or decoded ``video`` when
     ``predecoded``, + aug params)."""
     names = train_input_names(predecoded)
-    batch = tuple([s[n] for s in samples] for n in names)
-    fed = {"done": False}
-
-    def source():
-        if fed["done"]:
-            raise StopIteration
-        fed["done"] = True
-        return batch
-
+    source = one_batch_source(tuple([s[n] for s in samples] for n in names))
     pipe = train_pipeline(source, input_size=size, decode_device="cpu", predecoded=predecoded, dtype="float32",
                           per_frame_jitter=per_frame, batch_size=len(samples), num_threads=1, device_id=None)
     pipe.build()

@@ -29,7 +29,7 @@ __all__ = [
     "Summary", "summarize", "time_repeats", "ProcessTreeMonitor", "wait_until_idle", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
-    "count_frames", "read_list_or_synthetic", "check_figures", "run_main", "cpu_count",
+    "count_frames", "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
 ]
 
 
@@ -439,6 +439,13 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], ylabel: 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def require_positive(parser, args, names: Sequence[str]) -> None:
+    """``parser.error`` (one line, exit 2) for the first of ``args.<name>`` that is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,

@@ -214,9 +214,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
-    for name in ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip", "num_clips", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",
+                                       "num_clips", "threads"))
     if args.quick:
         args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
         args.num_clips = min(args.num_clips, 4)

@@ -218,9 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.codec is None:
         args.codec = "h264" if common.cuda_available() else "vp9"
-    for name in ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip", "num_clips"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",
+                                       "num_clips"))
     if args.quick:
         args.num_clips = min(args.num_clips, 4)
         args.frames = min(args.frames, 64)

@@ -193,9 +193,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
-    for name in ("batch", "steps", "repeats", "frames", "input_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size"))
     if args.quick:
         args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
         args.frames, args.input_size, args.batch = min(args.frames, 4), min(args.input_size, 64), min(args.batch, 2)

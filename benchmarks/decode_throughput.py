@@ -358,7 +358,8 @@ def report(payload: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     return common.run_main(args, run_benchmark, report, "frames_per_s", "delivered frames/s (median)",
-                           lambda p: f"decode throughput, {p['input'].get('codec', 'list')}", ["clips_per_s", "frames_per_s"])
+                           lambda p: f"decode throughput, {p['input'].get('codec', 'list')}",
+                           ["clips_per_s", "frames_per_s"])
 
 
 if __name__ == "__main__":

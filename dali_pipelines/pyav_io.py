@@ -13,7 +13,7 @@ import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import BinaryIO, Iterable, Union
+from typing import Any, BinaryIO, Iterable, Union
 
 import av
 import numpy as np
@@ -63,13 +63,24 @@ def _video_stream(container: av.container.InputContainer, name: str) -> av.video
     return container.streams.video[0]
 
 
-def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0) -> np.ndarray:
-    """Decode the frames ``indices`` of a video into RGB.
+def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
+                  stats: dict[str, Any] | None = None) -> np.ndarray:
+    """Decode the frames ``indices`` of a video into RGB, skipping the GOPs that hold no requested frame.
+
+    The file is demuxed once (no decoding) to learn every packet's timestamp and keyframe flag; the decoder is then
+    fed only the runs of packets that start at a *clean cut* (a keyframe that resets the decoder, see
+    :func:`_clean_cuts`) at or before each requested frame, and frames are identified by their timestamps. Every
+    run is checked to come out of the decoder as the consecutive presentation-order frames it was planned to hold;
+    if anything deviates (missing/duplicate timestamps, a decode error, an unexpected frame), the whole request is
+    redone by the plain sequential decode from frame 0, so the result is always what that decode returns.
 
     Args:
         path: file path, or the encoded bytes of a whole file.
         indices: presentation-order frame numbers; any order, duplicates allowed.
         threads: decoder threads; 0 lets FFmpeg choose (frame + slice threading, ``thread_type='AUTO'``).
+        stats: optional dict, filled with how the request was served: ``mode`` ('seek': runs of packets;
+            'sequential': one decode from frame 0), ``runs`` (decoder (re)starts), ``packets`` (packets fed to the
+            decoder; -1 when not counted) and ``frames`` (frames the decoder produced).
 
     Returns:
         uint8 array ``(len(indices), H, W, 3)``, RGB, row ``k`` is frame ``indices[k]``.
@@ -83,21 +94,46 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0) -
     if idx.size and idx.min() < 0:
         raise ValueError(f"{_name(path)}: negative frame index {int(idx.min())} requested")
     name = _name(path)
+    start_pos = path.tell() if hasattr(path, "tell") and hasattr(path, "seek") else None
+    wanted = sorted(set(idx.tolist()))
+    decoded: dict[int, np.ndarray] | None = None
     container = _open(path)
     try:
         stream = _video_stream(container, name)
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.codec_context.thread_count = threads
+        _configure(stream, threads)
         if idx.size == 0:
             return np.zeros((0, stream.height, stream.width, 3), np.uint8)
-        wanted = set(idx.tolist())
-        last = int(idx.max())
-        decoded: dict[int, np.ndarray] = {}
-        n = 0
+        plan = _plan_runs(container, stream, wanted)
+        if plan is not None:
+            decoded = _decode_runs(stream, plan, wanted, stats)
+    finally:
+        container.close()
+    if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode from frame 0
+        if start_pos is not None:
+            path.seek(start_pos)  # type: ignore[union-attr]
+        decoded = _decode_sequential(path, name, wanted, threads, stats)
+    return np.stack([decoded[i] for i in idx.tolist()])
+
+
+def _configure(stream: av.video.stream.VideoStream, threads: int) -> None:
+    stream.thread_type = "AUTO"
+    if threads:
+        stream.codec_context.thread_count = threads
+
+
+def _decode_sequential(path: VideoSource, name: str, wanted: list[int], threads: int,
+                       stats: dict[str, Any] | None) -> dict[int, np.ndarray]:
+    """Decode forward from frame 0 up to ``max(wanted)``, numbering frames by the order the decoder emits them."""
+    container = _open(path)
+    wanted_set, last = set(wanted), wanted[-1]
+    decoded: dict[int, np.ndarray] = {}
+    n = 0
+    try:
+        stream = _video_stream(container, name)
+        _configure(stream, threads)
         try:
             for frame in container.decode(stream):
-                if n in wanted:
+                if n in wanted_set:
                     # RGB conversion (swscale) costs about as much as decoding; do it only for requested frames.
                     decoded[n] = frame.to_ndarray(format="rgb24")
                 n += 1
@@ -109,7 +145,193 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0) -
             raise BadVideoError(f"{name}: frame {last} requested but only {n} frames could be decoded")
     finally:
         container.close()
-    return np.stack([decoded[i] for i in idx.tolist()])
+    if stats is not None:
+        stats.update(mode="sequential", runs=1, packets=-1, frames=n)  # packets: not counted by this route
+    return decoded
+
+
+@dataclass
+class _Plan:
+    """Runs of packets to feed the decoder: ``runs[j] = (first, last, first_rank, last_rank)``.
+
+    ``first``/``last`` are decode-order packet positions (inclusive); the run must produce the presentation-order
+    frames ``first_rank .. last_rank`` as its first outputs, in that order. ``rank`` maps a timestamp to its
+    presentation-order frame number.
+    """
+
+    packets: list[av.Packet]
+    rank: dict[int, int]
+    runs: list[tuple[int, int, int, int]]
+
+
+# Packets skipped between two runs below which the runs are merged (decoding a few extra packets is cheaper than
+# draining the decoder and restarting its threads).
+_MERGE_GAP = 4
+
+# NAL unit types of pictures after which no picture in decode *and* presentation order refers to anything before:
+# H.264 IDR (5); HEVC BLA/IDR/CRA (16-21; pictures decoded after a CRA but shown before it are excluded separately
+# by the clean-cut test in _clean_cuts). H.264 non-IDR I-frames do not qualify: later P-frames may still reference
+# frames before them.
+_RESET_NALS = {"h264": frozenset({5}), "hevc": frozenset(range(16, 22))}
+_PARAM_SET_NALS = {"h264": frozenset({7, 8}), "hevc": frozenset({32, 33, 34})}
+# Codecs whose keyframes reset all decoder references (no B-frame reordering is checked separately).
+_INTRA_RESET_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+
+
+def _nal_types(data: bytes, codec: str, length_size: int) -> list[int] | None:
+    """NAL unit types of a length-prefixed (MP4-style) H.264/HEVC packet; None if it does not parse."""
+    types, pos, n = [], 0, len(data)
+    while pos < n:
+        if pos + length_size > n:
+            return None
+        size = int.from_bytes(data[pos:pos + length_size], "big")
+        pos += length_size
+        if size == 0 or pos + size > n:
+            return None
+        head = data[pos]
+        types.append(head & 0x1F if codec == "h264" else (head >> 1) & 0x3F)
+        pos += size
+    return types
+
+
+def _length_size(codec: str, extradata: bytes | None) -> int | None:
+    """NAL length-field size from avcC/hvcC extradata; None for Annex-B (start-code) streams or unknown layout."""
+    if not extradata or extradata[0] != 1:
+        return None
+    if codec == "h264" and len(extradata) >= 5:
+        return (extradata[4] & 0x03) + 1
+    if codec == "hevc" and len(extradata) >= 23:
+        return (extradata[21] & 0x03) + 1
+    return None
+
+
+def _clean_cuts(stream: av.video.stream.VideoStream, packets: list[av.Packet], ranks: list[int]) -> list[int]:
+    """Decode positions where decoding may start and yield exactly the frames a full decode yields from there on.
+
+    A position ``d`` (frame rank ``r``) qualifies when its packet resets the decoder (H.264 IDR / HEVC IRAP picture
+    with parameter sets available; a VP8/VP9/MJPEG keyframe in a stream without reordering), and it is a clean
+    cut of the order: every packet before ``d`` in decode order is shown before frame ``r`` and every packet from
+    ``d`` on at or after it. Position 0 (the plain decode from the start) is always included.
+    """
+    ctx = stream.codec_context
+    codec = ctx.name if ctx is not None else ""
+    n = len(packets)
+    cuts = [0]
+    if codec in _RESET_NALS:
+        length_size = _length_size(codec, ctx.extradata)
+        if length_size is None:
+            return cuts
+        nals = [_nal_types(bytes(p), codec, length_size) for p in packets]
+        if any(t is None for t in nals):
+            return cuts
+        # In-band parameter sets (SPS/PPS...) would be lost by skipping the packet carrying them: then only packets
+        # that carry their own may start a run.
+        in_band = any(set(t) & _PARAM_SET_NALS[codec] for t in nals)  # type: ignore[arg-type]
+        ok = [p.is_keyframe and bool(set(t) & _RESET_NALS[codec])  # type: ignore[arg-type]
+              and (not in_band or bool(set(t) & _PARAM_SET_NALS[codec])) for p, t in zip(packets, nals)]
+    elif codec in _INTRA_RESET_CODECS:
+        if any(ranks[i] > ranks[i + 1] for i in range(n - 1)):  # reordering: not what these codecs should do
+            return cuts
+        ok = [p.is_keyframe for p in packets]
+    else:  # MPEG-4 Part 2 and others: headers may sit in-band in the first packet only; do not skip
+        return cuts
+    if not (ok[0] and ranks[0] == 0):
+        # A stream that does not open on a reset picture may have its first frames dropped by the decoder (missing
+        # references), which would shift the numbering of everything after them: skip nothing.
+        return cuts
+    # Clean cut at d: max(ranks[:d]) < ranks[d] <= min(ranks[d:]); discarded packets have rank -1 and never start.
+    prefix_max, run = [], -1
+    for r in ranks:
+        prefix_max.append(run)
+        run = max(run, r)
+    suffix_min, low = [0] * n, n + 1
+    for d in range(n - 1, -1, -1):
+        if ranks[d] >= 0:
+            low = min(low, ranks[d])
+        suffix_min[d] = low
+    cuts += [d for d in range(1, n) if ok[d] and ranks[d] >= 0 and prefix_max[d] < ranks[d] == suffix_min[d]]
+    return cuts
+
+
+def _plan_runs(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+               wanted: list[int]) -> _Plan | None:
+    """Demux the stream and plan the packet runs that produce ``wanted``; None when exact skipping is not possible.
+
+    None (sequential decode) for: demux errors, packets without timestamps or with repeated ones, a requested frame
+    past the last packet (the sequential decode words that error).
+    """
+    try:
+        packets = [p for p in container.demux(stream) if p.size]  # the empty packet at the end is the flush marker
+    except av.error.FFmpegError:
+        return None
+    if not packets or any(p.pts is None for p in packets):
+        return None
+    # Packets flagged 'discard' (e.g. cut by an MP4 edit list) are decoded but not output: they get no frame number.
+    shown = [d for d, p in enumerate(packets) if not p.is_discard]
+    order = sorted(shown, key=lambda d: packets[d].pts)
+    if len({packets[d].pts for d in shown}) != len(shown) or wanted[-1] >= len(order):
+        return None
+    ranks = [-1] * len(packets)
+    for r, d in enumerate(order):
+        ranks[d] = r
+    cuts = _clean_cuts(stream, packets, ranks)
+    cut_ranks = [ranks[d] if d else 0 for d in cuts]
+    # For every requested frame, the run from the latest cut at or before it; the run must feed every packet of the
+    # frames between the cut and the frame (B-frames may be decoded after later frames), hence the max over order.
+    groups: dict[int, int] = {}  # cut position -> largest requested rank it serves
+    j = 0
+    for f in wanted:
+        while j + 1 < len(cuts) and cut_ranks[j + 1] <= f:
+            j += 1
+        groups[cuts[j]] = f
+    runs: list[tuple[int, int, int, int]] = []
+    for d in sorted(groups):
+        r0, f = (ranks[d] if d else 0), groups[d]
+        end = max(order[r0:f + 1])
+        if runs and d <= runs[-1][1] + 1 + _MERGE_GAP:  # continuing through is exact and about as cheap
+            first, last, fr0, _ = runs[-1]
+            runs[-1] = (first, max(last, end), fr0, f)
+        else:
+            runs.append((d, end, r0, f))
+    return _Plan(packets=packets, rank={packets[d].pts: r for r, d in enumerate(order)}, runs=runs)
+
+
+def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[int],
+                 stats: dict[str, Any] | None) -> dict[int, np.ndarray] | None:
+    """Feed the planned packet runs to the decoder; None if any run does not come out exactly as planned."""
+    ctx = stream.codec_context
+    wanted_set = set(wanted)
+    decoded: dict[int, np.ndarray] = {}
+    fed = produced = 0
+    try:
+        for j, (first, last, r0, r1) in enumerate(plan.runs):
+            if j:
+                ctx.flush_buffers()  # forget the previous run: references, delayed frames, end-of-stream state
+            expect = r0  # frames must come out as r0, r0+1, ..., r1 (presentation order, none missing)
+            done = False
+            for d in range(first, last + 2):
+                frames = ctx.decode(plan.packets[d] if d <= last else None)  # None drains the delayed frames
+                fed += d <= last
+                for frame in frames:
+                    produced += 1
+                    if expect > r1:
+                        continue  # past the run's last requested frame (B-frame lookahead)
+                    if frame.pts is None or plan.rank.get(frame.pts) != expect:
+                        return None
+                    if expect in wanted_set:
+                        decoded[expect] = frame.to_ndarray(format="rgb24")
+                    expect += 1
+                if expect > r1:
+                    done = True
+                    break  # no need to feed or drain further
+            if not done:
+                return None
+    except av.error.FFmpegError:
+        return None
+    if stats is not None:
+        skipped = len(plan.runs) > 1 or plan.runs[0][0] > 0
+        stats.update(mode="seek" if skipped else "sequential", runs=len(plan.runs), packets=fed, frames=produced)
+    return decoded
 
 
 def count_frames(path: VideoSource, threads: int = 0) -> int:

@@ -268,66 +268,40 @@ def wait_until_idle(max_cores: float = 0.15, window: float = 0.25, timeout: floa
 # NVML (GPU memory and NVDEC utilisation) sampling
 # ---------------------------------------------------------------------------------------------------------------
 class NvmlSampler:
-    """Samples GPU memory used, SM utilisation and NVDEC (decoder) utilisation of one GPU through NVML.
+    """GPU memory used, SM utilisation and NVDEC (decoder) utilisation of one GPU over a ``with`` block, sampled by
+    the engine's NVML sampler (``engine.metrics.NvmlSampler``, which finds the GPU by UUID).
 
-    Disabled (``available`` False, all figures None) without an NVIDIA driver. DALI allocates outside torch's
+    All figures are None when ``enabled`` is False or there is no NVIDIA driver. DALI allocates outside torch's
     caching allocator, so NVML's device-wide "used" memory is the figure that includes the decoder's buffers; it
     also includes other processes on the GPU, so run benchmarks on an otherwise idle GPU.
     """
 
-    def __init__(self, device_index: int = 0, interval: float = 0.05):
-        self.interval = interval
-        self.available = False
-        self.samples_dec: list[float] = []
-        self.samples_sm: list[float] = []
-        self.peak_used = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        try:
-            import pynvml
-
-            from engine.metrics import nvml_handle  # CUDA index -> NVML handle, honouring CUDA_VISIBLE_DEVICES
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._h = nvml_handle(pynvml, device_index)
-            self.available = True
-        except Exception:  # no driver / no GPU / no pynvml: the benchmark still runs, NVML columns stay empty
-            self._nvml = None
-
-    def sample(self) -> None:
-        nv = self._nvml
-        try:
-            self.peak_used = max(self.peak_used, int(nv.nvmlDeviceGetMemoryInfo(self._h).used))
-            self.samples_sm.append(float(nv.nvmlDeviceGetUtilizationRates(self._h).gpu))
-            # nvmlDeviceGetDecoderUtilization returns (percent, sampling period in us); on GPUs with several NVDEC
-            # engines the percentage is averaged over the engines.
-            self.samples_dec.append(float(nv.nvmlDeviceGetDecoderUtilization(self._h)[0]))
-        except Exception:
-            pass
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
+    def __init__(self, device_index: int = 0, interval: float = 0.05, enabled: bool = True):
+        self.device_index, self.interval, self.enabled = device_index, interval, enabled
+        self._result = {"nvdec_util_mean": None, "nvdec_util_max": None, "sm_util_mean": None,
+                        "gpu_mem_used_peak_mib": None}
+        self._sampler = None
 
     def __enter__(self) -> "NvmlSampler":
-        if self.available:
-            self.sample()
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        if self.enabled:
+            from engine.metrics import NvmlSampler as _Sampler
+
+            self._sampler = _Sampler(self.device_index, period_s=self.interval)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        s, self._sampler = self._sampler, None
+        if s is None or not s.available:
+            return
+        sm, dec = s.read()
+        s.close()
+        if dec is not None:
+            self._result = {"nvdec_util_mean": dec, "nvdec_util_max": s.max_nvdec_util, "sm_util_mean": sm,
+                            "gpu_mem_used_peak_mib": s.peak_mem_used / 2**20}
 
     def result(self) -> dict:
-        """Mean/max decoder and SM utilisation in percent and peak device memory used in MiB (None if off)."""
-        if not self.available or not self.samples_dec:
-            return {"nvdec_util_mean": None, "nvdec_util_max": None, "sm_util_mean": None,
-                    "gpu_mem_used_peak_mib": None}
-        return {"nvdec_util_mean": float(np.mean(self.samples_dec)), "nvdec_util_max": float(max(self.samples_dec)),
-                "sm_util_mean": float(np.mean(self.samples_sm)), "gpu_mem_used_peak_mib": self.peak_used / 2**20}
+        """Mean/max decoder and mean SM utilisation in percent, peak device memory used in MiB (None if off)."""
+        return dict(self._result)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -194,10 +194,7 @@ def measure(run: Callable, items: list[dict], warmup: int, repeats: int, nvml: b
     for _ in range(warmup):
         run(items)
     secs, clips, out_frames, dec_frames = [], [], [], []
-    sampler = common.NvmlSampler() if nvml else None
-    with common.ProcessTreeMonitor() as mon:
-        if sampler:
-            sampler.__enter__()
+    with common.ProcessTreeMonitor() as mon, common.NvmlSampler(enabled=nvml) as gpu:
         for _ in range(repeats):
             t0 = time.perf_counter()
             c, f, d = run(items)
@@ -205,8 +202,6 @@ def measure(run: Callable, items: list[dict], warmup: int, repeats: int, nvml: b
             clips.append(c)
             out_frames.append(f)
             dec_frames.append(d)
-        if sampler:
-            sampler.__exit__()
     work = sum(it["gop_work"] for it in items)
     res = {
         "clips_per_s": common.summarize([c / s for c, s in zip(clips, secs)]),
@@ -221,8 +216,8 @@ def measure(run: Callable, items: list[dict], warmup: int, repeats: int, nvml: b
         "peak_rss_mib": mon.peak_rss / 2**20,
         "seconds": secs,
     }
-    if sampler:
-        res.update(sampler.result())
+    if nvml:
+        res.update(gpu.result())
     return res
 
 

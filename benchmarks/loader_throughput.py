@@ -143,10 +143,7 @@ class LoaderRun:
 
     def measure(self, batches: int, exclude: list[int], nvml: bool) -> None:
         """Time ``batches`` batches (the caller has drained what was queued while this loader sat idle)."""
-        sampler = common.NvmlSampler() if nvml else None
-        with common.ProcessTreeMonitor(exclude=exclude) as mon:
-            if sampler:
-                sampler.__enter__()
+        with common.ProcessTreeMonitor(exclude=exclude) as mon, common.NvmlSampler(enabled=nvml) as gpu:
             n, d = 0, 0
             common.sync_cuda()
             t0 = time.perf_counter()
@@ -157,16 +154,14 @@ class LoaderRun:
                     d += int(b["decoded"].sum())
             common.sync_cuda()  # GPU batches are complete only after the stream's work is done
             self.secs.append(time.perf_counter() - t0)
-            if sampler:
-                sampler.__exit__()
         self.last = b
         self.clips.append(n)
         self.decoded.append(d)
         self.cpu_seconds += mon.cpu_seconds
         self.wall += mon.wall
         self.peak_rss = max(self.peak_rss, mon.peak_rss)
-        if sampler:
-            self.nvml.append(sampler.result())
+        if nvml:
+            self.nvml.append(gpu.result())
 
     def result(self, views: int, t: int) -> dict:
         v = self.last["video"]

@@ -86,6 +86,9 @@ class NvmlSampler:
         self.available = False
         self._sums = [0.0, 0.0]
         self._counts = [0, 0]
+        # Since construction (not reset by read): the highest NVDEC utilisation and device memory used (bytes).
+        self.max_nvdec_util: float | None = None
+        self.peak_mem_used = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         try:
@@ -98,6 +101,7 @@ class NvmlSampler:
             return
         self.available = True
         self._period = period_s
+        self._sample()
         self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
         self._thread.start()
 
@@ -109,14 +113,23 @@ class NvmlSampler:
         except Exception:
             pass
         try:
-            dec = nv.nvmlDeviceGetDecoderUtilization(self._handle)[0]  # (utilisation %, sampling period us)
+            # (utilisation %, sampling period in us); with several NVDEC engines the percentage is their average.
+            dec = nv.nvmlDeviceGetDecoderUtilization(self._handle)[0]
         except Exception:
             pass
+        try:
+            # Device-wide, so it includes DALI's allocations, which bypass torch's caching allocator.
+            mem = int(nv.nvmlDeviceGetMemoryInfo(self._handle).used)
+        except Exception:
+            mem = 0
         with self._lock:
             for i, v in enumerate((gpu, dec)):
                 if v is not None:
                     self._sums[i] += float(v)
                     self._counts[i] += 1
+            if dec is not None:
+                self.max_nvdec_util = max(float(dec), self.max_nvdec_util or 0.0)
+            self.peak_mem_used = max(self.peak_mem_used, mem)
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):

@@ -20,3 +20,56 @@ def test_nvml_handle_is_the_torch_device():
             assert uuid.endswith(str(torch.cuda.get_device_properties(i).uuid)), (i, uuid)
     finally:
         pynvml.nvmlShutdown()
+
+
+class _ScriptedNvml:
+    """Stands in for the NVML library on a machine without a driver: returns scripted readings in turn. A sample
+    queries utilisation, decoder, then memory; the memory query moves on to the next reading (the last one stays)."""
+
+    def __init__(self, readings):
+        self.readings = list(readings)  # (gpu %, nvdec %, memory used bytes) per sample
+
+    def nvmlInit(self):
+        pass
+
+    def _advance(self):
+        return self.readings[0] if len(self.readings) == 1 else self.readings.pop(0)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return type("Rates", (), {"gpu": self.readings[0][0]})()
+
+    def nvmlDeviceGetDecoderUtilization(self, handle):
+        return (self.readings[0][1], 1000)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        mem = self._advance()[2]
+        return type("Mem", (), {"used": mem})()
+
+
+def test_nvml_sampler_accounting(monkeypatch):
+    """Means reset at each read; the NVDEC maximum and peak memory span the sampler's life (the benchmarks'
+    figures); the benchmark wrapper reports them in percent and MiB."""
+    import sys
+
+    import benchmarks.common as common
+    from engine import metrics
+
+    fake = _ScriptedNvml([(10, 20, 1 << 20), (30, 60, 3 << 20), (50, 40, 2 << 20)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(metrics, "nvml_handle", lambda nvml, index: "gpu0")
+    sampler = metrics.NvmlSampler(0, period_s=3600)  # no background samples during the test
+    sampler._sample()
+    sampler._sample()
+    assert sampler.read() == (pytest.approx(30.0), pytest.approx(40.0))  # readings 1-3, in order
+    assert sampler.max_nvdec_util == 60.0 and sampler.peak_mem_used == 3 << 20
+    assert sampler.read() == (None, None)  # nothing sampled since the last read
+    sampler.close()
+
+    fake.readings = [(40, 80, 5 << 20)]
+    with common.NvmlSampler(interval=3600) as gpu:
+        pass
+    assert gpu.result() == {"nvdec_util_mean": 80.0, "nvdec_util_max": 80.0, "sm_util_mean": 40.0,
+                            "gpu_mem_used_peak_mib": 5.0}
+    with common.NvmlSampler(enabled=False) as off:
+        pass
+    assert off.result()["nvdec_util_mean"] is None

@@ -75,10 +75,12 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
         k = min(5, probs.shape[-1])
         top_p, top_i = probs.topk(k, dim=-1)
+        # One device-to-host copy per batch (not per video): .tolist() on a CUDA tensor synchronises.
+        top_p, top_i = top_p.cpu().tolist(), top_i.cpu().tolist()
         labels = batch["label"].view(-1).tolist()
         indices = batch["index"].view(-1).tolist()
         for j in range(b):
-            local.append((int(indices[j]), int(labels[j]), top_i[j].tolist(), top_p[j].tolist()))
+            local.append((int(indices[j]), int(labels[j]), top_i[j], top_p[j]))
     if was_training:
         model.train()
     elapsed = time.time() - start

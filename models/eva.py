@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath
@@ -90,9 +91,9 @@ class PatchEmbed3D(nn.Module):
                               stride=(tubelet_size, patch_size, patch_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x.transpose(1, 2))  # (B, C, T, H, W) -> (B, D, T', G, G)
+        x = self.proj(rearrange(x, "b t c h w -> b c t h w"))
         # Token index = t·G² + h·G + w (time-major, then row-major), as in the original.
-        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+        return rearrange(x, "b d t h w -> b (t h w) d")
 
 
 class Attention(nn.Module):
@@ -128,14 +129,12 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
         bias = None
         if self.q_bias is not None:
             # k's slot is a constant zero (no parameter, no gradient).
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias, requires_grad=False), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias)
-        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
-        q, k, v = qkv.unbind(0)
+        q, k, v = rearrange(qkv, "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads).unbind(0)
 
         if self.attn_impl == "sdpa":
             dropout_p = self.attn_drop_p if self.training else 0.0
@@ -147,7 +146,7 @@ class Attention(nn.Module):
                 attn = attn.softmax(dim=-1)
             attn = self.attn_drop(attn.type_as(v))
             x = attn @ v
-        x = x.transpose(1, 2).reshape(B, N, C)  # (B, N, H·hd)
+        x = rearrange(x, "b h n d -> b n (h d)")
         return self.proj_drop(self.proj(x))
 
 

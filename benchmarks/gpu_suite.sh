@@ -1,79 +1,101 @@
 #!/usr/bin/env bash
-# The GPU checks and benchmarks of docs/PERFORMANCE.md in one script, stage by stage, so that a GPU machine's time
-# goes to measuring rather than typing. Run from the repository root:
+# The GPU checks and benchmarks, in time-boxed stages, so that a short visit to a GPU machine measures rather than
+# types. Run from the repository root, with DALI and the project's dependencies importable:
 #
-#     bash benchmarks/gpu_suite.sh RESULTS_DIR [STAGE ...]
+#     bash benchmarks/gpu_suite.sh [--dry-run] [--out DIR] PLAN|STAGE ...
 #
-# Stages (default: all, in this order; each stays well under 10 minutes on one H200):
-#   env      GPU, driver, NVDEC library, versions
-#   tests    the GPU-marked tests (NVDEC decode exactness vs PyAV, mixed-backend loader, CUDA model paths)
-#   decode   decode-only throughput: NVDEC vs DALI CPU vs PyAV, 340x256 H.264, keyframe every 16 and 250 frames
-#   loader   our loader vs the original CPU pipeline, train and 4x3 test modes, same CPU cores
-#   train    EVA-1B/14 training step: SDPA vs math, checkpointing, torch.compile, and fed by the real loader
-#   eval     multi-view 4x3 evaluation: decode once vs per view, loader + model
-# Every stage writes RESULTS_DIR/<stage>.log and, for benchmarks, RESULTS_DIR/<stage>*.json / .png.
+# Plans:
+#   smoke  (at most 4 min)  env, parity, gpu_tests, demo        -> results/smoke/ (5 files)
+#   bench  (at most 5 min)  decode_sweep, train_step            -> results/bench/ (5 files)
+# Full stages, each sized for 10 minutes on one H200 (-> results/<stage>/):
+#   decode  loader  train  eval
+# Every stage runs under `timeout` with its time box; a stage that fails or runs out of time is reported and the
+# next one still runs; the exit code is 1 when any stage failed. Generated clips go to $EVA_TMP (default
+# /tmp/eva_gpu_suite), never into the results. --dry-run lists the stages, their time boxes and commands.
+# The reference clips are read from $EVA_SHARED_DIR/data/real (default: ../shared/data/real).
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_suite.sh RESULTS_DIR [STAGE ...]}
-shift
-stages=${*:-env tests decode loader train eval}
-mkdir -p "$out"
+cd "$(dirname "$0")/.."
+
+dry=0
+out_root=results
+args=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    --dry-run) dry=1 ;;
+    --out) out_root=${2:?--out needs a folder}; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) args+=("$1") ;;
+    esac
+    shift
+done
+[ ${#args[@]} -gt 0 ] || { echo "usage: bash benchmarks/gpu_suite.sh [--dry-run] [--out DIR] smoke|bench|decode|loader|train|eval ..." >&2; exit 2; }
+
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-cores=$(( $(nproc) < 8 ? $(nproc) : 8 ))
-pin="taskset -c 0-$((cores - 1))"   # the same cores for our loader and the CPU baseline
-status=0
+tmp=${EVA_TMP:-/tmp/eva_gpu_suite}
+shared=${EVA_SHARED_DIR:-../shared}
+cores=$(nproc)
 
-run() {  # run NAME COMMAND...: log to $out/NAME.log, remember a failure, go on with the next stage
-    local name=$1; shift
-    echo "=== $name: $*" | tee -a "$out/$name.log"
-    "$@" 2>&1 | tee -a "$out/$name.log"
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] || { echo "=== $name failed with exit code $rc" | tee -a "$out/$name.log"; status=1; }
+# stage -> time box in seconds
+box() {
+    case $1 in
+    env) echo 20 ;; parity) echo 45 ;; gpu_tests) echo 75 ;; demo) echo 100 ;;
+    decode_sweep) echo 170 ;; train_step) echo 120 ;;
+    decode|loader|train|eval) echo 600 ;;
+    esac
 }
 
-for stage in $stages; do
-    case $stage in
-    env)
-        run env nvidia-smi
-        run env "$py" -c "import ctypes; [ctypes.CDLL(n) for n in ('libcuda.so.1', 'libnvcuvid.so.1')]; print('libcuda and libnvcuvid load')"
-        run env "$py" -c "import torch, nvidia.dali as d, av; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); print('DALI', d.__version__, 'PyAV', av.__version__)"
-        ;;
-    tests)
-        run tests "$py" -m pytest -q -m gpu tests -p no:cacheprovider
-        ;;
-    decode)
-        for gop in 16 250; do
-            run decode "$py" -m benchmarks.decode_throughput --codec h264 --width 340 --height 256 --frames 250 \
-                --gop "$gop" --num-clips 32 --batch 8 --threads 8 --data-dir "$out/clips_gop$gop" \
-                --json "$out/decode_gop$gop.json" --plot "$out/decode_gop$gop.png"
-        done
-        for batch in 1 4 16; do
-            run decode "$py" -m benchmarks.decode_throughput --codec h264 --width 340 --height 256 --frames 250 \
-                --gop 16 --num-clips 32 --batch "$batch" --threads 4 --decoders dali_mixed --modes tsn \
-                --data-dir "$out/clips_gop16" --json "$out/decode_b$batch.json"
-        done
-        ;;
-    loader)
-        run loader $pin "$py" -m benchmarks.loader_throughput --codec h264 --width 340 --height 256 --frames 250 \
-            --gop 16 --num-clips 32 --batch 8 --test-batch 2 --batches 8 --repeats 5 \
-            --json "$out/loader.json" --plot "$out/loader.png"
-        ;;
-    train)
-        run train "$py" -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 \
-            --attn sdpa,math --checkpoint 0,1 --json "$out/train.json"
-        run train "$py" -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 \
-            --compile 1 --json "$out/train_compile.json"
-        run train $pin "$py" -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 \
-            --with-loader --codec h264 --clip-frames 250 --gop 16 --num-clips 32 --json "$out/train_loader.json"
-        ;;
-    eval)
-        run eval "$py" -m benchmarks.eval_throughput --arch eva-1b/14 --codec h264 --frames 250 --gop 16 \
-            --num-clips 16 --batch 2 --json "$out/eval.json" --plot "$out/eval.png"
-        ;;
-    *)
-        echo "unknown stage: $stage (stages: env tests decode loader train eval)" >&2
-        exit 2
-        ;;
+# stage -> the shell command it runs ($out is the plan's results folder)
+command_for() {
+    local data="DATA.ROOT $tmp/synthetic DATA.TRAIN_FILE $tmp/synthetic/train.txt DATA.VAL_FILE $tmp/synthetic/val.txt DATA.LABEL_LIST $tmp/synthetic/labels.csv"
+    local clips="--codec h264 --width 340 --height 256 --frames 250 --gop 16 --num-clips 32"
+    case $1 in
+    env) echo "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; $py -m benchmarks.gpu_env" ;;
+    parity) echo "$py -m benchmarks.nvdec_parity --decoder mixed --real-dir $shared/data/real --tmp $tmp/parity --json $out/nvdec_parity.json" ;;
+    gpu_tests) echo "$py -m pytest -q -m gpu tests -p no:cacheprovider --timeout 60 --junitxml $out/gpu_tests.xml" ;;
+    demo) echo "$py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
+    decode_sweep) echo "for t in 4 8 16; do $py -m benchmarks.decode_throughput ${clips/32/16} --data-dir $tmp/clips_b --decoders dali_mixed,pyav_np --modes tsn --batch 8 --threads \$t --repeats 3 --json $out/decode_threads\$t.json || exit 1; done" ;;
+    train_step) echo "$py -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 --attn sdpa --checkpoint 1 --warmup 2 --steps 5 --repeats 2 --json $out/train_step.json" ;;
+    decode) echo "$py -m benchmarks.decode_throughput $clips --data-dir $tmp/clips_b --batch 8 --threads $cores --json $out/decode_bframes.json --plot $out/decode_bframes.png && $py tools/prepare_kinetics.py reencode --src $tmp/clips_b --dst $tmp/clips_reencoded --gop 16 --no-upscale --no-progress --report-dir $tmp && cp $tmp/clips_b/list.txt $tmp/clips_reencoded/list.txt && $py -m benchmarks.decode_throughput --list $tmp/clips_reencoded/list.txt --batch 8 --threads $cores --json $out/decode_reencoded.json --plot $out/decode_reencoded.png" ;;
+    loader) echo "taskset -c 0-$(( (cores < 8 ? cores : 8) - 1 )) $py -m benchmarks.loader_throughput $clips --data-dir $tmp/clips_b --batch 8 --test-batch 2 --batches 8 --repeats 5 --json $out/loader.json --plot $out/loader.png" ;;
+    train) echo "$py -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 --attn sdpa,math --checkpoint 0,1 --json $out/train.json && $py -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 --with-loader --codec h264 --width 340 --height 256 --clip-frames 250 --gop 16 --num-clips 32 --data-dir $tmp/clips_b --json $out/train_loader.json" ;;
+    eval) echo "$py -m benchmarks.eval_throughput --arch eva-1b/14 $clips --data-dir $tmp/clips_b --batch 2 --json $out/eval.json --plot $out/eval.png" ;;
     esac
+}
+
+stages_of() {
+    case $1 in
+    smoke) echo "env parity gpu_tests demo" ;;
+    bench) echo "decode_sweep train_step" ;;
+    decode|loader|train|eval) echo "$1" ;;
+    *) echo "unknown plan or stage: $1 (plans: smoke bench; stages: decode loader train eval)" >&2; return 2 ;;
+    esac
+}
+
+status=0
+for plan in "${args[@]}"; do
+    stages=$(stages_of "$plan") || exit 2
+    out=$out_root/$plan
+    total=0
+    for s in $stages; do total=$((total + $(box "$s"))); done
+    echo "=== plan $plan: stages $stages; time boxes add up to ${total} s; results in $out/"
+    [ $dry -eq 1 ] || mkdir -p "$out" "$tmp"
+    for s in $stages; do
+        cmd=$(command_for "$s")
+        echo "--- stage $s (time box $(box "$s") s): $cmd"
+        [ $dry -eq 1 ] && continue
+        log=$out/$plan.log
+        start=$SECONDS
+        { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd"; } >> "$log" 2>&1
+        rc=$?
+        took=$((SECONDS - start))
+        if [ $rc -eq 0 ]; then
+            echo "    passed in ${took} s" | tee -a "$log"
+        else
+            [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="ran out of its ${took} s time box" || why="failed with exit code $rc"
+            echo "    FAILED: $s $why (see $log)" | tee -a "$log"
+            status=1
+        fi
+    done
 done
 exit $status

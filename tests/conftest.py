@@ -22,11 +22,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def require_reference_dir(path: Path, cuda: bool) -> Path:
+    """The reference folder, or skip without it on a CPU machine. On a CUDA machine its absence fails the test:
+    there the GPU tests are the point, and a skip would hide that they never ran."""
+    if path.is_dir():
+        return path
+    message = f"reference folder {path} not found (set EVA_SHARED_DIR to the folder with data/ and fixtures/)"
+    if cuda:
+        pytest.fail(message + "; on a CUDA machine the GPU tests need it", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"reference folder {SHARED} not found (set EVA_SHARED_DIR)")
-    return SHARED
+    return require_reference_dir(SHARED, torch.cuda.is_available())
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,9 @@ def test_h264_on_gpu_matches_pyav(real_clips_dir, tmp_path):
     """NVDEC frames for given indices are PyAV's frames at those indices, up to colour conversion."""
     names = ["clip_32frames_340x256.mp4", "k400_arm_wrestling_340x256.mp4", "clip_426x240_29.97fps.mp4",
              "clip_1920x1080_72frames.mp4"]
-    paths = [str(real_clips_dir / n) for n in names if os.path.exists(real_clips_dir / n)]
+    missing = [n for n in names if not os.path.exists(real_clips_dir / n)]
+    assert not missing, f"reference clips missing from {real_clips_dir}: {missing}"
+    paths = [str(real_clips_dir / n) for n in names]
     synthetic = str(tmp_path / "pattern.mp4")
     write_video(synthetic, pattern_frames(48, 160, 128), codec="h264", gop=12)
     paths.append(synthetic)

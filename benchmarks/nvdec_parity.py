@@ -1,0 +1,161 @@
+"""Does DALI's decoder return the frames PyAV returns, at the indices asked for? A table per clip.
+
+For every clip, a fixed list of unordered and repeated frame indices (last, first, middle twice, a third, ...) is
+decoded by DALI (``--decoder mixed``: NVDEC; ``cpu``: DALI's CPU decoder, VP8/VP9/MJPEG only) and compared with a
+full sequential PyAV decode of the same file: for each requested frame, the PyAV frame it correlates with best
+(it must be the requested one, or a frame identical to it), that correlation, and the mean absolute difference in
+grey levels (NVDEC and swscale convert YUV to RGB slightly differently, so it is not zero).
+
+    python -m benchmarks.nvdec_parity --real-dir ../shared/data/real --json results/nvdec_parity.json
+    python -m benchmarks.nvdec_parity --decoder cpu --quick        # CI: synthetic VP9 clips, DALI's CPU decoder
+
+Exit code 1 when any requested frame is not found where it should be.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import av
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+# A frame counts as found when its best match is the requested index (or a frame equal to it: static scenes tie),
+# with at least this correlation, and no more than this mean difference in grey levels from PyAV's.
+MIN_CORRELATION = 0.97
+MAX_MEAN_ABS_DIFF = 8.0
+# A second frame is "the same picture" as the requested one below this mean difference.
+SAME_PICTURE = 1.0
+MAX_REFERENCE_FRAMES = 320  # longer clips are compared over their first 320 frames
+
+
+def best_match(frame: np.ndarray, candidates: np.ndarray) -> tuple[int, float]:
+    """Index of the candidate frame most correlated with ``frame``, and that (Pearson) correlation."""
+    a = frame.astype(np.float64).ravel()
+    a = (a - a.mean()) / (a.std() + 1e-9)
+    best, best_corr = -1, -2.0
+    for k, candidate in enumerate(candidates):
+        b = candidate.astype(np.float64).ravel()
+        corr = float((a * ((b - b.mean()) / (b.std() + 1e-9))).mean())
+        if corr > best_corr:
+            best, best_corr = k, corr
+    return best, best_corr
+
+
+def probe_indices(num_frames: int) -> list[int]:
+    """Unordered, repeated and boundary indices: what a TSN draw and a multi-view union ask a decoder for."""
+    n = num_frames
+    return [n - 1, 0, n // 2, n // 2, n // 3, 5 % n, n - 2 if n > 1 else 0, 1 % n]
+
+
+def compare_clip(path: str, decoder: str, device_id: int | None) -> dict:
+    from dali_pipelines.index import probe_video
+    from dali_pipelines.pipelines import decode_with_dali
+    from dali_pipelines.pyav_io import decode_frames
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        codec, size = stream.codec_context.name, f"{stream.width}x{stream.height}"
+        has_b = bool(stream.codec_context.has_b_frames)
+    reference = decode_frames(path, range(min(probe_video(path).num_frames, MAX_REFERENCE_FRAMES)))
+    wanted = probe_indices(len(reference))
+    (decoded,) = decode_with_dali([path], [wanted], device=decoder, device_id=device_id)
+    rows = []
+    for frame, k in zip(decoded, wanted):
+        match, corr = best_match(frame, reference)
+        diff = float(np.abs(frame.astype(np.int16) - reference[k]).mean())
+        same = match == k or float(np.abs(reference[match].astype(np.int16) - reference[k]).mean()) < SAME_PICTURE
+        rows.append({"index": k, "best_match": match, "corr": corr, "mean_abs_diff": diff,
+                     "ok": bool(same and corr >= MIN_CORRELATION and diff <= MAX_MEAN_ABS_DIFF)})
+    return {"clip": os.path.basename(path), "codec": codec, "size": size, "frames": len(reference),
+            "b_frames": has_b, "indices": wanted, "found": sum(r["ok"] for r in rows), "asked": len(rows),
+            "min_corr": min(r["corr"] for r in rows), "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in rows])),
+            "max_abs_diff": max(r["mean_abs_diff"] for r in rows),
+            "best_matches": [r["best_match"] for r in rows], "frames_detail": rows}
+
+
+def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
+    """Textured moving clips, one with B-frames and one without (what the project's re-encoder writes)."""
+    from dali_pipelines.synthetic import write_video
+
+    size = (96, 64) if quick else (160, 128)
+    n = 24 if quick else 48
+    # Smooth shading plus a moving box: every frame differs from every other, and no high-frequency texture
+    # that chroma subsampling would turn into a colour-conversion difference.
+    yy, xx = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    frames = np.empty((n, size[1], size[0], 3), np.uint8)
+    for t in range(n):
+        shade = 128 + 60 * np.sin(xx / 13.0 + 0.4 * t) * np.cos(yy / 11.0 - 0.3 * t)
+        frame = np.stack([shade, 255 - shade, np.full_like(shade, 40 + 4 * t)], -1)
+        x0, y0 = (6 * t) % (size[0] - 16), (4 * t) % (size[1] - 16)
+        frame[y0:y0 + 16, x0:x0 + 16] = (240, 230, 30)
+        frames[t] = np.clip(frame, 0, 255)
+    paths = []
+    for bframes in ((2, 0) if codec == "h264" else (None,)):
+        name = f"synthetic_{codec}_{size[0]}x{size[1]}" + ("" if bframes is None else f"_b{bframes}")
+        path = os.path.join(out_dir, name + {"h264": ".mp4"}.get(codec, ".webm"))
+        opts = {} if bframes is None else {"bframes": bframes}
+        write_video(path, frames, codec=codec, gop=12, **opts)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--decoder", default="mixed", choices=("mixed", "cpu"), help="DALI backend to check")
+    p.add_argument("--real-dir", default=None, help="folder of real clips (*.mp4, *.avi, *.webm) to include")
+    p.add_argument("--clips", nargs="*", default=[], help="more clips to include")
+    p.add_argument("--tmp", default=None, help="where synthetic clips are written (default: a temporary folder)")
+    p.add_argument("--quick", action="store_true", help="small synthetic clips only (with --decoder cpu: VP9)")
+    p.add_argument("--json", help="write the results to this JSON file")
+    args = p.parse_args(argv)
+
+    tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
+    os.makedirs(tmp, exist_ok=True)
+    clips = list(args.clips)
+    if args.real_dir:
+        real = sorted(os.path.join(args.real_dir, f) for f in os.listdir(args.real_dir)
+                      if f.endswith((".mp4", ".avi", ".webm", ".mkv")))
+        if not real:
+            p.error(f"--real-dir {args.real_dir}: no video files there")
+        clips += real
+    clips += synthetic_clips(tmp, "h264" if args.decoder == "mixed" else "vp9", args.quick)
+    device_id = 0 if args.decoder == "mixed" else None
+
+    results, failures = [], []
+    t0 = time.perf_counter()
+    for path in clips:
+        try:
+            results.append(compare_clip(path, args.decoder, device_id))
+        except Exception as err:  # one clip's failure is a row of the report, not the end of it
+            failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
+    seconds = time.perf_counter() - t0
+
+    print(common.machine_line(common.machine_info()))
+    print(f"DALI decoder '{args.decoder}' against a sequential PyAV decode, {len(clips)} clips, {seconds:.1f} s\n")
+    print(common.markdown_table(
+        [dict(r, found=f"{r['found']}/{r['asked']}", b_frames="yes" if r["b_frames"] else "no",
+              min_corr=f"{r['min_corr']:.4f}", mean_abs_diff=f"{r['mean_abs_diff']:.2f}",
+              max_abs_diff=f"{r['max_abs_diff']:.2f}",
+              best_matches=" ".join(map(str, r["best_matches"])), indices=" ".join(map(str, r["indices"])))
+         for r in results],
+        [("clip", "clip"), ("codec", "codec"), ("size", "size"), ("b_frames", "B-frames"), ("indices", "indices asked"),
+         ("best_matches", "best-matching PyAV frame"), ("found", "found"), ("min_corr", "min corr"),
+         ("mean_abs_diff", "mean |diff|"), ("max_abs_diff", "max |diff|")]))
+    for f in failures:
+        print(f"FAILED {f['clip']}: {f['error']}")
+    if args.json:
+        common.write_json(args.json, {"decoder": args.decoder, "machine": common.machine_info(), "seconds": seconds,
+                                      "clips": results, "failures": failures})
+    bad = failures or [r for r in results if r["found"] < r["asked"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

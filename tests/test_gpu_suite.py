@@ -1,0 +1,84 @@
+"""benchmarks/gpu_suite.sh in its dry mode: the plans, their time boxes, and commands whose flags exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
+
+
+def _dry_run(*plans: str) -> str:
+    done = subprocess.run(["bash", str(SUITE), "--dry-run", *plans], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _stages(listing: str) -> dict[str, tuple[int, str]]:
+    return {m.group(1): (int(m.group(2)), m.group(3))
+            for m in re.finditer(r"^--- stage (\S+) \(time box (\d+) s\): (.*)$", listing, re.M)}
+
+
+def test_smoke_plan_fits_four_minutes_and_lists_its_stages():
+    listing = _dry_run("smoke")
+    stages = _stages(listing)
+    assert list(stages) == ["env", "parity", "gpu_tests", "demo"]
+    assert sum(b for b, _ in stages.values()) <= 240
+    assert "time boxes add up to" in listing
+    assert "--junitxml results/smoke/gpu_tests.xml" in stages["gpu_tests"][1]
+    assert "/tmp/" in stages["demo"][1] and "results/smoke/demo_metrics.jsonl" in stages["demo"][1]
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    subprocess.run(["bash", str(SUITE), "--dry-run", "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, check=True,
+                   capture_output=True, env={"PATH": "/usr/bin:/bin", "EVA_TMP": str(tmp_path / "t")})
+    assert not (tmp_path / "r").exists() and not (tmp_path / "t").exists()
+
+
+def test_bench_and_full_stages_are_listed_with_boxes():
+    stages = _stages(_dry_run("bench", "decode", "loader", "train", "eval"))
+    assert {"decode_sweep", "train_step", "decode", "loader", "train", "eval"} == set(stages)
+    assert all(box == 600 for name, (box, _) in stages.items() if name in ("decode", "loader", "train", "eval"))
+    assert "--threads $t" in stages["decode_sweep"][1] and "for t in 4 8 16" in stages["decode_sweep"][1]
+
+
+def test_unknown_plan_is_refused():
+    done = subprocess.run(["bash", str(SUITE), "--dry-run", "everything"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown plan or stage: everything" in done.stderr
+
+
+def _python_invocations(listing: str) -> list[list[str]]:
+    """Each python command of the listing as argv after the interpreter (split at shell separators)."""
+    found = []
+    for _, (_, command) in _stages(listing).items():
+        for part in re.split(r"&&|\|\||;|\bdo\b|\bdone\b", command):
+            words = shlex.split(part.replace("$t", "4").replace("$", ""))
+            words = [w for w in words if w != "taskset" and not re.fullmatch(r"-c|\d+-\d+", w)]
+            if words and words[0] == sys.executable:
+                found.append(words[1:])
+    return found
+
+
+@pytest.mark.slow
+def test_every_flag_in_the_suite_is_accepted_by_its_command():
+    listing = _dry_run("smoke", "bench", "decode", "loader", "train", "eval")
+    invocations = [argv for argv in _python_invocations(listing) if argv[:2] != ["-m", "pytest"]]
+    assert len(invocations) >= 8
+    helps: dict[tuple[str, ...], str] = {}
+    for argv in invocations:
+        first_flag = next((i for i, w in enumerate(argv) if w.startswith("--")), len(argv))
+        prefix = tuple(argv[:first_flag])
+        if prefix not in helps:
+            done = subprocess.run([sys.executable, *prefix, "--help"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, (prefix, done.stderr[-2000:])
+            helps[prefix] = done.stdout
+        unknown = [w for w in argv[first_flag:] if w.startswith("--") and w.split("=")[0] not in helps[prefix]]
+        assert not unknown, (prefix, unknown)

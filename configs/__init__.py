@@ -45,6 +45,7 @@ _CHOICES = {
     "TEST.NUM_CROP": (1, 3),
     "TEST.FINAL_NUM_CROP": (1, 3),
     "TEST.SAMPLING": ("uniform", "random"),
+    "AUG.MIXUP_PARTNERS": ("random", "derangement"),
 }
 # Keys that must be >= 1.
 _POSITIVE = (

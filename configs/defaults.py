@@ -166,6 +166,9 @@ _C.AUG.CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 _C.AUG.MIXUP = 0.8
 _C.AUG.CUTMIX = 1.0
 _C.AUG.MIXUP_SWITCH_PROB = 0.5
+# Mixup/CutMix partner of each clip: "random" (the original's x[randperm(B)]; a clip can be its own partner, half
+# the time at a per-GPU batch of 2) or "derangement" (never itself, which mixes more than the original).
+_C.AUG.MIXUP_PARTNERS = "random"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation

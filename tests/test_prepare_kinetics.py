@@ -525,7 +525,7 @@ def test_reencode_real_clips_keeps_frame_counts_and_rate(tmp_path, real_clips_di
 
 def test_reencode_output_that_fails_verification_is_not_kept(tmp_path, monkeypatch):
     # If the written file does not decode to the source's frame count, it must not appear under the final name.
-    import tools.kinetics as kin
+    import tools.kinetics.reencode as kin
 
     src = write_clip(tmp_path / "a.webm", t=6)
     monkeypatch.setattr(kin, "count_frames", lambda path: 5)

@@ -112,6 +112,57 @@ def probe_output(path: str) -> dict:
     return info
 
 
+def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, settings: EncodeSettings) -> tuple:
+    """An MP4 container at ``tmp`` with one libx264 stream: fixed closed GOPs of ``settings.gop``, no B-frames."""
+    import av
+
+    out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
+    ost = out.add_stream("libx264", rate=rate)
+    ost.width, ost.height, ost.pix_fmt = width, height, "yuv420p"
+    ost.time_base = 1 / rate
+    cc = ost.codec_context
+    cc.gop_size = settings.gop
+    cc.max_b_frames = 0
+    # keyint = min-keyint and no scene-cut keyframes: keyframes exactly every gop frames;
+    # open-gop=0: every GOP is closed, decodable from its own keyframe.
+    cc.options = {"preset": settings.preset, "crf": str(settings.crf), "threads": str(settings.threads),
+                  "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:open-gop=0"}
+    return out, ost
+
+
+def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSettings) -> tuple[int, int, int]:
+    """Decode every frame of ``vs`` and encode it as frame ``n`` of ``tmp``; returns (frames, width, height)."""
+    import av
+
+    n, w, h = 0, 0, 0
+    out = ost = None
+    try:
+        for frame in inp.decode(vs):
+            if out is None:
+                w, h = _output_size(frame.width, frame.height, settings)
+                out, ost = _open_h264_output(tmp, w, h, rate, settings)
+            img = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC")
+            img.pts = n
+            img.time_base = 1 / rate
+            # The decoder tags the source's own I-frames and libx264 honours such tags as forced
+            # keyframes, which would break the fixed GOP; let the encoder choose.
+            img.pict_type = av.video.frame.PictureType.NONE
+            for packet in ost.encode(img):
+                out.mux(packet)
+            n += 1
+        if out is not None:
+            for packet in ost.encode():
+                out.mux(packet)
+    except KineticsError:
+        raise
+    except Exception as e:
+        raise KineticsError(f"{src}: decode/encode failed after {n} frames: {type(e).__name__}: {e}") from e
+    finally:
+        if out is not None:
+            out.close()
+    return n, w, h
+
+
 def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings()) -> dict:
     """Re-encode ``src`` to H.264 at ``dst`` (MP4), then verify the output's frame count.
 
@@ -151,44 +202,7 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
             # Keep CFR timestamps exact: a rational rate such as 30000/1001 is used as is.
             rate = Fraction(rate).limit_denominator(1001)
             header_frames = int(vs.frames or 0)
-            n = 0
-            out = None
-            try:
-                for frame in inp.decode(vs):
-                    if out is None:
-                        w, h = _output_size(frame.width, frame.height, settings)
-                        out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
-                        ost = out.add_stream("libx264", rate=rate)
-                        ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
-                        ost.time_base = 1 / rate
-                        cc = ost.codec_context
-                        cc.gop_size = settings.gop
-                        cc.max_b_frames = 0
-                        # keyint = min-keyint and no scene-cut keyframes: keyframes exactly every gop frames;
-                        # open-gop=0: every GOP is closed, decodable from its own keyframe.
-                        cc.options = {"preset": settings.preset, "crf": str(settings.crf),
-                                      "threads": str(settings.threads),
-                                      "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:"
-                                                     f"bframes=0:open-gop=0"}
-                    img = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC")
-                    img.pts = n
-                    img.time_base = 1 / rate
-                    # The decoder tags the source's own I-frames and libx264 honours such tags as forced
-                    # keyframes, which would break the fixed GOP; let the encoder choose.
-                    img.pict_type = av.video.frame.PictureType.NONE
-                    for packet in ost.encode(img):
-                        out.mux(packet)
-                    n += 1
-                if out is not None:
-                    for packet in ost.encode():
-                        out.mux(packet)
-            except KineticsError:
-                raise
-            except Exception as e:
-                raise KineticsError(f"{src}: decode/encode failed after {n} frames: {type(e).__name__}: {e}") from e
-            finally:
-                if out is not None:
-                    out.close()
+            n, w, h = _transcode(src, inp, vs, tmp, rate, settings)
         if n == 0:
             raise KineticsError(f"{src}: no decodable video frames")
         if header_frames and header_frames != n:

@@ -102,6 +102,65 @@ def _probe_first_frame(path: str) -> str | None:
         return f"cannot decode: {type(e).__name__}: {e}"
 
 
+def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
+                candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str]) -> list[str]:
+    """Walk ``<root>/<folder>/<class>/<file>``: usable videos go to ``candidates``, unusable files to ``skipped``
+    with the reason, anything else to ``ignored``. Returns the split's sorted class names."""
+    split_root = os.path.join(root, folder)
+    if not os.path.isdir(split_root):
+        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist "
+                            f"(expected <root>/{folder}/<class name>/<video>)")
+    names_seen: dict[str, str] = {}
+    with os.scandir(split_root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            ignored.append(entry.path)
+            continue
+        cls = entry.name.replace("_", " ") if underscore_to_space else entry.name
+        if cls in names_seen:
+            raise KineticsError(f"dataset {name}: folders {names_seen[cls]!r} and {entry.path!r} both give "
+                                f"class name {cls!r}")
+        names_seen[cls] = entry.path
+        with os.scandir(entry.path) as it:
+            files = sorted(it, key=lambda e: e.name)
+        for f in files:
+            if not is_video_file(f.name) or not f.is_file():
+                if not f.name.startswith("."):
+                    ignored.append(f.path)
+                continue
+            v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
+            reason = None
+            if f.stat().st_size == 0:
+                reason = "empty file (0 bytes)"
+            elif not os.access(f.path, os.R_OK):
+                reason = "not readable (permission denied)"
+            elif not is_listable(os.path.join(folder, entry.name, f.name)):
+                reason = "path has whitespace the list format cannot represent (tab, newline, repeated spaces)"
+            if reason is None:
+                candidates.append((split, v))
+            else:
+                skipped.append((v.path, reason))
+    if not names_seen:
+        raise KineticsError(f"dataset {name}: no class folders in {split_root!r}")
+    return sorted(names_seen)
+
+
+def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],
+                          skipped: list[tuple[str, str]]) -> None:
+    counts = Counter(v.class_name for v in videos)
+    empty = [c for c in classes if counts[c] == 0]
+    if empty:
+        n_bad = sum(1 for p, _ in skipped if p.startswith(split_root + os.sep))
+        why = f"; {n_bad} unusable file(s) were skipped in this split, e.g. {skipped[0]}" if n_bad else ""
+        raise KineticsError(
+            f"dataset {name}: {len(empty)} class folder(s) in {split_root!r} have no usable "
+            f"video ({', '.join(repr(c) for c in empty[:5])}{' ...' if len(empty) > 5 else ''}){why}; "
+            f"fix the download or pass --allow-empty-classes")
+
+
 def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
                  underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
                  allow_empty_classes: bool = False, progress: bool = False) -> DatasetScan:
@@ -129,53 +188,13 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     if not os.path.isdir(root):
         raise KineticsError(f"dataset {name}: root {root!r} does not exist or is not a directory")
 
-    videos: dict[str, list[Video]] = {}
+    videos: dict[str, list[Video]] = {"train": [], "val": []}
     class_sets: dict[str, list[str]] = {}
     candidates: list[tuple[str, Video]] = []
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
     for split, folder in (("train", train_dir), ("val", val_dir)):
-        split_root = os.path.join(root, folder)
-        if not os.path.isdir(split_root):
-            raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist "
-                                f"(expected <root>/{folder}/<class name>/<video>)")
-        names_seen: dict[str, str] = {}
-        with os.scandir(split_root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if not entry.is_dir():
-                ignored.append(entry.path)
-                continue
-            cls = entry.name.replace("_", " ") if underscore_to_space else entry.name
-            if cls in names_seen:
-                raise KineticsError(f"dataset {name}: folders {names_seen[cls]!r} and {entry.path!r} both give "
-                                    f"class name {cls!r}")
-            names_seen[cls] = entry.path
-            with os.scandir(entry.path) as it:
-                files = sorted(it, key=lambda e: e.name)
-            for f in files:
-                if not is_video_file(f.name) or not f.is_file():
-                    if not f.name.startswith("."):
-                        ignored.append(f.path)
-                    continue
-                v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
-                reason = None
-                if f.stat().st_size == 0:
-                    reason = "empty file (0 bytes)"
-                elif not os.access(f.path, os.R_OK):
-                    reason = "not readable (permission denied)"
-                elif not is_listable(os.path.join(folder, entry.name, f.name)):
-                    reason = "path has whitespace the list format cannot represent (tab, newline, repeated spaces)"
-                if reason is None:
-                    candidates.append((split, v))
-                else:
-                    skipped.append((v.path, reason))
-        if not names_seen:
-            raise KineticsError(f"dataset {name}: no class folders in {split_root!r}")
-        class_sets[split] = sorted(names_seen)
-        videos[split] = []
+        class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped, ignored)
 
     if check and candidates:
         reasons = parallel_map(_probe_first_frame, [v.path for _, v in candidates], workers, f"check {name}",
@@ -202,14 +221,5 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     classes = class_sets["train"]
     if not allow_empty_classes:
         for split, folder in (("train", train_dir), ("val", val_dir)):
-            counts = Counter(v.class_name for v in videos[split])
-            empty = [c for c in classes if counts[c] == 0]
-            if empty:
-                split_root = os.path.join(root, folder)
-                n_bad = sum(1 for p, _ in skipped if p.startswith(split_root + os.sep))
-                why = f"; {n_bad} unusable file(s) were skipped in this split, e.g. {skipped[0]}" if n_bad else ""
-                raise KineticsError(
-                    f"dataset {name}: {len(empty)} class folder(s) in {split_root!r} have no usable "
-                    f"video ({', '.join(repr(c) for c in empty[:5])}{' ...' if len(empty) > 5 else ''}){why}; "
-                    f"fix the download or pass --allow-empty-classes")
+            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped)
     return DatasetScan(name, root, classes, videos, skipped, ignored)

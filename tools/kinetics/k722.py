@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .common import KineticsError
+from .lists import keep_first_by_youtube_id
 from .scan import DatasetScan, Video
 
 __all__ = ["CLASS_ALIASES", "canonical_class_name", "class_mapping", "K722Result", "build_k722"]
@@ -64,6 +65,30 @@ class K722Result:
     report: dict
 
 
+def _merge_split(videos: list[Video], val_owner: dict[str, str] | None, label_of: Callable[[Video], int],
+                 classes: Sequence[str], max_examples: int) -> tuple[list[tuple[Video, int]], dict]:
+    """One split of the merge: leaks out (train only: ``val_owner`` maps a val YouTube id to its dataset), then
+    repeats of a YouTube id out; the kept videos with their K722 labels and the counts for the report."""
+    result = keep_first_by_youtube_id(videos, exclude=val_owner or frozenset())
+    stats: dict = {"input": dict(Counter(v.dataset for v in videos)),
+                   "kept": dict(Counter(v.dataset for v in result.kept))}
+    if val_owner is not None:
+        stats["dropped_leaked"] = len(result.leaked)
+        stats["dropped_leaked_by_val"] = dict(Counter(val_owner[v.youtube_id] for v in result.leaked))
+        stats["leak_examples"] = [{"youtube_id": v.youtube_id, "train": v.path, "val_of": val_owner[v.youtube_id]}
+                                  for v in result.leaked[:max_examples]]
+    same = [(d, k) for d, k in result.duplicates if label_of(d) == label_of(k)]
+    conflicts = [(d, k) for d, k in result.duplicates if label_of(d) != label_of(k)]
+    stats["dropped_duplicate_same_class"] = len(same)
+    stats["dropped_duplicate_same_class_within_dataset"] = sum(d.dataset == k.dataset for d, k in same)
+    stats["dropped_duplicate_conflict"] = len(conflicts)
+    stats["conflict_examples"] = [{"youtube_id": d.youtube_id, "kept": k.path, "kept_class": classes[label_of(k)],
+                                   "dropped": d.path, "dropped_class": classes[label_of(d)]}
+                                  for d, k in conflicts[:max_examples]]
+    stats["total_input"], stats["total_kept"] = len(videos), len(result.kept)
+    return [(v, label_of(v)) for v in result.kept], stats
+
+
 def build_k722(scans: Sequence[DatasetScan], aliases: dict[str, str] | None = CLASS_ALIASES,
                max_examples: int = 20) -> K722Result:
     """Merge datasets into Kinetics-722.
@@ -99,46 +124,9 @@ def build_k722(scans: Sequence[DatasetScan], aliases: dict[str, str] | None = CL
         for v in s.videos["val"]:
             val_owner.setdefault(v.youtube_id, s.name)
 
-    def dedup(videos: Iterable[Video], drop_leaks: bool) -> tuple[list[tuple[Video, int]], dict]:
-        kept: dict[str, tuple[Video, int]] = {}
-        stats = {"input": Counter(), "kept": Counter(), "dropped_leaked": 0, "dropped_leaked_by_val": Counter(),
-                 "dropped_duplicate_same_class": 0, "dropped_duplicate_same_class_within_dataset": 0,
-                 "dropped_duplicate_conflict": 0, "leak_examples": [], "conflict_examples": []}
-        for v in videos:
-            stats["input"][v.dataset] += 1
-            yid, lab = v.youtube_id, k722_label(v)
-            if drop_leaks and yid in val_owner:
-                stats["dropped_leaked"] += 1
-                stats["dropped_leaked_by_val"][val_owner[yid]] += 1
-                if len(stats["leak_examples"]) < max_examples:
-                    stats["leak_examples"].append({"youtube_id": yid, "train": v.path, "val_of": val_owner[yid]})
-                continue
-            if yid in kept:
-                first, first_lab = kept[yid]
-                if first_lab == lab:
-                    stats["dropped_duplicate_same_class"] += 1
-                    if first.dataset == v.dataset:
-                        stats["dropped_duplicate_same_class_within_dataset"] += 1
-                else:
-                    stats["dropped_duplicate_conflict"] += 1
-                    if len(stats["conflict_examples"]) < max_examples:
-                        stats["conflict_examples"].append({
-                            "youtube_id": yid, "kept": first.path, "kept_class": classes[first_lab],
-                            "dropped": v.path, "dropped_class": classes[lab]})
-                continue
-            kept[yid] = (v, lab)
-            stats["kept"][v.dataset] += 1
-        out = list(kept.values())
-        stats["total_input"] = sum(stats["input"].values())
-        stats["total_kept"] = len(out)
-        for k in ("input", "kept", "dropped_leaked_by_val"):
-            stats[k] = dict(stats[k])
-        return out, stats
-
-    train, train_stats = dedup((v for s in scans for v in s.videos["train"]), drop_leaks=True)
-    val, val_stats = dedup((v for s in scans for v in s.videos["val"]), drop_leaks=False)
-    for k in ("dropped_leaked", "dropped_leaked_by_val", "leak_examples"):
-        del val_stats[k]
+    train = _merge_split([v for s in scans for v in s.videos["train"]], val_owner, k722_label, classes, max_examples)
+    val = _merge_split([v for s in scans for v in s.videos["val"]], None, k722_label, classes, max_examples)
+    train_stats, val_stats = train[1], val[1]
     mappings = {s.name: class_mapping(classes, s.classes, aliases) for s in scans}
     report = {
         "datasets": names,
@@ -152,4 +140,4 @@ def build_k722(scans: Sequence[DatasetScan], aliases: dict[str, str] | None = CL
                   "de-duplicated by YouTube id keeping the first occurrence in dataset order "
                   f"({', '.join(names)}); duplicates with a different class (conflicts) are dropped too"),
     }
-    return K722Result(classes, train, val, mappings, report)
+    return K722Result(classes, train[0], val[0], mappings, report)

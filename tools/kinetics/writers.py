@@ -9,7 +9,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
-from .lists import class_labels, dataset_list_lines, format_list_line, labels_csv_text, relative_path
+from .lists import (class_labels, clean_dataset_lists, dataset_list_lines, format_list_line, labels_csv_text,
+                    relative_path)
 from .scan import DatasetScan
 
 __all__ = ["prepare_lists", "prepare_k722"]
@@ -79,8 +80,29 @@ def _write_report(w: _Writer, stem: str, report: dict, markdown: str) -> None:
 _KNOWN_SIZES = {"k400": 400, "k600": 600, "k700": 700}
 
 
+def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
+    tdup, vdup = rep["train_duplicates"], rep["val_duplicates"]
+    if rep["drop_leaked"]:
+        leak = f"{rep['dropped_leaked']} dropped"
+    else:
+        leak = f"{rep['train_ids_in_own_val']} kept (--keep-leaked)"
+    dedup = "dropped, first occurrence kept" if rep["dedup"] else "kept (--keep-duplicates)"
+    md = [f"# {s.name} lists", "", f"- root: `{s.root}`", f"- data root: `{data_root}`",
+          f"- classes: {len(s.classes)}",
+          f"- train: {rep['train_found']} found, {rep['train_written']} written",
+          f"- val: {rep['val_found']} found, {rep['val_written']} written",
+          f"- training videos whose YouTube id is also in val: {rep['train_ids_in_own_val']}, {leak}",
+          f"- repeated YouTube ids ({dedup}): train {tdup['dropped']} ({tdup['other_class']} in another class), "
+          f"val {vdup['dropped']} ({vdup['other_class']} in another class)",
+          f"- unusable video files skipped: {len(s.skipped)}",
+          f"- non-video entries ignored: {len(s.ignored)}", ""]
+    if s.skipped:
+        md += ["## Skipped files", ""] + [f"- `{p}`: {r}" for p, r in s.skipped] + [""]
+    return "\n".join(md)
+
+
 def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | None = None, *,
-                  drop_leaked: bool = False, dry_run: bool = False,
+                  dedup: bool = True, drop_leaked: bool = True, dry_run: bool = False,
                   log: Callable[[str], None] = print) -> dict:
     """Write ``<name>_train.txt``, ``<name>_val.txt``, ``<name>_labels.csv`` and ``<name>_report.{json,md}``.
 
@@ -88,8 +110,9 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
         scans: scanned datasets.
         out_dir: output directory.
         data_root: directory the list paths are relative to (``DATA.ROOT``); default ``out_dir``.
-        drop_leaked: leave out training videos whose YouTube id is in the same dataset's val split (always
-            counted in the report either way).
+        dedup: de-duplicate train and val by YouTube id, first occurrence kept (the original notebook's rule).
+        drop_leaked: leave out training videos whose YouTube id is in the same dataset's val list (the notebook
+            did so for K600 and K700, not for K400); counted in the report either way.
         dry_run: print what would be written instead of writing.
 
     Returns:
@@ -101,34 +124,22 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
     reports = {}
     for s in scans:
         labels = class_labels(s.classes)
-        val_ids = {v.youtube_id for v in s.videos["val"]}
-        leaked = [v for v in s.videos["train"] if v.youtube_id in val_ids]
-        train = [v for v in s.videos["train"] if v.youtube_id not in val_ids] if drop_leaked else s.videos["train"]
+        cleaned = clean_dataset_lists(s, dedup=dedup, drop_leaked=drop_leaked)
         expected = _KNOWN_SIZES.get(s.name.lower())
         if expected and expected != len(s.classes):
             log(f"warning: {s.name} has {len(s.classes)} classes, the official release has {expected}")
-        w.text(f"{s.name}_train.txt", _lines_text(dataset_list_lines(train, labels, data_root)))
-        w.text(f"{s.name}_val.txt", _lines_text(dataset_list_lines(s.videos["val"], labels, data_root)))
+        w.text(f"{s.name}_train.txt", _lines_text(dataset_list_lines(cleaned.train, labels, data_root)))
+        w.text(f"{s.name}_val.txt", _lines_text(dataset_list_lines(cleaned.val, labels, data_root)))
         w.text(f"{s.name}_labels.csv", labels_csv_text(s.classes))
         rep = _scan_report(s)
-        rep.update({"data_root": data_root, "train_written": len(train), "val_written": len(s.videos["val"]),
-                    "train_ids_in_own_val": len(leaked), "dropped_leaked": len(s.videos["train"]) - len(train),
-                    "leaked_examples": [v.path for v in leaked[:20]]})
-        md = [f"# {s.name} lists", "", f"- root: `{s.root}`", f"- data root: `{data_root}`",
-              f"- classes: {len(s.classes)}",
-              f"- train: {len(s.videos['train'])} found, {len(train)} written",
-              f"- val: {len(s.videos['val'])} written",
-              f"- training videos whose YouTube id is also in val: {len(leaked)} "
-              f"({'dropped' if drop_leaked else 'kept; pass --drop-leaked to drop them'})",
-              f"- unusable video files skipped: {len(s.skipped)}",
-              f"- non-video entries ignored: {len(s.ignored)}", ""]
-        if s.skipped:
-            md += ["## Skipped files", ""] + [f"- `{p}`: {r}" for p, r in s.skipped] + [""]
-        _write_report(w, f"{s.name}_report", rep, "\n".join(md))
+        rep["data_root"] = data_root
+        rep.update(cleaned.report)
+        _write_report(w, f"{s.name}_report", rep, _lists_markdown(s, data_root, rep))
         reports[s.name] = rep
-        log(f"{s.name}: {len(s.classes)} classes, train {len(train)}, val {len(s.videos['val'])}, "
-            f"skipped {len(s.skipped)}, train ids also in val {len(leaked)}"
-            f"{' (dropped)' if drop_leaked else ''}")
+        log(f"{s.name}: {len(s.classes)} classes, train {rep['train_written']} of {rep['train_found']} "
+            f"(ids also in val {rep['train_ids_in_own_val']}{', dropped' if drop_leaked else ', kept'}; "
+            f"repeated ids {rep['train_duplicates']['dropped']}), val {rep['val_written']} of {rep['val_found']} "
+            f"(repeated ids {rep['val_duplicates']['dropped']}), skipped {len(s.skipped)}")
     return reports
 
 

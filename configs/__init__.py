@@ -45,6 +45,7 @@ _CHOICES = {
     "TEST.NUM_CROP": (1, 3),
     "TEST.FINAL_NUM_CROP": (1, 3),
     "TEST.SAMPLING": ("uniform", "random"),
+    "AUG.MIXUP_PARTNERS": ("random", "derangement"),
 }
 # Keys that must be >= 1.
 _POSITIVE = (
@@ -57,7 +58,7 @@ _NON_NEGATIVE = (
     "DATA.NUM_WORKERS", "DATA.INDEX_WORKERS", "DATA.PREFETCH", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE",
     "MODEL.DROP_PATH_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY", "TRAIN.LR",
     "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN", "TRAIN.CLIP_GRAD", "AUG.LABEL_SMOOTH", "AUG.MIXUP", "AUG.CUTMIX",
-    "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS",
+    "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "MODEL.PRETRAINED_FRAMES", "MODEL.PRETRAINED_INPUT_SIZE",
 )
 # Keys that are probabilities.
 _PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB")
@@ -165,8 +166,10 @@ def _apply_legacy(cfg: CN, seen: set) -> None:
     for name in ("USE_MEAN_POOLING", "STOP_GRAD_CONV1"):
         if f"MYCLIP.{name}" in seen and f"MODEL.{name}" not in seen:
             cfg.MODEL[name] = cfg.MYCLIP[name]
-    # FT_FRAMES / FT_IMAGE_SIZE are not needed: checkpoint conversion reads the source grid from the checkpoint's
-    # own pos_embed shape (the original asserted FT_FRAMES == 8 and so failed on 16-frame checkpoints).
+    # The original read MODEL.PRETRAINED's grid from FT_FRAMES / FT_IMAGE_SIZE (and asserted it against the table).
+    for legacy, key in (("FT_FRAMES", "PRETRAINED_FRAMES"), ("FT_IMAGE_SIZE", "PRETRAINED_INPUT_SIZE")):
+        if f"MYCLIP.{legacy}" in seen and f"MODEL.{key}" not in seen:
+            cfg.MODEL[key] = cfg.MYCLIP[legacy]
     if cfg.TRAIN.OPT_LEVEL == "O0" and cfg.TRAIN.PRECISION == "auto":
         cfg.TRAIN.PRECISION = "fp32"
 

@@ -84,6 +84,11 @@ _C.MODEL.PRETRAINED = ""
 _C.MODEL.PRETRAINED_MODE = "eva_k722"
 # Integer .npy array selecting this dataset's classes from a larger pretrained head (e.g. K722 -> K400).
 _C.MODEL.CLASS_MAPPING = ""
+# Frames and input size (px) that MODEL.PRETRAINED was trained at, which tell the grid of its positional table
+# (0: from the checkpoint's saved config, else the model's own grid when the token counts agree; a count that
+# fits several grids is refused). The original's MYCLIP.FT_FRAMES / FT_IMAGE_SIZE set these when given.
+_C.MODEL.PRETRAINED_FRAMES = 0
+_C.MODEL.PRETRAINED_INPUT_SIZE = 0
 # Average the patch tokens (not the class token) before the head, as the original does.
 _C.MODEL.USE_MEAN_POOLING = True
 # Multiplier of the freshly initialised head weights and bias.
@@ -166,6 +171,9 @@ _C.AUG.CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 _C.AUG.MIXUP = 0.8
 _C.AUG.CUTMIX = 1.0
 _C.AUG.MIXUP_SWITCH_PROB = 0.5
+# Mixup/CutMix partner of each clip: "random" (the original's x[randperm(B)]; a clip can be its own partner, half
+# the time at a per-GPU batch of 2) or "derangement" (never itself, which mixes more than the original).
+_C.AUG.MIXUP_PARTNERS = "random"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation
@@ -199,7 +207,8 @@ _C.LOG.PROGRESS_BAR = True
 
 # ---------------------------------------------------------------------------------------------------------------
 # Legacy keys of the original code's configs, accepted so its YAML files load. USE_MEAN_POOLING and
-# STOP_GRAD_CONV1 are copied into MODEL; the rest are unused (see configs/__init__.py).
+# STOP_GRAD_CONV1 are copied into MODEL, FT_FRAMES / FT_IMAGE_SIZE into MODEL.PRETRAINED_FRAMES / INPUT_SIZE
+# (only when a YAML file or --opts sets them); the rest are unused (see configs/__init__.py).
 # ---------------------------------------------------------------------------------------------------------------
 _C.MYCLIP = CN()
 _C.MYCLIP.USE_LEARNABLE_POS_EMB = True

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .color_jitter import make_color_ops
+
 __all__ = [
     "MEAN", "STD", "resized_size", "short_side_for", "multiscale_crop", "roi_in_source", "TrainAug",
     "draw_train_aug", "center_crop_window", "three_crop_windows", "test_view_rois",
@@ -83,8 +85,9 @@ class TrainAug:
     mirror: int  # 1: flip horizontally
     brightness: np.ndarray  # float32, () per clip or (T,) per frame; multiplicative, 1 = unchanged
     contrast: np.ndarray
-    saturation: np.ndarray  # 0 makes the clip grayscale (ITU-R 601 luma, as PIL's convert('L'))
+    saturation: np.ndarray
     hue: np.ndarray  # degrees
+    color_ops: np.ndarray  # int32 (5,): jitter operations in this clip's order, then grayscale (color_jitter.py)
 
 
 def draw_train_aug(rng: np.random.Generator, src_w: int, src_h: int, input_size: int, num_frames: int, *,
@@ -93,11 +96,11 @@ def draw_train_aug(rng: np.random.Generator, src_w: int, src_h: int, input_size:
                    contrast: float = 0.4, saturation: float = 0.2, hue: float = 0.1) -> TrainAug:
     """Draw one clip's augmentation; the draw order is fixed so the same generator state gives the same result.
 
-    Colour jitter follows torchvision's ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` ranges: factors uniform in
-    ``[1-x, 1+x]``, hue shift uniform in ``[-0.1, 0.1]`` of the colour circle (converted to degrees). It is applied
-    with DALI's ``color_twist`` in a fixed order; the original (PIL/torchvision) also shuffled the order of the four
-    adjustments per frame and used the image mean as contrast centre, which we do not model. ``per_frame_jitter``
+    Colour jitter follows torchvision's ``ColorJitter(0.4, 0.4, 0.2, 0.1)``: factors uniform in ``[1-x, 1+x]``,
+    hue shift uniform in ``[-0.1, 0.1]`` of the colour circle (converted to degrees), the four operations in a
+    random order, applied with torchvision's semantics by ``color_jitter.jitter_frames``. ``per_frame_jitter``
     redraws the factors for every frame as the original did; the default keeps one set per clip (no flicker).
+    The order is one per clip either way.
     """
     res_w, res_h = resized_size(src_w, src_h, short_side_for(input_size))
     window = multiscale_crop(rng, res_w, res_h, input_size, scales)
@@ -111,16 +114,17 @@ def draw_train_aug(rng: np.random.Generator, src_w: int, src_h: int, input_size:
     s = rng.uniform(1 - saturation, 1 + saturation, n)
     h = rng.uniform(-hue, hue, n) * 360.0
     gray = rng.random() < gray_prob
+    order = rng.permutation(4)  # drawn last: the draws above are those of earlier versions
     if not apply_jitter:
         b, c, s, h = np.ones(n), np.ones(n), np.ones(n), np.zeros(n)
-    if gray:  # grayscale after the jitter, as the original's GrayScale follows ColorJitter
-        s = np.zeros(n)
+    # Grayscale runs after the jitter, as the original's GrayScale follows ColorJitter.
+    color_ops = make_color_ops(order, apply_jitter, gray)
 
     def arr(x):
         x = np.asarray(x, dtype=np.float32)
         return x if per_frame_jitter else x.reshape(())
 
-    return TrainAug(roi_start, roi_end, mirror, arr(b), arr(c), arr(s), arr(h))
+    return TrainAug(roi_start, roi_end, mirror, arr(b), arr(c), arr(s), arr(h), color_ops)
 
 
 def center_crop_window(img_w: int, img_h: int, size: int) -> tuple[int, int, int, int]:

@@ -350,7 +350,7 @@ class VideoLoader:
                 per_frame_jitter=aug_cfg.JITTER_PER_FRAME)
             inputs = {"roi_start": a.roi_start, "roi_end": a.roi_end, "mirror": np.array(a.mirror, np.int32),
                       "brightness": a.brightness, "contrast": a.contrast, "saturation": a.saturation,
-                      "hue": a.hue, "index": np.array(row, np.int32)}
+                      "hue": a.hue, "color_ops": a.color_ops, "index": np.array(row, np.int32)}
             return _Sample(row, label, inputs, frames, substitute_for)
         mode = self.cfg.TEST.SAMPLING
         if data.SAMPLING == "dense":

@@ -18,6 +18,7 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
 from .augment import MEAN, STD
+from .color_jitter import jitter_frames
 
 __all__ = [
     "train_input_names", "test_input_names", "train_pipeline", "test_pipeline", "build_decode_pipeline",
@@ -39,6 +40,7 @@ _INPUT_SPECS = {
     "saturation": (types.FLOAT, 0, ""),
     "hue": (types.FLOAT, 0, ""),
     "new_order": (types.INT32, 1, ""),
+    "color_ops": (types.INT32, 1, ""),
     "index": (types.INT32, 0, ""),
 }
 
@@ -54,7 +56,8 @@ def _spec(name: str, per_frame_jitter: bool = False):
 def train_input_names(predecoded: bool) -> list[str]:
     """External-source outputs of the training graph, in order."""
     src = ["video"] if predecoded else ["encoded", "frames"]
-    return src + ["roi_start", "roi_end", "mirror", "brightness", "contrast", "saturation", "hue", "index"]
+    return src + ["roi_start", "roi_end", "mirror", "brightness", "contrast", "saturation", "hue", "color_ops",
+                  "index"]
 
 
 def test_input_names(predecoded: bool, num_crop: int) -> list[str]:
@@ -96,7 +99,7 @@ def _normalize(video, dtype: str, mirror=None):
                                     std=list(STD), **kwargs)
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)  # the colour program runs per sample (color_jitter.py)
 def train_pipeline(source, *, input_size: int, decode_device: str, predecoded: bool, dtype: str,
                    per_frame_jitter: bool = False):
     """Training graph: decode T sampled frames -> MultiScaleCrop+resize (one ROI resize) -> colour jitter /
@@ -105,11 +108,8 @@ def train_pipeline(source, *, input_size: int, decode_device: str, predecoded: b
     x = _external_inputs(source, names, per_frame_jitter)
     video = _decode(x, decode_device)
     video = _roi_resize(video, x["roi_start"], x["roi_end"], input_size)
-    jitter = {k: x[k] for k in ("brightness", "contrast", "saturation", "hue")}
-    if per_frame_jitter:  # one value per frame (the original's flickering behaviour)
-        jitter = {k: fn.per_frame(v) for k, v in jitter.items()}
-    # Saturation 0 gives R = G = B = ITU-R 601 luma: the grayscale augmentation rides on the same kernel.
-    video = fn.color_twist(video, **jitter)
+    video = jitter_frames(video, x["color_ops"], x["brightness"], x["contrast"], x["saturation"], x["hue"],
+                          per_frame=per_frame_jitter)
     video = _normalize(video, dtype, mirror=x["mirror"])
     return video, x["index"]
 

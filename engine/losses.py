@@ -1,10 +1,15 @@
 """Losses and batch blending: label smoothing, and Mixup / CutMix for video clips (SPEC section 3).
 
-Mixup/CutMix as in the original ``CutmixMixupBlending``, with two deliberate changes:
-- randomness comes from a generator keyed by ``(seed, step, rank)`` instead of the global RNGs, so a resumed
-  run mixes exactly as an uninterrupted one;
-- the partner of each clip comes from a random *cyclic* permutation (a derangement), so no clip is mixed with
-  itself; the original's ``randperm(2)`` on a per-GPU batch of 2 was the identity half the time.
+Mixup/CutMix as in the original ``CutmixMixupBlending``: one lambda and one partner permutation per per-GPU
+batch, drawn from a generator keyed by ``(seed, step, rank)`` instead of the global RNGs, so a resumed run mixes
+exactly as an uninterrupted one (the data loader keys its draws the same way, by seed and position).
+
+Partners (``AUG.MIXUP_PARTNERS``):
+- ``'random'`` (default, the original's rule): clip i is mixed with ``x[perm[i]]`` for a uniformly random
+  permutation, so a clip can be its own partner. At the Kinetics-722 recipe's per-GPU batch of 2 half of the
+  mix events are the identity and change nothing.
+- ``'derangement'``: a random cyclic permutation, so no clip is ever mixed with itself (B > 1); at batch 2 this
+  roughly doubles the effective mixing compared with the original.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-__all__ = ["build_criterion", "VideoMixup", "smooth_one_hot", "cutmix_box"]
+__all__ = ["build_criterion", "VideoMixup", "smooth_one_hot", "cutmix_box", "mix_partners", "PARTNER_RULES"]
+
+PARTNER_RULES = ("random", "derangement")
 
 
 def build_criterion(label_smoothing: float, mixup_active: bool) -> nn.Module:
@@ -49,6 +56,23 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) ->
     return y0, y1, x0, x1
 
 
+def mix_partners(batch_size: int, rule: str, rng: np.random.Generator) -> np.ndarray:
+    """The partner index of each clip: ``perm[i]`` is the clip that clip i is mixed with.
+
+    ``'random'``: a uniform permutation (the original's ``randperm(B)``), the identity with probability 1/B!.
+    ``'derangement'``: a uniformly random cyclic order, clip ``order[k]`` paired with ``order[k + 1]``; no fixed
+    point when B > 1.
+    """
+    if rule == "random":
+        return rng.permutation(batch_size).astype(np.int64)
+    if rule == "derangement":
+        order = rng.permutation(batch_size)
+        perm = np.empty(batch_size, dtype=np.int64)
+        perm[order] = np.roll(order, -1)
+        return perm
+    raise ValueError(f"AUG.MIXUP_PARTNERS = {rule!r} is not one of {', '.join(map(repr, PARTNER_RULES))}")
+
+
 class VideoMixup:
     """Mixup or CutMix of a batch of clips ``(B, T, C, H, W)`` with soft, label-smoothed targets.
 
@@ -62,12 +86,18 @@ class VideoMixup:
         label_smoothing: smoothing of the one-hot targets before mixing.
         num_classes: width of the targets.
         seed: base seed; the draw for a call depends only on ``(seed, step, rank)``.
+        partners: ``'random'`` (the original's ``randperm``) or ``'derangement'`` (never a clip with itself);
+            see ``mix_partners``.
     """
 
     def __init__(self, mixup_alpha: float, cutmix_alpha: float, switch_prob: float, label_smoothing: float,
-                 num_classes: int, seed: int = 0, rank: int = 0) -> None:
+                 num_classes: int, seed: int = 0, rank: int = 0, partners: str = "random") -> None:
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
             raise ValueError("VideoMixup needs mixup_alpha > 0 or cutmix_alpha > 0")
+        if partners not in PARTNER_RULES:
+            raise ValueError(f"AUG.MIXUP_PARTNERS = {partners!r} is not one of "
+                             f"{', '.join(map(repr, PARTNER_RULES))}")
+        self.partners = partners
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.switch_prob = switch_prob
         self.label_smoothing = label_smoothing
@@ -75,7 +105,8 @@ class VideoMixup:
         self.seed, self.rank = seed, rank
 
     def _rng(self, step: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, step, self.rank, 0x4D49])
+        # Keyed like the loader's draws (seed masked to 32 bits, so any SEED works), plus a stream tag.
+        return np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(step), int(self.rank), 0x4D49])
 
     @torch.no_grad()
     def __call__(self, video: torch.Tensor, labels: torch.Tensor, step: int
@@ -88,10 +119,7 @@ class VideoMixup:
         rng = self._rng(step)
         use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or rng.random() < self.switch_prob)
         b = video.shape[0]
-        # Random cyclic permutation: clip order[i] is mixed with clip order[i + 1], never with itself (B > 1).
-        order = rng.permutation(b)
-        perm = np.empty(b, dtype=np.int64)
-        perm[order] = np.roll(order, -1)
+        perm = mix_partners(b, self.partners, rng)
         perm_t = torch.from_numpy(perm).to(video.device)
         partner = video.index_select(0, perm_t)
         if use_cutmix:

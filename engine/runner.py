@@ -233,7 +233,8 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     scaler = torch.amp.GradScaler(ctx.device.type) if needs_scaler else None
     mix = cfg.AUG.MIXUP > 0 or cfg.AUG.CUTMIX > 0
     mixup = VideoMixup(cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.AUG.MIXUP_SWITCH_PROB, cfg.AUG.LABEL_SMOOTH,
-                       cfg.DATA.NUM_CLASSES, seed=cfg.SEED, rank=ctx.rank) if mix else None
+                       cfg.DATA.NUM_CLASSES, seed=cfg.SEED, rank=ctx.rank,
+                       partners=cfg.AUG.MIXUP_PARTNERS) if mix else None
     ema = None
     if t.EMA:
         from timm.utils import ModelEmaV3

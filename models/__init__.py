@@ -1,6 +1,6 @@
 """EVA video transformer, its checkpoint conversion and FLOP counts. Pure PyTorch: no DALI, no training code."""
 
-from .checkpoint import CheckpointError, convert_state_dict, load_pretrained, read_state_dict
+from .checkpoint import CheckpointError, convert_state_dict, load_pretrained, read_checkpoint, read_state_dict
 from .eva import EVAVideoTransformer
 from .factory import ARCHS, build_model
 from .flops import forward_flops, train_step_flops
@@ -13,6 +13,7 @@ __all__ = [
     "convert_state_dict",
     "forward_flops",
     "load_pretrained",
+    "read_checkpoint",
     "read_state_dict",
     "train_step_flops",
 ]

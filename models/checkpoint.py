@@ -26,10 +26,12 @@ from typing import Any, Callable, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CheckpointError", "read_state_dict", "convert_state_dict", "load_pretrained", "MODES"]
+from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
+
+__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "convert_state_dict", "load_pretrained",
+           "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +161,12 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
-def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
-    """Read a model state dict from a ``.safetensors`` or ``torch.save`` file without running pickled code.
+def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], Any]:
+    """Read a model state dict and the training config saved beside it, without running pickled code.
 
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
-    ``module.`` prefix is stripped and non-tensor entries are dropped.
+    ``module.`` prefix is stripped and non-tensor entries are dropped. The config is the file's ``'config'`` entry
+    (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -182,6 +185,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
     else:
         obj = _torch_load(path)
+    config = obj.get("config") if isinstance(obj, Mapping) else None
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
@@ -189,7 +193,12 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     state_dict = {k: v for k, v in _strip_module_prefix(obj).items() if isinstance(v, torch.Tensor)}
     if not state_dict:
         raise CheckpointError(f"{path}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
-    return state_dict
+    return state_dict, (None if isinstance(config, torch.Tensor) else config)
+
+
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of ``read_checkpoint(path)`` (same unwrapping, same refusal of pickled code)."""
+    return read_checkpoint(path)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,44 +217,9 @@ def _isqrt_exact(n: int) -> int | None:
     return r if r * r == n else None
 
 
-def _infer_source_grid(num_patch_tokens: int, frames: int, size: int) -> tuple[int, int] | None:
-    """Guess (T0, S0) with T0·S0² = number of patch tokens of a checkpoint's pos_embed.
-
-    A video checkpoint carries no grid metadata (the original read it from MYCLIP.FT_FRAMES / FT_IMAGE_SIZE),
-    so: prefer the model's spatial grid (only the frame count changed, the usual case: 8 -> 16 frames), then the
-    model's frame count with a square spatial grid, then a single square frame. Pass ``source_grid`` to
-    ``convert_state_dict`` when this guess would be wrong (e.g. 8x16x16 = 2x32x32 tokens for a G = 32 model).
-    """
-    if num_patch_tokens % (size * size) == 0:
-        return num_patch_tokens // (size * size), size
-    if num_patch_tokens % frames == 0 and (s := _isqrt_exact(num_patch_tokens // frames)) is not None:
-        return frames, s
-    if (s := _isqrt_exact(num_patch_tokens)) is not None:
-        return 1, s
-    return None
-
-
-def _resample_pos_embed(pos_embed: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
-    """(1, 1+T0·S0², D) -> (1, 1+T1·S1², D): cls slot kept, patch table interpolated on its (T, S, S) grid.
-
-    Trilinear with align_corners=False, as the original; computed in fp32 and cast back.
-    """
-    (t0, s0), (t1, s1) = src, dst
-    cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
-    dim = tokens.shape[-1]
-    grid = tokens.float().transpose(1, 2).reshape(1, dim, t0, s0, s0)  # token index t·S²+h·S+w -> (t, h, w)
-    grid = F.interpolate(grid, size=(t1, s1, s1), mode="trilinear", align_corners=False)
-    tokens = grid.reshape(1, dim, t1 * s1 * s1).transpose(1, 2).to(pos_embed.dtype)
-    return torch.cat((cls, tokens), dim=1)
-
-
-def _resample_image_pos_embed(pos_embed: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
-    """(1, 1+S0², D) -> (1, 1+S1², D) by bicubic interpolation of the spatial table (cls slot kept)."""
-    cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
-    dim = tokens.shape[-1]
-    grid = tokens.float().transpose(1, 2).reshape(1, dim, s0, s0)
-    grid = F.interpolate(grid, size=(s1, s1), mode="bicubic", align_corners=False)
-    return torch.cat((cls, grid.reshape(1, dim, s1 * s1).transpose(1, 2).to(pos_embed.dtype)), dim=1)
+def _patch_and_tubelet(model: nn.Module) -> tuple[int, int]:
+    kernel = model.patch_embed.proj.kernel_size  # (tubelet, patch, patch)
+    return int(kernel[1]), int(kernel[0])
 
 
 def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: int) -> torch.Tensor:
@@ -271,9 +245,43 @@ def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: in
     return torch.from_numpy(array.astype(np.int64))
 
 
+def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, mode: str,
+                       source_grid: tuple[Any, Any] | None, checkpoint_config: Any, notes: list[str]) -> torch.Tensor:
+    """The checkpoint's positional table fitted to the model's (T', G, G) grid (see ``convert_state_dict``)."""
+    # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
+    # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
+    frames, size = _model_grid(model)
+    if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != target[2]:
+        raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} does not match model shape {target}")
+    num = pe.shape[1] - 1
+    if mode == "eva":
+        if tuple(pe.shape) == target:
+            return pe
+        s0 = _isqrt_exact(num)
+        if s0 is None:
+            raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} is not an image table (1, 1+S², D); "
+                             f"model shape {target}; use mode 'eva_k722' for video checkpoints")
+        if s0 != size:  # extension: the original required img_size 224 (no spatial resampling)
+            pe = resample_image_table(pe, s0, size)
+            notes.append(f"pos_embed: spatial grid resampled {s0}x{s0} -> {size}x{size} (bicubic)")
+        # The same spatial table for every frame; no temporal component (as the original).
+        pe = torch.cat((pe[:, :1], pe[:, 1:].repeat(1, frames, 1)), dim=1)
+        notes.append(f"pos_embed: image table repeated over {frames} frames -> {tuple(pe.shape)}")
+        return pe
+    patch, tubelet = _patch_and_tubelet(model)
+    saved = grid_from_config(checkpoint_config, patch, tubelet) if checkpoint_config is not None else None
+    src, how = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved)
+    if src == (frames, size):
+        return pe
+    notes.append(f"pos_embed: source grid {src[0]}x{src[1]}x{src[1]} ({how})")
+    notes.append(f"pos_embed: resampled (T, S, S) {src[0]}x{src[1]}x{src[1]} -> {frames}x{size}x{size} "
+                 f"(trilinear, align_corners=False)")
+    return resample_video_table(pe, src, (frames, size))
+
+
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module, mode: str,
-                       class_mapping: Any = None,
-                       source_grid: tuple[int, int] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+                       class_mapping: Any = None, source_grid: tuple[Any, Any] | None = None,
+                       checkpoint_config: Any = None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map an EVA checkpoint's state dict onto ``model`` (an ``EVAVideoTransformer``); the input is not modified.
 
     Args:
@@ -282,58 +290,36 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
         mode: ``'eva'``: image checkpoint -> video. The (1, 1+G², D) positional table is copied to every one of
             the model's T' frames (bicubically resized first if the grid differs, an extension); a 4-D patch
             kernel (D, 3, p, p) is inflated to (D, 3, tubelet, p, p) / tubelet so a static clip embeds as the image
-            did. ``'eva_k722'``: video checkpoint. pos_embed is trilinearly resampled to the model's (T', G, G).
+            did. ``'eva_k722'``: video checkpoint. pos_embed is trilinearly resampled from the checkpoint's
+            (T0, S0, S0) grid (see ``models.pos_embed.find_source_grid``) to the model's (T', G, G).
             Keys the model lacks (``mask_token``, ``lm_head.*``, ``norm.*`` with mean pooling) are kept, for
             ``load_state_dict(strict=False)`` to report as unexpected; the image model's final ``norm`` is not
             mapped to ``fc_norm`` (the original does not either).
         class_mapping: used when the checkpoint head has a different class count than the model: a path to an
             integer ``.npy`` (or an array) of length num_classes whose entry i is the checkpoint class of model
             class i; head rows are gathered. Without it such a head is dropped (left to its fresh init).
-        source_grid: (T0, S0) of the checkpoint's pos_embed, when the guess from its length would be wrong.
+        source_grid: (T0, S0) in tokens of the checkpoint's pos_embed as the user gave it (either part may be
+            None), e.g. from ``MODEL.PRETRAINED_FRAMES`` / ``PRETRAINED_INPUT_SIZE`` via ``grid_from_sizes``.
+        checkpoint_config: the ``'config'`` entry saved in the checkpoint (a mapping or YAML text), if any; its
+            ``DATA.NUM_FRAMES`` / ``INPUT_SIZE`` give the source grid when ``source_grid`` does not.
 
     Returns:
         (new_state_dict, notes): notes are human-readable lines on what was changed or dropped.
 
     Raises:
-        ValueError: unknown mode, a bad class mapping, or a tensor whose shape cannot be made to fit (the message
-            names the key and both shapes).
+        ValueError: unknown mode, a bad class mapping, a tensor whose shape cannot be made to fit (the message
+            names the key and both shapes), or a positional table whose source grid is ambiguous (the message
+            names the candidates and the keys that decide).
     """
     if mode not in MODES:
         raise ValueError(f"unknown checkpoint mode {mode!r}; expected one of {MODES}")
     sd = _strip_module_prefix(state_dict)  # a new dict: the caller's mapping is left untouched
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    frames, size = _model_grid(model)
     notes: list[str] = []
 
-    # --- positional embedding ---------------------------------------------------------------------------------
-    # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
-    # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
-    if "pos_embed" in sd and "pos_embed" in target and tuple(sd["pos_embed"].shape) != target["pos_embed"]:
-        pe = sd["pos_embed"]
-        if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != target["pos_embed"][2]:
-            raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} does not match model shape "
-                             f"{target['pos_embed']}")
-        num = pe.shape[1] - 1
-        if mode == "eva":
-            s0 = _isqrt_exact(num)
-            if s0 is None:
-                raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} is not an image table (1, 1+S², D); "
-                                 f"model shape {target['pos_embed']}; use mode 'eva_k722' for video checkpoints")
-            if s0 != size:  # extension: the original required img_size 224 (no spatial resampling)
-                pe = _resample_image_pos_embed(pe, s0, size)
-                notes.append(f"pos_embed: spatial grid resampled {s0}x{s0} -> {size}x{size} (bicubic)")
-            # The same spatial table for every frame; no temporal component (as the original).
-            pe = torch.cat((pe[:, :1], pe[:, 1:].repeat(1, frames, 1)), dim=1)
-            notes.append(f"pos_embed: image table repeated over {frames} frames -> {tuple(pe.shape)}")
-        else:
-            src = source_grid or _infer_source_grid(num, frames, size)
-            if src is None or src[0] * src[1] ** 2 != num:
-                raise ValueError(f"pos_embed: cannot infer the (frames, size) grid of checkpoint shape "
-                                 f"{tuple(pe.shape)} (source_grid={source_grid}); model shape {target['pos_embed']}")
-            pe = _resample_pos_embed(pe, src, (frames, size))
-            notes.append(f"pos_embed: resampled (T, S, S) {src[0]}x{src[1]}x{src[1]} -> {frames}x{size}x{size} "
-                         f"(trilinear, align_corners=False)")
-        sd["pos_embed"] = pe
+    if "pos_embed" in sd and "pos_embed" in target:
+        sd["pos_embed"] = _convert_pos_embed(sd["pos_embed"], target["pos_embed"], model, mode, source_grid,
+                                             checkpoint_config, notes)
 
     # --- patch embedding: Conv2d kernel -> Conv3d -----------------------------------------------------------------
     key = "patch_embed.proj.weight"
@@ -368,15 +354,23 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
 
 
 def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
-                    source_grid: tuple[int, int] | None = None) -> tuple[list[str], list[str]]:
+                    source_grid: tuple[Any, Any] | None = None) -> tuple[list[str], list[str]]:
     """Read ``path``, convert it for ``model`` (see ``convert_state_dict``) and load it non-strictly.
+
+    The checkpoint's saved config, when it has one, tells its positional grid; ``source_grid`` overrides it.
 
     Returns:
         (missing_keys, unexpected_keys) of ``model.load_state_dict(..., strict=False)``; both are also logged.
+
+    Raises:
+        ValueError: as ``convert_state_dict``, with the file named.
     """
-    state_dict = read_state_dict(path)
-    converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
-                                          source_grid=source_grid)
+    state_dict, config = read_checkpoint(path)
+    try:
+        converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
+                                              source_grid=source_grid, checkpoint_config=config)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)}: {error}") from error
     result = model.load_state_dict(converted, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     logger.info("loaded %s (mode %s): %d tensors", os.fspath(path), mode, len(converted) - len(unexpected))
@@ -389,3 +383,15 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
     if not missing and not unexpected:
         logger.info("all keys matched")
     return missing, unexpected
+
+
+def pretrained_source_grid(cfg: Any, model: nn.Module) -> tuple[Any, Any] | None:
+    """(T0, S0) in tokens of ``MODEL.PRETRAINED`` from ``MODEL.PRETRAINED_FRAMES`` / ``PRETRAINED_INPUT_SIZE``.
+
+    None when neither is set (0): the checkpoint's own config, or its token count, decides.
+    """
+    frames, size = int(cfg.MODEL.PRETRAINED_FRAMES), int(cfg.MODEL.PRETRAINED_INPUT_SIZE)
+    if not frames and not size:
+        return None
+    patch, tubelet = _patch_and_tubelet(model)
+    return grid_from_sizes(frames, size, patch, tubelet, "MODEL.PRETRAINED_FRAMES / PRETRAINED_INPUT_SIZE")

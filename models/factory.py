@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_pretrained
+from .checkpoint import load_pretrained, pretrained_source_grid
 from .eva import EVAVideoTransformer
 
 __all__ = ["ARCHS", "build_model", "model_kwargs"]
@@ -77,5 +77,5 @@ def build_model(cfg: Any, device: str | torch.device | None = None) -> EVAVideoT
     is_meta = device is not None and torch.device(device).type == "meta"
     if cfg.MODEL.PRETRAINED and not is_meta:
         load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE,
-                        class_mapping=cfg.MODEL.CLASS_MAPPING or None)
+                        class_mapping=cfg.MODEL.CLASS_MAPPING or None, source_grid=pretrained_source_grid(cfg, model))
     return model

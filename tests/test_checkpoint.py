@@ -115,7 +115,7 @@ def _linear_time_resample(x: np.ndarray, new_len: int) -> np.ndarray:
 def test_frame_resample_8_to_16():
     src = random_state_dict(tiny(num_frames=8))  # pos_embed (1, 1 + 8·16, D)
     model = tiny(num_frames=16)
-    out, notes = convert_state_dict(src, model, "eva_k722")
+    out, notes = convert_state_dict(src, model, "eva_k722", source_grid=(8, None))  # 128 tokens: 8x4x4, 2x8x8, ...
     pe = out["pos_embed"]
     assert pe.shape == (1, 1 + 16 * 16, D)
     torch.testing.assert_close(pe[0, 0], src["pos_embed"][0, 0])
@@ -194,7 +194,7 @@ def test_shape_mismatch_names_key_and_shapes():
 def test_conversion_on_meta_model():
     with torch.device("meta"):
         model = tiny(num_frames=8)
-    out, _ = convert_state_dict(random_state_dict(tiny(num_frames=4)), model, "eva_k722")
+    out, _ = convert_state_dict(random_state_dict(tiny(num_frames=4)), model, "eva_k722", source_grid=(4, 4))
     assert out["pos_embed"].shape == (1, 1 + 8 * 16, D) and out["pos_embed"].device.type == "cpu"
 
 
@@ -307,6 +307,7 @@ def test_build_model_loads_pretrained(tmp_path):
         "MODEL.ARCH", "eva-tiny/8", "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "16", "DATA.NUM_CLASSES", "3",
         "MODEL.PRETRAINED", str(_save(tmp_path / "k10_8f.pth", {"model": src})),
         "MODEL.PRETRAINED_MODE", "eva_k722", "MODEL.CLASS_MAPPING", str(tmp_path / "map.npy"),
+        "MODEL.PRETRAINED_FRAMES", "8", "MODEL.PRETRAINED_INPUT_SIZE", "32",  # the recipe's 8 / 224 px, scaled
     ])
     model = build_model(cfg)
     assert model.pos_embed.shape == (1, 1 + 16 * 16, 128)
@@ -314,3 +315,115 @@ def test_build_model_loads_pretrained(tmp_path):
     assert torch.equal(model.head.bias.detach(), src["head.bias"][[9, 8, 7]])
     assert torch.equal(model.blocks[3].attn.v_bias.detach(), src["blocks.3.attn.v_bias"])
     assert build_model(cfg, device="meta").pos_embed.device.type == "meta"  # no load on meta
+
+
+# --------------------------------------------------------------------- source grid of a video checkpoint's table
+def _interpolate_axis(x: np.ndarray, new_len: int, axis: int) -> np.ndarray:
+    return np.moveaxis(_linear_time_resample(np.moveaxis(x, axis, 0), new_len), 0, axis)
+
+
+def _reference_resample(table: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Trilinear with align_corners=False done as three 1-D linear passes in float64 (it is separable)."""
+    (t0, s0), (t1, s1) = src, dst
+    grid = table.astype(np.float64).reshape(t0, s0, s0, -1)  # token t·S²+h·S+w -> (t, h, w)
+    for axis, new_len in enumerate((t1, s1, s1)):
+        grid = _interpolate_axis(grid, new_len, axis)
+    return grid.reshape(t1 * s1 * s1, -1)
+
+
+def _eva14(img_size: int, num_frames: int = 16) -> EVAVideoTransformer:
+    with torch.device("meta"):  # only shapes are read: no memory for the 448 px table's model
+        return EVAVideoTransformer(img_size=img_size, num_frames=num_frames, patch_size=14, num_classes=5,
+                                   embed_dim=6, depth=1, num_heads=1, mlp_hidden_dim=8)
+
+
+def _k722_like_table(seed: int = 3) -> dict[str, torch.Tensor]:
+    """The Kinetics-722 checkpoint's positional table: 8 frames of 16x16 patches (224 px at patch 14), D = 6."""
+    gen = torch.Generator().manual_seed(seed)
+    return {"pos_embed": torch.randn(1, 1 + 8 * 16 * 16, 6, generator=gen)}
+
+
+def _original_config(frames: int, size: int) -> CfgNode:
+    return CfgNode({"DATA": CfgNode({"NUM_FRAMES": frames, "INPUT_SIZE": size, "TUBELET_SIZE": 1}),
+                    "MYCLIP": CfgNode({"FT_FRAMES": 8, "FT_IMAGE_SIZE": 224})})
+
+
+@pytest.mark.parametrize("img_size, grid", [(112, 8), (224, 16), (336, 24), (448, 32)])
+def test_k722_table_into_112_to_448_px_models(img_size, grid):
+    # The original's rule: source (FT_FRAMES, FT_IMAGE_SIZE // 14) = (8, 16), trilinear to (16, G, G).
+    src = _k722_like_table()
+    table = src["pos_embed"][0, 1:].numpy()
+    expected = _reference_resample(table, (8, 16), (16, grid))
+    model = _eva14(img_size)
+    for given in ({"source_grid": (8, 16)}, {"source_grid": (8, None)}, {"source_grid": (None, 16)},
+                  {"checkpoint_config": _original_config(8, 224)}, {"checkpoint_config": "DATA:\n  NUM_FRAMES: 8\n"
+                                                                                         "  INPUT_SIZE: 224\n"}):
+        out, notes = convert_state_dict(src, model, "eva_k722", **given)
+        pe = out["pos_embed"]
+        assert pe.shape == (1, 1 + 16 * grid * grid, 6), given
+        np.testing.assert_array_equal(pe[0, 0].numpy(), src["pos_embed"][0, 0].numpy())
+        np.testing.assert_allclose(pe[0, 1:].numpy(), expected, atol=2e-5, err_msg=str(given))
+        assert any(f"8x16x16 -> 16x{grid}x{grid}" in n for n in notes), notes
+    # Without the geometry the token count (2048 = 8x16x16 = 2x32x32 = 32x8x8 = ...) is ambiguous: refused by name.
+    with pytest.raises(ValueError, match=r"2048 patch tokens.*2 frames of 32x32 \(448 px\).*8 frames of "
+                                         r"16x16 \(224 px\).*MODEL\.PRETRAINED_FRAMES.*MYCLIP\.FT_FRAMES"):
+        convert_state_dict(src, model, "eva_k722")
+
+
+def test_equal_token_count_is_resampled_when_the_geometry_differs():
+    # 8x16x16 and 2x32x32 both have 2048 tokens: a 2-frame 448 px model used to take the table as it was.
+    src = _k722_like_table()
+    model = _eva14(448, num_frames=2)
+    unchanged, _ = convert_state_dict(src, model, "eva_k722")  # no geometry known: the model's own is assumed
+    assert torch.equal(unchanged["pos_embed"], src["pos_embed"])
+    out, notes = convert_state_dict(src, model, "eva_k722", checkpoint_config=_original_config(8, 224))
+    expected = _reference_resample(src["pos_embed"][0, 1:].numpy(), (8, 16), (2, 32))
+    np.testing.assert_allclose(out["pos_embed"][0, 1:].numpy(), expected, atol=2e-5)
+    assert any("checkpoint's config" in n for n in notes)
+
+
+def test_source_geometry_errors_name_the_keys():
+    src, model = _k722_like_table(), _eva14(224)
+    with pytest.raises(ValueError, match=r"MODEL\.PRETRAINED_FRAMES.*gives 16 frames of 16x16.*2048 patch tokens"):
+        convert_state_dict(src, model, "eva_k722", source_grid=(16, 16))
+    with pytest.raises(ValueError, match=r"say 2 frames of 448 px but the checkpoint's config says 8 frames of 224"):
+        convert_state_dict(src, model, "eva_k722", source_grid=(2, 32), checkpoint_config=_original_config(8, 224))
+    with pytest.raises(ValueError, match=r"checkpoint's config gives 16 frames of 16x16"):
+        convert_state_dict(src, model, "eva_k722", checkpoint_config=_original_config(16, 224))
+
+
+def test_a_token_count_with_one_grid_is_used():
+    # 18 = 2 x 3 x 3 is the only (T, S >= 2) that fits: taken without any key, then 2 -> 4 frames.
+    gen = torch.Generator().manual_seed(0)
+    src = {"pos_embed": torch.randn(1, 1 + 18, D, generator=gen)}
+    out, notes = convert_state_dict(src, tiny(num_frames=4, img_size=24), "eva_k722")
+    expected = _reference_resample(src["pos_embed"][0, 1:].numpy(), (2, 3), (4, 3))
+    np.testing.assert_allclose(out["pos_embed"][0, 1:].numpy(), expected, atol=1e-5)
+    assert any("only grid" in n for n in notes)
+
+
+def test_saved_configs_and_keys_reach_the_conversion(tmp_path):
+    # The original's training checkpoint (yacs config) and ours (YAML text) both say 8 frames at 32 px.
+    src = random_state_dict(tiny(num_frames=8), seed=2)
+    original = _save(tmp_path / "original.pth", {"model": src, "config": _original_config(8, 32), "epoch": 39})
+    ours = _save(tmp_path / "ours.pth", {"model": src, "config": "DATA:\n  NUM_FRAMES: 8\n  INPUT_SIZE: 32\n"})
+    bare = _save(tmp_path / "bare.pth", {"model": src})
+    reference = convert_state_dict(src, tiny(num_frames=16), "eva_k722", source_grid=(8, 4))[0]["pos_embed"]
+    for path in (original, ours):
+        model = tiny(num_frames=16)
+        assert load_pretrained(model, path, "eva_k722") == ([], [])
+        assert torch.equal(model.pos_embed.detach(), reference)
+    with pytest.raises(ValueError, match=r"bare\.pth: pos_embed: the checkpoint has 128 patch tokens"):
+        load_pretrained(tiny(num_frames=16), bare, "eva_k722")
+    # The original's MYCLIP.FT_FRAMES / FT_IMAGE_SIZE reach MODEL.PRETRAINED_* and the factory.
+    cfg = load_config(None, ["MODEL.ARCH", "eva-tiny/8", "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "16",
+                             "DATA.NUM_CLASSES", "5", "MODEL.PRETRAINED", str(bare), "MYCLIP.FT_FRAMES", "8",
+                             "MYCLIP.FT_IMAGE_SIZE", "32"])
+    assert (cfg.MODEL.PRETRAINED_FRAMES, cfg.MODEL.PRETRAINED_INPUT_SIZE) == (8, 32)
+    assert load_config(None).MODEL.PRETRAINED_FRAMES == 0  # the defaults (8 / 224) are not taken as given
+    src_b = random_state_dict(EVAVideoTransformer(img_size=32, num_frames=8, patch_size=8, num_classes=5,
+                                                  embed_dim=128, depth=4, num_heads=4, mlp_hidden_dim=512), seed=4)
+    torch.save({"model": src_b}, bare)
+    model = build_model(cfg)
+    expected = _reference_resample(src_b["pos_embed"][0, 1:].numpy(), (8, 4), (16, 4))
+    np.testing.assert_allclose(model.pos_embed[0, 1:].detach().numpy(), expected, atol=1e-5)

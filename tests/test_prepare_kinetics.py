@@ -115,19 +115,72 @@ def test_lists_labels_follow_sorted_class_names(tmp_path, kinetics_names):
 
 
 def test_lists_data_root_and_own_val_leak(tmp_path):
-    # The original notebook announced "drop leaked K400 train" but never filtered: here it is counted, and dropped
-    # with drop_leaked=True.
+    # The original notebook announced "drop leaked K400 train" but never filtered: here the leak is dropped by
+    # default, and kept (still counted) with drop_leaked=False.
     splits = {"train": {"a": [vid("x1"), vid("leak")], "b": [vid("x2")]},
               "val": {"a": [vid("y1")], "b": [vid("leak", 50)]}}
     make_tree(tmp_path / "videos" / "k400", splits)
     scan = scan_dataset("k400", str(tmp_path / "videos" / "k400"))
     rep = prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), log=lambda s: None)
-    assert rep["k400"]["train_ids_in_own_val"] == 1 and rep["k400"]["dropped_leaked"] == 0
-    assert len(read_list(tmp_path / "lists" / "k400_train.txt")) == 3
-    prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), drop_leaked=True,
-                  log=lambda s: None)
+    assert rep["k400"]["train_ids_in_own_val"] == 1 and rep["k400"]["dropped_leaked"] == 1
     train = read_list(tmp_path / "lists" / "k400_train.txt")
     assert train == [(f"k400/train/a/{vid('x1')}", 0), (f"k400/train/b/{vid('x2')}", 1)]
+    rep = prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), drop_leaked=False,
+                        log=lambda s: None)
+    assert rep["k400"]["train_ids_in_own_val"] == 1 and rep["k400"]["dropped_leaked"] == 0
+    assert len(read_list(tmp_path / "lists" / "k400_train.txt")) == 3
+
+
+# Constructed overlaps within and across the splits of one dataset (YouTube ids are the tags). Scan order is class
+# folder, then file name, so "first occurrence" below is in that order.
+OVERLAP_TREE = {
+    "train": {"a": [vid("D1", 0), vid("D1", 30), vid("K1"), vid("L1"), vid("X1", 5)],
+              "b": [vid("D1", 60), vid("K2"), vid("L1", 70), vid("X1", 1)]},
+    "val": {"a": [vid("V1"), vid("V1", 20), vid("L1", 90)], "b": [vid("V1", 40), vid("V2"), vid("X1", 9)]},
+}
+
+
+def _ids(lines: list[tuple[str, int]]) -> list[tuple[str, str, int]]:
+    return [(rel.split("/")[2], youtube_id(rel), lab) for rel, lab in lines]
+
+
+@pytest.mark.parametrize("name", ["k400", "k600", "k700"])
+def test_lists_deduplicated_and_leak_free_by_the_notebooks_rule(tmp_path, name):
+    make_tree(tmp_path / name, OVERLAP_TREE)
+    rep = prepare_lists([scan_dataset(name, str(tmp_path / name))], str(tmp_path), log=lambda s: None)[name]
+    d1, k1, k2, l1, x1, v1, v2 = (youtube_id(vid(t)) for t in ("D1", "K1", "K2", "L1", "X1", "V1", "V2"))
+    # train: D1 first in a (second clip of a and the one in b dropped), L1 and X1 are in val (every clip dropped).
+    assert _ids(read_list(tmp_path / f"{name}_train.txt")) == [("a", d1, 0), ("a", k1, 0), ("b", k2, 1)]
+    # val: V1 first in a (its other clip in a and the one in b dropped); L1, V2, X1 kept once each.
+    assert _ids(read_list(tmp_path / f"{name}_val.txt")) == [("a", l1, 0), ("a", v1, 0), ("b", v2, 1),
+                                                              ("b", x1, 1)]
+    assert (rep["train_found"], rep["train_written"], rep["val_found"], rep["val_written"]) == (9, 3, 6, 4)
+    assert rep["dropped_leaked"] == 4 and rep["train_ids_in_own_val"] == 4
+    assert (rep["train_duplicates"]["dropped"], rep["train_duplicates"]["other_class"]) == (2, 1)
+    assert (rep["val_duplicates"]["dropped"], rep["val_duplicates"]["other_class"]) == (2, 1)
+    md = (tmp_path / f"{name}_report.md").read_text()
+    assert "4 dropped" in md and "train 2 (1 in another class), val 2 (1 in another class)" in md
+
+
+def test_lists_cleaning_switches(tmp_path, capsys):
+    make_tree(tmp_path / "k600", OVERLAP_TREE)
+    args = ["lists", "--dataset", f"k600={tmp_path / 'k600'}", "--out", str(tmp_path)]
+    d1, k1, k2, l1, x1 = (youtube_id(vid(t)) for t in ("D1", "K1", "K2", "L1", "X1"))
+    assert prepare_kinetics.main(args + ["--keep-leaked"]) == 0  # repeats still dropped, leaks kept once
+    assert _ids(read_list(tmp_path / "k600_train.txt")) == [("a", d1, 0), ("a", k1, 0), ("a", l1, 0), ("a", x1, 0),
+                                                            ("b", k2, 1)]
+    assert prepare_kinetics.main(args + ["--keep-duplicates"]) == 0  # leaks dropped, repeats kept
+    assert _ids(read_list(tmp_path / "k600_train.txt")) == [("a", d1, 0), ("a", d1, 0), ("a", k1, 0), ("b", d1, 1),
+                                                            ("b", k2, 1)]
+    assert len(read_list(tmp_path / "k600_val.txt")) == 6
+    assert prepare_kinetics.main(args + ["--keep-duplicates", "--keep-leaked"]) == 0  # the files as found
+    assert len(read_list(tmp_path / "k600_train.txt")) == 9
+    rep = json.loads((tmp_path / "k600_report.json").read_text())
+    assert (rep["dedup"], rep["drop_leaked"], rep["train_ids_in_own_val"], rep["dropped_leaked"]) == (False, False,
+                                                                                                     4, 0)
+    assert prepare_kinetics.main(args + ["--drop-leaked"]) == 0  # older command lines: the default
+    assert len(read_list(tmp_path / "k600_train.txt")) == 3
+    assert "train 3 of 9" in capsys.readouterr().out
 
 
 def test_underscore_folders_and_extensions(tmp_path):
@@ -525,7 +578,7 @@ def test_reencode_real_clips_keeps_frame_counts_and_rate(tmp_path, real_clips_di
 
 def test_reencode_output_that_fails_verification_is_not_kept(tmp_path, monkeypatch):
     # If the written file does not decode to the source's frame count, it must not appear under the final name.
-    import tools.kinetics as kin
+    import tools.kinetics.reencode as kin
 
     src = write_clip(tmp_path / "a.webm", t=6)
     monkeypatch.setattr(kin, "count_frames", lambda path: 5)

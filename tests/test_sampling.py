@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dali_pipelines import augment
+from dali_pipelines.color_jitter import OP_GRAYSCALE
 from dali_pipelines.sampling import (dense_indices, dense_multiview_indices, multiview_indices, sample_rng,
                                      segment_indices)
 
@@ -125,7 +126,7 @@ def test_aug_draws_and_grayscale():
     for k in range(n):
         a = augment.draw_train_aug(np.random.default_rng(k), 96, 72, 32, 4)
         flips += a.mirror
-        grays += float(a.saturation) == 0.0
+        grays += int(a.color_ops[-1] == OP_GRAYSCALE)
         jit += float(a.brightness) != 1.0
         assert 0.6 <= float(a.brightness) <= 1.4 and -36.0 <= float(a.hue) <= 36.0
     assert abs(flips / n - 0.5) < 0.04 and abs(grays / n - 0.2) < 0.03 and abs(jit / n - 0.8) < 0.03

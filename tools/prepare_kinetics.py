@@ -3,7 +3,9 @@
 
 Subcommands (each accepts --dry-run, which prints what would be written and writes nothing):
 
-  lists     per-dataset lists and labels from class-folder trees <root>/{train,val}/<class name>/<video>:
+  lists     per-dataset lists and labels from class-folder trees <root>/{train,val}/<class name>/<video>,
+            train and val de-duplicated by YouTube id (first occurrence kept) and training videos whose YouTube
+            id is in the dataset's val list removed (--keep-duplicates, --keep-leaked switch these off):
               python tools/prepare_kinetics.py lists --dataset k400=data/k400 --out data/
             -> data/k400_train.txt, data/k400_val.txt, data/k400_labels.csv, data/k400_report.{json,md}
 
@@ -66,6 +68,16 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
 
 
+def _add_cleaning_args(p: argparse.ArgumentParser) -> None:
+    # The original notebook's per-dataset rule, on by default for every dataset (it skipped the K400 leak step).
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="per-dataset lists: keep repeated YouTube ids (default: first occurrence kept)")
+    p.add_argument("--keep-leaked", action="store_true",
+                   help="per-dataset lists: keep training videos whose YouTube id is in the dataset's own val list "
+                        "(default: removed)")
+    p.add_argument("--drop-leaked", action="store_true", help="the default; accepted for older command lines")
+
+
 def _scan_all(args: argparse.Namespace) -> list:
     names = [n for n, _ in args.dataset]
     if len(set(names)) != len(names):
@@ -82,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lists", help="per-dataset lists and label CSVs")
     _add_scan_args(p)
-    p.add_argument("--drop-leaked", action="store_true",
-                   help="leave out training videos whose YouTube id is also in the same dataset's val split")
+    _add_cleaning_args(p)
 
     p = sub.add_parser("k722", help="merged Kinetics-722 lists, labels, class mappings and report")
     _add_scan_args(p)
@@ -92,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-aliases", action="store_true", help=f"do not merge renamed classes ({renames})")
     p.add_argument("--no-dataset-lists", action="store_true",
                    help="write only the merged outputs, not each dataset's own lists")
+    _add_cleaning_args(p)
 
     p = sub.add_parser("reencode", help="re-encode a video tree to short-GOP H.264 for fast NVDEC decoding")
     p.add_argument("--src", required=True, help="source root (searched recursively for videos)")
@@ -115,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "lists":
-            prepare_lists(_scan_all(args), args.out, args.data_root, drop_leaked=args.drop_leaked,
-                          dry_run=args.dry_run)
+            prepare_lists(_scan_all(args), args.out, args.data_root, dedup=not args.keep_duplicates,
+                          drop_leaked=not args.keep_leaked, dry_run=args.dry_run)
         elif args.command == "k722":
             scans = _scan_all(args)
             if not args.no_dataset_lists:
-                prepare_lists(scans, args.out, args.data_root, dry_run=args.dry_run)
+                prepare_lists(scans, args.out, args.data_root, dedup=not args.keep_duplicates,
+                              drop_leaked=not args.keep_leaked, dry_run=args.dry_run)
             prepare_k722(scans, args.out, args.data_root, name=args.name,
                          aliases=None if args.no_aliases else CLASS_ALIASES, dry_run=args.dry_run)
         else:

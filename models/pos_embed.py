@@ -1,0 +1,152 @@
+"""Positional-embedding tables: which (frames, grid) a checkpoint's table was trained for, and resampling it.
+
+A video checkpoint's ``pos_embed`` is a flat (1, 1 + T0·S0², D) table: its length alone does not say which
+(T0, S0) it holds (2048 patch tokens are 8 frames of 16x16, 2 of 32x32, 32 of 8x8, ...). The original read the
+geometry from its config (``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE``); ``find_source_grid`` takes it, in order, from
+
+1. an explicit geometry (``MODEL.PRETRAINED_FRAMES`` / ``MODEL.PRETRAINED_INPUT_SIZE``, which the original's
+   ``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE`` map onto), either part may be left out and is then derived;
+2. the checkpoint's own training config (``DATA.NUM_FRAMES`` / ``TUBELET_SIZE`` / ``INPUT_SIZE``), when it has one;
+3. the model's own grid when the token counts are equal (resuming or evaluating a checkpoint of the same model);
+4. otherwise the token count, only when a single (T0, S0) with S0 >= 2 fits it; more than one is refused with a
+   message naming the candidates and the keys that decide.
+
+Both sources 1 and 2 must agree with the table's length and with each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["GRID_KEYS", "grid_from_sizes", "grid_from_config", "candidate_grids", "find_source_grid",
+           "resample_video_table", "resample_image_table"]
+
+GRID_KEYS = "MODEL.PRETRAINED_FRAMES / MODEL.PRETRAINED_INPUT_SIZE (the original's MYCLIP.FT_FRAMES / FT_IMAGE_SIZE)"
+
+Grid = tuple[int, int]
+PartialGrid = tuple[Any, Any]  # (T0 or None, S0 or None)
+
+
+def grid_from_sizes(frames: int, input_size: int, patch_size: int, tubelet_size: int, origin: str) -> PartialGrid:
+    """(T0, S0) in tokens from a frame count and an input size in pixels; 0 or None leaves that part unknown.
+
+    Raises:
+        ValueError: a size that does not divide into the model's tubelets or patches (names ``origin``).
+    """
+    t0 = s0 = None
+    if frames:
+        if frames % tubelet_size:
+            raise ValueError(f"{origin}: {frames} frames do not divide into tubelets of {tubelet_size}")
+        t0 = frames // tubelet_size
+    if input_size:
+        if input_size % patch_size:
+            raise ValueError(f"{origin}: input size {input_size} px does not divide into {patch_size} px patches")
+        s0 = input_size // patch_size
+    return t0, s0
+
+
+def _lookup(config: Mapping, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def grid_from_config(config: Any, patch_size: int, tubelet_size: int) -> PartialGrid | None:
+    """(T0, S0) of the model a checkpoint was trained as, from the config saved in it (None when it has none).
+
+    ``config`` is the checkpoint's ``'config'`` entry: the original's yacs node (read back as nested mappings) or
+    this project's YAML text. The patch size is the model's: the patch kernel is loaded as is, so it must match.
+    """
+    if isinstance(config, str):
+        import yaml
+
+        try:
+            config = yaml.safe_load(config)
+        except yaml.YAMLError:
+            return None
+    if not isinstance(config, Mapping):
+        return None
+    frames, size = _lookup(config, "DATA.NUM_FRAMES"), _lookup(config, "DATA.INPUT_SIZE")
+    tubelet = _lookup(config, "DATA.TUBELET_SIZE") or tubelet_size
+    if not isinstance(frames, int) or not isinstance(size, int) or not isinstance(tubelet, int):
+        return None
+    return grid_from_sizes(frames, size, patch_size, tubelet, "the checkpoint's config DATA.NUM_FRAMES / INPUT_SIZE")
+
+
+def _complete(partial: PartialGrid, num_tokens: int, origin: str) -> Grid:
+    """Fill the unknown part of (T0, S0) from the token count and check that T0·S0² equals it."""
+    t0, s0 = partial
+    if t0 and not s0:
+        s0 = math.isqrt(num_tokens // t0) if num_tokens % t0 == 0 else 0
+    elif s0 and not t0:
+        t0 = num_tokens // (s0 * s0)
+    if not t0 or not s0 or t0 * s0 * s0 != num_tokens:
+        raise ValueError(f"pos_embed: {origin} gives {t0 or '?'} frames of {s0 or '?'}x{s0 or '?'} patches, "
+                         f"but the checkpoint's table has {num_tokens} patch tokens")
+    return int(t0), int(s0)
+
+
+def candidate_grids(num_tokens: int) -> list[Grid]:
+    """Every (T0, S0) with T0·S0² = ``num_tokens`` and S0 >= 2, fewest frames first."""
+    return [(num_tokens // (s * s), s) for s in range(math.isqrt(num_tokens), 1, -1) if num_tokens % (s * s) == 0]
+
+
+def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explicit: PartialGrid | None = None,
+                from_config: PartialGrid | None = None) -> tuple[Grid, str]:
+    """The (T0, S0) of a checkpoint's patch table and how it was decided (see the module docstring).
+
+    Raises:
+        ValueError: a given geometry does not fit the table, the two sources disagree, or the guess is ambiguous
+            (the message names the candidates in frames and pixels and the keys to set).
+    """
+    given = None
+    if explicit is not None and any(explicit):
+        given = (_complete(explicit, num_tokens, GRID_KEYS), "given by " + GRID_KEYS.split(" (")[0])
+    if from_config is not None and any(from_config):
+        saved = _complete(from_config, num_tokens, "the checkpoint's config")
+        if given and given[0] != saved:
+            raise ValueError(f"pos_embed: {GRID_KEYS.split(' (')[0]} say {given[0][0]} frames of "
+                             f"{given[0][1] * patch_size} px but the checkpoint's config says {saved[0]} frames of "
+                             f"{saved[1] * patch_size} px")
+        given = given or (saved, "from the checkpoint's config")
+    if given:
+        return given
+    if model_grid[0] * model_grid[1] ** 2 == num_tokens:
+        return model_grid, "the model's own (equal token count)"
+    candidates = candidate_grids(num_tokens)
+    if len(candidates) == 1:
+        return candidates[0], "the only grid that fits the token count"
+    named = ", ".join(f"{t} frames of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
+    raise ValueError(f"pos_embed: the checkpoint has {num_tokens} patch tokens and no config that says its geometry; "
+                     f"it could be {named}. Set {GRID_KEYS} to the checkpoint's frames and input size")
+
+
+def resample_video_table(pos_embed: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:
+    """(1, 1+T0·S0², D) -> (1, 1+T1·S1², D): cls slot kept, patch table interpolated on its (T, S, S) grid.
+
+    Trilinear with align_corners=False, as the original; computed in fp32 and cast back.
+    """
+    (t0, s0), (t1, s1) = src, dst
+    cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = tokens.shape[-1]
+    grid = tokens.float().transpose(1, 2).reshape(1, dim, t0, s0, s0)  # token index t·S²+h·S+w -> (t, h, w)
+    grid = F.interpolate(grid, size=(t1, s1, s1), mode="trilinear", align_corners=False)
+    tokens = grid.reshape(1, dim, t1 * s1 * s1).transpose(1, 2).to(pos_embed.dtype)
+    return torch.cat((cls, tokens), dim=1)
+
+
+def resample_image_table(pos_embed: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
+    """(1, 1+S0², D) -> (1, 1+S1², D) by bicubic interpolation of the spatial table (cls slot kept)."""
+    cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = tokens.shape[-1]
+    grid = tokens.float().transpose(1, 2).reshape(1, dim, s0, s0)
+    grid = F.interpolate(grid, size=(s1, s1), mode="bicubic", align_corners=False)
+    return torch.cat((cls, grid.reshape(1, dim, s1 * s1).transpose(1, 2).to(pos_embed.dtype)), dim=1)

@@ -1,0 +1,42 @@
+"""Kinetics dataset preparation: file lists, label CSVs, the merged Kinetics-722 and short-GOP H.264 re-encoding.
+
+This is the library behind ``tools/prepare_kinetics.py``. It replaces the original project's notebook, whose
+"drop leaked K400 train" step printed a message but never filtered anything (SPEC.md section 6).
+
+One module per job, each importable alone:
+
+* ``scan``: class-folder trees ``<root>/{train,val}/<class name>/<video>`` -> ``DatasetScan`` of ``Video``s;
+* ``lists``: labels (position in the sorted class names), list lines, label CSVs, and the per-dataset rule:
+  train and val de-duplicated by YouTube id, train videos whose id is in the val list removed;
+* ``k722``: the Kinetics-722 merge (class union, de-duplication, leak removal) and the class mappings;
+* ``writers``: writing all of the above and the reports (``--dry-run`` describes instead of writing);
+* ``reencode``: short-GOP H.264 re-encoding, verified and resumable;
+* ``common``: the error type and the process pool they share.
+
+Outputs, in the original list format (``<path relative to DATA.ROOT> <label>``, one video per line):
+
+* ``<name>_train.txt``, ``<name>_val.txt``, ``<name>_labels.csv`` (``id,name``) per dataset;
+* ``k722_train.txt``, ``k722_val.txt``, ``k722_labels.csv`` and ``k722_to_<name>_mapping.npy`` (int64, one K722 id
+  per class of ``<name>`` in that dataset's label order: ``head_722[mapping]`` is the dataset's head, what
+  ``MODEL.CLASS_MAPPING`` reads);
+* a JSON and a markdown report per output saying what was dropped and why.
+"""
+
+from .common import KineticsError, parallel_map
+from .k722 import CLASS_ALIASES, K722Result, build_k722, canonical_class_name, class_mapping
+from .lists import (class_labels, dataset_list_lines, format_list_line, labels_csv_text, read_labels_csv,
+                    relative_path, write_labels_csv)
+from .reencode import (EncodeSettings, check_h264_encoder, count_frames, plan_reencode, probe_output, reencode_tree,
+                       reencode_video)
+from .scan import VIDEO_EXTENSIONS, YOUTUBE_ID_LEN, DatasetScan, Video, is_listable, is_video_file, scan_dataset
+from .scan import youtube_id
+from .writers import prepare_k722, prepare_lists
+
+__all__ = [
+    "VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "CLASS_ALIASES", "KineticsError", "Video", "DatasetScan", "K722Result",
+    "EncodeSettings", "youtube_id", "is_video_file", "is_listable", "scan_dataset", "class_labels",
+    "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line", "relative_path",
+    "dataset_list_lines", "canonical_class_name", "build_k722", "class_mapping", "prepare_lists", "prepare_k722",
+    "check_h264_encoder", "count_frames", "probe_output", "reencode_video", "plan_reencode", "reencode_tree",
+    "parallel_map",
+]

@@ -1,0 +1,154 @@
+"""Labels and list files in the original format (``<path relative to DATA.ROOT> <label>``, one video a line).
+
+Also the per-dataset cleaning rule of the original list notebook: each dataset's train and val lists are
+de-duplicated by YouTube id (first occurrence kept), and training videos whose YouTube id is in that dataset's val
+list are removed. The notebook removed them for K600 and K700 only (for K400 it printed a message and filtered
+nothing, SPEC.md section 6); here it is done for every dataset by default, and both steps can be switched off.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Container
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .common import KineticsError
+from .scan import DatasetScan, Video, is_listable
+
+__all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
+           "relative_path", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id", "DatasetLists",
+           "clean_dataset_lists"]
+
+
+def class_labels(names: Iterable[str]) -> dict[str, int]:
+    """``{name: index in sorted(set(names))}``: the label convention of every list this module writes."""
+    return {n: i for i, n in enumerate(sorted(set(names)))}
+
+
+def write_labels_csv(path: str, names: Sequence[str]) -> None:
+    """Write ``id,name`` rows for ``sorted(names)`` (ids 0..n-1)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        f.write(labels_csv_text(names))
+
+
+def labels_csv_text(names: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "name"])
+    for i, n in enumerate(sorted(set(names))):
+        w.writerow([i, n])
+    return buf.getvalue()
+
+
+def read_labels_csv(path: str) -> list[str]:
+    """Class names of an ``id,name`` CSV in id order; ids must be 0..n-1."""
+    if not os.path.isfile(path):
+        raise KineticsError(f"labels CSV {path!r} does not exist")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "id" not in rows[0] or "name" not in rows[0]:
+        raise KineticsError(f"labels CSV {path!r}: expected an 'id,name' header and at least one row")
+    ids = [int(r["id"]) for r in rows]
+    if ids != list(range(len(rows))):
+        raise KineticsError(f"labels CSV {path!r}: ids are not 0..{len(rows) - 1} in order")
+    return [r["name"] for r in rows]
+
+
+def format_list_line(rel_path: str, label: int) -> str:
+    """One list line, ``<relative path> <label>`` (no newline)."""
+    if not is_listable(rel_path):
+        raise KineticsError(f"path {rel_path!r} cannot be written to a list (tab, newline or repeated spaces)")
+    return f"{rel_path} {int(label)}"
+
+
+def relative_path(path: str, data_root: str) -> str:
+    """``path`` relative to ``data_root`` (what a list line holds)."""
+    return os.path.relpath(path, data_root)
+
+
+def dataset_list_lines(videos: Sequence[Video], labels: dict[str, int], data_root: str) -> list[str]:
+    """List lines for ``videos`` with ``labels[class_name]``, paths relative to ``data_root``."""
+    data_root = os.path.abspath(data_root)
+    return [format_list_line(relative_path(v.path, data_root), labels[v.class_name]) for v in videos]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# De-duplication and leak removal by YouTube id
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class YoutubeIdFilter:
+    """Result of :func:`keep_first_by_youtube_id`.
+
+    Attributes:
+        kept: the videos kept, in input order.
+        leaked: videos dropped because their YouTube id is in the excluded set (a validation list).
+        duplicates: ``(dropped, kept)`` pairs: a later video and the first occurrence of its YouTube id.
+    """
+
+    kept: list[Video] = field(default_factory=list)
+    leaked: list[Video] = field(default_factory=list)
+    duplicates: list[tuple[Video, Video]] = field(default_factory=list)
+
+
+def keep_first_by_youtube_id(videos: Iterable[Video], exclude: Container[str] = frozenset(),
+                             dedup: bool = True) -> YoutubeIdFilter:
+    """Drop videos whose YouTube id is in ``exclude``, then (``dedup``) every repeat of an id already kept.
+
+    The order of the two steps does not change the result: an excluded id is dropped in all its occurrences.
+    """
+    out = YoutubeIdFilter()
+    first: dict[str, Video] = {}
+    for v in videos:
+        yid = v.youtube_id
+        if yid in exclude:
+            out.leaked.append(v)
+        elif dedup and yid in first:
+            out.duplicates.append((v, first[yid]))
+        else:
+            first.setdefault(yid, v)
+            out.kept.append(v)
+    return out
+
+
+@dataclass
+class DatasetLists:
+    """One dataset's lists after :func:`clean_dataset_lists`, and the counts for its report."""
+
+    train: list[Video]
+    val: list[Video]
+    report: dict
+
+
+def _duplicate_counts(pairs: list[tuple[Video, Video]]) -> dict:
+    other = [(d, k) for d, k in pairs if d.class_name != k.class_name]
+    return {"dropped": len(pairs), "other_class": len(other),
+            "examples": [{"youtube_id": d.youtube_id, "kept": k.path, "dropped": d.path} for d, k in pairs[:20]]}
+
+
+def clean_dataset_lists(scan: DatasetScan, *, dedup: bool = True, drop_leaked: bool = True) -> DatasetLists:
+    """The original notebook's per-dataset rule (module docstring), switchable step by step.
+
+    Val is de-duplicated first (``dedup``); train then loses every video whose YouTube id is in the val list
+    (``drop_leaked``) and every repeat of a YouTube id (``dedup``). "First" is the scan order: class folder, then
+    file name. A duplicate in another class than its first occurrence is dropped too (and counted apart), as in
+    the notebook, so each YouTube id carries one label.
+    """
+    val = keep_first_by_youtube_id(scan.videos["val"], dedup=dedup)
+    val_ids = {v.youtube_id for v in val.kept}
+    train = keep_first_by_youtube_id(scan.videos["train"], exclude=val_ids if drop_leaked else frozenset(),
+                                     dedup=dedup)
+    in_val = [v for v in scan.videos["train"] if v.youtube_id in val_ids]
+    report = {
+        "dedup": dedup, "drop_leaked": drop_leaked,
+        "train_found": len(scan.videos["train"]), "val_found": len(scan.videos["val"]),
+        "train_written": len(train.kept), "val_written": len(val.kept),
+        "train_ids_in_own_val": len(in_val), "dropped_leaked": len(train.leaked),
+        "leaked_examples": [v.path for v in in_val[:20]],
+        "train_duplicates": _duplicate_counts(train.duplicates),
+        "val_duplicates": _duplicate_counts(val.duplicates),
+    }
+    return DatasetLists(train.kept, val.kept, report)

@@ -1,0 +1,327 @@
+"""Re-encoding a video tree to short-GOP H.264 (CFR, no B-frames, +faststart), verified and resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Callable
+
+from .common import KineticsError, parallel_map
+from .scan import is_video_file
+
+__all__ = ["EncodeSettings", "check_h264_encoder", "count_frames", "probe_output", "reencode_video",
+           "plan_reencode", "reencode_tree"]
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """H.264 encoding parameters.
+
+    Attributes:
+        short_side: output short side in pixels; the long side keeps the aspect ratio, both rounded to even.
+        gop: a keyframe every ``gop`` frames exactly (scene-cut keyframes off), closed GOPs, no B-frames, so any
+            frame decodes from the preceding keyframe in at most ``gop - 1`` extra frames.
+        crf: x264 constant rate factor (quality; lower is better and larger).
+        preset: x264 speed preset.
+        threads: x264 threads per worker process.
+        no_upscale: keep videos whose short side is already <= ``short_side`` at their size (only made even).
+    """
+
+    short_side: int = 320
+    gop: int = 16
+    crf: int = 23
+    preset: str = "veryfast"
+    threads: int = 1
+    no_upscale: bool = False
+
+
+def check_h264_encoder() -> None:
+    """Raise :class:`KineticsError` if PyAV's FFmpeg has no libx264 encoder."""
+    try:
+        import av
+        from av.codec import Codec
+    except ImportError as e:
+        raise KineticsError(f"re-encoding needs PyAV (the 'av' package): {e}") from e
+    try:
+        Codec("libx264", "w")
+    except Exception as e:
+        raise KineticsError(f"PyAV {av.__version__}'s FFmpeg has no libx264 encoder ({e}); install a PyAV build "
+                            f"with libx264 (the standard PyAV wheels include it)") from e
+
+
+def _output_size(width: int, height: int, s: EncodeSettings) -> tuple[int, int]:
+    short = min(width, height)
+    target = short if (s.no_upscale and short <= s.short_side) else s.short_side
+    scale = target / short
+
+    def even(x: float) -> int:
+        return max(2, int(round(x / 2.0)) * 2)
+
+    return even(width * scale), even(height * scale)
+
+
+def count_frames(path: str) -> int:
+    """Frames a full decode of ``path``'s first video stream yields (PyAV)."""
+    import av
+
+    with av.open(path) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def probe_output(path: str) -> dict:
+    """Codec, size, frame count, keyframe positions and B-frame presence of an encoded file (demux + decode).
+
+    ``keyframes`` are indices in decode order of the packets flagged as keyframes; ``reordered`` is True when
+    presentation order differs from decode order or decoding is delayed (dts != pts), i.e. the stream has or allows
+    B-frames; ``x264`` holds the encoder settings libx264 embeds in the stream (``{}`` for other encoders).
+    """
+    import av
+
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        info = {"codec": st.codec_context.name, "width": st.codec_context.width, "height": st.codec_context.height,
+                "pix_fmt": st.codec_context.pix_fmt, "fps": float(st.average_rate) if st.average_rate else None}
+        keyframes, pts, delayed, x264 = [], [], False, {}
+        for p in c.demux(st):
+            if p.size == 0:  # flush packet
+                continue
+            if not pts:
+                # libx264 writes its settings into the first access unit ("x264 - core N ... options: a=1 b=2").
+                m = re.search(rb"x264 - core .*? options: ([^\x00]*)", bytes(p))
+                if m:
+                    x264 = dict(kv.split("=", 1) for kv in m.group(1).decode("ascii", "replace").split()
+                                if "=" in kv)
+            if p.is_keyframe:
+                keyframes.append(len(pts))
+            delayed |= p.dts is not None and p.dts != p.pts
+            pts.append(p.pts)
+    info["packets"] = len(pts)
+    info["keyframes"] = keyframes
+    info["reordered"] = pts != sorted(pts) or delayed
+    info["x264"] = x264
+    info["frames"] = count_frames(path)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    # +faststart moves the moov atom (the index) in front of the media data.
+    moov, mdat = head.find(b"moov"), head.find(b"mdat")
+    info["faststart"] = moov != -1 and (mdat == -1 or moov < mdat)
+    return info
+
+
+def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, settings: EncodeSettings) -> tuple:
+    """An MP4 container at ``tmp`` with one libx264 stream: fixed closed GOPs of ``settings.gop``, no B-frames."""
+    import av
+
+    out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
+    ost = out.add_stream("libx264", rate=rate)
+    ost.width, ost.height, ost.pix_fmt = width, height, "yuv420p"
+    ost.time_base = 1 / rate
+    cc = ost.codec_context
+    cc.gop_size = settings.gop
+    cc.max_b_frames = 0
+    # keyint = min-keyint and no scene-cut keyframes: keyframes exactly every gop frames;
+    # open-gop=0: every GOP is closed, decodable from its own keyframe.
+    cc.options = {"preset": settings.preset, "crf": str(settings.crf), "threads": str(settings.threads),
+                  "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:open-gop=0"}
+    return out, ost
+
+
+def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSettings) -> tuple[int, int, int]:
+    """Decode every frame of ``vs`` and encode it as frame ``n`` of ``tmp``; returns (frames, width, height)."""
+    import av
+
+    n, w, h = 0, 0, 0
+    out = ost = None
+    try:
+        for frame in inp.decode(vs):
+            if out is None:
+                w, h = _output_size(frame.width, frame.height, settings)
+                out, ost = _open_h264_output(tmp, w, h, rate, settings)
+            img = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC")
+            img.pts = n
+            img.time_base = 1 / rate
+            # The decoder tags the source's own I-frames and libx264 honours such tags as forced
+            # keyframes, which would break the fixed GOP; let the encoder choose.
+            img.pict_type = av.video.frame.PictureType.NONE
+            for packet in ost.encode(img):
+                out.mux(packet)
+            n += 1
+        if out is not None:
+            for packet in ost.encode():
+                out.mux(packet)
+    except KineticsError:
+        raise
+    except Exception as e:
+        raise KineticsError(f"{src}: decode/encode failed after {n} frames: {type(e).__name__}: {e}") from e
+    finally:
+        if out is not None:
+            out.close()
+    return n, w, h
+
+
+def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings()) -> dict:
+    """Re-encode ``src`` to H.264 at ``dst`` (MP4), then verify the output's frame count.
+
+    Every decoded frame becomes one output frame at a constant rate (the source's average rate), so frame ``i`` of
+    the output is frame ``i`` of the source: frame-index sampling and precomputed frame counts stay valid. A
+    variable-rate source is re-timed, not resampled. Audio and metadata are dropped. The output is written to
+    ``dst + '.part'`` and renamed to ``dst`` only after verification, so an interrupted run never leaves a partial
+    file under the final name. ``src`` is only read.
+
+    Returns:
+        ``{"src", "dst", "frames", "width", "height", "fps", "src_header_frames", "warnings": [...]}``.
+
+    Raises:
+        KineticsError: the source cannot be decoded, has no frames, or the output does not verify.
+    """
+    import av
+
+    tmp = dst + ".part"
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    warnings: list[str] = []
+    try:
+        try:
+            inp = av.open(src)
+        except Exception as e:
+            raise KineticsError(f"{src}: cannot open: {type(e).__name__}: {e}") from e
+        with inp:
+            if not inp.streams.video:
+                raise KineticsError(f"{src}: no video stream")
+            vs = inp.streams.video[0]
+            # Parallelism comes from the worker processes; per-file threads only when asked for.
+            vs.thread_type = "AUTO"
+            vs.codec_context.thread_count = settings.threads
+            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+            if not rate or rate <= 0:
+                rate = Fraction(25)
+                warnings.append("source frame rate unknown; encoded at 25 fps")
+            # Keep CFR timestamps exact: a rational rate such as 30000/1001 is used as is.
+            rate = Fraction(rate).limit_denominator(1001)
+            header_frames = int(vs.frames or 0)
+            n, w, h = _transcode(src, inp, vs, tmp, rate, settings)
+        if n == 0:
+            raise KineticsError(f"{src}: no decodable video frames")
+        if header_frames and header_frames != n:
+            warnings.append(f"container header says {header_frames} frames, decoded {n}")
+        try:
+            got = count_frames(tmp)
+        except Exception as e:
+            raise KineticsError(f"{src}: output {tmp} does not decode: {e}") from e
+        if got != n:
+            raise KineticsError(f"{src}: output has {got} frames, source decoded to {n}")
+        os.replace(tmp, dst)
+        return {"src": src, "dst": dst, "frames": n, "width": w, "height": h, "fps": float(rate),
+                "src_header_frames": header_frames, "warnings": warnings}
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
+    """``(src, dst)`` pairs for every video under ``src_root`` (recursive, sorted); ``dst`` mirrors the relative
+    path under ``dst_root`` with the extension changed to ``.mp4``.
+
+    Raises:
+        KineticsError: missing source root, or roots that are equal or nested (outputs would mix with inputs).
+    """
+    src_root, dst_root = os.path.abspath(src_root), os.path.abspath(dst_root)
+    if not os.path.isdir(src_root):
+        raise KineticsError(f"source root {src_root!r} does not exist or is not a directory")
+    if os.path.realpath(src_root) == os.path.realpath(dst_root):
+        raise KineticsError(f"--dst must differ from --src ({src_root!r}); originals are never overwritten")
+    for a, b in ((src_root, dst_root), (dst_root, src_root)):
+        if os.path.realpath(b).startswith(os.path.realpath(a) + os.sep):
+            raise KineticsError(f"{b!r} is inside {a!r}; use separate source and destination roots")
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(src_root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not is_video_file(f):
+                continue
+            src = os.path.join(dirpath, f)
+            rel = os.path.relpath(src, src_root)
+            dst = os.path.join(dst_root, os.path.splitext(rel)[0] + ".mp4")
+            if dst in seen:
+                raise KineticsError(f"{seen[dst]!r} and {src!r} would both be written to {dst!r}")
+            seen[dst] = src
+            pairs.append((src, dst))
+    return pairs
+
+
+def _reencode_job(args: tuple[str, str, EncodeSettings]) -> dict:
+    src, dst, settings = args
+    t0 = time.perf_counter()
+    try:
+        r = reencode_video(src, dst, settings)
+        r["ok"] = True
+    except KineticsError as e:
+        r = {"src": src, "dst": dst, "ok": False, "error": str(e)}
+    except Exception as e:  # keep the pool alive whatever one file does; the report names it
+        r = {"src": src, "dst": dst, "ok": False, "error": f"{src}: {type(e).__name__}: {e}"}
+    r["seconds"] = round(time.perf_counter() - t0, 3)
+    return r
+
+
+def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSettings = EncodeSettings(), *,
+                  workers: int = 1, dry_run: bool = False, progress: bool = True, report_dir: str | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Re-encode every video under ``src_root`` into ``dst_root`` (default: ``<src_root>_h264`` beside it).
+
+    Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
+    verification). Failures are collected, not raised; the report is written to ``report_dir`` (default
+    ``dst_root``) as ``reencode_report.json`` and ``.md``.
+
+    Returns:
+        ``{"src_root", "dst_root", "settings", "total", "skipped_existing", "done", "failed": [...],
+        "warnings": [...], "frames", "seconds"}``.
+    """
+    dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
+    pairs = plan_reencode(src_root, dst_root)
+    todo = [(s, d) for s, d in pairs if not os.path.exists(d)]
+    report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
+              "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "done": 0, "failed": [],
+              "warnings": [], "frames": 0, "seconds": 0.0}
+    if dry_run:
+        log(f"[dry-run] would re-encode {len(todo)} of {len(pairs)} videos from {report['src_root']} into "
+            f"{dst_root} (H.264, short side {settings.short_side}, GOP {settings.gop}, no B-frames); "
+            f"{report['skipped_existing']} already done")
+        for s, d in todo[:5]:
+            log(f"            {s} -> {d}")
+        return report
+    check_h264_encoder()
+    t0 = time.perf_counter()
+    results = parallel_map(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    for r in results:
+        if r["ok"]:
+            report["done"] += 1
+            report["frames"] += r["frames"]
+            for wmsg in r.get("warnings", []):
+                report["warnings"].append({"src": r["src"], "warning": wmsg})
+        else:
+            report["failed"].append({"src": r["src"], "error": r["error"]})
+    rdir = report_dir or dst_root
+    os.makedirs(rdir, exist_ok=True)
+    with open(os.path.join(rdir, "reencode_report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    md = [f"# Re-encode {report['src_root']} -> {dst_root}", "",
+          f"- settings: {report['settings']}", f"- videos: {report['total']}, already done (skipped): "
+          f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
+          f"- frames encoded: {report['frames']} in {report['seconds']} s", ""]
+    if report["failed"]:
+        md += ["## Failures (originals untouched, no output written)", ""]
+        md += [f"- `{x['src']}`: {x['error']}" for x in report["failed"]] + [""]
+    if report["warnings"]:
+        md += ["## Warnings", ""] + [f"- `{x['src']}`: {x['warning']}" for x in report["warnings"]] + [""]
+    with open(os.path.join(rdir, "reencode_report.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(md))
+    log(f"re-encoded {report['done']} videos ({report['frames']} frames) in {report['seconds']} s; "
+        f"skipped {report['skipped_existing']} already done; {len(report['failed'])} failed"
+        + (f" (see {os.path.join(rdir, 'reencode_report.md')})" if report["failed"] else ""))
+    return report

@@ -1,0 +1,225 @@
+"""Scanning class-folder trees ``<root>/{train,val}/<class name>/<video>`` into datasets of videos.
+
+Kinetics file names are ``<11-character YouTube id>_<start>_<end>.<ext>``; the YouTube id (the first 11
+characters) is the de-duplication key of the lists and of the Kinetics-722 merge.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .common import KineticsError, parallel_map
+
+__all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "Video", "DatasetScan", "youtube_id", "is_video_file",
+           "is_listable", "scan_dataset"]
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+
+YOUTUBE_ID_LEN = 11
+
+@dataclass(frozen=True)
+class Video:
+    """One video file of a dataset split.
+
+    Attributes:
+        dataset: dataset name given on the command line (e.g. ``k400``).
+        split: ``train`` or ``val`` (the role, whatever the folder is called).
+        class_name: class name (the folder name, possibly with underscores turned into spaces).
+        path: absolute path (``os.path.abspath``, symlinks kept so paths stay under the data root).
+    """
+
+    dataset: str
+    split: str
+    class_name: str
+    path: str
+
+    @property
+    def file_name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def youtube_id(self) -> str:
+        return youtube_id(self.file_name)
+
+
+@dataclass
+class DatasetScan:
+    """Result of :func:`scan_dataset`.
+
+    Attributes:
+        name: dataset name (used as the output file prefix).
+        root: absolute dataset root.
+        classes: sorted class names; a class's label is its index here.
+        videos: ``{"train": [...], "val": [...]}``, each in (class folder name, file name) order.
+        skipped: ``(path, reason)`` for video files left out (empty, unreadable, undecodable, unlistable name).
+        ignored: paths of non-video entries found where videos or class folders were expected.
+    """
+
+    name: str
+    root: str
+    classes: list[str]
+    videos: dict[str, list[Video]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def youtube_id(file_name: str) -> str:
+    """YouTube id of a Kinetics file name: its first 11 characters (``<id>_<start>_<end>.mp4``).
+
+    A stem shorter than 11 characters is returned whole, so such files still de-duplicate against themselves.
+    """
+    stem = os.path.splitext(os.path.basename(file_name))[0]
+    return stem[:YOUTUBE_ID_LEN]
+
+
+def is_video_file(name: str) -> bool:
+    """True for a non-hidden file name with one of :data:`VIDEO_EXTENSIONS` (case-insensitive)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def is_listable(rel_path: str) -> bool:
+    """True when ``rel_path`` survives a list line unchanged."""
+    # The list format splits a line on whitespace and re-joins the path tokens with single spaces, so a path with
+    # tabs, newlines, leading/trailing or repeated spaces would come back as a different path.
+    return " ".join(rel_path.split()) == rel_path
+
+
+def _probe_first_frame(path: str) -> str | None:
+    """Open ``path`` with PyAV and decode one frame; None when fine, else the reason."""
+    import av  # local: scanning without --check must not need PyAV
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return "no video stream"
+            for _ in container.decode(video=0):
+                return None
+            return "no decodable frame"
+    except Exception as e:  # FFmpeg raises many error types for broken files; all mean "unreadable" here
+        return f"cannot decode: {type(e).__name__}: {e}"
+
+
+def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
+                candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str]) -> list[str]:
+    """Walk ``<root>/<folder>/<class>/<file>``: usable videos go to ``candidates``, unusable files to ``skipped``
+    with the reason, anything else to ``ignored``. Returns the split's sorted class names."""
+    split_root = os.path.join(root, folder)
+    if not os.path.isdir(split_root):
+        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist "
+                            f"(expected <root>/{folder}/<class name>/<video>)")
+    names_seen: dict[str, str] = {}
+    with os.scandir(split_root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            ignored.append(entry.path)
+            continue
+        cls = entry.name.replace("_", " ") if underscore_to_space else entry.name
+        if cls in names_seen:
+            raise KineticsError(f"dataset {name}: folders {names_seen[cls]!r} and {entry.path!r} both give "
+                                f"class name {cls!r}")
+        names_seen[cls] = entry.path
+        with os.scandir(entry.path) as it:
+            files = sorted(it, key=lambda e: e.name)
+        for f in files:
+            if not is_video_file(f.name) or not f.is_file():
+                if not f.name.startswith("."):
+                    ignored.append(f.path)
+                continue
+            v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
+            reason = None
+            if f.stat().st_size == 0:
+                reason = "empty file (0 bytes)"
+            elif not os.access(f.path, os.R_OK):
+                reason = "not readable (permission denied)"
+            elif not is_listable(os.path.join(folder, entry.name, f.name)):
+                reason = "path has whitespace the list format cannot represent (tab, newline, repeated spaces)"
+            if reason is None:
+                candidates.append((split, v))
+            else:
+                skipped.append((v.path, reason))
+    if not names_seen:
+        raise KineticsError(f"dataset {name}: no class folders in {split_root!r}")
+    return sorted(names_seen)
+
+
+def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],
+                          skipped: list[tuple[str, str]]) -> None:
+    counts = Counter(v.class_name for v in videos)
+    empty = [c for c in classes if counts[c] == 0]
+    if empty:
+        n_bad = sum(1 for p, _ in skipped if p.startswith(split_root + os.sep))
+        why = f"; {n_bad} unusable file(s) were skipped in this split, e.g. {skipped[0]}" if n_bad else ""
+        raise KineticsError(
+            f"dataset {name}: {len(empty)} class folder(s) in {split_root!r} have no usable "
+            f"video ({', '.join(repr(c) for c in empty[:5])}{' ...' if len(empty) > 5 else ''}){why}; "
+            f"fix the download or pass --allow-empty-classes")
+
+
+def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
+                 underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
+                 allow_empty_classes: bool = False, progress: bool = False) -> DatasetScan:
+    """Scan ``<root>/{train,val}/<class>/<video>``.
+
+    Args:
+        name: dataset name, e.g. ``k400``; letters, digits, ``-`` and ``_`` only (it becomes a file prefix).
+        root: dataset root.
+        train_dir, val_dir: folder names of the two splits under ``root``.
+        underscore_to_space: class name = folder name with ``_`` replaced by spaces (for downloads that write
+            ``arm_wrestling``; the released heads use the names with spaces).
+        check: open every video with PyAV and decode its first frame; failures are skipped (or raise if strict).
+        workers: processes for ``check``.
+        strict: raise instead of skipping empty, unreadable or undecodable files.
+        allow_empty_classes: accept class folders without usable videos (by default an error).
+        progress: show a progress bar while checking.
+
+    Raises:
+        KineticsError: missing root or split folder, no class folders, a class with no usable video, different
+            class sets in the two splits, two folders mapping to the same class name, or (strict) a bad file.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise KineticsError(f"dataset name {name!r} must contain only letters, digits, '-' and '_'")
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise KineticsError(f"dataset {name}: root {root!r} does not exist or is not a directory")
+
+    videos: dict[str, list[Video]] = {"train": [], "val": []}
+    class_sets: dict[str, list[str]] = {}
+    candidates: list[tuple[str, Video]] = []
+    skipped: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    for split, folder in (("train", train_dir), ("val", val_dir)):
+        class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped, ignored)
+
+    if check and candidates:
+        reasons = parallel_map(_probe_first_frame, [v.path for _, v in candidates], workers, f"check {name}",
+                               progress)
+        good = []
+        for (split, v), reason in zip(candidates, reasons):
+            if reason is None:
+                good.append((split, v))
+            else:
+                skipped.append((v.path, reason))
+        candidates = good
+    if strict and skipped:
+        lines = "\n".join(f"  {p}: {r}" for p, r in skipped[:20])
+        raise KineticsError(f"dataset {name}: {len(skipped)} unusable video file(s):\n{lines}")
+    for split, v in candidates:
+        videos[split].append(v)
+
+    if class_sets["train"] != class_sets["val"]:
+        only_t = sorted(set(class_sets["train"]) - set(class_sets["val"]))
+        only_v = sorted(set(class_sets["val"]) - set(class_sets["train"]))
+        raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
+                            f"only in {train_dir}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
+                            f"only in {val_dir}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
+    classes = class_sets["train"]
+    if not allow_empty_classes:
+        for split, folder in (("train", train_dir), ("val", val_dir)):
+            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped)
+    return DatasetScan(name, root, classes, videos, skipped, ignored)

@@ -1,0 +1,201 @@
+"""Writing lists, labels, class mappings and reports to disk (or, with ``dry_run``, only describing them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .k722 import CLASS_ALIASES, K722Result, build_k722
+from .lists import (class_labels, clean_dataset_lists, dataset_list_lines, format_list_line, labels_csv_text,
+                    relative_path)
+from .scan import DatasetScan
+
+__all__ = ["prepare_lists", "prepare_k722"]
+
+
+class _Writer:
+    """Writes text/npy files, or with ``dry_run`` only describes them; records what it wrote."""
+
+    def __init__(self, out_dir: str, dry_run: bool, log: Callable[[str], None]):
+        self.out_dir, self.dry_run, self.log = out_dir, dry_run, log
+        self.written: list[str] = []
+
+    def text(self, name: str, text: str, preview_lines: int = 3) -> str:
+        path = os.path.join(self.out_dir, name)
+        lines = text.splitlines()
+        if self.dry_run:
+            self.log(f"[dry-run] would write {path} ({len(lines)} lines)")
+            for ln in lines[:preview_lines]:
+                self.log(f"            {ln}")
+        else:
+            os.makedirs(self.out_dir, exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            os.replace(tmp, path)
+            self.log(f"wrote {path} ({len(lines)} lines)")
+        self.written.append(path)
+        return path
+
+    def npy(self, name: str, array: np.ndarray) -> str:
+        path = os.path.join(self.out_dir, name)
+        if self.dry_run:
+            self.log(f"[dry-run] would write {path} ({array.dtype}, shape {tuple(array.shape)}, "
+                     f"first {array[:5].tolist()})")
+        else:
+            os.makedirs(self.out_dir, exist_ok=True)
+            np.save(path, array)
+            self.log(f"wrote {path} ({array.dtype}, shape {tuple(array.shape)})")
+        self.written.append(path)
+        return path
+
+
+def _lines_text(lines: Sequence[str]) -> str:
+    return "".join(ln + "\n" for ln in lines)
+
+
+def _check_data_root(scans: Sequence[DatasetScan], data_root: str, log: Callable[[str], None]) -> None:
+    for s in scans:
+        rel = os.path.relpath(s.root, data_root)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            log(f"warning: dataset {s.name} root {s.root} is outside the data root {data_root}; list paths will "
+                f"start with '..' (set DATA.ROOT to {data_root})")
+
+
+def _scan_report(s: DatasetScan, max_examples: int = 50) -> dict:
+    return {"root": s.root, "num_classes": len(s.classes),
+            "videos": {k: len(v) for k, v in s.videos.items()},
+            "skipped": len(s.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped],
+            "ignored_entries": len(s.ignored), "ignored_examples": s.ignored[:max_examples]}
+
+
+def _write_report(w: _Writer, stem: str, report: dict, markdown: str) -> None:
+    w.text(stem + ".json", json.dumps(report, indent=2, sort_keys=False) + "\n", preview_lines=0)
+    w.text(stem + ".md", markdown, preview_lines=0)
+
+
+_KNOWN_SIZES = {"k400": 400, "k600": 600, "k700": 700}
+
+
+def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
+    tdup, vdup = rep["train_duplicates"], rep["val_duplicates"]
+    if rep["drop_leaked"]:
+        leak = f"{rep['dropped_leaked']} dropped"
+    else:
+        leak = f"{rep['train_ids_in_own_val']} kept (--keep-leaked)"
+    dedup = "dropped, first occurrence kept" if rep["dedup"] else "kept (--keep-duplicates)"
+    md = [f"# {s.name} lists", "", f"- root: `{s.root}`", f"- data root: `{data_root}`",
+          f"- classes: {len(s.classes)}",
+          f"- train: {rep['train_found']} found, {rep['train_written']} written",
+          f"- val: {rep['val_found']} found, {rep['val_written']} written",
+          f"- training videos whose YouTube id is also in val: {rep['train_ids_in_own_val']}, {leak}",
+          f"- repeated YouTube ids ({dedup}): train {tdup['dropped']} ({tdup['other_class']} in another class), "
+          f"val {vdup['dropped']} ({vdup['other_class']} in another class)",
+          f"- unusable video files skipped: {len(s.skipped)}",
+          f"- non-video entries ignored: {len(s.ignored)}", ""]
+    if s.skipped:
+        md += ["## Skipped files", ""] + [f"- `{p}`: {r}" for p, r in s.skipped] + [""]
+    return "\n".join(md)
+
+
+def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | None = None, *,
+                  dedup: bool = True, drop_leaked: bool = True, dry_run: bool = False,
+                  log: Callable[[str], None] = print) -> dict:
+    """Write ``<name>_train.txt``, ``<name>_val.txt``, ``<name>_labels.csv`` and ``<name>_report.{json,md}``.
+
+    Args:
+        scans: scanned datasets.
+        out_dir: output directory.
+        data_root: directory the list paths are relative to (``DATA.ROOT``); default ``out_dir``.
+        dedup: de-duplicate train and val by YouTube id, first occurrence kept (the original notebook's rule).
+        drop_leaked: leave out training videos whose YouTube id is in the same dataset's val list (the notebook
+            did so for K600 and K700, not for K400); counted in the report either way.
+        dry_run: print what would be written instead of writing.
+
+    Returns:
+        ``{dataset name: report dict}``.
+    """
+    data_root = os.path.abspath(data_root or out_dir)
+    _check_data_root(scans, data_root, log)
+    w = _Writer(out_dir, dry_run, log)
+    reports = {}
+    for s in scans:
+        labels = class_labels(s.classes)
+        cleaned = clean_dataset_lists(s, dedup=dedup, drop_leaked=drop_leaked)
+        expected = _KNOWN_SIZES.get(s.name.lower())
+        if expected and expected != len(s.classes):
+            log(f"warning: {s.name} has {len(s.classes)} classes, the official release has {expected}")
+        w.text(f"{s.name}_train.txt", _lines_text(dataset_list_lines(cleaned.train, labels, data_root)))
+        w.text(f"{s.name}_val.txt", _lines_text(dataset_list_lines(cleaned.val, labels, data_root)))
+        w.text(f"{s.name}_labels.csv", labels_csv_text(s.classes))
+        rep = _scan_report(s)
+        rep["data_root"] = data_root
+        rep.update(cleaned.report)
+        _write_report(w, f"{s.name}_report", rep, _lists_markdown(s, data_root, rep))
+        reports[s.name] = rep
+        log(f"{s.name}: {len(s.classes)} classes, train {rep['train_written']} of {rep['train_found']} "
+            f"(ids also in val {rep['train_ids_in_own_val']}{', dropped' if drop_leaked else ', kept'}; "
+            f"repeated ids {rep['train_duplicates']['dropped']}), val {rep['val_written']} of {rep['val_found']} "
+            f"(repeated ids {rep['val_duplicates']['dropped']}), skipped {len(s.skipped)}")
+    return reports
+
+
+def prepare_k722(scans: Sequence[DatasetScan], out_dir: str, data_root: str | None = None, *, name: str = "k722",
+                 aliases: dict[str, str] | None = CLASS_ALIASES, dry_run: bool = False,
+                 log: Callable[[str], None] = print) -> K722Result:
+    """Build Kinetics-722 (:func:`build_k722`) and write its lists, labels, class mappings and report."""
+    data_root = os.path.abspath(data_root or out_dir)
+    _check_data_root(scans, data_root, log)
+    res = build_k722(scans, aliases)
+    if {s.name.lower() for s in scans} == {"k400", "k600", "k700"} and len(res.classes) != 722:
+        log(f"warning: the union has {len(res.classes)} classes, the released Kinetics-722 head has 722; class "
+            f"folder names differ from the official ones (underscores? try --underscore-to-space)")
+    underscored = sorted({c for s in scans for c in s.classes if "_" in c and " " not in c})
+    if underscored:
+        log(f"warning: {len(underscored)} class names contain '_' but no space (e.g. {underscored[0]!r}); the "
+            f"official names use spaces, so labels and mappings would not match released heads "
+            f"(try --underscore-to-space)")
+    w = _Writer(out_dir, dry_run, log)
+    for split, videos in (("train", res.train), ("val", res.val)):
+        lines = [format_list_line(relative_path(v.path, data_root), lab) for v, lab in videos]
+        w.text(f"{name}_{split}.txt", _lines_text(lines))
+    w.text(f"{name}_labels.csv", labels_csv_text(res.classes))
+    for ds, m in res.mappings.items():
+        w.npy(f"{name}_to_{ds}_mapping.npy", m)
+    rep = dict(res.report)
+    rep["data_root"] = data_root
+    rep["inputs"] = {s.name: _scan_report(s) for s in scans}
+    tr, va = rep["train"], rep["val"]
+    md = [f"# {name}: merge of {', '.join(rep['datasets'])}", "", f"- classes: {rep['num_classes']} "
+          f"(per dataset: {rep['classes_per_dataset']})",
+          f"- class renames merged: {sum(len(a) for a in rep['class_aliases_applied'].values())} "
+          f"{ {k: v for k, v in rep['class_aliases_applied'].items() if v} }", "",
+          "## Training videos", "",
+          f"- input: {tr['total_input']} {tr['input']}",
+          f"- dropped, YouTube id in a validation split (leak): {tr['dropped_leaked']} "
+          f"(by the first val split containing it: {tr['dropped_leaked_by_val']})",
+          f"- dropped, duplicate YouTube id with the same class: {tr['dropped_duplicate_same_class']} "
+          f"(within one dataset: {tr['dropped_duplicate_same_class_within_dataset']})",
+          f"- dropped, duplicate YouTube id with a different class (conflict): {tr['dropped_duplicate_conflict']}",
+          f"- kept: {tr['total_kept']} {tr['kept']}", "",
+          "## Validation videos", "",
+          f"- input: {va['total_input']} {va['input']}",
+          f"- dropped, duplicate YouTube id with the same class: {va['dropped_duplicate_same_class']}",
+          f"- dropped, duplicate YouTube id with a different class (conflict): {va['dropped_duplicate_conflict']}",
+          f"- kept: {va['total_kept']} {va['kept']}", "",
+          f"Rules: {rep['rules']}.", ""]
+    if tr["conflict_examples"] or va["conflict_examples"]:
+        md += ["## Conflict examples", ""]
+        for ex in tr["conflict_examples"] + va["conflict_examples"]:
+            md.append(f"- {ex['youtube_id']}: kept `{ex['kept_class']}` ({ex['kept']}), dropped "
+                      f"`{ex['dropped_class']}` ({ex['dropped']})")
+        md.append("")
+    _write_report(w, f"{name}_report", rep, "\n".join(md))
+    res.report = rep
+    log(f"{name}: {len(res.classes)} classes; train kept {tr['total_kept']} of {tr['total_input']} "
+        f"(leaked {tr['dropped_leaked']}, duplicates {tr['dropped_duplicate_same_class']}, "
+        f"conflicts {tr['dropped_duplicate_conflict']}); val kept {va['total_kept']} of {va['total_input']}")
+    return res

@@ -160,7 +160,8 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
-    """Read a model state dict from a ``.safetensors`` or ``torch.save`` file without running pickled code.
+    """Read a model state dict from a ``.safetensors`` or ``torch.save`` file (or an ``hf://`` reference to one)
+    without running pickled code.
 
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
     ``module.`` prefix is stripped and non-tensor entries are dropped.
@@ -171,6 +172,10 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
             cannot be read, or holds no tensors.
     """
     path = os.fspath(path)
+    if path.startswith("hf://"):  # a Hub reference: the cached local file (models/hub.py)
+        from .hub import resolve_weights_path
+
+        path = resolve_weights_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith(".safetensors"):

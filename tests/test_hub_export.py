@@ -147,8 +147,9 @@ def test_predict_from_exported_file_without_config(tiny, tmp_path, capsys):
               "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "3"]
     assert predict.main(common[:4] + ["--weights", str(out), "--out", str(tmp_path / "a.jsonl"), "--work-dir",
                                       str(tmp_path / "wa")] + common[4:]) == 0, capsys.readouterr().err
-    assert predict.main(common[:4] + ["--weights", str(ckpt), "--cfg", DEMO, "--out", str(tmp_path / "b.jsonl"),
-                                      "--work-dir", str(tmp_path / "wb")] + common[4:] + TINY + ["DATA.LABEL_LIST", ""]) == 0
+    with_cfg = ["--weights", str(ckpt), "--cfg", DEMO, "--out", str(tmp_path / "b.jsonl"), "--work-dir",
+                str(tmp_path / "wb")]
+    assert predict.main(common[:4] + with_cfg + common[4:] + TINY + ["DATA.LABEL_LIST", ""]) == 0
     a = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert len(a) == 4 and all(r["status"] == "ok" for r in a)

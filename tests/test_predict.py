@@ -107,3 +107,18 @@ def test_format_functions_round_trip():
     assert rows[1] == ["a b.mp4", "ok", "", "2", "x, y", "0.750000"] and rows[2][:3] == ["c.mp4", "error",
                                                                                          "zero-byte file"]
     assert "zero-byte file" in predict.format_table(records).splitlines()[2]
+
+
+def test_collect_videos_from_files_folders_and_lists(tmp_path):
+    from tools.inference import InputError, collect_videos
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.mp4", "a/b/y.webm", "a/notes.md", "with space.mkv"):
+        (tmp_path / name).write_bytes(b"")
+    lst = tmp_path / "list.txt"
+    lst.write_text("with space.mkv 3\n\na/x.mp4\nmissing.mp4\n")  # a training list's label is dropped
+    got = collect_videos([str(tmp_path / "a"), str(lst), str(tmp_path / "a" / "x.mp4")])
+    assert got == [str(tmp_path / p) for p in ("a/x.mp4", "a/b/y.webm", "with space.mkv", "missing.mp4")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no videos found"):
+        collect_videos([str(tmp_path / "empty")])

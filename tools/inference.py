@@ -22,8 +22,8 @@ from engine.evaluate import read_label_names
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.weights_file import read_weights_metadata
 
-__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "collect_videos", "load_setup", "load_model", "build_view_loader",
-           "view_outputs"]
+__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "collect_videos", "load_setup", "load_model",
+           "build_view_loader", "view_outputs"]
 
 logger = logging.getLogger(__name__)
 

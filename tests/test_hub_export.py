@@ -110,6 +110,11 @@ def test_hub_reference_resolves_offline_and_loads(tiny, offline_cache):
     ref_cfg = load_config(DEMO, TINY + ["MODEL.PRETRAINED", "hf://acme/eva-tiny/ckpt.pth", "DATA.TRAIN_FILE",
                                         str(ckpt), "DATA.VAL_FILE", str(ckpt), "DATA.LABEL_LIST", ""])
     check_files(ref_cfg, only_test=False)
+    check_files(ref_cfg, only_test=True, resume="hf://acme/eva-tiny/ckpt.pth")  # --only_test --resume hf://...
+    local_cfg = load_config(DEMO, TINY + ["MODEL.PRETRAINED", "absent.pth", "DATA.TRAIN_FILE", str(ckpt),
+                                          "DATA.VAL_FILE", str(ckpt), "DATA.LABEL_LIST", ""])
+    with pytest.raises(FileNotFoundError, match="MODEL.PRETRAINED = absent.pth"):  # local paths are still checked
+        check_files(local_cfg, only_test=False)
     with torch.no_grad():
         torch.testing.assert_close(build_model(ref_cfg).eval()(x), model(x), rtol=0, atol=0)
 

@@ -172,6 +172,8 @@ def test_interrupted_run_resumes_without_redoing_finished_videos(clips, tiny, tm
         np.testing.assert_array_equal(read_features(str(full), a), read_features(str(part), b))
     again = ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=2, progress=False)
     assert (again["done_before"], again["written"]) == (3, 0)
+    with pytest.raises(ValueError, match="stride: 2 before, 3 now"):  # other settings never mix into the folder
+        ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=3, progress=False)
 
 
 def test_fp16_shards(clips, tiny, tmp_path):

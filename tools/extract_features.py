@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
-from tools.feature_store import FORMATS, FeatureStore, finished_paths, merge_index  # noqa: E402
+from tools.feature_store import FORMATS, FeatureStore, check_settings, finished_paths, merge_index  # noqa: E402
 from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
                              opts_last, view_outputs)
 
@@ -156,12 +156,21 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
 
 def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int = 0, stride: int = 0,
             per_batch: int = 8, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64,
-            work_dir: str = "", progress: bool = True) -> dict[str, Any]:
+            work_dir: str = "", progress: bool = True, weights: str = "") -> dict[str, Any]:
     """Extract the features of ``paths`` not yet in ``out_dir``; views mode unless ``window`` > 0.
+
+    ``weights`` (the checkpoint's name) is recorded with the other settings; a later run into the same
+    ``out_dir`` must use the same ones (ValueError naming the differences otherwise).
 
     Returns ``{'done_before', 'written', 'index'}``: videos skipped as already extracted, videos written by this
     run (all ranks), and the merged index file.
     """
+    stride = stride or window
+    settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
+                "clip_frames": cfg.DATA.NUM_FRAMES, "input_size": cfg.DATA.INPUT_SIZE, "arch": cfg.MODEL.ARCH,
+                "views": [cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP] if window <= 0 else None, "format": fmt,
+                "fp16": fp16, "weights": weights if "://" in weights or not weights else os.path.abspath(weights)}
+    check_settings(out_dir, settings, write=ctx.is_main)
     done = finished_paths(out_dir) if os.path.isdir(out_dir) else set()
     distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
     todo = [p for p in paths if p not in done]
@@ -169,7 +178,7 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     if todo and window > 0:
         _extract_windows(cfg, model, todo[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
-                         stride=stride or window, per_batch=per_batch, progress=progress)
+                         stride=stride, per_batch=per_batch, progress=progress)
     elif todo:
         _extract_views(cfg, model, todo, store, work_dir or os.path.join(out_dir, ".work"), ctx, amp_dtype,
                        progress=progress)
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(cfg, args.weights, ctx.device)
         result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,
                          per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
-                         shard_videos=args.shard_videos, progress=not args.quiet)
+                         shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
     except INPUT_ERRORS + (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()

@@ -6,6 +6,7 @@ Layout of the output folder::
     index-rank000.jsonl               one line per finished video: where its rows are and what they cover
     failed-rank000.jsonl              one line per video that could not be read (retried on the next run)
     index.jsonl                       all ranks' lines merged in input order, written at the end of a run
+    settings.json                     what the features are (mode, window, model, ...): a rerun must match it
 
 A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
 once its features are on disk; a run killed at any point leaves only complete shards and lines. A later run skips
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FORMATS", "FeatureStore", "finished_paths", "merge_index", "read_features"]
+__all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
@@ -39,6 +40,29 @@ def _index_lines(pattern: str) -> list[dict[str, Any]]:
                     except json.JSONDecodeError:  # a line cut by a crash mid-append: its video is redone
                         continue
     return out
+
+
+def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> None:
+    """Refuse to add features made differently to an existing output folder; record ``settings`` when ``write``
+    and the folder has none yet.
+
+    Raises:
+        ValueError: ``out_dir/settings.json`` differs from ``settings``; the message names every difference.
+    """
+    path = os.path.join(out_dir, "settings.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        changed = [f"{k}: {before.get(k)!r} before, {v!r} now" for k, v in settings.items() if before.get(k) != v]
+        if changed:
+            raise ValueError(f"{out_dir} holds features made with other settings ({'; '.join(changed)}); use "
+                             "another --out or the same settings")
+    elif write:
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(settings, f, indent=1)
+        os.replace(tmp, path)
 
 
 def finished_paths(out_dir: str) -> set[str]:

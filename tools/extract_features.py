@@ -33,7 +33,7 @@ from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
 from tools.feature_store import FORMATS, FeatureStore, check_settings, finished_paths, merge_index  # noqa: E402
 from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
-                             opts_last, view_outputs)
+                             opts_last, unreadable_rows, view_outputs)
 
 __all__ = ["window_starts", "window_frames", "roi_resize", "extract", "main"]
 
@@ -144,12 +144,8 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
             pooled, _ = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
             for row, feats in zip(batch["index"].tolist(), pooled.cpu().numpy()):
                 store.add({"path": paths[int(row)], **views}, feats)
-        if ctx.is_main:  # found when indexing: the same on every rank
-            for row, reason in loader.index.bad.items():
-                store.fail(paths[row], reason)
-        for line in loader.stats["skipped"]:
-            path, _, reason = line.partition(": ")
-            store.fail(path, reason)
+        for row, reason in unreadable_rows(loader, paths, ctx).items():
+            store.fail(paths[row], reason)
     finally:
         loader.close()
 

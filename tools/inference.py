@@ -23,7 +23,7 @@ from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "collect_videos", "load_setup", "load_model",
-           "build_view_loader", "view_outputs"]
+           "build_view_loader", "unreadable_rows", "view_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +171,9 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     """The multi-view test loader (TEST.NUM_CLIP x TEST.NUM_CROP views) over ``paths``, sharded over the ranks.
 
     The videos are written as a list (label 0, unused) in ``work_dir``; its index cache is kept there too. Batches
-    are ``{'video': (B, V, T, 3, S, S), 'index': (B,)}`` with ``index`` the position in ``paths``; unreadable
-    videos are in ``loader.index.bad`` (found when indexing) and ``loader.stats['skipped']`` (during decoding).
-    This is the only call into the data pipeline.
+    are ``{'video': (B, V, T, 3, S, S), 'index': (B,)}`` with ``index`` the position in ``paths``; after the
+    iteration :func:`unreadable_rows` names the videos that could not be read. These two functions are the only
+    contact with the data loader.
 
     Raises:
         DataError: none of the videos is readable.
@@ -193,6 +193,19 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     from dali_pipelines.loader import build_loader
 
     return build_loader(test_cfg, "test", ctx.rank, ctx.world_size, ctx.device_id)
+
+
+def unreadable_rows(loader, paths: Sequence[str], ctx: DistContext) -> dict[int, str]:
+    """Positions in ``paths`` that ``loader`` (from :func:`build_view_loader`) could not read, with the reason:
+    those found when indexing (reported by rank 0 only: every rank sees the same) and those that failed while this
+    rank decoded them. Call after the iteration."""
+    rows: dict[int, str] = dict(loader.index.bad) if ctx.is_main else {}
+    row_of = {p: i for i, p in enumerate(paths)}
+    for line in loader.stats["skipped"]:  # "path: reason"
+        path, _, reason = line.partition(": ")
+        if path in row_of:
+            rows[row_of[path]] = reason
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- forward

@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
 from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
-                             opts_last, view_outputs)
+                             opts_last, unreadable_rows, view_outputs)
 
 __all__ = ["predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
 
@@ -62,10 +62,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: distrib
             top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
                 local[int(row)] = list(zip(classes, ps))
-        failed.update(loader.index.bad)
-        skipped = {p.split(": ", 1)[0]: p.split(": ", 1)[-1] for p in loader.stats["skipped"]}
-        row_of = {p: i for i, p in enumerate(paths)}
-        failed.update({row_of[p]: why for p, why in skipped.items() if p in row_of})
+        failed.update(unreadable_rows(loader, paths, ctx))
     finally:
         loader.close()
     preds: dict[int, list] = {}

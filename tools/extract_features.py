@@ -33,7 +33,7 @@ from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
 from tools.feature_store import FORMATS, FeatureStore, check_settings, finished_paths, merge_index  # noqa: E402
 from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
-                             opts_last, unreadable_rows, view_outputs)
+                             opts_last, progress_bar, unreadable_rows, view_outputs)
 
 __all__ = ["window_starts", "window_frames", "roi_resize", "extract", "main"]
 
@@ -90,21 +90,13 @@ def _normalised_centre_crop(frames: np.ndarray, input_size: int, device: torch.d
 
 
 # ---------------------------------------------------------------------------------------------------- extraction
-def _progress(iterable, total: int, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, file=sys.stderr)
-
-
 def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, amp_dtype, *, window: int,
                      stride: int, per_batch: int, progress: bool) -> None:
     from dali_pipelines.index import probe_video
     from dali_pipelines.pyav_io import BadVideoError, decode_frames
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
-    for path in _progress(paths, len(paths), progress, f"features (rank {ctx.rank})"):
+    for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})"):
         try:
             info = probe_video(path)
             starts = window_starts(info.num_frames, window, stride)
@@ -140,7 +132,7 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
              "starts_frames": None, "starts_seconds": None}
     try:
-        for batch in _progress(loader, len(loader), progress, f"features (rank {ctx.rank})"):
+        for batch in progress_bar(loader, len(loader), progress, f"features (rank {ctx.rank})"):
             pooled, _ = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
             for row, feats in zip(batch["index"].tolist(), pooled.cpu().numpy()):
                 store.add({"path": paths[int(row)], **views}, feats)

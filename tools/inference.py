@@ -9,8 +9,8 @@ the views an evaluation run sees.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import sys
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -23,9 +23,7 @@ from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "collect_videos", "load_setup", "load_model",
-           "build_view_loader", "unreadable_rows", "view_outputs"]
-
-logger = logging.getLogger(__name__)
+           "build_view_loader", "unreadable_rows", "view_outputs", "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -227,3 +225,12 @@ def view_outputs(model: nn.Module, video: torch.Tensor, amp_dtype: torch.dtype |
             pooled.append(feats.float())
             logits.append(model.head(feats).float())
     return torch.cat(pooled).view(b, v, -1), torch.cat(logits).view(b, v, -1)
+
+
+def progress_bar(iterable, total: int, enabled: bool, desc: str):
+    """``iterable`` wrapped in a tqdm bar on stderr (with ETA) when ``enabled``, else unchanged."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, file=sys.stderr)

@@ -24,19 +24,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
 from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
-                             opts_last, unreadable_rows, view_outputs)
+                             opts_last, progress_bar, unreadable_rows, view_outputs)
 
 __all__ = ["predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
 
 FORMATS = ("table", "jsonl", "csv")
-
-
-def _progress(iterable, total: int, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True, file=sys.stderr)
 
 
 def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: distributed.DistContext, *, top_k: int = 5,
@@ -55,7 +47,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: distrib
     except DataError as error:  # none readable: every video is reported with the loader's reason
         return [{"path": p, "status": "error", "error": str(error)} for p in paths]
     try:
-        batches = _progress(loader, len(loader), progress and ctx.is_main, "predict")
+        batches = progress_bar(loader, len(loader), progress and ctx.is_main, "predict")
         for batch in batches:
             _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
             probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores

@@ -162,3 +162,14 @@ def test_predict_from_exported_file_without_config(tiny, tmp_path, capsys):
     for ra, rb in zip(a, b):  # the same scores from the exported file as from the checkpoint and its config
         assert [t["class"] for t in ra["top_k"]] == [t["class"] for t in rb["top_k"]]
         assert [t["prob"] for t in ra["top_k"]] == pytest.approx([t["prob"] for t in rb["top_k"]], abs=1e-6)
+
+
+def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache):
+    cfg, model, ckpt, out = tiny
+    cases = [(["a.mp4", "--weights", str(tmp_path / "gone.safetensors")], "weights file not found: "),
+             (["a.mp4", "--weights", str(ckpt)], "--cfg is needed"),
+             (["a.mp4", "--weights", "hf://acme/none/x.pth"], "hf://acme/none/x.pth: ")]
+    for args, needle in cases:
+        assert predict.main(args + ["--work-dir", str(tmp_path / "w")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err

@@ -124,13 +124,16 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str) -> tuple
     the class names (DATA.LABEL_LIST, else the file's names, else none).
 
     Raises:
+        FileNotFoundError: the weights file does not exist.
         InputError: no config and the weights are not a self-describing file.
         ConfigError / CheckpointError: they disagree, or a value is invalid (the message names it).
     """
     from models.hub import resolve_weights_path
 
     local = resolve_weights_path(weights) if weights else ""
-    meta = read_weights_metadata(local) if local.endswith(".safetensors") and os.path.isfile(local) else None
+    if local and not os.path.isfile(local):
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    meta = read_weights_metadata(local) if local.endswith(".safetensors") else None
     if not cfg_path and meta is None:
         raise InputError(f"--cfg is needed: {weights or 'no --weights given'} is not a weights file exported by "
                          "tools.export_safetensors (which carries its own settings)")

@@ -68,7 +68,10 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     if not checkpoint:
         wanted.append(("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING))
     wanted.append(("--resume", resume))
-    missing = [f"{key} = {path}" for key, path in wanted if path and not os.path.isfile(path)]
+    # hf:// weight references are resolved (and a failure named) when the weights are read.
+    hub = {"MODEL.PRETRAINED"} | ({"--resume"} if only_test else set())
+    missing = [f"{key} = {path}" for key, path in wanted
+               if path and not (key in hub and path.startswith("hf://")) and not os.path.isfile(path)]
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
     if missing:

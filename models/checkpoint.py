@@ -162,7 +162,8 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], Any]:
-    """Read a model state dict and the training config saved beside it, without running pickled code.
+    """Read a model state dict and the training config saved beside it from a ``.safetensors`` or ``torch.save``
+    file (or an ``hf://`` reference to one), without running pickled code.
 
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
     ``module.`` prefix is stripped and non-tensor entries are dropped. The config is the file's ``'config'`` entry
@@ -174,6 +175,10 @@ def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], Any]:
             cannot be read, or holds no tensors.
     """
     path = os.fspath(path)
+    if path.startswith("hf://"):  # a Hub reference: the cached local file (models/hub.py)
+        from .hub import resolve_weights_path
+
+        path = resolve_weights_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith(".safetensors"):

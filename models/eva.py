@@ -304,6 +304,47 @@ class EVAVideoTransformer(nn.Module):
             return int(name.split(".")[1]) + 1
         return self.depth + 1
 
+    # ------------------------------------------------------------------------------------------- timm API
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter grouping: stem (embeddings) first, then one group per block; everything after the
+        blocks (``norm``, ``fc_norm``, ``head``) falls through to timm's last group. With timm's
+        ``param_groups_layer_decay`` this reproduces ``get_layer_id`` exactly (0, k + 1, depth + 1)."""
+        return dict(stem=r"^cls_token|^pos_embed|^patch_embed",
+                    blocks=r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None)])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block in the backward pass (same switch as ``use_checkpoint``)."""
+        self.use_checkpoint = bool(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head by a freshly initialised ``Linear(embed_dim, num_classes)`` (Identity for 0).
+
+        The new head is created on the old parameters' device and dtype and initialised like the original head
+        (trunc-normal .02 weight, zero bias); ``init_scale`` is not applied again. ``global_pool`` is accepted for
+        timm compatibility: only ``None``, ``'avg'`` (mean pooling) and ``'token'`` (cls token) matching the
+        model's pooling are allowed, since the pooling decides which norm layers exist.
+        """
+        if global_pool is not None:
+            current = "avg" if self.use_mean_pooling else "token"
+            if global_pool != current:
+                raise ValueError(f"global_pool {global_pool!r} differs from this model's pooling {current!r}; "
+                                 f"build the model with use_mean_pooling={global_pool == 'avg'} instead")
+        self.num_classes = int(num_classes)
+        ref = self.cls_token
+        if num_classes > 0:
+            head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+            self.head = head
+        else:
+            self.head = nn.Identity()
+
     # ---------------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.num_frames, self.in_chans, self.img_size, self.img_size)

@@ -1,0 +1,188 @@
+"""tools.extract_features: pooled features equal the model's on the loader's views; sliding-window starts and
+frames as computed by hand (last window, videos shorter than a window); resume after an interruption; formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from configs import load_config
+from engine.distributed import DistContext
+from models import build_model
+from tests.video_fixtures import make_clip_dataset, pattern_frames, roi_resize_ref
+from tools import extract_features as ef
+from tools.feature_store import FeatureStore, read_features
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.yaml")
+OPTS = ["DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_CLASSES", "3",
+        "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "DATA.LABEL_LIST", "",
+        "DATA.DECODE_DEVICE", "cpu", "TEST.BATCH_SIZE", "2", "TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "3"]
+FPS = 25.0  # write_video's default frame rate
+
+
+@pytest.mark.parametrize("n,window,stride,starts", [
+    (10, 4, 3, [0, 3, 6]),        # the stride lands on the last window exactly
+    (11, 4, 3, [0, 3, 6, 7]),     # an extra last window ending at the last frame
+    (16, 8, 8, [0, 8]),
+    (17, 8, 8, [0, 8, 9]),
+    (4, 4, 2, [0]),               # exactly one window
+    (3, 4, 1, [0]),               # shorter than a window: one window at 0
+])
+def test_window_starts_by_hand(n, window, stride, starts):
+    assert ef.window_starts(n, window, stride) == starts
+
+
+def test_window_frames_by_hand():
+    assert ef.window_frames(7, 11, 4, 4).tolist() == [7, 8, 9, 10]
+    assert ef.window_frames(0, 3, 4, 4).tolist() == [0, 1, 2, 2]  # past the end: the last frame repeats
+    assert ef.window_frames(8, 40, 8, 4).tolist() == [8, 10, 12, 14]  # 4 frames spread over 8
+    with pytest.raises(ValueError):
+        ef.window_starts(10, 0, 1)
+
+
+def test_roi_resize_matches_the_pipeline_reference():
+    frames = pattern_frames(3, 96, 72)
+    start, end = np.array([4.5, 10.25], np.float32), np.array([70.0, 80.5], np.float32)
+    ours = ef.roi_resize(torch.from_numpy(frames), start.tolist(), end.tolist(), 32)
+    ref = np.clip(np.round(roi_resize_ref(frames, start, end, 32)), 0, 255)
+    assert np.abs(ours.permute(0, 2, 3, 1).numpy() - ref).max() <= 1.0  # at most one 8-bit rounding step
+    assert np.mean(ours.permute(0, 2, 3, 1).numpy() == ref) > 0.99
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("feat_clips")
+    make_clip_dataset(str(root), [4, 3, 11], codec="vp9", size=(96, 72))
+    (root / "broken.webm").write_bytes(b"\x1a\x45\xdf\xa3 not really a webm")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = load_config(DEMO, OPTS)
+    torch.manual_seed(11)
+    model = build_model(cfg).eval()
+    ckpt = tmp_path_factory.mktemp("feat_model") / "model.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    return cfg, model, ckpt
+
+
+def _videos(clips: Path) -> list[str]:
+    return [str(p) for p in sorted((clips / "videos").iterdir())]
+
+
+def _index(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "index.jsonl").read_text().splitlines()]
+
+
+def test_view_features_equal_the_models_on_the_loaders_views(clips, tiny, tmp_path, capsys):
+    from dali_pipelines.loader import build_loader
+
+    cfg, model, ckpt = tiny
+    videos = _videos(clips)
+    out = tmp_path / "views"
+    rc = ef.main([*videos, str(clips / "broken.webm"), "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out),
+                  "--quiet", "--opts", *OPTS])
+    assert rc == 0, capsys.readouterr().err
+    index = _index(out)
+    assert [r["path"] for r in index] == videos and all(r["num_windows"] == 6 for r in index)
+    failed = [json.loads(x) for x in (out / "failed-rank000.jsonl").read_text().splitlines()]
+    assert [f["path"] for f in failed] == [str(clips / "broken.webm")] and failed[0]["error"]
+    # the same views straight from the evaluation loader, through the model's own forward_features
+    lst = tmp_path / "same.txt"
+    lst.write_text("".join(f"{v} 0\n" for v in videos))
+    test_cfg = cfg.clone()
+    test_cfg.defrost()
+    test_cfg.DATA.ROOT, test_cfg.DATA.VAL_FILE = "", str(lst)
+    loader = build_loader(test_cfg, "test")
+    by_path = {r["path"]: r for r in index}
+    seen = 0
+    with torch.no_grad():
+        for batch in loader:
+            clips_ = batch["video"].flatten(0, 1).float()
+            want = model.forward_head(model.forward_features(clips_), pre_logits=True).view(*batch["video"].shape[:2],
+                                                                                            -1)
+            for row, feats in zip(batch["index"].tolist(), want):
+                got = read_features(str(out), by_path[videos[row]])
+                np.testing.assert_allclose(got, feats.numpy(), rtol=1e-5, atol=1e-5)
+                seen += 1
+    loader.close()
+    assert seen == 3
+
+
+def test_window_features_index_and_the_one_window_case(clips, tiny, tmp_path, capsys):
+    cfg, model, ckpt = tiny
+    videos = _videos(clips)  # 4, 3 and 11 frames
+    out = tmp_path / "dense"
+    rc = ef.main([*videos, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--window", "4", "--stride",
+                  "3", "--windows-per-batch", "3", "--format", "safetensors", "--quiet", "--opts", *OPTS])
+    assert rc == 0, capsys.readouterr().err
+    index = {r["path"]: r for r in _index(out)}
+    expect = {videos[0]: [0], videos[1]: [0], videos[2]: [0, 3, 6, 7]}
+    for path, starts in expect.items():
+        r = index[path]
+        assert r["starts_frames"] == starts and r["num_windows"] == len(starts)
+        assert r["starts_seconds"] == pytest.approx([s / FPS for s in starts])
+        assert read_features(str(out), r).shape == (len(starts), model.embed_dim)
+    # a 4-frame video, window 4 = the frames of a 1-clip test view: the 1-clip x 1-crop view features agree when
+    # the loader decodes with PyAV too (DALI's VP9 decoder converts colours slightly differently)
+    views = tmp_path / "one_view"
+    one = [o if o not in ("2", "3") else "1" for o in OPTS[-4:]]
+    assert ef.main([videos[0], "--cfg", DEMO, "--weights", str(ckpt), "--out", str(views), "--quiet", "--opts",
+                    *OPTS[:-4], *one, "DATA.CPU_DECODER", "pyav"]) == 0
+    view_feats = read_features(str(views), _index(views)[0])
+    # (DALI and torch round a few resized pixels to different 8-bit values: a small spread, not a bias)
+    np.testing.assert_allclose(read_features(str(out), index[videos[0]]), view_feats, rtol=0, atol=5e-3)
+
+
+def test_interrupted_run_resumes_without_redoing_finished_videos(clips, tiny, tmp_path, monkeypatch):
+    cfg, model, _ = tiny
+    videos = _videos(clips)
+    full, part = tmp_path / "full", tmp_path / "part"
+    ef.extract(cfg, model, videos, str(full), DistContext(), window=4, stride=2, shard_videos=1, progress=False)
+    flushes = {"n": 0}
+    real_flush = FeatureStore.flush
+
+    def flush_then_die(self):
+        real_flush(self)
+        flushes["n"] += 1
+        if flushes["n"] == 1 and self.written == 1:
+            raise KeyboardInterrupt  # killed right after the first video's shard and index line
+
+    monkeypatch.setattr(FeatureStore, "flush", flush_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=2, shard_videos=1, progress=False)
+    monkeypatch.setattr(FeatureStore, "flush", real_flush)
+    first_shard = part / "features-rank000-00000.npy"
+    stamp = first_shard.stat().st_mtime_ns
+    result = ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=2, shard_videos=1,
+                        progress=False)
+    assert (result["done_before"], result["written"]) == (1, 2)
+    assert first_shard.stat().st_mtime_ns == stamp  # the finished video was not redone
+    lines = [json.loads(x) for x in (part / "index-rank000.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in lines) == sorted(videos)  # each video exactly once
+    assert sorted(p.name for p in part.glob("features-*")) == [f"features-rank000-0000{i}.npy" for i in range(3)]
+    for a, b in zip(_index(full), _index(part)):
+        assert a["path"] == b["path"] and a["starts_frames"] == b["starts_frames"]
+        np.testing.assert_array_equal(read_features(str(full), a), read_features(str(part), b))
+    again = ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=2, progress=False)
+    assert (again["done_before"], again["written"]) == (3, 0)
+    with pytest.raises(ValueError, match="stride: 2 before, 3 now"):  # other settings never mix into the folder
+        ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=3, progress=False)
+
+
+def test_fp16_shards(clips, tiny, tmp_path):
+    cfg, model, _ = tiny
+    videos = _videos(clips)[:2]
+    ef.extract(cfg, model, videos, str(tmp_path / "a"), DistContext(), window=4, progress=False)
+    ef.extract(cfg, model, videos, str(tmp_path / "b"), DistContext(), window=4, fp16=True, fmt="safetensors",
+               progress=False)
+    for a, b in zip(_index(tmp_path / "a"), _index(tmp_path / "b")):
+        fa, fb = read_features(str(tmp_path / "a"), a), read_features(str(tmp_path / "b"), b)
+        assert fa.dtype == np.float32 and fb.dtype == np.float16
+        np.testing.assert_allclose(fb.astype(np.float32), fa, rtol=2e-3, atol=2e-3)

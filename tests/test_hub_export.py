@@ -1,0 +1,175 @@
+"""hf:// references resolved through a local Hugging Face cache made here (no network), the safetensors export
+round trip, and predict from an exported file without a config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from configs import load_config
+from engine.runner import check_files
+from models import build_model, load_pretrained, read_state_dict
+from models.hub import HubReference, HubReferenceError, parse_hub_reference, resolve_weights_path
+from models.weights_file import read_weights_metadata
+from tools import export_safetensors, predict
+from tools.inference import load_model, load_setup
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.yaml")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TINY = ["DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1",
+        "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "TEST.BATCH_SIZE", "2", "LOG.PROGRESS_BAR", "False"]
+
+
+def _hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
+    """huggingface_hub's cache layout: blobs by content, snapshots/<commit>/<path> links, refs/main -> commit."""
+    import hashlib
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / COMMIT / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A tiny model, its training-style checkpoint and its export (with class names)."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,name\n0,moving down\n1,growing\n2,moving up\n3,shrinking\n")
+    cfg = load_config(DEMO, TINY + ["DATA.LABEL_LIST", str(labels)])
+    torch.manual_seed(5)
+    model = build_model(cfg).eval()
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}, "epoch": 3}, ckpt)
+    out = tmp_path / "tiny.safetensors"
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", str(labels)]) == 0
+    return cfg, model, ckpt, out
+
+
+def test_parse_references():
+    assert parse_hub_reference("hf://BAAI/EVA/eva_video_k400.pth") == HubReference("BAAI/EVA", "eva_video_k400.pth")
+    assert parse_hub_reference("hf://o/r@v1.0/a/b.safetensors") == HubReference("o/r", "a/b.safetensors", "v1.0")
+    for bad in ("hf://BAAI/eva_video_k400.pth", "hf://o/r@/x.pth", "hf://o//x.pth", "hf://o/r/"):
+        with pytest.raises(HubReferenceError, match="hf://"):
+            parse_hub_reference(bad)
+    assert resolve_weights_path("local/file.pth") == "local/file.pth"
+
+
+def test_export_round_trip_same_logits(tiny):
+    cfg, model, ckpt, out = tiny
+    meta = read_weights_metadata(str(out))
+    assert (meta["arch"], meta["num_frames"], meta["tubelet_size"], meta["input_size"], meta["num_classes"]) == \
+        ("eva-tiny/8", 4, 2, 32, 4)
+    assert meta["class_names"] == ["moving down", "growing", "moving up", "shrinking"]
+    assert meta["mean"] == [123.675, 116.28, 103.53] and meta["std"] == [58.395, 57.12, 57.375]
+    sd = read_state_dict(str(out))
+    assert sd.keys() == model.state_dict().keys()
+    cfg2, names = load_setup("", [], str(out))  # no config: everything from the file
+    assert names[2] == "moving up" and cfg2.MODEL.ARCH == "eva-tiny/8"
+    loaded = load_model(cfg2, str(out), torch.device("cpu"))
+    x = torch.randn(3, 4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_hub_reference_resolves_offline_and_loads(tiny, offline_cache):
+    cfg, model, ckpt, out = tiny
+    _hub_cache(offline_cache, "acme/eva-tiny", {"weights/tiny.safetensors": out.read_bytes(),
+                                               "ckpt.pth": ckpt.read_bytes()})
+    path = resolve_weights_path("hf://acme/eva-tiny/weights/tiny.safetensors")
+    assert Path(path).read_bytes() == out.read_bytes() and COMMIT in path
+    assert resolve_weights_path(f"hf://acme/eva-tiny@{COMMIT}/ckpt.pth").endswith("ckpt.pth")
+    x = torch.randn(2, 4, 3, 32, 32)
+    for ref in ("hf://acme/eva-tiny/weights/tiny.safetensors", "hf://acme/eva-tiny@main/ckpt.pth"):
+        fresh = build_model(cfg).eval()
+        missing, _ = load_pretrained(fresh, ref)
+        assert not missing
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+    # MODEL.PRETRAINED (and so --pretrained) takes a reference: check_files accepts it, build_model loads it
+    ref_cfg = load_config(DEMO, TINY + ["MODEL.PRETRAINED", "hf://acme/eva-tiny/ckpt.pth", "DATA.TRAIN_FILE",
+                                        str(ckpt), "DATA.VAL_FILE", str(ckpt), "DATA.LABEL_LIST", ""])
+    check_files(ref_cfg, only_test=False)
+    check_files(ref_cfg, only_test=True, resume="hf://acme/eva-tiny/ckpt.pth")  # --only_test --resume hf://...
+    local_cfg = load_config(DEMO, TINY + ["MODEL.PRETRAINED", "absent.pth", "DATA.TRAIN_FILE", str(ckpt),
+                                          "DATA.VAL_FILE", str(ckpt), "DATA.LABEL_LIST", ""])
+    with pytest.raises(FileNotFoundError, match="MODEL.PRETRAINED = absent.pth"):  # local paths are still checked
+        check_files(local_cfg, only_test=False)
+    with torch.no_grad():
+        torch.testing.assert_close(build_model(ref_cfg).eval()(x), model(x), rtol=0, atol=0)
+
+
+def test_uncached_reference_offline_fails_in_one_line(offline_cache):
+    with pytest.raises(HubReferenceError) as info:
+        resolve_weights_path("hf://acme/absent/model.pth")
+    message = str(info.value)
+    assert message.startswith("hf://acme/absent/model.pth: ") and "offline" in message and "\n" not in message
+
+
+def test_uncached_reference_without_network_fails_in_one_line(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: like having no network
+    with pytest.raises(HubReferenceError) as info:
+        resolve_weights_path("hf://acme/absent/model.pth")
+    message = str(info.value)
+    assert message.startswith("hf://acme/absent/model.pth: not in the local Hugging Face cache and the Hub could "
+                              "not be reached") and "\n" not in message
+
+
+@pytest.mark.slow
+def test_predict_from_exported_file_without_config(tiny, tmp_path, capsys):
+    from dali_pipelines.synthetic import make_synthetic_dataset
+
+    cfg, model, ckpt, out = tiny
+    data = tmp_path / "clips"
+    make_synthetic_dataset(str(data), train_per_class=0, val_per_class=1, num_frames=12, size=(48, 32), workers=1,
+                           progress=False)
+    common = [str(data / "val.txt"), "--quiet", "--top-k", "4", "--opts", "DATA.NUM_THREADS", "1",
+              "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "3"]
+    assert predict.main(common[:4] + ["--weights", str(out), "--out", str(tmp_path / "a.jsonl"), "--work-dir",
+                                      str(tmp_path / "wa")] + common[4:]) == 0, capsys.readouterr().err
+    with_cfg = ["--weights", str(ckpt), "--cfg", DEMO, "--out", str(tmp_path / "b.jsonl"), "--work-dir",
+                str(tmp_path / "wb")]
+    assert predict.main(common[:4] + with_cfg + common[4:] + TINY + ["DATA.LABEL_LIST", ""]) == 0
+    a = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert len(a) == 4 and all(r["status"] == "ok" for r in a)
+    assert {t["name"] for r in a for t in r["top_k"]} == {"moving down", "growing", "moving up", "shrinking"}
+    for ra, rb in zip(a, b):  # the same scores from the exported file as from the checkpoint and its config
+        assert [t["class"] for t in ra["top_k"]] == [t["class"] for t in rb["top_k"]]
+        assert [t["prob"] for t in ra["top_k"]] == pytest.approx([t["prob"] for t in rb["top_k"]], abs=1e-6)
+
+
+def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache):
+    cfg, model, ckpt, out = tiny
+    cases = [(["a.mp4", "--weights", str(tmp_path / "gone.safetensors")], "weights file not found: "),
+             (["a.mp4", "--weights", str(ckpt)], "--cfg is needed"),
+             (["a.mp4", "--weights", "hf://acme/none/x.pth"], "hf://acme/none/x.pth: ")]
+    for args, needle in cases:
+        assert predict.main(args + ["--work-dir", str(tmp_path / "w")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,69 @@
+"""The timm-style model API: reset_classifier, set_grad_checkpointing, group_matcher (and timm's layer decay)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.optim import param_groups_layer_decay as timm_layer_decay
+
+from engine.optim import param_groups_layer_decay
+from models import EVAVideoTransformer
+
+
+def _tiny(**kw) -> EVAVideoTransformer:
+    torch.manual_seed(0)
+    args = dict(img_size=16, num_frames=2, patch_size=8, tubelet_size=1, num_classes=5, embed_dim=32, depth=3,
+                num_heads=2, mlp_hidden_dim=64, init_scale=1.0)
+    args.update(kw)
+    return EVAVideoTransformer(**args)
+
+
+def test_reset_classifier_new_head_keeps_features():
+    model = _tiny().eval()
+    x = torch.randn(2, 2, 3, 16, 16)
+    feats = model.forward_head(model.forward_features(x), pre_logits=True)
+    model.reset_classifier(7)
+    assert model.num_classes == 7 and model.get_classifier().weight.shape == (7, 32)
+    assert torch.count_nonzero(model.head.bias) == 0 and 0 < model.head.weight.std() < 0.05
+    logits = model(x)
+    assert logits.shape == (2, 7)
+    torch.testing.assert_close(logits, model.head(feats))
+    model.reset_classifier(0)
+    torch.testing.assert_close(model(x), feats)  # Identity head: forward returns the pooled features
+    with pytest.raises(ValueError, match="global_pool 'token'"):
+        model.reset_classifier(3, global_pool="token")
+
+
+def test_set_grad_checkpointing_same_gradients():
+    model = _tiny().train()
+    x = torch.randn(2, 2, 3, 16, 16)
+    model(x).square().sum().backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    assert model.use_checkpoint
+    model(x).square().sum().backward()
+    for a, p in zip(plain, model.parameters()):
+        torch.testing.assert_close(p.grad, a)
+    model.set_grad_checkpointing(False)
+    assert not model.use_checkpoint
+
+
+@pytest.mark.parametrize("mean_pooling", [True, False])
+def test_timm_layer_decay_with_group_matcher_equals_ours(mean_pooling):
+    model = _tiny(use_mean_pooling=mean_pooling)
+    ours = param_groups_layer_decay(model, 0.05, 0.75)
+    theirs = timm_layer_decay(model, weight_decay=0.05, layer_decay=0.75,
+                              no_weight_decay_list=sorted(model.no_weight_decay()))
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def table(groups):
+        return sorted((g["lr_scale"], g["weight_decay"], tuple(names[id(p)] for p in g["params"])) for g in groups)
+
+    assert table(theirs) == table(ours)
+    assert len(ours) == 2 * (model.depth + 2)  # stem, every block and the head part, each decay / no decay
+    # the head group (fc_norm / norm and head) gets scale 1, the stem decay ** (depth + 1)
+    scales = {n: g["lr_scale"] for g in ours for n in (names[id(p)] for p in g["params"])}
+    assert scales["head.weight"] == 1.0 and scales["pos_embed"] == pytest.approx(0.75 ** 4)
+    coarse = model.group_matcher(coarse=True)
+    assert coarse["blocks"] == r"^blocks\.(\d+)"

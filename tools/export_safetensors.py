@@ -1,0 +1,72 @@
+r"""Write a checkpoint's model as ``.safetensors`` with the metadata needed to use it without a config.
+
+    python -m tools.export_safetensors --cfg configs/k400.yaml --weights output/k400/best.pth \
+        --out eva_video_k400.safetensors
+    python -m tools.export_safetensors --cfg configs/k400.yaml --weights hf://owner/repo/eva_video_k400.pth \
+        --out eva_video_k400.safetensors
+
+The input is any checkpoint the project reads (a training checkpoint, a released one, an ``hf://`` reference); it
+is loaded into the model of ``--cfg`` (MODEL.ARCH, DATA.NUM_FRAMES / INPUT_SIZE / NUM_CLASSES, and
+MODEL.CLASS_MAPPING for a larger head), so the file holds exactly that model. The metadata records the
+architecture, frames, tubelet, input size, mean and std, and the class names from DATA.LABEL_LIST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+from engine.evaluate import read_label_names
+from models.weights_file import save_weights_file
+from tools.inference import load_model, opts_last
+
+__all__ = ["export", "main"]
+
+
+def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dict[str, str]:
+    """Load ``weights`` into ``cfg``'s model and write it to ``out``; returns the metadata written."""
+    from dali_pipelines.augment import MEAN, STD  # the normalisation the data pipeline applies (numpy only)
+
+    model = load_model(cfg, weights, torch.device("cpu"))
+    if dtype is not None:
+        model = model.to(dtype)
+    names: list[str] = []
+    if cfg.DATA.LABEL_LIST:
+        table = read_label_names(cfg.DATA.LABEL_LIST)
+        missing = [c for c in range(cfg.DATA.NUM_CLASSES) if c not in table]
+        if missing:
+            raise ValueError(f"DATA.LABEL_LIST {cfg.DATA.LABEL_LIST} has no name for classes {missing[:10]}")
+        names = [table[c] for c in range(cfg.DATA.NUM_CLASSES)]
+    return save_weights_file(model, out, arch=cfg.MODEL.ARCH, mean=MEAN, std=STD, class_names=names,
+                             source=os.path.basename(weights))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", required=True, help="config YAML describing the model")
+    p.add_argument("--weights", required=True, help="checkpoint path or hf:// reference")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="tensor type in the file (default float32)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    from configs import load_config
+    from train import INPUT_ERRORS
+
+    try:
+        cfg = load_config(args.cfg, args.opts)
+        meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
+    except INPUT_ERRORS + (ValueError,) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
+          f"{meta['num_classes']} classes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

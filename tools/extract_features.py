@@ -1,0 +1,235 @@
+r"""Extract per-video features: the pooled pre-logit vector (the ``fc_norm`` output) of every test view, or of
+every window of a sliding window along time (for temporal action localisation).
+
+    python -m tools.extract_features videos/ --cfg configs/k400.yaml --weights ckpt.pth --out feats/
+    python -m tools.extract_features videos.txt --weights model.safetensors --out feats/ --window 16 --stride 4
+    torchrun --nproc_per_node 8 -m tools.extract_features videos.txt --weights ... --out feats/ --window 16
+
+Views (default): TEST.NUM_CLIP x TEST.NUM_CROP views per video through the evaluation loader; one row per view,
+ordered [crop][clip]. Windows (``--window W [--stride S]``): windows of W frames every S frames (S defaults to
+W); the last window ends at the last frame, and a video shorter than W gets one window whose missing frames repeat
+the last one. DATA.NUM_FRAMES frames are taken evenly over each window (all of them when W = NUM_FRAMES), centre
+crop as in the 1-crop test; frames are decoded with PyAV on the host, resized and normalised on the device.
+
+Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
+``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
+own shards; a rerun skips the videos already extracted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from engine import distributed  # noqa: E402
+from engine.train_loop import resolve_precision  # noqa: E402
+from tools.feature_store import FORMATS, FeatureStore, check_settings, finished_paths, merge_index  # noqa: E402
+from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
+                             opts_last, progress_bar, unreadable_rows, view_outputs)
+
+__all__ = ["window_starts", "window_frames", "roi_resize", "extract", "main"]
+
+
+# ---------------------------------------------------------------------------------------------------- windows
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """First frames of the windows of ``window`` frames every ``stride`` frames over ``num_frames`` frames.
+
+    The last window always ends at the last frame (an extra window is added when the stride does not land
+    there); a video shorter than one window has a single window at frame 0.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be at least 1, got window {window}, stride {stride}")
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return starts
+
+
+def window_frames(start: int, num_frames: int, window: int, clip_frames: int) -> np.ndarray:
+    """The ``clip_frames`` frame indices taken evenly over the window at ``start`` (clamped to the video)."""
+    offsets = (np.arange(clip_frames, dtype=np.int64) * window) // clip_frames
+    return np.minimum(start + offsets, num_frames - 1)
+
+
+def roi_resize(frames: torch.Tensor, roi_start: Sequence[float], roi_end: Sequence[float], size: int) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float (F, 3, size, size): bilinear resize of the source window [start, end) ([y, x]),
+    half-pixel centres, edges clamped, no antialiasing, rounded to 8 bits: what the test pipeline's ROI resize
+    computes."""
+    f, h, w, _ = frames.shape
+    dev = frames.device
+
+    def axis(start: float, end: float, length: int) -> torch.Tensor:
+        centres = start + (torch.arange(size, device=dev, dtype=torch.float64) + 0.5) * (end - start) / size
+        return (2 * centres / length - 1).float()  # grid_sample's normalised coordinate (align_corners=False)
+
+    gy, gx = axis(roi_start[0], roi_end[0], h), axis(roi_start[1], roi_end[1], w)
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).expand(f, size, size, 2)
+    x = frames.permute(0, 3, 1, 2).float()
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round().clamp(0, 255)
+
+
+def _normalised_centre_crop(frames: np.ndarray, input_size: int, device: torch.device) -> torch.Tensor:
+    from dali_pipelines.augment import MEAN, STD, test_view_rois  # numpy only
+
+    (start, end), = test_view_rois(frames.shape[2], frames.shape[1], input_size, 1)
+    x = roi_resize(torch.from_numpy(frames).to(device), start.tolist(), end.tolist(), input_size)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------------- extraction
+def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, amp_dtype, *, window: int,
+                     stride: int, per_batch: int, progress: bool) -> None:
+    from dali_pipelines.index import probe_video
+    from dali_pipelines.pyav_io import BadVideoError, decode_frames
+
+    t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
+    for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})"):
+        try:
+            info = probe_video(path)
+            starts = window_starts(info.num_frames, window, stride)
+            feats = []
+            for i in range(0, len(starts), per_batch):
+                idx = np.stack([window_frames(s, info.num_frames, window, t) for s in starts[i:i + per_batch]])
+                union, inverse = np.unique(idx, return_inverse=True)  # each frame decoded once
+                frames = _normalised_centre_crop(decode_frames(path, union), size, ctx.device)
+                clips = frames[torch.from_numpy(inverse.reshape(idx.shape)).to(ctx.device)]  # (w, T, 3, S, S)
+                pooled, _ = view_outputs(model, clips[:, None], amp_dtype)
+                feats.append(pooled[:, 0].cpu().numpy())
+        except (BadVideoError, OSError, ValueError) as error:
+            store.fail(path, str(error))
+            continue
+        fps = info.fps if info.fps > 0 else None
+        store.add({"path": path, "mode": "windows", "num_frames": info.num_frames, "fps": fps, "window": window,
+                   "stride": stride, "clip_frames": t, "starts_frames": starts,
+                   "starts_seconds": [round(s / fps, 6) for s in starts] if fps else None},
+                  np.concatenate(feats))
+
+
+def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_dir: str, ctx, amp_dtype, *,
+                   progress: bool) -> None:
+    from dali_pipelines.filelist import DataError
+
+    try:
+        loader = build_view_loader(cfg, paths, work_dir, ctx)
+    except DataError as error:
+        if ctx.is_main:
+            for path in paths:
+                store.fail(path, str(error))
+        return
+    views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
+             "starts_frames": None, "starts_seconds": None}
+    try:
+        for batch in progress_bar(loader, len(loader), progress, f"features (rank {ctx.rank})"):
+            pooled, _ = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
+            for row, feats in zip(batch["index"].tolist(), pooled.cpu().numpy()):
+                store.add({"path": paths[int(row)], **views}, feats)
+        for row, reason in unreadable_rows(loader, paths, ctx).items():
+            store.fail(paths[row], reason)
+    finally:
+        loader.close()
+
+
+def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int = 0, stride: int = 0,
+            per_batch: int = 8, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64,
+            work_dir: str = "", progress: bool = True, weights: str = "") -> dict[str, Any]:
+    """Extract the features of ``paths`` not yet in ``out_dir``; views mode unless ``window`` > 0.
+
+    ``weights`` (the checkpoint's name) is recorded with the other settings; a later run into the same
+    ``out_dir`` must use the same ones (ValueError naming the differences otherwise).
+
+    Returns ``{'done_before', 'written', 'index'}``: videos skipped as already extracted, videos written by this
+    run (all ranks), and the merged index file.
+    """
+    stride = stride or window
+    settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
+                "clip_frames": cfg.DATA.NUM_FRAMES, "input_size": cfg.DATA.INPUT_SIZE, "arch": cfg.MODEL.ARCH,
+                "views": [cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP] if window <= 0 else None, "format": fmt,
+                "fp16": fp16, "weights": weights if "://" in weights or not weights else os.path.abspath(weights)}
+    check_settings(out_dir, settings, write=ctx.is_main)
+    done = finished_paths(out_dir) if os.path.isdir(out_dir) else set()
+    distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
+    todo = [p for p in paths if p not in done]
+    store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos)
+    amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
+    if todo and window > 0:
+        _extract_windows(cfg, model, todo[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
+                         stride=stride, per_batch=per_batch, progress=progress)
+    elif todo:
+        _extract_views(cfg, model, todo, store, work_dir or os.path.join(out_dir, ".work"), ctx, amp_dtype,
+                       progress=progress)
+    store.flush()
+    written = sum(distributed.all_gather_objects(store.written, ctx))
+    distributed.barrier(ctx)
+    index = merge_index(out_dir, paths) if ctx.is_main else os.path.join(out_dir, "index.jsonl")
+    return {"done_before": len(paths) - len(todo), "written": written, "index": index}
+
+
+# ---------------------------------------------------------------------------------------------------- command
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.extract_features", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt)")
+    p.add_argument("--weights", required=True, help="checkpoint, exported .safetensors or hf:// reference")
+    p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
+    p.add_argument("--out", required=True, help="output folder (shards and index; rerun to resume)")
+    p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
+    p.add_argument("--window", type=int, default=0, help="sliding window of this many frames (default: test views)")
+    p.add_argument("--stride", type=int, default=0, help="frames between window starts (default: --window)")
+    p.add_argument("--windows-per-batch", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--format", choices=sorted(FORMATS), default="npy", help="shard format (default npy)")
+    p.add_argument("--fp16", action="store_true", help="store float16 features (default float32)")
+    p.add_argument("--shard-videos", type=int, default=64, help="videos per shard (default 64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    for flag in ("window", "stride"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag} must not be negative")
+    if args.stride and not args.window:
+        p.error("--stride needs --window")
+    if args.windows_per_batch < 1 or args.shard_videos < 1:
+        p.error("--windows-per-batch and --shard-videos must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from train import INPUT_ERRORS
+
+    try:
+        cfg, _ = load_setup(args.cfg, args.opts, args.weights)
+        paths = collect_videos(args.inputs, args.root)
+        ctx = distributed.init_from_env()
+        model = load_model(cfg, args.weights, ctx.device)
+        result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,
+                         per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
+                         shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
+    except INPUT_ERRORS + (InputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        distributed.shutdown()
+        return 2
+    if ctx.is_main:
+        listed = sum(1 for _ in open(result["index"], encoding="utf-8"))
+        print(f"{result['written']} videos extracted, {result['done_before']} already done; {listed} of "
+              f"{len(paths)} in {result['index']}" + ("" if listed == len(paths) else
+                                                       f"; unreadable ones in {args.out}/failed-rank*.jsonl"),
+              file=sys.stderr)
+    distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Resumable on-disk store of per-video features: shards plus JSON-lines index files, one set per rank.
+
+Layout of the output folder::
+
+    features-rank000-00000.npy        (rows, D) array: the windows of several videos, one after the other
+    index-rank000.jsonl               one line per finished video: where its rows are and what they cover
+    failed-rank000.jsonl              one line per video that could not be read (retried on the next run)
+    index.jsonl                       all ranks' lines merged in input order, written at the end of a run
+    settings.json                     what the features are (mode, window, model, ...): a rerun must match it
+
+A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
+once its features are on disk; a run killed at any point leaves only complete shards and lines. A later run skips
+every video listed in any ``index-rank*.jsonl`` and numbers its shards after the existing ones.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features"]
+
+FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
+
+
+def _index_lines(pattern: str) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:  # a line cut by a crash mid-append: its video is redone
+                        continue
+    return out
+
+
+def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> None:
+    """Refuse to add features made differently to an existing output folder; record ``settings`` when ``write``
+    and the folder has none yet.
+
+    Raises:
+        ValueError: ``out_dir/settings.json`` differs from ``settings``; the message names every difference.
+    """
+    path = os.path.join(out_dir, "settings.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        changed = [f"{k}: {before.get(k)!r} before, {v!r} now" for k, v in settings.items() if before.get(k) != v]
+        if changed:
+            raise ValueError(f"{out_dir} holds features made with other settings ({'; '.join(changed)}); use "
+                             "another --out or the same settings")
+    elif write:
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(settings, f, indent=1)
+        os.replace(tmp, path)
+
+
+def finished_paths(out_dir: str) -> set[str]:
+    """Videos already extracted in ``out_dir`` (by any rank of any earlier run)."""
+    return {r["path"] for r in _index_lines(os.path.join(out_dir, "index-rank*.jsonl"))}
+
+
+def merge_index(out_dir: str, order: Sequence[str]) -> str:
+    """Write ``index.jsonl``: every rank's lines (the newest per video), in the order of ``order`` (others last)."""
+    by_path = {r["path"]: r for r in _index_lines(os.path.join(out_dir, "index-rank*.jsonl"))}
+    rank = {p: i for i, p in enumerate(order)}
+    lines = sorted(by_path.values(), key=lambda r: (rank.get(r["path"], len(rank)), r["path"]))
+    path = os.path.join(out_dir, "index.jsonl")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in lines)
+    os.replace(tmp, path)
+    return path
+
+
+def read_features(out_dir: str, record: dict[str, Any]) -> np.ndarray:
+    """The (num_windows, D) features of one index record."""
+    shard = os.path.join(out_dir, record["shard"])
+    if shard.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        array = load_file(shard)["features"]
+    else:
+        array = np.load(shard, mmap_mode="r")
+    return np.asarray(array[record["row"]:record["row"] + record["num_windows"]])
+
+
+class FeatureStore:
+    """Buffers one rank's finished videos and writes them ``shard_videos`` at a time.
+
+    Args:
+        out_dir: the output folder (created).
+        rank: this process's rank (names its files).
+        fmt: ``'npy'`` or ``'safetensors'`` (one tensor named ``features``).
+        fp16: store float16 instead of float32.
+        shard_videos: videos per shard.
+    """
+
+    def __init__(self, out_dir: str, rank: int = 0, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64):
+        if fmt not in FORMATS:
+            raise ValueError(f"feature format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        if shard_videos < 1:
+            raise ValueError(f"videos per shard must be at least 1, got {shard_videos}")
+        os.makedirs(out_dir, exist_ok=True)
+        self.out_dir, self.rank, self.fmt, self.shard_videos = out_dir, rank, fmt, shard_videos
+        self.dtype = np.float16 if fp16 else np.float32
+        self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        taken = [int(m.group(1)) for f in os.listdir(out_dir)
+                 if (m := re.fullmatch(rf"features-rank{rank:03d}-(\d+)\.(npy|safetensors)", f))]
+        self._next_shard = max(taken, default=-1) + 1
+        self.index_path = os.path.join(out_dir, f"index-rank{rank:03d}.jsonl")
+        self.failed_path = os.path.join(out_dir, f"failed-rank{rank:03d}.jsonl")
+        self.written = 0  # videos written by this store
+
+    def add(self, record: dict[str, Any], features: np.ndarray) -> None:
+        """Queue one video's ``(num_windows, D)`` features with its index ``record`` (path and window fields)."""
+        if features.ndim != 2:
+            raise ValueError(f"{record['path']}: expected (windows, dim) features, got shape {features.shape}")
+        self._pending.append((record, np.ascontiguousarray(features, dtype=self.dtype)))
+        if len(self._pending) >= self.shard_videos:
+            self.flush()
+
+    def fail(self, path: str, reason: str) -> None:
+        with open(self.failed_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"path": path, "error": reason}, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        """Write the queued videos as one shard, then their index lines."""
+        if not self._pending:
+            return
+        name = f"features-rank{self.rank:03d}-{self._next_shard:05d}{FORMATS[self.fmt]}"
+        array = np.concatenate([f for _, f in self._pending])
+        path = os.path.join(self.out_dir, name)
+        tmp = f"{path}.tmp"
+        if self.fmt == "npy":
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file({"features": array}, tmp)
+        os.replace(tmp, path)
+        lines, row = [], 0
+        for record, feats in self._pending:
+            lines.append(json.dumps({**record, "shard": name, "row": row, "num_windows": len(feats),
+                                     "dim": feats.shape[1]}, ensure_ascii=False) + "\n")
+            row += len(feats)
+        with open(self.index_path, "a", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        self.written += len(self._pending)
+        self._next_shard += 1
+        self._pending = []

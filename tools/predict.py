@@ -1,0 +1,171 @@
+r"""Predict the classes of videos with the multi-view test protocol: top-k classes, names and probabilities.
+
+    python -m tools.predict clips/ a.mp4 more.txt --cfg configs/k400.yaml --weights ckpt.pth \
+        --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3
+    python -m tools.predict a.mp4 --weights model.safetensors --out preds.jsonl     # no config needed
+    torchrun --nproc_per_node 8 -m tools.predict videos.txt --cfg ... --weights hf://owner/repo/model.pth
+
+Scores are the mean over views of the per-view softmax, as in evaluation. Videos that cannot be read are listed
+with the reason and the others predicted; the exit status is 0 unless nothing could be predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
+
+from engine import distributed  # noqa: E402
+from engine.train_loop import resolve_precision  # noqa: E402
+from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
+                             opts_last, progress_bar, unreadable_rows, view_outputs)
+
+__all__ = ["predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
+
+FORMATS = ("table", "jsonl", "csv")
+
+
+def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: distributed.DistContext, *, top_k: int = 5,
+                   class_names: dict[int, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """One record per path, in the order of ``paths`` (identical on every rank):
+    ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` or ``{'path', 'status': 'error',
+    'error': reason}``."""
+    from dali_pipelines.filelist import DataError
+
+    names = class_names or {}
+    amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
+    local: dict[int, list] = {}
+    failed: dict[int, str] = {}
+    try:
+        loader = build_view_loader(cfg, paths, work_dir, ctx)
+    except DataError as error:  # none readable: every video is reported with the loader's reason
+        return [{"path": p, "status": "error", "error": str(error)} for p in paths]
+    try:
+        batches = progress_bar(loader, len(loader), progress and ctx.is_main, "predict")
+        for batch in batches:
+            _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
+            probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
+            top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+            for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
+                local[int(row)] = list(zip(classes, ps))
+        failed.update(unreadable_rows(loader, paths, ctx))
+    finally:
+        loader.close()
+    preds: dict[int, list] = {}
+    for part in distributed.all_gather_objects({"preds": local, "failed": failed}, ctx):
+        preds.update(part["preds"])
+        failed.update(part["failed"])
+    records = []
+    for row, path in enumerate(paths):
+        if row in preds:
+            top = [{"class": int(c), "name": names.get(int(c), ""), "prob": float(p)} for c, p in preds[row]]
+            records.append({"path": path, "status": "ok", "top_k": top})
+        else:
+            records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------- output
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width table: one line per (video, rank), unreadable videos with their reason."""
+    rows = [("video", "rank", "class", "name", "probability")]
+    for r in records:
+        if r["status"] == "ok":
+            rows += [(r["path"] if k == 0 else "", str(k + 1), str(t["class"]), t["name"], f"{t['prob']:.4f}")
+                     for k, t in enumerate(r["top_k"])]
+        else:
+            rows.append((r["path"], "-", "-", "unreadable", r["error"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows) + "\n"
+
+
+def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def format_csv(records: Sequence[dict[str, Any]]) -> str:
+    k = max((len(r["top_k"]) for r in records if r["status"] == "ok"), default=0)
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["path", "status", "error"] + [f"top{i}_{f}" for i in range(1, k + 1) for f in ("class", "name",
+                                                                                               "prob")])
+    for r in records:
+        row = [r["path"], r["status"], r.get("error", "")]
+        for t in r.get("top_k", []):
+            row += [t["class"], t["name"], f"{t['prob']:.6f}"]
+        w.writerow(row)
+    return out.getvalue()
+
+
+def _format_for(out: str, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    ext = os.path.splitext(out)[1].lower()
+    return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(ext, "table")
+
+
+# ---------------------------------------------------------------------------------------------------- command
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt, one "
+                                             "video per line; a trailing label is ignored)")
+    p.add_argument("--weights", required=True, help="checkpoint (.pth/.pt), exported .safetensors, or an hf:// "
+                                                    "reference (hf://owner/repo[@rev]/file)")
+    p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
+    p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
+    p.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
+    p.add_argument("--out", default="", help="also write the predictions here")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="of --out: table, jsonl or csv (default: from its extension, else table)")
+    p.add_argument("--work-dir", default="output/predict", help="where the video list and its index cache go")
+    p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress bar")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides, e.g. "
+                                                                        "TEST.NUM_CLIP 4 TEST.NUM_CROP 3")
+    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    if args.top_k < 1:
+        p.error(f"--top-k must be at least 1, got {args.top_k}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from train import INPUT_ERRORS
+
+    ctx = None
+    try:
+        cfg, names = load_setup(args.cfg, args.opts, args.weights)
+        paths = collect_videos(args.inputs, args.root)
+        ctx = distributed.init_from_env()
+        model = load_model(cfg, args.weights, ctx.device)
+        records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
+                                 progress=not args.quiet)
+    except INPUT_ERRORS + (InputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        distributed.shutdown()
+        return 2
+    if ctx.is_main:
+        if not args.quiet:
+            sys.stdout.write(format_table(records))
+        if args.out:
+            fmt = _format_for(args.out, args.format)
+            text = {"table": format_table, "jsonl": format_jsonl, "csv": format_csv}[fmt](records)
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        bad = sum(r["status"] != "ok" for r in records)
+        print(f"predicted {len(records) - bad} of {len(records)} videos"
+              + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
+    ok = any(r["status"] == "ok" for r in records)
+    distributed.shutdown()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from dali_pipelines.filelist import DataError, DataListError, read_file_list
 from dali_pipelines.pyav_io import BadVideoError
 from engine import distributed, runner
 from engine.checkpointing import CheckpointError
+from engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from engine.train_loop import NonFiniteLossError
 from models import CheckpointError as ModelCheckpointError
 
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         run.metrics.info(f"error: {e}")
         return 3
+    except Preempted as e:  # SIGTERM / SIGUSR1: checkpoint written, the same command resumes
+        run.metrics.info(f"stopped: {e}")
+        return PREEMPTED_EXIT_CODE
     finally:
         run.close()
         distributed.shutdown()

@@ -4,7 +4,9 @@
 - exact resume: a run SIGKILLed mid-epoch (and one killed inside a checkpoint write) resumes and reproduces the
   uninterrupted run's per-step losses;
 - two CPU processes under torchrun (gloo): training runs and evaluation counts every video exactly once;
-- a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted.
+- a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted;
+- SIGTERM / SIGUSR1 (to one rank of two, too): every rank stops at the same step with a step checkpoint and exit
+  code 4, and the resumed run reproduces the uninterrupted run's per-step losses.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ if mode == "kill_after_step":  # SIGKILL right after optimizer step `arg` was lo
         out = orig(self, step, *a, **k)
         if step == arg:
             os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    m.MetricLogger.log_step = log_step
+elif mode == "signal_after_step":  # E2E_SIGNAL to this process (rank E2E_RANK only) after step `arg` was logged
+    import engine.metrics as m
+    orig = m.MetricLogger.log_step
+    sig = getattr(signal, os.environ.get("E2E_SIGNAL", "SIGTERM"))
+    def log_step(self, step, *a, **k):
+        out = orig(self, step, *a, **k)
+        if step == arg and os.environ.get("RANK", "0") == os.environ.get("E2E_RANK", "0"):
+            os.kill(os.getpid(), sig)
         return out
     m.MetricLogger.log_step = log_step
 elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
@@ -88,13 +100,13 @@ def _opts(data: Path, out: Path, **extra) -> list[str]:
     return [str(x) for kv in base.items() for x in kv]
 
 
-def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0):
+def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0, **env_extra: str):
     script = tmp_path / "wrapper.py"
     script.write_text(WRAPPER)
-    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1")
+    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1", **env_extra)
     if nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
-               str(ROOT / "train.py")]
+               str(script)]
     else:
         cmd = [sys.executable, str(script)]
     cmd += ["--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
@@ -245,3 +257,45 @@ def test_nonfinite_loss_skipped_and_counted(dataset, tmp_path):
     assert summary["skipped_steps"] == 1
     train = [d for d in _lines(out) if d["kind"] == "train"]
     assert train[1]["loss"] is None and train[-1]["skipped_steps"] == 1 and len(train) == 4
+
+
+@pytest.mark.parametrize("signal_name,step", [("SIGTERM", 5), ("SIGUSR1", 4)])  # mid-epoch; an epoch's last step
+def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, dataset, tmp_path, signal_name, step):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **RESUME_OPTS)
+    stopped = _run(tmp_path, opts, mode="signal_after_step", arg=step, E2E_SIGNAL=signal_name)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert f"{signal_name} received: stopped after optimizer step {step} with checkpoint " \
+           f"{out / f'ckpt_step_{step}.pth'}" in stopped.stdout
+    assert max(_losses(out)) == step  # stopped within the step the signal arrived in
+    assert "Traceback" not in stopped.stderr
+    resumed = _run(tmp_path, opts)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / f'ckpt_step_{step}.pth'}" in resumed.stdout
+    ref, got = _losses(ref_out), _losses(out)
+    assert sorted(got) == sorted(ref) == list(range(1, 13))
+    for s in range(1, 13):
+        assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
+    ref_eval = [(d["epoch"], d["top1"]) for d in _lines(ref_out) if d["kind"] == "eval"]
+    assert [(d["epoch"], d["top1"]) for d in _lines(out) if d["kind"] == "eval"] == ref_eval
+
+
+def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):
+    out = tmp_path / "out"
+    opts = {"TRAIN.EPOCHS": 2, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2}  # 4 steps per epoch
+    r = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_after_step", arg=2, nproc=2, E2E_RANK="1")
+    assert r.returncode != 0  # torchrun reports its workers' exit code 4 as a failure
+    logs = [(out / f"log_rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert "SIGTERM received: stopped after optimizer step 2" in logs[1]
+    assert "another process received a stop signal: stopped after optimizer step 2" in logs[0]
+    assert "exitcode  : 4" in r.stderr or "exit code 4" in r.stderr + r.stdout, r.stderr[-2000:]
+    assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == [1, 2]
+    ckpt = torch_load(out / "ckpt_step_2.pth")
+    assert ckpt["global_step"] == 2 and not ckpt["epoch_complete"] and len(ckpt["loader"]) == 2
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)

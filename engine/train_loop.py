@@ -18,7 +18,8 @@ from torch import nn
 from configs import ConfigError
 
 from . import distributed as dist_utils
-from .checkpointing import Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng
+from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_checkpoint, model_mismatch,
+                            restore_rng)
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate, write_predictions
 from .metrics import MetricLogger
@@ -284,6 +285,10 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (any rank count; RNG/loader per rank if equal)."""
+        mismatch = model_mismatch(unwrap(self.model).state_dict(), ckpt["model"])
+        if mismatch:
+            raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's "
+                                  f"({mismatch}); point OUTPUT (or --resume) elsewhere or move the file away")
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

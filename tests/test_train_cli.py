@@ -228,3 +228,15 @@ def test_strict_list_with_a_bad_video_is_exit_2(tmp_path, dataset, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (the indexing progress bar writes to stderr before it)
     assert rc == 2 and last.startswith("error: ") and "broken.webm" in last and "Traceback" not in err, err
+
+
+def test_resume_with_pickled_code_is_refused_in_plain_words(tmp_path, dataset, capsys):
+    ckpt = tmp_path / "original.pth"
+    # the original code's checkpoint layout: a pickled yacs CfgNode beside the weights
+    torch.save({"model": {}, "optimizer": {}, "config": CfgNode({"SEED": 1}), "epoch": 3}, ckpt)
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), "--opts",
+                     *_opts(dataset, tmp_path / "o", "TRAIN.BATCH_SIZE", "4")])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert rc == 2 and f"checkpoint {ckpt} was refused: it holds pickled Python objects" in text
+    assert "\x1b" not in text and "weights_only" not in text and "Traceback" not in text

@@ -70,6 +70,7 @@ class TrainOptions:
     save_freq: int = 1          # epochs between epoch checkpoints (the last epoch is always saved)
     save_steps: int = 0         # optimizer steps between mid-epoch checkpoints (0: off)
     save_minutes: float = 0.0   # minutes since the last checkpoint that trigger a mid-epoch one (0: off)
+    adopt_config: bool = False  # on resume keep this run's optimizer hyperparameters and LR schedule
     eval_freq: int = 1          # epochs between evaluations (0: only at the end)
     final_test: bool = True     # run the final multi-view test after the last epoch
     num_classes: int = 0
@@ -290,8 +291,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's "
                                   f"({mismatch}); point OUTPUT (or --resume) elsewhere or move the file away")
         unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._load_optimizer_and_schedule(ckpt, path)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
@@ -326,6 +326,20 @@ class Trainer:
         elif ckpt.get("rng"):
             self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
                               "RNG streams are re-seeded, the run continues but not bit-exactly")
+
+    def _load_optimizer_and_schedule(self, ckpt: dict[str, Any], path: str) -> None:
+        """The optimizer's moments always come from the checkpoint; its hyperparameters (LR, weight decay, betas)
+        and the schedule too, unless ``opts.adopt_config`` (a changed config accepted on purpose) keeps this run's."""
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as e:  # another number or size of parameter groups (e.g. layer decay switched)
+            raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's ({e})") from None
+        if self.opts.adopt_config:
+            for group, new in zip(self.optimizer.param_groups, fresh):
+                group.update(new)
+        else:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
 
     def resume(self, path: str | None, auto: bool) -> bool:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output

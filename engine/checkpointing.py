@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
-           "REQUIRED_KEYS", "model_mismatch"]
+           "REQUIRED_KEYS", "model_mismatch", "check_output_dir"]
 
 # Keys every resumable checkpoint holds; a file without them is treated as damaged.
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
@@ -93,6 +93,16 @@ def _disk_full_message(path: str, written: int) -> str:
 
 def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB"
+
+
+def check_output_dir(path: str) -> None:
+    """Raise CheckpointError when ``path`` (OUTPUT) cannot become a directory: it, or a folder above it, is a file."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "it" if probe == os.path.abspath(path) else probe
+        raise CheckpointError(f"OUTPUT = {path} cannot be a directory: {where} is an existing file")
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu") -> dict:

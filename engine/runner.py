@@ -16,7 +16,7 @@ import torch
 from . import distributed as dist_utils
 from configs import ConfigError
 
-from .checkpointing import Checkpointer, CheckpointError
+from .checkpointing import Checkpointer, CheckpointError, check_output_dir
 from .distributed import DistContext
 from .evaluate import read_label_names
 from .losses import VideoMixup, build_criterion
@@ -69,6 +69,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     if not checkpoint:
         wanted.append(("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING))
     wanted.append(("--resume", resume))
+    check_output_dir(cfg.OUTPUT)
     missing = [f"{key} = {path}" for key, path in wanted if path and not os.path.isfile(path)]
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
@@ -79,9 +80,9 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 def dry_run(cfg, factories: Factories, resume: str = "") -> dict[str, Any]:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
     only_test = cfg.TEST.ONLY_TEST
+    model = factories.build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
     val = factories.read_file_list(cfg.DATA.VAL_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
     train = [] if only_test else factories.read_file_list(cfg.DATA.TRAIN_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
-    model = factories.build_model(cfg, device="meta")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
     plan = {
@@ -139,7 +140,8 @@ def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> 
     """Seed, loggers, loaders and the model (with pretrained weights unless evaluating a given checkpoint)."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # a precision the device cannot run fails before indexing
-    # A resume with a changed config fails before config.yaml is rewritten with what would not run.
+    factories.build_model(cfg, device="meta")  # so do a bad MODEL.ARCH and an input size the patch does not divide
+    # ... and a resume with a changed config, before config.yaml is rewritten with what would not run
     config_change = "" if cfg.TEST.ONLY_TEST else check_resume_config(cfg, resume)
     if ctx.device.type == "cpu":
         # AdamW's second moments of small weights decay into the denormal range, where x86 float arithmetic is

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
-           "REQUIRED_KEYS", "model_mismatch", "check_output_dir"]
+           "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects"]
 
 # Keys every resumable checkpoint holds; a file without them is treated as damaged.
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
@@ -151,6 +151,34 @@ def model_mismatch(expected: dict, saved: dict, limit: int = 4) -> str:
     if extra:
         parts.append(f"{len(extra)} weights this model lacks ({', '.join(extra[:limit])})")
     return "; ".join(parts[:limit + 2])
+
+
+def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             scheduler: Any, keep_new_hyperparameters: bool = False) -> None:
+    """Load the model, optimizer and LR schedule of a training checkpoint.
+
+    The optimizer's moments always come from the checkpoint; its hyperparameters (LR, weight decay, betas) and the
+    schedule too, unless ``keep_new_hyperparameters`` (a changed config accepted on purpose) keeps this run's.
+
+    Raises:
+        CheckpointError: the checkpoint holds another model (named with the differing shapes) or an optimizer
+            state of other parameter groups.
+    """
+    mismatch = model_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's ({mismatch}); "
+                              "point OUTPUT (or --resume) elsewhere or move the file away")
+    model.load_state_dict(ckpt["model"])
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:  # another number or size of parameter groups (e.g. layer decay switched)
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's ({e})") from None
+    if keep_new_hyperparameters:
+        for group, new in zip(optimizer.param_groups, fresh):
+            group.update(new)
+    else:
+        scheduler.load_state_dict(ckpt["scheduler"])
 
 
 def _shape_text(value: Any) -> str:

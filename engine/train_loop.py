@@ -18,8 +18,8 @@ from torch import nn
 from configs import ConfigError
 
 from . import distributed as dist_utils
-from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_checkpoint, model_mismatch,
-                            restore_rng)
+from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng,
+                            restore_training_objects)
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate, write_predictions
 from .metrics import MetricLogger
@@ -286,12 +286,8 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (any rank count; RNG/loader per rank if equal)."""
-        mismatch = model_mismatch(unwrap(self.model).state_dict(), ckpt["model"])
-        if mismatch:
-            raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's "
-                                  f"({mismatch}); point OUTPUT (or --resume) elsewhere or move the file away")
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self._load_optimizer_and_schedule(ckpt, path)
+        restore_training_objects(ckpt, path, unwrap(self.model), self.optimizer, self.scheduler,
+                                 keep_new_hyperparameters=self.opts.adopt_config)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
@@ -326,20 +322,6 @@ class Trainer:
         elif ckpt.get("rng"):
             self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
                               "RNG streams are re-seeded, the run continues but not bit-exactly")
-
-    def _load_optimizer_and_schedule(self, ckpt: dict[str, Any], path: str) -> None:
-        """The optimizer's moments always come from the checkpoint; its hyperparameters (LR, weight decay, betas)
-        and the schedule too, unless ``opts.adopt_config`` (a changed config accepted on purpose) keeps this run's."""
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except ValueError as e:  # another number or size of parameter groups (e.g. layer decay switched)
-            raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's ({e})") from None
-        if self.opts.adopt_config:
-            for group, new in zip(self.optimizer.param_groups, fresh):
-                group.update(new)
-        else:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
 
     def resume(self, path: str | None, auto: bool) -> bool:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output

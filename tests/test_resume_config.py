@@ -45,10 +45,10 @@ def _opts(data: Path, out: Path, *extra: str) -> list[str]:
     return ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
             str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
             "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1",
-            "DATA.INDEX_WORKERS", "1", "TRAIN.BATCH_SIZE", "4", "TRAIN.WARMUP_EPOCHS", "1.0", "TRAIN.AUTO_RESUME", "True", "TEST.NUM_CLIP", "1",
-            "TEST.NUM_CROP", "1", "TEST.BATCH_SIZE", "2", "TEST.FINAL_NUM_CLIP", "0", "PRINT_FREQ", "1",
-            "LOG.PROGRESS_BAR", "False",
-            "LOG.TENSORBOARD", "False", "OUTPUT", str(out), *extra]
+            "DATA.INDEX_WORKERS", "1", "TRAIN.BATCH_SIZE", "4", "TRAIN.WARMUP_EPOCHS", "1.0",
+            "TRAIN.AUTO_RESUME", "True", "TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1", "TEST.BATCH_SIZE", "2",
+            "TEST.FINAL_NUM_CLIP", "0", "PRINT_FREQ", "1", "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False",
+            "OUTPUT", str(out), *extra]
 
 
 def _lrs(out: Path) -> dict[int, float]:

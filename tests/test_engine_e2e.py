@@ -51,6 +51,19 @@ elif mode == "signal_after_step":  # E2E_SIGNAL to this process (rank E2E_RANK o
             os.kill(os.getpid(), sig)
         return out
     m.MetricLogger.log_step = log_step
+elif mode == "signal_in_eval":  # SIGTERM while the evaluation after optimizer step `arg` runs
+    import engine.train_loop as tl
+    orig_eval = tl.evaluate
+    def evaluate(model, loader, ctx, **k):
+        if tl.Trainer._current.state.global_step == arg:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig_eval(model, loader, ctx, **k)
+    tl.evaluate = evaluate
+    orig_fit = tl.Trainer.fit
+    def fit(self):
+        tl.Trainer._current = self
+        return orig_fit(self)
+    tl.Trainer.fit = fit
 elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
     orig_save = torch.save
     def save(obj, f, *a, **k):
@@ -281,9 +294,29 @@ def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, data
     assert [(d["epoch"], d["top1"]) for d in _lines(out) if d["kind"] == "eval"] == ref_eval
 
 
+def test_stop_signal_during_evaluation_saves_the_epoch(reference, dataset, tmp_path):
+    """The evaluation after epoch 2 (step 8) is interrupted by SIGTERM; with SAVE_FREQ 3 that epoch would not be
+    saved, so the stop writes its epoch checkpoint, and the resumed run trains epoch 3 as the reference did."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{**RESUME_OPTS, "SAVE_FREQ": 3})
+    stopped = _run(tmp_path, opts, mode="signal_in_eval", arg=8)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert f"stopped after optimizer step 8 with checkpoint {out / 'ckpt_epoch_1.pth'}" in stopped.stdout
+    assert len([d for d in _lines(out) if d["kind"] == "eval"]) == 1  # the evaluation itself completed
+    resumed = _run(tmp_path, opts)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / 'ckpt_epoch_1.pth'}" in resumed.stdout
+    ref, got = _losses(ref_out), _losses(out)
+    assert sorted(got) == list(range(1, 13))
+    for s in range(1, 13):
+        assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
+
+
 def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):
     out = tmp_path / "out"
-    opts = {"TRAIN.EPOCHS": 2, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2}  # 4 steps per epoch
+    # 4 steps per epoch; a clock-based checkpoint is due after every step (both ranks must agree to write it)
+    opts = {"TRAIN.EPOCHS": 2, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2, "SAVE_MINUTES": 1e-5}
     r = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_after_step", arg=2, nproc=2, E2E_RANK="1")
     assert r.returncode != 0  # torchrun reports its workers' exit code 4 as a failure
     logs = [(out / f"log_rank{rank}.txt").read_text() for rank in (0, 1)]
@@ -291,6 +324,7 @@ def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):
     assert "another process received a stop signal: stopped after optimizer step 2" in logs[0]
     assert "exitcode  : 4" in r.stderr or "exit code 4" in r.stderr + r.stdout, r.stderr[-2000:]
     assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == [1, 2]
+    assert f"saved checkpoint {out / 'ckpt_step_1.pth'}" in logs[0]  # the clock-based one
     ckpt = torch_load(out / "ckpt_step_2.pth")
     assert ckpt["global_step"] == 2 and not ckpt["epoch_complete"] and len(ckpt["loader"]) == 2
 

@@ -333,3 +333,36 @@ def torch_load(path: Path) -> dict:
     import torch
 
     return torch.load(path, weights_only=True)
+
+
+def test_sigusr1_to_torchrun_is_forwarded_and_both_ranks_stop_together(dataset, tmp_path):
+    """The README's SLURM recipe: torchrun with --signals-to-handle forwards SIGUSR1 to its workers."""
+    import re
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 4, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", "--shutdown-timeout", "120", str(ROOT / "train.py"),
+           "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((out / "metrics.jsonl").exists() and '"step": 2' in (out / "metrics.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not reach step 2"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stops = [re.search(r"stopped after optimizer step (\d+) with checkpoint (\S+);",
+                       (out / f"log_rank{r}.txt").read_text()) for r in (0, 1)]
+    assert all(stops), output[-3000:]
+    assert stops[0].groups() == stops[1].groups()  # the same step and checkpoint on both ranks
+    step, ckpt = int(stops[0].group(1)), stops[0].group(2)
+    assert 2 <= step < 16 and os.path.isfile(ckpt)
+    assert torch_load(Path(ckpt))["global_step"] == step
+    assert max(d["step"] for d in _lines(out) if d["kind"] == "train") == step

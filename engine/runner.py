@@ -81,6 +81,8 @@ def dry_run(cfg, factories: Factories, resume: str = "") -> dict[str, Any]:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
     only_test = cfg.TEST.ONLY_TEST
     model = factories.build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
+    if not only_test:
+        check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
     val = factories.read_file_list(cfg.DATA.VAL_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
     train = [] if only_test else factories.read_file_list(cfg.DATA.TRAIN_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
     world = int(os.environ.get("WORLD_SIZE", "1"))

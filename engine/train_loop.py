@@ -399,6 +399,7 @@ class Trainer:
             if stop or (periodic and st.step_in_epoch < opts.steps_per_epoch):
                 self.save(epoch_complete=False)
             if stop:
+                self.metrics.end_epoch(st.global_step, st.epoch)  # write the pending log window, close the bar
                 raise Preempted(st.global_step, st.last_checkpoint, self._control.signal_name)
 
         final = None

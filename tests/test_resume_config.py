@@ -64,6 +64,8 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
 
     # a longer run at another LR and seed in the same folder: refused, listing what differs, nothing rewritten
     changed = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.LR", "2e-3", "SEED", "5")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *changed]) == 2  # the dry run finds it too
+    assert "TRAIN.LR 0.001 -> 0.002" in capsys.readouterr().err
     rc = train.main(["--cfg", DEMO, "--opts", *changed])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err

@@ -73,7 +73,8 @@ def check_resume_config(cfg: Any, resume: str = "") -> str:
     lists the changes.
 
     Raises:
-        ConfigError: keys that define the run differ and TRAIN.ALLOW_CONFIG_CHANGE is off.
+        ConfigError: keys that define the run differ and TRAIN.ALLOW_CONFIG_CHANGE is off; or SEED differs from
+            a mid-epoch checkpoint's (its data position belongs to the old seed's order) even with it on.
     """
     if resume:
         candidates = [resume]

@@ -5,6 +5,9 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
     python train.py --cfg configs/k400.yaml --only_test --resume eva_video_k400.pth \
         --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3                    # evaluate a released checkpoint, 4x3 views
     python train.py --cfg configs/k400.yaml --dry-run             # check files, print the plan, train nothing
+
+Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint), named in one line; 3 a non-finite loss;
+4 stopped by SIGTERM or SIGUSR1 after writing a step checkpoint (the same command resumes).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dali_pipelines.filelist import DataError, DataListError, read_file_list
 from dali_pipelines.pyav_io import BadVideoError
 from engine import distributed, runner
 from engine.checkpointing import CheckpointError
+from engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from engine.train_loop import NonFiniteLossError
 from models import CheckpointError as ModelCheckpointError
 
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         run.metrics.info(f"error: {e}")
         return 3
+    except Preempted as e:  # SIGTERM / SIGUSR1: checkpoint written, the same command resumes
+        run.metrics.info(f"stopped: {e}")
+        return PREEMPTED_EXIT_CODE
     finally:
         run.close()
         distributed.shutdown()

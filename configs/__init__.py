@@ -12,6 +12,7 @@ accepted (the original K722 YAML writes ``WARMUP_EPOCHS: 5``); the original code
 from __future__ import annotations
 
 import ast
+import math
 import os
 from typing import Any, Iterable, Sequence
 
@@ -58,8 +59,13 @@ _NON_NEGATIVE = (
     "DATA.NUM_WORKERS", "DATA.INDEX_WORKERS", "DATA.PREFETCH", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE",
     "MODEL.DROP_PATH_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY", "TRAIN.LR",
     "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN", "TRAIN.CLIP_GRAD", "AUG.LABEL_SMOOTH", "AUG.MIXUP", "AUG.CUTMIX",
-    "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "MODEL.PRETRAINED_FRAMES", "MODEL.PRETRAINED_INPUT_SIZE",
+    "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "SAVE_MINUTES", "MODEL.PRETRAINED_FRAMES",
+    "MODEL.PRETRAINED_INPUT_SIZE",
 )
+# Learning-rate keys: AdamW at a learning rate of 1 or more only diverges, so such a value is a typo.
+_LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
+# The data order, augmentation and mixup draw from 32-bit seeds: a larger SEED would alias a smaller one.
+_SEED_LIMIT = 2**32
 # Keys that are probabilities.
 _PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB")
 
@@ -174,8 +180,25 @@ def _apply_legacy(cfg: CN, seen: set) -> None:
         cfg.TRAIN.PRECISION = "fp32"
 
 
+def _leaves(node: CN, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for name, value in node.items():
+        if isinstance(value, CN):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value
+
+
+def _check_finite(cfg: CN) -> None:
+    """Every float (alone or in a tuple) must be finite: "1e999" parses as inf and would train with it."""
+    for key, value in _leaves(cfg):
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{key} = {value!r} is not a finite number")
+
+
 def validate(cfg: CN) -> None:
     """Raise ConfigError for values no run can use; the message names the key and the value."""
+    _check_finite(cfg)
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
@@ -189,6 +212,13 @@ def validate(cfg: CN) -> None:
     for key in _PROBABILITIES:
         if not 0.0 <= _get(cfg, key) <= 1.0:
             raise ConfigError(f"{key} = {_get(cfg, key)!r} must be a probability in [0, 1]")
+    for key in _LEARNING_RATES:
+        if _get(cfg, key) >= 1.0:
+            raise ConfigError(f"{key} = {_get(cfg, key)!r} is not a usable AdamW learning rate (must be below 1; "
+                              "the recipes use 1e-6 to 1e-3)")
+    if not 0 <= cfg.SEED < _SEED_LIMIT:
+        raise ConfigError(f"SEED = {cfg.SEED} must be in [0, 2**32 - 1] (data order, augmentation and mixup "
+                          "use 32-bit seeds)")
     if cfg.DATA.NUM_FRAMES % cfg.DATA.TUBELET_SIZE:
         raise ConfigError(
             f"DATA.NUM_FRAMES = {cfg.DATA.NUM_FRAMES} must be a multiple of DATA.TUBELET_SIZE = {cfg.DATA.TUBELET_SIZE}"

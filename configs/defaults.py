@@ -121,6 +121,10 @@ _C.TRAIN.ACCUMULATION_STEPS = 1
 _C.TRAIN.USE_CHECKPOINT = False
 # Resume from the newest complete checkpoint in OUTPUT when one exists.
 _C.TRAIN.AUTO_RESUME = True
+# Resume even when keys that define the run (data, model, seed, schedule, augmentation) differ from the config
+# saved in the checkpoint. Off: such a resume stops and lists the differences. On: the new values run from the
+# checkpoint's step (optimizer hyperparameters and the LR schedule are taken from the new config).
+_C.TRAIN.ALLOW_CONFIG_CHANGE = False
 # LR schedule: "cosine" (with linear warmup).
 _C.TRAIN.LR_SCHEDULER = CN()
 _C.TRAIN.LR_SCHEDULER.NAME = "cosine"
@@ -228,6 +232,9 @@ _C.OUTPUT = "output"
 _C.SAVE_FREQ = 1
 # Also save every SAVE_STEPS optimizer steps (0: off), for resuming mid-epoch.
 _C.SAVE_STEPS = 0
+# Also save mid-epoch when this many minutes have passed since the last checkpoint (0: off), so a crash or a
+# preemption without warning loses at most this much work. Checked at optimizer steps, agreed by all ranks.
+_C.SAVE_MINUTES = 0.0
 # Keep this many most recent checkpoints (the best one is kept apart).
 _C.KEEP_LAST = 2
 # Log every PRINT_FREQ optimizer steps.

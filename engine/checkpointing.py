@@ -11,10 +11,13 @@ step s, mid-epoch) and ``best.pth`` (model weights of the best evaluation, kept 
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import pickle
 import random
 import re
+import shutil
 import tempfile
 from typing import Any, Callable
 
@@ -22,11 +25,14 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
-           "REQUIRED_KEYS"]
+           "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects"]
 
 # Keys every resumable checkpoint holds; a file without them is treated as damaged.
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
 _NAME_RE = re.compile(r"^ckpt_(epoch|step)_(\d+)\.pth$")
+# torch names the first global it refused as "GLOBAL module.name"; its message also carries terminal colour codes.
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class CheckpointError(RuntimeError):
@@ -34,7 +40,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_atomic(obj: dict, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``.
+
+    Raises:
+        CheckpointError: the disk (or quota) filled up; the message names the path and the free space. The
+            temporary file is removed and any earlier file under ``path`` is untouched.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=directory)
@@ -44,9 +55,12 @@ def save_atomic(obj: dict, path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _is_disk_full(e):
+            raise CheckpointError(_disk_full_message(path, written)) from None
         raise
     # Persist the rename itself (the directory entry), so a power loss cannot revert to the old file set.
     try:
@@ -57,6 +71,38 @@ def save_atomic(obj: dict, path: str) -> None:
             os.close(dfd)
     except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
         pass
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` or an error it was raised from is ENOSPC / EDQUOT (torch.save wraps the OSError of the
+    file write in a RuntimeError of its zip writer)."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def _disk_full_message(path: str, written: int) -> str:
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    return (f"no space left on the device writing checkpoint {path}: {_gb(free)} free there, the write had reached "
+            f"{_gb(written)} when it failed; earlier checkpoints are intact. Free space (or point OUTPUT elsewhere) "
+            "and resume")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def check_output_dir(path: str) -> None:
+    """Raise CheckpointError when ``path`` (OUTPUT) cannot become a directory: it, or a folder above it, is a file."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "it" if probe == os.path.abspath(path) else probe
+        raise CheckpointError(f"OUTPUT = {path} cannot be a directory: {where} is an existing file")
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu") -> dict:
@@ -70,14 +116,73 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, disallowed globals: all mean "unusable"
+        refused = _GLOBAL_RE.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if refused:
+            raise CheckpointError(f"checkpoint {path} was refused: it holds pickled Python objects "
+                                  f"({refused.group(1)}) besides tensors and plain values, and loading them could "
+                                  "run code from the file") from None
         raise CheckpointError(f"checkpoint {path} is damaged or not a training checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+                              f"({type(e).__name__}: {_torch_reason(str(e))})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)} (not a resumable training checkpoint)")
     return state
+
+
+def _torch_reason(message: str) -> str:
+    """One plain line of a torch.load error: its weights-only errors open with advice (and colour codes) that
+    do not apply here; the reason follows "WeightsUnpickler error:"."""
+    _, marker, reason = message.partition("WeightsUnpickler error:")
+    line = (reason if marker else message).strip().splitlines()
+    return re.sub(r"\x1b\[[0-9;]*m", "", line[0]) if line else ""
+
+
+def model_mismatch(expected: dict, saved: dict, limit: int = 4) -> str:
+    """"" when ``saved`` (a checkpoint's model state) has exactly the keys and shapes of ``expected``; otherwise
+    a short description of the first differences (e.g. "head.weight is 5x128 there, 4x128 here")."""
+    parts = [f"{k} is {_shape_text(saved[k])} there, {_shape_text(v)} here" for k, v in expected.items()
+             if k in saved and getattr(saved[k], "shape", None) != getattr(v, "shape", None)]
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    if missing:
+        parts.append(f"{len(missing)} weights missing there ({', '.join(missing[:limit])})")
+    if extra:
+        parts.append(f"{len(extra)} weights this model lacks ({', '.join(extra[:limit])})")
+    return "; ".join(parts[:limit + 2])
+
+
+def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             scheduler: Any, keep_new_hyperparameters: bool = False) -> None:
+    """Load the model, optimizer and LR schedule of a training checkpoint.
+
+    The optimizer's moments always come from the checkpoint; its hyperparameters (LR, weight decay, betas) and the
+    schedule too, unless ``keep_new_hyperparameters`` (a changed config accepted on purpose) keeps this run's.
+
+    Raises:
+        CheckpointError: the checkpoint holds another model (named with the differing shapes) or an optimizer
+            state of other parameter groups.
+    """
+    mismatch = model_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's ({mismatch}); "
+                              "point OUTPUT (or --resume) elsewhere or move the file away")
+    model.load_state_dict(ckpt["model"])
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:  # another number or size of parameter groups (e.g. layer decay switched)
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's ({e})") from None
+    if keep_new_hyperparameters:
+        for group, new in zip(optimizer.param_groups, fresh):
+            group.update(new)
+    else:
+        scheduler.load_state_dict(ckpt["scheduler"])
+
+
+def _shape_text(value: Any) -> str:
+    return "x".join(map(str, getattr(value, "shape", ()))) or "a scalar"
 
 
 def capture_rng() -> dict:

@@ -16,12 +16,13 @@ import torch
 from . import distributed as dist_utils
 from configs import ConfigError
 
-from .checkpointing import Checkpointer, CheckpointError
+from .checkpointing import Checkpointer, CheckpointError, check_output_dir
 from .distributed import DistContext
 from .evaluate import read_label_names
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
+from .resume_config import check_resume_config
 from .train_loop import Trainer, TrainOptions, loader_stats, resolve_precision
 
 __all__ = ["Factories", "Run", "check_files", "dry_run", "build_run", "train", "only_test"]
@@ -68,6 +69,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     if not checkpoint:
         wanted.append(("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING))
     wanted.append(("--resume", resume))
+    check_output_dir(cfg.OUTPUT)
     # hf:// weight references are resolved (and a failure named) when the weights are read.
     hub = {"MODEL.PRETRAINED"} | ({"--resume"} if only_test else set())
     missing = [f"{key} = {path}" for key, path in wanted
@@ -81,9 +83,11 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 def dry_run(cfg, factories: Factories, resume: str = "") -> dict[str, Any]:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
     only_test = cfg.TEST.ONLY_TEST
+    model = factories.build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
+    if not only_test:
+        check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
     val = factories.read_file_list(cfg.DATA.VAL_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
     train = [] if only_test else factories.read_file_list(cfg.DATA.TRAIN_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
-    model = factories.build_model(cfg, device="meta")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
     plan = {
@@ -141,6 +145,9 @@ def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> 
     """Seed, loggers, loaders and the model (with pretrained weights unless evaluating a given checkpoint)."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # a precision the device cannot run fails before indexing
+    factories.build_model(cfg, device="meta")  # so do a bad MODEL.ARCH and an input size the patch does not divide
+    # ... and a resume with a changed config, before config.yaml is rewritten with what would not run
+    config_change = "" if cfg.TEST.ONLY_TEST else check_resume_config(cfg, resume)
     if ctx.device.type == "cpu":
         # AdamW's second moments of small weights decay into the denormal range, where x86 float arithmetic is
         # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
@@ -150,6 +157,8 @@ def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> 
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
     metrics.write_config(cfg.dump())
+    if config_change:
+        metrics.warn(config_change)
     only_test = cfg.TEST.ONLY_TEST
     if only_test and eval_checkpoint(cfg, resume) and cfg.MODEL.PRETRAINED:
         # Evaluating a checkpoint: the initial weights would be overwritten anyway (the original loaded both).
@@ -258,7 +267,7 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
         epochs=t.EPOCHS, steps_per_epoch=steps_per_epoch, accumulation_steps=t.ACCUMULATION_STEPS,
         clip_grad=t.CLIP_GRAD, amp_dtype=amp_dtype, skip_nonfinite=t.SKIP_NONFINITE, save_freq=cfg.SAVE_FREQ,
         save_steps=cfg.SAVE_STEPS, eval_freq=cfg.TEST.EVAL_FREQ, final_test=cfg.TEST.FINAL_NUM_CLIP > 0,
-        num_classes=cfg.DATA.NUM_CLASSES)
+        num_classes=cfg.DATA.NUM_CLASSES, save_minutes=cfg.SAVE_MINUTES, adopt_config=t.ALLOW_CONFIG_CHANGE)
     trainer = Trainer(
         model=loop_model, optimizer=optimizer, scheduler=scheduler,
         criterion=build_criterion(cfg.AUG.LABEL_SMOOTH, mix),

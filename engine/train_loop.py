@@ -18,10 +18,12 @@ from torch import nn
 from configs import ConfigError
 
 from . import distributed as dist_utils
-from .checkpointing import Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng
+from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng,
+                            restore_training_objects)
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate, write_predictions
 from .metrics import MetricLogger
+from .preemption import Preempted, StepControl
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
            "loader_stats"]
@@ -67,6 +69,8 @@ class TrainOptions:
     skip_nonfinite: bool = False
     save_freq: int = 1          # epochs between epoch checkpoints (the last epoch is always saved)
     save_steps: int = 0         # optimizer steps between mid-epoch checkpoints (0: off)
+    save_minutes: float = 0.0   # minutes since the last checkpoint that trigger a mid-epoch one (0: off)
+    adopt_config: bool = False  # on resume keep this run's optimizer hyperparameters and LR schedule
     eval_freq: int = 1          # epochs between evaluations (0: only at the end)
     final_test: bool = True     # run the final multi-view test after the last epoch
     num_classes: int = 0
@@ -243,6 +247,7 @@ class Trainer:
     class_names: dict[int, str] | None = None
     state: TrainState = field(default_factory=TrainState)
     _loader_state: Any = None
+    _control: StepControl | None = None
 
     # ---- checkpoint state -----------------------------------------------------------------------------------
     def state_dict(self, epoch_complete: bool) -> dict[str, Any]:
@@ -274,14 +279,15 @@ class Trainer:
         path = self.checkpointer.save(self.state_dict(epoch_complete))
         dist_utils.barrier(self.ctx)  # nobody runs ahead (or reads) before the file is in place
         self.state.last_checkpoint = path
+        if self._control is not None:
+            self._control.saved()
         self.metrics.info(f"saved checkpoint {path}")
         return path
 
     def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (any rank count; RNG/loader per rank if equal)."""
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        restore_training_objects(ckpt, path, unwrap(self.model), self.optimizer, self.scheduler,
+                                 keep_new_hyperparameters=self.opts.adopt_config)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
@@ -368,12 +374,33 @@ class Trainer:
 
     # ---- the run --------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train from ``state`` to the last epoch with periodic evaluation and checkpoints; final test."""
+        """Train from ``state`` to the last epoch with periodic evaluation and checkpoints; final test.
+
+        Raises:
+            Preempted: SIGTERM / SIGUSR1 arrived; every rank stopped at the same step after a checkpoint.
+        """
+        with StepControl(self.ctx, self.opts.save_minutes) as self._control:
+            return self._fit()
+
+    def _stop_if_signalled(self, epoch_saved: bool) -> None:
+        """At an epoch end (after its evaluation): stop when a stop signal arrived, saving the epoch if needed."""
+        if self._control.poll()[0]:
+            if not epoch_saved:
+                self.save(epoch_complete=True)
+            raise Preempted(self.state.global_step, self.state.last_checkpoint, self._control.signal_name)
+
+    def _fit(self) -> dict[str, Any]:
         opts, st = self.opts, self.state
 
         def on_step() -> None:
-            if opts.save_steps and st.global_step % opts.save_steps == 0 and st.step_in_epoch < opts.steps_per_epoch:
+            stop, clock_due = self._control.poll()
+            periodic = clock_due or (opts.save_steps and st.global_step % opts.save_steps == 0)
+            # A stop at an epoch's last step saves it as mid-epoch too: its evaluation then runs after the resume.
+            if stop or (periodic and st.step_in_epoch < opts.steps_per_epoch):
                 self.save(epoch_complete=False)
+            if stop:
+                self.metrics.end_epoch(st.global_step, st.epoch)  # write the pending log window, close the bar
+                raise Preempted(st.global_step, st.last_checkpoint, self._control.signal_name)
 
         final = None
         for epoch in range(st.epoch, opts.epochs):
@@ -403,6 +430,8 @@ class Trainer:
                 self.checkpointer.save_best({"model": self.eval_model().state_dict(), "epoch": epoch,
                                              "global_step": st.global_step, "top1": st.best_top1,
                                              "config": self.config_yaml})
+            if not last:
+                self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
         return {"best_top1": st.best_top1 if st.best_epoch >= 0 else None,
                 "best_epoch": st.best_epoch + 1 if st.best_epoch >= 0 else None,
                 "final": final, "last_checkpoint": st.last_checkpoint, "skipped_steps": st.skipped_steps}

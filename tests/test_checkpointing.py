@@ -137,3 +137,97 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
     same.load_state_dict(ckpt, "ckpt_step_6.pth")
     assert (same.state.step_in_epoch, same.state.global_step) == (2, 6) and same._loader_state["position"] == 4
     same.metrics.close()
+
+
+def test_pickled_code_is_refused_without_torch_advice(tmp_path):
+    from yacs.config import CfgNode
+
+    path = tmp_path / "ckpt_epoch_0.pth"
+    torch.save({**_state(4), "config": CfgNode({"SEED": 1})}, path)  # e.g. the original code's checkpoints
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(str(path))
+    msg = str(err.value)
+    assert msg.startswith(f"checkpoint {path} was refused: it holds pickled Python objects (yacs.config.CfgNode)")
+    assert "\x1b" not in msg and "weights_only" not in msg and len(msg.splitlines()) == 1
+
+
+def test_damaged_file_reason_is_one_plain_line(tmp_path):
+    path = tmp_path / "ckpt_step_3.pth"
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(str(path))
+    msg = str(err.value)
+    assert msg.startswith(f"checkpoint {path} is damaged") and "\x1b" not in msg and "weights_only" not in msg
+    assert len(msg.splitlines()) == 1
+
+
+class _DiskFillsUp:
+    """A file whose device fills up after ``room`` bytes, as a full disk behaves (ENOSPC from write)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
+    ck = Checkpointer(str(tmp_path), keep_last=1)
+    ck.save(_state(4))
+    before = open(tmp_path / "ckpt_step_4.pth", "rb").read()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _DiskFillsUp(real_fdopen(fd, mode), room=300))
+    with pytest.raises(CheckpointError) as err:
+        ck.save(_state(8))
+    msg = str(err.value)
+    assert msg.startswith(f"no space left on the device writing checkpoint {tmp_path / 'ckpt_step_8.pth'}: ")
+    assert " GB free there" in msg and "earlier checkpoints are intact" in msg and len(msg.splitlines()) == 1
+    # the previous checkpoint survives (no rotation after a failed write) and no partial file is left
+    assert os.listdir(tmp_path) == ["ckpt_step_4.pth"]
+    assert open(tmp_path / "ckpt_step_4.pth", "rb").read() == before
+
+
+def _tiny_trainer(out: str, num_classes: int):
+    from torch import nn
+
+    from engine.distributed import DistContext
+    from engine.metrics import MetricLogger
+    from engine.train_loop import Trainer, TrainOptions
+
+    model = nn.Sequential()
+    model.add_module("head", nn.Linear(4, num_classes))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return Trainer(model=model, optimizer=opt, scheduler=sched, criterion=nn.CrossEntropyLoss(), train_loader=None,
+                   val_loader=None, checkpointer=Checkpointer(out), ctx=DistContext(),
+                   metrics=MetricLogger(out, tensorboard=False, progress_bar=False),
+                   opts=TrainOptions(epochs=3, steps_per_epoch=5))
+
+
+def test_newer_checkpoint_of_another_model_is_named_not_a_crash(tmp_path):
+    out = str(tmp_path)
+    old = _tiny_trainer(out, num_classes=5)
+    old.state.epoch, old.state.global_step = 0, 5
+    old.checkpointer.save(old.state_dict(epoch_complete=True))
+    new = _tiny_trainer(out, num_classes=4)
+    with pytest.raises(CheckpointError) as err:
+        new.resume("", auto=True)
+    msg = str(err.value)
+    assert msg.startswith(f"checkpoint {tmp_path / 'ckpt_epoch_0.pth'} was saved from a different model")
+    assert "head.weight is 5x4 there, 4x4 here" in msg and "head.bias is 5 there, 4 here" in msg
+    for t in (old, new):
+        t.metrics.close()

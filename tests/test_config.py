@@ -85,3 +85,33 @@ def test_base_files_merge_first(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config("nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["TRAIN.LR", "1e999"], "TRAIN.LR = inf is not a finite number"),
+        (["AUG.CROP_SCALES", "(1.0, 1e999)"], "AUG.CROP_SCALES = (1.0, inf) is not a finite number"),
+        (["TRAIN.LR", "5.0"], "TRAIN.LR = 5.0 is not a usable AdamW learning rate"),
+        (["TRAIN.LR_MIN", "1.0"], "TRAIN.LR_MIN = 1.0 is not a usable AdamW learning rate"),
+        (["SEED", str(2**64)], f"SEED = {2**64} must be in [0, 2**32 - 1]"),
+        (["SEED", "-1"], "SEED = -1 must be in [0, 2**32 - 1]"),
+    ],
+)
+def test_non_finite_absurd_and_overflowing_numbers_name_the_key(opts, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, opts)
+    assert message in str(err.value)
+
+
+def test_non_finite_number_in_a_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  LR: 1.0e999\n")
+    with pytest.raises(ConfigError, match=r"TRAIN\.LR = inf is not a finite number"):
+        load_config(str(path))
+
+
+def test_largest_seed_and_recipe_save_minutes_load():
+    assert load_config(None, ["SEED", str(2**32 - 1)]).SEED == 2**32 - 1
+    for name in ("k400", "k600", "k700", "k722"):
+        assert load_config(str(ROOT / "configs" / f"{name}.yaml")).SAVE_MINUTES > 0, name

@@ -4,7 +4,9 @@
 - exact resume: a run SIGKILLed mid-epoch (and one killed inside a checkpoint write) resumes and reproduces the
   uninterrupted run's per-step losses;
 - two CPU processes under torchrun (gloo): training runs and evaluation counts every video exactly once;
-- a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted.
+- a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted;
+- SIGTERM / SIGUSR1 (to one rank of two, too): every rank stops at the same step with a step checkpoint and exit
+  code 4, and the resumed run reproduces the uninterrupted run's per-step losses.
 """
 
 from __future__ import annotations
@@ -39,6 +41,29 @@ if mode == "kill_after_step":  # SIGKILL right after optimizer step `arg` was lo
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     m.MetricLogger.log_step = log_step
+elif mode == "signal_after_step":  # E2E_SIGNAL to this process (rank E2E_RANK only) after step `arg` was logged
+    import engine.metrics as m
+    orig = m.MetricLogger.log_step
+    sig = getattr(signal, os.environ.get("E2E_SIGNAL", "SIGTERM"))
+    def log_step(self, step, *a, **k):
+        out = orig(self, step, *a, **k)
+        if step == arg and os.environ.get("RANK", "0") == os.environ.get("E2E_RANK", "0"):
+            os.kill(os.getpid(), sig)
+        return out
+    m.MetricLogger.log_step = log_step
+elif mode == "signal_in_eval":  # SIGTERM while the evaluation after optimizer step `arg` runs
+    import engine.train_loop as tl
+    orig_eval = tl.evaluate
+    def evaluate(model, loader, ctx, **k):
+        if tl.Trainer._current.state.global_step == arg:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig_eval(model, loader, ctx, **k)
+    tl.evaluate = evaluate
+    orig_fit = tl.Trainer.fit
+    def fit(self):
+        tl.Trainer._current = self
+        return orig_fit(self)
+    tl.Trainer.fit = fit
 elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
     orig_save = torch.save
     def save(obj, f, *a, **k):
@@ -88,13 +113,13 @@ def _opts(data: Path, out: Path, **extra) -> list[str]:
     return [str(x) for kv in base.items() for x in kv]
 
 
-def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0):
+def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0, **env_extra: str):
     script = tmp_path / "wrapper.py"
     script.write_text(WRAPPER)
-    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1")
+    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1", **env_extra)
     if nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
-               str(ROOT / "train.py")]
+               str(script)]
     else:
         cmd = [sys.executable, str(script)]
     cmd += ["--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
@@ -245,3 +270,100 @@ def test_nonfinite_loss_skipped_and_counted(dataset, tmp_path):
     assert summary["skipped_steps"] == 1
     train = [d for d in _lines(out) if d["kind"] == "train"]
     assert train[1]["loss"] is None and train[-1]["skipped_steps"] == 1 and len(train) == 4
+
+
+@pytest.mark.parametrize("signal_name,step", [("SIGTERM", 5), ("SIGUSR1", 4)])  # mid-epoch; an epoch's last step
+def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, dataset, tmp_path, signal_name, step):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **RESUME_OPTS)
+    stopped = _run(tmp_path, opts, mode="signal_after_step", arg=step, E2E_SIGNAL=signal_name)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert f"{signal_name} received: stopped after optimizer step {step} with checkpoint " \
+           f"{out / f'ckpt_step_{step}.pth'}" in stopped.stdout
+    assert max(_losses(out)) == step  # stopped within the step the signal arrived in
+    assert "Traceback" not in stopped.stderr
+    resumed = _run(tmp_path, opts)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / f'ckpt_step_{step}.pth'}" in resumed.stdout
+    ref, got = _losses(ref_out), _losses(out)
+    assert sorted(got) == sorted(ref) == list(range(1, 13))
+    for s in range(1, 13):
+        assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
+    ref_eval = [(d["epoch"], d["top1"]) for d in _lines(ref_out) if d["kind"] == "eval"]
+    assert [(d["epoch"], d["top1"]) for d in _lines(out) if d["kind"] == "eval"] == ref_eval
+
+
+def test_stop_signal_during_evaluation_saves_the_epoch(reference, dataset, tmp_path):
+    """The evaluation after epoch 2 (step 8) is interrupted by SIGTERM; with SAVE_FREQ 3 that epoch would not be
+    saved, so the stop writes its epoch checkpoint, and the resumed run trains epoch 3 as the reference did."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{**RESUME_OPTS, "SAVE_FREQ": 3})
+    stopped = _run(tmp_path, opts, mode="signal_in_eval", arg=8)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert f"stopped after optimizer step 8 with checkpoint {out / 'ckpt_epoch_1.pth'}" in stopped.stdout
+    assert len([d for d in _lines(out) if d["kind"] == "eval"]) == 1  # the evaluation itself completed
+    resumed = _run(tmp_path, opts)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / 'ckpt_epoch_1.pth'}" in resumed.stdout
+    ref, got = _losses(ref_out), _losses(out)
+    assert sorted(got) == list(range(1, 13))
+    for s in range(1, 13):
+        assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
+
+
+def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):
+    out = tmp_path / "out"
+    # 4 steps per epoch; a clock-based checkpoint is due after every step (both ranks must agree to write it)
+    opts = {"TRAIN.EPOCHS": 2, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2, "SAVE_MINUTES": 1e-5,
+            "PRINT_FREQ": 4}
+    r = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_after_step", arg=2, nproc=2, E2E_RANK="1")
+    assert r.returncode != 0  # torchrun reports its workers' exit code 4 as a failure
+    logs = [(out / f"log_rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert "SIGTERM received: stopped after optimizer step 2" in logs[1]
+    assert "another process received a stop signal: stopped after optimizer step 2" in logs[0]
+    assert "exitcode  : 4" in r.stderr or "exit code 4" in r.stderr + r.stdout, r.stderr[-2000:]
+    assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == [2]  # the pending log window is written
+    assert f"saved checkpoint {out / 'ckpt_step_1.pth'}" in logs[0]  # the clock-based one
+    ckpt = torch_load(out / "ckpt_step_2.pth")
+    assert ckpt["global_step"] == 2 and not ckpt["epoch_complete"] and len(ckpt["loader"]) == 2
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
+def test_sigusr1_to_torchrun_is_forwarded_and_both_ranks_stop_together(dataset, tmp_path):
+    """The README's SLURM recipe: torchrun with --signals-to-handle forwards SIGUSR1 to its workers."""
+    import re
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 4, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", "--shutdown-timeout", "120", str(ROOT / "train.py"),
+           "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((out / "metrics.jsonl").exists() and '"step": 2' in (out / "metrics.jsonl").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not reach step 2"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stops = [re.search(r"stopped after optimizer step (\d+) with checkpoint (\S+);",
+                       (out / f"log_rank{r}.txt").read_text()) for r in (0, 1)]
+    assert all(stops), output[-3000:]
+    assert stops[0].groups() == stops[1].groups()  # the same step and checkpoint on both ranks
+    step, ckpt = int(stops[0].group(1)), stops[0].group(2)
+    assert 2 <= step < 16 and os.path.isfile(ckpt)
+    assert torch_load(Path(ckpt))["global_step"] == step
+    assert max(d["step"] for d in _lines(out) if d["kind"] == "train") == step

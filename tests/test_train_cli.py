@@ -3,6 +3,7 @@ in our format and in the original (released) format."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -228,3 +229,47 @@ def test_strict_list_with_a_bad_video_is_exit_2(tmp_path, dataset, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (the indexing progress bar writes to stderr before it)
     assert rc == 2 and last.startswith("error: ") and "broken.webm" in last and "Traceback" not in err, err
+
+
+def test_resume_with_pickled_code_is_refused_in_plain_words(tmp_path, dataset, capsys):
+    ckpt = tmp_path / "original.pth"
+    # the original code's checkpoint layout: a pickled yacs CfgNode beside the weights
+    torch.save({"model": {}, "optimizer": {}, "config": CfgNode({"SEED": 1}), "epoch": 3}, ckpt)
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), "--opts",
+                     *_opts(dataset, tmp_path / "o", "TRAIN.BATCH_SIZE", "4")])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert rc == 2 and f"checkpoint {ckpt} was refused: it holds pickled Python objects" in text
+    assert "\x1b" not in text and "weights_only" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_output_that_is_a_file_is_one_line(tmp_path, dataset, capsys, below):
+    existing = tmp_path / "results"
+    existing.write_text("not a folder")
+    output = existing / "run1" if below else existing
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, output)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    where = existing if below else "it"
+    assert f"OUTPUT = {output} cannot be a directory: {where} is an existing file" in err
+    assert existing.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("opts,needle", [
+    (["MODEL.ARCH", "eva-tiny/9"], "MODEL.ARCH 'eva-tiny/9' is not a known preset"),
+    (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8"),
+])
+def test_model_errors_come_before_the_lists_are_indexed(tmp_path, dataset, capsys, monkeypatch, opts, needle):
+    built = []
+    real = train.factories
+
+    def spying_factories():
+        f = real()
+        return dataclasses.replace(f, build_loader=lambda *a, **k: built.append(a[1]) or f.build_loader(*a, **k))
+
+    monkeypatch.setattr(train, "factories", spying_factories)
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "o"), *opts])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert built == []  # no loader (and so no index) was built

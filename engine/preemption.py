@@ -1,0 +1,86 @@
+"""Stopping for preemption and saving on a clock, decided by all ranks together at optimizer-step boundaries.
+
+Cluster schedulers warn a job before they kill it: SLURM sends SIGTERM when it preempts a job (then SIGKILL after
+its grace time) and, with ``--signal=USR1@N``, SIGUSR1 N seconds before the time limit. A signal reaches the
+ranks at different moments (or only some of them), and a rank that stopped on its own would leave the others
+waiting forever in the next collective. So the handler only sets a flag; after every optimizer step all ranks sum
+their flags in one small all-reduce, and when any rank was signalled every rank writes the same step checkpoint
+and raises :class:`Preempted`. ``train.py`` turns that into exit code :data:`PREEMPTED_EXIT_CODE`.
+
+The same all-reduce carries "SAVE_MINUTES have passed since the last checkpoint", so the clock-based checkpoint is
+also taken at one step by every rank, even though each rank reads its own clock.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import torch
+
+from . import distributed as dist_utils
+from .distributed import DistContext
+
+__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl"]
+
+# Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
+# (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
+PREEMPTED_EXIT_CODE = 4
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(Exception):
+    """The run stopped at an optimizer step on a stop signal; ``checkpoint`` continues it."""
+
+    def __init__(self, step: int, checkpoint: str | None, signal_name: str | None) -> None:
+        self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
+        why = f"{signal_name} received" if signal_name else "another process received a stop signal"
+        super().__init__(f"{why}: stopped after optimizer step {step} with checkpoint {checkpoint}; "
+                         f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again to resume")
+
+
+class StepControl:
+    """Catches the stop signals and keeps the save clock; :meth:`poll` is the per-step agreement.
+
+    Use as a context manager around training: the previous signal handlers come back on exit. Handlers can only be
+    installed from the main thread; elsewhere (e.g. a notebook worker thread) signals keep their default action.
+    """
+
+    def __init__(self, ctx: DistContext, save_minutes: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.save_seconds = save_minutes * 60.0
+        self.clock = clock
+        self.signal_name: str | None = None
+        self._last_save = clock()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StepControl":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag: the step in flight finishes, and nothing here may block or allocate much.
+        self.signal_name = signal.Signals(signum).name
+
+    def saved(self) -> None:
+        """A checkpoint was just written: the save clock starts again."""
+        self._last_save = self.clock()
+
+    def poll(self) -> tuple[bool, bool]:
+        """(stop now, clock-based checkpoint due), the same on every rank. Every rank must call it at the same
+        step (it all-reduces; a host sync, once per optimizer step)."""
+        due = self.save_seconds > 0 and self.clock() - self._last_save >= self.save_seconds
+        flags = [float(self.signal_name is not None), float(due)]
+        if self.ctx.distributed:
+            flags = dist_utils.all_reduce_sum(torch.tensor(flags, device=self.ctx.device), self.ctx).tolist()
+        return flags[0] > 0, flags[1] > 0

@@ -1,0 +1,105 @@
+"""Reusing an output folder: the config of the checkpoint a run would resume against the config given now.
+
+A resumed run continues the saved one, so a changed learning rate, seed, data list or model would otherwise be
+half applied (the schedule and optimizer come from the checkpoint) or fail later (a new seed does not match the
+saved data position). Keys that define the run are compared before anything is written or indexed; a difference
+stops the run with a list of them unless TRAIN.ALLOW_CONFIG_CHANGE is on. Keys that only say how the run is
+executed (workers, logging, evaluation views, checkpoint cadence, kernels) may change freely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import yaml
+
+from configs import ConfigError
+
+from .checkpointing import REQUIRED_KEYS, Checkpointer
+
+__all__ = ["EXECUTION_KEYS", "config_differences", "saved_config", "check_resume_config"]
+
+# Keys (or "SECTION." prefixes) that do not change what is trained: how data is read, initial weights (replaced by
+# the checkpoint), numerics and kernels, evaluation, logging and checkpoint cadence.
+EXECUTION_KEYS = (
+    "BASE", "OUTPUT", "SAVE_FREQ", "SAVE_STEPS", "SAVE_MINUTES", "KEEP_LAST", "PRINT_FREQ", "TEST.", "LOG.",
+    "MYCLIP.", "DATA.DATASET", "DATA.LABEL_LIST", "DATA.DECODE_DEVICE", "DATA.CPU_DECODER", "DATA.CPU_PACK_GOPS",
+    "DATA.NUM_THREADS", "DATA.NUM_WORKERS", "DATA.PREFETCH", "DATA.INDEX_WORKERS", "DATA.INDEX_FULL_DECODE",
+    "DATA.STRICT", "DATA.OUTPUT_DTYPE", "MODEL.PRETRAINED", "MODEL.PRETRAINED_MODE", "MODEL.CLASS_MAPPING",
+    "MODEL.ATTN_IMPL", "TRAIN.AUTO_RESUME", "TRAIN.ALLOW_CONFIG_CHANGE", "TRAIN.USE_CHECKPOINT", "TRAIN.COMPILE",
+    "TRAIN.FUSED_OPTIMIZER", "TRAIN.PRECISION", "TRAIN.OPT_LEVEL", "TRAIN.SKIP_NONFINITE",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for name, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{name}."))
+    return out
+
+
+def _defines_the_run(key: str) -> bool:
+    return not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EXECUTION_KEYS)
+
+
+def config_differences(saved_yaml: str, current_yaml: str) -> list[str]:
+    """``"KEY saved -> now"`` for every key that defines the run and differs. Keys that only one side knows
+    (added or removed by a code update) are not compared."""
+    saved, current = _flatten(yaml.safe_load(saved_yaml) or {}), _flatten(yaml.safe_load(current_yaml) or {})
+    return [f"{key} {saved[key]!r} -> {value!r}" for key, value in current.items()
+            if key in saved and _defines_the_run(key) and saved[key] != value]
+
+
+def saved_config(path: str) -> tuple[str, bool] | None:
+    """(config YAML, whether it ends an epoch) of checkpoint ``path``, read without its tensors (memory-mapped);
+    None when the file does not load or has no config (errors are reported by the resume itself)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - damaged or refused files are named by Trainer.resume
+        return None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        return None
+    return (state["config"], bool(state["epoch_complete"])) if state.get("config") else None
+
+
+def check_resume_config(cfg: Any, resume: str = "") -> str:
+    """Compare ``cfg`` with the config of the checkpoint this run would resume (``resume``, else with
+    TRAIN.AUTO_RESUME the newest loadable one in OUTPUT).
+
+    Returns "" when nothing that defines the run changed, else (TRAIN.ALLOW_CONFIG_CHANGE on) a warning that
+    lists the changes.
+
+    Raises:
+        ConfigError: keys that define the run differ and TRAIN.ALLOW_CONFIG_CHANGE is off; or SEED differs from
+            a mid-epoch checkpoint's (its data position belongs to the old seed's order) even with it on.
+    """
+    if resume:
+        candidates = [resume]
+    elif cfg.TRAIN.AUTO_RESUME:
+        candidates = Checkpointer(cfg.OUTPUT, writer=False).candidates()
+    else:
+        return ""
+    for path in candidates:
+        saved = saved_config(path)
+        if saved is not None:
+            break
+    else:
+        return ""
+    saved_yaml, epoch_complete = saved
+    changes = config_differences(saved_yaml, cfg.dump())
+    if not changes:
+        return ""
+    listed = "; ".join(changes)
+    if cfg.TRAIN.ALLOW_CONFIG_CHANGE and not epoch_complete and any(c.startswith("SEED ") for c in changes):
+        raise ConfigError(f"checkpoint {path} was saved mid-epoch, at a place in the data order of its SEED: SEED "
+                          "can only change from an epoch checkpoint (--resume one of the ckpt_epoch_*.pth files)")
+    if cfg.TRAIN.ALLOW_CONFIG_CHANGE:
+        return f"resuming {path} with keys that define the run changed (TRAIN.ALLOW_CONFIG_CHANGE): {listed}"
+    where = "--resume names" if resume else f"OUTPUT = {cfg.OUTPUT} holds"
+    raise ConfigError(f"{where} checkpoint {path} of a run with another config; these keys define the run and "
+                      f"differ (saved -> now): {listed}. To continue that run, drop the changes; to continue it "
+                      "with them on purpose, add --opts TRAIN.ALLOW_CONFIG_CHANGE True; to start a new run, choose "
+                      "another OUTPUT")

@@ -1,0 +1,39 @@
+"""StepControl: stop signals become a flag polled at step boundaries; the clock-based save; handlers restored.
+
+The agreement between ranks and the exact resume are checked end to end in tests/test_engine_e2e.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from engine.distributed import DistContext
+from engine.preemption import PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl
+
+
+def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    with StepControl(DistContext()) as control:
+        assert control.poll() == (False, False)
+        os.kill(os.getpid(), signal.SIGUSR1)  # the process survives: only a flag is set
+        assert control.poll() == (True, False) and control.signal_name == "SIGUSR1"
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
+
+
+def test_clock_based_save_is_due_after_the_interval_and_restarts_on_save():
+    now = [1000.0]
+    control = StepControl(DistContext(), save_minutes=2.0, clock=lambda: now[0])
+    now[0] += 119.0
+    assert control.poll() == (False, False)
+    now[0] += 1.0
+    assert control.poll() == (False, True)
+    control.saved()
+    now[0] += 60.0
+    assert control.poll() == (False, False)
+    assert StepControl(DistContext(), save_minutes=0.0, clock=lambda: now[0] + 1e9).poll() == (False, False)
+
+
+def test_preempted_message_names_step_checkpoint_and_exit_code():
+    msg = str(Preempted(7, "out/ckpt_step_7.pth", "SIGTERM"))
+    assert msg.startswith("SIGTERM received: stopped after optimizer step 7 with checkpoint out/ckpt_step_7.pth")
+    assert f"exit code {PREEMPTED_EXIT_CODE}" in msg

@@ -1,0 +1,100 @@
+"""Reusing an output folder with another config: keys that define the run are compared with the checkpoint's;
+a difference stops the run before anything is written, unless TRAIN.ALLOW_CONFIG_CHANGE accepts it, and then the
+new values really run (the LR schedule is the new one) and config.yaml records them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import train
+from configs import load_config
+from engine.resume_config import config_differences
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+
+def test_only_keys_that_define_the_run_are_reported():
+    base = load_config(DEMO)
+    changed = load_config(DEMO, ["TRAIN.LR", "2e-3", "SEED", "7", "DATA.NUM_WORKERS", "5", "TEST.NUM_CLIP", "4",
+                                 "OUTPUT", "elsewhere", "SAVE_MINUTES", "10", "MODEL.PRETRAINED", "w.pth"])
+    assert config_differences(base.dump(), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.001 -> 0.002"]
+    assert config_differences(base.dump(), base.dump()) == []
+    # a key the saved config does not know (added by a code update) is not a difference
+    saved = yaml.safe_load(base.dump())
+    del saved["SAVE_MINUTES"]
+    assert config_differences(yaml.safe_dump(saved), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.001 -> 0.002"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from dali_pipelines.synthetic import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth_resume")
+    make_synthetic_dataset(str(out), train_per_class=3, val_per_class=1, num_frames=12, size=(48, 32), workers=2,
+                           progress=False)
+    return out
+
+
+def _opts(data: Path, out: Path, *extra: str) -> list[str]:
+    # 12 clips, batch 4: 3 optimizer steps per epoch; a 3-step warmup from 1e-5, then the cosine from TRAIN.LR
+    return ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
+            str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
+            "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1",
+            "DATA.INDEX_WORKERS", "1", "TRAIN.BATCH_SIZE", "4", "TRAIN.WARMUP_EPOCHS", "1.0",
+            "TRAIN.AUTO_RESUME", "True", "TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1", "TEST.BATCH_SIZE", "2",
+            "TEST.FINAL_NUM_CLIP", "0", "PRINT_FREQ", "1", "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False",
+            "OUTPUT", str(out), *extra]
+
+
+def _lrs(out: Path) -> dict[int, float]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {d["step"]: d["lr"] for d in lines if d["kind"] == "train"}
+
+
+def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    first = (out / "config.yaml").read_text()
+    capsys.readouterr()
+
+    # a longer run at another LR and seed in the same folder: refused, listing what differs, nothing rewritten
+    changed = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.LR", "2e-3", "SEED", "5")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *changed]) == 2  # the dry run finds it too
+    assert "TRAIN.LR 0.001 -> 0.002" in capsys.readouterr().err
+    rc = train.main(["--cfg", DEMO, "--opts", *changed])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"OUTPUT = {out} holds checkpoint {out / 'ckpt_epoch_0.pth'} of a run with another config" in err
+    assert "(saved -> now): SEED 0 -> 5; TRAIN.EPOCHS 1 -> 2; TRAIN.LR 0.001 -> 0.002. " in err
+    assert "TRAIN.ALLOW_CONFIG_CHANGE True" in err
+    assert (out / "config.yaml").read_text() == first
+
+    # accepted on purpose: the new schedule runs from the checkpoint and config.yaml says so
+    rc = train.main(["--cfg", DEMO, "--opts", *changed, "TRAIN.ALLOW_CONFIG_CHANGE", "True"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    assert "TRAIN.LR 0.001 -> 0.002" in captured.out and f"resumed from {out / 'ckpt_epoch_0.pth'}" in captured.out
+    lrs = _lrs(out)
+    assert sorted(lrs) == [1, 2, 3, 4, 5, 6]
+    # step 4 is the first after the warmup: the new peak 2e-3 (the checkpoint's schedule peaks at 1e-3)
+    assert lrs[4] == pytest.approx(2e-3, rel=1e-6)
+    saved = load_config(None, [])
+    saved.merge_from_other_cfg(saved.load_cfg((out / "config.yaml").read_text()))
+    assert (saved.TRAIN.LR, saved.TRAIN.EPOCHS, saved.SEED) == (2e-3, 2, 5)
+
+
+def test_changed_seed_mid_epoch_cannot_be_accepted(dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "SAVE_STEPS", "2")]) == 0
+    (out / "ckpt_epoch_0.pth").unlink()  # as if the run had stopped after its mid-epoch checkpoint
+    capsys.readouterr()
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "SAVE_STEPS", "2", "SEED",
+                                                     "3", "TRAIN.ALLOW_CONFIG_CHANGE", "True")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"checkpoint {out / 'ckpt_step_2.pth'} was saved mid-epoch" in err
+    assert "SEED can only change from an epoch checkpoint" in err and "Traceback" not in err

@@ -59,8 +59,8 @@ def test_test_outputs_and_single_decode(data):
         assert b["label"].tolist() == [r % 3 for r in b["index"].tolist()]
     assert rows == list(range(len(COUNTS))) and len(loader) == 3
     # every sampled frame of a video is decoded once: the decoder gets the sorted union of all clips' indices
-    s = loader._sample(3)
-    assert np.array_equal(s.frames, np.unique(s.frames)) and len(s.inputs["new_order"]) == 9 * 4
+    s = loader.sample(3)
+    assert np.array_equal(s.frames, np.unique(s.frames)) and len(s.params.new_order) == 9 * 4
     assert len(s.frames) < 3 * 4 or COUNTS[3] >= 12
     loader.close()
 
@@ -235,7 +235,7 @@ def test_runtime_failure_in_training_substitutes(tmp_path):
     cfg = small_cfg(root, lst)
     train = build_loader(cfg, "train")
     assert len(train) == 3
-    victim = int(train._plan[1][0])  # a row of the second batch
+    victim = train.schedule.rows(1)[0]  # a row of the second batch
     with open(train.index.entries[victim].path, "wb") as f:
         f.write(b"\x1a\x45\xdf\xa3" + bytes(3000))  # a WebM magic number, then nothing decodable
     batches = [b["index"].tolist() for b in train]
@@ -267,7 +267,7 @@ def test_resume_after_runtime_quarantine_is_exact(tmp_path):
     cfg = small_cfg(root, lst)
     first = build_loader(cfg, "train")
     assert len(first) == 4
-    victim = int(first._plan[2][1])
+    victim = first.schedule.rows(2)[1]
     with open(first.index.entries[victim].path, "wb") as f:
         f.write(bytes(2000))
     reference, states = [], []
@@ -296,14 +296,14 @@ def test_dense_and_random_sampling_options(data):
     cfg = small_cfg(root, lst, lst, **{"DATA.SAMPLING": "dense", "DATA.FRAME_INTERVAL": 2,
                                        "TEST.NUM_CLIP": 2, "TEST.SAMPLING": "random"})
     train = build_loader(cfg, "train")
-    s = train._sample(3)
+    s = train.sample(3)
     assert np.all(np.diff(s.frames) == 2)  # 4 frames, 2 apart (40-frame clip: no clamping)
     assert sum(b["video"].shape[0] for b in train) == 2 * len(train)
     test = build_loader(cfg, "test")
-    t = test._sample(3)  # random clip starts: two dense clips inside the video
+    t = test.sample(3)  # random clip starts: two dense clips inside the video
     assert len(t.frames) <= 8 and t.frames.min() >= 0 and t.frames.max() < 40
     uniform = build_loader(small_cfg(root, lst, lst, **{"DATA.SAMPLING": "dense", "DATA.FRAME_INTERVAL": 2,
-                                                         "TEST.NUM_CLIP": 2}), "test")._sample(3)
+                                                         "TEST.NUM_CLIP": 2}), "test").sample(3)
     assert uniform.frames.tolist() == [0, 2, 4, 6, 33, 35, 37, 39]  # starts 0 and 40 - 7
     assert sum(b["video"].shape[0] for b in test) == len(COUNTS)
     train.close()

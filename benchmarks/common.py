@@ -29,7 +29,7 @@ __all__ = [
     "Summary", "summarize", "time_repeats", "ProcessTreeMonitor", "wait_until_idle", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
-    "count_frames", "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
+    "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
 ]
 
 
@@ -487,35 +487,10 @@ def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Ge
 
 def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 25, gop: int | None = None) -> None:
     """Encode uint8 ``(T,H,W,3)`` RGB frames to ``path`` (H.264 in .mp4, VP9 in .webm) with keyframe interval
-    ``gop``. Uses the project's ``dali_pipelines.synthetic.write_video`` when it is implemented, else PyAV."""
-    try:
-        from dali_pipelines.synthetic import write_video
-        write_video(path, frames, codec=codec, fps=fps, gop=gop)
-        return
-    except (ImportError, NotImplementedError):
-        pass
-    import av
-    codec_name = {"h264": "libx264", "vp9": "libvpx-vp9"}.get(codec)
-    if codec_name is None:
-        raise ValueError(f"codec {codec!r} is not one of 'h264', 'vp9'")
-    t, h, w, _ = frames.shape
-    with av.open(path, "w") as out:
-        s = out.add_stream(codec_name, rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        if gop:
-            s.gop_size = gop
-        if codec == "h264":
-            # No B-frames keeps presentation order == decode order; fixed GOP without scene-cut keyframes.
-            s.options = {"bf": "0", "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
-            if gop:
-                s.options["keyint_min"] = str(gop)
-        else:
-            s.options = {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
-        for i in range(t):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
+    ``gop``, with the project's encoder (``write_video``)."""
+    from dali_pipelines.synthetic import write_video
+
+    write_video(path, frames, codec=codec, fps=fps, gop=gop)
 
 
 def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size: tuple[int, int] = (340, 256),
@@ -542,33 +517,23 @@ def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size
     return clips
 
 
-def count_frames(path: str) -> int:
-    """Frames of ``path``'s first video stream, by counting demuxed packets (containers such as WebM store no
-    frame count). Packets without data (flush markers) are not frames."""
-    import av
-    try:
-        with av.open(path) as c:
-            s = c.streams.video[0]
-            return sum(1 for p in c.demux(s) if p.size > 0)
-    except (av.error.FFmpegError, IndexError) as e:
-        raise ValueError(f"cannot read video {path!r}: {e}") from e
-
-
 def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tuple[str, int, int]], dict]:
     """Clips for a benchmark from the common CLI options: ``--list``/``--root`` (real data) or ``--synthetic``
     (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
     a description of the input for the report."""
     if getattr(args, "list", None):
         from dali_pipelines.filelist import read_file_list
+        from dali_pipelines.pyav_io import BadVideoError, count_packets
         entries = read_file_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
         if args.num_clips:
             entries = entries[: args.num_clips]
         clips = []
         for e in entries:
             try:
-                clips.append((e.path, e.label, count_frames(e.path)))
-            except ValueError as err:  # a listed video that is missing or unreadable: name the list line too
-                raise InputError(f"{args.list}:{e.line_no}: {err}") from None
+                clips.append((e.path, e.label, count_packets(e.path)))
+            except BadVideoError as err:  # a listed video that is missing or unreadable: name the list line too
+                reason = str(err).removeprefix(f"{e.path}: ")
+                raise InputError(f"{args.list}:{e.line_no}: cannot read video {e.path!r}: {reason}") from None
         desc = {"input": "list", "list": args.list, "num_clips": len(clips)}
         return clips, desc
     codec = args.codec or default_codec

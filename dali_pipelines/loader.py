@@ -103,6 +103,10 @@ class VideoLoader:
         self.num_clip, self.num_crop = self.settings.num_clip, self.settings.num_crop
         self.num_views = self.settings.num_views
         self._prefetch = max(1, int(data.PREFETCH))
+        # The mixed (NVDEC) decoder runs one decoding session per pipeline thread: give it DATA.NVDEC_THREADS.
+        self.num_threads = int(data.NUM_THREADS)
+        if self.route == "nvdec":
+            self.num_threads = max(self.num_threads, int(data.NVDEC_THREADS))
         self.position = 0
         self._pipe = None
         self._pipe_clean = False
@@ -154,15 +158,15 @@ class VideoLoader:
             if hasattr(route, "start"):
                 route.start()  # worker processes first, before DALI starts its threads
         self._feeder = Feeder(self.schedule, self.routes, start, lookahead=self._prefetch + 1)
-        common = dict(batch_size=self.batch_size, num_threads=int(self.cfg.DATA.NUM_THREADS),
-                      device_id=self.device_id, prefetch_queue_depth=self._prefetch, exec_dynamic=True,
-                      seed=self.seed & 0x7FFFFFFF)
+        data = self.cfg.DATA
+        common = dict(batch_size=self.batch_size, num_threads=self.num_threads, device_id=self.device_id,
+                      prefetch_queue_depth=self._prefetch, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF,
+                      route=self.route, dtype=self.dtype, input_size=self.input_size,
+                      nvdec_affine=bool(data.NVDEC_AFFINE))
         if self.training:
-            pipe = train_pipeline(self._feeder, input_size=self.input_size, route=self.route, dtype=self.dtype,
-                                  per_frame_jitter=self.settings.per_frame_jitter, **common)
+            pipe = train_pipeline(self._feeder, per_frame_jitter=self.settings.per_frame_jitter, **common)
         else:
-            pipe = test_pipeline(self._feeder, input_size=self.input_size, num_crop=self.num_crop,
-                                 route=self.route, dtype=self.dtype, **common)
+            pipe = test_pipeline(self._feeder, num_crop=self.num_crop, **common)
         pipe.build()
         self._pipe = pipe
         self._pipe_clean = True

@@ -159,11 +159,14 @@ def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
     return dict(zip((name for name, _ in layout), outs))
 
 
-def _decode(inputs: dict, route: str):
+def _decode(inputs: dict, route: str, nvdec_affine: bool = False):
     """Frames (F, H, W, 3) uint8 FHWC, on the GPU when the route is NVDEC."""
     backend = ROUTES[route].backend
     if backend is None:  # PyAV route: already decoded on the host
         return inputs["video"]
+    if backend == "mixed":
+        return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode="edge",
+                                 affine=nvdec_affine)
     # pad_mode='edge': should an index reach past what the decoder finds (frame counts from the index can exceed
     # the decodable frames of a damaged tail), repeat the last real frame rather than return black frames.
     return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode="edge")
@@ -182,12 +185,14 @@ def _normalize(video, dtype: str, mirror=None):
 
 
 @pipeline_def
-def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame_jitter: bool = False):
+def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame_jitter: bool = False,
+                   nvdec_affine: bool = False):
     """Training graph: decode T sampled frames -> MultiScaleCrop+resize (one ROI resize) -> colour jitter /
     grayscale -> flip + normalise -> (T, 3, S, S). ``source`` yields :func:`batch_columns` of records with
-    :class:`TrainParams` on ``route``. Outputs: video, index."""
+    :class:`TrainParams` on ``route``. ``nvdec_affine``: pin the NVDEC decoder's threads (DATA.NVDEC_AFFINE).
+    Outputs: video, index."""
     x = _external_inputs(source, record_layout(TrainParams, route, per_frame_jitter))
-    video = _decode(x, route)
+    video = _decode(x, route, nvdec_affine)
     video = _roi_resize(video, x["roi_start"], x["roi_end"], input_size)
     jitter = {k: x[k] for k in ("brightness", "contrast", "saturation", "hue")}
     if per_frame_jitter:  # one value per frame (the original's flickering behaviour)
@@ -199,7 +204,7 @@ def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame
 
 
 @pipeline_def
-def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: str):
+def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: str, nvdec_affine: bool = False):
     """Multi-view test graph over records with :class:`TestParams`.
 
     The sorted union of all clips' frame indices is decoded once (U frames); each spatial crop is one ROI resize
@@ -208,7 +213,7 @@ def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: 
     the V*T output frames ordered [crop][clip][t]. Outputs: video (V*T, 3, S, S), index.
     """
     x = _external_inputs(source, record_layout(TestParams, route))
-    video = _decode(x, route)
+    video = _decode(x, route, nvdec_affine)
     crops = [_roi_resize(video, x["roi_start"][c], x["roi_end"][c], input_size) for c in range(num_crop)]
     video = crops[0] if num_crop == 1 else fn.cat(*crops, axis=0)
     video = fn.sequence_rearrange(video, new_order=x["new_order"])
@@ -233,7 +238,8 @@ def one_batch_source(batch):
 def _decode_only_pipeline(source, *, decode_device: str):
     enc, frames = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32],
                                      ndim=[1, 1])
-    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode="edge")
+    extra = {"affine": False} if decode_device == "mixed" else {}  # no NVML CPU mask: it fails in some VMs
+    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode="edge", **extra)
 
 
 def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",

@@ -89,8 +89,7 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
     from engine.train_loop import TrainOptions, TrainState, train_one_epoch
     from models import build_model, forward_flops
     cfg = make_cfg(args, attn, ckpt)
-    model = build_model(cfg, device=device)
-    model.train()
+    model = build_model(cfg, device=device).train()
     fwd = forward_flops(model)
     optimizer = build_optimizer(cfg.TRAIN, model, device)
     scheduler = build_scheduler(cfg.TRAIN, optimizer, max(args.steps, args.warmup, 1))

@@ -326,6 +326,30 @@ def _reuse(rec: dict, row: int, infos: dict[int, VideoInfo], bad: dict[int, str]
     return True
 
 
+def _from_cache(entries: list[ListEntry], cached: dict[str, dict], full_decode: bool):
+    """Split the entries into those the cache describes (same size and mtime, probed at least as thoroughly) and
+    the probe jobs of the others; missing files are bad at once.
+    Returns (videos, infos, bad, jobs, keys): reused records, good infos, bad reasons, jobs, (size, mtime) keys."""
+    videos: dict[str, dict] = {}
+    infos: dict[int, VideoInfo] = {}
+    bad: dict[int, str] = {}
+    jobs: list[tuple[int, str, bool]] = []
+    keys: dict[int, tuple[int, int]] = {}
+    for e in entries:
+        key = _stat_key(e.path)
+        if key is None:
+            bad[e.row] = "missing file" if not os.path.lexists(e.path) else "cannot stat file"
+            continue
+        keys[e.row] = key
+        rec = cached.get(e.rel_path)
+        if (isinstance(rec, dict) and rec.get("size") == key[0] and rec.get("mtime_ns") == key[1]
+                and (rec.get("full_decode") or not full_decode) and _reuse(rec, e.row, infos, bad)):
+            videos[e.rel_path] = rec
+        else:
+            jobs.append((e.row, e.path, full_decode))
+    return videos, infos, bad, jobs, keys
+
+
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
@@ -354,23 +378,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
 
     with _locked(lock_path):
         cached = _load_cache(cache_path, root_abs)
-        videos: dict[str, dict] = {}
-        infos: dict[int, VideoInfo] = {}
-        bad: dict[int, str] = {}
-        jobs: list[tuple[int, str, bool]] = []
-        keys: dict[int, tuple[int, int]] = {}
-        for e in entries:
-            key = _stat_key(e.path)
-            if key is None:
-                bad[e.row] = "missing file" if not os.path.lexists(e.path) else "cannot stat file"
-                continue
-            keys[e.row] = key
-            rec = cached.get(e.rel_path)
-            if (isinstance(rec, dict) and rec.get("size") == key[0] and rec.get("mtime_ns") == key[1]
-                    and (rec.get("full_decode") or not full_decode) and _reuse(rec, e.row, infos, bad)):
-                videos[e.rel_path] = rec
-            else:
-                jobs.append((e.row, e.path, full_decode))
+        videos, infos, bad, jobs, keys = _from_cache(entries, cached, full_decode)
 
         if jobs:
             desc = f"indexing {os.path.basename(list_path)}"

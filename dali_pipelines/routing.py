@@ -12,6 +12,8 @@ from typing import Iterable
 
 import torch
 
+from configs import check_choice
+
 from .filelist import DataError
 
 __all__ = ["DALI_CPU_CODECS", "resolve_decode_device", "dali_cpu_decodes", "list_route"]
@@ -23,12 +25,12 @@ def resolve_decode_device(setting: str) -> str:
     """'gpu' or 'cpu' for DATA.DECODE_DEVICE ('auto': the GPU when CUDA is available).
 
     Raises:
-        DataError: an unknown setting, or 'gpu' on a machine without CUDA (an input error, not a crash).
+        ConfigError: an unknown setting (checked by the config's own rule).
+        DataError: 'gpu' on a machine without CUDA (an input error, not a crash).
     """
+    check_choice("DATA.DECODE_DEVICE", setting)
     if setting == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
-    if setting not in ("gpu", "cpu"):
-        raise DataError(f"DATA.DECODE_DEVICE must be auto, gpu or cpu, got {setting!r}")
     if setting == "gpu" and not torch.cuda.is_available():
         raise DataError("DATA.DECODE_DEVICE is 'gpu' but CUDA is not available on this machine; "
                         "use 'auto' or 'cpu'")
@@ -46,8 +48,10 @@ def list_route(device: str, cpu_decoder: str, codecs: Iterable[str], list_path: 
     decoder when it takes every codec of the list, else PyAV).
 
     Raises:
-        ValueError: DATA.CPU_DECODER 'dali' for a list with codecs that decoder lacks, or an unknown setting.
+        ValueError: DATA.CPU_DECODER 'dali' for a list with codecs that decoder lacks.
+        ConfigError: an unknown DATA.CPU_DECODER setting.
     """
+    check_choice("DATA.CPU_DECODER", cpu_decoder)
     if device == "gpu":
         return "nvdec"
     codecs = set(codecs)
@@ -59,6 +63,4 @@ def list_route(device: str, cpu_decoder: str, codecs: Iterable[str], list_path: 
             raise ValueError(f"DATA.CPU_DECODER is 'dali' but {list_path} has {', '.join(other)} videos, "
                              "which DALI cannot decode on the CPU; use 'auto' or 'pyav'")
         return "dali_cpu"
-    if cpu_decoder == "pyav":
-        return "pyav"
-    raise ValueError(f"DATA.CPU_DECODER must be auto, dali or pyav, got {cpu_decoder!r}")
+    return "pyav"

@@ -31,8 +31,8 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     """``EVAVideoTransformer`` constructor kwargs for ``cfg`` (a full config from ``configs.load_config``).
 
     Raises:
-        ValueError: unknown MODEL.ARCH (the message lists the presets) or an input size / frame count that does
-            not divide into patches / tubelets.
+        ValueError: unknown MODEL.ARCH (the message lists the presets) or an input size that does not divide
+            into its patches (both depend on the presets, which only this package knows).
     """
     arch = cfg.MODEL.ARCH
     if arch not in ARCHS:
@@ -42,9 +42,7 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     if size % patch:
         raise ValueError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
                          f"(e.g. use {size // patch * patch} or {(size // patch + 1) * patch})")
-    if cfg.DATA.NUM_FRAMES % cfg.DATA.TUBELET_SIZE:
-        raise ValueError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is not divisible by DATA.TUBELET_SIZE "
-                         f"{cfg.DATA.TUBELET_SIZE}")
+    # DATA.NUM_FRAMES vs DATA.TUBELET_SIZE is checked by configs.validate (load_config), not again here.
     return dict(
         img_size=size, num_frames=cfg.DATA.NUM_FRAMES, patch_size=patch, tubelet_size=cfg.DATA.TUBELET_SIZE,
         num_classes=cfg.DATA.NUM_CLASSES, embed_dim=preset["embed_dim"], depth=preset["depth"],

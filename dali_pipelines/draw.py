@@ -64,6 +64,8 @@ class VideoRef:
     width: int
     height: int
     codec: str
+    size: int = 0  # the file's size and mtime when it was probed: a file that differs now is not this video
+    mtime_ns: int = 0
 
 
 @dataclass

@@ -121,7 +121,8 @@ class Schedule:
     def video(self, row: int) -> VideoRef:
         info, entry = self.index.infos[row], self.index.entries[row]
         return VideoRef(row=row, path=entry.path, label=entry.label, num_frames=info.num_frames,
-                        width=info.width, height=info.height, codec=info.codec)
+                        width=info.width, height=info.height, codec=info.codec, size=info.size,
+                        mtime_ns=info.mtime_ns)
 
     def sample(self, row: int, substitute_for: int | None = None) -> Sample:
         """The sample of (good) ``row`` in the current epoch."""

@@ -84,8 +84,9 @@ class EncodedRoute:
     def source(self, sample: Sample, result: Any) -> EncodedSource:
         return result
 
-    def reset(self) -> None:
-        self.close(wait=False)
+    def restart_pool(self, broken: cf.Future) -> bool:
+        """Threads do not die like processes; nothing to restart."""
+        return False
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
@@ -119,14 +120,34 @@ class PyAVRoute:
 
     def submit(self, sample: Sample) -> cf.Future:
         self.start()
-        return self._pool.submit(decode_frames, sample.video.path, sample.frames, 1)  # type: ignore[union-attr]
+        try:
+            fut = self._pool.submit(decode_frames, sample.video.path, sample.frames, 1)  # type: ignore[union-attr]
+        except cf.BrokenExecutor as e:
+            # A worker died since the last submission: hand the breakage over through the future, where the
+            # feeder restarts the pool and redoes the work (as for a worker that dies while decoding).
+            fut = cf.Future()
+            fut.set_exception(e)
+        fut.pool = self._pool  # type: ignore[attr-defined]  # which pool to restart if this future breaks
+        return fut
 
     def source(self, sample: Sample, result: Any) -> DecodedSource:
         return DecodedSource(video=result)
 
-    def reset(self) -> None:
-        """Forget a broken pool (a worker died); the next submission starts a new one."""
-        self.close(wait=False)
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running decode workers (none before the first submission or with 0 workers)."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return sorted(procs)
+
+    def restart_pool(self, broken: cf.Future) -> bool:
+        """Forget the pool ``broken`` came from, if it is the current one (a worker died); the next submission
+        starts a new pool. The old pool's other futures carry the same breakage and are redone by the feeder,
+        one by one, without restarting the new pool again. True when this call restarted the pool."""
+        pool = getattr(broken, "pool", None)
+        if pool is None or pool is not self._pool:
+            return False
+        self._pool = None
+        pool.shutdown(wait=False)
+        return True
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
@@ -218,9 +239,10 @@ class Feeder:
                     self._pool_deaths = 0
                     break
                 except cf.BrokenExecutor as e:
-                    # A worker process died (e.g. FFmpeg crashed): start a new pool and retry once; a video that
-                    # kills the pool twice is quarantined.
-                    route.reset()
+                    # A worker process died (FFmpeg crashed, the OOM killer): start a new pool and retry once; a
+                    # video that kills the pool twice is quarantined.
+                    if route.restart_pool(fut):
+                        self.schedule.stats["worker_restarts"] += 1
                     self._pool_deaths += 1
                     if self._pool_deaths > _MAX_POOL_DEATHS:
                         raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "

@@ -91,6 +91,7 @@ class Schedule:
         self._substitutions: set[tuple[int, int, int]] = set()
         self.stats: dict[str, Any] = {
             "bad_at_index": len(index.bad), "skipped_videos": 0, "substituted": 0, "rebuilds": 0,
+            "worker_restarts": 0,  # PyAV decode pools restarted after a worker process died
             "skipped": [],  # "path: reason" of every video quarantined during this loader's life
         }
 

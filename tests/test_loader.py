@@ -357,3 +357,29 @@ def test_second_pyav_loader_in_one_process_finishes(tmp_path):
         pytest.fail(f"the second loader did not finish within {e.timeout} s (hang)")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "second loader rows [0, 1, 3, 4]" in done.stdout
+
+
+def test_killed_decode_worker_is_replaced_and_counted(data):
+    """A PyAV decode worker killed mid-epoch (as by the OOM killer): the pool is restarted, the lost decodes are
+    redone, the epoch delivers every sample with the same pixels as an undisturbed run, and the restart is
+    counted."""
+    import signal
+
+    root, lst = data
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2})
+    reference = build_loader(cfg, "test")
+    expected = [(b["index"].clone(), b["video"].clone()) for b in reference]
+    reference.close()
+    loader = build_loader(cfg, "test")
+    got = []
+    for b in loader:
+        got.append((b["index"].clone(), b["video"].clone()))
+        if len(got) == 1:
+            pids = loader.routes["pyav"].worker_pids()
+            assert pids
+            os.kill(pids[0], signal.SIGKILL)
+    assert loader.stats["worker_restarts"] >= 1 and loader.stats["skipped_videos"] == 0
+    assert len(got) == len(expected)
+    for (ri, rv), (gi, gv) in zip(expected, got):
+        assert torch.equal(ri, gi) and torch.equal(rv, gv)
+    loader.close()

@@ -73,6 +73,30 @@ def make_cfg(args, attn: str, ckpt: bool, list_path: str | None = None, root: st
     return load_config(None, opts + list(args.opts or []))
 
 
+class _BatchSource:
+    """The batches of the timed loop: one synthetic batch again and again, or the real loader's (across epochs),
+    recording how long each one was waited for."""
+
+    def __init__(self, loader, synthetic: dict):
+        self.loader, self.synthetic = loader, synthetic
+        self.stream = None
+        self.waits: list[float] = []
+
+    def __call__(self) -> dict:
+        if self.loader is None:
+            return self.synthetic
+        t0 = time.perf_counter()
+        if self.stream is None:
+            self.stream = iter(self.loader)
+        try:
+            batch = next(self.stream)
+        except StopIteration:  # epoch end: the next epoch starts
+            self.stream = iter(self.loader)
+            batch = next(self.stream)
+        self.waits.append(time.perf_counter() - t0)
+        return batch
+
+
 def _batches(n: int, next_batch):
     """Exactly ``n`` batches from ``next_batch`` (one timed measurement of the engine's epoch loop)."""
     for _ in range(n):
@@ -101,23 +125,8 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
     b, t, s = args.batch, args.frames, args.input_size
     synthetic = {"video": torch.randn(b, t, 3, s, s, device=device),
                  "label": torch.randint(0, args.num_classes, (b,), device=device)}
-    stream = None
-    waits = []
-
-    def next_batch():
-        nonlocal stream
-        if loader is None:
-            return synthetic
-        t0 = time.perf_counter()
-        if stream is None:
-            stream = iter(loader)
-        try:
-            batch = next(stream)
-        except StopIteration:  # epoch end: the next epoch starts
-            stream = iter(loader)
-            batch = next(stream)
-        waits.append(time.perf_counter() - t0)
-        return batch
+    next_batch = _BatchSource(loader, synthetic)
+    waits = next_batch.waits
 
     with tempfile.TemporaryDirectory(prefix="train_bench_") as log_dir:
         metrics = MetricLogger(log_dir, device=device, print_freq=10**9, tensorboard=False, nvml=False,

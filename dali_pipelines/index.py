@@ -395,7 +395,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         if jobs or set(videos) != set(cached):
             _save_cache(cache_path, list_path, root_abs, videos)
         if bad:
-            atomic_write_text(quarantine_path, "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items())))
+            lines = "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items()))
+            atomic_write_text(quarantine_path, lines)
         elif os.path.exists(quarantine_path):
             os.unlink(quarantine_path)  # stale: every listed video is fine now
 

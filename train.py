@@ -21,7 +21,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from configs import ConfigError, load_config
-from dali_pipelines.filelist import DataError, DataListError, read_file_list
+from dali_pipelines.filelist import DataError, DataListError
 from dali_pipelines.pyav_io import BadVideoError
 from engine import distributed, runner
 from engine.checkpointing import CheckpointError
@@ -29,20 +29,12 @@ from engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from engine.train_loop import NonFiniteLossError
 from models import CheckpointError as ModelCheckpointError
 
+import wiring
+
 # Errors that mean "fix the input": one line, exit code 2, no traceback.
 # DataError (a ValueError): unusable data lists or videos (e.g. DATA.STRICT with a bad file, no readable videos).
 INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFoundError, CheckpointError,
                 ModelCheckpointError)
-
-
-def factories() -> runner.Factories:
-    """The concrete model and data builders, handed to the engine (which imports neither package)."""
-    import dali_pipelines.loader as loader  # imports DALI
-    from models import build_model, forward_flops, load_pretrained
-
-    return runner.Factories(build_model=build_model, build_loader=loader.build_loader, load_weights=load_pretrained,
-                            forward_flops=forward_flops, read_file_list=read_file_list,
-                            decode_device=loader.resolve_decode_device)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,17 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.cfg, config_overrides(args))
         runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=args.resume)  # every missing input named at once
         if args.dry_run:
-            runner.dry_run(cfg, factories(), resume=args.resume)
+            wiring.dry_run(cfg, resume=args.resume)
             return 0
         ctx = distributed.init_from_env()
-        run = runner.build_run(cfg, ctx, factories(), resume=args.resume)
+        run = wiring.build_run(cfg, ctx, resume=args.resume)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()
         return 2
     try:
         if cfg.TEST.ONLY_TEST:
-            runner.only_test(run, cfg, resume=args.resume)
+            runner.only_test(run, cfg)
         else:
             runner.train(run, cfg, resume=args.resume)
         return 0

@@ -1,5 +1,5 @@
 """Shared helpers of the benchmark scripts: timing and statistics, process-tree CPU/memory monitoring, NVML
-sampling, machine description, synthetic clips, and the three outputs (markdown table, JSON, PNG bar chart).
+sampling, machine description, and the three outputs (markdown table, JSON, PNG bar chart).
 
 Every benchmark follows the same method (docs/PERFORMANCE.md): a warm-up that is not timed, then ``repeats``
 timed measurements of the same work; the reported figure is the median and the spread is min..max (and the
@@ -29,7 +29,7 @@ __all__ = [
     "Summary", "summarize", "time_repeats", "ProcessTreeMonitor", "wait_until_idle", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
-    "count_frames", "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
+    "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
 ]
 
 
@@ -466,133 +466,7 @@ def check_figures(results: Sequence[dict], keys: Sequence[str]) -> list[str]:
     return problems
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Inputs: synthetic clips or a file list
-# ---------------------------------------------------------------------------------------------------------------
-def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """Moving smooth texture plus mild noise: compresses like camera footage (neither flat nor pure noise)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, size=3)
-    freq = rng.uniform(0.02, 0.08, size=3)
-    frames = np.empty((num_frames, height, width, 3), np.uint8)
-    for t in range(num_frames):
-        chans = []
-        for c in range(3):
-            v = 127 + 80 * np.sin(freq[c] * (xx + 3 * t) + phase[c]) * np.cos(freq[c] * 0.7 * (yy - 2 * t))
-            chans.append(v)
-        img = np.stack(chans, -1) + rng.normal(0, 6, size=(height, width, 3))
-        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return frames
-
-
-def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 25, gop: int | None = None) -> None:
-    """Encode uint8 ``(T,H,W,3)`` RGB frames to ``path`` (H.264 in .mp4, VP9 in .webm) with keyframe interval
-    ``gop``. Uses the project's ``dali_pipelines.synthetic.write_video`` when it is implemented, else PyAV."""
-    try:
-        from dali_pipelines.synthetic import write_video
-        write_video(path, frames, codec=codec, fps=fps, gop=gop)
-        return
-    except (ImportError, NotImplementedError):
-        pass
-    import av
-    codec_name = {"h264": "libx264", "vp9": "libvpx-vp9"}.get(codec)
-    if codec_name is None:
-        raise ValueError(f"codec {codec!r} is not one of 'h264', 'vp9'")
-    t, h, w, _ = frames.shape
-    with av.open(path, "w") as out:
-        s = out.add_stream(codec_name, rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        if gop:
-            s.gop_size = gop
-        if codec == "h264":
-            # No B-frames keeps presentation order == decode order; fixed GOP without scene-cut keyframes.
-            s.options = {"bf": "0", "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
-            if gop:
-                s.options["keyint_min"] = str(gop)
-        else:
-            s.options = {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
-        for i in range(t):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(frames[i], format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-
-
-def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size: tuple[int, int] = (340, 256),
-                         num_frames: int = 64, gop: int | None = 16, fps: int = 25, seed: int = 0,
-                         num_classes: int = 4) -> list[tuple[str, int, int]]:
-    """Write ``num_clips`` textured clips (size is width x height) and a ``list.txt`` (``name label``) into
-    ``out_dir``; returns ``[(path, label, num_frames)]``. Existing identical clips are reused."""
-    os.makedirs(out_dir, exist_ok=True)
-    ext = "mp4" if codec == "h264" else "webm"
-    rng = np.random.default_rng(seed)
-    w, h = size
-    clips = []
-    lines = []
-    for i in range(num_clips):
-        name = f"clip{i:03d}_{codec}_{w}x{h}_{num_frames}f_g{gop or 0}.{ext}"
-        path = os.path.join(out_dir, name)
-        frames = _textured_frames(num_frames, w, h, rng)
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            encode_clip(path, frames, codec=codec, fps=fps, gop=gop)
-        clips.append((path, i % num_classes, num_frames))
-        lines.append(f"{name} {i % num_classes}")
-    with open(os.path.join(out_dir, "list.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return clips
-
-
-def count_frames(path: str) -> int:
-    """Frames of ``path``'s first video stream, by counting demuxed packets (containers such as WebM store no
-    frame count). Packets without data (flush markers) are not frames."""
-    import av
-    try:
-        with av.open(path) as c:
-            s = c.streams.video[0]
-            return sum(1 for p in c.demux(s) if p.size > 0)
-    except (av.error.FFmpegError, IndexError) as e:
-        raise ValueError(f"cannot read video {path!r}: {e}") from e
-
-
-def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tuple[str, int, int]], dict]:
-    """Clips for a benchmark from the common CLI options: ``--list``/``--root`` (real data) or ``--synthetic``
-    (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
-    a description of the input for the report."""
-    if getattr(args, "list", None):
-        from dali_pipelines.filelist import read_file_list
-        entries = read_file_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
-        if args.num_clips:
-            entries = entries[: args.num_clips]
-        clips = []
-        for e in entries:
-            try:
-                clips.append((e.path, e.label, count_frames(e.path)))
-            except ValueError as err:  # a listed video that is missing or unreadable: name the list line too
-                raise InputError(f"{args.list}:{e.line_no}: {err}") from None
-        desc = {"input": "list", "list": args.list, "num_clips": len(clips)}
-        return clips, desc
-    codec = args.codec or default_codec
-    data_dir = args.data_dir or os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), "eva_bench_clips")
-    clips = make_synthetic_clips(os.path.join(data_dir, codec), args.num_clips, codec=codec,
-                                 size=(args.width, args.height), num_frames=args.frames, gop=args.gop or None)
-    desc = {"input": "synthetic", "codec": codec, "width": args.width, "height": args.height,
-            "frames": args.frames, "gop": args.gop, "num_clips": len(clips), "dir": os.path.dirname(clips[0][0])}
-    return clips, desc
-
-
-def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250, gop: int = 16,
-                   frames_flag: str = "--frames") -> None:
-    """The input options shared by the benchmarks (``frames_flag`` renames the clip-length option where the
-    benchmark's own ``--frames`` means something else)."""
-    g = p.add_argument_group("input (a file list, or synthetic clips)")
-    g.add_argument("--list", help="video list in the original format ('<relative path> <label>' per line)")
-    g.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
-    g.add_argument("--synthetic", action="store_true", help="generate clips (default when --list is not given)")
-    g.add_argument("--codec", default=None, choices=("h264", "vp9"), help=f"synthetic codec (default {codec})")
-    g.add_argument("--width", type=int, default=340)
-    g.add_argument("--height", type=int, default=256)
-    g.add_argument(frames_flag, type=int, default=frames, help="frames per synthetic clip")
-    g.add_argument("--gop", type=int, default=gop, help="keyframe interval of synthetic clips (0: encoder default)")
-    g.add_argument("--num-clips", type=int, default=num_clips, help="clips to generate / read from the list")
-    g.add_argument("--data-dir", default=None, help="where synthetic clips are written (reused when present)")
+# The benchmarks' inputs (synthetic clips or a file list) live in benchmarks/inputs.py; re-exported here for the
+# scripts that take them from this module.
+from benchmarks.inputs import (add_input_args, encode_clip, make_synthetic_clips,  # noqa: E402,F401
+                               read_list_or_synthetic)

@@ -16,11 +16,11 @@ Input: random clips already on the device (no loader) unless ``--with-loader``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import itertools
 import os
 import sys
+import tempfile
 import time
 
 if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
@@ -29,24 +29,12 @@ if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
 import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-
-# Dense (no sparsity) peak TFLOP/s from the vendors' data sheets, by a substring of the device name.
-STATED_PEAK_TFLOPS = {
-    # name: {precision: TFLOP/s}
-    "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},  # fp32 = TF32 tensor cores
-    "H100 SXM": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7},
-    "H100": {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0},  # PCIe
-    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0},
-}
-
+from evautil.flops import peak_flops, train_step_flops  # noqa: E402
 
 def stated_peak(device_name: str | None, precision: str) -> float | None:
-    if not device_name:
-        return None
-    for key, peaks in STATED_PEAK_TFLOPS.items():
-        if key in device_name:
-            return peaks.get(precision)
-    return None
+    """Stated dense peak TFLOP/s of the GPU (the project's one table, evautil.flops)."""
+    peak = peak_flops(device_name, precision)
+    return None if peak is None else peak / 1e12
 
 
 def measured_matmul_peak(device: torch.device, precision: str, seconds: float = 1.0) -> float:
@@ -85,61 +73,81 @@ def make_cfg(args, attn: str, ckpt: bool, list_path: str | None = None, root: st
     return load_config(None, opts + list(args.opts or []))
 
 
+class _BatchSource:
+    """The batches of the timed loop: one synthetic batch again and again, or the real loader's (across epochs),
+    recording how long each one was waited for."""
+
+    def __init__(self, loader, synthetic: dict):
+        self.loader, self.synthetic = loader, synthetic
+        self.stream = None
+        self.waits: list[float] = []
+
+    def __call__(self) -> dict:
+        if self.loader is None:
+            return self.synthetic
+        t0 = time.perf_counter()
+        if self.stream is None:
+            self.stream = iter(self.loader)
+        try:
+            batch = next(self.stream)
+        except StopIteration:  # epoch end: the next epoch starts
+            self.stream = iter(self.loader)
+            batch = next(self.stream)
+        self.waits.append(time.perf_counter() - t0)
+        return batch
+
+
+def _batches(n: int, next_batch):
+    """Exactly ``n`` batches from ``next_batch`` (one timed measurement of the engine's epoch loop)."""
+    for _ in range(n):
+        yield next_batch()
+
+
 def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device, loader=None) -> dict:
+    """Time the engine's own training loop (``engine.train_loop.train_one_epoch`` with the engine's optimizer,
+    schedule, loss and precision handling) on synthetic clips or the real loader."""
+    from engine.distributed import DistContext
+    from engine.losses import build_criterion
+    from engine.metrics import MetricLogger
+    from engine.optim import build_optimizer, build_scheduler
+    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
     from models import build_model, forward_flops
     cfg = make_cfg(args, attn, ckpt)
-    model = build_model(cfg, device=device)
-    model.train()
+    model = build_model(cfg, device=device).train()
     fwd = forward_flops(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.05, betas=(0.9, 0.98), eps=1e-6,
-                            fused=device.type == "cuda")
+    optimizer = build_optimizer(cfg.TRAIN, model, device)
+    scheduler = build_scheduler(cfg.TRAIN, optimizer, max(args.steps, args.warmup, 1))
+    criterion = build_criterion(cfg.AUG.LABEL_SMOOTH, mixup_active=False)
     step_model = torch.compile(model) if compile_ else model
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                else contextlib.nullcontext())
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
+    ctx = DistContext(device=device)
     b, t, s = args.batch, args.frames, args.input_size
-    x_syn = torch.randn(b, t, 3, s, s, device=device)
-    y_syn = torch.randint(0, args.num_classes, (b,), device=device)
-    stream = None
-    waits = []
+    synthetic = {"video": torch.randn(b, t, 3, s, s, device=device),
+                 "label": torch.randint(0, args.num_classes, (b,), device=device)}
+    next_batch = _BatchSource(loader, synthetic)
+    waits = next_batch.waits
 
-    def next_batch():
-        nonlocal stream
-        if loader is None:
-            return x_syn, y_syn
-        t0 = time.perf_counter()
-        if stream is None:
-            stream = iter(loader)
-        try:
-            batch = next(stream)
-        except StopIteration:  # epoch end: the next epoch starts
-            stream = iter(loader)
-            batch = next(stream)
-        waits.append(time.perf_counter() - t0)
-        return batch["video"], batch["label"]
+    with tempfile.TemporaryDirectory(prefix="train_bench_") as log_dir:
+        metrics = MetricLogger(log_dir, device=device, print_freq=10**9, tensorboard=False, nvml=False,
+                               progress_bar=False)
+        state = TrainState()
 
-    def step():
-        x, y = next_batch()
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(step_model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        def run_steps(n: int):
+            opts = TrainOptions(epochs=1, steps_per_epoch=n, amp_dtype=amp_dtype, num_classes=args.num_classes)
+            state.step_in_epoch = 0
+            train_one_epoch(step_model, _batches(n, next_batch), optimizer, scheduler, criterion, state, opts,
+                            metrics, ctx, scaler=scaler)
 
-    def run_steps(n: int):
-        for _ in range(n):
-            step()
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t_build = time.perf_counter()
-    run_steps(args.warmup)  # includes compilation and autotuning when --compile
-    warmup_s = time.perf_counter() - t_build
-    with common.ProcessTreeMonitor() as mon:
-        waits.clear()
-        times = common.time_repeats(lambda: run_steps(args.steps), 0, args.repeats)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t_build = time.perf_counter()
+        run_steps(args.warmup)  # includes compilation and autotuning when --compile
+        warmup_s = time.perf_counter() - t_build
+        with common.ProcessTreeMonitor() as mon:
+            waits.clear()
+            times = common.time_repeats(lambda: run_steps(args.steps), 0, args.repeats)
+        metrics.close()
     clips = [args.steps * b / s_ for s_ in times]
     res = {
         "name": f"{args.arch} {args.precision} attn={attn} ckpt={int(ckpt)} compile={int(compile_)}"
@@ -149,14 +157,15 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "forward_tflop_per_clip": fwd / 1e12,
         "clips_per_s": common.summarize(clips),
-        "tflops": common.summarize([c * 3 * fwd / 1e12 for c in clips]),
+        # model FLOPs (3 forwards per step), also with gradient checkpointing: its recompute is not useful work
+        "tflops": common.summarize([c * train_step_flops(fwd) / 1e12 for c in clips]),
         "warmup_s": warmup_s, "peak_rss_mib": mon.peak_rss / 2**20, "cpu_util": mon.cpu_util,
         "peak_mem_mib": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None),
     }
     if loader is not None:
         total = sum(times)
         res["data_wait_pct"] = 100.0 * sum(waits) / total if total > 0 else None
-    del model, opt, step_model
+    del model, optimizer, step_model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res

@@ -21,7 +21,7 @@ from yacs.config import CfgNode as CN
 
 from .defaults import get_cfg_defaults
 
-__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "CONFIG_DIR"]
+__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "CONFIG_DIR"]
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,7 +51,8 @@ _CHOICES = {
 # Keys that must be >= 1.
 _POSITIVE = (
     "DATA.INPUT_SIZE", "DATA.NUM_FRAMES", "DATA.NUM_CLASSES", "DATA.TUBELET_SIZE", "DATA.NUM_THREADS",
-    "DATA.FRAME_INTERVAL", "TRAIN.BATCH_SIZE", "TRAIN.ACCUMULATION_STEPS", "TEST.NUM_CLIP", "TEST.BATCH_SIZE",
+    "DATA.FRAME_INTERVAL", "DATA.NVDEC_THREADS", "TRAIN.BATCH_SIZE", "TRAIN.ACCUMULATION_STEPS", "TEST.NUM_CLIP",
+    "TEST.BATCH_SIZE",
     "SAVE_FREQ", "KEEP_LAST", "PRINT_FREQ",
 )
 # Keys that must be >= 0.
@@ -196,13 +197,18 @@ def _check_finite(cfg: CN) -> None:
             raise ConfigError(f"{key} = {value!r} is not a finite number")
 
 
+def check_choice(key: str, value: Any) -> None:
+    """Raise ConfigError unless ``value`` is allowed for the enumerated ``key`` (e.g. DATA.DECODE_DEVICE)."""
+    choices = _CHOICES[key]
+    if value not in choices:
+        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+
+
 def validate(cfg: CN) -> None:
     """Raise ConfigError for values no run can use; the message names the key and the value."""
     _check_finite(cfg)
-    for key, choices in _CHOICES.items():
-        value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+    for key in _CHOICES:
+        check_choice(key, _get(cfg, key))
     for key in _POSITIVE:
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key} = {_get(cfg, key)!r} must be at least 1")

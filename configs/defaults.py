@@ -46,6 +46,12 @@ _C.DATA.CPU_DECODER = "auto"
 _C.DATA.CPU_PACK_GOPS = True
 # Threads of each DALI pipeline (CPU operators and, on the GPU, host-side work of the mixed decoder).
 _C.DATA.NUM_THREADS = 4
+# Threads of the GPU (NVDEC) decoder: DALI's mixed decoder runs one NVDEC session per thread of its pipeline, so
+# on the NVDEC route the pipeline gets max(NUM_THREADS, NVDEC_THREADS) threads. An H100/H200 has 7 NVDEC engines.
+_C.DATA.NVDEC_THREADS = 8
+# Pin the NVDEC decoder's threads to the GPU's CPU cores (DALI's 'affine'; it asks NVML for a CPU mask, which
+# fails in some virtual machines at the first batch). Off by default.
+_C.DATA.NVDEC_AFFINE = False
 # Worker processes that read (or, for the PyAV route, decode) videos for the pipeline.
 _C.DATA.NUM_WORKERS = 2
 # Batches the DALI pipeline prepares ahead of the one being consumed.

@@ -25,6 +25,8 @@ import struct
 
 import numpy as np
 
+from .gop_plan import clean_cuts, plan_runs
+
 __all__ = ["PACKABLE_CODECS", "pack_for_frames"]
 
 # FFmpeg codec name -> IVF fourcc. MJPEG is all keyframes, so only the requested frames are kept.
@@ -69,11 +71,12 @@ def pack_for_frames(data: np.ndarray, frames: np.ndarray, min_saving: float = 0.
             if not container.streams.video:
                 return None
             stream = container.streams.video[0]
-            fourcc = PACKABLE_CODECS.get(stream.codec_context.name)
+            codec = stream.codec_context.name
+            fourcc = PACKABLE_CODECS.get(codec)
             if fourcc is None:
                 return None
             width, height = stream.codec_context.width, stream.codec_context.height
-            last = int(frames.max())
+            last_wanted = int(frames.max())
             payloads, keys, stamps = [], [], []
             for pkt in container.demux(stream):
                 if pkt.size == 0:  # flush marker, not a frame
@@ -81,24 +84,23 @@ def pack_for_frames(data: np.ndarray, frames: np.ndarray, min_saving: float = 0.
                 payloads.append(bytes(pkt))
                 keys.append(bool(pkt.is_keyframe))
                 stamps.append(pkt.pts if pkt.pts is not None else pkt.dts)
-                if len(payloads) > last:  # nothing after the last requested frame is needed
+                if len(payloads) > last_wanted:  # nothing after the last requested frame is needed
                     break
     except (av.error.FFmpegError, OSError, ValueError):
         return None
     n = len(payloads)
-    if n <= last or not keys[0] or any(s is None for s in stamps) or np.any(np.diff(np.asarray(stamps)) <= 0):
+    if n <= last_wanted or not keys[0] or any(s is None for s in stamps) or np.any(np.diff(np.asarray(stamps)) <= 0):
         return None
-    pos = np.arange(n)
-    # Index of the keyframe that opens each packet's GOP (packet 0 is a keyframe, checked above).
-    gop_start = np.maximum.accumulate(np.where(np.asarray(keys), pos, 0))
-    keep = np.zeros(n + 1, dtype=np.int64)
-    wanted = np.unique(frames)
-    np.add.at(keep, gop_start[wanted], 1)  # +1 at the start of each needed run, -1 after its end
-    np.add.at(keep, wanted + 1, -1)
-    # A packet is kept when it lies inside at least one [gop_start(f), f] range (ranges of one GOP nest).
-    mask = np.cumsum(keep[:n]) > 0
+    # The same plan as the PyAV route's: every requested frame needs the packets from the keyframe that opens
+    # its GOP up to it. Without reordering, frame numbers are packet positions.
+    ranks = list(range(n))
+    cuts = clean_cuts(codec, None, keys, None, ranks)
+    runs = plan_runs(cuts, ranks, ranks, np.unique(frames).tolist(), merge_gap=0)
+    mask = np.zeros(n, dtype=bool)
+    for first, last, _, _ in runs:
+        mask[first:last + 1] = True
     kept = int(mask.sum())
-    if kept > (1.0 - min_saving) * (last + 1):
+    if kept > (1.0 - min_saving) * (last_wanted + 1):
         return None
     new_pos = np.cumsum(mask) - 1
     ivf = _ivf(fourcc, width, height, [payloads[i] for i in np.nonzero(mask)[0]])

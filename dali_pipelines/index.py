@@ -10,6 +10,10 @@ The index is built automatically the first time a list is used and cached beside
 (relative path, size, mtime_ns): a changed or replaced video is probed again, the others are reused. A file lock
 makes several processes that start at once (torchrun ranks) probe only once.
 
+The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file written by another version is
+ignored and every video probed again, never read with the wrong meaning. Version 2 added the decoder facts
+(coded size, pixel format, chroma format, bit depth, profile) and each video's size and mtime to ``VideoInfo``.
+
 No DALI import here.
 """
 
@@ -20,23 +24,25 @@ import fcntl
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import statistics
-import sys
-import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator
 
-from .filelist import DataError, ListEntry, read_file_list
-from .pyav_io import BadVideoError, probe_stream
+from evautil.files import atomic_write_text
+from evautil.workers import map_with_progress
 
-__all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths"]
+from .filelist import DataError, ListEntry, read_file_list
+from .pyav_io import BadVideoError, DecoderFacts, probe_stream
+
+__all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
+           "INDEX_SCHEMA_VERSION"]
 
 logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+# The meaning of the cached records; bump it whenever a field is added, removed or changes meaning.
+INDEX_SCHEMA_VERSION = 2
 # Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
 # slack before calling a file truncated.
 _DURATION_SLACK = 0.02
@@ -57,6 +63,30 @@ class VideoInfo:
     width: int
     height: int
     fps: float
+    # Decoder facts (see pyav_io.DecoderFacts): which decoder can take the video.
+    coded_width: int = 0
+    coded_height: int = 0
+    pix_fmt: str = ""
+    chroma: str = ""
+    bit_depth: int = 0
+    profile: str = ""
+    # The file as probed: a file whose size or modification time differs is not the video described here.
+    size: int = 0
+    mtime_ns: int = 0
+
+    @property
+    def decoder(self) -> DecoderFacts:
+        return DecoderFacts(codec=self.codec, coded_width=self.coded_width, coded_height=self.coded_height,
+                            pix_fmt=self.pix_fmt, chroma=self.chroma, bit_depth=self.bit_depth, profile=self.profile)
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "VideoInfo":
+        """From a cached record (a dict of this schema version's fields; unknown keys are an error)."""
+        names = {f.name for f in fields(cls)}
+        extra = set(rec) - names
+        if extra:
+            raise ValueError(f"unknown VideoInfo fields {sorted(extra)}")
+        return cls(**rec)
 
 
 def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
@@ -74,7 +104,8 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
         raise BadVideoError("missing file")
     if not os.path.isfile(path):
         raise BadVideoError("not a regular file")
-    if os.path.getsize(path) == 0:
+    st = os.stat(path)
+    if st.st_size == 0:
         raise BadVideoError("zero-byte file")
     try:
         p = probe_stream(path, full_decode=full_decode)
@@ -100,7 +131,11 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
         if p.decoded_frames < p.packets:
             raise BadVideoError(f"truncated or corrupt: only {p.decoded_frames} of {p.packets} frames decode")
         num_frames = p.decoded_frames
-    return VideoInfo(num_frames=num_frames, codec=p.codec, width=p.width, height=p.height, fps=round(p.fps, 6))
+    d = p.decoder
+    return VideoInfo(num_frames=num_frames, codec=p.codec, width=p.width, height=p.height, fps=round(p.fps, 6),
+                     coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
+                     pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
+                     profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -145,19 +180,6 @@ def _locked(lock_path: str) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    # Write a sibling temp file and rename it over the target, so readers never see a half-written file.
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _load_cache(cache_path: str, root: str) -> dict[str, dict]:
     """The cached per-video records, or {} when absent, unreadable, of another version or for another root."""
     try:
@@ -168,15 +190,19 @@ def _load_cache(cache_path: str, root: str) -> dict[str, dict]:
     except (OSError, ValueError) as e:
         logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
         return {}
-    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION or data.get("root") != root:
+    if not isinstance(data, dict) or data.get("root") != root:
+        return {}
+    if data.get("version") != INDEX_SCHEMA_VERSION:
+        logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
+                    data.get("version"), INDEX_SCHEMA_VERSION)
         return {}
     videos = data.get("videos")
     return videos if isinstance(videos, dict) else {}
 
 
 def _save_cache(cache_path: str, list_path: str, root: str, videos: dict[str, dict]) -> None:
-    data = {"version": _CACHE_VERSION, "list": os.path.abspath(list_path), "root": root, "videos": videos}
-    _atomic_write(cache_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    data = {"version": INDEX_SCHEMA_VERSION, "list": os.path.abspath(list_path), "root": root, "videos": videos}
+    atomic_write_text(cache_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _stat_key(path: str) -> tuple[int, int] | None:
@@ -282,33 +308,46 @@ def _probe_job(job: tuple[int, str, bool]) -> tuple[int, dict | None, str | None
         return row, None, f"probe failed: {type(e).__name__}: {e}"
 
 
-def _mp_context() -> mp.context.BaseContext:
-    # fork starts workers instantly and, unlike spawn, does not re-import the caller's __main__ (scripts without a
-    # main guard). The workers only run PyAV/numpy code, never CUDA or DALI, so forking a process that has them
-    # loaded is safe.
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
 def _probe_all(jobs: list[tuple[int, str, bool]], workers: int, progress: bool,
                desc: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    from tqdm import tqdm
+    # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs.
+    return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False)
 
-    n = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
-    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+def _reuse(rec: dict, row: int, infos: dict[int, VideoInfo], bad: dict[int, str]) -> bool:
+    """Take a cached record into ``infos`` or ``bad``; False (probe again) when it does not read as this schema."""
+    if "bad" in rec:
+        bad[row] = str(rec["bad"])
+        return True
     try:
-        if n <= 1:
-            for job in jobs:
-                yield _probe_job(job)
-                bar.update()
+        infos[row] = VideoInfo.from_record(rec["info"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _from_cache(entries: list[ListEntry], cached: dict[str, dict], full_decode: bool):
+    """Split the entries into those the cache describes (same size and mtime, probed at least as thoroughly) and
+    the probe jobs of the others; missing files are bad at once.
+    Returns (videos, infos, bad, jobs, keys): reused records, good infos, bad reasons, jobs, (size, mtime) keys."""
+    videos: dict[str, dict] = {}
+    infos: dict[int, VideoInfo] = {}
+    bad: dict[int, str] = {}
+    jobs: list[tuple[int, str, bool]] = []
+    keys: dict[int, tuple[int, int]] = {}
+    for e in entries:
+        key = _stat_key(e.path)
+        if key is None:
+            bad[e.row] = "missing file" if not os.path.lexists(e.path) else "cannot stat file"
+            continue
+        keys[e.row] = key
+        rec = cached.get(e.rel_path)
+        if (isinstance(rec, dict) and rec.get("size") == key[0] and rec.get("mtime_ns") == key[1]
+                and (rec.get("full_decode") or not full_decode) and _reuse(rec, e.row, infos, bad)):
+            videos[e.rel_path] = rec
         else:
-            with _mp_context().Pool(n) as pool:
-                # Small chunks keep the bar moving and balance long and short clips.
-                chunk = max(1, min(16, len(jobs) // (8 * n)))
-                for result in pool.imap_unordered(_probe_job, jobs, chunksize=chunk):
-                    yield result
-                    bar.update()
-    finally:
-        bar.close()
+            jobs.append((e.row, e.path, full_decode))
+    return videos, infos, bad, jobs, keys
 
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
@@ -339,27 +378,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
 
     with _locked(lock_path):
         cached = _load_cache(cache_path, root_abs)
-        videos: dict[str, dict] = {}
-        infos: dict[int, VideoInfo] = {}
-        bad: dict[int, str] = {}
-        jobs: list[tuple[int, str, bool]] = []
-        keys: dict[int, tuple[int, int]] = {}
-        for e in entries:
-            key = _stat_key(e.path)
-            if key is None:
-                bad[e.row] = "missing file" if not os.path.lexists(e.path) else "cannot stat file"
-                continue
-            keys[e.row] = key
-            rec = cached.get(e.rel_path)
-            if (rec and rec.get("size") == key[0] and rec.get("mtime_ns") == key[1]
-                    and (rec.get("full_decode") or not full_decode)):
-                videos[e.rel_path] = rec
-                if "bad" in rec:
-                    bad[e.row] = rec["bad"]
-                else:
-                    infos[e.row] = VideoInfo(**rec["info"])
-            else:
-                jobs.append((e.row, e.path, full_decode))
+        videos, infos, bad, jobs, keys = _from_cache(entries, cached, full_decode)
 
         if jobs:
             desc = f"indexing {os.path.basename(list_path)}"
@@ -367,7 +386,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
                 e = entries[row]
                 rec = {"size": keys[row][0], "mtime_ns": keys[row][1], "full_decode": full_decode}
                 if info is not None:
-                    infos[row] = VideoInfo(**info)
+                    infos[row] = VideoInfo.from_record(info)
                     rec["info"] = info
                 else:
                     bad[row] = reason or "unreadable"
@@ -376,7 +395,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         if jobs or set(videos) != set(cached):
             _save_cache(cache_path, list_path, root_abs, videos)
         if bad:
-            _atomic_write(quarantine_path, "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items())))
+            lines = "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items()))
+            atomic_write_text(quarantine_path, lines)
         elif os.path.exists(quarantine_path):
             os.unlink(quarantine_path)  # stale: every listed video is fine now
 

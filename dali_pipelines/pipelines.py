@@ -1,18 +1,23 @@
 """DALI graphs: decode the sampled frames and augment them, for training and multi-view testing.
 
-Everything random is decided in Python (``augment.py`` / ``sampling.py``) and enters the graph through one
-``fn.external_source`` as per-sample tensors; the graph itself is deterministic. The external source yields, per
-sample, either the encoded file bytes plus the frame indices to decode (``fn.decoders.video`` on the ``mixed``
-NVDEC backend or the ``cpu`` backend for VP8/VP9/MJPEG) or, on the PyAV route, frames that are already decoded.
-Everything after decoding is the same graph for all routes.
+Everything random is decided in Python (``augment.py`` / ``sampling.py`` via ``draw.py``) and enters the graph
+through one ``fn.external_source`` as per-sample tensors; the graph itself is deterministic.
 
-Input names (the order of the external source's outputs) are given by :func:`train_input_names` and
-:func:`test_input_names`; the loader's feeder produces exactly these.
+The contract between the Python side and the graph is one typed record per sample, :class:`SampleRecord`: its
+source (encoded bytes plus frame indices for DALI's decoder, or frames already decoded by PyAV), its augmentation
+parameters (:class:`TrainParams` or :class:`TestParams`) and its row. The external source's outputs (names, types,
+dimensions, layouts, order) are derived from these dataclasses by :func:`record_layout`, and a batch of records is
+turned into the external source's columns by :func:`batch_columns` from the same fields, so the two cannot drift.
+
+A sample's *decode route* says which decoder takes it (:data:`ROUTES`): ``nvdec`` (DALI's ``mixed`` decoder),
+``dali_cpu`` (DALI's CPU decoder, VP8/VP9/MJPEG) or ``pyav`` (decoded on the host, handed over as frames).
+Everything after decoding is the same graph for all routes.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Sequence, Union
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
@@ -21,70 +26,152 @@ from .augment import MEAN, STD
 from .color_jitter import jitter_frames
 
 __all__ = [
-    "train_input_names", "test_input_names", "train_pipeline", "test_pipeline", "build_decode_pipeline",
+    "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams", "SampleRecord",
+    "record_layout", "batch_columns", "train_pipeline", "test_pipeline", "build_decode_pipeline",
     "decode_with_dali", "one_batch_source",
 ]
 
 _DTYPES = {"float16": types.FLOAT16, "float32": types.FLOAT}
+_DALI_TYPES = {np.dtype(np.uint8): types.UINT8, np.dtype(np.int32): types.INT32,
+               np.dtype(np.float32): types.FLOAT}
 
-# DALI type, ndim and layout of each possible external-source output.
-_INPUT_SPECS = {
-    "encoded": (types.UINT8, 1, ""),
-    "frames": (types.INT32, 1, ""),
-    "video": (types.UINT8, 4, "FHWC"),
-    "roi_start": (types.FLOAT, 1, ""),
-    "roi_end": (types.FLOAT, 1, ""),
-    "mirror": (types.INT32, 0, ""),
-    "brightness": (types.FLOAT, 0, ""),
-    "contrast": (types.FLOAT, 0, ""),
-    "saturation": (types.FLOAT, 0, ""),
-    "hue": (types.FLOAT, 0, ""),
-    "new_order": (types.INT32, 1, ""),
-    "color_ops": (types.INT32, 1, ""),
-    "index": (types.INT32, 0, ""),
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """How one decode route enters the graph: DALI's decoder backend ('mixed', 'cpu'; None when the frames come
+    decoded) and the source record it is fed."""
+
+    backend: str | None
+    source: type
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One external-source output: numpy dtype, number of dimensions, DALI layout. ``per_frame``: one more
+    dimension (a value per frame) when per-frame colour jitter is on."""
+
+    dtype: type
+    ndim: int
+    layout: str = ""
+    per_frame: bool = False
+
+
+def _input(dtype, ndim: int, layout: str = "", per_frame: bool = False):
+    return field(metadata={"graph": GraphInput(dtype, ndim, layout, per_frame)})
+
+
+@dataclass
+class EncodedSource:
+    """For DALI's decoder: the (possibly GOP-cut) encoded file and the frame indices to decode from it."""
+
+    encoded: np.ndarray = _input(np.uint8, 1)
+    frames: np.ndarray = _input(np.int32, 1)
+
+
+@dataclass
+class DecodedSource:
+    """For the PyAV route: the requested frames, already decoded on the host, (F, H, W, 3) uint8 RGB."""
+
+    video: np.ndarray = _input(np.uint8, 4, "FHWC")
+
+
+@dataclass
+class TrainParams:
+    """Training augmentation of one clip: crop window in source pixels ([y, x]), flip, colour twist."""
+
+    roi_start: np.ndarray = _input(np.float32, 1)
+    roi_end: np.ndarray = _input(np.float32, 1)
+    mirror: np.ndarray = _input(np.int32, 0)
+    brightness: np.ndarray = _input(np.float32, 0, per_frame=True)
+    contrast: np.ndarray = _input(np.float32, 0, per_frame=True)
+    saturation: np.ndarray = _input(np.float32, 0, per_frame=True)
+    hue: np.ndarray = _input(np.float32, 0, per_frame=True)
+    color_ops: np.ndarray = _input(np.int32, 1)  # the per-clip colour program (color_jitter.make_color_ops)
+
+
+@dataclass
+class TestParams:
+    """Multi-view test layout of one video: one crop window per spatial crop (rows of ``roi_start``/``roi_end``)
+    and the gather ``new_order`` that lays the V*T output frames out as [crop][clip][t]."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    roi_start: np.ndarray = _input(np.float32, 2)  # (NUM_CROP, 2)
+    roi_end: np.ndarray = _input(np.float32, 2)
+    new_order: np.ndarray = _input(np.int32, 1)
+
+
+@dataclass
+class SampleRecord:
+    """Everything the graph receives for one sample."""
+
+    source: Union[EncodedSource, DecodedSource]
+    params: Union[TrainParams, TestParams]
+    index: np.ndarray = _input(np.int32, 0)  # the row in the list, returned by the graph beside the video
+
+
+ROUTES = {
+    "nvdec": RouteSpec(backend="mixed", source=EncodedSource),
+    "dali_cpu": RouteSpec(backend="cpu", source=EncodedSource),
+    "pyav": RouteSpec(backend=None, source=DecodedSource),
 }
 
 
-def _spec(name: str, per_frame_jitter: bool = False):
-    base = name.split("@")[0]
-    dtype, ndim, layout = _INPUT_SPECS[base]
-    if per_frame_jitter and base in ("brightness", "contrast", "saturation", "hue"):
-        ndim = 1
-    return dtype, ndim, layout
+def _graph_fields(cls) -> list[tuple[str, GraphInput]]:
+    return [(f.name, f.metadata["graph"]) for f in fields(cls) if "graph" in f.metadata]
 
 
-def train_input_names(predecoded: bool) -> list[str]:
-    """External-source outputs of the training graph, in order."""
-    src = ["video"] if predecoded else ["encoded", "frames"]
-    return src + ["roi_start", "roi_end", "mirror", "brightness", "contrast", "saturation", "hue", "color_ops",
-                  "index"]
+def record_layout(params: type, route: str, per_frame_jitter: bool = False) -> list[tuple[str, GraphInput]]:
+    """The external source's outputs for records of ``params`` type on ``route``, in order: the source's fields,
+    the parameters' fields, then ``index``. ``per_frame_jitter`` adds the per-frame dimension where declared."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown decode route {route!r} (expected one of {', '.join(ROUTES)})")
+    out = []
+    for name, spec in (_graph_fields(ROUTES[route].source) + _graph_fields(params)
+                       + _graph_fields(SampleRecord)):
+        if per_frame_jitter and spec.per_frame:
+            spec = GraphInput(spec.dtype, spec.ndim + 1, spec.layout)
+        out.append((name, spec))
+    return out
 
 
-def test_input_names(predecoded: bool, num_crop: int) -> list[str]:
-    """External-source outputs of the test graph, in order (one ROI pair per spatial crop)."""
-    src = ["video"] if predecoded else ["encoded", "frames"]
-    rois = [f"{k}@{c}" for c in range(num_crop) for k in ("roi_start", "roi_end")]
-    return src + rois + ["new_order", "index"]
+def batch_columns(records: Sequence[SampleRecord]) -> tuple[list[np.ndarray], ...]:
+    """The external source's outputs for a batch: one list per field of :func:`record_layout`, in its order.
+
+    Raises:
+        ValueError: the records do not all have the same source and parameter types (one route per graph).
+    """
+    if not records:
+        raise ValueError("an external-source batch needs at least one record")
+    kinds = {(type(r.source), type(r.params)) for r in records}
+    if len(kinds) != 1:
+        raise ValueError(f"one batch mixes record kinds {sorted((s.__name__, p.__name__) for s, p in kinds)}")
+    parts = [("source", type(records[0].source)), ("params", type(records[0].params)), (None, SampleRecord)]
+    columns = []
+    for attr, cls in parts:
+        for name, _ in _graph_fields(cls):
+            columns.append([getattr(getattr(r, attr) if attr else r, name) for r in records])
+    return tuple(columns)
 
 
-def _external_inputs(source, names: Sequence[str], per_frame_jitter: bool = False) -> dict:
-    specs = [_spec(n, per_frame_jitter) for n in names]
-    outs = fn.external_source(source=source, num_outputs=len(names), batch=True,
-                              dtype=[s[0] for s in specs], ndim=[s[1] for s in specs],
-                              layout=[s[2] or None for s in specs])
-    return dict(zip(names, outs))
+def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
+    outs = fn.external_source(source=source, num_outputs=len(layout), batch=True,
+                              dtype=[_DALI_TYPES[np.dtype(s.dtype)] for _, s in layout],
+                              ndim=[s.ndim for _, s in layout], layout=[s.layout or None for _, s in layout])
+    return dict(zip((name for name, _ in layout), outs))
 
 
-def _decode(inputs: dict, decode_device: str):
-    """Frames (F, H, W, 3) uint8 FHWC, on the GPU when ``decode_device == 'mixed'``."""
-    if "video" in inputs:  # PyAV route: already decoded on the host
-        video = inputs["video"]
-        return video.gpu() if decode_device == "mixed" else video
+def _decode(inputs: dict, route: str, nvdec_affine: bool = False):
+    """Frames (F, H, W, 3) uint8 FHWC, on the GPU when the route is NVDEC."""
+    backend = ROUTES[route].backend
+    if backend is None:  # PyAV route: already decoded on the host
+        return inputs["video"]
+    if backend == "mixed":
+        return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode="edge",
+                                 affine=nvdec_affine)
     # pad_mode='edge': should an index reach past what the decoder finds (frame counts from the index can exceed
     # the decodable frames of a damaged tail), repeat the last real frame rather than return black frames.
-    return fn.decoders.video(inputs["encoded"], device=decode_device, frames=inputs["frames"], pad_mode="edge")
-
-
+    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode="edge")
 def _roi_resize(video, roi_start, roi_end, size: int):
     # Crop and resize in one pass: the ROI is in source pixels ([y, x]); no antialias and bilinear filtering, as
     # the original's cv2 INTER_LINEAR resizes.
@@ -100,13 +187,14 @@ def _normalize(video, dtype: str, mirror=None):
 
 
 @pipeline_def(enable_conditionals=True)  # the colour program runs per sample (color_jitter.py)
-def train_pipeline(source, *, input_size: int, decode_device: str, predecoded: bool, dtype: str,
-                   per_frame_jitter: bool = False):
+def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame_jitter: bool = False,
+                   nvdec_affine: bool = False):
     """Training graph: decode T sampled frames -> MultiScaleCrop+resize (one ROI resize) -> colour jitter /
-    grayscale -> flip + normalise -> (T, 3, S, S). Outputs: video, index."""
-    names = train_input_names(predecoded)
-    x = _external_inputs(source, names, per_frame_jitter)
-    video = _decode(x, decode_device)
+    grayscale -> flip + normalise -> (T, 3, S, S). ``source`` yields :func:`batch_columns` of records with
+    :class:`TrainParams` on ``route``. ``nvdec_affine``: pin the NVDEC decoder's threads (DATA.NVDEC_AFFINE).
+    Outputs: video, index."""
+    x = _external_inputs(source, record_layout(TrainParams, route, per_frame_jitter))
+    video = _decode(x, route, nvdec_affine)
     video = _roi_resize(video, x["roi_start"], x["roi_end"], input_size)
     video = jitter_frames(video, x["color_ops"], x["brightness"], x["contrast"], x["saturation"], x["hue"],
                           per_frame=per_frame_jitter)
@@ -115,18 +203,17 @@ def train_pipeline(source, *, input_size: int, decode_device: str, predecoded: b
 
 
 @pipeline_def
-def test_pipeline(source, *, input_size: int, num_crop: int, decode_device: str, predecoded: bool, dtype: str):
-    """Multi-view test graph.
+def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: str, nvdec_affine: bool = False):
+    """Multi-view test graph over records with :class:`TestParams`.
 
     The sorted union of all clips' frame indices is decoded once (U frames); each spatial crop is one ROI resize
     of those U frames; the crops are concatenated along the frame axis and one per-sample gather
     (``sequence_rearrange`` with ``new_order = crop * U + position of the clip's frame in the union``) lays out
     the V*T output frames ordered [crop][clip][t]. Outputs: video (V*T, 3, S, S), index.
     """
-    names = test_input_names(predecoded, num_crop)
-    x = _external_inputs(source, names)
-    video = _decode(x, decode_device)
-    crops = [_roi_resize(video, x[f"roi_start@{c}"], x[f"roi_end@{c}"], input_size) for c in range(num_crop)]
+    x = _external_inputs(source, record_layout(TestParams, route))
+    video = _decode(x, route, nvdec_affine)
+    crops = [_roi_resize(video, x["roi_start"][c], x["roi_end"][c], input_size) for c in range(num_crop)]
     video = crops[0] if num_crop == 1 else fn.cat(*crops, axis=0)
     video = fn.sequence_rearrange(video, new_order=x["new_order"])
     video = _normalize(video, dtype)
@@ -150,7 +237,8 @@ def one_batch_source(batch):
 def _decode_only_pipeline(source, *, decode_device: str):
     enc, frames = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32],
                                      ndim=[1, 1])
-    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode="edge")
+    extra = {"affine": False} if decode_device == "mixed" else {}  # no NVML CPU mask: it fails in some VMs
+    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode="edge", **extra)
 
 
 def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",

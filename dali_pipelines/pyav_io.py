@@ -18,8 +18,10 @@ from typing import Any, BinaryIO, Iterable, Union
 import av
 import numpy as np
 
+from .gop_plan import NAL_CODECS, clean_cuts, plan_runs
+
 __all__ = ["BadVideoError", "VideoSource", "decode_frames", "count_frames", "count_packets", "StreamProbe",
-           "probe_stream"]
+           "DecoderFacts", "probe_stream"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -69,7 +71,7 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
 
     The file is demuxed once (no decoding) to learn every packet's timestamp and keyframe flag; the decoder is then
     fed only the runs of packets that start at a *clean cut* (a keyframe that resets the decoder, see
-    :func:`_clean_cuts`) at or before each requested frame, and frames are identified by their timestamps. Every
+    :func:`gop_plan.clean_cuts`) at or before each requested frame, and frames are identified by their timestamps. Every
     run is checked to come out of the decoder as the consecutive presentation-order frames it was planned to hold;
     if anything deviates (missing/duplicate timestamps, a decode error, an unexpected frame), the whole request is
     redone by the plain sequential decode from frame 0, so the result is always what that decode returns.
@@ -164,95 +166,6 @@ class _Plan:
     runs: list[tuple[int, int, int, int]]
 
 
-# Packets skipped between two runs below which the runs are merged (decoding a few extra packets is cheaper than
-# draining the decoder and restarting its threads).
-_MERGE_GAP = 4
-
-# NAL unit types of pictures after which no picture in decode *and* presentation order refers to anything before:
-# H.264 IDR (5); HEVC BLA/IDR/CRA (16-21; pictures decoded after a CRA but shown before it are excluded separately
-# by the clean-cut test in _clean_cuts). H.264 non-IDR I-frames do not qualify: later P-frames may still reference
-# frames before them.
-_RESET_NALS = {"h264": frozenset({5}), "hevc": frozenset(range(16, 22))}
-_PARAM_SET_NALS = {"h264": frozenset({7, 8}), "hevc": frozenset({32, 33, 34})}
-# Codecs whose keyframes reset all decoder references (no B-frame reordering is checked separately).
-_INTRA_RESET_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
-
-
-def _nal_types(data: bytes, codec: str, length_size: int) -> list[int] | None:
-    """NAL unit types of a length-prefixed (MP4-style) H.264/HEVC packet; None if it does not parse."""
-    types, pos, n = [], 0, len(data)
-    while pos < n:
-        if pos + length_size > n:
-            return None
-        size = int.from_bytes(data[pos:pos + length_size], "big")
-        pos += length_size
-        if size == 0 or pos + size > n:
-            return None
-        head = data[pos]
-        types.append(head & 0x1F if codec == "h264" else (head >> 1) & 0x3F)
-        pos += size
-    return types
-
-
-def _length_size(codec: str, extradata: bytes | None) -> int | None:
-    """NAL length-field size from avcC/hvcC extradata; None for Annex-B (start-code) streams or unknown layout."""
-    if not extradata or extradata[0] != 1:
-        return None
-    if codec == "h264" and len(extradata) >= 5:
-        return (extradata[4] & 0x03) + 1
-    if codec == "hevc" and len(extradata) >= 23:
-        return (extradata[21] & 0x03) + 1
-    return None
-
-
-def _clean_cuts(stream: av.video.stream.VideoStream, packets: list[av.Packet], ranks: list[int]) -> list[int]:
-    """Decode positions where decoding may start and yield exactly the frames a full decode yields from there on.
-
-    A position ``d`` (frame rank ``r``) qualifies when its packet resets the decoder (H.264 IDR / HEVC IRAP picture
-    with parameter sets available; a VP8/VP9/MJPEG keyframe in a stream without reordering), and it is a clean
-    cut of the order: every packet before ``d`` in decode order is shown before frame ``r`` and every packet from
-    ``d`` on at or after it. Position 0 (the plain decode from the start) is always included.
-    """
-    ctx = stream.codec_context
-    codec = ctx.name if ctx is not None else ""
-    n = len(packets)
-    cuts = [0]
-    if codec in _RESET_NALS:
-        length_size = _length_size(codec, ctx.extradata)
-        if length_size is None:
-            return cuts
-        nals = [_nal_types(bytes(p), codec, length_size) for p in packets]
-        if any(t is None for t in nals):
-            return cuts
-        # In-band parameter sets (SPS/PPS...) would be lost by skipping the packet carrying them: then only packets
-        # that carry their own may start a run.
-        in_band = any(set(t) & _PARAM_SET_NALS[codec] for t in nals)  # type: ignore[arg-type]
-        ok = [p.is_keyframe and bool(set(t) & _RESET_NALS[codec])  # type: ignore[arg-type]
-              and (not in_band or bool(set(t) & _PARAM_SET_NALS[codec])) for p, t in zip(packets, nals)]
-    elif codec in _INTRA_RESET_CODECS:
-        if any(ranks[i] > ranks[i + 1] for i in range(n - 1)):  # reordering: not what these codecs should do
-            return cuts
-        ok = [p.is_keyframe for p in packets]
-    else:  # MPEG-4 Part 2 and others: headers may sit in-band in the first packet only; do not skip
-        return cuts
-    if not (ok[0] and ranks[0] == 0):
-        # A stream that does not open on a reset picture may have its first frames dropped by the decoder (missing
-        # references), which would shift the numbering of everything after them: skip nothing.
-        return cuts
-    # Clean cut at d: max(ranks[:d]) < ranks[d] <= min(ranks[d:]); discarded packets have rank -1 and never start.
-    prefix_max, run = [], -1
-    for r in ranks:
-        prefix_max.append(run)
-        run = max(run, r)
-    suffix_min, low = [0] * n, n + 1
-    for d in range(n - 1, -1, -1):
-        if ranks[d] >= 0:
-            low = min(low, ranks[d])
-        suffix_min[d] = low
-    cuts += [d for d in range(1, n) if ok[d] and ranks[d] >= 0 and prefix_max[d] < ranks[d] == suffix_min[d]]
-    return cuts
-
-
 def _plan_runs(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                wanted: list[int]) -> _Plan | None:
     """Demux the stream and plan the packet runs that produce ``wanted``; None when exact skipping is not possible.
@@ -274,25 +187,12 @@ def _plan_runs(container: av.container.InputContainer, stream: av.video.stream.V
     ranks = [-1] * len(packets)
     for r, d in enumerate(order):
         ranks[d] = r
-    cuts = _clean_cuts(stream, packets, ranks)
-    cut_ranks = [ranks[d] if d else 0 for d in cuts]
-    # For every requested frame, the run from the latest cut at or before it; the run must feed every packet of the
-    # frames between the cut and the frame (B-frames may be decoded after later frames), hence the max over order.
-    groups: dict[int, int] = {}  # cut position -> largest requested rank it serves
-    j = 0
-    for f in wanted:
-        while j + 1 < len(cuts) and cut_ranks[j + 1] <= f:
-            j += 1
-        groups[cuts[j]] = f
-    runs: list[tuple[int, int, int, int]] = []
-    for d in sorted(groups):
-        r0, f = (ranks[d] if d else 0), groups[d]
-        end = max(order[r0:f + 1])
-        if runs and d <= runs[-1][1] + 1 + _MERGE_GAP:  # continuing through is exact and about as cheap
-            first, last, fr0, _ = runs[-1]
-            runs[-1] = (first, max(last, end), fr0, f)
-        else:
-            runs.append((d, end, r0, f))
+    ctx = stream.codec_context
+    codec = ctx.name if ctx is not None else ""
+    payloads = [bytes(p) for p in packets] if codec in NAL_CODECS else None
+    cuts = clean_cuts(codec, ctx.extradata if ctx is not None else None, [p.is_keyframe for p in packets],
+                      payloads, ranks)
+    runs = plan_runs(cuts, ranks, order, wanted)
     return _Plan(packets=packets, rank={packets[d].pts: r for r, d in enumerate(order)}, runs=runs)
 
 
@@ -385,6 +285,47 @@ class StreamProbe:
     first_frame_ok: bool
     decoded_frames: int
     error: str
+    decoder: "DecoderFacts | None" = None
+
+
+@dataclass(frozen=True)
+class DecoderFacts:
+    """What decides which hardware or software decoder can take a stream (NVDEC has per-codec limits on size,
+    chroma format and bit depth): codec, coded size (the decoder's macroblock-aligned size, e.g. 1920x1088 for
+    1080p), pixel format, chroma format ('420', '422', '444', '400' for grey, else 'other'), bit depth, profile."""
+
+    codec: str
+    coded_width: int
+    coded_height: int
+    pix_fmt: str
+    chroma: str
+    bit_depth: int
+    profile: str
+
+
+def _chroma_and_depth(pix_fmt: str) -> tuple[str, int]:
+    try:
+        fmt = av.VideoFormat(pix_fmt, 16, 16)
+    except (ValueError, TypeError, av.error.FFmpegError):
+        return "other", 0
+    comps = fmt.components
+    depth = int(comps[0].bits) if comps else 0
+    if len(comps) < 3 or fmt.is_rgb:
+        return ("400" if len(comps) in (1, 2) and not fmt.is_rgb else "other"), depth
+    sub = (16 // max(1, comps[1].width), 16 // max(1, comps[1].height))
+    return {(2, 2): "420", (2, 1): "422", (1, 1): "444"}.get(sub, "other"), depth
+
+
+def _decoder_facts(stream: av.video.stream.VideoStream, codec: str) -> DecoderFacts:
+    ctx = stream.codec_context
+    pix_fmt = (ctx.pix_fmt or "") if ctx is not None else ""
+    chroma, depth = _chroma_and_depth(pix_fmt) if pix_fmt else ("other", 0)
+    # The coded size is known once a frame has been decoded; before that (or from containers that do not say) the
+    # display size rounded up to 16 is what the decoder allocates.
+    cw = int(getattr(ctx, "coded_width", 0) or 0) or -(-int(stream.width) // 16) * 16
+    ch = int(getattr(ctx, "coded_height", 0) or 0) or -(-int(stream.height) // 16) * 16
+    return DecoderFacts(codec=codec, coded_width=cw, coded_height=ch, pix_fmt=pix_fmt, chroma=chroma,
+                        bit_depth=depth, profile=str(getattr(ctx, "profile", "") or ""))
 
 
 def _fps(stream: av.video.stream.VideoStream) -> float:
@@ -450,6 +391,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
             error = error or f"demux error after {packets} packets ({_ffmpeg_msg(e)})"
         return StreamProbe(codec=codec, width=int(stream.width), height=int(stream.height), fps=fps,
                            packets=packets, declared_frames=declared, declared_exact=exact, first_frame_ok=first_ok,
-                           decoded_frames=decoded if full_decode else -1, error=error)
+                           decoded_frames=decoded if full_decode else -1, error=error,
+                           decoder=_decoder_facts(stream, codec))
     finally:
         container.close()

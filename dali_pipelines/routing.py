@@ -1,36 +1,108 @@
-"""Which decoder each video goes to: NVDEC when it takes the video, otherwise the fastest CPU route that can.
+"""Which decoder takes a video: the decode device of a run, the route of a list, and the per-video rule.
 
-The rule is a pure function of a video's decoder facts (from the index) and of the machine (decided once, when the
-loader starts: the route depends on the GPU at hand, so it is never cached with the index):
+Routes (``pipelines.ROUTES``): ``nvdec`` (DALI's ``mixed`` decoder on the GPU), ``dali_cpu`` (DALI's CPU decoder,
+which has VP8/VP9/MJPEG only: its bundled FFmpeg has no H.264/HEVC/MPEG-4 software decoder) and ``pyav`` (decoded
+on the host by PyAV, fed into the same DALI augmentation graph).
 
-1. NVDEC, through DALI's ``mixed`` decoder, when the GPU route works on this machine and NVDEC accepts the
-   video's codec, size, chroma format and bit depth (:func:`dali_pipelines.nvdec_support.nvdec_refusal`);
-2. otherwise DALI's CPU decoder for VP8, VP9 and MJPEG, the only codecs its bundled FFmpeg decodes;
-3. otherwise PyAV, in worker processes, feeding the same DALI augmentation graph.
+Today the loader gives one route to a whole list (:func:`list_route`); the route is already carried per sample
+(``Sample.route``). The per-video rule that replaces it, :func:`choose_route`, is a pure function of a video's
+decoder facts (from the index) and of the machine, decided when a loader starts (never cached with the index):
 
-``DATA.CPU_DECODER`` narrows step 2-3 (``pyav``: every CPU video through PyAV; ``dali``: DALI's CPU decoder only,
-an error for a codec it lacks), and ``DATA.NVDEC_CODECS`` / ``DATA.NVDEC_MAX_BIT_DEPTH`` narrow or widen step 1.
+1. NVDEC when the GPU route works on this machine and NVDEC accepts the video's codec, size, chroma format and bit
+   depth (:func:`dali_pipelines.nvdec_support.nvdec_refusal`);
+2. otherwise DALI's CPU decoder for VP8, VP9 and MJPEG;
+3. otherwise PyAV.
+
+``DATA.CPU_DECODER`` narrows steps 2-3 (``pyav``: every CPU video through PyAV; ``dali``: DALI's CPU decoder only,
+an error for a codec it lacks); :class:`RoutingPolicy` can narrow NVDEC's codecs or widen its bit depth.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from dali_pipelines.nvdec_support import nvdec_refusal
+import torch
 
-__all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "RoutingPolicy", "choose_route",
-           "route_counts", "cpu_share_warning"]
+from configs import check_choice
+
+from .filelist import DataError
+from .nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads, nvdec_refusal
+
+__all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device", "dali_cpu_decodes",
+           "list_route", "RoutingPolicy", "choose_route", "route_counts", "cpu_share_warning"]
+
+log = logging.getLogger(__name__)
 
 NVDEC, DALI_CPU, PYAV = "nvdec", "dali_cpu", "pyav"
 ROUTES = (NVDEC, DALI_CPU, PYAV)
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 
 
+def resolve_decode_device(setting: str) -> str:
+    """'gpu' or 'cpu' for DATA.DECODE_DEVICE ('auto': the GPU when CUDA is available and it can decode there).
+
+    The GPU route needs a driver that supports DALI's CUDA version and the driver's NVDEC library; without them
+    every video would fail at its first batch, so the problem is said here, once: 'gpu' stops with it, 'auto' warns
+    and decodes on the CPU.
+
+    Raises:
+        ConfigError: an unknown setting (checked by the config's own rule).
+        DataError: 'gpu' on a machine without CUDA or where the GPU route cannot decode.
+    """
+    check_choice("DATA.DECODE_DEVICE", setting)
+    if setting == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        if setting == "gpu":
+            raise DataError("DATA.DECODE_DEVICE is 'gpu' but CUDA is not available on this machine; "
+                            "use 'auto' or 'cpu'")
+        return "cpu"
+    problems = gpu_decode_problems(driver_cuda_version(), dali_cuda_major(), nvcuvid_loads())
+    if problems:
+        if setting == "gpu":
+            raise DataError("DATA.DECODE_DEVICE is 'gpu' but this machine cannot decode on the GPU: "
+                            + "; ".join(problems))
+        log.warning("GPU DECODING IS OFF, videos are decoded on the CPU (much slower): %s", "; ".join(problems))
+        return "cpu"
+    return "gpu"
+
+
+def dali_cpu_decodes(codec: str) -> bool:
+    """Whether DALI's CPU decoder takes this codec (an FFmpeg codec name)."""
+    c = codec.lower()
+    return any(k in c for k in DALI_CPU_CODECS)
+
+
+def list_route(device: str, cpu_decoder: str, codecs: Iterable[str], list_path: str) -> str:
+    """The route of every video of a list: NVDEC on the GPU; on the CPU DATA.CPU_DECODER ('auto': DALI's CPU
+    decoder when it takes every codec of the list, else PyAV).
+
+    Raises:
+        ValueError: DATA.CPU_DECODER 'dali' for a list with codecs that decoder lacks.
+        ConfigError: an unknown DATA.CPU_DECODER setting.
+    """
+    check_choice("DATA.CPU_DECODER", cpu_decoder)
+    if device == "gpu":
+        return NVDEC
+    codecs = set(codecs)
+    if cpu_decoder == "auto":
+        return DALI_CPU if all(dali_cpu_decodes(c) for c in codecs) else PYAV
+    if cpu_decoder == "dali":
+        other = sorted(c for c in codecs if not dali_cpu_decodes(c))
+        if other:
+            raise ValueError(f"DATA.CPU_DECODER is 'dali' but {list_path} has {', '.join(other)} videos, "
+                             "which DALI cannot decode on the CPU; use 'auto' or 'pyav'")
+        return DALI_CPU
+    return PYAV
+
+
+# ------------------------------------------------------------------------------------------ per-video rule
 @dataclass(frozen=True)
 class RoutingPolicy:
-    """The machine and the settings the rule needs, fixed when a loader starts."""
+    """The machine and the settings the per-video rule needs, fixed when a loader starts."""
 
     gpu_usable: bool  # a GPU is present and DALI can decode on it (driver, libnvcuvid)
     compute_capability: tuple[int, int] = (9, 0)

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from .distributed import DistContext, all_gather_objects
+from .metrics import MetricLogger
 
-__all__ = ["evaluate", "read_label_names", "write_predictions", "per_class_accuracy"]
+__all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy"]
 
 
 def read_label_names(path: str) -> dict[int, str]:
@@ -147,3 +148,32 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
             w.writerow([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
                         f"{s['top5']:.2f}"])
     return pred_path, cls_path
+
+
+def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: MetricLogger, *, split: str,
+                     data_stats: dict[str, Any], num_classes: int, class_names: dict[int, str] | None = None,
+                     autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
+                     step: int | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions and
+    per-class accuracy (rank 0), log the eval line. ``data_stats``: the loader's failure counters over all ranks
+    (``train_loop.loader_stats``). Needs no optimizer or trainer. Returns the result without its predictions."""
+    result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype)
+    preds = result.pop("predictions")
+    if result["duplicates"]:
+        metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
+    stats = dict(data_stats)
+    skipped = stats.pop("skipped", [])
+    result.update(stats)
+    listed = stats.get("listed_videos")
+    if listed is not None and result["num_videos"] < listed:
+        metrics.warn(
+            f"{split}: evaluated {result['num_videos']} of {listed} listed videos "
+            f"({stats.get('bad_at_index', 0)} bad when the list was indexed, {stats.get('skipped_videos', 0)} "
+            "failed while decoding); the accuracy covers the evaluated ones only"
+            + (": " + "; ".join(skipped[:5]) if skipped else ""))
+    if ctx.is_main:
+        entries = getattr(getattr(loader, "index", None), "entries", None) or []
+        write_predictions(metrics.output_dir, split, preds, {e.row: e.rel_path for e in entries}, num_classes,
+                          class_names)
+    metrics.log_eval(result, epoch=epoch, step=step)
+    return result

@@ -1,8 +1,9 @@
-"""Builds a run from the config: the glue between ``configs``, the data loaders, the model and the engine.
+"""Runs a training or an evaluation from ready objects: the engine's half of the wiring.
 
-The engine imports neither DALI nor the model package: ``train.py`` hands the concrete builders in through
-:class:`Factories`, and everything here only calls them. Functions take the config (they are builders); the
-loops in ``train_loop`` and ``evaluate`` take explicit objects.
+The engine imports neither DALI nor the model package. ``wiring.py`` (beside ``train.py``) builds the concrete
+objects in one visible order: :func:`open_run` (seeds, logger), the loaders, the model, then the weights chosen by
+:func:`weights_to_load`; it hands them to :class:`Run`, and :func:`train` or :func:`only_test` runs them.
+Evaluation needs no trainer (``evaluate.evaluate_and_log``).
 """
 
 from __future__ import annotations
@@ -18,26 +19,15 @@ from configs import ConfigError
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir
 from .distributed import DistContext
-from .evaluate import read_label_names
+from .evaluate import evaluate_and_log, read_label_names
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config
 from .train_loop import Trainer, TrainOptions, loader_stats, resolve_precision
 
-__all__ = ["Factories", "Run", "check_files", "dry_run", "build_run", "train", "only_test"]
-
-
-@dataclass(frozen=True)
-class Factories:
-    """The concrete builders (from ``models`` and ``dali_pipelines``) that train.py passes in."""
-
-    build_model: Callable[..., torch.nn.Module]            # (cfg, device=None) -> model
-    build_loader: Callable[..., Any]                       # (cfg, split, rank, world_size, device_id, index=None)
-    load_weights: Callable[..., Any]                       # (model, path, mode, class_mapping) -> (missing, unexpected)
-    forward_flops: Callable[[torch.nn.Module], float]      # FLOPs of one clip forward
-    read_file_list: Callable[..., list]                    # (list_path, root, num_classes) -> entries
-    decode_device: Callable[[str], str]                    # DATA.DECODE_DEVICE -> 'gpu' | 'cpu'
+__all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
+           "announce_model", "check_weights_fit", "train", "only_test"]
 
 
 def eval_checkpoint(cfg, resume: str = "") -> str:
@@ -80,31 +70,27 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
         raise FileNotFoundError("missing input files: " + "; ".join(missing))
 
 
-def dry_run(cfg, factories: Factories, resume: str = "") -> dict[str, Any]:
-    """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
+def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
+                       decode_device: str, resume: str = "") -> dict[str, Any]:
+    """Print what a run would do (from facts the caller gathered without training anything) and return it."""
     only_test = cfg.TEST.ONLY_TEST
-    model = factories.build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
-    if not only_test:
-        check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
-    val = factories.read_file_list(cfg.DATA.VAL_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
-    train = [] if only_test else factories.read_file_list(cfg.DATA.TRAIN_FILE, cfg.DATA.ROOT, cfg.DATA.NUM_CLASSES)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
     plan = {
         "mode": "evaluate only" if only_test else "train",
         "model": cfg.MODEL.ARCH,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "GFLOPs per clip (forward)": factories.forward_flops(model) / 1e9,
+        "parameters": num_params,
+        "GFLOPs per clip (forward)": forward_flops / 1e9,
         "clip": f"{cfg.DATA.NUM_FRAMES} x 3 x {cfg.DATA.INPUT_SIZE} x {cfg.DATA.INPUT_SIZE}",
         "processes": world,
         "global batch (B x ACC x world)": f"{global_batch} = {cfg.TRAIN.BATCH_SIZE} x "
                                           f"{cfg.TRAIN.ACCUMULATION_STEPS} x {world}",
-        "train videos (listed)": len(train),
-        "iterations per epoch": len(train) // global_batch,
+        "train videos (listed)": train_videos,
+        "iterations per epoch": train_videos // global_batch,
         "epochs": cfg.TRAIN.EPOCHS,
-        "val videos (listed)": len(val),
+        "val videos (listed)": val_videos,
         "test views (clips x crops)": f"{cfg.TEST.NUM_CLIP} x {cfg.TEST.NUM_CROP}",
-        "data decode device": factories.decode_device(cfg.DATA.DECODE_DEVICE),
+        "data decode device": decode_device,
         "output": cfg.OUTPUT,
     }
     if only_test:  # no training: leave out the rows that would read 0
@@ -117,36 +103,34 @@ def dry_run(cfg, factories: Factories, resume: str = "") -> dict[str, Any]:
 
 @dataclass
 class Run:
-    """The objects of a run; ``close`` releases loaders and loggers."""
+    """The ready objects of a run; ``close`` releases every loader and the logger.
+
+    ``make_test_loader(num_clip, num_crop)`` builds a multi-view test loader over the validation list (the final
+    test of a training run); the loaders it made are kept in ``test_loaders`` to be closed.
+    ``weights``: what the model's weights are, for the log and the summary.
+    """
 
     ctx: DistContext
     metrics: MetricLogger
     model: torch.nn.Module
     val_loader: Any
     train_loader: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    make_test_loader: Callable[[int, int], Any] | None = None
+    weights: str = "initial weights"
+    test_loaders: list = field(default_factory=list)
 
     def close(self) -> None:
-        for loader in (self.train_loader, self.val_loader, *self.extras.get("loaders", [])):
+        for loader in (self.train_loader, self.val_loader, *self.test_loaders):
             if loader is not None and hasattr(loader, "close"):
                 loader.close()
         self.metrics.close()
 
 
-def _test_cfg(cfg, num_clip: int, num_crop: int):
-    out = cfg.clone()
-    out.defrost()
-    out.TEST.NUM_CLIP, out.TEST.NUM_CROP = num_clip, num_crop
-    out.freeze()
-    return out
-
-
-def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> Run:
-    """Seed, loggers, loaders and the model (with pretrained weights unless evaluating a given checkpoint)."""
+def open_run(cfg, ctx: DistContext, resume: str = "") -> MetricLogger:
+    """Seed the process, check the precision fits the device, and open the run's logger (writes config.yaml)."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # a precision the device cannot run fails before indexing
-    factories.build_model(cfg, device="meta")  # so do a bad MODEL.ARCH and an input size the patch does not divide
-    # ... and a resume with a changed config, before config.yaml is rewritten with what would not run
+    # A resume with a changed config fails here too, before config.yaml is rewritten with what would not run.
     config_change = "" if cfg.TEST.ONLY_TEST else check_resume_config(cfg, resume)
     if ctx.device.type == "cpu":
         # AdamW's second moments of small weights decay into the denormal range, where x86 float arithmetic is
@@ -159,30 +143,60 @@ def build_run(cfg, ctx: DistContext, factories: Factories, resume: str = "") -> 
     metrics.write_config(cfg.dump())
     if config_change:
         metrics.warn(config_change)
-    only_test = cfg.TEST.ONLY_TEST
-    if only_test and eval_checkpoint(cfg, resume) and cfg.MODEL.PRETRAINED:
-        # Evaluating a checkpoint: the initial weights would be overwritten anyway (the original loaded both).
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.PRETRAINED = ""
-        cfg.freeze()
-    train_loader = None if only_test else factories.build_loader(cfg, "train", ctx.rank, ctx.world_size,
-                                                                 ctx.device_id)
-    val_loader = factories.build_loader(cfg, "test" if only_test else "val", ctx.rank, ctx.world_size,
-                                        ctx.device_id)
-    # Parameters are created on the device directly: no host copy of a ~1 B parameter model per rank.
-    model = factories.build_model(cfg, device=ctx.device)
+    return metrics
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Weights to load into a freshly built model: ``path`` in ``mode`` ('eva', 'eva_k722', ...), with an
+    optional class mapping; ``checkpoint``: one of our checkpoints being evaluated (it must fit the model)."""
+
+    path: str
+    mode: str
+    class_mapping: str | None
+    checkpoint: bool
+
+    def describe(self) -> str:
+        return self.path if self.checkpoint else f"MODEL.PRETRAINED = {self.path}"
+
+
+def weights_to_load(cfg, metrics: MetricLogger, resume: str = "") -> WeightsChoice | None:
+    """The one set of weights the model starts from. Training: MODEL.PRETRAINED (a resumed checkpoint is applied
+    later by the trainer, with the optimizer). Evaluate-only: ``resume``, else the newest usable checkpoint in
+    OUTPUT (damaged ones are named and skipped), else MODEL.PRETRAINED. None: keep the initial weights."""
+    mapping = cfg.MODEL.CLASS_MAPPING or None
+    if cfg.TEST.ONLY_TEST:
+        path = resume
+        if not path:
+            found = Checkpointer(cfg.OUTPUT, writer=False, warn=metrics.warn).find_latest()
+            path = found[0] if found else ""
+        if path:
+            return WeightsChoice(path, "eva_k722", mapping, checkpoint=True)
+    if cfg.MODEL.PRETRAINED:
+        return WeightsChoice(cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE, mapping, checkpoint=False)
+    return None
+
+
+def announce_model(cfg, model: torch.nn.Module, metrics: MetricLogger, ctx: DistContext, forward_flops: float,
+                   decode_device: str) -> None:
+    """Freeze what the config freezes, record the model's FLOPs for the MFU, and log what runs where."""
     if cfg.MODEL.STOP_GRAD_CONV1 and hasattr(model, "patch_embed"):
         # The model detaches the patch embedding's output, so its parameters never get a gradient; DDP (with
         # find_unused_parameters=False) would fail on them, and the optimizer need not hold them.
         model.patch_embed.requires_grad_(False)
-    metrics.flops_per_clip = factories.forward_flops(model)
+    metrics.flops_per_clip = forward_flops
     n_params = sum(p.numel() for p in model.parameters())
-    metrics.info(f"model {cfg.MODEL.ARCH}: {n_params / 1e6:.2f} M parameters, "
-                 f"{metrics.flops_per_clip / 1e9:.2f} GFLOPs per clip forward; device {ctx.device}, "
-                 f"{ctx.world_size} process(es); data decoded on {getattr(val_loader, 'device', '?')}")
-    return Run(ctx=ctx, metrics=metrics, model=model, val_loader=val_loader, train_loader=train_loader,
-               extras={"cfg": cfg, "factories": factories, "loaders": []})
+    metrics.info(f"model {cfg.MODEL.ARCH}: {n_params / 1e6:.2f} M parameters, {forward_flops / 1e9:.2f} GFLOPs per "
+                 f"clip forward; device {ctx.device}, {ctx.world_size} process(es); data decoded on {decode_device}")
+
+
+def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str]) -> None:
+    """A checkpoint being evaluated must fill every parameter of the model; raise CheckpointError naming it."""
+    if choice.checkpoint and missing:
+        raise CheckpointError(f"checkpoint {choice.path} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with "
+                              f"{cfg.DATA.NUM_CLASSES} classes: missing {', '.join(missing[:6])}"
+                              + (" (set MODEL.CLASS_MAPPING for a larger head)" if "head.weight" in missing
+                                 else ""))
 
 
 def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:
@@ -194,46 +208,23 @@ def _class_names(cfg) -> dict[int, str] | None:
     return read_label_names(cfg.DATA.LABEL_LIST) if cfg.DATA.LABEL_LIST else None
 
 
-def only_test(run: Run, cfg, resume: str = "") -> dict[str, Any]:
-    """Evaluate ``resume`` (ours or an original/released checkpoint: weights only), else the newest usable
-    checkpoint in OUTPUT, else MODEL.PRETRAINED (``check_files`` refuses a run with none of them)."""
-    factories: Factories = run.extras["factories"]
-    path = resume
-    if not path:  # the newest usable checkpoint of OUTPUT (damaged ones are named and skipped)
-        found = Checkpointer(cfg.OUTPUT, writer=False, warn=run.metrics.warn).find_latest()
-        path = found[0] if found else ""
-    if path:
-        missing, _ = factories.load_weights(run.model, path, "eva_k722", cfg.MODEL.CLASS_MAPPING or None)
-        if missing:
-            raise CheckpointError(f"checkpoint {path} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with "
-                                  f"{cfg.DATA.NUM_CLASSES} classes: missing {', '.join(missing[:6])}"
-                                  + (" (set MODEL.CLASS_MAPPING for a larger head)" if "head.weight" in missing
-                                     else ""))
-        run.metrics.info(f"evaluating {path}")
-    elif cfg.MODEL.PRETRAINED:
-        run.metrics.info(f"no checkpoint given or in {cfg.OUTPUT}: evaluating MODEL.PRETRAINED = "
-                         f"{cfg.MODEL.PRETRAINED}")
-    else:  # check_files refuses this case; kept for callers that skip it
+def only_test(run: Run, cfg) -> dict[str, Any]:
+    """Evaluate the model as loaded (see :func:`weights_to_load`) on the test loader and write the summary."""
+    if run.weights == "initial weights":  # check_files refuses this case; kept for callers that skip it
         run.metrics.warn("no checkpoint given or found: evaluating the initial weights")
+    else:
+        run.metrics.info(f"evaluating {run.weights}")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
-    trainer = _eval_only_trainer(run, cfg, amp_dtype)
-    result = trainer.run_eval(run.val_loader, "test", epoch=None)
-    run.metrics.summary({"evaluated": path or cfg.MODEL.PRETRAINED or "initial weights",
-                         **_data_counts(run.val_loader, run.ctx, "test_")})
+    result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
+                              data_stats=loader_stats(run.val_loader, run.ctx), num_classes=cfg.DATA.NUM_CLASSES,
+                              class_names=_class_names(cfg), autocast_dtype=amp_dtype)
+    run.metrics.summary({"evaluated": run.weights, **_data_counts(run.val_loader, run.ctx, "test_")})
     return result
-
-
-def _eval_only_trainer(run: Run, cfg, amp_dtype) -> Trainer:
-    opts = TrainOptions(epochs=0, steps_per_epoch=0, amp_dtype=amp_dtype, num_classes=cfg.DATA.NUM_CLASSES)
-    return Trainer(model=run.model, optimizer=None, scheduler=None, criterion=None, train_loader=None,  # type: ignore
-                   val_loader=run.val_loader, checkpointer=Checkpointer(cfg.OUTPUT, writer=False),
-                   metrics=run.metrics, ctx=run.ctx, opts=opts, class_names=_class_names(cfg))
 
 
 def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary."""
     ctx, metrics, model = run.ctx, run.metrics, run.model
-    factories: Factories = run.extras["factories"]
     t = cfg.TRAIN
     steps_per_epoch = len(run.train_loader) // t.ACCUMULATION_STEPS
     if steps_per_epoch < 1:
@@ -258,10 +249,7 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     final_views = (cfg.TEST.FINAL_NUM_CLIP, cfg.TEST.FINAL_NUM_CROP)
 
     def make_test_loader():
-        loader = factories.build_loader(_test_cfg(cfg, *final_views), "test", ctx.rank, ctx.world_size,
-                                        ctx.device_id, index=getattr(run.val_loader, "index", None))
-        run.extras["loaders"].append(loader)
-        return loader
+        return run.make_test_loader(*final_views) if run.make_test_loader is not None else run.val_loader
 
     opts = TrainOptions(
         epochs=t.EPOCHS, steps_per_epoch=steps_per_epoch, accumulation_steps=t.ACCUMULATION_STEPS,

@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointError, convert_state_dict, load_pretrained, read_checkpoint, read_state_dict
 from .eva import EVAVideoTransformer
-from .factory import ARCHS, build_model
+from .factory import ARCHS, build_model, load_configured_weights
 from .flops import forward_flops, train_step_flops
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "build_model",
     "convert_state_dict",
     "forward_flops",
+    "load_configured_weights",
     "load_pretrained",
     "read_checkpoint",
     "read_state_dict",

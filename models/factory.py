@@ -1,4 +1,4 @@
-"""Build an ``EVAVideoTransformer`` from the project config, optionally loading pretrained weights."""
+"""Build an ``EVAVideoTransformer`` from the project config; then, as a separate step, load its configured weights."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from .checkpoint import load_pretrained, pretrained_source_grid
 from .eva import EVAVideoTransformer
 
-__all__ = ["ARCHS", "build_model", "model_kwargs"]
+__all__ = ["ARCHS", "build_model", "load_configured_weights", "model_kwargs"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     """``EVAVideoTransformer`` constructor kwargs for ``cfg`` (a full config from ``configs.load_config``).
 
     Raises:
-        ValueError: unknown MODEL.ARCH (the message lists the presets) or an input size / frame count that does
-            not divide into patches / tubelets.
+        ValueError: unknown MODEL.ARCH (the message lists the presets) or an input size that does not divide
+            into its patches (both depend on the presets, which only this package knows).
     """
     arch = cfg.MODEL.ARCH
     if arch not in ARCHS:
@@ -42,9 +42,7 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     if size % patch:
         raise ValueError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
                          f"(e.g. use {size // patch * patch} or {(size // patch + 1) * patch})")
-    if cfg.DATA.NUM_FRAMES % cfg.DATA.TUBELET_SIZE:
-        raise ValueError(f"DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES} is not divisible by DATA.TUBELET_SIZE "
-                         f"{cfg.DATA.TUBELET_SIZE}")
+    # DATA.NUM_FRAMES vs DATA.TUBELET_SIZE is checked by configs.validate (load_config), not again here.
     return dict(
         img_size=size, num_frames=cfg.DATA.NUM_FRAMES, patch_size=patch, tubelet_size=cfg.DATA.TUBELET_SIZE,
         num_classes=cfg.DATA.NUM_CLASSES, embed_dim=preset["embed_dim"], depth=preset["depth"],
@@ -57,15 +55,15 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
 
 
 def build_model(cfg: Any, device: str | torch.device | None = None) -> EVAVideoTransformer:
-    """Build the model described by ``cfg`` (MODEL.ARCH preset + DATA geometry + MODEL/TRAIN options).
+    """Build the model described by ``cfg`` (MODEL.ARCH preset + DATA geometry + MODEL/TRAIN options), with its
+    initial (random) weights; load weights with :func:`load_configured_weights` or ``load_pretrained``.
 
     Args:
         cfg: config from ``configs.load_config``.
         device: where parameters are created (None: the current default, usually CPU). ``'meta'`` allocates
-            nothing (shapes and parameter counts only) and skips the pretrained load.
+            nothing (shapes and parameter counts only).
 
-    The model is returned in training mode. When ``cfg.MODEL.PRETRAINED`` is set, its weights are loaded with
-    ``load_pretrained`` (mode ``cfg.MODEL.PRETRAINED_MODE``, class mapping ``cfg.MODEL.CLASS_MAPPING``).
+    The model is returned in training mode.
     """
     kwargs = model_kwargs(cfg)
     # Creating parameters directly on the target device avoids a CPU init of ~1 B parameters before the copy.
@@ -74,8 +72,14 @@ def build_model(cfg: Any, device: str | torch.device | None = None) -> EVAVideoT
     logger.info("built %s: %.1fM parameters, %d frames of %dx%d, %d classes", cfg.MODEL.ARCH,
                 sum(p.numel() for p in model.parameters()) / 1e6, kwargs["num_frames"], kwargs["img_size"],
                 kwargs["img_size"], kwargs["num_classes"])
-    is_meta = device is not None and torch.device(device).type == "meta"
-    if cfg.MODEL.PRETRAINED and not is_meta:
-        load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE,
-                        class_mapping=cfg.MODEL.CLASS_MAPPING or None, source_grid=pretrained_source_grid(cfg, model))
     return model
+
+
+def load_configured_weights(model: EVAVideoTransformer, cfg: Any) -> tuple[list[str], list[str]] | None:
+    """Load MODEL.PRETRAINED into ``model`` (mode MODEL.PRETRAINED_MODE, class mapping MODEL.CLASS_MAPPING);
+    returns ``load_pretrained``'s (missing, unexpected) keys, or None when MODEL.PRETRAINED is empty."""
+    if not cfg.MODEL.PRETRAINED:
+        return None
+    return load_pretrained(model, cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE,
+                           class_mapping=cfg.MODEL.CLASS_MAPPING or None,
+                           source_grid=pretrained_source_grid(cfg, model))

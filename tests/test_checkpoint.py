@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from yacs.config import CfgNode
 
 from configs import load_config
-from models import CheckpointError, EVAVideoTransformer, build_model, convert_state_dict, load_pretrained
+from models import (CheckpointError, EVAVideoTransformer, build_model, convert_state_dict,
+                    load_configured_weights, load_pretrained)
 from models import read_state_dict
 
 torch.set_num_threads(2)
@@ -298,7 +299,7 @@ def test_legacy_format_and_unreadable_files(tmp_path):
         read_state_dict(tmp_path / "truncated_zip.pth")
 
 
-def test_build_model_loads_pretrained(tmp_path):
+def test_build_model_then_load_configured_weights(tmp_path):
     # An 8-frame, 10-class checkpoint with the eva-tiny/8 preset's sizes (4x4 patches at 32 px).
     src = random_state_dict(EVAVideoTransformer(img_size=32, num_frames=8, patch_size=8, num_classes=10,
                                                 embed_dim=128, depth=4, num_heads=4, mlp_hidden_dim=512), seed=5)
@@ -309,12 +310,18 @@ def test_build_model_loads_pretrained(tmp_path):
         "MODEL.PRETRAINED_MODE", "eva_k722", "MODEL.CLASS_MAPPING", str(tmp_path / "map.npy"),
         "MODEL.PRETRAINED_FRAMES", "8", "MODEL.PRETRAINED_INPUT_SIZE", "32",  # the recipe's 8 / 224 px, scaled
     ])
-    model = build_model(cfg)
+    model = build_model(cfg)  # built with its initial weights only: loading is the next, separate step
+    assert not torch.equal(model.blocks[3].attn.v_bias.detach(), src["blocks.3.attn.v_bias"])
+    missing, _ = load_configured_weights(model, cfg)
+    assert missing == []
     assert model.pos_embed.shape == (1, 1 + 16 * 16, 128)
     torch.testing.assert_close(model.pos_embed[0, 0].detach(), src["pos_embed"][0, 0])
     assert torch.equal(model.head.bias.detach(), src["head.bias"][[9, 8, 7]])
     assert torch.equal(model.blocks[3].attn.v_bias.detach(), src["blocks.3.attn.v_bias"])
-    assert build_model(cfg, device="meta").pos_embed.device.type == "meta"  # no load on meta
+    assert build_model(cfg, device="meta").pos_embed.device.type == "meta"
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = ""
+    assert load_configured_weights(model, cfg) is None
 
 
 # --------------------------------------------------------------------- source grid of a video checkpoint's table
@@ -425,5 +432,6 @@ def test_saved_configs_and_keys_reach_the_conversion(tmp_path):
                                                   embed_dim=128, depth=4, num_heads=4, mlp_hidden_dim=512), seed=4)
     torch.save({"model": src_b}, bare)
     model = build_model(cfg)
+    load_configured_weights(model, cfg)
     expected = _reference_resample(src_b["pos_embed"][0, 1:].numpy(), (8, 4), (16, 4))
     np.testing.assert_allclose(model.pos_embed[0, 1:].detach().numpy(), expected, atol=1e-5)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PROJECT_PACKAGES = {"configs", "dali_pipelines", "models", "engine", "benchmarks", "tools", "tests", "train",
-                    "predict", "extract_features"}
+PROJECT_PACKAGES = {"configs", "dali_pipelines", "models", "engine", "benchmarks", "tools", "tests", "evautil",
+                    "train", "wiring"}
 # Used when present, never required, and not installable from a package index: NVIDIA apex (fused LayerNorm
 # and FusedAdam). Everything else must be declared.
 OPTIONAL_UNDECLARED = {"apex"}
-SOURCE_DIRS = ("configs", "dali_pipelines", "models", "engine", "benchmarks", "tools", "tests")
+SOURCE_DIRS = ("configs", "dali_pipelines", "models", "engine", "benchmarks", "tools", "tests", "evautil")
 
 
 def _project_files(root: Path, dirs: tuple[str, ...]) -> list[Path]:

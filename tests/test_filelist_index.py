@@ -15,7 +15,7 @@ import pytest
 
 from dali_pipelines import index as index_mod
 from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list
-from dali_pipelines.index import BadVideoError, DatasetIndex, VideoInfo, build_index, probe_video
+from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
 from dali_pipelines.synthetic import write_video
 
@@ -138,7 +138,12 @@ def check_index(ix: DatasetIndex, lst: Path, root: Path) -> None:
     rows = {e.rel_path: e.row for e in ix.entries}
     assert ix.good_rows == sorted(rows[r] for r in GOOD)
     for rel, (n, w, h, fps) in GOOD.items():
-        assert ix.infos[rows[rel]] == VideoInfo(num_frames=n, codec="vp9", width=w, height=h, fps=fps)
+        info = ix.infos[rows[rel]]
+        assert (info.num_frames, info.codec, info.width, info.height, info.fps) == (n, "vp9", w, h, fps)
+        st = os.stat(root / rel)
+        assert (info.size, info.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        assert (info.chroma, info.bit_depth, info.pix_fmt) == ("420", 8, "yuv420p")
+        assert info.coded_width >= w and info.coded_height >= h and info.coded_width % 2 == 0
     assert set(ix.bad) == {rows[r] for r in BAD}
     for rel, word in BAD.items():
         assert word in ix.bad[rows[rel]], (rel, ix.bad[rows[rel]])
@@ -217,7 +222,7 @@ def test_corrupt_cache_is_ignored(dataset):
     Path(str(lst) + ".index.json").write_text("{not json")
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     check_index(ix, lst, root)
-    assert json.loads(Path(str(lst) + ".index.json").read_text())["version"] == 1
+    assert json.loads(Path(str(lst) + ".index.json").read_text())["version"] == INDEX_SCHEMA_VERSION
 
 
 def test_runtime_quarantine_persists(dataset):
@@ -366,3 +371,92 @@ def test_decode_frames_errors(tmp_path):
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 100)
     with pytest.raises(BadVideoError, match="junk.mp4"):
         decode_frames(str(tmp_path / "junk.mp4"), [0])
+
+
+def test_cache_of_another_schema_version_is_probed_again(dataset):
+    """A cache file written by another schema version is never read: its records (here, wrong on purpose) are
+    ignored and every video is probed again."""
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1, progress=False)
+    cache = Path(str(lst) + ".index.json")
+    data = json.loads(cache.read_text())
+    for rec in data["videos"].values():
+        if "info" in rec:
+            rec["info"]["num_frames"] = 999
+    data["version"] = INDEX_SCHEMA_VERSION - 1
+    cache.write_text(json.dumps(data))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == len(GOOD) + len(BAD) - 1  # all but the missing file
+    check_index(ix, lst, root)
+    assert json.loads(cache.read_text())["version"] == INDEX_SCHEMA_VERSION
+    # the same records under the current version but with an unknown field are not misread either
+    data = json.loads(cache.read_text())
+    rel = next(r for r, rec in data["videos"].items() if "info" in rec)
+    data["videos"][rel]["info"]["nvdec_ok"] = True
+    cache.write_text(json.dumps(data))
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 1
+
+
+def test_touched_video_is_probed_again(dataset):
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1, progress=False)
+    rel = "clips/cls a/good_1.webm"
+    st = os.stat(root / rel)
+    os.utime(root / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, new modification time
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == 1
+    row = next(e.row for e in ix.entries if e.rel_path == rel)
+    assert ix.infos[row].mtime_ns == st.st_mtime_ns + 10**9
+
+
+def _encode(path: str, codec: str, pix_fmt: str, size=(64, 48), frames: int = 4) -> None:
+    with av.open(path, "w") as out:
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = size[0], size[1], pix_fmt
+        img = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        for _ in range(frames):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+
+
+@pytest.mark.parametrize("codec,ext,pix_fmt,chroma,depth", [
+    ("libx264", "mp4", "yuv420p", "420", 8),
+    ("libx264", "mp4", "yuv444p", "444", 8),
+    ("libx264", "mp4", "yuv422p", "422", 8),
+    ("libvpx-vp9", "webm", "yuv420p", "420", 8),
+    ("libvpx-vp9", "webm", "yuv420p10le", "420", 10),  # skipped where libvpx is built without high bit depth
+    ("libx264", "mp4", "yuv420p10le", "420", 10),
+    ("libx265", "mp4", "yuv420p10le", "420", 10),
+])
+def test_index_records_decoder_facts(tmp_path, codec, ext, pix_fmt, chroma, depth):
+    """Codec, coded size, pixel format, chroma format, bit depth and profile: what decides whether NVDEC can take
+    a video. Written by the encoder with known settings, read back through the index (and its cache)."""
+    path = tmp_path / f"clip.{ext}"
+    try:
+        _encode(str(path), codec, pix_fmt, size=(70, 50))
+    except (av.error.FFmpegError, ValueError) as e:  # an FFmpeg build without this encoder or pixel format
+        pytest.skip(f"cannot encode {codec} {pix_fmt} here: {e}")
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"clip.{ext} 0\n")
+    for _ in range(2):  # probed, then from the cache
+        info = build_index(str(lst), str(tmp_path), workers=1, progress=False).infos[0]
+        assert (info.codec, info.pix_fmt, info.chroma, info.bit_depth) == (
+            {"libx264": "h264", "libx265": "hevc"}.get(codec, "vp9"), pix_fmt, chroma, depth)
+        assert (info.width, info.height) == (70, 50)
+        assert info.coded_width >= 70 and info.coded_height >= 50
+        assert info.profile  # e.g. 'High 4:4:4 Predictive', 'Profile 2'
+        assert info.decoder.chroma == chroma
+    if codec == "libx264" and pix_fmt == "yuv444p":
+        assert "4:4:4" in info.profile
+
+
+def test_decoder_facts_of_real_clips(real_clips_dir):
+    path = real_clips_dir / "clip_1920x1080_72frames.mp4"
+    if not path.exists():
+        pytest.skip("no real clips")
+    info = probe_video(str(path))
+    assert (info.codec, info.width, info.height, info.coded_width, info.coded_height) == ("h264", 1920, 1080,
+                                                                                         1920, 1088)
+    assert (info.chroma, info.bit_depth, info.profile) == ("420", 8, "Main")

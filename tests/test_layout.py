@@ -15,6 +15,8 @@ FORBIDDEN = {
     "models": {"dali_pipelines", "engine", "benchmarks", "tools", "nvidia"},
     "dali_pipelines": {"models", "engine", "benchmarks", "tools"},
     "engine": {"nvidia", "models", "dali_pipelines", "benchmarks", "tools"},
+    # the one home of small shared helpers: importable by every package, so it imports none of them
+    "evautil": {"configs", "dali_pipelines", "models", "engine", "benchmarks", "tools", "nvidia", "torch"},
 }
 
 

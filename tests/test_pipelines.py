@@ -11,8 +11,10 @@ import pytest
 
 from dali_pipelines import augment
 from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
+from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pipelines import decode_with_dali, one_batch_source, train_input_names, train_pipeline
+from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, TrainParams, batch_columns,
+                                     decode_with_dali, one_batch_source, train_pipeline)
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.synthetic import write_video
@@ -88,29 +90,30 @@ def test_train_geometry_matches_reference(vp9_data, decoder):
     loader.close()
 
 
-def _run_train_graph(samples, per_frame=False, size=24, predecoded=False):
-    """Run the training graph once on hand-made inputs (encoded bytes + frames, or decoded ``video`` when
-    ``predecoded``, + aug params)."""
-    names = train_input_names(predecoded)
-    source = one_batch_source(tuple([s[n] for s in samples] for n in names))
-    pipe = train_pipeline(source, input_size=size, decode_device="cpu", predecoded=predecoded, dtype="float32",
-                          per_frame_jitter=per_frame, batch_size=len(samples), num_threads=1, device_id=None)
+def _record(source, aug, row: int) -> SampleRecord:
+    return SampleRecord(source=source, params=train_params(aug), index=np.array(row, np.int32))
+
+
+def _run_train_graph(records, per_frame=False, size=24):
+    """Run the training graph once on hand-made records (encoded bytes + frames, or decoded frames)."""
+    route = "pyav" if isinstance(records[0].source, DecodedSource) else "dali_cpu"
+    source = one_batch_source(batch_columns(records))
+    pipe = train_pipeline(source, input_size=size, route=route, dtype="float32", per_frame_jitter=per_frame,
+                          batch_size=len(records), num_threads=1, device_id=None)
     pipe.build()
     video, index = pipe.run()
-    return [np.array(video[i]) for i in range(len(samples))]
+    assert np.array(index.as_tensor()).reshape(-1).tolist() == [int(r.index) for r in records]
+    return [np.array(video[i]) for i in range(len(records))]
 
 
 def test_every_frame_of_a_clip_gets_the_same_augmentation(vp9_clip):
     """A clip made of one frame repeated stays constant over time through crop, flip, jitter and grayscale."""
     enc = np.fromfile(vp9_clip, np.uint8)
-    samples = []
+    samples, augs = [], []
     for k in range(6):
         rng = np.random.default_rng(k)
-        a = augment.draw_train_aug(rng, 96, 72, 24, 6, jitter_prob=1.0, gray_prob=0.5)
-        samples.append({"encoded": enc, "frames": np.full(6, 7 + k, np.int32), "roi_start": a.roi_start,
-                        "roi_end": a.roi_end, "mirror": np.array(a.mirror, np.int32), "brightness": a.brightness,
-                        "contrast": a.contrast, "saturation": a.saturation, "hue": a.hue,
-                        "color_ops": a.color_ops, "index": np.array(k, np.int32)})
+        augs.append(augment.draw_train_aug(rng, 96, 72, 24, 6, jitter_prob=1.0, gray_prob=0.5))
+        samples.append(_record(EncodedSource(encoded=enc, frames=np.full(6, 7 + k, np.int32)), augs[-1], k))
     outs = _run_train_graph(samples)
     for s, out in zip(samples, outs):
         assert out.shape == (6, 3, 24, 24)
@@ -118,16 +121,14 @@ def test_every_frame_of_a_clip_gets_the_same_augmentation(vp9_clip):
         pix = out[0] * np.array([58.395, 57.12, 57.375])[:, None, None] + np.array([123.675, 116.28, 103.53])[
             :, None, None]
         channel_spread = np.abs(pix[0] - pix[1]).max()
-        if s["color_ops"][-1] == OP_GRAYSCALE:
+        if s.params.color_ops[-1] == OP_GRAYSCALE:
             assert channel_spread <= 1.5  # grayscale: R = G = B
         else:
             assert channel_spread > 10
     # per-frame jitter (the original's behaviour) does change frames of the same picture
-    for s in samples:
-        rng = np.random.default_rng(99)
-        a = augment.draw_train_aug(rng, 96, 72, 24, 6, jitter_prob=1.0, gray_prob=0.0, per_frame_jitter=True)
-        s.update(brightness=a.brightness, contrast=a.contrast, saturation=a.saturation, hue=a.hue)
-    out = _run_train_graph(samples[:1], per_frame=True)[0]
+    a = augment.draw_train_aug(np.random.default_rng(99), 96, 72, 24, 6, jitter_prob=1.0, gray_prob=0.0,
+                               per_frame_jitter=True)
+    out = _run_train_graph([_record(samples[0].source, a, 0)], per_frame=True)[0]
     assert np.abs(out[1:] - out[0]).max() > 0.1
 
 
@@ -254,13 +255,13 @@ def test_real_clips_train_frames_match_sequential_decode(real_clips_dir, tmp_pat
     seen = []
     for batch in loader:  # one batch per video; the epoch (hence each sample's draw) is still 0 inside the loop
         row = int(batch["index"][0])
-        sample = loader._sample(row)  # the frames and crop the loader drew for this row
+        sample = loader.sample(row)  # the frames and crop the loader drew for this row
         n = loader.index.infos[row].num_frames
         frames = sample.frames.tolist()
-        assert int(sample.inputs["mirror"]) == 0 and float(sample.inputs["saturation"]) == 1.0
+        assert int(sample.params.mirror) == 0 and float(sample.params.saturation) == 1.0
         assert len(frames) == t and frames[-1] >= (t - 2) * n // t  # spread over the clip, up to its late part
         path = loader.index.entries[row].path
-        ref = _sequential_reference(path, sample.inputs["roi_start"], sample.inputs["roi_end"], size)
+        ref = _sequential_reference(path, sample.params.roi_start, sample.params.roi_end, size)
         assert len(ref) == n, (path, "index counts", n, "a full decode yields", len(ref))
         video = denormalize(batch["video"][0])  # (T, S, S, 3)
         for k, want in enumerate(frames):
@@ -287,12 +288,11 @@ def test_real_clips_late_and_unordered_indices_pyav_route(real_clips_dir):
         want = [n - 1, 0, n // 2, n - 2, n // 5, 3 * n // 4, 1, n - 1, n - 3]
         start = np.zeros(2, np.float32)
         end = np.array([info.height, info.width], np.float32)
-        sample = {"video": decode_frames(path, want, 1), "roi_start": start, "roi_end": end,
-                  "mirror": np.array(0, np.int32), "brightness": np.array(1, np.float32),
-                  "contrast": np.array(1, np.float32), "saturation": np.array(1, np.float32),
-                  "hue": np.array(0, np.float32), "color_ops": make_color_ops(np.arange(4), False, False),
-                  "index": np.array(0, np.int32)}
-        (out,) = _run_train_graph([sample], size=size, predecoded=True)
+        identity = augment.TrainAug(start, end, 0, np.array(1, np.float32), np.array(1, np.float32),
+                                    np.array(1, np.float32), np.array(0, np.float32),
+                                    make_color_ops(np.arange(4), False, False))
+        record = _record(DecodedSource(video=decode_frames(path, want, 1)), identity, 0)
+        (out,) = _run_train_graph([record], size=size)
         video = denormalize(out)
         ref = _sequential_reference(path, start, end, size)
         assert len(ref) == n, (name, n, len(ref))

@@ -1,0 +1,106 @@
+"""The benchmarks' inputs: synthetic textured clips (encoded with the project's encoder) or a file list, and the
+command-line options that choose between them."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "add_input_args"]
+
+
+def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """Moving smooth texture plus mild noise: compresses like camera footage (neither flat nor pure noise)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    freq = rng.uniform(0.02, 0.08, size=3)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        chans = []
+        for c in range(3):
+            v = 127 + 80 * np.sin(freq[c] * (xx + 3 * t) + phase[c]) * np.cos(freq[c] * 0.7 * (yy - 2 * t))
+            chans.append(v)
+        img = np.stack(chans, -1) + rng.normal(0, 6, size=(height, width, 3))
+        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 25, gop: int | None = None) -> None:
+    """Encode uint8 ``(T,H,W,3)`` RGB frames to ``path`` (H.264 in .mp4, VP9 in .webm) with keyframe interval
+    ``gop``, with the project's encoder (``write_video``)."""
+    from dali_pipelines.synthetic import write_video
+
+    write_video(path, frames, codec=codec, fps=fps, gop=gop)
+
+
+def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size: tuple[int, int] = (340, 256),
+                         num_frames: int = 64, gop: int | None = 16, fps: int = 25, seed: int = 0,
+                         num_classes: int = 4) -> list[tuple[str, int, int]]:
+    """Write ``num_clips`` textured clips (size is width x height) and a ``list.txt`` (``name label``) into
+    ``out_dir``; returns ``[(path, label, num_frames)]``. Existing identical clips are reused."""
+    os.makedirs(out_dir, exist_ok=True)
+    ext = "mp4" if codec == "h264" else "webm"
+    rng = np.random.default_rng(seed)
+    w, h = size
+    clips = []
+    lines = []
+    for i in range(num_clips):
+        name = f"clip{i:03d}_{codec}_{w}x{h}_{num_frames}f_g{gop or 0}.{ext}"
+        path = os.path.join(out_dir, name)
+        frames = _textured_frames(num_frames, w, h, rng)
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            encode_clip(path, frames, codec=codec, fps=fps, gop=gop)
+        clips.append((path, i % num_classes, num_frames))
+        lines.append(f"{name} {i % num_classes}")
+    with open(os.path.join(out_dir, "list.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return clips
+
+
+def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tuple[str, int, int]], dict]:
+    """Clips for a benchmark from the common CLI options: ``--list``/``--root`` (real data) or ``--synthetic``
+    (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
+    a description of the input for the report."""
+    if getattr(args, "list", None):
+        from dali_pipelines.filelist import read_file_list
+        from dali_pipelines.pyav_io import BadVideoError, count_packets
+
+        from benchmarks.common import InputError  # deferred: common re-exports this module
+        entries = read_file_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
+        if args.num_clips:
+            entries = entries[: args.num_clips]
+        clips = []
+        for e in entries:
+            try:
+                clips.append((e.path, e.label, count_packets(e.path)))
+            except BadVideoError as err:  # a listed video that is missing or unreadable: name the list line too
+                reason = str(err).removeprefix(f"{e.path}: ")
+                raise InputError(f"{args.list}:{e.line_no}: cannot read video {e.path!r}: {reason}") from None
+        desc = {"input": "list", "list": args.list, "num_clips": len(clips)}
+        return clips, desc
+    codec = args.codec or default_codec
+    data_dir = args.data_dir or os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), "eva_bench_clips")
+    clips = make_synthetic_clips(os.path.join(data_dir, codec), args.num_clips, codec=codec,
+                                 size=(args.width, args.height), num_frames=args.frames, gop=args.gop or None)
+    desc = {"input": "synthetic", "codec": codec, "width": args.width, "height": args.height,
+            "frames": args.frames, "gop": args.gop, "num_clips": len(clips), "dir": os.path.dirname(clips[0][0])}
+    return clips, desc
+
+
+def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250, gop: int = 16,
+                   frames_flag: str = "--frames") -> None:
+    """The input options shared by the benchmarks (``frames_flag`` renames the clip-length option where the
+    benchmark's own ``--frames`` means something else)."""
+    g = p.add_argument_group("input (a file list, or synthetic clips)")
+    g.add_argument("--list", help="video list in the original format ('<relative path> <label>' per line)")
+    g.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
+    g.add_argument("--synthetic", action="store_true", help="generate clips (default when --list is not given)")
+    g.add_argument("--codec", default=None, choices=("h264", "vp9"), help=f"synthetic codec (default {codec})")
+    g.add_argument("--width", type=int, default=340)
+    g.add_argument("--height", type=int, default=256)
+    g.add_argument(frames_flag, type=int, default=frames, help="frames per synthetic clip")
+    g.add_argument("--gop", type=int, default=gop, help="keyframe interval of synthetic clips (0: encoder default)")
+    g.add_argument("--num-clips", type=int, default=num_clips, help="clips to generate / read from the list")
+    g.add_argument("--data-dir", default=None, help="where synthetic clips are written (reused when present)")

@@ -1,0 +1,267 @@
+"""The feeder: turns scheduled samples into the DALI graph's per-sample records, a few batches ahead.
+
+DALI's ``external_source`` calls the :class:`Feeder` once per batch. The feeder asks the :class:`Schedule` for the
+samples of the next batches, sends each sample down its decode route (``sample.route``), waits for the results in
+order, and hands DALI the batch's columns (``pipelines.batch_columns``). A video that cannot be read or decoded is
+reported to the schedule, which quarantines it and returns its substitute (training) or nothing (testing). The
+feeder never calls back into the loader.
+
+Decode routes (``pipelines.ROUTES``):
+
+- :class:`EncodedRoute` (``nvdec``, ``dali_cpu``): reads the file in a thread; on the DALI CPU route it can cut the
+  file down to the GOPs the sampled frames need (``gop_pack``), since that decoder never seeks.
+- :class:`PyAVRoute` (``pyav``): decodes the frames on the host in worker processes (``pyav_io.decode_frames``).
+
+Several routes can serve one loader; every batch handed to one graph uses one route (today one route per list).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .draw import Sample
+from .gop_pack import PACKABLE_CODECS, pack_for_frames
+from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
+from .pyav_io import BadVideoError, decode_frames
+from evautil.workers import InlineExecutor, process_pool
+
+__all__ = ["EncodedRoute", "PyAVRoute", "Feeder", "DeliveredBatch", "read_bytes"]
+
+logger = logging.getLogger(__name__)
+
+# A pool that dies this many times in a row points at the environment, not at the videos.
+_MAX_POOL_DEATHS = 4
+
+
+def read_bytes(path: str) -> np.ndarray:
+    """A whole file as uint8; BadVideoError for an empty one."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise BadVideoError(f"{path}: zero-byte file")
+    return data
+
+
+def _read_source(path: str, frames: np.ndarray, pack: bool) -> EncodedSource:
+    data = read_bytes(path)
+    if pack:
+        packed = pack_for_frames(data, frames)
+        if packed is not None:
+            return EncodedSource(encoded=packed[0], frames=packed[1])
+    return EncodedSource(encoded=data, frames=np.asarray(frames, np.int32))
+
+
+class EncodedRoute:
+    """Reads encoded files for DALI's decoder (threads: file reads release the GIL).
+
+    ``pack_gops``: cut VP8/VP9/MJPEG files to the GOP prefixes the sampled frames need (DALI's CPU decoder
+    decodes from frame 0 otherwise; see ``gop_pack``). Not used for NVDEC, which seeks by itself.
+    """
+
+    def __init__(self, name: str, workers: int, pack_gops: bool = False):
+        self.name = name
+        self.pack_gops = pack_gops
+        self._workers = max(1, int(workers))
+        self._pool: cf.Executor | None = None
+
+    def _packs(self, sample: Sample) -> bool:
+        return self.pack_gops and sample.video.codec.lower() in PACKABLE_CODECS
+
+    def load(self, sample: Sample) -> EncodedSource:
+        """The sample's source, read now in the calling thread."""
+        return _read_source(sample.video.path, sample.frames, self._packs(sample))
+
+    def submit(self, sample: Sample) -> cf.Future:
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="video-read")
+        return self._pool.submit(_read_source, sample.video.path, sample.frames, self._packs(sample))
+
+    def source(self, sample: Sample, result: Any) -> EncodedSource:
+        return result
+
+    def restart_pool(self, broken: cf.Future) -> bool:
+        """Threads do not die like processes; nothing to restart."""
+        return False
+
+    def close(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+
+class PyAVRoute:
+    """Decodes the sampled frames on the host with PyAV, in ``workers`` processes (0: in the calling thread).
+
+    Separate processes decode in parallel (PyAV holds the GIL while converting to RGB). Workers return plain
+    arrays, so they never import DALI.
+    """
+
+    name = "pyav"
+
+    def __init__(self, workers: int, start_method: str = "forkserver"):
+        self._workers = int(workers)
+        self._start_method = start_method
+        self._pool: cf.Executor | None = None
+
+    def load(self, sample: Sample) -> DecodedSource:
+        return DecodedSource(video=decode_frames(sample.video.path, sample.frames, 1))
+
+    def start(self) -> None:
+        """Start the worker processes now (before DALI starts its threads)."""
+        if self._pool is None:
+            self._pool = (process_pool(self._workers, self._start_method) if self._workers > 0
+                          else InlineExecutor())
+            self._pool.submit(int).result()
+
+    def submit(self, sample: Sample) -> cf.Future:
+        self.start()
+        try:
+            fut = self._pool.submit(decode_frames, sample.video.path, sample.frames, 1)  # type: ignore[union-attr]
+        except cf.BrokenExecutor as e:
+            # A worker died since the last submission: hand the breakage over through the future, where the
+            # feeder restarts the pool and redoes the work (as for a worker that dies while decoding).
+            fut = cf.Future()
+            fut.set_exception(e)
+        fut.pool = self._pool  # type: ignore[attr-defined]  # which pool to restart if this future breaks
+        return fut
+
+    def source(self, sample: Sample, result: Any) -> DecodedSource:
+        return DecodedSource(video=result)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running decode workers (none before the first submission or with 0 workers)."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return sorted(procs)
+
+    def restart_pool(self, broken: cf.Future) -> bool:
+        """Forget the pool ``broken`` came from, if it is the current one (a worker died); the next submission
+        starts a new pool. The old pool's other futures carry the same breakage and are redone by the feeder,
+        one by one, without restarting the new pool again. True when this call restarted the pool."""
+        pool = getattr(broken, "pool", None)
+        if pool is None or pool is not self._pool:
+            return False
+        self._pool = None
+        pool.shutdown(wait=False)
+        return True
+
+    def close(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+
+@dataclass
+class DeliveredBatch:
+    """A batch handed to DALI: its position in the epoch plan and its samples, in output order."""
+
+    number: int
+    samples: list[Sample]
+
+
+@dataclass
+class _Pending:
+    number: int
+    samples: list[Sample]
+    futures: list[cf.Future]
+
+
+class Feeder:
+    """The ``external_source`` callback over one epoch of a schedule, from batch ``start`` on.
+
+    Keeps ``lookahead`` batches in preparation and records every batch it hands over in ``inflight`` (DALI
+    returns outputs in the same order). ``error`` keeps an exception of the feeder itself, so the loader re-raises
+    it instead of treating it as a decoder failure.
+    """
+
+    def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int):
+        self.schedule = schedule
+        self.routes = routes
+        self.next = start
+        self.lookahead = lookahead
+        self.inflight: collections.deque[DeliveredBatch] = collections.deque()
+        self.error: BaseException | None = None
+        self._prepared: dict[int, _Pending] = {}
+        self._pool_deaths = 0
+
+    def _route(self, sample: Sample):
+        try:
+            return self.routes[sample.route]
+        except KeyError:
+            raise RuntimeError(f"{sample.video.path}: decode route {sample.route!r} is not served by this loader "
+                               f"(it serves {', '.join(self.routes)})") from None
+
+    def _prepare(self, number: int) -> None:
+        if number in self._prepared or number >= len(self.schedule):
+            return
+        samples = self.schedule.batch(number)
+        self._prepared[number] = _Pending(number, samples, [self._route(s).submit(s) for s in samples])
+
+    def __call__(self):
+        try:
+            return self._next_batch()
+        except StopIteration:
+            raise
+        except BaseException as e:  # noqa: BLE001 - kept so the loader re-raises it instead of "recovering"
+            self.error = e
+            raise
+
+    def _next_batch(self):
+        while True:
+            if self.next >= len(self.schedule):
+                raise StopIteration
+            number = self.next
+            self.next += 1
+            for b in range(number, number + self.lookahead + 1):
+                self._prepare(b)
+            samples, sources = self._collect(self._prepared.pop(number))
+            if samples:  # a test batch whose every video was quarantined is skipped
+                break
+        self.inflight.append(DeliveredBatch(number, samples))
+        records = [SampleRecord(source=src, params=s.params, index=np.array(s.row, np.int32))
+                   for s, src in zip(samples, sources)]
+        return batch_columns(records)
+
+    def _collect(self, pending: _Pending) -> tuple[list[Sample], list[Any]]:
+        """Wait for a batch's sources; quarantine videos that cannot be read (and substitute or drop them)."""
+        samples, sources = [], []
+        for s, fut in zip(pending.samples, pending.futures):
+            retried = False
+            while s is not None:
+                route = self._route(s)
+                try:
+                    sources.append(route.source(s, fut.result()))
+                    samples.append(s)
+                    self._pool_deaths = 0
+                    break
+                except cf.BrokenExecutor as e:
+                    # A worker process died (FFmpeg crashed, the OOM killer): start a new pool and retry once; a
+                    # video that kills the pool twice is quarantined.
+                    if route.restart_pool(fut):
+                        self.schedule.stats["worker_restarts"] += 1
+                    self._pool_deaths += 1
+                    if self._pool_deaths > _MAX_POOL_DEATHS:
+                        raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "
+                                           "(DATA.NUM_WORKERS 0 decodes in the main process)") from e
+                    if not retried:
+                        retried = True
+                        fut = route.submit(s)
+                        continue
+                    s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it")
+                except (OSError, BadVideoError, ValueError, RuntimeError) as e:
+                    s = self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
+                if s is not None:
+                    retried = False
+                    fut = self._route(s).submit(s)
+        return samples, sources
+
+    def cancel(self) -> None:
+        """Drop the batches in preparation (the pipeline is being rebuilt or closed)."""
+        for pending in self._prepared.values():
+            for f in pending.futures:
+                f.cancel()
+        self._prepared.clear()

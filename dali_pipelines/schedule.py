@@ -1,0 +1,185 @@
+"""The epoch plan and the schedule: which rows each batch of a rank holds, and the samples drawn for them.
+
+:func:`epoch_plan` is pure numpy: from the usable rows, (seed, epoch), the batch size and the rank it cuts one
+global permutation into equal per-rank shares (training) or deals the rows out in list order (testing).
+:func:`substitute_row` picks the deterministic stand-in for a quarantined training row. Neither reads a file.
+
+:class:`Schedule` puts the plan, the per-sample draw (``draw.py``) and the dataset index together for one loader:
+it hands out the planned samples of a batch, quarantines a video that failed and returns its substitute. It is the
+only object the feeder talks to; it keeps the loader's failure counters (``stats``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .draw import DrawSettings, Sample, VideoRef, draw_sample
+from .filelist import DataError
+from .index import DatasetIndex
+
+__all__ = ["EpochPlan", "epoch_plan", "substitute_row", "Schedule"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """``order``: the epoch's order of the usable rows (substitutes are searched in it); ``batches``: this rank's
+    batches, arrays of rows."""
+
+    order: np.ndarray
+    batches: list[np.ndarray]
+
+
+def epoch_plan(rows: np.ndarray, seed: int, epoch: int, batch_size: int, rank: int, world_size: int,
+               training: bool) -> EpochPlan:
+    """This rank's batches for ``epoch``.
+
+    Training: one permutation of ``rows`` drawn from (seed, epoch), cut to whole global batches (batch size x
+    world size; the remainder is dropped), rank r taking every world_size-th row from r: every rank gets the same
+    number of full batches. Testing: rank r takes rows r::world_size in list order, the last batch may be short.
+    """
+    rows = np.asarray(sorted(int(r) for r in rows), dtype=np.int64)
+    b, w = int(batch_size), int(world_size)
+    if training:
+        order = rows[np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)]).permutation(len(rows))]
+        n_batches = len(rows) // (b * w)
+        mine = order[: n_batches * b * w][rank::w]
+        return EpochPlan(order, [mine[i * b:(i + 1) * b] for i in range(n_batches)])
+    mine = rows[rank::w]
+    return EpochPlan(rows, [mine[i:i + b] for i in range(0, len(mine), b)])
+
+
+def substitute_row(order: np.ndarray, row: int, is_good: Callable[[int], bool]) -> int | None:
+    """The next good row after ``row`` in the epoch ``order`` (wrapping around), or None when none is good."""
+    pos = int(np.nonzero(order == row)[0][0])
+    n = len(order)
+    for k in range(1, n + 1):
+        cand = int(order[(pos + k) % n])
+        if is_good(cand):
+            return cand
+    return None
+
+
+class Schedule:
+    """The samples of one rank's epochs, over one dataset index.
+
+    ``excluded``: rows left out of every epoch's plan (the videos that were bad when the index was built). Videos
+    quarantined later stay in the plan and are substituted (training) or dropped (testing), so the plan, and every
+    rank's batch count, does not depend on which rank found a bad file, or when.
+    ``route_of(video)`` names the decode route of a video; ``draw`` is the per-sample draw (replaceable, e.g. by
+    a test that wants static clips).
+    """
+
+    def __init__(self, index: DatasetIndex, settings: DrawSettings, seed: int, batch_size: int, rank: int,
+                 world_size: int, route_of: Callable[[VideoRef], str], list_desc: str):
+        self.index = index
+        self.settings = settings
+        self.seed = int(seed)
+        self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
+        self.route_of = route_of
+        self.list_desc = list_desc
+        self.draw = draw_sample
+        self.excluded: set[int] = set(index.bad)
+        self.epoch = 0
+        self._plan: EpochPlan | None = None
+        self._plan_key: tuple | None = None
+        self._substitutions: set[tuple[int, int, int]] = set()
+        self.stats: dict[str, Any] = {
+            "bad_at_index": len(index.bad), "skipped_videos": 0, "substituted": 0, "rebuilds": 0,
+            "worker_restarts": 0,  # PyAV decode pools restarted after a worker process died
+            "skipped": [],  # "path: reason" of every video quarantined during this loader's life
+        }
+
+    # ------------------------------------------------------------------------------------------------ the plan
+    def usable_rows(self) -> np.ndarray:
+        return np.asarray(sorted(e.row for e in self.index.entries if e.row not in self.excluded), np.int64)
+
+    def plan(self) -> EpochPlan:
+        """The plan of ``self.epoch`` (recomputed when the epoch or the excluded rows change)."""
+        key = (self.epoch, tuple(sorted(self.excluded)))
+        if self._plan_key != key:
+            self._plan = epoch_plan(self.usable_rows(), self.seed, self.epoch, self.batch_size, self.rank,
+                                    self.world_size, self.settings.training)
+            self._plan_key = key
+        return self._plan  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self.plan().batches)
+
+    def rows(self, number: int) -> list[int]:
+        """The planned rows of batch ``number`` (before any substitution)."""
+        return [int(r) for r in self.plan().batches[number]]
+
+    # ------------------------------------------------------------------------------------------------ samples
+    def is_good(self, row: int) -> bool:
+        return row in self.index.infos
+
+    def video(self, row: int) -> VideoRef:
+        info, entry = self.index.infos[row], self.index.entries[row]
+        return VideoRef(row=row, path=entry.path, label=entry.label, num_frames=info.num_frames,
+                        width=info.width, height=info.height, codec=info.codec, size=info.size,
+                        mtime_ns=info.mtime_ns)
+
+    def sample(self, row: int, substitute_for: int | None = None) -> Sample:
+        """The sample of (good) ``row`` in the current epoch."""
+        video = self.video(row)
+        return self.draw(self.settings, video, self.seed, self.epoch, self.route_of(video), substitute_for)
+
+    def batch(self, number: int) -> list[Sample]:
+        """The samples of batch ``number``: quarantined rows are substituted (training) or left out (testing)."""
+        out = []
+        for row in self.rows(number):
+            if self.is_good(row):
+                out.append(self.sample(row))
+            elif self.settings.training:
+                out.append(self.sample(self._substitute(row), substitute_for=row))
+                self._count_substitution(number, row)
+        return out
+
+    def _substitute(self, row: int) -> int:
+        found = substitute_row(self.plan().order, row, self.is_good)
+        if found is None:
+            raise DataError(f"{self.list_desc}: no readable training video is left (every one was quarantined "
+                            f"during the run); {self.bad_examples()}")
+        return found
+
+    def _count_substitution(self, number: int, row: int) -> None:
+        key = (self.epoch, number, row)
+        if key not in self._substitutions:  # a rebuilt pipeline re-plans the same batches: count them once
+            self._substitutions.add(key)
+            self.stats["substituted"] += 1
+
+    # ------------------------------------------------------------------------------------------------ failures
+    def quarantine(self, row: int, reason: str) -> None:
+        """Mark ``row``'s video bad (once), naming it in the log, the index's quarantine file and ``stats``."""
+        if not self.is_good(row):
+            return
+        path = self.index.entries[row].path
+        logger.warning("quarantining %s (row %d): %s", path, row, reason)
+        self.index.quarantine(row, reason)
+        self.stats["skipped_videos"] += 1
+        self.stats["skipped"].append(f"{path}: {reason}")
+
+    def replace(self, sample: Sample, number: int, reason: str) -> Sample | None:
+        """Quarantine ``sample``'s video; its training substitute in batch ``number``, or None in testing (the
+        video is dropped: scoring another video twice would be wrong)."""
+        self.quarantine(sample.row, reason)
+        if not self.settings.training:
+            return None
+        orig = sample.substitute_for if sample.substitute_for is not None else sample.row
+        self._count_substitution(number, orig)
+        return self.sample(self._substitute(sample.row), substitute_for=orig)
+
+    def bad_examples(self, limit: int = 3) -> str:
+        """One line naming the first bad videos with their reasons and the quarantine file that lists them all."""
+        bad = sorted(self.index.bad.items())
+        if not bad:
+            return "no bad video recorded"
+        named = "; ".join(f"{self.index.entries[r].path}: {why}" for r, why in bad[:limit])
+        more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
+        return f"e.g. {named}{more} (all listed in {self.index.quarantine_path})"

@@ -1,0 +1,37 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written file under the final name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import BinaryIO, Callable
+
+__all__ = ["atomic_write", "atomic_write_text"]
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = True) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, flush (and fsync), then rename it over ``path``.
+
+    The rename is atomic on POSIX file systems; on any failure the temporary file is removed and ``path`` is left
+    as it was. The directory is created when missing.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), fsync=fsync)

@@ -1,0 +1,31 @@
+"""The explicit wiring: one choice of initial weights per run, evaluation without a trainer."""
+
+from __future__ import annotations
+
+from configs import load_config
+from engine import runner
+from engine.metrics import MetricLogger
+
+DEMO = "configs/demo.yaml"
+
+
+def _cfg(tmp_path, *opts):
+    return load_config(DEMO, ["OUTPUT", str(tmp_path / "out"), "LOG.TENSORBOARD", "False", *opts])
+
+
+def test_weights_to_load_picks_exactly_one_source(tmp_path):
+    metrics = MetricLogger(str(tmp_path / "log"), tensorboard=False, nvml=False, progress_bar=False)
+    cfg = _cfg(tmp_path, "MODEL.PRETRAINED", "init.pth", "MODEL.PRETRAINED_MODE", "eva")
+    choice = runner.weights_to_load(cfg, metrics)
+    assert (choice.path, choice.mode, choice.checkpoint) == ("init.pth", "eva", False)
+    assert choice.describe() == "MODEL.PRETRAINED = init.pth"
+    # training with --resume still starts from MODEL.PRETRAINED: the trainer applies the checkpoint afterwards
+    assert runner.weights_to_load(cfg, metrics, resume="ckpt.pth").path == "init.pth"
+    # evaluation of a checkpoint loads only the checkpoint (the pretrained weights would be overwritten)
+    test_cfg = _cfg(tmp_path, "MODEL.PRETRAINED", "init.pth", "TEST.ONLY_TEST", "True")
+    choice = runner.weights_to_load(test_cfg, metrics, resume="ckpt.pth")
+    assert (choice.path, choice.mode, choice.checkpoint) == ("ckpt.pth", "eva_k722", True)
+    # nothing in OUTPUT: MODEL.PRETRAINED is what is evaluated
+    assert runner.weights_to_load(test_cfg, metrics).path == "init.pth"
+    assert runner.weights_to_load(_cfg(tmp_path, "TEST.ONLY_TEST", "True", "MODEL.PRETRAINED", ""), metrics) is None
+    metrics.close()

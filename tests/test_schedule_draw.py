@@ -1,0 +1,117 @@
+"""The pure parts of the loader, without DALI pipelines or video files: the epoch plan, substitutes, the
+per-sample draw and the graph's record layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dali_pipelines import augment, sampling
+from dali_pipelines.draw import DrawSettings, VideoRef, draw_sample
+from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, TestParams, TrainParams,
+                                      batch_columns, record_layout)
+from dali_pipelines.schedule import epoch_plan, substitute_row
+
+ROWS = np.array([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12], dtype=np.int64)  # 3 and 11 excluded
+
+
+def test_training_plan_is_one_permutation_cut_into_equal_rank_shares():
+    plans = [epoch_plan(ROWS, seed=5, epoch=2, batch_size=2, rank=r, world_size=2, training=True) for r in range(2)]
+    assert all(len(p.batches) == 2 and all(len(b) == 2 for b in p.batches) for p in plans)  # 11 // 4 = 2
+    assert np.array_equal(plans[0].order, plans[1].order)
+    assert sorted(plans[0].order.tolist()) == ROWS.tolist()
+    mine = [np.concatenate(p.batches).tolist() for p in plans]
+    assert not set(mine[0]) & set(mine[1])
+    # rank r takes every world-th row of the permutation's first whole global batches, from r
+    assert mine[0] == plans[0].order[:8][0::2].tolist() and mine[1] == plans[0].order[:8][1::2].tolist()
+    # the order is a function of (seed, epoch) only
+    again = epoch_plan(ROWS[::-1], seed=5, epoch=2, batch_size=2, rank=0, world_size=2, training=True)
+    assert np.array_equal(again.order, plans[0].order)
+    other = epoch_plan(ROWS, seed=5, epoch=3, batch_size=2, rank=0, world_size=2, training=True)
+    assert not np.array_equal(other.order, plans[0].order)
+
+
+def test_test_plan_covers_every_row_once_in_list_order():
+    plans = [epoch_plan(ROWS, seed=5, epoch=0, batch_size=4, rank=r, world_size=3, training=False) for r in range(3)]
+    assert [b.tolist() for b in plans[0].batches] == [[0, 4, 7, 10]]
+    assert [b.tolist() for b in plans[2].batches] == [[2, 6, 9]]
+    got = sorted(int(r) for p in plans for b in p.batches for r in b)
+    assert got == ROWS.tolist()
+
+
+def test_substitute_is_the_next_good_row_in_the_epoch_order():
+    order = np.array([5, 2, 9, 7, 1])
+    good = {2, 7, 1}
+    assert substitute_row(order, 5, good.__contains__) == 2
+    assert substitute_row(order, 9, good.__contains__) == 7
+    assert substitute_row(order, 1, {5}.__contains__) == 5  # wraps around
+    assert substitute_row(order, 1, set().__contains__) is None
+
+
+VIDEO = VideoRef(row=3, path="videos/x.webm", label=1, num_frames=40, width=96, height=72, codec="vp9")
+
+
+def test_train_draw_is_a_pure_function_of_seed_epoch_row():
+    s = DrawSettings(training=True, num_frames=4, input_size=32)
+    a = draw_sample(s, VIDEO, seed=7, epoch=1, route="dali_cpu")
+    b = draw_sample(s, VIDEO, seed=7, epoch=1, route="dali_cpu")
+    assert a.route == "dali_cpu" and a.row == 3 and a.label == 1
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.params.roi_start, b.params.roi_start)
+    # the same frames and augmentation as drawing by hand from the sample's own generator
+    rng = sampling.sample_rng(7, 1, 3)
+    frames = sampling.segment_indices(40, 4, rng)
+    aug = augment.draw_train_aug(rng, 96, 72, 32, 4)
+    assert a.frames.tolist() == frames.tolist()
+    assert np.array_equal(a.params.roi_end, aug.roi_end) and int(a.params.mirror) == aug.mirror
+    assert float(a.params.hue) == float(aug.hue)
+    c = draw_sample(s, VIDEO, seed=7, epoch=2, route="dali_cpu")
+    assert not (np.array_equal(a.frames, c.frames) and np.array_equal(a.params.roi_start, c.params.roi_start))
+
+
+def test_test_draw_decodes_the_union_once_and_lays_out_views():
+    s = DrawSettings(training=False, num_frames=4, input_size=32, num_clip=2, num_crop=3)
+    t = draw_sample(s, VIDEO, seed=7, epoch=0, route="pyav")
+    clips = sampling.multiview_indices(40, 4, 2)
+    assert t.frames.tolist() == np.unique(clips).tolist()
+    u = len(t.frames)
+    # view (crop c, clip k), frame i: crop c's copy of the union, at the position of clip k's frame i
+    order = t.params.new_order.reshape(3, 2, 4)
+    for c in range(3):
+        for k in range(2):
+            assert (t.frames[order[c, k] - c * u]).tolist() == clips[k].tolist()
+    rois = augment.test_view_rois(96, 72, 32, 3)
+    assert t.params.roi_start.shape == (3, 2)
+    assert np.array_equal(t.params.roi_start[2], rois[2][0]) and np.array_equal(t.params.roi_end[1], rois[1][1])
+
+
+def test_record_layout_follows_the_dataclasses():
+    names = [n for n, _ in record_layout(TrainParams, "dali_cpu")]
+    assert names == ["encoded", "frames", "roi_start", "roi_end", "mirror", "brightness", "contrast", "saturation",
+                     "hue", "color_ops", "index"]
+    specs = dict(record_layout(TrainParams, "pyav", per_frame_jitter=True))
+    assert "encoded" not in specs and specs["video"].layout == "FHWC" and specs["video"].ndim == 4
+    assert specs["hue"].ndim == 1 and specs["mirror"].ndim == 0  # per-frame jitter adds a dimension
+    assert specs["color_ops"].ndim == 1  # one colour program per clip, even with per-frame factors
+    test = dict(record_layout(TestParams, "nvdec"))
+    assert list(test) == ["encoded", "frames", "roi_start", "roi_end", "new_order", "index"]
+    assert test["roi_start"].ndim == 2
+    with pytest.raises(ValueError, match="unknown decode route 'npu'"):
+        record_layout(TrainParams, "npu")
+
+
+def test_batch_columns_match_the_layout():
+    s = DrawSettings(training=False, num_frames=4, input_size=32, num_crop=3)
+    samples = [draw_sample(s, VIDEO, 7, 0, "dali_cpu") for _ in range(2)]
+    records = [SampleRecord(EncodedSource(np.arange(5, dtype=np.uint8), x.frames.astype(np.int32)), x.params,
+                            np.array(r, np.int32)) for r, x in enumerate(samples)]
+    cols = batch_columns(records)
+    layout = record_layout(TestParams, "dali_cpu")
+    assert len(cols) == len(layout)
+    for (name, spec), col in zip(layout, cols):
+        assert len(col) == 2
+        assert all(np.asarray(v).dtype == spec.dtype and np.ndim(v) == spec.ndim for v in col), name
+    assert [int(v) for v in cols[-1]] == [0, 1]
+    mixed = records[:1] + [SampleRecord(DecodedSource(np.zeros((1, 2, 2, 3), np.uint8)), samples[1].params,
+                                        np.array(1, np.int32))]
+    with pytest.raises(ValueError, match="mixes record kinds"):
+        batch_columns(mixed)

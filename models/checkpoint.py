@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from evautil.errors import CheckpointError
+
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
 __all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "convert_state_dict", "load_pretrained",
@@ -37,10 +39,6 @@ logger = logging.getLogger(__name__)
 
 MODES = ("eva", "eva_k722")
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read safely or holds no usable weights; the message names the file."""
 
 
 # ----------------------------------------------------------------------------------------------------------------

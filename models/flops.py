@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from evautil import flops as flops_convention
+
 from .eva import EVAVideoTransformer
 
 __all__ = ["forward_flops", "train_step_flops"]
@@ -69,5 +71,5 @@ def forward_flops(model_or_kwargs: nn.Module | Mapping[str, Any]) -> float:
 
 
 def train_step_flops(model_or_kwargs: nn.Module | Mapping[str, Any], recompute: bool = False) -> float:
-    """FLOPs of one clip's training step: 3x forward, or 4x when ``recompute`` (gradient checkpointing) is counted."""
-    return (4.0 if recompute else 3.0) * forward_flops(model_or_kwargs)
+    """FLOPs of one clip's training step (evautil.flops: 3x forward, 4x when gradient checkpointing recomputes)."""
+    return flops_convention.train_step_flops(forward_flops(model_or_kwargs), recompute)

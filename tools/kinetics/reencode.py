@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Callable
 
+from dali_pipelines.pyav_io import count_frames
+
 from .common import KineticsError, parallel_map
 from .scan import is_video_file
 
@@ -62,14 +64,6 @@ def _output_size(width: int, height: int, s: EncodeSettings) -> tuple[int, int]:
         return max(2, int(round(x / 2.0)) * 2)
 
     return even(width * scale), even(height * scale)
-
-
-def count_frames(path: str) -> int:
-    """Frames a full decode of ``path``'s first video stream yields (PyAV)."""
-    import av
-
-    with av.open(path) as c:
-        return sum(1 for _ in c.decode(video=0))
 
 
 def probe_output(path: str) -> dict:

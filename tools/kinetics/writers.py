@@ -8,6 +8,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from evautil.files import atomic_write_text
+
 from .k722 import CLASS_ALIASES, K722Result, build_k722
 from .lists import (class_labels, clean_dataset_lists, dataset_list_lines, format_list_line, labels_csv_text,
                     relative_path)
@@ -31,11 +33,7 @@ class _Writer:
             for ln in lines[:preview_lines]:
                 self.log(f"            {ln}")
         else:
-            os.makedirs(self.out_dir, exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-            os.replace(tmp, path)
+            atomic_write_text(path, text, fsync=False)
             self.log(f"wrote {path} ({len(lines)} lines)")
         self.written.append(path)
         return path

@@ -4,6 +4,7 @@ in our format and in the original (released) format."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -173,11 +174,11 @@ def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):
     for step, cls in ((4, 1), (8, 3)):  # the newer checkpoint (step 8) predicts class 3 for every clip
         save_atomic({"model": _constant_head_weights(cfg, cls=cls, num_classes=4), "optimizer": {},
                      "scheduler": {}, "epoch": step // 4 - 1, "global_step": step, "epoch_complete": True,
-                     "config": cfg.dump()}, str(out / f"ckpt_epoch_{step // 4 - 1}.pth"))
+                     "config": cfg.dump()}, str(out / f"ckpt_epoch_{step // 4}.pth"))
     rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *opts])
     captured = capsys.readouterr()
     assert rc == 0, captured
-    assert f"evaluating {out / 'ckpt_epoch_1.pth'}" in captured.out
+    assert f"evaluating {out / 'ckpt_epoch_2.pth'}" in captured.out
     rows = (out / "predictions_test.csv").read_text().splitlines()[1:]
     assert len(rows) == 8 and all(r.split(",")[5] == "3" for r in rows)  # top-1 class of every video
     line = _eval_line(out)
@@ -228,3 +229,17 @@ def test_strict_list_with_a_bad_video_is_exit_2(tmp_path, dataset, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (the indexing progress bar writes to stderr before it)
     assert rc == 2 and last.startswith("error: ") and "broken.webm" in last and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("launcher_args", [["--local_rank", "0"], ["--local-rank=0"], ["--local_rank=1"]])
+def test_launcher_local_rank_forms_are_accepted(launcher_args, monkeypatch):
+    """torch.distributed.launch passes '--local_rank N' (before torch 2.0) or '--local-rank=N' (since), ahead of
+    the script's own flags; the rank reaches LOCAL_RANK unless the launcher already set it there."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = train.parse_args([*launcher_args, "--config", DEMO, "--opts", "TRAIN.EPOCHS", "1"])
+    assert args.cfg == DEMO and args.opts == ["TRAIN.EPOCHS", "1"]
+    assert args.local_rank == int(launcher_args[-1][-1])
+    assert os.environ["LOCAL_RANK"] == str(args.local_rank)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # torchrun's environment wins
+    train.parse_args(["--local-rank=0", "--cfg", DEMO])
+    assert os.environ["LOCAL_RANK"] == "3"

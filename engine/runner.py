@@ -22,6 +22,7 @@ from .evaluate import read_label_names
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
+from .plots import plot_finished_run
 from .train_loop import Trainer, TrainOptions, loader_stats, resolve_precision
 
 __all__ = ["Factories", "Run", "check_files", "dry_run", "build_run", "train", "only_test"]
@@ -208,6 +209,8 @@ def only_test(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     result = trainer.run_eval(run.val_loader, "test", epoch=None)
     run.metrics.summary({"evaluated": path or cfg.MODEL.PRETRAINED or "initial weights",
                          **_data_counts(run.val_loader, run.ctx, "test_")})
+    if run.ctx.is_main:
+        plot_finished_run(cfg.OUTPUT, run.metrics.info, run.metrics.warn)
     return result
 
 
@@ -265,9 +268,11 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     trainer.resume(resume, auto=t.AUTO_RESUME)
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     metrics.info(f"training {t.EPOCHS} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
-                 f"precision {amp_dtype or 'fp32'}; logged loss = true mean loss per clip (not / ACC)")
+                 f"precision {amp_dtype or 'fp32'}")
     result = trainer.fit()
     metrics.summary({"best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
                      "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT,
                      **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
+    if ctx.is_main:
+        plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
     return result

@@ -300,6 +300,17 @@ def test_smoke_index_throughput(tmp_path):
         assert _positive(r["seconds"]) and _positive(r["peak_rss_mib"]) and r["peak_increase_mib"] >= 0
 
 
+def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
+    from benchmarks import index_throughput
+
+    assert index_throughput.main(["--quick", "--clips", str(tmp_path / "gone.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --clips: no such file: ") and "gone.mp4" in err
+    with pytest.raises(SystemExit) as e:
+        index_throughput.main(["--workers", "0"])
+    assert e.value.code == 2 and "--workers must name at least one count" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     """A missing or malformed --list, an unreadable listed video or a bad option value: every benchmark's main()
     prints one 'error: ...' line naming the file / option and returns 2 (no traceback); checked in-process, and once

@@ -1,6 +1,7 @@
 r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
 
     torchrun --nproc_per_node 8 train.py --cfg configs/k400.yaml --opts TRAIN.LR 1e-6
+    python -m torch.distributed.launch --nproc_per_node 8 train.py -cfg configs/k400.yaml   # the original's way
     python train.py --cfg configs/demo.yaml                       # one process, CPU, synthetic clips
     python train.py --cfg configs/k400.yaml --only_test --resume eva_video_k400.pth \
         --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3                    # evaluate a released checkpoint, 4x3 views
@@ -39,7 +40,8 @@ INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFou
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", "-cfg", required=True, help="YAML file overriding configs/defaults.py")
+    p.add_argument("--cfg", "-cfg", "--config", dest="cfg", required=True,
+                   help="YAML file overriding configs/defaults.py")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="KEY VALUE pairs, e.g. TEST.NUM_CLIP 4 (other flags may follow them)")
     p.add_argument("--only_test", action="store_true", help="evaluate only (TEST.ONLY_TEST)")
@@ -49,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="clips per process (TRAIN.BATCH_SIZE)")
     p.add_argument("--accumulation-steps", type=int, default=None, help="TRAIN.ACCUMULATION_STEPS")
     p.add_argument("--dry-run", action="store_true", help="check config and files, print the plan, exit")
+    # torch.distributed.launch passes the local rank as an argument: "--local_rank N" before torch 2.0,
+    # "--local-rank=N" since. torchrun sets LOCAL_RANK in the environment instead, which is what the engine reads.
+    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+                   help=argparse.SUPPRESS)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--opts" in argv:
         # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works. (REMAINDER,
@@ -57,7 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         i = argv.index("--opts")
         j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
         argv = argv[:i] + argv[j:] + argv[i:j]
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:

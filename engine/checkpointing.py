@@ -5,8 +5,10 @@ RNG states are tensors and lists), so it loads with ``torch.load(weights_only=Tr
 It is written to a temporary file in the same directory, flushed and fsync'ed, then renamed over the final name
 (``os.replace`` is atomic), so a crash mid-write never leaves a half-written file under a checkpoint name.
 
-Files in the output directory: ``ckpt_epoch_{e}.pth`` (end of epoch e), ``ckpt_step_{s}.pth`` (after optimizer
-step s, mid-epoch) and ``best.pth`` (model weights of the best evaluation, kept apart from the rotation).
+Files in the output directory: ``ckpt_epoch_{e}.pth`` (end of epoch e, counted from 1 as in every line the run
+prints and writes; the dict inside keeps the 0-based ``epoch`` index, like the original's), ``ckpt_step_{s}.pth``
+(after optimizer step s, mid-epoch) and ``best.pth`` (model weights of the best evaluation, kept apart from the
+rotation).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from .metrics import epoch_number
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
            "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects"]
@@ -227,7 +231,8 @@ class Checkpointer:
         self.last_saved: str | None = None
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
-        name = f"ckpt_epoch_{epoch}.pth" if epoch_complete else f"ckpt_step_{global_step}.pth"
+        """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
+        name = f"ckpt_epoch_{epoch_number(epoch)}.pth" if epoch_complete else f"ckpt_step_{global_step}.pth"
         return os.path.join(self.output_dir, name)
 
     def save(self, state: dict) -> str:

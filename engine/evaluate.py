@@ -10,7 +10,7 @@ import contextlib
 import csv
 import os
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -39,7 +39,8 @@ def read_label_names(path: str) -> dict[int, str]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, split: str = "val",
-             autocast_dtype: torch.dtype | None = None, max_views_per_forward: int = 0) -> dict[str, Any]:
+             autocast_dtype: torch.dtype | None = None, max_views_per_forward: int = 0,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on every video of ``loader`` across all ranks.
 
     Args:
@@ -49,9 +50,10 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         ctx: distributed context (the results of all ranks are combined).
         autocast_dtype: bf16/fp16 autocast on CUDA; None for full precision.
         max_views_per_forward: clips per forward pass (0: a whole batch of B x V clips at once).
+        progress: called after every batch with its number of videos (e.g. ``MetricLogger.eval_progress``).
 
     Returns:
-        ``{'split', 'top1', 'top5' (percent), 'num_videos', 'views', 'time_s', 'videos_per_sec',
+        ``{'split', 'top1', 'top5', 'mean_class_top1' (percent), 'num_videos', 'views', 'time_s', 'videos_per_sec',
         'predictions': [(index, label, [top-5 classes], [top-5 probabilities]), ...] sorted by index,
         'duplicates': number of videos seen more than once}``.
     """
@@ -82,6 +84,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         indices = batch["index"].view(-1).tolist()
         for j in range(b):
             local.append((int(indices[j]), int(labels[j]), top_i[j], top_p[j]))
+        if progress is not None:
+            progress(b)
     if was_training:
         model.train()
     elapsed = time.time() - start
@@ -98,10 +102,13 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     n = len(preds)
     top1 = sum(p[2][0] == p[1] for p in preds)
     top5 = sum(p[1] in p[2][:5] for p in preds)
+    per_class = per_class_accuracy(preds, 1 + max((p[1] for p in preds), default=-1))
     return {
         "split": split,
         "top1": 100.0 * top1 / n if n else 0.0,
         "top5": 100.0 * top5 / n if n else 0.0,
+        # Each class weighs the same, however many videos it has (Kinetics classes range from ~50 to ~1000).
+        "mean_class_top1": sum(c["top1"] for c in per_class) / len(per_class) if per_class else 0.0,
         "num_videos": n,
         "views": views,
         "time_s": elapsed,

@@ -1,7 +1,13 @@
 """Telemetry, in one place: console lines (rank 0), per-rank log files, OUTPUT/metrics.jsonl, TensorBoard, a tqdm
-progress bar with ETA, NVML GPU / NVDEC sampling, the dry-run plan and the end-of-run summary table.
+progress bar (on a terminal only), NVML GPU / NVDEC sampling, the dry-run plan and the end-of-run summary table.
 
-Nothing else in the project prints. Conventions of the numbers written:
+Nothing else in the project prints. Every PRINT_FREQ optimizer steps a plain step line (epoch, step, loss, lr,
+clips/s, data wait, memory, remaining time) goes to the log file, whether or not a bar is drawn; on the console it
+is printed only when there is no bar. Conventions of the numbers written:
+
+- Epochs are counted from 1 in everything a person reads: console, log files, ``ckpt_epoch_{e}.pth``,
+  ``metrics.jsonl`` and ``summary.json`` (``epoch_number``). The engine's loops and the checkpoint dicts keep the
+  0-based index, as the original's checkpoints did.
 
 - ``loss`` is the true mean loss per clip over the logged steps (the original logged ``loss / ACC``, which made
   runs with different accumulation incomparable).
@@ -26,12 +32,21 @@ from typing import Any
 
 import torch
 
-__all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "STEP_KEYS", "EVAL_KEYS"]
+from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
+from .progress import format_number as _fmt
+
+__all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "epoch_number",
+           "STEP_KEYS", "EVAL_KEYS"]
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
 STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
-             "step_time_s", "max_mem_gb", "mfu", "gpu_util", "nvdec_util")
-EVAL_KEYS = ("kind", "split", "top1", "top5", "num_videos", "views", "epoch", "step")
+             "step_time_s", "max_mem_gb", "mfu", "gpu_util", "nvdec_util", "eta_epoch_s", "eta_run_s")
+EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "views", "epoch", "step")
+
+
+def epoch_number(epoch_index: int) -> int:
+    """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
+    return epoch_index + 1
 
 # Dense bf16/fp16 tensor-core peaks (FLOP/s) by substring of the device name; the first match wins.
 _PEAK_FLOPS = (
@@ -156,16 +171,6 @@ def _max_mem_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    return str(v)
-
-
 def print_plan(plan: dict[str, Any]) -> None:
     """The --dry-run report on stdout: one aligned ``key : value`` line each (no output directory is touched)."""
     width = max(len(k) for k in plan)
@@ -211,7 +216,11 @@ class MetricLogger:
                 self.warn(f"TensorBoard disabled: {e}")
         self._nvml = NvmlSampler(self.device.index or 0) if (nvml and self.device.type == "cuda") else None
         self._bar = None
-        self._progress = progress_bar and self.is_main
+        # A bar only where a person watches: under a scheduler stderr is a file and the bar would garble it.
+        self._progress = progress_bar and self.is_main and stderr_is_terminal()
+        self.clock = RunClock()
+        self._epoch_step = 0
+        self._epochs: int | None = None
         self._reset_window()
         # Run totals for the summary.
         self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0}
@@ -222,9 +231,7 @@ class MetricLogger:
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:
         """A console line on rank 0 (kept clear of the progress bar) and a line in this rank's log file."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._log_file.write(f"[{stamp}] {msg}\n")
-        self._log_file.flush()
+        self._write_log(msg)
         if self.is_main:
             if self._bar is not None:
                 self._bar.write(msg)
@@ -233,6 +240,17 @@ class MetricLogger:
 
     def warn(self, msg: str) -> None:
         self.info(f"WARNING: {msg}")
+
+    def report(self, msg: str) -> None:
+        """A progress line: always in the log file; on the console only when no bar shows the same."""
+        if self._progress:
+            self._write_log(msg)
+        else:
+            self.info(msg)
+
+    def _write_log(self, msg: str) -> None:
+        self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
+        self._log_file.flush()
 
     def write_config(self, config_yaml: str, name: str = "config.yaml") -> str:
         """Save the resolved config into the output directory (rank 0)."""
@@ -250,10 +268,13 @@ class MetricLogger:
         """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done."""
         self._reset_window()
         self._epoch = epoch
+        self._epoch_step, self._epochs = start_step, epochs
+        self.clock.plan(num_steps, epochs)
         if self._progress:
             from tqdm import tqdm
 
-            desc = f"epoch {epoch + 1}/{epochs}" if epochs else f"epoch {epoch + 1}"
+            n = epoch_number(epoch)
+            desc = f"epoch {n}/{epochs}" if epochs else f"epoch {n}"
             self._bar = tqdm(total=num_steps, initial=start_step, desc=desc, dynamic_ncols=True, leave=False,
                              file=sys.stderr, mininterval=1.0)
 
@@ -284,6 +305,7 @@ class MetricLogger:
         t["data_time_s"] += data_time
         t["skipped_steps"] += int(skipped)
         self._lr = lr
+        self._epoch_step += 1
         if self._bar is not None:
             self._bar.update(1)
         if w["steps"] >= self.print_freq:
@@ -301,8 +323,10 @@ class MetricLogger:
         mfu = None
         if self.peak_flops and self.flops_per_clip:
             mfu = 3.0 * self.flops_per_clip * (clips_per_sec / self.world_size) / self.peak_flops
+        self.clock.add(w["time"], w["steps"])
+        eta_epoch, eta_run = self.clock.eta(self._epoch_step, step)
         line = {
-            "kind": "train", "step": step, "epoch": epoch,
+            "kind": "train", "step": step, "epoch": epoch_number(epoch),
             "loss": w["loss_sum"] / w["loss_n"] if w["loss_n"] else None,
             "lr": self._lr,
             "clips_per_sec": clips_per_sec,
@@ -312,6 +336,7 @@ class MetricLogger:
             "max_mem_gb": _max_mem_gb(self.device),
             "mfu": mfu, "gpu_util": gpu, "nvdec_util": dec,
             "skipped_steps": self.totals["skipped_steps"],
+            "eta_epoch_s": eta_epoch, "eta_run_s": eta_run,
             "time": time.time(),
         }
         self._reset_window()
@@ -323,12 +348,9 @@ class MetricLogger:
                 if line[k] is not None:
                     self._tb.add_scalar(f"train/{k}", line[k], step)
         if self._bar is not None:
-            self._bar.set_postfix(loss=_fmt(line["loss"]), lr=_fmt(line["lr"]),
-                                  clips_s=f"{clips_per_sec:.1f}", wait=f"{line['data_wait_pct']:.0f}%")
-        else:
-            self.info(f"epoch {epoch + 1} step {step}  loss {_fmt(line['loss'])}  lr {_fmt(line['lr'])}  "
-                      f"{clips_per_sec:.1f} clips/s  data wait {line['data_wait_pct']:.0f}%  "
-                      f"mem {line['max_mem_gb']:.2f} GB")
+            self._bar.set_postfix(loss=_fmt(line["loss"]), lr=_fmt(line["lr"]), clips_s=f"{clips_per_sec:.1f}",
+                                  wait=f"{line['data_wait_pct']:.0f}%", run_eta=format_duration(eta_run))
+        self.report(step_line(line, self._epochs, self._epoch_step, self.clock))
         return line
 
     def end_epoch(self, step: int, epoch: int) -> None:
@@ -338,16 +360,26 @@ class MetricLogger:
             self._bar = None
 
     # ---- evaluation -----------------------------------------------------------------------------------------
+    def eval_progress(self, split: str, total_batches: int | None) -> EvalProgress:
+        """Progress of an evaluation of ``total_batches`` batches on this rank (shown by rank 0)."""
+        return EvalProgress(split, total_batches, self.report, every=self.print_freq, enabled=self.is_main,
+                            bar=self._progress)
+
     def log_eval(self, result: dict[str, Any], epoch: int | None, step: int | None) -> dict[str, Any]:
-        """Write an evaluation line (split, top1, top5, num_videos, views, ...) and print it."""
-        line = {"kind": "eval", "epoch": epoch, "step": step, **result, "time": time.time()}
+        """Write an evaluation line (split, top1, top5, mean_class_top1, num_videos, views, ...) and print it.
+        ``epoch`` is the 0-based index of the epoch just trained (None for an evaluation without training)."""
+        number = epoch_number(epoch) if epoch is not None else None
+        line = {"kind": "eval", "epoch": number, "step": step, **result, "time": time.time()}
         self.evals.append(line)
         self._write(line)
         if self._tb is not None and step is not None:
-            for k in ("top1", "top5"):
-                self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
+            for k in ("top1", "top5", "mean_class_top1"):
+                if result.get(k) is not None:
+                    self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
+        mean_class = result.get("mean_class_top1")
         self.info(f"eval {result['split']} ({result['views']} views/video, {result['num_videos']} videos): "
                   f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+                  + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
                   f"({result.get('videos_per_sec', 0.0):.1f} videos/s)")
         return line
 
@@ -374,17 +406,22 @@ class MetricLogger:
         if self.evals:
             last = self.evals[-1]
             out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last["top5"],
+                        "final_mean_class_top1": last.get("mean_class_top1"),
                         "final_num_videos": last["num_videos"], "final_views": last["views"]})
         out.update(extra)
         if self.is_main:
             with open(os.path.join(self.output_dir, "summary.json"), "w", encoding="utf-8") as f:
                 json.dump(out, f, indent=2)
-            width = max(len(k) for k in out)
+            # The table leaves out the counters of ``extra`` (the loaders' failure counts) that are zero: they
+            # say nothing went wrong; summary.json keeps every one for tools.
+            shown = {k: v for k, v in out.items()
+                     if not (k in extra and isinstance(v, int) and not isinstance(v, bool) and v == 0)}
+            width = max(len(k) for k in shown)
             rule = "-" * (width + 24)
             self.info(rule)
             self.info("Run summary")
             self.info(rule)
-            for k, v in out.items():
+            for k, v in shown.items():
                 self.info(f"{k.ljust(width)} | {_fmt(v)}")
             self.info(rule)
         return out

@@ -24,6 +24,7 @@ from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config
+from .plots import plot_finished_run
 from .train_loop import Trainer, TrainOptions, loader_stats, resolve_precision
 
 __all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
@@ -219,6 +220,8 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
                               data_stats=loader_stats(run.val_loader, run.ctx), num_classes=cfg.DATA.NUM_CLASSES,
                               class_names=_class_names(cfg), autocast_dtype=amp_dtype)
     run.metrics.summary({"evaluated": run.weights, **_data_counts(run.val_loader, run.ctx, "test_")})
+    if run.ctx.is_main:
+        plot_finished_run(cfg.OUTPUT, run.metrics.info, run.metrics.warn)
     return result
 
 
@@ -266,9 +269,11 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     trainer.resume(resume, auto=t.AUTO_RESUME)
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     metrics.info(f"training {t.EPOCHS} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
-                 f"precision {amp_dtype or 'fp32'}; logged loss = true mean loss per clip (not / ACC)")
+                 f"precision {amp_dtype or 'fp32'}")
     result = trainer.fit()
     metrics.summary({"best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
                      "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT,
                      **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
+    if ctx.is_main:
+        plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
     return result

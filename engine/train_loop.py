@@ -351,7 +351,12 @@ class Trainer:
 
     def run_eval(self, loader: Any, split: str, epoch: int | None) -> dict[str, Any]:
         """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result."""
-        result = evaluate(self.eval_model(), loader, self.ctx, split=split, autocast_dtype=self.opts.amp_dtype)
+        progress = self.metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
+        try:
+            result = evaluate(self.eval_model(), loader, self.ctx, split=split, autocast_dtype=self.opts.amp_dtype,
+                              progress=progress)
+        finally:
+            progress.close()
         preds = result.pop("predictions")
         if result["duplicates"]:
             self.metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")

@@ -290,6 +290,30 @@ def test_smoke_train_throughput(tmp_path, data_dir):
     assert _positive(r["clips_per_s"]) and 0 <= r["data_wait_pct"] <= 100
 
 
+def test_smoke_index_throughput(tmp_path):
+    data = _run("index_throughput", [], tmp_path)
+    builds = [r for r in data["results"] if r["phase"] == "build"]
+    loads = [r for r in data["results"] if r["phase"] == "load"]
+    assert [r["workers"] for r in builds] == [1, 2]
+    for r in builds:  # every linked row probed and found good
+        assert (r["good"], r["bad"]) == (400, 0) and _positive(r["seconds"]) and _positive(r["index_mib"])
+    assert sorted(r["rank"] for r in loads) == [0, 1]
+    for r in loads:  # each rank read the finished index from the cache, probing nothing
+        assert (r["rows"], r["probed"]) == (400, 0)
+        assert _positive(r["seconds"]) and _positive(r["peak_rss_mib"]) and r["peak_increase_mib"] >= 0
+
+
+def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
+    from benchmarks import index_throughput
+
+    assert index_throughput.main(["--quick", "--clips", str(tmp_path / "gone.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --clips: no such file: ") and "gone.mp4" in err
+    with pytest.raises(SystemExit) as e:
+        index_throughput.main(["--workers", "0"])
+    assert e.value.code == 2 and "--workers must name at least one count" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     """A missing or malformed --list, an unreadable listed video or a bad option value: every benchmark's main()
     prints one 'error: ...' line naming the file / option and returns 2 (no traceback); checked in-process, and once

@@ -50,8 +50,9 @@ def test_rotation_keeps_last_k_ordered_by_step(tmp_path):
     ck.save_best({"model": {"w": torch.zeros(1)}, "top1": 50.0})
     ck.save(_state(14, epoch=1))
     names = sorted(os.listdir(tmp_path))
-    assert names == ["best.pth", "ckpt_epoch_0.pth", "ckpt_step_14.pth"]
-    assert [os.path.basename(p) for p in ck.candidates()] == ["ckpt_step_14.pth", "ckpt_epoch_0.pth"]
+    # epoch index 0 is the first epoch: its file is numbered 1, as the console and metrics.jsonl number it
+    assert names == ["best.pth", "ckpt_epoch_1.pth", "ckpt_step_14.pth"]
+    assert [os.path.basename(p) for p in ck.candidates()] == ["ckpt_step_14.pth", "ckpt_epoch_1.pth"]
 
 
 def test_damaged_latest_is_named_and_previous_used(tmp_path):

@@ -113,13 +113,13 @@ def _opts(data: Path, out: Path, **extra) -> list[str]:
     return [str(x) for kv in base.items() for x in kv]
 
 
-def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0, **env_extra: str):
+def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0,
+         launcher: str = "torch.distributed.run", **env_extra: str):
     script = tmp_path / "wrapper.py"
     script.write_text(WRAPPER)
     env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1", **env_extra)
     if nproc:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
-               str(script)]
+        cmd = [sys.executable, "-m", launcher, "--nproc_per_node", str(nproc), "--standalone", str(script)]
     else:
         cmd = [sys.executable, str(script)]
     cmd += ["--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
@@ -146,7 +146,7 @@ def reference(dataset, tmp_path_factory):
 
 
 # 16 train clips, B 2 x ACC 2 -> 4 optimizer steps per epoch, 3 epochs; a checkpoint every 2 steps mid-epoch
-# and after epochs 2 and 3 (SAVE_FREQ 2): steps 2, 6, 8 (epoch 1 end), 10, 12 (epoch 2 end). EMA (with a decay
+# and after epochs 2 and 3 (SAVE_FREQ 2): steps 2, 6, 8 (end of epoch 2), 10, 12 (end of epoch 3). EMA (with a decay
 # small enough that its weights differ from the model's) and gradient clipping are on, so both must resume exactly.
 RESUME_OPTS = {"TRAIN.BATCH_SIZE": 2, "TRAIN.ACCUMULATION_STEPS": 2, "TRAIN.EPOCHS": 3, "SAVE_STEPS": 2,
                "TRAIN.EMA": True, "TRAIN.EMA_DECAY": 0.7, "TRAIN.CLIP_GRAD": 0.5,
@@ -165,7 +165,7 @@ def test_full_run_outputs(reference, dataset):
         assert d["loss"] > 0 and d["lr"] > 0 and d["clips_per_sec"] > 0 and 0 <= d["data_wait_pct"] <= 100
         assert d["frames_per_sec"] == pytest.approx(4 * d["clips_per_sec"]) and d["max_mem_gb"] > 0
     evals = [d for d in lines if d["kind"] == "eval"]
-    assert [e["epoch"] for e in evals] == [1, 2]  # EVAL_FREQ 2 + the last epoch
+    assert [e["epoch"] for e in evals] == [2, 3]  # EVAL_FREQ 2 + the last epoch (epochs counted from 1)
     for e in evals:
         assert all(k in e for k in EVAL_KEYS) and e["num_videos"] == 8 and e["views"] == 1
         # the loader's failure counters reach the eval line
@@ -174,7 +174,7 @@ def test_full_run_outputs(reference, dataset):
     assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
     assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0
     names = sorted(os.listdir(out))
-    assert {"ckpt_epoch_2.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
+    assert {"ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
             "per_class_val.csv"} <= set(names), names
     assert len([n for n in names if n.startswith("ckpt_")]) == 3  # KEEP_LAST
     assert not [n for n in names if n.startswith(".tmp_")]
@@ -196,7 +196,7 @@ def test_multiview_final_test(dataset, tmp_path):
     assert evals[0]["num_videos"] == 8
     assert (evals[0]["listed_videos"], evals[0]["bad_at_index"]) == (9, 1)
     assert "test: evaluated 8 of 9 listed videos (1 bad when the list was indexed" in r.stdout
-    assert (out / "ckpt_epoch_0.pth").exists()
+    assert (out / "ckpt_epoch_1.pth").exists()
 
 
 @pytest.mark.parametrize("mode,arg,resumes_from", [("kill_after_step", 7, "ckpt_step_6.pth"),
@@ -223,7 +223,7 @@ def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, res
     # the EMA weights (what is evaluated) continue exactly too
     import torch
 
-    ref_ck, got_ck = (torch.load(d / "ckpt_epoch_2.pth", weights_only=True) for d in (ref_out, out))
+    ref_ck, got_ck = (torch.load(d / "ckpt_epoch_3.pth", weights_only=True) for d in (ref_out, out))
     assert ref_ck["ema"] is not None and ref_ck["ema"].keys() == got_ck["ema"].keys()
     for k, v in ref_ck["ema"].items():
         torch.testing.assert_close(got_ck["ema"][k], v, rtol=1e-5, atol=1e-6, msg=k)
@@ -250,6 +250,19 @@ def test_two_processes_gloo(dataset, tmp_path):
     rows = [line.split(",")[0] for line in (out / "predictions_val.csv").read_text().splitlines()[1:]]
     assert sorted(map(int, rows)) == list(range(8))  # every val video exactly once
     assert (out / "log_rank1.txt").exists()
+
+
+def test_original_launch_command_two_processes(dataset, tmp_path):
+    """The original's launch: 'python -m torch.distributed.launch ... main.py -cfg ...', which passes the local
+    rank as an argument ('--local-rank=N' since torch 2.0)."""
+    out = tmp_path / "out"
+    r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0}), nproc=2,
+             launcher="torch.distributed.launch")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "unrecognized arguments" not in r.stderr
+    train = [d for d in _lines(out) if d["kind"] == "train"]
+    assert [d["step"] for d in train] == [1, 2]  # 16 clips / (4 per rank x 2 ranks)
+    assert (out / "log_rank1.txt").exists() and (out / "ckpt_epoch_1.pth").exists()
 
 
 def test_nonfinite_loss_stops_with_step_and_checkpoint(dataset, tmp_path):

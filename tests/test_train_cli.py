@@ -3,8 +3,8 @@ in our format and in the original (released) format."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -174,11 +174,11 @@ def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):
     for step, cls in ((4, 1), (8, 3)):  # the newer checkpoint (step 8) predicts class 3 for every clip
         save_atomic({"model": _constant_head_weights(cfg, cls=cls, num_classes=4), "optimizer": {},
                      "scheduler": {}, "epoch": step // 4 - 1, "global_step": step, "epoch_complete": True,
-                     "config": cfg.dump()}, str(out / f"ckpt_epoch_{step // 4 - 1}.pth"))
+                     "config": cfg.dump()}, str(out / f"ckpt_epoch_{step // 4}.pth"))
     rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *opts])
     captured = capsys.readouterr()
     assert rc == 0, captured
-    assert f"evaluating {out / 'ckpt_epoch_1.pth'}" in captured.out
+    assert f"evaluating {out / 'ckpt_epoch_2.pth'}" in captured.out
     rows = (out / "predictions_test.csv").read_text().splitlines()[1:]
     assert len(rows) == 8 and all(r.split(",")[5] == "3" for r in rows)  # top-1 class of every video
     line = _eval_line(out)
@@ -261,15 +261,26 @@ def test_output_that_is_a_file_is_one_line(tmp_path, dataset, capsys, below):
     (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8"),
 ])
 def test_model_errors_come_before_the_lists_are_indexed(tmp_path, dataset, capsys, monkeypatch, opts, needle):
+    import dali_pipelines.loader as loader_mod
+
     built = []
-    real = train.factories
-
-    def spying_factories():
-        f = real()
-        return dataclasses.replace(f, build_loader=lambda *a, **k: built.append(a[1]) or f.build_loader(*a, **k))
-
-    monkeypatch.setattr(train, "factories", spying_factories)
+    real = loader_mod.build_loader
+    monkeypatch.setattr(loader_mod, "build_loader", lambda *a, **k: built.append(a[1]) or real(*a, **k))
     rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "o"), *opts])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert built == []  # no loader (and so no index) was built
+
+
+@pytest.mark.parametrize("launcher_args", [["--local_rank", "0"], ["--local-rank=0"], ["--local_rank=1"]])
+def test_launcher_local_rank_forms_are_accepted(launcher_args, monkeypatch):
+    """torch.distributed.launch passes '--local_rank N' (before torch 2.0) or '--local-rank=N' (since), ahead of
+    the script's own flags; the rank reaches LOCAL_RANK unless the launcher already set it there."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = train.parse_args([*launcher_args, "--config", DEMO, "--opts", "TRAIN.EPOCHS", "1"])
+    assert args.cfg == DEMO and args.opts == ["TRAIN.EPOCHS", "1"]
+    assert args.local_rank == int(launcher_args[-1][-1])
+    assert os.environ["LOCAL_RANK"] == str(args.local_rank)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # torchrun's environment wins
+    train.parse_args(["--local-rank=0", "--cfg", DEMO])
+    assert os.environ["LOCAL_RANK"] == "3"

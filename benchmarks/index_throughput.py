@@ -1,0 +1,228 @@
+"""Index build and load at Kinetics size: how long probing a 240k-row list takes with N workers, and how long and how
+much memory it costs each of the ranks of one node to load the finished index at once.
+
+The list's rows point, through symbolic links (one per row, so every row is a distinct file to probe and to cache),
+at a few clips: given with ``--clips`` (e.g. real Kinetics-like clips) or generated. Every rank is a separate
+Python process started at the same moment, as torchrun starts them, calling ``build_index`` on the list whose
+cache already exists; each reports its wall time, its resident memory before and at the peak, and, measured after
+that, the time of the two parts it cannot avoid: parsing the list and parsing the cached JSON index.
+
+    python -m benchmarks.index_throughput --rows 240000 --workers 2 --ranks 8 --clips a.mp4 b.mp4 ...
+    python -m benchmarks.index_throughput --quick      # CI size: a few hundred rows, 2 ranks
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import common
+from dali_pipelines.filelist import read_file_list
+from dali_pipelines.index import build_index, index_paths
+
+_LINKS_PER_DIR = 1000  # Kinetics-like layout: class folders of a few hundred to a thousand videos
+
+
+def parse_args(argv=None):
+    p = common.ArgumentParser(description=__doc__, formatter_class=common.argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=240_000, help="rows in the list")
+    p.add_argument("--workers", default="2", help="comma-separated probing worker counts to time the build with")
+    p.add_argument("--ranks", type=int, default=8, help="processes that load the finished index at once")
+    p.add_argument("--clips", nargs="*", default=[], help="videos the rows link to (default: synthetic H.264)")
+    p.add_argument("--work-dir", default=None, help="where the links and the list go (default: a temporary folder)")
+    p.add_argument("--quick", action="store_true", help="smoke size: 400 rows, workers 1,2, 2 ranks")
+    p.add_argument("--json", default=None, help="write every figure here")
+    p.add_argument("--plot", default=None, help="PNG bar chart of the seconds")
+    p.add_argument("--load-worker", nargs=3, metavar=("LIST", "ROOT", "GO_FILE"), help=common.argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.workers, args.ranks = 400, "1,2", 2
+    try:
+        args.worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--workers: {args.workers!r} is not a comma-separated list of integers")
+    if not args.worker_counts or min(args.worker_counts) < 1:
+        p.error("--workers must name at least one count, each at least 1")
+    common.require_positive(p, args, ["rows", "ranks"])
+    return args
+
+
+def make_links(work_dir: str, clips: list[str], rows: int) -> tuple[str, str]:
+    """``rows`` symbolic links to ``clips`` (round robin) in folders of 1000 and a list naming them; returns
+    ``(list_path, root)``. Links already there are kept."""
+    root = os.path.join(work_dir, "videos")
+    lines = []
+    for i in range(rows):
+        clip = clips[i % len(clips)]
+        rel = os.path.join(f"class_{i // _LINKS_PER_DIR:04d}", f"video_{i:07d}{os.path.splitext(clip)[1]}")
+        path = os.path.join(root, rel)
+        if not os.path.lexists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(os.path.abspath(clip), path)
+        lines.append(f"{rel} {i // _LINKS_PER_DIR % 400}")
+    list_path = os.path.join(work_dir, "list.txt")
+    with open(list_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return list_path, root
+
+
+def time_build(list_path: str, root: str, workers: int) -> dict:
+    """Probe the whole list from scratch (the cache removed first) with ``workers`` processes."""
+    cache, quarantine, _ = index_paths(list_path)
+    for path in (cache, quarantine):
+        if os.path.exists(path):
+            os.remove(path)
+    t0 = time.perf_counter()
+    index = build_index(list_path, root, workers=workers, progress=False)
+    seconds = time.perf_counter() - t0
+    return {"name": f"build, {workers} worker(s)", "phase": "build", "workers": workers,
+            "seconds": common.summarize([seconds]), "rows_per_s": len(index) / seconds,
+            "good": len(index.infos), "bad": len(index.bad), "index_mib": os.path.getsize(cache) / 2**20}
+
+
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the peak-RSS record (VmHWM) from the current RSS, so that the peak of the load is not hidden under
+    the peak of the imports; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def load_worker(list_path: str, root: str, go_file: str) -> None:
+    """One rank: wait for the start signal, load the cached index, print its figures as one JSON line."""
+    while not os.path.exists(go_file):
+        time.sleep(0.005)
+    rss_before = _status_mib("VmRSS")
+    exact_peak = _reset_peak_rss()
+    t0 = time.perf_counter()
+    index = build_index(list_path, root, workers=1, progress=False)
+    seconds = time.perf_counter() - t0
+    peak = _status_mib("VmHWM") if exact_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    held = _status_mib("VmRSS")
+    t1 = time.perf_counter()
+    read_file_list(list_path, root)
+    list_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    with open(index_paths(list_path)[0], encoding="utf-8") as f:
+        json.load(f)
+    json_s = time.perf_counter() - t2
+    print(json.dumps({"seconds": seconds, "probed": index.probed, "rows": len(index), "rss_before_mib": rss_before,
+                      "peak_rss_mib": peak, "peak_increase_mib": peak - rss_before,
+                      "held_increase_mib": held - rss_before, "list_parse_s": list_s, "index_json_parse_s": json_s}))
+
+
+def time_load(list_path: str, root: str, ranks: int) -> list[dict]:
+    """Start ``ranks`` loader processes, release them together, collect their figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        go = os.path.join(tmp, "go")
+        cmd = [sys.executable, "-m", "benchmarks.index_throughput", "--load-worker", list_path, root, go]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(ranks)]
+        time.sleep(1.0)
+        for p in procs:  # every rank has imported and sits in its wait loop before the start signal
+            _wait_for_idle_start(p)
+        open(go, "w").close()
+        results = []
+        for r, p in enumerate(procs):
+            out, err = p.communicate(timeout=3600)
+            if p.returncode != 0:
+                raise RuntimeError(f"rank {r} failed (exit {p.returncode}): {err.strip()[-2000:]}")
+            d = json.loads(out.strip().splitlines()[-1])
+            d.update(name=f"load, rank {r} of {ranks}", phase="load", rank=r,
+                     seconds=common.summarize([d["seconds"]]))
+            results.append(d)
+    return results
+
+
+def _wait_for_idle_start(proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Wait until ``proc`` has finished importing (its CPU use falls to its polling loop's) or has died."""
+    import psutil
+
+    t0 = time.perf_counter()
+    try:
+        ps = psutil.Process(proc.pid)
+        while time.perf_counter() - t0 < timeout and proc.poll() is None:
+            if ps.cpu_percent(interval=0.2) < 20.0:
+                return
+    except psutil.Error:
+        return
+
+
+def run_benchmark(args) -> dict:
+    own_dir = args.work_dir is None
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="index_bench_")
+    try:
+        if args.clips:
+            clips = [os.path.abspath(c) for c in args.clips]
+            missing = [c for c in clips if not os.path.isfile(c)]
+            if missing:
+                raise common.InputError(f"--clips: no such file: {', '.join(missing)}")
+            desc = {"input": "clips", "clips": [os.path.basename(c) for c in clips]}
+        else:
+            made = common.make_synthetic_clips(os.path.join(work_dir, "clips"), 2, codec="h264", size=(96, 64),
+                                               num_frames=24, gop=8)
+            clips = [c[0] for c in made]
+            desc = {"input": "synthetic", "clips": [os.path.basename(c) for c in clips]}
+        t0 = time.perf_counter()
+        list_path, root = make_links(work_dir, clips, args.rows)
+        print(f"{args.rows} rows linked to {len(clips)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
+        results = []
+        for n in args.worker_counts:
+            results.append(time_build(list_path, root, n))
+            print(f"built with {n} worker(s): {results[-1]['seconds'].median:.1f} s", flush=True)
+        results += time_load(list_path, root, args.ranks)
+        return {"machine": common.machine_info(), "input": desc, "rows": args.rows, "ranks": args.ranks,
+                "list_mib": os.path.getsize(list_path) / 2**20, "results": results}
+    finally:
+        if own_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def report(payload: dict) -> str:
+    builds = [r for r in payload["results"] if r["phase"] == "build"]
+    loads = [r for r in payload["results"] if r["phase"] == "load"]
+    lines = [f"Index of a {payload['rows']}-row list ({payload['list_mib']:.1f} MiB) linking to "
+             f"{', '.join(payload['input']['clips'])}; {common.machine_line(payload['machine'])}", ""]
+    lines.append(common.markdown_table(
+        [{**r, "s": r["seconds"].median, "good": str(r["good"]), "bad": str(r["bad"])} for r in builds],
+        [("name", "build"), ("s", "seconds"), ("rows_per_s", "rows/s"), ("good", "good"), ("bad", "bad"),
+         ("index_mib", "index JSON MiB")]))
+    lines.append("")
+    lines.append(common.markdown_table(
+        [{**r, "s": r["seconds"].median} for r in loads],
+        [("name", f"load, {payload['ranks']} ranks at once"), ("s", "seconds"), ("rss_before_mib", "RSS before MiB"),
+         ("peak_increase_mib", "peak increase MiB"), ("held_increase_mib", "increase still held MiB"),
+         ("list_parse_s", "list parse s (alone)"), ("index_json_parse_s", "JSON parse s (alone)")]))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.load_worker:
+        load_worker(*args.load_worker)
+        return 0
+    return common.run_main(args, run_benchmark, report, "seconds", "seconds",
+                           lambda p: f"index of {p['rows']} rows: build and per-rank load", ["seconds"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

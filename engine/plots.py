@@ -1,0 +1,192 @@
+"""PNG plots of a run from what it wrote to its output folder: training curves from ``metrics.jsonl`` and the
+confusion of the final evaluation from ``predictions_<split>.csv``.
+
+Written at the end of every run (rank 0) and on demand by ``tools/plot_run.py <output dir>``. Files:
+
+- ``training_curves.png``: loss, learning rate, evaluation top-1 (and mean class top-1), clips/s and data wait
+  against the optimizer step;
+- ``confusion_<split>.png``: the confusion matrix of the last evaluation for up to ``MATRIX_MAX_CLASSES`` classes;
+  with more (Kinetics: 400-722), the most confused (true, predicted) pairs as a bar chart.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["read_metrics", "read_predictions", "curves_figure", "confusion_figure", "write_plots", "plot_finished_run",
+           "MATRIX_MAX_CLASSES", "CURVES"]
+
+MATRIX_MAX_CLASSES = 30
+TOP_PAIRS = 25
+# (metrics.jsonl key, y-axis label) of the training curves, in panel order; top-1 comes from the eval lines.
+CURVES = (("loss", "loss"), ("lr", "learning rate"), ("top1", "top-1 (%)"), ("clips_per_sec", "clips/s"),
+          ("data_wait_pct", "data wait (%)"))
+
+
+def read_metrics(output_dir: str) -> tuple[list[dict], list[dict]]:
+    """The training and evaluation lines of ``output_dir/metrics.jsonl``. A resumed run logs again the steps after
+    its checkpoint; the last line of each step (and of each evaluation's step and split) wins.
+
+    Raises:
+        FileNotFoundError: no metrics.jsonl in ``output_dir``.
+    """
+    path = os.path.join(output_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: not the output folder of a run")
+    train: dict[Any, dict] = {}
+    evals: dict[Any, dict] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except ValueError:  # a line cut short by a killed run: the others are still good
+                continue
+            if line.get("kind") == "train":
+                train[line.get("step")] = line
+            elif line.get("kind") == "eval":
+                evals[(line.get("step"), line.get("split"), n if line.get("step") is None else 0)] = line
+    return [train[k] for k in sorted(train, key=lambda s: s or 0)], list(evals.values())
+
+
+def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
+    """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``."""
+    pairs, names = [], {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            label, pred = int(row["label"]), int(row["top1_class"])
+            pairs.append((label, pred))
+            for cls, name in ((label, row.get("label_name")), (pred, row.get("top1_name"))):
+                if name:
+                    names[cls] = name
+    return pairs, names
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves_figure(train: list[dict], evals: list[dict]):
+    """A figure with one panel per entry of ``CURVES`` (x: optimizer step)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(CURVES), 1, figsize=(7.0, 2.0 * len(CURVES)), sharex=True)
+    for ax, (key, label) in zip(axes, CURVES):
+        if key == "top1":
+            _eval_panel(ax, evals)
+        else:
+            points = [(d["step"], d[key]) for d in train if d.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), color="#4C72B0", linewidth=1.2)
+            if key == "lr":
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("optimizer step")
+    axes[0].set_title("training curves")
+    fig.tight_layout()
+    return fig
+
+
+def _eval_panel(ax, evals: list[dict]) -> None:
+    for split in sorted({e["split"] for e in evals if e.get("step") is not None}):
+        rows = sorted((e for e in evals if e["split"] == split and e.get("step") is not None), key=lambda e: e["step"])
+        ax.plot([e["step"] for e in rows], [e["top1"] for e in rows], marker="o", label=f"{split} top-1")
+        mean_class = [(e["step"], e["mean_class_top1"]) for e in rows if e.get("mean_class_top1") is not None]
+        if mean_class:
+            ax.plot(*zip(*mean_class), marker="x", linestyle="--", label=f"{split} mean class top-1")
+    if ax.lines:
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title: str):
+    """The confusion matrix (rows: true class, columns: predicted) for few classes, the most confused pairs for
+    many."""
+    plt = _pyplot()
+    classes = sorted({c for p in pairs for c in p} | set(names))
+    label = [names.get(c, str(c)) for c in classes]
+    if len(classes) <= MATRIX_MAX_CLASSES:
+        pos = {c: i for i, c in enumerate(classes)}
+        matrix = np.zeros((len(classes), len(classes)), dtype=int)
+        for t, p in pairs:
+            matrix[pos[t], pos[p]] += 1
+        side = max(4.0, 0.35 * len(classes) + 2.5)
+        fig, ax = plt.subplots(figsize=(side + 1.0, side))
+        im = ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(classes)), label, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), label, fontsize=7)
+        if len(classes) <= 12:
+            for (i, j), v in np.ndenumerate(matrix):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                        color="white" if v > matrix.max() / 2 else "black")
+        fig.colorbar(im, ax=ax, label="videos")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    else:
+        confused = Counter((t, p) for t, p in pairs if t != p).most_common(TOP_PAIRS)
+        fig, ax = plt.subplots(figsize=(8.0, max(3.0, 0.3 * len(confused) + 1.5)))
+        ax.barh(range(len(confused)), [n for _, n in confused], color="#C44E52")
+        ax.set_yticks(range(len(confused)),
+                      [f"{names.get(t, t)} -> {names.get(p, p)}" for (t, p), _ in confused], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("videos (true -> predicted)")
+        ax.set_ylabel("most confused pairs")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_plots(output_dir: str, dest: str | None = None,
+                log: Callable[[str], None] | None = None) -> list[str]:
+    """Write the training curves (when the run trained) and the final evaluation's confusion plot (when it
+    evaluated) of the run in ``output_dir`` into ``dest`` (default: ``output_dir``). Returns the files written.
+
+    Raises:
+        FileNotFoundError: no metrics.jsonl in ``output_dir``.
+    """
+    plt = _pyplot()
+    dest = dest or output_dir
+    os.makedirs(dest, exist_ok=True)
+    train, evals = read_metrics(output_dir)
+    written = []
+    if train:
+        fig = curves_figure(train, evals)
+        written.append(_save(fig, os.path.join(dest, "training_curves.png"), plt))
+    if evals:
+        last = evals[-1]
+        preds = os.path.join(output_dir, f"predictions_{last['split']}.csv")
+        if os.path.isfile(preds):
+            pairs, names = read_predictions(preds)
+            title = (f"{last['split']}: {last['num_videos']} videos, {last['views']} views, "
+                     f"top-1 {last['top1']:.2f}%")
+            fig = confusion_figure(pairs, names, title)
+            written.append(_save(fig, os.path.join(dest, f"confusion_{last['split']}.png"), plt))
+    if log is not None and written:
+        log("plots: " + ", ".join(written))
+    return written
+
+
+def _save(fig, path: str, plt) -> str:
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_finished_run(output_dir: str, info: Callable[[str], None], warn: Callable[[str], None]) -> list[str]:
+    """:func:`write_plots` at the end of a run: a plotting failure is reported, never fatal to a finished run."""
+    try:
+        return write_plots(output_dir, log=info)
+    except Exception as e:  # e.g. matplotlib missing or a broken font cache: the run's results are already saved
+        warn(f"plots not written: {type(e).__name__}: {e}")
+        return []

@@ -1,0 +1,152 @@
+"""Progress of long work for a person watching a terminal or reading a log file: remaining-time estimates for
+training (the epoch and the whole run) and a progress reporter for evaluation.
+
+A tqdm bar is drawn only when stderr is a terminal. Under a scheduler, with output redirected to a file, a bar's
+carriage-return updates make an unreadable log, so there the same progress is written as plain lines instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+__all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "RunClock", "EvalProgress"]
+
+
+def stderr_is_terminal() -> bool:
+    """Whether a progress bar on stderr would be seen by a person (not redirected to a file or a pipe)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def format_duration(seconds: float | None) -> str:
+    """``H:MM:SS`` (``D days, H:MM:SS`` past a day), or ``-`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    text = f"{hours}:{minutes:02d}:{s:02d}"
+    return f"{days} day{'s' if days > 1 else ''}, {text}" if days else text
+
+
+def format_number(v: Any) -> str:
+    """A value for a console line or table: 4 significant digits, scientific when tiny or huge, ``-`` for None."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+class RunClock:
+    """Remaining time of the epoch and of the run's training steps, from the mean optimizer-step time so far.
+
+    Only the steps of this process count (a resumed run does not reuse the old run's speed), and the first window
+    of steps is left out once later ones exist, since it carries the start-up (loader warm-up, compilation).
+    Evaluations are not in the estimate: their own progress has its own estimate.
+    """
+
+    def __init__(self) -> None:
+        self.steps_per_epoch = 0
+        self.total_steps = 0
+        self._time = 0.0
+        self._steps = 0
+        self._first: tuple[float, int] | None = None
+
+    def plan(self, steps_per_epoch: int, epochs: int | None) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_per_epoch * epochs if epochs else 0
+
+    def add(self, seconds: float, steps: int) -> None:
+        """Account a window of ``steps`` optimizer steps that took ``seconds`` in all."""
+        if self._first is None:
+            self._first = (seconds, steps)
+        else:
+            self._time += seconds
+            self._steps += steps
+
+    def step_time(self) -> float | None:
+        """Mean seconds per optimizer step (None before the first window)."""
+        if self._steps:
+            return self._time / self._steps
+        if self._first and self._first[1]:
+            return self._first[0] / self._first[1]
+        return None
+
+    def eta(self, step_in_epoch: int, global_step: int) -> tuple[float | None, float | None]:
+        """Seconds left in the epoch and in the run's training steps (None when unknown)."""
+        per_step = self.step_time()
+        if per_step is None:
+            return None, None
+        epoch_left = max(self.steps_per_epoch - step_in_epoch, 0) * per_step if self.steps_per_epoch else None
+        run_left = max(self.total_steps - global_step, 0) * per_step if self.total_steps else None
+        return epoch_left, run_left
+
+
+class EvalProgress:
+    """Progress of one evaluation: call it with the number of videos of each finished batch.
+
+    On a terminal it draws a bar (with its ETA); otherwise it writes ``eval <split> batch i/N (p%), videos/s,
+    eta`` through ``write`` every ``every`` batches and at the last one. ``enabled`` False (ranks other than 0)
+    makes it do nothing.
+    """
+
+    def __init__(self, split: str, total_batches: int | None, write: Callable[[str], None], every: int = 10,
+                 enabled: bool = True, bar: bool | None = None) -> None:
+        self.split, self.total, self.write = split, total_batches or None, write
+        self.every = max(1, every)
+        self.enabled = enabled
+        self.batches = self.videos = 0
+        self._start = time.perf_counter()
+        self._bar = None
+        if enabled and (stderr_is_terminal() if bar is None else bar):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=f"eval {split}", unit="batch", dynamic_ncols=True, leave=False,
+                             file=sys.stderr, mininterval=1.0)
+
+    def __call__(self, videos: int) -> None:
+        if not self.enabled:
+            return
+        self.batches += 1
+        self.videos += videos
+        if self._bar is not None:
+            self._bar.update(1)
+            return
+        if self.batches % self.every == 0 or self.batches == self.total:
+            self.write(self.line())
+
+    def line(self) -> str:
+        """The plain progress line for the batches done so far."""
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        rate = self.videos / elapsed
+        if self.total:
+            left = (self.total - self.batches) * elapsed / self.batches
+            return (f"eval {self.split} batch {self.batches}/{self.total} ({100.0 * self.batches / self.total:.0f}%)"
+                    f"  {rate:.1f} videos/s  eta {format_duration(left)}")
+        return f"eval {self.split} batch {self.batches}  {rate:.1f} videos/s"
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def step_line(line: dict[str, Any], epochs: int | None, step_in_epoch: int, clock: RunClock) -> str:
+    """The plain training line of the log from a metrics.jsonl train record: what the original printed (epoch,
+    step, loss, lr, memory, remaining time) plus clips/s and the data wait."""
+    of_epochs = f"/{epochs}" if epochs else ""
+    of_epoch = f"/{clock.steps_per_epoch}" if clock.steps_per_epoch else ""
+    of_run = f"/{clock.total_steps}" if clock.total_steps else ""
+    return (f"epoch {line['epoch']}{of_epochs} [{step_in_epoch}{of_epoch}] step {line['step']}{of_run}  "
+            f"loss {format_number(line['loss'])}  lr {format_number(line['lr'])}  "
+            f"{line['clips_per_sec']:.1f} clips/s  data wait {line['data_wait_pct']:.0f}%  "
+            f"mem {line['max_mem_gb']:.2f} GB  "
+            f"eta {format_duration(line['eta_epoch_s'])} (epoch) {format_duration(line['eta_run_s'])} (run)")

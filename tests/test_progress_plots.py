@@ -1,0 +1,174 @@
+"""Telemetry a person watches: plain step lines with remaining time in the log whether or not a bar is drawn, the bar
+only on a terminal, evaluation progress, the end-of-run table without zero counters, mean class accuracy, and the
+PNG plots (their axes and size)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from engine.distributed import DistContext
+from engine.evaluate import evaluate
+from engine.metrics import MetricLogger
+from engine.plots import CURVES, MATRIX_MAX_CLASSES, confusion_figure, curves_figure, write_plots
+from engine.progress import RunClock, format_duration
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _log(out) -> str:
+    return (out / "log_rank0.txt").read_text()
+
+
+def _train_two_epochs(metrics: MetricLogger) -> None:
+    """2 epochs x 4 steps, a line every 2 steps; the first window takes 0.5 s a step, every later one 1 s."""
+    step = 0
+    for epoch in range(2):
+        metrics.start_epoch(epoch, 4, 0, epochs=2)
+        for _ in range(4):
+            step += 1
+            metrics.log_step(step, epoch, loss=1.0 / step, lr=1e-3, clips=4, data_time=0.1,
+                             step_time=0.5 if step <= 2 else 1.0)
+        metrics.end_epoch(step, epoch)
+
+
+def test_step_lines_reach_the_log_while_the_bar_is_drawn(tmp_path, monkeypatch, capsys):
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    metrics = MetricLogger(str(tmp_path), print_freq=2, tensorboard=False, nvml=False, progress_bar=True)
+    _train_two_epochs(metrics)
+    metrics.close()
+    log = _log(tmp_path)
+    # first window: 0.5 s/step -> 2 steps left in the epoch = 1 s, 6 left in the run = 3 s
+    assert "epoch 1/2 [2/4] step 2/8  loss 0.75  lr 0.001  8.0 clips/s  data wait 20%" in log  # mean of 1, 1/2
+    assert "eta 0:00:01 (epoch) 0:00:03 (run)" in log
+    # later windows leave the start-up window out: 1 s/step -> at step 6, 2 s (epoch) and 2 s (run) left
+    assert "epoch 2/2 [2/4] step 6/8" in log and "eta 0:00:02 (epoch) 0:00:02 (run)" in log
+    assert len([ln for ln in log.splitlines() if " step " in ln]) == 4
+    assert "epoch 1/2" in terminal.getvalue()  # the bar was drawn on the terminal
+    assert " step " not in capsys.readouterr().out  # ... and the console got no duplicate step lines
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(d["epoch"], d["step"], d["eta_run_s"]) for d in lines] == [(1, 2, 3.0), (1, 4, 4.0), (2, 6, 2.0),
+                                                                       (2, 8, 0.0)]
+
+
+def test_no_bar_when_stderr_is_a_file(tmp_path, monkeypatch, capsys):
+    redirected = io.StringIO()  # not a terminal: e.g. a scheduler's log file
+    monkeypatch.setattr("sys.stderr", redirected)
+    metrics = MetricLogger(str(tmp_path), print_freq=2, tensorboard=False, nvml=False, progress_bar=True)
+    _train_two_epochs(metrics)
+    progress = metrics.eval_progress("val", 5)
+    for _ in range(5):
+        progress(3)
+    progress.close()
+    metrics.close()
+    assert redirected.getvalue() == ""  # no bar, no carriage returns
+    out = capsys.readouterr().out
+    assert "epoch 2/2 [4/4] step 8/8" in out and "\r" not in out
+    log = _log(tmp_path)
+    evals = [ln.split("] ", 1)[1] for ln in log.splitlines() if "eval val batch" in ln]
+    assert [e.split("  ")[0] for e in evals] == ["eval val batch 2/5 (40%)", "eval val batch 4/5 (80%)",
+                                                "eval val batch 5/5 (100%)"]
+    assert all("videos/s  eta " in e for e in evals) and evals[-1].endswith("eta 0:00:00")
+
+
+def test_run_clock_and_durations():
+    clock = RunClock()
+    assert clock.eta(0, 0) == (None, None)
+    clock.plan(steps_per_epoch=10, epochs=3)
+    clock.add(20.0, 2)  # start-up window: used only until a later window exists
+    assert clock.eta(2, 2) == (80.0, 280.0)
+    clock.add(3.0, 3)
+    assert clock.eta(5, 5) == (5.0, 25.0)
+    assert format_duration(3725) == "1:02:05" and format_duration(90000) == "1 day, 1:00:00"
+    assert format_duration(None) == "-"
+
+
+def test_summary_table_leaves_out_zero_counters(tmp_path, capsys):
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    metrics.log_eval({"split": "test", "top1": 75.0, "top5": 100.0, "mean_class_top1": 50.0, "num_videos": 4,
+                      "views": 6}, epoch=1, step=8)
+    summary = metrics.summary({"best_epoch": 2, "train_listed_videos": 16, "train_skipped_videos": 0,
+                               "train_substituted": 0, "val_rebuilds": 3})
+    metrics.close()
+    table = capsys.readouterr().out
+    assert "train_listed_videos" in table and "val_rebuilds" in table and "best_epoch" in table
+    assert "train_skipped_videos" not in table and "train_substituted" not in table
+    assert "final_mean_class_top1 | 50" in table
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved == summary and saved["train_skipped_videos"] == 0 and saved["final_mean_class_top1"] == 50.0
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["epoch"] == 2  # index 1 = the second epoch
+
+
+class _AlwaysClassZero(nn.Module):
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 3)
+        logits[:, 0] = 1.0
+        return logits + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_evaluate_reports_progress_and_mean_class_accuracy():
+    # classes 0, 0, 0, 1 (class 2 absent): top-1 3/4 = 75 %; per class 100 % and 0 % -> mean class top-1 50 %
+    batches = [{"video": torch.rand(2, 2, 1, 3, 4, 4), "label": torch.tensor(lbl), "index": torch.tensor(idx)}
+               for lbl, idx in (([0, 0], [0, 1]), ([0, 1], [2, 3]))]
+    seen = []
+    result = evaluate(_AlwaysClassZero(), batches, DistContext(), progress=seen.append)
+    assert seen == [2, 2]
+    assert result["top1"] == 75.0 and result["mean_class_top1"] == 50.0 and result["num_videos"] == 4
+
+
+def _train_lines(n: int) -> list[dict]:
+    return [{"kind": "train", "step": s, "epoch": 1 + s // 5, "loss": 2.0 / s, "lr": 1e-3 * s / n,
+             "clips_per_sec": 10.0 + s, "data_wait_pct": 5.0} for s in range(1, n + 1)]
+
+
+def test_curves_figure_has_every_panel():
+    evals = [{"kind": "eval", "split": "val", "step": s, "top1": t, "mean_class_top1": t - 5} for s, t in
+             ((5, 40.0), (10, 70.0))]
+    fig = curves_figure(_train_lines(10), evals)
+    axes = fig.axes
+    assert [ax.get_ylabel() for ax in axes] == [label for _, label in CURVES]
+    assert axes[-1].get_xlabel() == "optimizer step"
+    loss_x, loss_y = axes[0].lines[0].get_data()
+    assert list(loss_x) == list(range(1, 11)) and loss_y[0] == 2.0
+    top1 = axes[2].lines[0].get_data()
+    assert list(top1[0]) == [5, 10] and list(top1[1]) == [40.0, 70.0]
+
+
+def test_confusion_for_many_classes_shows_the_most_confused_pairs():
+    n = MATRIX_MAX_CLASSES + 10
+    pairs = [(c, c) for c in range(n)] + [(3, 7)] * 5 + [(8, 1)] * 2 + [(9, 2)]
+    fig = confusion_figure(pairs, {3: "abseiling", 7: "air drumming"}, "test")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["abseiling -> air drumming", "8 -> 1", "9 -> 2"]
+    assert [p.get_width() for p in ax.patches] == [5, 2, 1]
+
+
+def test_write_plots_from_an_output_folder(tmp_path):
+    lines = _train_lines(12) + [{"kind": "eval", "split": "test", "epoch": 2, "step": 12, "top1": 50.0, "top5": 100.0,
+                                 "mean_class_top1": 50.0, "num_videos": 4, "views": 6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    (tmp_path / "predictions_test.csv").write_text(
+        "index,path,label,label_name,correct_top1,top1_class,top1_name,top1_prob\n"
+        "0,a.mp4,0,up,1,0,up,0.9\n1,b.mp4,1,down,0,0,up,0.6\n2,c.mp4,1,down,1,1,down,0.7\n"
+        "3,d.mp4,2,grow,0,1,down,0.5\n")
+    written = write_plots(str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in written] == ["training_curves.png", "confusion_test.png"]
+    with Image.open(written[0]) as im:
+        assert im.format == "PNG" and im.size == (700, 1000)  # 7 x 10 inches at 100 dpi
+    with Image.open(written[1]) as im:
+        assert im.format == "PNG" and min(im.size) >= 400
+
+
+def test_write_plots_names_a_folder_without_metrics(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+        write_plots(str(tmp_path))

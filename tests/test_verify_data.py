@@ -1,0 +1,79 @@
+"""tools/verify_data.py on real clips mixed with broken files: every bad file named with its reason and exit code 1;
+a clean list reports its codecs, sizes and frame counts with exit code 0; --dry-run opens no video."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = ("clip_32frames_340x256.mp4", "clip_mpeg4_320x240.avi")
+
+
+def _verify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "verify_data.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def videos(tmp_path, real_clips_dir) -> Path:
+    root = tmp_path / "videos"
+    root.mkdir()
+    for name in GOOD:
+        os.symlink(real_clips_dir / name, root / name)
+    data = (real_clips_dir / GOOD[0]).read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (root / "garbage.mp4").write_bytes(b"\x00\x01 this is not a video" * 100)
+    (root / "empty.mp4").write_bytes(b"")
+    return root
+
+
+def test_mixed_list_names_every_bad_file(tmp_path, videos):
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(f"{GOOD[0]} 0\ntruncated.mp4 1\n{GOOD[1]} 1\ngarbage.mp4 0\nempty.mp4 2\nmissing.mp4 2\n")
+    r = _verify(str(mixed), "--root", str(videos), "--workers", "2")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"video index of {mixed}: 6 videos, 2 good, 4 bad" in r.stdout
+    bad = {ln.strip().split(": ", 1)[0]: ln.strip().split(": ", 1)[1] for ln in r.stdout.splitlines()
+           if ln.startswith("    ")}
+    assert set(bad) == {str(videos / n) for n in ("truncated.mp4", "garbage.mp4", "empty.mp4", "missing.mp4")}
+    assert bad[str(videos / "empty.mp4")] == "zero-byte file" and bad[str(videos / "missing.mp4")] == "missing file"
+    assert "not a readable video container" in bad[str(videos / "garbage.mp4")]
+    assert bad[str(videos / "truncated.mp4")]  # an MP4 cut short loses its index (moov): unreadable, with a reason
+    assert "verified 1 list(s), 6 videos: 4 unreadable" in r.stdout
+    quarantine = (tmp_path / "mixed.txt.quarantine.txt").read_text()
+    assert sorted(ln.split("\t")[0] for ln in quarantine.splitlines()) == [
+        "empty.mp4", "garbage.mp4", "missing.mp4", "truncated.mp4"]
+
+
+def test_clean_lists_exit_0_with_their_statistics(tmp_path, videos):
+    lists = []
+    for i, name in enumerate(GOOD):
+        lst = tmp_path / f"clean{i}.txt"
+        lst.write_text(f"{name} {i}\n")
+        lists.append(str(lst))
+    r = _verify(*lists, "--root", str(videos), "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "frames min/median/max: 32/32/32; codecs: h264 1; sizes: 340x256 1" in r.stdout
+    assert "frames min/median/max: 164/164/164; codecs: mpeg4 1; sizes: 320x240 1" in r.stdout
+    assert "GiB of readable video" in r.stdout and "verified 2 list(s), 2 videos: all readable" in r.stdout
+
+
+def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, videos):
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\ngarbage.mp4 3\n")
+    opts = ["--opts", "DATA.ROOT", str(videos), "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst)]
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "model eva-tiny/8:" in r.stdout and f"list {lst}: 2 videos, well-formed" in r.stdout
+    assert not (tmp_path / "train.txt.index.json").exists()  # nothing was probed
+    # a label outside the config's 4 classes, and a bad config value: one line, exit 2, before any probing
+    lst.write_text(f"{GOOD[0]} 7\n")
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts)
+    assert r.returncode == 2 and f"{lst}:1: label 7 is outside [0, 4)" in r.stderr
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts, "TRAIN.NOPE", "1")
+    assert r.returncode == 2 and "TRAIN.NOPE" in r.stderr and "Traceback" not in r.stderr

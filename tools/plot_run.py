@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Write the PNG plots of a run from its output folder: training curves (loss, learning rate, top-1, clips/s,
+data wait) from metrics.jsonl and the final evaluation's confusion matrix (or, for many classes, its most confused
+pairs) from predictions_<split>.csv. A run writes them itself when it ends; this redraws them at any time, also
+while the run is still going.
+
+    python tools/plot_run.py output/demo
+    python tools/plot_run.py output/k400 --out plots/k400
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Runnable as `python tools/plot_run.py` from the repo root without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine.plots import write_plots  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("output_dir", help="a run's output folder (OUTPUT), holding metrics.jsonl")
+    ap.add_argument("--out", default=None, help="folder for the PNG files (default: the run's folder)")
+    args = ap.parse_args(argv)
+    try:
+        written = write_plots(args.output_dir, dest=args.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not written:
+        print(f"error: {args.output_dir}/metrics.jsonl holds no training or evaluation line yet", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Check a dataset without training: index every video of one or more lists (probing in parallel, with a progress
+bar) and report per list the counts, codecs, frame sizes, frame counts, bytes on disk and every unreadable video
+with its reason (also written to <list>.quarantine.txt). Exit code 0 when every video is readable, 1 when any is
+not, 2 for unusable input (a missing or malformed list, a bad config).
+
+    python tools/verify_data.py --cfg configs/k722.yaml                # the config's train and val lists
+    python tools/verify_data.py data/k400_train.txt data/k400_val.txt --root data/ --workers 32
+    python tools/verify_data.py --cfg configs/k400.yaml --dry-run      # config, model and list format only
+
+The results are cached beside each list (<list>.index.json), so the training run that follows does not probe
+the videos again. ``--dry-run`` checks the config, builds the model (without allocating its weights) and parses
+the lists, then stops before any video is opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+# Runnable as `python tools/verify_data.py` from the repo root without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import ConfigError, load_config  # noqa: E402
+from dali_pipelines.filelist import DataError, read_file_list  # noqa: E402
+from dali_pipelines.index import build_index  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lists", nargs="*", help="video lists ('<relative path> <label>' per line)")
+    ap.add_argument("--cfg", "--config", dest="cfg", default=None,
+                    help="a training config: its DATA.TRAIN_FILE and DATA.VAL_FILE (and DATA.ROOT, classes)")
+    ap.add_argument("--opts", nargs="*", default=[], help="KEY VALUE config overrides (with --cfg)")
+    ap.add_argument("--root", default=None, help="folder the lists' paths are relative to (default: DATA.ROOT "
+                                                 "with --cfg, else each list's folder)")
+    ap.add_argument("--num-classes", type=int, default=None, help="labels must lie in [0, N) (default: "
+                                                                   "DATA.NUM_CLASSES with --cfg)")
+    ap.add_argument("--workers", type=int, default=0, help="probing processes (default: every core)")
+    ap.add_argument("--full-decode", action="store_true",
+                    help="decode every frame (slow; also finds corruption in the middle of a stream)")
+    ap.add_argument("--dry-run", action="store_true", help="check config, model and list format; open no video")
+    args = ap.parse_args(argv)
+    if not args.lists and not args.cfg:
+        ap.error("give video lists, or --cfg for the lists of a training config")
+    return args
+
+
+def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
+    """``(list, root, num_classes)`` to verify; with --cfg the config is loaded (and validated) first."""
+    if args.cfg:
+        cfg = load_config(args.cfg, args.opts)
+        lists = args.lists or [p for p in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if p]
+        if not lists:
+            raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")
+        classes = args.num_classes or cfg.DATA.NUM_CLASSES
+        return [(p, args.root or cfg.DATA.ROOT, classes) for p in lists]
+    return [(p, args.root or os.path.dirname(os.path.abspath(p)), args.num_classes) for p in args.lists]
+
+
+def check_model(cfg_path: str, opts: list[str]) -> str:
+    """Build the config's model on the meta device (no memory for weights); one line describing it."""
+    from models import build_model, forward_flops
+
+    cfg = load_config(cfg_path, opts)
+    model = build_model(cfg, device="meta")
+    params = sum(p.numel() for p in model.parameters())
+    return (f"model {cfg.MODEL.ARCH}: {params / 1e6:.1f} M parameters, {forward_flops(model) / 1e9:.1f} GFLOPs per "
+            f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.INPUT_SIZE}x{cfg.DATA.INPUT_SIZE} clip, {cfg.DATA.NUM_CLASSES} classes")
+
+
+def _bytes_on_disk(index) -> int:
+    total = 0
+    for row in index.infos:
+        try:
+            total += os.path.getsize(index.entries[row].path)
+        except OSError:
+            pass
+    return total
+
+
+def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode: bool) -> int:
+    """Index every list and print its report; returns the number of unreadable videos over all lists."""
+    bad_total = videos_total = 0
+    for list_path, root, classes in targets:
+        t0 = time.perf_counter()
+        index = build_index(list_path, root, classes, workers=workers, full_decode=full_decode,
+                            progress=sys.stderr.isatty())
+        seconds = time.perf_counter() - t0
+        print(index.summary())
+        print(f"  {_bytes_on_disk(index) / 2**30:.2f} GiB of readable video; indexed in {seconds:.1f} s")
+        bad_total += len(index.bad)
+        videos_total += len(index.entries)
+    verdict = "all readable" if not bad_total else f"{bad_total} unreadable (see the lists above)"
+    print(f"verified {len(targets)} list(s), {videos_total} videos: {verdict}")
+    return bad_total
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The report below names every bad video with its reason; the index's own warnings would repeat them.
+    logging.getLogger("dali_pipelines").setLevel(logging.ERROR)
+    try:
+        targets = _targets(args)
+        if args.cfg:
+            print(check_model(args.cfg, args.opts))
+        for list_path, root, classes in targets:  # format and labels of every list before any video is opened
+            entries = read_file_list(list_path, root, classes)
+            print(f"list {list_path}: {len(entries)} videos, well-formed")
+        if args.dry_run:
+            print("dry run: config, model and lists are valid; no video was opened")
+            return 0
+        return 1 if verify(targets, args.workers, args.full_decode) else 0
+    except (ConfigError, DataError, FileNotFoundError) as e:  # DataListError is a DataError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

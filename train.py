@@ -28,14 +28,12 @@ from engine import distributed, runner
 from engine.checkpointing import CheckpointError
 from engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from engine.train_loop import NonFiniteLossError
-from models import CheckpointError as ModelCheckpointError
 
 import wiring
 
 # Errors that mean "fix the input": one line, exit code 2, no traceback.
 # DataError (a ValueError): unusable data lists or videos (e.g. DATA.STRICT with a bad file, no readable videos).
-INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFoundError, CheckpointError,
-                ModelCheckpointError)
+INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFoundError, CheckpointError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

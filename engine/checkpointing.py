@@ -13,6 +13,7 @@ rotation).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
@@ -20,11 +21,13 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from evautil.errors import CheckpointError
+from evautil.files import atomic_write
 
 from .metrics import epoch_number
 
@@ -39,10 +42,6 @@ _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
-
-
 def save_atomic(obj: dict, path: str) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``.
 
@@ -50,31 +49,21 @@ def save_atomic(obj: dict, path: str) -> None:
         CheckpointError: the disk (or quota) filled up; the message names the path and the free space. The
             temporary file is removed and any earlier file under ``path`` is untouched.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if _is_disk_full(e):
-            raise CheckpointError(_disk_full_message(path, written)) from None
-        raise
-    # Persist the rename itself (the directory entry), so a power loss cannot revert to the old file set.
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
+    written = [0]
+
+    def write(f) -> None:
         try:
-            os.fsync(dfd)
+            torch.save(obj, f)
         finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
+            with contextlib.suppress(OSError, ValueError):
+                written[0] = f.tell()
+
+    try:
+        atomic_write(path, write)
+    except BaseException as e:
+        if _is_disk_full(e):
+            raise CheckpointError(_disk_full_message(path, written[0])) from None
+        raise
 
 
 def _is_disk_full(error: BaseException | None) -> bool:

@@ -163,8 +163,13 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
                      step: int | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions and
     per-class accuracy (rank 0), log the eval line. ``data_stats``: the loader's failure counters over all ranks
-    (``train_loop.loader_stats``). Needs no optimizer or trainer. Returns the result without its predictions."""
-    result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype)
+    (``train_loop.loader_stats``). Needs no optimizer or trainer. Shows progress (a bar on a terminal, plain lines
+    otherwise). Returns the result without its predictions."""
+    progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
+    try:
+        result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=progress)
+    finally:
+        progress.close()
     preds = result.pop("predictions")
     if result["duplicates"]:
         metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from evautil.flops import peak_flops, train_step_flops
+
 from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
 
@@ -48,25 +50,11 @@ def epoch_number(epoch_index: int) -> int:
     """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
     return epoch_index + 1
 
-# Dense bf16/fp16 tensor-core peaks (FLOP/s) by substring of the device name; the first match wins.
-_PEAK_FLOPS = (
-    ("GB200", 2.5e15), ("B200", 2.25e15), ("B100", 1.75e15), ("H200", 989e12), ("GH200", 989e12),
-    ("H100 PCIe", 756e12), ("H100", 989e12), ("H800", 989e12), ("A100", 312e12), ("A800", 312e12),
-    ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A40", 150e12), ("A30", 165e12), ("A10", 125e12),
-    ("RTX 6000 Ada", 364e12), ("A6000", 155e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
-    ("T4", 65e12),
-)
-
-
 def device_peak_flops(device: torch.device) -> float | None:
-    """Peak dense bf16/fp16 FLOP/s of ``device`` when known, else None (CPUs, unknown GPUs)."""
+    """Stated dense bf16/fp16 peak FLOP/s of ``device`` (evautil.flops' table), else None (CPUs, unknown GPUs)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, peak in _PEAK_FLOPS:
-        if key in name:
-            return peak
-    return None
+    return peak_flops(torch.cuda.get_device_name(device), "bf16")
 
 
 def nvml_handle(nvml: Any, device_index: int) -> Any:
@@ -322,7 +310,7 @@ class MetricLogger:
         gpu, dec = self._nvml.read() if self._nvml else (None, None)
         mfu = None
         if self.peak_flops and self.flops_per_clip:
-            mfu = 3.0 * self.flops_per_clip * (clips_per_sec / self.world_size) / self.peak_flops
+            mfu = train_step_flops(self.flops_per_clip) * (clips_per_sec / self.world_size) / self.peak_flops
         self.clock.add(w["time"], w["steps"])
         eta_epoch, eta_run = self.clock.eta(self._epoch_step, step)
         line = {

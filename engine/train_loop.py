@@ -21,7 +21,7 @@ from . import distributed as dist_utils
 from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng,
                             restore_training_objects)
 from .distributed import DistContext, all_gather_objects, unwrap
-from .evaluate import evaluate, write_predictions
+from .evaluate import evaluate_and_log
 from .metrics import MetricLogger
 from .preemption import Preempted, StepControl
 
@@ -351,31 +351,10 @@ class Trainer:
 
     def run_eval(self, loader: Any, split: str, epoch: int | None) -> dict[str, Any]:
         """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result."""
-        progress = self.metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
-        try:
-            result = evaluate(self.eval_model(), loader, self.ctx, split=split, autocast_dtype=self.opts.amp_dtype,
-                              progress=progress)
-        finally:
-            progress.close()
-        preds = result.pop("predictions")
-        if result["duplicates"]:
-            self.metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
-        stats = loader_stats(loader, self.ctx)
-        skipped = stats.pop("skipped", [])
-        result.update(stats)
-        listed = stats.get("listed_videos")
-        if listed is not None and result["num_videos"] < listed:
-            self.metrics.warn(
-                f"{split}: evaluated {result['num_videos']} of {listed} listed videos "
-                f"({stats.get('bad_at_index', 0)} bad when the list was indexed, {stats.get('skipped_videos', 0)} "
-                "failed while decoding); the accuracy covers the evaluated ones only"
-                + (": " + "; ".join(skipped[:5]) if skipped else ""))
-        if self.ctx.is_main:
-            entries = getattr(getattr(loader, "index", None), "entries", None) or []
-            paths = {e.row: e.rel_path for e in entries}
-            write_predictions(self.metrics.output_dir, split, preds, paths, self.opts.num_classes, self.class_names)
-        self.metrics.log_eval(result, epoch=epoch, step=self.state.global_step)
-        return result
+        return evaluate_and_log(self.eval_model(), loader, self.ctx, self.metrics, split=split,
+                                data_stats=loader_stats(loader, self.ctx), num_classes=self.opts.num_classes,
+                                class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
+                                step=self.state.global_step)
 
     # ---- the run --------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

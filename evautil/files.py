@@ -30,6 +30,13 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if fsync:  # persist the rename itself, so a power loss cannot bring back the old file under ``path``
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a directory
+            dfd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
 
 
 def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:

@@ -228,7 +228,7 @@ def test_newer_checkpoint_of_another_model_is_named_not_a_crash(tmp_path):
     with pytest.raises(CheckpointError) as err:
         new.resume("", auto=True)
     msg = str(err.value)
-    assert msg.startswith(f"checkpoint {tmp_path / 'ckpt_epoch_0.pth'} was saved from a different model")
+    assert msg.startswith(f"checkpoint {tmp_path / 'ckpt_epoch_1.pth'} was saved from a different model")  # epoch 1
     assert "head.weight is 5x4 there, 4x4 here" in msg and "head.bias is 5 there, 4 here" in msg
     for t in (old, new):
         t.metrics.close()

@@ -52,13 +52,14 @@ elif mode == "signal_after_step":  # E2E_SIGNAL to this process (rank E2E_RANK o
         return out
     m.MetricLogger.log_step = log_step
 elif mode == "signal_in_eval":  # SIGTERM while the evaluation after optimizer step `arg` runs
+    import engine.evaluate as ev
     import engine.train_loop as tl
-    orig_eval = tl.evaluate
+    orig_eval = ev.evaluate
     def evaluate(model, loader, ctx, **k):
         if tl.Trainer._current.state.global_step == arg:
             os.kill(os.getpid(), signal.SIGTERM)
         return orig_eval(model, loader, ctx, **k)
-    tl.evaluate = evaluate
+    ev.evaluate = evaluate
     orig_fit = tl.Trainer.fit
     def fit(self):
         tl.Trainer._current = self

@@ -259,12 +259,14 @@ class DatasetIndex:
     def quarantine(self, row: int, reason: str) -> None:
         """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
 
-        The video leaves ``infos``/``good_rows``, a line is appended to the quarantine file, and the cache records
-        it as bad, so the next build leaves it out too unless the file is replaced.
+        The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
+        it as bad, so the next build leaves it out too unless the file is replaced; but when the file already
+        differs from what was probed (size or modification time), the failure may be the change itself: its cache
+        record is dropped instead, so the next build probes the file as it is now.
         """
         entry = self.entries[row]
         reason = " ".join(str(reason).split()) or "runtime failure"
-        self.infos.pop(row, None)
+        info = self.infos.pop(row, None)
         self.bad[row] = reason
         logger.warning("quarantined %s: %s", entry.path, reason)
         lock = self._lock_path or index_paths(self.list_path)[2]
@@ -274,9 +276,13 @@ class DatasetIndex:
             if self.cache_path:
                 videos = _load_cache(self.cache_path, self.root)
                 key = _stat_key(entry.path)
-                if key is not None:
+                changed = info is not None and info.size and key != (info.size, info.mtime_ns)
+                if changed:
+                    videos.pop(entry.rel_path, None)
+                elif key is not None:
                     videos[entry.rel_path] = {"size": key[0], "mtime_ns": key[1], "full_decode": True,
                                               "bad": reason}
+                if changed or key is not None:
                     _save_cache(self.cache_path, self.list_path, self.root, videos)
 
     def summary(self) -> str:

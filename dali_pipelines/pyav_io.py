@@ -20,7 +20,8 @@ import numpy as np
 
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs
 
-__all__ = ["BadVideoError", "VideoSource", "decode_frames", "count_frames", "count_packets", "StreamProbe",
+__all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
+           "decode_frames", "count_frames", "count_packets", "StreamProbe",
            "DecoderFacts", "probe_stream"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
@@ -32,6 +33,36 @@ class BadVideoError(RuntimeError):
 
     The message names the file (when known) and the reason.
     """
+
+
+class VideoChangedError(BadVideoError):
+    """A video file is not the one the index describes: its size or modification time changed since it was probed
+    (replaced, truncated or rewritten), so the index's frame count cannot be trusted for it."""
+
+
+def check_unchanged(path: str, size: int, mtime_ns: int, st: os.stat_result | None = None) -> None:
+    """Raise :class:`VideoChangedError` (naming the file) unless ``path`` (or its stat result ``st``) still has the
+    ``size`` and ``mtime_ns`` recorded when it was indexed. Nothing is checked when both are 0 (not recorded)."""
+    if not size and not mtime_ns:
+        return
+    if st is None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise BadVideoError(f"{path}: file does not exist (it was there when indexed)") from None
+    if st.st_size != size or st.st_mtime_ns != mtime_ns:
+        raise VideoChangedError(
+            f"{path}: changed since it was indexed (size {size} -> {st.st_size} bytes, modification time "
+            f"{'changed' if st.st_mtime_ns != mtime_ns else 'unchanged'}); left out of this run, probed again when "
+            "the index is next built")
+
+
+def decode_indexed_frames(path: str, indices: Iterable[int], size: int, mtime_ns: int,
+                          threads: int = 0) -> np.ndarray:
+    """:func:`decode_frames` of a video the index recorded with ``size`` and ``mtime_ns``; raises
+    :class:`VideoChangedError` first when the file changed since."""
+    check_unchanged(path, size, mtime_ns)
+    return decode_frames(path, indices, threads)
 
 
 def _name(src: VideoSource) -> str:

@@ -167,6 +167,16 @@ class PyAVRoute:
             self._pool = None
 
 
+def _drop_frames(handled: BaseException) -> None:
+    """Forget the traceback of an exception the feeder has handled (turned into a quarantine or a retry). The
+    exception also lives on in its future; its traceback holds this call's frames and, through them, the DALI
+    frames that called the feeder and the pipeline itself: a reference cycle that would keep a closed loader's
+    pipeline alive until a garbage collection."""
+    handled.__traceback__ = None
+    if handled.__context__ is not None:
+        handled.__context__.__traceback__ = None
+
+
 @dataclass
 class DeliveredBatch:
     """A batch handed to DALI: its position in the epoch plan and its samples, in output order."""
@@ -259,12 +269,14 @@ class Feeder:
                     if self._pool_deaths > _MAX_POOL_DEATHS:
                         raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "
                                            "(DATA.NUM_WORKERS 0 decodes in the main process)") from e
+                    _drop_frames(e)
                     if not retried:
                         retried = True
                         fut = route.submit(s)
                         continue
                     s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it")
                 except (OSError, BadVideoError, ValueError, RuntimeError) as e:
+                    _drop_frames(e)
                     s = self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
                 if s is not None:
                     retried = False

@@ -318,13 +318,13 @@ def test_dense_and_random_sampling_options(data):
 
 
 _SECOND_LOADER_SCRIPT = """
-import os, sys
-import numpy as np
+import gc, os, sys, weakref
 sys.path.insert(0, os.getcwd())
 from dali_pipelines.loader import build_loader
 from tests.video_fixtures import make_clip_dataset, small_cfg
 
 def main(root):
+    gc.disable()  # whatever close() leaves in a reference cycle stays alive
     lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
     cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2})
     first = build_loader(cfg, "test")
@@ -332,12 +332,18 @@ def main(root):
         f.write(bytes(3000))
     rows = [r for b in first for r in b["index"].tolist()]
     assert rows == [0, 1, 3, 4] and first.stats["skipped_videos"] == 1, rows
+    pipeline = weakref.ref(first._pipe)
+    first.close()
+    print("first pipeline released by close:", pipeline() is None)
     index = first.index
-    del first  # not closed: whatever still refers to its pipeline keeps it alive until a garbage collection
     second = build_loader(cfg, "test", index=index)
     rows = [r for b in second for r in b["index"].tolist()]
-    second.close()
     print("second loader rows", rows)
+    del second  # not closed: its pipeline and worker pool stay alive beside the third loader's
+    third = build_loader(cfg, "test", index=index)
+    rows = [r for b in third for r in b["index"].tolist()]
+    third.close()
+    print("third loader rows", rows)
 
 if __name__ == "__main__":
     main(sys.argv[1])
@@ -345,9 +351,10 @@ if __name__ == "__main__":
 
 
 def test_second_pyav_loader_in_one_process_finishes(tmp_path):
-    """Two PyAV-route loaders one after the other in one process, the first having quarantined a video: the
-    second one's decode workers must not inherit the first one's DALI state (they are never forked), so it
-    finishes. Run in a child process with a time limit, so a hang fails the test instead of stalling the suite."""
+    """PyAV-route loaders one after the other in one process, the first having quarantined a video: its close()
+    releases its DALI pipeline at once (no reference cycle keeps it), and later loaders finish, even beside one
+    that was never closed (decode workers never inherit DALI state: they are never forked). Run in a child
+    process with a time limit, so a hang fails the test instead of stalling the suite."""
     import subprocess
     import sys
 
@@ -362,7 +369,8 @@ def test_second_pyav_loader_in_one_process_finishes(tmp_path):
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the second loader did not finish within {e.timeout} s (hang)")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "second loader rows [0, 1, 3, 4]" in done.stdout
+    assert "first pipeline released by close: True" in done.stdout
+    assert "second loader rows [0, 1, 3, 4]" in done.stdout and "third loader rows [0, 1, 3, 4]" in done.stdout
 
 
 def test_killed_decode_worker_is_replaced_and_counted(data):

@@ -85,6 +85,23 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
     assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
 
 
+@pytest.mark.parametrize("content, line, column", [
+    (b"a.mp4 1\nb.mp4 2\nvideos/caf\xe9.mp4 0\nd.mp4 1\n", 3, 11),  # one Latin-1 byte in one path
+    (b"\xef\xbb\xbfa.mp4 1\r\n\xff.mp4 2\r\n", 2, 1),  # after a BOM and CRLF line ends, opening a line
+    (b"\xc3.mp4 0\n", 1, 1),
+])
+def test_read_file_list_non_utf8_line_is_named(tmp_path, content, line, column):
+    """One non-UTF-8 byte refuses the list like any malformed line: naming the file, the line and the column."""
+    lst = tmp_path / "bytes list.txt"
+    lst.write_bytes(content)
+    with pytest.raises(DataListError) as e:
+        read_file_list(str(lst), str(tmp_path))
+    assert f"{lst}:{line}: not valid UTF-8" in str(e.value) and f"at column {column}" in str(e.value)
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"\xef\xbb\xbfvideos/caf\xc3\xa9.mp4 0\r\n")  # UTF-8 with a BOM reads as before
+    assert read_file_list(str(good), "/d")[0].rel_path == "videos/caf\u00e9.mp4"
+
+
 def test_read_file_list_missing_and_empty(tmp_path):
     with pytest.raises(DataListError, match="does not exist") as e:
         read_file_list(str(tmp_path / "nope.txt"), str(tmp_path))

@@ -297,7 +297,7 @@ class DatasetIndex:
             if self.cache_path:
                 videos = _load_cache(self.cache_path, self.root)
                 key = _stat_key(entry.path)
-                changed = info is not None and info.size and key != (info.size, info.mtime_ns)
+                changed = info is not None and info.size > 0 and key != (info.size, info.mtime_ns)
                 if changed:
                     videos.pop(entry.rel_path, None)
                 elif key is not None:

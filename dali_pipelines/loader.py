@@ -180,8 +180,8 @@ class VideoLoader:
         if self._pipe is not None:
             released = weakref.ref(self._pipe)
             self._pipe = None  # DALI shuts the pipeline's threads down when the object is released
-            if released() is not None:  # still held in a reference cycle: release it now, not at some later gc
-                logger.debug("the %s pipeline was held by a reference cycle; collecting it", self.split)
+            if released() is not None:  # still referenced (a reference cycle?): release it now, not at some later gc
+                logger.debug("the %s pipeline is still referenced after its release; collecting garbage", self.split)
                 gc.collect()
 
     def _recover(self, err: Exception) -> None:

@@ -12,6 +12,10 @@ Decode routes (``pipelines.ROUTES``):
   file down to the GOPs the sampled frames need (``gop_pack``), since that decoder never seeks.
 - :class:`PyAVRoute` (``pyav``): decodes the frames on the host in worker processes (``pyav_io.decode_frames``).
 
+Both routes first check that the file still has the size and modification time the index recorded (``VideoRef``):
+a file replaced or truncated since it was probed is quarantined by name (``pyav_io.VideoChangedError``), never
+decoded against a frame count that is not its own.
+
 Several routes can serve one loader; every batch handed to one graph uses one route (today one route per list).
 """
 
@@ -20,15 +24,16 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .draw import Sample
+from .draw import Sample, VideoRef
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
-from .pyav_io import BadVideoError, decode_frames
+from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
 from evautil.workers import InlineExecutor, process_pool
 
 __all__ = ["EncodedRoute", "PyAVRoute", "Feeder", "DeliveredBatch", "read_bytes"]
@@ -39,16 +44,20 @@ logger = logging.getLogger(__name__)
 _MAX_POOL_DEATHS = 4
 
 
-def read_bytes(path: str) -> np.ndarray:
-    """A whole file as uint8; BadVideoError for an empty one."""
-    data = np.fromfile(path, dtype=np.uint8)
+def read_bytes(path: str, size: int = 0, mtime_ns: int = 0) -> np.ndarray:
+    """A whole file as uint8; BadVideoError for an empty one, VideoChangedError when ``size``/``mtime_ns`` (the
+    index's record, 0: not checked) no longer describe it (checked on the open file, so a file replaced while
+    being read is not mistaken for the indexed one)."""
+    with open(path, "rb") as f:
+        check_unchanged(path, size, mtime_ns, os.fstat(f.fileno()))
+        data = np.fromfile(f, dtype=np.uint8)
     if data.size == 0:
         raise BadVideoError(f"{path}: zero-byte file")
     return data
 
 
-def _read_source(path: str, frames: np.ndarray, pack: bool) -> EncodedSource:
-    data = read_bytes(path)
+def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSource:
+    data = read_bytes(video.path, video.size, video.mtime_ns)
     if pack:
         packed = pack_for_frames(data, frames)
         if packed is not None:
@@ -74,12 +83,12 @@ class EncodedRoute:
 
     def load(self, sample: Sample) -> EncodedSource:
         """The sample's source, read now in the calling thread."""
-        return _read_source(sample.video.path, sample.frames, self._packs(sample))
+        return _read_source(sample.video, sample.frames, self._packs(sample))
 
     def submit(self, sample: Sample) -> cf.Future:
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="video-read")
-        return self._pool.submit(_read_source, sample.video.path, sample.frames, self._packs(sample))
+        return self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample))
 
     def source(self, sample: Sample, result: Any) -> EncodedSource:
         return result
@@ -109,7 +118,8 @@ class PyAVRoute:
         self._pool: cf.Executor | None = None
 
     def load(self, sample: Sample) -> DecodedSource:
-        return DecodedSource(video=decode_frames(sample.video.path, sample.frames, 1))
+        v = sample.video
+        return DecodedSource(video=decode_indexed_frames(v.path, sample.frames, v.size, v.mtime_ns, 1))
 
     def start(self) -> None:
         """Start the worker processes now (before DALI starts its threads)."""
@@ -121,7 +131,9 @@ class PyAVRoute:
     def submit(self, sample: Sample) -> cf.Future:
         self.start()
         try:
-            fut = self._pool.submit(decode_frames, sample.video.path, sample.frames, 1)  # type: ignore[union-attr]
+            v = sample.video
+            fut = self._pool.submit(decode_indexed_frames, v.path, sample.frames, v.size,  # type: ignore[union-attr]
+                                    v.mtime_ns, 1)
         except cf.BrokenExecutor as e:
             # A worker died since the last submission: hand the breakage over through the future, where the
             # feeder restarts the pool and redoes the work (as for a worker that dies while decoding).
@@ -153,6 +165,16 @@ class PyAVRoute:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
+
+
+def _drop_frames(handled: BaseException) -> None:
+    """Forget the traceback of an exception the feeder has handled (turned into a quarantine or a retry). The
+    exception also lives on in its future; its traceback holds this call's frames and, through them, the DALI
+    frames that called the feeder and the pipeline itself: a reference cycle that would keep a closed loader's
+    pipeline alive until a garbage collection."""
+    handled.__traceback__ = None
+    if handled.__context__ is not None:
+        handled.__context__.__traceback__ = None
 
 
 @dataclass
@@ -247,12 +269,14 @@ class Feeder:
                     if self._pool_deaths > _MAX_POOL_DEATHS:
                         raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "
                                            "(DATA.NUM_WORKERS 0 decodes in the main process)") from e
+                    _drop_frames(e)
                     if not retried:
                         retried = True
                         fut = route.submit(s)
                         continue
                     s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it")
                 except (OSError, BadVideoError, ValueError, RuntimeError) as e:
+                    _drop_frames(e)
                     s = self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
                 if s is not None:
                     retried = False

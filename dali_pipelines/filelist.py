@@ -8,6 +8,7 @@ reported with the list file and its 1-based line number instead of surfacing lat
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 
@@ -44,6 +45,23 @@ class DataListError(DataError):
     """A video list is missing, empty or malformed; the message names the list file and the 1-based line."""
 
 
+def _decode_lines(data: bytes, list_path: str) -> list[str]:
+    """The list's lines, decoded as UTF-8 (a BOM written by some editors is skipped). A line that is not UTF-8 is
+    a malformed line like any other: DataListError naming the file, the line and the column."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        before = data[:e.start].decode("utf-8").splitlines(keepends=True)
+        line_no, column = len(before) or 1, (len(before[-1]) if before else 0) + 1
+        if before and before[-1].splitlines()[0] != before[-1]:  # the bad byte opens a new line
+            line_no, column = len(before) + 1, 1
+        raise DataListError(
+            f"{list_path}:{line_no}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}); a list is UTF-8 "
+            "text: re-encode it, or rename that video and fix its line") from None
+
+
 def read_file_list(list_path: str, root: str, num_classes: int | None = None) -> list[ListEntry]:
     """Read a ``<relative path, may contain spaces> <integer label>`` list.
 
@@ -56,17 +74,17 @@ def read_file_list(list_path: str, root: str, num_classes: int | None = None) ->
         The entries in file order; ``entries[i].row == i``.
 
     Raises:
-        DataListError: missing or unreadable list, no entries, a line without a label, a non-integer label or a
-            label out of range. The message names the list file and the line.
+        DataListError: missing or unreadable list, no entries, a line that is not UTF-8, a line without a label, a
+            non-integer label or a label out of range. The message names the list file and the line.
     """
     if not os.path.isfile(list_path):
         raise DataListError(f"video list {list_path!r} does not exist (or is not a file)")
     try:
-        # utf-8-sig: tolerate a BOM written by some editors on the first line.
-        with open(list_path, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(list_path, "rb") as f:
+            data = f.read()
+    except OSError as e:
         raise DataListError(f"cannot read video list {list_path!r}: {e}") from e
+    lines = _decode_lines(data, list_path)
 
     entries: list[ListEntry] = []
     for line_no, line in enumerate(lines, start=1):

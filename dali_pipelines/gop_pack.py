@@ -57,8 +57,8 @@ def pack_for_frames(data: np.ndarray, frames: np.ndarray, min_saving: float = 0.
     Returns:
         ``(ivf_bytes, new_frames)``, where ``new_frames[k]`` is the position of ``frames[k]`` in the cut stream,
         or None when the file should be decoded whole: a codec other than VP8/VP9/MJPEG, a stream that cannot be
-        demuxed or does not have one increasing-timestamp packet per frame, an index past the last packet (left to
-        the decoder's padding), or too little to save. None never hides an error: the caller decodes the original
+        demuxed or does not have one increasing-timestamp packet per frame, an index past the last packet (the decoder
+        then reports the short video), or too little to save. None never hides an error: the caller decodes the original
         bytes, whose decoder then reports what is wrong.
     """
     import av  # deferred: PyAV is only needed on the CPU route

@@ -34,7 +34,7 @@ from evautil.files import atomic_write_text
 from evautil.workers import map_with_progress
 
 from .filelist import DataError, ListEntry, read_file_list
-from .pyav_io import BadVideoError, DecoderFacts, probe_stream
+from .pyav_io import BadVideoError, DecoderFacts, StreamProbe, probe_stream
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
            "INDEX_SCHEMA_VERSION"]
@@ -46,6 +46,9 @@ INDEX_SCHEMA_VERSION = 2
 # Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
 # slack before calling a file truncated.
 _DURATION_SLACK = 0.02
+# The wording of a truncation verdict drawn from nominal rate x duration even where the packets carry timestamps
+# (before variable-frame-rate videos were judged by time): cached records with it are probed again.
+_RETIRED_TRUNCATION = "the duration implies"
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
 
@@ -121,11 +124,7 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
         raise BadVideoError(f"corrupt or truncated: {p.error}")
     if p.width <= 0 or p.height <= 0:
         raise BadVideoError(f"invalid frame size {p.width}x{p.height}")
-    if p.declared_frames > 0:
-        slack = 0 if p.declared_exact else max(1, int(_DURATION_SLACK * p.declared_frames))
-        if p.packets < p.declared_frames - slack:
-            what = "the header declares" if p.declared_exact else "the duration implies"
-            raise BadVideoError(f"truncated: {p.packets} frames readable, {what} {p.declared_frames}")
+    _check_complete(p)
     num_frames = p.packets
     if full_decode:
         if p.decoded_frames < p.packets:
@@ -136,6 +135,28 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
                      coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
                      pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
                      profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _check_complete(p: StreamProbe) -> None:
+    """BadVideoError when the stream stops short of what its container declares.
+
+    An exact header count (MP4/AVI) is compared with the packets. Without one (WebM/Matroska), time is compared
+    with time: the packets' timestamps must reach the declared duration. Nominal rate x duration is not a frame
+    count for a variable-frame-rate video (fewer frames than that is valid); it is used only when the packets
+    carry no timestamps."""
+    if p.declared_exact:
+        if p.packets < p.declared_frames:
+            raise BadVideoError(f"truncated: {p.packets} frames readable, the header declares {p.declared_frames}")
+    elif p.duration_s > 0 and p.packets_end_s >= 0:
+        slack = max(_DURATION_SLACK * p.duration_s, 2.0 / p.fps if p.fps > 0 else 0.0)
+        if p.packets_end_s < p.duration_s - slack:
+            raise BadVideoError(f"truncated: {p.packets} frames readable, ending at {p.packets_end_s:.3f} s of the "
+                                f"{p.duration_s:.3f} s the container declares")
+    elif p.declared_frames > 0:
+        slack = max(1, int(_DURATION_SLACK * p.declared_frames))
+        if p.packets < p.declared_frames - slack:
+            raise BadVideoError(f"truncated: {p.packets} frames readable, {p.declared_frames} expected from the "
+                                "declared duration and rate (the packets carry no timestamps)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,12 +280,14 @@ class DatasetIndex:
     def quarantine(self, row: int, reason: str) -> None:
         """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
 
-        The video leaves ``infos``/``good_rows``, a line is appended to the quarantine file, and the cache records
-        it as bad, so the next build leaves it out too unless the file is replaced.
+        The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
+        it as bad, so the next build leaves it out too unless the file is replaced; but when the file already
+        differs from what was probed (size or modification time), the failure may be the change itself: its cache
+        record is dropped instead, so the next build probes the file as it is now.
         """
         entry = self.entries[row]
         reason = " ".join(str(reason).split()) or "runtime failure"
-        self.infos.pop(row, None)
+        info = self.infos.pop(row, None)
         self.bad[row] = reason
         logger.warning("quarantined %s: %s", entry.path, reason)
         lock = self._lock_path or index_paths(self.list_path)[2]
@@ -274,9 +297,13 @@ class DatasetIndex:
             if self.cache_path:
                 videos = _load_cache(self.cache_path, self.root)
                 key = _stat_key(entry.path)
-                if key is not None:
+                changed = info is not None and info.size > 0 and key != (info.size, info.mtime_ns)
+                if changed:
+                    videos.pop(entry.rel_path, None)
+                elif key is not None:
                     videos[entry.rel_path] = {"size": key[0], "mtime_ns": key[1], "full_decode": True,
                                               "bad": reason}
+                if changed or key is not None:
                     _save_cache(self.cache_path, self.list_path, self.root, videos)
 
     def summary(self) -> str:
@@ -317,6 +344,8 @@ def _probe_all(jobs: list[tuple[int, str, bool]], workers: int, progress: bool,
 def _reuse(rec: dict, row: int, infos: dict[int, VideoInfo], bad: dict[int, str]) -> bool:
     """Take a cached record into ``infos`` or ``bad``; False (probe again) when it does not read as this schema."""
     if "bad" in rec:
+        if _RETIRED_TRUNCATION in str(rec["bad"]):
+            return False  # judged by nominal rate x duration, which rejected valid variable-frame-rate videos
         bad[row] = str(rec["bad"])
         return True
     try:

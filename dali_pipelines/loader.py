@@ -17,7 +17,9 @@ mid-epoch resume, independent of thread or worker counts.
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
@@ -175,7 +177,12 @@ class VideoLoader:
         if self._feeder is not None:
             self._feeder.cancel()
             self._feeder = None
-        self._pipe = None  # DALI shuts the pipeline's threads down when the object is released
+        if self._pipe is not None:
+            released = weakref.ref(self._pipe)
+            self._pipe = None  # DALI shuts the pipeline's threads down when the object is released
+            if released() is not None:  # still referenced (a reference cycle?): release it now, not at some later gc
+                logger.debug("the %s pipeline is still referenced after its release; collecting garbage", self.split)
+                gc.collect()
 
     def _recover(self, err: Exception) -> None:
         """DALI failed (the pipeline is now unusable): find the video(s) among the in-flight samples that fail

@@ -16,6 +16,7 @@ Everything after decoding is the same graph for all routes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Sequence, Union
 
@@ -24,11 +25,12 @@ from nvidia.dali import fn, pipeline_def, types
 
 from .augment import MEAN, STD
 from .color_jitter import jitter_frames
+from .pyav_io import BadVideoError
 
 __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams", "SampleRecord",
     "record_layout", "batch_columns", "train_pipeline", "test_pipeline", "build_decode_pipeline",
-    "decode_with_dali", "one_batch_source",
+    "decode_with_dali", "one_batch_source", "short_decode",
 ]
 
 _DTYPES = {"float16": types.FLOAT16, "float32": types.FLOAT}
@@ -161,17 +163,32 @@ def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
     return dict(zip((name for name, _ in layout), outs))
 
 
+# Frames past the end of a video are an error, never padding. The sampler never asks past the index's frame count,
+# so a decoder that finds fewer frames means the file is not what the index says (replaced or damaged since it was
+# probed): DALI fails the batch ("out-of-bounds frame index"), the loader finds the video by decoding the in-flight
+# samples alone (decode_with_dali) and quarantines it by name. 'edge' padding would hand out the last frame
+# repeated as a silent static clip.
+_PAD_MODE = "none"
+_OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
+
+
 def _decode(inputs: dict, route: str, nvdec_affine: bool = False):
     """Frames (F, H, W, 3) uint8 FHWC, on the GPU when the route is NVDEC."""
     backend = ROUTES[route].backend
     if backend is None:  # PyAV route: already decoded on the host
         return inputs["video"]
-    if backend == "mixed":
-        return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode="edge",
-                                 affine=nvdec_affine)
-    # pad_mode='edge': should an index reach past what the decoder finds (frame counts from the index can exceed
-    # the decodable frames of a damaged tail), repeat the last real frame rather than return black frames.
-    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode="edge")
+    extra = {"affine": nvdec_affine} if backend == "mixed" else {}
+    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=_PAD_MODE,
+                             **extra)
+
+
+def short_decode(err: BaseException) -> tuple[int, int] | None:
+    """``(requested frame, frames the decoder found)`` when ``err`` is DALI's error for a frame index past the end
+    of a video, else None."""
+    m = _OUT_OF_BOUNDS.search(str(err))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _roi_resize(video, roi_start, roi_end, size: int):
     # Crop and resize in one pass: the ROI is in source pixels ([y, x]); no antialias and bilinear filtering, as
     # the original's cv2 INTER_LINEAR resizes.
@@ -238,7 +255,7 @@ def _decode_only_pipeline(source, *, decode_device: str):
     enc, frames = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32],
                                      ndim=[1, 1])
     extra = {"affine": False} if decode_device == "mixed" else {}  # no NVML CPU mask: it fails in some VMs
-    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode="edge", **extra)
+    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode=_PAD_MODE, **extra)
 
 
 def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",
@@ -261,10 +278,24 @@ def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]]
 def decode_with_dali(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",
                      device_id: int | None = None) -> list[np.ndarray]:
     """Decode ``indices[k]`` of ``paths[k]`` with ``fn.decoders.video``; uint8 RGB arrays (F, H, W, 3) on the host.
-    Raises RuntimeError (DALI's) when a video cannot be decoded."""
+
+    Raises:
+        BadVideoError: an index is at or past the number of frames the decoder finds (the message names the file,
+            or the files, and both numbers).
+        RuntimeError: DALI's, when a video cannot be decoded.
+    """
     pipe = build_decode_pipeline(paths, indices, device, device_id)
     try:
-        (out,) = pipe.run()
+        try:
+            (out,) = pipe.run()
+        except RuntimeError as e:
+            short = short_decode(e)
+            if short is None:
+                raise
+            raise BadVideoError(
+                f"{', '.join(map(str, paths))}: frame {short[0]} requested but the decoder finds only {short[1]} "
+                "frames (the file is shorter than its index says: replaced or damaged since it was indexed)"
+            ) from None
         if device == "mixed":
             out = out.as_cpu()
         return [np.array(out[i]) for i in range(len(out))]

@@ -20,7 +20,8 @@ import numpy as np
 
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs
 
-__all__ = ["BadVideoError", "VideoSource", "decode_frames", "count_frames", "count_packets", "StreamProbe",
+__all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
+           "decode_frames", "count_frames", "count_packets", "StreamProbe",
            "DecoderFacts", "probe_stream"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
@@ -32,6 +33,36 @@ class BadVideoError(RuntimeError):
 
     The message names the file (when known) and the reason.
     """
+
+
+class VideoChangedError(BadVideoError):
+    """A video file is not the one the index describes: its size or modification time changed since it was probed
+    (replaced, truncated or rewritten), so the index's frame count cannot be trusted for it."""
+
+
+def check_unchanged(path: str, size: int, mtime_ns: int, st: os.stat_result | None = None) -> None:
+    """Raise :class:`VideoChangedError` (naming the file) unless ``path`` (or its stat result ``st``) still has the
+    ``size`` and ``mtime_ns`` recorded when it was indexed. Nothing is checked when both are 0 (not recorded)."""
+    if not size and not mtime_ns:
+        return
+    if st is None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise BadVideoError(f"{path}: file does not exist (it was there when indexed)") from None
+    if st.st_size != size or st.st_mtime_ns != mtime_ns:
+        raise VideoChangedError(
+            f"{path}: changed since it was indexed (size {size} -> {st.st_size} bytes, modification time "
+            f"{'changed' if st.st_mtime_ns != mtime_ns else 'unchanged'}); left out of this run, probed again when "
+            "the index is next built")
+
+
+def decode_indexed_frames(path: str, indices: Iterable[int], size: int, mtime_ns: int,
+                          threads: int = 0) -> np.ndarray:
+    """:func:`decode_frames` of a video the index recorded with ``size`` and ``mtime_ns``; raises
+    :class:`VideoChangedError` first when the file changed since."""
+    check_unchanged(path, size, mtime_ns)
+    return decode_frames(path, indices, threads)
 
 
 def _name(src: VideoSource) -> str:
@@ -273,6 +304,8 @@ class StreamProbe:
     ``declared_frames`` is the frame count the container header states (MP4/AVI ``nb_frames``), else one derived
     from the declared duration and frame rate, else 0 (unknown). ``decoded_frames`` is -1 unless a full decode
     was requested. ``error`` is a demux/decode error message seen after the first frame ('' if none).
+    ``duration_s`` is the duration the container declares (0: none); ``packets_end_s`` is where the packets' own
+    timestamps end (the latest pts + packet duration, in seconds; -1 when a packet has no timestamp).
     """
 
     codec: str
@@ -286,6 +319,8 @@ class StreamProbe:
     decoded_frames: int
     error: str
     decoder: "DecoderFacts | None" = None
+    duration_s: float = 0.0
+    packets_end_s: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -335,15 +370,17 @@ def _fps(stream: av.video.stream.VideoStream) -> float:
     return 0.0
 
 
-def _declared_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                     fps: float) -> tuple[int, bool]:
+def _declared_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * Fraction(stream.time_base))
+    if container.duration:
+        return container.duration / av.time_base  # microseconds
+    return 0.0
+
+
+def _declared_frames(stream: av.video.stream.VideoStream, duration_s: float, fps: float) -> tuple[int, bool]:
     if stream.frames > 0:
         return int(stream.frames), True
-    duration_s = 0.0
-    if stream.duration and stream.time_base:
-        duration_s = float(stream.duration * Fraction(stream.time_base))
-    elif container.duration:
-        duration_s = container.duration / av.time_base  # microseconds
     if duration_s > 0 and fps > 0:
         return int(round(duration_s * fps)), False
     return 0, False
@@ -365,13 +402,19 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         ctx = stream.codec_context
         codec = ctx.name if ctx is not None else (stream.codec.name if stream.codec else "unknown")
         fps = _fps(stream)
-        declared, exact = _declared_frames(container, stream, fps)
+        duration_s = _declared_duration_s(container, stream)
+        declared, exact = _declared_frames(stream, duration_s, fps)
         packets, decoded, first_ok, error = 0, 0, False, ""
+        end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the flush packet at the end of the stream carries no data
                     continue
                 packets += 1
+                if packet.pts is None or end_ticks is None:
+                    end_ticks = None
+                else:
+                    end_ticks = max(end_ticks, packet.pts + (packet.duration or 0))
                 if full_decode or not first_ok:
                     try:
                         frames = stream.decode(packet)
@@ -392,6 +435,8 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         return StreamProbe(codec=codec, width=int(stream.width), height=int(stream.height), fps=fps,
                            packets=packets, declared_frames=declared, declared_exact=exact, first_frame_ok=first_ok,
                            decoded_frames=decoded if full_decode else -1, error=error,
-                           decoder=_decoder_facts(stream, codec))
+                           decoder=_decoder_facts(stream, codec), duration_s=duration_s,
+                           packets_end_s=(float(end_ticks * Fraction(stream.time_base))
+                                          if end_ticks is not None and stream.time_base else -1.0))
     finally:
         container.close()

@@ -5,30 +5,112 @@ parent's threads' locks and objects without their threads: a process that holds 
 threads can deadlock in the child (a DALI pipeline's destructor run by the child's garbage collector waits for
 threads that exist only in the parent). Workers started from a fresh server process import only what their job
 needs (PyAV, numpy). Scripts that start workers need the usual ``if __name__ == "__main__":`` guard.
+
+Every worker (:func:`worker_setup`) ignores SIGTERM, SIGUSR1 and SIGINT: cluster schedulers signal every process
+of a job, and the main process handles the stop (it saves, then ends its pools); a worker killed by the signal
+would break the pool during the last steps before the save. Because workers ignore SIGTERM, the pools end them
+with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it watches the
+main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed, ended).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import multiprocessing.context as mpc
 import os
+import signal
 import sys
+import threading
+import time
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["START_METHOD", "mp_context", "process_pool", "InlineExecutor", "map_with_progress"]
+__all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "mp_context", "process_pool", "worker_setup",
+           "InlineExecutor", "map_with_progress"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+# How often a worker checks that its main process is still there.
+WATCH_INTERVAL_S = 0.5
+# Left to the main process (engine/preemption.py handles SIGTERM and SIGUSR1; Ctrl-C reaches the main process).
+IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class WorkerProcess(mpc.SpawnProcess):
+    """A spawned worker that pools end with SIGKILL: it ignores SIGTERM (a pool's ``terminate`` would not end it
+    and the pool would wait for it forever)."""
+
+    def terminate(self) -> None:
+        self.kill()
+
+
+class _SpawnWorkers(mpc.SpawnContext):
+    Process = WorkerProcess
+
+
+_CONTEXTS: dict[str, type] = {"spawn": _SpawnWorkers}
+
+if hasattr(mpc, "ForkServerContext"):  # POSIX
+    class ForkServerWorkerProcess(mpc.ForkServerProcess):
+        """A worker started by the fork server that pools end with SIGKILL (see :class:`WorkerProcess`)."""
+
+        def terminate(self) -> None:
+            self.kill()
+
+    class _ForkServerWorkers(mpc.ForkServerContext):
+        Process = ForkServerWorkerProcess
+
+    _CONTEXTS["forkserver"] = _ForkServerWorkers
 
 
 def mp_context(method: str = START_METHOD) -> mp.context.BaseContext:
+    """The context that starts worker processes with ``method`` ('forkserver', else 'spawn'; never 'fork')."""
     if method not in ("forkserver", "spawn"):
         raise ValueError(f"worker start method must be 'forkserver' or 'spawn' (never 'fork'), got {method!r}")
-    return mp.get_context(method if method in mp.get_all_start_methods() else "spawn")
+    return _CONTEXTS.get(method, _SpawnWorkers)()
+
+
+def _process_identity(pid: int) -> str | None:
+    """Something that tells process ``pid`` apart from a later one with the same id (its start time, from
+    /proc), "" where /proc is not available, or None when the process is gone (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            after_name = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: only ask whether the id exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    state, start_time = after_name[0], after_name[19]
+    return None if state in ("Z", "X", "x") else start_time
+
+
+def _watch_main_process(main_pid: int, identity: str | None) -> None:
+    while _process_identity(main_pid) == identity:
+        time.sleep(WATCH_INTERVAL_S)
+    os._exit(1)  # the main process is gone: nobody will read this worker's results
+
+
+def worker_setup(main_pid: int) -> None:
+    """Initializer of every worker process: ignore the scheduler's signals (:data:`IGNORED_SIGNALS`) and exit
+    when process ``main_pid`` ends."""
+    for sig in IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    identity = _process_identity(main_pid)
+    if identity is None:  # gone before this worker started
+        os._exit(1)
+    threading.Thread(target=_watch_main_process, args=(main_pid, identity), name="main-process-watch",
+                     daemon=True).start()
 
 
 def process_pool(workers: int, method: str = START_METHOD) -> cf.ProcessPoolExecutor:
-    """A process pool of ``workers`` processes started with ``method``."""
-    return cf.ProcessPoolExecutor(max(1, int(workers)), mp_context=mp_context(method))
+    """A process pool of ``workers`` processes started with ``method``, set up by :func:`worker_setup`."""
+    return cf.ProcessPoolExecutor(max(1, int(workers)), mp_context=mp_context(method), initializer=worker_setup,
+                                  initargs=(os.getpid(),))
 
 
 class InlineExecutor(cf.Executor):
@@ -64,7 +146,7 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
                 yield fn(x)
                 bar.update()
             return
-        with mp_context().Pool(n) as pool:
+        with mp_context().Pool(n, initializer=worker_setup, initargs=(os.getpid(),)) as pool:
             # Small chunks keep the bar moving and balance long and short items.
             chunk = max(1, min(16, len(items) // (8 * n)))
             done: dict[int, object] = {}

@@ -85,6 +85,23 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
     assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
 
 
+@pytest.mark.parametrize("content, line, column", [
+    (b"a.mp4 1\nb.mp4 2\nvideos/caf\xe9.mp4 0\nd.mp4 1\n", 3, 11),  # one Latin-1 byte in one path
+    (b"\xef\xbb\xbfa.mp4 1\r\n\xff.mp4 2\r\n", 2, 1),  # after a BOM and CRLF line ends, opening a line
+    (b"\xc3.mp4 0\n", 1, 1),
+])
+def test_read_file_list_non_utf8_line_is_named(tmp_path, content, line, column):
+    """One non-UTF-8 byte refuses the list like any malformed line: naming the file, the line and the column."""
+    lst = tmp_path / "bytes list.txt"
+    lst.write_bytes(content)
+    with pytest.raises(DataListError) as e:
+        read_file_list(str(lst), str(tmp_path))
+    assert f"{lst}:{line}: not valid UTF-8" in str(e.value) and f"at column {column}" in str(e.value)
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"\xef\xbb\xbfvideos/caf\xc3\xa9.mp4 0\r\n")  # UTF-8 with a BOM reads as before
+    assert read_file_list(str(good), "/d")[0].rel_path == "videos/caf\u00e9.mp4"
+
+
 def test_read_file_list_missing_and_empty(tmp_path):
     with pytest.raises(DataListError, match="does not exist") as e:
         read_file_list(str(tmp_path / "nope.txt"), str(tmp_path))
@@ -273,6 +290,55 @@ def test_probe_video_reasons(tmp_path):
     (tmp_path / "e.webm").write_bytes(b"")
     with pytest.raises(BadVideoError, match="zero-byte"):
         probe_video(str(tmp_path / "e.webm"))
+
+
+def write_vfr_webm(path: str, frames: np.ndarray, pts_ms: list[int], nominal_fps: int = 30) -> None:
+    """A variable-frame-rate VP9 WebM: frame k shown at ``pts_ms[k]`` milliseconds, nominal rate ``nominal_fps``."""
+    from fractions import Fraction
+
+    c = av.open(path, "w")
+    s = c.add_stream("libvpx-vp9", rate=nominal_fps)
+    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    s.time_base = s.codec_context.time_base = Fraction(1, 1000)
+    for f, t in zip(frames, pts_ms):
+        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+        vf.pts, vf.time_base = t, Fraction(1, 1000)
+        c.mux(s.encode(vf))
+    c.mux(s.encode(None))
+    c.close()
+
+
+def test_variable_frame_rate_webm_is_not_called_truncated(tmp_path):
+    """A VFR WebM whose average rate (40 frames in 4.67 s) is far below its nominal 30 fps is valid: the index
+    keeps all 40 frames, which both decoders reach; the same file cut in half is still truncated."""
+    frames = counter_frames(40)
+    pts = [round(i * 1000 / 30) for i in range(20)] + [633 + 200 * (k + 1) for k in range(20)]  # then 5 fps
+    path = str(tmp_path / "vfr.webm")
+    write_vfr_webm(path, frames, pts)
+    info = probe_video(path)
+    assert info.num_frames == 40
+    want = [0, 19, 20, 39]
+    got = decode_frames(path, want)
+    assert best_match(got, frames)[0].tolist() == want
+    from dali_pipelines.pipelines import decode_with_dali
+
+    (dali,) = decode_with_dali([path], [want])
+    assert best_match(dali, frames)[0].tolist() == want
+    data = Path(path).read_bytes()
+    (tmp_path / "cut.webm").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadVideoError, match=r"truncated: \d+ frames readable, ending at 0\.\d+ s of the 4\.666 s"):
+        probe_video(str(tmp_path / "cut.webm"))
+    # An index cached by the old rule (bad: "the duration implies 140") probes the video again.
+    lst = tmp_path / "list.txt"
+    lst.write_text("vfr.webm 0\n")
+    cache = Path(build_index(str(lst), str(tmp_path), progress=False).cache_path)
+    doc = json.loads(cache.read_text())
+    rec = doc["videos"]["vfr.webm"]
+    rec.pop("info")
+    rec["bad"] = "truncated: 40 frames readable, the duration implies 140"
+    cache.write_text(json.dumps(doc))
+    again = build_index(str(lst), str(tmp_path), progress=False)
+    assert again.probed == 1 and again.infos[0].num_frames == 40 and not again.bad
 
 
 # ----------------------------------------------------------------------------------------------------------------

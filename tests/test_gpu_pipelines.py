@@ -58,6 +58,39 @@ def test_h264_on_gpu_matches_pyav(real_clips_dir, tmp_path):
             assert np.abs(frame.astype(int) - reference[k]).mean() < 8.0, path  # colour conversion
 
 
+def test_nvdec_index_past_end_is_an_error(tmp_path):
+    """NVDEC never pads past the end either (the static-clip defect): the short decode names the file."""
+    from dali_pipelines.pyav_io import BadVideoError
+
+    path = str(tmp_path / "short.mp4")
+    write_video(path, pattern_frames(20, 160, 128), codec="h264", gop=8)
+    with pytest.raises(BadVideoError, match=r"frame 25 requested but the decoder finds only 20 frames"):
+        decode_with_dali([path], [[3, 19, 25]], device="mixed", device_id=0)
+
+
+@pytest.mark.parametrize("damage", ["replaced", "overstated"])
+def test_nvdec_route_quarantines_a_video_shorter_than_indexed(h264_data, tmp_path, damage):
+    """On the NVDEC route a video replaced after indexing (caught by its size/mtime before it is read) or one the
+    index overstates (caught by the decoder) is quarantined by name, never delivered as repeated frames."""
+    import dataclasses
+    import shutil
+
+    src_root, lst = h264_data
+    root = str(tmp_path / "copy")
+    shutil.copytree(src_root, root)
+    loader = build_loader(_gpu_cfg(root, val=lst.replace(src_root, root)), "test", device_id=0)
+    victim = loader.index.entries[1]
+    if damage == "replaced":
+        write_video(victim.path, pattern_frames(6, 160, 128), codec="h264", gop=8)
+    else:
+        info = loader.index.infos[1]
+        loader.index.infos[1] = dataclasses.replace(info, num_frames=info.num_frames + 30)
+    rows = [r for b in loader for r in b["index"].tolist()]
+    assert rows == [r for r in range(len(COUNTS)) if r != 1]
+    assert loader.stats["skipped_videos"] == 1 and loader.stats["skipped"][0].startswith(victim.path)
+    loader.close()
+
+
 def _count(path):
     from dali_pipelines.index import probe_video
 

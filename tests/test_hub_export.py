@@ -12,7 +12,7 @@ import torch
 
 from configs import load_config
 from engine.runner import check_files
-from models import build_model, load_pretrained, read_state_dict
+from models import build_model, load_configured_weights, load_pretrained, read_state_dict
 from models.hub import HubReference, HubReferenceError, parse_hub_reference, resolve_weights_path
 from models.weights_file import read_weights_metadata
 from tools import export_safetensors, predict
@@ -106,7 +106,7 @@ def test_hub_reference_resolves_offline_and_loads(tiny, offline_cache):
         assert not missing
         with torch.no_grad():
             torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
-    # MODEL.PRETRAINED (and so --pretrained) takes a reference: check_files accepts it, build_model loads it
+    # MODEL.PRETRAINED (and so --pretrained) takes a reference: check_files accepts it, the configured weights load
     ref_cfg = load_config(DEMO, TINY + ["MODEL.PRETRAINED", "hf://acme/eva-tiny/ckpt.pth", "DATA.TRAIN_FILE",
                                         str(ckpt), "DATA.VAL_FILE", str(ckpt), "DATA.LABEL_LIST", ""])
     check_files(ref_cfg, only_test=False)
@@ -115,8 +115,10 @@ def test_hub_reference_resolves_offline_and_loads(tiny, offline_cache):
                                           "DATA.VAL_FILE", str(ckpt), "DATA.LABEL_LIST", ""])
     with pytest.raises(FileNotFoundError, match="MODEL.PRETRAINED = absent.pth"):  # local paths are still checked
         check_files(local_cfg, only_test=False)
+    configured = build_model(ref_cfg).eval()
+    load_configured_weights(configured, ref_cfg)
     with torch.no_grad():
-        torch.testing.assert_close(build_model(ref_cfg).eval()(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(configured(x), model(x), rtol=0, atol=0)
 
 
 def test_uncached_reference_offline_fails_in_one_line(offline_cache):

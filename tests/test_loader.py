@@ -204,17 +204,20 @@ def test_unusable_data_raises_data_error(tmp_path):
 
 @pytest.mark.parametrize("decoder", ["dali", "pyav"])
 def test_runtime_failures_quarantine_and_rebuild(tmp_path, decoder):
-    """Files that break after indexing: one turns to garbage (DALI's decoder fails and invalidates the pipeline;
-    on the PyAV route the worker's decode fails), one disappears (the read fails). The epoch goes on, both are
-    named, every other video is yielded once."""
+    """Files that break after indexing: one turns to garbage of the same size and modification time (a change
+    the size/mtime check cannot see: DALI's decoder fails and invalidates the pipeline; on the PyAV route the
+    worker's decode fails), one disappears (the read fails). The epoch goes on, both are named, every other video
+    is yielded once."""
     root = str(tmp_path)
     lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 27])
     cfg = small_cfg(root, lst, lst, **{"DATA.CPU_DECODER": decoder})
     test = build_loader(cfg, "test")
     train = build_loader(cfg, "train", index=test.index)
     corrupt, gone = test.index.entries[3].path, test.index.entries[5].path
+    st = os.stat(corrupt)
     with open(corrupt, "wb") as f:
-        f.write(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+        f.write(np.random.default_rng(1).integers(0, 256, st.st_size, dtype=np.uint8).tobytes())
+    os.utime(corrupt, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.remove(gone)
     rows = [r for b in test for r in b["index"].tolist()]
     assert rows == [0, 1, 2, 4, 6]
@@ -237,8 +240,11 @@ def test_runtime_failure_in_training_substitutes(tmp_path):
     train = build_loader(cfg, "train")
     assert len(train) == 3
     victim = train.schedule.rows(1)[0]  # a row of the second batch
-    with open(train.index.entries[victim].path, "wb") as f:
-        f.write(b"\x1a\x45\xdf\xa3" + bytes(3000))  # a WebM magic number, then nothing decodable
+    path = train.index.entries[victim].path
+    st = os.stat(path)  # damaged with its size and mtime kept: only the decoder can tell (a pipeline rebuild)
+    with open(path, "wb") as f:
+        f.write(b"\x1a\x45\xdf\xa3" + bytes(st.st_size - 4))  # a WebM magic number, then nothing decodable
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     batches = [b["index"].tolist() for b in train]
     assert len(batches) == 3 and all(len(b) == 2 for b in batches)
     assert victim not in {r for b in batches for r in b}
@@ -312,13 +318,13 @@ def test_dense_and_random_sampling_options(data):
 
 
 _SECOND_LOADER_SCRIPT = """
-import os, sys
-import numpy as np
+import gc, os, sys, weakref
 sys.path.insert(0, os.getcwd())
 from dali_pipelines.loader import build_loader
 from tests.video_fixtures import make_clip_dataset, small_cfg
 
 def main(root):
+    gc.disable()  # whatever close() leaves in a reference cycle stays alive
     lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
     cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2})
     first = build_loader(cfg, "test")
@@ -326,12 +332,18 @@ def main(root):
         f.write(bytes(3000))
     rows = [r for b in first for r in b["index"].tolist()]
     assert rows == [0, 1, 3, 4] and first.stats["skipped_videos"] == 1, rows
+    pipeline = weakref.ref(first._pipe)
+    first.close()
+    print("first pipeline released by close:", pipeline() is None)
     index = first.index
-    del first  # not closed: whatever still refers to its pipeline keeps it alive until a garbage collection
     second = build_loader(cfg, "test", index=index)
     rows = [r for b in second for r in b["index"].tolist()]
-    second.close()
     print("second loader rows", rows)
+    del second  # not closed: its pipeline and worker pool stay alive beside the third loader's
+    third = build_loader(cfg, "test", index=index)
+    rows = [r for b in third for r in b["index"].tolist()]
+    third.close()
+    print("third loader rows", rows)
 
 if __name__ == "__main__":
     main(sys.argv[1])
@@ -339,9 +351,10 @@ if __name__ == "__main__":
 
 
 def test_second_pyav_loader_in_one_process_finishes(tmp_path):
-    """Two PyAV-route loaders one after the other in one process, the first having quarantined a video: the
-    second one's decode workers must not inherit the first one's DALI state (they are never forked), so it
-    finishes. Run in a child process with a time limit, so a hang fails the test instead of stalling the suite."""
+    """PyAV-route loaders one after the other in one process, the first having quarantined a video: its close()
+    releases its DALI pipeline at once (no reference cycle keeps it), and later loaders finish, even beside one
+    that was never closed (decode workers never inherit DALI state: they are never forked). Run in a child
+    process with a time limit, so a hang fails the test instead of stalling the suite."""
     import subprocess
     import sys
 
@@ -356,7 +369,8 @@ def test_second_pyav_loader_in_one_process_finishes(tmp_path):
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the second loader did not finish within {e.timeout} s (hang)")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "second loader rows [0, 1, 3, 4]" in done.stdout
+    assert "first pipeline released by close: True" in done.stdout
+    assert "second loader rows [0, 1, 3, 4]" in done.stdout and "third loader rows [0, 1, 3, 4]" in done.stdout
 
 
 def test_killed_decode_worker_is_replaced_and_counted(data):
@@ -383,3 +397,43 @@ def test_killed_decode_worker_is_replaced_and_counted(data):
     for (ri, rv), (gi, gv) in zip(expected, got):
         assert torch.equal(ri, gi) and torch.equal(rv, gv)
     loader.close()
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pyav"])
+def test_video_changed_or_shorter_than_indexed_is_quarantined_never_padded(tmp_path, decoder):
+    """After indexing, one file is replaced by a shorter valid video (its size and mtime differ from the index's
+    record) and another is shorter than the index says while looking unchanged (as a damaged tail the quick probe
+    missed): on both routes both are quarantined by name, neither is delivered (no clip of repeated frames), and
+    every other video comes out with its own frames."""
+    import dataclasses
+
+    from dali_pipelines.synthetic import write_video
+    from tests.video_fixtures import pattern_frames
+
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": decoder, "DATA.NUM_WORKERS": 1})
+    reference = build_loader(cfg, "test")
+    expected = {r: v.clone() for b in reference for r, v in zip(b["index"].tolist(), b["video"])}
+    reference.close()
+
+    loader = build_loader(cfg, "test")
+    replaced, overstated = loader.index.entries[1], loader.index.entries[3]
+    write_video(replaced.path, pattern_frames(6, seed=1), codec="vp9", gop=8)  # 6 frames where 30 were indexed
+    info = loader.index.infos[3]
+    loader.index.infos[3] = dataclasses.replace(info, num_frames=info.num_frames + 30)  # asks past frame 32
+    assert loader.sample(3).frames.max() >= info.num_frames
+    got = {r: v for b in loader for r, v in zip(b["index"].tolist(), b["video"])}
+    assert sorted(got) == [0, 2, 4]
+    for r in got:
+        assert torch.equal(got[r], expected[r])
+    skipped = loader.stats["skipped"]
+    assert loader.stats["skipped_videos"] == 2 and len(skipped) == 2
+    assert any(s.startswith(replaced.path) and "changed since it was indexed" in s for s in skipped), skipped
+    assert any(s.startswith(overstated.path) and f"only {info.num_frames} frames" in s for s in skipped), skipped
+    assert {1, 3} <= set(loader.index.bad)
+    loader.close()
+    # The changed file is probed again by the next build (the quarantine was about the change, not the new file).
+    rebuilt = build_loader(cfg, "test")
+    assert rebuilt.index.infos[1].num_frames == 6 and 3 in rebuilt.index.bad
+    rebuilt.close()

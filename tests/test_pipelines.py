@@ -15,7 +15,7 @@ from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, TrainParams, batch_columns,
                                      decode_with_dali, one_batch_source, train_pipeline)
-from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.synthetic import write_video
 from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, roi_resize_ref,
@@ -49,10 +49,13 @@ def test_vp9_frames_exact(vp9_clip):
         assert np.abs(frame.astype(int) - reference[k]).mean() < 3.0
 
 
-def test_index_past_end_repeats_last_frame(vp9_clip):
-    (got,) = decode_with_dali([vp9_clip], [[46, 47, 48, 60]], device="cpu")
-    assert np.array_equal(got[2], got[1]) and np.array_equal(got[3], got[1])
-    assert got[3].mean() > 20  # not a black padding frame
+def test_index_past_end_is_an_error_naming_the_file(vp9_clip):
+    """Frames past the end are never padded (a static clip of the last frame): the sampler never asks past the
+    index's count, so a decoder that finds fewer frames means the file is not what the index says."""
+    with pytest.raises(BadVideoError, match=rf"{vp9_clip}: frame 48 requested but the decoder finds only 48 frames"):
+        decode_with_dali([vp9_clip], [[46, 47, 48, 60]], device="cpu")
+    (got,) = decode_with_dali([vp9_clip], [[46, 47]], device="cpu")  # the last real frames still decode
+    assert got.shape == (2, 72, 96, 3) and got[1].mean() > 20
 
 
 def _train_sample_reference(loader, row):

@@ -316,11 +316,12 @@ def test_stop_signal_during_evaluation_saves_the_epoch(reference, dataset, tmp_p
     opts = _opts(dataset, out, **{**RESUME_OPTS, "SAVE_FREQ": 3})
     stopped = _run(tmp_path, opts, mode="signal_in_eval", arg=8)
     assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
-    assert f"stopped after optimizer step 8 with checkpoint {out / 'ckpt_epoch_1.pth'}" in stopped.stdout
+    # epoch 2 ends at step 8: its checkpoint is ckpt_epoch_2.pth (epochs are numbered from 1)
+    assert f"stopped after optimizer step 8 with checkpoint {out / 'ckpt_epoch_2.pth'}" in stopped.stdout
     assert len([d for d in _lines(out) if d["kind"] == "eval"]) == 1  # the evaluation itself completed
     resumed = _run(tmp_path, opts)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed from {out / 'ckpt_epoch_1.pth'}" in resumed.stdout
+    assert f"resumed from {out / 'ckpt_epoch_2.pth'}" in resumed.stdout
     ref, got = _losses(ref_out), _losses(out)
     assert sorted(got) == list(range(1, 13))
     for s in range(1, 13):

@@ -69,7 +69,7 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
     rc = train.main(["--cfg", DEMO, "--opts", *changed])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"OUTPUT = {out} holds checkpoint {out / 'ckpt_epoch_0.pth'} of a run with another config" in err
+    assert f"OUTPUT = {out} holds checkpoint {out / 'ckpt_epoch_1.pth'} of a run with another config" in err
     assert "(saved -> now): SEED 0 -> 5; TRAIN.EPOCHS 1 -> 2; TRAIN.LR 0.001 -> 0.002. " in err
     assert "TRAIN.ALLOW_CONFIG_CHANGE True" in err
     assert (out / "config.yaml").read_text() == first
@@ -78,7 +78,7 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
     rc = train.main(["--cfg", DEMO, "--opts", *changed, "TRAIN.ALLOW_CONFIG_CHANGE", "True"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
-    assert "TRAIN.LR 0.001 -> 0.002" in captured.out and f"resumed from {out / 'ckpt_epoch_0.pth'}" in captured.out
+    assert "TRAIN.LR 0.001 -> 0.002" in captured.out and f"resumed from {out / 'ckpt_epoch_1.pth'}" in captured.out
     lrs = _lrs(out)
     assert sorted(lrs) == [1, 2, 3, 4, 5, 6]
     # step 4 is the first after the warmup: the new peak 2e-3 (the checkpoint's schedule peaks at 1e-3)
@@ -91,7 +91,7 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
 def test_changed_seed_mid_epoch_cannot_be_accepted(dataset, tmp_path, capsys):
     out = tmp_path / "out"
     assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "SAVE_STEPS", "2")]) == 0
-    (out / "ckpt_epoch_0.pth").unlink()  # as if the run had stopped after its mid-epoch checkpoint
+    (out / "ckpt_epoch_1.pth").unlink()  # as if the run had stopped after its mid-epoch checkpoint
     capsys.readouterr()
     rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "SAVE_STEPS", "2", "SEED",
                                                      "3", "TRAIN.ALLOW_CONFIG_CHANGE", "True")])

@@ -191,10 +191,11 @@ def index_paths(list_path: str) -> tuple[str, str, str]:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: str) -> Iterator[None]:
-    """Exclusive inter-process lock (``flock`` on ``lock_path``); released when the block exits or the process dies."""
+def _locked(lock_path: str, shared: bool = False) -> Iterator[None]:
+    """Inter-process lock (``flock`` on ``lock_path``): exclusive for writers, ``shared`` for readers, so that the
+    ranks of a run read a finished index at the same time; released when the block exits or the process dies."""
     with open(lock_path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -379,6 +380,38 @@ def _from_cache(entries: list[ListEntry], cached: dict[str, dict], full_decode: 
     return videos, infos, bad, jobs, keys
 
 
+def _quarantine_text(entries: list[ListEntry], bad: dict[int, str]) -> str:
+    return "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items()))
+
+
+def _quarantine_is(path: str, text: str) -> bool:
+    """Whether the quarantine file says exactly ``text`` (absent when there is nothing to say)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read() == text
+    except FileNotFoundError:
+        return text == ""
+
+
+def _probe_and_save(jobs, entries, keys, videos, infos, bad, cached, full_decode, workers, progress, list_path,
+                    root_abs, cache_path) -> None:
+    """Probe the videos of ``jobs`` into ``videos`` / ``infos`` / ``bad`` and save the cache when it changed."""
+    if jobs:
+        desc = f"indexing {os.path.basename(list_path)}"
+        for row, info, reason in _probe_all(jobs, workers, progress, desc):
+            e = entries[row]
+            rec = {"size": keys[row][0], "mtime_ns": keys[row][1], "full_decode": full_decode}
+            if info is not None:
+                infos[row] = VideoInfo.from_record(info)
+                rec["info"] = info
+            else:
+                bad[row] = reason or "unreadable"
+                rec["bad"] = bad[row]
+            videos[e.rel_path] = rec
+    if jobs or set(videos) != set(cached):
+        _save_cache(cache_path, list_path, root_abs, videos)
+
+
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
@@ -405,29 +438,24 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     root_abs = os.path.abspath(root)
     cache_path, quarantine_path, lock_path = index_paths(list_path)
 
-    with _locked(lock_path):
+    # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
+    # of a run after the first build), all ranks read it at once instead of one after another.
+    with _locked(lock_path, shared=True):
         cached = _load_cache(cache_path, root_abs)
         videos, infos, bad, jobs, keys = _from_cache(entries, cached, full_decode)
-
-        if jobs:
-            desc = f"indexing {os.path.basename(list_path)}"
-            for row, info, reason in _probe_all(jobs, workers, progress, desc):
-                e = entries[row]
-                rec = {"size": keys[row][0], "mtime_ns": keys[row][1], "full_decode": full_decode}
-                if info is not None:
-                    infos[row] = VideoInfo.from_record(info)
-                    rec["info"] = info
-                else:
-                    bad[row] = reason or "unreadable"
-                    rec["bad"] = bad[row]
-                videos[e.rel_path] = rec
-        if jobs or set(videos) != set(cached):
-            _save_cache(cache_path, list_path, root_abs, videos)
-        if bad:
-            lines = "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items()))
-            atomic_write_text(quarantine_path, lines)
-        elif os.path.exists(quarantine_path):
-            os.unlink(quarantine_path)  # stale: every listed video is fine now
+        current = not jobs and set(videos) == set(cached) and _quarantine_is(quarantine_path, _quarantine_text(
+            entries, bad))
+    if not current:
+        with _locked(lock_path):  # probe and write, one process at a time; another may have done it meanwhile
+            cached = _load_cache(cache_path, root_abs)
+            videos, infos, bad, jobs, keys = _from_cache(entries, cached, full_decode)
+            _probe_and_save(jobs, entries, keys, videos, infos, bad, cached, full_decode, workers, progress,
+                            list_path, root_abs, cache_path)
+            text = _quarantine_text(entries, bad)
+            if text:
+                atomic_write_text(quarantine_path, text)
+            elif os.path.exists(quarantine_path):
+                os.unlink(quarantine_path)  # stale: every listed video is fine now
 
     index = DatasetIndex(list_path=list_path, root=root, entries=entries, infos=infos, bad=bad,
                          quarantine_path=quarantine_path, cache_path=cache_path, probed=len(jobs),

@@ -269,7 +269,7 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     trainer.resume(resume, auto=t.AUTO_RESUME)
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     metrics.info(f"training {t.EPOCHS} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
-                 f"precision {amp_dtype or 'fp32'}")
+                 f"precision {str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}")
     result = trainer.fit()
     metrics.summary({"best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
                      "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT,

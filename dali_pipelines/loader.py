@@ -5,12 +5,15 @@ A clip's way from a list line to a batch, and the module that owns each step:
 1. ``index.py``: the list is read and every video probed once (frame count, size, codec), cached beside the list.
 2. ``schedule.py``: per epoch, a global permutation from (SEED, epoch) cut into equal per-rank shares (pure numpy).
 3. ``draw.py``: per sample, frame indices and augmentation from ``sample_rng(SEED, epoch, row)`` (pure).
-4. ``feeder.py``: the sample goes down its decode route (file bytes for DALI's decoder, or PyAV-decoded frames),
-   a few batches ahead; unreadable videos are quarantined and substituted or dropped.
-5. ``pipelines.py``: the DALI graph decodes (NVDEC or CPU) and augments; outputs reach torch through DLPack.
+4. ``feeder.py``: the sample goes down its decode route (``routing.py``, chosen per video: file bytes for DALI's
+   decoder, or PyAV-decoded frames), a few batches ahead; unreadable videos are quarantined and substituted or
+   dropped. Each batch is split into one part per route.
+5. ``pipelines.py``: one DALI graph per route decodes (NVDEC or CPU) and augments its part; outputs reach torch
+   through DLPack and are merged back in the planned order.
 
-This module builds the graph and its feeder, rebuilds them when DALI's decoder fails (after finding and
-quarantining the video that broke it), iterates, and saves and restores the position. Because nothing random
+This module routes the videos, builds the graphs and their feeder, rebuilds them when DALI's decoder fails (after
+moving the video that broke it to a CPU route, or quarantining it), iterates, and saves and restores the
+position. Because nothing random
 happens inside the graph, the stream of (index, video) is a pure function of (SEED, epoch, position): exact
 mid-epoch resume, independent of thread or worker counts.
 """

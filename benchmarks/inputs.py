@@ -3,11 +3,12 @@ command-line options that choose between them."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
 
-__all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "add_input_args"]
+__all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args"]
 
 
 def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,11 +83,24 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
     codec = args.codec or default_codec
     data_dir = args.data_dir or os.path.join(
         os.environ.get("TMPDIR", "/tmp"), "eva_bench_clips")
-    clips = make_synthetic_clips(os.path.join(data_dir, codec), args.num_clips, codec=codec,
-                                 size=(args.width, args.height), num_frames=args.frames, gop=args.gop or None)
+    # A comma-separated codec list makes a mixed list: NUM_CLIPS clips shared out over the codecs, interleaved.
+    codecs = codec.split(",")
+    per_codec = -(-args.num_clips // len(codecs))
+    made = [make_synthetic_clips(os.path.join(data_dir, c), per_codec, codec=c, size=(args.width, args.height),
+                                 num_frames=args.frames, gop=args.gop or None) for c in codecs]
+    clips = [clip for group in zip(*made) for clip in group][: max(args.num_clips, len(codecs))]
     desc = {"input": "synthetic", "codec": codec, "width": args.width, "height": args.height,
             "frames": args.frames, "gop": args.gop, "num_clips": len(clips), "dir": os.path.dirname(clips[0][0])}
     return clips, desc
+
+
+def codec_list(value: str) -> str:
+    """The ``--codec`` option: h264, vp9, or a comma-separated mix of them (a mixed list)."""
+    codecs = [c.strip() for c in value.split(",") if c.strip()]
+    unknown = [c for c in codecs if c not in ("h264", "vp9")]
+    if not codecs or unknown or len(set(codecs)) != len(codecs):
+        raise argparse.ArgumentTypeError(f"--codec {value!r}: expected h264, vp9 or both comma-separated (vp9,h264)")
+    return ",".join(codecs)
 
 
 def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250, gop: int = 16,
@@ -97,7 +111,8 @@ def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250
     g.add_argument("--list", help="video list in the original format ('<relative path> <label>' per line)")
     g.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
     g.add_argument("--synthetic", action="store_true", help="generate clips (default when --list is not given)")
-    g.add_argument("--codec", default=None, choices=("h264", "vp9"), help=f"synthetic codec (default {codec})")
+    g.add_argument("--codec", default=None, type=codec_list,
+                   help=f"synthetic codec: h264, vp9, or vp9,h264 for a list mixing both (default {codec})")
     g.add_argument("--width", type=int, default=340)
     g.add_argument("--height", type=int, default=256)
     g.add_argument(frames_flag, type=int, default=frames, help="frames per synthetic clip")

@@ -9,6 +9,8 @@ Loaders (``--loaders``):
           wheels only; elsewhere this loader is skipped and says so
   pyav    the same pipeline with PyAV decoding only the GOPs that hold sampled frames: a second, stronger CPU
           baseline, not the original
+  dali-pyav  our loader with every video decoded by PyAV (``DATA.CPU_DECODER pyav``): what a list mixing codecs
+          cost before per-video routing, for comparison with ``dali`` on a mixed list (``--codec vp9,h264``)
 
 Modes (``--modes``): ``train`` (B x T frames) and ``test`` (multi-view: NUM_CLIP x NUM_CROP views per video).
 
@@ -22,6 +24,7 @@ workers; the idle loaders' workers are left out) during the timed batches.
 
     python -m benchmarks.loader_throughput --quick
     python -m benchmarks.loader_throughput --synthetic --codec h264 --frames 250 --gop 16 --json l.json --plot l.png
+    python -m benchmarks.loader_throughput --codec vp9,h264 --loaders dali,dali-pyav --modes train
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ if __package__ in (None, ""):  # allow `python benchmarks/loader_throughput.py`
 from benchmarks import common  # noqa: E402
 from benchmarks.baseline_loaders import build_baseline_loader, decord_available  # noqa: E402
 
-ALL_LOADERS = ("dali", "decord", "pyav")
+ALL_LOADERS = ("dali", "dali-pyav", "decord", "pyav")
+DEFAULT_LOADERS = "dali,decord,pyav"
+# Our loader's variants: extra config overrides.
+DALI_VARIANTS = {"dali": [], "dali-pyav": ["DATA.CPU_DECODER", "pyav"]}
 ALL_MODES = ("train", "test")
 
 
@@ -86,7 +92,7 @@ class _Stream:
             return next(self.it)
 
 
-def build_dali(args, mode: str, list_path: str, root: str):
+def build_dali(args, mode: str, list_path: str, root: str, variant: list[str]):
     from configs import load_config
     from dali_pipelines import build_loader
     opts = ["DATA.TRAIN_FILE", list_path, "DATA.VAL_FILE", list_path, "DATA.ROOT", root,
@@ -95,7 +101,7 @@ def build_dali(args, mode: str, list_path: str, root: str):
             "DATA.NUM_WORKERS", str(args.workers), "DATA.DECODE_DEVICE", args.decode_device,
             "DATA.INDEX_WORKERS", "1", "TRAIN.BATCH_SIZE", str(args.batch), "TEST.BATCH_SIZE", str(args.test_batch),
             "TEST.NUM_CLIP", str(args.num_clip), "TEST.NUM_CROP", str(args.num_crop), "TEST.SAMPLING", "uniform",
-            "LOG.PROGRESS_BAR", "False"] + list(args.opts or [])
+            "LOG.PROGRESS_BAR", "False"] + list(args.opts or []) + variant
     cfg = load_config(None, opts)
     loader = build_loader(cfg, "train" if mode == "train" else "test")
     desc = f"{loader.device} decode" + (f" ({loader.cpu_decoder})" if loader.device == "cpu" else " (NVDEC)")
@@ -109,8 +115,9 @@ def worker_pids(loader) -> list[int]:
     for w in getattr(it, "_workers", None) or []:
         if w.pid:
             pids.append(w.pid)
-    pool = getattr(loader, "_pool", None)  # our loader's ProcessPoolExecutor
-    pids.extend(getattr(pool, "_processes", None) or {})
+    pyav = (getattr(loader, "routes", None) or {}).get("pyav")  # our loader's PyAV decode pool
+    if pyav is not None:
+        pids.extend(pyav.worker_pids())
     return pids
 
 
@@ -192,7 +199,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
-    p.add_argument("--loaders", default=",".join(ALL_LOADERS), help="comma-separated subset of dali,decord,pyav")
+    p.add_argument("--loaders", default=DEFAULT_LOADERS, help=f"comma-separated subset of {','.join(ALL_LOADERS)}")
     p.add_argument("--modes", default=",".join(ALL_MODES), help="comma-separated subset of train,test")
     p.add_argument("--batch", type=int, default=8, help="train batch size (clips)")
     p.add_argument("--test-batch", type=int, default=2, help="test batch size (videos)")
@@ -260,8 +267,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                                  "(it has x86_64 wheels only); the pyav row is not the original")
                     continue
                 t0 = time.perf_counter()
-                if name == "dali":
-                    loader, route = build_dali(args, mode, list_path, root)
+                if name in DALI_VARIANTS:
+                    loader, route = build_dali(args, mode, list_path, root, DALI_VARIANTS[name])
                     close = loader.close
                     settings = f"B{b} threads {args.threads} read-workers {args.workers}"
                 else:
@@ -293,7 +300,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                         common.wait_until_idle()
                         run.warm(queue_capacity(run.loader))
                     others = [pid for o in runs if o is not run for pid in worker_pids(o.loader)]
-                    run.measure(args.batches, others, nvml=run.name == "dali")
+                    run.measure(args.batches, others, nvml=run.name in DALI_VARIANTS)
             for run in runs:
                 r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
                      **run.result(views, args.num_frames), "gop_work_per_clip": work}
@@ -313,7 +320,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     for mode in modes:
         by = {r["loader"]: r for r in results if r["mode"] == mode and not r.get("skipped")}
         if "dali" in by:
-            for base in ("decord", "pyav"):
+            for base in ("decord", "pyav", "dali-pyav"):
                 if base in by:
                     ratios[f"dali/{base} {mode}"] = by["dali"]["clips_per_s"].median / by[base]["clips_per_s"].median
                     if by["dali"]["clips_per_cpu_s"] and by[base]["clips_per_cpu_s"]:

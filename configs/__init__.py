@@ -34,6 +34,7 @@ class ConfigError(ValueError):
 _CHOICES = {
     "DATA.DECODE_DEVICE": ("auto", "gpu", "cpu"),
     "DATA.CPU_DECODER": ("auto", "dali", "pyav"),
+    "DATA.NVDEC_MAX_BIT_DEPTH": (8, 10, 12),
     "DATA.SAMPLING": ("tsn", "dense"),
     "DATA.OUTPUT_DTYPE": ("auto", "float16", "float32"),
     "MODEL.PRETRAINED_MODE": ("eva", "eva_k722"),
@@ -68,7 +69,8 @@ _LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
 # The data order, augmentation and mixup draw from 32-bit seeds: a larger SEED would alias a smaller one.
 _SEED_LIMIT = 2**32
 # Keys that are probabilities.
-_PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB")
+_PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB",
+                  "DATA.CPU_ROUTE_MAX_SHARE")
 
 
 def _get(cfg: CN, dotted: str) -> Any:
@@ -204,6 +206,16 @@ def check_choice(key: str, value: Any) -> None:
         raise ConfigError(f"{key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
 
 
+def _check_nvdec_codecs(codecs) -> None:
+    # The NVDEC support table's codec names (dali_pipelines.nvdec_support.NVDEC_LIMITS); configs imports nothing
+    # of the data package, so the names are repeated here.
+    known = ("h264", "hevc", "vp9", "vp8", "mpeg4", "av1")
+    unknown = [c for c in codecs if str(c).lower() not in known]
+    if unknown:
+        raise ConfigError(f"DATA.NVDEC_CODECS = {list(codecs)!r} names codecs NVDEC does not decode: "
+                          f"{', '.join(map(str, unknown))} (known: {', '.join(known)})")
+
+
 def validate(cfg: CN) -> None:
     """Raise ConfigError for values no run can use; the message names the key and the value."""
     _check_finite(cfg)
@@ -237,6 +249,7 @@ def validate(cfg: CN) -> None:
         raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
     if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
         raise ConfigError(f"AUG.CROP_SCALES = {cfg.AUG.CROP_SCALES!r} must be fractions in (0, 1]")
+    _check_nvdec_codecs(cfg.DATA.NVDEC_CODECS)
     if cfg.MODEL.CLASS_MAPPING and cfg.MODEL.PRETRAINED_MODE != "eva_k722":
         raise ConfigError("MODEL.CLASS_MAPPING is only used with MODEL.PRETRAINED_MODE 'eva_k722'")
 

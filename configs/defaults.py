@@ -36,9 +36,18 @@ _C.DATA.LABEL_LIST = ""
 _C.DATA.TUBELET_SIZE = 1
 # Where videos are decoded: "auto" (GPU/NVDEC when CUDA is available, else CPU), "gpu" or "cpu".
 _C.DATA.DECODE_DEVICE = "auto"
-# CPU decoder when DECODE_DEVICE resolves to cpu: "auto" (DALI for VP8/VP9/MJPEG lists, PyAV otherwise),
-# "dali" (DALI's CPU decoder; VP8/VP9/MJPEG only) or "pyav" (PyAV in worker processes, any codec).
+# Decoder of the videos that go to the CPU (every video on a CPU machine, those NVDEC cannot take on a GPU), chosen
+# per video: "auto" (DALI's CPU decoder for VP8/VP9/MJPEG, PyAV for the rest), "dali" (DALI's CPU decoder only;
+# a list with other codecs is an error) or "pyav" (PyAV in worker processes, any codec).
 _C.DATA.CPU_DECODER = "auto"
+# Codecs sent to NVDEC (FFmpeg names, e.g. ["h264", "hevc"]); empty: every codec NVDEC decodes on this GPU.
+_C.DATA.NVDEC_CODECS = []
+# Deepest bit depth sent to NVDEC (8, 10 or 12). Deeper streams go to the CPU; 8 by default because DALI's mixed
+# decoder outputs 8-bit RGB and deeper streams have not been checked against the CPU route.
+_C.DATA.NVDEC_MAX_BIT_DEPTH = 8
+# On a GPU machine, warn at start-up when more than this share of a list will be decoded on the CPU (NVDEC missing,
+# or videos it cannot take), naming the reasons; with STRICT it is an error.
+_C.DATA.CPU_ROUTE_MAX_SHARE = 0.1
 # On DALI's CPU decoder, hand it only the packets the sampled frames need (from each one's preceding keyframe up
 # to it) instead of the whole file: that decoder never seeks, so it would decode every frame up to the last
 # sampled one. VP8/VP9/MJPEG only; output is pixel-identical. About 1.35x more clips per CPU-second in training on
@@ -66,7 +75,8 @@ _C.DATA.INDEX_WORKERS = 0
 # Fully decode every video while indexing (slow, catches corruption in the middle of a file). Without it the
 # probe demuxes every packet and decodes the first frame.
 _C.DATA.INDEX_FULL_DECODE = False
-# Treat unreadable or missing videos as an error instead of quarantining them and going on.
+# Treat unreadable or missing videos as an error instead of quarantining them and going on, and more than
+# CPU_ROUTE_MAX_SHARE of a list decoded on the CPU of a GPU machine as an error instead of a warning.
 _C.DATA.STRICT = False
 # Data type of the clips handed to the model: "auto" (float16 on GPU, float32 on CPU), "float16", "float32".
 _C.DATA.OUTPUT_DTYPE = "auto"

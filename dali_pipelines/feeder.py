@@ -1,8 +1,11 @@
-"""The feeder: turns scheduled samples into the DALI graph's per-sample records, a few batches ahead.
+"""The feeder: turns scheduled samples into the DALI graphs' per-sample records, a few batches ahead.
 
-DALI's ``external_source`` calls the :class:`Feeder` once per batch. The feeder asks the :class:`Schedule` for the
-samples of the next batches, sends each sample down its decode route (``sample.route``), waits for the results in
-order, and hands DALI the batch's columns (``pipelines.batch_columns``). A video that cannot be read or decoded is
+The feeder asks the :class:`Schedule` for the samples of the next batches, sends each sample down its decode route
+(``sample.route``), waits for the results in order, and splits each batch into one part per route. A DALI graph
+takes one record layout, so each route in use has its own graph, whose ``external_source`` is
+:meth:`Feeder.source` of that route: it hands the graph the columns (``pipelines.batch_columns``) of its route's
+next part. The loader takes the batches in plan order (:meth:`Feeder.peek`), runs the graph of every route the
+batch has a part for, and puts the rows back in the planned order. A video that cannot be read or decoded is
 reported to the schedule, which quarantines it and returns its substitute (training) or nothing (testing). The
 feeder never calls back into the loader.
 
@@ -16,7 +19,7 @@ Both routes first check that the file still has the size and modification time t
 a file replaced or truncated since it was probed is quarantined by name (``pyav_io.VideoChangedError``), never
 decoded against a frame count that is not its own.
 
-Several routes can serve one loader; every batch handed to one graph uses one route (today one route per list).
+Several routes serve one loader at once; every part handed to one graph uses that graph's route.
 """
 
 from __future__ import annotations
@@ -179,10 +182,17 @@ def _drop_frames(handled: BaseException) -> None:
 
 @dataclass
 class DeliveredBatch:
-    """A batch handed to DALI: its position in the epoch plan and its samples, in output order."""
+    """A batch handed to the graphs: its position in the epoch plan and its samples, in the planned order."""
 
     number: int
     samples: list[Sample]
+
+    def parts(self) -> dict[str, list[int]]:
+        """The positions (in ``samples``) of each route's part, routes in order of first appearance."""
+        out: dict[str, list[int]] = {}
+        for i, s in enumerate(self.samples):
+            out.setdefault(s.route, []).append(i)
+        return out
 
 
 @dataclass
@@ -193,11 +203,13 @@ class _Pending:
 
 
 class Feeder:
-    """The ``external_source`` callback over one epoch of a schedule, from batch ``start`` on.
+    """The ``external_source`` callbacks (one per route, :meth:`source`) over one epoch of a schedule, from batch
+    ``start`` on.
 
-    Keeps ``lookahead`` batches in preparation and records every batch it hands over in ``inflight`` (DALI
-    returns outputs in the same order). ``error`` keeps an exception of the feeder itself, so the loader re-raises
-    it instead of treating it as a decoder failure.
+    Keeps ``lookahead`` batches in preparation. ``inflight``: the collected batches the loader has not finished,
+    in plan order; each route's parts of them are queued for its graph, which returns outputs in the same order.
+    ``error`` keeps an exception of the feeder itself, so the loader re-raises it instead of treating it as a
+    decoder failure.
     """
 
     def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int):
@@ -208,6 +220,7 @@ class Feeder:
         self.inflight: collections.deque[DeliveredBatch] = collections.deque()
         self.error: BaseException | None = None
         self._prepared: dict[int, _Pending] = {}
+        self._parts: dict[str, collections.deque[list[SampleRecord]]] = {r: collections.deque() for r in routes}
         self._pool_deaths = 0
 
     def _route(self, sample: Sample):
@@ -223,19 +236,42 @@ class Feeder:
         samples = self.schedule.batch(number)
         self._prepared[number] = _Pending(number, samples, [self._route(s).submit(s) for s in samples])
 
-    def __call__(self):
+    def source(self, route: str):
+        """The ``external_source`` callback of ``route``'s graph: the columns of its next part."""
+
+        def next_part():
+            try:
+                while not self._parts[route]:
+                    if not self._collect_next():
+                        raise StopIteration
+                return batch_columns(self._parts[route].popleft())
+            except StopIteration:
+                raise
+            except BaseException as e:  # noqa: BLE001 - kept so the loader re-raises it instead of "recovering"
+                self.error = e
+                raise
+
+        return next_part
+
+    def peek(self) -> DeliveredBatch:
+        """The next batch for the loader (collected now if need be; it stays in ``inflight`` until the loader
+        pops it). StopIteration at the end of the epoch."""
         try:
-            return self._next_batch()
+            while not self.inflight:
+                if not self._collect_next():
+                    raise StopIteration
         except StopIteration:
             raise
-        except BaseException as e:  # noqa: BLE001 - kept so the loader re-raises it instead of "recovering"
+        except BaseException as e:  # noqa: BLE001 - as in the graphs' callbacks
             self.error = e
             raise
+        return self.inflight[0]
 
-    def _next_batch(self):
+    def _collect_next(self) -> bool:
+        """Collect the next planned batch and queue its parts; False at the end of the epoch."""
         while True:
             if self.next >= len(self.schedule):
-                raise StopIteration
+                return False
             number = self.next
             self.next += 1
             for b in range(number, number + self.lookahead + 1):
@@ -243,10 +279,12 @@ class Feeder:
             samples, sources = self._collect(self._prepared.pop(number))
             if samples:  # a test batch whose every video was quarantined is skipped
                 break
-        self.inflight.append(DeliveredBatch(number, samples))
-        records = [SampleRecord(source=src, params=s.params, index=np.array(s.row, np.int32))
-                   for s, src in zip(samples, sources)]
-        return batch_columns(records)
+        batch = DeliveredBatch(number, samples)
+        self.inflight.append(batch)
+        for route, positions in batch.parts().items():
+            self._parts[route].append([SampleRecord(source=sources[i], params=samples[i].params,
+                                                    index=np.array(samples[i].row, np.int32)) for i in positions])
+        return True
 
     def _collect(self, pending: _Pending) -> tuple[list[Sample], list[Any]]:
         """Wait for a batch's sources; quarantine videos that cannot be read (and substitute or drop them)."""
@@ -289,3 +327,5 @@ class Feeder:
             for f in pending.futures:
                 f.cancel()
         self._prepared.clear()
+        for queue in self._parts.values():
+            queue.clear()

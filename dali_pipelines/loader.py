@@ -5,12 +5,15 @@ A clip's way from a list line to a batch, and the module that owns each step:
 1. ``index.py``: the list is read and every video probed once (frame count, size, codec), cached beside the list.
 2. ``schedule.py``: per epoch, a global permutation from (SEED, epoch) cut into equal per-rank shares (pure numpy).
 3. ``draw.py``: per sample, frame indices and augmentation from ``sample_rng(SEED, epoch, row)`` (pure).
-4. ``feeder.py``: the sample goes down its decode route (file bytes for DALI's decoder, or PyAV-decoded frames),
-   a few batches ahead; unreadable videos are quarantined and substituted or dropped.
-5. ``pipelines.py``: the DALI graph decodes (NVDEC or CPU) and augments; outputs reach torch through DLPack.
+4. ``feeder.py``: the sample goes down its decode route (``routing.py``, chosen per video: file bytes for DALI's
+   decoder, or PyAV-decoded frames), a few batches ahead; unreadable videos are quarantined and substituted or
+   dropped. Each batch is split into one part per route.
+5. ``pipelines.py``: one DALI graph per route decodes (NVDEC or CPU) and augments its part; outputs reach torch
+   through DLPack and are merged back in the planned order.
 
-This module builds the graph and its feeder, rebuilds them when DALI's decoder fails (after finding and
-quarantining the video that broke it), iterates, and saves and restores the position. Because nothing random
+This module routes the videos, builds the graphs and their feeder, rebuilds them when DALI's decoder fails (after
+moving the video that broke it to a CPU route, or quarantining it), iterates, and saves and restores the
+position. Because nothing random
 happens inside the graph, the stream of (index, video) is a pure function of (SEED, epoch, position): exact
 mid-epoch resume, independent of thread or worker counts.
 """
@@ -26,16 +29,25 @@ import numpy as np
 import torch
 
 from .draw import DrawSettings, Sample, VideoRef
-from .feeder import EncodedRoute, Feeder, PyAVRoute
+from .feeder import DeliveredBatch, EncodedRoute, Feeder, PyAVRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
 from .pipelines import ROUTES, test_pipeline, train_pipeline
-from .routing import list_route, resolve_decode_device
+from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
+                      resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
 
 __all__ = ["VideoLoader", "build_loader", "resolve_decode_device", "DataError"]
 
 logger = logging.getLogger(__name__)
+
+
+class _RouteFailure(Exception):
+    """DALI failed while running the graph of ``route``."""
+
+    def __init__(self, route: str, error: BaseException):
+        super().__init__(f"{route}: {error}")
+        self.route, self.error = route, error
 
 
 def _dali_reason(err: BaseException) -> str:
@@ -94,10 +106,13 @@ class VideoLoader:
         if not self.index.good_rows:
             raise DataError(f"{self._list_desc}: none of its {len(self.index)} videos is readable "
                             f"(DATA.ROOT {data.ROOT!r}); {self.schedule.bad_examples()}")
-        self.route = list_route(self.device, data.CPU_DECODER, {self.index.infos[r].codec
-                                                                 for r in self.index.good_rows}, list_path)
-        self.cpu_decoder = None if self.device == "gpu" else ("pyav" if self.route == "pyav" else "dali")
-        self.routes = self._make_routes()
+        self.policy = machine_policy(self.device, data.CPU_DECODER, data.NVDEC_CODECS, data.NVDEC_MAX_BIT_DEPTH,
+                                     self.device_id)
+        self.video_routes = route_videos({r: self.index.infos[r] for r in self.index.good_rows}, self.policy,
+                                         self._list_desc)
+        self._report_routes()
+        self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / PyAVRoute, for the routes in use
+        self._serve_routes()
         dtype = data.OUTPUT_DTYPE
         self.dtype = ("float16" if self.device == "gpu" else "float32") if dtype == "auto" else dtype
         self.num_frames = self.settings.num_frames
@@ -105,28 +120,84 @@ class VideoLoader:
         self.num_clip, self.num_crop = self.settings.num_clip, self.settings.num_crop
         self.num_views = self.settings.num_views
         self._prefetch = max(1, int(data.PREFETCH))
-        # The mixed (NVDEC) decoder runs one decoding session per pipeline thread: give it DATA.NVDEC_THREADS.
-        self.num_threads = int(data.NUM_THREADS)
-        if self.route == "nvdec":
-            self.num_threads = max(self.num_threads, int(data.NVDEC_THREADS))
         self.position = 0
-        self._pipe = None
+        self._pipes: dict[str, Any] = {}  # one DALI graph per route in use
         self._pipe_clean = False
         self._feeder: Feeder | None = None
         if self.training:
             self._check_global_batch(len(self.schedule.usable_rows()))
 
-    def _make_routes(self) -> dict[str, Any]:
-        data = self.cfg.DATA
-        if self.route == "pyav":
-            return {"pyav": PyAVRoute(int(data.NUM_WORKERS))}
-        # DALI's CPU decoder decodes every frame from 0 up to the last requested one (it never seeks); handing it
-        # only the GOP prefixes the sampled frames need cuts that work (gop_pack.py). NVDEC seeks by itself.
-        pack = self.route == "dali_cpu" and bool(data.CPU_PACK_GOPS)
-        return {self.route: EncodedRoute(self.route, int(data.NUM_WORKERS), pack_gops=pack)}
+    # ------------------------------------------------------------------------------------------------ routes
+    @property
+    def pipelines(self) -> tuple:
+        """The DALI graphs built now, one per route in use (empty before the first batch and after close)."""
+        return tuple(self._pipes.values())
+
+    def routes_in_use(self) -> list[str]:
+        """The routes of the list's good videos now (in ROUTES order)."""
+        used = {vr.route for vr in self.video_routes.values()}
+        return [r for r in ROUTES if r in used]
+
+    @property
+    def route(self) -> str:
+        """The list's route when it has one, else 'mixed'."""
+        used = self.routes_in_use()
+        return used[0] if len(used) == 1 else "mixed"
+
+    @property
+    def cpu_decoder(self) -> str | None:
+        """The CPU decoders in use: 'dali', 'pyav', 'dali+pyav', or None when every video is on NVDEC."""
+        used = [name for route, name in ((DALI_CPU, "dali"), (PYAV, "pyav")) if route in self.routes_in_use()]
+        return "+".join(used) or None
 
     def _route_of(self, video: VideoRef) -> str:
-        return self.route
+        return self.video_routes[video.row].route
+
+    def _report_routes(self) -> None:
+        """Log the routes, warn (or with DATA.STRICT fail) when a GPU machine would decode too much on the CPU,
+        and put the per-route counters into ``stats``."""
+        data = self.cfg.DATA
+        routes = [vr.route for vr in self.video_routes.values()]
+        counts = route_counts(routes)
+        if self.rank == 0:
+            logger.info("%s: videos per decode route %s", self._list_desc, counts)
+        gpu_present = torch.cuda.is_available() and data.DECODE_DEVICE != "cpu"
+        warning = cpu_share_warning(routes, [vr.reason for vr in self.video_routes.values()], gpu_present,
+                                    float(data.CPU_ROUTE_MAX_SHARE))
+        if warning and data.STRICT:
+            raise DataError(f"{self._list_desc}: {warning} (an error because DATA.STRICT is set)")
+        if warning and self.rank == 0:
+            logger.warning("%s: %s", self._list_desc, warning)
+        for route, n in counts.items():
+            # Every rank routes the same list; only rank 0 counts its videos, so that sums over ranks are right.
+            self.stats[f"videos_{route}"] = n if self.rank == 0 else 0
+            self.stats[f"clips_{route}"] = 0  # samples delivered on this route (this rank)
+        self.stats["route_fallbacks"] = 0  # videos moved to a CPU route after failing on theirs
+
+    def _serve_routes(self) -> None:
+        data = self.cfg.DATA
+        for route in self.routes_in_use():
+            if route in self.routes:
+                continue
+            if route == PYAV:
+                self.routes[route] = PyAVRoute(int(data.NUM_WORKERS))
+            else:
+                # DALI's CPU decoder decodes every frame from 0 up to the last requested one (it never seeks);
+                # handing it only the GOP prefixes the sampled frames need cuts that work (gop_pack.py). NVDEC
+                # seeks by itself.
+                pack = route == DALI_CPU and bool(data.CPU_PACK_GOPS)
+                self.routes[route] = EncodedRoute(route, int(data.NUM_WORKERS), pack_gops=pack)
+
+    def _fall_back(self, sample: Sample, reason: str) -> None:
+        """A video failed on its route: move it to its fallback route, or quarantine it when there is none."""
+        nxt = fallback_route(sample.route, sample.video.codec, self.policy)
+        if nxt is None:
+            self.schedule.quarantine(sample.row, f"decode failed during the run: {reason}")
+            return
+        logger.warning("%s (row %d) failed on the %s route (%s); decoding it on the %s route from now on",
+                       sample.video.path, sample.row, sample.route, reason, nxt)
+        self.video_routes[sample.row] = VideoRoute(nxt, f"failed on {sample.route}: {reason}")
+        self.stats["route_fallbacks"] += 1
 
     def _check_global_batch(self, usable: int) -> None:
         b, w = self.batch_size, self.world_size
@@ -143,7 +214,9 @@ class VideoLoader:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Failure counters: bad_at_index, skipped_videos, substituted, rebuilds, and the ``skipped`` lines."""
+        """Counters: bad_at_index, skipped_videos, substituted, rebuilds, worker_restarts, the ``skipped`` lines,
+        and per route: ``videos_<route>`` (routed at start-up, counted on rank 0), ``clips_<route>`` (delivered)
+        and ``route_fallbacks``."""
         return self.schedule.stats
 
     def __len__(self) -> int:
@@ -154,102 +227,150 @@ class VideoLoader:
         return self.schedule.sample(row)
 
     # ------------------------------------------------------------------------------------------------ pipeline
-    def _build_pipeline(self, start: int) -> None:
+    def _build_pipelines(self, start: int) -> None:
         self._close_pipeline()
-        for route in self.routes.values():
-            if hasattr(route, "start"):
-                route.start()  # worker processes first, before DALI starts its threads
-        self._feeder = Feeder(self.schedule, self.routes, start, lookahead=self._prefetch + 1)
-        data = self.cfg.DATA
-        common = dict(batch_size=self.batch_size, num_threads=self.num_threads, device_id=self.device_id,
-                      prefetch_queue_depth=self._prefetch, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF,
-                      route=self.route, dtype=self.dtype, input_size=self.input_size,
-                      nvdec_affine=bool(data.NVDEC_AFFINE))
-        if self.training:
-            pipe = train_pipeline(self._feeder, per_frame_jitter=self.settings.per_frame_jitter, **common)
-        else:
-            pipe = test_pipeline(self._feeder, num_crop=self.num_crop, **common)
-        pipe.build()
-        self._pipe = pipe
+        self._serve_routes()
+        used = self.routes_in_use()
+        for route in used:
+            if hasattr(self.routes[route], "start"):
+                self.routes[route].start()  # worker processes first, before DALI starts its threads
+        self._feeder = Feeder(self.schedule, {r: self.routes[r] for r in used}, start,
+                              lookahead=self._prefetch + 1)
+        self._pipes = {route: self._make_pipeline(route) for route in used}
         self._pipe_clean = True
+
+    def _make_pipeline(self, route: str):
+        data = self.cfg.DATA
+        # The mixed (NVDEC) decoder runs one decoding session per pipeline thread: give it DATA.NVDEC_THREADS.
+        threads = max(int(data.NUM_THREADS), int(data.NVDEC_THREADS)) if route == NVDEC else int(data.NUM_THREADS)
+        # A graph prefetches parts of its route ahead; for a route with less than one video per batch that would
+        # make the feeder collect (and hold) many batches ahead to find them, so such a graph does not prefetch.
+        share = sum(vr.route == route for vr in self.video_routes.values()) / len(self.video_routes)
+        depth = self._prefetch if share * self.batch_size >= 1 else 1
+        common = dict(batch_size=self.batch_size, num_threads=threads, device_id=self.device_id,
+                      prefetch_queue_depth=depth, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF, route=route,
+                      dtype=self.dtype, input_size=self.input_size, nvdec_affine=bool(data.NVDEC_AFFINE))
+        source = self._feeder.source(route)
+        if self.training:
+            pipe = train_pipeline(source, per_frame_jitter=self.settings.per_frame_jitter, **common)
+        else:
+            pipe = test_pipeline(source, num_crop=self.num_crop, **common)
+        pipe.build()
+        return pipe
 
     def _close_pipeline(self) -> None:
         if self._feeder is not None:
             self._feeder.cancel()
             self._feeder = None
-        if self._pipe is not None:
-            released = weakref.ref(self._pipe)
-            self._pipe = None  # DALI shuts the pipeline's threads down when the object is released
-            if released() is not None:  # still referenced (a reference cycle?): release it now, not at some later gc
-                logger.debug("the %s pipeline is still referenced after its release; collecting garbage", self.split)
-                gc.collect()
+        pipes, self._pipes = list(self._pipes.values()), {}
+        released = [weakref.ref(p) for p in pipes]
+        del pipes  # DALI shuts the pipelines' threads down when the objects are released
+        if any(r() is not None for r in released):  # still referenced (a reference cycle?): release them now
+            logger.debug("a %s pipeline is still referenced after its release; collecting garbage", self.split)
+            gc.collect()
 
-    def _recover(self, err: Exception) -> None:
-        """DALI failed (the pipeline is now unusable): find the video(s) among the in-flight samples that fail
-        to decode alone, quarantine them, and rebuild the pipeline at the first undelivered batch."""
+    def _recover(self, failure: "_RouteFailure") -> None:
+        """A route's graph failed (the graphs are now unusable): find the video(s) of that route among the
+        in-flight samples that fail to decode alone, move them to their fallback route (or quarantine them), and
+        rebuild the graphs at the first undelivered batch."""
         from .pipelines import decode_with_dali
 
         inflight = list(self._feeder.inflight)
         first = inflight[0].number if inflight else self._feeder.next
         self._close_pipeline()
         culprits = 0
-        backend = ROUTES[self.route].backend
+        backend = ROUTES[failure.route].backend
         for batch in inflight:
             for s in batch.samples:
-                if not self.schedule.is_good(s.row):
+                if (backend is None or s.route != failure.route or not self.schedule.is_good(s.row)
+                        or self.video_routes[s.row].route != s.route):
                     continue
                 try:
                     decode_with_dali([s.video.path], [s.frames], backend, self.device_id)
                 except Exception as e:  # noqa: BLE001 - any failure of this video alone convicts it
-                    self.schedule.quarantine(s.row, f"decode failed during the run: {_dali_reason(e)}")
+                    self._fall_back(s, _dali_reason(e))
                     culprits += 1
         if culprits == 0:
-            raise RuntimeError(f"the DALI pipeline failed but every in-flight video decodes alone: {err}") from err
+            raise RuntimeError(f"the DALI pipeline of the {failure.route} route failed but every in-flight video "
+                               f"decodes alone: {failure.error}") from failure.error
         self.stats["rebuilds"] += 1
-        logger.warning("rebuilding the %s pipeline at batch %d of epoch %d", self.split, first, self.epoch)
-        self._build_pipeline(first)
+        logger.warning("rebuilding the %s pipelines at batch %d of epoch %d", self.split, first, self.epoch)
+        self._build_pipelines(first)
 
     # ------------------------------------------------------------------------------------------------ iteration
-    def _to_torch(self, tl) -> torch.Tensor:
+    def _to_torch(self, tl, route: str) -> torch.Tensor:
         t = tl.as_tensor()
-        if self.device == "gpu":
+        if route == NVDEC:
             with torch.cuda.device(self.device_id):
                 return torch.from_dlpack(t)
-        return torch.from_dlpack(t)
+        out = torch.from_dlpack(t)
+        # A CPU route on a GPU machine: the batch is handed over on the decode device like NVDEC's.
+        return out.to(torch.device("cuda", self.device_id)) if self.device == "gpu" else out
+
+    def _run_batch(self, batch: DeliveredBatch) -> torch.Tensor:
+        """Run the graph of every route ``batch`` has a part for; the videos in the batch's planned order."""
+        parts = batch.parts()
+        videos = []
+        for route, positions in parts.items():
+            try:
+                video, index = self._pipes[route].run()
+            except StopIteration:
+                raise RuntimeError(f"internal error: the {route} graph ended before batch {batch.number}") from None
+            except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError
+                raise _RouteFailure(route, e) from e
+            got = np.array(index.as_tensor()).reshape(-1).tolist()
+            rows = [batch.samples[i].row for i in positions]
+            if got != rows:  # the FIFO pairing of a route's parts and its graph's outputs is an invariant
+                raise RuntimeError(f"internal error: the {route} graph returned rows {got}, expected {rows}")
+            videos.append(self._to_torch(video, route))
+        if len(videos) == 1:
+            return videos[0]
+        merged = torch.cat(videos)  # parts one after the other; put the rows back in the planned order
+        order = torch.as_tensor([i for positions in parts.values() for i in positions]).argsort()
+        return merged[order.to(merged.device)]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.schedule.plan()
-        if self._pipe is None or not self._pipe_clean:
-            self._build_pipeline(self.position)
+        if not self._pipes or not self._pipe_clean:
+            self._build_pipelines(self.position)
         else:
             self._feeder.next = self.position
         self._pipe_clean = False  # until this epoch runs to its end
         while True:
             try:
-                video, index = self._pipe.run()
+                batch = self._feeder.peek()
             except StopIteration:
                 break
-            except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError; anything from the feeder re-raises
+            try:
+                v = self._run_batch(batch)
+            except _RouteFailure as failure:
                 if self._feeder.error is not None:
                     raise self._feeder.error
-                self._recover(e)
+                self._recover(failure)
                 continue
-            batch = self._feeder.inflight.popleft()
+            self._feeder.inflight.popleft()
+            for route, positions in batch.parts().items():
+                self.stats[f"clips_{route}"] += len(positions)
             rows = [s.row for s in batch.samples]
-            got = np.array(index.as_tensor()).reshape(-1).tolist()
-            if got != rows:  # the FIFO pairing of feeder batches and pipeline outputs is an invariant
-                raise RuntimeError(f"internal error: pipeline returned rows {got}, expected {rows}")
-            v = self._to_torch(video)
             if not self.training:
                 b, s = len(rows), self.input_size
                 v = v.view(b, self.num_views, self.num_frames, 3, s, s)
             self.position = batch.number + 1
             yield {"video": v, "label": torch.tensor([x.label for x in batch.samples], dtype=torch.int64),
                    "index": torch.tensor(rows, dtype=torch.int64)}
-        # A complete epoch: the pipeline can be reset and reused; the next iteration is the next epoch.
-        self._pipe.reset()
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        """A complete epoch: every graph has its end-of-data ahead; reach it and reset the graphs for reuse. The
+        next iteration is the next epoch."""
+        for route, pipe in self._pipes.items():
+            try:
+                pipe.run()
+            except StopIteration:
+                pipe.reset()
+                continue
+            raise RuntimeError(f"internal error: the {route} graph has output left at the end of the epoch")
         self._pipe_clean = True
-        self._feeder.inflight.clear()
         self.set_epoch(self.epoch + 1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -282,7 +403,7 @@ class VideoLoader:
         self._pipe_clean = False
 
     def close(self, wait: bool = True) -> None:
-        """Release the pipeline and the worker pools (the loader can be iterated again; both are recreated)."""
+        """Release the pipelines and the worker pools (the loader can be iterated again; both are recreated)."""
         self._close_pipeline()
         for route in self.routes.values():
             route.close(wait=wait)

@@ -4,9 +4,9 @@ Routes (``pipelines.ROUTES``): ``nvdec`` (DALI's ``mixed`` decoder on the GPU), 
 which has VP8/VP9/MJPEG only: its bundled FFmpeg has no H.264/HEVC/MPEG-4 software decoder) and ``pyav`` (decoded
 on the host by PyAV, fed into the same DALI augmentation graph).
 
-Today the loader gives one route to a whole list (:func:`list_route`); the route is already carried per sample
-(``Sample.route``). The per-video rule that replaces it, :func:`choose_route`, is a pure function of a video's
-decoder facts (from the index) and of the machine, decided when a loader starts (never cached with the index):
+The loader routes every video on its own (:func:`route_videos`, the route is carried per sample as
+``Sample.route``) with :func:`choose_route`, a pure function of a video's decoder facts (from the index) and of the
+machine (:func:`machine_policy`), decided when a loader starts (never cached with the index):
 
 1. NVDEC when the GPU route works on this machine and NVDEC accepts the video's codec, size, chroma format and bit
    depth (:func:`dali_pipelines.nvdec_support.nvdec_refusal`);
@@ -14,14 +14,17 @@ decoder facts (from the index) and of the machine, decided when a loader starts 
 3. otherwise PyAV.
 
 ``DATA.CPU_DECODER`` narrows steps 2-3 (``pyav``: every CPU video through PyAV; ``dali``: DALI's CPU decoder only,
-an error for a codec it lacks); :class:`RoutingPolicy` can narrow NVDEC's codecs or widen its bit depth.
+an error for a codec it lacks); ``DATA.NVDEC_CODECS`` narrows NVDEC's codecs and ``DATA.NVDEC_MAX_BIT_DEPTH``
+widens its bit depth. A video that fails on its route at run time moves to :func:`fallback_route` (NVDEC -> the
+CPU route of step 2-3, DALI's CPU decoder -> PyAV) before it is quarantined. :func:`list_route` is the former
+one-route-per-list rule, kept for tools that decode a whole list one way.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import torch
@@ -32,7 +35,8 @@ from .filelist import DataError
 from .nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads, nvdec_refusal
 
 __all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device", "dali_cpu_decodes",
-           "list_route", "RoutingPolicy", "choose_route", "route_counts", "cpu_share_warning"]
+           "list_route", "RoutingPolicy", "machine_policy", "choose_route", "fallback_route", "VideoRoute",
+           "route_videos", "route_counts", "cpu_share_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,18 @@ class RoutingPolicy:
             raise ValueError(f"DATA.CPU_DECODER must be auto, dali or pyav, got {self.cpu_decoder!r}")
 
 
+def machine_policy(device: str, cpu_decoder: str = "auto", nvdec_codecs: Iterable[str] = (),
+                   nvdec_max_bit_depth: int = 8, device_id: int | None = None) -> RoutingPolicy:
+    """The policy of this machine: ``device`` is :func:`resolve_decode_device`'s answer ('gpu' only when CUDA is
+    available and the GPU route works), the GPU's compute capability read from ``device_id`` (default: the
+    current device), and the DATA.CPU_DECODER / NVDEC_CODECS / NVDEC_MAX_BIT_DEPTH settings."""
+    gpu = device == "gpu"
+    capability = tuple(torch.cuda.get_device_capability(device_id)) if gpu else (9, 0)
+    codecs = frozenset(str(c).lower() for c in nvdec_codecs) or None
+    return RoutingPolicy(gpu_usable=gpu, compute_capability=capability, nvdec_codecs=codecs,
+                         nvdec_max_bit_depth=int(nvdec_max_bit_depth), cpu_decoder=cpu_decoder)
+
+
 def choose_route(codec: str, width: int, height: int, pix_fmt: str, policy: RoutingPolicy) -> tuple[str, str]:
     """``(route, reason)`` for one video; the reason says why it is not on NVDEC (empty when it is)."""
     codec = codec.lower()
@@ -133,6 +149,45 @@ def choose_route(codec: str, width: int, height: int, pix_fmt: str, policy: Rout
         raise ValueError(f"DATA.CPU_DECODER is 'dali' but DALI's CPU decoder cannot decode {codec} "
                          f"(it decodes {', '.join(sorted(DALI_CPU_CODECS))}); use 'auto' or 'pyav'")
     return PYAV, refusal
+
+
+def fallback_route(route: str, codec: str, policy: RoutingPolicy) -> str | None:
+    """Where a video goes after failing on ``route`` at run time: from NVDEC to its CPU route (DALI's CPU decoder
+    or PyAV, as :func:`choose_route` would pick without a GPU), from DALI's CPU decoder to PyAV (unless
+    DATA.CPU_DECODER is 'dali'); None from PyAV or when no other route may take it (then it is quarantined)."""
+    if route == NVDEC:
+        try:
+            return choose_route(codec, 0, 0, "", replace(policy, gpu_usable=False))[0]
+        except ValueError:  # DATA.CPU_DECODER 'dali' and a codec that decoder lacks
+            return None
+    if route == DALI_CPU and policy.cpu_decoder != "dali":
+        return PYAV
+    return None
+
+
+@dataclass(frozen=True)
+class VideoRoute:
+    """One video's route and why it is not on NVDEC (empty when it is)."""
+
+    route: str
+    reason: str = ""
+
+
+def route_videos(infos: dict, policy: RoutingPolicy, list_desc: str) -> dict[int, VideoRoute]:
+    """The route of every good video of an index (``{row: VideoInfo}``), by its decoder facts; the coded size is
+    what NVDEC's limits are about (the display size when a cached record lacks it).
+
+    Raises:
+        ValueError: DATA.CPU_DECODER 'dali' and a video of a codec that decoder lacks (naming the list and video).
+    """
+    out = {}
+    for row, info in infos.items():
+        width, height = info.coded_width or info.width, info.coded_height or info.height
+        try:
+            out[row] = VideoRoute(*choose_route(info.codec, width, height, info.pix_fmt, policy))
+        except ValueError as e:
+            raise ValueError(f"{list_desc}, row {row}: {e}") from None
+    return out
 
 
 def route_counts(routes: Iterable[str]) -> dict[str, int]:

@@ -332,9 +332,10 @@ def main(root):
         f.write(bytes(3000))
     rows = [r for b in first for r in b["index"].tolist()]
     assert rows == [0, 1, 3, 4] and first.stats["skipped_videos"] == 1, rows
-    pipeline = weakref.ref(first._pipe)
+    pipelines = [weakref.ref(p) for p in first.pipelines]
+    assert pipelines
     first.close()
-    print("first pipeline released by close:", pipeline() is None)
+    print("first pipeline released by close:", all(p() is None for p in pipelines))
     index = first.index
     second = build_loader(cfg, "test", index=index)
     rows = [r for b in second for r in b["index"].tolist()]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from configs import ConfigError, load_config
+from dali_pipelines.index import VideoInfo
 from dali_pipelines.routing import (DALI_CPU, NVDEC, PYAV, RoutingPolicy, choose_route, cpu_share_warning,
-                                    route_counts)
+                                    fallback_route, machine_policy, route_counts, route_videos)
 
 GPU = RoutingPolicy(gpu_usable=True)
 CPU = RoutingPolicy(gpu_usable=False)
@@ -64,3 +66,40 @@ def test_counts_and_cpu_share_warning():
     assert "4 of 10 videos (40%)" in warning and "3 x 32x32 is below" in warning
     assert cpu_share_warning(routes, reasons, gpu_present=True, max_share=0.5) is None
     assert cpu_share_warning(routes, reasons, gpu_present=False, max_share=0.0) is None
+
+
+def test_fallback_route_goes_to_the_cpu_route_of_the_rule():
+    assert fallback_route(NVDEC, "vp9", GPU) == DALI_CPU
+    assert fallback_route(NVDEC, "h264", GPU) == PYAV
+    assert fallback_route(NVDEC, "vp9", RoutingPolicy(gpu_usable=True, cpu_decoder="pyav")) == PYAV
+    assert fallback_route(NVDEC, "h264", RoutingPolicy(gpu_usable=True, cpu_decoder="dali")) is None
+    assert fallback_route(DALI_CPU, "vp9", CPU) == PYAV
+    assert fallback_route(DALI_CPU, "vp9", RoutingPolicy(gpu_usable=False, cpu_decoder="dali")) is None
+    assert fallback_route(PYAV, "h264", CPU) is None
+
+
+def _info(codec, w, h, pix_fmt="yuv420p", coded=(0, 0)):
+    return VideoInfo(num_frames=30, codec=codec, width=w, height=h, fps=25.0, coded_width=coded[0],
+                     coded_height=coded[1], pix_fmt=pix_fmt)
+
+
+def test_route_videos_uses_the_coded_size_and_names_the_list():
+    infos = {0: _info("h264", 340, 256), 1: _info("vp9", 340, 256, coded=(64, 48)), 2: _info("hevc", 320, 240)}
+    routes = route_videos(infos, GPU, "DATA.TRAIN_FILE l.txt")
+    assert [routes[r].route for r in range(3)] == [NVDEC, DALI_CPU, NVDEC]
+    assert "64x48 is below NVDEC's vp9 minimum" in routes[1].reason
+    with pytest.raises(ValueError, match="DATA.TRAIN_FILE l.txt, row 0: DATA.CPU_DECODER is 'dali'"):
+        route_videos(infos, RoutingPolicy(gpu_usable=False, cpu_decoder="dali"), "DATA.TRAIN_FILE l.txt")
+
+
+def test_routing_config_keys_are_read_and_checked():
+    cfg = load_config(opts=["DATA.NVDEC_CODECS", "['h264', 'HEVC']", "DATA.NVDEC_MAX_BIT_DEPTH", "10"])
+    policy = machine_policy("cpu", cfg.DATA.CPU_DECODER, cfg.DATA.NVDEC_CODECS, cfg.DATA.NVDEC_MAX_BIT_DEPTH)
+    assert policy.nvdec_codecs == frozenset({"h264", "hevc"}) and policy.nvdec_max_bit_depth == 10
+    assert not policy.gpu_usable and machine_policy("cpu").nvdec_codecs is None
+    with pytest.raises(ConfigError, match="DATA.NVDEC_CODECS .* names codecs NVDEC does not decode: mjpeg"):
+        load_config(opts=["DATA.NVDEC_CODECS", "['mjpeg']"])
+    with pytest.raises(ConfigError, match="DATA.NVDEC_MAX_BIT_DEPTH = 9"):
+        load_config(opts=["DATA.NVDEC_MAX_BIT_DEPTH", "9"])
+    with pytest.raises(ConfigError, match="DATA.CPU_ROUTE_MAX_SHARE = 1.5"):
+        load_config(opts=["DATA.CPU_ROUTE_MAX_SHARE", "1.5"])

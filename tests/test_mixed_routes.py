@@ -1,0 +1,205 @@
+"""One loader over a list whose videos take different decode routes: VP9 through DALI's CPU decoder and H.264
+through PyAV in the same epoch (one graph per route, merged in the planned order), exact resume, the run-time
+fallback from a failing route, the per-route counters and the CPU-share warning."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dali_pipelines import DataError
+from dali_pipelines.index import build_index
+from dali_pipelines.loader import build_loader
+from dali_pipelines.pyav_io import decode_frames
+from engine.distributed import DistContext
+from engine.runner import _data_counts
+from engine.train_loop import loader_stats
+from tests.video_fixtures import denormalize, make_clip_dataset, roi_resize_ref, small_cfg
+
+VP9_COUNTS = [24, 30, 26, 33, 28]
+H264_COUNTS = [27, 31, 25, 29, 32]
+NO_JITTER = {"AUG.COLOR_JITTER": 0.0, "AUG.GRAY_SCALE": 0.0}
+
+
+def _mixed_list(root: str, vp9_size=(96, 72), h264_size=(96, 72)) -> tuple[str, set[int], set[int]]:
+    """A list alternating VP9 (.webm) and H.264 (.mp4) clips; returns it with the VP9 and H.264 rows."""
+    vp9 = make_clip_dataset(root, VP9_COUNTS, codec="vp9", size=vp9_size, list_name="vp9.txt")
+    h264 = make_clip_dataset(root, H264_COUNTS, codec="h264", size=h264_size, list_name="h264.txt")
+    lines = [ln for pair in zip(open(vp9).read().split("\n"), open(h264).read().split("\n")) for ln in pair if ln]
+    path = os.path.join(root, "mixed.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    rows = range(len(lines))
+    return path, {r for r in rows if r % 2 == 0}, {r for r in rows if r % 2 == 1}
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("mixed"))
+    return (root, *_mixed_list(root))
+
+
+def _train_reference(loader, row) -> np.ndarray:
+    """The (T, S, S, 3) pixels of ``row``'s training sample: its drawn frames decoded by PyAV, cropped, resized
+    and flipped by a numpy reference of the graph (colour jitter off)."""
+    sample = loader.sample(row)
+    params = sample.params
+    frames = decode_frames(sample.video.path, sample.frames)
+    ref = roi_resize_ref(frames, params.roi_start, params.roi_end, loader.input_size)
+    return ref[:, :, ::-1] if int(params.mirror) else ref
+
+
+def _has_interleaved_batch(loader, epoch: int, vp9_rows: set[int]) -> bool:
+    loader.set_epoch(epoch)
+    for number in range(len(loader)):
+        kinds = [r in vp9_rows for r in loader.schedule.rows(number)]
+        if sum(a != b for a, b in zip(kinds, kinds[1:])) >= 2:  # the route changes twice within the batch
+            return True
+    return False
+
+
+def test_one_loader_decodes_vp9_with_dali_and_h264_with_pyav(mixed):
+    root, lst, vp9_rows, h264_rows = mixed
+    loader = build_loader(small_cfg(root, lst, **NO_JITTER, **{"TRAIN.BATCH_SIZE": 4}), "train")
+    assert loader.routes_in_use() == ["dali_cpu", "pyav"] and loader.cpu_decoder == "dali+pyav"
+    assert {r for r, vr in loader.video_routes.items() if vr.route == "dali_cpu"} == vp9_rows
+    assert {r for r, vr in loader.video_routes.items() if vr.route == "pyav"} == h264_rows
+    # an epoch with a batch whose routes interleave (VP9, H.264, VP9, ...): the graphs' parts must be put back
+    epoch = next(e for e in range(20) if _has_interleaved_batch(loader, e, vp9_rows))
+    loader.set_epoch(epoch)
+    seen = []
+    for batch in loader:
+        rows = batch["index"].tolist()
+        assert batch["video"].shape == (4, 4, 3, 32, 32)
+        assert batch["label"].tolist() == [loader.index.entries[r].label for r in rows]
+        assert rows == loader.schedule.rows(len(seen) // 4)  # the planned order, parts merged back
+        for video, row in zip(batch["video"], rows):
+            err = np.abs(denormalize(video) - _train_reference(loader, row)).mean()
+            # PyAV's frames are the reference's own; DALI's VP9 decode converts YUV to RGB slightly differently.
+            assert err < (1.0 if row in h264_rows else 3.0), (row, err)
+        seen += rows
+    assert len(seen) == len(set(seen)) == 8
+    stats = loader.stats
+    assert (stats["videos_dali_cpu"], stats["videos_pyav"], stats["videos_nvdec"]) == (5, 5, 0)
+    assert stats["clips_dali_cpu"] == len(set(seen) & vp9_rows) and stats["clips_pyav"] == len(set(seen) & h264_rows)
+    assert stats["route_fallbacks"] == 0 and stats["skipped_videos"] == 0
+    # the run summary's data counters (rank 0 of one process) carry the per-route counts
+    summary = _data_counts(loader, DistContext(), "train_")
+    assert summary["train_videos_dali_cpu"] == 5 and summary["train_videos_pyav"] == 5
+    assert summary["train_clips_dali_cpu"] + summary["train_clips_pyav"] == 8
+    assert loader_stats(loader, DistContext())["clips_pyav"] == stats["clips_pyav"]  # the eval lines' counters
+    loader.close()
+
+
+def test_mixed_multiview_test_loader_keeps_list_order(mixed):
+    root, lst, _, _ = mixed
+    cfg = small_cfg(root, val_list=lst, **{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3, "TEST.BATCH_SIZE": 3})
+    loader = build_loader(cfg, "val")
+    rows = []
+    for batch in loader:
+        assert batch["video"].shape[1:] == (6, 4, 3, 32, 32)
+        rows_here = batch["index"].tolist()
+        # make_clip_dataset labels its i-th clip i % 3; the mixed list holds clip i of each codec at rows 2i, 2i+1
+        assert batch["label"].tolist() == [(r // 2) % 3 for r in rows_here]
+        rows += batch["index"].tolist()
+    assert rows == list(range(10))
+    assert loader.stats["clips_dali_cpu"] == loader.stats["clips_pyav"] == 5
+    loader.close()
+
+
+def test_mixed_resume_mid_epoch_is_exact(mixed):
+    root, lst, _, _ = mixed
+    cfg = small_cfg(root, lst, **{"TRAIN.BATCH_SIZE": 3})
+    ref_loader = build_loader(cfg, "train")
+    reference, states = [], []
+    for _ in range(2):
+        for b in ref_loader:
+            reference.append((b["index"].clone(), b["video"].clone(), b["label"].clone()))
+            states.append(ref_loader.state_dict())
+    ref_loader.close()
+    for k in (1, 4):  # mid-epoch 0, mid-epoch 1
+        loader = build_loader(cfg, "train")
+        loader.load_state_dict(states[k - 1])
+        resumed = []
+        while len(resumed) < len(reference) - k:
+            resumed += [(b["index"].clone(), b["video"].clone(), b["label"].clone()) for b in loader]
+        assert len(resumed) == len(reference) - k
+        for (ri, rv, rl), (gi, gv, gl) in zip(reference[k:], resumed):
+            assert torch.equal(ri, gi) and torch.equal(rv, gv) and torch.equal(rl, gl)
+        loader.close()
+
+
+def test_video_failing_on_dali_cpu_falls_back_to_pyav(tmp_path):
+    """An H.264 video the index takes for VP9 goes to DALI's CPU decoder, which cannot decode it: the graph fails,
+    the video moves to PyAV (counted), and is delivered with its frames instead of being quarantined."""
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    index = build_index(lst, root, 3, workers=1)
+    victim = min(h264_rows)
+    index.infos[victim] = dataclasses.replace(index.infos[victim], codec="vp9")
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_PACK_GOPS": False, "TEST.BATCH_SIZE": 4})
+    loader = build_loader(cfg, "val", index=index)
+    assert loader.video_routes[victim].route == "dali_cpu"
+    views = {}
+    for batch in loader:
+        views.update(zip(batch["index"].tolist(), batch["video"]))
+    assert sorted(views) == list(range(10))
+    assert loader.video_routes[victim].route == "pyav" and "failed on dali_cpu" in loader.video_routes[victim].reason
+    assert loader.stats["route_fallbacks"] == 1 and loader.stats["skipped_videos"] == 0
+    assert loader.stats["rebuilds"] == 1
+    sample = loader.sample(victim)
+    frames = decode_frames(sample.video.path, sample.frames)
+    start, end = sample.params.roi_start[0], sample.params.roi_end[0]
+    got = denormalize(views[victim][0])  # first crop, first clip: (T, S, S, 3)
+    ref = roi_resize_ref(frames, start, end, loader.input_size)[sample.params.new_order[:loader.num_frames]]
+    assert np.abs(got - ref).mean() < 1.0
+    loader.close()
+
+
+def test_cpu_share_warning_and_strict_on_a_gpu_machine_without_nvdec(mixed, monkeypatch, caplog):
+    """A machine with a GPU whose NVDEC route does not work (here: CUDA reported available on a machine without
+    a driver) decodes every video on the CPU: the loader says so at start-up, and DATA.STRICT makes it an error."""
+    root, lst, _, _ = mixed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = small_cfg(root, lst, **{"DATA.DECODE_DEVICE": "auto"})
+    loader = build_loader(cfg, "train")
+    assert loader.device == "cpu" and loader.route == "mixed"
+    assert "10 of 10 videos (100%) will be decoded on the CPU" in caplog.text and "no usable GPU" in caplog.text
+    loader.close()
+    with pytest.raises(DataError, match="DATA.CPU_ROUTE_MAX_SHARE.*DATA.STRICT is set"):
+        build_loader(small_cfg(root, lst, **{"DATA.DECODE_DEVICE": "auto", "DATA.STRICT": True}), "train")
+    quiet = build_loader(small_cfg(root, lst, **{"DATA.DECODE_DEVICE": "auto", "DATA.CPU_ROUTE_MAX_SHARE": 1.0,
+                                                 "DATA.STRICT": True}), "train")
+    quiet.close()
+
+
+@pytest.mark.gpu
+def test_gpu_list_mixing_nvdec_and_cpu_routes_trains_one_epoch(tmp_path):
+    """H.264 96x72 clips go to NVDEC, VP9 64x48 clips (below NVDEC's 128x128 VP9 minimum) to DALI's CPU decoder:
+    one epoch of training steps on both routes, the counters match the list."""
+    root = str(tmp_path)
+    lst, vp9_rows, h264_rows = _mixed_list(root, vp9_size=(64, 48), h264_size=(96, 72))
+    cfg = small_cfg(root, lst, **{"DATA.DECODE_DEVICE": "gpu", "TRAIN.BATCH_SIZE": 4,
+                                  "DATA.CPU_ROUTE_MAX_SHARE": 0.6})
+    loader = build_loader(cfg, "train")
+    assert loader.routes_in_use() == ["nvdec", "dali_cpu"]
+    assert {r for r, vr in loader.video_routes.items() if vr.route == "nvdec"} == h264_rows
+    assert all("below NVDEC's vp9 minimum" in loader.video_routes[r].reason for r in vp9_rows)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)).cuda()
+    seen = []
+    for batch in loader:
+        video = batch["video"]
+        assert video.is_cuda and video.shape == (4, 4, 3, 32, 32)
+        logits = model(video.float())
+        loss = torch.nn.functional.cross_entropy(logits, batch["label"].cuda())
+        loss.backward()
+        assert torch.isfinite(loss)
+        seen += batch["index"].tolist()
+    stats = loader.stats
+    assert (stats["videos_nvdec"], stats["videos_dali_cpu"], stats["videos_pyav"]) == (5, 5, 0)
+    assert stats["clips_nvdec"] == len(set(seen) & h264_rows) and stats["clips_dali_cpu"] == len(set(seen) & vp9_rows)
+    assert stats["clips_nvdec"] + stats["clips_dali_cpu"] == 8 and stats["route_fallbacks"] == 0
+    loader.close()

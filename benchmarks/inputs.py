@@ -30,7 +30,7 @@ def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Ge
 def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 25, gop: int | None = None) -> None:
     """Encode uint8 ``(T,H,W,3)`` RGB frames to ``path`` (H.264 in .mp4, VP9 in .webm) with keyframe interval
     ``gop``, with the project's encoder (``write_video``)."""
-    from dali_pipelines.synthetic import write_video
+    from dali_pipelines.pyav_encode import write_video
 
     write_video(path, frames, codec=codec, fps=fps, gop=gop)
 

@@ -82,7 +82,7 @@ def compare_clip(path: str, decoder: str, device_id: int | None) -> dict:
 
 def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
     """Textured moving clips, one with B-frames and one without (what the project's re-encoder writes)."""
-    from dali_pipelines.synthetic import write_video
+    from dali_pipelines.pyav_encode import write_video
 
     size = (96, 64) if quick else (160, 128)
     n = 24 if quick else 48

@@ -124,8 +124,6 @@ def _conditional(records, args):
 
 
 def run_benchmark(args) -> dict:
-    import torch
-
     clips, input_desc = common.read_list_or_synthetic(args, default_codec="vp9,h264")
     records = _records(clips, args.batch, args.num_frames, args.input_size)
     runs = {"merged": _merged(records, args), "conditional": _conditional(records, args)}

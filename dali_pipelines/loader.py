@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import weakref
 from typing import Any, Iterator
 
@@ -92,7 +93,7 @@ class VideoLoader:
             raise ValueError(f"{list_key} is empty; set it to the {split} file list")
         self.index = index if index is not None else build_index(
             list_path, data.ROOT, data.NUM_CLASSES, workers=data.INDEX_WORKERS, full_decode=data.INDEX_FULL_DECODE,
-            strict=data.STRICT, progress=rank == 0)
+            strict=data.STRICT, progress=rank == 0 and sys.stderr.isatty())  # no carriage returns in a log file
         self._list_desc = f"{list_key} {list_path}"
 
         self.device = resolve_decode_device(data.DECODE_DEVICE)

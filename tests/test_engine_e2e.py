@@ -92,7 +92,7 @@ sys.exit(train.main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from dali_pipelines.synthetic import make_synthetic_dataset
+    from tools.synthetic import make_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synth")
     make_synthetic_dataset(str(out), train_per_class=4, val_per_class=2, num_frames=16, size=(64, 48), workers=2,

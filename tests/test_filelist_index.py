@@ -17,7 +17,7 @@ from dali_pipelines import index as index_mod
 from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
-from dali_pipelines.synthetic import write_video
+from dali_pipelines.pyav_encode import write_video
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers

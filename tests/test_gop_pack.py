@@ -11,7 +11,7 @@ import pytest
 from dali_pipelines.gop_pack import pack_for_frames
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pipelines import decode_with_dali
-from dali_pipelines.synthetic import write_video
+from dali_pipelines.pyav_encode import write_video
 from tests.video_fixtures import make_clip_dataset, pattern_frames, small_cfg
 
 N, GOP = 40, 8

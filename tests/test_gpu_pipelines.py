@@ -16,7 +16,7 @@ from dali_pipelines.draw import draw_sample
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pipelines import decode_with_dali
 from dali_pipelines.pyav_io import decode_frames
-from dali_pipelines.synthetic import write_video
+from dali_pipelines.pyav_encode import write_video
 from tests.test_pipelines import _check_test_views, _train_sample_reference
 from tests.video_fixtures import best_match, denormalize, make_clip_dataset, pattern_frames, small_cfg
 

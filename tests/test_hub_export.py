@@ -144,7 +144,7 @@ def test_uncached_reference_without_network_fails_in_one_line(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_predict_from_exported_file_without_config(tiny, tmp_path, capsys):
-    from dali_pipelines.synthetic import make_synthetic_dataset
+    from tools.synthetic import make_synthetic_dataset
 
     cfg, model, ckpt, out = tiny
     data = tmp_path / "clips"

@@ -408,7 +408,7 @@ def test_video_changed_or_shorter_than_indexed_is_quarantined_never_padded(tmp_p
     every other video comes out with its own frames."""
     import dataclasses
 
-    from dali_pipelines.synthetic import write_video
+    from dali_pipelines.pyav_encode import write_video
     from tests.video_fixtures import pattern_frames
 
     root = str(tmp_path)

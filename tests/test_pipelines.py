@@ -17,7 +17,7 @@ from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord
                                      decode_with_dali, one_batch_source, train_pipeline)
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
-from dali_pipelines.synthetic import write_video
+from dali_pipelines.pyav_encode import write_video
 from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, roi_resize_ref,
                                   small_cfg)
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from dali_pipelines.synthetic import make_synthetic_dataset
+    from tools.synthetic import make_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synth_predict")
     make_synthetic_dataset(str(out), train_per_class=1, val_per_class=2, num_frames=12, size=(48, 32), workers=2,

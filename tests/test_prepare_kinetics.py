@@ -67,7 +67,7 @@ def tiny_frames(t: int = 12, h: int = 48, w: int = 64, seed: int = 0) -> np.ndar
 
 def write_clip(path: Path, t: int = 12, h: int = 48, w: int = 64, codec: str = "vp9", seed: int = 0,
                gop: int | None = None) -> Path:
-    from dali_pipelines.synthetic import write_video
+    from dali_pipelines.pyav_encode import write_video
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_video(str(path), tiny_frames(t, h, w, seed), codec=codec, fps=25, gop=gop)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
-from dali_pipelines.synthetic import write_video
+from dali_pipelines.pyav_encode import write_video
 from tests.video_fixtures import best_match, pattern_frames
 
 

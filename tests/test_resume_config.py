@@ -32,7 +32,7 @@ def test_only_keys_that_define_the_run_are_reported():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from dali_pipelines.synthetic import make_synthetic_dataset
+    from tools.synthetic import make_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synth_resume")
     make_synthetic_dataset(str(out), train_per_class=3, val_per_class=1, num_frames=12, size=(48, 32), workers=2,

@@ -14,11 +14,11 @@ import numpy as np
 from av.video.frame import PictureType
 import pytest
 
-from dali_pipelines import synthetic
+from tools import synthetic
 from dali_pipelines.filelist import read_file_list
 from dali_pipelines.index import build_index, probe_video
 from dali_pipelines.pyav_io import decode_frames
-from dali_pipelines.synthetic import CLASSES, CODECS, make_synthetic_dataset, motion_clip, write_video
+from tools.synthetic import CLASSES, CODECS, make_synthetic_dataset, motion_clip, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 64, 48

@@ -21,7 +21,7 @@ DEMO = str(ROOT / "configs" / "demo.yaml")
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from dali_pipelines.synthetic import make_synthetic_dataset
+    from tools.synthetic import make_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synth_cli")
     make_synthetic_dataset(str(out), train_per_class=3, val_per_class=2, num_frames=12, size=(48, 32), workers=2,

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from dali_pipelines.synthetic import make_synthetic_dataset
+    from tools.synthetic import make_synthetic_dataset
 
     tmp = tmp_path_factory.mktemp("watched")
     data = tmp / "data"

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from configs.defaults import get_cfg_defaults
-from dali_pipelines.synthetic import write_video
+from dali_pipelines.pyav_encode import write_video
 
 
 def pattern_frames(num_frames: int, width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:

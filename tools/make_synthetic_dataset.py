@@ -19,7 +19,7 @@ import sys
 # Runnable as `python tools/make_synthetic_dataset.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dali_pipelines.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
+from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Synthetic action-recognition data: motion-only classes rendered with numpy and encoded with PyAV.
+"""Synthetic action-recognition data: motion-only classes rendered with numpy and encoded with PyAV (the demo's
+dataset, and the clips of tests and benchmarks).
 
 The classes differ **only in motion**, so a model (or a loader bug) that looks at single frames cannot beat chance:
 
@@ -23,127 +24,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
-from fractions import Fraction
-from typing import Any
 
-import av
 import numpy as np
+
+from dali_pipelines.pyav_encode import CODECS, write_video
+from evautil.files import atomic_write_text
+from evautil.workers import map_with_progress
 
 __all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset"]
 
 CLASSES: tuple[str, ...] = ("growing", "moving down", "moving up", "shrinking")  # sorted: label = position
-
-# codec name -> (FFmpeg encoder, file extension, pixel format)
-CODECS: dict[str, tuple[str, str, str]] = {
-    "vp9": ("libvpx-vp9", ".webm", "yuv420p"),
-    "vp8": ("libvpx", ".webm", "yuv420p"),
-    "h264": ("libx264", ".mp4", "yuv420p"),
-    "mpeg4": ("mpeg4", ".mp4", "yuv420p"),
-    "mjpeg": ("mjpeg", ".avi", "yuvj420p"),  # full-range 4:2:0, the pixel format FFmpeg's MJPEG encoder wants
-}
-
-# Per-codec encoder options: fast settings for small test clips at good quality.
-_ENCODER_OPTIONS: dict[str, dict[str, str]] = {
-    # realtime + cpu-used 8 is libvpx's fastest mode; crf with b:v 0 is constant quality; lag 0 = no alt-ref frames.
-    "vp9": {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b:v": "0", "row-mt": "1", "lag-in-frames": "0"},
-    "vp8": {"deadline": "realtime", "cpu-used": "8", "crf": "8", "b:v": "4M", "lag-in-frames": "0"},
-    "h264": {"preset": "veryfast", "crf": "20"},
-    "mpeg4": {"qmin": "2", "qmax": "4"},
-    "mjpeg": {"qmin": "2", "qmax": "4"},
-}
-
-_CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
-    "h264": {"movflags": "+faststart"},  # index at the front: readable while streaming, fewer seeks
-    "mpeg4": {"movflags": "+faststart"},
-}
-
-
-def _encoder_available(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-        return True
-    except Exception:  # PyAV raises UnknownCodecError (a ValueError) or FFmpegError depending on the build
-        return False
-
-
-def _rate(fps: float | int | Fraction) -> Fraction:
-    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 2997/100, 30000/1001 stays exact
-    if rate <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    return rate
-
-
-def write_video(path: str, frames: np.ndarray, codec: str = "vp9", fps: float | int | Fraction = 25,
-                gop: int | None = None, **opts: Any) -> None:
-    """Encode RGB frames to a constant-frame-rate video file.
-
-    Args:
-        path: output file; the container is chosen from its extension (``CODECS[codec][1]`` is the natural one).
-        frames: uint8 ``(T, H, W, 3)`` RGB; H and W must be even for the 4:2:0 codecs.
-        codec: ``vp9`` | ``vp8`` | ``h264`` | ``mpeg4`` | ``mjpeg``.
-        fps: constant frame rate (frame ``i`` gets timestamp ``i / fps``).
-        gop: keyframe interval in frames (exact for h264/vp8/vp9: scene-cut keyframes are disabled); None or 0 =
-            the encoder's default.
-        **opts: ``bframes=<int>`` (max B-frames; ``0`` = none), ``threads=<int>`` (encoder threads, default 1, since
-            datasets are encoded clip-parallel), and any other FFmpeg encoder option (stringified), overriding the
-            defaults (e.g. ``crf=18``, ``preset='medium'``).
-
-    Raises:
-        ValueError: unknown codec or bad frames (the message names the file).
-        RuntimeError: the encoder is not in this FFmpeg build (the message lists the codecs that are).
-    """
-    if codec not in CODECS:
-        raise ValueError(f"{path}: unknown codec {codec!r}; choose one of {sorted(CODECS)}")
-    encoder, _, pix_fmt = CODECS[codec]
-    if not _encoder_available(encoder):
-        have = [c for c, (enc, _, _) in CODECS.items() if _encoder_available(enc)]
-        raise RuntimeError(f"{path}: the FFmpeg inside PyAV {av.__version__} has no {encoder!r} encoder for "
-                           f"codec {codec!r}; available here: {have}")
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise ValueError(f"{path}: frames must be a non-empty uint8 (T, H, W, 3) array, got "
-                         f"{frames.dtype} {frames.shape}")
-    _, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"{path}: {codec} with {pix_fmt} needs an even frame size, got {w}x{h}")
-    rate = _rate(fps)
-    bframes = opts.pop("bframes", None)
-    threads = int(opts.pop("threads", 1))
-    options = dict(_ENCODER_OPTIONS[codec])
-    gop = gop or None  # 0 means "encoder default", as on command lines
-    if gop is not None:
-        if gop < 1:
-            raise ValueError(f"{path}: gop must be >= 1, got {gop}")
-        if codec == "h264":
-            options.update({"keyint_min": str(gop), "sc_threshold": "0"})  # fixed GOP, no scene-cut keyframes
-        elif codec in ("vp8", "vp9"):
-            options.update({"keyint_min": str(gop)})
-    options.update({k: str(v) for k, v in opts.items()})
-
-    # bitexact: no random segment/track UIDs or version strings, so the same frames give the same bytes.
-    container = av.open(path, mode="w", options={"fflags": "+bitexact", **_CONTAINER_OPTIONS.get(codec, {})})
-    try:
-        stream = container.add_stream(encoder, rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        stream.time_base = Fraction(1) / rate  # pts counts frames: constant frame rate by construction
-        stream.codec_context.thread_count = threads
-        if gop is not None:
-            stream.codec_context.gop_size = gop
-        if bframes is not None:
-            stream.codec_context.max_b_frames = int(bframes)
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))  # flush delayed frames
-    finally:
-        container.close()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Rendering
 
 _SHAPES = ("disc", "square", "diamond")
 
@@ -315,12 +206,14 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
     for cls_name in CLASSES:
         os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
-    _run_jobs(jobs, workers, progress)
+    for _ in map_with_progress(_write_job, jobs, workers, "synthetic clips", progress=progress, unit="clip",
+                               ordered=False):
+        pass
 
     for split, path in (("train", train_list), ("val", val_list)):
-        _write_text(path, "".join(f"{p} {label}\n" for p, label in rel[split]))
-    _write_text(labels_csv, "id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
-    _write_text(meta_path, json.dumps({**params, "complete": True}, indent=1) + "\n")
+        atomic_write_text(path, "".join(f"{p} {label}\n" for p, label in rel[split]))
+    atomic_write_text(labels_csv, "id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
+    atomic_write_text(meta_path, json.dumps({**params, "complete": True}, indent=1) + "\n")
     return {**summary, "skipped": False, "seconds": time.perf_counter() - t0}
 
 
@@ -332,33 +225,3 @@ def _complete(meta_path: str, params: dict, files: list[str]) -> bool:
         return False
     stored.pop("complete", None)
     return stored == params and all(os.path.isfile(p) and os.path.getsize(p) > 0 for p in files)
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _run_jobs(jobs: list[tuple], workers: int, progress: bool) -> None:
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
-    n = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
-    bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
-    try:
-        if n <= 1:
-            for job in jobs:
-                _write_job(job)
-                bar.update()
-        else:
-            # fork: instant start and no re-import of the caller's __main__; workers only use numpy and PyAV.
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(n) as pool:
-                for _ in pool.imap_unordered(_write_job, jobs, chunksize=4):
-                    bar.update()
-    finally:
-        bar.close()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.video_fixtures import synthetic_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_KEYS = ("step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct", "step_time_s",
               "max_mem_gb", "mfu", "gpu_util", "nvdec_util")
@@ -92,12 +94,7 @@ sys.exit(train.main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from tools.synthetic import make_synthetic_dataset
-
-    out = tmp_path_factory.mktemp("synth")
-    make_synthetic_dataset(str(out), train_per_class=4, val_per_class=2, num_frames=16, size=(64, 48), workers=2,
-                           progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, "synth", 4, 2, num_frames=16, size=(64, 48))
 
 
 def _opts(data: Path, out: Path, **extra) -> list[str]:

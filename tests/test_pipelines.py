@@ -13,7 +13,7 @@ from dali_pipelines import augment
 from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
 from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, TrainParams, batch_columns,
+from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, batch_columns,
                                      decode_with_dali, one_batch_source, train_pipeline)
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices

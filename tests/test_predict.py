@@ -16,6 +16,8 @@ from configs import load_config
 from models import build_model
 from tools import predict
 
+from tests.video_fixtures import synthetic_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 pytestmark = pytest.mark.slow
@@ -23,12 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from tools.synthetic import make_synthetic_dataset
-
-    out = tmp_path_factory.mktemp("synth_predict")
-    make_synthetic_dataset(str(out), train_per_class=1, val_per_class=2, num_frames=12, size=(48, 32), workers=2,
-                           progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, "synth_predict", 1, 2, num_frames=12, size=(48, 32))
 
 
 def _opts(data: Path, out: Path) -> list[str]:

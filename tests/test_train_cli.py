@@ -15,18 +15,15 @@ import train
 from configs import load_config
 from engine.checkpointing import save_atomic
 
+from tests.video_fixtures import synthetic_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from tools.synthetic import make_synthetic_dataset
-
-    out = tmp_path_factory.mktemp("synth_cli")
-    make_synthetic_dataset(str(out), train_per_class=3, val_per_class=2, num_frames=12, size=(48, 32), workers=2,
-                           progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, "synth_cli", 3, 2, num_frames=12, size=(48, 32))
 
 
 def _opts(data: Path, out: Path, *extra: str) -> list[str]:

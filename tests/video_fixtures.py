@@ -4,9 +4,11 @@ numpy reference of DALI's ROI resize."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
+from benchmarks.nvdec_parity import best_match  # noqa: F401  (one home: the parity benchmark)
 from configs.defaults import get_cfg_defaults
 from dali_pipelines.pyav_encode import write_video
 
@@ -100,15 +102,12 @@ def denormalize(video) -> np.ndarray:
     return v * STD + MEAN
 
 
-def best_match(frame: np.ndarray, candidates: np.ndarray) -> tuple[int, float]:
-    """Index of the candidate most correlated with ``frame`` and that correlation."""
-    a = frame.astype(np.float64).ravel()
-    a = (a - a.mean()) / (a.std() + 1e-9)
-    best, best_c = -1, -2.0
-    for k, c in enumerate(candidates):
-        b = c.astype(np.float64).ravel()
-        b = (b - b.mean()) / (b.std() + 1e-9)
-        corr = float((a * b).mean())
-        if corr > best_c:
-            best, best_c = k, corr
-    return best, best_c
+def synthetic_dataset(tmp_path_factory, name: str, train_per_class: int, val_per_class: int, num_frames: int = 12,
+                      size: tuple[int, int] = (48, 32)) -> Path:
+    """A small motion dataset (tools/synthetic.py) in a fresh temporary folder, for end-to-end runs."""
+    from tools.synthetic import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp(name)
+    make_synthetic_dataset(str(out), train_per_class=train_per_class, val_per_class=val_per_class,
+                           num_frames=num_frames, size=size, workers=2, progress=False)
+    return out

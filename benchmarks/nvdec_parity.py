@@ -6,7 +6,7 @@ full sequential PyAV decode of the same file: for each requested frame, the PyAV
 (it must be the requested one, or a frame identical to it), that correlation, and the mean absolute difference in
 grey levels (NVDEC and swscale convert YUV to RGB slightly differently, so it is not zero).
 
-    python -m benchmarks.nvdec_parity --real-dir ../shared/data/real --json results/nvdec_parity.json
+    python -m benchmarks.nvdec_parity --real-dir $EVA_SHARED_DIR/data/real --json results/nvdec_parity.json
     python -m benchmarks.nvdec_parity --decoder cpu --quick        # CI: synthetic VP9 clips, DALI's CPU decoder
 
 Exit code 1 when any requested frame is not found where it should be.

@@ -1,4 +1,4 @@
-"""Which decoder takes a video: the decode device of a run, the route of a list, and the per-video rule.
+"""Which decoder takes a video: the decode device of a run and the per-video rule.
 
 Routes (``pipelines.ROUTES``): ``nvdec`` (DALI's ``mixed`` decoder on the GPU), ``dali_cpu`` (DALI's CPU decoder,
 which has VP8/VP9/MJPEG only: its bundled FFmpeg has no H.264/HEVC/MPEG-4 software decoder) and ``pyav`` (decoded
@@ -16,8 +16,7 @@ machine (:func:`machine_policy`), decided when a loader starts (never cached wit
 ``DATA.CPU_DECODER`` narrows steps 2-3 (``pyav``: every CPU video through PyAV; ``dali``: DALI's CPU decoder only,
 an error for a codec it lacks); ``DATA.NVDEC_CODECS`` narrows NVDEC's codecs and ``DATA.NVDEC_MAX_BIT_DEPTH``
 widens its bit depth. A video that fails on its route at run time moves to :func:`fallback_route` (NVDEC -> the
-CPU route of step 2-3, DALI's CPU decoder -> PyAV) before it is quarantined. :func:`list_route` is the former
-one-route-per-list rule, kept for tools that decode a whole list one way.
+CPU route of step 2-3, DALI's CPU decoder -> PyAV) before it is quarantined.
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ from configs import check_choice
 from .filelist import DataError
 from .nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads, nvdec_refusal
 
-__all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device", "dali_cpu_decodes",
-           "list_route", "RoutingPolicy", "machine_policy", "choose_route", "fallback_route", "VideoRoute",
+__all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device",
+           "RoutingPolicy", "machine_policy", "choose_route", "fallback_route", "VideoRoute",
            "route_videos", "route_counts", "cpu_share_warning"]
 
 log = logging.getLogger(__name__)
@@ -72,35 +71,6 @@ def resolve_decode_device(setting: str) -> str:
         log.warning("GPU DECODING IS OFF, videos are decoded on the CPU (much slower): %s", "; ".join(problems))
         return "cpu"
     return "gpu"
-
-
-def dali_cpu_decodes(codec: str) -> bool:
-    """Whether DALI's CPU decoder takes this codec (an FFmpeg codec name)."""
-    c = codec.lower()
-    return any(k in c for k in DALI_CPU_CODECS)
-
-
-def list_route(device: str, cpu_decoder: str, codecs: Iterable[str], list_path: str) -> str:
-    """The route of every video of a list: NVDEC on the GPU; on the CPU DATA.CPU_DECODER ('auto': DALI's CPU
-    decoder when it takes every codec of the list, else PyAV).
-
-    Raises:
-        ValueError: DATA.CPU_DECODER 'dali' for a list with codecs that decoder lacks.
-        ConfigError: an unknown DATA.CPU_DECODER setting.
-    """
-    check_choice("DATA.CPU_DECODER", cpu_decoder)
-    if device == "gpu":
-        return NVDEC
-    codecs = set(codecs)
-    if cpu_decoder == "auto":
-        return DALI_CPU if all(dali_cpu_decodes(c) for c in codecs) else PYAV
-    if cpu_decoder == "dali":
-        other = sorted(c for c in codecs if not dali_cpu_decodes(c))
-        if other:
-            raise ValueError(f"DATA.CPU_DECODER is 'dali' but {list_path} has {', '.join(other)} videos, "
-                             "which DALI cannot decode on the CPU; use 'auto' or 'pyav'")
-        return DALI_CPU
-    return PYAV
 
 
 # ------------------------------------------------------------------------------------------ per-video rule

@@ -56,7 +56,8 @@ def run_jitter(clips, programs, factors, per_frame=False, device="cpu"):
     (out,) = p.run()
     if device == "gpu":
         out = out.as_cpu()
-    return [np.array(out[i]) for i in range(len(columns[0]))]
+    # jitter_frames hands its planes over channel-first (FCHW); the references are FHWC.
+    return [np.array(out[i]).transpose(0, 2, 3, 1) for i in range(len(columns[0]))]
 
 
 def torchvision_reference(frames: np.ndarray, program, f: dict, per_frame: bool = False) -> np.ndarray:

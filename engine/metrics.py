@@ -17,6 +17,10 @@ is printed only when there is no bar. Conventions of the numbers written:
   counting recomputation) over the device's dense bf16/fp16 peak; null when the peak is unknown (e.g. a CPU).
 - ``max_mem_gb``: peak CUDA memory allocated by tensors, or the process's peak RSS on the CPU (GiB).
 - ``gpu_util`` / ``nvdec_util``: mean NVML utilisation (%) over the logged window; null without NVML.
+- ``kind: "data"`` lines, one after every training epoch: the training loader's counters summed over ranks and
+  counted since the loader was built (this process): videos and clips per decode route (``videos_<route>``,
+  ``clips_<route>``), ``route_fallbacks``, ``skipped_videos``, ``substituted``, ``rebuilds``, ... (evaluation
+  lines carry the same counters of their own loader).
 """
 
 from __future__ import annotations
@@ -369,6 +373,13 @@ class MetricLogger:
                   f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
                   + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
                   f"({result.get('videos_per_sec', 0.0):.1f} videos/s)")
+        return line
+
+    def log_data(self, split: str, counters: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:
+        """Write a ``data`` line: a loader's counters (``train_loop.loader_stats``) after epoch index ``epoch``."""
+        line = {"kind": "data", "split": split, "epoch": epoch_number(epoch), "step": step, **counters,
+                "time": time.time()}
+        self._write(line)
         return line
 
     def _write(self, line: dict[str, Any]) -> None:

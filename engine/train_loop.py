@@ -399,6 +399,8 @@ class Trainer:
                                           self.criterion, st, opts, self.metrics, self.ctx, mixup=self.mixup,
                                           scaler=self.scaler, ema=self.ema, on_step=on_step)
             self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: mean loss {train_stats['loss']:.4f}")
+            # Every rank gathers (loader_stats); rank 0 writes the counters, the routes' among them.
+            self.metrics.log_data("train", loader_stats(self.train_loader, self.ctx), epoch, st.global_step)
             last = epoch + 1 == opts.epochs
             result = None
             if last and opts.final_test and self.make_test_loader is not None:

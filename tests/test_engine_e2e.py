@@ -168,6 +168,13 @@ def test_full_run_outputs(reference, dataset):
         assert all(k in e for k in EVAL_KEYS) and e["num_videos"] == 8 and e["views"] == 1
         # the loader's failure counters reach the eval line
         assert (e["listed_videos"], e["bad_at_index"], e["skipped_videos"], e["rebuilds"]) == (8, 0, 0, 0)
+    # after every epoch, the training loader's counters: 16 clips an epoch (4 steps x B 2 x ACC 2), per route
+    data = [d for d in lines if d["kind"] == "data"]
+    assert [(d["split"], d["epoch"], d["step"]) for d in data] == [("train", 1, 4), ("train", 2, 8), ("train", 3, 12)]
+    for d in data:
+        routes = {k[len("clips_"):]: v for k, v in d.items() if k.startswith("clips_") and v}
+        assert sum(routes.values()) == 16 * d["epoch"] and routes, d
+        assert sum(v for k, v in d.items() if k.startswith("videos_")) == 16 and d["route_fallbacks"] == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
     assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0

@@ -250,7 +250,8 @@ class VideoLoader:
         depth = self._prefetch if share * self.batch_size >= 1 else 1
         common = dict(batch_size=self.batch_size, num_threads=threads, device_id=self.device_id,
                       prefetch_queue_depth=depth, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF, route=route,
-                      dtype=self.dtype, input_size=self.input_size, nvdec_affine=bool(data.NVDEC_AFFINE))
+                      dtype=self.dtype, input_size=self.input_size, nvdec_affine=bool(data.NVDEC_AFFINE),
+                      augment_on_gpu=self.device == "gpu")
         source = self._feeder.source(route)
         if self.training:
             pipe = train_pipeline(source, per_frame_jitter=self.settings.per_frame_jitter, **common)
@@ -299,14 +300,14 @@ class VideoLoader:
         self._build_pipelines(first)
 
     # ------------------------------------------------------------------------------------------------ iteration
-    def _to_torch(self, tl, route: str) -> torch.Tensor:
+    def _to_torch(self, tl) -> torch.Tensor:
+        """A graph's video output as a torch tensor without a copy; on a GPU machine every route's output is on the
+        GPU already (CPU routes augment there, ``pipelines._decode``)."""
         t = tl.as_tensor()
-        if route == NVDEC:
+        if self.device == "gpu":
             with torch.cuda.device(self.device_id):
                 return torch.from_dlpack(t)
-        out = torch.from_dlpack(t)
-        # A CPU route on a GPU machine: the batch is handed over on the decode device like NVDEC's.
-        return out.to(torch.device("cuda", self.device_id)) if self.device == "gpu" else out
+        return torch.from_dlpack(t)
 
     def _run_batch(self, batch: DeliveredBatch) -> torch.Tensor:
         """Run the graph of every route ``batch`` has a part for; the videos in the batch's planned order."""
@@ -323,7 +324,7 @@ class VideoLoader:
             rows = [batch.samples[i].row for i in positions]
             if got != rows:  # the FIFO pairing of a route's parts and its graph's outputs is an invariant
                 raise RuntimeError(f"internal error: the {route} graph returned rows {got}, expected {rows}")
-            part = self._to_torch(video, route)
+            part = self._to_torch(video)
             if len(parts) == 1:
                 return part
             if merged is None:

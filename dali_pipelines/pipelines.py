@@ -172,14 +172,18 @@ _PAD_MODE = "none"
 _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
 
 
-def _decode(inputs: dict, route: str, nvdec_affine: bool = False):
-    """Frames (F, H, W, 3) uint8 FHWC, on the GPU when the route is NVDEC."""
+def _decode(inputs: dict, route: str, nvdec_affine: bool = False, on_gpu: bool = False):
+    """Frames (F, H, W, 3) uint8 FHWC; on the GPU when the route is NVDEC or ``on_gpu`` (a CPU route on a machine
+    that trains on a GPU: its frames go to the GPU before augmentation, so the colour program and the resize run
+    there instead of on the host, and the copy is the 8-bit frames)."""
     backend = ROUTES[route].backend
     if backend is None:  # PyAV route: already decoded on the host
-        return inputs["video"]
-    extra = {"affine": nvdec_affine} if backend == "mixed" else {}
-    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=_PAD_MODE,
-                             **extra)
+        frames = inputs["video"]
+    else:
+        extra = {"affine": nvdec_affine} if backend == "mixed" else {}
+        frames = fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=_PAD_MODE,
+                                   **extra)
+    return frames.gpu() if on_gpu and backend != "mixed" else frames
 
 
 def short_decode(err: BaseException) -> tuple[int, int] | None:
@@ -205,13 +209,13 @@ def _normalize(video, dtype: str, mirror=None):
 
 @pipeline_def(enable_conditionals=True)  # the colour program runs per sample (color_jitter.py)
 def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame_jitter: bool = False,
-                   nvdec_affine: bool = False):
+                   nvdec_affine: bool = False, augment_on_gpu: bool = False):
     """Training graph: decode T sampled frames -> MultiScaleCrop+resize (one ROI resize) -> colour jitter /
     grayscale (on colour planes, FCHW out) -> flip + normalise -> (T, 3, S, S). ``source`` yields :func:`batch_columns` of records with
     :class:`TrainParams` on ``route``. ``nvdec_affine``: pin the NVDEC decoder's threads (DATA.NVDEC_AFFINE).
-    Outputs: video, index."""
+    ``augment_on_gpu``: a CPU route's frames are augmented on the GPU (``_decode``). Outputs: video, index."""
     x = _external_inputs(source, record_layout(TrainParams, route, per_frame_jitter))
-    video = _decode(x, route, nvdec_affine)
+    video = _decode(x, route, nvdec_affine, augment_on_gpu)
     video = _roi_resize(video, x["roi_start"], x["roi_end"], input_size)
     video = jitter_frames(video, x["color_ops"], x["brightness"], x["contrast"], x["saturation"], x["hue"],
                           per_frame=per_frame_jitter)
@@ -220,16 +224,18 @@ def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame
 
 
 @pipeline_def
-def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: str, nvdec_affine: bool = False):
+def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: str, nvdec_affine: bool = False,
+                  augment_on_gpu: bool = False):
     """Multi-view test graph over records with :class:`TestParams`.
 
     The sorted union of all clips' frame indices is decoded once (U frames); each spatial crop is one ROI resize
     of those U frames; the crops are concatenated along the frame axis and one per-sample gather
     (``sequence_rearrange`` with ``new_order = crop * U + position of the clip's frame in the union``) lays out
-    the V*T output frames ordered [crop][clip][t]. Outputs: video (V*T, 3, S, S), index.
+    the V*T output frames ordered [crop][clip][t]. ``augment_on_gpu`` as in :func:`train_pipeline`.
+    Outputs: video (V*T, 3, S, S), index.
     """
     x = _external_inputs(source, record_layout(TestParams, route))
-    video = _decode(x, route, nvdec_affine)
+    video = _decode(x, route, nvdec_affine, augment_on_gpu)
     crops = [_roi_resize(video, x["roi_start"][c], x["roi_end"][c], input_size) for c in range(num_crop)]
     video = crops[0] if num_crop == 1 else fn.cat(*crops, axis=0)
     video = fn.sequence_rearrange(video, new_order=x["new_order"])

@@ -26,6 +26,7 @@ from nvidia.dali import fn, pipeline_def, types
 from .augment import MEAN, STD
 from .color_jitter import jitter_frames
 from .pyav_io import BadVideoError
+from .routing import DALI_CPU, NVDEC, PYAV
 
 __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams", "SampleRecord",
@@ -112,10 +113,11 @@ class SampleRecord:
     index: np.ndarray = _input(np.int32, 0)  # the row in the list, returned by the graph beside the video
 
 
+# How each route of routing.ROUTES (the names and their order live there) enters the graph.
 ROUTES = {
-    "nvdec": RouteSpec(backend="mixed", source=EncodedSource),
-    "dali_cpu": RouteSpec(backend="cpu", source=EncodedSource),
-    "pyav": RouteSpec(backend=None, source=DecodedSource),
+    NVDEC: RouteSpec(backend="mixed", source=EncodedSource),
+    DALI_CPU: RouteSpec(backend="cpu", source=EncodedSource),
+    PYAV: RouteSpec(backend=None, source=DecodedSource),
 }
 
 

@@ -13,7 +13,8 @@ from dali_pipelines import augment
 from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
 from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, batch_columns,
+from dali_pipelines import routing
+from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, SampleRecord, batch_columns,
                                      decode_with_dali, one_batch_source, train_pipeline)
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
@@ -301,3 +302,11 @@ def test_real_clips_late_and_unordered_indices_pyav_route(real_clips_dir):
         assert len(ref) == n, (name, n, len(ref))
         for k, w in enumerate(want):
             _assert_requested_frame(video[k], w, ref, (name, k))
+
+
+def test_the_graph_knows_every_route_routing_can_choose():
+    """routing.ROUTES names the routes (and their order); the graph has an entry for each and no other: an
+    EncodedSource for DALI's decoders ('mixed' on the GPU, 'cpu'), decoded frames for PyAV."""
+    assert tuple(ROUTES) == routing.ROUTES
+    assert [(ROUTES[r].backend, ROUTES[r].source) for r in routing.ROUTES] == [
+        ("mixed", EncodedSource), ("cpu", EncodedSource), (None, DecodedSource)]

@@ -106,8 +106,7 @@ def jitter_frames(frames, color_ops, brightness, contrast, saturation, hue, *, p
 
     The program works on the three colour planes separately (F, H, W each): every operation is then elementwise
     arithmetic on contiguous planes, with no reduction or concatenation along the interleaved channel axis, which
-    is what made the interleaved version slow on the CPU. The planes are stacked channel-first at the end, the
-    layout the normalisation writes anyway.
+    is what made the interleaved version slow on the CPU. A clip whose program is empty skips the planes.
 
     Args:
         frames: DataNode, FHWC, on the CPU or the GPU.
@@ -118,8 +117,10 @@ def jitter_frames(frames, color_ops, brightness, contrast, saturation, hue, *, p
         per_frame: factors are per frame and contrast uses each frame's mean grey.
 
     Returns:
-        float32 FCHW frames in [0, 255]. Needs a pipeline with ``enable_conditionals=True``.
+        float32 FHWC frames in [0, 255]. Needs a pipeline with ``enable_conditionals=True``.
     """
+    if fn.reductions.max(color_ops) == OP_NONE:  # nothing to run for this clip: skip the planes
+        return fn.cast(frames, dtype=types.FLOAT)
     # Slice the planes out of the 8-bit frames, then widen: a quarter of the bytes move through the slice.
     r, g, b = (fn.cast(frames[:, :, :, c], dtype=types.FLOAT) for c in range(3))
     bf, cf = _per_frame(brightness, per_frame), _per_frame(contrast, per_frame)
@@ -137,4 +138,4 @@ def jitter_frames(frames, color_ops, brightness, contrast, saturation, hue, *, p
         elif op == OP_GRAYSCALE:
             grey = _grey(r, g, b)
             r, g, b = grey, grey, grey
-    return fn.stack(r, g, b, axis=1, axis_name="C")
+    return fn.stack(r, g, b, axis=3, axis_name="C")

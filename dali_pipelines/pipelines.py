@@ -203,7 +203,7 @@ def _roi_resize(video, roi_start, roi_end, size: int):
 
 
 def _normalize(video, dtype: str, mirror=None):
-    # Flip, (x - mean) / std, the output type and, for FHWC input, the layout change to FCHW, in one kernel.
+    # Flip, (x - mean) / std, the output type and the layout change (FHWC -> FCHW) in one kernel.
     kwargs = {} if mirror is None else {"mirror": mirror}
     return fn.crop_mirror_normalize(video, dtype=_DTYPES[dtype], output_layout="FCHW", mean=list(MEAN),
                                     std=list(STD), **kwargs)
@@ -213,7 +213,7 @@ def _normalize(video, dtype: str, mirror=None):
 def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame_jitter: bool = False,
                    nvdec_affine: bool = False, augment_on_gpu: bool = False):
     """Training graph: decode T sampled frames -> MultiScaleCrop+resize (one ROI resize) -> colour jitter /
-    grayscale (on colour planes, FCHW out) -> flip + normalise -> (T, 3, S, S). ``source`` yields :func:`batch_columns` of records with
+    grayscale -> flip + normalise -> (T, 3, S, S). ``source`` yields :func:`batch_columns` of records with
     :class:`TrainParams` on ``route``. ``nvdec_affine``: pin the NVDEC decoder's threads (DATA.NVDEC_AFFINE).
     ``augment_on_gpu``: a CPU route's frames are augmented on the GPU (``_decode``). Outputs: video, index."""
     x = _external_inputs(source, record_layout(TrainParams, route, per_frame_jitter))

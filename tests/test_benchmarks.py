@@ -348,3 +348,16 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: video list {str(missing)!r} does not exist (or is not a file)"]
+
+
+def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches(tmp_path):
+    """Quick mode: every program runs with both colour implementations, which compute the same values."""
+    out_json = tmp_path / "augment.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.augment_throughput", "--quick", "--threads", "1",
+                           "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads(out_json.read_text())["results"]
+    assert set(results) == {f"{p}/{i}" for p in ("off", "drawn", "all") for i in ("planes", "interleaved")}
+    for r in results.values():
+        assert r["ms_per_batch"] > 0 and r["cpu_ms_per_clip"] > 0 and r["max_abs_diff"] < 1e-3
+    assert "drawn: interleaved / planes" in proc.stdout

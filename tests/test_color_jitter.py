@@ -56,8 +56,7 @@ def run_jitter(clips, programs, factors, per_frame=False, device="cpu"):
     (out,) = p.run()
     if device == "gpu":
         out = out.as_cpu()
-    # jitter_frames hands its planes over channel-first (FCHW); the references are FHWC.
-    return [np.array(out[i]).transpose(0, 2, 3, 1) for i in range(len(columns[0]))]
+    return [np.array(out[i]) for i in range(len(columns[0]))]
 
 
 def torchvision_reference(frames: np.ndarray, program, f: dict, per_frame: bool = False) -> np.ndarray:
@@ -195,6 +194,18 @@ def test_per_frame_factors_and_frame_means(real_frames):
 def test_empty_program_leaves_the_clip_as_it_is(real_frames):
     (out,) = run_jitter([real_frames], [make_color_ops(np.arange(4), False, False)], [STRONG])
     np.testing.assert_array_equal(out, real_frames.astype(np.float32))
+
+
+def test_empty_and_full_programs_in_one_batch(real_frames):
+    """Clips without a colour operation skip the colour planes; in a batch with clips that have one, each clip
+    still gets its own program."""
+    full = make_color_ops(np.array([OP_HUE, OP_CONTRAST, OP_BRIGHTNESS, OP_SATURATION]), True, True)
+    empty = make_color_ops(np.arange(4), False, False)
+    outs = run_jitter([real_frames] * 3, [empty, full, empty], [STRONG] * 3)
+    np.testing.assert_array_equal(outs[0], real_frames.astype(np.float32))
+    np.testing.assert_array_equal(outs[2], real_frames.astype(np.float32))
+    ref = torchvision_reference(real_frames, full, STRONG)
+    assert np.abs(outs[1] - ref).mean() < 0.01 and np.abs(outs[1] - real_frames).mean() > 5
 
 
 def test_hue_of_grey_and_saturated_pixels():

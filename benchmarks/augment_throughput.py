@@ -1,0 +1,226 @@
+"""The training graph's augmentation half on its own: decoded frames in, normalised clips out (no decoding).
+
+Times the ROI resize, the colour program and the flip/normalise of ``pipelines.train_pipeline`` on batches of
+already decoded frames, for three colour programs: ``off`` (no jitter, no grayscale), ``drawn`` (programs drawn as
+training draws them: jitter with probability AUG.COLOR_JITTER 0.8 in a random order, grayscale with 0.2) and
+``all`` (the four jitter operations and the grayscale on every clip). Two implementations of the colour program
+run interleaved on the same batches:
+
+- ``planes``: ``color_jitter.jitter_frames``, the graph's: every operation on the three colour planes separately;
+- ``interleaved``: the earlier version kept here as the baseline, the same arithmetic on interleaved FHWC frames
+  (grey levels and hue's max/min as reductions over the 3-wide channel axis, channels rebuilt with a concat).
+
+Both produce the same values (the maximum difference is printed). Figures: milliseconds per batch, median (min-max)
+over the repeats, and CPU milliseconds per clip (all threads of this process).
+
+    python -m benchmarks.augment_throughput --batch 8 --num-frames 16 --input-size 224 --threads 2
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+if __package__ in (None, ""):  # allow `python benchmarks/augment_throughput.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+PROGRAMS = ("off", "drawn", "all")
+IMPLEMENTATIONS = ("planes", "interleaved")
+
+
+def interleaved_jitter(frames, color_ops, brightness, contrast, saturation, hue):
+    """The colour program on interleaved FHWC frames (per-clip factors): the implementation before the planes one,
+    kept as this benchmark's baseline. Returns float32 FHWC."""
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn, types
+
+    from dali_pipelines.color_jitter import (GREY_WEIGHTS, NUM_SLOTS, OP_BRIGHTNESS, OP_CONTRAST, OP_GRAYSCALE,
+                                             OP_HUE, OP_SATURATION)
+
+    def grey(x):
+        return fn.reductions.sum(x * types.Constant(np.array(GREY_WEIGHTS, np.float32)), axes=[3], keep_dims=True)
+
+    def clamp(x):
+        return dmath.clamp(x, 0.0, 255.0)
+
+    def hue_shift(x, degrees):
+        r, g, b = x[:, :, :, 0:1], x[:, :, :, 1:2], x[:, :, :, 2:3]
+        top = fn.reductions.max(x, axes=[3], keep_dims=True)
+        span = top - fn.reductions.min(x, axes=[3], keep_dims=True)
+        divisor = span + (span == 0.0)
+        is_r, is_g, is_b = top == r, (top == g) & (top != r), (top != g) & (top != r)
+        sixths = (is_r * (g - b) + is_g * (2.0 * span + b - r) + is_b * (4.0 * span + r - g)) / divisor
+        sixths = sixths + degrees / 60.0
+
+        def channel(n: float):
+            k = sixths + n
+            k = k - 6.0 * dmath.floor(k / 6.0)
+            return top - span * dmath.clamp(dmath.min(k, 4.0 - k), 0.0, 1.0)
+
+        return fn.cat(channel(5.0), channel(3.0), channel(1.0), axis=3)
+
+    x = fn.cast(frames, dtype=types.FLOAT)
+    for slot in range(NUM_SLOTS):
+        op = color_ops[slot]
+        if op == OP_BRIGHTNESS:
+            x = clamp(brightness * x)
+        elif op == OP_CONTRAST:
+            mean = fn.reductions.mean(grey(x), axes=[0, 1, 2], keep_dims=True)
+            x = clamp(contrast * x + (1.0 - contrast) * mean)
+        elif op == OP_SATURATION:
+            x = clamp(saturation * x + (1.0 - saturation) * grey(x))
+        elif op == OP_HUE:
+            x = hue_shift(x, hue)
+        elif op == OP_GRAYSCALE:
+            x = fn.cat(*([grey(x)] * 3), axis=3)
+    return x
+
+
+def make_batch(args, program: str):
+    """The external source's columns: frames (B of (T, H, W, 3) uint8, smooth colour gradients with noise, so that
+    hue and saturation have something to act on) and each clip's augmentation, drawn as training draws it."""
+    from dali_pipelines.augment import draw_train_aug
+    from dali_pipelines.color_jitter import OP_BRIGHTNESS, OP_CONTRAST, OP_HUE, OP_SATURATION, make_color_ops
+
+    rng = np.random.default_rng(0)
+    t, h, w = args.num_frames, args.height, args.width
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (w + h)], axis=-1)
+    columns: dict[str, list] = {k: [] for k in ("frames", "ops", "b", "c", "s", "h", "roi_start", "roi_end",
+                                                "mirror")}
+    for _ in range(args.batch):
+        noise = rng.normal(0, 12, (t, h, w, 3))
+        columns["frames"].append(np.clip(base[None] + noise, 0, 255).astype(np.uint8))
+        aug = draw_train_aug(rng, w, h, args.input_size, t)
+        ops = aug.color_ops
+        if program == "off":
+            ops = make_color_ops(np.arange(4), False, False)
+        elif program == "all":
+            ops = make_color_ops(np.array([OP_BRIGHTNESS, OP_CONTRAST, OP_SATURATION, OP_HUE]), True, True)
+        columns["ops"].append(np.asarray(ops, np.int32))
+        for key, value in (("b", aug.brightness), ("c", aug.contrast), ("s", aug.saturation), ("h", aug.hue)):
+            columns[key].append(np.asarray(value, np.float32))
+        columns["roi_start"].append(aug.roi_start)
+        columns["roi_end"].append(aug.roi_end)
+        columns["mirror"].append(np.array(aug.mirror, np.int32))
+    return tuple(columns.values())
+
+
+def build(args, implementation: str, columns):
+    from nvidia.dali import fn, pipeline_def
+
+    from dali_pipelines.color_jitter import jitter_frames
+    from dali_pipelines.pipelines import _normalize, _roi_resize
+
+    @pipeline_def(enable_conditionals=True)
+    def graph():
+        frames, ops, b, c, s, h, start, end, mirror = fn.external_source(
+            source=lambda: columns, num_outputs=9, batch=True, layout=["FHWC"] + [""] * 8)
+        if args.device == "gpu":
+            frames = frames.gpu()
+        video = _roi_resize(frames, start, end, args.input_size)
+        if implementation == "planes":
+            video = jitter_frames(video, ops, b, c, s, h)
+        else:
+            video = interleaved_jitter(video, ops, b, c, s, h)
+        return _normalize(video, "float32", mirror=mirror)
+
+    pipe = graph(batch_size=args.batch, num_threads=args.threads, device_id=0 if args.device == "gpu" else None,
+                 prefetch_queue_depth=1, exec_dynamic=True)
+    pipe.build()
+    return pipe
+
+
+def _output(pipe) -> np.ndarray:
+    (out,) = pipe.run()
+    out = out.as_cpu() if hasattr(out, "as_cpu") else out
+    return np.array(out.as_tensor())
+
+
+def run(args) -> dict:
+    results = {}
+    for program in args.program_list:
+        columns = make_batch(args, program)
+        pipes = {impl: build(args, impl, columns) for impl in IMPLEMENTATIONS}
+        outputs = {impl: _output(pipe) for impl, pipe in pipes.items()}  # warm-up, and the values to compare
+        times = {impl: [] for impl in IMPLEMENTATIONS}
+        cpu = {impl: 0.0 for impl in IMPLEMENTATIONS}
+        for _ in range(args.repeats):  # interleaved, so both see the same machine
+            for impl, pipe in pipes.items():
+                wall, proc = time.perf_counter(), time.process_time()
+                for _ in range(args.batches):
+                    _output(pipe)
+                common.sync_cuda()
+                times[impl].append((time.perf_counter() - wall) / args.batches * 1e3)
+                cpu[impl] += time.process_time() - proc
+        clips = args.repeats * args.batches * args.batch
+        diff = float(np.abs(outputs["planes"] - outputs["interleaved"]).max())
+        for impl in IMPLEMENTATIONS:
+            s = common.summarize(times[impl])
+            results[f"{program}/{impl}"] = {"ms_per_batch": s.median, "spread": s.spread(0),
+                                            "cpu_ms_per_clip": cpu[impl] / clips * 1e3, "max_abs_diff": diff}
+        del pipes
+    return results
+
+
+def report(results: dict, args) -> str:
+    lines = [f"Augmentation half of the training graph: B {args.batch}, {args.num_frames} frames of "
+             f"{args.width}x{args.height} -> {args.input_size}px, {args.threads} threads, {args.device}",
+             common.machine_line(common.machine_info()), "",
+             "| program / colour implementation | ms per batch | CPU ms per clip | max output difference |",
+             "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['spread']} | {r['cpu_ms_per_clip']:.1f} | "
+                     f"{r['max_abs_diff']:.2g} |")
+    for program in args.program_list:
+        a, b = results[f"{program}/interleaved"], results[f"{program}/planes"]
+        lines.append(f"- {program}: interleaved / planes = {a['ms_per_batch'] / b['ms_per_batch']:.2f}x per batch, "
+                     f"{a['cpu_ms_per_clip'] / b['cpu_ms_per_clip']:.2f}x CPU per clip")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = common.ArgumentParser(description=__doc__, formatter_class=common.argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--width", type=int, default=340, help="decoded frame width")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=common.cpu_count())
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the augmentation runs")
+    p.add_argument("--programs", default=",".join(PROGRAMS), help=f"comma-separated subset of {','.join(PROGRAMS)}")
+    p.add_argument("--batches", type=int, default=3, help="batches per timed measurement")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="tiny settings (CI smoke test)")
+    p.add_argument("--json", default=None, help="write the figures here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch, args.num_frames, args.width, args.height, args.input_size = 2, 4, 64, 48, 32
+        args.batches, args.repeats = 1, 2
+    args.program_list = [x for x in args.programs.split(",") if x]
+    unknown = set(args.program_list) - set(PROGRAMS)
+    if unknown or not args.program_list:
+        p.error(f"--programs: {args.programs!r}; choose from {', '.join(PROGRAMS)}")
+    if args.device == "gpu" and not common.cuda_available():
+        p.error("--device gpu needs CUDA")
+    common.require_positive(p, args, ["batch", "num_frames", "width", "height", "input_size", "threads",
+                                      "batches", "repeats"])
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    print(report(results, args))
+    if args.json:
+        common.write_json(args.json, {"settings": vars(args), "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

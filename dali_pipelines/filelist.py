@@ -102,7 +102,7 @@ class PathTable:
         for p in paths:
             blob += p.encode("utf-8")
             offsets.append(len(blob))
-        return cls(np.frombuffer(bytes(blob), np.uint8), np.frombuffer(offsets, np.int64))
+        return cls(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -225,7 +225,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
         line_nos.append(line_no)
     if not labels:
         raise DataListError(f"video list {list_path!r} has no entries (empty or only blank lines)")
-    paths = PathTable(np.frombuffer(bytes(blob), np.uint8), np.frombuffer(offsets, np.int64))
+    paths = PathTable(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))  # no copies
     return VideoList(list_path=list_path, root=root, rel_paths=paths, labels=np.frombuffer(labels, np.int64),
                      line_nos=np.frombuffer(line_nos, np.int32))
 

@@ -197,11 +197,12 @@ class _Match:
     current: bool
 
 
-def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """``(src, unique, covered)``: each list row's cache row (-1 where the cache lacks its path), the rows that
-    are first with their path (None: all), and whether every cache row is some list row's."""
+def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
+    """``(src, unique, covered)``: each list row's cache row (-1 where the cache lacks its path; None: row r is
+    cache row r), the rows that are first with their path (None: all), and whether every cache row is some list
+    row's."""
     if cache.rel_paths == videos.rel_paths:  # the usual case: the list the cache was written for, unchanged
-        return np.arange(len(videos)), None, True
+        return None, None, True
     where = cache.rel_paths.positions()
     data, cut, n = videos.rel_paths.blob.tobytes(), videos.rel_paths.offsets.tolist(), len(videos)
     src = np.fromiter((where.get(data[cut[r]:cut[r + 1]], -1) for r in range(n)), np.int64, n)
@@ -218,7 +219,7 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     thoroughly; the other files present are to be probed, missing ones are bad at once."""
     cache = cache or IndexCache.empty()
     src, unique, covered = _cache_rows(videos, cache)
-    table = cache.table.take(src)
+    table = cache.table if src is None else cache.table.take(src)
     size, mtime, present = keys
     c = table.columns
     recorded = table.status != UNKNOWN

@@ -180,6 +180,14 @@ class VideoRoutes(Mapping):
     def __len__(self) -> int:
         return int(np.count_nonzero(self.codes >= 0))
 
+    def values(self) -> list[VideoRoute]:  # type: ignore[override]
+        """The routes in row order, as a list (one pass over the codes, not one lookup per row)."""
+        return [self.choices[c] for c in self.codes[self.codes >= 0].tolist()]
+
+    def items(self) -> list[tuple[int, VideoRoute]]:  # type: ignore[override]
+        rows = np.flatnonzero(self.codes >= 0)
+        return [(r, self.choices[c]) for r, c in zip(rows.tolist(), self.codes[rows].tolist())]
+
     def counts(self) -> dict[str, int]:
         """Videos per route (as :func:`route_counts`), counted on the codes."""
         per_choice = np.bincount(self.codes[self.codes >= 0], minlength=len(self.choices))

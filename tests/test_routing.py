@@ -93,6 +93,8 @@ def test_route_videos_uses_the_coded_size_and_names_the_list():
     assert {r: routes[r].route for r in routes} == {0: DALI_CPU, 2: NVDEC, 3: NVDEC, 5: DALI_CPU, 6: NVDEC}
     assert "64x48 is below NVDEC's vp9 minimum" in routes[0].reason and routes[2].reason == ""
     assert routes.counts() == {NVDEC: 3, DALI_CPU: 2, PYAV: 0}
+    assert routes.items() == [(r, routes[r]) for r in (0, 2, 3, 5, 6)] and routes.values() == [
+        routes[r] for r in (0, 2, 3, 5, 6)]
     assert routes.codes.dtype == np.int32 and len(routes.choices) == 2  # one entry per distinct route and reason
     routes[6] = VideoRoute(PYAV, "failed on nvdec: bad frame")  # a run-time fallback moves one video
     assert routes[6] == VideoRoute(PYAV, "failed on nvdec: bad frame") and routes[2].route == NVDEC

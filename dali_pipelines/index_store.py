@@ -222,7 +222,7 @@ class IndexCache:
         return cls(PathTable.from_paths([]), VideoTable.empty(0))
 
 
-_ARCHIVE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+_ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile)
 
 
 def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | None:

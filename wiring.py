@@ -57,7 +57,7 @@ def build_run(cfg, ctx: DistContext, resume: str = "") -> runner.Run:
 
 def dry_run(cfg, resume: str = "") -> dict:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
-    from dali_pipelines.filelist import read_file_list
+    from dali_pipelines.filelist import read_video_list
     from dali_pipelines.routing import resolve_decode_device
     from models import build_model, forward_flops
 
@@ -65,8 +65,8 @@ def dry_run(cfg, resume: str = "") -> dict:
     model = build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
-    val = read_file_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
-    train = [] if cfg.TEST.ONLY_TEST else read_file_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
+    val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
+    train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
     return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),
                                      forward_flops=forward_flops(model), val_videos=len(val),
                                      train_videos=len(train), decode_device=resolve_decode_device(data.DECODE_DEVICE),

@@ -64,15 +64,13 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
     (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
     a description of the input for the report."""
     if getattr(args, "list", None):
-        from dali_pipelines.filelist import read_file_list
+        from dali_pipelines.filelist import read_video_list
         from dali_pipelines.pyav_io import BadVideoError, count_packets
 
         from benchmarks.common import InputError  # deferred: common re-exports this module
-        entries = read_file_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
-        if args.num_clips:
-            entries = entries[: args.num_clips]
+        videos = read_video_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
         clips = []
-        for e in entries:
+        for e in map(videos.entry, range(min(len(videos), args.num_clips or len(videos)))):
             try:
                 clips.append((e.path, e.label, count_packets(e.path)))
             except BadVideoError as err:  # a listed video that is missing or unreadable: name the list line too

@@ -4,15 +4,28 @@ The original (mmaction2-derived) loader splits each line on whitespace, joins ev
 single spaces to form the file name (Kinetics class folders contain spaces, e.g. ``k400/train/arm wrestling/x.mp4``)
 and parses the last token as the label. Blank lines are skipped. Unlike the original, every malformed line is
 reported with the list file and its 1-based line number instead of surfacing later as a decode failure.
+
+A Kinetics-size list has hundreds of thousands of lines, read by every rank of a run: :func:`read_video_list`
+keeps it as a few arrays (:class:`VideoList`: the paths in one UTF-8 buffer, labels and line numbers as numpy
+columns) instead of one Python object per line; :class:`ListEntry` objects are built on demand, one row at a
+time (:func:`read_file_list` builds them all, for short lists and callers that want a plain list).
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+from array import array
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
-__all__ = ["ListEntry", "DataError", "DataListError", "read_file_list"]
+import numpy as np
+
+__all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list"]
+
+# Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
+# per line all at once.
+_CHUNK_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,13 +58,13 @@ class DataListError(DataError):
     """A video list is missing, empty or malformed; the message names the list file and the 1-based line."""
 
 
-def _decode_lines(data: bytes, list_path: str) -> list[str]:
-    """The list's lines, decoded as UTF-8 (a BOM written by some editors is skipped). A line that is not UTF-8 is
+def _decode_text(data: bytes, list_path: str) -> str:
+    """The list's text, decoded as UTF-8 (a BOM written by some editors is skipped). A line that is not UTF-8 is
     a malformed line like any other: DataListError naming the file, the line and the column."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
-        return data.decode("utf-8").splitlines()
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         before = data[:e.start].decode("utf-8").splitlines(keepends=True)
         line_no, column = len(before) or 1, (len(before[-1]) if before else 0) + 1
@@ -62,16 +75,130 @@ def _decode_lines(data: bytes, list_path: str) -> list[str]:
             "text: re-encode it, or rename that video and fix its line") from None
 
 
-def read_file_list(list_path: str, root: str, num_classes: int | None = None) -> list[ListEntry]:
-    """Read a ``<relative path, may contain spaces> <integer label>`` list.
+
+def _lines(text: str) -> Iterator[str]:
+    """``text.splitlines()``, one piece at a time: each piece ends just after a ``\\n``, so no line (and no
+    ``\\r\\n`` pair) is cut and the lines are exactly those of one ``splitlines`` over the whole text."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", min(start + _CHUNK_CHARS, len(text)) - 1)
+        end = len(text) if end < 0 else end + 1
+        yield from text[start:end].splitlines()
+        start = end
+
+
+class PathTable:
+    """Many relative paths in two arrays: their UTF-8 bytes one after the other (``blob``) and where each one starts
+    (``offsets``, one more than there are paths). About the bytes of the paths themselves, where a list of ``str``
+    costs some 60 more bytes per path."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray):
+        self.blob = np.ascontiguousarray(blob, dtype=np.uint8)
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str]) -> "PathTable":
+        blob, offsets = bytearray(), array("q", [0])
+        for p in paths:
+            blob += p.encode("utf-8")
+            offsets.append(len(blob))
+        return cls(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def raw(self, i: int) -> bytes:
+        """Path ``i`` as UTF-8 bytes."""
+        return self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes()
+
+    def __getitem__(self, i: int) -> str:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"path {i} of {len(self)}")
+        return self.raw(i % len(self)).decode("utf-8")
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, PathTable) and np.array_equal(self.offsets, other.offsets)
+                and np.array_equal(self.blob, other.blob))
+
+    def positions(self) -> dict[bytes, int]:
+        """``{path bytes: first position}`` (a dict of every path: for matching two tables that differ)."""
+        data, cut = self.blob.tobytes(), self.offsets.tolist()
+        out: dict[bytes, int] = {}
+        for i in range(len(self)):
+            out.setdefault(data[cut[i]:cut[i + 1]], i)
+        return out
+
+    def find(self, path: str) -> int:
+        """The first position of ``path``, or -1."""
+        raw = path.encode("utf-8")
+        for i in np.flatnonzero(np.diff(self.offsets) == len(raw)):
+            if self.raw(int(i)) == raw:
+                return int(i)
+        return -1
+
+    def select(self, rows: np.ndarray) -> "PathTable":
+        """The paths at ``rows`` (positions), in that order."""
+        data, cut = self.blob.tobytes(), self.offsets
+        return PathTable.from_paths(data[cut[r]:cut[r + 1]].decode("utf-8") for r in np.asarray(rows).tolist())
+
+    def append(self, path: str) -> "PathTable":
+        raw = np.frombuffer(path.encode("utf-8"), np.uint8)
+        return PathTable(np.concatenate([self.blob, raw]),
+                         np.concatenate([self.offsets, [self.offsets[-1] + len(raw)]]))
+
+
+@dataclass(frozen=True)
+class VideoList:
+    """A parsed list as columns (row ``r`` is the ``r``-th entry, blank lines not counted).
+
+    Attributes:
+        list_path, root: the list file and the directory its paths are relative to.
+        rel_paths: the file names as written in the list.
+        labels: int64 class labels; line_nos: int32 1-based line numbers in the list file (for messages).
+    """
+
+    list_path: str
+    root: str
+    rel_paths: PathTable
+    labels: np.ndarray
+    line_nos: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rel_path(self, row: int) -> str:
+        return self.rel_paths[row]
+
+    def path(self, row: int) -> str:
+        return os.path.join(self.root, self.rel_paths[row])
+
+    def entry(self, row: int) -> ListEntry:
+        rel = self.rel_paths[row]
+        return ListEntry(row=row, rel_path=rel, path=os.path.join(self.root, rel), label=int(self.labels[row]),
+                         line_no=int(self.line_nos[row]))
+
+    def stat_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(size, mtime_ns, present)`` of every row's file now (int64, int64, bool; zeros where ``os.stat``
+        fails)."""
+        n = len(self)
+        size, mtime, present = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+        root, data, cut = os.fsencode(self.root), self.rel_paths.blob.tobytes(), self.rel_paths.offsets.tolist()
+        for r in range(n):
+            try:
+                st = os.stat(os.path.join(root, data[cut[r]:cut[r + 1]]))
+            except OSError:
+                continue
+            size[r], mtime[r], present[r] = st.st_size, st.st_mtime_ns, True
+        return size, mtime, present
+
+
+def read_video_list(list_path: str, root: str, num_classes: int | None = None) -> VideoList:
+    """Read a ``<relative path, may contain spaces> <integer label>`` list into columns.
 
     Args:
         list_path: the list file.
         root: directory the relative paths are joined to.
         num_classes: when given, every label must lie in ``[0, num_classes)``.
-
-    Returns:
-        The entries in file order; ``entries[i].row == i``.
 
     Raises:
         DataListError: missing or unreadable list, no entries, a line that is not UTF-8, a line without a label, a
@@ -84,28 +211,42 @@ def read_file_list(list_path: str, root: str, num_classes: int | None = None) ->
             data = f.read()
     except OSError as e:
         raise DataListError(f"cannot read video list {list_path!r}: {e}") from e
-    lines = _decode_lines(data, list_path)
+    text = _decode_text(data, list_path)
+    del data
 
-    entries: list[ListEntry] = []
-    for line_no, line in enumerate(lines, start=1):
+    blob, offsets, labels, line_nos = bytearray(), array("q", [0]), array("q"), array("i")
+    for line_no, line in enumerate(_lines(text), start=1):
         tokens = line.split()
         if not tokens:
             continue
-        where = f"{list_path}:{line_no}"
-        if len(tokens) < 2:
-            raise DataListError(
-                f"{where}: expected '<relative path> <integer label>', got {line.strip()!r} (no label)")
-        try:
-            label = int(tokens[-1])
-        except ValueError:
-            raise DataListError(
-                f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r})") from None
-        if label < 0 or (num_classes is not None and label >= num_classes):
-            bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-            raise DataListError(f"{where}: label {label} is outside {bound} (line {line.strip()!r})")
-        rel_path = " ".join(tokens[:-1])
-        entries.append(ListEntry(row=len(entries), rel_path=rel_path, path=os.path.join(root, rel_path),
-                                 label=label, line_no=line_no))
-    if not entries:
+        labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes))
+        blob += " ".join(tokens[:-1]).encode("utf-8")
+        offsets.append(len(blob))
+        line_nos.append(line_no)
+    if not labels:
         raise DataListError(f"video list {list_path!r} has no entries (empty or only blank lines)")
-    return entries
+    paths = PathTable(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))  # no copies
+    return VideoList(list_path=list_path, root=root, rel_paths=paths, labels=np.frombuffer(labels, np.int64),
+                     line_nos=np.frombuffer(line_nos, np.int32))
+
+
+def _label(tokens: list[str], line: str, where: str, num_classes: int | None) -> int:
+    """The label of a list line split into ``tokens`` (DataListError naming ``where`` when it is not one)."""
+    if len(tokens) < 2:
+        raise DataListError(f"{where}: expected '<relative path> <integer label>', got {line.strip()!r} (no label)")
+    try:
+        label = int(tokens[-1])
+    except ValueError:
+        raise DataListError(f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r})") from None
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataListError(f"{where}: label {label} is outside {bound} (line {line.strip()!r})")
+    return label
+
+
+def read_file_list(list_path: str, root: str, num_classes: int | None = None) -> list[ListEntry]:
+    """Every entry of a list as a :class:`ListEntry`, in file order (``entries[i].row == i``); see
+    :func:`read_video_list` for the format and the errors. One object per line: for a long list, keep the
+    :class:`VideoList` instead."""
+    videos = read_video_list(list_path, root, num_classes)
+    return [videos.entry(r) for r in range(len(videos))]

@@ -5,44 +5,48 @@ frames a file has, so the counts are measured once, ahead of time, here. The sam
 crash or silently corrupt a DALI pipeline (a garbage file invalidates the whole pipeline; a truncated one decodes
 silently into zero frames), so they can be left out instead.
 
-The index is built automatically the first time a list is used and cached beside it as ``<list>.index.json``
-(or in a per-user cache directory when the list's directory is read-only). Each cached video is keyed by
-(relative path, size, mtime_ns): a changed or replaced video is probed again, the others are reused. A file lock
-makes several processes that start at once (torchrun ranks) probe only once.
+The index is built automatically the first time a list is used and cached beside it as ``<list>.index.npz`` (or
+in a per-user cache directory when the list's directory is read-only; the format is described in
+``index_store.py``). Each cached video is keyed by (relative path, size, mtime_ns): a changed or replaced video is
+probed again, the others are reused, wherever they now stand in the list. A file lock makes several processes that
+start at once (torchrun ranks) probe only once, and lets them read a finished index at the same time.
+
+The index of a Kinetics-size list is held by every rank, so it is kept as columns (the list's
+:class:`~dali_pipelines.filelist.VideoList` and an :class:`~dali_pipelines.index_store.VideoTable` of the probed
+facts), not as Python objects per video; ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row.
 
 The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file written by another version is
-ignored and every video probed again, never read with the wrong meaning. Version 2 added the decoder facts
-(coded size, pixel format, chroma format, bit depth, profile) and each video's size and mtime to ``VideoInfo``.
+ignored and every video probed again, never read with the wrong meaning, except a version 2 JSON cache, whose
+records are migrated. Version 2 added the decoder facts (coded size, pixel format, chroma format, bit depth,
+profile) and each video's size and mtime; version 3 stores the same fields as columns.
 
 No DALI import here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import logging
 import os
-import statistics
-from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
-from typing import Iterator
+from dataclasses import asdict, dataclass
+from typing import Iterator, NamedTuple
+
+import numpy as np
 
 from evautil.files import atomic_write_text
 from evautil.workers import map_with_progress
 
-from .filelist import DataError, ListEntry, read_file_list
-from .pyav_io import BadVideoError, DecoderFacts, StreamProbe, probe_stream
+from .dataset_index import DatasetIndex
+from .filelist import DataError, VideoList, read_video_list
+from .index_store import (BAD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, locked,
+                          save_cache)
+from .pyav_io import BadVideoError, StreamProbe, probe_stream
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
-           "INDEX_SCHEMA_VERSION"]
+           "IndexPaths", "INDEX_SCHEMA_VERSION"]
 
 logger = logging.getLogger(__name__)
 
-# The meaning of the cached records; bump it whenever a field is added, removed or changes meaning.
-INDEX_SCHEMA_VERSION = 2
 # Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
 # slack before calling a file truncated.
 _DURATION_SLACK = 0.02
@@ -51,45 +55,6 @@ _DURATION_SLACK = 0.02
 _RETIRED_TRUNCATION = "the duration implies"
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the loaders need to know about one good video.
-
-    ``num_frames`` is the number of frames in presentation order that DALI's decoder (and PyAV) can decode;
-    valid frame indices are ``0 .. num_frames - 1``.
-    """
-
-    num_frames: int
-    codec: str
-    width: int
-    height: int
-    fps: float
-    # Decoder facts (see pyav_io.DecoderFacts): which decoder can take the video.
-    coded_width: int = 0
-    coded_height: int = 0
-    pix_fmt: str = ""
-    chroma: str = ""
-    bit_depth: int = 0
-    profile: str = ""
-    # The file as probed: a file whose size or modification time differs is not the video described here.
-    size: int = 0
-    mtime_ns: int = 0
-
-    @property
-    def decoder(self) -> DecoderFacts:
-        return DecoderFacts(codec=self.codec, coded_width=self.coded_width, coded_height=self.coded_height,
-                            pix_fmt=self.pix_fmt, chroma=self.chroma, bit_depth=self.bit_depth, profile=self.profile)
-
-    @classmethod
-    def from_record(cls, rec: dict) -> "VideoInfo":
-        """From a cached record (a dict of this schema version's fields; unknown keys are an error)."""
-        names = {f.name for f in fields(cls)}
-        extra = set(rec) - names
-        if extra:
-            raise ValueError(f"unknown VideoInfo fields {sorted(extra)}")
-        return cls(**rec)
 
 
 def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
@@ -172,12 +137,19 @@ def _dir_writable(directory: str) -> bool:
     return os.access(directory, os.W_OK | os.X_OK)
 
 
-def index_paths(list_path: str) -> tuple[str, str, str]:
-    """``(index_json, quarantine_txt, lock_file)`` for a list.
+class IndexPaths(NamedTuple):
+    """The files of a list's index: the cache (``.index.npz``), the quarantine list, the lock, and where a version
+    2 cache (``.index.json``) would be (read once to migrate it, then removed)."""
 
-    Beside the list when its directory is writable, else in the per-user cache directory under a name derived
-    from the list's absolute path.
-    """
+    cache: str
+    quarantine: str
+    lock: str
+    json_cache: str
+
+
+def index_paths(list_path: str) -> IndexPaths:
+    """The index files of a list: beside it when its directory is writable, else in the per-user cache directory
+    under a name derived from the list's absolute path."""
     list_abs = os.path.abspath(list_path)
     directory = os.path.dirname(list_abs)
     if _dir_writable(directory):
@@ -187,142 +159,11 @@ def index_paths(list_path: str) -> tuple[str, str, str]:
         cache_dir = _user_cache_dir()
         os.makedirs(cache_dir, exist_ok=True)
         stem = os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
-    return stem + ".index.json", stem + ".quarantine.txt", stem + ".index.lock"
-
-
-@contextlib.contextmanager
-def _locked(lock_path: str, shared: bool = False) -> Iterator[None]:
-    """Inter-process lock (``flock`` on ``lock_path``): exclusive for writers, ``shared`` for readers, so that the
-    ranks of a run read a finished index at the same time; released when the block exits or the process dies."""
-    with open(lock_path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _load_cache(cache_path: str, root: str) -> dict[str, dict]:
-    """The cached per-video records, or {} when absent, unreadable, of another version or for another root."""
-    try:
-        with open(cache_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
-        return {}
-    if not isinstance(data, dict) or data.get("root") != root:
-        return {}
-    if data.get("version") != INDEX_SCHEMA_VERSION:
-        logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
-                    data.get("version"), INDEX_SCHEMA_VERSION)
-        return {}
-    videos = data.get("videos")
-    return videos if isinstance(videos, dict) else {}
-
-
-def _save_cache(cache_path: str, list_path: str, root: str, videos: dict[str, dict]) -> None:
-    data = {"version": INDEX_SCHEMA_VERSION, "list": os.path.abspath(list_path), "root": root, "videos": videos}
-    atomic_write_text(cache_path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
-def _stat_key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
+    return IndexPaths(stem + ".index.npz", stem + ".quarantine.txt", stem + ".index.lock", stem + ".index.json")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Index
-
-
-@dataclass
-class DatasetIndex:
-    """The probed state of one video list.
-
-    Attributes:
-        list_path, root: the list and the directory its paths are relative to.
-        entries: every list entry (``entries[row].row == row``), good or bad.
-        infos: ``row -> VideoInfo`` for good videos only.
-        bad: ``row -> reason`` for videos left out (probe failures and runtime quarantines).
-        quarantine_path: text file listing bad videos as ``<rel path>\\t<reason>`` lines.
-        cache_path: the ``.index.json`` cache file.
-        probed: how many videos this build actually probed (0 when everything came from the cache).
-    """
-
-    list_path: str
-    root: str
-    entries: list[ListEntry]
-    infos: dict[int, VideoInfo]
-    bad: dict[int, str]
-    quarantine_path: str
-    cache_path: str = ""
-    probed: int = 0
-    _lock_path: str = field(default="", repr=False)
-
-    @property
-    def good_rows(self) -> list[int]:
-        """Rows of the usable videos, ascending."""
-        return sorted(self.infos)
-
-    @property
-    def good_entries(self) -> list[ListEntry]:
-        return [self.entries[r] for r in self.good_rows]
-
-    def num_frames(self, row: int) -> int:
-        return self.infos[row].num_frames
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def quarantine(self, row: int, reason: str) -> None:
-        """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
-
-        The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
-        it as bad, so the next build leaves it out too unless the file is replaced; but when the file already
-        differs from what was probed (size or modification time), the failure may be the change itself: its cache
-        record is dropped instead, so the next build probes the file as it is now.
-        """
-        entry = self.entries[row]
-        reason = " ".join(str(reason).split()) or "runtime failure"
-        info = self.infos.pop(row, None)
-        self.bad[row] = reason
-        logger.warning("quarantined %s: %s", entry.path, reason)
-        lock = self._lock_path or index_paths(self.list_path)[2]
-        with _locked(lock):
-            with open(self.quarantine_path, "a", encoding="utf-8") as f:
-                f.write(f"{entry.rel_path}\t{reason}\n")
-            if self.cache_path:
-                videos = _load_cache(self.cache_path, self.root)
-                key = _stat_key(entry.path)
-                changed = info is not None and info.size > 0 and key != (info.size, info.mtime_ns)
-                if changed:
-                    videos.pop(entry.rel_path, None)
-                elif key is not None:
-                    videos[entry.rel_path] = {"size": key[0], "mtime_ns": key[1], "full_decode": True,
-                                              "bad": reason}
-                if changed or key is not None:
-                    _save_cache(self.cache_path, self.list_path, self.root, videos)
-
-    def summary(self) -> str:
-        """Human-readable summary: counts, frame statistics, codecs, and every bad file with its reason."""
-        lines = [f"video index of {self.list_path}: {len(self.entries)} videos, {len(self.infos)} good, "
-                 f"{len(self.bad)} bad ({self.probed} probed, {len(self.entries) - self.probed} from cache)"]
-        if self.infos:
-            frames = [i.num_frames for i in self.infos.values()]
-            codecs = Counter(i.codec for i in self.infos.values())
-            sizes = Counter(f"{i.width}x{i.height}" for i in self.infos.values())
-            lines.append(f"  frames min/median/max: {min(frames)}/{statistics.median(frames):g}/{max(frames)}; "
-                         f"codecs: {', '.join(f'{c} {n}' for c, n in codecs.most_common())}; "
-                         f"sizes: {', '.join(f'{s} {n}' for s, n in sizes.most_common(3))}"
-                         + (" ..." if len(sizes) > 3 else ""))
-        if self.bad:
-            lines.append(f"  bad videos (left out; listed in {self.quarantine_path}):")
-            lines += [f"    {self.entries[r].path}: {why}" for r, why in sorted(self.bad.items())]
-        return "\n".join(lines)
+# Build
 
 
 def _probe_job(job: tuple[int, str, bool]) -> tuple[int, dict | None, str | None]:
@@ -342,46 +183,83 @@ def _probe_all(jobs: list[tuple[int, str, bool]], workers: int, progress: bool,
     return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False)
 
 
-def _reuse(rec: dict, row: int, infos: dict[int, VideoInfo], bad: dict[int, str]) -> bool:
-    """Take a cached record into ``infos`` or ``bad``; False (probe again) when it does not read as this schema."""
-    if "bad" in rec:
-        if _RETIRED_TRUNCATION in str(rec["bad"]):
-            return False  # judged by nominal rate x duration, which rejected valid variable-frame-rate videos
-        bad[row] = str(rec["bad"])
-        return True
-    try:
-        infos[row] = VideoInfo.from_record(rec["info"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True
+@dataclass
+class _Match:
+    """A list matched against its cache: ``table`` (one row per list row: the reused records, UNKNOWN elsewhere),
+    ``bad`` (reasons of reused bad records and of missing files), ``jobs`` (rows to probe), ``unique`` (rows that
+    go into the cache: the first of each path; None when every row does) and ``current`` (the cache already says
+    exactly what this build would write)."""
+
+    table: VideoTable
+    bad: dict[int, str]
+    jobs: np.ndarray
+    unique: np.ndarray | None
+    current: bool
 
 
-def _from_cache(entries: list[ListEntry], cached: dict[str, dict], full_decode: bool):
-    """Split the entries into those the cache describes (same size and mtime, probed at least as thoroughly) and
-    the probe jobs of the others; missing files are bad at once.
-    Returns (videos, infos, bad, jobs, keys): reused records, good infos, bad reasons, jobs, (size, mtime) keys."""
-    videos: dict[str, dict] = {}
-    infos: dict[int, VideoInfo] = {}
-    bad: dict[int, str] = {}
-    jobs: list[tuple[int, str, bool]] = []
-    keys: dict[int, tuple[int, int]] = {}
-    for e in entries:
-        key = _stat_key(e.path)
-        if key is None:
-            bad[e.row] = "missing file" if not os.path.lexists(e.path) else "cannot stat file"
-            continue
-        keys[e.row] = key
-        rec = cached.get(e.rel_path)
-        if (isinstance(rec, dict) and rec.get("size") == key[0] and rec.get("mtime_ns") == key[1]
-                and (rec.get("full_decode") or not full_decode) and _reuse(rec, e.row, infos, bad)):
-            videos[e.rel_path] = rec
-        else:
-            jobs.append((e.row, e.path, full_decode))
-    return videos, infos, bad, jobs, keys
+def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
+    """``(src, unique, covered)``: each list row's cache row (-1 where the cache lacks its path; None: row r is
+    cache row r), the rows that are first with their path (None: all), and whether every cache row is some list
+    row's."""
+    if cache.rel_paths == videos.rel_paths:  # the usual case: the list the cache was written for, unchanged
+        return None, None, True
+    where = cache.rel_paths.positions()
+    data, cut, n = videos.rel_paths.blob.tobytes(), videos.rel_paths.offsets.tolist(), len(videos)
+    src = np.fromiter((where.get(data[cut[r]:cut[r + 1]], -1) for r in range(n)), np.int64, n)
+    covered = len(where) == len(cache.rel_paths) and np.unique(src[src >= 0]).size == len(where)
+    del where
+    unique = np.zeros(n, bool)
+    unique[list(videos.rel_paths.positions().values())] = True
+    return src, (None if unique.all() else unique), covered
 
 
-def _quarantine_text(entries: list[ListEntry], bad: dict[int, str]) -> str:
-    return "".join(f"{entries[r].rel_path}\t{why}\n" for r, why in sorted(bad.items()))
+def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], cache: IndexCache | None,
+           full_decode: bool) -> _Match:
+    """Reuse the cache's record of every row whose file has the cached size and mtime and was probed at least as
+    thoroughly; the other files present are to be probed, missing ones are bad at once."""
+    cache = cache or IndexCache.empty()
+    src, unique, covered = _cache_rows(videos, cache)
+    table = cache.table if src is None else cache.table.take(src)
+    size, mtime, present = keys
+    c = table.columns
+    recorded = table.status != UNKNOWN
+    reusable = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
+                & (c["full_decode"] | (not full_decode))
+                & ~table.rows_with_reason(_RETIRED_TRUNCATION))  # nominal rate x duration wronged VFR videos
+    stale = recorded & ~reusable
+    table.clear(np.flatnonzero(stale))
+    bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}
+    for r in np.flatnonzero(~present).tolist():
+        bad[r] = "missing file" if not os.path.lexists(videos.path(r)) else "cannot stat file"
+    jobs = np.flatnonzero(present & ~reusable)
+    return _Match(table, bad, jobs, unique, current=not cache.migrated and covered and not jobs.size
+                  and not stale.any())
+
+
+def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
+                    paths: IndexPaths) -> None:
+    """Probe the rows of ``match.jobs`` into ``match.table`` / ``match.bad`` and save the cache when it changed."""
+    if match.jobs.size:
+        jobs = [(r, videos.path(r), full_decode) for r in match.jobs.tolist()]
+        desc = f"indexing {os.path.basename(videos.list_path)}"
+        for row, info, reason in _probe_all(jobs, workers, progress, desc):
+            if info is not None:
+                match.table.set_good(row, VideoInfo.from_record(info), full_decode)
+            else:
+                match.bad[row] = reason or "unreadable"
+                match.table.set_bad(row, match.bad[row], int(keys[0][row]), int(keys[1][row]), full_decode)
+    if match.jobs.size or not match.current:
+        rel_paths, table = videos.rel_paths, match.table
+        if match.unique is not None:
+            rows = np.flatnonzero(match.unique)
+            rel_paths, table = rel_paths.select(rows), table.take(rows)
+        save_cache(paths.cache, os.path.abspath(videos.list_path), os.path.abspath(videos.root), rel_paths, table)
+    if os.path.exists(paths.json_cache):
+        os.unlink(paths.json_cache)  # a version 2 cache, migrated into the one just written (or outdated)
+
+
+def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:
+    return "".join(f"{videos.rel_path(r)}\t{why}\n" for r, why in sorted(bad.items()))
 
 
 def _quarantine_is(path: str, text: str) -> bool:
@@ -393,31 +271,12 @@ def _quarantine_is(path: str, text: str) -> bool:
         return text == ""
 
 
-def _probe_and_save(jobs, entries, keys, videos, infos, bad, cached, full_decode, workers, progress, list_path,
-                    root_abs, cache_path) -> None:
-    """Probe the videos of ``jobs`` into ``videos`` / ``infos`` / ``bad`` and save the cache when it changed."""
-    if jobs:
-        desc = f"indexing {os.path.basename(list_path)}"
-        for row, info, reason in _probe_all(jobs, workers, progress, desc):
-            e = entries[row]
-            rec = {"size": keys[row][0], "mtime_ns": keys[row][1], "full_decode": full_decode}
-            if info is not None:
-                infos[row] = VideoInfo.from_record(info)
-                rec["info"] = info
-            else:
-                bad[row] = reason or "unreadable"
-                rec["bad"] = bad[row]
-            videos[e.rel_path] = rec
-    if jobs or set(videos) != set(cached):
-        _save_cache(cache_path, list_path, root_abs, videos)
-
-
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
-        list_path: ``<relative path> <label>`` list (see :func:`read_file_list`).
+        list_path: ``<relative path> <label>`` list (see :func:`read_video_list`).
         root: directory the list's paths are relative to.
         num_classes: when given, labels must lie in ``[0, num_classes)``.
         workers: probing processes; 0 = ``os.cpu_count()``.
@@ -434,45 +293,42 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         DataError: ``strict`` and at least one video is bad; the one-line message names the list, the bad files
             (the first ten) with their reasons and the quarantine file.
     """
-    entries = read_file_list(list_path, root, num_classes)
+    videos = read_video_list(list_path, root, num_classes)
     root_abs = os.path.abspath(root)
-    cache_path, quarantine_path, lock_path = index_paths(list_path)
+    paths = index_paths(list_path)
+    keys = videos.stat_keys()
 
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.
-    with _locked(lock_path, shared=True):
-        cached = _load_cache(cache_path, root_abs)
-        videos, infos, bad, jobs, keys = _from_cache(entries, cached, full_decode)
-        current = not jobs and set(videos) == set(cached) and _quarantine_is(quarantine_path, _quarantine_text(
-            entries, bad))
+    with locked(paths.lock, shared=True):
+        match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+        current = match.current and _quarantine_is(paths.quarantine, _quarantine_text(videos, match.bad))
     if not current:
-        with _locked(lock_path):  # probe and write, one process at a time; another may have done it meanwhile
-            cached = _load_cache(cache_path, root_abs)
-            videos, infos, bad, jobs, keys = _from_cache(entries, cached, full_decode)
-            _probe_and_save(jobs, entries, keys, videos, infos, bad, cached, full_decode, workers, progress,
-                            list_path, root_abs, cache_path)
-            text = _quarantine_text(entries, bad)
+        with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
+            match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+            _probe_and_save(match, videos, keys, full_decode, workers, progress, paths)
+            text = _quarantine_text(videos, match.bad)
             if text:
-                atomic_write_text(quarantine_path, text)
-            elif os.path.exists(quarantine_path):
-                os.unlink(quarantine_path)  # stale: every listed video is fine now
+                atomic_write_text(paths.quarantine, text)
+            elif os.path.exists(paths.quarantine):
+                os.unlink(paths.quarantine)  # stale: every listed video is fine now
 
-    index = DatasetIndex(list_path=list_path, root=root, entries=entries, infos=infos, bad=bad,
-                         quarantine_path=quarantine_path, cache_path=cache_path, probed=len(jobs),
-                         _lock_path=lock_path)
-    for row, why in sorted(bad.items()):
-        logger.warning("bad video %s: %s", entries[row].path, why)
+    index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
+                         probed=int(match.jobs.size))
+    bad = sorted(match.bad.items())
+    for row, why in bad:
+        logger.warning("bad video %s: %s", videos.path(row), why)
     logger.info("%s", index.summary())
     if strict and bad:
         # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
         # which command-line entry points report in one line without a traceback.
         # One line: up to _STRICT_NAMED files inline, every one in the quarantine file (and the warnings above).
-        named = [f"{entries[r].path} ({why})" for r, why in sorted(bad.items())[:_STRICT_NAMED]]
+        named = [f"{videos.path(r)} ({why})" for r, why in bad[:_STRICT_NAMED]]
         more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
         raise DataError(
-            f"DATA.STRICT is on and {len(bad)} of {len(entries)} videos in {list_path} are unreadable: "
-            f"{'; '.join(named)}{more} (all listed in {quarantine_path}); fix or remove them, or set DATA.STRICT "
+            f"DATA.STRICT is on and {len(bad)} of {len(videos)} videos in {list_path} are unreadable: "
+            f"{'; '.join(named)}{more} (all listed in {paths.quarantine}); fix or remove them, or set DATA.STRICT "
             "False to leave them out")
-    if not infos:
+    if not index.good_mask.any():
         logger.error("no usable video in %s", list_path)
     return index

@@ -104,13 +104,12 @@ class VideoLoader:
         self.seed = int(cfg.SEED)
         self.schedule = Schedule(self.index, self.settings, self.seed, self.batch_size, rank, world_size,
                                  route_of=self._route_of, list_desc=self._list_desc)
-        if not self.index.good_rows:
+        if not self.index.good_mask.any():
             raise DataError(f"{self._list_desc}: none of its {len(self.index)} videos is readable "
                             f"(DATA.ROOT {data.ROOT!r}); {self.schedule.bad_examples()}")
         self.policy = machine_policy(self.device, data.CPU_DECODER, data.NVDEC_CODECS, data.NVDEC_MAX_BIT_DEPTH,
                                      self.device_id)
-        self.video_routes = route_videos({r: self.index.infos[r] for r in self.index.good_rows}, self.policy,
-                                         self._list_desc)
+        self.video_routes = route_videos(*self.index.decoder_groups(), self.policy, self._list_desc)
         self._report_routes()
         self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / PyAVRoute, for the routes in use
         self._serve_routes()

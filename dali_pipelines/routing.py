@@ -4,7 +4,8 @@ Routes (``pipelines.ROUTES``): ``nvdec`` (DALI's ``mixed`` decoder on the GPU), 
 which has VP8/VP9/MJPEG only: its bundled FFmpeg has no H.264/HEVC/MPEG-4 software decoder) and ``pyav`` (decoded
 on the host by PyAV, fed into the same DALI augmentation graph).
 
-The loader routes every video on its own (:func:`route_videos`, the route is carried per sample as
+The loader routes every video on its own (:func:`route_videos`, deciding once per group of videos with the same
+decoder facts and keeping a code per video, :class:`VideoRoutes`; the route is carried per sample as
 ``Sample.route``) with :func:`choose_route`, a pure function of a video's decoder facts (from the index) and of the
 machine (:func:`machine_policy`), decided when a loader starts (never cached with the index):
 
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from configs import check_choice
@@ -35,7 +38,7 @@ from .nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_prob
 
 __all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device",
            "RoutingPolicy", "machine_policy", "choose_route", "fallback_route", "VideoRoute",
-           "route_videos", "route_counts", "cpu_share_warning"]
+           "VideoRoutes", "route_videos", "route_counts", "cpu_share_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -143,21 +146,80 @@ class VideoRoute:
     reason: str = ""
 
 
-def route_videos(infos: dict, policy: RoutingPolicy, list_desc: str) -> dict[int, VideoRoute]:
-    """The route of every good video of an index (``{row: VideoInfo}``), by its decoder facts; the coded size is
-    what NVDEC's limits are about (the display size when a cached record lacks it).
+class VideoRoutes(Mapping):
+    """``row -> VideoRoute`` of every routed video of a list, held as one code per row (-1: not routed, a bad
+    video) into a short table of the distinct (route, reason) pairs, so that routing a Kinetics-size list costs a
+    few bytes per video. A row moves to another route with ``routes[row] = VideoRoute(...)``."""
+
+    def __init__(self, codes: np.ndarray, choices: list[VideoRoute]):
+        self.codes = np.array(codes, np.int32)  # index into choices, -1 where not routed
+        self.choices = list(choices)
+        self._code_of = {c: i for i, c in enumerate(self.choices)}
+
+    def __getitem__(self, row: int) -> VideoRoute:
+        if not 0 <= row < len(self.codes) or self.codes[row] < 0:
+            raise KeyError(row)
+        return self.choices[self.codes[row]]
+
+    def code(self, route: VideoRoute) -> int:
+        """The code of ``route`` (added to the table when new)."""
+        code = self._code_of.get(route)
+        if code is None:
+            code = self._code_of[route] = len(self.choices)
+            self.choices.append(route)
+        return code
+
+    def __setitem__(self, row: int, route: VideoRoute) -> None:
+        if not 0 <= row < len(self.codes):
+            raise KeyError(row)
+        self.codes[row] = self.code(route)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.flatnonzero(self.codes >= 0).tolist())
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.codes >= 0))
+
+    def values(self) -> list[VideoRoute]:  # type: ignore[override]
+        """The routes in row order, as a list (one pass over the codes, not one lookup per row)."""
+        return [self.choices[c] for c in self.codes[self.codes >= 0].tolist()]
+
+    def items(self) -> list[tuple[int, VideoRoute]]:  # type: ignore[override]
+        rows = np.flatnonzero(self.codes >= 0)
+        return [(r, self.choices[c]) for r, c in zip(rows.tolist(), self.codes[rows].tolist())]
+
+    def counts(self) -> dict[str, int]:
+        """Videos per route (as :func:`route_counts`), counted on the codes."""
+        per_choice = np.bincount(self.codes[self.codes >= 0], minlength=len(self.choices))
+        return {route: sum(int(n) for c, n in zip(self.choices, per_choice) if c.route == route) for route in ROUTES}
+
+
+def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolicy, list_desc: str) -> VideoRoutes:
+    """The route of every good video of an index, decided once per group of videos with the same decoder facts
+    (``DatasetIndex.decoder_groups``): ``facts[g]`` is a VideoInfo of group ``g``, ``group_of_row[row]`` the group
+    of each row (-1: not routed). The coded size is what NVDEC's limits are about (the display size when a cached
+    record lacks it).
 
     Raises:
-        ValueError: DATA.CPU_DECODER 'dali' and a video of a codec that decoder lacks (naming the list and video).
+        ValueError: DATA.CPU_DECODER 'dali' and a video of a codec that decoder lacks (naming the list and the
+            first such row).
     """
-    out = {}
-    for row, info in infos.items():
+    group_of_row = np.asarray(group_of_row)
+    rows = np.flatnonzero(group_of_row >= 0)
+    first = np.full(len(facts), len(group_of_row), np.int64)  # each group's first row, to try the groups in row order
+    np.minimum.at(first, group_of_row[rows], rows)
+    routes = VideoRoutes(np.full(len(group_of_row), -1, np.int32), [])
+    code_of_group = np.zeros(len(facts), np.int32)
+    for g in np.argsort(first, kind="stable").tolist():
+        info = facts[g]
         width, height = info.coded_width or info.width, info.coded_height or info.height
         try:
-            out[row] = VideoRoute(*choose_route(info.codec, width, height, info.pix_fmt, policy))
+            route = VideoRoute(*choose_route(info.codec, width, height, info.pix_fmt, policy))
         except ValueError as e:
-            raise ValueError(f"{list_desc}, row {row}: {e}") from None
-    return out
+            raise ValueError(f"{list_desc}, row {int(first[g])}: {e}") from None
+        code_of_group[g] = routes.code(route)
+    routes.codes[rows] = code_of_group[group_of_row[rows]]
+    return routes
 
 
 def route_counts(routes: Iterable[str]) -> dict[str, int]:

@@ -43,7 +43,7 @@ def epoch_plan(rows: np.ndarray, seed: int, epoch: int, batch_size: int, rank: i
     world size; the remainder is dropped), rank r taking every world_size-th row from r: every rank gets the same
     number of full batches. Testing: rank r takes rows r::world_size in list order, the last batch may be short.
     """
-    rows = np.asarray(sorted(int(r) for r in rows), dtype=np.int64)
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
     b, w = int(batch_size), int(world_size)
     if training:
         order = rows[np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)]).permutation(len(rows))]
@@ -97,7 +97,9 @@ class Schedule:
 
     # ------------------------------------------------------------------------------------------------ the plan
     def usable_rows(self) -> np.ndarray:
-        return np.asarray(sorted(e.row for e in self.index.entries if e.row not in self.excluded), np.int64)
+        usable = np.ones(len(self.index), bool)
+        usable[np.fromiter(self.excluded, np.int64, len(self.excluded))] = False
+        return np.flatnonzero(usable)
 
     def plan(self) -> EpochPlan:
         """The plan of ``self.epoch`` (recomputed when the epoch or the excluded rows change)."""
@@ -117,11 +119,11 @@ class Schedule:
 
     # ------------------------------------------------------------------------------------------------ samples
     def is_good(self, row: int) -> bool:
-        return row in self.index.infos
+        return self.index.is_good(row)
 
     def video(self, row: int) -> VideoRef:
-        info, entry = self.index.infos[row], self.index.entries[row]
-        return VideoRef(row=row, path=entry.path, label=entry.label, num_frames=info.num_frames,
+        info = self.index.info(row)
+        return VideoRef(row=row, path=self.index.path(row), label=self.index.label(row), num_frames=info.num_frames,
                         width=info.width, height=info.height, codec=info.codec, size=info.size,
                         mtime_ns=info.mtime_ns)
 
@@ -159,7 +161,7 @@ class Schedule:
         """Mark ``row``'s video bad (once), naming it in the log, the index's quarantine file and ``stats``."""
         if not self.is_good(row):
             return
-        path = self.index.entries[row].path
+        path = self.index.path(row)
         logger.warning("quarantining %s (row %d): %s", path, row, reason)
         self.index.quarantine(row, reason)
         self.stats["skipped_videos"] += 1
@@ -180,6 +182,6 @@ class Schedule:
         bad = sorted(self.index.bad.items())
         if not bad:
             return "no bad video recorded"
-        named = "; ".join(f"{self.index.entries[r].path}: {why}" for r, why in bad[:limit])
+        named = "; ".join(f"{self.index.path(r)}: {why}" for r, why in bad[:limit])
         more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
         return f"e.g. {named}{more} (all listed in {self.index.quarantine_path})"

@@ -291,7 +291,8 @@ def test_smoke_train_throughput(tmp_path, data_dir):
 
 
 def test_smoke_index_throughput(tmp_path):
-    data = _run("index_throughput", [], tmp_path)
+    work = tmp_path / "work"
+    data = _run("index_throughput", ["--work-dir", str(work)], tmp_path)
     builds = [r for r in data["results"] if r["phase"] == "build"]
     loads = [r for r in data["results"] if r["phase"] == "load"]
     assert [r["workers"] for r in builds] == [1, 2]
@@ -301,6 +302,10 @@ def test_smoke_index_throughput(tmp_path):
     for r in loads:  # each rank read the finished index from the cache, probing nothing
         assert (r["rows"], r["probed"]) == (400, 0)
         assert _positive(r["seconds"]) and _positive(r["peak_rss_mib"]) and r["peak_increase_mib"] >= 0
+    # --skip-build: the loads again, on the index built above, with no build
+    again = _run("index_throughput", ["--work-dir", str(work), "--skip-build"], tmp_path)
+    assert {r["phase"] for r in again["results"]} == {"load"} and _positive(again["index_mib"])
+    assert [(r["rows"], r["probed"]) for r in again["results"]] == [(400, 0), (400, 0)]
 
 
 def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
@@ -312,6 +317,9 @@ def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         index_throughput.main(["--workers", "0"])
     assert e.value.code == 2 and "--workers must name at least one count" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        index_throughput.main(["--skip-build"])
+    assert e.value.code == 2 and "--skip-build needs the --work-dir" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):

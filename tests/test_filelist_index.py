@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -16,6 +17,7 @@ import pytest
 from dali_pipelines import index as index_mod
 from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
+from dali_pipelines.index_store import load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
 from dali_pipelines.pyav_encode import write_video
 
@@ -182,7 +184,7 @@ def test_build_index_good_and_bad(dataset, caplog):
     warned = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     for rel in BAD:
         assert str(root / rel) in warned
-    assert os.path.exists(str(lst) + ".index.json")
+    assert os.path.exists(str(lst) + ".index.npz")
 
 
 def test_build_index_strict_names_every_bad_file(dataset):
@@ -210,7 +212,7 @@ def test_full_decode_agrees(dataset):
 def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
     lst, root = dataset
     build_index(str(lst), str(root), workers=1, progress=False)
-    cache = Path(str(lst) + ".index.json")
+    cache = Path(str(lst) + ".index.npz")
     mtime = cache.stat().st_mtime_ns
 
     calls: list[str] = []
@@ -234,12 +236,17 @@ def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
     assert len(calls) == len(GOOD) + len(BAD) - 1
 
 
+def cache_header(cache: Path) -> dict:
+    with np.load(cache, allow_pickle=False) as archive:
+        return json.loads(archive["header"].tobytes())
+
+
 def test_corrupt_cache_is_ignored(dataset):
     lst, root = dataset
-    Path(str(lst) + ".index.json").write_text("{not json")
+    Path(str(lst) + ".index.npz").write_text("{not an archive")
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     check_index(ix, lst, root)
-    assert json.loads(Path(str(lst) + ".index.json").read_text())["version"] == INDEX_SCHEMA_VERSION
+    assert cache_header(Path(str(lst) + ".index.npz"))["version"] == INDEX_SCHEMA_VERSION
 
 
 def test_runtime_quarantine_persists(dataset):
@@ -261,7 +268,7 @@ def test_readonly_list_dir_uses_user_cache(dataset, tmp_path, monkeypatch):
     assert ix.cache_path.startswith(str(tmp_path / "xdg" / "eva_dali_video"))
     assert ix.quarantine_path.startswith(str(tmp_path / "xdg" / "eva_dali_video"))
     assert os.path.exists(ix.cache_path) and os.path.exists(ix.quarantine_path)
-    assert not os.path.exists(str(lst) + ".index.json")
+    assert not os.path.exists(str(lst) + ".index.npz")
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
 
 
@@ -331,12 +338,11 @@ def test_variable_frame_rate_webm_is_not_called_truncated(tmp_path):
     # An index cached by the old rule (bad: "the duration implies 140") probes the video again.
     lst = tmp_path / "list.txt"
     lst.write_text("vfr.webm 0\n")
-    cache = Path(build_index(str(lst), str(tmp_path), progress=False).cache_path)
-    doc = json.loads(cache.read_text())
-    rec = doc["videos"]["vfr.webm"]
-    rec.pop("info")
-    rec["bad"] = "truncated: 40 frames readable, the duration implies 140"
-    cache.write_text(json.dumps(doc))
+    cache = build_index(str(lst), str(tmp_path), progress=False).cache_path
+    stored = load_cache(cache, str(tmp_path))
+    size, mtime = (int(stored.table.columns[k][0]) for k in ("size", "mtime_ns"))
+    stored.table.set_bad(0, "truncated: 40 frames readable, the duration implies 140", size, mtime, False)
+    save_cache(cache, str(lst), str(tmp_path), stored.rel_paths, stored.table)
     again = build_index(str(lst), str(tmp_path), progress=False)
     assert again.probed == 1 and again.infos[0].num_frames == 40 and not again.bad
 
@@ -439,28 +445,84 @@ def test_decode_frames_errors(tmp_path):
         decode_frames(str(tmp_path / "junk.mp4"), [0])
 
 
+def _rewrite_archive(cache: Path, change) -> None:
+    """Rewrite the cache archive with ``change(header, arrays)`` applied."""
+    with np.load(cache, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(arrays["header"].tobytes())
+    change(header, arrays)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def test_cache_of_another_schema_version_is_probed_again(dataset):
     """A cache file written by another schema version is never read: its records (here, wrong on purpose) are
-    ignored and every video is probed again."""
+    ignored and every video is probed again; so is one whose arrays differ from this version's."""
     lst, root = dataset
     build_index(str(lst), str(root), workers=1, progress=False)
-    cache = Path(str(lst) + ".index.json")
-    data = json.loads(cache.read_text())
-    for rec in data["videos"].values():
-        if "info" in rec:
-            rec["info"]["num_frames"] = 999
-    data["version"] = INDEX_SCHEMA_VERSION - 1
-    cache.write_text(json.dumps(data))
+    cache = Path(str(lst) + ".index.npz")
+    everything = len(GOOD) + len(BAD) - 1  # all but the missing file
+
+    def older(header, arrays):
+        arrays["num_frames"] = np.full_like(arrays["num_frames"], 999)
+        header["version"] = INDEX_SCHEMA_VERSION - 1
+
+    _rewrite_archive(cache, older)
     ix = build_index(str(lst), str(root), workers=1, progress=False)
-    assert ix.probed == len(GOOD) + len(BAD) - 1  # all but the missing file
+    assert ix.probed == everything
     check_index(ix, lst, root)
-    assert json.loads(cache.read_text())["version"] == INDEX_SCHEMA_VERSION
-    # the same records under the current version but with an unknown field are not misread either
-    data = json.loads(cache.read_text())
-    rel = next(r for r, rec in data["videos"].items() if "info" in rec)
-    data["videos"][rel]["info"]["nvdec_ok"] = True
-    cache.write_text(json.dumps(data))
-    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 1
+    assert cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+    # the same records under the current version but with an unknown column, or a column of another type
+    _rewrite_archive(cache, lambda header, arrays: arrays.update(nvdec_ok=np.ones(len(arrays["status"]), bool)))
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == everything
+    _rewrite_archive(cache, lambda header, arrays: arrays.update(width=arrays["width"].astype(np.float32)))
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == everything
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
+
+
+def _v2_cache(ix: DatasetIndex) -> dict:
+    """The index as the JSON document a version 2 cache held."""
+    videos = {}
+    for row, entry in enumerate(ix.entries):
+        c = ix.table.columns
+        rec = {"size": int(c["size"][row]), "mtime_ns": int(c["mtime_ns"][row]),
+               "full_decode": bool(c["full_decode"][row])}
+        if ix.is_good(row):
+            rec["info"] = dataclasses.asdict(ix.info(row))
+        elif row in ix.bad and ix.bad[row] != "missing file":
+            rec["bad"] = ix.bad[row]
+        else:
+            continue
+        videos[entry.rel_path] = rec
+    return {"version": 2, "list": str(ix.list_path), "root": os.path.abspath(ix.root), "videos": videos}
+
+
+def test_version_2_json_cache_is_migrated(dataset):
+    """A version 2 JSON cache is read (its records are used as they are, here one changed on purpose to tell them
+    from a probe), saved as version 3 and removed; a JSON cache of version 1 is not read."""
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    doc = _v2_cache(first)
+    rel = "clips/cls a/good_1.webm"
+    doc["videos"][rel]["info"]["num_frames"] = 7
+    json_cache, cache = Path(str(lst) + ".index.json"), Path(first.cache_path)
+    cache.unlink()
+    json_cache.write_text(json.dumps(doc))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == 0 and not json_cache.exists() and cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+    row = next(e.row for e in ix.entries if e.rel_path == rel)
+    assert ix.infos[row].num_frames == 7
+    assert {r: ix.info(r) for r in ix.good_rows if r != row} == {r: first.info(r) for r in first.good_rows if r != row}
+    assert ix.bad == first.bad
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 3 file
+    assert again.probed == 0 and again.infos[row].num_frames == 7
+
+    cache.unlink()
+    json_cache.write_text(json.dumps({**doc, "version": 1}))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == len(GOOD) + len(BAD) - 1 and ix.infos[row].num_frames == 20
+    check_index(ix, lst, root)
 
 
 def test_touched_video_is_probed_again(dataset):

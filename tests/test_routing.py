@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from configs import ConfigError, load_config
 from dali_pipelines.index import VideoInfo
-from dali_pipelines.routing import (DALI_CPU, NVDEC, PYAV, RoutingPolicy, choose_route, cpu_share_warning,
-                                    fallback_route, machine_policy, route_counts, route_videos)
+from dali_pipelines.routing import (DALI_CPU, NVDEC, PYAV, RoutingPolicy, VideoRoute, choose_route,
+                                    cpu_share_warning, fallback_route, machine_policy, route_counts, route_videos)
 
 GPU = RoutingPolicy(gpu_usable=True)
 CPU = RoutingPolicy(gpu_usable=False)
@@ -84,12 +85,23 @@ def _info(codec, w, h, pix_fmt="yuv420p", coded=(0, 0)):
 
 
 def test_route_videos_uses_the_coded_size_and_names_the_list():
-    infos = {0: _info("h264", 340, 256), 1: _info("vp9", 340, 256, coded=(64, 48)), 2: _info("hevc", 320, 240)}
-    routes = route_videos(infos, GPU, "DATA.TRAIN_FILE l.txt")
-    assert [routes[r].route for r in range(3)] == [NVDEC, DALI_CPU, NVDEC]
-    assert "64x48 is below NVDEC's vp9 minimum" in routes[1].reason
-    with pytest.raises(ValueError, match="DATA.TRAIN_FILE l.txt, row 0: DATA.CPU_DECODER is 'dali'"):
-        route_videos(infos, RoutingPolicy(gpu_usable=False, cpu_decoder="dali"), "DATA.TRAIN_FILE l.txt")
+    # Groups of videos with the same decoder facts; rows 1 and 4 are not routed (bad videos).
+    facts = [_info("h264", 340, 256), _info("vp9", 340, 256, coded=(64, 48)), _info("hevc", 320, 240)]
+    groups = np.array([1, -1, 2, 0, -1, 1, 2])
+    routes = route_videos(facts, groups, GPU, "DATA.TRAIN_FILE l.txt")
+    assert sorted(routes) == [0, 2, 3, 5, 6] and len(routes) == 5 and 1 not in routes
+    assert {r: routes[r].route for r in routes} == {0: DALI_CPU, 2: NVDEC, 3: NVDEC, 5: DALI_CPU, 6: NVDEC}
+    assert "64x48 is below NVDEC's vp9 minimum" in routes[0].reason and routes[2].reason == ""
+    assert routes.counts() == {NVDEC: 3, DALI_CPU: 2, PYAV: 0}
+    assert routes.items() == [(r, routes[r]) for r in (0, 2, 3, 5, 6)] and routes.values() == [
+        routes[r] for r in (0, 2, 3, 5, 6)]
+    assert routes.codes.dtype == np.int32 and len(routes.choices) == 2  # one entry per distinct route and reason
+    routes[6] = VideoRoute(PYAV, "failed on nvdec: bad frame")  # a run-time fallback moves one video
+    assert routes[6] == VideoRoute(PYAV, "failed on nvdec: bad frame") and routes[2].route == NVDEC
+    assert routes.counts() == {NVDEC: 2, DALI_CPU: 2, PYAV: 1}
+    # The error names the first refused row in list order: row 2 (hevc), before row 3 of group 0 (h264).
+    with pytest.raises(ValueError, match="DATA.TRAIN_FILE l.txt, row 2: DATA.CPU_DECODER is 'dali'.* hevc"):
+        route_videos(facts, groups, RoutingPolicy(gpu_usable=False, cpu_decoder="dali"), "DATA.TRAIN_FILE l.txt")
 
 
 def test_routing_config_keys_are_read_and_checked():

@@ -70,7 +70,7 @@ def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, 
     r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "model eva-tiny/8:" in r.stdout and f"list {lst}: 2 videos, well-formed" in r.stdout
-    assert not (tmp_path / "train.txt.index.json").exists()  # nothing was probed
+    assert not (tmp_path / "train.txt.index.npz").exists()  # nothing was probed
     # a label outside the config's 4 classes, and a bad config value: one line, exit 2, before any probing
     lst.write_text(f"{GOOD[0]} 7\n")
     r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts)

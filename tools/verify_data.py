@@ -8,7 +8,7 @@ not, 2 for unusable input (a missing or malformed list, a bad config).
     python tools/verify_data.py data/k400_train.txt data/k400_val.txt --root data/ --workers 32
     python tools/verify_data.py --cfg configs/k400.yaml --dry-run      # config, model and list format only
 
-The results are cached beside each list (<list>.index.json), so the training run that follows does not probe
+The results are cached beside each list (<list>.index.npz), so the training run that follows does not probe
 the videos again. ``--dry-run`` checks the config, builds the model (without allocating its weights) and parses
 the lists, then stops before any video is opened.
 """
@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import ConfigError, load_config  # noqa: E402
-from dali_pipelines.filelist import DataError, read_file_list  # noqa: E402
+from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
 from dali_pipelines.index import build_index  # noqa: E402
 
 
@@ -75,13 +75,8 @@ def check_model(cfg_path: str, opts: list[str]) -> str:
 
 
 def _bytes_on_disk(index) -> int:
-    total = 0
-    for row in index.infos:
-        try:
-            total += os.path.getsize(index.entries[row].path)
-        except OSError:
-            pass
-    return total
+    """Bytes of the readable videos: their sizes as probed (the index reuses a row only while the size holds)."""
+    return int(index.table.columns["size"][index.good_mask].sum())
 
 
 def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode: bool) -> int:
@@ -110,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cfg:
             print(check_model(args.cfg, args.opts))
         for list_path, root, classes in targets:  # format and labels of every list before any video is opened
-            entries = read_file_list(list_path, root, classes)
-            print(f"list {list_path}: {len(entries)} videos, well-formed")
+            videos = read_video_list(list_path, root, classes)
+            print(f"list {list_path}: {len(videos)} videos, well-formed")
         if args.dry_run:
             print("dry run: config, model and lists are valid; no video was opened")
             return 0

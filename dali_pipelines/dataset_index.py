@@ -1,0 +1,218 @@
+"""The dataset index in memory: the probed state of one video list, as columns.
+
+A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so
+:class:`DatasetIndex` keeps the list (:class:`~dali_pipelines.filelist.VideoList`) and the probed facts
+(:class:`~dali_pipelines.index_store.VideoTable`) as arrays: a few tens of bytes per video, no Python object per
+video. ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row (``entries``, ``infos``, ``info``).
+Built by :func:`dali_pipelines.index.build_index`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import MutableMapping, Sequence
+from typing import Iterator
+
+import numpy as np
+
+from .filelist import ListEntry, VideoList
+from .index_store import GOOD, IndexCache, VideoInfo, VideoTable, load_cache, locked, save_cache, stat_key
+
+__all__ = ["DatasetIndex"]
+
+logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, whichever module speaks
+
+
+class _Infos(MutableMapping):
+    """``row -> VideoInfo`` of the good rows, each built from (or written into) the index's table on access."""
+
+    def __init__(self, index: "DatasetIndex"):
+        self._index = index
+
+    def __getitem__(self, row: int) -> VideoInfo:
+        if not self._index.is_good(row):
+            raise KeyError(row)
+        return self._index.table.info(int(row))
+
+    def __setitem__(self, row: int, info: VideoInfo) -> None:
+        """Replace (or set) a row's facts, e.g. to describe a file that was replaced; the row becomes good."""
+        table = self._index.table
+        table.set_good(int(row), info, bool(table.columns["full_decode"][row]))
+        self._index.bad.pop(int(row), None)
+
+    def __delitem__(self, row: int) -> None:
+        if not self._index.is_good(row):
+            raise KeyError(row)
+        self._index.table.clear(np.asarray([int(row)]))
+
+    def __contains__(self, row: object) -> bool:
+        return self._index.is_good(row)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._index.good_rows)
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self._index.good_mask))
+
+
+class _Entries(Sequence):
+    """The list's entries, each ``ListEntry`` built on access (``entries[row].row == row``)."""
+
+    def __init__(self, videos: VideoList):
+        self._videos = videos
+
+    def __getitem__(self, row):
+        n = len(self._videos)
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(n))]
+        if not -n <= row < n:
+            raise IndexError(f"row {row} of a list of {n}")
+        return self._videos.entry(int(row) % n)
+
+    def __len__(self) -> int:
+        return len(self._videos)
+
+
+class DatasetIndex:
+    """The probed state of one video list, held as columns (no Python object per video).
+
+    Attributes:
+        list_path, root: the list and the directory its paths are relative to.
+        videos: the list (:class:`VideoList`: paths, labels, line numbers).
+        table: the probed facts of every row (:class:`VideoTable`; ``GOOD`` rows are the usable videos).
+        bad: ``row -> reason`` for videos left out (probe failures and runtime quarantines).
+        quarantine_path: text file listing bad videos as ``<rel path>\\t<reason>`` lines.
+        lock_path: the lock file that guards the cache and quarantine files.
+        cache_path: the ``.index.npz`` cache file.
+        probed: how many videos this build actually probed (0 when everything came from the cache).
+        entries: every list entry as a sequence of ``ListEntry`` (built on access), good or bad.
+        infos: ``row -> VideoInfo`` for good videos only (a mapping over ``table``, built on access).
+    """
+
+    def __init__(self, videos: VideoList, table: VideoTable, bad: dict[int, str], quarantine_path: str,
+                 lock_path: str, cache_path: str = "", probed: int = 0):
+        if len(table) != len(videos):
+            raise ValueError(f"{len(table)} table rows for a list of {len(videos)}")
+        self.videos, self.table, self.bad = videos, table, bad
+        self.list_path, self.root = videos.list_path, videos.root
+        self.quarantine_path, self.cache_path, self.probed = quarantine_path, cache_path, probed
+        self.lock_path = lock_path
+        self.entries = _Entries(videos)
+        self.infos = _Infos(self)
+
+    @property
+    def good_mask(self) -> np.ndarray:
+        """Whether each row is a usable video (a bool array, a copy)."""
+        return self.table.status == GOOD
+
+    @property
+    def good_rows(self) -> list[int]:
+        """Rows of the usable videos, ascending."""
+        return np.flatnonzero(self.good_mask).tolist()
+
+    @property
+    def good_entries(self) -> list[ListEntry]:
+        return [self.entries[r] for r in self.good_rows]
+
+    def is_good(self, row) -> bool:
+        return isinstance(row, (int, np.integer)) and 0 <= row < len(self) and self.table.status[row] == GOOD
+
+    def info(self, row: int) -> VideoInfo:
+        """The VideoInfo of good ``row``."""
+        return self.infos[row]
+
+    def path(self, row: int) -> str:
+        return self.videos.path(row)
+
+    def label(self, row: int) -> int:
+        return int(self.videos.labels[row])
+
+    def num_frames(self, row: int) -> int:
+        if not self.is_good(row):
+            raise KeyError(row)
+        return int(self.table.columns["num_frames"][row])
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def decoder_groups(self) -> tuple[list[VideoInfo], np.ndarray]:
+        """The good videos grouped by the facts that decide their decoder (codec, coded size or, where unknown,
+        display size, pixel format): ``(facts, group_of_row)``, the VideoInfo of one video of each group and each
+        row's group (-1 for rows that are not good). Routing decides once per group, not once per video."""
+        good, c = np.flatnonzero(self.good_mask), self.table.columns
+        width = np.where(c["coded_width"][good] > 0, c["coded_width"][good], c["width"][good])
+        height = np.where(c["coded_height"][good] > 0, c["coded_height"][good], c["height"][good])
+        key = np.stack([c["codec"][good], width, height, c["pix_fmt"][good]], axis=1).astype(np.int64)
+        groups = np.full(len(self), -1, np.int32)
+        if not good.size:
+            return [], groups
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        groups[good] = inverse.reshape(-1)
+        return [self.table.info(int(good[i])) for i in first], groups
+
+    def quarantine(self, row: int, reason: str) -> None:
+        """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
+
+        The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
+        it as bad, so the next build leaves it out too unless the file is replaced; but when the file already
+        differs from what was probed (size or modification time), the failure may be the change itself: its cache
+        record is dropped instead, so the next build probes the file as it is now.
+        """
+        rel, path = self.videos.rel_path(row), self.videos.path(row)
+        reason = " ".join(str(reason).split()) or "runtime failure"
+        c = self.table.columns
+        probed = (int(c["size"][row]), int(c["mtime_ns"][row])) if self.is_good(row) else None
+        self.table.set_bad(row, reason, int(c["size"][row]), int(c["mtime_ns"][row]), True)
+        self.bad[row] = reason
+        logger.warning("quarantined %s: %s", path, reason)
+        with locked(self.lock_path):
+            with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                f.write(f"{rel}\t{reason}\n")
+            if self.cache_path:
+                self._record_in_cache(rel, stat_key(path), probed, reason)
+
+    def _record_in_cache(self, rel: str, key: tuple[int, int] | None, probed: tuple[int, int] | None,
+                         reason: str) -> None:
+        """Under the lock: the quarantine of ``rel`` into the cache file (see :meth:`quarantine`)."""
+        root = os.path.abspath(self.root)
+        cache = load_cache(self.cache_path, root) or IndexCache.empty()
+        at = cache.rel_paths.find(rel)
+        changed = probed is not None and probed[0] > 0 and key != probed
+        if changed:
+            if at < 0:
+                return
+            cache.table.clear(np.asarray([at]))
+        elif key is None:
+            return
+        else:
+            if at < 0:
+                at = len(cache.rel_paths)
+                cache = IndexCache(cache.rel_paths.append(rel), cache.table.take(np.append(np.arange(at), -1)))
+            cache.table.set_bad(at, reason, key[0], key[1], True)
+        save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
+
+    def summary(self) -> str:
+        """Human-readable summary: counts, frame statistics, codecs, and every bad file with its reason."""
+        good, c = np.flatnonzero(self.good_mask), self.table.columns
+        lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, "
+                 f"{len(self.bad)} bad ({self.probed} probed, {len(self) - self.probed} from cache)"]
+        if good.size:
+            frames = c["num_frames"][good]
+            codecs = [(self.table.texts["codec"][k], n) for k, n in _most_common(c["codec"][good])]
+            wh = c["width"][good].astype(np.int64) << 32 | c["height"][good].astype(np.int64)
+            sizes = [(f"{k >> 32}x{k & 0xFFFFFFFF}", n) for k, n in _most_common(wh)]
+            lines.append(f"  frames min/median/max: {frames.min()}/{np.median(frames):g}/{frames.max()}; "
+                         f"codecs: {', '.join(f'{s} {n}' for s, n in codecs)}; "
+                         f"sizes: {', '.join(f'{s} {n}' for s, n in sizes[:3])}" + (" ..." if len(sizes) > 3 else ""))
+        if self.bad:
+            lines.append(f"  bad videos (left out; listed in {self.quarantine_path}):")
+            lines += [f"    {self.videos.path(r)}: {why}" for r, why in sorted(self.bad.items())]
+        return "\n".join(lines)
+
+
+def _most_common(values: np.ndarray) -> list[tuple[int, int]]:
+    """``(value, count)`` pairs, commonest first, ties in order of first appearance (as ``Counter``)."""
+    uniq, first, counts = np.unique(values, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    return [(int(uniq[i]), int(counts[i])) for i in order]

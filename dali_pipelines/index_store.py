@@ -1,0 +1,342 @@
+"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 3).
+
+A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so the facts are
+kept as columns (:class:`VideoTable`): a row costs about 60 bytes instead of a Python object per video, and a rank
+loads the cache with a few array reads. Strings that repeat (codec, pixel format, chroma format, profile, the
+reason a video is bad) are stored once in a small table each and referred to by an integer code.
+
+The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled) holding:
+
+- ``header``: UTF-8 JSON: ``version`` (:data:`INDEX_SCHEMA_VERSION`), ``list``, ``root``, ``rows``, the string
+  tables ``texts`` (``{"codec": [...], ...}``) and ``reasons``;
+- ``paths`` and ``path_offsets``: the relative paths (:class:`filelist.PathTable`), the key of each row;
+- one array per column of :data:`COLUMNS`, in the same row order.
+
+A file of another version, for another root, or whose arrays do not have exactly these names, types and lengths
+is ignored (every video is probed again), never read with the wrong meaning. A version 2 cache (``.index.json``,
+the same fields as JSON records) is migrated: its records are read into the table and saved as version 3.
+
+No DALI import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, fields
+from typing import Iterator
+
+import numpy as np
+
+from evautil.files import atomic_write
+
+from .filelist import PathTable
+from .pyav_io import DecoderFacts
+
+__all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoInfo", "VideoTable", "IndexCache",
+           "load_cache", "save_cache", "locked", "stat_key"]
+
+logger = logging.getLogger(__name__)
+
+# The meaning of the cache file; bump it whenever a column is added, removed or changes meaning.
+INDEX_SCHEMA_VERSION = 3
+# The last version written as JSON records, which load_cache migrates.
+_JSON_SCHEMA_VERSION = 2
+
+# A row's status: not probed (or its record dropped), a good video, a bad one (with a reason).
+UNKNOWN, GOOD, BAD = 0, 1, 2
+
+_TEXTS = ("codec", "pix_fmt", "chroma", "profile")
+COLUMNS: dict[str, type] = {
+    "status": np.int8, "full_decode": np.bool_,  # how the row was probed (a full decode or the quick probe)
+    "size": np.int64, "mtime_ns": np.int64,  # the file as probed: a row is reused only while these still hold
+    "num_frames": np.int32, "width": np.int32, "height": np.int32, "fps": np.float64,
+    "coded_width": np.int32, "coded_height": np.int32, "bit_depth": np.int16,
+    **{name: np.int16 for name in _TEXTS},  # codes into the string tables
+    "reason": np.int32,  # code into the reasons (0: none)
+}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the loaders need to know about one good video (one row of the table, built on demand).
+
+    ``num_frames`` is the number of frames in presentation order that DALI's decoder (and PyAV) can decode;
+    valid frame indices are ``0 .. num_frames - 1``.
+    """
+
+    num_frames: int
+    codec: str
+    width: int
+    height: int
+    fps: float
+    # Decoder facts (see pyav_io.DecoderFacts): which decoder can take the video.
+    coded_width: int = 0
+    coded_height: int = 0
+    pix_fmt: str = ""
+    chroma: str = ""
+    bit_depth: int = 0
+    profile: str = ""
+    # The file as probed: a file whose size or modification time differs is not the video described here.
+    size: int = 0
+    mtime_ns: int = 0
+
+    @property
+    def decoder(self) -> DecoderFacts:
+        return DecoderFacts(codec=self.codec, coded_width=self.coded_width, coded_height=self.coded_height,
+                            pix_fmt=self.pix_fmt, chroma=self.chroma, bit_depth=self.bit_depth, profile=self.profile)
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "VideoInfo":
+        """From a record (a dict of exactly these fields, as a version 2 cache holds them; unknown keys are an
+        error)."""
+        names = {f.name for f in fields(cls)}
+        extra = set(rec) - names
+        if extra:
+            raise ValueError(f"unknown VideoInfo fields {sorted(extra)}")
+        return cls(**rec)
+
+
+_INFO_NUMBERS = tuple(f.name for f in fields(VideoInfo) if f.name not in _TEXTS)
+
+
+class VideoTable:
+    """Per-row probe results: the :data:`COLUMNS` arrays, the string tables they code into, and the reasons.
+
+    Code 0 of every string table (and of ``reasons``) is the empty string, so a row of zeros is a consistent
+    UNKNOWN row.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], texts: dict[str, list[str]], reasons: list[str]):
+        self.columns = columns
+        self.texts = texts
+        self.reasons = reasons
+        self._codes: dict[str, dict[str, int]] = {}
+
+    @classmethod
+    def empty(cls, rows: int) -> "VideoTable":
+        return cls({name: np.zeros(rows, dtype) for name, dtype in COLUMNS.items()},
+                   {name: [""] for name in _TEXTS}, [""])
+
+    def __len__(self) -> int:
+        return len(self.columns["status"])
+
+    @property
+    def status(self) -> np.ndarray:
+        return self.columns["status"]
+
+    def text(self, name: str, row: int) -> str:
+        return self.texts[name][self.columns[name][row]]
+
+    def info(self, row: int) -> VideoInfo:
+        """The VideoInfo of ``row`` (whatever its status: the caller checks it is GOOD)."""
+        c = self.columns
+        values = {name: c[name][row].item() for name in _INFO_NUMBERS}
+        return VideoInfo(**values, **{name: self.text(name, row) for name in _TEXTS})
+
+    def reason(self, row: int) -> str:
+        return self.reasons[self.columns["reason"][row]]
+
+    def _code(self, table: list[str], key: str, value: str, limit: int) -> int:
+        codes = self._codes.get(key)
+        if codes is None or len(codes) != len(table):  # (re)built after a load or another writer appended
+            codes = self._codes[key] = {s: i for i, s in enumerate(table)}
+        code = codes.get(value)
+        if code is None:
+            if len(table) >= limit:
+                raise ValueError(f"the index has more than {limit} distinct {key} values")
+            code = codes[value] = len(table)
+            table.append(value)
+        return code
+
+    def set_good(self, row: int, info: VideoInfo, full_decode: bool) -> None:
+        c = self.columns
+        for name in _INFO_NUMBERS:
+            c[name][row] = getattr(info, name)
+        for name in _TEXTS:
+            c[name][row] = self._code(self.texts[name], name, getattr(info, name), np.iinfo(COLUMNS[name]).max)
+        c["status"][row], c["full_decode"][row], c["reason"][row] = GOOD, full_decode, 0
+
+    def set_bad(self, row: int, reason: str, size: int, mtime_ns: int, full_decode: bool) -> None:
+        self.clear(np.asarray([row]))
+        c = self.columns
+        c["status"][row], c["size"][row], c["mtime_ns"][row], c["full_decode"][row] = BAD, size, mtime_ns, full_decode
+        c["reason"][row] = self._code(self.reasons, "reason", reason, np.iinfo(COLUMNS["reason"]).max)
+
+    def clear(self, rows: np.ndarray) -> None:
+        """Make ``rows`` UNKNOWN (all zeros): their videos are probed again."""
+        for col in self.columns.values():
+            col[rows] = 0
+
+    def take(self, rows: np.ndarray) -> "VideoTable":
+        """A table of the rows at ``rows`` (positions in this one; -1 gives an UNKNOWN row)."""
+        rows = np.asarray(rows, np.int64)
+        missing = rows < 0
+        out = {}
+        for name, col in self.columns.items():
+            if len(col):
+                out[name] = col[np.where(missing, 0, rows)]
+                out[name][missing] = 0
+            else:
+                out[name] = np.zeros(len(rows), col.dtype)
+        return VideoTable(out, {k: list(v) for k, v in self.texts.items()}, list(self.reasons))
+
+    def rows_with_reason(self, phrase: str) -> np.ndarray:
+        """A mask of the BAD rows whose reason contains ``phrase``."""
+        codes = [i for i, r in enumerate(self.reasons) if i and phrase in r]
+        return (self.status == BAD) & np.isin(self.columns["reason"], codes)
+
+    def check(self) -> None:
+        """ValueError unless every column has its type and the table's length and every code has its string."""
+        n = len(self)
+        for name, dtype in COLUMNS.items():
+            col = self.columns[name]
+            if col.dtype != dtype or col.shape != (n,):
+                raise ValueError(f"column {name!r} is {col.dtype} {col.shape}, expected {np.dtype(dtype)} ({n},)")
+        coded = {**self.texts, "reason": self.reasons}
+        for name, table in coded.items():
+            if not table or table[0] != "" or not all(isinstance(s, str) for s in table):
+                raise ValueError(f"string table {name!r} must be strings starting with ''")
+            col = self.columns[name]
+            if n and (col.min() < 0 or col.max() >= len(table)):
+                raise ValueError(f"column {name!r} has codes outside its table of {len(table)}")
+        if n and not np.isin(self.status, (UNKNOWN, GOOD, BAD)).all():
+            raise ValueError("column 'status' has values other than 0, 1, 2")
+
+
+@dataclass
+class IndexCache:
+    """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
+    from a version 2 file (then it is saved as version 3)."""
+
+    rel_paths: PathTable
+    table: VideoTable
+    migrated: bool = False
+
+    @classmethod
+    def empty(cls) -> "IndexCache":
+        return cls(PathTable.from_paths([]), VideoTable.empty(0))
+
+
+_ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile)
+
+
+def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | None:
+    """The cache of a list: the version 3 file ``cache_path``, else (when given) a version 2 ``json_path``
+    migrated; None when neither is there, readable, of a version read here and for ``root``."""
+    try:
+        with np.load(cache_path, allow_pickle=False) as archive:
+            return _read_archive(archive, cache_path, root)
+    except FileNotFoundError:
+        return _migrate_json(json_path, root) if json_path else None
+    except _ARCHIVE_ERRORS as e:
+        logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
+        return None
+
+
+def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
+    header = json.loads(archive["header"].tobytes().decode("utf-8"))
+    if not isinstance(header, dict) or header.get("root") != root:
+        return None
+    if header.get("version") != INDEX_SCHEMA_VERSION:
+        logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
+                    header.get("version"), INDEX_SCHEMA_VERSION)
+        return None
+    expected = {"header", "paths", "path_offsets", *COLUMNS}
+    if set(archive.files) != expected:
+        raise ValueError(f"arrays {sorted(set(archive.files) ^ expected)} differ from schema version "
+                         f"{INDEX_SCHEMA_VERSION}'s")
+    table = VideoTable({name: archive[name] for name in COLUMNS}, header["texts"], header["reasons"])
+    if set(table.texts) != set(_TEXTS):
+        raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")
+    table.check()
+    paths = PathTable(archive["paths"], archive["path_offsets"])
+    offsets = paths.offsets
+    if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)
+            or (np.diff(offsets) < 0).any()):
+        raise ValueError(f"{len(paths)} paths with inconsistent offsets for {len(table)} rows")
+    return IndexCache(paths, table)
+
+
+def _migrate_json(json_path: str, root: str) -> IndexCache | None:
+    """A version 2 cache (JSON: ``{"version", "root", "videos": {rel: record}}``) as a table; a record that does
+    not read as version 2 is left out (its video is probed again)."""
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        logger.warning("ignoring unreadable index cache %s (%s); re-probing", json_path, e)
+        return None
+    if not isinstance(data, dict) or data.get("root") != root or not isinstance(data.get("videos"), dict):
+        return None
+    if data.get("version") != _JSON_SCHEMA_VERSION:
+        logger.info("index cache %s has schema version %r, this code reads %d (and migrates %d): probing again",
+                    json_path, data.get("version"), INDEX_SCHEMA_VERSION, _JSON_SCHEMA_VERSION)
+        return None
+    videos = data["videos"]
+    table = VideoTable.empty(len(videos))
+    for row, rec in enumerate(videos.values()):
+        try:
+            size, mtime, full = int(rec["size"]), int(rec["mtime_ns"]), bool(rec.get("full_decode"))
+            if "bad" in rec:
+                table.set_bad(row, str(rec["bad"]), size, mtime, full)
+            else:
+                info = VideoInfo.from_record(rec["info"])
+                if (info.size, info.mtime_ns) == (size, mtime):
+                    table.set_good(row, info, full)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            table.clear(np.asarray([row]))
+    logger.info("migrating index cache %s (schema version %d) to version %d", json_path, _JSON_SCHEMA_VERSION,
+                INDEX_SCHEMA_VERSION)
+    return IndexCache(PathTable.from_paths(videos), table, migrated=True)
+
+
+def save_cache(cache_path: str, list_path: str, root: str, rel_paths: PathTable, table: VideoTable) -> None:
+    """Write the cache atomically (a reader never sees half a file); the string tables lose unused entries."""
+    table = _without_unused_strings(table)
+    header = {"version": INDEX_SCHEMA_VERSION, "list": list_path, "root": root, "rows": len(table),
+              "texts": table.texts, "reasons": table.reasons}
+    arrays = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8),
+              "paths": rel_paths.blob, "path_offsets": rel_paths.offsets, **table.columns}
+    atomic_write(cache_path, lambda f: np.savez(f, **arrays))
+
+
+def _without_unused_strings(table: VideoTable) -> VideoTable:
+    """The table with each string table cut to the strings its rows use (runtime quarantines and dropped rows
+    leave reasons behind)."""
+    columns, coded = dict(table.columns), {**table.texts, "reason": table.reasons}
+    out: dict[str, list[str]] = {}
+    for name, strings in coded.items():
+        used = np.unique(np.concatenate([[0], columns[name]]))  # code 0 ('') stays first
+        remap = np.zeros(len(strings), columns[name].dtype)
+        remap[used] = np.arange(len(used))
+        columns[name] = remap[columns[name]]
+        out[name] = [strings[i] for i in used.tolist()]
+    reasons = out.pop("reason")
+    return VideoTable(columns, out, reasons)
+
+
+@contextlib.contextmanager
+def locked(lock_path: str, shared: bool = False) -> Iterator[None]:
+    """Inter-process lock (``flock`` on ``lock_path``): exclusive for writers, ``shared`` for readers, so that the
+    ranks of a run read a finished index at the same time; released when the block exits or the process dies."""
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def stat_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns

@@ -2,8 +2,11 @@
 
 The original (mmaction2-derived) loader splits each line on whitespace, joins every token but the last back with
 single spaces to form the file name (Kinetics class folders contain spaces, e.g. ``k400/train/arm wrestling/x.mp4``)
-and parses the last token as the label. Blank lines are skipped. Unlike the original, every malformed line is
-reported with the list file and its 1-based line number instead of surfacing later as a decode failure.
+and parses the last token as the label. Here the file name is the line up to the whitespace before the label,
+taken as written: the same name for the usual single spaces, and the right one for names with runs of spaces or
+tabs, which the original's re-joining changed into names that do not exist. Blank lines are skipped. Unlike the
+original, every malformed line is reported with the list file and its 1-based line number instead of surfacing
+later as a decode failure.
 
 A Kinetics-size list has hundreds of thousands of lines, read by every rank of a run: :func:`read_video_list`
 keeps it as a few arrays (:class:`VideoList`: the paths in one UTF-8 buffer, labels and line numbers as numpy
@@ -220,7 +223,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
         if not tokens:
             continue
         labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes))
-        blob += " ".join(tokens[:-1]).encode("utf-8")
+        blob += line.strip()[:-len(tokens[-1])].rstrip().encode("utf-8")  # the name as written, inner spaces kept
         offsets.append(len(blob))
         line_nos.append(line_no)
     if not labels:

@@ -72,6 +72,19 @@ def test_read_file_list_spaces_blank_lines(tmp_path):
     ]
 
 
+def test_names_with_runs_of_spaces_and_tabs_are_kept_as_written(tmp_path):
+    """The original re-joined a name's words with single spaces; a name with two spaces or a tab then pointed at
+    a file that does not exist. Here the name is the line up to the whitespace before the label."""
+    names = ["two  spaces.mp4", "a\ttab.mp4", "trailing dots ... .webm"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"  {name} \t {i}\n" for i, name in enumerate(names)))
+    entries = read_file_list(str(lst), str(tmp_path))
+    assert [e.rel_path for e in entries] == names and [e.label for e in entries] == [0, 1, 2]
+    assert all(os.path.isfile(e.path) for e in entries)
+
+
 @pytest.mark.parametrize("content, line, words", [
     ("a.mp4 1\nno_label_here\n", 2, "no label"),
     ("a.mp4 1\n\nb.mp4 one\n", 3, "not an integer"),

@@ -37,7 +37,7 @@ from .draw import Sample, VideoRef
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
 from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
-from evautil.workers import InlineExecutor, process_pool
+from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, process_pool
 
 __all__ = ["EncodedRoute", "PyAVRoute", "Feeder", "DeliveredBatch", "read_bytes"]
 
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # A pool that dies this many times in a row points at the environment, not at the videos.
 _MAX_POOL_DEATHS = 4
+# While waiting for a result, how often to check that no decode worker has died unnoticed (pool_lost_a_worker).
+_WORKER_CHECK_S = 1.0
 
 
 def read_bytes(path: str, size: int = 0, mtime_ns: int = 0) -> np.ndarray:
@@ -95,6 +97,10 @@ class EncodedRoute:
 
     def source(self, sample: Sample, result: Any) -> EncodedSource:
         return result
+
+    def lost_worker(self, fut: cf.Future) -> bool:
+        """Threads do not die like processes."""
+        return False
 
     def restart_pool(self, broken: cf.Future) -> bool:
         """Threads do not die like processes; nothing to restart."""
@@ -153,15 +159,20 @@ class PyAVRoute:
         procs = getattr(self._pool, "_processes", None) or {}
         return sorted(procs)
 
+    def lost_worker(self, fut: cf.Future) -> bool:
+        """Whether the pool that ``fut`` was submitted to has lost a worker (see ``pool_lost_a_worker``)."""
+        pool = getattr(fut, "pool", None)
+        return pool is not None and pool_lost_a_worker(pool)
+
     def restart_pool(self, broken: cf.Future) -> bool:
-        """Forget the pool ``broken`` came from, if it is the current one (a worker died); the next submission
+        """Abandon the pool ``broken`` came from, if it is the current one (a worker died); the next submission
         starts a new pool. The old pool's other futures carry the same breakage and are redone by the feeder,
         one by one, without restarting the new pool again. True when this call restarted the pool."""
         pool = getattr(broken, "pool", None)
         if pool is None or pool is not self._pool:
             return False
         self._pool = None
-        pool.shutdown(wait=False)
+        abandon_pool(pool)
         return True
 
     def close(self, wait: bool = True) -> None:
@@ -178,6 +189,15 @@ def _drop_frames(handled: BaseException) -> None:
     handled.__traceback__ = None
     if handled.__context__ is not None:
         handled.__context__.__traceback__ = None
+
+
+def _result(route, fut: cf.Future):
+    """``fut``'s result; BrokenExecutor when its worker died without the pool noticing (``pool_lost_a_worker``),
+    instead of waiting forever."""
+    while not cf.wait([fut], timeout=_WORKER_CHECK_S).done:
+        if route.lost_worker(fut):
+            raise cf.BrokenExecutor("a decoding worker process died while sending its result")
+    return fut.result()
 
 
 @dataclass
@@ -294,7 +314,7 @@ class Feeder:
             while s is not None:
                 route = self._route(s)
                 try:
-                    sources.append(route.source(s, fut.result()))
+                    sources.append(route.source(s, _result(route, fut)))
                     samples.append(s)
                     self._pool_deaths = 0
                     break

@@ -26,7 +26,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "mp_context", "process_pool", "worker_setup",
-           "InlineExecutor", "map_with_progress"]
+           "pool_lost_a_worker", "abandon_pool", "InlineExecutor", "map_with_progress"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -111,6 +111,33 @@ def process_pool(workers: int, method: str = START_METHOD) -> cf.ProcessPoolExec
     """A process pool of ``workers`` processes started with ``method``, set up by :func:`worker_setup`."""
     return cf.ProcessPoolExecutor(max(1, int(workers)), mp_context=mp_context(method), initializer=worker_setup,
                                   initargs=(os.getpid(),))
+
+
+def _pool_processes(pool: cf.Executor) -> list:
+    # ProcessPoolExecutor keeps its workers in a private dict; nothing public lists them (before Python 3.14).
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def pool_lost_a_worker(pool: cf.Executor) -> bool:
+    """Whether a worker of ``pool`` has ended. A pool's workers live as long as the pool, so an ended one died
+    (killed, crashed). The pool notices that itself, except when the worker died in the middle of sending a
+    result: its manager thread then waits for the rest of that message forever and the futures never finish."""
+    return any(p.exitcode is not None for p in _pool_processes(pool))
+
+
+def abandon_pool(pool: cf.Executor) -> None:
+    """End a broken pool without waiting: kill its remaining workers (one may be blocked forever on a queue lock
+    that the dead one held) and close this process's end for writing results, so that the pool's manager thread,
+    even one stuck reading a half-sent result, sees the end of the stream, fails the pending futures and exits
+    (the interpreter waits for that thread at exit)."""
+    for p in _pool_processes(pool):
+        if p.exitcode is None:
+            p.kill()
+    result_queue = getattr(pool, "_result_queue", None)
+    writer = getattr(result_queue, "_writer", None)
+    if writer is not None:
+        writer.close()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class InlineExecutor(cf.Executor):

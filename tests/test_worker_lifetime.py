@@ -98,3 +98,53 @@ def test_decode_workers_ignore_scheduler_signals(tmp_path):
     for (ei, ev), (gi, gv) in zip(expected, got):
         assert torch.equal(ei, gi) and torch.equal(ev, gv)
     loader.close()
+
+
+_HALF_SENT_SCRIPT = """
+import concurrent.futures as cf, os, signal, sys, time
+sys.path.insert(0, os.getcwd())
+from evautil.workers import abandon_pool, pool_lost_a_worker, process_pool
+
+def big_result():
+    return bytes(300 * 2**20)  # long enough to send that the kill lands in the middle of it
+
+def small_result():
+    time.sleep(1.0)
+    return 1
+
+def writing(pid):
+    # /proc/<pid>/syscall: the number of the system call the process is blocked in; 1 is write on x86-64 Linux
+    with open(f"/proc/{pid}/syscall") as f:
+        return f.read().split()[0] == "1"
+
+if __name__ == "__main__":
+    pool = process_pool(2)
+    [f.result() for f in [pool.submit(time.sleep, 0.2) for _ in range(2)]]  # both workers started
+    pids = list(pool._processes)
+    big = pool.submit(big_result)
+    other = pool.submit(small_result)  # the other worker: it will want the result queue's lock next
+    sender = None
+    while sender is None:  # the worker blocked writing the big result into the pipe
+        sender = next((pid for pid in pids if writing(pid)), None)
+    os.kill(sender, signal.SIGKILL)
+    half_sent = not cf.wait([big], timeout=3).done  # the pool itself does not notice
+    print("half_sent", half_sent, "lost", pool_lost_a_worker(pool), flush=True)
+    abandon_pool(pool)
+    done = cf.wait([big, other], timeout=10).done
+    print("failed", sum(isinstance(f.exception(), cf.BrokenExecutor) for f in done), "of", len(done), flush=True)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/syscall") or os.uname().machine != "x86_64",
+                    reason="finds the sending worker by its system call in /proc (x86-64 numbering)")
+def test_a_worker_killed_while_sending_its_result_does_not_hang_the_pool_or_the_exit(tmp_path):
+    """A decode worker killed in the middle of sending a result (as by the OOM killer) leaves the pool's manager
+    thread waiting for the rest of the message and the other worker blocked on the queue lock the dead one held:
+    the futures never finish and the interpreter never exits. ``pool_lost_a_worker`` sees the death (the feeder
+    polls it while it waits) and ``abandon_pool`` fails the futures and lets the process end."""
+    script = tmp_path / "half_sent.py"
+    script.write_text(_HALF_SENT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=os.getcwd(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "half_sent True lost True" in proc.stdout and "failed 2 of 2" in proc.stdout, proc.stdout

@@ -31,7 +31,7 @@ import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
 __all__ = ["OP_NONE", "OP_BRIGHTNESS", "OP_CONTRAST", "OP_SATURATION", "OP_HUE", "OP_GRAYSCALE", "NUM_SLOTS",
-           "GREY_WEIGHTS", "make_color_ops", "jitter_frames"]
+           "GREY_WEIGHTS", "make_color_ops", "jitter_frames", "hue_shifted"]
 
 OP_NONE, OP_BRIGHTNESS, OP_CONTRAST, OP_SATURATION, OP_HUE, OP_GRAYSCALE = -1, 0, 1, 2, 3, 4
 NUM_SLOTS = 5  # four jitter operations, then the grayscale
@@ -76,14 +76,19 @@ def _saturation(planes, s):
 
 
 def _hue(r, g, b, degrees):
-    """torchvision's ``adjust_hue`` (``_rgb2hsv``, shift, ``_hsv2rgb``) on float colour planes in [0, 255].
+    """torchvision's ``adjust_hue`` on float colour planes in [0, 255] (see :func:`hue_shifted`)."""
+    top = dmath.max(dmath.max(r, g), b)
+    return hue_shifted(r, g, b, top, top - dmath.min(dmath.min(r, g), b), degrees)
+
+
+def hue_shifted(r, g, b, top, span, degrees):
+    """torchvision's ``adjust_hue`` (``_rgb2hsv``, shift, ``_hsv2rgb``): the shifted R, G, B of float channels in
+    [0, 255], given each pixel's max channel ``top`` and ``span`` = max - min.
 
     A hue shift keeps each pixel's max and min channel, so with ``M`` = max, ``C`` = max - min and the hue ``H`` in
     sixths of the circle, channel n of the result is ``M - C clamp(min(k, 4 - k), 0, 1)`` with
     ``k = (n + H) mod 6`` and n = 5, 3, 1 for R, G, B: the closed form of ``_hsv2rgb``'s six sectors.
     """
-    top = dmath.max(dmath.max(r, g), b)
-    span = top - dmath.min(dmath.min(r, g), b)
     divisor = span + (span == 0.0)  # grey pixels: any hue, C = 0 keeps them as they are
     # _rgb2hsv's masks: red wins ties, then green.
     not_r = top != r

@@ -37,7 +37,7 @@ from .draw import Sample, VideoRef
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
 from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
-from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, process_pool
+from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
 
 __all__ = ["EncodedRoute", "PyAVRoute", "Feeder", "DeliveredBatch", "read_bytes"]
 
@@ -156,8 +156,7 @@ class PyAVRoute:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the running decode workers (none before the first submission or with 0 workers)."""
-        procs = getattr(self._pool, "_processes", None) or {}
-        return sorted(procs)
+        return sorted(p.pid for p in pool_processes(self._pool))
 
     def lost_worker(self, fut: cf.Future) -> bool:
         """Whether the pool that ``fut`` was submitted to has lost a worker (see ``pool_lost_a_worker``)."""

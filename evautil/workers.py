@@ -26,7 +26,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "mp_context", "process_pool", "worker_setup",
-           "pool_lost_a_worker", "abandon_pool", "InlineExecutor", "map_with_progress"]
+           "pool_processes", "pool_lost_a_worker", "abandon_pool", "InlineExecutor", "map_with_progress"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -113,7 +113,8 @@ def process_pool(workers: int, method: str = START_METHOD) -> cf.ProcessPoolExec
                                   initargs=(os.getpid(),))
 
 
-def _pool_processes(pool: cf.Executor) -> list:
+def pool_processes(pool: cf.Executor | None) -> list:
+    """The worker processes of a process pool (none for another executor, or None)."""
     # ProcessPoolExecutor keeps its workers in a private dict; nothing public lists them (before Python 3.14).
     return list((getattr(pool, "_processes", None) or {}).values())
 
@@ -122,7 +123,7 @@ def pool_lost_a_worker(pool: cf.Executor) -> bool:
     """Whether a worker of ``pool`` has ended. A pool's workers live as long as the pool, so an ended one died
     (killed, crashed). The pool notices that itself, except when the worker died in the middle of sending a
     result: its manager thread then waits for the rest of that message forever and the futures never finish."""
-    return any(p.exitcode is not None for p in _pool_processes(pool))
+    return any(p.exitcode is not None for p in pool_processes(pool))
 
 
 def abandon_pool(pool: cf.Executor) -> None:
@@ -130,7 +131,7 @@ def abandon_pool(pool: cf.Executor) -> None:
     that the dead one held) and close this process's end for writing results, so that the pool's manager thread,
     even one stuck reading a half-sent result, sees the end of the stream, fails the pending futures and exits
     (the interpreter waits for that thread at exit)."""
-    for p in _pool_processes(pool):
+    for p in pool_processes(pool):
         if p.exitcode is None:
             p.kill()
     result_queue = getattr(pool, "_result_queue", None)

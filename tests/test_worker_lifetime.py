@@ -103,7 +103,8 @@ def test_decode_workers_ignore_scheduler_signals(tmp_path):
 _HALF_SENT_SCRIPT = """
 import concurrent.futures as cf, os, signal, sys, time
 sys.path.insert(0, os.getcwd())
-from evautil.workers import abandon_pool, pool_lost_a_worker, process_pool
+from dali_pipelines.feeder import PyAVRoute, _result
+from evautil.workers import pool_lost_a_worker, pool_processes, process_pool
 
 def big_result():
     return bytes(300 * 2**20)  # long enough to send that the kill lands in the middle of it
@@ -120,7 +121,7 @@ def writing(pid):
 if __name__ == "__main__":
     pool = process_pool(2)
     [f.result() for f in [pool.submit(time.sleep, 0.2) for _ in range(2)]]  # both workers started
-    pids = list(pool._processes)
+    pids = [p.pid for p in pool_processes(pool)]
     big = pool.submit(big_result)
     other = pool.submit(small_result)  # the other worker: it will want the result queue's lock next
     sender = None
@@ -129,7 +130,12 @@ if __name__ == "__main__":
     os.kill(sender, signal.SIGKILL)
     half_sent = not cf.wait([big], timeout=3).done  # the pool itself does not notice
     print("half_sent", half_sent, "lost", pool_lost_a_worker(pool), flush=True)
-    abandon_pool(pool)
+    route = PyAVRoute(2)  # the feeder's view of the pool: its route waits for the result, then restarts the pool
+    route._pool = big.pool = pool
+    try:
+        _result(route, big)
+    except cf.BrokenExecutor:
+        print("feeder saw the death, restarted", route.restart_pool(big), flush=True)
     done = cf.wait([big, other], timeout=10).done
     print("failed", sum(isinstance(f.exception(), cf.BrokenExecutor) for f in done), "of", len(done), flush=True)
 """
@@ -140,11 +146,13 @@ if __name__ == "__main__":
 def test_a_worker_killed_while_sending_its_result_does_not_hang_the_pool_or_the_exit(tmp_path):
     """A decode worker killed in the middle of sending a result (as by the OOM killer) leaves the pool's manager
     thread waiting for the rest of the message and the other worker blocked on the queue lock the dead one held:
-    the futures never finish and the interpreter never exits. ``pool_lost_a_worker`` sees the death (the feeder
-    polls it while it waits) and ``abandon_pool`` fails the futures and lets the process end."""
+    the futures never finish and the interpreter never exits. The feeder's wait (``_result``) polls
+    ``pool_lost_a_worker`` and reports the death; restarting the route's pool abandons the old one
+    (``abandon_pool``), which fails its futures and lets the process end."""
     script = tmp_path / "half_sent.py"
     script.write_text(_HALF_SENT_SCRIPT)
     proc = subprocess.run([sys.executable, str(script)], cwd=os.getcwd(), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-    assert "half_sent True lost True" in proc.stdout and "failed 2 of 2" in proc.stdout, proc.stdout
+    assert "half_sent True lost True" in proc.stdout, proc.stdout
+    assert "feeder saw the death, restarted True" in proc.stdout and "failed 2 of 2" in proc.stdout, proc.stdout

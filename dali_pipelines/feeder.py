@@ -1,13 +1,13 @@
 """The feeder: turns scheduled samples into the DALI graphs' per-sample records, a few batches ahead.
 
 The feeder asks the :class:`Schedule` for the samples of the next batches, sends each sample down its decode route
-(``sample.route``), waits for the results in order, and splits each batch into one part per route. A DALI graph
-takes one record layout, so each route in use has its own graph, whose ``external_source`` is
-:meth:`Feeder.source` of that route: it hands the graph the columns (``pipelines.batch_columns``) of its route's
-next part. The loader takes the batches in plan order (:meth:`Feeder.peek`), runs the graph of every route the
-batch has a part for, and puts the rows back in the planned order. A video that cannot be read or decoded is
-reported to the schedule, which quarantines it and returns its substitute (training) or nothing (testing). The
-feeder never calls back into the loader.
+(``sample.route``), waits for the results in order, and splits each batch into one part per graph
+(``pipelines.graph_of``: NVDEC's, and the ``host`` graph of both CPU routes). Each graph's ``external_source`` is
+:meth:`Feeder.source` of that graph: it hands the graph the columns (``pipelines.batch_columns``) of its next
+part; a graph serving two routes gets ``EitherSource`` records. The loader takes the batches in plan order
+(:meth:`Feeder.peek`), runs every graph the batch has a part for, and puts the rows back in the planned order. A
+video that cannot be read or decoded is reported to the schedule, which quarantines it and returns its substitute
+(training) or nothing (testing). The feeder never calls back into the loader.
 
 Decode routes (``pipelines.ROUTES``):
 
@@ -19,7 +19,7 @@ Both routes first check that the file still has the size and modification time t
 a file replaced or truncated since it was probed is quarantined by name (``pyav_io.VideoChangedError``), never
 decoded against a frame count that is not its own.
 
-Several routes serve one loader at once; every part handed to one graph uses that graph's route.
+Several routes serve one loader at once; every part handed to one graph holds only that graph's routes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 
 from .draw import Sample, VideoRef
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
-from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
+from .pipelines import DecodedSource, EitherSource, EncodedSource, SampleRecord, batch_columns, graph_of
 from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
 from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
 
@@ -207,10 +207,11 @@ class DeliveredBatch:
     samples: list[Sample]
 
     def parts(self) -> dict[str, list[int]]:
-        """The positions (in ``samples``) of each route's part, routes in order of first appearance."""
+        """The positions (in ``samples``) of each graph's part (``pipelines.graph_of``), graphs in order of first
+        appearance."""
         out: dict[str, list[int]] = {}
         for i, s in enumerate(self.samples):
-            out.setdefault(s.route, []).append(i)
+            out.setdefault(graph_of(s.route), []).append(i)
         return out
 
 
@@ -222,11 +223,11 @@ class _Pending:
 
 
 class Feeder:
-    """The ``external_source`` callbacks (one per route, :meth:`source`) over one epoch of a schedule, from batch
-    ``start`` on.
+    """The ``external_source`` callbacks (one per graph, :meth:`source`) over one epoch of a schedule, from batch
+    ``start`` on; ``routes`` maps the routes served to their route objects (EncodedRoute, PyAVRoute).
 
     Keeps ``lookahead`` batches in preparation. ``inflight``: the collected batches the loader has not finished,
-    in plan order; each route's parts of them are queued for its graph, which returns outputs in the same order.
+    in plan order; each graph's parts of them are queued for it, and it returns outputs in the same order.
     ``error`` keeps an exception of the feeder itself, so the loader re-raises it instead of treating it as a
     decoder failure.
     """
@@ -239,7 +240,11 @@ class Feeder:
         self.inflight: collections.deque[DeliveredBatch] = collections.deque()
         self.error: BaseException | None = None
         self._prepared: dict[int, _Pending] = {}
-        self._parts: dict[str, collections.deque[list[SampleRecord]]] = {r: collections.deque() for r in routes}
+        self._graph_routes: dict[str, list[str]] = {}
+        for r in routes:
+            self._graph_routes.setdefault(graph_of(r), []).append(r)
+        self._parts: dict[str, collections.deque[list[SampleRecord]]] = {
+            g: collections.deque() for g in self._graph_routes}
         self._pool_deaths = 0
 
     def _route(self, sample: Sample):
@@ -255,15 +260,15 @@ class Feeder:
         samples = self.schedule.batch(number)
         self._prepared[number] = _Pending(number, samples, [self._route(s).submit(s) for s in samples])
 
-    def source(self, route: str):
-        """The ``external_source`` callback of ``route``'s graph: the columns of its next part."""
+    def source(self, graph: str):
+        """The ``external_source`` callback of ``graph``: the columns of its next part."""
 
         def next_part():
             try:
-                while not self._parts[route]:
+                while not self._parts[graph]:
                     if not self._collect_next():
                         raise StopIteration
-                return batch_columns(self._parts[route].popleft())
+                return batch_columns(self._parts[graph].popleft())
             except StopIteration:
                 raise
             except BaseException as e:  # noqa: BLE001 - kept so the loader re-raises it instead of "recovering"
@@ -300,9 +305,12 @@ class Feeder:
                 break
         batch = DeliveredBatch(number, samples)
         self.inflight.append(batch)
-        for route, positions in batch.parts().items():
-            self._parts[route].append([SampleRecord(source=sources[i], params=samples[i].params,
-                                                    index=np.array(samples[i].row, np.int32)) for i in positions])
+        for graph, positions in batch.parts().items():
+            # A graph of two routes takes both kinds of source in one record layout (pipelines._decode).
+            shared = len(self._graph_routes[graph]) > 1
+            self._parts[graph].append([
+                SampleRecord(source=EitherSource.of(sources[i]) if shared else sources[i], params=samples[i].params,
+                             index=np.array(samples[i].row, np.int32)) for i in positions])
         return True
 
     def _collect(self, pending: _Pending) -> tuple[list[Sample], list[Any]]:

@@ -7,9 +7,11 @@ A clip's way from a list line to a batch, and the module that owns each step:
 3. ``draw.py``: per sample, frame indices and augmentation from ``sample_rng(SEED, epoch, row)`` (pure).
 4. ``feeder.py``: the sample goes down its decode route (``routing.py``, chosen per video: file bytes for DALI's
    decoder, or PyAV-decoded frames), a few batches ahead; unreadable videos are quarantined and substituted or
-   dropped. Each batch is split into one part per route.
-5. ``pipelines.py``: one DALI graph per route decodes (NVDEC or CPU) and augments its part; outputs reach torch
-   through DLPack and are merged back in the planned order.
+   dropped. Each batch is split into one part per graph.
+5. ``pipelines.py``: the graphs decode (NVDEC, or DALI's CPU decoder) and augment their part. Both CPU routes
+   share one graph (a conditional picks the decoder per sample), so on a machine without NVDEC a batch leaves one
+   graph in its planned order; NVDEC's graph and the CPU graph are merged back into the planned order. Outputs
+   reach torch through DLPack.
 
 This module routes the videos, builds the graphs and their feeder, rebuilds them when DALI's decoder fails (after
 moving the video that broke it to a CPU route, or quarantining it), iterates, and saves and restores the
@@ -33,7 +35,7 @@ from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, PyAVRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
-from .pipelines import ROUTES, test_pipeline, train_pipeline
+from .pipelines import ROUTES, graph_of, test_pipeline, train_pipeline
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
@@ -43,12 +45,12 @@ __all__ = ["VideoLoader", "build_loader", "resolve_decode_device", "DataError"]
 logger = logging.getLogger(__name__)
 
 
-class _RouteFailure(Exception):
-    """DALI failed while running the graph of ``route``."""
+class _GraphFailure(Exception):
+    """DALI failed while running ``graph`` (a name of ``pipelines.graph_of``)."""
 
-    def __init__(self, route: str, error: BaseException):
-        super().__init__(f"{route}: {error}")
-        self.route, self.error = route, error
+    def __init__(self, graph: str, error: BaseException):
+        super().__init__(f"{graph}: {error}")
+        self.graph, self.error = graph, error
 
 
 def _dali_reason(err: BaseException) -> str:
@@ -121,7 +123,7 @@ class VideoLoader:
         self.num_views = self.settings.num_views
         self._prefetch = max(1, int(data.PREFETCH))
         self.position = 0
-        self._pipes: dict[str, Any] = {}  # one DALI graph per route in use
+        self._pipes: dict[str, Any] = {}  # graph name (pipelines.graph_of) -> its DALI pipeline, for the routes in use
         self._pipe_clean = False
         self._feeder: Feeder | None = None
         if self.training:
@@ -130,7 +132,8 @@ class VideoLoader:
     # ------------------------------------------------------------------------------------------------ routes
     @property
     def pipelines(self) -> tuple:
-        """The DALI graphs built now, one per route in use (empty before the first batch and after close)."""
+        """The DALI graphs built now, one per graph the routes in use need (empty before the first batch and after
+        close)."""
         return tuple(self._pipes.values())
 
     def routes_in_use(self) -> list[str]:
@@ -236,22 +239,25 @@ class VideoLoader:
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
         self._feeder = Feeder(self.schedule, {r: self.routes[r] for r in used}, start,
                               lookahead=self._prefetch + 1)
-        self._pipes = {route: self._make_pipeline(route) for route in used}
+        graphs: dict[str, list[str]] = {}
+        for route in used:
+            graphs.setdefault(graph_of(route), []).append(route)
+        self._pipes = {graph: self._make_pipeline(graph, tuple(routes)) for graph, routes in graphs.items()}
         self._pipe_clean = True
 
-    def _make_pipeline(self, route: str):
+    def _make_pipeline(self, graph: str, routes: tuple[str, ...]):
         data = self.cfg.DATA
         # The mixed (NVDEC) decoder runs one decoding session per pipeline thread: give it DATA.NVDEC_THREADS.
-        threads = max(int(data.NUM_THREADS), int(data.NVDEC_THREADS)) if route == NVDEC else int(data.NUM_THREADS)
-        # A graph prefetches parts of its route ahead; for a route with less than one video per batch that would
+        threads = max(int(data.NUM_THREADS), int(data.NVDEC_THREADS)) if NVDEC in routes else int(data.NUM_THREADS)
+        # A graph prefetches parts of its routes ahead; for routes with less than one video per batch that would
         # make the feeder collect (and hold) many batches ahead to find them, so such a graph does not prefetch.
-        share = sum(vr.route == route for vr in self.video_routes.values()) / len(self.video_routes)
+        share = sum(vr.route in routes for vr in self.video_routes.values()) / len(self.video_routes)
         depth = self._prefetch if share * self.batch_size >= 1 else 1
         common = dict(batch_size=self.batch_size, num_threads=threads, device_id=self.device_id,
-                      prefetch_queue_depth=depth, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF, route=route,
+                      prefetch_queue_depth=depth, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF, routes=routes,
                       dtype=self.dtype, input_size=self.input_size, nvdec_affine=bool(data.NVDEC_AFFINE),
                       augment_on_gpu=self.device == "gpu")
-        source = self._feeder.source(route)
+        source = self._feeder.source(graph)
         if self.training:
             pipe = train_pipeline(source, per_frame_jitter=self.settings.per_frame_jitter, **common)
         else:
@@ -270,20 +276,20 @@ class VideoLoader:
             logger.debug("a %s pipeline is still referenced after its release; collecting garbage", self.split)
             gc.collect()
 
-    def _recover(self, failure: "_RouteFailure") -> None:
-        """A route's graph failed (the graphs are now unusable): find the video(s) of that route among the
-        in-flight samples that fail to decode alone, move them to their fallback route (or quarantine them), and
-        rebuild the graphs at the first undelivered batch."""
+    def _recover(self, failure: "_GraphFailure") -> None:
+        """A graph failed (the graphs are now unusable): find the video(s) of that graph's decoder routes among
+        the in-flight samples that fail to decode alone, move them to their fallback route (or quarantine them),
+        and rebuild the graphs at the first undelivered batch."""
         from .pipelines import decode_with_dali
 
         inflight = list(self._feeder.inflight)
         first = inflight[0].number if inflight else self._feeder.next
         self._close_pipeline()
         culprits = 0
-        backend = ROUTES[failure.route].backend
         for batch in inflight:
             for s in batch.samples:
-                if (backend is None or s.route != failure.route or not self.schedule.is_good(s.row)
+                backend = ROUTES[s.route].backend
+                if (backend is None or graph_of(s.route) != failure.graph or not self.schedule.is_good(s.row)
                         or self.video_routes[s.row].route != s.route):
                     continue
                 try:
@@ -292,7 +298,7 @@ class VideoLoader:
                     self._fall_back(s, _dali_reason(e))
                     culprits += 1
         if culprits == 0:
-            raise RuntimeError(f"the DALI pipeline of the {failure.route} route failed but every in-flight video "
+            raise RuntimeError(f"the DALI pipeline of the {failure.graph} graph failed but every in-flight video "
                                f"decodes alone: {failure.error}") from failure.error
         self.stats["rebuilds"] += 1
         logger.warning("rebuilding the %s pipelines at batch %d of epoch %d", self.split, first, self.epoch)
@@ -309,20 +315,20 @@ class VideoLoader:
         return torch.from_dlpack(t)
 
     def _run_batch(self, batch: DeliveredBatch) -> torch.Tensor:
-        """Run the graph of every route ``batch`` has a part for; the videos in the batch's planned order."""
+        """Run every graph ``batch`` has a part for; the videos in the batch's planned order."""
         parts = batch.parts()
         merged = None
-        for route, positions in parts.items():
+        for graph, positions in parts.items():
             try:
-                video, index = self._pipes[route].run()
+                video, index = self._pipes[graph].run()
             except StopIteration:
-                raise RuntimeError(f"internal error: the {route} graph ended before batch {batch.number}") from None
+                raise RuntimeError(f"internal error: the {graph} graph ended before batch {batch.number}") from None
             except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError
-                raise _RouteFailure(route, e) from e
+                raise _GraphFailure(graph, e) from e
             got = np.array(index.as_tensor()).reshape(-1).tolist()
             rows = [batch.samples[i].row for i in positions]
-            if got != rows:  # the FIFO pairing of a route's parts and its graph's outputs is an invariant
-                raise RuntimeError(f"internal error: the {route} graph returned rows {got}, expected {rows}")
+            if got != rows:  # the FIFO pairing of a graph's parts and its outputs is an invariant
+                raise RuntimeError(f"internal error: the {graph} graph returned rows {got}, expected {rows}")
             part = self._to_torch(video)
             if len(parts) == 1:
                 return part
@@ -346,14 +352,14 @@ class VideoLoader:
                 break
             try:
                 v = self._run_batch(batch)
-            except _RouteFailure as failure:
+            except _GraphFailure as failure:
                 if self._feeder.error is not None:
                     raise self._feeder.error
                 self._recover(failure)
                 continue
             self._feeder.inflight.popleft()
-            for route, positions in batch.parts().items():
-                self.stats[f"clips_{route}"] += len(positions)
+            for s in batch.samples:
+                self.stats[f"clips_{s.route}"] += 1
             rows = [s.row for s in batch.samples]
             if not self.training:
                 b, s = len(rows), self.input_size
@@ -366,13 +372,13 @@ class VideoLoader:
     def _end_epoch(self) -> None:
         """A complete epoch: every graph has its end-of-data ahead; reach it and reset the graphs for reuse. The
         next iteration is the next epoch."""
-        for route, pipe in self._pipes.items():
+        for graph, pipe in self._pipes.items():
             try:
                 pipe.run()
             except StopIteration:
                 pipe.reset()
                 continue
-            raise RuntimeError(f"internal error: the {route} graph has output left at the end of the epoch")
+            raise RuntimeError(f"internal error: the {graph} graph has output left at the end of the epoch")
         self._pipe_clean = True
         self.set_epoch(self.epoch + 1)
 

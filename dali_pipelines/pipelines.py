@@ -11,7 +11,11 @@ turned into the external source's columns by :func:`batch_columns` from the same
 
 A sample's *decode route* says which decoder takes it (:data:`ROUTES`): ``nvdec`` (DALI's ``mixed`` decoder),
 ``dali_cpu`` (DALI's CPU decoder, VP8/VP9/MJPEG) or ``pyav`` (decoded on the host, handed over as frames).
-Everything after decoding is the same graph for all routes.
+Everything after decoding is the same for all routes. Each route belongs to a graph (``RouteSpec.graph``): NVDEC
+has its own, the two CPU routes share the ``host`` graph. A graph built for both CPU routes takes
+:class:`EitherSource` records and sends each sample down its own branch with a DALI conditional (DALI's decoder,
+or the frames as they came); the branches merge before augmentation, so a mixed batch is augmented once and
+leaves the graph in its planned order, with no copy to merge it.
 """
 
 from __future__ import annotations
@@ -29,23 +33,24 @@ from .pyav_io import BadVideoError
 from .routing import DALI_CPU, NVDEC, PYAV
 
 __all__ = [
-    "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams", "SampleRecord",
-    "record_layout", "batch_columns", "train_pipeline", "test_pipeline", "build_decode_pipeline",
-    "decode_with_dali", "one_batch_source", "short_decode",
+    "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "EitherSource", "TrainParams", "TestParams",
+    "SampleRecord", "graph_of", "graph_source", "record_layout", "batch_columns", "train_pipeline", "test_pipeline",
+    "build_decode_pipeline", "decode_with_dali", "one_batch_source", "short_decode",
 ]
 
 _DTYPES = {"float16": types.FLOAT16, "float32": types.FLOAT}
 _DALI_TYPES = {np.dtype(np.uint8): types.UINT8, np.dtype(np.int32): types.INT32,
-               np.dtype(np.float32): types.FLOAT}
+               np.dtype(np.float32): types.FLOAT, np.dtype(np.bool_): types.BOOL}
 
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """How one decode route enters the graph: DALI's decoder backend ('mixed', 'cpu'; None when the frames come
-    decoded) and the source record it is fed."""
+    """How one decode route enters a graph: DALI's decoder backend ('mixed', 'cpu'; None when the frames come
+    decoded), the source record it is fed, and the graph that serves it (routes of one graph share it)."""
 
     backend: str | None
     source: type
+    graph: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,29 @@ class DecodedSource:
 
 
 @dataclass
+class EitherSource:
+    """For a graph that serves DALI's CPU decoder and decoded frames at once: a sample's own fields, and 1-element
+    placeholders for the other kind's (the conditional in :func:`_decode` never reads them). ``decoded`` picks the
+    branch."""
+
+    decoded: np.ndarray = _input(np.bool_, 0)
+    encoded: np.ndarray = _input(np.uint8, 1)
+    frames: np.ndarray = _input(np.int32, 1)
+    video: np.ndarray = _input(np.uint8, 4, "FHWC")
+
+    @classmethod
+    def of(cls, source: Union[EncodedSource, DecodedSource]) -> "EitherSource":
+        if isinstance(source, DecodedSource):
+            return cls(decoded=np.array(True), encoded=_NO_BYTES, frames=_NO_FRAMES, video=source.video)
+        return cls(decoded=np.array(False), encoded=source.encoded, frames=source.frames, video=_NO_VIDEO)
+
+
+_NO_BYTES = np.zeros(1, np.uint8)
+_NO_FRAMES = np.zeros(1, np.int32)
+_NO_VIDEO = np.zeros((1, 1, 1, 3), np.uint8)
+
+
+@dataclass
 class TrainParams:
     """Training augmentation of one clip: crop window in source pixels ([y, x]), flip, colour twist."""
 
@@ -108,30 +136,65 @@ class TestParams:
 class SampleRecord:
     """Everything the graph receives for one sample."""
 
-    source: Union[EncodedSource, DecodedSource]
+    source: Union[EncodedSource, DecodedSource, EitherSource]
     params: Union[TrainParams, TestParams]
     index: np.ndarray = _input(np.int32, 0)  # the row in the list, returned by the graph beside the video
 
 
-# How each route of routing.ROUTES (the names and their order live there) enters the graph.
+# How each route of routing.ROUTES (the names and their order live there) enters its graph. NVDEC's frames are on
+# the GPU and its graph runs its own decoder threads; both CPU routes hand the graph host memory, so one graph can
+# serve both (EitherSource).
 ROUTES = {
-    NVDEC: RouteSpec(backend="mixed", source=EncodedSource),
-    DALI_CPU: RouteSpec(backend="cpu", source=EncodedSource),
-    PYAV: RouteSpec(backend=None, source=DecodedSource),
+    NVDEC: RouteSpec(backend="mixed", source=EncodedSource, graph="nvdec"),
+    DALI_CPU: RouteSpec(backend="cpu", source=EncodedSource, graph="host"),
+    PYAV: RouteSpec(backend=None, source=DecodedSource, graph="host"),
 }
+# The source record of a graph serving several routes at once.
+_SHARED_SOURCES = {frozenset({DALI_CPU, PYAV}): EitherSource}
+
+
+def graph_of(route: str) -> str:
+    """The graph that serves ``route``."""
+    return _route_spec(route).graph
+
+
+def _route_spec(route: str) -> RouteSpec:
+    if route not in ROUTES:
+        raise ValueError(f"unknown decode route {route!r} (expected one of {', '.join(ROUTES)})")
+    return ROUTES[route]
+
+
+def _route_tuple(routes: Union[str, Sequence[str]]) -> tuple[str, ...]:
+    routes = (routes,) if isinstance(routes, str) else tuple(dict.fromkeys(routes))
+    for r in routes:
+        _route_spec(r)
+    if not routes or len({graph_of(r) for r in routes}) != 1:
+        raise ValueError(f"routes {list(routes)} are not served by one graph")
+    return routes
+
+
+def graph_source(routes: Union[str, Sequence[str]]) -> type:
+    """The source record type of a graph serving ``routes`` (one route's own, or the shared one)."""
+    routes = _route_tuple(routes)
+    if len(routes) == 1:
+        return ROUTES[routes[0]].source
+    try:
+        return _SHARED_SOURCES[frozenset(routes)]
+    except KeyError:
+        raise ValueError(f"no graph serves routes {list(routes)} together") from None
 
 
 def _graph_fields(cls) -> list[tuple[str, GraphInput]]:
     return [(f.name, f.metadata["graph"]) for f in fields(cls) if "graph" in f.metadata]
 
 
-def record_layout(params: type, route: str, per_frame_jitter: bool = False) -> list[tuple[str, GraphInput]]:
-    """The external source's outputs for records of ``params`` type on ``route``, in order: the source's fields,
-    the parameters' fields, then ``index``. ``per_frame_jitter`` adds the per-frame dimension where declared."""
-    if route not in ROUTES:
-        raise ValueError(f"unknown decode route {route!r} (expected one of {', '.join(ROUTES)})")
+def record_layout(params: type, routes: Union[str, Sequence[str]], per_frame_jitter: bool = False
+                  ) -> list[tuple[str, GraphInput]]:
+    """The external source's outputs for records of ``params`` type in a graph serving ``routes`` (one route or
+    several of one graph), in order: the source's fields, the parameters' fields, then ``index``.
+    ``per_frame_jitter`` adds the per-frame dimension where declared."""
     out = []
-    for name, spec in (_graph_fields(ROUTES[route].source) + _graph_fields(params)
+    for name, spec in (_graph_fields(graph_source(routes)) + _graph_fields(params)
                        + _graph_fields(SampleRecord)):
         if per_frame_jitter and spec.per_frame:
             spec = GraphInput(spec.dtype, spec.ndim + 1, spec.layout)
@@ -143,7 +206,8 @@ def batch_columns(records: Sequence[SampleRecord]) -> tuple[list[np.ndarray], ..
     """The external source's outputs for a batch: one list per field of :func:`record_layout`, in its order.
 
     Raises:
-        ValueError: the records do not all have the same source and parameter types (one route per graph).
+        ValueError: the records do not all have the same source and parameter types (a graph has one record
+            layout; one serving two routes takes EitherSource records).
     """
     if not records:
         raise ValueError("an external-source batch needs at least one record")
@@ -174,18 +238,29 @@ _PAD_MODE = "none"
 _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
 
 
-def _decode(inputs: dict, route: str, nvdec_affine: bool = False, on_gpu: bool = False):
-    """Frames (F, H, W, 3) uint8 FHWC; on the GPU when the route is NVDEC or ``on_gpu`` (a CPU route on a machine
-    that trains on a GPU: its frames go to the GPU before augmentation, so the colour program and the resize run
-    there instead of on the host, and the copy is the 8-bit frames)."""
+def _decode_route(inputs: dict, route: str, nvdec_affine: bool):
     backend = ROUTES[route].backend
     if backend is None:  # PyAV route: already decoded on the host
-        frames = inputs["video"]
+        return inputs["video"]
+    extra = {"affine": nvdec_affine} if backend == "mixed" else {}
+    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=_PAD_MODE, **extra)
+
+
+def _decode(inputs: dict, routes: tuple[str, ...], nvdec_affine: bool = False, on_gpu: bool = False):
+    """Frames (F, H, W, 3) uint8 FHWC; on the GPU when the route is NVDEC or ``on_gpu`` (a CPU route on a machine
+    that trains on a GPU: its frames go to the GPU before augmentation, so the colour program and the resize run
+    there instead of on the host, and the copy is the 8-bit frames). A graph serving both CPU routes splits the
+    batch per sample (``decoded``): DALI's decoder takes the encoded samples, the decoded ones pass through."""
+    if len(routes) == 1:
+        frames = _decode_route(inputs, routes[0], nvdec_affine)
+        on_host = ROUTES[routes[0]].backend != "mixed"
     else:
-        extra = {"affine": nvdec_affine} if backend == "mixed" else {}
-        frames = fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=_PAD_MODE,
-                                   **extra)
-    return frames.gpu() if on_gpu and backend != "mixed" else frames
+        if inputs["decoded"]:
+            frames = inputs["video"]
+        else:
+            frames = _decode_route(inputs, DALI_CPU, nvdec_affine)
+        on_host = True
+    return frames.gpu() if on_gpu and on_host else frames
 
 
 def short_decode(err: BaseException) -> tuple[int, int] | None:
@@ -209,15 +284,19 @@ def _normalize(video, dtype: str, mirror=None):
                                     std=list(STD), **kwargs)
 
 
-@pipeline_def(enable_conditionals=True)  # the colour program runs per sample (color_jitter.py)
-def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame_jitter: bool = False,
-                   nvdec_affine: bool = False, augment_on_gpu: bool = False):
+# Conditionals: the colour program runs per sample (color_jitter.py); a graph of both CPU routes picks the decoder
+# per sample (_decode).
+@pipeline_def(enable_conditionals=True)
+def train_pipeline(source, *, input_size: int, routes: Union[str, Sequence[str]], dtype: str,
+                   per_frame_jitter: bool = False, nvdec_affine: bool = False, augment_on_gpu: bool = False):
     """Training graph: decode T sampled frames -> MultiScaleCrop+resize (one ROI resize) -> colour jitter /
     grayscale -> flip + normalise -> (T, 3, S, S). ``source`` yields :func:`batch_columns` of records with
-    :class:`TrainParams` on ``route``. ``nvdec_affine``: pin the NVDEC decoder's threads (DATA.NVDEC_AFFINE).
-    ``augment_on_gpu``: a CPU route's frames are augmented on the GPU (``_decode``). Outputs: video, index."""
-    x = _external_inputs(source, record_layout(TrainParams, route, per_frame_jitter))
-    video = _decode(x, route, nvdec_affine, augment_on_gpu)
+    :class:`TrainParams` on ``routes`` (one route, or the routes of one graph: :func:`graph_source`).
+    ``nvdec_affine``: pin the NVDEC decoder's threads (DATA.NVDEC_AFFINE). ``augment_on_gpu``: a CPU route's
+    frames are augmented on the GPU (``_decode``). Outputs: video, index."""
+    routes = _route_tuple(routes)
+    x = _external_inputs(source, record_layout(TrainParams, routes, per_frame_jitter))
+    video = _decode(x, routes, nvdec_affine, augment_on_gpu)
     video = _roi_resize(video, x["roi_start"], x["roi_end"], input_size)
     video = jitter_frames(video, x["color_ops"], x["brightness"], x["contrast"], x["saturation"], x["hue"],
                           per_frame=per_frame_jitter)
@@ -225,10 +304,10 @@ def train_pipeline(source, *, input_size: int, route: str, dtype: str, per_frame
     return video, x["index"]
 
 
-@pipeline_def
-def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: str, nvdec_affine: bool = False,
-                  augment_on_gpu: bool = False):
-    """Multi-view test graph over records with :class:`TestParams`.
+@pipeline_def(enable_conditionals=True)  # for a graph of both CPU routes (_decode)
+def test_pipeline(source, *, input_size: int, num_crop: int, routes: Union[str, Sequence[str]], dtype: str,
+                  nvdec_affine: bool = False, augment_on_gpu: bool = False):
+    """Multi-view test graph over records with :class:`TestParams` on ``routes`` (as in :func:`train_pipeline`).
 
     The sorted union of all clips' frame indices is decoded once (U frames); each spatial crop is one ROI resize
     of those U frames; the crops are concatenated along the frame axis and one per-sample gather
@@ -236,8 +315,9 @@ def test_pipeline(source, *, input_size: int, num_crop: int, route: str, dtype: 
     the V*T output frames ordered [crop][clip][t]. ``augment_on_gpu`` as in :func:`train_pipeline`.
     Outputs: video (V*T, 3, S, S), index.
     """
-    x = _external_inputs(source, record_layout(TestParams, route))
-    video = _decode(x, route, nvdec_affine, augment_on_gpu)
+    routes = _route_tuple(routes)
+    x = _external_inputs(source, record_layout(TestParams, routes))
+    video = _decode(x, routes, nvdec_affine, augment_on_gpu)
     crops = [_roi_resize(video, x["roi_start"][c], x["roi_end"][c], input_size) for c in range(num_crop)]
     video = crops[0] if num_crop == 1 else fn.cat(*crops, axis=0)
     video = fn.sequence_rearrange(video, new_order=x["new_order"])

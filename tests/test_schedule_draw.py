@@ -97,6 +97,11 @@ def test_record_layout_follows_the_dataclasses():
     assert test["roi_start"].ndim == 2
     with pytest.raises(ValueError, match="unknown decode route 'npu'"):
         record_layout(TrainParams, "npu")
+    # one graph serving both CPU routes: a branch flag and both kinds of source field
+    both = dict(record_layout(TrainParams, ("dali_cpu", "pyav")))
+    assert list(both)[:4] == ["decoded", "encoded", "frames", "video"] and both["decoded"].dtype == np.bool_
+    with pytest.raises(ValueError, match="not served by one graph"):
+        record_layout(TrainParams, ("nvdec", "dali_cpu"))
 
 
 def test_batch_columns_match_the_layout():

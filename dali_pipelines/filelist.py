@@ -233,6 +233,9 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
                      line_nos=np.frombuffer(line_nos, np.int32))
 
 
+_LABEL_LIMIT = 2**63
+
+
 def _label(tokens: list[str], line: str, where: str, num_classes: int | None) -> int:
     """The label of a list line split into ``tokens`` (DataListError naming ``where`` when it is not one)."""
     if len(tokens) < 2:
@@ -241,8 +244,9 @@ def _label(tokens: list[str], line: str, where: str, num_classes: int | None) ->
         label = int(tokens[-1])
     except ValueError:
         raise DataListError(f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r})") from None
-    if label < 0 or (num_classes is not None and label >= num_classes):
-        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+    limit = num_classes if num_classes is not None else _LABEL_LIMIT  # labels are kept as int64
+    if not 0 <= label < limit:
+        bound = f"[0, {num_classes})" if num_classes is not None else "[0, 2**63)"
         raise DataListError(f"{where}: label {label} is outside {bound} (line {line.strip()!r})")
     return label
 

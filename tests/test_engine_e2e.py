@@ -111,11 +111,19 @@ def _opts(data: Path, out: Path, **extra) -> list[str]:
     return [str(x) for kv in base.items() for x in kv]
 
 
+def _private_tmp(tmp_path: Path) -> str:
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return str(tmp_path / "tmp")
+
+
 def _run(tmp_path: Path, opts: list[str], mode: str = "", arg: int = 0, nproc: int = 0,
          launcher: str = "torch.distributed.run", **env_extra: str):
     script = tmp_path / "wrapper.py"
     script.write_text(WRAPPER)
-    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1", **env_extra)
+    # TMPDIR: DALI's conditionals write their converted functions to temporary files that only an orderly exit
+    # removes; the runs killed here would leave them behind.
+    env = dict(os.environ, REPO=str(ROOT), E2E_MODE=mode, E2E_ARG=str(arg), OMP_NUM_THREADS="1",
+               TMPDIR=_private_tmp(tmp_path), **env_extra)
     if nproc:
         cmd = [sys.executable, "-m", launcher, "--nproc_per_node", str(nproc), "--standalone", str(script)]
     else:
@@ -363,7 +371,7 @@ def test_sigusr1_to_torchrun_is_forwarded_and_both_ranks_stop_together(dataset, 
 
     out = tmp_path / "out"
     opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 4, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2})
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=_private_tmp(tmp_path))  # as in _run
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", "--shutdown-timeout", "120", str(ROOT / "train.py"),
            "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]

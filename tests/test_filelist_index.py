@@ -100,6 +100,16 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
     assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
 
 
+def test_a_label_past_int64_is_a_list_error_without_num_classes(tmp_path):
+    """Labels are kept as int64: a larger one is refused like any bad label (naming the line), not an overflow."""
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"a.mp4 {2**63 - 1}\nb.mp4 {2**63}\n")
+    with pytest.raises(DataListError, match=rf"{lst}:2: label {2**63} is outside \[0, 2\*\*63\)"):
+        read_file_list(str(lst), str(tmp_path))
+    lst.write_text(f"a.mp4 {2**63 - 1}\n")
+    assert read_file_list(str(lst), str(tmp_path))[0].label == 2**63 - 1
+
+
 @pytest.mark.parametrize("content, line, column", [
     (b"a.mp4 1\nb.mp4 2\nvideos/caf\xe9.mp4 0\nd.mp4 1\n", 3, 11),  # one Latin-1 byte in one path
     (b"\xef\xbb\xbfa.mp4 1\r\n\xff.mp4 2\r\n", 2, 1),  # after a BOM and CRLF line ends, opening a line

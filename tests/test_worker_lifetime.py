@@ -49,9 +49,10 @@ def test_decode_workers_end_with_their_main_process(tmp_path, stop):
     script = tmp_path / "holder.py"
     script.write_text(_HOLDER_SCRIPT)
     (tmp_path / "data").mkdir()
+    # TMPDIR: DALI's conditionals leave temporary files behind a killed process (see test_engine_e2e._run)
     holder = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=os.getcwd(),
-                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+                              env={**os.environ, "PYTHONPATH": os.getcwd(), "TMPDIR": str(tmp_path)})
     try:
         line = holder.stdout.readline()
         assert line.startswith("workers "), (line, holder.stderr.read() if holder.poll() is not None else "")

@@ -207,16 +207,24 @@ def test_gpu_list_mixing_nvdec_and_cpu_routes_trains_one_epoch(tmp_path):
 
 
 @pytest.mark.gpu
-def test_gpu_machine_augments_cpu_routed_videos_on_the_gpu_like_the_cpu(tmp_path):
+@pytest.mark.parametrize("routes", [["dali_cpu"], ["dali_cpu", "pyav"]])
+def test_gpu_machine_augments_cpu_routed_videos_on_the_gpu_like_the_cpu(tmp_path, routes):
     """On a GPU machine a CPU route's frames are augmented on the GPU (colour program included): the batch comes
-    out on the GPU with the same rows as a CPU-only loader's and the same pixels up to resize rounding."""
+    out on the GPU with the same rows as a CPU-only loader's and the same pixels up to resize rounding. With both
+    CPU routes in use (H.264 kept off NVDEC by DATA.NVDEC_CODECS), their shared graph moves the merged branches'
+    frames to the GPU."""
     root = str(tmp_path)
-    lst = make_clip_dataset(root, VP9_COUNTS, codec="vp9", size=(64, 48), list_name="vp9.txt")  # below NVDEC's VP9
-    opts = {"TRAIN.BATCH_SIZE": 4, "DATA.OUTPUT_DTYPE": "float32", "DATA.CPU_ROUTE_MAX_SHARE": 1.0}
+    if routes == ["dali_cpu"]:
+        lst = make_clip_dataset(root, VP9_COUNTS, codec="vp9", size=(64, 48), list_name="vp9.txt")  # < NVDEC's VP9
+    else:
+        lst, _, _ = _mixed_list(root, vp9_size=(64, 48))
+    opts = {"TRAIN.BATCH_SIZE": 4, "DATA.OUTPUT_DTYPE": "float32", "DATA.CPU_ROUTE_MAX_SHARE": 1.0,
+            "DATA.NVDEC_CODECS": ["hevc"]}
     gpu = build_loader(small_cfg(root, lst, **opts, **{"DATA.DECODE_DEVICE": "gpu"}), "train")
     cpu = build_loader(small_cfg(root, lst, **opts, **{"DATA.DECODE_DEVICE": "cpu"}), "train")
-    assert gpu.routes_in_use() == cpu.routes_in_use() == ["dali_cpu"]
+    assert gpu.routes_in_use() == cpu.routes_in_use() == routes
     for a, b in zip(gpu, cpu):
+        assert len(gpu.pipelines) == 1
         assert a["video"].is_cuda and a["index"].tolist() == b["index"].tolist()
         err = np.abs(denormalize(a["video"]) - denormalize(b["video"]))
         assert err.mean() < 0.5 and err.max() < 8, (err.mean(), err.max())

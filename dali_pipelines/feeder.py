@@ -35,7 +35,8 @@ import numpy as np
 
 from .draw import Sample, VideoRef
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
-from .pipelines import DecodedSource, EitherSource, EncodedSource, SampleRecord, batch_columns, graph_of
+from .pipelines import (DecodedSource, EitherSource, EncodedSource, SampleRecord, batch_columns, graph_of,
+                        graphs_serving)
 from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
 from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
 
@@ -240,9 +241,7 @@ class Feeder:
         self.inflight: collections.deque[DeliveredBatch] = collections.deque()
         self.error: BaseException | None = None
         self._prepared: dict[int, _Pending] = {}
-        self._graph_routes: dict[str, list[str]] = {}
-        for r in routes:
-            self._graph_routes.setdefault(graph_of(r), []).append(r)
+        self._graph_routes = graphs_serving(list(routes))
         self._parts: dict[str, collections.deque[list[SampleRecord]]] = {
             g: collections.deque() for g in self._graph_routes}
         self._pool_deaths = 0

@@ -35,7 +35,7 @@ from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, PyAVRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
-from .pipelines import ROUTES, graph_of, test_pipeline, train_pipeline
+from .pipelines import ROUTES, graph_of, graphs_serving, test_pipeline, train_pipeline
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
@@ -123,7 +123,7 @@ class VideoLoader:
         self.num_views = self.settings.num_views
         self._prefetch = max(1, int(data.PREFETCH))
         self.position = 0
-        self._pipes: dict[str, Any] = {}  # graph name (pipelines.graph_of) -> its DALI pipeline, for the routes in use
+        self._pipes: dict[str, Any] = {}  # graph name (pipelines.graph_of) -> its DALI pipeline
         self._pipe_clean = False
         self._feeder: Feeder | None = None
         if self.training:
@@ -239,10 +239,7 @@ class VideoLoader:
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
         self._feeder = Feeder(self.schedule, {r: self.routes[r] for r in used}, start,
                               lookahead=self._prefetch + 1)
-        graphs: dict[str, list[str]] = {}
-        for route in used:
-            graphs.setdefault(graph_of(route), []).append(route)
-        self._pipes = {graph: self._make_pipeline(graph, tuple(routes)) for graph, routes in graphs.items()}
+        self._pipes = {graph: self._make_pipeline(graph, routes) for graph, routes in graphs_serving(used).items()}
         self._pipe_clean = True
 
     def _make_pipeline(self, graph: str, routes: tuple[str, ...]):

@@ -34,8 +34,9 @@ from .routing import DALI_CPU, NVDEC, PYAV
 
 __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "EitherSource", "TrainParams", "TestParams",
-    "SampleRecord", "graph_of", "graph_source", "record_layout", "batch_columns", "train_pipeline", "test_pipeline",
-    "build_decode_pipeline", "decode_with_dali", "one_batch_source", "short_decode",
+    "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
+    "train_pipeline", "test_pipeline", "build_decode_pipeline", "decode_with_dali", "one_batch_source",
+    "short_decode",
 ]
 
 _DTYPES = {"float16": types.FLOAT16, "float32": types.FLOAT}
@@ -156,6 +157,14 @@ _SHARED_SOURCES = {frozenset({DALI_CPU, PYAV}): EitherSource}
 def graph_of(route: str) -> str:
     """The graph that serves ``route``."""
     return _route_spec(route).graph
+
+
+def graphs_serving(routes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The graphs that ``routes`` need, each with the routes it serves (in the given order)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for r in routes:
+        out[graph_of(r)] = out.get(graph_of(r), ()) + (r,)
+    return out
 
 
 def _route_spec(route: str) -> RouteSpec:

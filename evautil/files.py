@@ -20,6 +20,9 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, so that an index cache or a
+        # list beside a shared dataset stays readable by the other users and jobs that read the dataset.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -37,6 +40,21 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the kernel reports it (changing it, even briefly,
+    would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:

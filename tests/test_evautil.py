@@ -26,6 +26,19 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     assert os.listdir(path.parent) == ["out.txt"]  # and no temporary file is left behind
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path, umask, mode):
+    """Not the temporary file's private 0600: an index cache beside a shared dataset must stay readable."""
+    old = os.umask(umask)
+    try:
+        atomic_write_text(str(tmp_path / "index.npz"), "x")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "index.npz").st_mode & 0o777 == mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777
+
+
 def _square(x: int) -> int:
     return x * x
 

@@ -55,6 +55,8 @@ _DURATION_SLACK = 0.02
 _RETIRED_TRUNCATION = "the duration implies"
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
+# Bad videos named one per log line; the rest are counted in one line (the quarantine file names them all).
+_LOGGED_BAD = 20
 
 
 def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
@@ -316,8 +318,11 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
                          probed=int(match.jobs.size))
     bad = sorted(match.bad.items())
-    for row, why in bad:
+    for row, why in bad[:_LOGGED_BAD]:
         logger.warning("bad video %s: %s", videos.path(row), why)
+    if len(bad) > _LOGGED_BAD:  # a half-downloaded dataset would otherwise fill the log, once per rank
+        logger.warning("and %d more bad videos in %s: all %d listed with their reasons in %s",
+                       len(bad) - _LOGGED_BAD, list_path, len(bad), paths.quarantine)
     logger.info("%s", index.summary())
     if strict and bad:
         # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),

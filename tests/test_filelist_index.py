@@ -210,6 +210,20 @@ def test_build_index_good_and_bad(dataset, caplog):
     assert os.path.exists(str(lst) + ".index.npz")
 
 
+def test_many_bad_videos_are_named_up_to_a_limit_then_counted(tmp_path, caplog):
+    """A list with many missing files (a half-downloaded dataset) names the first ones in the log and counts the
+    rest in one line pointing at the quarantine file, which names them all."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"missing_{i:02d}.mp4 0\n" for i in range(27)))
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    named = [m for m in warned if m.startswith("bad video ")]
+    assert len(named) == 20 and "missing_00.mp4: missing file" in named[0] and "missing_19.mp4" in named[-1]
+    assert f"and 7 more bad videos in {lst}: all 27 listed with their reasons in {ix.quarantine_path}" in warned
+    assert len(open(ix.quarantine_path).read().splitlines()) == 27
+
+
 def test_build_index_strict_names_every_bad_file(dataset):
     lst, root = dataset
     # An input error (DataError, a ValueError) with a one-line message naming the key, the list and every bad file.

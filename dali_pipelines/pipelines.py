@@ -313,10 +313,22 @@ def train_pipeline(source, *, input_size: int, routes: Union[str, Sequence[str]]
     return video, x["index"]
 
 
-@pipeline_def(enable_conditionals=True)  # for a graph of both CPU routes (_decode)
+@pipeline_def
+def _multiview_graph(source, *, input_size: int, num_crop: int, routes: tuple[str, ...], dtype: str,
+                     nvdec_affine: bool, augment_on_gpu: bool):
+    x = _external_inputs(source, record_layout(TestParams, routes))
+    video = _decode(x, routes, nvdec_affine, augment_on_gpu)
+    crops = [_roi_resize(video, x["roi_start"][c], x["roi_end"][c], input_size) for c in range(num_crop)]
+    video = crops[0] if num_crop == 1 else fn.cat(*crops, axis=0)
+    video = fn.sequence_rearrange(video, new_order=x["new_order"])
+    video = _normalize(video, dtype)
+    return video, x["index"]
+
+
 def test_pipeline(source, *, input_size: int, num_crop: int, routes: Union[str, Sequence[str]], dtype: str,
-                  nvdec_affine: bool = False, augment_on_gpu: bool = False):
-    """Multi-view test graph over records with :class:`TestParams` on ``routes`` (as in :func:`train_pipeline`).
+                  nvdec_affine: bool = False, augment_on_gpu: bool = False, **pipeline_kwargs):
+    """Multi-view test graph over records with :class:`TestParams` on ``routes`` (as in :func:`train_pipeline`;
+    ``pipeline_kwargs``: DALI's pipeline arguments).
 
     The sorted union of all clips' frame indices is decoded once (U frames); each spatial crop is one ROI resize
     of those U frames; the crops are concatenated along the frame axis and one per-sample gather
@@ -325,13 +337,11 @@ def test_pipeline(source, *, input_size: int, num_crop: int, routes: Union[str, 
     Outputs: video (V*T, 3, S, S), index.
     """
     routes = _route_tuple(routes)
-    x = _external_inputs(source, record_layout(TestParams, routes))
-    video = _decode(x, routes, nvdec_affine, augment_on_gpu)
-    crops = [_roi_resize(video, x["roi_start"][c], x["roi_end"][c], input_size) for c in range(num_crop)]
-    video = crops[0] if num_crop == 1 else fn.cat(*crops, axis=0)
-    video = fn.sequence_rearrange(video, new_order=x["new_order"])
-    video = _normalize(video, dtype)
-    return video, x["index"]
+    # DALI converts a graph with conditionals from its source file when it is first built (for a test graph, at
+    # the first evaluation); only a graph of both CPU routes needs them (_decode).
+    return _multiview_graph(source, input_size=input_size, num_crop=num_crop, routes=routes, dtype=dtype,
+                            nvdec_affine=nvdec_affine, augment_on_gpu=augment_on_gpu,
+                            enable_conditionals=len(routes) > 1, **pipeline_kwargs)
 
 
 def one_batch_source(batch):

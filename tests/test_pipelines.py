@@ -352,7 +352,7 @@ def test_one_graph_serving_both_cpu_routes_equals_the_graphs_of_each(vp9_clip):
 
     def run_test_graph(recs, routes):
         pipe = multiview_pipeline(one_batch_source(batch_columns(recs)), input_size=24, num_crop=3, routes=routes,
-                             dtype="float32", batch_size=len(recs), num_threads=1, device_id=None)
+                                  dtype="float32", batch_size=len(recs), num_threads=1, device_id=None)
         pipe.build()
         out, _ = pipe.run()
         return [np.array(out[i]) for i in range(len(recs))]

@@ -90,9 +90,9 @@ def _merged(records, args):
 def _conditional(records, args):
     import torch
 
-    from dali_pipelines.pipelines import EitherSource, SampleRecord, batch_columns, train_pipeline
+    from dali_pipelines.pipelines import batch_columns, train_pipeline
 
-    shared = [SampleRecord(EitherSource.of(rec.source), rec.params, rec.index) for _, rec in records]
+    shared = [rec.with_either_source() for _, rec in records]
     pipe = train_pipeline(_repeat(batch_columns(shared)), input_size=args.input_size,
                           routes=sorted({route for route, _ in records}), dtype="float32", batch_size=len(records),
                           num_threads=args.threads, device_id=None, prefetch_queue_depth=1, exec_dynamic=True)

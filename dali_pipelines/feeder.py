@@ -35,8 +35,7 @@ import numpy as np
 
 from .draw import Sample, VideoRef
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
-from .pipelines import (DecodedSource, EitherSource, EncodedSource, SampleRecord, batch_columns, graph_of,
-                        graphs_serving)
+from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
 from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
 
@@ -307,9 +306,9 @@ class Feeder:
         for graph, positions in batch.parts().items():
             # A graph of two routes takes both kinds of source in one record layout (pipelines._decode).
             shared = len(self._graph_routes[graph]) > 1
-            self._parts[graph].append([
-                SampleRecord(source=EitherSource.of(sources[i]) if shared else sources[i], params=samples[i].params,
-                             index=np.array(samples[i].row, np.int32)) for i in positions])
+            records = [SampleRecord(source=sources[i], params=samples[i].params,
+                                    index=np.array(samples[i].row, np.int32)) for i in positions]
+            self._parts[graph].append([r.with_either_source() for r in records] if shared else records)
         return True
 
     def _collect(self, pending: _Pending) -> tuple[list[Sample], list[Any]]:

@@ -141,6 +141,10 @@ class SampleRecord:
     params: Union[TrainParams, TestParams]
     index: np.ndarray = _input(np.int32, 0)  # the row in the list, returned by the graph beside the video
 
+    def with_either_source(self) -> "SampleRecord":
+        """The same sample for a graph serving both CPU routes (its source wrapped in ``EitherSource``)."""
+        return SampleRecord(EitherSource.of(self.source), self.params, self.index)
+
 
 # How each route of routing.ROUTES (the names and their order live there) enters its graph. NVDEC's frames are on
 # the GPU and its graph runs its own decoder threads; both CPU routes hand the graph host memory, so one graph can

@@ -14,7 +14,7 @@ from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
 from dali_pipelines.draw import DrawSettings, VideoRef, draw_sample, train_params
 from dali_pipelines.loader import build_loader
 from dali_pipelines import routing
-from dali_pipelines.pipelines import (ROUTES, DecodedSource, EitherSource, EncodedSource, SampleRecord,
+from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, SampleRecord,
                                      batch_columns, decode_with_dali, graph_of, one_batch_source, train_pipeline)
 from dali_pipelines.pipelines import test_pipeline as multiview_pipeline  # renamed: pytest would collect it
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
@@ -334,8 +334,7 @@ def test_one_graph_serving_both_cpu_routes_equals_the_graphs_of_each(vp9_clip):
                   else DecodedSource(video=decode_frames(vp9_clip, wanted)))
         records.append(_record(source, aug, 100 + k))
     alone = [_run_train_graph([r])[0] for r in records]
-    shared = _run_train_graph([SampleRecord(EitherSource.of(r.source), r.params, r.index) for r in records],
-                              routes=("dali_cpu", "pyav"))
+    shared = _run_train_graph([r.with_either_source() for r in records], routes=("dali_cpu", "pyav"))
     assert len(shared) == len(records)
     for k, (a, b) in enumerate(zip(alone, shared)):
         assert a.shape == b.shape == (6, 3, 24, 24)
@@ -358,7 +357,6 @@ def test_one_graph_serving_both_cpu_routes_equals_the_graphs_of_each(vp9_clip):
         return [np.array(out[i]) for i in range(len(recs))]
 
     alone = [run_test_graph([test_records[0]], "dali_cpu")[0], run_test_graph([test_records[1]], "pyav")[0]]
-    shared = run_test_graph([SampleRecord(EitherSource.of(r.source), r.params, r.index) for r in test_records],
-                            ("dali_cpu", "pyav"))
+    shared = run_test_graph([r.with_either_source() for r in test_records], ("dali_cpu", "pyav"))
     for a, b in zip(alone, shared):
         assert a.shape == (24, 3, 24, 24) and np.array_equal(a, b)

@@ -35,7 +35,7 @@ from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, PyAVRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
-from .pipelines import ROUTES, graph_of, graphs_serving, test_pipeline, train_pipeline
+from .pipelines import ROUTES, convert_graph_code, graph_of, graphs_serving, test_pipeline, train_pipeline
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
@@ -128,6 +128,9 @@ class VideoLoader:
         self._feeder: Feeder | None = None
         if self.training:
             self._check_global_batch(len(self.schedule.usable_rows()))
+        # The graphs are built at the first batch (the test graph at the first evaluation, hours later), or rebuilt
+        # for a fallback route: convert their code now, from the files this process imported.
+        convert_graph_code(self.training, **self._graph_kwargs())
 
     # ------------------------------------------------------------------------------------------------ routes
     @property
@@ -250,17 +253,22 @@ class VideoLoader:
         # make the feeder collect (and hold) many batches ahead to find them, so such a graph does not prefetch.
         share = sum(vr.route in routes for vr in self.video_routes.values()) / len(self.video_routes)
         depth = self._prefetch if share * self.batch_size >= 1 else 1
-        common = dict(batch_size=self.batch_size, num_threads=threads, device_id=self.device_id,
-                      prefetch_queue_depth=depth, exec_dynamic=True, seed=self.seed & 0x7FFFFFFF, routes=routes,
-                      dtype=self.dtype, input_size=self.input_size, nvdec_affine=bool(data.NVDEC_AFFINE),
-                      augment_on_gpu=self.device == "gpu")
-        source = self._feeder.source(graph)
-        if self.training:
-            pipe = train_pipeline(source, per_frame_jitter=self.settings.per_frame_jitter, **common)
-        else:
-            pipe = test_pipeline(source, num_crop=self.num_crop, **common)
+        make = train_pipeline if self.training else test_pipeline
+        pipe = make(self._feeder.source(graph), batch_size=self.batch_size, num_threads=threads,
+                    device_id=self.device_id, prefetch_queue_depth=depth, exec_dynamic=True,
+                    seed=self.seed & 0x7FFFFFFF, routes=routes, **self._graph_kwargs())
         pipe.build()
         return pipe
+
+    def _graph_kwargs(self) -> dict[str, Any]:
+        """The graph function's arguments other than its source, routes and DALI's pipeline settings."""
+        out = dict(dtype=self.dtype, input_size=self.input_size, nvdec_affine=bool(self.cfg.DATA.NVDEC_AFFINE),
+                   augment_on_gpu=self.device == "gpu")
+        if self.training:
+            out["per_frame_jitter"] = self.settings.per_frame_jitter
+        else:
+            out["num_crop"] = self.num_crop
+        return out
 
     def _close_pipeline(self) -> None:
         if self._feeder is not None:

@@ -35,7 +35,7 @@ from .routing import DALI_CPU, NVDEC, PYAV
 __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "EitherSource", "TrainParams", "TestParams",
     "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
-    "train_pipeline", "test_pipeline", "build_decode_pipeline", "decode_with_dali", "one_batch_source",
+    "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali", "one_batch_source",
     "short_decode",
 ]
 
@@ -341,11 +341,36 @@ def test_pipeline(source, *, input_size: int, num_crop: int, routes: Union[str, 
     Outputs: video (V*T, 3, S, S), index.
     """
     routes = _route_tuple(routes)
-    # DALI converts a graph with conditionals from its source file when it is first built (for a test graph, at
-    # the first evaluation); only a graph of both CPU routes needs them (_decode).
+    # Only a graph of both CPU routes needs conditionals (_decode); see convert_graph_code for their cost.
     return _multiview_graph(source, input_size=input_size, num_crop=num_crop, routes=routes, dtype=dtype,
                             nvdec_affine=nvdec_affine, augment_on_gpu=augment_on_gpu,
                             enable_conditionals=len(routes) > 1, **pipeline_kwargs)
+
+
+_CONVERTED: set[tuple] = set()
+
+
+def convert_graph_code(training: bool, **graph_kwargs) -> None:
+    """Have DALI convert the code of a graph with conditionals now, once per process and set of arguments.
+
+    DALI converts a pipeline function with conditionals (and every function it calls) by reading its source file
+    when such a graph is first defined, and keeps the conversion for the life of the process. A graph first defined
+    hours into a run (the multi-view test graph at the first evaluation, a graph rebuilt for a fallback route) would
+    read files that may have been edited or replaced since the process imported them: the run then fails with an
+    unrelated TypeError, or silently builds code the process is not running. Defining (not building) the graph of
+    both CPU routes at start-up converts every function any graph of that kind calls, while the files are those
+    the process runs. ``graph_kwargs``: the graph's arguments other than ``source`` and ``routes``.
+    """
+    key = (training, tuple(sorted(graph_kwargs.items())))
+    if key in _CONVERTED:
+        return
+    make = train_pipeline if training else test_pipeline
+
+    def no_data():
+        raise StopIteration
+
+    make(no_data, routes=(DALI_CPU, PYAV), batch_size=1, num_threads=1, device_id=None, **graph_kwargs)
+    _CONVERTED.add(key)
 
 
 def one_batch_source(batch):

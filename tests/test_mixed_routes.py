@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -110,6 +114,44 @@ def test_mixed_multiview_test_loader_keeps_list_order(mixed):
     assert rows == list(range(10))
     assert loader.stats["clips_dali_cpu"] == loader.stats["clips_pyav"] == 5
     loader.close()
+
+
+def test_test_graph_built_after_the_source_changed_runs_the_code_the_process_imported(mixed, tmp_path):
+    """DALI converts a graph with conditionals from its source file when the graph is first defined; the multi-view
+    test graph of both CPU routes is first built at the first evaluation, hours into a run. A copy of the packages
+    is edited on disk (a helper's signature changes, every line moves) after the loader is built: the graph must
+    still be the code the process imported, as the loader converts it when it is built."""
+    root, lst, _, _ = mixed
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    copy = tmp_path / "checkout"
+    for package in ("configs", "dali_pipelines", "evautil"):
+        shutil.copytree(os.path.join(repo, package), copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "tests").mkdir()
+    for name in ("__init__.py", "video_fixtures.py"):
+        shutil.copy(os.path.join(repo, "tests", name), copy / "tests" / name)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(copy)!r})
+        from dali_pipelines.loader import build_loader
+        from tests.video_fixtures import small_cfg
+        cfg = small_cfg({root!r}, val_list={lst!r}, **{{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3, "TEST.BATCH_SIZE": 3}})
+        loader = build_loader(cfg, "val")
+        path = {str(copy / "dali_pipelines" / "pipelines.py")!r}
+        text = open(path).read()
+        old = "def _normalize(video, dtype: str, mirror=None):"
+        assert old in text
+        edited = text.replace(old, "def _normalize(video, out_dtype: str, mirror=None):\\n    dtype = out_dtype")
+        open(path, "w").write("# a later version of this file\\n" * 5 + edited)
+        rows = []
+        for batch in loader:
+            assert tuple(batch["video"].shape[1:]) == (6, 4, 3, 32, 32), batch["video"].shape
+            rows += batch["index"].tolist()
+        print("rows", rows)
+    """)
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # DALI writes its converted code there
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rows [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" in proc.stdout
 
 
 def test_mixed_resume_mid_epoch_is_exact(mixed):

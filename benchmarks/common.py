@@ -147,6 +147,9 @@ def cpu_count() -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Process-tree CPU and memory monitoring
 # ---------------------------------------------------------------------------------------------------------------
+KIND_DALI, KIND_MAIN, KIND_WORKERS = "DALI threads", "main process, other threads", "worker processes"
+
+
 class ProcessTreeMonitor:
     """Samples the CPU time and resident memory of a process and all its descendants in a background thread.
 
@@ -161,6 +164,9 @@ class ProcessTreeMonitor:
     CPU time of a process is remembered from its last sample, so workers that exit between samples are counted up
     to that sample; sampling every ``interval`` seconds loses at most that much per exiting process. RSS of the tree
     double-counts pages shared between forked workers (copy-on-write), so it is an upper bound.
+
+    ``mon.cpu_seconds_by_kind`` splits the CPU time into DALI's threads (named ``[DALI]...``, Linux only: thread
+    names are read from /proc), the rest of the monitored process, and its child processes (decode workers).
     """
 
     def __init__(self, pid: int | None = None, interval: float = 0.1, exclude: Iterable[int] = ()):
@@ -172,6 +178,7 @@ class ProcessTreeMonitor:
         self.interval = interval
         self._first: dict[tuple, float] = {}
         self._last: dict[tuple, float] = {}
+        self._kind: dict[tuple, str] = {}  # sample key -> KIND_* (thread keys are ("thread", tid))
         self._procs: dict[tuple, Any] = {}
         self._started = False
         self.peak_rss = 0
@@ -202,6 +209,30 @@ class ProcessTreeMonitor:
             out.append((key, self._procs.setdefault(key, p)))
         return out
 
+    def _record(self, key: tuple, cpu: float, kind: str) -> None:
+        if key not in self._first:
+            # Alive when the monitor started: count from now. Started later: count its whole CPU time.
+            self._first[key] = cpu if not self._started else 0.0
+            self._kind[key] = kind
+        self._last[key] = cpu
+
+    def _dali_threads(self) -> list[tuple[tuple, float]]:
+        """(key, CPU-seconds) of the monitored process's DALI threads."""
+        out = []
+        try:
+            threads = self.root.threads()
+        except self._psutil.Error:
+            return out
+        for t in threads:
+            try:
+                with open(f"/proc/{self.root.pid}/task/{t.id}/comm") as f:
+                    name = f.read()
+            except OSError:  # exited, or not Linux
+                continue
+            if name.startswith("[DALI]"):
+                out.append((("thread", t.id), t.user_time + t.system_time))
+        return out
+
     def sample(self) -> None:
         rss = 0
         for key, p in self._tree():
@@ -212,10 +243,9 @@ class ProcessTreeMonitor:
                     rss += p.memory_info().rss
             except self._psutil.Error:
                 continue
-            if key not in self._first:
-                # Alive when the monitor started: count from now. Started later: count its whole CPU time.
-                self._first[key] = cpu if not self._started else 0.0
-            self._last[key] = cpu
+            self._record(key, cpu, KIND_MAIN if p is self.root else KIND_WORKERS)
+        for key, cpu in self._dali_threads():
+            self._record(key, cpu, KIND_DALI)
         self.peak_rss = max(self.peak_rss, rss)
 
     def _run(self) -> None:
@@ -241,7 +271,16 @@ class ProcessTreeMonitor:
     @property
     def cpu_seconds(self) -> float:
         """CPU-seconds (user + system) the tree used while monitored."""
-        return sum(self._last[k] - self._first[k] for k in self._last)
+        return sum(self._last[k] - self._first[k] for k in self._last if self._kind[k] != KIND_DALI)
+
+    @property
+    def cpu_seconds_by_kind(self) -> dict[str, float]:
+        """``cpu_seconds`` split by KIND_*: DALI's threads, the rest of the monitored process, its child processes."""
+        out = {KIND_DALI: 0.0, KIND_MAIN: 0.0, KIND_WORKERS: 0.0}
+        for k in self._last:
+            out[self._kind[k]] += self._last[k] - self._first[k]
+        out[KIND_MAIN] = max(0.0, out[KIND_MAIN] - out[KIND_DALI])  # the process's total includes its DALI threads
+        return out
 
     @property
     def cpu_util(self) -> float:

@@ -139,6 +139,7 @@ class LoaderRun:
         self.clips: list[int] = []
         self.decoded: list[int] = []
         self.cpu_seconds = 0.0
+        self.cpu_by_kind: dict[str, float] = {}
         self.wall = 0.0
         self.peak_rss = 0
         self.nvml: list[dict] = []
@@ -167,6 +168,8 @@ class LoaderRun:
         self.clips.append(n)
         self.decoded.append(d)
         self.cpu_seconds += mon.cpu_seconds
+        for kind, secs in mon.cpu_seconds_by_kind.items():
+            self.cpu_by_kind[kind] = self.cpu_by_kind.get(kind, 0.0) + secs
         self.wall += mon.wall
         self.peak_rss = max(self.peak_rss, mon.peak_rss)
         if nvml:
@@ -181,6 +184,8 @@ class LoaderRun:
             "decoded_frames_per_s": (common.summarize([d / s for d, s in zip(self.decoded, self.secs)])
                                      if all(self.decoded) else None),
             "cpu_util": self.cpu_seconds / self.wall if self.wall > 0 else None,
+            # Where the cores went: DALI's threads, the rest of the main process, decode worker processes.
+            "cpu_util_by_kind": ({k: v / self.wall for k, v in self.cpu_by_kind.items()} if self.wall > 0 else None),
             # Work per CPU time: robust to other processes taking cores away on a shared machine.
             "clips_per_cpu_s": sum(self.clips) / self.cpu_seconds if self.cpu_seconds > 0 else None,
             "peak_rss_mib": self.peak_rss / 2**20, "build_s": self.build_s,
@@ -333,6 +338,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "results": results, "ratios": ratios, "notes": notes}
 
 
+def _cpu_split(result: dict) -> str:
+    by = result.get("cpu_util_by_kind")
+    if not by:
+        return "-"
+    return " / ".join(f"{by.get(k, 0.0):.2f}" for k in (common.KIND_DALI, common.KIND_WORKERS, common.KIND_MAIN))
+
+
 def report(payload: dict) -> str:
     rows = []
     for r in payload["results"]:
@@ -342,13 +354,13 @@ def report(payload: dict) -> str:
         rows.append({"name": r["name"], "route": r["route"], "settings": r["settings"],
                      "clips": r["clips_per_s"].spread(2), "out": r["delivered_frames_per_s"].spread(0),
                      "dec": r["decoded_frames_per_s"].spread(0) if r["decoded_frames_per_s"] else "-",
-                     "gop": r["gop_frames_per_s"].median, "cpu": r["cpu_util"], "eff": r["clips_per_cpu_s"],
-                     "rss": r["peak_rss_mib"], "gpu": r.get("gpu_mem_used_peak_mib") or r.get("gpu_mem_peak_mib"),
+                     "gop": r["gop_frames_per_s"].median, "cpu": r["cpu_util"], "split": _cpu_split(r),
+                     "eff": r["clips_per_cpu_s"], "rss": r["peak_rss_mib"], "gpu": r.get("gpu_mem_used_peak_mib") or r.get("gpu_mem_peak_mib"),
                      "nvdec": r.get("nvdec_util_mean")})
     cols = [("name", "loader/mode"), ("route", "route"), ("settings", "settings"),
             ("clips", "clips/s (test: videos/s)"),
             ("out", "delivered frames/s"), ("dec", "decoded frames/s"), ("gop", "GOP-work frames/s (est.)"),
-            ("cpu", "CPU cores busy"), ("eff", "clips per CPU-s"), ("rss", "peak RSS MiB"),
+            ("cpu", "CPU cores busy"), ("split", "of which DALI / workers / other"), ("eff", "clips per CPU-s"), ("rss", "peak RSS MiB"),
             ("gpu", "peak GPU MiB (NVML, else torch)"),
             ("nvdec", "NVDEC %")]
     inp = payload["input"]

@@ -89,6 +89,29 @@ def test_process_tree_monitor_counts_child_cpu():
     # The busy child ran ~0.6 s of CPU (less if the machine is loaded); it must be seen in the tree's total.
     assert mon.cpu_seconds > 0.1
     assert mon.peak_rss > 10 * 2**20
+    by = mon.cpu_seconds_by_kind
+    assert by[common.KIND_WORKERS] > 0.1 and by[common.KIND_DALI] == 0.0  # the busy child, and no DALI here
+    assert sum(by.values()) == pytest.approx(mon.cpu_seconds, abs=1e-6)
+
+
+def test_process_tree_monitor_counts_dali_threads_apart():
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def(batch_size=8, num_threads=2, device_id=None)
+    def noise():
+        return fn.random.uniform(range=[0.0, 1.0], shape=[512, 512, 3])
+
+    pipe = noise()
+    pipe.build()
+    with common.ProcessTreeMonitor(interval=0.05) as mon:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.8:
+            pipe.run()
+    by = mon.cpu_seconds_by_kind
+    # DALI's threads generate the noise; this thread only asks for batches.
+    assert by[common.KIND_DALI] > 0.2 and by[common.KIND_DALI] > by[common.KIND_MAIN], by
+    assert by[common.KIND_WORKERS] == 0.0
+    assert sum(by.values()) == pytest.approx(mon.cpu_seconds, abs=1e-6)
 
 
 def test_bar_plot_writes_png(tmp_path):
@@ -258,6 +281,12 @@ def test_smoke_loader_throughput(tmp_path, data_dir):
         for k in ("clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"):
             assert _positive(r[k]), (r["name"], k, r[k])
         assert r["batch_shape"][-3:] == [3, 112, 112]
+        by = r["cpu_util_by_kind"]
+        assert sum(by.values()) == pytest.approx(r["cpu_util"], rel=1e-6)
+        if r["loader"] == "dali":
+            assert by["DALI threads"] > 0  # our loader augments in DALI's threads
+        else:
+            assert by["DALI threads"] == 0 and by["worker processes"] > 0  # DataLoader workers do all the work
     assert set(data["ratios"]) >= {f"dali/{base} {mode}" for base, mode in expected if base != "dali"}
     assert all(_positive(v) for v in data["ratios"].values())
 

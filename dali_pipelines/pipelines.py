@@ -20,6 +20,7 @@ leaves the graph in its planned order, with no copy to merge it.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field, fields
 from typing import Sequence, Union
@@ -38,6 +39,8 @@ __all__ = [
     "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali", "one_batch_source",
     "short_decode",
 ]
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"float16": types.FLOAT16, "float32": types.FLOAT}
 _DALI_TYPES = {np.dtype(np.uint8): types.UINT8, np.dtype(np.int32): types.INT32,
@@ -360,6 +363,9 @@ def convert_graph_code(training: bool, **graph_kwargs) -> None:
     unrelated TypeError, or silently builds code the process is not running. Defining (not building) the graph of
     both CPU routes at start-up converts every function any graph of that kind calls, while the files are those
     the process runs. ``graph_kwargs``: the graph's arguments other than ``source`` and ``routes``.
+
+    A failure here is logged, not raised: the graph is then converted when it is built, which reports any error of
+    its own.
     """
     key = (training, tuple(sorted(graph_kwargs.items())))
     if key in _CONVERTED:
@@ -369,7 +375,12 @@ def convert_graph_code(training: bool, **graph_kwargs) -> None:
     def no_data():
         raise StopIteration
 
-    make(no_data, routes=(DALI_CPU, PYAV), batch_size=1, num_threads=1, device_id=None, **graph_kwargs)
+    try:
+        make(no_data, routes=(DALI_CPU, PYAV), batch_size=1, num_threads=1, device_id=None, **graph_kwargs)
+    except Exception as e:  # noqa: BLE001 - an early conversion must not become a new way to fail
+        logger.warning("could not convert the %s graph's code ahead (%s: %s); it is converted when first built",
+                       "training" if training else "test", type(e).__name__, e)
+        return
     _CONVERTED.add(key)
 
 

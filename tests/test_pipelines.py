@@ -360,3 +360,21 @@ def test_one_graph_serving_both_cpu_routes_equals_the_graphs_of_each(vp9_clip):
     shared = run_test_graph([r.with_either_source() for r in test_records], ("dali_cpu", "pyav"))
     for a, b in zip(alone, shared):
         assert a.shape == (24, 3, 24, 24) and np.array_equal(a, b)
+
+
+def test_converting_graph_code_ahead_logs_a_failure_and_tries_again_later(monkeypatch, caplog):
+    from dali_pipelines import pipelines
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such operator")
+
+    monkeypatch.setattr(pipelines, "train_pipeline", broken)
+    kwargs = dict(dtype="float32", input_size=17, unique_to_this_test=True)  # a key no real graph uses
+    with caplog.at_level("WARNING", logger="dali_pipelines.pipelines"):
+        pipelines.convert_graph_code(True, **kwargs)  # logged, not raised
+    assert "could not convert the training graph's code ahead (RuntimeError: no such operator)" in caplog.text
+    calls = []
+    monkeypatch.setattr(pipelines, "train_pipeline", lambda *a, **k: calls.append(k))
+    pipelines.convert_graph_code(True, **kwargs)
+    pipelines.convert_graph_code(True, **kwargs)
+    assert len(calls) == 1 and calls[0]["routes"] == ("dali_cpu", "pyav")  # retried once it can work, then kept

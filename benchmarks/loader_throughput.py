@@ -355,12 +355,14 @@ def report(payload: dict) -> str:
                      "clips": r["clips_per_s"].spread(2), "out": r["delivered_frames_per_s"].spread(0),
                      "dec": r["decoded_frames_per_s"].spread(0) if r["decoded_frames_per_s"] else "-",
                      "gop": r["gop_frames_per_s"].median, "cpu": r["cpu_util"], "split": _cpu_split(r),
-                     "eff": r["clips_per_cpu_s"], "rss": r["peak_rss_mib"], "gpu": r.get("gpu_mem_used_peak_mib") or r.get("gpu_mem_peak_mib"),
+                     "eff": r["clips_per_cpu_s"], "rss": r["peak_rss_mib"],
+                     "gpu": r.get("gpu_mem_used_peak_mib") or r.get("gpu_mem_peak_mib"),
                      "nvdec": r.get("nvdec_util_mean")})
     cols = [("name", "loader/mode"), ("route", "route"), ("settings", "settings"),
             ("clips", "clips/s (test: videos/s)"),
             ("out", "delivered frames/s"), ("dec", "decoded frames/s"), ("gop", "GOP-work frames/s (est.)"),
-            ("cpu", "CPU cores busy"), ("split", "of which DALI / workers / other"), ("eff", "clips per CPU-s"), ("rss", "peak RSS MiB"),
+            ("cpu", "CPU cores busy"), ("split", "of which DALI / workers / other"), ("eff", "clips per CPU-s"),
+            ("rss", "peak RSS MiB"),
             ("gpu", "peak GPU MiB (NVML, else torch)"),
             ("nvdec", "NVDEC %")]
     inp = payload["input"]

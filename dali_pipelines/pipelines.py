@@ -36,8 +36,8 @@ from .routing import DALI_CPU, NVDEC, PYAV
 __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "EitherSource", "TrainParams", "TestParams",
     "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
-    "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali", "one_batch_source",
-    "short_decode",
+    "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali",
+    "one_batch_source", "short_decode",
 ]
 
 logger = logging.getLogger(__name__)

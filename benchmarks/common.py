@@ -148,6 +148,7 @@ def cpu_count() -> int:
 # Process-tree CPU and memory monitoring
 # ---------------------------------------------------------------------------------------------------------------
 KIND_DALI, KIND_MAIN, KIND_WORKERS = "DALI threads", "main process, other threads", "worker processes"
+_THREAD_DALI, _THREAD_OTHER = "thread: DALI", "thread: other"  # the monitored process's threads, by name
 
 
 class ProcessTreeMonitor:
@@ -178,7 +179,7 @@ class ProcessTreeMonitor:
         self.interval = interval
         self._first: dict[tuple, float] = {}
         self._last: dict[tuple, float] = {}
-        self._kind: dict[tuple, str] = {}  # sample key -> KIND_* (thread keys are ("thread", tid))
+        self._kind: dict[tuple, str] = {}  # sample key -> KIND_MAIN, KIND_WORKERS or _THREAD_* (("thread", tid))
         self._procs: dict[tuple, Any] = {}
         self._started = False
         self.peak_rss = 0
@@ -216,8 +217,8 @@ class ProcessTreeMonitor:
             self._kind[key] = kind
         self._last[key] = cpu
 
-    def _dali_threads(self) -> list[tuple[tuple, float]]:
-        """(key, CPU-seconds) of the monitored process's DALI threads."""
+    def _root_threads(self) -> list[tuple[tuple, float, bool]]:
+        """(key, CPU-seconds, is a DALI thread) of the monitored process's threads."""
         out = []
         try:
             threads = self.root.threads()
@@ -229,8 +230,7 @@ class ProcessTreeMonitor:
                     name = f.read()
             except OSError:  # exited, or not Linux
                 continue
-            if name.startswith("[DALI]"):
-                out.append((("thread", t.id), t.user_time + t.system_time))
+            out.append((("thread", t.id), t.user_time + t.system_time, name.startswith("[DALI]")))
         return out
 
     def sample(self) -> None:
@@ -244,8 +244,9 @@ class ProcessTreeMonitor:
             except self._psutil.Error:
                 continue
             self._record(key, cpu, KIND_MAIN if p is self.root else KIND_WORKERS)
-        for key, cpu in self._dali_threads():
-            self._record(key, cpu, KIND_DALI)
+            if p is self.root:  # its threads right after its own total, so that the two describe one moment
+                for tkey, tcpu, dali in self._root_threads():
+                    self._record(tkey, tcpu, _THREAD_DALI if dali else _THREAD_OTHER)
         self.peak_rss = max(self.peak_rss, rss)
 
     def _run(self) -> None:
@@ -271,16 +272,20 @@ class ProcessTreeMonitor:
     @property
     def cpu_seconds(self) -> float:
         """CPU-seconds (user + system) the tree used while monitored."""
-        return sum(self._last[k] - self._first[k] for k in self._last if self._kind[k] != KIND_DALI)
+        return self._delta(KIND_MAIN) + self._delta(KIND_WORKERS)
+
+    def _delta(self, kind: str) -> float:
+        return sum(self._last[k] - self._first[k] for k in self._last if self._kind[k] == kind)
 
     @property
     def cpu_seconds_by_kind(self) -> dict[str, float]:
-        """``cpu_seconds`` split by KIND_*: DALI's threads, the rest of the monitored process, its child processes."""
-        out = {KIND_DALI: 0.0, KIND_MAIN: 0.0, KIND_WORKERS: 0.0}
-        for k in self._last:
-            out[self._kind[k]] += self._last[k] - self._first[k]
-        out[KIND_MAIN] = max(0.0, out[KIND_MAIN] - out[KIND_DALI])  # the process's total includes its DALI threads
-        return out
+        """``cpu_seconds`` split by KIND_*: DALI's threads, the rest of the monitored process, its child processes.
+
+        The process's total is split in the proportion its live threads were seen to use (threads that exited
+        between samples are in the total but not in the threads), so the kinds add up to ``cpu_seconds``."""
+        main, dali, other = self._delta(KIND_MAIN), self._delta(_THREAD_DALI), self._delta(_THREAD_OTHER)
+        in_dali = main * dali / (dali + other) if dali + other > 0 else 0.0
+        return {KIND_DALI: in_dali, KIND_MAIN: main - in_dali, KIND_WORKERS: self._delta(KIND_WORKERS)}
 
     @property
     def cpu_util(self) -> float:

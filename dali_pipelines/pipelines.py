@@ -344,7 +344,7 @@ def test_pipeline(source, *, input_size: int, num_crop: int, routes: Union[str, 
     Outputs: video (V*T, 3, S, S), index.
     """
     routes = _route_tuple(routes)
-    # Only a graph of both CPU routes needs conditionals (_decode); see convert_graph_code for their cost.
+    # Only a graph of both CPU routes needs conditionals (_decode); convert_graph_code says when DALI converts them.
     return _multiview_graph(source, input_size=input_size, num_crop=num_crop, routes=routes, dtype=dtype,
                             nvdec_affine=nvdec_affine, augment_on_gpu=augment_on_gpu,
                             enable_conditionals=len(routes) > 1, **pipeline_kwargs)

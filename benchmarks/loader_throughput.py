@@ -17,7 +17,8 @@ Modes (``--modes``): ``train`` (B x T frames) and ``test`` (multi-view: NUM_CLIP
 Method: all loaders of a mode are built and warmed up (``--warmup`` batches, untimed: pipeline build, worker
 start-up, first decodes); then ``--repeats`` rounds, each timing ``--batches`` batches of every loader in turn
 (interleaved, so that load from other processes on a shared machine hits every loader alike). Before its turn a
-loader's ready queue (filled while it sat idle) is drawn untimed, so every measurement is steady-state production.
+loader's batches worked on while it sat idle (its ready queue and, for our loader, the feeder's look-ahead, where
+PyAV keeps decoding) are drawn untimed, so every measurement is steady-state production.
 Figures are the median with min..max over the rounds. The list file repeats the clips so that no epoch ends inside
 a measurement. CPU use is that of the benchmark's process tree (main process, DALI threads, this loader's
 workers; the idle loaders' workers are left out) during the timed batches.
@@ -121,11 +122,13 @@ def worker_pids(loader) -> list[int]:
     return pids
 
 
-def queue_capacity(loader) -> int:
-    """Batches a loader can hold ready while nobody consumes (they are drawn untimed after switching loaders)."""
-    if hasattr(loader, "prefetch_factor"):  # DataLoader: prefetch_factor batches per worker
+def batches_worked_ahead(loader) -> int:
+    """Batches a loader works on while nobody consumes (drawn untimed after it sat idle): a DataLoader's workers
+    stop at prefetch_factor batches each; our loader's graphs and feeder look further ahead (its PyAV decodes go on
+    past what the graphs hold), so timing it right after its queue alone was drawn would count that work as free."""
+    if hasattr(loader, "prefetch_factor"):
         return (loader.prefetch_factor or 2) * max(loader.num_workers, 1)
-    return int(getattr(loader, "_prefetch", 2)) + 1  # DALI queue depth + the batch being assembled
+    return loader.batches_ahead
 
 
 class LoaderRun:
@@ -296,14 +299,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             if common.cuda_available():
                 torch.cuda.reset_peak_memory_stats()
             # Interleaved repeats: loader A, B, ..., A, B, ... so that a busy neighbour on a shared machine
-            # slows every loader alike. A loader that sat idle has a full queue: those batches are drawn untimed.
+            # slows every loader alike. A loader that sat idle has worked ahead: those batches are drawn untimed.
             for _ in range(args.repeats):
                 for run in runs:
                     if len(runs) > 1:
-                        # The previous loader refills its queue in the background after its turn: let that finish,
-                        # then draw this loader's full queue untimed so the timing sees steady-state production.
+                        # The previous loader works ahead in the background after its turn: let that finish, then
+                        # draw every batch this loader worked on while idle, so the timing sees steady state.
                         common.wait_until_idle()
-                        run.warm(queue_capacity(run.loader))
+                        run.warm(batches_worked_ahead(run.loader))
                     others = [pid for o in runs if o is not run for pid in worker_pids(o.loader)]
                     run.measure(args.batches, others, nvml=run.name in DALI_VARIANTS)
             for run in runs:

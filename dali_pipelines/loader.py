@@ -121,7 +121,8 @@ class VideoLoader:
         self.input_size = self.settings.input_size
         self.num_clip, self.num_crop = self.settings.num_clip, self.settings.num_crop
         self.num_views = self.settings.num_views
-        self._prefetch = max(1, int(data.PREFETCH))
+        self._prefetch = max(1, int(data.PREFETCH))  # batches each graph computes ahead
+        self._lookahead = self._prefetch + 1  # batches the feeder prepares past the one a graph collects
         self.position = 0
         self._pipes: dict[str, Any] = {}  # graph name (pipelines.graph_of) -> its DALI pipeline
         self._pipe_clean = False
@@ -131,6 +132,14 @@ class VideoLoader:
         # The graphs are built at the first batch (the test graph at the first evaluation, hours later), or rebuilt
         # for a fallback route: convert their code now, from the files this process imported.
         convert_graph_code(self.training, **self._graph_kwargs())
+
+    @property
+    def batches_ahead(self) -> int:
+        """The most batches past the last one delivered that this loader works on while nobody takes them: the
+        graphs' queues and the feeder's look-ahead, whose decodes (PyAV's, on its route) go on in the background.
+        A benchmark that lets a loader sit idle draws this many untimed before timing it again; otherwise the
+        decoding done while it sat idle would count as free."""
+        return self._prefetch + self._lookahead
 
     # ------------------------------------------------------------------------------------------------ routes
     @property
@@ -241,7 +250,7 @@ class VideoLoader:
             if hasattr(self.routes[route], "start"):
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
         self._feeder = Feeder(self.schedule, {r: self.routes[r] for r in used}, start,
-                              lookahead=self._prefetch + 1)
+                              lookahead=self._lookahead)
         self._pipes = {graph: self._make_pipeline(graph, routes) for graph, routes in graphs_serving(used).items()}
         self._pipe_clean = True
 

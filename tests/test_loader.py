@@ -266,6 +266,36 @@ def test_pyav_route_matches_dali_route(data):
         assert float((va - vb).abs().mean()) < 0.05  # ~2 pixel levels / std 57
 
 
+def test_batches_ahead_bounds_the_decoding_done_while_nobody_takes_batches(data, tmp_path, monkeypatch):
+    """While the consumer pauses, PyAV's decodes go on past what the graphs' queue holds (the feeder's look-ahead);
+    ``batches_ahead`` bounds that work, so a benchmark that draws it untimed after a pause times none of it."""
+    import time
+
+    from dali_pipelines import feeder
+
+    root, lst = data
+    long_list = tmp_path / "long.txt"
+    long_list.write_text(open(lst).read() * 4)  # enough batches that no epoch ends while it works ahead
+    submitted = []
+    real_submit = feeder.PyAVRoute.submit
+    monkeypatch.setattr(feeder.PyAVRoute, "submit", lambda self, s: submitted.append(s) or real_submit(self, s))
+    cfg = small_cfg(root, str(long_list), **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2,
+                                             "DATA.PREFETCH": 2})
+    loader = build_loader(cfg, "train")
+    it = iter(loader)
+    delivered = 2
+    for _ in range(delivered):
+        next(it)
+    count, t0 = -1, time.monotonic()
+    while count != len(submitted) and time.monotonic() - t0 < 30:  # until the graphs stop asking for more
+        count = len(submitted)
+        time.sleep(0.5)
+    worked_ahead = len(submitted) // cfg.TRAIN.BATCH_SIZE - delivered
+    # More than the graphs' queue plus the batch being assembled (all a benchmark used to draw after a pause).
+    assert cfg.DATA.PREFETCH + 1 < worked_ahead <= loader.batches_ahead, (worked_ahead, loader.batches_ahead)
+    loader.close()
+
+
 def test_resume_after_runtime_quarantine_is_exact(tmp_path):
     """A run that quarantined a video mid-epoch, resumed in a new loader whose freshly built index already marks
     that video bad, continues with the same schedule (the saved 'excluded' rows) and the same substitutes."""

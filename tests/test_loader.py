@@ -289,7 +289,7 @@ def test_batches_ahead_bounds_the_decoding_done_while_nobody_takes_batches(data,
     count, t0 = -1, time.monotonic()
     while count != len(submitted) and time.monotonic() - t0 < 30:  # until the graphs stop asking for more
         count = len(submitted)
-        time.sleep(0.5)
+        time.sleep(1.0)
     worked_ahead = len(submitted) // cfg.TRAIN.BATCH_SIZE - delivered
     # More than the graphs' queue plus the batch being assembled (all a benchmark used to draw after a pause).
     assert cfg.DATA.PREFETCH + 1 < worked_ahead <= loader.batches_ahead, (worked_ahead, loader.batches_ahead)

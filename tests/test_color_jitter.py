@@ -17,6 +17,7 @@ from dali_pipelines import augment
 from dali_pipelines.color_jitter import (OP_BRIGHTNESS, OP_CONTRAST, OP_GRAYSCALE, OP_HUE, OP_NONE, OP_SATURATION,
                                          jitter_frames, make_color_ops)
 from dali_pipelines.pyav_io import decode_frames
+from tests.video_fixtures import reference_clips
 
 CLIP = "k400_arm_wrestling_340x256.mp4"
 
@@ -24,9 +25,7 @@ CLIP = "k400_arm_wrestling_340x256.mp4"
 @pytest.fixture(scope="module")
 def real_frames(real_clips_dir) -> np.ndarray:
     """4 frames spread over a real Kinetics clip, its central 128 x 170 pixels, uint8 (4, 128, 170, 3)."""
-    path = real_clips_dir / CLIP
-    if not path.exists():
-        pytest.skip(f"{CLIP} not found")
+    path, = reference_clips(real_clips_dir, [CLIP])
     return np.ascontiguousarray(decode_frames(str(path), range(0, 64, 16))[:, 64:192, 85:255])
 
 

@@ -129,6 +129,19 @@ def test_window_features_index_and_the_one_window_case(clips, tiny, tmp_path, ca
         assert r["starts_frames"] == starts and r["num_windows"] == len(starts)
         assert r["starts_seconds"] == pytest.approx([s / FPS for s in starts])
         assert read_features(str(out), r).shape == (len(starts), model.embed_dim)
+    # The 11-frame video's windows (two batches of windows, frames shared between windows decoded once) hold the
+    # model's features of frames s..s+3, each window built here on its own from a plain decode of every frame.
+    from dali_pipelines.pyav_io import decode_frames
+
+    every = decode_frames(videos[2], range(11))
+    cfg_size = int(OPTS[OPTS.index("DATA.INPUT_SIZE") + 1])
+    with torch.no_grad():
+        want = torch.cat([model.forward_head(model.forward_features(
+            ef._normalised_centre_crop(every[s:s + 4], cfg_size, torch.device("cpu"))[None]), pre_logits=True)
+            for s in expect[videos[2]]]).numpy()
+    got = read_features(str(out), index[videos[2]])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(got[0] - got[1]).max() > 1e-3  # distinct windows, distinct features
     # a 4-frame video, window 4 = the frames of a 1-clip test view: the 1-clip x 1-crop view features agree when
     # the loader decodes with PyAV too (DALI's VP9 decoder converts colours slightly differently)
     views = tmp_path / "one_view"

@@ -20,6 +20,7 @@ from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetInd
 from dali_pipelines.index_store import load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
 from dali_pipelines.pyav_encode import write_video
+from tests.video_fixtures import reference_clips
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
@@ -419,8 +420,7 @@ def test_counts_match_dali_cpu_decoder_vp9(tmp_path):
 
 def test_counts_match_full_decode_on_real_clips(real_clips_dir):
     clips = sorted(p for p in real_clips_dir.iterdir() if p.suffix in (".mp4", ".avi"))
-    if not clips:
-        pytest.skip(f"no real clips in {real_clips_dir}")
+    assert len(clips) >= 7, f"the reference clips are missing from {real_clips_dir}"
     for clip in clips:
         info = probe_video(str(clip))
         assert info.num_frames == count_frames(str(clip)), clip.name
@@ -430,9 +430,7 @@ def test_counts_match_full_decode_on_real_clips(real_clips_dir):
 
 def test_index_on_real_clips_with_spaces(real_clips_dir, tmp_path):
     # Real clips under a class folder with spaces, via a list: the pipeline's view of the data.
-    clips = sorted(p for p in real_clips_dir.iterdir() if p.suffix == ".mp4")[:2]
-    if not clips:
-        pytest.skip(f"no real clips in {real_clips_dir}")
+    clips = reference_clips(real_clips_dir, ["clip_32frames_340x256.mp4", "clip_426x240_29.97fps.mp4"])
     (tmp_path / "arm wrestling").mkdir()
     for c in clips:
         shutil.copy(c, tmp_path / "arm wrestling" / c.name)
@@ -618,9 +616,7 @@ def test_index_records_decoder_facts(tmp_path, codec, ext, pix_fmt, chroma, dept
 
 
 def test_decoder_facts_of_real_clips(real_clips_dir):
-    path = real_clips_dir / "clip_1920x1080_72frames.mp4"
-    if not path.exists():
-        pytest.skip("no real clips")
+    path, = reference_clips(real_clips_dir, ["clip_1920x1080_72frames.mp4"])
     info = probe_video(str(path))
     assert (info.codec, info.width, info.height, info.coded_width, info.coded_height) == ("h264", 1920, 1080,
                                                                                          1920, 1088)

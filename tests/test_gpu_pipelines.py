@@ -18,7 +18,8 @@ from dali_pipelines.pipelines import decode_with_dali
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.pyav_encode import write_video
 from tests.test_pipelines import _check_test_views, _train_sample_reference
-from tests.video_fixtures import best_match, denormalize, make_clip_dataset, pattern_frames, small_cfg
+from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, reference_clips,
+                                  small_cfg)
 
 pytestmark = pytest.mark.gpu
 
@@ -39,9 +40,7 @@ def test_h264_on_gpu_matches_pyav(real_clips_dir, tmp_path):
     """NVDEC frames for given indices are PyAV's frames at those indices, up to colour conversion."""
     names = ["clip_32frames_340x256.mp4", "k400_arm_wrestling_340x256.mp4", "clip_426x240_29.97fps.mp4",
              "clip_1920x1080_72frames.mp4"]
-    missing = [n for n in names if not os.path.exists(real_clips_dir / n)]
-    assert not missing, f"reference clips missing from {real_clips_dir}: {missing}"
-    paths = [str(real_clips_dir / n) for n in names]
+    paths = [str(p) for p in reference_clips(real_clips_dir, names)]
     synthetic = str(tmp_path / "pattern.mp4")
     write_video(synthetic, pattern_frames(48, 160, 128), codec="h264", gop=12)
     paths.append(synthetic)

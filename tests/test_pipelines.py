@@ -20,8 +20,8 @@ from dali_pipelines.pipelines import test_pipeline as multiview_pipeline  # rena
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.pyav_encode import write_video
-from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, roi_resize_ref,
-                                  small_cfg)
+from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, reference_clips,
+                                  roi_resize_ref, small_cfg)
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +195,7 @@ def test_h264_real_clips_through_pyav_route(real_clips_dir, tmp_path):
     frames (numbered by an independent sequential decode), cropped as specified."""
     names = ["clip_32frames_340x256.mp4", "clip_6fps_340x256.mp4", "clip_426x240_29.97fps.mp4",
              "clip_mpeg4_320x240.avi"]
-    names = [n for n in names if os.path.exists(real_clips_dir / n)]
-    if not names:
-        pytest.skip("no real clips")
+    reference_clips(real_clips_dir, names)
     lst = tmp_path / "real.txt"
     lst.write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
     cfg = small_cfg(str(real_clips_dir), val_list=str(lst), **{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3,
@@ -248,9 +246,8 @@ def test_real_clips_train_frames_match_sequential_decode(real_clips_dir, tmp_pat
     neutralised (no flip, no colour change, full-size crops): every output frame is the requested frame of the
     video, as numbered by an independent sequential full decode. This checks the presentation-order numbering
     (B-frames reorder decode and display) and the frame counts of the index, at indices spread over each clip."""
-    names = [n for n in REAL_CLIPS if os.path.exists(real_clips_dir / n)]
-    if not names:
-        pytest.skip("no real clips")
+    names = REAL_CLIPS
+    reference_clips(real_clips_dir, names)
     lst = tmp_path / "real.txt"
     lst.write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
     t, size = 8, 64
@@ -284,9 +281,8 @@ def test_real_clips_late_and_unordered_indices_pyav_route(real_clips_dir):
     decode."""
     from dali_pipelines.index import probe_video
 
-    names = [n for n in REAL_CLIPS if os.path.exists(real_clips_dir / n)]
-    if not names:
-        pytest.skip("no real clips")
+    names = REAL_CLIPS
+    reference_clips(real_clips_dir, names)
     size = 64
     for name in names:
         path = str(real_clips_dir / name)

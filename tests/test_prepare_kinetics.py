@@ -19,6 +19,7 @@ from tools.kinetics import (
     CLASS_ALIASES, EncodeSettings, KineticsError, build_k722, canonical_class_name, class_mapping,
     prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
 )
+from tests.video_fixtures import reference_clips
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -555,9 +556,8 @@ def test_reencode_real_clips_keeps_frame_counts_and_rate(tmp_path, real_clips_di
              "clip_mpeg4_320x240.avi": "ccccccccccc_0_10.avi"}
     src = tmp_path / "src"
     (src / "train" / ARM).mkdir(parents=True)
+    reference_clips(real_clips_dir, clips)
     for name, link in clips.items():
-        if not (real_clips_dir / name).is_file():
-            pytest.skip(f"reference clip {name} missing")
         (src / "train" / ARM / link).symlink_to(real_clips_dir / name)
     rep = reencode_tree(str(src), str(tmp_path / "dst"), EncodeSettings(short_side=64, gop=8), workers=1,
                         progress=False, log=lambda s: None)

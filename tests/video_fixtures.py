@@ -13,6 +13,17 @@ from configs.defaults import get_cfg_defaults
 from dali_pipelines.pyav_encode import write_video
 
 
+def reference_clips(folder: Path, names) -> list[Path]:
+    """The named clips of the reference folder. A missing one fails the test by name: a partial reference folder
+    must not quietly shrink what a test covers (the folder itself missing is conftest's case)."""
+    import pytest
+
+    missing = [n for n in names if not (Path(folder) / n).is_file()]
+    if missing:
+        pytest.fail(f"reference clips missing from {folder}: {', '.join(missing)}", pytrace=False)
+    return [Path(folder) / n for n in names]
+
+
 def pattern_frames(num_frames: int, width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:
     """Frames that differ strongly from each other (a bright box moving on a 2-D path, a frame-dependent gradient)
     and are not left-right symmetric, so flips and crop offsets are visible."""

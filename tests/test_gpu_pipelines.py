@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from dali_pipelines.color_jitter import OP_GRAYSCALE
 from dali_pipelines.draw import draw_sample
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pipelines import decode_with_dali
@@ -128,6 +129,14 @@ def test_clip_consistency_on_gpu(h264_data):
     for batch in loader:
         v = batch["video"].float()
         assert float((v - v[:, :1]).abs().max()) == 0.0
+        for clip, row in zip(v, batch["index"].tolist()):
+            pix = denormalize(clip.cpu())[0]  # the first frame (S, S, 3), back in 8-bit units
+            assert pix.std(axis=(0, 1)).max() > 5.0  # still a picture, not a constant
+            spread = np.abs(pix[..., 0] - pix[..., 1]).max()
+            if loader.sample(row).params.color_ops[-1] == OP_GRAYSCALE:
+                assert spread <= 1.5, row  # grayscale: R = G = B
+            else:
+                assert spread > 10.0, row
     loader.close()
 
 
@@ -152,7 +161,9 @@ def test_sharding_and_resume_on_gpu(h264_data):
     rows = sorted(r for ld in ranks for b in ld for r in b["index"].tolist())
     assert rows == list(range(len(COUNTS)))
     train = [build_loader(cfg, "train", rank=r, world_size=2, device_id=0) for r in range(2)]
-    assert len(train[0]) == len(train[1])
+    assert len(train[0]) == len(train[1]) == len(COUNTS) // 4
+    shares = [[r for b in ld for r in b["index"].tolist()] for ld in train]
+    assert len(shares[0]) == len(shares[1]) == 4 and not set(shares[0]) & set(shares[1])  # disjoint shares
     for ld in ranks + train:
         ld.close()
 

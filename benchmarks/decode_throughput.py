@@ -35,7 +35,7 @@ import numpy as np
 if __package__ in (None, ""):  # allow `python benchmarks/decode_throughput.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, cpu_monitor  # noqa: E402
 from benchmarks.baseline_loaders import decode_pyav, decord_available  # noqa: E402
 
 ALL_DECODERS = ("dali_mixed", "dali_cpu", "pyav_1t", "pyav_nt", "pyav_np", "decord")
@@ -194,7 +194,7 @@ def measure(run: Callable, items: list[dict], warmup: int, repeats: int, nvml: b
     for _ in range(warmup):
         run(items)
     secs, clips, out_frames, dec_frames = [], [], [], []
-    with common.ProcessTreeMonitor() as mon, common.NvmlSampler(enabled=nvml) as gpu:
+    with cpu_monitor.ProcessTreeMonitor() as mon, common.NvmlSampler(enabled=nvml) as gpu:
         for _ in range(repeats):
             t0 = time.perf_counter()
             c, f, d = run(items)

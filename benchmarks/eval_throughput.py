@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/eval_throughput.py`
 
 import torch  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, cpu_monitor  # noqa: E402
 from benchmarks import decode_throughput as dt  # noqa: E402
 
 
@@ -160,7 +160,7 @@ def end_to_end(args, clips) -> list[dict]:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         secs, vids = [], []
-        with common.ProcessTreeMonitor() as mon:
+        with cpu_monitor.ProcessTreeMonitor() as mon:
             waits.clear()
             for _ in range(args.repeats):
                 common.sync_cuda()

@@ -40,7 +40,7 @@ import numpy as np
 if __package__ in (None, ""):  # allow `python benchmarks/loader_throughput.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, cpu_monitor  # noqa: E402
 from benchmarks.baseline_loaders import build_baseline_loader, decord_available  # noqa: E402
 
 ALL_LOADERS = ("dali", "dali-pyav", "decord", "pyav")
@@ -156,7 +156,7 @@ class LoaderRun:
 
     def measure(self, batches: int, exclude: list[int], nvml: bool) -> None:
         """Time ``batches`` batches (the caller has drained what was queued while this loader sat idle)."""
-        with common.ProcessTreeMonitor(exclude=exclude) as mon, common.NvmlSampler(enabled=nvml) as gpu:
+        with cpu_monitor.ProcessTreeMonitor(exclude=exclude) as mon, common.NvmlSampler(enabled=nvml) as gpu:
             n, d = 0, 0
             common.sync_cuda()
             t0 = time.perf_counter()
@@ -305,7 +305,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                     if len(runs) > 1:
                         # The previous loader works ahead in the background after its turn: let that finish, then
                         # draw every batch this loader worked on while idle, so the timing sees steady state.
-                        common.wait_until_idle()
+                        cpu_monitor.wait_until_idle()
                         run.warm(batches_worked_ahead(run.loader))
                     others = [pid for o in runs if o is not run for pid in worker_pids(o.loader)]
                     run.measure(args.batches, others, nvml=run.name in DALI_VARIANTS)
@@ -345,7 +345,7 @@ def _cpu_split(result: dict) -> str:
     by = result.get("cpu_util_by_kind")
     if not by:
         return "-"
-    return " / ".join(f"{by.get(k, 0.0):.2f}" for k in (common.KIND_DALI, common.KIND_WORKERS, common.KIND_MAIN))
+    return " / ".join(f"{by.get(k, 0.0):.2f}" for k in (cpu_monitor.KIND_DALI, cpu_monitor.KIND_WORKERS, cpu_monitor.KIND_MAIN))
 
 
 def report(payload: dict) -> str:

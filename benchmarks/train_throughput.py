@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
 
 import torch  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, cpu_monitor  # noqa: E402
 from evautil.flops import peak_flops, train_step_flops  # noqa: E402
 
 def stated_peak(device_name: str | None, precision: str) -> float | None:
@@ -144,7 +144,7 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
         t_build = time.perf_counter()
         run_steps(args.warmup)  # includes compilation and autotuning when --compile
         warmup_s = time.perf_counter() - t_build
-        with common.ProcessTreeMonitor() as mon:
+        with cpu_monitor.ProcessTreeMonitor() as mon:
             waits.clear()
             times = common.time_repeats(lambda: run_steps(args.steps), 0, args.repeats)
         metrics.close()

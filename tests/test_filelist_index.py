@@ -584,16 +584,16 @@ def _encode(path: str, codec: str, pix_fmt: str, size=(64, 48), frames: int = 4)
             out.mux(pkt)
 
 
-@pytest.mark.parametrize("codec,ext,pix_fmt,chroma,depth", [
-    ("libx264", "mp4", "yuv420p", "420", 8),
-    ("libx264", "mp4", "yuv444p", "444", 8),
-    ("libx264", "mp4", "yuv422p", "422", 8),
-    ("libvpx-vp9", "webm", "yuv420p", "420", 8),
-    ("libvpx-vp9", "webm", "yuv420p10le", "420", 10),  # skipped where libvpx is built without high bit depth
-    ("libx264", "mp4", "yuv420p10le", "420", 10),
-    ("libx265", "mp4", "yuv420p10le", "420", 10),
+@pytest.mark.parametrize("codec,ext,pix_fmt,chroma,depth,profile", [
+    ("libx264", "mp4", "yuv420p", "420", 8, "High"),
+    ("libx264", "mp4", "yuv444p", "444", 8, "High 4:4:4 Predictive"),
+    ("libx264", "mp4", "yuv422p", "422", 8, "High 4:2:2"),
+    ("libvpx-vp9", "webm", "yuv420p", "420", 8, "Profile 0"),
+    ("libvpx-vp9", "webm", "yuv420p10le", "420", 10, "Profile 2"),  # skipped where libvpx lacks high bit depth
+    ("libx264", "mp4", "yuv420p10le", "420", 10, "High 10"),
+    ("libx265", "mp4", "yuv420p10le", "420", 10, "Main 10"),
 ])
-def test_index_records_decoder_facts(tmp_path, codec, ext, pix_fmt, chroma, depth):
+def test_index_records_decoder_facts(tmp_path, codec, ext, pix_fmt, chroma, depth, profile):
     """Codec, coded size, pixel format, chroma format, bit depth and profile: what decides whether NVDEC can take
     a video. Written by the encoder with known settings, read back through the index (and its cache)."""
     path = tmp_path / f"clip.{ext}"
@@ -603,16 +603,17 @@ def test_index_records_decoder_facts(tmp_path, codec, ext, pix_fmt, chroma, dept
         pytest.skip(f"cannot encode {codec} {pix_fmt} here: {e}")
     lst = tmp_path / "list.txt"
     lst.write_text(f"clip.{ext} 0\n")
+    probed = []
     for _ in range(2):  # probed, then from the cache
-        info = build_index(str(lst), str(tmp_path), workers=1, progress=False).infos[0]
+        ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+        info, probed = ix.infos[0], probed + [ix.probed]
         assert (info.codec, info.pix_fmt, info.chroma, info.bit_depth) == (
             {"libx264": "h264", "libx265": "hevc"}.get(codec, "vp9"), pix_fmt, chroma, depth)
         assert (info.width, info.height) == (70, 50)
         assert info.coded_width >= 70 and info.coded_height >= 50
-        assert info.profile  # e.g. 'High 4:4:4 Predictive', 'Profile 2'
+        assert info.profile == profile
         assert info.decoder.chroma == chroma
-    if codec == "libx264" and pix_fmt == "yuv444p":
-        assert "4:4:4" in info.profile
+    assert probed == [1, 0]  # the second pass read every fact back from the cache
 
 
 def test_decoder_facts_of_real_clips(real_clips_dir):

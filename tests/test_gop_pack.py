@@ -12,9 +12,10 @@ from dali_pipelines.gop_pack import pack_for_frames
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pipelines import decode_with_dali
 from dali_pipelines.pyav_encode import write_video
-from tests.video_fixtures import make_clip_dataset, pattern_frames, small_cfg
+from tests.video_fixtures import best_match, make_clip_dataset, pattern_frames, small_cfg
 
 N, GOP = 40, 8
+SOURCE = pattern_frames(N, 64, 48, seed=3)  # every clip's frames, before encoding
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def clips(tmp_path_factory):
     out = {}
     for codec, ext in (("vp9", ".webm"), ("vp8", ".webm"), ("mjpeg", ".avi"), ("h264", ".mp4")):
         path = str(root / f"c_{codec}{ext}")
-        write_video(path, pattern_frames(N, 64, 48, seed=3), codec=codec, gop=GOP)
+        write_video(path, SOURCE, codec=codec, gop=GOP)
         out[codec] = path
     return root, out
 
@@ -47,6 +48,8 @@ def test_cut_stream_decodes_the_same_pixels(clips, codec):
         want = decode_with_dali([paths[codec]], [frames])[0]
         got, new = _decode_packed(str(root), paths[codec], frames)
         assert got.shape == want.shape and np.array_equal(got, want), (codec, frames)
+        # and they are the requested frames of the source pattern (DALI's numbering, checked independently)
+        assert [best_match(frame, SOURCE)[0] for frame in got] == frames, (codec, frames)
         # renumbering keeps the request's order and duplicates
         assert [a == b for a in frames for b in frames] == [a == b for a in new.tolist() for b in new.tolist()]
 

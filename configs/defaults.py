@@ -42,8 +42,9 @@ _C.DATA.DECODE_DEVICE = "auto"
 _C.DATA.CPU_DECODER = "auto"
 # Codecs sent to NVDEC (FFmpeg names, e.g. ["h264", "hevc"]); empty: every codec NVDEC decodes on this GPU.
 _C.DATA.NVDEC_CODECS = []
-# Deepest bit depth sent to NVDEC (8, 10 or 12). Deeper streams go to the CPU; 8 by default because DALI's mixed
-# decoder outputs 8-bit RGB and deeper streams have not been checked against the CPU route.
+# Deepest bit depth sent to NVDEC (8, 10 or 12). Deeper streams go to the CPU; 8 by default because DALI 2.4's mixed
+# decoder asks NVDEC for 8-bit NV12 output: deeper streams are untested there (a video that fails on NVDEC is retried
+# on the CPU route, at the cost of a pipeline rebuild).
 _C.DATA.NVDEC_MAX_BIT_DEPTH = 8
 # On a GPU machine, warn at start-up when more than this share of a list will be decoded on the CPU (NVDEC missing,
 # or videos it cannot take), naming the reasons; with STRICT it is an error.

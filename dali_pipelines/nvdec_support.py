@@ -17,7 +17,7 @@ import importlib.metadata
 import re
 from dataclasses import dataclass
 
-__all__ = ["NvdecLimits", "NVDEC_LIMITS", "chroma_and_bit_depth", "nvdec_refusal", "dali_cuda_major",
+__all__ = ["NvdecLimits", "NVDEC_LIMITS", "DALI_MIXED_CHROMA", "chroma_and_bit_depth", "nvdec_refusal", "dali_cuda_major",
            "driver_cuda_version", "nvcuvid_loads", "gpu_decode_problems"]
 
 
@@ -43,6 +43,11 @@ NVDEC_LIMITS: dict[str, NvdecLimits] = {
     "mpeg4": _limits((48, 16), (2032, 2032)),
     "av1": _limits((128, 128), (8192, 8192), ("420",), (8, 10)),
 }
+
+# What DALI 2.4's mixed decoder itself takes, whatever the hardware decodes: it creates the NVDEC decoder with
+# NV12 output (8-bit 4:2:0) and its colour conversion reads NV12, so 4:2:2 and 4:4:4 streams cannot come out of it
+# (cuvidCreateDecoder refuses 4:4:4 into NV12). Those go to the CPU up front instead of failing batch by batch.
+DALI_MIXED_CHROMA = frozenset({"420"})
 
 # AV1 decoding arrived with GA10x (sm_86); GA100 (sm_80), Turing (sm_75) and Hopper (sm_90) lack it.
 _AV1_COMPUTE_CAPABILITIES = {(8, 6), (8, 7), (8, 9)}
@@ -95,6 +100,9 @@ def nvdec_refusal(codec: str, width: int, height: int, pix_fmt: str,
         return f"pixel format {pix_fmt} is not one NVDEC decodes"
     if chroma not in limits.chroma:
         return f"NVDEC does not decode {codec} with {chroma[0]}:{chroma[1]}:{chroma[2]} chroma ({pix_fmt})"
+    if chroma not in DALI_MIXED_CHROMA:
+        return (f"DALI's NVDEC decoder outputs 4:2:0 only; {codec} with {chroma[0]}:{chroma[1]}:{chroma[2]} chroma "
+                f"({pix_fmt}) goes to the CPU")
     if depth not in limits.bit_depths:
         return f"NVDEC does not decode {depth}-bit {codec} ({pix_fmt})"
     if depth > max_bit_depth:

@@ -19,6 +19,7 @@ TABLE = [
     ("h264", 340, 256, "yuv420p", CPU, PYAV),
     ("h264", 32, 32, "yuv420p", GPU, PYAV),               # below H.264's 48x16 width
     ("h264", 340, 256, "yuv444p", GPU, PYAV),             # 4:4:4 H.264
+    ("hevc", 340, 256, "yuv444p", GPU, PYAV),             # 4:4:4 HEVC: NVDEC has it, DALI's NV12 output not
     ("h264", 340, 256, "yuv420p10le", GPU, PYAV),         # 10-bit H.264
     ("hevc", 340, 256, "yuv420p", GPU, NVDEC),
     ("hevc", 128, 96, "yuv420p", GPU, PYAV),              # HEVC below 144x144

@@ -80,6 +80,41 @@ def compare_clip(path: str, decoder: str, device_id: int | None) -> dict:
             "best_matches": [r["best_match"] for r in rows], "frames_detail": rows}
 
 
+def seek_probe(out_dir: str, decoder: str, device_id: int | None, quick: bool, copies: int = 8) -> dict:
+    """Does the decoder seek to a requested frame, or decode every frame from the first one up to it?
+
+    A clip with a keyframe every 12 frames; ``copies`` copies of it are decoded at an early frame and at a late one
+    (best of 3 after a warm-up). A decoder that seeks does about the same work for both; one that decodes from frame
+    0 does (late + 1) / (early + 1) times as much. DALI 2.4's CPU decoder is known not to seek on in-memory input
+    (hence ``gop_pack``); whether its NVDEC decoder does decides whether the GPU route needs the same cut.
+    """
+    from dali_pipelines.pipelines import decode_with_dali
+    from dali_pipelines.pyav_encode import write_video
+
+    codec = "h264" if decoder == "mixed" else "vp9"
+    n, size, early = (96, (128, 128), 4) if quick else (250, (320, 256), 8)
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (n, size[1] // 8, size[0] // 8, 3), dtype=np.uint8), 8, axis=1)
+    frames = np.repeat(frames, 8, axis=2)  # blocky noise: costs the decoder real work, compresses poorly
+    path = os.path.join(out_dir, f"seek_probe_{codec}.{'mp4' if codec == 'h264' else 'webm'}")
+    write_video(path, frames, codec=codec, gop=12)
+    late = n - 2
+
+    def seconds(index: int) -> float:
+        t0 = time.perf_counter()
+        decode_with_dali([path] * copies, [[index]] * copies, device=decoder, device_id=device_id)
+        return time.perf_counter() - t0
+
+    seconds(early)  # warm-up: decoder creation, first CUDA work
+    t_early = min(seconds(early) for _ in range(3))
+    t_late = min(seconds(late) for _ in range(3))
+    ratio = t_late / t_early
+    return {"clip": os.path.basename(path), "frames": n, "gop": 12, "copies": copies, "early_index": early,
+            "late_index": late, "early_s": t_early, "late_s": t_late, "late_over_early": ratio,
+            "from_frame_0_would_be": (late + 1) / (early + 1),
+            "verdict": "seeks" if ratio < 2.0 else "decodes from frame 0 (no seek)"}
+
+
 def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
     """Textured moving clips, one with B-frames and one without (what the project's re-encoder writes)."""
     from dali_pipelines.pyav_encode import write_video
@@ -136,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # one clip's failure is a row of the report, not the end of it
             failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
     seconds = time.perf_counter() - t0
+    try:
+        seek = seek_probe(tmp, args.decoder, device_id, args.quick)
+    except Exception as err:  # a report row, as for the clips
+        seek = {"error": f"{type(err).__name__}: {err}"[:300]}
 
     print(common.machine_line(common.machine_info()))
     print(f"DALI decoder '{args.decoder}' against a sequential PyAV decode, {len(clips)} clips, {seconds:.1f} s\n")
@@ -150,9 +189,16 @@ def main(argv: list[str] | None = None) -> int:
          ("mean_abs_diff", "mean |diff|"), ("max_abs_diff", "max |diff|")]))
     for f in failures:
         print(f"FAILED {f['clip']}: {f['error']}")
+    if "error" in seek:
+        print(f"\nseek probe FAILED: {seek['error']}")
+    else:
+        print(f"\nseek probe ({seek['clip']}, {seek['copies']} copies, keyframe every {seek['gop']}): frame "
+              f"{seek['late_index']} took {seek['late_over_early']:.1f}x frame {seek['early_index']}'s time "
+              f"({seek['late_s'] * 1e3:.0f} / {seek['early_s'] * 1e3:.0f} ms; decoding from frame 0 would be "
+              f"{seek['from_frame_0_would_be']:.0f}x): {seek['verdict']}")
     if args.json:
         common.write_json(args.json, {"decoder": args.decoder, "machine": common.machine_info(), "seconds": seconds,
-                                      "clips": results, "failures": failures})
+                                      "clips": results, "failures": failures, "seek_probe": seek})
     bad = failures or [r for r in results if r["found"] < r["asked"]]
     return 1 if bad else 0
 

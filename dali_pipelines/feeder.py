@@ -74,7 +74,8 @@ class EncodedRoute:
     """Reads encoded files for DALI's decoder (threads: file reads release the GIL).
 
     ``pack_gops``: cut VP8/VP9/MJPEG files to the GOP prefixes the sampled frames need (DALI's CPU decoder
-    decodes from frame 0 otherwise; see ``gop_pack``). Not used for NVDEC, which seeks by itself.
+    decodes from frame 0 otherwise; see ``gop_pack``). Not used for NVDEC, whose codecs (H.264/HEVC in MP4) the
+    cut does not write.
     """
 
     def __init__(self, name: str, workers: int, pack_gops: bool = False):

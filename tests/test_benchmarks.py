@@ -397,3 +397,20 @@ def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches
     for r in results.values():
         assert r["ms_per_batch"] > 0 and r["cpu_ms_per_clip"] > 0 and r["max_abs_diff"] < 1e-3
     assert "drawn: interleaved / planes" in proc.stdout
+
+
+def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tmp_path, capsys):
+    """The parity benchmark's CPU dry run (DALI's CPU decoder, synthetic VP9): every requested frame is found, and
+    the seek probe reports its timings and a verdict (on the GPU the same probe tells whether NVDEC seeks)."""
+    from benchmarks import nvdec_parity
+
+    out = tmp_path / "parity.json"
+    assert nvdec_parity.main(["--decoder", "cpu", "--quick", "--tmp", str(tmp_path / "clips"),
+                              "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["failures"] == [] and report["clips"]
+    assert all(c["found"] == c["asked"] == 8 for c in report["clips"])
+    seek = report["seek_probe"]
+    assert seek["early_s"] > 0 and seek["late_s"] > 0 and seek["from_frame_0_would_be"] == (94 + 1) / (4 + 1)
+    assert seek["verdict"] in ("seeks", "decodes from frame 0 (no seek)")
+    assert "seek probe (seek_probe_vp9.webm" in capsys.readouterr().out

@@ -54,6 +54,10 @@ _C.DATA.CPU_ROUTE_MAX_SHARE = 0.1
 # sampled one. VP8/VP9/MJPEG only; output is pixel-identical. About 1.35x more clips per CPU-second in training on
 # 250-frame VP9 clips (docs/PERFORMANCE.md).
 _C.DATA.CPU_PACK_GOPS = True
+# The same cut for NVDEC: VP8/VP9 as IVF, H.264/HEVC remuxed into MP4 (B-frames included). DALI 2.4's NVDEC decoder
+# is likely not to seek either (the parity benchmark's seek probe measures it). Off until a GPU run has checked the
+# cut streams against the whole files on NVDEC (tests/test_gpu_pipelines.py); checked on the CPU with PyAV.
+_C.DATA.NVDEC_PACK_GOPS = False
 # Threads of each DALI pipeline (CPU operators and, on the GPU, host-side work of the mixed decoder).
 _C.DATA.NUM_THREADS = 4
 # Threads of the GPU (NVDEC) decoder: DALI's mixed decoder runs one NVDEC session per thread of its pipeline, so

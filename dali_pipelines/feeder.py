@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from .draw import Sample, VideoRef
-from .gop_pack import PACKABLE_CODECS, pack_for_frames
+from .gop_pack import MP4_CODECS, PACKABLE_CODECS, pack_for_frames
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
+from .routing import NVDEC
 from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
 
 __all__ = ["EncodedRoute", "PyAVRoute", "Feeder", "DeliveredBatch", "read_bytes"]
@@ -73,9 +74,8 @@ def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSour
 class EncodedRoute:
     """Reads encoded files for DALI's decoder (threads: file reads release the GIL).
 
-    ``pack_gops``: cut VP8/VP9/MJPEG files to the GOP prefixes the sampled frames need (DALI's CPU decoder
-    decodes from frame 0 otherwise; see ``gop_pack``). Not used for NVDEC, whose codecs (H.264/HEVC in MP4) the
-    cut does not write.
+    ``pack_gops``: cut files to the GOP prefixes the sampled frames need (DALI's decoder decodes from frame 0
+    otherwise; see ``gop_pack``): VP8/VP9/MJPEG for DALI's CPU decoder, and H.264/HEVC as well for NVDEC.
     """
 
     def __init__(self, name: str, workers: int, pack_gops: bool = False):
@@ -85,7 +85,8 @@ class EncodedRoute:
         self._pool: cf.Executor | None = None
 
     def _packs(self, sample: Sample) -> bool:
-        return self.pack_gops and sample.video.codec.lower() in PACKABLE_CODECS
+        codec = sample.video.codec.lower()
+        return self.pack_gops and (codec in PACKABLE_CODECS or (self.name == NVDEC and codec in MP4_CODECS))
 
     def load(self, sample: Sample) -> EncodedSource:
         """The sample's source, read now in the calling thread."""

@@ -199,9 +199,9 @@ class VideoLoader:
             else:
                 # DALI's CPU decoder decodes every frame from 0 up to the last requested one (it never seeks);
                 # handing it only the GOP prefixes the sampled frames need cuts that work (gop_pack.py). DALI 2.4's
-                # sources suggest its NVDEC decoder does not seek on in-memory input either; nothing cuts H.264/HEVC
-                # yet. The parity benchmark's seek probe settles it on a GPU (docs/PERFORMANCE.md).
-                pack = route == DALI_CPU and bool(data.CPU_PACK_GOPS)
+                # sources suggest its NVDEC decoder does not seek on in-memory input either (the parity benchmark's
+                # seek probe settles it on a GPU); its cut is DATA.NVDEC_PACK_GOPS.
+                pack = bool(data.CPU_PACK_GOPS) if route == DALI_CPU else bool(data.NVDEC_PACK_GOPS)
                 self.routes[route] = EncodedRoute(route, int(data.NUM_WORKERS), pack_gops=pack)
 
     def _fall_back(self, sample: Sample, reason: str) -> None:

@@ -3,8 +3,10 @@ without cutting."""
 
 from __future__ import annotations
 
+import io
 import os
 
+import av
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from dali_pipelines.gop_pack import pack_for_frames
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pipelines import decode_with_dali
 from dali_pipelines.pyav_encode import write_video
-from tests.video_fixtures import best_match, make_clip_dataset, pattern_frames, small_cfg
+from tests.video_fixtures import best_match, make_clip_dataset, pattern_frames, reference_clips, small_cfg
 
 N, GOP = 40, 8
 SOURCE = pattern_frames(N, 64, 48, seed=3)  # every clip's frames, before encoding
@@ -67,13 +69,57 @@ def test_cut_keeps_only_gop_prefixes(clips):
 
 
 def test_left_whole_when_cutting_does_not_apply(clips):
-    _, paths = clips
+    root, paths = clips
     vp9 = np.fromfile(paths["vp9"], dtype=np.uint8)
     assert pack_for_frames(vp9, np.array([0, 1, 2, 3])) is None  # nothing to save: the first GOP's prefix
     assert pack_for_frames(vp9, np.array([5, N])) is None  # past the end: left to the decoder's padding
     assert pack_for_frames(vp9, np.array([], dtype=np.int64)) is None
-    assert pack_for_frames(np.fromfile(paths["h264"], dtype=np.uint8), np.array([30])) is None  # codec not cut
+    mpeg4 = os.path.join(str(root), "c_mpeg4.avi")
+    write_video(mpeg4, SOURCE, codec="mpeg4", gop=GOP)
+    assert pack_for_frames(np.fromfile(mpeg4, dtype=np.uint8), np.array([30])) is None  # codec not cut
     assert pack_for_frames(np.frombuffer(b"not a video" * 50, dtype=np.uint8), np.array([30])) is None
+
+
+def _sequential(video) -> np.ndarray:
+    """Every frame of a file or of encoded bytes, decoded one after another from the first (no seeking)."""
+    with av.open(io.BytesIO(video.tobytes()) if isinstance(video, np.ndarray) else video) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_h264_cut_into_mp4_decodes_to_the_requested_frames(tmp_path, bframes):
+    """H.264 (NVDEC's route) is cut into MP4: decoded plainly from its first packet, the cut stream holds the
+    requested frames at the renumbered positions, bit for bit what the whole file gives, B-frames or not."""
+    path = str(tmp_path / f"b{bframes}.mp4")
+    write_video(path, SOURCE, codec="h264", gop=GOP, bframes=bframes)
+    data = np.fromfile(path, dtype=np.uint8)
+    whole = _sequential(path)
+    rng = np.random.default_rng(1)
+    draws = [[N - 1], [3, 3, 30, 17], [12, 13, 14]] + [rng.integers(0, N, 5).tolist() for _ in range(3)]
+    for frames in draws:
+        packed = pack_for_frames(data, np.array(frames), min_saving=0.0)
+        assert packed is not None, frames
+        cut, new = packed
+        got = _sequential(cut)
+        assert np.array_equal(got[new], whole[frames]), (bframes, frames)
+        assert [best_match(g, SOURCE)[0] for g in got[new]] == frames
+        # only the GOP prefixes: the last frame needs its GOP's 8 packets, not all N
+        if frames == [N - 1]:
+            assert len(got) == GOP and new.tolist() == [GOP - 1]
+    assert pack_for_frames(data, np.array([2])) is None  # nothing to save within the first GOP
+
+
+def test_real_kinetics_clip_with_b_frames_cut_into_mp4(real_clips_dir):
+    """A raw Kinetics clip (H.264 with B-frames, long GOPs): the cut stream's frames are the whole file's, and it
+    holds fewer frames than the file."""
+    path, = reference_clips(real_clips_dir, ["k400_arm_wrestling_340x256.mp4"])
+    data = np.fromfile(path, dtype=np.uint8)
+    whole = _sequential(str(path))
+    for frames in ([len(whole) - 1, 0, 140, 140], [11, 75, 85, 141, 175, 233]):
+        cut, new = pack_for_frames(data, np.array(frames), min_saving=0.0)
+        got = _sequential(cut)
+        assert np.array_equal(got[new], whole[frames]), frames
+        assert len(got) < len(whole)
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -100,3 +146,25 @@ def test_loader_batches_identical_with_and_without_cutting(tmp_path, split):
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_nvdec_route_cuts_h264_only_when_asked(tmp_path):
+    """The NVDEC route's file reads cut H.264 into MP4 with DATA.NVDEC_PACK_GOPS (off by default); the DALI CPU
+    route never gets MP4 (its decoder takes no H.264)."""
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import EncodedRoute
+    from dali_pipelines.routing import DALI_CPU, NVDEC
+
+    path = str(tmp_path / "c.mp4")
+    write_video(path, SOURCE, codec="h264", gop=GOP)
+    st = os.stat(path)
+    video = VideoRef(row=0, path=path, label=0, num_frames=N, width=64, height=48, codec="h264", size=st.st_size,
+                     mtime_ns=st.st_mtime_ns)
+    sample = Sample(video=video, route=NVDEC, frames=np.array([33, 5, 33]), params=None)
+    cut = EncodedRoute(NVDEC, 1, pack_gops=True).load(sample)
+    assert cut.encoded.size < st.st_size / 2  # the prefixes of two of the five GOPs
+    assert cut.frames[0] == cut.frames[2] != cut.frames[1]
+    assert [best_match(f, SOURCE)[0] for f in _sequential(cut.encoded)[cut.frames]] == [33, 5, 33]
+    whole = EncodedRoute(NVDEC, 1, pack_gops=False).load(sample)
+    assert whole.encoded.size == st.st_size and whole.frames.tolist() == [33, 5, 33]
+    assert EncodedRoute(DALI_CPU, 1, pack_gops=True).load(sample).encoded.size == st.st_size

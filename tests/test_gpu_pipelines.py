@@ -195,3 +195,40 @@ def test_runtime_failure_on_gpu(tmp_path):
     assert test.stats["skipped_videos"] == 1
     assert any(os.path.basename(victim) in s for s in test.stats["skipped"])
     test.close()
+
+
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_nvdec_decodes_cut_streams_like_the_whole_file(real_clips_dir, tmp_path, bframes):
+    """DATA.NVDEC_PACK_GOPS's premise: NVDEC, given the MP4 cut of a file (gop_pack), returns at the renumbered
+    indices exactly the frames it returns from the whole file; a raw Kinetics clip (B-frames) and synthetic clips
+    with a keyframe every 12 frames."""
+    from dali_pipelines.gop_pack import pack_for_frames
+
+    synthetic = str(tmp_path / f"pattern_b{bframes}.mp4")
+    write_video(synthetic, pattern_frames(96, 160, 128), codec="h264", gop=12, bframes=bframes)
+    kinetics, = reference_clips(real_clips_dir, ["k400_arm_wrestling_340x256.mp4"])
+    for path, frames in ((synthetic, [95, 3, 40, 40, 61]), (str(kinetics), [279, 11, 140, 141, 233])):
+        cut, new = pack_for_frames(np.fromfile(path, dtype=np.uint8), np.array(frames), min_saving=0.0)
+        cut_path = str(tmp_path / "cut.mp4")
+        cut.tofile(cut_path)
+        (whole,) = decode_with_dali([path], [frames], device="mixed", device_id=0)
+        (got,) = decode_with_dali([cut_path], [new.tolist()], device="mixed", device_id=0)
+        assert np.array_equal(got, whole), (path, frames, new.tolist())
+
+
+def test_loader_batches_identical_with_and_without_the_nvdec_cut(h264_data):
+    root, lst = h264_data
+    runs = {}
+    for pack in (True, False):
+        loader = build_loader(_gpu_cfg(root, lst, **{"DATA.NVDEC_PACK_GOPS": pack}), "train", device_id=0)
+        route = loader.routes["nvdec"]
+        assert route.pack_gops is pack
+        if pack:  # the cut is really in use for these clips: fewer bytes, renumbered frames
+            sources = [(route.load(loader.sample(r)), loader.sample(r)) for r in (0, 1, 3, 5)]
+            assert any(src.encoded.size < os.path.getsize(s.video.path) and not np.array_equal(src.frames, s.frames)
+                       for src, s in sources)
+        runs[pack] = [(b["index"].cpu(), b["video"].cpu()) for b in loader]
+        loader.close()
+    assert len(runs[True]) == len(runs[False]) > 0
+    for (i1, v1), (i2, v2) in zip(runs[True], runs[False]):
+        assert torch.equal(i1, i2) and torch.equal(v1, v2)

@@ -24,6 +24,14 @@ def reference_clips(folder: Path, names) -> list[Path]:
     return [Path(folder) / n for n in names]
 
 
+def cuts_some_file(route, loader, rows) -> bool:
+    """Whether ``route``'s file reads cut at least one of these rows' videos (fewer bytes, renumbered frames): a
+    check that a GOP cut under test is really in use for the test's clips."""
+    samples = [loader.sample(r) for r in rows]
+    return any(src.encoded.size < os.path.getsize(s.video.path) and not np.array_equal(src.frames, s.frames)
+               for src, s in ((route.load(s), s) for s in samples))
+
+
 def pattern_frames(num_frames: int, width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:
     """Frames that differ strongly from each other (a bright box moving on a 2-D path, a frame-dependent gradient)
     and are not left-right symmetric, so flips and crop offsets are visible."""

@@ -414,11 +414,15 @@ def test_killed_decode_worker_is_replaced_and_counted(data):
     import signal
 
     root, lst = data
-    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2})
+    # One video per batch: when the first batch is out, the feeder has sent at most batches_ahead more to the
+    # workers, so decodes are certain to remain for the pool with the killed worker (with two per batch the whole
+    # epoch could be decoded already, and the kill would go unnoticed).
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2, "TEST.BATCH_SIZE": 1})
     reference = build_loader(cfg, "test")
     expected = [(b["index"].clone(), b["video"].clone()) for b in reference]
     reference.close()
     loader = build_loader(cfg, "test")
+    assert len(loader) > 1 + loader.batches_ahead
     got = []
     for b in loader:
         got.append((b["index"].clone(), b["video"].clone()))

@@ -67,7 +67,6 @@ def _kept_packets(cuts: list[int], ranks: list[int], order: list[int], frames: n
 def _cut_ivf(stream, packets: list, frames: np.ndarray, min_saving: float) -> tuple[np.ndarray, np.ndarray] | None:
     codec = stream.codec_context.name
     last_wanted = int(frames.max())
-    packets = packets[:last_wanted + 1]  # nothing after the last requested frame is needed
     stamps = [p.pts if p.pts is not None else p.dts for p in packets]
     n = len(packets)
     if n <= last_wanted or not packets[0].is_keyframe or any(s is None for s in stamps) \
@@ -149,7 +148,15 @@ def pack_for_frames(data: np.ndarray, frames: np.ndarray, min_saving: float = 0.
             codec = stream.codec_context.name
             if codec not in PACKABLE_CODECS and codec not in MP4_CODECS:
                 return None
-            packets = [p for p in container.demux(stream) if p.size]  # the empty packet at the end is a flush marker
+            # Without reordering (IVF codecs) nothing after the last requested frame is needed; with it, the run
+            # that ends a GOP may reach past it, so the whole stream is demuxed (no decoding: cheap either way).
+            limit = int(frames.max()) + 1 if codec in PACKABLE_CODECS else None
+            packets = []
+            for packet in container.demux(stream):
+                if packet.size:  # the empty packet at the end is a flush marker
+                    packets.append(packet)
+                    if len(packets) == limit:
+                        break
             if not packets:
                 return None
             if codec in PACKABLE_CODECS:

@@ -35,7 +35,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .gop_plan import NAL_CODECS, clean_cuts, plan_runs
+from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["PACKABLE_CODECS", "MP4_CODECS", "pack_for_frames"]
 
@@ -89,12 +89,10 @@ def _cut_mp4(stream, packets: list, frames: np.ndarray, min_saving: float) -> tu
     ctx = stream.codec_context
     if any(p.pts is None or p.dts is None or p.is_discard for p in packets):
         return None
-    order = sorted(range(len(packets)), key=lambda d: packets[d].pts)  # decode position of each frame number
-    if len({p.pts for p in packets}) != len(packets) or int(frames.max()) >= len(order):
+    numbered = presentation_order([p.pts for p in packets], [True] * len(packets))
+    if numbered is None or int(frames.max()) >= len(numbered[0]):
         return None
-    ranks = [0] * len(packets)
-    for r, d in enumerate(order):
-        ranks[d] = r
+    order, ranks = numbered
     cuts = clean_cuts(ctx.name, ctx.extradata, [p.is_keyframe for p in packets], [bytes(p) for p in packets], ranks)
     mask = _kept_packets(cuts, ranks, order, frames)
     kept = np.nonzero(mask)[0].tolist()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["MERGE_GAP", "NAL_CODECS", "clean_cuts", "plan_runs"]
+__all__ = ["MERGE_GAP", "NAL_CODECS", "presentation_order", "clean_cuts", "plan_runs"]
 
 # Packets skipped between two runs below which the runs are merged (decoding a few extra packets is cheaper than
 # draining the decoder and restarting its threads).
@@ -57,6 +57,19 @@ def _length_size(codec: str, extradata: bytes | None) -> int | None:
     if codec == "hevc" and len(extradata) >= 23:
         return (extradata[21] & 0x03) + 1
     return None
+
+
+def presentation_order(stamps: Sequence[int], shown: Sequence[bool]) -> tuple[list[int], list[int]] | None:
+    """``(order, ranks)`` from the packets' presentation timestamps (decode order): ``order[r]`` is the packet of
+    frame ``r``, ``ranks[d]`` the frame number of packet ``d`` (-1 where ``shown`` is False: decoded, not output).
+    None when two shown packets share a timestamp (the frames could not be told apart)."""
+    order = sorted((d for d, s in enumerate(shown) if s), key=lambda d: stamps[d])
+    if len({stamps[d] for d in order}) != len(order):
+        return None
+    ranks = [-1] * len(stamps)
+    for r, d in enumerate(order):
+        ranks[d] = r
+    return order, ranks
 
 
 def clean_cuts(codec: str, extradata: bytes | None, keyframes: Sequence[bool], payloads: Sequence[bytes] | None,

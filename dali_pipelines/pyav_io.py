@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterable, Union
 import av
 import numpy as np
 
-from .gop_plan import NAL_CODECS, clean_cuts, plan_runs
+from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
            "decode_frames", "count_frames", "count_packets", "StreamProbe",
@@ -211,13 +211,10 @@ def _plan_runs(container: av.container.InputContainer, stream: av.video.stream.V
     if not packets or any(p.pts is None for p in packets):
         return None
     # Packets flagged 'discard' (e.g. cut by an MP4 edit list) are decoded but not output: they get no frame number.
-    shown = [d for d, p in enumerate(packets) if not p.is_discard]
-    order = sorted(shown, key=lambda d: packets[d].pts)
-    if len({packets[d].pts for d in shown}) != len(shown) or wanted[-1] >= len(order):
+    numbered = presentation_order([p.pts for p in packets], [not p.is_discard for p in packets])
+    if numbered is None or wanted[-1] >= len(numbered[0]):
         return None
-    ranks = [-1] * len(packets)
-    for r, d in enumerate(order):
-        ranks[d] = r
+    order, ranks = numbered
     ctx = stream.codec_context
     codec = ctx.name if ctx is not None else ""
     payloads = [bytes(p) for p in packets] if codec in NAL_CODECS else None

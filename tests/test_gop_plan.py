@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dali_pipelines.gop_plan import clean_cuts, plan_runs
+from dali_pipelines.gop_plan import clean_cuts, plan_runs, presentation_order
 
 
 def test_vp9_keyframes_are_cuts_and_runs_stop_at_the_last_wanted_frame():
@@ -37,3 +37,11 @@ def test_reordered_stream_cuts_only_where_decode_and_display_order_agree():
     assert plan_runs(cuts, ranks, order, [6], merge_gap=0) == [(4, 7, 4, 6)]
     # frame 2 alone: from 0, through position 3 (frame 2 is decoded after frame 3's packet)
     assert plan_runs(cuts, ranks, order, [2], merge_gap=0) == [(0, 3, 0, 2)]
+
+
+def test_presentation_order_numbers_shown_packets_by_timestamp():
+    # decode order I P B B (pts 0 3 1 2) plus a discarded packet: frames 0..3 are packets 0, 2, 3, 1
+    order, ranks = presentation_order([0, 3, 1, 2, -5], [True, True, True, True, False])
+    assert order == [0, 2, 3, 1] and ranks == [0, 3, 1, 2, -1]
+    assert presentation_order([0, 2, 2], [True, True, True]) is None  # two frames with one timestamp
+    assert presentation_order([0, 2, 2], [True, True, False]) == ([0, 1], [0, 1, -1])

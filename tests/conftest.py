@@ -22,6 +22,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a Python child process that imports the project: this one's, with the checkout put
+    first on PYTHONPATH. The caller's PYTHONPATH is kept, not replaced: packages may be importable only through
+    it (DALI unpacked beside a preinstalled Python, as on the GPU machine)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def require_reference_dir(path: Path, cuda: bool) -> Path:
     """The reference folder, or skip without it on a CPU machine. On a CUDA machine its absence fails the test:
     there the GPU tests are the point, and a skip would hide that they never ran."""

@@ -372,8 +372,12 @@ def test_sigusr1_to_torchrun_is_forwarded_and_both_ranks_stop_together(dataset, 
     out = tmp_path / "out"
     opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 4, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2})
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=_private_tmp(tmp_path))  # as in _run
+    # torch 2.11's torchrun has no --shutdown-timeout (2.13 and 2.14 have it; the README says so)
+    help_text = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    grace = ["--shutdown-timeout", "120"] if "--shutdown-timeout" in help_text else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", "--shutdown-timeout", "120", str(ROOT / "train.py"),
+           "--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", *grace, str(ROOT / "train.py"),
            "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -33,7 +33,12 @@ def test_smoke_plan_fits_four_minutes_and_lists_its_stages():
     assert sum(b for b, _ in stages.values()) <= 240
     assert "time boxes add up to" in listing
     assert "--junitxml results/smoke/gpu_tests.xml" in stages["gpu_tests"][1]
-    assert "/tmp/" in stages["demo"][1] and "results/smoke/demo_metrics.jsonl" in stages["demo"][1]
+    demo_box, demo = stages["demo"]
+    assert "/tmp/" in demo and "results/smoke/demo_metrics.jsonl" in demo
+    # training is stopped (SIGTERM: checkpoint, exit 4) before the box ends, and the metrics are copied after it
+    stop = re.search(r"timeout -k (\d+) \$\(\( (\d+) - (\d+) - SECONDS \)\) \S+ train\.py", demo)
+    assert stop and int(stop[2]) == demo_box and int(stop[1]) < int(stop[3])
+    assert demo.index("train.py") < demo.index("cp ") and "--signal" not in demo  # timeout's default: SIGTERM
 
 
 def test_dry_run_writes_nothing(tmp_path):
@@ -60,9 +65,8 @@ def _python_invocations(listing: str) -> list[list[str]]:
     for _, (_, command) in _stages(listing).items():
         for part in re.split(r"&&|\|\||;|\bdo\b|\bdone\b", command):
             words = shlex.split(part.replace("$t", "4").replace("$", ""))
-            words = [w for w in words if w != "taskset" and not re.fullmatch(r"-c|\d+-\d+", w)]
-            if words and words[0] == sys.executable:
-                found.append(words[1:])
+            if sys.executable in words:  # after any wrapper (taskset, timeout) and its arguments
+                found.append(words[words.index(sys.executable) + 1:])
     return found
 
 

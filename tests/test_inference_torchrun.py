@@ -4,10 +4,8 @@ results equal a single-process run's."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +13,10 @@ import torch
 
 from configs import load_config
 from models import build_model
+from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset
 from tools.feature_store import read_features
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 OPTS = ["DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_CLASSES", "3",
         "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "DATA.LABEL_LIST", "",
@@ -37,7 +35,7 @@ def setup(tmp_path_factory):
 
 
 def _run(module: str, args: list[str], nproc: int) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     launch = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone", "-m"]
               if nproc > 1 else [sys.executable, "-m"])
     return subprocess.run(launch + [module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -13,6 +13,7 @@ from configs import ConfigError
 from dali_pipelines import DataError
 from dali_pipelines.loader import build_loader, resolve_decode_device
 from dali_pipelines.sampling import dense_multiview_indices, multiview_indices, sample_rng
+from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset, small_cfg
 
 COUNTS = [24, 30, 3, 40, 26, 33, 28, 36, 25]
@@ -396,10 +397,10 @@ def test_second_pyav_loader_in_one_process_finishes(tmp_path):
     script.write_text(_SECOND_LOADER_SCRIPT)
     root = tmp_path / "data"
     root.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = child_env()
     try:
         done = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True,
-                              timeout=240, env=env, cwd=os.getcwd())
+                              timeout=240, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the second loader did not finish within {e.timeout} s (hang)")
     assert done.returncode == 0, done.stderr[-3000:]

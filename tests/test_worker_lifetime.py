@@ -13,6 +13,7 @@ import torch
 
 from dali_pipelines.loader import build_loader
 from evautil.workers import WATCH_INTERVAL_S
+from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset, small_cfg
 
 _HOLDER_SCRIPT = """
@@ -51,8 +52,8 @@ def test_decode_workers_end_with_their_main_process(tmp_path, stop):
     (tmp_path / "data").mkdir()
     # TMPDIR: DALI's conditionals leave temporary files behind a killed process (see test_engine_e2e._run)
     holder = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data")], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=os.getcwd(),
-                              env={**os.environ, "PYTHONPATH": os.getcwd(), "TMPDIR": str(tmp_path)})
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=child_env(TMPDIR=str(tmp_path)))
     try:
         line = holder.stdout.readline()
         assert line.startswith("workers "), (line, holder.stderr.read() if holder.poll() is not None else "")

@@ -10,14 +10,30 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Import names of what the project needs at run time (pyproject.toml's core dependencies, and DALI).
-RUNTIME_IMPORTS = ("torch", "timm", "av", "einops", "yacs", "yaml", "numpy", "pynvml", "safetensors", "tqdm",
-                   "matplotlib", "nvidia.dali")
+# Import names of what the project needs at run time (pyproject.toml's core dependencies, and DALI), and psutil,
+# which the benchmarks' CPU monitor needs.
+RUNTIME_IMPORTS = ("torch", "timm", "av", "einops", "yacs", "yaml", "numpy", "pynvml", "safetensors",
+                   "huggingface_hub", "tensorboard", "tqdm", "matplotlib", "nvidia.dali", "psutil")
+
+
+def installed_version(import_name: str, module) -> str:
+    """The module's ``__version__``, else the version of the distribution that installed it (yacs and pynvml
+    have no ``__version__``)."""
+    version = getattr(module, "__version__", None)
+    if version:
+        return str(version)
+    for dist in importlib.metadata.packages_distributions().get(import_name.split(".")[0], []):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "version unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,21 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in RUNTIME_IMPORTS:
         try:
             module = importlib.import_module(name)
-            print(f"{name:12s} {getattr(module, '__version__', '')}")
+            print(f"{name:15s} {installed_version(name, module)}")
         except Exception as err:  # report every missing package, not just the first
             missing.append(f"{name} ({type(err).__name__}: {err})")
     import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        print(f"GPU          {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
+        print(f"GPU             {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
               f"{props.major}.{props.minor}, torch CUDA {torch.version.cuda}")
     else:
         missing.append("CUDA (torch.cuda.is_available() is False)")
     driver = driver_cuda_version()
-    print(f"driver CUDA  {'%d.%d' % driver if driver else 'unknown (no NVML)'}; DALI built for CUDA {dali_cuda_major()}")
+    print(f"driver CUDA     {'%d.%d' % driver if driver else 'unknown (no NVML)'}; DALI built for CUDA {dali_cuda_major()}")
     nvcuvid = nvcuvid_loads()
-    print(f"libnvcuvid   {'loads' if nvcuvid else 'MISSING'}")
+    print(f"libnvcuvid      {'loads' if nvcuvid else 'MISSING'}")
     problems = gpu_decode_problems(driver, dali_cuda_major(), nvcuvid) + [f"missing: {m}" for m in missing]
     for problem in problems:
         print(f"PROBLEM: {problem}")

@@ -86,3 +86,27 @@ def test_every_flag_in_the_suite_is_accepted_by_its_command():
             helps[prefix] = done.stdout
         unknown = [w for w in argv[first_flag:] if w.startswith("--") and w.split("=")[0] not in helps[prefix]]
         assert not unknown, (prefix, unknown)
+
+
+def test_env_stage_names_every_runtime_package_with_its_installed_version(capsys):
+    import importlib.metadata
+
+    import torch
+
+    from benchmarks import gpu_env
+    from tests.test_dependencies import declared_distributions, distributions_providing
+
+    # every core dependency of pyproject.toml is among the packages the env stage checks
+    checked = set().union(*(distributions_providing(name) for name in gpu_env.RUNTIME_IMPORTS))
+    assert declared_distributions(core_only=True) <= checked, declared_distributions(core_only=True) - checked
+
+    rc = gpu_env.main([])
+    out = capsys.readouterr().out
+    versions = dict(re.findall(r"^(\S+)\s+(\S+)$", out, re.M))
+    assert versions["yacs"] == importlib.metadata.version("yacs")  # no __version__: read from its metadata
+    assert versions["pynvml"] == importlib.metadata.version("nvidia-ml-py")
+    assert versions["torch"] == torch.__version__
+    assert set(gpu_env.RUNTIME_IMPORTS) <= set(versions)
+    assert (rc == 0) == ("PROBLEM" not in out)
+    if not torch.cuda.is_available():
+        assert rc == 1 and "PROBLEM: missing: CUDA" in out

@@ -92,3 +92,15 @@ def test_per_frame_jitter_graph_on_the_gpu():
     means = [(device, args) for device, name, args in ops if name == "reductions__Mean"]
     # per-frame contrast takes each frame's mean (axes 1, 2 of the F, H, W planes), on the GPU
     assert means and all(d == "gpu" and list(a["axes"]) == [1, 2] and a["keep_dims"] for d, a in means)
+
+
+def test_decode_only_graph_on_nvdec():
+    """The graph that probes which video broke an NVDEC graph (and decodes for the GPU exactness tests)."""
+    from dali_pipelines.pipelines import _decode_only_pipeline
+
+    pipe = _decode_only_pipeline(_no_data, decode_device="mixed", batch_size=2, num_threads=1, device_id=0)
+    pipe._build_graph()
+    decoders = [(device, args.get("affine"), args.get("pad_mode"))
+                for device, name, args in _operators(pipe) if name == "decoders__Video"]
+    assert decoders == [("mixed", False, "none")]
+    assert [out.device for out in pipe._graph_outputs] == ["gpu"]

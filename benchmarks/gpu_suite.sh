@@ -52,7 +52,8 @@ command_for() {
     case $1 in
     env) echo "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; $py -m benchmarks.gpu_env" ;;
     parity) echo "$py -m benchmarks.nvdec_parity --decoder mixed --real-dir $shared/data/real --tmp $tmp/parity --json $out/nvdec_parity.json" ;;
-    gpu_tests) echo "$py -m pytest -q -m gpu tests -p no:cacheprovider --timeout 60 --junitxml $out/gpu_tests.xml" ;;
+    # At most 30 s a test (each should take a few): a hung test must not use up the whole box.
+    gpu_tests) echo "$py -m pytest -q -m gpu tests -p no:cacheprovider --timeout 30 --junitxml $out/gpu_tests.xml" ;;
     # The demo's training gets SIGTERM (checkpoint, exit 4) 12 s before the box ends, so that the metrics written
     # so far still come back when it runs long.
     demo) echo "$py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( $(box demo) - 12 - SECONDS )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;

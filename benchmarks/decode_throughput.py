@@ -146,6 +146,9 @@ def make_dali(device: str, batch: int, threads: int, items_pool: list[dict], use
     """
     from nvidia.dali import fn, pipeline_def, types
 
+    from dali_pipelines.pipelines import use_dali_host_pool
+
+    use_dali_host_pool()  # as the loader's graphs do
     state = {"k": 0}
 
     def source():

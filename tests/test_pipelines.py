@@ -374,3 +374,40 @@ def test_converting_graph_code_ahead_logs_a_failure_and_tries_again_later(monkey
     pipelines.convert_graph_code(True, **kwargs)
     pipelines.convert_graph_code(True, **kwargs)
     assert len(calls) == 1 and calls[0]["routes"] == ("dali_cpu", "pyav")  # retried once it can work, then kept
+
+
+_PAGE_FAULTS_SCRIPT = """
+import argparse, resource
+from benchmarks.augment_throughput import build, make_batch, _output
+args = argparse.Namespace(batch=2, num_frames=16, height=256, width=340, input_size=224, threads=1, device="cpu")
+pipe = build(args, "planes", make_batch(args, "all"))  # the training graph's augmentation, every colour op
+_output(pipe)  # warm-up: the pool takes its memory here
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    _output(pipe)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_graph_buffers_come_from_dalis_pool_not_fresh_pages():
+    """Importing the graphs sets DALI_MALLOC_POOL_THRESHOLD (unless the environment has it): the training graph's
+    per-sample buffers (3.2 MB planes at 16 x 224 x 224) are then reused from DALI's pool instead of being mapped
+    afresh by malloc, which showed as page faults. With DALI's own default (32M) the same three batches fault many
+    times more."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, child_env
+
+    def page_faults(threshold: str | None) -> int:
+        env = child_env()
+        env.pop("DALI_MALLOC_POOL_THRESHOLD", None)  # the child's import of the graphs sets the default
+        if threshold:
+            env["DALI_MALLOC_POOL_THRESHOLD"] = threshold
+        done = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return int(done.stdout.split()[-1])
+
+    pooled, dali_default = page_faults(None), page_faults("32M")
+    assert pooled * 4 < dali_default, (pooled, dali_default)

@@ -108,11 +108,16 @@ sys.path.insert(0, os.getcwd())
 from dali_pipelines.feeder import PyAVRoute, _result
 from evautil.workers import pool_lost_a_worker, pool_processes, process_pool
 
+MARKS = os.environ["HALF_SENT_DIR"]  # the workers inherit it
+
 def big_result():
+    with open(os.path.join(MARKS, "big.pid"), "w") as f:  # which worker sends the big result
+        f.write(str(os.getpid()))
     return bytes(300 * 2**20)  # long enough to send that the kill lands in the middle of it
 
 def small_result():
-    time.sleep(1.0)
+    while not os.path.exists(os.path.join(MARKS, "killed")):  # send only once the other sender is dead
+        time.sleep(0.01)
     return 1
 
 def writing(pid):
@@ -126,10 +131,15 @@ if __name__ == "__main__":
     pids = [p.pid for p in pool_processes(pool)]
     big = pool.submit(big_result)
     other = pool.submit(small_result)  # the other worker: it will want the result queue's lock next
-    sender = None
-    while sender is None:  # the worker blocked writing the big result into the pipe
-        sender = next((pid for pid in pids if writing(pid)), None)
+    pid_file = os.path.join(MARKS, "big.pid")
+    while not (os.path.exists(pid_file) and open(pid_file).read()):
+        time.sleep(0.001)
+    sender = int(open(pid_file).read())
+    assert sender in pids
+    while not writing(sender):  # the worker blocked writing the big result into the pipe
+        pass
     os.kill(sender, signal.SIGKILL)
+    open(os.path.join(MARKS, "killed"), "w").close()
     half_sent = not cf.wait([big], timeout=3).done  # the pool itself does not notice
     print("half_sent", half_sent, "lost", pool_lost_a_worker(pool), flush=True)
     route = PyAVRoute(2)  # the feeder's view of the pool: its route waits for the result, then restarts the pool
@@ -153,8 +163,9 @@ def test_a_worker_killed_while_sending_its_result_does_not_hang_the_pool_or_the_
     (``abandon_pool``), which fails its futures and lets the process end."""
     script = tmp_path / "half_sent.py"
     script.write_text(_HALF_SENT_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], cwd=os.getcwd(), capture_output=True, text=True,
-                          timeout=120)
+    (tmp_path / "marks").mkdir()
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=child_env(HALF_SENT_DIR=str(tmp_path / "marks")))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "half_sent True lost True" in proc.stdout, proc.stdout
     assert "feeder saw the death, restarted True" in proc.stdout and "failed 2 of 2" in proc.stdout, proc.stdout

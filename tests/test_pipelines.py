@@ -5,6 +5,8 @@ per-clip consistency of augmentation, the multi-view test layout, and the real H
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from dali_pipelines.pipelines import test_pipeline as multiview_pipeline  # rena
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.pyav_encode import write_video
+from tests.conftest import ROOT, child_env
 from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, reference_clips,
                                   roi_resize_ref, small_cfg)
 
@@ -394,10 +397,6 @@ def test_graph_buffers_come_from_dalis_pool_not_fresh_pages():
     per-sample buffers (3.2 MB planes at 16 x 224 x 224) are then reused from DALI's pool instead of being mapped
     afresh by malloc, which showed as page faults. With DALI's own default (32M) the same three batches fault many
     times more."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, child_env
 
     def page_faults(threshold: str | None) -> int:
         env = child_env()

@@ -9,6 +9,7 @@ inter-quartile range in the JSON). CUDA work is synchronised before the clock is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from dali_pipelines.filelist import DataError  # DALI-free
 
 __all__ = [
     "InputError", "INPUT_ERRORS", "ArgumentParser", "input_error",
-    "Summary", "summarize", "time_repeats", "NvmlSampler", "machine_info",
+    "Summary", "summarize", "PairedRatio", "paired_ratio", "time_repeats", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
@@ -92,6 +93,51 @@ def summarize(values: Iterable[float]) -> Summary:
     q1, q3 = (float(np.percentile(vals, 25)), float(np.percentile(vals, 75)))
     return Summary(median=float(statistics.median(vals)), min=min(vals), max=max(vals), q1=q1, q3=q3,
                    mean=float(statistics.fmean(vals)), n=len(vals), values=vals)
+
+
+# Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (standard tables).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _t975(df: int) -> float:
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964  # Cornish-Fisher expansion around the normal quantile: within 0.001 of the table for df > 30
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+@dataclass
+class PairedRatio:
+    """A / B over rounds that timed A and B back to back: the geometric mean of the per-round ratios and its 95 %
+    confidence interval (Student's t on the log ratios; ``None`` with fewer than two rounds)."""
+
+    geomean: float
+    low: float | None
+    high: float | None
+    n: int
+    a_faster: int  # rounds in which A was faster
+
+    def describe(self) -> str:
+        ci = f", 95 % CI {self.low:.2f}-{self.high:.2f}" if self.low is not None else ""
+        return f"{self.geomean:.2f}x{ci} over {self.n} paired rounds, faster in {self.a_faster}"
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> PairedRatio:
+    """Compare two rates measured in the same rounds (``a[i]`` and ``b[i]`` timed back to back).
+
+    Pairing cancels what a round shares (a neighbour's load on a shared machine), which the ratio of two medians
+    does not: on a noisy machine it is the figure that can tell "level" from "slower".
+    """
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"paired_ratio needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
+    logs = np.log(np.asarray(a, dtype=float) / np.asarray(b, dtype=float))
+    mean = float(logs.mean())
+    low = high = None
+    if len(logs) > 1:
+        half = _t975(len(logs) - 1) * float(logs.std(ddof=1)) / math.sqrt(len(logs))
+        low, high = math.exp(mean - half), math.exp(mean + half)
+    return PairedRatio(math.exp(mean), low, high, len(logs), int((logs > 0).sum()))
 
 
 def cuda_available() -> bool:
@@ -250,6 +296,8 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> 
 def _jsonable(x: Any) -> Any:
     if isinstance(x, Summary):
         return x.as_dict()
+    if isinstance(x, PairedRatio):
+        return dataclasses.asdict(x)
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -328,13 +328,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             del runs
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    ratios = {}
+    ratios, paired = {}, {}
     for mode in modes:
         by = {r["loader"]: r for r in results if r["mode"] == mode and not r.get("skipped")}
         if "dali" in by:
             for base in ("decord", "pyav", "dali-pyav"):
                 if base in by:
                     ratios[f"dali/{base} {mode}"] = by["dali"]["clips_per_s"].median / by[base]["clips_per_s"].median
+                    # Both were timed in every round (interleaved), so the rounds pair up.
+                    paired[f"dali/{base} {mode}"] = common.paired_ratio(by["dali"]["clips_per_s"].values,
+                                                                       by[base]["clips_per_s"].values)
                     if by["dali"]["clips_per_cpu_s"] and by[base]["clips_per_cpu_s"]:
                         ratios[f"dali/{base} {mode}, per CPU-second"] = (by["dali"]["clips_per_cpu_s"]
                                                                         / by[base]["clips_per_cpu_s"])
@@ -342,7 +345,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "settings": {k: getattr(args, k) for k in (
                 "batch", "test_batch", "num_frames", "input_size", "num_clip", "num_crop", "workers", "threads",
                 "decode_device", "warmup", "batches", "repeats", "quick")},
-            "results": results, "ratios": ratios, "notes": notes}
+            "results": results, "ratios": ratios, "paired": paired, "notes": notes}
 
 
 def _cpu_split(result: dict) -> str:
@@ -381,6 +384,9 @@ def report(payload: dict) -> str:
     if payload["ratios"]:
         out += "\n\nRatios (median clips/s, or clips per CPU-second, same run, same cores):\n" + "\n".join(
             f"- {k}: {v:.2f}x" for k, v in payload["ratios"].items())
+    if payload.get("paired"):
+        out += "\n\nPaired rounds (clips/s of the two loaders timed back to back in each round):\n" + "\n".join(
+            f"- {k}: {p.describe()}" for k, p in payload["paired"].items())
     if payload["notes"]:
         out += "\n\n" + "\n".join(f"- {n}" for n in sorted(set(payload["notes"])))
     return out

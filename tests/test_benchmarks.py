@@ -63,6 +63,23 @@ def test_summarize_median_and_spread():
         common.summarize([])
 
 
+def test_paired_ratio_geometric_mean_and_interval():
+    # Per-round ratios 2, 2.2, 1.8 (b is 1 every round): geometric mean (2*2.2*1.8)^(1/3).
+    r = common.paired_ratio([2.0, 2.2, 1.8], [1.0, 1.0, 1.0])
+    assert r.geomean == pytest.approx((2.0 * 2.2 * 1.8) ** (1 / 3))
+    logs = np.log([2.0, 2.2, 1.8])
+    half = 4.303 * logs.std(ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
+    assert (r.low, r.high) == pytest.approx((np.exp(logs.mean() - half), np.exp(logs.mean() + half)))
+    assert r.n == 3 and r.a_faster == 3 and "1.99x, 95 % CI 1.55-2.56 over 3 paired rounds" in r.describe()
+    # Pairing cancels a load both loaders shared: a round twice as slow for both moves nothing.
+    even = common.paired_ratio([1.0, 0.5, 1.0, 0.5], [1.0, 0.5, 1.0, 0.5])
+    assert even.geomean == pytest.approx(1.0) and even.low == pytest.approx(1.0) and even.a_faster == 0
+    one = common.paired_ratio([3.0], [2.0])
+    assert one.geomean == pytest.approx(1.5) and one.low is None and "CI" not in one.describe()
+    with pytest.raises(ValueError, match="equally long"):
+        common.paired_ratio([1.0, 2.0], [1.0])
+
+
 def test_markdown_table_and_json_roundtrip(tmp_path):
     rows = [{"a": "x", "b": 1234.5}, {"a": "y", "b": None}]
     table = common.markdown_table(rows, [("a", "A"), ("b", "B")])

@@ -41,6 +41,11 @@ def test_loader_benchmark_on_a_mixed_list(tmp_path):
     assert by["dali"]["route"] == "cpu decode (dali+pyav)" and by["dali-pyav"]["route"] == "cpu decode (pyav)"
     assert all(_positive(r["clips_per_s"]) for r in by.values())
     assert _positive(data["ratios"]["dali/dali-pyav train"]) and "dali/dali-pyav train" in out
+    # The two loaders were timed in the same two rounds: the paired figure is the geometric mean of those ratios.
+    paired = data["paired"]["dali/dali-pyav train"]
+    rounds = [a / b for a, b in zip(by["dali"]["clips_per_s"]["values"], by["dali-pyav"]["clips_per_s"]["values"])]
+    assert paired["n"] == 2 and paired["geomean"] == pytest.approx(math.sqrt(rounds[0] * rounds[1]))
+    assert paired["low"] <= paired["geomean"] <= paired["high"] and "over 2 paired rounds" in out
 
 
 def test_route_merge_benchmark_compares_the_same_batch(tmp_path):

@@ -78,6 +78,9 @@ def test_paired_ratio_geometric_mean_and_interval():
     assert one.geomean == pytest.approx(1.5) and one.low is None and "CI" not in one.describe()
     with pytest.raises(ValueError, match="equally long"):
         common.paired_ratio([1.0, 2.0], [1.0])
+    # Past the table (df > 30) the quantile comes from an expansion: Student's t tables give these values.
+    for df, table in ((40, 2.021), (60, 2.000), (120, 1.980)):
+        assert common._t975(df) == pytest.approx(table, abs=0.001), df
 
 
 def test_markdown_table_and_json_roundtrip(tmp_path):

@@ -2,7 +2,8 @@
 
 Loaders (``--loaders``):
   dali    our loader, ``dali_pipelines.build_loader`` (NVDEC decode + GPU augmentation with a GPU; without one the
-          CPU route: DALI's CPU decoder for VP8/VP9, PyAV worker processes for other codecs, DALI CPU augmentation)
+          CPU routes: worker processes decode VP8/VP9 with DALI's CPU decoder and other codecs with PyAV, DALI CPU
+          augmentation)
   decord  the original pipeline (benchmarks/baseline_loaders.py), the baseline every headline ratio names: torch
           DataLoader, N worker processes, TSN sampling, decord decode of the sampled frames (the original's
           decoder), resize, MultiScaleCrop, flip, per-frame colour jitter, grayscale, normalise. decord ships x86_64

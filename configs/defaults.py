@@ -66,7 +66,8 @@ _C.DATA.NVDEC_THREADS = 8
 # Pin the NVDEC decoder's threads to the GPU's CPU cores (DALI's 'affine'; it asks NVML for a CPU mask, which
 # fails in some virtual machines at the first batch). Off by default.
 _C.DATA.NVDEC_AFFINE = False
-# Workers that read videos for DALI's decoders (threads) or, on the PyAV route, decode them (processes).
+# Workers that read videos for the NVDEC graph (threads) or, on the CPU routes, decode them (processes: DALI's CPU
+# decoder or PyAV; 0 decodes in the main process).
 _C.DATA.NUM_WORKERS = 2
 # Batches the DALI pipeline prepares ahead of the one being consumed.
 _C.DATA.PREFETCH = 2

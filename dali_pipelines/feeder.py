@@ -4,16 +4,18 @@ The feeder asks the :class:`Schedule` for the samples of the next batches, sends
 (``sample.route``), waits for the results in order, and splits each batch into one part per graph
 (``pipelines.graph_of``: NVDEC's, and the ``host`` graph of both CPU routes). Each graph's ``external_source`` is
 :meth:`Feeder.source` of that graph: it hands the graph the columns (``pipelines.batch_columns``) of its next
-part; a graph serving two routes gets ``EitherSource`` records. The loader takes the batches in plan order
+part. The loader takes the batches in plan order
 (:meth:`Feeder.peek`), runs every graph the batch has a part for, and puts the rows back in the planned order. A
 video that cannot be read or decoded is reported to the schedule, which quarantines it and returns its substitute
-(training) or nothing (testing). The feeder never calls back into the loader.
+(training) or nothing (testing). A video DALI's CPU decoder fails on is first offered to the loader's ``reroute``
+(its fallback route, PyAV), the one call back into the loader.
 
 Decode routes (``pipelines.ROUTES``):
 
-- :class:`EncodedRoute` (``nvdec``, ``dali_cpu``): reads the file in a thread; on the DALI CPU route it can cut the
-  file down to the GOPs the sampled frames need (``gop_pack``), since that decoder never seeks.
-- :class:`PyAVRoute` (``pyav``): decodes the frames on the host in worker processes (``pyav_io.decode_frames``).
+- :class:`EncodedRoute` (``nvdec``): reads the file in a thread, for the NVDEC graph's decoder; it can cut the
+  file down to the GOPs the sampled frames need (``gop_pack``).
+- :class:`HostDecodeRoute` (``dali_cpu`` and ``pyav``): decodes the frames in worker processes
+  (``host_decode.py``): DALI's CPU decoder on the GOPs the frames need, or PyAV.
 
 Both routes first check that the file still has the size and modification time the index recorded (``VideoRef``):
 a file replaced or truncated since it was probed is quarantined by name (``pyav_io.VideoChangedError``), never
@@ -27,20 +29,20 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .draw import Sample, VideoRef
-from .gop_pack import MP4_CODECS, PACKABLE_CODECS, pack_for_frames
+from .gop_pack import MP4_CODECS, PACKABLE_CODECS
+from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
-from .pyav_io import BadVideoError, check_unchanged, decode_indexed_frames
-from .routing import NVDEC
+from .pyav_io import BadVideoError, decode_indexed_frames
+from .routing import DALI_CPU, NVDEC
 from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
 
-__all__ = ["EncodedRoute", "PyAVRoute", "Feeder", "DeliveredBatch", "read_bytes"]
+__all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,32 +52,16 @@ _MAX_POOL_DEATHS = 4
 _WORKER_CHECK_S = 1.0
 
 
-def read_bytes(path: str, size: int = 0, mtime_ns: int = 0) -> np.ndarray:
-    """A whole file as uint8; BadVideoError for an empty one, VideoChangedError when ``size``/``mtime_ns`` (the
-    index's record, 0: not checked) no longer describe it (checked on the open file, so a file replaced while
-    being read is not mistaken for the indexed one)."""
-    with open(path, "rb") as f:
-        check_unchanged(path, size, mtime_ns, os.fstat(f.fileno()))
-        data = np.fromfile(f, dtype=np.uint8)
-    if data.size == 0:
-        raise BadVideoError(f"{path}: zero-byte file")
-    return data
-
-
 def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSource:
-    data = read_bytes(video.path, video.size, video.mtime_ns)
-    if pack:
-        packed = pack_for_frames(data, frames)
-        if packed is not None:
-            return EncodedSource(encoded=packed[0], frames=packed[1])
-    return EncodedSource(encoded=data, frames=np.asarray(frames, np.int32))
+    encoded, wanted = read_source(video.path, frames, video.size, video.mtime_ns, pack)
+    return EncodedSource(encoded=encoded, frames=wanted)
 
 
 class EncodedRoute:
-    """Reads encoded files for DALI's decoder (threads: file reads release the GIL).
+    """Reads encoded files for the NVDEC graph's decoder (threads: file reads release the GIL).
 
-    ``pack_gops``: cut files to the GOP prefixes the sampled frames need (DALI's decoder decodes from frame 0
-    otherwise; see ``gop_pack``): VP8/VP9/MJPEG for DALI's CPU decoder, and H.264/HEVC as well for NVDEC.
+    ``pack_gops``: cut files to the GOP prefixes the sampled frames need (see ``gop_pack``): VP8/VP9/MJPEG, and
+    H.264/HEVC for NVDEC.
     """
 
     def __init__(self, name: str, workers: int, pack_gops: bool = False):
@@ -114,23 +100,30 @@ class EncodedRoute:
             self._pool = None
 
 
-class PyAVRoute:
-    """Decodes the sampled frames on the host with PyAV, in ``workers`` processes (0: in the calling thread).
+class HostDecodeRoute:
+    """Decodes the sampled frames on the host, in ``workers`` processes (0: in the calling thread), for both CPU
+    routes: DALI's CPU decoder for ``dali_cpu`` samples (on the GOPs they need when ``pack_gops``), PyAV for
+    ``pyav`` ones (``host_decode.py``). One pool serves both, so a mixed list starts ``workers`` processes.
 
-    Separate processes decode in parallel (PyAV holds the GIL while converting to RGB). Workers return plain
-    arrays, so they never import DALI.
+    Separate processes decode in parallel with each other and with the graph (DALI runs a graph's CPU operators
+    one at a time; PyAV holds the GIL while converting to RGB). Workers return plain arrays.
     """
 
-    name = "pyav"
-
-    def __init__(self, workers: int, start_method: str = "forkserver"):
+    def __init__(self, workers: int, pack_gops: bool = True, start_method: str = "forkserver"):
         self._workers = int(workers)
+        self.pack_gops = pack_gops
         self._start_method = start_method
         self._pool: cf.Executor | None = None
 
-    def load(self, sample: Sample) -> DecodedSource:
+    def _call(self, sample: Sample) -> tuple:
         v = sample.video
-        return DecodedSource(video=decode_indexed_frames(v.path, sample.frames, v.size, v.mtime_ns, 1))
+        if sample.route == DALI_CPU:
+            return decode_with_dali_cpu, v.path, sample.frames, v.size, v.mtime_ns, v.codec, self.pack_gops
+        return decode_indexed_frames, v.path, sample.frames, v.size, v.mtime_ns, 1
+
+    def load(self, sample: Sample) -> DecodedSource:
+        fn, *args = self._call(sample)
+        return DecodedSource(video=fn(*args))
 
     def start(self) -> None:
         """Start the worker processes now (before DALI starts its threads)."""
@@ -142,9 +135,7 @@ class PyAVRoute:
     def submit(self, sample: Sample) -> cf.Future:
         self.start()
         try:
-            v = sample.video
-            fut = self._pool.submit(decode_indexed_frames, v.path, sample.frames, v.size,  # type: ignore[union-attr]
-                                    v.mtime_ns, 1)
+            fut = self._pool.submit(*self._call(sample))  # type: ignore[union-attr]
         except cf.BrokenExecutor as e:
             # A worker died since the last submission: hand the breakage over through the future, where the
             # feeder restarts the pool and redoes the work (as for a worker that dies while decoding).
@@ -226,7 +217,9 @@ class _Pending:
 
 class Feeder:
     """The ``external_source`` callbacks (one per graph, :meth:`source`) over one epoch of a schedule, from batch
-    ``start`` on; ``routes`` maps the routes served to their route objects (EncodedRoute, PyAVRoute).
+    ``start`` on; ``routes`` maps the routes served to their route objects (EncodedRoute, HostDecodeRoute).
+    ``reroute(sample, reason)``: the same sample on its fallback route, or None when it has none (then it is
+    quarantined).
 
     Keeps ``lookahead`` batches in preparation. ``inflight``: the collected batches the loader has not finished,
     in plan order; each graph's parts of them are queued for it, and it returns outputs in the same order.
@@ -234,17 +227,18 @@ class Feeder:
     decoder failure.
     """
 
-    def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int):
+    def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int,
+                 reroute: Callable[[Sample, str], Sample | None] | None = None):
         self.schedule = schedule
         self.routes = routes
+        self._reroute = reroute
         self.next = start
         self.lookahead = lookahead
         self.inflight: collections.deque[DeliveredBatch] = collections.deque()
         self.error: BaseException | None = None
         self._prepared: dict[int, _Pending] = {}
-        self._graph_routes = graphs_serving(list(routes))
         self._parts: dict[str, collections.deque[list[SampleRecord]]] = {
-            g: collections.deque() for g in self._graph_routes}
+            g: collections.deque() for g in graphs_serving(list(routes))}
         self._pool_deaths = 0
 
     def _route(self, sample: Sample):
@@ -306,11 +300,8 @@ class Feeder:
         batch = DeliveredBatch(number, samples)
         self.inflight.append(batch)
         for graph, positions in batch.parts().items():
-            # A graph of two routes takes both kinds of source in one record layout (pipelines._decode).
-            shared = len(self._graph_routes[graph]) > 1
-            records = [SampleRecord(source=sources[i], params=samples[i].params,
-                                    index=np.array(samples[i].row, np.int32)) for i in positions]
-            self._parts[graph].append([r.with_either_source() for r in records] if shared else records)
+            self._parts[graph].append([SampleRecord(source=sources[i], params=samples[i].params,
+                                                    index=np.array(samples[i].row, np.int32)) for i in positions])
         return True
 
     def _collect(self, pending: _Pending) -> tuple[list[Sample], list[Any]]:
@@ -342,7 +333,9 @@ class Feeder:
                     s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it")
                 except (OSError, BadVideoError, ValueError, RuntimeError) as e:
                     _drop_frames(e)
-                    s = self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
+                    moved = (self._reroute(s, str(e)) if isinstance(e, DaliDecodeError) and self._reroute
+                             else None)
+                    s = moved or self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
                 if s is not None:
                     retried = False
                     fut = self._route(s).submit(s)

@@ -22,6 +22,7 @@ mid-epoch resume, independent of thread or worker counts.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import sys
@@ -32,10 +33,11 @@ import numpy as np
 import torch
 
 from .draw import DrawSettings, Sample, VideoRef
-from .feeder import DeliveredBatch, EncodedRoute, Feeder, PyAVRoute
+from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
-from .pipelines import ROUTES, convert_graph_code, graph_of, graphs_serving, test_pipeline, train_pipeline
+from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of, graphs_serving, test_pipeline,
+                        train_pipeline)
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
@@ -51,15 +53,6 @@ class _GraphFailure(Exception):
     def __init__(self, graph: str, error: BaseException):
         super().__init__(f"{graph}: {error}")
         self.graph, self.error = graph, error
-
-
-def _dali_reason(err: BaseException) -> str:
-    """The informative line of a DALI error (its text is mostly pipeline traceback)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for ln in lines:
-        if "failed" in ln.lower() and not ln.startswith("File "):
-            return ln.split("failed: ", 1)[-1]
-    return lines[0] if lines else type(err).__name__
 
 
 class VideoLoader:
@@ -113,7 +106,7 @@ class VideoLoader:
                                      self.device_id)
         self.video_routes = route_videos(*self.index.decoder_groups(), self.policy, self._list_desc)
         self._report_routes()
-        self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / PyAVRoute, for the routes in use
+        self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / HostDecodeRoute, for the routes in use
         self._serve_routes()
         dtype = data.OUTPUT_DTYPE
         self.dtype = ("float16" if self.device == "gpu" else "float32") if dtype == "auto" else dtype
@@ -194,26 +187,35 @@ class VideoLoader:
         for route in self.routes_in_use():
             if route in self.routes:
                 continue
-            if route == PYAV:
-                self.routes[route] = PyAVRoute(int(data.NUM_WORKERS))
+            if route == NVDEC:
+                # DALI 2.4's sources suggest its NVDEC decoder does not seek on in-memory input (the parity
+                # benchmark's seek probe settles it on a GPU): DATA.NVDEC_PACK_GOPS hands it only the GOPs needed.
+                self.routes[route] = EncodedRoute(route, int(data.NUM_WORKERS), pack_gops=bool(data.NVDEC_PACK_GOPS))
             else:
-                # DALI's CPU decoder decodes every frame from 0 up to the last requested one (it never seeks);
-                # handing it only the GOP prefixes the sampled frames need cuts that work (gop_pack.py). DALI 2.4's
-                # sources suggest its NVDEC decoder does not seek on in-memory input either (the parity benchmark's
-                # seek probe settles it on a GPU); its cut is DATA.NVDEC_PACK_GOPS.
-                pack = bool(data.CPU_PACK_GOPS) if route == DALI_CPU else bool(data.NVDEC_PACK_GOPS)
-                self.routes[route] = EncodedRoute(route, int(data.NUM_WORKERS), pack_gops=pack)
+                # Both CPU routes decode in one pool of worker processes. DALI's CPU decoder decodes every frame from
+                # 0 up to the last requested one (it never seeks): DATA.CPU_PACK_GOPS hands it only the GOP prefixes
+                # the sampled frames need (gop_pack.py). Either route's videos may fall back to PyAV at run time,
+                # so the pool serves both names.
+                host = self.routes.get(DALI_CPU) or self.routes.get(PYAV) or HostDecodeRoute(
+                    int(data.NUM_WORKERS), pack_gops=bool(data.CPU_PACK_GOPS))
+                self.routes[DALI_CPU] = self.routes[PYAV] = host
 
-    def _fall_back(self, sample: Sample, reason: str) -> None:
-        """A video failed on its route: move it to its fallback route, or quarantine it when there is none."""
+    def _reroute(self, sample: Sample, reason: str) -> Sample | None:
+        """Move a video that failed on its route to its fallback route; the sample on that route, or None when
+        there is none (the caller quarantines it)."""
         nxt = fallback_route(sample.route, sample.video.codec, self.policy)
         if nxt is None:
-            self.schedule.quarantine(sample.row, f"decode failed during the run: {reason}")
-            return
+            return None
         logger.warning("%s (row %d) failed on the %s route (%s); decoding it on the %s route from now on",
                        sample.video.path, sample.row, sample.route, reason, nxt)
         self.video_routes[sample.row] = VideoRoute(nxt, f"failed on {sample.route}: {reason}")
         self.stats["route_fallbacks"] += 1
+        return dataclasses.replace(sample, route=nxt)
+
+    def _fall_back(self, sample: Sample, reason: str) -> None:
+        """A video failed on its route: move it to its fallback route, or quarantine it when there is none."""
+        if self._reroute(sample, reason) is None:
+            self.schedule.quarantine(sample.row, f"decode failed during the run: {reason}")
 
     def _check_global_batch(self, usable: int) -> None:
         b, w = self.batch_size, self.world_size
@@ -250,8 +252,9 @@ class VideoLoader:
         for route in used:
             if hasattr(self.routes[route], "start"):
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
-        self._feeder = Feeder(self.schedule, {r: self.routes[r] for r in used}, start,
-                              lookahead=self._lookahead)
+        # Every route served, not only those in use: a video may move to its fallback route during the epoch.
+        self._feeder = Feeder(self.schedule, dict(self.routes), start, lookahead=self._lookahead,
+                              reroute=self._reroute)
         self._pipes = {graph: self._make_pipeline(graph, routes) for graph, routes in graphs_serving(used).items()}
         self._pipe_clean = True
 
@@ -310,7 +313,7 @@ class VideoLoader:
                 try:
                     decode_with_dali([s.video.path], [s.frames], backend, self.device_id)
                 except Exception as e:  # noqa: BLE001 - any failure of this video alone convicts it
-                    self._fall_back(s, _dali_reason(e))
+                    self._fall_back(s, dali_error_reason(e))
                     culprits += 1
         if culprits == 0:
             raise RuntimeError(f"the DALI pipeline of the {failure.graph} graph failed but every in-flight video "

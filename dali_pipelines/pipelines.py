@@ -9,13 +9,12 @@ parameters (:class:`TrainParams` or :class:`TestParams`) and its row. The extern
 dimensions, layouts, order) are derived from these dataclasses by :func:`record_layout`, and a batch of records is
 turned into the external source's columns by :func:`batch_columns` from the same fields, so the two cannot drift.
 
-A sample's *decode route* says which decoder takes it (:data:`ROUTES`): ``nvdec`` (DALI's ``mixed`` decoder),
-``dali_cpu`` (DALI's CPU decoder, VP8/VP9/MJPEG) or ``pyav`` (decoded on the host, handed over as frames).
-Everything after decoding is the same for all routes. Each route belongs to a graph (``RouteSpec.graph``): NVDEC
-has its own, the two CPU routes share the ``host`` graph. A graph built for both CPU routes takes
-:class:`EitherSource` records and sends each sample down its own branch with a DALI conditional (DALI's decoder,
-or the frames as they came); the branches merge before augmentation, so a mixed batch is augmented once and
-leaves the graph in its planned order, with no copy to merge it.
+A sample's *decode route* says which decoder takes it (:data:`ROUTES`): ``nvdec`` (DALI's ``mixed`` decoder, in
+the graph), ``dali_cpu`` (DALI's CPU decoder, VP8/VP9/MJPEG) or ``pyav``. Both CPU routes decode in the decode
+worker processes (``host_decode.py``) and hand the graph the frames. Everything after decoding is the same for all
+routes. Each route belongs to a graph (``RouteSpec.graph``): NVDEC has its own, the two CPU routes share the
+``host`` graph, which takes :class:`DecodedSource` records from both, so a mixed batch is augmented once and
+leaves the graph in its planned order.
 """
 
 from __future__ import annotations
@@ -35,10 +34,10 @@ from .pyav_io import BadVideoError
 from .routing import DALI_CPU, NVDEC, PYAV
 
 __all__ = [
-    "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "EitherSource", "TrainParams", "TestParams",
+    "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams",
     "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
     "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali",
-    "one_batch_source", "short_decode", "HOST_POOL_THRESHOLD", "use_dali_host_pool",
+    "one_batch_source", "short_decode", "dali_error_reason", "PAD_MODE", "HOST_POOL_THRESHOLD", "use_dali_host_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,29 +105,6 @@ class DecodedSource:
 
 
 @dataclass
-class EitherSource:
-    """For a graph that serves DALI's CPU decoder and decoded frames at once: a sample's own fields, and 1-element
-    placeholders for the other kind's (the conditional in :func:`_decode` never reads them). ``decoded`` picks the
-    branch."""
-
-    decoded: np.ndarray = _input(np.bool_, 0)
-    encoded: np.ndarray = _input(np.uint8, 1)
-    frames: np.ndarray = _input(np.int32, 1)
-    video: np.ndarray = _input(np.uint8, 4, "FHWC")
-
-    @classmethod
-    def of(cls, source: Union[EncodedSource, DecodedSource]) -> "EitherSource":
-        if isinstance(source, DecodedSource):
-            return cls(decoded=np.array(True), encoded=_NO_BYTES, frames=_NO_FRAMES, video=source.video)
-        return cls(decoded=np.array(False), encoded=source.encoded, frames=source.frames, video=_NO_VIDEO)
-
-
-_NO_BYTES = np.zeros(1, np.uint8)
-_NO_FRAMES = np.zeros(1, np.int32)
-_NO_VIDEO = np.zeros((1, 1, 1, 3), np.uint8)
-
-
-@dataclass
 class TrainParams:
     """Training augmentation of one clip: crop window in source pixels ([y, x]), flip, colour twist."""
 
@@ -158,25 +134,19 @@ class TestParams:
 class SampleRecord:
     """Everything the graph receives for one sample."""
 
-    source: Union[EncodedSource, DecodedSource, EitherSource]
+    source: Union[EncodedSource, DecodedSource]
     params: Union[TrainParams, TestParams]
     index: np.ndarray = _input(np.int32, 0)  # the row in the list, returned by the graph beside the video
 
-    def with_either_source(self) -> "SampleRecord":
-        """The same sample for a graph serving both CPU routes (its source wrapped in ``EitherSource``)."""
-        return SampleRecord(EitherSource.of(self.source), self.params, self.index)
 
-
-# How each route of routing.ROUTES (the names and their order live there) enters its graph. NVDEC's frames are on
-# the GPU and its graph runs its own decoder threads; both CPU routes hand the graph host memory, so one graph can
-# serve both (EitherSource).
+# How each route of routing.ROUTES (the names and their order live there) enters its graph. NVDEC decodes in its
+# graph, onto the GPU, with its own decoder threads; both CPU routes decode in the worker processes
+# (host_decode.py) and hand one graph the frames.
 ROUTES = {
     NVDEC: RouteSpec(backend="mixed", source=EncodedSource, graph="nvdec"),
-    DALI_CPU: RouteSpec(backend="cpu", source=EncodedSource, graph="host"),
+    DALI_CPU: RouteSpec(backend=None, source=DecodedSource, graph="host"),
     PYAV: RouteSpec(backend=None, source=DecodedSource, graph="host"),
 }
-# The source record of a graph serving several routes at once.
-_SHARED_SOURCES = {frozenset({DALI_CPU, PYAV}): EitherSource}
 
 
 def graph_of(route: str) -> str:
@@ -208,14 +178,11 @@ def _route_tuple(routes: Union[str, Sequence[str]]) -> tuple[str, ...]:
 
 
 def graph_source(routes: Union[str, Sequence[str]]) -> type:
-    """The source record type of a graph serving ``routes`` (one route's own, or the shared one)."""
-    routes = _route_tuple(routes)
-    if len(routes) == 1:
-        return ROUTES[routes[0]].source
-    try:
-        return _SHARED_SOURCES[frozenset(routes)]
-    except KeyError:
-        raise ValueError(f"no graph serves routes {list(routes)} together") from None
+    """The source record type of a graph serving ``routes`` (the routes of one graph share it)."""
+    kinds = {ROUTES[r].source for r in _route_tuple(routes)}
+    if len(kinds) != 1:
+        raise ValueError(f"routes {list(routes)} enter their graph with different records")
+    return kinds.pop()
 
 
 def _graph_fields(cls) -> list[tuple[str, GraphInput]]:
@@ -241,7 +208,7 @@ def batch_columns(records: Sequence[SampleRecord]) -> tuple[list[np.ndarray], ..
 
     Raises:
         ValueError: the records do not all have the same source and parameter types (a graph has one record
-            layout; one serving two routes takes EitherSource records).
+            layout).
     """
     if not records:
         raise ValueError("an external-source batch needs at least one record")
@@ -268,7 +235,7 @@ def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
 # probed): DALI fails the batch ("out-of-bounds frame index"), the loader finds the video by decoding the in-flight
 # samples alone (decode_with_dali) and quarantines it by name. 'edge' padding would hand out the last frame
 # repeated as a silent static clip.
-_PAD_MODE = "none"
+PAD_MODE = "none"
 _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
 
 
@@ -277,23 +244,15 @@ def _decode_route(inputs: dict, route: str, nvdec_affine: bool):
     if backend is None:  # PyAV route: already decoded on the host
         return inputs["video"]
     extra = {"affine": nvdec_affine} if backend == "mixed" else {}
-    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=_PAD_MODE, **extra)
+    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=PAD_MODE, **extra)
 
 
 def _decode(inputs: dict, routes: tuple[str, ...], nvdec_affine: bool = False, on_gpu: bool = False):
     """Frames (F, H, W, 3) uint8 FHWC; on the GPU when the route is NVDEC or ``on_gpu`` (a CPU route on a machine
     that trains on a GPU: its frames go to the GPU before augmentation, so the colour program and the resize run
-    there instead of on the host, and the copy is the 8-bit frames). A graph serving both CPU routes splits the
-    batch per sample (``decoded``): DALI's decoder takes the encoded samples, the decoded ones pass through."""
-    if len(routes) == 1:
-        frames = _decode_route(inputs, routes[0], nvdec_affine)
-        on_host = ROUTES[routes[0]].backend != "mixed"
-    else:
-        if inputs["decoded"]:
-            frames = inputs["video"]
-        else:
-            frames = _decode_route(inputs, DALI_CPU, nvdec_affine)
-        on_host = True
+    there instead of on the host, and the copy is the 8-bit frames). The routes of one graph share one backend."""
+    frames = _decode_route(inputs, routes[0], nvdec_affine)
+    on_host = ROUTES[routes[0]].backend != "mixed"
     return frames.gpu() if on_gpu and on_host else frames
 
 
@@ -302,6 +261,15 @@ def short_decode(err: BaseException) -> tuple[int, int] | None:
     of a video, else None."""
     m = _OUT_OF_BOUNDS.search(str(err))
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def dali_error_reason(err: BaseException) -> str:
+    """The informative line of a DALI error (its text is mostly pipeline traceback)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:
+        if "failed" in ln.lower() and not ln.startswith("File "):
+            return ln.split("failed: ", 1)[-1]
+    return lines[0] if lines else type(err).__name__
 
 
 def _roi_resize(video, roi_start, roi_end, size: int):
@@ -318,8 +286,7 @@ def _normalize(video, dtype: str, mirror=None):
                                     std=list(STD), **kwargs)
 
 
-# Conditionals: the colour program runs per sample (color_jitter.py); a graph of both CPU routes picks the decoder
-# per sample (_decode).
+# Conditionals: the colour program runs per sample (color_jitter.py).
 @pipeline_def(enable_conditionals=True)
 def train_pipeline(source, *, input_size: int, routes: Union[str, Sequence[str]], dtype: str,
                    per_frame_jitter: bool = False, nvdec_affine: bool = False, augment_on_gpu: bool = False):
@@ -420,7 +387,7 @@ def _decode_only_pipeline(source, *, decode_device: str):
     enc, frames = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32],
                                      ndim=[1, 1])
     extra = {"affine": False} if decode_device == "mixed" else {}  # no NVML CPU mask: it fails in some VMs
-    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode=_PAD_MODE, **extra)
+    return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode=PAD_MODE, **extra)
 
 
 def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",

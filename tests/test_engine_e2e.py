@@ -88,7 +88,8 @@ elif mode == "nan_at_call":  # the loss of micro-batch `arg` (1-based) becomes N
         return wrapped
     r.build_criterion = build_criterion
 import train
-sys.exit(train.main(sys.argv[1:]))
+if __name__ == "__main__":  # the decode workers (forkserver) import this module: they must not train
+    sys.exit(train.main(sys.argv[1:]))
 '''
 
 

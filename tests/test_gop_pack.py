@@ -132,9 +132,9 @@ def test_loader_batches_identical_with_and_without_cutting(tmp_path, split):
     for pack in (True, False):
         cfg = small_cfg(root, lst, lst, **{"DATA.CPU_PACK_GOPS": pack, **extra})
         loader = build_loader(cfg, split)
-        (route,) = loader.routes.values()
+        route = loader.routes["dali_cpu"]
         assert loader.route == "dali_cpu" and route.pack_gops is pack
-        assert not pack or cuts_some_file(route, loader, range(4))
+        assert not pack or cuts_some_file(route.pack_gops, loader, range(4))
         runs[pack] = [(b["index"].clone(), b["video"].clone()) for b in loader]
         loader.close()
     assert len(runs[True]) == len(runs[False]) > 0
@@ -147,11 +147,10 @@ def torch_equal(a, b) -> bool:
 
 
 def test_nvdec_route_cuts_h264_only_when_asked(tmp_path):
-    """The NVDEC route's file reads cut H.264 into MP4 with DATA.NVDEC_PACK_GOPS (off by default); the DALI CPU
-    route never gets MP4 (its decoder takes no H.264)."""
+    """The NVDEC route's file reads cut H.264 into MP4 with DATA.NVDEC_PACK_GOPS (off by default)."""
     from dali_pipelines.draw import Sample, VideoRef
     from dali_pipelines.feeder import EncodedRoute
-    from dali_pipelines.routing import DALI_CPU, NVDEC
+    from dali_pipelines.routing import NVDEC
 
     path = str(tmp_path / "c.mp4")
     write_video(path, SOURCE, codec="h264", gop=GOP)
@@ -165,7 +164,6 @@ def test_nvdec_route_cuts_h264_only_when_asked(tmp_path):
     assert [best_match(f, SOURCE)[0] for f in _sequential(cut.encoded)[cut.frames]] == [33, 5, 33]
     whole = EncodedRoute(NVDEC, 1, pack_gops=False).load(sample)
     assert whole.encoded.size == st.st_size and whole.frames.tolist() == [33, 5, 33]
-    assert EncodedRoute(DALI_CPU, 1, pack_gops=True).load(sample).encoded.size == st.st_size
 
 
 def test_hevc_cut_into_mp4_decodes_to_the_requested_frames(tmp_path):

@@ -223,7 +223,7 @@ def test_loader_batches_identical_with_and_without_the_nvdec_cut(h264_data):
         loader = build_loader(_gpu_cfg(root, lst, **{"DATA.NVDEC_PACK_GOPS": pack}), "train", device_id=0)
         route = loader.routes["nvdec"]
         assert route.pack_gops is pack
-        assert not pack or cuts_some_file(route, loader, (0, 1, 3, 5))
+        assert not pack or cuts_some_file(route.pack_gops, loader, (0, 1, 3, 5))
         runs[pack] = [(b["index"].cpu(), b["video"].cpu()) for b in loader]
         loader.close()
     assert len(runs[True]) == len(runs[False]) > 0

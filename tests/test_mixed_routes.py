@@ -177,8 +177,9 @@ def test_mixed_resume_mid_epoch_is_exact(mixed):
 
 
 def test_video_failing_on_dali_cpu_falls_back_to_pyav(tmp_path):
-    """An H.264 video the index takes for VP9 goes to DALI's CPU decoder, which cannot decode it: the graph fails,
-    the video moves to PyAV (counted), and is delivered with its frames instead of being quarantined."""
+    """An H.264 video the index takes for VP9 goes to DALI's CPU decoder, which cannot decode it: its worker fails
+    on that video alone, the video moves to PyAV (counted), and is delivered with its frames instead of being
+    quarantined; the graph, which only augments, is never rebuilt."""
     root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
     index = build_index(lst, root, 3, workers=1)
     victim = min(h264_rows)
@@ -190,9 +191,11 @@ def test_video_failing_on_dali_cpu_falls_back_to_pyav(tmp_path):
     for batch in loader:
         views.update(zip(batch["index"].tolist(), batch["video"]))
     assert sorted(views) == list(range(10))
-    assert loader.video_routes[victim].route == "pyav" and "failed on dali_cpu" in loader.video_routes[victim].reason
+    reason = loader.video_routes[victim].reason
+    assert loader.video_routes[victim].route == "pyav" and "failed on dali_cpu" in reason
+    assert 'Failed to create video decoder' in reason  # DALI's own line, not its pipeline traceback
     assert loader.stats["route_fallbacks"] == 1 and loader.stats["skipped_videos"] == 0
-    assert loader.stats["rebuilds"] == 1
+    assert loader.stats["rebuilds"] == 0
     sample = loader.sample(victim)
     frames = decode_frames(sample.video.path, sample.frames)
     start, end = sample.params.roi_start[0], sample.params.roi_end[0]

@@ -5,6 +5,7 @@ per-clip consistency of augmentation, the multi-view test layout, and the real H
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,12 +14,12 @@ import pytest
 
 from dali_pipelines import augment
 from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
-from dali_pipelines.draw import DrawSettings, VideoRef, draw_sample, train_params
+from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
 from dali_pipelines import routing
 from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, SampleRecord,
                                      batch_columns, decode_with_dali, graph_of, one_batch_source, train_pipeline)
-from dali_pipelines.pipelines import test_pipeline as multiview_pipeline  # renamed: pytest would collect it
+from dali_pipelines.host_decode import decode_bytes_with_dali_cpu
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.pyav_encode import write_video
@@ -102,11 +103,21 @@ def _record(source, aug, row: int) -> SampleRecord:
     return SampleRecord(source=source, params=train_params(aug), index=np.array(row, np.int32))
 
 
+def _decoded(record: SampleRecord) -> SampleRecord:
+    """A record of encoded bytes as the dali_cpu route hands it to the graph: decoded by DALI's CPU decoder."""
+    if isinstance(record.source, DecodedSource):
+        return record
+    video = decode_bytes_with_dali_cpu(record.source.encoded, record.source.frames)
+    return SampleRecord(DecodedSource(video=video), record.params, record.index)
+
+
 def _run_train_graph(records, per_frame=False, size=24, routes=None):
-    """Run the training graph once on hand-made records (encoded bytes + frames, or decoded frames; ``routes``:
-    the graph's routes, by default the one the records' source belongs to)."""
+    """Run the host training graph once on hand-made records (encoded bytes + frames, decoded first by DALI's CPU
+    decoder as on the dali_cpu route, or decoded frames; ``routes``: the graph's routes, by default the one the
+    records' source belongs to)."""
     if routes is None:
         routes = "pyav" if isinstance(records[0].source, DecodedSource) else "dali_cpu"
+    records = [_decoded(r) for r in records]
     source = one_batch_source(batch_columns(records))
     pipe = train_pipeline(source, input_size=size, routes=routes, dtype="float32", per_frame_jitter=per_frame,
                           batch_size=len(records), num_threads=1, device_id=None)
@@ -307,58 +318,58 @@ def test_real_clips_late_and_unordered_indices_pyav_route(real_clips_dir):
 
 
 def test_the_graph_knows_every_route_routing_can_choose():
-    """routing.ROUTES names the routes (and their order); the graph has an entry for each and no other: an
-    EncodedSource for DALI's decoders ('mixed' on the GPU, 'cpu'), decoded frames for PyAV; NVDEC has its own
-    graph, both CPU routes share one."""
+    """routing.ROUTES names the routes (and their order); the graph has an entry for each and no other: NVDEC's
+    graph decodes EncodedSource records ('mixed'); both CPU routes decode in the worker processes and share the host
+    graph, which takes their frames."""
     assert tuple(ROUTES) == routing.ROUTES
     assert [(ROUTES[r].backend, ROUTES[r].source, graph_of(r)) for r in routing.ROUTES] == [
-        ("mixed", EncodedSource, "nvdec"), ("cpu", EncodedSource, "host"), (None, DecodedSource, "host")]
+        ("mixed", EncodedSource, "nvdec"), (None, DecodedSource, "host"), (None, DecodedSource, "host")]
     with pytest.raises(ValueError, match="not served by one graph"):
         train_pipeline(one_batch_source(()), input_size=8, routes=("nvdec", "pyav"), dtype="float32",
                        batch_size=1, num_threads=1, device_id=None)
 
 
-def test_one_graph_serving_both_cpu_routes_equals_the_graphs_of_each(vp9_clip):
-    """The host graph built for both CPU routes sends each sample down its own decoder (a conditional) and
-    augments the merged batch: every clip, colour program included, is bit-identical to what the graph of its own
-    route makes of it, in the batch's order, for a batch whose routes interleave."""
-    enc = np.fromfile(vp9_clip, np.uint8)
+def test_dali_cpu_route_decodes_in_a_worker_what_dalis_decoder_decodes(vp9_clip):
+    """The dali_cpu route's worker function returns exactly what DALI's decoder makes of the whole file: GOP-cut
+    or not, unordered and repeated indices, in the order asked; its pipeline is built once per process; a frame past
+    the end is a BadVideoError naming the file."""
+    from dali_pipelines import host_decode
+
+    want = [3, 9, 9, 30, 47, 11]
+    whole_file = decode_with_dali([vp9_clip], [want])[0]
+    cut = host_decode.decode_with_dali_cpu(vp9_clip, want, 0, 0, "vp9", pack=True)
+    pipe = host_decode._PIPELINE
+    uncut = host_decode.decode_with_dali_cpu(vp9_clip, want, 0, 0, "vp9", pack=False)
+    assert host_decode._PIPELINE is pipe  # reused, not rebuilt per video
+    assert cut.shape == (6, 72, 96, 3) and cut.dtype == np.uint8
+    assert np.array_equal(cut, whole_file) and np.array_equal(uncut, whole_file)
+    assert np.array_equal(cut[1], cut[2]) and not np.array_equal(cut[0], cut[3])
+    with pytest.raises(BadVideoError, match=re.escape(vp9_clip)):
+        host_decode.decode_with_dali_cpu(vp9_clip, [0, 5000], 0, 0, "vp9", pack=False)
+
+
+def test_one_graph_serves_both_cpu_routes_in_the_planned_order(vp9_clip):
+    """The host graph built for both CPU routes augments frames from either and returns every clip, colour program
+    included, bit-identical to the graph of its own route, in the batch's order, for a batch whose routes
+    interleave."""
+    from dali_pipelines import host_decode
+
     frames = [np.array([3, 9, 9, 30, 47, 11], np.int32), np.array([0, 12, 24, 36, 40, 44], np.int32)]
     records = []
     for k in range(5):
         rng = np.random.default_rng(10 + k)
         aug = augment.draw_train_aug(rng, 96, 72, 24, 6, jitter_prob=1.0, gray_prob=0.3)
         wanted = frames[k % 2]
-        source = (EncodedSource(encoded=enc, frames=wanted) if k % 2 == 0
-                  else DecodedSource(video=decode_frames(vp9_clip, wanted)))
-        records.append(_record(source, aug, 100 + k))
-    alone = [_run_train_graph([r])[0] for r in records]
-    shared = _run_train_graph([r.with_either_source() for r in records], routes=("dali_cpu", "pyav"))
+        video = (host_decode.decode_with_dali_cpu(vp9_clip, wanted, 0, 0, "vp9") if k % 2 == 0
+                 else decode_frames(vp9_clip, wanted))
+        records.append(_record(DecodedSource(video=video), aug, 100 + k))
+    alone = [_run_train_graph([r], routes=("dali_cpu", "pyav")[k % 2])[0] for k, r in enumerate(records)]
+    shared = _run_train_graph(records, routes=("dali_cpu", "pyav"))
     assert len(shared) == len(records)
     for k, (a, b) in enumerate(zip(alone, shared)):
         assert a.shape == b.shape == (6, 3, 24, 24)
         assert np.array_equal(a, b), (k, np.abs(a - b).max())
     assert not np.array_equal(shared[0], shared[2])  # different draws: the comparison can fail
-    # the multi-view test graph likewise (2 clips x 3 crops of 4 frames)
-    video = VideoRef(row=0, path=vp9_clip, label=0, num_frames=48, width=96, height=72, codec="vp9")
-    drawn = draw_sample(DrawSettings(training=False, num_frames=4, input_size=24, num_clip=2, num_crop=3), video,
-                        0, 0, "dali_cpu")
-    union = drawn.frames.astype(np.int32)
-    test_records = [SampleRecord(EncodedSource(encoded=enc, frames=union), drawn.params, np.array(0, np.int32)),
-                    SampleRecord(DecodedSource(video=decode_frames(vp9_clip, union)), drawn.params,
-                                 np.array(1, np.int32))]
-
-    def run_test_graph(recs, routes):
-        pipe = multiview_pipeline(one_batch_source(batch_columns(recs)), input_size=24, num_crop=3, routes=routes,
-                                  dtype="float32", batch_size=len(recs), num_threads=1, device_id=None)
-        pipe.build()
-        out, _ = pipe.run()
-        return [np.array(out[i]) for i in range(len(recs))]
-
-    alone = [run_test_graph([test_records[0]], "dali_cpu")[0], run_test_graph([test_records[1]], "pyav")[0]]
-    shared = run_test_graph([r.with_either_source() for r in test_records], ("dali_cpu", "pyav"))
-    for a, b in zip(alone, shared):
-        assert a.shape == (24, 3, 24, 24) and np.array_equal(a, b)
 
 
 def test_converting_graph_code_ahead_logs_a_failure_and_tries_again_later(monkeypatch, caplog):

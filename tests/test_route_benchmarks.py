@@ -1,5 +1,5 @@
-"""The mixed-list benchmarks: the loader benchmark on a VP9+H.264 list (per-video routes against all-PyAV) and the
-two-routes-in-one-batch graph benchmark, run small; and the --codec option's checks."""
+"""The mixed-list benchmark: the loader benchmark on a VP9+H.264 list (per-video routes against all-PyAV), run
+small; and the --codec option's checks."""
 
 from __future__ import annotations
 
@@ -46,15 +46,6 @@ def test_loader_benchmark_on_a_mixed_list(tmp_path):
     rounds = [a / b for a, b in zip(by["dali"]["clips_per_s"]["values"], by["dali-pyav"]["clips_per_s"]["values"])]
     assert paired["n"] == 2 and paired["geomean"] == pytest.approx(math.sqrt(rounds[0] * rounds[1]))
     assert paired["low"] <= paired["geomean"] <= paired["high"] and "over 2 paired rounds" in out
-
-
-def test_route_merge_benchmark_compares_the_same_batch(tmp_path):
-    data, out = _run("route_merge", ["--batch", "4", "--num-frames", "4", "--input-size", "48", "--threads", "1",
-                                     "--batches", "1", "--repeats", "2"], tmp_path)
-    assert [r["name"] for r in data["results"]] == ["conditional", "merged"]
-    assert all(r["routes"] == ["dali_cpu", "pyav"] and _positive(r["batches_per_s"]) for r in data["results"])
-    assert data["max_abs_diff"] == 0.0  # both ways computed the same outputs, bit for bit
-    assert _positive(data["ratios"]["conditional/merged"]) and "conditional/merged" in out
 
 
 def test_codec_option_accepts_a_mix_and_names_bad_values():

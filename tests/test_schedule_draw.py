@@ -85,7 +85,7 @@ def test_test_draw_decodes_the_union_once_and_lays_out_views():
 
 
 def test_record_layout_follows_the_dataclasses():
-    names = [n for n, _ in record_layout(TrainParams, "dali_cpu")]
+    names = [n for n, _ in record_layout(TrainParams, "nvdec")]
     assert names == ["encoded", "frames", "roi_start", "roi_end", "mirror", "brightness", "contrast", "saturation",
                      "hue", "color_ops", "index"]
     specs = dict(record_layout(TrainParams, "pyav", per_frame_jitter=True))
@@ -97,20 +97,20 @@ def test_record_layout_follows_the_dataclasses():
     assert test["roi_start"].ndim == 2
     with pytest.raises(ValueError, match="unknown decode route 'npu'"):
         record_layout(TrainParams, "npu")
-    # one graph serving both CPU routes: a branch flag and both kinds of source field
-    both = dict(record_layout(TrainParams, ("dali_cpu", "pyav")))
-    assert list(both)[:4] == ["decoded", "encoded", "frames", "video"] and both["decoded"].dtype == np.bool_
+    # one graph serving both CPU routes: both hand it decoded frames (the workers decode), one layout
+    both = record_layout(TrainParams, ("dali_cpu", "pyav"))
+    assert both == record_layout(TrainParams, "pyav") == record_layout(TrainParams, "dali_cpu")
     with pytest.raises(ValueError, match="not served by one graph"):
         record_layout(TrainParams, ("nvdec", "dali_cpu"))
 
 
 def test_batch_columns_match_the_layout():
     s = DrawSettings(training=False, num_frames=4, input_size=32, num_crop=3)
-    samples = [draw_sample(s, VIDEO, 7, 0, "dali_cpu") for _ in range(2)]
+    samples = [draw_sample(s, VIDEO, 7, 0, "nvdec") for _ in range(2)]
     records = [SampleRecord(EncodedSource(np.arange(5, dtype=np.uint8), x.frames.astype(np.int32)), x.params,
                             np.array(r, np.int32)) for r, x in enumerate(samples)]
     cols = batch_columns(records)
-    layout = record_layout(TestParams, "dali_cpu")
+    layout = record_layout(TestParams, "nvdec")
     assert len(cols) == len(layout)
     for (name, spec), col in zip(layout, cols):
         assert len(col) == 2

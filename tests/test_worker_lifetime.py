@@ -105,7 +105,7 @@ def test_decode_workers_ignore_scheduler_signals(tmp_path):
 _HALF_SENT_SCRIPT = """
 import concurrent.futures as cf, os, signal, sys, time
 sys.path.insert(0, os.getcwd())
-from dali_pipelines.feeder import PyAVRoute, _result
+from dali_pipelines.feeder import HostDecodeRoute, _result
 from evautil.workers import pool_lost_a_worker, pool_processes, process_pool
 
 MARKS = os.environ["HALF_SENT_DIR"]  # the workers inherit it
@@ -142,7 +142,7 @@ if __name__ == "__main__":
     open(os.path.join(MARKS, "killed"), "w").close()
     half_sent = not cf.wait([big], timeout=3).done  # the pool itself does not notice
     print("half_sent", half_sent, "lost", pool_lost_a_worker(pool), flush=True)
-    route = PyAVRoute(2)  # the feeder's view of the pool: its route waits for the result, then restarts the pool
+    route = HostDecodeRoute(2)  # the feeder's view of the pool: its route waits for the result, then restarts the pool
     route._pool = big.pool = pool
     try:
         _result(route, big)

@@ -24,12 +24,15 @@ def reference_clips(folder: Path, names) -> list[Path]:
     return [Path(folder) / n for n in names]
 
 
-def cuts_some_file(route, loader, rows) -> bool:
-    """Whether ``route``'s file reads cut at least one of these rows' videos (fewer bytes, renumbered frames): a
-    check that a GOP cut under test is really in use for the test's clips."""
+def cuts_some_file(pack: bool, loader, rows) -> bool:
+    """Whether file reads with ``pack`` (a route's GOP-cut setting) cut at least one of these rows' videos (fewer
+    bytes, renumbered frames): a check that a GOP cut under test is really in use for the test's clips."""
+    from dali_pipelines.host_decode import read_source
+
     samples = [loader.sample(r) for r in rows]
-    return any(src.encoded.size < os.path.getsize(s.video.path) and not np.array_equal(src.frames, s.frames)
-               for src, s in ((route.load(s), s) for s in samples))
+    cuts = ((read_source(s.video.path, s.frames, 0, 0, pack), s) for s in samples)
+    return any(enc.size < os.path.getsize(s.video.path) and not np.array_equal(frames, s.frames)
+               for (enc, frames), s in cuts)
 
 
 def pattern_frames(num_frames: int, width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:

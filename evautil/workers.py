@@ -8,8 +8,9 @@ needs (PyAV, numpy). Scripts that start workers need the usual ``if __name__ == 
 
 Every worker (:func:`worker_setup`) ignores SIGTERM, SIGUSR1 and SIGINT: cluster schedulers signal every process
 of a job, and the main process handles the stop (it saves, then ends its pools); a worker killed by the signal
-would break the pool during the last steps before the save. Because workers ignore SIGTERM, the pools end them
-with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it watches the
+would break the pool during the last steps before the save. The helper processes of multiprocessing (fork server,
+resource tracker) are started with those signals blocked, for the same reason. Because workers ignore SIGTERM, the
+pools end them with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it watches the
 main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed, ended).
 """
 
@@ -62,10 +63,37 @@ if hasattr(mpc, "ForkServerContext"):  # POSIX
     _CONTEXTS["forkserver"] = _ForkServerWorkers
 
 
+def _start_helper_processes(method: str) -> None:
+    """Start multiprocessing's own helper processes (the resource tracker; the fork server for 'forkserver') with
+    :data:`IGNORED_SIGNALS` blocked, unless they run already.
+
+    torchrun stops its workers with ``killpg``, so its signal reaches every process of a rank's process group,
+    these helpers included, and neither of them survives SIGUSR1 (nor the fork server SIGTERM): the pool a rank
+    starts next (evaluation after the stop request, a restarted pool) then breaks. A blocked signal stays pending
+    instead. The block mask is inherited across fork and exec; the helpers keep it, and so do the workers the fork
+    server starts until :func:`worker_setup` ignores the signals. Blocking the signal here, unlike ignoring it,
+    loses nothing: one sent to this process meanwhile is delivered when the mask is restored."""
+    from multiprocessing import resource_tracker
+
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED_SIGNALS)
+    try:
+        resource_tracker.ensure_running()
+        if method == "forkserver":
+            from multiprocessing import forkserver
+
+            # ensure_running above unblocks SIGINT and SIGTERM on its way out: block them again
+            signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED_SIGNALS)
+            forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
 def mp_context(method: str = START_METHOD) -> mp.context.BaseContext:
-    """The context that starts worker processes with ``method`` ('forkserver', else 'spawn'; never 'fork')."""
+    """The context that starts worker processes with ``method`` ('forkserver', else 'spawn'; never 'fork'); its
+    helper processes are started here, shielded from the scheduler's signals (:func:`_start_helper_processes`)."""
     if method not in ("forkserver", "spawn"):
         raise ValueError(f"worker start method must be 'forkserver' or 'spawn' (never 'fork'), got {method!r}")
+    _start_helper_processes(method)
     return _CONTEXTS.get(method, _SpawnWorkers)()
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dali_pipelines.loader import build_loader
-from evautil.workers import WATCH_INTERVAL_S
+from evautil.workers import START_METHOD, WATCH_INTERVAL_S
 from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset, small_cfg
 
@@ -169,3 +169,54 @@ def test_a_worker_killed_while_sending_its_result_does_not_hang_the_pool_or_the_
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "half_sent True lost True" in proc.stdout, proc.stdout
     assert "feeder saw the death, restarted True" in proc.stdout and "failed 2 of 2" in proc.stdout, proc.stdout
+
+
+_GROUP_SIGNAL_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, os.getcwd())
+from evautil.workers import process_pool
+
+
+def blocked_signals():
+    with open("/proc/self/status") as f:
+        mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+    return [signal.Signals(n).name for n in range(1, 32) if mask >> (n - 1) & 1]
+
+
+if __name__ == "__main__":
+    os.setpgrp()  # a process group of its own, as torchrun gives each rank
+    received = []
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, lambda s, _frame: received.append(signal.Signals(s).name))
+    first = process_pool(1)
+    print("first", first.submit(os.getpid).result(), flush=True)
+    print("blocked", *first.submit(blocked_signals).result(), flush=True)
+    for sig in (signal.SIGUSR1, signal.SIGTERM):  # what torchrun's stop does: killpg to the rank's group
+        os.killpg(0, sig)
+    time.sleep(1.0)  # a helper process the signals kill is gone by now
+    second = process_pool(1)  # a pool started after the stop request, like the evaluation's before the save
+    print("second", second.submit(os.getpid).result(), flush=True)
+    print("received", *sorted(received), flush=True)
+    first.shutdown()
+    second.shutdown()
+"""
+
+
+@pytest.mark.skipif(START_METHOD != "forkserver", reason="workers started by spawn cannot block signals from the start")
+def test_signal_to_the_process_group_leaves_worker_pools_working(tmp_path):
+    """torchrun stops a rank by signalling its whole process group: multiprocessing's resource tracker and fork
+    server get the signal too, and so does a worker the fork server is starting. All must survive it (the main
+    process handles the stop). Before they were shielded, the tracker died and was relaunched (with a warning that
+    resources may leak), and a worker that was starting at that moment died before its setup could ignore the
+    signal: the pool broke (BrokenProcessPool) and the rank died instead of saving. Workers therefore start with
+    the signals blocked, from the fork on."""
+    script = tmp_path / "group.py"
+    script.write_text(_GROUP_SIGNAL_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=child_env(TMPDIR=str(tmp_path)))
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert done.returncode == 0 and "second" in lines, done.stdout + done.stderr
+    assert lines["received"].split() == ["SIGTERM", "SIGUSR1"]  # the main process still gets its signals
+    assert int(lines["first"]) != int(lines["second"])  # two pools, two workers, both answered
+    assert {"SIGINT", "SIGTERM", "SIGUSR1"} <= set(lines["blocked"].split())
+    assert "resource_tracker" not in done.stderr, done.stderr  # the tracker was not killed and relaunched

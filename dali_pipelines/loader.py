@@ -8,8 +8,8 @@ A clip's way from a list line to a batch, and the module that owns each step:
 4. ``feeder.py``: the sample goes down its decode route (``routing.py``, chosen per video: file bytes for DALI's
    decoder, or PyAV-decoded frames), a few batches ahead; unreadable videos are quarantined and substituted or
    dropped. Each batch is split into one part per graph.
-5. ``pipelines.py``: the graphs decode (NVDEC, or DALI's CPU decoder) and augment their part. Both CPU routes
-   share one graph (a conditional picks the decoder per sample), so on a machine without NVDEC a batch leaves one
+5. ``pipelines.py``: the graphs augment their part, NVDEC's graph after decoding it. Both CPU routes decode in
+   the worker processes (``host_decode.py``) and share one graph, so on a machine without NVDEC a batch leaves one
    graph in its planned order; NVDEC's graph and the CPU graph are merged back into the planned order. Outputs
    reach torch through DLPack.
 
@@ -122,9 +122,9 @@ class VideoLoader:
         self._feeder: Feeder | None = None
         if self.training:
             self._check_global_batch(len(self.schedule.usable_rows()))
-        # The graphs are built at the first batch (the test graph at the first evaluation, hours later), or rebuilt
-        # for a fallback route: convert their code now, from the files this process imported.
-        convert_graph_code(self.training, **self._graph_kwargs())
+            # Its graph is built at the first batch and rebuilt for a fallback route: convert the graph's code now,
+            # from the files this process imported.
+            convert_graph_code(**self._graph_kwargs())
 
     @property
     def batches_ahead(self) -> int:

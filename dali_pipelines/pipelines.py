@@ -328,43 +328,42 @@ def test_pipeline(source, *, input_size: int, num_crop: int, routes: Union[str, 
     the V*T output frames ordered [crop][clip][t]. ``augment_on_gpu`` as in :func:`train_pipeline`.
     Outputs: video (V*T, 3, S, S), index.
     """
-    routes = _route_tuple(routes)
-    # Only a graph of both CPU routes needs conditionals (_decode); convert_graph_code says when DALI converts them.
-    return _multiview_graph(source, input_size=input_size, num_crop=num_crop, routes=routes, dtype=dtype,
-                            nvdec_affine=nvdec_affine, augment_on_gpu=augment_on_gpu,
-                            enable_conditionals=len(routes) > 1, **pipeline_kwargs)
+    # No conditionals: the test graph only crops, so DALI never converts (re-reads) its source files.
+    return _multiview_graph(source, input_size=input_size, num_crop=num_crop, routes=_route_tuple(routes),
+                            dtype=dtype, nvdec_affine=nvdec_affine, augment_on_gpu=augment_on_gpu, **pipeline_kwargs)
 
 
 _CONVERTED: set[tuple] = set()
 
 
-def convert_graph_code(training: bool, **graph_kwargs) -> None:
-    """Have DALI convert the code of a graph with conditionals now, once per process and set of arguments.
+def convert_graph_code(**graph_kwargs) -> None:
+    """Have DALI convert the training graph's code (its colour program has conditionals) now, once per process and
+    set of arguments.
 
     DALI converts a pipeline function with conditionals (and every function it calls) by reading its source file
     when such a graph is first defined, and keeps the conversion for the life of the process. A graph first defined
-    hours into a run (the multi-view test graph at the first evaluation, a graph rebuilt for a fallback route) would
-    read files that may have been edited or replaced since the process imported them: the run then fails with an
-    unrelated TypeError, or silently builds code the process is not running. Defining (not building) the graph of
-    both CPU routes at start-up converts every function any graph of that kind calls, while the files are those
-    the process runs. ``graph_kwargs``: the graph's arguments other than ``source`` and ``routes``.
+    later in a run (one rebuilt for a fallback route, or a training loader built after an edit of the checkout)
+    would read files that may have been edited or replaced since the process imported them: the run then fails
+    with an unrelated TypeError, or silently builds code the process is not running. Defining (not building) the
+    training graph of both CPU routes when a loader is built converts every function any training graph calls,
+    while the files are those the process runs. ``graph_kwargs``: the graph's arguments other than ``source`` and
+    ``routes``. The test graph has no conditionals and needs none of this.
 
     A failure here is logged, not raised: the graph is then converted when it is built, which reports any error of
     its own.
     """
-    key = (training, tuple(sorted(graph_kwargs.items())))
+    key = tuple(sorted(graph_kwargs.items()))
     if key in _CONVERTED:
         return
-    make = train_pipeline if training else test_pipeline
 
     def no_data():
         raise StopIteration
 
     try:
-        make(no_data, routes=(DALI_CPU, PYAV), batch_size=1, num_threads=1, device_id=None, **graph_kwargs)
+        train_pipeline(no_data, routes=(DALI_CPU, PYAV), batch_size=1, num_threads=1, device_id=None, **graph_kwargs)
     except Exception as e:  # noqa: BLE001 - an early conversion must not become a new way to fail
-        logger.warning("could not convert the %s graph's code ahead (%s: %s); it is converted when first built",
-                       "training" if training else "test", type(e).__name__, e)
+        logger.warning("could not convert the training graph's code ahead (%s: %s); it is converted when first built",
+                       type(e).__name__, e)
         return
     _CONVERTED.add(key)
 

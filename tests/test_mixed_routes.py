@@ -116,11 +116,13 @@ def test_mixed_multiview_test_loader_keeps_list_order(mixed):
     loader.close()
 
 
-def test_test_graph_built_after_the_source_changed_runs_the_code_the_process_imported(mixed, tmp_path):
-    """DALI converts a graph with conditionals from its source file when the graph is first defined; the multi-view
-    test graph of both CPU routes is first built at the first evaluation, hours into a run. A copy of the packages
-    is edited on disk (a helper's signature changes, every line moves) after the loader is built: the graph must
-    still be the code the process imported, as the loader converts it when it is built."""
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_graph_built_after_the_source_changed_runs_the_code_the_process_imported(mixed, tmp_path, split):
+    """A loader's graph is built at its first batch: the multi-view test graph's at the first evaluation, hours into
+    a run, and DALI converts a graph with conditionals (the training graph's colour program) from its source file
+    when it is first defined. A copy of the packages is edited on disk (a helper's signature changes, every line
+    moves) after the loader is built: the graph must still be the code the process imported (the loader converts
+    the training graph's code when it is built; the test graph has no conditionals)."""
     root, lst, _, _ = mixed
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     copy = tmp_path / "checkout"
@@ -129,13 +131,15 @@ def test_test_graph_built_after_the_source_changed_runs_the_code_the_process_imp
     (copy / "tests").mkdir()
     for name in ("__init__.py", "video_fixtures.py"):
         shutil.copy(os.path.join(repo, "tests", name), copy / "tests" / name)
+    shape = (6, 4, 3, 32, 32) if split == "val" else (4, 3, 32, 32)  # 2 clips x 3 crops, or one clip
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(copy)!r})
         from dali_pipelines.loader import build_loader
         from tests.video_fixtures import small_cfg
-        cfg = small_cfg({root!r}, val_list={lst!r}, **{{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3, "TEST.BATCH_SIZE": 3}})
-        loader = build_loader(cfg, "val")
+        cfg = small_cfg({root!r}, train_list={lst!r}, val_list={lst!r},
+                        **{{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3, "TEST.BATCH_SIZE": 3}})
+        loader = build_loader(cfg, {split!r})
         path = {str(copy / "dali_pipelines" / "pipelines.py")!r}
         text = open(path).read()
         old = "def _normalize(video, dtype: str, mirror=None):"
@@ -144,9 +148,9 @@ def test_test_graph_built_after_the_source_changed_runs_the_code_the_process_imp
         open(path, "w").write("# a later version of this file\\n" * 5 + edited)
         rows = []
         for batch in loader:
-            assert tuple(batch["video"].shape[1:]) == (6, 4, 3, 32, 32), batch["video"].shape
+            assert tuple(batch["video"].shape[1:]) == {shape}, batch["video"].shape
             rows += batch["index"].tolist()
-        print("rows", rows)
+        print("rows", sorted(rows))
     """)
     env = dict(os.environ, TMPDIR=str(tmp_path))  # DALI writes its converted code there
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)

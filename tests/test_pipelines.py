@@ -381,12 +381,12 @@ def test_converting_graph_code_ahead_logs_a_failure_and_tries_again_later(monkey
     monkeypatch.setattr(pipelines, "train_pipeline", broken)
     kwargs = dict(dtype="float32", input_size=17, unique_to_this_test=True)  # a key no real graph uses
     with caplog.at_level("WARNING", logger="dali_pipelines.pipelines"):
-        pipelines.convert_graph_code(True, **kwargs)  # logged, not raised
+        pipelines.convert_graph_code(**kwargs)  # logged, not raised
     assert "could not convert the training graph's code ahead (RuntimeError: no such operator)" in caplog.text
     calls = []
     monkeypatch.setattr(pipelines, "train_pipeline", lambda *a, **k: calls.append(k))
-    pipelines.convert_graph_code(True, **kwargs)
-    pipelines.convert_graph_code(True, **kwargs)
+    pipelines.convert_graph_code(**kwargs)
+    pipelines.convert_graph_code(**kwargs)
     assert len(calls) == 1 and calls[0]["routes"] == ("dali_cpu", "pyav")  # retried once it can work, then kept
 
 

@@ -7,7 +7,7 @@ augments them.
 
 Why DALI's CPU decoder runs here and not inside the augmentation graph: DALI runs a graph's CPU operators one at a
 time, so a decoder inside the graph waited for the augmentation of the previous batch and the augmentation for the
-decoder, and the graph kept about 1.6 of 2 cores busy. In worker processes the decodes of the next batches run while
+decoder, and the loader kept about 1.8 of 2 cores busy. In worker processes the decodes of the next batches run while
 the graph augments this one, as PyAV's always did: on 2 cores, VP9 training clips came 1.19x faster than with the
 decoder in the graph (docs/PERFORMANCE.md, "Per-video routing").
 """

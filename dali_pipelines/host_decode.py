@@ -97,7 +97,7 @@ def decode_bytes_with_dali_cpu(encoded: np.ndarray, frames: Iterable[int], name:
     """``frames`` of the encoded video ``encoded`` (uint8 bytes of a whole file or a GOP cut) decoded by DALI's CPU
     decoder; errors as :func:`decode_with_dali_cpu`'s, naming ``name``."""
     global _PIPELINE
-    from .pipelines import dali_error_reason, short_decode
+    from .pipelines import dali_error_reason, short_video_error
 
     pipe = _pipeline()
     pipe.feed_input("encoded", [np.asarray(encoded, np.uint8)])
@@ -106,10 +106,8 @@ def decode_bytes_with_dali_cpu(encoded: np.ndarray, frames: Iterable[int], name:
         (out,) = pipe.run()
     except RuntimeError as e:
         _PIPELINE = None  # a failed pipeline is not reused
-        short = short_decode(e)
+        short = short_video_error(e, name)
         if short is not None:
-            raise BadVideoError(f"{name}: frame {short[0]} requested but the decoder finds only {short[1]} frames "
-                                "(the file is shorter than its index says: replaced or damaged since it was "
-                                "indexed)") from None
+            raise short from None
         raise DaliDecodeError(f"{name}: DALI's CPU decoder failed: {dali_error_reason(e)}") from None
     return np.array(out[0])

@@ -37,7 +37,8 @@ __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams",
     "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
     "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali",
-    "one_batch_source", "short_decode", "dali_error_reason", "PAD_MODE", "HOST_POOL_THRESHOLD", "use_dali_host_pool",
+    "one_batch_source", "short_video_error", "dali_error_reason", "PAD_MODE", "HOST_POOL_THRESHOLD",
+    "use_dali_host_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -256,11 +257,14 @@ def _decode(inputs: dict, routes: tuple[str, ...], nvdec_affine: bool = False, o
     return frames.gpu() if on_gpu and on_host else frames
 
 
-def short_decode(err: BaseException) -> tuple[int, int] | None:
-    """``(requested frame, frames the decoder found)`` when ``err`` is DALI's error for a frame index past the end
-    of a video, else None."""
+def short_video_error(err: BaseException, name: str) -> BadVideoError | None:
+    """A BadVideoError naming ``name`` (a file, or files) when ``err`` is DALI's error for a frame index past the end
+    of a video (a file shorter than its index says), else None."""
     m = _OUT_OF_BOUNDS.search(str(err))
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    if m is None:
+        return None
+    return BadVideoError(f"{name}: frame {m.group(1)} requested but the decoder finds only {m.group(2)} frames (the "
+                         "file is shorter than its index says: replaced or damaged since it was indexed)")
 
 
 def dali_error_reason(err: BaseException) -> str:
@@ -420,13 +424,10 @@ def decode_with_dali(paths: Sequence[str], indices: Sequence[Sequence[int]], dev
         try:
             (out,) = pipe.run()
         except RuntimeError as e:
-            short = short_decode(e)
+            short = short_video_error(e, ", ".join(map(str, paths)))
             if short is None:
                 raise
-            raise BadVideoError(
-                f"{', '.join(map(str, paths))}: frame {short[0]} requested but the decoder finds only {short[1]} "
-                "frames (the file is shorter than its index says: replaced or damaged since it was indexed)"
-            ) from None
+            raise short from None
         if device == "mixed":
             out = out.as_cpu()
         return [np.array(out[i]) for i in range(len(out))]

@@ -205,11 +205,10 @@ def test_unusable_data_raises_data_error(tmp_path):
 
 
 @pytest.mark.parametrize("decoder", ["dali", "pyav"])
-def test_runtime_failures_quarantine_and_rebuild(tmp_path, decoder):
-    """Files that break after indexing: one turns to garbage of the same size and modification time (a change
-    the size/mtime check cannot see: the worker's decode fails),
-    one disappears (the read fails). The epoch goes on, both are named, every other video is yielded once, and the
-    graph, which only augments, is never rebuilt."""
+def test_runtime_failures_are_quarantined_without_a_rebuild(tmp_path, decoder):
+    """Files that break after indexing: one turns to garbage of the same size and modification time (a change the
+    size/mtime check cannot see: the worker's decode fails), one disappears (the read fails). The epoch goes on,
+    both are named, every other video is yielded once, and the graph, which only augments, is never rebuilt."""
     root = str(tmp_path)
     lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 27])
     cfg = small_cfg(root, lst, lst, **{"DATA.CPU_DECODER": decoder})

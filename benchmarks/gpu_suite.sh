@@ -75,6 +75,12 @@ stages_of() {
     esac
 }
 
+# The parity and GPU-test stages read the reference clips; without them they fail clip by clip and test by test.
+if [ $dry -eq 0 ] && [ ! -d "$shared/data/real" ]; then
+    echo "WARNING: no reference clips at $shared/data/real: set EVA_SHARED_DIR to the reference folder (the parity" \
+         "and gpu_tests stages will fail without it)" >&2
+fi
+
 status=0
 for plan in "${args[@]}"; do
     stages=$(stages_of "$plan") || exit 2

@@ -36,6 +36,7 @@ from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
+from .pyav_io import BadVideoError
 from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of, graphs_serving, test_pipeline,
                         train_pipeline)
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
@@ -296,9 +297,12 @@ class VideoLoader:
 
     def _recover(self, failure: "_GraphFailure") -> None:
         """A graph failed (the graphs are now unusable): find the video(s) of that graph's decoder routes among
-        the in-flight samples that fail to decode alone, move them to their fallback route (or quarantine them),
-        and rebuild the graphs at the first undelivered batch."""
-        from .pipelines import decode_with_dali
+        the in-flight samples that fail to decode alone, and rebuild the graphs at the first undelivered batch.
+        Each sample is decoded from what its route hands the graph (the GOP cut when the route cuts), so a failure
+        of the cut is found too. A video shorter than its index says, changed since it was indexed or unreadable is
+        quarantined (no route can decode frames it does not have); any other failure moves the video to its
+        fallback route (or quarantines it when there is none)."""
+        from .pipelines import decode_encoded_with_dali
 
         inflight = list(self._feeder.inflight)
         first = inflight[0].number if inflight else self._feeder.next
@@ -311,8 +315,13 @@ class VideoLoader:
                         or self.video_routes[s.row].route != s.route):
                     continue
                 try:
-                    decode_with_dali([s.video.path], [s.frames], backend, self.device_id)
-                except Exception as e:  # noqa: BLE001 - any failure of this video alone convicts it
+                    source = self.routes[s.route].load(s)
+                    decode_encoded_with_dali([source.encoded], [source.frames], backend, self.device_id,
+                                             name=s.video.path)
+                except (BadVideoError, OSError) as e:  # short, changed, empty or unreadable: the file, not the decoder
+                    self.schedule.quarantine(s.row, f"{type(e).__name__}: {e}")
+                    culprits += 1
+                except Exception as e:  # noqa: BLE001 - any other failure of this video alone convicts it
                     self._fall_back(s, dali_error_reason(e))
                     culprits += 1
         if culprits == 0:

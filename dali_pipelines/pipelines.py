@@ -37,7 +37,7 @@ __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams",
     "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
     "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali",
-    "one_batch_source", "short_video_error", "dali_error_reason", "PAD_MODE", "HOST_POOL_THRESHOLD",
+    "decode_encoded_with_dali", "one_batch_source", "short_video_error", "dali_error_reason", "PAD_MODE", "HOST_POOL_THRESHOLD",
     "use_dali_host_pool",
 ]
 
@@ -234,7 +234,7 @@ def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
 # Frames past the end of a video are an error, never padding. The sampler never asks past the index's frame count,
 # so a decoder that finds fewer frames means the file is not what the index says (replaced or damaged since it was
 # probed): DALI fails the batch ("out-of-bounds frame index"), the loader finds the video by decoding the in-flight
-# samples alone (decode_with_dali) and quarantines it by name. 'edge' padding would hand out the last frame
+# samples alone (decode_encoded_with_dali, on the bytes the graph was given) and quarantines it by name. 'edge' padding would hand out the last frame
 # repeated as a silent static clip.
 PAD_MODE = "none"
 _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
@@ -393,17 +393,18 @@ def _decode_only_pipeline(source, *, decode_device: str):
     return fn.decoders.video(enc, device=decode_device, frames=frames, pad_mode=PAD_MODE, **extra)
 
 
-def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",
+def build_decode_pipeline(encoded: Sequence[np.ndarray], indices: Sequence[Sequence[int]], device: str = "cpu",
                           device_id: int | None = None, num_threads: int = 1):
-    """A built pipeline whose single run decodes ``indices[k]`` of ``paths[k]`` (no augmentation), for exactness
-    tests and for probing which video broke a pipeline. ``device``: 'cpu' or 'mixed'."""
-    if len(paths) != len(indices):
-        raise ValueError(f"{len(paths)} paths but {len(indices)} index lists")
-    source = one_batch_source(([np.fromfile(p, dtype=np.uint8) for p in paths],
+    """A built pipeline whose single run decodes ``indices[k]`` of the encoded video ``encoded[k]`` (uint8 bytes of
+    a whole file or of a GOP cut; no augmentation), for exactness tests and for probing which video broke a
+    pipeline. ``device``: 'cpu' or 'mixed'."""
+    if len(encoded) != len(indices):
+        raise ValueError(f"{len(encoded)} videos but {len(indices)} index lists")
+    source = one_batch_source(([np.asarray(e, dtype=np.uint8) for e in encoded],
                                [np.asarray(i, dtype=np.int32) for i in indices]))
     if device == "mixed" and device_id is None:
         device_id = 0
-    pipe = _decode_only_pipeline(source, decode_device=device, batch_size=max(1, len(paths)),
+    pipe = _decode_only_pipeline(source, decode_device=device, batch_size=max(1, len(encoded)),
                                  num_threads=num_threads, device_id=device_id if device == "mixed" else None,
                                  prefetch_queue_depth=1)
     pipe.build()
@@ -412,19 +413,28 @@ def build_decode_pipeline(paths: Sequence[str], indices: Sequence[Sequence[int]]
 
 def decode_with_dali(paths: Sequence[str], indices: Sequence[Sequence[int]], device: str = "cpu",
                      device_id: int | None = None) -> list[np.ndarray]:
-    """Decode ``indices[k]`` of ``paths[k]`` with ``fn.decoders.video``; uint8 RGB arrays (F, H, W, 3) on the host.
+    """Decode ``indices[k]`` of the file ``paths[k]`` with ``fn.decoders.video``; uint8 RGB arrays (F, H, W, 3) on
+    the host. Errors as :func:`decode_encoded_with_dali`'s, naming the files."""
+    return decode_encoded_with_dali([np.fromfile(p, dtype=np.uint8) for p in paths], indices, device, device_id,
+                                    name=", ".join(map(str, paths)))
+
+
+def decode_encoded_with_dali(encoded: Sequence[np.ndarray], indices: Sequence[Sequence[int]], device: str = "cpu",
+                             device_id: int | None = None, name: str = "memory file") -> list[np.ndarray]:
+    """Decode ``indices[k]`` of the encoded video ``encoded[k]`` (uint8 bytes) with ``fn.decoders.video``; uint8 RGB
+    arrays (F, H, W, 3) on the host.
 
     Raises:
-        BadVideoError: an index is at or past the number of frames the decoder finds (the message names the file,
-            or the files, and both numbers).
+        BadVideoError: an index is at or past the number of frames the decoder finds (the message names ``name``
+            and both numbers).
         RuntimeError: DALI's, when a video cannot be decoded.
     """
-    pipe = build_decode_pipeline(paths, indices, device, device_id)
+    pipe = build_decode_pipeline(encoded, indices, device, device_id)
     try:
         try:
             (out,) = pipe.run()
         except RuntimeError as e:
-            short = short_video_error(e, ", ".join(map(str, paths)))
+            short = short_video_error(e, name)
             if short is None:
                 raise
             raise short from None

@@ -435,3 +435,28 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
     assert seek["from_frame_0_would_be"] == (94 + 1) / (4 + 1)
     assert seek["verdict"] in ("seeks", "decodes from frame 0 (no seek)")
     assert "seek probe (seek_probe_vp9.webm" in capsys.readouterr().out
+    assert report["complete"] is True
+
+
+def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_folder_is_named(
+        tmp_path, monkeypatch, capsys):
+    """A parity run stopped by its time box still leaves the clips it compared (the report is written after every
+    clip); a --real-dir that does not exist is a usage error naming it, not a traceback."""
+    from benchmarks import nvdec_parity
+
+    out = tmp_path / "parity.json"
+    seen = {}
+
+    def probe_reading_the_report(*args, **kwargs):
+        seen.update(json.loads(out.read_text()))
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(nvdec_parity, "seek_probe", probe_reading_the_report)
+    assert nvdec_parity.main(["--decoder", "cpu", "--quick", "--tmp", str(tmp_path / "clips"),
+                              "--json", str(out)]) == 0
+    assert seen["complete"] is False and seen["clips"] and all(c["found"] == 8 for c in seen["clips"])
+    final = json.loads(out.read_text())
+    assert final["complete"] is True and final["seek_probe"] == {"error": "RuntimeError: stopped here"}
+    with pytest.raises(SystemExit) as stop:
+        nvdec_parity.main(["--decoder", "cpu", "--real-dir", str(tmp_path / "nowhere"), "--quick"])
+    assert stop.value.code == 2 and f"--real-dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err

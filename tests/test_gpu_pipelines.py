@@ -19,8 +19,8 @@ from dali_pipelines.pipelines import decode_with_dali
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.pyav_encode import write_video
 from tests.test_pipelines import _check_test_views, _train_sample_reference
-from tests.video_fixtures import (best_match, cuts_some_file, denormalize, make_clip_dataset, pattern_frames,
-                                  reference_clips, small_cfg)
+from tests.video_fixtures import (FrameMatcher, cuts_some_file, denormalize, make_clip_dataset,
+                                  pattern_frames, reference_clips, small_cfg)
 
 pytestmark = pytest.mark.gpu
 
@@ -51,8 +51,9 @@ def test_h264_on_gpu_matches_pyav(real_clips_dir, tmp_path):
         want = [0, n // 3, n - 1, 5 % n, n // 2, n // 2]
         (got,) = decode_with_dali([path], [want], device="mixed", device_id=0)
         assert got.shape == (len(want),) + reference.shape[1:]
+        matcher = FrameMatcher(reference)
         for frame, k in zip(got, want):
-            match, corr = best_match(frame, reference)
+            match, corr = matcher.best(frame)
             same = np.abs(reference[match].astype(int) - reference[k]).mean() < 1.0  # static neighbours tie
             assert (match == k or same) and corr > 0.97, (path, k, match, corr)
             assert np.abs(frame.astype(int) - reference[k]).mean() < 8.0, path  # colour conversion
@@ -88,6 +89,10 @@ def test_nvdec_route_quarantines_a_video_shorter_than_indexed(h264_data, tmp_pat
     rows = [r for b in loader for r in b["index"].tolist()]
     assert rows == [r for r in range(len(COUNTS)) if r != 1]
     assert loader.stats["skipped_videos"] == 1 and loader.stats["skipped"][0].startswith(victim.path)
+    # The file is at fault, not NVDEC: quarantined at once, not moved to PyAV to fail there again.
+    assert loader.stats["route_fallbacks"] == 0
+    assert ("changed since it was indexed" if damage == "replaced" else "shorter than its index says") in \
+        loader.stats["skipped"][0]
     loader.close()
 
 

@@ -110,3 +110,20 @@ def test_env_stage_names_every_runtime_package_with_its_installed_version(capsys
     assert (rc == 0) == ("PROBLEM" not in out)
     if not torch.cuda.is_available():
         assert rc == 1 and "PROBLEM: missing: CUDA" in out
+
+
+def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_named(tmp_path):
+    """A real (not dry) run where every stage fails at once (the interpreter is `false`): each stage is reported as
+    failed and the next still runs, the exit code is 1, the log stays in the results folder, and the missing
+    reference folder is named up front."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t"),
+           "EVA_SHARED_DIR": str(tmp_path / "no_reference")}
+    done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"no reference clips at {tmp_path / 'no_reference'}/data/real" in done.stderr
+    failed = re.findall(r"FAILED: (\S+) failed with exit code", done.stdout)
+    assert failed == ["env", "parity", "gpu_tests", "demo"]
+    log = (tmp_path / "r" / "smoke" / "smoke.log").read_text()
+    assert [ln.split(":")[0] for ln in log.splitlines() if ln.startswith("--- stage ")] == [
+        f"--- stage {s}" for s in failed]

@@ -24,8 +24,8 @@ from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.pyav_encode import write_video
 from tests.conftest import ROOT, child_env
-from tests.video_fixtures import (best_match, denormalize, make_clip_dataset, pattern_frames, reference_clips,
-                                  roi_resize_ref, small_cfg)
+from tests.video_fixtures import (FrameMatcher, best_match, denormalize, make_clip_dataset, pattern_frames,
+                                  reference_clips, roi_resize_ref, small_cfg)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,23 @@ def test_index_past_end_is_an_error_naming_the_file(vp9_clip):
         decode_with_dali([vp9_clip], [[46, 47, 48, 60]], device="cpu")
     (got,) = decode_with_dali([vp9_clip], [[46, 47]], device="cpu")  # the last real frames still decode
     assert got.shape == (2, 72, 96, 3) and got[1].mean() > 20
+
+
+def test_encoded_bytes_decode_like_the_file_and_errors_name_the_video(vp9_clip):
+    """What the loader re-decodes when a graph fails: the bytes the graph was given (here gop_pack's cut of the
+    file, renumbered indices) decode to the whole file's frames, and a short one is a BadVideoError naming it."""
+    from dali_pipelines.gop_pack import pack_for_frames
+    from dali_pipelines.pipelines import decode_encoded_with_dali
+
+    want = [40, 3, 40, 17]
+    (whole,) = decode_with_dali([vp9_clip], [want], device="cpu")
+    encoded = np.fromfile(vp9_clip, dtype=np.uint8)
+    cut, new = pack_for_frames(encoded, np.asarray(want))
+    assert cut.size < encoded.size and list(new) != want  # a real cut: fewer bytes, renumbered frames
+    (got,) = decode_encoded_with_dali([cut], [new], device="cpu", name=vp9_clip)
+    assert np.array_equal(got, whole)
+    with pytest.raises(BadVideoError, match=rf"{vp9_clip}: frame 60 requested but the decoder finds only 48 frames"):
+        decode_encoded_with_dali([encoded], [[1, 60]], device="cpu", name=vp9_clip)
 
 
 def _train_sample_reference(loader, row):
@@ -176,12 +193,13 @@ def _check_test_views(loader, batch, tol_mean=2.5, independent=False):
         assert got.shape == (loader.num_views, loader.num_frames, s, s, 3)
         for c, (start, end) in enumerate(rois):
             every = roi_resize_ref(decoded, start, end, s)  # this crop of every frame of the video
+            matcher = FrameMatcher(every)
             for k in range(loader.num_clip):
                 view = got[c * loader.num_clip + k]
                 ref = every[clips[k]]
                 assert np.abs(view - ref).mean() < tol_mean, (row, c, k, np.abs(view - ref).mean())
                 for t in range(loader.num_frames):
-                    match, _ = best_match(view[t], every)
+                    match, _ = matcher.best(view[t])
                     # the best-matching frame is the requested one (or an identical-looking repeat)
                     assert np.abs(every[match] - every[clips[k][t]]).mean() < 1.0, (row, c, k, t, match)
                 if loader.num_crop == 3 and c != 1:  # the other windows really differ from this one

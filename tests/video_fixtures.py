@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.nvdec_parity import best_match  # noqa: F401  (one home: the parity benchmark)
+from benchmarks.nvdec_parity import FrameMatcher, best_match  # noqa: F401  (one home: the parity benchmark)
 from configs.defaults import get_cfg_defaults
 from dali_pipelines.pyav_encode import write_video
 

@@ -39,6 +39,8 @@ def test_smoke_plan_fits_four_minutes_and_lists_its_stages():
     stop = re.search(r"timeout -k (\d+) \$\(\( (\d+) - (\d+) - SECONDS \)\) \S+ train\.py", demo)
     assert stop and int(stop[2]) == demo_box and int(stop[1]) < int(stop[3])
     assert demo.index("train.py") < demo.index("cp ") and "--signal" not in demo  # timeout's default: SIGTERM
+    # a shortened demo, sized to end (training and the multi-view test) inside the box at about 150 clips/s
+    assert "TRAIN.EPOCHS 8 " in demo and "--cfg configs/demo.yaml" in demo
 
 
 def test_dry_run_writes_nothing(tmp_path):

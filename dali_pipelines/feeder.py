@@ -40,7 +40,7 @@ from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, decode_indexed_frames
 from .routing import DALI_CPU, NVDEC
-from evautil.workers import InlineExecutor, abandon_pool, pool_lost_a_worker, pool_processes, process_pool
+from evautil.workers import InlineExecutor, abandon_pool, pool_processes, process_pool, result_unless_a_worker_dies
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -48,8 +48,6 @@ logger = logging.getLogger(__name__)
 
 # A pool that dies this many times in a row points at the environment, not at the videos.
 _MAX_POOL_DEATHS = 4
-# While waiting for a result, how often to check that no decode worker has died unnoticed (pool_lost_a_worker).
-_WORKER_CHECK_S = 1.0
 
 
 def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSource:
@@ -85,10 +83,6 @@ class EncodedRoute:
 
     def source(self, sample: Sample, result: Any) -> EncodedSource:
         return result
-
-    def lost_worker(self, fut: cf.Future) -> bool:
-        """Threads do not die like processes."""
-        return False
 
     def restart_pool(self, broken: cf.Future) -> bool:
         """Threads do not die like processes; nothing to restart."""
@@ -151,11 +145,6 @@ class HostDecodeRoute:
         """Process ids of the running decode workers (none before the first submission or with 0 workers)."""
         return sorted(p.pid for p in pool_processes(self._pool))
 
-    def lost_worker(self, fut: cf.Future) -> bool:
-        """Whether the pool that ``fut`` was submitted to has lost a worker (see ``pool_lost_a_worker``)."""
-        pool = getattr(fut, "pool", None)
-        return pool is not None and pool_lost_a_worker(pool)
-
     def restart_pool(self, broken: cf.Future) -> bool:
         """Abandon the pool ``broken`` came from, if it is the current one (a worker died); the next submission
         starts a new pool. The old pool's other futures carry the same breakage and are redone by the feeder,
@@ -181,15 +170,6 @@ def _drop_frames(handled: BaseException) -> None:
     handled.__traceback__ = None
     if handled.__context__ is not None:
         handled.__context__.__traceback__ = None
-
-
-def _result(route, fut: cf.Future):
-    """``fut``'s result; BrokenExecutor when its worker died without the pool noticing (``pool_lost_a_worker``),
-    instead of waiting forever."""
-    while not cf.wait([fut], timeout=_WORKER_CHECK_S).done:
-        if route.lost_worker(fut):
-            raise cf.BrokenExecutor("a decoding worker process died while sending its result")
-    return fut.result()
 
 
 @dataclass
@@ -312,7 +292,7 @@ class Feeder:
             while s is not None:
                 route = self._route(s)
                 try:
-                    sources.append(route.source(s, _result(route, fut)))
+                    sources.append(route.source(s, result_unless_a_worker_dies(getattr(fut, "pool", None), fut)))
                     samples.append(s)
                     self._pool_deaths = 0
                     break

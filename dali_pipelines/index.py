@@ -179,10 +179,16 @@ def _probe_job(job: tuple[int, str, bool]) -> tuple[int, dict | None, str | None
         return row, None, f"probe failed: {type(e).__name__}: {e}"
 
 
+def _probe_crashed(job: tuple[int, str, bool], how: str) -> tuple[int, None, str]:
+    """The result of a probe that killed its worker process (a crash in FFmpeg on a damaged file): a bad video."""
+    return job[0], None, f"probing it crashed the process: {how}"
+
+
 def _probe_all(jobs: list[tuple[int, str, bool]], workers: int, progress: bool,
                desc: str) -> Iterator[tuple[int, dict | None, str | None]]:
     # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs.
-    return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False)
+    return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False,
+                             on_crash=_probe_crashed)
 
 
 @dataclass

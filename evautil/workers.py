@@ -10,12 +10,15 @@ Every worker (:func:`worker_setup`) ignores SIGTERM, SIGUSR1 and SIGINT: cluster
 of a job, and the main process handles the stop (it saves, then ends its pools); a worker killed by the signal
 would break the pool during the last steps before the save. The helper processes of multiprocessing (fork server,
 resource tracker) are started with those signals blocked, for the same reason. Because workers ignore SIGTERM, the
-pools end them with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it watches the
-main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed, ended).
+pools end them with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it
+watches the main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed,
+ended). The other way round, a worker that dies stops nothing: pools notice it (:func:`result_unless_a_worker_dies`)
+and :func:`map_with_progress` runs its items again, convicting only an item that kills a worker when run alone.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import multiprocessing as mp
 import multiprocessing.context as mpc
@@ -27,7 +30,8 @@ import time
 from typing import Callable, Iterator, Sequence
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "mp_context", "process_pool", "worker_setup",
-           "pool_processes", "pool_lost_a_worker", "abandon_pool", "InlineExecutor", "map_with_progress"]
+           "pool_processes", "pool_lost_a_worker", "abandon_pool", "result_unless_a_worker_dies", "DEATH_CHECK_S",
+           "InlineExecutor", "map_with_progress", "WorkerStartError", "WorkerCrashError"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -181,16 +185,143 @@ class InlineExecutor(cf.Executor):
         return fut
 
 
-def _indexed_call(args: tuple) -> tuple:
-    fn, i, x = args
-    return i, fn(x)
+class WorkerStartError(RuntimeError):
+    """Worker processes die before they run anything, pool after pool: the environment, not the work."""
+
+
+class WorkerCrashError(RuntimeError):
+    """One item kills the worker process that runs it, even when it runs alone (a crash in a native library, the
+    out-of-memory killer); the message names the item."""
+
+
+# While waiting for a result, how often to check that no worker has died unnoticed (pool_lost_a_worker).
+DEATH_CHECK_S = 1.0
+
+
+def _ready() -> bool:
+    return True
+
+
+def _exit_description(pool: cf.Executor) -> str:
+    """How the pool's dead workers ended: 'exit code 3', 'signal SIGSEGV', or 'ended' when it is not known."""
+    # Read the exit codes after the pool's manager thread has reaped the workers: a fork-server worker's exit code
+    # is read once from a pipe, and a second thread polling it at the same time gets 255 instead (CPython's
+    # popen_forkserver). The thread is private; a manager stuck on a half-sent result is not waited for long.
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(timeout=2.0)
+    ends = []
+    for p in pool_processes(pool):
+        code = p.exitcode
+        if code is not None and code < 0:
+            try:
+                ends.append(f"signal {signal.Signals(-code).name}")
+            except ValueError:
+                ends.append(f"signal {-code}")
+        elif code is not None:
+            ends.append(f"exit code {code}")
+    return ", ".join(sorted(set(ends))) or "ended"
+
+
+def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future):
+    """``fut``'s result; BrokenProcessPool when a worker of process pool ``pool`` dies first, also the one way the
+    pool does not notice by itself (:func:`pool_lost_a_worker`). Any other executor (or None) is only waited on."""
+    while not cf.wait([fut], timeout=DEATH_CHECK_S).done:
+        if pool_lost_a_worker(pool):
+            raise cf.process.BrokenProcessPool("a worker process died")
+    return fut.result()
+
+
+def _started_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A process pool whose workers are known to start (one has run a no-op). WorkerStartError when two pools in a
+    row lose their first worker before it runs anything."""
+    for _ in range(2):
+        pool = process_pool(workers)
+        try:
+            result_unless_a_worker_dies(pool, pool.submit(_ready))
+            return pool
+        except cf.process.BrokenProcessPool:
+            how = _exit_description(pool)
+            abandon_pool(pool)
+    raise WorkerStartError(
+        f"worker processes die as they start ({how}), twice in a row; their errors are printed above. A script "
+        "that starts workers must be a file with the `if __name__ == \"__main__\":` guard (not standard input "
+        "or an interactive session), and each worker must be able to import the function it runs")
+
+
+def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash: Callable | None):
+    """``fn(item)`` in a one-worker pool (started when ``pool`` is None) -> (the pool, None once it broke; result).
+    If the worker dies, the item is convicted: ``on_crash(item, how)`` is its result, or WorkerCrashError."""
+    pool = pool or _started_pool(1)
+    try:
+        return pool, result_unless_a_worker_dies(pool, pool.submit(fn, item))
+    except cf.process.BrokenProcessPool:
+        how = f"the worker process running it died ({_exit_description(pool)}), twice, the second time alone"
+        abandon_pool(pool)
+    if on_crash is None:
+        raise WorkerCrashError(f"{item!r}: {how}")
+    return None, on_crash(item, how)
+
+
+def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int,
+                           on_crash: Callable | None) -> Iterator[tuple[int, object]]:
+    """``(i, fn(items[i]))`` as they finish, in ``workers`` processes. A worker that dies takes only time with it:
+    the items in flight then are run again, and one that was in flight at two deaths is run alone
+    (:func:`_run_alone`), so a crashing item is found without convicting its neighbours. (multiprocessing.Pool
+    replaces a dead worker silently and waits forever for the result it took with it.)"""
+    todo = collections.deque(range(len(items)))
+    suspicion: collections.Counter = collections.Counter()
+    inflight: dict[cf.Future, int] = {}
+    pool = alone = None
+    try:
+        while todo or inflight:
+            pool = pool or _started_pool(workers)
+            broken = False
+            while todo and len(inflight) < 2 * workers and not broken:  # two per worker: the next one queued
+                i = todo.popleft()
+                if suspicion[i] >= 2:
+                    alone, result = _run_alone(alone, fn, items[i], on_crash)
+                    yield i, result
+                    continue
+                try:
+                    inflight[pool.submit(fn, items[i])] = i
+                except cf.process.BrokenProcessPool:  # broke since the last look: i never ran
+                    todo.appendleft(i)
+                    broken = True
+            if inflight and not broken:
+                done, _ = cf.wait(inflight, timeout=DEATH_CHECK_S, return_when=cf.FIRST_COMPLETED)
+                broken = not done and pool_lost_a_worker(pool)
+                for fut in done:
+                    try:
+                        result = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        broken = True  # fut stays in flight: a suspect, with the others
+                        continue
+                    yield inflight.pop(fut), result
+            if broken:
+                for i in inflight.values():
+                    suspicion[i] += 1
+                todo.extendleft(sorted(inflight.values(), reverse=True))
+                inflight.clear()
+                abandon_pool(pool)
+                pool = None
+    finally:
+        for p in (pool, alone):
+            if p is not None:
+                abandon_pool(p)
 
 
 def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool = True,
-                      unit: str = "item", ordered: bool = True) -> Iterator:
+                      unit: str = "item", ordered: bool = True, on_crash: Callable | None = None) -> Iterator:
     """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1: in this process), with a progress
     bar on stderr. Yields the results in item order (``ordered``) or as they finish; ``fn`` must be a module-level
-    function (it is pickled to the workers) and must not raise for one bad item if the others should go on."""
+    function (it is pickled to the workers) and must not raise for one bad item if the others should go on.
+
+    A worker process that dies (a crash in a native library, the out-of-memory killer) stops nothing: its items
+    are run again, and an item that kills a worker even when it runs alone gets ``on_crash(item, how)`` as its
+    result (run in this process), or raises WorkerCrashError naming it. Workers that cannot start at all raise
+    WorkerStartError.
+    """
     from tqdm import tqdm
 
     n = min(workers if workers > 0 else (os.cpu_count() or 1), len(items))
@@ -202,19 +333,16 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
                 yield fn(x)
                 bar.update()
             return
-        with mp_context().Pool(n, initializer=worker_setup, initargs=(os.getpid(),)) as pool:
-            # Small chunks keep the bar moving and balance long and short items.
-            chunk = max(1, min(16, len(items) // (8 * n)))
-            done: dict[int, object] = {}
-            nxt = 0
-            for i, r in pool.imap_unordered(_indexed_call, [(fn, i, x) for i, x in enumerate(items)], chunk):
-                bar.update()
-                if not ordered:
-                    yield r
-                    continue
-                done[i] = r
-                while nxt in done:
-                    yield done.pop(nxt)
-                    nxt += 1
+        done: dict[int, object] = {}
+        nxt = 0
+        for i, r in _map_surviving_crashes(fn, items, n, on_crash):
+            bar.update()
+            if not ordered:
+                yield r
+                continue
+            done[i] = r
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
     finally:
         bar.close()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from evautil.files import atomic_write, atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
-from evautil.workers import mp_context, map_with_progress
+from evautil.workers import WorkerCrashError, map_with_progress, mp_context
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -49,6 +52,46 @@ def test_map_with_progress_returns_results_in_order(workers):
         x * x for x in range(7)]
     unordered = list(map_with_progress(_square, list(range(7)), workers, "squares", progress=False, ordered=False))
     assert sorted(unordered) == [x * x for x in range(7)]
+
+
+def _dies_on_3_and_5(x: int) -> int:
+    if x == 3:
+        os._exit(7)  # as a native crash or the OOM killer would: no exception, the process is gone
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return x * x
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_worker_that_dies_costs_only_its_item(ordered):
+    """multiprocessing.Pool waited forever for the result a dead worker took with it (an index build hung on one
+    file that crashed FFmpeg). Now the others all finish, and only the items that kill a worker when run alone
+    get ``on_crash``'s result, with how the worker ended."""
+    crashed = []
+    out = list(map_with_progress(_dies_on_3_and_5, list(range(24)), 2, "x", progress=False, ordered=ordered,
+                                 on_crash=lambda item, how: crashed.append((item, how)) or -item))
+    want = [-x if x in (3, 5) else x * x for x in range(24)]
+    assert (out if ordered else sorted(out)) == (want if ordered else sorted(want))
+    assert sorted(item for item, _ in crashed) == [3, 5]
+    how = dict(crashed)
+    assert "signal SIGSEGV" in how[5] and "the second time alone" in how[3]
+
+
+def test_a_crashing_item_without_on_crash_is_an_error_naming_it():
+    with pytest.raises(WorkerCrashError, match=r"^3: the worker process running it died"):
+        list(map_with_progress(_dies_on_3_and_5, [0, 1, 2, 3, 4], 2, "x", progress=False))
+
+
+def test_workers_that_cannot_start_are_an_error_not_a_hang(tmp_path):
+    """A script read from standard input cannot start workers (they re-import the main module): multiprocessing.Pool
+    restarted them forever; now the map stops with WorkerStartError at once."""
+    from tests.conftest import child_env  # here, not at the top: workers import this module, and it imports torch
+
+    script = "from evautil.workers import map_with_progress\nprint(list(map_with_progress(abs, [-1, -2, -3], 2, 'x')))\n"
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=child_env())
+    assert done.returncode == 1 and "WorkerStartError: worker processes die as they start" in done.stderr
+    assert done.stderr.count("Traceback") <= 6  # two pools of two workers, then ours
 
 
 def test_workers_are_never_forked():

@@ -8,6 +8,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import av
@@ -272,6 +273,33 @@ def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
     calls.clear()
     build_index(str(lst), str(root), workers=1, full_decode=True, progress=False)
     assert len(calls) == len(GOOD) + len(BAD) - 1
+
+
+_REAL_PROBE_JOB = index_mod._probe_job
+
+
+def _probe_crashing_on_good_1(job):
+    """A probe that dies in the worker on one file, as FFmpeg crashing on a damaged video would."""
+    if job[1].endswith("good_1.webm"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _REAL_PROBE_JOB(job)
+
+
+def test_a_video_that_crashes_its_probe_is_bad_and_the_build_finishes(dataset, monkeypatch):
+    """The index build used to wait forever for the result of a worker that died; now the video that kills its
+    worker (even probed alone) is a bad video saying so, cached like the others, and every other row is probed."""
+    lst, root = dataset
+    monkeypatch.setattr(index_mod, "_probe_job", _probe_crashing_on_good_1)  # pickled by name: workers import it
+    ix = build_index(str(lst), str(root), workers=2, progress=False)
+    rows = {e.rel_path: e.row for e in ix.entries}
+    crashed = rows["clips/cls a/good_1.webm"]
+    assert "probing it crashed the process" in ix.bad[crashed] and "SIGSEGV" in ix.bad[crashed]
+    assert ix.good_rows == sorted(rows[r] for r in GOOD if r != "clips/cls a/good_1.webm")
+    for rel, word in BAD.items():
+        assert word in ix.bad[rows[rel]], (rel, ix.bad[rows[rel]])
+    monkeypatch.setattr(index_mod, "_probe_job", _REAL_PROBE_JOB)
+    again = build_index(str(lst), str(root), workers=2, progress=False)  # from the cache: not probed again
+    assert again.probed == 0 and again.bad[crashed] == ix.bad[crashed]
 
 
 def cache_header(cache: Path) -> dict:

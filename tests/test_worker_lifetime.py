@@ -105,8 +105,8 @@ def test_decode_workers_ignore_scheduler_signals(tmp_path):
 _HALF_SENT_SCRIPT = """
 import concurrent.futures as cf, os, signal, sys, time
 sys.path.insert(0, os.getcwd())
-from dali_pipelines.feeder import HostDecodeRoute, _result
-from evautil.workers import pool_lost_a_worker, pool_processes, process_pool
+from dali_pipelines.feeder import HostDecodeRoute
+from evautil.workers import pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies
 
 MARKS = os.environ["HALF_SENT_DIR"]  # the workers inherit it
 
@@ -145,7 +145,7 @@ if __name__ == "__main__":
     route = HostDecodeRoute(2)  # the feeder's view of the pool: its route waits for the result, then restarts the pool
     route._pool = big.pool = pool
     try:
-        _result(route, big)
+        result_unless_a_worker_dies(big.pool, big)  # what the feeder waits with
     except cf.BrokenExecutor:
         print("feeder saw the death, restarted", route.restart_pool(big), flush=True)
     done = cf.wait([big, other], timeout=10).done

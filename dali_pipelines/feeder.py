@@ -40,7 +40,8 @@ from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, decode_indexed_frames
 from .routing import DALI_CPU, NVDEC
-from evautil.workers import InlineExecutor, abandon_pool, pool_processes, process_pool, result_unless_a_worker_dies
+from evautil.workers import (InlineExecutor, abandon_pool, pool_processes, process_pool, result_unless_a_worker_dies,
+                             submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -129,7 +130,7 @@ class HostDecodeRoute:
     def submit(self, sample: Sample) -> cf.Future:
         self.start()
         try:
-            fut = self._pool.submit(*self._call(sample))  # type: ignore[union-attr]
+            fut = submit_to_pool(self._pool, *self._call(sample))  # type: ignore[arg-type]
         except cf.BrokenExecutor as e:
             # A worker died since the last submission: hand the breakage over through the future, where the
             # feeder restarts the pool and redoes the work (as for a worker that dies while decoding).

@@ -30,7 +30,8 @@ import time
 from typing import Callable, Iterator, Sequence
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "mp_context", "process_pool", "worker_setup",
-           "pool_processes", "pool_lost_a_worker", "abandon_pool", "result_unless_a_worker_dies", "DEATH_CHECK_S",
+           "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool", "result_unless_a_worker_dies",
+           "DEATH_CHECK_S",
            "InlineExecutor", "map_with_progress", "WorkerStartError", "WorkerCrashError"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
@@ -223,6 +224,19 @@ def _exit_description(pool: cf.Executor) -> str:
     return ", ".join(sorted(set(ends))) or "ended"
 
 
+def submit_to_pool(pool: cf.Executor, fn: Callable, *args) -> cf.Future:
+    """``pool.submit(fn, *args)``, except that the OSError ('Bad file descriptor') a process pool raises when it
+    breaks while starting a worker for this submission is the BrokenProcessPool it means: CPython's manager thread
+    closes the pool's queues while the new worker is being handed them."""
+    try:
+        return pool.submit(fn, *args)
+    except OSError as e:
+        broken = getattr(pool, "_broken", False)  # private: set before the queues are closed
+        if broken:
+            raise cf.process.BrokenProcessPool(str(broken)) from e
+        raise
+
+
 def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future):
     """``fut``'s result; BrokenProcessPool when a worker of process pool ``pool`` dies first, also the one way the
     pool does not notice by itself (:func:`pool_lost_a_worker`). Any other executor (or None) is only waited on."""
@@ -238,7 +252,7 @@ def _started_pool(workers: int) -> cf.ProcessPoolExecutor:
     for _ in range(2):
         pool = process_pool(workers)
         try:
-            result_unless_a_worker_dies(pool, pool.submit(_ready))
+            result_unless_a_worker_dies(pool, submit_to_pool(pool, _ready))
             return pool
         except cf.process.BrokenProcessPool:
             how = _exit_description(pool)
@@ -254,7 +268,7 @@ def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash
     If the worker dies, the item is convicted: ``on_crash(item, how)`` is its result, or WorkerCrashError."""
     pool = pool or _started_pool(1)
     try:
-        return pool, result_unless_a_worker_dies(pool, pool.submit(fn, item))
+        return pool, result_unless_a_worker_dies(pool, submit_to_pool(pool, fn, item))
     except cf.process.BrokenProcessPool:
         how = f"the worker process running it died ({_exit_description(pool)}), twice, the second time alone"
         abandon_pool(pool)
@@ -284,7 +298,7 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int,
                     yield i, result
                     continue
                 try:
-                    inflight[pool.submit(fn, items[i])] = i
+                    inflight[submit_to_pool(pool, fn, items[i])] = i
                 except cf.process.BrokenProcessPool:  # broke since the last look: i never ran
                     todo.appendleft(i)
                     broken = True

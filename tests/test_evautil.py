@@ -62,6 +62,7 @@ def _dies_on_3_and_5(x: int) -> int:
     return x * x
 
 
+@pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 @pytest.mark.parametrize("ordered", [True, False])
 def test_a_worker_that_dies_costs_only_its_item(ordered):
     """multiprocessing.Pool waited forever for the result a dead worker took with it (an index build hung on one
@@ -77,11 +78,13 @@ def test_a_worker_that_dies_costs_only_its_item(ordered):
     assert "signal SIGSEGV" in how[5] and "the second time alone" in how[3]
 
 
+@pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 def test_a_crashing_item_without_on_crash_is_an_error_naming_it():
     with pytest.raises(WorkerCrashError, match=r"^3: the worker process running it died"):
         list(map_with_progress(_dies_on_3_and_5, [0, 1, 2, 3, 4], 2, "x", progress=False))
 
 
+@pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 def test_workers_that_cannot_start_are_an_error_not_a_hang(tmp_path):
     """A script read from standard input cannot start workers (they re-import the main module): multiprocessing.Pool
     restarted them forever; now the map stops with WorkerStartError at once."""

@@ -8,7 +8,6 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import av
@@ -275,29 +274,27 @@ def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
     assert len(calls) == len(GOOD) + len(BAD) - 1
 
 
-_REAL_PROBE_JOB = index_mod._probe_job
-
-
-def _probe_crashing_on_good_1(job):
-    """A probe that dies in the worker on one file, as FFmpeg crashing on a damaged video would."""
-    if job[1].endswith("good_1.webm"):
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return _REAL_PROBE_JOB(job)
-
-
+@pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 def test_a_video_that_crashes_its_probe_is_bad_and_the_build_finishes(dataset, monkeypatch):
     """The index build used to wait forever for the result of a worker that died; now the video that kills its
     worker (even probed alone) is a bad video saying so, cached like the others, and every other row is probed."""
+    from tests import crashing_jobs
+
     lst, root = dataset
-    monkeypatch.setattr(index_mod, "_probe_job", _probe_crashing_on_good_1)  # pickled by name: workers import it
+    victim = "clips/cls a/good_1.webm"
+    renamed = victim.replace("good_1", f"good_1_{crashing_jobs.CRASH_MARK}")
+    os.rename(root / victim, root / renamed)
+    lst.write_text(lst.read_text().replace(victim, renamed))
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.probe_job)  # pickled by name: workers import it
     ix = build_index(str(lst), str(root), workers=2, progress=False)
     rows = {e.rel_path: e.row for e in ix.entries}
-    crashed = rows["clips/cls a/good_1.webm"]
-    assert "probing it crashed the process" in ix.bad[crashed] and "SIGSEGV" in ix.bad[crashed]
-    assert ix.good_rows == sorted(rows[r] for r in GOOD if r != "clips/cls a/good_1.webm")
+    crashed = rows[renamed]
+    assert "probing it crashed the process" in ix.bad[crashed] and "signal SIGSEGV" in ix.bad[crashed]
+    assert ix.good_rows == sorted(rows[r] for r in GOOD if r != victim)
     for rel, word in BAD.items():
         assert word in ix.bad[rows[rel]], (rel, ix.bad[rows[rel]])
-    monkeypatch.setattr(index_mod, "_probe_job", _REAL_PROBE_JOB)
+    monkeypatch.setattr(index_mod, "_probe_job", real_job)
     again = build_index(str(lst), str(root), workers=2, progress=False)  # from the cache: not probed again
     assert again.probed == 0 and again.bad[crashed] == ix.bad[crashed]
 

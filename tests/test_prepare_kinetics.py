@@ -532,6 +532,33 @@ def test_reencode_h264_short_side_gop_and_failures(tmp_path):
     assert out_a.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
+def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_path, monkeypatch):
+    """`lists --check` and `reencode` over a tree where one file kills the worker process that decodes it (as a
+    crash in FFmpeg would): that file is reported as such, and every other file is checked and re-encoded. (With
+    multiprocessing.Pool both waited forever for the lost result.)"""
+    from tests import crashing_jobs
+    from tools.kinetics import reencode as reencode_mod, scan as scan_mod
+
+    src = tmp_path / "k400"
+    for split, tag in (("train", "a"), ("train", crashing_jobs.CRASH_MARK), ("val", "c")):
+        write_clip(src / split / ARM / vid(tag), t=8)
+    crasher = vid(crashing_jobs.CRASH_MARK)
+    monkeypatch.setattr(scan_mod, "_probe_first_frame", crashing_jobs.first_frame_job)  # workers import it by name
+    scan = scan_dataset("k400", str(src), check=True, workers=2)
+    bad = {os.path.basename(p): r for p, r in scan.skipped}
+    assert list(bad) == [crasher] and bad[crasher].startswith("decoding it crashed the process")
+    assert "signal SIGSEGV" in bad[crasher]
+    assert [os.path.basename(v.path) for v in scan.videos["train"] + scan.videos["val"]] == [vid("a"), vid("c")]
+
+    monkeypatch.setattr(reencode_mod, "_reencode_job", crashing_jobs.reencode_job)
+    rep = reencode_tree(str(src), str(tmp_path / "out"), EncodeSettings(short_side=32, gop=4), workers=2,
+                        progress=False, log=lambda s: None)
+    assert rep["done"] == 2 and [os.path.basename(f["src"]) for f in rep["failed"]] == [crasher]
+    assert "re-encoding it crashed the process" in rep["failed"][0]["error"]
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.mp4")) == [vid("a"), vid("c")]
+
+
 def test_reencode_cli_dry_run_and_bad_roots(tmp_path, capsys):
     src = tmp_path / "src"
     write_clip(src / "train" / "a" / vid("a"), t=4)

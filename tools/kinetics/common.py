@@ -13,7 +13,10 @@ class KineticsError(ValueError):
     """Bad input for dataset preparation (missing root, empty class, unreadable file, ...); the message names it."""
 
 
-def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool) -> list:
+def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool,
+                 on_crash: Callable | None = None) -> list:
     """``[fn(x) for x in items]``, in ``workers`` processes when workers > 1 (never forked: FFmpeg and x264 keep
-    internal threads), with an optional progress bar. ``fn`` must be a module-level function."""
-    return list(map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file"))
+    internal threads), with an optional progress bar. ``fn`` must be a module-level function. ``on_crash(x, how)``
+    is the result for an item that kills its worker process (see ``evautil.workers.map_with_progress``)."""
+    return list(map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file",
+                                  on_crash=on_crash))

@@ -261,6 +261,12 @@ def _reencode_job(args: tuple[str, str, EncodeSettings]) -> dict:
     return r
 
 
+def _reencode_crashed(args: tuple[str, str, EncodeSettings], how: str) -> dict:
+    """The report row of a file whose re-encode killed its worker process (FFmpeg crashing on a damaged file)."""
+    return {"src": args[0], "dst": args[1], "ok": False, "error": f"{args[0]}: re-encoding it crashed the process: "
+            f"{how}", "seconds": 0.0}
+
+
 def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSettings = EncodeSettings(), *,
                   workers: int = 1, dry_run: bool = False, progress: bool = True, report_dir: str | None = None,
                   log: Callable[[str], None] = print) -> dict:
@@ -289,7 +295,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         return report
     check_h264_encoder()
     t0 = time.perf_counter()
-    results = parallel_map(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress)
+    results = parallel_map(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
+                           on_crash=_reencode_crashed)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     for r in results:
         if r["ok"]:

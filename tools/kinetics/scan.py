@@ -198,7 +198,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
 
     if check and candidates:
         reasons = parallel_map(_probe_first_frame, [v.path for _, v in candidates], workers, f"check {name}",
-                               progress)
+                               progress, on_crash=lambda path, how: f"decoding it crashed the process: {how}")
         good = []
         for (split, v), reason in zip(candidates, reasons):
             if reason is None:

@@ -1,0 +1,37 @@
+"""Worker jobs that die on chosen files as a crash in FFmpeg would (SIGSEGV, no exception), wrapped around the real
+jobs. They are pickled by name into worker processes, which import this module: it imports nothing heavy."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# Files whose name contains this are crashed on.
+CRASH_MARK = "crashes"
+
+
+def _crash_on_marked(path: str) -> None:
+    if CRASH_MARK in os.path.basename(path):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def probe_job(job: tuple):
+    """``dali_pipelines.index._probe_job`` (the original: the worker's module is not patched)."""
+    from dali_pipelines.index import _probe_job
+
+    _crash_on_marked(job[1])
+    return _probe_job(job)
+
+
+def reencode_job(args: tuple):
+    from tools.kinetics.reencode import _reencode_job
+
+    _crash_on_marked(args[0])
+    return _reencode_job(args)
+
+
+def first_frame_job(path: str):
+    from tools.kinetics.scan import _probe_first_frame
+
+    _crash_on_marked(path)
+    return _probe_first_frame(path)

@@ -29,10 +29,10 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "mp_context", "process_pool", "worker_setup",
-           "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool", "result_unless_a_worker_dies",
-           "DEATH_CHECK_S",
-           "InlineExecutor", "map_with_progress", "WorkerStartError", "WorkerCrashError"]
+__all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
+           "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool",
+           "result_unless_a_worker_dies", "InlineExecutor", "map_with_progress", "WorkerStartError",
+           "WorkerCrashError"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.

@@ -40,8 +40,9 @@ def counter_frames(n: int, w: int = 64, h: int = 48) -> np.ndarray:
     return frames
 
 
-def best_match(decoded: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each decoded frame: the index of the closest source frame and the gap to the runner-up."""
+def closest_frames(decoded: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each decoded frame: the index of the closest source frame (mean absolute difference) and the gap to the
+    runner-up. (Not tests.video_fixtures.best_match, which correlates: this one also says how clear the win is.)"""
     d = np.abs(decoded[:, None].astype(np.int16) - source[None].astype(np.int16)).mean(axis=(2, 3, 4))
     order = np.sort(d, axis=1)
     return d.argmin(axis=1), order[:, 1] - order[:, 0]
@@ -389,11 +390,11 @@ def test_variable_frame_rate_webm_is_not_called_truncated(tmp_path):
     assert info.num_frames == 40
     want = [0, 19, 20, 39]
     got = decode_frames(path, want)
-    assert best_match(got, frames)[0].tolist() == want
+    assert closest_frames(got, frames)[0].tolist() == want
     from dali_pipelines.pipelines import decode_with_dali
 
     (dali,) = decode_with_dali([path], [want])
-    assert best_match(dali, frames)[0].tolist() == want
+    assert closest_frames(dali, frames)[0].tolist() == want
     data = Path(path).read_bytes()
     (tmp_path / "cut.webm").write_bytes(data[: len(data) // 2])
     with pytest.raises(BadVideoError, match=r"truncated: \d+ frames readable, ending at 0\.\d+ s of the 4\.666 s"):
@@ -439,7 +440,7 @@ def test_counts_match_dali_cpu_decoder_vp9(tmp_path):
         dali_frames = np.asarray(out[i])
         assert probe_video(path).num_frames == dali_frames.shape[0] == count_packets(path) == count_frames(path)
         # Same numbering: DALI's frame k is PyAV's frame k.
-        idx, _ = best_match(dali_frames, decode_frames(path, range(dali_frames.shape[0])))
+        idx, _ = closest_frames(dali_frames, decode_frames(path, range(dali_frames.shape[0])))
         assert idx.tolist() == list(range(dali_frames.shape[0]))
 
 
@@ -482,7 +483,7 @@ def test_decode_frames_returns_requested_frames(tmp_path, codec, opts):
     want = [37, 0, 5, 17, 5, 39, 17, 8]  # unordered, duplicates, across GOPs
     got = decode_frames(path, want)
     assert got.shape == (len(want), 48, 64, 3) and got.dtype == np.uint8
-    idx, margin = best_match(got, src)
+    idx, margin = closest_frames(got, src)
     assert idx.tolist() == want
     assert margin.min() > 5  # the best match is unambiguous
     assert np.abs(got.astype(int) - src[want]).mean() < 6

@@ -33,10 +33,8 @@ MAX_MEAN_ABS_DIFF = 8.0
 # A second frame is "the same picture" as the requested one below this mean difference.
 SAME_PICTURE = 1.0
 MAX_REFERENCE_FRAMES = 320  # longer clips are compared over their first 320 frames
-
-
-# best_match compares frames on every k-th row and column, k chosen to keep at least this many of the shorter side:
-# a 1080p frame costs 1/16 of the work, and every kept pixel is a real one (no averaging that would blur motion).
+# FrameMatcher compares frames on every k-th row and column, k chosen to keep at least this many of the shorter
+# side: a 1080p frame costs 1/16 of the work, and every kept pixel is a real one (no averaging to blur motion).
 MATCH_MIN_SIDE = 256
 
 

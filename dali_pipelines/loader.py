@@ -36,9 +36,9 @@ from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
-from .pyav_io import BadVideoError
 from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of, graphs_serving, test_pipeline,
                         train_pipeline)
+from .pyav_io import BadVideoError
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule

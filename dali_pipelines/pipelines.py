@@ -37,8 +37,8 @@ __all__ = [
     "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams",
     "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
     "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali",
-    "decode_encoded_with_dali", "one_batch_source", "short_video_error", "dali_error_reason", "PAD_MODE", "HOST_POOL_THRESHOLD",
-    "use_dali_host_pool",
+    "decode_encoded_with_dali", "one_batch_source", "short_video_error", "dali_error_reason", "PAD_MODE",
+    "HOST_POOL_THRESHOLD", "use_dali_host_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,8 +234,8 @@ def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
 # Frames past the end of a video are an error, never padding. The sampler never asks past the index's frame count,
 # so a decoder that finds fewer frames means the file is not what the index says (replaced or damaged since it was
 # probed): DALI fails the batch ("out-of-bounds frame index"), the loader finds the video by decoding the in-flight
-# samples alone (decode_encoded_with_dali, on the bytes the graph was given) and quarantines it by name. 'edge' padding would hand out the last frame
-# repeated as a silent static clip.
+# samples alone (decode_encoded_with_dali, on the bytes the graph was given) and quarantines it by name. 'edge'
+# padding would hand out the last frame repeated as a silent static clip.
 PAD_MODE = "none"
 _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
 

@@ -91,7 +91,8 @@ def test_workers_that_cannot_start_are_an_error_not_a_hang(tmp_path):
     restarted them forever; now the map stops with WorkerStartError at once."""
     from tests.conftest import child_env  # here, not at the top: workers import this module, and it imports torch
 
-    script = "from evautil.workers import map_with_progress\nprint(list(map_with_progress(abs, [-1, -2, -3], 2, 'x')))\n"
+    script = ("from evautil.workers import map_with_progress\n"
+              "print(list(map_with_progress(abs, [-1, -2, -3], 2, 'x')))\n")
     done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120,
                           cwd=tmp_path, env=child_env())
     assert done.returncode == 1 and "WorkerStartError: worker processes die as they start" in done.stderr

@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --dry-run) dry=1 ;;
     --out) out_root=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
     esac
     shift

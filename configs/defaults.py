@@ -22,7 +22,7 @@ _C.DATA.ROOT = ""
 # Relative list paths are resolved against the current working directory.
 _C.DATA.TRAIN_FILE = ""
 _C.DATA.VAL_FILE = ""
-# Free-form dataset name, used only in logs (e.g. kinetics400).
+# Free-form dataset name (e.g. kinetics400): named in the training log and in summary.json's `dataset`.
 _C.DATA.DATASET = "kinetics400"
 # Side of the square clip fed to the model, in pixels.
 _C.DATA.INPUT_SIZE = 224

@@ -219,7 +219,7 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
                               data_stats=loader_stats(run.val_loader, run.ctx), num_classes=cfg.DATA.NUM_CLASSES,
                               class_names=_class_names(cfg), autocast_dtype=amp_dtype)
-    run.metrics.summary({"evaluated": run.weights, **_data_counts(run.val_loader, run.ctx, "test_")})
+    run.metrics.summary({"dataset": cfg.DATA.DATASET, "evaluated": run.weights, **_data_counts(run.val_loader, run.ctx, "test_")})
     if run.ctx.is_main:
         plot_finished_run(cfg.OUTPUT, run.metrics.info, run.metrics.warn)
     return result
@@ -268,10 +268,10 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
     trainer.resume(resume, auto=t.AUTO_RESUME)
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
-    metrics.info(f"training {t.EPOCHS} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
+    metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
                  f"precision {str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}")
     result = trainer.fit()
-    metrics.summary({"best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
+    metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
                      "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT,
                      **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
     if ctx.is_main:

@@ -100,7 +100,8 @@ def dataset(tmp_path_factory) -> Path:
 
 def _opts(data: Path, out: Path, **extra) -> list[str]:
     base = {
-        "DATA.ROOT": data, "DATA.TRAIN_FILE": data / "train.txt", "DATA.VAL_FILE": data / "val.txt",
+        "DATA.DATASET": "motion-e2e", "DATA.ROOT": data,
+        "DATA.TRAIN_FILE": data / "train.txt", "DATA.VAL_FILE": data / "val.txt",
         "DATA.LABEL_LIST": data / "labels.csv", "DATA.INPUT_SIZE": 32, "DATA.NUM_FRAMES": 4, "DATA.TUBELET_SIZE": 2,
         "DATA.NUM_THREADS": 1, "DATA.NUM_WORKERS": 1, "DATA.INDEX_WORKERS": 1,
         "TRAIN.BATCH_SIZE": 4, "TRAIN.EPOCHS": 2, "TRAIN.WARMUP_EPOCHS": 0.5, "TEST.BATCH_SIZE": 3,
@@ -187,6 +188,7 @@ def test_full_run_outputs(reference, dataset):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
     assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0
+    assert summary["dataset"] == "motion-e2e" and "training on motion-e2e: 3 epochs x 4 steps" in r.stdout
     names = sorted(os.listdir(out))
     assert {"ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
             "per_class_val.csv"} <= set(names), names

@@ -1,4 +1,4 @@
-"""Import boundaries between the packages (STYLE.md): data flows config -> data -> model -> engine."""
+"""Import boundaries between the packages (docs/ARCHITECTURE.md): data flows config -> data -> model -> engine."""
 
 from __future__ import annotations
 

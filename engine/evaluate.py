@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .distributed import DistContext, all_gather_objects
+from .loader_stats import loader_stats
 from .metrics import MetricLogger
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy"]
@@ -139,7 +140,7 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
     with open(pred_path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         header = ["index", "path", "label", "label_name", "correct_top1"]
-        for r in range(1, 6):
+        for r in range(1, min(5, num_classes) + 1):  # fewer than 5 classes: as many ranks as the rows hold
             header += [f"top{r}_class", f"top{r}_name", f"top{r}_prob"]
         w.writerow(header)
         for index, label, classes, probs in predictions:
@@ -158,13 +159,14 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
 
 
 def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: MetricLogger, *, split: str,
-                     data_stats: dict[str, Any], num_classes: int, class_names: dict[int, str] | None = None,
+                     num_classes: int, class_names: dict[int, str] | None = None,
                      autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
                      step: int | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions and
-    per-class accuracy (rank 0), log the eval line. ``data_stats``: the loader's failure counters over all ranks
-    (``train_loop.loader_stats``). Needs no optimizer or trainer. Shows progress (a bar on a terminal, plain lines
-    otherwise). Returns the result without its predictions."""
+    per-class accuracy (rank 0), log the eval line with the loader's counters over all ranks, read after this
+    evaluation (``loader_stats``: counted since the loader was built). Every rank must call it. Needs no optimizer
+    or trainer. Shows progress (a bar on a terminal, plain lines otherwise). Returns the result without its
+    predictions."""
     progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
     try:
         result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=progress)
@@ -173,7 +175,7 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
     preds = result.pop("predictions")
     if result["duplicates"]:
         metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
-    stats = dict(data_stats)
+    stats = loader_stats(loader, ctx)  # after the evaluation, so that its own quarantines and clips are counted
     skipped = stats.pop("skipped", [])
     result.update(stats)
     listed = stats.get("listed_videos")

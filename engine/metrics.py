@@ -376,7 +376,7 @@ class MetricLogger:
         return line
 
     def log_data(self, split: str, counters: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:
-        """Write a ``data`` line: a loader's counters (``train_loop.loader_stats``) after epoch index ``epoch``."""
+        """Write a ``data`` line: a loader's counters (``loader_stats.loader_stats``) after epoch index ``epoch``."""
         line = {"kind": "data", "split": split, "epoch": epoch_number(epoch), "step": step, **counters,
                 "time": time.time()}
         self._write(line)

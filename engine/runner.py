@@ -20,12 +20,13 @@ from configs import ConfigError
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir
 from .distributed import DistContext
 from .evaluate import evaluate_and_log, read_label_names
+from .loader_stats import loader_stats
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config
 from .plots import plot_finished_run
-from .train_loop import Trainer, TrainOptions, loader_stats, resolve_precision
+from .train_loop import Trainer, TrainOptions, resolve_precision
 
 __all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
            "announce_model", "check_weights_fit", "train", "only_test"]
@@ -217,9 +218,9 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
         run.metrics.info(f"evaluating {run.weights}")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
-                              data_stats=loader_stats(run.val_loader, run.ctx), num_classes=cfg.DATA.NUM_CLASSES,
-                              class_names=_class_names(cfg), autocast_dtype=amp_dtype)
-    run.metrics.summary({"dataset": cfg.DATA.DATASET, "evaluated": run.weights, **_data_counts(run.val_loader, run.ctx, "test_")})
+                              num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype)
+    run.metrics.summary({"dataset": cfg.DATA.DATASET, "evaluated": run.weights,
+                         **_data_counts(run.val_loader, run.ctx, "test_")})
     if run.ctx.is_main:
         plot_finished_run(cfg.OUTPUT, run.metrics.info, run.metrics.warn)
     return result
@@ -268,11 +269,13 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
     trainer.resume(resume, auto=t.AUTO_RESUME)
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
-    metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
-                 f"precision {str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'}")
+    precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
+    metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, "
+                 f"global batch {global_batch}, precision {precision}")
     result = trainer.fit()
-    metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"], "best_epoch": result["best_epoch"],
-                     "last_checkpoint": result["last_checkpoint"], "output": cfg.OUTPUT,
+    metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
+                     "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
+                     "output": cfg.OUTPUT,
                      **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
     if ctx.is_main:
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)

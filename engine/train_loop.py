@@ -22,11 +22,11 @@ from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_che
                             restore_training_objects)
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log
+from .loader_stats import loader_stats
 from .metrics import MetricLogger
 from .preemption import Preempted, StepControl
 
-__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
-           "loader_stats"]
+__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -191,36 +191,6 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     return {"loss": epoch_loss / epoch_steps if epoch_steps else float("nan"), "steps": epoch_steps}
 
 
-# Loader counters that describe the (shared) list rather than one rank's work: not summed over ranks.
-_PER_LIST_STATS = ("bad_at_index", "listed_videos")
-
-
-def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, Any]:
-    """The loader's data-failure counters over all ranks, keys prefixed with ``prefix``.
-
-    From ``loader.stats`` (counted since the loader was built): ``skipped_videos`` (quarantined while decoding),
-    ``substituted`` (training samples replaced), ``rebuilds`` (decoder pipelines rebuilt) summed over ranks;
-    ``bad_at_index`` (left out when the list was indexed) and ``listed_videos`` (rows in the list) as one rank
-    sees them; ``skipped``: up to 20 "path: reason" strings. Empty for a loader without stats. Every rank must
-    call it (it gathers).
-    """
-    stats = getattr(loader, "stats", None)
-    stats = stats if isinstance(stats, dict) else {}
-    local = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    entries = getattr(getattr(loader, "index", None), "entries", None)
-    if entries is not None:
-        local["listed_videos"] = len(entries)
-    parts = all_gather_objects({"counts": local, "skipped": [str(x) for x in stats.get("skipped", [])][:20]}, ctx)
-    out: dict[str, Any] = {}
-    for part in parts:
-        for k, v in part["counts"].items():
-            out[k] = max(out.get(k, v), v) if k in _PER_LIST_STATS else out.get(k, 0) + v
-    skipped = [x for part in parts for x in part["skipped"]][:20]
-    if out or skipped:
-        out["skipped"] = skipped
-    return {prefix + k: v for k, v in out.items()}
-
-
 @dataclass
 class Trainer:
     """One training/evaluation run wired from explicit objects.
@@ -352,7 +322,7 @@ class Trainer:
     def run_eval(self, loader: Any, split: str, epoch: int | None) -> dict[str, Any]:
         """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result."""
         return evaluate_and_log(self.eval_model(), loader, self.ctx, self.metrics, split=split,
-                                data_stats=loader_stats(loader, self.ctx), num_classes=self.opts.num_classes,
+                                num_classes=self.opts.num_classes,
                                 class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
                                 step=self.state.global_step)
 

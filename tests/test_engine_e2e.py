@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -196,6 +197,8 @@ def test_full_run_outputs(reference, dataset):
     assert not [n for n in names if n.startswith(".tmp_")]
     pred = (out / "predictions_val.csv").read_text().splitlines()
     assert len(pred) == 9 and "moving up" in "".join(pred)  # class names from DATA.LABEL_LIST
+    rows = list(csv.reader(pred))  # 4 classes: ranks 1-4 only, every row as wide as the header
+    assert rows[0][-3:] == ["top4_class", "top4_name", "top4_prob"] and {len(x) for x in rows} == {len(rows[0])}
     assert "Run summary" in r.stdout
 
 

@@ -21,7 +21,7 @@ from dali_pipelines.loader import build_loader
 from dali_pipelines.pyav_io import decode_frames
 from engine.distributed import DistContext
 from engine.runner import _data_counts
-from engine.train_loop import loader_stats
+from engine.loader_stats import loader_stats
 from tests.video_fixtures import denormalize, make_clip_dataset, roi_resize_ref, small_cfg
 
 VP9_COUNTS = [24, 30, 26, 33, 28]

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from engine.distributed import DistContext
-from engine.evaluate import evaluate
+from engine.evaluate import evaluate, evaluate_and_log
 from engine.metrics import MetricLogger
 from engine.plots import CURVES, MATRIX_MAX_CLASSES, confusion_figure, curves_figure, write_plots
 from engine.progress import RunClock, format_duration
@@ -123,6 +123,42 @@ def test_evaluate_reports_progress_and_mean_class_accuracy():
     result = evaluate(_AlwaysClassZero(), batches, DistContext(), progress=seen.append)
     assert seen == [2, 2]
     assert result["top1"] == 75.0 and result["mean_class_top1"] == 50.0 and result["num_videos"] == 4
+
+
+class _QuarantiningLoader:
+    """Two batches of 4 listed videos; while the second is produced, a third video is quarantined (as a loader does
+    when one fails to decode mid-evaluation) and the clips decoded so far are counted."""
+
+    def __init__(self):
+        self.stats = {"skipped_videos": 0, "clips_pyav": 0, "skipped": []}
+        entries = [type("Entry", (), {"row": r, "rel_path": f"{'abcd'[r]}.mp4"})() for r in range(4)]
+        self.index = type("Index", (), {"entries": entries})()
+
+    def __len__(self):
+        return 2
+
+    def __iter__(self):
+        for n, (labels, rows) in enumerate((([0, 0], [0, 1]), ([1], [3]))):
+            if n == 1:
+                self.stats["skipped_videos"] += 1
+                self.stats["skipped"].append("c.mp4: BadVideoError: truncated")
+            self.stats["clips_pyav"] += len(rows)
+            yield {"video": torch.rand(len(rows), 1, 1, 3, 4, 4), "label": torch.tensor(labels),
+                   "index": torch.tensor(rows)}
+
+
+def test_eval_line_counts_the_videos_that_evaluation_skipped(tmp_path, capsys):
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    evaluate_and_log(_AlwaysClassZero(), _QuarantiningLoader(), DistContext(), metrics, split="val", num_classes=3)
+    metrics.close()
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (line["num_videos"], line["listed_videos"], line["skipped_videos"], line["clips_pyav"]) == (3, 4, 1, 3)
+    out = capsys.readouterr()
+    assert "val: evaluated 3 of 4 listed videos (0 bad when the list was indexed, 1 failed while decoding)" in (
+        out.out + out.err + _log(tmp_path))
+    assert "c.mp4: BadVideoError: truncated" in out.out + out.err + _log(tmp_path)
+    assert [r.split(",")[1] for r in (tmp_path / "predictions_val.csv").read_text().splitlines()[1:]] == [
+        "a.mp4", "b.mp4", "d.mp4"]
 
 
 def _train_lines(n: int) -> list[dict]:

@@ -1,0 +1,39 @@
+"""A loader's data counters gathered over all ranks: the eval lines, the training ``data`` lines and the summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .distributed import DistContext, all_gather_objects
+
+__all__ = ["loader_stats"]
+
+
+# Loader counters that describe the (shared) list rather than one rank's work: not summed over ranks.
+_PER_LIST_STATS = ("bad_at_index", "listed_videos")
+
+
+def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, Any]:
+    """The loader's data-failure counters over all ranks, keys prefixed with ``prefix``.
+
+    From ``loader.stats`` (counted since the loader was built): ``skipped_videos`` (quarantined while decoding),
+    ``substituted`` (training samples replaced), ``rebuilds`` (decoder pipelines rebuilt) summed over ranks;
+    ``bad_at_index`` (left out when the list was indexed) and ``listed_videos`` (rows in the list) as one rank
+    sees them; ``skipped``: up to 20 "path: reason" strings. Empty for a loader without stats. Every rank must
+    call it (it gathers).
+    """
+    stats = getattr(loader, "stats", None)
+    stats = stats if isinstance(stats, dict) else {}
+    local = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    entries = getattr(getattr(loader, "index", None), "entries", None)
+    if entries is not None:
+        local["listed_videos"] = len(entries)
+    parts = all_gather_objects({"counts": local, "skipped": [str(x) for x in stats.get("skipped", [])][:20]}, ctx)
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part["counts"].items():
+            out[k] = max(out.get(k, v), v) if k in _PER_LIST_STATS else out.get(k, 0) + v
+    skipped = [x for part in parts for x in part["skipped"]][:20]
+    if out or skipped:
+        out["skipped"] = skipped
+    return {prefix + k: v for k, v in out.items()}

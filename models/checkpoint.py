@@ -106,14 +106,25 @@ def _refusal(path: str, name: str) -> CheckpointError:
         f"(e.g. torch.save(ckpt['model'], ...)) or convert it to .safetensors.")
 
 
+def _unreadable(path: str, error: Exception) -> CheckpointError:
+    """The error for a file torch cannot read at all, in one line naming the file and what torch raised."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # The type is part of the message: for garbage torch's unpickler raises e.g. KeyError('105') or IndexError.
+    return CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}"
+                           + (f": {lines[0]}" if lines else ""))
+
+
 def _torch_load(path: str) -> Any:
     """``torch.load(weights_only=True)``, retried with approved plain-data globals only."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError as error:  # first: a refused global is approved (plain data) or refused by
+        # name below, and pickled code is never run
         refused, last_error = _refused_globals(path, error), error
-    except (RuntimeError, EOFError, ValueError, OSError) as error:  # truncated or not a torch file at all
-        raise CheckpointError(f"{path}: not a readable torch checkpoint: {error}") from error
+    except Exception as error:  # anything else means the file is unreadable: garbage bytes reach the weights-only
+        # unpickler as arbitrary opcodes and fail with KeyError, IndexError, UnicodeDecodeError, ... not only
+        # RuntimeError/EOFError (truncated zip or pickle)
+        raise _unreadable(path, error) from error
     allowed: list[Any] = []
     approved: set[str] = set()
     # Normally one retry: zip checkpoints list every global up front. Legacy files name one per failure.
@@ -136,6 +147,8 @@ def _torch_load(path: str) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as again:
             refused, last_error = _REFUSED_GLOBAL.findall(str(again)), again
+        except Exception as error:  # damaged after the approved globals: as unreadable as above
+            raise _unreadable(path, error) from error
 
 
 def _unwrap(obj: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,6 +299,63 @@ def test_legacy_format_and_unreadable_files(tmp_path):
     with pytest.raises(CheckpointError, match="truncated_zip.pth"):
         read_state_dict(tmp_path / "truncated_zip.pth")
 
+
+
+# Files that are neither a torch zip nor a pickle, and what torch's weights-only unpickler raised on each before
+# any exception type was turned into CheckpointError (it crashed train.py with a traceback).
+GARBAGE = {
+    "hi.pth": (b"hi\n", "KeyError: 105"),  # `echo hi > x.pth`
+    "random17.pth": (np.random.default_rng(17).bytes(100), "IndexError: pop from empty list"),
+    "random21.pth": (np.random.default_rng(21).bytes(100), "IndexError: list index out of range"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GARBAGE))
+def test_garbage_files_are_checkpoint_errors(tmp_path, name):
+    data, reason = GARBAGE[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    assert str(info.value) == f"{path}: not a readable torch checkpoint: {reason}"
+    with pytest.raises(CheckpointError, match=f"{name}: not a readable torch checkpoint"):
+        load_pretrained(tiny(), path, "eva_k722")
+
+
+def test_unreadable_checkpoint_message_is_one_line(tmp_path):
+    torch.save(random_state_dict(tiny()), tmp_path / "zip.pth")
+    (tmp_path / "truncated_zip.pth").write_bytes((tmp_path / "zip.pth").read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(tmp_path / "truncated_zip.pth")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'truncated_zip.pth'}: not a readable torch checkpoint: RuntimeError: ")
+    assert "\n" not in message
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from tests.video_fixtures import synthetic_dataset
+
+    return synthetic_dataset(tmp_path_factory, "synth_ckpt", 1, 1, num_frames=8, size=(48, 32))
+
+
+@pytest.mark.parametrize("name", ["hi.pth", "random21.pth"])
+def test_train_only_test_on_a_garbage_checkpoint_is_one_line_exit_2(tmp_path, tiny_dataset, capsys, name):
+    import train
+
+    path = tmp_path / name
+    path.write_bytes(GARBAGE[name][0])
+    data = tiny_dataset
+    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"),
+            "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4",
+            "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
+            "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False", "OUTPUT", str(tmp_path / "out")]
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    rc = train.main(["--cfg", demo, "--only_test", "--resume", str(path), "--opts", *opts])
+    captured = capsys.readouterr()
+    errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
+    assert rc == 2 and errors == [f"error: {path}: not a readable torch checkpoint: {GARBAGE[name][1]}"], captured
+    assert "Traceback" not in captured.out + captured.err
 
 def test_build_model_then_load_configured_weights(tmp_path):
     # An 8-frame, 10-class checkpoint with the eva-tiny/8 preset's sizes (4x4 patches at 32 px).

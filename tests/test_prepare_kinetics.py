@@ -197,6 +197,119 @@ def test_underscore_folders_and_extensions(tmp_path):
     assert [os.path.basename(p) for p in scan.ignored] == ["notes.txt"]
 
 
+# Names and whether the list reader (dali_pipelines.filelist) gives them back from a line "<name> <label>".
+LIST_NAMES = {
+    "a/b c.mp4": True, "a/two  spaces.mp4": True, "a/tab\tx.mp4": True, "a/mixed \t \u3000 x.mp4": True,
+    "a/nbsp\xa0x.mp4": True, "a/ends in 5": True, "a/label 12 3": True, "a/zero\u200bwidth.mp4": True,
+    "a/b\ufeffom.mp4": True, "x": True,
+    " a/lead.mp4": False, "a/trail.mp4 ": False, "\ta/lead-tab.mp4": False, "a/trail-nbsp\xa0": False,
+    "a/new\nline.mp4": False, "a/cr\rx.mp4": False, "a/crlf\r\nx.mp4": False, "a/vt\x0bx.mp4": False,
+    "a/ff\x0cx.mp4": False, "a/fs\x1cx.mp4": False, "a/nel\x85x.mp4": False, "a/ls\u2028x.mp4": False,
+    "a/ps\u2029x.mp4": False, "\ufeffa/bom.mp4": False,
+}
+
+
+def _reads_back(tmp_path: Path, name: str, first: bool) -> bool:
+    """True when read_file_list gives back exactly (name, 7) from a list holding the line "<name> 7" (the first
+    line, or the second after an ordinary one)."""
+    from dali_pipelines.filelist import DataListError, read_file_list
+
+    lst = tmp_path / "probe.txt"
+    lst.write_bytes(("" if first else "other.mp4 1\n").encode() + f"{name} 7\n".encode("utf-8"))
+    try:
+        entries = read_file_list(str(lst), str(tmp_path))
+    except DataListError:
+        return False
+    return [(e.rel_path, e.label) for e in entries[(0 if first else 1):]] == [(name, 7)]
+
+
+@pytest.mark.parametrize("name", sorted(LIST_NAMES), ids=ascii)
+def test_listable_names_are_the_ones_the_list_reader_reads_back(tmp_path, name):
+    # The writer's rule is checked against the reader itself, so the two cannot disagree again (the writer once
+    # refused runs of spaces and tabs that the reader reads back as written).
+    from tools.kinetics import format_list_line, is_listable
+
+    assert _reads_back(tmp_path, name, first=True) == LIST_NAMES[name]
+    assert is_listable(name) == LIST_NAMES[name]
+    if LIST_NAMES[name]:
+        assert _reads_back(tmp_path, name, first=False)
+        assert format_list_line(name, 7) == f"{name} 7"
+    else:
+        with pytest.raises(KineticsError, match="cannot be written to a video list"):
+            format_list_line(name, 7)
+
+
+def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
+    from dali_pipelines.filelist import read_file_list
+
+    root = make_tree(tmp_path / "k400", {"train": {"a b": [vid("a"), "two  spaces_000001_000011.mp4"],
+                                                   "c": ["tab\tname_000001_000011.mp4", "new\nline_000001_000011.mp4"]},
+                                         "val": {"a b": [vid("v1")], "c": [vid("v2")]}})
+    # a name that is not UTF-8 (os.scandir hands it over with surrogates): written, it crashed the list writer
+    (root / "train" / "c").joinpath(os.fsdecode(b"bad\xffname_000001_000011.mp4")).write_bytes(b"x")
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path)]
+    assert prepare_kinetics.main(args) == 0
+    entries = read_file_list(str(tmp_path / "k400_train.txt"), str(tmp_path))
+    assert [(e.rel_path, e.label) for e in entries] == [
+        (f"k400/train/a b/{vid('a')}", 0), ("k400/train/a b/two  spaces_000001_000011.mp4", 0),
+        ("k400/train/c/tab\tname_000001_000011.mp4", 1)]
+    assert all(os.path.isfile(e.path) for e in entries)
+    rep = json.loads((tmp_path / "k400_report.json").read_text())
+    reasons = {os.path.basename(f["path"]): f["reason"] for f in rep["skipped_files"]}
+    assert reasons == {
+        "new\nline_000001_000011.mp4": "cannot be written to a video list: name holds a line break ('\\n'), which "
+                                       "would split its list line",
+        os.fsdecode(b"bad\xffname_000001_000011.mp4"): "cannot be written to a video list: name is not valid UTF-8, "
+                                                       "and a video list is UTF-8 text"}
+    md = (tmp_path / "k400_report.md").read_text()
+    assert f"- `{root}/train/c/new\\nline_000001_000011.mp4`: cannot be written" in md
+    assert f"- `{root}/train/c/bad\\xffname_000001_000011.mp4`: cannot be written" in md
+    assert "- train: 5 found = 3 written + 2 skipped (name not listable 2) + " in md
+    capsys.readouterr()
+    # --strict: the unlistable names are an error, the ones with spaces and tabs are not mentioned
+    assert prepare_kinetics.main(args + ["--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset k400: 2 unusable video file(s):") and "line break" in err
+    assert "two  spaces" not in err and "tab\tname" not in err
+
+
+def test_lists_found_counts_every_video_file(tmp_path, capsys):
+    # found = written + skipped + dropped (YouTube id in val) + dropped (repeated YouTube id), per split, with and
+    # without --check; "found" used to leave the skipped files out.
+    root = tmp_path / "k400"
+    real = {"train": {"a": [vid("A1"), vid("A2"), vid("A2", 30), vid("L1"), vid("D1")],
+                      "b": [vid("B1"), vid("B2"), vid("L2"), vid("B1", 50)]},
+            "val": {"a": [vid("L1", 90), vid("V1"), vid("V1", 20)], "b": [vid("L2", 90), vid("V2")]}}
+    for split, classes in real.items():
+        for cls, files in classes.items():
+            for f in files:
+                write_clip(root / split / cls / f, t=2, h=16, w=16)
+    (root / "train" / "a" / vid("E1")).write_bytes(b"")  # empty
+    (root / "train" / "a" / vid("U1")).write_bytes(b"\x00not a video")  # undecodable (counted with --check)
+    (root / "train" / "a" / "new\nline_000001_000011.mp4").write_bytes(b"x")  # unlistable name
+    (root / "train" / "a" / "notes.txt").write_text("not a video file: ignored, not found")
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path), "--workers", "1"]
+    for check, skipped, written in ((False, {"empty": 1, "name not listable": 1}, 6),
+                                    (True, {"empty": 1, "name not listable": 1, "undecodable (--check)": 1}, 5)):
+        assert prepare_kinetics.main(args + (["--check"] if check else [])) == 0
+        rep = json.loads((tmp_path / "k400_report.json").read_text())
+        assert (rep["train_found"], rep["train_written"], rep["train_skipped"]) == (12, written, sum(skipped.values()))
+        assert rep["train_skipped_by_kind"] == skipped
+        assert (rep["dropped_leaked"], rep["train_duplicates"]["dropped"]) == (2, 2)
+        assert rep["train_found"] == (rep["train_written"] + rep["train_skipped"] + rep["dropped_leaked"]
+                                      + rep["train_duplicates"]["dropped"])
+        assert (rep["val_found"], rep["val_written"], rep["val_skipped"], rep["val_duplicates"]["dropped"]) == (
+            5, 4, 0, 1)
+        assert rep["found"] == {"train": 12, "val": 5} and rep["skipped"] == len(skipped) == len(rep["skipped_files"])
+        assert len(read_list(tmp_path / "k400_train.txt")) == written
+        kinds = ", ".join(f"{k} {n}" for k, n in skipped.items())
+        md = (tmp_path / "k400_report.md").read_text()
+        assert (f"- train: 12 found = {written} written + {len(skipped)} skipped ({kinds}) + 2 dropped as YouTube id "
+                f"in val + 2 dropped as repeated YouTube id") in md
+        assert "- val: 5 found = 4 written + 0 skipped + 1 dropped as repeated YouTube id" in md
+        assert f"train {written} of 12 (skipped {len(skipped)};" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Kinetics-722
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .common import KineticsError
-from .scan import DatasetScan, Video, is_listable
+from .scan import DatasetScan, Video, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
            "relative_path", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id", "DatasetLists",
@@ -58,9 +58,11 @@ def read_labels_csv(path: str) -> list[str]:
 
 
 def format_list_line(rel_path: str, label: int) -> str:
-    """One list line, ``<relative path> <label>`` (no newline)."""
-    if not is_listable(rel_path):
-        raise KineticsError(f"path {rel_path!r} cannot be written to a list (tab, newline or repeated spaces)")
+    """One list line, ``<relative path> <label>`` (no newline); KineticsError when the list reader would not read
+    ``rel_path`` back from it (:func:`~tools.kinetics.scan.unlistable_reason`)."""
+    why = unlistable_reason(rel_path)
+    if why is not None:
+        raise KineticsError(f"path {rel_path!r} cannot be written to a video list: {why}")
     return f"{rel_path} {int(label)}"
 
 
@@ -142,10 +144,15 @@ def clean_dataset_lists(scan: DatasetScan, *, dedup: bool = True, drop_leaked: b
     train = keep_first_by_youtube_id(scan.videos["train"], exclude=val_ids if drop_leaked else frozenset(),
                                      dedup=dedup)
     in_val = [v for v in scan.videos["train"] if v.youtube_id in val_ids]
+    skipped = {split: dict(scan.skipped_counts.get(split, {})) for split in ("train", "val")}
+    # "found" is every video file of the split, the skipped ones included, so that for each split
+    # found = written + skipped + dropped_leaked (train) + duplicates dropped.
     report = {
         "dedup": dedup, "drop_leaked": drop_leaked,
-        "train_found": len(scan.videos["train"]), "val_found": len(scan.videos["val"]),
+        "train_found": scan.found_in("train"), "val_found": scan.found_in("val"),
         "train_written": len(train.kept), "val_written": len(val.kept),
+        "train_skipped": sum(skipped["train"].values()), "val_skipped": sum(skipped["val"].values()),
+        "train_skipped_by_kind": skipped["train"], "val_skipped_by_kind": skipped["val"],
         "train_ids_in_own_val": len(in_val), "dropped_leaked": len(train.leaked),
         "leaked_examples": [v.path for v in in_val[:20]],
         "train_duplicates": _duplicate_counts(train.duplicates),

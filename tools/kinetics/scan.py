@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 
 from .common import KineticsError, parallel_map
 
-__all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "Video", "DatasetScan", "youtube_id", "is_video_file",
-           "is_listable", "scan_dataset"]
+__all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "SKIP_KINDS", "Video", "DatasetScan", "youtube_id", "is_video_file",
+           "unlistable_reason", "is_listable", "printable_path", "scan_dataset"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
 YOUTUBE_ID_LEN = 11
+
+# Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
+# each skipped file's own reason, in DatasetScan.skipped, says more.
+SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE = (
+    "empty", "unreadable", "name not listable", "undecodable (--check)")
+SKIP_KINDS = (SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE)
 
 @dataclass(frozen=True)
 class Video:
@@ -56,6 +62,9 @@ class DatasetScan:
         videos: ``{"train": [...], "val": [...]}``, each in (class folder name, file name) order.
         skipped: ``(path, reason)`` for video files left out (empty, unreadable, undecodable, unlistable name).
         ignored: paths of non-video entries found where videos or class folders were expected.
+        found: ``{split: number of video files found}``, usable or not: ``len(videos[split])`` plus the split's
+            skipped files.
+        skipped_counts: ``{split: {kind: number of files skipped}}``, kinds from :data:`SKIP_KINDS`.
     """
 
     name: str
@@ -64,6 +73,12 @@ class DatasetScan:
     videos: dict[str, list[Video]]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    found: dict[str, int] = field(default_factory=dict)
+    skipped_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def found_in(self, split: str) -> int:
+        """Video files found in ``split``, usable or not (a scan built by hand, without ``found``: the videos)."""
+        return self.found.get(split, len(self.videos[split]))
 
 
 def youtube_id(file_name: str) -> str:
@@ -80,11 +95,41 @@ def is_video_file(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
+def unlistable_reason(rel_path: str) -> str | None:
+    """None when the list line ``<rel_path> <label>`` reads back as ``rel_path``, else why it would not.
+
+    The rule is the list reader's (``dali_pipelines.filelist.read_video_list``): the list is UTF-8 text (a BOM at
+    its start dropped), cut into lines by ``str.splitlines``, and a line's file name is the line, stripped, up to
+    the whitespace before its last word (the label). So runs of spaces, tabs and other whitespace inside a name
+    come back as written, and so does a name ending in `` <digits>``; what cannot come back is checked here.
+    tests/test_prepare_kinetics.py checks this function against the reader itself.
+    """
+    if not rel_path:
+        return "empty path"
+    try:
+        rel_path.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir gives undecodable bytes as surrogates; lists are UTF-8 text
+        return "name is not valid UTF-8, and a video list is UTF-8 text"
+    if rel_path.splitlines() != [rel_path]:  # the reader would cut it into two lines
+        breaks = sorted({c for c in rel_path if (c + "x").splitlines() != [c + "x"]})
+        return f"name holds a line break ({', '.join(repr(c) for c in breaks)}), which would split its list line"
+    if rel_path.strip() != rel_path:
+        return "path starts or ends with whitespace, which the list reader strips"
+    if rel_path.startswith("\ufeff"):  # dropped by the reader as a byte-order mark when on the list's first line
+        return "path starts with U+FEFF, which the list reader drops as a byte-order mark"
+    return None
+
+
 def is_listable(rel_path: str) -> bool:
-    """True when ``rel_path`` survives a list line unchanged."""
-    # The list format splits a line on whitespace and re-joins the path tokens with single spaces, so a path with
-    # tabs, newlines, leading/trailing or repeated spaces would come back as a different path.
-    return " ".join(rel_path.split()) == rel_path
+    """True when ``rel_path`` survives a list line unchanged (:func:`unlistable_reason` is None)."""
+    return unlistable_reason(rel_path) is None
+
+
+def printable_path(path: str) -> str:
+    """``path`` as one line of UTF-8 text, for messages and reports that name a skipped file: bytes that are not
+    UTF-8 shown as ``\\xNN``, line breaks and other control characters escaped (``\\n``)."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _probe_first_frame(path: str) -> str | None:
@@ -103,9 +148,11 @@ def _probe_first_frame(path: str) -> str | None:
 
 
 def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
-                candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str]) -> list[str]:
+                candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str],
+                counts: Counter) -> list[str]:
     """Walk ``<root>/<folder>/<class>/<file>``: usable videos go to ``candidates``, unusable files to ``skipped``
-    with the reason, anything else to ``ignored``. Returns the split's sorted class names."""
+    with the reason (and to ``counts`` by kind), anything else to ``ignored``. Returns the split's sorted class
+    names."""
     split_root = os.path.join(root, folder)
     if not os.path.isdir(split_root):
         raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist "
@@ -132,17 +179,20 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
                     ignored.append(f.path)
                 continue
             v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
-            reason = None
+            reason = kind = None
             if f.stat().st_size == 0:
-                reason = "empty file (0 bytes)"
+                reason, kind = "empty file (0 bytes)", SKIP_EMPTY
             elif not os.access(f.path, os.R_OK):
-                reason = "not readable (permission denied)"
-            elif not is_listable(os.path.join(folder, entry.name, f.name)):
-                reason = "path has whitespace the list format cannot represent (tab, newline, repeated spaces)"
+                reason, kind = "not readable (permission denied)", SKIP_UNREADABLE
+            else:
+                why = unlistable_reason(os.path.join(folder, entry.name, f.name))
+                if why is not None:
+                    reason, kind = f"cannot be written to a video list: {why}", SKIP_UNLISTABLE
             if reason is None:
                 candidates.append((split, v))
             else:
                 skipped.append((v.path, reason))
+                counts[kind] += 1
     if not names_seen:
         raise KineticsError(f"dataset {name}: no class folders in {split_root!r}")
     return sorted(names_seen)
@@ -193,8 +243,12 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     candidates: list[tuple[str, Video]] = []
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
+    counts: dict[str, Counter] = {"train": Counter(), "val": Counter()}
     for split, folder in (("train", train_dir), ("val", val_dir)):
-        class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped, ignored)
+        class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped, ignored,
+                                        counts[split])
+    # Every video file found, usable or not, so that a report's "found" is written + skipped + dropped.
+    found = {split: sum(1 for s, _ in candidates if s == split) + sum(counts[split].values()) for split in counts}
 
     if check and candidates:
         reasons = parallel_map(_probe_first_frame, [v.path for _, v in candidates], workers, f"check {name}",
@@ -205,9 +259,10 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
                 good.append((split, v))
             else:
                 skipped.append((v.path, reason))
+                counts[split][SKIP_UNDECODABLE] += 1
         candidates = good
     if strict and skipped:
-        lines = "\n".join(f"  {p}: {r}" for p, r in skipped[:20])
+        lines = "\n".join(f"  {printable_path(p)}: {r}" for p, r in skipped[:20])
         raise KineticsError(f"dataset {name}: {len(skipped)} unusable video file(s):\n{lines}")
     for split, v in candidates:
         videos[split].append(v)
@@ -222,4 +277,5 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     if not allow_empty_classes:
         for split, folder in (("train", train_dir), ("val", val_dir)):
             _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped)
-    return DatasetScan(name, root, classes, videos, skipped, ignored)
+    return DatasetScan(name, root, classes, videos, skipped, ignored, found,
+                       {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in counts.items()})

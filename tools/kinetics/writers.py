@@ -13,7 +13,7 @@ from evautil.files import atomic_write_text
 from .k722 import CLASS_ALIASES, K722Result, build_k722
 from .lists import (class_labels, clean_dataset_lists, dataset_list_lines, format_list_line, labels_csv_text,
                     relative_path)
-from .scan import DatasetScan
+from .scan import DatasetScan, printable_path
 
 __all__ = ["prepare_lists", "prepare_k722"]
 
@@ -65,7 +65,7 @@ def _check_data_root(scans: Sequence[DatasetScan], data_root: str, log: Callable
 
 def _scan_report(s: DatasetScan, max_examples: int = 50) -> dict:
     return {"root": s.root, "num_classes": len(s.classes),
-            "videos": {k: len(v) for k, v in s.videos.items()},
+            "found": {k: s.found_in(k) for k in s.videos}, "videos": {k: len(v) for k, v in s.videos.items()},
             "skipped": len(s.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped],
             "ignored_entries": len(s.ignored), "ignored_examples": s.ignored[:max_examples]}
 
@@ -78,6 +78,17 @@ def _write_report(w: _Writer, stem: str, report: dict, markdown: str) -> None:
 _KNOWN_SIZES = {"k400": 400, "k600": 600, "k700": 700}
 
 
+def _split_sum(rep: dict, split: str) -> str:
+    """``<found> found = <written> written + <skipped> skipped (by kind) + ...``: where every file went."""
+    skipped, kinds = rep[f"{split}_skipped"], rep[f"{split}_skipped_by_kind"]
+    by_kind = f" ({', '.join(f'{k} {n}' for k, n in kinds.items())})" if kinds else ""
+    parts = [f"{rep[f'{split}_written']} written", f"{skipped} skipped{by_kind}"]
+    if split == "train":
+        parts.append(f"{rep['dropped_leaked']} dropped as YouTube id in val")
+    parts.append(f"{rep[f'{split}_duplicates']['dropped']} dropped as repeated YouTube id")
+    return f"{rep[f'{split}_found']} found = " + " + ".join(parts)
+
+
 def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
     tdup, vdup = rep["train_duplicates"], rep["val_duplicates"]
     if rep["drop_leaked"]:
@@ -87,15 +98,15 @@ def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
     dedup = "dropped, first occurrence kept" if rep["dedup"] else "kept (--keep-duplicates)"
     md = [f"# {s.name} lists", "", f"- root: `{s.root}`", f"- data root: `{data_root}`",
           f"- classes: {len(s.classes)}",
-          f"- train: {rep['train_found']} found, {rep['train_written']} written",
-          f"- val: {rep['val_found']} found, {rep['val_written']} written",
+          f"- train: {_split_sum(rep, 'train')}",
+          f"- val: {_split_sum(rep, 'val')}",
           f"- training videos whose YouTube id is also in val: {rep['train_ids_in_own_val']}, {leak}",
           f"- repeated YouTube ids ({dedup}): train {tdup['dropped']} ({tdup['other_class']} in another class), "
           f"val {vdup['dropped']} ({vdup['other_class']} in another class)",
           f"- unusable video files skipped: {len(s.skipped)}",
           f"- non-video entries ignored: {len(s.ignored)}", ""]
     if s.skipped:
-        md += ["## Skipped files", ""] + [f"- `{p}`: {r}" for p, r in s.skipped] + [""]
+        md += ["## Skipped files", ""] + [f"- `{printable_path(p)}`: {r}" for p, r in s.skipped] + [""]
     return "\n".join(md)
 
 
@@ -135,9 +146,10 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
         _write_report(w, f"{s.name}_report", rep, _lists_markdown(s, data_root, rep))
         reports[s.name] = rep
         log(f"{s.name}: {len(s.classes)} classes, train {rep['train_written']} of {rep['train_found']} "
-            f"(ids also in val {rep['train_ids_in_own_val']}{', dropped' if drop_leaked else ', kept'}; "
-            f"repeated ids {rep['train_duplicates']['dropped']}), val {rep['val_written']} of {rep['val_found']} "
-            f"(repeated ids {rep['val_duplicates']['dropped']}), skipped {len(s.skipped)}")
+            f"(skipped {rep['train_skipped']}; ids also in val {rep['train_ids_in_own_val']}"
+            f"{', dropped' if drop_leaked else ', kept'}; repeated ids {rep['train_duplicates']['dropped']}), "
+            f"val {rep['val_written']} of {rep['val_found']} (skipped {rep['val_skipped']}; "
+            f"repeated ids {rep['val_duplicates']['dropped']})")
     return reports
 
 

@@ -32,7 +32,8 @@ from evautil.files import atomic_write
 from .metrics import epoch_number
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
-           "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects"]
+           "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects", "checkpoint_files",
+           "starts_fresh"]
 
 # Keys every resumable checkpoint holds; a file without them is treated as damaged.
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
@@ -204,6 +205,17 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checkpoint_files(output_dir: str) -> list[str]:
+    """The rotating checkpoints (``ckpt_epoch_*.pth``, ``ckpt_step_*.pth``) in ``output_dir``, unordered."""
+    return [p for p in glob.glob(os.path.join(output_dir, "ckpt_*.pth")) if _NAME_RE.match(os.path.basename(p))]
+
+
+def starts_fresh(output_dir: str, resume: str, auto_resume: bool) -> bool:
+    """Whether a training run starts from step 0: no ``--resume`` file, and no checkpoint in ``output_dir`` to
+    resume from automatically (:meth:`Checkpointer.find_latest` refuses to start over when every one is damaged)."""
+    return not resume and not (auto_resume and checkpoint_files(output_dir))
+
+
 class Checkpointer:
     """Saves, rotates and finds checkpoints in ``output_dir``.
 
@@ -241,11 +253,7 @@ class Checkpointer:
 
     def candidates(self) -> list[str]:
         """Rotating checkpoints in the directory, newest (highest optimizer step, epoch end first) first."""
-        found = []
-        for path in glob.glob(os.path.join(self.output_dir, "ckpt_*.pth")):
-            if not _NAME_RE.match(os.path.basename(path)):
-                continue
-            found.append((self._order_key(path), path))
+        found = [(self._order_key(path), path) for path in checkpoint_files(self.output_dir)]
         return [p for _, p in sorted(found, reverse=True)]
 
     @staticmethod

@@ -40,6 +40,7 @@ from evautil.flops import peak_flops, train_step_flops
 
 from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
+from .run_files import drop_lines_after
 
 __all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "epoch_number",
            "STEP_KEYS", "EVAL_KEYS"]
@@ -214,9 +215,10 @@ class MetricLogger:
         self._epoch_step = 0
         self._epochs: int | None = None
         self._reset_window()
-        # Run totals for the summary.
+        # Run totals for the summary; a resumed run starts from the totals its checkpoint saved (restore_totals).
         self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0}
         self.run_start = time.time()
+        self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
         self.evals: list[dict[str, Any]] = []
 
@@ -387,12 +389,37 @@ class MetricLogger:
             self._jsonl.write(json.dumps(line) + "\n")
             self._jsonl.flush()
 
+    # ---- across a resume -------------------------------------------------------------------------------------
+    def totals_state(self) -> dict[str, Any]:
+        """The run totals so far (every attempt), for a checkpoint."""
+        return {**self.totals, "wall_time_s": self._wall_time_s(),
+                "evaluations": self._earlier["evaluations"] + len(self.evals)}
+
+    def restore_totals(self, saved: dict[str, Any], step: int) -> None:
+        """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the
+        lost attempt wrote after that step from metrics.jsonl (the resumed run writes them again)."""
+        self.totals.update({k: saved[k] for k in self.totals if k in saved})
+        self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
+                         "evaluations": int(saved.get("evaluations", 0))}
+        self.run_start = time.time()
+        if self._jsonl is not None:
+            self._jsonl.close()
+            path = self._jsonl.name
+            dropped = drop_lines_after(path, step)
+            self._jsonl = open(path, "a", encoding="utf-8")
+            if dropped:
+                self.info(f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that "
+                          "was stopped (this run writes them again)")
+
+    def _wall_time_s(self) -> float:
+        return self._earlier["wall_time_s"] + time.time() - self.run_start
+
     # ---- end of run -----------------------------------------------------------------------------------------
     def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Print the end-of-run table and write OUTPUT/summary.json (rank 0). Returns the summary dict."""
         t = self.totals
         out: dict[str, Any] = {
-            "wall_time_s": time.time() - self.run_start,
+            "wall_time_s": self._wall_time_s(),
             "optimizer_steps": t["steps"],
             "clips_trained": t["clips"],
             "mean_clips_per_sec": t["clips"] / t["train_time_s"] if t["train_time_s"] else None,
@@ -401,7 +428,7 @@ class MetricLogger:
             "last_loss": self.last_train.get("loss"),
             "max_mem_gb": _max_mem_gb(self.device),
         }
-        out["evaluations"] = len(self.evals)
+        out["evaluations"] = self._earlier["evaluations"] + len(self.evals)
         if self.evals:
             last = self.evals[-1]
             out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last["top5"],

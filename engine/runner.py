@@ -17,7 +17,7 @@ import torch
 from . import distributed as dist_utils
 from configs import ConfigError
 
-from .checkpointing import Checkpointer, CheckpointError, check_output_dir
+from .checkpointing import Checkpointer, CheckpointError, check_output_dir, starts_fresh
 from .distributed import DistContext
 from .evaluate import evaluate_and_log, read_label_names
 from .loader_stats import loader_stats
@@ -25,6 +25,7 @@ from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config
+from .run_files import move_earlier_run
 from .plots import plot_finished_run
 from .train_loop import Trainer, TrainOptions, resolve_precision
 
@@ -139,10 +140,19 @@ def open_run(cfg, ctx: DistContext, resume: str = "") -> MetricLogger:
         # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
         # that matters for training (GPU kernels flush denormals in their fast paths too).
         torch.set_flush_denormal(True)
+    # A fresh start where an earlier run wrote: that run's files move aside before anything of this run is written
+    # (its checkpoints would outrank this run's in the rotation, its lines would mix into metrics.jsonl).
+    moved = None
+    if not cfg.TEST.ONLY_TEST and ctx.is_main and starts_fresh(cfg.OUTPUT, resume, cfg.TRAIN.AUTO_RESUME):
+        moved = move_earlier_run(cfg.OUTPUT)
     metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
     metrics.write_config(cfg.dump())
+    if moved:
+        metrics.warn(f"{cfg.OUTPUT} held an earlier run's files and this run starts from step 0 (no --resume, "
+                     f"TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME}): moved {len(moved[1])} of them ("
+                     f"{', '.join(moved[1][:4])}{', ...' if len(moved[1]) > 4 else ''}) to {moved[0]}")
     if config_change:
         metrics.warn(config_change)
     return metrics
@@ -275,7 +285,7 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
     result = trainer.fit()
     metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
                      "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
-                     "output": cfg.OUTPUT,
+                     "output": cfg.OUTPUT, "resumed_from": trainer.resumed_from,
                      **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
     if ctx.is_main:
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)

@@ -216,6 +216,7 @@ class Trainer:
     make_test_loader: Callable[[], Any] | None = None
     class_names: dict[int, str] | None = None
     state: TrainState = field(default_factory=TrainState)
+    resumed_from: str | None = None  # the checkpoint this process continued from
     _loader_state: Any = None
     _control: StepControl | None = None
 
@@ -243,6 +244,7 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "config": self.config_yaml,
             "best_metric": self.state.best_top1,
+            "run_totals": self.metrics.totals_state(),  # so that a resumed run's summary covers the whole run
         }
 
     def save(self, epoch_complete: bool) -> str:
@@ -292,6 +294,8 @@ class Trainer:
         elif ckpt.get("rng"):
             self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
                               "RNG streams are re-seeded, the run continues but not bit-exactly")
+        self.metrics.restore_totals(ckpt.get("run_totals") or {}, self.state.global_step)
+        self.resumed_from = path
 
     def resume(self, path: str | None, auto: bool) -> bool:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output

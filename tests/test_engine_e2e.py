@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,19 @@ def test_multiview_final_test(dataset, tmp_path):
     assert (out / "ckpt_epoch_1.pth").exists()
 
 
+def _assert_one_record(out: Path, ref_out: Path, resumed_from: str) -> None:
+    """A stopped and resumed run's record reads as the uninterrupted run's: one line per step and evaluation (the
+    stopped attempt's lines after its checkpoint are gone), and a summary of the whole run."""
+    lines = _lines(out)
+    assert [d["step"] for d in lines if d["kind"] == "train"] == list(range(1, 13))
+    assert [(d["kind"], d["step"]) for d in lines if d["kind"] != "train"] == [
+        (d["kind"], d["step"]) for d in _lines(ref_out) if d["kind"] != "train"]
+    ref_sum, got_sum = (json.loads((d / "summary.json").read_text()) for d in (ref_out, out))
+    for key in ("optimizer_steps", "clips_trained", "evaluations", "skipped_steps"):
+        assert got_sum[key] == ref_sum[key], key
+    assert got_sum["resumed_from"] == str(out / resumed_from) and ref_sum["resumed_from"] is None
+
+
 @pytest.mark.parametrize("mode,arg,resumes_from", [("kill_after_step", 7, "ckpt_step_6.pth"),
                                                     ("kill_in_save", 6, "ckpt_step_2.pth")])
 def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, resumes_from):
@@ -234,6 +248,7 @@ def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, res
         [x for x in resumed.stdout.splitlines() if "resum" in x or "saved" in x]
     ref, got = _losses(ref_out), _losses(out)
     assert sorted(got) == sorted(ref) == list(range(1, 13))
+    _assert_one_record(out, ref_out, resumes_from)
     for step in range(1, 13):
         assert got[step] == pytest.approx(ref[step], rel=1e-6), (step, got[step], ref[step])
     ref_eval = [d["top1"] for d in _lines(ref_out) if d["kind"] == "eval"]
@@ -247,6 +262,24 @@ def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, res
     for k, v in ref_ck["ema"].items():
         torch.testing.assert_close(got_ck["ema"][k], v, rtol=1e-5, atol=1e-6, msg=k)
         assert k != "head.weight" or not torch.allclose(v, ref_ck["model"][k])  # EMA is not the model
+
+
+def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)  # 12 steps, checkpoints up to step 12
+    earlier = sorted(os.listdir(out))
+    r = _run(tmp_path, _opts(dataset, out, **{**RESUME_OPTS, "TRAIN.AUTO_RESUME": False, "TRAIN.EPOCHS": 1}))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "held an earlier run's files and this run starts from step 0" in r.stdout
+    (moved,) = (out / "earlier_runs").iterdir()
+    assert sorted(os.listdir(moved)) == [n for n in earlier if not n.startswith("log_rank")]
+    assert (moved / "ckpt_epoch_3.pth").is_file() and len(_lines(moved)) == len(_lines(ref_out))
+    # this run's checkpoints were not rotated out by the earlier run's higher steps; its lines stand alone
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 4 and os.path.isfile(summary["last_checkpoint"])
+    assert sorted(n for n in os.listdir(out) if n.startswith("ckpt_")) == ["ckpt_epoch_1.pth", "ckpt_step_2.pth"]
+    assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == [1, 2, 3, 4]
 
 
 def test_two_processes_gloo(dataset, tmp_path):
@@ -320,6 +353,7 @@ def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, data
     assert f"resumed from {out / f'ckpt_step_{step}.pth'}" in resumed.stdout
     ref, got = _losses(ref_out), _losses(out)
     assert sorted(got) == sorted(ref) == list(range(1, 13))
+    _assert_one_record(out, ref_out, f"ckpt_step_{step}.pth")
     for s in range(1, 13):
         assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
     ref_eval = [(d["epoch"], d["top1"]) for d in _lines(ref_out) if d["kind"] == "eval"]

@@ -1,0 +1,74 @@
+"""An OUTPUT directory across attempts: a run that resumes drops the lines its lost steps left in metrics.jsonl; a
+run that starts afresh where an earlier run wrote moves that run's files aside first, so neither run's record is
+mixed with, rotated out by, or overwritten by the other's."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+
+from evautil.files import atomic_write_text
+
+__all__ = ["EARLIER_RUNS_DIR", "earlier_run_files", "move_earlier_run", "drop_lines_after"]
+
+EARLIER_RUNS_DIR = "earlier_runs"
+# What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt: those stay and grow, a
+# history of every attempt. The first group marks an earlier run; the second only comes along with it.
+_RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
+_RUN_COMPANIONS = (".tmp_*.pth.*", "config.yaml", "predictions_*.csv", "per_class_*.csv", "training_curves.png",
+                   "confusion_*.png", "tensorboard")
+
+
+def earlier_run_files(output_dir: str) -> list[str]:
+    """Names of the files (and the tensorboard folder) an earlier run left in ``output_dir``; empty when it holds
+    no checkpoint, best.pth, non-empty metrics.jsonl or summary.json (a run that stopped before writing any)."""
+    def matches(patterns: tuple[str, ...]) -> list[str]:
+        found = {os.path.basename(p) for pattern in patterns for p in glob.glob(os.path.join(output_dir, pattern))}
+        return sorted(found)
+
+    markers = [n for n in matches(_RUN_MARKERS)
+               if n != "metrics.jsonl" or os.path.getsize(os.path.join(output_dir, n)) > 0]
+    return sorted(markers + matches(_RUN_COMPANIONS)) if markers else []
+
+
+def move_earlier_run(output_dir: str) -> tuple[str, list[str]] | None:
+    """Move an earlier run's files into ``output_dir/earlier_runs/<time>/``. Returns (that folder, the names
+    moved), or None when there was nothing to move. Call it on one process, before the new run writes there."""
+    names = earlier_run_files(output_dir)
+    if not names:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = os.path.join(output_dir, EARLIER_RUNS_DIR, stamp)
+    n = 1
+    while os.path.exists(dest):  # two fresh starts within one second
+        n += 1
+        dest = os.path.join(output_dir, EARLIER_RUNS_DIR, f"{stamp}-{n}")
+    os.makedirs(dest)
+    for name in names:  # a rename within one file system: no copy, even of large checkpoints
+        os.replace(os.path.join(output_dir, name), os.path.join(dest, name))
+    return dest, names
+
+
+def drop_lines_after(jsonl_path: str, step: int) -> int:
+    """Rewrite ``jsonl_path`` without the lines whose ``step`` is above ``step`` (written by an attempt after the
+    checkpoint it resumes from; the resumed run writes them again). Lines without a step are kept. Returns how many
+    were dropped."""
+    if not os.path.isfile(jsonl_path):
+        return 0
+    with open(jsonl_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept = [line for line in lines if not _after(line, step)]
+    dropped = len(lines) - len(kept)
+    if dropped:
+        atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
+    return dropped
+
+
+def _after(line: str, step: int) -> bool:
+    try:
+        value = json.loads(line).get("step")
+    except (ValueError, AttributeError):  # a line cut short by the kill: it belongs to the lost attempt
+        return True
+    return isinstance(value, int) and value > step

@@ -1,0 +1,56 @@
+"""An OUTPUT directory across attempts (engine/run_files.py): which files mark an earlier run, moving them aside,
+and dropping the lines a stopped attempt wrote after the checkpoint a run resumes from."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from engine.run_files import EARLIER_RUNS_DIR, drop_lines_after, earlier_run_files, move_earlier_run
+
+
+def _touch(folder, *names, text="x"):
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_logs_and_config_alone_are_no_earlier_run(tmp_path):
+    _touch(tmp_path, "log_rank0.txt", "config.yaml")
+    (tmp_path / "metrics.jsonl").write_text("")  # a run that stopped before its first line
+    assert earlier_run_files(str(tmp_path)) == [] and move_earlier_run(str(tmp_path)) is None
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml", "log_rank0.txt", "metrics.jsonl"]
+
+
+def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
+    _touch(tmp_path, "ckpt_step_40.pth", "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json",
+           "config.yaml", "predictions_test.csv", "per_class_test.csv", "training_curves.png", "confusion_test.png",
+           "tensorboard/events.out", "log_rank0.txt", "log_rank1.txt", "notes.txt", "ckpt_old.pth.bak")
+    first = move_earlier_run(str(tmp_path))
+    assert first is not None
+    dest, names = first
+    assert os.path.dirname(dest) == str(tmp_path / EARLIER_RUNS_DIR)
+    assert sorted(os.listdir(dest)) == sorted(names) == [
+        "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml", "confusion_test.png", "metrics.jsonl",
+        "per_class_test.csv", "predictions_test.csv", "summary.json", "tensorboard", "training_curves.png"]
+    assert (tmp_path / EARLIER_RUNS_DIR / os.path.basename(dest) / "tensorboard" / "events.out").read_text() == "x"
+    # the logs (a history of every attempt) and files the run did not write stay
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_old.pth.bak", EARLIER_RUNS_DIR, "log_rank0.txt", "log_rank1.txt",
+                                            "notes.txt"]
+    _touch(tmp_path, "best.pth")  # a second earlier run within the same second gets its own folder
+    second = move_earlier_run(str(tmp_path))
+    assert second is not None and second[0] != dest and os.listdir(second[0]) == ["best.pth"]
+
+
+def test_drop_lines_after_keeps_what_the_checkpoint_covers(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"kind": "train", "step": s} for s in range(1, 8)]
+    lines.insert(4, {"kind": "eval", "step": 4, "top1": 50.0})
+    lines.insert(0, {"kind": "eval", "step": None, "top1": 10.0})  # an evaluate-only run's line: no step
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines) + '{"kind": "train", "st')  # cut by a kill
+    assert drop_lines_after(str(path), 5) == 3  # steps 6, 7 and the cut line
+    kept = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [(d["kind"], d["step"]) for d in kept] == [("eval", None), ("train", 1), ("train", 2), ("train", 3),
+                                                      ("train", 4), ("eval", 4), ("train", 5)]
+    assert drop_lines_after(str(path), 5) == 0 and drop_lines_after(str(tmp_path / "absent.jsonl"), 0) == 0

@@ -7,7 +7,7 @@ import os
 import tempfile
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "new_file_mode"]
 
 
 def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = True) -> None:
@@ -22,7 +22,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would, so that an index cache or a
         # list beside a shared dataset stays readable by the other users and jobs that read the dataset.
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -40,6 +40,12 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file under the process's umask. Temporary files (mkstemp,
+    safetensors' writer) are private (0600): a file renamed from one into place gets this mode first."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -261,6 +261,30 @@ def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: in
     return torch.from_numpy(array.astype(np.int64))
 
 
+def _size(hw: tuple[int, ...]) -> str:
+    return f"{hw[0]}" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
+
+
+def _check_patch_kernel(kernel: torch.Tensor, target: tuple[int, ...]) -> None:
+    """Refuse a patch kernel whose patch or tubelet size differs from the model's, naming both sizes.
+
+    Runs before pos_embed is converted: its source grid is computed in the model's patches, so a checkpoint with
+    other patches would otherwise fail there with a grid that seems not to fit its own table.
+    """
+    if len(target) != 5 or kernel.ndim not in (4, 5):
+        return  # left to the final shape check, which names both shapes
+    theirs, ours = tuple(kernel.shape[-2:]), tuple(target[-2:])
+    if theirs != ours:
+        raise ValueError(f"patch_embed.proj.weight: MODEL.ARCH's patch size ({_size(ours)} px) differs from the "
+                         f"checkpoint's ({_size(theirs)} px); use a MODEL.ARCH with {_size(theirs)} px patches "
+                         f"(checkpoint kernel {tuple(kernel.shape)}, model kernel {target})")
+    # A 4-D kernel is an image one, inflated over the model's tubelet below ('eva' mode): no tubelet to compare.
+    if kernel.ndim == 5 and kernel.shape[2] != target[2]:
+        raise ValueError(f"patch_embed.proj.weight: DATA.TUBELET_SIZE ({target[2]}) differs from the checkpoint's "
+                         f"tubelet size ({kernel.shape[2]}) (checkpoint kernel {tuple(kernel.shape)}, "
+                         f"model kernel {target})")
+
+
 def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, mode: str,
                        source_grid: tuple[Any, Any] | None, checkpoint_config: Any, notes: list[str]) -> torch.Tensor:
     """The checkpoint's positional table fitted to the model's (T', G, G) grid (see ``convert_state_dict``)."""
@@ -333,6 +357,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     notes: list[str] = []
 
+    if "patch_embed.proj.weight" in sd and "patch_embed.proj.weight" in target:
+        _check_patch_kernel(sd["patch_embed.proj.weight"], target["patch_embed.proj.weight"])
     if "pos_embed" in sd and "pos_embed" in target:
         sd["pos_embed"] = _convert_pos_embed(sd["pos_embed"], target["pos_embed"], model, mode, source_grid,
                                              checkpoint_config, notes)

@@ -8,7 +8,8 @@ A reference names a file in a Hugging Face Hub model repository, optionally at a
 
 Downloads land in huggingface_hub's cache (``HF_HUB_CACHE`` / ``HF_HOME``) and are reused. ``HF_HUB_OFFLINE=1``
 is honoured (read at call time, so it may be set after import): only the cache is consulted. A reference that is
-neither cached nor downloadable fails with one line naming it.
+neither cached nor downloadable fails with one line naming it; when the Hub cannot be reached at all that comes at
+once, without huggingface_hub's retries (a cached file is then used as is).
 """
 
 from __future__ import annotations
@@ -71,6 +72,33 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def _cached(ref: HubReference, cache_dir: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=cache_dir, revision=ref.revision)
+    return isinstance(found, str)  # else None (unknown) or a marker that the Hub said it does not exist
+
+
+def _check_reachable(path: str, ref: HubReference) -> None:
+    """One HEAD request for ``ref`` without retries; HubReferenceError when the Hub gives no answer at all.
+
+    For a file not in the cache, hf_hub_download retries an unreachable Hub five times with backoff (~23 s of
+    "Retrying in Ns" lines) before failing; a cached file needs no check, the download falls back to it at once.
+    Only a first download pays for the extra request.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(ref.repo_id, ref.filename, revision=ref.revision),
+                             timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except (HfHubHTTPError, ValueError):
+        pass  # the Hub answered (or the arguments are refused): hf_hub_download reports it as before
+    except Exception as error:  # noqa: BLE001 - no answer: refused, DNS, timeout, proxy (the HTTP client's types)
+        raise HubReferenceError(f"{path}: not in the local Hugging Face cache and the Hub could not be reached "
+                                f"({_first_line(error)})") from None
+
+
 def resolve_weights_path(path: str) -> str:
     """A local path for ``path``: an ``hf://`` reference is fetched into (or found in) the Hub cache; any other
     value is returned unchanged.
@@ -89,6 +117,8 @@ def resolve_weights_path(path: str) -> str:
     # HF_HUB_CACHE is read at huggingface_hub's import; passing it explicitly honours a value set later.
     cache_dir = os.environ.get("HF_HUB_CACHE") or None
     try:
+        if not offline and not _cached(ref, cache_dir):
+            _check_reachable(path, ref)
         return hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision, cache_dir=cache_dir,
                                local_files_only=offline)
     except LocalEntryNotFoundError as error:

@@ -63,7 +63,8 @@ def grid_from_config(config: Any, patch_size: int, tubelet_size: int) -> Partial
     """(T0, S0) of the model a checkpoint was trained as, from the config saved in it (None when it has none).
 
     ``config`` is the checkpoint's ``'config'`` entry: the original's yacs node (read back as nested mappings) or
-    this project's YAML text. The patch size is the model's: the patch kernel is loaded as is, so it must match.
+    this project's YAML text. The patch size is the model's: the patch kernel is loaded as is, so it must match
+    (``convert_state_dict`` refuses a checkpoint whose kernel has other patches before it gets here).
     """
     if isinstance(config, str):
         import yaml

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from evautil.files import new_file_mode
+
 from .checkpoint import CheckpointError
 
 __all__ = ["FORMAT", "save_weights_file", "read_weights_metadata"]
@@ -57,6 +59,9 @@ def save_weights_file(model: nn.Module, path: str, *, arch: str, mean: Sequence[
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(tensors, tmp, metadata=text)
+    # safetensors writes through a private (0600) temporary file; give the export the mode a plain open() would,
+    # as checkpoints have, so that other users and jobs can read it.
+    os.chmod(tmp, new_file_mode())
     os.replace(tmp, path)
     return text
 

@@ -193,6 +193,33 @@ def test_shape_mismatch_names_key_and_shapes():
         convert_state_dict(src, tiny(), "clip")
 
 
+def test_other_patch_size_names_both_patch_sizes(tmp_path):
+    # The demo's checkpoint: eva-tiny/8 at 48 px (6x6 patches, one tubelet of 8), with its config saved. Loading it
+    # into an eva-tiny/16 model used to fail on pos_embed ("gives 1 frames of 3x3 patches ... 36 patch tokens").
+    cfg = load_config("configs/demo.yaml", ["DATA.LABEL_LIST", ""])
+    path = _save(tmp_path / "best.pth", {"model": random_state_dict(build_model(cfg, device="meta")),
+                                         "config": cfg.dump()})
+    cfg.defrost()
+    cfg.MODEL.ARCH = "eva-tiny/16"
+    for mode in ("eva_k722", "eva"):
+        with pytest.raises(ValueError) as error:
+            load_pretrained(build_model(cfg), path, mode)
+        message = str(error.value)
+        assert "MODEL.ARCH's patch size (16 px) differs from the checkpoint's (8 px)" in message, message
+        assert "pos_embed" not in message and str(path) in message
+    # An image checkpoint's 2-D kernel with other patches is refused the same way, before any inflation.
+    with pytest.raises(ValueError, match=r"patch size \(16 px\) differs from the checkpoint's \(8 px\)"):
+        convert_state_dict(image_checkpoint(), EVAVideoTransformer(img_size=64, num_frames=4, patch_size=16,
+                                                                   tubelet_size=2, num_classes=5, embed_dim=D,
+                                                                   depth=2, num_heads=2, mlp_hidden_dim=64), "eva")
+
+
+def test_other_tubelet_size_is_named():
+    src = random_state_dict(tiny(num_frames=8, tubelet_size=2))
+    with pytest.raises(ValueError, match=r"DATA\.TUBELET_SIZE \(4\) differs from the checkpoint's tubelet size \(2\)"):
+        convert_state_dict(src, tiny(num_frames=8, tubelet_size=4), "eva_k722")
+
+
 def test_conversion_on_meta_model():
     with torch.device("meta"):
         model = tiny(num_frames=8)

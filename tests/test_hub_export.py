@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from configs import load_config
 from engine.runner import check_files
 from models import build_model, load_configured_weights, load_pretrained, read_state_dict
 from models.hub import HubReference, HubReferenceError, parse_hub_reference, resolve_weights_path
-from models.weights_file import read_weights_metadata
+from models.weights_file import read_weights_metadata, save_weights_file
 from tools import export_safetensors, predict
 from tools.inference import load_model, load_setup
 
@@ -92,6 +95,22 @@ def test_export_round_trip_same_logits(tiny):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_export_gets_the_mode_open_gives(tmp_path, umask):
+    # safetensors writes a private (0600) file; an export must be as readable as a torch.save checkpoint beside it.
+    model = build_model(load_config(DEMO, TINY + ["DATA.LABEL_LIST", ""]), device="meta").to_empty(device="cpu")
+    old = os.umask(umask)
+    try:
+        out, ckpt = tmp_path / "w.safetensors", tmp_path / "w.pth"
+        save_weights_file(model, str(out), arch="eva-tiny/8", mean=(0, 0, 0), std=(1, 1, 1))
+        torch.save(model.state_dict(), ckpt)
+    finally:
+        os.umask(old)
+    assert oct(out.stat().st_mode & 0o777) == oct(ckpt.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+    assert read_weights_metadata(str(out))["arch"] == "eva-tiny/8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w.safetensors"]  # no temporary file left
+
+
 def test_hub_reference_resolves_offline_and_loads(tiny, offline_cache):
     cfg, model, ckpt, out = tiny
     _hub_cache(offline_cache, "acme/eva-tiny", {"weights/tiny.safetensors": out.read_bytes(),
@@ -128,18 +147,61 @@ def test_uncached_reference_offline_fails_in_one_line(offline_cache):
     assert message.startswith("hf://acme/absent/model.pth: ") and "offline" in message and "\n" not in message
 
 
-def test_uncached_reference_without_network_fails_in_one_line(tmp_path, monkeypatch):
+CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there: like a machine without network
+
+
+def _no_network(monkeypatch, cache: Path) -> None:
+    """Online mode (no HF_HUB_OFFLINE) with the Hub at a closed port; both are read at huggingface_hub's import."""
     from huggingface_hub import constants
 
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: like having no network
+    monkeypatch.setattr(constants, "ENDPOINT", CLOSED_PORT)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        CLOSED_PORT + "/{repo_id}/resolve/{revision}/{filename}")
+
+
+def test_uncached_reference_without_network_fails_fast_in_one_line(tmp_path, monkeypatch, capfd):
+    # huggingface_hub retries an unreachable Hub 5 times (~23 s, 11 "Retrying in Ns" lines) for an uncached file.
+    _no_network(monkeypatch, tmp_path / "empty")
+    start = time.monotonic()
     with pytest.raises(HubReferenceError) as info:
-        resolve_weights_path("hf://acme/absent/model.pth")
+        resolve_weights_path("hf://acme/absent@v1/model.pth")
+    elapsed = time.monotonic() - start
     message = str(info.value)
-    assert message.startswith("hf://acme/absent/model.pth: not in the local Hugging Face cache and the Hub could "
-                              "not be reached") and "\n" not in message
+    assert message.startswith("hf://acme/absent@v1/model.pth: not in the local Hugging Face cache and the Hub "
+                              "could not be reached (") and "\n" not in message
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    assert "Retry" not in capfd.readouterr().err
+
+
+def test_cached_reference_without_network_is_used(tmp_path, monkeypatch):
+    _no_network(monkeypatch, tmp_path / "hub")
+    _hub_cache(tmp_path / "hub", "acme/eva-tiny", {"ckpt.pth": b"weights"})
+    start = time.monotonic()
+    for ref in ("hf://acme/eva-tiny/ckpt.pth", "hf://acme/eva-tiny@main/ckpt.pth",
+                f"hf://acme/eva-tiny@{COMMIT}/ckpt.pth"):
+        path = resolve_weights_path(ref)
+        assert Path(path).read_bytes() == b"weights" and COMMIT in path, ref
+    assert time.monotonic() - start < 5
+
+
+def test_predict_without_network_names_the_reference_in_one_line(tmp_path):
+    # The whole command as a user runs it, HF_ENDPOINT in the environment: stderr is the one error line.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=CLOSED_PORT, HF_HUB_CACHE=str(tmp_path / "empty"), PYTHONPATH=str(ROOT))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "tools.predict", "a.mp4", "--weights", "hf://acme/absent/model.pth",
+                           "--work-dir", str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: hf://acme/absent/model.pth: not in the local Hugging Face cache and the Hub could not be reached ("), \
+        done.stderr
+    assert elapsed < 20, f"took {elapsed:.1f} s"  # the retries alone took ~23 s; starting Python and torch ~5 s
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list"]
+__all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list",
+           "split_list_line"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -223,7 +224,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
         if not tokens:
             continue
         labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes))
-        blob += line.strip()[:-len(tokens[-1])].rstrip().encode("utf-8")  # the name as written, inner spaces kept
+        blob += split_list_line(line)[0].encode("utf-8")
         offsets.append(len(blob))
         line_nos.append(line_no)
     if not labels:
@@ -231,6 +232,16 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
     paths = PathTable(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))  # no copies
     return VideoList(list_path=list_path, root=root, rel_paths=paths, labels=np.frombuffer(labels, np.int64),
                      line_nos=np.frombuffer(line_nos, np.int32))
+
+
+def split_list_line(line: str) -> tuple[str, str] | None:
+    """A list line's file name and its last word (the label, in a training list), or None for a blank line. The
+    name is the line up to the whitespace before that word, as written: inner runs of spaces and tabs are kept (the
+    original re-joined the words with single spaces)."""
+    tokens = line.split()
+    if not tokens:
+        return None
+    return line.strip()[:-len(tokens[-1])].rstrip(), tokens[-1]
 
 
 _LABEL_LIMIT = 2**63

@@ -396,10 +396,13 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
 
 
 def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
-                    source_grid: tuple[Any, Any] | None = None) -> tuple[list[str], list[str]]:
+                    source_grid: tuple[Any, Any] | None = None,
+                    notes_to: list[str] | None = None) -> tuple[list[str], list[str]]:
     """Read ``path``, convert it for ``model`` (see ``convert_state_dict``) and load it non-strictly.
 
-    The checkpoint's saved config, when it has one, tells its positional grid; ``source_grid`` overrides it.
+    The checkpoint's saved config, when it has one, tells its positional grid; ``source_grid`` overrides it. What
+    the conversion changed (a resampled positional embedding, a gathered head) is logged and, when ``notes_to`` is
+    given, appended to it (the tools show it as warnings).
 
     Returns:
         (missing_keys, unexpected_keys) of ``model.load_state_dict(..., strict=False)``; both are also logged.
@@ -418,6 +421,8 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
     logger.info("loaded %s (mode %s): %d tensors", os.fspath(path), mode, len(converted) - len(unexpected))
     for note in notes:
         logger.info("  %s", note)
+    if notes_to is not None:
+        notes_to.extend(notes)
     if missing:
         logger.warning("missing keys (left at their init): %s", missing)
     if unexpected:

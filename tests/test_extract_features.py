@@ -4,6 +4,7 @@ frames as computed by hand (last window, videos shorter than a window); resume a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,100 @@ def test_fp16_shards(clips, tiny, tmp_path):
         fa, fb = read_features(str(tmp_path / "a"), a), read_features(str(tmp_path / "b"), b)
         assert fa.dtype == np.float32 and fb.dtype == np.float16
         np.testing.assert_allclose(fb.astype(np.float32), fa, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_shards_get_the_mode_open_gives(tmp_path, umask):
+    # safetensors writes a private (0600) file; both formats' shards must be readable as .npy ones always were.
+    old = os.umask(umask)
+    try:
+        for fmt in ("npy", "safetensors"):
+            store = FeatureStore(str(tmp_path / fmt), fmt=fmt)
+            store.add({"path": "a.mp4"}, np.ones((2, 3), np.float32))
+            store.flush()
+            (shard,) = (tmp_path / fmt).glob("features-*")
+            assert oct(shard.stat().st_mode & 0o777) == oct(0o666 & ~umask), fmt
+            record = json.loads((tmp_path / fmt / "index-rank000.jsonl").read_text())
+            np.testing.assert_array_equal(read_features(str(tmp_path / fmt), record), np.ones((2, 3), np.float32))
+    finally:
+        os.umask(old)
+
+
+def _failed(out: Path, rank: int = 0) -> dict[str, str]:
+    lines = [json.loads(x) for x in (out / f"failed-rank{rank:03d}.jsonl").read_text().splitlines()]
+    assert len({r["path"] for r in lines}) == len(lines), lines  # each video once
+    return {r["path"]: r["error"] for r in lines}
+
+
+def test_no_readable_video_exits_1_with_each_videos_reason(clips, tiny, tmp_path, capsys):
+    _, _, ckpt = tiny
+    missing, broken = str(tmp_path / "not_there.webm"), str(clips / "broken.webm")
+    out = tmp_path / "none"
+    rc = ef.main([missing, broken, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", "--opts",
+                  *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    failed = _failed(out)
+    assert failed[missing] == "missing file"
+    assert failed[broken] and "DATA.VAL_FILE" not in failed[broken] and "videos" not in failed[broken]
+    assert "0 of 2 in" in err and "2 unreadable, listed in" in err
+
+
+def test_reruns_rewrite_the_failed_list(clips, tiny, tmp_path, capsys):
+    import shutil
+
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    late, broken = tmp_path / "late.webm", str(clips / "broken.webm")
+    out = tmp_path / "rerun"
+    args = [videos[0], broken, str(late), "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet",
+            "--opts", *OPTS]
+    assert ef.main(args) == 0, capsys.readouterr().err
+    assert _failed(out) == {broken: _failed(out)[broken], str(late): "missing file"}
+    shutil.copy(videos[1], late)  # the missing video arrives
+    # an earlier run with more ranks left its own file: one video retried now, one this run does not name
+    (out / "failed-rank003.jsonl").write_text(json.dumps({"path": str(late), "error": "old"}) + "\n"
+                                              + json.dumps({"path": "/elsewhere/x.webm", "error": "kept"}) + "\n")
+    assert ef.main(args) == 0, capsys.readouterr().err
+    assert list(_failed(out)) == [broken]  # once, and without the video extracted by this run
+    assert _failed(out, 3) == {"/elsewhere/x.webm": "kept"}
+    assert sorted(r["path"] for r in _index(out)) == sorted([videos[0], str(late)])
+    assert ef.main(args) == 0
+    assert list(_failed(out)) == [broken]
+
+
+def test_failed_files_of_several_ranks():
+    import tempfile
+
+    from tools.feature_store import rewrite_failed
+
+    with tempfile.TemporaryDirectory() as out:
+        for rank, paths in ((0, ["a", "b"]), (1, ["c"])):
+            rewrite_failed(out, rank, {p: f"bad {p}" for p in paths}, set(), set())
+        # the next run: a and c retried (a by rank 1 now, and it fails again; c extracted), b not named
+        rewrite_failed(out, 0, {}, {"a", "c"}, {"c"})
+        rewrite_failed(out, 1, {"a": "bad a again"}, {"a", "c"}, {"c"})
+        assert _failed(Path(out), 0) == {"b": "bad b"}
+        assert _failed(Path(out), 1) == {"a": "bad a again"}
+        rewrite_failed(out, 0, {}, {"b"}, {"b"})
+        assert not os.path.exists(os.path.join(out, "failed-rank000.jsonl"))  # nothing left: no file
+
+
+def test_output_folder_with_brackets_resumes(clips, tiny, tmp_path):
+    cfg, model, _ = tiny
+    videos = _videos(clips)[:2]
+    out = str(tmp_path / "feats[1]")
+    assert ef.extract(cfg, model, videos, out, DistContext(), window=4, progress=False)["written"] == 2
+    again = ef.extract(cfg, model, videos, out, DistContext(), window=4, progress=False)
+    assert (again["done_before"], again["written"], again["listed"]) == (2, 0, 2)
+
+
+def test_out_that_is_a_file_is_refused_before_the_model_runs(clips, tiny, tmp_path, monkeypatch, capsys):
+    _, _, ckpt = tiny
+    taken = tmp_path / "existing.csv"
+    taken.write_text("x")
+    monkeypatch.setattr(ef, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    rc = ef.main([_videos(clips)[0], "--cfg", DEMO, "--weights", str(ckpt), "--out", str(taken), "--opts", *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: --out {taken} exists and is not a folder; give a folder (new or existing)\n"
+    assert taken.read_text() == "x"

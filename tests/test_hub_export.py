@@ -237,3 +237,39 @@ def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache
         assert predict.main(args + ["--work-dir", str(tmp_path / "w")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_config_mismatch_names_where_the_value_came_from(tiny):
+    from configs import ConfigError
+
+    _, _, _, out = tiny
+    with pytest.raises(ConfigError) as info:  # no --cfg: the value can only come from --opts
+        load_setup("", ["DATA.NUM_FRAMES", "8"], str(out))
+    assert str(info.value) == (f"DATA.NUM_FRAMES = 8 from --opts but 4 in {out}; leave DATA.NUM_FRAMES out of --opts "
+                               "to use the file's value")
+    no_frames = TINY[:2] + TINY[4:]
+    with pytest.raises(ConfigError) as info:  # demo.yaml's 8 frames
+        load_setup(DEMO, no_frames, str(out))
+    assert str(info.value) == (f"DATA.NUM_FRAMES = 8 in --cfg {DEMO} but 4 in {out}; drop --cfg to use the file's "
+                               "own settings")
+    with pytest.raises(ConfigError, match="DATA.NUM_FRAMES = 16 from --opts"):  # --opts overrides the file
+        load_setup(DEMO, no_frames + ["DATA.NUM_FRAMES", "16"], str(out))
+
+
+def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
+    cfg, model, _, _ = tiny
+    ckpt = tmp_path / "with_config.pth"  # as train.py saves: the config says the grid (2x4x4 tokens)
+    torch.save({"model": model.state_dict(), "config": cfg.dump()}, ckpt)
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY, "DATA.LABEL_LIST", ""]
+    assert export_safetensors.main(["--out", str(tmp_path / "same.safetensors"), *common]) == 0
+    assert "warning" not in capsys.readouterr().err
+    f8 = tmp_path / "f8.safetensors"
+    assert export_safetensors.main(["--out", str(f8), *common, "DATA.NUM_FRAMES", "8"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {ckpt}: pos_embed: resampled (T, S, S) 2x4x4 -> 4x4x4 (trilinear" in err
+    assert (f"warning: {ckpt} was trained at another geometry than DATA.NUM_FRAMES 8, DATA.INPUT_SIZE 32: its "
+            "positional embedding was resampled to fit") in err
+    assert read_weights_metadata(str(f8))["num_frames"] == 8  # still resampled, not refused
+    cfg8 = load_config(DEMO, TINY + ["DATA.LABEL_LIST", "", "DATA.NUM_FRAMES", "8"])
+    load_model(cfg8, str(ckpt), torch.device("cpu"), warn=False)  # e.g. a rank other than the first
+    assert capsys.readouterr().err == ""

@@ -13,6 +13,7 @@ import torch
 
 import train
 from configs import load_config
+from engine.distributed import DistContext
 from models import build_model
 from tools import predict
 
@@ -119,3 +120,145 @@ def test_collect_videos_from_files_folders_and_lists(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no videos found"):
         collect_videos([str(tmp_path / "empty")])
+
+
+def _by_path(records: list[dict]) -> dict[str, dict]:
+    return {r["path"]: r for r in records}
+
+
+def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monkeypatch):
+    # Run B starts (and finishes) in the window between run A writing its video list and reading it back, the
+    # window two runs at once with the default --work-dir share. Each must still score its own videos.
+    from tools import inference
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    cfg = load_config(DEMO, opts)
+    model = predict.load_model(cfg, str(ckpt), torch.device("cpu")).eval()
+    want = {str(dataset / r["path"]): (int(r["top1_class"]), float(r["top1_prob"])) for r in eval_rows}
+    videos = sorted(want)
+    a, b = videos[:2], videos[2:5]
+    work = tmp / "shared_work"
+    got_b = {}
+    real_barrier = inference.barrier
+
+    def run_b_meanwhile(ctx):
+        real_barrier(ctx)
+        if not got_b:
+            got_b["records"] = []  # no second nesting
+            got_b["records"] = predict.predict_videos(cfg, model, b, str(work), ctx, progress=False)
+
+    monkeypatch.setattr(inference, "barrier", run_b_meanwhile)
+    got_a = predict.predict_videos(cfg, model, a, str(work), DistContext(), progress=False)
+    for path, rec in {**_by_path(got_a), **_by_path(got_b["records"])}.items():
+        assert rec["status"] == "ok", rec
+        assert (rec["top_k"][0]["class"], rec["top_k"][0]["prob"]) == (want[path][0], pytest.approx(want[path][1],
+                                                                                                    abs=2e-6))
+    assert [r["path"] for r in got_a] == a and [r["path"] for r in got_b["records"]] == b
+    lists = sorted(work.glob("videos-*.txt"))
+    assert len(lists) == 2  # one list (and index cache) per set of videos
+    # A rerun on the same videos reuses that list and its index cache; rows are mapped back by path, so a list
+    # rewritten in another order in the meantime still gives each video its own scores.
+    monkeypatch.setattr(inference, "barrier", real_barrier)
+
+    def reorder(ctx):
+        for lst in work.glob("videos-*.txt"):
+            lines = lst.read_text().splitlines(keepends=True)
+            if len(lines) == len(b):
+                lst.write_text("".join(reversed(lines)))
+
+    monkeypatch.setattr(inference, "barrier", reorder)
+    again = predict.predict_videos(cfg, model, b, str(work), DistContext(), progress=False)
+    assert sorted(work.glob("videos-*.txt")) == lists
+    assert [(r["path"], r["top_k"][0]["class"]) for r in again] == [(p, want[p][0]) for p in b]
+    assert [r["top_k"][0]["prob"] for r in again] == pytest.approx([want[p][1] for p in b], abs=2e-6)
+
+    def other_videos(ctx):
+        for lst in work.glob("videos-*.txt"):
+            if len(lst.read_text().splitlines()) == len(b):
+                lst.write_text("".join(f"{p} 0\n" for p in videos[5:8]))
+
+    monkeypatch.setattr(inference, "barrier", other_videos)
+    with pytest.raises(ValueError, match="does not hold the 3 videos written to it"):
+        predict.predict_videos(cfg, model, b, str(work), DistContext(), progress=False)
+
+
+def test_no_readable_video_gives_each_videos_own_reason(evaluated, capsys):
+    tmp, opts, ckpt, _ = evaluated
+    broken, missing = tmp / "garbage.mp4", tmp / "not_there.mp4"
+    broken.write_bytes(b"this is not a video")
+    out = tmp / "none.jsonl"
+    rc = predict.main([str(missing), str(broken), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out",
+                       str(out), "--work-dir", str(tmp / "work_none"), "--opts", *opts])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    records = _by_path(json.loads(x) for x in out.read_text().splitlines())
+    assert records[str(missing)] == {"path": str(missing), "status": "error", "error": "missing file"}
+    assert records[str(broken)]["error"].startswith("not a readable video container")
+    assert "predicted 0 of 2 videos; 2 unreadable" in err
+
+
+def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatch, capsys):
+    tmp, opts, ckpt, _ = evaluated
+    (tmp / "a_folder").mkdir()
+    (tmp / "a_file").write_text("x")
+    monkeypatch.setattr(predict, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
+    cases = [(["--out", str(tmp / "a_folder")], "is a folder; give a file name"),
+             (["--out", str(tmp / "a_file" / "p.jsonl")], "is a file, so no folder can be made there"),
+             (["--work-dir", str(tmp / "a_file")], "exists and is not a folder")]
+    for extra, needle in cases:
+        assert predict.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", *extra, "--opts", *opts]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_out_that_fails_when_written_keeps_the_predictions(evaluated, dataset, monkeypatch, capsys):
+    tmp, opts, ckpt, _ = evaluated
+    out = tmp / "late.jsonl"
+    real = predict.predict_videos
+
+    def then_block_out(*args, **kwargs):
+        records = real(*args, **kwargs)
+        out.mkdir()  # the target became unwritable while the model ran
+        return records
+
+    monkeypatch.setattr(predict, "predict_videos", then_block_out)
+    video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
+    rc = predict.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out), "--work-dir",
+                       str(tmp / "work_late"), "--opts", *opts])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert f"error: cannot write --out {out}: Is a directory; the predictions follow on stdout" in captured.err
+    (record,) = [json.loads(x) for x in captured.out.splitlines()]
+    assert record["path"] == video and record["status"] == "ok"
+
+
+def test_list_names_keep_runs_of_spaces_and_tabs(tmp_path):
+    from dali_pipelines.filelist import read_file_list
+    from tools.inference import collect_videos
+
+    names = ["sub dir/deeper/d  e.mp4", "t\tab.mp4", "trailing 12.mp4"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    lst = tmp_path / "list.txt"
+    lst.write_text("sub dir/deeper/d  e.mp4 1\nt\tab.mp4\t2\ntrailing 12.mp4  0\n")
+    assert collect_videos([str(lst)]) == [str(tmp_path / n) for n in names]
+    # the training list reader reads the same names from the same lines
+    assert [e.path for e in read_file_list(str(lst), str(tmp_path))] == [str(tmp_path / n) for n in names]
+
+
+def test_a_name_no_list_line_can_hold_is_reported_not_mixed_up(evaluated, dataset, capsys):
+    import shutil
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    first = str(dataset / eval_rows[0]["path"])
+    odd = tmp / "new\nline.webm"
+    shutil.copy(first, odd)
+    out = tmp / "odd.jsonl"
+    rc = predict.main([str(odd), first, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out),
+                       "--work-dir", str(tmp / "work_odd"), "--opts", *opts])
+    assert rc == 0, capsys.readouterr().err
+    records = _by_path(json.loads(x) for x in out.read_text().splitlines())
+    assert records[str(odd)]["status"] == "error" and "line break" in records[str(odd)]["error"]
+    assert records[first]["top_k"][0]["class"] == int(eval_rows[0]["top1_class"])

@@ -13,7 +13,12 @@ crop as in the 1-crop test; frames are decoded with PyAV on the host, resized an
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
-own shards; a rerun skips the videos already extracted.
+own shards; a rerun skips the videos already extracted. Videos that cannot be read are listed with each one's
+reason in ``failed-rank<r>.jsonl``, rewritten by every run: only those still without features.
+
+Exit status: 0 when the index holds at least one of the given videos (extracted now or before), 1 when it holds
+none (nothing could be extracted), 2 for unusable input (arguments, config, weights, an --out that is not a
+folder, an error writing the output) with a one-line error.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
-from tools.feature_store import FORMATS, FeatureStore, check_settings, finished_paths, merge_index  # noqa: E402
-from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
-                             opts_last, progress_bar, unreadable_rows, view_outputs)
+from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_ranks, finished_paths,  # noqa: E402
+                                 merge_index, rewrite_failed)
+from tools.inference import (InputError, build_view_loader, check_output_path, collect_videos,  # noqa: E402
+                             load_model, load_setup, opts_last, progress_bar, view_outputs)
 
 __all__ = ["window_starts", "window_frames", "roi_resize", "extract", "main"]
 
@@ -120,23 +126,15 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
 
 def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_dir: str, ctx, amp_dtype, *,
                    progress: bool) -> None:
-    from dali_pipelines.filelist import DataError
-
-    try:
-        loader = build_view_loader(cfg, paths, work_dir, ctx)
-    except DataError as error:
-        if ctx.is_main:
-            for path in paths:
-                store.fail(path, str(error))
-        return
+    loader = build_view_loader(cfg, paths, work_dir, ctx)
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
              "starts_frames": None, "starts_seconds": None}
     try:
-        for batch in progress_bar(loader, len(loader), progress, f"features (rank {ctx.rank})"):
+        for batch in progress_bar(loader, len(loader), progress and len(loader) > 0, f"features (rank {ctx.rank})"):
             pooled, _ = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
             for row, feats in zip(batch["index"].tolist(), pooled.cpu().numpy()):
                 store.add({"path": paths[int(row)], **views}, feats)
-        for row, reason in unreadable_rows(loader, paths, ctx).items():
+        for row, reason in loader.unreadable(ctx).items():
             store.fail(paths[row], reason)
     finally:
         loader.close()
@@ -150,8 +148,9 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     ``weights`` (the checkpoint's name) is recorded with the other settings; a later run into the same
     ``out_dir`` must use the same ones (ValueError naming the differences otherwise).
 
-    Returns ``{'done_before', 'written', 'index'}``: videos skipped as already extracted, videos written by this
-    run (all ranks), and the merged index file.
+    Returns ``{'done_before', 'written', 'listed', 'index'}``: videos skipped as already extracted, videos written
+    by this run (all ranks), videos of ``paths`` in the index now, and the merged index file. Each rank's
+    ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
     stride = stride or window
     settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
@@ -172,9 +171,17 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
                        progress=progress)
     store.flush()
     written = sum(distributed.all_gather_objects(store.written, ctx))
-    distributed.barrier(ctx)
+    distributed.barrier(ctx)  # every rank's shards and index lines are on disk
+    done, retried = finished_paths(out_dir), set(todo)
+    store.write_failed(retried, done)
+    if ctx.is_main:  # files of ranks an earlier, larger run had: the same rule, with no new failures
+        for rank in failed_ranks(out_dir):
+            if rank >= ctx.world_size:
+                rewrite_failed(out_dir, rank, {}, retried, done)
     index = merge_index(out_dir, paths) if ctx.is_main else os.path.join(out_dir, "index.jsonl")
-    return {"done_before": len(paths) - len(todo), "written": written, "index": index}
+    distributed.barrier(ctx)  # the failed files are final when any rank returns
+    return {"done_before": len(paths) - len(todo), "written": written, "listed": sum(p in done for p in paths),
+            "index": index}
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -184,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt)")
     p.add_argument("--weights", required=True, help="checkpoint, exported .safetensors or hf:// reference")
     p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
-    p.add_argument("--out", required=True, help="output folder (shards and index; rerun to resume)")
+    p.add_argument("--out", required=True, help="output folder (shards, index, failed lists; rerun to resume)")
     p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
     p.add_argument("--window", type=int, default=0, help="sliding window of this many frames (default: test views)")
     p.add_argument("--stride", type=int, default=0, help="frames between window starts (default: --window)")
@@ -210,25 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     from train import INPUT_ERRORS
 
     try:
+        check_output_path(args.out, "--out", folder=True)  # before the model runs
         cfg, _ = load_setup(args.cfg, args.opts, args.weights)
         paths = collect_videos(args.inputs, args.root)
         ctx = distributed.init_from_env()
-        model = load_model(cfg, args.weights, ctx.device)
+        model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
         result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,
                          per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
                          shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
-    except INPUT_ERRORS + (InputError, ValueError) as e:
+    except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()
         return 2
+    listed = result["listed"]
     if ctx.is_main:
-        listed = sum(1 for _ in open(result["index"], encoding="utf-8"))
         print(f"{result['written']} videos extracted, {result['done_before']} already done; {listed} of "
               f"{len(paths)} in {result['index']}" + ("" if listed == len(paths) else
-                                                       f"; unreadable ones in {args.out}/failed-rank*.jsonl"),
+                                                       f"; {len(paths) - listed} unreadable, listed in "
+                                                       f"{os.path.join(args.out, 'failed-rank*.jsonl')}"),
               file=sys.stderr)
     distributed.shutdown()
-    return 0
+    return 0 if listed else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Layout of the output folder::
 
     features-rank000-00000.npy        (rows, D) array: the windows of several videos, one after the other
     index-rank000.jsonl               one line per finished video: where its rows are and what they cover
-    failed-rank000.jsonl              one line per video that could not be read (retried on the next run)
+    failed-rank000.jsonl              one line per video left without features because it was unreadable (retried
+                                      on the next run), rewritten at the end of each run
     index.jsonl                       all ranks' lines merged in input order, written at the end of a run
     settings.json                     what the features are (mode, window, model, ...): a rerun must match it
 
@@ -19,18 +20,26 @@ import glob
 import json
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
-__all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features"]
+from evautil.files import atomic_write_text, new_file_mode
+
+__all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
+           "rewrite_failed", "failed_ranks"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
 
-def _index_lines(pattern: str) -> list[dict[str, Any]]:
+def _rank_files(out_dir: str, prefix: str) -> list[str]:
+    """``out_dir/<prefix>-rank*.jsonl``, sorted; the folder's name is taken literally (it may hold ``[``)."""
+    return sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{prefix}-rank*.jsonl")))
+
+
+def _index_lines(paths: Sequence[str]) -> list[dict[str, Any]]:
     out = []
-    for path in sorted(glob.glob(pattern)):
+    for path in paths:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 line = line.strip()
@@ -67,12 +76,12 @@ def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> None:
 
 def finished_paths(out_dir: str) -> set[str]:
     """Videos already extracted in ``out_dir`` (by any rank of any earlier run)."""
-    return {r["path"] for r in _index_lines(os.path.join(out_dir, "index-rank*.jsonl"))}
+    return {r["path"] for r in _index_lines(_rank_files(out_dir, "index"))}
 
 
 def merge_index(out_dir: str, order: Sequence[str]) -> str:
     """Write ``index.jsonl``: every rank's lines (the newest per video), in the order of ``order`` (others last)."""
-    by_path = {r["path"]: r for r in _index_lines(os.path.join(out_dir, "index-rank*.jsonl"))}
+    by_path = {r["path"]: r for r in _index_lines(_rank_files(out_dir, "index"))}
     rank = {p: i for i, p in enumerate(order)}
     lines = sorted(by_path.values(), key=lambda r: (rank.get(r["path"], len(rank)), r["path"]))
     path = os.path.join(out_dir, "index.jsonl")
@@ -81,6 +90,31 @@ def merge_index(out_dir: str, order: Sequence[str]) -> str:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in lines)
     os.replace(tmp, path)
     return path
+
+
+def rewrite_failed(out_dir: str, rank: int, failures: dict[str, str], retried: Collection[str],
+                   done: Collection[str]) -> int:
+    """Rewrite ``failed-rank<rank>.jsonl`` (atomically) at the end of a run: this run's ``failures`` (path ->
+    reason) and the earlier lines of videos this run did not try again (not in ``retried``), less every video now
+    in an index (``done``); the file is removed when nothing is left. Returns the number of lines written.
+
+    Appending instead would repeat a video on every rerun and keep listing one that a rerun extracted.
+    """
+    path = os.path.join(out_dir, f"failed-rank{rank:03d}.jsonl")
+    lines = {r["path"]: r for r in _index_lines([path] if os.path.isfile(path) else [])
+             if isinstance(r, dict) and "path" in r and r["path"] not in retried}
+    lines.update({p: {"path": p, "error": why} for p, why in failures.items()})
+    kept = [r for p, r in lines.items() if p not in done]
+    if kept:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), fsync=False)
+    elif os.path.exists(path):
+        os.unlink(path)
+    return len(kept)
+
+
+def failed_ranks(out_dir: str) -> list[int]:
+    """The ranks that have a ``failed-rank<r>.jsonl`` in ``out_dir``."""
+    return sorted(int(m.group(1)) for f in os.listdir(out_dir) if (m := re.fullmatch(r"failed-rank(\d+)\.jsonl", f)))
 
 
 def read_features(out_dir: str, record: dict[str, Any]) -> np.ndarray:
@@ -121,6 +155,7 @@ class FeatureStore:
         self.index_path = os.path.join(out_dir, f"index-rank{rank:03d}.jsonl")
         self.failed_path = os.path.join(out_dir, f"failed-rank{rank:03d}.jsonl")
         self.written = 0  # videos written by this store
+        self.failed: dict[str, str] = {}  # path -> reason, for write_failed at the end of the run
 
     def add(self, record: dict[str, Any], features: np.ndarray) -> None:
         """Queue one video's ``(num_windows, D)`` features with its index ``record`` (path and window fields)."""
@@ -131,8 +166,12 @@ class FeatureStore:
             self.flush()
 
     def fail(self, path: str, reason: str) -> None:
-        with open(self.failed_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"path": path, "error": reason}, ensure_ascii=False) + "\n")
+        """Note that ``path`` could not be read; :meth:`write_failed` writes the notes at the end of the run."""
+        self.failed[path] = reason
+
+    def write_failed(self, retried: Collection[str], done: Collection[str]) -> int:
+        """This rank's ``failed-rank<r>.jsonl`` for the run that ends: see :func:`rewrite_failed`."""
+        return rewrite_failed(self.out_dir, self.rank, self.failed, retried, done)
 
     def flush(self) -> None:
         """Write the queued videos as one shard, then their index lines."""
@@ -149,6 +188,9 @@ class FeatureStore:
             from safetensors.numpy import save_file
 
             save_file({"features": array}, tmp)
+            # safetensors writes through a private (0600) temporary file: give the shard the mode the .npy
+            # shards get from open(), so that other users and jobs can read it.
+            os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
         lines, row = [], 0
         for record, feats in self._pending:

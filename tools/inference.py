@@ -9,6 +9,7 @@ the views an evaluation run sees.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from typing import Any, Iterable, Sequence
@@ -17,13 +18,14 @@ import torch
 from torch import nn
 
 from configs import ConfigError, load_config
+from dali_pipelines.filelist import split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier
 from engine.evaluate import read_label_names
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.weights_file import read_weights_metadata
 
-__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "collect_videos", "load_setup", "load_model",
-           "build_view_loader", "unreadable_rows", "view_outputs", "progress_bar"]
+__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "collect_videos", "load_setup",
+           "load_model", "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -48,20 +50,48 @@ def opts_last(parser, argv: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- videos
 def _read_video_list(path: str, root: str) -> list[str]:
     """One video per line, relative to ``root`` (default: the list's folder). A trailing integer label, as in
-    training lists, is dropped unless the whole line names an existing file."""
+    training lists, is dropped unless the whole line names an existing file; the name is then the one the training
+    list reader (``dali_pipelines.filelist.read_video_list``) takes: the line up to the whitespace before the label,
+    inner runs of spaces and tabs kept as written. Lines are cut as that reader cuts them (``str.splitlines``)."""
     base = root or os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a video list is UTF-8") from None
     out = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            full = os.path.join(base, line)
-            tokens = line.split()
-            if not os.path.exists(full) and len(tokens) > 1 and tokens[-1].lstrip("-").isdigit():
-                full = os.path.join(base, " ".join(tokens[:-1]))
-            out.append(os.path.abspath(full))
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        full = os.path.join(base, line)
+        name, last = split_list_line(line)
+        if not os.path.exists(full) and name and last.lstrip("-").isdigit():
+            full = os.path.join(base, name)  # read_video_list's rule, not a re-join
+        out.append(os.path.abspath(full))
     return out
+
+
+def check_output_path(path: str, flag: str, folder: bool) -> None:
+    """Refuse an output target that cannot be written, before any model runs: ``path`` must be (or become) a
+    folder when ``folder``, else a file, under a folder that exists or can be made.
+
+    Raises:
+        InputError: one line naming ``flag`` and what is wrong.
+    """
+    full = os.path.abspath(path)
+    if folder and os.path.exists(full) and not os.path.isdir(full):
+        raise InputError(f"{flag} {path} exists and is not a folder; give a folder (new or existing)")
+    if not folder and os.path.isdir(full):
+        raise InputError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, 'predictions.jsonl')}")
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"{flag} {path}: {parent} is a file, so no folder can be made there")
+    target = full if os.path.exists(full) else parent
+    if not os.access(target, os.W_OK):
+        raise InputError(f"{flag} {path}: no permission to write {target}")
 
 
 def collect_videos(inputs: Iterable[str], root: str = "") -> list[str]:
@@ -96,8 +126,9 @@ def _metadata_opts(meta: dict[str, Any]) -> list[str]:
             str(meta["num_classes"]), "MODEL.USE_MEAN_POOLING", str(meta["use_mean_pooling"])]
 
 
-def _check_metadata(cfg, meta: dict[str, Any], weights: str) -> None:
-    """The config and the model file must describe the same model and the same input normalisation."""
+def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "", opts: Sequence[str] = ()) -> None:
+    """The config and the model file must describe the same model and the same input normalisation. A mismatch is
+    named with where the config's value came from: ``--opts`` when it sets the key, else the ``--cfg`` file."""
     from dali_pipelines.augment import MEAN, STD  # numpy only, no DALI
 
     preset = ARCHS.get(meta["arch"])
@@ -109,10 +140,15 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str) -> None:
     pairs = {"MODEL.ARCH": (cfg.MODEL.ARCH, meta["arch"]), "DATA.NUM_FRAMES": (cfg.DATA.NUM_FRAMES, meta["num_frames"]),
              "DATA.INPUT_SIZE": (cfg.DATA.INPUT_SIZE, meta["input_size"]),
              "DATA.NUM_CLASSES": (cfg.DATA.NUM_CLASSES, meta["num_classes"])}
+    set_by_opts = set(list(opts)[0::2])
     for key, (ours, theirs) in pairs.items():
-        if ours != theirs:
-            raise ConfigError(f"{key} = {ours} in the config but {theirs} in {weights}; drop --cfg to use the "
-                              "file's own settings")
+        if ours == theirs:
+            continue
+        if key in set_by_opts or not cfg_path:  # --opts is applied last: its value is the one in force
+            raise ConfigError(f"{key} = {ours} from --opts but {theirs} in {weights}; leave {key} out of --opts to "
+                              "use the file's value")
+        raise ConfigError(f"{key} = {ours} in --cfg {cfg_path} but {theirs} in {weights}; drop --cfg to use the "
+                          "file's own settings")
     for name, want, have in (("mean", MEAN, meta["mean"]), ("std", STD, meta["std"])):
         if any(abs(a - b) > 1e-4 for a, b in zip(want, have)) or len(have) != len(want):
             raise CheckpointError(f"{weights}: expects inputs normalised with {name} {have}; the data pipeline "
@@ -139,7 +175,7 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str) -> tuple
                          "tools.export_safetensors (which carries its own settings)")
     cfg = load_config(cfg_path or None, ([] if cfg_path else _metadata_opts(meta)) + list(opts))
     if meta is not None:
-        _check_metadata(cfg, meta, weights)
+        _check_metadata(cfg, meta, weights, cfg_path or "", opts)
     names: dict[int, str] = {}
     if cfg.DATA.LABEL_LIST:
         names = read_label_names(cfg.DATA.LABEL_LIST)
@@ -148,11 +184,17 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str) -> tuple
     return cfg, names
 
 
-def load_model(cfg, weights: str, device: torch.device) -> nn.Module:
+def load_model(cfg, weights: str, device: torch.device, warn: bool = True) -> nn.Module:
     """The model of ``cfg`` with ``weights`` (any checkpoint path or ``hf://`` reference) loaded, in eval mode.
+
+    The checkpoint is converted by ``load_pretrained``; what the conversion changed (a positional
+    embedding resampled to another DATA.NUM_FRAMES / DATA.INPUT_SIZE, a head gathered by a class mapping) is printed
+    as ``warning:`` lines on stderr when ``warn``: a model used at another geometry than it was trained at is
+    legitimate, but it should not happen unnoticed.
 
     Raises:
         CheckpointError: the weights leave model parameters unset (a wrong MODEL.ARCH or class count).
+        ValueError: the checkpoint cannot be converted to the model (the message names the file and the key).
     """
     built = cfg.clone()
     built.defrost()
@@ -160,53 +202,114 @@ def load_model(cfg, weights: str, device: torch.device) -> nn.Module:
     built.TRAIN.USE_CHECKPOINT = False
     built.freeze()
     model = build_model(built, device=device)
-    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=cfg.MODEL.CLASS_MAPPING or None)
+    notes: list[str] = []
+    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=cfg.MODEL.CLASS_MAPPING or None,
+                                 notes_to=notes)
     if missing:
         raise CheckpointError(f"{weights} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with {cfg.DATA.NUM_CLASSES} "
                               f"classes: missing {', '.join(missing[:6])}")
+    if warn:
+        for note in notes:
+            print(f"warning: {weights}: {note}", file=sys.stderr)
+        if any(n.startswith("pos_embed:") for n in notes):
+            print(f"warning: {weights} was trained at another geometry than DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES}, "
+                  f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE}: its positional embedding was resampled to fit; set them "
+                  "to the checkpoint's values to use the model as trained", file=sys.stderr)
     return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------- loader
-def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext):
+class ViewLoader:
+    """The multi-view test loader over some videos (from :func:`build_view_loader`): batches
+    ``{'video': (B, V, T, 3, S, S), 'index': (B,)}`` with ``index`` the position in the caller's ``paths``, and,
+    after the iteration, :meth:`unreadable` for the videos that gave no batch."""
+
+    def __init__(self, loader, positions: Sequence[int], unreadable: dict[int, str], index=None):
+        self.loader = loader  # None when no video is readable
+        self._positions = torch.as_tensor(list(positions), dtype=torch.int64)  # list row -> position in paths
+        self._at_start = unreadable  # position -> reason: unlistable names and videos the index left out
+        self._index = index
+        self._bad_at_start = set(index.bad) if index is not None else set()
+
+    def __len__(self) -> int:
+        return len(self.loader) if self.loader is not None else 0
+
+    def __iter__(self):
+        if self.loader is None:
+            return
+        for batch in self.loader:
+            yield {**batch, "index": self._positions[batch["index"]]}
+
+    def unreadable(self, ctx: DistContext) -> dict[int, str]:
+        """Positions of the videos not read, with each one's own reason: those known before the iteration
+        (reported by the main rank only: every rank sees the same) and those this rank quarantined while decoding.
+        Call after the iteration."""
+        rows = dict(self._at_start) if ctx.is_main else {}
+        if self._index is not None:
+            rows.update({int(self._positions[r]): why for r, why in self._index.bad.items()
+                         if r not in self._bad_at_start})
+        return rows
+
+    def close(self) -> None:
+        if self.loader is not None:
+            self.loader.close()
+
+
+def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext) -> ViewLoader:
     """The multi-view test loader (TEST.NUM_CLIP x TEST.NUM_CROP views) over ``paths``, sharded over the ranks.
 
-    The videos are written as a list (label 0, unused) in ``work_dir``; its index cache is kept there too. Batches
-    are ``{'video': (B, V, T, 3, S, S), 'index': (B,)}`` with ``index`` the position in ``paths``; after the
-    iteration :func:`unreadable_rows` names the videos that could not be read. These two functions are the only
-    contact with the data loader.
+    The videos are written as a list (label 0, unused) in ``work_dir``, named by a hash of its paths: runs on other
+    videos sharing the work dir never read it, and a run on the same videos reuses its index cache (kept beside
+    it). Rows are mapped back to ``paths`` by path, after checking that the index holds exactly the videos listed.
+    A name no list line can hold (a line break, edge whitespace, not UTF-8) is reported unreadable with the reason,
+    as is every video the index leaves out; when none is readable the loader yields nothing. This and
+    :class:`ViewLoader` are the only contact with the data loader.
 
     Raises:
-        DataError: none of the videos is readable.
+        DataError: the list does not hold the videos written to it, or the loader cannot run as configured.
     """
-    list_path = os.path.join(os.path.abspath(work_dir), "videos.txt")
+    from dali_pipelines.filelist import DataError
+    from dali_pipelines.index import build_index
+    from evautil.files import atomic_write_text
+    from tools.kinetics.scan import unlistable_reason
+
+    unreadable: dict[int, str] = {}
+    listed: list[int] = []
+    for pos, path in enumerate(paths):
+        why = unlistable_reason(path)
+        if why:
+            unreadable[pos] = f"cannot be passed to the loader's video list: {why}"
+        else:
+            listed.append(pos)
+    if not listed:
+        return ViewLoader(None, [], unreadable)
+    text = "".join(f"{paths[i]} 0\n" for i in listed)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    list_path = os.path.join(os.path.abspath(work_dir), f"videos-{digest}.txt")
     if ctx.is_main:
-        os.makedirs(work_dir, exist_ok=True)
-        tmp = f"{list_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(f"{p} 0\n" for p in paths)
-        os.replace(tmp, list_path)
+        atomic_write_text(list_path, text, fsync=False)  # the same text when another run has the same videos
     barrier(ctx)
+    data = cfg.DATA
+    index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
+                        full_decode=data.INDEX_FULL_DECODE, strict=False,
+                        progress=ctx.is_main and sys.stderr.isatty())  # as the loader builds it
+    position_of = {paths[i]: i for i in listed}
+    positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
+    if sorted(positions) != listed:
+        raise DataError(f"{list_path} does not hold the {len(listed)} videos written to it (changed by another "
+                        "process?); run again, or give this run a --work-dir of its own")
+    for row, why in index.bad.items():
+        unreadable[positions[row]] = why
+    if not index.good_mask.any():  # the loader would refuse the list with one message for all videos
+        return ViewLoader(None, positions, unreadable)
     test_cfg = cfg.clone()
     test_cfg.defrost()
     test_cfg.DATA.ROOT, test_cfg.DATA.VAL_FILE, test_cfg.DATA.STRICT = "", list_path, False
     test_cfg.freeze()
     from dali_pipelines.loader import build_loader
 
-    return build_loader(test_cfg, "test", ctx.rank, ctx.world_size, ctx.device_id)
-
-
-def unreadable_rows(loader, paths: Sequence[str], ctx: DistContext) -> dict[int, str]:
-    """Positions in ``paths`` that ``loader`` (from :func:`build_view_loader`) could not read, with the reason:
-    those found when indexing (reported by rank 0 only: every rank sees the same) and those that failed while this
-    rank decoded them. Call after the iteration."""
-    rows: dict[int, str] = dict(loader.index.bad) if ctx.is_main else {}
-    row_of = {p: i for i, p in enumerate(paths)}
-    for line in loader.stats["skipped"]:  # "path: reason"
-        path, _, reason = line.partition(": ")
-        if path in row_of:
-            rows[row_of[path]] = reason
-    return rows
+    loader = build_loader(test_cfg, "test", ctx.rank, ctx.world_size, ctx.device_id, index=index)
+    return ViewLoader(loader, positions, unreadable, index)
 
 
 # ---------------------------------------------------------------------------------------------------- forward

@@ -6,7 +6,10 @@ r"""Predict the classes of videos with the multi-view test protocol: top-k class
     torchrun --nproc_per_node 8 -m tools.predict videos.txt --cfg ... --weights hf://owner/repo/model.pth
 
 Scores are the mean over views of the per-view softmax, as in evaluation. Videos that cannot be read are listed
-with the reason and the others predicted; the exit status is 0 unless nothing could be predicted.
+with each one's reason and the others predicted.
+
+Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
+config, weights, an --out or --work-dir that cannot be written) with a one-line error.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
-from tools.inference import (InputError, build_view_loader, collect_videos, load_model, load_setup,  # noqa: E402
-                             opts_last, progress_bar, unreadable_rows, view_outputs)
+from tools.inference import (InputError, build_view_loader, check_output_path, collect_videos,  # noqa: E402
+                             load_model, load_setup, opts_last, progress_bar, view_outputs)
 
 __all__ = ["predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
 
@@ -36,25 +39,20 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: distrib
     """One record per path, in the order of ``paths`` (identical on every rank):
     ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` or ``{'path', 'status': 'error',
     'error': reason}``."""
-    from dali_pipelines.filelist import DataError
-
     names = class_names or {}
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
     failed: dict[int, str] = {}
+    loader = build_view_loader(cfg, paths, work_dir, ctx)
     try:
-        loader = build_view_loader(cfg, paths, work_dir, ctx)
-    except DataError as error:  # none readable: every video is reported with the loader's reason
-        return [{"path": p, "status": "error", "error": str(error)} for p in paths]
-    try:
-        batches = progress_bar(loader, len(loader), progress and ctx.is_main, "predict")
+        batches = progress_bar(loader, len(loader), progress and ctx.is_main and len(loader) > 0, "predict")
         for batch in batches:
             _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
             probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
             top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
                 local[int(row)] = list(zip(classes, ps))
-        failed.update(unreadable_rows(loader, paths, ctx))
+        failed.update(loader.unreadable(ctx))
     finally:
         loader.close()
     preds: dict[int, list] = {}
@@ -124,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="", help="also write the predictions here")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="of --out: table, jsonl or csv (default: from its extension, else table)")
-    p.add_argument("--work-dir", default="output/predict", help="where the video list and its index cache go")
+    p.add_argument("--work-dir", default="output/predict",
+                   help="where the video lists and their index caches go (one per set of videos; default "
+                        "output/predict)")
     p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress bar")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides, e.g. "
                                                                         "TEST.NUM_CLIP 4 TEST.NUM_CROP 3")
@@ -140,31 +140,49 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = None
     try:
+        if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
+            check_output_path(args.out, "--out", folder=False)
+        check_output_path(args.work_dir, "--work-dir", folder=True)
         cfg, names = load_setup(args.cfg, args.opts, args.weights)
         paths = collect_videos(args.inputs, args.root)
         ctx = distributed.init_from_env()
-        model = load_model(cfg, args.weights, ctx.device)
+        model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
         records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
                                  progress=not args.quiet)
-    except INPUT_ERRORS + (InputError, ValueError) as e:
+    except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()
         return 2
+    written = True
     if ctx.is_main:
         if not args.quiet:
             sys.stdout.write(format_table(records))
         if args.out:
             fmt = _format_for(args.out, args.format)
             text = {"table": format_table, "jsonl": format_jsonl, "csv": format_csv}[fmt](records)
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
+            written = _write_out(args.out, text, args.quiet)
         bad = sum(r["status"] != "ok" for r in records)
         print(f"predicted {len(records) - bad} of {len(records)} videos"
               + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
     distributed.shutdown()
-    return 0 if ok else 1
+    return 2 if not written else 0 if ok else 1
+
+
+def _write_out(out: str, text: str, quiet: bool) -> bool:
+    """Write ``text`` to ``out``; on failure one error line, and with ``quiet`` (no table printed) the text on
+    stdout instead, so that the predictions are not lost."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        return True
+    except OSError as e:
+        print(f"error: cannot write --out {out}: {e.strerror or e}" + ("; the predictions follow on stdout" if quiet
+                                                                        else ""), file=sys.stderr)
+        if quiet:
+            sys.stdout.write(text)
+        return False
 
 
 if __name__ == "__main__":

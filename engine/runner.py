@@ -25,7 +25,7 @@ from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config
-from .run_files import move_earlier_run
+from .run_files import move_earlier_results, move_earlier_run
 from .plots import plot_finished_run
 from .train_loop import Trainer, TrainOptions, resolve_precision
 
@@ -142,16 +142,20 @@ def open_run(cfg, ctx: DistContext, resume: str = "") -> MetricLogger:
         torch.set_flush_denormal(True)
     # A fresh start where an earlier run wrote: that run's files move aside before anything of this run is written
     # (its checkpoints would outrank this run's in the rotation, its lines would mix into metrics.jsonl).
+    # An evaluate-only run moves aside the results it would overwrite (e.g. the training run's summary.json).
     moved = None
-    if not cfg.TEST.ONLY_TEST and ctx.is_main and starts_fresh(cfg.OUTPUT, resume, cfg.TRAIN.AUTO_RESUME):
+    if ctx.is_main and cfg.TEST.ONLY_TEST:
+        moved = move_earlier_results(cfg.OUTPUT)
+    elif ctx.is_main and starts_fresh(cfg.OUTPUT, resume, cfg.TRAIN.AUTO_RESUME):
         moved = move_earlier_run(cfg.OUTPUT)
     metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
     metrics.write_config(cfg.dump())
     if moved:
-        metrics.warn(f"{cfg.OUTPUT} held an earlier run's files and this run starts from step 0 (no --resume, "
-                     f"TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME}): moved {len(moved[1])} of them ("
+        why = ("this evaluation would overwrite them" if cfg.TEST.ONLY_TEST else
+               f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})")
+        metrics.warn(f"{cfg.OUTPUT} held an earlier run's files and {why}: moved {len(moved[1])} of them ("
                      f"{', '.join(moved[1][:4])}{', ...' if len(moved[1]) > 4 else ''}) to {moved[0]}")
     if config_change:
         metrics.warn(config_change)

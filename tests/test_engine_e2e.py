@@ -280,6 +280,12 @@ def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_p
     assert summary["optimizer_steps"] == 4 and os.path.isfile(summary["last_checkpoint"])
     assert sorted(n for n in os.listdir(out) if n.startswith("ckpt_")) == ["ckpt_epoch_1.pth", "ckpt_step_2.pth"]
     assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == [1, 2, 3, 4]
+    # evaluating into the same OUTPUT keeps the training run's summary (moved aside, not overwritten)
+    r = _run(tmp_path, [*_opts(dataset, out, **RESUME_OPTS), "TEST.ONLY_TEST", "True"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    kept = [d / "summary.json" for d in (out / "earlier_runs").iterdir() if (d / "summary.json").is_file()]
+    assert sorted(json.loads(p.read_text())["optimizer_steps"] for p in kept) == [4, 12]  # this run's, the first
+    assert json.loads((out / "summary.json").read_text())["evaluated"] == str(out / "ckpt_epoch_1.pth")
 
 
 def test_two_processes_gloo(dataset, tmp_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 
-from engine.run_files import EARLIER_RUNS_DIR, drop_lines_after, earlier_run_files, move_earlier_run
+from engine.run_files import (EARLIER_RUNS_DIR, drop_lines_after, earlier_run_files, move_earlier_results,
+                              move_earlier_run)
 
 
 def _touch(folder, *names, text="x"):
@@ -41,6 +42,18 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
     _touch(tmp_path, "best.pth")  # a second earlier run within the same second gets its own folder
     second = move_earlier_run(str(tmp_path))
     assert second is not None and second[0] != dest and os.listdir(second[0]) == ["best.pth"]
+
+
+def test_an_evaluation_moves_aside_only_what_it_would_overwrite(tmp_path):
+    _touch(tmp_path, "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json", "config.yaml",
+           "predictions_test.csv", "predictions_val.csv", "per_class_test.csv", "training_curves.png")
+    dest, names = move_earlier_results(str(tmp_path))
+    assert sorted(os.listdir(dest)) == sorted(names) == ["config.yaml", "per_class_test.csv",
+                                                         "predictions_test.csv", "summary.json"]
+    # the checkpoints it may evaluate, the training record and the validation predictions stay
+    assert sorted(os.listdir(tmp_path)) == ["best.pth", "ckpt_epoch_3.pth", EARLIER_RUNS_DIR, "metrics.jsonl",
+                                            "predictions_val.csv", "training_curves.png"]
+    assert move_earlier_results(str(tmp_path)) is None
 
 
 def test_drop_lines_after_keeps_what_the_checkpoint_covers(tmp_path):

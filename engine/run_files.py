@@ -44,7 +44,8 @@ def move_earlier_run(output_dir: str) -> tuple[str, list[str]] | None:
 
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:
     """Before an evaluate-only run: move the config, summary, test predictions and confusion plot it would
-    overwrite (a training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``; checkpoints stay."""
+    overwrite (a training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``; the
+    checkpoints stay."""
     return _move_aside(output_dir, [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))])
 
 

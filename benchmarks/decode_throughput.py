@@ -134,7 +134,8 @@ def make_decord(threads: int):
         for it in items:
             vr = decord.VideoReader(it["path"], num_threads=threads)
             idx = list(range(len(vr))) if it["idx"] is None else sorted(set(int(i) for i in it["idx"]))
-            out += len(vr.get_batch(idx).asnumpy()) if it["idx"] is None else len(it["idx"])
+            frames = vr.get_batch(idx).asnumpy()  # every mode decodes: the requested frames, or all of them
+            out += len(frames) if it["idx"] is None else len(it["idx"])
         return len(items), out, None
     return run, {"threads": threads, "processes": 1, "batch": 1}, lambda: None
 

@@ -105,7 +105,8 @@ class VideoLoader:
                             f"(DATA.ROOT {data.ROOT!r}); {self.schedule.bad_examples()}")
         self.policy = machine_policy(self.device, data.CPU_DECODER, data.NVDEC_CODECS, data.NVDEC_MAX_BIT_DEPTH,
                                      self.device_id)
-        self.video_routes = route_videos(*self.index.decoder_groups(), self.policy, self._list_desc)
+        self.video_routes = route_videos(*self.index.decoder_groups(), self.policy, self._list_desc,
+                                         lambda row: f"line {self.index.entries[row].line_no} ({self.index.path(row)})")
         self._report_routes()
         self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / HostDecodeRoute, for the routes in use
         self._serve_routes()

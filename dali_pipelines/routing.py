@@ -26,7 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -194,7 +194,8 @@ class VideoRoutes(Mapping):
         return {route: sum(int(n) for c, n in zip(self.choices, per_choice) if c.route == route) for route in ROUTES}
 
 
-def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolicy, list_desc: str) -> VideoRoutes:
+def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolicy, list_desc: str,
+                 describe_row: Callable[[int], str] | None = None) -> VideoRoutes:
     """The route of every good video of an index, decided once per group of videos with the same decoder facts
     (``DatasetIndex.decoder_groups``): ``facts[g]`` is a VideoInfo of group ``g``, ``group_of_row[row]`` the group
     of each row (-1: not routed). The coded size is what NVDEC's limits are about (the display size when a cached
@@ -202,7 +203,7 @@ def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolic
 
     Raises:
         ValueError: DATA.CPU_DECODER 'dali' and a video of a codec that decoder lacks (naming the list and the
-            first such row).
+            first such video: ``describe_row(row)``, e.g. its line and path, else its 0-based row).
     """
     group_of_row = np.asarray(group_of_row)
     rows = np.flatnonzero(group_of_row >= 0)
@@ -216,7 +217,8 @@ def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolic
         try:
             route = VideoRoute(*choose_route(info.codec, width, height, info.pix_fmt, policy))
         except ValueError as e:
-            raise ValueError(f"{list_desc}, row {int(first[g])}: {e}") from None
+            row = int(first[g])
+            raise ValueError(f"{list_desc}, {describe_row(row) if describe_row else f'row {row}'}: {e}") from None
         code_of_group[g] = routes.code(route)
     routes.codes[rows] = code_of_group[group_of_row[rows]]
     return routes

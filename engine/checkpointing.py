@@ -148,11 +148,14 @@ def model_mismatch(expected: dict, saved: dict, limit: int = 4) -> str:
 
 
 def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                             scheduler: Any, keep_new_hyperparameters: bool = False) -> None:
+                             scheduler: Any, keep_new_hyperparameters: bool = False,
+                             keep_new_schedule: bool = False) -> None:
     """Load the model, optimizer and LR schedule of a training checkpoint.
 
     The optimizer's moments always come from the checkpoint; its hyperparameters (LR, weight decay, betas) and the
     schedule too, unless ``keep_new_hyperparameters`` (a changed config accepted on purpose) keeps this run's.
+    ``keep_new_schedule`` keeps this run's schedule only: it counts optimizer steps, and the saved one counted
+    another number of steps per epoch (another world size, batch size or list length).
 
     Raises:
         CheckpointError: the checkpoint holds another model (named with the differing shapes) or an optimizer
@@ -171,7 +174,7 @@ def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, opti
     if keep_new_hyperparameters:
         for group, new in zip(optimizer.param_groups, fresh):
             group.update(new)
-    else:
+    if not (keep_new_hyperparameters or keep_new_schedule):
         scheduler.load_state_dict(ckpt["scheduler"])
 
 
@@ -255,6 +258,12 @@ class Checkpointer:
         """Rotating checkpoints in the directory, newest (highest optimizer step, epoch end first) first."""
         found = [(self._order_key(path), path) for path in checkpoint_files(self.output_dir)]
         return [p for _, p in sorted(found, reverse=True)]
+
+    def newer_than(self, path: str) -> list[str]:
+        """The rotating checkpoints in the directory that rank above ``path`` (a later step), newest first."""
+        key = self._order_key(path)
+        same = os.path.abspath(path)
+        return [p for p in self.candidates() if self._order_key(p) > key and os.path.abspath(p) != same]
 
     @staticmethod
     def _order_key(path: str) -> tuple[int, int]:

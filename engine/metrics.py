@@ -258,12 +258,14 @@ class MetricLogger:
     def _reset_window(self) -> None:
         self._w = {"steps": 0, "loss_sum": 0.0, "loss_n": 0, "clips": 0, "data": 0.0, "time": 0.0}
 
-    def start_epoch(self, epoch: int, num_steps: int, start_step: int = 0, epochs: int | None = None) -> None:
-        """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done."""
+    def start_epoch(self, epoch: int, num_steps: int, start_step: int = 0, epochs: int | None = None,
+                    step_offset: int = 0) -> None:
+        """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done;
+        ``step_offset``: the run's step count minus its schedule position (``TrainState.schedule_offset``)."""
         self._reset_window()
         self._epoch = epoch
         self._epoch_step, self._epochs = start_step, epochs
-        self.clock.plan(num_steps, epochs)
+        self.clock.plan(num_steps, epochs, step_offset)
         if self._progress:
             from tqdm import tqdm
 

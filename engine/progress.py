@@ -60,9 +60,9 @@ class RunClock:
         self._steps = 0
         self._first: tuple[float, int] | None = None
 
-    def plan(self, steps_per_epoch: int, epochs: int | None) -> None:
+    def plan(self, steps_per_epoch: int, epochs: int | None, step_offset: int = 0) -> None:
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = steps_per_epoch * epochs if epochs else 0
+        self.total_steps = steps_per_epoch * epochs + step_offset if epochs else 0
 
     def add(self, seconds: float, steps: int) -> None:
         """Account a window of ``steps`` optimizer steps that took ``seconds`` in all."""

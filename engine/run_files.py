@@ -11,7 +11,8 @@ import time
 
 from evautil.files import atomic_write_text
 
-__all__ = ["EARLIER_RUNS_DIR", "earlier_run_files", "move_earlier_run", "move_earlier_results", "drop_lines_after"]
+__all__ = ["EARLIER_RUNS_DIR", "earlier_run_files", "move_earlier_run", "move_earlier_results", "move_aside",
+           "drop_lines_after"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
 # What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt: those stay and grow, a
@@ -39,17 +40,19 @@ def earlier_run_files(output_dir: str) -> list[str]:
 def move_earlier_run(output_dir: str) -> tuple[str, list[str]] | None:
     """Move an earlier run's files into ``output_dir/earlier_runs/<time>/``. Returns (that folder, the names
     moved), or None when there was nothing to move. Call it on one process, before the new run writes there."""
-    return _move_aside(output_dir, earlier_run_files(output_dir))
+    return move_aside(output_dir, earlier_run_files(output_dir))
 
 
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:
     """Before an evaluate-only run: move the config, summary, test predictions and confusion plot it would
     overwrite (a training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``; the
     checkpoints stay."""
-    return _move_aside(output_dir, [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))])
+    return move_aside(output_dir, [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))])
 
 
-def _move_aside(output_dir: str, names: list[str]) -> tuple[str, list[str]] | None:
+def move_aside(output_dir: str, names: list[str]) -> tuple[str, list[str]] | None:
+    """Move ``names`` (files or folders in ``output_dir``) into ``output_dir/earlier_runs/<time>/``. Returns (that
+    folder, ``names``), or None when ``names`` is empty."""
     if not names:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")

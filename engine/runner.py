@@ -25,7 +25,7 @@ from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config
-from .run_files import move_earlier_results, move_earlier_run
+from .run_files import move_aside, move_earlier_results, move_earlier_run
 from .plots import plot_finished_run
 from .train_loop import Trainer, TrainOptions, resolve_precision
 
@@ -140,26 +140,48 @@ def open_run(cfg, ctx: DistContext, resume: str = "") -> MetricLogger:
         # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
         # that matters for training (GPU kernels flush denormals in their fast paths too).
         torch.set_flush_denormal(True)
-    # A fresh start where an earlier run wrote: that run's files move aside before anything of this run is written
-    # (its checkpoints would outrank this run's in the rotation, its lines would mix into metrics.jsonl).
-    # An evaluate-only run moves aside the results it would overwrite (e.g. the training run's summary.json).
-    moved = None
-    if ctx.is_main and cfg.TEST.ONLY_TEST:
-        moved = move_earlier_results(cfg.OUTPUT)
-    elif ctx.is_main and starts_fresh(cfg.OUTPUT, resume, cfg.TRAIN.AUTO_RESUME):
-        moved = move_earlier_run(cfg.OUTPUT)
+    moved = _set_aside_earlier_files(cfg, resume) if ctx.is_main else None
     metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
     metrics.write_config(cfg.dump())
     if moved:
-        why = ("this evaluation would overwrite them" if cfg.TEST.ONLY_TEST else
-               f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})")
-        metrics.warn(f"{cfg.OUTPUT} held an earlier run's files and {why}: moved {len(moved[1])} of them ("
-                     f"{', '.join(moved[1][:4])}{', ...' if len(moved[1]) > 4 else ''}) to {moved[0]}")
+        metrics.warn(moved)
     if config_change:
         metrics.warn(config_change)
     return metrics
+
+
+def _set_aside_earlier_files(cfg, resume: str) -> str:
+    """Before anything of this run is written to OUTPUT, move aside what another run (or attempt) left there that
+    this one would mix with, rotate away or overwrite; returns the warning saying so ("" when nothing moved).
+
+    - a fresh start: the earlier run's files (its checkpoints would outrank this run's in the rotation, its lines
+      would mix into metrics.jsonl);
+    - ``--resume`` of a checkpoint from elsewhere: OUTPUT's earlier run, for the same reasons;
+    - ``--resume`` of an older checkpoint of OUTPUT: the checkpoints after it, which this run supersedes (they
+      would outrank its own, and TRAIN.AUTO_RESUME would later pick them);
+    - an evaluate-only run: the results it would overwrite (e.g. the training run's summary.json).
+    """
+    out = cfg.OUTPUT
+    if cfg.TEST.ONLY_TEST:
+        moved, why = move_earlier_results(out), "this evaluation would overwrite them"
+    elif starts_fresh(out, resume, cfg.TRAIN.AUTO_RESUME):
+        moved = move_earlier_run(out)
+        why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
+    elif resume and os.path.dirname(os.path.abspath(resume)) != os.path.abspath(out):
+        moved, why = move_earlier_run(out), f"this run continues {resume}, a checkpoint from elsewhere"
+    elif resume:
+        later = Checkpointer(out, writer=False).newer_than(resume)
+        moved = move_aside(out, [os.path.basename(p) for p in later])
+        why = f"this run goes back to {resume}, which they followed"
+    else:
+        return ""
+    if moved is None:
+        return ""
+    dest, names = moved
+    return (f"{out} held an earlier run's files and {why}: moved {len(names)} of them ({', '.join(names[:4])}"
+            f"{', ...' if len(names) > 4 else ''}) to {dest}")
 
 
 @dataclass(frozen=True)
@@ -282,15 +304,25 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
         metrics=metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
     trainer.resume(resume, auto=t.AUTO_RESUME)
+    if trainer.state.epoch >= t.EPOCHS:  # resumed from the last epoch's checkpoint, written after the final test
+        metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
+                     f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "
+                     "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)")
+        st = trainer.state
+        return {"best_top1": st.best_top1 if st.best_epoch >= 0 else None,
+                "best_epoch": st.best_epoch + 1 if st.best_epoch >= 0 else None, "final": None,
+                "last_checkpoint": st.last_checkpoint, "skipped_steps": st.skipped_steps}
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
     metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, "
                  f"global batch {global_batch}, precision {precision}")
     result = trainer.fit()
+    final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
     metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
                      "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
                      "output": cfg.OUTPUT, "resumed_from": trainer.resumed_from,
-                     **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_")})
+                     **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
+                     **final_test})
     if ctx.is_main:
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
     return result

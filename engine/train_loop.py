@@ -86,6 +86,10 @@ class TrainState:
     best_top1: float = -1.0
     best_epoch: int = -1
     skipped_steps: int = 0
+    # global_step minus the LR schedule's position (epoch * steps_per_epoch + step_in_epoch): 0 unless the run
+    # resumed with another number of steps per epoch (world size, batch size, list length). Steps keep counting up,
+    # so the log and the checkpoints' order stay monotonic, while the schedule follows this run's epochs.
+    schedule_offset: int = 0
     last_checkpoint: str | None = None
 
 
@@ -108,7 +112,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     device = ctx.device
     amp = (lambda: torch.autocast(device.type, dtype=opts.amp_dtype)) if opts.amp_dtype else contextlib.nullcontext
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    metrics.start_epoch(state.epoch, opts.steps_per_epoch, state.step_in_epoch, opts.epochs)
+    metrics.start_epoch(state.epoch, opts.steps_per_epoch, state.step_in_epoch, opts.epochs,
+                        step_offset=state.schedule_offset)
     loss_sum = torch.zeros((), device=device)
     epoch_loss, epoch_steps = 0.0, 0
     micro, data_time, clips = 0, 0.0, 0
@@ -159,7 +164,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
         else:
-            scheduler.step_update(state.global_step)
+            scheduler.step_update(state.global_step - state.schedule_offset)
             if opts.clip_grad > 0:
                 if scaler is not None:
                     scaler.unscale_(optimizer)
@@ -238,6 +243,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "global_step": self.state.global_step,
             "epoch_complete": epoch_complete,
+            "steps_per_epoch": self.opts.steps_per_epoch,
             "train_state": st,
             "loader": loader_states,
             "rng": rng,
@@ -258,8 +264,12 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (any rank count; RNG/loader per rank if equal)."""
+        saved_world = ckpt.get("world_size")
+        same_world = saved_world == self.ctx.world_size
+        saved_steps = ckpt.get("steps_per_epoch", self.opts.steps_per_epoch)  # absent from older checkpoints
+        same_steps = same_world and saved_steps == self.opts.steps_per_epoch
         restore_training_objects(ckpt, path, unwrap(self.model), self.optimizer, self.scheduler,
-                                 keep_new_hyperparameters=self.opts.adopt_config)
+                                 keep_new_hyperparameters=self.opts.adopt_config, keep_new_schedule=not same_steps)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
@@ -268,27 +278,27 @@ class Trainer:
             if hasattr(self.state, k):
                 setattr(self.state, k, v)
         self.state.last_checkpoint = path
-        saved_world = ckpt.get("world_size")
-        same_world = saved_world == self.ctx.world_size
         r = self.ctx.rank if same_world else 0
         if ckpt["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
             self._loader_state = None
-        elif not same_world:
-            # The saved loader position is a place in the old world size's per-rank schedule, which this run's
-            # schedule does not have: the interrupted epoch is trained again from its first step.
+        elif not same_steps:
+            # The saved loader position is a place in another per-rank schedule (another world size, batch size or
+            # list length), which this run's schedule does not have: the interrupted epoch is trained again from
+            # its first step.
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"], 0
             self._loader_state = None
-            self.metrics.warn(f"checkpoint {path} was saved mid-epoch with {saved_world} process(es) and this run "
-                              f"has {self.ctx.world_size}: epoch {self.state.epoch + 1} restarts from its first step")
+            self.metrics.warn(f"checkpoint {path} was saved mid-epoch with {saved_world} process(es) and "
+                              f"{saved_steps} steps per epoch, and this run has {self.ctx.world_size} and "
+                              f"{self.opts.steps_per_epoch}: epoch {self.state.epoch + 1} restarts from its first step")
         else:
             loaders = ckpt.get("loader")
             if not loaders:
                 raise CheckpointError(f"checkpoint {path} is mid-epoch but holds no loader position")
             self._loader_state = loaders[r]
-        if not same_world:
-            # Steps per epoch depend on the world size: put the LR schedule at this epoch's start in this run.
-            self.state.global_step = self.state.epoch * self.opts.steps_per_epoch
+        # The LR schedule resumes at this run's position of the epoch; the step count goes on from the checkpoint's.
+        self.state.schedule_offset = self.state.global_step - (
+            self.state.epoch * self.opts.steps_per_epoch + self.state.step_in_epoch)
         if ckpt.get("rng") and same_world:
             restore_rng(ckpt["rng"][r])
         elif ckpt.get("rng"):

@@ -22,7 +22,7 @@ from benchmarks import common, cpu_monitor
 from benchmarks.baseline_loaders import (MEAN, STD, OriginalTestTransform, OriginalTrainTransform,
                                          build_baseline_loader, decode_pyav, original_multiview_indices,
                                          original_tsn_indices)
-from benchmarks.decode_throughput import gop_work, probe
+from benchmarks.decode_throughput import gop_work, make_decord, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,6 +174,28 @@ def test_decode_pyav_skips_unneeded_gops(vp9_clips):
     path = vp9_clips[0][0]  # keyframes every 16 frames
     _, decoded = decode_pyav(path, [2, 3])
     assert decoded == 16  # only the first GOP
+
+
+def test_decord_decoder_decodes_the_requested_frames_in_every_mode(monkeypatch):
+    # The baseline once counted the requested frames without decoding them (tsn/multiview looked 11x faster).
+    calls = []
+
+    class Reader:
+        def __init__(self, path, num_threads):
+            self.path = path
+
+        def __len__(self):
+            return 10
+
+        def get_batch(self, idx):
+            calls.append((self.path, list(idx)))
+            return type("Batch", (), {"asnumpy": lambda _: np.zeros((len(idx), 2, 2, 3), np.uint8)})()
+
+    monkeypatch.setitem(sys.modules, "decord", type(sys)("decord"))
+    monkeypatch.setattr(sys.modules["decord"], "VideoReader", Reader, raising=False)
+    run, _, _ = make_decord(1)
+    assert run([{"path": "a", "idx": [7, 2, 2]}, {"path": "b", "idx": None}]) == (2, 13, None)
+    assert calls == [("a", [2, 7]), ("b", list(range(10)))]
 
 
 def test_original_tsn_indices():

@@ -127,17 +127,28 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
     resumed = trainer(str(tmp_path / "b"))
     resumed.load_state_dict(ckpt, "ckpt_step_6.pth")
     st = resumed.state
-    assert (st.epoch, st.step_in_epoch, st.global_step) == (1, 0, 5)  # epoch 2 from its first step: 1 x 5 steps
+    # epoch 2 from its first step; the step count goes on from 6 (monotonic log and checkpoint order) while the LR
+    # schedule is put at this epoch's start, 1 x 5 steps: global_step - schedule_offset
+    assert (st.epoch, st.step_in_epoch, st.global_step, st.schedule_offset) == (1, 0, 6, 1)
     assert resumed._loader_state is None  # the old position is not applied to this run's loader
     resumed.metrics.close()
     log = (tmp_path / "b" / "log_rank0.txt").read_text()
-    assert "saved mid-epoch with 2 process(es) and this run has 1: epoch 2 restarts from its first step" in log
+    assert ("saved mid-epoch with 2 process(es) and 5 steps per epoch, and this run has 1 and 5: epoch 2 restarts "
+            "from its first step") in log
     # the same world size keeps the exact position
     ckpt["world_size"] = 1
     same = trainer(str(tmp_path / "c"))
     same.load_state_dict(ckpt, "ckpt_step_6.pth")
     assert (same.state.step_in_epoch, same.state.global_step) == (2, 6) and same._loader_state["position"] == 4
+    assert same.state.schedule_offset == 6 - (1 * 5 + 2) == -1  # the saver's own (made-up) offset, kept
     same.metrics.close()
+    # the same world size with another number of steps per epoch (batch size or list length changed) restarts too
+    ckpt["steps_per_epoch"] = 8
+    other = trainer(str(tmp_path / "d"))
+    other.load_state_dict(ckpt, "ckpt_step_6.pth")
+    assert (other.state.step_in_epoch, other.state.global_step, other.state.schedule_offset) == (0, 6, 1)
+    assert other._loader_state is None
+    other.metrics.close()
 
 
 def test_pickled_code_is_refused_without_torch_advice(tmp_path):

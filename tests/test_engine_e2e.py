@@ -217,6 +217,18 @@ def test_multiview_final_test(dataset, tmp_path):
     assert (evals[0]["listed_videos"], evals[0]["bad_at_index"]) == (9, 1)
     assert "test: evaluated 8 of 9 listed videos (1 bad when the list was indexed" in r.stdout
     assert (out / "ckpt_epoch_1.pth").exists()
+    # the summary carries the final test loader's counters, as the eval line does
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["test_listed_videos"], summary["test_bad_at_index"], summary["test_skipped_videos"]) == (9, 1, 0)
+    assert sum(v for k, v in summary.items() if k.startswith("test_clips_")) == sum(
+        v for k, v in evals[0].items() if k.startswith("clips_")) > 0
+    # the same command again: the run is finished, nothing is trained and its results stay as they are
+    before = {name: (out / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "predictions_test.csv")}
+    again = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val,
+                                                  "TRAIN.AUTO_RESUME": True}))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"the run in {out} is finished (epoch 1/1, step 4): nothing to train" in again.stdout
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 def _assert_one_record(out: Path, ref_out: Path, resumed_from: str) -> None:
@@ -286,6 +298,61 @@ def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_p
     kept = [d / "summary.json" for d in (out / "earlier_runs").iterdir() if (d / "summary.json").is_file()]
     assert sorted(json.loads(p.read_text())["optimizer_steps"] for p in kept) == [4, 12]  # this run's, the first
     assert json.loads((out / "summary.json").read_text())["evaluated"] == str(out / "ckpt_epoch_1.pth")
+
+
+def test_resume_of_another_or_an_older_checkpoint_sets_superseded_files_aside(reference, dataset, tmp_path):
+    ref_out, _ = reference
+    # going back to epoch 2 of the run in OUTPUT: the checkpoints after it move aside, epoch 3 is trained again
+    back = tmp_path / "back"
+    shutil.copytree(ref_out, back)
+    r = _run(tmp_path, _opts(dataset, back, **RESUME_OPTS) + ["--resume", str(back / "ckpt_epoch_2.pth")])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"this run goes back to {back / 'ckpt_epoch_2.pth'}" in r.stdout
+    (moved,) = (back / "earlier_runs").iterdir()
+    assert sorted(os.listdir(moved)) == ["ckpt_epoch_3.pth", "ckpt_step_10.pth"]
+    assert sorted(n for n in os.listdir(back) if n.startswith("ckpt_")) == [
+        "ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "ckpt_step_10.pth"]
+    _assert_one_record(back, ref_out, "ckpt_epoch_2.pth")
+    # continuing that checkpoint in another OUTPUT that holds a longer run: the longer run moves aside
+    other = tmp_path / "other"
+    shutil.copytree(ref_out, other)
+    r = _run(tmp_path, _opts(dataset, other, **RESUME_OPTS) + ["--resume", str(back / "ckpt_step_10.pth")])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"this run continues {back / 'ckpt_step_10.pth'}, a checkpoint from elsewhere" in r.stdout
+    summary = json.loads((other / "summary.json").read_text())
+    assert summary["last_checkpoint"] == str(other / "ckpt_epoch_3.pth") and os.path.isfile(summary["last_checkpoint"])
+    assert [d["step"] for d in _lines(other) if d["kind"] == "train"] == [11, 12]
+
+
+def test_resume_on_two_processes_keeps_counting_steps(dataset, tmp_path):
+    # 1 process: 4 steps per epoch; killed after step 7, it resumes from ckpt_step_6 (mid epoch 2) on 2 processes
+    # with 2 steps per epoch: epoch 2 restarts (steps 7, 8), epoch 3 is steps 9, 10. The step count never goes back,
+    # so no line of the record is dropped or repeated and this run's checkpoints outrank the first attempt's.
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{**RESUME_OPTS, "TEST.EVAL_FREQ": 1})
+    killed = _run(tmp_path, opts, mode="kill_after_step", arg=7)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    r = _run(tmp_path, opts, nproc=2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"resumed from {out / 'ckpt_step_6.pth'}: epoch 2, step 6" in r.stdout
+    lines = _lines(out)
+    assert [d["step"] for d in lines if d["kind"] == "train"] == list(range(1, 11))
+    assert [(d["epoch"], d["step"]) for d in lines if d["kind"] == "eval"] == [(1, 4), (2, 8), (3, 10)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 10 and summary["last_checkpoint"] == str(out / "ckpt_epoch_3.pth")
+    assert os.path.isfile(summary["last_checkpoint"])
+    # the LR schedule followed this run's epochs: step 10 ran at position 5 of a 3 x 2-step schedule (the saved
+    # schedule counted 4 steps per epoch and would have put it at mid-cosine)
+    import torch
+
+    from configs import load_config
+    from engine.optim import build_scheduler
+
+    cfg = load_config(str(out / "config.yaml"))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.TRAIN.LR)
+    schedule = build_scheduler(cfg.TRAIN, opt, steps_per_epoch=2)
+    schedule.step_update(5)
+    assert [d["lr"] for d in lines if d["kind"] == "train"][-1] == pytest.approx(opt.param_groups[0]["lr"], rel=1e-6)
 
 
 def test_two_processes_gloo(dataset, tmp_path):

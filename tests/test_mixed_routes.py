@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,14 @@ def test_one_loader_decodes_vp9_with_dali_and_h264_with_pyav(mixed):
     assert summary["train_clips_dali_cpu"] + summary["train_clips_pyav"] == 8
     assert loader_stats(loader, DistContext())["clips_pyav"] == stats["clips_pyav"]  # the eval lines' counters
     loader.close()
+
+
+def test_forcing_dali_cpu_names_the_first_video_it_cannot_decode_by_line_and_path(mixed):
+    root, lst, _, h264_rows = mixed
+    first = min(h264_rows)  # 0-based row: the list's line first + 1
+    path = os.path.join(root, open(lst).read().splitlines()[first].rsplit(" ", 1)[0])
+    with pytest.raises(ValueError, match=rf"line {first + 1} \({re.escape(path)}\): DATA.CPU_DECODER is 'dali'"):
+        build_loader(small_cfg(root, lst, **{"DATA.CPU_DECODER": "dali"}), "train")
 
 
 def test_mixed_multiview_test_loader_keeps_list_order(mixed):

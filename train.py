@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.cfg, config_overrides(args))
         runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=args.resume)  # every missing input named at once
         if args.dry_run:
-            wiring.dry_run(cfg, resume=args.resume)
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the plan is printed once, not per rank
+                wiring.dry_run(cfg, resume=args.resume)
             return 0
         ctx = distributed.init_from_env()
         run = wiring.build_run(cfg, ctx, resume=args.resume)

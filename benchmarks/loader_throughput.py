@@ -283,7 +283,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 if name in DALI_VARIANTS:
                     loader, route = build_dali(args, mode, list_path, root, DALI_VARIANTS[name])
                     close = loader.close
-                    settings = f"B{b} threads {args.threads} read-workers {args.workers}"
+                    settings = f"B{b} threads {args.threads} workers {args.workers}"  # read, or decode on CPU routes
                 else:
                     loader = build_baseline_loader(
                         clips, mode, batch_size=b, num_workers=args.workers, decoder=name,
@@ -321,7 +321,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 r["gpu_mem_peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20
                                          if common.cuda_available() else None)
                 results.append(r)
-                print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} clips/s  ({run.route})", file=sys.stderr,
+                unit = "videos/s" if mode == "test" else "clips/s"  # a test item is a video of all its views
+                print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} {unit}  ({run.route})", file=sys.stderr,
                       flush=True)
         finally:
             for run in runs:

@@ -90,6 +90,16 @@ def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
+def test_dry_run_under_torchrun_prints_the_plan_once(tmp_path, dataset, capsys, monkeypatch):
+    printed = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")]) == 0
+        printed.append(capsys.readouterr().out)
+    assert "global batch (B x ACC x world) : 32 = 16 x 1 x 2" in printed[0] and printed[1] == ""
+
+
 def _constant_head_weights(cfg, cls: int, num_classes: int) -> dict:
     from models import build_model
 

@@ -262,8 +262,16 @@ class Checkpointer:
     def newer_than(self, path: str) -> list[str]:
         """The rotating checkpoints in the directory that rank above ``path`` (a later step), newest first."""
         key = self._order_key(path)
-        same = os.path.abspath(path)
-        return [p for p in self.candidates() if self._order_key(p) > key and os.path.abspath(p) != same]
+        same = os.path.realpath(path)
+        return [p for p in self.candidates() if self._order_key(p) > key and os.path.realpath(p) != same]
+
+    @staticmethod
+    def step_of(path: str) -> int | None:
+        """The optimizer step a checkpoint (or best.pth) was saved at, read memory-mapped; None when unreadable."""
+        try:
+            return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        except Exception:  # noqa: BLE001 - damaged or foreign: no step to compare
+            return None
 
     @staticmethod
     def _order_key(path: str) -> tuple[int, int]:
@@ -273,7 +281,10 @@ class Checkpointer:
             return int(state["global_step"]), int(bool(state.get("epoch_complete")))
         except Exception:
             # Damaged: rank it by its name so it is still tried (and reported) in a sensible place.
-            kind, num = _NAME_RE.match(os.path.basename(path)).groups()
+            named = _NAME_RE.match(os.path.basename(path))
+            if named is None:  # not a rotating checkpoint's name (e.g. an explicit --resume file)
+                return -1, 0
+            kind, num = named.groups()
             return (int(num), 0) if kind == "step" else (-1, 0)
 
     def _rotate(self) -> None:

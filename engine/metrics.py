@@ -397,9 +397,10 @@ class MetricLogger:
         return {**self.totals, "wall_time_s": self._wall_time_s(),
                 "evaluations": self._earlier["evaluations"] + len(self.evals)}
 
-    def restore_totals(self, saved: dict[str, Any], step: int) -> None:
+    def restore_totals(self, saved: dict[str, Any], step: int, mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the
-        lost attempt wrote after that step from metrics.jsonl (the resumed run writes them again)."""
+        lost attempt wrote after that checkpoint from metrics.jsonl (the resumed run writes them again;
+        ``mid_epoch``: see ``run_files.drop_lines_after``)."""
         self.totals.update({k: saved[k] for k in self.totals if k in saved})
         self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
                          "evaluations": int(saved.get("evaluations", 0))}
@@ -407,7 +408,7 @@ class MetricLogger:
         if self._jsonl is not None:
             self._jsonl.close()
             path = self._jsonl.name
-            dropped = drop_lines_after(path, step)
+            dropped = drop_lines_after(path, step, mid_epoch)
             self._jsonl = open(path, "a", encoding="utf-8")
             if dropped:
                 self.info(f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that "

@@ -8,11 +8,12 @@ import glob
 import json
 import os
 import time
+from typing import Collection
 
 from evautil.files import atomic_write_text
 
 __all__ = ["EARLIER_RUNS_DIR", "earlier_run_files", "move_earlier_run", "move_earlier_results", "move_aside",
-           "drop_lines_after"]
+           "results_files", "drop_lines_after"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
 # What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt: those stay and grow, a
@@ -29,18 +30,28 @@ def earlier_run_files(output_dir: str) -> list[str]:
     """Names of the files (and the tensorboard folder) an earlier run left in ``output_dir``; empty when it holds
     no checkpoint, best.pth, non-empty metrics.jsonl or summary.json (a run that stopped before writing any)."""
     def matches(patterns: tuple[str, ...]) -> list[str]:
-        found = {os.path.basename(p) for pattern in patterns for p in glob.glob(os.path.join(output_dir, pattern))}
-        return sorted(found)
+        folder = glob.escape(output_dir)  # a folder name with [ or * is taken literally
+        return sorted({os.path.basename(p) for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
 
     markers = [n for n in matches(_RUN_MARKERS)
                if n != "metrics.jsonl" or os.path.getsize(os.path.join(output_dir, n)) > 0]
     return sorted(markers + matches(_RUN_COMPANIONS)) if markers else []
 
 
-def move_earlier_run(output_dir: str) -> tuple[str, list[str]] | None:
-    """Move an earlier run's files into ``output_dir/earlier_runs/<time>/``. Returns (that folder, the names
-    moved), or None when there was nothing to move. Call it on one process, before the new run writes there."""
-    return move_aside(output_dir, earlier_run_files(output_dir))
+def move_earlier_run(output_dir: str, keep: Collection[str] = ()) -> tuple[str, list[str]] | None:
+    """Move an earlier run's files into ``output_dir/earlier_runs/<time>/``, except ``keep`` (paths this run still
+    reads, e.g. MODEL.PRETRAINED). Returns (that folder, the names moved), or None when there was nothing to move.
+    Call it on one process, before the new run writes there."""
+    kept = {os.path.realpath(p) for p in keep if p}
+    return move_aside(output_dir, [n for n in earlier_run_files(output_dir)
+                                   if os.path.realpath(os.path.join(output_dir, n)) not in kept])
+
+
+def results_files(output_dir: str) -> list[str]:
+    """The evaluation results in ``output_dir``: summary.json, predictions, per-class tables, confusion plots."""
+    patterns = ("summary.json", "predictions_*.csv", "per_class_*.csv", "confusion_*.png")
+    return sorted({os.path.basename(p) for pattern in patterns
+                   for p in glob.glob(os.path.join(glob.escape(output_dir), pattern))})
 
 
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:
@@ -67,24 +78,28 @@ def move_aside(output_dir: str, names: list[str]) -> tuple[str, list[str]] | Non
     return dest, names
 
 
-def drop_lines_after(jsonl_path: str, step: int) -> int:
+def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False) -> int:
     """Rewrite ``jsonl_path`` without the lines whose ``step`` is above ``step`` (written by an attempt after the
-    checkpoint it resumes from; the resumed run writes them again). Lines without a step are kept. Returns how many
-    were dropped."""
+    checkpoint it resumes from; the resumed run writes them again). With ``mid_epoch`` (the checkpoint was saved
+    before its epoch ended, e.g. a stop at the epoch's last step), the epoch-end ``data`` and ``eval`` lines at
+    ``step`` itself came after it too. Lines without a step are kept. Returns how many were dropped."""
     if not os.path.isfile(jsonl_path):
         return 0
     with open(jsonl_path, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    kept = [line for line in lines if not _after(line, step)]
+    kept = [line for line in lines if not _after(line, step, mid_epoch)]
     dropped = len(lines) - len(kept)
     if dropped:
         atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
     return dropped
 
 
-def _after(line: str, step: int) -> bool:
+def _after(line: str, step: int, mid_epoch: bool) -> bool:
     try:
-        value = json.loads(line).get("step")
+        record = json.loads(line)
+        value = record.get("step")
     except (ValueError, AttributeError):  # a line cut short by the kill: it belongs to the lost attempt
         return True
-    return isinstance(value, int) and value > step
+    if not isinstance(value, int):
+        return False
+    return value > step or (mid_epoch and value == step and record.get("kind") in ("data", "eval"))

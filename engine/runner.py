@@ -18,14 +18,14 @@ from . import distributed as dist_utils
 from configs import ConfigError
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, starts_fresh
-from .distributed import DistContext
+from .distributed import DistContext, all_gather_objects
 from .evaluate import evaluate_and_log, read_label_names
 from .loader_stats import loader_stats
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
-from .resume_config import check_resume_config
-from .run_files import move_aside, move_earlier_results, move_earlier_run
+from .resume_config import check_resume_config, saved_config
+from .run_files import move_aside, move_earlier_results, move_earlier_run, results_files
 from .plots import plot_finished_run
 from .train_loop import Trainer, TrainOptions, resolve_precision
 
@@ -158,22 +158,26 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
 
     - a fresh start: the earlier run's files (its checkpoints would outrank this run's in the rotation, its lines
       would mix into metrics.jsonl);
-    - ``--resume`` of a checkpoint from elsewhere: OUTPUT's earlier run, for the same reasons;
-    - ``--resume`` of an older checkpoint of OUTPUT: the checkpoints after it, which this run supersedes (they
-      would outrank its own, and TRAIN.AUTO_RESUME would later pick them);
+    - ``--resume`` of a checkpoint from another folder: OUTPUT's earlier run, for the same reasons;
+    - ``--resume`` of an older checkpoint of OUTPUT: the checkpoints, best.pth and results after it, which this
+      run supersedes (they would outrank its own, and TRAIN.AUTO_RESUME would later pick them);
     - an evaluate-only run: the results it would overwrite (e.g. the training run's summary.json).
+    Files this run reads (``--resume``, MODEL.PRETRAINED) never move; nothing moves for a ``--resume`` file that is
+    not a resumable checkpoint (Trainer.resume then names the problem).
     """
     out = cfg.OUTPUT
+    reads = [resume, cfg.MODEL.PRETRAINED]
     if cfg.TEST.ONLY_TEST:
         moved, why = move_earlier_results(out), "this evaluation would overwrite them"
     elif starts_fresh(out, resume, cfg.TRAIN.AUTO_RESUME):
-        moved = move_earlier_run(out)
+        moved = move_earlier_run(out, keep=reads)
         why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
-    elif resume and os.path.dirname(os.path.abspath(resume)) != os.path.abspath(out):
-        moved, why = move_earlier_run(out), f"this run continues {resume}, a checkpoint from elsewhere"
+    elif resume and saved_config(resume) is None:
+        return ""
+    elif resume and not _same_folder(os.path.dirname(os.path.abspath(resume)), out):
+        moved, why = move_earlier_run(out, keep=reads), f"this run continues {resume}, a checkpoint from elsewhere"
     elif resume:
-        later = Checkpointer(out, writer=False).newer_than(resume)
-        moved = move_aside(out, [os.path.basename(p) for p in later])
+        moved = move_aside(out, _superseded_by(out, resume))
         why = f"this run goes back to {resume}, which they followed"
     else:
         return ""
@@ -182,6 +186,33 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
     dest, names = moved
     return (f"{out} held an earlier run's files and {why}: moved {len(names)} of them ({', '.join(names[:4])}"
             f"{', ...' if len(names) > 4 else ''}) to {dest}")
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two folder names are one folder (a symlink or a bind mount may give it two names)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _results_are_current(out: str, checkpoint: str | None, ctx: DistContext) -> bool:
+    """Whether OUTPUT's summary.json was written after ``checkpoint`` (rank 0 looks; every rank gets its answer)."""
+    summary = os.path.join(out, "summary.json")
+    current = bool(checkpoint and os.path.isfile(summary) and os.path.isfile(checkpoint)
+                   and os.path.getmtime(summary) >= os.path.getmtime(checkpoint))
+    return bool(all_gather_objects(current, ctx)[0])
+
+
+def _superseded_by(out: str, resume: str) -> list[str]:
+    """The files of OUTPUT written after checkpoint ``resume`` of it: later checkpoints, a later best.pth and,
+    when anything came later, the results of that later branch."""
+    later = [os.path.basename(p) for p in Checkpointer(out, writer=False).newer_than(resume)]
+    step, best = Checkpointer.step_of(resume), os.path.join(out, "best.pth")
+    best_step = Checkpointer.step_of(best) if os.path.isfile(best) else None
+    if step is not None and best_step is not None and best_step > step:
+        later.append("best.pth")
+    return later + results_files(out) if later else []
 
 
 @dataclass(frozen=True)
@@ -304,19 +335,22 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
         metrics=metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
     trainer.resume(resume, auto=t.AUTO_RESUME)
-    if trainer.state.epoch >= t.EPOCHS:  # resumed from the last epoch's checkpoint, written after the final test
+    finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint, saved after its tests
+    if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
         metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
                      f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "
                      "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)")
-        st = trainer.state
-        return {"best_top1": st.best_top1 if st.best_epoch >= 0 else None,
-                "best_epoch": st.best_epoch + 1 if st.best_epoch >= 0 else None, "final": None,
-                "last_checkpoint": st.last_checkpoint, "skipped_steps": st.skipped_steps}
+        return trainer.outcome()
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
     metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, "
                  f"global batch {global_batch}, precision {precision}")
-    result = trainer.fit()
+    if finished:
+        metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing or older than "
+                     f"{trainer.state.last_checkpoint}: evaluating that checkpoint again")
+        result = trainer.evaluate_finished()
+    else:
+        result = trainer.fit()
     final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
     metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
                      "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],

@@ -244,6 +244,7 @@ class Trainer:
             "global_step": self.state.global_step,
             "epoch_complete": epoch_complete,
             "steps_per_epoch": self.opts.steps_per_epoch,
+            "layout": self._layout(),
             "train_state": st,
             "loader": loader_states,
             "rng": rng,
@@ -252,6 +253,15 @@ class Trainer:
             "best_metric": self.state.best_top1,
             "run_totals": self.metrics.totals_state(),  # so that a resumed run's summary covers the whole run
         }
+
+    def _layout(self) -> dict[str, Any]:
+        """What a saved data position and LR schedule depend on: a mid-epoch position is only valid where all of it
+        is the same, the schedule where the steps per epoch are."""
+        index = getattr(self.train_loader, "index", None)
+        return {"world_size": self.ctx.world_size, "steps_per_epoch": self.opts.steps_per_epoch,
+                "batch_size": getattr(self.train_loader, "batch_size", None),
+                "accumulation_steps": self.opts.accumulation_steps,
+                "listed_videos": len(index) if index is not None else None}
 
     def save(self, epoch_complete: bool) -> str:
         path = self.checkpointer.save(self.state_dict(epoch_complete))
@@ -264,12 +274,15 @@ class Trainer:
 
     def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
         """Restore a checkpoint written by :meth:`state_dict` (any rank count; RNG/loader per rank if equal)."""
-        saved_world = ckpt.get("world_size")
-        same_world = saved_world == self.ctx.world_size
-        saved_steps = ckpt.get("steps_per_epoch", self.opts.steps_per_epoch)  # absent from older checkpoints
-        same_steps = same_world and saved_steps == self.opts.steps_per_epoch
+        # What the saved data position and LR schedule were counted in; older checkpoints lack some entries.
+        layout = self._layout()
+        saved = {**layout, "world_size": ckpt.get("world_size"), **ckpt.get("layout", {})}
+        changed = [k for k in layout if saved[k] != layout[k]]
+        same_world = saved["world_size"] == self.ctx.world_size
         restore_training_objects(ckpt, path, unwrap(self.model), self.optimizer, self.scheduler,
-                                 keep_new_hyperparameters=self.opts.adopt_config, keep_new_schedule=not same_steps)
+                                 keep_new_hyperparameters=self.opts.adopt_config,
+                                 keep_new_schedule=saved["steps_per_epoch"] != layout["steps_per_epoch"]
+                                 or ("steps_per_epoch" not in ckpt and not same_world))
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
@@ -282,15 +295,15 @@ class Trainer:
         if ckpt["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
             self._loader_state = None
-        elif not same_steps:
+        elif changed:
             # The saved loader position is a place in another per-rank schedule (another world size, batch size or
             # list length), which this run's schedule does not have: the interrupted epoch is trained again from
             # its first step.
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"], 0
             self._loader_state = None
-            self.metrics.warn(f"checkpoint {path} was saved mid-epoch with {saved_world} process(es) and "
-                              f"{saved_steps} steps per epoch, and this run has {self.ctx.world_size} and "
-                              f"{self.opts.steps_per_epoch}: epoch {self.state.epoch + 1} restarts from its first step")
+            diffs = ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in changed)
+            self.metrics.warn(f"checkpoint {path} was saved mid-epoch with another data layout ({diffs}): "
+                              f"epoch {self.state.epoch + 1} restarts from its first step")
         else:
             loaders = ckpt.get("loader")
             if not loaders:
@@ -304,7 +317,8 @@ class Trainer:
         elif ckpt.get("rng"):
             self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
                               "RNG streams are re-seeded, the run continues but not bit-exactly")
-        self.metrics.restore_totals(ckpt.get("run_totals") or {}, self.state.global_step)
+        self.metrics.restore_totals(ckpt.get("run_totals") or {}, self.state.global_step,
+                                    mid_epoch=not ckpt["epoch_complete"])
         self.resumed_from = path
 
     def resume(self, path: str | None, auto: bool) -> bool:
@@ -387,9 +401,10 @@ class Trainer:
             self.metrics.log_data("train", loader_stats(self.train_loader, self.ctx), epoch, st.global_step)
             last = epoch + 1 == opts.epochs
             result = None
-            if last and opts.final_test and self.make_test_loader is not None:
-                final = result = self.run_eval(self.make_test_loader(), "test", epoch)
-            elif (opts.eval_freq and (epoch + 1) % opts.eval_freq == 0) or last:
+            if last:
+                result = self._last_evaluation(epoch)
+                final = result if result["split"] == "test" else None
+            elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
                 result = self.run_eval(self.val_loader, "val", epoch)
             improved = result is not None and result["top1"] > st.best_top1
             if improved:
@@ -402,6 +417,24 @@ class Trainer:
                                              "config": self.config_yaml})
             if not last:
                 self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
+        return self.outcome(final)
+
+    def _last_evaluation(self, epoch: int) -> dict[str, Any]:
+        """The evaluation after the last epoch: the final multi-view test when the run has one, else validation
+        (the run's ``final`` result is the test's only)."""
+        if self.opts.final_test and self.make_test_loader is not None:
+            return self.run_eval(self.make_test_loader(), "test", epoch)
+        return self.run_eval(self.val_loader, "val", epoch)
+
+    def evaluate_finished(self) -> dict[str, Any]:
+        """For a run resumed after its last epoch whose results are missing (the attempt ended between its last
+        checkpoint and its summary): the last evaluation again; returns what :meth:`fit` returns."""
+        result = self._last_evaluation(self.opts.epochs - 1)
+        return self.outcome(result if result["split"] == "test" else None)
+
+    def outcome(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What :meth:`fit` returns: the best evaluation, the final test (``final``), the last checkpoint."""
+        st = self.state
         return {"best_top1": st.best_top1 if st.best_epoch >= 0 else None,
                 "best_epoch": st.best_epoch + 1 if st.best_epoch >= 0 else None,
                 "final": final, "last_checkpoint": st.last_checkpoint, "skipped_steps": st.skipped_steps}

@@ -108,6 +108,8 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
     from engine.train_loop import Trainer, TrainOptions
 
     class Loader:  # the position part of a loader: what Trainer.state_dict saves
+        batch_size = 4
+
         def state_dict(self):
             return {"epoch": 1, "position": 4, "world_size": 2}
 
@@ -124,6 +126,7 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
     saver.state.epoch, saver.state.global_step, saver.state.step_in_epoch = 1, 6, 2
     ckpt = saver.state_dict(epoch_complete=False)
     ckpt["world_size"], ckpt["loader"] = 2, [Loader().state_dict()] * 2  # as written by a 2-process run
+    ckpt["layout"]["world_size"] = 2
     resumed = trainer(str(tmp_path / "b"))
     resumed.load_state_dict(ckpt, "ckpt_step_6.pth")
     st = resumed.state
@@ -133,22 +136,30 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
     assert resumed._loader_state is None  # the old position is not applied to this run's loader
     resumed.metrics.close()
     log = (tmp_path / "b" / "log_rank0.txt").read_text()
-    assert ("saved mid-epoch with 2 process(es) and 5 steps per epoch, and this run has 1 and 5: epoch 2 restarts "
-            "from its first step") in log
+    assert ("saved mid-epoch with another data layout (world_size 2 -> 1): epoch 2 restarts from its first "
+            "step") in log
     # the same world size keeps the exact position
-    ckpt["world_size"] = 1
+    ckpt["world_size"] = ckpt["layout"]["world_size"] = 1
     same = trainer(str(tmp_path / "c"))
     same.load_state_dict(ckpt, "ckpt_step_6.pth")
     assert (same.state.step_in_epoch, same.state.global_step) == (2, 6) and same._loader_state["position"] == 4
     assert same.state.schedule_offset == 6 - (1 * 5 + 2) == -1  # the saver's own (made-up) offset, kept
     same.metrics.close()
     # the same world size with another number of steps per epoch (batch size or list length changed) restarts too
-    ckpt["steps_per_epoch"] = 8
+    ckpt["layout"]["steps_per_epoch"] = 8
     other = trainer(str(tmp_path / "d"))
     other.load_state_dict(ckpt, "ckpt_step_6.pth")
     assert (other.state.step_in_epoch, other.state.global_step, other.state.schedule_offset) == (0, 6, 1)
     assert other._loader_state is None
     other.metrics.close()
+    # ... and so does another batch size with the same steps per epoch (e.g. B 8 x ACC 1 -> B 4 x ACC 2): the
+    # position counts batches of the old size
+    ckpt["layout"].update(steps_per_epoch=5, batch_size=8)
+    smaller = trainer(str(tmp_path / "e"))
+    smaller.load_state_dict(ckpt, "ckpt_step_6.pth")
+    assert smaller.state.step_in_epoch == 0 and smaller._loader_state is None
+    smaller.metrics.close()
+    assert "another data layout (batch_size 8 -> 4): epoch 2" in (tmp_path / "e" / "log_rank0.txt").read_text()
 
 
 def test_pickled_code_is_refused_without_torch_advice(tmp_path):

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.video_fixtures import synthetic_dataset
 
@@ -229,6 +230,14 @@ def test_multiview_final_test(dataset, tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"the run in {out} is finished (epoch 1/1, step 4): nothing to train" in again.stdout
     assert {name: (out / name).read_bytes() for name in before} == before
+    # ... unless its summary is missing (the attempt ended between its last checkpoint and its summary): the last
+    # checkpoint is evaluated again
+    (out / "summary.json").unlink()
+    again = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val,
+                                                  "TRAIN.AUTO_RESUME": True}))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "finished training, but its summary.json is missing" in again.stdout
+    assert json.loads((out / "summary.json").read_text())["final_top1"] == evals[0]["top1"]
 
 
 def _assert_one_record(out: Path, ref_out: Path, resumed_from: str) -> None:
@@ -309,7 +318,11 @@ def test_resume_of_another_or_an_older_checkpoint_sets_superseded_files_aside(re
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"this run goes back to {back / 'ckpt_epoch_2.pth'}" in r.stdout
     (moved,) = (back / "earlier_runs").iterdir()
-    assert sorted(os.listdir(moved)) == ["ckpt_epoch_3.pth", "ckpt_step_10.pth"]
+    best_step = torch.load(ref_out / "best.pth", weights_only=True)["global_step"]
+    assert sorted(os.listdir(moved)) == sorted(  # what came after step 8: checkpoints, a later best, results
+        ["ckpt_epoch_3.pth", "ckpt_step_10.pth", "summary.json", "predictions_val.csv", "per_class_val.csv",
+         "confusion_val.png"]
+        + (["best.pth"] if best_step > 8 else []))
     assert sorted(n for n in os.listdir(back) if n.startswith("ckpt_")) == [
         "ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "ckpt_step_10.pth"]
     _assert_one_record(back, ref_out, "ckpt_epoch_2.pth")

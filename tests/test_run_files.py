@@ -67,3 +67,53 @@ def test_drop_lines_after_keeps_what_the_checkpoint_covers(tmp_path):
     assert [(d["kind"], d["step"]) for d in kept] == [("eval", None), ("train", 1), ("train", 2), ("train", 3),
                                                       ("train", 4), ("eval", 4), ("train", 5)]
     assert drop_lines_after(str(path), 5) == 0 and drop_lines_after(str(tmp_path / "absent.jsonl"), 0) == 0
+
+
+def test_mid_epoch_checkpoint_drops_the_epoch_end_lines_at_its_own_step(tmp_path):
+    # a stop at an epoch's last step (8) saves a mid-epoch checkpoint; that epoch's data and eval lines came after
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"kind": "train", "step": 8}, {"kind": "data", "step": 8}, {"kind": "eval", "step": 8}]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    assert drop_lines_after(str(path), 8) == 0  # an epoch-end checkpoint covers them
+    assert drop_lines_after(str(path), 8, mid_epoch=True) == 2
+    assert [json.loads(x)["kind"] for x in path.read_text().splitlines()] == ["train"]
+
+
+def _checkpoint(path, step):
+    import torch
+
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 0, "global_step": step,
+                "epoch_complete": False, "config": "SEED: 0\n"}, path)
+
+
+def test_files_a_run_reads_or_a_bad_resume_file_never_move(tmp_path):
+    from configs import load_config
+    from engine.runner import _set_aside_earlier_files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for step in (4, 8):
+        _checkpoint(out / f"ckpt_step_{step}.pth", step)
+    (out / "best.pth").write_bytes(b"weights only")  # not a resumable checkpoint
+    (out / "summary.json").write_text("{}")
+
+    def cfg(**opts):
+        pairs = [str(x) for kv in {"OUTPUT": str(out), **opts}.items() for x in kv]
+        return load_config(None, pairs)
+
+    # --resume of a file that cannot be resumed: nothing moves (the resume itself reports the file)
+    assert _set_aside_earlier_files(cfg(), str(out / "best.pth")) == ""
+    # a fresh start keeps MODEL.PRETRAINED even when it lies in OUTPUT
+    note = _set_aside_earlier_files(cfg(**{"TRAIN.AUTO_RESUME": False, "MODEL.PRETRAINED": str(out / "best.pth")}),
+                                    "")
+    assert "starts from step 0" in note and (out / "best.pth").is_file() and not (out / "ckpt_step_8.pth").exists()
+    # going back, through another name of the same folder (a symlink): only what came after moves
+    (moved,) = (out / EARLIER_RUNS_DIR).iterdir()
+    for name in ("ckpt_step_4.pth", "ckpt_step_8.pth", "summary.json"):
+        os.replace(moved / name, out / name)
+    (tmp_path / "link").symlink_to(out)
+    note = _set_aside_earlier_files(cfg(), str(tmp_path / "link" / "ckpt_step_4.pth"))
+    assert "goes back to" in note
+    assert sorted(os.listdir(out)) == ["best.pth", "ckpt_step_4.pth", EARLIER_RUNS_DIR]
+    newest = max((out / EARLIER_RUNS_DIR).iterdir())
+    assert sorted(os.listdir(newest)) == ["ckpt_step_8.pth", "summary.json"]

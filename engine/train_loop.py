@@ -243,7 +243,6 @@ class Trainer:
             "epoch": self.state.epoch,
             "global_step": self.state.global_step,
             "epoch_complete": epoch_complete,
-            "steps_per_epoch": self.opts.steps_per_epoch,
             "layout": self._layout(),
             "train_state": st,
             "loader": loader_states,
@@ -282,7 +281,7 @@ class Trainer:
         restore_training_objects(ckpt, path, unwrap(self.model), self.optimizer, self.scheduler,
                                  keep_new_hyperparameters=self.opts.adopt_config,
                                  keep_new_schedule=saved["steps_per_epoch"] != layout["steps_per_epoch"]
-                                 or ("steps_per_epoch" not in ckpt and not same_world))
+                                 or ("layout" not in ckpt and not same_world))
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):

@@ -210,7 +210,8 @@ def restore_rng(state: dict) -> None:
 
 def checkpoint_files(output_dir: str) -> list[str]:
     """The rotating checkpoints (``ckpt_epoch_*.pth``, ``ckpt_step_*.pth``) in ``output_dir``, unordered."""
-    return [p for p in glob.glob(os.path.join(output_dir, "ckpt_*.pth")) if _NAME_RE.match(os.path.basename(p))]
+    return [p for p in glob.glob(os.path.join(glob.escape(output_dir), "ckpt_*.pth"))
+            if _NAME_RE.match(os.path.basename(p))]
 
 
 def starts_fresh(output_dir: str, resume: str, auto_resume: bool) -> bool:

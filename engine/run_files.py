@@ -1,6 +1,6 @@
-"""An OUTPUT directory across attempts: a run that resumes drops the lines its lost steps left in metrics.jsonl; a
-run that starts afresh where an earlier run wrote moves that run's files aside first, so neither run's record is
-mixed with, rotated out by, or overwritten by the other's."""
+"""An OUTPUT directory across attempts: a run that resumes drops the lines its lost steps left in metrics.jsonl; files
+another run or attempt left that this one would mix with, rotate away or overwrite move into earlier_runs/<time>/
+(which files, and when, is decided by ``runner.open_run``)."""
 
 from __future__ import annotations
 
@@ -29,13 +29,15 @@ _EVALUATION_RESULTS = ("config.yaml", "summary.json", "predictions_test.csv", "p
 def earlier_run_files(output_dir: str) -> list[str]:
     """Names of the files (and the tensorboard folder) an earlier run left in ``output_dir``; empty when it holds
     no checkpoint, best.pth, non-empty metrics.jsonl or summary.json (a run that stopped before writing any)."""
-    def matches(patterns: tuple[str, ...]) -> list[str]:
-        folder = glob.escape(output_dir)  # a folder name with [ or * is taken literally
-        return sorted({os.path.basename(p) for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
-
-    markers = [n for n in matches(_RUN_MARKERS)
+    markers = [n for n in _matching(output_dir, _RUN_MARKERS)
                if n != "metrics.jsonl" or os.path.getsize(os.path.join(output_dir, n)) > 0]
-    return sorted(markers + matches(_RUN_COMPANIONS)) if markers else []
+    return sorted(markers + _matching(output_dir, _RUN_COMPANIONS)) if markers else []
+
+
+def _matching(output_dir: str, patterns: tuple[str, ...]) -> list[str]:
+    """Names in ``output_dir`` matching any of ``patterns``, sorted; the folder's own name is taken literally."""
+    folder = glob.escape(output_dir)
+    return sorted({os.path.basename(p) for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
 
 
 def move_earlier_run(output_dir: str, keep: Collection[str] = ()) -> tuple[str, list[str]] | None:
@@ -49,9 +51,7 @@ def move_earlier_run(output_dir: str, keep: Collection[str] = ()) -> tuple[str, 
 
 def results_files(output_dir: str) -> list[str]:
     """The evaluation results in ``output_dir``: summary.json, predictions, per-class tables, confusion plots."""
-    patterns = ("summary.json", "predictions_*.csv", "per_class_*.csv", "confusion_*.png")
-    return sorted({os.path.basename(p) for pattern in patterns
-                   for p in glob.glob(os.path.join(glob.escape(output_dir), pattern))})
+    return _matching(output_dir, ("summary.json", "predictions_*.csv", "per_class_*.csv", "confusion_*.png"))
 
 
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:

@@ -117,3 +117,14 @@ def test_files_a_run_reads_or_a_bad_resume_file_never_move(tmp_path):
     assert sorted(os.listdir(out)) == ["best.pth", "ckpt_step_4.pth", EARLIER_RUNS_DIR]
     newest = max((out / EARLIER_RUNS_DIR).iterdir())
     assert sorted(os.listdir(newest)) == ["ckpt_step_8.pth", "summary.json"]
+
+
+def test_a_folder_name_with_glob_characters_is_taken_literally(tmp_path):
+    from engine.checkpointing import checkpoint_files
+
+    out = tmp_path / "run[1]"
+    out.mkdir()
+    _checkpoint(out / "ckpt_step_4.pth", 4)
+    _touch(out, "summary.json")
+    assert [os.path.basename(p) for p in checkpoint_files(str(out))] == ["ckpt_step_4.pth"]
+    assert earlier_run_files(str(out)) == ["ckpt_step_4.pth", "summary.json"]

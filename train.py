@@ -79,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.cfg, config_overrides(args))
-        runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=args.resume)  # every missing input named at once
+        # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
+        resume, resume_note = runner.resume_point(cfg, args.resume)
+        runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
         if args.dry_run:
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the plan is printed once, not per rank
-                wiring.dry_run(cfg, resume=args.resume)
+                wiring.dry_run(cfg, resume=resume)
             return 0
         ctx = distributed.init_from_env()
-        run = wiring.build_run(cfg, ctx, resume=args.resume)
+        run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.TEST.ONLY_TEST:
             runner.only_test(run, cfg)
         else:
-            runner.train(run, cfg, resume=args.resume)
+            runner.train(run, cfg, resume=resume, named=args.resume)
         return 0
     except INPUT_ERRORS as e:
         run.metrics.info(f"error: {e}")

@@ -20,14 +20,14 @@ def _test_cfg(cfg, num_clip: int, num_crop: int):
     return out
 
 
-def build_run(cfg, ctx: DistContext, resume: str = "") -> runner.Run:
+def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
     """Logger, loaders, model and weights for ``cfg`` on this process."""
     from dali_pipelines.loader import build_loader  # imports DALI
     from models import build_model, forward_flops, load_pretrained
     from models.checkpoint import pretrained_source_grid
 
     build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
-    metrics = runner.open_run(cfg, ctx, resume)
+    metrics = runner.open_run(cfg, ctx, resume, resume_note)
     only_test = cfg.TEST.ONLY_TEST
     train_loader = None if only_test else build_loader(cfg, "train", ctx.rank, ctx.world_size, ctx.device_id)
     val_loader = build_loader(cfg, "test" if only_test else "val", ctx.rank, ctx.world_size, ctx.device_id)

@@ -266,6 +266,22 @@ class Checkpointer:
         same = os.path.realpath(path)
         return [p for p in self.candidates() if self._order_key(p) > key and os.path.realpath(p) != same]
 
+    def continuation_of(self, named: str) -> str | None:
+        """The newest loadable checkpoint here when the attempt that wrote it started from ``named`` (or continued
+        one that did): the same command, naming ``named`` with ``--resume``, was stopped and now runs again.
+        None when the newest loadable checkpoint belongs to another run. ``named`` may be gone (rotated away)."""
+        step = self.step_of(named) if os.path.isfile(named) else None
+        for path in self.candidates():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:  # noqa: BLE001 - damaged: find_latest skips it too
+                continue
+            origin = (state.get("train_state") or {}).get("origin") if isinstance(state, dict) else None
+            started_there = bool(origin) and origin.get("path") == os.path.realpath(named) and (
+                step is None or origin.get("step") == step)
+            return path if started_there else None
+        return None
+
     @staticmethod
     def step_of(path: str) -> int | None:
         """The optimizer step a checkpoint (or best.pth) was saved at, read memory-mapped; None when unreadable."""

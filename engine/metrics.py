@@ -404,7 +404,6 @@ class MetricLogger:
         self.totals.update({k: saved[k] for k in self.totals if k in saved})
         self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
                          "evaluations": int(saved.get("evaluations", 0))}
-        self.run_start = time.time()
         if self._jsonl is not None:
             self._jsonl.close()
             path = self._jsonl.name

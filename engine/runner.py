@@ -41,6 +41,22 @@ def eval_checkpoint(cfg, resume: str = "") -> str:
     return found[0] if found else ""
 
 
+def resume_point(cfg, resume: str) -> tuple[str, str]:
+    """The checkpoint a training run given ``--resume resume`` continues, and a note when it is another one.
+
+    A requeued job repeats its command: when OUTPUT's newest checkpoint was written by an earlier attempt that
+    started from ``resume`` (TrainState.origin), the run goes on from that checkpoint instead of starting over from
+    ``resume`` (and moving the progress aside). TRAIN.AUTO_RESUME False keeps ``resume`` as given.
+    """
+    if not resume or cfg.TEST.ONLY_TEST or not cfg.TRAIN.AUTO_RESUME:
+        return resume, ""
+    later = Checkpointer(cfg.OUTPUT, writer=False).continuation_of(resume)
+    if later is None or _same_path(later, resume):
+        return resume, ""
+    return later, (f"--resume {resume}: {later} continues it (an earlier attempt of this run started from it), so "
+                   f"the run goes on from there (with TRAIN.AUTO_RESUME False it would start over from {resume})")
+
+
 def check_files(cfg, only_test: bool, resume: str = "") -> None:
     """Fail with one message naming every missing input file (lists, labels, weights, class mapping).
 
@@ -129,8 +145,9 @@ class Run:
         self.metrics.close()
 
 
-def open_run(cfg, ctx: DistContext, resume: str = "") -> MetricLogger:
-    """Seed the process, check the precision fits the device, and open the run's logger (writes config.yaml)."""
+def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> MetricLogger:
+    """Seed the process, check the precision fits the device, and open the run's logger (writes config.yaml).
+    ``resume_note``: why the run resumes another checkpoint than the one named (:func:`resume_point`)."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # a precision the device cannot run fails before indexing
     # A resume with a changed config fails here too, before config.yaml is rewritten with what would not run.
@@ -145,6 +162,8 @@ def open_run(cfg, ctx: DistContext, resume: str = "") -> MetricLogger:
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
     metrics.write_config(cfg.dump())
+    if resume_note:
+        metrics.info(resume_note)
     if moved:
         metrics.warn(moved)
     if config_change:
@@ -174,7 +193,7 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
         why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
     elif resume and saved_config(resume) is None:
         return ""
-    elif resume and not _same_folder(os.path.dirname(os.path.abspath(resume)), out):
+    elif resume and not _same_path(os.path.dirname(os.path.abspath(resume)), out):
         moved, why = move_earlier_run(out, keep=reads), f"this run continues {resume}, a checkpoint from elsewhere"
     elif resume:
         moved = move_aside(out, _superseded_by(out, resume))
@@ -188,8 +207,8 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
             f"{', ...' if len(names) > 4 else ''}) to {dest}")
 
 
-def _same_folder(a: str, b: str) -> bool:
-    """Whether two folder names are one folder (a symlink or a bind mount may give it two names)."""
+def _same_path(a: str, b: str) -> bool:
+    """Whether two names are one file or folder (a symlink or a bind mount may give it two names)."""
     try:
         return os.path.samefile(a, b)
     except OSError:  # one does not exist yet
@@ -293,8 +312,9 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     return result
 
 
-def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
-    """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary."""
+def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
+    """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary. ``resume``:
+    the checkpoint to continue; ``named``: the one the command names, when :func:`resume_point` chose a later one."""
     ctx, metrics, model = run.ctx, run.metrics, run.model
     t = cfg.TRAIN
     steps_per_epoch = len(run.train_loader) // t.ACCUMULATION_STEPS
@@ -334,7 +354,7 @@ def train(run: Run, cfg, resume: str = "") -> dict[str, Any]:
         checkpointer=Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn),
         metrics=metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
-    trainer.resume(resume, auto=t.AUTO_RESUME)
+    trainer.resume(resume, auto=t.AUTO_RESUME, named=named)
     finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint, saved after its tests
     if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
         metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "

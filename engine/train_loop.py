@@ -90,6 +90,9 @@ class TrainState:
     # resumed with another number of steps per epoch (world size, batch size, list length). Steps keep counting up,
     # so the log and the checkpoints' order stay monotonic, while the schedule follows this run's epochs.
     schedule_offset: int = 0
+    # The checkpoint this run was started from with --resume ({"path": real path, "step": its step}), kept by
+    # every later attempt: a repeated command that names it again continues from the newest checkpoint instead.
+    origin: dict | None = None
     last_checkpoint: str | None = None
 
 
@@ -320,9 +323,13 @@ class Trainer:
                                     mid_epoch=not ckpt["epoch_complete"])
         self.resumed_from = path
 
-    def resume(self, path: str | None, auto: bool) -> bool:
+    def resume(self, path: str | None, auto: bool, named: str = "") -> bool:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output
-        directory. Returns whether a checkpoint was loaded. Never starts from scratch after a failed load."""
+        directory. Returns whether a checkpoint was loaded. Never starts from scratch after a failed load.
+
+        ``named``: the checkpoint the command names with ``--resume`` (``path``, or a later checkpoint of this run
+        that continues it: ``runner.resume_point``); it becomes the run's recorded ``origin``."""
+        explicit = path or ""
         if path:
             try:
                 ckpt = load_checkpoint(path)  # CheckpointError names the file
@@ -339,6 +346,9 @@ class Trainer:
         else:
             return False
         self.load_state_dict(ckpt, path)
+        named = named or explicit
+        if named and (self.state.origin or {}).get("path") != os.path.realpath(named):
+            self.state.origin = {"path": os.path.realpath(named), "step": self.state.global_step}
         self.metrics.info(f"resumed from {path}: epoch {self.state.epoch + 1}, step {self.state.global_step}")
         return True
 

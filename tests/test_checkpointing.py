@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -254,3 +255,61 @@ def test_newer_checkpoint_of_another_model_is_named_not_a_crash(tmp_path):
     assert "head.weight is 5x4 there, 4x4 here" in msg and "head.bias is 5 there, 4 here" in msg
     for t in (old, new):
         t.metrics.close()
+
+
+def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
+    """A requeued job repeats ``--resume SRC``: the checkpoints its attempts wrote record SRC as their origin, so
+    the repeated command continues from the newest of them (runner.resume_point) instead of starting over."""
+    from types import SimpleNamespace
+
+    from engine.runner import resume_point
+
+    src_dir, out = tmp_path / "pretrain", tmp_path / "out"
+    first = _tiny_trainer(str(src_dir), num_classes=4)
+    first.state.epoch, first.state.global_step = 0, 5
+    src = first.checkpointer.save(first.state_dict(epoch_complete=True))
+    attempt = _tiny_trainer(str(out), num_classes=4)
+    assert attempt.resume(src, auto=True)
+    assert attempt.state.origin == {"path": os.path.realpath(src), "step": 5}
+    attempt.state.epoch, attempt.state.global_step = 1, 10
+    mine = attempt.checkpointer.save(attempt.state_dict(epoch_complete=True))
+    cfg = SimpleNamespace(OUTPUT=str(out), TEST=SimpleNamespace(ONLY_TEST=False),
+                          TRAIN=SimpleNamespace(AUTO_RESUME=True))
+    path, note = resume_point(cfg, src)
+    assert path == mine and f"--resume {src}: {mine} continues it" in note
+    # the next attempt loads that checkpoint and keeps the origin, so a third one finds its progress too
+    again = _tiny_trainer(str(out), num_classes=4)
+    assert again.resume(path, auto=True, named=src)
+    assert again.state.origin == {"path": os.path.realpath(src), "step": 5} and again.state.global_step == 10
+    again.state.epoch, again.state.global_step = 2, 15
+    newest = again.checkpointer.save(again.state_dict(epoch_complete=True))
+    (out / "ckpt_step_99.pth").write_bytes(b"PK\x03\x04 damaged")  # skipped, as find_latest skips it
+    assert resume_point(cfg, src)[0] == newest
+    # TRAIN.AUTO_RESUME False, or an evaluation, takes the file as given
+    cfg.TRAIN.AUTO_RESUME = False
+    assert resume_point(cfg, src) == (src, "")
+    cfg.TRAIN.AUTO_RESUME, cfg.TEST.ONLY_TEST = True, True
+    assert resume_point(cfg, src) == (src, "")
+    cfg.TEST.ONLY_TEST = False
+    # another checkpoint of the source run (or the same name holding another step) is another start
+    first.state.epoch, first.state.global_step = 1, 7
+    other = first.checkpointer.save(first.state_dict(epoch_complete=True))
+    assert resume_point(cfg, other) == (other, "")
+    torch.save({**torch.load(other, weights_only=True), "global_step": 7}, src)
+    assert resume_point(cfg, src) == (src, "")
+    # the named file rotated away (an older checkpoint of OUTPUT itself, gone back to): matched by its path
+    os.remove(src)
+    assert resume_point(cfg, src)[0] == newest
+    for t in (first, attempt, again):
+        t.metrics.close()
+
+
+def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
+    from engine.metrics import MetricLogger
+
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, progress_bar=False)
+    time.sleep(0.3)  # this attempt's start-up: index, model, weights, before the checkpoint is applied
+    metrics.restore_totals({"wall_time_s": 10.0, "evaluations": 1}, step=0)
+    summary = metrics.summary({})
+    metrics.close()
+    assert summary["wall_time_s"] >= 10.3 and summary["evaluations"] == 1

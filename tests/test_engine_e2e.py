@@ -337,6 +337,31 @@ def test_resume_of_another_or_an_older_checkpoint_sets_superseded_files_aside(re
     assert [d["step"] for d in _lines(other) if d["kind"] == "train"] == [11, 12]
 
 
+def test_a_requeued_resume_command_continues_its_own_progress(reference, dataset, tmp_path):
+    # A job script names a checkpoint of another run with --resume and is requeued: each repeat of the command goes
+    # on from the newest checkpoint its attempts wrote (it used to start over from the named file every time).
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    command = _opts(dataset, out, **RESUME_OPTS) + ["--resume", str(ref_out / "ckpt_epoch_2.pth")]
+    killed = _run(tmp_path, command, mode="kill_after_step", arg=11)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
+    repeated = _run(tmp_path, command)
+    assert repeated.returncode == 0, repeated.stdout[-3000:] + repeated.stderr[-3000:]
+    assert f"{out / 'ckpt_step_10.pth'} continues it" in repeated.stdout
+    assert f"resumed from {out / 'ckpt_step_10.pth'}" in repeated.stdout
+    assert not (out / "earlier_runs").exists()
+    train = [d for d in _lines(out) if d["kind"] == "train"]
+    assert [d["step"] for d in train] == [9, 10, 11, 12]
+    ref = _losses(ref_out)
+    for d in train:
+        assert d["loss"] == pytest.approx(ref[d["step"]], rel=1e-6), d["step"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "ckpt_step_10.pth") and summary["optimizer_steps"] == 12
+    # once more after the end: the run is finished, nothing is trained again
+    again = _run(tmp_path, command)
+    assert again.returncode == 0 and "is finished (epoch 3/3, step 12): nothing to train" in again.stdout
+
+
 def test_resume_on_two_processes_keeps_counting_steps(dataset, tmp_path):
     # 1 process: 4 steps per epoch; killed after step 7, it resumes from ckpt_step_6 (mid epoch 2) on 2 processes
     # with 2 steps per epoch: epoch 2 restarts (steps 7, 8), epoch 3 is steps 9, 10. The step count never goes back,

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         missing.append("CUDA (torch.cuda.is_available() is False)")
     driver = driver_cuda_version()
-    print(f"driver CUDA     {'%d.%d' % driver if driver else 'unknown (no NVML)'}; DALI built for CUDA {dali_cuda_major()}")
+    driver_text = "%d.%d" % driver if driver else "unknown (no NVML)"
+    print(f"driver CUDA     {driver_text}; DALI built for CUDA {dali_cuda_major()}")
     nvcuvid = nvcuvid_loads()
     print(f"libnvcuvid      {'loads' if nvcuvid else 'MISSING'}")
     problems = gpu_decode_problems(driver, dali_cuda_major(), nvcuvid) + [f"missing: {m}" for m in missing]

@@ -354,7 +354,8 @@ def _cpu_split(result: dict) -> str:
     by = result.get("cpu_util_by_kind")
     if not by:
         return "-"
-    return " / ".join(f"{by.get(k, 0.0):.2f}" for k in (cpu_monitor.KIND_DALI, cpu_monitor.KIND_WORKERS, cpu_monitor.KIND_MAIN))
+    kinds = (cpu_monitor.KIND_DALI, cpu_monitor.KIND_WORKERS, cpu_monitor.KIND_MAIN)
+    return " / ".join(f"{by.get(k, 0.0):.2f}" for k in kinds)
 
 
 def report(payload: dict) -> str:

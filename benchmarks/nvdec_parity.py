@@ -96,7 +96,8 @@ def compare_clip(path: str, decoder: str, device_id: int | None) -> dict:
                      "ok": bool(same and corr >= MIN_CORRELATION and diff <= MAX_MEAN_ABS_DIFF)})
     return {"clip": os.path.basename(path), "codec": codec, "size": size, "frames": len(reference),
             "b_frames": has_b, "indices": wanted, "found": sum(r["ok"] for r in rows), "asked": len(rows),
-            "min_corr": min(r["corr"] for r in rows), "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in rows])),
+            "min_corr": min(r["corr"] for r in rows),
+            "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in rows])),
             "max_abs_diff": max(r["mean_abs_diff"] for r in rows),
             "best_matches": [r["best_match"] for r in rows], "frames_detail": rows}
 

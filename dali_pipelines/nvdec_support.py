@@ -17,8 +17,8 @@ import importlib.metadata
 import re
 from dataclasses import dataclass
 
-__all__ = ["NvdecLimits", "NVDEC_LIMITS", "DALI_MIXED_CHROMA", "chroma_and_bit_depth", "nvdec_refusal", "dali_cuda_major",
-           "driver_cuda_version", "nvcuvid_loads", "gpu_decode_problems"]
+__all__ = ["NvdecLimits", "NVDEC_LIMITS", "DALI_MIXED_CHROMA", "chroma_and_bit_depth", "nvdec_refusal",
+           "dali_cuda_major", "driver_cuda_version", "nvcuvid_loads", "gpu_decode_problems"]
 
 
 @dataclass(frozen=True)

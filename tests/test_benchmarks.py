@@ -124,11 +124,13 @@ def test_process_tree_monitor_counts_dali_threads_apart():
     pipe = noise()
     pipe.build()
     with cpu_monitor.ProcessTreeMonitor(interval=0.05) as mon:
-        for _ in range(4):  # a fixed amount of work: about 0.2 CPU-s a batch of 8 x 3 MB of noise
+        for _ in range(12):  # a fixed amount of work: about 0.08 CPU-s a batch of 8 x 3 MB of noise
             pipe.run()
     by = mon.cpu_seconds_by_kind
-    # DALI's threads generate the noise; this thread only asks for batches.
-    assert by[cpu_monitor.KIND_DALI] > 0.2 and by[cpu_monitor.KIND_DALI] > by[cpu_monitor.KIND_MAIN], by
+    # DALI's threads generate the noise: about 1 CPU-s (4 batches, about 0.35 s, once measured under 0.2 on a loaded
+    # machine). The main process's share is not compared: it holds the monitor's own sampling thread, which a loaded
+    # machine made as busy as DALI's.
+    assert by[cpu_monitor.KIND_DALI] > 0.4, by
     assert by[cpu_monitor.KIND_WORKERS] == 0.0
     assert sum(by.values()) == pytest.approx(mon.cpu_seconds, abs=1e-6)
 

@@ -172,7 +172,8 @@ def test_hevc_cut_into_mp4_decodes_to_the_requested_frames(tmp_path):
     path = str(tmp_path / "c.mp4")
     try:
         with av.open(path, "w") as out:
-            s = out.add_stream("libx265", rate=25, options={"x265-params": f"keyint={GOP}:min-keyint={GOP}:log-level=0"})
+            params = f"keyint={GOP}:min-keyint={GOP}:log-level=0"
+            s = out.add_stream("libx265", rate=25, options={"x265-params": params})
             s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
             for frame in SOURCE:
                 out.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))

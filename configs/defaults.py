@@ -208,15 +208,18 @@ _C.TEST = CN()
 # Temporal clips and spatial crops (1 or 3) per video; scores are the mean of per-view softmax.
 _C.TEST.NUM_CLIP = 1
 _C.TEST.NUM_CROP = 1
-# Temporal placement of the clips: "uniform" (deterministic) or "random" (the original's jittered clips).
+# Temporal placement of the clips: "uniform" (deterministic) or "random" (the original's jittered clips; like the
+# original, a single clip is placed at the segment centres either way).
 _C.TEST.SAMPLING = "uniform"
 # Videos per process per evaluation batch.
 _C.TEST.BATCH_SIZE = 2
 # Evaluate only (also set by --only_test).
 _C.TEST.ONLY_TEST = False
-# Evaluate every this many epochs during training (0: only at the end).
+# Validate (with NUM_CLIP x NUM_CROP views) every this many epochs and after the last one (0: only after the last).
+# best.pth and best_top1 come from these validations only.
 _C.TEST.EVAL_FREQ = 1
-# Views of the final test after the last epoch (the original hard-codes 4 clips x 3 crops); 0 skips it.
+# Views of the final test after the last epoch's validation (the original hard-codes 4 clips x 3 crops); 0 skips
+# it. Reported apart from best (final_top1); with the validation's views, one pass serves both.
 _C.TEST.FINAL_NUM_CLIP = 4
 _C.TEST.FINAL_NUM_CROP = 3
 

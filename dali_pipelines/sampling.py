@@ -52,13 +52,14 @@ def multiview_indices(num_frames: int, num_segments: int, num_clips: int, mode: 
     ``'uniform'`` (deterministic): ``idx[k, i] = floor((i + (k + 0.5) / num_clips) * n / num_segments)``; the
     clips interleave inside each segment. For one clip this is the original's test-mode segment centres
     ``int(i*n/T + n/(2T))``. Computed in integers so that no float rounding can move an index.
-    ``'random'``: the original's multi-clip test, ``num_clips`` independent jittered samplings (needs ``rng``).
+    ``'random'``: the original's multi-clip test, ``num_clips`` independent jittered samplings (needs ``rng``);
+    one clip is the segment centres there too (the original samples a single test clip in test mode).
     """
     _check(num_frames, num_segments)
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
     n, t, c = int(num_frames), int(num_segments), int(num_clips)
-    if mode == "uniform":
+    if mode == "uniform" or (mode == "random" and c == 1):
         i = np.arange(t, dtype=np.int64)[None, :]
         k = np.arange(c, dtype=np.int64)[:, None]
         # (i + (k+0.5)/c) * n / t  ==  (2*(i*c + k) + 1) * n / (2*c*t), floored exactly.
@@ -87,13 +88,13 @@ def dense_indices(num_frames: int, clip_len: int, frame_interval: int, rng: np.r
 def dense_multiview_indices(num_frames: int, clip_len: int, frame_interval: int, num_clips: int,
                             mode: str = "uniform", rng: np.random.Generator | None = None) -> np.ndarray:
     """``num_clips`` dense clips, ``(num_clips, clip_len)``: evenly spaced starts ('uniform'; one clip is centred)
-    or independent random starts ('random')."""
+    or independent random starts ('random'; one clip is centred too, as TSN's single test clip is)."""
     _check(num_frames, clip_len)
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
     n = int(num_frames)
     span = (clip_len - 1) * frame_interval + 1
-    if mode == "uniform":
+    if mode == "uniform" or (mode == "random" and num_clips == 1):
         room = max(n - span, 0)
         if num_clips == 1:
             starts = np.array([room // 2], dtype=np.int64)

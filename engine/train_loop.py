@@ -73,6 +73,7 @@ class TrainOptions:
     adopt_config: bool = False  # on resume keep this run's optimizer hyperparameters and LR schedule
     eval_freq: int = 1          # epochs between evaluations (0: only at the end)
     final_test: bool = True     # run the final multi-view test after the last epoch
+    final_test_is_val: bool = False  # its views are the validation's: one pass serves both
     num_classes: int = 0
 
 
@@ -411,8 +412,7 @@ class Trainer:
             last = epoch + 1 == opts.epochs
             result = None
             if last:
-                result = self._last_evaluation(epoch)
-                final = result if result["split"] == "test" else None
+                result, final = self._last_evaluations(epoch)
             elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
                 result = self.run_eval(self.val_loader, "val", epoch)
             improved = result is not None and result["top1"] > st.best_top1
@@ -428,18 +428,28 @@ class Trainer:
                 self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
         return self.outcome(final)
 
-    def _last_evaluation(self, epoch: int) -> dict[str, Any]:
-        """The evaluation after the last epoch: the final multi-view test when the run has one, else validation
-        (the run's ``final`` result is the test's only)."""
-        if self.opts.final_test and self.make_test_loader is not None:
-            return self.run_eval(self.make_test_loader(), "test", epoch)
-        return self.run_eval(self.val_loader, "val", epoch)
+    def _has_final_test(self) -> bool:
+        return self.opts.final_test and self.make_test_loader is not None
+
+    def _last_evaluations(self, epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """After the last epoch: (the validation that competes for best, as every epoch's does; the final
+        multi-view test, None without one). Best is chosen among the same views only, as the original chose it:
+        a 4x3 test score would otherwise outrank every 1x1 validation. One pass serves both when their views agree."""
+        if self._has_final_test() and self.opts.final_test_is_val:
+            result = self.run_eval(self.make_test_loader(), "test", epoch)
+            return result, result
+        val = self.run_eval(self.val_loader, "val", epoch)
+        return val, (self.run_eval(self.make_test_loader(), "test", epoch) if self._has_final_test() else None)
 
     def evaluate_finished(self) -> dict[str, Any]:
         """For a run resumed after its last epoch whose results are missing (the attempt ended between its last
-        checkpoint and its summary): the last evaluation again; returns what :meth:`fit` returns."""
-        result = self._last_evaluation(self.opts.epochs - 1)
-        return self.outcome(result if result["split"] == "test" else None)
+        checkpoint and its summary): the final test (else the validation) again; returns what :meth:`fit` returns.
+        Best stays as the checkpoint recorded it."""
+        epoch = self.opts.epochs - 1
+        if self._has_final_test():
+            return self.outcome(self.run_eval(self.make_test_loader(), "test", epoch))
+        self.run_eval(self.val_loader, "val", epoch)
+        return self.outcome(None)
 
     def outcome(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
         """What :meth:`fit` returns: the best evaluation, the final test (``final``), the last checkpoint."""

@@ -212,17 +212,19 @@ def test_multiview_final_test(dataset, tmp_path):
     val.write_text((dataset / "val.txt").read_text() + f"{tmp_path / 'broken.webm'} 0\n")
     r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val}))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    evals = [d for d in _lines(out) if d["kind"] == "eval"]
-    assert len(evals) == 1 and evals[0]["split"] == "test" and evals[0]["views"] == 6
-    assert evals[0]["num_videos"] == 8
-    assert (evals[0]["listed_videos"], evals[0]["bad_at_index"]) == (9, 1)
+    # EVAL_FREQ 0: the last epoch's validation (1x1, what best is chosen on), then the 2x3 final test
+    last_val, test = [d for d in _lines(out) if d["kind"] == "eval"]
+    assert (last_val["split"], last_val["views"], test["split"], test["views"]) == ("val", 1, "test", 6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["best_top1"], summary["final_top1"]) == (last_val["top1"], test["top1"])
+    assert test["num_videos"] == 8
+    assert (test["listed_videos"], test["bad_at_index"]) == (9, 1)
     assert "test: evaluated 8 of 9 listed videos (1 bad when the list was indexed" in r.stdout
     assert (out / "ckpt_epoch_1.pth").exists()
     # the summary carries the final test loader's counters, as the eval line does
-    summary = json.loads((out / "summary.json").read_text())
     assert (summary["test_listed_videos"], summary["test_bad_at_index"], summary["test_skipped_videos"]) == (9, 1, 0)
     assert sum(v for k, v in summary.items() if k.startswith("test_clips_")) == sum(
-        v for k, v in evals[0].items() if k.startswith("clips_")) > 0
+        v for k, v in test.items() if k.startswith("clips_")) > 0
     # the same command again: the run is finished, nothing is trained and its results stay as they are
     before = {name: (out / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "predictions_test.csv")}
     again = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val,
@@ -237,7 +239,7 @@ def test_multiview_final_test(dataset, tmp_path):
                                                   "TRAIN.AUTO_RESUME": True}))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "finished training, but its summary.json is missing" in again.stdout
-    assert json.loads((out / "summary.json").read_text())["final_top1"] == evals[0]["top1"]
+    assert json.loads((out / "summary.json").read_text())["final_top1"] == test["top1"]
 
 
 def _assert_one_record(out: Path, ref_out: Path, resumed_from: str) -> None:

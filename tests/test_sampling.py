@@ -57,6 +57,10 @@ def test_one_clip_uniform_equals_original_test_mode(t):
         avg = n / float(t)  # the original's SampleFrames(test_mode=True) arithmetic
         original = (np.arange(t) * avg + avg / 2.0).astype(int)
         assert multiview_indices(n, t, 1)[0].tolist() == original.tolist(), (n, t)
+        # the original jitters several test clips only: one clip is in test mode whatever the sampling setting
+        assert multiview_indices(n, t, 1, "random", sample_rng(1, 0, n))[0].tolist() == original.tolist(), (n, t)
+    assert dense_multiview_indices(100, 8, 4, 1, "random", sample_rng(1, 0, 0)).tolist() == \
+        dense_multiview_indices(100, 8, 4, 1, "uniform").tolist()
 
 
 def test_random_multiview_is_independent_train_samplings():

@@ -88,10 +88,13 @@ def test_epoch_numbers_agree(run):
     train = [d for d in lines if d["kind"] == "train"]
     assert [(d["epoch"], d["step"]) for d in train] == [(1, 2), (1, 4), (2, 6), (2, 8)]
     evals = [d for d in lines if d["kind"] == "eval"]
-    assert [(e["split"], e["epoch"], e["step"]) for e in evals] == [("val", 1, 4), ("test", 2, 8)]
+    # the last epoch is validated like the others (1x1), then tested (2x3): best is chosen among the validations
+    assert [(e["split"], e["epoch"], e["step"], e["views"]) for e in evals] == [
+        ("val", 1, 4, 1), ("val", 2, 8, 1), ("test", 2, 8, 6)]
     summary = json.loads((out / "summary.json").read_text())
-    best = max(evals, key=lambda e: e["top1"])
+    best = max(evals[:2], key=lambda e: e["top1"])
     assert summary["best_epoch"] == best["epoch"] and summary["best_top1"] == best["top1"]
+    assert summary["final_split"] == "test" and summary["final_top1"] == evals[2]["top1"]
     # the checkpoint dict keeps the loops' 0-based index, as the original's did; its file name is the number
     assert torch.load(out / "ckpt_epoch_2.pth", weights_only=True)["epoch"] == 1
 

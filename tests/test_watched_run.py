@@ -71,9 +71,10 @@ def test_plain_step_lines_with_eta(run):
 def test_evaluation_reports_progress(run):
     out, stdout, _ = run
     lines = _log_lines(out)
-    # 8 val videos in batches of 3 on one process: 3 batches, a line every PRINT_FREQ (2) batches and the last
+    # 8 val videos in batches of 3 on one process: 3 batches, a line every PRINT_FREQ (2) batches and the last;
+    # after each of the 2 epochs
     assert [ln.split("  ")[0] for ln in lines if ln.startswith("eval val batch")] == [
-        "eval val batch 2/3 (67%)", "eval val batch 3/3 (100%)"]
+        "eval val batch 2/3 (67%)", "eval val batch 3/3 (100%)"] * 2
     final = [ln for ln in lines if ln.startswith("eval test batch")]
     assert final and final[-1].startswith("eval test batch 3/3 (100%)") and "videos/s  eta " in final[-1]
     assert "eval test batch 3/3 (100%)" in stdout

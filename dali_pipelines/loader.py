@@ -436,7 +436,7 @@ class VideoLoader:
         # The plan must be cut from the same rows as in the saved run; videos quarantined since (now bad in the
         # index) are substituted, as they were in that run, instead of changing the permutation.
         if "excluded" in state:
-            self.schedule.excluded = set(int(r) for r in state["excluded"])
+            self.schedule.excluded = state["excluded"]
         self._pipe_clean = False
 
     def close(self, wait: bool = True) -> None:

@@ -84,7 +84,8 @@ class Schedule:
         self.route_of = route_of
         self.list_desc = list_desc
         self.draw = draw_sample
-        self.excluded: set[int] = set(index.bad)
+        self._excluded_version = 0
+        self.excluded = index.bad
         self.epoch = 0
         self._plan: EpochPlan | None = None
         self._plan_key: tuple | None = None
@@ -96,6 +97,17 @@ class Schedule:
         }
 
     # ------------------------------------------------------------------------------------------------ the plan
+    @property
+    def excluded(self) -> frozenset[int]:
+        return self._excluded
+
+    @excluded.setter
+    def excluded(self, rows) -> None:
+        # Replaced whole, never changed in place: a version number then keys the plan (sorting tens of thousands
+        # of excluded rows for a key cost milliseconds on every batch).
+        self._excluded = frozenset(int(r) for r in rows)
+        self._excluded_version += 1
+
     def usable_rows(self) -> np.ndarray:
         usable = np.ones(len(self.index), bool)
         usable[np.fromiter(self.excluded, np.int64, len(self.excluded))] = False
@@ -103,7 +115,7 @@ class Schedule:
 
     def plan(self) -> EpochPlan:
         """The plan of ``self.epoch`` (recomputed when the epoch or the excluded rows change)."""
-        key = (self.epoch, tuple(sorted(self.excluded)))
+        key = (self.epoch, self._excluded_version)
         if self._plan_key != key:
             self._plan = epoch_plan(self.usable_rows(), self.seed, self.epoch, self.batch_size, self.rank,
                                     self.world_size, self.settings.training)

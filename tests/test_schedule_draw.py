@@ -15,6 +15,30 @@ from dali_pipelines.schedule import epoch_plan, substitute_row
 ROWS = np.array([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12], dtype=np.int64)  # 3 and 11 excluded
 
 
+def test_the_plan_is_cut_once_per_epoch_and_excluded_rows_are_replaced_whole(monkeypatch):
+    from types import SimpleNamespace
+
+    import dali_pipelines.schedule as schedule_mod
+
+    cut = []
+    real = schedule_mod.epoch_plan
+    monkeypatch.setattr(schedule_mod, "epoch_plan", lambda rows, *a: cut.append(rows.tolist()) or real(rows, *a))
+    index = type("Index", (), {"bad": {3: "unreadable", 11: "unreadable"}, "__len__": lambda self: 13})()
+    schedule = schedule_mod.Schedule(index, SimpleNamespace(training=True), seed=5, batch_size=2, rank=0,
+                                     world_size=1, route_of=lambda video: "pyav", list_desc="train.txt")
+    for number in range(5):  # the loader asks for a batch's rows several times a batch
+        assert len(schedule.rows(number)) == 2
+    assert cut == [ROWS.tolist()]
+    with pytest.raises(AttributeError):  # changed in place, the plan would not follow
+        schedule.excluded.add(4)
+    schedule.excluded = [3]  # a resumed loader restores the rows its run excluded
+    schedule.rows(0)
+    assert len(cut) == 2 and 11 in cut[1] and 3 not in cut[1]
+    schedule.epoch = 1
+    schedule.rows(0)
+    assert len(cut) == 3
+
+
 def test_training_plan_is_one_permutation_cut_into_equal_rank_shares():
     plans = [epoch_plan(ROWS, seed=5, epoch=2, batch_size=2, rank=r, world_size=2, training=True) for r in range(2)]
     assert all(len(p.batches) == 2 and all(len(b) == 2 for b in p.batches) for p in plans)  # 11 // 4 = 2

@@ -408,6 +408,7 @@ class VideoLoader:
                 continue
             raise RuntimeError(f"internal error: the {graph} graph has output left at the end of the epoch")
         self._pipe_clean = True
+        self.index.flush_quarantines()
         self.set_epoch(self.epoch + 1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -441,6 +442,7 @@ class VideoLoader:
 
     def close(self, wait: bool = True) -> None:
         """Release the pipelines and the worker pools (the loader can be iterated again; both are recreated)."""
+        self.index.flush_quarantines()
         self._close_pipeline()
         for route in self.routes.values():
             route.close(wait=wait)

@@ -324,6 +324,27 @@ def test_runtime_quarantine_persists(dataset):
     assert ix2.probed == 0 and row not in ix2.good_rows and "decoder failed" in ix2.bad[row]
 
 
+def test_a_burst_of_runtime_quarantines_rewrites_the_cache_once(dataset, monkeypatch):
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    saves = []
+    real_save = dataset_index_mod.save_cache
+    monkeypatch.setattr(dataset_index_mod, "save_cache", lambda *a: saves.append(1) or real_save(*a))
+    rows = ix.good_rows[:3]
+    for row in rows:  # e.g. a folder deleted during the run
+        ix.quarantine(row, "decode failed during the run")
+    assert len(saves) == 1  # the first at once, the others wait for the interval or a flush
+    lines = Path(ix.quarantine_path).read_text().splitlines()  # the quarantine file has every line at once
+    assert len([x for x in lines if x.endswith("\tdecode failed during the run")]) == 3
+    ix.flush_quarantines()
+    ix.flush_quarantines()  # nothing left to write
+    assert len(saves) == 2
+    again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert again.probed == 0 and all("decode failed during the run" in again.bad[r] for r in rows)
+
+
 def test_readonly_list_dir_uses_user_cache(dataset, tmp_path, monkeypatch):
     lst, root = dataset
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from evautil.errors import CheckpointError
-from evautil.files import atomic_write
+from evautil.files import atomic_temp_glob, atomic_write
 
 from .metrics import epoch_number
 
@@ -305,8 +305,11 @@ class Checkpointer:
             return (int(num), 0) if kind == "step" else (-1, 0)
 
     def _rotate(self) -> None:
-        # Temporary files of writes that died (a kill mid-save); only this writer creates them.
-        for stale in glob.glob(os.path.join(self.output_dir, ".tmp_*.pth.*")):
+        # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
+        # creates them.
+        folder = glob.escape(self.output_dir)
+        for stale in (p for name in ("ckpt_*.pth", "best.pth")
+                      for p in glob.glob(os.path.join(folder, atomic_temp_glob(name)))):
             try:
                 os.remove(stale)
             except OSError:

@@ -7,7 +7,13 @@ import os
 import tempfile
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "new_file_mode"]
+__all__ = ["atomic_write", "atomic_write_text", "new_file_mode", "atomic_temp_glob"]
+
+
+def atomic_temp_glob(name_glob: str) -> str:
+    """The glob of the temporary files :func:`atomic_write` leaves behind for files named ``name_glob`` when the
+    process is killed mid-write (``.<name>.<random>.tmp``)."""
+    return f".{name_glob}.*.tmp"
 
 
 def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = True) -> None:
@@ -18,6 +24,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    # Named as atomic_temp_glob says.
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would, so that an index cache or a

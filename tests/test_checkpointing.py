@@ -36,6 +36,14 @@ def test_save_is_atomic_when_the_write_dies(tmp_path, monkeypatch):
     assert load_checkpoint(path)["global_step"] == 2
 
 
+def test_a_save_removes_the_temporary_files_of_killed_writes(tmp_path):
+    killed = [".ckpt_step_4.pth.x81hq2.tmp", ".ckpt_epoch_1.pth.a0b1c2.tmp", ".best.pth.zz9kd1.tmp"]
+    for name in killed + [".notes.txt.tmp", "ckpt_step_4.pth.tmp"]:  # the last two are not ours
+        (tmp_path / name).write_bytes(b"PK\x03\x04 the start of a checkpoint")
+    Checkpointer(str(tmp_path)).save(_state(6))
+    assert sorted(os.listdir(tmp_path)) == [".notes.txt.tmp", "ckpt_step_4.pth.tmp", "ckpt_step_6.pth"]
+
+
 def test_plain_types_load_with_weights_only(tmp_path):
     path = str(tmp_path / "c.pth")
     save_atomic(_state(5), path)

@@ -196,7 +196,7 @@ def test_full_run_outputs(reference, dataset):
     assert {"ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
             "per_class_val.csv"} <= set(names), names
     assert len([n for n in names if n.startswith("ckpt_")]) == 3  # KEEP_LAST
-    assert not [n for n in names if n.startswith(".tmp_")]
+    assert not [n for n in names if n.endswith(".tmp")]
     pred = (out / "predictions_val.csv").read_text().splitlines()
     assert len(pred) == 9 and "moving up" in "".join(pred)  # class names from DATA.LABEL_LIST
     rows = list(csv.reader(pred))  # 4 classes: ranks 1-4 only, every row as wide as the header
@@ -265,8 +265,10 @@ def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, res
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     if mode == "kill_in_save":
         assert not (out / "ckpt_step_6.pth").exists()  # never a half-written file under the final name
+        assert len(list(out.glob(".ckpt_step_6.pth.*.tmp"))) == 1  # the killed write's temporary file
     resumed = _run(tmp_path, opts)  # TRAIN.AUTO_RESUME picks the newest complete checkpoint
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert not list(out.glob(".*.tmp"))  # removed by the resumed run's first save (a checkpoint's size each)
     assert f"resumed from {out / resumes_from}" in resumed.stdout, \
         [x for x in resumed.stdout.splitlines() if "resum" in x or "saved" in x]
     ref, got = _losses(ref_out), _losses(out)

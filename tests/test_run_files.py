@@ -27,13 +27,14 @@ def test_logs_and_config_alone_are_no_earlier_run(tmp_path):
 def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
     _touch(tmp_path, "ckpt_step_40.pth", "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json",
            "config.yaml", "predictions_test.csv", "per_class_test.csv", "training_curves.png", "confusion_test.png",
-           "tensorboard/events.out", "log_rank0.txt", "log_rank1.txt", "notes.txt", "ckpt_old.pth.bak")
+           "tensorboard/events.out", "log_rank0.txt", "log_rank1.txt", "notes.txt", "ckpt_old.pth.bak",
+           ".ckpt_step_44.pth.k2j1x9.tmp")  # the temporary file of a checkpoint write that was killed
     first = move_earlier_run(str(tmp_path))
     assert first is not None
     dest, names = first
     assert os.path.dirname(dest) == str(tmp_path / EARLIER_RUNS_DIR)
     assert sorted(os.listdir(dest)) == sorted(names) == [
-        "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml", "confusion_test.png", "metrics.jsonl",
+        ".ckpt_step_44.pth.k2j1x9.tmp", "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml", "confusion_test.png", "metrics.jsonl",
         "per_class_test.csv", "predictions_test.csv", "summary.json", "tensorboard", "training_curves.png"]
     assert (tmp_path / EARLIER_RUNS_DIR / os.path.basename(dest) / "tensorboard" / "events.out").read_text() == "x"
     # the logs (a history of every attempt) and files the run did not write stay

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from evautil.files import atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
 
 from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
@@ -221,6 +222,7 @@ class MetricLogger:
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
         self.evals: list[dict[str, Any]] = []
+        self._recalled_final: dict[str, Any] | None = None  # see recall_evaluation
 
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:
@@ -250,8 +252,7 @@ class MetricLogger:
         """Save the resolved config into the output directory (rank 0)."""
         path = os.path.join(self.output_dir, name)
         if self.is_main:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(config_yaml)
+            atomic_write_text(path, config_yaml)
         return path
 
     # ---- training steps -------------------------------------------------------------------------------------
@@ -391,6 +392,29 @@ class MetricLogger:
             self._jsonl.write(json.dumps(line) + "\n")
             self._jsonl.flush()
 
+    def recall_evaluation(self, step: int, split: str) -> dict[str, Any] | None:
+        """The last ``split`` eval line metrics.jsonl holds at optimizer ``step`` (rank 0 reads; None on the other
+        ranks or when there is none). It becomes the summary's final result without counting as another
+        evaluation, and the last train line up to ``step`` gives its ``last_loss``: a finished run whose attempt
+        ended before its summary was written is summarised from what it logged."""
+        if not (self.is_main and self._jsonl is not None and os.path.isfile(self._jsonl.name)):
+            return None
+        found = None
+        with open(self._jsonl.name, encoding="utf-8") as f:
+            for text in f:
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if not isinstance(line, dict) or not isinstance(line.get("step"), int) or line["step"] > step:
+                    continue
+                if line.get("kind") == "train":
+                    self.last_train = line
+                elif line.get("kind") == "eval" and line.get("split") == split and line["step"] == step:
+                    found = line
+        self._recalled_final = found
+        return found
+
     # ---- across a resume -------------------------------------------------------------------------------------
     def totals_state(self) -> dict[str, Any]:
         """The run totals so far (every attempt), for a checkpoint."""
@@ -431,15 +455,14 @@ class MetricLogger:
             "max_mem_gb": _max_mem_gb(self.device),
         }
         out["evaluations"] = self._earlier["evaluations"] + len(self.evals)
-        if self.evals:
-            last = self.evals[-1]
+        last = self.evals[-1] if self.evals else self._recalled_final
+        if last is not None:
             out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last["top5"],
                         "final_mean_class_top1": last.get("mean_class_top1"),
                         "final_num_videos": last["num_videos"], "final_views": last["views"]})
         out.update(extra)
-        if self.is_main:
-            with open(os.path.join(self.output_dir, "summary.json"), "w", encoding="utf-8") as f:
-                json.dump(out, f, indent=2)
+        if self.is_main:  # whole or not at all: a reader (or a rerun) must never find half a summary
+            atomic_write_text(os.path.join(self.output_dir, "summary.json"), json.dumps(out, indent=2))
             # The table leaves out the counters of ``extra`` (the loaders' failure counts) that are zero: they
             # say nothing went wrong; summary.json keeps every one for tools.
             shown = {k: v for k, v in out.items()

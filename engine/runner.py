@@ -8,6 +8,7 @@ Evaluation needs no trainer (``evaluate.evaluate_and_log``).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -216,11 +217,20 @@ def _same_path(a: str, b: str) -> bool:
 
 
 def _results_are_current(out: str, checkpoint: str | None, ctx: DistContext) -> bool:
-    """Whether OUTPUT's summary.json was written after ``checkpoint`` (rank 0 looks; every rank gets its answer)."""
+    """Whether OUTPUT's summary.json is whole and was written after ``checkpoint`` (rank 0 looks; every rank gets
+    its answer)."""
     summary = os.path.join(out, "summary.json")
     current = bool(checkpoint and os.path.isfile(summary) and os.path.isfile(checkpoint)
-                   and os.path.getmtime(summary) >= os.path.getmtime(checkpoint))
+                   and os.path.getmtime(summary) >= os.path.getmtime(checkpoint) and _is_json_object(summary))
     return bool(all_gather_objects(current, ctx)[0])
+
+
+def _is_json_object(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return isinstance(json.load(f), dict)
+    except (OSError, ValueError):  # e.g. cut short by a full disk before summaries were written atomically
+        return False
 
 
 def _superseded_by(out: str, resume: str) -> list[str]:
@@ -367,8 +377,8 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, "
                  f"global batch {global_batch}, precision {precision}")
     if finished:
-        metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing or older than "
-                     f"{trainer.state.last_checkpoint}: evaluating that checkpoint again")
+        metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing, damaged or older "
+                     f"than {trainer.state.last_checkpoint}: writing it")
         result = trainer.evaluate_finished()
     else:
         result = trainer.fit()

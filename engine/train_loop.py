@@ -418,12 +418,14 @@ class Trainer:
             improved = result is not None and result["top1"] > st.best_top1
             if improved:
                 st.best_top1, st.best_epoch = result["top1"], epoch
-            if last or (epoch + 1) % opts.save_freq == 0:
-                self.save(epoch_complete=True)
+            # best.pth first: the epoch checkpoint records this best, so an attempt that ended between the two
+            # writes would resume past an improvement that best.pth never got.
             if improved:
                 self.checkpointer.save_best({"model": self.eval_model().state_dict(), "epoch": epoch,
                                              "global_step": st.global_step, "top1": st.best_top1,
                                              "config": self.config_yaml})
+            if last or (epoch + 1) % opts.save_freq == 0:
+                self.save(epoch_complete=True)
             if not last:
                 self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
         return self.outcome(final)
@@ -442,10 +444,16 @@ class Trainer:
         return val, (self.run_eval(self.make_test_loader(), "test", epoch) if self._has_final_test() else None)
 
     def evaluate_finished(self) -> dict[str, Any]:
-        """For a run resumed after its last epoch whose results are missing (the attempt ended between its last
-        checkpoint and its summary): the final test (else the validation) again; returns what :meth:`fit` returns.
+        """For a run resumed after its last epoch whose summary is missing (the attempt ended between its last
+        checkpoint and its summary): the final test's (else the validation's) result as metrics.jsonl logged it
+        before that checkpoint, or, when the line is gone, the evaluation again; returns what :meth:`fit` returns.
         Best stays as the checkpoint recorded it."""
-        epoch = self.opts.epochs - 1
+        epoch, split = self.opts.epochs - 1, "test" if self._has_final_test() else "val"
+        logged = self.metrics.recall_evaluation(self.state.global_step, split)
+        if all_gather_objects(logged is not None, self.ctx)[0]:  # rank 0 read the file: every rank does as it says
+            self.metrics.info(f"its final {split} result at step {self.state.global_step} is in metrics.jsonl: "
+                              "the summary reports it (nothing is evaluated again)")
+            return self.outcome(logged if split == "test" else None)
         if self._has_final_test():
             return self.outcome(self.run_eval(self.make_test_loader(), "test", epoch))
         self.run_eval(self.val_loader, "val", epoch)

@@ -321,3 +321,39 @@ def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
     summary = metrics.summary({})
     metrics.close()
     assert summary["wall_time_s"] >= 10.3 and summary["evaluations"] == 1
+
+
+def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_records_it(tmp_path, monkeypatch):
+    """Three epochs validated 1x1 (80, 83, 82 % top-1), then a 2x3 final test (85 %): best is epoch 2's
+    validation, as the original chose it (the test reports apart), and each best.pth precedes its checkpoint."""
+    import engine.train_loop as train_loop
+
+    trainer = _tiny_trainer(str(tmp_path), num_classes=4)
+    trainer.opts.final_test, trainer.make_test_loader = True, lambda: "test loader"
+    trainer.train_loader = type("Loader", (), {"set_epoch": lambda self, epoch: None})()
+    trainer.val_loader = "val loader"
+    scores, order = {"val": iter([80.0, 83.0, 82.0]), "test": iter([85.0])}, []
+
+    def train_one_epoch(*args, **kwargs):
+        trainer.state.global_step += 5
+        trainer.state.step_in_epoch = 5
+        return {"loss": 1.0, "steps": 5}
+
+    def run_eval(loader, split, epoch):
+        order.append((split, epoch + 1))
+        return {"split": split, "top1": next(scores[split])}
+
+    monkeypatch.setattr(train_loop, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+    monkeypatch.setattr(trainer, "run_eval", run_eval)
+    saves = trainer.checkpointer.save, trainer.checkpointer.save_best
+    monkeypatch.setattr(trainer.checkpointer, "save", lambda state: order.append(("ckpt", state["epoch"] + 1))
+                        or saves[0](state))
+    monkeypatch.setattr(trainer.checkpointer, "save_best", lambda state: order.append(("best", state["epoch"] + 1))
+                        or saves[1](state))
+    result = trainer.fit()
+    trainer.metrics.close()
+    assert order == [("val", 1), ("best", 1), ("ckpt", 1), ("val", 2), ("best", 2), ("ckpt", 2),
+                     ("val", 3), ("test", 3), ("ckpt", 3)]
+    assert (result["best_top1"], result["best_epoch"], result["final"]["top1"]) == (83.0, 2, 85.0)
+    assert torch.load(tmp_path / "best.pth", weights_only=True)["top1"] == 83.0

@@ -232,14 +232,25 @@ def test_multiview_final_test(dataset, tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"the run in {out} is finished (epoch 1/1, step 4): nothing to train" in again.stdout
     assert {name: (out / name).read_bytes() for name in before} == before
-    # ... unless its summary is missing (the attempt ended between its last checkpoint and its summary): the last
-    # checkpoint is evaluated again
-    (out / "summary.json").unlink()
-    again = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val,
-                                                  "TRAIN.AUTO_RESUME": True}))
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "finished training, but its summary.json is missing" in again.stdout
-    assert json.loads((out / "summary.json").read_text())["final_top1"] == test["top1"]
+    # ... unless its summary is missing or cut short (the attempt ended between its last checkpoint and its
+    # summary): the summary is written from the results the run logged, without evaluating again
+    for damage in ("unlink", "truncate"):
+        if damage == "unlink":
+            (out / "summary.json").unlink()
+        else:
+            (out / "summary.json").write_text('{"wall_time_s": 12.5, "optimiz')
+        again = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val,
+                                                      "TRAIN.AUTO_RESUME": True}))
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert "finished training, but its summary.json is missing, damaged" in again.stdout
+        assert "is in metrics.jsonl: the summary reports it (nothing is evaluated again)" in again.stdout
+        assert (out / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]  # no second line of the same test
+        rewritten = json.loads((out / "summary.json").read_text())
+        assert {k: rewritten[k] for k in ("final_top1", "final_split", "evaluations", "optimizer_steps", "last_loss",
+                                          "best_top1")} == {k: summary[k] for k in ("final_top1", "final_split",
+                                                                                   "evaluations", "optimizer_steps",
+                                                                                   "last_loss", "best_top1")}
+        assert rewritten["final_top1"] == test["top1"] and rewritten["last_loss"] is not None
 
 
 def _assert_one_record(out: Path, ref_out: Path, resumed_from: str) -> None:

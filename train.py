@@ -28,6 +28,7 @@ from engine import distributed, runner
 from engine.checkpointing import CheckpointError
 from engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from engine.train_loop import NonFiniteLossError
+from evautil.files import write_failure
 
 import wiring
 
@@ -92,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()
         return 2
+    except OSError as e:
+        if write_failure(e) is None:
+            raise
+        print(f"error: {write_failure(e)}", file=sys.stderr)
+        distributed.shutdown()
+        return 2
     try:
         if cfg.TEST.ONLY_TEST:
             runner.only_test(run, cfg)
@@ -100,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except INPUT_ERRORS as e:
         run.metrics.info(f"error: {e}")
+        return 2
+    except OSError as e:  # a full disk or a folder that became read-only: one line, and the run resumes later
+        if write_failure(e) is None:
+            raise
+        try:
+            run.metrics.info(f"error: {write_failure(e)}")
+        except OSError:  # the log is on the same full disk
+            print(f"error: {write_failure(e)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
         run.metrics.info(f"error: {e}")

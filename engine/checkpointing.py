@@ -86,17 +86,22 @@ def _disk_full_message(path: str, written: int) -> str:
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"  # "0.00 GB" said nothing about small files
 
 
 def check_output_dir(path: str) -> None:
-    """Raise CheckpointError when ``path`` (OUTPUT) cannot become a directory: it, or a folder above it, is a file."""
+    """Raise CheckpointError when ``path`` (OUTPUT) cannot become a writable directory: it, or a folder above it,
+    is a file, or the nearest existing one cannot be written."""
     probe = os.path.abspath(path)
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         where = "it" if probe == os.path.abspath(path) else probe
         raise CheckpointError(f"OUTPUT = {path} cannot be a directory: {where} is an existing file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "it" if probe == os.path.abspath(path) else f"{probe}, where it would be made,"
+        raise CheckpointError(f"OUTPUT = {path} cannot be written: {where} is on a read-only file system or not "
+                              "writable by this user")
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu") -> dict:

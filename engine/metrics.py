@@ -478,6 +478,14 @@ class MetricLogger:
         return out
 
     def close(self) -> None:
+        """Close every file and sink; a failing flush (a full disk, already reported) does not stop the rest."""
+        for part in (self._close_sinks, self._log_file.close):
+            try:
+                part()
+            except OSError:
+                pass
+
+    def _close_sinks(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -487,7 +495,5 @@ class MetricLogger:
             self._tb.close()
             self._tb = None
         if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
-        if not self._log_file.closed:
-            self._log_file.close()
+            jsonl, self._jsonl = self._jsonl, None
+            jsonl.close()

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "new_file_mode", "atomic_temp_glob"]
+__all__ = ["atomic_write", "atomic_write_text", "new_file_mode", "atomic_temp_glob", "write_failure"]
+
+# OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
+_WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def write_failure(error: BaseException) -> str | None:
+    """One line naming the file for an error that is, or was raised from, a failed write (disk full, quota,
+    read-only file system, permissions); None for any other error."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
+            where = f" {error.filename}" if error.filename else ""
+            hint = "; free space (or point OUTPUT elsewhere) and run the same command: it resumes from the last " \
+                   "checkpoint" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            return f"cannot write{where}: {error.strerror or os.strerror(error.errno)}{hint}"
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 def atomic_temp_glob(name_glob: str) -> str:

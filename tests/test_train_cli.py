@@ -291,3 +291,47 @@ def test_launcher_local_rank_forms_are_accepted(launcher_args, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")  # torchrun's environment wins
     train.parse_args(["--local-rank=0", "--cfg", DEMO])
     assert os.environ["LOCAL_RANK"] == "3"
+
+
+def test_a_full_disk_mid_run_is_one_line_exit_2_and_the_same_command_resumes(tmp_path, dataset, monkeypatch,
+                                                                            capsys):
+    import errno
+
+    import engine.metrics as metrics_mod
+
+    out = tmp_path / "out"
+    command = ["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.BATCH_SIZE", "2", "TRAIN.EPOCHS", "1",
+                                               "TRAIN.WARMUP_EPOCHS", "0.5", "SAVE_STEPS", "2", "PRINT_FREQ", "1",
+                                               "TEST.FINAL_NUM_CLIP", "0",
+                                               "TRAIN.AUTO_RESUME", "True")]
+    write = metrics_mod.MetricLogger._write
+
+    def full_disk(self, line):
+        if line.get("kind") == "train" and line["step"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", self._jsonl.name)
+        return write(self, line)
+
+    monkeypatch.setattr(metrics_mod.MetricLogger, "_write", full_disk)
+    assert train.main(command) == 2
+    seen = capsys.readouterr()
+    assert f"error: cannot write {out / 'metrics.jsonl'}: No space left on device; free space" in seen.out
+    assert "Traceback" not in seen.out + seen.err
+    monkeypatch.undo()  # space freed
+    assert train.main(command) == 0
+    assert f"resumed from {out / 'ckpt_step_2.pth'}" in capsys.readouterr().out
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]
+    assert steps == list(range(1, steps[-1] + 1)) and steps[-1] > 3
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_before_anything_runs(tmp_path, dataset, monkeypatch,
+                                                                               capsys):
+    readonly = tmp_path / "mounted"
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: str(p) != str(readonly) and real_access(p, mode, **k))
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, readonly / "run1")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"OUTPUT = {readonly / 'run1'} cannot be written: {readonly}, where it would be made, is on a read-only" \
+        in err

@@ -22,12 +22,23 @@ def _test_cfg(cfg, num_clip: int, num_crop: int):
 
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
     """Logger, loaders, model and weights for ``cfg`` on this process."""
+    from models import build_model
+
+    build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
+    metrics = runner.open_run(cfg, ctx, resume, resume_note)
+    metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
+    try:
+        return _assemble_run(cfg, ctx, metrics, resume)
+    except BaseException:
+        metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
+        raise
+
+
+def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
     from dali_pipelines.loader import build_loader  # imports DALI
     from models import build_model, forward_flops, load_pretrained
     from models.checkpoint import pretrained_source_grid
 
-    build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
-    metrics = runner.open_run(cfg, ctx, resume, resume_note)
     only_test = cfg.TEST.ONLY_TEST
     train_loader = None if only_test else build_loader(cfg, "train", ctx.rank, ctx.world_size, ctx.device_id)
     val_loader = build_loader(cfg, "test" if only_test else "val", ctx.rank, ctx.world_size, ctx.device_id)

@@ -28,6 +28,7 @@ logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, 
 # cache (73 MB, about a quarter of a second, for 650,000 videos), which a burst of failures (a folder deleted during
 # the run) paid once per video. The quarantine file gets every line at once.
 CACHE_RECORD_INTERVAL_S = 30.0
+SUMMARY_BAD_SHOWN = 20  # bad videos named in the summary; the quarantine file lists every one
 
 
 class _Infos(MutableMapping):
@@ -212,7 +213,7 @@ class DatasetIndex:
         save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
 
     def summary(self) -> str:
-        """Human-readable summary: counts, frame statistics, codecs, and every bad file with its reason."""
+        """Human-readable summary: counts, frame statistics, codecs, and the first bad files with their reasons."""
         good, c = np.flatnonzero(self.good_mask), self.table.columns
         lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, "
                  f"{len(self.bad)} bad ({self.probed} probed, {len(self) - self.probed} from cache)"]
@@ -225,8 +226,11 @@ class DatasetIndex:
                          f"codecs: {', '.join(f'{s} {n}' for s, n in codecs)}; "
                          f"sizes: {', '.join(f'{s} {n}' for s, n in sizes[:3])}" + (" ..." if len(sizes) > 3 else ""))
         if self.bad:
-            lines.append(f"  bad videos (left out; listed in {self.quarantine_path}):")
-            lines += [f"    {self.videos.path(r)}: {why}" for r, why in sorted(self.bad.items())]
+            bad = sorted(self.bad.items())
+            lines.append(f"  bad videos (left out; all {len(bad)} listed in {self.quarantine_path}):")
+            lines += [f"    {self.videos.path(r)}: {why}" for r, why in bad[:SUMMARY_BAD_SHOWN]]
+            if len(bad) > SUMMARY_BAD_SHOWN:  # a half-downloaded Kinetics would fill the log
+                lines.append(f"    and {len(bad) - SUMMARY_BAD_SHOWN} more")
         return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ is printed only when there is no bar. Conventions of the numbers written:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -165,6 +166,24 @@ def _max_mem_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
+# The propagate flag and level a followed logger had before its first follower (see MetricLogger.follow_logger).
+_UNFOLLOWED: dict[str, tuple[bool, int]] = {}
+
+
+class _RunLogHandler(logging.Handler):
+    """Records of the standard ``logging`` loggers a run follows, as lines of its log (see follow_logger)."""
+
+    def __init__(self, metrics: "MetricLogger") -> None:
+        super().__init__(logging.INFO)
+        self.metrics = metrics
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            (self.metrics.warn if record.levelno >= logging.WARNING else self.metrics.info)(record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never stop the run (e.g. the log file's disk is full)
+            self.handleError(record)
+
+
 def print_plan(plan: dict[str, Any]) -> None:
     """The --dry-run report on stdout: one aligned ``key : value`` line each (no output directory is touched)."""
     width = max(len(k) for k in plan)
@@ -223,6 +242,7 @@ class MetricLogger:
         self.last_train: dict[str, Any] = {}
         self.evals: list[dict[str, Any]] = []
         self._recalled_final: dict[str, Any] | None = None  # see recall_evaluation
+        self._followed: list[str] = []  # see follow_logger
 
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:
@@ -237,6 +257,19 @@ class MetricLogger:
     def warn(self, msg: str) -> None:
         self.info(f"WARNING: {msg}")
 
+    def follow_logger(self, name: str) -> None:
+        """Until :meth:`close`, the INFO and WARNING records of the ``logging`` logger ``name`` (and its children,
+        e.g. the data pipeline's: bad videos, quarantines, index progress) are lines of this run's log: every
+        rank's log file, and rank 0's console, not every rank's stderr."""
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _RunLogHandler) for h in logger.handlers):  # the first follower keeps its state
+            _UNFOLLOWED[name] = (logger.propagate, logger.level)
+            logger.propagate = False  # a handler of the root logger would print every record a second time
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+        logger.addHandler(_RunLogHandler(self))
+        self._followed.append(name)
+
     def report(self, msg: str) -> None:
         """A progress line: always in the log file; on the console only when no bar shows the same."""
         if self._progress:
@@ -245,7 +278,8 @@ class MetricLogger:
             self.info(msg)
 
     def _write_log(self, msg: str) -> None:
-        self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}\n")
+        stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
+        self._log_file.write("".join(stamp + line + "\n" for line in msg.splitlines() or [""]))  # each line stamped
         self._log_file.flush()
 
     def write_config(self, config_yaml: str, name: str = "config.yaml") -> str:
@@ -479,6 +513,12 @@ class MetricLogger:
 
     def close(self) -> None:
         """Close every file and sink; a failing flush (a full disk, already reported) does not stop the rest."""
+        for name in self._followed:
+            logger = logging.getLogger(name)
+            logger.handlers = [h for h in logger.handlers if getattr(h, "metrics", None) is not self]
+            if not any(isinstance(h, _RunLogHandler) for h in logger.handlers):  # the last follower restores it
+                logger.propagate, logger.level = _UNFOLLOWED.pop(name, (True, logging.NOTSET))
+        self._followed = []
         for part in (self._close_sinks, self._log_file.close):
             try:
                 part()

@@ -200,6 +200,18 @@ def check_index(ix: DatasetIndex, lst: Path, root: Path) -> None:
         assert str(root / rel) in summary
 
 
+def test_the_summary_names_the_first_bad_videos_only(dataset, monkeypatch):
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    lst, root = dataset
+    monkeypatch.setattr(dataset_index_mod, "SUMMARY_BAD_SHOWN", 2)  # 20 in use: a half-downloaded list has 1000s
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    lines = ix.summary().splitlines()
+    named = [ln for ln in lines if ln.startswith("    ") and ": " in ln]
+    assert len(named) == 2 and lines[-1] == f"    and {len(BAD) - 2} more"
+    assert f"all {len(BAD)} listed in {ix.quarantine_path}" in ix.summary()
+
+
 def test_build_index_good_and_bad(dataset, caplog):
     lst, root = dataset
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):

@@ -208,3 +208,30 @@ def test_write_plots_from_an_output_folder(tmp_path):
 def test_write_plots_names_a_folder_without_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         write_plots(str(tmp_path))
+
+
+def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):
+    import logging
+
+    from engine.metrics import MetricLogger
+
+    pipeline = logging.getLogger("dali_pipelines.schedule")
+    loggers = [MetricLogger(str(tmp_path), rank, 2, tensorboard=False, nvml=False, progress_bar=False)
+               for rank in (0, 1)]
+    for metrics in loggers:
+        metrics.follow_logger("dali_pipelines")
+    pipeline.warning("quarantining %s (row %d): %s", "videos/a.mp4", 3, "decode failed")
+    logging.getLogger("dali_pipelines.index").info("indexing train.txt: 10 of 40 videos probed")
+    pipeline.debug("not a line of the log")
+    for metrics in loggers:
+        metrics.close()
+    pipeline.warning("after the run")
+    seen = capsys.readouterr()
+    for rank in (0, 1):
+        log = (tmp_path / f"log_rank{rank}.txt").read_text()
+        assert "WARNING: quarantining videos/a.mp4 (row 3): decode failed" in log
+        assert "indexing train.txt: 10 of 40 videos probed" in log and "not a line" not in log
+        assert "after the run" not in log
+    # rank 0's console has each line once; rank 1 prints nothing; after close the logger is as it was
+    assert seen.out.count("quarantining videos/a.mp4") == 1 and "quarantining" not in seen.err
+    assert logging.getLogger("dali_pipelines").propagate and not logging.getLogger("dali_pipelines").handlers

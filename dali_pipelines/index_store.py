@@ -159,13 +159,15 @@ class VideoTable:
             c[name][row] = getattr(info, name)
         for name in _TEXTS:
             c[name][row] = self._code(self.texts[name], name, getattr(info, name), np.iinfo(COLUMNS[name]).max)
-        c["status"][row], c["full_decode"][row], c["reason"][row] = GOOD, full_decode, 0
+        # The status last: a row left half-written by an interruption is UNKNOWN when the build saves it.
+        c["full_decode"][row], c["reason"][row], c["status"][row] = full_decode, 0, GOOD
 
     def set_bad(self, row: int, reason: str, size: int, mtime_ns: int, full_decode: bool) -> None:
         self.clear(np.asarray([row]))
         c = self.columns
-        c["status"][row], c["size"][row], c["mtime_ns"][row], c["full_decode"][row] = BAD, size, mtime_ns, full_decode
+        c["size"][row], c["mtime_ns"][row], c["full_decode"][row] = size, mtime_ns, full_decode
         c["reason"][row] = self._code(self.reasons, "reason", reason, np.iinfo(COLUMNS["reason"]).max)
+        c["status"][row] = BAD  # last, as in set_good
 
     def clear(self, rows: np.ndarray) -> None:
         """Make ``rows`` UNKNOWN (all zeros): their videos are probed again."""
@@ -313,7 +315,9 @@ def _without_unused_strings(table: VideoTable) -> VideoTable:
     columns, coded = dict(table.columns), {**table.texts, "reason": table.reasons}
     out: dict[str, list[str]] = {}
     for name, strings in coded.items():
-        used = np.unique(np.concatenate([[0], columns[name]]))  # code 0 ('') stays first
+        counts = np.bincount(columns[name], minlength=len(strings))  # (not np.unique: a build saves every minute)
+        counts[0] = 1  # code 0 ('') stays first
+        used = np.flatnonzero(counts)
         remap = np.zeros(len(strings), columns[name].dtype)
         remap[used] = np.arange(len(used))
         columns[name] = remap[columns[name]]

@@ -25,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import sys
 import weakref
 from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+from evautil.progress import stderr_is_terminal
 
 from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
@@ -89,7 +90,9 @@ class VideoLoader:
             raise ValueError(f"{list_key} is empty; set it to the {split} file list")
         self.index = index if index is not None else build_index(
             list_path, data.ROOT, data.NUM_CLASSES, workers=data.INDEX_WORKERS, full_decode=data.INDEX_FULL_DECODE,
-            strict=data.STRICT, progress=rank == 0 and sys.stderr.isatty())  # no carriage returns in a log file
+            # Any rank: whichever takes the lock first probes and reports, with a bar on a terminal, else in lines
+            # (no carriage returns in a log file).
+            strict=data.STRICT, progress=stderr_is_terminal())
         self._list_desc = f"{list_key} {list_path}"
 
         self.device = resolve_decode_device(data.DECODE_DEVICE)

@@ -3,6 +3,7 @@ training (the epoch and the whole run) and a progress reporter for evaluation.
 
 A tqdm bar is drawn only when stderr is a terminal. Under a scheduler, with output redirected to a file, a bar's
 carriage-return updates make an unreadable log, so there the same progress is written as plain lines instead.
+``stderr_is_terminal`` and ``format_duration`` live in :mod:`evautil.progress` (the index build uses them too).
 """
 
 from __future__ import annotations
@@ -11,27 +12,9 @@ import sys
 import time
 from typing import Any, Callable
 
+from evautil.progress import format_duration, stderr_is_terminal
+
 __all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "RunClock", "EvalProgress"]
-
-
-def stderr_is_terminal() -> bool:
-    """Whether a progress bar on stderr would be seen by a person (not redirected to a file or a pipe)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stream
-        return False
-
-
-def format_duration(seconds: float | None) -> str:
-    """``H:MM:SS`` (``D days, H:MM:SS`` past a day), or ``-`` when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "-"
-    s = int(round(seconds))
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    text = f"{hours}:{minutes:02d}:{s:02d}"
-    return f"{days} day{'s' if days > 1 else ''}, {text}" if days else text
 
 
 def format_number(v: Any) -> str:

@@ -1,4 +1,4 @@
-"""Worker processes: one way to start them and one map with a progress bar.
+"""Worker processes: one way to start them and one map with a progress bar (or progress lines for a log).
 
 Start method: ``forkserver`` (``spawn`` where it does not exist), never ``fork``. A forked child inherits the
 parent's threads' locks and objects without their threads: a process that holds DALI pipelines, CUDA or FFmpeg
@@ -28,6 +28,8 @@ import sys
 import threading
 import time
 from typing import Callable, Iterator, Sequence
+
+from .progress import ProgressLines
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool",
@@ -332,10 +334,15 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int,
 
 
 def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool = True,
-                      unit: str = "item", ordered: bool = True, on_crash: Callable | None = None) -> Iterator:
+                      unit: str = "item", ordered: bool = True, on_crash: Callable | None = None,
+                      log: Callable[[str], None] | None = None, log_every_s: float = 30.0) -> Iterator:
     """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1: in this process), with a progress
     bar on stderr. Yields the results in item order (``ordered``) or as they finish; ``fn`` must be a module-level
     function (it is pickled to the workers) and must not raise for one bad item if the others should go on.
+
+    Without a bar (``progress`` False), ``log`` (when given) gets a plain progress line every ``log_every_s``
+    seconds (:class:`~evautil.progress.ProgressLines`); with or without one, it gets a line with the total time
+    once every item is done.
 
     A worker process that dies (a crash in a native library, the out-of-memory killer) stops nothing: its items
     are run again, and an item that kills a worker even when it runs alone gets ``on_crash(item, how)`` as its
@@ -347,22 +354,31 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
     n = min(workers if workers > 0 else (os.cpu_count() or 1), len(items))
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or not items, file=sys.stderr,
                dynamic_ncols=True)
+    lines = ProgressLines(desc, len(items), unit, log, None if progress else log_every_s) if log and items else None
+
+    def tick() -> None:
+        bar.update()
+        if lines is not None:
+            lines.update()
+
     try:
         if n <= 1:
             for x in items:
                 yield fn(x)
-                bar.update()
-            return
-        done: dict[int, object] = {}
-        nxt = 0
-        for i, r in _map_surviving_crashes(fn, items, n, on_crash):
-            bar.update()
-            if not ordered:
-                yield r
-                continue
-            done[i] = r
-            while nxt in done:
-                yield done.pop(nxt)
-                nxt += 1
+                tick()
+        else:
+            done: dict[int, object] = {}
+            nxt = 0
+            for i, r in _map_surviving_crashes(fn, items, n, on_crash):
+                tick()
+                if not ordered:
+                    yield r
+                    continue
+                done[i] = r
+                while nxt in done:
+                    yield done.pop(nxt)
+                    nxt += 1
+        if lines is not None:
+            lines.finish()
     finally:
         bar.close()

@@ -54,6 +54,20 @@ def test_map_with_progress_returns_results_in_order(workers):
     assert sorted(unordered) == [x * x for x in range(7)]
 
 
+def test_map_with_progress_logs_plain_lines_without_a_bar():
+    """Without a bar, ``log`` gets a line per ``log_every_s`` (every item here) and one with the total time; with a
+    bar (a terminal), only the last; nothing when no ``log`` is given."""
+    lines: list[str] = []
+    assert list(map_with_progress(_square, [1, 2, 3, 4], 1, "squares", progress=False, unit="square",
+                                  log=lines.append, log_every_s=0.0)) == [1, 4, 9, 16]
+    assert [line.split(" (")[0] for line in lines[:3]] == [f"squares: {k} of 4 squares done" for k in (1, 2, 3)]
+    assert "(25.0%), " in lines[0] and " squares/s, eta 0:00:0" in lines[0] and len(lines) == 4
+    assert lines[-1].startswith("squares: 4 squares done in 0:00:0") and lines[-1].endswith(" squares/s)")
+    lines.clear()
+    list(map_with_progress(_square, [1, 2, 3], 1, "squares", progress=True, log=lines.append, log_every_s=0.0))
+    assert len(lines) == 1 and lines[0].startswith("squares: 3 items done in ")
+
+
 def _dies_on_3_and_5(x: int) -> int:
     if x == 3:
         os._exit(7)  # as a native crash or the OOM killer would: no exception, the process is gone

@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from dali_pipelines import index as index_mod
 from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
-from dali_pipelines.index_store import load_cache, save_cache
+from dali_pipelines.index_store import UNKNOWN, load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
 from dali_pipelines.pyav_encode import write_video
 from tests.video_fixtures import reference_clips
@@ -681,3 +682,131 @@ def test_decoder_facts_of_real_clips(real_clips_dir):
     assert (info.codec, info.width, info.height, info.coded_width, info.coded_height) == ("h264", 1920, 1080,
                                                                                          1920, 1088)
     assert (info.chroma, info.bit_depth, info.profile) == ("420", 8, "Main")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# progress lines and interrupted builds
+
+
+def _rows(ix: DatasetIndex) -> dict:
+    """Every row of an index as plain values: good or not, its VideoInfo, its bad reason."""
+    return {row: (ix.is_good(row), ix.info(row) if ix.is_good(row) else None, ix.bad.get(row))
+            for row in range(len(ix))}
+
+
+def test_a_build_without_a_terminal_logs_progress_lines(dataset, monkeypatch, caplog):
+    """Without a bar (stderr is a log file) the process that probes logs plain lines: what it is about to probe,
+    then count, share, rate and time left (every 30 s; here after every video), and the total time at the end."""
+    lst, root = dataset
+    probed = len(GOOD) + len(BAD) - 1
+    monkeypatch.setattr(index_mod, "_LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        build_index(str(lst), str(root), workers=1, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("indexing train.txt")]
+    assert lines[0] == f"indexing train.txt: probing {probed} of {probed + 1} videos"
+    assert len(lines) == probed + 1  # nothing per video beyond the progress lines
+    for k, line in enumerate(lines[1:-1], 1):
+        assert re.fullmatch(rf"indexing train\.txt: {k} of {probed} videos done \({100 * k / probed:.1f}%\), "
+                            r"[0-9.,]+ videos/s, eta \d+:\d\d:\d\d", line), line
+    assert re.fullmatch(rf"indexing train\.txt: {probed} videos done in 0:00:\d\d \([0-9.,]+ videos/s\)", lines[-1])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):  # from the cache: nothing to report
+        assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
+    assert not [r for r in caplog.records if r.getMessage().startswith("indexing")]
+
+
+def test_an_interrupted_build_keeps_what_it_probed(dataset, monkeypatch, caplog):
+    """Ctrl-C at the 5th video: the 4 videos probed are saved before the KeyboardInterrupt goes on, the next build
+    probes only the other 3, and the index is the one an uninterrupted build makes."""
+    lst, root = dataset
+    probed = len(GOOD) + len(BAD) - 1
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+
+    def interrupted_job(job):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(job[1])
+        return real_job(job)
+
+    monkeypatch.setattr(index_mod, "_probe_job", interrupted_job)
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"), pytest.raises(KeyboardInterrupt):
+        build_index(str(lst), str(root), workers=1, progress=False)
+    assert f"stopped after 4 of {probed} videos; they are saved in {lst}.index.npz" in caplog.text
+    assert int((load_cache(str(lst) + ".index.npz", str(root)).table.status != UNKNOWN).sum()) == 4
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == probed - 4 and sorted(calls) == sorted(set(calls)) and len(calls) == probed
+    check_index(ix, lst, root)
+    for path in (ix.cache_path, ix.quarantine_path):
+        os.unlink(path)
+    whole = build_index(str(lst), str(root), workers=1, progress=False)
+    assert whole.probed == probed and _rows(whole) == _rows(ix)
+
+
+def test_a_killed_build_leaves_its_periodic_saves(dataset, monkeypatch):
+    """No handler runs when a build is killed (SIGKILL after a preemption's grace time): the cache saved while
+    probing (every minute; here after every video) is what the next build starts from. A path listed twice is
+    cached once, probed or not."""
+    lst, root = dataset
+    lst.write_text(lst.read_text() + "clips/cls_b/good_2.webm 0\nclips/cls a/good 0.webm 1\n")
+    monkeypatch.setattr(index_mod, "_SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(index_mod, "_SAVE_SHARE", 1e9)
+    cache = Path(str(lst) + ".index.npz")
+    killed: list[bytes | None] = []
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+
+    def job_then_kill(job):  # the cache as it stands when the 4th video starts: what a kill leaves
+        if len(calls) == 3:
+            killed.append(cache.read_bytes() if cache.exists() else None)
+        calls.append(job[1])
+        return real_job(job)
+
+    monkeypatch.setattr(index_mod, "_probe_job", job_then_kill)
+    whole = build_index(str(lst), str(root), workers=1, progress=False)
+    left = [path for path in calls if path not in calls[:3]]  # the duplicates of the first three are known too
+    assert len(calls) == len(GOOD) + len(BAD) + 1 and len(left) == len(calls) - 5
+    if killed[0] is None:
+        cache.unlink()
+    else:
+        cache.write_bytes(killed[0])
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    del calls[:]
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == left and ix.probed == len(left)
+    assert _rows(ix) == _rows(whole)
+
+
+def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatch):
+    """A build that migrates a version 2 JSON cache and is interrupted has saved the migrated records with the
+    videos it probed: the next build reads that, probes only the rest, and removes the JSON cache."""
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    doc = _v2_cache(first)
+    doc["videos"]["clips/cls a/good_1.webm"]["info"]["num_frames"] = 7  # tells the migrated record from a probe
+    unrecorded = ["clips/cls a/good 0.webm", "clips/cls_b/good_2.webm"]
+    for rel in unrecorded:
+        del doc["videos"][rel]
+    json_cache, cache = Path(str(lst) + ".index.json"), Path(first.cache_path)
+    cache.unlink()
+    json_cache.write_text(json.dumps(doc))
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+
+    def interrupted_job(job):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(job[1])
+        return real_job(job)
+
+    monkeypatch.setattr(index_mod, "_probe_job", interrupted_job)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == [str(root / unrecorded[0])] and cache.exists()
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == 1 and calls[1:] == [str(root / unrecorded[1])] and not json_cache.exists()
+    rows = {e.rel_path: e.row for e in ix.entries}
+    assert ix.infos[rows["clips/cls a/good_1.webm"]].num_frames == 7
+    assert ix.infos[rows[unrecorded[0]]] == first.infos[rows[unrecorded[0]]] and ix.bad == first.bad

@@ -292,7 +292,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     data = cfg.DATA
     index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
                         full_decode=data.INDEX_FULL_DECODE, strict=False,
-                        progress=ctx.is_main and sys.stderr.isatty())  # as the loader builds it
+                        progress=sys.stderr.isatty())  # as the loader builds it: any rank may probe
     position_of = {paths[i]: i for i in listed}
     positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
     if sorted(positions) != listed:

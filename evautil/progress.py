@@ -1,0 +1,73 @@
+"""Progress of long work for a log file: whether a bar would be seen, durations, and plain progress lines.
+
+A tqdm bar is drawn only when stderr is a terminal. Under a scheduler, with output redirected to a file, a bar's
+carriage-return updates make an unreadable log, so there the same progress is written as plain lines instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+__all__ = ["stderr_is_terminal", "format_duration", "ProgressLines"]
+
+
+def stderr_is_terminal() -> bool:
+    """Whether a progress bar on stderr would be seen by a person (not redirected to a file or a pipe)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def format_duration(seconds: float | None) -> str:
+    """``H:MM:SS`` (``D days, H:MM:SS`` past a day), or ``-`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    text = f"{hours}:{minutes:02d}:{s:02d}"
+    return f"{days} day{'s' if days > 1 else ''}, {text}" if days else text
+
+
+def _rate(per_s: float) -> str:
+    return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
+class ProgressLines:
+    """Progress of ``total`` items as plain lines for a log: call :meth:`update` per finished item; ``write`` gets
+    ``<desc>: 12,000 of 650,000 videos done (1.8%), 110 videos/s, eta 1:38:29`` at most every ``every_s`` seconds
+    (never when ``every_s`` is None), and :meth:`finish` writes one line with the total time."""
+
+    def __init__(self, desc: str, total: int, unit: str, write: Callable[[str], None],
+                 every_s: float | None = 30.0) -> None:
+        self.desc, self.total, self.unit, self.write, self.every_s = desc, total, unit, write, every_s
+        self.done = 0
+        self._start = time.monotonic()
+        self._next = self._start + (every_s or 0.0)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.every_s is None or self.done >= self.total:  # the last item: finish() says it
+            return
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.every_s
+            self.write(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        """The line for the items done so far."""
+        elapsed = max((time.monotonic() if now is None else now) - self._start, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else None
+        share = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"{self.desc}: {self.done:,} of {self.total:,} {self.unit}s done ({share:.1f}%), "
+                f"{_rate(rate)} {self.unit}s/s, eta {format_duration(left)}")
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self._start
+        self.write(f"{self.desc}: {self.done:,} {self.unit}s done in {format_duration(elapsed)} "
+                   f"({_rate(self.done / max(elapsed, 1e-9))} {self.unit}s/s)")

@@ -28,7 +28,7 @@ logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, 
 # cache (73 MB, about a quarter of a second, for 650,000 videos), which a burst of failures (a folder deleted during
 # the run) paid once per video. The quarantine file gets every line at once.
 CACHE_RECORD_INTERVAL_S = 30.0
-SUMMARY_BAD_SHOWN = 20  # bad videos named in the summary; the quarantine file lists every one
+BAD_VIDEOS_NAMED = 20  # bad videos named in a log or a summary; the quarantine file lists every one
 
 
 class _Infos(MutableMapping):
@@ -212,8 +212,9 @@ class DatasetIndex:
             cache.table.set_bad(at, reason, key[0], key[1], True)
         save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
 
-    def summary(self) -> str:
-        """Human-readable summary: counts, frame statistics, codecs, and the first bad files with their reasons."""
+    def summary(self, name_bad: bool = True) -> str:
+        """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with
+        their reasons."""
         good, c = np.flatnonzero(self.good_mask), self.table.columns
         lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, "
                  f"{len(self.bad)} bad ({self.probed} probed, {len(self) - self.probed} from cache)"]
@@ -227,10 +228,12 @@ class DatasetIndex:
                          f"sizes: {', '.join(f'{s} {n}' for s, n in sizes[:3])}" + (" ..." if len(sizes) > 3 else ""))
         if self.bad:
             bad = sorted(self.bad.items())
-            lines.append(f"  bad videos (left out; all {len(bad)} listed in {self.quarantine_path}):")
-            lines += [f"    {self.videos.path(r)}: {why}" for r, why in bad[:SUMMARY_BAD_SHOWN]]
-            if len(bad) > SUMMARY_BAD_SHOWN:  # a half-downloaded Kinetics would fill the log
-                lines.append(f"    and {len(bad) - SUMMARY_BAD_SHOWN} more")
+            lines.append(f"  bad videos (left out; all {len(bad)} listed in {self.quarantine_path})"
+                         + (":" if name_bad else ""))
+            if name_bad:
+                lines += [f"    {self.videos.path(r)}: {why}" for r, why in bad[:BAD_VIDEOS_NAMED]]
+                if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded Kinetics would fill the log
+                    lines.append(f"    and {len(bad) - BAD_VIDEOS_NAMED} more")
         return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from evautil.files import atomic_write_text
 from evautil.workers import map_with_progress
 
-from .dataset_index import DatasetIndex
+from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, VideoList, read_video_list
 from .index_store import (BAD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, locked,
                           save_cache)
@@ -58,8 +58,6 @@ _DURATION_SLACK = 0.02
 _RETIRED_TRUNCATION = "the duration implies"
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
-# Bad videos named one per log line; the rest are counted in one line (the quarantine file names them all).
-_LOGGED_BAD = 20
 # Without a progress bar, a plain progress line is logged this often while probing.
 _LOG_EVERY_S = 30.0
 # While probing, the cache is saved this often, so that a build that is killed (preemption, the time limit) leaves
@@ -385,12 +383,12 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
                          probed=int(match.jobs.size))
     bad = sorted(match.bad.items())
-    for row, why in bad[:_LOGGED_BAD]:
+    for row, why in bad[:BAD_VIDEOS_NAMED]:
         logger.warning("bad video %s: %s", videos.path(row), why)
-    if len(bad) > _LOGGED_BAD:  # a half-downloaded dataset would otherwise fill the log, once per rank
+    if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded dataset would otherwise fill the log, once per rank
         logger.warning("and %d more bad videos in %s: all %d listed with their reasons in %s",
-                       len(bad) - _LOGGED_BAD, list_path, len(bad), paths.quarantine)
-    logger.info("%s", index.summary())
+                       len(bad) - BAD_VIDEOS_NAMED, list_path, len(bad), paths.quarantine)
+    logger.info("%s", index.summary(name_bad=False))  # the warnings above named them
     if strict and bad:
         # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
         # which command-line entry points report in one line without a traceback.

@@ -205,7 +205,7 @@ def test_the_summary_names_the_first_bad_videos_only(dataset, monkeypatch):
     import dali_pipelines.dataset_index as dataset_index_mod
 
     lst, root = dataset
-    monkeypatch.setattr(dataset_index_mod, "SUMMARY_BAD_SHOWN", 2)  # 20 in use: a half-downloaded list has 1000s
+    monkeypatch.setattr(dataset_index_mod, "BAD_VIDEOS_NAMED", 2)  # 20 in use: a half-downloaded list has 1000s
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     lines = ix.summary().splitlines()
     named = [ln for ln in lines if ln.startswith("    ") and ": " in ln]

@@ -179,17 +179,25 @@ class DatasetIndex:
         logger.debug("quarantined %s: %s", path, reason)  # the schedule's warning names it
         if self.cache_path:
             self._unrecorded.append((rel, stat_key(path), probed, reason))
-        with locked(self.lock_path):
-            with open(self.quarantine_path, "a", encoding="utf-8") as f:
-                f.write(f"{rel}\t{reason}\n")
-            if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
-                self._record_in_cache()
+        try:
+            with locked(self.lock_path):
+                with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                    f.write(f"{rel}\t{reason}\n")
+                if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
+                    self._record_in_cache()
+        except OSError as e:  # the records are for later runs: this one goes on with the video left out
+            logger.warning("could not record the quarantine of %s beside its list (%s); this run leaves it out, a "
+                           "later one will try it again", path, e)
 
     def flush_quarantines(self) -> None:
-        """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`)."""
+        """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`); a failed write is a
+        warning (the next build probes those videos again)."""
         if self._unrecorded:
-            with locked(self.lock_path):
-                self._record_in_cache()
+            try:
+                with locked(self.lock_path):
+                    self._record_in_cache()
+            except OSError as e:
+                logger.warning("could not record runtime quarantines in %s (%s)", self.cache_path, e)
 
     def _record_in_cache(self) -> None:
         """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once."""

@@ -330,7 +330,11 @@ def _without_unused_strings(table: VideoTable) -> VideoTable:
 def locked(lock_path: str, shared: bool = False) -> Iterator[None]:
     """Inter-process lock (``flock`` on ``lock_path``): exclusive for writers, ``shared`` for readers, so that the
     ranks of a run read a finished index at the same time; released when the block exits or the process dies."""
-    with open(lock_path, "a+") as f:
+    try:
+        f = open(lock_path, "a+")
+    except PermissionError:  # another user's lock beside a shared dataset: flock needs no write access
+        f = open(lock_path)
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield

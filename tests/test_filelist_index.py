@@ -810,3 +810,36 @@ def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatc
     rows = {e.rel_path: e.row for e in ix.entries}
     assert ix.infos[rows["clips/cls a/good_1.webm"]].num_frames == 7
     assert ix.infos[rows[unrecorded[0]]] == first.infos[rows[unrecorded[0]]] and ix.bad == first.bad
+
+
+def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset, monkeypatch, caplog):
+    import builtins
+    import errno
+
+    import dali_pipelines.dataset_index as dataset_index_mod
+    import dali_pipelines.index_store as index_store_mod
+
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1, progress=False)
+    real_open = builtins.open
+
+    def another_users_lock(path, mode="r", *a, **k):
+        if str(path).endswith(".lock") and mode != "r":
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(index_store_mod, "open", another_users_lock, raising=False)
+    ix = build_index(str(lst), str(root), workers=1, progress=False)  # the lock opens read-only: flock works
+    assert ix.probed == 0 and ix.good_rows
+
+    def full_disk(path, mode="r", *a, **k):
+        if str(path).endswith(".quarantine.txt") and mode == "a":
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(dataset_index_mod, "open", full_disk, raising=False)
+    row = ix.good_rows[0]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix.quarantine(row, "decode failed during the run")  # the run goes on with the video left out
+    assert row not in ix.good_rows and "could not record the quarantine of" in caplog.text
+    assert "No space left on device" in caplog.text

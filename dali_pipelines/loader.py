@@ -396,8 +396,10 @@ class VideoLoader:
                 b, s = len(rows), self.input_size
                 v = v.view(b, self.num_views, self.num_frames, 3, s, s)
             self.position = batch.number + 1
-            yield {"video": v, "label": torch.tensor([x.label for x in batch.samples], dtype=torch.int64),
-                   "index": torch.tensor(rows, dtype=torch.int64)}
+            labels = torch.tensor([x.label for x in batch.samples], dtype=torch.int64)
+            if self.device == "gpu":  # a copy from pageable memory would wait for the GPU's queued work first
+                labels = labels.pin_memory()
+            yield {"video": v, "label": labels, "index": torch.tensor(rows, dtype=torch.int64)}
         self._end_epoch()
 
     def _end_epoch(self) -> None:

@@ -61,7 +61,9 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     was_training = model.training
     model.eval()
     device = ctx.device
-    local: list[tuple[int, int, list[int], list[float]]] = []
+    tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's top-k (probabilities, classes), on the device
+    labels: list[int] = []
+    indices: list[int] = []
     views = 0
     start = time.time()
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -78,15 +80,16 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
             logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
         probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
         k = min(5, probs.shape[-1])
-        top_p, top_i = probs.topk(k, dim=-1)
-        # One device-to-host copy per batch (not per video): .tolist() on a CUDA tensor synchronises.
-        top_p, top_i = top_p.cpu().tolist(), top_i.cpu().tolist()
-        labels = batch["label"].view(-1).tolist()
-        indices = batch["index"].view(-1).tolist()
-        for j in range(b):
-            local.append((int(indices[j]), int(labels[j]), top_i[j], top_p[j]))
+        # Kept on the device and copied once after the loop: a copy per batch would make the host wait for every
+        # batch's forward before it asks the loader for the next.
+        tops.append(probs.topk(k, dim=-1))
+        labels += batch["label"].view(-1).tolist()
+        indices += batch["index"].view(-1).tolist()
         if progress is not None:
             progress(b)
+    top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
+    top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
+    local = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
     if was_training:
         model.train()
     elapsed = time.time() - start

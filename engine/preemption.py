@@ -56,6 +56,7 @@ class StepControl:
         self.signal_name: str | None = None
         self._last_save = clock()
         self._previous: dict[int, Any] = {}
+        self._agreed: tuple[bool, bool] | None = None
 
     def __enter__(self) -> "StepControl":
         if threading.current_thread() is threading.main_thread():
@@ -76,11 +77,24 @@ class StepControl:
         """A checkpoint was just written: the save clock starts again."""
         self._last_save = self.clock()
 
+    def local_flags(self) -> list[float]:
+        """This rank's (stop, checkpoint due) as numbers, for a caller that all-reduces them with its own values
+        and hands the sums to :meth:`agree` (the training step does, with its loss: one collective, one host sync
+        per step instead of two)."""
+        due = self.save_seconds > 0 and self.clock() - self._last_save >= self.save_seconds
+        return [float(self.signal_name is not None), float(due)]
+
+    def agree(self, summed: list[float]) -> None:
+        """The all-reduced :meth:`local_flags`: the next :meth:`poll` returns them without a collective."""
+        self._agreed = (summed[0] > 0, summed[1] > 0)
+
     def poll(self) -> tuple[bool, bool]:
         """(stop now, clock-based checkpoint due), the same on every rank. Every rank must call it at the same
-        step (it all-reduces; a host sync, once per optimizer step)."""
-        due = self.save_seconds > 0 and self.clock() - self._last_save >= self.save_seconds
-        flags = [float(self.signal_name is not None), float(due)]
+        step (it all-reduces, unless :meth:`agree` gave this step's answer; a host sync, once per optimizer step)."""
+        if self._agreed is not None:
+            agreed, self._agreed = self._agreed, None
+            return agreed
+        flags = self.local_flags()
         if self.ctx.distributed:
             flags = dist_utils.all_reduce_sum(torch.tensor(flags, device=self.ctx.device), self.ctx).tolist()
         return flags[0] > 0, flags[1] > 0

@@ -100,13 +100,15 @@ class TrainState:
 def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer, scheduler: Any,
                     criterion: nn.Module, state: TrainState, opts: TrainOptions, metrics: MetricLogger,
                     ctx: DistContext, *, mixup: Callable | None = None, scaler: torch.amp.GradScaler | None = None,
-                    ema: Any = None, on_step: Callable[[], None] | None = None) -> dict[str, float]:
+                    ema: Any = None, on_step: Callable[[], None] | None = None,
+                    control: StepControl | None = None) -> dict[str, float]:
     """Train for the rest of ``state.epoch`` (from ``state.step_in_epoch``) and return ``{'loss', 'steps'}``.
 
     One optimizer step = ``opts.accumulation_steps`` micro-batches; DDP's gradient all-reduce runs only on the
     last of them (``no_sync`` on the others). The LR of step ``t`` is set with ``scheduler.step_update(t)`` just
     before ``optimizer.step()``. Micro-batches left over at the end of the loader (fewer than one step) are not
-    trained on. ``on_step`` runs after every optimizer step (train.py uses it for mid-epoch checkpoints).
+    trained on. ``on_step`` runs after every optimizer step (train.py uses it for mid-epoch checkpoints). With
+    ``control``, its stop and save flags ride on the step's loss all-reduce (:meth:`StepControl.agree`).
 
     Raises:
         NonFiniteLossError: a non-finite loss with ``opts.skip_nonfinite`` off.
@@ -159,7 +161,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         local = loss_sum / acc
         finite = torch.isfinite(local)
         packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float()])
-        loss_total, n_bad = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
+        if control is not None:  # the stop/save agreement in the same collective (no second sync after the step)
+            packed = torch.cat([packed, torch.tensor(control.local_flags(), device=packed.device)])
+        loss_total, n_bad, *flags = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
+        if control is not None:
+            control.agree(flags)
         skipped = n_bad > 0
         step_loss = float("nan") if skipped else loss_total / ctx.world_size
         if skipped:
@@ -405,7 +411,7 @@ class Trainer:
                 st.step_in_epoch = 0
             train_stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.scheduler,
                                           self.criterion, st, opts, self.metrics, self.ctx, mixup=self.mixup,
-                                          scaler=self.scaler, ema=self.ema, on_step=on_step)
+                                          scaler=self.scaler, ema=self.ema, on_step=on_step, control=self._control)
             self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: mean loss {train_stats['loss']:.4f}")
             # Every rank gathers (loader_stats); rank 0 writes the counters, the routes' among them.
             self.metrics.log_data("train", loader_stats(self.train_loader, self.ctx), epoch, st.global_step)

@@ -46,13 +46,13 @@ if mode == "kill_after_step":  # SIGKILL right after optimizer step `arg` was lo
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     m.MetricLogger.log_step = log_step
-elif mode == "signal_after_step":  # E2E_SIGNAL to this process (rank E2E_RANK only) after step `arg` was logged
-    import engine.metrics as m
+elif mode == "signal_in_step":  # E2E_SIGNAL to this process (rank E2E_RANK only) during optimizer step `arg`:
+    import engine.metrics as m  # sent as step arg - 1's line is logged, before step arg's batches are read
     orig = m.MetricLogger.log_step
     sig = getattr(signal, os.environ.get("E2E_SIGNAL", "SIGTERM"))
     def log_step(self, step, *a, **k):
         out = orig(self, step, *a, **k)
-        if step == arg and os.environ.get("RANK", "0") == os.environ.get("E2E_RANK", "0"):
+        if step == arg - 1 and os.environ.get("RANK", "0") == os.environ.get("E2E_RANK", "0"):
             os.kill(os.getpid(), sig)
         return out
     m.MetricLogger.log_step = log_step
@@ -463,12 +463,12 @@ def test_nonfinite_loss_skipped_and_counted(dataset, tmp_path):
     assert train[1]["loss"] is None and train[-1]["skipped_steps"] == 1 and len(train) == 4
 
 
-@pytest.mark.parametrize("signal_name,step", [("SIGTERM", 5), ("SIGUSR1", 4)])  # mid-epoch; an epoch's last step
+@pytest.mark.parametrize("signal_name,step", [("SIGTERM", 7), ("SIGUSR1", 4)])  # mid-epoch; an epoch's last step
 def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, dataset, tmp_path, signal_name, step):
     ref_out, _ = reference
     out = tmp_path / "out"
     opts = _opts(dataset, out, **RESUME_OPTS)
-    stopped = _run(tmp_path, opts, mode="signal_after_step", arg=step, E2E_SIGNAL=signal_name)
+    stopped = _run(tmp_path, opts, mode="signal_in_step", arg=step, E2E_SIGNAL=signal_name)
     assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
     assert f"{signal_name} received: stopped after optimizer step {step} with checkpoint " \
            f"{out / f'ckpt_step_{step}.pth'}" in stopped.stdout
@@ -511,7 +511,7 @@ def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):
     # 4 steps per epoch; a clock-based checkpoint is due after every step (both ranks must agree to write it)
     opts = {"TRAIN.EPOCHS": 2, "TEST.FINAL_NUM_CLIP": 0, "TRAIN.BATCH_SIZE": 2, "SAVE_MINUTES": 1e-5,
             "PRINT_FREQ": 4}
-    r = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_after_step", arg=2, nproc=2, E2E_RANK="1")
+    r = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_in_step", arg=2, nproc=2, E2E_RANK="1")
     assert r.returncode != 0  # torchrun reports its workers' exit code 4 as a failure
     logs = [(out / f"log_rank{rank}.txt").read_text() for rank in (0, 1)]
     assert "SIGTERM received: stopped after optimizer step 2" in logs[1]

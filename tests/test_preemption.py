@@ -37,3 +37,15 @@ def test_preempted_message_names_step_checkpoint_and_exit_code():
     msg = str(Preempted(7, "out/ckpt_step_7.pth", "SIGTERM"))
     assert msg.startswith("SIGTERM received: stopped after optimizer step 7 with checkpoint out/ckpt_step_7.pth")
     assert f"exit code {PREEMPTED_EXIT_CODE}" in msg
+
+
+def test_flags_agreed_with_the_step_answer_the_next_poll_without_a_collective():
+    """The training step all-reduces local_flags with its loss and hands the sums to agree(): the poll after that
+    step returns them once; the next poll looks again."""
+    with StepControl(DistContext(), save_minutes=0.0) as control:
+        assert control.local_flags() == [0.0, 0.0]
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert control.local_flags() == [1.0, 0.0]
+        control.agree([0.0, 2.0])  # summed over ranks: no rank had a signal then, two found a save due
+        assert control.poll() == (False, True)
+        assert control.poll() == (True, False)  # no agreement left: this rank's own flag (one process)

@@ -737,3 +737,11 @@ def test_reencode_output_that_fails_verification_is_not_kept(tmp_path, monkeypat
     with pytest.raises(KineticsError, match="output has 5 frames, source decoded to 6"):
         kin.reencode_video(str(src), str(tmp_path / "out" / "a.mp4"), EncodeSettings(short_side=16, gop=2))
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_preparation_without_a_terminal_reports_progress_in_plain_lines(capsys):
+    from tools.kinetics import parallel_map
+
+    assert parallel_map(abs, [-1, -2, -3], 1, "check k400", progress=False) == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert err.startswith("check k400: 3 files done in ") and "\r" not in err

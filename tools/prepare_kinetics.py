@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel encoder processes (default: all cores)")
     p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (none without a terminal either: plain lines every 30 s instead)")
     p.add_argument("--dry-run", action="store_true", help="print what would be re-encoded; write nothing")
     return ap
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = EncodeSettings(short_side=args.short_side, gop=args.gop, crf=args.crf, preset=args.preset,
                                       threads=args.threads, no_upscale=args.no_upscale)
             report = reencode_tree(args.src, args.dst, settings, workers=args.workers, dry_run=args.dry_run,
-                                   progress=not args.no_progress, report_dir=args.report_dir)
+                                   progress=not args.no_progress and sys.stderr.isatty(), report_dir=args.report_dir)
             if report["failed"]:
                 for x in report["failed"][:20]:
                     print(f"failed: {x['error']}", file=sys.stderr)

@@ -26,7 +26,7 @@ from dali_pipelines.filelist import DataError, DataListError
 from dali_pipelines.pyav_io import BadVideoError
 from engine import distributed, runner
 from engine.checkpointing import CheckpointError
-from engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedDuringStartUp, startup_stop_signals
 from engine.train_loop import NonFiniteLossError
 from evautil.files import write_failure
 
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 wiring.dry_run(cfg, resume=resume)
             return 0
         ctx = distributed.init_from_env()
-        run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
+        with startup_stop_signals():  # a first index build can take many minutes: a stop signal saves its work
+            run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown()
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {write_failure(e)}", file=sys.stderr)
         distributed.shutdown()
         return 2
+    except StoppedDuringStartUp as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        distributed.shutdown()
+        return PREEMPTED_EXIT_CODE
     try:
         if cfg.TEST.ONLY_TEST:
             runner.only_test(run, cfg)

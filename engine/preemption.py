@@ -9,10 +9,15 @@ and raises :class:`Preempted`. ``train.py`` turns that into exit code :data:`PRE
 
 The same all-reduce carries "SAVE_MINUTES have passed since the last checkpoint", so the clock-based checkpoint is
 also taken at one step by every rank, even though each rank reads its own clock.
+
+Before training begins (indexing the lists, building the loaders and the model) there is no step to finish and
+no checkpoint to write: :func:`startup_stop_signals` turns a stop signal into :class:`StoppedDuringStartUp`, raised
+where the main thread is, so that an index build saves what it probed and the run exits with the same code 4.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -23,7 +28,8 @@ import torch
 from . import distributed as dist_utils
 from .distributed import DistContext
 
-__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl"]
+__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedDuringStartUp",
+           "startup_stop_signals"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
@@ -39,6 +45,36 @@ class Preempted(Exception):
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
         super().__init__(f"{why}: stopped after optimizer step {step} with checkpoint {checkpoint}; "
                          f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again to resume")
+
+
+class StoppedDuringStartUp(BaseException):
+    """A stop signal before the first step. A BaseException, as KeyboardInterrupt: a handler of per-video errors
+    (``except Exception``) must not take it for a bad video."""
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(f"{signal_name} received during start-up (indexing, building the loaders and the model): "
+                         f"stopped before the first step; exit code {PREEMPTED_EXIT_CODE}. Run the same command again "
+                         "(an index build goes on from what it saved)")
+
+
+@contextlib.contextmanager
+def startup_stop_signals():
+    """Within the block a stop signal raises :class:`StoppedDuringStartUp` in the main thread (elsewhere, e.g. a
+    notebook worker thread, signals keep their default action); the previous handlers come back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise StoppedDuringStartUp(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class StepControl:

@@ -79,6 +79,15 @@ elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint 
             os.kill(os.getpid(), signal.SIGKILL)
         return orig_save(obj, f, *a, **k)
     torch.save = save
+elif mode == "signal_in_index":  # SIGTERM to this process as it probes video `arg` of a first index build
+    import dali_pipelines.index as ix
+    orig_probe, probes = ix._probe_job, [0]
+    def probe(job):
+        probes[0] += 1
+        if probes[0] == arg:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig_probe(job)
+    ix._probe_job = probe
 elif mode == "nan_at_call":  # the loss of micro-batch `arg` (1-based) becomes NaN
     import engine.runner as r
     orig_crit = r.build_criterion
@@ -504,6 +513,19 @@ def test_stop_signal_during_evaluation_saves_the_epoch(reference, dataset, tmp_p
     assert sorted(got) == list(range(1, 13))
     for s in range(1, 13):
         assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
+
+
+def test_stop_signal_during_the_first_index_build_keeps_what_was_probed(dataset, tmp_path):
+    out = tmp_path / "out"
+    fresh = tmp_path / "train.txt"  # a list never indexed: its build runs in this process (INDEX_WORKERS 1)
+    fresh.write_text((dataset / "train.txt").read_text())
+    opts = _opts(dataset, out, **{"DATA.TRAIN_FILE": fresh, "TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0})
+    stopped = _run(tmp_path, opts, mode="signal_in_index", arg=5)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert "stopped: SIGTERM received during start-up" in stopped.stderr and "Traceback" not in stopped.stderr
+    again = _run(tmp_path, opts)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "probing 12 of 16 videos (4 known from the cache)" in again.stdout  # the 4 probed before the signal
 
 
 def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):

@@ -41,6 +41,7 @@ from benchmarks.baseline_loaders import decode_pyav, decord_available  # noqa: E
 ALL_DECODERS = ("dali_mixed", "dali_cpu", "pyav_1t", "pyav_nt", "pyav_np", "decord")
 ALL_MODES = ("all", "tsn", "multiview")
 DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
+UNTHREADED = ("pyav_1t", "decord")  # decoders that --threads does not change
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,6 +240,18 @@ def build_items(clips: list[tuple[str, int, int]], mode: str, seed: int) -> list
     return items
 
 
+def thread_counts(value: str) -> list[int]:
+    """The ``--threads`` option: a thread count, or a comma-separated list of counts (each measured in turn)."""
+    try:
+        counts = [int(v) for v in value.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"--threads {value!r}: expected counts of 1 or more, comma-separated "
+                                         "(4,8,16), each once")
+    return counts
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,8 +261,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         ALL_DECODERS))
     p.add_argument("--modes", default=",".join(ALL_MODES), help="comma-separated subset of " + ",".join(ALL_MODES))
     p.add_argument("--batch", type=int, default=4, help="DALI batch size")
-    p.add_argument("--threads", type=int, default=common.cpu_count(),
-                   help="DALI num_threads, PyAV threads (pyav_nt) and processes (pyav_np)")
+    p.add_argument("--threads", type=thread_counts, default=[common.cpu_count()],
+                   help="DALI num_threads, PyAV threads (pyav_nt) and processes (pyav_np); a comma-separated list "
+                        "(4,8,16) measures each count in turn, in one run on the same clips")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes over the clips")
     p.add_argument("--repeats", type=int, default=5, help="timed passes over the clips")
     p.add_argument("--min-clips", type=int, default=32, help="clips per timed repeat (whole passes over the list)")
@@ -260,7 +274,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.codec is None:
         args.codec = "h264" if gpu else "vp9"
-    common.require_positive(p, args, ("batch", "threads", "repeats", "num_clips", "min_clips"))
+    common.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
     if args.quick:
         args.num_clips = min(args.num_clips, 4)
         args.frames = min(args.frames, 64)
@@ -283,6 +297,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             raise common.InputError(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
     clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
 
+    # Several --threads counts: a row for each, its name ending in /t<count> (pyav_1t and decord take none: one row).
+    sweep = len(args.threads) > 1
+    runs = [(d, t, f"/t{t}" if sweep and d not in UNTHREADED else "") for d in decoders
+            for t in (args.threads[:1] if d in UNTHREADED else args.threads)]
     results, notes = [], []
     for mode in modes:
         items = build_items(clips, mode, args.seed)
@@ -291,8 +309,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         passes = max(1, -(-args.min_clips // len(items)))
         items = items * passes
         codecs = sorted({it["codec"] for it in items})
-        for dec in decoders:
-            name = f"{dec}/{mode}"
+        for dec, threads, suffix in runs:
+            name = f"{dec}/{mode}{suffix}"
             skip = None
             if dec == "dali_mixed" and not gpu:
                 skip = "no CUDA GPU on this machine (NVDEC decoder skipped)"
@@ -307,14 +325,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                     notes.append(note)
                 continue
             if dec.startswith("dali"):
-                run, info, close = make_dali("mixed" if dec == "dali_mixed" else "cpu", args.batch, args.threads,
+                run, info, close = make_dali("mixed" if dec == "dali_mixed" else "cpu", args.batch, threads,
                                              items, use_frames=mode != "all")
             elif dec == "pyav_1t":
                 run, info, close = make_pyav(1, 1)
             elif dec == "pyav_nt":
-                run, info, close = make_pyav(args.threads, 1)
+                run, info, close = make_pyav(threads, 1)
             elif dec == "pyav_np":
-                run, info, close = make_pyav(1, args.threads)
+                run, info, close = make_pyav(1, threads)
             else:
                 run, info, close = make_decord(1)
             try:

@@ -12,8 +12,11 @@ __all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "cod
 
 
 def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """Moving smooth texture plus mild noise: compresses like camera footage (neither flat nor pure noise)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    """Moving smooth texture plus mild noise: compresses like camera footage (neither flat nor pure noise). The
+    texture of a channel is a product of a function of x and one of y, computed as such: the same values as the
+    whole image's formula, a few hundred times faster."""
+    xx = np.arange(width, dtype=np.float32)
+    yy = np.arange(height, dtype=np.float32)[:, None]
     phase = rng.uniform(0, 2 * np.pi, size=3)
     freq = rng.uniform(0.02, 0.08, size=3)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
@@ -39,18 +42,18 @@ def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size
                          num_frames: int = 64, gop: int | None = 16, fps: int = 25, seed: int = 0,
                          num_classes: int = 4) -> list[tuple[str, int, int]]:
     """Write ``num_clips`` textured clips (size is width x height) and a ``list.txt`` (``name label``) into
-    ``out_dir``; returns ``[(path, label, num_frames)]``. Existing identical clips are reused."""
+    ``out_dir``; returns ``[(path, label, num_frames)]``. Existing identical clips are reused, without computing
+    their frames again: clip ``i``'s frames depend only on ``(seed, i)``."""
     os.makedirs(out_dir, exist_ok=True)
     ext = "mp4" if codec == "h264" else "webm"
-    rng = np.random.default_rng(seed)
     w, h = size
     clips = []
     lines = []
     for i in range(num_clips):
         name = f"clip{i:03d}_{codec}_{w}x{h}_{num_frames}f_g{gop or 0}.{ext}"
         path = os.path.join(out_dir, name)
-        frames = _textured_frames(num_frames, w, h, rng)
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            frames = _textured_frames(num_frames, w, h, np.random.default_rng((seed, i)))
             encode_clip(path, frames, codec=codec, fps=fps, gop=gop)
         clips.append((path, i % num_classes, num_frames))
         lines.append(f"{name} {i % num_classes}")

@@ -101,6 +101,54 @@ def test_check_figures_flags_bad_values():
     assert len(bad) == 2
 
 
+def test_synthetic_clips_are_reused_without_computing_them_and_depend_only_on_seed_and_index(tmp_path, monkeypatch):
+    """An existing clip's frames are not computed again (about 1 s per 250-frame clip), and leaving them out
+    changes no other clip: clip i's frames depend on (seed, i) alone."""
+    from benchmarks import inputs
+
+    made = {}
+
+    def encode(path, frames, **kwargs):
+        made[os.path.basename(path)] = frames
+        Path(path).write_bytes(b"clip")
+
+    monkeypatch.setattr(inputs, "encode_clip", encode)
+    settings = dict(codec="h264", size=(24, 16), num_frames=3, gop=4)
+    clips = inputs.make_synthetic_clips(str(tmp_path / "a"), 3, **settings)
+    every, made = made, {}
+    assert len(every) == 3
+    names = [os.path.basename(path) for path, _, _ in clips]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / names[1]).write_bytes(b"clip")  # the middle clip exists already
+    inputs.make_synthetic_clips(str(tmp_path / "b"), 3, **settings)
+    assert list(made) == [names[0], names[2]]
+    assert all(np.array_equal(made[n], every[n]) for n in made)
+    assert not np.array_equal(every[names[0]], every[names[1]])
+    made.clear()
+    inputs.make_synthetic_clips(str(tmp_path / "c"), 1, seed=1, **settings)
+    assert not np.array_equal(made[names[0]], every[names[0]])
+
+    def compute(*args):
+        raise AssertionError("an existing clip's frames were computed")
+
+    monkeypatch.setattr(inputs, "_textured_frames", compute)
+    assert inputs.make_synthetic_clips(str(tmp_path / "a"), 3, **settings) == clips
+
+
+def test_textured_frames_are_the_whole_image_formula():
+    """The texture is computed per row and column (separable): the values of the per-pixel formula, to the bit."""
+    from benchmarks.inputs import _textured_frames
+
+    frames = _textured_frames(3, 7, 5, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:5, 0:7].astype(np.float32)
+    phase, freq = rng.uniform(0, 2 * np.pi, size=3), rng.uniform(0.02, 0.08, size=3)
+    for t in range(3):
+        img = np.stack([127 + 80 * np.sin(freq[c] * (xx + 3 * t) + phase[c]) * np.cos(freq[c] * 0.7 * (yy - 2 * t))
+                        for c in range(3)], -1) + rng.normal(0, 6, size=(5, 7, 3))
+        assert np.array_equal(frames[t], np.clip(img, 0, 255).astype(np.uint8))
+
+
 def test_process_tree_monitor_counts_child_cpu():
     # The child spins until it has used 0.6 s of CPU, however loaded the machine: a fixed amount of work to find.
     code = "import time\nwhile time.process_time() < 0.6: pass"
@@ -309,6 +357,27 @@ def test_smoke_decode_throughput(tmp_path, data_dir):
         assert per_clip == pytest.approx({"all": 32, "tsn": 16, "multiview": 64}[r["mode"]], rel=1e-6)
     if not torch.cuda.is_available():
         assert any(r.get("skipped") and r["decoder"] == "dali_mixed" for r in data["results"])
+
+
+def test_decode_throughput_measures_several_thread_counts_in_one_run(tmp_path, data_dir, capsys):
+    """--threads 1,2 (the GPU suite's sweep is 4,8,16): a row per count for the decoders it changes, one for those it
+    does not, all in one JSON; a bad count is one line, exit 2."""
+    data = _run("decode_throughput", ["--data-dir", str(data_dir / "smoke"), "--num-clips", "1", "--frames", "32",
+                                      "--repeats", "1", "--min-clips", "1", "--modes", "tsn",
+                                      "--decoders", "dali_mixed,pyav_1t,pyav_nt", "--threads", "1,2"], tmp_path)
+    rows = {r["name"]: r for r in data["results"]}
+    assert list(rows) == ["dali_mixed/tsn/t1", "dali_mixed/tsn/t2", "pyav_1t/tsn", "pyav_nt/tsn/t1", "pyav_nt/tsn/t2"]
+    assert [rows[f"pyav_nt/tsn/t{t}"]["threads"] for t in (1, 2)] == [1, 2] and data["settings"]["threads"] == [1, 2]
+    if not torch.cuda.is_available():
+        assert rows["dali_mixed/tsn/t1"]["skipped"] and rows["dali_mixed/tsn/t2"]["skipped"]
+        assert [n for n in data["notes"] if n.startswith("dali_mixed")] == ["dali_mixed: skipped, no CUDA GPU on "
+                                                                            "this machine (NVDEC decoder skipped)"]
+    from benchmarks import decode_throughput
+    for bad in ("0", "4,x", "4,4"):
+        with pytest.raises(SystemExit) as e:
+            decode_throughput.main(["--threads", bad])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and f"'{bad}'" in err
 
 
 def test_smoke_loader_throughput(tmp_path, data_dir):

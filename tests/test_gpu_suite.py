@@ -14,11 +14,11 @@ from tests.conftest import ROOT
 SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
 
 
-def _dry_run(*plans: str) -> str:
+def _dry_run(*plans: str, **env: str) -> subprocess.CompletedProcess:
     done = subprocess.run(["bash", str(SUITE), "--dry-run", *plans], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, **env})
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return done
 
 
 def _stages(listing: str) -> dict[str, tuple[int, str]]:
@@ -27,20 +27,57 @@ def _stages(listing: str) -> dict[str, tuple[int, str]]:
 
 
 def test_smoke_plan_fits_four_minutes_and_lists_its_stages():
-    listing = _dry_run("smoke")
+    listing = _dry_run("smoke").stdout
     stages = _stages(listing)
     assert list(stages) == ["env", "parity", "gpu_tests", "demo"]
     assert sum(b for b, _ in stages.values()) <= 240
     assert "time boxes add up to" in listing
-    assert "--junitxml results/smoke/gpu_tests.xml" in stages["gpu_tests"][1]
+    # the GPU tests get SIGINT inside their box (pytest then writes the junit report of the tests that ran), and
+    # the log names each test's outcome and time
+    tests_box, tests = stages["gpu_tests"]
+    stop = re.match(r"timeout -s INT -k (\d+) (\d+) \S+ -m pytest ", tests)
+    assert stop and int(stop[1]) + int(stop[2]) < tests_box and tests_box >= 120
+    assert "--junitxml results/smoke/gpu_tests.xml" in tests and " -rA --durations=0 " in tests
     demo_box, demo = stages["demo"]
     assert "/tmp/" in demo and "results/smoke/demo_metrics.jsonl" in demo
     # training is stopped (SIGTERM: checkpoint, exit 4) before the box ends, and the metrics are copied after it
-    stop = re.search(r"timeout -k (\d+) \$\(\( (\d+) - (\d+) - SECONDS \)\) \S+ train\.py", demo)
+    stop = re.search(r"timeout -k (\d+) \$\(\( \(left = (\d+) - (\d+) - SECONDS\) > 5 \? left : 5 \)\) \S+ train\.py",
+                     demo)
     assert stop and int(stop[2]) == demo_box and int(stop[1]) < int(stop[3])
     assert demo.index("train.py") < demo.index("cp ") and "--signal" not in demo  # timeout's default: SIGTERM
     # a shortened demo, sized to end (training and the multi-view test) inside the box at about 150 clips/s
-    assert "TRAIN.EPOCHS 8 " in demo and "--cfg configs/demo.yaml" in demo
+    assert "TRAIN.EPOCHS 4 " in demo and "--cfg configs/demo.yaml" in demo
+    assert re.search(r" DATA\.INDEX_WORKERS \d+;", demo)  # the machine's cores, not the config's 2
+
+
+def test_demo_time_limit_never_reaches_zero():
+    """`timeout 0` means no limit: however long the dataset took, training gets SIGTERM at least 5 s after its
+    start (the box's own SIGTERM follows)."""
+    demo_box, demo = _stages(_dry_run("smoke").stdout)["demo"]
+    limit = re.search(r"timeout -k \d+ (\$\(\(.*?\)\)) ", demo)[1]
+    for elapsed, expected in ((0, demo_box - 12), (demo_box - 20, 8), (demo_box - 12, 5), (demo_box + 30, 5)):
+        done = subprocess.run(["bash", "-c", f"SECONDS={elapsed}; echo {limit}"], capture_output=True, text=True)
+        assert int(done.stdout) == expected, (elapsed, done.stdout, done.stderr)
+
+
+def test_gpu_tests_stage_interrupted_in_its_box_still_writes_the_junit_report(tmp_path):
+    """The stage's own command, its limit cut to 3 s, on a folder of two tests, one of them hung: SIGINT stops
+    pytest, the report names the test that passed and the log the one that was running; the exit code is
+    timeout's 124 (the suite reports "ran out of time")."""
+    tests_box, tests = _stages(_dry_run("--out", str(tmp_path / "r"), "smoke").stdout)["gpu_tests"]
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_stage.py").write_text(
+        "import time\n\nimport pytest\n\n\n@pytest.mark.gpu\ndef test_quick():\n    pass\n\n\n"
+        "@pytest.mark.gpu\ndef test_hung():\n    time.sleep(60)\n")
+    (tmp_path / "r" / "smoke").mkdir(parents=True)
+    command = re.sub(r"^(timeout -s INT -k )\d+ \d+ ", r"\g<1>5 3 ", tests)
+    assert command != tests
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 124, done.stdout[-2000:] + done.stderr[-2000:]
+    report = (tmp_path / "r" / "smoke" / "gpu_tests.xml").read_text()
+    assert 'name="test_quick"' in report and 'tests="1"' in report
+    assert "tests/test_stage.py::test_quick PASSED" in done.stdout and "tests/test_stage.py::test_hung" in done.stdout
+    assert "slowest durations" in done.stdout and "KeyboardInterrupt" in done.stdout
 
 
 def test_dry_run_writes_nothing(tmp_path):
@@ -49,11 +86,40 @@ def test_dry_run_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists() and not (tmp_path / "t").exists()
 
 
+def test_dry_run_names_missing_reference_clips(tmp_path):
+    missing = _dry_run("smoke", EVA_SHARED_DIR=str(tmp_path / "none"))
+    assert f"WARNING: no reference clips at {tmp_path / 'none'}/data/real" in missing.stderr
+    (tmp_path / "shared" / "data" / "real").mkdir(parents=True)
+    assert "WARNING" not in _dry_run("smoke", EVA_SHARED_DIR=str(tmp_path / "shared")).stderr
+
+
+def test_each_plan_names_its_result_files_and_more_than_eight_are_warned_about():
+    """A run on the device machine brings back at most 8 files from $OUT: smoke and bench together write 8. Every
+    file a stage's command writes into the results folder is among its plan's listed files, and the other way
+    round (the first listed is the plan's log, which the suite writes)."""
+    done = _dry_run("smoke", "bench", "decode", "loader", "train", "eval")
+    listing = done.stdout
+    plans = {m[1]: (m[2].split(), int(m[3])) for m in re.finditer(
+        r"^=== plan (\S+): .*; results in results/\1/: (.*) \((\d+) files\)$", listing, re.M)}
+    assert {plan: count for plan, (_, count) in plans.items()} == {"smoke": 5, "bench": 3, "decode": 5, "loader": 3,
+                                                                   "train": 3, "eval": 3}
+    for plan, (files, count) in plans.items():
+        assert len(files) == count and files[0] == f"{plan}.log"
+        section = listing.split(f"=== plan {plan}:")[1].split("=== plan")[0]
+        written = set(re.findall(rf"results/{plan}/([\w.]+)", section.split("\n", 1)[1]))
+        assert written == set(files[1:]), plan
+    assert "WARNING: smoke bench decode loader train eval write 22 result files" in done.stderr
+    assert "result files" not in _dry_run("smoke", "bench").stderr
+    assert "write 10 result files" in _dry_run("smoke", "decode").stderr
+
+
 def test_bench_and_full_stages_are_listed_with_boxes():
-    stages = _stages(_dry_run("bench", "decode", "loader", "train", "eval"))
+    stages = _stages(_dry_run("bench", "decode", "loader", "train", "eval").stdout)
     assert {"decode_sweep", "train_step", "decode", "loader", "train", "eval"} == set(stages)
     assert all(box == 600 for name, (box, _) in stages.items() if name in ("decode", "loader", "train", "eval"))
-    assert "--threads $t" in stages["decode_sweep"][1] and "for t in 4 8 16" in stages["decode_sweep"][1]
+    # the three thread counts in one process: the clips are generated (or found) and read once
+    assert "--threads 4,8,16 " in stages["decode_sweep"][1] and "--json results/bench/decode_sweep.json" in (
+        stages["decode_sweep"][1])
 
 
 def test_unknown_plan_is_refused():
@@ -74,7 +140,7 @@ def _python_invocations(listing: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_every_flag_in_the_suite_is_accepted_by_its_command():
-    listing = _dry_run("smoke", "bench", "decode", "loader", "train", "eval")
+    listing = _dry_run("smoke", "bench", "decode", "loader", "train", "eval").stdout
     invocations = [argv for argv in _python_invocations(listing) if argv[:2] != ["-m", "pytest"]]
     assert len(invocations) >= 8
     helps: dict[tuple[str, ...], str] = {}

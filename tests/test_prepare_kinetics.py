@@ -546,7 +546,8 @@ def test_lists_load_in_the_loader(tmp_path, kinetics_names):
 
 
 def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str) -> None:
-    """One training epoch through build_loader: every listed video once, each with its list label."""
+    """One training epoch through build_loader: every listed video once, each with its list label; on the GPU,
+    every one decoded on NVDEC."""
     from configs import load_config
     from dali_pipelines import build_loader
     from dali_pipelines.filelist import read_file_list
@@ -555,13 +556,18 @@ def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str)
     cfg = load_config(None, ["DATA.ROOT", str(root), "DATA.TRAIN_FILE", str(list_path),
                              "DATA.NUM_CLASSES", str(num_classes), "DATA.NUM_FRAMES", "4", "DATA.INPUT_SIZE", "32",
                              "TRAIN.BATCH_SIZE", "2", "DATA.DECODE_DEVICE", device])
+    loader = build_loader(cfg, "train")
     seen = []
-    for batch in build_loader(cfg, "train"):
+    for batch in loader:
         assert tuple(batch["video"].shape) == (2, 4, 3, 32, 32)
         for row, label in zip(batch["index"].tolist(), batch["label"].tolist()):
             assert label == entries[row].label
             seen.append(row)
     assert sorted(seen) == list(range(len(entries)))  # one epoch covers every listed video once
+    if device == "gpu":  # every video decoded on NVDEC: none routed to, or fallen back to, a CPU decoder
+        assert loader.routes_in_use() == ["nvdec"], loader.routes_in_use()
+        assert loader.stats["clips_nvdec"] == len(seen) and loader.stats["route_fallbacks"] == 0
+    loader.close()
 
 
 def _reencoded_lists(tmp_path: Path) -> tuple[Path, Path]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dali_pipelines import index as index_mod
-from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list
+from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list, read_video_list
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
 from dali_pipelines.index_store import UNKNOWN, load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
@@ -843,3 +843,16 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
         ix.quarantine(row, "decode failed during the run")  # the run goes on with the video left out
     assert row not in ix.good_rows and "could not record the quarantine of" in caplog.text
     assert "No space left on device" in caplog.text
+
+
+def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, monkeypatch):
+    import dali_pipelines.filelist as filelist_mod
+
+    lst, root = dataset
+    videos = read_video_list(str(lst), str(root))
+    serial = videos.stat_keys()
+    monkeypatch.setattr(filelist_mod, "_STAT_THREADED_FROM", 1)
+    monkeypatch.setattr(filelist_mod, "_STAT_THREADS", 3)  # chunks of uneven size over the rows
+    threaded = videos.stat_keys()
+    assert all(np.array_equal(a, b) for a, b in zip(serial, threaded))
+    assert serial[2].any() and not serial[2].all()  # the list has missing files too

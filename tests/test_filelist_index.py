@@ -715,21 +715,27 @@ def test_a_build_without_a_terminal_logs_progress_lines(dataset, monkeypatch, ca
     assert not [r for r in caplog.records if r.getMessage().startswith("indexing")]
 
 
-def test_an_interrupted_build_keeps_what_it_probed(dataset, monkeypatch, caplog):
-    """Ctrl-C at the 5th video: the 4 videos probed are saved before the KeyboardInterrupt goes on, the next build
-    probes only the other 3, and the index is the one an uninterrupted build makes."""
-    lst, root = dataset
-    probed = len(GOOD) + len(BAD) - 1
+def _interrupt_probing_after(monkeypatch, probes: int) -> list[str]:
+    """Ctrl-C (KeyboardInterrupt) when the probe after ``probes`` videos starts; returns the paths probed."""
     calls: list[str] = []
     real_job = index_mod._probe_job
 
     def interrupted_job(job):
-        if len(calls) == 4:
+        if len(calls) == probes:
             raise KeyboardInterrupt
         calls.append(job[1])
         return real_job(job)
 
     monkeypatch.setattr(index_mod, "_probe_job", interrupted_job)
+    return calls
+
+
+def test_an_interrupted_build_keeps_what_it_probed(dataset, monkeypatch, caplog):
+    """Ctrl-C at the 5th video: the 4 videos probed are saved before the KeyboardInterrupt goes on, the next build
+    probes only the other 3, and the index is the one an uninterrupted build makes."""
+    lst, root = dataset
+    probed = len(GOOD) + len(BAD) - 1
+    calls = _interrupt_probing_after(monkeypatch, 4)
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"), pytest.raises(KeyboardInterrupt):
         build_index(str(lst), str(root), workers=1, progress=False)
     assert f"stopped after 4 of {probed} videos; they are saved in {lst}.index.npz" in caplog.text
@@ -791,16 +797,7 @@ def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatc
     json_cache, cache = Path(str(lst) + ".index.json"), Path(first.cache_path)
     cache.unlink()
     json_cache.write_text(json.dumps(doc))
-    calls: list[str] = []
-    real_job = index_mod._probe_job
-
-    def interrupted_job(job):
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        calls.append(job[1])
-        return real_job(job)
-
-    monkeypatch.setattr(index_mod, "_probe_job", interrupted_job)
+    calls = _interrupt_probing_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         build_index(str(lst), str(root), workers=1, progress=False)
     assert calls == [str(root / unrecorded[0])] and cache.exists()

@@ -735,6 +735,7 @@ def test_an_interrupted_build_keeps_what_it_probed(dataset, monkeypatch, caplog)
     probes only the other 3, and the index is the one an uninterrupted build makes."""
     lst, root = dataset
     probed = len(GOOD) + len(BAD) - 1
+    real_job = index_mod._probe_job
     calls = _interrupt_probing_after(monkeypatch, 4)
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"), pytest.raises(KeyboardInterrupt):
         build_index(str(lst), str(root), workers=1, progress=False)
@@ -797,6 +798,7 @@ def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatc
     json_cache, cache = Path(str(lst) + ".index.json"), Path(first.cache_path)
     cache.unlink()
     json_cache.write_text(json.dumps(doc))
+    real_job = index_mod._probe_job
     calls = _interrupt_probing_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         build_index(str(lst), str(root), workers=1, progress=False)

@@ -26,7 +26,7 @@ from dali_pipelines.filelist import DataError, DataListError
 from dali_pipelines.pyav_io import BadVideoError
 from engine import distributed, runner
 from engine.checkpointing import CheckpointError
-from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedDuringStartUp, startup_stop_signals
+from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
 from engine.train_loop import NonFiniteLossError
 from evautil.files import write_failure
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 wiring.dry_run(cfg, resume=resume)
             return 0
         ctx = distributed.init_from_env()
-        with startup_stop_signals():  # a first index build can take many minutes: a stop signal saves its work
+        with stop_signals_raise():  # a first index build can take many minutes: a stop signal saves its work
             run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
         print(f"error: {e}", file=sys.stderr)
@@ -100,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {write_failure(e)}", file=sys.stderr)
         distributed.shutdown()
         return 2
-    except StoppedDuringStartUp as e:
+    except StoppedOutsideTraining as e:
         print(f"stopped: {e}", file=sys.stderr)
         distributed.shutdown()
         return PREEMPTED_EXIT_CODE
     try:
-        if cfg.TEST.ONLY_TEST:
-            runner.only_test(run, cfg)
-        else:
-            runner.train(run, cfg, resume=resume, named=args.resume)
+        with stop_signals_raise():  # the training steps' own handling (StepControl) takes over inside fit
+            if cfg.TEST.ONLY_TEST:
+                runner.only_test(run, cfg)
+            else:
+                runner.train(run, cfg, resume=resume, named=args.resume)
         return 0
     except INPUT_ERRORS as e:
         run.metrics.info(f"error: {e}")
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         run.metrics.info(f"error: {e}")
         return 3
-    except Preempted as e:  # SIGTERM / SIGUSR1: checkpoint written, the same command resumes
+    except (Preempted, StoppedOutsideTraining) as e:  # SIGTERM / SIGUSR1: the same command resumes
         run.metrics.info(f"stopped: {e}")
         return PREEMPTED_EXIT_CODE
     finally:

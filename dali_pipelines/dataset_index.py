@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import MutableMapping, Sequence
 from typing import Iterator
@@ -108,6 +109,7 @@ class DatasetIndex:
         self.entries = _Entries(videos)
         self.infos = _Infos(self)
         self._unrecorded: list[tuple[str, tuple[int, int] | None, tuple[int, int] | None, str]] = []
+        self._unrecorded_lock = threading.Lock()  # the feeder's thread quarantines while the loop flushes
         self._recorded_at = float("-inf")
 
     @property
@@ -178,7 +180,9 @@ class DatasetIndex:
         self.bad[row] = reason
         logger.debug("quarantined %s: %s", path, reason)  # the schedule's warning names it
         if self.cache_path:
-            self._unrecorded.append((rel, stat_key(path), probed, reason))
+            record = (rel, stat_key(path), probed, reason)
+            with self._unrecorded_lock:
+                self._unrecorded.append(record)
         try:
             with locked(self.lock_path):
                 with open(self.quarantine_path, "a", encoding="utf-8") as f:
@@ -201,7 +205,8 @@ class DatasetIndex:
 
     def _record_in_cache(self) -> None:
         """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once."""
-        pending, self._unrecorded, self._recorded_at = self._unrecorded, [], time.monotonic()
+        with self._unrecorded_lock:
+            pending, self._unrecorded, self._recorded_at = self._unrecorded, [], time.monotonic()
         if not pending:
             return
         root = os.path.abspath(self.root)

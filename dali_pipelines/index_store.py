@@ -22,6 +22,7 @@ No DALI import here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -332,14 +333,30 @@ def locked(lock_path: str, shared: bool = False) -> Iterator[None]:
     ranks of a run read a finished index at the same time; released when the block exits or the process dies."""
     try:
         f = open(lock_path, "a+")
-    except PermissionError:  # another user's lock beside a shared dataset: flock needs no write access
+    except PermissionError:  # another user's lock beside a shared dataset: a local flock needs no write access
         f = open(lock_path)
     with f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        held = _flock(f, shared)
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _flock(f, shared: bool) -> bool:
+    """Take the lock on open file ``f``; False (with a warning) where a read-only file cannot be locked."""
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        return True
+    except OSError as e:
+        # NFS emulates flock with fcntl locks, and an exclusive one needs the file open for writing.
+        if e.errno != errno.EBADF or f.mode != "r":
+            raise
+        logger.warning("cannot lock %s (another user's file, on a file system that locks only files open for "
+                       "writing): going on without the lock; builds that run at once may probe the same videos",
+                       f.name)
+        return False
 
 
 def stat_key(path: str) -> tuple[int, int] | None:

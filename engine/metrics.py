@@ -517,7 +517,9 @@ class MetricLogger:
             logger = logging.getLogger(name)
             logger.handlers = [h for h in logger.handlers if getattr(h, "metrics", None) is not self]
             if not any(isinstance(h, _RunLogHandler) for h in logger.handlers):  # the last follower restores it
-                logger.propagate, logger.level = _UNFOLLOWED.pop(name, (True, logging.NOTSET))
+                propagate, level = _UNFOLLOWED.pop(name, (True, logging.NOTSET))
+                logger.propagate = propagate
+                logger.setLevel(level)  # not .level =: setLevel also clears the loggers' cached isEnabledFor
         self._followed = []
         for part in (self._close_sinks, self._log_file.close):
             try:

@@ -3,16 +3,18 @@
 Cluster schedulers warn a job before they kill it: SLURM sends SIGTERM when it preempts a job (then SIGKILL after
 its grace time) and, with ``--signal=USR1@N``, SIGUSR1 N seconds before the time limit. A signal reaches the
 ranks at different moments (or only some of them), and a rank that stopped on its own would leave the others
-waiting forever in the next collective. So the handler only sets a flag; after every optimizer step all ranks sum
-their flags in one small all-reduce, and when any rank was signalled every rank writes the same step checkpoint
-and raises :class:`Preempted`. ``train.py`` turns that into exit code :data:`PREEMPTED_EXIT_CODE`.
+waiting forever in the next collective. So the handler only sets a flag; every optimizer step's loss all-reduce
+also sums the ranks' flags, and when any rank was signalled every rank writes the same step checkpoint after that
+step and raises :class:`Preempted`. ``train.py`` turns that into exit code :data:`PREEMPTED_EXIT_CODE`.
 
 The same all-reduce carries "SAVE_MINUTES have passed since the last checkpoint", so the clock-based checkpoint is
 also taken at one step by every rank, even though each rank reads its own clock.
 
-Before training begins (indexing the lists, building the loaders and the model) there is no step to finish and
-no checkpoint to write: :func:`startup_stop_signals` turns a stop signal into :class:`StoppedDuringStartUp`, raised
-where the main thread is, so that an index build saves what it probed and the run exits with the same code 4.
+Outside the training steps (indexing the lists, building the loaders and the model, loading a checkpoint,
+evaluating a finished run, writing the summary) there is no step to finish and no checkpoint to write:
+:func:`stop_signals_raise` turns the first stop signal into :class:`StoppedOutsideTraining`, raised where the main
+thread is (an index build saves what it probed), and ignores the ones after it, so that they cannot cut that
+saving short. The run exits with the same code 4.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import torch
 from . import distributed as dist_utils
 from .distributed import DistContext
 
-__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedDuringStartUp",
-           "startup_stop_signals"]
+__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedOutsideTraining",
+           "stop_signals_raise"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
@@ -47,27 +49,31 @@ class Preempted(Exception):
                          f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again to resume")
 
 
-class StoppedDuringStartUp(BaseException):
-    """A stop signal before the first step. A BaseException, as KeyboardInterrupt: a handler of per-video errors
-    (``except Exception``) must not take it for a bad video."""
+class StoppedOutsideTraining(BaseException):
+    """A stop signal outside the training steps. A BaseException, as KeyboardInterrupt: a handler of per-video
+    errors (``except Exception``) must not take it for a bad video."""
 
     def __init__(self, signal_name: str) -> None:
         self.signal_name = signal_name
-        super().__init__(f"{signal_name} received during start-up (indexing, building the loaders and the model): "
-                         f"stopped before the first step; exit code {PREEMPTED_EXIT_CODE}. Run the same command again "
-                         "(an index build goes on from what it saved)")
+        super().__init__(f"{signal_name} received outside the training steps (start-up, a checkpoint's load, an "
+                         f"evaluation-only run or the summary): stopped; exit code {PREEMPTED_EXIT_CODE}. Run the same "
+                         "command again (an index build goes on from what it saved)")
 
 
 @contextlib.contextmanager
-def startup_stop_signals():
-    """Within the block a stop signal raises :class:`StoppedDuringStartUp` in the main thread (elsewhere, e.g. a
-    notebook worker thread, signals keep their default action); the previous handlers come back after it."""
+def stop_signals_raise():
+    """Within the block the first stop signal raises :class:`StoppedOutsideTraining` in the main thread, and the
+    ones after it are ignored (elsewhere, e.g. a notebook worker thread, signals keep their default action). A
+    :class:`StepControl` inside the block takes the signals over while it trains. The previous handlers come back
+    after the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
-        raise StoppedDuringStartUp(signal.Signals(signum).name)
+        for sig in STOP_SIGNALS:  # torchrun forwards the scheduler's signal: a second one must not cut a save short
+            signal.signal(sig, signal.SIG_IGN)
+        raise StoppedOutsideTraining(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:

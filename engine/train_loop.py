@@ -162,7 +162,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         finite = torch.isfinite(local)
         packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float()])
         if control is not None:  # the stop/save agreement in the same collective (no second sync after the step)
-            packed = torch.cat([packed, torch.tensor(control.local_flags(), device=packed.device)])
+            flags = torch.tensor(control.local_flags())
+            if packed.is_cuda:  # from pageable memory the copy would wait for the backward first
+                flags = flags.pin_memory()
+            packed = torch.cat([packed, flags.to(packed.device, non_blocking=True)])
         loss_total, n_bad, *flags = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
         if control is not None:
             control.agree(flags)

@@ -16,14 +16,15 @@ _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 def write_failure(error: BaseException) -> str | None:
     """One line naming the file for an error that is, or was raised from, a failed write (disk full, quota,
-    read-only file system, permissions); None for any other error."""
+    read-only file system) or a refused access (permissions); None for any other error."""
     seen = 0
     while error is not None and seen < 8:
         if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
             where = f" {error.filename}" if error.filename else ""
             hint = "; free space (or point OUTPUT elsewhere) and run the same command: it resumes from the last " \
                    "checkpoint" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            return f"cannot write{where}: {error.strerror or os.strerror(error.errno)}{hint}"
+            verb = "access" if error.errno in (errno.EACCES, errno.EPERM) else "write"  # a read may be refused too
+            return f"cannot {verb}{where}: {error.strerror or os.strerror(error.errno)}{hint}"
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
 

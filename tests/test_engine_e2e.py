@@ -88,6 +88,13 @@ elif mode == "signal_in_index":  # SIGTERM to this process as it probes video `a
             os.kill(os.getpid(), signal.SIGTERM)
         return orig_probe(job)
     ix._probe_job = probe
+elif mode == "signal_in_resume":  # SIGTERM to this process as the trainer loads its checkpoint
+    import engine.train_loop as tl
+    orig_resume = tl.Trainer.resume
+    def resume(self, *a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return orig_resume(self, *a, **k)
+    tl.Trainer.resume = resume
 elif mode == "nan_at_call":  # the loss of micro-batch `arg` (1-based) becomes NaN
     import engine.runner as r
     orig_crit = r.build_criterion
@@ -522,10 +529,15 @@ def test_stop_signal_during_the_first_index_build_keeps_what_was_probed(dataset,
     opts = _opts(dataset, out, **{"DATA.TRAIN_FILE": fresh, "TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0})
     stopped = _run(tmp_path, opts, mode="signal_in_index", arg=5)
     assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
-    assert "stopped: SIGTERM received during start-up" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert "stopped: SIGTERM received outside the training steps" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
     again = _run(tmp_path, opts)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "probing 12 of 16 videos (4 known from the cache)" in again.stdout  # the 4 probed before the signal
+    # between start-up and the first step (a checkpoint's load): the same exit code and line, not a kill
+    loading = _run(tmp_path, opts, mode="signal_in_resume")
+    assert loading.returncode == 4, loading.stdout[-2000:] + loading.stderr[-2000:]
+    assert "stopped: SIGTERM received outside the training steps" in loading.stdout
 
 
 def test_stop_signal_to_one_rank_stops_both_at_the_same_step(dataset, tmp_path):

@@ -830,6 +830,23 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
     monkeypatch.setattr(index_store_mod, "open", another_users_lock, raising=False)
     ix = build_index(str(lst), str(root), workers=1, progress=False)  # the lock opens read-only: flock works
     assert ix.probed == 0 and ix.good_rows
+    # on NFS an exclusive lock needs a file open for writing: a build that must probe goes on unlocked, saying so
+    real_fcntl = index_store_mod.fcntl
+    real_flock = real_fcntl.flock
+
+    def nfs_flock(fd, op):
+        read_only = real_fcntl.fcntl(fd, real_fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        if op == real_fcntl.LOCK_EX and read_only:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(index_store_mod.fcntl, "flock", nfs_flock)
+    changed = root / ix.entries[ix.good_rows[0]].rel_path
+    os.utime(changed, ns=(1, 1))  # changed since it was probed: this build probes it again
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index_store"):
+        again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert again.probed == 1 and "going on without the lock" in caplog.text
+    monkeypatch.setattr(index_store_mod.fcntl, "flock", real_flock)
 
     def full_disk(path, mode="r", *a, **k):
         if str(path).endswith(".quarantine.txt") and mode == "a":

@@ -8,7 +8,8 @@ import os
 import signal
 
 from engine.distributed import DistContext
-from engine.preemption import PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl
+from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl, StoppedOutsideTraining,
+                               stop_signals_raise)
 
 
 def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
@@ -49,3 +50,20 @@ def test_flags_agreed_with_the_step_answer_the_next_poll_without_a_collective():
         control.agree([0.0, 2.0])  # summed over ranks: no rank had a signal then, two found a save due
         assert control.poll() == (False, True)
         assert control.poll() == (True, False)  # no agreement left: this rank's own flag (one process)
+
+
+def test_outside_the_steps_the_first_signal_raises_and_the_next_cannot_cut_its_handling_short():
+    import pytest
+
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    saved = []
+    with pytest.raises(StoppedOutsideTraining, match="SIGUSR1 received outside the training steps"):
+        with stop_signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                raise AssertionError("the signal did not raise")
+            except StoppedOutsideTraining:
+                os.kill(os.getpid(), signal.SIGTERM)  # torchrun forwarding the scheduler's signal: ignored
+                saved.append("an index build's work")  # what an interrupted build does before it re-raises
+                raise
+    assert saved and {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before

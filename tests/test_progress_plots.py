@@ -235,3 +235,5 @@ def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsy
     # rank 0's console has each line once; rank 1 prints nothing; after close the logger is as it was
     assert seen.out.count("quarantining videos/a.mp4") == 1 and "quarantining" not in seen.err
     assert logging.getLogger("dali_pipelines").propagate and not logging.getLogger("dali_pipelines").handlers
+    index_logger = logging.getLogger("dali_pipelines.index")  # its cached answer is the root's again
+    assert index_logger.isEnabledFor(logging.INFO) == logging.getLogger().isEnabledFor(logging.INFO)

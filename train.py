@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         run.metrics.info(f"stopped: {e}")
         return PREEMPTED_EXIT_CODE
     finally:
-        run.close()
-        distributed.shutdown()
+        try:
+            run.close()
+        finally:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 ``torchrun --nproc_per_node N train.py ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``python train.py``
 sets none of them and runs as a single process without a process group. GPU runs use NCCL, CPU runs gloo.
+
+The object collectives and barriers (gathers of predictions and loader counters, the agreement after a checkpoint
+write) run in a second, gloo group with a long timeout (``EVA_WAIT_TIMEOUT_MIN``, 120 minutes by default): a rank
+that waits there for slower ones (rank 0 writing a 12 GB checkpoint, feature extraction over videos of uneven
+length) must not be killed by NCCL's 10-minute watchdog, which keeps guarding the training step's collectives.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -52,6 +58,10 @@ class DistContext:
         return self.device.index if self.device.type == "cuda" else None
 
 
+# The gloo group of the object collectives and barriers (see the module's docstring); None: the default group.
+_WAIT_GROUP: Any = None
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     try:
@@ -80,6 +90,8 @@ def init_from_env(device: str = "auto") -> DistContext:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size,
                                 device_id=dev if use_cuda else None)
+        global _WAIT_GROUP
+        _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=_env_int("EVA_WAIT_TIMEOUT_MIN", 120)))
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
@@ -115,7 +127,7 @@ def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     if not ctx.distributed:
         return [obj]
     out: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=_WAIT_GROUP)
     return out
 
 
@@ -124,19 +136,21 @@ def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
     if not ctx.distributed:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=src, group=_WAIT_GROUP)
     return box[0]
 
 
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
-        dist.barrier()
+        dist.barrier(group=_WAIT_GROUP)
 
 
 def shutdown() -> None:
     """Leave the process group (safe to call when none was created)."""
+    global _WAIT_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _WAIT_GROUP = None
 
 
 def seed_everything(seed: int) -> None:

@@ -322,6 +322,21 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     return result
 
 
+def models_for_training(model: torch.nn.Module, ctx: DistContext, t) -> tuple[torch.nn.Module, Any]:
+    """The model the loop calls (DDP-wrapped on several processes, compiled with TRAIN.COMPILE) and the EMA copy
+    (TRAIN.EMA; None without). DDP is built first: it gives every rank rank 0's weights, and the EMA copy must
+    start from those (copied before, each rank's EMA kept its own randomly initialised weights, e.g. a new head)."""
+    loop_model = dist_utils.wrap_ddp(model, ctx)
+    ema = None
+    if t.EMA:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=t.EMA_DECAY)
+    if t.COMPILE:
+        loop_model = torch.compile(loop_model)
+    return loop_model, ema
+
+
 def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary. ``resume``:
     the checkpoint to continue; ``named``: the one the command names, when :func:`resume_point` chose a later one."""
@@ -339,14 +354,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     mixup = VideoMixup(cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.AUG.MIXUP_SWITCH_PROB, cfg.AUG.LABEL_SMOOTH,
                        cfg.DATA.NUM_CLASSES, seed=cfg.SEED, rank=ctx.rank,
                        partners=cfg.AUG.MIXUP_PARTNERS) if mix else None
-    ema = None
-    if t.EMA:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=t.EMA_DECAY)
-    loop_model = dist_utils.wrap_ddp(model, ctx)
-    if t.COMPILE:
-        loop_model = torch.compile(loop_model)
+    loop_model, ema = models_for_training(model, ctx, t)
     final_views = (cfg.TEST.FINAL_NUM_CLIP, cfg.TEST.FINAL_NUM_CROP)
 
     def make_test_loader():

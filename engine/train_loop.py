@@ -276,12 +276,28 @@ class Trainer:
                 "listed_videos": len(index) if index is not None else None}
 
     def save(self, epoch_complete: bool) -> str:
-        path = self.checkpointer.save(self.state_dict(epoch_complete))
-        dist_utils.barrier(self.ctx)  # nobody runs ahead (or reads) before the file is in place
+        state = self.state_dict(epoch_complete)
+        path = self._written_by_rank0(lambda: self.checkpointer.save(state))
         self.state.last_checkpoint = path
         if self._control is not None:
             self._control.saved()
         self.metrics.info(f"saved checkpoint {path}")
+        return path
+
+    def _written_by_rank0(self, write: Callable[[], str]) -> str:
+        """``write()`` (rank 0 writes, the others only name the file), then every rank learns whether it worked:
+        nobody runs ahead (or reads) before the file is in place, and a failed write (a full disk) stops every
+        rank with its message instead of leaving the others waiting in the next collective."""
+        failure = None
+        try:
+            path = write()
+        except (CheckpointError, OSError) as e:
+            failure, path = e, ""
+        reports = dist_utils.all_gather_objects(str(failure) if failure else None, self.ctx)
+        if failure is not None:
+            raise failure
+        if reports[0] is not None:
+            raise CheckpointError(f"rank 0 could not write a checkpoint: {reports[0]}")
         return path
 
     def load_state_dict(self, ckpt: dict[str, Any], path: str) -> None:
@@ -350,12 +366,20 @@ class Trainer:
                                       "use --pretrained for weights-only (e.g. released) files") from e
         elif auto:
             found = self.checkpointer.find_latest()
-            if found is None:
-                return False
-            path, ckpt = found
+            path, ckpt = found if found is not None else (None, None)
         else:
+            path, ckpt = None, None
+        if ckpt is not None:
+            self.load_state_dict(ckpt, path)
+        # Every rank must continue the same checkpoint (a node-local OUTPUT, or a stale directory cache after a
+        # requeue, could show ranks different files): DDP does not re-sync weights loaded after it was built.
+        loaded = dist_utils.all_gather_objects(
+            (os.path.realpath(path), self.state.global_step) if ckpt is not None else None, self.ctx)
+        if len(set(loaded)) > 1:
+            raise CheckpointError(f"the processes of this run resumed from different checkpoints (path, step by "
+                                  f"rank: {loaded}); every node must see the same OUTPUT and --resume file")
+        if ckpt is None:
             return False
-        self.load_state_dict(ckpt, path)
         named = named or explicit
         if named and (self.state.origin or {}).get("path") != os.path.realpath(named):
             self.state.origin = {"path": os.path.realpath(named), "step": self.state.global_step}
@@ -430,9 +454,9 @@ class Trainer:
             # best.pth first: the epoch checkpoint records this best, so an attempt that ended between the two
             # writes would resume past an improvement that best.pth never got.
             if improved:
-                self.checkpointer.save_best({"model": self.eval_model().state_dict(), "epoch": epoch,
-                                             "global_step": st.global_step, "top1": st.best_top1,
-                                             "config": self.config_yaml})
+                best = {"model": self.eval_model().state_dict(), "epoch": epoch, "global_step": st.global_step,
+                        "top1": st.best_top1, "config": self.config_yaml}
+                self._written_by_rank0(lambda: self.checkpointer.save_best(best))
             if last or (epoch + 1) % opts.save_freq == 0:
                 self.save(epoch_complete=True)
             if not last:

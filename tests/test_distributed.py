@@ -1,0 +1,67 @@
+"""Two CPU processes (gloo): what every rank must agree on before training (the EMA copy's starting weights) and
+the collectives that carry a rank-0 write's failure or a resume's choice to every rank."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from engine import distributed as dist_utils
+from engine.checkpointing import CheckpointError
+from engine.distributed import DistContext
+
+
+def _ema_checksums(rank: int, world: int, init_file: str, out: dict) -> None:
+    from engine.runner import models_for_training
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(1000 + rank)  # as the run seeds SEED + rank: randomly initialised weights differ
+        model = torch.nn.Linear(8, 4)
+        ctx = DistContext(rank=rank, world_size=world)
+        _, ema = models_for_training(model, ctx, SimpleNamespace(EMA=True, EMA_DECAY=0.99, COMPILE=False))
+        sums = dist_utils.all_gather_objects(float(sum(p.sum() for p in ema.module.parameters())), ctx)
+        if rank == 0:
+            out["sums"] = sums
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_starts_its_ema_copy_from_the_same_weights(tmp_path):
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_ema_checksums, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+        sums = out["sums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+
+
+def test_a_failed_write_on_rank_0_stops_the_other_ranks_too(tmp_path, monkeypatch):
+    from tests.test_checkpointing import _tiny_trainer
+
+    trainer = _tiny_trainer(str(tmp_path), num_classes=4)
+    trainer.ctx = DistContext(rank=1, world_size=2)  # this process plays rank 1, which writes nothing
+    monkeypatch.setattr(dist_utils, "all_gather_objects", lambda obj, ctx: ["no space left on the device", obj])
+    with pytest.raises(CheckpointError, match="rank 0 could not write a checkpoint: no space left on the device"):
+        trainer._written_by_rank0(lambda: str(tmp_path / "ckpt_epoch_1.pth"))
+    monkeypatch.setattr(dist_utils, "all_gather_objects", lambda obj, ctx: [None, obj])
+    assert trainer._written_by_rank0(lambda: "named") == "named"
+    trainer.metrics.close()
+
+
+def test_ranks_that_would_resume_different_checkpoints_stop(tmp_path, monkeypatch):
+    from tests.test_checkpointing import _tiny_trainer
+
+    trainer = _tiny_trainer(str(tmp_path), num_classes=4)
+    trainer.state.epoch, trainer.state.global_step = 0, 5
+    trainer.checkpointer.save(trainer.state_dict(epoch_complete=True))
+    # the other rank's node saw no checkpoint in OUTPUT (a node-local folder)
+    monkeypatch.setattr(dist_utils, "all_gather_objects", lambda obj, ctx: [obj, None])
+    with pytest.raises(CheckpointError, match="resumed from different checkpoints"):
+        _tiny_trainer(str(tmp_path), num_classes=4).resume("", auto=True)
+    trainer.metrics.close()

@@ -19,8 +19,8 @@ EARLIER_RUNS_DIR = "earlier_runs"
 # What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt: those stay and grow, a
 # history of every attempt. The first group marks an earlier run; the second only comes along with it.
 _RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
-_RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv", "per_class_*.csv", "training_curves.png",
-                   "confusion_*.png", "tensorboard")
+_RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv",
+                   "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard")
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 _EVALUATION_RESULTS = ("config.yaml", "summary.json", "predictions_test.csv", "per_class_test.csv",
                        "confusion_test.png")

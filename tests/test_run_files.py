@@ -34,8 +34,9 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
     dest, names = first
     assert os.path.dirname(dest) == str(tmp_path / EARLIER_RUNS_DIR)
     assert sorted(os.listdir(dest)) == sorted(names) == [
-        ".ckpt_step_44.pth.k2j1x9.tmp", "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml", "confusion_test.png", "metrics.jsonl",
-        "per_class_test.csv", "predictions_test.csv", "summary.json", "tensorboard", "training_curves.png"]
+        ".ckpt_step_44.pth.k2j1x9.tmp", "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml",
+        "confusion_test.png", "metrics.jsonl", "per_class_test.csv", "predictions_test.csv", "summary.json",
+        "tensorboard", "training_curves.png"]
     assert (tmp_path / EARLIER_RUNS_DIR / os.path.basename(dest) / "tensorboard" / "events.out").read_text() == "x"
     # the logs (a history of every attempt) and files the run did not write stay
     assert sorted(os.listdir(tmp_path)) == ["ckpt_old.pth.bak", EARLIER_RUNS_DIR, "log_rank0.txt", "log_rank1.txt",

@@ -7,8 +7,9 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
         --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3                    # evaluate a released checkpoint, 4x3 views
     python train.py --cfg configs/k400.yaml --dry-run             # check files, print the plan, train nothing
 
-Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint), named in one line; 3 a non-finite loss;
-4 stopped by SIGTERM or SIGUSR1 after writing a step checkpoint (the same command resumes).
+Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint) or a file that cannot be written, named in one
+line; 3 a non-finite loss; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (the
+same command resumes).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@
 # Every stage runs under `timeout` with its time box; a stage that fails or runs out of time is reported and the
 # next one still runs; the exit code is 1 when any stage failed. Generated clips go to $EVA_TMP (default
 # /tmp/eva_gpu_suite), never into the results. --dry-run lists the stages, their time boxes, commands and result
-# files. On the device machine give --out $OUT: only files under $OUT come back (results/ is git-ignored), at most
-# 8 of them, so the script warns when the plans would write more (smoke and bench together write 8).
+# files. --out DIR puts the results under DIR (results/ is git-ignored). Smoke and bench together write 8 files, at
+# most two folders deep, so that a remote machine's results come back in one small copy; the script warns when the
+# plans would write more.
 # The reference clips are read from $EVA_SHARED_DIR/data/real (default: ../shared/data/real).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -114,10 +115,10 @@ if [ ! -d "$shared/data/real" ]; then
     echo "WARNING: no reference clips at $shared/data/real: set EVA_SHARED_DIR to the reference folder (the parity" \
          "and gpu_tests stages will fail without it)" >&2
 fi
-# A run on the device machine brings back at most 8 files from $OUT: the rest would be dropped after the run.
+# Results meant to be copied back from a remote GPU machine in one small transfer: 8 files at most.
 if [ $planned -gt 8 ]; then
-    echo "WARNING: ${args[*]} write $planned result files, and a run on the device machine brings back at most 8" \
-         "(from \$OUT, two folders deep at most): run these plans in separate calls" >&2
+    echo "WARNING: ${args[*]} write $planned result files, more than the 8 of smoke and bench together (sized to" \
+         "copy back from a remote machine at once): run these plans in separate calls if that matters" >&2
 fi
 
 status=0

@@ -94,7 +94,7 @@ def test_dry_run_names_missing_reference_clips(tmp_path):
 
 
 def test_each_plan_names_its_result_files_and_more_than_eight_are_warned_about():
-    """A run on the device machine brings back at most 8 files from $OUT: smoke and bench together write 8. Every
+    """Smoke and bench together write 8 files (a remote machine's results come back in one small copy). Every
     file a stage's command writes into the results folder is among its plan's listed files, and the other way
     round (the first listed is the plan's log, which the suite writes)."""
     done = _dry_run("smoke", "bench", "decode", "loader", "train", "eval")

@@ -751,3 +751,31 @@ def test_preparation_without_a_terminal_reports_progress_in_plain_lines(capsys):
     assert parallel_map(abs, [-1, -2, -3], 1, "check k400", progress=False) == [1, 2, 3]
     err = capsys.readouterr().err
     assert err.startswith("check k400: 3 files done in ") and "\r" not in err
+
+
+def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_path, monkeypatch):
+    from tools.kinetics import reencode as reencode_mod
+
+    src = tmp_path / "k400"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=8)
+    real_job, jobs = reencode_mod._reencode_job, []
+
+    def interrupted_job(args):
+        if len(jobs) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the third file
+        jobs.append(args[0])
+        return real_job(args)
+
+    monkeypatch.setattr(reencode_mod, "_reencode_job", interrupted_job)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        reencode_tree(str(src), str(tmp_path / "out"), EncodeSettings(short_side=32, gop=4), workers=1,
+                      progress=False, log=lines.append)
+    report = json.loads((tmp_path / "out" / "reencode_report.json").read_text())
+    assert (report["done"], report["interrupted"], report["total"]) == (2, True, 3)
+    assert "interrupted: the same command goes on with the rest" in lines[-1]
+    monkeypatch.setattr(reencode_mod, "_reencode_job", real_job)
+    again = reencode_tree(str(src), str(tmp_path / "out"), EncodeSettings(short_side=32, gop=4), workers=1,
+                          progress=False, log=lines.append)
+    assert (again["skipped_existing"], again["done"], again["interrupted"]) == (2, 1, False)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map"]
+__all__ = ["KineticsError", "parallel_map", "parallel_imap"]
 
 
 class KineticsError(ValueError):
@@ -16,12 +16,18 @@ class KineticsError(ValueError):
 
 def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool,
                  on_crash: Callable | None = None) -> list:
+    """The list of :func:`parallel_imap`'s results."""
+    return list(parallel_imap(fn, items, workers, desc, progress, on_crash))
+
+
+def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool,
+                  on_crash: Callable | None = None) -> Iterator:
     """``[fn(x) for x in items]``, in ``workers`` processes when workers > 1 (never forked: FFmpeg and x264 keep
     internal threads), with an optional progress bar. ``fn`` must be a module-level function. ``on_crash(x, how)``
     is the result for an item that kills its worker process (see ``evautil.workers.map_with_progress``). Without
     a bar, a plain progress line goes to stderr every 30 seconds (a 650,000-file check takes minutes)."""
-    return list(map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file",
-                                  on_crash=on_crash, log=_stderr_line))
+    return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
+                             log=_stderr_line)
 
 
 def _stderr_line(message: str) -> None:

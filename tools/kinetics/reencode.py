@@ -11,8 +11,9 @@ from fractions import Fraction
 from typing import Callable
 
 from dali_pipelines.pyav_io import count_frames
+from evautil.files import atomic_write_text
 
-from .common import KineticsError, parallel_map
+from .common import KineticsError, parallel_imap
 from .scan import is_video_file
 
 __all__ = ["EncodeSettings", "check_h264_encoder", "count_frames", "probe_output", "reencode_video",
@@ -274,18 +275,20 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
     verification). Failures are collected, not raised; the report is written to ``report_dir`` (default
-    ``dst_root``) as ``reencode_report.json`` and ``.md``.
+    ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is interrupted (``"interrupted"``).
+    Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
+    failures (a 650,000-video tree held a result dict per video).
 
     Returns:
         ``{"src_root", "dst_root", "settings", "total", "skipped_existing", "done", "failed": [...],
-        "warnings": [...], "frames", "seconds"}``.
+        "warnings": [...], "frames", "seconds", "interrupted"}``.
     """
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
     pairs = plan_reencode(src_root, dst_root)
     todo = [(s, d) for s, d in pairs if not os.path.exists(d)]
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
               "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "done": 0, "failed": [],
-              "warnings": [], "frames": 0, "seconds": 0.0}
+              "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
     if dry_run:
         log(f"[dry-run] would re-encode {len(todo)} of {len(pairs)} videos from {report['src_root']} into "
             f"{dst_root} (H.264, short side {settings.short_side}, GOP {settings.gop}, no B-frames); "
@@ -295,34 +298,41 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         return report
     check_h264_encoder()
     t0 = time.perf_counter()
-    results = parallel_map(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
-                           on_crash=_reencode_crashed)
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    for r in results:
-        if r["ok"]:
-            report["done"] += 1
-            report["frames"] += r["frames"]
-            for wmsg in r.get("warnings", []):
-                report["warnings"].append({"src": r["src"], "warning": wmsg})
-        else:
-            report["failed"].append({"src": r["src"], "error": r["error"]})
-    rdir = report_dir or dst_root
+    report["interrupted"] = True  # until every file has a result
+    try:
+        for r in parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
+                               on_crash=_reencode_crashed):
+            if r["ok"]:
+                report["done"] += 1
+                report["frames"] += r["frames"]
+                for wmsg in r.get("warnings", []):
+                    report["warnings"].append({"src": r["src"], "warning": wmsg})
+            else:
+                report["failed"].append({"src": r["src"], "error": r["error"]})
+        report["interrupted"] = False
+    finally:
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        _write_report(report, report_dir or dst_root, log)
+    return report
+
+
+def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
+    """``reencode_report.json`` and ``.md`` in ``rdir``, and one line saying what was done."""
+    dst_root = report["dst_root"]
     os.makedirs(rdir, exist_ok=True)
-    with open(os.path.join(rdir, "reencode_report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    atomic_write_text(os.path.join(rdir, "reencode_report.json"), json.dumps(report, indent=2) + "\n")
     md = [f"# Re-encode {report['src_root']} -> {dst_root}", "",
           f"- settings: {report['settings']}", f"- videos: {report['total']}, already done (skipped): "
           f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
-          f"- frames encoded: {report['frames']} in {report['seconds']} s", ""]
+          f"- frames encoded: {report['frames']} in {report['seconds']} s"
+          + (" (interrupted: the same command goes on with the rest)" if report["interrupted"] else ""), ""]
     if report["failed"]:
         md += ["## Failures (originals untouched, no output written)", ""]
         md += [f"- `{x['src']}`: {x['error']}" for x in report["failed"]] + [""]
     if report["warnings"]:
         md += ["## Warnings", ""] + [f"- `{x['src']}`: {x['warning']}" for x in report["warnings"]] + [""]
-    with open(os.path.join(rdir, "reencode_report.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(md))
+    atomic_write_text(os.path.join(rdir, "reencode_report.md"), "\n".join(md))
+    stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
     log(f"re-encoded {report['done']} videos ({report['frames']} frames) in {report['seconds']} s; "
-        f"skipped {report['skipped_existing']} already done; {len(report['failed'])} failed"
+        f"skipped {report['skipped_existing']} already done; {len(report['failed'])} failed{stopped}"
         + (f" (see {os.path.join(rdir, 'reencode_report.md')})" if report["failed"] else ""))
-    return report

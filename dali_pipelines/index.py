@@ -58,6 +58,8 @@ _DURATION_SLACK = 0.02
 _RETIRED_TRUNCATION = "the duration implies"
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
+# Every progress line of a build (the start, the periodic and the final one) begins with this.
+PROGRESS_PREFIX = "indexing "
 # Without a progress bar, a plain progress line is logged this often while probing.
 _LOG_EVERY_S = 30.0
 # While probing, the cache is saved this often, so that a build that is killed (preemption, the time limit) leaves
@@ -260,7 +262,7 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
     with the rows not probed yet left UNKNOWN, so that the next build probes only those."""
     save = _saver(match, videos, paths) if match.jobs.size or not match.current else None
     if match.jobs.size:
-        desc = f"indexing {os.path.basename(videos.list_path)}"
+        desc = f"{PROGRESS_PREFIX}{os.path.basename(videos.list_path)}"
         known = int(np.count_nonzero(match.table.status != UNKNOWN))
         logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
                     f" ({known:,} known from the cache)" if known else "")

@@ -46,6 +46,10 @@ def test_mixed_list_names_every_bad_file(tmp_path, videos):
     # an MP4 cut short loses its index (moov): not a readable container, with FFmpeg's reason
     assert bad[str(videos / "truncated.mp4")].startswith("not a readable video container (")
     assert "verified 1 list(s), 6 videos: 4 unreadable" in r.stdout
+    # without a terminal: the build's progress as plain lines on stderr, and not the index's own warnings
+    assert "indexing mixed.txt: probing 5 of 6 videos" in r.stderr  # the missing file is not probed
+    assert "indexing mixed.txt: 5 videos done in" in r.stderr
+    assert "bad video" not in r.stderr
     quarantine = (tmp_path / "mixed.txt.quarantine.txt").read_text()
     assert sorted(ln.split("\t")[0] for ln in quarantine.splitlines()) == [
         "empty.mp4", "garbage.mp4", "missing.mp4", "truncated.mp4"]

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
-from dali_pipelines.index import build_index  # noqa: E402
+from dali_pipelines.index import PROGRESS_PREFIX, build_index  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,10 +96,22 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
     return bad_total
 
 
+def _show_index_progress() -> None:
+    """The index build's plain progress lines on stderr, and nothing else it logs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(lambda r: r.levelno == logging.INFO and r.getMessage().startswith(PROGRESS_PREFIX))
+    index_logger = logging.getLogger("dali_pipelines.index")
+    index_logger.addHandler(handler)
+    index_logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # The report below names every bad video with its reason; the index's own warnings would repeat them.
+    # The report below names every bad video with its reason; the index's own warnings would repeat them. Its
+    # progress lines stay (a first build of a Kinetics list takes many minutes; a bar shows it on a terminal).
     logging.getLogger("dali_pipelines").setLevel(logging.ERROR)
+    if not sys.stderr.isatty():
+        _show_index_progress()
     try:
         targets = _targets(args)
         if args.cfg:

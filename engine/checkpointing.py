@@ -28,6 +28,7 @@ import torch
 
 from evautil.errors import CheckpointError
 from evautil.files import atomic_temp_glob, atomic_write
+from evautil.zip_check import damaged_zip_record
 
 from .metrics import epoch_number
 
@@ -108,10 +109,14 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
     """Load one of our checkpoints (weights_only) and check that it holds ``required`` keys.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a checkpoint, or lacks required keys.
+        CheckpointError: the file is missing, truncated, changed on disk after it was written (a record fails its
+            CRC-32), not a checkpoint, or lacks required keys.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
+    damage = damaged_zip_record(path)  # torch.load would hand back the changed bytes as weights
+    if damage:
+        raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, disallowed globals: all mean "unusable"

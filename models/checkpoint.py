@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from evautil.errors import CheckpointError
+from evautil.zip_check import damaged_zip_record
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
@@ -116,6 +117,9 @@ def _unreadable(path: str, error: Exception) -> CheckpointError:
 
 def _torch_load(path: str) -> Any:
     """``torch.load(weights_only=True)``, retried with approved plain-data globals only."""
+    damage = damaged_zip_record(path)  # torch.load would hand back the changed bytes as weights
+    if damage:
+        raise CheckpointError(f"{path}: damaged: {damage}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # first: a refused global is approved (plain data) or refused by

@@ -357,3 +357,65 @@ def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_r
                      ("val", 3), ("test", 3), ("ckpt", 3)]
     assert (result["best_top1"], result["best_epoch"], result["final"]["top1"]) == (83.0, 2, 85.0)
     assert torch.load(tmp_path / "best.pth", weights_only=True)["top1"] == 83.0
+
+
+def _flip_a_byte_of_record(path, suffix: str) -> None:
+    """Change one byte in the middle of the stored (uncompressed) record whose name ends with ``suffix``, as a bad
+    sector or a storage fault would after the write."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+        name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+        at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 0x10]))
+
+
+def test_a_checkpoint_changed_on_disk_is_refused_and_the_previous_one_used(tmp_path):
+    warnings = []
+    ck = Checkpointer(str(tmp_path), keep_last=5, warn=warnings.append)
+    ck.save(_state(4))
+    ck.save({**_state(8), "model": {"w": torch.arange(4096, dtype=torch.float32)}})
+    changed = tmp_path / "ckpt_step_8.pth"
+    _flip_a_byte_of_record(changed, "/data/0")
+    # torch.load does not check the CRC-32 it wrote: the changed weight would be trained on
+    assert not torch.equal(torch.load(changed, weights_only=True)["model"]["w"], torch.arange(4096.0))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(str(changed))
+    assert str(info.value).startswith(f"checkpoint {changed} is damaged: record ")
+    assert "does not match the CRC-32 written with it" in str(info.value)
+    path, state = ck.find_latest()
+    assert os.path.basename(path) == "ckpt_step_4.pth" and state["global_step"] == 4
+    assert len(warnings) == 1 and "ckpt_step_8.pth is damaged" in warnings[0]
+
+
+def test_weights_changed_on_disk_are_refused_by_the_weights_reader(tmp_path):
+    from models.checkpoint import read_state_dict
+
+    path = tmp_path / "best.pth"
+    save_atomic({"model": {"w": torch.arange(4096, dtype=torch.float32)}, "top1": 50.0}, str(path))
+    assert torch.equal(read_state_dict(path)["w"], torch.arange(4096.0))
+    _flip_a_byte_of_record(path, "/data/0")
+    with pytest.raises(CheckpointError, match=r"best.pth: damaged: record \S+/data/0 does not match the CRC-32"):
+        read_state_dict(path)
+
+
+def test_archives_written_without_crcs_still_load(tmp_path):
+    import zipfile
+
+    from torch.utils.serialization import config
+
+    path = str(tmp_path / "ckpt_step_3.pth")
+    before = config.save.compute_crc32
+    config.save.compute_crc32 = False  # not monkeypatch: undoing deletes the key from torch's config module
+    try:
+        save_atomic(_state(3), path)
+    finally:
+        config.save.compute_crc32 = before
+    assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}
+    assert load_checkpoint(path)["global_step"] == 3

@@ -293,6 +293,13 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
     newest = again.checkpointer.save(again.state_dict(epoch_complete=True))
     (out / "ckpt_step_99.pth").write_bytes(b"PK\x03\x04 damaged")  # skipped, as find_latest skips it
     assert resume_point(cfg, src)[0] == newest
+    # a checkpoint of this attempt whose bytes changed on disk reads (memory-mapped) but is skipped too
+    os.remove(out / "ckpt_step_99.pth")  # (it would rotate ckpt_epoch_3 away)
+    changed = again.checkpointer.save({**again.state_dict(epoch_complete=False), "global_step": 20})
+    assert os.path.basename(changed) == "ckpt_step_20.pth" and Checkpointer.step_of(changed) == 20
+    _flip_a_byte_of_record(changed, "/data/0")
+    assert resume_point(cfg, src)[0] == newest
+    os.remove(changed)
     # TRAIN.AUTO_RESUME False, or an evaluation, takes the file as given
     cfg.TRAIN.AUTO_RESUME = False
     assert resume_point(cfg, src) == (src, "")

@@ -23,8 +23,8 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
-    "DistContext", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects", "barrier",
-    "broadcast_object", "shutdown", "seed_everything",
+    "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
+    "barrier", "broadcast_object", "shutdown", "seed_everything",
 ]
 
 
@@ -35,7 +35,7 @@ class DistContext:
     Attributes:
         rank: global rank (0 for a single process).
         world_size: number of processes.
-        local_rank: rank on this node; selects the GPU.
+        local_rank: rank on this node; selects the GPU (:func:`gpu_index`).
         device: the torch device this process computes on.
     """
 
@@ -70,19 +70,39 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def gpu_index(local_rank: int, visible: int) -> int:
+    """The GPU a process with ``local_rank`` computes on when it sees ``visible`` GPUs: the one of its local rank
+    (torchrun, one launcher per node), or the only one it sees (a scheduler that gives every process its own GPU
+    through CUDA_VISIBLE_DEVICES, where LOCAL_RANK still counts the processes of the node).
+
+    Raises:
+        ValueError: more processes on the node than GPUs each can see, naming both numbers.
+    """
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise ValueError(f"LOCAL_RANK={local_rank} but this process sees {visible} GPUs"
+                     + (f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else "")
+                     + f": start at most {visible} processes per node (torchrun --nproc_per_node {visible}), "
+                     "or give each process one GPU")
+
+
 def init_from_env(device: str = "auto") -> DistContext:
     """Read RANK / WORLD_SIZE / LOCAL_RANK and join the process group when WORLD_SIZE > 1.
 
     Args:
-        device: "auto" (the GPU LOCAL_RANK when CUDA is available, else the CPU), "cpu" or "cuda".
+        device: "auto" (the GPU of :func:`gpu_index` when CUDA is available, else the CPU), "cpu" or "cuda".
     """
     rank = _env_int("RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        index = gpu_index(local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
@@ -100,7 +120,7 @@ def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
     if not ctx.distributed:
         return model
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
         broadcast_buffers=False, find_unused_parameters=False)
 
 

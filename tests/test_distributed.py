@@ -65,3 +65,22 @@ def test_ranks_that_would_resume_different_checkpoints_stop(tmp_path, monkeypatc
     with pytest.raises(CheckpointError, match="resumed from different checkpoints"):
         _tiny_trainer(str(tmp_path), num_classes=4).resume("", auto=True)
     trainer.metrics.close()
+
+
+def test_each_process_computes_on_the_gpu_it_can_see(monkeypatch):
+    # torchrun: every process of a node sees all GPUs and takes its local rank's.
+    assert [dist_utils.gpu_index(r, 8) for r in range(8)] == list(range(8))
+    # a scheduler that gives every task its own GPU (CUDA_VISIBLE_DEVICES=<one>): LOCAL_RANK still counts the tasks
+    assert dist_utils.gpu_index(3, 1) == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(ValueError, match=r"^LOCAL_RANK=2 but this process sees 2 GPUs \(CUDA_VISIBLE_DEVICES=0,1\): "
+                                         r"start at most 2 processes per node \(torchrun --nproc_per_node 2\)"):
+        dist_utils.gpu_index(2, 2)
+    # init_from_env selects that device (set_device recorded: no GPU here)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    ctx = dist_utils.init_from_env("cuda")
+    assert chosen == [0] and ctx.device == torch.device("cuda", 0) and ctx.device_id == 0 and ctx.local_rank == 3

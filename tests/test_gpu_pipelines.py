@@ -234,3 +234,47 @@ def test_loader_batches_identical_with_and_without_the_nvdec_cut(h264_data):
     assert len(runs[True]) == len(runs[False]) > 0
     for (i1, v1), (i2, v2) in zip(runs[True], runs[False]):
         assert torch.equal(i1, i2) and torch.equal(v1, v2)
+
+
+def _evaluate_on(loader_device: str, root: str, lst: str, wait_every_batch: bool) -> list:
+    """Predictions of a small EVA on the multi-view loader; ``wait_every_batch`` makes the host wait for every
+    forward, as a per-batch copy of the results to the host did."""
+    from engine.distributed import DistContext
+    from engine.evaluate import evaluate
+    from models.eva import EVAVideoTransformer
+
+    device = torch.device("cuda", 0) if loader_device == "gpu" else torch.device("cpu")
+    torch.manual_seed(3)
+    model = EVAVideoTransformer(img_size=64, num_frames=4, patch_size=16, num_classes=3, embed_dim=64, depth=2,
+                                num_heads=2, mlp_hidden_dim=128).to(device)
+    torch.nn.init.normal_(model.head.weight, std=3.0)  # probabilities that differ from video to video
+
+    class WaitingForEveryForward(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, clips):
+            logits = self.model(clips)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return logits
+
+    cfg = small_cfg(root, "", lst, **{"DATA.DECODE_DEVICE": loader_device, "DATA.INPUT_SIZE": 64,
+                                      "TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3, "TEST.BATCH_SIZE": 2})
+    loader = build_loader(cfg, "test", device_id=0 if loader_device == "gpu" else None)
+    try:
+        return evaluate(WaitingForEveryForward() if wait_every_batch else model, loader, DistContext(device=device),
+                        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)["predictions"]
+    finally:
+        loader.close()
+
+
+def test_evaluation_on_gpu_equals_one_that_waits_for_every_batch(h264_data):
+    """Evaluation keeps every batch's top-5 on the GPU and copies them to the host once after the loop, so the
+    loader runs ahead of the model: the GPU buffers DALI hands over must stay valid until the forward that reads
+    them has run. The results equal those of a run in which the host waits for every forward."""
+    root, lst = h264_data
+    ahead, waited = (_evaluate_on("gpu", root, lst, wait) for wait in (False, True))
+    assert [p[:3] for p in ahead] == [p[:3] for p in waited] and len(ahead) == len(COUNTS)
+    assert np.allclose([p[3] for p in ahead], [p[3] for p in waited], atol=1e-6)

@@ -11,7 +11,9 @@ in a per-user cache directory when the list's directory is read-only; the format
 probed again, the others are reused, wherever they now stand in the list. A file lock makes several processes that
 start at once (torchrun ranks) probe only once, and lets them read a finished index at the same time. The process
 that probes reports its progress (a bar on a terminal, else a log line every half minute) and saves what it has
-probed every minute and when it is interrupted: the next build probes only the videos left.
+probed every minute and when it is interrupted: the next build probes only the videos left. A list written by
+``tools/prepare_kinetics.py lists --check`` comes with its cache already written (:func:`save_probed_index`, from
+the rows of the same probe, :func:`probe_videos`), so that its first build probes nothing.
 
 The index of a Kinetics-size list is held by every rank, so it is kept as columns (the list's
 :class:`~dali_pipelines.filelist.VideoList` and an :class:`~dali_pipelines.index_store.VideoTable` of the probed
@@ -32,7 +34,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -40,13 +42,13 @@ from evautil.files import atomic_write_text
 from evautil.workers import map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
-from .filelist import DataError, VideoList, read_video_list
+from .filelist import DataError, PathTable, VideoList, read_video_list
 from .index_store import (BAD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, locked,
                           save_cache)
 from .pyav_io import BadVideoError, StreamProbe, probe_stream
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
-           "IndexPaths", "INDEX_SCHEMA_VERSION"]
+           "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +197,15 @@ def _probe_crashed(job: tuple[int, str, bool], how: str) -> tuple[int, None, str
     return job[0], None, f"probing it crashed the process: {how}"
 
 
-def _probe_all(jobs: list[tuple[int, str, bool]], workers: int, progress: bool,
-               desc: str) -> Iterator[tuple[int, dict | None, str | None]]:
+def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool, desc: str,
+                 log: Callable[[str], None] = logger.info) -> Iterator[tuple[int, dict | None, str | None]]:
+    """The index's probe (:func:`probe_video`) of every ``(row, path, full_decode)`` job in ``workers`` processes,
+    yielding ``(row, VideoInfo as dict or None, bad reason or None)`` as they finish; a video whose probe crashes
+    its worker is bad. Also what ``prepare_kinetics.py lists --check`` runs, so that its verdicts and the facts it
+    caches (:func:`save_probed_index`) are the index's own. Progress: a bar, or plain lines to ``log``."""
     # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs.
     return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False,
-                             on_crash=_probe_crashed, log=logger.info, log_every_s=_LOG_EVERY_S)
+                             on_crash=_probe_crashed, log=log, log_every_s=_LOG_EVERY_S)
 
 
 @dataclass
@@ -267,7 +273,7 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
         logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
                     f" ({known:,} known from the cache)" if known else "")
         jobs = [(r, videos.path(r), full_decode) for r in match.jobs.tolist()]
-        results = _probe_all(jobs, workers, progress, desc)
+        results = probe_videos(jobs, workers, progress, desc)
         done = saved = 0
         next_save = time.monotonic() + _SAVE_EVERY_S
         try:
@@ -323,6 +329,30 @@ def _save_interrupted(save: Callable[[], float], desc: str, done: int, total: in
         return
     logger.warning("%s: stopped after %s of %s videos; they are saved in %s, the next build probes the other %s",
                    desc, f"{done:,}", f"{total:,}", cache, f"{total - done:,}")
+
+
+def save_probed_index(list_path: str, root: str, rel_paths: Sequence[str], table: VideoTable) -> str:
+    """Write the index cache of a list whose videos have just been probed (:func:`probe_videos`), so that the
+    first :func:`build_index` of the list probes none of them: row ``r`` of ``table`` is the video
+    ``rel_paths[r]`` (relative to ``root``, as the list's lines say). The file, its lock and its format are
+    :func:`build_index`'s (the first row of a repeated path, as a build saves it), and so is its validity: a row
+    is reused only while its file keeps the size and mtime the probe recorded. A quarantine file or version 2
+    cache left beside the list by an earlier list of that name is removed (:func:`build_index` writes the
+    quarantine file again if rows are bad). Returns the cache's path."""
+    if len(rel_paths) != len(table):
+        raise ValueError(f"{len(table)} probed rows for {len(rel_paths)} paths")
+    first: dict[str, int] = {}
+    for row, rel in enumerate(rel_paths):
+        first.setdefault(rel, row)
+    if len(first) < len(table):
+        table = table.take(np.fromiter(first.values(), np.int64, len(first)))
+    paths = index_paths(list_path)
+    with locked(paths.lock):
+        save_cache(paths.cache, os.path.abspath(list_path), os.path.abspath(root), PathTable.from_paths(first), table)
+        for stale in (paths.quarantine, paths.json_cache):
+            if os.path.exists(stale):
+                os.unlink(stale)
+    return paths.cache
 
 
 def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:

@@ -29,7 +29,7 @@ import logging
 import os
 import zipfile
 from dataclasses import dataclass, fields
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -187,6 +187,21 @@ class VideoTable:
             else:
                 out[name] = np.zeros(len(rows), col.dtype)
         return VideoTable(out, {k: list(v) for k, v in self.texts.items()}, list(self.reasons))
+
+    @classmethod
+    def concat(cls, tables: Sequence["VideoTable"]) -> "VideoTable":
+        """The rows of ``tables``, one table after another, their string codes mapped into one set of tables."""
+        out = cls.empty(0)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+        for t in tables:
+            for name, col in t.columns.items():
+                if name in _TEXTS or name == "reason":
+                    src, dst = (t.reasons, out.reasons) if name == "reason" else (t.texts[name], out.texts[name])
+                    limit = np.iinfo(COLUMNS[name]).max
+                    col = np.asarray([out._code(dst, name, s, limit) for s in src], COLUMNS[name])[col]
+                parts[name].append(col)
+        return cls({name: np.concatenate([np.zeros(0, COLUMNS[name]), *cols]) for name, cols in parts.items()},
+                   out.texts, out.reasons)
 
     def rows_with_reason(self, phrase: str) -> np.ndarray:
         """A mask of the BAD rows whose reason contains ``phrase``."""

@@ -28,10 +28,3 @@ def reencode_job(args: tuple):
 
     _crash_on_marked(args[0])
     return _reencode_job(args)
-
-
-def first_frame_job(path: str):
-    from tools.kinetics.scan import _probe_first_frame
-
-    _crash_on_marked(path)
-    return _probe_first_frame(path)

@@ -170,6 +170,40 @@ def test_reordered_and_extended_list_reuses_cached_rows(mixed, real_clips_dir, m
     assert calls == [str(root / "class 0" / "new.mp4")]
 
 
+def test_probed_rows_saved_for_a_list_are_what_its_build_reuses(mixed, monkeypatch):
+    """save_probed_index (what `prepare_kinetics.py lists --check` writes): the rows of probe_videos, saved for a
+    list, make its first build probe nothing and give what a build that probes finds; a stale quarantine file is
+    removed, and a repeated path is saved once."""
+    lst, root = mixed
+    videos = read_video_list(str(lst), str(root))
+    rels = [videos.rel_path(r) for r in range(len(videos))]
+    probed = VideoTable.empty(len(rels))
+    jobs = [(r, videos.path(r), False) for r in range(len(rels))]
+    for row, info, reason in index_mod.probe_videos(jobs, 1, False, "test"):
+        if info is None:  # bad rows keep the file's size and mtime, as a build records them (none when missing)
+            st = os.stat(videos.path(row)) if os.path.exists(videos.path(row)) else None
+            probed.set_bad(row, reason, st.st_size if st else 0, st.st_mtime_ns if st else 0, False)
+        else:
+            probed.set_good(row, index_mod.VideoInfo.from_record(info), False)
+    quarantine = index_mod.index_paths(str(lst)).quarantine
+    Path(quarantine).write_text("stale\tfrom an earlier list of this name\n")
+    lst.write_text(lst.read_text() + f"{rels[0]} 2\n")  # a repeated path: saved once, reused for both rows
+    table = VideoTable.concat([probed, probed.take(np.asarray([0]))])  # the rows of two scans, as for k722
+    cache = index_mod.save_probed_index(str(lst), str(root), rels + rels[:1], table)
+    assert cache == index_mod.index_paths(str(lst)).cache and not os.path.exists(quarantine)
+    assert len(load_cache(cache, os.path.abspath(root)).rel_paths) == len(rels)
+
+    calls = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    seeded = build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == [] and seeded.probed == 0 and sorted(seeded.bad) == [3, 4]
+    assert os.path.exists(quarantine) and "garbage.mp4" in Path(quarantine).read_text()
+    os.unlink(cache)
+    fresh = build_index(str(lst), str(root), workers=1, progress=False)
+    assert fresh.probed == len(rels) and snapshot(seeded) == snapshot(fresh)  # every row but the missing one
+
+
 def test_list_read_in_pieces_is_the_list_read_whole(tmp_path, monkeypatch):
     """Lines split in small pieces (every piece ending after a newline) give exactly ``splitlines``' lines, line
     numbers included, whatever the line endings."""

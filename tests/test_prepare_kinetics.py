@@ -481,12 +481,12 @@ def test_unreadable_files_skipped_and_reported(tmp_path, capsys):
     assert "empty file" in scan.skipped[0][1]
     with pytest.raises(KineticsError, match=r"(?s)unusable.*zero.*empty file"):
         scan_dataset("k400", str(root), strict=True)
-    # --check decodes each file: the dummy bytes are not videos, a real clip is.
+    # --check probes each file as the training index does: the dummy bytes are not videos, a real clip is.
     write_clip(root / "train" / "a" / vid("real"), t=4)
     scan = scan_dataset("k400", str(root), check=True, workers=1, allow_empty_classes=True)
     assert [os.path.basename(v.path) for v in scan.videos["train"]] == [vid("real")]
     bad = {os.path.basename(p): r for p, r in scan.skipped}
-    assert set(bad) == {vid("a"), vid("b"), vid("c"), vid("zero")} and "cannot decode" in bad[vid("a")]
+    assert set(bad) == {vid("a"), vid("b"), vid("c"), vid("zero")} and "not a readable video container" in bad[vid("a")]
     # The val class now has no usable video.
     with pytest.raises(KineticsError, match=r"no usable video \('a'\); 1 unusable file"):
         scan_dataset("k400", str(root), check=True)
@@ -599,6 +599,120 @@ def test_reencoded_tree_loads_on_nvdec(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# --check writes the lists' index caches: the first training run probes nothing
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def counted_probes(monkeypatch) -> list[str]:
+    """The paths the index's probe job is run on (check and index builds alike; one worker: in this process)."""
+    from dali_pipelines import index as index_mod
+
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    return calls
+
+
+def _truncate(path: Path, share: float = 0.6) -> None:
+    """Cut a clip short: its first frame still decodes, the index calls it truncated."""
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * share)])
+
+
+def _fresh_infos(list_path: Path, root: Path) -> list:
+    """Every row's facts as a build without a cache probes them (a copy of the list, which has no cache)."""
+    from dali_pipelines.index import build_index
+
+    copy = list_path.with_name("fresh_" + list_path.name)
+    copy.write_bytes(list_path.read_bytes())
+    ix = build_index(str(copy), str(root), workers=1, progress=False)
+    assert ix.probed == len(ix) and not ix.bad
+    return [ix.table.info(r) for r in range(len(ix))]
+
+
+def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_path, counted_probes, capsys):
+    from dali_pipelines.index import build_index, index_paths
+
+    root = tmp_path / "k400"
+    for i, cls in enumerate((ARM, PAF)):
+        for j in range(3):
+            write_clip(root / "train" / cls / vid(f"t{i}{j}"), t=6 + j, seed=i)
+        write_clip(root / "val" / cls / vid(f"v{i}"), t=5, seed=i)
+    cut = write_clip(root / "train" / ARM / vid("cut"), t=30, codec="h264")
+    _truncate(cut)
+    (root / "val" / PAF / vid("junk")).write_bytes(b"\x00not a video" * 50)
+    files = sorted(str(p) for p in root.rglob("*.mp4"))
+    data = tmp_path / "data"
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--data-root", str(tmp_path),
+            "--workers", "1"]
+    assert prepare_kinetics.main(args + ["--check"]) == 0
+    assert sorted(counted_probes) == files  # the check probed each file once, with the index's probe
+    rep = json.loads((data / "k400_report.json").read_text())
+    skipped = {os.path.basename(f["path"]): f["reason"] for f in rep["skipped_files"]}
+    assert set(skipped) == {vid("cut"), vid("junk")} and skipped[vid("cut")].startswith("truncated")
+    lists = {split: data / f"k400_{split}.txt" for split in ("train", "val")}
+    assert [len(read_list(p)) for p in lists.values()] == [6, 2]  # the rejected files are not listed
+
+    counted_probes.clear()
+    for split, lst in lists.items():
+        assert Path(index_paths(str(lst)).cache).is_file()
+        ix = build_index(str(lst), str(tmp_path), 2, workers=1, progress=False)  # as the first training run
+        assert counted_probes == [] and ix.probed == 0 and not ix.bad and len(ix) == len(read_list(lst))
+        assert f"({len(ix)} probed" not in ix.summary() and f"(0 probed, {len(ix)} from cache)" in ix.summary()
+        assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(lst, tmp_path)  # the index's own facts
+        counted_probes.clear()
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "verify_data.py"), *map(str, lists.values()), "--root",
+                        str(tmp_path), "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(0 probed, 6 from cache)" in r.stdout and "(0 probed, 2 from cache)" in r.stdout
+
+    # A clip changed after the check (same name, other content) is probed again, and only it.
+    changed = root / "train" / PAF / vid("t11")
+    write_clip(changed, t=11, seed=5)
+    ix = build_index(str(lists["train"]), str(tmp_path), 2, workers=1, progress=False)
+    assert counted_probes == [str(changed)] and ix.probed == 1
+    assert ix.infos[ix.videos.rel_paths.find(os.path.relpath(changed, tmp_path))].num_frames == 11
+
+    # Without --check: the lists as before and no index cache; the first build probes every video.
+    counted_probes.clear()
+    plain = tmp_path / "plain"
+    assert prepare_kinetics.main(args[:4] + [str(plain)] + args[5:]) == 0
+    assert counted_probes == [] and not list(plain.glob("*.index.npz"))
+    assert len(read_list(plain / "k400_train.txt")) == 7  # the truncated clip is listed (the index finds it)
+    ix = build_index(str(plain / "k400_train.txt"), str(tmp_path), 2, workers=1, progress=False)
+    assert ix.probed == 7 and len(counted_probes) == 7 and list(ix.bad.values())[0].startswith("truncated")
+
+    # --check with --dry-run: says it would write the caches, writes nothing.
+    capsys.readouterr()
+    assert prepare_kinetics.main(args[:4] + [str(tmp_path / "dry")] + args[5:] + ["--check", "--dry-run"]) == 0
+    assert not (tmp_path / "dry").exists()
+    assert f"would write the index cache of {tmp_path / 'dry' / 'k400_train.txt'} (6 videos" in capsys.readouterr().out
+
+
+def test_checked_k722_lists_come_with_their_index(tmp_path, counted_probes):
+    # The merged lists mix the datasets' probes (here one VP9 and one H.264 dataset: other codec codes).
+    from dali_pipelines.index import build_index
+
+    for ds, codec in (("k400", "vp9"), ("k600", "h264")):
+        for cls in (ARM, ABS):
+            write_clip(tmp_path / ds / "train" / cls / vid(f"{ds}{cls[:2]}"), t=7, codec=codec)
+            write_clip(tmp_path / ds / "val" / cls / vid(f"{ds}v{cls[:2]}"), t=5, codec=codec)
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["k722", "--dataset", f"k400={tmp_path / 'k400'}", "--dataset",
+                                  f"k600={tmp_path / 'k600'}", "--out", str(out), "--data-root", str(tmp_path),
+                                  "--workers", "1", "--check"]) == 0
+    assert len(counted_probes) == 8
+    counted_probes.clear()
+    for name in ("k722_train.txt", "k722_val.txt", "k400_train.txt", "k600_val.txt"):
+        ix = build_index(str(out / name), str(tmp_path), workers=1, progress=False)
+        assert counted_probes == [] and ix.probed == 0 and len(ix) == len(read_list(out / name)) > 0
+        assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(out / name, tmp_path)
+        counted_probes.clear()
+    codecs = {ix.table.info(r).codec for r in range(len(ix))}
+    assert codecs == {"h264"}  # k600_val: its own rows, not k400's
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # re-encoding
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -656,17 +770,18 @@ def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_
     """`lists --check` and `reencode` over a tree where one file kills the worker process that decodes it (as a
     crash in FFmpeg would): that file is reported as such, and every other file is checked and re-encoded. (With
     multiprocessing.Pool both waited forever for the lost result.)"""
+    from dali_pipelines import index as index_mod
     from tests import crashing_jobs
-    from tools.kinetics import reencode as reencode_mod, scan as scan_mod
+    from tools.kinetics import reencode as reencode_mod
 
     src = tmp_path / "k400"
     for split, tag in (("train", "a"), ("train", crashing_jobs.CRASH_MARK), ("val", "c")):
         write_clip(src / split / ARM / vid(tag), t=8)
     crasher = vid(crashing_jobs.CRASH_MARK)
-    monkeypatch.setattr(scan_mod, "_probe_first_frame", crashing_jobs.first_frame_job)  # workers import it by name
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.probe_job)  # workers import it by name
     scan = scan_dataset("k400", str(src), check=True, workers=2)
     bad = {os.path.basename(p): r for p, r in scan.skipped}
-    assert list(bad) == [crasher] and bad[crasher].startswith("decoding it crashed the process")
+    assert list(bad) == [crasher] and bad[crasher].startswith("probing it crashed the process")
     assert "signal SIGSEGV" in bad[crasher]
     assert [os.path.basename(v.path) for v in scan.videos["train"] + scan.videos["val"]] == [vid("a"), vid("c")]
 

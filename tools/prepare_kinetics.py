@@ -8,6 +8,9 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             id is in the dataset's val list removed (--keep-duplicates, --keep-leaked switch these off):
               python tools/prepare_kinetics.py lists --dataset k400=data/k400 --out data/
             -> data/k400_train.txt, data/k400_val.txt, data/k400_labels.csv, data/k400_report.{json,md}
+            with --check every video is probed as the training index probes it, unusable ones are left out, and
+            each list comes with its index cache (data/k400_train.txt.index.npz, ...): the first training run
+            reuses it and probes no video again (one that changes after the check is probed again)
 
   k722      the merged Kinetics-722 (class union, training videos de-duplicated by YouTube id, every training
             video whose YouTube id is in any given validation split removed) and the class mappings that select
@@ -59,7 +62,9 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--underscore-to-space", action="store_true",
                    help="class name = folder name with '_' replaced by ' ' (the released heads use spaces)")
     p.add_argument("--check", action="store_true",
-                   help="open every video and decode its first frame; unusable files are skipped and reported")
+                   help="probe every video as the training index does (frame count, codec, size, first frame "
+                        "decodes, not truncated); unusable files are skipped and reported, and each list is "
+                        "written with its index cache (<list>.index.npz), so training probes none of them again")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                    help="processes for --check (default: all cores)")
     p.add_argument("--strict", action="store_true", help="unusable video files are an error instead of skipped")

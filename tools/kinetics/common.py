@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Sequence
 
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map", "parallel_imap"]
+__all__ = ["KineticsError", "parallel_map", "parallel_imap", "stderr_line"]
 
 
 class KineticsError(ValueError):
@@ -27,8 +27,9 @@ def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progre
     is the result for an item that kills its worker process (see ``evautil.workers.map_with_progress``). Without
     a bar, a plain progress line goes to stderr every 30 seconds (a 650,000-file check takes minutes)."""
     return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
-                             log=_stderr_line)
+                             log=stderr_line)
 
 
-def _stderr_line(message: str) -> None:
+def stderr_line(message: str) -> None:
+    """A plain progress line on stderr (what the preparation steps log without a progress bar)."""
     print(message, file=sys.stderr, flush=True)

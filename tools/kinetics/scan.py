@@ -10,8 +10,14 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .common import KineticsError, parallel_map
+import numpy as np
+
+from .common import KineticsError, stderr_line
+
+if TYPE_CHECKING:
+    from dali_pipelines.index_store import VideoTable
 
 __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "SKIP_KINDS", "Video", "DatasetScan", "youtube_id", "is_video_file",
            "unlistable_reason", "is_listable", "printable_path", "scan_dataset"]
@@ -65,6 +71,9 @@ class DatasetScan:
         found: ``{split: number of video files found}``, usable or not: ``len(videos[split])`` plus the split's
             skipped files.
         skipped_counts: ``{split: {kind: number of files skipped}}``, kinds from :data:`SKIP_KINDS`.
+        probes: with ``check``, the training index's facts of every usable video (a ``VideoTable``), from which
+            the lists' index caches are written; None without.
+        probe_rows: ``{Video.path: row of probes}``.
     """
 
     name: str
@@ -75,6 +84,8 @@ class DatasetScan:
     ignored: list[str] = field(default_factory=list)
     found: dict[str, int] = field(default_factory=dict)
     skipped_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    probes: VideoTable | None = None
+    probe_rows: dict[str, int] = field(default_factory=dict)
 
     def found_in(self, split: str) -> int:
         """Video files found in ``split``, usable or not (a scan built by hand, without ``found``: the videos)."""
@@ -132,19 +143,28 @@ def printable_path(path: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
-def _probe_first_frame(path: str) -> str | None:
-    """Open ``path`` with PyAV and decode one frame; None when fine, else the reason."""
-    import av  # local: scanning without --check must not need PyAV
+def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int,
+                  progress: bool) -> tuple["VideoTable", list[str | None]]:
+    """``--check``: probe every candidate with the training index's own probe; returns a table with the facts of
+    the good ones (row i: ``candidates[i]``, UNKNOWN where bad) and each candidate's reason to be skipped (None:
+    good).
 
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                return "no video stream"
-            for _ in container.decode(video=0):
-                return None
-            return "no decodable frame"
-    except Exception as e:  # FFmpeg raises many error types for broken files; all mean "unreadable" here
-        return f"cannot decode: {type(e).__name__}: {e}"
+    The index's probe decodes the first frame, as the check did on its own before, and also reads what the index
+    keeps (frame count, size, codec, decoder facts) and finds truncated streams, which the index would quarantine:
+    one pass gives both the check's verdict and the rows of the lists' index caches, so that the first training
+    run (or verify_data) probes none of the videos again."""
+    from dali_pipelines.index import probe_videos  # local: scanning without --check must not need PyAV
+    from dali_pipelines.index_store import VideoInfo, VideoTable
+
+    table = VideoTable.empty(len(candidates))
+    reasons: list[str | None] = [None] * len(candidates)
+    jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates)]
+    for row, info, reason in probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line):
+        if info is None:
+            reasons[row] = reason or "unreadable"
+        else:
+            table.set_good(row, VideoInfo.from_record(info), False)
+    return table, reasons
 
 
 def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
@@ -222,7 +242,9 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         train_dir, val_dir: folder names of the two splits under ``root``.
         underscore_to_space: class name = folder name with ``_`` replaced by spaces (for downloads that write
             ``arm_wrestling``; the released heads use the names with spaces).
-        check: open every video with PyAV and decode its first frame; failures are skipped (or raise if strict).
+        check: probe every video as the training index does (it must open, hold frames, decode its first frame
+            and not stop short of what its container declares); failures are skipped (or raise if strict), and
+            the facts of the others are kept in ``probes`` for the lists' index caches.
         workers: processes for ``check``.
         strict: raise instead of skipping empty, unreadable or undecodable files.
         allow_empty_classes: accept class folders without usable videos (by default an error).
@@ -250,16 +272,18 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     # Every video file found, usable or not, so that a report's "found" is written + skipped + dropped.
     found = {split: sum(1 for s, _ in candidates if s == split) + sum(counts[split].values()) for split in counts}
 
+    probes, probe_rows = None, {}
     if check and candidates:
-        reasons = parallel_map(_probe_first_frame, [v.path for _, v in candidates], workers, f"check {name}",
-                               progress, on_crash=lambda path, how: f"decoding it crashed the process: {how}")
+        table, reasons = _check_videos(name, candidates, workers, progress)
         good = []
         for (split, v), reason in zip(candidates, reasons):
             if reason is None:
+                probe_rows[v.path] = len(good)
                 good.append((split, v))
             else:
                 skipped.append((v.path, reason))
                 counts[split][SKIP_UNDECODABLE] += 1
+        probes = table.take(np.asarray([i for i, r in enumerate(reasons) if r is None], np.int64))
         candidates = good
     if strict and skipped:
         lines = "\n".join(f"  {printable_path(p)}: {r}" for p, r in skipped[:20])
@@ -278,4 +302,5 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         for split, folder in (("train", train_dir), ("val", val_dir)):
             _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped)
     return DatasetScan(name, root, classes, videos, skipped, ignored, found,
-                       {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in counts.items()})
+                       {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in counts.items()}, probes,
+                       probe_rows)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from evautil.files import atomic_write_text
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
-from .lists import (class_labels, clean_dataset_lists, dataset_list_lines, format_list_line, labels_csv_text,
-                    relative_path)
-from .scan import DatasetScan, printable_path
+from .lists import class_labels, clean_dataset_lists, format_list_line, labels_csv_text, relative_path
+from .scan import DatasetScan, Video, printable_path
+
+if TYPE_CHECKING:
+    from dali_pipelines.index_store import VideoTable
 
 __all__ = ["prepare_lists", "prepare_k722"]
 
@@ -38,6 +40,20 @@ class _Writer:
         self.written.append(path)
         return path
 
+    def index_cache(self, list_name: str, root: str, rel_paths: Sequence[str], table: "VideoTable") -> None:
+        """The index cache of list ``list_name`` (``dali_pipelines.index.save_probed_index``), from its videos'
+        ``--check`` probes: the first training run (or verify_data) on the list probes none of them."""
+        list_path = os.path.join(self.out_dir, list_name)
+        if self.dry_run:
+            self.log(f"[dry-run] would write the index cache of {list_path} ({len(rel_paths)} videos, probed by "
+                     "--check)")
+            return
+        from dali_pipelines.index import save_probed_index  # local: lists without --check need no PyAV
+
+        path = save_probed_index(list_path, root, rel_paths, table)
+        self.log(f"wrote {path} (the index of {len(rel_paths)} videos, probed by --check)")
+        self.written.append(path)
+
     def npy(self, name: str, array: np.ndarray) -> str:
         path = os.path.join(self.out_dir, name)
         if self.dry_run:
@@ -53,6 +69,34 @@ class _Writer:
 
 def _lines_text(lines: Sequence[str]) -> str:
     return "".join(ln + "\n" for ln in lines)
+
+
+def _probed_table(scans: Sequence[DatasetScan], videos: Sequence[Video]) -> "VideoTable | None":
+    """The ``--check`` probe rows of ``videos``, in their order (what their list's index cache holds); None when
+    the list is empty or some video's dataset was scanned without ``--check``."""
+    by_name = {s.name: s for s in scans}
+    used = [by_name[n] for n in dict.fromkeys(v.dataset for v in videos)]
+    if not used or any(s.probes is None for s in used):
+        return None
+    from dali_pipelines.index_store import VideoTable
+
+    offsets, start = {}, 0
+    for s in used:
+        offsets[s.name], start = start, start + len(s.probes)
+    rows = np.fromiter((offsets[v.dataset] + by_name[v.dataset].probe_rows[v.path] for v in videos), np.int64,
+                       len(videos))
+    return VideoTable.concat([s.probes for s in used]).take(rows)
+
+
+def _write_list(w: _Writer, name: str, scans: Sequence[DatasetScan], videos: Sequence[Video],
+                labels: Sequence[int], data_root: str) -> None:
+    """Write list ``name`` (``videos`` with ``labels``, paths relative to ``data_root``) and, when its videos were
+    probed by ``--check``, its index cache."""
+    rel_paths = [relative_path(v.path, data_root) for v in videos]
+    w.text(name, _lines_text([format_list_line(p, lab) for p, lab in zip(rel_paths, labels)]))
+    table = _probed_table(scans, videos)
+    if table is not None:
+        w.index_cache(name, data_root, rel_paths, table)
 
 
 def _check_data_root(scans: Sequence[DatasetScan], data_root: str, log: Callable[[str], None]) -> None:
@@ -137,8 +181,8 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
         expected = _KNOWN_SIZES.get(s.name.lower())
         if expected and expected != len(s.classes):
             log(f"warning: {s.name} has {len(s.classes)} classes, the official release has {expected}")
-        w.text(f"{s.name}_train.txt", _lines_text(dataset_list_lines(cleaned.train, labels, data_root)))
-        w.text(f"{s.name}_val.txt", _lines_text(dataset_list_lines(cleaned.val, labels, data_root)))
+        for split, videos in (("train", cleaned.train), ("val", cleaned.val)):
+            _write_list(w, f"{s.name}_{split}.txt", [s], videos, [labels[v.class_name] for v in videos], data_root)
         w.text(f"{s.name}_labels.csv", labels_csv_text(s.classes))
         rep = _scan_report(s)
         rep["data_root"] = data_root
@@ -170,8 +214,7 @@ def prepare_k722(scans: Sequence[DatasetScan], out_dir: str, data_root: str | No
             f"(try --underscore-to-space)")
     w = _Writer(out_dir, dry_run, log)
     for split, videos in (("train", res.train), ("val", res.val)):
-        lines = [format_list_line(relative_path(v.path, data_root), lab) for v, lab in videos]
-        w.text(f"{name}_{split}.txt", _lines_text(lines))
+        _write_list(w, f"{name}_{split}.txt", scans, [v for v, _ in videos], [lab for _, lab in videos], data_root)
     w.text(f"{name}_labels.csv", labels_csv_text(res.classes))
     for ds, m in res.mappings.items():
         w.npy(f"{name}_to_{ds}_mapping.npy", m)

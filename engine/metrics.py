@@ -20,7 +20,8 @@ is printed only when there is no bar. Conventions of the numbers written:
 - ``kind: "data"`` lines, one after every training epoch: the training loader's counters summed over ranks and
   counted since the loader was built (this process): videos and clips per decode route (``videos_<route>``,
   ``clips_<route>``), ``route_fallbacks``, ``skipped_videos``, ``substituted``, ``rebuilds``, ... (evaluation
-  lines carry the same counters of their own loader).
+  lines carry the same counters of their own loader), and the host memory resident at the epoch's end
+  (``host_rss_gb``, ``workers_rss_gb``: :func:`host_memory_gb`, of the rank with the most).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .progress import format_number as _fmt
 from .run_files import drop_lines_after
 
 __all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "epoch_number",
-           "STEP_KEYS", "EVAL_KEYS"]
+           "host_memory_gb", "STEP_KEYS", "EVAL_KEYS"]
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
 STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
@@ -164,6 +165,43 @@ def _max_mem_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def host_memory_gb() -> dict[str, float] | None:
+    """Resident memory now (GiB, from /proc): this process's (``host_rss_gb``) and that of every process it started,
+    summed (``workers_rss_gb``: decode and probe workers, multiprocessing's helpers). None without /proc. Unlike
+    ``max_mem_gb`` (a peak, CUDA memory on a GPU), epoch after epoch these show whether host memory keeps growing."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    parents: dict[int, int] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    parents[int(name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile, or not readable
+                continue
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+
+    def rss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    own = os.getpid()
+    descendants, todo = [], list(children.get(own, []))
+    while todo:
+        pid = todo.pop()
+        descendants.append(pid)
+        todo += children.get(pid, [])
+    return {"host_rss_gb": rss(own) / 2**30, "workers_rss_gb": sum(map(rss, descendants)) / 2**30}
 
 
 # The propagate flag and level a followed logger had before its first follower (see MetricLogger.follow_logger).

@@ -23,7 +23,7 @@ from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_che
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log
 from .loader_stats import loader_stats
-from .metrics import MetricLogger
+from .metrics import MetricLogger, host_memory_gb
 from .preemption import Preempted, StepControl
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision"]
@@ -207,6 +207,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         pass
     metrics.end_epoch(state.global_step, state.epoch)
     return {"loss": epoch_loss / epoch_steps if epoch_steps else float("nan"), "steps": epoch_steps}
+
+
+def largest_host_memory(ctx: DistContext) -> dict[str, float]:
+    """:func:`host_memory_gb` of the rank with the most of each (every rank must call it: it gathers); {} where
+    /proc is missing."""
+    parts = [p for p in all_gather_objects(host_memory_gb(), ctx) if p]
+    return {k: round(max(p[k] for p in parts), 3) for k in parts[0]} if parts else {}
 
 
 @dataclass
@@ -440,8 +447,9 @@ class Trainer:
                                           self.criterion, st, opts, self.metrics, self.ctx, mixup=self.mixup,
                                           scaler=self.scaler, ema=self.ema, on_step=on_step, control=self._control)
             self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: mean loss {train_stats['loss']:.4f}")
-            # Every rank gathers (loader_stats); rank 0 writes the counters, the routes' among them.
-            self.metrics.log_data("train", loader_stats(self.train_loader, self.ctx), epoch, st.global_step)
+            # Every rank gathers (loader_stats, host memory); rank 0 writes the counters, the routes' among them.
+            self.metrics.log_data("train", {**loader_stats(self.train_loader, self.ctx),
+                                            **largest_host_memory(self.ctx)}, epoch, st.global_step)
             last = epoch + 1 == opts.epochs
             result = None
             if last:

@@ -204,6 +204,7 @@ def test_full_run_outputs(reference, dataset):
         routes = {k[len("clips_"):]: v for k, v in d.items() if k.startswith("clips_") and v}
         assert sum(routes.values()) == 16 * d["epoch"] and routes, d
         assert sum(v for k, v in d.items() if k.startswith("videos_")) == 16 and d["route_fallbacks"] == 0
+        assert 0.05 < d["host_rss_gb"] < 20 and d["workers_rss_gb"] >= 0  # resident host memory at the epoch end
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
     assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0

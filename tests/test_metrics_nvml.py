@@ -73,3 +73,29 @@ def test_nvml_sampler_accounting(monkeypatch):
     with common.NvmlSampler(enabled=False) as off:
         pass
     assert off.result()["nvdec_util_mean"] is None
+
+
+def test_host_memory_counts_this_process_and_every_process_it_started():
+    import subprocess
+    import sys
+    import time
+
+    from engine.metrics import host_memory_gb
+
+    before = host_memory_gb()
+    # a worker's worker (as multiprocessing's fork server starts the decode workers) holding 300 MiB
+    code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+            "'import time; b = bytearray(300 * 2**20); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(60)'])")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while (now := host_memory_gb())["workers_rss_gb"] < before["workers_rss_gb"] + 0.29:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.1)
+    finally:
+        child.kill()
+        child.wait()
+    with open("/proc/self/status") as f:
+        vm_rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    assert abs(host_memory_gb()["host_rss_gb"] - vm_rss_kib / 2**20) < 0.05
+    assert now["workers_rss_gb"] < before["workers_rss_gb"] + 0.45  # the two interpreters and their 300 MiB

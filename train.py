@@ -9,7 +9,7 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
 
 Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint) or a file that cannot be written, named in one
 line; 3 a non-finite loss; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (the
-same command resumes).
+same command resumes); 130 (as a shell reports it) stopped by Ctrl-C, without a checkpoint, in one line.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from engine.checkpointing import CheckpointError
 from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
 from engine.train_loop import NonFiniteLossError
 from evautil.files import write_failure
+from evautil.interrupt import on_interrupt
 
 import wiring
 
@@ -79,6 +80,9 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    on_interrupt("the run stopped where it was, without a checkpoint: OUTPUT keeps the checkpoints written before, "
+                 "and an index being built keeps the videos probed so far (SIGTERM or SIGUSR1 instead stop at the "
+                 "next step with a checkpoint, exit code 4)")
     try:
         cfg = load_config(args.cfg, config_overrides(args))
         # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.

@@ -20,6 +20,7 @@ import sys
 import torch
 
 from engine.evaluate import read_label_names
+from evautil.interrupt import on_interrupt
 from models.weights_file import save_weights_file
 from tools.inference import load_model, opts_last
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="tensor type in the file (default float32)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    on_interrupt(f"exporting: {args.out} not written")
     from configs import load_config
     from train import INPUT_ERRORS
 

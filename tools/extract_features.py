@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
+from evautil.interrupt import on_interrupt  # noqa: E402
 from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_ranks, finished_paths,  # noqa: E402
                                  merge_index, rewrite_failed)
 from tools.inference import (InputError, build_view_loader, check_output_path, collect_videos,  # noqa: E402
@@ -214,6 +215,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    on_interrupt(f"extracting features: the shards already written to {args.out} are kept, and the same command "
+                 "skips their videos")
     from train import INPUT_ERRORS
 
     try:

@@ -19,6 +19,7 @@ import sys
 # Runnable as `python tools/make_synthetic_dataset.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evautil.interrupt import on_interrupt  # noqa: E402
 from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
 
 
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json is "
+                 "written last); the same command writes it again")
 
     s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
                                val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,

@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.plots import write_plots  # noqa: E402
+from evautil.interrupt import on_interrupt  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("output_dir", help="a run's output folder (OUTPUT), holding metrics.jsonl")
     ap.add_argument("--out", default=None, help="folder for the PNG files (default: the run's folder)")
     args = ap.parse_args(argv)
+    on_interrupt("plotting: a plot being written may be cut short; the same command draws them again")
     try:
         written = write_plots(args.output_dir, dest=args.out)
     except FileNotFoundError as e:

@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 
 from engine import distributed  # noqa: E402
 from engine.train_loop import resolve_precision  # noqa: E402
+from evautil.interrupt import on_interrupt  # noqa: E402
 from tools.inference import (InputError, build_view_loader, check_output_path, collect_videos,  # noqa: E402
                              load_model, load_setup, opts_last, progress_bar, view_outputs)
 
@@ -136,6 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    on_interrupt(f"predicting: no predictions printed or written; the video index in {args.work_dir} keeps the "
+                 "videos probed so far, for the next run")
     from train import INPUT_ERRORS
 
     ctx = None

@@ -38,6 +38,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evautil.interrupt import on_interrupt  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
@@ -128,9 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C during ``args.command`` leaves behind."""
+    if args.command == "reencode":
+        return ("re-encoding: the videos finished so far are kept (a video gets its name only when finished); "
+                "the same command skips them and goes on with the rest")
+    return (f"{args.command}: no file in {args.out} is half-written (each is written whole, after the scan), but "
+            "the set may be incomplete; run the same command again")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 some re-encodes failed, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    on_interrupt(_interrupted(args))
     try:
         if args.command == "lists":
             prepare_lists(_scan_all(args), args.out, args.data_root, dedup=not args.keep_duplicates,

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
 from dali_pipelines.index import PROGRESS_PREFIX, build_index  # noqa: E402
+from evautil.interrupt import on_interrupt  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,6 +108,8 @@ def _show_index_progress() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    on_interrupt("verifying the lists: the videos probed so far are saved in each list's <list>.index.npz; "
+                 "the same command probes only the rest")
     # The report below names every bad video with its reason; the index's own warnings would repeat them. Its
     # progress lines stay (a first build of a Kinetics list takes many minutes; a bar shows it on a terminal).
     logging.getLogger("dali_pipelines").setLevel(logging.ERROR)

@@ -1,0 +1,111 @@
+"""Ctrl-C in a command: one line saying what stopped and what was kept, no traceback, the status of a SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable
+
+from evautil.interrupt import on_interrupt
+from tests.conftest import ROOT, child_env
+
+
+def _interrupt_when(cmd: list[str], cwd, started: Callable[[str], bool], settle_s: float = 0.3) -> tuple[int, str]:
+    """Run ``cmd``, send SIGINT to its process group (as a terminal's Ctrl-C does) ``settle_s`` after
+    ``started(stderr so far)`` holds, and return (status, stderr)."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not started("".join(lines)):
+            assert p.poll() is None and time.monotonic() < deadline, f"the work never started:\n{''.join(lines)}"
+            time.sleep(0.05)
+        time.sleep(settle_s)  # into the work, not at its first step
+        os.killpg(p.pid, signal.SIGINT)
+        status = p.wait(120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    reader.join(10)
+    return status, "".join(lines)
+
+
+def _assert_one_line(status: int, err: str, says: str) -> str:
+    # A process ended by SIGINT: a shell reports 130, and a shell loop over the command stops too.
+    assert status == -signal.SIGINT, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and says in last, err
+    return last
+
+
+def test_make_synthetic_dataset_interrupted_says_the_dataset_is_incomplete(tmp_path):
+    out = tmp_path / "synthetic dataset"
+    status, err = _interrupt_when(
+        [sys.executable, str(ROOT / "tools" / "make_synthetic_dataset.py"), "--out", str(out), "--train-per-class",
+         "400", "--val-per-class", "1", "--frames", "8", "--workers", "1"], tmp_path,
+        lambda err: "synthetic clips" in err)
+    last = _assert_one_line(status, err, f"writing the synthetic dataset in {out}")
+    assert "the same command writes it again" in last
+    assert not (out / "dataset.json").exists()  # never marked complete
+
+
+def test_verify_data_interrupted_keeps_the_videos_probed(tmp_path, real_clips_dir):
+    # Many names for one real clip: a list that takes long enough to index (about 40 s on 2 cores) to be
+    # interrupted in the middle, after the first results (the pool takes a few seconds to start).
+    clip = real_clips_dir / "clip_32frames_340x256.mp4"
+    (tmp_path / "v").mkdir()
+    lines = []
+    for i in range(4000):
+        os.symlink(clip, tmp_path / "v" / f"{i}{clip.suffix}")
+        lines.append(f"v/{i}{clip.suffix} 0\n")
+    (tmp_path / "list.txt").write_text("".join(lines))
+    status, err = _interrupt_when(
+        [sys.executable, str(ROOT / "tools" / "verify_data.py"), str(tmp_path / "list.txt"), "--workers", "2",
+         "--full-decode"], tmp_path, lambda err: "probing 4,000 of 4,000 videos" in err, settle_s=8.0)
+    _assert_one_line(status, err, "the videos probed so far are saved in each list's <list>.index.npz")
+    assert (tmp_path / "list.txt.index.npz").is_file()
+
+
+def test_reencode_interrupted_keeps_the_finished_videos(tmp_path):
+    clips = tmp_path / "clips"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic_dataset.py"), "--out", str(clips),
+                    "--train-per-class", "1", "--val-per-class", "0", "--frames", "4", "--quiet"], check=True,
+                   env=child_env(), stdout=subprocess.DEVNULL)
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, clip in enumerate(sorted((clips / "videos").glob("*/*.mp4"))):
+        for i in range(500):  # enough to be interrupted in the middle
+            os.symlink(clip, src / f"{k}_{i}.mp4")
+    dst = tmp_path / "dst"
+    status, err = _interrupt_when(
+        [sys.executable, str(ROOT / "tools" / "prepare_kinetics.py"), "reencode", "--src", str(src), "--dst",
+         str(dst), "--short-side", "16", "--workers", "1"], tmp_path,
+        lambda _: dst.is_dir() and any(dst.glob("*.mp4")))
+    _assert_one_line(status, err, "re-encoding: the videos finished so far are kept")
+    finished = list(dst.glob("*.mp4"))
+    assert 0 < len(finished) < 2000
+    rerun = subprocess.run([sys.executable, str(ROOT / "tools" / "prepare_kinetics.py"), "reencode", "--src",
+                            str(src), "--dst", str(dst), "--dry-run"], env=child_env(), capture_output=True,
+                           text=True, check=True)
+    assert f"{len(finished)} already done" in rerun.stdout  # the same command goes on with the rest
+
+
+def test_on_interrupt_leaves_other_errors_to_the_previous_hook(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc[0]))
+    monkeypatch.setattr("evautil.interrupt._message", None)
+    on_interrupt("first phase")
+    on_interrupt("second phase: its files are kept")  # a later phase replaces what is said
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    sys.excepthook(ValueError, ValueError("x"), None)
+    assert capsys.readouterr().err == "interrupted: second phase: its files are kept\n"
+    assert seen == [ValueError]

@@ -144,9 +144,16 @@ def _merge_file(cfg: CN, path: str, seen: set, depth: int = 0) -> None:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
-    for base in data.pop("BASE", None) or []:
+    bases = data.pop("BASE", None) or []
+    if isinstance(bases, str):  # one file written without the list brackets; iterating it would give characters
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: BASE must be a list of config files, got {bases!r}")
+    for base in bases:
         if base:
             _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, depth + 1)
     _merge_dict(cfg, data, path, seen=seen)

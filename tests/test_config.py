@@ -82,6 +82,22 @@ def test_base_files_merge_first(tmp_path):
     assert (cfg.DATA.NUM_FRAMES, cfg.DATA.NUM_CLASSES) == (4, 7)
 
 
+def test_base_may_name_one_file_without_a_list(tmp_path):
+    (tmp_path / "base.yaml").write_text("DATA:\n  NUM_FRAMES: 4\n")
+    (tmp_path / "child.yaml").write_text("BASE: base.yaml\nDATA:\n  NUM_CLASSES: 7\n")
+    cfg = load_config(str(tmp_path / "child.yaml"))
+    assert (cfg.DATA.NUM_FRAMES, cfg.DATA.NUM_CLASSES) == (4, 7)
+    (tmp_path / "child.yaml").write_text("BASE: 5\n")
+    with pytest.raises(ConfigError, match="child.yaml: BASE must be a list of config files, got 5"):
+        load_config(str(tmp_path / "child.yaml"))
+
+
+def test_a_yaml_that_is_not_utf8_names_the_file(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("OUTPUT: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.yaml: not UTF-8 text"):
+        load_config(str(tmp_path / "latin1.yaml"))
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config("nope.yaml")

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from configs import ConfigError
+
 from .distributed import DistContext, all_gather_objects
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
@@ -22,19 +24,46 @@ from .metrics import MetricLogger
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy"]
 
 
-def read_label_names(path: str) -> dict[int, str]:
-    """Class names from an ``id,name`` CSV (header optional). Raises FileNotFoundError naming the file."""
+def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:
+    """Class names from an ``id,name`` CSV whose first line may be a header; with ``num_classes``, one name for
+    each class 0..num_classes-1.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: a row that is not ``id,name``, an id given twice, or (with ``num_classes``) ids that are not
+            the classes: the message names the file and the line. A skipped row would leave a class unnamed in
+            every prediction file, and a labels file of another dataset would name the wrong classes.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label list DATA.LABEL_LIST = {path} does not exist")
+    where = f"label list DATA.LABEL_LIST = {path}"
     names: dict[int, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for row in csv.reader(f):
-            if len(row) < 2:
-                continue
-            try:
-                names[int(row[0])] = row[1].strip()
-            except ValueError:
-                continue  # header line
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, row in enumerate(csv.reader(f), 1):
+                if not any(cell.strip() for cell in row):
+                    continue
+                try:
+                    cls = int(row[0])
+                except ValueError:
+                    if line == 1:
+                        continue  # the header
+                    cls = -1
+                if cls < 0 or len(row) < 2:
+                    raise ConfigError(f"{where}, line {line}: expected 'id,name' with an id >= 0, got "
+                                      f"{','.join(row)!r}")
+                if cls in names:
+                    raise ConfigError(f"{where}, line {line}: class {cls} is named twice")
+                names[cls] = row[1].strip()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if num_classes is not None:
+        extra = sorted(c for c in names if c >= num_classes)
+        missing = [c for c in range(num_classes) if c not in names]
+        if extra or missing:
+            raise ConfigError(f"{where} names {len(names)} classes, but DATA.NUM_CLASSES is {num_classes}: "
+                              + (f"ids {extra[:5]} are too large" if extra else f"no name for ids {missing[:5]}")
+                              + (" ..." if len(extra or missing) > 5 else ""))
     return names
 
 

@@ -88,6 +88,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
     if missing:
         raise FileNotFoundError("missing input files: " + "; ".join(missing))
+    _class_names(cfg)  # its format now, not after the lists are indexed and the loaders built
 
 
 def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
@@ -303,7 +304,7 @@ def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:
 
 
 def _class_names(cfg) -> dict[int, str] | None:
-    return read_label_names(cfg.DATA.LABEL_LIST) if cfg.DATA.LABEL_LIST else None
+    return read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES) if cfg.DATA.LABEL_LIST else None
 
 
 def only_test(run: Run, cfg) -> dict[str, Any]:

@@ -78,6 +78,25 @@ def test_malformed_list_names_file_and_line(tmp_path, dataset, capsys):
     assert rc == 2 and f"{bad}:2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content, needle", [
+    (b"id,name\n0,a\nzz,b\n2,c\n3,d\n", "line 3: expected 'id,name' with an id >= 0, got 'zz,b'"),
+    (b"id,name\n0,a\n1\n2,c\n3,d\n", "line 3: expected 'id,name'"),
+    (b"0,a\n1,b\n1,c\n3,d\n", "line 3: class 1 is named twice"),
+    (b"id,name\n0,a\n1,b\n", "names 2 classes, but DATA.NUM_CLASSES is 4: no name for ids [2, 3]"),
+    (b"id,name\n0,a\n1,b\n2,c\n3,d\n4,e\n", "ids [4] are too large"),
+    (b"id,name\n0,caf\xe9\n", "not UTF-8 text"),
+])
+def test_malformed_label_list_is_one_line_exit_2(tmp_path, dataset, capsys, content, needle):
+    # Before, such rows were skipped (classes left unnamed in every prediction file) or, not UTF-8, a traceback
+    # after the lists were indexed and the loaders built.
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(content)
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out", "DATA.LABEL_LIST",
+                                                                   str(labels))])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"DATA.LABEL_LIST = {labels}" in err and needle in err and len(err.strip().splitlines()) == 1
+
+
 def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")])
     out = capsys.readouterr().out

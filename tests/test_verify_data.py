@@ -82,3 +82,17 @@ def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, 
     assert r.returncode == 2 and f"{lst}:1: label 7 is outside [0, 4)" in r.stderr
     r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts, "TRAIN.NOPE", "1")
     assert r.returncode == 2 and "TRAIN.NOPE" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_problems_are_one_line_exit_2(tmp_path, videos):
+    (tmp_path / "latin1.yaml").write_bytes("OUTPUT: caf\xe9\n".encode("latin-1"))
+    r = _verify("--cfg", str(tmp_path / "latin1.yaml"), "--dry-run")
+    want = f"error: {tmp_path / 'latin1.yaml'}: not UTF-8 text (invalid continuation byte at byte 11)\n"
+    assert r.returncode == 2 and r.stderr == want, r.stderr
+    (tmp_path / "list.txt").write_text(f"{GOOD[0]} 0\n")
+    (tmp_path / "labels.csv").write_text("id,name\n0,a\nb\n")
+    (tmp_path / "cfg.yaml").write_text(f"DATA:\n  ROOT: {videos}\n  VAL_FILE: {tmp_path / 'list.txt'}\n"
+                                       f"  LABEL_LIST: {tmp_path / 'labels.csv'}\n  NUM_CLASSES: 2\n")
+    r = _verify("--cfg", str(tmp_path / "cfg.yaml"), "--dry-run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "labels.csv, line 3: expected 'id,name'" in r.stderr

@@ -36,10 +36,7 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dic
         model = model.to(dtype)
     names: list[str] = []
     if cfg.DATA.LABEL_LIST:
-        table = read_label_names(cfg.DATA.LABEL_LIST)
-        missing = [c for c in range(cfg.DATA.NUM_CLASSES) if c not in table]
-        if missing:
-            raise ValueError(f"DATA.LABEL_LIST {cfg.DATA.LABEL_LIST} has no name for classes {missing[:10]}")
+        table = read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
         names = [table[c] for c in range(cfg.DATA.NUM_CLASSES)]
     return save_weights_file(model, out, arch=cfg.MODEL.ARCH, mean=MEAN, std=STD, class_names=names,
                              source=os.path.basename(weights))

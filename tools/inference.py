@@ -178,7 +178,7 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str) -> tuple
         _check_metadata(cfg, meta, weights, cfg_path or "", opts)
     names: dict[int, str] = {}
     if cfg.DATA.LABEL_LIST:
-        names = read_label_names(cfg.DATA.LABEL_LIST)
+        names = read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
     elif meta is not None:
         names = dict(enumerate(meta["class_names"]))
     return cfg, names

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
 from dali_pipelines.index import PROGRESS_PREFIX, build_index  # noqa: E402
+from engine.evaluate import read_label_names  # noqa: E402
 from evautil.interrupt import on_interrupt  # noqa: E402
 
 
@@ -53,9 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
-    """``(list, root, num_classes)`` to verify; with --cfg the config is loaded (and validated) first."""
+    """``(list, root, num_classes)`` to verify; with --cfg the config is loaded (and validated, with its
+    DATA.LABEL_LIST when there is one) first."""
     if args.cfg:
         cfg = load_config(args.cfg, args.opts)
+        if os.path.isfile(cfg.DATA.LABEL_LIST):  # only the lists must exist here: a missing one is train.py's concern
+            read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
         lists = args.lists or [p for p in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if p]
         if not lists:
             raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")

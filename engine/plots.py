@@ -156,9 +156,9 @@ def write_plots(output_dir: str, dest: str | None = None,
         FileNotFoundError: no metrics.jsonl in ``output_dir``.
     """
     plt = _pyplot()
+    train, evals = read_metrics(output_dir)  # first: a folder that is not a run's is named as such, and not made
     dest = dest or output_dir
     os.makedirs(dest, exist_ok=True)
-    train, evals = read_metrics(output_dir)
     written = []
     if train:
         fig = curves_figure(train, evals)

@@ -256,6 +256,19 @@ def test_config_mismatch_names_where_the_value_came_from(tiny):
         load_setup(DEMO, no_frames + ["DATA.NUM_FRAMES", "16"], str(out))
 
 
+def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys):
+    _, _, ckpt, _ = tiny
+    a_file = tmp_path / "a file"
+    a_file.write_text("")
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY, "DATA.LABEL_LIST", ""]
+    assert export_safetensors.main(["--out", str(a_file / "m.safetensors"), *common]) == 2  # was a traceback
+    assert capsys.readouterr().err == f"error: --out {a_file / 'm.safetensors'}: {a_file} is a file, so no folder " \
+                                      "can be made there\n"
+    assert export_safetensors.main(["--out", str(tmp_path), *common]) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path} is a folder; give a file name, e.g. " \
+                                      f"{tmp_path / 'model.safetensors'}\n"
+
+
 def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
     cfg, model, _, _ = tiny
     ckpt = tmp_path / "with_config.pth"  # as train.py saves: the config says the grid (2x4x4 tokens)

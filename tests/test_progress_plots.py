@@ -210,6 +210,21 @@ def test_write_plots_names_a_folder_without_metrics(tmp_path):
         write_plots(str(tmp_path))
 
 
+def test_plot_run_refuses_a_file_for_a_folder_in_one_line(tmp_path, capsys):
+    from tools import plot_run
+
+    a_file = tmp_path / "a file"
+    a_file.write_text("")
+    assert plot_run.main([str(a_file)]) == 2  # was a FileExistsError traceback
+    assert capsys.readouterr().err == f"error: {a_file}/metrics.jsonl does not exist: not the output folder of a run\n"
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
+    assert plot_run.main([str(tmp_path), "--out", str(a_file)]) == 2
+    assert capsys.readouterr().err == f"error: --out {a_file} exists and is not a folder; give a folder (new or " \
+                                      "existing)\n"
+    assert plot_run.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "training_curves.png").is_file()
+
+
 def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):
     import logging
 

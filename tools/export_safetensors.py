@@ -22,7 +22,7 @@ import torch
 from engine.evaluate import read_label_names
 from evautil.interrupt import on_interrupt
 from models.weights_file import save_weights_file
-from tools.inference import load_model, opts_last
+from tools.inference import InputError, check_output_path, load_model, opts_last
 
 __all__ = ["export", "main"]
 
@@ -57,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     from train import INPUT_ERRORS
 
     try:
+        check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
         cfg = load_config(args.cfg, args.opts)
         meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
-    except INPUT_ERRORS + (ValueError,) as e:
+    except INPUT_ERRORS + (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the write itself failed (a full disk)
+        print(f"error: cannot write --out {args.out}: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
           f"{meta['num_classes']} classes")

@@ -72,9 +72,10 @@ def _read_video_list(path: str, root: str) -> list[str]:
     return out
 
 
-def check_output_path(path: str, flag: str, folder: bool) -> None:
+def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> None:
     """Refuse an output target that cannot be written, before any model runs: ``path`` must be (or become) a
-    folder when ``folder``, else a file, under a folder that exists or can be made.
+    folder when ``folder``, else a file (``example``: a file name to suggest inside a folder given instead), under
+    a folder that exists or can be made.
 
     Raises:
         InputError: one line naming ``flag`` and what is wrong.
@@ -83,7 +84,8 @@ def check_output_path(path: str, flag: str, folder: bool) -> None:
     if folder and os.path.exists(full) and not os.path.isdir(full):
         raise InputError(f"{flag} {path} exists and is not a folder; give a folder (new or existing)")
     if not folder and os.path.isdir(full):
-        raise InputError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, 'predictions.jsonl')}")
+        raise InputError(f"{flag} {path} is a folder; give a file name"
+                         + (f", e.g. {os.path.join(path, example)}" if example else ""))
     parent = os.path.dirname(full)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)

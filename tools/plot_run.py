@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.plots import write_plots  # noqa: E402
+from tools.inference import InputError, check_output_path  # noqa: E402
 from evautil.interrupt import on_interrupt  # noqa: E402
 
 
@@ -28,9 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     on_interrupt("plotting: a plot being written may be cut short; the same command draws them again")
     try:
+        if args.out:
+            check_output_path(args.out, "--out", folder=True)
         written = write_plots(args.output_dir, dest=args.out)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a full disk while a plot is written
+        print(f"error: cannot write the plots: {e}", file=sys.stderr)
         return 2
     if not written:
         print(f"error: {args.output_dir}/metrics.jsonl holds no training or evaluation line yet", file=sys.stderr)

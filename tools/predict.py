@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = None
     try:
         if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
-            check_output_path(args.out, "--out", folder=False)
+            check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
         check_output_path(args.work_dir, "--work-dir", folder=True)
         cfg, names = load_setup(args.cfg, args.opts, args.weights)
         paths = collect_videos(args.inputs, args.root)

@@ -104,6 +104,19 @@ def codec_list(value: str) -> str:
     return ",".join(codecs)
 
 
+def _int_at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (a negative frame count or size failed deep in the encoder)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250, gop: int = 16,
                    frames_flag: str = "--frames") -> None:
     """The input options shared by the benchmarks (``frames_flag`` renames the clip-length option where the
@@ -114,9 +127,11 @@ def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250
     g.add_argument("--synthetic", action="store_true", help="generate clips (default when --list is not given)")
     g.add_argument("--codec", default=None, type=codec_list,
                    help=f"synthetic codec: h264, vp9, or vp9,h264 for a list mixing both (default {codec})")
-    g.add_argument("--width", type=int, default=340)
-    g.add_argument("--height", type=int, default=256)
-    g.add_argument(frames_flag, type=int, default=frames, help="frames per synthetic clip")
-    g.add_argument("--gop", type=int, default=gop, help="keyframe interval of synthetic clips (0: encoder default)")
-    g.add_argument("--num-clips", type=int, default=num_clips, help="clips to generate / read from the list")
+    g.add_argument("--width", type=_int_at_least(1), default=340)
+    g.add_argument("--height", type=_int_at_least(1), default=256)
+    g.add_argument(frames_flag, type=_int_at_least(1), default=frames, help="frames per synthetic clip")
+    g.add_argument("--gop", type=_int_at_least(0), default=gop,
+                   help="keyframe interval of synthetic clips (0: encoder default)")
+    g.add_argument("--num-clips", type=_int_at_least(1), default=num_clips,
+                   help="clips to generate / read from the list")
     g.add_argument("--data-dir", default=None, help="where synthetic clips are written (reused when present)")

@@ -492,6 +492,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--no-such-flag" in err
+    with pytest.raises(SystemExit) as e:  # a clip length below 1 was a traceback from the encoder
+        decode_throughput.main(["--quick", "--frames", "-3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.endswith(": argument --frames: must be at least 1, got -3 (see --help)\n")
 
     proc = subprocess.run([sys.executable, "-m", "benchmarks.loader_throughput", "--list", str(missing)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -165,43 +164,36 @@ def _no_network(monkeypatch, cache: Path) -> None:
 def test_uncached_reference_without_network_fails_fast_in_one_line(tmp_path, monkeypatch, capfd):
     # huggingface_hub retries an unreachable Hub 5 times (~23 s, 11 "Retrying in Ns" lines) for an uncached file.
     _no_network(monkeypatch, tmp_path / "empty")
-    start = time.monotonic()
     with pytest.raises(HubReferenceError) as info:
         resolve_weights_path("hf://acme/absent@v1/model.pth")
-    elapsed = time.monotonic() - start
     message = str(info.value)
     assert message.startswith("hf://acme/absent@v1/model.pth: not in the local Hugging Face cache and the Hub "
                               "could not be reached (") and "\n" not in message
-    assert elapsed < 5, f"took {elapsed:.1f} s"
-    assert "Retry" not in capfd.readouterr().err
+    assert "Retry" not in capfd.readouterr().err  # no retries: they are what took the time
 
 
-def test_cached_reference_without_network_is_used(tmp_path, monkeypatch):
+def test_cached_reference_without_network_is_used(tmp_path, monkeypatch, capfd):
     _no_network(monkeypatch, tmp_path / "hub")
     _hub_cache(tmp_path / "hub", "acme/eva-tiny", {"ckpt.pth": b"weights"})
-    start = time.monotonic()
     for ref in ("hf://acme/eva-tiny/ckpt.pth", "hf://acme/eva-tiny@main/ckpt.pth",
                 f"hf://acme/eva-tiny@{COMMIT}/ckpt.pth"):
         path = resolve_weights_path(ref)
         assert Path(path).read_bytes() == b"weights" and COMMIT in path, ref
-    assert time.monotonic() - start < 5
+    assert "Retry" not in capfd.readouterr().err
 
 
 def test_predict_without_network_names_the_reference_in_one_line(tmp_path):
     # The whole command as a user runs it, HF_ENDPOINT in the environment: stderr is the one error line.
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=CLOSED_PORT, HF_HUB_CACHE=str(tmp_path / "empty"), PYTHONPATH=str(ROOT))
-    start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "tools.predict", "a.mp4", "--weights", "hf://acme/absent/model.pth",
                            "--work-dir", str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
-    elapsed = time.monotonic() - start
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "error: hf://acme/absent/model.pth: not in the local Hugging Face cache and the Hub could not be reached ("), \
-        done.stderr
-    assert elapsed < 20, f"took {elapsed:.1f} s"  # the retries alone took ~23 s; starting Python and torch ~5 s
+        done.stderr  # one line: none of the ~23 s of "Retrying in Ns" lines huggingface_hub would log
 
 
 @pytest.mark.slow

@@ -22,17 +22,14 @@ import sys
 # starve them (a 4x slower step was measured on a 2-core CPU run). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from configs import ConfigError, load_config
+# Only light imports here: every worker process imports this script again (evautil/workers.py), and torch, DALI
+# and the engine come in main().
+from configs import ConfigError
 from dali_pipelines.filelist import DataError, DataListError
 from dali_pipelines.pyav_io import BadVideoError
-from engine import distributed, runner
-from engine.checkpointing import CheckpointError
-from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
-from engine.train_loop import NonFiniteLossError
+from evautil.errors import CheckpointError
 from evautil.files import write_failure
 from evautil.interrupt import on_interrupt
-
-import wiring
 
 # Errors that mean "fix the input": one line, exit code 2, no traceback.
 # DataError (a ValueError): unusable data lists or videos (e.g. DATA.STRICT with a bad file, no readable videos).
@@ -79,6 +76,13 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from configs import load_config
+    from engine import distributed, runner
+    from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
+    from engine.train_loop import NonFiniteLossError
+
+    import wiring
+
     args = parse_args(argv)
     on_interrupt("the run stopped where it was, without a checkpoint: OUTPUT keeps the checkpoints written before, "
                  "and an index being built keeps the videos probed so far (SIGTERM or SIGUSR1 instead stop at the "

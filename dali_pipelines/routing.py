@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from configs import check_choice
 
@@ -61,6 +60,8 @@ def resolve_decode_device(setting: str) -> str:
     check_choice("DATA.DECODE_DEVICE", setting)
     if setting == "cpu":
         return "cpu"
+    import torch  # not at the top: the decode workers import this module (through pipelines) and need no torch
+
     if not torch.cuda.is_available():
         if setting == "gpu":
             raise DataError("DATA.DECODE_DEVICE is 'gpu' but CUDA is not available on this machine; "
@@ -97,6 +98,8 @@ def machine_policy(device: str, cpu_decoder: str = "auto", nvdec_codecs: Iterabl
     """The policy of this machine: ``device`` is :func:`resolve_decode_device`'s answer ('gpu' only when CUDA is
     available and the GPU route works), the GPU's compute capability read from ``device_id`` (default: the
     current device), and the DATA.CPU_DECODER / NVDEC_CODECS / NVDEC_MAX_BIT_DEPTH settings."""
+    import torch
+
     gpu = device == "gpu"
     capability = tuple(torch.cuda.get_device_capability(device_id)) if gpu else (9, 0)
     codecs = frozenset(str(c).lower() for c in nvdec_codecs) or None

@@ -292,7 +292,9 @@ def test_out_that_is_a_file_is_refused_before_the_model_runs(clips, tiny, tmp_pa
     _, _, ckpt = tiny
     taken = tmp_path / "existing.csv"
     taken.write_text("x")
-    monkeypatch.setattr(ef, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    from tools import inference  # the tool looks load_model up here when it runs
+
+    monkeypatch.setattr(inference, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     rc = ef.main([_videos(clips)[0], "--cfg", DEMO, "--weights", str(ckpt), "--out", str(taken), "--opts", *OPTS])
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: --out {taken} exists and is not a folder; give a folder (new or existing)\n"

@@ -26,21 +26,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from engine import distributed  # noqa: E402
-from engine.train_loop import resolve_precision  # noqa: E402
+# torch and the engine are imported in the functions that use them: the loader's worker processes import this
+# module again (evautil/workers.py) and need neither.
 from evautil.interrupt import on_interrupt  # noqa: E402
 from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_ranks, finished_paths,  # noqa: E402
                                  merge_index, rewrite_failed)
-from tools.inference import (InputError, build_view_loader, check_output_path, collect_videos,  # noqa: E402
-                             load_model, load_setup, opts_last, progress_bar, view_outputs)
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["window_starts", "window_frames", "roi_resize", "extract", "main"]
 
@@ -72,6 +71,9 @@ def roi_resize(frames: torch.Tensor, roi_start: Sequence[float], roi_end: Sequen
     """uint8 (F, H, W, 3) -> float (F, 3, size, size): bilinear resize of the source window [start, end) ([y, x]),
     half-pixel centres, edges clamped, no antialiasing, rounded to 8 bits: what the test pipeline's ROI resize
     computes."""
+    import torch
+    import torch.nn.functional as F
+
     f, h, w, _ = frames.shape
     dev = frames.device
 
@@ -87,6 +89,8 @@ def roi_resize(frames: torch.Tensor, roi_start: Sequence[float], roi_end: Sequen
 
 
 def _normalised_centre_crop(frames: np.ndarray, input_size: int, device: torch.device) -> torch.Tensor:
+    import torch
+
     from dali_pipelines.augment import MEAN, STD, test_view_rois  # numpy only
 
     (start, end), = test_view_rois(frames.shape[2], frames.shape[1], input_size, 1)
@@ -99,8 +103,11 @@ def _normalised_centre_crop(frames: np.ndarray, input_size: int, device: torch.d
 # ---------------------------------------------------------------------------------------------------- extraction
 def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, amp_dtype, *, window: int,
                      stride: int, per_batch: int, progress: bool) -> None:
+    import torch
+
     from dali_pipelines.index import probe_video
     from dali_pipelines.pyav_io import BadVideoError, decode_frames
+    from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
     for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})"):
@@ -127,6 +134,8 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
 
 def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_dir: str, ctx, amp_dtype, *,
                    progress: bool) -> None:
+    from tools.inference import build_view_loader, progress_bar, view_outputs
+
     loader = build_view_loader(cfg, paths, work_dir, ctx)
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
              "starts_frames": None, "starts_seconds": None}
@@ -153,6 +162,9 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     by this run (all ranks), videos of ``paths`` in the index now, and the merged index file. Each rank's
     ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
+    from engine import distributed
+    from engine.train_loop import resolve_precision
+
     stride = stride or window
     settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
                 "clip_frames": cfg.DATA.NUM_FRAMES, "input_size": cfg.DATA.INPUT_SIZE, "arch": cfg.MODEL.ARCH,
@@ -187,6 +199,8 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from tools.inference import opts_last
+
     p = argparse.ArgumentParser(prog="python -m tools.extract_features", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt)")
@@ -214,6 +228,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine import distributed
+    from tools.inference import InputError, check_output_path, collect_videos, load_model, load_setup
+
     args = parse_args(argv)
     on_interrupt(f"extracting features: the shards already written to {args.out} are kept, and the same command "
                  "skips their videos")

@@ -20,26 +20,31 @@ import io
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
-from engine import distributed  # noqa: E402
-from engine.train_loop import resolve_precision  # noqa: E402
+# torch, DALI and the engine are imported in the functions that use them: the loader's worker processes import this
+# module again (evautil/workers.py) and need none of them.
 from evautil.interrupt import on_interrupt  # noqa: E402
-from tools.inference import (InputError, build_view_loader, check_output_path, collect_videos,  # noqa: E402
-                             load_model, load_setup, opts_last, progress_bar, view_outputs)
+
+if TYPE_CHECKING:
+    from engine.distributed import DistContext
 
 __all__ = ["predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
 
 FORMATS = ("table", "jsonl", "csv")
 
 
-def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: distributed.DistContext, *, top_k: int = 5,
+def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = 5,
                    class_names: dict[int, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One record per path, in the order of ``paths`` (identical on every rank):
     ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` or ``{'path', 'status': 'error',
     'error': reason}``."""
+    from engine import distributed
+    from engine.train_loop import resolve_precision
+    from tools.inference import build_view_loader, progress_bar, view_outputs
+
     names = class_names or {}
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
@@ -111,6 +116,8 @@ def _format_for(out: str, fmt: str | None) -> str:
 
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from tools.inference import opts_last
+
     p = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt, one "
@@ -136,6 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine import distributed
+    from tools.inference import InputError, check_output_path, collect_videos, load_model, load_setup
+
     args = parse_args(argv)
     on_interrupt(f"predicting: no predictions printed or written; the video index in {args.work_dir} keeps the "
                  "videos probed so far, for the next run")

@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
 from dali_pipelines.index import PROGRESS_PREFIX, build_index  # noqa: E402
-from engine.evaluate import read_label_names  # noqa: E402
 from evautil.interrupt import on_interrupt  # noqa: E402
 
 
@@ -57,6 +56,9 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
     """``(list, root, num_classes)`` to verify; with --cfg the config is loaded (and validated, with its
     DATA.LABEL_LIST when there is one) first."""
     if args.cfg:
+        # Imported here, not at the top: it brings torch, and the probing workers import this script again.
+        from engine.evaluate import read_label_names
+
         cfg = load_config(args.cfg, args.opts)
         if os.path.isfile(cfg.DATA.LABEL_LIST):  # only the lists must exist here: a missing one is train.py's concern
             read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)

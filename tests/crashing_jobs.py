@@ -1,13 +1,17 @@
-"""Worker jobs that die on chosen files as a crash in FFmpeg would (SIGSEGV, no exception), wrapped around the real
-jobs. They are pickled by name into worker processes, which import this module: it imports nothing heavy."""
+"""Worker jobs that die on chosen files as a crash in FFmpeg would (SIGSEGV, no exception), or never finish one,
+wrapped around the real jobs. They are pickled by name into worker processes, which import this module: it imports
+nothing heavy."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 # Files whose name contains this are crashed on.
 CRASH_MARK = "crashes"
+# Files whose name contains this are re-encoded forever (a long video still encoding when the run is stopped).
+STALL_MARK = "stalls"
 
 
 def _crash_on_marked(path: str) -> None:
@@ -27,4 +31,18 @@ def reencode_job(args: tuple):
     from tools.kinetics.reencode import _reencode_job
 
     _crash_on_marked(args[0])
+    return _reencode_job(args)
+
+
+def stalling_reencode_job(args: tuple):
+    """``reencode_job``, except that a file marked :data:`STALL_MARK` writes its partial output and never ends."""
+    from tools.kinetics.reencode import _reencode_job
+
+    src, dst = args[0], args[1]
+    if STALL_MARK in os.path.basename(src):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst + ".part", "wb") as f:
+            f.write(b"the first frames of an encode")
+        while True:
+            time.sleep(1.0)
     return _reencode_job(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,52 @@ def test_reencode_interrupted_keeps_the_finished_videos(tmp_path):
                             str(src), "--dst", str(dst), "--dry-run"], env=child_env(), capture_output=True,
                            text=True, check=True)
     assert f"{len(finished)} already done" in rerun.stdout  # the same command goes on with the rest
+
+
+_STALLING_REENCODE = """
+import sys
+
+from tests import crashing_jobs
+from tools import prepare_kinetics
+from tools.kinetics import reencode
+
+if __name__ == "__main__":
+    reencode._reencode_job = crashing_jobs.stalling_reencode_job  # the workers get it by name
+    sys.exit(prepare_kinetics.main(sys.argv[1:]))
+"""
+
+
+def test_interrupted_reencode_counts_every_finished_video_and_removes_partial_ones(tmp_path):
+    """Ctrl-C while the first file is still encoding: the others, finished in the other worker but never
+    reported (results come in order), are on disk and counted; the stopped encode's `.part` file is removed."""
+    from tests.crashing_jobs import STALL_MARK
+
+    clips = tmp_path / "clips"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic_dataset.py"), "--out", str(clips),
+                    "--train-per-class", "1", "--val-per-class", "0", "--frames", "4", "--quiet"], check=True,
+                   env=child_env(), stdout=subprocess.DEVNULL)
+    clip = sorted((clips / "videos").glob("*/*.mp4"))[0]
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    # The stalling one comes first; few enough files that the pool hands them out one by one (never with it).
+    names = [f"a_{STALL_MARK}.mp4"] + [f"b_{i:02d}.mp4" for i in range(12)]
+    for name in names:
+        os.symlink(clip, src / name)
+    (tmp_path / "run.py").write_text(_STALLING_REENCODE)
+    cmd = [sys.executable, str(tmp_path / "run.py"), "reencode", "--src", str(src), "--dst", str(dst),
+           "--short-side", "16", "--workers", "2"]
+    status, err = _interrupt_when(cmd, tmp_path, lambda _: (dst / names[0]).with_suffix(".mp4.part").exists()
+                                  and all((dst / n).exists() for n in names[1:]), settle_s=0.0)
+    _assert_one_line(status, err, "re-encoding: the videos finished so far are kept")
+    assert sorted(p.name for p in dst.iterdir() if p.suffix not in (".json", ".md")) == names[1:]  # no .part
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["done"], report["frames"], report["interrupted"]) == (12, 48, True)
+    assert "encoded now: 12, failed: 0" in (dst / "reencode_report.md").read_text()
+    rerun = subprocess.run([sys.executable, str(ROOT / "tools" / "prepare_kinetics.py"), "reencode", "--src",
+                            str(src), "--dst", str(dst), "--short-side", "16", "--workers", "1"], env=child_env(),
+                           capture_output=True, text=True, check=True)
+    assert "re-encoded 1 videos (4 frames)" in rerun.stdout and "skipped 12 already done" in rerun.stdout
+    assert sorted(p.name for p in dst.glob("*.mp4")) == sorted(names)
 
 
 def test_on_interrupt_leaves_other_errors_to_the_previous_hook(monkeypatch, capsys):

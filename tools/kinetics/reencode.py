@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
@@ -275,7 +277,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
     verification). Failures are collected, not raised; the report is written to ``report_dir`` (default
-    ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is interrupted (``"interrupted"``).
+    ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is interrupted (``"interrupted"``:
+    then every output on disk counts as done, and the ``.part`` files of the stopped encodes are removed).
     Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
     failures (a 650,000-video tree held a result dict per video).
 
@@ -299,9 +302,12 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     check_h264_encoder()
     t0 = time.perf_counter()
     report["interrupted"] = True  # until every file has a result
+    results = parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
+                            on_crash=_reencode_crashed)
+    received = 0
     try:
-        for r in parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
-                               on_crash=_reencode_crashed):
+        for r in results:
+            received += 1
             if r["ok"]:
                 report["done"] += 1
                 report["frames"] += r["frames"]
@@ -311,9 +317,44 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                 report["failed"].append({"src": r["src"], "error": r["error"]})
         report["interrupted"] = False
     finally:
+        results.close()  # ends the workers, so that the files left below are final
+        if report["interrupted"]:
+            # Results come in item order, so the files after the first `received` were never reported, although
+            # some were finished (in a worker's batch still running, or behind a slower file).
+            _settle_unreported(report, todo[received:])
         report["seconds"] = round(time.perf_counter() - t0, 2)
         _write_report(report, report_dir or dst_root, log)
     return report
+
+
+def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:
+    """After an interruption: count into ``report`` the outputs of ``pairs`` that are on disk although no result
+    said so, and remove the ``.part`` files of the encodes that were stopped (their workers were killed).
+
+    An output gets its name only once verified, so each is a finished video; its frames are read from the MP4
+    header (the verified count), its warnings are not known. A listing per folder, not a look-up per file: a run
+    stopped early leaves most of a large tree in ``pairs`` (which plan_reencode lists folder by folder).
+    """
+    import av
+
+    for folder, group in itertools.groupby(pairs, key=lambda pair: os.path.dirname(pair[1])):
+        try:
+            present = set(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        for _, dst in group:
+            name = os.path.basename(dst)
+            if name + ".part" in present:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(dst + ".part")
+            if name not in present:
+                continue
+            report["done"] += 1
+            try:
+                with av.open(dst) as c:
+                    report["frames"] += c.streams.video[0].frames or count_frames(dst)
+            except Exception:  # a file this run wrote and verified: whatever its header says, it is done
+                pass
 
 
 def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:

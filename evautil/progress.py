@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
-__all__ = ["stderr_is_terminal", "format_duration", "ProgressLines"]
+__all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "ProgressLines", "with_progress"]
 
 
 def stderr_is_terminal() -> bool:
@@ -19,6 +19,11 @@ def stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stream
         return False
+
+
+def stderr_line(message: str) -> None:
+    """A plain progress line on stderr (what long work writes when no bar is drawn)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -35,6 +40,10 @@ def format_duration(seconds: float | None) -> str:
 
 def _rate(per_s: float) -> str:
     return f"{per_s:,.0f}" if per_s >= 10 else f"{per_s:.2g}"
+
+
+def _plural(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")  # batches, not batchs
 
 
 class ProgressLines:
@@ -64,10 +73,29 @@ class ProgressLines:
         rate = self.done / elapsed
         left = (self.total - self.done) / rate if rate > 0 else None
         share = 100.0 * self.done / self.total if self.total else 100.0
-        return (f"{self.desc}: {self.done:,} of {self.total:,} {self.unit}s done ({share:.1f}%), "
-                f"{_rate(rate)} {self.unit}s/s, eta {format_duration(left)}")
+        units = _plural(self.unit)
+        return (f"{self.desc}: {self.done:,} of {self.total:,} {units} done ({share:.1f}%), "
+                f"{_rate(rate)} {units}/s, eta {format_duration(left)}")
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self._start
-        self.write(f"{self.desc}: {self.done:,} {self.unit}s done in {format_duration(elapsed)} "
-                   f"({_rate(self.done / max(elapsed, 1e-9))} {self.unit}s/s)")
+        units = _plural(self.unit)
+        self.write(f"{self.desc}: {self.done:,} {units} done in {format_duration(elapsed)} "
+                   f"({_rate(self.done / max(elapsed, 1e-9))} {units}/s)")
+
+
+def with_progress(iterable: Iterable, total: int, desc: str, unit: str = "item") -> Iterable:
+    """``iterable``, its progress on stderr as it is consumed: a tqdm bar on a terminal, else a plain line every
+    30 s and one with the total time at the end (:class:`ProgressLines`)."""
+    if stderr_is_terminal():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    return _with_lines(iterable, ProgressLines(desc, total, unit, stderr_line))
+
+
+def _with_lines(iterable: Iterable, lines: ProgressLines) -> Iterator:
+    for item in iterable:
+        yield item
+        lines.update()  # the consumer asks for the next item: this one is done
+    lines.finish()

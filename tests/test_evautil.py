@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 from evautil.files import atomic_write, atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
+from evautil.progress import with_progress
 from evautil.workers import WorkerCrashError, map_with_progress, mp_context
 
 
@@ -66,6 +68,25 @@ def test_map_with_progress_logs_plain_lines_without_a_bar():
     lines.clear()
     list(map_with_progress(_square, [1, 2, 3], 1, "squares", progress=True, log=lines.append, log_every_s=0.0))
     assert len(lines) == 1 and lines[0].startswith("squares: 3 items done in ")
+
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_with_progress_draws_a_bar_only_on_a_terminal(monkeypatch, capsys):
+    """A log file gets plain lines (here only the one with the total time: the work takes less than 30 s), never a
+    bar's carriage-return redraws; a terminal gets the bar."""
+    assert list(with_progress(iter([1, 2, 3]), 3, "predict", "batch")) == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert err.startswith("predict: 3 batches done in 0:00:0") and err.endswith(" batches/s)\n")
+    assert "\r" not in err and len(err.splitlines()) == 1
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert list(with_progress(iter([1, 2, 3]), 3, "predict", "batch")) == [1, 2, 3]
+    assert "\r" in terminal.getvalue() and "3/3" in terminal.getvalue()
 
 
 def _dies_on_3_and_5(x: int) -> int:

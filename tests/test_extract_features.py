@@ -190,6 +190,17 @@ def test_interrupted_run_resumes_without_redoing_finished_videos(clips, tiny, tm
         ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=3, progress=False)
 
 
+def test_progress_without_a_terminal_is_plain_lines(clips, tiny, tmp_path, capsys):
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    for mode, done in (([], "2 batches done in "), (["--window", "4"], "3 videos done in ")):  # 2 videos a batch
+        rc = ef.main([*videos, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(tmp_path / f"out{len(mode)}"),
+                      *mode, "--opts", *OPTS])
+        err = capsys.readouterr().err  # not a terminal, as a log file
+        assert rc == 0, err
+        assert f"features (rank 0): {done}" in err and "\r" not in err, err
+
+
 def test_fp16_shards(clips, tiny, tmp_path):
     cfg, model, _ = tiny
     videos = _videos(clips)[:2]

@@ -197,6 +197,15 @@ def test_no_readable_video_gives_each_videos_own_reason(evaluated, capsys):
     assert "predicted 0 of 2 videos; 2 unreadable" in err
 
 
+def test_progress_without_a_terminal_is_plain_lines(evaluated, dataset, capsys):
+    tmp, opts, ckpt, _ = evaluated
+    rc = predict.main([str(dataset / "val.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--work-dir",
+                       str(tmp / "work_lines"), "--opts", *opts])
+    err = capsys.readouterr().err  # not a terminal, as a log file
+    assert rc == 0, err
+    assert "predict: 3 batches done in " in err and "\r" not in err, err  # 8 videos, 3 a batch
+
+
 def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatch, capsys):
     tmp, opts, ckpt, _ = evaluated
     (tmp / "a_folder").mkdir()

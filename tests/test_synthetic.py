@@ -237,3 +237,12 @@ def test_cli(tmp_path):
                        timeout=120)
     assert r.returncode == 2 and "--size" in r.stderr
     assert os.path.exists(out / "dataset.json")
+
+
+def test_cli_without_a_terminal_writes_progress_lines_not_a_bar(tmp_path):
+    """stderr to a pipe (a log file): plain progress lines, not a bar's redraws."""
+    cmd = [sys.executable, "tools/make_synthetic_dataset.py", "--out", str(tmp_path / "d"), "--train-per-class", "2",
+           "--val-per-class", "0", "--frames", "4", "--size", "32x32", "--workers", "1"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("synthetic clips: 8 clips done in ") and "\r" not in r.stderr, r.stderr

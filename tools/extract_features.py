@@ -110,7 +110,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
     from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
-    for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})"):
+    for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video"):
         try:
             info = probe_video(path)
             starts = window_starts(info.num_frames, window, stride)
@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=sorted(FORMATS), default="npy", help="shard format (default npy)")
     p.add_argument("--fp16", action="store_true", help="store float16 features (default float32)")
     p.add_argument("--shard-videos", type=int, default=64, help="videos per shard (default 64)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
     for flag in ("window", "stride"):

@@ -273,6 +273,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     from dali_pipelines.filelist import DataError
     from dali_pipelines.index import build_index
     from evautil.files import atomic_write_text
+    from evautil.progress import stderr_is_terminal
     from tools.kinetics.scan import unlistable_reason
 
     unreadable: dict[int, str] = {}
@@ -294,7 +295,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     data = cfg.DATA
     index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
                         full_decode=data.INDEX_FULL_DECODE, strict=False,
-                        progress=sys.stderr.isatty())  # as the loader builds it: any rank may probe
+                        progress=stderr_is_terminal())  # as the loader builds it: any rank may probe
     position_of = {paths[i]: i for i in listed}
     positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
     if sorted(positions) != listed:
@@ -335,10 +336,11 @@ def view_outputs(model: nn.Module, video: torch.Tensor, amp_dtype: torch.dtype |
     return torch.cat(pooled).view(b, v, -1), torch.cat(logits).view(b, v, -1)
 
 
-def progress_bar(iterable, total: int, enabled: bool, desc: str):
-    """``iterable`` wrapped in a tqdm bar on stderr (with ETA) when ``enabled``, else unchanged."""
+def progress_bar(iterable, total: int, enabled: bool, desc: str, unit: str = "batch"):
+    """``iterable`` with its progress on stderr when ``enabled`` (a bar on a terminal, else plain lines:
+    :func:`evautil.progress.with_progress`), else unchanged."""
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    from evautil.progress import with_progress
 
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, file=sys.stderr)
+    return with_progress(iterable, total, desc, unit)

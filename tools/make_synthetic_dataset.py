@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0, help="encoding processes (0 = all cores)")
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     args = ap.parse_args(argv)
     on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json is "
                  "written last); the same command writes it again")

@@ -133,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", default="output/predict",
                    help="where the video lists and their index caches go (one per set of videos; default "
                         "output/predict)")
-    p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress (bar or lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides, e.g. "
                                                                         "TEST.NUM_CLIP 4 TEST.NUM_CROP 3")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))

@@ -206,8 +206,11 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
     for cls_name in CLASSES:
         os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
-    for _ in map_with_progress(_write_job, jobs, workers, "synthetic clips", progress=progress, unit="clip",
-                               ordered=False):
+    from evautil.progress import stderr_is_terminal, stderr_line
+
+    # A bar only on a terminal; in a log file, plain lines (every 30 s, and the total time) instead of its redraws.
+    for _ in map_with_progress(_write_job, jobs, workers, "synthetic clips", progress=progress and stderr_is_terminal(),
+                               unit="clip", ordered=False, log=stderr_line if progress else None):
         pass
 
     for split, path in (("train", train_list), ("val", val_list)):

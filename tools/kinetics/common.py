@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Iterator, Sequence
 
+from evautil.progress import stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map", "parallel_imap", "stderr_line"]
+__all__ = ["KineticsError", "parallel_map", "parallel_imap"]
 
 
 class KineticsError(ValueError):
@@ -28,8 +28,3 @@ def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progre
     a bar, a plain progress line goes to stderr every 30 seconds (a 650,000-file check takes minutes)."""
     return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
                              log=stderr_line)
-
-
-def stderr_line(message: str) -> None:
-    """A plain progress line on stderr (what the preparation steps log without a progress bar)."""
-    print(message, file=sys.stderr, flush=True)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .common import KineticsError, stderr_line
+from evautil.progress import stderr_line
+
+from .common import KineticsError
 
 if TYPE_CHECKING:
     from dali_pipelines.index_store import VideoTable

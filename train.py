@@ -53,15 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # "--local-rank=N" since. torchrun sets LOCAL_RANK in the environment instead, which is what the engine reads.
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                    help=argparse.SUPPRESS)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--opts" in argv:
-        # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works. (REMAINDER,
-        # not nargs="*": values such as -5e-6 are not negative numbers to argparse and would be taken for flags.)
-        flags = {s for a in p._actions for s in a.option_strings}
-        i = argv.index("--opts")
-        j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
-        argv = argv[:i] + argv[j:] + argv[i:j]
-    args = p.parse_args(argv)
+    from configs import opts_last
+
+    # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works.
+    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args

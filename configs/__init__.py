@@ -21,7 +21,7 @@ from yacs.config import CfgNode as CN
 
 from .defaults import get_cfg_defaults
 
-__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "CONFIG_DIR"]
+__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "CONFIG_DIR"]
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -273,3 +273,16 @@ def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool 
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def opts_last(parser, argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--opts KEY VALUE ...`` moved to the end, for a ``parser`` that declares ``--opts`` with
+    ``nargs=argparse.REMAINDER``: the pairs run up to the next flag of ``parser``, so flags may follow them. (With
+    ``nargs="*"`` a value such as -1e-6 is not a negative number to argparse and would be taken for a flag.)"""
+    argv = list(argv)
+    if "--opts" not in argv:
+        return argv
+    flags = {s for a in parser._actions for s in a.option_strings}
+    i = argv.index("--opts")
+    j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
+    return argv[:i] + argv[j:] + argv[i:j]

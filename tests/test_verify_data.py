@@ -96,3 +96,15 @@ def test_config_problems_are_one_line_exit_2(tmp_path, videos):
     r = _verify("--cfg", str(tmp_path / "cfg.yaml"), "--dry-run")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "labels.csv, line 3: expected 'id,name'" in r.stderr
+
+
+def test_opts_take_values_that_look_like_flags_and_flags_may_follow(tmp_path, videos):
+    """--opts as in train.py: -1e-6 is a value, not a flag, and a flag after the pairs is still a flag."""
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n")
+    opts = ["--opts", "DATA.ROOT", str(videos), "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst)]
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), *opts, "MODEL.INIT_SCALE", "-1e-3", "--dry-run")
+    assert r.returncode == 0 and "model eva-tiny/8:" in r.stdout, r.stderr
+    assert not (tmp_path / "train.txt.index.npz").exists()  # --dry-run was taken as the flag
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), *opts, "TRAIN.LR", "-1e-6", "--dry-run")
+    assert r.returncode == 2 and r.stderr == "error: TRAIN.LR = -1e-06 must not be negative\n", r.stderr

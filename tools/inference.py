@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from configs import ConfigError, load_config
+from configs import ConfigError, load_config, opts_last  # opts_last: for the tools' parsers
 from dali_pipelines.filelist import split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier
 from engine.evaluate import read_label_names
@@ -34,17 +34,6 @@ _LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 class InputError(ValueError):
     """Unusable command-line input (no videos, an unreadable list, weights without a config); named in one line."""
-
-
-def opts_last(parser, argv: Sequence[str]) -> list[str]:
-    """``argv`` with ``--opts KEY VALUE ...`` moved to the end, so flags may follow it (as train.py allows)."""
-    argv = list(argv)
-    if "--opts" not in argv:
-        return argv
-    flags = {s for a in parser._actions for s in a.option_strings}
-    i = argv.index("--opts")
-    j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
-    return argv[:i] + argv[j:] + argv[i:j]
 
 
 # ---------------------------------------------------------------------------------------------------- videos

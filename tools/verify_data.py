@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("lists", nargs="*", help="video lists ('<relative path> <label>' per line)")
     ap.add_argument("--cfg", "--config", dest="cfg", default=None,
                     help="a training config: its DATA.TRAIN_FILE and DATA.VAL_FILE (and DATA.ROOT, classes)")
-    ap.add_argument("--opts", nargs="*", default=[], help="KEY VALUE config overrides (with --cfg)")
+    ap.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                    help="KEY VALUE config overrides (with --cfg; other flags may follow them)")
     ap.add_argument("--root", default=None, help="folder the lists' paths are relative to (default: DATA.ROOT "
                                                  "with --cfg, else each list's folder)")
     ap.add_argument("--num-classes", type=int, default=None, help="labels must lie in [0, N) (default: "
@@ -46,7 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--full-decode", action="store_true",
                     help="decode every frame (slow; also finds corruption in the middle of a stream)")
     ap.add_argument("--dry-run", action="store_true", help="check config, model and list format; open no video")
-    args = ap.parse_args(argv)
+    from configs import opts_last
+
+    args = ap.parse_args(opts_last(ap, sys.argv[1:] if argv is None else argv))
     if not args.lists and not args.cfg:
         ap.error("give video lists, or --cfg for the lists of a training config")
     return args

@@ -80,8 +80,9 @@ def _get(cfg: CN, dotted: str) -> Any:
     return node
 
 
-def _coerce(key: str, default: Any, value: Any, source: str) -> Any:
-    """Convert ``value`` to the type of ``default`` or fail naming the key and source."""
+def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None) -> Any:
+    """Convert ``value`` to the type of ``default``, the key's current value (set by ``origin``, None for the
+    defaults), or fail naming the key, the source and where the current value came from."""
     if isinstance(value, str) and not isinstance(default, str):
         # Values from --opts arrive as strings; YAML 1.1 reads "1e-6" as a string too.
         try:
@@ -109,13 +110,15 @@ def _coerce(key: str, default: Any, value: Any, source: str) -> Any:
             return type(default)(value)
     else:  # pragma: no cover - every default is one of the types above
         return value
+    current = f"from {origin}" if origin else "the default"
     raise ConfigError(
-        f"{source}: key {key} expects a value of type {type(default).__name__} (default {default!r}), "
-        f"got {value!r}"
+        f"{source}: key {key} expects a value of type {type(default).__name__} (current value {default!r}, "
+        f"{current}), got {value!r}"
     )
 
 
-def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: set | None = None) -> None:
+def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None) -> None:
+    """Merge ``data`` into ``cfg``; ``seen`` maps every key set so far to where it was set."""
     for name, value in data.items():
         key = f"{prefix}{name}"
         if name not in cfg:
@@ -129,12 +132,12 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: set | 
                 raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r}")
             _merge_dict(default, value, source, key + ".", seen)
         else:
-            cfg[name] = _coerce(key, default, value, source)
+            cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
             if seen is not None:
-                seen.add(key)
+                seen[key] = source
 
 
-def _merge_file(cfg: CN, path: str, seen: set, depth: int = 0) -> None:
+def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     if depth > 8:
@@ -159,7 +162,7 @@ def _merge_file(cfg: CN, path: str, seen: set, depth: int = 0) -> None:
     _merge_dict(cfg, data, path, seen=seen)
 
 
-def _merge_opts(cfg: CN, opts: Sequence[str], seen: set) -> None:
+def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
     opts = list(opts)
     if len(opts) % 2:
         raise ConfigError(f"--opts expects KEY VALUE pairs; got an odd number of items: {opts}")
@@ -173,11 +176,11 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: set) -> None:
                 node = node[part]
         if isinstance(node[parts[-1]], CN):
             raise ConfigError(f"--opts: {key} is a section, not a key")
-        node[parts[-1]] = _coerce(key, node[parts[-1]], value, "--opts")
-        seen.add(key)
+        node[parts[-1]] = _coerce(key, node[parts[-1]], value, "--opts", seen.get(key))
+        seen[key] = "--opts"
 
 
-def _apply_legacy(cfg: CN, seen: set) -> None:
+def _apply_legacy(cfg: CN, seen: dict) -> None:
     """Map the original code's keys onto ours (only where the user set them)."""
     for name in ("USE_MEAN_POOLING", "STOP_GRAD_CONV1"):
         if f"MYCLIP.{name}" in seen and f"MODEL.{name}" not in seen:
@@ -264,7 +267,7 @@ def validate(cfg: CN) -> None:
 def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
     """Defaults <- YAML file (with its BASE files) <- ``KEY VALUE`` overrides; legacy keys mapped; validated."""
     cfg = get_cfg_defaults()
-    seen: set = set()
+    seen: dict = {}  # key -> the file (or --opts) that set it
     if path:
         _merge_file(cfg, path, seen)
     _merge_opts(cfg, list(opts or ()), seen)

@@ -131,3 +131,24 @@ def test_largest_seed_and_recipe_save_minutes_load():
     assert load_config(None, ["SEED", str(2**32 - 1)]).SEED == 2**32 - 1
     for name in ("k400", "k600", "k700", "k722"):
         assert load_config(str(ROOT / "configs" / f"{name}.yaml")).SAVE_MINUTES > 0, name
+
+
+def test_a_value_of_the_wrong_type_says_where_the_current_value_came_from(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("TRAIN:\n  EPOCHS: 3\n  WARMUP_EPOCHS: 1\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("BASE: [base.yaml]\nTRAIN:\n  EPOCHS: three\n")
+    cases = [
+        (str(base), ["TRAIN.EPOCHS", "abc"], f"--opts: key TRAIN.EPOCHS expects a value of type int (current value 3, "
+                                             f"from {base}), got 'abc'"),
+        (None, ["TRAIN.EPOCHS", "abc"], "--opts: key TRAIN.EPOCHS expects a value of type int (current value 30, "
+                                        "the default), got 'abc'"),
+        (None, ["TRAIN.EPOCHS", "4", "TRAIN.EPOCHS", "x"], "--opts: key TRAIN.EPOCHS expects a value of type int "
+                                                           "(current value 4, from --opts), got 'x'"),
+        (str(child), [], f"{child}: key TRAIN.EPOCHS expects a value of type int (current value 3, from {base}), "
+                         "got 'three'"),
+    ]
+    for path, opts, message in cases:
+        with pytest.raises(ConfigError) as err:
+            load_config(path, opts)
+        assert str(err.value) == message

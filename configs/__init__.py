@@ -3,10 +3,11 @@
     from configs import load_config
     cfg = load_config("configs/k400.yaml", ["TRAIN.LR", "2e-6"])
 
-``load_config`` differs from a plain ``CfgNode.merge_from_file`` in four ways: an unknown key fails with a
-message naming the key and the file (or the command line) it came from; an integer given for a float key is
-accepted (the original K722 YAML writes ``WARMUP_EPOCHS: 5``); the original code's legacy keys are mapped
-(see ``_apply_legacy``); and the merged values are validated before the config is frozen.
+``load_config`` differs from a plain ``CfgNode.merge_from_file`` in five ways: an unknown key fails with a
+message naming the key and the file (or the command line) it came from; a key set twice in one mapping of a file
+fails naming both lines; an integer given for a float key is accepted (the original K722 YAML writes
+``WARMUP_EPOCHS: 5``); the original code's legacy keys are mapped (see ``_apply_legacy``); and the merged values
+are validated before the config is frozen.
 """
 
 from __future__ import annotations
@@ -137,6 +138,40 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
                 seen[key] = source
 
 
+def _load_yaml(stream, path: str) -> Any:
+    """``yaml.safe_load(stream)``, except that a key set twice in one mapping is a ConfigError naming both lines
+    (a YAML parser keeps the last value silently)."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, path, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set) -> None:
+    if id(node) in visited:  # an anchor used again (or within itself)
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, path, prefix, visited)
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if name is not None and name in first_line:
+                raise ConfigError(f"{path}: key {prefix}{name} is set twice, on line {first_line[name]} and on "
+                                  f"line {line}; keep one")
+            if name is not None:
+                first_line[name] = line
+            _check_unique_keys(value_node, path, f"{prefix}{name}." if name is not None else prefix, visited)
+
+
 def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
@@ -144,7 +179,7 @@ def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
         raise ConfigError(f"{path}: BASE files nest more than 8 deep (a cycle?)")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f) or {}
+            data = _load_yaml(f, path) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         except UnicodeDecodeError as e:

@@ -133,6 +133,19 @@ def test_largest_seed_and_recipe_save_minutes_load():
         assert load_config(str(ROOT / "configs" / f"{name}.yaml")).SAVE_MINUTES > 0, name
 
 
+def test_a_key_set_twice_in_one_mapping_is_a_one_line_error(tmp_path, capsys):
+    """A YAML parser keeps the last value of a repeated key: a config would train with the one a reader missed."""
+    import train
+
+    path = tmp_path / "twice.yaml"
+    path.write_text("TRAIN:\n  LR: 2.0e-4\n  EPOCHS: 3\n  WARMUP_EPOCHS: 1\n  LR: 1.0e-4\n")
+    assert train.main(["--cfg", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: {path}: key TRAIN.LR is set twice, on line 2 and on line 5; keep one\n"
+    path.write_text("TRAIN:\n  BATCH_SIZE: 3\nTEST:\n  BATCH_SIZE: 5\n")  # one name in two mappings: no repeat
+    cfg = load_config(str(path))
+    assert (cfg.TRAIN.BATCH_SIZE, cfg.TEST.BATCH_SIZE) == (3, 5)
+
+
 def test_a_value_of_the_wrong_type_says_where_the_current_value_came_from(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("TRAIN:\n  EPOCHS: 3\n  WARMUP_EPOCHS: 1\n")

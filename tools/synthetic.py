@@ -163,9 +163,11 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     Layout: ``out_dir/videos/<class>/<class>_<i><ext>`` (train clips are ``i < train_per_class``, val clips follow),
     ``out_dir/train.txt`` and ``out_dir/val.txt`` (``<path relative to out_dir> <label>``, label = position of the
     class in sorted order), ``out_dir/labels.csv`` (``id,name``) and ``out_dir/dataset.json`` (the parameters, written
-    last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The result is a deterministic
-    function of the parameters; when ``dataset.json`` shows a complete dataset with the same parameters and all files
-    exist, nothing is regenerated (unless ``force``).
+    last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The frames are a deterministic
+    function of the parameters; the encoded files are not always: on a loaded machine libx264 gave the same frames
+    different bytes from run to run (1 clip in 1120 between two idle runs; half of them between runs on a busy
+    machine). When ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing
+    is regenerated (unless ``force``).
 
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,

@@ -164,10 +164,10 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     ``out_dir/train.txt`` and ``out_dir/val.txt`` (``<path relative to out_dir> <label>``, label = position of the
     class in sorted order), ``out_dir/labels.csv`` (``id,name``) and ``out_dir/dataset.json`` (the parameters, written
     last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The frames are a deterministic
-    function of the parameters; the encoded files are not always: on a loaded machine libx264 gave the same frames
-    different bytes from run to run (1 clip in 1120 between two idle runs; half of them between runs on a busy
-    machine). When ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing
-    is regenerated (unless ``force``).
+    function of the parameters; the H.264 files are not always the same bytes: two generations run at the same time
+    on a busy 2-core machine differed in 411 of 1120 clips, even without x264's lookahead thread (cause not found).
+    When ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing is
+    regenerated (unless ``force``).
 
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,

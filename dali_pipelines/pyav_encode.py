@@ -28,9 +28,10 @@ _ENCODER_OPTIONS: dict[str, dict[str, str]] = {
     # realtime + cpu-used 8 is libvpx's fastest mode; crf with b:v 0 is constant quality; lag 0 = no alt-ref frames.
     "vp9": {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b:v": "0", "row-mt": "1", "lag-in-frames": "0"},
     "vp8": {"deadline": "realtime", "cpu-used": "8", "crf": "8", "b:v": "4M", "lag-in-frames": "0"},
-    # sync-lookahead=0: x264's lookahead thread (on even with threads=1) made the same frames encode to different
-    # bytes on a busy machine (up to 4 different files among 8 concurrent encodes; 16 of 16 identical without it).
-    "h264": {"preset": "veryfast", "crf": "20", "x264-params": "sync-lookahead=0"},
+    # The same frames must give the same bytes (datasets, the demo's accuracy). x264's lookahead thread (on even with
+    # threads=1) made concurrent encodes differ (up to 4 files among 8), and its macroblock-tree rate control made
+    # repeated encodes in one process differ (3 files in 15 for one clip; 1 with mbtree=0, or asm=0, or no B-frames).
+    "h264": {"preset": "veryfast", "crf": "20", "x264-params": "sync-lookahead=0:mbtree=0"},
     "mpeg4": {"qmin": "2", "qmax": "4"},
     "mjpeg": {"qmin": "2", "qmax": "4"},
 }

@@ -163,11 +163,11 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     Layout: ``out_dir/videos/<class>/<class>_<i><ext>`` (train clips are ``i < train_per_class``, val clips follow),
     ``out_dir/train.txt`` and ``out_dir/val.txt`` (``<path relative to out_dir> <label>``, label = position of the
     class in sorted order), ``out_dir/labels.csv`` (``id,name``) and ``out_dir/dataset.json`` (the parameters, written
-    last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The frames are a deterministic
-    function of the parameters; the H.264 files are not always the same bytes: two generations run at the same time
-    on a busy 2-core machine differed in 411 of 1120 clips, even without x264's lookahead thread (cause not found).
-    When ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing is
-    regenerated (unless ``force``).
+    last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The result is a deterministic
+    function of the parameters, to the byte (two generations run at once on a 2-core machine: 0 of 1120 clips
+    differ; before ``write_video`` turned off x264's lookahead thread and macroblock tree, 411 did); when
+    ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing is regenerated
+    (unless ``force``).
 
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,

@@ -7,9 +7,17 @@ engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without bui
 
 from __future__ import annotations
 
+import pickle
+from datetime import timedelta
+from typing import Any
+
 from engine import runner
-from engine.distributed import DistContext
+from engine.distributed import DistContext, all_gather_objects, barrier
 from engine.resume_config import check_resume_config
+
+# The first rank of a node may probe a whole list before the node's other ranks can read its index (hours, for a
+# first build of a Kinetics-size list): they wait this long. A rank that dies ends the wait at once.
+INDEX_WAIT = timedelta(days=2)
 
 
 def _test_cfg(cfg, num_clip: int, num_crop: int):
@@ -40,8 +48,11 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
     from models.checkpoint import pretrained_source_grid
 
     only_test = cfg.TEST.ONLY_TEST
-    train_loader = None if only_test else build_loader(cfg, "train", ctx.rank, ctx.world_size, ctx.device_id)
-    val_loader = build_loader(cfg, "test" if only_test else "val", ctx.rank, ctx.world_size, ctx.device_id)
+    splits = ["test"] if only_test else ["train", "val"]
+    index = build_indexes(cfg, ctx, splits)
+    train_loader = None if only_test else build_loader(cfg, "train", ctx.rank, ctx.world_size, ctx.device_id,
+                                                       index=index["train"])
+    val_loader = build_loader(cfg, splits[-1], ctx.rank, ctx.world_size, ctx.device_id, index=index[splits[-1]])
     # Parameters are created on the device directly: no host copy of a ~1 B parameter model per rank.
     model = build_model(cfg, device=ctx.device)
     choice = runner.weights_to_load(cfg, metrics, resume)
@@ -64,6 +75,45 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
                      make_test_loader=make_test_loader,
                      weights=choice.describe() if choice is not None else "initial weights")
     return run
+
+
+def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
+    """The dataset index of each split's list. With several processes the first rank of each node builds them
+    (stat'ing every listed file, probing what changed) while the node's other ranks wait, then those read the
+    finished index trusting its recorded file sizes and times (``checked_by_peer``): at a start, one process per
+    node stats every listed video, not every rank (a network file system's metadata server serves one stat per
+    video and node instead of per GPU). A build that fails on a first rank fails on every rank, with its error."""
+    from dali_pipelines.loader import build_split_index
+
+    first = ctx.local_rank == 0
+    built: dict[str, Any] = {}
+    failure: BaseException | None = None
+    if first:
+        try:
+            built = {split: build_split_index(cfg, split) for split in splits}
+        except Exception as e:  # noqa: BLE001 - every rank must hear of it before anyone raises
+            failure = e
+    barrier(ctx, INDEX_WAIT)
+    failures = all_gather_objects(_sendable(failure), ctx)
+    if failure is not None:
+        raise failure
+    elsewhere = next((f for f in failures if f is not None), None)
+    if elsewhere is not None:
+        raise elsewhere
+    if not first:
+        built = {split: build_split_index(cfg, split, checked_by_peer=True) for split in splits}
+    return built
+
+
+def _sendable(error: BaseException | None) -> BaseException | None:
+    """``error`` as another rank can re-raise it: itself when it pickles, else a RuntimeError with its text."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - an exception with unpicklable arguments
+        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def dry_run(cfg, resume: str = "") -> dict:

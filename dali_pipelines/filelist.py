@@ -185,29 +185,30 @@ class VideoList:
         return ListEntry(row=row, rel_path=rel, path=os.path.join(self.root, rel), label=int(self.labels[row]),
                          line_no=int(self.line_nos[row]))
 
-    def stat_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def stat_keys(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(size, mtime_ns, present)`` of every row's file now (int64, int64, bool; zeros where ``os.stat``
-        fails)."""
+        fails). With ``rows`` (row numbers), only those files are stat'ed; the other rows stay zero."""
         n = len(self)
         size, mtime, present = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
         root, data, cut = os.fsencode(self.root), self.rel_paths.blob.tobytes(), self.rel_paths.offsets.tolist()
+        wanted = np.arange(n) if rows is None else np.asarray(rows, np.int64)
 
-        def stat_rows(rows: range) -> None:
-            for r in rows:
+        def stat_rows(part: np.ndarray) -> None:
+            for r in part.tolist():
                 try:
                     st = os.stat(os.path.join(root, data[cut[r]:cut[r + 1]]))
                 except OSError:
                     continue
                 size[r], mtime[r], present[r] = st.st_size, st.st_mtime_ns, True
 
-        if n < _STAT_THREADED_FROM:
-            stat_rows(range(n))
+        if wanted.size < _STAT_THREADED_FROM:
+            stat_rows(wanted)
         else:
             # os.stat releases the GIL: on a network file system, where one stat waits for a metadata server,
-            # threads overlap the waits (every rank stats every listed video at every start).
-            chunk = -(-n // (4 * _STAT_THREADS))
+            # threads overlap the waits (one process per node stats every listed video at every start).
+            chunk = -(-wanted.size // (4 * _STAT_THREADS))
             with ThreadPoolExecutor(_STAT_THREADS) as pool:
-                list(pool.map(stat_rows, (range(i, min(i + chunk, n)) for i in range(0, n, chunk))))
+                list(pool.map(stat_rows, (wanted[i:i + chunk] for i in range(0, wanted.size, chunk))))
         return size, mtime, present
 
 

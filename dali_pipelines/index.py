@@ -238,6 +238,20 @@ def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None
     return src, (None if unique.all() else unique), covered
 
 
+def _cached_keys(videos: VideoList, cache: IndexCache | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`VideoList.stat_keys` as the cache records them: each row's size and mtime where the cache has a
+    record of its path, a real ``os.stat`` for the rows it lacks (new rows, files that were missing)."""
+    cache = cache or IndexCache.empty()
+    src, _, _ = _cache_rows(videos, cache)
+    table = cache.table if src is None else cache.table.take(src)
+    recorded = table.status != UNKNOWN
+    size, mtime, present = videos.stat_keys(np.flatnonzero(~recorded))
+    size[recorded] = table.columns["size"][recorded]
+    mtime[recorded] = table.columns["mtime_ns"][recorded]
+    present[recorded] = True
+    return size, mtime, present
+
+
 def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], cache: IndexCache | None,
            full_decode: bool) -> _Match:
     """Reuse the cache's record of every row whose file has the cached size and mtime and was probed at least as
@@ -369,7 +383,8 @@ def _quarantine_is(path: str, text: str) -> bool:
 
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
-                full_decode: bool = False, strict: bool = False, progress: bool = True) -> DatasetIndex:
+                full_decode: bool = False, strict: bool = False, progress: bool = True,
+                checked_by_peer: bool = False) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
@@ -383,6 +398,10 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         progress: show a progress bar while probing; without one, a plain progress line is logged every
             :data:`_LOG_EVERY_S` (for a log file). Either way the process that probes saves its results every
             :data:`_SAVE_EVERY_S` and when interrupted, so that the next build probes only the videos left.
+        checked_by_peer: another process of this machine has just built this index, checking every listed file
+            against the cache (the first rank of a node, see ``wiring.build_indexes``): the size and mtime the
+            cache records for a row are taken as its file's, and only the rows it lacks are stat'ed. Spares a
+            network file system one stat per listed video per rank.
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
@@ -395,12 +414,16 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     videos = read_video_list(list_path, root, num_classes)
     root_abs = os.path.abspath(root)
     paths = index_paths(list_path)
-    keys = videos.stat_keys()
+    keys = None if checked_by_peer else videos.stat_keys()
 
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.
     with locked(paths.lock, shared=True):
-        match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+        cache = load_cache(paths.cache, root_abs, paths.json_cache)
+        if keys is None:
+            keys = _cached_keys(videos, cache)
+        match = _match(videos, keys, cache, full_decode)
+        del cache
         current = match.current and _quarantine_is(paths.quarantine, _quarantine_text(videos, match.bad))
     if not current:
         with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile

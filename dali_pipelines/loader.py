@@ -44,7 +44,7 @@ from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fall
                       resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
 
-__all__ = ["VideoLoader", "build_loader", "resolve_decode_device", "DataError"]
+__all__ = ["VideoLoader", "build_loader", "build_split_index", "resolve_decode_device", "DataError"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +84,8 @@ class VideoLoader:
         self.training = split == "train"
         self.rank, self.world_size = rank, world_size
         data = cfg.DATA
-        list_key = "DATA.TRAIN_FILE" if self.training else "DATA.VAL_FILE"
-        list_path = data.TRAIN_FILE if self.training else data.VAL_FILE
-        if not list_path:
-            raise ValueError(f"{list_key} is empty; set it to the {split} file list")
-        self.index = index if index is not None else build_index(
-            list_path, data.ROOT, data.NUM_CLASSES, workers=data.INDEX_WORKERS, full_decode=data.INDEX_FULL_DECODE,
-            # Any rank: whichever takes the lock first probes and reports, with a bar on a terminal, else in lines
-            # (no carriage returns in a log file).
-            strict=data.STRICT, progress=stderr_is_terminal())
+        list_key, list_path = _split_list(cfg, split)
+        self.index = index if index is not None else build_split_index(cfg, split)
         self._list_desc = f"{list_key} {list_path}"
 
         self.device = resolve_decode_device(data.DECODE_DEVICE)
@@ -457,6 +450,27 @@ class VideoLoader:
             self.close(wait=False)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _split_list(cfg, split: str) -> tuple[str, str]:
+    """(config key, list path) of ``split``'s video list: DATA.TRAIN_FILE for 'train', else DATA.VAL_FILE."""
+    key = "DATA.TRAIN_FILE" if split == "train" else "DATA.VAL_FILE"
+    path = cfg.DATA.TRAIN_FILE if split == "train" else cfg.DATA.VAL_FILE
+    if not path:
+        raise ValueError(f"{key} is empty; set it to the {split} file list")
+    return key, path
+
+
+def build_split_index(cfg, split: str, checked_by_peer: bool = False) -> DatasetIndex:
+    """The index of ``split``'s list (:func:`_split_list`) as the loader builds it; ``checked_by_peer``: see
+    :func:`~dali_pipelines.index.build_index`."""
+    data = cfg.DATA
+    return build_index(
+        _split_list(cfg, split)[1], data.ROOT, data.NUM_CLASSES, workers=data.INDEX_WORKERS,
+        full_decode=data.INDEX_FULL_DECODE, strict=data.STRICT,
+        # Whichever rank takes the lock first probes and reports, with a bar on a terminal, else in lines (no
+        # carriage returns in a log file).
+        progress=stderr_is_terminal(), checked_by_peer=checked_by_peer)
 
 
 def build_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device_id: int | None = None,

@@ -160,9 +160,16 @@ def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
     return box[0]
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
+def barrier(ctx: DistContext, timeout: timedelta | None = None) -> None:
+    """Wait for every rank. ``timeout``: how long, when a rank may take longer than the wait group's own timeout
+    (``EVA_WAIT_TIMEOUT_MIN``) to get here; a rank that dies meanwhile ends the wait at once (gloo sees its
+    connection close)."""
+    if not ctx.distributed:
+        return
+    if timeout is None:
         dist.barrier(group=_WAIT_GROUP)
+    else:
+        dist.monitored_barrier(group=_WAIT_GROUP, timeout=timeout)
 
 
 def shutdown() -> None:

@@ -84,3 +84,72 @@ def test_each_process_computes_on_the_gpu_it_can_see(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")
     ctx = dist_utils.init_from_env("cuda")
     assert chosen == [0] and ctx.device == torch.device("cuda", 0) and ctx.device_id == 0 and ctx.local_rank == 3
+
+
+def _index_on_one_node(rank: int, world: int, init_file: str, root: str, train: str, val: str, out: dict) -> None:
+    import wiring
+    from tests.video_fixtures import small_cfg
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    stats, real_stat = [], os.stat
+
+    def counting_stat(path, *args, **kwargs):
+        if os.fsdecode(path).startswith(os.path.join(root, "videos")):  # not the lists, caches and locks
+            stats.append(os.fsdecode(path))
+        return real_stat(path, *args, **kwargs)
+
+    os.stat = counting_stat
+    try:
+        ctx = DistContext(rank=rank, world_size=world, local_rank=rank)
+        try:
+            built = wiring.build_indexes(small_cfg(root, train, val), ctx, ["train", "val"])
+        except Exception as e:  # noqa: BLE001 - what each rank raised is the result
+            out[rank] = f"{type(e).__name__}: {e}"
+            return
+        out[rank] = {split: (ix.good_rows, sorted(ix.bad), ix.probed) for split, ix in built.items()}
+        out[f"stats{rank}"] = len(stats)
+    finally:
+        os.stat = real_stat
+        dist.destroy_process_group()
+
+
+def test_one_rank_per_node_checks_the_listed_files_the_others_trust_its_index(tmp_path):
+    from tests.video_fixtures import make_clip_dataset
+
+    root = str(tmp_path / "data")
+    train = make_clip_dataset(root, [12, 14, 16, 18], list_name="train.txt")
+    with open(train) as f:
+        first_two = f.readlines()[:2]
+    val = os.path.join(root, "val.txt")
+    with open(val, "w") as f:
+        f.writelines(first_two)
+    with open(train, "a") as f:
+        f.write("videos/gone.webm 1\n")  # a missing file: bad on both ranks
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_index_on_one_node, args=(2, str(tmp_path / "init"), root, train, val, out), nprocs=2, join=True)
+        out = dict(out)
+    # the same index on both ranks: 4 good rows, the missing file bad; rank 0 probed the 4 videos of each list
+    assert out[0]["train"] == ([0, 1, 2, 3], [4], 4) and out[0]["val"] == ([0, 1], [], 2)
+    assert out[1]["train"][:2] == out[0]["train"][:2] and out[1]["val"][:2] == out[0]["val"][:2]
+    assert out[1]["train"][2] == out[1]["val"][2] == 0  # rank 1 probed nothing
+    # rank 0 stat'ed every listed file (7 rows, and the probes'); rank 1 only the missing one, which a cache
+    # cannot record
+    assert out["stats0"] >= 7 and out["stats1"] == 1
+
+
+def test_a_list_that_fails_on_the_first_rank_fails_on_every_rank_with_its_error(tmp_path):
+    from tests.video_fixtures import make_clip_dataset
+
+    root = str(tmp_path / "data")
+    val = make_clip_dataset(root, [12, 13], list_name="val.txt")
+    train = tmp_path / "train.txt"
+    train.write_text("videos/clip_1.webm 1\nvideos/clip_1.webm seven\n")
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_index_on_one_node, args=(2, str(tmp_path / "init"), root, str(train), val, out), nprocs=2,
+                 join=True)
+        out = dict(out)
+    assert out[0] == out[1] and out[0].startswith("DataListError: ") and "train.txt" in out[0]
+    assert "train.txt:2: label 'seven' is not an integer" in out[0]

@@ -872,3 +872,50 @@ def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, mo
     threaded = videos.stat_keys()
     assert all(np.array_equal(a, b) for a, b in zip(serial, threaded))
     assert serial[2].any() and not serial[2].all()  # the list has missing files too
+
+
+def _count_stats_under(monkeypatch, root: Path) -> list[bytes]:
+    """Record every os.stat call on a file below ``root`` (the list's, the probe's)."""
+    import dali_pipelines.filelist as filelist_mod
+
+    calls, real_stat, below = [], os.stat, os.fsencode(str(root))
+
+    def counting_stat(path, *args, **kwargs):
+        if os.fsencode(path).startswith(below):
+            calls.append(os.fsencode(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(filelist_mod.os, "stat", counting_stat)
+    return calls
+
+
+def test_a_rank_whose_peer_checked_the_files_stats_only_the_rows_the_cache_lacks(dataset, monkeypatch):
+    lst, root = dataset
+    checked = build_index(str(lst), str(root), workers=1)
+    calls = _count_stats_under(monkeypatch, root)
+    trusted = build_index(str(lst), str(root), workers=1, checked_by_peer=True)
+    # the missing file is the only row the cache has no record of (nothing to record): stat'ed, still bad
+    assert calls == [os.fsencode(str(root / "clips/cls_b/missing.webm"))]
+    assert trusted.good_rows == checked.good_rows and trusted.bad == checked.bad
+    assert [trusted.infos[r] for r in trusted.good_rows] == [checked.infos[r] for r in checked.good_rows]
+    assert trusted.probed == 0
+    calls.clear()
+    build_index(str(lst), str(root), workers=1)
+    assert len(calls) == len(GOOD) + len(BAD)  # without the peer's check every listed file is stat'ed
+
+
+def test_a_trusting_rank_still_probes_a_row_its_peer_did_not_record(dataset, monkeypatch):
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1)
+    # a file that appears after the peer's check (and a list row the cache does not know yet)
+    write_video(str(root / "clips/cls_b/missing.webm"), counter_frames(15), "vp9")
+    with open(lst, "a") as f:
+        f.write("clips/cls_b/late.webm 1\n")
+    write_video(str(root / "clips/cls_b/late.webm"), counter_frames(10), "vp9")
+    calls = _count_stats_under(monkeypatch, root)
+    ix = build_index(str(lst), str(root), workers=1, checked_by_peer=True)
+    # only those two files are looked at (stat'ed, then probed: the probe stats them too)
+    assert set(calls) == {os.fsencode(str(root / f"clips/cls_b/{n}.webm")) for n in ("late", "missing")}
+    rows = {e.rel_path: e.row for e in ix.entries}
+    assert ix.infos[rows["clips/cls_b/missing.webm"]].num_frames == 15
+    assert ix.infos[rows["clips/cls_b/late.webm"]].num_frames == 10 and ix.probed == 2

@@ -43,12 +43,13 @@ from evautil.workers import map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, PathTable, VideoList, read_video_list
-from .index_store import (BAD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, locked,
-                          save_cache)
+from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
+                          load_cache_and_root, locked, save_cache, stat_key)
 from .pyav_io import BadVideoError, StreamProbe, probe_stream
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
-           "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index"]
+           "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index", "ProbedBefore",
+           "probed_before"]
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +368,42 @@ def save_probed_index(list_path: str, root: str, rel_paths: Sequence[str], table
             if os.path.exists(stale):
                 os.unlink(stale)
     return paths.cache
+
+
+@dataclass
+class ProbedBefore:
+    """The good videos of earlier index caches: ``rows`` maps a video's absolute path to its row of ``table``."""
+
+    rows: dict[str, int]
+    table: VideoTable
+
+    def unchanged_row(self, path: str) -> int:
+        """The row recording ``path`` when the file still has the size and mtime it was probed with, else -1 (the
+        same rule as a build's reuse of its cache)."""
+        row = self.rows.get(path, -1)
+        if row < 0:
+            return -1
+        c = self.table.columns
+        return row if stat_key(path) == (int(c["size"][row]), int(c["mtime_ns"][row])) else -1
+
+
+def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
+    """The good rows of the index caches ``cache_paths`` (whatever lists and roots they were written for; an
+    unreadable one or one of another schema version is skipped), so that a new ``lists --check`` over the same
+    videos probes only those that are new or changed since."""
+    rows: dict[str, int] = {}
+    tables: list[VideoTable] = []
+    start = 0
+    for cache_path in cache_paths:
+        found = load_cache_and_root(cache_path)
+        if found is None:
+            continue
+        root, cache = found
+        for r in np.flatnonzero(cache.table.status == GOOD).tolist():
+            rows.setdefault(os.path.join(root, cache.rel_paths[r]), start + r)
+        tables.append(cache.table)
+        start += len(cache.table)
+    return ProbedBefore(rows, VideoTable.concat(tables))
 
 
 def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:

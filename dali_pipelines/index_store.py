@@ -39,7 +39,7 @@ from .filelist import PathTable
 from .pyav_io import DecoderFacts
 
 __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoInfo", "VideoTable", "IndexCache",
-           "load_cache", "save_cache", "locked", "stat_key"]
+           "load_cache", "load_cache_and_root", "save_cache", "locked", "stat_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,21 @@ def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | 
     except _ARCHIVE_ERRORS as e:
         logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
         return None
+
+
+def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
+    """A version 3 cache whatever root it was written for, with that root; None when it is not there or not
+    readable as version 3 (an unreadable one is logged)."""
+    try:
+        with np.load(cache_path, allow_pickle=False) as archive:
+            root = json.loads(archive["header"].tobytes().decode("utf-8")).get("root")
+            cache = _read_archive(archive, cache_path, root) if isinstance(root, str) else None
+    except FileNotFoundError:
+        return None
+    except _ARCHIVE_ERRORS + (json.JSONDecodeError, UnicodeDecodeError) as e:
+        logger.warning("ignoring unreadable index cache %s (%s)", cache_path, e)
+        return None
+    return (root, cache) if cache is not None else None
 
 
 def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:

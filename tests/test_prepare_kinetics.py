@@ -689,6 +689,41 @@ def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_pat
     assert f"would write the index cache of {tmp_path / 'dry' / 'k400_train.txt'} (6 videos" in capsys.readouterr().out
 
 
+def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_probes, capsys):
+    from dali_pipelines.index import build_index
+
+    root = tmp_path / "k400"
+    for i, cls in enumerate((ARM, PAF)):
+        for j in range(2):
+            write_clip(root / "train" / cls / vid(f"t{i}{j}"), t=6 + j, seed=i)
+        write_clip(root / "val" / cls / vid(f"v{i}"), t=5, seed=i)
+    data = tmp_path / "data"
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--data-root", str(tmp_path),
+            "--workers", "1", "--check"]
+    assert prepare_kinetics.main(args) == 0
+    assert len(counted_probes) == 6
+    # a clip replaced (other content), one added, one damaged after the first check; the rest unchanged
+    changed = write_clip(root / "train" / PAF / vid("t10"), t=11, seed=5)
+    added = write_clip(root / "train" / ARM / vid("new"), t=9, seed=3)
+    damaged = root / "train" / ARM / vid("t00")
+    damaged.write_bytes(b"\x00not a video" * 50)
+    counted_probes.clear()
+    capsys.readouterr()
+    assert prepare_kinetics.main(args) == 0
+    assert sorted(counted_probes) == sorted(map(str, (changed, added, damaged)))
+    assert "check k400: 4 of 7 videos unchanged since the index caches an earlier check wrote; probing 3" in (
+        capsys.readouterr().err)
+    rep = json.loads((data / "k400_report.json").read_text())
+    assert [os.path.basename(f["path"]) for f in rep["skipped_files"]] == [vid("t00")]
+    # the lists' caches hold the same facts a build without any cache probes, and training probes nothing
+    for split, rows in (("train", 4), ("val", 2)):
+        lst = data / f"k400_{split}.txt"
+        counted_probes.clear()
+        ix = build_index(str(lst), str(tmp_path), 2, workers=1, progress=False)
+        assert counted_probes == [] and ix.probed == 0 and len(ix) == rows
+        assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(lst, tmp_path)
+
+
 def test_checked_k722_lists_come_with_their_index(tmp_path, counted_probes):
     # The merged lists mix the datasets' probes (here one VP9 and one H.264 dataset: other codec codes).
     from dali_pipelines.index import build_index

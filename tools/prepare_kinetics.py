@@ -10,7 +10,9 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             -> data/k400_train.txt, data/k400_val.txt, data/k400_labels.csv, data/k400_report.{json,md}
             with --check every video is probed as the training index probes it, unusable ones are left out, and
             each list comes with its index cache (data/k400_train.txt.index.npz, ...): the first training run
-            reuses it and probes no video again (one that changes after the check is probed again)
+            reuses it and probes no video again (one that changes after the check is probed again); a later
+            --check into the same --out probes only the videos that are new or changed since (delete the
+            *.index.npz files there to probe every video again)
 
   k722      the merged Kinetics-722 (class union, training videos de-duplicated by YouTube id, every training
             video whose YouTube id is in any given validation split removed) and the class mappings that select
@@ -32,6 +34,7 @@ position of the class in the sorted class names (Kinetics-722: in the sorted uni
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 
@@ -65,7 +68,8 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true",
                    help="probe every video as the training index does (frame count, codec, size, first frame "
                         "decodes, not truncated); unusable files are skipped and reported, and each list is "
-                        "written with its index cache (<list>.index.npz), so training probes none of them again")
+                        "written with its index cache (<list>.index.npz), so training probes none of them again; "
+                        "videos those caches in --out already record unchanged (size, mtime) are not probed again")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                    help="processes for --check (default: all cores)")
     p.add_argument("--strict", action="store_true", help="unusable video files are an error instead of skipped")
@@ -88,10 +92,15 @@ def _scan_all(args: argparse.Namespace) -> list:
     names = [n for n, _ in args.dataset]
     if len(set(names)) != len(names):
         raise KineticsError(f"--dataset names must be unique, got {names}")
+    before = None
+    if args.check:  # what an earlier check into --out recorded: its unchanged videos are not probed again
+        from dali_pipelines.index import probed_before
+
+        before = probed_before(sorted(glob.glob(os.path.join(glob.escape(args.out), "*.index.npz"))))
     return [scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
                          underscore_to_space=args.underscore_to_space, check=args.check, workers=args.workers,
                          strict=args.strict, allow_empty_classes=args.allow_empty_classes,
-                         progress=sys.stderr.isatty()) for n, path in args.dataset]
+                         progress=sys.stderr.isatty(), before=before) for n, path in args.dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:

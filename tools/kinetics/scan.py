@@ -19,6 +19,7 @@ from evautil.progress import stderr_line
 from .common import KineticsError
 
 if TYPE_CHECKING:
+    from dali_pipelines.index import ProbedBefore
     from dali_pipelines.index_store import VideoTable
 
 __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "SKIP_KINDS", "Video", "DatasetScan", "youtube_id", "is_video_file",
@@ -145,8 +146,8 @@ def printable_path(path: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
-def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int,
-                  progress: bool) -> tuple["VideoTable", list[str | None]]:
+def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, progress: bool,
+                  before: "ProbedBefore | None" = None) -> tuple["VideoTable", list[str | None]]:
     """``--check``: probe every candidate with the training index's own probe; returns a table with the facts of
     the good ones (row i: ``candidates[i]``, UNKNOWN where bad) and each candidate's reason to be skipped (None:
     good).
@@ -154,13 +155,21 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int,
     The index's probe decodes the first frame, as the check did on its own before, and also reads what the index
     keeps (frame count, size, codec, decoder facts) and finds truncated streams, which the index would quarantine:
     one pass gives both the check's verdict and the rows of the lists' index caches, so that the first training
-    run (or verify_data) probes none of the videos again."""
+    run (or verify_data) probes none of the videos again. A video that ``before`` (the caches an earlier check
+    wrote) records with its current size and mtime is not probed again: its recorded facts are kept."""
     from dali_pipelines.index import probe_videos  # local: scanning without --check must not need PyAV
     from dali_pipelines.index_store import VideoInfo, VideoTable
 
-    table = VideoTable.empty(len(candidates))
+    if before is not None and before.rows:
+        src = np.fromiter((before.unchanged_row(v.path) for _, v in candidates), np.int64, len(candidates))
+        table = before.table.take(src)
+        reused = int(np.count_nonzero(src >= 0))
+        stderr_line(f"check {name}: {reused:,} of {len(candidates):,} videos unchanged since the index caches an "
+                    f"earlier check wrote; probing {len(candidates) - reused:,}")
+    else:
+        src, table = np.full(len(candidates), -1, np.int64), VideoTable.empty(len(candidates))
     reasons: list[str | None] = [None] * len(candidates)
-    jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates)]
+    jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates) if src[i] < 0]
     for row, info, reason in probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line):
         if info is None:
             reasons[row] = reason or "unreadable"
@@ -235,7 +244,8 @@ def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos
 
 def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
                  underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
-                 allow_empty_classes: bool = False, progress: bool = False) -> DatasetScan:
+                 allow_empty_classes: bool = False, progress: bool = False,
+                 before: "ProbedBefore | None" = None) -> DatasetScan:
     """Scan ``<root>/{train,val}/<class>/<video>``.
 
     Args:
@@ -251,6 +261,8 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         strict: raise instead of skipping empty, unreadable or undecodable files.
         allow_empty_classes: accept class folders without usable videos (by default an error).
         progress: show a progress bar while checking.
+        before: with ``check``, what earlier checks recorded (``dali_pipelines.index.probed_before`` of their
+            lists' index caches): videos unchanged since (same size and mtime) are not probed again.
 
     Raises:
         KineticsError: missing root or split folder, no class folders, a class with no usable video, different
@@ -276,7 +288,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
 
     probes, probe_rows = None, {}
     if check and candidates:
-        table, reasons = _check_videos(name, candidates, workers, progress)
+        table, reasons = _check_videos(name, candidates, workers, progress, before)
         good = []
         for (split, v), reason in zip(candidates, reasons):
             if reason is None:

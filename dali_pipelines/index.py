@@ -29,9 +29,11 @@ No DALI import here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -49,7 +51,7 @@ from .pyav_io import BadVideoError, StreamProbe, probe_stream
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
            "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index", "ProbedBefore",
-           "probed_before"]
+           "probed_before", "progress_lines_on_stderr"]
 
 logger = logging.getLogger(__name__)
 
@@ -417,6 +419,41 @@ def _quarantine_is(path: str, text: str) -> bool:
             return f.read() == text
     except FileNotFoundError:
         return text == ""
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a replaced stream included), as Python's own
+    last-resort handler does."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
+    """While inside, the index build's plain progress lines go to stderr, and with ``warnings`` its warnings (the
+    bad videos) too, nothing else: for commands that attach no logging handler of their own, whose users would
+    otherwise see nothing of a long build without a terminal."""
+    handler = _StderrHandler()
+    handler.addFilter(lambda r: (r.levelno == logging.INFO and r.getMessage().startswith(PROGRESS_PREFIX))
+                      or (warnings and r.levelno >= logging.WARNING))
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,

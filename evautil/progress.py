@@ -74,14 +74,14 @@ class ProgressLines:
         left = (self.total - self.done) / rate if rate > 0 else None
         share = 100.0 * self.done / self.total if self.total else 100.0
         units = _plural(self.unit)
-        return (f"{self.desc}: {self.done:,} of {self.total:,} {units} done ({share:.1f}%), "
-                f"{_rate(rate)} {units}/s, eta {format_duration(left)}")
+        return (f"{self.desc}: {self.done:,} of {self.total:,} {self.unit if self.total == 1 else units} done "
+                f"({share:.1f}%), {_rate(rate)} {units}/s, eta {format_duration(left)}")
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self._start
         units = _plural(self.unit)
-        self.write(f"{self.desc}: {self.done:,} {units} done in {format_duration(elapsed)} "
-                   f"({_rate(self.done / max(elapsed, 1e-9))} {units}/s)")
+        self.write(f"{self.desc}: {self.done:,} {self.unit if self.done == 1 else units} done in "
+                   f"{format_duration(elapsed)} ({_rate(self.done / max(elapsed, 1e-9))} {units}/s)")
 
 
 def with_progress(iterable: Iterable, total: int, desc: str, unit: str = "item") -> Iterable:

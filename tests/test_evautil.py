@@ -12,7 +12,7 @@ import pytest
 
 from evautil.files import atomic_write, atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
-from evautil.progress import with_progress
+from evautil.progress import ProgressLines, with_progress
 from evautil.workers import WorkerCrashError, map_with_progress, mp_context
 
 
@@ -69,6 +69,18 @@ def test_map_with_progress_logs_plain_lines_without_a_bar():
     list(map_with_progress(_square, [1, 2, 3], 1, "squares", progress=True, log=lines.append, log_every_s=0.0))
     assert len(lines) == 1 and lines[0].startswith("squares: 3 items done in ")
 
+
+def test_progress_lines_say_one_item_in_the_singular():
+    lines: list[str] = []
+    progress = ProgressLines("predict", 1, "batch", lines.append, every_s=None)
+    assert progress.line().startswith("predict: 0 of 1 batch done (0.0%), ")
+    progress.update()
+    progress.finish()
+    assert lines[0].startswith("predict: 1 batch done in 0:00:0") and lines[0].endswith(" batches/s)")
+    lines.clear()
+    progress = ProgressLines("check", 2, "video", lines.append, every_s=None)
+    progress.update()
+    assert progress.line().startswith("check: 1 of 2 videos done (50.0%), ")
 
 
 class _Terminal(io.StringIO):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,12 @@ def test_progress_without_a_terminal_is_plain_lines(evaluated, dataset, capsys):
     err = capsys.readouterr().err  # not a terminal, as a log file
     assert rc == 0, err
     assert "predict: 3 batches done in " in err and "\r" not in err, err  # 8 videos, 3 a batch
+    # the index build's own lines too (a first index of many videos takes minutes): here its start and its end
+    assert re.search(r"^indexing videos-[0-9a-f]{16}\.txt: probing 8 of 8 videos$", err, re.M), err
+    assert re.search(r"^indexing videos-[0-9a-f]{16}\.txt: 8 videos done in 0:00:0", err, re.M), err
+    rc = predict.main([str(dataset / "val.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--work-dir",
+                       str(tmp / "work_quiet"), "--quiet", "--opts", *opts])
+    assert rc == 0 and capsys.readouterr().err == "predicted 8 of 8 videos\n"  # --quiet: no progress at all
 
 
 def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatch, capsys):

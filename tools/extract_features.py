@@ -136,7 +136,7 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
                    progress: bool) -> None:
     from tools.inference import build_view_loader, progress_bar, view_outputs
 
-    loader = build_view_loader(cfg, paths, work_dir, ctx)
+    loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
              "starts_frames": None, "starts_seconds": None}
     try:

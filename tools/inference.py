@@ -246,7 +246,8 @@ class ViewLoader:
             self.loader.close()
 
 
-def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext) -> ViewLoader:
+def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext,
+                      progress: bool = True) -> ViewLoader:
     """The multi-view test loader (TEST.NUM_CLIP x TEST.NUM_CROP views) over ``paths``, sharded over the ranks.
 
     The videos are written as a list (label 0, unused) in ``work_dir``, named by a hash of its paths: runs on other
@@ -260,7 +261,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
         DataError: the list does not hold the videos written to it, or the loader cannot run as configured.
     """
     from dali_pipelines.filelist import DataError
-    from dali_pipelines.index import build_index
+    from dali_pipelines.index import build_index, progress_lines_on_stderr
     from evautil.files import atomic_write_text
     from evautil.progress import stderr_is_terminal
     from tools.kinetics.scan import unlistable_reason
@@ -282,9 +283,11 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
         atomic_write_text(list_path, text, fsync=False)  # the same text when another run has the same videos
     barrier(ctx)
     data = cfg.DATA
-    index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
-                        full_decode=data.INDEX_FULL_DECODE, strict=False,
-                        progress=stderr_is_terminal())  # as the loader builds it: any rank may probe
+    lines = progress and not stderr_is_terminal()  # a first index of many videos: a line every 30 s
+    with progress_lines_on_stderr(warnings=True) if lines else contextlib.nullcontext():
+        index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
+                            full_decode=data.INDEX_FULL_DECODE, strict=False,
+                            progress=progress and stderr_is_terminal())  # as the loader builds it: any rank probes
     position_of = {paths[i]: i for i in listed}
     positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
     if sorted(positions) != listed:

@@ -49,7 +49,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
     failed: dict[int, str] = {}
-    loader = build_view_loader(cfg, paths, work_dir, ctx)
+    loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     try:
         batches = progress_bar(loader, len(loader), progress and ctx.is_main and len(loader) > 0, "predict")
         for batch in batches:

@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evautil.interrupt import on_interrupt  # noqa: E402
+from evautil.progress import stderr_is_terminal  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
@@ -100,7 +101,7 @@ def _scan_all(args: argparse.Namespace) -> list:
     return [scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
                          underscore_to_space=args.underscore_to_space, check=args.check, workers=args.workers,
                          strict=args.strict, allow_empty_classes=args.allow_empty_classes,
-                         progress=sys.stderr.isatty(), before=before) for n, path in args.dataset]
+                         progress=stderr_is_terminal(), before=before) for n, path in args.dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = EncodeSettings(short_side=args.short_side, gop=args.gop, crf=args.crf, preset=args.preset,
                                       threads=args.threads, no_upscale=args.no_upscale)
             report = reencode_tree(args.src, args.dst, settings, workers=args.workers, dry_run=args.dry_run,
-                                   progress=not args.no_progress and sys.stderr.isatty(), report_dir=args.report_dir)
+                                   progress=not args.no_progress and stderr_is_terminal(), report_dir=args.report_dir)
             if report["failed"]:
                 for x in report["failed"][:20]:
                     print(f"failed: {x['error']}", file=sys.stderr)

@@ -16,6 +16,7 @@ the lists, then stops before any video is opened.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -26,8 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
-from dali_pipelines.index import PROGRESS_PREFIX, build_index  # noqa: E402
+from dali_pipelines.index import build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.interrupt import on_interrupt  # noqa: E402
+from evautil.progress import stderr_is_terminal  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,7 +97,7 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
     for list_path, root, classes in targets:
         t0 = time.perf_counter()
         index = build_index(list_path, root, classes, workers=workers, full_decode=full_decode,
-                            progress=sys.stderr.isatty())
+                            progress=stderr_is_terminal())
         seconds = time.perf_counter() - t0
         print(index.summary())
         print(f"  {_bytes_on_disk(index) / 2**30:.2f} GiB of readable video; indexed in {seconds:.1f} s")
@@ -106,15 +108,6 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
     return bad_total
 
 
-def _show_index_progress() -> None:
-    """The index build's plain progress lines on stderr, and nothing else it logs."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(lambda r: r.levelno == logging.INFO and r.getMessage().startswith(PROGRESS_PREFIX))
-    index_logger = logging.getLogger("dali_pipelines.index")
-    index_logger.addHandler(handler)
-    index_logger.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     on_interrupt("verifying the lists: the videos probed so far are saved in each list's <list>.index.npz; "
@@ -122,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     # The report below names every bad video with its reason; the index's own warnings would repeat them. Its
     # progress lines stay (a first build of a Kinetics list takes many minutes; a bar shows it on a terminal).
     logging.getLogger("dali_pipelines").setLevel(logging.ERROR)
-    if not sys.stderr.isatty():
-        _show_index_progress()
     try:
         targets = _targets(args)
         if args.cfg:
@@ -134,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print("dry run: config, model and lists are valid; no video was opened")
             return 0
-        return 1 if verify(targets, args.workers, args.full_decode) else 0
+        with progress_lines_on_stderr() if not stderr_is_terminal() else contextlib.nullcontext():
+            return 1 if verify(targets, args.workers, args.full_decode) else 0
     except (ConfigError, DataError, FileNotFoundError) as e:  # DataListError is a DataError
         print(f"error: {e}", file=sys.stderr)
         return 2

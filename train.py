@@ -22,14 +22,18 @@ import sys
 # starve them (a 4x slower step was measured on a 2-core CPU run). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING)
+
 # Only light imports here: every worker process imports this script again (evautil/workers.py), and torch, DALI
 # and the engine come in main().
-from configs import ConfigError
-from dali_pipelines.filelist import DataError, DataListError
-from dali_pipelines.pyav_io import BadVideoError
-from evautil.errors import CheckpointError
-from evautil.files import write_failure
-from evautil.interrupt import on_interrupt
+from configs import ConfigError  # noqa: E402
+from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
+from dali_pipelines.pyav_io import BadVideoError  # noqa: E402
+from evautil.errors import CheckpointError  # noqa: E402
+from evautil.files import write_failure  # noqa: E402
 
 # Errors that mean "fix the input": one line, exit code 2, no traceback.
 # DataError (a ValueError): unusable data lists or videos (e.g. DATA.STRICT with a bad file, no readable videos).
@@ -132,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Preempted, StoppedOutsideTraining) as e:  # SIGTERM / SIGUSR1: the same command resumes
         run.metrics.info(f"stopped: {e}")
         return PREEMPTED_EXIT_CODE
+    except KeyboardInterrupt:  # the console gets the line from the interrupt hook; the run's log keeps it too
+        run.metrics.log_interrupted()
+        raise
     finally:
         try:
             run.close()

@@ -37,7 +37,9 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
         return _assemble_run(cfg, ctx, metrics, resume)
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):  # e.g. while indexing: the run's log says so, as the console does
+            metrics.log_interrupted()
         metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
         raise
 

@@ -40,6 +40,7 @@ import torch
 
 from evautil.files import atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
+from evautil.interrupt import interrupted_line
 
 from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
@@ -307,6 +308,14 @@ class MetricLogger:
                 logger.setLevel(logging.INFO)
         logger.addHandler(_RunLogHandler(self))
         self._followed.append(name)
+
+    def log_interrupted(self) -> None:
+        """Keep a Ctrl-C's line (``evautil.interrupt``: the console gets it from the interrupt hook) in this rank's
+        log file, so that the run's own record says how it ended; a log that cannot be written is passed over."""
+        try:
+            self._write_log(interrupted_line())
+        except (OSError, ValueError):  # a full disk, a log already closed
+            pass
 
     def report(self, msg: str) -> None:
         """A progress line: always in the log file; on the console only when no bar shows the same."""

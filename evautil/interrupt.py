@@ -15,12 +15,16 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["on_interrupt", "INTERRUPTED_EXIT_STATUS"]
+__all__ = ["on_interrupt", "interrupted_line", "INTERRUPTED_EXIT_STATUS", "STARTING"]
 
 # What a shell reports for a command ended by Ctrl-C: 128 + SIGINT.
 INTERRUPTED_EXIT_STATUS = 130
 
 _message: str | None = None
+
+# What an entry script says for a Ctrl-C during its start (torch alone takes seconds to import): it installs the
+# hook with this before its heavy imports, and says what its work keeps once that work begins.
+STARTING = "stopped while starting: nothing was done or written yet"
 
 
 def on_interrupt(message: str) -> None:
@@ -35,9 +39,14 @@ def on_interrupt(message: str) -> None:
 
         def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
             if issubclass(kind, KeyboardInterrupt) and _message is not None:
-                print(f"interrupted: {_message}", file=sys.stderr, flush=True)
+                print(interrupted_line(), file=sys.stderr, flush=True)
             else:
                 previous(kind, error, tb)
 
         sys.excepthook = hook
     _message = message
+
+
+def interrupted_line() -> str:
+    """The line a Ctrl-C prints (``interrupted: <message>``), for a command that also keeps it in its own log."""
+    return f"interrupted: {_message or 'stopped by Ctrl-C'}"

@@ -146,6 +146,33 @@ def test_interrupted_reencode_counts_every_finished_video_and_removes_partial_on
     assert sorted(p.name for p in dst.glob("*.mp4")) == sorted(names)
 
 
+def test_training_interrupted_says_so_on_the_console_and_in_its_log(tmp_path):
+    from tools.synthetic import make_synthetic_dataset
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_synthetic_dataset(str(data), train_per_class=4, val_per_class=1, num_frames=8, size=(48, 32), workers=1,
+                           progress=False)
+    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
+            str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
+            "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
+            "TRAIN.BATCH_SIZE", "2", "TRAIN.EPOCHS", "500", "PRINT_FREQ", "1", "LOG.PROGRESS_BAR", "False",
+            "LOG.TENSORBOARD", "False", "LOG.NVML", "False", "OUTPUT", str(out)]
+    log = out / "log_rank0.txt"
+    status, err = _interrupt_when(
+        [sys.executable, str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts],
+        tmp_path, lambda _: log.is_file() and "step 3/" in log.read_text())
+    last = _assert_one_line(status, err, "the run stopped where it was, without a checkpoint")
+    assert log.read_text().strip().splitlines()[-1].endswith("] " + last)  # the run's own record says it too
+
+
+def test_a_ctrl_c_while_a_command_starts_is_one_line_too(tmp_path):
+    # 0.6 s in: past Python's start, inside the imports of torch and the engine (about 2 s here, more under load)
+    for cmd in ([str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run"],
+                ["-m", "tools.export_safetensors", "--help"]):
+        status, err = _interrupt_when([sys.executable, *cmd], ROOT, lambda _: True, settle_s=0.6)
+        _assert_one_line(status, err, "stopped while starting: nothing was done or written yet")
+
+
 def test_on_interrupt_leaves_other_errors_to_the_previous_hook(monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc[0]))

@@ -17,12 +17,16 @@ import argparse
 import os
 import sys
 
-import torch
+from evautil.interrupt import STARTING, on_interrupt
 
-from engine.evaluate import read_label_names
-from evautil.interrupt import on_interrupt
-from models.weights_file import save_weights_file
-from tools.inference import InputError, check_output_path, load_model, opts_last
+if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING)
+
+import torch  # noqa: E402
+
+from engine.evaluate import read_label_names  # noqa: E402
+from models.weights_file import save_weights_file  # noqa: E402
+from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
 
 __all__ = ["export", "main"]
 

@@ -30,11 +30,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
+from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING)
+
 import numpy as np  # noqa: E402
 
 # torch and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need neither.
-from evautil.interrupt import on_interrupt  # noqa: E402
 from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_ranks, finished_paths,  # noqa: E402
                                  merge_index, rewrite_failed)
 

@@ -17,9 +17,13 @@ import sys
 # Runnable as `python tools/plot_run.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING)
+
 from engine.plots import write_plots  # noqa: E402
 from tools.inference import InputError, check_output_path  # noqa: E402
-from evautil.interrupt import on_interrupt  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 
 # torch, DALI and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need none of them.
-from evautil.interrupt import on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING)
 
 if TYPE_CHECKING:
     from engine.distributed import DistContext

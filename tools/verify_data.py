@@ -25,10 +25,14 @@ import time
 # Runnable as `python tools/verify_data.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING)
+
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
 from dali_pipelines.index import build_index, progress_lines_on_stderr  # noqa: E402
-from evautil.interrupt import on_interrupt  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 
 

@@ -630,14 +630,20 @@ def _fresh_infos(list_path: Path, root: Path) -> list:
     return [ix.table.info(r) for r in range(len(ix))]
 
 
+def _two_class_tree(root: Path, train_per_class: int) -> Path:
+    """``root/{train,val}/<class>/`` for two classes: training clips t<class><j> of 6, 7, ... frames, one val clip
+    v<class> of 5 frames each."""
+    for i, cls in enumerate((ARM, PAF)):
+        for j in range(train_per_class):
+            write_clip(root / "train" / cls / vid(f"t{i}{j}"), t=6 + j, seed=i)
+        write_clip(root / "val" / cls / vid(f"v{i}"), t=5, seed=i)
+    return root
+
+
 def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_path, counted_probes, capsys):
     from dali_pipelines.index import build_index, index_paths
 
-    root = tmp_path / "k400"
-    for i, cls in enumerate((ARM, PAF)):
-        for j in range(3):
-            write_clip(root / "train" / cls / vid(f"t{i}{j}"), t=6 + j, seed=i)
-        write_clip(root / "val" / cls / vid(f"v{i}"), t=5, seed=i)
+    root = _two_class_tree(tmp_path / "k400", train_per_class=3)
     cut = write_clip(root / "train" / ARM / vid("cut"), t=30, codec="h264")
     _truncate(cut)
     (root / "val" / PAF / vid("junk")).write_bytes(b"\x00not a video" * 50)
@@ -692,11 +698,7 @@ def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_pat
 def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_probes, capsys):
     from dali_pipelines.index import build_index
 
-    root = tmp_path / "k400"
-    for i, cls in enumerate((ARM, PAF)):
-        for j in range(2):
-            write_clip(root / "train" / cls / vid(f"t{i}{j}"), t=6 + j, seed=i)
-        write_clip(root / "val" / cls / vid(f"v{i}"), t=5, seed=i)
+    root = _two_class_tree(tmp_path / "k400", train_per_class=2)
     data = tmp_path / "data"
     args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--data-root", str(tmp_path),
             "--workers", "1", "--check"]

@@ -402,7 +402,9 @@ def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
             continue
         root, cache = found
         for r in np.flatnonzero(cache.table.status == GOOD).tolist():
-            rows.setdefault(os.path.join(root, cache.rel_paths[r]), start + r)
+            # absolute and normalised as a scan names its videos (a list under --out of a dataset beside it holds
+            # paths that start with "..")
+            rows.setdefault(os.path.abspath(os.path.join(root, cache.rel_paths[r])), start + r)
         tables.append(cache.table)
         start += len(cache.table)
     return ProbedBefore(rows, VideoTable.concat(tables))

@@ -700,10 +700,10 @@ def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_pro
 
     root = _two_class_tree(tmp_path / "k400", train_per_class=2)
     data = tmp_path / "data"
-    args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--data-root", str(tmp_path),
-            "--workers", "1", "--check"]
+    # the lists' paths are relative to --out (the default data root), so they start with "../k400/"
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--workers", "1", "--check"]
     assert prepare_kinetics.main(args) == 0
-    assert len(counted_probes) == 6
+    assert len(counted_probes) == 6 and read_list(data / "k400_val.txt")[0][0].startswith("../k400/val/")
     # a clip replaced (other content), one added, one damaged after the first check; the rest unchanged
     changed = write_clip(root / "train" / PAF / vid("t10"), t=11, seed=5)
     added = write_clip(root / "train" / ARM / vid("new"), t=9, seed=3)
@@ -721,9 +721,9 @@ def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_pro
     for split, rows in (("train", 4), ("val", 2)):
         lst = data / f"k400_{split}.txt"
         counted_probes.clear()
-        ix = build_index(str(lst), str(tmp_path), 2, workers=1, progress=False)
+        ix = build_index(str(lst), str(data), 2, workers=1, progress=False)
         assert counted_probes == [] and ix.probed == 0 and len(ix) == rows
-        assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(lst, tmp_path)
+        assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(lst, data)
 
 
 def test_checked_k722_lists_come_with_their_index(tmp_path, counted_probes):

@@ -275,6 +275,30 @@ def test_cli(tmp_path):
     assert os.path.exists(out / "dataset.json")
 
 
+def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
+    a_file = tmp_path / "model.pth"
+    a_file.write_bytes(b"weights")
+    tool = [sys.executable, "tools/make_synthetic_dataset.py"]
+    for args, says in ((["--out", str(a_file)], f"--out {a_file} is an existing file, not a folder"),
+                       (["--out", str(tmp_path / "d"), "--train-per-class", "-2"], "not both 0, got -2 and 24"),
+                       (["--out", str(tmp_path / "d"), "--train-per-class", "0", "--val-per-class", "0"],
+                        "not both 0, got 0 and 0"),
+                       (["--out", str(tmp_path / "d"), "--frames", "0"], "--frames must be >= 1, got 0"),
+                       (["--out", str(tmp_path / "d"), "--fps", "0"], "--fps must be > 0, got 0.0")):
+        r = subprocess.run([*tool, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].endswith(says), r.stderr
+    assert not (tmp_path / "d").exists() and a_file.read_bytes() == b"weights"
+    # a folder that cannot be written: one line naming it
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "videos").write_text("a file where the clips' folder goes")
+    r = subprocess.run([*tool, "--out", str(locked), "--train-per-class", "1", "--val-per-class", "0", "--frames", "2",
+                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"error: cannot write the synthetic dataset in {locked}: "), r.stderr
+
+
 def test_cli_without_a_terminal_writes_progress_lines_not_a_bar(tmp_path):
     """stderr to a pipe (a log file): plain progress lines, not a bar's redraws."""
     cmd = [sys.executable, "tools/make_synthetic_dataset.py", "--out", str(tmp_path / "d"), "--train-per-class", "2",

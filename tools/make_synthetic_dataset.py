@@ -54,13 +54,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     args = ap.parse_args(argv)
+    # Mistakes in the arguments are one line (exit 2), before anything is written.
+    if min(args.train_per_class, args.val_per_class) < 0 or args.train_per_class + args.val_per_class == 0:
+        ap.error(f"--train-per-class and --val-per-class must be >= 0 and not both 0, got {args.train_per_class} "
+                 f"and {args.val_per_class}")
+    for flag, value, least in (("--frames", args.frames, 1), ("--workers", args.workers, 0),
+                               ("--gop", args.gop if args.gop is not None else 1, 1)):
+        if value < least:
+            ap.error(f"{flag} must be >= {least}, got {value}")
+    if not args.fps > 0:
+        ap.error(f"--fps must be > 0, got {args.fps}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        ap.error(f"--out {args.out} is an existing file, not a folder")
     on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json is "
                  "written last); the same command writes it again")
 
-    s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
-                               val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,
-                               fps=args.fps, gop=args.gop, seed=args.seed, workers=args.workers,
-                               progress=not args.quiet, force=args.force)
+    try:
+        s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
+                                   val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,
+                                   fps=args.fps, gop=args.gop, seed=args.seed, workers=args.workers,
+                                   progress=not args.quiet, force=args.force)
+    except OSError as e:  # a read-only or full disk, a path through a file
+        print(f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
+              + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
+        return 2
     what = "reused existing dataset" if s["skipped"] else f"wrote dataset in {s['seconds']:.1f} s"
     print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
           f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")

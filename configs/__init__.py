@@ -261,8 +261,14 @@ def _check_nvdec_codecs(codecs) -> None:
                           f"{', '.join(map(str, unknown))} (known: {', '.join(known)})")
 
 
-def validate(cfg: CN) -> None:
-    """Raise ConfigError for values no run can use; the message names the key and the value."""
+def validate(cfg: CN, sources: dict | None = None) -> None:
+    """Raise ConfigError for values no run can use; the message names the key and the value (and, for a conflict
+    between two keys, where each value came from: ``sources`` maps a key to the file or --opts that set it)."""
+
+    def given(key: str) -> str:
+        where = (sources or {}).get(key)
+        return f"{key} = {_get(cfg, key)!r} ({f'from {where}' if where else 'the default'})"
+
     _check_finite(cfg)
     for key in _CHOICES:
         check_choice(key, _get(cfg, key))
@@ -287,9 +293,8 @@ def validate(cfg: CN) -> None:
             f"DATA.NUM_FRAMES = {cfg.DATA.NUM_FRAMES} must be a multiple of DATA.TUBELET_SIZE = {cfg.DATA.TUBELET_SIZE}"
         )
     if cfg.TRAIN.WARMUP_EPOCHS > cfg.TRAIN.EPOCHS > 0:
-        raise ConfigError(
-            f"TRAIN.WARMUP_EPOCHS = {cfg.TRAIN.WARMUP_EPOCHS} exceeds TRAIN.EPOCHS = {cfg.TRAIN.EPOCHS}"
-        )
+        raise ConfigError(f"{given('TRAIN.WARMUP_EPOCHS')} exceeds {given('TRAIN.EPOCHS')}: lower "
+                          "TRAIN.WARMUP_EPOCHS too")
     if len(cfg.TRAIN.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in cfg.TRAIN.BETAS):
         raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
     if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
@@ -307,7 +312,7 @@ def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool 
         _merge_file(cfg, path, seen)
     _merge_opts(cfg, list(opts or ()), seen)
     _apply_legacy(cfg, seen)
-    validate(cfg)
+    validate(cfg, seen)
     if freeze:
         cfg.freeze()
     return cfg

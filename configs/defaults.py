@@ -30,7 +30,8 @@ _C.DATA.INPUT_SIZE = 224
 _C.DATA.NUM_FRAMES = 8
 # Number of classes; labels must lie in [0, NUM_CLASSES).
 _C.DATA.NUM_CLASSES = 400
-# Optional labels CSV ("id,name"), used to print class names in predictions files.
+# Optional labels CSV ("id,name" rows, one optional header, ids exactly 0..NUM_CLASSES-1, checked at start-up):
+# class names in the predictions files and plots, and in an exported model's metadata.
 _C.DATA.LABEL_LIST = ""
 # Frames per tubelet of the patch embedding (the Conv3d's temporal kernel and stride).
 _C.DATA.TUBELET_SIZE = 1

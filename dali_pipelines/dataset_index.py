@@ -94,17 +94,19 @@ class DatasetIndex:
         lock_path: the lock file that guards the cache and quarantine files.
         cache_path: the ``.index.npz`` cache file.
         probed: how many videos this build actually probed (0 when everything came from the cache).
+        missing: how many listed files this build could not find (or stat): neither probed nor from the cache.
         entries: every list entry as a sequence of ``ListEntry`` (built on access), good or bad.
         infos: ``row -> VideoInfo`` for good videos only (a mapping over ``table``, built on access).
     """
 
     def __init__(self, videos: VideoList, table: VideoTable, bad: dict[int, str], quarantine_path: str,
-                 lock_path: str, cache_path: str = "", probed: int = 0):
+                 lock_path: str, cache_path: str = "", probed: int = 0, missing: int = 0):
         if len(table) != len(videos):
             raise ValueError(f"{len(table)} table rows for a list of {len(videos)}")
         self.videos, self.table, self.bad = videos, table, bad
         self.list_path, self.root = videos.list_path, videos.root
         self.quarantine_path, self.cache_path, self.probed = quarantine_path, cache_path, probed
+        self.missing = missing
         self.lock_path = lock_path
         self.entries = _Entries(videos)
         self.infos = _Infos(self)
@@ -229,8 +231,9 @@ class DatasetIndex:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with
         their reasons."""
         good, c = np.flatnonzero(self.good_mask), self.table.columns
-        lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, "
-                 f"{len(self.bad)} bad ({self.probed} probed, {len(self) - self.probed} from cache)"]
+        missing = f", {self.missing} missing" if self.missing else ""
+        lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, {len(self.bad)} bad "
+                 f"({self.probed} probed, {len(self) - self.probed - self.missing} from cache{missing})"]
         if good.size:
             frames = c["num_frames"][good]
             codecs = [(self.table.texts["codec"][k], n) for k, n in _most_common(c["codec"][good])]

@@ -512,7 +512,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
                 os.unlink(paths.quarantine)  # stale: every listed video is fine now
 
     index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
-                         probed=int(match.jobs.size))
+                         probed=int(match.jobs.size), missing=int(np.count_nonzero(~keys[2])))
     bad = sorted(match.bad.items())
     for row, why in bad[:BAD_VIDEOS_NAMED]:
         logger.warning("bad video %s: %s", videos.path(row), why)
@@ -530,6 +530,6 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             f"DATA.STRICT is on and {len(bad)} of {len(videos)} videos in {list_path} are unreadable: "
             f"{'; '.join(named)}{more} (all listed in {paths.quarantine}); fix or remove them, or set DATA.STRICT "
             "False to leave them out")
-    if not index.good_mask.any():
-        logger.error("no usable video in %s", list_path)
+    # No readable video at all: each caller says so in its own terms (the loader refuses the list, verify_data and
+    # predict name every video's reason), so nothing more is logged here.
     return index

@@ -165,3 +165,13 @@ def test_a_value_of_the_wrong_type_says_where_the_current_value_came_from(tmp_pa
         with pytest.raises(ConfigError) as err:
             load_config(path, opts)
         assert str(err.value) == message
+
+
+def test_two_keys_in_conflict_say_where_each_value_came_from():
+    demo = str(ROOT / "configs" / "demo.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(demo, ["TRAIN.EPOCHS", "1"])
+    assert str(info.value) == (f"TRAIN.WARMUP_EPOCHS = 1.5 (from {demo}) exceeds TRAIN.EPOCHS = 1 (from --opts): "
+                               "lower TRAIN.WARMUP_EPOCHS too")
+    with pytest.raises(ConfigError, match=r"= 40.0 \(from --opts\) exceeds TRAIN.EPOCHS = 30 \(the default\)"):
+        load_config(None, ["TRAIN.WARMUP_EPOCHS", "40.0"])

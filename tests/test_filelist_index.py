@@ -219,6 +219,9 @@ def test_build_index_good_and_bad(dataset, caplog):
         ix = build_index(str(lst), str(root), num_classes=2, workers=2, progress=False)
     check_index(ix, lst, root)
     assert ix.probed == len(GOOD) + len(BAD) - 1  # the missing file is never probed
+    assert ix.missing == 1 and f"{len(GOOD) + len(BAD) - 1} probed, 0 from cache, 1 missing)" in ix.summary()
+    again = build_index(str(lst), str(root), num_classes=2, workers=2, progress=False)
+    assert f"(0 probed, {len(GOOD) + len(BAD) - 1} from cache, 1 missing)" in again.summary()
     warned = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     for rel in BAD:
         assert str(root / rel) in warned

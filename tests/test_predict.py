@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -224,6 +225,8 @@ def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatc
     cases = [(["--out", str(tmp / "a_folder")], "is a folder; give a file name"),
              (["--out", str(tmp / "a_file" / "p.jsonl")], "is a file, so no folder can be made there"),
              (["--work-dir", str(tmp / "a_file")], "exists and is not a folder")]
+    if os.path.isdir("/proc/self"):  # a folder nobody can create files in, whatever access() says (root)
+        cases.append((["--out", "/proc/no_such_folder/p.jsonl"], "cannot write in /proc ("))
     for extra, needle in cases:
         assert predict.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", *extra, "--opts", *opts]) == 2
         err = capsys.readouterr().err

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import sys
+import tempfile
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -83,6 +84,12 @@ def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> 
     target = full if os.path.exists(full) else parent
     if not os.access(target, os.W_OK):
         raise InputError(f"{flag} {path}: no permission to write {target}")
+    if os.path.isdir(target):
+        try:  # what access() cannot tell: root everywhere, a folder of a virtual file system such as /proc
+            with tempfile.TemporaryFile(dir=target):
+                pass
+        except OSError as e:
+            raise InputError(f"{flag} {path}: cannot write in {target} ({e.strerror or e})") from None
 
 
 def collect_videos(inputs: Iterable[str], root: str = "") -> list[str]:

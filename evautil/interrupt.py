@@ -40,6 +40,7 @@ def on_interrupt(message: str) -> None:
         def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
             if issubclass(kind, KeyboardInterrupt) and _message is not None:
                 print(interrupted_line(), file=sys.stderr, flush=True)
+                _quiet_unraisable_interrupts()
             else:
                 previous(kind, error, tb)
 
@@ -50,3 +51,15 @@ def on_interrupt(message: str) -> None:
 def interrupted_line() -> str:
     """The line a Ctrl-C prints (``interrupted: <message>``), for a command that also keeps it in its own log."""
     return f"interrupted: {_message or 'stopped by Ctrl-C'}"
+
+
+def _quiet_unraisable_interrupts() -> None:
+    """After the line: a KeyboardInterrupt that the interpreter's shutdown meets (a worker pool's exit handler
+    joining its manager thread) would print "Exception ignored in ..." with a traceback; it says nothing more."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+
+    sys.unraisablehook = hook

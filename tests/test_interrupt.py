@@ -183,3 +183,24 @@ def test_on_interrupt_leaves_other_errors_to_the_previous_hook(monkeypatch, caps
     sys.excepthook(ValueError, ValueError("x"), None)
     assert capsys.readouterr().err == "interrupted: second phase: its files are kept\n"
     assert seen == [ValueError]
+
+
+def test_after_the_line_an_interrupt_during_shutdown_prints_nothing_more(monkeypatch, capsys):
+    """A worker pool's exit handler joining its thread can meet the KeyboardInterrupt again while the interpreter
+    shuts down; Python reports that through sys.unraisablehook ("Exception ignored in ..." and a traceback)."""
+    from types import SimpleNamespace
+
+    reported = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: None)
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    monkeypatch.setattr("evautil.interrupt._message", None)
+    on_interrupt("writing: incomplete")
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    during_exit = SimpleNamespace(exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt(), exc_traceback=None,
+                                  err_msg="Exception ignored in", object=None)
+    other = SimpleNamespace(exc_type=OSError, exc_value=OSError("disk"), exc_traceback=None,
+                            err_msg="Exception ignored in", object=None)
+    sys.unraisablehook(during_exit)
+    sys.unraisablehook(other)
+    assert capsys.readouterr().err == "interrupted: writing: incomplete\n"
+    assert reported == [other]  # anything else still reaches the previous hook

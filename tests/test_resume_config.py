@@ -24,7 +24,7 @@ def test_only_keys_that_define_the_run_are_reported():
     base = load_config(DEMO)
     changed = load_config(DEMO, ["TRAIN.LR", "2e-3", "SEED", "7", "DATA.NUM_WORKERS", "5", "TEST.NUM_CLIP", "4",
                                  "OUTPUT", "elsewhere", "SAVE_MINUTES", "10", "MODEL.PRETRAINED", "w.pth"])
-    assert config_differences(base.dump(), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.001 -> 0.002"]
+    assert config_differences(base.dump(), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.0005 -> 0.002"]
     assert config_differences(base.dump(), base.dump()) == []
     # which decoder takes which video depends on the machine, not on the run: a resume may move to other routes
     routing = load_config(DEMO, ["DATA.NVDEC_CODECS", "['h264']", "DATA.NVDEC_MAX_BIT_DEPTH", "10",
@@ -34,7 +34,7 @@ def test_only_keys_that_define_the_run_are_reported():
     # a key the saved config does not know (added by a code update) is not a difference
     saved = yaml.safe_load(base.dump())
     del saved["SAVE_MINUTES"]
-    assert config_differences(yaml.safe_dump(saved), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.001 -> 0.002"]
+    assert config_differences(yaml.safe_dump(saved), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.0005 -> 0.002"]
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +67,12 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
     # a longer run at another LR and seed in the same folder: refused, listing what differs, nothing rewritten
     changed = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.LR", "2e-3", "SEED", "5")
     assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *changed]) == 2  # the dry run finds it too
-    assert "TRAIN.LR 0.001 -> 0.002" in capsys.readouterr().err
+    assert "TRAIN.LR 0.0005 -> 0.002" in capsys.readouterr().err
     rc = train.main(["--cfg", DEMO, "--opts", *changed])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert f"OUTPUT = {out} holds checkpoint {out / 'ckpt_epoch_1.pth'} of a run with another config" in err
-    assert "(saved -> now): SEED 0 -> 5; TRAIN.EPOCHS 1 -> 2; TRAIN.LR 0.001 -> 0.002. " in err
+    assert "(saved -> now): SEED 0 -> 5; TRAIN.EPOCHS 1 -> 2; TRAIN.LR 0.0005 -> 0.002. " in err
     assert "TRAIN.ALLOW_CONFIG_CHANGE True" in err
     assert (out / "config.yaml").read_text() == first
 
@@ -80,10 +80,10 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
     rc = train.main(["--cfg", DEMO, "--opts", *changed, "TRAIN.ALLOW_CONFIG_CHANGE", "True"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
-    assert "TRAIN.LR 0.001 -> 0.002" in captured.out and f"resumed from {out / 'ckpt_epoch_1.pth'}" in captured.out
+    assert "TRAIN.LR 0.0005 -> 0.002" in captured.out and f"resumed from {out / 'ckpt_epoch_1.pth'}" in captured.out
     lrs = _lrs(out)
     assert sorted(lrs) == [1, 2, 3, 4, 5, 6]
-    # step 4 is the first after the warmup: the new peak 2e-3 (the checkpoint's schedule peaks at 1e-3)
+    # step 4 is the first after the warmup: the new peak 2e-3 (the checkpoint's schedule peaks at 5e-4, demo.yaml's)
     assert lrs[4] == pytest.approx(2e-3, rel=1e-6)
     saved = load_config(None, [])
     saved.merge_from_other_cfg(saved.load_cfg((out / "config.yaml").read_text()))

@@ -8,11 +8,19 @@ finished files, reports); an uncaught KeyboardInterrupt then prints ``interrupte
 The exit status stays the one Python gives an uncaught KeyboardInterrupt: after the usual clean-up the process
 ends by SIGINT, which a shell reports as 130. Exiting normally with 130 instead would make a shell loop over the
 command go on with its next iteration after a Ctrl-C.
+
+While a command starts (:data:`STARTING`) a Ctrl-C does not raise at all: the line is printed and the process ends
+by SIGINT at once. A KeyboardInterrupt raised then would surface inside the imports of torch and DALI, whose C++
+code may call back into Python: one that crosses such a boundary aborts the process ("terminate called after
+throwing an instance of 'pybind11::error_already_set'", status 134), and one raised in a finaliser is swallowed.
+Nothing was done or written yet, so there is nothing to clean up.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from types import TracebackType
 
 __all__ = ["on_interrupt", "interrupted_line", "INTERRUPTED_EXIT_STATUS", "STARTING"]
@@ -46,11 +54,30 @@ def on_interrupt(message: str) -> None:
 
         sys.excepthook = hook
     _message = message
+    _handle_sigint_while_starting(message == STARTING)
 
 
 def interrupted_line() -> str:
     """The line a Ctrl-C prints (``interrupted: <message>``), for a command that also keeps it in its own log."""
     return f"interrupted: {_message or 'stopped by Ctrl-C'}"
+
+
+def _handle_sigint_while_starting(starting: bool) -> None:
+    """Install :func:`_stop_while_starting` as SIGINT's handler while starting; give Python's back after."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (and only its Ctrl-C reaches Python)
+    current = signal.getsignal(signal.SIGINT)
+    if starting and current is signal.default_int_handler:  # a SIG_IGN (a background job's) stays
+        signal.signal(signal.SIGINT, _stop_while_starting)
+    elif not starting and current is _stop_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _stop_while_starting(signum: int, frame) -> None:
+    """SIGINT during a start: print the line and end by SIGINT now, without raising anything."""
+    print(interrupted_line(), file=sys.stderr, flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGINT)
 
 
 def _quiet_unraisable_interrupts() -> None:

@@ -173,6 +173,48 @@ def test_a_ctrl_c_while_a_command_starts_is_one_line_too(tmp_path):
         _assert_one_line(status, err, "stopped while starting: nothing was done or written yet")
 
 
+def test_a_ctrl_c_while_starting_ends_the_process_even_where_python_would_swallow_it(tmp_path):
+    """While starting, a Ctrl-C raises nothing: raised inside C++ code that called back into Python (torch's and
+    DALI's imports) a KeyboardInterrupt aborted the process (status -6, 'terminate called ...'); raised inside a
+    finaliser, Python swallows it and the command goes on. The finaliser case is the one Python can show alone."""
+    script = tmp_path / "starting.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from evautil.interrupt import STARTING, on_interrupt\n"
+        "on_interrupt(STARTING)\n"
+        "class Finalised:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        sum(range(1000))  # the handler runs here, inside the finaliser\n"
+        "Finalised()\n"
+        "print('went on after the Ctrl-C', file=sys.stderr)\n")
+    p = subprocess.run([sys.executable, str(script)], env=child_env(), capture_output=True, text=True, timeout=60)
+    _assert_one_line(p.returncode, p.stderr, "stopped while starting: nothing was done or written yet")
+    assert "went on" not in p.stderr
+
+
+def test_once_the_work_begins_a_ctrl_c_raises_keyboardinterrupt_again(monkeypatch):
+    import signal as signals
+
+    from evautil import interrupt
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr("evautil.interrupt._message", None)
+    previous = signals.getsignal(signals.SIGINT)
+    try:
+        signals.signal(signals.SIGINT, signals.default_int_handler)
+        on_interrupt(interrupt.STARTING)
+        assert signals.getsignal(signals.SIGINT) is interrupt._stop_while_starting
+        on_interrupt("working: the files written so far are kept")  # clean-up on the way out needs the exception
+        assert signals.getsignal(signals.SIGINT) is signals.default_int_handler
+        signals.signal(signals.SIGINT, signals.SIG_IGN)  # a background job's ignored SIGINT stays ignored
+        on_interrupt(interrupt.STARTING)
+        assert signals.getsignal(signals.SIGINT) is signals.SIG_IGN
+    finally:
+        signals.signal(signals.SIGINT, previous)
+
+
 def test_on_interrupt_leaves_other_errors_to_the_previous_hook(monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc[0]))

@@ -74,6 +74,32 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return pairs + list(args.opts or [])
 
 
+def crash_line(error: BaseException, distributed: bool) -> str:
+    """The ``error:`` line of an unexpected exception. In a run of several processes, a collective that lost its
+    connection to another process is said to be the consequence it is: the process that failed or was killed
+    first names the cause (in its own line, its log_rank<r>.txt or, killed, the launcher's report)."""
+    from engine.distributed import lost_peer
+
+    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    if distributed and lost_peer(error):
+        return ("error: this process lost its connection to another process of the run, which failed or was "
+                f"killed: that process's error (its own line, its log_rank<r>.txt) says why ({text})")
+    return f"error: {text}"
+
+
+def report_end(run, line: str) -> None:
+    """How this process ends, in one line: in its log_rank<r>.txt and on the console. Rank 0's line is one of the
+    run's console lines; another rank prints only here, with its rank: an error of one rank alone (a file only it
+    reads) would otherwise be in its log file only, while the console showed the other ranks' lost connections."""
+    try:
+        run.metrics.info(line)
+    except (OSError, ValueError):  # the log is on a full disk, or closed
+        if run.ctx.is_main:
+            print(line, file=sys.stderr, flush=True)
+    if not run.ctx.is_main:
+        print(f"[rank {run.ctx.rank}] {line}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from configs import load_config
     from engine import distributed, runner
@@ -120,17 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 runner.train(run, cfg, resume=resume, named=args.resume)
         return 0
     except INPUT_ERRORS as e:
-        run.metrics.info(f"error: {e}")
+        report_end(run, f"error: {e}")
         return 2
     except OSError as e:  # a full disk or a folder that became read-only: one line, and the run resumes later
         if write_failure(e) is None:
             raise
-        try:
-            run.metrics.info(f"error: {write_failure(e)}")
-        except OSError:  # the log is on the same full disk
-            print(f"error: {write_failure(e)}", file=sys.stderr)
+        report_end(run, f"error: {write_failure(e)}")
         return 2
-    except NonFiniteLossError as e:
+    except NonFiniteLossError as e:  # every rank stops at the same step with the same line
         run.metrics.info(f"error: {e}")
         return 3
     except (Preempted, StoppedOutsideTraining) as e:  # SIGTERM / SIGUSR1: the same command resumes
@@ -138,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:  # the console gets the line from the interrupt hook; the run's log keeps it too
         run.metrics.log_interrupted()
+        raise
+    except Exception as e:  # a crash: Python prints the traceback at exit; the run's log keeps its line too
+        report_end(run, crash_line(e, run.ctx.distributed))
         raise
     finally:
         try:

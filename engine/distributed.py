@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
-    "barrier", "broadcast_object", "shutdown", "seed_everything",
+    "barrier", "broadcast_object", "shutdown", "seed_everything", "lost_peer",
 ]
 
 
@@ -170,6 +171,22 @@ def barrier(ctx: DistContext, timeout: timedelta | None = None) -> None:
         dist.barrier(group=_WAIT_GROUP)
     else:
         dist.monitored_barrier(group=_WAIT_GROUP, timeout=timeout)
+
+
+# How gloo, NCCL and the sockets under them report a process of the group that is gone (exited, crashed, killed).
+_LOST_PEER = re.compile(r"connection closed by peer|connection reset by peer|broken pipe|remote process exit"
+                        r"|communicator was aborted|ncclRemoteError", re.IGNORECASE)
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is a collective that lost another process of the group:
+    a consequence of that process's failure, not a failure of this one."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, RuntimeError) and _LOST_PEER.search(str(error)):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def shutdown() -> None:

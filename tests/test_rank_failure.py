@@ -1,0 +1,112 @@
+"""Two CPU processes (gloo) of train.py where one process fails in the middle of an epoch, through the real data
+loader: what the console, each rank's log file and the exit codes say afterwards.
+
+The processes are started as a scheduler starts them (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment; no
+launcher that would end the other process), so the other rank always meets the failure in its next collective.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, child_env
+from tests.video_fixtures import synthetic_dataset
+
+pytestmark = pytest.mark.slow
+
+# train.main, with the training loader of rank FAIL_RANK failing at its FAIL_AT-th batch of the first epoch:
+# FAIL_KIND "data" raises a DataError (an unusable input: exit code 2), "crash" a RuntimeError (a bug).
+WRAPPER = r'''
+import os, sys
+sys.path.insert(0, os.environ["REPO"])
+import train
+if __name__ == "__main__":  # the decode workers import this module: they must not train
+    from dali_pipelines import loader as ld
+    from dali_pipelines.filelist import DataError
+    orig_iter = ld.VideoLoader.__iter__
+    fail_rank, fail_at = int(os.environ["FAIL_RANK"]), int(os.environ["FAIL_AT"])
+    def iterate(self):
+        for n, batch in enumerate(orig_iter(self), 1):
+            if self.training and n == fail_at and self.epoch == 0 and int(os.environ["RANK"]) == fail_rank:
+                if os.environ["FAIL_KIND"] == "data":
+                    raise DataError("injected: every video left to this rank is unreadable")
+                raise RuntimeError("injected: a bug on one rank")
+            yield batch
+    ld.VideoLoader.__iter__ = iterate
+    sys.exit(train.main(sys.argv[1:]))
+'''
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return synthetic_dataset(tmp_path_factory, "synth_ranks", 4, 2, num_frames=8, size=(32, 24))
+
+
+def _opts(data: Path, out: Path) -> list[str]:
+    opts = {
+        "DATA.ROOT": data, "DATA.TRAIN_FILE": data / "train.txt", "DATA.VAL_FILE": data / "val.txt",
+        "DATA.LABEL_LIST": data / "labels.csv", "DATA.INPUT_SIZE": 32, "DATA.NUM_FRAMES": 4,
+        "DATA.TUBELET_SIZE": 2, "DATA.NUM_THREADS": 1, "DATA.NUM_WORKERS": 1, "DATA.INDEX_WORKERS": 1,
+        "DATA.DECODE_DEVICE": "cpu", "TRAIN.BATCH_SIZE": 2, "TRAIN.EPOCHS": 2, "TRAIN.WARMUP_EPOCHS": 0,
+        "TEST.BATCH_SIZE": 2, "TEST.NUM_CLIP": 1, "TEST.NUM_CROP": 1, "TEST.FINAL_NUM_CLIP": 0,
+        "LOG.PROGRESS_BAR": False, "LOG.TENSORBOARD": False, "LOG.NVML": False, "PRINT_FREQ": 1, "OUTPUT": out,
+    }
+    return [str(x) for kv in opts.items() for x in kv]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_ranks(tmp_path: Path, data: Path, kind: str) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    """Both ranks to their end (generous deadline: a rank left waiting in a collective would hit it)."""
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    out = tmp_path / "out"
+    env = child_env(REPO=str(ROOT), FAIL_RANK="1", FAIL_AT="3", FAIL_KIND=kind, OMP_NUM_THREADS="1",
+                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+    cmd = [sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *_opts(data, out)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    done = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=300)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return out, done
+
+
+def test_an_input_error_of_one_rank_reaches_the_console_and_the_other_rank_says_it_lost_it(tmp_path, dataset):
+    out, (r0, r1) = _two_ranks(tmp_path, dataset, "data")
+    assert r1.returncode == 2, r1.stderr[-3000:]
+    # the failing rank's own line on its console, with its rank, not only in its log file
+    assert "[rank 1] error: injected: every video left to this rank is unreadable" in r1.stderr, r1.stderr[-3000:]
+    assert "error: injected: every video left to this rank is unreadable" in (out / "log_rank1.txt").read_text()
+    # the other rank fails in its next collective, and says that it is the consequence, in its log file too
+    assert r0.returncode == 1
+    lost = "error: this process lost its connection to another process of the run, which failed or was killed"
+    assert lost in r0.stdout + r0.stderr, (r0.stdout + r0.stderr)[-3000:]
+    assert lost in (out / "log_rank0.txt").read_text()
+
+
+def test_a_crash_of_one_rank_is_in_its_log_file(tmp_path, dataset):
+    out, (r0, r1) = _two_ranks(tmp_path, dataset, "crash")
+    assert r1.returncode == 1 and "RuntimeError: injected: a bug on one rank" in r1.stderr  # the traceback
+    assert "error: RuntimeError: injected: a bug on one rank" in (out / "log_rank1.txt").read_text()
+    assert r0.returncode == 1
+    assert "lost its connection to another process of the run" in (out / "log_rank0.txt").read_text()
+    # nothing of this run was left running or half-written: the first epoch never ended, no checkpoint
+    assert not list(out.glob("ckpt_*.pth")) and not list(out.glob("*.tmp*"))
+

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 # The data pipeline's threads share the CPU cores with PyTorch's OpenMP workers, and spinning OpenMP workers
 # starve them (a 4x slower step was measured on a 2-core CPU run). Must be set before torch is imported.
@@ -87,10 +88,15 @@ def crash_line(error: BaseException, distributed: bool) -> str:
     return f"error: {text}"
 
 
-def report_end(run, line: str) -> None:
+def report_end(run, line: str, detail: str = "") -> float | None:
     """How this process ends, in one line: in its log_rank<r>.txt and on the console. Rank 0's line is one of the
     run's console lines; another rank prints only here, with its rank: an error of one rank alone (a file only it
-    reads) would otherwise be in its log file only, while the console showed the other ranks' lost connections."""
+    reads) would otherwise be in its log file only, while the console showed the other ranks' lost connections.
+    Under torchrun the line (or ``detail``) is also what its report shows for this rank; returns the time it was
+    recorded there (``distributed.record_failure``)."""
+    from engine import distributed
+
+    recorded = distributed.record_failure(line, detail)
     try:
         run.metrics.info(line)
     except (OSError, ValueError):  # the log is on a full disk, or closed
@@ -98,6 +104,23 @@ def report_end(run, line: str) -> None:
             print(line, file=sys.stderr, flush=True)
     if not run.ctx.is_main:
         print(f"[rank {run.ctx.rank}] {line}", file=sys.stderr, flush=True)
+    return recorded
+
+
+def end_before_run(line: str, code: int | None, error: BaseException | None = None) -> int | None:
+    """End a process that fails before its run (and log) exist: ``line`` on stderr, recorded for torchrun (with the
+    traceback of a crash, ``error``, which Python prints itself at exit), then out of the process group; returns
+    ``code``."""
+    from engine import distributed
+
+    lost = error is not None and distributed.lost_peer(error)
+    if error is None or lost:
+        print(line, file=sys.stderr, flush=True)
+    recorded = distributed.record_failure(line, f"{traceback.format_exc()}{line}" if error is not None else "")
+    if not lost:
+        distributed.leave_after(recorded)
+    distributed.shutdown()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,19 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         with stop_signals_raise():  # a first index build can take many minutes: a stop signal saves its work
             run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
-        print(f"error: {e}", file=sys.stderr)
-        distributed.shutdown()
-        return 2
+        return end_before_run(f"error: {e}", 2)
     except OSError as e:
         if write_failure(e) is None:
+            end_before_run(crash_line(e, distributed.joined()), None, e)
             raise
-        print(f"error: {write_failure(e)}", file=sys.stderr)
-        distributed.shutdown()
-        return 2
+        return end_before_run(f"error: {write_failure(e)}", 2)
     except StoppedOutsideTraining as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        distributed.shutdown()
-        return PREEMPTED_EXIT_CODE
+        return end_before_run(f"stopped: {e}", PREEMPTED_EXIT_CODE)
+    except Exception as e:  # a crash while starting: Python prints the traceback at exit
+        end_before_run(crash_line(e, distributed.joined()), None, e)
+        raise
+    failed_at = None  # when this process's own failure was recorded for torchrun (see distributed.leave_after)
     try:
         with stop_signals_raise():  # the training steps' own handling (StepControl) takes over inside fit
             if cfg.TEST.ONLY_TEST:
@@ -146,29 +168,37 @@ def main(argv: list[str] | None = None) -> int:
                 runner.train(run, cfg, resume=resume, named=args.resume)
         return 0
     except INPUT_ERRORS as e:
-        report_end(run, f"error: {e}")
+        failed_at = report_end(run, f"error: {e}")
         return 2
     except OSError as e:  # a full disk or a folder that became read-only: one line, and the run resumes later
         if write_failure(e) is None:
             raise
-        report_end(run, f"error: {write_failure(e)}")
+        failed_at = report_end(run, f"error: {write_failure(e)}")
         return 2
     except NonFiniteLossError as e:  # every rank stops at the same step with the same line
         run.metrics.info(f"error: {e}")
+        distributed.record_failure(f"error: {e}")
         return 3
     except (Preempted, StoppedOutsideTraining) as e:  # SIGTERM / SIGUSR1: the same command resumes
         run.metrics.info(f"stopped: {e}")
+        recorded = distributed.record_failure(f"stopped: {e}")
+        if isinstance(e, StoppedOutsideTraining):  # maybe this rank alone: the others then lose it
+            failed_at = recorded
         return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:  # the console gets the line from the interrupt hook; the run's log keeps it too
         run.metrics.log_interrupted()
         raise
     except Exception as e:  # a crash: Python prints the traceback at exit; the run's log keeps its line too
-        report_end(run, crash_line(e, run.ctx.distributed))
+        line = crash_line(e, run.ctx.distributed)
+        recorded = report_end(run, line, detail=f"{traceback.format_exc()}{line}")
+        if not (run.ctx.distributed and distributed.lost_peer(e)):
+            failed_at = recorded
         raise
     finally:
         try:
             run.close()
         finally:
+            distributed.leave_after(failed_at)
             distributed.shutdown()
 
 

@@ -21,7 +21,8 @@ from tests.video_fixtures import synthetic_dataset
 pytestmark = pytest.mark.slow
 
 # train.main, with the training loader of rank FAIL_RANK failing at its FAIL_AT-th batch of the first epoch:
-# FAIL_KIND "data" raises a DataError (an unusable input: exit code 2), "crash" a RuntimeError (a bug).
+# FAIL_KIND "data" raises a DataError (an unusable input: exit code 2), "crash" a RuntimeError (a bug); "startup"
+# fails that rank's start instead, as weights damaged on its node would (a CheckpointError: exit code 2).
 WRAPPER = r'''
 import os, sys
 sys.path.insert(0, os.environ["REPO"])
@@ -29,6 +30,14 @@ import train
 if __name__ == "__main__":  # the decode workers import this module: they must not train
     from dali_pipelines import loader as ld
     from dali_pipelines.filelist import DataError
+    from engine import runner
+    from evautil.errors import CheckpointError
+    orig_announce = runner.announce_model
+    def announce_model(*a, **k):
+        if os.environ["FAIL_KIND"] == "startup" and int(os.environ["RANK"]) == int(os.environ["FAIL_RANK"]):
+            raise CheckpointError("injected: the weights are damaged on this node")
+        return orig_announce(*a, **k)
+    runner.announce_model = announce_model
     orig_iter = ld.VideoLoader.__iter__
     fail_rank, fail_at = int(os.environ["FAIL_RANK"]), int(os.environ["FAIL_AT"])
     def iterate(self):
@@ -110,3 +119,35 @@ def test_a_crash_of_one_rank_is_in_its_log_file(tmp_path, dataset):
     # nothing of this run was left running or half-written: the first epoch never ended, no checkpoint
     assert not list(out.glob("ckpt_*.pth")) and not list(out.glob("*.tmp*"))
 
+
+def _torchrun(tmp_path: Path, data: Path, kind: str) -> tuple[Path, subprocess.CompletedProcess]:
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    out = tmp_path / "out"
+    env = child_env(REPO=str(ROOT), FAIL_RANK="1", FAIL_AT="3", FAIL_KIND=kind, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script),
+           "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *_opts(data, out)]
+    return out, subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _root_cause(report: str) -> str:
+    """The 'Root Cause' block of torchrun's failure report."""
+    assert "Root Cause (first observed failure):" in report, report[-3000:]
+    return report.split("Root Cause (first observed failure):", 1)[1].split("=====", 1)[0]
+
+
+@pytest.mark.parametrize("kind, line", [("data", "error: injected: every video left to this rank is unreadable"),
+                                        ("crash", "error: RuntimeError: injected: a bug on one rank"),
+                                        ("startup", "error: injected: the weights are damaged on this node")])
+def test_torchrun_names_the_failing_rank_and_its_error_as_the_root_cause(tmp_path, dataset, kind, line):
+    # The other rank fails in its next collective too and may exit first; torchrun's report must still name
+    # rank 1, with its error instead of 'To enable traceback see ...'.
+    out, r = _torchrun(tmp_path, dataset, kind)
+    assert r.returncode != 0
+    cause = _root_cause(r.stdout + r.stderr)
+    assert "rank      : 1 (local_rank: 1)" in cause and line in cause, cause
+    # the other rank's entry, when torchrun had its record, says it lost rank 1 rather than naming an error of its own
+    others = (r.stdout + r.stderr).split("Failures:", 1)[1].split("Root Cause", 1)[0]
+    assert "injected" not in others and "To enable traceback" not in others, others
+    if kind != "startup":  # a start-up error has no run log yet: its line is on stderr only
+        assert line in (out / "log_rank1.txt").read_text()

@@ -172,6 +172,16 @@ def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set) ->
             _check_unique_keys(value_node, path, f"{prefix}{name}." if name is not None else prefix, visited)
 
 
+def _yaml_error_line(e: yaml.YAMLError) -> str:
+    """The parser's message on one line: where it is, what is wrong there and what it was reading."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(e).split())
+    context = getattr(e, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
@@ -181,7 +191,7 @@ def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
         try:
             data = _load_yaml(f, path) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(e)}") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):

@@ -175,3 +175,17 @@ def test_two_keys_in_conflict_say_where_each_value_came_from():
                                "lower TRAIN.WARMUP_EPOCHS too")
     with pytest.raises(ConfigError, match=r"= 40.0 \(from --opts\) exceeds TRAIN.EPOCHS = 30 \(the default\)"):
         load_config(None, ["TRAIN.WARMUP_EPOCHS", "40.0"])
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
+    """The parser's own message spans four lines; the CLI promises one line naming the file."""
+    (tmp_path / "flow.yaml").write_text("TRAIN:\n  EPOCHS: [3\n")
+    (tmp_path / "tab.yaml").write_text("TRAIN:\n\tEPOCHS: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tmp_path / "flow.yaml"))
+    msg = str(err.value)
+    assert "\n" not in msg and "flow.yaml: not valid YAML: line 3, column 1" in msg, msg
+    assert "expected ',' or ']'" in msg and "while parsing a flow sequence" in msg, msg
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tmp_path / "tab.yaml"))
+    assert "\n" not in str(err.value) and "tab.yaml: not valid YAML: line 2, column 1" in str(err.value), err.value

@@ -401,8 +401,12 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
 
 def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
                     source_grid: tuple[Any, Any] | None = None,
-                    notes_to: list[str] | None = None) -> tuple[list[str], list[str]]:
+                    notes_to: list[str] | None = None,
+                    missing_is_error: bool = False) -> tuple[list[str], list[str]]:
     """Read ``path``, convert it for ``model`` (see ``convert_state_dict``) and load it non-strictly.
+
+    Missing keys are logged as a warning, or at info level with ``missing_is_error`` (the caller refuses the
+    weights with its own one-line error, which the warning would only precede).
 
     The checkpoint's saved config, when it has one, tells its positional grid; ``source_grid`` overrides it. What
     the conversion changed (a resampled positional embedding, a gathered head) is logged and, when ``notes_to`` is
@@ -428,7 +432,8 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
     if notes_to is not None:
         notes_to.extend(notes)
     if missing:
-        logger.warning("missing keys (left at their init): %s", missing)
+        logger.log(logging.INFO if missing_is_error else logging.WARNING, "missing keys (left at their init): %s",
+                   missing)
     if unexpected:
         logger.info("unexpected keys (ignored): %s", unexpected)
     if not missing and not unexpected:

@@ -278,3 +278,16 @@ def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
     cfg8 = load_config(DEMO, TINY + ["DATA.LABEL_LIST", "", "DATA.NUM_FRAMES", "8"])
     load_model(cfg8, str(ckpt), torch.device("cpu"), warn=False)  # e.g. a rank other than the first
     assert capsys.readouterr().err == ""
+
+
+def test_weights_that_do_not_fit_are_refused_in_one_line(tiny, tmp_path):
+    """A head of another class count is an error of its own; the load's 'missing keys' warning only preceded it.
+
+    Run as a command: pytest's log capture would hide the warning, which logging's last-resort handler prints."""
+    _, _, ckpt, _ = tiny
+    done = subprocess.run([sys.executable, "-m", "tools.export_safetensors", "--out", str(tmp_path / "5.safetensors"),
+                           "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY, "DATA.LABEL_LIST", "",
+                           "DATA.NUM_CLASSES", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: {ckpt} does not fit MODEL.ARCH eva-tiny/8 with 5 classes: missing head.weight, "
+                           "head.bias\n")

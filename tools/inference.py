@@ -202,7 +202,7 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True) -> nn
     model = build_model(built, device=device)
     notes: list[str] = []
     missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=cfg.MODEL.CLASS_MAPPING or None,
-                                 notes_to=notes)
+                                 notes_to=notes, missing_is_error=True)
     if missing:
         raise CheckpointError(f"{weights} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with {cfg.DATA.NUM_CLASSES} "
                               f"classes: missing {', '.join(missing[:6])}")

@@ -125,6 +125,10 @@ def _torch_load(path: str) -> Any:
     except pickle.UnpicklingError as error:  # first: a refused global is approved (plain data) or refused by
         # name below, and pickled code is never run
         refused, last_error = _refused_globals(path, error), error
+        if not refused:  # no global to approve or refuse: the bytes are no pickle torch reads (a text file, a video,
+            # an image given by mistake stops at its first byte, 'Unsupported operand <byte>')
+            raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: "
+                                  f"{_reason(error)}") from error
     except Exception as error:  # anything else means the file is unreadable: garbage bytes reach the weights-only
         # unpickler as arbitrary opcodes and fail with KeyError, IndexError, UnicodeDecodeError, ... not only
         # RuntimeError/EOFError (truncated zip or pickle)

@@ -334,6 +334,10 @@ GARBAGE = {
     "hi.pth": (b"hi\n", "KeyError: 105"),  # `echo hi > x.pth`
     "random17.pth": (np.random.default_rng(17).bytes(100), "IndexError: pop from empty list"),
     "random21.pth": (np.random.default_rng(21).bytes(100), "IndexError: list index out of range"),
+    # another file given by mistake: its first byte is no pickle opcode. This was reported as a refused unsafe
+    # pickle ("safe (weights_only) loading failed and the file was not unpickled further")
+    "labels.csv": (b"id,name\n0,growing\n", "UnpicklingError: Unsupported operand 105"),
+    "demo.yaml": (b"# Demo\nDATA:\n  ROOT: data\n", "UnpicklingError: Unsupported operand 35"),
 }
 
 

@@ -310,3 +310,14 @@ def test_out_that_is_a_file_is_refused_before_the_model_runs(clips, tiny, tmp_pa
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: --out {taken} exists and is not a folder; give a folder (new or existing)\n"
     assert taken.read_text() == "x"
+
+
+@pytest.mark.parametrize("stride", ["0", "-2"])
+def test_a_stride_below_one_is_refused(stride, capsys):
+    """--stride 0 was taken as the default (--window) without a word: windows every 8 frames for a stride of 0."""
+    with pytest.raises(SystemExit) as info:
+        ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f", "--window", "8", "--stride", stride])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: --stride must be at least 1, got {stride}")
+    args = ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f", "--window", "8"])
+    assert (args.window, args.stride) == (8, 0)  # 0: extract() uses --window

@@ -213,7 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder (shards, index, failed lists; rerun to resume)")
     p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
     p.add_argument("--window", type=int, default=0, help="sliding window of this many frames (default: test views)")
-    p.add_argument("--stride", type=int, default=0, help="frames between window starts (default: --window)")
+    p.add_argument("--stride", type=int, default=None, help="frames between window starts (default: --window)")
     p.add_argument("--windows-per-batch", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--format", choices=sorted(FORMATS), default="npy", help="shard format (default npy)")
     p.add_argument("--fp16", action="store_true", help="store float16 features (default float32)")
@@ -221,11 +221,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
-    for flag in ("window", "stride"):
-        if getattr(args, flag) < 0:
-            p.error(f"--{flag} must not be negative")
-    if args.stride and not args.window:
+    if args.window < 0:
+        p.error("--window must not be negative")
+    if args.stride is not None and not args.window:
         p.error("--stride needs --window")
+    if args.stride is not None and args.stride < 1:  # 0 used to mean --window without a word
+        p.error(f"--stride must be at least 1, got {args.stride}")
+    args.stride = args.stride or 0  # extract() takes 0 for the default, --window
     if args.windows_per_batch < 1 or args.shard_videos < 1:
         p.error("--windows-per-batch and --shard-videos must be at least 1")
     return args

@@ -431,6 +431,17 @@ def test_smoke_train_throughput(tmp_path, data_dir):
     assert _positive(r["clips_per_s"]) and 0 <= r["data_wait_pct"] <= 100
 
 
+def test_train_throughput_prints_no_training_loop_lines(tmp_path):
+    """Its measurements run the engine's epoch loop, whose lines said 'epoch 1/1 [3/3] step 10/3' on the console."""
+    cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--quick", "--torch-threads", "1", "--no-measure-peak",
+           "--steps", "3", "--repeats", "3", "--input-size", "32", "--frames", "2"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp_path)), capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "|---|" in proc.stdout
+    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("epoch ")], proc.stdout
+
+
 def test_smoke_index_throughput(tmp_path):
     work = tmp_path / "work"
     data = _run("index_throughput", ["--work-dir", str(work)], tmp_path)

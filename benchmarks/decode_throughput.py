@@ -166,11 +166,14 @@ def make_dali(device: str, batch: int, threads: int, items_pool: list[dict], use
 
     @pipeline_def(batch_size=batch, num_threads=threads, device_id=device_id, prefetch_queue_depth=2)
     def pipe():
-        enc, idx = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32])
         # The loader's decoder settings: no padding past the end, and no NVML CPU mask for NVDEC's threads.
         extra = {"affine": False} if device == "mixed" else {}
         if use_frames:
+            enc, idx = fn.external_source(source=source, num_outputs=2, batch=True,
+                                          dtype=[types.UINT8, types.INT32])
             return fn.decoders.video(enc, device=device, frames=idx, pad_mode="none", **extra)
+        # Whole videos: the bytes only (an unused second output makes DALI warn that the feed does needless work)
+        (enc,) = fn.external_source(source=lambda: source()[:1], num_outputs=1, batch=True, dtype=[types.UINT8])
         return fn.decoders.video(enc, device=device, pad_mode="none", **extra)
 
     p = pipe()

@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small synthetic clips only (with --decoder cpu: VP9)")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.decoder == "mixed" and not common.cuda_available():  # else DALI's CUDA assertion for every clip
+        p.error("--decoder mixed (the default) checks NVDEC and needs a CUDA GPU, and none is usable here; "
+                "--decoder cpu checks DALI's CPU decoder")
 
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
     os.makedirs(tmp, exist_ok=True)

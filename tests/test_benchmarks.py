@@ -580,3 +580,16 @@ def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_
     with pytest.raises(SystemExit) as stop:
         nvdec_parity.main(["--decoder", "cpu", "--real-dir", str(tmp_path / "nowhere"), "--quick"])
     assert stop.value.code == 2 and f"--real-dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+
+
+def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):
+    """Without CUDA the default (NVDEC) run printed DALI's multi-sentence CUDA assertion once per clip, exit 1."""
+    from benchmarks import common, nvdec_parity
+
+    monkeypatch.setattr(common, "cuda_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        nvdec_parity.main(["--quick", "--tmp", str(tmp_path / "clips")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and "--decoder mixed (the default) checks NVDEC and needs a CUDA GPU" in err, err
+    assert not (tmp_path / "clips").exists()  # refused before any clip was written

@@ -306,3 +306,16 @@ def test_cli_without_a_terminal_writes_progress_lines_not_a_bar(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("synthetic clips: 8 clips done in ") and "\r" not in r.stderr, r.stderr
+
+
+def test_help_states_every_default(capsys):
+    """The size of the dataset written by default (4 x (256 + 24) clips of 32 frames) was nowhere to be read."""
+    from tools import make_synthetic_dataset as tool
+
+    with pytest.raises(SystemExit):
+        tool.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("training clips per class (default 256)", "validation clips per class (default 24)",
+                  "frames per clip (default 32)", "frame rate (default 25)", "(default 0)", "default h264",
+                  "WIDTHxHEIGHT (default 64x48)"):
+        assert words in text, words

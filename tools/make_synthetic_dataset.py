@@ -39,17 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     # H.264 by default: it is the one codec whose NVDEC minimum size (48x16) lets the demo's small clips decode
     # on a GPU (VP9 needs 128x128, HEVC 144x144); on a CPU machine PyAV decodes it.
     ap.add_argument("--codec", default="h264", choices=sorted(CODECS),
-                    help="vp9/vp8/mjpeg decode on DALI's CPU backend too; h264/mpeg4 need NVDEC or PyAV")
+                    help="default h264; vp9/vp8/mjpeg decode on DALI's CPU backend too; h264/mpeg4 need NVDEC or "
+                         "PyAV")
     # The demo defaults: many small clips. A tiny model trained from scratch memorises a few hundred clips, and
     # 64x48 is already larger than the demo's 48-px input after its resize (short side 55 px), so bigger frames
     # would only cost encoding and decoding time.
-    ap.add_argument("--train-per-class", type=int, default=256)
-    ap.add_argument("--val-per-class", type=int, default=24)
-    ap.add_argument("--frames", type=int, default=32, help="frames per clip")
+    ap.add_argument("--train-per-class", type=int, default=256, help="training clips per class (default 256)")
+    ap.add_argument("--val-per-class", type=int, default=24, help="validation clips per class (default 24)")
+    ap.add_argument("--frames", type=int, default=32, help="frames per clip (default 32)")
     ap.add_argument("--size", type=_size, default=(64, 48), help="WIDTHxHEIGHT (default 64x48)")
-    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     ap.add_argument("--gop", type=int, default=None, help="keyframe interval in frames (default: encoder's)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the clips are a function of it (default 0)")
     ap.add_argument("--workers", type=int, default=0, help="encoding processes (0 = all cores)")
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")

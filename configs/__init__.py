@@ -215,8 +215,12 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
         parts = key.split(".")
         node = cfg
         for i, part in enumerate(parts):
-            if not isinstance(node, CN) or part not in node:
-                raise ConfigError(f"--opts: unknown config key {key}")
+            if not isinstance(node, CN):
+                raise ConfigError(f"--opts: unknown config key {key} ({'.'.join(parts[:i])} is a key, not a section)")
+            if part not in node:  # as for a file: the valid names where it went wrong
+                parent = ".".join(parts[:i]) or "the top level"
+                raise ConfigError(f"--opts: unknown config key {key} (valid keys under {parent}: "
+                                  f"{', '.join(sorted(node.keys()))})")
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(node[parts[-1]], CN):

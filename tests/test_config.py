@@ -58,6 +58,20 @@ def test_unknown_key_in_opts():
         load_config(None, ["DATA.NUM_FRAME", "8"])
 
 
+def test_unknown_key_in_opts_lists_the_valid_keys_as_for_a_file():
+    """A file's unknown key came with the section's valid keys, the same typo in --opts with none."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["TRAIN.EPOCH", "3"])
+    assert str(err.value).startswith("--opts: unknown config key TRAIN.EPOCH (valid keys under TRAIN: "), err.value
+    assert ", EPOCHS, " in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["TRAN.EPOCHS", "3"])
+    assert str(err.value).startswith("--opts: unknown config key TRAN.EPOCHS (valid keys under the top level: ")
+    assert str(err.value).endswith(", TEST, TRAIN)")
+    with pytest.raises(ConfigError, match=r"^--opts: unknown config key SEED.X \(SEED is a key, not a section\)$"):
+        load_config(None, ["SEED.X", "3"])
+
+
 @pytest.mark.parametrize(
     "opts, needle",
     [

@@ -390,7 +390,11 @@ class Trainer:
         named = named or explicit
         if named and (self.state.origin or {}).get("path") != os.path.realpath(named):
             self.state.origin = {"path": os.path.realpath(named), "step": self.state.global_step}
-        self.metrics.info(f"resumed from {path}: epoch {self.state.epoch + 1}, step {self.state.global_step}")
+        if ckpt.get("epoch_complete") and self.state.step_in_epoch == 0:  # epochs are numbered from 1: the
+            # checkpoint closes epoch N (ckpt_epoch_N.pth); "epoch N + 1" read as if it came from a later one
+            self.metrics.info(f"resumed from {path}: end of epoch {self.state.epoch}, step {self.state.global_step}")
+        else:
+            self.metrics.info(f"resumed from {path}: epoch {self.state.epoch + 1}, step {self.state.global_step}")
         return True
 
     # ---- evaluation -----------------------------------------------------------------------------------------

@@ -354,3 +354,18 @@ def test_an_output_folder_that_cannot_be_written_is_named_before_anything_runs(t
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert f"OUTPUT = {readonly / 'run1'} cannot be written: {readonly}, where it would be made, is on a read-only" \
         in err
+
+
+def test_resuming_an_epoch_checkpoint_names_the_epoch_it_closes(tmp_path, dataset, capsys):
+    """ckpt_epoch_1.pth was announced as 'epoch 2', and a finished 1-epoch run as 'epoch 2' then 'epoch 1/1'."""
+    out = tmp_path / "out"
+    command = ["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.BATCH_SIZE", "3", "TRAIN.EPOCHS", "1",
+                                               "TRAIN.WARMUP_EPOCHS", "0.5", "TEST.FINAL_NUM_CLIP", "0",
+                                               "TRAIN.AUTO_RESUME", "True")]
+    assert train.main(command) == 0
+    capsys.readouterr()
+    assert train.main(command) == 0
+    seen = capsys.readouterr().out
+    steps = json.loads((out / "summary.json").read_text())["optimizer_steps"]
+    assert f"resumed from {out / 'ckpt_epoch_1.pth'}: end of epoch 1, step {steps}\n" in seen, seen
+    assert f"is finished (epoch 1/1, step {steps})" in seen and "epoch 2" not in seen, seen

@@ -108,3 +108,15 @@ def test_opts_take_values_that_look_like_flags_and_flags_may_follow(tmp_path, vi
     assert not (tmp_path / "train.txt.index.npz").exists()  # --dry-run was taken as the flag
     r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), *opts, "TRAIN.LR", "-1e-6", "--dry-run")
     assert r.returncode == 2 and r.stderr == "error: TRAIN.LR = -1e-06 must not be negative\n", r.stderr
+
+
+def test_opts_without_a_config_are_refused_not_ignored(tmp_path):
+    """--opts DATA.ROOT ... without --cfg was dropped without a word: the videos were looked for elsewhere."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n")
+    r = _verify(str(lst), "--opts", "DATA.ROOT", str(tmp_path / "videos"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        f"error: --opts overrides keys of --cfg, and no --cfg is given (DATA.ROOT {tmp_path / 'videos'}); "
+        "without a config use --root and --num-classes"), r.stderr
+    assert not (tmp_path / "list.txt.index.npz").exists()

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(opts_last(ap, sys.argv[1:] if argv is None else argv))
     if not args.lists and not args.cfg:
         ap.error("give video lists, or --cfg for the lists of a training config")
+    if args.opts and not args.cfg:  # they were ignored: a DATA.ROOT given there did not apply
+        ap.error(f"--opts overrides keys of --cfg, and no --cfg is given ({' '.join(args.opts)}); without a config "
+                 "use --root and --num-classes")
     return args
 
 

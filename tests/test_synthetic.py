@@ -65,8 +65,9 @@ def test_write_video_roundtrip(tmp_path, codec):
 def test_h264_clips_are_written_without_x264s_lookahead_thread(tmp_path, monkeypatch):
     """x264's sync lookahead thread made the same frames encode to different bytes on a busy machine (up to 4 files
     among 8 concurrent encodes), and its macroblock-tree rate control made repeated encodes in one process differ,
-    so synthetic datasets, and the demo's accuracy with them, varied from run to run. Being timing-dependent, that cannot be reproduced reliably here, and x264 does not
-    record the setting in the stream: the options the encoder is opened with are checked instead."""
+    so synthetic datasets, and the demo's accuracy with them, varied from run to run. Being timing-dependent, that
+    cannot be reproduced reliably here, and x264 does not record the setting in the stream: the options the encoder
+    is opened with are checked instead."""
     import dali_pipelines.pyav_encode as pyav_encode
 
     opened = []

@@ -41,6 +41,7 @@ import torch
 from evautil.files import atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
 from evautil.interrupt import interrupted_line
+from evautil.progress import counted
 
 from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
@@ -455,7 +456,7 @@ class MetricLogger:
                 if result.get(k) is not None:
                     self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
         mean_class = result.get("mean_class_top1")
-        self.info(f"eval {result['split']} ({result['views']} views/video, {result['num_videos']} videos): "
+        self.info(f"eval {result['split']} ({counted(result['views'], 'view')}/video, {result['num_videos']} videos): "
                   f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
                   + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
                   f"({result.get('videos_per_sec', 0.0):.1f} videos/s)")

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "ProgressLines", "with_progress"]
+__all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "counted", "ProgressLines", "with_progress"]
 
 
 def stderr_is_terminal() -> bool:
@@ -44,6 +44,11 @@ def _rate(per_s: float) -> str:
 
 def _plural(unit: str) -> str:
     return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")  # batches, not batchs
+
+
+def counted(number: int, unit: str) -> str:
+    """``1 view``, ``6 views``: a count with its unit in the right number."""
+    return f"{number:,} {unit if number == 1 else _plural(unit)}"
 
 
 class ProgressLines:

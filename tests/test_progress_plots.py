@@ -108,6 +108,19 @@ def test_summary_table_leaves_out_zero_counters(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["epoch"] == 2  # index 1 = the second epoch
 
 
+def test_the_evaluation_line_counts_its_views_in_the_right_number(tmp_path, capsys):
+    from evautil.progress import counted
+
+    assert (counted(1, "view"), counted(6, "view"), counted(1200, "batch")) == ("1 view", "6 views", "1,200 batches")
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    for views in (1, 12):
+        metrics.log_eval({"split": "val", "top1": 50.0, "top5": 100.0, "num_videos": 4, "views": views},
+                         epoch=0, step=2)
+    metrics.close()
+    out = capsys.readouterr().out
+    assert "eval val (1 view/video, 4 videos)" in out and "eval val (12 views/video, 4 videos)" in out, out
+
+
 class _AlwaysClassZero(nn.Module):
     def forward(self, x):
         logits = torch.zeros(x.shape[0], 3)
@@ -223,6 +236,11 @@ def test_plot_run_refuses_a_file_for_a_folder_in_one_line(tmp_path, capsys):
                                       "existing)\n"
     assert plot_run.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "training_curves.png").is_file()
+    # the run's metrics.jsonl named instead of its folder: the folder's plots (was ".../metrics.jsonl/metrics.jsonl
+    # does not exist")
+    capsys.readouterr()
+    assert plot_run.main([str(tmp_path / "metrics.jsonl")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "training_curves.png")
 
 
 def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):

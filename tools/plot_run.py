@@ -28,9 +28,11 @@ from tools.inference import InputError, check_output_path  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("output_dir", help="a run's output folder (OUTPUT), holding metrics.jsonl")
+    ap.add_argument("output_dir", help="a run's output folder (OUTPUT), holding metrics.jsonl (or that file)")
     ap.add_argument("--out", default=None, help="folder for the PNG files (default: the run's folder)")
     args = ap.parse_args(argv)
+    if os.path.basename(os.path.normpath(args.output_dir)) == "metrics.jsonl" and os.path.isfile(args.output_dir):
+        args.output_dir = os.path.dirname(os.path.abspath(args.output_dir))  # the run's file named: its folder
     on_interrupt("plotting: a plot being written may be cut short; the same command draws them again")
     try:
         if args.out:

@@ -120,3 +120,13 @@ def test_opts_without_a_config_are_refused_not_ignored(tmp_path):
         f"error: --opts overrides keys of --cfg, and no --cfg is given (DATA.ROOT {tmp_path / 'videos'}); "
         "without a config use --root and --num-classes"), r.stderr
     assert not (tmp_path / "list.txt.index.npz").exists()
+
+
+def test_a_negative_number_of_workers_is_refused_in_one_line(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n")
+    r = _verify(str(lst), "--workers", "-2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("error: --workers -2: give a number of processes, or 0 for "
+                                                      "every core"), r.stderr
+    assert not (tmp_path / "list.txt.index.npz").exists()

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                  "with --cfg, else each list's folder)")
     ap.add_argument("--num-classes", type=int, default=None, help="labels must lie in [0, N) (default: "
                                                                    "DATA.NUM_CLASSES with --cfg)")
-    ap.add_argument("--workers", type=int, default=0, help="probing processes (default: every core)")
+    ap.add_argument("--workers", type=int, default=0, help="probing processes (0, the default: every core)")
     ap.add_argument("--full-decode", action="store_true",
                     help="decode every frame (slow; also finds corruption in the middle of a stream)")
     ap.add_argument("--dry-run", action="store_true", help="check config, model and list format; open no video")
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(opts_last(ap, sys.argv[1:] if argv is None else argv))
     if not args.lists and not args.cfg:
         ap.error("give video lists, or --cfg for the lists of a training config")
+    if args.workers < 0:
+        ap.error(f"--workers {args.workers}: give a number of processes, or 0 for every core")
     if args.opts and not args.cfg:  # they were ignored: a DATA.ROOT given there did not apply
         ap.error(f"--opts overrides keys of --cfg, and no --cfg is given ({' '.join(args.opts)}); without a config "
                  "use --root and --num-classes")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 
 # The data pipeline's threads share the CPU cores with PyTorch's OpenMP workers, and spinning OpenMP workers
 # starve them (a 4x slower step was measured on a 2-core CPU run). Must be set before torch is imported.
@@ -75,57 +74,10 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     return pairs + list(args.opts or [])
 
 
-def crash_line(error: BaseException, distributed: bool) -> str:
-    """The ``error:`` line of an unexpected exception. In a run of several processes, a collective that lost its
-    connection to another process is said to be the consequence it is: the process that failed or was killed
-    first names the cause (in its own line, its log_rank<r>.txt or, killed, the launcher's report)."""
-    from engine.distributed import lost_peer
-
-    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-    if distributed and lost_peer(error):
-        return ("error: this process lost its connection to another process of the run, which failed or was "
-                f"killed: that process's error (its own line, its log_rank<r>.txt) says why ({text})")
-    return f"error: {text}"
-
-
-def report_end(run, line: str, detail: str = "") -> float | None:
-    """How this process ends, in one line: in its log_rank<r>.txt and on the console. Rank 0's line is one of the
-    run's console lines; another rank prints only here, with its rank: an error of one rank alone (a file only it
-    reads) would otherwise be in its log file only, while the console showed the other ranks' lost connections.
-    Under torchrun the line (or ``detail``) is also what its report shows for this rank; returns the time it was
-    recorded there (``distributed.record_failure``)."""
-    from engine import distributed
-
-    recorded = distributed.record_failure(line, detail)
-    try:
-        run.metrics.info(line)
-    except (OSError, ValueError):  # the log is on a full disk, or closed
-        if run.ctx.is_main:
-            print(line, file=sys.stderr, flush=True)
-    if not run.ctx.is_main:
-        print(f"[rank {run.ctx.rank}] {line}", file=sys.stderr, flush=True)
-    return recorded
-
-
-def end_before_run(line: str, code: int | None, error: BaseException | None = None) -> int | None:
-    """End a process that fails before its run (and log) exist: ``line`` on stderr, recorded for torchrun (with the
-    traceback of a crash, ``error``, which Python prints itself at exit), then out of the process group; returns
-    ``code``."""
-    from engine import distributed
-
-    lost = error is not None and distributed.lost_peer(error)
-    if error is None or lost:
-        print(line, file=sys.stderr, flush=True)
-    recorded = distributed.record_failure(line, f"{traceback.format_exc()}{line}" if error is not None else "")
-    if not lost:
-        distributed.leave_after(recorded)
-    distributed.shutdown()
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     from configs import load_config
     from engine import distributed, runner
+    from engine.process_end import crash_line, end_before_run, report_end
     from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
     from engine.train_loop import NonFiniteLossError
 
@@ -190,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except Exception as e:  # a crash: Python prints the traceback at exit; the run's log keeps its line too
         line = crash_line(e, run.ctx.distributed)
-        recorded = report_end(run, line, detail=f"{traceback.format_exc()}{line}")
+        recorded = report_end(run, line, with_traceback=True)
         if not (run.ctx.distributed and distributed.lost_peer(e)):
             failed_at = recorded
         raise

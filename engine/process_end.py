@@ -11,7 +11,6 @@ import sys
 import traceback
 
 from . import distributed
-from .distributed import lost_peer
 
 __all__ = ["crash_line", "report_end", "end_before_run"]
 
@@ -21,7 +20,7 @@ def crash_line(error: BaseException, several_processes: bool) -> str:
     connection to another process is said to be the consequence it is: the process that failed or was killed
     first names the cause (in its own line, its log_rank<r>.txt or, killed, the launcher's report)."""
     text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-    if several_processes and lost_peer(error):
+    if several_processes and distributed.lost_peer(error):
         return ("error: this process lost its connection to another process of the run, which failed or was "
                 f"killed: that process's error (its own line, its log_rank<r>.txt) says why ({text})")
     return f"error: {text}"
@@ -48,7 +47,7 @@ def end_before_run(line: str, code: int | None, error: BaseException | None = No
     """End a process that fails before its run (and log) exist: ``line`` on stderr, recorded for torchrun (with the
     traceback of a crash, ``error``, which Python prints itself at exit), then out of the process group; returns
     ``code``."""
-    lost = error is not None and lost_peer(error)
+    lost = error is not None and distributed.lost_peer(error)
     if error is None or lost:
         print(line, file=sys.stderr, flush=True)
     recorded = distributed.record_failure(line, f"{traceback.format_exc()}{line}" if error is not None else "")

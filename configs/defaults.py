@@ -70,6 +70,11 @@ _C.DATA.NVDEC_AFFINE = False
 # Workers that read videos for the NVDEC graph (threads) or, on the CPU routes, decode them (processes: DALI's CPU
 # decoder or PyAV; 0 decodes in the main process).
 _C.DATA.NUM_WORKERS = 2
+# The longest the loader waits for one video to be read (NVDEC route) or decoded (CPU routes), in seconds; 0 waits
+# for ever. A video that takes longer is left out of the run (a file system that stopped answering, a decoder that
+# does not end; the next run tries it again) and the decode workers are replaced; three in a row end the run.
+# With NUM_WORKERS 0 the CPU routes decode in the main process, where nothing can stop them.
+_C.DATA.VIDEO_TIMEOUT_S = 300.0
 # Batches the DALI pipeline prepares ahead of the one being consumed.
 _C.DATA.PREFETCH = 2
 # Temporal sampling for training: "tsn" (one random frame per segment, the original) or "dense"

@@ -164,15 +164,17 @@ class DatasetIndex:
         groups[good] = inverse.reshape(-1)
         return [self.table.info(int(good[i])) for i in first], groups
 
-    def quarantine(self, row: int, reason: str) -> None:
+    def quarantine(self, row: int, reason: str, remember: bool = True) -> None:
         """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
 
         The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
         it as bad, so the next build leaves it out too unless the file is replaced; but when the file already
         differs from what was probed (size or modification time), the failure may be the change itself: its cache
-        record is dropped instead, so the next build probes the file as it is now. Cache records are written at
-        most every ``CACHE_RECORD_INTERVAL_S`` seconds; :meth:`flush_quarantines` writes the rest (the loader calls
-        it at each epoch's end and when it closes).
+        record is dropped instead, so the next build probes the file as it is now. Not ``remember``: a failure that
+        may pass (a read that did not end); the cache is left as it is and the next build uses the video again
+        (its file is not even stat'ed: on a file system that stopped answering, that would hang too). Cache
+        records are written at most every ``CACHE_RECORD_INTERVAL_S`` seconds; :meth:`flush_quarantines` writes the
+        rest (the loader calls it at each epoch's end and when it closes).
         """
         rel, path = self.videos.rel_path(row), self.videos.path(row)
         reason = " ".join(str(reason).split()) or "runtime failure"
@@ -181,7 +183,7 @@ class DatasetIndex:
         self.table.set_bad(row, reason, int(c["size"][row]), int(c["mtime_ns"][row]), True)
         self.bad[row] = reason
         logger.debug("quarantined %s: %s", path, reason)  # the schedule's warning names it
-        if self.cache_path:
+        if self.cache_path and remember:
             record = (rel, stat_key(path), probed, reason)
             with self._unrecorded_lock:
                 self._unrecorded.append(record)

@@ -40,8 +40,8 @@ from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, decode_indexed_frames
 from .routing import DALI_CPU, NVDEC
-from evautil.workers import (InlineExecutor, abandon_pool, pool_processes, process_pool, result_unless_a_worker_dies,
-                             submit_to_pool)
+from evautil.workers import (InlineExecutor, ResultOverdue, abandon_pool, pool_processes, process_pool,
+                             result_unless_a_worker_dies, submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 # A pool that dies this many times in a row points at the environment, not at the videos.
 _MAX_POOL_DEATHS = 4
+# So many videos in a row that do not come within the time limit: the storage (or every worker) hangs.
+_MAX_OVERDUE_IN_A_ROW = 3
 
 
 def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSource:
@@ -80,14 +82,22 @@ class EncodedRoute:
     def submit(self, sample: Sample) -> cf.Future:
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="video-read")
-        return self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample))
+        fut = self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample))
+        fut.pool = self._pool  # type: ignore[attr-defined]  # the pool to replace if this read does not end
+        return fut
 
     def source(self, sample: Sample, result: Any) -> EncodedSource:
         return result
 
     def restart_pool(self, broken: cf.Future) -> bool:
-        """Threads do not die like processes; nothing to restart."""
-        return False
+        """Threads do not die like processes, but a read can stop answering (``Feeder.wait_limit_s``): a thread
+        cannot be stopped, so the pool it is in is left behind, not waited for, and its queued reads (cancelled)
+        and the next ones go to a new pool. True when this call replaced the pool."""
+        if broken.done() or getattr(broken, "pool", None) is not self._pool:
+            return False
+        self._pool.shutdown(wait=False, cancel_futures=True)  # reads queued behind the stuck one: submitted anew
+        self._pool = None
+        return True
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
@@ -206,13 +216,20 @@ class Feeder:
     in plan order; each graph's parts of them are queued for it, and it returns outputs in the same order.
     ``error`` keeps an exception of the feeder itself, so the loader re-raises it instead of treating it as a
     decoder failure.
+
+    ``wait_limit_s`` (DATA.VIDEO_TIMEOUT_S; 0: no limit): the longest the feeder waits for one video's read or
+    decode. A video that takes longer is left out of this run (a file system that stopped answering, a decoder
+    that does not end: the cause may pass) and the decode workers are replaced; threads cannot be stopped, so a
+    read stuck in the kernel keeps its thread. :data:`_MAX_OVERDUE_IN_A_ROW` such videos in a row end the run.
     """
 
     def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int,
-                 reroute: Callable[[Sample, str], Sample | None] | None = None):
+                 reroute: Callable[[Sample, str], Sample | None] | None = None, wait_limit_s: float = 0):
         self.schedule = schedule
         self.routes = routes
         self._reroute = reroute
+        self.wait_limit_s = float(wait_limit_s)
+        self._overdue_in_a_row = 0
         self.next = start
         self.lookahead = lookahead
         self.inflight: collections.deque[DeliveredBatch] = collections.deque()
@@ -293,10 +310,16 @@ class Feeder:
             while s is not None:
                 route = self._route(s)
                 try:
-                    sources.append(route.source(s, result_unless_a_worker_dies(getattr(fut, "pool", None), fut)))
+                    result = result_unless_a_worker_dies(getattr(fut, "pool", None), fut, self.wait_limit_s)
+                    sources.append(route.source(s, result))
                     samples.append(s)
-                    self._pool_deaths = 0
+                    self._pool_deaths = self._overdue_in_a_row = 0
                     break
+                except ResultOverdue:
+                    s = self._overdue(s, route, fut, pending.number)
+                except cf.CancelledError:  # queued on a pool that was replaced meanwhile: submitted anew
+                    fut = route.submit(s)
+                    continue
                 except cf.BrokenExecutor as e:
                     # A worker process died (FFmpeg crashed, the OOM killer): start a new pool and retry once; a
                     # video that kills the pool twice is quarantined.
@@ -321,6 +344,23 @@ class Feeder:
                     retried = False
                     fut = self._route(s).submit(s)
         return samples, sources
+
+    def _overdue(self, sample: Sample, route, fut: cf.Future, number: int) -> Sample | None:
+        """``sample``'s read or decode took longer than ``wait_limit_s``: stop the worker processes on it (their
+        other work is redone, as after a death) and leave the video out of this run; its substitute or None."""
+        if route.restart_pool(fut):
+            self.schedule.stats["worker_restarts"] += 1
+        self._overdue_in_a_row += 1
+        work = "read" if isinstance(route, EncodedRoute) else "decode"
+        if self._overdue_in_a_row >= _MAX_OVERDUE_IN_A_ROW:
+            raise RuntimeError(
+                f"{self._overdue_in_a_row} videos in a row did not {work} within DATA.VIDEO_TIMEOUT_S = "
+                f"{self.wait_limit_s:g} s (the last: {sample.video.path}): the storage they are on, or the "
+                "decoding itself, does not answer; check it (a larger DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)")
+        return self.schedule.replace(
+            sample, number, f"did not {work} within DATA.VIDEO_TIMEOUT_S = {self.wait_limit_s:g} s (a file system "
+            "that stopped answering, or a decoder that does not end); left out of this run only, the next run tries "
+            "it again", remember=False)
 
     def cancel(self) -> None:
         """Drop the batches in preparation (the pipeline is being rebuilt or closed)."""

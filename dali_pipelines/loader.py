@@ -252,7 +252,7 @@ class VideoLoader:
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
         # Every route served, not only those in use: a video may move to its fallback route during the epoch.
         self._feeder = Feeder(self.schedule, dict(self.routes), start, lookahead=self._lookahead,
-                              reroute=self._reroute)
+                              reroute=self._reroute, wait_limit_s=float(self.cfg.DATA.VIDEO_TIMEOUT_S))
         self._pipes = {graph: self._make_pipeline(graph, routes) for graph, routes in graphs_serving(used).items()}
         self._pipe_clean = True
 

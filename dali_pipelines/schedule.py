@@ -169,20 +169,21 @@ class Schedule:
             self.stats["substituted"] += 1
 
     # ------------------------------------------------------------------------------------------------ failures
-    def quarantine(self, row: int, reason: str) -> None:
-        """Mark ``row``'s video bad (once), naming it in the log, the index's quarantine file and ``stats``."""
+    def quarantine(self, row: int, reason: str, remember: bool = True) -> None:
+        """Mark ``row``'s video bad (once), naming it in the log, the index's quarantine file and ``stats``; not
+        ``remember``: for this run only (``DatasetIndex.quarantine``)."""
         if not self.is_good(row):
             return
         path = self.index.path(row)
         logger.warning("quarantining %s (row %d): %s", path, row, reason)
-        self.index.quarantine(row, reason)
+        self.index.quarantine(row, reason, remember)
         self.stats["skipped_videos"] += 1
         self.stats["skipped"].append(f"{path}: {reason}")
 
-    def replace(self, sample: Sample, number: int, reason: str) -> Sample | None:
-        """Quarantine ``sample``'s video; its training substitute in batch ``number``, or None in testing (the
-        video is dropped: scoring another video twice would be wrong)."""
-        self.quarantine(sample.row, reason)
+    def replace(self, sample: Sample, number: int, reason: str, remember: bool = True) -> Sample | None:
+        """Quarantine ``sample``'s video (:meth:`quarantine`); its training substitute in batch ``number``, or None
+        in testing (the video is dropped: scoring another video twice would be wrong)."""
+        self.quarantine(sample.row, reason, remember)
         if not self.settings.training:
             return None
         orig = sample.substitute_for if sample.substitute_for is not None else sample.row

@@ -38,7 +38,7 @@ from .progress import ProgressLines
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool",
-           "result_unless_a_worker_dies", "InlineExecutor", "map_with_progress", "WorkerStartError",
+           "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "map_with_progress", "WorkerStartError",
            "WorkerCrashError"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
@@ -244,12 +244,25 @@ def submit_to_pool(pool: cf.Executor, fn: Callable, *args) -> cf.Future:
         raise
 
 
-def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future):
+class ResultOverdue(Exception):
+    """A result was waited for longer than the caller allows (:func:`result_unless_a_worker_dies`); the work itself
+    may still be running."""
+
+
+def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future, timeout: float = 0):
     """``fut``'s result; BrokenProcessPool when a worker of process pool ``pool`` dies first, also the one way the
-    pool does not notice by itself (:func:`pool_lost_a_worker`). Any other executor (or None) is only waited on."""
-    while not cf.wait([fut], timeout=DEATH_CHECK_S).done:
+    pool does not notice by itself (:func:`pool_lost_a_worker`). Any other executor (or None) is only waited on.
+    ``timeout`` > 0: ResultOverdue once the result has been waited for that many seconds."""
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    # fut.done() too: cf.wait never counts a future cancelled in its pool's queue as done (no worker took it)
+    while not fut.done():
+        step = DEATH_CHECK_S if deadline is None else max(0.0, min(DEATH_CHECK_S, deadline - time.monotonic()))
+        if cf.wait([fut], timeout=step).done:
+            break
         if pool_lost_a_worker(pool):
             raise cf.process.BrokenProcessPool("a worker process died")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ResultOverdue(f"no result after {timeout:g} s")
     return fut.result()
 
 

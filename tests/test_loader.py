@@ -477,3 +477,119 @@ def test_video_changed_or_shorter_than_indexed_is_quarantined_never_padded(tmp_p
     rebuilt = build_loader(cfg, "test")
     assert rebuilt.index.infos[1].num_frames == 6 and 3 in rebuilt.index.bad
     rebuilt.close()
+
+
+def _stuck(path: str) -> str:
+    """Put a named pipe with no writer in place of ``path`` (the file moves aside): reading it blocks, as a read
+    from a network file system that stopped answering does. Returns where the file went."""
+    aside = path + ".aside"
+    os.rename(path, aside)
+    os.mkfifo(path)
+    return aside
+
+
+@pytest.mark.parametrize("decoder", ["dali", "pyav"])
+def test_a_video_whose_decode_does_not_end_is_left_out_of_this_run_only(tmp_path, decoder):
+    """One video's decode never ends (its file is a pipe nobody writes): after DATA.VIDEO_TIMEOUT_S the decode
+    workers are replaced, the video is left out by name, every other video comes out with its own pixels, and the
+    index cache is left as it was: the next build uses the video again without probing it."""
+    import dataclasses
+
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": decoder, "DATA.NUM_WORKERS": 2,
+                                           "TEST.BATCH_SIZE": 1, "DATA.VIDEO_TIMEOUT_S": 2.0})
+    reference = build_loader(cfg, "test")
+    expected = {r: v.clone() for b in reference for r, v in zip(b["index"].tolist(), b["video"])}
+    reference.close()
+
+    loader = build_loader(cfg, "test")
+    stuck = loader.index.entries[2]
+    aside = _stuck(stuck.path)
+    # size and mtime 0: not recorded, so the pipe is not refused as a changed file before it is read
+    loader.index.infos[2] = dataclasses.replace(loader.index.infos[2], size=0, mtime_ns=0)
+    got = {r: v.clone() for b in loader for r, v in zip(b["index"].tolist(), b["video"])}
+    assert sorted(got) == [0, 1, 3, 4]
+    for r in got:
+        assert torch.equal(got[r], expected[r])
+    assert loader.stats["skipped_videos"] == 1 and loader.stats["worker_restarts"] >= 1
+    (line,) = loader.stats["skipped"]
+    assert line.startswith(stuck.path) and "did not decode within DATA.VIDEO_TIMEOUT_S = 2 s" in line, line
+    assert "left out of this run only" in line
+    with open(loader.index.quarantine_path, encoding="utf-8") as f:
+        assert f.read().startswith(stuck.rel_path + "\t")
+    loader.close()
+    os.remove(stuck.path)
+    os.rename(aside, stuck.path)  # the same file, size and mtime as indexed
+    rebuilt = build_loader(cfg, "test")
+    assert 2 not in rebuilt.index.bad and rebuilt.index.probed == 0
+    assert sorted(r for b in rebuilt for r in b["index"].tolist()) == [0, 1, 2, 3, 4]
+    rebuilt.close()
+
+
+def test_videos_that_do_not_decode_in_time_three_in_a_row_end_the_run(tmp_path):
+    """Three videos in a row past DATA.VIDEO_TIMEOUT_S point at the storage, not at the videos: the loader stops
+    with one message naming the limit and the last video, instead of leaving out one video after another."""
+    import dataclasses
+
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 1,
+                                           "TEST.BATCH_SIZE": 1, "DATA.VIDEO_TIMEOUT_S": 1.0})
+    loader = build_loader(cfg, "test")
+    for row in (1, 2, 3):
+        _stuck(loader.index.entries[row].path)
+        loader.index.infos[row] = dataclasses.replace(loader.index.infos[row], size=0, mtime_ns=0)
+    rows = []
+    limit = "3 videos in a row did not decode within DATA.VIDEO_TIMEOUT_S = 1 s"
+    with pytest.raises(RuntimeError, match=limit) as e:
+        for b in loader:
+            rows += b["index"].tolist()
+    assert loader.index.entries[3].path in str(e.value)
+    assert set(rows) <= {0} and loader.stats["skipped_videos"] == 2  # the graphs prefetch: batch 0 may not be out
+    loader.close()
+
+
+def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(tmp_path):
+    """The NVDEC route reads files in threads, which cannot be stopped: a read past the limit leaves its video out
+    of this run (not remembered), the next reads get a new pool, and the stuck thread ends when its read does."""
+    import collections
+
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import EncodedRoute, Feeder
+    from dali_pipelines.routing import NVDEC
+
+    good, stuck = str(tmp_path / "good.bin"), str(tmp_path / "stuck.bin")
+    with open(good, "wb") as f:
+        f.write(b"encoded video bytes")
+    os.mkfifo(stuck)
+
+    class Schedule:  # what the feeder asks of the loader's schedule
+        def __init__(self, batches):
+            self.batches, self.stats, self.replaced = batches, collections.Counter(), []
+
+        def __len__(self):
+            return len(self.batches)
+
+        def batch(self, number):
+            return self.batches[number]
+
+        def replace(self, sample, number, reason, remember=True):
+            self.replaced.append((sample.video.path, number, reason, remember))
+            return None  # as in testing: dropped, no substitute
+
+    def sample(row, path):
+        return Sample(VideoRef(row, path, 0, 8, 64, 48, "h264"), NVDEC, np.arange(4), params=None)
+
+    schedule = Schedule([[sample(0, stuck)], [sample(1, good)]])
+    route = EncodedRoute(NVDEC, workers=1)
+    feeder = Feeder(schedule, {NVDEC: route}, 0, lookahead=1, wait_limit_s=1.0)
+    batch = feeder.peek()
+    assert batch.number == 1 and [s.video.path for s in batch.samples] == [good]
+    assert feeder._parts["nvdec"][0][0].source.encoded.tobytes() == b"encoded video bytes"
+    ((path, number, reason, remember),) = schedule.replaced
+    assert (path, number, remember) == (stuck, 0, False)
+    assert "did not read within DATA.VIDEO_TIMEOUT_S = 1 s" in reason
+    assert schedule.stats["worker_restarts"] == 1
+    os.close(os.open(stuck, os.O_WRONLY | os.O_NONBLOCK))  # the stuck read ends (an empty file)
+    route.close()

@@ -7,6 +7,7 @@ collective; their lines say so, so that the console and the logs point to the pr
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -43,13 +44,21 @@ def report_end(run, line: str, with_traceback: bool = False) -> float | None:
     return recorded
 
 
+def _with_rank(line: str) -> str:
+    """``line`` as a process that has no run yet prints it: with its rank (from the launcher's environment) when
+    it is not rank 0 of several, as :func:`report_end` prints a running rank's line."""
+    rank, world = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
+    several = world.isdigit() and int(world) > 1
+    return f"[rank {rank}] {line}" if several and rank.isdigit() and int(rank) > 0 else line
+
+
 def end_before_run(line: str, code: int | None, error: BaseException | None = None) -> int | None:
     """End a process that fails before its run (and log) exist: ``line`` on stderr, recorded for torchrun (with the
     traceback of a crash, ``error``, which Python prints itself at exit), then out of the process group; returns
     ``code``."""
     lost = error is not None and distributed.lost_peer(error)
     if error is None or lost:
-        print(line, file=sys.stderr, flush=True)
+        print(_with_rank(line), file=sys.stderr, flush=True)
     recorded = distributed.record_failure(line, f"{traceback.format_exc()}{line}" if error is not None else "")
     if not lost:
         distributed.leave_after(recorded)

@@ -151,3 +151,5 @@ def test_torchrun_names_the_failing_rank_and_its_error_as_the_root_cause(tmp_pat
     assert "injected" not in others and "To enable traceback" not in others, others
     if kind != "startup":  # a start-up error has no run log yet: its line is on stderr only
         assert line in (out / "log_rank1.txt").read_text()
+    else:  # with the rank that printed it, as a running rank's error line
+        assert f"[rank 1] {line}" in r.stderr and f"[rank 0] {line}" not in r.stderr, r.stderr[-3000:]

@@ -33,6 +33,7 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     from models import build_model
 
     build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
+    check_resume_file(cfg, resume)
     metrics = runner.open_run(cfg, ctx, resume, resume_note)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
@@ -42,6 +43,18 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
             metrics.log_interrupted()
         metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
         raise
+
+
+def check_resume_file(cfg, resume: str) -> None:
+    """A ``--resume`` file this run cannot use (unreadable, damaged, of the wrong kind) fails here, before anything
+    is written to OUTPUT, with the error its load would raise; its tensors are not loaded (memory-mapped)."""
+    from engine.checkpointing import load_resumable
+    from models.checkpoint import check_checkpoint
+
+    if resume and cfg.TEST.ONLY_TEST:
+        check_checkpoint(resume)  # any weights file: ours, a released one, safetensors
+    elif resume:
+        load_resumable(resume, mmap=True)
 
 
 def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
@@ -126,6 +139,7 @@ def dry_run(cfg, resume: str = "") -> dict:
 
     data = cfg.DATA
     model = build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
+    check_resume_file(cfg, resume)
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)

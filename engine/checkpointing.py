@@ -21,6 +21,7 @@ import pickle
 import random
 import re
 import shutil
+import zipfile
 from typing import Any, Callable
 
 import numpy as np
@@ -34,7 +35,7 @@ from .metrics import epoch_number
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
            "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects", "checkpoint_files",
-           "starts_fresh"]
+           "starts_fresh", "load_resumable"]
 
 # Keys every resumable checkpoint holds; a file without them is treated as damaged.
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
@@ -105,8 +106,11 @@ def check_output_dir(path: str) -> None:
                               "writable by this user")
 
 
-def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu") -> dict:
-    """Load one of our checkpoints (weights_only) and check that it holds ``required`` keys.
+def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu",
+                    mmap: bool = False) -> dict:
+    """Load one of our checkpoints (weights_only) and check that it holds ``required`` keys. ``mmap``: a check
+    before the run writes anything: the tensors stay on disk (memory-mapped), and the file, found intact, is not
+    read again for its CRC-32 when it is loaded.
 
     Raises:
         CheckpointError: the file is missing, truncated, changed on disk after it was written (a record fails its
@@ -114,11 +118,12 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
-    damage = damaged_zip_record(path)  # torch.load would hand back the changed bytes as weights
+    damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
         raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        # (torch memory-maps zip archives only; anything else is read whole, to name what it is)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # truncated zip, bad pickle, disallowed globals: all mean "unusable"
         refused = _GLOBAL_RE.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if refused:
@@ -133,6 +138,17 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)} (not a resumable training checkpoint)")
     return state
+
+
+def load_resumable(path: str, mmap: bool = False) -> dict:
+    """:func:`load_checkpoint` of a ``--resume`` file, whose error also says what ``--resume`` takes."""
+    try:
+        return load_checkpoint(path, mmap=mmap)  # CheckpointError names the file
+    except CheckpointError as e:
+        if not os.path.isfile(path):
+            raise
+        raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
+                              "use --pretrained for weights-only (e.g. released) files") from e
 
 
 def _torch_reason(message: str) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 from configs import ConfigError
 
 from . import distributed as dist_utils
-from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_checkpoint, restore_rng,
+from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_resumable, restore_rng,
                             restore_training_objects)
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log
@@ -364,13 +364,7 @@ class Trainer:
         that continues it: ``runner.resume_point``); it becomes the run's recorded ``origin``."""
         explicit = path or ""
         if path:
-            try:
-                ckpt = load_checkpoint(path)  # CheckpointError names the file
-            except CheckpointError as e:
-                if not os.path.isfile(path):
-                    raise
-                raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
-                                      "use --pretrained for weights-only (e.g. released) files") from e
+            ckpt = load_resumable(path)
         elif auto:
             found = self.checkpointer.find_latest()
             path, ckpt = found if found is not None else (None, None)

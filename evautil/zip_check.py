@@ -9,21 +9,31 @@ cache; the file is read anyway).
 
 from __future__ import annotations
 
+import os
 import zipfile
 
 __all__ = ["damaged_zip_record"]
 
 _CHUNK = 16 << 20
+# Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
+# resumes or evaluates before it writes anything, and its load later need not read the whole file again.
+_INTACT: set[tuple[int, int, int, int]] = set()
 
 
-def damaged_zip_record(path: str) -> str | None:
+def damaged_zip_record(path: str, remember: bool = False) -> str | None:
     """Why ``path``'s zip archive cannot be trusted, or None when every record matches its CRC-32.
 
     A file that is not a zip archive at all (torch's legacy format, a safetensors file) is not checked: None.
     Records whose stored CRC is 0 are skipped: a writer that did not compute CRCs stores 0 (torch can be told not
-    to); a real CRC-32 is 0 for one record in 2**32, which then goes unchecked.
+    to); a real CRC-32 is 0 for one record in 2**32, which then goes unchecked. ``remember``: a file found intact
+    is not read again by later checks in this process while its inode, size and modification time stay the same.
     """
-    if not zipfile.is_zipfile(path):
+    try:
+        st = os.stat(path)
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        version = None
+    if version in _INTACT or not zipfile.is_zipfile(path):
         return None
     where = ""
     try:
@@ -41,4 +51,6 @@ def damaged_zip_record(path: str) -> str | None:
         return f"{where}: {error}" if where else str(error)
     except (OSError, EOFError, ValueError) as error:  # cut short inside a record, an unreadable sector
         return f"{where or 'the archive'} cannot be read: {type(error).__name__}: {error}"
+    if remember and version is not None:
+        _INTACT.add(version)
     return None

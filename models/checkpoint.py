@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Callable, Union
@@ -33,8 +34,8 @@ from evautil.zip_check import damaged_zip_record
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
-__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "convert_state_dict", "load_pretrained",
-           "pretrained_source_grid", "MODES"]
+__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "convert_state_dict",
+           "load_pretrained", "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +116,15 @@ def _unreadable(path: str, error: Exception) -> CheckpointError:
                            + (f": {lines[0]}" if lines else ""))
 
 
-def _torch_load(path: str) -> Any:
-    """``torch.load(weights_only=True)``, retried with approved plain-data globals only."""
-    damage = damaged_zip_record(path)  # torch.load would hand back the changed bytes as weights
+def _torch_load(path: str, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)``, retried with approved plain-data globals only. ``mmap``: see
+    :func:`check_checkpoint` (a zip archive only; torch's legacy format is read whole)."""
+    damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
         raise CheckpointError(f"{path}: damaged: {damage}")
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:  # first: a refused global is approved (plain data) or refused by
         # name below, and pickled code is never run
         refused, last_error = _refused_globals(path, error), error
@@ -152,7 +155,7 @@ def _torch_load(path: str) -> Any:
         logger.debug("%s: allowing plain-data globals %s", path, sorted(approved))
         try:
             with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as again:
             refused, last_error = _REFUSED_GLOBAL.findall(str(again)), again
         except Exception as error:  # damaged after the approved globals: as unreadable as above
@@ -180,13 +183,14 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
-def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], Any]:
+def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch.Tensor], Any]:
     """Read a model state dict and the training config saved beside it from a ``.safetensors`` or ``torch.save``
     file (or an ``hf://`` reference to one), without running pickled code.
 
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
     ``module.`` prefix is stripped and non-tensor entries are dropped. The config is the file's ``'config'`` entry
     (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
+    ``mmap``: see :func:`check_checkpoint`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -201,14 +205,19 @@ def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith(".safetensors"):
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         try:
-            obj: Any = load_file(path, device="cpu")
+            if mmap:  # the header, checked against the file's size, and no tensor
+                with safe_open(path, framework="pt", device="cpu") as f:
+                    obj: Any = {name: torch.empty(0) for name in f.keys()}
+            else:
+                obj = load_file(path, device="cpu")
         except Exception as error:
             raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
     else:
-        obj = _torch_load(path)
+        obj = _torch_load(path, mmap)
     config = obj.get("config") if isinstance(obj, Mapping) else None
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
@@ -218,6 +227,15 @@ def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], Any]:
     if not state_dict:
         raise CheckpointError(f"{path}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
     return state_dict, (None if isinstance(config, torch.Tensor) else config)
+
+
+def check_checkpoint(path: PathLike) -> None:
+    """Raise what :func:`read_checkpoint` would for a missing, unreadable, damaged or refused file, without loading
+    its tensors into memory (memory-mapped): a run names a bad file before it writes anything. The CRC-32 check
+    reads the file, and the load that follows in this process does not read it for that again. An ``hf://``
+    reference is left to the load, which fetches it."""
+    if not os.fspath(path).startswith("hf://"):
+        read_checkpoint(path, mmap=True)
 
 
 def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:

@@ -172,6 +172,37 @@ def test_only_test_wrong_head_is_exit_2(tmp_path, dataset, capsys):
     assert rc == 2 and str(ckpt) in err.out + err.err
 
 
+def _bad_checkpoint(tmp_path: Path, damage: str) -> Path:
+    """A --resume file that cannot be used: bytes that are no checkpoint, a training checkpoint cut short, or one
+    whose weights changed on disk after it was written (its CRC-32 no longer matches)."""
+    from tests.test_checkpointing import _flip_a_byte_of_record
+
+    path = tmp_path / f"{damage}.pth"
+    if damage == "garbage":
+        path.write_bytes(b"not a checkpoint\n" * 64)
+        return path
+    save_atomic({"model": {"w": torch.arange(4096, dtype=torch.float32)}, "optimizer": {}, "scheduler": {},
+                 "epoch": 0, "global_step": 4, "epoch_complete": True}, str(path))
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-300])
+    else:
+        _flip_a_byte_of_record(path, "/data/0")
+    return path
+
+
+@pytest.mark.parametrize("only_test", [True, False])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "changed"])
+def test_a_bad_resume_file_is_one_line_before_output_is_written(tmp_path, dataset, capsys, only_test, damage):
+    ckpt, out = _bad_checkpoint(tmp_path, damage), tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), *(["--only_test"] if only_test else []),
+                     "--opts", *_opts(dataset, out, "TRAIN.BATCH_SIZE", "4", "LOG.TENSORBOARD", "True")])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(ckpt) in lines[0], captured
+    assert "damaged" in lines[0] or "not a readable torch checkpoint" in lines[0]
+    assert not out.exists()  # no config.yaml, metrics.jsonl, log or tensorboard/ of a run that never started
+
+
 def test_opts_may_be_followed_by_flags():
     args = train.parse_args(["--cfg", DEMO, "--opts", "TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6", "--dry-run",
                              "--batch-size", "2"])
@@ -213,7 +244,7 @@ def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):
 
 def test_eval_only_dry_run_plan_and_no_class_mapping_needed(tmp_path, dataset, capsys):
     ckpt = tmp_path / "released.pth"
-    torch.save({"model": {}}, ckpt)
+    torch.save({"model": {"head.bias": torch.zeros(4)}}, ckpt)  # readable: the dry run checks that, not the fit
     rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--dry-run", "--opts",
                      *_opts(dataset, tmp_path / "o", "MODEL.CLASS_MAPPING", str(tmp_path / "absent.npy"))])
     captured = capsys.readouterr()

@@ -425,11 +425,12 @@ class Trainer:
         def on_step() -> None:
             stop, clock_due = self._control.poll()
             periodic = clock_due or (opts.save_steps and st.global_step % opts.save_steps == 0)
+            if stop:  # the pending log window (this step's line) first: the log follows what happened
+                self.metrics.end_epoch(st.global_step, st.epoch)
             # A stop at an epoch's last step saves it as mid-epoch too: its evaluation then runs after the resume.
             if stop or (periodic and st.step_in_epoch < opts.steps_per_epoch):
                 self.save(epoch_complete=False)
             if stop:
-                self.metrics.end_epoch(st.global_step, st.epoch)  # write the pending log window, close the bar
                 raise Preempted(st.global_step, st.last_checkpoint, self._control.signal_name)
 
         final = None

@@ -503,6 +503,22 @@ def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, data
     assert [(d["epoch"], d["top1"]) for d in _lines(out) if d["kind"] == "eval"] == ref_eval
 
 
+def test_stop_signal_logs_the_last_step_before_its_checkpoint(dataset, tmp_path):
+    """A stop at step 2 of 4 with PRINT_FREQ 4: the step's pending progress line is written before the checkpoint's
+    line, on the console and in log_rank0.txt, as it happened."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0, "PRINT_FREQ": 4})
+    stopped = _run(tmp_path, opts, mode="signal_in_step", arg=2)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    saved = f"saved checkpoint {out / 'ckpt_step_2.pth'}"
+    for text in (stopped.stdout, (out / "log_rank0.txt").read_text()):
+        lines = text.splitlines()
+        order = [next(i for i, line in enumerate(lines) if needle in line)
+                 for needle in ("epoch 1/1 [2/4] step 2/4 ", saved, "stopped: SIGTERM received")]
+        assert order == sorted(order) and order[-1] == len(lines) - 1, text[-2000:]
+    assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == [2]
+
+
 def test_stop_signal_during_evaluation_saves_the_epoch(reference, dataset, tmp_path):
     """The evaluation after epoch 2 (step 8) is interrupted by SIGTERM; with SAVE_FREQ 3 that epoch would not be
     saved, so the stop writes its epoch checkpoint, and the resumed run trains epoch 3 as the reference did."""

@@ -14,6 +14,12 @@ by SIGINT at once. A KeyboardInterrupt raised then would surface inside the impo
 code may call back into Python: one that crosses such a boundary aborts the process ("terminate called after
 throwing an instance of 'pybind11::error_already_set'", status 134), and one raised in a finaliser is swallowed.
 Nothing was done or written yet, so there is nothing to clean up.
+
+Once a command has printed its last line (its summary, or its error) it has finished (:func:`finished`): SIGINT is
+ignored from then on, and the process ends with the status of its work. Its process may still take a second to end
+(loaders and worker pools closing, the interpreter's clean-up), and a Ctrl-C there ended it by SIGINT without the
+line, once Python had stopped running signal handlers, or raised inside a finaliser and was swallowed (status 0
+and a traceback); there is nothing left to stop.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import sys
 import threading
 from types import TracebackType
 
-__all__ = ["on_interrupt", "interrupted_line", "INTERRUPTED_EXIT_STATUS", "STARTING"]
+__all__ = ["on_interrupt", "interrupted_line", "finished", "INTERRUPTED_EXIT_STATUS", "STARTING"]
 
 # What a shell reports for a command ended by Ctrl-C: 128 + SIGINT.
 INTERRUPTED_EXIT_STATUS = 130
@@ -55,6 +61,15 @@ def on_interrupt(message: str) -> None:
         sys.excepthook = hook
     _message = message
     _handle_sigint_while_starting(message == STARTING)
+
+
+def finished(status: int) -> int:
+    """The command has printed its last line: ignore SIGINT from now on, so that it ends with ``status`` however
+    long its clean-up takes (a background job's ignored SIGINT stays so too). Returns ``status``, for
+    ``sys.exit(finished(main()))``."""
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return status
 
 
 def interrupted_line() -> str:

@@ -165,6 +165,34 @@ def test_training_interrupted_says_so_on_the_console_and_in_its_log(tmp_path):
     assert log.read_text().strip().splitlines()[-1].endswith("] " + last)  # the run's own record says it too
 
 
+def test_a_ctrl_c_after_the_summary_changes_nothing(tmp_path):
+    """Once a tool has printed its summary it has finished: a Ctrl-C while its process ends (loaders, worker pools
+    and the interpreter closing, a second or so) neither ends it by SIGINT without the interrupted line nor shows a
+    finaliser's traceback: it exits with the status of its work."""
+    import torch
+
+    from configs import load_config
+    from models import build_model
+    from tools.synthetic import make_synthetic_dataset
+
+    data = tmp_path / "data"
+    make_synthetic_dataset(str(data), train_per_class=1, val_per_class=0, num_frames=8, size=(48, 32), workers=1,
+                           progress=False)
+    opts = ["DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_CLASSES", "4",
+            "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "DATA.LABEL_LIST", "",
+            "DATA.DECODE_DEVICE", "cpu", "TEST.BATCH_SIZE", "2"]
+    weights = tmp_path / "model.pth"
+    torch.save({"model": build_model(load_config(str(ROOT / "configs" / "demo.yaml"), opts)).state_dict()}, weights)
+    summary = "videos extracted"
+    for settle_s in (0.0, 0.3):  # the first run extracts, the second finds every video done
+        status, err = _interrupt_when(
+            [sys.executable, "-m", "tools.extract_features", str(data / "videos"), "--cfg",
+             str(ROOT / "configs" / "demo.yaml"), "--weights", str(weights), "--out", str(tmp_path / "features"),
+             "--quiet", "--opts", *opts], ROOT, lambda err: summary in err, settle_s=settle_s)
+        assert status == 0, err
+        assert summary in err.strip().splitlines()[-1] and "4 of 4" in err and "Traceback" not in err, err
+
+
 def test_a_ctrl_c_while_a_command_starts_is_one_line_too(tmp_path):
     # 0.6 s in: past Python's start, inside the imports of torch and the engine (about 2 s here, more under load)
     for cmd in ([str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run"],

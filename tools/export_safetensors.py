@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from evautil.interrupt import STARTING, on_interrupt
+from evautil.interrupt import STARTING, finished, on_interrupt
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -76,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
-from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -256,15 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()
         return 2
     listed = result["listed"]
+    distributed.shutdown()  # before the summary, which is the last thing the command does
     if ctx.is_main:
         print(f"{result['written']} videos extracted, {result['done_before']} already done; {listed} of "
               f"{len(paths)} in {result['index']}" + ("" if listed == len(paths) else
                                                        f"; {len(paths) - listed} unreadable, listed in "
                                                        f"{os.path.join(args.out, 'failed-rank*.jsonl')}"),
               file=sys.stderr)
-    distributed.shutdown()
     return 0 if listed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing

@@ -19,7 +19,7 @@ import sys
 # Runnable as `python tools/make_synthetic_dataset.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import on_interrupt  # noqa: E402
+from evautil.interrupt import finished, on_interrupt  # noqa: E402
 from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
 
 
@@ -90,4 +90,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing

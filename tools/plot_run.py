@@ -17,7 +17,7 @@ import sys
 # Runnable as `python tools/plot_run.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -53,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing

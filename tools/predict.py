@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 
 # torch, DALI and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need none of them.
-from evautil.interrupt import STARTING, on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()
         return 2
     written = True
+    distributed.shutdown()  # before the results, which are the last thing the command does
     if ctx.is_main:
         if not args.quiet:
             sys.stdout.write(format_table(records))
@@ -181,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predicted {len(records) - bad} of {len(records)} videos"
               + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
-    distributed.shutdown()
     return 2 if not written else 0 if ok else 1
 
 
@@ -202,4 +202,4 @@ def _write_out(out: str, text: str, quiet: bool) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing

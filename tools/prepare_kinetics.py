@@ -41,7 +41,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import on_interrupt  # noqa: E402
+from evautil.interrupt import finished, on_interrupt  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
@@ -183,4 +183,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing

@@ -79,11 +79,11 @@ def test_verify_data_interrupted_keeps_the_videos_probed(tmp_path, real_clips_di
 def test_reencode_interrupted_keeps_the_finished_videos(tmp_path):
     clips = tmp_path / "clips"
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic_dataset.py"), "--out", str(clips),
-                    "--train-per-class", "1", "--val-per-class", "0", "--frames", "4", "--quiet"], check=True,
+                    "--train-per-class", "1", "--val-per-class", "1", "--frames", "4", "--quiet"], check=True,
                    env=child_env(), stdout=subprocess.DEVNULL)
     src = tmp_path / "src"
     src.mkdir()
-    for k, clip in enumerate(sorted((clips / "videos").glob("*/*.mp4"))):
+    for k, clip in enumerate(sorted((clips / "videos").glob("*/*_0.mp4"))):  # the 4 training clips
         for i in range(500):  # enough to be interrupted in the middle
             os.symlink(clip, src / f"{k}_{i}.mp4")
     dst = tmp_path / "dst"
@@ -120,7 +120,7 @@ def test_interrupted_reencode_counts_every_finished_video_and_removes_partial_on
 
     clips = tmp_path / "clips"
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic_dataset.py"), "--out", str(clips),
-                    "--train-per-class", "1", "--val-per-class", "0", "--frames", "4", "--quiet"], check=True,
+                    "--train-per-class", "1", "--val-per-class", "1", "--frames", "4", "--quiet"], check=True,
                    env=child_env(), stdout=subprocess.DEVNULL)
     clip = sorted((clips / "videos").glob("*/*.mp4"))[0]
     src, dst = tmp_path / "src", tmp_path / "dst"

@@ -281,10 +281,14 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
     a_file.write_bytes(b"weights")
     tool = [sys.executable, "tools/make_synthetic_dataset.py"]
     for args, says in ((["--out", str(a_file)], f"--out {a_file} is an existing file, not a folder"),
-                       (["--out", str(tmp_path / "d"), "--train-per-class", "-2"], "not both 0, got -2 and 24"),
-                       (["--out", str(tmp_path / "d"), "--train-per-class", "0", "--val-per-class", "0"],
-                        "not both 0, got 0 and 0"),
+                       (["--out", str(tmp_path / "d"), "--train-per-class", "-2"],
+                        "--train-per-class must be >= 1, got -2"),
+                       (["--out", str(tmp_path / "d"), "--train-per-class", "0"],
+                        "--train-per-class must be >= 1, got 0"),
+                       (["--out", str(tmp_path / "d"), "--val-per-class", "0"], "--val-per-class must be >= 1, got 0"),
                        (["--out", str(tmp_path / "d"), "--frames", "0"], "--frames must be >= 1, got 0"),
+                       (["--out", str(tmp_path / "d"), "--workers", "-1"], "--workers must be >= 0, got -1"),
+                       (["--out", str(tmp_path / "d"), "--gop", "0"], "--gop must be >= 1, got 0"),
                        (["--out", str(tmp_path / "d"), "--fps", "0"], "--fps must be > 0, got 0.0")):
         r = subprocess.run([*tool, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -294,7 +298,7 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     (locked / "videos").write_text("a file where the clips' folder goes")
-    r = subprocess.run([*tool, "--out", str(locked), "--train-per-class", "1", "--val-per-class", "0", "--frames", "2",
+    r = subprocess.run([*tool, "--out", str(locked), "--train-per-class", "1", "--val-per-class", "1", "--frames", "2",
                         "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith(f"error: cannot write the synthetic dataset in {locked}: "), r.stderr
@@ -302,8 +306,8 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
 
 def test_cli_without_a_terminal_writes_progress_lines_not_a_bar(tmp_path):
     """stderr to a pipe (a log file): plain progress lines, not a bar's redraws."""
-    cmd = [sys.executable, "tools/make_synthetic_dataset.py", "--out", str(tmp_path / "d"), "--train-per-class", "2",
-           "--val-per-class", "0", "--frames", "4", "--size", "32x32", "--workers", "1"]
+    cmd = [sys.executable, "tools/make_synthetic_dataset.py", "--out", str(tmp_path / "d"), "--train-per-class", "1",
+           "--val-per-class", "1", "--frames", "4", "--size", "32x32", "--workers", "1"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("synthetic clips: 8 clips done in ") and "\r" not in r.stderr, r.stderr

@@ -56,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     args = ap.parse_args(argv)
     # Mistakes in the arguments are one line (exit 2), before anything is written.
-    if min(args.train_per_class, args.val_per_class) < 0 or args.train_per_class + args.val_per_class == 0:
-        ap.error(f"--train-per-class and --val-per-class must be >= 0 and not both 0, got {args.train_per_class} "
-                 f"and {args.val_per_class}")
-    for flag, value, least in (("--frames", args.frames, 1), ("--workers", args.workers, 0),
-                               ("--gop", args.gop if args.gop is not None else 1, 1)):
+    # A count of 0 would write an empty list (train.txt or val.txt) that no run can use.
+    for flag, value, least in (("--train-per-class", args.train_per_class, 1),
+                               ("--val-per-class", args.val_per_class, 1), ("--frames", args.frames, 1),
+                               ("--workers", args.workers, 0), ("--gop", args.gop if args.gop is not None else 1, 1)):
         if value < least:
             ap.error(f"{flag} must be >= {least}, got {value}")
     if not args.fps > 0:

@@ -282,6 +282,7 @@ class MetricLogger:
         self.last_train: dict[str, Any] = {}
         self.evals: list[dict[str, Any]] = []
         self._recalled_final: dict[str, Any] | None = None  # see recall_evaluation
+        self._recalled_counts: dict[str, dict[str, Any]] = {}  # see recalled_counts
         self._followed: list[str] = []  # see follow_logger
 
     # ---- plain messages -------------------------------------------------------------------------------------
@@ -477,11 +478,13 @@ class MetricLogger:
     def recall_evaluation(self, step: int, split: str) -> dict[str, Any] | None:
         """The last ``split`` eval line metrics.jsonl holds at optimizer ``step`` (rank 0 reads; None on the other
         ranks or when there is none). It becomes the summary's final result without counting as another
-        evaluation, and the last train line up to ``step`` gives its ``last_loss``: a finished run whose attempt
-        ended before its summary was written is summarised from what it logged."""
+        evaluation, the last train line up to ``step`` gives its ``last_loss``, and the loaders' counters come from
+        the lines that logged them (:meth:`recalled_counts`): a finished run whose attempt ended before its summary
+        was written is summarised from what it logged."""
         if not (self.is_main and self._jsonl is not None and os.path.isfile(self._jsonl.name)):
             return None
         found = None
+        counted: dict[str, dict[str, Any]] = {}
         with open(self._jsonl.name, encoding="utf-8") as f:
             for text in f:
                 try:
@@ -492,10 +495,27 @@ class MetricLogger:
                     continue
                 if line.get("kind") == "train":
                     self.last_train = line
-                elif line.get("kind") == "eval" and line.get("split") == split and line["step"] == step:
-                    found = line
+                elif line.get("kind") == "data" and line.get("split") == "train":
+                    counted["train_"] = line
+                elif line.get("kind") == "eval" and line.get("split") in ("val", "test"):
+                    counted[f"{line['split']}_"] = line
+                    if line.get("split") == split and line["step"] == step:
+                        found = line
         self._recalled_final = found
+        self._recalled_counts = counted if found is not None else {}
         return found
+
+    def recalled_counts(self, counts: dict[str, Any]) -> dict[str, Any]:
+        """``counts`` (the summary's loader counters, ``train_*``, ``val_*``, ``test_*``, as this attempt's loaders
+        hold them) with the values the lines recalled by :meth:`recall_evaluation` logged: the attempt that trained
+        and evaluated counted them, this one only writes its summary. A ``test_*`` counter this attempt has no loader
+        for takes the name of its ``val_*`` one (the same loader counters)."""
+        out = dict(counts)
+        for prefix, line in self._recalled_counts.items():
+            names = {k[len(prefix):] for k in counts if k.startswith(prefix)} or \
+                    {k[len("val_"):] for k in counts if k.startswith("val_")}
+            out.update({prefix + name: line[name] for name in sorted(names) if name in line})
+        return out
 
     # ---- across a resume -------------------------------------------------------------------------------------
     def totals_state(self) -> dict[str, Any]:
@@ -526,15 +546,16 @@ class MetricLogger:
     def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Print the end-of-run table and write OUTPUT/summary.json (rank 0). Returns the summary dict."""
         t = self.totals
+        recalled = self._recalled_final is not None  # summarised from its lines: the attempts up to its checkpoint
         out: dict[str, Any] = {
-            "wall_time_s": self._wall_time_s(),
+            "wall_time_s": self._earlier["wall_time_s"] if recalled else self._wall_time_s(),
             "optimizer_steps": t["steps"],
             "clips_trained": t["clips"],
             "mean_clips_per_sec": t["clips"] / t["train_time_s"] if t["train_time_s"] else None,
             "mean_data_wait_pct": 100.0 * t["data_time_s"] / t["train_time_s"] if t["train_time_s"] else None,
             "skipped_steps": t["skipped_steps"],
             "last_loss": self.last_train.get("loss"),
-            "max_mem_gb": _max_mem_gb(self.device),
+            "max_mem_gb": self.last_train.get("max_mem_gb") if recalled else _max_mem_gb(self.device),
         }
         out["evaluations"] = self._earlier["evaluations"] + len(self.evals)
         last = self.evals[-1] if self.evals else self._recalled_final

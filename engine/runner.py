@@ -392,11 +392,13 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     else:
         result = trainer.fit()
     final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
+    counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
+              **final_test}
     metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
                      "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
-                     "output": cfg.OUTPUT, "resumed_from": trainer.resumed_from,
-                     **_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
-                     **final_test})
+                     "output": cfg.OUTPUT,
+                     "resumed_from": trainer.state.resumed_from if finished else trainer.resumed_from,
+                     **(metrics.recalled_counts(counts) if finished else counts)})
     if ctx.is_main:
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
     return result

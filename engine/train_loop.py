@@ -94,6 +94,9 @@ class TrainState:
     # The checkpoint this run was started from with --resume ({"path": real path, "step": its step}), kept by
     # every later attempt: a repeated command that names it again continues from the newest checkpoint instead.
     origin: dict | None = None
+    # The checkpoint the attempt that saved this state had continued (its summary's resumed_from), so that a summary
+    # written from the logged lines (Trainer.evaluate_finished) names it too.
+    resumed_from: str | None = None
     last_checkpoint: str | None = None
 
 
@@ -254,6 +257,7 @@ class Trainer:
             loader_states = dist_utils.all_gather_objects(self.train_loader.state_dict(), self.ctx)
         st = asdict(self.state)
         st.pop("last_checkpoint")
+        st["resumed_from"] = self.resumed_from
         return {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -106,7 +106,28 @@ def build_scheduler(train_cfg, optimizer: torch.optim.Optimizer, steps_per_epoch
     total_t = int(train_cfg.EPOCHS * steps_per_epoch)
     # timm asserts t_initial > 0; an all-warmup run simply holds LR_MIN after the warmup.
     t_initial = max(1, total_t - warmup_t)
-    return CosineLRScheduler(
-        optimizer, t_initial=t_initial, lr_min=resolve_lr_min(train_cfg.LR, train_cfg.LR_MIN),
-        warmup_lr_init=train_cfg.WARMUP_START_LR, warmup_t=warmup_t, warmup_prefix=True, cycle_limit=1,
-        t_in_epochs=False)
+    # timm warns that a cosine of t_initial 1 "will have no effect": that is the schedule asked for here (a run
+    # with one step after its warmup takes it at LR, an all-warmup one has none), so that warning alone is dropped.
+    quiet = _DropMessage("Cosine annealing scheduler will have no effect") if t_initial == 1 else None
+    timm_log = logging.getLogger(CosineLRScheduler.__module__)
+    if quiet is not None:
+        timm_log.addFilter(quiet)
+    try:
+        return CosineLRScheduler(
+            optimizer, t_initial=t_initial, lr_min=resolve_lr_min(train_cfg.LR, train_cfg.LR_MIN),
+            warmup_lr_init=train_cfg.WARMUP_START_LR, warmup_t=warmup_t, warmup_prefix=True, cycle_limit=1,
+            t_in_epochs=False)
+    finally:
+        if quiet is not None:
+            timm_log.removeFilter(quiet)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the records whose message starts with ``start``."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)

@@ -111,3 +111,27 @@ def test_k400_schedule_is_constant():
         lrs = sorted(g["lr"] for g in opt.param_groups)
         # the log's lr_first 1.22e-7 / lr_last 1e-6
         assert lrs[0] == pytest.approx(1e-6 * 0.95 ** 41) and lrs[-1] == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("epochs,warmup,steps,lrs", [
+    ("1", "0", 1, [1e-3]),                # one epoch of one step: the step runs at LR
+    ("2", "1", 1, [1e-5, 1e-3]),          # one warmup step, then one at LR
+    ("1", "1", 2, [1e-5, 5.05e-4]),       # all warmup
+])
+def test_a_one_step_cosine_is_built_without_timms_warning(caplog, epochs, warmup, steps, lrs):
+    """timm warns "Cosine annealing scheduler will have no effect" whenever the cosine is one step long: runs whose
+    epochs are one step long got it, for a schedule that is the one asked for. That warning alone is dropped."""
+    import logging
+
+    cfg = load_config(None, ["TRAIN.EPOCHS", epochs, "TRAIN.WARMUP_EPOCHS", warmup, "TRAIN.LR", "1e-3",
+                             "TRAIN.WARMUP_START_LR", "1e-5", "TRAIN.LR_MIN", "1e-6"])
+    opt = build_optimizer(cfg.TRAIN, _model(1), torch.device("cpu"))
+    timm_log = logging.getLogger("timm.scheduler.cosine_lr")
+    with caplog.at_level(logging.WARNING):
+        sched = build_scheduler(cfg.TRAIN, opt, steps)
+        timm_log.warning("another warning of the scheduler's")
+    assert [r.getMessage() for r in caplog.records] == ["another warning of the scheduler's"]
+    assert timm_log.filters == []
+    for t, lr in enumerate(lrs):
+        sched.step_update(t)
+        assert max(g["lr"] for g in opt.param_groups) == pytest.approx(lr)

@@ -177,7 +177,7 @@ class VideoLoader:
         for route, n in counts.items():
             # Every rank routes the same list; only rank 0 counts its videos, so that sums over ranks are right.
             self.stats[f"videos_{route}"] = n if self.rank == 0 else 0
-            self.stats[f"clips_{route}"] = 0  # samples delivered on this route (this rank)
+            self.stats[f"samples_{route}"] = 0  # samples delivered on this route (this rank)
         self.stats["route_fallbacks"] = 0  # videos moved to a CPU route after failing on theirs
 
     def _serve_routes(self) -> None:
@@ -231,8 +231,8 @@ class VideoLoader:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters: bad_at_index, skipped_videos, substituted, rebuilds, worker_restarts, the ``skipped`` lines,
-        and per route: ``videos_<route>`` (routed at start-up, counted on rank 0), ``clips_<route>`` (delivered)
-        and ``route_fallbacks``."""
+        and per route: ``videos_<route>`` (routed at start-up, counted on rank 0), ``samples_<route>`` (delivered:
+        a training clip, or a test video with all its views, decoded once) and ``route_fallbacks``."""
         return self.schedule.stats
 
     def __len__(self) -> int:
@@ -383,7 +383,7 @@ class VideoLoader:
                 continue
             self._feeder.inflight.popleft()
             for s in batch.samples:
-                self.stats[f"clips_{s.route}"] += 1
+                self.stats[f"samples_{s.route}"] += 1
             rows = [s.row for s in batch.samples]
             if not self.training:
                 b, s = len(rows), self.input_size

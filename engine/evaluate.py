@@ -207,7 +207,7 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
     preds = result.pop("predictions")
     if result["duplicates"]:
         metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
-    stats = loader_stats(loader, ctx)  # after the evaluation, so that its own quarantines and clips are counted
+    stats = loader_stats(loader, ctx)  # after the evaluation, so that its own quarantines and samples are counted
     skipped = stats.pop("skipped", [])
     result.update(stats)
     listed = stats.get("listed_videos")

@@ -18,9 +18,10 @@ is printed only when there is no bar. Conventions of the numbers written:
 - ``max_mem_gb``: peak CUDA memory allocated by tensors, or the process's peak RSS on the CPU (GiB).
 - ``gpu_util`` / ``nvdec_util``: mean NVML utilisation (%) over the logged window; null without NVML.
 - ``kind: "data"`` lines, one after every training epoch: the training loader's counters summed over ranks and
-  counted since the loader was built (this process): videos and clips per decode route (``videos_<route>``,
-  ``clips_<route>``), ``route_fallbacks``, ``skipped_videos``, ``substituted``, ``rebuilds``, ... (evaluation
-  lines carry the same counters of their own loader), and the host memory resident at the epoch's end
+  counted since the loader was built (this process): videos and samples per decode route (``videos_<route>``,
+  ``samples_<route>``: a training clip, or a test video with all its views), ``route_fallbacks``,
+  ``skipped_videos``, ``substituted``, ``rebuilds``, ... (evaluation lines carry the same counters of their own
+  loader), and the host memory resident at the epoch's end
   (``host_rss_gb``, ``workers_rss_gb``: :func:`host_memory_gb`, of the rank with the most).
 """
 

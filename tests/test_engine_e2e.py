@@ -197,11 +197,11 @@ def test_full_run_outputs(reference, dataset):
         assert all(k in e for k in EVAL_KEYS) and e["num_videos"] == 8 and e["views"] == 1
         # the loader's failure counters reach the eval line
         assert (e["listed_videos"], e["bad_at_index"], e["skipped_videos"], e["rebuilds"]) == (8, 0, 0, 0)
-    # after every epoch, the training loader's counters: 16 clips an epoch (4 steps x B 2 x ACC 2), per route
+    # after every epoch, the training loader's counters: 16 samples (clips) an epoch (4 steps x B 2 x ACC 2), per route
     data = [d for d in lines if d["kind"] == "data"]
     assert [(d["split"], d["epoch"], d["step"]) for d in data] == [("train", 1, 4), ("train", 2, 8), ("train", 3, 12)]
     for d in data:
-        routes = {k[len("clips_"):]: v for k, v in d.items() if k.startswith("clips_") and v}
+        routes = {k[len("samples_"):]: v for k, v in d.items() if k.startswith("samples_") and v}
         assert sum(routes.values()) == 16 * d["epoch"] and routes, d
         assert sum(v for k, v in d.items() if k.startswith("videos_")) == 16 and d["route_fallbacks"] == 0
         assert 0.05 < d["host_rss_gb"] < 20 and d["workers_rss_gb"] >= 0  # resident host memory at the epoch end
@@ -240,8 +240,9 @@ def test_multiview_final_test(dataset, tmp_path):
     assert (out / "ckpt_epoch_1.pth").exists()
     # the summary carries the final test loader's counters, as the eval line does
     assert (summary["test_listed_videos"], summary["test_bad_at_index"], summary["test_skipped_videos"]) == (9, 1, 0)
-    assert sum(v for k, v in summary.items() if k.startswith("test_clips_")) == sum(
-        v for k, v in test.items() if k.startswith("clips_")) > 0
+    # a sample of the test loader is a video with its 6 views (2 clips x 3 crops), not a clip
+    assert sum(v for k, v in summary.items() if k.startswith("test_samples_")) == sum(
+        v for k, v in test.items() if k.startswith("samples_")) == 8
     # the same command again: the run is finished, nothing is trained and its results stay as they are
     before = {name: (out / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "predictions_test.csv")}
     again = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.EVAL_FREQ": 0, "DATA.VAL_FILE": val,

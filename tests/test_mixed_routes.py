@@ -91,13 +91,14 @@ def test_one_loader_decodes_vp9_with_dali_and_h264_with_pyav(mixed):
     assert len(seen) == len(set(seen)) == 8
     stats = loader.stats
     assert (stats["videos_dali_cpu"], stats["videos_pyav"], stats["videos_nvdec"]) == (5, 5, 0)
-    assert stats["clips_dali_cpu"] == len(set(seen) & vp9_rows) and stats["clips_pyav"] == len(set(seen) & h264_rows)
+    assert stats["samples_dali_cpu"] == len(set(seen) & vp9_rows)
+    assert stats["samples_pyav"] == len(set(seen) & h264_rows)
     assert stats["route_fallbacks"] == 0 and stats["skipped_videos"] == 0
     # the run summary's data counters (rank 0 of one process) carry the per-route counts
     summary = _data_counts(loader, DistContext(), "train_")
     assert summary["train_videos_dali_cpu"] == 5 and summary["train_videos_pyav"] == 5
-    assert summary["train_clips_dali_cpu"] + summary["train_clips_pyav"] == 8
-    assert loader_stats(loader, DistContext())["clips_pyav"] == stats["clips_pyav"]  # the eval lines' counters
+    assert summary["train_samples_dali_cpu"] + summary["train_samples_pyav"] == 8
+    assert loader_stats(loader, DistContext())["samples_pyav"] == stats["samples_pyav"]  # the eval lines' counters
     loader.close()
 
 
@@ -121,7 +122,7 @@ def test_mixed_multiview_test_loader_keeps_list_order(mixed):
         assert batch["label"].tolist() == [(r // 2) % 3 for r in rows_here]
         rows += batch["index"].tolist()
     assert rows == list(range(10))
-    assert loader.stats["clips_dali_cpu"] == loader.stats["clips_pyav"] == 5
+    assert loader.stats["samples_dali_cpu"] == loader.stats["samples_pyav"] == 5
     loader.close()
 
 
@@ -269,8 +270,9 @@ def test_gpu_list_mixing_nvdec_and_cpu_routes_trains_one_epoch(tmp_path):
         seen += batch["index"].tolist()
     stats = loader.stats
     assert (stats["videos_nvdec"], stats["videos_dali_cpu"], stats["videos_pyav"]) == (5, 5, 0)
-    assert stats["clips_nvdec"] == len(set(seen) & h264_rows) and stats["clips_dali_cpu"] == len(set(seen) & vp9_rows)
-    assert stats["clips_nvdec"] + stats["clips_dali_cpu"] == 8 and stats["route_fallbacks"] == 0
+    assert stats["samples_nvdec"] == len(set(seen) & h264_rows)
+    assert stats["samples_dali_cpu"] == len(set(seen) & vp9_rows)
+    assert stats["samples_nvdec"] + stats["samples_dali_cpu"] == 8 and stats["route_fallbacks"] == 0
     loader.close()
 
 

@@ -566,7 +566,7 @@ def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str)
     assert sorted(seen) == list(range(len(entries)))  # one epoch covers every listed video once
     if device == "gpu":  # every video decoded on NVDEC: none routed to, or fallen back to, a CPU decoder
         assert loader.routes_in_use() == ["nvdec"], loader.routes_in_use()
-        assert loader.stats["clips_nvdec"] == len(seen) and loader.stats["route_fallbacks"] == 0
+        assert loader.stats["samples_nvdec"] == len(seen) and loader.stats["route_fallbacks"] == 0
     loader.close()
 
 

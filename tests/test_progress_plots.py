@@ -143,7 +143,7 @@ class _QuarantiningLoader:
     when one fails to decode mid-evaluation) and the clips decoded so far are counted."""
 
     def __init__(self):
-        self.stats = {"skipped_videos": 0, "clips_pyav": 0, "skipped": []}
+        self.stats = {"skipped_videos": 0, "samples_pyav": 0, "skipped": []}
         entries = [type("Entry", (), {"row": r, "rel_path": f"{'abcd'[r]}.mp4"})() for r in range(4)]
         self.index = type("Index", (), {"entries": entries})()
 
@@ -155,7 +155,7 @@ class _QuarantiningLoader:
             if n == 1:
                 self.stats["skipped_videos"] += 1
                 self.stats["skipped"].append("c.mp4: BadVideoError: truncated")
-            self.stats["clips_pyav"] += len(rows)
+            self.stats["samples_pyav"] += len(rows)
             yield {"video": torch.rand(len(rows), 1, 1, 3, 4, 4), "label": torch.tensor(labels),
                    "index": torch.tensor(rows)}
 
@@ -165,7 +165,7 @@ def test_eval_line_counts_the_videos_that_evaluation_skipped(tmp_path, capsys):
     evaluate_and_log(_AlwaysClassZero(), _QuarantiningLoader(), DistContext(), metrics, split="val", num_classes=3)
     metrics.close()
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    assert (line["num_videos"], line["listed_videos"], line["skipped_videos"], line["clips_pyav"]) == (3, 4, 1, 3)
+    assert (line["num_videos"], line["listed_videos"], line["skipped_videos"], line["samples_pyav"]) == (3, 4, 1, 3)
     out = capsys.readouterr()
     assert "val: evaluated 3 of 4 listed videos (0 bad when the list was indexed, 1 failed while decoding)" in (
         out.out + out.err + _log(tmp_path))

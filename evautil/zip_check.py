@@ -16,7 +16,8 @@ __all__ = ["damaged_zip_record"]
 
 _CHUNK = 16 << 20
 # Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
-# resumes or evaluates before it writes anything, and its load later need not read the whole file again.
+# resumes or evaluates before it writes anything, and its load later need not read the whole file again. Good for
+# that one later check only: bytes changed in place within one mtime tick would otherwise pass every later check.
 _INTACT: set[tuple[int, int, int, int]] = set()
 
 
@@ -26,14 +27,17 @@ def damaged_zip_record(path: str, remember: bool = False) -> str | None:
     A file that is not a zip archive at all (torch's legacy format, a safetensors file) is not checked: None.
     Records whose stored CRC is 0 are skipped: a writer that did not compute CRCs stores 0 (torch can be told not
     to); a real CRC-32 is 0 for one record in 2**32, which then goes unchecked. ``remember``: a file found intact
-    is not read again by later checks in this process while its inode, size and modification time stay the same.
+    is not read again by the next check in this process if its inode, size and modification time are the same.
     """
     try:
         st = os.stat(path)
         version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     except OSError:
         version = None
-    if version in _INTACT or not zipfile.is_zipfile(path):
+    if version in _INTACT:
+        _INTACT.discard(version)
+        return None
+    if not zipfile.is_zipfile(path):
         return None
     where = ""
     try:

@@ -2,6 +2,7 @@
 ``{'video', 'label', 'index'}`` batches; imports neither DALI nor the model package.
 
 - ``distributed``: torchrun environment -> ``DistContext``, DDP wrapping, collectives.
+- ``liveness``: each rank of a process group watches that the others still answer, and names one that stopped.
 - ``optim``: AdamW parameter groups (no decay, layer-wise LR decay), timm cosine schedule per optimizer step.
 - ``losses``: label smoothing, video Mixup / CutMix keyed by (seed, step).
 - ``train_loop``: ``train_one_epoch`` (accumulation, no_sync, AMP, clipping, EMA, NaN handling) and ``Trainer``.

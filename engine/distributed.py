@@ -7,6 +7,10 @@ The object collectives and barriers (gathers of predictions and loader counters,
 write) run in a second, gloo group with a long timeout (``EVA_WAIT_TIMEOUT_MIN``, 120 minutes by default): a rank
 that waits there for slower ones (rank 0 writing a 12 GB checkpoint, feature extraction over videos of uneven
 length) must not be killed by NCCL's 10-minute watchdog, which keeps guarding the training step's collectives.
+
+A process that hangs instead of failing is found by ``engine/liveness.py``, started with the process group:
+after ``EVA_HEARTBEAT_TIMEOUT_S`` seconds (300 by default, 0: off) without a sign of another rank, a process ends
+with one line naming it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from . import liveness
 
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
@@ -116,6 +122,8 @@ def init_from_env(device: str = "auto") -> DistContext:
                                 device_id=dev if use_cuda else None)
         global _WAIT_GROUP
         _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=_env_int("EVA_WAIT_TIMEOUT_MIN", 120)))
+        liveness.start(dist.distributed_c10d._get_default_store(), rank, world_size,
+                       _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300))
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
@@ -228,6 +236,7 @@ def joined() -> bool:
 def shutdown() -> None:
     """Leave the process group (safe to call when none was created)."""
     global _WAIT_GROUP
+    liveness.stop()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     _WAIT_GROUP = None

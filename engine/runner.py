@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from . import distributed as dist_utils
+from . import liveness
 from configs import ConfigError
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, starts_fresh
@@ -163,6 +164,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> 
     metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
                            progress_bar=cfg.LOG.PROGRESS_BAR)
+    liveness.log_to(metrics, ctx)  # a rank that stops answering is named in this run's log too
     metrics.write_config(cfg.dump())
     if resume_note:
         metrics.info(resume_note)

@@ -40,8 +40,8 @@ from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, decode_indexed_frames
 from .routing import DALI_CPU, NVDEC
-from evautil.workers import (InlineExecutor, ResultOverdue, abandon_pool, pool_processes, process_pool,
-                             result_unless_a_worker_dies, submit_to_pool)
+from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool,
+                             pool_processes, process_pool, result_unless_a_worker_dies, submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 # A pool that dies this many times in a row points at the environment, not at the videos.
 _MAX_POOL_DEATHS = 4
-# So many videos in a row that do not come within the time limit: the storage (or every worker) hangs.
-_MAX_OVERDUE_IN_A_ROW = 3
 
 
 def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSource:
@@ -81,7 +79,7 @@ class EncodedRoute:
 
     def submit(self, sample: Sample) -> cf.Future:
         if self._pool is None:
-            self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="video-read")
+            self._pool = DaemonThreadPool(self._workers, "video-read")
         fut = self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample))
         fut.pool = self._pool  # type: ignore[attr-defined]  # the pool to replace if this read does not end
         return fut
@@ -91,8 +89,9 @@ class EncodedRoute:
 
     def restart_pool(self, broken: cf.Future) -> bool:
         """Threads do not die like processes, but a read can stop answering (``Feeder.wait_limit_s``): a thread
-        cannot be stopped, so the pool it is in is left behind, not waited for, and its queued reads (cancelled)
-        and the next ones go to a new pool. True when this call replaced the pool."""
+        cannot be stopped, so the pool it is in is left behind, not waited for (not even when the process ends:
+        its threads are daemons), and its queued reads (cancelled) and the next ones go to a new pool. True when
+        this call replaced the pool."""
         if broken.done() or getattr(broken, "pool", None) is not self._pool:
             return False
         self._pool.shutdown(wait=False, cancel_futures=True)  # reads queued behind the stuck one: submitted anew
@@ -220,7 +219,7 @@ class Feeder:
     ``wait_limit_s`` (DATA.VIDEO_TIMEOUT_S; 0: no limit): the longest the feeder waits for one video's read or
     decode. A video that takes longer is left out of this run (a file system that stopped answering, a decoder
     that does not end: the cause may pass) and the decode workers are replaced; threads cannot be stopped, so a
-    read stuck in the kernel keeps its thread. :data:`_MAX_OVERDUE_IN_A_ROW` such videos in a row end the run.
+    read stuck in the kernel keeps its thread. :data:`MAX_OVERDUE_IN_A_ROW` such videos in a row end the run.
     """
 
     def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int,
@@ -352,7 +351,7 @@ class Feeder:
             self.schedule.stats["worker_restarts"] += 1
         self._overdue_in_a_row += 1
         work = "read" if isinstance(route, EncodedRoute) else "decode"
-        if self._overdue_in_a_row >= _MAX_OVERDUE_IN_A_ROW:
+        if self._overdue_in_a_row >= MAX_OVERDUE_IN_A_ROW:
             raise RuntimeError(
                 f"{self._overdue_in_a_row} videos in a row did not {work} within DATA.VIDEO_TIMEOUT_S = "
                 f"{self.wait_limit_s:g} s (the last: {sample.video.path}): the storage they are on, or the "

@@ -41,7 +41,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from evautil.files import atomic_write_text
-from evautil.workers import map_with_progress
+from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, PathTable, VideoList, read_video_list
@@ -51,7 +51,7 @@ from .pyav_io import BadVideoError, StreamProbe, probe_stream
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
            "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index", "ProbedBefore",
-           "probed_before", "progress_lines_on_stderr"]
+           "probed_before", "progress_lines_on_stderr", "PROBE_TIMEOUT_S", "PROBE_OVERDUE"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ _RETIRED_TRUNCATION = "the duration implies"
 _STRICT_NAMED = 10
 # Every progress line of a build (the start, the periodic and the final one) begins with this.
 PROGRESS_PREFIX = "indexing "
+# The longest a probe may take before its video is left out of the build (DATA.VIDEO_TIMEOUT_S's default; 0: wait
+# for ever). A stat-able file whose read never returns (a hung network file system, a named pipe) stops no build.
+PROBE_TIMEOUT_S = 300.0
+# The start of the reason of a video left out because its probe did not answer in time: a verdict of one build,
+# never cached (a file system that stopped answering would otherwise have its videos marked bad for good).
+PROBE_OVERDUE = "no answer while probing"
 # Without a progress bar, a plain progress line is logged this often while probing.
 _LOG_EVERY_S = 30.0
 # While probing, the cache is saved this often, so that a build that is killed (preemption, the time limit) leaves
@@ -200,15 +206,25 @@ def _probe_crashed(job: tuple[int, str, bool], how: str) -> tuple[int, None, str
     return job[0], None, f"probing it crashed the process: {how}"
 
 
+def _probe_overdue(job: tuple[int, str, bool], how: str) -> tuple[int, None, str]:
+    """The result of a probe that did not answer in time (twice): a video left out of this build only."""
+    return job[0], None, f"{PROBE_OVERDUE} ({how}): a file system that stopped answering, or a probe that never ends"
+
+
 def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool, desc: str,
-                 log: Callable[[str], None] = logger.info) -> Iterator[tuple[int, dict | None, str | None]]:
+                 log: Callable[[str], None] = logger.info,
+                 timeout_s: float = PROBE_TIMEOUT_S) -> Iterator[tuple[int, dict | None, str | None]]:
     """The index's probe (:func:`probe_video`) of every ``(row, path, full_decode)`` job in ``workers`` processes,
     yielding ``(row, VideoInfo as dict or None, bad reason or None)`` as they finish; a video whose probe crashes
-    its worker is bad. Also what ``prepare_kinetics.py lists --check`` runs, so that its verdicts and the facts it
-    caches (:func:`save_probed_index`) are the index's own. Progress: a bar, or plain lines to ``log``."""
+    its worker is bad, one that gives no answer within ``timeout_s`` seconds (twice, see
+    ``evautil.workers.map_with_progress``; 0: no limit) has a reason starting with :data:`PROBE_OVERDUE`, and
+    :data:`~evautil.workers.MAX_OVERDUE_IN_A_ROW` such videos in a row raise WorkerTimeoutError. Also what
+    ``prepare_kinetics.py lists --check`` runs, so that its verdicts and the facts it caches
+    (:func:`save_probed_index`) are the index's own. Progress: a bar, or plain lines to ``log``."""
     # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs.
     return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False,
-                             on_crash=_probe_crashed, log=log, log_every_s=_LOG_EVERY_S)
+                             on_crash=_probe_crashed, log=log, log_every_s=_LOG_EVERY_S, timeout=timeout_s,
+                             on_timeout=_probe_overdue)
 
 
 @dataclass
@@ -279,10 +295,11 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
 
 
 def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
-                    paths: IndexPaths) -> None:
+                    paths: IndexPaths, timeout_s: float) -> None:
     """Probe the rows of ``match.jobs`` into ``match.table`` / ``match.bad`` and save the cache when it changed;
     also every :data:`_SAVE_EVERY_S` while probing and when probing stops on an exception (Ctrl-C, SystemExit),
-    with the rows not probed yet left UNKNOWN, so that the next build probes only those."""
+    with the rows not probed yet left UNKNOWN, so that the next build probes only those. A row whose probe did
+    not answer in time is bad for this build only: UNKNOWN in the cache too."""
     save = _saver(match, videos, paths) if match.jobs.size or not match.current else None
     if match.jobs.size:
         desc = f"{PROGRESS_PREFIX}{os.path.basename(videos.list_path)}"
@@ -290,13 +307,16 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
         logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
                     f" ({known:,} known from the cache)" if known else "")
         jobs = [(r, videos.path(r), full_decode) for r in match.jobs.tolist()]
-        results = probe_videos(jobs, workers, progress, desc)
+        results = probe_videos(jobs, workers, progress, desc, timeout_s=timeout_s)
         done = saved = 0
         next_save = time.monotonic() + _SAVE_EVERY_S
         try:
             for row, info, reason in results:
                 if info is not None:
                     match.table.set_good(row, VideoInfo.from_record(info), full_decode)
+                elif reason and reason.startswith(PROBE_OVERDUE):  # not cached: UNKNOWN, probed again next time
+                    match.bad[row] = f"{reason}; left out of this build only, the next one probes it again"
+                    continue
                 else:
                     match.bad[row] = reason or "unreadable"
                     match.table.set_bad(row, match.bad[row], int(keys[0][row]), int(keys[1][row]), full_decode)
@@ -460,7 +480,7 @@ def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True,
-                checked_by_peer: bool = False) -> DatasetIndex:
+                checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
@@ -478,6 +498,9 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             against the cache (the first rank of a node, see ``wiring.build_indexes``): the size and mtime the
             cache records for a row are taken as its file's, and only the rows it lacks are stat'ed. Spares a
             network file system one stat per listed video per rank.
+        timeout_s: the longest one video's probe may take (``DATA.VIDEO_TIMEOUT_S``; 0: no limit; needs probing
+            processes, not ``workers`` 1): a video whose probe gives no answer in time, twice, is left out of this
+            build only (bad, not cached; see :func:`probe_videos`).
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
@@ -485,7 +508,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     Raises:
         DataListError: the list is missing or malformed.
         DataError: ``strict`` and at least one video is bad; the one-line message names the list, the bad files
-            (the first ten) with their reasons and the quarantine file.
+            (the first ten) with their reasons and the quarantine file. Also when videos in a row give no answer
+            within ``timeout_s`` (a file system that stopped answering); what was probed before is saved.
     """
     videos = read_video_list(list_path, root, num_classes)
     root_abs = os.path.abspath(root)
@@ -504,7 +528,12 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     if not current:
         with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
             match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
-            _probe_and_save(match, videos, keys, full_decode, workers, progress, paths)
+            try:
+                _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s)
+            except WorkerTimeoutError as e:
+                raise DataError(f"indexing {list_path}: {e}. Check the storage under {root_abs} (a larger "
+                                "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever); the videos probed so far are "
+                                "saved, the next build probes only the rest") from e
             text = _quarantine_text(videos, match.bad)
             if text:
                 atomic_write_text(paths.quarantine, text)

@@ -18,7 +18,8 @@ resource tracker) are started with those signals blocked, for the same reason. B
 pools end them with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it
 watches the main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed,
 ended). The other way round, a worker that dies stops nothing: pools notice it (:func:`result_unless_a_worker_dies`)
-and :func:`map_with_progress` runs its items again, convicting only an item that kills a worker when run alone.
+and :func:`map_with_progress` runs its items again, convicting only an item that kills a worker when run alone;
+with a time limit, an item that gives no result in time is found the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import multiprocessing.context as mpc
 import os
+import queue
 import signal
 import sys
 import threading
@@ -38,8 +40,8 @@ from .progress import ProgressLines
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool",
-           "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "map_with_progress", "WorkerStartError",
-           "WorkerCrashError"]
+           "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "DaemonThreadPool", "map_with_progress",
+           "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError", "MAX_OVERDUE_IN_A_ROW"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -193,6 +195,60 @@ class InlineExecutor(cf.Executor):
         return fut
 
 
+class DaemonThreadPool(cf.Executor):
+    """A thread pool whose threads never hold up the end of the process. ``ThreadPoolExecutor`` joins its threads
+    when the interpreter exits, so one read stuck in the kernel (a network file system that stopped answering)
+    kept a finished run from ending, even after its pool was given up (``shutdown(wait=False)``)."""
+
+    def __init__(self, workers: int, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+                         for i in range(max(1, int(workers)))]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            fut, fn, args, kwargs = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - delivered through the future
+                fut.set_exception(e)
+            else:
+                fut.set_result(result)
+            del job, fut  # a finished result is not kept alive by an idle thread
+        self._queue.put(None)  # for the next thread
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to a thread pool that was shut down")
+            fut: cf.Future = cf.Future()
+            self._queue.put((fut, fn, args, kwargs))
+            return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if cancel_futures:
+                    while True:
+                        try:
+                            job = self._queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if job is not None:
+                            job[0].cancel()
+                self._queue.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
 class WorkerStartError(RuntimeError):
     """Worker processes die before they run anything, pool after pool: the environment, not the work."""
 
@@ -200,6 +256,16 @@ class WorkerStartError(RuntimeError):
 class WorkerCrashError(RuntimeError):
     """One item kills the worker process that runs it, even when it runs alone (a crash in a native library, the
     out-of-memory killer); the message names the item."""
+
+
+class WorkerTimeoutError(RuntimeError):
+    """Items give no result within the time allowed, one without a verdict for that (``on_timeout``), or
+    :data:`MAX_OVERDUE_IN_A_ROW` in a row: the storage they are read from, or the work itself, does not answer.
+    The message names the (last) item."""
+
+
+# So many items (videos) in a row that give no result within the time allowed: the storage hangs, not one file.
+MAX_OVERDUE_IN_A_ROW = 3
 
 
 # While waiting for a result, how often to check that no worker has died unnoticed (pool_lost_a_worker).
@@ -283,46 +349,82 @@ def _started_pool(workers: int) -> cf.ProcessPoolExecutor:
         "or an interactive session), and each worker must be able to import the function it runs")
 
 
-def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash: Callable | None):
-    """``fn(item)`` in a one-worker pool (started when ``pool`` is None) -> (the pool, None once it broke; result).
-    If the worker dies, the item is convicted: ``on_crash(item, how)`` is its result, or WorkerCrashError."""
+def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash: Callable | None,
+               timeout: float = 0, on_timeout: Callable | None = None):
+    """``fn(item)`` in a one-worker pool (started when ``pool`` is None) -> (the pool, None once it broke; result;
+    whether it is an overdue verdict). If the worker dies, the item is convicted: ``on_crash(item, how)`` is its
+    result, or WorkerCrashError. ``timeout`` > 0: without a result after that many seconds, the pool is ended and
+    ``on_timeout(item, how)`` is the result (see :func:`_overdue_verdict`)."""
     pool = pool or _started_pool(1)
     try:
-        return pool, result_unless_a_worker_dies(pool, submit_to_pool(pool, fn, item))
+        return pool, result_unless_a_worker_dies(pool, submit_to_pool(pool, fn, item), timeout), False
     except cf.process.BrokenProcessPool:
         how = f"the worker process running it died ({_exit_description(pool)}), twice, the second time alone"
         abandon_pool(pool)
+    except ResultOverdue:
+        abandon_pool(pool)
+        return None, _overdue_verdict(item, timeout, "twice, the second time alone", on_timeout), True
     if on_crash is None:
         raise WorkerCrashError(f"{item!r}: {how}")
-    return None, on_crash(item, how)
+    return None, on_crash(item, how), False
+
+
+def _overdue_verdict(item, timeout: float, when: str, on_timeout: Callable | None):
+    """``on_timeout(item, how)`` for an item that gave no result within ``timeout`` seconds, or WorkerTimeoutError
+    naming it."""
+    how = f"no result within {timeout:g} s, {when}"
+    if on_timeout is None:
+        raise WorkerTimeoutError(f"{item!r}: {how}")
+    return on_timeout(item, how)
 
 
 def _call_each(fn: Callable, xs: list) -> list:
     return [fn(x) for x in xs]
 
 
-def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int,
-                           on_crash: Callable | None) -> Iterator[tuple[int, object]]:
+def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash: Callable | None,
+                           timeout: float = 0, on_timeout: Callable | None = None) -> Iterator[tuple[int, object]]:
     """``(i, fn(items[i]))`` as they finish, in ``workers`` processes, a few items per task (per-task overhead is
     about 0.2 ms, comparable with a probe of a short video). A worker that dies takes only time with it: the items
     in flight then run again, one task each, and one that was in flight at two deaths runs alone
     (:func:`_run_alone`), so a crashing item is found without convicting its neighbours. (multiprocessing.Pool
-    replaces a dead worker silently and waits forever for the result it took with it.)"""
+    replaces a dead worker silently and waits forever for the result it took with it.)
+
+    ``timeout`` > 0: when no task has finished for that many seconds, the pool is stalled and treated like one
+    that lost a worker (the items in flight run again, one task each), except that an item in flight alone is
+    overdue at once: ``on_timeout(item, how)`` is its result (:func:`_overdue_verdict`). A stalled worker cannot
+    be told from a slow one, so the verdict is only as strong as the caller makes it (the index leaves such a video
+    out of one build); :data:`MAX_OVERDUE_IN_A_ROW` verdicts in a row raise WorkerTimeoutError."""
     size = max(1, min(16, len(items) // (8 * workers)))  # small tasks keep the bar moving and the load balanced
     todo = collections.deque(list(range(k, min(k + size, len(items)))) for k in range(0, len(items), size))
     suspicion: collections.Counter = collections.Counter()
     inflight: dict[cf.Future, list[int]] = {}
     pool = alone = None
+    overdue_in_a_row = 0
+
+    def counted(i: int, result, overdue: bool) -> tuple[int, object]:
+        nonlocal overdue_in_a_row
+        overdue_in_a_row = overdue_in_a_row + 1 if overdue else 0
+        if overdue_in_a_row >= MAX_OVERDUE_IN_A_ROW:
+            raise WorkerTimeoutError(
+                f"{overdue_in_a_row} items in a row gave no result within {timeout:g} s each (the last: "
+                f"{items[i]!r}): what they are read from, or the work itself, does not answer")
+        return i, result
+
     try:
         while todo or inflight:
-            pool = pool or _started_pool(workers)
-            broken = False
+            if pool is None:
+                pool = _started_pool(workers)
+                last_finish = time.monotonic()  # the stall clock runs from the moment the pool can work
+            broken = stalled = False
             while todo and len(inflight) < 2 * workers and not broken:  # two per worker: the next one queued
                 task = todo.popleft()
                 if suspicion[task[0]] >= 2:  # suspects travel alone
-                    alone, result = _run_alone(alone, fn, items[task[0]], on_crash)
-                    yield task[0], result
+                    alone, result, overdue = _run_alone(alone, fn, items[task[0]], on_crash, timeout, on_timeout)
+                    yield counted(task[0], result, overdue)
                     continue
+                if not inflight:
+                    last_finish = time.monotonic()  # an idle pool was not stalled
                 try:
                     inflight[submit_to_pool(pool, _call_each, fn, [items[i] for i in task])] = task
                 except cf.process.BrokenProcessPool:  # broke since the last look: this task never ran
@@ -331,20 +433,28 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int,
             if inflight and not broken:
                 done, _ = cf.wait(inflight, timeout=DEATH_CHECK_S, return_when=cf.FIRST_COMPLETED)
                 broken = not done and pool_lost_a_worker(pool)
+                stalled = not done and not broken and 0 < timeout <= time.monotonic() - last_finish
                 for fut in done:
                     try:
                         results = fut.result()
                     except cf.process.BrokenProcessPool:
                         broken = True  # fut stays in flight: its items are suspects, with the others
                         continue
-                    yield from zip(inflight.pop(fut), results)
-            if broken:
+                    last_finish = time.monotonic()
+                    for i, r in zip(inflight.pop(fut), results):
+                        yield counted(i, r, False)
+            if broken or stalled:
                 suspects = sorted(i for task in inflight.values() for i in task)
-                suspicion.update(suspects)
-                todo.extendleft([i] for i in reversed(suspects))
                 inflight.clear()
                 abandon_pool(pool)
                 pool = None
+                if stalled and len(suspects) == 1:  # it had the pool to itself: as good as alone
+                    i = suspects[0]
+                    yield counted(i, _overdue_verdict(items[i], timeout, "the only item in flight", on_timeout),
+                                  True)
+                    continue
+                suspicion.update(suspects)
+                todo.extendleft([i] for i in reversed(suspects))
     finally:
         for p in (pool, alone):
             if p is not None:
@@ -353,10 +463,12 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int,
 
 def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool = True,
                       unit: str = "item", ordered: bool = True, on_crash: Callable | None = None,
-                      log: Callable[[str], None] | None = None, log_every_s: float = 30.0) -> Iterator:
-    """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1: in this process), with a progress
-    bar on stderr. Yields the results in item order (``ordered``) or as they finish; ``fn`` must be a module-level
-    function (it is pickled to the workers) and must not raise for one bad item if the others should go on.
+                      log: Callable[[str], None] | None = None, log_every_s: float = 30.0, timeout: float = 0,
+                      on_timeout: Callable | None = None) -> Iterator:
+    """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1, or one CPU: in this process; never
+    more than there are items), with a progress bar on stderr. Yields the results in item order (``ordered``) or
+    as they finish; ``fn`` must be a module-level function (it is pickled to the workers) and must not raise for
+    one bad item if the others should go on.
 
     Without a bar (``progress`` False), ``log`` (when given) gets a plain progress line every ``log_every_s``
     seconds (:class:`~evautil.progress.ProgressLines`); with or without one, it gets a line with the total time
@@ -366,10 +478,15 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
     are run again, and an item that kills a worker even when it runs alone gets ``on_crash(item, how)`` as its
     result (run in this process), or raises WorkerCrashError naming it. Workers that cannot start at all raise
     WorkerStartError.
+
+    ``timeout`` > 0 (worker processes only): an item that gives no result for that many seconds, the second time
+    alone, gets ``on_timeout(item, how)`` as its result, or raises WorkerTimeoutError naming it; so many such
+    items in a row raise WorkerTimeoutError (see :func:`_map_surviving_crashes`).
     """
     from tqdm import tqdm
 
-    n = min(workers if workers > 0 else (os.cpu_count() or 1), len(items))
+    processes = workers if workers > 0 else (os.cpu_count() or 1)
+    n = min(processes, len(items))
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or not items, file=sys.stderr,
                dynamic_ncols=True)
     lines = ProgressLines(desc, len(items), unit, log, None if progress else log_every_s) if log and items else None
@@ -380,14 +497,14 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
             lines.update()
 
     try:
-        if n <= 1:
+        if processes <= 1 or not items:
             for x in items:
                 yield fn(x)
                 tick()
         else:
             done: dict[int, object] = {}
             nxt = 0
-            for i, r in _map_surviving_crashes(fn, items, n, on_crash):
+            for i, r in _map_surviving_crashes(fn, items, n, on_crash, timeout, on_timeout):
                 tick()
                 if not ordered:
                     yield r

@@ -27,6 +27,15 @@ def probe_job(job: tuple):
     return _probe_job(job)
 
 
+def stalling_probe_job(job: tuple):
+    """``probe_job``, except that a file marked :data:`STALL_MARK` is never answered for (a read from a network
+    file system that stopped answering)."""
+    if STALL_MARK in os.path.basename(job[1]):
+        while True:
+            time.sleep(1.0)
+    return probe_job(job)
+
+
 def reencode_job(args: tuple):
     from tools.kinetics.reencode import _reencode_job
 

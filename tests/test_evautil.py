@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from evautil.files import atomic_write, atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
 from evautil.progress import ProgressLines, with_progress
-from evautil.workers import WorkerCrashError, map_with_progress, mp_context
+from evautil.workers import (MAX_OVERDUE_IN_A_ROW, WorkerCrashError, WorkerTimeoutError, map_with_progress,
+                             mp_context)
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -130,6 +132,50 @@ def test_a_worker_that_dies_costs_only_its_item(ordered):
 def test_a_crashing_item_without_on_crash_is_an_error_naming_it():
     with pytest.raises(WorkerCrashError, match=r"^3: the worker process running it died"):
         list(map_with_progress(_dies_on_3_and_5, [0, 1, 2, 3, 4], 2, "x", progress=False))
+
+
+def _hangs_on_marked(x: int) -> int:
+    if x < 0:  # as a read from a file system that stopped answering: no error, no end
+        time.sleep(3600)
+    return x * x
+
+
+@pytest.mark.timeout(120)  # the old map waited for ever here
+@pytest.mark.parametrize("ordered", [True, False])
+def test_an_item_without_an_answer_costs_only_its_item(ordered):
+    """An item that never finishes (a hung file) gets ``on_timeout``'s result once it has had the pool to itself
+    for ``timeout`` seconds; the items that shared its task, and every other, get their own results."""
+    items = [-3 if x == 3 else x for x in range(64)]  # 64 items on 2 workers go 4 to a task
+    overdue = []
+    t0 = time.monotonic()
+    out = list(map_with_progress(_hangs_on_marked, items, 2, "x", progress=False, ordered=ordered, timeout=1.0,
+                                 on_timeout=lambda item, how: overdue.append((item, how)) or "late"))
+    want = ["late" if x == -3 else x * x for x in items]
+    assert (out if ordered else sorted(map(str, out))) == (want if ordered else sorted(map(str, want)))
+    assert [item for item, _ in overdue] == [-3]
+    assert overdue[0][1] == "no result within 1 s, the only item in flight"
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.timeout(120)
+def test_an_item_without_an_answer_and_without_on_timeout_is_an_error_naming_it():
+    with pytest.raises(WorkerTimeoutError, match=r"^-2: no result within 0.5 s"):
+        list(map_with_progress(_hangs_on_marked, [0, 1, -2, 3], 2, "x", progress=False, timeout=0.5))
+
+
+@pytest.mark.timeout(120)
+def test_items_without_an_answer_in_a_row_stop_the_map():
+    """Every item hanging is the storage, not the items: after MAX_OVERDUE_IN_A_ROW verdicts in a row (items
+    stalled together run again, then alone), the map stops with one error instead of waiting item after item."""
+    overdue = []
+    items = [0, 1, -2, -3, -4, -5, -6, 7]
+    with pytest.raises(WorkerTimeoutError, match=rf"^{MAX_OVERDUE_IN_A_ROW} items in a row gave no result within "
+                                                 r"0.5 s each \(the last: -\d\)"):
+        for _ in map_with_progress(_hangs_on_marked, items, 2, "x", progress=False, ordered=False, timeout=0.5,
+                                   on_timeout=lambda item, how: overdue.append((item, how))):
+            pass
+    assert len(overdue) == MAX_OVERDUE_IN_A_ROW  # each had its verdict; the last one's is not yielded
+    assert all(item < 0 and how == "no result within 0.5 s, twice, the second time alone" for item, how in overdue)
 
 
 @pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit

@@ -316,6 +316,75 @@ def test_a_video_that_crashes_its_probe_is_bad_and_the_build_finishes(dataset, m
     assert again.probed == 0 and again.bad[crashed] == ix.bad[crashed]
 
 
+def _mark_stalling(lst: Path, root: Path, rels: list[str]) -> dict[str, str]:
+    """Rename ``rels`` so that ``crashing_jobs.stalling_probe_job`` never answers for them; marked -> original."""
+    from tests import crashing_jobs
+
+    marked = {}
+    for rel in rels:
+        new = rel.replace(".webm", f"_{crashing_jobs.STALL_MARK}.webm")
+        os.rename(root / rel, root / new)
+        lst.write_text(lst.read_text().replace(rel, new))
+        marked[new] = rel
+    return marked
+
+
+def test_a_video_whose_probe_does_not_answer_is_left_out_of_this_build_only(dataset, monkeypatch):
+    """A video whose probe never ends (a hung network file system) used to hang the build for ever. Now, after
+    ``timeout_s`` (twice, the second time with the pool to itself), it is left out of this build with a reason
+    that says so, every other video is indexed as usual, and the cache does not record it: the next build probes
+    it again (and only it)."""
+    from tests import crashing_jobs
+
+    lst, root = dataset
+    (stuck_rel, _), = _mark_stalling(lst, root, ["clips/cls a/good_1.webm"]).items()
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)
+    ix = build_index(str(lst), str(root), workers=2, progress=False, timeout_s=1.0)
+    rows = {e.rel_path: e.row for e in ix.entries}
+    stuck = rows[stuck_rel]
+    assert ix.bad[stuck].startswith(index_mod.PROBE_OVERDUE + " (no result within 1 s, the only item in flight)")
+    assert ix.bad[stuck].endswith("left out of this build only, the next one probes it again")
+    assert ix.good_rows == sorted(rows[r] for r in GOOD if r != "clips/cls a/good_1.webm")
+    for rel, word in BAD.items():
+        assert word in ix.bad[rows[rel]], (rel, ix.bad[rows[rel]])
+    quarantined = Path(ix.quarantine_path).read_text().splitlines()
+    assert f"{stuck_rel}\t{ix.bad[stuck]}" in quarantined
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.probe_job)  # the file system answers again
+    again = build_index(str(lst), str(root), workers=2, progress=False, timeout_s=1.0)
+    assert again.probed == 1 and stuck in again.good_rows and again.infos[stuck].num_frames == 20
+    assert stuck_rel not in Path(again.quarantine_path).read_text()
+
+
+def test_the_probe_time_limit_of_tools_without_a_config_is_the_config_default():
+    from configs import get_cfg_defaults
+
+    assert index_mod.PROBE_TIMEOUT_S == get_cfg_defaults().DATA.VIDEO_TIMEOUT_S
+
+
+def test_videos_in_a_row_without_an_answer_stop_the_build_with_one_error(dataset, monkeypatch):
+    """Every video hanging is the storage: the build stops with one error naming the list and DATA.VIDEO_TIMEOUT_S
+    after MAX_OVERDUE_IN_A_ROW of them, the videos probed so far saved (the next build probes only the others)."""
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW
+    from tests import crashing_jobs
+
+    lst, root = dataset
+    marked = _mark_stalling(lst, root, list(GOOD))
+    assert len(marked) >= MAX_OVERDUE_IN_A_ROW
+    lines = lst.read_text().splitlines(keepends=True)  # the hanging ones last: the others are probed first
+    lst.write_text("".join(sorted(lines, key=lambda line: crashing_jobs.STALL_MARK in line)))
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)
+    with pytest.raises(DataError, match=rf"^indexing {re.escape(str(lst))}: {MAX_OVERDUE_IN_A_ROW} items in a row "
+                                        r"gave no result within 0.5 s each .*DATA.VIDEO_TIMEOUT_S"):
+        build_index(str(lst), str(root), workers=2, progress=False, timeout_s=0.5)
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.probe_job)
+    again = build_index(str(lst), str(root), workers=2, progress=False)
+    assert again.probed == len(marked)  # the bad ones were probed and saved before the build stopped
+    assert sorted(again.entries[r].rel_path for r in again.good_rows) == sorted(marked)
+    rows = {e.rel_path: e.row for e in again.entries}
+    for rel, word in BAD.items():
+        assert word in again.bad[rows[rel]], (rel, again.bad[rows[rel]])
+
+
 def cache_header(cache: Path) -> dict:
     with np.load(cache, allow_pickle=False) as archive:
         return json.loads(archive["header"].tobytes())

@@ -593,3 +593,32 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
     assert schedule.stats["worker_restarts"] == 1
     os.close(os.open(stuck, os.O_WRONLY | os.O_NONBLOCK))  # the stuck read ends (an empty file)
     route.close()
+
+
+_READ_FOR_EVER = """
+import sys
+import numpy as np
+from dali_pipelines.draw import Sample, VideoRef
+from dali_pipelines.feeder import EncodedRoute
+from dali_pipelines.routing import NVDEC
+
+route = EncodedRoute(NVDEC, workers=1)
+fut = route.submit(Sample(VideoRef(0, sys.argv[1], 0, 8, 64, 48, "h264"), NVDEC, np.arange(4), params=None))
+route.restart_pool(fut)  # as the feeder does when the read is overdue
+print("the run's work is done", flush=True)
+"""
+
+
+def test_a_read_that_does_not_end_does_not_keep_the_process_from_ending(tmp_path):
+    """A thread stuck in a read (a file system that stopped answering) cannot be stopped, and Python joins a
+    ThreadPoolExecutor's threads when it exits: a run that had left such a video out finished its work and then
+    never ended. The NVDEC route's read threads are daemons now: the process ends."""
+    import subprocess
+    import sys
+
+    stuck = str(tmp_path / "stuck.mp4")
+    os.mkfifo(stuck)  # nobody writes: opening it for reading blocks
+    # the old pool: the child never ends, and subprocess.run kills it after the timeout and raises
+    done = subprocess.run([sys.executable, "-c", _READ_FOR_EVER, stuck], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "the run's work is done\n", done.stderr

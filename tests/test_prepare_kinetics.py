@@ -830,6 +830,31 @@ def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_
     assert sorted(p.name for p in (tmp_path / "out").rglob("*.mp4")) == [vid("a"), vid("c")]
 
 
+@pytest.mark.timeout(120)
+def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypatch):
+    """`lists --check` over storage that stopped answering: a video whose probe never answers is skipped with that
+    reason, and MAX_OVERDUE_IN_A_ROW of them in a row stop the check with one error naming the dataset (no list
+    written from half an answer), instead of waiting for ever."""
+    from dali_pipelines import index as index_mod
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW
+    from tests import crashing_jobs
+
+    src = tmp_path / "k400"
+    write_clip(src / "train" / ARM / vid("a"), t=8)
+    write_clip(src / "train" / ARM / vid(crashing_jobs.STALL_MARK), t=8)
+    write_clip(src / "val" / ARM / vid("c"), t=8)
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)  # workers import it by name
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0.5)
+    scan = scan_dataset("k400", str(src), check=True, workers=2)
+    (reason,) = [r for _, r in scan.skipped]
+    assert reason.startswith(index_mod.PROBE_OVERDUE + " (no result within 0.5 s, the only item in flight)")
+    for tag in "xyz"[:MAX_OVERDUE_IN_A_ROW]:
+        write_clip(src / "train" / ARM / vid(f"{tag}_{crashing_jobs.STALL_MARK}"), t=8)
+    with pytest.raises(KineticsError, match=rf"^dataset k400: --check stopped: {MAX_OVERDUE_IN_A_ROW} items in a "
+                                            r"row gave no result within 0.5 s each"):
+        scan_dataset("k400", str(src), check=True, workers=2)
+
+
 def test_reencode_cli_dry_run_and_bad_roots(tmp_path, capsys):
     src = tmp_path / "src"
     write_clip(src / "train" / "a" / vid("a"), t=4)

@@ -130,3 +130,43 @@ def test_a_negative_number_of_workers_is_refused_in_one_line(tmp_path):
     assert r.stderr.strip().splitlines()[-1].endswith("error: --workers -2: give a number of processes, or 0 for "
                                                       "every core"), r.stderr
     assert not (tmp_path / "list.txt.index.npz").exists()
+
+
+def _verify_with_a_hanging_probe(*args: str) -> subprocess.CompletedProcess:
+    """verify_data.py whose probes never answer for files named with ``crashing_jobs.STALL_MARK``."""
+    script = ("import runpy, sys\n"
+              "import dali_pipelines.index as index\n"
+              "from tests import crashing_jobs\n"
+              "index._probe_job = crashing_jobs.stalling_probe_job\n"
+              f"sys.argv = ['verify_data.py', *{list(args)!r}]\n"
+              f"runpy.run_path({str(ROOT / 'tools' / 'verify_data.py')!r}, run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_video_whose_probe_does_not_answer_is_reported_and_the_others_verified(tmp_path, videos):
+    """The time limit comes from --video-timeout, else from the config's DATA.VIDEO_TIMEOUT_S: a probe that does not
+    answer in time makes its video unreadable this time only; every other video is verified."""
+    from tests.crashing_jobs import STALL_MARK
+
+    os.symlink(videos / GOOD[0], videos / f"hangs_{STALL_MARK}.mp4")
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{GOOD[0]} 0\nhangs_{STALL_MARK}.mp4 1\n{GOOD[1]} 1\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"DATA:\n  ROOT: {videos}\n  VAL_FILE: {lst}\n  NUM_CLASSES: 2\n  VIDEO_TIMEOUT_S: 0.5\n")
+    for args, limit in [([str(lst), "--root", str(videos), "--video-timeout", "1.5"], "1.5"),
+                        (["--cfg", str(cfg)], "0.5")]:
+        r = _verify_with_a_hanging_probe(*args, "--workers", "2")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"video index of {lst}: 3 videos, 2 good, 1 bad" in r.stdout
+        (line,) = [ln.strip() for ln in r.stdout.splitlines() if ln.startswith("    ")]
+        assert line.startswith(f"{videos / f'hangs_{STALL_MARK}.mp4'}: no answer while probing (no result within "
+                               f"{limit} s, the only item in flight)"), line
+        assert line.endswith("left out of this build only, the next one probes it again"), line
+
+
+def test_a_negative_video_timeout_is_refused_in_one_line(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n")
+    r = _verify(str(lst), "--video-timeout", "-1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("error: --video-timeout -1: give seconds, or 0 for no limit")

@@ -32,7 +32,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
-from dali_pipelines.index import build_index, progress_lines_on_stderr  # noqa: E402
+from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 
 
@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--num-classes", type=int, default=None, help="labels must lie in [0, N) (default: "
                                                                    "DATA.NUM_CLASSES with --cfg)")
     ap.add_argument("--workers", type=int, default=0, help="probing processes (0, the default: every core)")
+    ap.add_argument("--video-timeout", type=float, default=None, metavar="S",
+                    help="the longest one video's probe may take; a video that takes longer (twice) is reported "
+                         "unreadable this time only (default: DATA.VIDEO_TIMEOUT_S with --cfg, else "
+                         f"{PROBE_TIMEOUT_S:g}; 0: no limit)")
     ap.add_argument("--full-decode", action="store_true",
                     help="decode every frame (slow; also finds corruption in the middle of a stream)")
     ap.add_argument("--dry-run", action="store_true", help="check config, model and list format; open no video")
@@ -60,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("give video lists, or --cfg for the lists of a training config")
     if args.workers < 0:
         ap.error(f"--workers {args.workers}: give a number of processes, or 0 for every core")
+    if args.video_timeout is not None and not args.video_timeout >= 0:  # also refuses nan
+        ap.error(f"--video-timeout {args.video_timeout:g}: give seconds, or 0 for no limit")
     if args.opts and not args.cfg:  # they were ignored: a DATA.ROOT given there did not apply
         ap.error(f"--opts overrides keys of --cfg, and no --cfg is given ({' '.join(args.opts)}); without a config "
                  "use --root and --num-classes")
@@ -68,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
     """``(list, root, num_classes)`` to verify; with --cfg the config is loaded (and validated, with its
-    DATA.LABEL_LIST when there is one) first."""
+    DATA.LABEL_LIST when there is one) first, and its DATA.VIDEO_TIMEOUT_S becomes ``args.video_timeout`` when
+    that is not given."""
     if args.cfg:
         # Imported here, not at the top: it brings torch, and the probing workers import this script again.
         from engine.evaluate import read_label_names
@@ -80,6 +87,8 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
         if not lists:
             raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")
         classes = args.num_classes or cfg.DATA.NUM_CLASSES
+        if args.video_timeout is None:
+            args.video_timeout = float(cfg.DATA.VIDEO_TIMEOUT_S)
         return [(p, args.root or cfg.DATA.ROOT, classes) for p in lists]
     return [(p, args.root or os.path.dirname(os.path.abspath(p)), args.num_classes) for p in args.lists]
 
@@ -100,13 +109,14 @@ def _bytes_on_disk(index) -> int:
     return int(index.table.columns["size"][index.good_mask].sum())
 
 
-def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode: bool) -> int:
+def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode: bool,
+           timeout_s: float = PROBE_TIMEOUT_S) -> int:
     """Index every list and print its report; returns the number of unreadable videos over all lists."""
     bad_total = videos_total = 0
     for list_path, root, classes in targets:
         t0 = time.perf_counter()
         index = build_index(list_path, root, classes, workers=workers, full_decode=full_decode,
-                            progress=stderr_is_terminal())
+                            progress=stderr_is_terminal(), timeout_s=timeout_s)
         seconds = time.perf_counter() - t0
         print(index.summary())
         print(f"  {_bytes_on_disk(index) / 2**30:.2f} GiB of readable video; indexed in {seconds:.1f} s")
@@ -135,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             print("dry run: config, model and lists are valid; no video was opened")
             return 0
         with progress_lines_on_stderr() if not stderr_is_terminal() else contextlib.nullcontext():
-            return 1 if verify(targets, args.workers, args.full_decode) else 0
+            timeout_s = PROBE_TIMEOUT_S if args.video_timeout is None else args.video_timeout
+            return 1 if verify(targets, args.workers, args.full_decode, timeout_s) else 0
     except (ConfigError, DataError, FileNotFoundError) as e:  # DataListError is a DataError
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evautil.progress import stderr_line
+from evautil.workers import WorkerTimeoutError
 
 from .common import KineticsError
 
@@ -157,7 +158,7 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, 
     one pass gives both the check's verdict and the rows of the lists' index caches, so that the first training
     run (or verify_data) probes none of the videos again. A video that ``before`` (the caches an earlier check
     wrote) records with its current size and mtime is not probed again: its recorded facts are kept."""
-    from dali_pipelines.index import probe_videos  # local: scanning without --check must not need PyAV
+    from dali_pipelines import index  # local: scanning without --check must not need PyAV
     from dali_pipelines.index_store import VideoInfo, VideoTable
 
     if before is not None and before.rows:
@@ -170,11 +171,15 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, 
         src, table = np.full(len(candidates), -1, np.int64), VideoTable.empty(len(candidates))
     reasons: list[str | None] = [None] * len(candidates)
     jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates) if src[i] < 0]
-    for row, info, reason in probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line):
-        if info is None:
-            reasons[row] = reason or "unreadable"
-        else:
-            table.set_good(row, VideoInfo.from_record(info), False)
+    try:
+        for row, info, reason in index.probe_videos(jobs, max(1, workers), progress, f"check {name}",
+                                                    log=stderr_line, timeout_s=index.PROBE_TIMEOUT_S):
+            if info is None:
+                reasons[row] = reason or "unreadable"
+            else:
+                table.set_good(row, VideoInfo.from_record(info), False)
+    except WorkerTimeoutError as e:  # every file hangs: the storage, not the videos; nothing is written
+        raise KineticsError(f"dataset {name}: --check stopped: {e}") from e
     return table, reasons
 
 

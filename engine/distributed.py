@@ -15,6 +15,7 @@ with one line naming it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
@@ -133,7 +134,15 @@ def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
         return model
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-        broadcast_buffers=False, find_unused_parameters=False)
+        find_unused_parameters=False, **_no_buffer_sync_in_forward())
+
+
+def _no_buffer_sync_in_forward() -> dict:
+    """The original's ``broadcast_buffers=False``. Newer torch deprecates that name (a FutureWarning on every rank
+    of every run) for ``forward_sync_buffers``, which still syncs buffers once at wrapping: harmless here, where every
+    rank builds the same buffers (the EVA models have none)."""
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -153,3 +153,17 @@ def test_a_list_that_fails_on_the_first_rank_fails_on_every_rank_with_its_error(
         out = dict(out)
     assert out[0] == out[1] and out[0].startswith("DataListError: ") and "train.txt" in out[0]
     assert "train.txt:2: label 'seven' is not an integer" in out[0]
+
+
+def test_ddp_does_not_sync_buffers_in_forward_and_says_nothing_about_it(tmp_path, recwarn):
+    """As the original (broadcast_buffers=False), without the FutureWarning newer torch prints for that name on
+    every rank of every run."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        model = torch.nn.BatchNorm1d(4)  # a module with buffers
+        ddp = dist_utils.wrap_ddp(model, SimpleNamespace(distributed=True, device=torch.device("cpu")))
+        ddp(torch.randn(3, 4)).sum().backward()
+        assert not ddp.will_sync_module_buffers()
+    finally:
+        dist.destroy_process_group()
+    assert not [w for w in recwarn if "buffers" in str(w.message)], [str(w.message) for w in recwarn]

@@ -305,7 +305,8 @@ class Checkpointer:
             origin = (state.get("train_state") or {}).get("origin") if isinstance(state, dict) else None
             started_there = bool(origin) and origin.get("path") == os.path.realpath(named) and (
                 step is None or origin.get("step") == step)
-            damage = damaged_zip_record(path) if started_there else None
+            # remember: the run checks and loads it next, without reading it whole again
+            damage = damaged_zip_record(path, remember=True) if started_there else None
             if damage:  # changed on disk: an earlier checkpoint of the same attempt may continue ``named`` too
                 self.warn(f"checkpoint {path} is damaged: {damage}; trying the previous one")
                 continue

@@ -17,7 +17,8 @@ __all__ = ["damaged_zip_record"]
 _CHUNK = 16 << 20
 # Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
 # resumes or evaluates before it writes anything, and its load later need not read the whole file again. Good for
-# that one later check only: bytes changed in place within one mtime tick would otherwise pass every later check.
+# the one check that follows (and, when that one remembers too, for the next: the checks of one start), not for
+# every later check: bytes changed in place within one mtime tick would pass them all.
 _INTACT: set[tuple[int, int, int, int]] = set()
 
 
@@ -27,7 +28,8 @@ def damaged_zip_record(path: str, remember: bool = False) -> str | None:
     A file that is not a zip archive at all (torch's legacy format, a safetensors file) is not checked: None.
     Records whose stored CRC is 0 are skipped: a writer that did not compute CRCs stores 0 (torch can be told not
     to); a real CRC-32 is 0 for one record in 2**32, which then goes unchecked. ``remember``: a file found intact
-    is not read again by the next check in this process if its inode, size and modification time are the same.
+    (or taken as intact from the memo) is not read again by the next check in this process if its inode, size and
+    modification time are the same.
     """
     try:
         st = os.stat(path)
@@ -35,7 +37,8 @@ def damaged_zip_record(path: str, remember: bool = False) -> str | None:
     except OSError:
         version = None
     if version in _INTACT:
-        _INTACT.discard(version)
+        if not remember:
+            _INTACT.discard(version)
         return None
     if not zipfile.is_zipfile(path):
         return None

@@ -270,7 +270,9 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
     the repeated command continues from the newest of them (runner.resume_point) instead of starting over."""
     from types import SimpleNamespace
 
+    from engine.checkpointing import load_resumable
     from engine.runner import resume_point
+    from wiring import check_resume_file
 
     src_dir, out = tmp_path / "pretrain", tmp_path / "out"
     first = _tiny_trainer(str(src_dir), num_classes=4)
@@ -285,6 +287,7 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
                           TRAIN=SimpleNamespace(AUTO_RESUME=True))
     path, note = resume_point(cfg, src)
     assert path == mine and f"--resume {src}: {mine} continues it" in note
+    assert _crc_reads(lambda: (check_resume_file(cfg, path), load_resumable(path))) == 0  # read whole once, above
     # the next attempt loads that checkpoint and keeps the origin, so a third one finds its progress too
     again = _tiny_trainer(str(out), num_classes=4)
     assert again.resume(path, auto=True, named=src)
@@ -426,6 +429,40 @@ def test_archives_written_without_crcs_still_load(tmp_path):
         config.save.compute_crc32 = before
     assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}
     assert load_checkpoint(path)["global_step"] == 3
+
+
+def _crc_reads(work) -> int:
+    """How many archives ``work()`` reads whole for their CRC-32s (evautil.zip_check)."""
+    import zipfile
+
+    from evautil import zip_check
+
+    opened = []
+
+    class Counted(zipfile.ZipFile):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    before, zip_check.zipfile.ZipFile = zip_check.zipfile.ZipFile, Counted
+    try:
+        work()
+    finally:
+        zip_check.zipfile.ZipFile = before
+    return len(opened)
+
+
+def test_the_checks_of_one_start_read_a_file_once_and_the_next_check_reads_it_again(tmp_path):
+    """A check that remembers, then one more that remembers (the early check of the checkpoint a repeated command
+    continues), then the load: the file is read for its CRC-32s once; the check after them reads it again."""
+    from evautil.zip_check import damaged_zip_record
+
+    path = str(tmp_path / "ckpt_step_8.pth")
+    save_atomic({**_state(8), "model": {"w": torch.arange(4096, dtype=torch.float32)}}, path)
+    assert _crc_reads(lambda: damaged_zip_record(path, remember=True)) == 1
+    assert _crc_reads(lambda: damaged_zip_record(path, remember=True)) == 0
+    assert _crc_reads(lambda: damaged_zip_record(path)) == 0
+    assert _crc_reads(lambda: damaged_zip_record(path)) == 1
 
 
 def test_a_file_found_intact_skips_only_the_next_crc_check(tmp_path):

@@ -17,13 +17,16 @@ time (:func:`read_file_list` builds them all, for short lists and callers that w
 from __future__ import annotations
 
 import codecs
+import concurrent.futures as cf
 import os
+import time
 from array import array
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list",
            "split_list_line"]
@@ -185,30 +188,57 @@ class VideoList:
         return ListEntry(row=row, rel_path=rel, path=os.path.join(self.root, rel), label=int(self.labels[row]),
                          line_no=int(self.line_nos[row]))
 
-    def stat_keys(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def stat_keys(self, rows: np.ndarray | None = None,
+                  timeout_s: float = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(size, mtime_ns, present)`` of every row's file now (int64, int64, bool; zeros where ``os.stat``
-        fails). With ``rows`` (row numbers), only those files are stat'ed; the other rows stay zero."""
+        fails). With ``rows`` (row numbers), only those files are stat'ed; the other rows stay zero.
+
+        ``timeout_s`` > 0: DataError naming a file when no ``os.stat`` has returned for that many seconds (a network
+        file system that stopped answering); the stuck threads are left behind and do not keep the process alive."""
         n = len(self)
         size, mtime, present = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
         root, data, cut = os.fsencode(self.root), self.rel_paths.blob.tobytes(), self.rel_paths.offsets.tolist()
         wanted = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+        stat_now: dict[int, int] = {}  # part -> the row its thread is stat'ing (while it is)
 
-        def stat_rows(part: np.ndarray) -> None:
+        def stat_rows(part: np.ndarray, k: int = -1) -> None:
             for r in part.tolist():
+                stat_now[k] = r
                 try:
                     st = os.stat(os.path.join(root, data[cut[r]:cut[r + 1]]))
                 except OSError:
                     continue
                 size[r], mtime[r], present[r] = st.st_size, st.st_mtime_ns, True
+            stat_now.pop(k, None)
 
-        if wanted.size < _STAT_THREADED_FROM:
+        if not wanted.size or (wanted.size < _STAT_THREADED_FROM and timeout_s <= 0):
             stat_rows(wanted)
-        else:
-            # os.stat releases the GIL: on a network file system, where one stat waits for a metadata server,
-            # threads overlap the waits (one process per node stats every listed video at every start).
-            chunk = -(-wanted.size // (4 * _STAT_THREADS))
-            with ThreadPoolExecutor(_STAT_THREADS) as pool:
-                list(pool.map(stat_rows, (wanted[i:i + chunk] for i in range(0, wanted.size, chunk))))
+            return size, mtime, present
+        # os.stat releases the GIL: on a network file system, where one stat waits for a metadata server, threads
+        # overlap the waits (one process per node stats every listed video at every start).
+        chunk = -(-wanted.size // (4 * _STAT_THREADS))
+        parts = [wanted[i:i + chunk] for i in range(0, wanted.size, chunk)]
+        pool = DaemonThreadPool(min(_STAT_THREADS, len(parts)) or 1, "stat")
+        try:
+            futures = [pool.submit(stat_rows, part, k) for k, part in enumerate(parts)]
+            seen, last_change = None, time.monotonic()
+            while not all(f.done() for f in futures):
+                cf.wait(futures, timeout=min(1.0, timeout_s) if timeout_s > 0 else None)
+                now = dict(stat_now)  # one copy: the threads change it meanwhile
+                progress = (sum(f.done() for f in futures), now)
+                if progress != seen:
+                    seen, last_change = progress, time.monotonic()
+                elif timeout_s > 0 and time.monotonic() - last_change >= timeout_s and now:
+                    r = min(now.values())
+                    raise DataError(
+                        f"{self.list_path}: looking up {self.path(r)} (os.stat) gave no answer within "
+                        f"{timeout_s:g} s: the file system under {self.root} does not answer; check it (a larger "
+                        "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)")
+            for f in futures:
+                f.result()  # an unexpected error in a thread is raised here
+            pool.shutdown(wait=True)  # idle threads: they end at once, and nothing of them stays behind
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         return size, mtime, present
 
 

@@ -257,14 +257,15 @@ def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None
     return src, (None if unique.all() else unique), covered
 
 
-def _cached_keys(videos: VideoList, cache: IndexCache | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cached_keys(videos: VideoList, cache: IndexCache | None,
+                 timeout_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:meth:`VideoList.stat_keys` as the cache records them: each row's size and mtime where the cache has a
     record of its path, a real ``os.stat`` for the rows it lacks (new rows, files that were missing)."""
     cache = cache or IndexCache.empty()
     src, _, _ = _cache_rows(videos, cache)
     table = cache.table if src is None else cache.table.take(src)
     recorded = table.status != UNKNOWN
-    size, mtime, present = videos.stat_keys(np.flatnonzero(~recorded))
+    size, mtime, present = videos.stat_keys(np.flatnonzero(~recorded), timeout_s)
     size[recorded] = table.columns["size"][recorded]
     mtime[recorded] = table.columns["mtime_ns"][recorded]
     present[recorded] = True
@@ -500,7 +501,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             network file system one stat per listed video per rank.
         timeout_s: the longest one video's probe may take (``DATA.VIDEO_TIMEOUT_S``; 0: no limit; needs probing
             processes, not ``workers`` 1): a video whose probe gives no answer in time, twice, is left out of this
-            build only (bad, not cached; see :func:`probe_videos`).
+            build only (bad, not cached; see :func:`probe_videos`). Looking up the listed files (``os.stat``)
+            that gives no answer for that long is a DataError.
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
@@ -514,14 +516,14 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     videos = read_video_list(list_path, root, num_classes)
     root_abs = os.path.abspath(root)
     paths = index_paths(list_path)
-    keys = None if checked_by_peer else videos.stat_keys()
+    keys = None if checked_by_peer else videos.stat_keys(timeout_s=timeout_s)
 
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.
     with locked(paths.lock, shared=True):
         cache = load_cache(paths.cache, root_abs, paths.json_cache)
         if keys is None:
-            keys = _cached_keys(videos, cache)
+            keys = _cached_keys(videos, cache, timeout_s)
         match = _match(videos, keys, cache, full_decode)
         del cache
         current = match.current and _quarantine_is(paths.quarantine, _quarantine_text(videos, match.bad))

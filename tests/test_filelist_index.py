@@ -946,6 +946,43 @@ def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, mo
     assert serial[2].any() and not serial[2].all()  # the list has missing files too
 
 
+def test_a_lookup_that_does_not_answer_stops_the_build_with_one_error_naming_the_file(dataset, monkeypatch):
+    """A network file system that stopped answering hangs ``os.stat``: before, the index build (and the run) waited
+    for ever before any video was probed. Now the build stops after ``timeout_s`` without an answer, naming the
+    file, and the thread stuck in the call does not keep the process from ending (a daemon)."""
+    import threading
+    import time
+
+    import dali_pipelines.filelist as filelist_mod
+
+    lst, root = dataset
+    hung = os.fsencode(str(root / "clips/cls_b/good_2.webm"))
+    answer, real_stat = threading.Event(), os.stat
+
+    def hanging_stat(path, *args, **kwargs):
+        if os.fsencode(path) == hung:
+            answer.wait()  # until the test ends: the file system answers again
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(filelist_mod.os, "stat", hanging_stat)
+    videos = read_video_list(str(lst), str(root))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(DataError, match=rf"^{re.escape(str(lst))}: looking up {re.escape(os.fsdecode(hung))} "
+                                            r"\(os.stat\) gave no answer within 0.5 s: the file system under "):
+            videos.stat_keys(timeout_s=0.5)
+        assert time.monotonic() - t0 < 10
+        stuck = [t for t in threading.enumerate() if t.name.startswith("stat_")]
+        assert stuck and all(t.daemon for t in stuck)
+        with pytest.raises(DataError, match="gave no answer within 0.5 s"):
+            build_index(str(lst), str(root), workers=2, progress=False, timeout_s=0.5)
+        assert not os.path.exists(str(lst) + ".index.npz")  # nothing was probed, nothing written
+    finally:
+        answer.set()
+    limited = videos.stat_keys(timeout_s=0.5)  # it answers again: the same keys as without a limit
+    assert all(np.array_equal(a, b) for a, b in zip(limited, videos.stat_keys())) and limited[2].sum() == 7
+
+
 def _count_stats_under(monkeypatch, root: Path) -> list[bytes]:
     """Record every os.stat call on a file below ``root`` (the list's, the probe's)."""
     import dali_pipelines.filelist as filelist_mod

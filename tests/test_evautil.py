@@ -14,8 +14,8 @@ import pytest
 from evautil.files import atomic_write, atomic_write_text
 from evautil.flops import peak_flops, train_step_flops
 from evautil.progress import ProgressLines, with_progress
-from evautil.workers import (MAX_OVERDUE_IN_A_ROW, WorkerCrashError, WorkerTimeoutError, map_with_progress,
-                             mp_context)
+from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
+                             map_with_progress, mp_context)
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -190,6 +190,29 @@ def test_workers_that_cannot_start_are_an_error_not_a_hang(tmp_path):
                           cwd=tmp_path, env=child_env())
     assert done.returncode == 1 and "WorkerStartError: worker processes die as they start" in done.stderr
     assert done.stderr.count("Traceback") <= 6  # two pools of two workers, then ours
+
+
+def test_a_daemon_thread_pool_delivers_results_and_errors_and_cancels_what_waits_behind_a_stuck_job():
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    pool = DaemonThreadPool(1, "t")
+    stuck = pool.submit(lambda: started.set() or release.wait())
+    assert started.wait(timeout=10)
+    queued = [pool.submit(_square, x) for x in range(3)]
+    pool.shutdown(wait=False, cancel_futures=True)  # as the feeder gives up a pool whose read does not end
+    assert all(f.cancelled() for f in queued) and not stuck.done()
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(_square, 2)
+    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("t_"))
+    release.set()
+    assert stuck.result(timeout=10) is True
+    again = DaemonThreadPool(2, "u")
+    assert [f.result(timeout=10) for f in [again.submit(_square, x) for x in range(5)]] == [0, 1, 4, 9, 16]
+    with pytest.raises(ZeroDivisionError):
+        again.submit(divmod, 1, 0).result(timeout=10)
+    again.shutdown(wait=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith("u_")]  # joined
 
 
 def test_workers_are_never_forked():

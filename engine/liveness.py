@@ -41,6 +41,8 @@ __all__ = ["UNANSWERED_EXIT_CODE", "LEFT", "Watch", "start", "stop", "log_to", "
 UNANSWERED_EXIT_CODE = 5
 # A counter's value once its rank has left the run, or runs without the check: not watched.
 LEFT = -1
+# Each rank beats (and each judge looks) this many times per timeout.
+BEATS_PER_TIMEOUT = 10
 _PREFIX = "eva_liveness/"
 
 
@@ -102,7 +104,7 @@ class _Liveness:
     def __init__(self, store: Any, rank: int, world_size: int, timeout: float,
                  end: Callable[[str], None]) -> None:
         self.store, self.rank, self.timeout, self.end = store, rank, timeout, end
-        self.interval = timeout / 10
+        self.interval = timeout / BEATS_PER_TIMEOUT
         self.watch = Watch(rank, world_size, timeout, time.monotonic())
         self.lock = threading.Lock()
         self.stopping = threading.Event()

@@ -33,7 +33,7 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     from models import build_model
 
     build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
-    check_resume_file(cfg, resume)
+    check_weight_files(cfg, resume)
     metrics = runner.open_run(cfg, ctx, resume, resume_note)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
@@ -45,9 +45,11 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         raise
 
 
-def check_resume_file(cfg, resume: str) -> None:
-    """A ``--resume`` file this run cannot use (unreadable, damaged, of the wrong kind) fails here, before anything
-    is written to OUTPUT, with the error its load would raise; its tensors are not loaded (memory-mapped)."""
+def check_weight_files(cfg, resume: str) -> None:
+    """A ``--resume`` file or MODEL.PRETRAINED this run would read but cannot use (unreadable, damaged, of the
+    wrong kind) fails here, before anything is written to OUTPUT, with the error its load would raise; tensors are
+    not loaded (memory-mapped), and the load that follows does not read a file again for its CRC-32s. An evaluation
+    that scores a checkpoint does not read MODEL.PRETRAINED; ``hf://`` references are checked when fetched."""
     from engine.checkpointing import load_resumable
     from models.checkpoint import check_checkpoint
 
@@ -55,6 +57,8 @@ def check_resume_file(cfg, resume: str) -> None:
         check_checkpoint(resume)  # any weights file: ours, a released one, safetensors
     elif resume:
         load_resumable(resume, mmap=True)
+    if cfg.MODEL.PRETRAINED and not (cfg.TEST.ONLY_TEST and runner.eval_checkpoint(cfg, resume)):
+        check_checkpoint(cfg.MODEL.PRETRAINED)
 
 
 def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
@@ -139,7 +143,7 @@ def dry_run(cfg, resume: str = "") -> dict:
 
     data = cfg.DATA
     model = build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
-    check_resume_file(cfg, resume)
+    check_weight_files(cfg, resume)
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)

@@ -186,7 +186,7 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
       run supersedes (they would outrank its own, and TRAIN.AUTO_RESUME would later pick them);
     - an evaluate-only run: the results it would overwrite (e.g. the training run's summary.json).
     Files this run reads (``--resume``, MODEL.PRETRAINED) never move; nothing moves for a ``--resume`` file that is
-    not a resumable checkpoint (``wiring.check_resume_file`` named it before this runs).
+    not a resumable checkpoint (``wiring.check_weight_files`` named it before this runs).
     """
     out = cfg.OUTPUT
     reads = [resume, cfg.MODEL.PRETRAINED]

@@ -272,7 +272,7 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
 
     from engine.checkpointing import load_resumable
     from engine.runner import resume_point
-    from wiring import check_resume_file
+    from wiring import check_weight_files
 
     src_dir, out = tmp_path / "pretrain", tmp_path / "out"
     first = _tiny_trainer(str(src_dir), num_classes=4)
@@ -284,10 +284,10 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
     attempt.state.epoch, attempt.state.global_step = 1, 10
     mine = attempt.checkpointer.save(attempt.state_dict(epoch_complete=True))
     cfg = SimpleNamespace(OUTPUT=str(out), TEST=SimpleNamespace(ONLY_TEST=False),
-                          TRAIN=SimpleNamespace(AUTO_RESUME=True))
+                          TRAIN=SimpleNamespace(AUTO_RESUME=True), MODEL=SimpleNamespace(PRETRAINED=""))
     path, note = resume_point(cfg, src)
     assert path == mine and f"--resume {src}: {mine} continues it" in note
-    assert _crc_reads(lambda: (check_resume_file(cfg, path), load_resumable(path))) == 0  # read whole once, above
+    assert _crc_reads(lambda: (check_weight_files(cfg, path), load_resumable(path))) == 0  # read whole once, above
     # the next attempt loads that checkpoint and keeps the origin, so a third one finds its progress too
     again = _tiny_trainer(str(out), num_classes=4)
     assert again.resume(path, auto=True, named=src)

@@ -203,6 +203,41 @@ def test_a_bad_resume_file_is_one_line_before_output_is_written(tmp_path, datase
     assert not out.exists()  # no config.yaml, metrics.jsonl, log or tensorboard/ of a run that never started
 
 
+@pytest.mark.parametrize("only_test", [True, False])
+@pytest.mark.parametrize("damage", ["garbage", "changed"])
+def test_a_bad_pretrained_file_is_one_line_before_output_is_written(tmp_path, dataset, capsys, only_test, damage):
+    weights, out = _bad_checkpoint(tmp_path, damage), tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, *(["--only_test"] if only_test else []),
+                     "--opts", *_opts(dataset, out, "MODEL.PRETRAINED", str(weights))])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(weights) in lines[0], captured
+    assert "damaged" in lines[0] or "not a readable torch checkpoint" in lines[0]
+    assert not out.exists()  # no index was built and no log written for weights the run could not have loaded
+
+
+def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, dataset):
+    # the pretrained weights would be overwritten by the checkpoint's: a bad file there is no reason to refuse
+    from evautil.errors import CheckpointError
+    from wiring import check_weight_files
+
+    ckpt = tmp_path / "ckpt.pth"
+    save_atomic({"model": {"w": torch.zeros(4)}}, str(ckpt))
+    bad = _bad_checkpoint(tmp_path, "garbage")
+    cfg = load_config(DEMO, _opts(dataset, tmp_path / "out", "MODEL.PRETRAINED", str(bad), "TEST.ONLY_TEST", "True"))
+    check_weight_files(cfg, str(ckpt))
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint|damaged"):
+        check_weight_files(cfg, "")  # nothing to evaluate in OUTPUT: MODEL.PRETRAINED is what would be scored
+    # a good file is read whole for its CRC-32s once: the early check's memo spares the load
+    from models.checkpoint import read_state_dict
+    from tests.test_checkpointing import _crc_reads
+
+    good = tmp_path / "pretrained.pth"
+    save_atomic({"model": {"w": torch.ones(4)}}, str(good))
+    cfg = load_config(DEMO, _opts(dataset, tmp_path / "out", "MODEL.PRETRAINED", str(good)))
+    assert _crc_reads(lambda: (check_weight_files(cfg, ""), read_state_dict(str(good)))) == 1
+
+
 def test_opts_may_be_followed_by_flags():
     args = train.parse_args(["--cfg", DEMO, "--opts", "TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6", "--dry-run",
                              "--batch-size", "2"])

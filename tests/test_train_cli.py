@@ -219,6 +219,8 @@ def test_a_bad_pretrained_file_is_one_line_before_output_is_written(tmp_path, da
 def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, dataset):
     # the pretrained weights would be overwritten by the checkpoint's: a bad file there is no reason to refuse
     from evautil.errors import CheckpointError
+    from models.checkpoint import read_state_dict
+    from tests.test_checkpointing import _crc_reads
     from wiring import check_weight_files
 
     ckpt = tmp_path / "ckpt.pth"
@@ -229,9 +231,6 @@ def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, datase
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint|damaged"):
         check_weight_files(cfg, "")  # nothing to evaluate in OUTPUT: MODEL.PRETRAINED is what would be scored
     # a good file is read whole for its CRC-32s once: the early check's memo spares the load
-    from models.checkpoint import read_state_dict
-    from tests.test_checkpointing import _crc_reads
-
     good = tmp_path / "pretrained.pth"
     save_atomic({"model": {"w": torch.ones(4)}}, str(good))
     cfg = load_config(DEMO, _opts(dataset, tmp_path / "out", "MODEL.PRETRAINED", str(good)))

@@ -7,6 +7,7 @@ Clips are H.264 (the production codec) at 160x128: NVDEC has minimum frame sizes
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from dali_pipelines.pipelines import decode_with_dali
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.pyav_encode import write_video
 from tests.test_pipelines import _check_test_views, _train_sample_reference
-from tests.video_fixtures import (FrameMatcher, cuts_some_file, denormalize, make_clip_dataset,
+from tests.video_fixtures import (FrameMatcher, cuts_some_file, denormalize, make_clip_dataset, mark_rotated,
                                   pattern_frames, reference_clips, small_cfg)
 
 pytestmark = pytest.mark.gpu
@@ -59,6 +60,19 @@ def test_h264_on_gpu_matches_pyav(real_clips_dir, tmp_path):
             assert np.abs(frame.astype(int) - reference[k]).mean() < 8.0, path  # colour conversion
 
 
+def test_nvdec_does_not_apply_rotation_metadata(tmp_path):
+    """Like the CPU routes (test_mixed_routes): a track marked as shown rotated by 90 degrees decodes on NVDEC to
+    exactly the frames of the same file unmarked, in the coded orientation."""
+    plain, marked = str(tmp_path / "plain.mp4"), str(tmp_path / "marked.mp4")
+    write_video(plain, pattern_frames(24, 160, 128), codec="h264", gop=8)
+    shutil.copyfile(plain, marked)
+    mark_rotated(marked)
+    want = [0, 9, 23, 9]
+    (got,) = decode_with_dali([marked], [want], device="mixed", device_id=0)
+    (ref,) = decode_with_dali([plain], [want], device="mixed", device_id=0)
+    assert got.shape == (4, 128, 160, 3) and np.array_equal(got, ref)
+
+
 def test_nvdec_index_past_end_is_an_error(tmp_path):
     """NVDEC never pads past the end either (the static-clip defect): the short decode names the file."""
     from dali_pipelines.pyav_io import BadVideoError
@@ -74,7 +88,6 @@ def test_nvdec_route_quarantines_a_video_shorter_than_indexed(h264_data, tmp_pat
     """On the NVDEC route a video replaced after indexing (caught by its size/mtime before it is read) or one the
     index overstates (caught by the decoder) is quarantined by name, never delivered as repeated frames."""
     import dataclasses
-    import shutil
 
     src_root, lst = h264_data
     root = str(tmp_path / "copy")

@@ -23,7 +23,9 @@ from dali_pipelines.pyav_io import decode_frames
 from engine.distributed import DistContext
 from engine.runner import _data_counts
 from engine.loader_stats import loader_stats
-from tests.video_fixtures import denormalize, make_clip_dataset, roi_resize_ref, small_cfg
+from dali_pipelines.pyav_encode import write_video
+from tests.video_fixtures import (denormalize, make_clip_dataset, mark_rotated, pattern_frames, roi_resize_ref,
+                                  small_cfg)
 
 VP9_COUNTS = [24, 30, 26, 33, 28]
 H264_COUNTS = [27, 31, 25, 29, 32]
@@ -300,3 +302,35 @@ def test_gpu_machine_augments_cpu_routed_videos_on_the_gpu_like_the_cpu(tmp_path
         assert err.mean() < 0.5 and err.max() < 8, (err.mean(), err.max())
     gpu.close()
     cpu.close()
+
+
+def test_rotation_metadata_is_not_applied_on_either_cpu_route(tmp_path):
+    """A phone video's display matrix (a track marked as shown rotated by 90 degrees) is not applied: VP9 through
+    DALI's CPU decoder and H.264 through PyAV give exactly the views of the same files unmarked, in the coded
+    orientation, as the index records it."""
+    import av
+
+    frames = pattern_frames(24, 96, 64)
+    lists = {}
+    for marked in (False, True):
+        root = tmp_path / ("marked" if marked else "plain")
+        (root / "videos").mkdir(parents=True)
+        for codec in ("vp9", "h264"):
+            path = str(root / "videos" / f"{codec}.mp4")
+            write_video(path, frames, codec=codec, gop=8)
+            if marked:
+                mark_rotated(path)
+                with av.open(path) as container:  # FFmpeg reads the mark: the test is not vacuous
+                    assert abs(next(container.decode(video=0)).rotation) == 90
+        (root / "list.txt").write_text("videos/vp9.mp4 0\nvideos/h264.mp4 1\n")
+        lists[marked] = (str(root), str(root / "list.txt"))
+    views = {}
+    for marked, (root, lst) in lists.items():
+        cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 2, "DATA.INPUT_SIZE": 48})
+        loader = build_loader(cfg, "val")
+        assert [loader.video_routes[i].route for i in (0, 1)] == ["dali_cpu", "pyav"]
+        assert [(loader.index.infos[i].width, loader.index.infos[i].height) for i in (0, 1)] == [(96, 64)] * 2
+        (batch,) = list(loader)
+        views[marked] = batch["video"].clone()
+        loader.close()
+    assert torch.equal(views[True], views[False])

@@ -4,6 +4,7 @@ numpy reference of DALI's ROI resize."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,22 @@ def cuts_some_file(pack: bool, loader, rows) -> bool:
     cuts = ((read_source(s.video.path, s.frames, 0, 0, pack), s) for s in samples)
     return any(enc.size < os.path.getsize(s.video.path) and not np.array_equal(frames, s.frames)
                for (enc, frames), s in cuts)
+
+
+def mark_rotated(path: str) -> None:
+    """Mark an MP4 file's video track as displayed rotated by 90 degrees, the way a phone records portrait video: the
+    track header's display matrix is rewritten in place, the coded frames stay as they are. (PyAV writes no display
+    matrix itself, and the project does not depend on an ffmpeg binary.)"""
+    data = bytearray(Path(path).read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0, f"{path}: no track header (tkhd) box"
+    # After the box type: version (1 byte), flags (3), then times, ids, layer... the 3x3 matrix sits 40 bytes on in
+    # a version-0 header, 52 in a version-1 one (64-bit times); 16.16 fixed point, the last column 2.30.
+    offset = at + 4 + (40 if data[at + 4] == 0 else 52)
+    identity = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    assert data[offset:offset + 36] == identity, f"{path}: the track's display matrix is not the identity"
+    data[offset:offset + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    Path(path).write_bytes(bytes(data))
 
 
 def pattern_frames(num_frames: int, width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:

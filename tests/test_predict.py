@@ -99,6 +99,38 @@ def test_predict_csv_and_table_formats_parse(evaluated, dataset):
     assert lines[1].startswith(str(videos[0])) and lines[1].split()[-1] == f"{float(first['top1_prob']):.4f}"
 
 
+def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(evaluated, dataset, tmp_path):
+    """The Python API: the model loaded once, the records of predict.main for the same videos (two calls, a list
+    and a single path), a temporary work folder removed on leaving the with block; bad input raises."""
+    from tools.inference import InputError
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    out = tmp_path / "cli.jsonl"
+    assert predict.main([str(dataset / "val.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--top-k", "3", "--quiet",
+                         "--out", str(out), "--work-dir", str(tmp_path / "cli_work"), "--opts", *opts]) == 0
+    cli = [json.loads(line) for line in out.read_text().splitlines()]
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        work = Path(predictor.work_dir)
+        assert predictor.predict(str(dataset / "val.txt"), top_k=3) == cli
+        one = cli[-1]["path"]
+        assert predictor.predict([Path(one)], top_k=3) == [cli[-1]]  # the model stays loaded between calls
+        assert len(list(work.glob("videos-*.txt"))) == 2  # one list per set of videos, with its index cache
+        with pytest.raises(InputError, match="no videos found"):
+            predictor.predict([str(tmp_path / "cli_work")])
+    assert len(cli) == len(eval_rows) and all(r["status"] == "ok" for r in cli)
+    assert not work.exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        predictor.predict(one)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        predict.Predictor(str(tmp_path / "none.pth"), cfg=DEMO, opts=opts)
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="tpu")
+    kept = tmp_path / "kept"
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(kept), device="cpu") as predictor:
+        assert predictor.predict(one, top_k=3) == [cli[-1]]
+    assert list(kept.glob("videos-*.index.npz"))  # a given work folder keeps its caches for the next run
+
+
 def test_format_functions_round_trip():
     records = [{"path": "a b.mp4", "status": "ok", "top_k": [{"class": 2, "name": "x, y", "prob": 0.75}]},
                {"path": "c.mp4", "status": "error", "error": "zero-byte file"}]

@@ -19,7 +19,9 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
@@ -34,7 +36,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 if TYPE_CHECKING:
     from engine.distributed import DistContext
 
-__all__ = ["predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
+__all__ = ["Predictor", "predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
 
 FORMATS = ("table", "jsonl", "csv")
 
@@ -79,6 +81,83 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
 
 
 # ---------------------------------------------------------------------------------------------------- output
+class Predictor:
+    """The command's predictions from Python, with the model loaded once for any number of calls.
+
+        from tools.predict import Predictor
+        with Predictor("eva_k400.safetensors", opts=["TEST.NUM_CLIP", "4", "TEST.NUM_CROP", "3"]) as predictor:
+            for record in predictor.predict(["a.mp4", "clips/"], top_k=5):
+                print(record["path"], record["status"], record.get("top_k"))
+
+    ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts``; records are those of
+    :func:`predict_videos`. One process, on ``device``: ``auto`` (the GPU when CUDA is available, else the CPU),
+    ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and index caches go to ``work_dir``; with none, to a temporary
+    folder that :meth:`close` (or leaving the ``with`` block) removes. Errors are raised, not printed: unusable
+    settings or weights as the command's exit-2 errors (ValueError, OSError and the config and checkpoint errors),
+    and an input with no video in it as ``InputError``; a video that cannot be read is a record with its reason.
+    """
+
+    def __init__(self, weights: str, cfg: str | None = None, opts: Sequence[str] = (), work_dir: str | None = None,
+                 device: str = "auto", progress: bool = False):
+        from engine.distributed import DistContext
+        from tools.inference import check_output_path, load_model, load_setup
+
+        self.cfg, self.class_names = load_setup(cfg, opts, weights)
+        self.ctx = DistContext(device=_compute_device(device))
+        if work_dir is not None:
+            check_output_path(work_dir, "work_dir", folder=True)
+        self.model = load_model(self.cfg, weights, self.ctx.device)
+        self.progress = progress
+        self._own_work_dir = work_dir is None  # made last: nothing is left behind when loading fails
+        self.work_dir: str | None = tempfile.mkdtemp(prefix="eva_predict_") if work_dir is None else work_dir
+
+    def predict(self, videos: str | os.PathLike | Sequence[str | os.PathLike], top_k: int = 5,
+                root: str = "") -> list[dict[str, Any]]:
+        """Records for the videos of ``videos`` (files, folders searched recursively, list files; one or several),
+        in the order found; ``root`` prefixes relative names as the command's ``--root``."""
+        from tools.inference import collect_videos
+
+        if self.work_dir is None:
+            raise RuntimeError("this Predictor is closed")
+        items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
+        paths = collect_videos([os.fspath(v) for v in items], root)
+        return predict_videos(self.cfg, self.model, paths, self.work_dir, self.ctx, top_k=top_k,
+                              class_names=self.class_names, progress=self.progress)
+
+    def close(self) -> None:
+        """Remove the temporary work folder (a given ``work_dir`` is kept, with its index caches)."""
+        if self._own_work_dir and self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _compute_device(name: str):
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` as a torch device; the GPU is made the current one, as a run does
+    (the data pipeline decodes on the current GPU)."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device {name!r}: give auto, cpu, cuda or cuda:N ({e})") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: give auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available on this machine")
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    return device
+
+
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A fixed-width table: one line per (video, rank), unreadable videos with their reason."""
     rows = [("video", "rank", "class", "name", "probability")]

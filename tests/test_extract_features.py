@@ -154,6 +154,31 @@ def test_window_features_index_and_the_one_window_case(clips, tiny, tmp_path, ca
     np.testing.assert_allclose(read_features(str(out), index[videos[0]]), view_feats, rtol=0, atol=5e-3)
 
 
+def test_predictor_features_are_the_commands_in_both_modes(clips, tiny, tmp_path):
+    """tools.predict.Predictor.features returns in memory, in the order given, what the command writes: the view
+    rows and the window rows with their starts; an unreadable video is a record with its reason."""
+    from tools.predict import Predictor
+
+    _, model, ckpt = tiny
+    videos = _videos(clips)[::-1] + [str(clips / "broken.webm")]
+    with Predictor(str(ckpt), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
+        for mode, extra, kwargs in (("views", [], {}), ("windows", ["--window", "4", "--stride", "3"],
+                                                         {"window": 4, "stride": 3})):
+            out = tmp_path / mode
+            assert ef.main([*videos, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", *extra,
+                            "--opts", *OPTS]) == 0
+            written = {r["path"]: r for r in _index(out)}
+            records = predictor.features(videos, **kwargs)
+            assert [r["path"] for r in records] == videos
+            assert records[-1]["status"] == "error" and records[-1]["error"]
+            for record in records[:-1]:
+                row = written[record["path"]]
+                assert record["status"] == "ok" and record["mode"] == mode
+                assert record["starts_frames"] == row["starts_frames"]
+                assert record["features"].shape == (row["num_windows"], model.embed_dim)
+                np.testing.assert_allclose(record["features"], read_features(str(out), row), rtol=1e-6, atol=1e-6)
+
+
 def test_interrupted_run_resumes_without_redoing_finished_videos(clips, tiny, tmp_path, monkeypatch):
     cfg, model, _ = tiny
     videos = _videos(clips)

@@ -45,7 +45,7 @@ from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_r
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["window_starts", "window_frames", "roi_resize", "extract", "main"]
+__all__ = ["window_starts", "window_frames", "roi_resize", "extract", "extract_into", "main"]
 
 
 # ---------------------------------------------------------------------------------------------------- windows
@@ -154,6 +154,22 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
         loader.close()
 
 
+def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 0, stride: int = 0,
+                 per_batch: int = 8, work_dir: str, progress: bool = True) -> None:
+    """The features of ``paths`` (this rank's share) handed to ``store``: ``store.add(meta, features)`` per video
+    (``meta['path']`` its path, float32 rows: one per test view, [crop][clip], or per window), ``store.fail(path,
+    reason)`` per video that cannot be read. Sliding windows when ``window`` > 0 (``stride`` 0: ``window``), else
+    the test views; ``work_dir`` holds the views mode's video list and index cache."""
+    from engine.train_loop import resolve_precision
+
+    amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
+    if window > 0:
+        _extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
+                         stride=stride or window, per_batch=per_batch, progress=progress)
+    else:
+        _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
+
+
 def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int = 0, stride: int = 0,
             per_batch: int = 8, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64,
             work_dir: str = "", progress: bool = True, weights: str = "") -> dict[str, Any]:
@@ -167,7 +183,6 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
     from engine import distributed
-    from engine.train_loop import resolve_precision
 
     stride = stride or window
     settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
@@ -179,13 +194,9 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
     todo = [p for p in paths if p not in done]
     store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos)
-    amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
-    if todo and window > 0:
-        _extract_windows(cfg, model, todo[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
-                         stride=stride, per_batch=per_batch, progress=progress)
-    elif todo:
-        _extract_views(cfg, model, todo, store, work_dir or os.path.join(out_dir, ".work"), ctx, amp_dtype,
-                       progress=progress)
+    if todo:
+        extract_into(cfg, model, todo, store, ctx, window=window, stride=stride, per_batch=per_batch,
+                     work_dir=work_dir or os.path.join(out_dir, ".work"), progress=progress)
     store.flush()
     written = sum(distributed.all_gather_objects(store.written, ctx))
     distributed.barrier(ctx)  # every rank's shards and index lines are on disk

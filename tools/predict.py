@@ -115,14 +115,34 @@ class Predictor:
                 root: str = "") -> list[dict[str, Any]]:
         """Records for the videos of ``videos`` (files, folders searched recursively, list files; one or several),
         in the order found; ``root`` prefixes relative names as the command's ``--root``."""
+        return predict_videos(self.cfg, self.model, self._paths(videos, root), self._work_dir(), self.ctx,
+                              top_k=top_k, class_names=self.class_names, progress=self.progress)
+
+    def _paths(self, videos, root: str) -> list[str]:
         from tools.inference import collect_videos
 
+        items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
+        return collect_videos([os.fspath(v) for v in items], root)
+
+    def _work_dir(self) -> str:
         if self.work_dir is None:
             raise RuntimeError("this Predictor is closed")
-        items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        paths = collect_videos([os.fspath(v) for v in items], root)
-        return predict_videos(self.cfg, self.model, paths, self.work_dir, self.ctx, top_k=top_k,
-                              class_names=self.class_names, progress=self.progress)
+        return self.work_dir
+
+    def features(self, videos: str | os.PathLike | Sequence[str | os.PathLike], window: int = 0, stride: int = 0,
+                 root: str = "") -> list[dict[str, Any]]:
+        """The pooled pre-logit features (the fc_norm output) of ``videos`` (as for :meth:`predict`), in the order
+        found, as ``python -m tools.extract_features`` computes them: ``{'path', 'status': 'ok', 'features':
+        float32 array, ...}`` with a row per test view ([crop][clip] order; ``mode`` 'views') or, with ``window``
+        frames every ``stride`` (default ``window``), per sliding window (``mode`` 'windows', with the windows'
+        ``starts_frames`` and ``starts_seconds``); ``{'path', 'status': 'error', 'error': reason}`` for a video that
+        cannot be read."""
+        from tools.extract_features import extract_into
+
+        paths, collected = self._paths(videos, root), _CollectedFeatures()
+        extract_into(self.cfg, self.model, paths, collected, self.ctx, window=window, stride=stride,
+                     work_dir=self._work_dir(), progress=self.progress)
+        return [collected.records.get(p, {"path": p, "status": "error", "error": "not decoded"}) for p in paths]
 
     def close(self) -> None:
         """Remove the temporary work folder (a given ``work_dir`` is kept, with its index caches)."""
@@ -135,6 +155,20 @@ class Predictor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _CollectedFeatures:
+    """An in-memory feature store for :meth:`Predictor.features` (what extract_into hands a FeatureStore)."""
+
+    def __init__(self):
+        self.records: dict[str, dict[str, Any]] = {}  # path -> record
+
+    def add(self, meta: dict[str, Any], features) -> None:
+        self.records[meta["path"]] = {"path": meta["path"], "status": "ok", "features": features,
+                                      **{k: v for k, v in meta.items() if k != "path"}}
+
+    def fail(self, path: str, reason: str) -> None:
+        self.records[path] = {"path": path, "status": "error", "error": reason}
 
 
 def _compute_device(name: str):

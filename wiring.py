@@ -45,20 +45,22 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         raise
 
 
-def check_weight_files(cfg, resume: str) -> None:
+def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     """A ``--resume`` file or MODEL.PRETRAINED this run would read but cannot use (unreadable, damaged, of the
     wrong kind) fails here, before anything is written to OUTPUT, with the error its load would raise; tensors are
     not loaded (memory-mapped), and the load that follows does not read a file again for its CRC-32s. An evaluation
-    that scores a checkpoint does not read MODEL.PRETRAINED; ``hf://`` references are checked when fetched."""
+    that scores a checkpoint does not read MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache
+    here, so that one that cannot be fetched is named before the lists are indexed (``fetch_hub`` False, as for a
+    dry run, which downloads nothing: left to the load)."""
     from engine.checkpointing import load_resumable
     from models.checkpoint import check_checkpoint
 
     if resume and cfg.TEST.ONLY_TEST:
-        check_checkpoint(resume)  # any weights file: ours, a released one, safetensors
+        check_checkpoint(resume, fetch_hub)  # any weights file: ours, a released one, safetensors
     elif resume:
         load_resumable(resume, mmap=True)
     if cfg.MODEL.PRETRAINED and not (cfg.TEST.ONLY_TEST and runner.eval_checkpoint(cfg, resume)):
-        check_checkpoint(cfg.MODEL.PRETRAINED)
+        check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
 
 
 def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
@@ -143,7 +145,7 @@ def dry_run(cfg, resume: str = "") -> dict:
 
     data = cfg.DATA
     model = build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
-    check_weight_files(cfg, resume)
+    check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)

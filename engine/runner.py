@@ -81,7 +81,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
         wanted.append(("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING))
     wanted.append(("--resume", resume))
     check_output_dir(cfg.OUTPUT)
-    # hf:// weight references are resolved (and a failure named) when the weights are read.
+    # hf:// weight references are fetched (and a failure named) by wiring.check_weight_files, before the index.
     hub = {"MODEL.PRETRAINED"} | ({"--resume"} if only_test else set())
     missing = [f"{key} = {path}" for key, path in wanted
                if path and not (key in hub and path.startswith("hf://")) and not os.path.isfile(path)]

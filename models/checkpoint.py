@@ -229,12 +229,13 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
     return state_dict, (None if isinstance(config, torch.Tensor) else config)
 
 
-def check_checkpoint(path: PathLike) -> None:
+def check_checkpoint(path: PathLike, fetch_hub: bool = True) -> None:
     """Raise what :func:`read_checkpoint` would for a missing, unreadable, damaged or refused file, without loading
     its tensors into memory (memory-mapped): a run names a bad file before it writes anything. The CRC-32 check
     reads the file, and the load that follows in this process does not read it for that again. An ``hf://``
-    reference is left to the load, which fetches it."""
-    if not os.fspath(path).startswith("hf://"):
+    reference is fetched into the Hub cache here (the load finds it there), or, without ``fetch_hub``, left to
+    the load."""
+    if fetch_hub or not os.fspath(path).startswith("hf://"):
         read_checkpoint(path, mmap=True)
 
 

@@ -216,6 +216,22 @@ def test_a_bad_pretrained_file_is_one_line_before_output_is_written(tmp_path, da
     assert not out.exists()  # no index was built and no log written for weights the run could not have loaded
 
 
+@pytest.mark.parametrize("only_test", [True, False])
+def test_a_hub_reference_that_cannot_be_fetched_is_one_line_before_output_is_written(tmp_path, dataset, capsys,
+                                                                                     monkeypatch, only_test):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # empty, and offline: nothing can be fetched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ref, out = "hf://acme/absent/model.pth", tmp_path / "out"
+    opts = _opts(dataset, out, "MODEL.PRETRAINED", ref)
+    rc = train.main(["--cfg", DEMO, *(["--only_test"] if only_test else []), "--opts", *opts])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {ref}: ") and "offline" in lines[0], captured
+    assert not out.exists()  # named before the lists were indexed and the run's files written
+    # a dry run downloads no weights: the plan is printed and the reference left to the run's load
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0, capsys.readouterr().err
+
+
 def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, dataset):
     # the pretrained weights would be overwritten by the checkpoint's: a bad file there is no reason to refuse
     from evautil.errors import CheckpointError

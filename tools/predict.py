@@ -6,7 +6,8 @@ r"""Predict the classes of videos with the multi-view test protocol: top-k class
     torchrun --nproc_per_node 8 -m tools.predict videos.txt --cfg ... --weights hf://owner/repo/model.pth
 
 Scores are the mean over views of the per-view softmax, as in evaluation. Videos that cannot be read are listed
-with each one's reason and the others predicted.
+with each one's reason and the others predicted. From Python, :class:`Predictor` keeps the model loaded between
+calls and also returns the features ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
 config, weights, an --out or --work-dir that cannot be written) with a one-line error.
@@ -80,7 +81,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     return records
 
 
-# ---------------------------------------------------------------------------------------------------- output
+# ------------------------------------------------------------------------------------------------ Python API
 class Predictor:
     """The command's predictions from Python, with the model loaded once for any number of calls.
 
@@ -118,17 +119,6 @@ class Predictor:
         return predict_videos(self.cfg, self.model, self._paths(videos, root), self._work_dir(), self.ctx,
                               top_k=top_k, class_names=self.class_names, progress=self.progress)
 
-    def _paths(self, videos, root: str) -> list[str]:
-        from tools.inference import collect_videos
-
-        items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        return collect_videos([os.fspath(v) for v in items], root)
-
-    def _work_dir(self) -> str:
-        if self.work_dir is None:
-            raise RuntimeError("this Predictor is closed")
-        return self.work_dir
-
     def features(self, videos: str | os.PathLike | Sequence[str | os.PathLike], window: int = 0, stride: int = 0,
                  root: str = "") -> list[dict[str, Any]]:
         """The pooled pre-logit features (the fc_norm output) of ``videos`` (as for :meth:`predict`), in the order
@@ -149,6 +139,17 @@ class Predictor:
         if self._own_work_dir and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir = None
+
+    def _paths(self, videos, root: str) -> list[str]:
+        from tools.inference import collect_videos
+
+        items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
+        return collect_videos([os.fspath(v) for v in items], root)
+
+    def _work_dir(self) -> str:
+        if self.work_dir is None:
+            raise RuntimeError("this Predictor is closed")
+        return self.work_dir
 
     def __enter__(self) -> Predictor:
         return self
@@ -192,6 +193,7 @@ def _compute_device(name: str):
     return device
 
 
+# ---------------------------------------------------------------------------------------------------- output
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A fixed-width table: one line per (video, rank), unreadable videos with their reason."""
     rows = [("video", "rank", "class", "name", "probability")]

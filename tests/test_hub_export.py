@@ -20,6 +20,8 @@ from models.weights_file import read_weights_metadata, save_weights_file
 from tools import export_safetensors, predict
 from tools.inference import load_model, load_setup
 
+from tests.conftest import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -184,8 +186,8 @@ def test_cached_reference_without_network_is_used(tmp_path, monkeypatch, capfd):
 
 def test_predict_without_network_names_the_reference_in_one_line(tmp_path):
     # The whole command as a user runs it, HF_ENDPOINT in the environment: stderr is the one error line.
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=CLOSED_PORT, HF_HUB_CACHE=str(tmp_path / "empty"), PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in child_env(HF_ENDPOINT=CLOSED_PORT, HF_HUB_CACHE=str(tmp_path / "empty")).items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     done = subprocess.run([sys.executable, "-m", "tools.predict", "a.mp4", "--weights", "hf://acme/absent/model.pth",
                            "--work-dir", str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)

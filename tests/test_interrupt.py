@@ -15,11 +15,18 @@ from evautil.interrupt import on_interrupt
 from tests.conftest import ROOT, child_env
 
 
+# A command run from a terminal starts with SIGINT's default action. A test suite started in the background (`make
+# test &`, nohup) hands its children SIGINT ignored, which the commands rightly keep (a background job's Ctrl-C is not
+# for them): the child gets the default back, as from a terminal, before it execs the command.
+_AS_FROM_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                       "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
 def _interrupt_when(cmd: list[str], cwd, started: Callable[[str], bool], settle_s: float = 0.3) -> tuple[int, str]:
-    """Run ``cmd``, send SIGINT to its process group (as a terminal's Ctrl-C does) ``settle_s`` after
-    ``started(stderr so far)`` holds, and return (status, stderr)."""
-    p = subprocess.Popen(cmd, cwd=cwd, env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    """Run ``cmd`` (its first item the Python executable), send SIGINT to its process group (as a terminal's
+    Ctrl-C does) ``settle_s`` after ``started(stderr so far)`` holds, and return (status, stderr)."""
+    p = subprocess.Popen([*_AS_FROM_A_TERMINAL, *cmd], cwd=cwd, env=child_env(), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
     reader.start()
@@ -217,7 +224,8 @@ def test_a_ctrl_c_while_starting_ends_the_process_even_where_python_would_swallo
         "        sum(range(1000))  # the handler runs here, inside the finaliser\n"
         "Finalised()\n"
         "print('went on after the Ctrl-C', file=sys.stderr)\n")
-    p = subprocess.run([sys.executable, str(script)], env=child_env(), capture_output=True, text=True, timeout=60)
+    p = subprocess.run([*_AS_FROM_A_TERMINAL, sys.executable, str(script)], env=child_env(), capture_output=True,
+                       text=True, timeout=60)
     _assert_one_line(p.returncode, p.stderr, "stopped while starting: nothing was done or written yet")
     assert "went on" not in p.stderr
 

@@ -14,7 +14,8 @@ Outside the training steps (indexing the lists, building the loaders and the mod
 evaluating a finished run, writing the summary) there is no step to finish and no checkpoint to write:
 :func:`stop_signals_raise` turns the first stop signal into :class:`StoppedOutsideTraining`, raised where the main
 thread is (an index build saves what it probed), and ignores the ones after it, so that they cannot cut that
-saving short. The run exits with the same code 4.
+saving short. The run exits with the same code 4. Once the run's summary is written (:func:`run_complete`), the run
+is complete: a stop signal then changes nothing, and what remains (plots, closing the loaders) finishes.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from . import distributed as dist_utils
 from .distributed import DistContext
 
 __all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedOutsideTraining",
-           "stop_signals_raise"]
+           "run_complete", "stop_signals_raise"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
 PREEMPTED_EXIT_CODE = 4
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_complete = False  # the run's summary is written (see run_complete)
 
 
 class Preempted(Exception):
@@ -66,11 +68,15 @@ def stop_signals_raise():
     ones after it are ignored (elsewhere, e.g. a notebook worker thread, signals keep their default action). A
     :class:`StepControl` inside the block takes the signals over while it trains. The previous handlers come back
     after the block."""
+    global _complete
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _complete = False
 
     def stop(signum: int, frame: Any) -> None:
+        if _complete:  # nothing to stop: the run is done, and exiting 4 would ask for it to be run again
+            return
         for sig in STOP_SIGNALS:  # torchrun forwards the scheduler's signal: a second one must not cut a save short
             signal.signal(sig, signal.SIG_IGN)
         raise StoppedOutsideTraining(signal.Signals(signum).name)
@@ -81,6 +87,14 @@ def stop_signals_raise():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_complete() -> None:
+    """The run's summary is written: inside :func:`stop_signals_raise` a stop signal no longer stops the process,
+    so that the plots and the closing that remain finish and the run exits with its own status (0), not as a run to
+    resume."""
+    global _complete
+    _complete = True
 
 
 class StepControl:

@@ -29,6 +29,7 @@ from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config, saved_config
 from .run_files import move_aside, move_earlier_results, move_earlier_run, results_files
 from .plots import plot_finished_run
+from .preemption import run_complete
 from .train_loop import Trainer, TrainOptions, resolve_precision
 
 __all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
@@ -318,11 +319,18 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
                               num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype)
-    run.metrics.summary({"dataset": cfg.DATA.DATASET, "evaluated": run.weights,
-                         **_data_counts(run.val_loader, run.ctx, "test_")})
-    if run.ctx.is_main:
-        plot_finished_run(cfg.OUTPUT, run.metrics.info, run.metrics.warn)
+    _finish(run.metrics, run.ctx, cfg, {"dataset": cfg.DATA.DATASET, "evaluated": run.weights,
+                                         **_data_counts(run.val_loader, run.ctx, "test_")})
     return result
+
+
+def _finish(metrics: MetricLogger, ctx: DistContext, cfg, fields: dict[str, Any]) -> None:
+    """The summary (table and summary.json), after which the run is complete (a stop signal no longer stops it),
+    then the plots (rank 0)."""
+    metrics.summary(fields)
+    run_complete()
+    if ctx.is_main:
+        plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
 
 
 def models_for_training(model: torch.nn.Module, ctx: DistContext, t) -> tuple[torch.nn.Module, Any]:
@@ -396,11 +404,9 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
     counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
               **final_test}
-    metrics.summary({"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
-                     "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
-                     "output": cfg.OUTPUT,
-                     "resumed_from": trainer.state.resumed_from if finished else trainer.resumed_from,
-                     **(metrics.recalled_counts(counts) if finished else counts)})
-    if ctx.is_main:
-        plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
+    _finish(metrics, ctx, cfg, {"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
+                                "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
+                                "output": cfg.OUTPUT,
+                                "resumed_from": trainer.state.resumed_from if finished else trainer.resumed_from,
+                                **(metrics.recalled_counts(counts) if finished else counts)})
     return result

@@ -64,11 +64,12 @@ def on_interrupt(message: str) -> None:
 
 
 def finished(status: int) -> int:
-    """The command has printed its last line: ignore SIGINT from now on, so that it ends with ``status`` however
-    long its clean-up takes (a background job's ignored SIGINT stays so too). Returns ``status``, for
-    ``sys.exit(finished(main()))``."""
+    """The command has printed its last line: ignore SIGINT and a scheduler's stop signals (SIGTERM, SIGUSR1) from
+    now on, so that it ends with ``status`` however long its clean-up takes (a background job's ignored SIGINT stays
+    so too). Returns ``status``, for ``sys.exit(finished(main()))``."""
     if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
     return status
 
 

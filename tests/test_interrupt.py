@@ -200,6 +200,23 @@ def test_a_ctrl_c_after_the_summary_changes_nothing(tmp_path):
         assert summary in err.strip().splitlines()[-1] and "4 of 4" in err and "Traceback" not in err, err
 
 
+def test_after_its_last_line_a_command_ends_with_its_status_whatever_signal_comes(tmp_path):
+    """finished(): a Ctrl-C or a scheduler's SIGTERM / SIGUSR1 while the process closes changes nothing."""
+    script = tmp_path / "closing.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from evautil.interrupt import finished\n"
+        "status = finished(3)\n"
+        "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):\n"
+        "    os.kill(os.getpid(), sig)\n"
+        "print('closed', file=sys.stderr)\n"
+        "sys.exit(status)\n")
+    p = subprocess.run([*_AS_FROM_A_TERMINAL, sys.executable, str(script)], env=child_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 3 and p.stderr == "closed\n", p.stderr
+
+
 def test_a_ctrl_c_while_a_command_starts_is_one_line_too(tmp_path):
     # 0.6 s in: past Python's start, inside the imports of torch and the engine (about 2 s here, more under load)
     for cmd in ([str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run"],

@@ -9,7 +9,7 @@ import signal
 
 from engine.distributed import DistContext
 from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl, StoppedOutsideTraining,
-                               stop_signals_raise)
+                               run_complete, stop_signals_raise)
 
 
 def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
@@ -67,3 +67,19 @@ def test_outside_the_steps_the_first_signal_raises_and_the_next_cannot_cut_its_h
                 saved.append("an index build's work")  # what an interrupted build does before it re-raises
                 raise
     assert saved and {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
+
+
+def test_once_the_run_is_complete_a_stop_signal_changes_nothing():
+    """After the summary (run_complete) the plots and the closing finish: no StoppedOutsideTraining, no exit 4. The
+    next block (another run in the same process) stops on a signal again."""
+    import pytest
+
+    with stop_signals_raise():
+        run_complete()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        sum(range(1000))  # the handlers run here
+    with pytest.raises(StoppedOutsideTraining, match="SIGTERM"):
+        with stop_signals_raise():
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,27 @@ def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, datase
     save_atomic({"model": {"w": torch.ones(4)}}, str(good))
     cfg = load_config(DEMO, _opts(dataset, tmp_path / "out", "MODEL.PRETRAINED", str(good)))
     assert _crc_reads(lambda: (check_weight_files(cfg, ""), read_state_dict(str(good)))) == 1
+
+
+def test_a_stop_signal_after_the_summary_lets_the_run_end_as_complete(tmp_path, dataset, capsys, monkeypatch):
+    # SIGTERM while the plots are drawn (a scheduler's time limit, seconds after the run's end): the run is done
+    # and says so with exit 0 and its plots, not "stopped ... run the same command again" with exit 4.
+    from engine import runner
+
+    plot = runner.plot_finished_run
+
+    def signalled_while_plotting(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return plot(*args)
+
+    monkeypatch.setattr(runner, "plot_finished_run", signalled_while_plotting)
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0",
+                                                     "TRAIN.BATCH_SIZE", "4")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert (out / "summary.json").is_file() and (out / "training_curves.png").is_file()
+    assert "stopped" not in captured.out + captured.err + (out / "log_rank0.txt").read_text()
 
 
 def test_opts_may_be_followed_by_flags():

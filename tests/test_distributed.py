@@ -33,8 +33,13 @@ def _ema_checksums(rank: int, world: int, init_file: str, out: dict) -> None:
         dist.destroy_process_group()
 
 
+def _manager():
+    """A manager whose server process is spawned: forking the test process, which runs threads (DALI's, torch's),
+    can deadlock the child (Python 3.12 warns of it), and a spawned one starts from nothing."""
+    return mp.get_context("spawn").Manager()
+
 def test_every_rank_starts_its_ema_copy_from_the_same_weights(tmp_path):
-    with mp.Manager() as manager:
+    with _manager() as manager:
         out = manager.dict()
         mp.spawn(_ema_checksums, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
         sums = out["sums"]
@@ -126,7 +131,7 @@ def test_one_rank_per_node_checks_the_listed_files_the_others_trust_its_index(tm
         f.writelines(first_two)
     with open(train, "a") as f:
         f.write("videos/gone.webm 1\n")  # a missing file: bad on both ranks
-    with mp.Manager() as manager:
+    with _manager() as manager:
         out = manager.dict()
         mp.spawn(_index_on_one_node, args=(2, str(tmp_path / "init"), root, train, val, out), nprocs=2, join=True)
         out = dict(out)
@@ -146,7 +151,7 @@ def test_a_list_that_fails_on_the_first_rank_fails_on_every_rank_with_its_error(
     val = make_clip_dataset(root, [12, 13], list_name="val.txt")
     train = tmp_path / "train.txt"
     train.write_text("videos/clip_1.webm 1\nvideos/clip_1.webm seven\n")
-    with mp.Manager() as manager:
+    with _manager() as manager:
         out = manager.dict()
         mp.spawn(_index_on_one_node, args=(2, str(tmp_path / "init"), root, str(train), val, out), nprocs=2,
                  join=True)

@@ -449,7 +449,7 @@ def _concurrent_build(lst: str, root: str, barrier, out) -> None:
 
 def test_concurrent_builds_probe_once(dataset):
     lst, root = dataset
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # not fork: the test process runs threads, which a forked child can deadlock on
     barrier, out = ctx.Barrier(3), ctx.Queue()
     procs = [ctx.Process(target=_concurrent_build, args=(str(lst), str(root), barrier, out)) for _ in range(3)]
     for p in procs:

@@ -46,6 +46,14 @@ def _interrupt_when(cmd: list[str], cwd, started: Callable[[str], bool], settle_
     return status, "".join(lines)
 
 
+def _run_script(script, body: str) -> subprocess.CompletedProcess:
+    """Write ``body`` (which may use os, signal and sys, and import the project) to ``script`` and run it as from a
+    terminal; its stderr is captured as text."""
+    script.write_text(f"import os, signal, sys\nsys.path.insert(0, {str(ROOT)!r})\n" + body)
+    return subprocess.run([*_AS_FROM_A_TERMINAL, sys.executable, str(script)], env=child_env(), capture_output=True,
+                          text=True, timeout=60)
+
+
 def _assert_one_line(status: int, err: str, says: str) -> str:
     # A process ended by SIGINT: a shell reports 130, and a shell loop over the command stops too.
     assert status == -signal.SIGINT, err
@@ -202,18 +210,13 @@ def test_a_ctrl_c_after_the_summary_changes_nothing(tmp_path):
 
 def test_after_its_last_line_a_command_ends_with_its_status_whatever_signal_comes(tmp_path):
     """finished(): a Ctrl-C or a scheduler's SIGTERM / SIGUSR1 while the process closes changes nothing."""
-    script = tmp_path / "closing.py"
-    script.write_text(
-        "import os, signal, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from evautil.interrupt import finished\n"
-        "status = finished(3)\n"
-        "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):\n"
-        "    os.kill(os.getpid(), sig)\n"
-        "print('closed', file=sys.stderr)\n"
-        "sys.exit(status)\n")
-    p = subprocess.run([*_AS_FROM_A_TERMINAL, sys.executable, str(script)], env=child_env(), capture_output=True,
-                       text=True, timeout=60)
+    p = _run_script(tmp_path / "closing.py",
+                    "from evautil.interrupt import finished\n"
+                    "status = finished(3)\n"
+                    "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):\n"
+                    "    os.kill(os.getpid(), sig)\n"
+                    "print('closed', file=sys.stderr)\n"
+                    "sys.exit(status)\n")
     assert p.returncode == 3 and p.stderr == "closed\n", p.stderr
 
 
@@ -229,20 +232,15 @@ def test_a_ctrl_c_while_starting_ends_the_process_even_where_python_would_swallo
     """While starting, a Ctrl-C raises nothing: raised inside C++ code that called back into Python (torch's and
     DALI's imports) a KeyboardInterrupt aborted the process (status -6, 'terminate called ...'); raised inside a
     finaliser, Python swallows it and the command goes on. The finaliser case is the one Python can show alone."""
-    script = tmp_path / "starting.py"
-    script.write_text(
-        "import os, signal, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from evautil.interrupt import STARTING, on_interrupt\n"
-        "on_interrupt(STARTING)\n"
-        "class Finalised:\n"
-        "    def __del__(self):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        sum(range(1000))  # the handler runs here, inside the finaliser\n"
-        "Finalised()\n"
-        "print('went on after the Ctrl-C', file=sys.stderr)\n")
-    p = subprocess.run([*_AS_FROM_A_TERMINAL, sys.executable, str(script)], env=child_env(), capture_output=True,
-                       text=True, timeout=60)
+    p = _run_script(tmp_path / "starting.py",
+                    "from evautil.interrupt import STARTING, on_interrupt\n"
+                    "on_interrupt(STARTING)\n"
+                    "class Finalised:\n"
+                    "    def __del__(self):\n"
+                    "        os.kill(os.getpid(), signal.SIGINT)\n"
+                    "        sum(range(1000))  # the handler runs here, inside the finaliser\n"
+                    "Finalised()\n"
+                    "print('went on after the Ctrl-C', file=sys.stderr)\n")
     _assert_one_line(p.returncode, p.stderr, "stopped while starting: nothing was done or written yet")
     assert "went on" not in p.stderr
 

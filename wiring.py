@@ -46,19 +46,22 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
 
 
 def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
-    """A ``--resume`` file or MODEL.PRETRAINED this run would read but cannot use (unreadable, damaged, of the
-    wrong kind) fails here, before anything is written to OUTPUT, with the error its load would raise; tensors are
-    not loaded (memory-mapped), and the load that follows does not read a file again for its CRC-32s. An evaluation
-    that scores a checkpoint does not read MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache
-    here, so that one that cannot be fetched is named before the lists are indexed (``fetch_hub`` False, as for a
-    dry run, which downloads nothing: left to the load)."""
-    from engine.checkpointing import load_resumable
+    """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating OUTPUT's newest checkpoint) OUTPUT's checkpoints, that this
+    run would read but cannot use (unreadable, damaged, of the wrong kind) fail here, before anything is written to
+    OUTPUT, with the error its load would raise; tensors are not loaded (memory-mapped), and the load that follows
+    does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
+    MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
+    is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
+    the load)."""
+    from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
     if resume and cfg.TEST.ONLY_TEST:
         check_checkpoint(resume, fetch_hub)  # any weights file: ours, a released one, safetensors
     elif resume:
         load_resumable(resume, mmap=True)
+    elif cfg.TEST.ONLY_TEST and runner.eval_checkpoint(cfg, ""):
+        Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # OUTPUT's checkpoints all damaged: say so
     if cfg.MODEL.PRETRAINED and not (cfg.TEST.ONLY_TEST and runner.eval_checkpoint(cfg, resume)):
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
 

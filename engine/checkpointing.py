@@ -351,17 +351,18 @@ class Checkpointer:
             except OSError:
                 pass
 
-    def find_latest(self) -> tuple[str, dict] | None:
+    def find_latest(self, mmap: bool = False) -> tuple[str, dict] | None:
         """The newest checkpoint that loads and holds every required key, or None when there are none at all.
 
         A damaged file is reported through ``warn`` by name and the next older one is tried. If files exist but
-        none is usable, CheckpointError is raised: a run must never silently start over.
+        none is usable, CheckpointError is raised: a run must never silently start over. ``mmap``: check without
+        reading the tensors into memory (see ``load_checkpoint``).
         """
         candidates = self.candidates()
         errors = []
         for path in candidates:
             try:
-                return path, load_checkpoint(path)
+                return path, load_checkpoint(path, mmap=mmap)
             except CheckpointError as e:
                 errors.append(str(e))
                 self.warn(f"{e}; trying the previous checkpoint")

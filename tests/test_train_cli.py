@@ -233,6 +233,19 @@ def test_a_hub_reference_that_cannot_be_fetched_is_one_line_before_output_is_wri
     assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0, capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["garbage", "changed"])
+def test_evaluating_output_whose_checkpoints_are_all_damaged_is_one_line_before_output_is_written(
+        tmp_path, dataset, capsys, damage):
+    out = tmp_path / "out"
+    out.mkdir()
+    _bad_checkpoint(tmp_path, damage).rename(out / "ckpt_epoch_1.pth")
+    rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *_opts(dataset, out)])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: no usable checkpoint in {out}: "), captured
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt_epoch_1.pth"]  # no config, log or metrics written
+
+
 def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, dataset):
     # the pretrained weights would be overwritten by the checkpoint's: a bad file there is no reason to refuse
     from evautil.errors import CheckpointError

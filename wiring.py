@@ -56,13 +56,14 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
+    scored = runner.eval_checkpoint(cfg, resume) if cfg.TEST.ONLY_TEST else ""  # the checkpoint evaluated
     if resume and cfg.TEST.ONLY_TEST:
         check_checkpoint(resume, fetch_hub)  # any weights file: ours, a released one, safetensors
     elif resume:
         load_resumable(resume, mmap=True)
-    elif cfg.TEST.ONLY_TEST and runner.eval_checkpoint(cfg, ""):
+    elif scored:
         Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # OUTPUT's checkpoints all damaged: say so
-    if cfg.MODEL.PRETRAINED and not (cfg.TEST.ONLY_TEST and runner.eval_checkpoint(cfg, resume)):
+    if cfg.MODEL.PRETRAINED and not scored:
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
 
 

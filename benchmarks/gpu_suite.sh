@@ -62,8 +62,8 @@ command_for() {
     # The demo end to end (NVDEC training, then the multi-view test) in 2 of its 32 epochs (128 steps, 2048 clips):
     # a check of the GPU route and a measurement, not the accuracy run (the demo leaves chance after ~600 steps;
     # `make demo` is the full recipe). Rehearsed on the 2-core CPU machine (PyAV route), 4 epochs took the whole
-    # box: dataset 10 s, training 35 s at 140 clips/s, and the box's SIGTERM came during the plots; 2 epochs leave
-    # about 15 s to spare there, more on 16 cores. Backstop: training gets SIGTERM (checkpoint, exit 4) 12 s before
+    # box: dataset 10 s, training 35 s at 140 clips/s, and the box's SIGTERM came during the plots; with 2 epochs the
+    # stage ended there after 39 s, 9 s before the backstop (more to spare on 16 cores). Backstop: training gets SIGTERM (checkpoint, exit 4) 12 s before
     # the box ends, at least 5 s after it starts, so that the metrics written so far still come back when it runs long.
     demo) echo "$py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
     # The three thread counts in one run, one JSON: the clips are generated (or found) and read once.

@@ -19,11 +19,11 @@ import torch
 from dali_pipelines import DataError
 from dali_pipelines.index import build_index
 from dali_pipelines.loader import build_loader
+from dali_pipelines.pyav_encode import write_video
 from dali_pipelines.pyav_io import decode_frames
 from engine.distributed import DistContext
 from engine.runner import _data_counts
 from engine.loader_stats import loader_stats
-from dali_pipelines.pyav_encode import write_video
 from tests.video_fixtures import (denormalize, make_clip_dataset, mark_rotated, pattern_frames, roi_resize_ref,
                                   small_cfg)
 

@@ -128,6 +128,8 @@ def end_to_end(args, clips) -> list[dict]:
 
     def score(video: torch.Tensor) -> torch.Tensor:
         # (B, V, T, 3, S, S) -> all views in one forward -> mean of per-view softmax per video
+        if amp is None:  # an fp32 model: the GPU loader hands out float16 clips
+            video = video.float()
         with torch.inference_mode(), autocast:
             logits = model(video.reshape(-1, t, 3, s, s))
         return logits.float().softmax(-1).reshape(video.shape[0], views, -1).mean(1)

@@ -407,7 +407,10 @@ def test_smoke_eval_throughput(tmp_path, data_dir):
     data = _run("eval_throughput", ["--torch-threads", "1", "--data-dir", str(data_dir / "smoke"), "--num-clips", "2",
                                     "--frames", "32",
                                     "--repeats", "2", "--num-frames", "4", "--input-size", "64",
-                                    "--min-videos", "4"], tmp_path)
+                                    "--min-videos", "4",
+                                    # the loader's dtype on a GPU (float16) under an fp32 model, as --precision fp32
+                                    # runs there
+                                    "--precision", "fp32", "--opts", "DATA.OUTPUT_DTYPE", "float16"], tmp_path)
     stages = {r["stage"] for r in data["results"]}
     assert stages == {"decode", "model", "end_to_end"}
     for r in data["results"]:

@@ -20,6 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # which the benchmarks' CPU monitor needs.
 RUNTIME_IMPORTS = ("torch", "timm", "av", "einops", "yacs", "yaml", "numpy", "pynvml", "safetensors",
                    "huggingface_hub", "tensorboard", "tqdm", "matplotlib", "nvidia.dali", "psutil")
+# What the smoke plan's gpu_tests stage runs with: without pytest-timeout its `--timeout` flag stops pytest before
+# any test, and the stage would say only "unrecognized arguments".
+SUITE_IMPORTS = ("pytest", "pytest_timeout")
 
 
 def installed_version(import_name: str, module) -> str:
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from dali_pipelines.nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads
 
     missing = []
-    for name in RUNTIME_IMPORTS:
+    for name in RUNTIME_IMPORTS + SUITE_IMPORTS:
         try:
             module = importlib.import_module(name)
             print(f"{name:15s} {installed_version(name, module)}")

@@ -109,7 +109,8 @@ for plan in "${args[@]}"; do
     planned=$((planned + $(files_of "$plan" | wc -w)))
 done
 
-# The parity and GPU-test stages read the reference clips; without them they fail clip by clip and test by test.
+# The parity and GPU-test stages read the reference clips; without them they fail (parity still measures its
+# synthetic clips and the seek probe; the GPU tests that need them fail one by one).
 # Said in the dry run too: a rehearsal must show what the real run would lack.
 if [ ! -d "$shared/data/real" ]; then
     echo "WARNING: no reference clips at $shared/data/real: set EVA_SHARED_DIR to the reference folder (the parity" \
@@ -143,7 +144,8 @@ for plan in "${args[@]}"; do
         if [ $rc -eq 0 ]; then
             echo "    passed in ${took} s" | tee -a "$log"
         else
-            [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="ran out of time after ${took} s (time box $(box "$s") s)" || why="failed with exit code $rc"
+            [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="ran out of time after ${took} s (time box $(box "$s") s)" \
+                || why="failed with exit code $rc after ${took} s"
             echo "    FAILED: $s $why (see $log)" | tee -a "$log"
             status=1
         fi

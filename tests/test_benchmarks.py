@@ -564,7 +564,8 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
 def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_folder_is_named(
         tmp_path, monkeypatch, capsys):
     """A parity run stopped by its time box still leaves the clips it compared (the report is written after every
-    clip); a --real-dir that does not exist is a usage error naming it, not a traceback."""
+    clip); a --real-dir that does not exist or holds no video fails the run (exit 1, named on stderr and in the
+    report) but the synthetic clips and the seek probe are still measured."""
     from benchmarks import nvdec_parity
 
     out = tmp_path / "parity.json"
@@ -580,9 +581,20 @@ def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_
     assert seen["complete"] is False and seen["clips"] and all(c["found"] == 8 for c in seen["clips"])
     final = json.loads(out.read_text())
     assert final["complete"] is True and final["seek_probe"] == {"error": "RuntimeError: stopped here"}
-    with pytest.raises(SystemExit) as stop:
-        nvdec_parity.main(["--decoder", "cpu", "--real-dir", str(tmp_path / "nowhere"), "--quick"])
-    assert stop.value.code == 2 and f"--real-dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    monkeypatch.undo()
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    for folder, why in (("nowhere", "no such folder"), ("empty", "no video files there")):
+        out = tmp_path / f"{folder}.json"
+        assert nvdec_parity.main(["--decoder", "cpu", "--real-dir", str(tmp_path / folder), "--quick",
+                                  "--tmp", str(tmp_path / "clips"), "--json", str(out)]) == 1
+        streams = capsys.readouterr()
+        assert f"error: --real-dir {tmp_path / folder}: {why}" in streams.err
+        report = json.loads(out.read_text())
+        [failure] = report["failures"]
+        assert failure["clip"] == f"--real-dir {tmp_path / folder}" and failure["error"].startswith(why)
+        assert report["clips"] and all(c["found"] == 8 for c in report["clips"])  # the synthetic clips, compared
+        assert "verdict" in report["seek_probe"] and "seek probe (" in streams.out
 
 
 def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):

@@ -175,9 +175,29 @@ def test_env_stage_names_every_runtime_package_with_its_installed_version(capsys
     assert versions["pynvml"] == importlib.metadata.version("nvidia-ml-py")
     assert versions["torch"] == torch.__version__
     assert set(gpu_env.RUNTIME_IMPORTS) <= set(versions)
+    # and what the gpu_tests stage runs with (pytest's --timeout comes from pytest-timeout)
+    assert versions["pytest_timeout"] == importlib.metadata.version("pytest-timeout")
+    assert versions["pytest"] == importlib.metadata.version("pytest")
     assert (rc == 0) == ("PROBLEM" not in out)
     if not torch.cuda.is_available():
         assert rc == 1 and "PROBLEM: missing: CUDA" in out
+
+
+def test_env_stage_names_a_missing_pytest_timeout(capsys, monkeypatch):
+    import importlib
+
+    from benchmarks import gpu_env
+
+    real_import = importlib.import_module
+
+    def without_pytest_timeout(name, *args):
+        if name == "pytest_timeout":
+            raise ModuleNotFoundError("No module named 'pytest_timeout'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_pytest_timeout)
+    assert gpu_env.main([]) == 1
+    assert "PROBLEM: missing: pytest_timeout (ModuleNotFoundError" in capsys.readouterr().out
 
 
 def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_named(tmp_path):
@@ -190,7 +210,7 @@ def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_nam
                           text=True, timeout=120, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"no reference clips at {tmp_path / 'no_reference'}/data/real" in done.stderr
-    failed = re.findall(r"FAILED: (\S+) failed with exit code", done.stdout)
+    failed = re.findall(r"FAILED: (\S+) failed with exit code 1 after \d+ s", done.stdout)
     assert failed == ["env", "parity", "gpu_tests", "demo"]
     log = (tmp_path / "r" / "smoke" / "smoke.log").read_text()
     assert [ln.split(":")[0] for ln in log.splitlines() if ln.startswith("--- stage ")] == [

@@ -63,9 +63,11 @@ command_for() {
     # a check of the GPU route and a measurement, not the accuracy run (the demo leaves chance after ~600 steps;
     # `make demo` is the full recipe). Rehearsed on the 2-core CPU machine (PyAV route), 4 epochs took the whole
     # box: dataset 10 s, training 35 s at 140 clips/s, and the box's SIGTERM came during the plots; with 2 epochs the
-    # stage ended there after 39 s, 9 s before the backstop (more to spare on 16 cores). Backstop: training gets SIGTERM (checkpoint, exit 4) 12 s before
-    # the box ends, at least 5 s after it starts, so that the metrics written so far still come back when it runs long.
-    demo) echo "$py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
+    # stage ended there after 39 s, 9 s before the backstop (more to spare on 16 cores). Backstop: training gets
+    # SIGTERM (checkpoint, exit 4) 12 s before the box ends, at least 5 s after it starts, so that the metrics written
+    # so far still come back when it runs long. OUTPUT starts empty: an earlier run's finished demo there would be
+    # resumed, and the rerun would change nothing and pass.
+    demo) echo "rm -rf $tmp/demo && $py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
     # The three thread counts in one run, one JSON: the clips are generated (or found) and read once.
     decode_sweep) echo "$py -m benchmarks.decode_throughput ${clips/32/16} --data-dir $tmp/clips_b --decoders dali_mixed,pyav_np --modes tsn --batch 8 --threads 4,8,16 --repeats 3 --json $out/decode_sweep.json" ;;
     train_step) echo "$py -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 --attn sdpa --checkpoint 1 --warmup 2 --steps 5 --repeats 2 --json $out/train_step.json" ;;
@@ -131,7 +133,11 @@ for plan in "${args[@]}"; do
     files=$(files_of "$plan" | xargs)
     echo "=== plan $plan: stages $stages; time boxes add up to ${total} s; results in $out/: $files" \
          "($(files_of "$plan" | wc -w) files)"
-    [ $dry -eq 1 ] || mkdir -p "$out" "$tmp"
+    if [ $dry -eq 0 ]; then
+        mkdir -p "$out" "$tmp"
+        # An earlier run's results must not pass for this run's (a stage that fails writes none of its own)
+        for f in $(files_of "$plan"); do rm -f "$out/$f"; done
+    fi
     for s in $stages; do
         cmd=$(command_for "$s")
         echo "--- stage $s (time box $(box "$s") s): $cmd"
@@ -141,12 +147,15 @@ for plan in "${args[@]}"; do
         { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd"; } >> "$log" 2>&1
         rc=$?
         took=$((SECONDS - start))
+        # pytest's own count (a GPU test that skipped did not check anything): its last summary line
+        counts=$( [ "$s" = gpu_tests ] && grep -E '^=+ .* in [0-9.]+s' "$log" | tail -1 \
+            | sed -E 's/^=+ (.*) =+$/ (\1)/')
         if [ $rc -eq 0 ]; then
-            echo "    passed in ${took} s" | tee -a "$log"
+            echo "    passed in ${took} s${counts}" | tee -a "$log"
         else
             [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="ran out of time after ${took} s (time box $(box "$s") s)" \
                 || why="failed with exit code $rc after ${took} s"
-            echo "    FAILED: $s $why (see $log)" | tee -a "$log"
+            echo "    FAILED: $s $why${counts} (see $log)" | tee -a "$log"
             status=1
         fi
     done

@@ -203,9 +203,15 @@ def test_env_stage_names_a_missing_pytest_timeout(capsys, monkeypatch):
 def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_named(tmp_path):
     """A real (not dry) run where every stage fails at once (the interpreter is `false`): each stage is reported as
     failed and the next still runs, the exit code is 1, the log stays in the results folder, and the missing
-    reference folder is named up front."""
+    reference folder is named up front. An earlier run's results (its demo's OUTPUT, the results folder's files)
+    are not passed off as this run's."""
     env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t"),
            "EVA_SHARED_DIR": str(tmp_path / "no_reference")}
+    earlier = [tmp_path / "t" / "demo" / "summary.json", tmp_path / "t" / "demo" / "metrics.jsonl",
+               *(tmp_path / "r" / "smoke" / name for name in ("demo_summary.json", "nvdec_parity.json", "smoke.log"))]
+    for path in earlier:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"from": "an earlier run"}\n')
     done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -215,3 +221,22 @@ def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_nam
     log = (tmp_path / "r" / "smoke" / "smoke.log").read_text()
     assert [ln.split(":")[0] for ln in log.splitlines() if ln.startswith("--- stage ")] == [
         f"--- stage {s}" for s in failed]
+    assert "an earlier run" not in log
+    assert not any(path.exists() for path in earlier[:4]), [p for p in earlier[:4] if p.exists()]
+
+
+def test_gpu_tests_stage_reports_pytest_counts(tmp_path):
+    """A GPU test that skipped checked nothing: the stage's line carries pytest's own count. Here the real pytest
+    runs the gpu-marked tests (on a CPU machine every one skips); the other stages' interpreter fails at once."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\n[ "$2" = pytest ] && exec {sys.executable} "$@"\nexit 1\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    counts = re.search(r"--- stage gpu_tests .*\n    (passed in|FAILED: .* after) \d+ s \((.*) in [0-9.]+s\)", done.stdout)
+    assert counts, done.stdout
+    import torch
+
+    if not torch.cuda.is_available():
+        assert re.fullmatch(r"\d+ skipped, \d+ deselected", counts.group(2)), counts.group(2)

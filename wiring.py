@@ -57,12 +57,17 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     from models.checkpoint import check_checkpoint
 
     scored = runner.eval_checkpoint(cfg, resume) if cfg.TEST.ONLY_TEST else ""  # the checkpoint evaluated
+    # what it scores must fit the classes as it is: a head of another class count would be left at random
+    head = dict(num_classes=cfg.DATA.NUM_CLASSES, class_mapping=cfg.MODEL.CLASS_MAPPING or None)
     if resume and cfg.TEST.ONLY_TEST:
-        check_checkpoint(resume, fetch_hub)  # any weights file: ours, a released one, safetensors
+        check_checkpoint(resume, fetch_hub, **head)  # any weights file: ours, a released one, safetensors
     elif resume:
         load_resumable(resume, mmap=True)
     elif scored:
-        Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # OUTPUT's checkpoints all damaged: say so
+        # OUTPUT's checkpoints all damaged: say so
+        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
+        if latest:
+            check_checkpoint(latest[0], **head)
     if cfg.MODEL.PRETRAINED and not scored:
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
 

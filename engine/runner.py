@@ -296,9 +296,7 @@ def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str]) -> None:
     """A checkpoint being evaluated must fill every parameter of the model; raise CheckpointError naming it."""
     if choice.checkpoint and missing:
         raise CheckpointError(f"checkpoint {choice.path} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with "
-                              f"{cfg.DATA.NUM_CLASSES} classes: missing {', '.join(missing[:6])}"
-                              + (" (set MODEL.CLASS_MAPPING for a larger head)" if "head.weight" in missing
-                                 else ""))
+                              f"{cfg.DATA.NUM_CLASSES} classes: missing {', '.join(missing[:6])}")
 
 
 def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:

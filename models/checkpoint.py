@@ -34,8 +34,8 @@ from evautil.zip_check import damaged_zip_record
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
-__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "convert_state_dict",
-           "load_pretrained", "pretrained_source_grid", "MODES"]
+__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch",
+           "convert_state_dict", "load_pretrained", "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +209,9 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
         from safetensors.torch import load_file
 
         try:
-            if mmap:  # the header, checked against the file's size, and no tensor
+            if mmap:  # the header, checked against the file's size, and no tensor: shapes only (meta tensors)
                 with safe_open(path, framework="pt", device="cpu") as f:
-                    obj: Any = {name: torch.empty(0) for name in f.keys()}
+                    obj: Any = {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
             else:
                 obj = load_file(path, device="cpu")
         except Exception as error:
@@ -229,14 +229,35 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
     return state_dict, (None if isinstance(config, torch.Tensor) else config)
 
 
-def check_checkpoint(path: PathLike, fetch_hub: bool = True) -> None:
+def check_checkpoint(path: PathLike, fetch_hub: bool = True, num_classes: int = 0,
+                     class_mapping: Any = None) -> None:
     """Raise what :func:`read_checkpoint` would for a missing, unreadable, damaged or refused file, without loading
     its tensors into memory (memory-mapped): a run names a bad file before it writes anything. The CRC-32 check
     reads the file, and the load that follows in this process does not read it for that again. An ``hf://``
     reference is fetched into the Hub cache here (the load finds it there), or, without ``fetch_hub``, left to
-    the load."""
+    the load. ``num_classes`` > 0: the weights are to be used as they are (evaluated, predicted with), so a head
+    of another class count without a ``class_mapping`` is refused too (:func:`head_mismatch`)."""
     if fetch_hub or not os.fspath(path).startswith("hf://"):
-        read_checkpoint(path, mmap=True)
+        state_dict, _ = read_checkpoint(path, mmap=True)
+        problem = head_mismatch(state_dict, num_classes, class_mapping) if num_classes > 0 else None
+        if problem:
+            raise CheckpointError(f"{os.fspath(path)}: {problem}")
+
+
+def head_mismatch(state_dict: Mapping[str, torch.Tensor], num_classes: int, class_mapping: Any = None) -> str | None:
+    """Why weights whose head is ``state_dict``'s cannot score ``num_classes`` classes as they are, or None: a head of
+    another class count is dropped by the conversion (left at its random init) unless a class mapping selects
+    ``num_classes`` of its rows, which needs the checkpoint to have at least that many."""
+    head = state_dict.get("head.weight")
+    if head is None or head.ndim != 2 or head.shape[0] == num_classes:
+        return None
+    have = int(head.shape[0])
+    if class_mapping and have > num_classes:
+        return None
+    advice = f"set DATA.NUM_CLASSES {have} to use it as trained"
+    if have > num_classes:
+        advice += f", or MODEL.CLASS_MAPPING to take {num_classes} of its classes"
+    return f"its head has {have} classes and DATA.NUM_CLASSES is {num_classes}: {advice}"
 
 
 def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:

@@ -163,14 +163,44 @@ def test_only_test_evaluates_checkpoint(tmp_path, dataset, capsys, fmt):
     assert per_class[3].startswith("2,moving up,2,100.00")
 
 
-def test_only_test_wrong_head_is_exit_2(tmp_path, dataset, capsys):
-    opts = _opts(dataset, tmp_path / "out")
+@pytest.mark.parametrize("classes, fmt", [(5, "pth"), (2, "pth"), (2, "safetensors")])
+def test_only_test_wrong_head_is_one_line_before_output_is_written(tmp_path, dataset, capsys, classes, fmt):
+    """A checkpoint whose head has another class count would be scored with a random head: refused with the two
+    counts and what to set, before the lists are indexed and before OUTPUT is written."""
+    from safetensors.torch import save_file
+
+    out = tmp_path / "out"
+    opts = _opts(dataset, out)
     cfg = load_config(DEMO, opts)
-    ckpt = tmp_path / "k5.pth"
-    torch.save({"model": _constant_head_weights(cfg, 0, num_classes=5)}, ckpt)
+    ckpt = tmp_path / f"k{classes}.{fmt}"
+    weights = _constant_head_weights(cfg, 0, num_classes=classes)
+    if fmt == "pth":
+        torch.save({"model": weights}, ckpt)
+    else:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(ckpt))
     rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--opts", *opts])
-    err = capsys.readouterr()
-    assert rc == 2 and str(ckpt) in err.out + err.err
+    err = capsys.readouterr().err
+    advice = f"set DATA.NUM_CLASSES {classes} to use it as trained" + (
+        ", or MODEL.CLASS_MAPPING to take 4 of its classes" if classes > 4 else "")
+    assert rc == 2 and err == f"error: {ckpt}: its head has {classes} classes and DATA.NUM_CLASSES is 4: {advice}\n"
+    assert not out.exists()
+
+
+def test_only_test_of_output_after_a_class_count_change_is_refused_before_writing(tmp_path, dataset, capsys):
+    """Evaluating OUTPUT's newest checkpoint (no --resume) with another DATA.NUM_CLASSES: the same early refusal."""
+    out = tmp_path / "out"
+    cfg = load_config(DEMO, _opts(dataset, out))
+    out.mkdir()
+    save_atomic({"model": _constant_head_weights(cfg, 0, num_classes=4), "optimizer": {}, "scheduler": {},
+                 "epoch": 0, "global_step": 4, "epoch_complete": True, "config": cfg.dump()},
+                str(out / "ckpt_epoch_1.pth"))
+    before = sorted(p.name for p in out.iterdir())
+    rc = train.main(["--cfg", DEMO, "--only_test",
+                     "--opts", *_opts(dataset, out, "DATA.NUM_CLASSES", "3", "DATA.LABEL_LIST", "")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ckpt_epoch_1.pth: its head has 4 classes and DATA.NUM_CLASSES is 3: set DATA.NUM_CLASSES 4" \
+        in err, err
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 def _bad_checkpoint(tmp_path: Path, damage: str) -> Path:

@@ -61,9 +61,13 @@ def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str
         extra = sorted(c for c in names if c >= num_classes)
         missing = [c for c in range(num_classes) if c not in names]
         if extra or missing:
-            raise ConfigError(f"{where} names {len(names)} classes, but DATA.NUM_CLASSES is {num_classes}: "
-                              + (f"ids {extra[:5]} are too large" if extra else f"no name for ids {missing[:5]}")
-                              + (" ..." if len(extra or missing) > 5 else ""))
+            def ids(found: list[int]) -> str:
+                return f"{found[:5]}" + (" ..." if len(found) > 5 else "")
+
+            problems = ([f"ids {ids(extra)} are too large"] if extra else []) + (
+                [f"no name for ids {ids(missing)}"] if missing else [])
+            raise ConfigError(f"{where} names {len(names)} classes, but DATA.NUM_CLASSES {num_classes} means ids 0 to "
+                              f"{num_classes - 1}: {'; '.join(problems)}")
     return names
 
 

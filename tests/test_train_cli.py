@@ -83,8 +83,10 @@ def test_malformed_list_names_file_and_line(tmp_path, dataset, capsys):
     (b"id,name\n0,a\nzz,b\n2,c\n3,d\n", "line 3: expected 'id,name' with an id >= 0, got 'zz,b'"),
     (b"id,name\n0,a\n1\n2,c\n3,d\n", "line 3: expected 'id,name'"),
     (b"0,a\n1,b\n1,c\n3,d\n", "line 3: class 1 is named twice"),
-    (b"id,name\n0,a\n1,b\n", "names 2 classes, but DATA.NUM_CLASSES is 4: no name for ids [2, 3]"),
+    (b"id,name\n0,a\n1,b\n", "names 2 classes, but DATA.NUM_CLASSES 4 means ids 0 to 3: no name for ids [2, 3]"),
     (b"id,name\n0,a\n1,b\n2,c\n3,d\n4,e\n", "ids [4] are too large"),
+    # a wrong id: the one too large and the one it left unnamed, both
+    (b"id,name\n0,a\n1,b\n2,c\n5,d\n", "ids [5] are too large; no name for ids [3]"),
     (b"id,name\n0,caf\xe9\n", "not UTF-8 text"),
 ])
 def test_malformed_label_list_is_one_line_exit_2(tmp_path, dataset, capsys, content, needle):

@@ -90,9 +90,11 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
         # A released checkpoint's positional grid comes from the config (MODEL.PRETRAINED_FRAMES / _INPUT_SIZE) or
         # the file; our own checkpoints have the model's grid.
         grid = None if choice.checkpoint else pretrained_source_grid(cfg, model)
+        notes: list[str] = []
         missing, _ = load_pretrained(model, choice.path, choice.mode, class_mapping=choice.class_mapping,
-                                     source_grid=grid)
+                                     source_grid=grid, notes_to=notes)
         runner.check_weights_fit(cfg, choice, missing)
+        runner.announce_weights(metrics, choice, notes, missing)
     runner.announce_model(cfg, model, metrics, ctx, forward_flops(model), val_loader.device)
 
     def make_test_loader(num_clip: int, num_crop: int):

@@ -299,6 +299,19 @@ def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str]) -> None:
                               f"{cfg.DATA.NUM_CLASSES} classes: missing {', '.join(missing[:6])}")
 
 
+def announce_weights(metrics: MetricLogger, choice: WeightsChoice, notes: list[str], missing: list[str]) -> None:
+    """Log where the weights came from and what their conversion changed (a resampled positional embedding, a head
+    dropped for another class count and left at its initialisation): a fine-tuning run must say what it starts
+    from. (An evaluation names its checkpoint when it starts scoring.)"""
+    if not choice.checkpoint:
+        metrics.info(f"starting from {choice.describe()} (MODEL.PRETRAINED_MODE {choice.mode})")
+    for note in notes:
+        metrics.info(f"  weights: {note}")
+    if missing:
+        metrics.info(f"  weights: left at their initialisation: {', '.join(missing[:6])}"
+                     + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
+
+
 def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:
     """A loader's data-failure counters (over all ranks) for the end-of-run summary, without the path list."""
     return {k: v for k, v in loader_stats(loader, ctx, prefix).items() if not k.endswith("skipped")}
@@ -404,7 +417,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
               **final_test}
     _finish(metrics, ctx, cfg, {"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
                                 "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
-                                "output": cfg.OUTPUT,
+                                "output": cfg.OUTPUT, "pretrained": cfg.MODEL.PRETRAINED or None,
                                 "resumed_from": trainer.state.resumed_from if finished else trainer.resumed_from,
                                 **(metrics.recalled_counts(counts) if finished else counts)})
     return result

@@ -517,3 +517,21 @@ def test_resuming_an_epoch_checkpoint_names_the_epoch_it_closes(tmp_path, datase
     steps = json.loads((out / "summary.json").read_text())["optimizer_steps"]
     assert f"resumed from {out / 'ckpt_epoch_1.pth'}: end of epoch 1, step {steps}\n" in seen, seen
     assert f"is finished (epoch 1/1, step {steps})" in seen and "epoch 2" not in seen, seen
+
+
+def test_fine_tuning_says_which_weights_it_starts_from_and_what_their_conversion_changed(tmp_path, dataset, capsys):
+    """A --pretrained file with a 5-class head for a 4-class run: the log names the file, the head dropped and the
+    parameters left at their initialisation; summary.json records the file."""
+    cfg = load_config(DEMO, _opts(dataset, tmp_path / "out"))
+    weights = tmp_path / "k5.pth"
+    torch.save({"model": _constant_head_weights(cfg, 0, num_classes=5)}, weights)
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, "--pretrained", str(weights),
+                     "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0",
+                                      "TRAIN.BATCH_SIZE", "4", "TEST.FINAL_NUM_CLIP", "0")])
+    assert rc == 0, capsys.readouterr().err
+    log = (out / "log_rank0.txt").read_text()
+    assert f"starting from MODEL.PRETRAINED = {weights} (MODEL.PRETRAINED_MODE eva_k722)" in log, log
+    assert "weights: head: checkpoint has 5 classes, model 4; head dropped" in log
+    assert "weights: left at their initialisation: head.weight, head.bias" in log
+    assert json.loads((out / "summary.json").read_text())["pretrained"] == str(weights)

@@ -346,3 +346,14 @@ def test_a_stride_below_one_is_refused(stride, capsys):
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: --stride must be at least 1, got {stride}")
     args = ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f", "--window", "8"])
     assert (args.window, args.stride) == (8, 0)  # 0: extract() uses --window
+
+
+@pytest.mark.parametrize("window", ["0", "-3"])
+def test_a_window_below_one_is_refused(window, capsys):
+    """--window 0 meant the test views without a word, while --stride 0 was refused: both are refused alike."""
+    with pytest.raises(SystemExit) as info:
+        ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f", "--window", window])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].endswith(f"error: --window must be at least 1, got {window}"), err
+    assert ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f"]).window == 0  # no --window: the test views

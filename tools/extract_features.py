@@ -223,7 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
     p.add_argument("--out", required=True, help="output folder (shards, index, failed lists; rerun to resume)")
     p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
-    p.add_argument("--window", type=int, default=0, help="sliding window of this many frames (default: test views)")
+    p.add_argument("--window", type=int, default=None,
+                   help="sliding window of this many frames (default: test views)")
     p.add_argument("--stride", type=int, default=None, help="frames between window starts (default: --window)")
     p.add_argument("--windows-per-batch", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--format", choices=sorted(FORMATS), default="npy", help="shard format (default npy)")
@@ -232,8 +233,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
-    if args.window < 0:
-        p.error("--window must not be negative")
+    if args.window is not None and args.window < 1:  # 0 used to mean the test views without a word
+        p.error(f"--window must be at least 1, got {args.window}")
+    args.window = args.window or 0  # extract() takes 0 for the test views
     if args.stride is not None and not args.window:
         p.error("--stride needs --window")
     if args.stride is not None and args.stride < 1:  # 0 used to mean --window without a word

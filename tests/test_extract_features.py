@@ -357,3 +357,28 @@ def test_a_window_below_one_is_refused(window, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[-1].endswith(f"error: --window must be at least 1, got {window}"), err
     assert ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f"]).window == 0  # no --window: the test views
+
+
+def test_a_run_that_extracted_nothing_does_not_bind_the_folder(clips, tiny, tmp_path, capsys):
+    """A first run whose videos are all missing writes no features, so its settings.json must not refuse a retry
+    with other settings; once the folder holds features, other settings are refused as before."""
+    _, _, ckpt = tiny
+    video, missing = _videos(clips)[2], str(tmp_path / "not_there.webm")
+    out = tmp_path / "feats"
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet"]
+    assert ef.main([missing, *common, "--opts", *OPTS]) == 1, capsys.readouterr().err
+    capsys.readouterr()
+    rc = ef.main([video, missing, *common, "--window", "8", "--opts", *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "other settings" not in err, err
+    assert [r["path"] for r in _index(out)] == [video] and _index(out)[0]["window"] == 8
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["mode"], settings["window"], settings["stride"]) == ("windows", 8, 8)
+    assert _failed(out) == {missing: "missing file"}
+    rc = ef.main([video, *common, "--opts", *OPTS])  # the test views into a folder of 8-frame windows
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith(f"error: {out} holds features made with other settings (mode: 'windows' before, 'views' "
+                          "now; window: 8 before, 0 now;") and len(err.splitlines()) == 1, err
+    assert json.loads((out / "settings.json").read_text()) == settings

@@ -14,7 +14,8 @@ crop as in the 1-crop test; frames are decoded with PyAV on the host, resized an
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
 own shards; a rerun skips the videos already extracted. Videos that cannot be read are listed with each one's
-reason in ``failed-rank<r>.jsonl``, rewritten by every run: only those still without features.
+reason in ``failed-rank<r>.jsonl``, rewritten by every run: only those still without features. ``settings.json``
+records how the features were made; once the index lists a video, a run with other settings is refused.
 
 Exit status: 0 when the index holds at least one of the given videos (extracted now or before), 1 when it holds
 none (nothing could be extracted), 2 for unusable input (arguments, config, weights, an --out that is not a
@@ -175,8 +176,8 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
             work_dir: str = "", progress: bool = True, weights: str = "") -> dict[str, Any]:
     """Extract the features of ``paths`` not yet in ``out_dir``; views mode unless ``window`` > 0.
 
-    ``weights`` (the checkpoint's name) is recorded with the other settings; a later run into the same
-    ``out_dir`` must use the same ones (ValueError naming the differences otherwise).
+    ``weights`` (the checkpoint's name) is recorded with the other settings; once ``out_dir`` holds features, a
+    later run into it must use the same ones (ValueError naming the differences otherwise).
 
     Returns ``{'done_before', 'written', 'listed', 'index'}``: videos skipped as already extracted, videos written
     by this run (all ranks), videos of ``paths`` in the index now, and the merged index file. Each rank's

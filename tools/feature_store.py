@@ -7,7 +7,8 @@ Layout of the output folder::
     failed-rank000.jsonl              one line per video left without features because it was unreadable (retried
                                       on the next run), rewritten at the end of each run
     index.jsonl                       all ranks' lines merged in input order, written at the end of a run
-    settings.json                     what the features are (mode, window, model, ...): a rerun must match it
+    settings.json                     what the features are (mode, window, model, ...): once an index lists a
+                                      video, a rerun must match it
 
 A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
 once its features are on disk; a run killed at any point leaves only complete shards and lines. A later run skips
@@ -52,21 +53,24 @@ def _index_lines(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> None:
-    """Refuse to add features made differently to an existing output folder; record ``settings`` when ``write``
-    and the folder has none yet.
+    """Refuse to add features made differently to an output folder that holds features; record ``settings`` when
+    ``write`` and the folder has none yet, or has other ones but no features (a run that extracted nothing: its
+    settings bind nothing).
 
     Raises:
-        ValueError: ``out_dir/settings.json`` differs from ``settings``; the message names every difference.
+        ValueError: ``out_dir/settings.json`` differs from ``settings`` and an index lists a video; the message
+            names every difference.
     """
     path = os.path.join(out_dir, "settings.json")
+    changed: list[str] = []
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             before = json.load(f)
         changed = [f"{k}: {before.get(k)!r} before, {v!r} now" for k, v in settings.items() if before.get(k) != v]
-        if changed:
+        if changed and finished_paths(out_dir):
             raise ValueError(f"{out_dir} holds features made with other settings ({'; '.join(changed)}); use "
                              "another --out or the same settings")
-    elif write:
+    if write and (changed or not os.path.isfile(path)):
         os.makedirs(out_dir, exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:

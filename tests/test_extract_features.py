@@ -359,6 +359,22 @@ def test_a_window_below_one_is_refused(window, capsys):
     assert ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f"]).window == 0  # no --window: the test views
 
 
+def test_a_missing_label_list_is_not_needed(clips, tiny, tmp_path, capsys):
+    """Features have no class names: a config whose DATA.LABEL_LIST is absent still extracts them."""
+    _, model, ckpt = tiny
+    video = _videos(clips)[2]
+    absent = tmp_path / "labels.csv"
+    out = tmp_path / "feats"
+    rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--window", "4", "--quiet",
+                  "--opts", *OPTS, "DATA.LABEL_LIST", str(absent)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err == f"1 videos extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}\n"  # no error, no warning
+    (record,) = _index(out)
+    assert record["path"] == video and record["starts_frames"] == [0, 4, 7]  # 11 frames
+    assert read_features(str(out), record).shape == (3, model.embed_dim)
+
+
 def test_a_run_that_extracted_nothing_does_not_bind_the_folder(clips, tiny, tmp_path, capsys):
     """A first run whose videos are all missing writes no features, so its settings.json must not refuse a retry
     with other settings; once the folder holds features, other settings are refused as before."""

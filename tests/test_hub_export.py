@@ -293,3 +293,38 @@ def test_weights_that_do_not_fit_are_refused_in_one_line(tiny, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr == (f"error: {ckpt} does not fit MODEL.ARCH eva-tiny/8 with 5 classes: missing head.weight, "
                            "head.bias\n")
+
+
+def test_a_missing_label_list_falls_back_to_the_files_names(tiny, tmp_path, capsys):
+    """predict's setup: a DATA.LABEL_LIST that does not exist gives the exported file's names, else none, and one
+    warning line naming it; an existing list still wins over the file's names."""
+    _, _, ckpt, out = tiny
+    absent = tmp_path / "gone.csv"
+    _, names = load_setup("", ["DATA.LABEL_LIST", str(absent)], str(out))
+    assert names == {0: "moving down", 1: "growing", 2: "moving up", 3: "shrinking"}
+    assert capsys.readouterr().err == (f"warning: label list DATA.LABEL_LIST = {absent} does not exist; class names "
+                                       f"from {out}\n")
+    _, names = load_setup(DEMO, TINY + ["DATA.LABEL_LIST", str(absent)], str(ckpt))  # a .pth has no names
+    assert names == {}
+    assert capsys.readouterr().err == (f"warning: label list DATA.LABEL_LIST = {absent} does not exist; classes are "
+                                       "given by their index, without names\n")
+    _, names = load_setup("", ["DATA.LABEL_LIST", str(absent)], str(out), warn=False)  # e.g. a rank other than 0
+    assert names[3] == "shrinking" and capsys.readouterr().err == ""
+    other = tmp_path / "other.csv"
+    other.write_text("0,a\n1,b\n2,c\n3,d\n")
+    assert load_setup("", ["DATA.LABEL_LIST", str(other)], str(out))[1] == {0: "a", 1: "b", 2: "c", 3: "d"}
+
+
+def test_export_refuses_a_missing_label_list_before_loading(tiny, tmp_path, monkeypatch, capsys):
+    """The names go into the file for every later use: a label list that is set but absent stays an error, now
+    found before the model is loaded and naming how to export without names."""
+    _, _, ckpt, _ = tiny
+    absent = tmp_path / "gone.csv"
+    target = tmp_path / "m.safetensors"
+    monkeypatch.setattr(export_safetensors, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert export_safetensors.main(["--out", str(target), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", str(absent)]) == 2
+    assert capsys.readouterr().err == (f"error: label list DATA.LABEL_LIST = {absent} does not exist; the export "
+                                       "records the class names: give the list's path, or --opts DATA.LABEL_LIST "
+                                       "\"\" to export without names\n")
+    assert not target.exists()

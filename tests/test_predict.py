@@ -315,3 +315,28 @@ def test_a_name_no_list_line_can_hold_is_reported_not_mixed_up(evaluated, datase
     records = _by_path(json.loads(x) for x in out.read_text().splitlines())
     assert records[str(odd)]["status"] == "error" and "line break" in records[str(odd)]["error"]
     assert records[first]["top_k"][0]["class"] == int(eval_rows[0]["top1_class"])
+
+
+def test_a_missing_label_list_is_a_warning_and_a_bad_one_an_error(evaluated, dataset, tmp_path, capsys):
+    """A DATA.LABEL_LIST that does not exist leaves the classes without names (one warning line naming it) rather
+    than refusing to predict; one that exists but is malformed is still a one-line error."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    video = str(dataset / eval_rows[0]["path"])
+    at = opts.index("DATA.LABEL_LIST") + 1
+    absent = tmp_path / "labels.csv"
+    out = tmp_path / "p.jsonl"
+    args = [video, "--cfg", DEMO, "--weights", str(ckpt), "--top-k", "3", "--quiet", "--out", str(out),
+            "--work-dir", str(tmp / "work_labels"), "--opts"]
+    rc = predict.main(args + opts[:at] + [str(absent)] + opts[at + 1:])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.splitlines() == [f"warning: label list DATA.LABEL_LIST = {absent} does not exist; classes are given "
+                                "by their index, without names", "predicted 1 of 1 videos"], err
+    (record,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [t["class"] for t in record["top_k"]] == [int(eval_rows[0][f"top{k}_class"]) for k in (1, 2, 3)]
+    assert [t["name"] for t in record["top_k"]] == ["", "", ""]
+    absent.write_text("id,name\n0,moving down\n0,growing\n")
+    rc = predict.main(args + opts[:at] + [str(absent)] + opts[at + 1:])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == f"error: label list DATA.LABEL_LIST = {absent}, line 3: class 0 is named twice\n", err

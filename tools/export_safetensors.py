@@ -8,7 +8,9 @@ r"""Write a checkpoint's model as ``.safetensors`` with the metadata needed to u
 The input is any checkpoint the project reads (a training checkpoint, a released one, an ``hf://`` reference); it
 is loaded into the model of ``--cfg`` (MODEL.ARCH, DATA.NUM_FRAMES / INPUT_SIZE / NUM_CLASSES, and
 MODEL.CLASS_MAPPING for a larger head), so the file holds exactly that model. The metadata records the
-architecture, frames, tubelet, input size, mean and std, and the class names from DATA.LABEL_LIST.
+architecture, frames, tubelet, input size, mean and std, and the class names from DATA.LABEL_LIST. A label list
+that is set but does not exist is an error (``predict`` only warns): the names would be missing from every use of
+the file; ``--opts DATA.LABEL_LIST ""`` exports without names.
 """
 
 from __future__ import annotations
@@ -32,16 +34,26 @@ __all__ = ["export", "main"]
 
 
 def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dict[str, str]:
-    """Load ``weights`` into ``cfg``'s model and write it to ``out``; returns the metadata written."""
+    """Load ``weights`` into ``cfg``'s model and write it to ``out``; returns the metadata written.
+
+    Raises:
+        FileNotFoundError: DATA.LABEL_LIST is set and does not exist (checked before the model is loaded).
+        ConfigError: the label list is not valid (from ``read_label_names``).
+    """
     from dali_pipelines.augment import MEAN, STD  # the normalisation the data pipeline applies (numpy only)
 
+    names: list[str] = []
+    labels = cfg.DATA.LABEL_LIST
+    if labels and not os.path.isfile(labels):  # an absence, unlike predict's, would be written into the file
+        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {labels} does not exist; the export records the "
+                                "class names: give the list's path, or --opts DATA.LABEL_LIST \"\" to export "
+                                "without names")
+    if labels:
+        table = read_label_names(labels, cfg.DATA.NUM_CLASSES)
+        names = [table[c] for c in range(cfg.DATA.NUM_CLASSES)]
     model = load_model(cfg, weights, torch.device("cpu"))
     if dtype is not None:
         model = model.to(dtype)
-    names: list[str] = []
-    if cfg.DATA.LABEL_LIST:
-        table = read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
-        names = [table[c] for c in range(cfg.DATA.NUM_CLASSES)]
     return save_weights_file(model, out, arch=cfg.MODEL.ARCH, mean=MEAN, std=STD, class_names=names,
                              source=os.path.basename(weights))
 

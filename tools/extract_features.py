@@ -10,6 +10,7 @@ ordered [crop][clip]. Windows (``--window W [--stride S]``): windows of W frames
 W); the last window ends at the last frame, and a video shorter than W gets one window whose missing frames repeat
 the last one. DATA.NUM_FRAMES frames are taken evenly over each window (all of them when W = NUM_FRAMES), centre
 crop as in the 1-crop test; frames are decoded with PyAV on the host, resized and normalised on the device.
+Features have no class names: DATA.LABEL_LIST is not read.
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_output_path(args.out, "--out", folder=True)  # before the model runs
-        cfg, _ = load_setup(args.cfg, args.opts, args.weights)
+        cfg, _ = load_setup(args.cfg, args.opts, args.weights, class_names=False)  # features need no names
         paths = collect_videos(args.inputs, args.root)
         ctx = distributed.init_from_env()
         model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)

@@ -153,9 +153,13 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "",
                                   f"uses {list(want)}")
 
 
-def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str) -> tuple[Any, dict[int, str]]:
+def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_names: bool = True,
+               warn: bool = True) -> tuple[Any, dict[int, str]]:
     """The config (from ``cfg_path``, or from the metadata of an exported ``.safetensors`` when there is none) and
-    the class names (DATA.LABEL_LIST, else the file's names, else none).
+    the class names (DATA.LABEL_LIST, else the file's names, else none; none read when not ``class_names``).
+
+    A DATA.LABEL_LIST that does not exist is passed over as if none were set, with a ``warning:`` line on stderr
+    when ``warn``: class names label the results, they do not change them. One that exists must be valid.
 
     Raises:
         FileNotFoundError: the weights file does not exist.
@@ -174,11 +178,17 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str) -> tuple
     cfg = load_config(cfg_path or None, ([] if cfg_path else _metadata_opts(meta)) + list(opts))
     if meta is not None:
         _check_metadata(cfg, meta, weights, cfg_path or "", opts)
-    names: dict[int, str] = {}
-    if cfg.DATA.LABEL_LIST:
-        names = read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
-    elif meta is not None:
-        names = dict(enumerate(meta["class_names"]))
+    if not class_names:
+        return cfg, {}
+    names: dict[int, str] = dict(enumerate(meta["class_names"])) if meta is not None else {}
+    labels = cfg.DATA.LABEL_LIST
+    if labels and not os.path.isfile(labels):
+        if warn:
+            print(f"warning: label list DATA.LABEL_LIST = {labels} does not exist; "
+                  + (f"class names from {weights}" if names else "classes are given by their index, without names"),
+                  file=sys.stderr)
+    elif labels:
+        names = read_label_names(labels, cfg.DATA.NUM_CLASSES)
     return cfg, names
 
 

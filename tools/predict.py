@@ -5,9 +5,11 @@ r"""Predict the classes of videos with the multi-view test protocol: top-k class
     python -m tools.predict a.mp4 --weights model.safetensors --out preds.jsonl     # no config needed
     torchrun --nproc_per_node 8 -m tools.predict videos.txt --cfg ... --weights hf://owner/repo/model.pth
 
-Scores are the mean over views of the per-view softmax, as in evaluation. Videos that cannot be read are listed
-with each one's reason and the others predicted. From Python, :class:`Predictor` keeps the model loaded between
-calls and also returns the features ``tools.extract_features`` writes.
+Scores are the mean over views of the per-view softmax, as in evaluation. Class names come from DATA.LABEL_LIST,
+else from an exported file, else classes are given by their index; a label list that is set but does not exist is
+passed over with a warning (one that exists must be valid). Videos that cannot be read are listed with each one's
+reason and the others predicted. From Python, :class:`Predictor` keeps the model loaded between calls and also
+returns the features ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
 config, weights, an --out or --work-dir that cannot be written) with a one-line error.
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
             check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
         check_output_path(args.work_dir, "--work-dir", folder=True)
-        cfg, names = load_setup(args.cfg, args.opts, args.weights)
+        cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
         paths = collect_videos(args.inputs, args.root)
         ctx = distributed.init_from_env()
         model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)

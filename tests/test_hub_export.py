@@ -291,8 +291,8 @@ def test_weights_that_do_not_fit_are_refused_in_one_line(tiny, tmp_path):
                            "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY, "DATA.LABEL_LIST", "",
                            "DATA.NUM_CLASSES", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert done.stderr == (f"error: {ckpt} does not fit MODEL.ARCH eva-tiny/8 with 5 classes: missing head.weight, "
-                           "head.bias\n")
+    assert done.stderr == (f"error: {ckpt}: its head has 4 classes and DATA.NUM_CLASSES is 5: set DATA.NUM_CLASSES 4 "
+                           "to use it as trained\n")
 
 
 def test_a_missing_label_list_falls_back_to_the_files_names(tiny, tmp_path, capsys):

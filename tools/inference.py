@@ -23,6 +23,7 @@ from dali_pipelines.filelist import split_list_line  # plain Python: no DALI imp
 from engine.distributed import DistContext, barrier
 from engine.evaluate import read_label_names
 from models import ARCHS, CheckpointError, build_model, load_pretrained
+from models.checkpoint import check_checkpoint
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "collect_videos", "load_setup",
@@ -204,6 +205,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True) -> nn
         CheckpointError: the weights leave model parameters unset (a wrong MODEL.ARCH or class count).
         ValueError: the checkpoint cannot be converted to the model (the message names the file and the key).
     """
+    # a head of another class count would be dropped and scored at random: named with both counts, before the build
+    check_checkpoint(weights, num_classes=cfg.DATA.NUM_CLASSES, class_mapping=cfg.MODEL.CLASS_MAPPING or None)
     built = cfg.clone()
     built.defrost()
     built.MODEL.PRETRAINED = ""

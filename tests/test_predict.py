@@ -340,3 +340,38 @@ def test_a_missing_label_list_is_a_warning_and_a_bad_one_an_error(evaluated, dat
     err = capsys.readouterr().err
     assert rc == 2
     assert err == f"error: label list DATA.LABEL_LIST = {absent}, line 3: class 0 is named twice\n", err
+
+
+def test_the_readmes_predictor_example_runs_as_a_script(evaluated, dataset, tmp_path):
+    """README's "From Python" example, saved as a script with only its file names replaced: it runs (the decode
+    workers import the script again, which its __main__ guard makes harmless) and prints a class per video."""
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+    from tools import export_safetensors
+
+    tmp, opts, ckpt, _ = evaluated
+    exported = tmp_path / "eva_k400.safetensors"
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(ckpt), "--out", str(exported),
+                                    "--opts", *opts]) == 0
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("- **From Python**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = "\n".join(line[2:] for line in block.splitlines())  # the bullet's two-space indent
+    video = dataset / (dataset / "val.txt").read_text().split()[0]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    os.symlink(video, clips / f"b{video.suffix}")
+    for name, path in (("eva_k400.safetensors", exported), ("clips/", clips), ("a.mp4", video)):
+        assert f'"{name}"' in code, name
+        code = code.replace(f'"{name}"', repr(str(path)))
+    script = tmp_path / "example.py"
+    script.write_text(code + "\n    print('embeddings', len(embeddings), embeddings[0].shape)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=child_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = {row.split(",", 1)[1] for row in (dataset / "labels.csv").read_text().splitlines()[1:]}
+    printed = done.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in printed[:2]] == [str(video), str(clips / f"b{video.suffix}")], printed
+    assert all(line.split(" ", 1)[1] in names for line in printed[:2]), (printed, names)
+    assert re.fullmatch(r"embeddings 1 \(\d+,\)", printed[2]), printed

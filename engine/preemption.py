@@ -28,6 +28,9 @@ from typing import Any, Callable
 
 import torch
 
+from evautil import interrupt
+from evautil.interrupt import STOP_SIGNALS, STOPPED_EXIT_STATUS, Stopped
+
 from . import distributed as dist_utils
 from .distributed import DistContext
 
@@ -36,8 +39,8 @@ __all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "S
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
-PREEMPTED_EXIT_CODE = 4
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# The same as a tool's that a stop signal ended after saving its work (evautil.interrupt).
+PREEMPTED_EXIT_CODE = STOPPED_EXIT_STATUS
 _complete = False  # the run's summary is written (see run_complete)
 
 
@@ -51,15 +54,15 @@ class Preempted(Exception):
                          f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again to resume")
 
 
-class StoppedOutsideTraining(BaseException):
+class StoppedOutsideTraining(Stopped):
     """A stop signal outside the training steps. A BaseException, as KeyboardInterrupt: a handler of per-video
     errors (``except Exception``) must not take it for a bad video."""
 
     def __init__(self, signal_name: str) -> None:
-        self.signal_name = signal_name
-        super().__init__(f"{signal_name} received outside the training steps (start-up, a checkpoint's load, an "
-                         f"evaluation-only run or the summary): stopped; exit code {PREEMPTED_EXIT_CODE}. Run the same "
-                         "command again (an index build goes on from what it saved)")
+        super().__init__(signal_name, f"{signal_name} received outside the training steps (start-up, a "
+                                      "checkpoint's load, an evaluation-only run or the summary): stopped; exit code "
+                                      f"{PREEMPTED_EXIT_CODE}. Run the same command again (an index build goes on "
+                                      "from what it saved)")
 
 
 @contextlib.contextmanager
@@ -69,24 +72,11 @@ def stop_signals_raise():
     :class:`StepControl` inside the block takes the signals over while it trains. The previous handlers come back
     after the block."""
     global _complete
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
+        _complete = False
+    # Ignored once the summary is written: nothing to stop, and exiting 4 would ask for the run to be run again.
+    with interrupt.stop_signals_raise(StoppedOutsideTraining, ignored=lambda: _complete):
         yield
-        return
-    _complete = False
-
-    def stop(signum: int, frame: Any) -> None:
-        if _complete:  # nothing to stop: the run is done, and exiting 4 would ask for it to be run again
-            return
-        for sig in STOP_SIGNALS:  # torchrun forwards the scheduler's signal: a second one must not cut a save short
-            signal.signal(sig, signal.SIG_IGN)
-        raise StoppedOutsideTraining(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_complete() -> None:

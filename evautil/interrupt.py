@@ -20,16 +20,23 @@ ignored from then on, and the process ends with the status of its work. Its proc
 (loaders and worker pools closing, the interpreter's clean-up), and a Ctrl-C there ended it by SIGINT without the
 line, once Python had stopped running signal handlers, or raised inside a finaliser and was swallowed (status 0
 and a traceback); there is nothing left to stop.
+
+A batch scheduler stops a job with SIGTERM (SLURM also sends SIGUSR1 before the time limit, with ``--signal``): a
+command that keeps its work on such a stop and says so, with exit code :data:`STOPPED_EXIT_STATUS` ("stopped, the
+same command goes on"; train.py, verify_data.py), handles the signals itself, e.g. with :func:`stop_signals_raise`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 from types import TracebackType
+from typing import Callable, Iterator
 
-__all__ = ["on_interrupt", "interrupted_line", "finished", "INTERRUPTED_EXIT_STATUS", "STARTING"]
+__all__ = ["on_interrupt", "interrupted_line", "finished", "stop_signals_raise", "Stopped", "INTERRUPTED_EXIT_STATUS",
+           "STARTING", "STOP_SIGNALS", "STOPPED_EXIT_STATUS"]
 
 # What a shell reports for a command ended by Ctrl-C: 128 + SIGINT.
 INTERRUPTED_EXIT_STATUS = 130
@@ -39,6 +46,21 @@ _message: str | None = None
 # What an entry script says for a Ctrl-C during its start (torch alone takes seconds to import): it installs the
 # hook with this before its heavy imports, and says what its work keeps once that work begins.
 STARTING = "stopped while starting: nothing was done or written yet"
+
+# A batch scheduler's stop signals: SLURM sends SIGTERM when it preempts or cancels a job, SIGUSR1 with --signal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Exit status of a command that a stop signal ended after keeping its work: resumable, the same command goes on
+# (2: fix the input; 143 would be a process killed by SIGTERM before it could save or say anything).
+STOPPED_EXIT_STATUS = 4
+
+
+class Stopped(BaseException):
+    """A stop signal in a :func:`stop_signals_raise` block. A BaseException, as KeyboardInterrupt: a handler of
+    per-item errors (``except Exception``) must not take it for a bad item."""
+
+    def __init__(self, signal_name: str, message: str | None = None) -> None:
+        self.signal_name = signal_name
+        super().__init__(message or f"{signal_name} received")
 
 
 def on_interrupt(message: str) -> None:
@@ -68,9 +90,36 @@ def finished(status: int) -> int:
     now on, so that it ends with ``status`` however long its clean-up takes (a background job's ignored SIGINT stays
     so too). Returns ``status``, for ``sys.exit(finished(main()))``."""
     if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGINT, *STOP_SIGNALS):
             signal.signal(sig, signal.SIG_IGN)
     return status
+
+
+@contextlib.contextmanager
+def stop_signals_raise(stopped: Callable[[str], BaseException] = Stopped,
+                       ignored: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Within the block the first stop signal raises ``stopped(<signal name>)`` (:class:`Stopped`) where the main
+    thread is, so that the work saves itself on the way out as on a Ctrl-C, and the ones after it are ignored, so
+    that they cannot cut that saving short. While ``ignored()`` holds a stop signal changes nothing. Elsewhere than
+    in the main thread (e.g. a notebook worker thread) signals keep their action. The previous handlers come back
+    after the block."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum: int, frame) -> None:
+        if ignored():
+            return
+        for sig in STOP_SIGNALS:  # a second signal (a launcher forwarding the scheduler's) must not cut a save short
+            signal.signal(sig, signal.SIG_IGN)
+        raise stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def interrupted_line() -> str:

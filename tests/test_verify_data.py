@@ -4,8 +4,11 @@ a clean list reports its codecs, sizes and frame counts with exit code 0; --dry-
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +173,53 @@ def test_a_negative_video_timeout_is_refused_in_one_line(tmp_path):
     r = _verify(str(lst), "--video-timeout", "-1")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith("error: --video-timeout -1: give seconds, or 0 for no limit")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
+def test_a_stop_signal_saves_the_videos_probed_says_so_and_exits_4(tmp_path, videos, sig):
+    """A batch scheduler stops a job with SIGTERM (SLURM also SIGUSR1 with --signal): as after a Ctrl-C, the videos
+    probed so far are saved and the same command probes only the rest, with one line and exit code 4 (as train.py),
+    not a process killed by the signal (143) that loses them all."""
+    from tests.crashing_jobs import STALL_MARK
+
+    os.symlink(videos / GOOD[0], videos / f"hangs_{STALL_MARK}.mp4")  # never answered for: the build goes on
+    names = [f"{i}.mp4" for i in range(6)]
+    for name in names:
+        os.symlink(videos / GOOD[0], videos / name)
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{name} 0\n" for name in names) + f"hangs_{STALL_MARK}.mp4 1\n")
+    script = ("import runpy, sys\n"
+              "import dali_pipelines.index as index\n"
+              "from tests import crashing_jobs\n"
+              "index._probe_job = crashing_jobs.stalling_probe_job\n"
+              "index._LOG_EVERY_S = 0.0  # a progress line per video probed\n"
+              f"sys.argv = ['verify_data.py', {str(lst)!r}, '--root', {str(videos)!r}, '--workers', '2', "
+              "'--video-timeout', '0']\n"
+              f"runpy.run_path({str(ROOT / 'tools' / 'verify_data.py')!r}, run_name='__main__')\n")
+    p = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while f"{len(names)} of {len(names) + 1} videos done" not in "".join(lines):  # all but the hanging one
+            assert p.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        os.killpg(p.pid, sig)  # the whole job, as a scheduler signals it (the probing processes ignore it)
+        status = p.wait(60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    reader.join(10)
+    err = "".join(lines)
+    assert status == 4, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"stopped: {sig.name} received: the videos probed so far are saved in each list's <list>.index.npz; the "
+        "same command probes only the rest (exit code 4)"), err
+    assert (tmp_path / "list.txt.index.npz").is_file()
+    lst.write_text("".join(f"{name} 0\n" for name in names))  # the same list without the hanging file
+    r = _verify(str(lst), "--root", str(videos), "--workers", "1")
+    assert r.returncode == 0 and "probing" not in r.stderr, r.stderr  # every video known from the saved index

@@ -2,7 +2,8 @@
 """Check a dataset without training: index every video of one or more lists (probing in parallel, with a progress
 bar) and report per list the counts, codecs, frame sizes, frame counts, bytes on disk and every unreadable video
 with its reason (also written to <list>.quarantine.txt). Exit code 0 when every video is readable, 1 when any is
-not, 2 for unusable input (a missing or malformed list, a bad config).
+not, 2 for unusable input (a missing or malformed list, a bad config), 4 when stopped by SIGTERM or SIGUSR1 (a batch
+scheduler's stop: the videos probed so far are saved, and the same command probes only the rest).
 
     python tools/verify_data.py --cfg configs/k722.yaml                # the config's train and val lists
     python tools/verify_data.py data/k400_train.txt data/k400_val.txt --root data/ --workers 32
@@ -25,7 +26,8 @@ import time
 # Runnable as `python tools/verify_data.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
+from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
+                               stop_signals_raise)
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -129,11 +131,23 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    on_interrupt("verifying the lists: the videos probed so far are saved in each list's <list>.index.npz; "
-                 "the same command probes only the rest")
+    kept = "the videos probed so far are saved in each list's <list>.index.npz; the same command probes only the rest"
+    on_interrupt(f"verifying the lists: {kept}")
     # The report below names every bad video with its reason; the index's own warnings would repeat them. Its
     # progress lines stay (a first build of a Kinetics list takes many minutes; a bar shows it on a terminal).
     logging.getLogger("dali_pipelines").setLevel(logging.ERROR)
+    # A batch scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does, the index builds saving what they
+    # probed, with one line and the exit code of a stopped training run.
+    with stop_signals_raise():
+        try:
+            return _verify_lists(args)
+        except Stopped as e:
+            print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
+                  flush=True)
+            return STOPPED_EXIT_STATUS
+
+
+def _verify_lists(args: argparse.Namespace) -> int:
     try:
         targets = _targets(args)
         if args.cfg:

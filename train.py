@@ -23,10 +23,10 @@ import sys
 # starve them (a 4x slower step was measured on a 2-core CPU run). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interrupt  # noqa: E402
 
-if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
-    on_interrupt(STARTING)
+if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 # Only light imports here: every worker process imports this script again (evautil/workers.py), and torch, DALI
 # and the engine come in main().
@@ -89,16 +89,16 @@ def main(argv: list[str] | None = None) -> int:
                  "and an index being built keeps the videos probed so far (SIGTERM or SIGUSR1 instead stop at the "
                  "next step with a checkpoint, exit code 4)")
     try:
-        cfg = load_config(args.cfg, config_overrides(args))
-        # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
-        resume, resume_note = runner.resume_point(cfg, args.resume)
-        runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
-        if args.dry_run:
-            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the plan is printed once, not per rank
-                wiring.dry_run(cfg, resume=resume)
-            return 0
-        ctx = distributed.init_from_env()
-        with stop_signals_raise():  # a first index build can take many minutes: a stop signal saves its work
+        with stop_signals_raise():  # from the start's end; a first index build (minutes) saves its work on a stop
+            cfg = load_config(args.cfg, config_overrides(args))
+            # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
+            resume, resume_note = runner.resume_point(cfg, args.resume)
+            runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
+            if args.dry_run:
+                if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the plan is printed once, not per rank
+                    wiring.dry_run(cfg, resume=resume)
+                return 0
+            ctx = distributed.init_from_env()
             run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
         return end_before_run(f"error: {e}", 2)

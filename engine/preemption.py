@@ -14,7 +14,8 @@ Outside the training steps (indexing the lists, building the loaders and the mod
 evaluating a finished run, writing the summary) there is no step to finish and no checkpoint to write:
 :func:`stop_signals_raise` turns the first stop signal into :class:`StoppedOutsideTraining`, raised where the main
 thread is (an index build saves what it probed), and ignores the ones after it, so that they cannot cut that
-saving short. The run exits with the same code 4. Once the run's summary is written (:func:`run_complete`), the run
+saving short. The run exits with the same code 4 (so does a stop signal while ``train.py`` starts, before this
+module is imported: see ``evautil.interrupt``). Once the run's summary is written (:func:`run_complete`), the run
 is complete: a stop signal then changes nothing, and what remains (plots, closing the loaders) finishes.
 """
 

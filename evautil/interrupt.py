@@ -23,12 +23,15 @@ and a traceback); there is nothing left to stop.
 
 A batch scheduler stops a job with SIGTERM (SLURM also sends SIGUSR1 before the time limit, with ``--signal``): a
 command that keeps its work on such a stop and says so, with exit code :data:`STOPPED_EXIT_STATUS` ("stopped, the
-same command goes on"; train.py, verify_data.py), handles the signals itself, e.g. with :func:`stop_signals_raise`.
+same command goes on"; train.py, verify_data.py), passes ``stop_status`` with :data:`STARTING`, so that a stop
+signal during its start prints one ``stopped:`` line and ends the process with that status at once (nothing raised,
+as for a Ctrl-C then), and handles the signals itself once its work begins, e.g. with :func:`stop_signals_raise`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -53,6 +56,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # (2: fix the input; 143 would be a process killed by SIGTERM before it could save or say anything).
 STOPPED_EXIT_STATUS = 4
 
+_stop_status: int | None = None  # the status a stop signal ends a starting command with (see on_interrupt)
+
 
 class Stopped(BaseException):
     """A stop signal in a :func:`stop_signals_raise` block. A BaseException, as KeyboardInterrupt: a handler of
@@ -63,11 +68,16 @@ class Stopped(BaseException):
         super().__init__(message or f"{signal_name} received")
 
 
-def on_interrupt(message: str) -> None:
+def on_interrupt(message: str, *, stop_status: int | None = None) -> None:
     """From now on an uncaught KeyboardInterrupt prints ``interrupted: <message>`` on stderr, without traceback.
 
     ``message`` says what was interrupted and what was kept or saved; a later call replaces it (a command that
     moves to another phase says what that phase keeps). Other exceptions reach the previous hook unchanged.
+
+    With :data:`STARTING` and ``stop_status``, a stop signal (:data:`STOP_SIGNALS`) until the next call also ends
+    the process at once, with one ``stopped:`` line and that status (when the signal's action is the default one:
+    an ignored signal stays ignored); the next call gives the signals their default action back, for the command's
+    own handling of them.
     """
     global _message
     if _message is None:
@@ -83,6 +93,7 @@ def on_interrupt(message: str) -> None:
         sys.excepthook = hook
     _message = message
     _handle_sigint_while_starting(message == STARTING)
+    _handle_stop_signals_while_starting(stop_status if message == STARTING else None)
 
 
 def finished(status: int) -> int:
@@ -143,6 +154,34 @@ def _stop_while_starting(signum: int, frame) -> None:
     print(interrupted_line(), file=sys.stderr, flush=True)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.raise_signal(signal.SIGINT)
+
+
+def _handle_stop_signals_while_starting(status: int | None) -> None:
+    """Install :func:`_stopped_while_starting` as the stop signals' handler while starting (``status`` given); give
+    them their default action back after."""
+    global _stop_status
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _stop_status = status
+    for sig in STOP_SIGNALS:
+        current = signal.getsignal(sig)
+        if status is not None and current is signal.SIG_DFL:
+            signal.signal(sig, _stopped_while_starting)
+        elif status is None and current is _stopped_while_starting:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def _stopped_while_starting(signum: int, frame) -> None:
+    """A stop signal during a start: print the line and end with the command's stop status now, without raising
+    anything (see SIGINT's case above); nothing was done or written yet."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    status = STOPPED_EXIT_STATUS if _stop_status is None else _stop_status
+    print(f"stopped: {signal.Signals(signum).name} received while starting: nothing was done or written yet; run the "
+          f"same command again (exit code {status})", file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):  # what the start printed (the main thread may be writing it: reentrant)
+        sys.stdout.flush()
+    os._exit(status)
 
 
 def _quiet_unraisable_interrupts() -> None:

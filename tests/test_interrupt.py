@@ -22,9 +22,11 @@ _AS_FROM_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; signal.sig
                        "os.execv(sys.argv[1], sys.argv[1:])"]
 
 
-def _interrupt_when(cmd: list[str], cwd, started: Callable[[str], bool], settle_s: float = 0.3) -> tuple[int, str]:
-    """Run ``cmd`` (its first item the Python executable), send SIGINT to its process group (as a terminal's
-    Ctrl-C does) ``settle_s`` after ``started(stderr so far)`` holds, and return (status, stderr)."""
+def _interrupt_when(cmd: list[str], cwd, started: Callable[[str], bool], settle_s: float = 0.3,
+                    sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:
+    """Run ``cmd`` (its first item the Python executable), send SIGINT (or ``sig``) to its process group (as a
+    terminal's Ctrl-C does, or a batch scheduler) ``settle_s`` after ``started(stderr so far)`` holds, and return
+    (status, stderr)."""
     p = subprocess.Popen([*_AS_FROM_A_TERMINAL, *cmd], cwd=cwd, env=child_env(), start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -36,7 +38,7 @@ def _interrupt_when(cmd: list[str], cwd, started: Callable[[str], bool], settle_
             assert p.poll() is None and time.monotonic() < deadline, f"the work never started:\n{''.join(lines)}"
             time.sleep(0.05)
         time.sleep(settle_s)  # into the work, not at its first step
-        os.killpg(p.pid, signal.SIGINT)
+        os.killpg(p.pid, sig)
         status = p.wait(120)
     finally:
         if p.poll() is None:
@@ -226,6 +228,71 @@ def test_a_ctrl_c_while_a_command_starts_is_one_line_too(tmp_path):
                 ["-m", "tools.export_safetensors", "--help"]):
         status, err = _interrupt_when([sys.executable, *cmd], ROOT, lambda _: True, settle_s=0.6)
         _assert_one_line(status, err, "stopped while starting: nothing was done or written yet")
+
+
+def test_a_stop_signal_while_train_py_starts_is_one_line_and_exit_code_4(tmp_path):
+    """A batch scheduler's SIGTERM (or SIGUSR1) while torch still loads, before the run's own handling of the stop
+    signals: one line and the exit code of a stopped run, not a process killed by the signal (143)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        status, err = _interrupt_when([sys.executable, str(ROOT / "train.py"), "--cfg",
+                                       str(ROOT / "configs" / "demo.yaml"), "--dry-run"], ROOT, lambda _: True,
+                                      settle_s=0.6, sig=sig)
+        assert status == 4 and "Traceback" not in err, (sig, status, err)
+        assert err.strip().splitlines()[-1] == (f"stopped: {sig.name} received while starting: nothing was done or "
+                                                "written yet; run the same command again (exit code 4)"), err
+
+
+def test_a_stop_signal_while_starting_ends_the_process_at_once_with_the_stop_status(tmp_path):
+    """As a Ctrl-C then, it raises nothing (inside a finaliser, or inside C++ code calling back into Python, an
+    exception would be swallowed or abort the process); stdout's buffered lines come out first."""
+    p = _run_script(tmp_path / "starting.py",
+                    "from evautil.interrupt import STARTING, on_interrupt\n"
+                    "on_interrupt(STARTING, stop_status=4)\n"
+                    "print('a line written before')\n"
+                    "class Finalised:\n"
+                    "    def __del__(self):\n"
+                    "        os.kill(os.getpid(), signal.SIGTERM)\n"
+                    "        sum(range(1000))  # the handler runs here, inside the finaliser\n"
+                    "Finalised()\n"
+                    "print('went on after the signal', file=sys.stderr)\n")
+    assert p.returncode == 4 and p.stdout == "a line written before\n", (p.returncode, p.stdout, p.stderr)
+    assert p.stderr == ("stopped: SIGTERM received while starting: nothing was done or written yet; run the same "
+                        "command again (exit code 4)\n"), p.stderr
+
+
+def test_stop_signals_while_starting_then_the_commands_own_handling(monkeypatch):
+    """Only a command that asks for it (stop_status) ends with a status on a stop signal while starting; once its
+    work begins the signals have their default action again, for its own handlers (e.g. stop_signals_raise), and an
+    ignored signal stays ignored throughout."""
+    from evautil import interrupt
+    from evautil.interrupt import STOP_SIGNALS, STOPPED_EXIT_STATUS, Stopped, stop_signals_raise
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr("evautil.interrupt._message", None)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        on_interrupt(interrupt.STARTING)
+        assert {signal.getsignal(sig) for sig in STOP_SIGNALS} == {signal.SIG_DFL}
+        on_interrupt(interrupt.STARTING, stop_status=STOPPED_EXIT_STATUS)
+        assert {signal.getsignal(sig) for sig in STOP_SIGNALS} == {interrupt._stopped_while_starting}
+        on_interrupt("working: the files written so far are kept")
+        assert {signal.getsignal(sig) for sig in STOP_SIGNALS} == {signal.SIG_DFL}
+        with stop_signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                raise AssertionError("the signal did not raise")
+            except Stopped as e:
+                assert e.signal_name == "SIGUSR1"
+        assert {signal.getsignal(sig) for sig in STOP_SIGNALS} == {signal.SIG_DFL}
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        on_interrupt(interrupt.STARTING, stop_status=STOPPED_EXIT_STATUS)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) is interrupt._stopped_while_starting
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_a_ctrl_c_while_starting_ends_the_process_even_where_python_would_swallow_it(tmp_path):

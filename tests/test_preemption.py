@@ -83,3 +83,25 @@ def test_once_the_run_is_complete_a_stop_signal_changes_nothing():
         with stop_signals_raise():
             os.kill(os.getpid(), signal.SIGTERM)
             sum(range(1000))
+
+
+def test_a_stop_signal_between_the_start_and_the_index_builds_stops_the_run_with_code_4(tmp_path):
+    """From the end of train.py's start (torch loaded) to the training steps, reading the config, checking the files,
+    the --dry-run plan and joining the other processes included, a stop signal ends the run in one line with code 4,
+    never by the signal (143). Here it comes while the files are checked."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, child_env
+
+    script = tmp_path / "run.py"
+    script.write_text("import os, runpy, signal, sys\n"
+                      "from engine import runner\n"
+                      "runner.check_files = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM) or sum(range(9))\n"
+                      f"sys.argv = ['train.py', '--cfg', {str(ROOT / 'configs' / 'demo.yaml')!r}, '--dry-run']\n"
+                      f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n")
+    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == PREEMPTED_EXIT_CODE and "Traceback" not in p.stderr, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines()[-1].startswith("stopped: SIGTERM received outside the training steps"), \
+        p.stderr

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
                                stop_signals_raise)
 
-if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
-    on_interrupt(STARTING)
+if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below is one line too
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402

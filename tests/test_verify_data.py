@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.test_interrupt import _interrupt_when
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ("clip_32frames_340x256.mp4", "clip_mpeg4_320x240.avi")
@@ -196,24 +196,10 @@ def test_a_stop_signal_saves_the_videos_probed_says_so_and_exits_4(tmp_path, vid
               f"sys.argv = ['verify_data.py', {str(lst)!r}, '--root', {str(videos)!r}, '--workers', '2', "
               "'--video-timeout', '0']\n"
               f"runpy.run_path({str(ROOT / 'tools' / 'verify_data.py')!r}, run_name='__main__')\n")
-    p = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 120
-        while f"{len(names)} of {len(names) + 1} videos done" not in "".join(lines):  # all but the hanging one
-            assert p.poll() is None and time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.05)
-        os.killpg(p.pid, sig)  # the whole job, as a scheduler signals it (the probing processes ignore it)
-        status = p.wait(60)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    reader.join(10)
-    err = "".join(lines)
+    # the whole job is signalled, as a scheduler does (the probing processes ignore it), once all but the hanging
+    # video are probed
+    status, err = _interrupt_when([sys.executable, "-c", script], ROOT, settle_s=0.0, sig=sig,
+                                  started=lambda so_far: f"{len(names)} of {len(names) + 1} videos done" in so_far)
     assert status == 4, err
     assert "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (

@@ -234,7 +234,8 @@ def test_gpu_tests_stage_reports_pytest_counts(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
     done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
-    counts = re.search(r"--- stage gpu_tests .*\n    (passed in|FAILED: .* after) \d+ s \((.*) in [0-9.]+s\)", done.stdout)
+    counts = re.search(r"--- stage gpu_tests .*\n    (passed in|FAILED: .* after) \d+ s \((.*) in [0-9.]+s\)",
+                       done.stdout)
     assert counts, done.stdout
     import torch
 

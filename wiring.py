@@ -57,19 +57,21 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     from models.checkpoint import check_checkpoint
 
     scored = runner.eval_checkpoint(cfg, resume) if cfg.TEST.ONLY_TEST else ""  # the checkpoint evaluated
-    # what it scores must fit the classes as it is: a head of another class count would be left at random
-    head = dict(num_classes=cfg.DATA.NUM_CLASSES, class_mapping=cfg.MODEL.CLASS_MAPPING or None)
     if resume and cfg.TEST.ONLY_TEST:
-        check_checkpoint(resume, fetch_hub, **head)  # any weights file: ours, a released one, safetensors
+        check_checkpoint(resume, fetch_hub, **_head_of(cfg))  # any weights file: ours, a released one, safetensors
     elif resume:
         load_resumable(resume, mmap=True)
     elif scored:
-        # OUTPUT's checkpoints all damaged: say so
-        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
+        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # all damaged: said there
         if latest:
-            check_checkpoint(latest[0], **head)
+            check_checkpoint(latest[0], **_head_of(cfg))
     if cfg.MODEL.PRETRAINED and not scored:
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
+
+
+def _head_of(cfg) -> dict:
+    """What the head of weights to evaluate must fit as it is (else it would be left at random: refused)."""
+    return dict(num_classes=cfg.DATA.NUM_CLASSES, class_mapping=cfg.MODEL.CLASS_MAPPING or None)
 
 
 def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:

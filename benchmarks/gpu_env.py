@@ -43,26 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     from dali_pipelines.nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads
 
+    # The GPU facts first: should the package imports below outrun the stage's time box, these are in the log.
+    driver = driver_cuda_version()
+    driver_text = "%d.%d" % driver if driver else "unknown (no NVML)"
+    print(f"driver CUDA     {driver_text}; DALI built for CUDA {dali_cuda_major()}")
+    nvcuvid = nvcuvid_loads()
+    print(f"libnvcuvid      {'loads' if nvcuvid else 'MISSING'}")
     missing = []
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - named with the other packages below
+        torch = None
+    if torch is not None and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        print(f"GPU             {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
+              f"{props.major}.{props.minor}, torch CUDA {torch.version.cuda}")
+    elif torch is not None:
+        missing.append("CUDA (torch.cuda.is_available() is False)")
     for name in RUNTIME_IMPORTS + SUITE_IMPORTS:
         try:
             module = importlib.import_module(name)
             print(f"{name:15s} {installed_version(name, module)}")
         except Exception as err:  # report every missing package, not just the first
             missing.append(f"{name} ({type(err).__name__}: {err})")
-    import torch
-
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        print(f"GPU             {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
-              f"{props.major}.{props.minor}, torch CUDA {torch.version.cuda}")
-    else:
-        missing.append("CUDA (torch.cuda.is_available() is False)")
-    driver = driver_cuda_version()
-    driver_text = "%d.%d" % driver if driver else "unknown (no NVML)"
-    print(f"driver CUDA     {driver_text}; DALI built for CUDA {dali_cuda_major()}")
-    nvcuvid = nvcuvid_loads()
-    print(f"libnvcuvid      {'loads' if nvcuvid else 'MISSING'}")
     problems = gpu_decode_problems(driver, dali_cuda_major(), nvcuvid) + [f"missing: {m}" for m in missing]
     for problem in problems:
         print(f"PROBLEM: {problem}")

@@ -42,7 +42,7 @@ cores=$(nproc)
 # stage -> time box in seconds
 box() {
     case $1 in
-    env) echo 15 ;; parity) echo 45 ;; gpu_tests) echo 120 ;; demo) echo 60 ;;
+    env) echo 20 ;; parity) echo 40 ;; gpu_tests) echo 120 ;; demo) echo 60 ;;
     decode_sweep) echo 170 ;; train_step) echo 120 ;;
     decode|loader|train|eval) echo 600 ;;
     esac

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 
 SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
 
@@ -233,7 +233,7 @@ def test_gpu_tests_stage_reports_pytest_counts(tmp_path):
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\n[ "$2" = pytest ] && exec {sys.executable} "$@"\nexit 1\n')
     python.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
+    env = child_env(PYTHON=str(python), EVA_TMP=str(tmp_path / "t"))  # pytest imports the project and DALI
     done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
     counts = re.search(r"--- stage gpu_tests .*\n    (passed in|FAILED: .* after) \d+ s \((.*) in [0-9.]+s\)",

@@ -47,8 +47,9 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
 
 def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating OUTPUT's newest checkpoint) OUTPUT's checkpoints, that this
-    run would read but cannot use (unreadable, damaged, of the wrong kind) fail here, before anything is written to
-    OUTPUT, with the error its load would raise; tensors are not loaded (memory-mapped), and the load that follows
+    run would read but cannot use (unreadable, damaged, of the wrong kind; to be evaluated, with a head of another
+    class count: :func:`models.checkpoint.head_mismatch`) fail here, before anything is written to OUTPUT, with the
+    error its load would raise; tensors are not loaded (memory-mapped), and the load that follows
     does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
     MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
     is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
@@ -62,7 +63,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     elif resume:
         load_resumable(resume, mmap=True)
     elif scored:
-        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # all damaged: said there
+        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # raises when all are damaged
         if latest:
             check_checkpoint(latest[0], **_head_of(cfg))
     if cfg.MODEL.PRETRAINED and not scored:

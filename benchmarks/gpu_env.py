@@ -39,6 +39,27 @@ def installed_version(import_name: str, module) -> str:
     return "version unknown"
 
 
+def print_nvdec_caps(compute_capability: tuple[int, int], query=None) -> None:
+    """The driver's NVDEC answers for GPU 0 (engines, each codec's sizes per bit depth) and where NVIDIA's published
+    table, which routing falls back to, differs from them. Not a problem when the driver cannot be asked: routing
+    then follows the table."""
+    from dali_pipelines.nvdec_caps import NvdecCapsError, describe_caps, query_decoder_caps
+    from dali_pipelines.nvdec_support import table_differences
+    from dali_pipelines.routing import nvdec_configs
+
+    try:
+        answers = (query or query_decoder_caps)(nvdec_configs(None, 12), device=0)
+    except NvdecCapsError as e:
+        print(f"NVDEC caps      could not ask the driver ({e}); routing follows the published table")
+        return
+    engines = max((c.engines for c in answers.values() if c.supported), default=0)
+    print(f"NVDEC engines   {engines or 'unknown (the driver does not say)'}")
+    for line in describe_caps(answers):
+        print(f"NVDEC caps      {line}")
+    for line in table_differences(answers, compute_capability):
+        print(f"NVDEC vs table  {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     from dali_pipelines.nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads
@@ -58,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         props = torch.cuda.get_device_properties(0)
         print(f"GPU             {props.name}, {props.total_memory / 2**30:.0f} GiB, compute capability "
               f"{props.major}.{props.minor}, torch CUDA {torch.version.cuda}")
+        if nvcuvid:
+            print_nvdec_caps((props.major, props.minor))
     elif torch is not None:
         missing.append("CUDA (torch.cuda.is_available() is False)")
     for name in RUNTIME_IMPORTS + SUITE_IMPORTS:

@@ -37,16 +37,29 @@ from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
 from .filelist import DataError
 from .index import DatasetIndex, build_index
+from .nvdec_support import chroma_and_bit_depth
 from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of, graphs_serving, test_pipeline,
                         train_pipeline)
 from .pyav_io import BadVideoError
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
-                      resolve_decode_device, route_counts, route_videos)
+                      nvdec_threads_line, resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
 
 __all__ = ["VideoLoader", "build_loader", "build_split_index", "resolve_decode_device", "DataError"]
 
 logger = logging.getLogger(__name__)
+
+
+# DALI's mixed decoder when the driver says the GPU cannot decode a codec configuration (codec, chroma, bit depth):
+# "Codec configuration not supported on this GPU. Codec: H.264, chroma format: YUV 4:2:0, bit depth: 8".
+GPU_REFUSES_CONFIGURATION = "not supported on this GPU"
+
+
+def _chroma_and_depth(pix_fmt: str) -> tuple[str, int] | str:
+    try:
+        return chroma_and_bit_depth(pix_fmt)
+    except ValueError:  # a pixel format without a known chroma: a configuration of its own
+        return pix_fmt
 
 
 class _GraphFailure(Exception):
@@ -167,6 +180,8 @@ class VideoLoader:
         counts = route_counts(routes)
         if self.rank == 0:
             logger.info("%s: videos per decode route %s", self._list_desc, counts)
+            if counts[NVDEC]:
+                logger.info("%s", nvdec_threads_line(self.policy.nvdec_engines, self._nvdec_graph_threads()))
         gpu_present = torch.cuda.is_available() and data.DECODE_DEVICE != "cpu"
         warning = cpu_share_warning(routes, [vr.reason for vr in self.video_routes.values()], gpu_present,
                                     float(data.CPU_ROUTE_MAX_SHARE))
@@ -208,7 +223,26 @@ class VideoLoader:
                        sample.video.path, sample.row, sample.route, reason, nxt)
         self.video_routes[sample.row] = VideoRoute(nxt, f"failed on {sample.route}: {reason}")
         self.stats["route_fallbacks"] += 1
+        if sample.route == NVDEC and GPU_REFUSES_CONFIGURATION in reason:
+            self._move_configuration(sample.row, nxt, reason)
         return dataclasses.replace(sample, route=nxt)
+
+    def _move_configuration(self, row: int, route: str, reason: str) -> None:
+        """The GPU does not decode ``row``'s codec configuration (codec, chroma, bit depth), which is true of every
+        video of that configuration: move all of them off NVDEC to ``route`` now, rather than one graph rebuild per
+        batch that holds one of them. (Routing asks the driver at start-up; this covers a driver that could not be
+        asked.)"""
+        facts, group_of_row = self.index.decoder_groups()
+        info = self.index.table.info(row)
+        config = (info.codec, _chroma_and_depth(info.pix_fmt))
+        same = [g for g, f in enumerate(facts) if (f.codec, _chroma_and_depth(f.pix_fmt)) == config]
+        rows = np.flatnonzero(np.isin(group_of_row, same) & self.video_routes.rows_on(NVDEC))
+        if not rows.size:
+            return
+        self.video_routes.move(rows, VideoRoute(route, f"failed on {NVDEC}: {reason}"))
+        self.stats["route_fallbacks"] += int(rows.size)
+        logger.warning("the other %d videos of the same codec configuration (%s, %s) go to the %s route as well: this "
+                       "GPU does not decode it", rows.size, info.codec, info.pix_fmt, route)
 
     def _fall_back(self, sample: Sample, reason: str) -> None:
         """A video failed on its route: move it to its fallback route, or quarantine it when there is none."""
@@ -258,8 +292,7 @@ class VideoLoader:
 
     def _make_pipeline(self, graph: str, routes: tuple[str, ...]):
         data = self.cfg.DATA
-        # The mixed (NVDEC) decoder runs one decoding session per pipeline thread: give it DATA.NVDEC_THREADS.
-        threads = max(int(data.NUM_THREADS), int(data.NVDEC_THREADS)) if NVDEC in routes else int(data.NUM_THREADS)
+        threads = self._nvdec_graph_threads() if NVDEC in routes else int(data.NUM_THREADS)
         # A graph prefetches parts of its routes ahead; for routes with less than one video per batch that would
         # make the feeder collect (and hold) many batches ahead to find them, so such a graph does not prefetch.
         share = sum(vr.route in routes for vr in self.video_routes.values()) / len(self.video_routes)
@@ -270,6 +303,10 @@ class VideoLoader:
                     seed=self.seed & 0x7FFFFFFF, routes=routes, **self._graph_kwargs())
         pipe.build()
         return pipe
+
+    def _nvdec_graph_threads(self) -> int:
+        # The mixed (NVDEC) decoder runs one decoding session per pipeline thread: give it DATA.NVDEC_THREADS.
+        return max(int(self.cfg.DATA.NUM_THREADS), int(self.cfg.DATA.NVDEC_THREADS))
 
     def _graph_kwargs(self) -> dict[str, Any]:
         """The graph function's arguments other than its source, routes and DALI's pipeline settings."""

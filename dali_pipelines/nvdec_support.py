@@ -3,7 +3,8 @@
 Two questions that are cheap to answer before the first video reaches the GPU, and expensive to learn from a run:
 
 - Does NVDEC accept a video? A pure rule over codec, coded size, chroma format and bit depth, from the NVDEC
-  support matrix of NVIDIA's Video Codec SDK. Below a codec's minimum size DALI's mixed decoder raises "Video is
+  support matrix of NVIDIA's Video Codec SDK, or from the driver's own answer for the GPU at hand where it was
+  asked (:mod:`dali_pipelines.nvdec_caps`). Below a codec's minimum size DALI's mixed decoder raises "Video is
   too small"; a video NVDEC refuses must be decoded on the CPU instead of being quarantined.
 - Can this machine decode on the GPU? DALI's wheel is built for one CUDA major version and needs a driver that
   supports it; NVDEC itself lives in the driver's ``libnvcuvid.so.1``, which containers omit unless started with the
@@ -15,9 +16,13 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .nvdec_caps import CodecConfig, DecoderCaps, size_range
+
 __all__ = ["NvdecLimits", "NVDEC_LIMITS", "DALI_MIXED_CHROMA", "chroma_and_bit_depth", "nvdec_refusal",
+           "table_differences",
            "dali_cuda_major", "driver_cuda_version", "nvcuvid_loads", "gpu_decode_problems"]
 
 
@@ -72,12 +77,15 @@ def chroma_and_bit_depth(pix_fmt: str) -> tuple[str, int]:
 
 def nvdec_refusal(codec: str, width: int, height: int, pix_fmt: str,
                   compute_capability: tuple[int, int] = (9, 0), codecs: set[str] | None = None,
-                  max_bit_depth: int = 8) -> str | None:
+                  max_bit_depth: int = 8, driver_caps: Mapping[CodecConfig, DecoderCaps] | None = None
+                  ) -> str | None:
     """Why NVDEC (through DALI's mixed decoder) would not take this video, or None when it would.
 
     ``codecs`` narrows the codecs sent to NVDEC (None: every codec of the table). ``max_bit_depth`` caps what is
     sent even where the hardware decodes more: DALI's mixed decoder converts to 8-bit RGB, and deeper streams have
-    not been checked against the CPU route, so 8 is the default.
+    not been checked against the CPU route, so 8 is the default. ``driver_caps``: the driver's answers for this
+    GPU (:func:`~dali_pipelines.nvdec_caps.query_decoder_caps`); where it has one for the video's
+    configuration, it decides support and size limits instead of the table.
     """
     codec = codec.lower()
     limits = NVDEC_LIMITS.get(codec)
@@ -85,6 +93,14 @@ def nvdec_refusal(codec: str, width: int, height: int, pix_fmt: str,
         return f"NVDEC does not decode {codec}"
     if codecs is not None and codec not in codecs:
         return f"{codec} is not among the codecs configured for NVDEC ({', '.join(sorted(codecs))})"
+    if driver_caps:
+        try:
+            chroma, depth = chroma_and_bit_depth(pix_fmt)
+        except ValueError:
+            chroma, depth = "", 0
+        caps = driver_caps.get((codec, chroma, depth))
+        if caps is not None and chroma in DALI_MIXED_CHROMA and depth <= max_bit_depth:
+            return caps.refusal(codec, width, height, chroma, depth)
     if codec == "av1":
         cc = tuple(compute_capability)
         if cc not in _AV1_COMPUTE_CAPABILITIES and cc[0] < _AV1_FROM_MAJOR:
@@ -108,6 +124,25 @@ def nvdec_refusal(codec: str, width: int, height: int, pix_fmt: str,
     if depth > max_bit_depth:
         return f"{depth}-bit video is above the configured maximum of {max_bit_depth} bits for NVDEC ({pix_fmt})"
     return None
+
+
+def table_differences(answers: Mapping[CodecConfig, DecoderCaps], compute_capability: tuple[int, int]) -> list[str]:
+    """Where the driver's answers for a GPU (``nvdec_caps.query_decoder_caps``) differ from :data:`NVDEC_LIMITS`,
+    one line each: what the table would get wrong on that GPU without them."""
+    lines = []
+    for (codec, chroma, depth), caps in sorted(answers.items()):
+        limits = NVDEC_LIMITS[codec]
+        table_says = chroma in limits.chroma and depth in limits.bit_depths and not (
+            codec == "av1" and tuple(compute_capability) not in _AV1_COMPUTE_CAPABILITIES
+            and compute_capability[0] < _AV1_FROM_MAJOR)
+        name = f"{codec} {depth}-bit {chroma[0]}:{chroma[1]}:{chroma[2]}"
+        if caps.supported != table_says:
+            lines.append(f"{name}: the driver says {'decoded' if caps.supported else 'not decoded'}, the table "
+                         f"{'decoded' if table_says else 'not decoded'}")
+        elif caps.supported and (caps.min_size, caps.max_size) != (limits.min_size, limits.max_size):
+            lines.append(f"{name}: the driver's sizes {size_range(caps.min_size, caps.max_size)}, the table's "
+                         f"{size_range(limits.min_size, limits.max_size)}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- the machine

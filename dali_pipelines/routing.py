@@ -10,7 +10,8 @@ decoder facts and keeping a code per video, :class:`VideoRoutes`; the route is c
 machine (:func:`machine_policy`), decided when a loader starts (never cached with the index):
 
 1. NVDEC when the GPU route works on this machine and NVDEC accepts the video's codec, size, chroma format and bit
-   depth (:func:`dali_pipelines.nvdec_support.nvdec_refusal`);
+   depth (:func:`dali_pipelines.nvdec_support.nvdec_refusal`; the driver's answer for this GPU where it could be
+   asked at start-up, :func:`ask_driver_caps`, else NVIDIA's published table);
 2. otherwise DALI's CPU decoder for VP8, VP9 and MJPEG;
 3. otherwise PyAV.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -33,11 +34,14 @@ import numpy as np
 from configs import check_choice
 
 from .filelist import DataError
-from .nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads, nvdec_refusal
+from .nvdec_caps import CodecConfig, DecoderCaps, NvdecCapsError, query_decoder_caps
+from .nvdec_support import (DALI_MIXED_CHROMA, NVDEC_LIMITS, dali_cuda_major, driver_cuda_version, gpu_decode_problems,
+                            nvcuvid_loads, nvdec_refusal)
 
 __all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device",
-           "RoutingPolicy", "machine_policy", "choose_route", "fallback_route", "VideoRoute",
-           "VideoRoutes", "route_videos", "route_counts", "cpu_share_warning"]
+           "RoutingPolicy", "machine_policy", "nvdec_configs", "ask_driver_caps", "nvdec_threads_line",
+           "choose_route", "fallback_route", "VideoRoute", "VideoRoutes", "route_videos", "route_counts",
+           "cpu_share_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +91,19 @@ class RoutingPolicy:
     nvdec_codecs: frozenset[str] | None = None  # None: every codec NVDEC decodes
     nvdec_max_bit_depth: int = 8
     cpu_decoder: str = "auto"  # auto | dali | pyav
+    # The driver's answers for this GPU (nvdec_caps.query_decoder_caps); None: not asked, or the question failed
+    # (then NVIDIA's published table decides alone).
+    driver_caps: Mapping[CodecConfig, DecoderCaps] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.cpu_decoder not in ("auto", "dali", "pyav"):
             raise ValueError(f"DATA.CPU_DECODER must be auto, dali or pyav, got {self.cpu_decoder!r}")
+
+    @property
+    def nvdec_engines(self) -> int | None:
+        """NVDEC engines on this GPU as the driver counts them (None: it was not asked, or too old to say)."""
+        engines = max((c.engines for c in (self.driver_caps or {}).values() if c.supported), default=0)
+        return engines or None
 
 
 def machine_policy(device: str, cpu_decoder: str = "auto", nvdec_codecs: Iterable[str] = (),
@@ -103,8 +116,42 @@ def machine_policy(device: str, cpu_decoder: str = "auto", nvdec_codecs: Iterabl
     gpu = device == "gpu"
     capability = tuple(torch.cuda.get_device_capability(device_id)) if gpu else (9, 0)
     codecs = frozenset(str(c).lower() for c in nvdec_codecs) or None
+    caps = None
+    if gpu:
+        device_index = torch.cuda.current_device() if device_id is None else int(device_id)
+        caps = ask_driver_caps(device_index, codecs, int(nvdec_max_bit_depth))
     return RoutingPolicy(gpu_usable=gpu, compute_capability=capability, nvdec_codecs=codecs,
-                         nvdec_max_bit_depth=int(nvdec_max_bit_depth), cpu_decoder=cpu_decoder)
+                         nvdec_max_bit_depth=int(nvdec_max_bit_depth), cpu_decoder=cpu_decoder, driver_caps=caps)
+
+
+def nvdec_configs(codecs: Iterable[str] | None, max_bit_depth: int) -> list[CodecConfig]:
+    """The codec configurations NVDEC may be sent under these settings: each codec of the table (or of
+    ``codecs``), 4:2:0 (the only chroma DALI's mixed decoder outputs), each bit depth up to ``max_bit_depth``."""
+    names = sorted(NVDEC_LIMITS if codecs is None else set(codecs) & set(NVDEC_LIMITS))
+    return [(codec, chroma, depth) for codec in names for chroma in sorted(DALI_MIXED_CHROMA)
+            for depth in sorted(NVDEC_LIMITS[codec].bit_depths) if depth <= max_bit_depth]
+
+
+def ask_driver_caps(device_index: int, codecs: Iterable[str] | None,
+                    max_bit_depth: int) -> dict[CodecConfig, DecoderCaps] | None:
+    """The driver's answers for the configurations of :func:`nvdec_configs` on CUDA device ``device_index``, or
+    None (with a warning) when it cannot be asked: routing then follows the published table alone."""
+    try:
+        return query_decoder_caps(nvdec_configs(codecs, max_bit_depth), device=device_index)
+    except NvdecCapsError as e:
+        log.warning("could not ask the NVIDIA driver what NVDEC decodes on GPU %d (%s); routing by NVIDIA's "
+                    "published support table instead", device_index, e)
+        return None
+
+
+def nvdec_threads_line(engines: int | None, threads: int) -> str:
+    """What a loader logs about its NVDEC graph: the GPU's NVDEC engines and the decoder threads it runs."""
+    have = f"{engines} engines on this GPU (the driver's count)" if engines else "the GPU's engine count unknown"
+    line = (f"NVDEC: {have}; the NVDEC graph runs {threads} decoder threads, one NVDEC session each "
+            f"(the larger of DATA.NUM_THREADS and DATA.NVDEC_THREADS)")
+    if engines and threads < engines:
+        line += f": fewer than the engines, raise DATA.NVDEC_THREADS to {engines} or more to use them all"
+    return line
 
 
 def choose_route(codec: str, width: int, height: int, pix_fmt: str, policy: RoutingPolicy) -> tuple[str, str]:
@@ -112,7 +159,8 @@ def choose_route(codec: str, width: int, height: int, pix_fmt: str, policy: Rout
     codec = codec.lower()
     if policy.gpu_usable:
         refusal = nvdec_refusal(codec, width, height, pix_fmt, compute_capability=policy.compute_capability,
-                                codecs=policy.nvdec_codecs, max_bit_depth=policy.nvdec_max_bit_depth)
+                                codecs=policy.nvdec_codecs, max_bit_depth=policy.nvdec_max_bit_depth,
+                                driver_caps=policy.driver_caps)
         if refusal is None:
             return NVDEC, ""
     else:
@@ -176,6 +224,15 @@ class VideoRoutes(Mapping):
         if not 0 <= row < len(self.codes):
             raise KeyError(row)
         self.codes[row] = self.code(route)
+
+    def move(self, rows: np.ndarray, route: VideoRoute) -> None:
+        """Put every row of ``rows`` on ``route`` at once."""
+        self.codes[np.asarray(rows, np.int64)] = self.code(route)
+
+    def rows_on(self, route: str) -> np.ndarray:
+        """A mask over the rows: those on ``route`` now."""
+        codes = [i for i, choice in enumerate(self.choices) if choice.route == route]
+        return np.isin(self.codes, codes)
 
     def __iter__(self) -> Iterator[int]:
         return iter(np.flatnonzero(self.codes >= 0).tolist())

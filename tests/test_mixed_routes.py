@@ -5,6 +5,7 @@ fallback from a failing route, the per-route counters and the CPU-share warning.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from dali_pipelines.index import build_index
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pyav_encode import write_video
 from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.routing import NVDEC, VideoRoute
 from engine.distributed import DistContext
 from engine.runner import _data_counts
 from engine.loader_stats import loader_stats
@@ -218,6 +220,33 @@ def test_video_failing_on_dali_cpu_falls_back_to_pyav(tmp_path):
     got = denormalize(views[victim][0])  # first crop, first clip: (T, S, S, 3)
     ref = roi_resize_ref(frames, start, end, loader.input_size)[sample.params.new_order[:loader.num_frames]]
     assert np.abs(got - ref).mean() < 1.0
+    loader.close()
+
+
+def test_a_codec_configuration_the_gpu_refuses_moves_all_its_videos_at_once(mixed, caplog):
+    """DALI's mixed decoder fails a video with "Codec configuration not supported on this GPU" (the driver could not
+    be asked at start-up): every video of that codec, chroma and bit depth leaves NVDEC with it, not one graph
+    rebuild per batch that holds one; another failure moves only its video. (On this CPU machine the H.264 rows
+    are put on NVDEC by hand; after the move the epoch runs on the CPU routes and delivers every video.)"""
+    root, lst, vp9_rows, h264_rows = mixed
+    loader = build_loader(small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 4}), "val")
+    on_nvdec = sorted(h264_rows)
+    loader.video_routes.move(on_nvdec, VideoRoute(NVDEC))
+    loader.video_routes[min(vp9_rows)] = VideoRoute(NVDEC)  # another configuration, which the GPU decodes
+    first, second = on_nvdec[0], on_nvdec[1]
+    loader._fall_back(loader.sample(first), "cannot parse frame 3")
+    assert loader.video_routes[first].route == "pyav" and loader.video_routes[second].route == NVDEC
+    refused = "Codec configuration not supported on this GPU. Codec: H.264, chroma format: YUV 4:2:0, bit depth: 8"
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.loader"):
+        loader._fall_back(loader.sample(second), refused)
+    assert all(loader.video_routes[r].route == "pyav" for r in h264_rows)
+    assert all(refused in loader.video_routes[r].reason for r in on_nvdec[1:])
+    assert loader.video_routes[min(vp9_rows)].route == NVDEC  # VP9 stays
+    assert loader.stats["route_fallbacks"] == len(h264_rows)
+    assert "the other 3 videos of the same codec configuration (h264, yuv420p) go to the pyav route" in caplog.text
+    loader.video_routes[min(vp9_rows)] = VideoRoute("dali_cpu")
+    delivered = [i for batch in loader for i in batch["index"].tolist()]
+    assert sorted(delivered) == sorted(vp9_rows | h264_rows) and loader.stats["skipped_videos"] == 0
     loader.close()
 
 

@@ -242,6 +242,23 @@ def test_a_stop_signal_while_train_py_starts_is_one_line_and_exit_code_4(tmp_pat
                                                 "written yet; run the same command again (exit code 4)"), err
 
 
+def test_verify_data_with_a_config_imports_torch_before_its_start_ends(tmp_path):
+    """verify_data --cfg needs torch (the label list and model checks): it is imported while a signal still ends
+    the start at once, not after, where a Ctrl-C or a stop signal inside torch's import could abort the process."""
+    p = _run_script(tmp_path / "spy.py",
+                    "from tools import verify_data\n"
+                    "real = verify_data.on_interrupt\n"
+                    "def spy(message, **kwargs):\n"
+                    "    print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)\n"
+                    "    real(message, **kwargs)\n"
+                    "verify_data.on_interrupt = spy\n"
+                    f"status = verify_data.main(['--cfg', {str(ROOT / 'configs' / 'demo.yaml')!r}, '--dry-run'])\n"
+                    "print('status', status, file=sys.stderr)\n")
+    lines = p.stderr.strip().splitlines()
+    assert lines[0] == "torch imported" and p.stdout.startswith("model eva-tiny/8"), (p.stdout, p.stderr)
+    assert lines[-1].startswith("status "), p.stderr  # (2 where the demo's lists were not generated)
+
+
 def test_a_stop_signal_while_starting_ends_the_process_at_once_with_the_stop_status(tmp_path):
     """As a Ctrl-C then, it raises nothing (inside a finaliser, or inside C++ code calling back into Python, an
     exception would be swallowed or abort the process); stdout's buffered lines come out first."""

@@ -79,8 +79,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
     DATA.LABEL_LIST when there is one) first, and its DATA.VIDEO_TIMEOUT_S becomes ``args.video_timeout`` when
     that is not given."""
     if args.cfg:
-        # Imported here, not at the top: it brings torch, and the probing workers import this script again.
-        from engine.evaluate import read_label_names
+        from engine.evaluate import read_label_names  # imported already (see main)
 
         cfg = load_config(args.cfg, args.opts)
         if os.path.isfile(cfg.DATA.LABEL_LIST):  # only the lists must exist here: a missing one is train.py's concern
@@ -129,8 +128,18 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
     return bad_total
 
 
+def _import_model_code() -> None:
+    """Import what --cfg checks need (torch with them) while a Ctrl-C or a stop signal still ends the start at once:
+    one raised inside torch's import could abort the process (evautil.interrupt). Not at the top of the file: the
+    probing workers import this script again, and need no torch."""
+    import engine.evaluate  # noqa: F401
+    import models  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cfg:
+        _import_model_code()
     kept = "the videos probed so far are saved in each list's <list>.index.npz; the same command probes only the rest"
     on_interrupt(f"verifying the lists: {kept}")
     # The report below names every bad video with its reason; the index's own warnings would repeat them. Its

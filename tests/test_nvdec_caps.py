@@ -216,3 +216,21 @@ def test_gpu_env_prints_the_drivers_answers_and_the_tables_differences(capsys):
     gpu_env.print_nvdec_caps((9, 0), query=failing)
     assert capsys.readouterr().out == ("NVDEC caps      could not ask the driver (cuInit failed with CUresult 100); "
                                        "routing follows the published table\n")
+
+
+@pytest.mark.gpu
+def test_the_driver_answers_on_this_gpu_and_routing_uses_the_answers():
+    """On a GPU machine the question must work (a failure would leave routing to the table, silently but for one
+    warning): H.264 8-bit is decoded, by at least one engine, in the sizes Kinetics needs; the answers are printed
+    for the record, with where the table differs."""
+    import torch
+
+    device = torch.cuda.current_device()
+    answers = query_decoder_caps(nvdec_configs(None, 8), device=device)
+    print("\n".join(describe_caps(answers)))
+    print("\n".join(table_differences(answers, torch.cuda.get_device_capability(device))) or "table agrees")
+    h264 = answers[("h264", "420", 8)]
+    assert h264.supported and h264.engines >= 1, h264
+    assert h264.min_size[0] <= 64 and h264.min_size[1] <= 48 and h264.max_size[0] >= 1920, h264
+    policy = machine_policy("gpu", device_id=device)
+    assert policy.driver_caps == answers and policy.nvdec_engines >= 1

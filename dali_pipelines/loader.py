@@ -223,8 +223,6 @@ class VideoLoader:
                        sample.video.path, sample.row, sample.route, reason, nxt)
         self.video_routes[sample.row] = VideoRoute(nxt, f"failed on {sample.route}: {reason}")
         self.stats["route_fallbacks"] += 1
-        if sample.route == NVDEC and GPU_REFUSES_CONFIGURATION in reason:
-            self._move_configuration(sample.row, nxt, reason)
         return dataclasses.replace(sample, route=nxt)
 
     def _move_configuration(self, row: int, route: str, reason: str) -> None:
@@ -244,10 +242,16 @@ class VideoLoader:
         logger.warning("the other %d videos of the same codec configuration (%s, %s) go to the %s route as well: this "
                        "GPU does not decode it", rows.size, info.codec, info.pix_fmt, route)
 
-    def _fall_back(self, sample: Sample, reason: str) -> None:
-        """A video failed on its route: move it to its fallback route, or quarantine it when there is none."""
-        if self._reroute(sample, reason) is None:
+    def _fall_back(self, sample: Sample, error: Exception) -> None:
+        """A video failed alone on its graph's decoder with DALI's ``error``: move it to its fallback route, or
+        quarantine it when there is none; when the GPU refuses its codec configuration, the other videos of that
+        configuration leave NVDEC with it."""
+        reason = dali_error_reason(error)
+        moved = self._reroute(sample, reason)
+        if moved is None:
             self.schedule.quarantine(sample.row, f"decode failed during the run: {reason}")
+        elif sample.route == NVDEC and GPU_REFUSES_CONFIGURATION in str(error):  # (DALI's whole text, not the line)
+            self._move_configuration(sample.row, moved.route, reason)
 
     def _check_global_batch(self, usable: int) -> None:
         b, w = self.batch_size, self.world_size
@@ -356,7 +360,7 @@ class VideoLoader:
                     self.schedule.quarantine(s.row, f"{type(e).__name__}: {e}")
                     culprits += 1
                 except Exception as e:  # noqa: BLE001 - any other failure of this video alone convicts it
-                    self._fall_back(s, dali_error_reason(e))
+                    self._fall_back(s, e)
                     culprits += 1
         if culprits == 0:
             raise RuntimeError(f"the DALI pipeline of the {failure.graph} graph failed but every in-flight video "

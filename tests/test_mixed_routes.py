@@ -223,6 +223,14 @@ def test_video_failing_on_dali_cpu_falls_back_to_pyav(tmp_path):
     loader.close()
 
 
+def _dali_error(line: str) -> str:
+    """The text of a DALI pipeline error around its one informative ``line`` (as DALI 2.4 words it)."""
+    return ("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn.decoders.video`,\nwhich was used "
+            "in the pipeline definition with the following traceback:\n\n  File \"pipelines.py\", line 248, in "
+            f"_decode\n\nencountered:\n\n{line}\nC++ context: [frames_decoder_gpu.cc:176]\n\nCurrent pipeline "
+            "object is no longer valid.")
+
+
 def test_a_codec_configuration_the_gpu_refuses_moves_all_its_videos_at_once(mixed, caplog):
     """DALI's mixed decoder fails a video with "Codec configuration not supported on this GPU" (the driver could not
     be asked at start-up): every video of that codec, chroma and bit depth leaves NVDEC with it, not one graph
@@ -234,11 +242,12 @@ def test_a_codec_configuration_the_gpu_refuses_moves_all_its_videos_at_once(mixe
     loader.video_routes.move(on_nvdec, VideoRoute(NVDEC))
     loader.video_routes[min(vp9_rows)] = VideoRoute(NVDEC)  # another configuration, which the GPU decodes
     first, second = on_nvdec[0], on_nvdec[1]
-    loader._fall_back(loader.sample(first), "cannot parse frame 3")
+    loader._fall_back(loader.sample(first), RuntimeError(_dali_error('Assert on "ok" failed: cannot parse frame 3')))
     assert loader.video_routes[first].route == "pyav" and loader.video_routes[second].route == NVDEC
     refused = "Codec configuration not supported on this GPU. Codec: H.264, chroma format: YUV 4:2:0, bit depth: 8"
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.loader"):
-        loader._fall_back(loader.sample(second), refused)
+        loader._fall_back(loader.sample(second), RuntimeError(_dali_error(f'Assert on "caps.bIsSupported" failed: '
+                                                                          f'{refused}')))
     assert all(loader.video_routes[r].route == "pyav" for r in h264_rows)
     assert all(refused in loader.video_routes[r].reason for r in on_nvdec[1:])
     assert loader.video_routes[min(vp9_rows)].route == NVDEC  # VP9 stays

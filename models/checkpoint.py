@@ -358,7 +358,9 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
         return pe
     patch, tubelet = _patch_and_tubelet(model)
     saved = grid_from_config(checkpoint_config, patch, tubelet) if checkpoint_config is not None else None
-    src, how = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved)
+    src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved)
+    if set_aside:
+        notes.append(f"pos_embed: {set_aside}")
     if src == (frames, size):
         return pe
     notes.append(f"pos_embed: source grid {src[0]}x{src[1]}x{src[1]} ({how})")

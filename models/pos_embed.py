@@ -11,7 +11,9 @@ geometry from its config (``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE``); ``find_sour
 4. otherwise the token count, only when a single (T0, S0) with S0 >= 2 fits it; more than one is refused with a
    message naming the candidates and the keys that decide.
 
-Both sources 1 and 2 must agree with the table's length and with each other.
+Both sources 1 and 2 must agree with each other, and source 2 with the table's length. An explicit geometry that
+does not fit the table's length (a recipe's, given for the checkpoint it names, while another checkpoint was
+passed) is set aside, with a note, when source 2 or 3 decides; otherwise it is an error.
 """
 
 from __future__ import annotations
@@ -101,16 +103,25 @@ def candidate_grids(num_tokens: int) -> list[Grid]:
 
 
 def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explicit: PartialGrid | None = None,
-                from_config: PartialGrid | None = None) -> tuple[Grid, str]:
-    """The (T0, S0) of a checkpoint's patch table and how it was decided (see the module docstring).
+                     from_config: PartialGrid | None = None) -> tuple[Grid, str, str | None]:
+    """The (T0, S0) of a checkpoint's patch table, how it was decided (see the module docstring), and, when the
+    explicit geometry does not fit this table and was set aside, what was set aside (else None).
+
+    An explicit geometry that does not fit the table's length at all cannot be this file's: a recipe's
+    ``MODEL.PRETRAINED_FRAMES`` describes the checkpoint it names (K722's 8 frames), not another one given in its
+    place (a 16-frame K400 checkpoint). It is set aside when the checkpoint's own config or the model's equal token
+    count decides instead (never for a guess from the token count alone).
 
     Raises:
-        ValueError: a given geometry does not fit the table, the two sources disagree, or the guess is ambiguous
-            (the message names the candidates in frames and pixels and the keys to set).
+        ValueError: a given geometry does not fit the table and nothing else decides, the two sources disagree, or
+            the guess is ambiguous (the message names the candidates in frames and pixels and the keys to set).
     """
-    given = None
+    given, misfit = None, None
     if explicit is not None and any(explicit):
-        given = (_complete(explicit, num_tokens, GRID_KEYS), "given by " + GRID_KEYS.split(" (")[0])
+        try:
+            given = (_complete(explicit, num_tokens, GRID_KEYS), "given by " + GRID_KEYS.split(" (")[0])
+        except ValueError as e:
+            misfit = e
     if from_config is not None and any(from_config):
         saved = _complete(from_config, num_tokens, "the checkpoint's config")
         if given and given[0] != saved:
@@ -118,13 +129,19 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
                              f"{given[0][1] * patch_size} px but the checkpoint's config says {saved[0]} frames of "
                              f"{saved[1] * patch_size} px")
         given = given or (saved, "from the checkpoint's config")
+    if given is None and model_grid[0] * model_grid[1] ** 2 == num_tokens:
+        given = (model_grid, "the model's own (equal token count)")
+    if misfit is not None:
+        if given is None:
+            raise ValueError(f"{misfit}; set them to this checkpoint's frames and input size (0 for its config's, "
+                             "or the model's when the token counts are equal)") from None
+        set_aside = f"{str(misfit).removeprefix('pos_embed: ')}: set aside, the geometry is {given[1]}"
+        return given[0], given[1], set_aside
     if given:
-        return given
-    if model_grid[0] * model_grid[1] ** 2 == num_tokens:
-        return model_grid, "the model's own (equal token count)"
+        return given[0], given[1], None
     candidates = candidate_grids(num_tokens)
     if len(candidates) == 1:
-        return candidates[0], "the only grid that fits the token count"
+        return candidates[0], "the only grid that fits the token count", None
     named = ", ".join(f"{t} frames of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
     raise ValueError(f"pos_embed: the checkpoint has {num_tokens} patch tokens and no config that says its geometry; "
                      f"it could be {named}. Set {GRID_KEYS} to the checkpoint's frames and input size")

@@ -488,6 +488,28 @@ def test_source_geometry_errors_name_the_keys():
         convert_state_dict(src, model, "eva_k722", checkpoint_config=_original_config(16, 224))
 
 
+def test_a_recipes_geometry_that_does_not_fit_another_checkpoint_is_set_aside():
+    """The K400 recipe's MODEL.PRETRAINED_FRAMES 8 describes the K722 checkpoint; given a 16-frame checkpoint instead
+    (the released K400 weights, to fine-tune further), the original's assertion, and ours before, refused it.
+    A geometry that cannot fit the table is set aside, with a note, when the checkpoint's config or the model's
+    equal token count decides; with nothing else to go by it stays an error that says what to set."""
+    gen = torch.Generator().manual_seed(3)
+    k400 = {"pos_embed": torch.randn(1, 1 + 16 * 16 * 16, 6, generator=gen)}  # 16 frames of 16x16
+    out, notes = convert_state_dict(k400, _eva14(224), "eva_k722", source_grid=(8, 16))
+    assert torch.equal(out["pos_embed"], k400["pos_embed"])  # the model's own grid: taken as it is
+    assert any("gives 8 frames of 16x16 patches, but the checkpoint's table has 4096 patch tokens: set aside, the "
+               "geometry is the model's own (equal token count)" in n for n in notes), notes
+    # an 8-frame model from the same file: the checkpoint's config decides, and the table is resampled 16 -> 8
+    out, notes = convert_state_dict(k400, _eva14(224, num_frames=8), "eva_k722", source_grid=(8, 16),
+                                    checkpoint_config=_original_config(16, 224))
+    expected = _reference_resample(k400["pos_embed"][0, 1:].numpy(), (16, 16), (8, 16))
+    np.testing.assert_allclose(out["pos_embed"][0, 1:].numpy(), expected, atol=2e-5)
+    assert any("set aside, the geometry is from the checkpoint's config" in n for n in notes), notes
+    with pytest.raises(ValueError, match=r"gives 8 frames of 16x16 patches, but the checkpoint's table has 4096 "
+                                         r"patch tokens; set them to this checkpoint's frames and input size"):
+        convert_state_dict(k400, _eva14(224, num_frames=8), "eva_k722", source_grid=(8, 16))
+
+
 def test_a_token_count_with_one_grid_is_used():
     # 18 = 2 x 3 x 3 is the only (T, S >= 2) that fits: taken without any key, then 2 -> 4 frames.
     gen = torch.Generator().manual_seed(0)

@@ -92,7 +92,8 @@ _C.DATA.INDEX_FULL_DECODE = False
 # Treat unreadable or missing videos as an error instead of quarantining them and going on, and more than
 # CPU_ROUTE_MAX_SHARE of a list decoded on the CPU of a GPU machine as an error instead of a warning.
 _C.DATA.STRICT = False
-# Data type of the clips handed to the model: "auto" (float16 on GPU, float32 on CPU), "float16", "float32".
+# Data type of the clips handed to the model: "auto" (float16 on GPU, but float32 with TRAIN.PRECISION fp32; float32
+# on CPU), "float16", "float32".
 _C.DATA.OUTPUT_DTYPE = "auto"
 
 # ---------------------------------------------------------------------------------------------------------------

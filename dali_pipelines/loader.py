@@ -50,6 +50,15 @@ __all__ = ["VideoLoader", "build_loader", "build_split_index", "resolve_decode_d
 logger = logging.getLogger(__name__)
 
 
+def clip_dtype(setting: str, device: str, precision: str) -> str:
+    """The clips' data type for DATA.OUTPUT_DTYPE ``setting`` ('auto': float16 on the GPU, which halves the copy and
+    is what mixed-precision autocast computes in anyway, but float32 for TRAIN.PRECISION fp32, whose run must not
+    see inputs rounded to float16; float32 on the CPU)."""
+    if setting != "auto":
+        return setting
+    return "float16" if device == "gpu" and precision != "fp32" else "float32"
+
+
 # DALI's mixed decoder when the driver says the GPU cannot decode a codec configuration (codec, chroma, bit depth):
 # "Codec configuration not supported on this GPU. Codec: H.264, chroma format: YUV 4:2:0, bit depth: 8".
 GPU_REFUSES_CONFIGURATION = "not supported on this GPU"
@@ -119,8 +128,7 @@ class VideoLoader:
         self._report_routes()
         self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / HostDecodeRoute, for the routes in use
         self._serve_routes()
-        dtype = data.OUTPUT_DTYPE
-        self.dtype = ("float16" if self.device == "gpu" else "float32") if dtype == "auto" else dtype
+        self.dtype = clip_dtype(data.OUTPUT_DTYPE, self.device, cfg.TRAIN.PRECISION)
         self.num_frames = self.settings.num_frames
         self.input_size = self.settings.input_size
         self.num_clip, self.num_crop = self.settings.num_clip, self.settings.num_crop

@@ -11,7 +11,7 @@ import torch
 
 from configs import ConfigError
 from dali_pipelines import DataError
-from dali_pipelines.loader import build_loader, resolve_decode_device
+from dali_pipelines.loader import build_loader, clip_dtype, resolve_decode_device
 from dali_pipelines.sampling import dense_multiview_indices, multiview_indices, sample_rng
 from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset, small_cfg
@@ -48,6 +48,13 @@ def test_train_outputs(data):
     second = [b[0].tolist() for b in _epoch(loader)]
     assert second != [b[0].tolist() for b in batches]  # reshuffled every epoch
     loader.close()
+
+
+def test_clip_dtype_follows_the_setting_the_device_and_an_fp32_run():
+    assert clip_dtype("auto", "gpu", "auto") == clip_dtype("auto", "gpu", "bf16") == "float16"
+    assert clip_dtype("auto", "gpu", "fp32") == "float32"  # an fp32 run sees unrounded inputs
+    assert clip_dtype("auto", "cpu", "bf16") == "float32"
+    assert clip_dtype("float16", "gpu", "fp32") == "float16" and clip_dtype("float32", "gpu", "bf16") == "float32"
 
 
 def test_test_outputs_and_single_decode(data):

@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             run.close()
         finally:
             distributed.leave_after(failed_at)
-            distributed.shutdown()
+            # Only a run that ends with every rank at the same point (returning, not on this rank's own failure)
+            # leaves NCCL gracefully; any other end aborts it (distributed.shutdown).
+            distributed.shutdown(graceful=sys.exc_info()[0] is None and failed_at is None)
 
 
 if __name__ == "__main__":

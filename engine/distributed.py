@@ -34,7 +34,7 @@ from . import liveness
 
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
-    "barrier", "broadcast_object", "shutdown", "seed_everything", "lost_peer",
+    "barrier", "broadcast_object", "shutdown", "seed_everything", "lost_peer", "local_rank_from_env",
     "record_failure", "leave_after", "joined",
 ]
 
@@ -81,6 +81,28 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+# Where launchers put a process's rank within its node: torchrun, then SLURM's srun, then Open MPI's mpirun.
+LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
+
+
+def local_rank_from_env(world_size: int, visible_gpus: int) -> int:
+    """This process's rank within its node: LOCAL_RANK for a single process (0 when unset), else the first of
+    :data:`LOCAL_RANK_VARIABLES` that is set; 0 for a process of several that sees at most one GPU.
+
+    Raises:
+        ValueError: several processes, several visible GPUs and none of the variables: every process would take
+            GPU 0 (NCCL then stops at its first collective with "Duplicate GPU detected").
+    """
+    for name in LOCAL_RANK_VARIABLES if world_size > 1 else LOCAL_RANK_VARIABLES[:1]:
+        if os.environ.get(name, ""):
+            return _env_int(name, 0)
+    if world_size > 1 and visible_gpus > 1:
+        raise ValueError(f"WORLD_SIZE={world_size} but none of {', '.join(LOCAL_RANK_VARIABLES)} is set, and this "
+                         f"process sees {visible_gpus} GPUs: launch with torchrun (it sets LOCAL_RANK), or set "
+                         "LOCAL_RANK to the process's rank within its node")
+    return 0
+
+
 def gpu_index(local_rank: int, visible: int) -> int:
     """The GPU a process with ``local_rank`` computes on when it sees ``visible`` GPUs: the one of its local rank
     (torchrun, one launcher per node), or the only one it sees (a scheduler that gives every process its own GPU
@@ -108,20 +130,21 @@ def init_from_env(device: str = "auto") -> DistContext:
     """
     rank = _env_int("RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
-    local_rank = _env_int("LOCAL_RANK", 0)
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    local_rank = local_rank_from_env(world_size, torch.cuda.device_count() if use_cuda else 0)
     if use_cuda:
         index = gpu_index(local_rank, torch.cuda.device_count())
         torch.cuda.set_device(index)
         dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
+    global _WAIT_GROUP
     if world_size > 1 and not dist.is_initialized():
         # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size,
                                 device_id=dev if use_cuda else None)
-        global _WAIT_GROUP
+    if world_size > 1 and _WAIT_GROUP is None:  # also when the caller had joined a group already (every rank)
         _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=_env_int("EVA_WAIT_TIMEOUT_MIN", 120)))
         liveness.start(dist.distributed_c10d._get_default_store(), rank, world_size,
                        _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300))
@@ -242,13 +265,32 @@ def joined() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def shutdown() -> None:
-    """Leave the process group (safe to call when none was created)."""
+def shutdown(graceful: bool = True) -> None:
+    """Leave the process group (safe to call when none was created).
+
+    ``graceful`` False: this process ends on a failure (its own, or a peer's), which the other ranks may not share.
+    An NCCL group is then aborted, not destroyed: NCCL's destroy is a collective of the node's ranks, which hangs
+    when a peer has died or is still inside a collective (gloo's is local and stays)."""
     global _WAIT_GROUP
     liveness.stop()
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        if graceful or dist.get_backend() != "nccl":
+            dist.destroy_process_group()
+        else:
+            _abort_process_group()
     _WAIT_GROUP = None
+
+
+def _abort_process_group() -> None:
+    """Abort every communicator of the default group without waiting for the peers; when this torch has no abort,
+    leave the group to the process's exit (which does not wait for them either)."""
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    if abort is None:
+        return
+    try:
+        abort()
+    except Exception:  # noqa: BLE001 - the process is ending on an error already; its exit releases the rest
+        pass
 
 
 def seed_everything(seed: int) -> None:

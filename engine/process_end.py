@@ -62,5 +62,5 @@ def end_before_run(line: str, code: int | None, error: BaseException | None = No
     recorded = distributed.record_failure(line, f"{traceback.format_exc()}{line}" if error is not None else "")
     if not lost:
         distributed.leave_after(recorded)
-    distributed.shutdown()
+    distributed.shutdown(graceful=False)
     return code

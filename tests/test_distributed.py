@@ -172,3 +172,37 @@ def test_ddp_does_not_sync_buffers_in_forward_and_says_nothing_about_it(tmp_path
     finally:
         dist.destroy_process_group()
     assert not [w for w in recwarn if "buffers" in str(w.message)], [str(w.message) for w in recwarn]
+
+
+@pytest.mark.parametrize("backend, graceful, expected", [
+    ("nccl", True, ["stop", "destroy"]), ("nccl", False, ["stop", "abort"]),
+    ("gloo", True, ["stop", "destroy"]), ("gloo", False, ["stop", "destroy"]),
+])
+def test_a_process_ending_on_a_failure_aborts_nccl_instead_of_destroying_it(monkeypatch, backend, graceful,
+                                                                            expected):
+    """NCCL's destroy waits for the node's other ranks, which hangs when one has died or is inside a collective:
+    a process that ends on a failure aborts its NCCL group; gloo's destroy is local and stays."""
+    calls = []
+    monkeypatch.setattr(dist_utils.liveness, "stop", lambda: calls.append("stop"))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: calls.append("destroy"))
+    monkeypatch.setattr(dist.distributed_c10d, "_abort_process_group", lambda group=None: calls.append("abort"),
+                        raising=False)
+    dist_utils.shutdown(graceful=graceful)
+    assert calls == expected
+
+
+def test_the_local_rank_comes_from_the_launcher_or_the_error_says_how(monkeypatch):
+    for name in dist_utils.LOCAL_RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert dist_utils.local_rank_from_env(1, 8) == 0  # a single process
+    assert dist_utils.local_rank_from_env(4, 1) == 0  # one GPU per process: nothing to choose
+    with pytest.raises(ValueError, match=r"WORLD_SIZE=4 but none of LOCAL_RANK, SLURM_LOCALID, "
+                                         r"OMPI_COMM_WORLD_LOCAL_RANK is set, and this process sees 8 GPUs"):
+        dist_utils.local_rank_from_env(4, 8)  # every process would take GPU 0
+    monkeypatch.setenv("SLURM_LOCALID", "5")  # srun without torchrun
+    assert dist_utils.local_rank_from_env(16, 8) == 5
+    assert dist_utils.local_rank_from_env(1, 8) == 0  # a single process ignores the scheduler's task numbering
+    monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun's wins
+    assert dist_utils.local_rank_from_env(16, 8) == 2 and dist_utils.local_rank_from_env(1, 8) == 2

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                          shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        distributed.shutdown()
+        distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
         return 2
     listed = result["listed"]
     distributed.shutdown()  # before the summary, which is the last thing the command does

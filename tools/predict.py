@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=not args.quiet)
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        distributed.shutdown()
+        distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
         return 2
     written = True
     distributed.shutdown()  # before the results, which are the last thing the command does

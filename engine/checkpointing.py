@@ -200,8 +200,29 @@ def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, opti
     if keep_new_hyperparameters:
         for group, new in zip(optimizer.param_groups, fresh):
             group.update(new)
+    _keep_this_runs_implementation(optimizer, fresh)
     if not (keep_new_hyperparameters or keep_new_schedule):
         scheduler.load_state_dict(ckpt["scheduler"])
+
+
+# Optimizer group keys that choose how the update is computed (kernels), not what it computes.
+_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _keep_this_runs_implementation(optimizer: torch.optim.Optimizer, fresh: list[dict]) -> None:
+    """Give the optimizer back this run's kernels after ``load_state_dict``, which takes the saved groups' flags: a
+    checkpoint written on the CPU (unfused) would otherwise resume unfused on a GPU, and one written fused on a GPU
+    would ask for the fused kernel on the CPU. A fused or capturable update keeps its step counts as float32 on the
+    parameters' device (torch's own rule on loading), the others leave them where they are."""
+    for group, new in zip(optimizer.param_groups, fresh):
+        for key in _IMPLEMENTATION_KEYS:
+            if key in new:
+                group[key] = new[key]
+        on_device = group.get("fused") or group.get("capturable")
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if torch.is_tensor(step) and on_device:
+                optimizer.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
 
 
 def _shape_text(value: Any) -> str:

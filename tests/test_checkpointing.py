@@ -479,3 +479,31 @@ def test_a_file_found_intact_skips_only_the_next_crc_check(tmp_path):
     assert damaged_zip_record(str(path)) is None  # the remembered check
     assert "does not match the CRC-32" in damaged_zip_record(str(path))
     assert "does not match the CRC-32" in damaged_zip_record(str(path))
+
+
+@pytest.mark.parametrize("keep_new", [False, True])
+def test_a_resumed_optimizer_keeps_this_runs_kernels(keep_new):
+    """Optimizer.load_state_dict takes the saved groups' flags: a checkpoint of an unfused AdamW (the CPU's) resumed
+    by a fused one (a GPU's) trained unfused, and with a changed config accepted its step counts stayed where the
+    fused kernel does not take them. The run's own kernels are kept, the moments and steps are the checkpoint's."""
+    from engine.checkpointing import restore_training_objects
+
+    torch.manual_seed(0)
+    saved_model = torch.nn.Linear(4, 3)
+    saved = torch.optim.AdamW(saved_model.parameters(), lr=1e-3, fused=False)
+    saved_model(torch.randn(2, 4)).sum().backward()
+    saved.step()
+    ckpt = {"model": saved_model.state_dict(), "optimizer": saved.state_dict(), "scheduler": {}}
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, fused=True)
+    restore_training_objects(ckpt, "ckpt.pth", model, optimizer, scheduler=None, keep_new_hyperparameters=keep_new,
+                             keep_new_schedule=True)
+    group = optimizer.param_groups[0]
+    assert group["fused"] is True and group["lr"] == (2e-3 if keep_new else 1e-3)
+    for p, q in zip(model.parameters(), saved_model.parameters()):
+        step = optimizer.state[p]["step"]
+        assert step.dtype == torch.float32 and step.device == p.device and float(step) == 1.0
+        torch.testing.assert_close(optimizer.state[p]["exp_avg"], saved.state[q]["exp_avg"])
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()  # the fused kernel runs on the restored state
+    assert all(float(optimizer.state[p]["step"]) == 2.0 for p in model.parameters())

@@ -57,19 +57,29 @@ class LayerNormFP32(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        global _apex_layer_norm
         if _apex_layer_norm is not None and x.is_cuda:
-            # Same fp32-in / cast-back semantics, apex's fused kernel. Keywords: apex releases differ in the
-            # positional order of normalized_shape.
-            try:
-                out = _apex_layer_norm(input=x.float(), weight=self.weight.float(), bias=self.bias.float(),
-                                       normalized_shape=self.normalized_shape, eps=self.eps)
-                return out.type_as(x)
-            except (RuntimeError, TypeError) as error:  # an apex build without a working CUDA extension
-                logger.warning("apex fused layer norm unusable (%s); using torch's layer norm", error)
-                _apex_layer_norm = None
+            out = self._apex_forward(x)
+            if out is not None:
+                return out
         out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
         return out.type_as(x)
+
+    def _apex_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The same fp32-in / cast-back semantics through apex's fused kernel; None when apex turns out unusable
+        (torch's kernel from then on). Autocast is off around it: apex casts its inputs to the autocast dtype,
+        which would undo the fp32 statistics. Keywords: apex releases differ in the positional order of
+        normalized_shape."""
+        global _apex_layer_norm
+        try:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                out = _apex_layer_norm(input=x.float(), weight=self.weight.float(), bias=self.bias.float(),
+                                       normalized_shape=self.normalized_shape, eps=self.eps)
+            return out.type_as(x)
+        # apex loads its CUDA extension at the first call: a build without a working one fails here
+        except (ImportError, RuntimeError, TypeError) as error:
+            logger.warning("apex fused layer norm unusable (%s); using torch's layer norm", error)
+            _apex_layer_norm = None
+            return None
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"

@@ -320,3 +320,34 @@ def test_cuda_checkpointed_bf16_training_step():
                                                  torch.tensor([1, 2], device="cuda"))
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_apex_layer_norm_runs_in_fp32_outside_autocast_and_falls_back_when_unusable(monkeypatch, caplog):
+    """apex's fused layer norm casts its inputs to the autocast dtype, which would undo the fp32 statistics: it is
+    called with autocast off. An apex whose CUDA extension does not load fails at the first call (ImportError):
+    torch's kernel takes over, once and for good. (A fake stands in for apex: it records what it was given.)"""
+    import logging
+
+    from models import eva
+
+    seen = []
+
+    def fake_apex(input, weight, bias, normalized_shape, eps):
+        seen.append((input.dtype, weight.dtype, torch.is_autocast_enabled("cpu")))
+        return torch.nn.functional.layer_norm(input, normalized_shape, weight, bias, eps)
+
+    ln = eva.LayerNormFP32(8)
+    x = torch.randn(2, 8, dtype=torch.bfloat16)
+    monkeypatch.setattr(eva, "_apex_layer_norm", fake_apex)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ln._apex_forward(x)
+    assert seen == [(torch.float32, torch.float32, False)] and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, torch.nn.functional.layer_norm(x.float(), (8,), eps=1e-6).bfloat16())
+
+    def missing_extension(**kwargs):
+        raise ModuleNotFoundError("No module named 'fused_layer_norm_cuda'")
+
+    monkeypatch.setattr(eva, "_apex_layer_norm", missing_extension)
+    with caplog.at_level(logging.WARNING, logger="models.eva"):
+        assert ln._apex_forward(x) is None
+    assert eva._apex_layer_norm is None and "fused_layer_norm_cuda" in caplog.text

@@ -7,6 +7,7 @@ nothing of the config; ``train.py`` builds it. ``train_one_epoch`` is the loop o
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,12 +31,14 @@ __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch"
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+    """The loss, or with a finite loss the gradients, became NaN/inf; the message names the step and the last good
+    checkpoint."""
 
     def __init__(self, step: int, epoch: int, loss: float, last_checkpoint: str | None) -> None:
         self.step, self.epoch, self.loss, self.last_checkpoint = step, epoch, loss, last_checkpoint
         where = last_checkpoint or "none saved yet"
-        super().__init__(f"non-finite loss ({loss}) at optimizer step {step} (epoch {epoch + 1}); stopping. "
+        what = f"non-finite loss ({loss})" if not math.isfinite(loss) else f"non-finite gradients (loss {loss:.4f})"
+        super().__init__(f"{what} at optimizer step {step} (epoch {epoch + 1}); stopping. "
                          f"Last good checkpoint: {where}. Set TRAIN.SKIP_NONFINITE True to skip such steps.")
 
 
@@ -114,7 +117,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     ``control``, its stop and save flags ride on the step's loss all-reduce (:meth:`StepControl.agree`).
 
     Raises:
-        NonFiniteLossError: a non-finite loss with ``opts.skip_nonfinite`` off.
+        NonFiniteLossError: a non-finite loss, or non-finite gradients without a loss scaler, with
+            ``opts.skip_nonfinite`` off.
     """
     model.train()
     acc = opts.accumulation_steps
@@ -163,6 +167,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         # gradients are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip.
         local = loss_sum / acc
         finite = torch.isfinite(local)
+        if scaler is None:  # (a loss scaler skips a step with non-finite gradients itself)
+            # bf16 / fp32: a NaN gradient under a finite loss (an attention kernel's backward) would reach the
+            # weights. The gradients are all-reduced already, so every rank sees the same.
+            finite &= torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
         packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float()])
         if control is not None:  # the stop/save agreement in the same collective (no second sync after the step)
             flags = torch.tensor(control.local_flags())

@@ -95,7 +95,7 @@ elif mode == "signal_in_resume":  # SIGTERM to this process as the trainer loads
         os.kill(os.getpid(), signal.SIGTERM)
         return orig_resume(self, *a, **k)
     tl.Trainer.resume = resume
-elif mode == "nan_at_call":  # the loss of micro-batch `arg` (1-based) becomes NaN
+elif mode in ("nan_at_call", "nan_grad_at_call"):  # micro-batch `arg` (1-based): a NaN loss, or NaN gradients
     import engine.runner as r
     orig_crit = r.build_criterion
     def build_criterion(*a, **k):
@@ -103,7 +103,11 @@ elif mode == "nan_at_call":  # the loss of micro-batch `arg` (1-based) becomes N
         def wrapped(logits, target):
             calls[0] += 1
             loss = crit(logits, target)
-            return loss * float("nan") if calls[0] == arg else loss
+            if calls[0] != arg:
+                return loss
+            if mode == "nan_at_call":
+                return loss * float("nan")
+            return loss + (logits * 0).sum().sqrt()  # adds 0, but sqrt's gradient at 0 is inf: inf x 0 = NaN
         return wrapped
     r.build_criterion = build_criterion
 import train
@@ -465,19 +469,26 @@ def test_original_launch_command_two_processes(dataset, tmp_path):
     assert (out / "log_rank1.txt").exists() and (out / "ckpt_epoch_1.pth").exists()
 
 
-def test_nonfinite_loss_stops_with_step_and_checkpoint(dataset, tmp_path):
+# A NaN loss, and NaN gradients under a finite loss (which would otherwise reach the weights: no loss scaler in
+# bf16 or fp32), stop the run or are skipped alike.
+NONFINITE = [("nan_at_call", "non-finite loss (nan)"), ("nan_grad_at_call", "non-finite gradients (loss ")]
+
+
+@pytest.mark.parametrize("mode, says", NONFINITE)
+def test_nonfinite_loss_stops_with_step_and_checkpoint(dataset, tmp_path, mode, says):
     out = tmp_path / "out"
-    r = _run(tmp_path, _opts(dataset, out, SAVE_STEPS=2), mode="nan_at_call", arg=3)
+    r = _run(tmp_path, _opts(dataset, out, SAVE_STEPS=2), mode=mode, arg=3)
     assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
     msg = r.stdout + r.stderr
-    assert "non-finite loss" in msg and "step 3" in msg and str(out / "ckpt_step_2.pth") in msg
+    assert says in msg and "step 3" in msg and str(out / "ckpt_step_2.pth") in msg
     assert "Traceback" not in msg
 
 
-def test_nonfinite_loss_skipped_and_counted(dataset, tmp_path):
+@pytest.mark.parametrize("mode", [m for m, _ in NONFINITE])
+def test_nonfinite_loss_skipped_and_counted(dataset, tmp_path, mode):
     out = tmp_path / "out"
     r = _run(tmp_path, _opts(dataset, out, **{"TRAIN.SKIP_NONFINITE": True, "TRAIN.EPOCHS": 1,
-                                              "TEST.FINAL_NUM_CLIP": 0}), mode="nan_at_call", arg=2)
+                                              "TEST.FINAL_NUM_CLIP": 0}), mode=mode, arg=2)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_steps"] == 1

@@ -408,7 +408,10 @@ class VideoLoader:
             if merged is None:
                 merged = torch.empty((len(batch.samples),) + part.shape[1:], dtype=part.dtype, device=part.device)
             # Each part straight into its planned rows: one copy of the batch (a cat and a gather were two).
-            merged.index_copy_(0, torch.as_tensor(positions, device=part.device), part)
+            at = torch.tensor(positions)
+            if part.is_cuda:  # from pageable memory the copy would wait for the GPU's queued work first
+                at = at.pin_memory().to(part.device, non_blocking=True)
+            merged.index_copy_(0, at, part)
         return merged
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import logging
 import weakref
 from typing import Any, Iterator
@@ -283,6 +284,13 @@ class VideoLoader:
 
     def __len__(self) -> int:
         return len(self.schedule)
+
+    def plan_fingerprint(self) -> str:
+        """A short digest of what the epoch plans are drawn from (the list's usable rows, the seed, the batch size
+        and the world size): ranks whose loaders agree on it plan the same epochs."""
+        usable = self.schedule.usable_rows().astype(np.int64)
+        head = np.array([self.seed, self.batch_size, self.world_size, len(self.index)], np.int64)
+        return hashlib.sha1(head.tobytes() + usable.tobytes()).hexdigest()[:12]
 
     def sample(self, row: int) -> Sample:
         """The sample (route, frames to decode, graph parameters) of good ``row`` in the current epoch."""

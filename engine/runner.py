@@ -344,6 +344,25 @@ def _finish(metrics: MetricLogger, ctx: DistContext, cfg, fields: dict[str, Any]
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
 
 
+def check_ranks_plan_alike(ctx: DistContext, list_path: str, steps_per_epoch: int, fingerprint: str) -> None:
+    """Every rank must plan the same epochs: DDP's gradient all-reduce pairs the ranks' steps, so a rank with fewer
+    steps would leave the others waiting in it until NCCL's timeout ends the run, and equal counts from other usable
+    videos would silently train some clips twice and others never. Each node's first rank builds its index, and a
+    video that gave no answer in time is left out of that build only, so two nodes can differ. Compared once,
+    before DDP (where the ranks also meet after each loaded its weights).
+
+    Raises:
+        ConfigError: the ranks differ, naming each one's steps and usable-video digest.
+    """
+    plans = all_gather_objects((steps_per_epoch, fingerprint), ctx)
+    if len(set(plans)) > 1:
+        seen = "; ".join(f"rank {r}: {steps} steps per epoch, usable videos {digest}"
+                         for r, (steps, digest) in enumerate(plans))
+        raise ConfigError(f"{list_path}: the ranks disagree on the training plan ({seen}): their indexes of the list "
+                          "differ (a video one node could read and another could not, or a probe that timed out on "
+                          "one node); run tools/verify_data.py on the list, then start the run again")
+
+
 def models_for_training(model: torch.nn.Module, ctx: DistContext, t) -> tuple[torch.nn.Module, Any]:
     """The model the loop calls (DDP-wrapped on several processes, compiled with TRAIN.COMPILE) and the EMA copy
     (TRAIN.EMA; None without). DDP is built first: it gives every rank rank 0's weights, and the EMA copy must
@@ -368,6 +387,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     if steps_per_epoch < 1:
         raise ConfigError(f"{cfg.DATA.TRAIN_FILE}: {len(run.train_loader)} batches per process is less than one "
                          f"optimizer step (TRAIN.ACCUMULATION_STEPS = {t.ACCUMULATION_STEPS})")
+    check_ranks_plan_alike(ctx, cfg.DATA.TRAIN_FILE, steps_per_epoch, run.train_loader.plan_fingerprint())
     optimizer = build_optimizer(t, model, ctx.device)
     scheduler = build_scheduler(t, optimizer, steps_per_epoch)
     amp_dtype, needs_scaler = resolve_precision(t.PRECISION, ctx.device)

@@ -206,3 +206,18 @@ def test_the_local_rank_comes_from_the_launcher_or_the_error_says_how(monkeypatc
     assert dist_utils.local_rank_from_env(1, 8) == 0  # a single process ignores the scheduler's task numbering
     monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun's wins
     assert dist_utils.local_rank_from_env(16, 8) == 2 and dist_utils.local_rank_from_env(1, 8) == 2
+
+
+def test_ranks_that_would_plan_different_epochs_stop_before_training(monkeypatch):
+    """A rank whose index left out another video plans other epochs: DDP would pair its steps with the others'
+    and hang (fewer steps) or train clips twice (as many): every rank stops with the same line first."""
+    from configs import ConfigError
+    from engine import runner
+
+    ctx = DistContext(rank=1, world_size=3)
+    monkeypatch.setattr(runner, "all_gather_objects", lambda obj, ctx: [(4, "a1b2"), obj, (4, "a1b2")])
+    runner.check_ranks_plan_alike(ctx, "train.txt", 4, "a1b2")  # all alike
+    with pytest.raises(ConfigError, match=r"^train\.txt: the ranks disagree on the training plan \(rank 0: 4 steps "
+                                          r"per epoch, usable videos a1b2; rank 1: 3 steps per epoch, usable videos "
+                                          r"ffff; rank 2: .*run tools/verify_data\.py on the list"):
+        runner.check_ranks_plan_alike(ctx, "train.txt", 3, "ffff")

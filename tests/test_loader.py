@@ -11,7 +11,7 @@ import torch
 
 from configs import ConfigError
 from dali_pipelines import DataError
-from dali_pipelines.loader import build_loader, clip_dtype, resolve_decode_device
+from dali_pipelines.loader import build_loader, build_split_index, clip_dtype, resolve_decode_device
 from dali_pipelines.sampling import dense_multiview_indices, multiview_indices, sample_rng
 from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset, small_cfg
@@ -55,6 +55,22 @@ def test_clip_dtype_follows_the_setting_the_device_and_an_fp32_run():
     assert clip_dtype("auto", "gpu", "fp32") == "float32"  # an fp32 run sees unrounded inputs
     assert clip_dtype("auto", "cpu", "bf16") == "float32"
     assert clip_dtype("float16", "gpu", "fp32") == "float16" and clip_dtype("float32", "gpu", "bf16") == "float32"
+
+
+def test_plan_fingerprint_changes_with_the_usable_videos_and_the_world(data):
+    root, lst = data
+    cfg = small_cfg(root, lst)
+    a, same = build_loader(cfg, "train"), build_loader(cfg, "train")
+    assert a.plan_fingerprint() == same.plan_fingerprint()
+    same.close()
+    index = build_split_index(cfg, "train")  # another node's index, which left one video out
+    index.quarantine(int(index.good_rows[0]), "no answer within DATA.VIDEO_TIMEOUT_S", remember=False)
+    b = build_loader(cfg, "train", index=index)
+    assert a.plan_fingerprint() != b.plan_fingerprint()
+    c = build_loader(cfg, "train", rank=1, world_size=2)
+    assert c.plan_fingerprint() != a.plan_fingerprint()
+    for loader in (a, b, c):
+        loader.close()
 
 
 def test_test_outputs_and_single_decode(data):

@@ -322,6 +322,37 @@ def test_cuda_checkpointed_bf16_training_step():
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def _attention_grads(impl: str, state: dict, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The bf16-autocast backward of one EVA-1B attention layer (1408 wide, 16 heads of 88) through ``impl``."""
+    from models.eva import Attention
+
+    attn = Attention(1408, 16, attn_impl=impl).to(x.device)
+    attn.load_state_dict(state)
+    x = x.detach().requires_grad_(True)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        out = attn(x)
+    out.float().square().mean().backward()
+    return x.grad, {n: p.grad for n, p in attn.named_parameters()}
+
+
+@pytest.mark.gpu
+def test_cuda_attention_backward_at_eva_1b_head_size_matches_the_math_path():
+    """The kernel torch picks for SDPA on this GPU (flash, memory-efficient, or cuDNN, which recent torch prefers
+    on Hopper and which has given NaN gradients in bf16 at some shapes) against the fp32-logits math path, at EVA-1B's
+    head size and 8 frames x 16 x 16 tokens: finite, and the same gradients to bf16's precision."""
+    from models.eva import Attention
+
+    torch.manual_seed(0)
+    state = {k: v.cuda() for k, v in Attention(1408, 16).state_dict().items()}
+    state["q_bias"].normal_(std=0.02)
+    state["v_bias"].normal_(std=0.02)
+    x = torch.randn(2, 1 + 8 * 16 * 16, 1408, device="cuda")
+    (gx_sdpa, gp_sdpa), (gx_math, gp_math) = (_attention_grads(impl, state, x) for impl in ("sdpa", "math"))
+    for name, got, ref in [("input", gx_sdpa, gx_math)] + [(n, gp_sdpa[n], gp_math[n]) for n in gp_math]:
+        assert torch.isfinite(got).all(), name
+        assert float((got - ref).norm() / ref.norm()) < 0.03, (name, float((got - ref).norm() / ref.norm()))
+
+
 def test_apex_layer_norm_runs_in_fp32_outside_autocast_and_falls_back_when_unusable(monkeypatch, caplog):
     """apex's fused layer norm casts its inputs to the autocast dtype, which would undo the fp32 statistics: it is
     called with autocast off. An apex whose CUDA extension does not load fails at the first call (ImportError):

@@ -9,7 +9,8 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
 
 Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint) or a file that cannot be written, named in one
 line; 3 a non-finite loss; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (the
-same command resumes); 5 another process of the run stopped answering (EVA_HEARTBEAT_TIMEOUT_S, named in one line);
+same command resumes); 5 another process of the run stopped answering (EVA_HEARTBEAT_TIMEOUT_S), or on NCCL ended
+on a failure, named in one line;
 130 (as a shell reports it) stopped by Ctrl-C, without a checkpoint, in one line.
 """
 

@@ -270,11 +270,13 @@ def shutdown(graceful: bool = True) -> None:
 
     ``graceful`` False: this process ends on a failure (its own, or a peer's), which the other ranks may not share.
     An NCCL group is then aborted, not destroyed: NCCL's destroy is a collective of the node's ranks, which hangs
-    when a peer has died or is still inside a collective (gloo's is local and stays)."""
+    when a peer has died or is still inside a collective (gloo's is local and stays); and the liveness check tells
+    the peers (NCCL does not: they would wait in their next collective for its watchdog)."""
     global _WAIT_GROUP
-    liveness.stop()
+    nccl = dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
+    liveness.stop(failed=nccl and not graceful)
     if dist.is_available() and dist.is_initialized():
-        if graceful or dist.get_backend() != "nccl":
+        if graceful or not nccl:
             dist.destroy_process_group()
         else:
             _abort_process_group()

@@ -21,6 +21,14 @@ starved) starts its count over instead of blaming the others; a rank that leaves
 ``distributed.shutdown``) or runs without the check marks its counter :data:`LEFT` and is not watched; a store
 that refuses the connection means its host exited, a death the collectives report, and the check ends quietly.
 It cannot see a main thread that deadlocks while its process runs: the collectives' timeouts remain the bound.
+
+A rank of an NCCL run that ends on a failure marks its counter :data:`FAILED` instead (``stop(failed=True)``):
+NCCL does not tell the peers that a process left (inside one node they wait in the collective until NCCL's
+watchdog ends them, 10 minutes), so the others' judges end their processes within a beat, with one line naming
+it. Under torchrun its agent ends them sooner; the marker is for launches without it (srun, mpirun). The host of
+the store (rank 0 when no torchrun agent hosts it) waits, for at most a beat, until every watching rank has beaten
+once more, and so read the mark, before its exit closes the store. Gloo's collectives fail at once when a peer
+closes its connections, so a gloo run's ranks leave with :data:`LEFT`.
 """
 
 from __future__ import annotations
@@ -34,13 +42,16 @@ from typing import Any, Callable
 
 from torch.distributed import DistStoreError as _StoreTimeout  # a store call past its timeout (not a closed one)
 
-__all__ = ["UNANSWERED_EXIT_CODE", "LEFT", "Watch", "start", "stop", "log_to", "unanswered_line"]
+__all__ = ["UNANSWERED_EXIT_CODE", "LEFT", "FAILED", "Watch", "start", "stop", "log_to", "unanswered_line",
+           "failed_line"]
 
-# Exit code of a process that ended because another process of its run stopped answering (2: fix the input,
-# 3: non-finite loss, 4: stopped by a signal after a checkpoint).
+# Exit code of a process that ended because another process of its run stopped answering, or ended early while
+# this one waited for it (2: fix the input, 3: non-finite loss, 4: stopped by a signal after a checkpoint).
 UNANSWERED_EXIT_CODE = 5
 # A counter's value once its rank has left the run, or runs without the check: not watched.
 LEFT = -1
+# A counter's value once its rank has ended on a failure in a run whose collectives would not tell the others.
+FAILED = -2
 # Each rank beats (and each judge looks) this many times per timeout.
 BEATS_PER_TIMEOUT = 10
 _PREFIX = "eva_liveness/"
@@ -76,9 +87,13 @@ class Watch:
         if now - self.answered_at >= self.timeout:
             return [], now - self.answered_at, True
         # measured up to the store's last answer: a store slower than the beats must not make the ranks look silent
-        late = {p: self.answered_at - self.changed_at[p] for p in self.peers if self.seen[p] != LEFT}
+        late = {p: self.answered_at - self.changed_at[p] for p in self.peers if self.seen[p] not in (LEFT, FAILED)}
         silent = sorted(p for p, t in late.items() if t >= self.timeout)
         return silent, max((late[p] for p in silent), default=0.0), False
+
+    def failed(self) -> list[int]:
+        """The ranks whose counter says they ended on a failure (:data:`FAILED`)."""
+        return [p for p in self.peers if self.seen[p] == FAILED]
 
 
 def unanswered_line(ranks: list[int], seconds: float, store_host: str | None = None) -> str:
@@ -92,6 +107,15 @@ def unanswered_line(ranks: list[int], seconds: float, store_host: str | None = N
     return (f"error: {who} {verb} not answered for {seconds:.0f} s (stopped, stuck outside Python, or its node "
             "or network is down): ending this process so the run does not wait for the collective timeout "
             f"(EVA_HEARTBEAT_TIMEOUT_S; exit code {UNANSWERED_EXIT_CODE})")
+
+
+def failed_line(ranks: list[int]) -> str:
+    """The ``error:`` line of a process that ends because ``ranks`` ended early on a failure of their own."""
+    who = f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
+    logs = ", ".join(f"log_rank{r}.txt" for r in ranks)
+    return (f"error: {who} ended early, on a failure or a stop of its own (its line, its {logs}, says why): "
+            "ending this process so the run does not wait in a collective it left for NCCL's timeout "
+            f"(exit code {UNANSWERED_EXIT_CODE})")
 
 
 def _store_host() -> str:
@@ -109,6 +133,9 @@ class _Liveness:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.gone = threading.Event()  # the store's host exited: nothing left to watch through it
+        self.failed = False  # set by stop(failed=True) before ``stopping``: the counter's last value is FAILED
+        # This process hosts the store: its exit closes it, so on a failure it waits for the others to read FAILED.
+        self.hosts_store = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
         self.beat = threading.Thread(target=self._beat, name="eva-liveness-beat", daemon=True)
         self.judge = threading.Thread(target=self._judge, name="eva-liveness-judge", daemon=True)
 
@@ -131,15 +158,35 @@ class _Liveness:
                 if self.stopping.wait(self.interval):
                     break
             if self.watch.seen.get(0) != LEFT:  # rank 0 leaving may close the store: a write would fail, noisily
-                store.set(key, str(LEFT))
+                store.set(key, str(FAILED if self.failed else LEFT))
+                if self.failed and self.hosts_store:
+                    self._until_read(store, keys)
         except Exception:  # noqa: BLE001 - the host refused or closed the connection: it exited, a death
             self.gone.set()
+
+    def _until_read(self, store: Any, keys: list[str]) -> None:
+        """Wait until every rank that still watches has beaten once after this rank's FAILED was written (its read
+        of the counters follows its beat at once), or for at most a beat and a half."""
+        before = [int(v) for v in store.multi_get(keys)]
+        deadline = time.monotonic() + 1.5 * self.interval
+        while time.monotonic() < deadline:
+            time.sleep(min(0.2, self.interval / 4))
+            now = [int(v) for v in store.multi_get(keys)]
+            if all(n != b or n in (LEFT, FAILED) for n, b in zip(now, before)):
+                time.sleep(min(1.0, self.interval / 4))  # the beat's read of the counters, right after its add
+                return
 
     def _judge(self) -> None:
         while not self.stopping.wait(self.interval) and not self.gone.is_set():
             with self.lock:
+                failed = self.watch.failed()
                 ranks, seconds, store_silent = self.watch.silent(time.monotonic())
-            if (ranks or store_silent) and not self.stopping.is_set():
+            if self.stopping.is_set():
+                return
+            if failed:
+                self.end(failed_line(failed))
+                return
+            if ranks or store_silent:
                 self.end(unanswered_line(ranks, seconds, _store_host() if store_silent else None))
                 return
 
@@ -195,12 +242,14 @@ def log_to(metrics: Any, ctx: Any) -> None:
         _LOG = SimpleNamespace(metrics=metrics, ctx=ctx)
 
 
-def stop() -> None:
-    """Stop the check at the end of a run (or of a test): this rank's counter says it left; a beat thread stuck in
-    a store call is not waited for (a daemon)."""
+def stop(failed: bool = False) -> None:
+    """Stop the check at the end of a run (or of a test): this rank's counter says it left, or with ``failed`` that
+    it ended on a failure (the others then end too); a beat thread stuck in a store call is not waited for (a
+    daemon)."""
     global _ACTIVE, _LOG
     active, _ACTIVE, _LOG = _ACTIVE, None, None
     if active is not None:
+        active.failed = failed
         active.stopping.set()
         active.judge.join(timeout=1)
-        active.beat.join(timeout=2)
+        active.beat.join(timeout=2 + (2 * active.interval if failed and active.hosts_store else 0))

@@ -175,15 +175,17 @@ def test_ddp_does_not_sync_buffers_in_forward_and_says_nothing_about_it(tmp_path
 
 
 @pytest.mark.parametrize("backend, graceful, expected", [
-    ("nccl", True, ["stop", "destroy"]), ("nccl", False, ["stop", "abort"]),
+    ("nccl", True, ["stop", "destroy"]), ("nccl", False, ["stop failed", "abort"]),
     ("gloo", True, ["stop", "destroy"]), ("gloo", False, ["stop", "destroy"]),
 ])
 def test_a_process_ending_on_a_failure_aborts_nccl_instead_of_destroying_it(monkeypatch, backend, graceful,
                                                                             expected):
     """NCCL's destroy waits for the node's other ranks, which hangs when one has died or is inside a collective:
-    a process that ends on a failure aborts its NCCL group; gloo's destroy is local and stays."""
+    a process that ends on a failure aborts its NCCL group and tells the peers through the liveness check (NCCL
+    would not); gloo's destroy is local and stays, and its peers' collectives fail at once."""
     calls = []
-    monkeypatch.setattr(dist_utils.liveness, "stop", lambda: calls.append("stop"))
+    monkeypatch.setattr(dist_utils.liveness, "stop",
+                        lambda failed=False: calls.append("stop failed" if failed else "stop"))
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
     monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: calls.append("destroy"))

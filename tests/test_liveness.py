@@ -9,7 +9,7 @@ import time
 import pytest
 
 from engine import liveness
-from engine.liveness import LEFT, Watch, unanswered_line
+from engine.liveness import FAILED, LEFT, Watch, failed_line, unanswered_line
 
 
 def test_a_rank_whose_counter_stops_is_silent_after_the_timeout():
@@ -54,6 +54,16 @@ def test_a_rank_that_left_is_not_watched():
     w.read([LEFT], now=1)
     for t in range(2, 40, 2):
         w.read([LEFT], now=t)
+        assert w.silent(now=t) == ([], 0.0, False)
+
+
+def test_a_rank_that_failed_is_named_and_not_counted_silent():
+    w = Watch(rank=0, world_size=3, timeout=10, now=0)
+    w.read([1, 1], now=1)
+    w.read([FAILED, 2], now=2)
+    assert w.failed() == [1]
+    for t in range(3, 40, 2):  # rank 1 no longer beats: it is not blamed for silence as well
+        w.read([FAILED, t], now=t)
         assert w.silent(now=t) == ([], 0.0, False)
 
 
@@ -143,6 +153,63 @@ def test_stop_marks_this_rank_left_and_ends_nothing(ended):
     time.sleep(1)  # past the timeout: rank 0 never beat, but the check is stopped
     assert not ended
     assert not [t for t in threading.enumerate() if t.name.startswith("eva-liveness")]
+
+
+def test_a_peer_that_failed_ends_the_process_within_a_beat_naming_it(ended):
+    store = FakeStore()
+    liveness.start(store, 1, 2, 2.0, end=ended.append)
+
+    def rank0() -> None:  # beats for a while, then ends on a failure
+        for _ in range(5):
+            store.add("eva_liveness/0", 1)
+            time.sleep(0.1)
+        store.set("eva_liveness/0", str(FAILED))
+
+    threading.Thread(target=rank0, daemon=True).start()
+    began = time.monotonic()
+    _wait_for(ended, 5)
+    assert ended == [failed_line([0])], ended
+    assert time.monotonic() - began < 1.5  # a beat (0.2 s) after the mark, not the 2 s timeout
+    assert ended[0].startswith("error: rank 0 ended early, on a failure or a stop of its own (its line, its "
+                               "log_rank0.txt, says why)") and "exit code 5" in ended[0]
+
+
+def test_a_failed_store_host_waits_until_the_others_have_read_its_mark(ended, monkeypatch):
+    """Rank 0 hosts the store without torchrun: its exit closes the store, so it leaves only once the others have
+    beaten after its FAILED (their read of the counters follows their beat)."""
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    store, seen = FakeStore(), []
+
+    def rank1() -> None:  # beats every 0.3 s and reads rank 0's counter right after, as the beat thread does
+        while not seen:
+            store.add("eva_liveness/1", 1)
+            if store.multi_get(["eva_liveness/0"]) == [str(FAILED).encode()]:
+                seen.append(time.monotonic())
+            time.sleep(0.3)
+
+    store.add("eva_liveness/0", 0)
+    threading.Thread(target=rank1, daemon=True).start()
+    liveness.start(store, 0, 2, 3.0, end=ended.append)  # beats every 0.3 s too
+    time.sleep(0.5)
+    liveness.stop(failed=True)
+    left = time.monotonic()
+    assert store.values["eva_liveness/0"] == FAILED
+    assert seen and seen[0] <= left, "rank 0 left before rank 1 read its mark"
+    assert not ended
+
+
+def test_a_gloo_or_graceful_stop_marks_left_and_a_rank_not_hosting_the_store_does_not_wait(ended, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")  # torchrun's agent hosts the store
+    store = FakeStore()
+    liveness.start(store, 0, 2, 10.0, end=ended.append)  # rank 1 never beats: a wait would last 15 s
+    time.sleep(0.2)
+    began = time.monotonic()
+    liveness.stop(failed=True)
+    assert store.values["eva_liveness/0"] == FAILED and time.monotonic() - began < 3
+    liveness.start(store, 1, 2, 10.0, end=ended.append)
+    time.sleep(0.2)
+    liveness.stop()
+    assert store.values["eva_liveness/1"] == LEFT and not ended
 
 
 def test_off_or_a_single_process_starts_nothing(ended):

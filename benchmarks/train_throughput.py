@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
 import torch  # noqa: E402
 
 from benchmarks import common, cpu_monitor  # noqa: E402
-from evautil.flops import peak_flops, train_step_flops  # noqa: E402
+from evautil.flops import matmul_precision, peak_flops, train_step_flops  # noqa: E402
 
 def stated_peak(device_name: str | None, precision: str) -> float | None:
     """Stated dense peak TFLOP/s of the GPU (the project's one table, evautil.flops)."""
@@ -251,7 +251,7 @@ def run_benchmark(args) -> dict:
         if a not in ("sdpa", "math"):
             raise common.InputError(f"--attn: {a!r} is not 'sdpa' or 'math'")
     info = common.machine_info()
-    peak = args.peak_tflops or stated_peak(info.get("gpu"), args.precision)
+    peak = args.peak_tflops or stated_peak(info.get("gpu"), matmul_precision(args.precision))
     measured = None if args.no_measure_peak else measured_matmul_peak(device, args.precision,
                                                                       seconds=0.3 if args.quick else 1.0)
     loader, input_desc = None, {"input": "random tensors on the device"}

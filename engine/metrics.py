@@ -14,7 +14,8 @@ is printed only when there is no bar. Conventions of the numbers written:
 - ``clips_per_sec`` / ``frames_per_sec`` are global (all ranks); ``step_time_s`` is wall time per optimizer step
   including the time spent waiting for the loader; ``data_wait_pct`` is that wait's share of the step time.
 - ``mfu`` = achieved model FLOP/s per device (3x the forward FLOPs per trained clip: forward + backward, not
-  counting recomputation) over the device's dense bf16/fp16 peak; null when the peak is unknown (e.g. a CPU).
+  counting recomputation) over the device's dense peak for the run's precision (bf16/fp16 tensor cores; for fp32,
+  plain fp32 unless torch was set to use TF32); null when the peak is unknown (e.g. a CPU).
 - ``max_mem_gb``: peak CUDA memory allocated by tensors, or the process's peak RSS on the CPU (GiB).
 - ``gpu_util`` / ``nvdec_util``: mean NVML utilisation (%) over the logged window; null without NVML.
 - ``kind: "data"`` lines, one after every training epoch: the training loader's counters summed over ranks and
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 
 from evautil.files import atomic_write_text
-from evautil.flops import peak_flops, train_step_flops
+from evautil.flops import matmul_precision, peak_flops, train_step_flops
 from evautil.interrupt import interrupted_line
 from evautil.progress import counted
 
@@ -61,11 +62,12 @@ def epoch_number(epoch_index: int) -> int:
     """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
     return epoch_index + 1
 
-def device_peak_flops(device: torch.device) -> float | None:
-    """Stated dense bf16/fp16 peak FLOP/s of ``device`` (evautil.flops' table), else None (CPUs, unknown GPUs)."""
+def device_peak_flops(device: torch.device, precision: str = "bf16") -> float | None:
+    """Stated dense peak FLOP/s of ``device`` for a run of ``TRAIN.PRECISION`` ``precision`` (evautil.flops' table:
+    an fp32 run is measured against plain fp32 unless torch uses TF32), else None (CPUs, unknown GPUs)."""
     if device.type != "cuda":
         return None
-    return peak_flops(torch.cuda.get_device_name(device), "bf16")
+    return peak_flops(torch.cuda.get_device_name(device), matmul_precision(precision))
 
 
 def nvml_handle(nvml: Any, device_index: int) -> Any:
@@ -244,11 +246,13 @@ class MetricLogger:
         frames_per_clip: T, for frames/s.
         flops_per_clip: forward FLOPs of one clip (None: no MFU).
         tensorboard, nvml, progress_bar: switches from the LOG config node.
+        precision: the run's training precision (bf16, fp16, fp32): which stated peak the MFU divides by.
     """
 
     def __init__(self, output_dir: str, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
                  print_freq: int = 10, frames_per_clip: int = 1, flops_per_clip: float | None = None,
-                 tensorboard: bool = True, nvml: bool = True, progress_bar: bool = True) -> None:
+                 tensorboard: bool = True, nvml: bool = True, progress_bar: bool = True,
+                 precision: str = "bf16") -> None:
         self.output_dir = output_dir
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
@@ -256,7 +260,7 @@ class MetricLogger:
         self.print_freq = max(1, print_freq)
         self.frames_per_clip = frames_per_clip
         self.flops_per_clip = flops_per_clip
-        self.peak_flops = device_peak_flops(self.device)
+        self.peak_flops = device_peak_flops(self.device, precision)
         os.makedirs(output_dir, exist_ok=True)
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
         self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8") if self.is_main else None

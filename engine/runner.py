@@ -30,7 +30,7 @@ from .resume_config import check_resume_config, saved_config
 from .run_files import move_aside, move_earlier_results, move_earlier_run, results_files
 from .plots import plot_finished_run
 from .preemption import run_complete
-from .train_loop import Trainer, TrainOptions, resolve_precision
+from .train_loop import Trainer, TrainOptions, precision_name, resolve_precision
 
 __all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
            "announce_model", "check_weights_fit", "train", "only_test"]
@@ -153,7 +153,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> 
     """Seed the process, check the precision fits the device, and open the run's logger (writes config.yaml).
     ``resume_note``: why the run resumes another checkpoint than the one named (:func:`resume_point`)."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
-    resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # a precision the device cannot run fails before indexing
+    amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # one the device cannot run fails here
     # A resume with a changed config fails here too, before config.yaml is rewritten with what would not run.
     config_change = "" if cfg.TEST.ONLY_TEST else check_resume_config(cfg, resume)
     if ctx.device.type == "cpu":
@@ -164,7 +164,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> 
     moved = _set_aside_earlier_files(cfg, resume) if ctx.is_main else None
     metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                            frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
-                           progress_bar=cfg.LOG.PROGRESS_BAR)
+                           progress_bar=cfg.LOG.PROGRESS_BAR, precision=precision_name(amp_dtype))
     liveness.log_to(metrics, ctx)  # a rank that stops answering is named in this run's log too
     metrics.write_config(cfg.dump())
     if resume_note:

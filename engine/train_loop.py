@@ -60,6 +60,11 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     return None, False
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """'bf16', 'fp16' or 'fp32' for the autocast dtype :func:`resolve_precision` returned."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")
+
+
 @dataclass
 class TrainOptions:
     """How the loop runs (all plain values, taken from the config by train.py)."""

@@ -5,7 +5,8 @@ One home for both, so the engine's MFU (``metrics.jsonl``), the model's FLOPs he
 
 from __future__ import annotations
 
-__all__ = ["TRAIN_STEP_FORWARDS", "RECOMPUTE_STEP_FORWARDS", "train_step_flops", "PEAK_TFLOPS", "peak_flops"]
+__all__ = ["TRAIN_STEP_FORWARDS", "RECOMPUTE_STEP_FORWARDS", "train_step_flops", "PEAK_TFLOPS", "PRECISIONS",
+           "peak_flops", "matmul_precision"]
 
 # A training step costs about 3 forward passes (forward, and a backward of twice the forward), 4 when gradient
 # checkpointing recomputes the forward during the backward.
@@ -19,26 +20,43 @@ def train_step_flops(forward_flops: float, recompute: bool = False) -> float:
 
 
 # Dense (no sparsity) peak TFLOP/s from the vendors' data sheets: (substring of the device name, bf16/fp16 tensor
-# cores, fp32 via TF32 tensor cores or None when not listed). The first matching substring wins, so a more
-# specific name comes first ('H100 PCIe' before 'H100': the SXM part reports itself as e.g. 'H100 80GB HBM3').
-PEAK_TFLOPS: tuple[tuple[str, float, float | None], ...] = (
-    ("GB200", 2500.0, None), ("B200", 2250.0, None), ("B100", 1750.0, None),
-    ("GH200", 989.4, 494.7), ("H200", 989.4, 494.7), ("H100 PCIe", 756.0, 378.0), ("H100", 989.4, 494.7),
-    ("H800", 989.4, 494.7), ("A100", 312.0, 156.0), ("A800", 312.0, 156.0),
-    ("L40S", 362.0, None), ("L40", 181.0, None), ("L4", 121.0, None), ("A40", 150.0, None), ("A30", 165.0, None),
-    ("A10", 125.0, None), ("RTX 6000 Ada", 364.0, None), ("A6000", 155.0, None), ("4090", 165.0, None),
-    ("3090", 71.0, None), ("V100", 125.0, None), ("T4", 65.0, None),
+# cores, fp32 matmuls on TF32 tensor cores, plain fp32; None when not listed). The first matching substring wins,
+# so a more specific name comes first ('H100 PCIe' and 'H100 NVL' before 'H100': the SXM part reports itself as
+# e.g. 'H100 80GB HBM3'). The sheets print tensor-core figures with sparsity: the dense ones are half of those.
+PEAK_TFLOPS: tuple[tuple[str, float, float | None, float | None], ...] = (
+    ("GB200", 2500.0, None, None), ("B200", 2250.0, None, None), ("B100", 1750.0, None, None),
+    ("GH200", 989.4, 494.7, 67.0), ("H200 NVL", 835.5, 417.5, 60.0), ("H200", 989.4, 494.7, 67.0),
+    ("H100 NVL", 835.5, 417.5, 60.0), ("H100 PCIe", 756.0, 378.0, 51.0), ("H100", 989.4, 494.7, 67.0),
+    ("H800", 989.4, 494.7, 67.0), ("A100", 312.0, 156.0, 19.5), ("A800", 312.0, 156.0, 19.5),
+    ("L40S", 362.0, None, 91.6), ("L40", 181.0, None, 90.5), ("L4", 121.0, None, 30.3), ("A40", 150.0, None, 37.4),
+    ("A30", 165.0, None, 10.3), ("A10", 125.0, None, 31.2), ("RTX 6000 Ada", 364.0, None, 91.1),
+    ("A6000", 155.0, None, 38.7), ("4090", 165.0, None, 82.6), ("3090", 71.0, None, 35.6), ("V100", 125.0, None, 15.7),
+    ("T4", 65.0, None, 8.1),
 )
+PRECISIONS = ("bf16", "fp16", "tf32", "fp32")
 
 
 def peak_flops(device_name: str | None, precision: str = "bf16") -> float | None:
-    """Stated dense peak FLOP/s of a GPU by its name for 'bf16', 'fp16' or 'fp32'; None when unknown."""
+    """Stated dense peak FLOP/s of a GPU by its name for 'bf16', 'fp16', 'tf32' (fp32 matmuls on tensor cores) or
+    'fp32' (plain); None when unknown."""
     if not device_name:
         return None
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be bf16, fp16 or fp32, got {precision!r}")
-    for key, half, single in PEAK_TFLOPS:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    for key, half, tf32, single in PEAK_TFLOPS:
         if key in device_name:
-            tflops = single if precision == "fp32" else half
+            tflops = {"tf32": tf32, "fp32": single}.get(precision, half)
             return None if tflops is None else tflops * 1e12
     return None
+
+
+def matmul_precision(train_precision: str) -> str:
+    """The peak a run of ``TRAIN.PRECISION`` (bf16, fp16, fp32) is measured against: an fp32 run's matmuls are
+    plain fp32 unless torch was told to use TF32 (``torch.backends.cuda.matmul.allow_tf32``, or
+    ``torch.set_float32_matmul_precision`` other than 'highest'); torch's default is plain fp32."""
+    if train_precision != "fp32":
+        return train_precision
+    import torch
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return "tf32" if tf32 else "fp32"

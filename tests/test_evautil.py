@@ -221,12 +221,36 @@ def test_workers_are_never_forked():
         mp_context("fork")
 
 
+def test_an_fp32_run_is_measured_against_plain_fp32_unless_torch_uses_tf32(monkeypatch):
+    """torch's default runs fp32 matmuls in plain fp32: dividing by the TF32 (or bf16) peak read an fp32 run's MFU
+    7x (15x) too low."""
+    import torch
+
+    from engine.metrics import device_peak_flops
+    from evautil.flops import matmul_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    gpu = torch.device("cuda", 0)
+    torch_default = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert matmul_precision("fp32") == "fp32" and matmul_precision("bf16") == "bf16"
+        assert device_peak_flops(gpu, "fp32") == 67e12 and device_peak_flops(gpu, "bf16") == 989.4e12
+        torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls
+        assert matmul_precision("fp32") == "tf32" and device_peak_flops(gpu, "fp32") == 494.7e12
+    finally:
+        torch.set_float32_matmul_precision(torch_default)
+    assert device_peak_flops(torch.device("cpu"), "bf16") is None
+
+
 def test_flops_conventions():
     assert train_step_flops(2.0) == 6.0 and train_step_flops(2.0, recompute=True) == 8.0
     assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12  # the SXM part does not say 'SXM'
-    assert peak_flops("NVIDIA H200", "fp32") == 494.7e12
-    assert peak_flops("NVIDIA L4", "fp32") is None and peak_flops("Some CPU", "bf16") is None
+    assert peak_flops("NVIDIA H200", "tf32") == 494.7e12 and peak_flops("NVIDIA H200", "fp32") == 67e12
+    assert peak_flops("NVIDIA H200 NVL", "bf16") == 835.5e12  # not the SXM part's figure
+    assert peak_flops("NVIDIA GH200 480GB", "bf16") == 989.4e12
+    assert peak_flops("NVIDIA L4", "tf32") is None and peak_flops("Some CPU", "bf16") is None
     assert peak_flops(None) is None
     with pytest.raises(ValueError, match="precision"):
         peak_flops("NVIDIA H200", "int8")

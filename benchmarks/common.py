@@ -218,7 +218,7 @@ class NvmlSampler:
         s, self._sampler = self._sampler, None
         if s is None or not s.available:
             return
-        sm, dec = s.read()
+        sm, dec, _ = s.read()
         s.close()
         if dec is not None:
             self._result = {"nvdec_util_mean": dec, "nvdec_util_max": s.max_nvdec_util, "sm_util_mean": sm,

@@ -16,8 +16,14 @@ is printed only when there is no bar. Conventions of the numbers written:
 - ``mfu`` = achieved model FLOP/s per device (3x the forward FLOPs per trained clip: forward + backward, not
   counting recomputation) over the device's dense peak for the run's precision (bf16/fp16 tensor cores; for fp32,
   plain fp32 unless torch was set to use TF32); null when the peak is unknown (e.g. a CPU).
-- ``max_mem_gb``: peak CUDA memory allocated by tensors, or the process's peak RSS on the CPU (GiB).
-- ``gpu_util`` / ``nvdec_util``: mean NVML utilisation (%) over the logged window; null without NVML.
+- ``max_mem_gb``: peak CUDA memory allocated by torch's tensors, or the process's peak RSS on the CPU (GiB).
+  ``gpu_mem_used_gb``: the device's memory in use (NVML: every allocation, DALI's decoders and buffers too, and
+  any other process's) at its highest in the window; null without NVML.
+- ``gpu_util`` / ``nvdec_util``: mean NVML utilisation (%) over the logged window of training steps (an eval line:
+  over that evaluation); null without NVML. Start-up, evaluations and checkpoint writes are not in a train line's.
+- ``summary.json``: ``mean_clips_per_sec`` / ``mean_data_wait_pct`` over every step trained, start-up included;
+  ``steady_clips_per_sec`` / ``steady_data_wait_pct`` leave out the first window of steps of each attempt (the
+  loader's start, CUDA's and compilation's warm-up), null until a second window exists.
 - ``kind: "data"`` lines, one after every training epoch: the training loader's counters summed over ranks and
   counted since the loader was built (this process): videos and samples per decode route (``videos_<route>``,
   ``samples_<route>``: a training clip, or a test video with all its views), ``route_fallbacks``,
@@ -54,8 +60,10 @@ __all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_p
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
 STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
-             "step_time_s", "max_mem_gb", "mfu", "gpu_util", "nvdec_util", "eta_epoch_s", "eta_run_s")
-EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "views", "epoch", "step")
+             "step_time_s", "max_mem_gb", "gpu_mem_used_gb", "mfu", "gpu_util", "nvdec_util", "eta_epoch_s",
+             "eta_run_s")
+EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "views", "epoch", "step", "gpu_util",
+             "nvdec_util")
 
 
 def epoch_number(epoch_index: int) -> int:
@@ -94,7 +102,8 @@ def nvml_handle(nvml: Any, device_index: int) -> Any:
 
 
 class NvmlSampler:
-    """Background thread averaging NVML GPU and decoder (NVDEC) utilisation between :meth:`read` calls.
+    """Background thread averaging NVML GPU and decoder (NVDEC) utilisation, and the highest device memory used,
+    between :meth:`read` calls.
 
     ``device_index`` is the CUDA index (as torch numbers devices); see :func:`nvml_handle`."""
 
@@ -102,6 +111,7 @@ class NvmlSampler:
         self.available = False
         self._sums = [0.0, 0.0]
         self._counts = [0, 0]
+        self._mem_since_read: int | None = None
         # Since construction (not reset by read): the highest NVDEC utilisation and device memory used (bytes).
         self.max_nvdec_util: float | None = None
         self.peak_mem_used = 0
@@ -146,19 +156,23 @@ class NvmlSampler:
             if dec is not None:
                 self.max_nvdec_util = max(float(dec), self.max_nvdec_util or 0.0)
             self.peak_mem_used = max(self.peak_mem_used, mem)
+            if mem:
+                self._mem_since_read = max(mem, self._mem_since_read or 0)
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
             self._sample()
 
-    def read(self) -> tuple[float | None, float | None]:
-        """Mean (gpu %, nvdec %) since the last read; None where nothing was sampled."""
+    def read(self) -> tuple[float | None, float | None, int | None]:
+        """(mean gpu %, mean nvdec %, highest device memory used in bytes) since the last read; None where nothing
+        was sampled."""
         if not self.available:
-            return None, None
+            return None, None, None
         with self._lock:
-            out = tuple(self._sums[i] / self._counts[i] if self._counts[i] else None for i in range(2))
-            self._sums, self._counts = [0.0, 0.0], [0, 0]
-        return out  # type: ignore[return-value]
+            gpu, dec = (self._sums[i] / self._counts[i] if self._counts[i] else None for i in range(2))
+            mem = self._mem_since_read
+            self._sums, self._counts, self._mem_since_read = [0.0, 0.0], [0, 0], None
+        return gpu, dec, mem
 
     def close(self) -> None:
         if self.available:
@@ -281,7 +295,9 @@ class MetricLogger:
         self._epochs: int | None = None
         self._reset_window()
         # Run totals for the summary; a resumed run starts from the totals its checkpoint saved (restore_totals).
-        self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0}
+        self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0,
+                       "steady_clips": 0, "steady_time_s": 0.0, "steady_data_time_s": 0.0}
+        self._started = False  # this attempt's first window of steps (its start-up) has been written
         self.run_start = time.time()
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
@@ -352,6 +368,7 @@ class MetricLogger:
         """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done;
         ``step_offset``: the run's step count minus its schedule position (``TrainState.schedule_offset``)."""
         self._reset_window()
+        self._utilisation()  # what was sampled before (start-up, an evaluation, a checkpoint write) is not training's
         self._epoch = epoch
         self._epoch_step, self._epochs = start_step, epochs
         self.clock.plan(num_steps, epochs, step_offset)
@@ -404,7 +421,13 @@ class MetricLogger:
             return None
         elapsed = max(w["time"], 1e-9)
         clips_per_sec = w["clips"] * self.world_size / elapsed
-        gpu, dec = self._nvml.read() if self._nvml else (None, None)
+        gpu, dec, mem = self._utilisation()
+        if self._started:
+            t = self.totals
+            t["steady_clips"] += w["clips"] * self.world_size
+            t["steady_time_s"] += w["time"]
+            t["steady_data_time_s"] += w["data"]
+        self._started = True
         mfu = None
         if self.peak_flops and self.flops_per_clip:
             mfu = train_step_flops(self.flops_per_clip) * (clips_per_sec / self.world_size) / self.peak_flops
@@ -419,6 +442,7 @@ class MetricLogger:
             "data_wait_pct": 100.0 * w["data"] / elapsed,
             "step_time_s": elapsed / w["steps"],
             "max_mem_gb": _max_mem_gb(self.device),
+            "gpu_mem_used_gb": mem / 2**30 if mem else None,
             "mfu": mfu, "gpu_util": gpu, "nvdec_util": dec,
             "skipped_steps": self.totals["skipped_steps"],
             "eta_epoch_s": eta_epoch, "eta_run_s": eta_run,
@@ -428,8 +452,8 @@ class MetricLogger:
         self.last_train = line
         self._write(line)
         if self._tb is not None:
-            for k in ("loss", "lr", "clips_per_sec", "data_wait_pct", "step_time_s", "max_mem_gb", "mfu",
-                      "gpu_util", "nvdec_util"):
+            for k in ("loss", "lr", "clips_per_sec", "data_wait_pct", "step_time_s", "max_mem_gb", "gpu_mem_used_gb",
+                      "mfu", "gpu_util", "nvdec_util"):
                 if line[k] is not None:
                     self._tb.add_scalar(f"train/{k}", line[k], step)
         if self._bar is not None:
@@ -445,8 +469,14 @@ class MetricLogger:
             self._bar = None
 
     # ---- evaluation -----------------------------------------------------------------------------------------
+    def _utilisation(self) -> tuple[float | None, float | None, int | None]:
+        """The NVML sampler's readings since it was last asked (:meth:`NvmlSampler.read`), which starts a new window."""
+        return self._nvml.read() if self._nvml else (None, None, None)
+
     def eval_progress(self, split: str, total_batches: int | None) -> EvalProgress:
-        """Progress of an evaluation of ``total_batches`` batches on this rank (shown by rank 0)."""
+        """Progress of an evaluation of ``total_batches`` batches on this rank (shown by rank 0); the evaluation's
+        utilisation window opens here."""
+        self._utilisation()
         return EvalProgress(split, total_batches, self.report, every=self.print_freq, enabled=self.is_main,
                             bar=self._progress)
 
@@ -454,7 +484,9 @@ class MetricLogger:
         """Write an evaluation line (split, top1, top5, mean_class_top1, num_videos, views, ...) and print it.
         ``epoch`` is the 0-based index of the epoch just trained (None for an evaluation without training)."""
         number = epoch_number(epoch) if epoch is not None else None
-        line = {"kind": "eval", "epoch": number, "step": step, **result, "time": time.time()}
+        gpu, dec, _ = self._utilisation()
+        line = {"kind": "eval", "epoch": number, "step": step, **result, "gpu_util": gpu, "nvdec_util": dec,
+                "time": time.time()}
         self.evals.append(line)
         self._write(line)
         if self._tb is not None and step is not None:
@@ -558,9 +590,16 @@ class MetricLogger:
             "clips_trained": t["clips"],
             "mean_clips_per_sec": t["clips"] / t["train_time_s"] if t["train_time_s"] else None,
             "mean_data_wait_pct": 100.0 * t["data_time_s"] / t["train_time_s"] if t["train_time_s"] else None,
+            "steady_clips_per_sec": t["steady_clips"] / t["steady_time_s"] if t["steady_time_s"] else None,
+            "steady_data_wait_pct":
+                100.0 * t["steady_data_time_s"] / t["steady_time_s"] if t["steady_time_s"] else None,
             "skipped_steps": t["skipped_steps"],
             "last_loss": self.last_train.get("loss"),
             "max_mem_gb": self.last_train.get("max_mem_gb") if recalled else _max_mem_gb(self.device),
+            # The sampler's, over this attempt (training and evaluation): null without NVML or when recalled.
+            "max_nvdec_util": None if recalled or self._nvml is None else self._nvml.max_nvdec_util,
+            "peak_gpu_mem_used_gb": None if recalled or not (self._nvml and self._nvml.peak_mem_used)
+            else self._nvml.peak_mem_used / 2**30,
         }
         out["evaluations"] = self._earlier["evaluations"] + len(self.evals)
         last = self.evals[-1] if self.evals else self._recalled_final

@@ -12,7 +12,8 @@ is printed only when there is no bar. Conventions of the numbers written:
 - ``loss`` is the true mean loss per clip over the logged steps (the original logged ``loss / ACC``, which made
   runs with different accumulation incomparable).
 - ``clips_per_sec`` / ``frames_per_sec`` are global (all ranks); ``step_time_s`` is wall time per optimizer step
-  including the time spent waiting for the loader; ``data_wait_pct`` is that wait's share of the step time.
+  including the time spent waiting for the loader; ``data_wait_pct`` is that wait's share of the step time, the
+  wait of the rank that waited longest at each step (``train_loop`` gathers them in the step's all-reduce).
 - ``mfu`` = achieved model FLOP/s per device (3x the forward FLOPs per trained clip: forward + backward, not
   counting recomputation) over the device's dense peak for the run's precision (bf16/fp16 tensor cores; for fp32,
   plain fp32 unless torch was set to use TF32); null when the peak is unknown (e.g. a CPU).
@@ -389,7 +390,8 @@ class MetricLogger:
             loss: mean loss per clip over the step's micro-batches (not divided by ACC).
             lr: learning rate of the head group (lr_scale 1).
             clips: clips this rank trained on in the step (B x ACC).
-            data_time / step_time: seconds waiting for the loader / the whole step (loader wait included).
+            data_time / step_time: seconds waiting for the loader (the slowest rank's) / the whole step (loader
+                wait included).
             skipped: the step's update was skipped for a non-finite loss.
         """
         w = self._w

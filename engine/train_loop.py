@@ -177,14 +177,22 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             # weights. The gradients are all-reduced already, so every rank sees the same.
             finite &= torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
         packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float()])
-        if control is not None:  # the stop/save agreement in the same collective (no second sync after the step)
-            flags = torch.tensor(control.local_flags())
+        # The stop/save agreement rides in the same collective (no second sync after the step), and so does each
+        # rank's loader wait, in a slot of its own: the sum gives every rank all of them, and the logged wait is
+        # the slowest rank's (a rank whose loader lags holds the others in the all-reduce, which is not their wait).
+        flags = control.local_flags() if control is not None else []
+        waits = [0.0] * ctx.world_size if ctx.world_size > 1 else []
+        if waits:
+            waits[ctx.rank] = data_time
+        if flags or waits:
+            host = torch.tensor([float(v) for v in flags] + waits)
             if packed.is_cuda:  # from pageable memory the copy would wait for the backward first
-                flags = flags.pin_memory()
-            packed = torch.cat([packed, flags.to(packed.device, non_blocking=True)])
-        loss_total, n_bad, *flags = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
+                host = host.pin_memory()
+            packed = torch.cat([packed, host.to(packed.device, non_blocking=True)])
+        loss_total, n_bad, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
         if control is not None:
-            control.agree(flags)
+            control.agree(rest[:len(flags)])
+        slowest_wait = max(rest[len(flags):], default=data_time)
         skipped = n_bad > 0
         step_loss = float("nan") if skipped else loss_total / ctx.world_size
         if skipped:
@@ -212,7 +220,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         state.step_in_epoch += 1
         now = time.perf_counter()
         metrics.log_step(state.global_step, state.epoch, step_loss, max(g["lr"] for g in optimizer.param_groups),
-                         clips, data_time, now - t_step, micro_batches=acc, skipped=skipped)
+                         clips, slowest_wait, now - t_step, micro_batches=acc, skipped=skipped)
         if on_step is not None:
             on_step()
         micro, data_time, clips = 0, 0.0, 0

@@ -174,6 +174,49 @@ def test_ddp_does_not_sync_buffers_in_forward_and_says_nothing_about_it(tmp_path
     assert not [w for w in recwarn if "buffers" in str(w.message)], [str(w.message) for w in recwarn]
 
 
+def _train_with_a_slow_loader_on_rank_1(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import time
+
+    from engine.metrics import MetricLogger
+    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+
+        def batches():
+            for _ in range(4):
+                if rank == 1:
+                    time.sleep(0.3)  # its loader lags: rank 0 waits for it in the step's all-reduce
+                yield {"video": torch.randn(2, 8), "label": torch.randint(0, 3, (2,))}
+
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 3))
+        metrics = MetricLogger(out_dir, rank, world, print_freq=4, tensorboard=False, nvml=False, progress_bar=False)
+        scheduler = SimpleNamespace(step_update=lambda step: None)
+        try:
+            train_one_epoch(model, batches(), torch.optim.SGD(model.parameters(), lr=0.1), scheduler,
+                            torch.nn.CrossEntropyLoss(), TrainState(), TrainOptions(epochs=1, steps_per_epoch=4),
+                            metrics, DistContext(rank=rank, world_size=world))
+        finally:
+            metrics.close()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_logged_data_wait_is_the_slowest_ranks(tmp_path):
+    """Rank 0 alone writes metrics.jsonl; a rank whose loader lags shows on rank 0 as time in the all-reduce, not as
+    waiting for data: the logged wait is the rank that waited longest at each step (0.3 s of a ~0.3 s step)."""
+    import json
+
+    mp.spawn(_train_with_a_slow_loader_on_rank_1, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+             join=True)
+    lines = [json.loads(text) for text in open(tmp_path / "metrics.jsonl")]
+    train = [line for line in lines if line["kind"] == "train"]
+    assert len(train) == 1 and train[0]["step"] == 4
+    assert train[0]["data_wait_pct"] > 50, train[0]  # rank 0's own wait, logged before, was about 0 %
+
+
 @pytest.mark.parametrize("backend, graceful, expected", [
     ("nccl", True, ["stop", "destroy"]), ("nccl", False, ["stop failed", "abort"]),
     ("gloo", True, ["stop", "destroy"]), ("gloo", False, ["stop", "destroy"]),

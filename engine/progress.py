@@ -122,6 +122,12 @@ class EvalProgress:
             self._bar = None
 
 
+def _device_memory(line: dict[str, Any]) -> str:
+    """The GPU's memory in use (NVML), which torch's ``max_mem_gb`` leaves out DALI's share of; empty without it."""
+    used = line.get("gpu_mem_used_gb")
+    return f" (device {used:.1f} GiB)" if used is not None else ""
+
+
 def step_line(line: dict[str, Any], epochs: int | None, step_in_epoch: int, clock: RunClock) -> str:
     """The plain training line of the log from a metrics.jsonl train record: what the original printed (epoch,
     step, loss, lr, memory, remaining time) plus clips/s and the data wait."""
@@ -131,5 +137,5 @@ def step_line(line: dict[str, Any], epochs: int | None, step_in_epoch: int, cloc
     return (f"epoch {line['epoch']}{of_epochs} [{step_in_epoch}{of_epoch}] step {line['step']}{of_run}  "
             f"loss {format_number(line['loss'])}  lr {format_number(line['lr'])}  "
             f"{line['clips_per_sec']:.1f} clips/s  data wait {line['data_wait_pct']:.0f}%  "
-            f"mem {line['max_mem_gb']:.2f} GB  "
+            f"mem {line['max_mem_gb']:.2f} GiB{_device_memory(line)}  "
             f"eta {format_duration(line['eta_epoch_s'])} (epoch) {format_duration(line['eta_run_s'])} (run)")

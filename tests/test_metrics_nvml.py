@@ -122,6 +122,8 @@ def test_each_line_has_its_own_utilisation_window_and_the_summary_sets_start_up_
     assert summary["steady_clips_per_sec"] == pytest.approx(4.0)
     assert summary["steady_data_wait_pct"] == pytest.approx(10.0)
     assert summary["max_nvdec_util"] == 95.0 and summary["peak_gpu_mem_used_gb"] == 8.0
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert "mem 1.00 GiB (device 2.0 GiB)" in log and "mem 1.00 GiB (device 4.0 GiB)" in log
     written = [json.loads(text) for text in open(tmp_path / "metrics.jsonl")]
     assert [w["kind"] for w in written] == ["train", "eval", "train"]
     assert all(set(metrics.STEP_KEYS) <= set(w) for w in written if w["kind"] == "train")

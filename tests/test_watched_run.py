@@ -62,7 +62,7 @@ def test_plain_step_lines_with_eta(run):
     steps = [ln for ln in _log_lines(out) if re.match(r"epoch \d/2 \[\d/4\] step \d/8 ", ln)]
     assert [ln.split(" step ")[1].split()[0] for ln in steps] == ["2/8", "4/8", "6/8", "8/8"]
     for ln in steps:
-        assert re.search(r"loss \S+  lr \S+  \S+ clips/s  data wait \d+%  mem \S+ GB  "
+        assert re.search(r"loss \S+  lr \S+  \S+ clips/s  data wait \d+%  mem \S+ GiB  "
                          r"eta \d+:\d\d:\d\d \(epoch\) \d+:\d\d:\d\d \(run\)$", ln), ln
         assert ln in stdout  # and on the console, since no bar shows them
     assert steps[-1].endswith("eta 0:00:00 (epoch) 0:00:00 (run)")

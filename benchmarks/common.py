@@ -354,8 +354,10 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and
     ``--plot`` (``plot_key``'s median with min..max bars for every row that ran), and check the figures.
 
-    Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number, 2 for bad input
-    (a bad --list, option value or video: printed as one line). ``plot_title`` may be a function of the payload.
+    Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number or a baseline the
+    options named could not be measured (its package is not installed: a row with ``missing_package``), 2 for bad
+    input (a bad --list, option value or video: printed as one line). ``plot_title`` may be a function of the
+    payload.
     """
     try:
         payload = run_benchmark(args)
@@ -372,6 +374,11 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     problems = check_figures(ran, required)
     if problems:
         print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    missing = sorted({r["missing_package"] for r in payload["results"] if r.get("missing_package")})
+    if missing:  # a comparison without its baseline must not pass as measured (e.g. a suite stage's exit code)
+        print(f"error: not measured: {', '.join(missing)} (not installed), which the options name; install it or "
+              "leave it out of the options", file=sys.stderr)
         return 1
     return 0
 

@@ -322,7 +322,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             elif dec == "decord" and not decord_available():
                 skip = "decord is not installed"
             if skip:
-                results.append({"name": name, "decoder": dec, "mode": mode, "skipped": skip})
+                results.append({"name": name, "decoder": dec, "mode": mode, "skipped": skip,
+                                **({"missing_package": "decord"} if dec == "decord" else {})})
                 note = f"{dec}: skipped, {skip}"
                 if note not in notes:
                     notes.append(note)

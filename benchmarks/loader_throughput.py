@@ -150,6 +150,7 @@ class LoaderRun:
         self.cpu_by_kind: dict[str, float] = {}
         self.wall = 0.0
         self.peak_rss = 0
+        self.torch_peak: int | None = None  # torch's allocations at their highest during this loader's batches
         self.nvml: list[dict] = []
         self.last = None
 
@@ -161,6 +162,11 @@ class LoaderRun:
 
     def measure(self, batches: int, exclude: list[int], nvml: bool) -> None:
         """Time ``batches`` batches (the caller has drained what was queued while this loader sat idle)."""
+        cuda = common.cuda_available()
+        if cuda:  # each loader's own peak: one reading after every round would give every row the largest
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
         with cpu_monitor.ProcessTreeMonitor(exclude=exclude) as mon, common.NvmlSampler(enabled=nvml) as gpu:
             n, d = 0, 0
             common.sync_cuda()
@@ -180,6 +186,8 @@ class LoaderRun:
             self.cpu_by_kind[kind] = self.cpu_by_kind.get(kind, 0.0) + secs
         self.wall += mon.wall
         self.peak_rss = max(self.peak_rss, mon.peak_rss)
+        if cuda:
+            self.torch_peak = max(self.torch_peak or 0, torch.cuda.max_memory_allocated())
         if nvml:
             self.nvml.append(gpu.result())
 
@@ -199,6 +207,7 @@ class LoaderRun:
             "peak_rss_mib": self.peak_rss / 2**20, "build_s": self.build_s,
             "batch_shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", ""), "device": str(v.device),
             "route": self.route, "settings": self.settings,
+            "gpu_mem_peak_mib": None if self.torch_peak is None else self.torch_peak / 2**20,
         }
         if self.nvml:
             vals = [x["nvdec_util_mean"] for x in self.nvml if x["nvdec_util_mean"] is not None]
@@ -275,7 +284,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             for name in loaders:
                 if name == "decord" and not decord_available():
                     results.append({"name": f"{name}/{mode}", "loader": name, "mode": mode,
-                                    "skipped": "decord is not installed"})
+                                    "skipped": "decord is not installed", "missing_package": "decord"})
                     notes.append("decord (the original pipeline): skipped, the decord package is not installed "
                                  "(it has x86_64 wheels only); the pyav row is not the original")
                     continue
@@ -301,8 +310,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 run = LoaderRun(name, loader, close, route, settings, time.perf_counter() - t0)
                 runs.append(run)
                 run.warm_s = run.warm(args.warmup)  # pipeline build, worker start-up, first decodes
-            if common.cuda_available():
-                torch.cuda.reset_peak_memory_stats()
             # Interleaved repeats: loader A, B, ..., A, B, ... so that a busy neighbour on a shared machine
             # slows every loader alike. A loader that sat idle has worked ahead: those batches are drawn untimed.
             for _ in range(args.repeats):
@@ -318,8 +325,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
                      **run.result(views, args.num_frames), "gop_work_per_clip": work}
                 r["gop_frames_per_s"] = common.summarize([c * work for c in r["clips_per_s"].values])
-                r["gpu_mem_peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20
-                                         if common.cuda_available() else None)
                 results.append(r)
                 unit = "videos/s" if mode == "test" else "clips/s"  # a test item is a video of all its views
                 print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} {unit}  ({run.route})", file=sys.stderr,

@@ -403,6 +403,48 @@ def test_smoke_loader_throughput(tmp_path, data_dir):
     assert all(_positive(v) for v in data["ratios"].values())
 
 
+def test_a_baseline_named_but_not_installed_fails_the_benchmark(tmp_path, data_dir, monkeypatch, capsys):
+    """Without decord the original pipeline's row is skipped: the run reports the rest, but its exit code says the
+    comparison it was asked for is missing (a GPU suite stage passed without its baseline)."""
+    from benchmarks import decode_throughput, loader_throughput
+
+    monkeypatch.setattr(loader_throughput, "decord_available", lambda: False)
+    monkeypatch.setattr(decode_throughput, "decord_available", lambda: False)
+    small = ["--quick", "--data-dir", str(data_dir / "smoke"), "--num-clips", "1", "--frames", "32"]
+    assert loader_throughput.main([*small, "--loaders", "decord", "--modes", "train"]) == 1
+    err = capsys.readouterr().err
+    assert "error: not measured: decord (not installed), which the options name" in err
+    assert decode_throughput.main([*small, "--decoders", "decord,pyav_1t", "--modes", "tsn", "--repeats", "1",
+                                   "--min-clips", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "pyav_1t/tsn" in out and "error: not measured: decord" in err  # the rest was measured and reported
+
+
+def test_each_loader_row_has_its_own_gpu_memory_peak(monkeypatch):
+    """Measured in turns, each loader's torch peak is its own: one reading after all rounds gave the baselines (CPU
+    loaders) our loader's GPU peak."""
+    from benchmarks import loader_throughput as lt
+
+    allocated = {"now": 0, "peak": 0}  # bytes, as torch's allocator counts them
+    monkeypatch.setattr(lt.common, "cuda_available", lambda: True)
+    monkeypatch.setattr(lt.common, "sync_cuda", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: allocated.update(peak=allocated["now"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocated["peak"])
+
+    def batches(mib: int):
+        while True:
+            allocated["peak"] = max(allocated["peak"], mib << 20)  # what this loader's batch takes on the GPU
+            yield {"video": torch.zeros(2, 4, 3, 8, 8)}
+
+    ours, baseline = (lt.LoaderRun(name, batches(mib), lambda: None, "", "", 0.0) for name, mib in
+                      (("dali", 512), ("decord", 1)))
+    for _ in range(2):  # interleaved rounds, as the benchmark runs them
+        for run in (ours, baseline):
+            run.measure(1, [], nvml=False)
+    assert ours.result(1, 4)["gpu_mem_peak_mib"] == 512 and baseline.result(1, 4)["gpu_mem_peak_mib"] == 1
+
+
 def test_smoke_eval_throughput(tmp_path, data_dir):
     data = _run("eval_throughput", ["--torch-threads", "1", "--data-dir", str(data_dir / "smoke"), "--num-clips", "2",
                                     "--frames", "32",

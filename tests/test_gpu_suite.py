@@ -156,6 +156,29 @@ def test_every_flag_in_the_suite_is_accepted_by_its_command():
         assert not unknown, (prefix, unknown)
 
 
+@pytest.mark.slow
+def test_the_decode_stage_benchmarks_the_clips_the_re_encoder_wrote(tmp_path):
+    """The stage's middle commands run for real on two small clips laid out as the benchmarks write them: the list
+    its second benchmark reads must exist and name re-encoded clips that decode (it named a list that was never
+    there, so the re-encoded half of the comparison never ran)."""
+    from benchmarks.inputs import make_synthetic_clips
+
+    _, command = _stages(_dry_run("decode", EVA_TMP=str(tmp_path)).stdout)["decode"]
+    first, *middle, last = command.split(" && ")
+    assert "--num-clips 32" in first and "--num-clips 32" in last  # the same clips in both halves
+    make_synthetic_clips(str(tmp_path / "clips_b" / "h264"), 2, size=(64, 48), num_frames=24, gop=8)
+    for part in middle:  # the re-encoder and the list's copy, as the stage runs them
+        subprocess.run(["bash", "-c", part], cwd=ROOT, check=True, timeout=300, env=child_env(), capture_output=True)
+    listed = shlex.split(last)[shlex.split(last).index("--list") + 1]
+    names = [line.split()[0] for line in open(listed).read().splitlines()]
+    assert len(names) == 2 and listed.startswith(str(tmp_path / "clips_reencoded"))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.decode_throughput", "--list", listed,
+                           "--decoders", "pyav_np", "--modes", "tsn", "--batch", "2", "--repeats", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=child_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pyav_np" in done.stdout
+
+
 def test_env_stage_names_every_runtime_package_with_its_installed_version(capsys):
     import importlib.metadata
 

@@ -23,6 +23,9 @@ RUNTIME_IMPORTS = ("torch", "timm", "av", "einops", "yacs", "yaml", "numpy", "py
 # What the smoke plan's gpu_tests stage runs with: without pytest-timeout its `--timeout` flag stops pytest before
 # any test, and the stage would say only "unrecognized arguments".
 SUITE_IMPORTS = ("pytest", "pytest_timeout")
+# Not needed by the smoke or bench plans, but by the full loader and decode stages: the original pipeline's decoder,
+# the baseline of their headline ratios (without it those stages fail after their report).
+BASELINE_IMPORTS = ("decord",)
 
 
 def installed_version(import_name: str, module) -> str:
@@ -89,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:15s} {installed_version(name, module)}")
         except Exception as err:  # report every missing package, not just the first
             missing.append(f"{name} ({type(err).__name__}: {err})")
+    for name in BASELINE_IMPORTS:
+        try:
+            module = importlib.import_module(name)
+            print(f"{name:15s} {installed_version(name, module)}")
+        except Exception:  # noqa: BLE001 - not a problem for this machine, only for two full stages
+            print(f"{name:15s} not installed (the loader and decode stages' original-pipeline baseline)")
     problems = gpu_decode_problems(driver, dali_cuda_major(), nvcuvid) + [f"missing: {m}" for m in missing]
     for problem in problems:
         print(f"PROBLEM: {problem}")

@@ -225,6 +225,33 @@ def test_env_stage_names_a_missing_pytest_timeout(capsys, monkeypatch):
     assert "PROBLEM: missing: pytest_timeout (ModuleNotFoundError" in capsys.readouterr().out
 
 
+def test_env_stage_says_whether_the_original_pipelines_decoder_is_there(capsys, monkeypatch):
+    """decord is no problem for the smoke and bench plans, but the full loader and decode stages fail without it:
+    the environment line says which it is before those stages are sent."""
+    import importlib
+    import importlib.metadata
+    import importlib.util
+
+    from benchmarks import gpu_env
+
+    real_import = importlib.import_module
+    if importlib.util.find_spec("decord"):  # x86_64 only
+        gpu_env.main([])
+        version = re.escape(importlib.metadata.version("decord"))
+        assert re.search(rf"^decord\s+{version}$", capsys.readouterr().out, re.M)
+
+    def without_decord(name, *args):
+        if name == "decord":
+            raise ModuleNotFoundError("No module named 'decord'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_decord)
+    gpu_env.main([])
+    out = capsys.readouterr().out
+    assert "decord          not installed (the loader and decode stages' original-pipeline baseline)" in out
+    assert "PROBLEM: missing: decord" not in out
+
+
 def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_named(tmp_path):
     """A real (not dry) run where every stage fails at once (the interpreter is `false`): each stage is reported as
     failed and the next still runs, the exit code is 1, the log stays in the results folder, and the missing

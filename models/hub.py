@@ -5,6 +5,7 @@ A reference names a file in a Hugging Face Hub model repository, optionally at a
     hf://BAAI/EVA/eva_video_k400.pth
     hf://BAAI/EVA@main/eva_video_k400.pth
     hf://owner/repo/sub/folder/weights.safetensors
+    hf://owner/repo@refs%2Fpr%2F3/weights.safetensors     (a revision with '/' is URL-encoded)
 
 Downloads land in huggingface_hub's cache (``HF_HUB_CACHE`` / ``HF_HOME``) and are reused. ``HF_HUB_OFFLINE=1``
 is honoured (read at call time, so it may be set after import): only the cache is consulted. A reference that is
@@ -17,11 +18,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from .checkpoint import CheckpointError
 
 __all__ = ["HUB_PREFIX", "HubReference", "HubReferenceError", "is_hub_reference", "parse_hub_reference",
-           "resolve_weights_path"]
+           "resolve_weights_path", "cached_weights_path"]
 
 HUB_PREFIX = "hf://"
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -44,7 +46,12 @@ def is_hub_reference(path: object) -> bool:
 
 
 def parse_hub_reference(ref: str) -> HubReference:
-    """``hf://owner/name[@revision]/path/in/repo`` -> :class:`HubReference`; HubReferenceError when malformed."""
+    """``hf://owner/name[@revision]/path/in/repo`` -> :class:`HubReference`; HubReferenceError when malformed.
+
+    A revision holding ``/`` (``refs/pr/3``) is written URL-encoded, ``@refs%2Fpr%2F3``, and decoded here: the
+    first ``/`` after the revision starts the file's path, so ``@refs/pr/3/model.pth`` would read revision
+    ``refs`` and file ``pr/3/model.pth``; that form is refused.
+    """
     if not is_hub_reference(ref):
         raise HubReferenceError(f"{ref!r} is not an {HUB_PREFIX} reference")
     parts = ref[len(HUB_PREFIX):].split("/")
@@ -57,6 +64,14 @@ def parse_hub_reference(ref: str) -> HubReference:
     if not (_REPO_PART.match(owner) and _REPO_PART.match(name)) or revision == "":
         raise HubReferenceError(f"{ref}: {owner}/{name} is not a valid repository id "
                                 f"(expected {HUB_PREFIX}owner/name[@revision]/path/to/file)")
+    if revision == "refs":  # the Hub's refs/pr/N, refs/convert/...: always with '/', so the path took the rest
+        encoded = f"{HUB_PREFIX}{owner}/{name}@{'%2F'.join(['refs', *parts[2:4]])}/{'/'.join(parts[4:]) or 'file'}"
+        raise HubReferenceError(f"{ref}: a revision with '/' must be written URL-encoded, '/' as %2F (e.g. "
+                                f"{encoded}): the first '/' after the revision starts the file's path")
+    if revision is not None:
+        revision = unquote(revision)
+        if not revision or any(not part for part in revision.split("/")):
+            raise HubReferenceError(f"{ref}: revision {revision!r} is not a valid branch, tag or commit")
     return HubReference(f"{owner}/{name}", "/".join(parts[2:]), revision)
 
 
@@ -77,6 +92,19 @@ def _cached(ref: HubReference, cache_dir: str | None) -> bool:
 
     found = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=cache_dir, revision=ref.revision)
     return isinstance(found, str)  # else None (unknown) or a marker that the Hub said it does not exist
+
+
+def cached_weights_path(path: str) -> str | None:
+    """The local file an ``hf://`` reference resolves to when it is in the Hub cache, found without a request (e.g.
+    the file a load just fetched), else None; any other value is returned unchanged."""
+    if not is_hub_reference(path):
+        return path
+    from huggingface_hub import try_to_load_from_cache
+
+    ref = parse_hub_reference(path)
+    found = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                                   revision=ref.revision)
+    return found if isinstance(found, str) else None
 
 
 def _check_reachable(path: str, ref: HubReference) -> None:

@@ -398,3 +398,250 @@ def test_a_run_that_extracted_nothing_does_not_bind_the_folder(clips, tiny, tmp_
     assert err.startswith(f"error: {out} holds features made with other settings (mode: 'windows' before, 'views' "
                           "now; window: 8 before, 0 now;") and len(err.splitlines()) == 1, err
     assert json.loads((out / "settings.json").read_text()) == settings
+
+
+# ---------------------------------------------------------------------------------------------------- interruptions
+@pytest.mark.parametrize("stop,window", [(KeyboardInterrupt(), 4), (KeyboardInterrupt(), 0),
+                                         ("stopped", 4), (RuntimeError("CUDA error: out of memory"), 4)])
+def test_an_interruption_or_a_crash_writes_the_finished_videos_first(clips, tiny, tmp_path, monkeypatch, stop,
+                                                                     window):
+    """Features went to disk --shard-videos (64) videos at a time: a Ctrl-C, a stop signal or a crash lost every
+    video finished since the last shard, though the Ctrl-C line said the finished work was kept. They are written
+    on the way out, and the same run then skips them."""
+    from evautil.interrupt import Stopped
+
+    stop = Stopped("SIGTERM") if stop == "stopped" else stop
+    cfg, model, _ = tiny
+    videos = _videos(clips)
+    full, part = tmp_path / "full", tmp_path / "part"
+    ef.extract(cfg, model, videos, str(full), DistContext(), window=window, progress=False)
+    real_add, added = FeatureStore.add, []
+
+    def add_then_stop(self, record, features):
+        real_add(self, record, features)
+        added.append(record["path"])
+        if len(added) == 2:
+            raise stop
+
+    monkeypatch.setattr(FeatureStore, "add", add_then_stop)
+    with pytest.raises(type(stop)):
+        ef.extract(cfg, model, videos, str(part), DistContext(), window=window, progress=False)
+    monkeypatch.setattr(FeatureStore, "add", real_add)
+    lines = [json.loads(x) for x in (part / "index-rank000.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in lines] == added  # both finished videos, on disk with their rows
+    for r in lines:
+        np.testing.assert_array_equal(read_features(str(part), r),
+                                      read_features(str(full), {r["path"]: r for r in _index(full)}[r["path"]]))
+    result = ef.extract(cfg, model, videos, str(part), DistContext(), window=window, progress=False)
+    assert (result["done_before"], result["written"], result["listed"]) == (2, 1, 3)
+    for a, b in zip(_index(full), _index(part)):
+        assert a["path"] == b["path"]
+        np.testing.assert_array_equal(read_features(str(full), a), read_features(str(part), b))
+
+
+_STOP_SCRIPT = """
+import os, signal, sys
+
+from evautil.interrupt import finished
+from tools import extract_features as ef
+from tools.feature_store import FeatureStore
+
+real_add, added = FeatureStore.add, []
+
+
+def add_then_signal(self, record, features):  # the signal arrives once two videos are done
+    real_add(self, record, features)
+    added.append(record["path"])
+    if len(added) == 2:
+        os.kill(os.getpid(), getattr(signal, os.environ["STOP_WITH"]))
+
+
+FeatureStore.add = add_then_signal
+if __name__ == "__main__":
+    sys.exit(finished(ef.main(sys.argv[1:])))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_or_ctrl_c_keeps_the_finished_videos_and_says_so(clips, tiny, tmp_path, capsys, sig):
+    """SIGTERM ended the command with status -15 and nothing said, SIGINT with a line saying the written shards were
+    kept while the finished videos were lost. Now both write them; SIGTERM ends with a `stopped:` line and exit code
+    4 (as train.py and verify_data.py), Ctrl-C as before by SIGINT; the same command then does only the rest."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    out = tmp_path / "feats"
+    args = [*videos, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--window", "4", "--quiet",
+            "--opts", *OPTS]
+    script = tmp_path / "stop.py"
+    script.write_text(_STOP_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), *args], cwd=ROOT, env=child_env(STOP_WITH=sig),
+                          capture_output=True, text=True, timeout=300)
+    kept = (f"the videos finished so far are written to {out} (index-rank*.jsonl, with their shards), and the same "
+            "command skips them")
+    if sig == "SIGTERM":
+        assert done.returncode == 4, done.stderr
+        assert done.stderr.splitlines()[-1] == f"stopped: SIGTERM received: {kept} (exit code 4)", done.stderr
+    else:
+        assert done.returncode == -signal.SIGINT, done.stderr
+        assert done.stderr.splitlines()[-1] == f"interrupted: extracting features: {kept}", done.stderr
+    assert [json.loads(x)["path"] for x in (out / "index-rank000.jsonl").read_text().splitlines()] == videos[:2]
+    assert ef.main(args) == 0
+    assert capsys.readouterr().err == f"1 videos extracted, 2 already done; 3 of 3 in {out / 'index.jsonl'}\n"
+    assert [r["path"] for r in _index(out)] == videos
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+def test_other_weights_under_the_same_name_or_other_feature_settings_are_refused(clips, tiny, tmp_path, capsys):
+    """settings.json named the weights by path only and left out TEST.SAMPLING, the precision and the pooling: a
+    checkpoint replaced under the same name, or another sampling, mixed other features into the folder without a
+    word. The weights file's size and content hash and those settings are recorded and compared now."""
+    import shutil
+
+    cfg, model, trained = tiny
+    videos = _videos(clips)
+    ckpt = tmp_path / "model.pth"
+    shutil.copy(trained, ckpt)
+    out = tmp_path / "feats"
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", "--opts", *OPTS]
+    assert ef.main([videos[0], *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["weights_file"]["size"] == ckpt.stat().st_size
+    assert (settings["TEST.SAMPLING"], settings["TRAIN.PRECISION"], settings["MODEL.USE_MEAN_POOLING"]) == (
+        "uniform", "fp32", True)
+    os.utime(ckpt, (1, 1))  # the same contents, touched (or copied, downloaded again): the same weights
+    assert ef.main([videos[1], *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+
+    def refused(args: list[str], needle: str) -> None:
+        before = (out / "settings.json").read_text()
+        assert ef.main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out} holds features made with other settings (") and needle in err, err
+        assert err.endswith("; use another --out or the same settings\n") and len(err.splitlines()) == 1, err
+        assert (out / "settings.json").read_text() == before and len(_index(out)) == 2
+
+    refused([videos[2], *common, "TEST.SAMPLING", "random"], "TEST.SAMPLING: 'uniform' before, 'random' now")
+    refused([videos[2], *common, "TRAIN.PRECISION", "bf16"], "TRAIN.PRECISION: 'fp32' before, 'bf16' now")
+    pooled = cfg.clone()
+    pooled.defrost()
+    pooled.MODEL.USE_MEAN_POOLING = False
+    with pytest.raises(ValueError, match=r"MODEL\.USE_MEAN_POOLING: True before, False now"):
+        ef.extract(pooled, model, videos[2:], str(out), DistContext(), progress=False, weights=str(ckpt))
+    torch.manual_seed(12)  # other weights saved under the same name
+    torch.save({"model": build_model(cfg).state_dict()}, ckpt)
+    size = ckpt.stat().st_size
+    refused([videos[2], *common], f"weights_file: {settings['weights_file']['size']} bytes, sha256 "
+                                  f"{settings['weights_file']['sha256'][:16]}... (whole file) before, {size} bytes, "
+                                  f"sha256 {ef.weights_identity(str(ckpt))['sha256'][:16]}... (whole file) now")
+
+
+def test_an_older_settings_file_without_the_new_fields_is_read(clips, tiny, tmp_path, capsys):
+    """A folder made by an older version has no weights identity, sampling, precision or pooling in settings.json:
+    its features are taken as made with the run's own (a note line says so), and those are recorded from then on."""
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    out = tmp_path / "feats"
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", "--window", "4", "--opts", *OPTS]
+    assert ef.main([videos[0], *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    new = json.loads((out / "settings.json").read_text())
+    added = ["weights_file", "TEST.SAMPLING", "TRAIN.PRECISION", "MODEL.USE_MEAN_POOLING", "DATA.TUBELET_SIZE"]
+    (out / "settings.json").write_text(json.dumps({k: v for k, v in new.items() if k not in added}))
+    assert ef.main([*videos[:2], *common]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"note: {out / 'settings.json'} was written by an older version without "
+                             f"{', '.join(added)}: its features are taken as made with this run's ("), err
+    assert err[1] == f"1 videos extracted, 1 already done; 2 of 2 in {out / 'index.jsonl'}"
+    assert json.loads((out / "settings.json").read_text()) == new
+    assert ef.main([videos[1], *common]) == 0 and "note:" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- weights
+def test_a_backbone_without_head_or_with_other_classes_gives_features_not_predictions(clips, tiny, tmp_path,
+                                                                                        capsys):
+    """Features stop before the head, yet a checkpoint without head.* or with a head of another class count was
+    refused. It gives features now (the same as with the head), with a note line; predicting still refuses it."""
+    from models import CheckpointError
+    from tools.inference import load_model
+    from tools.predict import Predictor
+
+    cfg, model, ckpt = tiny
+    video = _videos(clips)[2]
+    full = tmp_path / "full"
+    common = ["--quiet", "--window", "4", "--cfg", DEMO]
+    assert ef.main([video, *common, "--weights", str(ckpt), "--out", str(full), "--opts", *OPTS]) == 0
+    capsys.readouterr()
+    want = read_features(str(full), _index(full)[0])
+    backbone = tmp_path / "backbone.pth"
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}}, backbone)
+    for weights, extra, why in ((backbone, [], "it has no classification head"),
+                                (ckpt, ["DATA.NUM_CLASSES", "5"], "its head has 3 classes and DATA.NUM_CLASSES is 5")):
+        out = tmp_path / f"feats{len(extra)}"
+        rc = ef.main([video, *common, "--weights", str(weights), "--out", str(out), "--opts", *OPTS, *extra])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        assert err.splitlines() == [f"note: {weights}: {why}: the head was not loaded, and features stop before it",
+                                    f"1 videos extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}"], err
+        np.testing.assert_array_equal(read_features(str(out), _index(out)[0]), want)
+    with Predictor(str(backbone), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
+        (record,) = predictor.features(video, window=4)
+        np.testing.assert_allclose(record["features"], want, rtol=1e-6, atol=1e-6)
+        with pytest.raises(CheckpointError) as info:
+            predictor.predict(video)
+    assert str(info.value) == (f"{backbone}: it has no classification head (head.weight, head.bias): it gives "
+                               "features (tools.extract_features, Predictor.features), not predictions")
+    with pytest.raises(CheckpointError, match="its head has 3 classes and DATA.NUM_CLASSES is 5"):
+        load_model(load_config(DEMO, OPTS + ["DATA.NUM_CLASSES", "5"]), str(ckpt), torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------------------------- Predictor
+def test_predictor_features_give_a_record_per_video_given(clips, tiny, monkeypatch):
+    """Videos named twice were dropped, so that the records no longer paired with the videos given, and paths came
+    back absolute: now one record per video given, in the order given, named as given."""
+    from tools.predict import Predictor
+
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    monkeypatch.chdir(clips / "videos")
+    given = [videos[2], os.path.basename(videos[0]), videos[2], Path(videos[0]), str(clips / "broken.webm")]
+    with Predictor(str(ckpt), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
+        records = predictor.features(given, window=4)
+    assert [r["path"] for r in records] == [os.fspath(g) for g in given]
+    assert [r["status"] for r in records] == ["ok"] * 4 + ["error"]
+    assert [r["starts_frames"] for r in records[:4]] == [[0, 4, 7], [0], [0, 4, 7], [0]]
+    np.testing.assert_array_equal(records[0]["features"], records[2]["features"])
+    np.testing.assert_array_equal(records[1]["features"], records[3]["features"])
+
+
+def test_predictor_features_refuse_the_window_settings_the_command_refuses(clips, tiny, capsys):
+    """A stride without a window gave the test views, a window below 1 too, without a word; the command refuses
+    both. Predictor.features (and extract_into) refuse them with the command's words, in their own names."""
+    from tools.predict import Predictor
+
+    cfg, model, ckpt = tiny
+    video = _videos(clips)[2]
+    cases = [({"stride": 4}, "stride needs window", ["--stride", "4"]),
+             ({"window": 0}, "window must be at least 1, got 0", ["--window", "0"]),
+             ({"window": -3}, "window must be at least 1, got -3", ["--window", "-3"]),
+             ({"window": 4, "stride": 0}, "stride must be at least 1, got 0", ["--window", "4", "--stride", "0"])]
+    with Predictor(str(ckpt), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
+        for kwargs, message, flags in cases:
+            with pytest.raises(ValueError) as info:
+                predictor.features(video, **kwargs)
+            assert str(info.value) == message
+            with pytest.raises(SystemExit):
+                ef.parse_args([video, "--weights", "w.pth", "--out", "f", *flags])
+            cli = message.replace("stride", "--stride").replace("window", "--window")
+            assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {cli}")
+    for window, stride, message in ((0, 3, "stride needs window"), (-2, 0, "window must be at least 1, got -2"),
+                                    (4, -1, "stride must be at least 1, got -1")):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            ef.extract_into(cfg, model, [video], FeatureStore(str(clips / "unused")), DistContext(), window=window,
+                            stride=stride, work_dir=str(clips / "unused"), progress=False)

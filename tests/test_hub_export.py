@@ -79,6 +79,33 @@ def test_parse_references():
     assert resolve_weights_path("local/file.pth") == "local/file.pth"
 
 
+def test_a_revision_with_a_slash_is_written_url_encoded():
+    """hf://o/n@refs/pr/3/model.pth read revision 'refs' and file 'pr/3/model.pth': a pull request's files could
+    not be named. Such a revision is written URL-encoded, and the form with bare slashes is refused, saying so."""
+    want = HubReference("o/n", "model.pth", "refs/pr/3")
+    assert parse_hub_reference("hf://o/n@refs%2Fpr%2F3/model.pth") == want
+    assert parse_hub_reference("hf://o/n@refs%2fpr%2f3/model.pth") == want
+    assert parse_hub_reference("hf://o/n@refs%2Fpr%2F3/sub/w.safetensors").filename == "sub/w.safetensors"
+    assert parse_hub_reference("hf://o/n@v1.0/sub/w.pth") == HubReference("o/n", "sub/w.pth", "v1.0")
+    with pytest.raises(HubReferenceError) as info:
+        parse_hub_reference("hf://o/n@refs/pr/3/model.pth")
+    assert str(info.value) == ("hf://o/n@refs/pr/3/model.pth: a revision with '/' must be written URL-encoded, '/' as "
+                               "%2F (e.g. hf://o/n@refs%2Fpr%2F3/model.pth): the first '/' after the revision starts "
+                               "the file's path")
+    with pytest.raises(HubReferenceError, match="revision 'a//b' is not a valid branch, tag or commit"):
+        parse_hub_reference("hf://o/n@a%2F%2Fb/model.pth")
+
+
+def test_cached_weights_path_finds_a_cached_reference_without_a_request(offline_cache):
+    from models.hub import cached_weights_path
+
+    _hub_cache(offline_cache, "acme/eva", {"sub/w.pth": b"weights"})
+    found = cached_weights_path("hf://acme/eva/sub/w.pth")
+    assert found and open(found, "rb").read() == b"weights"
+    assert cached_weights_path("hf://acme/eva/other.pth") is None
+    assert cached_weights_path("local/w.pth") == "local/w.pth"
+
+
 def test_export_round_trip_same_logits(tiny):
     cfg, model, ckpt, out = tiny
     meta = read_weights_metadata(str(out))
@@ -248,6 +275,29 @@ def test_config_mismatch_names_where_the_value_came_from(tiny):
                                "own settings")
     with pytest.raises(ConfigError, match="DATA.NUM_FRAMES = 16 from --opts"):  # --opts overrides the file
         load_setup(DEMO, no_frames + ["DATA.NUM_FRAMES", "16"], str(out))
+
+
+def test_pooling_and_tubelet_mismatch_name_the_key_not_missing_tensors(tiny, tmp_path):
+    """An exported file records use_mean_pooling and the tubelet, but a config contradicting them was not compared:
+    the load then failed with 'missing norm.weight, norm.bias' (or a kernel shape). Now they are named like the
+    other keys, with both values and where the config's came from."""
+    from configs import ConfigError
+
+    _, _, _, out = tiny
+    with pytest.raises(ConfigError) as info:
+        load_setup("", ["MODEL.USE_MEAN_POOLING", "False"], str(out))
+    assert str(info.value) == (f"MODEL.USE_MEAN_POOLING = False from --opts but True in {out}; leave "
+                               "MODEL.USE_MEAN_POOLING out of --opts to use the file's value")
+    with pytest.raises(ConfigError) as info:
+        load_setup("", ["DATA.TUBELET_SIZE", "4"], str(out))
+    assert str(info.value) == (f"DATA.TUBELET_SIZE = 4 from --opts but 2 in {out}; leave DATA.TUBELET_SIZE out of "
+                               "--opts to use the file's value")
+    cfg_file = tmp_path / "cls_token.yaml"
+    cfg_file.write_text(f"BASE: ['{DEMO}']\nMODEL:\n  USE_MEAN_POOLING: False\n")
+    with pytest.raises(ConfigError) as info:
+        load_setup(str(cfg_file), TINY, str(out))
+    assert str(info.value) == (f"MODEL.USE_MEAN_POOLING = False in --cfg {cfg_file} but True in {out}; drop --cfg to "
+                               "use the file's own settings")
 
 
 def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys):

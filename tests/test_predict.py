@@ -141,6 +141,47 @@ def test_format_functions_round_trip():
     assert "zero-byte file" in predict.format_table(records).splitlines()[2]
 
 
+def test_json_out_is_one_json_array_and_jsonl_a_line_per_video(evaluated, dataset, tmp_path, capsys):
+    """--out preds.json wrote JSON Lines, which json.load refuses: .json is now one array, .jsonl JSON Lines, and
+    --format decides over the extension as its help says."""
+    tmp, opts, ckpt, _ = evaluated
+    videos = [str(v) for v in sorted((dataset / "videos").rglob("*.webm"))[:2]]
+    common = videos + ["--cfg", DEMO, "--weights", str(ckpt), "--top-k", "2", "--quiet", "--work-dir",
+                       str(tmp / "work_json"), "--opts", *opts]
+    assert predict.main(common + ["--out", str(tmp_path / "p.json")]) == 0
+    assert predict.main(common + ["--out", str(tmp_path / "p.jsonl")]) == 0
+    with open(tmp_path / "p.json", encoding="utf-8") as f:
+        array = json.load(f)
+    assert [r["path"] for r in array] == videos and all(r["status"] == "ok" for r in array)
+    assert array == [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert predict.main(common + ["--out", str(tmp_path / "lines.json"), "--format", "jsonl"]) == 0
+    assert (tmp_path / "lines.json").read_text() == (tmp_path / "p.jsonl").read_text()
+    assert predict.main(common + ["--out", str(tmp_path / "array.txt"), "--format", "json"]) == 0
+    assert json.loads((tmp_path / "array.txt").read_text()) == array
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--help"])
+    assert "json (one array), jsonl (a line per video) or csv" in " ".join(capsys.readouterr().out.split())
+
+
+def test_predictor_gives_a_record_per_video_given_named_as_given(evaluated, dataset, monkeypatch):
+    """Predictor.predict dropped a video named twice, so that zip(videos, records) paired the wrong ones, and gave
+    absolute paths for relative names: now one record per video given, in the order given, named as given (a
+    folder's or a list's videos keep their absolute paths, as the command writes them)."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    a, b = (str(dataset / r["path"]) for r in eval_rows[:2])
+    top1 = {str(dataset / r["path"]): int(r["top1_class"]) for r in eval_rows}
+    monkeypatch.chdir(os.path.dirname(b))
+    given = [a, os.path.basename(b), a, str(dataset / "val.txt")]
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        records = predictor.predict(given, top_k=2)
+    from tools.inference import collect_videos
+
+    listed = collect_videos([str(dataset / "val.txt")])  # the list's videos, absolute, in its order
+    assert [r["path"] for r in records] == given[:3] + listed
+    assert [r["top_k"][0]["class"] for r in records] == [top1[a], top1[b], top1[a]] + [top1[p] for p in listed]
+    assert records[0] == records[2] and records[1]["top_k"] == records[4]["top_k"]
+
+
 def test_collect_videos_from_files_folders_and_lists(tmp_path):
     from tools.inference import InputError, collect_videos
 

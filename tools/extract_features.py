@@ -16,26 +16,32 @@ Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
 own shards; a rerun skips the videos already extracted. Videos that cannot be read are listed with each one's
 reason in ``failed-rank<r>.jsonl``, rewritten by every run: only those still without features. ``settings.json``
-records how the features were made; once the index lists a video, a run with other settings is refused.
+records how the features were made (with the weights file's size and a hash of its contents, TEST.SAMPLING, the
+precision, the pooling); once the index lists a video, a run with other settings is refused. A Ctrl-C, a stop
+signal (SIGTERM, SIGUSR1) or a crash first writes the videos finished so far, so the same command skips them.
+Weights without a head, or with a head of another class count, are used (features stop before the head).
 
 Exit status: 0 when the index holds at least one of the given videos (extracted now or before), 1 when it holds
 none (nothing could be extracted), 2 for unusable input (arguments, config, weights, an --out that is not a
-folder, an error writing the output) with a one-line error.
+folder, an error writing the output) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (the same command
+goes on).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
-from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
+from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
+                               stop_signals_raise)
 
-if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
-    on_interrupt(STARTING)
+if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 import numpy as np  # noqa: E402
 
@@ -47,10 +53,31 @@ from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_r
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["window_starts", "window_frames", "roi_resize", "extract", "extract_into", "main"]
+__all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resize", "weights_identity", "extract",
+           "extract_into", "main"]
 
 
 # ---------------------------------------------------------------------------------------------------- windows
+def window_settings_error(window: int | None, stride: int | None, prefix: str = "") -> str | None:
+    """Why a window setting is unusable, or None; the command (``prefix`` ``--``: its flags' names) and
+    :meth:`tools.predict.Predictor.features` (its arguments' names) refuse the same settings with the same words.
+    None means not given: the test views, and a stride of one window."""
+    if window is not None and window < 1:  # 0 used to mean the test views without a word
+        return f"{prefix}window must be at least 1, got {window}"
+    if stride is not None and window is None:
+        return f"{prefix}stride needs {prefix}window"
+    if stride is not None and stride < 1:  # 0 used to mean --window without a word
+        return f"{prefix}stride must be at least 1, got {stride}"
+    return None
+
+
+def _check_window(window: int, stride: int) -> None:
+    """:func:`window_settings_error` for :func:`extract` and :func:`extract_into`, whose 0 means not given."""
+    problem = window_settings_error(window or None, stride or None)
+    if problem:
+        raise ValueError(problem)
+
+
 def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
     """First frames of the windows of ``window`` frames every ``stride`` frames over ``num_frames`` frames.
 
@@ -164,6 +191,8 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
     the test views; ``work_dir`` holds the views mode's video list and index cache."""
     from engine.train_loop import resolve_precision
 
+    # unchecked, a stride without a window gave the test views, and a negative one failed every video
+    _check_window(window, stride)
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     if window > 0:
         _extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
@@ -172,34 +201,77 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
         _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
 
 
+_WHOLE_FILE_HASH_BYTES = 256 << 20  # weights up to this size are hashed whole (well under a second)
+_HASH_PARTS, _HASH_PART_BYTES = 64, 1 << 20  # larger ones (multi-GB): 64 MiB read, spread over the file
+
+
+def weights_identity(path: str) -> dict[str, Any]:
+    """What tells a weights file from another under the same name: its size and a SHA-256 of its contents (the
+    whole file up to 256 MiB, else 64 parts of 1 MiB spread evenly over it, first and last included). Contents,
+    not the modification time: a copy or a new download of the same file stays the same weights."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= _WHOLE_FILE_HASH_BYTES:
+            for block in iter(lambda: f.read(_HASH_PART_BYTES), b""):
+                digest.update(block)
+            hashed = "whole file"
+        else:
+            for i in range(_HASH_PARTS):
+                f.seek((size - _HASH_PART_BYTES) * i // (_HASH_PARTS - 1))
+                digest.update(f.read(_HASH_PART_BYTES))
+            hashed = f"{_HASH_PARTS} parts of {_HASH_PART_BYTES >> 20} MiB"
+    return {"size": size, "sha256": digest.hexdigest(), "hashed": hashed}
+
+
 def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int = 0, stride: int = 0,
             per_batch: int = 8, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64,
             work_dir: str = "", progress: bool = True, weights: str = "") -> dict[str, Any]:
     """Extract the features of ``paths`` not yet in ``out_dir``; views mode unless ``window`` > 0.
 
-    ``weights`` (the checkpoint's name) is recorded with the other settings; once ``out_dir`` holds features, a
-    later run into it must use the same ones (ValueError naming the differences otherwise).
+    ``weights`` (the checkpoint's name; its file's identity, :func:`weights_identity`, with it) is recorded with the
+    other settings that make the features (mode, window, frames, size, views, TEST.SAMPLING, the precision in
+    force, the pooling, the tubelet, format); once ``out_dir`` holds features, a later run into it must use the same
+    ones (ValueError naming the differences otherwise). A ``settings.json`` of an older version, without some of
+    them, is taken to match: a ``note:`` line names them, and they are recorded from then on.
+
+    An interruption (KeyboardInterrupt, a stop signal raised as :class:`evautil.interrupt.Stopped`) or a crash
+    first writes the videos this rank finished, so that a rerun skips them, and is raised again.
 
     Returns ``{'done_before', 'written', 'listed', 'index'}``: videos skipped as already extracted, videos written
     by this run (all ranks), videos of ``paths`` in the index now, and the merged index file. Each rank's
     ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
     from engine import distributed
+    from engine.train_loop import precision_name, resolve_precision
+    from models.hub import cached_weights_path
 
+    _check_window(window, stride)  # before settings.json is written
     stride = stride or window
+    local = cached_weights_path(weights) if weights else None  # an hf:// reference: the file the load fetched
     settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
                 "clip_frames": cfg.DATA.NUM_FRAMES, "input_size": cfg.DATA.INPUT_SIZE, "arch": cfg.MODEL.ARCH,
                 "views": [cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP] if window <= 0 else None, "format": fmt,
-                "fp16": fp16, "weights": weights if "://" in weights or not weights else os.path.abspath(weights)}
-    check_settings(out_dir, settings, write=ctx.is_main)
+                "fp16": fp16, "weights": weights if "://" in weights or not weights else os.path.abspath(weights),
+                "weights_file": weights_identity(local) if local and os.path.isfile(local) else None,
+                "TEST.SAMPLING": cfg.TEST.SAMPLING if window <= 0 else None,  # windows: evenly spaced, always
+                "TRAIN.PRECISION": precision_name(resolve_precision(cfg.TRAIN.PRECISION, ctx.device)[0]),
+                "MODEL.USE_MEAN_POOLING": cfg.MODEL.USE_MEAN_POOLING, "DATA.TUBELET_SIZE": cfg.DATA.TUBELET_SIZE}
+    unrecorded = check_settings(out_dir, settings, write=ctx.is_main)
+    if unrecorded and ctx.is_main:
+        print(f"note: {os.path.join(out_dir, 'settings.json')} was written by an older version without "
+              f"{', '.join(unrecorded)}: its features are taken as made with this run's "
+              f"({'; '.join(f'{k} {settings[k]!r}' for k in unrecorded)}), recorded from now on", file=sys.stderr)
     done = finished_paths(out_dir) if os.path.isdir(out_dir) else set()
     distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
     todo = [p for p in paths if p not in done]
     store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos)
-    if todo:
-        extract_into(cfg, model, todo, store, ctx, window=window, stride=stride, per_batch=per_batch,
-                     work_dir=work_dir or os.path.join(out_dir, ".work"), progress=progress)
-    store.flush()
+    try:
+        if todo:
+            extract_into(cfg, model, todo, store, ctx, window=window, stride=stride, per_batch=per_batch,
+                         work_dir=work_dir or os.path.join(out_dir, ".work"), progress=progress)
+    finally:  # also on a Ctrl-C, a stop signal or a crash: the finished videos are kept, and a rerun skips them
+        store.flush()
     written = sum(distributed.all_gather_objects(store.written, ctx))
     distributed.barrier(ctx)  # every rank's shards and index lines are on disk
     done, retried = finished_paths(out_dir), set(todo)
@@ -235,14 +307,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
-    if args.window is not None and args.window < 1:  # 0 used to mean the test views without a word
-        p.error(f"--window must be at least 1, got {args.window}")
-    args.window = args.window or 0  # extract() takes 0 for the test views
-    if args.stride is not None and not args.window:
-        p.error("--stride needs --window")
-    if args.stride is not None and args.stride < 1:  # 0 used to mean --window without a word
-        p.error(f"--stride must be at least 1, got {args.stride}")
-    args.stride = args.stride or 0  # extract() takes 0 for the default, --window
+    problem = window_settings_error(args.window, args.stride, prefix="--")
+    if problem:
+        p.error(problem)
+    args.window, args.stride = args.window or 0, args.stride or 0  # extract() takes 0 for not given
     if args.windows_per_batch < 1 or args.shard_videos < 1:
         p.error("--windows-per-batch and --shard-videos must be at least 1")
     return args
@@ -253,19 +321,28 @@ def main(argv: list[str] | None = None) -> int:
     from tools.inference import InputError, check_output_path, collect_videos, load_model, load_setup
 
     args = parse_args(argv)
-    on_interrupt(f"extracting features: the shards already written to {args.out} are kept, and the same command "
-                 "skips their videos")
+    # extract() writes the finished videos on its way out, whatever stops it
+    kept = (f"the videos finished so far are written to {args.out} (index-rank*.jsonl, with their shards), and the "
+            "same command skips them")
+    on_interrupt(f"extracting features: {kept}")
     from train import INPUT_ERRORS
 
     try:
-        check_output_path(args.out, "--out", folder=True)  # before the model runs
-        cfg, _ = load_setup(args.cfg, args.opts, args.weights, class_names=False)  # features need no names
-        paths = collect_videos(args.inputs, args.root)
-        ctx = distributed.init_from_env()
-        model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
-        result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,
-                         per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
-                         shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
+        with stop_signals_raise():  # a scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does
+            check_output_path(args.out, "--out", folder=True)  # before the model runs
+            cfg, _ = load_setup(args.cfg, args.opts, args.weights, class_names=False)  # features need no names
+            paths = collect_videos(args.inputs, args.root)
+            ctx = distributed.init_from_env()
+            # features stop before the head: a backbone without one, or a head of other classes, is fine
+            model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main, features_only=True)
+            result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,
+                             per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
+                             shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
+    except Stopped as e:
+        print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
+              flush=True)
+        distributed.shutdown(graceful=False)
+        return STOPPED_EXIT_STATUS
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)

@@ -52,30 +52,50 @@ def _index_lines(paths: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
-def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> None:
+def _describe(key: str, value: Any) -> str:
+    if key == "weights_file" and isinstance(value, dict):  # a checkpoint's identity: see extract_features
+        return f"{value.get('size')} bytes, sha256 {str(value.get('sha256'))[:16]}... ({value.get('hashed')})"
+    return repr(value)
+
+
+def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> list[str]:
     """Refuse to add features made differently to an output folder that holds features; record ``settings`` when
     ``write`` and the folder has none yet, or has other ones but no features (a run that extracted nothing: its
     settings bind nothing).
 
+    A ``settings.json`` written before some keys of ``settings`` were recorded (by an older version) lacks them:
+    they are not compared, as nothing tells how the features there were made, and are recorded from this run on.
+
+    Returns:
+        The keys of ``settings`` the folder's ``settings.json`` lacked while it holds features (taken as this
+        run's), for the caller to say so; empty otherwise.
+
     Raises:
         ValueError: ``out_dir/settings.json`` differs from ``settings`` and an index lists a video; the message
-            names every difference.
+            names every difference with both values, and what to do.
     """
     path = os.path.join(out_dir, "settings.json")
-    changed: list[str] = []
-    if os.path.isfile(path):
+    recorded, outdated = os.path.isfile(path), False
+    unrecorded: list[str] = []
+    if recorded:
         with open(path, encoding="utf-8") as f:
             before = json.load(f)
-        changed = [f"{k}: {before.get(k)!r} before, {v!r} now" for k, v in settings.items() if before.get(k) != v]
-        if changed and finished_paths(out_dir):
+        changed = [f"{k}: {_describe(k, before[k])} before, {_describe(k, v)} now" for k, v in settings.items()
+                   if k in before and before[k] != v]
+        unrecorded = [k for k in settings if k not in before]
+        outdated = bool(changed or unrecorded)
+        if outdated and not finished_paths(out_dir):
+            unrecorded = []  # nothing was made with the settings of before: they bind nothing
+        elif changed:
             raise ValueError(f"{out_dir} holds features made with other settings ({'; '.join(changed)}); use "
                              "another --out or the same settings")
-    if write and (changed or not os.path.isfile(path)):
+    if write and (outdated or not recorded):
         os.makedirs(out_dir, exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=1)
         os.replace(tmp, path)
+    return unrecorded
 
 
 def finished_paths(out_dir: str) -> set[str]:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import sys
 import tempfile
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -23,11 +23,11 @@ from dali_pipelines.filelist import split_list_line  # plain Python: no DALI imp
 from engine.distributed import DistContext, barrier
 from engine.evaluate import read_label_names
 from models import ARCHS, CheckpointError, build_model, load_pretrained
-from models.checkpoint import check_checkpoint
+from models.checkpoint import head_mismatch, read_checkpoint
 from models.weights_file import read_weights_metadata
 
-__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "collect_videos", "load_setup",
-           "load_model", "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
+__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
+           "load_setup", "load_model", "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -93,29 +93,40 @@ def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> 
             raise InputError(f"{flag} {path}: cannot write in {target} ({e.strerror or e})") from None
 
 
-def collect_videos(inputs: Iterable[str], root: str = "") -> list[str]:
-    """Absolute video paths from files, folders (searched recursively for video extensions) and list files
-    (``.txt``/``.lst``/``.list``), in the given order, without duplicates. Paths that do not exist are kept: the
-    loader reports them as unreadable with the others.
+def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, str]]:
+    """Every video of ``inputs`` (files, folders searched recursively for video extensions, list files
+    ``.txt``/``.lst``/``.list``) in the given order, duplicates kept, as ``(name, absolute path)``: ``name`` is the
+    input as given when it names the video itself, else the absolute path (a folder's or a list's video). Paths
+    that do not exist are kept: the loader reports them as unreadable with the others.
 
     Raises:
         InputError: nothing to process.
     """
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
     for item in inputs:
         if os.path.isdir(item):
             for folder, dirs, files in os.walk(item):
                 dirs.sort()
-                found += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(VIDEO_EXTENSIONS)]
+                found += [(p, p) for p in (os.path.abspath(os.path.join(folder, f)) for f in sorted(files)
+                                           if f.lower().endswith(VIDEO_EXTENSIONS))]
         elif item.lower().endswith(_LIST_EXTENSIONS) and os.path.isfile(item):
-            found += _read_video_list(item, root)
+            found += [(p, p) for p in _read_video_list(item, root)]
         else:
-            found.append(os.path.join(root, item) if root else item)
-    unique = list(dict.fromkeys(os.path.abspath(p) for p in found))
-    if not unique:
+            found.append((item, os.path.abspath(os.path.join(root, item) if root else item)))
+    if not found:
         raise InputError(f"no videos found in {', '.join(inputs) or 'the inputs'} "
                          f"(extensions {' '.join(VIDEO_EXTENSIONS)})")
-    return unique
+    return found
+
+
+def collect_videos(inputs: Sequence[str], root: str = "") -> list[str]:
+    """The absolute paths of :func:`videos_of_inputs`, in the given order, without duplicates (each video is
+    processed once).
+
+    Raises:
+        InputError: nothing to process.
+    """
+    return list(dict.fromkeys(path for _, path in videos_of_inputs(list(inputs), root)))
 
 
 # ---------------------------------------------------------------------------------------------- config, model
@@ -136,9 +147,12 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "",
     if preset is None or any(meta[k] != preset[p] for k, p in dims.items()):
         raise CheckpointError(f"{weights}: architecture {meta['arch']!r} with "
                               f"{ {k: meta[k] for k in dims} } is not a known MODEL.ARCH preset")
+    # the pooling and the tubelet change which tensors the model has: a mismatch would be reported as missing keys
     pairs = {"MODEL.ARCH": (cfg.MODEL.ARCH, meta["arch"]), "DATA.NUM_FRAMES": (cfg.DATA.NUM_FRAMES, meta["num_frames"]),
+             "DATA.TUBELET_SIZE": (cfg.DATA.TUBELET_SIZE, meta["tubelet_size"]),
              "DATA.INPUT_SIZE": (cfg.DATA.INPUT_SIZE, meta["input_size"]),
-             "DATA.NUM_CLASSES": (cfg.DATA.NUM_CLASSES, meta["num_classes"])}
+             "DATA.NUM_CLASSES": (cfg.DATA.NUM_CLASSES, meta["num_classes"]),
+             "MODEL.USE_MEAN_POOLING": (cfg.MODEL.USE_MEAN_POOLING, meta["use_mean_pooling"])}
     set_by_opts = set(list(opts)[0::2])
     for key, (ours, theirs) in pairs.items():
         if ours == theirs:
@@ -193,7 +207,8 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
     return cfg, names
 
 
-def load_model(cfg, weights: str, device: torch.device, warn: bool = True) -> nn.Module:
+def load_model(cfg, weights: str, device: torch.device, warn: bool = True, features_only: bool = False,
+               head_problem_to: list[str] | None = None) -> nn.Module:
     """The model of ``cfg`` with ``weights`` (any checkpoint path or ``hf://`` reference) loaded, in eval mode.
 
     The checkpoint is converted by ``load_pretrained``; what the conversion changed (a positional
@@ -201,12 +216,30 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True) -> nn
     as ``warning:`` lines on stderr when ``warn``: a model used at another geometry than it was trained at is
     legitimate, but it should not happen unnoticed.
 
+    ``features_only``: the model gives features, which stop before the head, so weights without a head or with a
+    head of another class count are loaded too (the head left at its initialisation), with a ``note:`` line when
+    ``warn``; the error predicting with them must raise is appended to ``head_problem_to``.
+
     Raises:
-        CheckpointError: the weights leave model parameters unset (a wrong MODEL.ARCH or class count).
+        CheckpointError: the weights leave model parameters unset (a wrong MODEL.ARCH or class count), or have no
+            head or one of another class count (not with ``features_only``).
         ValueError: the checkpoint cannot be converted to the model (the message names the file and the key).
     """
-    # a head of another class count would be dropped and scored at random: named with both counts, before the build
-    check_checkpoint(weights, num_classes=cfg.DATA.NUM_CLASSES, class_mapping=cfg.MODEL.CLASS_MAPPING or None)
+    # what check_checkpoint reads (memory-mapped, no tensor loaded) and refuses, keeping the head's shape: a head of
+    # another class count would be dropped and scored at random, named with both counts before the build
+    mapping = cfg.MODEL.CLASS_MAPPING or None
+    head = read_checkpoint(weights, mmap=True)[0].get("head.weight")
+    head_problem, why_not_loaded = None, ""
+    mismatch = head_mismatch({"head.weight": head}, cfg.DATA.NUM_CLASSES, mapping) if head is not None else None
+    if head is None:
+        why_not_loaded = "it has no classification head"
+        head_problem = (f"{weights}: {why_not_loaded} (head.weight, head.bias): it gives features "
+                        "(tools.extract_features, Predictor.features), not predictions")
+    elif mismatch:
+        why_not_loaded = f"its head has {head.shape[0]} classes and DATA.NUM_CLASSES is {cfg.DATA.NUM_CLASSES}"
+        head_problem = f"{weights}: {mismatch}"
+    if head_problem and not features_only:
+        raise CheckpointError(head_problem)
     built = cfg.clone()
     built.defrost()
     built.MODEL.PRETRAINED = ""
@@ -214,12 +247,20 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True) -> nn
     built.freeze()
     model = build_model(built, device=device)
     notes: list[str] = []
-    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=cfg.MODEL.CLASS_MAPPING or None,
-                                 notes_to=notes, missing_is_error=True)
+    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=mapping, notes_to=notes,
+                                 missing_is_error=True)
+    if head_problem:  # features_only: the head's absence is said once, below, instead of the conversion's note
+        missing = [k for k in missing if k not in ("head.weight", "head.bias")]
+        notes = [n for n in notes if not n.startswith("head:")]
+        if head_problem_to is not None:
+            head_problem_to.append(head_problem)
     if missing:
         raise CheckpointError(f"{weights} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with {cfg.DATA.NUM_CLASSES} "
                               f"classes: missing {', '.join(missing[:6])}")
     if warn:
+        if head_problem:
+            print(f"note: {weights}: {why_not_loaded}: the head was not loaded, and features stop before it",
+                  file=sys.stderr)
         for note in notes:
             print(f"warning: {weights}: {note}", file=sys.stderr)
         if any(n.startswith("pos_embed:") for n in notes):

@@ -39,9 +39,10 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 if TYPE_CHECKING:
     from engine.distributed import DistContext
 
-__all__ = ["Predictor", "predict_videos", "format_table", "format_jsonl", "format_csv", "main"]
+__all__ = ["Predictor", "predict_videos", "format_table", "format_json", "format_jsonl", "format_csv", "main"]
 
-FORMATS = ("table", "jsonl", "csv")
+FORMATS = ("table", "json", "jsonl", "csv")
+_FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # any other: the table
 
 
 def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = 5,
@@ -93,11 +94,15 @@ class Predictor:
                 print(record["path"], record["status"], record.get("top_k"))
 
     ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts``; records are those of
-    :func:`predict_videos`. One process, on ``device``: ``auto`` (the GPU when CUDA is available, else the CPU),
-    ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and index caches go to ``work_dir``; with none, to a temporary
-    folder that :meth:`close` (or leaving the ``with`` block) removes. Errors are raised, not printed: unusable
-    settings or weights as the command's exit-2 errors (ValueError, OSError and the config and checkpoint errors),
-    and an input with no video in it as ``InputError``; a video that cannot be read is a record with its reason.
+    :func:`predict_videos`, one per video given, in the order given: a video named twice gets two records (it is
+    processed once), and a record's ``path`` is the video as given when the input names it (a folder's or a list's
+    videos: their absolute paths), so that ``zip(videos, records)`` pairs them. One process, on ``device``: ``auto``
+    (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and index
+    caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with`` block)
+    removes. Errors are raised, not printed: unusable settings or weights as the command's exit-2 errors
+    (ValueError, OSError and the config and checkpoint errors), and an input with no video in it as ``InputError``;
+    a video that cannot be read is a record with its reason. Weights without a head, or with a head of another
+    class count, give features (one ``note:`` line) and :meth:`predict` refuses them (CheckpointError).
     """
 
     def __init__(self, weights: str, cfg: str | None = None, opts: Sequence[str] = (), work_dir: str | None = None,
@@ -109,7 +114,9 @@ class Predictor:
         self.ctx = DistContext(device=_compute_device(device))
         if work_dir is not None:
             check_output_path(work_dir, "work_dir", folder=True)
-        self.model = load_model(self.cfg, weights, self.ctx.device)
+        head_problem: list[str] = []  # features stop before the head: weights without a usable one still give them
+        self.model = load_model(self.cfg, weights, self.ctx.device, features_only=True, head_problem_to=head_problem)
+        self._head_problem = head_problem[0] if head_problem else None
         self.progress = progress
         self._own_work_dir = work_dir is None  # made last: nothing is left behind when loading fails
         self.work_dir: str | None = tempfile.mkdtemp(prefix="eva_predict_") if work_dir is None else work_dir
@@ -117,24 +124,45 @@ class Predictor:
     def predict(self, videos: str | os.PathLike | Sequence[str | os.PathLike], top_k: int = 5,
                 root: str = "") -> list[dict[str, Any]]:
         """Records for the videos of ``videos`` (files, folders searched recursively, list files; one or several),
-        in the order found; ``root`` prefixes relative names as the command's ``--root``."""
-        return predict_videos(self.cfg, self.model, self._paths(videos, root), self._work_dir(), self.ctx,
-                              top_k=top_k, class_names=self.class_names, progress=self.progress)
+        one per video given, in the order given (see the class); ``root`` prefixes relative names as the command's
+        ``--root``.
 
-    def features(self, videos: str | os.PathLike | Sequence[str | os.PathLike], window: int = 0, stride: int = 0,
-                 root: str = "") -> list[dict[str, Any]]:
-        """The pooled pre-logit features (the fc_norm output) of ``videos`` (as for :meth:`predict`), in the order
-        found, as ``python -m tools.extract_features`` computes them: ``{'path', 'status': 'ok', 'features':
-        float32 array, ...}`` with a row per test view ([crop][clip] order; ``mode`` 'views') or, with ``window``
-        frames every ``stride`` (default ``window``), per sliding window (``mode`` 'windows', with the windows'
-        ``starts_frames`` and ``starts_seconds``); ``{'path', 'status': 'error', 'error': reason}`` for a video that
-        cannot be read."""
-        from tools.extract_features import extract_into
+        Raises:
+            CheckpointError: the weights have no head, or one of another class count (they give features only).
+        """
+        from models import CheckpointError
 
-        paths, collected = self._paths(videos, root), _CollectedFeatures()
-        extract_into(self.cfg, self.model, paths, collected, self.ctx, window=window, stride=stride,
+        if self._head_problem:
+            raise CheckpointError(self._head_problem)
+        named = self._videos(videos, root)
+        paths = list(dict.fromkeys(path for _, path in named))
+        records = predict_videos(self.cfg, self.model, paths, self._work_dir(), self.ctx, top_k=top_k,
+                                 class_names=self.class_names, progress=self.progress)
+        return _per_video_given(named, {r["path"]: r for r in records})
+
+    def features(self, videos: str | os.PathLike | Sequence[str | os.PathLike], window: int | None = None,
+                 stride: int | None = None, root: str = "") -> list[dict[str, Any]]:
+        """The pooled pre-logit features (the fc_norm output) of ``videos`` (as for :meth:`predict`: one record
+        per video given, in the order given), as ``python -m tools.extract_features`` computes them: ``{'path',
+        'status': 'ok', 'features': float32 array, ...}`` with a row per test view ([crop][clip] order; ``mode``
+        'views') or, with ``window`` frames every ``stride`` (both at least 1; default ``window``), per sliding
+        window (``mode`` 'windows', with the windows' ``starts_frames`` and ``starts_seconds``); ``{'path',
+        'status': 'error', 'error': reason}`` for a video that cannot be read.
+
+        Raises:
+            ValueError: the window settings the command refuses (``window`` below 1, ``stride`` without
+                ``window`` or below 1), in its words.
+        """
+        from tools.extract_features import extract_into, window_settings_error
+
+        problem = window_settings_error(window, stride)
+        if problem:
+            raise ValueError(problem)
+        named, collected = self._videos(videos, root), _CollectedFeatures()
+        paths = list(dict.fromkeys(path for _, path in named))
+        extract_into(self.cfg, self.model, paths, collected, self.ctx, window=window or 0, stride=stride or 0,
                      work_dir=self._work_dir(), progress=self.progress)
-        return [collected.records.get(p, {"path": p, "status": "error", "error": "not decoded"}) for p in paths]
+        return _per_video_given(named, collected.records)
 
     def close(self) -> None:
         """Remove the temporary work folder (a given ``work_dir`` is kept, with its index caches)."""
@@ -142,11 +170,12 @@ class Predictor:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir = None
 
-    def _paths(self, videos, root: str) -> list[str]:
-        from tools.inference import collect_videos
+    def _videos(self, videos, root: str) -> list[tuple[str, str]]:
+        """(name as given, absolute path) per video given: see :func:`tools.inference.videos_of_inputs`."""
+        from tools.inference import videos_of_inputs
 
         items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        return collect_videos([os.fspath(v) for v in items], root)
+        return videos_of_inputs([os.fspath(v) for v in items], root)
 
     def _work_dir(self) -> str:
         if self.work_dir is None:
@@ -158,6 +187,13 @@ class Predictor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _per_video_given(named: Sequence[tuple[str, str]], by_path: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each (name, path) of :meth:`Predictor._videos`, the path's record (each video is processed once) under
+    the name given: the results pair with the videos given, duplicates included."""
+    return [{**by_path.get(path, {"path": path, "status": "error", "error": "not decoded"}), "path": name}
+            for name, path in named]
 
 
 class _CollectedFeatures:
@@ -209,7 +245,13 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows) + "\n"
 
 
+def format_json(records: Sequence[dict[str, Any]]) -> str:
+    """One JSON array of the records (``json.load`` reads it back)."""
+    return json.dumps(list(records), ensure_ascii=False, indent=1) + "\n"
+
+
 def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
+    """JSON Lines: one record per line."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
@@ -230,8 +272,7 @@ def format_csv(records: Sequence[dict[str, Any]]) -> str:
 def _format_for(out: str, fmt: str | None) -> str:
     if fmt:
         return fmt
-    ext = os.path.splitext(out)[1].lower()
-    return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(ext, "table")
+    return _FORMAT_OF_EXTENSION.get(os.path.splitext(out)[1].lower(), "table")
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -249,7 +290,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
     p.add_argument("--out", default="", help="also write the predictions here")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="of --out: table, jsonl or csv (default: from its extension, else table)")
+                   help="of --out: table, json (one array), jsonl (a line per video) or csv (default: from its "
+                        "extension, .json, .jsonl or .csv, else table)")
     p.add_argument("--work-dir", default="output/predict",
                    help="where the video lists and their index caches go (one per set of videos; default "
                         "output/predict)")
@@ -293,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(format_table(records))
         if args.out:
             fmt = _format_for(args.out, args.format)
-            text = {"table": format_table, "jsonl": format_jsonl, "csv": format_csv}[fmt](records)
+            formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
+            text = formats[fmt](records)
             written = _write_out(args.out, text, args.quiet)
         bad = sum(r["status"] != "ok" for r in records)
         print(f"predicted {len(records) - bad} of {len(records)} videos"

@@ -598,9 +598,27 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
     seek = report["seek_probe"]
     assert seek["early_s"] > 0 and seek["late_s"] > 0 and seek["late_cut_s"] > 0
     assert seek["from_frame_0_would_be"] == (94 + 1) / (4 + 1)
-    assert seek["verdict"] in ("seeks", "decodes from frame 0 (no seek)")
+    assert seek["verdict"] == "decodes from frame 0 (no seek)"  # DALI 2.4's CPU decoder: known not to seek
+    assert seek["setup_s"] > 0 and seek["late_over_early_beyond_setup"] > seek["if_seeking"]
     assert "seek probe (seek_probe_vp9.webm" in capsys.readouterr().out
     assert report["complete"] is True
+
+
+def test_the_seek_verdict_takes_the_set_up_off_first():
+    """Every probe call builds its graph and decoder: with an NVDEC decoder that may take longer than the decode,
+    and the plain late/early ratio (1.7 below, under the old threshold of 2) passed a decoder that does not seek."""
+    from benchmarks.nvdec_parity import seek_verdict
+
+    setup, per_frame, copies = 2.0, 0.001, 8  # seconds
+    def time_to(first, frame):  # decoding from ``first`` up to ``frame``, 8 copies, after the set-up
+        return setup + (frame - first + 1) * per_frame * copies
+
+    no_seek = seek_verdict(time_to(0, 0), time_to(0, 8), time_to(0, 248), 8, 248, 12)
+    assert time_to(0, 248) / time_to(0, 8) < 2 and no_seek["verdict"] == "decodes from frame 0 (no seek)"
+    assert no_seek["late_over_early_beyond_setup"] == pytest.approx(248 / 8)
+    seeking = seek_verdict(time_to(0, 0), time_to(0, 8), time_to(240, 248), 8, 248, 12)
+    assert seeking["verdict"] == "seeks" and seeking["late_over_early_beyond_setup"] == pytest.approx(1.0)
+    assert seeking["if_seeking"] == 1.0 and seeking["if_decoding_from_frame_0"] == 31.0
 
 
 def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_folder_is_named(

@@ -29,7 +29,8 @@ if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
 import torch  # noqa: E402
 
 from benchmarks import common, cpu_monitor  # noqa: E402
-from evautil.flops import matmul_precision, peak_flops, train_step_flops  # noqa: E402
+from engine.metrics import matmul_precision  # noqa: E402
+from evautil.flops import peak_flops, train_step_flops  # noqa: E402
 
 def stated_peak(device_name: str | None, precision: str) -> float | None:
     """Stated dense peak TFLOP/s of the GPU (the project's one table, evautil.flops)."""

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from evautil.files import atomic_write_text
-from evautil.flops import matmul_precision, peak_flops, train_step_flops
+from evautil.flops import peak_flops, train_step_flops
 from evautil.interrupt import interrupted_line
 from evautil.progress import counted
 
@@ -56,7 +56,8 @@ from .progress import EvalProgress, RunClock, format_duration, step_line, stderr
 from .progress import format_number as _fmt
 from .run_files import drop_lines_after
 
-__all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "epoch_number",
+__all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "matmul_precision",
+           "epoch_number",
            "host_memory_gb", "STEP_KEYS", "EVAL_KEYS"]
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
@@ -70,6 +71,16 @@ EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "
 def epoch_number(epoch_index: int) -> int:
     """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
     return epoch_index + 1
+
+def matmul_precision(train_precision: str) -> str:
+    """The peak a run of ``TRAIN.PRECISION`` (bf16, fp16, fp32) is measured against (evautil.flops' precisions): an
+    fp32 run's matmuls are plain fp32 unless torch was told to use TF32 (``torch.backends.cuda.matmul.allow_tf32``,
+    or ``torch.set_float32_matmul_precision`` other than 'highest'); torch's default is plain fp32."""
+    if train_precision != "fp32":
+        return train_precision
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return "tf32" if tf32 else "fp32"
+
 
 def device_peak_flops(device: torch.device, precision: str = "bf16") -> float | None:
     """Stated dense peak FLOP/s of ``device`` for a run of ``TRAIN.PRECISION`` ``precision`` (evautil.flops' table:

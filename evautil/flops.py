@@ -6,7 +6,7 @@ One home for both, so the engine's MFU (``metrics.jsonl``), the model's FLOPs he
 from __future__ import annotations
 
 __all__ = ["TRAIN_STEP_FORWARDS", "RECOMPUTE_STEP_FORWARDS", "train_step_flops", "PEAK_TFLOPS", "PRECISIONS",
-           "peak_flops", "matmul_precision"]
+           "peak_flops"]
 
 # A training step costs about 3 forward passes (forward, and a backward of twice the forward), 4 when gradient
 # checkpointing recomputes the forward during the backward.
@@ -49,14 +49,3 @@ def peak_flops(device_name: str | None, precision: str = "bf16") -> float | None
             return None if tflops is None else tflops * 1e12
     return None
 
-
-def matmul_precision(train_precision: str) -> str:
-    """The peak a run of ``TRAIN.PRECISION`` (bf16, fp16, fp32) is measured against: an fp32 run's matmuls are
-    plain fp32 unless torch was told to use TF32 (``torch.backends.cuda.matmul.allow_tf32``, or
-    ``torch.set_float32_matmul_precision`` other than 'highest'); torch's default is plain fp32."""
-    if train_precision != "fp32":
-        return train_precision
-    import torch
-
-    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
-    return "tf32" if tf32 else "fp32"

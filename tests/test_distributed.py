@@ -200,6 +200,8 @@ def _train_with_a_slow_loader_on_rank_1(rank: int, world: int, init_file: str, o
                             metrics, DistContext(rank=rank, world_size=world))
         finally:
             metrics.close()
+        del model  # DDP's reducer holds the group: gone before it, and both ranks leave together (a rank whose
+        dist.barrier()  # peer had already closed the group's connections was once aborted at exit)
     finally:
         dist.destroy_process_group()
 

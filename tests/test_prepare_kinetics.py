@@ -16,8 +16,8 @@ import torch
 
 from tools import prepare_kinetics
 from tools.kinetics import (
-    CLASS_ALIASES, EncodeSettings, KineticsError, build_k722, canonical_class_name, class_mapping,
-    prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
+    CLASS_ALIASES, EncodeSettings, KineticsError, build_k722, canonical_class_name, check_encode_settings,
+    class_mapping, prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
 )
 from dali_pipelines.pyav_io import decode_frames
 from tests.video_fixtures import best_match, reference_clips
@@ -94,25 +94,25 @@ def test_lists_labels_follow_sorted_class_names(tmp_path, kinetics_names):
     rng.shuffle(names)
     splits = {"train": {n: [vid(f"t{i}a"), vid(f"t{i}b")] for i, n in enumerate(names)},
               "val": {n: [vid(f"v{i}")] for i, n in enumerate(names)}}
-    make_tree(tmp_path / "data" / "k400", splits)
+    make_tree(tmp_path / "data" / "t400", splits)
     out = tmp_path / "data"
-    scan = scan_dataset("k400", str(out / "k400"))
+    scan = scan_dataset("t400", str(out / "t400"))
     prepare_lists([scan], str(out), log=lambda s: None)
 
     expected = sorted(names)
-    assert read_labels_csv(str(out / "k400_labels.csv")) == expected
-    assert (out / "k400_labels.csv").read_text().splitlines()[0] == "id,name"
-    train, val = read_list(out / "k400_train.txt"), read_list(out / "k400_val.txt")
+    assert read_labels_csv(str(out / "t400_labels.csv")) == expected
+    assert (out / "t400_labels.csv").read_text().splitlines()[0] == "id,name"
+    train, val = read_list(out / "t400_train.txt"), read_list(out / "t400_val.txt")
     assert len(train) == 2 * len(names) and len(val) == len(names)
     for rel, lab in train + val:
         split, cls, fname = rel.split("/")[1:]
-        assert rel.startswith("k400/") and split in ("train", "val")
+        assert rel.startswith("t400/") and split in ("train", "val")
         assert lab == expected.index(cls)
         assert (out / rel).is_file()
     # The list line format, with a class name containing spaces.
-    lines = (out / "k400_train.txt").read_text().splitlines()
-    assert f"k400/train/{PAF}/{vid(f't{names.index(PAF)}a')} {expected.index(PAF)}" in lines
-    rep = json.loads((out / "k400_report.json").read_text())
+    lines = (out / "t400_train.txt").read_text().splitlines()
+    assert f"t400/train/{PAF}/{vid(f't{names.index(PAF)}a')} {expected.index(PAF)}" in lines
+    rep = json.loads((out / "t400_report.json").read_text())
     assert rep["train_written"] == 2 * len(names) and rep["skipped"] == 0
 
 
@@ -121,16 +121,16 @@ def test_lists_data_root_and_own_val_leak(tmp_path):
     # default, and kept (still counted) with drop_leaked=False.
     splits = {"train": {"a": [vid("x1"), vid("leak")], "b": [vid("x2")]},
               "val": {"a": [vid("y1")], "b": [vid("leak", 50)]}}
-    make_tree(tmp_path / "videos" / "k400", splits)
-    scan = scan_dataset("k400", str(tmp_path / "videos" / "k400"))
+    make_tree(tmp_path / "videos" / "t400", splits)
+    scan = scan_dataset("t400", str(tmp_path / "videos" / "t400"))
     rep = prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), log=lambda s: None)
-    assert rep["k400"]["train_ids_in_own_val"] == 1 and rep["k400"]["dropped_leaked"] == 1
-    train = read_list(tmp_path / "lists" / "k400_train.txt")
-    assert train == [(f"k400/train/a/{vid('x1')}", 0), (f"k400/train/b/{vid('x2')}", 1)]
+    assert rep["t400"]["train_ids_in_own_val"] == 1 and rep["t400"]["dropped_leaked"] == 1
+    train = read_list(tmp_path / "lists" / "t400_train.txt")
+    assert train == [(f"t400/train/a/{vid('x1')}", 0), (f"t400/train/b/{vid('x2')}", 1)]
     rep = prepare_lists([scan], str(tmp_path / "lists"), data_root=str(tmp_path / "videos"), drop_leaked=False,
                         log=lambda s: None)
-    assert rep["k400"]["train_ids_in_own_val"] == 1 and rep["k400"]["dropped_leaked"] == 0
-    assert len(read_list(tmp_path / "lists" / "k400_train.txt")) == 3
+    assert rep["t400"]["train_ids_in_own_val"] == 1 and rep["t400"]["dropped_leaked"] == 0
+    assert len(read_list(tmp_path / "lists" / "t400_train.txt")) == 3
 
 
 # Constructed overlaps within and across the splits of one dataset (YouTube ids are the tags). Scan order is class
@@ -146,7 +146,7 @@ def _ids(lines: list[tuple[str, int]]) -> list[tuple[str, str, int]]:
     return [(rel.split("/")[2], youtube_id(rel), lab) for rel, lab in lines]
 
 
-@pytest.mark.parametrize("name", ["k400", "k600", "k700"])
+@pytest.mark.parametrize("name", ["t400", "t600", "t700"])
 def test_lists_deduplicated_and_leak_free_by_the_notebooks_rule(tmp_path, name):
     make_tree(tmp_path / name, OVERLAP_TREE)
     rep = prepare_lists([scan_dataset(name, str(tmp_path / name))], str(tmp_path), log=lambda s: None)[name]
@@ -165,32 +165,32 @@ def test_lists_deduplicated_and_leak_free_by_the_notebooks_rule(tmp_path, name):
 
 
 def test_lists_cleaning_switches(tmp_path, capsys):
-    make_tree(tmp_path / "k600", OVERLAP_TREE)
-    args = ["lists", "--dataset", f"k600={tmp_path / 'k600'}", "--out", str(tmp_path)]
+    make_tree(tmp_path / "t600", OVERLAP_TREE)
+    args = ["lists", "--dataset", f"t600={tmp_path / 't600'}", "--out", str(tmp_path)]
     d1, k1, k2, l1, x1 = (youtube_id(vid(t)) for t in ("D1", "K1", "K2", "L1", "X1"))
     assert prepare_kinetics.main(args + ["--keep-leaked"]) == 0  # repeats still dropped, leaks kept once
-    assert _ids(read_list(tmp_path / "k600_train.txt")) == [("a", d1, 0), ("a", k1, 0), ("a", l1, 0), ("a", x1, 0),
+    assert _ids(read_list(tmp_path / "t600_train.txt")) == [("a", d1, 0), ("a", k1, 0), ("a", l1, 0), ("a", x1, 0),
                                                             ("b", k2, 1)]
     assert prepare_kinetics.main(args + ["--keep-duplicates"]) == 0  # leaks dropped, repeats kept
-    assert _ids(read_list(tmp_path / "k600_train.txt")) == [("a", d1, 0), ("a", d1, 0), ("a", k1, 0), ("b", d1, 1),
+    assert _ids(read_list(tmp_path / "t600_train.txt")) == [("a", d1, 0), ("a", d1, 0), ("a", k1, 0), ("b", d1, 1),
                                                             ("b", k2, 1)]
-    assert len(read_list(tmp_path / "k600_val.txt")) == 6
+    assert len(read_list(tmp_path / "t600_val.txt")) == 6
     assert prepare_kinetics.main(args + ["--keep-duplicates", "--keep-leaked"]) == 0  # the files as found
-    assert len(read_list(tmp_path / "k600_train.txt")) == 9
-    rep = json.loads((tmp_path / "k600_report.json").read_text())
+    assert len(read_list(tmp_path / "t600_train.txt")) == 9
+    rep = json.loads((tmp_path / "t600_report.json").read_text())
     assert (rep["dedup"], rep["drop_leaked"], rep["train_ids_in_own_val"], rep["dropped_leaked"]) == (False, False,
                                                                                                      4, 0)
     assert prepare_kinetics.main(args + ["--drop-leaked"]) == 0  # older command lines: the default
-    assert len(read_list(tmp_path / "k600_train.txt")) == 3
+    assert len(read_list(tmp_path / "t600_train.txt")) == 3
     assert "train 3 of 9" in capsys.readouterr().out
 
 
 def test_underscore_folders_and_extensions(tmp_path):
-    root = tmp_path / "k400"
+    root = tmp_path / "t400"
     make_tree(root, {"train": {"arm_wrestling": ["abcdefghijk_1_2.MP4", "bbcdefghijk_1_2.WebM", "notes.txt",
                                                  "cbcdefghijk_1_2.mkv", "dbcdefghijk_1_2.Avi", "ebcdefghijk.mov"]},
                      "val": {"arm_wrestling": ["zzcdefghijk_1_2.mp4"]}})
-    scan = scan_dataset("k400", str(root), underscore_to_space=True)
+    scan = scan_dataset("t400", str(root), underscore_to_space=True)
     assert scan.classes == ["arm wrestling"]
     assert [os.path.basename(v.path) for v in scan.videos["train"]] == [
         "abcdefghijk_1_2.MP4", "bbcdefghijk_1_2.WebM", "cbcdefghijk_1_2.mkv", "dbcdefghijk_1_2.Avi", "ebcdefghijk.mov"]
@@ -242,26 +242,26 @@ def test_listable_names_are_the_ones_the_list_reader_reads_back(tmp_path, name):
 def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
     from dali_pipelines.filelist import read_file_list
 
-    root = make_tree(tmp_path / "k400", {"train": {"a b": [vid("a"), "two  spaces_000001_000011.mp4"],
+    root = make_tree(tmp_path / "t400", {"train": {"a b": [vid("a"), "two  spaces_000001_000011.mp4"],
                                                    "c": ["tab\tname_000001_000011.mp4", "new\nline_000001_000011.mp4"]},
                                          "val": {"a b": [vid("v1")], "c": [vid("v2")]}})
     # a name that is not UTF-8 (os.scandir hands it over with surrogates): written, it crashed the list writer
     (root / "train" / "c").joinpath(os.fsdecode(b"bad\xffname_000001_000011.mp4")).write_bytes(b"x")
-    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path)]
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path)]
     assert prepare_kinetics.main(args) == 0
-    entries = read_file_list(str(tmp_path / "k400_train.txt"), str(tmp_path))
+    entries = read_file_list(str(tmp_path / "t400_train.txt"), str(tmp_path))
     assert [(e.rel_path, e.label) for e in entries] == [
-        (f"k400/train/a b/{vid('a')}", 0), ("k400/train/a b/two  spaces_000001_000011.mp4", 0),
-        ("k400/train/c/tab\tname_000001_000011.mp4", 1)]
+        (f"t400/train/a b/{vid('a')}", 0), ("t400/train/a b/two  spaces_000001_000011.mp4", 0),
+        ("t400/train/c/tab\tname_000001_000011.mp4", 1)]
     assert all(os.path.isfile(e.path) for e in entries)
-    rep = json.loads((tmp_path / "k400_report.json").read_text())
+    rep = json.loads((tmp_path / "t400_report.json").read_text())
     reasons = {os.path.basename(f["path"]): f["reason"] for f in rep["skipped_files"]}
     assert reasons == {
         "new\nline_000001_000011.mp4": "cannot be written to a video list: name holds a line break ('\\n'), which "
                                        "would split its list line",
         os.fsdecode(b"bad\xffname_000001_000011.mp4"): "cannot be written to a video list: name is not valid UTF-8, "
                                                        "and a video list is UTF-8 text"}
-    md = (tmp_path / "k400_report.md").read_text()
+    md = (tmp_path / "t400_report.md").read_text()
     assert f"- `{root}/train/c/new\\nline_000001_000011.mp4`: cannot be written" in md
     assert f"- `{root}/train/c/bad\\xffname_000001_000011.mp4`: cannot be written" in md
     assert "- train: 5 found = 3 written + 2 skipped (name not listable 2) + " in md
@@ -269,14 +269,14 @@ def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
     # --strict: the unlistable names are an error, the ones with spaces and tabs are not mentioned
     assert prepare_kinetics.main(args + ["--strict"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: dataset k400: 2 unusable video file(s):") and "line break" in err
+    assert err.startswith("error: dataset t400: 2 unusable video file(s):") and "line break" in err
     assert "two  spaces" not in err and "tab\tname" not in err
 
 
 def test_lists_found_counts_every_video_file(tmp_path, capsys):
     # found = written + skipped + dropped (YouTube id in val) + dropped (repeated YouTube id), per split, with and
     # without --check; "found" used to leave the skipped files out.
-    root = tmp_path / "k400"
+    root = tmp_path / "t400"
     real = {"train": {"a": [vid("A1"), vid("A2"), vid("A2", 30), vid("L1"), vid("D1")],
                       "b": [vid("B1"), vid("B2"), vid("L2"), vid("B1", 50)]},
             "val": {"a": [vid("L1", 90), vid("V1"), vid("V1", 20)], "b": [vid("L2", 90), vid("V2")]}}
@@ -288,11 +288,11 @@ def test_lists_found_counts_every_video_file(tmp_path, capsys):
     (root / "train" / "a" / vid("U1")).write_bytes(b"\x00not a video")  # undecodable (counted with --check)
     (root / "train" / "a" / "new\nline_000001_000011.mp4").write_bytes(b"x")  # unlistable name
     (root / "train" / "a" / "notes.txt").write_text("not a video file: ignored, not found")
-    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path), "--workers", "1"]
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path), "--workers", "1"]
     for check, skipped, written in ((False, {"empty": 1, "name not listable": 1}, 6),
                                     (True, {"empty": 1, "name not listable": 1, "undecodable (--check)": 1}, 5)):
         assert prepare_kinetics.main(args + (["--check"] if check else [])) == 0
-        rep = json.loads((tmp_path / "k400_report.json").read_text())
+        rep = json.loads((tmp_path / "t400_report.json").read_text())
         assert (rep["train_found"], rep["train_written"], rep["train_skipped"]) == (12, written, sum(skipped.values()))
         assert rep["train_skipped_by_kind"] == skipped
         assert (rep["dropped_leaked"], rep["train_duplicates"]["dropped"]) == (2, 2)
@@ -301,13 +301,32 @@ def test_lists_found_counts_every_video_file(tmp_path, capsys):
         assert (rep["val_found"], rep["val_written"], rep["val_skipped"], rep["val_duplicates"]["dropped"]) == (
             5, 4, 0, 1)
         assert rep["found"] == {"train": 12, "val": 5} and rep["skipped"] == len(skipped) == len(rep["skipped_files"])
-        assert len(read_list(tmp_path / "k400_train.txt")) == written
+        assert len(read_list(tmp_path / "t400_train.txt")) == written
         kinds = ", ".join(f"{k} {n}" for k, n in skipped.items())
-        md = (tmp_path / "k400_report.md").read_text()
+        md = (tmp_path / "t400_report.md").read_text()
         assert (f"- train: 12 found = {written} written + {len(skipped)} skipped ({kinds}) + 2 dropped as YouTube id "
                 f"in val + 2 dropped as repeated YouTube id") in md
         assert "- val: 5 found = 4 written + 0 skipped + 1 dropped as repeated YouTube id" in md
         assert f"train {written} of 12 (skipped {len(skipped)};" in capsys.readouterr().out
+
+
+def test_a_dangling_symlink_is_a_missing_video_not_a_non_video_entry(tmp_path, capsys):
+    root = tmp_path / "t400"
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            write_clip(root / split / cls / vid(f"{split[0]}{cls}"), t=2, h=16, w=16)
+    gone = root / "train" / "a" / vid("G1")
+    gone.symlink_to(tmp_path / "elsewhere" / "moved.mp4")  # a download moved away
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path), "--workers", "1"]
+    for check in ([], ["--check"]):
+        assert prepare_kinetics.main(args + check) == 0
+        rep = json.loads((tmp_path / "t400_report.json").read_text())
+        assert (rep["train_found"], rep["train_written"], rep["train_skipped"]) == (3, 2, 1)
+        assert rep["train_skipped_by_kind"] == {"missing": 1} and rep["ignored_entries"] == 0
+        assert rep["skipped_files"][0]["path"] == str(gone)
+        assert rep["skipped_files"][0]["reason"].startswith("missing: dangling symlink")
+        assert "2 written + 1 skipped (missing 1)" in (tmp_path / "t400_report.md").read_text()
+        assert len(read_list(tmp_path / "t400_train.txt")) == 2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,13 +340,13 @@ YOGA = "yoga"
 
 # Constructed overlaps (YouTube ids are the tags): see test_k722_union_dedup_and_leaks for the expected outcome.
 K722_TREES = {
-    "k400": {"train": {ABS: [vid("A1"), vid("A2", 0), vid("A2", 30)], ARM: [vid("B1"), vid("L1")],
+    "t400": {"train": {ABS: [vid("A1"), vid("A2", 0), vid("A2", 30)], ARM: [vid("B1"), vid("L1")],
                        CW400: [vid("C1")], PAF: [vid("P1")]},
              "val": {ABS: [vid("V1")], ARM: [vid("L1", 90)], CW400: [vid("V2")], PAF: [vid("V3")]}},
-    "k600": {"train": {ABS: [vid("A1", 20), vid("X1"), vid("M1")], ACT: [vid("G1"), vid("B1", 70)],
+    "t600": {"train": {ABS: [vid("A1", 20), vid("X1"), vid("M1")], ACT: [vid("G1"), vid("B1", 70)],
                        CW: [vid("C1", 40)], paf600: [vid("P2")]},
              "val": {ABS: [vid("V1", 5)], ACT: [vid("V4")], CW: [vid("V5")], paf600: [vid("V6")]}},
-    "k700": {"train": {ABS: [vid("A3")], ACT: [vid("G2")], CW: [vid("C2")], PAF: [vid("P3")],
+    "t700": {"train": {ABS: [vid("A3")], ACT: [vid("G2")], CW: [vid("C2")], PAF: [vid("P3")],
                        YOGA: [vid("Y1"), vid("V3", 200)]},
              "val": {ABS: [vid("M1", 300)], ACT: [vid("V4", 8)], CW: [vid("V8")], PAF: [vid("V9")],
                      YOGA: [vid("V7"), vid("V2", 400)]}},
@@ -339,11 +358,11 @@ K722_CLASSES = [ABS, ACT, ARM, CW, PAF, YOGA]
 def k722_out(tmp_path, kinetics_names):
     for ds, tree in K722_TREES.items():
         for cls in tree["train"]:
-            assert cls in kinetics_names[ds], (ds, cls)  # the fixture uses real class names of each release
+            assert cls in kinetics_names["k" + ds[1:]], (ds, cls)  # the fixture uses real class names of each release
         make_tree(tmp_path / "data" / ds, tree)
     out = tmp_path / "data"
-    rc = prepare_kinetics.main(["k722", "--dataset", f"k400={out / 'k400'}", "--dataset", f"k600={out / 'k600'}",
-                                "--dataset", f"k700={out / 'k700'}", "--out", str(out)])
+    rc = prepare_kinetics.main(["k722", "--dataset", f"t400={out / 't400'}", "--dataset", f"t600={out / 't600'}",
+                                "--dataset", f"t700={out / 't700'}", "--out", str(out)])
     assert rc == 0
     return out
 
@@ -357,26 +376,26 @@ def test_k722_union_dedup_and_leaks(k722_out):
         return (f"{ds}/train/{cls}/{f}", lab[k722_cls or cls])
 
     expected_train = [
-        # k400: A2 second clip is a within-dataset duplicate; L1 is in k400's own val (the notebook bug).
-        line("k400", ABS, vid("A1")), line("k400", ABS, vid("A2", 0)), line("k400", ARM, vid("B1")),
-        line("k400", CW400, vid("C1"), CW), line("k400", PAF, vid("P1")),
-        # k600: A1 and C1 (renamed class, same canonical class) are duplicates of k400, M1 is in k700's val,
-        # B1 is labelled differently than in k400 (conflict): all dropped.
-        line("k600", ABS, vid("X1")), line("k600", ACT, vid("G1")), line("k600", paf600, vid("P2"), PAF),
-        # k700: V3 is in k400's val.
-        line("k700", ABS, vid("A3")), line("k700", ACT, vid("G2")), line("k700", CW, vid("C2")),
-        line("k700", PAF, vid("P3")), line("k700", YOGA, vid("Y1")),
+        # t400: A2 second clip is a within-dataset duplicate; L1 is in t400's own val (the notebook bug).
+        line("t400", ABS, vid("A1")), line("t400", ABS, vid("A2", 0)), line("t400", ARM, vid("B1")),
+        line("t400", CW400, vid("C1"), CW), line("t400", PAF, vid("P1")),
+        # t600: A1 and C1 (renamed class, same canonical class) are duplicates of t400, M1 is in t700's val,
+        # B1 is labelled differently than in t400 (conflict): all dropped.
+        line("t600", ABS, vid("X1")), line("t600", ACT, vid("G1")), line("t600", paf600, vid("P2"), PAF),
+        # t700: V3 is in t400's val.
+        line("t700", ABS, vid("A3")), line("t700", ACT, vid("G2")), line("t700", CW, vid("C2")),
+        line("t700", PAF, vid("P3")), line("t700", YOGA, vid("Y1")),
     ]
     assert read_list(out / "k722_train.txt") == expected_train
 
     val = read_list(out / "k722_val.txt")
     assert val == [
-        (f"k400/val/{ABS}/{vid('V1')}", lab[ABS]), (f"k400/val/{ARM}/{vid('L1', 90)}", lab[ARM]),
-        (f"k400/val/{CW400}/{vid('V2')}", lab[CW]), (f"k400/val/{PAF}/{vid('V3')}", lab[PAF]),
-        (f"k600/val/{ACT}/{vid('V4')}", lab[ACT]), (f"k600/val/{CW}/{vid('V5')}", lab[CW]),
-        (f"k600/val/{paf600}/{vid('V6')}", lab[PAF]),
-        (f"k700/val/{ABS}/{vid('M1', 300)}", lab[ABS]), (f"k700/val/{CW}/{vid('V8')}", lab[CW]),
-        (f"k700/val/{PAF}/{vid('V9')}", lab[PAF]), (f"k700/val/{YOGA}/{vid('V7')}", lab[YOGA]),
+        (f"t400/val/{ABS}/{vid('V1')}", lab[ABS]), (f"t400/val/{ARM}/{vid('L1', 90)}", lab[ARM]),
+        (f"t400/val/{CW400}/{vid('V2')}", lab[CW]), (f"t400/val/{PAF}/{vid('V3')}", lab[PAF]),
+        (f"t600/val/{ACT}/{vid('V4')}", lab[ACT]), (f"t600/val/{CW}/{vid('V5')}", lab[CW]),
+        (f"t600/val/{paf600}/{vid('V6')}", lab[PAF]),
+        (f"t700/val/{ABS}/{vid('M1', 300)}", lab[ABS]), (f"t700/val/{CW}/{vid('V8')}", lab[CW]),
+        (f"t700/val/{PAF}/{vid('V9')}", lab[PAF]), (f"t700/val/{YOGA}/{vid('V7')}", lab[YOGA]),
     ]
     # No training YouTube id occurs in any validation split, and every id trains once.
     train_ids = [youtube_id(r) for r, _ in read_list(out / "k722_train.txt")]
@@ -386,26 +405,26 @@ def test_k722_union_dedup_and_leaks(k722_out):
 
     rep = json.loads((out / "k722_report.json").read_text())
     tr, va = rep["train"], rep["val"]
-    assert tr["input"] == {"k400": 7, "k600": 7, "k700": 6} and tr["total_kept"] == 13
-    assert tr["kept"] == {"k400": 5, "k600": 3, "k700": 5}
-    assert tr["dropped_leaked"] == 3 and tr["dropped_leaked_by_val"] == {"k400": 2, "k700": 1}
+    assert tr["input"] == {"t400": 7, "t600": 7, "t700": 6} and tr["total_kept"] == 13
+    assert tr["kept"] == {"t400": 5, "t600": 3, "t700": 5}
+    assert tr["dropped_leaked"] == 3 and tr["dropped_leaked_by_val"] == {"t400": 2, "t700": 1}
     assert tr["dropped_duplicate_same_class"] == 3 and tr["dropped_duplicate_same_class_within_dataset"] == 1
     assert tr["dropped_duplicate_conflict"] == 1
     assert tr["conflict_examples"][0]["youtube_id"] == youtube_id(vid("B1"))
     assert tr["conflict_examples"][0]["kept_class"] == ARM and tr["conflict_examples"][0]["dropped_class"] == ACT
     assert va["total_input"] == 14 and va["total_kept"] == 11
     assert va["dropped_duplicate_same_class"] == 2 and va["dropped_duplicate_conflict"] == 1
-    assert rep["class_aliases_applied"] == {"k400": {CW400: CW}, "k600": {paf600: PAF}, "k700": {}}
+    assert rep["class_aliases_applied"] == {"t400": {CW400: CW}, "t600": {paf600: PAF}, "t700": {}}
     md = (out / "k722_report.md").read_text()
     assert "leak" in md and "conflict" in md
     # The k722 command also wrote each dataset's own lists.
-    assert read_labels_csv(str(out / "k600_labels.csv")) == sorted(K722_TREES["k600"]["train"])
+    assert read_labels_csv(str(out / "t600_labels.csv")) == sorted(K722_TREES["t600"]["train"])
 
 
 def test_k722_mappings_select_head_rows(k722_out):
     out = k722_out
     k722 = read_labels_csv(str(out / "k722_labels.csv"))
-    expected = {"k400": [0, 2, 3, 4], "k600": [0, 1, 3, 4], "k700": [0, 1, 3, 4, 5]}
+    expected = {"t400": [0, 2, 3, 4], "t600": [0, 1, 3, 4], "t700": [0, 1, 3, 4, 5]}
     head_w = torch.randn(len(k722), 8)
     head_b = torch.randn(len(k722))
     for ds, exp in expected.items():
@@ -444,55 +463,85 @@ def test_k722_classes_match_the_released_head(kinetics_names):
 def test_k722_no_aliases_and_unique_names(tmp_path):
     a = make_tree(tmp_path / "a", {"train": {CW400: [vid("a")]}, "val": {CW400: [vid("b")]}})
     b = make_tree(tmp_path / "b", {"train": {CW: [vid("c")]}, "val": {CW: [vid("d")]}})
-    sa, sb = scan_dataset("k400", str(a)), scan_dataset("k700", str(b))
+    sa, sb = scan_dataset("t400", str(a)), scan_dataset("t700", str(b))
     assert build_k722([sa, sb]).classes == [CW]
     assert build_k722([sa, sb], aliases=None).classes == [CW400, CW]
     with pytest.raises(KineticsError, match="unique"):
-        build_k722([sa, scan_dataset("k400", str(b))])
+        build_k722([sa, scan_dataset("t400", str(b))])
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # errors and --dry-run
 # ----------------------------------------------------------------------------------------------------------------
 
+def test_a_missing_or_unexpected_official_class_is_an_error_not_a_label_shift(tmp_path, kinetics_names, capsys,
+                                                                              shared_dir):
+    # k400 with its first class folder missing: every later label would have moved down by one.
+    official = kinetics_names["k400"]
+    tree = {split: {c: [vid(f"{split[0]}{i}")] for i, c in enumerate(official[1:], 1)} for split in ("train", "val")}
+    root = make_tree(tmp_path / "k400", tree)
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["lists", "--dataset", f"k400={root}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err  # without the released labels only the count is known
+    assert "399 class folders" in err and "the official k400 has 400" in err and "--official-labels" in err
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(out),
+            "--official-labels", str(shared_dir / "data" / "labels")]  # the original release's file names
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"missing: 1 ({official[0]!r})" in err and "--allow-empty-classes" in err and "unexpected:" not in err
+    assert not out.exists()
+    # --allow-empty-classes keeps the official ids: the missing class is an empty one.
+    assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0
+    assert read_labels_csv(str(out / "k400_labels.csv")) == official
+    lines = read_list(out / "k400_train.txt") + read_list(out / "k400_val.txt")
+    assert len(lines) == 2 * 399 and all(lab == official.index(rel.split("/")[-2]) for rel, lab in lines)
+    # A folder name that is no official class is refused even so, named with the count.
+    for split in ("train", "val"):
+        (root / split / "arm_wrestling").mkdir()
+        (root / split / "arm_wrestling" / vid("u1")).write_bytes(b"x")
+    assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 2
+    err = capsys.readouterr().err
+    assert "unexpected: 1 ('arm_wrestling')" in err and "--underscore-to-space" in err
+
+
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(KineticsError, match="does not exist"):
-        scan_dataset("k400", str(tmp_path / "nope"))
+        scan_dataset("t400", str(tmp_path / "nope"))
     make_tree(tmp_path / "noval", {"train": {"a": [vid("a")]}})
     with pytest.raises(KineticsError, match=r"noval/val"):
-        scan_dataset("k400", str(tmp_path / "noval"))
+        scan_dataset("t400", str(tmp_path / "noval"))
     make_tree(tmp_path / "empty", {"train": {"a": [vid("a")], "b": [vid("b")]}, "val": {"a": [vid("c")]}})
     (tmp_path / "empty" / "val" / "b").mkdir()
     with pytest.raises(KineticsError, match=r"no usable video \('b'\)"):
-        scan_dataset("k400", str(tmp_path / "empty"))
-    assert scan_dataset("k400", str(tmp_path / "empty"), allow_empty_classes=True).classes == ["a", "b"]
+        scan_dataset("t400", str(tmp_path / "empty"))
+    assert scan_dataset("t400", str(tmp_path / "empty"), allow_empty_classes=True).classes == ["a", "b"]
     make_tree(tmp_path / "diff", {"train": {"a": [vid("a")], "b": [vid("b")]}, "val": {"a": [vid("c")]}})
     with pytest.raises(KineticsError, match=r"different classes.*only in train: \['b'\]"):
-        scan_dataset("k400", str(tmp_path / "diff"))
+        scan_dataset("t400", str(tmp_path / "diff"))
     with pytest.raises(KineticsError, match="dataset name"):
         scan_dataset("k4/00", str(tmp_path / "diff"))
 
 
 def test_unreadable_files_skipped_and_reported(tmp_path, capsys):
-    root = make_tree(tmp_path / "k400", {"train": {"a": [vid("a"), vid("b")]}, "val": {"a": [vid("c")]}})
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a"), vid("b")]}, "val": {"a": [vid("c")]}})
     (root / "train" / "a" / vid("zero")).write_bytes(b"")
-    scan = scan_dataset("k400", str(root))
+    scan = scan_dataset("t400", str(root))
     assert [os.path.basename(p) for p, _ in scan.skipped] == [vid("zero")]
     assert "empty file" in scan.skipped[0][1]
     with pytest.raises(KineticsError, match=r"(?s)unusable.*zero.*empty file"):
-        scan_dataset("k400", str(root), strict=True)
+        scan_dataset("t400", str(root), strict=True)
     # --check probes each file as the training index does: the dummy bytes are not videos, a real clip is.
     write_clip(root / "train" / "a" / vid("real"), t=4)
-    scan = scan_dataset("k400", str(root), check=True, workers=1, allow_empty_classes=True)
+    scan = scan_dataset("t400", str(root), check=True, workers=1, allow_empty_classes=True)
     assert [os.path.basename(v.path) for v in scan.videos["train"]] == [vid("real")]
     bad = {os.path.basename(p): r for p, r in scan.skipped}
     assert set(bad) == {vid("a"), vid("b"), vid("c"), vid("zero")} and "not a readable video container" in bad[vid("a")]
     # The val class now has no usable video.
     with pytest.raises(KineticsError, match=r"no usable video \('a'\); 1 unusable file"):
-        scan_dataset("k400", str(root), check=True)
-    rc = prepare_kinetics.main(["lists", "--dataset", f"k400={root}", "--out", str(tmp_path), "--strict"])
-    assert rc == 2 and "error: dataset k400: 1 unusable" in capsys.readouterr().err
-    rc = prepare_kinetics.main(["lists", "--dataset", f"k400={tmp_path / 'missing'}", "--out", str(tmp_path)])
+        scan_dataset("t400", str(root), check=True)
+    rc = prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path), "--strict"])
+    assert rc == 2 and "error: dataset t400: 1 unusable" in capsys.readouterr().err
+    rc = prepare_kinetics.main(["lists", "--dataset", f"t400={tmp_path / 'missing'}", "--out", str(tmp_path)])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -500,23 +549,23 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     for ds, tree in K722_TREES.items():
         make_tree(tmp_path / "data" / ds, tree)
     out = tmp_path / "out"
-    args = ["--dataset", f"k400={tmp_path / 'data' / 'k400'}", "--dataset", f"k700={tmp_path / 'data' / 'k700'}",
+    args = ["--dataset", f"t400={tmp_path / 'data' / 't400'}", "--dataset", f"t700={tmp_path / 'data' / 't700'}",
             "--out", str(out), "--data-root", str(tmp_path / "data"), "--dry-run"]
     assert prepare_kinetics.main(["lists"] + args) == 0
     assert prepare_kinetics.main(["k722"] + args) == 0
     assert not out.exists()
     text = capsys.readouterr().out
-    for name in ("k400_train.txt", "k700_val.txt", "k400_labels.csv", "k722_train.txt", "k722_labels.csv",
-                 "k722_to_k400_mapping.npy", "k722_to_k700_mapping.npy", "k722_report.json"):
+    for name in ("t400_train.txt", "t700_val.txt", "t400_labels.csv", "k722_train.txt", "k722_labels.csv",
+                 "k722_to_t400_mapping.npy", "k722_to_t700_mapping.npy", "k722_report.json"):
         assert f"[dry-run] would write {out / name}" in text
-    assert f"k400/train/{ABS}/{vid('A1')} 0" in text  # a preview of the list lines
+    assert f"t400/train/{ABS}/{vid('A1')} 0" in text  # a preview of the list lines
 
 
 def test_cli_script_runs(tmp_path):
     # As a plain script (repository root not on sys.path): the import bootstrap works and --dry-run writes nothing.
-    root = make_tree(tmp_path / "k400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
     r = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_kinetics.py"), "lists", "--dataset",
-                        f"k400={root}", "--out", str(tmp_path / "o"), "--dry-run"],
+                        f"t400={root}", "--out", str(tmp_path / "o"), "--dry-run"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "would write" in r.stdout and not (tmp_path / "o").exists()
@@ -534,15 +583,15 @@ def test_lists_load_in_the_loader(tmp_path, kinetics_names):
     data = tmp_path / "data"
     for i, c in enumerate(classes):
         for j in range(2):
-            write_clip(data / "k400" / "train" / c / vid(f"t{i}{j}"), t=8, seed=i)
-        write_clip(data / "k400" / "val" / c / vid(f"v{i}"), t=8, seed=i)
-    prepare_lists([scan_dataset("k400", str(data / "k400"))], str(data), log=lambda s: None)
-    entries = read_file_list(str(data / "k400_train.txt"), str(data), num_classes=len(classes))
+            write_clip(data / "t400" / "train" / c / vid(f"t{i}{j}"), t=8, seed=i)
+        write_clip(data / "t400" / "val" / c / vid(f"v{i}"), t=8, seed=i)
+    prepare_lists([scan_dataset("t400", str(data / "t400"))], str(data), log=lambda s: None)
+    entries = read_file_list(str(data / "t400_train.txt"), str(data), num_classes=len(classes))
     assert len(entries) == 6
     for e in entries:
         assert os.path.isfile(e.path) and e.label == sorted(classes).index(e.rel_path.split("/")[2])
 
-    _check_one_epoch(data, data / "k400_train.txt", len(classes), "cpu")
+    _check_one_epoch(data, data / "t400_train.txt", len(classes), "cpu")
 
 
 def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str) -> None:
@@ -571,18 +620,18 @@ def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str)
 
 
 def _reencoded_lists(tmp_path: Path) -> tuple[Path, Path]:
-    """VP9 class tree -> short-GOP H.264 tree -> k400 lists over the new root."""
+    """VP9 class tree -> short-GOP H.264 tree -> t400 lists over the new root."""
     classes = [ARM, PAF]
     for i, c in enumerate(classes):
         for j in range(2):
-            write_clip(tmp_path / "k400" / "train" / c / vid(f"t{i}{j}"), t=10, seed=i)
-        write_clip(tmp_path / "k400" / "val" / c / vid(f"v{i}"), t=10, seed=i)
+            write_clip(tmp_path / "t400" / "train" / c / vid(f"t{i}{j}"), t=10, seed=i)
+        write_clip(tmp_path / "t400" / "val" / c / vid(f"v{i}"), t=10, seed=i)
     data = tmp_path / "data"
-    rep = reencode_tree(str(tmp_path / "k400"), str(data / "k400"), EncodeSettings(short_side=48, gop=4),
+    rep = reencode_tree(str(tmp_path / "t400"), str(data / "t400"), EncodeSettings(short_side=48, gop=4),
                         workers=1, progress=False, log=lambda s: None)
     assert rep["done"] == 6 and not rep["failed"]
-    prepare_lists([scan_dataset("k400", str(data / "k400"))], str(data), log=lambda s: None)
-    return data, data / "k400_train.txt"
+    prepare_lists([scan_dataset("t400", str(data / "t400"))], str(data), log=lambda s: None)
+    return data, data / "t400_train.txt"
 
 
 def test_reencoded_tree_loads_on_cpu(tmp_path):
@@ -643,20 +692,20 @@ def _two_class_tree(root: Path, train_per_class: int) -> Path:
 def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_path, counted_probes, capsys):
     from dali_pipelines.index import build_index, index_paths
 
-    root = _two_class_tree(tmp_path / "k400", train_per_class=3)
+    root = _two_class_tree(tmp_path / "t400", train_per_class=3)
     cut = write_clip(root / "train" / ARM / vid("cut"), t=30, codec="h264")
     _truncate(cut)
     (root / "val" / PAF / vid("junk")).write_bytes(b"\x00not a video" * 50)
     files = sorted(str(p) for p in root.rglob("*.mp4"))
     data = tmp_path / "data"
-    args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--data-root", str(tmp_path),
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(data), "--data-root", str(tmp_path),
             "--workers", "1"]
     assert prepare_kinetics.main(args + ["--check"]) == 0
     assert sorted(counted_probes) == files  # the check probed each file once, with the index's probe
-    rep = json.loads((data / "k400_report.json").read_text())
+    rep = json.loads((data / "t400_report.json").read_text())
     skipped = {os.path.basename(f["path"]): f["reason"] for f in rep["skipped_files"]}
     assert set(skipped) == {vid("cut"), vid("junk")} and skipped[vid("cut")].startswith("truncated")
-    lists = {split: data / f"k400_{split}.txt" for split in ("train", "val")}
+    lists = {split: data / f"t400_{split}.txt" for split in ("train", "val")}
     assert [len(read_list(p)) for p in lists.values()] == [6, 2]  # the rejected files are not listed
 
     counted_probes.clear()
@@ -684,26 +733,26 @@ def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_pat
     plain = tmp_path / "plain"
     assert prepare_kinetics.main(args[:4] + [str(plain)] + args[5:]) == 0
     assert counted_probes == [] and not list(plain.glob("*.index.npz"))
-    assert len(read_list(plain / "k400_train.txt")) == 7  # the truncated clip is listed (the index finds it)
-    ix = build_index(str(plain / "k400_train.txt"), str(tmp_path), 2, workers=1, progress=False)
+    assert len(read_list(plain / "t400_train.txt")) == 7  # the truncated clip is listed (the index finds it)
+    ix = build_index(str(plain / "t400_train.txt"), str(tmp_path), 2, workers=1, progress=False)
     assert ix.probed == 7 and len(counted_probes) == 7 and list(ix.bad.values())[0].startswith("truncated")
 
     # --check with --dry-run: says it would write the caches, writes nothing.
     capsys.readouterr()
     assert prepare_kinetics.main(args[:4] + [str(tmp_path / "dry")] + args[5:] + ["--check", "--dry-run"]) == 0
     assert not (tmp_path / "dry").exists()
-    assert f"would write the index cache of {tmp_path / 'dry' / 'k400_train.txt'} (6 videos" in capsys.readouterr().out
+    assert f"would write the index cache of {tmp_path / 'dry' / 't400_train.txt'} (6 videos" in capsys.readouterr().out
 
 
 def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_probes, capsys):
     from dali_pipelines.index import build_index
 
-    root = _two_class_tree(tmp_path / "k400", train_per_class=2)
+    root = _two_class_tree(tmp_path / "t400", train_per_class=2)
     data = tmp_path / "data"
-    # the lists' paths are relative to --out (the default data root), so they start with "../k400/"
-    args = ["lists", "--dataset", f"k400={root}", "--out", str(data), "--workers", "1", "--check"]
+    # the lists' paths are relative to --out (the default data root), so they start with "../t400/"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(data), "--workers", "1", "--check"]
     assert prepare_kinetics.main(args) == 0
-    assert len(counted_probes) == 6 and read_list(data / "k400_val.txt")[0][0].startswith("../k400/val/")
+    assert len(counted_probes) == 6 and read_list(data / "t400_val.txt")[0][0].startswith("../t400/val/")
     # a clip replaced (other content), one added, one damaged after the first check; the rest unchanged
     changed = write_clip(root / "train" / PAF / vid("t10"), t=11, seed=5)
     added = write_clip(root / "train" / ARM / vid("new"), t=9, seed=3)
@@ -713,13 +762,13 @@ def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_pro
     capsys.readouterr()
     assert prepare_kinetics.main(args) == 0
     assert sorted(counted_probes) == sorted(map(str, (changed, added, damaged)))
-    assert "check k400: 4 of 7 videos unchanged since the index caches an earlier check wrote; probing 3" in (
+    assert "check t400: 4 of 7 videos unchanged since the index caches an earlier check wrote; probing 3" in (
         capsys.readouterr().err)
-    rep = json.loads((data / "k400_report.json").read_text())
+    rep = json.loads((data / "t400_report.json").read_text())
     assert [os.path.basename(f["path"]) for f in rep["skipped_files"]] == [vid("t00")]
     # the lists' caches hold the same facts a build without any cache probes, and training probes nothing
     for split, rows in (("train", 4), ("val", 2)):
-        lst = data / f"k400_{split}.txt"
+        lst = data / f"t400_{split}.txt"
         counted_probes.clear()
         ix = build_index(str(lst), str(data), 2, workers=1, progress=False)
         assert counted_probes == [] and ix.probed == 0 and len(ix) == rows
@@ -730,23 +779,23 @@ def test_checked_k722_lists_come_with_their_index(tmp_path, counted_probes):
     # The merged lists mix the datasets' probes (here one VP9 and one H.264 dataset: other codec codes).
     from dali_pipelines.index import build_index
 
-    for ds, codec in (("k400", "vp9"), ("k600", "h264")):
+    for ds, codec in (("t400", "vp9"), ("t600", "h264")):
         for cls in (ARM, ABS):
             write_clip(tmp_path / ds / "train" / cls / vid(f"{ds}{cls[:2]}"), t=7, codec=codec)
             write_clip(tmp_path / ds / "val" / cls / vid(f"{ds}v{cls[:2]}"), t=5, codec=codec)
     out = tmp_path / "out"
-    assert prepare_kinetics.main(["k722", "--dataset", f"k400={tmp_path / 'k400'}", "--dataset",
-                                  f"k600={tmp_path / 'k600'}", "--out", str(out), "--data-root", str(tmp_path),
+    assert prepare_kinetics.main(["k722", "--dataset", f"t400={tmp_path / 't400'}", "--dataset",
+                                  f"t600={tmp_path / 't600'}", "--out", str(out), "--data-root", str(tmp_path),
                                   "--workers", "1", "--check"]) == 0
     assert len(counted_probes) == 8
     counted_probes.clear()
-    for name in ("k722_train.txt", "k722_val.txt", "k400_train.txt", "k600_val.txt"):
+    for name in ("k722_train.txt", "k722_val.txt", "t400_train.txt", "t600_val.txt"):
         ix = build_index(str(out / name), str(tmp_path), workers=1, progress=False)
         assert counted_probes == [] and ix.probed == 0 and len(ix) == len(read_list(out / name)) > 0
         assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(out / name, tmp_path)
         counted_probes.clear()
     codecs = {ix.table.info(r).codec for r in range(len(ix))}
-    assert codecs == {"h264"}  # k600_val: its own rows, not k400's
+    assert codecs == {"h264"}  # t600_val: its own rows, not t400's
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -758,14 +807,14 @@ def _digest(path: Path) -> str:
 
 
 def test_reencode_h264_short_side_gop_and_failures(tmp_path):
-    src = tmp_path / "k400"
+    src = tmp_path / "t400"
     a = write_clip(src / "train" / ARM / vid("a"), t=21, h=64, w=96, codec="vp9", gop=50)       # landscape, VP9
     b = write_clip(src / "val" / ARM / "bbbbbbbbbbb_1_2.webm", t=13, h=80, w=48, codec="vp9")  # portrait, .webm
     corrupt = src / "train" / ARM / vid("corrupt")
     corrupt.write_bytes(os.urandom(2000))
     (src / "train" / ARM / "readme.txt").write_text("not a video")
     before = {p: _digest(p) for p in (a, b, corrupt)}
-    dst = tmp_path / "k400_h264"
+    dst = tmp_path / "t400_h264"
 
     rep = reencode_tree(str(src), str(dst), EncodeSettings(short_side=32, gop=4), workers=2, progress=False,
                         log=lambda s: None)
@@ -803,6 +852,32 @@ def test_reencode_h264_short_side_gop_and_failures(tmp_path):
 
 
 @pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
+def test_reencode_of_a_full_range_source_keeps_its_grey_levels(tmp_path):
+    # MJPEG is full-range yuvj420p; the H.264 output is limited-range yuv420p: copying Y unchanged stretched the
+    # contrast (decoded grey = 1.164 * source - 19).
+    import av
+
+    from dali_pipelines.pyav_encode import write_video
+
+    levels = [20, 60, 128, 200, 235]
+    src = tmp_path / "src" / "a" / "grey.avi"
+    src.parent.mkdir(parents=True)
+    write_video(str(src), np.stack([np.full((48, 64, 3), v, np.uint8) for v in levels]), codec="mjpeg", fps=5)
+
+    def greys(path: Path) -> list[float]:
+        with av.open(str(path)) as c:
+            return [float(f.to_ndarray(format="rgb24").mean()) for f in c.decode(video=0)]
+
+    report = reencode_tree(str(tmp_path / "src"), str(tmp_path / "dst"), EncodeSettings(short_side=48),
+                           progress=False, log=lambda s: None)
+    assert report["done"] == 1 and not report["failed"]
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuvj420p"
+    src_greys, out_greys = greys(src), greys(tmp_path / "dst" / "a" / "grey.mp4")
+    assert len(out_greys) == len(levels)
+    assert max(abs(a - b) for a, b in zip(src_greys, out_greys)) <= 2, (src_greys, out_greys)
+
+
 def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_path, monkeypatch):
     """`lists --check` and `reencode` over a tree where one file kills the worker process that decodes it (as a
     crash in FFmpeg would): that file is reported as such, and every other file is checked and re-encoded. (With
@@ -811,12 +886,12 @@ def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_
     from tests import crashing_jobs
     from tools.kinetics import reencode as reencode_mod
 
-    src = tmp_path / "k400"
+    src = tmp_path / "t400"
     for split, tag in (("train", "a"), ("train", crashing_jobs.CRASH_MARK), ("val", "c")):
         write_clip(src / split / ARM / vid(tag), t=8)
     crasher = vid(crashing_jobs.CRASH_MARK)
     monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.probe_job)  # workers import it by name
-    scan = scan_dataset("k400", str(src), check=True, workers=2)
+    scan = scan_dataset("t400", str(src), check=True, workers=2)
     bad = {os.path.basename(p): r for p, r in scan.skipped}
     assert list(bad) == [crasher] and bad[crasher].startswith("probing it crashed the process")
     assert "signal SIGSEGV" in bad[crasher]
@@ -839,20 +914,20 @@ def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypat
     from evautil.workers import MAX_OVERDUE_IN_A_ROW
     from tests import crashing_jobs
 
-    src = tmp_path / "k400"
+    src = tmp_path / "t400"
     write_clip(src / "train" / ARM / vid("a"), t=8)
     write_clip(src / "train" / ARM / vid(crashing_jobs.STALL_MARK), t=8)
     write_clip(src / "val" / ARM / vid("c"), t=8)
     monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)  # workers import it by name
     monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0.5)
-    scan = scan_dataset("k400", str(src), check=True, workers=2)
+    scan = scan_dataset("t400", str(src), check=True, workers=2)
     (reason,) = [r for _, r in scan.skipped]
     assert reason.startswith(index_mod.PROBE_OVERDUE + " (no result within 0.5 s, the only item in flight)")
     for tag in "xyz"[:MAX_OVERDUE_IN_A_ROW]:
         write_clip(src / "train" / ARM / vid(f"{tag}_{crashing_jobs.STALL_MARK}"), t=8)
-    with pytest.raises(KineticsError, match=rf"^dataset k400: --check stopped: {MAX_OVERDUE_IN_A_ROW} items in a "
+    with pytest.raises(KineticsError, match=rf"^dataset t400: --check stopped: {MAX_OVERDUE_IN_A_ROW} items in a "
                                             r"row gave no result within 0.5 s each"):
-        scan_dataset("k400", str(src), check=True, workers=2)
+        scan_dataset("t400", str(src), check=True, workers=2)
 
 
 def test_reencode_cli_dry_run_and_bad_roots(tmp_path, capsys):
@@ -925,15 +1000,15 @@ def test_reencode_output_that_fails_verification_is_not_kept(tmp_path, monkeypat
 def test_preparation_without_a_terminal_reports_progress_in_plain_lines(capsys):
     from tools.kinetics import parallel_map
 
-    assert parallel_map(abs, [-1, -2, -3], 1, "check k400", progress=False) == [1, 2, 3]
+    assert parallel_map(abs, [-1, -2, -3], 1, "check t400", progress=False) == [1, 2, 3]
     err = capsys.readouterr().err
-    assert err.startswith("check k400: 3 files done in ") and "\r" not in err
+    assert err.startswith("check t400: 3 files done in ") and "\r" not in err
 
 
 def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_path, monkeypatch):
     from tools.kinetics import reencode as reencode_mod
 
-    src = tmp_path / "k400"
+    src = tmp_path / "t400"
     for tag in ("a", "b", "c"):
         write_clip(src / "train" / ARM / vid(tag), t=8)
     real_job, jobs = reencode_mod._reencode_job, []
@@ -956,3 +1031,114 @@ def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_pat
     again = reencode_tree(str(src), str(tmp_path / "out"), EncodeSettings(short_side=32, gop=4), workers=1,
                           progress=False, log=lines.append)
     assert (again["skipped_existing"], again["done"], again["interrupted"]) == (2, 1, False)
+
+
+_STOPPING_REENCODE = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from tools import prepare_kinetics
+from tools.kinetics import reencode as m
+real, jobs = m._reencode_job, []
+def job(args):
+    if len(jobs) == 2:  # a scheduler's stop during the third file, whose encode has begun its .part file
+        os.makedirs(os.path.dirname(args[1]), exist_ok=True)
+        open(args[1] + ".part", "wb").write(b"partial")
+        os.kill(os.getpid(), getattr(signal, {sig!r}))
+    jobs.append(args[0])
+    return real(args)
+m._reencode_job = job
+sys.exit(prepare_kinetics.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_during_reencode_keeps_the_report_like_ctrl_c(tmp_path, sig):
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=8)
+    r = subprocess.run([sys.executable, "-c", _STOPPING_REENCODE.format(repo=str(REPO), sig=sig), "reencode",
+                        "--src", str(src), "--dst", str(dst), "--short-side", "32", "--gop", "4", "--workers", "1",
+                        "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4, r.stderr
+    stopped = [ln for ln in r.stderr.splitlines() if ln.startswith("stopped:")]
+    assert len(stopped) == 1 and sig in stopped[0] and "Traceback" not in r.stderr
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["done"], report["interrupted"], report["total"]) == (2, True, 3)
+    assert not list(dst.rglob("*.part"))
+    assert sorted(p.name for p in dst.rglob("*.mp4")) == [vid("a"), vid("b")]
+
+
+_STOPPING_CHECK = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from tools import prepare_kinetics
+from dali_pipelines import index
+real, jobs = index._probe_job, []
+def job(args):
+    if len(jobs) == 3:  # a stop during the fourth probe
+        os.kill(os.getpid(), getattr(signal, {sig!r}))
+    jobs.append(args[1])
+    return real(args)
+index._probe_job = job
+sys.exit(prepare_kinetics.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_rest(tmp_path, counted_probes, sig):
+    root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=3)
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
+    r = subprocess.run([sys.executable, "-c", _STOPPING_CHECK.format(repo=str(REPO), sig=sig), *args],
+                       capture_output=True, text=True, timeout=120)
+    assert not (out / "t400_train.txt").exists()
+    if sig == "SIGTERM":
+        assert r.returncode == 4, r.stderr
+        stopped = [ln for ln in r.stderr.splitlines() if ln.startswith("stopped:")]
+        assert len(stopped) == 1 and "probes only the rest" in stopped[0] and "Traceback" not in r.stderr
+    else:
+        assert r.returncode != 0 and "interrupted:" in r.stderr and "Traceback" not in r.stderr
+    assert list(out.glob("*.index.npz"))
+    # The same command probes only the 5 of the 8 videos that were not probed before the stop.
+    assert prepare_kinetics.main(args) == 0
+    assert len(counted_probes) == 8 - 3
+    assert len(read_list(out / "t400_train.txt")) == 6 and len(read_list(out / "t400_val.txt")) == 2
+    assert not list(out.glob("*_check_interrupted*"))
+
+
+def test_bad_encoder_settings_fail_once_up_front_naming_the_option(tmp_path, capsys):
+    src = tmp_path / "t400"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--dst", str(tmp_path / "out"), "--workers", "1", "--no-progress"]
+    for extra, named in ((["--preset", "veryfsat"], "--preset 'veryfsat'"), (["--crf", "-5"], "--crf"),
+                         (["--crf", "99"], "--crf")):
+        assert prepare_kinetics.main(base + extra) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and named in err[0] and extra[1] in err[0], err
+        assert not list((tmp_path / "out").rglob("*.mp4"))
+    # The check itself, as the library runs it before any worker starts.
+    with pytest.raises(KineticsError, match="--crf -5"):
+        check_encode_settings(EncodeSettings(crf=-5))
+
+
+def test_resuming_into_a_dst_made_with_other_settings_is_refused(tmp_path, capsys):
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32"]
+    assert prepare_kinetics.main(base + ["--gop", "4"]) == 0
+    (dst / "train" / ARM / vid("b")).unlink()  # one video left to do
+    capsys.readouterr()
+    assert prepare_kinetics.main(base + ["--gop", "8", "--crf", "30"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--gop 4 before, 8 now" in err[0] and "--crf 23 before, 30 now" in err[0], err
+    assert "--allow-other-settings" in err[0] and not (dst / "train" / ARM / vid("b")).exists()
+    assert prepare_kinetics.main(base + ["--gop", "8", "--dry-run"]) == 0  # describes, as dry runs do
+    assert "[dry-run] the run would stop here: " in capsys.readouterr().out
+    # The same settings (other --threads) go on; --allow-other-settings mixes on purpose.
+    assert prepare_kinetics.main(base + ["--gop", "4", "--threads", "2"]) == 0
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["keyframes"] == [0]
+    (dst / "train" / ARM / vid("b")).unlink()
+    assert prepare_kinetics.main(base + ["--gop", "2", "--allow-other-settings"]) == 0
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["keyframes"] == [0, 2]

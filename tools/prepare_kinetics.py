@@ -12,7 +12,9 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             each list comes with its index cache (data/k400_train.txt.index.npz, ...): the first training run
             reuses it and probes no video again (one that changes after the check is probed again); a later
             --check into the same --out probes only the videos that are new or changed since (delete the
-            *.index.npz files there to probe every video again)
+            *.index.npz files there to probe every video again); a check stopped by Ctrl-C, SIGTERM or SIGUSR1 saves
+            the videos probed so far (<out>/<name>_check_interrupted.txt.index.npz) and the same command probes
+            only the rest
 
   k722      the merged Kinetics-722 (class union, training videos de-duplicated by YouTube id, every training
             video whose YouTube id is in any given validation split removed) and the class mappings that select
@@ -25,10 +27,17 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
   reencode  re-encode a tree to H.264 (CFR, short side N, keyframe every G frames, no B-frames, +faststart), the
             main throughput lever for NVDEC; resumable, verified, originals never touched:
               python tools/prepare_kinetics.py reencode --src data/k400 --dst data/k400_h264 --workers 8
-            then build lists from the new root.
+            then build lists from the new root. Full-range sources (yuvj420p, e.g. MJPEG) are converted to the
+            output's limited range; a --dst whose reencode_report.json records other settings is refused
+            (--allow-other-settings mixes them).
+
+A SIGTERM or SIGUSR1 (a batch scheduler's stop) ends any subcommand as a Ctrl-C does, with one `stopped:` line and
+exit code 4.
 
 List paths are relative to --data-root (default: --out), which is what DATA.ROOT must be set to. Labels are the
-position of the class in the sorted class names (Kinetics-722: in the sorted union).
+position of the class in the sorted class names (Kinetics-722: in the sorted union); for k400, k600 and k700 the
+class folders must be as many as the official classes, and with --official-labels DIR (the released label files)
+those classes (--allow-empty-classes: a missing one keeps its id, with no videos).
 """
 
 from __future__ import annotations
@@ -41,7 +50,12 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import finished, on_interrupt  # noqa: E402
+from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
+                               stop_signals_raise)
+
+if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below is one line too
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
+
 from evautil.progress import stderr_is_terminal  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
@@ -75,7 +89,13 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
                    help="processes for --check (default: all cores)")
     p.add_argument("--strict", action="store_true", help="unusable video files are an error instead of skipped")
     p.add_argument("--allow-empty-classes", action="store_true",
-                   help="accept class folders without usable videos (an error by default)")
+                   help="accept class folders without usable videos (an error by default); for k400/k600/k700 "
+                        "with --official-labels also official classes without a folder: every label keeps its "
+                        "official id")
+    p.add_argument("--official-labels", default=None, metavar="DIR",
+                   help="folder with the released label files (kinetics400_labels.csv, kinetics600_labels.csv, "
+                        "kinetics700_labels.csv, or k400_labels.csv ...): k400/k600/k700 class folders must be "
+                        "those classes (without it only their count is checked)")
     p.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
 
 
@@ -98,10 +118,42 @@ def _scan_all(args: argparse.Namespace) -> list:
         from dali_pipelines.index import probed_before
 
         before = probed_before(sorted(glob.glob(os.path.join(glob.escape(args.out), "*.index.npz"))))
-    return [scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
-                         underscore_to_space=args.underscore_to_space, check=args.check, workers=args.workers,
-                         strict=args.strict, allow_empty_classes=args.allow_empty_classes,
-                         progress=stderr_is_terminal(), before=before) for n, path in args.dataset]
+    scans = []
+    try:
+        for n, path in args.dataset:
+            scans.append(scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
+                                      underscore_to_space=args.underscore_to_space, check=args.check,
+                                      workers=args.workers, strict=args.strict,
+                                      allow_empty_classes=args.allow_empty_classes, progress=stderr_is_terminal(),
+                                      official_labels=args.official_labels,
+                                      before=before, partial_list=None if args.dry_run else _partial_list(args, n)))
+    except (KeyboardInterrupt, Stopped):  # the datasets checked before the one stopped keep their probes too
+        if args.check and not args.dry_run:
+            from dali_pipelines.index import save_probed_index
+
+            for s in scans:
+                if s.probes is not None and len(s.probes):
+                    rel = [os.path.relpath(p, s.root) for p, _ in sorted(s.probe_rows.items(), key=lambda x: x[1])]
+                    save_probed_index(_partial_list(args, s.name), s.root, rel, s.probes)
+        raise
+    return scans
+
+
+def _partial_list(args: argparse.Namespace, name: str) -> str:
+    """The list path whose index cache (``<out>/<name>_check_interrupted.txt.index.npz``) keeps the videos an
+    interrupted --check probed; the next check finds it among --out's *.index.npz and probes only the rest."""
+    return os.path.join(args.out, f"{name}_check_interrupted.txt")
+
+
+def _remove_partial_caches(args: argparse.Namespace) -> None:
+    """After a finished check: the lists' own caches now hold every probed video."""
+    from dali_pipelines.index import index_paths
+
+    for name, _ in args.dataset:
+        paths = index_paths(_partial_list(args, name))
+        for path in (paths.cache, paths.lock):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (none without a terminal either: plain lines every 30 s instead)")
+    p.add_argument("--allow-other-settings", action="store_true",
+                   help="resume into a --dst whose reencode_report.json records other settings (refused by default: "
+                        "the tree would mix two encodings)")
     p.add_argument("--dry-run", action="store_true", help="print what would be re-encoded; write nothing")
     return ap
 
@@ -144,34 +199,53 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command == "reencode":
         return ("re-encoding: the videos finished so far are kept (a video gets its name only when finished); "
                 "the same command skips them and goes on with the rest")
+    if args.check and not args.dry_run:
+        return (f"{args.command} --check: no list was written; the videos probed so far are saved in "
+                f"{args.out}/*_check_interrupted.txt.index.npz, and the same command probes only the rest")
     return (f"{args.command}: no file in {args.out} is half-written (each is written whole, after the scan), but "
             "the set may be incomplete; run the same command again")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 some re-encodes failed, 2 bad input)."""
+    """Run the CLI; returns the exit status (0 ok, 1 some re-encodes failed, 2 bad input, 4 stopped by SIGTERM or
+    SIGUSR1)."""
     args = build_parser().parse_args(argv)
     on_interrupt(_interrupted(args))
+    # A batch scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does (the re-encode report written,
+    # .part files removed), with one line and the exit code of a stopped training run.
+    with stop_signals_raise():
+        try:
+            return _run(args)
+        except Stopped as e:
+            print(f"stopped: {e.signal_name} received: {_interrupted(args)} (exit code {STOPPED_EXIT_STATUS})",
+                  file=sys.stderr, flush=True)
+            return STOPPED_EXIT_STATUS
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
-        if args.command == "lists":
-            prepare_lists(_scan_all(args), args.out, args.data_root, dedup=not args.keep_duplicates,
-                          drop_leaked=not args.keep_leaked, dry_run=args.dry_run)
-        elif args.command == "k722":
+        if args.command in ("lists", "k722"):
             scans = _scan_all(args)
-            if not args.no_dataset_lists:
+            if args.command == "lists" or not args.no_dataset_lists:
                 prepare_lists(scans, args.out, args.data_root, dedup=not args.keep_duplicates,
                               drop_leaked=not args.keep_leaked, dry_run=args.dry_run)
-            prepare_k722(scans, args.out, args.data_root, name=args.name,
-                         aliases=None if args.no_aliases else CLASS_ALIASES, dry_run=args.dry_run)
+            if args.command == "k722":
+                prepare_k722(scans, args.out, args.data_root, name=args.name,
+                             aliases=None if args.no_aliases else CLASS_ALIASES, dry_run=args.dry_run)
+            if args.check and not args.dry_run:
+                _remove_partial_caches(args)
         else:
             for flag, v in (("--short-side", args.short_side), ("--gop", args.gop), ("--workers", args.workers),
                             ("--threads", args.threads)):
                 if v < 1:
                     raise KineticsError(f"{flag} must be >= 1, got {v}")
+            if not 0 <= args.crf <= 51:  # x264's range for 8-bit video; above it libx264 clamps to 51 silently
+                raise KineticsError(f"--crf must be 0..51 (x264's quality scale, lower = better), got {args.crf}")
             settings = EncodeSettings(short_side=args.short_side, gop=args.gop, crf=args.crf, preset=args.preset,
                                       threads=args.threads, no_upscale=args.no_upscale)
             report = reencode_tree(args.src, args.dst, settings, workers=args.workers, dry_run=args.dry_run,
-                                   progress=not args.no_progress and stderr_is_terminal(), report_dir=args.report_dir)
+                                   progress=not args.no_progress and stderr_is_terminal(), report_dir=args.report_dir,
+                                   allow_other_settings=args.allow_other_settings)
             if report["failed"]:
                 for x in report["failed"][:20]:
                     print(f"failed: {x['error']}", file=sys.stderr)

@@ -26,8 +26,8 @@ from .common import KineticsError, parallel_map
 from .k722 import CLASS_ALIASES, K722Result, build_k722, canonical_class_name, class_mapping
 from .lists import (class_labels, dataset_list_lines, format_list_line, labels_csv_text, read_labels_csv,
                     relative_path, write_labels_csv)
-from .reencode import (EncodeSettings, check_h264_encoder, count_frames, plan_reencode, probe_output, reencode_tree,
-                       reencode_video)
+from .reencode import (EncodeSettings, check_encode_settings, check_h264_encoder, count_frames, plan_reencode,
+                       probe_output, reencode_tree, reencode_video)
 from .scan import VIDEO_EXTENSIONS, YOUTUBE_ID_LEN, DatasetScan, Video, is_listable, is_video_file, scan_dataset
 from .scan import youtube_id
 from .writers import prepare_k722, prepare_lists
@@ -37,6 +37,7 @@ __all__ = [
     "EncodeSettings", "youtube_id", "is_video_file", "is_listable", "scan_dataset", "class_labels",
     "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line", "relative_path",
     "dataset_list_lines", "canonical_class_name", "build_k722", "class_mapping", "prepare_lists", "prepare_k722",
-    "check_h264_encoder", "count_frames", "probe_output", "reencode_video", "plan_reencode", "reencode_tree",
+    "check_h264_encoder", "check_encode_settings", "count_frames", "probe_output", "reencode_video", "plan_reencode",
+    "reencode_tree",
     "parallel_map",
 ]

@@ -18,8 +18,8 @@ from evautil.files import atomic_write_text
 from .common import KineticsError, parallel_imap
 from .scan import is_video_file
 
-__all__ = ["EncodeSettings", "check_h264_encoder", "count_frames", "probe_output", "reencode_video",
-           "plan_reencode", "reencode_tree"]
+__all__ = ["EncodeSettings", "check_h264_encoder", "check_encode_settings", "count_frames", "probe_output",
+           "reencode_video", "plan_reencode", "reencode_tree"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,50 @@ def check_h264_encoder() -> None:
     except Exception as e:
         raise KineticsError(f"PyAV {av.__version__}'s FFmpeg has no libx264 encoder ({e}); install a PyAV build "
                             f"with libx264 (the standard PyAV wheels include it)") from e
+
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
+def check_encode_settings(settings: EncodeSettings) -> None:
+    """Encode one tiny frame with ``settings`` and raise :class:`KineticsError` naming ``--preset`` or ``--crf``
+    if libx264 refuses them: once, before any worker starts (else every file fails alone, with avcodec_open2's
+    bare error code)."""
+    import av
+    import av.logging
+
+    def encode(options: dict[str, str]) -> Exception | None:
+        cc = av.CodecContext.create("libx264", "w")
+        cc.width, cc.height, cc.pix_fmt, cc.time_base = 64, 64, "yuv420p", Fraction(1, 25)
+        cc.options = options
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.PANIC)  # x264's own "[error]" line would come before ours
+        try:
+            cc.open()
+            cc.encode(av.VideoFrame(64, 64, "yuv420p"))
+            cc.encode(None)
+        except Exception as e:
+            return e
+        finally:
+            av.logging.set_level(level)
+        return None
+
+    e = encode({"preset": settings.preset})
+    if e is not None:
+        raise KineticsError(f"--preset {settings.preset!r}: libx264 refuses it ({type(e).__name__}); x264's presets "
+                            f"are {', '.join(X264_PRESETS)}")
+    e = encode(_x264_options(settings))
+    if e is not None:
+        raise KineticsError(f"--crf {settings.crf} (with --preset {settings.preset!r}, --gop {settings.gop}, "
+                            f"--threads {settings.threads}): libx264 refuses these settings: {e}")
+
+
+def _x264_options(settings: EncodeSettings) -> dict[str, str]:
+    # keyint = min-keyint and no scene-cut keyframes: keyframes exactly every gop frames;
+    # open-gop=0: every GOP is closed, decodable from its own keyframe.
+    return {"preset": settings.preset, "crf": str(settings.crf), "threads": str(settings.threads),
+            "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:open-gop=0"}
 
 
 def _output_size(width: int, height: int, s: EncodeSettings) -> tuple[int, int]:
@@ -120,10 +164,7 @@ def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, setting
     cc = ost.codec_context
     cc.gop_size = settings.gop
     cc.max_b_frames = 0
-    # keyint = min-keyint and no scene-cut keyframes: keyframes exactly every gop frames;
-    # open-gop=0: every GOP is closed, decodable from its own keyframe.
-    cc.options = {"preset": settings.preset, "crf": str(settings.crf), "threads": str(settings.threads),
-                  "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:open-gop=0"}
+    cc.options = _x264_options(settings)
     return out, ost
 
 
@@ -131,14 +172,21 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
     """Decode every frame of ``vs`` and encode it as frame ``n`` of ``tmp``; returns (frames, width, height)."""
     import av
 
+    from av.video.reformatter import ColorRange, VideoReformatter
+
     n, w, h = 0, 0, 0
     out = ost = None
+    scaler = VideoReformatter()
     try:
         for frame in inp.decode(vs):
             if out is None:
                 w, h = _output_size(frame.width, frame.height, settings)
                 out, ost = _open_h264_output(tmp, w, h, rate, settings)
-            img = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC")
+            # The output is limited-range yuv420p: a full-range source (yuvj420p, e.g. MJPEG) must be converted,
+            # not copied, or its decoded grey levels come out stretched (1.164 * y - 19).
+            full = frame.format.name.startswith("yuvj") or frame.color_range == ColorRange.JPEG
+            img = scaler.reformat(frame, width=w, height=h, format="yuv420p", interpolation="BICUBIC",
+                                  src_color_range=ColorRange.JPEG if full else None, dst_color_range=ColorRange.MPEG)
             img.pts = n
             img.time_base = 1 / rate
             # The decoder tags the source's own I-frames and libx264 honours such tags as forced
@@ -272,13 +320,15 @@ def _reencode_crashed(args: tuple[str, str, EncodeSettings], how: str) -> dict:
 
 def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSettings = EncodeSettings(), *,
                   workers: int = 1, dry_run: bool = False, progress: bool = True, report_dir: str | None = None,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print, allow_other_settings: bool = False) -> dict:
     """Re-encode every video under ``src_root`` into ``dst_root`` (default: ``<src_root>_h264`` beside it).
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
-    verification). Failures are collected, not raised; the report is written to ``report_dir`` (default
-    ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is interrupted (``"interrupted"``:
-    then every output on disk counts as done, and the ``.part`` files of the stopped encodes are removed).
+    verification); unless ``allow_other_settings``, only with the settings the existing report records (but
+    ``threads``), so that one tree never mixes two encodings. Failures are collected, not raised; the report is
+    written to ``report_dir`` (default ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is
+    interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
+    stopped encodes are removed).
     Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
     failures (a 650,000-video tree held a result dict per video).
 
@@ -292,6 +342,13 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
               "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "done": 0, "failed": [],
               "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
+    if report["skipped_existing"] and not allow_other_settings:
+        try:
+            _refuse_other_settings(os.path.join(report_dir or dst_root, "reencode_report.json"), settings)
+        except KineticsError as e:
+            if not dry_run:
+                raise
+            log(f"[dry-run] the run would stop here: {e}")
     if dry_run:
         log(f"[dry-run] would re-encode {len(todo)} of {len(pairs)} videos from {report['src_root']} into "
             f"{dst_root} (H.264, short side {settings.short_side}, GOP {settings.gop}, no B-frames); "
@@ -300,6 +357,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
             log(f"            {s} -> {d}")
         return report
     check_h264_encoder()
+    check_encode_settings(settings)
     t0 = time.perf_counter()
     report["interrupted"] = True  # until every file has a result
     results = parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
@@ -325,6 +383,24 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         report["seconds"] = round(time.perf_counter() - t0, 2)
         _write_report(report, report_dir or dst_root, log)
     return report
+
+
+def _refuse_other_settings(report_path: str, settings: EncodeSettings) -> None:
+    """Raise :class:`KineticsError` when the report of an earlier run into the same --dst records settings (but
+    ``threads``, which changes no output's format) other than ``settings``."""
+    try:
+        with open(report_path, encoding="utf-8") as f:
+            before = json.load(f).get("settings") or {}
+    except (OSError, ValueError, AttributeError):  # no report (or an unreadable one): nothing to compare with
+        return
+    now = asdict(settings)
+    flag = {"short_side": "--short-side", "gop": "--gop", "crf": "--crf", "preset": "--preset",
+            "no_upscale": "--no-upscale"}
+    differ = [f"{flag[k]} {before[k]!r} before, {now[k]!r} now" for k in flag if k in before and before[k] != now[k]]
+    if differ:
+        raise KineticsError(f"the videos already in {os.path.dirname(report_path)} were encoded with other settings "
+                            f"({'; '.join(differ)}, see {report_path}); resuming would mix both in one tree: give "
+                            f"the same settings, another --dst, or --allow-other-settings to mix them")
 
 
 def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:

@@ -27,14 +27,16 @@ __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "SKIP_KINDS", "Video", "Dataset
            "unlistable_reason", "is_listable", "printable_path", "scan_dataset"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+# Class counts of the releases whose labels must match the released heads (ids = the classes' sorted order).
+OFFICIAL_CLASS_COUNTS = {"k400": 400, "k600": 600, "k700": 700}
 
 YOUTUBE_ID_LEN = 11
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more.
-SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE = (
-    "empty", "unreadable", "name not listable", "undecodable (--check)")
-SKIP_KINDS = (SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE)
+SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE = (
+    "missing", "empty", "unreadable", "name not listable", "undecodable (--check)")
+SKIP_KINDS = (SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE)
 
 @dataclass(frozen=True)
 class Video:
@@ -147,8 +149,25 @@ def printable_path(path: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+def _save_probed_so_far(name: str, root: str, candidates: list[tuple[str, Video]], table: "VideoTable",
+                        partial_list: str) -> None:
+    """An interrupted ``--check``: the good rows probed (or reused) so far go to the index cache of
+    ``partial_list``, where the next check into the same ``--out`` finds them (``probed_before``)."""
+    from dali_pipelines.index import save_probed_index
+    from dali_pipelines.index_store import GOOD
+
+    rows = np.flatnonzero(table.status == GOOD)
+    if not len(rows):
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(partial_list)), exist_ok=True)
+    path = save_probed_index(partial_list, root, [os.path.relpath(candidates[r][1].path, root) for r in rows.tolist()],
+                             table.take(rows.astype(np.int64)))
+    stderr_line(f"check {name}: saved the {len(rows):,} usable videos probed so far in {path}")
+
+
 def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, progress: bool,
-                  before: "ProbedBefore | None" = None) -> tuple["VideoTable", list[str | None]]:
+                  before: "ProbedBefore | None" = None, root: str = "",
+                  partial_list: str | None = None) -> tuple["VideoTable", list[str | None]]:
     """``--check``: probe every candidate with the training index's own probe; returns a table with the facts of
     the good ones (row i: ``candidates[i]``, UNKNOWN where bad) and each candidate's reason to be skipped (None:
     good).
@@ -157,7 +176,8 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, 
     keeps (frame count, size, codec, decoder facts) and finds truncated streams, which the index would quarantine:
     one pass gives both the check's verdict and the rows of the lists' index caches, so that the first training
     run (or verify_data) probes none of the videos again. A video that ``before`` (the caches an earlier check
-    wrote) records with its current size and mtime is not probed again: its recorded facts are kept."""
+    wrote) records with its current size and mtime is not probed again: its recorded facts are kept. A check
+    stopped by Ctrl-C or a stop signal first saves what it probed in ``partial_list``'s index cache."""
     from dali_pipelines import index  # local: scanning without --check must not need PyAV
     from dali_pipelines.index_store import VideoInfo, VideoTable
 
@@ -171,15 +191,21 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, 
         src, table = np.full(len(candidates), -1, np.int64), VideoTable.empty(len(candidates))
     reasons: list[str | None] = [None] * len(candidates)
     jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates) if src[i] < 0]
+    probes = index.probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line,
+                                timeout_s=index.PROBE_TIMEOUT_S)
     try:
-        for row, info, reason in index.probe_videos(jobs, max(1, workers), progress, f"check {name}",
-                                                    log=stderr_line, timeout_s=index.PROBE_TIMEOUT_S):
+        for row, info, reason in probes:
             if info is None:
                 reasons[row] = reason or "unreadable"
             else:
                 table.set_good(row, VideoInfo.from_record(info), False)
     except WorkerTimeoutError as e:  # every file hangs: the storage, not the videos; nothing is written
         raise KineticsError(f"dataset {name}: --check stopped: {e}") from e
+    except BaseException:  # Ctrl-C or a stop signal (evautil.interrupt.Stopped): keep what was probed
+        probes.close()  # ends the workers first
+        if partial_list is not None:
+            _save_probed_so_far(name, root, candidates, table, partial_list)
+        raise
     return table, reasons
 
 
@@ -210,13 +236,18 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
         with os.scandir(entry.path) as it:
             files = sorted(it, key=lambda e: e.name)
         for f in files:
-            if not is_video_file(f.name) or not f.is_file():
+            # A video's name whose symlink target is gone (a moved or half-synced download) is a missing video,
+            # not a non-video entry.
+            dangling = is_video_file(f.name) and f.is_symlink() and not os.path.exists(f.path)
+            if not dangling and (not is_video_file(f.name) or not f.is_file()):
                 if not f.name.startswith("."):
                     ignored.append(f.path)
                 continue
             v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
             reason = kind = None
-            if f.stat().st_size == 0:
+            if dangling:
+                reason, kind = f"missing: dangling symlink (to {os.readlink(f.path)!r})", SKIP_MISSING
+            elif f.stat().st_size == 0:
                 reason, kind = "empty file (0 bytes)", SKIP_EMPTY
             elif not os.access(f.path, os.R_OK):
                 reason, kind = "not readable (permission denied)", SKIP_UNREADABLE
@@ -232,6 +263,62 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     if not names_seen:
         raise KineticsError(f"dataset {name}: no class folders in {split_root!r}")
     return sorted(names_seen)
+
+
+def official_classes(name: str, labels_dir: str | None) -> list[str] | None:
+    """The official class names of dataset ``name`` (k400, k600, k700, any case) in label order, from the released
+    label file in ``labels_dir`` (``kinetics400_labels.csv`` as the original release names it, or
+    ``k400_labels.csv``); None for other datasets or without such a file.
+
+    Raises:
+        KineticsError: ``labels_dir`` is given but is not a folder."""
+    if labels_dir is None or name.lower() not in OFFICIAL_CLASS_COUNTS:
+        return None
+    if not os.path.isdir(labels_dir):
+        raise KineticsError(f"--official-labels {labels_dir!r} is not a folder")
+    from .lists import read_labels_csv
+
+    for file_name in (f"kinetics{name.lower()[1:]}_labels.csv", f"{name.lower()}_labels.csv"):
+        path = os.path.join(labels_dir, file_name)
+        if os.path.isfile(path):
+            return read_labels_csv(path)
+    return None
+
+
+def _match_official(name: str, root: str, classes: list[str], allow_empty_classes: bool,
+                    labels_dir: str | None) -> list[str]:
+    """The classes whose positions are the labels: ``classes``, or for k400/k600/k700 the official list, which the
+    tree's class names must match (a missing folder would shift every later label by one); with
+    ``allow_empty_classes`` a missing class is an empty one and every label keeps its official id. Without the
+    released list (``labels_dir``) only the class count can be checked: another count is an error."""
+    official = official_classes(name, labels_dir)
+    expected = OFFICIAL_CLASS_COUNTS.get(name.lower())
+    if official is None:
+        if expected is None or expected == len(classes):
+            return classes
+        raise KineticsError(
+            f"dataset {name}: {len(classes)} class folders in {root!r}, the official {name} has {expected}, and every "
+            f"label after a missing or extra class would shift; pass --official-labels DIR (the released "
+            f"kinetics{name.lower()[1:]}_labels.csv) to name the difference and, with --allow-empty-classes, keep "
+            f"the official ids, or give the dataset another name (e.g. {name}sub=PATH) to number its own classes")
+    if classes == official:
+        return classes
+    have, known = set(classes), set(official)
+    missing = [c for c in official if c not in have]
+    unexpected = [c for c in classes if c not in known]
+    if missing and not unexpected and allow_empty_classes:
+        return official
+
+    def some(names: list[str]) -> str:
+        return f"{len(names)} ({', '.join(repr(c) for c in names[:5])}{', ...' if len(names) > 5 else ''})"
+
+    hint = ("fix the download, or pass --allow-empty-classes to keep the official ids (the missing classes get no "
+            "videos)" if not unexpected else
+            "rename those folders (folder names with '_': --underscore-to-space), or give the dataset another name "
+            f"(e.g. {name}sub=PATH) to number its own classes 0..N-1")
+    diff = "; ".join(f"{what}: {some(c)}" for what, c in (("missing", missing), ("unexpected", unexpected)) if c)
+    raise KineticsError(f"dataset {name}: the class folders in {root!r} differ from the {len(official)} official "
+                        f"{name} classes, and every label after a difference would shift; {diff}; {hint}")
 
 
 def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],
@@ -250,7 +337,8 @@ def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos
 def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
                  underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
                  allow_empty_classes: bool = False, progress: bool = False,
-                 before: "ProbedBefore | None" = None) -> DatasetScan:
+                 before: "ProbedBefore | None" = None, partial_list: str | None = None,
+                 official_labels: str | None = None) -> DatasetScan:
     """Scan ``<root>/{train,val}/<class>/<video>``.
 
     Args:
@@ -268,10 +356,17 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         progress: show a progress bar while checking.
         before: with ``check``, what earlier checks recorded (``dali_pipelines.index.probed_before`` of their
             lists' index caches): videos unchanged since (same size and mtime) are not probed again.
+        partial_list: with ``check``, a list path (the list itself is not written) whose index cache keeps the
+            videos probed so far when the check is interrupted, for ``before`` of the next check.
+        official_labels: a folder with the released label files (``kinetics400_labels.csv``, ...): a k400/k600/
+            k700 tree's class names are checked against them (without it, only their count).
 
     Raises:
         KineticsError: missing root or split folder, no class folders, a class with no usable video, different
-            class sets in the two splits, two folders mapping to the same class name, or (strict) a bad file.
+            class sets in the two splits, two folders mapping to the same class name, (strict) a bad file, or
+            for k400/k600/k700 another class count than the official one, or with ``official_labels`` class names
+            other than the official ones (missing ones allowed with ``allow_empty_classes``: the labels keep their
+            official ids).
     """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise KineticsError(f"dataset name {name!r} must contain only letters, digits, '-' and '_'")
@@ -293,7 +388,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
 
     probes, probe_rows = None, {}
     if check and candidates:
-        table, reasons = _check_videos(name, candidates, workers, progress, before)
+        table, reasons = _check_videos(name, candidates, workers, progress, before, root, partial_list)
         good = []
         for (split, v), reason in zip(candidates, reasons):
             if reason is None:
@@ -316,7 +411,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
                             f"only in {train_dir}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
                             f"only in {val_dir}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
-    classes = class_sets["train"]
+    classes = _match_official(name, root, class_sets["train"], allow_empty_classes, official_labels)
     if not allow_empty_classes:
         for split, folder in (("train", train_dir), ("val", val_dir)):
             _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped)

@@ -119,9 +119,6 @@ def _write_report(w: _Writer, stem: str, report: dict, markdown: str) -> None:
     w.text(stem + ".md", markdown, preview_lines=0)
 
 
-_KNOWN_SIZES = {"k400": 400, "k600": 600, "k700": 700}
-
-
 def _split_sum(rep: dict, split: str) -> str:
     """``<found> found = <written> written + <skipped> skipped (by kind) + ...``: where every file went."""
     skipped, kinds = rep[f"{split}_skipped"], rep[f"{split}_skipped_by_kind"]
@@ -178,9 +175,6 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
     for s in scans:
         labels = class_labels(s.classes)
         cleaned = clean_dataset_lists(s, dedup=dedup, drop_leaked=drop_leaked)
-        expected = _KNOWN_SIZES.get(s.name.lower())
-        if expected and expected != len(s.classes):
-            log(f"warning: {s.name} has {len(s.classes)} classes, the official release has {expected}")
         for split, videos in (("train", cleaned.train), ("val", cleaned.val)):
             _write_list(w, f"{s.name}_{split}.txt", [s], videos, [labels[v.class_name] for v in videos], data_root)
         w.text(f"{s.name}_labels.csv", labels_csv_text(s.classes))

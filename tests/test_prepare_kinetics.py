@@ -1033,20 +1033,22 @@ def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_pat
     assert (again["skipped_existing"], again["done"], again["interrupted"]) == (2, 1, False)
 
 
-_STOPPING_REENCODE = """
+def _stopping_script(module: str, function: str, before: int, sig: str, first: str = "") -> str:
+    """A ``python -c`` script running ``prepare_kinetics.main`` whose ``module.function`` (a worker's job) sends
+    this process ``sig`` when ``before`` jobs have run (after ``first``, code with ``args`` of the job stopped)."""
+    return f"""
 import os, signal, sys
-sys.path.insert(0, {repo!r})
+sys.path.insert(0, {str(REPO)!r})
 from tools import prepare_kinetics
-from tools.kinetics import reencode as m
-real, jobs = m._reencode_job, []
+import {module} as m
+real, jobs = m.{function}, []
 def job(args):
-    if len(jobs) == 2:  # a scheduler's stop during the third file, whose encode has begun its .part file
-        os.makedirs(os.path.dirname(args[1]), exist_ok=True)
-        open(args[1] + ".part", "wb").write(b"partial")
+    if len(jobs) == {before}:
+        {first or "pass"}
         os.kill(os.getpid(), getattr(signal, {sig!r}))
-    jobs.append(args[0])
+    jobs.append(args)
     return real(args)
-m._reencode_job = job
+m.{function} = job
 sys.exit(prepare_kinetics.main(sys.argv[1:]))
 """
 
@@ -1056,7 +1058,10 @@ def test_a_stop_signal_during_reencode_keeps_the_report_like_ctrl_c(tmp_path, si
     src, dst = tmp_path / "t400", tmp_path / "out"
     for tag in ("a", "b", "c"):
         write_clip(src / "train" / ARM / vid(tag), t=8)
-    r = subprocess.run([sys.executable, "-c", _STOPPING_REENCODE.format(repo=str(REPO), sig=sig), "reencode",
+    # a scheduler's stop during the third file, whose encode has begun its .part file
+    begun = "os.makedirs(os.path.dirname(args[1]), exist_ok=True); open(args[1] + '.part', 'wb').write(b'partial')"
+    script = _stopping_script("tools.kinetics.reencode", "_reencode_job", 2, sig, first=begun)
+    r = subprocess.run([sys.executable, "-c", script, "reencode",
                         "--src", str(src), "--dst", str(dst), "--short-side", "32", "--gop", "4", "--workers", "1",
                         "--no-progress"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 4, r.stderr
@@ -1068,28 +1073,13 @@ def test_a_stop_signal_during_reencode_keeps_the_report_like_ctrl_c(tmp_path, si
     assert sorted(p.name for p in dst.rglob("*.mp4")) == [vid("a"), vid("b")]
 
 
-_STOPPING_CHECK = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from tools import prepare_kinetics
-from dali_pipelines import index
-real, jobs = index._probe_job, []
-def job(args):
-    if len(jobs) == 3:  # a stop during the fourth probe
-        os.kill(os.getpid(), getattr(signal, {sig!r}))
-    jobs.append(args[1])
-    return real(args)
-index._probe_job = job
-sys.exit(prepare_kinetics.main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_rest(tmp_path, counted_probes, sig):
     root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=3)
     out = tmp_path / "data"
     args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
-    r = subprocess.run([sys.executable, "-c", _STOPPING_CHECK.format(repo=str(REPO), sig=sig), *args],
+    script = _stopping_script("dali_pipelines.index", "_probe_job", 3, sig)  # a stop during the fourth probe
+    r = subprocess.run([sys.executable, "-c", script, *args],
                        capture_output=True, text=True, timeout=120)
     assert not (out / "t400_train.txt").exists()
     if sig == "SIGTERM":

@@ -48,4 +48,3 @@ def peak_flops(device_name: str | None, precision: str = "bf16") -> float | None
             tflops = {"tf32": tf32, "fp32": single}.get(precision, half)
             return None if tflops is None else tflops * 1e12
     return None
-

@@ -87,11 +87,12 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _cached(ref: HubReference, cache_dir: str | None) -> bool:
+def _cached_file(ref: HubReference, cache_dir: str | None) -> str | None:
+    """The cached file of ``ref``, found without a request, or None."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=cache_dir, revision=ref.revision)
-    return isinstance(found, str)  # else None (unknown) or a marker that the Hub said it does not exist
+    return found if isinstance(found, str) else None  # not a str: unknown, or the Hub said it does not exist
 
 
 def cached_weights_path(path: str) -> str | None:
@@ -99,12 +100,7 @@ def cached_weights_path(path: str) -> str | None:
     the file a load just fetched), else None; any other value is returned unchanged."""
     if not is_hub_reference(path):
         return path
-    from huggingface_hub import try_to_load_from_cache
-
-    ref = parse_hub_reference(path)
-    found = try_to_load_from_cache(ref.repo_id, ref.filename, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                                   revision=ref.revision)
-    return found if isinstance(found, str) else None
+    return _cached_file(parse_hub_reference(path), os.environ.get("HF_HUB_CACHE") or None)
 
 
 def _check_reachable(path: str, ref: HubReference) -> None:
@@ -145,7 +141,7 @@ def resolve_weights_path(path: str) -> str:
     # HF_HUB_CACHE is read at huggingface_hub's import; passing it explicitly honours a value set later.
     cache_dir = os.environ.get("HF_HUB_CACHE") or None
     try:
-        if not offline and not _cached(ref, cache_dir):
+        if not offline and _cached_file(ref, cache_dir) is None:
             _check_reachable(path, ref)
         return hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision, cache_dir=cache_dir,
                                local_files_only=offline)

@@ -490,6 +490,8 @@ def test_a_missing_or_unexpected_official_class_is_an_error_not_a_label_shift(tm
     err = capsys.readouterr().err
     assert f"missing: 1 ({official[0]!r})" in err and "--allow-empty-classes" in err and "unexpected:" not in err
     assert not out.exists()
+    assert prepare_kinetics.main(args[:-1] + [str(tmp_path)]) == 2  # a folder without the released file
+    assert "holds no kinetics400_labels.csv or k400_labels.csv for dataset k400" in capsys.readouterr().err
     # --allow-empty-classes keeps the official ids: the missing class is an empty one.
     assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0
     assert read_labels_csv(str(out / "k400_labels.csv")) == official

@@ -268,21 +268,23 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
 def official_classes(name: str, labels_dir: str | None) -> list[str] | None:
     """The official class names of dataset ``name`` (k400, k600, k700, any case) in label order, from the released
     label file in ``labels_dir`` (``kinetics400_labels.csv`` as the original release names it, or
-    ``k400_labels.csv``); None for other datasets or without such a file.
+    ``k400_labels.csv``); None for other datasets or without ``labels_dir``.
 
     Raises:
-        KineticsError: ``labels_dir`` is given but is not a folder."""
+        KineticsError: ``labels_dir`` is given but is not a folder or holds neither file for ``name``."""
     if labels_dir is None or name.lower() not in OFFICIAL_CLASS_COUNTS:
         return None
     if not os.path.isdir(labels_dir):
         raise KineticsError(f"--official-labels {labels_dir!r} is not a folder")
     from .lists import read_labels_csv
 
-    for file_name in (f"kinetics{name.lower()[1:]}_labels.csv", f"{name.lower()}_labels.csv"):
+    names = (f"kinetics{name.lower()[1:]}_labels.csv", f"{name.lower()}_labels.csv")
+    for file_name in names:
         path = os.path.join(labels_dir, file_name)
         if os.path.isfile(path):
             return read_labels_csv(path)
-    return None
+    # asked for, and silently absent, the check would fall back to the class count alone
+    raise KineticsError(f"--official-labels {labels_dir!r} holds no {' or '.join(names)} for dataset {name}")
 
 
 def _match_official(name: str, root: str, classes: list[str], allow_empty_classes: bool,

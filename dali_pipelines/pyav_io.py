@@ -352,8 +352,10 @@ def _decoder_facts(stream: av.video.stream.VideoStream, codec: str) -> DecoderFa
     ctx = stream.codec_context
     pix_fmt = (ctx.pix_fmt or "") if ctx is not None else ""
     chroma, depth = _chroma_and_depth(pix_fmt) if pix_fmt else ("other", 0)
-    # The coded size is known once a frame has been decoded; before that (or from containers that do not say) the
-    # display size rounded up to 16 is what the decoder allocates.
+    # The coded size is known once a frame has been decoded (the probe decodes the first): libavcodec's, which is
+    # NVDEC's for the codecs whose limits are near real sizes (H.264 120x120 -> 128x128, a 120x120 VP9 stays
+    # 120x120 and goes to the CPU). Only a stream whose first frame did not decode (quarantined anyway) takes the
+    # display size rounded up to 16.
     cw = int(getattr(ctx, "coded_width", 0) or 0) or -(-int(stream.width) // 16) * 16
     ch = int(getattr(ctx, "coded_height", 0) or 0) or -(-int(stream.height) // 16) * 16
     return DecoderFacts(codec=codec, coded_width=cw, coded_height=ch, pix_fmt=pix_fmt, chroma=chroma,

@@ -29,7 +29,9 @@ def _ema_checksums(rank: int, world: int, init_file: str, out: dict) -> None:
         sums = dist_utils.all_gather_objects(float(sum(p.sum() for p in ema.module.parameters())), ctx)
         if rank == 0:
             out["sums"] = sums
-    finally:
+        del model, ema
+        dist.barrier()  # both ranks leave together, as in the data-wait test below (a rank whose peer had already
+    finally:  # closed the group's connections was once aborted at exit under heavy load)
         dist.destroy_process_group()
 
 

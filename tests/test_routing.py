@@ -116,3 +116,24 @@ def test_routing_config_keys_are_read_and_checked():
         load_config(opts=["DATA.NVDEC_MAX_BIT_DEPTH", "9"])
     with pytest.raises(ConfigError, match="DATA.CPU_ROUTE_MAX_SHARE = 1.5"):
         load_config(opts=["DATA.CPU_ROUTE_MAX_SHARE", "1.5"])
+
+
+@pytest.mark.parametrize("codec, coded, route", [
+    ("vp9", (120, 120), DALI_CPU),   # libavcodec's coded size is VP9's own: 120 < NVDEC's 128, so not NVDEC
+    ("h264", (128, 128), NVDEC),     # H.264's coded size is whole macroblocks
+])
+def test_a_probed_video_is_routed_on_its_decoded_coded_size(tmp_path, codec, coded, route):
+    """The index's coded size is the one libavcodec reports after the probe's first frame, not the display size
+    rounded up to 16 (which would send a 120x120 VP9 to NVDEC as 128x128, to fail there batch after batch)."""
+    from dali_pipelines.index import probe_video
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import pattern_frames
+
+    path = str(tmp_path / f"clip.{'webm' if codec == 'vp9' else 'mp4'}")
+    write_video(path, pattern_frames(4, 120, 120), codec=codec)
+    info = probe_video(path)
+    assert (info.width, info.height, info.coded_width, info.coded_height) == (120, 120, *coded)
+    routes = route_videos([info], np.array([0]), GPU, "DATA.TRAIN_FILE l.txt")
+    assert routes[0].route == route
+    if route != NVDEC:
+        assert "120x120 is below NVDEC's vp9 minimum of 128x128" in routes[0].reason

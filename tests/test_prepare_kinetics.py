@@ -990,7 +990,7 @@ def test_reencode_real_clips_keeps_frame_counts_and_rate(tmp_path, real_clips_di
 
 def test_reencode_output_that_fails_verification_is_not_kept(tmp_path, monkeypatch):
     # If the written file does not decode to the source's frame count, it must not appear under the final name.
-    import tools.kinetics.reencode as kin
+    import tools.kinetics.encode as kin
 
     src = write_clip(tmp_path / "a.webm", t=6)
     monkeypatch.setattr(kin, "count_frames", lambda path: 5)
@@ -1134,3 +1134,49 @@ def test_resuming_into_a_dst_made_with_other_settings_is_refused(tmp_path, capsy
     (dst / "train" / ARM / vid("b")).unlink()
     assert prepare_kinetics.main(base + ["--gop", "2", "--allow-other-settings"]) == 0
     assert probe_output(str(dst / "train" / ARM / vid("b")))["keyframes"] == [0, 2]
+
+
+def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypatch):
+    # An output used to count as done whatever happened to its source: a video downloaded again (a longer or fixed
+    # copy) kept its old encode. Now an output older than its source is encoded again, and counted as such.
+    from tools.kinetics import reencode as reencode_mod
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    settings = EncodeSettings(short_side=32, gop=4)
+    assert reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)["done"] == 3
+    for tag in ("b", "c"):  # new downloads of b and c, with more frames, written after the outputs
+        write_clip(src / "train" / ARM / vid(tag), t=6, seed=1)
+        earlier = (src / "train" / ARM / vid(tag)).stat().st_mtime - 5  # the old output: from before the download
+        os.utime(dst / "train" / ARM / vid(tag), (earlier, earlier))
+    lines = []
+    rep = reencode_tree(str(src), str(dst), settings, dry_run=True, log=lines.append)
+    assert "would re-encode 2 of 3" in lines[0] and "2 encoded again as their source is newer" in lines[0]
+    assert (rep["skipped_existing"], rep["source_changed"]) == (1, 2)
+    # Stopped during c: b is encoded again, c's old output (still on disk) is not counted as done.
+    real_job, jobs = reencode_mod._reencode_job, []
+
+    def interrupted_job(args):
+        if len(jobs) == 1:
+            raise KeyboardInterrupt
+        jobs.append(args[0])
+        return real_job(args)
+
+    monkeypatch.setattr(reencode_mod, "_reencode_job", interrupted_job)
+    with pytest.raises(KeyboardInterrupt):
+        reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["done"], report["source_changed"], report["interrupted"]) == (1, 2, True)
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
+    assert probe_output(str(dst / "train" / ARM / vid("c")))["frames"] == 4
+    monkeypatch.setattr(reencode_mod, "_reencode_job", real_job)
+    lines = []
+    again = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lines.append)
+    assert (again["skipped_existing"], again["source_changed"], again["done"]) == (2, 1, 1)
+    assert probe_output(str(dst / "train" / ARM / vid("c")))["frames"] == 6
+    assert "skipped 2 already done; 1 encoded again as their source is newer than their output" in lines[-1]
+    md = (dst / "reencode_report.md").read_text()
+    assert "- outputs older than their source (the source replaced since), encoded again: 1" in md
+    again = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (again["skipped_existing"], again["source_changed"], again["done"]) == (3, 0, 0)

@@ -3,9 +3,10 @@
 
 Subcommands (each accepts --dry-run, which prints what would be written and writes nothing):
 
-  lists     per-dataset lists and labels from class-folder trees <root>/{train,val}/<class name>/<video>,
-            train and val de-duplicated by YouTube id (first occurrence kept) and training videos whose YouTube
-            id is in the dataset's val list removed (--keep-duplicates, --keep-leaked switch these off):
+  lists     per-dataset lists and labels from class-folder trees <root>/{train,val}/<class name>/<video>, or
+            from the flat layout of the official downloads (below), train and val de-duplicated by YouTube id
+            (first occurrence kept) and training videos whose YouTube id is in the dataset's val list removed
+            (--keep-duplicates, --keep-leaked switch these off):
               python tools/prepare_kinetics.py lists --dataset k400=data/k400 --out data/
             -> data/k400_train.txt, data/k400_val.txt, data/k400_labels.csv, data/k400_report.{json,md}
             with --check every video is probed as the training index probes it, unusable ones are left out, and
@@ -25,19 +26,30 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
                and each dataset's own lists (unless --no-dataset-lists)
 
   reencode  re-encode a tree to H.264 (CFR, short side N, keyframe every G frames, no B-frames, +faststart), the
-            main throughput lever for NVDEC; resumable, verified, originals never touched:
+            main throughput lever for NVDEC; resumable (a source newer than its output, replaced since, is
+            encoded again), verified, originals never touched:
               python tools/prepare_kinetics.py reencode --src data/k400 --dst data/k400_h264 --workers 8
             then build lists from the new root. Full-range sources (yuvj420p, e.g. MJPEG) are converted to the
             output's limited range; a --dst whose reencode_report.json records other settings is refused
             (--allow-other-settings mixes them).
+
+The official downloads are flat: <root>/{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4, the classes in
+<root>/annotations/{train,val}.csv (label,youtube_id,time_start,time_end,split[,is_cc]). A dataset whose split
+folders hold videos and no subfolders is read that way, each video's class and split taken from the CSV row that
+names its file (a video of val.csv saved in train/ is a validation video); --annotations names other CSVs, per
+dataset, so several --dataset of either layout mix:
+              python tools/prepare_kinetics.py k722 --dataset k400=data/k400 --dataset k700=data/k700 \\
+                  --annotations k700:val=data/k700/annotations/validate.csv --out data/
+The lists are those of a class-folder tree of the same videos. CSV rows without a video file are reported as
+"missing" and video files no row names as "not in annotations" (--strict: an error; missing rows never are).
 
 A SIGTERM or SIGUSR1 (a batch scheduler's stop) ends any subcommand as a Ctrl-C does, with one `stopped:` line and
 exit code 4.
 
 List paths are relative to --data-root (default: --out), which is what DATA.ROOT must be set to. Labels are the
 position of the class in the sorted class names (Kinetics-722: in the sorted union); for k400, k600 and k700 the
-class folders must be as many as the official classes, and with --official-labels DIR (the released label files)
-those classes (--allow-empty-classes: a missing one keeps its id, with no videos).
+class folders (or annotated classes) must be as many as the official classes, and with --official-labels DIR (the
+released label files) those classes (--allow-empty-classes: a missing one keeps its id, with no videos).
 """
 
 from __future__ import annotations
@@ -69,17 +81,36 @@ def _dataset_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _annotations_arg(text: str) -> tuple[str, str | None, str]:
+    target, sep, path = text.partition("=")
+    name, colon, split = target.partition(":")
+    if not sep or not name or not path or (colon and split not in ("train", "val")):
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR (DIR/train.csv and DIR/val.csv) or NAME:SPLIT=CSV "
+                                         f"with SPLIT train or val (e.g. k700:val=data/validate.csv), got {text!r}")
+    return name, split or None, path
+
+
 def _add_scan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", action="append", type=_dataset_arg, required=True, metavar="NAME=PATH",
-                   help="dataset name (output prefix, e.g. k400) and root holding train/ and val/; repeatable, "
-                        "order matters for k722 (first occurrence of a YouTube id wins)")
+                   help="dataset name (output prefix, e.g. k400) and root holding train/ and val/ (class folders, "
+                        "or the official downloads' flat folders of videos with annotations/); repeatable, order "
+                        "matters for k722 (first occurrence of a YouTube id wins)")
+    p.add_argument("--annotations", action="append", type=_annotations_arg, default=[],
+                   metavar="NAME=DIR|NAME:SPLIT=CSV",
+                   help="annotation CSVs (label,youtube_id,time_start,time_end,...) of dataset NAME, whose split "
+                        "folders are then flat folders of <youtube_id>_<start:06d>_<end:06d>.<ext> videos, each "
+                        "given its class and split by the row naming it: NAME=DIR for DIR/train.csv and "
+                        "DIR/val.csv, NAME:train=CSV or NAME:val=CSV for one split (the other: "
+                        "<root>/annotations/<split>.csv); repeatable. Without it a dataset whose split folders hold "
+                        "videos and no subfolders is read so, with <root>/annotations/{train,val}.csv")
     p.add_argument("--out", default="data", help="output directory (default: data)")
     p.add_argument("--data-root", default=None,
                    help="directory the list paths are relative to, i.e. DATA.ROOT (default: --out)")
     p.add_argument("--train-dir", default="train", help="name of the training split folder (default: train)")
     p.add_argument("--val-dir", default="val", help="name of the validation split folder (default: val)")
     p.add_argument("--underscore-to-space", action="store_true",
-                   help="class name = folder name with '_' replaced by ' ' (the released heads use spaces)")
+                   help="class name = folder name (or annotation label) with '_' replaced by ' ' (the released "
+                        "heads use spaces)")
     p.add_argument("--check", action="store_true",
                    help="probe every video as the training index does (frame count, codec, size, first frame "
                         "decodes, not truncated); unusable files are skipped and reported, and each list is "
@@ -87,7 +118,9 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
                         "videos those caches in --out already record unchanged (size, mtime) are not probed again")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                    help="processes for --check (default: all cores)")
-    p.add_argument("--strict", action="store_true", help="unusable video files are an error instead of skipped")
+    p.add_argument("--strict", action="store_true",
+                   help="unusable video files (and video files no annotation row names) are an error instead of "
+                        "skipped; annotated videos without a file never are")
     p.add_argument("--allow-empty-classes", action="store_true",
                    help="accept class folders without usable videos (an error by default); for k400/k600/k700 "
                         "with --official-labels also official classes without a folder: every label keeps its "
@@ -109,10 +142,30 @@ def _add_cleaning_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-leaked", action="store_true", help="the default; accepted for older command lines")
 
 
+def _annotation_args(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """``{dataset name: {split: CSV}}`` from the --annotations options."""
+    names = [n for n, _ in args.dataset]
+    files: dict[str, dict[str, str]] = {}
+    for name, split, path in args.annotations:
+        given = f"--annotations {name}{':' + split if split else ''}={path}"
+        if name not in names:
+            raise KineticsError(f"{given}: no --dataset is named {name!r} (datasets: {', '.join(names)})")
+        if split is None and not os.path.isdir(path):
+            raise KineticsError(f"{given}: not a folder (NAME=DIR names DIR/train.csv and DIR/val.csv; one split's "
+                                f"CSV: --annotations {name}:train=CSV or {name}:val=CSV)")
+        new = {split: path} if split else {s: os.path.join(path, f"{s}.csv") for s in ("train", "val")}
+        for s, csv_path in new.items():
+            if s in files.setdefault(name, {}):
+                raise KineticsError(f"{given}: the {s} annotation CSV of {name} is already {files[name][s]!r}")
+            files[name][s] = csv_path
+    return files
+
+
 def _scan_all(args: argparse.Namespace) -> list:
     names = [n for n, _ in args.dataset]
     if len(set(names)) != len(names):
         raise KineticsError(f"--dataset names must be unique, got {names}")
+    annotations = _annotation_args(args)
     before = None
     if args.check:  # what an earlier check into --out recorded: its unchanged videos are not probed again
         from dali_pipelines.index import probed_before
@@ -125,7 +178,7 @@ def _scan_all(args: argparse.Namespace) -> list:
                                       underscore_to_space=args.underscore_to_space, check=args.check,
                                       workers=args.workers, strict=args.strict,
                                       allow_empty_classes=args.allow_empty_classes, progress=stderr_is_terminal(),
-                                      official_labels=args.official_labels,
+                                      official_labels=args.official_labels, annotations=annotations.get(n),
                                       before=before, partial_list=None if args.dry_run else _partial_list(args, n)))
     except (KeyboardInterrupt, Stopped):  # the datasets checked before the one stopped keep their probes too
         if args.check and not args.dry_run:

@@ -6,11 +6,15 @@ This is the library behind ``tools/prepare_kinetics.py``. It replaces the origin
 One module per job, each importable alone:
 
 * ``scan``: class-folder trees ``<root>/{train,val}/<class name>/<video>`` -> ``DatasetScan`` of ``Video``s;
+* ``official``: the official k400/k600/k700 class lists, which such a dataset's classes must match;
+* ``annotations``: the flat layout of the official downloads (``<root>/{train,val}/<youtube_id>_<start>_<end>.mp4``
+  with ``<root>/annotations/{train,val}.csv``) -> the same ``Video`` records as a class-folder tree of the videos;
 * ``lists``: labels (position in the sorted class names), list lines, label CSVs, and the per-dataset rule:
   train and val de-duplicated by YouTube id, train videos whose id is in the val list removed;
 * ``k722``: the Kinetics-722 merge (class union, de-duplication, leak removal) and the class mappings;
 * ``writers``: writing all of the above and the reports (``--dry-run`` describes instead of writing);
-* ``reencode``: short-GOP H.264 re-encoding, verified and resumable;
+* ``encode``: re-encoding one video to short-GOP H.264 and verifying the output;
+* ``reencode``: re-encoding a tree with it, resumable, with its report;
 * ``common``: the error type and the process pool they share.
 
 Outputs, in the original list format (``<path relative to DATA.ROOT> <label>``, one video per line):
@@ -22,12 +26,14 @@ Outputs, in the original list format (``<path relative to DATA.ROOT> <label>``, 
 * a JSON and a markdown report per output saying what was dropped and why.
 """
 
+from .annotations import annotation_key, read_annotations
 from .common import KineticsError, parallel_map
 from .k722 import CLASS_ALIASES, K722Result, build_k722, canonical_class_name, class_mapping
 from .lists import (class_labels, dataset_list_lines, format_list_line, labels_csv_text, read_labels_csv,
                     relative_path, write_labels_csv)
-from .reencode import (EncodeSettings, check_encode_settings, check_h264_encoder, count_frames, plan_reencode,
-                       probe_output, reencode_tree, reencode_video)
+from .encode import (EncodeSettings, check_encode_settings, check_h264_encoder, count_frames, probe_output,
+                     reencode_video)
+from .reencode import plan_reencode, reencode_tree
 from .scan import VIDEO_EXTENSIONS, YOUTUBE_ID_LEN, DatasetScan, Video, is_listable, is_video_file, scan_dataset
 from .scan import youtube_id
 from .writers import prepare_k722, prepare_lists
@@ -38,6 +44,6 @@ __all__ = [
     "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line", "relative_path",
     "dataset_list_lines", "canonical_class_name", "build_k722", "class_mapping", "prepare_lists", "prepare_k722",
     "check_h264_encoder", "check_encode_settings", "count_frames", "probe_output", "reencode_video", "plan_reencode",
-    "reencode_tree",
+    "reencode_tree", "annotation_key", "read_annotations",
     "parallel_map",
 ]

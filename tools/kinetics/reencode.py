@@ -1,4 +1,5 @@
-"""Re-encoding a video tree to short-GOP H.264 (CFR, no B-frames, +faststart), verified and resumable."""
+"""Re-encoding a video tree to short-GOP H.264, resumable: the plan of source and output paths, the workers, and
+the report (one video's encode and verification: ``encode.py``)."""
 
 from __future__ import annotations
 
@@ -6,264 +7,18 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import time
-from dataclasses import asdict, dataclass
-from fractions import Fraction
+from dataclasses import asdict
 from typing import Callable
 
 from dali_pipelines.pyav_io import count_frames
 from evautil.files import atomic_write_text
 
 from .common import KineticsError, parallel_imap
+from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 from .scan import is_video_file
 
-__all__ = ["EncodeSettings", "check_h264_encoder", "check_encode_settings", "count_frames", "probe_output",
-           "reencode_video", "plan_reencode", "reencode_tree"]
-
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    """H.264 encoding parameters.
-
-    Attributes:
-        short_side: output short side in pixels; the long side keeps the aspect ratio, both rounded to even.
-        gop: a keyframe every ``gop`` frames exactly (scene-cut keyframes off), closed GOPs, no B-frames, so any
-            frame decodes from the preceding keyframe in at most ``gop - 1`` extra frames.
-        crf: x264 constant rate factor (quality; lower is better and larger).
-        preset: x264 speed preset.
-        threads: x264 threads per worker process.
-        no_upscale: keep videos whose short side is already <= ``short_side`` at their size (only made even).
-    """
-
-    short_side: int = 320
-    gop: int = 16
-    crf: int = 23
-    preset: str = "veryfast"
-    threads: int = 1
-    no_upscale: bool = False
-
-
-def check_h264_encoder() -> None:
-    """Raise :class:`KineticsError` if PyAV's FFmpeg has no libx264 encoder."""
-    try:
-        import av
-        from av.codec import Codec
-    except ImportError as e:
-        raise KineticsError(f"re-encoding needs PyAV (the 'av' package): {e}") from e
-    try:
-        Codec("libx264", "w")
-    except Exception as e:
-        raise KineticsError(f"PyAV {av.__version__}'s FFmpeg has no libx264 encoder ({e}); install a PyAV build "
-                            f"with libx264 (the standard PyAV wheels include it)") from e
-
-
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-                "placebo")
-
-
-def check_encode_settings(settings: EncodeSettings) -> None:
-    """Encode one tiny frame with ``settings`` and raise :class:`KineticsError` naming ``--preset`` or ``--crf``
-    if libx264 refuses them: once, before any worker starts (else every file fails alone, with avcodec_open2's
-    bare error code)."""
-    import av
-    import av.logging
-
-    def encode(options: dict[str, str]) -> Exception | None:
-        cc = av.CodecContext.create("libx264", "w")
-        cc.width, cc.height, cc.pix_fmt, cc.time_base = 64, 64, "yuv420p", Fraction(1, 25)
-        cc.options = options
-        level = av.logging.get_level()
-        av.logging.set_level(av.logging.PANIC)  # x264's own "[error]" line would come before ours
-        try:
-            cc.open()
-            cc.encode(av.VideoFrame(64, 64, "yuv420p"))
-            cc.encode(None)
-        except Exception as e:
-            return e
-        finally:
-            av.logging.set_level(level)
-        return None
-
-    e = encode({"preset": settings.preset})
-    if e is not None:
-        raise KineticsError(f"--preset {settings.preset!r}: libx264 refuses it ({type(e).__name__}); x264's presets "
-                            f"are {', '.join(X264_PRESETS)}")
-    e = encode(_x264_options(settings))
-    if e is not None:
-        raise KineticsError(f"--crf {settings.crf} (with --preset {settings.preset!r}, --gop {settings.gop}, "
-                            f"--threads {settings.threads}): libx264 refuses these settings: {e}")
-
-
-def _x264_options(settings: EncodeSettings) -> dict[str, str]:
-    # keyint = min-keyint and no scene-cut keyframes: keyframes exactly every gop frames;
-    # open-gop=0: every GOP is closed, decodable from its own keyframe.
-    return {"preset": settings.preset, "crf": str(settings.crf), "threads": str(settings.threads),
-            "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:open-gop=0"}
-
-
-def _output_size(width: int, height: int, s: EncodeSettings) -> tuple[int, int]:
-    short = min(width, height)
-    target = short if (s.no_upscale and short <= s.short_side) else s.short_side
-    scale = target / short
-
-    def even(x: float) -> int:
-        return max(2, int(round(x / 2.0)) * 2)
-
-    return even(width * scale), even(height * scale)
-
-
-def probe_output(path: str) -> dict:
-    """Codec, size, frame count, keyframe positions and B-frame presence of an encoded file (demux + decode).
-
-    ``keyframes`` are indices in decode order of the packets flagged as keyframes; ``reordered`` is True when
-    presentation order differs from decode order or decoding is delayed (dts != pts), i.e. the stream has or allows
-    B-frames; ``x264`` holds the encoder settings libx264 embeds in the stream (``{}`` for other encoders).
-    """
-    import av
-
-    with av.open(path) as c:
-        st = c.streams.video[0]
-        info = {"codec": st.codec_context.name, "width": st.codec_context.width, "height": st.codec_context.height,
-                "pix_fmt": st.codec_context.pix_fmt, "fps": float(st.average_rate) if st.average_rate else None}
-        keyframes, pts, delayed, x264 = [], [], False, {}
-        for p in c.demux(st):
-            if p.size == 0:  # flush packet
-                continue
-            if not pts:
-                # libx264 writes its settings into the first access unit ("x264 - core N ... options: a=1 b=2").
-                m = re.search(rb"x264 - core .*? options: ([^\x00]*)", bytes(p))
-                if m:
-                    x264 = dict(kv.split("=", 1) for kv in m.group(1).decode("ascii", "replace").split()
-                                if "=" in kv)
-            if p.is_keyframe:
-                keyframes.append(len(pts))
-            delayed |= p.dts is not None and p.dts != p.pts
-            pts.append(p.pts)
-    info["packets"] = len(pts)
-    info["keyframes"] = keyframes
-    info["reordered"] = pts != sorted(pts) or delayed
-    info["x264"] = x264
-    info["frames"] = count_frames(path)
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    # +faststart moves the moov atom (the index) in front of the media data.
-    moov, mdat = head.find(b"moov"), head.find(b"mdat")
-    info["faststart"] = moov != -1 and (mdat == -1 or moov < mdat)
-    return info
-
-
-def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, settings: EncodeSettings) -> tuple:
-    """An MP4 container at ``tmp`` with one libx264 stream: fixed closed GOPs of ``settings.gop``, no B-frames."""
-    import av
-
-    out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
-    ost = out.add_stream("libx264", rate=rate)
-    ost.width, ost.height, ost.pix_fmt = width, height, "yuv420p"
-    ost.time_base = 1 / rate
-    cc = ost.codec_context
-    cc.gop_size = settings.gop
-    cc.max_b_frames = 0
-    cc.options = _x264_options(settings)
-    return out, ost
-
-
-def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSettings) -> tuple[int, int, int]:
-    """Decode every frame of ``vs`` and encode it as frame ``n`` of ``tmp``; returns (frames, width, height)."""
-    import av
-
-    from av.video.reformatter import ColorRange, VideoReformatter
-
-    n, w, h = 0, 0, 0
-    out = ost = None
-    scaler = VideoReformatter()
-    try:
-        for frame in inp.decode(vs):
-            if out is None:
-                w, h = _output_size(frame.width, frame.height, settings)
-                out, ost = _open_h264_output(tmp, w, h, rate, settings)
-            # The output is limited-range yuv420p: a full-range source (yuvj420p, e.g. MJPEG) must be converted,
-            # not copied, or its decoded grey levels come out stretched (1.164 * y - 19).
-            full = frame.format.name.startswith("yuvj") or frame.color_range == ColorRange.JPEG
-            img = scaler.reformat(frame, width=w, height=h, format="yuv420p", interpolation="BICUBIC",
-                                  src_color_range=ColorRange.JPEG if full else None, dst_color_range=ColorRange.MPEG)
-            img.pts = n
-            img.time_base = 1 / rate
-            # The decoder tags the source's own I-frames and libx264 honours such tags as forced
-            # keyframes, which would break the fixed GOP; let the encoder choose.
-            img.pict_type = av.video.frame.PictureType.NONE
-            for packet in ost.encode(img):
-                out.mux(packet)
-            n += 1
-        if out is not None:
-            for packet in ost.encode():
-                out.mux(packet)
-    except KineticsError:
-        raise
-    except Exception as e:
-        raise KineticsError(f"{src}: decode/encode failed after {n} frames: {type(e).__name__}: {e}") from e
-    finally:
-        if out is not None:
-            out.close()
-    return n, w, h
-
-
-def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings()) -> dict:
-    """Re-encode ``src`` to H.264 at ``dst`` (MP4), then verify the output's frame count.
-
-    Every decoded frame becomes one output frame at a constant rate (the source's average rate), so frame ``i`` of
-    the output is frame ``i`` of the source: frame-index sampling and precomputed frame counts stay valid. A
-    variable-rate source is re-timed, not resampled. Audio and metadata are dropped. The output is written to
-    ``dst + '.part'`` and renamed to ``dst`` only after verification, so an interrupted run never leaves a partial
-    file under the final name. ``src`` is only read.
-
-    Returns:
-        ``{"src", "dst", "frames", "width", "height", "fps", "src_header_frames", "warnings": [...]}``.
-
-    Raises:
-        KineticsError: the source cannot be decoded, has no frames, or the output does not verify.
-    """
-    import av
-
-    tmp = dst + ".part"
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    warnings: list[str] = []
-    try:
-        try:
-            inp = av.open(src)
-        except Exception as e:
-            raise KineticsError(f"{src}: cannot open: {type(e).__name__}: {e}") from e
-        with inp:
-            if not inp.streams.video:
-                raise KineticsError(f"{src}: no video stream")
-            vs = inp.streams.video[0]
-            # Parallelism comes from the worker processes; per-file threads only when asked for.
-            vs.thread_type = "AUTO"
-            vs.codec_context.thread_count = settings.threads
-            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-            if not rate or rate <= 0:
-                rate = Fraction(25)
-                warnings.append("source frame rate unknown; encoded at 25 fps")
-            # Keep CFR timestamps exact: a rational rate such as 30000/1001 is used as is.
-            rate = Fraction(rate).limit_denominator(1001)
-            header_frames = int(vs.frames or 0)
-            n, w, h = _transcode(src, inp, vs, tmp, rate, settings)
-        if n == 0:
-            raise KineticsError(f"{src}: no decodable video frames")
-        if header_frames and header_frames != n:
-            warnings.append(f"container header says {header_frames} frames, decoded {n}")
-        try:
-            got = count_frames(tmp)
-        except Exception as e:
-            raise KineticsError(f"{src}: output {tmp} does not decode: {e}") from e
-        if got != n:
-            raise KineticsError(f"{src}: output has {got} frames, source decoded to {n}")
-        os.replace(tmp, dst)
-        return {"src": src, "dst": dst, "frames": n, "width": w, "height": h, "fps": float(rate),
-                "src_header_frames": header_frames, "warnings": warnings}
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+__all__ = ["plan_reencode", "reencode_tree"]
 
 
 def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
@@ -298,6 +53,15 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _output_is_current(src: str, dst: str) -> bool:
+    """True when ``dst`` exists and is not older than ``src``: a source replaced after its output was written (a
+    new download of the video) makes the output stale."""
+    try:
+        return os.stat(dst).st_mtime_ns >= os.stat(src).st_mtime_ns
+    except FileNotFoundError:  # no output yet (or a source gone since the plan: its encode reports that)
+        return False
+
+
 def _reencode_job(args: tuple[str, str, EncodeSettings]) -> dict:
     src, dst, settings = args
     t0 = time.perf_counter()
@@ -324,7 +88,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     """Re-encode every video under ``src_root`` into ``dst_root`` (default: ``<src_root>_h264`` beside it).
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
-    verification); unless ``allow_other_settings``, only with the settings the existing report records (but
+    verification), unless its source is newer than that output (replaced since: encoded again, counted in
+    ``source_changed``); unless ``allow_other_settings``, only with the settings the existing report records (but
     ``threads``), so that one tree never mixes two encodings. Failures are collected, not raised; the report is
     written to ``report_dir`` (default ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is
     interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
@@ -333,15 +98,17 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     failures (a 650,000-video tree held a result dict per video).
 
     Returns:
-        ``{"src_root", "dst_root", "settings", "total", "skipped_existing", "done", "failed": [...],
-        "warnings": [...], "frames", "seconds", "interrupted"}``.
+        ``{"src_root", "dst_root", "settings", "total", "skipped_existing", "source_changed", "done",
+        "failed": [...], "warnings": [...], "frames", "seconds", "interrupted"}``; ``source_changed`` counts the
+        outputs found older than their source, which are among the videos to encode (``done`` or ``failed``).
     """
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
     pairs = plan_reencode(src_root, dst_root)
-    todo = [(s, d) for s, d in pairs if not os.path.exists(d)]
+    todo = [(s, d) for s, d in pairs if not _output_is_current(s, d)]
+    changed = sum(1 for _, d in todo if os.path.exists(d))
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
-              "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "done": 0, "failed": [],
-              "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
+              "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "source_changed": changed, "done": 0,
+              "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
     if report["skipped_existing"] and not allow_other_settings:
         try:
             _refuse_other_settings(os.path.join(report_dir or dst_root, "reencode_report.json"), settings)
@@ -352,7 +119,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     if dry_run:
         log(f"[dry-run] would re-encode {len(todo)} of {len(pairs)} videos from {report['src_root']} into "
             f"{dst_root} (H.264, short side {settings.short_side}, GOP {settings.gop}, no B-frames); "
-            f"{report['skipped_existing']} already done")
+            f"{report['skipped_existing']} already done" + _changed_text(report))
         for s, d in todo[:5]:
             log(f"            {s} -> {d}")
         return report
@@ -385,6 +152,11 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     return report
 
 
+def _changed_text(report: dict) -> str:
+    n = report["source_changed"]
+    return f"; {n} encoded again as their source is newer than their output" if n else ""
+
+
 def _refuse_other_settings(report_path: str, settings: EncodeSettings) -> None:
     """Raise :class:`KineticsError` when the report of an earlier run into the same --dst records settings (but
     ``threads``, which changes no output's format) other than ``settings``."""
@@ -405,7 +177,8 @@ def _refuse_other_settings(report_path: str, settings: EncodeSettings) -> None:
 
 def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:
     """After an interruption: count into ``report`` the outputs of ``pairs`` that are on disk although no result
-    said so, and remove the ``.part`` files of the encodes that were stopped (their workers were killed).
+    said so (and not older than their source: a stale output the run did not reach is not done), and remove the
+    ``.part`` files of the encodes that were stopped (their workers were killed).
 
     An output gets its name only once verified, so each is a finished video; its frames are read from the MP4
     header (the verified count), its warnings are not known. A listing per folder, not a look-up per file: a run
@@ -418,12 +191,12 @@ def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:
             present = set(os.listdir(folder))
         except FileNotFoundError:
             continue
-        for _, dst in group:
+        for src, dst in group:
             name = os.path.basename(dst)
             if name + ".part" in present:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(dst + ".part")
-            if name not in present:
+            if name not in present or not _output_is_current(src, dst):
                 continue
             report["done"] += 1
             try:
@@ -441,6 +214,8 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     md = [f"# Re-encode {report['src_root']} -> {dst_root}", "",
           f"- settings: {report['settings']}", f"- videos: {report['total']}, already done (skipped): "
           f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
+          f"- outputs older than their source (the source replaced since), encoded again: "
+          f"{report['source_changed']}",
           f"- frames encoded: {report['frames']} in {report['seconds']} s"
           + (" (interrupted: the same command goes on with the rest)" if report["interrupted"] else ""), ""]
     if report["failed"]:
@@ -451,5 +226,6 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     atomic_write_text(os.path.join(rdir, "reencode_report.md"), "\n".join(md))
     stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
     log(f"re-encoded {report['done']} videos ({report['frames']} frames) in {report['seconds']} s; "
-        f"skipped {report['skipped_existing']} already done; {len(report['failed'])} failed{stopped}"
+        f"skipped {report['skipped_existing']} already done{_changed_text(report)}; {len(report['failed'])} "
+        f"failed{stopped}"
         + (f" (see {os.path.join(rdir, 'reencode_report.md')})" if report["failed"] else ""))

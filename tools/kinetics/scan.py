@@ -1,4 +1,5 @@
-"""Scanning class-folder trees ``<root>/{train,val}/<class name>/<video>`` into datasets of videos.
+"""Scanning datasets of videos: class-folder trees ``<root>/{train,val}/<class name>/<video>``, or the flat folders
+of the official downloads with their annotation CSVs (``annotations.py``), into the same ``Video`` records.
 
 Kinetics file names are ``<11-character YouTube id>_<start>_<end>.<ext>``; the YouTube id (the first 11
 characters) is the de-duplication key of the lists and of the Kinetics-722 merge.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,25 +20,25 @@ from evautil.progress import stderr_line
 from evautil.workers import WorkerTimeoutError
 
 from .common import KineticsError
+from .official import match_official
 
 if TYPE_CHECKING:
     from dali_pipelines.index import ProbedBefore
     from dali_pipelines.index_store import VideoTable
 
 __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "SKIP_KINDS", "Video", "DatasetScan", "youtube_id", "is_video_file",
-           "unlistable_reason", "is_listable", "printable_path", "scan_dataset"]
+           "unlistable_reason", "is_listable", "printable_path", "video_entries", "video_skip", "scan_dataset"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-# Class counts of the releases whose labels must match the released heads (ids = the classes' sorted order).
-OFFICIAL_CLASS_COUNTS = {"k400": 400, "k600": 600, "k700": 700}
 
 YOUTUBE_ID_LEN = 11
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
-# each skipped file's own reason, in DatasetScan.skipped, says more.
-SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE = (
-    "missing", "empty", "unreadable", "name not listable", "undecodable (--check)")
-SKIP_KINDS = (SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNDECODABLE)
+# each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
+# the CSV rows without a video file, and "not in annotations" the video files no CSV row names.
+SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SKIP_UNDECODABLE = (
+    "missing", "empty", "unreadable", "name not listable", "not in annotations", "undecodable (--check)")
+SKIP_KINDS = (SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SKIP_UNDECODABLE)
 
 @dataclass(frozen=True)
 class Video:
@@ -44,8 +46,10 @@ class Video:
 
     Attributes:
         dataset: dataset name given on the command line (e.g. ``k400``).
-        split: ``train`` or ``val`` (the role, whatever the folder is called).
-        class_name: class name (the folder name, possibly with underscores turned into spaces).
+        split: ``train`` or ``val`` (the role, whatever the folder is called; in the annotated layout the split
+            of the CSV that lists the video).
+        class_name: class name (the folder name or the annotation's label, possibly with underscores turned into
+            spaces).
         path: absolute path (``os.path.abspath``, symlinks kept so paths stay under the data root).
     """
 
@@ -72,14 +76,17 @@ class DatasetScan:
         root: absolute dataset root.
         classes: sorted class names; a class's label is its index here.
         videos: ``{"train": [...], "val": [...]}``, each in (class folder name, file name) order.
-        skipped: ``(path, reason)`` for video files left out (empty, unreadable, undecodable, unlistable name).
+        skipped: ``(path, reason)`` for video files left out (empty, unreadable, undecodable, unlistable name,
+            not in the annotations) and, in the annotated layout, annotated videos without a file (``missing``).
         ignored: paths of non-video entries found where videos or class folders were expected.
         found: ``{split: number of video files found}``, usable or not: ``len(videos[split])`` plus the split's
-            skipped files.
+            skipped files (in the annotated layout the CSV rows without a file included).
         skipped_counts: ``{split: {kind: number of files skipped}}``, kinds from :data:`SKIP_KINDS`.
         probes: with ``check``, the training index's facts of every usable video (a ``VideoTable``), from which
             the lists' index caches are written; None without.
         probe_rows: ``{Video.path: row of probes}``.
+        annotations: for the annotated layout, what the report says about it (CSV files, rows, rows without a
+            video, videos found in the other split's folder); empty for a class-folder tree.
     """
 
     name: str
@@ -92,6 +99,7 @@ class DatasetScan:
     skipped_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     probes: VideoTable | None = None
     probe_rows: dict[str, int] = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
 
     def found_in(self, split: str) -> int:
         """Video files found in ``split``, usable or not (a scan built by hand, without ``found``: the videos)."""
@@ -209,6 +217,38 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, 
     return table, reasons
 
 
+def video_entries(folder: str, ignored: list[str]) -> list[os.DirEntry]:
+    """The video files of ``folder`` (dangling symlinks with a video name included), sorted by name; its other
+    entries, but hidden ones, go to ``ignored``."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    videos = []
+    for f in entries:
+        # A video's name whose symlink target is gone (a moved or half-synced download) is a missing video,
+        # not a non-video entry.
+        dangling = is_video_file(f.name) and f.is_symlink() and not os.path.exists(f.path)
+        if dangling or (is_video_file(f.name) and f.is_file()):
+            videos.append(f)
+        elif not f.name.startswith("."):
+            ignored.append(f.path)
+    return videos
+
+
+def video_skip(f: os.DirEntry, rel_path: str) -> tuple[str, str] | None:
+    """``(reason, kind)`` when the video entry ``f`` (from :func:`video_entries`), listed as ``rel_path``, cannot
+    go into a list; None when it can."""
+    if f.is_symlink() and not os.path.exists(f.path):
+        return f"missing: dangling symlink (to {os.readlink(f.path)!r})", SKIP_MISSING
+    if f.stat().st_size == 0:
+        return "empty file (0 bytes)", SKIP_EMPTY
+    if not os.access(f.path, os.R_OK):
+        return "not readable (permission denied)", SKIP_UNREADABLE
+    why = unlistable_reason(rel_path)
+    if why is not None:
+        return f"cannot be written to a video list: {why}", SKIP_UNLISTABLE
+    return None
+
+
 def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
                 candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str],
                 counts: Counter) -> list[str]:
@@ -222,116 +262,45 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     names_seen: dict[str, str] = {}
     with os.scandir(split_root) as it:
         entries = sorted(it, key=lambda e: e.name)
+    flat_videos = 0  # video files where class folders should be: the flat layout, for the message
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
             ignored.append(entry.path)
+            flat_videos += is_video_file(entry.name)
             continue
         cls = entry.name.replace("_", " ") if underscore_to_space else entry.name
         if cls in names_seen:
             raise KineticsError(f"dataset {name}: folders {names_seen[cls]!r} and {entry.path!r} both give "
                                 f"class name {cls!r}")
         names_seen[cls] = entry.path
-        with os.scandir(entry.path) as it:
-            files = sorted(it, key=lambda e: e.name)
-        for f in files:
-            # A video's name whose symlink target is gone (a moved or half-synced download) is a missing video,
-            # not a non-video entry.
-            dangling = is_video_file(f.name) and f.is_symlink() and not os.path.exists(f.path)
-            if not dangling and (not is_video_file(f.name) or not f.is_file()):
-                if not f.name.startswith("."):
-                    ignored.append(f.path)
-                continue
+        for f in video_entries(entry.path, ignored):
             v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
-            reason = kind = None
-            if dangling:
-                reason, kind = f"missing: dangling symlink (to {os.readlink(f.path)!r})", SKIP_MISSING
-            elif f.stat().st_size == 0:
-                reason, kind = "empty file (0 bytes)", SKIP_EMPTY
-            elif not os.access(f.path, os.R_OK):
-                reason, kind = "not readable (permission denied)", SKIP_UNREADABLE
-            else:
-                why = unlistable_reason(os.path.join(folder, entry.name, f.name))
-                if why is not None:
-                    reason, kind = f"cannot be written to a video list: {why}", SKIP_UNLISTABLE
-            if reason is None:
+            skip = video_skip(f, os.path.join(folder, entry.name, f.name))
+            if skip is None:
                 candidates.append((split, v))
             else:
-                skipped.append((v.path, reason))
-                counts[kind] += 1
+                skipped.append((v.path, skip[0]))
+                counts[skip[1]] += 1
     if not names_seen:
-        raise KineticsError(f"dataset {name}: no class folders in {split_root!r}")
+        layout = (f"its {flat_videos} video files are the flat layout of the official downloads, read as such with "
+                  f"--annotations {name}=DIR (by itself only when no split folder holds a subfolder)"
+                  if flat_videos else "a flat folder of videos needs its annotation CSVs: --annotations")
+        raise KineticsError(f"dataset {name}: no class folders in {split_root!r}; {layout}")
     return sorted(names_seen)
 
 
-def official_classes(name: str, labels_dir: str | None) -> list[str] | None:
-    """The official class names of dataset ``name`` (k400, k600, k700, any case) in label order, from the released
-    label file in ``labels_dir`` (``kinetics400_labels.csv`` as the original release names it, or
-    ``k400_labels.csv``); None for other datasets or without ``labels_dir``.
-
-    Raises:
-        KineticsError: ``labels_dir`` is given but is not a folder or holds neither file for ``name``."""
-    if labels_dir is None or name.lower() not in OFFICIAL_CLASS_COUNTS:
-        return None
-    if not os.path.isdir(labels_dir):
-        raise KineticsError(f"--official-labels {labels_dir!r} is not a folder")
-    from .lists import read_labels_csv
-
-    names = (f"kinetics{name.lower()[1:]}_labels.csv", f"{name.lower()}_labels.csv")
-    for file_name in names:
-        path = os.path.join(labels_dir, file_name)
-        if os.path.isfile(path):
-            return read_labels_csv(path)
-    # asked for, and silently absent, the check would fall back to the class count alone
-    raise KineticsError(f"--official-labels {labels_dir!r} holds no {' or '.join(names)} for dataset {name}")
-
-
-def _match_official(name: str, root: str, classes: list[str], allow_empty_classes: bool,
-                    labels_dir: str | None) -> list[str]:
-    """The classes whose positions are the labels: ``classes``, or for k400/k600/k700 the official list, which the
-    tree's class names must match (a missing folder would shift every later label by one); with
-    ``allow_empty_classes`` a missing class is an empty one and every label keeps its official id. Without the
-    released list (``labels_dir``) only the class count can be checked: another count is an error."""
-    official = official_classes(name, labels_dir)
-    expected = OFFICIAL_CLASS_COUNTS.get(name.lower())
-    if official is None:
-        if expected is None or expected == len(classes):
-            return classes
-        raise KineticsError(
-            f"dataset {name}: {len(classes)} class folders in {root!r}, the official {name} has {expected}, and every "
-            f"label after a missing or extra class would shift; pass --official-labels DIR (the released "
-            f"kinetics{name.lower()[1:]}_labels.csv) to name the difference and, with --allow-empty-classes, keep "
-            f"the official ids, or give the dataset another name (e.g. {name}sub=PATH) to number its own classes")
-    if classes == official:
-        return classes
-    have, known = set(classes), set(official)
-    missing = [c for c in official if c not in have]
-    unexpected = [c for c in classes if c not in known]
-    if missing and not unexpected and allow_empty_classes:
-        return official
-
-    def some(names: list[str]) -> str:
-        return f"{len(names)} ({', '.join(repr(c) for c in names[:5])}{', ...' if len(names) > 5 else ''})"
-
-    hint = ("fix the download, or pass --allow-empty-classes to keep the official ids (the missing classes get no "
-            "videos)" if not unexpected else
-            "rename those folders (folder names with '_': --underscore-to-space), or give the dataset another name "
-            f"(e.g. {name}sub=PATH) to number its own classes 0..N-1")
-    diff = "; ".join(f"{what}: {some(c)}" for what, c in (("missing", missing), ("unexpected", unexpected)) if c)
-    raise KineticsError(f"dataset {name}: the class folders in {root!r} differ from the {len(official)} official "
-                        f"{name} classes, and every label after a difference would shift; {diff}; {hint}")
-
-
 def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],
-                          skipped: list[tuple[str, str]]) -> None:
+                          skipped: list[tuple[str, str]], where: str = "") -> None:
+    """``where``: what the classes are, for the message (default: the class folders in ``split_root``)."""
     counts = Counter(v.class_name for v in videos)
     empty = [c for c in classes if counts[c] == 0]
     if empty:
-        n_bad = sum(1 for p, _ in skipped if p.startswith(split_root + os.sep))
-        why = f"; {n_bad} unusable file(s) were skipped in this split, e.g. {skipped[0]}" if n_bad else ""
+        bad = [x for x in skipped if x[0].startswith(split_root + os.sep)]
+        why = f"; {len(bad)} unusable file(s) were skipped in this split, e.g. {bad[0]}" if bad else ""
         raise KineticsError(
-            f"dataset {name}: {len(empty)} class folder(s) in {split_root!r} have no usable "
+            f"dataset {name}: {len(empty)} {where or f'class folder(s) in {split_root!r}'} have no usable "
             f"video ({', '.join(repr(c) for c in empty[:5])}{' ...' if len(empty) > 5 else ''}){why}; "
             f"fix the download or pass --allow-empty-classes")
 
@@ -340,15 +309,17 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
                  underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
                  allow_empty_classes: bool = False, progress: bool = False,
                  before: "ProbedBefore | None" = None, partial_list: str | None = None,
-                 official_labels: str | None = None) -> DatasetScan:
-    """Scan ``<root>/{train,val}/<class>/<video>``.
+                 official_labels: str | None = None, annotations: Mapping[str, str] | None = None) -> DatasetScan:
+    """Scan ``<root>/{train,val}/<class>/<video>``, or the flat layout of the official downloads,
+    ``<root>/{train,val}/<youtube_id>_<start:06d>_<end:06d>.<ext>`` with each split's annotation CSV
+    (``tools.kinetics.annotations``): the same videos give the same ``Video`` records either way.
 
     Args:
         name: dataset name, e.g. ``k400``; letters, digits, ``-`` and ``_`` only (it becomes a file prefix).
         root: dataset root.
         train_dir, val_dir: folder names of the two splits under ``root``.
-        underscore_to_space: class name = folder name with ``_`` replaced by spaces (for downloads that write
-            ``arm_wrestling``; the released heads use the names with spaces).
+        underscore_to_space: class name = folder name (or annotation label) with ``_`` replaced by spaces (for
+            downloads that write ``arm_wrestling``; the released heads use the names with spaces).
         check: probe every video as the training index does (it must open, hold frames, decode its first frame
             and not stop short of what its container declares); failures are skipped (or raise if strict), and
             the facts of the others are kept in ``probes`` for the lists' index caches.
@@ -362,13 +333,18 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
             videos probed so far when the check is interrupted, for ``before`` of the next check.
         official_labels: a folder with the released label files (``kinetics400_labels.csv``, ...): a k400/k600/
             k700 tree's class names are checked against them (without it, only their count).
+        annotations: ``{split: annotation CSV}``: read the split folders as flat folders of videos whose classes
+            those CSVs give (a split not named: ``<root>/annotations/<split>.csv``). None: the flat layout when
+            no split folder holds a subfolder and some holds a video file, else class folders.
 
     Raises:
-        KineticsError: missing root or split folder, no class folders, a class with no usable video, different
-            class sets in the two splits, two folders mapping to the same class name, (strict) a bad file, or
+        KineticsError: missing root or split folder, no class folders, a missing or malformed annotation CSV, a
+            class with no usable video, different class sets in the two splits, two folders mapping to the same
+            class name, (strict) a bad file (in the annotated layout one that no CSV row names too), or
             for k400/k600/k700 another class count than the official one, or with ``official_labels`` class names
             other than the official ones (missing ones allowed with ``allow_empty_classes``: the labels keep their
-            official ids).
+            official ids). In the annotated layout CSV rows without a video file are reported (``missing``), never
+            an error, not even with ``strict``: every Kinetics download lacks some videos.
     """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise KineticsError(f"dataset name {name!r} must contain only letters, digits, '-' and '_'")
@@ -382,9 +358,21 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
     counts: dict[str, Counter] = {"train": Counter(), "val": Counter()}
-    for split, folder in (("train", train_dir), ("val", val_dir)):
-        class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped, ignored,
-                                        counts[split])
+    folders = {"train": train_dir, "val": val_dir}
+    from .annotations import annotation_files, scan_annotated  # local: it builds on this module
+
+    csvs = annotation_files(name, root, folders, annotations)
+    absent: list[tuple[str, str]] = []  # annotated videos without a file, skipped after the --strict test
+    info: dict = {}
+    if csvs is None:
+        for split, folder in folders.items():
+            class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
+                                            ignored, counts[split])
+        sources, classes_from = dict(folders), "class folders"
+    else:
+        class_sets, absent, info = scan_annotated(name, root, folders, csvs, underscore_to_space, candidates,
+                                                  skipped, ignored, counts)
+        sources, classes_from = dict(csvs), "annotated classes"
     # Every video file found, usable or not, so that a report's "found" is written + skipped + dropped.
     found = {split: sum(1 for s, _ in candidates if s == split) + sum(counts[split].values()) for split in counts}
 
@@ -404,6 +392,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     if strict and skipped:
         lines = "\n".join(f"  {printable_path(p)}: {r}" for p, r in skipped[:20])
         raise KineticsError(f"dataset {name}: {len(skipped)} unusable video file(s):\n{lines}")
+    skipped.extend(absent)
     for split, v in candidates:
         videos[split].append(v)
 
@@ -411,12 +400,13 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         only_t = sorted(set(class_sets["train"]) - set(class_sets["val"]))
         only_v = sorted(set(class_sets["val"]) - set(class_sets["train"]))
         raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
-                            f"only in {train_dir}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
-                            f"only in {val_dir}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
-    classes = _match_official(name, root, class_sets["train"], allow_empty_classes, official_labels)
+                            f"only in {sources['train']}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
+                            f"only in {sources['val']}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
+    classes = match_official(name, root, class_sets["train"], allow_empty_classes, official_labels, classes_from)
     if not allow_empty_classes:
-        for split, folder in (("train", train_dir), ("val", val_dir)):
-            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped)
+        for split, folder in folders.items():
+            where = f"annotated class(es) of {csvs[split]!r}" if csvs else ""
+            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped, where)
     return DatasetScan(name, root, classes, videos, skipped, ignored, found,
                        {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in counts.items()}, probes,
-                       probe_rows)
+                       probe_rows, info)

@@ -108,10 +108,25 @@ def _check_data_root(scans: Sequence[DatasetScan], data_root: str, log: Callable
 
 
 def _scan_report(s: DatasetScan, max_examples: int = 50) -> dict:
-    return {"root": s.root, "num_classes": len(s.classes),
-            "found": {k: s.found_in(k) for k in s.videos}, "videos": {k: len(v) for k, v in s.videos.items()},
-            "skipped": len(s.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped],
-            "ignored_entries": len(s.ignored), "ignored_examples": s.ignored[:max_examples]}
+    rep = {"root": s.root, "layout": "annotations" if s.annotations else "class folders",
+           "num_classes": len(s.classes),
+           "found": {k: s.found_in(k) for k in s.videos}, "videos": {k: len(v) for k, v in s.videos.items()},
+           "skipped": len(s.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped],
+           "ignored_entries": len(s.ignored), "ignored_examples": s.ignored[:max_examples]}
+    if s.annotations:
+        rep["annotations"] = s.annotations
+    return rep
+
+
+def _annotations_markdown(a: dict) -> list[str]:
+    """The report lines on the annotation CSVs of a dataset in the flat layout."""
+    csvs = ", ".join(f"{split} `{a['csv'][split]}` ({a['rows'][split]} rows, {a['rows_without_video'][split]} "
+                     f"without a video file)" for split in a["csv"])
+    md = [f"- annotations: {csvs}"]
+    if a["videos_in_other_split_folder"]:
+        md.append(f"- videos in the other split's folder, listed in the split of their annotation: "
+                  f"{a['videos_in_other_split_folder']} (e.g. `{a['videos_in_other_split_folder_examples'][0]}`)")
+    return md
 
 
 def _write_report(w: _Writer, stem: str, report: dict, markdown: str) -> None:
@@ -137,15 +152,17 @@ def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
     else:
         leak = f"{rep['train_ids_in_own_val']} kept (--keep-leaked)"
     dedup = "dropped, first occurrence kept" if rep["dedup"] else "kept (--keep-duplicates)"
-    md = [f"# {s.name} lists", "", f"- root: `{s.root}`", f"- data root: `{data_root}`",
-          f"- classes: {len(s.classes)}",
-          f"- train: {_split_sum(rep, 'train')}",
-          f"- val: {_split_sum(rep, 'val')}",
-          f"- training videos whose YouTube id is also in val: {rep['train_ids_in_own_val']}, {leak}",
-          f"- repeated YouTube ids ({dedup}): train {tdup['dropped']} ({tdup['other_class']} in another class), "
-          f"val {vdup['dropped']} ({vdup['other_class']} in another class)",
-          f"- unusable video files skipped: {len(s.skipped)}",
-          f"- non-video entries ignored: {len(s.ignored)}", ""]
+    md = [f"# {s.name} lists", "", f"- root: `{s.root}`", f"- data root: `{data_root}`"]
+    md += _annotations_markdown(s.annotations) if s.annotations else []
+    md += [f"- classes: {len(s.classes)}",
+           f"- train: {_split_sum(rep, 'train')}",
+           f"- val: {_split_sum(rep, 'val')}",
+           f"- training videos whose YouTube id is also in val: {rep['train_ids_in_own_val']}, {leak}",
+           f"- repeated YouTube ids ({dedup}): train {tdup['dropped']} ({tdup['other_class']} in another class), "
+           f"val {vdup['dropped']} ({vdup['other_class']} in another class)",
+           f"- video files skipped (unusable, not in the annotations, or missing): {len(s.skipped)}"
+           if s.annotations else f"- unusable video files skipped: {len(s.skipped)}",
+           f"- non-video entries ignored: {len(s.ignored)}", ""]
     if s.skipped:
         md += ["## Skipped files", ""] + [f"- `{printable_path(p)}`: {r}" for p, r in s.skipped] + [""]
     return "\n".join(md)

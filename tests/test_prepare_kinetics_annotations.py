@@ -1,0 +1,373 @@
+"""Kinetics preparation from the flat layout of the official downloads, ``<root>/<split>/<id>_<start>_<end>.mp4``
+with the classes in ``<root>/annotations/{train,val}.csv``. The lists must be those of a class-folder tree of the
+same videos; missing and unannotated videos are reported; malformed CSVs are errors naming the file and line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools import prepare_kinetics
+from tools.kinetics import KineticsError, read_labels_csv, scan_dataset
+from tools.kinetics.annotations import read_annotations
+from tests.test_prepare_kinetics import (  # noqa: F401 (kinetics_names: a fixture)
+    ARM, K722_TREES, kinetics_names, make_tree, read_list, vid, write_clip,
+)
+
+HEADER = ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"]
+
+
+def annotation_row(label: str, file_name: str, split: str) -> list[str]:
+    """The CSV row of a Kinetics file name; every other row writes its end time as ``<n>.0``, as some releases do."""
+    yid, start, end = os.path.splitext(file_name)[0].rsplit("_", 2)
+    return [label, yid, str(int(start)), f"{int(end)}.0" if int(start) % 2 else str(int(end)), split, "0"]
+
+
+def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def make_flat(root: Path, splits: dict[str, dict[str, list[str]]], content: bytes = b"\x00not-a-real-video",
+              csv_dir: Path | None = None, csv_names: dict[str, str] | None = None) -> Path:
+    """The official downloads' layout of the tree ``make_tree`` takes: ``root/<split>/<file>``, and one CSV row per
+    file in ``<csv_dir>/<csv_names[split]>`` (default ``root/annotations/<split>.csv``), class names as labels."""
+    for split, classes in splits.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for cls, files in classes.items():
+            for f in files:
+                (root / split / f).write_bytes(content)
+                rows.append(annotation_row(cls, f, split))
+        write_csv((csv_dir or root / "annotations") / (csv_names or {}).get(split, f"{split}.csv"), rows)
+    return root
+
+
+def _flat_rel(rel: str, flat: set[str]) -> str:
+    """A class-folder list path ``<ds>/<split>/<class>/<file>`` as the flat layout has it, ``<ds>/<split>/<file>``,
+    for the datasets in ``flat``."""
+    ds, split, cls, name = rel.split("/")
+    return f"{ds}/{split}/{name}" if ds in flat else rel
+
+
+# report keys that hold paths (or say which layout): the rest must be the same for both layouts
+PATH_KEYS = {"root", "data_root", "skipped_files", "ignored_examples", "leaked_examples", "layout", "annotations"}
+
+
+def _without_paths(x):
+    if isinstance(x, dict):
+        return {k: _without_paths(v) for k, v in x.items() if k not in PATH_KEYS and not k.endswith("examples")}
+    if isinstance(x, list):
+        return [_without_paths(v) for v in x]
+    return x
+
+
+def _assert_same_outputs(folders: Path, flat: Path, stems: list[str], flat_datasets: set[str]) -> None:
+    """The files written from the two layouts: labels identical, list lines identical but for the class folder in
+    the paths of ``flat_datasets``, reports identical but for paths."""
+    for stem in stems:
+        assert (flat / f"{stem}_labels.csv").read_bytes() == (folders / f"{stem}_labels.csv").read_bytes()
+        for split in ("train", "val"):
+            tree = read_list(folders / f"{stem}_{split}.txt")
+            assert tree, (stem, split)
+            assert read_list(flat / f"{stem}_{split}.txt") == [(_flat_rel(rel, flat_datasets), lab)
+                                                               for rel, lab in tree]
+        rep_flat, rep_tree = (json.loads((d / f"{stem}_report.json").read_text()) for d in (flat, folders))
+        assert _without_paths(rep_flat) == _without_paths(rep_tree)
+
+
+def test_flat_layout_writes_the_lists_of_the_class_folder_tree(tmp_path):
+    # K722_TREES: official class names (spaces, parentheses, renamed classes), repeated YouTube ids within and
+    # across datasets, training ids in some val split, and a conflict: every rule depends on the scan's order.
+    for ds, tree in K722_TREES.items():
+        make_tree(tmp_path / "folders" / ds, tree)
+        make_flat(tmp_path / "flat" / ds, tree)
+    for layout in ("folders", "flat"):
+        data = tmp_path / layout
+        args = ["k722", "--out", str(data)]
+        for ds in K722_TREES:
+            args += ["--dataset", f"{ds}={data / ds}"]
+        assert prepare_kinetics.main(args) == 0
+    _assert_same_outputs(tmp_path / "folders", tmp_path / "flat", ["k722", *K722_TREES], set(K722_TREES))
+    for ds in K722_TREES:
+        a = np.load(tmp_path / "flat" / f"k722_to_{ds}_mapping.npy")
+        b = np.load(tmp_path / "folders" / f"k722_to_{ds}_mapping.npy")
+        assert a.dtype == np.int64 and a.tolist() == b.tolist()
+        # The scan's records themselves: same classes, splits and order, the path without the class folder.
+        tree, flat = (scan_dataset(ds, str(tmp_path / layout / ds)) for layout in ("folders", "flat"))
+        assert flat.classes == tree.classes and not tree.annotations
+        for split in ("train", "val"):
+            assert [(v.dataset, v.split, v.class_name, v.path) for v in flat.videos[split]] == [
+                (v.dataset, v.split, v.class_name, str(tmp_path / "flat" / ds / split / v.file_name))
+                for v in tree.videos[split]]
+    rep = json.loads((tmp_path / "flat" / "t400_report.json").read_text())
+    assert rep["layout"] == "annotations" and rep["annotations"]["rows"] == {"train": 7, "val": 4}
+    assert rep["annotations"]["csv"]["val"] == str(tmp_path / "flat" / "t400" / "annotations" / "val.csv")
+
+
+def test_flat_layout_with_underscored_labels_and_checked_videos(tmp_path):
+    # Labels written with underscores (--underscore-to-space), and --check: the probes and the lists' index caches.
+    tree = {"train": {"arm_wrestling": [vid("a1"), vid("a2"), vid("d1")], "b_c": [vid("b1"), vid("d1", 40)]},
+            "val": {"arm_wrestling": [vid("v1")], "b_c": [vid("v2"), vid("a2", 50)]}}
+    flat = make_flat(tmp_path / "flat" / "t400", tree)
+    for split, classes in tree.items():
+        for cls, files in classes.items():
+            for f in files:
+                write_clip(flat / split / f, t=2, h=16, w=16)
+                (tmp_path / "folders" / "t400" / split / cls).mkdir(parents=True, exist_ok=True)
+                os.link(flat / split / f, tmp_path / "folders" / "t400" / split / cls / f)
+    (flat / "train" / vid("bad")).write_bytes(b"\x00not a video")  # undecodable, and in no CSV row
+    (tmp_path / "folders" / "t400" / "train" / "b_c" / vid("bad")).write_bytes(b"\x00not a video")
+    for layout in ("folders", "flat"):
+        data = tmp_path / layout
+        assert prepare_kinetics.main(["lists", "--dataset", f"t400={data / 't400'}", "--out", str(data),
+                                      "--underscore-to-space", "--check", "--workers", "1"]) == 0
+        assert (data / "t400_train.txt.index.npz").is_file() and (data / "t400_val.txt.index.npz").is_file()
+    assert read_labels_csv(str(tmp_path / "flat" / "t400_labels.csv")) == ["arm wrestling", "b c"]
+    # a2 is dropped as in val, the second d1 as a repeat
+    assert read_list(tmp_path / "flat" / "t400_train.txt") == [
+        (f"t400/train/{vid('a1')}", 0), (f"t400/train/{vid('d1')}", 0), (f"t400/train/{vid('b1')}", 1)]
+    rep = {layout: json.loads((tmp_path / layout / "t400_report.json").read_text()) for layout in ("folders", "flat")}
+    # The same counts, but the bad file: undecodable in the class folder, not annotated in the flat layout.
+    assert rep["folders"]["train_skipped_by_kind"] == {"undecodable (--check)": 1}
+    assert rep["flat"]["train_skipped_by_kind"] == {"not in annotations": 1}
+    for r in rep.values():
+        r.pop("train_skipped_by_kind")
+    assert _without_paths(rep["flat"]) == _without_paths(rep["folders"])
+
+
+def test_missing_unannotated_and_misplaced_videos_are_reported(tmp_path, capsys):
+    tree = {"train": {"a": [vid("A1"), vid("A2"), vid("G1")], "b": [vid("B1"), vid("B2")]},
+            "val": {"a": [vid("V1"), vid("V2")], "b": [vid("V3"), vid("G2")]}}
+    root = make_flat(tmp_path / "t400", tree)
+    (root / "train" / vid("G1")).unlink()  # rows without a video file: the usual gaps of a Kinetics download
+    (root / "val" / vid("G2")).unlink()
+    (root / "train" / vid("N1")).write_bytes(b"x")  # a video no row names
+    (root / "train" / "notes.txt").write_text("not a video")
+    (root / "train" / "extra").mkdir()  # a subfolder: no class folder in this layout
+    (root / "train" / "extra" / vid("E1")).write_bytes(b"x")
+    os.replace(root / "val" / vid("V2"), root / "train" / vid("V2"))  # a val video saved in train/
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path)]
+    # With a subfolder in a split folder the layout is not taken for flat by itself: the error says what to pass.
+    assert prepare_kinetics.main(args) == 2
+    assert (f"no class folders in {str(root / 'val')!r}; its 2 video files are the flat layout of the official "
+            f"downloads, read as such with --annotations t400=DIR") in capsys.readouterr().err
+    args += ["--annotations", f"t400={root / 'annotations'}"]
+    assert prepare_kinetics.main(args) == 0
+    # V2 follows its annotation: a validation video (which also keeps it out of training), at the path it has.
+    assert read_list(tmp_path / "t400_train.txt") == [(f"t400/train/{vid('A1')}", 0), (f"t400/train/{vid('A2')}", 0),
+                                                       (f"t400/train/{vid('B1')}", 1), (f"t400/train/{vid('B2')}", 1)]
+    assert read_list(tmp_path / "t400_val.txt") == [(f"t400/val/{vid('V1')}", 0), (f"t400/train/{vid('V2')}", 0),
+                                                     (f"t400/val/{vid('V3')}", 1)]
+    rep = json.loads((tmp_path / "t400_report.json").read_text())
+    assert rep["train_skipped_by_kind"] == {"missing": 1, "not in annotations": 1}
+    assert rep["val_skipped_by_kind"] == {"missing": 1}
+    assert (rep["train_found"], rep["train_written"], rep["val_found"], rep["val_written"]) == (6, 4, 4, 3)
+    for split in ("train", "val"):
+        assert rep[f"{split}_found"] == (rep[f"{split}_written"] + rep[f"{split}_skipped"]
+                                         + rep["dropped_leaked"] * (split == "train")
+                                         + rep[f"{split}_duplicates"]["dropped"])
+    reasons = {f["path"]: f["reason"] for f in rep["skipped_files"]}
+    g1, g2 = os.path.splitext(vid("G1"))[0], os.path.splitext(vid("G2"))[0]
+    assert reasons == {
+        str(root / "train" / vid("N1")): f"not in annotations: no row of the train or val CSV names "
+                                          f"{os.path.splitext(vid('N1'))[0]}",
+        str(root / "train" / g1): f"missing: no video file for line 4 of {root / 'annotations' / 'train.csv'} "
+                                  f"(class 'a')",
+        str(root / "val" / g2): f"missing: no video file for line 5 of {root / 'annotations' / 'val.csv'} "
+                                f"(class 'b')"}
+    assert sorted(rep["ignored_examples"]) == [str(root / "train" / "extra"), str(root / "train" / "notes.txt")]
+    assert rep["annotations"]["rows_without_video"] == {"train": 1, "val": 1}
+    assert rep["annotations"]["videos_in_other_split_folder"] == 1
+    assert rep["annotations"]["videos_in_other_split_folder_examples"] == [str(root / "train" / vid("V2"))]
+    md = (tmp_path / "t400_report.md").read_text()
+    assert "- train: 6 found = 4 written + 2 skipped (missing 1, not in annotations 1) + 0 dropped" in md
+    assert (f"- annotations: train `{root / 'annotations' / 'train.csv'}` (5 rows, 1 without a video file), val "
+            f"`{root / 'annotations' / 'val.csv'}` (4 rows, 1 without a video file)") in md
+    assert f"- videos in the other split's folder, listed in the split of their annotation: 1 (e.g. `{root}" in md
+    assert f"- `{root / 'train' / g1}`: missing: no video file for line 4" in md
+    capsys.readouterr()
+    # --strict: a video no row names is an error; rows without a video never are.
+    assert prepare_kinetics.main(args + ["--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset t400: 1 unusable video file(s):") and vid("N1") in err and g1 not in err
+    (root / "train" / vid("N1")).unlink()
+    assert prepare_kinetics.main(args + ["--strict"]) == 0
+
+
+def test_a_video_listed_in_both_csvs_stays_in_the_split_it_lies_in(tmp_path):
+    # No release lists a video in two splits; were one to, its file keeps the split of the folder it lies in, and
+    # the other split's row has no video.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1"), vid("B1")]}, "val": {"a": [vid("V1")]}})
+    rows = [annotation_row("a", vid("V1"), "val"), annotation_row("a", vid("B1"), "val")]
+    write_csv(root / "annotations" / "val.csv", rows)
+    scan = scan_dataset("t400", str(root))
+    assert [v.file_name for v in scan.videos["train"]] == [vid("A1"), vid("B1")]
+    assert [v.file_name for v in scan.videos["val"]] == [vid("V1")]
+    assert scan.skipped == [(str(root / "val" / os.path.splitext(vid("B1"))[0]),
+                             f"missing: no video file for line 3 of {root / 'annotations' / 'val.csv'} (class 'a')")]
+    assert scan.skipped_counts == {"train": {}, "val": {"missing": 1}}
+
+
+def test_annotation_csvs_as_the_releases_write_them(tmp_path):
+    # A BOM, CRLF lines, columns in another order, k400's is_cc, times as "10" or "10.0", quoted labels holding a
+    # comma or a quote, blank lines, and one video listed twice with the same label.
+    path = tmp_path / "train.csv"
+    path.write_bytes("\ufeffyoutube_id,label,time_end,time_start,split,is_cc\r\n"
+                     "aaaaaaaaaaa,abseiling,20,10,train,0\r\n"
+                     "bbbbbbbbbbb,\"passing American football (in game)\",11.0,1.0,train,1\r\n"
+                     "\r\n"
+                     "ccccccccccc,\"a, b\",1000010,1000000,train,0\r\n"
+                     "ddddddddddd,\"say \"\"hi\"\"\",5,0,train,0\r\n"
+                     "aaaaaaaaaaa,abseiling,20.0,10,train,0\r\n".encode("utf-8"))
+    rows = read_annotations(str(path))
+    assert {k: (r.label, r.line) for k, r in rows.items()} == {
+        "aaaaaaaaaaa_000010_000020": ("abseiling", 2),
+        "bbbbbbbbbbb_000001_000011": ("passing American football (in game)", 3),
+        "ccccccccccc_1000000_1000010": ("a, b", 5), "ddddddddddd_000000_000005": ('say "hi"', 6)}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("label,youtube_id,time_start,split\nabseiling,aaaaaaaaaaa,10,train\n",
+     r"line 1: no column time_end in the header 'label,youtube_id,time_start,split'"),
+    ("", r"line 1: no column label, youtube_id, time_start, time_end in the header ''"),
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20,train\na,bbbbbbbbbbb,1x,11,train\n",
+     r"line 3: time_start '1x' is not a whole number of seconds"),
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20.5,train\n",
+     r"line 2: time_end '20.5' is not a whole number of seconds"),
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,-1,20,train\n",
+     r"line 2: time_start '-1' is not a whole number of seconds"),
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20,train\nb,bbbbbbbbbbb,1,2,train\n"
+     "b,aaaaaaaaaaa,10.0,20,train\n",
+     r"line 4: video aaaaaaaaaaa_000010_000020 has label 'b', and 'a' on line 2"),
+    ("label,youtube_id,time_start,time_end,split\npassing American football, (in game),aaaaaaaaaaa,1,2,train\n",
+     r"line 2: 6 fields, the header has 5 \(a label holding a comma must be quoted\)"),
+    ("label,youtube_id,time_start,time_end,split\n,aaaaaaaaaaa,1,2,train\n", r"line 2: empty label"),
+    ("label,youtube_id,time_start,time_end,split\na, ,1,2,train\n", r"line 2: empty youtube_id"),
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,1,2,train\n\"a,bbbbbbbbbbb,1,2,train\n"
+     + "a,ccccccccccc,1,2,train\n" * 9000, r"line \d+: field larger than field limit"),  # a quote left open
+])
+def test_a_malformed_annotation_csv_is_an_error_naming_file_and_line(tmp_path, capsys, text, message):
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    (root / "annotations" / "train.csv").write_text(text, encoding="utf-8")
+    where = re.escape(f"annotation CSV {str(root / 'annotations' / 'train.csv')!r}, ")
+    with pytest.raises(KineticsError, match=where + message):
+        scan_dataset("t400", str(root))
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    assert re.search(where + message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_dataset_names_its_own_annotation_csvs(tmp_path, capsys):
+    # k722 over three datasets: t400 flat with its CSVs elsewhere under other names (one per split), t600 flat with
+    # a folder of train.csv and val.csv, t700 class folders. The outputs are those of three class-folder trees.
+    csvs = tmp_path / "csv"
+    make_flat(tmp_path / "flat" / "t400", K722_TREES["t400"], csv_dir=csvs,
+              csv_names={"train": "kinetics400_train.csv", "val": "kinetics400_validate.csv"})
+    make_flat(tmp_path / "flat" / "t600", K722_TREES["t600"], csv_dir=csvs / "t600")
+    make_tree(tmp_path / "flat" / "t700", K722_TREES["t700"])
+    for ds, tree in K722_TREES.items():
+        make_tree(tmp_path / "folders" / ds, tree)
+    flat, folders = tmp_path / "flat", tmp_path / "folders"
+    datasets = [f"--dataset={ds}={flat / ds}" for ds in K722_TREES]
+    names = [f"--annotations=t400:train={csvs / 'kinetics400_train.csv'}",
+             f"--annotations=t400:val={csvs / 'kinetics400_validate.csv'}", f"--annotations=t600={csvs / 't600'}"]
+    assert prepare_kinetics.main(["k722", "--out", str(flat), *datasets, *names]) == 0
+    assert prepare_kinetics.main(["k722", "--out", str(folders)]
+                                 + [f"--dataset={ds}={folders / ds}" for ds in K722_TREES]) == 0
+    _assert_same_outputs(folders, flat, ["k722", "t400", "t600"], {"t400", "t600"})
+    # t700 (class folders) lists as any class-folder tree does
+    assert (flat / "t700_train.txt").read_text() == (folders / "t700_train.txt").read_text()
+    rep = json.loads((flat / "k722_report.json").read_text())
+    assert rep["inputs"]["t400"]["annotations"]["csv"] == {"train": str(csvs / "kinetics400_train.csv"),
+                                                           "val": str(csvs / "kinetics400_validate.csv")}
+    assert rep["inputs"]["t700"]["layout"] == "class folders" and "annotations" not in rep["inputs"]["t700"]
+    capsys.readouterr()
+
+    def error(*extra: str) -> str:
+        assert prepare_kinetics.main(["lists", "--out", str(tmp_path / "out"), *datasets, *extra]) == 2
+        return capsys.readouterr().err
+
+    # t400's CSVs are not where the defaults look
+    assert f"the train annotation CSV {str(flat / 't400' / 'annotations' / 'train.csv')!r} does not exist; name " \
+           f"it with --annotations t400:train=CSV, or the folder holding train.csv and val.csv with --annotations " \
+           f"t400=DIR" in error(*names[2:])
+    assert f"no val annotation CSV given, and the default {str(flat / 't400' / 'annotations' / 'val.csv')!r}" \
+           in error(*names[:1], *names[2:])
+    assert "--annotations t999=x: no --dataset is named 't999' (datasets: t400, t600, t700)" in error(
+        *names, "--annotations=t999=x")
+    assert f"--annotations t600={csvs / 't600' / 'train.csv'}: not a folder" in error(
+        *names[:2], f"--annotations=t600={csvs / 't600' / 'train.csv'}")
+    assert f"the train annotation CSV of t400 is already {str(csvs / 'kinetics400_train.csv')!r}" in error(
+        *names, f"--annotations=t400={csvs / 't600'}")
+    assert f"the val annotation CSV {str(tmp_path / 'nope.csv')!r} does not exist" in error(
+        *names[:1], f"--annotations=t400:val={tmp_path / 'nope.csv'}", *names[2:])
+    with pytest.raises(SystemExit):
+        prepare_kinetics.main(["lists", "--out", str(tmp_path / "out"), *datasets, "--annotations=t400:test=x.csv"])
+    assert "expected NAME=DIR (DIR/train.csv and DIR/val.csv) or NAME:SPLIT=CSV" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flat_layout_against_the_official_classes(tmp_path, kinetics_names, shared_dir, capsys):
+    # k400 from the flat layout, its labels written with underscores: the class check, --official-labels and
+    # --allow-empty-classes work on the annotated classes as on class folders.
+    official = kinetics_names["k400"]
+    tree = {split: {c.replace(" ", "_"): [vid(f"{split[0]}{i}")] for i, c in enumerate(official)}
+            for split in ("train", "val")}
+    root = make_flat(tmp_path / "k400", tree)
+    out = tmp_path / "out"
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(out),
+            "--official-labels", str(shared_dir / "data" / "labels")]
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"the annotated classes in {str(root)!r} differ from the 400 official k400 classes" in err
+    assert "fix those labels in the annotation CSVs (labels with '_': --underscore-to-space)" in err
+    assert prepare_kinetics.main(args + ["--underscore-to-space"]) == 0
+    assert read_labels_csv(str(out / "k400_labels.csv")) == official
+    lines = read_list(out / "k400_train.txt")
+    assert len(lines) == 400 and all(lab == int(os.path.basename(rel)[1:4].rstrip("_")) for rel, lab in lines)
+    # The val video of the first class missing: an empty class, named as the CSV's, the example skipped file from
+    # that split (not the first one skipped); allowed, the class keeps its id.
+    (root / "val" / vid("v0")).unlink()
+    (root / "train" / vid("n1")).write_bytes(b"x")  # skipped in train: no row names it
+    assert prepare_kinetics.main(args + ["--underscore-to-space"]) == 2
+    err = capsys.readouterr().err
+    val_csv = str(root / "annotations" / "val.csv")
+    missing = (str(root / "val" / os.path.splitext(vid("v0"))[0]),
+               f"missing: no video file for line 2 of {val_csv} (class {official[0]!r})")
+    assert (f"1 annotated class(es) of {val_csv!r} have no usable video ({official[0]!r}); 1 unusable file(s) were "
+            f"skipped in this split, e.g. {missing}") in err
+    assert prepare_kinetics.main(args + ["--underscore-to-space", "--allow-empty-classes"]) == 0
+    assert read_labels_csv(str(out / "k400_labels.csv")) == official
+    assert read_list(out / "k400_val.txt")[0] == (f"../k400/val/{vid('v1')}", 1)
+
+
+def test_a_flat_folder_without_its_annotations_says_how_to_name_them(tmp_path, capsys):
+    root = tmp_path / "t400"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / split / vid(split)).write_bytes(b"x")
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (f"error: dataset t400: the split folders in {str(root)!r} hold video files and no class folders (the "
+            f"flat layout of the official downloads), but the train annotation CSV "
+            f"{str(root / 'annotations' / 'train.csv')!r} does not exist; name it with --annotations t400:train=CSV")\
+        in err
+    # A class-folder tree with an empty split folder is not taken for the flat layout.
+    (root / "val" / vid("val")).unlink()
+    (root / "train" / vid("train")).unlink()
+    (root / "train" / ARM).mkdir()
+    (root / "train" / ARM / vid("a")).write_bytes(b"x")
+    with pytest.raises(KineticsError, match=r"no class folders in .*val'; a flat folder of videos needs its "
+                                            r"annotation CSVs: --annotations"):
+        scan_dataset("t400", str(root))

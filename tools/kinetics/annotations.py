@@ -1,0 +1,235 @@
+"""The flat layout of the official Kinetics downloads: one folder of videos per split,
+``<root>/<split>/<youtube_id>_<start:06d>_<end:06d>.<ext>``, the classes in annotation CSVs
+(``<root>/annotations/{train,val}.csv``, header ``label,youtube_id,time_start,time_end,split``; Kinetics-400's
+with a trailing ``is_cc``).
+
+A video's class is the label of the CSV row whose ``<youtube_id>_<time_start:06d>_<time_end:06d>`` is the file's
+name without its extension, and its split is the split of the CSV that lists it, whichever split folder it lies
+in: a video of val.csv saved in train/ is a validation video (trusting the folder would train on it, and the
+leak removal could not tell). The ``split`` column is not read: the CSV given for a split is that split's.
+
+The scan gives the ``Video`` records (class name, split, path) that a class-folder tree of the same files gives,
+in the same order (label as written, then file name, as the tree's folder name, then file name), so
+de-duplication, leak removal, ``--check``, the labels and the Kinetics-722 merge do not tell the layouts apart.
+CSV rows without a video file (the videos every Kinetics download lacks) are skipped as ``missing``, video files
+that no row names as ``not in annotations``; both are counted per split and named in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .common import KineticsError
+from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
+
+__all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",
+           "default_annotation_files", "is_flat_layout", "annotation_files", "scan_annotated"]
+
+# The columns a row needs; others (split, is_cc) may follow in any order.
+ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+# Where the official downloads keep the CSVs: <root>/annotations/train.csv, val.csv (and test.csv, not read).
+ANNOTATIONS_DIR = "annotations"
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class AnnotationRow:
+    """One video of an annotation CSV: its label as written and the line it is on (for messages)."""
+
+    label: str
+    line: int
+
+
+def annotation_key(youtube_id: str, time_start: int, time_end: int) -> str:
+    """File name, without extension, of an annotated video: ``<youtube_id>_<start:06d>_<end:06d>``."""
+    return f"{youtube_id}_{time_start:06d}_{time_end:06d}"
+
+
+def _seconds(text: str, where: str, column: str) -> int:
+    """A time value of a CSV row: whole seconds, written ``10`` or ``10.0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise KineticsError(f"{where}: {column} {text!r} is not a whole number of seconds (a video's file name is "
+                            f"<youtube_id>_<time_start:06d>_<time_end:06d>)")
+    return int(value)
+
+
+def read_annotations(path: str) -> dict[str, AnnotationRow]:
+    """``{annotation_key: row}`` of a Kinetics annotation CSV: UTF-8 (a BOM allowed), a header naming at least
+    :data:`ANNOTATION_COLUMNS` in any order, labels as written (a label holding a comma is quoted, as csv does).
+
+    Raises:
+        KineticsError: naming the file and line: a missing file or column, a row with another number of fields
+            than the header, an empty label or YouTube id, a time that is not whole seconds, or one video listed
+            twice with two labels (twice with the same label is one video).
+    """
+    if not os.path.isfile(path):
+        raise KineticsError(f"annotation CSV {path!r} does not exist")
+    rows: dict[str, AnnotationRow] = {}
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            absent = [c for c in ANNOTATION_COLUMNS if c not in header]
+            if absent:
+                raise KineticsError(f"annotation CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
+                                    f"{','.join(header)!r} (expected {','.join(ANNOTATION_COLUMNS)},split)")
+            col = {c: header.index(c) for c in ANNOTATION_COLUMNS}
+            for fields in reader:
+                line = reader.line_num
+                if not any(x.strip() for x in fields):
+                    continue
+                where = f"annotation CSV {path!r}, line {line}"
+                if len(fields) != len(header):
+                    raise KineticsError(f"{where}: {len(fields)} fields, the header has {len(header)} (a label "
+                                        f"holding a comma must be quoted)")
+                label, yid = fields[col["label"]], fields[col["youtube_id"]].strip()
+                if not label.strip() or not yid:
+                    raise KineticsError(f"{where}: empty {'label' if not label.strip() else 'youtube_id'}")
+                key = annotation_key(yid, _seconds(fields[col["time_start"]], where, "time_start"),
+                                     _seconds(fields[col["time_end"]], where, "time_end"))
+                before = rows.setdefault(key, AnnotationRow(label, line))
+                if before.label != label:
+                    raise KineticsError(f"{where}: video {key} has label {label!r}, and {before.label!r} on line "
+                                        f"{before.line}")
+    except UnicodeDecodeError as e:
+        raise KineticsError(f"annotation CSV {path!r} is not UTF-8 text: {e}") from e
+    except csv.Error as e:  # e.g. a quote left open, whose field swallows the file up to csv's size limit
+        raise KineticsError(f"annotation CSV {path!r}, line {reader.line_num if reader else 1}: {e}") from e
+    return rows
+
+
+def default_annotation_files(root: str) -> dict[str, str]:
+    """Where the official downloads keep each split's CSV: ``{split: <root>/annotations/<split>.csv}``."""
+    return {split: os.path.join(root, ANNOTATIONS_DIR, f"{split}.csv") for split in SPLITS}
+
+
+def is_flat_layout(root: str, folders: Mapping[str, str]) -> bool:
+    """True when every split folder ``<root>/<folders[split]>`` exists, none holds a subfolder (hidden ones aside)
+    and some holds a video file: the official downloads' layout, not class folders."""
+    has_video = False
+    for folder in folders.values():
+        path = os.path.join(root, folder)
+        if not os.path.isdir(path):
+            return False
+        with os.scandir(path) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    return False
+                has_video = has_video or is_video_file(e.name)
+    return has_video
+
+
+def annotation_files(name: str, root: str, folders: Mapping[str, str],
+                     given: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Each split's annotation CSV (absolute), or None to read class folders.
+
+    ``given`` (``{split: CSV}``, from ``--annotations``) means the annotated layout; a split it does not name has
+    ``<root>/annotations/<split>.csv``. Without it the layout is the annotated one when :func:`is_flat_layout`,
+    with those default files.
+
+    Raises:
+        KineticsError: a split other than train or val, or a CSV that does not exist (the message says how to
+            name it).
+    """
+    auto = given is None
+    if auto:
+        if not is_flat_layout(root, folders):
+            return None
+        given = {}
+    other = sorted(set(given) - set(SPLITS))
+    if other:
+        raise KineticsError(f"dataset {name}: annotations for split(s) {other}; the splits are train and val")
+    files = {split: os.path.abspath(given.get(split) or default_annotation_files(root)[split]) for split in SPLITS}
+    for split, path in files.items():
+        if os.path.isfile(path):
+            continue
+        how = (f"name it with --annotations {name}:{split}=CSV, or the folder holding train.csv and val.csv with "
+               f"--annotations {name}=DIR")
+        if auto:
+            raise KineticsError(f"dataset {name}: the split folders in {root!r} hold video files and no class "
+                                f"folders (the flat layout of the official downloads), but the {split} annotation "
+                                f"CSV {path!r} does not exist; {how}")
+        if split in given:
+            raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} does not exist")
+        raise KineticsError(f"dataset {name}: no {split} annotation CSV given, and the default {path!r} does not "
+                            f"exist; {how}")
+    return files
+
+
+def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
+                   underscore_to_space: bool, candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]],
+                   ignored: list[str], counts: Mapping[str, Counter]
+                   ) -> tuple[dict[str, list[str]], list[tuple[str, str]], dict]:
+    """Scan the flat split folders ``<root>/<folders[split]>/<video>`` against the CSVs ``csvs[split]``.
+
+    As ``scan._scan_split`` does for class folders: usable videos go to ``candidates`` (in label, then file name
+    order), unusable ones and those no row names to ``skipped`` and ``counts`` (by split and kind), other entries,
+    subfolders too, to ``ignored``.
+
+    Returns:
+        each split's sorted class names (of all its rows, with a video on disk or not), the annotated videos
+        without a file as ``(<split folder>/<name without extension>, reason)`` (counted as missing in
+        ``counts``, left for the caller to add to ``skipped``), and the report's facts on the annotations.
+    """
+    rows = {split: read_annotations(csvs[split]) for split in folders}
+    for split, r in rows.items():
+        if not r:
+            raise KineticsError(f"dataset {name}: annotation CSV {csvs[split]!r} lists no video")
+
+    def class_name(label: str) -> str:
+        return label.replace("_", " ") if underscore_to_space else label
+
+    matched, annotated, elsewhere = [], set(), []
+    for split, folder in folders.items():
+        split_root = os.path.join(root, folder)
+        if not os.path.isdir(split_root):
+            raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist (expected "
+                                f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>, annotated in {csvs[split]!r})")
+        for f in video_entries(split_root, ignored):
+            key, path = os.path.splitext(f.name)[0], os.path.join(root, folder, f.name)
+            # The folder's own CSV first: a video in both CSVs (in no release) stays in the split it lies in.
+            owner = next((s for s in (split, *folders) if key in rows[s]), None)
+            if owner is None:
+                skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names {key}"))
+                counts[split][SKIP_UNANNOTATED] += 1
+                continue
+            row = rows[owner][key]
+            annotated.add((owner, key))
+            if owner != split:
+                elsewhere.append(path)
+            matched.append(((row.label, f.name, path), Video(name, owner, class_name(row.label), path), f, folder))
+    matched.sort(key=lambda x: x[0])  # a class-folder tree's order: folder (the label as written), file name
+    for _, v, f, folder in matched:
+        skip = video_skip(f, os.path.join(folder, f.name))
+        if skip is None:
+            candidates.append((v.split, v))
+        else:
+            skipped.append((v.path, skip[0]))
+            counts[v.split][skip[1]] += 1
+
+    absent: list[tuple[str, str]] = []
+    lost: dict[str, int] = {}
+    for split, folder in folders.items():
+        lost[split] = len(absent)
+        for key, row in rows[split].items():
+            if (split, key) not in annotated:
+                absent.append((os.path.join(root, folder, key), f"missing: no video file for line {row.line} of "
+                                                                 f"{csvs[split]} (class {class_name(row.label)!r})"))
+        lost[split] = len(absent) - lost[split]
+        counts[split][SKIP_MISSING] += lost[split]
+    info = {"csv": dict(csvs), "rows": {s: len(rows[s]) for s in folders}, "rows_without_video": lost,
+            "videos_in_other_split_folder": len(elsewhere), "videos_in_other_split_folder_examples": elsewhere[:20]}
+    classes = {split: sorted({class_name(row.label) for row in rows[split].values()}) for split in folders}
+    return classes, absent, info

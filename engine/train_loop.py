@@ -347,6 +347,13 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.module.load_state_dict(ckpt["ema"])
+        elif self.ema is not None:
+            # TRAIN.EMA turned on at resume: the average starts from the resumed weights, not from the ones the
+            # model had before the checkpoint was loaded (its initialisation), which it would drift from for
+            # thousands of steps while every evaluation and best.pth used it.
+            self.ema.module.load_state_dict(unwrap(self.model).state_dict())
+            self.metrics.warn(f"checkpoint {path} holds no EMA weights (TRAIN.EMA was off): the EMA starts from "
+                              f"its model weights")
         for k, v in ckpt.get("train_state", {}).items():
             if hasattr(self.state, k):
                 setattr(self.state, k, v)

@@ -233,7 +233,8 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
     assert open(tmp_path / "ckpt_step_4.pth", "rb").read() == before
 
 
-def _tiny_trainer(out: str, num_classes: int):
+def _tiny_trainer(out: str, num_classes: int, ema: bool = False):
+    from timm.utils import ModelEmaV3
     from torch import nn
 
     from engine.distributed import DistContext
@@ -247,7 +248,26 @@ def _tiny_trainer(out: str, num_classes: int):
     return Trainer(model=model, optimizer=opt, scheduler=sched, criterion=nn.CrossEntropyLoss(), train_loader=None,
                    val_loader=None, checkpointer=Checkpointer(out), ctx=DistContext(),
                    metrics=MetricLogger(out, tensorboard=False, progress_bar=False),
-                   opts=TrainOptions(epochs=3, steps_per_epoch=5))
+                   opts=TrainOptions(epochs=3, steps_per_epoch=5), ema=ModelEmaV3(model, decay=0.99) if ema else None)
+
+
+def test_ema_turned_on_at_resume_starts_from_the_resumed_weights(tmp_path):
+    """A checkpoint of a run without EMA, resumed with TRAIN.EMA on: the average starts from the checkpoint's
+    weights (it was left at the model's initialisation, and every evaluation used it)."""
+    out = str(tmp_path)
+    old = _tiny_trainer(out, num_classes=4)
+    with torch.no_grad():
+        old.model.head.weight.fill_(0.25)
+    old.state.epoch, old.state.global_step = 0, 5
+    old.checkpointer.save(old.state_dict(epoch_complete=True))
+    new = _tiny_trainer(out, num_classes=4, ema=True)
+    assert not torch.equal(new.ema.module.head.weight, old.model.head.weight)
+    assert new.resume("", auto=True)
+    assert torch.equal(new.ema.module.head.weight, old.model.head.weight)
+    assert torch.equal(new.ema.module.head.bias, old.model.head.bias)
+    assert "holds no EMA weights" in open(os.path.join(out, "log_rank0.txt")).read()
+    for t in (old, new):
+        t.metrics.close()
 
 
 def test_newer_checkpoint_of_another_model_is_named_not_a_crash(tmp_path):

@@ -188,7 +188,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
     file (or an ``hf://`` reference to one), without running pickled code.
 
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
-    ``module.`` prefix is stripped and non-tensor entries are dropped. The config is the file's ``'config'`` entry
+    ``module.`` prefix is stripped and non-tensor entries are dropped; a training checkpoint of this project with EMA
+    weights (``'ema'``) gives those, which its run evaluated. The config is the file's ``'config'`` entry
     (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
     ``mmap``: see :func:`check_checkpoint`.
 
@@ -219,6 +220,11 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
     else:
         obj = _torch_load(path, mmap)
     config = obj.get("config") if isinstance(obj, Mapping) else None
+    if isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping) and obj["ema"]:
+        # A training checkpoint of a run with TRAIN.EMA: its evaluations and best.pth used the averaged weights,
+        # so evaluating, predicting or fine-tuning from the file uses them too ("model" is the raw weights).
+        logger.info("%s: using its EMA weights (the ones the run evaluated)", path)
+        obj = obj["ema"]
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "

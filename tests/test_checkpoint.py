@@ -308,6 +308,22 @@ def test_training_checkpoint_with_config_and_numpy_scalars(tmp_path):
     assert torch.equal(loaded["head.weight"], model.head.weight.detach())
 
 
+def test_a_training_checkpoint_with_ema_weights_gives_those(tmp_path, caplog):
+    """A run with TRAIN.EMA evaluates (and writes best.pth from) the averaged weights; evaluating, predicting or
+    fine-tuning from its checkpoint reads the same ones, not the raw "model" entry. Without EMA: "model"."""
+    model, ema = tiny(), tiny()
+    with torch.no_grad():
+        ema.head.weight.fill_(0.5)
+    ckpt = {"model": model.state_dict(), "ema": ema.state_dict(), "epoch": 2, "config": "MODEL: {}\n"}
+    with caplog.at_level(logging.INFO, logger="models.checkpoint"):
+        loaded = read_state_dict(_save(tmp_path / "ckpt_epoch_2.pth", ckpt))
+    assert torch.equal(loaded["head.weight"], ema.head.weight) and loaded.keys() == ema.state_dict().keys()
+    assert "using its EMA weights" in caplog.text
+    ckpt["ema"] = None  # TRAIN.EMA off: the entry is None
+    loaded = read_state_dict(_save(tmp_path / "ckpt_epoch_3.pth", ckpt))
+    assert torch.equal(loaded["head.weight"], model.head.weight)
+
+
 def test_legacy_format_and_unreadable_files(tmp_path):
     config = CfgNode({"TRAIN": CfgNode({"LR": 1e-6})})
     sd = random_state_dict(tiny())

@@ -281,6 +281,7 @@ class Checkpointer:
         self.writer = writer
         self.warn = warn or (lambda msg: None)
         self.last_saved: str | None = None
+        self.damaged: set[str] = set()  # real paths find_latest skipped as unusable: never counted as kept
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
         """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
@@ -345,16 +346,21 @@ class Checkpointer:
     @staticmethod
     def _order_key(path: str) -> tuple[int, int]:
         """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""
+        return Checkpointer._read_order(path)[0]
+
+    @staticmethod
+    def _read_order(path: str) -> tuple[tuple[int, int], bool]:
+        """:meth:`_order_key` and whether the file's header could be read at all."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return int(state["global_step"]), int(bool(state.get("epoch_complete")))
+            return (int(state["global_step"]), int(bool(state.get("epoch_complete")))), True
         except Exception:
             # Damaged: rank it by its name so it is still tried (and reported) in a sensible place.
             named = _NAME_RE.match(os.path.basename(path))
             if named is None:  # not a rotating checkpoint's name (e.g. an explicit --resume file)
-                return -1, 0
+                return (-1, 0), False
             kind, num = named.groups()
-            return (int(num), 0) if kind == "step" else (-1, 0)
+            return ((int(num), 0) if kind == "step" else (-1, 0)), False
 
     def _rotate(self) -> None:
         # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
@@ -366,7 +372,13 @@ class Checkpointer:
                 os.remove(stale)
             except OSError:
                 pass
-        for old in self.candidates()[self.keep_last:]:
+        # Only checkpoints that can be resumed from count as kept: a damaged one (say, beyond the step this attempt
+        # fell back to) would otherwise take a place and have the last good one deleted. Damaged files are left
+        # for their owner to look at; find_latest skips them.
+        found = [(self._read_order(path), path) for path in checkpoint_files(self.output_dir)]
+        usable = [path for (key, readable), path in sorted(found, reverse=True)
+                  if readable and os.path.realpath(path) not in self.damaged]
+        for old in usable[self.keep_last:]:
             try:
                 os.remove(old)
             except OSError:
@@ -386,6 +398,7 @@ class Checkpointer:
                 return path, load_checkpoint(path, mmap=mmap)
             except CheckpointError as e:
                 errors.append(str(e))
+                self.damaged.add(os.path.realpath(path))
                 self.warn(f"{e}; trying the previous checkpoint")
         if candidates:
             raise CheckpointError("no usable checkpoint in " + self.output_dir + ": " + "; ".join(errors))

@@ -527,3 +527,24 @@ def test_a_resumed_optimizer_keeps_this_runs_kernels(keep_new):
     model(torch.randn(2, 4)).sum().backward()
     optimizer.step()  # the fused kernel runs on the restored state
     assert all(float(optimizer.state[p]["step"]) == 2.0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "crc"])
+def test_a_damaged_newer_checkpoint_does_not_count_as_kept(tmp_path, damage):
+    """An attempt that fell back past a damaged newer checkpoint: with KEEP_LAST 1 its first save deleted the
+    checkpoint it resumed from and kept the damaged one, so the next resume found nothing usable."""
+    ck = Checkpointer(str(tmp_path), keep_last=1, warn=lambda msg: None)
+    ck.save(_state(100))
+    ck.keep_last = 5
+    ck.save({**_state(200), "model": {"w": torch.arange(4096, dtype=torch.float32)}})
+    damaged = tmp_path / "ckpt_step_200.pth"
+    if damage == "truncated":
+        damaged.write_bytes(damaged.read_bytes()[:300])
+    else:  # the header reads, a record's bytes changed: only the CRC check finds it (in find_latest)
+        _flip_a_byte_of_record(damaged, "/data/0")
+    attempt = Checkpointer(str(tmp_path), keep_last=1, warn=lambda msg: None)
+    assert os.path.basename(attempt.find_latest()[0]) == "ckpt_step_100.pth"
+    attempt.save(_state(110))
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_110.pth", "ckpt_step_200.pth"]  # the damaged one left alone
+    path, state = Checkpointer(str(tmp_path), keep_last=1).find_latest()
+    assert os.path.basename(path) == "ckpt_step_110.pth" and state["global_step"] == 110

@@ -4,7 +4,10 @@ For every clip, a fixed list of unordered and repeated frame indices (last, firs
 decoded by DALI (``--decoder mixed``: NVDEC; ``cpu``: DALI's CPU decoder, VP8/VP9/MJPEG only) and compared with a
 full sequential PyAV decode of the same file: for each requested frame, the PyAV frame it correlates with best
 (it must be the requested one, or a frame identical to it), that correlation, and the mean absolute difference in
-grey levels (NVDEC and swscale convert YUV to RGB slightly differently, so it is not zero).
+grey levels (NVDEC and swscale convert YUV to RGB slightly differently, so it is not zero). The requested frames
+are also compared with PyAV's RGB under each YUV-to-RGB matrix, BT.601 and BT.709, and the closer one is named: the
+original's decoder (FFmpeg's default conversion, as PyAV's) uses BT.601 for video that does not say otherwise, and a
+decoder on the other matrix is off by about 1 to 2 grey levels on average, within the tolerance above.
 
     python -m benchmarks.nvdec_parity --real-dir $EVA_SHARED_DIR/data/real --json results/nvdec_parity.json
     python -m benchmarks.nvdec_parity --decoder cpu --quick        # CI: synthetic VP9 clips, DALI's CPU decoder
@@ -36,6 +39,10 @@ MAX_REFERENCE_FRAMES = 320  # longer clips are compared over their first 320 fra
 # FrameMatcher compares frames on every k-th row and column, k chosen to keep at least this many of the shorter
 # side: a 1080p frame costs 1/16 of the work, and every kept pixel is a real one (no averaging to blur motion).
 MATCH_MIN_SIDE = 256
+# PyAV's names of the YUV-to-RGB matrices compared with the decoder's output.
+MATRICES = {"BT.601": "ITU601", "BT.709": "ITU709"}
+# Mean differences closer than this (grey levels) name no matrix: the clip's colours hardly tell them apart.
+MATRIX_MARGIN = 0.1
 
 
 class FrameMatcher:
@@ -74,6 +81,28 @@ def probe_indices(num_frames: int) -> list[int]:
     return [n - 1, 0, n // 2, n // 2, n // 3, 5 % n, n - 2 if n > 1 else 0, 1 % n]
 
 
+def matrix_references(path: str, indices: list[int]) -> dict[str, np.ndarray]:
+    """PyAV's RGB frames ``indices`` (in order, repeats included) under each of :data:`MATRICES`."""
+    wanted, last = set(indices), max(indices)
+    frames: dict[str, dict[int, np.ndarray]] = {name: {} for name in MATRICES}
+    with av.open(path) as container:
+        for n, frame in enumerate(container.decode(video=0)):
+            if n in wanted:
+                for name, colorspace in MATRICES.items():
+                    frames[name][n] = frame.reformat(format="rgb24", src_colorspace=colorspace).to_ndarray()
+            if n >= last:
+                break
+    return {name: np.stack([got[k] for k in indices]) for name, got in frames.items()}
+
+
+def closer_matrix(decoded: np.ndarray, references: dict[str, np.ndarray]) -> tuple[str, dict[str, float]]:
+    """The matrix whose PyAV frames ``decoded`` is closer to ("either" within :data:`MATRIX_MARGIN`) and the mean
+    absolute difference from each."""
+    diffs = {name: float(np.abs(decoded.astype(np.int16) - ref).mean()) for name, ref in references.items()}
+    (first, a), (_, b) = sorted(diffs.items(), key=lambda kv: kv[1])
+    return (first if b - a >= MATRIX_MARGIN else "either"), diffs
+
+
 def compare_clip(path: str, decoder: str, device_id: int | None) -> dict:
     from dali_pipelines.index import probe_video
     from dali_pipelines.pipelines import decode_with_dali
@@ -94,7 +123,9 @@ def compare_clip(path: str, decoder: str, device_id: int | None) -> dict:
         same = match == k or float(np.abs(reference[match].astype(np.int16) - reference[k]).mean()) < SAME_PICTURE
         rows.append({"index": k, "best_match": match, "corr": corr, "mean_abs_diff": diff,
                      "ok": bool(same and corr >= MIN_CORRELATION and diff <= MAX_MEAN_ABS_DIFF)})
+    matrix, matrix_diffs = closer_matrix(np.stack(decoded), matrix_references(path, wanted))
     return {"clip": os.path.basename(path), "codec": codec, "size": size, "frames": len(reference),
+            "matrix": matrix, "mean_abs_diff_by_matrix": matrix_diffs,
             "b_frames": has_b, "indices": wanted, "found": sum(r["ok"] for r in rows), "asked": len(rows),
             "min_corr": min(r["corr"] for r in rows),
             "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in rows])),
@@ -245,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         [dict(r, found=f"{r['found']}/{r['asked']}", b_frames="yes" if r["b_frames"] else "no",
               min_corr=f"{r['min_corr']:.4f}", mean_abs_diff=f"{r['mean_abs_diff']:.2f}",
               max_abs_diff=f"{r['max_abs_diff']:.2f}",
-              best_matches=" ".join(map(str, r["best_matches"])), indices=" ".join(map(str, r["indices"])))
+              best_matches=" ".join(map(str, r["best_matches"])), indices=" ".join(map(str, r["indices"])),
+              matrix=f"{r['matrix']} (" + " / ".join(f"{d:.2f}" for d in r["mean_abs_diff_by_matrix"].values()) + ")")
          for r in results],
         [("clip", "clip"), ("codec", "codec"), ("size", "size"), ("b_frames", "B-frames"), ("indices", "indices asked"),
          ("best_matches", "best-matching PyAV frame"), ("found", "found"), ("min_corr", "min corr"),
-         ("mean_abs_diff", "mean |diff|"), ("max_abs_diff", "max |diff|")]))
+         ("mean_abs_diff", "mean |diff|"), ("max_abs_diff", "max |diff|"),
+         ("matrix", f"closer to ({' / '.join(MATRICES)} mean |diff|)")]))
     for f in failures:
         print(f"FAILED {f['clip']}: {f['error']}")
     if "error" in seek:

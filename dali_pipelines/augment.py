@@ -7,8 +7,9 @@ augmentation a pure function of (seed, epoch, row), which is what exact resume a
 Geometry convention: crop windows are first computed exactly as the original does, in the pixel grid of the
 short-side-resized frame, then mapped back to source-pixel coordinates so that a single ``fn.resize`` with a
 region of interest does "resize, crop, resize" in one pass. With bilinear filtering and no antialiasing the output
-pixel centres land on the same source positions as the two-step version, so the result matches it up to
-interpolation rounding, at a fraction of the cost (one pass over T*S*S output pixels instead of two).
+pixel centres land on the same source positions as the two-step version, at a fraction of the cost (one pass over
+T*S*S output pixels instead of two); the pixels differ slightly all the same (a little sharper), since the frame is
+interpolated once instead of twice (README, differences from the original).
 """
 
 from __future__ import annotations

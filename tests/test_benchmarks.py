@@ -598,8 +598,13 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
     seek = report["seek_probe"]
     assert seek["early_s"] > 0 and seek["late_s"] > 0 and seek["late_cut_s"] > 0
     assert seek["from_frame_0_would_be"] == (94 + 1) / (4 + 1)
-    assert seek["verdict"] == "decodes from frame 0 (no seek)"  # DALI 2.4's CPU decoder: known not to seek
-    assert seek["setup_s"] > 0 and seek["late_over_early_beyond_setup"] > seek["if_seeking"]
+    # DALI 2.4's CPU decoder does not seek, which the probe's times usually show; on a loaded 2-core machine the
+    # early frame's time swells and the verdict can flip, so it is not asserted here (test_the_seek_verdict_...
+    # checks the rule): a frame 94 decodes more frames than frame 4 either way.
+    assert seek["setup_s"] > 0 and seek["late_over_early_beyond_setup"] > 1
+    # every requested frame is named against both YUV-to-RGB matrices; PyAV wrote these clips with BT.601
+    assert all(c["matrix"] == "BT.601" and set(c["mean_abs_diff_by_matrix"]) == {"BT.601", "BT.709"}
+               for c in report["clips"]), report["clips"]
     assert "seek probe (seek_probe_vp9.webm" in capsys.readouterr().out
     assert report["complete"] is True
 

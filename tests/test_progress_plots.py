@@ -138,6 +138,24 @@ def test_evaluate_reports_progress_and_mean_class_accuracy():
     assert result["top1"] == 75.0 and result["mean_class_top1"] == 50.0 and result["num_videos"] == 4
 
 
+def test_views_are_combined_as_the_mean_of_their_softmax_not_of_their_logits():
+    """SPEC.md section 4: a video's score is the mean of its views' softmax. Two views fairly sure of class 0 and
+    one very sure of class 1: the softmax mean picks class 0 (0.64), the logit mean would pick class 1."""
+    view_logits = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 10.0]])
+    assert view_logits.mean(0).argmax().item() == 1  # what averaging logits would answer
+
+    class LogitsOfTheView(nn.Module):  # view v's clip carries v in its pixels
+        def forward(self, x):
+            return view_logits[x.flatten(1)[:, 0].long()] + 0 * x.flatten(1)[:, :1]
+
+    video = torch.arange(3.0).view(1, 3, 1, 1, 1, 1).expand(1, 3, 1, 3, 2, 2).contiguous()
+    result = evaluate(LogitsOfTheView(), [{"video": video, "label": torch.tensor([0]), "index": torch.tensor([0])}],
+                      DistContext())
+    (_, _, classes, probs), = result["predictions"]
+    assert result["top1"] == 100.0 and classes[0] == 0
+    assert probs[0] == pytest.approx(view_logits.softmax(-1).mean(0)[0].item(), rel=1e-6)
+
+
 class _QuarantiningLoader:
     """Two batches of 4 listed videos; while the second is produced, a third video is quarantined (as a loader does
     when one fails to decode mid-evaluation) and the clips decoded so far are counted."""

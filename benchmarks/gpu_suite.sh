@@ -57,7 +57,8 @@ command_for() {
     parity) echo "$py -m benchmarks.nvdec_parity --decoder mixed --real-dir $shared/data/real --tmp $tmp/parity --json $out/nvdec_parity.json" ;;
     # At most 30 s a test (each should take a few): a hung test must not use up the whole box. SIGINT 15 s before
     # the box ends: pytest stops and still writes the junit report of the tests that ran (killed by the box's
-    # SIGTERM it writes none); -v and -rA name each test's outcome in the log, --durations=0 each one's time.
+    # SIGTERM it writes none); -v and -rA name each test's outcome in the log, --durations=0 each one's time. With
+    # -m gpu the tests run quick checks first (tests/conftest.py, GPU_TEST_ORDER): a box cut short loses the least.
     gpu_tests) echo "timeout -s INT -k 10 $(( $(box gpu_tests) - 15 )) $py -m pytest -v -rA --durations=0 -m gpu tests -p no:cacheprovider --timeout 30 --junitxml $out/gpu_tests.xml" ;;
     # The demo end to end (NVDEC training, then the multi-view test) in 2 of its 32 epochs (128 steps, 2048 clips):
     # a check of the GPU route and a measurement, not the accuracy run (the demo leaves chance after ~600 steps;
@@ -66,8 +67,9 @@ command_for() {
     # stage ended there after 39 s, 9 s before the backstop (more to spare on 16 cores). Backstop: training gets
     # SIGTERM (checkpoint, exit 4) 12 s before the box ends, at least 5 s after it starts, so that the metrics written
     # so far still come back when it runs long. OUTPUT starts empty: an earlier run's finished demo there would be
-    # resumed, and the rerun would change nothing and pass.
-    demo) echo "rm -rf $tmp/demo && $py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
+    # resumed, and the rerun would change nothing and pass. DATA.DECODE_DEVICE gpu: without NVDEC (no libnvcuvid in
+    # the container) the demo's `auto` would train on the CPU route and pass; this check is of the GPU route.
+    demo) echo "rm -rf $tmp/demo && $py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.DECODE_DEVICE gpu DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
     # The three thread counts in one run, one JSON: the clips are generated (or found) and read once.
     decode_sweep) echo "$py -m benchmarks.decode_throughput ${clips/32/16} --data-dir $tmp/clips_b --decoders dali_mixed,pyav_np --modes tsn --batch 8 --threads 4,8,16 --repeats 3 --json $out/decode_sweep.json" ;;
     train_step) echo "$py -m benchmarks.train_throughput --arch eva-1b/14 --frames 16 --batch 4 --precision bf16 --attn sdpa --checkpoint 1 --warmup 2 --steps 5 --repeats 2 --json $out/train_step.json" ;;

@@ -13,7 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EVA_SHARED_DIR", ROOT.parent / "shared"))
 
 
+# With -m gpu (the GPU suite's short, time-boxed stage) these files run first, in this order: the quick checks of
+# the driver, NVML and the model's CUDA kernels, then the decoding graphs, so that a box cut short loses the least.
+GPU_TEST_ORDER = ("test_nvdec_caps.py", "test_metrics_nvml.py", "test_model.py", "test_gpu_pipelines.py")
+
+
+def _gpu_order(item) -> int:
+    name = item.path.name
+    return GPU_TEST_ORDER.index(name) if name in GPU_TEST_ORDER else len(GPU_TEST_ORDER)
+
+
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("markexpr", "") == "gpu":
+        items.sort(key=_gpu_order)  # stable: each file's tests keep their order
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA (GPU tests run on a GPU machine)")

@@ -47,6 +47,8 @@ def test_smoke_plan_fits_four_minutes_and_lists_its_stages():
     assert demo.index("train.py") < demo.index("cp ") and "--signal" not in demo  # timeout's default: SIGTERM
     # a shortened demo, sized to end (training, the multi-view test, the plots) inside the box at 2-core CPU speed
     assert "TRAIN.EPOCHS 2 " in demo and "--cfg configs/demo.yaml" in demo
+    # the GPU route or a failure: demo.yaml's `auto` would quietly train on the CPU route without NVDEC
+    assert " DATA.DECODE_DEVICE gpu " in demo
     assert re.search(r" DATA\.INDEX_WORKERS \d+;", demo)  # the machine's cores, not the config's 2
 
 
@@ -293,3 +295,17 @@ def test_gpu_tests_stage_reports_pytest_counts(tmp_path):
 
     if not torch.cuda.is_available():
         assert re.fullmatch(r"\d+ skipped, \d+ deselected", counts.group(2)), counts.group(2)
+
+
+def test_the_gpu_stage_runs_the_quick_checks_first():
+    """A time box cut short loses the tests at the end: with -m gpu the driver, NVML and model checks come first,
+    then the decoding graphs, then the rest (alphabetical order put the model and driver checks near the end)."""
+    from tests.conftest import GPU_TEST_ORDER
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "tests", "--collect-only", "-q",
+                           "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=child_env())
+    files = [line.split("::")[0].split("/")[-1] for line in done.stdout.splitlines() if "::" in line]
+    order = list(dict.fromkeys(files))  # each file once, in the order its tests run
+    assert order[:len(GPU_TEST_ORDER)] == list(GPU_TEST_ORDER), order
+    assert len(order) > len(GPU_TEST_ORDER) and files == sorted(files, key=order.index)  # files not interleaved

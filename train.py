@@ -77,6 +77,13 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.process_end import with_exit_status
+
+    args = parse_args(argv)  # the exit code also goes to OUTPUT/exit_status.json (not with --dry-run)
+    return with_exit_status(lambda ended: _main(args, ended), None if args.dry_run else args.output)
+
+
+def _main(args: argparse.Namespace, ended: dict) -> int:
     from configs import load_config
     from engine import distributed, runner
     from engine.process_end import crash_line, end_before_run, report_end
@@ -85,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import wiring
 
-    args = parse_args(argv)
     on_interrupt("the run stopped where it was, without a checkpoint: OUTPUT keeps the checkpoints written before, "
                  "and an index being built keeps the videos probed so far (SIGTERM or SIGUSR1 instead stop at the "
                  "next step with a checkpoint, exit code 4)")
     try:
         with stop_signals_raise():  # from the start's end; a first index build (minutes) saves its work on a stop
             cfg = load_config(args.cfg, config_overrides(args))
+            ended["output"] = None if args.dry_run else cfg.OUTPUT
             # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
             resume, resume_note = runner.resume_point(cfg, args.resume)
             runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once

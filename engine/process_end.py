@@ -7,13 +7,23 @@ collective; their lines say so, so that the console and the logs point to the pr
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
+from typing import Callable
+
+from evautil.files import atomic_write_text
 
 from . import distributed
 
-__all__ = ["crash_line", "report_end", "end_before_run"]
+__all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_before_run", "record_exit", "with_exit_status"]
+
+# OUTPUT/exit_status.json: how rank 0's process ended, for a batch script that requeues only a stopped run (exit 4):
+# torchrun's own exit code is 1 for any worker's failure, a non-finite loss (3) or a bad input (2) included.
+EXIT_STATUS_FILE = "exit_status.json"
+EXIT_MEANINGS = {0: "finished", 1: "crashed", 2: "bad input", 3: "non-finite loss or gradients",
+                 4: "stopped by a signal, resumable", 130: "interrupted (Ctrl-C)"}
 
 
 def crash_line(error: BaseException, several_processes: bool) -> str:
@@ -64,3 +74,31 @@ def end_before_run(line: str, code: int | None, error: BaseException | None = No
         distributed.leave_after(recorded)
     distributed.shutdown(graceful=False)
     return code
+
+
+def record_exit(output_dir: str | None, code: int) -> None:
+    """Rank 0 (or a process outside a launcher) writes ``{"exit_code", "meaning"}`` to ``output_dir``'s
+    :data:`EXIT_STATUS_FILE`, atomically; nothing when that folder does not exist (yet). A failed write is left
+    unsaid: the exit code says it too."""
+    if not output_dir or not os.path.isdir(output_dir) or os.environ.get("RANK", "0") != "0":
+        return  # a run that ends before it made OUTPUT leaves no folder behind
+    try:
+        atomic_write_text(os.path.join(output_dir, EXIT_STATUS_FILE),
+                          json.dumps({"exit_code": code, "meaning": EXIT_MEANINGS.get(code, "ended")}) + "\n")
+    except OSError:
+        pass
+
+
+def with_exit_status(body: Callable[[dict], int], output_dir: str | None) -> int:
+    """``body(ended)``'s exit code, which rank 0 also writes with :func:`record_exit` to ``ended["output"]``
+    (``output_dir`` at first, which ``body`` replaces once the config names OUTPUT; None: nowhere): 1 when ``body``
+    raises, 130 on Ctrl-C."""
+    ended = {"output": output_dir, "code": 1}
+    try:
+        ended["code"] = body(ended)
+        return ended["code"]
+    except KeyboardInterrupt:
+        ended["code"] = 130
+        raise
+    finally:
+        record_exit(ended["output"], ended["code"])

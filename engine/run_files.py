@@ -16,8 +16,9 @@ __all__ = ["EARLIER_RUNS_DIR", "earlier_run_files", "move_earlier_run", "move_ea
            "results_files", "drop_lines_after"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
-# What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt: those stay and grow, a
-# history of every attempt. The first group marks an earlier run; the second only comes along with it.
+# What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt (they stay and grow, a
+# history of every attempt) and exit_status.json (how the last process ended, rewritten as each one ends). The
+# first group marks an earlier run; the second only comes along with it.
 _RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
 _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv",
                    "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard")

@@ -335,7 +335,7 @@ def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_p
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "held an earlier run's files and this run starts from step 0" in r.stdout
     (moved,) = (out / "earlier_runs").iterdir()
-    assert sorted(os.listdir(moved)) == [n for n in earlier if not n.startswith("log_rank")]
+    assert sorted(os.listdir(moved)) == [n for n in earlier if not n.startswith("log_rank") and n != "exit_status.json"]
     assert (moved / "ckpt_epoch_3.pth").is_file() and len(_lines(moved)) == len(_lines(ref_out))
     # this run's checkpoints were not rotated out by the earlier run's higher steps; its lines stand alone
     summary = json.loads((out / "summary.json").read_text())
@@ -507,8 +507,11 @@ def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, data
            f"{out / f'ckpt_step_{step}.pth'}" in stopped.stdout
     assert max(_losses(out)) == step  # stopped within the step the signal arrived in
     assert "Traceback" not in stopped.stderr
+    # what a batch script reads to requeue a stopped run only (README's SLURM script)
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 4
     resumed = _run(tmp_path, opts)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 0, "meaning": "finished"}
     assert f"resumed from {out / f'ckpt_step_{step}.pth'}" in resumed.stdout
     ref, got = _losses(ref_out), _losses(out)
     assert sorted(got) == sorted(ref) == list(range(1, 13))

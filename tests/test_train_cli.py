@@ -70,6 +70,20 @@ def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     assert "none.yaml" in capsys.readouterr().err
     rc = train.main(["--cfg", DEMO, "--resume", str(tmp_path / "gone.pth"), "--opts", *_opts(dataset, tmp_path)])
     assert rc == 2 and "--resume = " + str(tmp_path / "gone.pth") in capsys.readouterr().err
+    # OUTPUT says how the process ended, for a batch script that requeues only a stopped run (torchrun's code is 1)
+    assert json.loads((tmp_path / "exit_status.json").read_text()) == {"exit_code": 2, "meaning": "bad input"}
+
+
+def test_a_dry_run_writes_no_exit_status_and_a_run_overwrites_the_last_one(tmp_path, dataset):
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, out)]) == 0
+    assert not (out / "exit_status.json").exists()
+    (out / "exit_status.json").parent.mkdir(exist_ok=True)
+    (out / "exit_status.json").write_text('{"exit_code": 4}')  # an earlier attempt's
+    bad = tmp_path / "bad.txt"
+    bad.write_text("videos/a.webm x\n")
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "DATA.TRAIN_FILE", str(bad))]) == 2
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 2
 
 
 def test_malformed_list_names_file_and_line(tmp_path, dataset, capsys):
@@ -202,7 +216,8 @@ def test_only_test_of_output_after_a_class_count_change_is_refused_before_writin
     err = capsys.readouterr().err
     assert rc == 2 and "ckpt_epoch_1.pth: its head has 4 classes and DATA.NUM_CLASSES is 3: set DATA.NUM_CLASSES 4" \
         in err, err
-    assert sorted(p.name for p in out.iterdir()) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before + ["exit_status.json"])  # only how it ended
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 2
 
 
 def _bad_checkpoint(tmp_path: Path, damage: str) -> Path:
@@ -275,7 +290,8 @@ def test_evaluating_output_whose_checkpoints_are_all_damaged_is_one_line_before_
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: no usable checkpoint in {out}: "), captured
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt_epoch_1.pth"]  # no config, log or metrics written
+    # no config, log or metrics written: only how the process ended
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt_epoch_1.pth", "exit_status.json"]
 
 
 def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, dataset):

@@ -292,6 +292,26 @@ class VideoLoader:
         head = np.array([self.seed, self.batch_size, self.world_size, len(self.index)], np.int64)
         return hashlib.sha1(head.tobytes() + usable.tobytes()).hexdigest()[:12]
 
+    def plan_state(self) -> dict[str, Any]:
+        """What every checkpoint keeps of this rank's plan, by list row and path: the videos quarantined during the
+        run (they are bad in a resumed run's index, yet were planned) and, on rank 0 (the ranks plan alike), the
+        videos the plan leaves out. ``adopt_plan_state`` of a resumed run takes every rank's."""
+        return self.schedule.record(with_excluded=self.rank == 0)
+
+    def adopt_plan_state(self, states: list[dict[str, Any]], rank: int | None) -> str:
+        """Plan as the run whose ranks recorded ``states`` (:meth:`plan_state`, in rank order) did; ``rank``: which
+        of them this process continues (None when the world size changed). Before the first batch, so that the
+        steps per epoch and :meth:`plan_fingerprint` count the adopted plan. Returns a warning line, empty when the
+        plan is the recorded one (:meth:`Schedule.adopt`)."""
+        if self._pipes or self.position:
+            raise RuntimeError("adopt_plan_state: the loader has started; adopt a plan before the first batch")
+        excluded = [v for s in states for v in s.get("excluded", ())]
+        anywhere = [v for s in states for v in s.get("quarantined", ())]
+        here = list(states[rank].get("quarantined", ())) if rank is not None and rank < len(states) else anywhere
+        note = self.schedule.adopt(excluded, anywhere, here)
+        self._check_global_batch(len(self.schedule.usable_rows()))
+        return note
+
     def sample(self, row: int) -> Sample:
         """The sample (route, frames to decode, graph parameters) of good ``row`` in the current epoch."""
         return self.schedule.sample(row)
@@ -493,7 +513,9 @@ class VideoLoader:
         self.schedule.epoch = int(state["epoch"])
         self.position = int(state["position"])
         # The plan must be cut from the same rows as in the saved run; videos quarantined since (now bad in the
-        # index) are substituted, as they were in that run, instead of changing the permutation.
+        # index) are substituted, as they were in that run, instead of changing the permutation. (A checkpoint that
+        # records its plan had it adopted before the steps per epoch were counted, adopt_plan_state: these rows
+        # are then the same.)
         if "excluded" in state:
             self.schedule.excluded = state["excluded"]
         self._pipe_clean = False

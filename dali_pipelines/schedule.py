@@ -12,6 +12,7 @@ only object the feeder talks to; it keeps the loader's failure counters (``stats
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,9 +22,14 @@ from .draw import DrawSettings, Sample, VideoRef, draw_sample
 from .filelist import DataError
 from .index import DatasetIndex
 
-__all__ = ["EpochPlan", "epoch_plan", "substitute_row", "Schedule"]
+__all__ = ["EpochPlan", "epoch_plan", "substitute_row", "Schedule", "VideoId"]
 
 logger = logging.getLogger(__name__)
+
+# A video as a checkpoint names it: its list row and its path relative to DATA.ROOT. Rows alone would name other
+# videos in an edited list; the path alone would not tell a duplicated line apart. A rebuilt index of the same list
+# (another machine, another mount of the root) has both.
+VideoId = tuple[int, str]
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,8 @@ class Schedule:
 
     ``excluded``: rows left out of every epoch's plan (the videos that were bad when the index was built). Videos
     quarantined later stay in the plan and are substituted (training) or dropped (testing), so the plan, and every
-    rank's batch count, does not depend on which rank found a bad file, or when.
+    rank's batch count, does not depend on which rank found a bad file, or when. A resumed run's index already marks
+    those bad: :meth:`record` and :meth:`adopt` carry both sets across, so that its plan is the interrupted one's.
     ``route_of(video)`` names the decode route of a video; ``draw`` is the per-sample draw (replaceable, e.g. by
     a test that wants static clips).
     """
@@ -90,6 +97,8 @@ class Schedule:
         self._plan: EpochPlan | None = None
         self._plan_key: tuple | None = None
         self._substitutions: set[tuple[int, int, int]] = set()
+        self._quarantined: set[int] = set()  # rows quarantined during the run (substituted, not excluded)
+        self._quarantined_lock = threading.Lock()  # the feeder's thread quarantines while a checkpoint records
         self.stats: dict[str, Any] = {
             "bad_at_index": len(index.bad), "skipped_videos": 0, "substituted": 0, "rebuilds": 0,
             "worker_restarts": 0,  # PyAV decode pools restarted after a worker process died
@@ -177,6 +186,8 @@ class Schedule:
         path = self.index.path(row)
         logger.warning("quarantining %s (row %d): %s", path, row, reason)
         self.index.quarantine(row, reason, remember)
+        with self._quarantined_lock:
+            self._quarantined.add(int(row))
         self.stats["skipped_videos"] += 1
         self.stats["skipped"].append(f"{path}: {reason}")
 
@@ -198,3 +209,60 @@ class Schedule:
         named = "; ".join(f"{self.index.path(r)}: {why}" for r, why in bad[:limit])
         more = f"; and {len(bad) - limit} more" if len(bad) > limit else ""
         return f"e.g. {named}{more} (all listed in {self.index.quarantine_path})"
+
+    # ------------------------------------------------------------------------------------------------ resume
+    def record(self, with_excluded: bool = True) -> dict[str, list[VideoId]]:
+        """What a checkpoint keeps of the plan's videos: ``quarantined``, the videos quarantined during the run (so
+        far, as this process saw them), and with ``with_excluded`` ``excluded``, those the plan leaves out."""
+        with self._quarantined_lock:
+            quarantined = sorted(self._quarantined)
+        out = {"quarantined": self._ids(quarantined)}
+        if with_excluded:
+            out["excluded"] = self._ids(sorted(self.excluded))
+        return out
+
+    def _ids(self, rows) -> list[VideoId]:
+        return [(int(r), self.index.videos.rel_path(int(r))) for r in rows]
+
+    def _rows(self, ids) -> tuple[set[int], int]:
+        """The rows of recorded videos that this list has at the same row, and how many it has not."""
+        ids = {(int(row), rel) for row, rel in ids}  # (several ranks may name one video)
+        n = len(self.index)
+        rows = {row for row, rel in ids if 0 <= row < n and self.index.videos.rel_path(row) == rel}
+        return rows, len(ids) - len(rows)
+
+    def adopt(self, excluded: list[VideoId], quarantined_anywhere: list[VideoId],
+              quarantined_here: list[VideoId]) -> str:
+        """Plan as the run that recorded these videos did (:meth:`record`), before the first batch of a resumed run.
+
+        ``excluded``: the videos its plan left out, left out again even when readable now. ``quarantined_anywhere``
+        (every process's): planned, as they were usable when that run started; the index marks them bad, so they
+        are substituted as they were. ``quarantined_here``: this process's share, quarantined again for this run
+        when its index finds them readable now (a read that timed out), as the interrupted process would have kept
+        them. A video the index finds bad that the record neither leaves out nor names as quarantined was in that
+        run's plan and broke after the checkpoint was saved: it is planned and substituted too, as the interrupted
+        run would have done on reaching it, so the continuation stays exact. Returns a line for the log, empty when
+        there is nothing to say: those videos by name, and recorded videos no longer at their list rows (an edited
+        list), after which the run does not continue exactly.
+        """
+        left_out, lost = self._rows(excluded)
+        anywhere, lost_q = self._rows(quarantined_anywhere)
+        here, _ = self._rows(quarantined_here)
+        unrecorded = set(self.index.bad) - left_out - anywhere
+        for row in sorted(here):
+            if self.is_good(row):
+                self.index.quarantine(row, "quarantined during the run before the checkpoint it resumes", False)
+        with self._quarantined_lock:
+            self._quarantined |= here | ((anywhere | unrecorded) & set(self.index.bad))
+        self.excluded = left_out
+        parts = []
+        if unrecorded:
+            named = ", ".join(self.index.videos.rel_path(r) for r in sorted(unrecorded)[:3])
+            more = ", ..." if len(unrecorded) > 3 else ""
+            parts.append(f"{len(unrecorded)} training video(s) of that run's epoch plan are bad in this run's index "
+                         f"and were not quarantined before it saved ({named}{more}): planned and substituted, as it "
+                         f"would have done on reaching them")
+        if lost + lost_q:
+            parts.append(f"{lost + lost_q} video(s) it names are no longer at their rows of the list: the run does "
+                         f"not continue exactly as the interrupted one would have")
+        return "; ".join(parts)

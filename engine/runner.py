@@ -8,6 +8,7 @@ Evaluation needs no trainer (``evaluate.evaluate_and_log``).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,10 +28,11 @@ from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config, saved_config
-from .run_files import move_aside, move_earlier_results, move_earlier_run, results_files
+from .run_files import EARLIER_RUNS_DIR, move_aside, move_earlier_results, move_earlier_run, results_files
 from .plots import plot_finished_run
 from .preemption import run_complete
-from .train_loop import Trainer, TrainOptions, precision_name, resolve_precision
+from .train_loop import (Trainer, TrainOptions, locate_checkpoint, precision_name, resolve_precision,
+                         restore_data_plan)
 
 __all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
            "announce_model", "check_weights_fit", "train", "only_test"]
@@ -58,6 +60,17 @@ def resume_point(cfg, resume: str) -> tuple[str, str]:
         return resume, ""
     return later, (f"--resume {resume}: {later} continues it (an earlier attempt of this run started from it), so "
                    f"the run goes on from there (with TRAIN.AUTO_RESUME False it would start over from {resume})")
+
+
+def _where_they_come_from(missing: list[str]) -> str:
+    """What makes the missing files, for a first run that has none of them yet."""
+    hints = []
+    if any(m.startswith("DATA.") for m in missing):
+        hints.append("the demo's clips and lists: python tools/make_synthetic_dataset.py --out data/synthetic (or "
+                     "make demo); Kinetics lists and labels: python tools/prepare_kinetics.py lists")
+    if any(m.startswith(("MODEL.", "--resume")) for m in missing):
+        hints.append("released weights and class mappings: README, Checkpoints (the recipes read checkpoints/)")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def check_files(cfg, only_test: bool, resume: str = "") -> None:
@@ -89,7 +102,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
     if missing:
-        raise FileNotFoundError("missing input files: " + "; ".join(missing))
+        raise FileNotFoundError("missing input files: " + "; ".join(missing) + _where_they_come_from(missing))
     _class_names(cfg)  # its format now, not after the lists are indexed and the loaders built
 
 
@@ -227,6 +240,27 @@ def _results_are_current(out: str, checkpoint: str | None, ctx: DistContext) -> 
     current = bool(checkpoint and os.path.isfile(summary) and os.path.isfile(checkpoint)
                    and os.path.getmtime(summary) >= os.path.getmtime(checkpoint) and _is_json_object(summary))
     return bool(all_gather_objects(current, ctx)[0])
+
+
+def _evaluation_summary_note(out: str) -> str:
+    """When OUTPUT's summary.json is an evaluate-only run's (no optimizer step), where the training's went: an
+    evaluation moves the summary it would overwrite into earlier_runs/ (run_files.move_earlier_results)."""
+    if _optimizer_steps(os.path.join(out, "summary.json")) != 0:
+        return ""
+    earlier = sorted(glob.glob(os.path.join(glob.escape(out), EARLIER_RUNS_DIR, "*", "summary.json")),
+                     key=os.path.getmtime)
+    trained = [p for p in earlier if _optimizer_steps(p)]
+    where = f"; the training's is {trained[-1]}" if trained else ""
+    return f". Its summary.json is that of a later evaluation (--only_test){where}"
+
+
+def _optimizer_steps(summary: str) -> int | None:
+    """A summary.json's ``optimizer_steps`` (0 for an evaluate-only run's); None when it cannot be read."""
+    try:
+        with open(summary, encoding="utf-8") as f:
+            return int(json.load(f)["optimizer_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _is_json_object(path: str) -> bool:
@@ -383,6 +417,12 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     the checkpoint to continue; ``named``: the one the command names, when :func:`resume_point` chose a later one."""
     ctx, metrics, model = run.ctx, run.metrics, run.model
     t = cfg.TRAIN
+    checkpointer = Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn)
+    # The checkpoint first: its record of the videos quarantined during the run plans the data as that run did,
+    # and the steps per epoch, the ranks' plan check and the trainer's layout comparison all count that plan.
+    located = locate_checkpoint(resume, t.AUTO_RESUME, checkpointer, ctx)
+    if not located.ends_training(t.EPOCHS):
+        restore_data_plan(run.train_loader, located, ctx, metrics.warn)
     steps_per_epoch = len(run.train_loader) // t.ACCUMULATION_STEPS
     if steps_per_epoch < 1:
         raise ConfigError(f"{cfg.DATA.TRAIN_FILE}: {len(run.train_loader)} batches per process is less than one "
@@ -412,15 +452,17 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
         model=loop_model, optimizer=optimizer, scheduler=scheduler,
         criterion=build_criterion(cfg.AUG.LABEL_SMOOTH, mix),
         train_loader=run.train_loader, val_loader=run.val_loader,
-        checkpointer=Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn),
+        checkpointer=checkpointer,
         metrics=metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
-    trainer.resume(resume, auto=t.AUTO_RESUME, named=named)
+    trainer.resume(resume, auto=t.AUTO_RESUME, named=named, located=located)
+    del located  # the checkpoint's tensors are in the model and optimizer now
     finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint, saved after its tests
     if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
         metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
                      f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "
-                     "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)")
+                     "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)"
+                     + _evaluation_summary_note(cfg.OUTPUT))
         return trainer.outcome()
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'

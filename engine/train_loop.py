@@ -27,7 +27,8 @@ from .loader_stats import loader_stats
 from .metrics import MetricLogger, host_memory_gb
 from .preemption import Preempted, StepControl
 
-__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision"]
+__all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
+           "ResumePoint", "locate_checkpoint", "restore_data_plan"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -233,6 +234,56 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     return {"loss": epoch_loss / epoch_steps if epoch_steps else float("nan"), "steps": epoch_steps}
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run continues (``path`` and its loaded ``ckpt``), or None for both: it starts from step 0."""
+
+    path: str | None = None
+    ckpt: dict[str, Any] | None = None
+
+    def ends_training(self, epochs: int) -> bool:
+        """Whether the checkpoint closes the last of ``epochs``: a run resumed from it trains no more."""
+        return bool(self.ckpt and self.ckpt.get("epoch_complete") and self.ckpt.get("epoch", -1) + 1 >= epochs)
+
+
+def locate_checkpoint(path: str | None, auto: bool, checkpointer: Checkpointer, ctx: DistContext) -> ResumePoint:
+    """Load ``path`` (must work) or, with ``auto``, the newest usable checkpoint of ``checkpointer``'s directory.
+
+    Raises:
+        CheckpointError: the file cannot be resumed, or the ranks found different checkpoints.
+    """
+    if path:
+        found: tuple[str, dict] | None = (path, load_resumable(path))
+    elif auto:
+        found = checkpointer.find_latest()
+    else:
+        found = None
+    # Every rank must continue the same checkpoint (a node-local OUTPUT, or a stale directory cache after a
+    # requeue, could show ranks different files): DDP does not re-sync weights loaded after it was built.
+    loaded = dist_utils.all_gather_objects(
+        (os.path.realpath(found[0]), found[1]["global_step"]) if found is not None else None, ctx)
+    if len(set(loaded)) > 1:
+        raise CheckpointError(f"the processes of this run resumed from different checkpoints (path, step by "
+                              f"rank: {loaded}); every node must see the same OUTPUT and --resume file")
+    return ResumePoint(*found) if found is not None else ResumePoint()
+
+
+def restore_data_plan(loader: Any, point: ResumePoint, ctx: DistContext, warn: Callable[[str], None]) -> None:
+    """Plan ``loader``'s epochs as the run that saved ``point`` did, before the steps per epoch are counted.
+
+    A video quarantined during that run is bad in this run's freshly built index, which would leave it out of the
+    plan: fewer steps per epoch, another permutation, and a mid-epoch position that no longer fits. The checkpoint
+    records every rank's quarantined videos (and the ones its plan left out), and the loader plans them as they
+    were and substitutes them as that run did. Videos bad now that it does not record are named in one warning:
+    the run cannot continue exactly. A checkpoint without the record (an older one) plans from the index."""
+    states = (point.ckpt or {}).get("data_plan")
+    if not states or not hasattr(loader, "adopt_plan_state"):
+        return
+    note = loader.adopt_plan_state(states, ctx.rank if len(states) == ctx.world_size else None)
+    if note:
+        warn(f"checkpoint {point.path}: {note}")
+
+
 def largest_host_memory(ctx: DistContext) -> dict[str, float]:
     """:func:`host_memory_gb` of the rank with the most of each (every rank must call it: it gathers); {} where
     /proc is missing."""
@@ -272,7 +323,10 @@ class Trainer:
     # ---- checkpoint state -----------------------------------------------------------------------------------
     def state_dict(self, epoch_complete: bool) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, schedule, scaler, EMA, position, RNG."""
-        rng = dist_utils.all_gather_objects(capture_rng(), self.ctx)
+        # Every checkpoint, the epoch ones too: the videos quarantined during the run are bad in a resumed run's
+        # index but were in this run's plan (restore_data_plan). One gather with the RNG states.
+        plan = self.train_loader.plan_state() if hasattr(self.train_loader, "plan_state") else None
+        rng, plans = zip(*dist_utils.all_gather_objects((capture_rng(), plan), self.ctx))
         loader_states = None
         if not epoch_complete and hasattr(self.train_loader, "state_dict"):
             loader_states = dist_utils.all_gather_objects(self.train_loader.state_dict(), self.ctx)
@@ -291,7 +345,8 @@ class Trainer:
             "layout": self._layout(),
             "train_state": st,
             "loader": loader_states,
-            "rng": rng,
+            "data_plan": list(plans) if plan is not None else None,
+            "rng": list(rng),
             "world_size": self.ctx.world_size,
             "config": self.config_yaml,
             "best_metric": self.state.best_top1,
@@ -302,10 +357,13 @@ class Trainer:
         """What a saved data position and LR schedule depend on: a mid-epoch position is only valid where all of it
         is the same, the schedule where the steps per epoch are."""
         index = getattr(self.train_loader, "index", None)
+        plan = getattr(self.train_loader, "plan_fingerprint", None)
         return {"world_size": self.ctx.world_size, "steps_per_epoch": self.opts.steps_per_epoch,
                 "batch_size": getattr(self.train_loader, "batch_size", None),
                 "accumulation_steps": self.opts.accumulation_steps,
-                "listed_videos": len(index) if index is not None else None}
+                "listed_videos": len(index) if index is not None else None,
+                # the usable videos the epochs are cut from: a position is a place in one plan only
+                "plan": plan() if plan is not None else None}
 
     def save(self, epoch_complete: bool) -> str:
         state = self.state_dict(epoch_complete)
@@ -362,6 +420,11 @@ class Trainer:
         if ckpt["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
             self._loader_state = None
+            data = [k for k in ("listed_videos", "plan") if k in changed]
+            if data:  # nothing to restart, but the run no longer trains on what it did: say so
+                diffs = ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in data)
+                self.metrics.warn(f"the training data changed since checkpoint {path} ({diffs}): epoch "
+                                  f"{self.state.epoch + 1} on are planned from this run's list and index")
         elif changed:
             # The saved loader position is a place in another per-rank schedule (another world size, batch size or
             # list length), which this run's schedule does not have: the interrupted epoch is trained again from
@@ -388,31 +451,21 @@ class Trainer:
                                     mid_epoch=not ckpt["epoch_complete"])
         self.resumed_from = path
 
-    def resume(self, path: str | None, auto: bool, named: str = "") -> bool:
+    def resume(self, path: str | None, auto: bool, named: str = "", located: ResumePoint | None = None) -> bool:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output
         directory. Returns whether a checkpoint was loaded. Never starts from scratch after a failed load.
 
         ``named``: the checkpoint the command names with ``--resume`` (``path``, or a later checkpoint of this run
-        that continues it: ``runner.resume_point``); it becomes the run's recorded ``origin``."""
+        that continues it: ``runner.resume_point``); it becomes the run's recorded ``origin``. ``located``: what
+        :func:`locate_checkpoint` found for the same ``path`` and ``auto`` (``runner.train`` looks first, to plan
+        the data as the checkpoint did); None looks now."""
         explicit = path or ""
-        if path:
-            ckpt = load_resumable(path)
-        elif auto:
-            found = self.checkpointer.find_latest()
-            path, ckpt = found if found is not None else (None, None)
-        else:
-            path, ckpt = None, None
-        if ckpt is not None:
-            self.load_state_dict(ckpt, path)
-        # Every rank must continue the same checkpoint (a node-local OUTPUT, or a stale directory cache after a
-        # requeue, could show ranks different files): DDP does not re-sync weights loaded after it was built.
-        loaded = dist_utils.all_gather_objects(
-            (os.path.realpath(path), self.state.global_step) if ckpt is not None else None, self.ctx)
-        if len(set(loaded)) > 1:
-            raise CheckpointError(f"the processes of this run resumed from different checkpoints (path, step by "
-                                  f"rank: {loaded}); every node must see the same OUTPUT and --resume file")
+        if located is None:
+            located = locate_checkpoint(path, auto, self.checkpointer, self.ctx)
+        path, ckpt = located.path, located.ckpt
         if ckpt is None:
             return False
+        self.load_state_dict(ckpt, path)
         named = named or explicit
         if named and (self.state.origin or {}).get("path") != os.path.realpath(named):
             self.state.origin = {"path": os.path.realpath(named), "step": self.state.global_step}

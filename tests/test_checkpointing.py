@@ -548,3 +548,30 @@ def test_a_damaged_newer_checkpoint_does_not_count_as_kept(tmp_path, damage):
     assert sorted(os.listdir(tmp_path)) == ["ckpt_step_110.pth", "ckpt_step_200.pth"]  # the damaged one left alone
     path, state = Checkpointer(str(tmp_path), keep_last=1).find_latest()
     assert os.path.basename(path) == "ckpt_step_110.pth" and state["global_step"] == 110
+
+
+def test_an_end_of_epoch_resume_on_another_training_list_says_so(tmp_path):
+    """Mid-epoch, another list restarts the epoch with a warning; at an epoch's end nothing restarts, and the
+    changed data went unmentioned (a regenerated dataset of 36 clips instead of 32 trained on silently)."""
+    from types import SimpleNamespace
+
+    out = str(tmp_path)
+
+    def loader(videos: int, plan: str):
+        return SimpleNamespace(index=[None] * videos, batch_size=2, plan_fingerprint=lambda: plan)
+
+    old = _tiny_trainer(out, num_classes=4)
+    old.train_loader = loader(32, "aaaa")
+    old.state.epoch, old.state.global_step = 0, 5
+    old.checkpointer.save(old.state_dict(epoch_complete=True))
+    same = _tiny_trainer(out, num_classes=4)
+    same.train_loader = loader(32, "aaaa")
+    assert same.resume("", auto=True)
+    new = _tiny_trainer(out, num_classes=4)
+    new.train_loader = loader(36, "bbbb")
+    assert new.resume("", auto=True) and new.state.epoch == 1
+    log = open(os.path.join(out, "log_rank0.txt")).read()
+    assert log.count("the training data changed since checkpoint") == 1
+    assert "listed_videos 32 -> 36, plan aaaa -> bbbb): epoch 2 on are planned" in log
+    for t in (old, same, new):
+        t.metrics.close()

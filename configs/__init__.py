@@ -13,6 +13,7 @@ are validated before the config is frozen.
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import os
 from typing import Any, Iterable, Sequence
@@ -118,15 +119,22 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
     )
 
 
+def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
+    """The error for ``key``, whose part after ``parent`` is not among ``node``'s keys (the section ``parent``): the
+    closest name first, as a typo (NUM_WORKER for NUM_WORKERS) is the usual cause, then every valid one."""
+    name = key[len(parent) + 1 if parent else 0:].split(".", 1)[0]
+    close = difflib.get_close_matches(name, list(node.keys()), n=1, cutoff=0.6)
+    guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return ConfigError(f"{source}: unknown config key {key} ({guess}valid keys under {parent or 'the top level'}: "
+                       f"{', '.join(sorted(node.keys()))})")
+
+
 def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None) -> None:
     """Merge ``data`` into ``cfg``; ``seen`` maps every key set so far to where it was set."""
     for name, value in data.items():
         key = f"{prefix}{name}"
         if name not in cfg:
-            parent = prefix.rstrip(".") or "the top level"
-            raise ConfigError(
-                f"{source}: unknown config key {key} (valid keys under {parent}: {', '.join(sorted(cfg.keys()))})"
-            )
+            raise _unknown_key(source, key, cfg, prefix.rstrip("."))
         default = cfg[name]
         if isinstance(default, CN):
             if not isinstance(value, dict):
@@ -218,9 +226,7 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
             if not isinstance(node, CN):
                 raise ConfigError(f"--opts: unknown config key {key} ({'.'.join(parts[:i])} is a key, not a section)")
             if part not in node:  # as for a file: the valid names where it went wrong
-                parent = ".".join(parts[:i]) or "the top level"
-                raise ConfigError(f"--opts: unknown config key {key} (valid keys under {parent}: "
-                                  f"{', '.join(sorted(node.keys()))})")
+                raise _unknown_key("--opts", key, node, ".".join(parts[:i]))
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(node[parts[-1]], CN):

@@ -229,9 +229,9 @@ class DatasetIndex:
             cache.table.set_bad(at, reason, key[0], key[1], True)
         save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
 
-    def summary(self, name_bad: bool = True) -> str:
+    def summary(self, name_bad: bool = True, left_out: bool = True) -> str:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with
-        their reasons."""
+        their reasons; ``left_out``: the bad videos are left out (not when DATA.STRICT refuses the list instead)."""
         good, c = np.flatnonzero(self.good_mask), self.table.columns
         missing = f", {self.missing} missing" if self.missing else ""
         lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, {len(self.bad)} bad "
@@ -246,7 +246,8 @@ class DatasetIndex:
                          f"sizes: {', '.join(f'{s} {n}' for s, n in sizes[:3])}" + (" ..." if len(sizes) > 3 else ""))
         if self.bad:
             bad = sorted(self.bad.items())
-            lines.append(f"  bad videos (left out; all {len(bad)} listed in {self.quarantine_path})"
+            lines.append(f"  bad videos ({'left out; ' if left_out else ''}all {len(bad)} listed in "
+                         f"{self.quarantine_path})"
                          + (":" if name_bad else ""))
             if name_bad:
                 lines += [f"    {self.videos.path(r)}: {why}" for r, why in bad[:BAD_VIDEOS_NAMED]]

@@ -550,7 +550,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded dataset would otherwise fill the log, once per rank
         logger.warning("and %d more bad videos in %s: all %d listed with their reasons in %s",
                        len(bad) - BAD_VIDEOS_NAMED, list_path, len(bad), paths.quarantine)
-    logger.info("%s", index.summary(name_bad=False))  # the warnings above named them
+    logger.info("%s", index.summary(name_bad=False, left_out=not strict))  # the warnings above named them
     if strict and bad:
         # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
         # which command-line entry points report in one line without a traceback.

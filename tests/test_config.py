@@ -62,12 +62,25 @@ def test_unknown_key_in_opts_lists_the_valid_keys_as_for_a_file():
     """A file's unknown key came with the section's valid keys, the same typo in --opts with none."""
     with pytest.raises(ConfigError) as err:
         load_config(None, ["TRAIN.EPOCH", "3"])
-    assert str(err.value).startswith("--opts: unknown config key TRAIN.EPOCH (valid keys under TRAIN: "), err.value
+    assert str(err.value).startswith("--opts: unknown config key TRAIN.EPOCH (did you mean TRAIN.EPOCHS? valid keys "
+                                     "under TRAIN: "), err.value
     assert ", EPOCHS, " in str(err.value)
     with pytest.raises(ConfigError) as err:
         load_config(None, ["TRAN.EPOCHS", "3"])
-    assert str(err.value).startswith("--opts: unknown config key TRAN.EPOCHS (valid keys under the top level: ")
+    assert str(err.value).startswith("--opts: unknown config key TRAN.EPOCHS (did you mean TRAIN? valid keys under "
+                                     "the top level: ")
     assert str(err.value).endswith(", TEST, TRAIN)")
+    with pytest.raises(ConfigError) as err:  # nothing close: no guess
+        load_config(None, ["TRAIN.ZZZ", "3"])
+    assert str(err.value).startswith("--opts: unknown config key TRAIN.ZZZ (valid keys under TRAIN: ")
+
+
+def test_a_typo_in_a_config_file_names_the_close_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("DATA:\n  NUM_WORKER: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert f"{path}: unknown config key DATA.NUM_WORKER (did you mean DATA.NUM_WORKERS? " in str(err.value)
     with pytest.raises(ConfigError, match=r"^--opts: unknown config key SEED.X \(SEED is a key, not a section\)$"):
         load_config(None, ["SEED.X", "3"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import wave
 
@@ -186,7 +187,7 @@ def test_bad_inputs_are_skipped_and_named(tmp_path):
     train.close()
 
 
-def test_unusable_data_raises_data_error(tmp_path):
+def test_unusable_data_raises_data_error(tmp_path, caplog):
     """Data that cannot be used as configured is an input error (DataError, a ValueError that the command-line
     tools report in one line), naming the list and the config key to change."""
     root = str(tmp_path)
@@ -217,8 +218,11 @@ def test_unusable_data_raises_data_error(tmp_path):
     mixed = os.path.join(root, "mixed.txt")
     with open(mixed, "w") as f:
         f.write(open(lst).read() + bad_lines[1] + "\n")
-    with pytest.raises(DataError, match=r"DATA.STRICT is on and 1 of 4 videos .*mixed.txt.*garbage.webm"):
-        build_loader(small_cfg(root, mixed, **{"DATA.STRICT": True}), "train")
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        with pytest.raises(DataError, match=r"DATA.STRICT is on and 1 of 4 videos .*mixed.txt.*garbage.webm"):
+            build_loader(small_cfg(root, mixed, **{"DATA.STRICT": True}), "train")
+    # the index's summary line does not say "left out" just before the list is refused for them
+    assert "  bad videos (all 1 listed in " in caplog.text and "left out" not in caplog.text
 
     with pytest.raises(ConfigError, match="DATA.DECODE_DEVICE = 'npu' is not one of 'auto', 'gpu', 'cpu'"):
         resolve_decode_device("npu")  # the config's own rule, not a second copy of it

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,7 +69,7 @@ def test_predict_matches_evaluation_and_lists_unreadable(evaluated, dataset, cap
     by_path = {r["path"]: r for r in records}
     assert by_path[str(broken)]["status"] == "error" and by_path[str(broken)]["error"]
     assert str(broken) in captured.out and "unreadable" in captured.out
-    assert "predicted 8 of 9 videos; 1 unreadable" in captured.err
+    assert "predicted 8 of 9 videos (2 clips x 3 crops); 1 unreadable" in captured.err
     for row in eval_rows:
         rec = by_path[str(dataset / row["path"])]
         assert rec["status"] == "ok"
@@ -269,7 +270,33 @@ def test_no_readable_video_gives_each_videos_own_reason(evaluated, capsys):
     records = _by_path(json.loads(x) for x in out.read_text().splitlines())
     assert records[str(missing)] == {"path": str(missing), "status": "error", "error": "missing file"}
     assert records[str(broken)]["error"].startswith("not a readable video container")
-    assert "predicted 0 of 2 videos; 2 unreadable" in err
+    assert "predicted 0 of 2 videos (2 clips x 3 crops); 2 unreadable" in err
+
+
+def test_a_still_image_is_not_scored_as_a_video(evaluated, dataset, capsys):
+    """A PNG opens as a one-frame video; its score (a motion classifier's, on one repeated frame) meant nothing
+    and was printed like any other."""
+    import av
+
+    tmp, opts, ckpt, _ = evaluated
+    still = tmp / "still.png"
+    with av.open(str(still), "w", format="image2") as out_file:
+        stream = out_file.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
+            out_file.mux(packet)
+        for packet in stream.encode():
+            out_file.mux(packet)
+    video = next(str(p) for p in sorted((dataset / "videos").rglob("*.webm")))
+    out = tmp / "still.jsonl"
+    rc = predict.main([str(still), video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out),
+                       "--work-dir", str(tmp / "work_still"), "--opts", *opts])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    records = _by_path(json.loads(x) for x in out.read_text().splitlines())
+    assert records[str(still)]["status"] == "error"
+    assert records[str(still)]["error"] == "a single frame: a still image, not a video"
+    assert records[video]["status"] == "ok" and "predicted 1 of 2 videos (2 clips x 3 crops); 1 unreadable" in err
 
 
 def test_progress_without_a_terminal_is_plain_lines(evaluated, dataset, capsys):
@@ -284,7 +311,8 @@ def test_progress_without_a_terminal_is_plain_lines(evaluated, dataset, capsys):
     assert re.search(r"^indexing videos-[0-9a-f]{16}\.txt: 8 videos done in 0:00:0", err, re.M), err
     rc = predict.main([str(dataset / "val.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--work-dir",
                        str(tmp / "work_quiet"), "--quiet", "--opts", *opts])
-    assert rc == 0 and capsys.readouterr().err == "predicted 8 of 8 videos\n"  # --quiet: no progress at all
+    # --quiet: no progress at all; the views used are named (an export does not record them)
+    assert rc == 0 and capsys.readouterr().err == "predicted 8 of 8 videos (2 clips x 3 crops)\n"
 
 
 def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatch, capsys):
@@ -372,7 +400,7 @@ def test_a_missing_label_list_is_a_warning_and_a_bad_one_an_error(evaluated, dat
     err = capsys.readouterr().err
     assert rc == 0, err
     assert err.splitlines() == [f"warning: label list DATA.LABEL_LIST = {absent} does not exist; classes are given "
-                                "by their index, without names", "predicted 1 of 1 videos"], err
+                                "by their index, without names", "predicted 1 of 1 videos (2 clips x 3 crops)"], err
     (record,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert [t["class"] for t in record["top_k"]] == [int(eval_rows[0][f"top{k}_class"]) for k in (1, 2, 3)]
     assert [t["name"] for t in record["top_k"]] == ["", "", ""]

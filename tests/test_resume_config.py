@@ -100,3 +100,20 @@ def test_changed_seed_mid_epoch_cannot_be_accepted(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and f"checkpoint {out / 'ckpt_step_2.pth'} was saved mid-epoch" in err
     assert "SEED can only change from an epoch checkpoint" in err and "Traceback" not in err
+
+
+def test_a_finished_run_whose_summary_an_evaluation_replaced_says_where_the_trainings_went(dataset, tmp_path,
+                                                                                             capsys):
+    """--only_test on a finished run moves the training's summary.json into earlier_runs/; rerunning the training
+    command said its summary was "kept as it is", which was now the evaluation's."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.EPOCHS", "1")
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 0
+    assert train.main(["--cfg", DEMO, "--only_test", "--opts", *opts]) == 0
+    capsys.readouterr()
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 0
+    said = capsys.readouterr().out
+    (moved,) = (out / "earlier_runs").glob("*/summary.json")
+    assert json.loads(moved.read_text())["optimizer_steps"] == 3
+    assert json.loads((out / "summary.json").read_text())["optimizer_steps"] == 0
+    assert f"Its summary.json is that of a later evaluation (--only_test); the training's is {moved}" in said, said

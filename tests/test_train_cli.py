@@ -52,6 +52,9 @@ def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, mo
     assert "DATA.TRAIN_FILE = data/k400_train.txt" in err and "DATA.VAL_FILE = data/k400_val.txt" in err
     assert "MODEL.PRETRAINED = /path/to/eva_video_k722.pth" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # and where such files come from, for a first run that has none yet
+    assert "python tools/make_synthetic_dataset.py --out data/synthetic" in err
+    assert "tools/prepare_kinetics.py lists" in err and "README, Checkpoints" in err
 
 
 @pytest.mark.parametrize("opts,needle", [

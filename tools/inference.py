@@ -15,6 +15,7 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -354,6 +355,9 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     if sorted(positions) != listed:
         raise DataError(f"{list_path} does not hold the {len(listed)} videos written to it (changed by another "
                         "process?); run again, or give this run a --work-dir of its own")
+    single = np.flatnonzero(index.good_mask & (index.table.columns["num_frames"] < 2))
+    for row in single.tolist():  # a still image (PNG, JPEG) opens as a one-frame video: no motion to classify
+        index.quarantine(row, "a single frame: a still image, not a video", remember=False)
     for row, why in index.bad.items():
         unreadable[positions[row]] = why
     if not index.good_mask.any():  # the loader would refuse the list with one message for all videos

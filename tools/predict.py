@@ -339,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             text = formats[fmt](records)
             written = _write_out(args.out, text, args.quiet)
         bad = sum(r["status"] != "ok" for r in records)
-        print(f"predicted {len(records) - bad} of {len(records)} videos"
+        # the views, which an export does not record: TEST.NUM_CLIP x TEST.NUM_CROP
+        print(f"predicted {len(records) - bad} of {len(records)} videos ({cfg.TEST.NUM_CLIP} clips x "
+              f"{cfg.TEST.NUM_CROP} crops)"
               + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
     return 2 if not written else 0 if ok else 1

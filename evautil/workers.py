@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from typing import Callable, Iterator, Sequence
 
 from .progress import ProgressLines
@@ -161,10 +162,20 @@ def pool_processes(pool: cf.Executor | None) -> list:
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
+# Pools given up by abandon_pool: their workers are killed, so a future of theirs that is not done never will be.
+_ABANDONED: weakref.WeakSet = weakref.WeakSet()
+
+
 def pool_lost_a_worker(pool: cf.Executor) -> bool:
-    """Whether a worker of ``pool`` has ended. A pool's workers live as long as the pool, so an ended one died
-    (killed, crashed). The pool notices that itself, except when the worker died in the middle of sending a
-    result: its manager thread then waits for the rest of that message forever and the futures never finish."""
+    """Whether a worker of ``pool`` has ended, or the pool is broken or abandoned (:func:`abandon_pool`). A pool's
+    workers live as long as the pool, so an ended one died (killed, crashed). The pool notices that itself, except
+    when the worker died in the middle of sending a result: its manager thread then waits for the rest of that
+    message forever and the futures never finish. Nor does it fail a future submitted just as it noticed: CPython's
+    manager thread fails the futures it has without the lock that ``submit`` holds, so one queued right after
+    (between submit's broken check and the queueing) is never run nor failed. Abandoning the pool drops its worker
+    list, so only the two marks tell that such a future will not end."""
+    if pool in _ABANDONED or getattr(pool, "_broken", False):  # private: set by the manager on a worker's death
+        return True
     return any(p.exitcode is not None for p in pool_processes(pool))
 
 
@@ -173,6 +184,7 @@ def abandon_pool(pool: cf.Executor) -> None:
     that the dead one held) and close this process's end for writing results, so that the pool's manager thread,
     even one stuck reading a half-sent result, sees the end of the stream, fails the pending futures and exits
     (the interpreter waits for that thread at exit)."""
+    _ABANDONED.add(pool)
     for p in pool_processes(pool):
         if p.exitcode is None:
             p.kill()
@@ -316,7 +328,7 @@ class ResultOverdue(Exception):
 
 
 def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future, timeout: float = 0):
-    """``fut``'s result; BrokenProcessPool when a worker of process pool ``pool`` dies first, also the one way the
+    """``fut``'s result; BrokenProcessPool when a worker of process pool ``pool`` dies first, also in the ways the
     pool does not notice by itself (:func:`pool_lost_a_worker`). Any other executor (or None) is only waited on.
     ``timeout`` > 0: ResultOverdue once the result has been waited for that many seconds."""
     deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -326,6 +338,8 @@ def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future, timeou
         if cf.wait([fut], timeout=step).done:
             break
         if pool_lost_a_worker(pool):
+            if fut.done():  # finished meanwhile: its result is good
+                break
             raise cf.process.BrokenProcessPool("a worker process died")
         if deadline is not None and time.monotonic() >= deadline:
             raise ResultOverdue(f"no result after {timeout:g} s")

@@ -622,6 +622,80 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
     route.close()
 
 
+def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monkeypatch):
+    """A decode worker killed (SIGKILL, as by the OOM killer) just as the feeder submits the next decode: the
+    pool's manager thread fails every decode it knows of, but the one being submitted is added after it did and
+    never ends. Once the pool was replaced for an earlier decode, that decode was waited for until
+    DATA.VIDEO_TIMEOUT_S and its video left out as one that does not decode (seen under load). It is redone on the
+    new pool. The kill is made to land inside ``submit``, between the pool's broken check and the queueing."""
+    import collections
+    import concurrent.futures.process as cfp
+    import signal
+    import time
+
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import Feeder, HostDecodeRoute
+    from dali_pipelines.routing import PYAV
+
+    class Schedule:  # what the feeder asks of the loader's schedule
+        def __init__(self, batches):
+            self.batches, self.stats, self.replaced = batches, collections.Counter(), []
+
+        def __len__(self):
+            return len(self.batches)
+
+        def batch(self, number):
+            return self.batches[number]
+
+        def replace(self, sample, number, reason, remember=True):
+            self.replaced.append((sample.video.path, number, reason, remember))
+            return None  # as in testing: dropped, no substitute
+
+    def sample(row):
+        return Sample(VideoRef(row, f"clip_{row}.webm", 0, 8, 2, 2, "vp9"), PYAV, np.arange(row + 1), params=None)
+
+    route = HostDecodeRoute(workers=1)
+    calls = collections.Counter()
+
+    def call(s):  # stands in for the decode: picklable functions the worker imports by name
+        calls[s.video.row] += 1
+        if s.video.row == 0 and calls[0] == 1:
+            return time.sleep, 120  # still running when its worker is killed
+        return np.zeros, (s.video.row + 1, 2, 2, 3), np.uint8
+
+    route._call = call
+    killed = []
+
+    class KillingWorkItem(cfp._WorkItem):
+        def __init__(self, future, fn, args, kwargs):
+            if fn is np.zeros and args[0][0] == 2 and not killed:  # row 1's first submission
+                pool = route._pool
+                killed.extend(route.worker_pids())
+                os.kill(killed[0], signal.SIGKILL)
+                deadline = time.monotonic() + 10  # where the manager never clears its list: no race to force
+                # the manager thread marks the pool broken and fails what it has queued (row 0's decode)
+                while (not pool._broken or pool._pending_work_items) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            super().__init__(future, fn, args, kwargs)
+
+    monkeypatch.setattr(cfp, "_WorkItem", KillingWorkItem)
+    schedule = Schedule([[sample(0)], [sample(1)]])
+    feeder = Feeder(schedule, {PYAV: route}, 0, lookahead=1, wait_limit_s=5.0)
+    delivered = []
+    try:
+        while True:
+            try:
+                batch = feeder.peek()
+            except StopIteration:
+                break
+            delivered.append((batch.number, feeder._parts["host"].popleft()[0].source.video.shape[0]))
+            feeder.inflight.popleft()
+    finally:
+        route.close(wait=False)
+    assert killed and schedule.replaced == [] and delivered == [(0, 1), (1, 2)], schedule.replaced
+    assert schedule.stats["worker_restarts"] == 1 and calls == {0: 2, 1: 2}
+
+
 _READ_FOR_EVER = """
 import sys
 import numpy as np

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import wave
@@ -577,10 +578,27 @@ def test_videos_that_do_not_decode_in_time_three_in_a_row_end_the_run(tmp_path):
     loader.close()
 
 
+class _FeederSchedule:
+    """What a Feeder asks of the loader's schedule: the batches' samples, the counters, and replacements (dropped,
+    as in testing, and recorded)."""
+
+    def __init__(self, batches):
+        self.batches, self.stats, self.replaced = batches, collections.Counter(), []
+
+    def __len__(self):
+        return len(self.batches)
+
+    def batch(self, number):
+        return self.batches[number]
+
+    def replace(self, sample, number, reason, remember=True):
+        self.replaced.append((sample.video.path, number, reason, remember))
+        return None
+
+
 def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(tmp_path):
     """The NVDEC route reads files in threads, which cannot be stopped: a read past the limit leaves its video out
     of this run (not remembered), the next reads get a new pool, and the stuck thread ends when its read does."""
-    import collections
 
     from dali_pipelines.draw import Sample, VideoRef
     from dali_pipelines.feeder import EncodedRoute, Feeder
@@ -591,24 +609,10 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
         f.write(b"encoded video bytes")
     os.mkfifo(stuck)
 
-    class Schedule:  # what the feeder asks of the loader's schedule
-        def __init__(self, batches):
-            self.batches, self.stats, self.replaced = batches, collections.Counter(), []
-
-        def __len__(self):
-            return len(self.batches)
-
-        def batch(self, number):
-            return self.batches[number]
-
-        def replace(self, sample, number, reason, remember=True):
-            self.replaced.append((sample.video.path, number, reason, remember))
-            return None  # as in testing: dropped, no substitute
-
     def sample(row, path):
         return Sample(VideoRef(row, path, 0, 8, 64, 48, "h264"), NVDEC, np.arange(4), params=None)
 
-    schedule = Schedule([[sample(0, stuck)], [sample(1, good)]])
+    schedule = _FeederSchedule([[sample(0, stuck)], [sample(1, good)]])
     route = EncodedRoute(NVDEC, workers=1)
     feeder = Feeder(schedule, {NVDEC: route}, 0, lookahead=1, wait_limit_s=1.0)
     batch = feeder.peek()
@@ -628,7 +632,6 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
     never ends. Once the pool was replaced for an earlier decode, that decode was waited for until
     DATA.VIDEO_TIMEOUT_S and its video left out as one that does not decode (seen under load). It is redone on the
     new pool. The kill is made to land inside ``submit``, between the pool's broken check and the queueing."""
-    import collections
     import concurrent.futures.process as cfp
     import signal
     import time
@@ -636,20 +639,6 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
     from dali_pipelines.draw import Sample, VideoRef
     from dali_pipelines.feeder import Feeder, HostDecodeRoute
     from dali_pipelines.routing import PYAV
-
-    class Schedule:  # what the feeder asks of the loader's schedule
-        def __init__(self, batches):
-            self.batches, self.stats, self.replaced = batches, collections.Counter(), []
-
-        def __len__(self):
-            return len(self.batches)
-
-        def batch(self, number):
-            return self.batches[number]
-
-        def replace(self, sample, number, reason, remember=True):
-            self.replaced.append((sample.video.path, number, reason, remember))
-            return None  # as in testing: dropped, no substitute
 
     def sample(row):
         return Sample(VideoRef(row, f"clip_{row}.webm", 0, 8, 2, 2, "vp9"), PYAV, np.arange(row + 1), params=None)
@@ -679,7 +668,7 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
             super().__init__(future, fn, args, kwargs)
 
     monkeypatch.setattr(cfp, "_WorkItem", KillingWorkItem)
-    schedule = Schedule([[sample(0)], [sample(1)]])
+    schedule = _FeederSchedule([[sample(0)], [sample(1)]])
     feeder = Feeder(schedule, {PYAV: route}, 0, lookahead=1, wait_limit_s=5.0)
     delivered = []
     try:

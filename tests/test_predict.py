@@ -198,6 +198,26 @@ def test_collect_videos_from_files_folders_and_lists(tmp_path):
         collect_videos([str(tmp_path / "empty")])
 
 
+def test_a_text_file_that_is_not_a_video_list_is_refused_in_one_line(tmp_path):
+    # A README given by mistake: every line would have become a video "not found", one output row per line.
+    from tools.inference import InputError, collect_videos
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("# EVA video\n\nTrain with torchrun train.py --cfg configs/k600.yaml\nSee docs/.\n")
+    with pytest.raises(InputError, match=r"notes\.txt: none of its 3 lines names an existing file under .*"
+                                         r"first line: '# EVA video'"):
+        collect_videos([str(notes)])
+    # the same list read against the folder that holds its videos is fine, missing ones included
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+    lst = tmp_path / "clips.txt"
+    lst.write_text("a.mp4 0\nb.mp4 1\n")
+    with pytest.raises(InputError, match="none of its 2 lines"):
+        collect_videos([str(lst)])
+    got = collect_videos([str(lst)], str(tmp_path / "clips"))
+    assert got == [str(tmp_path / "clips" / n) for n in ("a.mp4", "b.mp4")]
+
+
 def _by_path(records: list[dict]) -> dict[str, dict]:
     return {r["path"]: r for r in records}
 

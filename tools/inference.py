@@ -61,6 +61,13 @@ def _read_video_list(path: str, root: str) -> list[str]:
         if not os.path.exists(full) and name and last.lstrip("-").isdigit():
             full = os.path.join(base, name)  # read_video_list's rule, not a re-join
         out.append(os.path.abspath(full))
+    # A list whose lines name no file at all is not a video list (a README, notes) or is read against the wrong
+    # folder: one line now, not a row of "unreadable" per line after the model has loaded.
+    if out and not any(os.path.exists(p) for p in out):
+        first = next(line.strip() for line in text.splitlines() if line.strip())
+        raise InputError(f"{path}: none of its {len(out)} lines names an existing file under {base} (first line: "
+                         f"{first[:80]!r}); a video list has one video per line, relative to the list's folder "
+                         f"or to --root")
     return out
 
 
@@ -101,7 +108,7 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, s
     that do not exist are kept: the loader reports them as unreadable with the others.
 
     Raises:
-        InputError: nothing to process.
+        InputError: nothing to process, or a list none of whose lines names an existing file.
     """
     found: list[tuple[str, str]] = []
     for item in inputs:

@@ -19,6 +19,7 @@ import torch
 from . import distributed as dist_utils
 from . import liveness
 from configs import ConfigError
+from evautil.flops import model_size_text
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, starts_fresh
 from .distributed import DistContext, all_gather_objects
@@ -322,8 +323,8 @@ def announce_model(cfg, model: torch.nn.Module, metrics: MetricLogger, ctx: Dist
         model.patch_embed.requires_grad_(False)
     metrics.flops_per_clip = forward_flops
     n_params = sum(p.numel() for p in model.parameters())
-    metrics.info(f"model {cfg.MODEL.ARCH}: {n_params / 1e6:.2f} M parameters, {forward_flops / 1e9:.2f} GFLOPs per "
-                 f"clip forward; device {ctx.device}, {ctx.world_size} process(es); data decoded on {decode_device}")
+    metrics.info(f"model {cfg.MODEL.ARCH}: {model_size_text(n_params, forward_flops)}; device {ctx.device}, "
+                 f"{ctx.world_size} process(es); data decoded on {decode_device}")
 
 
 def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str]) -> None:

@@ -1,12 +1,14 @@
-"""FLOPs conventions: what one training step costs in forward passes, and GPUs' stated peak throughput.
+"""FLOPs conventions: what one training step costs in forward passes, GPUs' stated peak throughput, and how a
+model's size is printed.
 
-One home for both, so the engine's MFU (``metrics.jsonl``), the model's FLOPs helpers and the benchmarks agree.
+One home for these, so the engine's MFU (``metrics.jsonl``), the model's FLOPs helpers, the benchmarks and the
+commands' model lines agree.
 """
 
 from __future__ import annotations
 
 __all__ = ["TRAIN_STEP_FORWARDS", "RECOMPUTE_STEP_FORWARDS", "train_step_flops", "PEAK_TFLOPS", "PRECISIONS",
-           "peak_flops"]
+           "peak_flops", "model_size_text"]
 
 # A training step costs about 3 forward passes (forward, and a backward of twice the forward), 4 when gradient
 # checkpointing recomputes the forward during the backward.
@@ -48,3 +50,9 @@ def peak_flops(device_name: str | None, precision: str = "bf16") -> float | None
             tflops = {"tf32": tf32, "fp32": single}.get(precision, half)
             return None if tflops is None else tflops * 1e12
     return None
+
+
+def model_size_text(num_params: int, forward_flops: float, clip: str = "clip") -> str:
+    """``"<params> M parameters, <GFLOPs> GFLOPs per <clip> forward"``, four significant digits each: the same
+    figures in the training log, ``verify_data`` and the ``--dry-run`` plan (which prints its numbers so)."""
+    return f"{num_params / 1e6:.4g} M parameters, {forward_flops / 1e9:.4g} GFLOPs per {clip} forward"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -127,6 +128,19 @@ def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "o")])
     assert "iterations per epoch           : 3" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_dry_run_and_verify_data_print_the_same_model_figures(tmp_path, dataset, capsys):
+    # They rounded differently (0.07516, 0.1 and, in the training log, 0.08 GFLOPs for the demo's model).
+    from tools.verify_data import check_model
+
+    opts = _opts(dataset, tmp_path / "out")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0
+    plan = capsys.readouterr().out
+    planned = re.search(r"^ *GFLOPs per clip \(forward\)\s*: (\S+)$", plan, re.M).group(1)
+    params = int(re.search(r"^ *parameters\s*: (\d+)$", plan, re.M).group(1))
+    line = check_model(DEMO, opts)
+    assert f"{params / 1e6:.4g} M parameters, {planned} GFLOPs per 4x32x32 clip forward" in line, (plan, line)
 
 
 def test_dry_run_under_torchrun_prints_the_plan_once(tmp_path, dataset, capsys, monkeypatch):

@@ -35,6 +35,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
+from evautil.flops import model_size_text  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 
 
@@ -101,8 +102,9 @@ def check_model(cfg_path: str, opts: list[str]) -> str:
     cfg = load_config(cfg_path, opts)
     model = build_model(cfg, device="meta")
     params = sum(p.numel() for p in model.parameters())
-    return (f"model {cfg.MODEL.ARCH}: {params / 1e6:.1f} M parameters, {forward_flops(model) / 1e9:.1f} GFLOPs per "
-            f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.INPUT_SIZE}x{cfg.DATA.INPUT_SIZE} clip, {cfg.DATA.NUM_CLASSES} classes")
+    clip = f"{cfg.DATA.NUM_FRAMES}x{cfg.DATA.INPUT_SIZE}x{cfg.DATA.INPUT_SIZE} clip"
+    size = model_size_text(params, forward_flops(model), clip)
+    return f"model {cfg.MODEL.ARCH}: {size}, {cfg.DATA.NUM_CLASSES} classes"
 
 
 def _bytes_on_disk(index) -> int:

@@ -365,7 +365,7 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
                               num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype)
-    _finish(run.metrics, run.ctx, cfg, {"dataset": cfg.DATA.DATASET, "evaluated": run.weights,
+    _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": run.weights,
                                          **_data_counts(run.val_loader, run.ctx, "test_")})
     return result
 
@@ -478,7 +478,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
     counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
               **final_test}
-    _finish(metrics, ctx, cfg, {"dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
+    _finish(metrics, ctx, cfg, {"mode": "train", "dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
                                 "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
                                 "output": cfg.OUTPUT, "pretrained": cfg.MODEL.PRETRAINED or None,
                                 "resumed_from": trainer.state.resumed_from if finished else trainer.resumed_from,

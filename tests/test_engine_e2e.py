@@ -213,6 +213,7 @@ def test_full_run_outputs(reference, dataset):
     assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
     assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0
     assert summary["dataset"] == "motion-e2e" and "training on motion-e2e: 3 epochs x 4 steps" in r.stdout
+    assert summary["mode"] == "train"
     names = sorted(os.listdir(out))
     assert {"ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",
             "per_class_val.csv"} <= set(names), names
@@ -347,7 +348,8 @@ def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_p
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     kept = [d / "summary.json" for d in (out / "earlier_runs").iterdir() if (d / "summary.json").is_file()]
     assert sorted(json.loads(p.read_text())["optimizer_steps"] for p in kept) == [4, 12]  # this run's, the first
-    assert json.loads((out / "summary.json").read_text())["evaluated"] == str(out / "ckpt_epoch_1.pth")
+    evaluated = json.loads((out / "summary.json").read_text())
+    assert evaluated["evaluated"] == str(out / "ckpt_epoch_1.pth") and evaluated["mode"] == "evaluate only"
 
 
 def test_resume_of_another_or_an_older_checkpoint_sets_superseded_files_aside(reference, dataset, tmp_path):

@@ -72,6 +72,7 @@ from evautil.progress import stderr_is_terminal  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
+from tools.kinetics.annotations import split_csvs  # noqa: E402
 
 
 def _dataset_arg(text: str) -> tuple[str, str]:
@@ -153,7 +154,7 @@ def _annotation_args(args: argparse.Namespace) -> dict[str, dict[str, str]]:
         if split is None and not os.path.isdir(path):
             raise KineticsError(f"{given}: not a folder (NAME=DIR names DIR/train.csv and DIR/val.csv; one split's "
                                 f"CSV: --annotations {name}:train=CSV or {name}:val=CSV)")
-        new = {split: path} if split else {s: os.path.join(path, f"{s}.csv") for s in ("train", "val")}
+        new = {split: path} if split else split_csvs(path)
         for s, csv_path in new.items():
             if s in files.setdefault(name, {}):
                 raise KineticsError(f"{given}: the {s} annotation CSV of {name} is already {files[name][s]!r}")

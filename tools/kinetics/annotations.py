@@ -28,7 +28,7 @@ from .common import KineticsError
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",
-           "default_annotation_files", "is_flat_layout", "annotation_files", "scan_annotated"]
+           "split_csvs", "default_annotation_files", "is_flat_layout", "annotation_files", "scan_annotated"]
 
 # The columns a row needs; others (split, is_cc) may follow in any order.
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
@@ -108,9 +108,14 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
     return rows
 
 
+def split_csvs(folder: str) -> dict[str, str]:
+    """Each split's CSV in a folder of annotations: ``{split: <folder>/<split>.csv}``."""
+    return {split: os.path.join(folder, f"{split}.csv") for split in SPLITS}
+
+
 def default_annotation_files(root: str) -> dict[str, str]:
     """Where the official downloads keep each split's CSV: ``{split: <root>/annotations/<split>.csv}``."""
-    return {split: os.path.join(root, ANNOTATIONS_DIR, f"{split}.csv") for split in SPLITS}
+    return split_csvs(os.path.join(root, ANNOTATIONS_DIR))
 
 
 def is_flat_layout(root: str, folders: Mapping[str, str]) -> bool:

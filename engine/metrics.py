@@ -510,7 +510,9 @@ class MetricLogger:
         self.info(f"eval {result['split']} ({counted(result['views'], 'view')}/video, {result['num_videos']} videos): "
                   f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
                   + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
-                  f"({result.get('videos_per_sec', 0.0):.1f} videos/s)")
+                  f"({result.get('videos_per_sec', 0.0):.1f} videos/s"
+                  + (f", {result['startup_s']:.2f} s of {result['time_s']:.2f} s before the first batch"
+                     if result.get("startup_s") is not None and result.get("time_s") else "") + ")")
         return line
 
     def log_data(self, split: str, counters: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:

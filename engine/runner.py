@@ -126,7 +126,12 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
         "iterations per epoch": train_videos // global_batch,
         "epochs": cfg.TRAIN.EPOCHS,
         "val videos (listed)": val_videos,
-        "test views (clips x crops)": f"{cfg.TEST.NUM_CLIP} x {cfg.TEST.NUM_CROP}",
+        # An evaluate-only run tests with TEST.NUM_CLIP x NUM_CROP views; training validates with those and ends
+        # with the final test's FINAL_NUM_CLIP x FINAL_NUM_CROP (none when FINAL_NUM_CLIP is 0).
+        **({"test views (clips x crops)": f"{cfg.TEST.NUM_CLIP} x {cfg.TEST.NUM_CROP}"} if only_test else {
+            "val views (clips x crops)": f"{cfg.TEST.NUM_CLIP} x {cfg.TEST.NUM_CROP}",
+            "final test (clips x crops)": (f"{cfg.TEST.FINAL_NUM_CLIP} x {cfg.TEST.FINAL_NUM_CROP}"
+                                           if cfg.TEST.FINAL_NUM_CLIP > 0 else "none")}),
         "data decode device": decode_device,
         "output": cfg.OUTPUT,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 import torch
@@ -195,6 +196,48 @@ def test_eval_line_counts_the_videos_that_evaluation_skipped(tmp_path, capsys):
 def _train_lines(n: int) -> list[dict]:
     return [{"kind": "train", "step": s, "epoch": 1 + s // 5, "loss": 2.0 / s, "lr": 1e-3 * s / n,
              "clips_per_sec": 10.0 + s, "data_wait_pct": 5.0} for s in range(1, n + 1)]
+
+
+class _SlowStartLoader:
+    """Two batches of two videos (2 views each); the first arrives after ``delay`` s, as a fresh DALI loader's
+    first batch does (graph build, decode workers' start)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __iter__(self):
+        time.sleep(self.delay)
+        for b in range(2):
+            yield {"video": torch.zeros(2, 2, 1, 3, 4, 4), "label": torch.tensor([0, 1]),
+                   "index": torch.tensor([2 * b, 2 * b + 1])}
+
+
+class _TinyHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1)[:, :1])
+
+
+def test_eval_reports_the_loaders_start_apart(tmp_path, capsys):
+    result = evaluate(_TinyHead(), _SlowStartLoader(0.3), DistContext(device=torch.device("cpu")), split="test")
+    assert result["num_videos"] == 4
+    assert result["videos_per_sec"] == result["num_videos"] / result["time_s"]
+    # The start was 0.3 s of an evaluation that took a few ms more: videos/s alone (~13) hid that the batches ran
+    # hundreds of times faster once the loader had started.
+    assert 0.3 <= result["startup_s"] <= result["time_s"]
+    assert result["time_s"] - result["startup_s"] < 0.2
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        line = metrics.log_eval({k: v for k, v in result.items() if k != "predictions"}, epoch=None, step=None)
+    finally:
+        metrics.close()
+    assert line["startup_s"] == result["startup_s"]
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["startup_s"] == result["startup_s"]
+    assert "before the first batch" in capsys.readouterr().out
 
 
 def test_curves_figure_has_every_panel():

@@ -127,7 +127,7 @@ class HostDecodeRoute:
 
     def load(self, sample: Sample) -> DecodedSource:
         fn, *args = self._call(sample)
-        return DecodedSource(video=fn(*args))
+        return self.source(sample, fn(*args))
 
     def start(self) -> None:
         """Start the worker processes now (before DALI starts its threads)."""
@@ -149,6 +149,12 @@ class HostDecodeRoute:
         return fut
 
     def source(self, sample: Sample, result: Any) -> DecodedSource:
+        v = sample.video
+        if tuple(result.shape[1:3]) != (v.height, v.width):
+            # The crop windows were drawn for the indexed size: other frames would give wrong views, silently.
+            raise BadVideoError(f"{v.path}: frames {sample.frames.tolist()} decode at {result.shape[2]}x"
+                                f"{result.shape[1]}, the index recorded {v.width}x{v.height} (the picture size "
+                                "changes within the stream)")
         return DecodedSource(video=result)
 
     def worker_pids(self) -> list[int]:

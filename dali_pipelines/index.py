@@ -86,7 +86,8 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
 
     Without ``full_decode`` the frame count is the number of demuxed video packets carrying data (the count DALI's
     decoder sees) and only the first frame is decoded. With ``full_decode`` every frame is decoded and the decoded
-    count is used, which also catches corruption in the middle of a stream.
+    count is used, which also catches corruption in the middle of a stream: a decode error, or a picture the decoder
+    flags as damaged and conceals (H.264/HEVC/MPEG-4 do; FFmpeg's VP8/VP9 decoders flag none).
 
     Raises:
         BadVideoError: with a short reason (no file name): missing file, zero-byte file, not a video container,
@@ -99,12 +100,13 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
     st = os.stat(path)
     if st.st_size == 0:
         raise BadVideoError("zero-byte file")
-    try:
-        p = probe_stream(path, full_decode=full_decode)
-    except BadVideoError as e:
-        # Messages are "<path>: <reason>"; the caller names the file itself.
-        msg = str(e)
-        raise BadVideoError(msg[len(path) + 2:] if msg.startswith(path + ": ") else msg) from None
+    judge_concealment = full_decode  # asked for: the quick probe's own full decode below does not judge it
+    p = _probe(path, full_decode)
+    if p.leading_nonkey and not full_decode:
+        # The stream starts inside a GOP (cut without re-encoding): the decoders drop the pictures before its first
+        # keyframe, so only a decode tells how many frames come out.
+        full_decode = True
+        p = _probe(path, full_decode)
     if p.packets == 0:
         raise BadVideoError("no frames (the video stream has no packets)")
     if not p.first_frame_ok:
@@ -114,16 +116,42 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
     if p.width <= 0 or p.height <= 0:
         raise BadVideoError(f"invalid frame size {p.width}x{p.height}")
     _check_complete(p)
-    num_frames = p.packets
+    # FFmpeg conceals a damaged picture and goes on: its frame is not what was recorded. Only a full decode asked
+    # for judges this: the quick probe's first frame may be flagged in a valid stream that starts with a gradual
+    # refresh.
+    if judge_concealment and p.first_corrupt >= 0:
+        raise BadVideoError(f"corrupt: frame {p.first_corrupt} decodes with errors (the decoder concealed them)")
+    num_frames = p.packets - p.discarded  # packets an edit list discards are decoded, never shown
     if full_decode:
-        if p.decoded_frames < p.packets:
-            raise BadVideoError(f"truncated or corrupt: only {p.decoded_frames} of {p.packets} frames decode")
+        expected = num_frames - p.leading_nonkey
+        if p.decoded_frames < expected:
+            raise BadVideoError(f"truncated or corrupt: only {p.decoded_frames} of {expected} frames decode")
         num_frames = p.decoded_frames
     d = p.decoder
     return VideoInfo(num_frames=num_frames, codec=p.codec, width=p.width, height=p.height, fps=round(p.fps, 6),
                      coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
                      pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
                      profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _probe(path: str, full_decode: bool) -> StreamProbe:
+    try:
+        return probe_stream(path, full_decode=full_decode)
+    except BadVideoError as e:
+        # Messages are "<path>: <reason>"; the caller names the file itself.
+        msg = str(e)
+        raise BadVideoError(msg[len(path) + 2:] if msg.startswith(path + ": ") else msg) from None
+
+
+def _ends_where_declared(p: StreamProbe) -> bool:
+    """Whether the packets' timestamps reach the duration the container declares (within the slack)."""
+    if p.duration_s <= 0 or p.packets_end_s < 0:
+        return False
+    slack = max(_DURATION_SLACK * p.duration_s, 2.0 / p.fps if p.fps > 0 else 0.0)
+    # A file's duration (WebM/Matroska declare no stream's own) covers its longest stream: a complete video may end
+    # before its audio does, while a truncated file stops every stream short.
+    end = max(p.packets_end_s, p.streams_end_s) if p.duration_of_container else p.packets_end_s
+    return end >= p.duration_s - slack
 
 
 def _check_complete(p: StreamProbe) -> None:
@@ -134,11 +162,12 @@ def _check_complete(p: StreamProbe) -> None:
     count for a variable-frame-rate video (fewer frames than that is valid); it is used only when the packets
     carry no timestamps."""
     if p.declared_exact:
-        if p.packets < p.declared_frames:
+        # An MP4 edit list that starts after a keyframe leaves the samples before that keyframe out of the stream:
+        # fewer packets than the header's sample count, but they still reach the (edited) declared duration.
+        if p.packets < p.declared_frames and not _ends_where_declared(p):
             raise BadVideoError(f"truncated: {p.packets} frames readable, the header declares {p.declared_frames}")
     elif p.duration_s > 0 and p.packets_end_s >= 0:
-        slack = max(_DURATION_SLACK * p.duration_s, 2.0 / p.fps if p.fps > 0 else 0.0)
-        if p.packets_end_s < p.duration_s - slack:
+        if not _ends_where_declared(p):
             raise BadVideoError(f"truncated: {p.packets} frames readable, ending at {p.packets_end_s:.3f} s of the "
                                 f"{p.duration_s:.3f} s the container declares")
     elif p.declared_frames > 0:

@@ -145,6 +145,11 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
         if start_pos is not None:
             path.seek(start_pos)  # type: ignore[union-attr]
         decoded = _decode_sequential(path, name, wanted, threads, stats)
+    sizes = sorted({(decoded[i].shape[1], decoded[i].shape[0], i) for i in wanted}, key=lambda t: t[2])
+    if len({(w, h) for w, h, _ in sizes}) > 1:
+        changes = [f"{w}x{h} at frame {i}" for k, (w, h, i) in enumerate(sizes)
+                   if k == 0 or (w, h) != sizes[k - 1][:2]]
+        raise BadVideoError(f"{name}: the picture size changes within the stream ({', '.join(changes)})")
     return np.stack([decoded[i] for i in idx.tolist()])
 
 
@@ -303,6 +308,12 @@ class StreamProbe:
     was requested. ``error`` is a demux/decode error message seen after the first frame ('' if none).
     ``duration_s`` is the duration the container declares (0: none); ``packets_end_s`` is where the packets' own
     timestamps end (the latest pts + packet duration, in seconds; -1 when a packet has no timestamp).
+    ``duration_of_container``: ``duration_s`` is the whole file's (the stream declares none, as in WebM/Matroska),
+    which another stream (a longer audio track) may set; ``streams_end_s`` is where the packets of every stream end
+    (seconds; -1: unknown). ``discarded`` counts the packets the container marks to be decoded but not shown
+    (before the start of an MP4 edit list: a file cut without re-encoding, a phone's trim); ``leading_nonkey`` the
+    packets before the first keyframe (a stream that starts inside a GOP: decoders drop the pictures that have no
+    reference).
     """
 
     codec: str
@@ -318,6 +329,11 @@ class StreamProbe:
     decoder: "DecoderFacts | None" = None
     duration_s: float = 0.0
     packets_end_s: float = -1.0
+    discarded: int = 0
+    leading_nonkey: int = 0
+    duration_of_container: bool = False
+    streams_end_s: float = -1.0
+    first_corrupt: int = -1  # the first decoded frame the decoder flags as damaged (errors concealed); -1: none
 
 
 @dataclass(frozen=True)
@@ -399,17 +415,29 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
     try:
         stream = _video_stream(container, name)
         ctx = stream.codec_context
-        codec = ctx.name if ctx is not None else (stream.codec.name if stream.codec else "unknown")
+        # The codec's own name ('av1'), not the name of the decoder FFmpeg picked for it ('libdav1d'): routing and
+        # NVDEC's limits are keyed by codec.
+        codec = ctx.codec.canonical_name if ctx is not None else (stream.codec.name if stream.codec else "unknown")
         fps = _fps(stream)
         duration_s = _declared_duration_s(container, stream)
         declared, exact = _declared_frames(stream, duration_s, fps)
         packets, decoded, first_ok, error = 0, 0, False, ""
+        discarded, leading, keyframe_seen, first_corrupt = 0, 0, False, -1
         end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
+        streams_end = -1.0  # where any stream's packets end, in seconds
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux():  # every stream: another one may run longer than the video
                 if packet.size == 0:  # the flush packet at the end of the stream carries no data
                     continue
+                if packet.pts is not None and packet.time_base:
+                    streams_end = max(streams_end,
+                                      float((packet.pts + (packet.duration or 0)) * Fraction(packet.time_base)))
+                if packet.stream.index != stream.index:
+                    continue
                 packets += 1
+                discarded += bool(packet.is_discard)
+                keyframe_seen = keyframe_seen or bool(packet.is_keyframe)
+                leading += not keyframe_seen
                 if packet.pts is None or end_ticks is None:
                     end_ticks = None
                 else:
@@ -420,11 +448,15 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                     except av.error.FFmpegError as e:
                         error = error or f"decode error at packet {packets - 1} ({_ffmpeg_msg(e)})"
                         continue
+                    if first_corrupt < 0:
+                        first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
             if full_decode or not first_ok:
                 try:  # drain the decoder's delayed frames
                     frames = stream.decode(None)
+                    if first_corrupt < 0:
+                        first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
                 except av.error.FFmpegError as e:
@@ -436,6 +468,9 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                            decoded_frames=decoded if full_decode else -1, error=error,
                            decoder=_decoder_facts(stream, codec), duration_s=duration_s,
                            packets_end_s=(float(end_ticks * Fraction(stream.time_base))
-                                          if end_ticks is not None and stream.time_base else -1.0))
+                                          if end_ticks is not None and stream.time_base else -1.0),
+                           discarded=discarded, leading_nonkey=leading if keyframe_seen else 0,
+                           duration_of_container=not (stream.duration and stream.time_base),
+                           streams_end_s=streams_end, first_corrupt=first_corrupt)
     finally:
         container.close()

@@ -187,3 +187,24 @@ def test_hevc_cut_into_mp4_decodes_to_the_requested_frames(tmp_path):
         got = _sequential(cut)
         assert np.array_equal(got[new], whole[frames]), frames
     assert len(_sequential(pack_for_frames(data, np.array([N - 1]), min_saving=0.0)[0])) < N
+
+
+def test_an_edit_list_that_hides_frames_is_not_cut_into_ivf(tmp_path):
+    """VP9 in MP4 with an edit list that hides its first 3 frames (a cut without re-encoding): the IVF cut would show
+    the hidden frames and shift every frame by 3, so the file is decoded whole; DALI's route then gives the frames
+    PyAV numbers (frame k is the k-th frame shown)."""
+    from dali_pipelines.host_decode import decode_with_dali_cpu
+    from tests.video_fixtures import cut_with_edit_list
+
+    whole, path = str(tmp_path / "whole.mp4"), str(tmp_path / "edit.mp4")
+    write_video(whole, SOURCE, codec="vp9", gop=GOP)
+    cut_with_edit_list(whole, path, 3)
+    with av.open(path) as c:
+        ref = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(ref) == N - 3
+    frames = np.array([20, 30])
+    assert pack_for_frames(np.fromfile(path, dtype=np.uint8), frames, min_saving=0.0) is None
+    st = os.stat(path)
+    for pack in (True, False):
+        got = decode_with_dali_cpu(path, frames, st.st_size, st.st_mtime_ns, "vp9", pack)
+        assert [best_match(g, np.stack(ref))[0] for g in got] == frames.tolist(), pack  # was [17, 27] with the cut

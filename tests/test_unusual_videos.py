@@ -1,0 +1,232 @@
+"""Videos as they come from the wild, each with what the index and the loaders must make of it: files cut without
+re-encoding (an MP4 edit list that hides the first frames, a stream that starts inside a GOP), a picture size that
+changes within the stream, AV1 (named by its codec, not by FFmpeg's decoder), a WebM/MKV whose audio runs longer than
+its video, and a damaged picture that the decoder conceals."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from dali_pipelines.host_decode import decode_with_dali_cpu
+from dali_pipelines.index import probe_video
+from dali_pipelines.loader import build_loader
+from dali_pipelines.pyav_encode import write_video
+from dali_pipelines.pyav_io import BadVideoError, decode_frames
+from dali_pipelines.routing import NVDEC, RoutingPolicy, choose_route
+from tests.video_fixtures import cut_with_edit_list, pattern_frames, small_cfg, start_inside_gop
+
+
+# ------------------------------------------------------------ Cut without re-encoding
+# Videos cut without re-encoding: an MP4 edit list that hides the first frames, a stream that starts inside a GOP.
+# The index counts the frames a decode yields (never the packets it hides or drops), so every frame it promises
+# decodes, on both CPU routes, and the test loader delivers these videos instead of quarantining them.
+N = 40
+
+
+def _reference(path: str) -> list[np.ndarray]:
+    with av.open(path) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def cut_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cut_videos")
+    (root / "videos").mkdir()
+    frames = pattern_frames(N)
+    out = {}
+    for name, codec, opts in (("h264_bframes", "h264", {}), ("h264", "h264", {"bframes": 0}),
+                              ("mjpeg", "mjpeg", {})):
+        whole = str(root / f"{name}_whole.mp4")
+        write_video(whole, frames, codec=codec, gop=16, **opts)
+        out[f"{name}_edit"] = str(root / "videos" / f"{name}_edit.mp4")
+        cut_with_edit_list(whole, out[f"{name}_edit"], 3)
+    whole = str(root / "gop8.mp4")
+    write_video(whole, frames, codec="h264", gop=8, bframes=0)
+    for ext in (".mp4", ".mkv"):
+        out[f"inside_gop{ext}"] = str(root / "videos" / f"inside_gop{ext}")
+        start_inside_gop(whole, out[f"inside_gop{ext}"], 3)
+    return root, out
+
+
+@pytest.mark.parametrize("full_decode", [False, True])
+def test_the_index_counts_the_frames_a_decode_yields(cut_videos, full_decode):
+    _, videos = cut_videos
+    for name, path in videos.items():
+        ref = _reference(path)
+        assert len(ref) == (32 if name.startswith("inside_gop") else N - 3), name  # what FFmpeg shows
+        info = probe_video(path, full_decode=full_decode)  # was: 40/37 frames, or 'truncated' (MJPEG, full decode)
+        assert info.num_frames == len(ref), name
+        last = np.arange(info.num_frames - 5, info.num_frames)
+        got = decode_frames(path, last)
+        assert all(np.array_equal(g, ref[i]) for g, i in zip(got, last)), name
+        if info.codec == "mjpeg":  # DALI's CPU route, with and without the GOP cut
+            for pack in (True, False):
+                dali = decode_with_dali_cpu(path, last, info.size, info.mtime_ns, info.codec, pack)
+                diff = [float(np.abs(d.astype(int) - ref[i].astype(int)).mean()) for d, i in zip(dali, last)]
+                assert max(diff) < 3, (name, pack, diff)
+
+
+def test_a_truncated_mp4_is_still_truncated(cut_videos, tmp_path):
+    _, videos = cut_videos
+    for name in ("h264_edit", "mjpeg_edit"):
+        data = open(videos[name], "rb").read()
+        cut = tmp_path / f"{name}_truncated.mp4"
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(BadVideoError, match="truncated|not a readable video container"):
+            probe_video(str(cut))
+
+
+def test_the_test_loader_delivers_cut_videos(cut_videos):
+    root, videos = cut_videos
+    lst = root / "list.txt"
+    lst.write_text("".join(f"videos/{p.split('/')[-1]} {i % 3}\n" for i, p in enumerate(videos.values())))
+    cfg = small_cfg(str(root), val_list=str(lst), **{"DATA.NUM_FRAMES": 8, "TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 1})
+    loader = build_loader(cfg, "test")
+    try:
+        rows = [r for b in loader for r in b["index"].tolist()]
+        assert loader.stats["skipped"] == [] and not loader.index.bad  # was: quarantined, 'only 37 frames'
+        assert rows == list(range(len(videos)))
+    finally:
+        loader.close()
+
+
+# ------------------------------------------------------------ A picture size that changes within the stream
+# A video whose picture size changes within the stream (a new SPS mid-stream: a screen recording, a stream switched
+# between renditions) is left out with that reason, never augmented with crop windows drawn for the indexed size.
+def _annexb(path: str, frames: np.ndarray) -> None:
+    with av.open(path, "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "veryfast", "bframes": "0"})
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+
+
+@pytest.fixture(scope="module")
+def size_change(tmp_path_factory):
+    """10 frames of 96x72, then 30 of 160x120, in an MKV whose header says 96x72."""
+    root = tmp_path_factory.mktemp("size_change")
+    (root / "videos").mkdir()
+    first, second = str(root / "a.h264"), str(root / "b.h264")
+    _annexb(first, pattern_frames(10, 96, 72))
+    _annexb(second, pattern_frames(30, 160, 120, seed=3))
+    joined = root / "joined.h264"
+    joined.write_bytes(open(first, "rb").read() + open(second, "rb").read())
+    path = root / "videos" / "size_change.mkv"
+    with av.open(first) as head, av.open(str(joined)) as inp, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(head.streams.video[0])
+        for n, p in enumerate(p for p in inp.demux(video=0) if p.size):
+            p.pts = p.dts = n
+            p.time_base = Fraction(1, 25)
+            p.stream = stream
+            out.mux(p)
+    return root, str(path)
+
+
+def test_pyav_names_a_size_change(size_change):
+    _, path = size_change
+    with pytest.raises(BadVideoError, match="picture size changes within the stream"):  # was a bare ValueError
+        decode_frames(path, [5, 25])
+
+
+def test_frames_of_another_size_than_indexed_are_quarantined(size_change):
+    root, path = size_change
+    lst = root / "list.txt"
+    lst.write_text("videos/size_change.mkv 0\n")
+    cfg = small_cfg(str(root), val_list=str(lst), **{"DATA.NUM_FRAMES": 2, "TEST.NUM_CLIP": 1, "TEST.NUM_CROP": 1})
+    loader = build_loader(cfg, "test")
+    try:
+        s = loader.sample(0)
+        assert (s.video.width, s.video.height) == (96, 72) and s.frames.min() >= 10  # every frame drawn is 160x120
+        batches = list(loader)  # was: one batch, a 96x72 crop window applied to 160x120 frames
+        assert batches == []
+        assert len(loader.stats["skipped"]) == 1 and "the index recorded 96x72" in loader.stats["skipped"][0]
+    finally:
+        loader.close()
+
+
+# ------------------------------------------------------------ Codec names
+# The index records a video's codec by the codec's name, not by the decoder FFmpeg picked for it: an AV1 video is
+# 'av1' (decoded here by 'libdav1d'), so that NVDEC's limits and DATA.NVDEC_CODECS apply to it.
+def _av1(path: str) -> None:
+    try:
+        av.codec.Codec("libsvtav1", "w")
+    except Exception:  # noqa: BLE001 - an FFmpeg build without the encoder
+        pytest.skip("no AV1 encoder (libsvtav1) in this FFmpeg")
+    with av.open(path, "w") as c:
+        s = c.add_stream("libsvtav1", rate=25, options={"preset": "12"})
+        s.width, s.height, s.pix_fmt = 256, 192, "yuv420p"
+        for i, f in enumerate(pattern_frames(8, 256, 192)):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+
+
+def test_an_av1_video_is_indexed_as_av1_and_goes_to_an_av1_nvdec(tmp_path):
+    path = str(tmp_path / "clip.mp4")
+    _av1(path)
+    info = probe_video(path)
+    assert info.codec == "av1" and info.num_frames == 8  # was 'libdav1d'
+    ampere = RoutingPolicy(gpu_usable=True, compute_capability=(8, 6))  # GA10x: NVDEC decodes AV1
+    assert choose_route(info.codec, info.coded_width, info.coded_height, info.pix_fmt, ampere) == (NVDEC, "")
+
+
+# ------------------------------------------------------------ Audio longer than the video
+# A complete WebM/MKV whose audio track runs longer than its video is not 'truncated' (Matroska declares only the
+# file's duration, which the longer stream sets); a truncated copy still is.
+def _with_longer_audio(path: str, vcodec: str, acodec: str, audio_s: float = 3.0) -> None:
+    with av.open(path, "w") as c:
+        video = c.add_stream(vcodec, rate=25, options={"deadline": "realtime", "cpu-used": "8"}
+                             if vcodec == "libvpx-vp9" else {"preset": "veryfast"})
+        video.width, video.height, video.pix_fmt = 96, 72, "yuv420p"
+        audio = c.add_stream(acodec, rate=48000)
+        for i, f in enumerate(pattern_frames(40)):  # 1.6 s of video
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+        for i in range(int(audio_s * 48000 / 960)):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * 960
+            c.mux(audio.encode(frame))
+        c.mux(audio.encode(None))
+
+
+@pytest.mark.parametrize("name,vcodec,acodec", [("clip.webm", "libvpx-vp9", "libopus"), ("clip.mkv", "libx264", "aac")])
+def test_audio_longer_than_the_video_is_not_truncation(tmp_path, name, vcodec, acodec):
+    path = tmp_path / name
+    _with_longer_audio(str(path), vcodec, acodec)
+    with av.open(str(path)) as c:
+        assert c.duration / 1e6 > 2.9 and len(list(c.decode(video=0))) == 40
+    assert probe_video(str(path)).num_frames == 40  # was: 'truncated: 40 frames readable, ending at 1.600 s of 3 s'
+    data = path.read_bytes()
+    cut = tmp_path / f"cut_{name}"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(BadVideoError, match="truncated"):
+        probe_video(str(cut))
+
+
+# ------------------------------------------------------------ A damaged picture the decoder conceals
+# The full-decode probe (DATA.INDEX_FULL_DECODE, verify_data.py --full-decode) catches a damaged picture in the
+# middle of a stream that the decoder conceals and outputs anyway (an H.264 frame flagged corrupt), as it promises.
+def test_a_concealed_damaged_frame_fails_the_full_decode_probe(tmp_path):
+    good, bad = str(tmp_path / "good.mp4"), str(tmp_path / "bad.mp4")
+    write_video(good, pattern_frames(40), codec="h264", gop=8)
+    with av.open(good) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][20]
+    data = bytearray(open(good, "rb").read())
+    data[pos + size // 4:pos + size] = np.random.default_rng(0).integers(0, 256, size - size // 4, np.uint8).tobytes()
+    open(bad, "wb").write(bytes(data))
+    with av.open(bad) as c:
+        assert len(list(c.decode(video=0))) == 40  # every frame comes out: FFmpeg conceals the damage
+    assert probe_video(good, full_decode=True).num_frames == 40
+    assert probe_video(bad).num_frames == 40  # the quick probe decodes only the first frame
+    with pytest.raises(BadVideoError, match="corrupt: frame 20 decodes with errors"):  # was: 40 frames, good
+        probe_video(bad, full_decode=True)

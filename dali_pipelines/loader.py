@@ -84,8 +84,8 @@ class VideoLoader:
     """Iterable over one epoch of batches ``{'video', 'label', 'index'}`` for one rank.
 
     - train: ``video`` (B, T, 3, S, S); every rank gets ``len(self)`` full batches per epoch.
-    - val/test: ``video`` (B, V, T, 3, S, S), V = NUM_CLIP * NUM_CROP ordered [crop][clip]; rank r covers good
-      rows r::world once, the last batch may be partial.
+    - val/test: ``video`` (B, V, T, 3, S, S), V = NUM_CLIP * NUM_CROP ordered [crop][clip]; rank r covers the good
+      ones of list rows r::world once, the last batch may be partial.
 
     ``video`` is on the decode device (GPU videos are handed to torch through DLPack without a copy); ``label``
     and ``index`` (row in the list) are int64 on the host: moving them is the consumer's choice.

@@ -47,7 +47,11 @@ def epoch_plan(rows: np.ndarray, seed: int, epoch: int, batch_size: int, rank: i
 
     Training: one permutation of ``rows`` drawn from (seed, epoch), cut to whole global batches (batch size x
     world size; the remainder is dropped), rank r taking every world_size-th row from r: every rank gets the same
-    number of full batches. Testing: rank r takes rows r::world_size in list order, the last batch may be short.
+    number of full batches. Testing: rank r takes the list rows r, r + world_size, r + 2 x world_size, ... that are
+    in ``rows``, in list order, the last batch may be short. Dealt by list row, not by position among the usable
+    rows: a rank's share then does not depend on which videos the other ranks left out (a video one rank
+    quarantined during an earlier evaluation, or one rank's index of the list that differs), so every video usable
+    on the rank it falls to is scored exactly once.
     """
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     b, w = int(batch_size), int(world_size)
@@ -56,7 +60,7 @@ def epoch_plan(rows: np.ndarray, seed: int, epoch: int, batch_size: int, rank: i
         n_batches = len(rows) // (b * w)
         mine = order[: n_batches * b * w][rank::w]
         return EpochPlan(order, [mine[i * b:(i + 1) * b] for i in range(n_batches)])
-    mine = rows[rank::w]
+    mine = rows[rows % w == rank]
     return EpochPlan(rows, [mine[i:i + b] for i in range(0, len(mine), b)])
 
 

@@ -87,8 +87,9 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         progress: called after every batch with its number of videos (e.g. ``MetricLogger.eval_progress``).
 
     Returns:
-        ``{'split', 'top1', 'top5', 'mean_class_top1' (percent), 'num_videos', 'views', 'time_s', 'videos_per_sec',
-        'startup_s' (seconds of ``time_s`` before the loader's first batch),
+        ``{'split', 'top1', 'top5', 'mean_class_top1' (percent), 'num_videos', 'views', 'time_s' (the slowest
+        rank's), 'videos_per_sec' (every rank's videos over it), 'startup_s' (seconds of ``time_s`` before that
+        rank's first batch),
         'predictions': [(index, label, [top-5 classes], [top-5 probabilities]), ...] sorted by index,
         'duplicates': number of videos seen more than once}``.
     """
@@ -130,7 +131,12 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     if was_training:
         model.train()
     elapsed = time.time() - start
-    gathered = all_gather_objects({"preds": local, "views": views}, ctx)
+    startup = first_batch_s if first_batch_s is not None else elapsed
+    gathered = all_gather_objects({"preds": local, "views": views, "time_s": elapsed, "startup_s": startup}, ctx)
+    # The evaluation lasts until its slowest rank is done (the others wait for it in the gather): its time, not
+    # rank 0's own, is what every video took (rank 0's alone overstated the rate when another rank was slower).
+    slowest = max(gathered, key=lambda part: part["time_s"])
+    elapsed, startup = slowest["time_s"], slowest["startup_s"]
     seen: dict[int, tuple] = {}
     duplicates = 0
     for part in gathered:
@@ -156,7 +162,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         # Every video over the whole evaluation, the loader's start included (a fresh loader builds its graphs and
         # starts its decode workers on the first batch); ``startup_s`` says how much of ``time_s`` that was.
         "videos_per_sec": n / elapsed if elapsed > 0 else 0.0,
-        "startup_s": first_batch_s if first_batch_s is not None else elapsed,
+        "startup_s": startup,
         "duplicates": duplicates,
         "predictions": preds,
     }

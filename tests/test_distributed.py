@@ -270,3 +270,49 @@ def test_ranks_that_would_plan_different_epochs_stop_before_training(monkeypatch
                                           r"per epoch, usable videos a1b2; rank 1: 3 steps per epoch, usable videos "
                                           r"ffff; rank 2: .*run tools/verify_data\.py on the list"):
         runner.check_ranks_plan_alike(ctx, "train.txt", 3, "ffff")
+
+
+def _evaluate_with_a_slow_rank_1(rank: int, world: int, init_file: str, out: dict) -> None:
+    import time
+
+    from engine.evaluate import evaluate
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+
+        class Flat(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(8, 3)
+
+            def forward(self, x):
+                return self.fc(x.flatten(1))
+
+        def batches():
+            for i in range(2):  # rank r takes videos r, r + 2, ...: 4 videos in all
+                if rank == 1:
+                    time.sleep(0.5)  # its decoding lags: the evaluation lasts until it is done
+                yield {"video": torch.randn(1, 1, 8), "label": torch.tensor([0]),
+                       "index": torch.tensor([rank + 2 * i])}
+
+        result = evaluate(Flat(), batches(), DistContext(rank=rank, world_size=world))
+        out[rank] = (result["num_videos"], result["time_s"], result["videos_per_sec"])
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_evaluation_time_and_rate_are_the_slowest_ranks():
+    """The eval line's time_s and videos_per_sec count every rank's videos over the time of the rank that finished
+    last, not over rank 0's own time (rank 0, done in no time, reported several times the real rate)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, _manager() as manager:
+        out = manager.dict()
+        mp.spawn(_evaluate_with_a_slow_rank_1, args=(2, os.path.join(tmp, "init"), out), nprocs=2, join=True)
+        out = dict(out)
+    for rank in (0, 1):
+        num_videos, time_s, rate = out[rank]
+        assert num_videos == 4 and time_s >= 1.0, out  # rank 1 took 2 x 0.5 s
+        assert rate == pytest.approx(4 / time_s) and rate <= 4.0

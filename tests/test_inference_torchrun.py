@@ -74,3 +74,38 @@ def test_extract_features_two_processes(setup, tmp_path):
         assert a["starts_frames"] == b["starts_frames"]
         np.testing.assert_allclose(read_features(str(tmp_path / "f1"), a), read_features(str(two), b),
                                    rtol=1e-5, atol=1e-5)
+
+
+# Rank 1 scans the inputs before a video appears (the first of the list, e.g. a folder still being filled): without
+# an agreement the ranks would shard different lists (predict: rank 1 looks for a video list of another name).
+SCANS_DIFFER = r'''
+import os, sys
+sys.path.insert(0, os.environ["REPO"])
+if __name__ == "__main__":  # decode workers import this module: they must not run the command
+    import importlib
+    import tools.inference as inference
+    if os.environ.get("RANK") == "1":
+        scan = inference.collect_videos
+        inference.collect_videos = lambda inputs, root="": scan(inputs, root)[1:]
+    sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.parametrize("module", ["tools.predict", "tools.extract_features"])
+def test_every_rank_works_on_rank_0s_videos(setup, tmp_path, module):
+    root, ckpt = setup
+    script = tmp_path / "scans_differ.py"
+    script.write_text(SCANS_DIFFER)
+    out = tmp_path / ("p.jsonl" if module == "tools.predict" else "f")
+    args = [str(root / "list.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out)]
+    args += (["--work-dir", str(tmp_path / "w")] if module == "tools.predict" else ["--window", "4", "--stride", "3"])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script), module,
+           *args, "--opts", *OPTS]
+    r = subprocess.run(cmd, cwd=ROOT, env=child_env(OMP_NUM_THREADS="1", REPO=str(ROOT)), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [json.loads(x) for x in (out if module == "tools.predict" else out / "index.jsonl").read_text().splitlines()]
+    listed = [str(root / line.rsplit(" ", 1)[0]) for line in (root / "list.txt").read_text().splitlines()]
+    assert [row["path"] for row in rows] == listed  # all 5, once each, in rank 0's order
+    if module == "tools.predict":
+        assert all(row["status"] == "ok" for row in rows)

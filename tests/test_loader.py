@@ -109,6 +109,20 @@ def test_two_rank_sharding(data):
         ld.close()
 
 
+def test_two_rank_test_shares_stay_disjoint_when_one_rank_quarantined_a_video(data):
+    """A video rank 1 quarantined while decoding (an earlier evaluation of the same index: the final multi-view
+    test loader is built later, over it) is bad on rank 1 only: every other video is still scored exactly once."""
+    root, lst = data
+    cfg = small_cfg(root, val_list=lst)
+    index = [build_split_index(cfg, "val") for _ in range(2)]  # each rank's own index of the list
+    index[1].quarantine(3, "changed since it was indexed", remember=False)
+    test = [build_loader(cfg, "test", rank=r, world_size=2, index=index[r]) for r in range(2)]
+    rows = [r for ld in test for b in ld for r in b["index"].tolist()]
+    assert sorted(rows) == [r for r in range(len(COUNTS)) if r != 3]  # no video twice, none left out but row 3
+    for ld in test:
+        ld.close()
+
+
 def test_resume_mid_epoch_is_exact(data):
     root, lst = data
     cfg = small_cfg(root, lst, **{"AUG.JITTER_PER_FRAME": True})

@@ -57,10 +57,20 @@ def test_training_plan_is_one_permutation_cut_into_equal_rank_shares():
 
 def test_test_plan_covers_every_row_once_in_list_order():
     plans = [epoch_plan(ROWS, seed=5, epoch=0, batch_size=4, rank=r, world_size=3, training=False) for r in range(3)]
-    assert [b.tolist() for b in plans[0].batches] == [[0, 4, 7, 10]]
-    assert [b.tolist() for b in plans[2].batches] == [[2, 6, 9]]
+    assert [b.tolist() for b in plans[0].batches] == [[0, 6, 9, 12]]  # list rows 0::3 (3 is excluded)
+    assert [b.tolist() for b in plans[2].batches] == [[2, 5, 8]]  # list rows 2::3 (11 is excluded)
     got = sorted(int(r) for p in plans for b in p.batches for r in b)
     assert got == ROWS.tolist()
+
+
+def test_a_ranks_test_share_does_not_depend_on_what_the_other_ranks_left_out():
+    """Rank 1 quarantined row 5 during an earlier evaluation (or its index of the list differs): rank 0, which
+    still counts row 5 usable, must not shift its share, else rows are scored twice and others never."""
+    on_rank = {0: ROWS, 1: ROWS[ROWS != 5]}
+    plans = [epoch_plan(on_rank[r], seed=5, epoch=0, batch_size=2, rank=r, world_size=2, training=False)
+             for r in range(2)]
+    got = [int(r) for p in plans for b in p.batches for r in b]
+    assert sorted(got) == [r for r in ROWS.tolist() if r != 5]  # each once; 5 left out by the rank it falls to
 
 
 def test_substitute_is_the_next_good_row_in_the_epoch_order():

@@ -318,7 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import InputError, check_output_path, collect_videos, load_model, load_setup
+    from tools.inference import (InputError, check_output_path, collect_videos, load_model, load_setup,
+                                 videos_of_rank_0)
 
     args = parse_args(argv)
     # extract() writes the finished videos on its way out, whatever stops it
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg, _ = load_setup(args.cfg, args.opts, args.weights, class_names=False)  # features need no names
             paths = collect_videos(args.inputs, args.root)
             ctx = distributed.init_from_env()
+            paths = videos_of_rank_0(paths, ctx)
             # features stop before the head: a backbone without one, or a head of other classes, is fine
             model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main, features_only=True)
             result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,

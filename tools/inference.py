@@ -21,14 +21,15 @@ from torch import nn
 
 from configs import ConfigError, load_config, opts_last  # opts_last: for the tools' parsers
 from dali_pipelines.filelist import split_list_line  # plain Python: no DALI import
-from engine.distributed import DistContext, barrier
+from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import head_mismatch, read_checkpoint
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
-           "load_setup", "load_model", "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
+           "videos_of_rank_0", "load_setup", "load_model", "ViewLoader", "build_view_loader", "view_outputs",
+           "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -135,6 +136,12 @@ def collect_videos(inputs: Sequence[str], root: str = "") -> list[str]:
         InputError: nothing to process.
     """
     return list(dict.fromkeys(path for _, path in videos_of_inputs(list(inputs), root)))
+
+
+def videos_of_rank_0(paths: list[str], ctx: DistContext) -> list[str]:
+    """Rank 0's :func:`collect_videos` on every rank: each rank's own scan of a folder could differ (a video being
+    added between the scans), and the ranks' shares of different lists would miss some videos and repeat others."""
+    return broadcast_object(paths, ctx)
 
 
 # ---------------------------------------------------------------------------------------------- config, model

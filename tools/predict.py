@@ -306,7 +306,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import InputError, check_output_path, collect_videos, load_model, load_setup
+    from tools.inference import (InputError, check_output_path, collect_videos, load_model, load_setup,
+                                 videos_of_rank_0)
 
     args = parse_args(argv)
     on_interrupt(f"predicting: no predictions printed or written; the video index in {args.work_dir} keeps the "
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
         paths = collect_videos(args.inputs, args.root)
         ctx = distributed.init_from_env()
+        paths = videos_of_rank_0(paths, ctx)
         model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
         records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
                                  progress=not args.quiet)

@@ -104,6 +104,8 @@ class DatasetIndex:
         if len(table) != len(videos):
             raise ValueError(f"{len(table)} table rows for a list of {len(videos)}")
         self.videos, self.table, self.bad = videos, table, bad
+        # rows of ``bad`` quarantined after the build (by a loader of this index): not "bad when indexed"
+        self.quarantined_at_run: set[int] = set()
         self.list_path, self.root = videos.list_path, videos.root
         self.quarantine_path, self.cache_path, self.probed = quarantine_path, cache_path, probed
         self.missing = missing
@@ -182,6 +184,7 @@ class DatasetIndex:
         probed = (int(c["size"][row]), int(c["mtime_ns"][row])) if self.is_good(row) else None
         self.table.set_bad(row, reason, int(c["size"][row]), int(c["mtime_ns"][row]), True)
         self.bad[row] = reason
+        self.quarantined_at_run.add(row)
         logger.debug("quarantined %s: %s", path, reason)  # the schedule's warning names it
         if self.cache_path and remember:
             record = (rel, stat_key(path), probed, reason)

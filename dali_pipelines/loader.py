@@ -277,7 +277,8 @@ class VideoLoader:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters: bad_at_index, skipped_videos, substituted, rebuilds, worker_restarts, the ``skipped`` lines,
+        """Counters: bad_at_index, quarantined_earlier (by an earlier loader of the same index, e.g. validation's
+        before the final test), skipped_videos, substituted, rebuilds, worker_restarts, the ``skipped`` lines,
         and per route: ``videos_<route>`` (routed at start-up, counted on rank 0), ``samples_<route>`` (delivered:
         a training clip, or a test video with all its views, decoded once) and ``route_fallbacks``."""
         return self.schedule.stats

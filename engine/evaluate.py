@@ -231,8 +231,10 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
     if listed is not None and result["num_videos"] < listed:
         metrics.warn(
             f"{split}: evaluated {result['num_videos']} of {listed} listed videos "
-            f"({stats.get('bad_at_index', 0)} bad when the list was indexed, {stats.get('skipped_videos', 0)} "
-            "failed while decoding); the accuracy covers the evaluated ones only"
+            f"({stats.get('bad_at_index', 0)} bad when the list was indexed, "
+            + (f"{stats['quarantined_earlier']} quarantined earlier in this run, "
+               if stats.get("quarantined_earlier") else "")
+            + f"{stats.get('skipped_videos', 0)} failed while decoding); the accuracy covers the evaluated ones only"
             + (": " + "; ".join(skipped[:5]) if skipped else ""))
     if ctx.is_main:
         entries = getattr(getattr(loader, "index", None), "entries", None) or []

@@ -119,6 +119,8 @@ def test_two_rank_test_shares_stay_disjoint_when_one_rank_quarantined_a_video(da
     test = [build_loader(cfg, "test", rank=r, world_size=2, index=index[r]) for r in range(2)]
     rows = [r for ld in test for b in ld for r in b["index"].tolist()]
     assert sorted(rows) == [r for r in range(len(COUNTS)) if r != 3]  # no video twice, none left out but row 3
+    # rank 1 names row 3 as quarantined earlier in the run, not as bad when the list was indexed
+    assert [(ld.stats["bad_at_index"], ld.stats["quarantined_earlier"]) for ld in test] == [(0, 0), (0, 1)]
     for ld in test:
         ld.close()
 

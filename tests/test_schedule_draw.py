@@ -23,7 +23,8 @@ def test_the_plan_is_cut_once_per_epoch_and_excluded_rows_are_replaced_whole(mon
     cut = []
     real = schedule_mod.epoch_plan
     monkeypatch.setattr(schedule_mod, "epoch_plan", lambda rows, *a: cut.append(rows.tolist()) or real(rows, *a))
-    index = type("Index", (), {"bad": {3: "unreadable", 11: "unreadable"}, "__len__": lambda self: 13})()
+    index = type("Index", (), {"bad": {3: "unreadable", 11: "unreadable"}, "quarantined_at_run": set(),
+                               "__len__": lambda self: 13})()
     schedule = schedule_mod.Schedule(index, SimpleNamespace(training=True), seed=5, batch_size=2, rank=0,
                                      world_size=1, route_of=lambda video: "pyav", list_desc="train.txt")
     for number in range(5):  # the loader asks for a batch's rows several times a batch

@@ -72,7 +72,7 @@ _LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
 _SEED_LIMIT = 2**32
 # Keys that are probabilities.
 _PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB",
-                  "DATA.CPU_ROUTE_MAX_SHARE")
+                  "DATA.CPU_ROUTE_MAX_SHARE", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE", "MODEL.DROP_PATH_RATE")
 
 
 def _get(cfg: CN, dotted: str) -> Any:
@@ -315,6 +315,17 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
     if cfg.TRAIN.WARMUP_EPOCHS > cfg.TRAIN.EPOCHS > 0:
         raise ConfigError(f"{given('TRAIN.WARMUP_EPOCHS')} exceeds {given('TRAIN.EPOCHS')}: lower "
                           "TRAIN.WARMUP_EPOCHS too")
+    # 0 would not mean "off" here (as it does for TRAIN.CLIP_GRAD): every layer below the head would get LR 0, and a
+    # negative factor gives every other block a negative LR; above 1 the factor was silently ignored.
+    if not 0.0 < cfg.TRAIN.LAYER_WISE_DECAY <= 1.0:
+        raise ConfigError(f"TRAIN.LAYER_WISE_DECAY = {cfg.TRAIN.LAYER_WISE_DECAY!r} must be in (0, 1] (1: no "
+                          "layer-wise decay; 0 would freeze every layer below the head)")
+    if not 0.0 <= cfg.TRAIN.EMA_DECAY <= 1.0:
+        raise ConfigError(f"TRAIN.EMA_DECAY = {cfg.TRAIN.EMA_DECAY!r} must be in [0, 1]")
+    if cfg.TRAIN.EPS <= 0:
+        raise ConfigError(f"TRAIN.EPS = {cfg.TRAIN.EPS!r} must be positive")
+    if not 0.0 <= cfg.AUG.LABEL_SMOOTH < 1.0:
+        raise ConfigError(f"AUG.LABEL_SMOOTH = {cfg.AUG.LABEL_SMOOTH!r} must be in [0, 1)")
     if len(cfg.TRAIN.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in cfg.TRAIN.BETAS):
         raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
     if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):

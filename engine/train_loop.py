@@ -214,7 +214,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.update(unwrap(model), step=state.global_step)
+                # timm's step is the number of optimizer updates including this one (its train script counts
+                # num_updates before the call): step 1 copies the weights, later steps average with EMA_DECAY.
+                ema.update(unwrap(model), step=state.global_step + 1)
             epoch_loss += step_loss
             epoch_steps += 1
         state.global_step += 1

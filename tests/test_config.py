@@ -95,6 +95,14 @@ def test_a_typo_in_a_config_file_names_the_close_key(tmp_path):
         (["DATA.NUM_FRAMES", "eight"], "DATA.NUM_FRAMES"),
         (["DATA.NUM_FRAMES", "6", "DATA.TUBELET_SIZE", "4"], "DATA.TUBELET_SIZE"),
         (["TRAIN.LR"], "odd number"),
+        (["TRAIN.LAYER_WISE_DECAY", "0"], "TRAIN.LAYER_WISE_DECAY"),
+        (["TRAIN.LAYER_WISE_DECAY", "-0.9"], "TRAIN.LAYER_WISE_DECAY"),
+        (["TRAIN.LAYER_WISE_DECAY", "1.05"], "TRAIN.LAYER_WISE_DECAY"),
+        (["TRAIN.EMA_DECAY", "1.5"], "TRAIN.EMA_DECAY"),
+        (["TRAIN.EPS", "0"], "TRAIN.EPS"),
+        (["AUG.LABEL_SMOOTH", "1.5"], "AUG.LABEL_SMOOTH"),
+        (["MODEL.DROP_PATH_RATE", "1.5"], "MODEL.DROP_PATH_RATE"),
+        (["MODEL.DROP_RATE", "1.5"], "MODEL.DROP_RATE"),
     ],
 )
 def test_bad_values_name_the_key(opts, needle):

@@ -135,3 +135,29 @@ def test_a_one_step_cosine_is_built_without_timms_warning(caplog, epochs, warmup
     for t, lr in enumerate(lrs):
         sched.step_update(t)
         assert max(g["lr"] for g in opt.param_groups) == pytest.approx(lr)
+
+
+def test_ema_copies_only_the_first_update_then_averages():
+    """TRAIN.EMA: timm's ModelEmaV3 takes the count of updates made, this one included (its train script's
+    num_updates): the first step's weights are copied, every later one is averaged with EMA_DECAY. Counted from 0,
+    the second update copied the weights too and the first step's weights never entered the average."""
+    from types import SimpleNamespace
+
+    from timm.utils import ModelEmaV3
+
+    from engine.distributed import DistContext
+    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    ema = ModelEmaV3(model, decay=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    weights = []
+    metrics = SimpleNamespace(start_epoch=lambda *a, **k: None, end_epoch=lambda *a, **k: None,
+                              log_step=lambda *a, **k: weights.append(model.weight.detach().clone()))
+    batches = [{"video": torch.randn(2, 4), "label": torch.tensor([0, 2])} for _ in range(2)]
+    train_one_epoch(model, batches, opt, SimpleNamespace(step_update=lambda t: None), torch.nn.CrossEntropyLoss(),
+                    TrainState(), TrainOptions(epochs=1, steps_per_epoch=2), metrics, DistContext(), ema=ema)
+    w1, w2 = weights
+    assert not torch.equal(w1, w2)
+    torch.testing.assert_close(ema.module.weight, 0.5 * w1 + 0.5 * w2)

@@ -469,6 +469,7 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
 
     Raises:
         ValueError: as ``convert_state_dict``, with the file named.
+        CheckpointError: as ``read_checkpoint``, or none of the file's tensors is one of the model's.
     """
     state_dict, config = read_checkpoint(path)
     try:
@@ -476,6 +477,12 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
                                               source_grid=source_grid, checkpoint_config=config)
     except ValueError as error:
         raise ValueError(f"{os.fspath(path)}: {error}") from error
+    keys = model.state_dict().keys()
+    if not any(k in keys for k in converted):  # loading nothing would leave the model at its initialisation
+        raise CheckpointError(f"{os.fspath(path)}: none of its {len(converted)} tensors is a tensor of the model "
+                              f"(its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
+                              f"{', '.join(list(keys)[:3])}): the weights of another model, or names saved with "
+                              "another prefix")
     result = model.load_state_dict(converted, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     logger.info("loaded %s (mode %s): %d tensors", os.fspath(path), mode, len(converted) - len(unexpected))

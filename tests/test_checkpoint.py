@@ -253,6 +253,23 @@ def test_nested_and_prefixed_files_load(tmp_path):
         assert torch.equal(model.pos_embed.detach(), sd["pos_embed"]), name
 
 
+def test_a_file_none_of_whose_tensors_fits_the_model_is_refused(tmp_path):
+    """A fine-tuning run must not start from its initialisation while saying it starts from MODEL.PRETRAINED: a
+    file none of whose tensors is a model key (another framework's prefixes, another model) is refused by name."""
+    model = tiny()
+    sd = random_state_dict(model)
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {"model." + k: v for k, v in sd.items()}, "epoch": 1}, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"lightning\.ckpt: none of its 34 tensors .* model\.blocks\.0\."):
+        load_pretrained(model, path, "eva_k722")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # one matching tensor is enough (a partial load is logged, as the original's strict=False)
+    torch.save({"pos_embed": sd["pos_embed"], "other.weight": torch.zeros(2)}, path)
+    missing, unexpected = load_pretrained(model, path, "eva_k722")
+    assert unexpected == ["other.weight"] and "pos_embed" not in missing
+
+
 def test_safetensors_loads(tmp_path):
     sd = random_state_dict(tiny())
     save_file(sd, str(tmp_path / "w.safetensors"))

@@ -16,7 +16,7 @@ from engine.distributed import DistContext
 from models import build_model
 from tests.video_fixtures import make_clip_dataset, pattern_frames, roi_resize_ref
 from tools import extract_features as ef
-from tools.feature_store import FeatureStore, read_features
+from tools.feature_store import FeatureStore, finished_paths, merge_index, read_features
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -213,6 +213,23 @@ def test_interrupted_run_resumes_without_redoing_finished_videos(clips, tiny, tm
     assert (again["done_before"], again["written"]) == (3, 0)
     with pytest.raises(ValueError, match="stride: 2 before, 3 now"):  # other settings never mix into the folder
         ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=3, progress=False)
+
+
+def test_a_line_cut_by_a_crash_does_not_swallow_the_next_runs_first_line(tmp_path):
+    out = str(tmp_path)
+    store = FeatureStore(out, shard_videos=1)
+    store.add({"path": "a.mp4"}, np.ones((2, 3)))
+    store.add({"path": "b.mp4"}, np.ones((2, 3)))
+    index = tmp_path / "index-rank000.jsonl"
+    text = index.read_text()
+    index.write_text(text[:-20])  # b's line cut by a crash mid-append: b is redone by the next run
+    assert finished_paths(out) == {"a.mp4"}
+    store = FeatureStore(out, shard_videos=1)
+    store.add({"path": "b.mp4"}, 2 * np.ones((2, 3)))
+    assert finished_paths(out) == {"a.mp4", "b.mp4"}  # not glued onto the cut line and lost again
+    merge_index(out, ["a.mp4", "b.mp4"])
+    assert [r["path"] for r in _index(tmp_path)] == ["a.mp4", "b.mp4"]
+    np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 2 * np.ones((2, 3), np.float32))
 
 
 def test_progress_without_a_terminal_is_plain_lines(clips, tiny, tmp_path, capsys):
@@ -540,6 +557,26 @@ def test_other_weights_under_the_same_name_or_other_feature_settings_are_refused
     refused([videos[2], *common], f"weights_file: {settings['weights_file']['size']} bytes, sha256 "
                                   f"{settings['weights_file']['sha256'][:16]}... (whole file) before, {size} bytes, "
                                   f"sha256 {ef.weights_identity(str(ckpt))['sha256'][:16]}... (whole file) now")
+
+
+def test_the_same_weights_file_copied_elsewhere_is_the_same_weights(clips, tiny, tmp_path):
+    """weights_identity tells weights by their contents: a copy (or a new download) of the file at another path
+    made the same features, so a rerun with it goes on in the folder."""
+    import shutil
+
+    cfg, model, trained = tiny
+    videos = _videos(clips)
+    first, moved = tmp_path / "a" / "model.pth", tmp_path / "b" / "model.pth"
+    for path in (first, moved):
+        path.parent.mkdir()
+        shutil.copy(trained, path)
+    out = tmp_path / "feats"
+    ef.extract(cfg, model, videos[:1], str(out), DistContext(), progress=False, weights=str(first))
+    result = ef.extract(cfg, model, videos[:2], str(out), DistContext(), progress=False, weights=str(moved))
+    assert (result["done_before"], result["written"]) == (1, 1)
+    torch.save({"model": {k: v + 1 for k, v in model.state_dict().items()}}, moved)  # other contents: refused
+    with pytest.raises(ValueError, match="weights_file: "):
+        ef.extract(cfg, model, videos, str(out), DistContext(), progress=False, weights=str(moved))
 
 
 def test_an_older_settings_file_without_the_new_fields_is_read(clips, tiny, tmp_path, capsys):

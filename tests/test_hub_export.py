@@ -332,6 +332,34 @@ def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_raw_state_dicts_geometry_can_be_given_as_the_error_says(tiny, tmp_path, capsys):
+    """A state dict without a saved config whose token count fits several grids: the error says to set
+    MODEL.PRETRAINED_FRAMES / PRETRAINED_INPUT_SIZE, and predict, extract_features and export then use them."""
+    from models.pos_embed import resample_video_table
+
+    cfg, model, _, _ = tiny  # 4 frames, tubelet 2, 32 px, 8 px patches: 2x4x4 = 32 tokens, also 8x2x2 or 32x1x1
+    raw = tmp_path / "raw.pth"
+    torch.save(model.state_dict(), raw)
+    big = TINY + ["DATA.LABEL_LIST", "", "DATA.INPUT_SIZE", "48"]
+    with pytest.raises(ValueError, match="Set MODEL.PRETRAINED_FRAMES / MODEL.PRETRAINED_INPUT_SIZE"):
+        load_model(load_config(DEMO, big), str(raw), torch.device("cpu"), warn=False)
+    given = load_config(DEMO, big + ["MODEL.PRETRAINED_FRAMES", "4", "MODEL.PRETRAINED_INPUT_SIZE", "32"])
+    loaded = load_model(given, str(raw), torch.device("cpu"), warn=False)
+    torch.testing.assert_close(loaded.pos_embed, resample_video_table(model.pos_embed.detach(), (2, 4), (2, 6)))
+    # a recipe's geometry for another checkpoint (k400.yaml names K722's 8 frames) does not stop one with a config
+    ckpt = tmp_path / "with_config.pth"
+    torch.save({"model": model.state_dict(), "config": cfg.dump()}, ckpt)
+    other = load_config(DEMO, TINY + ["DATA.LABEL_LIST", "", "MODEL.PRETRAINED_FRAMES", "16"])
+    assert torch.equal(load_model(other, str(ckpt), torch.device("cpu"), warn=False).pos_embed, model.pos_embed)
+    # nor one without a config at the model's own geometry (k400.yaml, whose 8 frames of 224 px are K722's, with a
+    # released 16-frame K400 checkpoint), in silence
+    recipe = load_config(DEMO, TINY + ["DATA.LABEL_LIST", "", "MODEL.PRETRAINED_FRAMES", "8",
+                                       "MODEL.PRETRAINED_INPUT_SIZE", "64"])
+    capsys.readouterr()
+    assert torch.equal(load_model(recipe, str(raw), torch.device("cpu")).pos_embed, model.pos_embed)
+    assert capsys.readouterr().err == ""
+
+
 def test_weights_that_do_not_fit_are_refused_in_one_line(tiny, tmp_path):
     """A head of another class count is an error of its own; the load's 'missing keys' warning only preceded it.
 

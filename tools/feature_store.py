@@ -38,6 +38,19 @@ def _rank_files(out_dir: str, prefix: str) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{prefix}-rank*.jsonl")))
 
 
+def _ends_a_line(path: str) -> bool:
+    """Whether ``path`` is missing, empty or ends with a line break."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
+
+
 def _index_lines(paths: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for path in paths:
@@ -80,8 +93,12 @@ def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> list[
     if recorded:
         with open(path, encoding="utf-8") as f:
             before = json.load(f)
+        # the weights are told by their file's contents: the same file under another path (a copy, a new
+        # download, an hf:// reference's cached file) made the same features
+        same_file = before.get("weights_file") is not None and before.get("weights_file") == settings.get(
+            "weights_file")
         changed = [f"{k}: {_describe(k, before[k])} before, {_describe(k, v)} now" for k, v in settings.items()
-                   if k in before and before[k] != v]
+                   if k in before and before[k] != v and not (k == "weights" and same_file)]
         unrecorded = [k for k in settings if k not in before]
         outdated = bool(changed or unrecorded)
         if outdated and not finished_paths(out_dir):
@@ -222,6 +239,8 @@ class FeatureStore:
                                      "dim": feats.shape[1]}, ensure_ascii=False) + "\n")
             row += len(feats)
         with open(self.index_path, "a", encoding="utf-8") as f:
+            if not _ends_a_line(self.index_path):  # a line cut by a crash mid-append: end it (it stays unreadable
+                f.write("\n")  # and its video is redone) rather than glue this shard's first line onto it
             f.writelines(lines)
             f.flush()
             os.fsync(f.fileno())

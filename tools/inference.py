@@ -24,7 +24,7 @@ from dali_pipelines.filelist import split_list_line  # plain Python: no DALI imp
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from models import ARCHS, CheckpointError, build_model, load_pretrained
-from models.checkpoint import head_mismatch, read_checkpoint
+from models.checkpoint import head_mismatch, pretrained_source_grid, read_checkpoint
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
@@ -243,7 +243,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     # what check_checkpoint reads (memory-mapped, no tensor loaded) and refuses, keeping the head's shape: a head of
     # another class count would be dropped and scored at random, named with both counts before the build
     mapping = cfg.MODEL.CLASS_MAPPING or None
-    head = read_checkpoint(weights, mmap=True)[0].get("head.weight")
+    state, saved_config = read_checkpoint(weights, mmap=True)
+    head = state.get("head.weight")
     head_problem, why_not_loaded = None, ""
     mismatch = head_mismatch({"head.weight": head}, cfg.DATA.NUM_CLASSES, mapping) if head is not None else None
     if head is None:
@@ -262,8 +263,15 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     built.freeze()
     model = build_model(built, device=device)
     notes: list[str] = []
-    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=mapping, notes_to=notes,
-                                 missing_is_error=True)
+    # MODEL.PRETRAINED_FRAMES / _INPUT_SIZE give the geometry of a file that does not record it (the error asking
+    # for it names these keys); a file's saved config decides otherwise, as a recipe's values describe the
+    # checkpoint its MODEL.PRETRAINED names
+    grid = pretrained_source_grid(cfg, model) if saved_config is None else None
+    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=mapping, source_grid=grid,
+                                 notes_to=notes, missing_is_error=True)
+    # A recipe's MODEL.PRETRAINED_FRAMES that does not fit these weights describes the checkpoint the recipe trains
+    # from (K722's 8 frames), not these: set aside without a word (the README's k400.yaml + K400 checkpoint case).
+    notes = [n for n in notes if "set aside" not in n]
     if head_problem:  # features_only: the head's absence is said once, below, instead of the conversion's note
         missing = [k for k in missing if k not in ("head.weight", "head.bias")]
         notes = [n for n in notes if not n.startswith("head:")]
@@ -278,7 +286,7 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
                   file=sys.stderr)
         for note in notes:
             print(f"warning: {weights}: {note}", file=sys.stderr)
-        if any(n.startswith("pos_embed:") for n in notes):
+        if any(n.startswith("pos_embed: resampled") for n in notes):
             print(f"warning: {weights} was trained at another geometry than DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES}, "
                   f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE}: its positional embedding was resampled to fit; set them "
                   "to the checkpoint's values to use the model as trained", file=sys.stderr)

@@ -10,8 +10,7 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
 Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint) or a file that cannot be written, named in one
 line; 3 a non-finite loss; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (the
 same command resumes); 5 another process of the run stopped answering (EVA_HEARTBEAT_TIMEOUT_S), or on NCCL ended
-on a failure, named in one line;
-130 (as a shell reports it) stopped by Ctrl-C, without a checkpoint, in one line.
+on a failure, named in one line; 130 (as a shell reports it) stopped by Ctrl-C, without a checkpoint, in one line.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 
 # Only light imports here: every worker process imports this script again (evautil/workers.py), and torch, DALI
 # and the engine come in main().
-from configs import ConfigError  # noqa: E402
+from configs import ConfigError, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_io import BadVideoError  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
@@ -68,12 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def config_overrides(args: argparse.Namespace) -> list[str]:
-    """The CLI flags as KEY VALUE pairs, applied before (so overridden by) --opts."""
-    flags = {"OUTPUT": args.output, "MODEL.PRETRAINED": args.pretrained, "TRAIN.BATCH_SIZE": args.batch_size,
-             "TRAIN.ACCUMULATION_STEPS": args.accumulation_steps, "TEST.ONLY_TEST": True if args.only_test else None}
-    pairs = [item for key, value in flags.items() if value is not None for item in (key, str(value))]
-    return pairs + list(args.opts or [])
+def config_overrides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The CLI flags as KEY VALUE pairs, then --opts (which wins), and a note for each flag --opts overrides."""
+    return flags_then_opts({"OUTPUT": "--output", "MODEL.PRETRAINED": "--pretrained",
+                            "TRAIN.BATCH_SIZE": "--batch-size", "TRAIN.ACCUMULATION_STEPS": "--accumulation-steps",
+                            "TEST.ONLY_TEST": "--only_test"}, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +95,10 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
                  "next step with a checkpoint, exit code 4)")
     try:
         with stop_signals_raise():  # from the start's end; a first index build (minutes) saves its work on a stop
-            cfg = load_config(args.cfg, config_overrides(args))
+            overrides, notes = config_overrides(args)
+            cfg = load_config(args.cfg, overrides)
+            if notes and int(os.environ.get("RANK", "0")) == 0:
+                print(*notes, sep="\n", file=sys.stderr)
             ended["output"] = None if args.dry_run else cfg.OUTPUT
             # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
             resume, resume_note = runner.resume_point(cfg, args.resume)

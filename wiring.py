@@ -33,6 +33,10 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     from models import build_model
 
     build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
+    if not cfg.TEST.ONLY_TEST:
+        from engine.optim import check_optimizer_available
+
+        check_optimizer_available(cfg.TRAIN)  # else found after the lists are indexed, as a traceback
     check_weight_files(cfg, resume)
     metrics = runner.open_run(cfg, ctx, resume, resume_note)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
@@ -66,7 +70,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
         latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # raises when all are damaged
         if latest:
             check_checkpoint(latest[0], **_head_of(cfg))
-    if cfg.MODEL.PRETRAINED and not scored:
+    if cfg.MODEL.PRETRAINED and not scored and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
 
 
@@ -157,8 +161,18 @@ def dry_run(cfg, resume: str = "") -> dict:
     from dali_pipelines.routing import resolve_decode_device
     from models import build_model, forward_flops
 
+    import torch
+
+    from engine.optim import check_optimizer_available
+    from engine.train_loop import resolve_precision
+
     data = cfg.DATA
     model = build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
+    # What the run refuses before indexing, the plan refuses too: a precision this machine cannot run (fp16 on a
+    # CPU), an optimizer it lacks (apex).
+    resolve_precision(cfg.TRAIN.PRECISION, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if not cfg.TEST.ONLY_TEST:
+        check_optimizer_available(cfg.TRAIN)
     check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT

@@ -62,6 +62,14 @@ def measured_matmul_peak(device: torch.device, precision: str, seconds: float = 
     return 2 * n ** 3 * iters / (time.perf_counter() - t0) / 1e12
 
 
+# Config keys set from this benchmark's flags; --opts may not set them (parse_args).
+_FLAG_KEYS = {"MODEL.ARCH": "--arch", "MODEL.ATTN_IMPL": "--attn", "TRAIN.USE_CHECKPOINT": "--checkpoint",
+              "TRAIN.COMPILE": "--compile", "TRAIN.PRECISION": "--precision", "DATA.NUM_FRAMES": "--frames",
+              "DATA.INPUT_SIZE": "--input-size", "DATA.NUM_CLASSES": "--num-classes", "TRAIN.BATCH_SIZE": "--batch",
+              "DATA.NUM_THREADS": "--threads", "DATA.NUM_WORKERS": "--workers",
+              "TRAIN.ACCUMULATION_STEPS": "nothing: one optimizer step per timed step"}
+
+
 def make_cfg(args, attn: str, ckpt: bool, list_path: str | None = None, root: str | None = None):
     from configs import load_config
     opts = ["MODEL.ARCH", args.arch, "MODEL.ATTN_IMPL", attn, "TRAIN.USE_CHECKPOINT", str(bool(ckpt)),
@@ -204,6 +212,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
+    # Keys this benchmark takes from its own flags (and labels its rows with): through --opts they were either
+    # ignored (TRAIN.PRECISION, TRAIN.COMPILE, TRAIN.ACCUMULATION_STEPS) or applied under another row's label
+    # (MODEL.ATTN_IMPL math timed as "attn=sdpa").
+    taken = [f"{key} (use {flag})" for key, flag in _FLAG_KEYS.items() if key in (args.opts or [])[0::2]]
+    if taken:
+        p.error(f"--opts sets keys this benchmark takes from its flags: {', '.join(taken)}")
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
     common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size"))

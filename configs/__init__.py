@@ -23,7 +23,8 @@ from yacs.config import CfgNode as CN
 
 from .defaults import get_cfg_defaults
 
-__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "CONFIG_DIR"]
+__all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "flags_then_opts",
+           "CONFIG_DIR"]
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -91,6 +92,7 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             pass
+    expected = type(default).__name__
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -109,12 +111,17 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
             return str(value)
     elif isinstance(default, (tuple, list)):
         if isinstance(value, (tuple, list)):
-            return type(default)(value)
+            if not (default and all(isinstance(d, float) for d in default)):
+                return type(default)(value)
+            # A list of numbers (TRAIN.BETAS, AUG.CROP_SCALES): every item a number, as for a float key.
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                return type(default)(float(v) for v in value)
+            expected = f"{type(default).__name__} of numbers"
     else:  # pragma: no cover - every default is one of the types above
         return value
     current = f"from {origin}" if origin else "the default"
     raise ConfigError(
-        f"{source}: key {key} expects a value of type {type(default).__name__} (current value {default!r}, "
+        f"{source}: key {key} expects a value of type {expected} (current value {default!r}, "
         f"{current}), got {value!r}"
     )
 
@@ -360,3 +367,17 @@ def opts_last(parser, argv: Sequence[str]) -> list[str]:
     i = argv.index("--opts")
     j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
     return argv[:i] + argv[j:] + argv[i:j]
+
+
+def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[str], list[str]]:
+    """A command's flags (``{config key: flag}``, read from the parsed ``args``; None or False: not given) as KEY
+    VALUE pairs followed by ``args.opts`` (which therefore win, as documented), and a note for each flag that
+    ``--opts`` overrides with another value (``--only_test`` with ``--opts TEST.ONLY_TEST False`` trains)."""
+    values = {key: (flag, getattr(args, flag.lstrip("-").replace("-", "_"))) for key, flag in flags.items()}
+    given = {key: (flag, str(value)) for key, (flag, value) in values.items()
+             if value is not None and value is not False}
+    opts = list(args.opts or [])
+    by_opts = dict(zip(opts[0::2], opts[1::2]))  # a key given twice: its last value, the one applied
+    notes = [f"note: {flag}{'' if value == 'True' else ' ' + value} is overridden by --opts {key} {by_opts[key]}"
+             for key, (flag, value) in given.items() if key in by_opts and by_opts[key] != value]
+    return [item for key, (_, value) in given.items() for item in (key, value)] + opts, notes

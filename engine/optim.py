@@ -68,6 +68,19 @@ def build_param_groups(model: nn.Module, weight_decay: float, layer_decay: float
     return groups
 
 
+def check_optimizer_available(train_cfg) -> None:
+    """Raise ConfigError (one line, exit code 2) when TRAIN.FUSED_OPTIMIZER names an optimizer this machine lacks:
+    called before a run indexes its lists (and by --dry-run), not only when the optimizer is built after them."""
+    if train_cfg.FUSED_OPTIMIZER == "apex":
+        try:
+            from apex.optimizers import FusedAdam  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            from configs import ConfigError
+
+            raise ConfigError("TRAIN.FUSED_OPTIMIZER = 'apex' but apex is not installed; use 'auto' or "
+                              "'torch'") from None
+
+
 def build_optimizer(train_cfg, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over :func:`build_param_groups` from the ``TRAIN`` config node.
 
@@ -78,11 +91,9 @@ def build_optimizer(train_cfg, model: nn.Module, device: torch.device) -> torch.
     kwargs = dict(lr=train_cfg.LR, betas=tuple(train_cfg.BETAS), eps=train_cfg.EPS, weight_decay=train_cfg.WEIGHT_DECAY)
     impl = train_cfg.FUSED_OPTIMIZER
     if impl == "apex":
-        try:
-            from apex.optimizers import FusedAdam  # type: ignore[import-not-found]
-        except ImportError:
-            raise ValueError("TRAIN.FUSED_OPTIMIZER = 'apex' but apex is not installed; use 'auto' or 'torch'") \
-                from None
+        check_optimizer_available(train_cfg)
+        from apex.optimizers import FusedAdam  # type: ignore[import-not-found]
+
         return FusedAdam(groups, adam_w_mode=True, **kwargs)
     fused = device.type == "cuda"
     return torch.optim.AdamW(groups, fused=fused, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,6 +75,13 @@ def _where_they_come_from(missing: list[str]) -> str:
     return f" ({'; '.join(hints)})" if hints else ""
 
 
+def reads_pretrained(cfg, resume: str = "") -> bool:
+    """Whether a training run reads MODEL.PRETRAINED: only when it starts from step 0. A run that resumes (``resume``,
+    or TRAIN.AUTO_RESUME with a checkpoint in OUTPUT) takes every weight from the checkpoint, so the pretrained file
+    (gigabytes for the recipes, maybe gone since the first attempt) is neither needed nor loaded."""
+    return bool(cfg.MODEL.PRETRAINED) and starts_fresh(cfg.OUTPUT, resume, cfg.TRAIN.AUTO_RESUME)
+
+
 def check_files(cfg, only_test: bool, resume: str = "") -> None:
     """Fail with one message naming every missing input file (lists, labels, weights, class mapping).
 
@@ -85,7 +93,8 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     checkpoint = eval_checkpoint(cfg, resume) if only_test else ""
     if not only_test:
         wanted.insert(0, ("DATA.TRAIN_FILE", cfg.DATA.TRAIN_FILE))
-        wanted.append(("MODEL.PRETRAINED", cfg.MODEL.PRETRAINED))
+        if reads_pretrained(cfg, resume):
+            wanted.append(("MODEL.PRETRAINED", cfg.MODEL.PRETRAINED))
     elif not checkpoint:
         if not cfg.MODEL.PRETRAINED:
             raise ConfigError(f"--only_test: nothing to evaluate: no --resume given, no checkpoint (ckpt_*.pth) in "
@@ -140,6 +149,11 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
             del plan[key]
         plan["evaluates"] = eval_checkpoint(cfg, resume) or f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}"
     print_plan(plan)
+    if not only_test and train_videos < global_batch:  # the run stops on this, but only after indexing the lists
+        print(f"warning: DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {train_videos} listed training videos, fewer than one "
+              f"global batch (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} x TRAIN.ACCUMULATION_STEPS "
+              f"{cfg.TRAIN.ACCUMULATION_STEPS} x world size {world} = {global_batch}): the run would stop before its "
+              "first step; lower TRAIN.BATCH_SIZE or list more videos", file=sys.stderr)
     return plan
 
 
@@ -314,6 +328,10 @@ def weights_to_load(cfg, metrics: MetricLogger, resume: str = "") -> WeightsChoi
             path = found[0] if found else ""
         if path:
             return WeightsChoice(path, "eva_k722", mapping, checkpoint=True)
+    if cfg.MODEL.PRETRAINED and not cfg.TEST.ONLY_TEST and not reads_pretrained(cfg, resume):
+        metrics.info(f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED} is not read: the run resumes a checkpoint, whose "
+                     "weights replace it")
+        return None
     if cfg.MODEL.PRETRAINED:
         return WeightsChoice(cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE, mapping, checkpoint=False)
     return None

@@ -571,6 +571,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert proc.stderr.strip().splitlines() == [f"error: video list {str(missing)!r} does not exist (or is not a file)"]
 
 
+def test_train_benchmark_refuses_opts_that_its_flags_set(capsys):
+    """--opts MODEL.ATTN_IMPL math was timed under the row label "attn=sdpa", and TRAIN.PRECISION / TRAIN.COMPILE
+    through --opts were ignored: each key names the flag to use instead, before anything is measured."""
+    from benchmarks import train_throughput
+
+    with pytest.raises(SystemExit) as e:
+        train_throughput.main(["--quick", "--no-measure-peak", "--opts", "MODEL.ATTN_IMPL", "math",
+                               "TRAIN.PRECISION", "bf16", "MODEL.DROP_PATH_RATE", "0.0", "TRAIN.COMPILE", "True"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "MODEL.ATTN_IMPL (use --attn)" in err and "TRAIN.PRECISION (use --precision)" in err
+    assert "TRAIN.COMPILE (use --compile)" in err and "DROP_PATH_RATE" not in err
+
+
 def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches(tmp_path):
     """Quick mode: every program runs with both colour implementations, which compute the same values."""
     out_json = tmp_path / "augment.json"

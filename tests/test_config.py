@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from configs import ConfigError, load_config
@@ -108,6 +110,15 @@ def test_a_typo_in_a_config_file_names_the_close_key(tmp_path):
 def test_bad_values_name_the_key(opts, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         load_config(None, opts)
+
+
+@pytest.mark.parametrize("key, value", [("TRAIN.BETAS", "('a', 'b')"), ("TRAIN.BETAS", "(0.9, None)"),
+                                        ("AUG.CROP_SCALES", "('x',)"), ("AUG.CROP_SCALES", "(True, 0.5)")])
+def test_a_list_of_numbers_with_another_item_is_a_config_error_naming_the_key(key, value):
+    # these reached validate() and failed there with a TypeError traceback (exit code 1), or took True for 1.0
+    with pytest.raises(ConfigError, match=rf"--opts: key {re.escape(key)} expects a value of type tuple of numbers"):
+        load_config(None, [key, value])
+    assert load_config(None, ["TRAIN.BETAS", "(0, 0.98)"]).TRAIN.BETAS == (0.0, 0.98)
 
 
 def test_base_files_merge_first(tmp_path):

@@ -19,8 +19,9 @@ def test_weights_to_load_picks_exactly_one_source(tmp_path):
     choice = runner.weights_to_load(cfg, metrics)
     assert (choice.path, choice.mode, choice.checkpoint) == ("init.pth", "eva", False)
     assert choice.describe() == "MODEL.PRETRAINED = init.pth"
-    # training with --resume still starts from MODEL.PRETRAINED: the trainer applies the checkpoint afterwards
-    assert runner.weights_to_load(cfg, metrics, resume="ckpt.pth").path == "init.pth"
+    # training that resumes (--resume, or a checkpoint in OUTPUT with TRAIN.AUTO_RESUME) does not read
+    # MODEL.PRETRAINED: the checkpoint the trainer applies replaces every weight
+    assert runner.weights_to_load(cfg, metrics, resume="ckpt.pth") is None
     # evaluation of a checkpoint loads only the checkpoint (the pretrained weights would be overwritten)
     test_cfg = _cfg(tmp_path, "MODEL.PRETRAINED", "init.pth", "TEST.ONLY_TEST", "True")
     choice = runner.weights_to_load(test_cfg, metrics, resume="ckpt.pth")
@@ -28,4 +29,10 @@ def test_weights_to_load_picks_exactly_one_source(tmp_path):
     # nothing in OUTPUT: MODEL.PRETRAINED is what is evaluated
     assert runner.weights_to_load(test_cfg, metrics).path == "init.pth"
     assert runner.weights_to_load(_cfg(tmp_path, "TEST.ONLY_TEST", "True", "MODEL.PRETRAINED", ""), metrics) is None
+    # a checkpoint in OUTPUT: resumed with TRAIN.AUTO_RESUME (the demo's False starts over from MODEL.PRETRAINED)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "ckpt_epoch_1.pth").write_bytes(b"")
+    auto = _cfg(tmp_path, "MODEL.PRETRAINED", "init.pth", "TRAIN.AUTO_RESUME", "True")
+    assert runner.weights_to_load(auto, metrics) is None
+    assert runner.weights_to_load(_cfg(tmp_path, "MODEL.PRETRAINED", "init.pth"), metrics).path == "init.pth"
     metrics.close()

@@ -40,9 +40,22 @@ def _opts(data: Path, out: Path, *extra: str) -> list[str]:
 def test_flags_map_to_config_keys():
     args = train.parse_args(["-cfg", DEMO, "--batch-size", "3", "--accumulation-steps", "2", "--output", "o",
                              "--pretrained", "w.pth", "--only_test", "--opts", "TEST.NUM_CLIP", "4"])
-    cfg = load_config(args.cfg, train.config_overrides(args))
+    cfg = load_config(args.cfg, train.config_overrides(args)[0])
     assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.ACCUMULATION_STEPS, cfg.OUTPUT) == (3, 2, "o")
     assert cfg.MODEL.PRETRAINED == "w.pth" and cfg.TEST.ONLY_TEST and cfg.TEST.NUM_CLIP == 4
+
+
+def test_a_flag_that_opts_overrides_is_said(tmp_path, dataset, capsys):
+    # --opts wins (README), but silently an --only_test run trained and a --batch-size was dropped
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--only_test", "--batch-size", "4", "--opts",
+                     *_opts(dataset, tmp_path / "o", "TEST.ONLY_TEST", "False", "TRAIN.BATCH_SIZE", "6")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "mode                           : train" in out and "6 = 6 x 1 x 1" in out
+    assert "note: --only_test is overridden by --opts TEST.ONLY_TEST False" in err
+    assert "note: --batch-size 4 is overridden by --opts TRAIN.BATCH_SIZE 6" in err
+    # the same value twice is no conflict
+    args = train.parse_args(["--cfg", DEMO, "--batch-size", "4", "--opts", "TRAIN.BATCH_SIZE", "4"])
+    assert train.config_overrides(args)[1] == []
 
 
 def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, monkeypatch, capsys):
@@ -67,6 +80,26 @@ def test_bad_config_is_one_line_exit_2(opts, needle, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("opts, needle", [
+    (["TRAIN.PRECISION", "fp16"], "TRAIN.PRECISION = 'fp16' needs a CUDA device"),
+    (["TRAIN.FUSED_OPTIMIZER", "apex"], "TRAIN.FUSED_OPTIMIZER = 'apex' but apex is not installed"),
+])
+def test_what_this_machine_cannot_run_is_refused_by_the_plan_and_before_output_is_written(
+        tmp_path, dataset, capsys, opts, needle, dry_run):
+    import importlib.util
+
+    if opts[1] == "fp16" and torch.cuda.is_available():
+        pytest.skip("fp16 runs on this machine")
+    if opts[1] == "apex" and importlib.util.find_spec("apex") is not None:
+        pytest.skip("apex is installed")
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []), "--opts", *_opts(dataset, out, *opts)])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "Traceback" not in err, err
+    assert not out.exists()  # refused before the run opened OUTPUT (and indexed its lists)
 
 
 def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
@@ -120,13 +153,17 @@ def test_malformed_label_list_is_one_line_exit_2(tmp_path, dataset, capsys, cont
 
 def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert rc == 0
     assert "parameters" in out and "GFLOPs per clip" in out and "data decode device" in out
-    # 12 train clips, global batch 16 from demo.yaml -> 0 iterations; batch 4 -> 3
+    # 12 train clips, global batch 16 from demo.yaml -> 0 iterations, which the run would refuse after indexing:
+    # the plan says so; batch 4 -> 3
     assert "global batch (B x ACC x world) : 16 = 16 x 1 x 1" in out
+    assert err.startswith("warning: DATA.TRAIN_FILE ") and "12 listed training videos, fewer than one global batch" \
+        in err and "= 16): the run would stop before its first step" in err and err.count("\n") == 1
     rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "o")])
-    assert "iterations per epoch           : 3" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "iterations per epoch           : 3" in out and "warning" not in err
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
@@ -330,6 +367,28 @@ def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, datase
     save_atomic({"model": {"w": torch.ones(4)}}, str(good))
     cfg = load_config(DEMO, _opts(dataset, tmp_path / "out", "MODEL.PRETRAINED", str(good)))
     assert _crc_reads(lambda: (check_weight_files(cfg, ""), read_state_dict(str(good)))) == 1
+
+
+def test_a_resumed_run_neither_needs_nor_reads_model_pretrained(tmp_path, dataset, capsys):
+    # A requeued fine-tuning run resumes from OUTPUT's checkpoint, whose weights replace the pretrained ones: a
+    # pretrained file deleted (or moved) since the first attempt is no reason to refuse, nor worth loading again.
+    from models import build_model
+
+    out, pretrained = tmp_path / "out", tmp_path / "pretrained.pth"
+    opts = _opts(dataset, out, "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE", "4", "TRAIN.AUTO_RESUME", "True",
+                 "MODEL.PRETRAINED", str(pretrained), "TEST.FINAL_NUM_CLIP", "0")
+    save_atomic({"model": build_model(load_config(DEMO, opts)).state_dict()}, str(pretrained))
+    assert train.main(["--cfg", DEMO, "--opts", *opts, "TRAIN.EPOCHS", "1"]) == 0, capsys.readouterr().err
+    pretrained.unlink()
+    rc = train.main(["--cfg", DEMO, "--opts", *opts, "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True"])
+    assert rc == 0, capsys.readouterr().err
+    log = (out / "log_rank0.txt").read_text()
+    assert f"MODEL.PRETRAINED = {pretrained} is not read: the run resumes a checkpoint" in log
+    assert "resumed from" in log and "epoch 2/2 done" in log
+    # a run that starts from step 0 still needs it
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "fresh", "MODEL.PRETRAINED",
+                                                     str(pretrained))])
+    assert rc == 2 and f"MODEL.PRETRAINED = {pretrained}" in capsys.readouterr().err
 
 
 def test_a_stop_signal_after_the_summary_lets_the_run_end_as_complete(tmp_path, dataset, capsys, monkeypatch):

@@ -349,6 +349,14 @@ def require_positive(parser, args, names: Sequence[str]) -> None:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
 
+def refuse_opts_set_by_flags(parser, opts: Sequence[str], flag_keys: dict[str, str]) -> None:
+    """``parser.error`` (one line, exit 2) when ``--opts`` sets a config key the benchmark takes from one of its
+    flags (``flag_keys``: key -> flag): such a key was ignored, or applied under another row's label."""
+    taken = [f"{key} (use {flag})" for key, flag in flag_keys.items() if key in list(opts or [])[0::2]]
+    if taken:
+        parser.error(f"--opts sets keys this benchmark takes from its flags: {', '.join(taken)}")
+
+
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
              plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
     """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and

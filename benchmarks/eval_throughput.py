@@ -98,6 +98,14 @@ def decode_comparison(args, clips) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # 2. end to end: loader + model forward
 # ---------------------------------------------------------------------------------------------------------------
+# Config keys set from this benchmark's flags; --opts may not set them (parse_args): applied after the flags, they
+# would be measured under the flags' labels.
+_FLAG_KEYS = {"MODEL.ARCH": "--arch", "MODEL.ATTN_IMPL": "--attn", "TRAIN.PRECISION": "--precision",
+              "DATA.NUM_FRAMES": "--num-frames", "DATA.INPUT_SIZE": "--input-size", "DATA.NUM_CLASSES": "--num-classes",
+              "DATA.NUM_THREADS": "--threads", "DATA.NUM_WORKERS": "--workers", "TEST.BATCH_SIZE": "--batch",
+              "TEST.NUM_CLIP": "--num-clip", "TEST.NUM_CROP": "--num-crop"}
+
+
 def eval_cfg(args, list_path: str, root: str):
     from configs import load_config
     opts = ["MODEL.ARCH", args.arch, "MODEL.ATTN_IMPL", args.attn, "DATA.NUM_FRAMES", str(args.num_frames),
@@ -214,6 +222,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="write a PNG bar chart of videos/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
+    common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
     common.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",

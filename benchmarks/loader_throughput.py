@@ -98,6 +98,14 @@ class _Stream:
             return next(self.it)
 
 
+# Config keys set from this benchmark's flags; --opts may not set them (parse_args): the rows are labelled with
+# the flags' values.
+_FLAG_KEYS = {"DATA.NUM_FRAMES": "--num-frames", "DATA.INPUT_SIZE": "--input-size", "DATA.NUM_CLASSES": "--num-classes",
+              "DATA.NUM_THREADS": "--threads", "DATA.NUM_WORKERS": "--workers", "DATA.DECODE_DEVICE": "--decode-device",
+              "TRAIN.BATCH_SIZE": "--batch", "TEST.BATCH_SIZE": "--test-batch", "TEST.NUM_CLIP": "--num-clip",
+              "TEST.NUM_CROP": "--num-crop"}
+
+
 def build_dali(args, mode: str, list_path: str, root: str, variant: list[str]):
     from configs import load_config
     from dali_pipelines import build_loader
@@ -242,6 +250,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for our loader")
     args = p.parse_args(argv)
+    common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if common.cuda_available() else "vp9"
     common.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",

@@ -212,12 +212,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
-    # Keys this benchmark takes from its own flags (and labels its rows with): through --opts they were either
-    # ignored (TRAIN.PRECISION, TRAIN.COMPILE, TRAIN.ACCUMULATION_STEPS) or applied under another row's label
-    # (MODEL.ATTN_IMPL math timed as "attn=sdpa").
-    taken = [f"{key} (use {flag})" for key, flag in _FLAG_KEYS.items() if key in (args.opts or [])[0::2]]
-    if taken:
-        p.error(f"--opts sets keys this benchmark takes from its flags: {', '.join(taken)}")
+    # Through --opts these were ignored (TRAIN.PRECISION, TRAIN.COMPILE, TRAIN.ACCUMULATION_STEPS) or applied under
+    # another row's label (MODEL.ATTN_IMPL math timed as "attn=sdpa").
+    common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
     common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size"))

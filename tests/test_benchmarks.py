@@ -585,6 +585,19 @@ def test_train_benchmark_refuses_opts_that_its_flags_set(capsys):
     assert "MODEL.ATTN_IMPL (use --attn)" in err and "TRAIN.PRECISION (use --precision)" in err
     assert "TRAIN.COMPILE (use --compile)" in err and "DROP_PATH_RATE" not in err
 
+    # the evaluation and loader benchmarks label their rows with their flags too
+    from benchmarks import eval_throughput, loader_throughput
+
+    for module, opts, named in ((eval_throughput, ["TEST.NUM_CLIP", "2", "MODEL.ATTN_IMPL", "math"],
+                                 ("TEST.NUM_CLIP (use --num-clip)", "MODEL.ATTN_IMPL (use --attn)")),
+                                (loader_throughput, ["DATA.NUM_THREADS", "1", "DATA.OUTPUT_DTYPE", "float16"],
+                                 ("DATA.NUM_THREADS (use --threads)",))):
+        with pytest.raises(SystemExit) as e:
+            module.main(["--quick", "--opts", *opts])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and all(n in err for n in named), err
+        assert "OUTPUT_DTYPE" not in err
+
 
 def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches(tmp_path):
     """Quick mode: every program runs with both colour implementations, which compute the same values."""

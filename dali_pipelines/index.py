@@ -47,7 +47,7 @@ from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, PathTable, VideoList, read_video_list
 from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
                           load_cache_and_root, locked, save_cache, stat_key)
-from .pyav_io import BadVideoError, StreamProbe, probe_stream
+from .pyav_io import DURATION_SLACK, BadVideoError, StreamProbe, probe_stream, reaches_duration
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
            "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index", "ProbedBefore",
@@ -55,9 +55,6 @@ __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetInd
 
 logger = logging.getLogger(__name__)
 
-# Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
-# slack before calling a file truncated.
-_DURATION_SLACK = 0.02
 # The wording of a truncation verdict drawn from nominal rate x duration even where the packets carry timestamps
 # (before variable-frame-rate videos were judged by time): cached records with it are probed again.
 _RETIRED_TRUNCATION = "the duration implies"
@@ -147,11 +144,10 @@ def _ends_where_declared(p: StreamProbe) -> bool:
     """Whether the packets' timestamps reach the duration the container declares (within the slack)."""
     if p.duration_s <= 0 or p.packets_end_s < 0:
         return False
-    slack = max(_DURATION_SLACK * p.duration_s, 2.0 / p.fps if p.fps > 0 else 0.0)
     # A file's duration (WebM/Matroska declare no stream's own) covers its longest stream: a complete video may end
     # before its audio does, while a truncated file stops every stream short.
     end = max(p.packets_end_s, p.streams_end_s) if p.duration_of_container else p.packets_end_s
-    return end >= p.duration_s - slack
+    return reaches_duration(end, p.duration_s, p.fps)
 
 
 def _check_complete(p: StreamProbe) -> None:
@@ -171,7 +167,7 @@ def _check_complete(p: StreamProbe) -> None:
             raise BadVideoError(f"truncated: {p.packets} frames readable, ending at {p.packets_end_s:.3f} s of the "
                                 f"{p.duration_s:.3f} s the container declares")
     elif p.declared_frames > 0:
-        slack = max(1, int(_DURATION_SLACK * p.declared_frames))
+        slack = max(1, int(DURATION_SLACK * p.declared_frames))
         if p.packets < p.declared_frames - slack:
             raise BadVideoError(f"truncated: {p.packets} frames readable, {p.declared_frames} expected from the "
                                 "declared duration and rate (the packets carry no timestamps)")

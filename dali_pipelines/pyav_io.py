@@ -22,7 +22,7 @@ from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
            "decode_frames", "count_frames", "count_packets", "StreamProbe",
-           "DecoderFacts", "probe_stream"]
+           "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -401,6 +401,32 @@ def _declared_frames(stream: av.video.stream.VideoStream, duration_s: float, fps
     return 0, False
 
 
+# Duration-derived frame counts (WebM/Matroska have no frame count in the header) are estimates: allow this much
+# slack before calling a file truncated.
+DURATION_SLACK = 0.02
+
+
+def reaches_duration(end_s: float, duration_s: float, fps: float) -> bool:
+    """Whether packets that end at ``end_s`` reach a declared ``duration_s``, within the slack (a share of the
+    duration, at least two frames)."""
+    slack = max(DURATION_SLACK * duration_s, 2.0 / fps if fps > 0 else 0.0)
+    return end_s >= duration_s - slack
+
+
+def _other_streams_end_s(container, video) -> float:
+    """Where the packets of ``container``'s streams other than ``video`` end, in seconds (-1: none, or unknown)."""
+    others = [s for s in container.streams if s.index != video.index and s.time_base]
+    end_s = -1.0
+    try:
+        container.seek(0)
+        for packet in container.demux(*others):
+            if packet.size and packet.pts is not None:
+                end_s = max(end_s, float((packet.pts + (packet.duration or 0)) * Fraction(packet.stream.time_base)))
+    except av.error.FFmpegError:
+        pass  # judged on the video's own end, as without other streams
+    return end_s
+
+
 def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
     """Demux the whole first video stream, count its data packets and check that the first frame decodes.
 
@@ -424,15 +450,9 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         packets, decoded, first_ok, error = 0, 0, False, ""
         discarded, leading, keyframe_seen, first_corrupt = 0, 0, False, -1
         end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
-        streams_end = -1.0  # where any stream's packets end, in seconds
         try:
-            for packet in container.demux():  # every stream: another one may run longer than the video
+            for packet in container.demux(stream):
                 if packet.size == 0:  # the flush packet at the end of the stream carries no data
-                    continue
-                if packet.pts is not None and packet.time_base:
-                    streams_end = max(streams_end,
-                                      float((packet.pts + (packet.duration or 0)) * Fraction(packet.time_base)))
-                if packet.stream.index != stream.index:
                     continue
                 packets += 1
                 discarded += bool(packet.is_discard)
@@ -463,14 +483,19 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                     error = error or f"decode error while flushing ({_ffmpeg_msg(e)})"
         except av.error.FFmpegError as e:
             error = error or f"demux error after {packets} packets ({_ffmpeg_msg(e)})"
+        packets_end_s = (float(end_ticks * Fraction(stream.time_base))
+                         if end_ticks is not None and stream.time_base else -1.0)
+        of_container = not (stream.duration and stream.time_base)
+        # A duration that only the container declares (WebM/Matroska) may be set by a longer audio track: where the
+        # other streams end is read (a second pass, over their packets only) when the video stops short of it.
+        streams_end = (_other_streams_end_s(container, stream) if of_container and not error and packets_end_s >= 0
+                       and duration_s > 0 and not reaches_duration(packets_end_s, duration_s, fps) else -1.0)
         return StreamProbe(codec=codec, width=int(stream.width), height=int(stream.height), fps=fps,
                            packets=packets, declared_frames=declared, declared_exact=exact, first_frame_ok=first_ok,
                            decoded_frames=decoded if full_decode else -1, error=error,
                            decoder=_decoder_facts(stream, codec), duration_s=duration_s,
-                           packets_end_s=(float(end_ticks * Fraction(stream.time_base))
-                                          if end_ticks is not None and stream.time_base else -1.0),
-                           discarded=discarded, leading_nonkey=leading if keyframe_seen else 0,
-                           duration_of_container=not (stream.duration and stream.time_base),
+                           packets_end_s=packets_end_s, discarded=discarded,
+                           leading_nonkey=leading if keyframe_seen else 0, duration_of_container=of_container,
                            streams_end_s=streams_end, first_corrupt=first_corrupt)
     finally:
         container.close()

@@ -28,15 +28,25 @@ def _test_cfg(cfg, num_clip: int, num_crop: int):
     return out
 
 
-def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
-    """Logger, loaders, model and weights for ``cfg`` on this process."""
+def check_before_indexing(cfg, device) -> Any:
+    """What a run (and its --dry-run plan) refuses before it reads its lists, which takes a while: a bad MODEL.ARCH
+    or an input size the patch does not divide, a precision ``device`` cannot run (fp16 on a CPU), an optimizer
+    this machine lacks (apex; else found after the lists are indexed, as a traceback). Returns the model, built on
+    the meta device (no memory for weights)."""
+    from engine.optim import check_optimizer_available
+    from engine.train_loop import resolve_precision
     from models import build_model
 
-    build_model(cfg, device="meta")  # a bad MODEL.ARCH or an input size the patch does not divide: before indexing
+    model = build_model(cfg, device="meta")
+    resolve_precision(cfg.TRAIN.PRECISION, device)
     if not cfg.TEST.ONLY_TEST:
-        from engine.optim import check_optimizer_available
+        check_optimizer_available(cfg.TRAIN)
+    return model
 
-        check_optimizer_available(cfg.TRAIN)  # else found after the lists are indexed, as a traceback
+
+def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
+    """Logger, loaders, model and weights for ``cfg`` on this process."""
+    check_before_indexing(cfg, ctx.device)
     check_weight_files(cfg, resume)
     metrics = runner.open_run(cfg, ctx, resume, resume_note)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
@@ -159,20 +169,12 @@ def dry_run(cfg, resume: str = "") -> dict:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
     from dali_pipelines.filelist import read_video_list
     from dali_pipelines.routing import resolve_decode_device
-    from models import build_model, forward_flops
+    from models import forward_flops
 
     import torch
 
-    from engine.optim import check_optimizer_available
-    from engine.train_loop import resolve_precision
-
     data = cfg.DATA
-    model = build_model(cfg, device="meta")  # model errors first: reading long lists takes a while
-    # What the run refuses before indexing, the plan refuses too: a precision this machine cannot run (fp16 on a
-    # CPU), an optimizer it lacks (apex).
-    resolve_precision(cfg.TRAIN.PRECISION, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if not cfg.TEST.ONLY_TEST:
-        check_optimizer_available(cfg.TRAIN)
+    model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT

@@ -92,7 +92,7 @@ def _head_of(cfg) -> dict:
 def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
     from dali_pipelines.loader import build_loader  # imports DALI
     from models import build_model, forward_flops, load_pretrained
-    from models.checkpoint import pretrained_source_grid
+    from models.checkpoint import layers_the_model_lacks, pretrained_source_grid
 
     only_test = cfg.TEST.ONLY_TEST
     splits = ["test"] if only_test else ["train", "val"]
@@ -108,10 +108,11 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
         # the file; our own checkpoints have the model's grid.
         grid = None if choice.checkpoint else pretrained_source_grid(cfg, model)
         notes: list[str] = []
-        missing, _ = load_pretrained(model, choice.path, choice.mode, class_mapping=choice.class_mapping,
-                                     source_grid=grid, notes_to=notes)
-        runner.check_weights_fit(cfg, choice, missing)
-        runner.announce_weights(metrics, choice, notes, missing)
+        missing, unexpected = load_pretrained(model, choice.path, choice.mode, class_mapping=choice.class_mapping,
+                                              source_grid=grid, notes_to=notes)
+        lacked = layers_the_model_lacks(unexpected, model)
+        runner.check_weights_fit(cfg, choice, missing, lacked)
+        runner.announce_weights(metrics, choice, notes, missing, lacked)
     runner.announce_model(cfg, model, metrics, ctx, forward_flops(model), val_loader.device)
 
     def make_test_loader(num_clip: int, num_crop: int):

@@ -20,6 +20,7 @@ import torch
 from . import distributed as dist_utils
 from . import liveness
 from configs import ConfigError
+from evautil.errors import some_names, weights_misfit
 from evautil.flops import model_size_text
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, starts_fresh
@@ -350,14 +351,17 @@ def announce_model(cfg, model: torch.nn.Module, metrics: MetricLogger, ctx: Dist
                  f"{ctx.world_size} process(es); data decoded on {decode_device}")
 
 
-def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str]) -> None:
-    """A checkpoint being evaluated must fill every parameter of the model; raise CheckpointError naming it."""
-    if choice.checkpoint and missing:
-        raise CheckpointError(f"checkpoint {choice.path} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with "
-                              f"{cfg.DATA.NUM_CLASSES} classes: missing {', '.join(missing[:6])}")
+def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str], lacked: list[str]) -> None:
+    """A checkpoint being evaluated or resumed must fill every parameter of the model, and the model must have
+    every layer the checkpoint trained (``lacked``: see ``models.checkpoint.layers_the_model_lacks``); raise
+    CheckpointError naming it."""
+    if choice.checkpoint and (missing or lacked):
+        raise CheckpointError(f"checkpoint {choice.path} "
+                              f"{weights_misfit(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES, missing, lacked)}")
 
 
-def announce_weights(metrics: MetricLogger, choice: WeightsChoice, notes: list[str], missing: list[str]) -> None:
+def announce_weights(metrics: MetricLogger, choice: WeightsChoice, notes: list[str], missing: list[str],
+                     lacked: list[str]) -> None:
     """Log where the weights came from and what their conversion changed (a resampled positional embedding, a head
     dropped for another class count and left at its initialisation): a fine-tuning run must say what it starts
     from. (An evaluation names its checkpoint when it starts scoring.)"""
@@ -366,8 +370,9 @@ def announce_weights(metrics: MetricLogger, choice: WeightsChoice, notes: list[s
     for note in notes:
         metrics.info(f"  weights: {note}")
     if missing:
-        metrics.info(f"  weights: left at their initialisation: {', '.join(missing[:6])}"
-                     + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
+        metrics.info(f"  weights: left at their initialisation: {some_names(missing)}")
+    if lacked:  # the model is not the one these weights trained: a shallower or otherwise built MODEL.ARCH
+        metrics.warn(f"weights: not used, the model has no such layer: {some_names(lacked)}")
 
 
 def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:

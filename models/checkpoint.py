@@ -35,7 +35,7 @@ from evautil.zip_check import damaged_zip_record
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
 __all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch",
-           "convert_state_dict", "load_pretrained", "pretrained_source_grid", "MODES"]
+           "convert_state_dict", "load_pretrained", "layers_the_model_lacks", "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -454,11 +454,12 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
 def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
                     source_grid: tuple[Any, Any] | None = None,
                     notes_to: list[str] | None = None,
-                    missing_is_error: bool = False) -> tuple[list[str], list[str]]:
+                    misfit_is_error: bool = False) -> tuple[list[str], list[str]]:
     """Read ``path``, convert it for ``model`` (see ``convert_state_dict``) and load it non-strictly.
 
-    Missing keys are logged as a warning, or at info level with ``missing_is_error`` (the caller refuses the
-    weights with its own one-line error, which the warning would only precede).
+    Missing keys, and tensors of layers the model does not have (``layers_the_model_lacks``), are logged as a
+    warning, or at info level with ``misfit_is_error`` (the caller refuses such weights with its own one-line error,
+    which the warning would only precede).
 
     The checkpoint's saved config, when it has one, tells its positional grid; ``source_grid`` overrides it. What
     the conversion changed (a resampled positional embedding, a gathered head) is logged and, when ``notes_to`` is
@@ -491,13 +492,26 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
     if notes_to is not None:
         notes_to.extend(notes)
     if missing:
-        logger.log(logging.INFO if missing_is_error else logging.WARNING, "missing keys (left at their init): %s",
+        logger.log(logging.INFO if misfit_is_error else logging.WARNING, "missing keys (left at their init): %s",
                    missing)
-    if unexpected:
-        logger.info("unexpected keys (ignored): %s", unexpected)
+    foreign = layers_the_model_lacks(unexpected, model)
+    if foreign:
+        logger.log(logging.INFO if misfit_is_error else logging.WARNING,
+                   "tensors of layers the model does not have (ignored: a deeper or other MODEL.ARCH?): %s", foreign)
+    if len(unexpected) > len(foreign):
+        logger.info("unexpected keys (ignored): %s", [k for k in unexpected if k not in foreign])
     if not missing and not unexpected:
         logger.info("all keys matched")
     return missing, unexpected
+
+
+def layers_the_model_lacks(unexpected: list[str], model: nn.Module) -> list[str]:
+    """The unexpected keys that belong to one of the model's own parts (``blocks.40.*`` for a 40-block model,
+    ``blocks.0.attn.q_bias`` for a model without qkv bias): weights of a deeper or differently built model, which
+    loaded into this one would leave part of what was trained unused. The keys an EVA checkpoint carries for parts
+    a fine-tuned model drops (``mask_token``, ``lm_head.*``, ``norm.*`` with mean pooling) are not among them."""
+    parts = {k.split(".", 1)[0] for k in model.state_dict()}
+    return [k for k in unexpected if k.split(".", 1)[0] in parts]
 
 
 def pretrained_source_grid(cfg: Any, model: nn.Module) -> tuple[Any, Any] | None:

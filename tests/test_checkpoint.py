@@ -409,17 +409,75 @@ def test_train_only_test_on_a_garbage_checkpoint_is_one_line_exit_2(tmp_path, ti
 
     path = tmp_path / name
     path.write_bytes(GARBAGE[name][0])
-    data = tiny_dataset
-    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"),
-            "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4",
-            "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
-            "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False", "OUTPUT", str(tmp_path / "out")]
+    opts = _tiny_run_opts(tiny_dataset, tmp_path / "out")
     demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     rc = train.main(["--cfg", demo, "--only_test", "--resume", str(path), "--opts", *opts])
     captured = capsys.readouterr()
     errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
     assert rc == 2 and errors == [f"error: {path}: not a readable torch checkpoint: {GARBAGE[name][1]}"], captured
     assert "Traceback" not in captured.out + captured.err
+
+def _tiny_run_opts(data: Path, out: Path) -> list[str]:
+    return ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"),
+            "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4",
+            "DATA.TUBELET_SIZE", "2", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
+            "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False", "OUTPUT", str(out)]
+
+
+def _with_one_more_block(model) -> dict[str, torch.Tensor]:
+    sd = dict(model.state_dict())
+    depth = len(model.blocks)
+    sd.update({k.replace("blocks.0.", f"blocks.{depth}.", 1): v for k, v in model.state_dict().items()
+               if k.startswith("blocks.0.")})
+    return sd
+
+
+def test_evaluating_a_deeper_models_checkpoint_is_one_line_exit_2(tmp_path, tiny_dataset, capsys):
+    """Its extra blocks were ignored and a truncated model scored."""
+    import train
+
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    opts = _tiny_run_opts(tiny_dataset, tmp_path / "out")
+    model = build_model(load_config(demo, opts), device="cpu")
+    path = tmp_path / "ckpt_epoch_0.pth"
+    torch.save({"model": _with_one_more_block(model), "epoch": 0}, path)
+    rc = train.main(["--cfg", demo, "--only_test", "--resume", str(path), "--opts", *opts])
+    captured = capsys.readouterr()
+    errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
+    depth = len(model.blocks)
+    assert rc == 2 and len(errors) == 1, captured
+    assert errors[0].startswith(f"error: checkpoint {path} does not fit MODEL.ARCH eva-tiny/8 with 4 classes: the "
+                                f"model has no blocks.{depth}.norm1.weight, "), errors
+
+
+def test_fine_tuning_from_a_deeper_models_weights_is_a_warning_in_the_runs_log(tmp_path):
+    from engine.metrics import MetricLogger
+    from engine.runner import WeightsChoice, announce_weights
+    from models.checkpoint import layers_the_model_lacks
+
+    model = tiny()
+    path = _save(tmp_path / "deeper.pth", _with_one_more_block(model))
+    _, unexpected = load_pretrained(model, path, "eva_k722")
+    lacked = layers_the_model_lacks(unexpected, model)
+    assert lacked and all(k.startswith("blocks.2.") for k in lacked) and len(lacked) == len(unexpected)
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, progress_bar=False)
+    try:
+        announce_weights(metrics, WeightsChoice(str(path), "eva_k722", None, False), [], [], lacked)
+    finally:
+        metrics.close()
+    log = "\n".join(p.read_text() for p in (tmp_path / "run").glob("*.txt"))
+    assert "WARNING: weights: not used, the model has no such layer: blocks.2.norm1.weight," in log, log
+
+
+def test_an_image_checkpoints_pretraining_parts_are_not_layers_the_model_lacks():
+    from models.checkpoint import layers_the_model_lacks
+
+    model = tiny()
+    sd = image_checkpoint()
+    sd["blocks.0.attn.q_bias_extra"] = torch.zeros(D)  # a block built otherwise than the model's
+    unexpected = [k for k in sd if k not in model.state_dict()]
+    assert layers_the_model_lacks(unexpected, model) == ["blocks.0.attn.q_bias_extra"]
+
 
 def test_build_model_then_load_configured_weights(tmp_path):
     # An 8-frame, 10-class checkpoint with the eva-tiny/8 preset's sizes (4x4 patches at 32 px).

@@ -14,7 +14,7 @@ import torch
 
 from configs import load_config
 from engine.runner import check_files
-from models import build_model, load_configured_weights, load_pretrained, read_state_dict
+from models import CheckpointError, build_model, load_configured_weights, load_pretrained, read_state_dict
 from models.hub import HubReference, HubReferenceError, parse_hub_reference, resolve_weights_path
 from models.weights_file import read_weights_metadata, save_weights_file
 from tools import export_safetensors, predict
@@ -406,3 +406,28 @@ def test_export_refuses_a_missing_label_list_before_loading(tiny, tmp_path, monk
                                        "records the class names: give the list's path, or --opts DATA.LABEL_LIST "
                                        "\"\" to export without names\n")
     assert not target.exists()
+
+
+def test_weights_of_a_deeper_or_shallower_model_are_refused_naming_the_layers(tiny, tmp_path):
+    """A checkpoint of a deeper model (MODEL.ARCH one preset too small) loaded with its extra blocks ignored:
+    predict, extract_features and export scored and exported a truncated model, said only at logger-info level."""
+    cfg, model, _, _ = tiny
+    depth = len(model.blocks)
+    deeper = dict(model.state_dict())
+    deeper.update({k.replace("blocks.0.", f"blocks.{depth}.", 1): v.clone() for k, v in model.state_dict().items()
+                   if k.startswith("blocks.0.")})
+    torch.save(deeper, tmp_path / "deeper.pth")
+    with pytest.raises(CheckpointError, match=rf"deeper\.pth does not fit MODEL.ARCH eva-tiny/8 with 4 classes: "
+                                              rf"the model has no blocks\.{depth}\.norm1\.weight, .* and \d+ more"):
+        load_model(cfg, str(tmp_path / "deeper.pth"), torch.device("cpu"), warn=False)
+    shallower = {k: v for k, v in model.state_dict().items() if not k.startswith(f"blocks.{depth - 1}.")}
+    torch.save(shallower, tmp_path / "shallower.pth")
+    with pytest.raises(CheckpointError, match=rf"shallower\.pth does not fit .*: missing blocks\.{depth - 1}\."):
+        load_model(cfg, str(tmp_path / "shallower.pth"), torch.device("cpu"), warn=False)
+    # the parts an EVA checkpoint carries for what a fine-tuned model drops are no reason to refuse it
+    extras = dict(model.state_dict(), mask_token=torch.zeros(1, 1, 128), **{"lm_head.weight": torch.zeros(7, 128)})
+    torch.save(extras, tmp_path / "extras.pth")
+    loaded = load_model(cfg, str(tmp_path / "extras.pth"), torch.device("cpu"), warn=False)
+    x = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

@@ -23,8 +23,9 @@ from configs import ConfigError, load_config, opts_last  # opts_last: for the to
 from dali_pipelines.filelist import split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
+from evautil.errors import weights_misfit
 from models import ARCHS, CheckpointError, build_model, load_pretrained
-from models.checkpoint import head_mismatch, pretrained_source_grid, read_checkpoint
+from models.checkpoint import head_mismatch, layers_the_model_lacks, pretrained_source_grid, read_checkpoint
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
@@ -267,8 +268,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     # for it names these keys); a file's saved config decides otherwise, as a recipe's values describe the
     # checkpoint its MODEL.PRETRAINED names
     grid = pretrained_source_grid(cfg, model) if saved_config is None else None
-    missing, _ = load_pretrained(model, weights, "eva_k722", class_mapping=mapping, source_grid=grid,
-                                 notes_to=notes, missing_is_error=True)
+    missing, unexpected = load_pretrained(model, weights, "eva_k722", class_mapping=mapping, source_grid=grid,
+                                          notes_to=notes, misfit_is_error=True)
     # A recipe's MODEL.PRETRAINED_FRAMES that does not fit these weights describes the checkpoint the recipe trains
     # from (K722's 8 frames), not these: set aside without a word (the README's k400.yaml + K400 checkpoint case).
     notes = [n for n in notes if "set aside" not in n]
@@ -277,9 +278,9 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
         notes = [n for n in notes if not n.startswith("head:")]
         if head_problem_to is not None:
             head_problem_to.append(head_problem)
-    if missing:
-        raise CheckpointError(f"{weights} does not fit MODEL.ARCH {cfg.MODEL.ARCH} with {cfg.DATA.NUM_CLASSES} "
-                              f"classes: missing {', '.join(missing[:6])}")
+    lacked = layers_the_model_lacks(unexpected, model)  # a deeper model's weights would predict as a truncated one
+    if missing or lacked:
+        raise CheckpointError(f"{weights} {weights_misfit(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES, missing, lacked)}")
     if warn:
         if head_problem:
             print(f"note: {weights}: {why_not_loaded}: the head was not loaded, and features stop before it",

@@ -41,7 +41,7 @@ def damaged_zip_record(path: str, remember: bool = False) -> str | None:
             _INTACT.discard(version)
         return None
     if not zipfile.is_zipfile(path):
-        return None
+        return _cut_short(path)
     where = ""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -61,3 +61,18 @@ def damaged_zip_record(path: str, remember: bool = False) -> str | None:
     if remember and version is not None:
         _INTACT.add(version)
     return None
+
+
+def _cut_short(path: str) -> str | None:
+    """Why a file that begins as a zip archive but has no end record (its central directory) is not one: it was cut
+    short. None for a file that does not begin as a zip archive (torch's legacy format, a safetensors file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    if head != b"PK\x03\x04":
+        return None
+    return (f"cut short: {size} bytes of a zip archive (torch's format) without its end record (an interrupted "
+            "save, copy or download?)")

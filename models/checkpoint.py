@@ -119,6 +119,8 @@ def _unreadable(path: str, error: Exception) -> CheckpointError:
 def _torch_load(path: str, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)``, retried with approved plain-data globals only. ``mmap``: see
     :func:`check_checkpoint` (a zip archive only; torch's legacy format is read whole)."""
+    if os.path.getsize(path) == 0:  # torch says only "EOFError"
+        raise CheckpointError(f"{path}: an empty file (0 bytes)")
     damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
         raise CheckpointError(f"{path}: damaged: {damage}")

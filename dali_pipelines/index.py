@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 # The wording of a truncation verdict drawn from nominal rate x duration even where the packets carry timestamps
 # (before variable-frame-rate videos were judged by time): cached records with it are probed again.
 _RETIRED_TRUNCATION = "the duration implies"
+# Codec names that were decoders' names (AV1 decoded by libdav1d), not the codec's, in records of good videos: NVDEC
+# routing and DATA.NVDEC_CODECS know the codec's name, so such records are probed again.
+_RETIRED_CODEC_NAMES = ("libdav1d",)
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
 # Every progress line of a build (the start, the periodic and the final one) begins with this.
@@ -309,7 +312,8 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     recorded = table.status != UNKNOWN
     reusable = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
                 & (c["full_decode"] | (not full_decode))
-                & ~table.rows_with_reason(_RETIRED_TRUNCATION))  # nominal rate x duration wronged VFR videos
+                & ~table.rows_with_reason(_RETIRED_TRUNCATION)  # nominal rate x duration wronged VFR videos
+                & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES))
     stale = recorded & ~reusable
     table.clear(np.flatnonzero(stale))
     bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}

@@ -208,6 +208,11 @@ class VideoTable:
         codes = [i for i, r in enumerate(self.reasons) if i and phrase in r]
         return (self.status == BAD) & np.isin(self.columns["reason"], codes)
 
+    def rows_with_text(self, name: str, texts: Sequence[str]) -> np.ndarray:
+        """A mask of the rows whose string column ``name`` (e.g. 'codec') is one of ``texts``."""
+        codes = [i for i, t in enumerate(self.texts[name]) if i and t in texts]
+        return np.isin(self.columns[name], codes)
+
     def check(self) -> None:
         """ValueError unless every column has its type and the table's length and every code has its string."""
         n = len(self)

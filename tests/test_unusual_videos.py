@@ -178,6 +178,23 @@ def test_an_av1_video_is_indexed_as_av1_and_goes_to_an_av1_nvdec(tmp_path):
     assert choose_route(info.codec, info.coded_width, info.coded_height, info.pix_fmt, ampere) == (NVDEC, "")
 
 
+def test_an_av1_record_cached_as_libdav1d_is_probed_again(tmp_path):
+    from dali_pipelines.index import build_index
+    from dali_pipelines.index_store import load_cache, save_cache
+
+    _av1(str(tmp_path / "clip.mp4"))
+    lst = tmp_path / "list.txt"
+    lst.write_text("clip.mp4 0\n")
+    cache = build_index(str(lst), str(tmp_path), progress=False).cache_path
+    stored = load_cache(cache, str(tmp_path))
+    stored.table.texts["codec"][stored.table.columns["codec"][0]] = "libdav1d"  # what an index built before wrote
+    save_cache(cache, str(lst), str(tmp_path), stored.rel_paths, stored.table)
+    assert load_cache(cache, str(tmp_path)).table.info(0).codec == "libdav1d"
+    again = build_index(str(lst), str(tmp_path), progress=False)  # was: the record reused, NVDEC rules not applied
+    assert again.probed == 1 and again.infos[0].codec == "av1"
+    assert load_cache(cache, str(tmp_path)).table.info(0).codec == "av1"
+
+
 # ------------------------------------------------------------ Audio longer than the video
 # A complete WebM/MKV whose audio track runs longer than its video is not 'truncated' (Matroska declares only the
 # file's duration, which the longer stream sets); a truncated copy still is.

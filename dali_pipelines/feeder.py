@@ -36,9 +36,9 @@ import numpy as np
 
 from .draw import Sample, VideoRef
 from .gop_pack import MP4_CODECS, PACKABLE_CODECS
-from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_source
+from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
-from .pyav_io import BadVideoError, decode_indexed_frames
+from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool,
                              pool_processes, process_pool, result_unless_a_worker_dies, submit_to_pool)
@@ -51,8 +51,19 @@ logger = logging.getLogger(__name__)
 _MAX_POOL_DEATHS = 4
 
 
-def _read_source(video: VideoRef, frames: np.ndarray, pack: bool) -> EncodedSource:
-    encoded, wanted = read_source(video.path, frames, video.size, video.mtime_ns, pack)
+def _read_source(video: VideoRef, frames: np.ndarray, pack: bool,
+                 numbering: dict[int, str] | None = None) -> EncodedSource:
+    """``numbering`` (the NVDEC route's): why each video checked so far would be numbered otherwise by NVDEC than
+    by the index ('' when it would not), by row; a video not yet in it is checked, one that would is a
+    DaliDecodeError (the loader moves it to its CPU route)."""
+    data = read_bytes(video.path, video.size, video.mtime_ns)
+    if numbering is not None:
+        if video.row not in numbering:  # once a run: its first packets only
+            numbering[video.row] = first_pictures_not_shown(memoryview(data))
+        if numbering[video.row]:
+            raise DaliDecodeError(f"{video.path}: {numbering[video.row]}, which NVDEC would number as frames (the "
+                                  "frames it returned would be others than the index numbers)")
+    encoded, wanted = read_source(video.path, frames, video.size, video.mtime_ns, pack, data)
     return EncodedSource(encoded=encoded, frames=wanted)
 
 
@@ -61,6 +72,11 @@ class EncodedRoute:
 
     ``pack_gops``: cut files to the GOP prefixes the sampled frames need (see ``gop_pack``): VP8/VP9/MJPEG, and
     H.264/HEVC for NVDEC.
+
+    NVDEC shows every packet's picture from the first packet on: a video whose first packets FFmpeg (and so the
+    index) does not show, hidden by an MP4 edit list or before the first keyframe, would come out with its frames
+    shifted. Each video's first packets are read once (``pyav_io.first_pictures_not_shown``) and such a video
+    fails its read with a DaliDecodeError, which moves it to its CPU route.
     """
 
     def __init__(self, name: str, workers: int, pack_gops: bool = False):
@@ -68,6 +84,7 @@ class EncodedRoute:
         self.pack_gops = pack_gops
         self._workers = max(1, int(workers))
         self._pool: cf.Executor | None = None
+        self._numbering: dict[int, str] | None = {} if name == NVDEC else None
 
     def _packs(self, sample: Sample) -> bool:
         codec = sample.video.codec.lower()
@@ -75,12 +92,12 @@ class EncodedRoute:
 
     def load(self, sample: Sample) -> EncodedSource:
         """The sample's source, read now in the calling thread."""
-        return _read_source(sample.video, sample.frames, self._packs(sample))
+        return _read_source(sample.video, sample.frames, self._packs(sample), self._numbering)
 
     def submit(self, sample: Sample) -> cf.Future:
         if self._pool is None:
             self._pool = DaemonThreadPool(self._workers, "video-read")
-        fut = self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample))
+        fut = self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample), self._numbering)
         fut.pool = self._pool  # type: ignore[attr-defined]  # the pool to replace if this read does not end
         return fut
 

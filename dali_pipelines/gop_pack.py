@@ -69,8 +69,8 @@ def _cut_ivf(stream, packets: list, frames: np.ndarray, min_saving: float) -> tu
     last_wanted = int(frames.max())
     stamps = [p.pts if p.pts is not None else p.dts for p in packets]
     n = len(packets)
-    # Packets an edit list discards are decoded but not shown (PyAV's numbering skips them, so does DALI's decoder
-    # on the whole file); the IVF stream would show them: such a file is decoded whole.
+    # Packets an edit list discards are decoded but not shown (PyAV's numbering skips them, so does DALI's CPU
+    # decoder on the whole file: libavcodec drops them); the IVF stream would show them: such a file is decoded whole.
     if n <= last_wanted or not packets[0].is_keyframe or any(s is None for s in stamps) \
             or np.any(np.diff(np.asarray(stamps)) <= 0) or any(p.is_discard for p in packets):
         return None

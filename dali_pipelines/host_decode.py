@@ -29,8 +29,9 @@ _PIPELINE = None
 
 
 class DaliDecodeError(RuntimeError):
-    """DALI's CPU decoder failed on a video (not a missing or changed file, not a short one): the loader retries it
-    on its fallback route (PyAV) before it quarantines it."""
+    """DALI's decoder on a video's route failed on it, or would decode other frames than the index numbers (not a
+    missing or changed file, not a short one): the loader moves it to its fallback route (PyAV; from NVDEC, the CPU
+    route) before it quarantines it."""
 
 
 def read_bytes(path: str, size: int = 0, mtime_ns: int = 0) -> np.ndarray:
@@ -45,12 +46,12 @@ def read_bytes(path: str, size: int = 0, mtime_ns: int = 0) -> np.ndarray:
     return data
 
 
-def read_source(path: str, frames: Iterable[int], size: int, mtime_ns: int, pack: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
+def read_source(path: str, frames: Iterable[int], size: int, mtime_ns: int, pack: bool,
+                data: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The bytes DALI's decoder is given for ``frames`` of ``path`` and the frame indices within them: the GOP
     prefixes the frames need when ``pack`` (``gop_pack``; the decoders decode from the start of what they are given)
-    and cutting saves work, else the whole file."""
-    data = read_bytes(path, size, mtime_ns)
+    and cutting saves work, else the whole file. ``data``: the file's bytes, already read (``read_bytes``)."""
+    data = read_bytes(path, size, mtime_ns) if data is None else data
     frames = np.asarray(frames, np.int32)
     if pack:
         packed = pack_for_frames(data, frames)

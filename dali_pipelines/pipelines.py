@@ -235,7 +235,9 @@ def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:
 # so a decoder that finds fewer frames means the file is not what the index says (replaced or damaged since it was
 # probed): DALI fails the batch ("out-of-bounds frame index"), the loader finds the video by decoding the in-flight
 # samples alone (decode_encoded_with_dali, on the bytes the graph was given) and quarantines it by name. 'edge'
-# padding would hand out the last frame repeated as a silent static clip.
+# padding would hand out the last frame repeated as a silent static clip. (DALI 2.4 counts a video's packets, by
+# its source: a frame past the last one that decodes but within the packet count comes back stale, not as an
+# error; the index's count is what decodes, so the sampler does not ask for one.)
 PAD_MODE = "none"
 _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) frames", re.S)
 

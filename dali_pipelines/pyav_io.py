@@ -21,7 +21,7 @@ import numpy as np
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
-           "decode_frames", "count_frames", "count_packets", "StreamProbe",
+           "decode_frames", "first_pictures_not_shown", "count_frames", "count_packets", "StreamProbe",
            "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
@@ -265,6 +265,34 @@ def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[
         skipped = len(plan.runs) > 1 or plan.runs[0][0] > 0
         stats.update(mode="seek" if skipped else "sequential", runs=len(plan.runs), packets=fed, frames=produced)
     return decoded
+
+
+def first_pictures_not_shown(src: VideoSource, limit: int = 256) -> str:
+    """Why a decoder that numbers a stream's pictures from its first packet on (DALI's NVDEC decoder: it shows
+    every packet's picture and reads no container flag) would number ``src``'s frames otherwise than FFmpeg and the
+    index do, or '' when it would not: packets an MP4 edit list hides before the first frame shown (a file cut
+    without re-encoding, a phone's trim), or a first packet that is no keyframe (a stream that starts inside a
+    GOP, whose first pictures decoders drop). Demuxes the first packets only (up to ``limit`` hidden ones)."""
+    name = _name(src)
+    with _open(src) as container:
+        stream = _video_stream(container, name)
+        hidden = 0
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if hidden == 0 and not packet.is_keyframe:
+                    return "the stream starts inside a GOP (its first packet is no keyframe)"
+                if not packet.is_discard:
+                    break
+                hidden += 1
+                if hidden >= limit:
+                    break
+        except av.error.FFmpegError as e:
+            raise BadVideoError(f"{name}: {_ffmpeg_msg(e)}") from e
+    if hidden:
+        return f"an MP4 edit list hides its first {hidden} pictures"
+    return ""
 
 
 def count_frames(path: VideoSource, threads: int = 0) -> int:

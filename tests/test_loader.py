@@ -620,9 +620,11 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
     from dali_pipelines.feeder import EncodedRoute, Feeder
     from dali_pipelines.routing import NVDEC
 
-    good, stuck = str(tmp_path / "good.bin"), str(tmp_path / "stuck.bin")
-    with open(good, "wb") as f:
-        f.write(b"encoded video bytes")
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import pattern_frames
+
+    good, stuck = str(tmp_path / "good.mp4"), str(tmp_path / "stuck.mp4")
+    write_video(good, pattern_frames(8), codec="h264", gop=8)
     os.mkfifo(stuck)
 
     def sample(row, path):
@@ -633,7 +635,7 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
     feeder = Feeder(schedule, {NVDEC: route}, 0, lookahead=1, wait_limit_s=1.0)
     batch = feeder.peek()
     assert batch.number == 1 and [s.video.path for s in batch.samples] == [good]
-    assert feeder._parts["nvdec"][0][0].source.encoded.tobytes() == b"encoded video bytes"
+    assert feeder._parts["nvdec"][0][0].source.encoded.tobytes() == open(good, "rb").read()
     ((path, number, reason, remember),) = schedule.replaced
     assert (path, number, remember) == (stuck, 0, False)
     assert "did not read within DATA.VIDEO_TIMEOUT_S = 1 s" in reason

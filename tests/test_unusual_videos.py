@@ -94,6 +94,70 @@ def test_the_test_loader_delivers_cut_videos(cut_videos):
         loader.close()
 
 
+def _video_ref(row: int, path: str) -> "VideoRef":
+    import os
+
+    from dali_pipelines.draw import VideoRef
+
+    info, st = probe_video(path), os.stat(path)
+    return VideoRef(row, path, 0, info.num_frames, info.width, info.height, info.codec, st.st_size, st.st_mtime_ns)
+
+
+def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_their_cpu_route(cut_videos, tmp_path,
+                                                                                           monkeypatch):
+    """NVDEC numbers a stream's pictures from its first packet on and reads no edit list (DALI 2.4's GPU decoder
+    hands every packet to the parser): the 3 pictures an edit list hides would be its frames 0-2, every frame
+    shifted by 3 against the index; a stream that starts inside a GOP would be numbered otherwise too. Such a video
+    fails its NVDEC read, once per run, and the feeder decodes it on its CPU route instead."""
+    import collections
+
+    from dali_pipelines import feeder as feeder_module
+    from dali_pipelines.draw import Sample
+    from dali_pipelines.feeder import EncodedRoute, Feeder, HostDecodeRoute
+    from dali_pipelines.host_decode import DaliDecodeError
+    from dali_pipelines.routing import PYAV
+    from tests.test_loader import _FeederSchedule
+
+    _, videos = cut_videos
+    whole = str(tmp_path / "whole.mp4")
+    write_video(whole, pattern_frames(N), codec="h264", gop=16)
+    checks = collections.Counter()
+    real_check = feeder_module.first_pictures_not_shown
+    monkeypatch.setattr(feeder_module, "first_pictures_not_shown",
+                        lambda data: checks.update([len(data)]) or real_check(data))
+    route = EncodedRoute(NVDEC, 1)
+    want = {"h264_edit": "an MP4 edit list hides its first 3 pictures",
+            "h264_bframes_edit": "an MP4 edit list hides its first 3 pictures",
+            "inside_gop.mp4": "the stream starts inside a GOP", "inside_gop.mkv": "the stream starts inside a GOP"}
+    for row, (name, reason) in enumerate(want.items()):
+        sample = Sample(_video_ref(row, videos[name]), NVDEC, np.arange(4), params=None)
+        for _ in range(2):
+            with pytest.raises(DaliDecodeError, match=reason):  # was: the whole file handed to NVDEC
+                route.load(sample)
+    clean = Sample(_video_ref(9, whole), NVDEC, np.array([20, 30]), params=None)
+    assert route.load(clean).encoded.size == clean.video.size and route.load(clean).frames.tolist() == [20, 30]
+    assert sum(checks.values()) == len(want) + 1  # each video's first packets read once
+    # the feeder moves the video to its CPU route, where it decodes to the frames the index numbers
+    edit = Sample(_video_ref(0, videos["h264_edit"]), NVDEC, np.array([20, 30]), params=None)
+    moved = []
+
+    def reroute(sample, reason):
+        moved.append(reason)
+        return Sample(sample.video, PYAV, sample.frames, sample.params)
+
+    host = HostDecodeRoute(workers=0)
+    feeder = Feeder(_FeederSchedule([[edit]]), {NVDEC: EncodedRoute(NVDEC, 1), PYAV: host}, 0, lookahead=0,
+                    reroute=reroute)
+    try:
+        batch = feeder.peek()
+        frames = feeder._parts["host"].popleft()[0].source.video
+    finally:
+        host.close()
+    ref = _reference(videos["h264_edit"])
+    assert [s.route for s in batch.samples] == [PYAV] and "hides its first 3 pictures" in moved[0]
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, [20, 30]))
+
+
 # ------------------------------------------------------------ A picture size that changes within the stream
 # A video whose picture size changes within the stream (a new SPS mid-stream: a screen recording, a stream switched
 # between renditions) is left out with that reason, never augmented with crop windows drawn for the indexed size.

@@ -204,6 +204,8 @@ def _end_process(line: str) -> None:
 
         if _LOG is not None:
             process_end.report_end(_LOG, line)
+            # rank 0's exit_status.json, as a run that ends by returning writes it
+            process_end.record_exit(_LOG.metrics.output_dir, UNANSWERED_EXIT_CODE)
         else:
             print(line if _ACTIVE is None or _ACTIVE.rank == 0 else f"[rank {_ACTIVE.rank}] {line}",
                   file=sys.stderr, flush=True)

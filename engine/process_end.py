@@ -23,7 +23,9 @@ __all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_before_run", "re
 # torchrun's own exit code is 1 for any worker's failure, a non-finite loss (3) or a bad input (2) included.
 EXIT_STATUS_FILE = "exit_status.json"
 EXIT_MEANINGS = {0: "finished", 1: "crashed", 2: "bad input", 3: "non-finite loss or gradients",
-                 4: "stopped by a signal, resumable", 130: "interrupted (Ctrl-C)"}
+                 4: "stopped by a signal, resumable",
+                 5: "another process of the run stopped answering",  # liveness.UNANSWERED_EXIT_CODE
+                 130: "interrupted (Ctrl-C)"}
 
 
 def crash_line(error: BaseException, several_processes: bool) -> str:

@@ -190,14 +190,11 @@ def seek_probe(out_dir: str, decoder: str, device_id: int | None, quick: bool, c
             **seek_verdict(t_setup, t_early, t_late, early, late, 12)}
 
 
-def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
-    """Textured moving clips, one with B-frames and one without (what the project's re-encoder writes)."""
-    from dali_pipelines.pyav_encode import write_video
-
+def _textured_frames(quick: bool) -> np.ndarray:
+    """Smooth shading plus a moving box: every frame differs from every other, and no high-frequency texture that
+    chroma subsampling would turn into a colour-conversion difference."""
     size = (96, 64) if quick else (160, 128)
     n = 24 if quick else 48
-    # Smooth shading plus a moving box: every frame differs from every other, and no high-frequency texture
-    # that chroma subsampling would turn into a colour-conversion difference.
     yy, xx = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
     frames = np.empty((n, size[1], size[0], 3), np.uint8)
     for t in range(n):
@@ -206,6 +203,15 @@ def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
         x0, y0 = (6 * t) % (size[0] - 16), (4 * t) % (size[1] - 16)
         frame[y0:y0 + 16, x0:x0 + 16] = (240, 230, 30)
         frames[t] = np.clip(frame, 0, 255)
+    return frames
+
+
+def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
+    """Textured moving clips, one with B-frames and one without (what the project's re-encoder writes)."""
+    from dali_pipelines.pyav_encode import write_video
+
+    frames = _textured_frames(quick)
+    size = (frames.shape[2], frames.shape[1])
     paths = []
     for bframes in ((2, 0) if codec == "h264" else (None,)):
         name = f"synthetic_{codec}_{size[0]}x{size[1]}" + ("" if bframes is None else f"_b{bframes}")
@@ -214,6 +220,50 @@ def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
         write_video(path, frames, codec=codec, gop=12, **opts)
         paths.append(path)
     return paths
+
+
+# Files cut without re-encoding: how many pictures the cut hides or drops at the start.
+CUT = 3
+
+
+def numbering_probe(out_dir: str, decoder: str, device_id: int | None, quick: bool) -> list[dict]:
+    """How the decoder numbers files cut without re-encoding, given whole (as the loader would give them): an MP4
+    whose edit list hides its first CUT pictures, and a stream that starts CUT packets inside a GOP. Each row: the
+    indices asked, the PyAV frames (the index's numbering) they match best, the shift when it is one number, and
+    whether the loader's NVDEC route keeps such a file off NVDEC (``pyav_io.first_pictures_not_shown``). Not part of
+    the exit code: a shift here is what that route check exists for (DALI 2.4's GPU decoder reads no edit list, by
+    its source)."""
+    from dali_pipelines.pipelines import decode_with_dali
+    from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_video
+    from dali_pipelines.pyav_io import decode_frames, first_pictures_not_shown
+
+    codec = "h264" if decoder == "mixed" else "vp9"  # DALI's CPU decoder takes no H.264
+    whole = os.path.join(out_dir, f"numbering_whole_{codec}.mp4")
+    write_video(whole, _textured_frames(quick), codec=codec, gop=12, **({"bframes": 0} if codec == "h264" else {}))
+    cuts = {"edit list hides the first 3": (cut_with_edit_list, ".mp4")}
+    if codec == "h264":  # (FFmpeg's VP9 decoder refuses a stream that starts without a keyframe)
+        cuts["starts 3 packets inside a GOP"] = (start_inside_gop, ".mkv")
+    rows = []
+    for what, (cut, ext) in cuts.items():
+        path = os.path.join(out_dir, f"numbering_{cut.__name__}_{codec}{ext}")
+        row: dict = {"clip": os.path.basename(path), "cut": what}
+        try:
+            cut(whole, path, CUT)
+            with av.open(path) as container:
+                reference = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+            wanted = probe_indices(len(reference))
+            (decoded,) = decode_with_dali([path], [wanted], device=decoder, device_id=device_id)
+            matcher = FrameMatcher(reference)
+            best = [matcher.best(frame)[0] for frame in decoded]
+            shifts = {b - k for b, k in zip(best, wanted)}
+            row.update(frames=len(reference), indices=wanted, best_matches=best,
+                       shift=shifts.pop() if len(shifts) == 1 else None,
+                       kept_off_nvdec=bool(first_pictures_not_shown(path)))
+            assert decode_frames(path, wanted[:1]).shape[0] == 1  # the index's own decoder reads it
+        except Exception as err:  # a report row, as for the clips
+            row["error"] = f"{type(err).__name__}: {err}"[:300]
+        rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
     os.makedirs(tmp, exist_ok=True)
     clips = list(args.clips)
-    results, failures, seek = [], [], None
+    results, failures, seek, numbering = [], [], None, []
     if args.real_dir:
         # Missing reference clips fail the run (exit 1, a report row) without stopping it: on a short visit to a GPU
         # machine the synthetic clips and the seek probe are still worth measuring.
@@ -254,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             common.write_json(args.json, {"decoder": args.decoder, "machine": machine, "seconds": seconds,
                                           "complete": seek is not None, "clips": results, "failures": failures,
-                                          "seek_probe": seek})
+                                          "numbering": numbering, "seek_probe": seek})
 
     t0 = time.perf_counter()
     for path in clips:
@@ -264,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
         save(time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
+    numbering = numbering_probe(tmp, args.decoder, device_id, args.quick)
+    save(seconds)
     try:
         seek = seek_probe(tmp, args.decoder, device_id, args.quick)
     except Exception as err:  # a report row, as for the clips
@@ -285,6 +337,15 @@ def main(argv: list[str] | None = None) -> int:
          ("matrix", f"closer to ({' / '.join(MATRICES)} mean |diff|)")]))
     for f in failures:
         print(f"FAILED {f['clip']}: {f['error']}")
+    print("\nfiles cut without re-encoding, decoded whole (not part of the exit code):")
+    for r in numbering:
+        if "error" in r:
+            print(f"  {r['clip']} ({r['cut']}): FAILED {r['error']}")
+        else:
+            shift = "several" if r["shift"] is None else f"{r['shift']:+d}"
+            print(f"  {r['clip']} ({r['cut']}): asked {' '.join(map(str, r['indices']))}, best-matching PyAV frames "
+                  f"{' '.join(map(str, r['best_matches']))}: shift {shift}; the NVDEC route keeps it off NVDEC: "
+                  f"{'yes' if r['kept_off_nvdec'] else 'no'}")
     if "error" in seek:
         print(f"\nseek probe FAILED: {seek['error']}")
     else:

@@ -6,13 +6,14 @@ the demo, tests and benchmarks are written with it). No DALI import here.
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
 
-__all__ = ["CODECS", "write_video"]
+__all__ = ["CODECS", "write_video", "cut_with_edit_list", "start_inside_gop"]
 
 # codec name -> (FFmpeg encoder, file extension, pixel format)
 CODECS: dict[str, tuple[str, str, str]] = {
@@ -125,4 +126,40 @@ def write_video(path: str, frames: np.ndarray, codec: str = "vp9", fps: float | 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Rendering
+# Files cut without re-encoding, as found in the wild (tests, and the NVDEC parity benchmark's numbering rows)
+
+
+def cut_with_edit_list(src: str, dst: str, skip: int, fps: int = 25) -> None:
+    """Copy the MP4 file ``src`` (one track, one edit, as ``write_video`` writes it at ``fps``) to ``dst`` with its
+    edit list starting ``skip`` frames later: the samples stay in the file, the edit hides the first ``skip`` frames,
+    as a cut without re-encoding writes it (``ffmpeg -ss T -c copy``, a phone's trim)."""
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    at = data.find(b"elst")
+    if not (at > 0 and data[at + 4] == 0 and struct.unpack(">I", data[at + 8:at + 12])[0] == 1):
+        raise ValueError(f"{src}: expected one version-0 edit")
+    mdhd, mvhd = data.find(b"mdhd"), data.find(b"mvhd")
+    if not data[mdhd + 4] == data[mvhd + 4] == 0:
+        raise ValueError(f"{src}: expected version-0 mdhd and mvhd boxes")
+    track_scale = struct.unpack(">I", data[mdhd + 16:mdhd + 20])[0]
+    movie_scale = struct.unpack(">I", data[mvhd + 16:mvhd + 20])[0]
+    duration, media_time = struct.unpack(">Ii", data[at + 12:at + 20])
+    data[at + 12:at + 20] = struct.pack(">Ii", duration - skip * movie_scale // fps,
+                                        media_time + skip * track_scale // fps)
+    with open(dst, "wb") as f:
+        f.write(bytes(data))
+
+
+def start_inside_gop(src: str, dst: str, skip: int) -> None:
+    """Copy the video stream of ``src`` to ``dst`` without its first ``skip`` packets (no re-encoding): a stream that
+    starts inside a GOP, whose first pictures lack their references (a cut at the wrong packet, a live capture)."""
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [p for p in inp.demux(stream) if p.size][skip:]
+        shift = min(p.pts for p in packets)
+        for p in packets:
+            p.pts -= shift
+            p.dts -= shift
+            p.stream = copy
+            out.mux(p)

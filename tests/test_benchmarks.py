@@ -635,6 +635,11 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
                for c in report["clips"]), report["clips"]
     assert "seek probe (seek_probe_vp9.webm" in capsys.readouterr().out
     assert report["complete"] is True
+    # DALI's CPU decoder numbers an edit-list MP4 as FFmpeg does (libavcodec drops the hidden pictures); the row is
+    # there to tell, on a GPU, whether NVDEC does (the NVDEC route keeps such files off it either way)
+    [edit] = report["numbering"]
+    assert edit["cut"] == "edit list hides the first 3" and edit["shift"] == 0 and edit["kept_off_nvdec"] is True
+    assert edit["best_matches"] == edit["indices"] and edit["frames"] == 21
 
 
 def test_the_seek_verdict_takes_the_set_up_off_first():

@@ -194,7 +194,7 @@ def test_an_edit_list_that_hides_frames_is_not_cut_into_ivf(tmp_path):
     the hidden frames and shift every frame by 3, so the file is decoded whole; DALI's route then gives the frames
     PyAV numbers (frame k is the k-th frame shown)."""
     from dali_pipelines.host_decode import decode_with_dali_cpu
-    from tests.video_fixtures import cut_with_edit_list
+    from dali_pipelines.pyav_encode import cut_with_edit_list
 
     whole, path = str(tmp_path / "whole.mp4"), str(tmp_path / "edit.mp4")
     write_video(whole, SOURCE, codec="vp9", gop=GOP)

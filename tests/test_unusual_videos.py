@@ -14,10 +14,10 @@ import pytest
 from dali_pipelines.host_decode import decode_with_dali_cpu
 from dali_pipelines.index import probe_video
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pyav_encode import write_video
+from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_video
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.routing import NVDEC, RoutingPolicy, choose_route
-from tests.video_fixtures import cut_with_edit_list, pattern_frames, small_cfg, start_inside_gop
+from tests.video_fixtures import pattern_frames, small_cfg
 
 
 # ------------------------------------------------------------ Cut without re-encoding

@@ -150,38 +150,3 @@ def synthetic_dataset(tmp_path_factory, name: str, train_per_class: int, val_per
     make_synthetic_dataset(str(out), train_per_class=train_per_class, val_per_class=val_per_class,
                            num_frames=num_frames, size=size, workers=2, progress=False)
     return out
-
-
-def cut_with_edit_list(src: str, dst: str, skip: int, fps: int = 25) -> None:
-    """Copy the MP4 file ``src`` (one track, one edit, as ``write_video`` writes it at ``fps``) to ``dst`` with its
-    edit list starting ``skip`` frames later: the samples stay in the file, the edit hides the first ``skip`` frames,
-    as a cut without re-encoding writes it (``ffmpeg -ss T -c copy``, a phone's trim)."""
-    data = bytearray(Path(src).read_bytes())
-    at = data.find(b"elst")
-    assert at > 0 and data[at + 4] == 0 and struct.unpack(">I", data[at + 8:at + 12])[0] == 1, \
-        f"{src}: expected one version-0 edit"
-    mdhd, mvhd = data.find(b"mdhd"), data.find(b"mvhd")
-    assert data[mdhd + 4] == data[mvhd + 4] == 0, f"{src}: expected version-0 mdhd and mvhd boxes"
-    track_scale = struct.unpack(">I", data[mdhd + 16:mdhd + 20])[0]
-    movie_scale = struct.unpack(">I", data[mvhd + 16:mvhd + 20])[0]
-    duration, media_time = struct.unpack(">Ii", data[at + 12:at + 20])
-    data[at + 12:at + 20] = struct.pack(">Ii", duration - skip * movie_scale // fps,
-                                        media_time + skip * track_scale // fps)
-    Path(dst).write_bytes(bytes(data))
-
-
-def start_inside_gop(src: str, dst: str, skip: int) -> None:
-    """Copy the video stream of ``src`` to ``dst`` without its first ``skip`` packets (no re-encoding): a stream that
-    starts inside a GOP, whose first pictures lack their references (a cut at the wrong packet, a live capture)."""
-    import av
-
-    with av.open(src) as inp, av.open(dst, "w") as out:
-        stream = inp.streams.video[0]
-        copy = out.add_stream_from_template(stream)
-        packets = [p for p in inp.demux(stream) if p.size][skip:]
-        shift = min(p.pts for p in packets)
-        for p in packets:
-            p.pts -= shift
-            p.dts -= shift
-            p.stream = copy
-            out.mux(p)

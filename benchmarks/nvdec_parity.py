@@ -263,7 +263,27 @@ def numbering_probe(out_dir: str, decoder: str, device_id: int | None, quick: bo
         except Exception as err:  # a report row, as for the clips
             row["error"] = f"{type(err).__name__}: {err}"[:300]
         rows.append(row)
+    if codec == "h264":
+        rows.append(_size_change_row(out_dir, decoder, device_id))
     return rows
+
+
+def _size_change_row(out_dir: str, decoder: str, device_id: int | None) -> dict:
+    """What the decoder gives for a stream whose picture size changes within it (96x64, then 160x128 from frame
+    12): DALI 2.4's GPU decoder keeps its first size, by its source; the loader checks sizes on the CPU routes only."""
+    from dali_pipelines.pipelines import decode_with_dali
+    from dali_pipelines.pyav_encode import write_size_change
+
+    path = os.path.join(out_dir, "numbering_size_change_h264.mkv")
+    row: dict = {"clip": os.path.basename(path), "cut": "picture size 96x64, then 160x128 from frame 12"}
+    try:
+        write_size_change(path, _textured_frames(True)[:12], _textured_frames(False)[12:36])
+        wanted = [5, 20]
+        (decoded,) = decode_with_dali([path], [wanted], device=decoder, device_id=device_id)
+        row.update(indices=wanted, decoded_shapes=[list(f.shape) for f in decoded])
+    except Exception as err:  # noqa: BLE001 - what the decoder does is the row
+        row["error"] = f"{type(err).__name__}: {err}"[:300]
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in numbering:
         if "error" in r:
             print(f"  {r['clip']} ({r['cut']}): FAILED {r['error']}")
+        elif "decoded_shapes" in r:
+            print(f"  {r['clip']} ({r['cut']}): frames {r['indices']} decoded as "
+                  f"{' and '.join('x'.join(map(str, shape)) for shape in r['decoded_shapes'])}")
         else:
             shift = "several" if r["shift"] is None else f"{r['shift']:+d}"
             print(f"  {r['clip']} ({r['cut']}): asked {' '.join(map(str, r['indices']))}, best-matching PyAV frames "

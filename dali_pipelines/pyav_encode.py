@@ -6,14 +6,16 @@ the demo, tests and benchmarks are written with it). No DALI import here.
 
 from __future__ import annotations
 
+import os
 import struct
+import tempfile
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
 
-__all__ = ["CODECS", "write_video", "cut_with_edit_list", "start_inside_gop"]
+__all__ = ["CODECS", "write_video", "cut_with_edit_list", "start_inside_gop", "write_size_change"]
 
 # codec name -> (FFmpeg encoder, file extension, pixel format)
 CODECS: dict[str, tuple[str, str, str]] = {
@@ -163,3 +165,33 @@ def start_inside_gop(src: str, dst: str, skip: int) -> None:
             p.dts -= shift
             p.stream = copy
             out.mux(p)
+
+
+def _annexb(path: str, frames: np.ndarray) -> None:
+    with av.open(path, "w", format="h264") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "veryfast", "bframes": "0"})
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+
+
+def write_size_change(path: str, first: np.ndarray, then: np.ndarray) -> None:
+    """An H.264 MKV at ``path`` whose picture size changes within the stream: the RGB frames ``first``, then ``then``
+    (another size; a new SPS, as a screen recording or a stream switched between renditions has), its header giving
+    the first size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b, joined = (os.path.join(tmp, n) for n in ("a.h264", "b.h264", "joined.h264"))
+        _annexb(a, first)
+        _annexb(b, then)
+        with open(joined, "wb") as out, open(a, "rb") as fa, open(b, "rb") as fb:
+            out.write(fa.read() + fb.read())
+        with av.open(a) as head, av.open(joined) as inp, av.open(path, "w") as out:
+            stream = out.add_stream_from_template(head.streams.video[0])
+            for n, p in enumerate(p for p in inp.demux(video=0) if p.size):
+                p.pts = p.dts = n
+                p.time_base = Fraction(1, 25)
+                p.stream = stream
+                out.mux(p)

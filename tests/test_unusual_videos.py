@@ -5,8 +5,6 @@ its video, and a damaged picture that the decoder conceals."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import av
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from dali_pipelines.host_decode import decode_with_dali_cpu
 from dali_pipelines.index import probe_video
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_video
+from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_size_change, write_video
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.routing import NVDEC, RoutingPolicy, choose_route
 from tests.video_fixtures import pattern_frames, small_cfg
@@ -161,35 +159,13 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
 # ------------------------------------------------------------ A picture size that changes within the stream
 # A video whose picture size changes within the stream (a new SPS mid-stream: a screen recording, a stream switched
 # between renditions) is left out with that reason, never augmented with crop windows drawn for the indexed size.
-def _annexb(path: str, frames: np.ndarray) -> None:
-    with av.open(path, "w", format="h264") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "veryfast", "bframes": "0"})
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for i, f in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-
-
 @pytest.fixture(scope="module")
 def size_change(tmp_path_factory):
     """10 frames of 96x72, then 30 of 160x120, in an MKV whose header says 96x72."""
     root = tmp_path_factory.mktemp("size_change")
     (root / "videos").mkdir()
-    first, second = str(root / "a.h264"), str(root / "b.h264")
-    _annexb(first, pattern_frames(10, 96, 72))
-    _annexb(second, pattern_frames(30, 160, 120, seed=3))
-    joined = root / "joined.h264"
-    joined.write_bytes(open(first, "rb").read() + open(second, "rb").read())
     path = root / "videos" / "size_change.mkv"
-    with av.open(first) as head, av.open(str(joined)) as inp, av.open(str(path), "w") as out:
-        stream = out.add_stream_from_template(head.streams.video[0])
-        for n, p in enumerate(p for p in inp.demux(video=0) if p.size):
-            p.pts = p.dts = n
-            p.time_base = Fraction(1, 25)
-            p.stream = stream
-            out.mux(p)
+    write_size_change(str(path), pattern_frames(10, 96, 72), pattern_frames(30, 160, 120, seed=3))
     return root, str(path)
 
 

@@ -168,7 +168,7 @@ def _sendable(error: BaseException | None) -> BaseException | None:
 
 def dry_run(cfg, resume: str = "") -> dict:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
-    from dali_pipelines.filelist import read_video_list
+    from dali_pipelines.filelist import check_list_root, read_video_list
     from dali_pipelines.routing import resolve_decode_device
     from models import forward_flops
 
@@ -181,6 +181,8 @@ def dry_run(cfg, resume: str = "") -> dict:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
+    for videos in (val, train) if train else (val,):  # a plan opens no video, but a missing DATA.ROOT is named
+        check_list_root(videos, "DATA.ROOT")
     return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),
                                      forward_flops=forward_flops(model), val_videos=len(val),
                                      train_videos=len(train), decode_device=resolve_decode_device(data.DECODE_DEVICE),

@@ -207,6 +207,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    problem = common.output_files_problem(args)
+    if problem:
+        return common.input_error(common.InputError(problem))
     results = run(args)
     print(report(results, args))
     if args.json:

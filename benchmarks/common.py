@@ -22,14 +22,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from configs import ConfigError
 from dali_pipelines.filelist import DataError  # DALI-free
+from evautil.files import output_path_problem
 
 __all__ = [
     "InputError", "INPUT_ERRORS", "ArgumentParser", "input_error",
     "Summary", "summarize", "PairedRatio", "paired_ratio", "time_repeats", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
-    "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count",
+    "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count", "check_arch",
+    "output_files_problem",
 ]
 
 
@@ -41,8 +44,9 @@ class InputError(ValueError):
 
 
 # What every benchmark's main() reports as ``error: ...`` with exit code 2: bad option values, a missing or
-# malformed --list (DataListError is a DataError), data the loader cannot use (DataError), absent files.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, DataError, FileNotFoundError)
+# malformed --list (DataListError is a DataError), data the loader cannot use (DataError), absent files, a config
+# the options make that is refused.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, DataError, FileNotFoundError, ConfigError)
 
 
 def input_error(err: BaseException) -> int:
@@ -351,10 +355,41 @@ def require_positive(parser, args, names: Sequence[str]) -> None:
 
 def refuse_opts_set_by_flags(parser, opts: Sequence[str], flag_keys: dict[str, str]) -> None:
     """``parser.error`` (one line, exit 2) when ``--opts`` sets a config key the benchmark takes from one of its
-    flags (``flag_keys``: key -> flag): such a key was ignored, or applied under another row's label."""
+    flags (``flag_keys``: key -> flag): such a key was ignored, or applied under another row's label; or when the
+    config refuses ``--opts`` (an unknown key, a value of the wrong type), found before anything is measured."""
+    from configs import load_config
+
     taken = [f"{key} (use {flag})" for key, flag in flag_keys.items() if key in list(opts or [])[0::2]]
     if taken:
         parser.error(f"--opts sets keys this benchmark takes from its flags: {', '.join(taken)}")
+    try:
+        load_config(None, list(opts or []))
+    except ConfigError as e:
+        parser.error(str(e))
+
+
+def check_arch(parser, arch: str, input_size: int) -> None:
+    """``parser.error`` for an ``--arch`` that is not a preset of ``models.ARCHS`` or an ``--input-size`` its patch
+    does not divide (both were a traceback when the model was built, after the stages measured before it)."""
+    from models import ARCHS
+
+    if arch not in ARCHS:
+        parser.error(f"--arch {arch!r} is not a preset; choose one of {', '.join(sorted(ARCHS))}")
+    patch = ARCHS[arch]["patch_size"]
+    if input_size % patch:
+        parser.error(f"--input-size {input_size} is not divisible by the patch size {patch} of --arch {arch}")
+
+
+def output_files_problem(args) -> str:
+    """Why ``args.json`` or ``args.plot`` (those the benchmark has and was given) cannot be written, in one line;
+    "" when both can. Checked before the benchmark runs: a failed write came after the measurement, as a
+    traceback."""
+    for flag, example in (("json", "results.json"), ("plot", "results.png")):
+        path = getattr(args, flag, None)
+        problem = path and output_path_problem(path, f"--{flag}", folder=False, example=example)
+        if problem:
+            return problem
+    return ""
 
 
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
@@ -367,6 +402,9 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     input (a bad --list, option value or video: printed as one line). ``plot_title`` may be a function of the
     payload.
     """
+    problem = output_files_problem(args)
+    if problem:
+        return input_error(InputError(problem))
     try:
         payload = run_benchmark(args)
     except INPUT_ERRORS as e:

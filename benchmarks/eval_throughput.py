@@ -235,6 +235,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.batch, args.warmup, args.batches, args.repeats = 1, 1, min(args.batches, 2), min(args.repeats, 3)
         args.min_videos = min(args.min_videos, 16)
         args.width, args.height = min(args.width, 160), min(args.height, 120)
+    if not args.skip_model:
+        common.check_arch(p, args.arch, args.input_size)
     return args
 
 

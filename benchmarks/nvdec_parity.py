@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.decoder == "mixed" and not common.cuda_available():  # else DALI's CUDA assertion for every clip
         p.error("--decoder mixed (the default) checks NVDEC and needs a CUDA GPU, and none is usable here; "
                 "--decoder cpu checks DALI's CPU decoder")
+    problem = common.output_files_problem(args)
+    if problem:  # before any clip is decoded, not when the report is written
+        p.error(problem)
 
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
     os.makedirs(tmp, exist_ok=True)

@@ -29,7 +29,7 @@ import numpy as np
 from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list",
-           "split_list_line"]
+           "split_list_line", "check_list_root"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -278,6 +278,18 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
     paths = PathTable(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))  # no copies
     return VideoList(list_path=list_path, root=root, rel_paths=paths, labels=np.frombuffer(labels, np.int64),
                      line_nos=np.frombuffer(line_nos, np.int32))
+
+
+def check_list_root(videos: VideoList, root_name: str) -> None:
+    """Refuse a list whose root (named ``root_name``, e.g. ``DATA.ROOT``) is not a folder while its first path is
+    relative to it: every video would be missing, which indexing finds only after looking for each one.
+
+    Raises:
+        DataListError: naming the root, the list and its first path.
+    """
+    if len(videos) and videos.root and not os.path.isdir(videos.root) and not os.path.isabs(videos.rel_path(0)):
+        raise DataListError(f"{root_name} = {videos.root} is not an existing folder, and the paths of "
+                            f"{videos.list_path} are relative to it (first: {videos.rel_path(0)!r})")
 
 
 def split_list_line(line: str) -> tuple[str, str] | None:

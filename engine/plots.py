@@ -41,13 +41,16 @@ def read_metrics(output_dir: str) -> tuple[list[dict], list[dict]]:
         raise FileNotFoundError(f"{path} does not exist: not the output folder of a run")
     train: dict[Any, dict] = {}
     evals: dict[Any, dict] = {}
-    with open(path, encoding="utf-8") as f:
+    # errors="replace": a line cut short may end inside a multi-byte character
+    with open(path, encoding="utf-8", errors="replace") as f:
         for n, text in enumerate(f, start=1):
             if not text.strip():
                 continue
             try:
                 line = json.loads(text)
             except ValueError:  # a line cut short by a killed run: the others are still good
+                continue
+            if not isinstance(line, dict):  # not a line a run writes
                 continue
             if line.get("kind") == "train":
                 train[line.get("step")] = line
@@ -57,15 +60,27 @@ def read_metrics(output_dir: str) -> tuple[list[dict], list[dict]]:
 
 
 def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
-    """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``."""
+    """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``.
+
+    Raises:
+        ValueError: a row without an integer ``label`` and ``top1_class``, or a file that is not UTF-8 (named).
+    """
     pairs, names = [], {}
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
+        try:
+            rows = list(csv.DictReader(f))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for n, row in enumerate(rows, start=1):
+        try:
             label, pred = int(row["label"]), int(row["top1_class"])
-            pairs.append((label, pred))
-            for cls, name in ((label, row.get("label_name")), (pred, row.get("top1_name"))):
-                if name:
-                    names[cls] = name
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}, row {n}: expected integer 'label' and 'top1_class' columns, got "
+                             f"label {row.get('label')!r}, top1_class {row.get('top1_class')!r}") from None
+        pairs.append((label, pred))
+        for cls, name in ((label, row.get("label_name")), (pred, row.get("top1_name"))):
+            if name:
+                names[cls] = name
     return pairs, names
 
 
@@ -154,6 +169,7 @@ def write_plots(output_dir: str, dest: str | None = None,
 
     Raises:
         FileNotFoundError: no metrics.jsonl in ``output_dir``.
+        ValueError: the final evaluation's predictions file is damaged (named).
     """
     plt = _pyplot()
     train, evals = read_metrics(output_dir)  # first: a folder that is not a run's is named as such, and not made
@@ -163,15 +179,16 @@ def write_plots(output_dir: str, dest: str | None = None,
     if train:
         fig = curves_figure(train, evals)
         written.append(_save(fig, os.path.join(dest, "training_curves.png"), plt))
-    if evals:
+    split = evals[-1].get("split") if evals else None
+    preds = os.path.join(output_dir, f"predictions_{split}.csv") if isinstance(split, str) else ""
+    if preds and os.path.isfile(preds):
         last = evals[-1]
-        preds = os.path.join(output_dir, f"predictions_{last['split']}.csv")
-        if os.path.isfile(preds):
-            pairs, names = read_predictions(preds)
-            title = (f"{last['split']}: {last['num_videos']} videos, {last['views']} views, "
-                     f"top-1 {last['top1']:.2f}%")
-            fig = confusion_figure(pairs, names, title)
-            written.append(_save(fig, os.path.join(dest, f"confusion_{last['split']}.png"), plt))
+        pairs, names = read_predictions(preds)
+        top1 = last.get("top1")
+        title = f"{split}: {last.get('num_videos')} videos, {last.get('views')} views" + (
+            f", top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else "")
+        fig = confusion_figure(pairs, names, title)
+        written.append(_save(fig, os.path.join(dest, f"confusion_{split}.png"), plt))
     if log is not None and written:
         log("plots: " + ", ".join(written))
     return written

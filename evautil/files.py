@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "new_file_mode", "atomic_temp_glob", "write_failure"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "new_file_mode", "atomic_temp_glob",
+           "write_failure", "output_path_problem"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -68,6 +70,30 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
                 os.close(dfd)
 
 
+def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
+    """:func:`atomic_write` for writers that take a file name and open it themselves (safetensors' ``save_file``):
+    ``write(tmp)`` for a temporary name beside ``path``, the mode a plain open() would give, then the rename. On any
+    failure the temporary file is removed and ``path`` is left as it was; a failed write that the writer reports in
+    an error of its own type, with the number of the OS error in its text (safetensors: "I/O error: No space left
+    on device (os error 28)"), is raised as that OSError, naming ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, new_file_mode())  # safetensors writes a private (0600) file
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        found = None if isinstance(error, OSError) else re.search(r"\(os error (\d+)\)", str(error))
+        if found:
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), path) from error
+        raise
+
+
 def new_file_mode() -> int:
     """The mode a plain ``open(path, "w")`` gives a new file under the process's umask. Temporary files (mkstemp,
     safetensors' writer) are private (0600): a file renamed from one into place gets this mode first."""
@@ -92,3 +118,31 @@ def _umask() -> int:
 def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")), fsync=fsync)
+
+
+def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -> str:
+    """Why an output target cannot be written ("" when it can), in one line naming ``flag``: ``path`` must be (or
+    become) a folder when ``folder``, else a file (``example``: a file name to suggest inside a folder given
+    instead), under a folder that exists or can be made, and that this process can write in. For a tool to refuse
+    before it works, not after."""
+    full = os.path.abspath(path)
+    if folder and os.path.exists(full) and not os.path.isdir(full):
+        return f"{flag} {path} exists and is not a folder; give a folder (new or existing)"
+    if not folder and os.path.isdir(full):
+        return f"{flag} {path} is a folder; give a file name" + (f", e.g. {os.path.join(path, example)}" if example
+                                                                  else "")
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{flag} {path}: {parent} is a file, so no folder can be made there"
+    target = full if os.path.exists(full) else parent
+    if not os.access(target, os.W_OK):
+        return f"{flag} {path}: no permission to write {target}"
+    if os.path.isdir(target):
+        try:  # what access() cannot tell: root everywhere, a folder of a virtual file system such as /proc
+            with tempfile.TemporaryFile(dir=target):
+                pass
+        except OSError as e:
+            return f"{flag} {path}: cannot write in {target} ({e.strerror or e})"
+    return ""

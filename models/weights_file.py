@@ -9,12 +9,11 @@ written here loads wherever a checkpoint path is accepted (``read_state_dict`` r
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Sequence
 
 from torch import nn
 
-from evautil.files import new_file_mode
+from evautil.files import atomic_write_by_name
 
 from .checkpoint import CheckpointError
 
@@ -56,13 +55,8 @@ def save_weights_file(model: nn.Module, path: str, *, arch: str, mean: Sequence[
     text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     # safetensors refuses tensors that share storage; every tensor gets its own contiguous CPU copy.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file(tensors, tmp, metadata=text)
-    # safetensors writes through a private (0600) temporary file; give the export the mode a plain open() would,
-    # as checkpoints have, so that other users and jobs can read it.
-    os.chmod(tmp, new_file_mode())
-    os.replace(tmp, path)
+    # with the mode a plain open() would give, as checkpoints have, so that other users and jobs can read it
+    atomic_write_by_name(path, lambda tmp: save_file(tensors, tmp, metadata=text))
     return text
 
 

@@ -599,6 +599,41 @@ def test_train_benchmark_refuses_opts_that_its_flags_set(capsys):
         assert "OUTPUT_DTYPE" not in err
 
 
+def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured(tmp_path, monkeypatch, capsys):
+    """An --opts key the config refuses, an --arch that is no preset, an --input-size its patch does not divide,
+    and a --json or --plot that cannot be written were tracebacks: the first three when the model was built (after
+    the decode stages had run), the last after the measurement, whose figures were then lost."""
+    from benchmarks import (augment_throughput, common, decode_throughput, eval_throughput, index_throughput,
+                            loader_throughput, nvdec_parity, train_throughput)
+
+    a_file = tmp_path / "a file"
+    a_file.write_text("x")
+    parsed = [(eval_throughput, ["--opts", "NO.SUCH_KEY", "1"], "--opts: unknown config key NO"),
+              (train_throughput, ["--opts", "TRAIN.LR", "fast"], "key TRAIN.LR expects a value of type float"),
+              (loader_throughput, ["--opts", "NO.SUCH_KEY", "1"], "--opts: unknown config key NO"),
+              (eval_throughput, ["--arch", "eva-huge/14"], "--arch 'eva-huge/14' is not a preset; choose one of "),
+              (train_throughput, ["--input-size", "50", "--arch", "eva-tiny/8", "--no-measure-peak"],
+               "--input-size 50 is not divisible by the patch size 8 of --arch eva-tiny/8"),
+              (augment_throughput, ["--json", str(a_file / "a.json")], f"{a_file} is a file, so no folder"),
+              (nvdec_parity, ["--decoder", "cpu", "--json", str(tmp_path)], f"--json {tmp_path} is a folder")]
+    for module, args, words in parsed:
+        if module is augment_throughput:
+            monkeypatch.setattr(module, "run", lambda *a: pytest.fail("measured"))
+            assert module.main(["--quick", *args]) == 2
+        else:
+            with pytest.raises(SystemExit) as e:
+                module.main(["--quick", *args])
+            assert e.value.code == 2, (module.__name__, args)
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (module.__name__, args, err)
+    monkeypatch.setattr(common, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    for module, args, words in ((decode_throughput, ["--plot", str(tmp_path)], f"--plot {tmp_path} is a folder"),
+                                (index_throughput, ["--json", str(a_file / "i.json")], f"{a_file} is a file")):
+        assert module.main(["--quick", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (module.__name__, args, err)
+
+
 def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches(tmp_path):
     """Quick mode: every program runs with both colour implementations, which compute the same values."""
     out_json = tmp_path / "augment.json"

@@ -232,6 +232,102 @@ def test_a_line_cut_by_a_crash_does_not_swallow_the_next_runs_first_line(tmp_pat
     np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 2 * np.ones((2, 3), np.float32))
 
 
+def test_a_line_cut_inside_a_character_of_its_path_is_redone(tmp_path):
+    """A crash mid-append may cut a line inside a multi-byte character of a non-ASCII path: the file stopped being
+    UTF-8 and every later run failed with "'utf-8' codec can't decode byte", without naming a file."""
+    store = FeatureStore(str(tmp_path), shard_videos=1)
+    store.add({"path": "a.mp4"}, np.ones((2, 3)))
+    index = tmp_path / "index-rank000.jsonl"
+    with open(index, "ab") as f:
+        f.write('{"path": "\u00fc'.encode()[:-1])  # the first byte of the two of "ü"
+    for line in ("1", '{"no_path": 1}'):  # lines that are JSON but name no video are passed over too
+        store = FeatureStore(str(tmp_path), shard_videos=1)
+        with open(index, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    assert finished_paths(str(tmp_path)) == {"a.mp4"}
+    store.add({"path": "b.mp4"}, np.ones((2, 3)))
+    assert finished_paths(str(tmp_path)) == {"a.mp4", "b.mp4"}
+    merge_index(str(tmp_path), ["a.mp4", "b.mp4"])
+    assert [r["path"] for r in _index(tmp_path)] == ["a.mp4", "b.mp4"]
+
+
+@pytest.mark.parametrize("text", ["", "{cut", "[]", "\udcff"])
+def test_a_damaged_settings_file_is_named(clips, tiny, tmp_path, capsys, text):
+    """A settings.json that is not a JSON object gave a traceback, or a line that named no file ("error: Expecting
+    value: line 1 column 1 (char 0)"). With features in the folder it is refused, naming it; without, it binds
+    nothing and is written again."""
+    _, _, ckpt = tiny
+    video = _videos(clips)[2]
+    common = [video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--window", "8"]
+    for out, features in ((tmp_path / "with", True), (tmp_path / "without", False)):
+        if features:
+            assert ef.main([*common, "--out", str(out), "--opts", *OPTS]) == 0, capsys.readouterr().err
+            capsys.readouterr()
+        out.mkdir(exist_ok=True)
+        (out / "settings.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+        rc = ef.main([*common, "--out", str(out), "--opts", *OPTS])
+        err = capsys.readouterr().err
+        if features:
+            assert rc == 2 and len(err.splitlines()) == 1, err
+            assert err.startswith(f"error: {out / 'settings.json'} is damaged ("), err
+            assert (out / "settings.json").read_bytes() == text.encode("utf-8", "surrogateescape")
+        else:
+            assert rc == 0, err
+            assert json.loads((out / "settings.json").read_text())["window"] == 8
+
+
+def test_a_second_run_into_the_same_folder_at_once_is_refused(clips, tiny, tmp_path):
+    """Two runs into one --out at the same time both wrote features-rank000-00000.npy, the second replacing the
+    first's rows, and both exited 0: half of index.jsonl pointed at the other run's features."""
+    from tools.feature_store import lock_output
+
+    cfg, model, _ = tiny
+    videos, out = _videos(clips), str(tmp_path / "feats")
+    with lock_output(out, 0):  # another run, writing rank 0's files
+        with pytest.raises(ValueError, match=f"^{out} is being written by another run "):
+            ef.extract(cfg, model, videos[:1], out, DistContext(), window=4, progress=False)
+        assert sorted(os.listdir(out)) == [".rank000.lock"]  # nothing read or written
+        other = ef.extract(cfg, model, videos[:1], str(tmp_path / "other"), DistContext(), window=4, progress=False)
+        assert other["written"] == 1
+    first = ef.extract(cfg, model, videos[:1], out, DistContext(), window=4, progress=False)
+    again = ef.extract(cfg, model, videos, out, DistContext(), window=4, progress=False)  # the lock was let go
+    assert (first["written"], again["done_before"], again["written"]) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+def test_a_full_disk_is_one_line_and_leaves_no_partial_shard(clips, tiny, tmp_path, monkeypatch, capsys, fmt):
+    """A shard that filled the disk gave a traceback (safetensors' own error type) or "error: 6144 requested and
+    2016 written", naming no file, and left features-rank000-00000.<ext>.tmp behind."""
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    _, _, ckpt = tiny
+    out = tmp_path / "feats"
+
+    def full_disk_npy(file, array):
+        file.write(b"part")
+        raise OSError("6144 requested and 2016 written")  # numpy's words for a short write
+
+    def full_disk_safetensors(tensors, filename):
+        with open(filename, "wb") as f:
+            f.write(b"part")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    if fmt == "npy":
+        monkeypatch.setattr(np, "save", full_disk_npy)
+    else:
+        monkeypatch.setattr(safetensors.numpy, "save_file", full_disk_safetensors)
+    rc = ef.main([_videos(clips)[2], "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet",
+                  "--window", "8", "--format", fmt, "--opts", *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    shard = out / f"features-rank000-00000.{fmt}"
+    assert err == (f"error: cannot write in --out {out}: 6144 requested and 2016 written\n" if fmt == "npy" else
+                   f"error: [Errno 28] No space left on device: '{shard}'\n")
+    assert sorted(p.name for p in out.iterdir() if p.name != ".work") == [".rank000.lock", "settings.json"]
+    assert finished_paths(str(out)) == set()
+
+
 def test_progress_without_a_terminal_is_plain_lines(clips, tiny, tmp_path, capsys):
     _, _, ckpt = tiny
     videos = _videos(clips)

@@ -313,6 +313,31 @@ def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys)
                                       f"{tmp_path / 'model.safetensors'}\n"
 
 
+def test_an_export_that_fills_the_disk_is_one_line_and_keeps_the_file_it_would_replace(tiny, tmp_path, monkeypatch,
+                                                                                          capsys):
+    """safetensors reports a failed write in its own error type, which the command did not catch: a traceback."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    _, _, ckpt, _ = tiny
+    out = tmp_path / "out" / "m.safetensors"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier export")
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"part of the file")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    rc = export_safetensors.main(["--out", str(out), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
+                                  "DATA.LABEL_LIST", ""])
+    assert rc == 2
+    assert capsys.readouterr().err == f"error: cannot write --out {out}: No space left on device\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
+    assert out.read_bytes() == b"an earlier export"
+
+
 def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
     cfg, model, _, _ = tiny
     ckpt = tmp_path / "with_config.pth"  # as train.py saves: the config says the grid (2x4x4 tokens)

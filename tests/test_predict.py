@@ -375,6 +375,38 @@ def test_out_that_fails_when_written_keeps_the_predictions(evaluated, dataset, m
     assert record["path"] == video and record["status"] == "ok"
 
 
+def test_out_cut_short_by_a_full_disk_leaves_no_half_file_and_keeps_the_earlier_one(evaluated, dataset, capsys):
+    """--out was opened for writing in place: a disk that filled up mid-write left the first 4 KB of the
+    predictions, a line cut in half at the end, where the earlier file had been."""
+    import resource
+    import signal
+
+    tmp, opts, ckpt, _ = evaluated
+    out = tmp / "full_disk.jsonl"
+    out.write_text("earlier predictions\n")
+    command = [str(dataset / "videos"), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out),
+               "--work-dir", str(tmp / "work_full"), "--opts", *opts]
+    assert predict.main(command) == 0  # the videos' index is built, and the whole file written
+    written = out.read_text()
+    assert len(written) > 1024
+    out.write_text("earlier predictions\n")
+    capsys.readouterr()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))  # writes past 1 KB fail, as on a full disk
+    try:
+        rc = predict.main(command)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    captured = capsys.readouterr()
+    assert rc == 2 and f"error: cannot write --out {out}: File too large; the predictions follow" in captured.err
+    assert captured.out == written  # not lost: on stdout
+    assert out.read_text() == "earlier predictions\n"
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(("full_disk", ".full_disk"))) == \
+        ["full_disk.jsonl"]
+
+
 def test_list_names_keep_runs_of_spaces_and_tabs(tmp_path):
     from dali_pipelines.filelist import read_file_list
     from tools.inference import collect_videos

@@ -563,6 +563,46 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert f"t400/train/{ABS}/{vid('A1')} 0" in text  # a preview of the list lines
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """An --out, --dst or --report-dir that is a file or cannot be written ended in a traceback: lists and k722
+    after scanning (and probing, with --check) every video, reencode after encoding every video."""
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    src = tmp_path / "src"
+    write_clip(src / "train" / "a" / vid("a"), t=4)
+    taken, readonly = tmp_path / "taken.txt", tmp_path / "mounted"
+    taken.write_text("x")
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: str(p) != str(readonly) and real_access(p, mode, **k))
+    monkeypatch.setattr(prepare_kinetics, "reencode_tree", lambda *a, **k: pytest.fail("re-encoding started"))
+    cases = [(["lists", "--dataset", f"t400={root}", "--out", str(taken)],
+              f"--out {taken} exists and is not a folder; give a folder (new or existing)"),
+             (["k722", "--dataset", f"t400={root}", "--out", str(readonly / "out")],
+              f"--out {readonly / 'out'}: no permission to write {readonly}"),
+             (["lists", "--dataset", f"t400={root}", "--out", str(readonly), "--dry-run"],
+              f"--out {readonly}: no permission to write {readonly}"),
+             (["reencode", "--src", str(src), "--dst", str(taken)],
+              f"--dst {taken} exists and is not a folder; give a folder (new or existing)"),
+             (["reencode", "--src", str(src), "--dst", str(tmp_path / "dst"), "--report-dir", str(readonly)],
+              f"--report-dir {readonly}: no permission to write {readonly}")]
+    for argv, message in cases:
+        assert prepare_kinetics.main(argv) == 2, argv
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mounted", "src", "t400", "taken.txt"]
+    assert taken.read_text() == "x" and not any(readonly.iterdir())
+
+
+def test_a_write_that_fails_on_the_way_is_one_line(tmp_path, monkeypatch, capsys):
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare_kinetics, "prepare_lists", full_disk)
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'out'}: No space left on device\n"
+
+
 def test_cli_script_runs(tmp_path):
     # As a plain script (repository root not on sys.path): the import bootstrap works and --dry-run writes nothing.
     root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})

@@ -304,6 +304,23 @@ def test_plot_run_refuses_a_file_for_a_folder_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "training_curves.png")
 
 
+def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
+    """A metrics.jsonl line cut inside a multi-byte character, a line that is JSON but not an object, an eval line
+    without its split and a predictions file with a row that is not numbers each gave a traceback."""
+    from tools import plot_run
+
+    good = "".join(json.dumps(d) + "\n" for d in _train_lines(4))
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(good.encode() + b'{"kind": "train", "note": "\xc3\n[1, 2]\n"x"\n{"kind": "eval", "epoch": 1}\n')
+    assert plot_run.main([str(tmp_path)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "training_curves.png")]
+    metrics.write_text(good + json.dumps({"kind": "eval", "split": "test", "step": 4, "top1": 50.0}) + "\n")
+    (tmp_path / "predictions_test.csv").write_text("index,path,label,top1_class\n0,a.mp4,0,1\n1,b.mp4,zz,1\n")
+    assert plot_run.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}, row 2: expected integer 'label' " \
+                                      "and 'top1_class' columns, got label 'zz', top1_class '1'\n"
+
+
 def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):
     import logging
 

@@ -614,6 +614,17 @@ def test_an_output_folder_that_cannot_be_written_is_named_before_anything_runs(t
         in err
 
 
+def test_a_dry_run_names_a_data_root_that_is_not_a_folder(tmp_path, dataset, capsys):
+    """The plan said nothing of a mistyped DATA.ROOT (exit 0); the run then found every video missing, after
+    indexing every list."""
+    gone = tmp_path / "typo"
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out", "DATA.ROOT", str(gone))])
+    err = capsys.readouterr().err
+    first = (dataset / "val.txt").read_text().split("\n")[0].rsplit(" ", 1)[0]
+    assert rc == 2 and err == f"error: DATA.ROOT = {gone} is not an existing folder, and the paths of " \
+                              f"{dataset / 'val.txt'} are relative to it (first: {first!r})\n", err
+
+
 def test_resuming_an_epoch_checkpoint_names_the_epoch_it_closes(tmp_path, dataset, capsys):
     """ckpt_epoch_1.pth was announced as 'epoch 2', and a finished 1-epoch run as 'epoch 2' then 'epoch 1/1'."""
     out = tmp_path / "out"

@@ -87,6 +87,21 @@ def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, 
     assert r.returncode == 2 and "TRAIN.NOPE" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_root_that_is_not_a_folder_is_one_line_before_any_video_is_looked_for(tmp_path):
+    """--root (or DATA.ROOT) mistyped: every video was reported missing, one line each, and the list's quarantine
+    file rewritten with all of them (exit 1); --dry-run called the lists valid (exit 0)."""
+    lst = tmp_path / "train.txt"
+    lst.write_text("clips/a.mp4 0\nclips/b.mp4 1\n")
+    gone = tmp_path / "typo"
+    want = f"{gone} is not an existing folder, and the paths of {lst} are relative to it (first: 'clips/a.mp4')"
+    for args, name in ((["--root", str(gone)], "--root"), (["--root", str(gone), "--dry-run"], "--root"),
+                       (["--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", "--opts", "DATA.ROOT", str(gone),
+                         "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst), "DATA.LABEL_LIST", ""], "DATA.ROOT")):
+        r = _verify(str(lst), *args) if name == "--root" else _verify(*args)
+        assert r.returncode == 2 and r.stderr == f"error: {name} = {want}\n", r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.txt"]  # no index, no quarantine file
+
+
 def test_config_problems_are_one_line_exit_2(tmp_path, videos):
     (tmp_path / "latin1.yaml").write_bytes("OUTPUT: caf\xe9\n".encode("latin-1"))
     r = _verify("--cfg", str(tmp_path / "latin1.yaml"), "--dry-run")

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the write itself failed (a full disk)
-        print(f"error: cannot write --out {args.out}: {e}", file=sys.stderr)
+        print(f"error: cannot write --out {args.out}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
           f"{meta['num_classes']} classes")

@@ -30,6 +30,7 @@ goes on).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
@@ -48,7 +49,7 @@ import numpy as np  # noqa: E402
 # torch and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need neither.
 from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_ranks, finished_paths,  # noqa: E402
-                                 merge_index, rewrite_failed)
+                                 lock_output, merge_index, rewrite_failed)
 
 if TYPE_CHECKING:
     import torch
@@ -257,31 +258,32 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
                 "TEST.SAMPLING": cfg.TEST.SAMPLING if window <= 0 else None,  # windows: evenly spaced, always
                 "TRAIN.PRECISION": precision_name(resolve_precision(cfg.TRAIN.PRECISION, ctx.device)[0]),
                 "MODEL.USE_MEAN_POOLING": cfg.MODEL.USE_MEAN_POOLING, "DATA.TUBELET_SIZE": cfg.DATA.TUBELET_SIZE}
-    unrecorded = check_settings(out_dir, settings, write=ctx.is_main)
-    if unrecorded and ctx.is_main:
-        print(f"note: {os.path.join(out_dir, 'settings.json')} was written by an older version without "
-              f"{', '.join(unrecorded)}: its features are taken as made with this run's "
-              f"({'; '.join(f'{k} {settings[k]!r}' for k in unrecorded)}), recorded from now on", file=sys.stderr)
-    done = finished_paths(out_dir) if os.path.isdir(out_dir) else set()
-    distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
-    todo = [p for p in paths if p not in done]
-    store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos)
-    try:
-        if todo:
-            extract_into(cfg, model, todo, store, ctx, window=window, stride=stride, per_batch=per_batch,
-                         work_dir=work_dir or os.path.join(out_dir, ".work"), progress=progress)
-    finally:  # also on a Ctrl-C, a stop signal or a crash: the finished videos are kept, and a rerun skips them
-        store.flush()
-    written = sum(distributed.all_gather_objects(store.written, ctx))
-    distributed.barrier(ctx)  # every rank's shards and index lines are on disk
-    done, retried = finished_paths(out_dir), set(todo)
-    store.write_failed(retried, done)
-    if ctx.is_main:  # files of ranks an earlier, larger run had: the same rule, with no new failures
-        for rank in failed_ranks(out_dir):
-            if rank >= ctx.world_size:
-                rewrite_failed(out_dir, rank, {}, retried, done)
-    index = merge_index(out_dir, paths) if ctx.is_main else os.path.join(out_dir, "index.jsonl")
-    distributed.barrier(ctx)  # the failed files are final when any rank returns
+    with contextlib.closing(lock_output(out_dir, ctx.rank)):  # before settings.json is read: one run at a time
+        unrecorded = check_settings(out_dir, settings, write=ctx.is_main)
+        if unrecorded and ctx.is_main:
+            print(f"note: {os.path.join(out_dir, 'settings.json')} was written by an older version without "
+                  f"{', '.join(unrecorded)}: its features are taken as made with this run's "
+                  f"({'; '.join(f'{k} {settings[k]!r}' for k in unrecorded)}), recorded from now on", file=sys.stderr)
+        done = finished_paths(out_dir)
+        distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
+        todo = [p for p in paths if p not in done]
+        store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos)
+        try:
+            if todo:
+                extract_into(cfg, model, todo, store, ctx, window=window, stride=stride, per_batch=per_batch,
+                             work_dir=work_dir or os.path.join(out_dir, ".work"), progress=progress)
+        finally:  # also on a Ctrl-C, a stop signal or a crash: the finished videos are kept, and a rerun skips them
+            store.flush()
+        written = sum(distributed.all_gather_objects(store.written, ctx))
+        distributed.barrier(ctx)  # every rank's shards and index lines are on disk
+        done, retried = finished_paths(out_dir), set(todo)
+        store.write_failed(retried, done)
+        if ctx.is_main:  # files of ranks an earlier, larger run had: the same rule, with no new failures
+            for rank in failed_ranks(out_dir):
+                if rank >= ctx.world_size:
+                    rewrite_failed(out_dir, rank, {}, retried, done)
+        index = merge_index(out_dir, paths) if ctx.is_main else os.path.join(out_dir, "index.jsonl")
+        distributed.barrier(ctx)  # the failed files are final when any rank returns
     return {"done_before": len(paths) - len(todo), "written": written, "listed": sum(p in done for p in paths),
             "index": index}
 
@@ -346,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown(graceful=False)
         return STOPPED_EXIT_STATUS
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, OSError) and not e.filename:  # a write that failed (a full disk) names no file
+            print(f"error: cannot write in --out {args.out}: {e.strerror or e}", file=sys.stderr)
+        else:
+            print(f"error: {e}", file=sys.stderr)
         distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
         return 2
     listed = result["listed"]

@@ -9,6 +9,7 @@ Layout of the output folder::
     index.jsonl                       all ranks' lines merged in input order, written at the end of a run
     settings.json                     what the features are (mode, window, model, ...): once an index lists a
                                       video, a rerun must match it
+    .rank000.lock                     held by the run that writes rank 0's files (see lock_output)
 
 A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
 once its features are on disk; a run killed at any point leaves only complete shards and lines. A later run skips
@@ -17,6 +18,7 @@ every video listed in any ``index-rank*.jsonl`` and numbers its shards after the
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -25,10 +27,10 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from evautil.files import atomic_write_text, new_file_mode
+from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
-           "rewrite_failed", "failed_ranks"]
+           "rewrite_failed", "failed_ranks", "lock_output"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
@@ -52,17 +54,44 @@ def _ends_a_line(path: str) -> bool:
 
 
 def _index_lines(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """The records of index (or failed) files that name a video; any other line is passed over, and its video
+    redone."""
     out = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
+        # errors="replace": a line cut by a crash mid-append may end inside a multi-byte character of its path
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 line = line.strip()
                 if line:
                     try:
-                        out.append(json.loads(line))
+                        record = json.loads(line)
                     except json.JSONDecodeError:  # a line cut by a crash mid-append: its video is redone
                         continue
+                    if isinstance(record, dict) and isinstance(record.get("path"), str):
+                        out.append(record)
     return out
+
+
+def lock_output(out_dir: str, rank: int):
+    """Hold ``out_dir/.rank<rank>.lock`` (created with the folder) for the run that writes that rank's files, until
+    the returned file is closed. A second run into the folder at the same time would number its shards as the first
+    does and replace them, leaving index lines that point at the other run's features.
+
+    Raises:
+        ValueError: another process holds it.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f".rank{rank:03d}.lock")
+    f = open(path, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ValueError(f"{out_dir} is being written by another run (it holds {path}); wait for it to end, or give "
+                         "this run another --out") from None
+    except OSError:  # a file system without locks: run unguarded, as before
+        pass
+    return f
 
 
 def _describe(key: str, value: Any) -> str:
@@ -84,15 +113,25 @@ def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> list[
         run's), for the caller to say so; empty otherwise.
 
     Raises:
-        ValueError: ``out_dir/settings.json`` differs from ``settings`` and an index lists a video; the message
-            names every difference with both values, and what to do.
+        ValueError: ``out_dir/settings.json`` differs from ``settings`` (or cannot be read) and an index lists a
+            video; the message names every difference with both values (or the file), and what to do.
     """
     path = os.path.join(out_dir, "settings.json")
     recorded, outdated = os.path.isfile(path), False
     unrecorded: list[str] = []
     if recorded:
-        with open(path, encoding="utf-8") as f:
-            before = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                before = json.load(f)
+        except ValueError as e:  # not JSON, or not UTF-8
+            before, damage = None, str(e)
+        else:
+            damage = "" if isinstance(before, dict) else f"a JSON {type(before).__name__}, not an object"
+        if damage:
+            if finished_paths(out_dir):
+                raise ValueError(f"{path} is damaged ({damage}): it records how the features in {out_dir} were "
+                                 "made; restore it, or use another --out")
+            before = {}  # nothing was made with it: it binds nothing, and is written again
         # the weights are told by their file's contents: the same file under another path (a copy, a new
         # download, an hf:// reference's cached file) made the same features
         same_file = before.get("weights_file") is not None and before.get("weights_file") == settings.get(
@@ -107,11 +146,7 @@ def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> list[
             raise ValueError(f"{out_dir} holds features made with other settings ({'; '.join(changed)}); use "
                              "another --out or the same settings")
     if write and (outdated or not recorded):
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(settings, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(settings, indent=1), fsync=False)
     return unrecorded
 
 
@@ -221,18 +256,14 @@ class FeatureStore:
         name = f"features-rank{self.rank:03d}-{self._next_shard:05d}{FORMATS[self.fmt]}"
         array = np.concatenate([f for _, f in self._pending])
         path = os.path.join(self.out_dir, name)
-        tmp = f"{path}.tmp"
+        # both with the mode open() gives, so that other users and jobs can read them; on a failed write (a full
+        # disk) no temporary file is left, and the error names the shard
         if self.fmt == "npy":
-            with open(tmp, "wb") as f:
-                np.save(f, array)
+            atomic_write(path, lambda f: np.save(f, array), fsync=False)
         else:
             from safetensors.numpy import save_file
 
-            save_file({"features": array}, tmp)
-            # safetensors writes through a private (0600) temporary file: give the shard the mode the .npy
-            # shards get from open(), so that other users and jobs can read it.
-            os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
+            atomic_write_by_name(path, lambda tmp: save_file({"features": array}, tmp))
         lines, row = [], 0
         for record, feats in self._pending:
             lines.append(json.dumps({**record, "shard": name, "row": row, "num_windows": len(feats),

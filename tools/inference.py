@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,6 +23,7 @@ from dali_pipelines.filelist import split_list_line  # plain Python: no DALI imp
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from evautil.errors import weights_misfit
+from evautil.files import output_path_problem
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import head_mismatch, layers_the_model_lacks, pretrained_source_grid, read_checkpoint
 from models.weights_file import read_weights_metadata
@@ -74,33 +74,15 @@ def _read_video_list(path: str, root: str) -> list[str]:
 
 
 def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> None:
-    """Refuse an output target that cannot be written, before any model runs: ``path`` must be (or become) a
-    folder when ``folder``, else a file (``example``: a file name to suggest inside a folder given instead), under
-    a folder that exists or can be made.
+    """Refuse an output target that cannot be written, before any model runs: see
+    :func:`evautil.files.output_path_problem`.
 
     Raises:
         InputError: one line naming ``flag`` and what is wrong.
     """
-    full = os.path.abspath(path)
-    if folder and os.path.exists(full) and not os.path.isdir(full):
-        raise InputError(f"{flag} {path} exists and is not a folder; give a folder (new or existing)")
-    if not folder and os.path.isdir(full):
-        raise InputError(f"{flag} {path} is a folder; give a file name"
-                         + (f", e.g. {os.path.join(path, example)}" if example else ""))
-    parent = os.path.dirname(full)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise InputError(f"{flag} {path}: {parent} is a file, so no folder can be made there")
-    target = full if os.path.exists(full) else parent
-    if not os.access(target, os.W_OK):
-        raise InputError(f"{flag} {path}: no permission to write {target}")
-    if os.path.isdir(target):
-        try:  # what access() cannot tell: root everywhere, a folder of a virtual file system such as /proc
-            with tempfile.TemporaryFile(dir=target):
-                pass
-        except OSError as e:
-            raise InputError(f"{flag} {path}: cannot write in {target} ({e.strerror or e})") from None
+    problem = output_path_problem(path, flag, folder, example)
+    if problem:
+        raise InputError(problem)
 
 
 def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, str]]:

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     # A count of 0 would write an empty list (train.txt or val.txt) that no run can use.
     for flag, value, least in (("--train-per-class", args.train_per_class, 1),
                                ("--val-per-class", args.val_per_class, 1), ("--frames", args.frames, 1),
-                               ("--workers", args.workers, 0), ("--gop", args.gop if args.gop is not None else 1, 1)):
+                               ("--workers", args.workers, 0), ("--gop", args.gop if args.gop is not None else 1, 1),
+                               ("--seed", args.seed, 0)):
         if value < least:
             ap.error(f"{flag} must be >= {least}, got {value}")
     if not args.fps > 0:

@@ -23,7 +23,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
     on_interrupt(STARTING)
 
 from engine.plots import write_plots  # noqa: E402
-from tools.inference import InputError, check_output_path  # noqa: E402
+from tools.inference import check_output_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             check_output_path(args.out, "--out", folder=True)
         written = write_plots(args.output_dir, dest=args.out)
-    except (FileNotFoundError, InputError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ValueError: InputError, a damaged predictions file
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. a full disk while a plot is written

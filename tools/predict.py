@@ -352,10 +352,10 @@ def main(argv: list[str] | None = None) -> int:
 def _write_out(out: str, text: str, quiet: bool) -> bool:
     """Write ``text`` to ``out``; on failure one error line, and with ``quiet`` (no table printed) the text on
     stdout instead, so that the predictions are not lost."""
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+    from evautil.files import atomic_write_text
+
+    try:  # atomically: a write cut short (a full disk) leaves neither half a file nor an earlier one emptied
+        atomic_write_text(out, text, fsync=False)
         return True
     except OSError as e:
         print(f"error: cannot write --out {out}: {e.strerror or e}" + ("; the predictions follow on stdout" if quiet

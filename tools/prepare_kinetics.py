@@ -68,6 +68,7 @@ from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished,
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
+from evautil.files import output_path_problem  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
@@ -276,8 +277,23 @@ def main(argv: list[str] | None = None) -> int:
             return STOPPED_EXIT_STATUS
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output folder that cannot be written before any video is scanned, probed or encoded (each took
+    its time, then a traceback)."""
+    if args.command == "reencode":
+        dst = args.dst or os.path.abspath(args.src).rstrip(os.sep) + "_h264"  # reencode_tree's default
+        targets = [("--dst", dst), ("--report-dir", args.report_dir)]
+    else:
+        targets = [("--out", args.out)]
+    for flag, path in targets:
+        problem = path and output_path_problem(path, flag, folder=True)
+        if problem:
+            raise KineticsError(problem)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
+        _check_outputs(args)  # a --dry-run too: it would stop there
         if args.command in ("lists", "k722"):
             scans = _scan_all(args)
             if args.command == "lists" or not args.no_dataset_lists:
@@ -306,6 +322,10 @@ def _run(args: argparse.Namespace) -> int:
                 return 1
     except KineticsError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a write that fails on the way (a full disk), whose error names no file
+        where = e.filename or (args.out if args.command != "reencode" else args.report_dir or args.dst or args.src)
+        print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

@@ -33,7 +33,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 from configs import ConfigError, load_config  # noqa: E402
-from dali_pipelines.filelist import DataError, read_video_list  # noqa: E402
+from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.flops import model_size_text  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
@@ -165,6 +165,7 @@ def _verify_lists(args: argparse.Namespace) -> int:
             print(check_model(args.cfg, args.opts))
         for list_path, root, classes in targets:  # format and labels of every list before any video is opened
             videos = read_video_list(list_path, root, classes)
+            check_list_root(videos, "--root" if args.root else "DATA.ROOT")
             print(f"list {list_path}: {len(videos)} videos, well-formed")
         if args.dry_run:
             print("dry run: config, model and lists are valid; no video was opened")

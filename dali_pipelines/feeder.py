@@ -59,7 +59,7 @@ def _read_source(video: VideoRef, frames: np.ndarray, pack: bool,
     data = read_bytes(video.path, video.size, video.mtime_ns)
     if numbering is not None:
         if video.row not in numbering:  # once a run: its first packets only
-            numbering[video.row] = first_pictures_not_shown(memoryview(data))
+            numbering[video.row] = first_pictures_not_shown(memoryview(data), name=video.path)
         if numbering[video.row]:
             raise DaliDecodeError(f"{video.path}: {numbering[video.row]}, which NVDEC would number as frames (the "
                                   "frames it returned would be others than the index numbers)")

@@ -71,9 +71,9 @@ def _name(src: VideoSource) -> str:
     return getattr(src, "name", "<in-memory video>")
 
 
-def _open(src: VideoSource) -> av.container.InputContainer:
-    """Open ``src`` for reading; every failure becomes a BadVideoError naming the file."""
-    name = _name(src)
+def _open(src: VideoSource, name: str = "") -> av.container.InputContainer:
+    """Open ``src`` for reading; every failure becomes a BadVideoError naming the file (``name``, else its own)."""
+    name = name or _name(src)
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(src)
     elif isinstance(src, (str, os.PathLike)) and not os.path.exists(src):
@@ -267,14 +267,15 @@ def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[
     return decoded
 
 
-def first_pictures_not_shown(src: VideoSource, limit: int = 256) -> str:
+def first_pictures_not_shown(src: VideoSource, limit: int = 256, name: str = "") -> str:
     """Why a decoder that numbers a stream's pictures from its first packet on (DALI's NVDEC decoder: it shows
     every packet's picture and reads no container flag) would number ``src``'s frames otherwise than FFmpeg and the
     index do, or '' when it would not: packets an MP4 edit list hides before the first frame shown (a file cut
     without re-encoding, a phone's trim), or a first packet that is no keyframe (a stream that starts inside a
-    GOP, whose first pictures decoders drop). Demuxes the first packets only (up to ``limit`` hidden ones)."""
-    name = _name(src)
-    with _open(src) as container:
+    GOP, whose first pictures decoders drop). Demuxes the first packets only (up to ``limit`` hidden ones).
+    ``name``: the file's name in errors, for bytes read from it (BadVideoError: not a readable video)."""
+    name = name or _name(src)
+    with _open(src, name) as container:
         stream = _video_stream(container, name)
         hidden = 0
         try:

@@ -24,7 +24,7 @@ __all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_before_run", "re
 EXIT_STATUS_FILE = "exit_status.json"
 EXIT_MEANINGS = {0: "finished", 1: "crashed", 2: "bad input", 3: "non-finite loss or gradients",
                  4: "stopped by a signal, resumable",
-                 5: "another process of the run stopped answering",  # liveness.UNANSWERED_EXIT_CODE
+                 5: "another process of the run stopped answering or ended early",  # liveness.UNANSWERED_EXIT_CODE
                  130: "interrupted (Ctrl-C)"}
 
 

@@ -352,11 +352,11 @@ def announce_model(cfg, model: torch.nn.Module, metrics: MetricLogger, ctx: Dist
 
 
 def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str], lacked: list[str]) -> None:
-    """A checkpoint being evaluated or resumed must fill every parameter of the model, and the model must have
-    every layer the checkpoint trained (``lacked``: see ``models.checkpoint.layers_the_model_lacks``); raise
-    CheckpointError naming it."""
-    if choice.checkpoint and (missing or lacked):
-        raise CheckpointError(f"checkpoint {choice.path} "
+    """Weights being evaluated (a checkpoint, or MODEL.PRETRAINED in an evaluate-only run without one) must fill
+    every parameter of the model, and the model must have every layer they trained (``lacked``: see
+    ``models.checkpoint.layers_the_model_lacks``); raise CheckpointError naming them."""
+    if (choice.checkpoint or cfg.TEST.ONLY_TEST) and (missing or lacked):
+        raise CheckpointError(f"{'checkpoint ' if choice.checkpoint else ''}{choice.describe()} "
                               f"{weights_misfit(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES, missing, lacked)}")
 
 

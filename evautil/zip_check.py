@@ -72,7 +72,7 @@ def _cut_short(path: str) -> str | None:
         size = os.path.getsize(path)
     except OSError:
         return None
-    if head != b"PK\x03\x04":
+    if not head or not b"PK\x03\x04".startswith(head):  # (a file cut within these 4 bytes is one too)
         return None
     return (f"cut short: {size} bytes of a zip archive (torch's format) without its end record (an interrupted "
             "save, copy or download?)")

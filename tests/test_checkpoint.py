@@ -392,7 +392,7 @@ def test_a_checkpoint_cut_short_says_so_wherever_it_was_cut(tmp_path):
     torch.save({"model": random_state_dict(tiny()), "epoch": 1}, tmp_path / "zip.pth")
     data = (tmp_path / "zip.pth").read_bytes()
     cut = tmp_path / "cut.pth"
-    for length in sorted({33, 1000, *(len(data) * k // 20 for k in range(1, 20)), len(data) - 1}):
+    for length in sorted({1, 3, 4, 33, 1000, *(len(data) * k // 20 for k in range(1, 20)), len(data) - 1}):
         cut.write_bytes(data[:length])
         with pytest.raises(CheckpointError) as info:
             read_state_dict(cut)
@@ -456,6 +456,24 @@ def test_evaluating_a_deeper_models_checkpoint_is_one_line_exit_2(tmp_path, tiny
     assert rc == 2 and len(errors) == 1, captured
     assert errors[0].startswith(f"error: checkpoint {path} does not fit MODEL.ARCH eva-tiny/8 with 4 classes: the "
                                 f"model has no blocks.{depth}.norm1.weight, "), errors
+
+
+def test_only_test_of_a_deeper_models_pretrained_weights_is_one_line_exit_2(tmp_path, tiny_dataset, capsys):
+    """--only_test without a checkpoint scores MODEL.PRETRAINED: a deeper model's weights were a WARNING there, and
+    the truncated model was scored (exit 0)."""
+    import train
+
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    opts = _tiny_run_opts(tiny_dataset, tmp_path / "out")
+    model = build_model(load_config(demo, opts), device="cpu")
+    path = tmp_path / "deeper.pth"
+    torch.save({"model": _with_one_more_block(model)}, path)
+    rc = train.main(["--cfg", demo, "--only_test", "--pretrained", str(path), "--opts", *opts])
+    captured = capsys.readouterr()
+    errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(errors) == 1, captured
+    assert errors[0].startswith(f"error: MODEL.PRETRAINED = {path} does not fit MODEL.ARCH eva-tiny/8 with 4 "
+                                f"classes: the model has no blocks.{len(model.blocks)}.norm1.weight, "), errors
 
 
 def test_fine_tuning_from_a_deeper_models_weights_is_a_warning_in_the_runs_log(tmp_path):

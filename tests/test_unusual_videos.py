@@ -122,7 +122,7 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
     checks = collections.Counter()
     real_check = feeder_module.first_pictures_not_shown
     monkeypatch.setattr(feeder_module, "first_pictures_not_shown",
-                        lambda data: checks.update([len(data)]) or real_check(data))
+                        lambda data, **kw: checks.update([len(data)]) or real_check(data, **kw))
     route = EncodedRoute(NVDEC, 1)
     want = {"h264_edit": "an MP4 edit list hides its first 3 pictures",
             "h264_bframes_edit": "an MP4 edit list hides its first 3 pictures",
@@ -154,6 +154,20 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
     ref = _reference(videos["h264_edit"])
     assert [s.route for s in batch.samples] == [PYAV] and "hides its first 3 pictures" in moved[0]
     assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, [20, 30]))
+
+
+def test_a_video_the_nvdec_routes_first_packet_check_cannot_read_is_named_by_its_path(tmp_path):
+    """The check reads the file's bytes, which PyAV names '<in-memory video>': the quarantine's reason named no file."""
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import EncodedRoute
+
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(bytes(range(256)) * 20)
+    st = path.stat()
+    video = VideoRef(0, str(path), 0, 10, 96, 64, "h264", st.st_size, st.st_mtime_ns)
+    with pytest.raises(BadVideoError) as info:
+        EncodedRoute(NVDEC, 1).load(Sample(video, NVDEC, np.arange(4), params=None))
+    assert str(info.value).startswith(f"{path}: not a readable video container"), info.value
 
 
 # ------------------------------------------------------------ A picture size that changes within the stream

@@ -14,6 +14,7 @@ from typing import Any
 from engine import runner
 from engine.distributed import DistContext, all_gather_objects, barrier
 from engine.resume_config import check_resume_config
+from engine.run_files import release_output
 
 # The first rank of a node may probe a whole list before the node's other ranks can read its index (hours, for a
 # first build of a Kinetics-size list): they wait this long. A rank that dies ends the wait at once.
@@ -56,6 +57,7 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         if isinstance(e, KeyboardInterrupt):  # e.g. while indexing: the run's log says so, as the console does
             metrics.log_interrupted()
         metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
+        release_output(cfg.OUTPUT)
         raise
 
 

@@ -16,6 +16,7 @@ from typing import Callable
 from evautil.files import atomic_write_text
 
 from . import distributed
+from .run_files import claimed_elsewhere
 
 __all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_before_run", "record_exit", "with_exit_status"]
 
@@ -84,6 +85,8 @@ def record_exit(output_dir: str | None, code: int) -> None:
     unsaid: the exit code says it too."""
     if not output_dir or not os.path.isdir(output_dir) or os.environ.get("RANK", "0") != "0":
         return  # a run that ends before it made OUTPUT leaves no folder behind
+    if claimed_elsewhere(output_dir):  # refused: another run writes OUTPUT, and its own status, when it ends
+        return
     try:
         atomic_write_text(os.path.join(output_dir, EXIT_STATUS_FILE),
                           json.dumps({"exit_code": code, "meaning": EXIT_MEANINGS.get(code, "ended")}) + "\n")

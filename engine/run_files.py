@@ -8,14 +8,19 @@ import glob
 import json
 import os
 import time
-from typing import Collection
+from typing import IO, Collection
 
-from evautil.files import atomic_temp_glob, atomic_write_text
+from evautil.files import atomic_temp_glob, atomic_write_text, hold_lock
 
-__all__ = ["EARLIER_RUNS_DIR", "earlier_run_files", "move_earlier_run", "move_earlier_results", "move_aside",
-           "results_files", "drop_lines_after"]
+__all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
+           "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
+# Held by rank 0 of the run writing OUTPUT (claim_output): a second run into the same OUTPUT at the same time (a job
+# requeued while its first attempt still ends, the same command started twice) would move the first run's files
+# aside while it writes them, and mix its lines and checkpoints with them.
+RUN_LOCK = ".run.lock"
+_CLAIMED: dict[str, IO[str]] = {}  # OUTPUT folders this process holds, by absolute path
 # What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt (they stay and grow, a
 # history of every attempt) and exit_status.json (how the last process ended, rewritten as each one ends). The
 # first group marks an earlier run; the second only comes along with it.
@@ -25,6 +30,42 @@ _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"),
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 _EVALUATION_RESULTS = ("config.yaml", "summary.json", "predictions_test.csv", "per_class_test.csv",
                        "confusion_test.png")
+
+
+def claim_output(output_dir: str) -> None:
+    """Hold ``output_dir``'s RUN_LOCK until :func:`release_output` (or this process ends).
+
+    Raises:
+        ValueError: another process holds it, naming the folder.
+    """
+    key = os.path.abspath(output_dir)
+    if key in _CLAIMED:
+        return
+    held = hold_lock(os.path.join(key, RUN_LOCK))
+    if held is None:
+        raise ValueError(f"OUTPUT {output_dir} is being written by another run (it holds {RUN_LOCK} there): wait for "
+                         "it to end, or give this run another OUTPUT")
+    _CLAIMED[key] = held
+
+
+def release_output(output_dir: str) -> None:
+    """Let go of the lock :func:`claim_output` took (nothing when this process holds none)."""
+    held = _CLAIMED.pop(os.path.abspath(output_dir), None)
+    if held is not None:
+        held.close()
+
+
+def claimed_elsewhere(output_dir: str) -> bool:
+    """Whether another process holds ``output_dir``'s RUN_LOCK now (a run refused because of it writes nothing
+    there, not even its exit status)."""
+    key = os.path.abspath(output_dir)
+    if key in _CLAIMED or not os.path.exists(os.path.join(key, RUN_LOCK)):
+        return False
+    held = hold_lock(os.path.join(key, RUN_LOCK))
+    if held is None:
+        return True
+    held.close()
+    return False
 
 
 def earlier_run_files(output_dir: str) -> list[str]:

@@ -31,7 +31,8 @@ from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config, saved_config
-from .run_files import EARLIER_RUNS_DIR, move_aside, move_earlier_results, move_earlier_run, results_files
+from .run_files import (EARLIER_RUNS_DIR, claim_output, move_aside, move_earlier_results, move_earlier_run,
+                        release_output, results_files)
 from .plots import plot_finished_run
 from .preemption import run_complete
 from .train_loop import (Trainer, TrainOptions, locate_checkpoint, precision_name, resolve_precision,
@@ -181,6 +182,7 @@ class Run:
             if loader is not None and hasattr(loader, "close"):
                 loader.close()
         self.metrics.close()
+        release_output(self.metrics.output_dir)
 
 
 def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> MetricLogger:
@@ -195,10 +197,17 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> 
         # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
         # that matters for training (GPU kernels flush denormals in their fast paths too).
         torch.set_flush_denormal(True)
-    moved = _set_aside_earlier_files(cfg, resume) if ctx.is_main else None
-    metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
-                           frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD, nvml=cfg.LOG.NVML,
-                           progress_bar=cfg.LOG.PROGRESS_BAR, precision=precision_name(amp_dtype))
+    if ctx.is_main:
+        claim_output(cfg.OUTPUT)  # one run at a time in OUTPUT, before anything there moves or is written
+    try:
+        moved = _set_aside_earlier_files(cfg, resume) if ctx.is_main else None
+        metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
+                               frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD,
+                               nvml=cfg.LOG.NVML, progress_bar=cfg.LOG.PROGRESS_BAR,
+                               precision=precision_name(amp_dtype))
+    except BaseException:
+        release_output(cfg.OUTPUT)
+        raise
     liveness.log_to(metrics, ctx)  # a rank that stops answering is named in this run's log too
     metrics.write_config(cfg.dump())
     if resume_note:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import tempfile
-from typing import BinaryIO, Callable
+from typing import IO, BinaryIO, Callable
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "new_file_mode", "atomic_temp_glob",
-           "write_failure", "output_path_problem"]
+           "write_failure", "output_path_problem", "hold_lock"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -146,3 +147,20 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
         except OSError as e:
             return f"{flag} {path}: cannot write in {target} ({e.strerror or e})"
     return ""
+
+
+def hold_lock(path: str) -> IO[str] | None:
+    """Open ``path`` (created, with its folder, if need be) and hold an exclusive lock on it until the returned file
+    is closed (or the process ends); None when another open file holds it (another process, or this one through
+    another ``hold_lock``). On a file system without locks the file is returned unlocked: what it guards runs
+    unguarded, as without it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    f = open(path, "a", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    except OSError:
+        pass
+    return f

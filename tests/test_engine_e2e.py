@@ -336,7 +336,8 @@ def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_p
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "held an earlier run's files and this run starts from step 0" in r.stdout
     (moved,) = (out / "earlier_runs").iterdir()
-    assert sorted(os.listdir(moved)) == [n for n in earlier if not n.startswith("log_rank") and n != "exit_status.json"]
+    assert sorted(os.listdir(moved)) == [n for n in earlier
+                                         if not n.startswith("log_rank") and n not in ("exit_status.json", ".run.lock")]
     assert (moved / "ckpt_epoch_3.pth").is_file() and len(_lines(moved)) == len(_lines(ref_out))
     # this run's checkpoints were not rotated out by the earlier run's higher steps; its lines stand alone
     summary = json.loads((out / "summary.json").read_text())

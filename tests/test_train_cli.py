@@ -614,6 +614,41 @@ def test_an_output_folder_that_cannot_be_written_is_named_before_anything_runs(t
         in err
 
 
+def test_a_second_run_into_an_output_another_run_is_writing_is_refused_and_moves_nothing(tmp_path, dataset, capsys):
+    """Two runs into one OUTPUT at once (a job requeued while its first attempt still ends, a command started
+    twice) both went on: the second moved the first's files into earlier_runs/ while it wrote them, and their lines
+    and checkpoints mixed. Rank 0 holds OUTPUT/.run.lock for the run; a refused run writes nothing there, not even
+    its exit status."""
+    from engine.run_files import RUN_LOCK
+    from evautil.files import hold_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')  # the running run's
+    (out / "exit_status.json").write_text("the running run's\n")
+    other = hold_lock(str(out / RUN_LOCK))  # the other run
+    try:
+        rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.strip().splitlines()[-1] == (
+            f"error: OUTPUT {out} is being written by another run (it holds {RUN_LOCK} there): wait for it to end, "
+            "or give this run another OUTPUT"), err
+        assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK, "exit_status.json", "metrics.jsonl"]
+        assert (out / "exit_status.json").read_text() == "the running run's\n"
+    finally:
+        other.close()
+    from models import build_model
+
+    weights = tmp_path / "weights.pth"
+    torch.save(build_model(load_config(DEMO, _opts(dataset, out))).state_dict(), weights)
+    rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(weights), "--opts", *_opts(dataset, out)])
+    assert rc == 0, capsys.readouterr()  # the lock let go, the folder is usable (and this run let go of it too)
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 0
+    again = hold_lock(str(out / RUN_LOCK))
+    assert again is not None
+    again.close()
+
+
 def test_a_dry_run_names_a_data_root_that_is_not_a_folder(tmp_path, dataset, capsys):
     """The plan said nothing of a mistyped DATA.ROOT (exit 0); the run then found every video missing, after
     indexing every list."""

@@ -18,7 +18,6 @@ every video listed in any ``index-rank*.jsonl`` and numbers its shards after the
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import os
@@ -27,7 +26,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text
+from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, hold_lock
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
            "rewrite_failed", "failed_ranks", "lock_output"]
@@ -80,18 +79,12 @@ def lock_output(out_dir: str, rank: int):
     Raises:
         ValueError: another process holds it.
     """
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f".rank{rank:03d}.lock")
-    f = open(path, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
+    held = hold_lock(path)
+    if held is None:
         raise ValueError(f"{out_dir} is being written by another run (it holds {path}); wait for it to end, or give "
-                         "this run another --out") from None
-    except OSError:  # a file system without locks: run unguarded, as before
-        pass
-    return f
+                         "this run another --out")
+    return held
 
 
 def _describe(key: str, value: Any) -> str:

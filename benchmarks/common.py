@@ -369,15 +369,16 @@ def refuse_opts_set_by_flags(parser, opts: Sequence[str], flag_keys: dict[str, s
 
 
 def check_arch(parser, arch: str, input_size: int) -> None:
-    """``parser.error`` for an ``--arch`` that is not a preset of ``models.ARCHS`` or an ``--input-size`` its patch
-    does not divide (both were a traceback when the model was built, after the stages measured before it)."""
-    from models import ARCHS
+    """``parser.error`` for an ``--arch`` that is not a preset or an ``--input-size`` its patch does not divide
+    (both were a traceback when the model was built, after the stages measured before it); the rules are the
+    model factory's (``models.factory.model_kwargs``)."""
+    from configs import load_config
+    from models.factory import model_kwargs
 
-    if arch not in ARCHS:
-        parser.error(f"--arch {arch!r} is not a preset; choose one of {', '.join(sorted(ARCHS))}")
-    patch = ARCHS[arch]["patch_size"]
-    if input_size % patch:
-        parser.error(f"--input-size {input_size} is not divisible by the patch size {patch} of --arch {arch}")
+    try:
+        model_kwargs(load_config(None, ["MODEL.ARCH", arch, "DATA.INPUT_SIZE", str(input_size)]))
+    except (ValueError, ConfigError) as e:
+        parser.error(f"--arch {arch}, --input-size {input_size}: {e}")
 
 
 def output_files_problem(args) -> str:

@@ -611,9 +611,10 @@ def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured
     parsed = [(eval_throughput, ["--opts", "NO.SUCH_KEY", "1"], "--opts: unknown config key NO"),
               (train_throughput, ["--opts", "TRAIN.LR", "fast"], "key TRAIN.LR expects a value of type float"),
               (loader_throughput, ["--opts", "NO.SUCH_KEY", "1"], "--opts: unknown config key NO"),
-              (eval_throughput, ["--arch", "eva-huge/14"], "--arch 'eva-huge/14' is not a preset; choose one of "),
+              (eval_throughput, ["--arch", "eva-huge/14"],
+               "--arch eva-huge/14, --input-size 112: MODEL.ARCH 'eva-huge/14' is not a known preset; choose one of "),
               (train_throughput, ["--input-size", "50", "--arch", "eva-tiny/8", "--no-measure-peak"],
-               "--input-size 50 is not divisible by the patch size 8 of --arch eva-tiny/8"),
+               "--input-size 50: DATA.INPUT_SIZE 50 is not divisible by the patch size 8 of MODEL.ARCH 'eva-tiny/8'"),
               (augment_throughput, ["--json", str(a_file / "a.json")], f"{a_file} is a file, so no folder"),
               (nvdec_parity, ["--decoder", "cpu", "--json", str(tmp_path)], f"--json {tmp_path} is a folder")]
     for module, args, words in parsed:

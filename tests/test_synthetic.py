@@ -291,7 +291,10 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
                        (["--out", str(tmp_path / "d"), "--gop", "0"], "--gop must be >= 1, got 0"),
                        # numpy's seeding refused it in every encoding process: three tracebacks, a folder left
                        (["--out", str(tmp_path / "d"), "--seed", "-1"], "--seed must be >= 0, got -1"),
-                       (["--out", str(tmp_path / "d"), "--fps", "0"], "--fps must be > 0, got 0.0")):
+                       (["--out", str(tmp_path / "d"), "--fps", "0"], "--fps must be > 0, got 0.0"),
+                       # a MemoryError traceback from the frame generator
+                       (["--out", str(tmp_path / "d"), "--size", "100000x100000"],
+                        "--size is at most 8192x8192 (the largest picture NVDEC decodes), got '100000x100000'")):
         r = subprocess.run([*tool, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines()[-1].endswith(says), r.stderr

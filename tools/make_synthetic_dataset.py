@@ -20,7 +20,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evautil.interrupt import finished, on_interrupt  # noqa: E402
+from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
+
+# A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
+LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -30,6 +34,9 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--size must look like 128x96 (WIDTHxHEIGHT), got {text!r}") from None
     if w < 8 or h < 8 or w % 2 or h % 2:
         raise argparse.ArgumentTypeError(f"--size needs even width and height >= 8, got {text!r}")
+    if w > LARGEST_SIDE or h > LARGEST_SIDE:
+        raise argparse.ArgumentTypeError(f"--size is at most {LARGEST_SIDE}x{LARGEST_SIDE} (the largest picture "
+                                         f"NVDEC decodes), got {text!r}")
     return w, h
 
 

@@ -55,6 +55,36 @@ def test_vp9_frames_exact(vp9_clip):
         assert np.abs(frame.astype(int) - reference[k]).mean() < 3.0
 
 
+def test_a_bt709_tag_is_followed_by_pyav_but_not_by_dalis_cpu_decoder(tmp_path):
+    """README, differences: DALI's CPU decoder (the VP9 route) converts a stream tagged BT.709 with BT.601, as an
+    untagged one; PyAV, like the original's decord, converts it with the tagged BT.709."""
+    import av
+
+    yy, xx = np.mgrid[0:72, 0:96]  # smooth saturated ramps: the matrices differ, chroma upsampling hardly
+    frames = np.stack([np.stack([xx * 255 // 96, yy * 255 // 72, (xx + yy + 40 * t) % 256], -1) for t in range(4)])
+    path, frames = str(tmp_path / "bt709.webm"), frames.astype(np.uint8)
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libvpx-vp9", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        ctx = stream.codec_context
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(path) as container:
+        decoded = list(container.decode(video=0))
+    assert len(decoded) == 4 and decoded[0].colorspace == 1
+    as601, as709 = (np.stack([f.to_ndarray(format="rgb24", src_colorspace=cs) for f in decoded]).astype(float)
+                    for cs in ("itu601", "itu709"))
+    gap = np.abs(as601 - as709).mean()
+    assert gap > 3.0  # the pattern's colours tell the two matrices apart
+    (dali,) = decode_with_dali([path], [[0, 1, 2, 3]], device="cpu")
+    assert np.abs(dali - as601).mean() < gap / 3 < np.abs(dali - as709).mean()
+    assert np.abs(decode_frames(path, range(4)) - as709).mean() < 0.5
+
+
 def test_index_past_end_is_an_error_naming_the_file(vp9_clip):
     """Frames past the end are never padded (a static clip of the last frame): the sampler never asks past the
     index's count, so a decoder that finds fewer frames means the file is not what the index says."""

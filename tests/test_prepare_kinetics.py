@@ -920,6 +920,48 @@ def test_reencode_of_a_full_range_source_keeps_its_grey_levels(tmp_path):
     assert max(abs(a - b) for a, b in zip(src_greys, out_greys)) <= 2, (src_greys, out_greys)
 
 
+@pytest.mark.timeout(120)
+def test_reencode_of_a_bt709_source_keeps_its_colours_for_every_decoder(tmp_path):
+    # The output is untagged (read as BT.601 by every decoder, DALI's whatever the tag); the source's BT.709
+    # YCbCr was copied into it unchanged, so its colours came out shifted (7.8 grey levels on this ramp).
+    import av
+
+    ramp = np.zeros((6, 64, 96, 3), np.uint8)
+    ramp[..., 0] = np.linspace(0, 255, 96, dtype=np.uint8)[None, :]
+    ramp[..., 1] = np.linspace(255, 0, 64, dtype=np.uint8)[:, None]
+    ramp[..., 2] = np.arange(6, dtype=np.uint8)[:, None, None] * 40
+    src = tmp_path / "src" / "a" / "hd.mp4"
+    src.parent.mkdir(parents=True)
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.colorspace = 1  # AVCOL_SPC_BT709, written into the stream's header
+        for rgb in ramp:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].codec_context.colorspace == 1
+    # PyAV follows the tag: the source decodes to the ramp
+    assert np.abs(decode_frames(str(src), range(6)).astype(int) - ramp).mean() < 2
+
+    report = reencode_tree(str(tmp_path / "src"), str(tmp_path / "dst"), EncodeSettings(short_side=64),
+                           progress=False, log=lambda s: None)
+    assert report["done"] == 1 and not report["failed"]
+    out_path = tmp_path / "dst" / "a" / "hd.mp4"
+    with av.open(str(out_path)) as c:
+        assert c.streams.video[0].codec_context.colorspace == 2  # untagged
+        frames = list(c.decode(video=0))
+    source = decode_frames(str(src), range(6)).astype(int)
+    # read as BT.601 (as every decoder reads it), the output is the source's picture; read as BT.709 it is not
+    # (before: 7.4 grey levels from the source as BT.601, 1.2 as BT.709)
+    diff = {m: np.abs(np.stack([f.reformat(format="rgb24", src_colorspace=m).to_ndarray() for f in frames])
+                      .astype(int) - source).mean() for m in ("ITU601", "ITU709")}
+    assert diff["ITU601"] < 4 < diff["ITU709"], diff
+
+
 def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_path, monkeypatch):
     """`lists --check` and `reencode` over a tree where one file kills the worker process that decodes it (as a
     crash in FFmpeg would): that file is reported as such, and every other file is checked and re-encoded. (With

@@ -166,7 +166,7 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
     """Decode every frame of ``vs`` and encode it as frame ``n`` of ``tmp``; returns (frames, width, height)."""
     import av
 
-    from av.video.reformatter import ColorRange, VideoReformatter
+    from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
     n, w, h = 0, 0, 0
     out = ost = None
@@ -179,7 +179,11 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
             # The output is limited-range yuv420p: a full-range source (yuvj420p, e.g. MJPEG) must be converted,
             # not copied, or its decoded grey levels come out stretched (1.164 * y - 19).
             full = frame.format.name.startswith("yuvj") or frame.color_range == ColorRange.JPEG
+            # The output is untagged, which every decoder reads as BT.601 (DALI's two decoders whatever the tag), so
+            # a source tagged with another matrix (BT.709: most HD video) is converted to BT.601 here, not copied,
+            # or its colours shift for every decoder. The source's matrix is its frames' tag (untagged: BT.601).
             img = scaler.reformat(frame, width=w, height=h, format="yuv420p", interpolation="BICUBIC",
+                                  dst_colorspace=Colorspace.ITU601,
                                   src_color_range=ColorRange.JPEG if full else None, dst_color_range=ColorRange.MPEG)
             img.pts = n
             img.time_base = 1 / rate

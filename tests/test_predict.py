@@ -164,6 +164,25 @@ def test_json_out_is_one_json_array_and_jsonl_a_line_per_video(evaluated, datase
     assert "json (one array), jsonl (a line per video) or csv" in " ".join(capsys.readouterr().out.split())
 
 
+def test_format_without_out_is_the_format_of_stdout(evaluated, dataset, tmp_path, capsys):
+    """--format without --out was ignored: stdout kept the table, and with --quiet the predictions were computed
+    and printed nowhere (exit 0, empty stdout). It now names stdout's format, --quiet silencing only progress."""
+    tmp, opts, ckpt, _ = evaluated
+    videos = [str(v) for v in sorted((dataset / "videos").rglob("*.webm"))[:2]]
+    common = videos + ["--cfg", DEMO, "--weights", str(ckpt), "--top-k", "2", "--quiet", "--work-dir",
+                       str(tmp / "work_stdout"), "--opts", *opts]
+    assert predict.main(common + ["--out", str(tmp_path / "p.jsonl")]) == 0
+    written = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    capsys.readouterr()
+    assert predict.main(common[:-len(opts) - 1] + ["--format", "jsonl", "--opts", *opts]) == 0
+    assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == written
+    loud = [a for a in common if a != "--quiet"]
+    assert predict.main(loud[:-len(opts) - 1] + ["--format", "csv", "--opts", *opts]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["path"] for r in rows] == videos
+    assert [float(r["top1_prob"]) for r in rows] == pytest.approx([r["top_k"][0]["prob"] for r in written], abs=1e-6)
+
+
 def test_predictor_gives_a_record_per_video_given_named_as_given(evaluated, dataset, monkeypatch):
     """Predictor.predict dropped a video named twice, so that zip(videos, records) paired the wrong ones, and gave
     absolute paths for relative names: now one record per video given, in the order given, named as given (a

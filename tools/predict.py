@@ -291,7 +291,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="", help="also write the predictions here")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="of --out: table, json (one array), jsonl (a line per video) or csv (default: from its "
-                        "extension, .json, .jsonl or .csv, else table)")
+                        "extension, .json, .jsonl or .csv, else table); without --out, of stdout (also with "
+                        "--quiet)")
     p.add_argument("--work-dir", default="output/predict",
                    help="where the video lists and their index caches go (one per set of videos; default "
                         "output/predict)")
@@ -333,12 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     written = True
     distributed.shutdown()  # before the results, which are the last thing the command does
     if ctx.is_main:
-        if not args.quiet:
+        formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
+        if args.format and not args.out:  # the format asked for goes to stdout: ignored, --quiet printed nothing
+            sys.stdout.write(formats[args.format](records))
+        elif not args.quiet:
             sys.stdout.write(format_table(records))
         if args.out:
-            fmt = _format_for(args.out, args.format)
-            formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
-            text = formats[fmt](records)
+            text = formats[_format_for(args.out, args.format)](records)
             written = _write_out(args.out, text, args.quiet)
         bad = sum(r["status"] != "ok" for r in records)
         # the views, which an export does not record: TEST.NUM_CLIP x TEST.NUM_CROP

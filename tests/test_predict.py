@@ -217,6 +217,23 @@ def test_collect_videos_from_files_folders_and_lists(tmp_path):
         collect_videos([str(tmp_path / "empty")])
 
 
+def test_folders_reached_through_links_are_searched_once(tmp_path):
+    """A folder's linked subfolders were passed over without a word (os.walk does not follow links): a dataset of
+    linked class folders gave none of their videos. They are followed now, each folder once, loops included."""
+    from tools.inference import collect_videos
+
+    (tmp_path / "store" / "jump").mkdir(parents=True)
+    (tmp_path / "top" / "own").mkdir(parents=True)
+    for name in ("store/jump/j.mp4", "top/own/o.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "top" / "jump").symlink_to(tmp_path / "store" / "jump", target_is_directory=True)
+    (tmp_path / "top" / "jump_again").symlink_to(tmp_path / "store" / "jump", target_is_directory=True)
+    (tmp_path / "top" / "own" / "up").symlink_to(tmp_path / "top", target_is_directory=True)  # a loop
+    (tmp_path / "top" / "own_link").symlink_to(tmp_path / "top" / "own", target_is_directory=True)
+    got = collect_videos([str(tmp_path / "top")])
+    assert got == [str(tmp_path / p) for p in ("top/jump/j.mp4", "top/own/o.mp4")]
+
+
 def test_a_text_file_that_is_not_a_video_list_is_refused_in_one_line(tmp_path):
     # A README given by mistake: every line would have become a video "not found", one output row per line.
     from tools.inference import InputError, collect_videos

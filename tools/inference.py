@@ -86,8 +86,9 @@ def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> 
 
 
 def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, str]]:
-    """Every video of ``inputs`` (files, folders searched recursively for video extensions, list files
-    ``.txt``/``.lst``/``.list``) in the given order, duplicates kept, as ``(name, absolute path)``: ``name`` is the
+    """Every video of ``inputs`` (files, folders searched recursively for video extensions, links to folders
+    followed and each folder searched once, list files ``.txt``/``.lst``/``.list``) in the given order, duplicates
+    kept, as ``(name, absolute path)``: ``name`` is the
     input as given when it names the video itself, else the absolute path (a folder's or a list's video). Paths
     that do not exist are kept: the loader reports them as unreadable with the others.
 
@@ -97,8 +98,17 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, s
     found: list[tuple[str, str]] = []
     for item in inputs:
         if os.path.isdir(item):
-            for folder, dirs, files in os.walk(item):
-                dirs.sort()
+            # links to folders are followed (a dataset of linked class folders gave none of their videos), each
+            # folder searched once: a link back up, or two links to one folder, neither loops nor repeats
+            seen = {os.path.realpath(item)}
+            for folder, dirs, files in os.walk(item, followlinks=True):
+                keep = []
+                for d in sorted(dirs, key=lambda d: (os.path.islink(os.path.join(folder, d)), d)):  # real first
+                    real = os.path.realpath(os.path.join(folder, d))
+                    if real not in seen:
+                        seen.add(real)
+                        keep.append(d)
+                dirs[:] = sorted(keep)
                 found += [(p, p) for p in (os.path.abspath(os.path.join(folder, f)) for f in sorted(files)
                                            if f.lower().endswith(VIDEO_EXTENSIONS))]
         elif item.lower().endswith(_LIST_EXTENSIONS) and os.path.isfile(item):

@@ -21,7 +21,7 @@ import numpy as np
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
-           "decode_frames", "first_pictures_not_shown", "count_frames", "count_packets", "StreamProbe",
+           "decode_frames", "first_pictures_not_shown", "count_frames", "frame_times", "count_packets", "StreamProbe",
            "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
@@ -317,6 +317,34 @@ def count_frames(path: VideoSource, threads: int = 0) -> int:
     finally:
         container.close()
     return n
+
+
+def frame_times(path: VideoSource) -> np.ndarray | None:
+    """Presentation time of every frame (the numbering of :func:`decode_frames`), in seconds after the first one,
+    from the packets' timestamps (demuxed, not decoded); None when they cannot tell (a packet without one, two
+    frames with the same one). Frame ``i`` is not at ``i / fps`` when the rate varies or frames were dropped: an
+    average rate spreads a gap over the whole video.
+
+    Raises:
+        BadVideoError: unreadable file or no video stream.
+    """
+    name = _name(path)
+    container = _open(path)
+    try:
+        stream = _video_stream(container, name)
+        packets = [(p.pts, not p.is_discard) for p in container.demux(stream) if p.size]
+        time_base = stream.time_base
+    except av.error.FFmpegError:
+        return None
+    finally:
+        container.close()
+    if not packets or time_base is None or any(pts is None for pts, _ in packets):
+        return None
+    numbered = presentation_order([pts for pts, _ in packets], [shown for _, shown in packets])
+    if numbered is None or not numbered[0]:
+        return None
+    stamps = np.array([packets[d][0] for d in numbered[0]], dtype=np.int64)
+    return (stamps - stamps[0]) * float(time_base)
 
 
 def count_packets(path: VideoSource) -> int:

@@ -154,6 +154,36 @@ def test_window_features_index_and_the_one_window_case(clips, tiny, tmp_path, ca
     np.testing.assert_allclose(read_features(str(out), index[videos[0]]), view_feats, rtol=0, atol=5e-3)
 
 
+def test_window_seconds_are_the_frames_own_times_after_a_gap(tiny, tmp_path, capsys):
+    """starts_seconds was start / fps with the average rate: a video with a gap (dropped frames, a variable rate;
+    here 4 frame times missing after frame 7) had every window placed at the wrong time, before and after the gap.
+    They are the start frames' timestamps now, counted from the first frame."""
+    from fractions import Fraction
+
+    import av
+
+    cfg, model, ckpt = tiny
+    path = tmp_path / "gap.mp4"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 96, 72, "yuv420p"
+    stream.codec_context.time_base = Fraction(1, 25)
+    for pixels, pts in zip(pattern_frames(16), [*range(8), *range(12, 20)]):
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+        frame.pts, frame.time_base = pts, Fraction(1, 25)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    out = tmp_path / "windows"
+    assert ef.main([str(path), "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--window", "4", "--quiet",
+                    "--opts", *OPTS]) == 0, capsys.readouterr().err
+    record, = _index(out)
+    assert record["starts_frames"] == [0, 4, 8, 12] and record["fps"] == pytest.approx(20.0)  # 16 frames in 0.8 s
+    assert record["starts_seconds"] == pytest.approx([0.0, 0.16, 0.48, 0.64])  # not [0, 0.2, 0.4, 0.6]
+
+
 def test_predictor_features_are_the_commands_in_both_modes(clips, tiny, tmp_path):
     """tools.predict.Predictor.features returns in memory, in the order given, what the command writes: the view
     rows and the window rows with their starts; an unreadable video is a record with its reason."""

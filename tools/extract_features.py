@@ -140,7 +140,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
     import torch
 
     from dali_pipelines.index import probe_video
-    from dali_pipelines.pyav_io import BadVideoError, decode_frames
+    from dali_pipelines.pyav_io import BadVideoError, decode_frames, frame_times
     from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
@@ -148,6 +148,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
         try:
             info = probe_video(path)
             starts = window_starts(info.num_frames, window, stride)
+            times = frame_times(path)
             feats = []
             for i in range(0, len(starts), per_batch):
                 idx = np.stack([window_frames(s, info.num_frames, window, t) for s in starts[i:i + per_batch]])
@@ -160,9 +161,14 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
             store.fail(path, str(error))
             continue
         fps = info.fps if info.fps > 0 else None
+        # the frames' own timestamps: start / fps, an average rate, put a window after a gap (dropped frames, a
+        # variable rate) at the wrong time, the error growing along the video
+        if times is not None and len(times) == info.num_frames:
+            seconds = [round(float(times[s]), 6) for s in starts]
+        else:
+            seconds = [round(s / fps, 6) for s in starts] if fps else None
         store.add({"path": path, "mode": "windows", "num_frames": info.num_frames, "fps": fps, "window": window,
-                   "stride": stride, "clip_frames": t, "starts_frames": starts,
-                   "starts_seconds": [round(s / fps, 6) for s in starts] if fps else None},
+                   "stride": stride, "clip_frames": t, "starts_frames": starts, "starts_seconds": seconds},
                   np.concatenate(feats))
 
 

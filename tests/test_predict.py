@@ -132,6 +132,25 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
     assert list(kept.glob("videos-*.index.npz"))  # a given work folder keeps its caches for the next run
 
 
+def test_predictor_refuses_a_top_k_below_one_before_decoding(evaluated, dataset, monkeypatch):
+    """The command refuses --top-k 0; Predictor.predict(top_k=0) returned "ok" records with no class at all, and a
+    negative one failed after every video was decoded with torch's "selected index k out of range"."""
+    from tools import inference
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    video = str(dataset / eval_rows[0]["path"])
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        assert predictor.predict(video, top_k=1)[0]["top_k"][0]["class"] == int(eval_rows[0]["top1_class"])
+
+        def no_loader(*args, **kwargs):
+            raise AssertionError("a video was decoded")
+
+        monkeypatch.setattr(inference, "build_view_loader", no_loader)
+        for k in (0, -2):
+            with pytest.raises(ValueError, match=f"top_k must be at least 1, got {k}"):
+                predictor.predict(video, top_k=k)
+
+
 def test_format_functions_round_trip():
     records = [{"path": "a b.mp4", "status": "ok", "top_k": [{"class": 2, "name": "x, y", "prob": 0.75}]},
                {"path": "c.mp4", "status": "error", "error": "zero-byte file"}]

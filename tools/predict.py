@@ -54,6 +54,8 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     from engine.train_loop import resolve_precision
     from tools.inference import build_view_loader, progress_bar, view_outputs
 
+    if top_k < 1:  # before any video is decoded: 0 gave empty "ok" records, below 0 torch's "k out of range"
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
     names = class_names or {}
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
@@ -129,6 +131,7 @@ class Predictor:
 
         Raises:
             CheckpointError: the weights have no head, or one of another class count (they give features only).
+            ValueError: ``top_k`` below 1, which the command's ``--top-k`` refuses too.
         """
         from models import CheckpointError
 

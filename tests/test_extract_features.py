@@ -184,6 +184,30 @@ def test_window_seconds_are_the_frames_own_times_after_a_gap(tiny, tmp_path, cap
     assert record["starts_seconds"] == pytest.approx([0.0, 0.16, 0.48, 0.64])  # not [0, 0.2, 0.4, 0.6]
 
 
+@pytest.mark.parametrize("windows", [[], ["--window", "4"]])
+def test_a_still_image_is_not_a_video_in_either_mode(clips, tiny, tmp_path, capsys, windows):
+    """The views refuse a still image (it opens as a one-frame video); --window gave it a row of features, with a
+    frame rate made up for it, so that one file was unreadable or extracted depending on the mode."""
+    import av
+
+    cfg, model, ckpt = tiny
+    image = tmp_path / "photo.png"
+    container = av.open(str(image), "w", format="image2")
+    stream = container.add_stream("png")
+    stream.width, stream.height, stream.pix_fmt = 96, 72, "rgb24"
+    for packet in [*stream.encode(av.VideoFrame.from_ndarray(pattern_frames(1)[0], format="rgb24")),
+                   *stream.encode(None)]:
+        container.mux(packet)
+    container.close()
+    video = _videos(clips)[2]
+    out = tmp_path / "out"
+    assert ef.main([str(image), video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", *windows,
+                    "--opts", *OPTS]) == 0, capsys.readouterr().err
+    assert [r["path"] for r in _index(out)] == [video]
+    failed = [json.loads(x) for x in (out / "failed-rank000.jsonl").read_text().splitlines()]
+    assert failed == [{"path": str(image), "error": "a single frame: a still image, not a video"}]
+
+
 def test_predictor_features_are_the_commands_in_both_modes(clips, tiny, tmp_path):
     """tools.predict.Predictor.features returns in memory, in the order given, what the command writes: the view
     rows and the window rows with their starts; an unreadable video is a record with its reason."""

@@ -147,6 +147,8 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
     for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video"):
         try:
             info = probe_video(path)
+            if info.num_frames < 2:  # as the views refuse it: a still image (PNG, JPEG) opens as a one-frame video
+                raise BadVideoError("a single frame: a still image, not a video")
             starts = window_starts(info.num_frames, window, stride)
             times = frame_times(path)
             feats = []

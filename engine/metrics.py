@@ -572,8 +572,10 @@ class MetricLogger:
     # ---- across a resume -------------------------------------------------------------------------------------
     def totals_state(self) -> dict[str, Any]:
         """The run totals so far (every attempt), for a checkpoint."""
+        # The last train line too: an attempt resumed after the run's last step trains none, and its summary's
+        # last_loss would be null.
         return {**self.totals, "wall_time_s": self._wall_time_s(),
-                "evaluations": self._earlier["evaluations"] + len(self.evals)}
+                "evaluations": self._earlier["evaluations"] + len(self.evals), "last_train": dict(self.last_train)}
 
     def restore_totals(self, saved: dict[str, Any], step: int, mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the
@@ -582,6 +584,7 @@ class MetricLogger:
         self.totals.update({k: saved[k] for k in self.totals if k in saved})
         self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
                          "evaluations": int(saved.get("evaluations", 0))}
+        self.last_train = dict(saved.get("last_train") or {})  # (older checkpoints lack it)
         if self._jsonl is not None:
             self._jsonl.close()
             path = self._jsonl.name

@@ -529,10 +529,14 @@ class Trainer:
                 self._loader_state = None
             else:
                 st.step_in_epoch = 0
+            step_before = st.global_step
             train_stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.scheduler,
                                           self.criterion, st, opts, self.metrics, self.ctx, mixup=self.mixup,
                                           scaler=self.scaler, ema=self.ema, on_step=on_step, control=self._control)
-            self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: mean loss {train_stats['loss']:.4f}")
+            # Resumed from a stop at the epoch's last step, this attempt trained none of it: no mean to report.
+            done = (f"mean loss {train_stats['loss']:.4f}" if st.global_step > step_before
+                    else f"its steps were trained before this run resumed at step {st.global_step}")
+            self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: {done}")
             # Every rank gathers (loader_stats, host memory); rank 0 writes the counters, the routes' among them.
             self.metrics.log_data("train", {**loader_stats(self.train_loader, self.ctx),
                                             **largest_host_memory(self.ctx)}, epoch, st.global_step)

@@ -575,3 +575,77 @@ def test_an_end_of_epoch_resume_on_another_training_list_says_so(tmp_path):
     assert "listed_videos 32 -> 36, plan aaaa -> bbbb): epoch 2 on are planned" in log
     for t in (old, same, new):
         t.metrics.close()
+
+
+def test_a_stop_at_the_last_step_resumed_keeps_the_runs_last_loss_in_its_summary(tmp_path):
+    """A stop signal during the last epoch's last step saves that step mid-epoch; the attempt that resumes from it
+    trains no step. Its summary.json must still report the run's last loss (the attempt had none of its own: it
+    was null), and its log must not say the epoch's mean loss was nan."""
+    import json
+    import signal
+
+    import engine.train_loop as train_loop
+    from engine.preemption import Preempted
+
+    class Loader:  # two batches of 2 clips an epoch, with a position a checkpoint keeps
+        batch_size = 2
+
+        def __init__(self, stop_before: int = 0):
+            self.position, self.stop_before = 0, stop_before
+
+        def set_epoch(self, epoch):
+            self.position = 0
+
+        def state_dict(self):
+            return {"position": self.position}
+
+        def load_state_dict(self, state):
+            self.position = state["position"]
+
+        def __iter__(self):
+            gen = torch.Generator().manual_seed(0)
+            batches = [{"video": torch.randn(2, 4, generator=gen), "label": torch.tensor([0, 1])} for _ in range(2)]
+            while self.position < len(batches):
+                self.position += 1
+                if self.position == self.stop_before:  # a scheduler's SIGTERM during the last step
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batches[self.position - 1]
+
+    class Schedule:  # the LR schedule's interface (timm's): a constant LR
+        def step_update(self, step):
+            pass
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    def trainer(loader):
+        t = _tiny_trainer(str(tmp_path), num_classes=2)
+        t.scheduler = Schedule()
+        t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 1, 2, False
+        t.train_loader = loader
+        t.run_eval = lambda loader, split, epoch: {"split": split, "top1": 50.0}
+        return t
+
+    saved = train_loop.loader_stats
+    train_loop.loader_stats = lambda *a: {}
+    try:
+        stopped = trainer(Loader(stop_before=2))
+        with pytest.raises(Preempted):
+            stopped.fit()
+        stopped.metrics.close()
+        last_loss = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]["loss"]
+        resumed = trainer(Loader())
+        assert resumed.resume(None, auto=True)
+        assert resumed.state.global_step == 2 and resumed.state.step_in_epoch == 2
+        resumed.fit()  # nothing left to train: the epoch's evaluation and checkpoint
+        resumed.metrics.summary({})
+        resumed.metrics.close()
+    finally:
+        train_loop.loader_stats = saved
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 2 and summary["last_loss"] == pytest.approx(last_loss)
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert "mean loss nan" not in log and "epoch 1/1 done: its steps were trained before" in log

@@ -48,11 +48,17 @@ _complete = False  # the run's summary is written (see run_complete)
 class Preempted(Exception):
     """The run stopped at an optimizer step on a stop signal; ``checkpoint`` continues it."""
 
-    def __init__(self, step: int, checkpoint: str | None, signal_name: str | None) -> None:
+    def __init__(self, step: int, checkpoint: str | None, signal_name: str | None,
+                 auto_resume: bool = True) -> None:
         self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
+        # Without TRAIN.AUTO_RESUME the same command starts over from step 0 (its --resume file, if any), moving
+        # this checkpoint aside: say what resumes instead.
+        how = ("Run the same command again to resume" if auto_resume else
+               f"To resume, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same command "
+               "would start over)")
         super().__init__(f"{why}: stopped after optimizer step {step} with checkpoint {checkpoint}; "
-                         f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again to resume")
+                         f"exit code {PREEMPTED_EXIT_CODE}. {how}")
 
 
 class StoppedOutsideTraining(Stopped):

@@ -485,7 +485,8 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
         clip_grad=t.CLIP_GRAD, amp_dtype=amp_dtype, skip_nonfinite=t.SKIP_NONFINITE, save_freq=cfg.SAVE_FREQ,
         save_steps=cfg.SAVE_STEPS, eval_freq=cfg.TEST.EVAL_FREQ, final_test=cfg.TEST.FINAL_NUM_CLIP > 0,
         final_test_is_val=final_views == (cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP),
-        num_classes=cfg.DATA.NUM_CLASSES, save_minutes=cfg.SAVE_MINUTES, adopt_config=t.ALLOW_CONFIG_CHANGE)
+        num_classes=cfg.DATA.NUM_CLASSES, save_minutes=cfg.SAVE_MINUTES, adopt_config=t.ALLOW_CONFIG_CHANGE,
+        auto_resume=t.AUTO_RESUME)
     trainer = Trainer(
         model=loop_model, optimizer=optimizer, scheduler=scheduler,
         criterion=build_criterion(cfg.AUG.LABEL_SMOOTH, mix),

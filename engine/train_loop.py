@@ -80,6 +80,7 @@ class TrainOptions:
     save_steps: int = 0         # optimizer steps between mid-epoch checkpoints (0: off)
     save_minutes: float = 0.0   # minutes since the last checkpoint that trigger a mid-epoch one (0: off)
     adopt_config: bool = False  # on resume keep this run's optimizer hyperparameters and LR schedule
+    auto_resume: bool = True    # TRAIN.AUTO_RESUME: whether the same command continues a stopped run
     eval_freq: int = 1          # epochs between evaluations (0: only at the end)
     final_test: bool = True     # run the final multi-view test after the last epoch
     final_test_is_val: bool = False  # its views are the validation's: one pass serves both
@@ -504,7 +505,8 @@ class Trainer:
         if self._control.poll()[0]:
             if not epoch_saved:
                 self.save(epoch_complete=True)
-            raise Preempted(self.state.global_step, self.state.last_checkpoint, self._control.signal_name)
+            raise Preempted(self.state.global_step, self.state.last_checkpoint, self._control.signal_name,
+                            self.opts.auto_resume)
 
     def _fit(self) -> dict[str, Any]:
         opts, st = self.opts, self.state
@@ -518,7 +520,7 @@ class Trainer:
             if stop or (periodic and st.step_in_epoch < opts.steps_per_epoch):
                 self.save(epoch_complete=False)
             if stop:
-                raise Preempted(st.global_step, st.last_checkpoint, self._control.signal_name)
+                raise Preempted(st.global_step, st.last_checkpoint, self._control.signal_name, opts.auto_resume)
 
         final = None
         for epoch in range(st.epoch, opts.epochs):

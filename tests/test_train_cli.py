@@ -691,3 +691,31 @@ def test_fine_tuning_says_which_weights_it_starts_from_and_what_their_conversion
     assert "weights: head: checkpoint has 5 classes, model 4; head dropped" in log
     assert "weights: left at their initialisation: head.weight, head.bias" in log
     assert json.loads((out / "summary.json").read_text())["pretrained"] == str(weights)
+
+
+def test_a_stopped_run_without_auto_resume_names_the_command_that_resumes_it(tmp_path, dataset, capsys, monkeypatch):
+    """With TRAIN.AUTO_RESUME False (the demo's) the same command starts over from step 0 and moves the stopped
+    attempt's checkpoint aside: its stop line said "Run the same command again to resume". It names --resume and
+    the checkpoint instead, and that command continues the run."""
+    import engine.metrics as metrics_mod
+
+    log_step = metrics_mod.MetricLogger.log_step
+
+    def signalled_in_step_2(self, step, *args, **kwargs):  # as a scheduler's SIGTERM during step 2
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return log_step(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(metrics_mod.MetricLogger, "log_step", signalled_in_step_2)
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE", "2",
+                 "TEST.FINAL_NUM_CLIP", "0", "TRAIN.AUTO_RESUME", "False")
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 4
+    stopped = capsys.readouterr().out.strip().splitlines()[-1]
+    checkpoint = out / "ckpt_step_2.pth"
+    assert checkpoint.is_file() and stopped.startswith("stopped: SIGTERM received: stopped after optimizer step 2")
+    assert "Run the same command again" not in stopped and f"run the command with --resume {checkpoint}" in stopped
+    monkeypatch.undo()
+    assert train.main(["--cfg", DEMO, "--resume", str(checkpoint), "--opts", *opts]) == 0
+    assert f"resumed from {checkpoint}: epoch 1, step 2" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["optimizer_steps"] == 6  # 12 clips / 2, every step once

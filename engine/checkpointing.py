@@ -343,6 +343,17 @@ class Checkpointer:
         except Exception:  # noqa: BLE001 - damaged or foreign: no step to compare
             return None
 
+    def best_after(self, step: int) -> dict[str, Any] | None:
+        """``{"top1", "epoch", "global_step"}`` of this directory's best.pth when it was saved after optimizer
+        ``step`` (read memory-mapped); None when it was not, or is missing or unreadable."""
+        try:
+            best = torch.load(os.path.join(self.output_dir, "best.pth"), map_location="cpu", weights_only=True,
+                              mmap=True)
+            found = {k: best[k] for k in ("top1", "epoch", "global_step")}
+        except Exception:  # noqa: BLE001 - none, damaged or foreign: nothing to compare
+            return None
+        return found if int(found["global_step"]) > step else None
+
     @staticmethod
     def _order_key(path: str) -> tuple[int, int]:
         """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""

@@ -469,6 +469,7 @@ class Trainer:
         if ckpt is None:
             return False
         self.load_state_dict(ckpt, path)
+        self._keep_a_later_best(path)
         named = named or explicit
         if named and (self.state.origin or {}).get("path") != os.path.realpath(named):
             self.state.origin = {"path": os.path.realpath(named), "step": self.state.global_step}
@@ -478,6 +479,19 @@ class Trainer:
         else:
             self.metrics.info(f"resumed from {path}: epoch {self.state.epoch + 1}, step {self.state.global_step}")
         return True
+
+    def _keep_a_later_best(self, path: str) -> None:
+        """best.pth is written before the checkpoint that records its score: an attempt stopped in between leaves
+        one newer than ``path``. Its weights scored what it says; kept as the best to beat, so that a rerun that
+        scores lower (another layout, GPU nondeterminism) does not leave best_top1 naming weights best.pth lost."""
+        later = self.checkpointer.best_after(self.state.global_step) if self.ctx.is_main else None
+        later = all_gather_objects(later, self.ctx)[0]  # every rank must agree on what an improvement is
+        if later is None or later["top1"] <= self.state.best_top1:
+            return
+        self.state.best_top1, self.state.best_epoch = float(later["top1"]), int(later["epoch"])
+        self.metrics.warn(f"best.pth (top-1 {later['top1']:.2f} % at epoch {later['epoch'] + 1}, step "
+                          f"{later['global_step']}) is newer than {path}: written by the attempt that stopped, it "
+                          "stays the best to beat")
 
     # ---- evaluation -----------------------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:

@@ -649,3 +649,52 @@ def test_a_stop_at_the_last_step_resumed_keeps_the_runs_last_loss_in_its_summary
     assert summary["optimizer_steps"] == 2 and summary["last_loss"] == pytest.approx(last_loss)
     log = (tmp_path / "log_rank0.txt").read_text()
     assert "mean loss nan" not in log and "epoch 1/1 done: its steps were trained before" in log
+
+
+def test_a_best_pth_newer_than_the_resumed_checkpoint_stays_the_best_to_beat(tmp_path, monkeypatch):
+    """best.pth is written before the epoch checkpoint that records its score. An attempt killed between the two
+    leaves a best.pth (80 %, epoch 2) newer than the checkpoint the next attempt resumes (epoch 1, best 50 %). When
+    the rerun of epoch 2 scores lower (GPU nondeterminism, another number of processes), the summary said best 50 %
+    at epoch 1 while best.pth held another model, the one that scored 80 %; epoch 1's weights were gone. The file's
+    score now stays the best to beat, so that best_top1 and best_epoch describe the file."""
+    import engine.train_loop as train_loop
+
+    class Killed(Exception):
+        pass
+
+    def train_one_epoch(*args, **kwargs):
+        state = args[5]
+        state.global_step += 5
+        state.step_in_epoch = 5
+        return {"loss": 1.0, "steps": 5}
+
+    def attempt(scores: list[float], killed_at_epoch: int = 0):
+        t = _tiny_trainer(str(tmp_path), num_classes=4)
+        t.opts.final_test = False
+        t.train_loader = type("Loader", (), {"set_epoch": lambda self, epoch: None})()
+        evals = iter(scores)
+        t.run_eval = lambda loader, split, epoch: {"split": split, "top1": next(evals)}
+        save = t.checkpointer.save
+
+        def save_or_die(state):
+            if state["epoch"] + 1 == killed_at_epoch:  # after best.pth, before the epoch's checkpoint
+                raise Killed
+            return save(state)
+
+        monkeypatch.setattr(t.checkpointer, "save", save_or_die)
+        return t
+
+    monkeypatch.setattr(train_loop, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+    first = attempt([50.0, 80.0], killed_at_epoch=2)
+    with pytest.raises(Killed):
+        first.fit()
+    first.metrics.close()
+    assert torch.load(tmp_path / "best.pth", weights_only=True)["top1"] == 80.0
+    second = attempt([40.0, 45.0])
+    assert second.resume(None, auto=True) and second.state.global_step == 5  # ckpt_epoch_1.pth
+    result = second.fit()
+    second.metrics.close()
+    best = torch.load(tmp_path / "best.pth", weights_only=True)
+    assert (result["best_top1"], result["best_epoch"]) == (best["top1"], best["epoch"] + 1) == (80.0, 2)
+    assert "best.pth (top-1 80.00 % at epoch 2, step 10) is newer than" in (tmp_path / "log_rank0.txt").read_text()

@@ -24,8 +24,9 @@ def write_failure(error: BaseException) -> str | None:
     while error is not None and seen < 8:
         if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
             where = f" {error.filename}" if error.filename else ""
-            hint = "; free space (or point OUTPUT elsewhere) and run the same command: it resumes from the last " \
-                   "checkpoint" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            # (another OUTPUT, or TRAIN.AUTO_RESUME False, starts over: the same command resumes only so)
+            hint = "; free space and run the same command: with TRAIN.AUTO_RESUME True (the default) it resumes " \
+                   "from the last checkpoint in OUTPUT" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
             verb = "access" if error.errno in (errno.EACCES, errno.EPERM) else "write"  # a read may be refused too
             return f"cannot {verb}{where}: {error.strerror or os.strerror(error.errno)}{hint}"
         error, seen = error.__cause__ or error.__context__, seen + 1

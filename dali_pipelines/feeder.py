@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .colour import IDENTITY, correction
 from .draw import Sample, VideoRef
 from .gop_pack import MP4_CODECS, PACKABLE_CODECS
 from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read_source
@@ -64,7 +65,8 @@ def _read_source(video: VideoRef, frames: np.ndarray, pack: bool,
             raise DaliDecodeError(f"{video.path}: {numbering[video.row]}, which NVDEC would number as frames (the "
                                   "frames it returned would be others than the index numbers)")
     encoded, wanted = read_source(video.path, frames, video.size, video.mtime_ns, pack, data)
-    return EncodedSource(encoded=encoded, frames=wanted)
+    matrix = correction(video.colorspace)
+    return EncodedSource(encoded=encoded, frames=wanted, colour=IDENTITY if matrix is None else matrix)
 
 
 class EncodedRoute:
@@ -139,7 +141,8 @@ class HostDecodeRoute:
     def _call(self, sample: Sample) -> tuple:
         v = sample.video
         if sample.route == DALI_CPU:
-            return decode_with_dali_cpu, v.path, sample.frames, v.size, v.mtime_ns, v.codec, self.pack_gops
+            return (decode_with_dali_cpu, v.path, sample.frames, v.size, v.mtime_ns, v.codec, self.pack_gops,
+                    v.colorspace)
         return decode_indexed_frames, v.path, sample.frames, v.size, v.mtime_ns, 1
 
     def load(self, sample: Sample) -> DecodedSource:

@@ -3,7 +3,10 @@
 The ``pyav`` route decodes with PyAV (``pyav_io.decode_indexed_frames``); the ``dali_cpu`` route (VP8/VP9/MJPEG)
 with DALI's CPU decoder, through a small decode-only pipeline that each worker process builds once and reuses.
 Either way the worker returns the requested frames as one uint8 (F, H, W, 3) array and the ``host`` graph only
-augments them.
+augments them. DALI's decoder converts YUV to RGB with BT.601 whatever the stream's tag; the frames of a video tagged
+with another matrix are corrected here to the tag's colours, PyAV's (``colour.py``), so both CPU routes give one
+video the same colours. Here rather than in the graph: only tagged videos pay for it (DALI's ``coord_transform`` on
+the CPU cost about as much for the identity as for a real map), and in parallel with the graph.
 
 Why DALI's CPU decoder runs here and not inside the augmentation graph: DALI runs a graph's CPU operators one at a
 time, so a decoder inside the graph waited for the augmentation of the previous batch and the augmentation for the
@@ -19,6 +22,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .colour import correct_frames, correction
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
 from .pyav_io import BadVideoError, check_unchanged
 
@@ -80,8 +84,9 @@ def _pipeline():
 
 
 def decode_with_dali_cpu(path: str, frames: Iterable[int], size: int, mtime_ns: int, codec: str,
-                         pack: bool = True) -> np.ndarray:
-    """``frames`` of ``path`` decoded by DALI's CPU decoder: uint8 (F, H, W, 3) RGB, in the order asked.
+                         pack: bool = True, colorspace: str = "") -> np.ndarray:
+    """``frames`` of ``path`` decoded by DALI's CPU decoder: uint8 (F, H, W, 3) RGB, in the order asked, in the
+    colours of the stream's YUV matrix tag ``colorspace`` (the index's; '' or a BT.601 tag: as DALI decodes them).
 
     ``pack``: hand the decoder only the GOPs the frames need (VP8/VP9/MJPEG; DALI's decoder never seeks).
 
@@ -91,7 +96,9 @@ def decode_with_dali_cpu(path: str, frames: Iterable[int], size: int, mtime_ns: 
         DaliDecodeError: DALI's decoder failed on it.
     """
     encoded, wanted = read_source(path, frames, size, mtime_ns, pack and codec.lower() in PACKABLE_CODECS)
-    return decode_bytes_with_dali_cpu(encoded, wanted, path)
+    decoded = decode_bytes_with_dali_cpu(encoded, wanted, path)
+    matrix = correction(colorspace)
+    return decoded if matrix is None else correct_frames(decoded, matrix)
 
 
 def decode_bytes_with_dali_cpu(encoded: np.ndarray, frames: Iterable[int], name: str = "memory file") -> np.ndarray:

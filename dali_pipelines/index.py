@@ -22,7 +22,9 @@ facts), not as Python objects per video; ``ListEntry`` and ``VideoInfo`` objects
 The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file written by another version is
 ignored and every video probed again, never read with the wrong meaning, except a version 2 JSON cache, whose
 records are migrated. Version 2 added the decoder facts (coded size, pixel format, chroma format, bit depth,
-profile) and each video's size and mtime; version 3 stores the same fields as columns.
+profile) and each video's size and mtime; version 3 stores the same fields as columns; version 4 adds the stream's
+YUV matrix tag (``colour.py``). A version 3 cache is migrated too: its good videos, recorded without the tag, are
+probed again (once), its bad ones keep their verdicts.
 
 No DALI import here.
 """
@@ -131,7 +133,8 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
     return VideoInfo(num_frames=num_frames, codec=p.codec, width=p.width, height=p.height, fps=round(p.fps, 6),
                      coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
                      pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
-                     profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns)
+                     profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns,
+                     colorspace=p.colorspace or "unknown")
 
 
 def _probe(path: str, full_decode: bool) -> StreamProbe:
@@ -313,7 +316,8 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     reusable = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
                 & (c["full_decode"] | (not full_decode))
                 & ~table.rows_with_reason(_RETIRED_TRUNCATION)  # nominal rate x duration wronged VFR videos
-                & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES))
+                & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES)
+                & ~((table.status == GOOD) & (c["colorspace"] == 0)))  # no colour tag: a migrated record
     stale = recorded & ~reusable
     table.clear(np.flatnonzero(stale))
     bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}

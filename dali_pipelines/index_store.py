@@ -1,9 +1,9 @@
-"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 3).
+"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 4).
 
 A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so the facts are
 kept as columns (:class:`VideoTable`): a row costs about 60 bytes instead of a Python object per video, and a rank
 loads the cache with a few array reads. Strings that repeat (codec, pixel format, chroma format, profile, the
-reason a video is bad) are stored once in a small table each and referred to by an integer code.
+reason a video is bad, the YUV matrix tag) are stored once in a small table each and referred to by an integer code.
 
 The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled) holding:
 
@@ -13,8 +13,10 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 - one array per column of :data:`COLUMNS`, in the same row order.
 
 A file of another version, for another root, or whose arrays do not have exactly these names, types and lengths
-is ignored (every video is probed again), never read with the wrong meaning. A version 2 cache (``.index.json``,
-the same fields as JSON records) is migrated: its records are read into the table and saved as version 3.
+is ignored (every video is probed again), never read with the wrong meaning. A version 3 cache (version 4 less
+the ``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated:
+their records are read into the table, the colour tag not recorded (''), and saved as version 4; the index probes
+their good videos again for the tag (``index._match``), their bad ones keep their verdicts.
 
 No DALI import here.
 """
@@ -44,14 +46,16 @@ __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoIn
 logger = logging.getLogger(__name__)
 
 # The meaning of the cache file; bump it whenever a column is added, removed or changes meaning.
-INDEX_SCHEMA_VERSION = 3
+INDEX_SCHEMA_VERSION = 4
+# Version 4 added the colour matrix tag; a version 3 file is read without it (migrated).
+_V3_SCHEMA_VERSION = 3
 # The last version written as JSON records, which load_cache migrates.
 _JSON_SCHEMA_VERSION = 2
 
 # A row's status: not probed (or its record dropped), a good video, a bad one (with a reason).
 UNKNOWN, GOOD, BAD = 0, 1, 2
 
-_TEXTS = ("codec", "pix_fmt", "chroma", "profile")
+_TEXTS = ("codec", "pix_fmt", "chroma", "profile", "colorspace")
 COLUMNS: dict[str, type] = {
     "status": np.int8, "full_decode": np.bool_,  # how the row was probed (a full decode or the quick probe)
     "size": np.int64, "mtime_ns": np.int64,  # the file as probed: a row is reused only while these still hold
@@ -85,6 +89,9 @@ class VideoInfo:
     # The file as probed: a file whose size or modification time differs is not the video described here.
     size: int = 0
     mtime_ns: int = 0
+    # The stream's YUV matrix tag (FFmpeg's name, colour.py): DALI-decoded frames are corrected to it. '': not
+    # recorded (a record migrated from an older cache, probed again before it is used).
+    colorspace: str = ""
 
     @property
     def decoder(self) -> DecoderFacts:
@@ -234,7 +241,7 @@ class VideoTable:
 @dataclass
 class IndexCache:
     """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
-    from a version 2 file (then it is saved as version 3)."""
+    from a version 2 or 3 file (then it is saved as version 4)."""
 
     rel_paths: PathTable
     table: VideoTable
@@ -249,8 +256,8 @@ _ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOF
 
 
 def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | None:
-    """The cache of a list: the version 3 file ``cache_path``, else (when given) a version 2 ``json_path``
-    migrated; None when neither is there, readable, of a version read here and for ``root``."""
+    """The cache of a list: the version 4 (or 3, migrated) file ``cache_path``, else (when given) a version 2
+    ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
             return _read_archive(archive, cache_path, root)
@@ -262,8 +269,8 @@ def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | 
 
 
 def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
-    """A version 3 cache whatever root it was written for, with that root; None when it is not there or not
-    readable as version 3 (an unreadable one is logged)."""
+    """A version 4 (or 3, migrated) cache whatever root it was written for, with that root; None when it is not
+    there or not readable as either (an unreadable one is logged)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
             root = json.loads(archive["header"].tobytes().decode("utf-8")).get("root")
@@ -280,15 +287,26 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     header = json.loads(archive["header"].tobytes().decode("utf-8"))
     if not isinstance(header, dict) or header.get("root") != root:
         return None
-    if header.get("version") != INDEX_SCHEMA_VERSION:
+    version = header.get("version")
+    if version not in (INDEX_SCHEMA_VERSION, _V3_SCHEMA_VERSION):
         logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
-                    header.get("version"), INDEX_SCHEMA_VERSION)
+                    version, INDEX_SCHEMA_VERSION)
         return None
-    expected = {"header", "paths", "path_offsets", *COLUMNS}
+    migrated = version == _V3_SCHEMA_VERSION
+    columns = [name for name in COLUMNS if not (migrated and name == "colorspace")]
+    expected = {"header", "paths", "path_offsets", *columns}
     if set(archive.files) != expected:
-        raise ValueError(f"arrays {sorted(set(archive.files) ^ expected)} differ from schema version "
-                         f"{INDEX_SCHEMA_VERSION}'s")
-    table = VideoTable({name: archive[name] for name in COLUMNS}, header["texts"], header["reasons"])
+        raise ValueError(f"arrays {sorted(set(archive.files) ^ expected)} differ from schema version {version}'s")
+    arrays = {name: archive[name] for name in columns}
+    texts = header["texts"]
+    if migrated:  # no colour tags recorded: '' (code 0) on every row
+        if not isinstance(texts, dict) or "colorspace" in texts:
+            raise ValueError("a version 3 cache with a colorspace table")
+        arrays["colorspace"] = np.zeros(len(arrays["status"]), COLUMNS["colorspace"])
+        texts = {**texts, "colorspace": [""]}
+        logger.info("migrating index cache %s (schema version %d) to version %d: its good videos are probed again "
+                    "for their colour matrix tag", cache_path, _V3_SCHEMA_VERSION, INDEX_SCHEMA_VERSION)
+    table = VideoTable(arrays, texts, header["reasons"])
     if set(table.texts) != set(_TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")
     table.check()
@@ -297,7 +315,7 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)
             or (np.diff(offsets) < 0).any()):
         raise ValueError(f"{len(paths)} paths with inconsistent offsets for {len(table)} rows")
-    return IndexCache(paths, table)
+    return IndexCache(paths, table, migrated=migrated)
 
 
 def _migrate_json(json_path: str, root: str) -> IndexCache | None:

@@ -29,6 +29,7 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
 from .augment import MEAN, STD
+from .colour import IDENTITY
 from .color_jitter import jitter_frames
 from .pyav_io import BadVideoError
 from .routing import DALI_CPU, NVDEC, PYAV
@@ -92,10 +93,14 @@ def _input(dtype, ndim: int, layout: str = "", per_frame: bool = False):
 
 @dataclass
 class EncodedSource:
-    """For DALI's decoder: the (possibly GOP-cut) encoded file and the frame indices to decode from it."""
+    """For DALI's decoder: the (possibly GOP-cut) encoded file, the frame indices to decode from it and the 3x3
+    map from the decoder's BT.601 colours to those of the stream's YUV matrix tag (``colour.correction``; the
+    identity for BT.601 and untagged streams)."""
 
     encoded: np.ndarray = _input(np.uint8, 1)
     frames: np.ndarray = _input(np.int32, 1)
+    colour: np.ndarray = field(default_factory=lambda: IDENTITY,
+                               metadata={"graph": GraphInput(np.float32, 2)})
 
 
 @dataclass
@@ -247,7 +252,11 @@ def _decode_route(inputs: dict, route: str, nvdec_affine: bool):
     if backend is None:  # PyAV route: already decoded on the host
         return inputs["video"]
     extra = {"affine": nvdec_affine} if backend == "mixed" else {}
-    return fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=PAD_MODE, **extra)
+    frames = fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=PAD_MODE,
+                               **extra)
+    # DALI's decoders convert with BT.601 whatever the tag: map to the tag's colours, as the CPU routes' frames are
+    # (host_decode.py). On the GPU for every video: the identity leaves a frame as it is (its cost not yet measured).
+    return fn.coord_transform(frames, M=inputs["colour"], dtype=types.UINT8)
 
 
 def _decode(inputs: dict, routes: tuple[str, ...], nvdec_affine: bool = False, on_gpu: bool = False):

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Iterable, Union
 import av
 import numpy as np
 
+from .colour import colorspace_name
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
@@ -391,6 +392,7 @@ class StreamProbe:
     duration_of_container: bool = False
     streams_end_s: float = -1.0
     first_corrupt: int = -1  # the first decoded frame the decoder flags as damaged (errors concealed); -1: none
+    colorspace: str = ""  # the first decoded frame's YUV matrix tag, FFmpeg's name (colour.colorspace_name)
 
 
 @dataclass(frozen=True)
@@ -506,6 +508,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         declared, exact = _declared_frames(stream, duration_s, fps)
         packets, decoded, first_ok, error = 0, 0, False, ""
         discarded, leading, keyframe_seen, first_corrupt = 0, 0, False, -1
+        colorspace = ""
         end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
         try:
             for packet in container.demux(stream):
@@ -527,6 +530,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                         continue
                     if first_corrupt < 0:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
+                    colorspace = colorspace or (colorspace_name(frames[0].colorspace) if frames else "")
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
             if full_decode or not first_ok:
@@ -534,6 +538,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                     frames = stream.decode(None)
                     if first_corrupt < 0:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
+                    colorspace = colorspace or (colorspace_name(frames[0].colorspace) if frames else "")
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
                 except av.error.FFmpegError as e:
@@ -553,6 +558,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                            decoder=_decoder_facts(stream, codec), duration_s=duration_s,
                            packets_end_s=packets_end_s, discarded=discarded,
                            leading_nonkey=leading if keyframe_seen else 0, duration_of_container=of_container,
-                           streams_end_s=streams_end, first_corrupt=first_corrupt)
+                           streams_end_s=streams_end, first_corrupt=first_corrupt,
+                           colorspace=colorspace)
     finally:
         container.close()

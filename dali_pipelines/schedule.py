@@ -154,7 +154,7 @@ class Schedule:
         info = self.index.info(row)
         return VideoRef(row=row, path=self.index.path(row), label=self.index.label(row), num_frames=info.num_frames,
                         width=info.width, height=info.height, codec=info.codec, size=info.size,
-                        mtime_ns=info.mtime_ns)
+                        mtime_ns=info.mtime_ns, colorspace=info.colorspace)
 
     def sample(self, row: int, substitute_for: int | None = None) -> Sample:
         """The sample of (good) ``row`` in the current epoch."""

@@ -633,7 +633,7 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
 
     def older(header, arrays):
         arrays["num_frames"] = np.full_like(arrays["num_frames"], 999)
-        header["version"] = INDEX_SCHEMA_VERSION - 1
+        header["version"] = INDEX_SCHEMA_VERSION - 2  # version 3 is migrated (the next test)
 
     _rewrite_archive(cache, older)
     ix = build_index(str(lst), str(root), workers=1, progress=False)
@@ -645,6 +645,29 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == everything
     _rewrite_archive(cache, lambda header, arrays: arrays.update(width=arrays["width"].astype(np.float32)))
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == everything
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
+
+
+def test_version_3_cache_is_migrated_and_its_good_videos_probed_again_for_their_colour_tag(dataset):
+    """A version 3 cache (no colour matrix tags) is read: its bad videos keep their verdicts (here, one changed on
+    purpose to tell it from a probe), its good ones are probed again for the tag, and it is saved as version 4."""
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    cache = Path(first.cache_path)
+    bad_rel = next(rel for rel in BAD if rel.endswith(".webm") and "missing" not in rel)
+    bad_row = next(e.row for e in first.entries if e.rel_path == bad_rel)
+
+    def version_3(header, arrays):
+        del arrays["colorspace"], header["texts"]["colorspace"]
+        header["reasons"][arrays["reason"][bad_row]] = "a verdict of the version 3 cache"
+        header["version"] = 3
+
+    _rewrite_archive(cache, version_3)
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == len(first.good_rows) and cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+    assert ix.bad[bad_row] == "a verdict of the version 3 cache"
+    assert {r: ix.info(r) for r in ix.good_rows} == {r: first.info(r) for r in first.good_rows}
+    assert {ix.info(r).colorspace for r in ix.good_rows} == {"unknown"}  # the fixtures are untagged
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
 
 

@@ -21,7 +21,7 @@ from dali_pipelines.routing import DALI_CPU, NVDEC, PYAV
 GRAPH_ROUTES = [(NVDEC,), (DALI_CPU, PYAV), (DALI_CPU,), (PYAV,)]
 # Operators that take frames (not parameters): on a GPU machine they must all run on the GPU.
 FRAME_OPERATORS = {"Resize", "CropMirrorNormalize", "Stack", "Cast", "reductions__Mean", "Cat",
-                   "SequenceRearrange"}
+                   "SequenceRearrange", "CoordTransform"}
 
 
 def _no_data():
@@ -54,6 +54,8 @@ def test_gpu_machine_graph_decodes_on_its_backend_and_augments_on_the_gpu(traini
     if NVDEC in routes:
         assert [d for d, _ in decoders] == ["mixed"]
         assert decoders[0][1]["affine"] is False and decoders[0][1]["pad_mode"] == "none"
+        # the decoder's BT.601 colours mapped to the tag's, on the GPU (the CPU routes' workers do it for theirs)
+        assert [d for d, name, _ in ops if name == "CoordTransform"] == ["gpu"]
     else:  # both CPU routes decode in the worker processes: the host graph only augments
         assert decoders == []
     frame_ops = [(device, name) for device, name, _ in ops if name in FRAME_OPERATORS]
@@ -67,12 +69,14 @@ def test_gpu_machine_graph_decodes_on_its_backend_and_augments_on_the_gpu(traini
 def test_gpu_machine_graph_runs_the_cpu_machines_program(training, routes):
     """The same operators, argument for argument, whichever device runs them (the CPU machine has no NVDEC: its
     graph of the NVDEC route's program is the host graph's, which differs only in its inputs: frames, not encoded
-    bytes and frame indices for a decoder)."""
+    bytes and frame indices for a decoder, and in the decoder's colour correction, which the CPU route's workers
+    apply before the frames reach the graph)."""
     cpu_routes = (DALI_CPU,) if routes == (NVDEC,) else routes
 
     def program(pipe):
         return Counter((name, repr(sorted((k, v) for k, v in args.items() if k != "affine")))
-                       for _, name, args in _operators(pipe) if name not in ("decoders__Video", "ExternalSource"))
+                       for _, name, args in _operators(pipe)
+                       if name not in ("decoders__Video", "ExternalSource", "CoordTransform"))
 
     on_gpu, on_cpu = _define(training, routes, on_gpu=True), _define(training, cpu_routes, on_gpu=False)
     assert program(on_gpu) == program(on_cpu)

@@ -1,4 +1,4 @@
-"""The index as columns (schema version 3): the cache round trip, memory per row, reuse of cached rows in a
+"""The index as columns (schema version 4): the cache round trip, memory per row, reuse of cached rows in a
 reordered or extended list, and the list read in pieces."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_table_round_trip_of_arbitrary_values(tmp_path):
             table.columns[name][:] = rng.integers(info.min, info.max, n, dtype=dtype, endpoint=True)
     table.columns["fps"][:] = rng.uniform(0, 240, n).round(6)
     table.columns["full_decode"][:] = rng.integers(0, 2, n).astype(bool)
-    for name in ("codec", "pix_fmt", "chroma", "profile"):
+    for name in ("codec", "pix_fmt", "chroma", "profile", "colorspace"):
         table.texts[name] += [f"{name} value {k}" for k in range(5)]
         table.columns[name][:] = rng.integers(0, 6, n)
     table.reasons += ["truncated: 3 of 9", "no video stream (streams: audio)"]
@@ -89,7 +89,7 @@ def test_table_round_trip_of_arbitrary_values(tmp_path):
     assert back.rel_paths == paths and back.rel_paths[7] == "k400/train/arm wrestling/caf\u00e9 7.mp4"
     for name, dtype in COLUMNS.items():
         assert back.table.columns[name].dtype == dtype
-        if name in ("codec", "pix_fmt", "chroma", "profile"):
+        if name in ("codec", "pix_fmt", "chroma", "profile", "colorspace"):
             assert [back.table.text(name, r) for r in range(n)] == [table.text(name, r) for r in range(n)]
         elif name == "reason":
             assert [back.table.reason(r) for r in range(n)] == [table.reason(r) for r in range(n)]

@@ -55,24 +55,40 @@ def test_vp9_frames_exact(vp9_clip):
         assert np.abs(frame.astype(int) - reference[k]).mean() < 3.0
 
 
-def test_a_bt709_tag_is_followed_by_pyav_but_not_by_dalis_cpu_decoder(tmp_path):
-    """README, differences: DALI's CPU decoder (the VP9 route) converts a stream tagged BT.709 with BT.601, as an
-    untagged one; PyAV, like the original's decord, converts it with the tagged BT.709."""
+def _write_ramps(path: str, colorspace: int | None, num_frames: int = 4, full_range: bool = False) -> str:
+    """A VP9 clip of smooth saturated ramps (the matrices differ, chroma upsampling hardly), tagged with the
+    AVColorSpace ``colorspace`` (1: BT.709; None: untagged), full-range when ``full_range``."""
     import av
 
-    yy, xx = np.mgrid[0:72, 0:96]  # smooth saturated ramps: the matrices differ, chroma upsampling hardly
-    frames = np.stack([np.stack([xx * 255 // 96, yy * 255 // 72, (xx + yy + 40 * t) % 256], -1) for t in range(4)])
-    path, frames = str(tmp_path / "bt709.webm"), frames.astype(np.uint8)
+    yy, xx = np.mgrid[0:72, 0:96]
+    frames = np.stack([np.stack([xx * 255 // 96, yy * 255 // 72, (xx + yy + 40 * t) % 256], -1)
+                       for t in range(num_frames)]).astype(np.uint8)
     with av.open(path, "w") as out:
         stream = out.add_stream("libvpx-vp9", rate=25)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         ctx = stream.codec_context
-        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709
+        if colorspace is not None:
+            ctx.colorspace = ctx.color_primaries = ctx.color_trc = colorspace
+        if full_range:
+            ctx.color_range = 2  # AVCOL_RANGE_JPEG
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+    return path
+
+
+def test_a_bt709_tag_is_followed_by_pyav_but_not_by_dalis_cpu_decoder(tmp_path):
+    """DALI's CPU decoder converts a stream tagged BT.709 with BT.601, as an untagged one; PyAV, like the original's
+    decord, converts it with the tagged BT.709. The dali_cpu route's worker corrects DALI's frames to the tag's
+    colours (colour.py), with the tag the index's probe recorded."""
+    import av
+
+    from dali_pipelines.host_decode import decode_with_dali_cpu
+    from dali_pipelines.index import probe_video
+
+    path = _write_ramps(str(tmp_path / "bt709.webm"), 1)
     with av.open(path) as container:
         decoded = list(container.decode(video=0))
     assert len(decoded) == 4 and decoded[0].colorspace == 1
@@ -83,6 +99,71 @@ def test_a_bt709_tag_is_followed_by_pyav_but_not_by_dalis_cpu_decoder(tmp_path):
     (dali,) = decode_with_dali([path], [[0, 1, 2, 3]], device="cpu")
     assert np.abs(dali - as601).mean() < gap / 3 < np.abs(dali - as709).mean()
     assert np.abs(decode_frames(path, range(4)) - as709).mean() < 0.5
+    info = probe_video(path)
+    assert info.colorspace == "bt709"
+    routed = decode_with_dali_cpu(path, [0, 1, 2, 3], info.size, info.mtime_ns, info.codec,
+                                  colorspace=info.colorspace)
+    assert np.abs(routed - as709).mean() < np.abs(dali - as601).mean() + 0.3 < gap / 3
+
+
+def test_an_untagged_clip_leaves_dalis_cpu_decoder_unchanged(tmp_path):
+    """Untagged (BT.601) video: the dali_cpu route's frames are DALI's, bit for bit."""
+    from dali_pipelines.host_decode import decode_with_dali_cpu
+    from dali_pipelines.index import probe_video
+
+    path = _write_ramps(str(tmp_path / "plain.webm"), None)
+    info = probe_video(path)
+    assert info.colorspace == "unknown"
+    (dali,) = decode_with_dali([path], [[3, 0, 2]], device="cpu")
+    routed = decode_with_dali_cpu(path, [3, 0, 2], info.size, info.mtime_ns, info.codec, colorspace=info.colorspace)
+    assert np.array_equal(routed, dali)
+
+
+@pytest.mark.parametrize("tag, full_range, name", [(1, True, "bt709"), (9, False, "bt2020nc"), (7, False, "smpte240m")],
+                         ids=["bt709-full-range", "bt2020nc", "smpte240m"])
+def test_other_tags_and_full_range_get_pyavs_colours_on_dalis_cpu_route(tmp_path, tag, full_range, name):
+    """Other matrices, and full-range video (DALI's CPU decoder follows the range flag as PyAV does, so the same
+    map holds): the dali_cpu route's frames are as close to PyAV's as an untagged clip's."""
+    from dali_pipelines.host_decode import decode_with_dali_cpu
+    from dali_pipelines.index import probe_video
+
+    def gaps(path):
+        info = probe_video(path)
+        pyav = decode_frames(path, range(4)).astype(float)
+        raw = decode_with_dali_cpu(path, range(4), info.size, info.mtime_ns, info.codec)
+        routed = decode_with_dali_cpu(path, range(4), info.size, info.mtime_ns, info.codec,
+                                      colorspace=info.colorspace)
+        return info.colorspace, np.abs(raw - pyav).mean(), np.abs(routed - pyav).mean()
+
+    _, _, plain = gaps(_write_ramps(str(tmp_path / "plain.webm"), None, full_range=full_range))
+    colorspace, raw, routed = gaps(_write_ramps(str(tmp_path / "tagged.webm"), tag, full_range=full_range))
+    assert colorspace == name and raw > plain + 2.0, (raw, plain)
+    assert routed < plain + 0.3, (routed, plain)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_bt709_clip_has_the_same_colours_on_dalis_cpu_route_as_on_pyavs(tmp_path, split):
+    """The graphs' output for a VP9 clip tagged BT.709 on DALI's CPU route is PyAV's (as close as for an untagged
+    clip, whose two routes differ only by chroma upsampling): DALI's BT.601 colours are corrected to the tag's."""
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "videos"))
+    _write_ramps(os.path.join(root, "videos", "bt709.webm"), 1, num_frames=8)
+    _write_ramps(os.path.join(root, "videos", "plain.webm"), None, num_frames=8)
+    lst = os.path.join(root, "list.txt")
+    with open(lst, "w") as f:
+        f.write("videos/bt709.webm 0\nvideos/plain.webm 1\n")
+    out = {}
+    for decoder in ("dali", "pyav"):
+        cfg = small_cfg(root, lst, lst, **{"AUG.COLOR_JITTER": 0.0, "AUG.GRAY_SCALE": 0.0,
+                                           "DATA.CPU_DECODER": decoder, "DATA.NUM_WORKERS": 0})
+        loader = build_loader(cfg, split)
+        assert loader.routes_in_use() == [routing.DALI_CPU if decoder == "dali" else routing.PYAV]
+        for batch in loader:
+            for video, row in zip(batch["video"], batch["index"].tolist()):
+                out[decoder, row] = denormalize(video)
+        loader.close()
+    tagged, plain = (np.abs(out["dali", r] - out["pyav", r]).mean() for r in (0, 1))
+    assert tagged < plain + 0.5 and tagged < 2.0, (tagged, plain)  # uncorrected: about 6 grey levels
 
 
 def test_index_past_end_is_an_error_naming_the_file(vp9_clip):

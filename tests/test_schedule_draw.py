@@ -121,14 +121,14 @@ def test_test_draw_decodes_the_union_once_and_lays_out_views():
 
 def test_record_layout_follows_the_dataclasses():
     names = [n for n, _ in record_layout(TrainParams, "nvdec")]
-    assert names == ["encoded", "frames", "roi_start", "roi_end", "mirror", "brightness", "contrast", "saturation",
-                     "hue", "color_ops", "index"]
+    assert names == ["encoded", "frames", "colour", "roi_start", "roi_end", "mirror", "brightness", "contrast",
+                     "saturation", "hue", "color_ops", "index"]
     specs = dict(record_layout(TrainParams, "pyav", per_frame_jitter=True))
     assert "encoded" not in specs and specs["video"].layout == "FHWC" and specs["video"].ndim == 4
     assert specs["hue"].ndim == 1 and specs["mirror"].ndim == 0  # per-frame jitter adds a dimension
     assert specs["color_ops"].ndim == 1  # one colour program per clip, even with per-frame factors
     test = dict(record_layout(TestParams, "nvdec"))
-    assert list(test) == ["encoded", "frames", "roi_start", "roi_end", "new_order", "index"]
+    assert list(test) == ["encoded", "frames", "colour", "roi_start", "roi_end", "new_order", "index"]
     assert test["roi_start"].ndim == 2
     with pytest.raises(ValueError, match="unknown decode route 'npu'"):
         record_layout(TrainParams, "npu")

@@ -23,8 +23,8 @@ The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file
 ignored and every video probed again, never read with the wrong meaning, except a version 2 JSON cache, whose
 records are migrated. Version 2 added the decoder facts (coded size, pixel format, chroma format, bit depth,
 profile) and each video's size and mtime; version 3 stores the same fields as columns; version 4 adds the stream's
-YUV matrix tag (``colour.py``). A version 3 cache is migrated too: its good videos, recorded without the tag, are
-probed again (once), its bad ones keep their verdicts.
+YUV matrix tag (``colour.py``). A version 3 cache is migrated too, its records kept without the tag (''): probing
+a Kinetics-size list again would cost more than the tag is worth; such a video's DALI-decoded frames stay BT.601.
 
 No DALI import here.
 """
@@ -316,8 +316,7 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     reusable = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
                 & (c["full_decode"] | (not full_decode))
                 & ~table.rows_with_reason(_RETIRED_TRUNCATION)  # nominal rate x duration wronged VFR videos
-                & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES)
-                & ~((table.status == GOOD) & (c["colorspace"] == 0)))  # no colour tag: a migrated record
+                & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES))
     stale = recorded & ~reusable
     table.clear(np.flatnonzero(stale))
     bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}

@@ -15,8 +15,8 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 A file of another version, for another root, or whose arrays do not have exactly these names, types and lengths
 is ignored (every video is probed again), never read with the wrong meaning. A version 3 cache (version 4 less
 the ``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated:
-their records are read into the table, the colour tag not recorded (''), and saved as version 4; the index probes
-their good videos again for the tag (``index._match``), their bad ones keep their verdicts.
+their records are read into the table, the colour tag not recorded (''), and saved as version 4: their videos'
+DALI-decoded frames stay in DALI's BT.601 colours until the cache is deleted or a video changes (the log says so).
 
 No DALI import here.
 """
@@ -90,7 +90,7 @@ class VideoInfo:
     size: int = 0
     mtime_ns: int = 0
     # The stream's YUV matrix tag (FFmpeg's name, colour.py): DALI-decoded frames are corrected to it. '': not
-    # recorded (a record migrated from an older cache, probed again before it is used).
+    # recorded (a record migrated from an older cache: its frames are left as DALI decodes them).
     colorspace: str = ""
 
     @property
@@ -304,8 +304,10 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
             raise ValueError("a version 3 cache with a colorspace table")
         arrays["colorspace"] = np.zeros(len(arrays["status"]), COLUMNS["colorspace"])
         texts = {**texts, "colorspace": [""]}
-        logger.info("migrating index cache %s (schema version %d) to version %d: its good videos are probed again "
-                    "for their colour matrix tag", cache_path, _V3_SCHEMA_VERSION, INDEX_SCHEMA_VERSION)
+        logger.warning("index cache %s (schema version %d) records no colour matrix tags: migrated to version %d "
+                       "as it is, so the frames DALI decodes of its tagged videos (BT.709: most HD video) keep "
+                       "DALI's BT.601 colours; delete it to probe every video again and record them", cache_path,
+                       _V3_SCHEMA_VERSION, INDEX_SCHEMA_VERSION)
     table = VideoTable(arrays, texts, header["reasons"])
     if set(table.texts) != set(_TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")

@@ -22,8 +22,8 @@ from .colour import colorspace_name
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
-           "decode_frames", "first_pictures_not_shown", "count_frames", "frame_times", "count_packets", "StreamProbe",
-           "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
+           "decode_frames", "VideoReader", "first_pictures_not_shown", "count_frames", "frame_times", "count_packets",
+           "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -107,6 +107,7 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
     run is checked to come out of the decoder as the consecutive presentation-order frames it was planned to hold;
     if anything deviates (missing/duplicate timestamps, a decode error, an unexpected frame), the whole request is
     redone by the plain sequential decode from frame 0, so the result is always what that decode returns.
+    Several requests on one video: :class:`VideoReader` demuxes it once for all of them.
 
     Args:
         path: file path, or the encoded bytes of a whole file.
@@ -124,34 +125,121 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
         BadVideoError: the file cannot be opened/decoded, or an index is at or beyond the number of frames that
             could be decoded (the message names the file and the count).
     """
+    idx = _indices(path, indices)  # a negative index is refused before the file is opened
+    with VideoReader(path, threads) as reader:
+        return reader.frames(idx, stats)
+
+
+def _indices(path: VideoSource, indices: Iterable[int]) -> np.ndarray:
     idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64).reshape(-1)
     if idx.size and idx.min() < 0:
         raise ValueError(f"{_name(path)}: negative frame index {int(idx.min())} requested")
-    name = _name(path)
-    start_pos = path.tell() if hasattr(path, "tell") and hasattr(path, "seek") else None
-    wanted = sorted(set(idx.tolist()))
-    decoded: dict[int, np.ndarray] | None = None
-    container = _open(path)
-    try:
-        stream = _video_stream(container, name)
-        _configure(stream, threads)
+    return idx
+
+
+class VideoReader:
+    """One video opened for several :func:`decode_frames` requests (a sliding window's batches): the file is
+    demuxed and its clean cuts found once, at the first request, not once per request (a cost that grows with the
+    video's length: ~90,000 packets for an hour). Each request then decodes only its own runs of packets, with the
+    same checks and the same sequential fallback as :func:`decode_frames`, which is one request of a reader.
+
+    The reader holds the video's compressed packets (what one :func:`decode_frames` call holds while it runs) until
+    it is closed; decoded frames are kept only for the request that asked for them. A context manager::
+
+        with VideoReader(path) as reader:
+            times = reader.frame_times()
+            for batch in batches:
+                frames = reader.frames(batch)
+
+    Raises (at construction): BadVideoError: the file cannot be opened, or has no video stream.
+    """
+
+    def __init__(self, path: VideoSource, threads: int = 0):
+        self._path, self._name, self._threads = path, _name(path), threads
+        self._start_pos = path.tell() if hasattr(path, "tell") and hasattr(path, "seek") else None
+        self._container = _open(path)
+        try:
+            self._stream = _video_stream(self._container, self._name)
+            _configure(self._stream, threads)
+        except BaseException:
+            self._container.close()
+            raise
+        self._demuxed = False
+        self._numbered: _Numbered | None = None  # None: not demuxed yet, or the frames cannot be numbered from it
+        self._cuts: tuple[list[int], dict[int, int]] | None = None  # clean cuts; timestamp -> frame number
+        self.demux_passes = 0  # full demuxes of the file: at most one per reader
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+        self._numbered = self._cuts = None  # the packets: the compressed video
+
+    def _demux(self) -> _Numbered | None:
+        """Every data packet of the stream and their presentation order, demuxed once; None where they cannot tell
+        it (a demux error, a packet without a timestamp, two shown packets with the same one)."""
+        if not self._demuxed:
+            self._demuxed = True
+            self.demux_passes += 1
+            try:
+                packets = [p for p in self._container.demux(self._stream) if p.size]  # empty packet: flush marker
+            except av.error.FFmpegError:
+                return None
+            if not packets or any(p.pts is None for p in packets):
+                return None
+            # Packets flagged 'discard' (e.g. cut by an MP4 edit list) are decoded but not output: no frame number.
+            numbered = presentation_order([p.pts for p in packets], [not p.is_discard for p in packets])
+            if numbered is not None:
+                self._numbered = _Numbered(packets, *numbered)
+        return self._numbered
+
+    def frame_times(self) -> np.ndarray | None:
+        """:func:`frame_times` of the video, from this reader's demux (the one its requests use)."""
+        numbered = self._demux()
+        if numbered is None or not numbered.order:
+            return None
+        return _seconds([numbered.packets[d].pts for d in numbered.order], self._stream.time_base)
+
+    def frames(self, indices: Iterable[int], stats: dict[str, Any] | None = None) -> np.ndarray:
+        """:func:`decode_frames` of ``indices`` (with its ``stats``, errors and exact frames) on this video."""
+        idx = _indices(self._path, indices)
         if idx.size == 0:
-            return np.zeros((0, stream.height, stream.width, 3), np.uint8)
-        plan = _plan_runs(container, stream, wanted)
-        if plan is not None:
-            decoded = _decode_runs(stream, plan, wanted, stats)
-    finally:
-        container.close()
-    if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode from frame 0
-        if start_pos is not None:
-            path.seek(start_pos)  # type: ignore[union-attr]
-        decoded = _decode_sequential(path, name, wanted, threads, stats)
-    sizes = sorted({(decoded[i].shape[1], decoded[i].shape[0], i) for i in wanted}, key=lambda t: t[2])
-    if len({(w, h) for w, h, _ in sizes}) > 1:
-        changes = [f"{w}x{h} at frame {i}" for k, (w, h, i) in enumerate(sizes)
-                   if k == 0 or (w, h) != sizes[k - 1][:2]]
-        raise BadVideoError(f"{name}: the picture size changes within the stream ({', '.join(changes)})")
-    return np.stack([decoded[i] for i in idx.tolist()])
+            return np.zeros((0, self._stream.height, self._stream.width, 3), np.uint8)
+        wanted = sorted(set(idx.tolist()))
+        plan = self._plan(wanted)
+        decoded = _decode_runs(self._stream, plan, wanted, stats) if plan is not None else None
+        if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode from frame 0
+            if self._start_pos is not None:
+                self._path.seek(self._start_pos)  # type: ignore[union-attr]
+            decoded = _decode_sequential(self._path, self._name, wanted, self._threads, stats)
+        sizes = sorted({(decoded[i].shape[1], decoded[i].shape[0], i) for i in wanted}, key=lambda t: t[2])
+        if len({(w, h) for w, h, _ in sizes}) > 1:
+            changes = [f"{w}x{h} at frame {i}" for k, (w, h, i) in enumerate(sizes)
+                       if k == 0 or (w, h) != sizes[k - 1][:2]]
+            raise BadVideoError(f"{self._name}: the picture size changes within the stream ({', '.join(changes)})")
+        return np.stack([decoded[i] for i in idx.tolist()])
+
+    def _plan(self, wanted: list[int]) -> _Plan | None:
+        """The packet runs that produce ``wanted``; None when exact skipping is not possible: the demux could not
+        number the frames, or a requested frame is past the last packet (the sequential decode words that error).
+        """
+        numbered = self._demux()
+        if numbered is None or wanted[-1] >= len(numbered.order):
+            return None
+        packets, order, ranks = numbered.packets, numbered.order, numbered.ranks
+        if self._cuts is None:  # found once: H.264/HEVC's need every packet's NAL units parsed
+            ctx = self._stream.codec_context
+            codec = ctx.name if ctx is not None else ""
+            payloads = [bytes(p) for p in packets] if codec in NAL_CODECS else None
+            cuts = clean_cuts(codec, ctx.extradata if ctx is not None else None, [p.is_keyframe for p in packets],
+                              payloads, ranks)
+            self._cuts = cuts, {packets[d].pts: r for r, d in enumerate(order)}
+        cuts, rank = self._cuts
+        return _Plan(packets=packets, rank=rank, runs=plan_runs(cuts, ranks, order, wanted))
 
 
 def _configure(stream: av.video.stream.VideoStream, threads: int) -> None:
@@ -190,6 +278,15 @@ def _decode_sequential(path: VideoSource, name: str, wanted: list[int], threads:
 
 
 @dataclass
+class _Numbered:
+    """A stream's data packets (decode order) and their presentation order (:func:`gop_plan.presentation_order`)."""
+
+    packets: list[av.Packet]
+    order: list[int]
+    ranks: list[int]
+
+
+@dataclass
 class _Plan:
     """Runs of packets to feed the decoder: ``runs[j] = (first, last, first_rank, last_rank)``.
 
@@ -203,33 +300,6 @@ class _Plan:
     runs: list[tuple[int, int, int, int]]
 
 
-def _plan_runs(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-               wanted: list[int]) -> _Plan | None:
-    """Demux the stream and plan the packet runs that produce ``wanted``; None when exact skipping is not possible.
-
-    None (sequential decode) for: demux errors, packets without timestamps or with repeated ones, a requested frame
-    past the last packet (the sequential decode words that error).
-    """
-    try:
-        packets = [p for p in container.demux(stream) if p.size]  # the empty packet at the end is the flush marker
-    except av.error.FFmpegError:
-        return None
-    if not packets or any(p.pts is None for p in packets):
-        return None
-    # Packets flagged 'discard' (e.g. cut by an MP4 edit list) are decoded but not output: they get no frame number.
-    numbered = presentation_order([p.pts for p in packets], [not p.is_discard for p in packets])
-    if numbered is None or wanted[-1] >= len(numbered[0]):
-        return None
-    order, ranks = numbered
-    ctx = stream.codec_context
-    codec = ctx.name if ctx is not None else ""
-    payloads = [bytes(p) for p in packets] if codec in NAL_CODECS else None
-    cuts = clean_cuts(codec, ctx.extradata if ctx is not None else None, [p.is_keyframe for p in packets],
-                      payloads, ranks)
-    runs = plan_runs(cuts, ranks, order, wanted)
-    return _Plan(packets=packets, rank={packets[d].pts: r for r, d in enumerate(order)}, runs=runs)
-
-
 def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[int],
                  stats: dict[str, Any] | None) -> dict[int, np.ndarray] | None:
     """Feed the planned packet runs to the decoder; None if any run does not come out exactly as planned."""
@@ -238,9 +308,10 @@ def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[
     decoded: dict[int, np.ndarray] = {}
     fed = produced = 0
     try:
-        for j, (first, last, r0, r1) in enumerate(plan.runs):
-            if j:
-                ctx.flush_buffers()  # forget the previous run: references, delayed frames, end-of-stream state
+        for first, last, r0, r1 in plan.runs:
+            # forget the previous run (of this request or of a reader's earlier one): references, delayed frames,
+            # end-of-stream state
+            ctx.flush_buffers()
             expect = r0  # frames must come out as r0, r0+1, ..., r1 (presentation order, none missing)
             done = False
             for d in range(first, last + 2):
@@ -344,8 +415,15 @@ def frame_times(path: VideoSource) -> np.ndarray | None:
     numbered = presentation_order([pts for pts, _ in packets], [shown for _, shown in packets])
     if numbered is None or not numbered[0]:
         return None
-    stamps = np.array([packets[d][0] for d in numbered[0]], dtype=np.int64)
-    return (stamps - stamps[0]) * float(time_base)
+    return _seconds([packets[d][0] for d in numbered[0]], time_base)
+
+
+def _seconds(stamps: list[int], time_base: Fraction | None) -> np.ndarray | None:
+    """Presentation timestamps (frame order) -> seconds after the first; None without a time base."""
+    if time_base is None:
+        return None
+    ticks = np.array(stamps, dtype=np.int64)
+    return (ticks - ticks[0]) * float(time_base)
 
 
 def count_packets(path: VideoSource) -> int:

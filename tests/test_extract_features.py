@@ -832,3 +832,24 @@ def test_predictor_features_refuse_the_window_settings_the_command_refuses(clips
         with pytest.raises(ValueError, match=f"^{message}$"):
             ef.extract_into(cfg, model, [video], FeatureStore(str(clips / "unused")), DistContext(), window=window,
                             stride=stride, work_dir=str(clips / "unused"), progress=False)
+
+
+def test_the_window_mode_demuxes_a_video_once_whatever_its_length(clips, tiny, tmp_path, monkeypatch):
+    """Every batch of windows demuxed the whole file again (and the frame times once more): an hour of video, ~700
+    batches over ~90,000 packets, cost the square of its length. Now the probe's demux and one for the frame
+    times and all the batches; the features are those of any batch size."""
+    from tests.video_fixtures import count_demuxes
+
+    cfg, model, _ = tiny
+    video = _videos(clips)[2]  # 11 frames, window 4 stride 1: 8 windows
+    ef.extract(cfg, model, [video], str(tmp_path / "together"), DistContext(), window=4, stride=1, per_batch=8,
+               progress=False)
+    demuxes = count_demuxes(monkeypatch)
+    ef.extract(cfg, model, [video], str(tmp_path / "apart"), DistContext(), window=4, stride=1, per_batch=1,
+               progress=False)
+    assert demuxes.count(video) == 2  # not 2 + 8 batches
+    together, apart = _index(tmp_path / "together")[0], _index(tmp_path / "apart")[0]
+    assert apart["starts_frames"] == together["starts_frames"] == list(range(8))
+    assert apart["starts_seconds"] == together["starts_seconds"]
+    np.testing.assert_array_equal(read_features(str(tmp_path / "apart"), apart),
+                                  read_features(str(tmp_path / "together"), together))

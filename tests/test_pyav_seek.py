@@ -12,7 +12,7 @@ import pytest
 
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.pyav_encode import write_video
-from tests.video_fixtures import best_match, pattern_frames
+from tests.video_fixtures import best_match, count_demuxes, pattern_frames
 
 
 def reference_decode(path: str | Path, indices: list[int]) -> np.ndarray:
@@ -196,3 +196,75 @@ def test_speedup_tsn_draw_gop16(tmp_path):
     assert np.array_equal(got, ref)
     print(f"\nTSN 16/300, 340x256, GOP 16: sequential {t_seq * 1e3:.1f} ms, seeking {t_seek * 1e3:.1f} ms "
           f"(x{t_seq / t_seek:.2f}); {stats}")
+
+
+# ---------------------------------------------------------------------------------------------------- VideoReader
+@pytest.mark.parametrize("gop, bframes", [(8, 0), (16, 2)])
+def test_a_reader_demuxes_once_for_all_its_requests(synth_clips, monkeypatch, gop, bframes):
+    """decode_frames demuxed the whole file for every request: a sliding window's batches over a long video cost
+    the square of its length. A VideoReader demuxes it once; each request returns what decode_frames returns (the
+    sequential decode's frames, the same stats), and its frame_times are frame_times'."""
+    from dali_pipelines.pyav_io import VideoReader, frame_times
+
+    path, _ = synth_clips[gop, bframes]
+    requests = [[0, 2, 4], [8, 10, 12, 13], [62, 63], [5, 1], [], [3, 3, 40], list(range(64))[::-1]]
+    separately = []
+    for want in requests:
+        stats: dict = {}
+        separately.append((decode_frames(path, want, stats=stats), stats))
+    demuxes = count_demuxes(monkeypatch)
+    with VideoReader(path) as reader:
+        times = reader.frame_times()
+        for want, (frames, stats) in zip(requests, separately):
+            got: dict = {}
+            assert np.array_equal(reader.frames(want, stats=got), frames), want
+            assert got == stats, want
+            if want:
+                assert np.array_equal(frames, reference_decode(path, want)), want
+        with pytest.raises(BadVideoError, match=r"frame 64 requested but only 64"):  # decode_frames' error
+            reader.frames([3, 64])
+        assert reader.demux_passes == 1
+    assert demuxes == [path]  # (the sequential decode that words the error decodes, demuxing nothing)
+    assert np.array_equal(times, frame_times(path))
+
+
+def test_a_reader_recovers_from_a_request_that_fell_back(synth_clips, monkeypatch):
+    """A request whose runs do not come out as planned is redone from frame 0 (here: an open file, rewound for
+    it); the reader's next requests still skip GOPs and give the exact frames."""
+    import dataclasses
+
+    from dali_pipelines import pyav_io
+
+    path, _ = synth_clips[16, 2]
+    real = pyav_io._decode_runs
+    calls = []
+
+    def second_fails(stream, plan, wanted, stats):
+        calls.append(wanted)
+        if len(calls) == 2:  # every frame's timestamp unknown: the run's check fails after packets were fed
+            plan = dataclasses.replace(plan, rank={})
+        return real(stream, plan, wanted, stats)
+
+    monkeypatch.setattr(pyav_io, "_decode_runs", second_fails)
+    with open(path, "rb") as f, pyav_io.VideoReader(f) as reader:
+        for want, mode in (([40, 41], "seek"), ([50, 20], "sequential"), ([60, 33], "seek")):
+            stats: dict = {}
+            assert np.array_equal(reader.frames(want, stats=stats), reference_decode(path, want)), want
+            assert stats["mode"] == mode, want
+        assert reader.demux_passes == 1
+
+
+def test_a_reader_on_real_clips_equals_one_decode_per_request(real_clips_dir):
+    """A sliding window's batches through one reader are decode_frames' frames batch by batch (H.264 with B-frames
+    that seeks, an MPEG-4 AVI decoded from frame 0 each time, a 29.97 fps clip)."""
+    from dali_pipelines.pyav_io import VideoReader, frame_times
+
+    for name in ("k400_arm_wrestling_340x256.mp4", "clip_mpeg4_320x240.avi", "clip_426x240_29.97fps.mp4"):
+        path = str(real_clips_dir / name)
+        with av.open(path) as c:
+            n = sum(1 for p in c.demux(video=0) if p.size)
+        batches = [np.unique(np.minimum(np.arange(s, s + 48, 3), n - 1)) for s in range(0, n, 40)]
+        with VideoReader(path) as reader:
+            assert np.array_equal(reader.frame_times(), frame_times(path)), name
+            for want in batches:
+                assert np.array_equal(reader.frames(want), decode_frames(path, want)), (name, want)

@@ -25,6 +25,37 @@ def reference_clips(folder: Path, names) -> list[Path]:
     return [Path(folder) / n for n in names]
 
 
+def count_demuxes(monkeypatch) -> list[str]:
+    """The file name of every demux (whole or partial) of a container opened through ``av.open`` from now on."""
+    import av
+
+    demuxes: list[str] = []
+    real_open = av.open
+
+    class Counted:
+        def __init__(self, container, name):
+            self._container, self._name = container, name
+
+        def __getattr__(self, attr):
+            return getattr(self._container, attr)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._container.close()
+
+        def demux(self, *args, **kwargs):
+            demuxes.append(self._name)
+            return self._container.demux(*args, **kwargs)
+
+    def counted_open(src, *args, **kwargs):
+        return Counted(real_open(src, *args, **kwargs), getattr(src, "name", src))
+
+    monkeypatch.setattr(av, "open", counted_open)
+    return demuxes
+
+
 def cuts_some_file(pack: bool, loader, rows) -> bool:
     """Whether file reads with ``pack`` (a route's GOP-cut setting) cut at least one of these rows' videos (fewer
     bytes, renumbered frames): a check that a GOP cut under test is really in use for the test's clips."""

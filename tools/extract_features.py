@@ -140,7 +140,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
     import torch
 
     from dali_pipelines.index import probe_video
-    from dali_pipelines.pyav_io import BadVideoError, decode_frames, frame_times
+    from dali_pipelines.pyav_io import BadVideoError, VideoReader
     from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
@@ -150,15 +150,18 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
             if info.num_frames < 2:  # as the views refuse it: a still image (PNG, JPEG) opens as a one-frame video
                 raise BadVideoError("a single frame: a still image, not a video")
             starts = window_starts(info.num_frames, window, stride)
-            times = frame_times(path)
             feats = []
-            for i in range(0, len(starts), per_batch):
-                idx = np.stack([window_frames(s, info.num_frames, window, t) for s in starts[i:i + per_batch]])
-                union, inverse = np.unique(idx, return_inverse=True)  # each frame decoded once
-                frames = _normalised_centre_crop(decode_frames(path, union), size, ctx.device)
-                clips = frames[torch.from_numpy(inverse.reshape(idx.shape)).to(ctx.device)]  # (w, T, 3, S, S)
-                pooled, _ = view_outputs(model, clips[:, None], amp_dtype)
-                feats.append(pooled[:, 0].cpu().numpy())
+            # One demux of the file for the frame times and every batch: demuxing it again for each batch made a
+            # long video's cost grow with the square of its length.
+            with VideoReader(path) as reader:
+                times = reader.frame_times()
+                for i in range(0, len(starts), per_batch):
+                    idx = np.stack([window_frames(s, info.num_frames, window, t) for s in starts[i:i + per_batch]])
+                    union, inverse = np.unique(idx, return_inverse=True)  # each frame decoded once
+                    frames = _normalised_centre_crop(reader.frames(union), size, ctx.device)
+                    clips = frames[torch.from_numpy(inverse.reshape(idx.shape)).to(ctx.device)]  # (w, T, 3, S, S)
+                    pooled, _ = view_outputs(model, clips[:, None], amp_dtype)
+                    feats.append(pooled[:, 0].cpu().numpy())
         except (BadVideoError, OSError, ValueError) as error:
             store.fail(path, str(error))
             continue

@@ -268,3 +268,40 @@ def test_a_reader_on_real_clips_equals_one_decode_per_request(real_clips_dir):
             assert np.array_equal(reader.frame_times(), frame_times(path)), name
             for want in batches:
                 assert np.array_equal(reader.frames(want), decode_frames(path, want)), (name, want)
+
+
+def test_frames_are_converted_through_one_swscale_context_per_decode_as_to_ndarray_does(tmp_path, monkeypatch):
+    """``frame.to_ndarray(format="rgb24")`` set up a new swscale context for every frame (on the demo's 64x48
+    clips most of the decode's time). One context per decode gives the same pixels, tag and range followed."""
+    from av.video.reformatter import ColorRange, Colorspace
+
+    from dali_pipelines import pyav_io
+
+    rgb = pattern_frames(12, 64, 48)
+    plain, tagged = tmp_path / "plain.mp4", tmp_path / "bt709_full.mp4"
+    write_video(str(plain), rgb, codec="h264", fps=25, gop=4)
+    with av.open(str(tagged), "w") as out:  # BT.709, full range: both follow the frame's tags
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        stream.codec_context.colorspace, stream.codec_context.color_range = 1, 2
+        for frame in rgb:
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+                format="yuvj420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.JPEG)
+            for packet in stream.encode(yuv):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    made, real = [], pyav_io.VideoReformatter
+
+    def counted():
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(pyav_io, "VideoReformatter", counted)
+    for path in (plain, tagged):
+        with av.open(str(path)) as c:
+            expected = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        made.clear()
+        wanted = [11, 0, 5, 5, 7]
+        assert np.array_equal(decode_frames(str(path), wanted), expected[wanted])
+        assert len(made) == 1

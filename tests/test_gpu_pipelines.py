@@ -291,3 +291,52 @@ def test_evaluation_on_gpu_equals_one_that_waits_for_every_batch(h264_data):
     ahead, waited = (_evaluate_on("gpu", root, lst, wait) for wait in (False, True))
     assert [p[:3] for p in ahead] == [p[:3] for p in waited] and len(ahead) == len(COUNTS)
     assert np.allclose([p[3] for p in ahead], [p[3] for p in waited], atol=1e-6)
+
+
+def _h264_ramps(path: str, colorspace: int | None) -> None:
+    """An H.264 clip of smooth saturated ramps, 160x128 (over NVDEC's minimum), tagged with the AVColorSpace
+    ``colorspace`` (1: BT.709; None: untagged)."""
+    import av
+
+    yy, xx = np.mgrid[0:128, 0:160]
+    frames = np.stack([np.stack([xx * 255 // 160, yy * 255 // 128, (xx + yy + 20 * t) % 256], -1)
+                       for t in range(8)]).astype(np.uint8)
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 128, "yuv420p"
+        if colorspace is not None:
+            stream.codec_context.colorspace = colorspace
+        for frame in frames:
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace="ITU709" if colorspace == 1 else "ITU601")
+            for packet in stream.encode(yuv):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_a_bt709_clip_has_the_same_colours_on_nvdec_as_on_pyav(tmp_path):
+    """NVDEC converts with BT.601 whatever the tag (DALI's source); the graph maps its frames of a BT.709-tagged
+    video to the tag's colours, PyAV's: as close to the PyAV route's as an untagged clip's (about 6 grey levels
+    uncorrected on these ramps)."""
+    from dali_pipelines import routing
+
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "videos"))
+    _h264_ramps(os.path.join(root, "videos", "bt709.mp4"), 1)
+    _h264_ramps(os.path.join(root, "videos", "plain.mp4"), None)
+    lst = os.path.join(root, "list.txt")
+    with open(lst, "w") as f:
+        f.write("videos/bt709.mp4 0\nvideos/plain.mp4 1\n")
+    out = {}
+    for device in ("gpu", "cpu"):
+        cfg = small_cfg(root, lst, lst, **{"DATA.DECODE_DEVICE": device, "DATA.CPU_DECODER": "pyav",
+                                           "DATA.NUM_WORKERS": 0, "AUG.COLOR_JITTER": 0.0, "AUG.GRAY_SCALE": 0.0})
+        loader = build_loader(cfg, "val")
+        assert loader.routes_in_use() == [routing.NVDEC if device == "gpu" else routing.PYAV]
+        for batch in loader:
+            for video, row in zip(batch["video"], batch["index"].tolist()):
+                out[device, row] = denormalize(video)
+        loader.close()
+    tagged, plain = (np.abs(out["gpu", r] - out["cpu", r]).mean() for r in (0, 1))
+    assert tagged < plain + 0.5, (tagged, plain)

@@ -23,7 +23,7 @@ from .colour import colorspace_name
 from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
-           "decode_frames", "VideoReader", "first_pictures_not_shown", "count_frames", "frame_times", "count_packets",
+           "decode_frames", "VideoReader", "first_pictures_not_shown", "count_frames", "count_packets",
            "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
@@ -199,11 +199,16 @@ class VideoReader:
         return self._numbered
 
     def frame_times(self) -> np.ndarray | None:
-        """:func:`frame_times` of the video, from this reader's demux (the one its requests use)."""
+        """Presentation time of every frame (the numbering of :meth:`frames`), in seconds after the first one, from
+        the packets' timestamps (this reader's demux, no decoding); None when they cannot tell (a packet without
+        one, two frames with the same one). Frame ``i`` is not at ``i / fps`` when the rate varies or frames were
+        dropped: an average rate spreads a gap over the whole video."""
         numbered = self._demux()
-        if numbered is None or not numbered.order:
+        time_base = self._stream.time_base
+        if numbered is None or not numbered.order or time_base is None:
             return None
-        return _seconds([numbered.packets[d].pts for d in numbered.order], self._stream.time_base)
+        ticks = np.array([numbered.packets[d].pts for d in numbered.order], dtype=np.int64)
+        return (ticks - ticks[0]) * float(time_base)
 
     def frames(self, indices: Iterable[int], stats: dict[str, Any] | None = None) -> np.ndarray:
         """:func:`decode_frames` of ``indices`` (with its ``stats``, errors and exact frames) on this video."""
@@ -401,41 +406,6 @@ def count_frames(path: VideoSource, threads: int = 0) -> int:
     finally:
         container.close()
     return n
-
-
-def frame_times(path: VideoSource) -> np.ndarray | None:
-    """Presentation time of every frame (the numbering of :func:`decode_frames`), in seconds after the first one,
-    from the packets' timestamps (demuxed, not decoded); None when they cannot tell (a packet without one, two
-    frames with the same one). Frame ``i`` is not at ``i / fps`` when the rate varies or frames were dropped: an
-    average rate spreads a gap over the whole video.
-
-    Raises:
-        BadVideoError: unreadable file or no video stream.
-    """
-    name = _name(path)
-    container = _open(path)
-    try:
-        stream = _video_stream(container, name)
-        packets = [(p.pts, not p.is_discard) for p in container.demux(stream) if p.size]
-        time_base = stream.time_base
-    except av.error.FFmpegError:
-        return None
-    finally:
-        container.close()
-    if not packets or time_base is None or any(pts is None for pts, _ in packets):
-        return None
-    numbered = presentation_order([pts for pts, _ in packets], [shown for _, shown in packets])
-    if numbered is None or not numbered[0]:
-        return None
-    return _seconds([packets[d][0] for d in numbered[0]], time_base)
-
-
-def _seconds(stamps: list[int], time_base: Fraction | None) -> np.ndarray | None:
-    """Presentation timestamps (frame order) -> seconds after the first; None without a time base."""
-    if time_base is None:
-        return None
-    ticks = np.array(stamps, dtype=np.int64)
-    return (ticks - ticks[0]) * float(time_base)
 
 
 def count_packets(path: VideoSource) -> int:

@@ -21,7 +21,7 @@ from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.pyav_encode import write_video
 from tests.test_pipelines import _check_test_views, _train_sample_reference
 from tests.video_fixtures import (FrameMatcher, cuts_some_file, denormalize, make_clip_dataset, mark_rotated,
-                                  pattern_frames, reference_clips, small_cfg)
+                                  pattern_frames, pixels_by_row, reference_clips, small_cfg)
 
 pytestmark = pytest.mark.gpu
 
@@ -334,9 +334,6 @@ def test_a_bt709_clip_has_the_same_colours_on_nvdec_as_on_pyav(tmp_path):
                                            "DATA.NUM_WORKERS": 0, "AUG.COLOR_JITTER": 0.0, "AUG.GRAY_SCALE": 0.0})
         loader = build_loader(cfg, "val")
         assert loader.routes_in_use() == [routing.NVDEC if device == "gpu" else routing.PYAV]
-        for batch in loader:
-            for video, row in zip(batch["video"], batch["index"].tolist()):
-                out[device, row] = denormalize(video)
-        loader.close()
-    tagged, plain = (np.abs(out["gpu", r] - out["cpu", r]).mean() for r in (0, 1))
+        out[device] = pixels_by_row(loader)
+    tagged, plain = (np.abs(out["gpu"][r] - out["cpu"][r]).mean() for r in (0, 1))
     assert tagged < plain + 0.5, (tagged, plain)

@@ -25,7 +25,7 @@ from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indic
 from dali_pipelines.pyav_encode import write_video
 from tests.conftest import ROOT, child_env
 from tests.video_fixtures import (FrameMatcher, best_match, denormalize, make_clip_dataset, pattern_frames,
-                                  reference_clips, roi_resize_ref, small_cfg)
+                                  pixels_by_row, reference_clips, roi_resize_ref, small_cfg)
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +158,8 @@ def test_a_bt709_clip_has_the_same_colours_on_dalis_cpu_route_as_on_pyavs(tmp_pa
                                            "DATA.CPU_DECODER": decoder, "DATA.NUM_WORKERS": 0})
         loader = build_loader(cfg, split)
         assert loader.routes_in_use() == [routing.DALI_CPU if decoder == "dali" else routing.PYAV]
-        for batch in loader:
-            for video, row in zip(batch["video"], batch["index"].tolist()):
-                out[decoder, row] = denormalize(video)
-        loader.close()
-    tagged, plain = (np.abs(out["dali", r] - out["pyav", r]).mean() for r in (0, 1))
+        out[decoder] = pixels_by_row(loader)
+    tagged, plain = (np.abs(out["dali"][r] - out["pyav"][r]).mean() for r in (0, 1))
     assert tagged < plain + 0.5 and tagged < 2.0, (tagged, plain)  # uncorrected: about 6 grey levels
 
 

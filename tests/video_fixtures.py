@@ -172,6 +172,18 @@ def denormalize(video) -> np.ndarray:
     return v * STD + MEAN
 
 
+def pixels_by_row(loader) -> dict[int, np.ndarray]:
+    """Every clip a loader yields as pixel values (:func:`denormalize`), by its list row; the loader is closed."""
+    out = {}
+    try:
+        for batch in loader:
+            for video, row in zip(batch["video"], batch["index"].tolist()):
+                out[row] = denormalize(video)
+    finally:
+        loader.close()
+    return out
+
+
 def synthetic_dataset(tmp_path_factory, name: str, train_per_class: int, val_per_class: int, num_frames: int = 12,
                       size: tuple[int, int] = (48, 32)) -> Path:
     """A small motion dataset (tools/synthetic.py) in a fresh temporary folder, for end-to-end runs."""

@@ -108,6 +108,10 @@ class TrainState:
     # written from the logged lines (Trainer.evaluate_finished) names it too.
     resumed_from: str | None = None
     last_checkpoint: str | None = None
+    # The epoch in progress's finite step losses, summed and counted: saved mid-epoch, so that the epoch's mean loss
+    # after a resume covers the steps trained before it too.
+    epoch_loss_sum: float = 0.0
+    epoch_loss_steps: int = 0
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -115,7 +119,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                     ctx: DistContext, *, mixup: Callable | None = None, scaler: torch.amp.GradScaler | None = None,
                     ema: Any = None, on_step: Callable[[], None] | None = None,
                     control: StepControl | None = None) -> dict[str, float]:
-    """Train for the rest of ``state.epoch`` (from ``state.step_in_epoch``) and return ``{'loss', 'steps'}``.
+    """Train for the rest of ``state.epoch`` (from ``state.step_in_epoch``) and return ``{'loss', 'steps'}``: the
+    epoch's mean finite step loss (``state.epoch_loss_*``: a resumed epoch's earlier steps included) and the number
+    of finite steps this call trained.
 
     One optimizer step = ``opts.accumulation_steps`` micro-batches; DDP's gradient all-reduce runs only on the
     last of them (``no_sync`` on the others). The LR of step ``t`` is set with ``scheduler.step_update(t)`` just
@@ -135,7 +141,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     metrics.start_epoch(state.epoch, opts.steps_per_epoch, state.step_in_epoch, opts.epochs,
                         step_offset=state.schedule_offset)
     loss_sum = torch.zeros((), device=device)
-    epoch_loss, epoch_steps = 0.0, 0
+    epoch_steps = 0
     micro, data_time, clips = 0, 0.0, 0
     it = iter(loader)
     t_step = time.perf_counter()
@@ -218,7 +224,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                 # timm's step is the number of optimizer updates including this one (its train script counts
                 # num_updates before the call): step 1 copies the weights, later steps average with EMA_DECAY.
                 ema.update(unwrap(model), step=state.global_step + 1)
-            epoch_loss += step_loss
+            state.epoch_loss_sum += step_loss
+            state.epoch_loss_steps += 1
             epoch_steps += 1
         state.global_step += 1
         state.step_in_epoch += 1
@@ -234,7 +241,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     for _ in it:
         pass
     metrics.end_epoch(state.global_step, state.epoch)
-    return {"loss": epoch_loss / epoch_steps if epoch_steps else float("nan"), "steps": epoch_steps}
+    mean = state.epoch_loss_sum / state.epoch_loss_steps if state.epoch_loss_steps else float("nan")
+    return {"loss": mean, "steps": epoch_steps}
 
 
 @dataclass(frozen=True)
@@ -544,14 +552,21 @@ class Trainer:
                 self.train_loader.load_state_dict(self._loader_state)
                 self._loader_state = None
             else:
-                st.step_in_epoch = 0
+                st.step_in_epoch, st.epoch_loss_sum, st.epoch_loss_steps = 0, 0.0, 0
             step_before = st.global_step
             train_stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.scheduler,
                                           self.criterion, st, opts, self.metrics, self.ctx, mixup=self.mixup,
                                           scaler=self.scaler, ema=self.ema, on_step=on_step, control=self._control)
-            # Resumed from a stop at the epoch's last step, this attempt trained none of it: no mean to report.
-            done = (f"mean loss {train_stats['loss']:.4f}" if st.global_step > step_before
-                    else f"its steps were trained before this run resumed at step {st.global_step}")
+            # The mean covers the steps before a resume too (a checkpoint older than that carries none of them: the
+            # count says so), and skipped steps have no loss.
+            if st.epoch_loss_steps:
+                counted = f" over {st.epoch_loss_steps} of its {st.step_in_epoch} steps" \
+                    if st.epoch_loss_steps != st.step_in_epoch else ""
+                done = f"mean loss {train_stats['loss']:.4f}{counted}"
+            elif st.global_step == step_before:
+                done = f"its steps were trained before this run resumed at step {st.global_step}"
+            else:
+                done = "no step had a finite loss"
             self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: {done}")
             # Every rank gathers (loader_stats, host memory); rank 0 writes the counters, the routes' among them.
             self.metrics.log_data("train", {**loader_stats(self.train_loader, self.ctx),

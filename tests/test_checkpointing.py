@@ -577,78 +577,115 @@ def test_an_end_of_epoch_resume_on_another_training_list_says_so(tmp_path):
         t.metrics.close()
 
 
-def test_a_stop_at_the_last_step_resumed_keeps_the_runs_last_loss_in_its_summary(tmp_path):
+class _PositionLoader:
+    """Two batches of 2 clips an epoch, with a position a checkpoint keeps; ``stop_before``: a scheduler's SIGTERM
+    arrives while that batch (1-based) is trained."""
+
+    batch_size = 2
+
+    def __init__(self, stop_before: int = 0):
+        self.position, self.stop_before = 0, stop_before
+
+    def set_epoch(self, epoch):
+        self.position = 0
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+    def __iter__(self):
+        import signal
+
+        gen = torch.Generator().manual_seed(0)
+        batches = [{"video": torch.randn(2, 4, generator=gen), "label": torch.tensor([0, 1])} for _ in range(2)]
+        while self.position < len(batches):
+            self.position += 1
+            if self.position == self.stop_before:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batches[self.position - 1]
+
+
+class _ConstantSchedule:  # the LR schedule's interface (timm's)
+    def step_update(self, step):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _one_epoch_trainer(out: str, loader: _PositionLoader):
+    """A tiny trainer of one 2-step epoch on ``loader`` (the same initial weights every time), evaluated without
+    data; loader_stats must be patched."""
+    torch.manual_seed(0)
+    t = _tiny_trainer(out, num_classes=2)
+    t.scheduler = _ConstantSchedule()
+    t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 1, 2, False
+    t.train_loader = loader
+    t.run_eval = lambda loader, split, epoch: {"split": split, "top1": 50.0}
+    return t
+
+
+def _stopped_then_resumed(out: str, stop_before: int):
+    """Train the epoch, stopped by SIGTERM during batch ``stop_before``, then resumed to its end."""
+    from engine.preemption import Preempted
+
+    stopped = _one_epoch_trainer(out, _PositionLoader(stop_before=stop_before))
+    with pytest.raises(Preempted):
+        stopped.fit()
+    stopped.metrics.close()
+    resumed = _one_epoch_trainer(out, _PositionLoader())
+    assert resumed.resume(None, auto=True)
+    resumed.fit()
+    resumed.metrics.summary({})
+    resumed.metrics.close()
+    return resumed
+
+
+def test_a_stop_at_the_last_step_resumed_keeps_the_runs_last_loss_in_its_summary(tmp_path, monkeypatch):
     """A stop signal during the last epoch's last step saves that step mid-epoch; the attempt that resumes from it
     trains no step. Its summary.json must still report the run's last loss (the attempt had none of its own: it
     was null), and its log must not say the epoch's mean loss was nan."""
     import json
-    import signal
 
     import engine.train_loop as train_loop
-    from engine.preemption import Preempted
 
-    class Loader:  # two batches of 2 clips an epoch, with a position a checkpoint keeps
-        batch_size = 2
-
-        def __init__(self, stop_before: int = 0):
-            self.position, self.stop_before = 0, stop_before
-
-        def set_epoch(self, epoch):
-            self.position = 0
-
-        def state_dict(self):
-            return {"position": self.position}
-
-        def load_state_dict(self, state):
-            self.position = state["position"]
-
-        def __iter__(self):
-            gen = torch.Generator().manual_seed(0)
-            batches = [{"video": torch.randn(2, 4, generator=gen), "label": torch.tensor([0, 1])} for _ in range(2)]
-            while self.position < len(batches):
-                self.position += 1
-                if self.position == self.stop_before:  # a scheduler's SIGTERM during the last step
-                    os.kill(os.getpid(), signal.SIGTERM)
-                yield batches[self.position - 1]
-
-    class Schedule:  # the LR schedule's interface (timm's): a constant LR
-        def step_update(self, step):
-            pass
-
-        def state_dict(self):
-            return {}
-
-        def load_state_dict(self, state):
-            pass
-
-    def trainer(loader):
-        t = _tiny_trainer(str(tmp_path), num_classes=2)
-        t.scheduler = Schedule()
-        t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 1, 2, False
-        t.train_loader = loader
-        t.run_eval = lambda loader, split, epoch: {"split": split, "top1": 50.0}
-        return t
-
-    saved = train_loop.loader_stats
-    train_loop.loader_stats = lambda *a: {}
-    try:
-        stopped = trainer(Loader(stop_before=2))
-        with pytest.raises(Preempted):
-            stopped.fit()
-        stopped.metrics.close()
-        last_loss = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]["loss"]
-        resumed = trainer(Loader())
-        assert resumed.resume(None, auto=True)
-        assert resumed.state.global_step == 2 and resumed.state.step_in_epoch == 2
-        resumed.fit()  # nothing left to train: the epoch's evaluation and checkpoint
-        resumed.metrics.summary({})
-        resumed.metrics.close()
-    finally:
-        train_loop.loader_stats = saved
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+    resumed = _stopped_then_resumed(str(tmp_path), stop_before=2)
+    assert resumed.state.global_step == 2
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last_loss = [x for x in lines if x.get("kind") == "train"][-1]["loss"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["optimizer_steps"] == 2 and summary["last_loss"] == pytest.approx(last_loss)
     log = (tmp_path / "log_rank0.txt").read_text()
-    assert "mean loss nan" not in log and "epoch 1/1 done: its steps were trained before" in log
+    assert "mean loss nan" not in log and "epoch 1/1 done: mean loss " in log
+
+
+def test_an_epoch_resumed_mid_way_reports_the_mean_loss_of_all_its_steps(tmp_path, monkeypatch):
+    """An epoch stopped after its first step and resumed reported the mean loss of the steps since the resume only
+    (here: the second step's loss alone). The epoch's loss sum and step count ride in the checkpoint, so the line
+    equals an uninterrupted run's."""
+    import re
+
+    import engine.train_loop as train_loop
+
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+    whole = _one_epoch_trainer(str(tmp_path / "whole"), _PositionLoader())
+    whole.fit()
+    whole.metrics.close()
+    _stopped_then_resumed(str(tmp_path / "resumed"), stop_before=1)
+
+    def epoch_line(run):
+        found = re.findall(r"epoch 1/1 done: (.*)", (tmp_path / run / "log_rank0.txt").read_text())
+        assert len(found) == 1, found
+        return found[0]
+
+    assert re.fullmatch(r"mean loss \d+\.\d{4}", epoch_line("whole"))
+    assert epoch_line("resumed") == epoch_line("whole")
 
 
 def test_a_best_pth_newer_than_the_resumed_checkpoint_stays_the_best_to_beat(tmp_path, monkeypatch):
@@ -698,3 +735,28 @@ def test_a_best_pth_newer_than_the_resumed_checkpoint_stays_the_best_to_beat(tmp
     best = torch.load(tmp_path / "best.pth", weights_only=True)
     assert (result["best_top1"], result["best_epoch"]) == (best["top1"], best["epoch"] + 1) == (80.0, 2)
     assert "best.pth (top-1 80.00 % at epoch 2, step 10) is newer than" in (tmp_path / "log_rank0.txt").read_text()
+
+
+def test_an_epoch_resumed_from_a_checkpoint_without_loss_totals_says_how_many_steps_its_mean_covers(tmp_path,
+                                                                                                    monkeypatch):
+    """A checkpoint written before the epoch's loss totals were saved: the resumed epoch's mean covers the steps
+    since the resume only, and the line says so instead of passing it off as the epoch's."""
+    import engine.train_loop as train_loop
+    from engine.preemption import Preempted
+
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+    stopped = _one_epoch_trainer(str(tmp_path), _PositionLoader(stop_before=1))
+    with pytest.raises(Preempted):
+        stopped.fit()
+    stopped.metrics.close()
+    path = stopped.state.last_checkpoint
+    ckpt = torch.load(path, weights_only=False)
+    for key in ("epoch_loss_sum", "epoch_loss_steps"):
+        del ckpt["train_state"][key]
+    save_atomic(ckpt, path)
+    resumed = _one_epoch_trainer(str(tmp_path), _PositionLoader())
+    assert resumed.resume(None, auto=True)
+    resumed.fit()
+    resumed.metrics.close()
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert "epoch 1/1 done: mean loss " in log and " over 1 of its 2 steps" in log

@@ -317,6 +317,14 @@ def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: in
     return torch.from_numpy(array.astype(np.int64))
 
 
+def _shared_head_rows(index: torch.Tensor) -> list[tuple[int, list[int]]]:
+    """(checkpoint row, the model classes given it) for each row a class mapping gives to more than one class."""
+    classes_of: dict[int, list[int]] = {}
+    for cls, row in enumerate(index.tolist()):
+        classes_of.setdefault(row, []).append(cls)
+    return [(row, classes) for row, classes in sorted(classes_of.items()) if len(classes) > 1]
+
+
 def _size(hw: tuple[int, ...]) -> str:
     return f"{hw[0]}" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
@@ -438,6 +446,13 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
                 if k in sd:
                     sd[k] = sd[k][index]
             notes.append(f"head: {source_classes} checkpoint classes gathered to {len(index)} by the class mapping")
+            shared = _shared_head_rows(index)
+            if shared:  # a start for fine-tuning; evaluated as it is, the classes of a row tie on every video
+                more = f" (and {len(shared) - 5} more rows)" if len(shared) > 5 else ""
+                notes.append("class mapping: classes given the same checkpoint row start with the same head row and "
+                             "cannot be told apart until fine-tuned: "
+                             + "; ".join(f"row {row} -> classes {', '.join(map(str, classes))}"
+                                         for row, classes in shared[:5]) + more)
         else:
             for k in ("head.weight", "head.bias"):
                 sd.pop(k, None)

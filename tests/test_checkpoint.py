@@ -154,6 +154,22 @@ def test_class_mapping_gathers_head_rows(tmp_path):
     assert torch.equal(model.head.bias.detach(), src["head.bias"][[7, 2, 9, 0]])
 
 
+def test_a_class_mapping_that_gives_one_row_to_several_classes_says_which(tmp_path):
+    """Two classes mapped to one checkpoint row start with identical head rows: evaluated before fine-tuning they
+    tie on every video. Allowed (a start for fine-tuning), and the conversion notes (shown as warnings) name them."""
+    src = random_state_dict(tiny(num_classes=10))
+    out, notes = convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=np.array([7, 2, 7, 0]))
+    assert torch.equal(out["head.weight"][0], out["head.weight"][2])
+    assert [n for n in notes if n.startswith("class mapping:")] == [
+        "class mapping: classes given the same checkpoint row start with the same head row and cannot be told apart "
+        "until fine-tuned: row 7 -> classes 0, 2"]
+    _, notes = convert_state_dict(src, tiny(num_classes=8), "eva_k722", class_mapping=np.arange(8) // 2)
+    assert [n for n in notes if n.startswith("class mapping:")][0].endswith(
+        "row 0 -> classes 0, 1; row 1 -> classes 2, 3; row 2 -> classes 4, 5; row 3 -> classes 6, 7")
+    _, notes = convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=np.array([7, 2, 9, 0]))
+    assert not [n for n in notes if n.startswith("class mapping")]
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.array([0, 1, 2], dtype=np.int64), "3 entries but the model has 4"),
     (np.array([0.0, 1.0, 2.0, 3.0]), "1-D integer"),

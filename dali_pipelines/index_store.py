@@ -312,6 +312,11 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if set(table.texts) != set(_TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")
     table.check()
+    untagged = int(np.count_nonzero((table.columns["colorspace"] == 0) & (table.status == GOOD)))  # code 0: ''
+    if untagged and not migrated:  # rows a version 3 cache passed on (a --check reuses them): say so at every load
+        logger.warning("index cache %s: %d of its videos have no colour matrix tag recorded (rows carried over from "
+                       "a version 3 cache), so the frames DALI decodes of the tagged ones keep DALI's BT.601 "
+                       "colours; delete it to probe every video again and record them", cache_path, untagged)
     paths = PathTable(archive["paths"], archive["path_offsets"])
     offsets = paths.offsets
     if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)

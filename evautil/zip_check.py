@@ -74,5 +74,7 @@ def _cut_short(path: str) -> str | None:
         return None
     if not head or not b"PK\x03\x04".startswith(head):  # (a file cut within these 4 bytes is one too)
         return None
+    # A zip reader looks for the end record in the last 64 KiB: more bytes appended after a whole archive hide it
+    # as well as a cut does.
     return (f"cut short: {size} bytes of a zip archive (torch's format) without its end record (an interrupted "
-            "save, copy or download?)")
+            "save, copy or download?), or with more than 64 KiB appended after it")

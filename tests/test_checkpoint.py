@@ -413,7 +413,11 @@ def test_a_checkpoint_cut_short_says_so_wherever_it_was_cut(tmp_path):
         with pytest.raises(CheckpointError) as info:
             read_state_dict(cut)
         assert str(info.value) == (f"{cut}: damaged: cut short: {length} bytes of a zip archive (torch's format) "
-                                   "without its end record (an interrupted save, copy or download?)"), length
+                                   "without its end record (an interrupted save, copy or download?), or with "
+                                   "more than 64 KiB appended after it"), length
+    cut.write_bytes(data + bytes(70 << 10))  # a whole archive with bytes appended: its end record is not found
+    with pytest.raises(CheckpointError, match=r"without its end record .*, or with more than 64 KiB appended"):
+        read_state_dict(cut)
     cut.write_bytes(b"")
     with pytest.raises(CheckpointError) as info:
         read_state_dict(cut)

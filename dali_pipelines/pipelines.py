@@ -249,7 +249,7 @@ _OUT_OF_BOUNDS = re.compile(r"out-of-bounds frame index (\d+)\D.*?with (\d+) fra
 
 def _decode_route(inputs: dict, route: str, nvdec_affine: bool):
     backend = ROUTES[route].backend
-    if backend is None:  # PyAV route: already decoded on the host
+    if backend is None:  # a host route (PyAV, DALI's CPU decoder in a worker): decoded and colour-corrected there
         return inputs["video"]
     extra = {"affine": nvdec_affine} if backend == "mixed" else {}
     frames = fn.decoders.video(inputs["encoded"], device=backend, frames=inputs["frames"], pad_mode=PAD_MODE,

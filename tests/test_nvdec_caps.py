@@ -37,7 +37,7 @@ class FakeDriver:
 
     def __init__(self, table: dict, errors=(), fail: dict | None = None):
         self.table, self.errors, self.fail, self.calls = table, set(errors), fail or {}, []
-        self.current = None
+        self.current, self.released = None, []  # released: the device handles given back
 
         def call(name, body):
             def wrapper(*args):
@@ -75,7 +75,7 @@ class FakeDriver:
         self.functions = SimpleNamespace(
             cuInit=call("cuInit", lambda flags: None), cuDeviceGet=call("cuDeviceGet", device_get),
             cuDevicePrimaryCtxRetain=call("cuDevicePrimaryCtxRetain", retain),
-            cuDevicePrimaryCtxRelease_v2=call("cuDevicePrimaryCtxRelease_v2", lambda handle: None),
+            cuDevicePrimaryCtxRelease_v2=call("cuDevicePrimaryCtxRelease_v2", self.released.append),
             cuCtxPushCurrent_v2=call("cuCtxPushCurrent_v2", push), cuCtxPopCurrent_v2=call("cuCtxPopCurrent_v2", pop),
             cuvidGetDecoderCaps=call("cuvidGetDecoderCaps", caps))
 
@@ -91,7 +91,7 @@ def test_query_asks_each_configuration_in_the_devices_primary_context():
     assert answers == {("h264", "420", 8): H264, ("av1", "420", 8): AV1}  # the failed question is left out
     assert fake.calls == ["cuInit", "cuDeviceGet", "device 1", "cuDevicePrimaryCtxRetain", "cuCtxPushCurrent_v2",
                           *["cuvidGetDecoderCaps"] * 3, "cuCtxPopCurrent_v2", "cuDevicePrimaryCtxRelease_v2"]
-    assert fake.current is None  # the context is popped again
+    assert fake.current is None and fake.released == [101]  # popped, and the retained device's context released
 
 
 def test_query_failures_name_the_call_and_release_the_context():
@@ -100,11 +100,11 @@ def test_query_failures_name_the_call_and_release_the_context():
     fake = _h200_driver(fail={"cuCtxPushCurrent_v2": 201})
     with pytest.raises(NvdecCapsError, match="cuCtxPushCurrent failed with CUresult 201"):
         query_decoder_caps([("h264", "420", 8)], device=1, driver=fake.functions)
-    assert fake.calls[-1] == "cuDevicePrimaryCtxRelease_v2"
+    assert fake.calls[-1] == "cuDevicePrimaryCtxRelease_v2" and fake.released == [101]
     fake = _h200_driver(errors={(CUDA_VIDEO_CODEC["h264"], 1, 8)})
     with pytest.raises(NvdecCapsError, match=r"cuvidGetDecoderCaps\(h264, 420, 8-bit\) failed with CUresult 1"):
         query_decoder_caps([("h264", "420", 8)], device=1, driver=fake.functions)
-    assert fake.calls[-2:] == ["cuCtxPopCurrent_v2", "cuDevicePrimaryCtxRelease_v2"]
+    assert fake.calls[-2:] == ["cuCtxPopCurrent_v2", "cuDevicePrimaryCtxRelease_v2"] and fake.released == [101]
     with pytest.raises(ValueError, match="'mjpeg'"):
         query_decoder_caps([("mjpeg", "420", 8)], driver=fake.functions)
 

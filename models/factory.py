@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from configs import ConfigError
+
 from .checkpoint import load_pretrained, pretrained_source_grid
 from .eva import EVAVideoTransformer
 
@@ -31,17 +33,18 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     """``EVAVideoTransformer`` constructor kwargs for ``cfg`` (a full config from ``configs.load_config``).
 
     Raises:
-        ValueError: unknown MODEL.ARCH (the message lists the presets) or an input size that does not divide
-            into its patches (both depend on the presets, which only this package knows).
+        ConfigError: unknown MODEL.ARCH (the message lists the presets) or an input size that does not divide
+            into its patches (both depend on the presets, which only this package knows; a ConfigError, as
+            configs.validate's, so that every command reports it as a config mistake, not a crash).
     """
     arch = cfg.MODEL.ARCH
     if arch not in ARCHS:
-        raise ValueError(f"MODEL.ARCH {arch!r} is not a known preset; choose one of {sorted(ARCHS)}")
+        raise ConfigError(f"MODEL.ARCH {arch!r} is not a known preset; choose one of {sorted(ARCHS)}")
     preset = ARCHS[arch]
     patch, size = preset["patch_size"], cfg.DATA.INPUT_SIZE
     if size % patch:
-        raise ValueError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
-                         f"(e.g. use {size // patch * patch} or {(size // patch + 1) * patch})")
+        raise ConfigError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
+                          f"(e.g. use {size // patch * patch} or {(size // patch + 1) * patch})")
     # DATA.NUM_FRAMES vs DATA.TUBELET_SIZE is checked by configs.validate (load_config), not again here.
     return dict(
         img_size=size, num_frames=cfg.DATA.NUM_FRAMES, patch_size=patch, tubelet_size=cfg.DATA.TUBELET_SIZE,

@@ -150,6 +150,20 @@ def test_a_negative_number_of_workers_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "list.txt.index.npz").exists()
 
 
+@pytest.mark.parametrize("opts,needle", [
+    (["MODEL.ARCH", "eva-tiny/9"], "MODEL.ARCH 'eva-tiny/9' is not a known preset"),
+    (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8"),
+])
+def test_a_model_the_config_cannot_build_is_one_line_exit_2(tmp_path, opts, needle):
+    """The model's presets are checked where the model is built: that was a traceback here."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n")
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", "--opts", "DATA.VAL_FILE", str(lst),
+                "DATA.TRAIN_FILE", "", *opts)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and needle in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def _verify_with_a_hanging_probe(*args: str) -> subprocess.CompletedProcess:
     """verify_data.py whose probes never answer for files named with ``crashing_jobs.STALL_MARK``."""
     script = ("import runpy, sys\n"

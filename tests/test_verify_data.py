@@ -150,6 +150,17 @@ def test_a_negative_number_of_workers_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "list.txt.index.npz").exists()
 
 
+def test_a_number_of_classes_below_1_is_refused_in_one_line(tmp_path):
+    """--num-classes 0 reported every line's label as outside [0, 0)."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n")
+    r = _verify(str(lst), "--num-classes", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "error: --num-classes 0: give the number of classes (labels lie in [0, N)), at least 1"), r.stderr
+    assert not (tmp_path / "list.txt.index.npz").exists()
+
+
 @pytest.mark.parametrize("opts,needle", [
     (["MODEL.ARCH", "eva-tiny/9"], "MODEL.ARCH 'eva-tiny/9' is not a known preset"),
     (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8"),

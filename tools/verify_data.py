@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(opts_last(ap, sys.argv[1:] if argv is None else argv))
     if not args.lists and not args.cfg:
         ap.error("give video lists, or --cfg for the lists of a training config")
+    if args.num_classes is not None and args.num_classes < 1:  # else every line was "label 0 is outside [0, 0)"
+        ap.error(f"--num-classes {args.num_classes}: give the number of classes (labels lie in [0, N)), at least 1")
     if args.workers < 0:
         ap.error(f"--workers {args.workers}: give a number of processes, or 0 for every core")
     if args.video_timeout is not None and not args.video_timeout >= 0:  # also refuses nan

@@ -291,7 +291,13 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
                        (["--out", str(tmp_path / "d"), "--gop", "0"], "--gop must be >= 1, got 0"),
                        # numpy's seeding refused it in every encoding process: three tracebacks, a folder left
                        (["--out", str(tmp_path / "d"), "--seed", "-1"], "--seed must be >= 0, got -1"),
-                       (["--out", str(tmp_path / "d"), "--fps", "0"], "--fps must be > 0, got 0.0"),
+                       (["--out", str(tmp_path / "d"), "--fps", "0"],
+                        "--fps must be between 0.001 and 1000 frames per second, got 0.0"),
+                       # the encoder's rate rounded to 0 or overflowed: a traceback from every encoding process
+                       (["--out", str(tmp_path / "d"), "--fps", "1e-9"],
+                        "--fps must be between 0.001 and 1000 frames per second, got 1e-09"),
+                       (["--out", str(tmp_path / "d"), "--fps", "inf"],
+                        "--fps must be between 0.001 and 1000 frames per second, got inf"),
                        # a MemoryError traceback from the frame generator
                        (["--out", str(tmp_path / "d"), "--size", "100000x100000"],
                         "--size is at most 8192x8192 (the largest picture NVDEC decodes), got '100000x100000'")):

@@ -25,6 +25,7 @@ from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
 LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
+MIN_FPS, MAX_FPS = 0.001, 1000.0
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-per-class", type=int, default=24, help="validation clips per class (default 24)")
     ap.add_argument("--frames", type=int, default=32, help="frames per clip (default 32)")
     ap.add_argument("--size", type=_size, default=(64, 48), help="WIDTHxHEIGHT (default 64x48)")
-    ap.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    ap.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25), from 0.001 to 1000")
     ap.add_argument("--gop", type=int, default=None, help="keyframe interval in frames (default: encoder's)")
     ap.add_argument("--seed", type=int, default=0, help="the clips are a function of it (default 0)")
     ap.add_argument("--workers", type=int, default=0, help="encoding processes (0 = all cores)")
@@ -70,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                                ("--seed", args.seed, 0)):
         if value < least:
             ap.error(f"{flag} must be >= {least}, got {value}")
-    if not args.fps > 0:
-        ap.error(f"--fps must be > 0, got {args.fps}")
+    # The encoder keeps the rate as a fraction of 32-bit integers with a denominator of at most 1001: below 0.001
+    # it rounded to 0, and inf or above 2**31 overflowed, a traceback from every encoding process.
+    if not MIN_FPS <= args.fps <= MAX_FPS:
+        ap.error(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {args.fps}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
     on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json is "

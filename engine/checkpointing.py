@@ -93,7 +93,10 @@ def _gb(n: int) -> str:
 
 def check_output_dir(path: str) -> None:
     """Raise CheckpointError when ``path`` (OUTPUT) cannot become a writable directory: it, or a folder above it,
-    is a file, or the nearest existing one cannot be written."""
+    is a file, or the nearest existing one cannot be written, or it is empty."""
+    if not path:  # abspath("") is the working folder: the run's lock went there, then its first write failed
+        raise CheckpointError("OUTPUT is empty: name the folder the run writes to (--output DIR, or OUTPUT in the "
+                              "config; the default is output)")
     probe = os.path.abspath(path)
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)

@@ -540,6 +540,18 @@ def test_output_that_is_a_file_is_one_line(tmp_path, dataset, capsys, below):
     assert existing.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_empty_output_is_one_line_and_nothing_is_written(tmp_path, dataset, capsys, monkeypatch, dry_run):
+    """OUTPUT "" was the working folder: a run left its lock there, then failed with "[Errno 2] ...: ''"."""
+    monkeypatch.chdir(tmp_path)
+    rc = train.main(["--cfg", DEMO, "--output", "", *(["--dry-run"] if dry_run else []), "--opts",
+                     *_opts(dataset, tmp_path / "o")[:-2]])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "error: OUTPUT is empty: name the folder the run writes to (--output DIR, or OUTPUT " \
+                              "in the config; the default is output)\n", err
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("opts,needle", [
     (["MODEL.ARCH", "eva-tiny/9"], "MODEL.ARCH 'eva-tiny/9' is not a known preset"),
     (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8"),

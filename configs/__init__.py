@@ -197,11 +197,17 @@ def _yaml_error_line(e: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
-def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
+def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> None:
+    """Merge the file ``path`` and, first, its BASE files; ``chain``: the files whose BASE led here."""
+    named = f" (in BASE of {chain[-1]})" if chain else ""  # a BASE entry is found in another file than --cfg
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder, not a YAML file{named}")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    if depth > 8:
-        raise ConfigError(f"{path}: BASE files nest more than 8 deep (a cycle?)")
+        raise ConfigError(f"config file not found: {path}{named}")
+    if os.path.abspath(path) in map(os.path.abspath, chain):
+        raise ConfigError(f"{path}: BASE files form a cycle: {' -> '.join((*chain, path))}")
+    if len(chain) > 8:
+        raise ConfigError(f"{path}: BASE files nest more than 8 deep")
     with open(path, encoding="utf-8") as f:
         try:
             data = _load_yaml(f, path) or {}
@@ -218,7 +224,7 @@ def _merge_file(cfg: CN, path: str, seen: dict, depth: int = 0) -> None:
         raise ConfigError(f"{path}: BASE must be a list of config files, got {bases!r}")
     for base in bases:
         if base:
-            _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, depth + 1)
+            _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, (*chain, path))
     _merge_dict(cfg, data, path, seen=seen)
 
 

@@ -128,6 +128,26 @@ def test_base_files_merge_first(tmp_path):
     assert (cfg.DATA.NUM_FRAMES, cfg.DATA.NUM_CLASSES) == (4, 7)
 
 
+def test_base_files_that_cannot_be_merged_are_named_with_the_file_naming_them(tmp_path):
+    """A missing BASE file was named without the file that named it, a folder was "not found", and a cycle was
+    "more than 8 deep (a cycle?)", naming one of its files."""
+    child = tmp_path / "child.yaml"
+    child.write_text("BASE: ['missing.yaml']\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(child))
+    assert str(info.value) == f"config file not found: {tmp_path / 'missing.yaml'} (in BASE of {child})"
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path))
+    assert str(info.value) == f"config file {tmp_path} is a folder, not a YAML file"
+    (tmp_path / "a.yaml").write_text("BASE: ['b.yaml']\n")
+    (tmp_path / "b.yaml").write_text("BASE: ['a.yaml']\n")
+    child.write_text("BASE: ['a.yaml']\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(child))
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert str(info.value) == f"{a}: BASE files form a cycle: {child} -> {a} -> {b} -> {a}"
+
+
 def test_base_may_name_one_file_without_a_list(tmp_path):
     (tmp_path / "base.yaml").write_text("DATA:\n  NUM_FRAMES: 4\n")
     (tmp_path / "child.yaml").write_text("BASE: base.yaml\nDATA:\n  NUM_CLASSES: 7\n")

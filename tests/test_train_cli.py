@@ -111,6 +111,16 @@ def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     assert json.loads((tmp_path / "exit_status.json").read_text()) == {"exit_code": 2, "meaning": "bad input"}
 
 
+def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path, dataset, capsys):
+    """The data folder given as DATA.TRAIN_FILE, or a run's folder as --resume, was called missing."""
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--resume", str(dataset), "--opts",
+                     *_opts(dataset, tmp_path / "o", "DATA.TRAIN_FILE", str(dataset))])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: missing input files: DATA.TRAIN_FILE = {dataset} (a folder, not a file); "
+                          f"--resume = {dataset} (a folder, not a file) ("), err
+
+
 def test_a_dry_run_writes_no_exit_status_and_a_run_overwrites_the_last_one(tmp_path, dataset):
     out = tmp_path / "out"
     assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, out)]) == 0

@@ -83,6 +83,13 @@ def _get(cfg: CN, dotted: str) -> Any:
     return node
 
 
+def _is_key(cfg: CN, dotted: str) -> bool:
+    try:
+        return not isinstance(_get(cfg, dotted), CN)
+    except (KeyError, TypeError):  # TypeError: a part below a value (SEED.X)
+        return False
+
+
 def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None) -> Any:
     """Convert ``value`` to the type of ``default``, the key's current value (set by ``origin``, None for the
     defaults), or fail naming the key, the source and where the current value came from."""
@@ -230,6 +237,10 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
 
 def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
     opts = list(opts)
+    for item in opts:  # KEY=VALUE (other tools' syntax) read as a key: "odd number of items" or "unknown key"
+        key, eq, value = item.partition("=")
+        if eq and _is_key(cfg, key):
+            raise ConfigError(f"--opts takes KEY VALUE pairs, not KEY=VALUE: write {key} {value} for {item}")
     if len(opts) % 2:
         raise ConfigError(f"--opts expects KEY VALUE pairs; got an odd number of items: {opts}")
     for key, value in zip(opts[0::2], opts[1::2]):

@@ -60,6 +60,18 @@ def test_unknown_key_in_opts():
         load_config(None, ["DATA.NUM_FRAME", "8"])
 
 
+@pytest.mark.parametrize("opts", [["TRAIN.LR=1e-4"], ["TRAIN.LR=1e-4", "SEED=3"], ["SEED", "1", "TRAIN.LR=1e-4"]])
+def test_key_equals_value_in_opts_says_how_to_write_it(opts):
+    """It was "an odd number of items", or "unknown config key TRAIN.LR=1e-4" for two of them."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, opts)
+    assert str(err.value) == "--opts takes KEY VALUE pairs, not KEY=VALUE: write TRAIN.LR 1e-4 for TRAIN.LR=1e-4"
+    # a value may hold "=" (a path), and a key=value whose key is no config key stays an unknown key
+    assert load_config(None, ["DATA.ROOT", "/data/a=b"]).DATA.ROOT == "/data/a=b"
+    with pytest.raises(ConfigError, match="unknown config key TRAIN.LRR=1"):
+        load_config(None, ["TRAIN.LRR=1", "2"])
+
+
 def test_unknown_key_in_opts_lists_the_valid_keys_as_for_a_file():
     """A file's unknown key came with the section's valid keys, the same typo in --opts with none."""
     with pytest.raises(ConfigError) as err:

@@ -63,14 +63,22 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
     """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``.
 
     Raises:
-        ValueError: a row without an integer ``label`` and ``top1_class``, or a file that is not UTF-8 (named).
+        ValueError: a header without ``label`` or ``top1_class``, a row without integers there, or a file that is
+            not UTF-8 (named).
     """
     pairs, names = [], {}
     with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
         try:
-            rows = list(csv.DictReader(f))
+            rows = list(reader)
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        header = reader.fieldnames or ()  # here: for an empty file csv reads it again on access
+    # Without these columns every line was taken for the header or a row of nothing: an empty plot, no word
+    lacking = [c for c in ("label", "top1_class") if c not in header]
+    if lacking:
+        raise ValueError(f"{path}: its header has no {' and no '.join(map(repr, lacking))} column (got "
+                         f"{','.join(header) or 'an empty file'!r}): not a predictions file of a run")
     for n, row in enumerate(rows, start=1):
         try:
             label, pred = int(row["label"]), int(row["top1_class"])

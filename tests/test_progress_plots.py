@@ -319,6 +319,13 @@ def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
     assert plot_run.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}, row 2: expected integer 'label' " \
                                       "and 'top1_class' columns, got label 'zz', top1_class '1'\n"
+    # a file of another kind (or emptied): was an empty confusion plot and exit code 0
+    for text, header in (("garbage\n", "'garbage'"), ("", "'an empty file'")):
+        (tmp_path / "predictions_test.csv").write_text(text)
+        assert plot_run.main([str(tmp_path)]) == 2
+        assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}: its header has no 'label' " \
+                                          f"and no 'top1_class' column (got {header}): not a predictions file of a " \
+                                          "run\n"
 
 
 def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):

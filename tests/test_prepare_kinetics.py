@@ -1196,6 +1196,18 @@ def test_bad_encoder_settings_fail_once_up_front_naming_the_option(tmp_path, cap
         check_encode_settings(EncodeSettings(crf=-5))
 
 
+@pytest.mark.parametrize("command", ["lists", "k722", "reencode"])
+def test_a_number_of_workers_below_1_is_refused_by_every_subcommand(tmp_path, capsys, command):
+    """lists --check and k722 --check ran 0 or -2 workers as 1 without a word; reencode refused them."""
+    src = tmp_path / "t400"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    args = (["--src", str(src), "--dst", str(tmp_path / "out")] if command == "reencode" else
+            ["--dataset", f"t400={src}", "--out", str(tmp_path / "out"), "--check"])
+    assert prepare_kinetics.main([command, *args, "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "error: --workers must be >= 1, got 0\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_resuming_into_a_dst_made_with_other_settings_is_refused(tmp_path, capsys):
     src, dst = tmp_path / "t400", tmp_path / "out"
     for tag in ("a", "b"):

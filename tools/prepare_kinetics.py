@@ -294,6 +294,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         _check_outputs(args)  # a --dry-run too: it would stop there
+        if args.workers < 1:  # every subcommand's: lists --check took 0 or -2 for 1 without a word
+            raise KineticsError(f"--workers must be >= 1, got {args.workers}")
         if args.command in ("lists", "k722"):
             scans = _scan_all(args)
             if args.command == "lists" or not args.no_dataset_lists:
@@ -305,8 +307,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.check and not args.dry_run:
                 _remove_partial_caches(args)
         else:
-            for flag, v in (("--short-side", args.short_side), ("--gop", args.gop), ("--workers", args.workers),
-                            ("--threads", args.threads)):
+            for flag, v in (("--short-side", args.short_side), ("--gop", args.gop), ("--threads", args.threads)):
                 if v < 1:
                     raise KineticsError(f"{flag} must be >= 1, got {v}")
             if not 0 <= args.crf <= 51:  # x264's range for 8-bit video; above it libx264 clamps to 51 silently

@@ -1208,6 +1208,17 @@ def test_a_number_of_workers_below_1_is_refused_by_every_subcommand(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_a_source_without_videos_is_refused_before_anything_is_written(tmp_path, capsys):
+    """It "re-encoded 0 videos" with exit code 0 and wrote an empty report into --dst."""
+    src = tmp_path / "lists"
+    src.mkdir()
+    (src / "train.txt").write_text("a.mp4 0\n")
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: no video files under source root {str(src)!r} (extensions .mp4 " \
+                                      ".webm .mkv .avi .mov, hidden files and folders left out)\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_resuming_into_a_dst_made_with_other_settings_is_refused(tmp_path, capsys):
     src, dst = tmp_path / "t400", tmp_path / "out"
     for tag in ("a", "b"):

@@ -16,7 +16,7 @@ from evautil.files import atomic_write_text
 
 from .common import KineticsError, parallel_imap
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
-from .scan import is_video_file
+from .scan import VIDEO_EXTENSIONS, is_video_file
 
 __all__ = ["plan_reencode", "reencode_tree"]
 
@@ -26,7 +26,8 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
     path under ``dst_root`` with the extension changed to ``.mp4``.
 
     Raises:
-        KineticsError: missing source root, or roots that are equal or nested (outputs would mix with inputs).
+        KineticsError: missing source root, one without videos, or roots that are equal or nested (outputs would
+            mix with inputs).
     """
     src_root, dst_root = os.path.abspath(src_root), os.path.abspath(dst_root)
     if not os.path.isdir(src_root):
@@ -50,6 +51,9 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
                 raise KineticsError(f"{seen[dst]!r} and {src!r} would both be written to {dst!r}")
             seen[dst] = src
             pairs.append((src, dst))
+    if not pairs:  # a mistyped --src (a folder of lists, a split folder's parent) "re-encoded 0 videos", exit 0
+        raise KineticsError(f"no video files under source root {src_root!r} (extensions "
+                            f"{' '.join(VIDEO_EXTENSIONS)}, hidden files and folders left out)")
     return pairs
 
 

@@ -615,7 +615,8 @@ def test_a_full_disk_mid_run_is_one_line_exit_2_and_the_same_command_resumes(tmp
     seen = capsys.readouterr()
     # (it said "or point OUTPUT elsewhere", which starts over, and promised a resume whatever TRAIN.AUTO_RESUME)
     assert f"error: cannot write {out / 'metrics.jsonl'}: No space left on device; free space and run the same " \
-           "command: with TRAIN.AUTO_RESUME True (the default) it resumes from the last checkpoint in OUTPUT" in seen.out
+           "command: with TRAIN.AUTO_RESUME True (the default) it resumes from the last checkpoint in OUTPUT" \
+           in seen.out
     assert "Traceback" not in seen.out + seen.err
     monkeypatch.undo()  # space freed
     assert train.main(command) == 0

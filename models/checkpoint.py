@@ -113,7 +113,27 @@ def _unreadable(path: str, error: Exception) -> CheckpointError:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     # The type is part of the message: for garbage torch's unpickler raises e.g. KeyError('105') or IndexError.
     return CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}"
-                           + (f": {lines[0]}" if lines else ""))
+                           + (f": {lines[0]}" if lines else "") + _what_it_begins_with(path))
+
+
+def _what_it_begins_with(path: str) -> str:
+    """'' for a file that begins as torch writes (a zip archive, or a pickle's protocol opcode), else what it
+    begins with: the unpickler's complaint about a text file ('KeyError: 105') says nothing of the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return ""
+    if not head or head.startswith((b"PK", b"\x80")):
+        return ""
+    text = head.split(b"\n", 1)[0]
+    try:
+        line = text.decode("utf-8")
+    except UnicodeDecodeError:
+        line = ""
+    if line.isprintable() and line.strip():
+        return f" (neither a zip archive nor a pickle: it begins with the text {line.strip()[:40]!r})"
+    return f" (neither a zip archive nor a pickle: it begins with the bytes {head[:8].hex(' ')})"
 
 
 def _torch_load(path: str, mmap: bool = False) -> Any:
@@ -133,7 +153,7 @@ def _torch_load(path: str, mmap: bool = False) -> Any:
         if not refused:  # no global to approve or refuse: the bytes are no pickle torch reads (a text file, a video,
             # an image given by mistake stops at its first byte, 'Unsupported operand <byte>')
             raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: "
-                                  f"{_reason(error)}") from error
+                                  f"{_reason(error)}{_what_it_begins_with(path)}") from error
     except Exception as error:  # anything else means the file is unreadable: garbage bytes reach the weights-only
         # unpickler as arbitrary opcodes and fail with KeyError, IndexError, UnicodeDecodeError, ... not only
         # RuntimeError/EOFError (truncated zip or pickle)

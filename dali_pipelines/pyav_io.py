@@ -116,7 +116,9 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
         threads: decoder threads; 0 lets FFmpeg choose (frame + slice threading, ``thread_type='AUTO'``).
         stats: optional dict, filled with how the request was served: ``mode`` ('seek': runs of packets;
             'sequential': one decode from frame 0), ``runs`` (decoder (re)starts), ``packets`` (packets fed to the
-            decoder; -1 when not counted) and ``frames`` (frames the decoder produced).
+            decoder; -1 when not counted) and ``frames`` (frames the decoder produced for this request). A
+            :class:`VideoReader`'s sequential decode that went on from its previous request: ``runs`` 0, and
+            ``frames`` counts from where that one stopped.
 
     Returns:
         uint8 array ``(len(indices), H, W, 3)``, RGB, row ``k`` is frame ``indices[k]``.
@@ -142,10 +144,15 @@ class VideoReader:
     """One video opened for several :func:`decode_frames` requests (a sliding window's batches): the file is
     demuxed and its clean cuts found once, at the first request, not once per request (a cost that grows with the
     video's length: ~90,000 packets for an hour). Each request then decodes only its own runs of packets, with the
-    same checks and the same sequential fallback as :func:`decode_frames`, which is one request of a reader.
+    same checks and the same sequential fallback as :func:`decode_frames`, which is one request of a reader. A
+    sequential decode from frame 0 (the fallback's, and from the second request on every request on a stream that
+    cannot be skipped through, such as MPEG-4 Part 2 or open GOPs) is kept open: a request that starts at or after
+    where it stopped goes on from there (requests in increasing order decode the video once), an earlier one
+    starts again from frame 0.
 
-    The reader holds the video's compressed packets (what one :func:`decode_frames` call holds while it runs) until
-    it is closed; decoded frames are kept only for the request that asked for them. A context manager::
+    The reader holds the video's compressed packets (what one :func:`decode_frames` call holds while it runs), and
+    the kept decode's open file and decoder, until it is closed; decoded frames are kept only for the request that
+    asked for them. A context manager::
 
         with VideoReader(path) as reader:
             times = reader.frame_times()
@@ -169,6 +176,9 @@ class VideoReader:
         self._numbered: _Numbered | None = None  # None: not demuxed yet, or the frames cannot be numbered from it
         self._cuts: tuple[list[int], dict[int, int]] | None = None  # clean cuts; timestamp -> frame number
         self.demux_passes = 0  # full demuxes of the file: at most one per reader
+        self._sequential: _SequentialDecode | None = None  # the sequential decode, kept for the next request
+        self.sequential_starts = 0  # sequential decodes from frame 0: the first, then one per request going back
+        self._asked = False  # a request was served already
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -179,6 +189,9 @@ class VideoReader:
     def close(self) -> None:
         self._container.close()
         self._numbered = self._cuts = None  # the packets: the compressed video
+        if self._sequential is not None:
+            self._sequential.close()
+            self._sequential = None
 
     def _demux(self) -> _Numbered | None:
         """Every data packet of the stream and their presentation order, demuxed once; None where they cannot tell
@@ -217,17 +230,38 @@ class VideoReader:
             return np.zeros((0, self._stream.height, self._stream.width, 3), np.uint8)
         wanted = sorted(set(idx.tolist()))
         plan = self._plan(wanted)
-        decoded = _decode_runs(self._stream, plan, wanted, stats) if plan is not None else None
-        if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode from frame 0
-            if self._start_pos is not None:
-                self._path.seek(self._start_pos)  # type: ignore[union-attr]
-            decoded = _decode_sequential(self._path, self._name, wanted, self._threads, stats)
+        # Where only the first packet may start a run, every run decodes from frame 0: from a reader's second
+        # request on, the kept sequential decode serves them, going on from where the previous one stopped
+        # (decode_frames, a single request, still decodes the packets demuxed already).
+        sequential = self._cuts is not None and len(self._cuts[0]) == 1 and self._asked
+        self._asked = True
+        decoded = _decode_runs(self._stream, plan, wanted, stats) if plan is not None and not sequential else None
+        if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode sequentially
+            decoded = self._decode_sequential(wanted, stats)
         sizes = sorted({(decoded[i].shape[1], decoded[i].shape[0], i) for i in wanted}, key=lambda t: t[2])
         if len({(w, h) for w, h, _ in sizes}) > 1:
             changes = [f"{w}x{h} at frame {i}" for k, (w, h, i) in enumerate(sizes)
                        if k == 0 or (w, h) != sizes[k - 1][:2]]
             raise BadVideoError(f"{self._name}: the picture size changes within the stream ({', '.join(changes)})")
         return np.stack([decoded[i] for i in idx.tolist()])
+
+    def _decode_sequential(self, wanted: list[int], stats: dict[str, Any] | None) -> dict[int, np.ndarray]:
+        """The sequential decode of ``wanted``: the one kept from an earlier request goes on when ``wanted`` starts
+        at or after where it stopped; otherwise a new one starts from frame 0."""
+        if self._sequential is not None and wanted[0] < self._sequential.position:
+            self._sequential.close()
+            self._sequential = None
+        if self._sequential is None:
+            if self._start_pos is not None:
+                self._path.seek(self._start_pos)  # type: ignore[union-attr]
+            self._sequential = _SequentialDecode(self._path, self._name, self._threads)
+            self.sequential_starts += 1
+        try:
+            return self._sequential.decode(wanted, stats)
+        except BaseException:  # an error (or an interruption) ends it: the next request starts from frame 0
+            self._sequential.close()
+            self._sequential = None
+            raise
 
     def _plan(self, wanted: list[int]) -> _Plan | None:
         """The packet runs that produce ``wanted``; None when exact skipping is not possible: the demux could not
@@ -263,19 +297,35 @@ def rgb_converter() -> Callable[[av.VideoFrame], np.ndarray]:
     return lambda frame: reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
-def _decode_sequential(path: VideoSource, name: str, wanted: list[int], threads: int,
-                       stats: dict[str, Any] | None) -> dict[int, np.ndarray]:
-    """Decode forward from frame 0 up to ``max(wanted)``, numbering frames by the order the decoder emits them."""
-    container = _open(path)
-    wanted_set, last = set(wanted), wanted[-1]
-    decoded: dict[int, np.ndarray] = {}
-    n = 0
-    to_rgb = rgb_converter()
-    try:
-        stream = _video_stream(container, name)
-        _configure(stream, threads)
+class _SequentialDecode:
+    """A decode forward from frame 0, numbering frames by the order the decoder emits them. A reader keeps it
+    between requests: one that starts at or after :attr:`position` goes on from there, instead of decoding every
+    frame before it again (a sliding window's batches over a long video cost the square of its length)."""
+
+    def __init__(self, path: VideoSource, name: str, threads: int):
+        self._name = name
+        self._container = _open(path)
         try:
-            for frame in container.decode(stream):
+            stream = _video_stream(self._container, name)
+            _configure(stream, threads)
+        except BaseException:
+            self._container.close()
+            raise
+        self._frames = self._container.decode(stream)
+        self.position = 0  # frames emitted so far: the number of the next one
+
+    def close(self) -> None:
+        self._container.close()
+
+    def decode(self, wanted: list[int], stats: dict[str, Any] | None) -> dict[int, np.ndarray]:
+        """Decode on up to ``max(wanted)``; ``wanted`` (sorted) starts at or after :attr:`position`. After a
+        BadVideoError the decode cannot go on."""
+        wanted_set, last = set(wanted), wanted[-1]
+        decoded: dict[int, np.ndarray] = {}
+        start = n = self.position
+        to_rgb = rgb_converter()
+        try:
+            for frame in self._frames:
                 if n in wanted_set:
                     # RGB conversion (swscale) costs about as much as decoding; do it only for requested frames.
                     decoded[n] = to_rgb(frame)
@@ -283,14 +333,13 @@ def _decode_sequential(path: VideoSource, name: str, wanted: list[int], threads:
                 if n > last:  # decode forward only as far as the largest index
                     break
         except av.error.FFmpegError as e:
-            raise BadVideoError(f"{name}: decode error after {n} frames ({_ffmpeg_msg(e)})") from e
+            raise BadVideoError(f"{self._name}: decode error after {n} frames ({_ffmpeg_msg(e)})") from e
+        self.position = n
         if n <= last:
-            raise BadVideoError(f"{name}: frame {last} requested but only {n} frames could be decoded")
-    finally:
-        container.close()
-    if stats is not None:
-        stats.update(mode="sequential", runs=1, packets=-1, frames=n)  # packets: not counted by this route
-    return decoded
+            raise BadVideoError(f"{self._name}: frame {last} requested but only {n} frames could be decoded")
+        if stats is not None:  # packets: not counted by this route
+            stats.update(mode="sequential", runs=int(start == 0), packets=-1, frames=n - start)
+        return decoded
 
 
 @dataclass

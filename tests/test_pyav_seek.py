@@ -314,3 +314,143 @@ def test_frames_are_converted_through_one_swscale_context_per_decode_as_to_ndarr
         wanted = [11, 0, 5, 5, 7]
         assert np.array_equal(decode_frames(str(path), wanted), expected[wanted])
         assert len(made) == 1
+
+
+# ---------------------------------------------------------------------------------------- a sequential decode goes on
+@pytest.fixture(scope="module")
+def unskippable(tmp_path_factory) -> dict[str, str]:
+    """48 frames in streams that cannot be skipped through: MPEG-4 Part 2 (only its first packet may start a run:
+    every request decodes from frame 0) and raw H.264 (no timestamps: the frames cannot be numbered from the demux,
+    every request takes the sequential fallback)."""
+    root = tmp_path_factory.mktemp("unskippable")
+    src = pattern_frames(48, 64, 48)
+    paths = {"mpeg4": str(root / "m.avi"), "raw": str(root / "r.h264")}
+    write_video(paths["mpeg4"], src, "mpeg4", gop=8)
+    write_video(paths["raw"], src, "h264", gop=8)
+    for kind, path in paths.items():
+        stats: dict = {}
+        decode_frames(path, [40], stats=stats)
+        assert stats["mode"] == "sequential" and (stats["packets"] == -1) == (kind == "raw"), (kind, stats)
+    return paths
+
+
+class TrackedContainer:
+    """A container that records its closing and, with ``fail_at``, raises a decode error before that frame."""
+
+    def __init__(self, container, fail_at: int | None):
+        self._container, self._fail_at, self.closed = container, fail_at, False
+
+    def __getattr__(self, attr):
+        return getattr(self._container, attr)
+
+    def close(self):
+        self.closed = True
+        self._container.close()
+
+    def decode(self, *args, **kwargs):
+        for n, frame in enumerate(self._container.decode(*args, **kwargs)):
+            if n == self._fail_at:
+                raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+            yield frame
+
+
+def track_containers(monkeypatch, fail_at: int | None = None) -> list[TrackedContainer]:
+    """Every container pyav_io opens from now on."""
+    from dali_pipelines import pyav_io
+
+    opened: list[TrackedContainer] = []
+    real = pyav_io._open
+
+    def tracked(src, name=""):
+        opened.append(TrackedContainer(real(src, name), fail_at))
+        return opened[-1]
+
+    monkeypatch.setattr(pyav_io, "_open", tracked)
+    return opened
+
+
+@pytest.mark.parametrize("kind", ["mpeg4", "raw"])
+def test_a_reader_goes_on_from_where_its_sequential_decode_stopped(unskippable, kind):
+    """Where a stream cannot be skipped through, every request of a reader decoded from frame 0 again: a sliding
+    window's batches over a long video cost the square of its length. The reader keeps its sequential decode, and a
+    request that starts at or after where it stopped goes on from there (``runs`` 0, ``frames`` counted from there);
+    every request returns what decode_frames returns."""
+    from dali_pipelines.pyav_io import VideoReader
+
+    path = unskippable[kind]
+    requests = [[2, 0, 7], [9, 8, 15], [16, 30, 16], [31], [47, 41]]
+    # (runs, frames) of each request: MPEG-4's first decodes the demuxed packets, as decode_frames does, and the
+    # kept decode starts at its second
+    served = [(1, 8), (1, 16) if kind == "mpeg4" else (0, 8), (0, 15), (0, 1), (0, 16)]
+    with VideoReader(path) as reader:
+        for want, (runs, frames) in zip(requests, served):
+            stats: dict = {}
+            assert np.array_equal(reader.frames(want, stats=stats), decode_frames(path, want)), want
+            assert np.array_equal(decode_frames(path, want), reference_decode(path, want)), want
+            assert (stats["mode"], stats["runs"], stats["frames"]) == ("sequential", runs, frames), want
+        assert reader.sequential_starts == 1
+
+
+@pytest.mark.parametrize("source", ["path", "file", "bytes"])
+def test_a_reader_request_before_where_its_sequential_decode_stopped_starts_again(unskippable, source):
+    """A request for an earlier frame decodes from frame 0 again (an open file is rewound for it), and the next
+    ones go on from there."""
+    from dali_pipelines.pyav_io import VideoReader
+
+    for kind, path in unskippable.items():
+        with open(path, "rb") as f:
+            src = {"path": path, "file": f, "bytes": Path(path).read_bytes()}[source]
+            with VideoReader(src) as reader:
+                for want in ([5, 20], [30], [10, 3, 25], [26, 40]):
+                    stats: dict = {}
+                    assert np.array_equal(reader.frames(want, stats=stats), reference_decode(path, want)), want
+                assert (stats["runs"], stats["frames"]) == (0, 15), kind  # [26, 40] went on from [10, 3, 25]
+                assert reader.sequential_starts == 2, kind  # the second: [10, 3, 25]
+
+
+def test_errors_of_a_sequential_decode_that_went_on_are_decode_frames_own(unskippable, monkeypatch):
+    """A frame past the end, and a decode error, are worded as decode_frames words them (the frame count from frame
+    0, not from where the request went on); the decode ends there, and the next request starts from frame 0."""
+    from dali_pipelines.pyav_io import VideoReader
+
+    for path in unskippable.values():
+        with pytest.raises(BadVideoError) as alone:
+            decode_frames(path, [20, 48])
+        with VideoReader(path) as reader:
+            reader.frames([3])
+            reader.frames([10])
+            with pytest.raises(BadVideoError) as going_on:
+                reader.frames([20, 48])
+            assert str(going_on.value) == str(alone.value) == (
+                f"{path}: frame 48 requested but only 48 frames could be decoded")
+            stats: dict = {}
+            assert np.array_equal(reader.frames([12, 47], stats=stats), reference_decode(path, [12, 47]))
+            assert stats["runs"] == 1 and reader.sequential_starts == 2
+    path = unskippable["raw"]  # every request decodes sequentially, through the containers tracked here
+    track_containers(monkeypatch, fail_at=30)
+    with pytest.raises(BadVideoError) as alone:
+        decode_frames(path, [25, 40])
+    with VideoReader(path) as reader:
+        reader.frames([5])
+        reader.frames([20])
+        with pytest.raises(BadVideoError) as going_on:
+            reader.frames([25, 40])
+        assert str(going_on.value) == str(alone.value) == (
+            f"{path}: decode error after 30 frames (Invalid data found when processing input)")
+        stats: dict = {}
+        assert np.array_equal(reader.frames([21, 29], stats=stats), reference_decode(path, [21, 29]))
+        assert (stats["runs"], stats["frames"]) == (1, 30) and reader.sequential_starts == 2
+
+
+def test_closing_a_reader_closes_its_kept_sequential_decode(unskippable, monkeypatch):
+    from dali_pipelines.pyav_io import VideoReader
+
+    for path in unskippable.values():
+        opened = track_containers(monkeypatch)
+        reader = VideoReader(path)
+        reader.frames([3])
+        reader.frames([10])
+        reader.frames([2])  # starts again: the first sequential decode is closed
+        assert len(opened) == 3 and opened[1].closed and not opened[2].closed, path
+        reader.close()
+        assert all(c.closed for c in opened), path

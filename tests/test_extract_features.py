@@ -853,3 +853,56 @@ def test_the_window_mode_demuxes_a_video_once_whatever_its_length(clips, tiny, t
     assert apart["starts_seconds"] == together["starts_seconds"]
     np.testing.assert_array_equal(read_features(str(tmp_path / "apart"), apart),
                                   read_features(str(tmp_path / "together"), together))
+
+
+@pytest.mark.parametrize("codec, ext", [("mpeg4", ".avi"), ("h264", ".mp4")])
+def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_per_batch(tiny, tmp_path, monkeypatch,
+                                                                                        codec, ext):
+    """Windows overlap from batch to batch, so each batch asked the reader for frames before those the previous one
+    asked for: on a stream that cannot be skipped through (MPEG-4 Part 2) every batch was decoded from frame 0, the
+    cost of a long video the square of its length. Now the reader is asked for every frame once, in increasing
+    order (here also frames before the end of a batch that only a later one uses: 4 frames over a window of 8), and
+    decodes such a stream about once; the features are bit for bit those of one decode per batch, as before."""
+    from dali_pipelines import pyav_io
+    from dali_pipelines.pyav_encode import write_video
+    from engine.train_loop import resolve_precision
+    from tools.inference import view_outputs
+
+    cfg, model, _ = tiny
+    n, window, stride, per_batch, t = 150, 8, 3, 4, cfg.DATA.NUM_FRAMES
+    video = str(tmp_path / f"long{ext}")
+    write_video(video, pattern_frames(n, 96, 72), codec, gop=12)
+    requests: list[tuple[list[int], dict]] = []
+    real = pyav_io.VideoReader.frames
+
+    def recorded(self, indices, stats=None):
+        stats = {} if stats is None else stats
+        frames = real(self, indices, stats)
+        requests.append((np.asarray(indices).tolist(), dict(stats)))
+        return frames
+
+    monkeypatch.setattr(pyav_io.VideoReader, "frames", recorded)
+    out = tmp_path / "windows"
+    ef.extract(cfg, model, [video], str(out), DistContext(), window=window, stride=stride, per_batch=per_batch,
+               progress=False)
+    monkeypatch.undo()
+    record, = _index(out)
+    starts = ef.window_starts(n, window, stride)
+    assert record["starts_frames"] == starts and len(requests) > 5
+    asked = [f for indices, _ in requests for f in indices]
+    assert asked == sorted(set(asked)) == sorted({int(f) for s in starts for f in ef.window_frames(s, n, window, t)})
+    if codec == "mpeg4":  # the first request, then one decode from frame 0 that goes on (it was one per batch)
+        assert [s["runs"] for _, s in requests] == [1, 1] + [0] * (len(requests) - 2)
+        assert sum(s["frames"] for _, s in requests) < n + 2 * window * per_batch
+    # what the command computed before: each batch's frames from a decode of its own
+    amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, torch.device("cpu"))
+    before = []
+    for i in range(0, len(starts), per_batch):
+        idx = np.stack([ef.window_frames(s, n, window, t) for s in starts[i:i + per_batch]])
+        union, inverse = np.unique(idx, return_inverse=True)
+        frames = ef._normalised_centre_crop(pyav_io.decode_frames(video, union), cfg.DATA.INPUT_SIZE,
+                                            torch.device("cpu"))
+        pooled, _ = view_outputs(model, frames[torch.from_numpy(inverse.reshape(idx.shape))][:, None], amp_dtype)
+        before.append(pooled[:, 0].numpy())
+    np.testing.assert_array_equal(read_features(str(out), record), np.concatenate(before))
+

@@ -9,8 +9,8 @@ Views (default): TEST.NUM_CLIP x TEST.NUM_CROP views per video through the evalu
 ordered [crop][clip]. Windows (``--window W [--stride S]``): windows of W frames every S frames (S defaults to
 W); the last window ends at the last frame, and a video shorter than W gets one window whose missing frames repeat
 the last one. DATA.NUM_FRAMES frames are taken evenly over each window (all of them when W = NUM_FRAMES), centre
-crop as in the 1-crop test; frames are decoded with PyAV on the host, resized and normalised on the device.
-Features have no class names: DATA.LABEL_LIST is not read.
+crop as in the 1-crop test; frames are decoded with PyAV on the host (each once, in order), resized and normalised
+on the device. Features have no class names: DATA.LABEL_LIST is not read.
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
@@ -150,15 +150,30 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
             if info.num_frames < 2:  # as the views refuse it: a still image (PNG, JPEG) opens as a one-frame video
                 raise BadVideoError("a single frame: a still image, not a video")
             starts = window_starts(info.num_frames, window, stride)
+            batches = [np.stack([window_frames(s, info.num_frames, window, t) for s in starts[i:i + per_batch]])
+                       for i in range(0, len(starts), per_batch)]
+            # Frames are asked of the reader once each, in increasing order, and kept until the last batch that
+            # uses them: a stream that cannot be skipped through is decoded from frame 0 again for a request that
+            # goes back, and windows overlap from batch to batch.
+            last_use = np.zeros(info.num_frames, np.int64)  # 1 + the last batch that uses a frame; 0: none
+            for b, idx in enumerate(batches):
+                last_use[idx] = b + 1
+            kept: dict[int, np.ndarray] = {}
+            decoded_to = 0  # frames before this one are decoded (or used by no window)
             feats = []
             # One demux of the file for the frame times and every batch: demuxing it again for each batch made a
             # long video's cost grow with the square of its length.
             with VideoReader(path) as reader:
                 times = reader.frame_times()
-                for i in range(0, len(starts), per_batch):
-                    idx = np.stack([window_frames(s, info.num_frames, window, t) for s in starts[i:i + per_batch]])
+                for b, idx in enumerate(batches):
                     union, inverse = np.unique(idx, return_inverse=True)  # each frame decoded once
-                    frames = _normalised_centre_crop(reader.frames(union), size, ctx.device)
+                    new = decoded_to + np.flatnonzero(last_use[decoded_to:union[-1] + 1])
+                    if new.size:
+                        kept.update(zip(new.tolist(), reader.frames(new)))
+                        decoded_to = int(union[-1]) + 1
+                    rgb = np.stack([kept[f] for f in union.tolist()])
+                    kept = {f: frame for f, frame in kept.items() if last_use[f] > b + 1}
+                    frames = _normalised_centre_crop(rgb, size, ctx.device)
                     clips = frames[torch.from_numpy(inverse.reshape(idx.shape)).to(ctx.device)]  # (w, T, 3, S, S)
                     pooled, _ = view_outputs(model, clips[:, None], amp_dtype)
                     feats.append(pooled[:, 0].cpu().numpy())

@@ -74,8 +74,9 @@ _C.DATA.NUM_WORKERS = 2
 # for ever. A video that takes longer is left out of the run (a file system that stopped answering, a decoder that
 # does not end; the next run tries it again) and the decode workers are replaced; three in a row end the run.
 # With NUM_WORKERS 0 the CPU routes decode in the main process, where nothing can stop them. Also the longest one
-# video's probe may take while the index is built (left out of that build only; INDEX_WORKERS 1: no limit), and
-# the longest a lookup (stat) of a listed file may take (no answer: the build stops with an error naming it).
+# video's probe may take while the index is built (left out of that build only; INDEX_WORKERS 1: no limit) or
+# before extract_features' windows (the video failed, tried again by the next run), and the longest a lookup (stat)
+# of a listed file may take (no answer: the build stops with an error naming it).
 _C.DATA.VIDEO_TIMEOUT_S = 300.0
 # Batches the DALI pipeline prepares ahead of the one being consumed.
 _C.DATA.PREFETCH = 2
@@ -84,7 +85,8 @@ _C.DATA.PREFETCH = 2
 _C.DATA.SAMPLING = "tsn"
 # Stride between sampled frames for dense sampling.
 _C.DATA.FRAME_INTERVAL = 4
-# Processes that probe videos when a dataset index is built (0: one per CPU core).
+# Processes that probe videos when a dataset index is built (0: one per CPU core), and before extract_features'
+# windows (0: the CPU cores shared among the ranks, which probe at once).
 _C.DATA.INDEX_WORKERS = 0
 # Fully decode every video while indexing (slow, catches corruption in the middle of a file). Without it the
 # probe demuxes every packet and decodes the first frame.

@@ -906,3 +906,50 @@ def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_p
         before.append(pooled[:, 0].numpy())
     np.testing.assert_array_equal(read_features(str(out), record), np.concatenate(before))
 
+
+def test_a_video_whose_probe_does_not_answer_is_failed_naming_the_limit(clips, tiny, tmp_path, monkeypatch):
+    """The windows probed each video in this process, with no time limit: one whose probe never ends (a hung
+    network file system) hung the whole extraction. They are probed as the index probes them, in worker processes
+    with DATA.VIDEO_TIMEOUT_S each: such a video is failed with a reason naming the limit, the others extracted."""
+    import shutil
+
+    from dali_pipelines import index as index_mod
+    from tests import crashing_jobs
+
+    cfg, model, _ = tiny
+    video = _videos(clips)[2]
+    stuck = str(tmp_path / f"clip_{crashing_jobs.STALL_MARK}.webm")
+    shutil.copy(video, stuck)
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.INDEX_WORKERS, cfg.DATA.VIDEO_TIMEOUT_S = 2, 1.0
+    out = tmp_path / "windows"
+    result = ef.extract(cfg, model, [stuck, video], str(out), DistContext(), window=4, progress=False)
+    assert result["listed"] == 1 and [r["path"] for r in _index(out)] == [video]
+    reason = _failed(out)[stuck]
+    assert reason.startswith(index_mod.PROBE_OVERDUE + " (no result within 1 s, the only item in flight)"), reason
+    assert reason.endswith("the limit is DATA.VIDEO_TIMEOUT_S, the next run tries it again"), reason
+
+
+def test_videos_in_a_row_whose_probes_do_not_answer_stop_the_windows_with_one_error(clips, tiny, tmp_path,
+                                                                                    monkeypatch):
+    """Every video hanging is the storage, as for the index: the run stops with one error naming the limit."""
+    import shutil
+
+    from dali_pipelines import index as index_mod
+    from dali_pipelines.filelist import DataError
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW
+    from tests import crashing_jobs
+
+    cfg, model, _ = tiny
+    stuck = [str(tmp_path / f"clip{i}_{crashing_jobs.STALL_MARK}.webm") for i in range(MAX_OVERDUE_IN_A_ROW)]
+    for path in stuck:
+        shutil.copy(_videos(clips)[2], path)
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.INDEX_WORKERS, cfg.DATA.VIDEO_TIMEOUT_S = 2, 0.5
+    with pytest.raises(DataError, match=rf"^probing the videos of rank 0: {MAX_OVERDUE_IN_A_ROW} items in a row gave "
+                                        r"no result within 0.5 s each .*DATA.VIDEO_TIMEOUT_S"):
+        ef.extract(cfg, model, stuck, str(tmp_path / "windows"), DistContext(), window=4, progress=False)

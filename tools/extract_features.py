@@ -10,7 +10,8 @@ ordered [crop][clip]. Windows (``--window W [--stride S]``): windows of W frames
 W); the last window ends at the last frame, and a video shorter than W gets one window whose missing frames repeat
 the last one. DATA.NUM_FRAMES frames are taken evenly over each window (all of them when W = NUM_FRAMES), centre
 crop as in the 1-crop test; frames are decoded with PyAV on the host (each once, in order), resized and normalised
-on the device. Features have no class names: DATA.LABEL_LIST is not read.
+on the device. Videos are probed first, as the index probes them (DATA.INDEX_WORKERS, DATA.VIDEO_TIMEOUT_S).
+Features have no class names: DATA.LABEL_LIST is not read.
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
@@ -135,18 +136,53 @@ def _normalised_centre_crop(frames: np.ndarray, input_size: int, device: torch.d
 
 
 # ---------------------------------------------------------------------------------------------------- extraction
+def _probe_all(cfg, paths: Sequence[str], ctx, progress: bool) -> dict[int, Any]:
+    """Every video's probe, the index's (``probe_videos``), in worker processes with DATA.VIDEO_TIMEOUT_S for each:
+    position in ``paths`` -> its VideoInfo, or the reason it is unreadable."""
+    from dali_pipelines.filelist import DataError
+    from dali_pipelines.index import PROBE_OVERDUE, probe_videos
+    from dali_pipelines.index_store import VideoInfo
+    from evautil.progress import stderr_is_terminal, stderr_line
+    from evautil.workers import WorkerTimeoutError
+
+    # every rank probes its share at once (the index is probed by one rank at a time): they share the CPUs
+    workers = cfg.DATA.INDEX_WORKERS or max(1, (os.cpu_count() or 1) // ctx.world_size)
+    results = probe_videos([(i, path, False) for i, path in enumerate(paths)], workers,
+                           progress and stderr_is_terminal(), f"probing (rank {ctx.rank})",
+                           log=stderr_line if progress else None, timeout_s=float(cfg.DATA.VIDEO_TIMEOUT_S))
+    probed: dict[int, Any] = {}
+    try:
+        for i, info, reason in results:
+            if info is not None:
+                probed[i] = VideoInfo.from_record(info)
+            elif reason and reason.startswith(PROBE_OVERDUE):
+                probed[i] = f"{reason}; the limit is DATA.VIDEO_TIMEOUT_S, the next run tries it again"
+            else:
+                probed[i] = reason or "unreadable"
+    except WorkerTimeoutError as e:  # every video hangs: the storage, not the videos
+        raise DataError(f"probing the videos of rank {ctx.rank}: {e}. Check the storage (a larger "
+                        "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)") from e
+    finally:
+        results.close()  # ends the workers
+    return probed
+
+
 def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, amp_dtype, *, window: int,
                      stride: int, per_batch: int, progress: bool) -> None:
     import torch
 
-    from dali_pipelines.index import probe_video
     from dali_pipelines.pyav_io import BadVideoError, VideoReader
     from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
-    for path in progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video"):
+    # in worker processes with a time limit, as the views' index probes: a file whose read never returns (a hung
+    # network file system) hung the whole extraction
+    probed = _probe_all(cfg, paths, ctx, progress)
+    for pos, path in enumerate(progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video")):
         try:
-            info = probe_video(path)
+            info = probed[pos]
+            if isinstance(info, str):
+                raise BadVideoError(info)
             if info.num_frames < 2:  # as the views refuse it: a still image (PNG, JPEG) opens as a one-frame video
                 raise BadVideoError("a single frame: a still image, not a video")
             starts = window_starts(info.num_frames, window, stride)

@@ -279,6 +279,35 @@ def test_a_reader_on_real_clips_equals_one_decode_per_request(real_clips_dir):
                 assert np.array_equal(reader.frames(want), decode_frames(path, want)), (name, want)
 
 
+@pytest.mark.parametrize("held", [0, 3])  # packets held before the limit is crossed
+def test_a_reader_past_its_packet_limit_keeps_timestamps_only_and_decodes_in_order(synth_clips, real_clips_dir,
+                                                                                     held):
+    """A reader held every compressed packet of its video until closed: gigabytes for an hour of HD video in the
+    sliding-window mode. Past ``max_held_bytes`` it keeps their timestamps only (the same frame times) and decodes
+    sequentially, going on from request to request: the same frames, one decode from frame 0 while the requests
+    increase, and no packet held."""
+    from dali_pipelines.pyav_io import VideoReader
+
+    clips = [synth_clips[16, 2][0], str(real_clips_dir / "k400_arm_wrestling_340x256.mp4")]
+    for path in clips:
+        with av.open(path) as c:
+            sizes = [p.size for p in c.demux(video=0) if p.size]
+        limit = sum(sizes[:held])
+        requests = [[0, 2, 4], [8, 10, 12, 13], [40, 30], [41, 62, 63]]
+        with VideoReader(path) as holding, VideoReader(path, max_held_bytes=limit) as light:
+            assert np.allclose(light.frame_times(), holding.frame_times()), path
+            for want in requests:
+                stats: dict = {}
+                assert np.array_equal(light.frames(want, stats=stats), holding.frames(want)), (path, want)
+                assert stats["mode"] == "sequential", (path, want)
+            assert holding.holds_packets and not light.holds_packets
+            assert light.sequential_starts == 1 and light.demux_passes == 1
+            assert not any(isinstance(p, av.Packet) for p in light._numbered.packets), path
+            with pytest.raises(BadVideoError, match="requested but only"):
+                light.frames([10_000])
+            assert light.frames([1]).shape[0] == 1 and light.sequential_starts == 2  # back: from frame 0 again
+
+
 def test_frames_are_converted_through_one_swscale_context_per_decode_as_to_ndarray_does(tmp_path, monkeypatch):
     """``frame.to_ndarray(format="rgb24")`` set up a new swscale context for every frame (on the demo's 64x48
     clips most of the decode's time). One context per decode gives the same pixels, tag and range followed."""

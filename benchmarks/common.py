@@ -25,6 +25,7 @@ import numpy as np
 from configs import ConfigError
 from dali_pipelines.filelist import DataError  # DALI-free
 from evautil.files import output_path_problem
+from evautil.workers import usable_cpus
 
 __all__ = [
     "InputError", "INPUT_ERRORS", "ArgumentParser", "input_error",
@@ -185,12 +186,7 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return f"{x:.{digits}f}"
 
 
-def cpu_count() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+cpu_count = usable_cpus  # CPU cores this process may run on (the affinity mask, not the machine's total)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -85,8 +85,8 @@ _C.DATA.PREFETCH = 2
 _C.DATA.SAMPLING = "tsn"
 # Stride between sampled frames for dense sampling.
 _C.DATA.FRAME_INTERVAL = 4
-# Processes that probe videos when a dataset index is built (0: one per CPU core), and before extract_features'
-# windows (0: the CPU cores shared among the ranks, which probe at once).
+# Processes that probe videos when a dataset index is built (0: one per CPU core this process may use), and before
+# extract_features' windows (0: those cores shared among the node's ranks, which probe at once).
 _C.DATA.INDEX_WORKERS = 0
 # Fully decode every video while indexing (slow, catches corruption in the middle of a file). Without it the
 # probe demuxes every packet and decodes the first frame.

@@ -520,7 +520,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         list_path: ``<relative path> <label>`` list (see :func:`read_video_list`).
         root: directory the list's paths are relative to.
         num_classes: when given, labels must lie in ``[0, num_classes)``.
-        workers: probing processes; 0 = ``os.cpu_count()``.
+        workers: probing processes; 0 = one per usable CPU core (``evautil.workers.usable_cpus``).
         full_decode: decode every frame (slow, catches mid-stream corruption); cached results from a full decode
             also satisfy later quick builds, not the other way round.
         strict: raise instead of leaving bad videos out (``DATA.STRICT``).

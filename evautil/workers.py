@@ -42,7 +42,7 @@ from .progress import ProgressLines
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool",
            "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "DaemonThreadPool", "map_with_progress",
-           "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError", "MAX_OVERDUE_IN_A_ROW"]
+           "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError", "MAX_OVERDUE_IN_A_ROW", "usable_cpus"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -76,6 +76,15 @@ if hasattr(mpc, "ForkServerContext"):  # POSIX
         Process = ForkServerWorkerProcess
 
     _CONTEXTS["forkserver"] = _ForkServerWorkers
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: the affinity mask (a batch job's share of a node), not the machine's
+    total, which os.cpu_count() gives."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _start_helper_processes(method: str) -> None:
@@ -499,7 +508,7 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
     """
     from tqdm import tqdm
 
-    processes = workers if workers > 0 else (os.cpu_count() or 1)
+    processes = workers if workers > 0 else usable_cpus()
     n = min(processes, len(items))
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or not items, file=sys.stderr,
                dynamic_ncols=True)

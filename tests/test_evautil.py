@@ -58,6 +58,37 @@ def test_map_with_progress_returns_results_in_order(workers):
     assert sorted(unordered) == [x * x for x in range(7)]
 
 
+_ONE_CORE = """
+import os
+import sys
+
+import evautil.workers as w
+
+
+def pid(_):
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pids = set(w.map_with_progress(pid, range(4), 0, "pids", progress=False))
+    print(w.usable_cpus(), os.cpu_count(), pids == {os.getpid()})
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs CPU affinity and 2 cores")
+def test_workers_zero_means_the_cores_this_process_may_use_not_the_machines(tmp_path):
+    """A batch job given 1 core of a large node started one probe process per core of the node (os.cpu_count):
+    0 workers now means the cores of the process's affinity mask (here 1: the items run in the process itself)."""
+    script = tmp_path / "one_core.py"
+    script.write_text(_ONE_CORE)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": root}).stdout.split()
+    assert out == ["1", str(os.cpu_count()), "True"]
+
+
 def test_map_with_progress_logs_plain_lines_without_a_bar():
     """Without a bar, ``log`` gets a line per ``log_every_s`` (every item here) and one with the total time; with a
     bar (a terminal), only the last; nothing when no ``log`` is given."""

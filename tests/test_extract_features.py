@@ -942,6 +942,34 @@ def test_a_video_whose_probe_does_not_answer_is_failed_naming_the_limit(clips, t
     assert reason.endswith("the limit is DATA.VIDEO_TIMEOUT_S, the next run tries it again"), reason
 
 
+@pytest.mark.parametrize("local_world_size, workers", [(None, 1), ("2", 4)])
+def test_window_probes_share_the_cores_among_the_ranks_of_a_node(tiny, monkeypatch, local_world_size, workers):
+    """Every rank probes its share of the videos at once, on the cores its process may use: 8 ranks on 2 nodes of
+    4 gave each rank 1/8 of a node's cores (the global world size); torchrun's LOCAL_WORLD_SIZE now says how many
+    ranks share this node's."""
+    from dali_pipelines import index as index_mod
+    from evautil import workers as workers_mod
+
+    cfg, _, _ = tiny
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.INDEX_WORKERS = 0
+    asked = []
+
+    class NoVideos(list):
+        def close(self):
+            pass
+
+    monkeypatch.setattr(index_mod, "probe_videos", lambda jobs, n, *a, **k: asked.append(n) or NoVideos())
+    monkeypatch.setattr(workers_mod, "usable_cpus", lambda: 8)
+    if local_world_size is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world_size)
+    assert ef._probe_all(cfg, ["a.mp4"], DistContext(rank=0, world_size=8), progress=False) == {}
+    assert asked == [workers]
+
+
 def test_videos_in_a_row_whose_probes_do_not_answer_stop_the_windows_with_one_error(clips, tiny, tmp_path,
                                                                                     monkeypatch):
     """Every video hanging is the storage, as for the index: the run stops with one error naming the limit."""

@@ -143,10 +143,12 @@ def _probe_all(cfg, paths: Sequence[str], ctx, progress: bool) -> dict[int, Any]
     from dali_pipelines.index import PROBE_OVERDUE, probe_videos
     from dali_pipelines.index_store import VideoInfo
     from evautil.progress import stderr_is_terminal, stderr_line
-    from evautil.workers import WorkerTimeoutError
+    from evautil.workers import WorkerTimeoutError, usable_cpus
 
-    # every rank probes its share at once (the index is probed by one rank at a time): they share the CPUs
-    workers = cfg.DATA.INDEX_WORKERS or max(1, (os.cpu_count() or 1) // ctx.world_size)
+    # every rank probes its share at once (the index is probed by one rank at a time): the ranks of a node share
+    # its CPUs (torchrun says how many there are; without it, all ranks are taken to share this node)
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE") or ctx.world_size)
+    workers = cfg.DATA.INDEX_WORKERS or max(1, usable_cpus() // ranks_here)
     results = probe_videos([(i, path, False) for i, path in enumerate(paths)], workers,
                            progress and stderr_is_terminal(), f"probing (rank {ctx.rank})",
                            log=stderr_line if progress else None, timeout_s=float(cfg.DATA.VIDEO_TIMEOUT_S))

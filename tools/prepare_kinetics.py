@@ -70,6 +70,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 
 from evautil.files import output_path_problem  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
+from evautil.workers import usable_cpus  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
@@ -118,7 +119,7 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
                         "decodes, not truncated); unusable files are skipped and reported, and each list is "
                         "written with its index cache (<list>.index.npz), so training probes none of them again; "
                         "videos those caches in --out already record unchanged (size, mtime) are not probed again")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+    p.add_argument("--workers", type=int, default=usable_cpus(),
                    help="processes for --check (default: all cores)")
     p.add_argument("--strict", action="store_true",
                    help="unusable video files (and video files no annotation row names) are an error instead of "
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=23, help="x264 CRF quality, lower = better/larger (default: 23)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default: veryfast)")
     p.add_argument("--no-upscale", action="store_true", help="do not enlarge videos smaller than --short-side")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+    p.add_argument("--workers", type=int, default=usable_cpus(),
                    help="parallel encoder processes (default: all cores)")
     p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")

@@ -442,33 +442,26 @@ def test_errors_of_a_sequential_decode_that_went_on_are_decode_frames_own(unskip
     0, not from where the request went on); the decode ends there, and the next request starts from frame 0."""
     from dali_pipelines.pyav_io import VideoReader
 
-    for path in unskippable.values():
+    def check(path: str, failing: list[int], message: str, after: list[int], frames: int | None) -> None:
+        """Two requests that go on, then ``failing`` fails as decode_frames does; ``after`` starts from 0."""
         with pytest.raises(BadVideoError) as alone:
-            decode_frames(path, [20, 48])
+            decode_frames(path, failing)
         with VideoReader(path) as reader:
-            reader.frames([3])
-            reader.frames([10])
+            reader.frames([failing[0] // 5])
+            reader.frames([failing[0] - 5])
             with pytest.raises(BadVideoError) as going_on:
-                reader.frames([20, 48])
-            assert str(going_on.value) == str(alone.value) == (
-                f"{path}: frame 48 requested but only 48 frames could be decoded")
+                reader.frames(failing)
+            assert str(going_on.value) == str(alone.value) == f"{path}: {message}"
             stats: dict = {}
-            assert np.array_equal(reader.frames([12, 47], stats=stats), reference_decode(path, [12, 47]))
+            assert np.array_equal(reader.frames(after, stats=stats), reference_decode(path, after))
             assert stats["runs"] == 1 and reader.sequential_starts == 2
-    path = unskippable["raw"]  # every request decodes sequentially, through the containers tracked here
-    track_containers(monkeypatch, fail_at=30)
-    with pytest.raises(BadVideoError) as alone:
-        decode_frames(path, [25, 40])
-    with VideoReader(path) as reader:
-        reader.frames([5])
-        reader.frames([20])
-        with pytest.raises(BadVideoError) as going_on:
-            reader.frames([25, 40])
-        assert str(going_on.value) == str(alone.value) == (
-            f"{path}: decode error after 30 frames (Invalid data found when processing input)")
-        stats: dict = {}
-        assert np.array_equal(reader.frames([21, 29], stats=stats), reference_decode(path, [21, 29]))
-        assert (stats["runs"], stats["frames"]) == (1, 30) and reader.sequential_starts == 2
+            assert frames is None or stats["frames"] == frames
+
+    for path in unskippable.values():
+        check(path, [20, 48], "frame 48 requested but only 48 frames could be decoded", [12, 47], None)
+    track_containers(monkeypatch, fail_at=30)  # every request decodes sequentially, through the containers tracked
+    check(unskippable["raw"], [25, 40], "decode error after 30 frames (Invalid data found when processing input)",
+          [21, 29], 30)
 
 
 def test_closing_a_reader_closes_its_kept_sequential_decode(unskippable, monkeypatch):

@@ -47,8 +47,11 @@ def check_before_indexing(cfg, device) -> Any:
 
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
     """Logger, loaders, model and weights for ``cfg`` on this process."""
-    check_before_indexing(cfg, ctx.device)
+    meta_model = check_before_indexing(cfg, ctx.device)
     check_weight_files(cfg, resume)
+    if not cfg.TEST.ONLY_TEST:  # its list of changed keys says more than the shapes they changed (again at open_run)
+        check_resume_config(cfg, resume)
+    check_weights_fit_model(cfg, meta_model, resume)
     metrics = runner.open_run(cfg, ctx, resume, resume_note)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
@@ -84,6 +87,31 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
             check_checkpoint(latest[0], **_head_of(cfg))
     if cfg.MODEL.PRETRAINED and not scored and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
+
+
+def check_weights_fit_model(cfg, model, resume: str, fetch_hub: bool = True) -> None:
+    """The weights this run starts from, against ``model`` (built on the meta device) by their names and shapes,
+    so that what their load would refuse after the lists are indexed (hours, for a first build) is refused now:
+    a checkpoint to resume that holds another model (a model or class count changed with
+    TRAIN.ALLOW_CONFIG_CHANGE), weights to evaluate that leave a parameter unset or a trained layer unused
+    (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
+    the files that cannot be read; an ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
+    from engine.checkpointing import Checkpointer, check_same_model, load_resumable
+    from models.checkpoint import pretrained_source_grid, weights_fit
+
+    choice = runner.weights_to_load(cfg, None, resume)
+    if choice is not None and (fetch_hub or not choice.path.startswith("hf://")):
+        grid = None if choice.checkpoint else pretrained_source_grid(cfg, model)  # as _assemble_run loads it
+        missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping, grid)
+        runner.check_weights_fit(cfg, choice, missing, lacked)
+    if cfg.TEST.ONLY_TEST:
+        return
+    if resume:
+        check_same_model(model, load_resumable(resume, mmap=True), resume)
+    elif cfg.TRAIN.AUTO_RESUME:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
+        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
+        if latest:
+            check_same_model(model, latest[1], latest[0])
 
 
 def _head_of(cfg) -> dict:
@@ -181,6 +209,7 @@ def dry_run(cfg, resume: str = "") -> dict:
     check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
+    check_weights_fit_model(cfg, model, resume, fetch_hub=False)
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
     for videos in (val, train) if train else (val,):  # a plan opens no video, but a missing DATA.ROOT is named

@@ -34,8 +34,8 @@ from evautil.zip_check import damaged_zip_record
 from .metrics import epoch_number
 
 __all__ = ["CheckpointError", "save_atomic", "load_checkpoint", "Checkpointer", "capture_rng", "restore_rng",
-           "REQUIRED_KEYS", "model_mismatch", "check_output_dir", "restore_training_objects", "checkpoint_files",
-           "starts_fresh", "load_resumable"]
+           "REQUIRED_KEYS", "model_mismatch", "check_same_model", "check_output_dir", "restore_training_objects",
+           "checkpoint_files", "starts_fresh", "load_resumable"]
 
 # Keys every resumable checkpoint holds; a file without them is treated as damaged.
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epoch_complete")
@@ -176,6 +176,15 @@ def model_mismatch(expected: dict, saved: dict, limit: int = 4) -> str:
     return "; ".join(parts[:limit + 2])
 
 
+def check_same_model(model: torch.nn.Module, ckpt: dict, path: str) -> None:
+    """Raise CheckpointError, naming the differing shapes, when training checkpoint ``ckpt`` (at ``path``) holds
+    another model than ``model`` (which may be on the meta device: names and shapes are compared)."""
+    mismatch = model_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's ({mismatch}); "
+                              "point OUTPUT (or --resume) elsewhere or move the file away")
+
+
 def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                              scheduler: Any, keep_new_hyperparameters: bool = False,
                              keep_new_schedule: bool = False) -> None:
@@ -190,10 +199,7 @@ def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, opti
         CheckpointError: the checkpoint holds another model (named with the differing shapes) or an optimizer
             state of other parameter groups.
     """
-    mismatch = model_mismatch(model.state_dict(), ckpt["model"])
-    if mismatch:
-        raise CheckpointError(f"checkpoint {path} was saved from a different model than this run's ({mismatch}); "
-                              "point OUTPUT (or --resume) elsewhere or move the file away")
+    check_same_model(model, ckpt, path)
     model.load_state_dict(ckpt["model"])
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:

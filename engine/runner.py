@@ -327,21 +327,24 @@ class WeightsChoice:
         return self.path if self.checkpoint else f"MODEL.PRETRAINED = {self.path}"
 
 
-def weights_to_load(cfg, metrics: MetricLogger, resume: str = "") -> WeightsChoice | None:
+def weights_to_load(cfg, metrics: MetricLogger | None, resume: str = "") -> WeightsChoice | None:
     """The one set of weights the model starts from. Training: MODEL.PRETRAINED (a resumed checkpoint is applied
     later by the trainer, with the optimizer). Evaluate-only: ``resume``, else the newest usable checkpoint in
-    OUTPUT (damaged ones are named and skipped), else MODEL.PRETRAINED. None: keep the initial weights."""
+    OUTPUT (damaged ones are named and skipped), else MODEL.PRETRAINED. None: keep the initial weights.
+    ``metrics`` None (a check before the run's log is open): the choice is made without a word."""
     mapping = cfg.MODEL.CLASS_MAPPING or None
     if cfg.TEST.ONLY_TEST:
         path = resume
         if not path:
-            found = Checkpointer(cfg.OUTPUT, writer=False, warn=metrics.warn).find_latest()
+            warn = metrics.warn if metrics is not None else None
+            found = Checkpointer(cfg.OUTPUT, writer=False, warn=warn).find_latest(mmap=metrics is None)
             path = found[0] if found else ""
         if path:
             return WeightsChoice(path, "eva_k722", mapping, checkpoint=True)
     if cfg.MODEL.PRETRAINED and not cfg.TEST.ONLY_TEST and not reads_pretrained(cfg, resume):
-        metrics.info(f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED} is not read: the run resumes a checkpoint, whose "
-                     "weights replace it")
+        if metrics is not None:
+            metrics.info(f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED} is not read: the run resumes a checkpoint, "
+                         "whose weights replace it")
         return None
     if cfg.MODEL.PRETRAINED:
         return WeightsChoice(cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE, mapping, checkpoint=False)

@@ -34,7 +34,7 @@ from evautil.zip_check import damaged_zip_record
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
-__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch",
+__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch", "weights_fit",
            "convert_state_dict", "load_pretrained", "layers_the_model_lacks", "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
@@ -509,18 +509,7 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
         ValueError: as ``convert_state_dict``, with the file named.
         CheckpointError: as ``read_checkpoint``, or none of the file's tensors is one of the model's.
     """
-    state_dict, config = read_checkpoint(path)
-    try:
-        converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
-                                              source_grid=source_grid, checkpoint_config=config)
-    except ValueError as error:
-        raise ValueError(f"{os.fspath(path)}: {error}") from error
-    keys = model.state_dict().keys()
-    if not any(k in keys for k in converted):  # loading nothing would leave the model at its initialisation
-        raise CheckpointError(f"{os.fspath(path)}: none of its {len(converted)} tensors is a tensor of the model "
-                              f"(its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
-                              f"{', '.join(list(keys)[:3])}): the weights of another model, or names saved with "
-                              "another prefix")
+    converted, notes = _converted_for(model, path, mode, class_mapping, source_grid, mmap=False)
     result = model.load_state_dict(converted, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     logger.info("loaded %s (mode %s): %d tensors", os.fspath(path), mode, len(converted) - len(unexpected))
@@ -540,6 +529,37 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
     if not missing and not unexpected:
         logger.info("all keys matched")
     return missing, unexpected
+
+
+def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: Any,
+                   source_grid: tuple[Any, Any] | None, mmap: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``path``'s state dict converted for ``model`` (``convert_state_dict``), with the file named in its errors;
+    refused when none of its tensors is one of the model's (loading nothing would leave it at its initialisation)."""
+    state_dict, config = read_checkpoint(path, mmap=mmap)
+    try:
+        converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
+                                              source_grid=source_grid, checkpoint_config=config)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)}: {error}") from error
+    keys = model.state_dict().keys()
+    if not any(k in keys for k in converted):
+        raise CheckpointError(f"{os.fspath(path)}: none of its {len(converted)} tensors is a tensor of the model "
+                              f"(its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
+                              f"{', '.join(list(keys)[:3])}): the weights of another model, or names saved with "
+                              "another prefix")
+    return converted, notes
+
+
+def weights_fit(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
+                source_grid: tuple[Any, Any] | None = None) -> tuple[list[str], list[str]]:
+    """What :func:`load_pretrained` of the same arguments would find, from the file's names and shapes alone (its
+    tensors memory-mapped, a ``.safetensors`` file's header only; ``model`` may be on the meta device): (missing
+    keys, ``layers_the_model_lacks``), and the same errors for a shape that cannot be made to fit or weights of
+    none of the model's tensors. A run checks this before it indexes its lists (which can take hours)."""
+    converted, _ = _converted_for(model, path, mode, class_mapping, source_grid, mmap=True)
+    keys = model.state_dict().keys()
+    missing = [k for k in keys if k not in converted]
+    return missing, layers_the_model_lacks([k for k in converted if k not in keys], model)
 
 
 def layers_the_model_lacks(unexpected: list[str], model: nn.Module) -> list[str]:

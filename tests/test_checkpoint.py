@@ -473,14 +473,21 @@ def test_evaluating_a_deeper_models_checkpoint_is_one_line_exit_2(tmp_path, tiny
     opts = _tiny_run_opts(tiny_dataset, tmp_path / "out")
     model = build_model(load_config(demo, opts), device="cpu")
     path = tmp_path / "ckpt_epoch_0.pth"
+    listed_before = sorted(p.name for p in tiny_dataset.iterdir())
     torch.save({"model": _with_one_more_block(model), "epoch": 0}, path)
-    rc = train.main(["--cfg", demo, "--only_test", "--resume", str(path), "--opts", *opts])
-    captured = capsys.readouterr()
-    errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
     depth = len(model.blocks)
-    assert rc == 2 and len(errors) == 1, captured
-    assert errors[0].startswith(f"error: checkpoint {path} does not fit MODEL.ARCH eva-tiny/8 with 4 classes: the "
-                                f"model has no blocks.{depth}.norm1.weight, "), errors
+    expected = f"error: checkpoint {path} does not fit MODEL.ARCH eva-tiny/8 with 4 classes: the model has no " \
+               f"blocks.{depth}.norm1.weight, "
+    for plan in (["--dry-run"], []):  # the plan finds it too
+        rc = train.main(["--cfg", demo, "--only_test", *plan, "--resume", str(path), "--opts", *opts])
+        captured = capsys.readouterr()
+        errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
+        assert rc == 2 and len(errors) == 1, captured
+        assert errors[0].startswith(expected), errors
+    # refused from the names and shapes before the lists were indexed (hours for a first build): OUTPUT holds no
+    # config.yaml, log or metrics of a run that never ran, and no index was built beside the list
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert sorted(p.name for p in tiny_dataset.iterdir()) == listed_before
 
 
 def test_only_test_of_a_deeper_models_pretrained_weights_is_one_line_exit_2(tmp_path, tiny_dataset, capsys):
@@ -491,14 +498,44 @@ def test_only_test_of_a_deeper_models_pretrained_weights_is_one_line_exit_2(tmp_
     demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     opts = _tiny_run_opts(tiny_dataset, tmp_path / "out")
     model = build_model(load_config(demo, opts), device="cpu")
-    path = tmp_path / "deeper.pth"
-    torch.save({"model": _with_one_more_block(model)}, path)
+    path = tmp_path / "deeper.safetensors"  # the header alone is read before the lists are
+    save_file({k: v.clone() for k, v in _with_one_more_block(model).items()}, str(path))
     rc = train.main(["--cfg", demo, "--only_test", "--pretrained", str(path), "--opts", *opts])
     captured = capsys.readouterr()
     errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
     assert rc == 2 and len(errors) == 1, captured
     assert errors[0].startswith(f"error: MODEL.PRETRAINED = {path} does not fit MODEL.ARCH eva-tiny/8 with 4 "
-                                f"classes: the model has no blocks.{len(model.blocks)}.norm1.weight, "), errors
+                                f"classes: the model has no blocks.{len(model.blocks)}.attn."), errors  # names sorted
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # refused before the run
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_fit_finds_from_shapes_what_the_load_finds(tmp_path, suffix):
+    """A run checks its weights against a meta-device model before it indexes its lists: the check must see the
+    missing and foreign layers, and the misfit shapes, that loading the same file into a real model finds."""
+    from models.checkpoint import layers_the_model_lacks, weights_fit
+
+    model = tiny()
+    with torch.device("meta"):
+        meta = tiny()
+    deeper = _with_one_more_block(model)
+    deeper.pop("blocks.0.mlp.fc1.bias")
+    path = tmp_path / f"deeper{suffix}"
+    if suffix == ".pth":
+        torch.save({"model": deeper}, path)
+    else:
+        save_file({k: v.clone() for k, v in deeper.items()}, str(path))
+    missing, unexpected = load_pretrained(model, path, "eva_k722")
+    assert missing == ["blocks.0.mlp.fc1.bias"] and unexpected
+    assert weights_fit(meta, path) == (missing, layers_the_model_lacks(unexpected, model))
+
+    wide = dict(deeper, **{"blocks.1.mlp.fc1.weight": torch.zeros(3, 3)})
+    torch.save({"model": wide}, path.with_suffix(".wide.pth"))
+    with pytest.raises(ValueError, match=r"wide\.pth: blocks\.1\.mlp\.fc1\.weight: checkpoint shape \(3, 3\)"):
+        weights_fit(meta, path.with_suffix(".wide.pth"))
+    torch.save({"model": {"other.weight": torch.zeros(2)}}, path.with_suffix(".other.pth"))
+    with pytest.raises(CheckpointError, match="none of its 1 tensors is a tensor of the model"):
+        weights_fit(meta, path.with_suffix(".other.pth"))
 
 
 def test_fine_tuning_from_a_deeper_models_weights_is_a_warning_in_the_runs_log(tmp_path):

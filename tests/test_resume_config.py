@@ -117,3 +117,31 @@ def test_a_finished_run_whose_summary_an_evaluation_replaced_says_where_the_trai
     assert json.loads(moved.read_text())["optimizer_steps"] == 3
     assert json.loads((out / "summary.json").read_text())["optimizer_steps"] == 0
     assert f"Its summary.json is that of a later evaluation (--only_test); the training's is {moved}" in said, said
+
+
+def test_a_model_changed_on_purpose_is_refused_before_the_lists_are_indexed(dataset, tmp_path, capsys):
+    """A resume that accepts a changed model (TRAIN.ALLOW_CONFIG_CHANGE) cannot load the checkpoint's weights: it
+    was refused only after the lists were indexed (hours, for a first build of a large list), with config.yaml
+    and the run's log already rewritten for a run that never ran. The plan (--dry-run) did not see it."""
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    def kept() -> dict[str, bytes]:  # every file but exit_status.json, which records each command's end
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "exit_status.json"}
+
+    written = kept()
+    capsys.readouterr()
+    changed = _opts(dataset, out, "TRAIN.EPOCHS", "2", "DATA.TUBELET_SIZE", "1", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    for plan in (["--dry-run"], []):
+        rc = train.main(["--cfg", DEMO, *plan, "--opts", *changed])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith(f"error: checkpoint {out / 'ckpt_epoch_1.pth'} was saved from a different "
+                                          "model than this run's (pos_embed is 1x33x128 there, 1x65x128 here; "
+                                          "patch_embed.proj.weight is 128x3x2x8x8 there, 128x3x1x8x8 here)"), err
+    assert kept() == written
+
+    # the same check finds an explicit --resume file of another model too
+    rc = train.main(["--cfg", DEMO, "--resume", str(out / "ckpt_epoch_1.pth"), "--opts",
+                     *_opts(dataset, tmp_path / "elsewhere", "DATA.TUBELET_SIZE", "1",
+                            "TRAIN.ALLOW_CONFIG_CHANGE", "True")])
+    assert rc == 2 and "was saved from a different model" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere" / "config.yaml").exists()

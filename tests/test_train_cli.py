@@ -461,6 +461,14 @@ def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):
     assert (line["listed_videos"], line["skipped_videos"], line["bad_at_index"]) == (8, 0, 0)
 
 
+def _released_weights(path: Path, opts: list[str]) -> Path:
+    """A weights-only file of the model ``opts`` build (the plan checks that weights fit it, by their shapes)."""
+    from models import build_model
+
+    torch.save({"model": build_model(load_config(DEMO, opts), device="cpu").state_dict()}, path)
+    return path
+
+
 def test_dry_run_plan_names_the_views_each_evaluation_uses(tmp_path, dataset, capsys):
     # Training validates with TEST.NUM_CLIP x NUM_CROP and ends with a final test of FINAL_NUM_CLIP x FINAL_NUM_CROP:
     # the plan printed "test views 1 x 1" for a run whose final test used 4 x 3 views.
@@ -470,8 +478,7 @@ def test_dry_run_plan_names_the_views_each_evaluation_uses(tmp_path, dataset, ca
     assert re.search(r"^ *val views \(clips x crops\)\s*: 1 x 1$", out, re.M), out
     assert re.search(r"^ *final test \(clips x crops\)\s*: 4 x 3$", out, re.M), out
     assert "  test views" not in out
-    ckpt = tmp_path / "released.pth"
-    torch.save({"model": {"head.bias": torch.zeros(4)}}, ckpt)
+    ckpt = _released_weights(tmp_path / "released.pth", _opts(dataset, tmp_path / "o"))
     assert train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--dry-run", "--opts",
                        *_opts(dataset, tmp_path / "o", *views)]) == 0
     out = capsys.readouterr().out
@@ -480,8 +487,7 @@ def test_dry_run_plan_names_the_views_each_evaluation_uses(tmp_path, dataset, ca
 
 
 def test_eval_only_dry_run_plan_and_no_class_mapping_needed(tmp_path, dataset, capsys):
-    ckpt = tmp_path / "released.pth"
-    torch.save({"model": {"head.bias": torch.zeros(4)}}, ckpt)  # readable: the dry run checks that, not the fit
+    ckpt = _released_weights(tmp_path / "released.pth", _opts(dataset, tmp_path / "o"))
     rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(ckpt), "--dry-run", "--opts",
                      *_opts(dataset, tmp_path / "o", "MODEL.CLASS_MAPPING", str(tmp_path / "absent.npy"))])
     captured = capsys.readouterr()

@@ -63,8 +63,8 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
     """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``.
 
     Raises:
-        ValueError: a header without ``label`` or ``top1_class``, a row without integers there, or a file that is
-            not UTF-8 (named).
+        ValueError: a header without ``label`` or ``top1_class``, no row, a row without integers there, or a file
+            that is not UTF-8 (named).
     """
     pairs, names = [], {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -79,6 +79,8 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
     if lacking:
         raise ValueError(f"{path}: its header has no {' and no '.join(map(repr, lacking))} column (got "
                          f"{','.join(header) or 'an empty file'!r}): not a predictions file of a run")
+    if not rows:  # an evaluation writes a row per video: a file cut short (it drew an empty confusion plot)
+        raise ValueError(f"{path}: a header and no row: no video's prediction to plot (a file cut short?)")
     for n, row in enumerate(rows, start=1):
         try:
             label, pred = int(row["label"]), int(row["top1_class"])

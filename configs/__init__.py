@@ -117,13 +117,18 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     elif isinstance(default, (tuple, list)):
+        numbers = bool(default) and all(isinstance(d, float) for d in default)
+        if numbers:
+            expected = f"{type(default).__name__} of numbers"
+        if isinstance(value, str) and not numbers:
+            # A list of names given bare (--opts DATA.NVDEC_CODECS h264): one item, or several separated by commas.
+            value = [item.strip() for item in value.split(",") if item.strip()]
         if isinstance(value, (tuple, list)):
-            if not (default and all(isinstance(d, float) for d in default)):
+            if not numbers:
                 return type(default)(value)
             # A list of numbers (TRAIN.BETAS, AUG.CROP_SCALES): every item a number, as for a float key.
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 return type(default)(float(v) for v in value)
-            expected = f"{type(default).__name__} of numbers"
     else:  # pragma: no cover - every default is one of the types above
         return value
     current = f"from {origin}" if origin else "the default"

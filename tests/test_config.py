@@ -267,3 +267,16 @@ def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(str(tmp_path / "tab.yaml"))
     assert "\n" not in str(err.value) and "tab.yaml: not valid YAML: line 2, column 1" in str(err.value), err.value
+
+
+def test_a_list_of_names_may_be_given_bare():
+    """``--opts DATA.NVDEC_CODECS h264`` was refused as "expects a value of type list"; a list of numbers given one
+    number stays refused (TRAIN.BETAS needs its two)."""
+    assert load_config(None, ["DATA.NVDEC_CODECS", "h264"]).DATA.NVDEC_CODECS == ["h264"]
+    assert load_config(None, ["DATA.NVDEC_CODECS", "h264, hevc"]).DATA.NVDEC_CODECS == ["h264", "hevc"]
+    assert load_config(None, ["DATA.NVDEC_CODECS", "['vp9']"]).DATA.NVDEC_CODECS == ["vp9"]
+    assert load_config(None, ["DATA.NVDEC_CODECS", ""]).DATA.NVDEC_CODECS == []
+    with pytest.raises(ConfigError, match=r"--opts: key TRAIN\.BETAS expects a value of type tuple of numbers"):
+        load_config(None, ["TRAIN.BETAS", "0.9"])
+    with pytest.raises(ConfigError, match=r"--opts: key DATA\.NVDEC_CODECS expects a value of type list"):
+        load_config(None, ["DATA.NVDEC_CODECS", "3"])

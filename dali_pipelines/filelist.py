@@ -29,7 +29,7 @@ import numpy as np
 from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list",
-           "split_list_line", "check_list_root"]
+           "split_list_line", "check_list_root", "check_some_present"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -290,6 +290,28 @@ def check_list_root(videos: VideoList, root_name: str) -> None:
     if len(videos) and videos.root and not os.path.isdir(videos.root) and not os.path.isabs(videos.rel_path(0)):
         raise DataListError(f"{root_name} = {videos.root} is not an existing folder, and the paths of "
                             f"{videos.list_path} are relative to it (first: {videos.rel_path(0)!r})")
+
+
+def check_some_present(videos: VideoList, present: np.ndarray) -> None:
+    """Refuse a list none of whose videos exists (``present``: ``VideoList.stat_keys``'s third column): paths
+    relative to another folder than the root they are joined to (or, with an empty root, than the working folder).
+    Indexing it would only write a quarantine file marking every video missing.
+
+    Raises:
+        DataListError: naming the list, where its first path was looked for, and the root to set.
+    """
+    if not len(videos) or present.any():
+        return
+    first = videos.rel_path(0)
+    if os.path.isabs(first):
+        where = f"(first: {first!r}; its paths are absolute)"
+    elif videos.root:
+        where = (f"under the root {videos.root} (first: {first!r}): set the root to the folder its paths are "
+                 "relative to")
+    else:
+        where = (f"from the working folder {os.getcwd()}, as the root is empty (first: {first!r}): set the root "
+                 "(DATA.ROOT, or a tool's --root) to the folder its paths are relative to")
+    raise DataListError(f"none of the {len(videos)} videos listed in {videos.list_path} exists {where}")
 
 
 def split_list_line(line: str) -> tuple[str, str] | None:

@@ -46,7 +46,7 @@ from evautil.files import atomic_write_text
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
-from .filelist import DataError, PathTable, VideoList, read_video_list
+from .filelist import DataError, PathTable, VideoList, check_some_present, read_video_list
 from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
                           load_cache_and_root, locked, save_cache, stat_key)
 from .pyav_io import DURATION_SLACK, BadVideoError, StreamProbe, probe_stream, reaches_duration
@@ -513,7 +513,8 @@ def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True,
-                checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S) -> DatasetIndex:
+                checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S,
+                refuse_none_present: bool = True) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
@@ -535,12 +536,14 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             processes, not ``workers`` 1): a video whose probe gives no answer in time, twice, is left out of this
             build only (bad, not cached; see :func:`probe_videos`). Looking up the listed files (``os.stat``)
             that gives no answer for that long is a DataError.
+        refuse_none_present: a list none of whose files exists is a DataListError (a wrong root), not an index
+            of missing videos; False for lists whose videos are each reported (the inference tools' inputs).
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
 
     Raises:
-        DataListError: the list is missing or malformed.
+        DataListError: the list is missing or malformed, or none of its videos exists (a wrong root).
         DataError: ``strict`` and at least one video is bad; the one-line message names the list, the bad files
             (the first ten) with their reasons and the quarantine file. Also when videos in a row give no answer
             within ``timeout_s`` (a file system that stopped answering); what was probed before is saved.
@@ -549,6 +552,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     root_abs = os.path.abspath(root)
     paths = index_paths(list_path)
     keys = None if checked_by_peer else videos.stat_keys(timeout_s=timeout_s)
+    if keys is not None and refuse_none_present:
+        check_some_present(videos, keys[2])  # a wrong root: refused, not quarantined video by video
 
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.

@@ -232,7 +232,8 @@ def test_many_bad_videos_are_named_up_to_a_limit_then_counted(tmp_path, caplog):
     """A list with many missing files (a half-downloaded dataset) names the first ones in the log and counts the
     rest in one line pointing at the quarantine file, which names them all."""
     lst = tmp_path / "list.txt"
-    lst.write_text("".join(f"missing_{i:02d}.mp4 0\n" for i in range(27)))
+    write_video(str(tmp_path / "present.webm"), counter_frames(8), "vp9")  # a list of none is refused instead
+    lst.write_text("present.webm 0\n" + "".join(f"missing_{i:02d}.mp4 0\n" for i in range(27)))
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
         ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -240,6 +241,32 @@ def test_many_bad_videos_are_named_up_to_a_limit_then_counted(tmp_path, caplog):
     assert len(named) == 20 and "missing_00.mp4: missing file" in named[0] and "missing_19.mp4" in named[-1]
     assert f"and 7 more bad videos in {lst}: all 27 listed with their reasons in {ix.quarantine_path}" in warned
     assert len(open(ix.quarantine_path).read().splitlines()) == 27
+
+
+@pytest.mark.parametrize("root", ["", "elsewhere", "absolute"])
+def test_a_list_none_of_whose_videos_exists_is_refused_without_a_quarantine_file(dataset, tmp_path, monkeypatch,
+                                                                                 root):
+    """An empty root looks the relative paths up from the working folder: run from another folder, every video was
+    quarantined as missing (a quarantine file beside the list marking them all) and the run ended later with "no
+    readable video"; the same for a root that exists but is not the list's."""
+    lst, data = dataset
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    if root == "absolute":
+        lst.write_text(f"{tmp_path / 'gone' / 'a.webm'} 0\n{tmp_path / 'gone' / 'b.webm'} 1\n")
+    with pytest.raises(DataListError) as err:
+        build_index(str(lst), root and str(tmp_path / "elsewhere"), num_classes=2, workers=1, progress=False)
+    count = 2 if root == "absolute" else len(GOOD) + len(BAD)
+    first = {"": "from the working folder " + str(tmp_path) + ", as the root is empty (first: 'clips/cls a/"
+                 "good 0.webm'): set the root (DATA.ROOT, or a tool's --root) to the folder",
+             "elsewhere": f"under the root {tmp_path / 'elsewhere'} (first: 'clips/cls a/good 0.webm'): set the "
+                          "root to the folder",
+             "absolute": f"(first: '{tmp_path / 'gone' / 'a.webm'}'; its paths are absolute)"}[root]
+    assert str(err.value).startswith(f"none of the {count} videos listed in {lst} exists {first}"), str(err.value)
+    assert sorted(p.name for p in lst.parent.iterdir()) == ["train.txt"]  # no quarantine file, no index
+    # the right root indexes the list as before
+    if root != "absolute":
+        check_index(build_index(str(lst), str(data), num_classes=2, workers=1, progress=False), lst, data)
 
 
 def test_build_index_strict_names_every_bad_file(dataset):

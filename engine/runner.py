@@ -337,7 +337,8 @@ def weights_to_load(cfg, metrics: MetricLogger | None, resume: str = "") -> Weig
         path = resume
         if not path:
             warn = metrics.warn if metrics is not None else None
-            found = Checkpointer(cfg.OUTPUT, writer=False, warn=warn).find_latest(mmap=metrics is None)
+            # its path only: memory-mapped, its CRC-32 check is the one the load right after relies on (not reread)
+            found = Checkpointer(cfg.OUTPUT, writer=False, warn=warn).find_latest(mmap=True)
             path = found[0] if found else ""
         if path:
             return WeightsChoice(path, "eva_k722", mapping, checkpoint=True)

@@ -145,3 +145,31 @@ def test_a_model_changed_on_purpose_is_refused_before_the_lists_are_indexed(data
                             "TRAIN.ALLOW_CONFIG_CHANGE", "True")])
     assert rc == 2 and "was saved from a different model" in capsys.readouterr().err
     assert not (tmp_path / "elsewhere" / "config.yaml").exists()
+
+
+def test_a_start_reads_the_checkpoint_it_continues_or_scores_once_for_its_crcs(dataset, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The checks before the lists are indexed and the load after them share one CRC-32 read of the file (each
+    is a full read: 12 GB for an EVA-g training checkpoint); scoring OUTPUT's newest checkpoint read it twice."""
+    import zipfile
+
+    from evautil import zip_check
+
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    newest = str(out / "ckpt_epoch_1.pth")
+    reads: list[str] = []
+
+    class Counted(zipfile.ZipFile):
+        def __init__(self, file, *args, **kwargs):
+            reads.append(str(file))
+            super().__init__(file, *args, **kwargs)
+
+    monkeypatch.setattr(zip_check.zipfile, "ZipFile", Counted)
+    assert train.main(["--cfg", DEMO, "--only_test", "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    assert reads.count(newest) == 1, reads
+    reads.clear()
+    more = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    assert train.main(["--cfg", DEMO, "--opts", *more]) == 0
+    assert f"resumed from {newest}" in capsys.readouterr().out
+    assert reads.count(newest) == 1, reads

@@ -29,7 +29,7 @@ import numpy as np
 from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list",
-           "split_list_line", "check_list_root", "check_some_present"]
+           "split_list_line", "check_list_root"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -280,38 +280,31 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
                      line_nos=np.frombuffer(line_nos, np.int32))
 
 
-def check_list_root(videos: VideoList, root_name: str) -> None:
-    """Refuse a list whose root (named ``root_name``, e.g. ``DATA.ROOT``) is not a folder while its first path is
-    relative to it: every video would be missing, which indexing finds only after looking for each one.
+def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | None = None) -> None:
+    """Refuse a list every video of which would be missing, which indexing finds only after looking for each one
+    (and would mark in a quarantine file): its root (named ``root_name``, e.g. ``DATA.ROOT``) is not a folder while
+    its first path is relative to it, or none of its files exists where its paths lead (relative to another folder
+    than the root, or, with an empty root, than the working folder). ``present``: ``VideoList.stat_keys``'s third
+    column; without it the files are looked up only when the first one is missing (one stat for a good list).
 
     Raises:
         DataListError: naming the root, the list and its first path.
     """
-    if len(videos) and videos.root and not os.path.isdir(videos.root) and not os.path.isabs(videos.rel_path(0)):
-        raise DataListError(f"{root_name} = {videos.root} is not an existing folder, and the paths of "
-                            f"{videos.list_path} are relative to it (first: {videos.rel_path(0)!r})")
-
-
-def check_some_present(videos: VideoList, present: np.ndarray) -> None:
-    """Refuse a list none of whose videos exists (``present``: ``VideoList.stat_keys``'s third column): paths
-    relative to another folder than the root they are joined to (or, with an empty root, than the working folder).
-    Indexing it would only write a quarantine file marking every video missing.
-
-    Raises:
-        DataListError: naming the list, where its first path was looked for, and the root to set.
-    """
-    if not len(videos) or present.any():
+    if not len(videos) or (os.path.exists(videos.path(0)) if present is None else present.any()):
         return
-    first = videos.rel_path(0)
+    first, root, listed = videos.rel_path(0), videos.root, f"the {len(videos)} videos listed in {videos.list_path}"
+    if root and not os.path.isdir(root) and not os.path.isabs(first):
+        raise DataListError(f"{root_name} = {root} is not an existing folder, and the paths of "
+                            f"{videos.list_path} are relative to it (first: {first!r})")
+    if present is None and videos.stat_keys()[2].any():  # its first file missing: are the others?
+        return
+    fix = f"(first: {first!r}): set {root_name} to the folder its paths are relative to"
     if os.path.isabs(first):
-        where = f"(first: {first!r}; its paths are absolute)"
-    elif videos.root:
-        where = (f"under the root {videos.root} (first: {first!r}): set the root to the folder its paths are "
-                 "relative to")
-    else:
-        where = (f"from the working folder {os.getcwd()}, as the root is empty (first: {first!r}): set the root "
-                 "(DATA.ROOT, or a tool's --root) to the folder its paths are relative to")
-    raise DataListError(f"none of the {len(videos)} videos listed in {videos.list_path} exists {where}")
+        raise DataListError(f"none of {listed} exists (first: {first!r}; its paths are absolute)")
+    if root:
+        raise DataListError(f"{root_name} = {root} holds none of {listed}, whose paths are relative to it {fix}")
+    raise DataListError(f"{root_name} is empty, and none of {listed} exists from the working folder {os.getcwd()} "
+                        f"{fix}")
 
 
 def split_list_line(line: str) -> tuple[str, str] | None:

@@ -46,7 +46,7 @@ from evautil.files import atomic_write_text
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
-from .filelist import DataError, PathTable, VideoList, check_some_present, read_video_list
+from .filelist import DataError, PathTable, VideoList, check_list_root, read_video_list
 from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
                           load_cache_and_root, locked, save_cache, stat_key)
 from .pyav_io import DURATION_SLACK, BadVideoError, StreamProbe, probe_stream, reaches_duration
@@ -514,7 +514,7 @@ def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True,
                 checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S,
-                refuse_none_present: bool = True) -> DatasetIndex:
+                root_name: str | None = "DATA.ROOT") -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
@@ -536,8 +536,9 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             processes, not ``workers`` 1): a video whose probe gives no answer in time, twice, is left out of this
             build only (bad, not cached; see :func:`probe_videos`). Looking up the listed files (``os.stat``)
             that gives no answer for that long is a DataError.
-        refuse_none_present: a list none of whose files exists is a DataListError (a wrong root), not an index
-            of missing videos; False for lists whose videos are each reported (the inference tools' inputs).
+        root_name: how a list none of whose files exists names the root it is refused for (a wrong root, see
+            :func:`~dali_pipelines.filelist.check_list_root`), e.g. a tool's ``--root``; None: such a list is
+            indexed, every video missing (the inference tools' inputs, whose files are each reported).
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
@@ -552,8 +553,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     root_abs = os.path.abspath(root)
     paths = index_paths(list_path)
     keys = None if checked_by_peer else videos.stat_keys(timeout_s=timeout_s)
-    if keys is not None and refuse_none_present:
-        check_some_present(videos, keys[2])  # a wrong root: refused, not quarantined video by video
+    if keys is not None and root_name is not None:
+        check_list_root(videos, root_name, keys[2])  # a wrong root: refused, not quarantined video by video
 
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from dali_pipelines import index as index_mod
-from dali_pipelines.filelist import DataError, DataListError, ListEntry, read_file_list, read_video_list
+from dali_pipelines.filelist import (DataError, DataListError, ListEntry, check_list_root, read_file_list,
+                                     read_video_list)
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
 from dali_pipelines.index_store import UNKNOWN, load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
@@ -257,16 +258,33 @@ def test_a_list_none_of_whose_videos_exists_is_refused_without_a_quarantine_file
     with pytest.raises(DataListError) as err:
         build_index(str(lst), root and str(tmp_path / "elsewhere"), num_classes=2, workers=1, progress=False)
     count = 2 if root == "absolute" else len(GOOD) + len(BAD)
-    first = {"": "from the working folder " + str(tmp_path) + ", as the root is empty (first: 'clips/cls a/"
-                 "good 0.webm'): set the root (DATA.ROOT, or a tool's --root) to the folder",
-             "elsewhere": f"under the root {tmp_path / 'elsewhere'} (first: 'clips/cls a/good 0.webm'): set the "
-                          "root to the folder",
-             "absolute": f"(first: '{tmp_path / 'gone' / 'a.webm'}'; its paths are absolute)"}[root]
-    assert str(err.value).startswith(f"none of the {count} videos listed in {lst} exists {first}"), str(err.value)
+    listed = f"the {count} videos listed in {lst}"
+    fix = "(first: 'clips/cls a/good 0.webm'): set DATA.ROOT to the folder"
+    want = {"": f"DATA.ROOT is empty, and none of {listed} exists from the working folder {tmp_path} {fix}",
+            "elsewhere": f"DATA.ROOT = {tmp_path / 'elsewhere'} holds none of {listed}, whose paths are relative to "
+                         f"it {fix}",
+            "absolute": f"none of {listed} exists (first: '{tmp_path / 'gone' / 'a.webm'}'; its paths are "
+                        "absolute)"}[root]
+    assert str(err.value).startswith(want), str(err.value)
     assert sorted(p.name for p in lst.parent.iterdir()) == ["train.txt"]  # no quarantine file, no index
     # the right root indexes the list as before
     if root != "absolute":
         check_index(build_index(str(lst), str(data), num_classes=2, workers=1, progress=False), lst, data)
+
+
+def test_a_plan_refuses_a_list_without_its_videos_but_not_one_that_lacks_its_first(tmp_path):
+    """Without the index's lookups (a dry run) the list's files are looked up once its first is missing: a list
+    with some of its videos (a half-downloaded dataset) is the index's to quarantine, not refused."""
+    write_video(str(tmp_path / "present.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("missing.webm 0\npresent.webm 0\n")
+    check_list_root(read_video_list(str(lst), str(tmp_path)), "--root")
+    lst.write_text("missing.webm 0\ngone.webm 0\n")
+    with pytest.raises(DataListError) as err:
+        check_list_root(read_video_list(str(lst), str(tmp_path)), "--root")
+    assert str(err.value) == f"--root = {tmp_path} holds none of the 2 videos listed in {lst}, whose paths are " \
+                             "relative to it (first: 'missing.webm'): set --root to the folder its paths are " \
+                             "relative to"
 
 
 def test_build_index_strict_names_every_bad_file(dataset):

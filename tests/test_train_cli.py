@@ -691,6 +691,27 @@ def test_a_dry_run_names_a_data_root_that_is_not_a_folder(tmp_path, dataset, cap
                               f"{dataset / 'val.txt'} are relative to it (first: {first!r})\n", err
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_empty_data_root_with_the_list_relative_to_another_folder_is_named(tmp_path, dataset, capsys, monkeypatch,
+                                                                             dry_run):
+    """With DATA.ROOT empty the list's relative paths are looked up from the working folder: run from another
+    folder, the plan said nothing (exit 0), and before that the run wrote a quarantine file beside the list marking
+    every video missing, then ended with no readable video."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in dataset.iterdir())
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []), "--opts",
+                     *_opts(dataset, tmp_path / "out", "DATA.ROOT", "", "TRAIN.EPOCHS", "1",
+                            "TRAIN.WARMUP_EPOCHS", "0")])
+    err = capsys.readouterr().err
+    listed = dataset / ("val.txt" if dry_run else "train.txt")  # the plan reads the val list first, a run indexes train
+    first = listed.read_text().split("\n")[0].rsplit(" ", 1)[0]
+    count = len(listed.read_text().splitlines())
+    assert rc == 2 and err.strip().splitlines()[-1] == (
+        f"error: DATA.ROOT is empty, and none of the {count} videos listed in {listed} exists from the working "
+        f"folder {tmp_path} (first: {first!r}): set DATA.ROOT to the folder its paths are relative to"), err
+    assert sorted(p.name for p in dataset.iterdir()) == before  # no quarantine file (nor index) beside the list
+
+
 def test_resuming_an_epoch_checkpoint_names_the_epoch_it_closes(tmp_path, dataset, capsys):
     """ckpt_epoch_1.pth was announced as 'epoch 2', and a finished 1-epoch run as 'epoch 2' then 'epoch 1/1'."""
     out = tmp_path / "out"

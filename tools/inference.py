@@ -365,7 +365,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
         index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
                             full_decode=data.INDEX_FULL_DECODE, strict=False, timeout_s=float(data.VIDEO_TIMEOUT_S),
                             progress=progress and stderr_is_terminal(),  # as the loader builds it: any rank probes
-                            refuse_none_present=False)  # a named file that is missing is reported as unreadable
+                            root_name=None)  # a named file that is missing is reported as unreadable
     position_of = {paths[i]: i for i in listed}
     positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
     if sorted(positions) != listed:

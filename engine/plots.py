@@ -179,21 +179,23 @@ def write_plots(output_dir: str, dest: str | None = None,
 
     Raises:
         FileNotFoundError: no metrics.jsonl in ``output_dir``.
-        ValueError: the final evaluation's predictions file is damaged (named).
+        ValueError: the final evaluation's predictions file is damaged (named); no plot is written.
     """
     plt = _pyplot()
     train, evals = read_metrics(output_dir)  # first: a folder that is not a run's is named as such, and not made
+    split = evals[-1].get("split") if evals else None
+    preds = os.path.join(output_dir, f"predictions_{split}.csv") if isinstance(split, str) else ""
+    # Read before anything is drawn: a damaged file is refused without leaving some of the plots behind
+    predictions = read_predictions(preds) if preds and os.path.isfile(preds) else None
     dest = dest or output_dir
     os.makedirs(dest, exist_ok=True)
     written = []
     if train:
         fig = curves_figure(train, evals)
         written.append(_save(fig, os.path.join(dest, "training_curves.png"), plt))
-    split = evals[-1].get("split") if evals else None
-    preds = os.path.join(output_dir, f"predictions_{split}.csv") if isinstance(split, str) else ""
-    if preds and os.path.isfile(preds):
+    if predictions is not None:
         last = evals[-1]
-        pairs, names = read_predictions(preds)
+        pairs, names = predictions
         top1 = last.get("top1")
         title = f"{split}: {last.get('num_videos')} videos, {last.get('views')} views" + (
             f", top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else "")

@@ -326,12 +326,15 @@ def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
         assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}: its header has no 'label' " \
                                           f"and no 'top1_class' column (got {header}): not a predictions file of a " \
                                           "run\n"
-    # its header and no row (a file cut short): was an empty confusion plot and exit code 0
+    # its header and no row (a file cut short): was an empty confusion plot and exit code 0, then the training
+    # curves were still drawn before the refusal
+    (tmp_path / "training_curves.png").unlink()
     (tmp_path / "predictions_test.csv").write_text("index,path,label,top1_class\n")
-    assert plot_run.main([str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}: a header and no row: no video's " \
-                                      "prediction to plot (a file cut short?)\n"
-    assert not (tmp_path / "confusion_test.png").exists()
+    for out in ([], ["--out", str(tmp_path / "plots")]):
+        assert plot_run.main([str(tmp_path), *out]) == 2
+        assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}: a header and no row: no " \
+                                          "video's prediction to plot (a file cut short?)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "predictions_test.csv"]  # no plot
 
 
 def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):

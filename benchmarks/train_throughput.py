@@ -229,15 +229,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def build_train_loader(args):
-    """The real training loader over synthetic clips (or --list) with the model's frames and size."""
+def build_train_loader(args, configs: int = 1):
+    """The real training loader over synthetic clips (or --list) with the model's frames and size, its list long
+    enough for ``configs`` configurations' steps in one epoch (they share the loader)."""
     from dali_pipelines import build_loader
     from benchmarks.loader_throughput import write_repeated_list
     # The synthetic clips' own length is --clip-frames; the loader samples args.frames of them.
     clip_args = argparse.Namespace(**vars(args))
     clip_args.frames = args.clip_frames
     clips, desc = common.read_list_or_synthetic(clip_args)
-    rows = max((args.warmup + args.steps * args.repeats + 4) * args.batch, len(clips))
+    # An epoch ending inside a timed measurement would count the graphs' refill as data wait.
+    rows = max((configs * (args.warmup + args.steps * args.repeats) + 4) * args.batch, len(clips))
     list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
     list_path, root = write_repeated_list(clips, rows, list_dir)
     cfg = make_cfg(args, args.attn.split(",")[0], False, list_path, root)
@@ -267,12 +269,13 @@ def run_benchmark(args) -> dict:
     peak = args.peak_tflops or stated_peak(info.get("gpu"), matmul_precision(args.precision))
     measured = None if args.no_measure_peak else measured_matmul_peak(device, args.precision,
                                                                       seconds=0.3 if args.quick else 1.0)
+    configs = list(itertools.product(attns, ckpts, compiles))
     loader, input_desc = None, {"input": "random tensors on the device"}
     if args.with_loader:
-        loader, input_desc = build_train_loader(args)
+        loader, input_desc = build_train_loader(args, len(configs))
     results = []
     try:
-        for attn, ck, comp in itertools.product(attns, ckpts, compiles):
+        for attn, ck, comp in configs:
             # Free what a previous configuration (or its out-of-memory traceback) left behind.
             gc.collect()
             if device.type == "cuda":

@@ -487,6 +487,30 @@ def test_train_throughput_prints_no_training_loop_lines(tmp_path):
     assert not [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("epoch ")], proc.stdout
 
 
+def test_train_benchmark_loader_list_holds_every_configurations_batches(monkeypatch):
+    """The configurations share one loader: its list was sized for one of them, so with several an epoch ended
+    inside a timed measurement and the graphs' refill counted as data wait."""
+    import dali_pipelines
+    from benchmarks import loader_throughput as lt
+    from benchmarks import train_throughput as tt
+
+    args = tt.parse_args(["--quick", "--no-measure-peak", "--with-loader", "--attn", "sdpa,math", "--checkpoint",
+                          "0,1", "--warmup", "1", "--steps", "3", "--repeats", "2", "--batch", "2"])
+    listed, drawn = [], []
+    monkeypatch.setattr(tt.common, "read_list_or_synthetic", lambda a: ([("c.mp4", 0, 32)], {"input": "synthetic"}))
+    monkeypatch.setattr(lt, "write_repeated_list", lambda clips, rows, out_dir: listed.append(rows) or ("l", "r"))
+    monkeypatch.setattr(tt, "make_cfg", lambda *a, **k: None)
+    monkeypatch.setattr(dali_pipelines, "build_loader", lambda cfg, split: type("L", (), {"close": lambda s: None})())
+
+    def run_config(args, attn, ckpt, compile_, device, loader):
+        drawn.append(args.warmup + args.steps * args.repeats)  # the batches one configuration takes
+        return {"name": attn, "tflops": common.summarize([1.0]), "clips_per_s": common.summarize([1.0])}
+
+    monkeypatch.setattr(tt, "run_config", run_config)
+    tt.run_benchmark(args)
+    assert len(drawn) == 4 and listed[0] >= sum(drawn) * args.batch
+
+
 def test_decode_throughput_whole_videos_without_dali_warning(tmp_path):
     """Whole-video decoding fed an unused frame-index output, which DALI warned about on every run."""
     cmd = [sys.executable, "-m", "benchmarks.decode_throughput", "--quick", "--decoders", "dali_cpu", "--modes", "all",

@@ -158,6 +158,24 @@ def test_every_flag_in_the_suite_is_accepted_by_its_command():
         assert not unknown, (prefix, unknown)
 
 
+def test_every_benchmark_in_the_suite_takes_a_median_of_at_least_three_measurements():
+    """The bench plan's training step was timed twice: a 'median' of two is their mean, and one disturbed
+    measurement moves it by half its error, with nothing to tell it from the other."""
+    import importlib
+
+    listing = _dry_run("smoke", "bench", "decode", "loader", "train", "eval").stdout
+    checked = []
+    for argv in _python_invocations(listing):
+        if argv[0] != "-m" or not argv[1].startswith("benchmarks."):
+            continue
+        module = importlib.import_module(argv[1])
+        if hasattr(module, "parse_args"):
+            args = module.parse_args(argv[2:])
+            assert args.repeats >= 3, (argv[1], args.repeats)
+            checked.append(argv[1])
+    assert "benchmarks.train_throughput" in checked and "benchmarks.decode_throughput" in checked
+
+
 @pytest.mark.slow
 def test_the_decode_stage_benchmarks_the_clips_the_re_encoder_wrote(tmp_path):
     """The stage's middle commands run for real on two small clips laid out as the benchmarks write them: the list

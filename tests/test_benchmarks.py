@@ -659,6 +659,20 @@ def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured
         assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (module.__name__, args, err)
 
 
+def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
+    """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
+    implementations, was timed with the graph."""
+    from benchmarks import augment_throughput as at
+
+    copies = []
+    real_output = at._output
+    monkeypatch.setattr(at, "_output", lambda pipe: copies.append(pipe) or real_output(pipe))
+    args = at.parse_args(["--quick", "--threads", "1", "--programs", "off", "--repeats", "2"])
+    results = at.run(args)
+    assert set(results) == {"off/planes", "off/interleaved"} and results["off/planes"]["ms_per_batch"] > 0
+    assert len(copies) == len(at.IMPLEMENTATIONS)  # one output of each, for the maximum difference
+
+
 def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches(tmp_path):
     """Quick mode: every program runs with both colour implementations, which compute the same values."""
     out_json = tmp_path / "augment.json"

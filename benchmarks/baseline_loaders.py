@@ -146,13 +146,14 @@ def decord_available() -> bool:
 
 def decode_decord(path: str, indices: Sequence[int], threads: int = 1) -> tuple[np.ndarray, int]:
     """The original's decode: ``decord.VideoReader(path, num_threads=1)`` and a batch read of the indices.
-    The decoded-frame count is not exposed by decord; the number of unique requested frames is returned."""
+    decord does not say how many frames it decoded, so the count returned is 0, "not known": the requested frames
+    would be shown as decoded frames/s beside PyAV's count, which includes the frames decoded to reach them."""
     import decord
     vr = decord.VideoReader(path, num_threads=threads)
     uniq = sorted(set(int(i) for i in indices))
     frames = vr.get_batch(uniq).asnumpy()
     pos = {v: k for k, v in enumerate(uniq)}
-    return frames[[pos[int(i)] for i in indices]], len(uniq)
+    return frames[[pos[int(i)] for i in indices]], 0
 
 
 _DECODERS = {"pyav": decode_pyav, "decord": decode_decord}
@@ -267,7 +268,8 @@ class OriginalVideoDataset(torch.utils.data.Dataset):
     ``length`` (default: one pass) lets a benchmark draw more samples than clips (index ``i`` reads clip
     ``i % len(clips)``), so that a persistent DataLoader never ends an epoch inside a measurement.
     Items are dicts ``{'video', 'label', 'index', 'decoded'}`` where ``decoded`` counts the frames the decoder
-    produced for the item (including frames decoded only to reach a sampled one).
+    produced for the item (including frames decoded only to reach a sampled one; 0 with decord, which does not
+    say).
     """
 
     def __init__(self, clips: Sequence[tuple[str, int, int]], mode: str = "train", num_frames: int = 16,

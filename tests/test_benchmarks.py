@@ -248,6 +248,34 @@ def test_decord_decoder_decodes_the_requested_frames_in_every_mode(monkeypatch):
     assert calls == [("a", [2, 7]), ("b", list(range(10)))]
 
 
+def test_decord_baseline_reports_no_decoded_frame_count(monkeypatch):
+    """decord does not say what it decoded: the loader table showed its requested frames as decoded frames/s,
+    beside PyAV's count of every frame decoded."""
+    from benchmarks import baseline_loaders as bl
+    from benchmarks import loader_throughput as lt
+
+    class Reader:
+        def __init__(self, path, num_threads):
+            pass
+
+        def get_batch(self, idx):
+            return type("Batch", (), {"asnumpy": lambda _: np.zeros((len(idx), 2, 2, 3), np.uint8)})()
+
+    monkeypatch.setitem(sys.modules, "decord", type(sys)("decord"))
+    monkeypatch.setattr(sys.modules["decord"], "VideoReader", Reader, raising=False)
+    frames, decoded = bl.decode_decord("a", [7, 2, 2])
+    assert frames.shape[0] == 3 and decoded == 0
+
+    def batches():
+        while True:
+            yield {"video": torch.zeros(2, 4, 3, 8, 8), "decoded": torch.tensor([decoded, decoded])}
+
+    run = lt.LoaderRun("decord", batches(), lambda: None, "", "", 0.0)
+    monkeypatch.setattr(lt.common, "cuda_available", lambda: False)
+    run.measure(2, [], nvml=False)
+    assert run.result(1, 4)["decoded_frames_per_s"] is None
+
+
 def test_original_tsn_indices():
     np.random.seed(0)
     idx = original_tsn_indices(300, 16)

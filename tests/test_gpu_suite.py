@@ -176,6 +176,12 @@ def test_every_benchmark_in_the_suite_takes_a_median_of_at_least_three_measureme
     assert "benchmarks.train_throughput" in checked and "benchmarks.decode_throughput" in checked
 
 
+def _commands(stage_command: str) -> list[str]:
+    """The commands of a stage in order, without the exit-code bookkeeping between them (``rc=$?``, ``exit $rc``)."""
+    parts = re.split(r" && | \|\| |; ", stage_command)
+    return [part for part in parts if not re.fullmatch(r"rc=\$\?|exit \$rc", part)]
+
+
 @pytest.mark.slow
 def test_the_decode_stage_benchmarks_the_clips_the_re_encoder_wrote(tmp_path):
     """The stage's middle commands run for real on two small clips laid out as the benchmarks write them: the list
@@ -184,7 +190,7 @@ def test_the_decode_stage_benchmarks_the_clips_the_re_encoder_wrote(tmp_path):
     from benchmarks.inputs import make_synthetic_clips
 
     _, command = _stages(_dry_run("decode", EVA_TMP=str(tmp_path)).stdout)["decode"]
-    first, *middle, last = command.split(" && ")
+    first, *middle, last = _commands(command)
     assert "--num-clips 32" in first and "--num-clips 32" in last  # the same clips in both halves
     make_synthetic_clips(str(tmp_path / "clips_b" / "h264"), 2, size=(64, 48), num_frames=24, gop=8)
     for part in middle:  # the re-encoder and the list's copy, as the stage runs them
@@ -197,6 +203,28 @@ def test_the_decode_stage_benchmarks_the_clips_the_re_encoder_wrote(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=child_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert "pyav_np" in done.stdout
+
+
+@pytest.mark.parametrize("stage, fails, then", [("decode", "decode_bframes.json", "decode_reencoded.json"),
+                                                ("train", "/train.json", "train_loader.json")])
+def test_a_stage_measures_its_second_half_when_the_first_fails(tmp_path, stage, fails, then):
+    """The decode stage's first benchmark exits 1 after its report when decord, its baseline, is missing (as on a
+    GPU machine without the wheel): its `&&` skipped the re-encoded half. The train stage's loader-fed step was
+    lost the same way to any failure of the attention/checkpointing sweep. Each half now runs, and the stage still
+    fails with the first half's exit code."""
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"  # records each command; the first half's benchmark fails
+    python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *{fails}*) exit 1 ;; esac\n')
+    python.chmod(0o755)
+    tmp = tmp_path / "t"
+    (tmp / "clips_b" / "h264").mkdir(parents=True)  # what the decode stage copies between its halves
+    (tmp / "clips_b" / "h264" / "list.txt").write_text("clip000.mp4 0\n")
+    (tmp / "clips_reencoded" / "h264").mkdir(parents=True)
+    _, command = _stages(_dry_run(stage, EVA_TMP=str(tmp), PYTHON=str(python)).stdout)[stage]
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    ran = calls.read_text()
+    assert fails in ran and then in ran, (command, ran)
+    assert done.returncode == 1, done.stderr
 
 
 def test_env_stage_names_every_runtime_package_with_its_installed_version(capsys):

@@ -30,7 +30,7 @@ from evautil.workers import usable_cpus
 __all__ = [
     "InputError", "INPUT_ERRORS", "ArgumentParser", "input_error",
     "Summary", "summarize", "PairedRatio", "paired_ratio", "time_repeats", "NvmlSampler", "machine_info",
-    "cuda_available", "describe_input", "machine_line", "add_input_args",
+    "cuda_available", "describe_input", "machine_line", "add_input_args", "release_device_memory",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count", "check_arch",
     "output_files_problem",
@@ -158,6 +158,22 @@ def sync_cuda() -> None:
     if cuda_available():
         import torch
         torch.cuda.synchronize()
+
+
+def release_device_memory() -> None:
+    """Free what DALI's memory pools (device and pinned host) and torch's caching allocator hold unused: call it when
+    a row's pipelines or loaders are closed. DALI keeps a closed pipeline's memory in its pools until asked, so NVML's
+    device-wide "used", each GPU row's memory figure, carried the largest earlier row's buffers into every later
+    row (a whole-video decode's into the 16-frame rows after it)."""
+    try:
+        from nvidia.dali.backend import ReleaseUnusedMemory
+    except ImportError:  # no DALI here: nothing of its to free
+        pass
+    else:
+        ReleaseUnusedMemory()
+    if cuda_available():
+        import torch
+        torch.cuda.empty_cache()
 
 
 def time_repeats(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:

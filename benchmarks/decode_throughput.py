@@ -193,6 +193,7 @@ def make_dali(device: str, batch: int, threads: int, items_pool: list[dict], use
     def close():
         nonlocal p
         del p
+        common.release_device_memory()  # the next row's GPU memory is its own, not this pipeline's pool
     return run, {"threads": threads, "processes": 1, "batch": batch}, close
 
 

@@ -267,7 +267,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    import torch
     loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for x in loaders:
@@ -342,8 +341,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             for run in runs:
                 run.close()
             del runs
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            common.release_device_memory()  # the next mode's GPU memory is its own, not this one's pools
     ratios, paired = {}, {}
     for mode in modes:
         by = {r["loader"]: r for r in results if r["mode"] == mode and not r.get("skipped")}

@@ -473,6 +473,59 @@ def test_each_loader_row_has_its_own_gpu_memory_peak(monkeypatch):
     assert ours.result(1, 4)["gpu_mem_peak_mib"] == 512 and baseline.result(1, 4)["gpu_mem_peak_mib"] == 1
 
 
+def test_a_closed_dali_decoder_leaves_the_next_row_no_pool(tmp_path, data_dir, monkeypatch):
+    """DALI keeps a closed pipeline's buffers in its pools, and NVML's device-wide "used" (a GPU row's memory) then
+    carried them into every later row: the whole-video decode's into the 16-frame rows after it. Each row's
+    pipeline hands its pool back when it is closed, before the next row's is built."""
+    import nvidia.dali.backend as dali_backend
+
+    from benchmarks import decode_throughput as dt
+
+    events = []
+    monkeypatch.setattr(dali_backend, "ReleaseUnusedMemory", lambda: events.append("release"))
+    make_dali = dt.make_dali
+    monkeypatch.setattr(dt, "make_dali", lambda *a, **k: events.append("build") or make_dali(*a, **k))
+    assert dt.main(["--quick", "--data-dir", str(data_dir / "smoke"), "--num-clips", "1", "--frames", "32",
+                    "--codec", "vp9", "--decoders", "dali_cpu", "--modes", "all,tsn", "--repeats", "1",
+                    "--min-clips", "2", "--batch", "2"]) == 0
+    assert events == ["build", "release", "build", "release"]
+
+
+def test_each_loader_mode_starts_without_the_pools_of_the_last(data_dir, monkeypatch):
+    """The train mode's loaders are closed before the test mode's are built; their DALI pools are handed back
+    then, or the test rows' NVML memory would include the train rows' buffers."""
+    import nvidia.dali.backend as dali_backend
+
+    from benchmarks import loader_throughput as lt
+
+    events = []
+    monkeypatch.setattr(dali_backend, "ReleaseUnusedMemory", lambda: events.append("release"))
+
+    class Loader:
+        batches_ahead = 0
+
+        def __init__(self, mode):
+            self.mode = mode
+
+        def __iter__(self):
+            while True:
+                yield {"video": torch.zeros(1, 2, 3, 8, 8)}
+
+        def close(self):
+            events.append(f"close {self.mode}")
+
+    def build_dali(args, mode, list_path, root, variant):
+        events.append(f"build {mode}")
+        return Loader(mode), "a loader"
+
+    monkeypatch.setattr(lt, "build_dali", build_dali)
+    monkeypatch.setattr(lt, "expected_gop_work", lambda *a, **k: 1.0)
+    args = lt.parse_args(["--quick", "--loaders", "dali", "--data-dir", str(data_dir / "smoke"), "--num-clips", "1",
+                          "--frames", "32", "--codec", "vp9", "--repeats", "1"])
+    lt.run_benchmark(args)
+    assert events == ["build train", "close train", "release", "build test", "close test", "release"]
+
+
 def test_smoke_eval_throughput(tmp_path, data_dir):
     data = _run("eval_throughput", ["--torch-threads", "1", "--data-dir", str(data_dir / "smoke"), "--num-clips", "2",
                                     "--frames", "32",

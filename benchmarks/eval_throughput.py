@@ -108,8 +108,10 @@ _FLAG_KEYS = {"MODEL.ARCH": "--arch", "MODEL.ATTN_IMPL": "--attn", "TRAIN.PRECIS
 
 def eval_cfg(args, list_path: str, root: str):
     from configs import load_config
-    opts = ["MODEL.ARCH", args.arch, "MODEL.ATTN_IMPL", args.attn, "DATA.NUM_FRAMES", str(args.num_frames),
-            "DATA.INPUT_SIZE", str(args.input_size), "DATA.NUM_CLASSES", str(args.num_classes),
+    # TRAIN.PRECISION: the loader's clips are float32 for an fp32 model, float16 on a GPU otherwise (clip_dtype)
+    opts = ["MODEL.ARCH", args.arch, "MODEL.ATTN_IMPL", args.attn, "TRAIN.PRECISION", args.precision,
+            "DATA.NUM_FRAMES", str(args.num_frames), "DATA.INPUT_SIZE", str(args.input_size),
+            "DATA.NUM_CLASSES", str(args.num_classes),
             "DATA.VAL_FILE", list_path, "DATA.ROOT", root, "DATA.NUM_THREADS", str(args.threads),
             "DATA.NUM_WORKERS", str(args.workers), "DATA.INDEX_WORKERS", "1", "TEST.BATCH_SIZE", str(args.batch),
             "TEST.NUM_CLIP", str(args.num_clip), "TEST.NUM_CROP", str(args.num_crop), "TEST.SAMPLING", "uniform",

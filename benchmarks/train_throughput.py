@@ -72,9 +72,11 @@ _FLAG_KEYS = {"MODEL.ARCH": "--arch", "MODEL.ATTN_IMPL": "--attn", "TRAIN.USE_CH
 
 def make_cfg(args, attn: str, ckpt: bool, list_path: str | None = None, root: str | None = None):
     from configs import load_config
+    # TRAIN.PRECISION: the loader's clips are float32 for an fp32 run, float16 on a GPU otherwise (clip_dtype)
     opts = ["MODEL.ARCH", args.arch, "MODEL.ATTN_IMPL", attn, "TRAIN.USE_CHECKPOINT", str(bool(ckpt)),
-            "DATA.NUM_FRAMES", str(args.frames), "DATA.INPUT_SIZE", str(args.input_size),
-            "DATA.NUM_CLASSES", str(args.num_classes), "TRAIN.BATCH_SIZE", str(args.batch),
+            "TRAIN.PRECISION", args.precision, "DATA.NUM_FRAMES", str(args.frames),
+            "DATA.INPUT_SIZE", str(args.input_size), "DATA.NUM_CLASSES", str(args.num_classes),
+            "TRAIN.BATCH_SIZE", str(args.batch),
             "MODEL.DROP_PATH_RATE", "0.1", "MODEL.PRETRAINED", ""]
     if list_path:
         opts += ["DATA.TRAIN_FILE", list_path, "DATA.ROOT", root, "DATA.NUM_THREADS", str(args.threads),

@@ -568,6 +568,21 @@ def test_train_throughput_prints_no_training_loop_lines(tmp_path):
     assert not [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("epoch ")], proc.stdout
 
 
+@pytest.mark.parametrize("precision, dtype", [("fp32", "float32"), ("bf16", "float16")])
+def test_train_and_eval_benchmarks_give_their_loader_the_precision_they_measure(precision, dtype):
+    """An fp32 run's loader hands out float32 clips, a mixed-precision run's float16 on a GPU (clip_dtype). The
+    loaders' configs left TRAIN.PRECISION at 'auto', so `--precision fp32 --with-loader` (and eval's loader + model
+    row) timed the float16 loader of a bf16 run under an fp32 label."""
+    from benchmarks import eval_throughput as et
+    from benchmarks import train_throughput as tt
+    from dali_pipelines.loader import clip_dtype
+
+    train = tt.make_cfg(tt.parse_args(["--quick", "--precision", precision]), "sdpa", False, "list.txt", "root")
+    test = et.eval_cfg(et.parse_args(["--quick", "--precision", precision]), "list.txt", "root")
+    for cfg in (train, test):
+        assert clip_dtype(cfg.DATA.OUTPUT_DTYPE, "gpu", cfg.TRAIN.PRECISION) == dtype
+
+
 def test_train_benchmark_loader_list_holds_every_configurations_batches(monkeypatch):
     """The configurations share one loader: its list was sized for one of them, so with several an epoch ended
     inside a timed measurement and the graphs' refill counted as data wait."""

@@ -48,10 +48,10 @@ def check_before_indexing(cfg, device) -> Any:
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
     """Logger, loaders, model and weights for ``cfg`` on this process."""
     meta_model = check_before_indexing(cfg, ctx.device)
-    check_weight_files(cfg, resume)
+    resumed = check_weight_files(cfg, resume)
     if not cfg.TEST.ONLY_TEST:  # its list of changed keys says more than the shapes they changed (again at open_run)
         check_resume_config(cfg, resume)
-    check_weights_fit_model(cfg, meta_model, resume)
+    check_weights_fit_model(cfg, meta_model, resume, resumed)
     metrics = runner.open_run(cfg, ctx, resume, resume_note)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
@@ -64,7 +64,7 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         raise
 
 
-def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
+def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> dict | None:
     """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating OUTPUT's newest checkpoint) OUTPUT's checkpoints, that this
     run would read but cannot use (unreadable, damaged, of the wrong kind; to be evaluated, with a head of another
     class count: :func:`models.checkpoint.head_mismatch`) fail here, before anything is written to OUTPUT, with the
@@ -72,7 +72,8 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
     MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
     is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
-    the load)."""
+    the load). Returns a training run's ``--resume`` checkpoint as read (memory-mapped) for
+    :func:`check_weights_fit_model`, else None."""
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
@@ -80,7 +81,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
     if resume and cfg.TEST.ONLY_TEST:
         check_checkpoint(resume, fetch_hub, **_head_of(cfg))  # any weights file: ours, a released one, safetensors
     elif resume:
-        load_resumable(resume, mmap=True)
+        return load_resumable(resume, mmap=True)
     elif scored:
         latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # raises when all are damaged
         if latest:
@@ -89,29 +90,39 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> None:
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
 
 
-def check_weights_fit_model(cfg, model, resume: str, fetch_hub: bool = True) -> None:
+def check_weights_fit_model(cfg, model, resume: str, resumed: dict | None = None, fetch_hub: bool = True) -> None:
     """The weights this run starts from, against ``model`` (built on the meta device) by their names and shapes,
     so that what their load would refuse after the lists are indexed (hours, for a first build) is refused now:
     a checkpoint to resume that holds another model (a model or class count changed with
     TRAIN.ALLOW_CONFIG_CHANGE), weights to evaluate that leave a parameter unset or a trained layer unused
     (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
-    the files that cannot be read; an ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
+    the files that cannot be read and read a training ``--resume`` file (``resumed``: not parsed again); an
+    ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
     from engine.checkpointing import Checkpointer, check_same_model, load_resumable
-    from models.checkpoint import pretrained_source_grid, weights_fit
+    from models.checkpoint import weights_fit
 
     choice = runner.weights_to_load(cfg, None, resume)
     if choice is not None and (fetch_hub or not choice.path.startswith("hf://")):
-        grid = None if choice.checkpoint else pretrained_source_grid(cfg, model)  # as _assemble_run loads it
-        missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping, grid)
+        missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping,
+                                      _source_grid(cfg, choice, model))
         runner.check_weights_fit(cfg, choice, missing, lacked)
     if cfg.TEST.ONLY_TEST:
         return
     if resume:
-        check_same_model(model, load_resumable(resume, mmap=True), resume)
+        check_same_model(model, resumed if resumed is not None else load_resumable(resume, mmap=True), resume)
     elif cfg.TRAIN.AUTO_RESUME:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
         latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
         if latest:
             check_same_model(model, latest[1], latest[0])
+
+
+def _source_grid(cfg, choice: runner.WeightsChoice, model):
+    """The positional grid the weights of ``choice`` were trained at, as their load is told it: a released
+    checkpoint's comes from the config (MODEL.PRETRAINED_FRAMES / _INPUT_SIZE) or the file; our own checkpoints
+    have the model's grid (None)."""
+    from models.checkpoint import pretrained_source_grid
+
+    return None if choice.checkpoint else pretrained_source_grid(cfg, model)
 
 
 def _head_of(cfg) -> dict:
@@ -122,7 +133,7 @@ def _head_of(cfg) -> dict:
 def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
     from dali_pipelines.loader import build_loader  # imports DALI
     from models import build_model, forward_flops, load_pretrained
-    from models.checkpoint import layers_the_model_lacks, pretrained_source_grid
+    from models.checkpoint import layers_the_model_lacks
 
     only_test = cfg.TEST.ONLY_TEST
     splits = ["test"] if only_test else ["train", "val"]
@@ -134,12 +145,9 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
     model = build_model(cfg, device=ctx.device)
     choice = runner.weights_to_load(cfg, metrics, resume)
     if choice is not None:
-        # A released checkpoint's positional grid comes from the config (MODEL.PRETRAINED_FRAMES / _INPUT_SIZE) or
-        # the file; our own checkpoints have the model's grid.
-        grid = None if choice.checkpoint else pretrained_source_grid(cfg, model)
         notes: list[str] = []
         missing, unexpected = load_pretrained(model, choice.path, choice.mode, class_mapping=choice.class_mapping,
-                                              source_grid=grid, notes_to=notes)
+                                              source_grid=_source_grid(cfg, choice, model), notes_to=notes)
         lacked = layers_the_model_lacks(unexpected, model)
         runner.check_weights_fit(cfg, choice, missing, lacked)
         runner.announce_weights(metrics, choice, notes, missing, lacked)
@@ -206,10 +214,10 @@ def dry_run(cfg, resume: str = "") -> dict:
 
     data = cfg.DATA
     model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
+    resumed = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
-    check_weights_fit_model(cfg, model, resume, fetch_hub=False)
+    check_weights_fit_model(cfg, model, resume, resumed, fetch_hub=False)
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
     for videos in (val, train) if train else (val,):  # a plan opens no video, but a missing DATA.ROOT is named

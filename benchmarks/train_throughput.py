@@ -155,8 +155,10 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        common.sync_cuda()  # the model's set-up queued before is not the warm-up's
         t_build = time.perf_counter()
         run_steps(args.warmup)  # includes compilation and autotuning when --compile
+        common.sync_cuda()  # its last kernels may still be queued: without the wait warmup_s reads short
         warmup_s = time.perf_counter() - t_build
         with cpu_monitor.ProcessTreeMonitor() as mon:
             waits.clear()

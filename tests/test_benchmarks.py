@@ -568,6 +568,23 @@ def test_train_throughput_prints_no_training_loop_lines(tmp_path):
     assert not [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("epoch ")], proc.stdout
 
 
+def test_train_benchmark_warmup_time_waits_for_the_warmups_queued_device_work(monkeypatch):
+    """On a GPU the warm-up's kernels run after run_steps returns: warmup_s was read without waiting for them, so
+    it read short. A fake clock that a device synchronisation advances by 100 s stands in for that queued work."""
+    import types
+
+    from benchmarks import train_throughput as tt
+
+    waited = [0.0]
+    monkeypatch.setattr(tt, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + waited[0]))
+    monkeypatch.setattr(common, "sync_cuda", lambda: waited.__setitem__(0, waited[0] + 100.0))
+    args = tt.parse_args(["--quick", "--no-measure-peak", "--torch-threads", "1", "--input-size", "32", "--frames",
+                          "2", "--warmup", "1", "--steps", "1", "--repeats", "1"])
+    r = tt.run_config(args, "sdpa", False, False, torch.device("cpu"))
+    # the wait after the warm-up counts, the one before it (the model's set-up) does not
+    assert 100.0 <= r["warmup_s"] < 200.0, r["warmup_s"]
+
+
 @pytest.mark.parametrize("precision, dtype", [("fp32", "float32"), ("bf16", "float16")])
 def test_train_and_eval_benchmarks_give_their_loader_the_precision_they_measure(precision, dtype):
     """An fp32 run's loader hands out float32 clips, a mixed-precision run's float16 on a GPU (clip_dtype). The

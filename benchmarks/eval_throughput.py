@@ -8,7 +8,7 @@ Two measurements on the same clips in one run:
    Decoder: DALI mixed (NVDEC) with a GPU, DALI CPU for VP8/VP9 clips, else PyAV in worker processes.
 2. end to end: our test loader (``build_loader(cfg, 'test')``) feeding the model's forward pass (inference mode,
    bf16 autocast on a GPU) with per-video softmax averaging over views: videos/s and data_wait_pct; plus the model
-   alone on random input of the same shape (the ceiling the loader must keep up with).
+   alone on random input of the same shape and data type (the ceiling the loader must keep up with).
 
     python -m benchmarks.eval_throughput --quick
     python -m benchmarks.eval_throughput --arch eva-1b/14 --codec h264 --frames 250 --gop 16 --json e.json
@@ -121,6 +121,7 @@ def eval_cfg(args, list_path: str, root: str):
 
 def end_to_end(args, clips) -> list[dict]:
     from dali_pipelines import build_loader
+    from dali_pipelines.loader import clip_dtype
     from models import build_model, forward_flops
     from benchmarks.loader_throughput import write_repeated_list, _Stream
 
@@ -145,8 +146,10 @@ def end_to_end(args, clips) -> list[dict]:
         return logits.float().softmax(-1).reshape(video.shape[0], views, -1).mean(1)
 
     results = []
-    # Model alone on random input of the loader's shape and dtype.
-    x = torch.randn(b, views, t, 3, s, s, device=device)
+    # Model alone on random input of the loader's shape and dtype: float16 on a GPU unless fp32 (clip_dtype), so
+    # that this row and the loader's compare like with like. The loader's clips are on the model's device.
+    dtype = clip_dtype(cfg.DATA.OUTPUT_DTYPE, "gpu" if device.type == "cuda" else "cpu", cfg.TRAIN.PRECISION)
+    x = torch.randn(b, views, t, 3, s, s, device=device, dtype=getattr(torch, dtype))
     times = common.time_repeats(lambda: [score(x) for _ in range(args.batches)], args.warmup, args.repeats)
     vps = [args.batches * b / x_ for x_ in times]
     fwd = forward_flops(model)

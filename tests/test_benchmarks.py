@@ -600,6 +600,52 @@ def test_train_and_eval_benchmarks_give_their_loader_the_precision_they_measure(
         assert clip_dtype(cfg.DATA.OUTPUT_DTYPE, "gpu", cfg.TRAIN.PRECISION) == dtype
 
 
+class _StopAfterModelRow(Exception):
+    pass
+
+
+@pytest.mark.parametrize("cuda, precision, opts, dtype", [
+    (True, "bf16", [], torch.float16), (True, "fp16", [], torch.float16), (True, "fp32", [], torch.float32),
+    (True, "bf16", ["DATA.OUTPUT_DTYPE", "float32"], torch.float32), (False, "bf16", [], torch.float32)])
+def test_eval_benchmark_model_row_gets_the_dtype_the_loader_gives(monkeypatch, cuda, precision, opts, dtype):
+    """The model-only row fed the model float32 where the loader hands out float16 clips (a GPU, bf16 or fp16):
+    the two rows compared different inputs. A GPU is stood in for by fakes; the model records what it is given."""
+    import contextlib
+
+    import dali_pipelines
+    import models
+    from benchmarks import eval_throughput as et
+    from benchmarks import loader_throughput as lt
+
+    seen = []
+
+    class Model:
+        def eval(self):
+            return self
+
+        def __call__(self, video):
+            seen.append(video.dtype)
+            return torch.zeros(video.shape[0], 4)
+
+    real_randn = torch.randn
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch, "randn", lambda *shape, device=None, **kw: real_randn(*shape, **kw))  # on the host
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(common, "sync_cuda", lambda: None)
+    monkeypatch.setattr(models, "build_model", lambda cfg, device: Model())
+    monkeypatch.setattr(models, "forward_flops", lambda model: 1.0)
+    monkeypatch.setattr(lt, "write_repeated_list", lambda clips, rows, out_dir: ("list.txt", "root"))
+
+    def build_loader(cfg, split):
+        raise _StopAfterModelRow
+
+    monkeypatch.setattr(dali_pipelines, "build_loader", build_loader)
+    args = et.parse_args(["--quick", "--precision", precision, "--num-clip", "1", "--num-crop", "1", "--opts", *opts])
+    with pytest.raises(_StopAfterModelRow):
+        et.end_to_end(args, [("c.mp4", 0, 32)])
+    assert seen and set(seen) == {dtype}, seen
+
+
 def test_train_benchmark_loader_list_holds_every_configurations_batches(monkeypatch):
     """The configurations share one loader: its list was sized for one of them, so with several an epoch ended
     inside a timed measurement and the graphs' refill counted as data wait."""

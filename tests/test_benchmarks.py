@@ -832,6 +832,41 @@ def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(mo
     assert len(copies) == len(at.IMPLEMENTATIONS)  # one output of each, for the maximum difference
 
 
+def test_augment_benchmark_gpu_graph_takes_its_frames_on_the_device(monkeypatch):
+    """With --device gpu the graph took host frames and uploaded them (a `.gpu()` inside it), so every timed run
+    held a host-to-device copy of the input. The frames now enter a GPU graph on the device, uploaded once before
+    the timing (on_device), as a CPU graph's enter it in host memory. Checked on the defined, unbuilt graph."""
+    from nvidia.dali import Pipeline
+
+    from benchmarks import augment_throughput as at
+
+    args = at.parse_args(["--quick", "--threads", "1", "--programs", "all"])
+    columns = at.make_batch(args, "all")
+    monkeypatch.setattr(Pipeline, "build", lambda self: None)  # building a GPU graph needs a GPU
+    for device in ("gpu", "cpu"):
+        args.device = device  # parse_args refuses gpu without CUDA; nothing runs here
+        for impl in at.IMPLEMENTATIONS:
+            pipe = at.build(args, impl, columns)
+            pipe._build_graph()  # DALI's own graph definition step of build()
+            made = {out.name: (op.name, out.device) for op in pipe._ops for out in op.outputs}
+            # The frames' way in: the ROI resize's input, and the operator and device that made it (a .gpu() makes
+            # a GPU node of a host output, i.e. an upload in every run).
+            [resize] = [op for op in pipe._ops if op.name.startswith("__Resize")]
+            frames = resize.inputs[0]  # the rest are its ROI arguments
+            source, made_on = made[frames.name]
+            assert source.startswith("__ExternalSource") and (frames.device, made_on) == (device, device), (
+                device, impl, source, frames.device, made_on)
+            assert {o.device for o in pipe._graph_outputs} == {device}, (device, impl)
+    assert at.on_device(columns, "cpu") is columns  # the CPU graph's frames stay where they are
+    # For a GPU graph: one upload of the whole batch, waited for (a fake .cuda() keeps it on the host here).
+    events = []
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self: events.append("upload") or self)
+    monkeypatch.setattr(common, "sync_cuda", lambda: events.append("sync"))
+    frames, *rest = at.on_device(columns, "gpu")
+    assert events == ["upload", "sync"] and rest == list(columns[1:])
+    assert np.array_equal(frames.numpy(), np.stack(columns[0]))
+
+
 def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches(tmp_path):
     """Quick mode: every program runs with both colour implementations, which compute the same values."""
     out_json = tmp_path / "augment.json"

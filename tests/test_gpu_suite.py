@@ -176,6 +176,20 @@ def test_every_benchmark_in_the_suite_takes_a_median_of_at_least_three_measureme
     assert "benchmarks.train_throughput" in checked and "benchmarks.decode_throughput" in checked
 
 
+def test_the_decode_stage_passes_over_its_clips_few_enough_times_to_fit_its_box():
+    """Each half of the decode stage is every decoder and mode over 32 clips of 250 frames; at the default five
+    repeats (six passes with the warm-up) one half took 10 min on the 2-core CPU machine, 160 s of it in the
+    single-threaded PyAV rows that more cores do not speed up: two halves did not fit the stage's 10 minutes."""
+    from benchmarks import decode_throughput
+
+    _, command = _stages(_dry_run("decode").stdout)["decode"]
+    halves = [shlex.split(part) for part in _commands(command) if "benchmarks.decode_throughput" in part]
+    assert len(halves) == 2
+    for argv in halves:
+        args = decode_throughput.parse_args(argv[argv.index("benchmarks.decode_throughput") + 1:])
+        assert args.warmup + args.repeats <= 4 and args.repeats >= 3, argv
+
+
 def _commands(stage_command: str) -> list[str]:
     """The commands of a stage in order, without the exit-code bookkeeping between them (``rc=$?``, ``exit $rc``)."""
     parts = re.split(r" && | \|\| |; ", stage_command)

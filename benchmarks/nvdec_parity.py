@@ -138,7 +138,9 @@ def seek_verdict(setup_s: float, early_s: float, late_s: float, early: int, late
     frame), an early frame and a late one. Each call builds its graph, so that set-up is taken off first: with an
     NVDEC decoder it may rival the decode itself, and the plain late/early ratio would then shrink towards 1 and
     pass a decoder that does not seek. Beyond frame 0, one that seeks decodes from the keyframe before the frame,
-    one that does not from frame 0; the verdict is the expectation nearer (geometrically) to the measured ratio."""
+    one that does not from frame 0; the verdict is the expectation nearer (geometrically) to the measured ratio.
+    Frame k costs k + 1 decoded frames and frame 0's one is in ``setup_s``: beyond it, late / early (not
+    (late + 1) / (early + 1), the ratio of the raw times that :func:`seek_probe` speaks of)."""
     beyond_early, beyond_late = max(early_s - setup_s, 1e-9), max(late_s - setup_s, 1e-9)
     ratio = beyond_late / beyond_early
     if_seeking = max(late % gop, 1) / max(early % gop, 1)

@@ -134,7 +134,7 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
             could be decoded (the message names the file and the count).
     """
     idx = _indices(path, indices)  # a negative index is refused before the file is opened
-    with VideoReader(path, threads) as reader:
+    with VideoReader(path, threads, one_request=True) as reader:
         return reader.frames(idx, stats)
 
 
@@ -150,10 +150,11 @@ class VideoReader:
     demuxed and its clean cuts found once, at the first request, not once per request (a cost that grows with the
     video's length: ~90,000 packets for an hour). Each request then decodes only its own runs of packets, with the
     same checks and the same sequential fallback as :func:`decode_frames`, which is one request of a reader. A
-    sequential decode from frame 0 (the fallback's, and from the second request on every request on a stream that
-    cannot be skipped through, such as MPEG-4 Part 2 or open GOPs) is kept open: a request that starts at or after
-    where it stopped goes on from there (requests in increasing order decode the video once), an earlier one
-    starts again from frame 0.
+    sequential decode from frame 0 (the fallback's, and every request's on a stream that cannot be skipped through,
+    such as MPEG-4 Part 2 or open GOPs) is kept open: a request that starts at or after where it stopped goes on
+    from there (requests in increasing order decode the video once), an earlier one starts again from frame 0.
+    ``one_request`` (:func:`decode_frames`): no request follows, so such a stream's one request decodes the packets
+    demuxed already rather than opening the file again for a decode that would be kept.
 
     The reader holds the video's compressed packets (what one :func:`decode_frames` call holds while it runs), and
     the kept decode's open file and decoder, until it is closed; decoded frames are kept only for the request that
@@ -169,8 +170,10 @@ class VideoReader:
     Raises (at construction): BadVideoError: the file cannot be opened, or has no video stream.
     """
 
-    def __init__(self, path: VideoSource, threads: int = 0, max_held_bytes: int = MAX_HELD_PACKET_BYTES):
+    def __init__(self, path: VideoSource, threads: int = 0, max_held_bytes: int = MAX_HELD_PACKET_BYTES,
+                 one_request: bool = False):
         self._path, self._name, self._threads = path, _name(path), threads
+        self._one_request = one_request
         self._max_held_bytes = max_held_bytes
         self.holds_packets = True  # False once the packets outgrew max_held_bytes: every request is sequential
         self._start_pos = path.tell() if hasattr(path, "tell") and hasattr(path, "seek") else None
@@ -187,7 +190,6 @@ class VideoReader:
         self.demux_passes = 0  # full demuxes of the file: at most one per reader
         self._sequential: _SequentialDecode | None = None  # the sequential decode, kept for the next request
         self.sequential_starts = 0  # sequential decodes from frame 0: the first, then one per request going back
-        self._asked = False  # a request was served already
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -255,11 +257,11 @@ class VideoReader:
             return np.zeros((0, self._stream.height, self._stream.width, 3), np.uint8)
         wanted = sorted(set(idx.tolist()))
         plan = self._plan(wanted)
-        # Where only the first packet may start a run, every run decodes from frame 0: from a reader's second
-        # request on, the kept sequential decode serves them, going on from where the previous one stopped
-        # (decode_frames, a single request, still decodes the packets demuxed already).
-        sequential = self._cuts is not None and len(self._cuts[0]) == 1 and self._asked
-        self._asked = True
+        # Where only the first packet may start a run, every run decodes from frame 0: the kept sequential decode
+        # serves a reader's requests from the first on, each going on from where the previous one stopped (a first
+        # request served from the packets was decoded again from frame 0 by the second: twice the work for a short
+        # video whose first batch of windows reaches its end). decode_frames' one request decodes the packets.
+        sequential = self._cuts is not None and len(self._cuts[0]) == 1 and not self._one_request
         decoded = _decode_runs(self._stream, plan, wanted, stats) if plan is not None and not sequential else None
         if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode sequentially
             decoded = self._decode_sequential(wanted, stats)

@@ -78,16 +78,18 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> dict | None:
     from models.checkpoint import check_checkpoint
 
     scored = runner.eval_checkpoint(cfg, resume) if cfg.TEST.ONLY_TEST else ""  # the checkpoint evaluated
+    resumed = None
     if resume and cfg.TEST.ONLY_TEST:
         check_checkpoint(resume, fetch_hub, **_head_of(cfg))  # any weights file: ours, a released one, safetensors
     elif resume:
-        return load_resumable(resume, mmap=True)
+        resumed = load_resumable(resume, mmap=True)
     elif scored:
         latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # raises when all are damaged
         if latest:
             check_checkpoint(latest[0], **_head_of(cfg))
     if cfg.MODEL.PRETRAINED and not scored and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
         check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
+    return resumed
 
 
 def check_weights_fit_model(cfg, model, resume: str, resumed: dict | None = None, fetch_hub: bool = True) -> None:

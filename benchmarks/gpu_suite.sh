@@ -78,8 +78,9 @@ command_for() {
     # benchmarks write clips into <data-dir>/<codec>/ with their list.txt; the re-encoder keeps that layout. The two
     # halves measure apart: the first exits 1 after its report without decord (its baseline), and that must not
     # cost the re-encoded half; the stage's exit code is still the first failure's.
-    # Three repeats, not the default five: a half at five took 10 min on the 2-core CPU machine, 160 s of it the
-    # single-threaded PyAV rows, which more cores do not shorten (4 passes over the clips instead of 6).
+    # Three repeats, not the default five: a half at five took 10 min on the 2-core CPU machine, 160 s of it
+    # the single-threaded PyAV rows (by their measured rates), which more cores do not shorten (4 passes over the
+    # clips instead of 6).
     decode) echo "$py -m benchmarks.decode_throughput $clips --data-dir $tmp/clips_b --batch 8 --threads $cores --repeats 3 --json $out/decode_bframes.json --plot $out/decode_bframes.png; rc=\$?; $py tools/prepare_kinetics.py reencode --src $tmp/clips_b --dst $tmp/clips_reencoded --gop 16 --no-upscale --no-progress --report-dir $tmp && cp $tmp/clips_b/h264/list.txt $tmp/clips_reencoded/h264/list.txt && $py -m benchmarks.decode_throughput --list $tmp/clips_reencoded/h264/list.txt --num-clips 32 --batch 8 --threads $cores --repeats 3 --json $out/decode_reencoded.json --plot $out/decode_reencoded.png || rc=\$?; exit \$rc" ;;
     loader) echo "taskset -c 0-$(( (cores < 8 ? cores : 8) - 1 )) $py -m benchmarks.loader_throughput $clips --data-dir $tmp/clips_b --batch 8 --test-batch 2 --batches 8 --repeats 5 --json $out/loader.json --plot $out/loader.png" ;;
     # Two measurements apart, as in decode: the loader-fed step (data_wait_pct) runs whatever the first one did.

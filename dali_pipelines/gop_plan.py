@@ -3,7 +3,8 @@
 Both CPU routes skip the GOPs that hold no requested frame: the PyAV route feeds the decoder runs of packets
 (``pyav_io.decode_frames``), the DALI CPU route cuts the file down to those packets (``gop_pack``). Both plan with
 the two pure functions here: :func:`clean_cuts` (where decoding may start) and :func:`plan_runs` (the runs of
-packets, from a clean cut up to each requested frame).
+packets, from a clean cut up to each requested frame); :func:`go_on` lets a PyAV reader's request go on from where
+its previous one left the decoder.
 
 Terms: packets are numbered in decode order (``d``); ``ranks[d]`` is the presentation-order frame number of packet
 ``d`` (-1 for a packet that is decoded but not shown); ``order[r]`` is the packet of frame ``r``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["MERGE_GAP", "NAL_CODECS", "presentation_order", "clean_cuts", "plan_runs"]
+__all__ = ["MERGE_GAP", "NAL_CODECS", "presentation_order", "clean_cuts", "plan_runs", "go_on"]
 
 # Packets skipped between two runs below which the runs are merged (decoding a few extra packets is cheaper than
 # draining the decoder and restarting its threads).
@@ -149,3 +150,23 @@ def plan_runs(cuts: Sequence[int], ranks: Sequence[int], order: Sequence[int], w
         else:
             runs.append((d, end, r0, f))
     return runs
+
+
+def go_on(runs: Sequence[tuple[int, int, int, int]], fed: int, shown: int, first_wanted: int,
+          merge_gap: int = MERGE_GAP) -> list[tuple[int, int, int, int]] | None:
+    """``runs`` (:func:`plan_runs`, for frames from ``first_wanted`` on) served by a decoder that is still open on a
+    run from a clean cut: fed the packets up to decode position ``fed`` and output the frames up to ``shown``, not
+    drained. The runs with the first one going on from there, ``(fed + 1, last, shown + 1, last_rank)``, taking in
+    the next runs it reaches within ``merge_gap``; None where it cannot (``first_wanted`` was output already) or
+    restarting at the first run's clean cut skips more than ``merge_gap`` packets. Decoding on through a clean cut
+    gives the frames a restart there gives, so the frames are the same either way; going on decodes no packet
+    again (a restart at a cut at or before ``fed`` decodes the packets from it to ``fed`` a second time)."""
+    if first_wanted <= shown or runs[0][0] > fed + 1 + merge_gap:
+        return None
+    merged = [(fed + 1, max(runs[0][1], fed), shown + 1, runs[0][3])]
+    for run in runs[1:]:
+        if run[0] <= merged[-1][1] + 1 + merge_gap:  # fed up to (or near) this run's cut already: go on through
+            merged[-1] = (merged[-1][0], max(merged[-1][1], run[1]), merged[-1][2], run[3])
+        else:
+            merged.append(run)
+    return merged

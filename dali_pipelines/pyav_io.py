@@ -20,7 +20,7 @@ from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from .colour import colorspace_name
-from .gop_plan import NAL_CODECS, clean_cuts, plan_runs, presentation_order
+from .gop_plan import MERGE_GAP, NAL_CODECS, clean_cuts, go_on, plan_runs, presentation_order
 
 __all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
            "decode_frames", "VideoReader", "MAX_HELD_PACKET_BYTES", "first_pictures_not_shown", "count_frames",
@@ -122,8 +122,9 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
         stats: optional dict, filled with how the request was served: ``mode`` ('seek': runs of packets;
             'sequential': one decode from frame 0), ``runs`` (decoder (re)starts), ``packets`` (packets fed to the
             decoder; -1 when not counted) and ``frames`` (frames the decoder produced for this request). A
-            :class:`VideoReader`'s sequential decode that went on from its previous request: ``runs`` 0, and
-            ``frames`` counts from where that one stopped.
+            :class:`VideoReader`'s request whose decode went on from its previous request's (sequential, or runs of
+            packets): that first run is no (re)start (``runs`` 0 for a sequential one), and ``packets`` and
+            ``frames`` count from where the previous one stopped.
 
     Returns:
         uint8 array ``(len(indices), H, W, 3)``, RGB, row ``k`` is frame ``indices[k]``.
@@ -146,15 +147,21 @@ def _indices(path: VideoSource, indices: Iterable[int]) -> np.ndarray:
 
 
 class VideoReader:
-    """One video opened for several :func:`decode_frames` requests (a sliding window's batches): the file is
-    demuxed and its clean cuts found once, at the first request, not once per request (a cost that grows with the
-    video's length: ~90,000 packets for an hour). Each request then decodes only its own runs of packets, with the
-    same checks and the same sequential fallback as :func:`decode_frames`, which is one request of a reader. A
-    sequential decode from frame 0 (the fallback's, and every request's on a stream that cannot be skipped through,
-    such as MPEG-4 Part 2 or open GOPs) is kept open: a request that starts at or after where it stopped goes on
-    from there (requests in increasing order decode the video once), an earlier one starts again from frame 0.
-    ``one_request`` (:func:`decode_frames`): no request follows, so such a stream's one request decodes the packets
-    demuxed already rather than opening the file again for a decode that would be kept.
+    """One video opened for several :func:`decode_frames` requests (a sliding window's batches): the file is demuxed
+    and its clean cuts found once, at the first request, not once per request (a cost that grows with the video's
+    length: ~90,000 packets for an hour). Each request then decodes only its own runs of packets, with the same
+    checks and the same sequential fallback as :func:`decode_frames`, which is one request of a reader. The decoder
+    is left open where a request's last run stopped (fed on past its packets, not drained, until its last frame came
+    out): the next request, where its first frame comes later with no clean cut more than ``gop_plan.MERGE_GAP``
+    packets past that stop before it, goes on from there rather than restarting at that cut and decoding again
+    packets the previous request decoded (windows with short gaps in a long GOP: up to a GOP per batch). Feeding on
+    decodes the decoder's delay (frame threads, B-frames) ahead, wasted where the next request restarts: a caller
+    that knows the next request's first frame passes it (``then``), and the decoder is left open only where that
+    request goes on. A sequential decode from frame 0 (the fallback's, and every request's on a stream that cannot
+    be skipped through, such as MPEG-4 Part 2 or open GOPs) is kept open: a request that starts at or after where it
+    stopped goes on from there (requests in increasing order decode the video once), an earlier one starts again
+    from frame 0. ``one_request`` (:func:`decode_frames`): no request follows, so such a stream's one request
+    decodes the packets demuxed already rather than opening the file again for a decode that would be kept.
 
     The reader holds the video's compressed packets (what one :func:`decode_frames` call holds while it runs), and
     the kept decode's open file and decoder, until it is closed; decoded frames are kept only for the request that
@@ -190,6 +197,8 @@ class VideoReader:
         self.demux_passes = 0  # full demuxes of the file: at most one per reader
         self._sequential: _SequentialDecode | None = None  # the sequential decode, kept for the next request
         self.sequential_starts = 0  # sequential decodes from frame 0: the first, then one per request going back
+        self._stopped: tuple[int, int] | None = None  # runs left open: last packet fed, last frame output
+        self.runs_gone_on = 0  # requests whose runs went on from where the previous request's stopped
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -250,8 +259,13 @@ class VideoReader:
         ticks = np.array([numbered.packets[d].pts for d in numbered.order], dtype=np.int64)
         return (ticks - ticks[0]) * float(time_base)
 
-    def frames(self, indices: Iterable[int], stats: dict[str, Any] | None = None) -> np.ndarray:
-        """:func:`decode_frames` of ``indices`` (with its ``stats``, errors and exact frames) on this video."""
+    def frames(self, indices: Iterable[int], stats: dict[str, Any] | None = None, then: int | None = None
+               ) -> np.ndarray:
+        """:func:`decode_frames` of ``indices`` (with its ``stats``, errors and exact frames) on this video.
+
+        ``then``: the first frame of the next request, where the caller knows it (negative: none follows). The
+        decoder is left open after this request's runs only where that request would go on from it; None: left
+        open wherever it can be."""
         idx = _indices(self._path, indices)
         if idx.size == 0:
             return np.zeros((0, self._stream.height, self._stream.width, 3), np.uint8)
@@ -262,7 +276,17 @@ class VideoReader:
         # request served from the packets was decoded again from frame 0 by the second: twice the work for a short
         # video whose first batch of windows reaches its end). decode_frames' one request decodes the packets.
         sequential = self._cuts is not None and len(self._cuts[0]) == 1 and not self._one_request
-        decoded = _decode_runs(self._stream, plan, wanted, stats) if plan is not None and not sequential else None
+        stopped, self._stopped = self._stopped, None  # whatever this request does, the decoder is not left there
+        decoded = None
+        if plan is not None and not sequential:
+            plan.keep_open = self._worth_leaving_open(plan, then)
+            runs = go_on(plan.runs, *stopped, wanted[0]) if stopped is not None else None
+            if runs is not None:
+                plan.runs, plan.goes_on = runs, True
+            decoded = _decode_runs(self._stream, plan, wanted, stats)
+            if decoded is not None:
+                self._stopped = plan.stopped
+                self.runs_gone_on += plan.goes_on
         if decoded is None:  # the stream does not allow exact skipping (or a check failed): decode sequentially
             decoded = self._decode_sequential(wanted, stats)
         sizes = sorted({(decoded[i].shape[1], decoded[i].shape[0], i) for i in wanted}, key=lambda t: t[2])
@@ -290,6 +314,21 @@ class VideoReader:
             self._sequential = None
             raise
 
+    def _worth_leaving_open(self, plan: _Plan, then: int | None) -> bool:
+        """Whether to leave the decoder open after ``plan``'s last run for a next request from frame ``then``: it
+        decodes ahead by the decoder's delay, wasted unless that request goes on (:func:`gop_plan.go_on`), which it
+        does where its clean cut is at most ``MERGE_GAP`` packets past the run's last (restarting at a later cut
+        decodes no packet twice)."""
+        if self._one_request or (then is not None and then < 0):
+            return False
+        if then is None:
+            return True
+        numbered, cuts = self._numbered, self._cuts
+        if numbered is None or cuts is None or not plan.runs[-1][3] < then < len(numbered.order):
+            return False
+        cut = plan_runs(cuts[0], numbered.ranks, numbered.order, [then])[0][0]
+        return cut <= plan.runs[-1][1] + 1 + MERGE_GAP
+
     def _plan(self, wanted: list[int]) -> _Plan | None:
         """The packet runs that produce ``wanted``; None when exact skipping is not possible: the demux could not
         number the frames, or a requested frame is past the last packet (the sequential decode words that error).
@@ -306,7 +345,8 @@ class VideoReader:
                               payloads, ranks)
             self._cuts = cuts, {packets[d].pts: r for r, d in enumerate(order)}
         cuts, rank = self._cuts
-        return _Plan(packets=packets, rank=rank, runs=plan_runs(cuts, ranks, order, wanted))
+        runs = plan_runs(cuts, ranks, order, wanted)
+        return _Plan(packets=packets, rank=rank, runs=runs, skips=len(runs) > 1 or runs[0][0] > 0)
 
 
 def _configure(stream: av.video.stream.VideoStream, threads: int) -> None:
@@ -391,12 +431,21 @@ class _Plan:
 
     ``first``/``last`` are decode-order packet positions (inclusive); the run must produce the presentation-order
     frames ``first_rank .. last_rank`` as its first outputs, in that order. ``rank`` maps a timestamp to its
-    presentation-order frame number.
+    presentation-order frame number. ``skips``: the runs as planned from the clean cuts skip packets (stats' mode).
+
+    ``goes_on``: the first run goes on from the decoder's state (:func:`gop_plan.go_on`) instead of restarting it.
+    ``keep_open``: the last run is fed on past ``last`` (up to the last packet) until its last frame comes out,
+    instead of drained, so that the decoder can go on; :func:`_decode_runs` then sets ``stopped`` to (last packet
+    fed, last frame output) where the frames it output past the run's last were numbered as planned.
     """
 
     packets: list[av.Packet]
     rank: dict[int, int]
     runs: list[tuple[int, int, int, int]]
+    skips: bool = True
+    goes_on: bool = False
+    keep_open: bool = False
+    stopped: tuple[int, int] | None = None
 
 
 def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[int],
@@ -408,22 +457,28 @@ def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[
     fed = produced = 0
     to_rgb = rgb_converter()
     try:
-        for first, last, r0, r1 in plan.runs:
-            # forget the previous run (of this request or of a reader's earlier one): references, delayed frames,
-            # end-of-stream state
-            ctx.flush_buffers()
+        for j, (first, last, r0, r1) in enumerate(plan.runs):
+            if j or not plan.goes_on:
+                # forget the previous run (of this request or of a reader's earlier one): references, delayed
+                # frames, end-of-stream state
+                ctx.flush_buffers()
+            # a reader's last run is fed on rather than drained (draining ends the decode): the next request may
+            # go on from it
+            end = len(plan.packets) - 1 if plan.keep_open and j == len(plan.runs) - 1 else last
             expect = r0  # frames must come out as r0, r0+1, ..., r1 (presentation order, none missing)
             done = False
-            for d in range(first, last + 2):
-                frames = ctx.decode(plan.packets[d] if d <= last else None)  # None drains the delayed frames
-                fed += d <= last
+            exact = True  # the frames output past r1 came numbered as planned: a decode that goes on stays exact
+            for d in range(first, end + 2):
+                frames = ctx.decode(plan.packets[d] if d <= end else None)  # None drains the delayed frames
+                fed += d <= end
                 for frame in frames:
                     produced += 1
-                    if expect > r1:
-                        continue  # past the run's last requested frame (B-frame lookahead)
-                    if frame.pts is None or plan.rank.get(frame.pts) != expect:
+                    numbered = frame.pts is not None and plan.rank.get(frame.pts) == expect
+                    if expect > r1:  # past the run's last requested frame (B-frame lookahead, the decoder's delay)
+                        exact = exact and numbered
+                    elif not numbered:
                         return None
-                    if expect in wanted_set:
+                    elif expect in wanted_set:
                         decoded[expect] = to_rgb(frame)
                     expect += 1
                 if expect > r1:
@@ -433,9 +488,10 @@ def _decode_runs(stream: av.video.stream.VideoStream, plan: _Plan, wanted: list[
                 return None
     except av.error.FFmpegError:
         return None
+    plan.stopped = (d, expect - 1) if plan.keep_open and d <= end and exact else None
     if stats is not None:
-        skipped = len(plan.runs) > 1 or plan.runs[0][0] > 0
-        stats.update(mode="seek" if skipped else "sequential", runs=len(plan.runs), packets=fed, frames=produced)
+        stats.update(mode="seek" if plan.skips else "sequential", runs=len(plan.runs) - plan.goes_on, packets=fed,
+                     frames=produced)
     return decoded
 
 

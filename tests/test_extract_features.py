@@ -855,7 +855,8 @@ def test_the_window_mode_demuxes_a_video_once_whatever_its_length(clips, tiny, t
                                   read_features(str(tmp_path / "together"), together))
 
 
-@pytest.mark.parametrize("window, stride", [(8, 3), (4, 40)])  # overlapping windows; gaps longer than a GOP
+# overlapping windows; gaps longer than a GOP (12); gaps shorter than one
+@pytest.mark.parametrize("window, stride", [(8, 3), (4, 40), (4, 7)])
 @pytest.mark.parametrize("codec, ext", [("mpeg4", ".avi"), ("h264", ".mp4")])
 def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_per_batch(tiny, tmp_path, monkeypatch,
                                                                                         codec, ext, window, stride):
@@ -863,7 +864,8 @@ def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_p
     asked for: on a stream that cannot be skipped through (MPEG-4 Part 2) every batch was decoded from frame 0, the
     cost of a long video the square of its length. Now the reader is asked for every frame once, in increasing
     order (here also frames before the end of a batch that only a later one uses: 4 frames over a window of 8), and
-    decodes such a stream about once; the features are bit for bit those of one decode per batch, as before."""
+    decodes such a stream about once (and H.264 with gaps shorter than a GOP: a batch goes on from the previous
+    one); the features are bit for bit those of one decode per batch, as before."""
     from dali_pipelines import pyav_io
     from dali_pipelines.pyav_encode import write_video
     from engine.train_loop import resolve_precision
@@ -876,9 +878,9 @@ def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_p
     requests: list[tuple[list[int], dict]] = []
     real = pyav_io.VideoReader.frames
 
-    def recorded(self, indices, stats=None):
+    def recorded(self, indices, stats=None, then=None):
         stats = {} if stats is None else stats
-        frames = real(self, indices, stats)
+        frames = real(self, indices, stats, then)
         requests.append((np.asarray(indices).tolist(), dict(stats)))
         return frames
 
@@ -901,8 +903,12 @@ def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_p
         assert [(s["mode"], s["runs"]) for _, s in requests] == [("sequential", 1)] + [
             ("sequential", 0)] * (len(requests) - 1)
         assert decoded == asked[-1] + 1
-    else:  # gaps of more than a GOP are skipped
+    elif stride - window > 12:  # gaps of more than a GOP are skipped
         assert {s["mode"] for _, s in requests} == {"seek"} and decoded < asked[-1] // 2
+    else:  # gaps shorter than a GOP: each batch restarted at the clean cut before it, decoding again frames of
+        # the batch before; now it goes on from where that one stopped, every packet fed once
+        assert [s["runs"] for _, s in requests] == [1] + [0] * (len(requests) - 1)
+        assert decoded == sum(s["packets"] for _, s in requests) == asked[-1] + 1
     # what the command computed before: each batch's frames from a decode of its own
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, torch.device("cpu"))
     before = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dali_pipelines.gop_plan import clean_cuts, plan_runs, presentation_order
+from dali_pipelines.gop_plan import clean_cuts, go_on, plan_runs, presentation_order
 
 
 def test_vp9_keyframes_are_cuts_and_runs_stop_at_the_last_wanted_frame():
@@ -166,3 +166,24 @@ def test_a_run_feeds_every_packet_of_the_frames_shown_before_its_last():
     ranks = [0, 2, 3, 1]
     order = [0, 3, 1, 2]
     assert plan_runs([0], ranks, order, [2], merge_gap=0) == [(0, 3, 0, 2)]
+
+
+def test_a_decoder_left_open_goes_on_unless_the_first_frame_was_output_or_a_later_cut_skips_more():
+    ranks = list(range(40))
+    cuts = [0, 20]  # a cut every 20 packets
+    # the decoder was fed up to packet 13 and output frames up to 11 (its delay): frames 15 and 18 of the same GOP
+    # go on from packet 14 (frames 12.. come out first), not from the cut at 0 again
+    runs = plan_runs(cuts, ranks, ranks, [15, 18])
+    assert runs == [(0, 18, 0, 18)]
+    assert go_on(runs, fed=13, shown=11, first_wanted=15) == [(14, 18, 12, 18)]
+    # fed past the wanted frames' packets already: nothing more to feed but the decoder's delayed frames
+    assert go_on(plan_runs(cuts, ranks, ranks, [12]), fed=13, shown=11, first_wanted=12) == [(14, 13, 12, 12)]
+    # the first wanted frame was output already (dropped): restart at the cut
+    assert go_on(runs, fed=13, shown=15, first_wanted=15) is None
+    # the next cut within MERGE_GAP (4) skipped packets: go on through it; further: restart at it
+    assert go_on(plan_runs(cuts, ranks, ranks, [21]), fed=15, shown=13, first_wanted=21) == [(16, 21, 14, 21)]
+    assert go_on(plan_runs(cuts, ranks, ranks, [21]), fed=14, shown=12, first_wanted=21) is None
+    # a later run the decode reaches (it fed past its cut) is taken in; one further on still restarts at its cut
+    runs = plan_runs([0, 20, 30], ranks, ranks, [10, 21, 35])
+    assert runs == [(0, 10, 0, 10), (20, 21, 20, 21), (30, 35, 30, 35)]
+    assert go_on(runs, fed=16, shown=8, first_wanted=10) == [(17, 21, 9, 21), (30, 35, 30, 35)]

@@ -1285,3 +1285,29 @@ def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypat
     assert "- outputs older than their source (the source replaced since), encoded again: 1" in md
     again = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
     assert (again["skipped_existing"], again["source_changed"], again["done"]) == (3, 0, 0)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, whose every write fails with ENOSPC")
+def test_a_full_output_disk_stops_the_reencode_at_once(tmp_path, capsys):
+    # Every video after the disk filled failed the same way, each decoded first, and was reported as a failed
+    # video (exit code 1): on a large tree hours of work and a report of failures. Now the first write refused
+    # for want of room stops the run, with one line, the finished videos kept and the report written.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    part = dst / "train" / ARM / (vid("b") + ".part")
+    part.parent.mkdir(parents=True)
+    part.symlink_to("/dev/full")  # b's output is written there: the kernel's own "No space left on device"
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
+                                  "--no-progress", "--short-side", "32", "--gop", "4"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {part}: No space left on device: re-encoding stopped"), err
+    assert "the 1 videos finished are kept" in err[0]
+    assert sorted(p.name for p in (dst / "train" / ARM).iterdir()) == [vid("a")]  # c was not started
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["done"], report["failed"], report["interrupted"]) == (1, [], True)
+    # With room again, the same command goes on with the rest.
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
+                                  "--no-progress", "--short-side", "32", "--gop", "4"]) == 0
+    assert sorted(p.name for p in (dst / "train" / ARM).iterdir()) == [vid(t) for t in "abc"]
+

@@ -4,6 +4,7 @@ the report (one video's encode and verification: ``encode.py``)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -66,16 +67,36 @@ def _output_is_current(src: str, dst: str) -> bool:
         return False
 
 
+# Errors of the output's file system, never of the video being encoded (sources are only read): every video after
+# one would fail the same way, each decoded first; a full disk marched on through the whole tree, every video
+# reported as failed.
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _output_error(e: BaseException | None) -> OSError | None:
+    """The OSError of the output's file system (:data:`_OUTPUT_ERRNOS`) behind ``e``, if any: the encoder's error
+    is wrapped in KineticsError, and one raised while closing the output comes after it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _reencode_job(args: tuple[str, str, EncodeSettings]) -> dict:
     src, dst, settings = args
     t0 = time.perf_counter()
     try:
         r = reencode_video(src, dst, settings)
         r["ok"] = True
-    except KineticsError as e:
-        r = {"src": src, "dst": dst, "ok": False, "error": str(e)}
     except Exception as e:  # keep the pool alive whatever one file does; the report names it
-        r = {"src": src, "dst": dst, "ok": False, "error": f"{src}: {type(e).__name__}: {e}"}
+        r = {"src": src, "dst": dst, "ok": False,
+             "error": str(e) if isinstance(e, KineticsError) else f"{src}: {type(e).__name__}: {e}"}
+        out = _output_error(e)
+        if out is not None:  # the run stops on it (reencode_tree): a string, as results come back pickled
+            r["output_error"] = f"{out.filename or os.path.dirname(dst)}: {out.strerror or os.strerror(out.errno)}"
     r["seconds"] = round(time.perf_counter() - t0, 3)
     return r
 
@@ -133,10 +154,13 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     report["interrupted"] = True  # until every file has a result
     results = parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
                             on_crash=_reencode_crashed)
-    received = 0
+    received, output_error = 0, None
     try:
         for r in results:
             received += 1
+            if r.get("output_error"):
+                output_error = r["output_error"]
+                break
             if r["ok"]:
                 report["done"] += 1
                 report["frames"] += r["frames"]
@@ -144,7 +168,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                     report["warnings"].append({"src": r["src"], "warning": wmsg})
             else:
                 report["failed"].append({"src": r["src"], "error": r["error"]})
-        report["interrupted"] = False
+        report["interrupted"] = output_error is not None
     finally:
         results.close()  # ends the workers, so that the files left below are final
         if report["interrupted"]:
@@ -152,7 +176,16 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
             # some were finished (in a worker's batch still running, or behind a slower file).
             _settle_unreported(report, todo[received:])
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        _write_report(report, report_dir or dst_root, log)
+        try:
+            _write_report(report, report_dir or dst_root, log)
+        except OSError:
+            if output_error is None:
+                raise
+            output_error += " (nor could the report be written)"
+    if output_error is not None:
+        raise KineticsError(f"{output_error}: re-encoding stopped, as every video after it would fail the same way; "
+                            f"the {report['done']} videos finished are kept, and the same command goes on with the "
+                            f"rest once the output can be written")
     return report
 
 

@@ -17,7 +17,7 @@ import torch
 from tools import prepare_kinetics
 from tools.kinetics import (
     CLASS_ALIASES, EncodeSettings, KineticsError, build_k722, canonical_class_name, check_encode_settings,
-    class_mapping, prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
+    class_mapping, plan_reencode, prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
 )
 from dali_pipelines.pyav_io import decode_frames
 from tests.video_fixtures import best_match, reference_clips
@@ -1311,3 +1311,22 @@ def test_a_full_output_disk_stops_the_reencode_at_once(tmp_path, capsys):
                                   "--no-progress", "--short-side", "32", "--gop", "4"]) == 0
     assert sorted(p.name for p in (dst / "train" / ARM).iterdir()) == [vid(t) for t in "abc"]
 
+
+def test_reencode_follows_folder_links_but_never_around_a_loop(tmp_path):
+    # A link back up (latest -> ..) was walked ~40 levels deep (until the path held too many links), each video
+    # planned, and encoded, once per level into nested output folders (two folders linking to each other: a
+    # number of paths growing exponentially with the depth, a plan that never ended).
+    src = tmp_path / "src"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    write_clip(tmp_path / "elsewhere" / vid("b"), t=4)
+    (src / "train" / ARM / "up").symlink_to("..")                       # a loop through the parent
+    (src / "train" / ACT).symlink_to(tmp_path / "elsewhere")            # a linked class folder: followed
+    (src / "val").symlink_to(tmp_path / "elsewhere")                    # the same folder linked twice: both kept
+    pairs = plan_reencode(str(src), str(tmp_path / "dst"))
+    assert [(os.path.relpath(s, src), os.path.relpath(d, tmp_path / "dst")) for s, d in pairs] == [
+        (f"train/{ACT}/{vid('b')}",) * 2, (f"train/{ARM}/{vid('a')}",) * 2, (f"val/{vid('b')}",) * 2]
+    # Two folders linking to each other: each entered once per path into it.
+    (tmp_path / "elsewhere" / "back").symlink_to(src / "train")
+    pairs = plan_reencode(str(src), str(tmp_path / "dst"))
+    assert [os.path.relpath(s, src) for s, _ in pairs] == [
+        f"train/{ACT}/{vid('b')}", f"train/{ARM}/{vid('a')}", f"val/{vid('b')}", f"val/back/{ARM}/{vid('a')}"]

@@ -23,8 +23,9 @@ __all__ = ["plan_reencode", "reencode_tree"]
 
 
 def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
-    """``(src, dst)`` pairs for every video under ``src_root`` (recursive, sorted); ``dst`` mirrors the relative
-    path under ``dst_root`` with the extension changed to ``.mp4``.
+    """``(src, dst)`` pairs for every video under ``src_root`` (recursive, sorted, links to folders followed but
+    never into a folder the path is already inside); ``dst`` mirrors the relative path under ``dst_root`` with the
+    extension changed to ``.mp4``.
 
     Raises:
         KineticsError: missing source root, one without videos, or roots that are equal or nested (outputs would
@@ -40,8 +41,15 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
             raise KineticsError(f"{b!r} is inside {a!r}; use separate source and destination roots")
     pairs: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
+    # Links to folders are followed (a tree of linked class folders), but never back into a folder the walk is
+    # inside: a link up (``latest -> ..``) had its videos planned again on each of ~40 levels, to nested outputs.
+    inside = {src_root: {os.path.realpath(src_root)}}
     for dirpath, dirnames, filenames in os.walk(src_root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        chain = inside.pop(dirpath)
+        dirnames[:] = sorted(d for d in dirnames
+                             if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) not in chain)
+        for d in dirnames:
+            inside[os.path.join(dirpath, d)] = chain | {os.path.realpath(os.path.join(dirpath, d))}
         for f in sorted(filenames):
             if not is_video_file(f):
                 continue

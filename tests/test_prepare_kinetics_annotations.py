@@ -254,12 +254,21 @@ def test_annotation_csvs_as_the_releases_write_them(tmp_path):
      r"line 2: 6 fields, the header has 5 \(a label holding a comma must be quoted\)"),
     ("label,youtube_id,time_start,time_end,split\n,aaaaaaaaaaa,1,2,train\n", r"line 2: empty label"),
     ("label,youtube_id,time_start,time_end,split\na, ,1,2,train\n", r"line 2: empty youtube_id"),
+    # A quote left open: the line it opens on, not the one csv stopped at (the last of a long file, or the next).
     ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,1,2,train\n\"a,bbbbbbbbbbb,1,2,train\n"
-     + "a,ccccccccccc,1,2,train\n" * 9000, r"line \d+: field larger than field limit"),  # a quote left open
+     + "a,ccccccccccc,1,2,train\n" * 9000, r"line 3: field larger than field limit"),
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,1,2,train\n\"a,bbbbbbbbbbb,1,2,train\n"
+     "a,ccccccccccc,1,2,train\n", r"line 3: a quote opened on this line is closed only on line 4, or never"),
+    # ... and closed on a later line, with as many fields as the header: a label holding a line break.
+    ("label,youtube_id,time_start,time_end,split\n\"a,aaaaaaaaaaa,1,2,train\na\",bbbbbbbbbbb,1,2,train\n",
+     r"line 2: a quote opened on this line is closed only on line 3, or never"),
+    # Not UTF-8: the line, not a byte position within one of the decoder's chunks.
+    (b"label,youtube_id,time_start,time_end,split\n" + b"a,aaaaaaaaaaa,1,2,train\n" * 5000
+     + b"caf\xe9,bbbbbbbbbbb,1,2,train\n", r"line 5002: not UTF-8 text \(invalid continuation byte, byte 0xe9\)"),
 ])
 def test_a_malformed_annotation_csv_is_an_error_naming_file_and_line(tmp_path, capsys, text, message):
     root = make_flat(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
-    (root / "annotations" / "train.csv").write_text(text, encoding="utf-8")
+    (root / "annotations" / "train.csv").write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     where = re.escape(f"annotation CSV {str(root / 'annotations' / 'train.csv')!r}, ")
     with pytest.raises(KineticsError, match=where + message):
         scan_dataset("t400", str(root))

@@ -67,14 +67,15 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
     :data:`ANNOTATION_COLUMNS` in any order, labels as written (a label holding a comma is quoted, as csv does).
 
     Raises:
-        KineticsError: naming the file and line: a missing file or column, a row with another number of fields
-            than the header, an empty label or YouTube id, a time that is not whole seconds, or one video listed
-            twice with two labels (twice with the same label is one video).
+        KineticsError: naming the file and line: a missing file or column, a line that is not UTF-8, a quote left
+            open (a row running over several lines), a row with another number of fields than the header, an empty
+            label or YouTube id, a time that is not whole seconds, or one video listed twice with two labels (twice
+            with the same label is one video).
     """
     if not os.path.isfile(path):
         raise KineticsError(f"annotation CSV {path!r} does not exist")
     rows: dict[str, AnnotationRow] = {}
-    reader = None
+    start = 1  # the line the row being read begins on: csv's line_num is the line it ends on
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -84,11 +85,15 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
                 raise KineticsError(f"annotation CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
                                     f"{','.join(header)!r} (expected {','.join(ANNOTATION_COLUMNS)},split)")
             col = {c: header.index(c) for c in ANNOTATION_COLUMNS}
+            start = reader.line_num + 1
             for fields in reader:
-                line = reader.line_num
+                line, start = start, reader.line_num + 1
                 if not any(x.strip() for x in fields):
                     continue
                 where = f"annotation CSV {path!r}, line {line}"
+                if reader.line_num > line:  # no label holds a line break: a quote left open swallowed the lines
+                    raise KineticsError(f"{where}: a quote opened on this line is closed only on line "
+                                        f"{reader.line_num}, or never")
                 if len(fields) != len(header):
                     raise KineticsError(f"{where}: {len(fields)} fields, the header has {len(header)} (a label "
                                         f"holding a comma must be quoted)")
@@ -102,10 +107,23 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
                     raise KineticsError(f"{where}: video {key} has label {label!r}, and {before.label!r} on line "
                                         f"{before.line}")
     except UnicodeDecodeError as e:
-        raise KineticsError(f"annotation CSV {path!r} is not UTF-8 text: {e}") from e
+        raise KineticsError(f"annotation CSV {path!r}, line {_first_line_not_utf8(path)}: not UTF-8 text "
+                            f"({e.reason}, byte 0x{e.object[e.start]:02x})") from e
     except csv.Error as e:  # e.g. a quote left open, whose field swallows the file up to csv's size limit
-        raise KineticsError(f"annotation CSV {path!r}, line {reader.line_num if reader else 1}: {e}") from e
+        raise KineticsError(f"annotation CSV {path!r}, line {start}: {e}") from e
     return rows
+
+
+def _first_line_not_utf8(path: str) -> int:
+    """1-based number of the first line of ``path`` that is not UTF-8 (the decoder reads the file in chunks, so its
+    error knows the position within one chunk only)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f.read().splitlines(), 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
 
 
 def split_csvs(folder: str) -> dict[str, str]:

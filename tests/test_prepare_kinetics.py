@@ -1330,3 +1330,20 @@ def test_reencode_follows_folder_links_but_never_around_a_loop(tmp_path):
     pairs = plan_reencode(str(src), str(tmp_path / "dst"))
     assert [os.path.relpath(s, src) for s, _ in pairs] == [
         f"train/{ACT}/{vid('b')}", f"train/{ARM}/{vid('a')}", f"val/{vid('b')}", f"val/back/{ARM}/{vid('a')}"]
+
+
+def test_reencode_failures_named_in_one_line_each_whatever_their_file_names(tmp_path, capsys):
+    # A failing source whose name is not UTF-8 made the markdown report a UnicodeEncodeError traceback (its JSON
+    # twin was written), and one whose name holds a line break printed its `failed:` line in two pieces.
+    src, dst = tmp_path / "src", tmp_path / "out"
+    write_clip(src / ARM / vid("a"), t=4)
+    not_utf8, two_lines = src / ARM / os.fsdecode(b"bad\xff.mp4"), src / ARM / "new\nline.mp4"
+    not_utf8.write_bytes(b"not a video")
+    two_lines.write_bytes(b"not a video")
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
+                                  "--no-progress", "--short-side", "32", "--gop", "4"]) == 1
+    failed = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("failed: ")]
+    assert [ln.split(": ")[1] for ln in failed] == [f"{src / ARM}/bad\\xff.mp4", f"{src / ARM}/new\\nline.mp4"]
+    md = (dst / "reencode_report.md").read_text(encoding="utf-8")
+    assert f"- `{src / ARM}/bad\\xff.mp4`: " in md and f"- `{src / ARM}/new\\nline.mp4`: " in md
+    assert json.loads((dst / "reencode_report.json").read_text())["failed"][0]["src"] == str(not_utf8)

@@ -75,6 +75,7 @@ from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
 from tools.kinetics.annotations import split_csvs  # noqa: E402
+from tools.kinetics.scan import printable_path  # noqa: E402
 
 
 def _dataset_arg(text: str) -> tuple[str, str]:
@@ -320,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
                                    allow_other_settings=args.allow_other_settings)
             if report["failed"]:
                 for x in report["failed"][:20]:
-                    print(f"failed: {x['error']}", file=sys.stderr)
+                    print(f"failed: {printable_path(x['error'])}", file=sys.stderr)  # one line, a name's break too
                 return 1
     except KineticsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ from evautil.files import atomic_write_text
 
 from .common import KineticsError, parallel_imap
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
-from .scan import VIDEO_EXTENSIONS, is_video_file
+from .scan import VIDEO_EXTENSIONS, is_video_file, printable_path
 
 __all__ = ["plan_reencode", "reencode_tree"]
 
@@ -263,11 +263,13 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
           f"{report['source_changed']}",
           f"- frames encoded: {report['frames']} in {report['seconds']} s"
           + (" (interrupted: the same command goes on with the rest)" if report["interrupted"] else ""), ""]
+    # Names as one line of UTF-8 text: a file name that is not UTF-8 made the report a traceback.
     if report["failed"]:
         md += ["## Failures (originals untouched, no output written)", ""]
-        md += [f"- `{x['src']}`: {x['error']}" for x in report["failed"]] + [""]
+        md += [f"- `{printable_path(x['src'])}`: {printable_path(x['error'])}" for x in report["failed"]] + [""]
     if report["warnings"]:
-        md += ["## Warnings", ""] + [f"- `{x['src']}`: {x['warning']}" for x in report["warnings"]] + [""]
+        md += ["## Warnings", ""] + [f"- `{printable_path(x['src'])}`: {printable_path(x['warning'])}"
+                                     for x in report["warnings"]] + [""]
     atomic_write_text(os.path.join(rdir, "reencode_report.md"), "\n".join(md))
     stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
     log(f"re-encoded {report['done']} videos ({report['frames']} frames) in {report['seconds']} s; "

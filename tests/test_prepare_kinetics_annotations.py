@@ -321,6 +321,10 @@ def test_each_dataset_names_its_own_annotation_csvs(tmp_path, capsys):
         *names, f"--annotations=t400={csvs / 't600'}")
     assert f"the val annotation CSV {str(tmp_path / 'nope.csv')!r} does not exist" in error(
         *names[:1], f"--annotations=t400:val={tmp_path / 'nope.csv'}", *names[2:])
+    # A folder given for one split's CSV exists: it said "does not exist"
+    assert f"the val annotation CSV {str(csvs / 't600')!r} is a folder, not a CSV file (a folder holding train.csv " \
+           f"and val.csv: --annotations t400=DIR)" in error(*names[:1], f"--annotations=t400:val={csvs / 't600'}",
+                                                            *names[2:])
     with pytest.raises(SystemExit):
         prepare_kinetics.main(["lists", "--out", str(tmp_path / "out"), *datasets, "--annotations=t400:test=x.csv"])
     assert "expected NAME=DIR (DIR/train.csv and DIR/val.csv) or NAME:SPLIT=CSV" in capsys.readouterr().err

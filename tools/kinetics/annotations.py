@@ -185,7 +185,9 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
                                 f"folders (the flat layout of the official downloads), but the {split} annotation "
                                 f"CSV {path!r} does not exist; {how}")
         if split in given:
-            raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} does not exist")
+            what = ("is a folder, not a CSV file (a folder holding train.csv and val.csv: --annotations "
+                    f"{name}=DIR)" if os.path.isdir(path) else "does not exist")
+            raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} {what}")
         raise KineticsError(f"dataset {name}: no {split} annotation CSV given, and the default {path!r} does not "
                             f"exist; {how}")
     return files

@@ -1347,3 +1347,17 @@ def test_reencode_failures_named_in_one_line_each_whatever_their_file_names(tmp_
     md = (dst / "reencode_report.md").read_text(encoding="utf-8")
     assert f"- `{src / ARM}/bad\\xff.mp4`: " in md and f"- `{src / ARM}/new\\nline.mp4`: " in md
     assert json.loads((dst / "reencode_report.json").read_text())["failed"][0]["src"] == str(not_utf8)
+
+
+def test_an_empty_output_is_encoded_again_not_skipped_as_done(tmp_path):
+    # Outputs are renamed into place unsynced: a machine going down can leave one empty under its final name,
+    # which every rerun skipped as done (newer than its source), the video lost to the lists built from the tree.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    settings = EncodeSettings(short_side=32, gop=4)
+    assert reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)["done"] == 2
+    (dst / "train" / ARM / vid("b")).write_bytes(b"")  # newer than its source, as the real output was
+    rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["done"], rep["source_changed"], rep["failed"]) == (1, 1, 0, [])
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 4

@@ -67,10 +67,13 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
 
 
 def _output_is_current(src: str, dst: str) -> bool:
-    """True when ``dst`` exists and is not older than ``src``: a source replaced after its output was written (a
-    new download of the video) makes the output stale."""
+    """True when ``dst`` exists, is not empty and is not older than ``src``: a source replaced after its output was
+    written (a new download of the video) makes the output stale. An empty output is what a machine that went down
+    can leave of a file renamed before its data reached the disk (outputs are not synced, for speed): it was
+    skipped as done on every rerun, the video lost to the lists."""
     try:
-        return os.stat(dst).st_mtime_ns >= os.stat(src).st_mtime_ns
+        out = os.stat(dst)
+        return out.st_size > 0 and out.st_mtime_ns >= os.stat(src).st_mtime_ns
     except FileNotFoundError:  # no output yet (or a source gone since the plan: its encode reports that)
         return False
 
@@ -138,7 +141,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
     pairs = plan_reencode(src_root, dst_root)
     todo = [(s, d) for s, d in pairs if not _output_is_current(s, d)]
-    changed = sum(1 for _, d in todo if os.path.exists(d))
+    changed = sum(1 for _, d in todo if os.path.isfile(d) and os.path.getsize(d) > 0)  # (an empty one: not done)
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
               "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "source_changed": changed, "done": 0,
               "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}

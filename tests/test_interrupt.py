@@ -73,7 +73,7 @@ def test_make_synthetic_dataset_interrupted_says_the_dataset_is_incomplete(tmp_p
         lambda _: any((out / "videos").glob("*/*.mp4")))  # (no bar without a terminal to say it started)
     last = _assert_one_line(status, err, f"writing the synthetic dataset in {out}")
     assert "the same command writes it again" in last
-    assert not (out / "dataset.json").exists()  # never marked complete
+    assert json.loads((out / "dataset.json").read_text())["complete"] is False  # never marked complete
 
 
 def test_verify_data_interrupted_keeps_the_videos_probed(tmp_path, real_clips_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import subprocess
 import sys
@@ -260,6 +261,32 @@ def test_dataset_reuse_regenerate_and_determinism(tmp_path):
     clip.unlink()
     assert not make_synthetic_dataset(str(a), workers=1, **{**SMALL, "num_frames": 10, "val_per_class": 1})["skipped"]
     assert clip.exists()
+
+
+def test_lists_of_other_data_are_refused_and_a_run_stopped_halfway_is_taken_up(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "train.txt").write_text("k400/a.mp4 7\n")
+    (theirs / "labels.csv").write_text("id,name\n7,abseiling\n")
+    cmd = [sys.executable, "tools/make_synthetic_dataset.py", "--out", str(theirs), "--train-per-class", "1",
+           "--val-per-class", "1", "--frames", "4", "--size", "32x32", "--quiet"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "train.txt, labels.csv but no dataset.json" in r.stderr and "--force" in r.stderr
+    assert (theirs / "train.txt").read_text() == "k400/a.mp4 7\n" and not (theirs / "videos").exists()
+    r = subprocess.run([*cmd, "--force"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (theirs / "train.txt").read_text().startswith("videos/growing/growing_0.mp4 0\n")
+    # A run stopped halfway leaves its dataset.json saying so: the rerun writes the dataset, neither refusing it
+    # nor taking it for complete.
+    ours = tmp_path / "ours"
+    make_synthetic_dataset(str(ours), workers=1, **SMALL)
+    meta = json.loads((ours / "dataset.json").read_text())
+    assert meta["complete"] is True
+    (ours / "dataset.json").write_text(json.dumps({**meta, "complete": False}))
+    assert not make_synthetic_dataset(str(ours), workers=1, **SMALL)["skipped"]
+    assert json.loads((ours / "dataset.json").read_text())["complete"] is True
+    assert make_synthetic_dataset(str(ours), workers=1, **SMALL)["skipped"]
 
 
 def test_cli(tmp_path):

@@ -7,7 +7,8 @@ which NVDEC decodes on a GPU machine and PyAV on a CPU one):
     python tools/make_synthetic_dataset.py --out data/synthetic
     python tools/make_synthetic_dataset.py --out data/synth_vp9 --codec vp9 --gop 16
 
-Re-running with the same parameters reuses the existing dataset; --force regenerates it.
+Re-running with the same parameters reuses the existing dataset; --force regenerates it. A folder that holds
+lists (train.txt, val.txt, labels.csv) but no dataset.json is someone else's data: refused unless --force.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gop", type=int, default=None, help="keyframe interval in frames (default: encoder's)")
     ap.add_argument("--seed", type=int, default=0, help="the clips are a function of it (default 0)")
     ap.add_argument("--workers", type=int, default=0, help="encoding processes (0 = all cores)")
-    ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
+    ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists; overwrite "
+                    "lists (train.txt, val.txt, labels.csv) in a folder without dataset.json")
     ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     args = ap.parse_args(argv)
     # Mistakes in the arguments are one line (exit 2), before anything is written.
@@ -77,14 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {args.fps}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
-    on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json is "
-                 "written last); the same command writes it again")
+    on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); "
+                 "the same command writes it again")
 
     try:
         s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
                                    val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,
                                    fps=args.fps, gop=args.gop, seed=args.seed, workers=args.workers,
                                    progress=not args.quiet, force=args.force)
+    except FileExistsError as e:  # lists of other data in --out
+        print(f"error: {e.strerror}", file=sys.stderr)
+        return 2
     except OSError as e:  # a read-only or full disk, a path through a file
         print(f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
               + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)

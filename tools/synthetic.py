@@ -21,6 +21,7 @@ No DALI import here.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -206,6 +207,16 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
         os.unlink(meta_path)
         shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
+    elif not force:
+        # Lists no dataset.json marks as ours are someone's data: they were overwritten without a word.
+        theirs = [os.path.basename(p) for p in (train_list, val_list, labels_csv) if os.path.exists(p)]
+        if theirs:
+            raise FileExistsError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
+                                  "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
+                                  "them)", out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
+    atomic_write_text(meta_path, json.dumps({**params, "complete": False}, indent=1) + "\n")
     for cls_name in CLASSES:
         os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
     from evautil.progress import stderr_is_terminal, stderr_line
@@ -228,5 +239,5 @@ def _complete(meta_path: str, params: dict, files: list[str]) -> bool:
             stored = json.load(f)
     except (OSError, ValueError):
         return False
-    stored.pop("complete", None)
-    return stored == params and all(os.path.isfile(p) and os.path.getsize(p) > 0 for p in files)
+    complete = stored.pop("complete", None) is True  # False: a run stopped halfway
+    return complete and stored == params and all(os.path.isfile(p) and os.path.getsize(p) > 0 for p in files)

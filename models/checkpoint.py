@@ -34,12 +34,14 @@ from evautil.zip_check import damaged_zip_record
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
-__all__ = ["CheckpointError", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch", "weights_fit",
-           "convert_state_dict", "load_pretrained", "layers_the_model_lacks", "pretrained_source_grid", "MODES"]
+__all__ = ["CheckpointError", "EMA_NOTE", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch",
+           "weights_fit", "convert_state_dict", "load_pretrained", "layers_the_model_lacks", "pretrained_source_grid",
+           "MODES"]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("eva", "eva_k722")
+EMA_NOTE = "using its EMA weights (the ones the run evaluated), not its raw 'model' weights"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -205,7 +207,8 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
-def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch.Tensor], Any]:
+def read_checkpoint(path: PathLike, mmap: bool = False,
+                    notes_to: list[str] | None = None) -> tuple[dict[str, torch.Tensor], Any]:
     """Read a model state dict and the training config saved beside it from a ``.safetensors`` or ``torch.save``
     file (or an ``hf://`` reference to one), without running pickled code.
 
@@ -213,7 +216,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
     ``module.`` prefix is stripped and non-tensor entries are dropped; a training checkpoint of this project with EMA
     weights (``'ema'``) gives those, which its run evaluated. The config is the file's ``'config'`` entry
     (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
-    ``mmap``: see :func:`check_checkpoint`.
+    ``mmap``: see :func:`check_checkpoint`. ``notes_to``: :data:`EMA_NOTE` is appended to it when the EMA weights
+    are the ones read (the log line alone is seen only where this logger is shown, which no tool or run did).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -246,6 +250,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False) -> tuple[dict[str, torch
         # A training checkpoint of a run with TRAIN.EMA: its evaluations and best.pth used the averaged weights,
         # so evaluating, predicting or fine-tuning from the file uses them too ("model" is the raw weights).
         logger.info("%s: using its EMA weights (the ones the run evaluated)", path)
+        if notes_to is not None:
+            notes_to.append(EMA_NOTE)
         obj = obj["ema"]
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
@@ -500,7 +506,8 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
 
     The checkpoint's saved config, when it has one, tells its positional grid; ``source_grid`` overrides it. What
     the conversion changed (a resampled positional embedding, a gathered head) is logged and, when ``notes_to`` is
-    given, appended to it (the tools show it as warnings).
+    given, appended to it (the tools show it as warnings), after :data:`EMA_NOTE` for a file whose EMA weights
+    are the ones read.
 
     Returns:
         (missing_keys, unexpected_keys) of ``model.load_state_dict(..., strict=False)``; both are also logged.
@@ -534,8 +541,10 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
 def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: Any,
                    source_grid: tuple[Any, Any] | None, mmap: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     """``path``'s state dict converted for ``model`` (``convert_state_dict``), with the file named in its errors;
-    refused when none of its tensors is one of the model's (loading nothing would leave it at its initialisation)."""
-    state_dict, config = read_checkpoint(path, mmap=mmap)
+    refused when none of its tensors is one of the model's (loading nothing would leave it at its initialisation).
+    The notes begin with read_checkpoint's (:data:`EMA_NOTE`)."""
+    read_notes: list[str] = []
+    state_dict, config = read_checkpoint(path, mmap=mmap, notes_to=read_notes)
     try:
         converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
                                               source_grid=source_grid, checkpoint_config=config)
@@ -547,7 +556,7 @@ def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: A
                               f"(its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
                               f"{', '.join(list(keys)[:3])}): the weights of another model, or names saved with "
                               "another prefix")
-    return converted, notes
+    return converted, read_notes + notes
 
 
 def weights_fit(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,

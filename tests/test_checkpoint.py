@@ -352,6 +352,11 @@ def test_a_training_checkpoint_with_ema_weights_gives_those(tmp_path, caplog):
         loaded = read_state_dict(_save(tmp_path / "ckpt_epoch_2.pth", ckpt))
     assert torch.equal(loaded["head.weight"], ema.head.weight) and loaded.keys() == ema.state_dict().keys()
     assert "using its EMA weights" in caplog.text
+    # ... and said where the tools and a run show it (they show no log record of this module): train.py's log
+    # has the loader's notes as "weights:" lines
+    notes: list[str] = []
+    load_pretrained(tiny(), tmp_path / "ckpt_epoch_2.pth", notes_to=notes)
+    assert notes == ["using its EMA weights (the ones the run evaluated), not its raw 'model' weights"]
     ckpt["ema"] = None  # TRAIN.EMA off: the entry is None
     loaded = read_state_dict(_save(tmp_path / "ckpt_epoch_3.pth", ckpt))
     assert torch.equal(loaded["head.weight"], model.head.weight)

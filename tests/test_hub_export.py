@@ -456,3 +456,21 @@ def test_weights_of_a_deeper_or_shallower_model_are_refused_naming_the_layers(ti
     x = torch.randn(2, 4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_a_checkpoint_with_ema_weights_is_exported_as_its_ema_and_says_so(tiny, tmp_path, capsys):
+    # the tools set up no logging: the log line read_checkpoint writes was never seen, and a user could not tell
+    # which of the file's two sets of weights was used
+    cfg, model, _, _ = tiny
+    raw = model.state_dict()
+    ema = {k: v + 0.5 if v.is_floating_point() else v for k, v in raw.items()}
+    ckpt = tmp_path / "ema.pth"
+    torch.save({"model": raw, "ema": ema, "epoch": 3}, ckpt)
+    out = tmp_path / "ema.safetensors"
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", ""]) == 0
+    assert torch.equal(read_state_dict(str(out))["blocks.0.attn.qkv.weight"], ema["blocks.0.attn.qkv.weight"])
+    assert (f"note: {ckpt}: using its EMA weights (the ones the run evaluated), not its raw 'model' weights"
+            in capsys.readouterr().err)
+    load_model(cfg, str(ckpt), torch.device("cpu"), warn=False)  # e.g. a rank other than the first
+    assert capsys.readouterr().err == ""

@@ -25,7 +25,7 @@ from engine.evaluate import read_label_names
 from evautil.errors import weights_misfit
 from evautil.files import output_path_problem
 from models import ARCHS, CheckpointError, build_model, load_pretrained
-from models.checkpoint import head_mismatch, layers_the_model_lacks, pretrained_source_grid, read_checkpoint
+from models.checkpoint import EMA_NOTE, head_mismatch, layers_the_model_lacks, pretrained_source_grid, read_checkpoint
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
@@ -277,8 +277,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
         if head_problem:
             print(f"note: {weights}: {why_not_loaded}: the head was not loaded, and features stop before it",
                   file=sys.stderr)
-        for note in notes:
-            print(f"warning: {weights}: {note}", file=sys.stderr)
+        for note in notes:  # which of a file's weights are used is information; what was changed, a warning
+            print(f"{'note' if note == EMA_NOTE else 'warning'}: {weights}: {note}", file=sys.stderr)
         if any(n.startswith("pos_embed: resampled") for n in notes):
             print(f"warning: {weights} was trained at another geometry than DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES}, "
                   f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE}: its positional embedding was resampled to fit; set them "

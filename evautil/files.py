@@ -10,8 +10,8 @@ import re
 import tempfile
 from typing import IO, BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "new_file_mode", "atomic_temp_glob",
-           "write_failure", "output_path_problem", "hold_lock"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
+           "atomic_temp_glob", "write_failure", "output_path_problem", "hold_lock"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -120,6 +120,19 @@ def _umask() -> int:
 def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")), fsync=fsync)
+
+
+def write_output_text(path: str, text: str) -> None:
+    """Write a tool's ``--out`` file: a regular file (or a new name) atomically (:func:`atomic_write_text`), through
+    a link to the file it names (the link kept); a named pipe, a device or an open file's alias (``/dev/stdout``,
+    the ``/dev/fd/N`` of a shell's ``>(...)``) straight, as any program writes them: a rename would put a file in
+    the pipe's or device's place, and where no file can be made (``/dev/fd``) it failed after all the work."""
+    full = os.path.abspath(path)
+    if full.startswith(("/dev/", "/proc/")) or (os.path.exists(full) and not os.path.isfile(full)):
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        atomic_write_text(os.path.realpath(full), text, fsync=False)
 
 
 def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -> str:

@@ -462,6 +462,45 @@ def test_out_cut_short_by_a_full_disk_leaves_no_half_file_and_keeps_the_earlier_
         ["full_disk.jsonl"]
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd and named pipes")
+def test_out_into_a_pipe_or_through_a_link_is_written_there(evaluated, dataset, capsys):
+    """--out was always renamed into place: a named pipe was replaced by a file (its reader got nothing), a shell's
+    >(...) (/dev/fd/N) failed after all the work, and a link was replaced by a copy of the predictions."""
+    import stat
+    import threading
+
+    tmp, opts, ckpt, _ = evaluated
+    video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
+
+    def run(out: str) -> int:
+        return predict.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--format", "jsonl", "--out",
+                             out, "--work-dir", str(tmp / "work_pipes"), "--opts", *opts])
+
+    assert run(str(tmp / "plain.jsonl")) == 0
+    expected = (tmp / "plain.jsonl").read_text()
+    assert json.loads(expected)["path"] == video
+    fifo, got = tmp / "preds.fifo", []
+    os.mkfifo(fifo)
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert run(str(fifo)) == 0
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and got == [expected]
+    r, w = os.pipe()  # what bash's >(...) hands a command: /dev/fd/N
+    with os.fdopen(r, encoding="utf-8") as f:
+        try:
+            rc = run(f"/dev/fd/{w}")
+        finally:
+            os.close(w)
+        assert rc == 0 and f.read() == expected
+    (tmp / "kept.jsonl").write_text("earlier\n")
+    link = tmp / "link.jsonl"
+    link.symlink_to("kept.jsonl")
+    assert run(str(link)) == 0
+    assert link.is_symlink() and (tmp / "kept.jsonl").read_text() == expected
+    assert "error" not in capsys.readouterr().err
+
+
 def test_list_names_keep_runs_of_spaces_and_tabs(tmp_path):
     from dali_pipelines.filelist import read_file_list
     from tools.inference import collect_videos

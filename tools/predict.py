@@ -357,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
 def _write_out(out: str, text: str, quiet: bool) -> bool:
     """Write ``text`` to ``out``; on failure one error line, and with ``quiet`` (no table printed) the text on
     stdout instead, so that the predictions are not lost."""
-    from evautil.files import atomic_write_text
+    from evautil.files import write_output_text
 
     try:  # atomically: a write cut short (a full disk) leaves neither half a file nor an earlier one emptied
-        atomic_write_text(out, text, fsync=False)
+        write_output_text(out, text)
         return True
     except OSError as e:
         print(f"error: cannot write --out {out}: {e.strerror or e}" + ("; the predictions follow on stdout" if quiet

@@ -230,7 +230,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False,
 
         path = resolve_weights_path(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise FileNotFoundError(f"checkpoint file not found: {path}" + (" (a folder, not a file)"
+                                                                        if os.path.isdir(path) else ""))
     if path.endswith(".safetensors"):
         from safetensors import safe_open
         from safetensors.torch import load_file

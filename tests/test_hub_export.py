@@ -253,11 +253,16 @@ def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache
     cfg, model, ckpt, out = tiny
     cases = [(["a.mp4", "--weights", str(tmp_path / "gone.safetensors")], "weights file not found: "),
              (["a.mp4", "--weights", str(ckpt)], "--cfg is needed"),
-             (["a.mp4", "--weights", "hf://acme/none/x.pth"], "hf://acme/none/x.pth: ")]
+             (["a.mp4", "--weights", "hf://acme/none/x.pth"], "hf://acme/none/x.pth: "),
+             # a run's folder for its checkpoint: "not found" alone named a folder that is there
+             (["a.mp4", "--weights", str(tmp_path)], f"weights file not found: {tmp_path} (a folder, not a file)")]
     for args, needle in cases:
         assert predict.main(args + ["--work-dir", str(tmp_path / "w")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(tmp_path), "--out", str(tmp_path / "x.safetensors"),
+                                    "--opts", *TINY, "DATA.LABEL_LIST", ""]) == 2
+    assert capsys.readouterr().err == f"error: checkpoint file not found: {tmp_path} (a folder, not a file)\n"
 
 
 def test_config_mismatch_names_where_the_value_came_from(tiny):

@@ -193,7 +193,8 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
 
     local = resolve_weights_path(weights) if weights else ""
     if local and not os.path.isfile(local):
-        raise FileNotFoundError(f"weights file not found: {weights}")
+        raise FileNotFoundError(f"weights file not found: {weights}" + (" (a folder, not a file)"
+                                                                        if os.path.isdir(local) else ""))
     meta = read_weights_metadata(local) if local.endswith(".safetensors") else None
     if not cfg_path and meta is None:
         raise InputError(f"--cfg is needed: {weights or 'no --weights given'} is not a weights file exported by "

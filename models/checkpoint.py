@@ -34,9 +34,9 @@ from evautil.zip_check import damaged_zip_record
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
-__all__ = ["CheckpointError", "EMA_NOTE", "read_checkpoint", "read_state_dict", "check_checkpoint", "head_mismatch",
-           "weights_fit", "convert_state_dict", "load_pretrained", "layers_the_model_lacks", "pretrained_source_grid",
-           "MODES"]
+__all__ = ["CheckpointError", "EMA_NOTE", "is_safetensors", "read_checkpoint", "read_state_dict", "check_checkpoint",
+           "head_mismatch", "weights_fit", "convert_state_dict", "load_pretrained", "layers_the_model_lacks",
+           "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,21 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is a safetensors file: by its name, else by its first bytes (the header's length, 8 bytes
+    little-endian, then the JSON header's ``{``; torch's files begin with ``PK`` or a pickle's ``\\x80``), so that
+    one saved or renamed under another name is read as what it is, not refused as a damaged pickle."""
+    if path.endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
 def read_checkpoint(path: PathLike, mmap: bool = False,
                     notes_to: list[str] | None = None) -> tuple[dict[str, torch.Tensor], Any]:
     """Read a model state dict and the training config saved beside it from a ``.safetensors`` or ``torch.save``
@@ -232,7 +247,7 @@ def read_checkpoint(path: PathLike, mmap: bool = False,
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}" + (" (a folder, not a file)"
                                                                         if os.path.isdir(path) else ""))
-    if path.endswith(".safetensors"):
+    if is_safetensors(path):
         from safetensors import safe_open
         from safetensors.torch import load_file
 

@@ -479,3 +479,20 @@ def test_a_checkpoint_with_ema_weights_is_exported_as_its_ema_and_says_so(tiny, 
             in capsys.readouterr().err)
     load_model(cfg, str(ckpt), torch.device("cpu"), warn=False)  # e.g. a rank other than the first
     assert capsys.readouterr().err == ""
+
+
+def test_an_exported_file_under_another_name_is_read_as_safetensors(tiny, tmp_path):
+    # found by the name alone, a renamed export was "not a weights file exported by tools.export_safetensors"
+    # (without --cfg) or a pickle torch could not read ("Unsupported operand 8")
+    cfg, model, _, out = tiny
+    for name in ("renamed.pth", "no_extension"):
+        renamed = tmp_path / name
+        renamed.write_bytes(out.read_bytes())
+        loaded = read_state_dict(str(renamed))
+        assert loaded.keys() == model.state_dict().keys()
+        assert torch.equal(loaded["head.weight"], model.state_dict()["head.weight"])
+        setup, names = load_setup(None, [], str(renamed))
+        assert setup.MODEL.ARCH == cfg.MODEL.ARCH and names[0] == "moving down"
+    (tmp_path / "text.pth").write_text("{not safetensors}")  # the sniff does not take text for a header
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        read_state_dict(str(tmp_path / "text.pth"))

@@ -25,7 +25,8 @@ from engine.evaluate import read_label_names
 from evautil.errors import weights_misfit
 from evautil.files import output_path_problem
 from models import ARCHS, CheckpointError, build_model, load_pretrained
-from models.checkpoint import EMA_NOTE, head_mismatch, layers_the_model_lacks, pretrained_source_grid, read_checkpoint
+from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
+                               read_checkpoint)
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
@@ -195,7 +196,7 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
     if local and not os.path.isfile(local):
         raise FileNotFoundError(f"weights file not found: {weights}" + (" (a folder, not a file)"
                                                                         if os.path.isdir(local) else ""))
-    meta = read_weights_metadata(local) if local.endswith(".safetensors") else None
+    meta = read_weights_metadata(local) if local and is_safetensors(local) else None
     if not cfg_path and meta is None:
         raise InputError(f"--cfg is needed: {weights or 'no --weights given'} is not a weights file exported by "
                          "tools.export_safetensors (which carries its own settings)")

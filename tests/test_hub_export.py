@@ -496,3 +496,15 @@ def test_an_exported_file_under_another_name_is_read_as_safetensors(tiny, tmp_pa
     (tmp_path / "text.pth").write_text("{not safetensors}")  # the sniff does not take text for a header
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
         read_state_dict(str(tmp_path / "text.pth"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs a file whose read fails: /proc/self/mem")
+def test_an_input_that_cannot_be_read_is_not_called_a_failed_write_of_out(tiny, tmp_path, capsys):
+    # every OSError past the input checks was "cannot write --out": a config or weights file that could not be read
+    # (permissions, an I/O error of the storage) sent the user to the output's folder
+    _, _, ckpt, _ = tiny
+    out = tmp_path / "m.safetensors"
+    assert export_safetensors.main(["--cfg", "/proc/self/mem", "--weights", str(ckpt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read ") and "--out" not in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

@@ -21,6 +21,16 @@ import sys
 
 from evautil.interrupt import STARTING, finished, on_interrupt
 
+def _a_write_of(error: OSError, out: str) -> bool:
+    """Whether ``error`` is from writing ``out``: it names ``out`` or its temporary file beside it
+    (``evautil.files.atomic_write_by_name``), as every failed write does."""
+    if not error.filename:
+        return False
+    name = os.path.basename(os.fspath(error.filename))
+    return os.path.abspath(os.fspath(error.filename)) == os.path.abspath(out) or (
+        name.startswith(f".{os.path.basename(out)}.") and name.endswith(".tmp"))
+
+
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
 
@@ -79,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     except INPUT_ERRORS + (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # the write itself failed (a full disk)
-        print(f"error: cannot write --out {args.out}: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:
+        if _a_write_of(e, args.out):  # the write itself failed (a full disk)
+            print(f"error: cannot write --out {args.out}: {e.strerror or e}", file=sys.stderr)
+        else:  # a file read on the way failed (the config, the weights): not --out's fault
+            print(f"error: cannot read {e.filename or 'an input file'}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
           f"{meta['num_classes']} classes")

@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     on_interrupt(f"extracting features: {kept}")
     from train import INPUT_ERRORS
 
+    writing = False  # an OSError that names no file is a failed write only once the features are being written
     try:
         with stop_signals_raise():  # a scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does
             check_output_path(args.out, "--out", folder=True)  # before the model runs
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = videos_of_rank_0(paths, ctx)
             # features stop before the head: a backbone without one, or a head of other classes, is fine
             model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main, features_only=True)
+            writing = True
             result = extract(cfg, model, paths, args.out, ctx, window=args.window, stride=args.stride,
                              per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
                              shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
@@ -419,8 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown(graceful=False)
         return STOPPED_EXIT_STATUS
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
-        if isinstance(e, OSError) and not e.filename:  # a write that failed (a full disk) names no file
+        if isinstance(e, OSError) and not e.filename and writing:  # a write that failed (a full disk) names no file
             print(f"error: cannot write in --out {args.out}: {e.strerror or e}", file=sys.stderr)
+        elif isinstance(e, OSError) and not e.filename and e.strerror:  # a read of the config (an I/O error)
+            print(f"error: cannot read an input file: {e.strerror or e}", file=sys.stderr)
         else:
             print(f"error: {e}", file=sys.stderr)
         distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
+import glob
 import os
 import re
 import tempfile
 from typing import IO, BinaryIO, Callable
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
-           "atomic_temp_glob", "write_failure", "output_path_problem", "hold_lock"]
+           "atomic_temp_glob", "write_failure", "error_writing", "output_path_problem", "hold_lock"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -31,6 +33,17 @@ def write_failure(error: BaseException) -> str | None:
             return f"cannot {verb}{where}: {error.strerror or os.strerror(error.errno)}{hint}"
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
+
+
+def error_writing(error: OSError, path: str) -> bool:
+    """Whether ``error`` came from writing ``path``: it names ``path`` or the temporary file beside it that the
+    atomic writes here use (an error reading an input on the way names that input, or nothing)."""
+    if not error.filename:
+        return False
+    name = os.fspath(error.filename)
+    return os.path.abspath(name) == os.path.abspath(path) or (
+        os.path.dirname(os.path.abspath(name)) == os.path.dirname(os.path.abspath(path))
+        and fnmatch.fnmatchcase(os.path.basename(name), atomic_temp_glob(glob.escape(os.path.basename(path)))))
 
 
 def atomic_temp_glob(name_glob: str) -> str:

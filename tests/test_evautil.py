@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from evautil.files import atomic_write, atomic_write_text
+from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, error_writing
 from evautil.flops import peak_flops, train_step_flops
 from evautil.progress import ProgressLines, with_progress
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
@@ -284,3 +284,22 @@ def test_flops_conventions():
     assert peak_flops(None) is None
     with pytest.raises(ValueError, match="precision"):
         peak_flops("NVIDIA H200", "int8")
+
+
+def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp_path):
+    out = tmp_path / "m[1].safetensors"  # glob characters in the name are the name's own
+
+    def err(name):
+        return OSError(28, "No space left on device", str(name))
+
+    def fail(tmp):
+        raise err(tmp)
+
+    assert error_writing(err(out), str(out))
+    with pytest.raises(OSError) as caught:  # the temporary name the atomic writes really use
+        atomic_write_by_name(str(out), fail)
+    assert error_writing(caught.value, str(out)) and caught.value.filename != str(out)
+    assert not error_writing(err(tmp_path / "config.yaml"), str(out))
+    assert not error_writing(err(tmp_path / ".m1.safetensors.abc.tmp"), str(out))
+    assert not error_writing(err(tmp_path / "other" / ".m[1].safetensors.abc.tmp"), str(out))
+    assert not error_writing(OSError(5, "Input/output error"), str(out))  # names no file

@@ -21,15 +21,6 @@ import sys
 
 from evautil.interrupt import STARTING, finished, on_interrupt
 
-def _a_write_of(error: OSError, out: str) -> bool:
-    """Whether ``error`` is from writing ``out``: it names ``out`` or its temporary file beside it
-    (``evautil.files.atomic_write_by_name``), as every failed write does."""
-    if not error.filename:
-        return False
-    name = os.path.basename(os.fspath(error.filename))
-    return os.path.abspath(os.fspath(error.filename)) == os.path.abspath(out) or (
-        name.startswith(f".{os.path.basename(out)}.") and name.endswith(".tmp"))
-
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -37,6 +28,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 import torch  # noqa: E402
 
 from engine.evaluate import read_label_names  # noqa: E402
+from evautil.files import error_writing  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
 from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
 
@@ -90,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        if _a_write_of(e, args.out):  # the write itself failed (a full disk)
+        if error_writing(e, args.out):  # the write itself failed (a full disk)
             print(f"error: cannot write --out {args.out}: {e.strerror or e}", file=sys.stderr)
         else:  # a file read on the way failed (the config, the weights): not --out's fault
             print(f"error: cannot read {e.filename or 'an input file'}: {e.strerror or e}", file=sys.stderr)

@@ -179,7 +179,8 @@ def test_every_benchmark_in_the_suite_takes_a_median_of_at_least_three_measureme
 def test_the_decode_stage_passes_over_its_clips_few_enough_times_to_fit_its_box():
     """Each half of the decode stage is every decoder and mode over 32 clips of 250 frames; at the default five
     repeats (six passes with the warm-up) one half took 10 min on the 2-core CPU machine, 160 s of it (by their
-    rates) in the single-threaded PyAV rows that more cores do not speed up: two halves did not fit the stage's 10 minutes."""
+    rates) in the single-threaded PyAV rows that more cores do not speed up: two halves did not fit the stage's
+    10 minutes."""
     from benchmarks import decode_throughput
 
     _, command = _stages(_dry_run("decode").stdout)["decode"]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError
+from evautil.files import not_a_file
 
 from .distributed import DistContext, all_gather_objects
 from .loader_stats import loader_stats
@@ -35,7 +36,7 @@ def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str
             every prediction file, and a labels file of another dataset would name the wrong classes.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {path} does not exist")
+        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {path} {not_a_file(path)}")
     where = f"label list DATA.LABEL_LIST = {path}"
     names: dict[int, str] = {}
     try:

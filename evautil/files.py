@@ -13,7 +13,7 @@ import tempfile
 from typing import IO, BinaryIO, Callable
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
-           "atomic_temp_glob", "write_failure", "error_writing", "output_path_problem", "hold_lock"]
+           "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -33,6 +33,12 @@ def write_failure(error: BaseException) -> str | None:
             return f"cannot {verb}{where}: {error.strerror or os.strerror(error.errno)}{hint}"
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
+
+
+def not_a_file(path: str) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as one: "is a folder, not a file" or "does not
+    exist" (a folder given for a file was reported as missing, which sends its user looking for the wrong thing)."""
+    return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
 
 
 def error_writing(error: OSError, path: str) -> bool:

@@ -416,6 +416,10 @@ def test_a_missing_label_list_falls_back_to_the_files_names(tiny, tmp_path, caps
     assert names == {}
     assert capsys.readouterr().err == (f"warning: label list DATA.LABEL_LIST = {absent} does not exist; classes are "
                                        "given by their index, without names\n")
+    _, names = load_setup("", ["DATA.LABEL_LIST", str(tmp_path)], str(out))  # a folder is not called missing
+    assert names[3] == "shrinking"
+    assert capsys.readouterr().err == (f"warning: label list DATA.LABEL_LIST = {tmp_path} is a folder, not a file; "
+                                       f"class names from {out}\n")
     _, names = load_setup("", ["DATA.LABEL_LIST", str(absent)], str(out), warn=False)  # e.g. a rank other than 0
     assert names[3] == "shrinking" and capsys.readouterr().err == ""
     other = tmp_path / "other.csv"
@@ -435,6 +439,10 @@ def test_export_refuses_a_missing_label_list_before_loading(tiny, tmp_path, monk
     assert capsys.readouterr().err == (f"error: label list DATA.LABEL_LIST = {absent} does not exist; the export "
                                        "records the class names: give the list's path, or --opts DATA.LABEL_LIST "
                                        "\"\" to export without names\n")
+    assert export_safetensors.main(["--out", str(target), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: label list DATA.LABEL_LIST = {tmp_path} is a folder, not a "
+                                              "file; the export records")
     assert not target.exists()
 
 

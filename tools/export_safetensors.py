@@ -28,7 +28,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 import torch  # noqa: E402
 
 from engine.evaluate import read_label_names  # noqa: E402
-from evautil.files import error_writing  # noqa: E402
+from evautil.files import error_writing, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
 from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
 
@@ -47,7 +47,7 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dic
     names: list[str] = []
     labels = cfg.DATA.LABEL_LIST
     if labels and not os.path.isfile(labels):  # an absence, unlike predict's, would be written into the file
-        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {labels} does not exist; the export records the "
+        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {labels} {not_a_file(labels)}; the export records the "
                                 "class names: give the list's path, or --opts DATA.LABEL_LIST \"\" to export "
                                 "without names")
     if labels:

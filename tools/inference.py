@@ -23,7 +23,7 @@ from dali_pipelines.filelist import split_list_line  # plain Python: no DALI imp
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from evautil.errors import weights_misfit
-from evautil.files import output_path_problem
+from evautil.files import not_a_file, output_path_problem
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
                                read_checkpoint)
@@ -209,7 +209,7 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
     labels = cfg.DATA.LABEL_LIST
     if labels and not os.path.isfile(labels):
         if warn:
-            print(f"warning: label list DATA.LABEL_LIST = {labels} does not exist; "
+            print(f"warning: label list DATA.LABEL_LIST = {labels} {not_a_file(labels)}; "
                   + (f"class names from {weights}" if names else "classes are given by their index, without names"),
                   file=sys.stderr)
     elif labels:

@@ -43,13 +43,15 @@ def not_a_file(path: str) -> str:
 
 def error_writing(error: OSError, path: str) -> bool:
     """Whether ``error`` came from writing ``path``: it names ``path`` or the temporary file beside it that the
-    atomic writes here use (an error reading an input on the way names that input, or nothing)."""
+    atomic writes here use (an error reading an input on the way names that input, or nothing); for a ``path``
+    that is a link, the same of the file it names (where the writes through a link go)."""
     if not error.filename:
         return False
-    name = os.fspath(error.filename)
-    return os.path.abspath(name) == os.path.abspath(path) or (
-        os.path.dirname(os.path.abspath(name)) == os.path.dirname(os.path.abspath(path))
-        and fnmatch.fnmatchcase(os.path.basename(name), atomic_temp_glob(glob.escape(os.path.basename(path)))))
+    name = os.path.abspath(os.fspath(error.filename))
+    return any(name == full or (
+        os.path.dirname(name) == os.path.dirname(full)
+        and fnmatch.fnmatchcase(os.path.basename(name), atomic_temp_glob(glob.escape(os.path.basename(full)))))
+        for full in {os.path.abspath(path), os.path.realpath(path)})
 
 
 def atomic_temp_glob(name_glob: str) -> str:
@@ -96,15 +98,17 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
     ``write(tmp)`` for a temporary name beside ``path``, the mode a plain open() would give, then the rename. On any
     failure the temporary file is removed and ``path`` is left as it was; a failed write that the writer reports in
     an error of its own type, with the number of the OS error in its text (safetensors: "I/O error: No space left
-    on device (os error 28)"), is raised as that OSError, naming ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
+    on device (os error 28)"), is raised as that OSError, naming ``path``. A ``path`` that is a link is written
+    through: the temporary file goes beside the file it names and replaces that one, and the link stays a link."""
+    target = os.path.realpath(path)  # a rename over the link itself would put a regular file in its place
+    directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, new_file_mode())  # safetensors writes a private (0600) file
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -286,6 +286,32 @@ def test_flops_conventions():
         peak_flops("NVIDIA H200", "int8")
 
 
+def test_atomic_write_by_name_writes_through_a_link_and_keeps_it(tmp_path):
+    """A rename over the link replaced it with a regular file (export --out naming a link)."""
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+
+    atomic_write_by_name(str(link), write)
+    assert link.is_symlink() and real.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "store"]  # no temporary file left
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.bin"]
+
+    def fail(tmp):
+        raise OSError(28, "No space left on device", tmp)
+
+    with pytest.raises(OSError) as caught:  # the temporary file beside the target is a write of the link's path
+        atomic_write_by_name(str(link), fail)
+    assert os.path.dirname(caught.value.filename) == str(real.parent) and error_writing(caught.value, str(link))
+    assert real.read_bytes() == b"new" and sorted(p.name for p in real.parent.iterdir()) == ["real.bin"]
+
+
 def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp_path):
     out = tmp_path / "m[1].safetensors"  # glob characters in the name are the name's own
 

@@ -343,6 +343,21 @@ def test_an_export_that_fills_the_disk_is_one_line_and_keeps_the_file_it_would_r
     assert out.read_bytes() == b"an earlier export"
 
 
+def test_export_to_a_link_writes_the_file_it_names_and_keeps_the_link(tiny, tmp_path):
+    """--out naming a link: the link was replaced with a regular file and the file it named kept its old bytes."""
+    _, _, ckpt, exported = tiny
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "released.safetensors"
+    real.write_bytes(b"an earlier export")
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(os.path.relpath(real, link.parent))
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(ckpt), "--out", str(link), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", ""]) == 0
+    assert link.is_symlink() and os.readlink(link) == os.path.join("store", "released.safetensors")
+    assert read_weights_metadata(str(real))["num_frames"] == 4
+    assert sorted(p.name for p in real.parent.iterdir()) == ["released.safetensors"]  # no temporary file left
+
+
 def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
     cfg, model, _, _ = tiny
     ckpt = tmp_path / "with_config.pth"  # as train.py saves: the config says the grid (2x4x4 tokens)

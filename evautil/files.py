@@ -175,6 +175,10 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
     if not os.path.isdir(parent):
         return f"{flag} {path}: {parent} is a file, so no folder can be made there"
     target = full if os.path.exists(full) else parent
+    # access() says "no" for it as for a refused permission, which is not the fix; a pipe or a device on it can
+    # still be written
+    if (os.path.isdir(target) or os.path.isfile(target)) and _read_only_file_system(target):
+        return f"{flag} {path}: {target} is on a read-only file system"
     if not os.access(target, os.W_OK):
         return f"{flag} {path}: no permission to write {target}"
     if os.path.isdir(target):
@@ -184,6 +188,14 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
         except OSError as e:
             return f"{flag} {path}: cannot write in {target} ({e.strerror or e})"
     return ""
+
+
+def _read_only_file_system(path: str) -> bool:
+    """Whether ``path`` is on a file system mounted read-only (False where that cannot be asked)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def hold_lock(path: str) -> IO[str] | None:

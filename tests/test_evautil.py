@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, error_writing
+from evautil.files import (atomic_write, atomic_write_by_name, atomic_write_text, error_writing,
+                           output_path_problem)
 from evautil.flops import peak_flops, train_step_flops
 from evautil.progress import ProgressLines, with_progress
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
@@ -329,3 +330,37 @@ def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp
     assert not error_writing(err(tmp_path / ".m1.safetensors.abc.tmp"), str(out))
     assert not error_writing(err(tmp_path / "other" / ".m[1].safetensors.abc.tmp"), str(out))
     assert not error_writing(OSError(5, "Input/output error"), str(out))  # names no file
+
+
+def test_an_output_on_a_read_only_file_system_is_called_that_not_a_missing_permission(tmp_path, monkeypatch):
+    """access() refuses a write there as it refuses one without permission: the message sent users to chmod."""
+    mounted = tmp_path / "mounted"
+    (mounted / "sub").mkdir(parents=True)
+    (mounted / "old.json").write_text("{}")
+    real_statvfs, real_access = os.statvfs, os.access
+
+    class ReadOnly:
+        def __init__(self, result):
+            self.result = result
+
+        def __getattr__(self, name):
+            return getattr(self.result, name)
+
+        @property
+        def f_flag(self):
+            return self.result.f_flag | os.ST_RDONLY
+
+    def statvfs(path):
+        inside = os.path.realpath(path).startswith(str(mounted))
+        return ReadOnly(real_statvfs(path)) if inside else real_statvfs(path)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    # what access(W_OK) answers there (EROFS)
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: not str(p).startswith(str(mounted)) and real_access(p, mode))
+    assert output_path_problem(str(mounted / "new" / "out.json"), "--out", folder=False) == \
+        f"--out {mounted / 'new' / 'out.json'}: {mounted} is on a read-only file system"
+    assert output_path_problem(str(mounted / "old.json"), "--out", folder=False) == \
+        f"--out {mounted / 'old.json'}: {mounted / 'old.json'} is on a read-only file system"
+    assert output_path_problem(str(mounted / "sub"), "--report-dir", folder=True) == \
+        f"--report-dir {mounted / 'sub'}: {mounted / 'sub'} is on a read-only file system"
+    assert output_path_problem(str(tmp_path / "out.json"), "--out", folder=False) == ""  # a writable one beside

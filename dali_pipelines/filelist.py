@@ -280,12 +280,15 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
                      line_nos=np.frombuffer(line_nos, np.int32))
 
 
-def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | None = None) -> None:
+def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | None = None,
+                    default: str = "") -> None:
     """Refuse a list every video of which would be missing, which indexing finds only after looking for each one
     (and would mark in a quarantine file): its root (named ``root_name``, e.g. ``DATA.ROOT``) is not a folder while
     its first path is relative to it, or none of its files exists where its paths lead (relative to another folder
     than the root, or, with an empty root, than the working folder). ``present``: ``VideoList.stat_keys``'s third
     column; without it the files are looked up only when the first one is missing (one stat for a good list).
+    ``default``: what the root is when ``root_name`` was not set (e.g. "the list's own folder"), named instead of
+    ``root_name = root``, which would claim a setting the user did not make.
 
     Raises:
         DataListError: naming the root, the list and its first path.
@@ -293,8 +296,9 @@ def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | Non
     if not len(videos) or (os.path.exists(videos.path(0)) if present is None else present.any()):
         return
     first, root, listed = videos.rel_path(0), videos.root, f"the {len(videos)} videos listed in {videos.list_path}"
+    named = f"{default} {root} (no {root_name} given)" if default else f"{root_name} = {root}"
     if root and not os.path.isdir(root) and not os.path.isabs(first):
-        raise DataListError(f"{root_name} = {root} is not an existing folder, and the paths of "
+        raise DataListError(f"{named} is not an existing folder, and the paths of "
                             f"{videos.list_path} are relative to it (first: {first!r})")
     if present is None and videos.stat_keys()[2].any():  # its first file missing: are the others?
         return
@@ -302,7 +306,7 @@ def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | Non
     if os.path.isabs(first):
         raise DataListError(f"none of {listed} exists (first: {first!r}; its paths are absolute)")
     if root:
-        raise DataListError(f"{root_name} = {root} holds none of {listed}, whose paths are relative to it {fix}")
+        raise DataListError(f"{named} holds none of {listed}, whose paths are relative to it {fix}")
     raise DataListError(f"{root_name} is empty, and none of {listed} exists from the working folder {os.getcwd()} "
                         f"{fix}")
 

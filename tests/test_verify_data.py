@@ -103,13 +103,18 @@ def test_a_root_that_is_not_a_folder_is_one_line_before_any_video_is_looked_for(
 
 
 def test_a_dry_run_names_a_list_none_of_whose_videos_is_where_its_paths_lead(tmp_path):
-    """A list in another folder than its videos (no --root: the list's own folder): --dry-run called it valid."""
+    """A list in another folder than its videos (no --root: the list's own folder): --dry-run called it valid, and
+    the error then said "--root = <the list's folder>" though no --root was given."""
     lst = tmp_path / "train.txt"
     lst.write_text("clips/a.mp4 0\nclips/b.mp4 1\n")
     r = _verify(str(lst), "--dry-run")
     assert r.returncode == 2 and r.stderr == (
-        f"error: --root = {tmp_path} holds none of the 2 videos listed in {lst}, whose paths are relative to it "
-        "(first: 'clips/a.mp4'): set --root to the folder its paths are relative to\n"), r.stdout + r.stderr
+        f"error: the list's own folder {tmp_path} (no --root given) holds none of the 2 videos listed in {lst}, whose "
+        "paths are relative to it (first: 'clips/a.mp4'): set --root to the folder its paths are relative to\n"), \
+        r.stdout + r.stderr
+    r = _verify(str(lst), "--root", str(tmp_path))  # given, the flag is named as set (and no video is looked for)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: --root = {tmp_path} holds none of the 2 videos"), \
+        r.stdout + r.stderr
 
 
 def test_config_problems_are_one_line_exit_2(tmp_path, videos):

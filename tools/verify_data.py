@@ -166,10 +166,12 @@ def _verify_lists(args: argparse.Namespace) -> int:
         targets = _targets(args)
         if args.cfg:
             print(check_model(args.cfg, args.opts))
-        root_name = "DATA.ROOT" if args.cfg and not args.root else "--root"  # without --cfg: each list's folder
+        root_name = "DATA.ROOT" if args.cfg and not args.root else "--root"
+        # without --cfg or --root: each list's folder, not called "--root = ..." as if the flag had been given
+        default = "the list's own folder" if not args.cfg and not args.root else ""
         for list_path, root, classes in targets:  # format and labels of every list before any video is opened
             videos = read_video_list(list_path, root, classes)
-            check_list_root(videos, root_name)
+            check_list_root(videos, root_name, default=default)
             print(f"list {list_path}: {len(videos)} videos, well-formed")
         if args.dry_run:
             print("dry run: config, model and lists are valid; no video was opened")

@@ -392,8 +392,10 @@ def _check_patch_kernel(kernel: torch.Tensor, target: tuple[int, ...]) -> None:
 
 
 def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, mode: str,
-                       source_grid: tuple[Any, Any] | None, checkpoint_config: Any, notes: list[str]) -> torch.Tensor:
-    """The checkpoint's positional table fitted to the model's (T', G, G) grid (see ``convert_state_dict``)."""
+                       source_grid: tuple[Any, Any] | None, checkpoint_config: Any, notes: list[str],
+                       image_kernel: bool = False) -> torch.Tensor:
+    """The checkpoint's positional table fitted to the model's (T', G, G) grid (see ``convert_state_dict``).
+    ``image_kernel``: the checkpoint's patch kernel is 2-D, an image model's."""
     # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
     # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
     frames, size = _model_grid(model)
@@ -416,7 +418,18 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
         return pe
     patch, tubelet = _patch_and_tubelet(model)
     saved = grid_from_config(checkpoint_config, patch, tubelet) if checkpoint_config is not None else None
-    src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved)
+    try:
+        src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved)
+    except ValueError:
+        s0 = _isqrt_exact(num)
+        if not image_kernel or s0 is None:
+            raise
+        # an image table has no frames to give: asking for MODEL.PRETRAINED_FRAMES (and calling its grid
+        # "1 frames of SxS", one candidate among others) sent its user looking for a video geometry it lacks
+        raise ValueError(f"pos_embed: the checkpoint is an image model's (a 2-D patch kernel and a table of "
+                         f"{s0}x{s0} patches, {s0 * patch} px, without frames), not a video model's: it starts a "
+                         "video model for training as MODEL.PRETRAINED with MODEL.PRETRAINED_MODE eva; to predict "
+                         "or extract features, give a video model's checkpoint (one trained from it)") from None
     if set_aside:
         notes.append(f"pos_embed: {set_aside}")
     if src == (frames, size):
@@ -468,8 +481,9 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     if "patch_embed.proj.weight" in sd and "patch_embed.proj.weight" in target:
         _check_patch_kernel(sd["patch_embed.proj.weight"], target["patch_embed.proj.weight"])
     if "pos_embed" in sd and "pos_embed" in target:
+        kernel = sd.get("patch_embed.proj.weight")
         sd["pos_embed"] = _convert_pos_embed(sd["pos_embed"], target["pos_embed"], model, mode, source_grid,
-                                             checkpoint_config, notes)
+                                             checkpoint_config, notes, kernel is not None and kernel.ndim == 4)
 
     # --- patch embedding: Conv2d kernel -> Conv3d -----------------------------------------------------------------
     key = "patch_embed.proj.weight"

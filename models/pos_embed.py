@@ -84,6 +84,11 @@ def grid_from_config(config: Any, patch_size: int, tubelet_size: int) -> Partial
     return grid_from_sizes(frames, size, patch_size, tubelet, "the checkpoint's config DATA.NUM_FRAMES / INPUT_SIZE")
 
 
+def _frames(count: Any) -> str:
+    """"1 frame", "8 frames", "? frames" (an unknown count)."""
+    return f"{count} frame" + ("" if count == 1 else "s")
+
+
 def _complete(partial: PartialGrid, num_tokens: int, origin: str) -> Grid:
     """Fill the unknown part of (T0, S0) from the token count and check that T0·S0² equals it."""
     t0, s0 = partial
@@ -92,7 +97,7 @@ def _complete(partial: PartialGrid, num_tokens: int, origin: str) -> Grid:
     elif s0 and not t0:
         t0 = num_tokens // (s0 * s0)
     if not t0 or not s0 or t0 * s0 * s0 != num_tokens:
-        raise ValueError(f"pos_embed: {origin} gives {t0 or '?'} frames of {s0 or '?'}x{s0 or '?'} patches, "
+        raise ValueError(f"pos_embed: {origin} gives {_frames(t0 or '?')} of {s0 or '?'}x{s0 or '?'} patches, "
                          f"but the checkpoint's table has {num_tokens} patch tokens")
     return int(t0), int(s0)
 
@@ -125,8 +130,8 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
     if from_config is not None and any(from_config):
         saved = _complete(from_config, num_tokens, "the checkpoint's config")
         if given and given[0] != saved:
-            raise ValueError(f"pos_embed: {GRID_KEYS.split(' (')[0]} say {given[0][0]} frames of "
-                             f"{given[0][1] * patch_size} px but the checkpoint's config says {saved[0]} frames of "
+            raise ValueError(f"pos_embed: {GRID_KEYS.split(' (')[0]} say {_frames(given[0][0])} of "
+                             f"{given[0][1] * patch_size} px but the checkpoint's config says {_frames(saved[0])} of "
                              f"{saved[1] * patch_size} px")
         given = given or (saved, "from the checkpoint's config")
     if given is None and model_grid[0] * model_grid[1] ** 2 == num_tokens:
@@ -142,7 +147,7 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
     candidates = candidate_grids(num_tokens)
     if len(candidates) == 1:
         return candidates[0], "the only grid that fits the token count", None
-    named = ", ".join(f"{t} frames of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
+    named = ", ".join(f"{_frames(t)} of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
     raise ValueError(f"pos_embed: the checkpoint has {num_tokens} patch tokens and no config that says its geometry; "
                      f"it could be {named}. Set {GRID_KEYS} to the checkpoint's frames and input size")
 

@@ -650,6 +650,27 @@ def test_k722_table_into_112_to_448_px_models(img_size, grid):
         convert_state_dict(src, model, "eva_k722")
 
 
+def test_an_image_checkpoint_given_for_a_video_one_is_named_so_and_one_frame_is_singular():
+    """An image table in 'eva_k722' mode (predict, extract_features) asked for MODEL.PRETRAINED_FRAMES, naming its
+    grid "1 frames of 4x4" among video candidates: it has no frames to give."""
+    model = tiny(num_frames=4, tubelet_size=2, img_size=48)  # T' = 2, G = 6: the image's 4x4 table does not fit
+    with pytest.raises(ValueError) as caught:
+        convert_state_dict(image_checkpoint(), model, "eva_k722")
+    assert str(caught.value) == (
+        "pos_embed: the checkpoint is an image model's (a 2-D patch kernel and a table of 4x4 patches, 32 px, without "
+        "frames), not a video model's: it starts a video model for training as MODEL.PRETRAINED with "
+        "MODEL.PRETRAINED_MODE eva; to predict or extract features, give a video model's checkpoint (one trained "
+        "from it)")
+    out, _ = convert_state_dict(image_checkpoint(), model, "eva")  # the mode the message names converts it
+    assert out["pos_embed"].shape == (1, 1 + 2 * 36, D)
+    video = random_state_dict(tiny(num_frames=2, tubelet_size=2), seed=3)  # 1 x 4 x 4 = 16 tokens, also 4 x 2 x 2
+    video["pos_embed"] = video["pos_embed"][:, :17]
+    with pytest.raises(ValueError, match=r"it could be 1 frame of 4x4 \(32 px\), 4 frames of 2x2 \(16 px\)\. Set "):
+        convert_state_dict(video, model, "eva_k722")
+    with pytest.raises(ValueError, match=r"gives 1 frame of 6x6 patches"):
+        convert_state_dict(video, model, "eva_k722", source_grid=(1, 6))
+
+
 def test_equal_token_count_is_resampled_when_the_geometry_differs():
     # 8x16x16 and 2x32x32 both have 2048 tokens: a 2-frame 448 px model used to take the table as it was.
     src = _k722_like_table()

@@ -405,6 +405,33 @@ def test_a_raw_state_dicts_geometry_can_be_given_as_the_error_says(tiny, tmp_pat
     assert capsys.readouterr().err == ""
 
 
+def test_an_image_checkpoint_is_named_so_by_predict_and_extract_features(tiny, tmp_path, capsys):
+    """They asked for MODEL.PRETRAINED_FRAMES / _INPUT_SIZE and named its grid "1 frames of 4x4": an image model's
+    table has no frames, and these tools take a video model's checkpoint."""
+    from tools import extract_features
+
+    _, model, _, _ = tiny
+    image = {k: v for k, v in model.state_dict().items()}
+    dim = image["pos_embed"].shape[-1]
+    image["pos_embed"] = torch.randn(1, 1 + 16, dim)  # 4x4 patches of 8 px: 32 px, no frames
+    image["patch_embed.proj.weight"] = torch.randn(dim, 3, 8, 8)
+    weights = tmp_path / "image.pth"
+    torch.save(image, weights)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not read: the weights are refused first")
+    common = [str(video), "--cfg", DEMO, "--weights", str(weights)]
+    opts = ["--opts", *TINY, "DATA.LABEL_LIST", "", "DATA.INPUT_SIZE", "48"]
+    capsys.readouterr()
+    assert predict.main(common + ["--work-dir", str(tmp_path / "w")] + opts) == 2
+    assert extract_features.main(common + ["--out", str(tmp_path / "f")] + opts) == 2
+    err = capsys.readouterr().err.splitlines()
+    said = (f"error: {weights}: pos_embed: the checkpoint is an image model's (a 2-D patch kernel and a table of 4x4 "
+            "patches, 32 px, without frames), not a video model's: it starts a video model for training as "
+            "MODEL.PRETRAINED with MODEL.PRETRAINED_MODE eva; to predict or extract features, give a video model's "
+            "checkpoint (one trained from it)")
+    assert err == [said, said]
+
+
 def test_weights_that_do_not_fit_are_refused_in_one_line(tiny, tmp_path):
     """A head of another class count is an error of its own; the load's 'missing keys' warning only preceded it.
 

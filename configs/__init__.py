@@ -21,6 +21,8 @@ from typing import Any, Iterable, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from evautil.files import naming_the_file
+
 from .defaults import get_cfg_defaults
 
 __all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "flags_then_opts",
@@ -220,7 +222,7 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
         raise ConfigError(f"{path}: BASE files form a cycle: {' -> '.join((*chain, path))}")
     if len(chain) > 8:
         raise ConfigError(f"{path}: BASE files nest more than 8 deep")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f, naming_the_file(path):  # a failed read names the config file
         try:
             data = _load_yaml(f, path) or {}
         except yaml.YAMLError as e:

@@ -10,10 +10,11 @@ import glob
 import os
 import re
 import tempfile
-from typing import IO, BinaryIO, Callable
+from typing import IO, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
-           "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock"]
+           "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock",
+           "naming_the_file"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -39,6 +40,19 @@ def not_a_file(path: str) -> str:
     """Why ``path``, which is not a regular file, cannot be read as one: "is a folder, not a file" or "does not
     exist" (a folder given for a file was reported as missing, which sends its user looking for the wrong thing)."""
     return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str) -> Iterator[None]:
+    """Raise an OSError from the block that names no file (a ``read()`` or ``write()`` on an open file that the
+    storage fails, EIO) again naming ``path``: only ``open()`` names its file, and "Input/output error" alone does not
+    say which of a command's files it was."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename or not error.errno:
+            raise
+        raise type(error)(error.errno, error.strerror, path) from error
 
 
 def error_writing(error: OSError, path: str) -> bool:

@@ -423,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         if isinstance(e, OSError) and not e.filename and writing:  # a write that failed (a full disk) names no file
             print(f"error: cannot write in --out {args.out}: {e.strerror or e}", file=sys.stderr)
-        elif isinstance(e, OSError) and not e.filename and e.strerror:  # a read of the config (an I/O error)
-            print(f"error: cannot read an input file: {e.strerror or e}", file=sys.stderr)
+        elif isinstance(e, OSError) and e.strerror and not writing:  # a read of the config or a list (an I/O
+            # error), named by the reads themselves (evautil.files.naming_the_file)
+            print(f"error: cannot read {e.filename or 'an input file'}: {e.strerror}", file=sys.stderr)
         else:
             print(f"error: {e}", file=sys.stderr)
         distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)

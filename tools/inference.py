@@ -23,7 +23,7 @@ from dali_pipelines.filelist import split_list_line  # plain Python: no DALI imp
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from evautil.errors import weights_misfit
-from evautil.files import not_a_file, output_path_problem
+from evautil.files import naming_the_file, not_a_file, output_path_problem
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
                                read_checkpoint)
@@ -50,7 +50,7 @@ def _read_video_list(path: str, root: str) -> list[str]:
     inner runs of spaces and tabs kept as written. Lines are cut as that reader cuts them (``str.splitlines``)."""
     base = root or os.path.dirname(os.path.abspath(path))
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig") as f, naming_the_file(path):  # a failed read names the list
             text = f.read()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a video list is UTF-8") from None

@@ -1241,6 +1241,34 @@ def test_resuming_into_a_dst_made_with_other_settings_is_refused(tmp_path, capsy
     assert probe_output(str(dst / "train" / ARM / vid("b")))["keyframes"] == [0, 2]
 
 
+def test_the_settings_guard_knows_every_earlier_runs_settings_not_only_the_last(tmp_path, capsys):
+    """The guard read only the last run's settings from the report, which each run replaces: after a run with
+    --gop 4 and one with --gop 2 mixed in on purpose, --gop 4 (already in the tree) was refused as "--gop 2 before",
+    and --gop 8 was refused naming only --gop 2 although the tree holds --gop 4 videos too."""
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32"]
+    out = dst / "train" / ARM
+    assert prepare_kinetics.main(base + ["--gop", "4"]) == 0
+    (out / vid("b")).unlink()
+    assert prepare_kinetics.main(base + ["--gop", "2", "--allow-other-settings"]) == 0  # mixed on purpose
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert [s["gop"] for s in report["settings_used"]] == [4, 2] and report["settings"]["gop"] == 2
+    (out / vid("c")).unlink()
+    capsys.readouterr()
+    assert prepare_kinetics.main(base + ["--gop", "8"]) == 2  # a third encoding: refused, naming both
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "(--gop 4, 2 before, 8 now, see " in err[0] and not (out / vid("c")).exists(), err
+    assert prepare_kinetics.main(base + ["--gop", "4"]) == 0  # one the tree holds already: no new mix
+    assert probe_output(str(out / vid("c")))["keyframes"] == [0]
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert [s["gop"] for s in report["settings_used"]] == [4, 2]  # kept, not replaced by this run's
+    # a run that encodes nothing (all done) adds no settings to the tree's
+    assert prepare_kinetics.main(base + ["--gop", "8", "--allow-other-settings"]) == 0
+    assert [s["gop"] for s in json.loads((dst / "reencode_report.json").read_text())["settings_used"]] == [4, 2]
+
+
 def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypatch):
     # An output used to count as done whatever happened to its source: a video downloaded again (a longer or fixed
     # copy) kept its old encode. Now an output older than its source is encoded again, and counted as such.

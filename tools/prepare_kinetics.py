@@ -30,7 +30,8 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             encoded again), verified, originals never touched:
               python tools/prepare_kinetics.py reencode --src data/k400 --dst data/k400_h264 --workers 8
             then build lists from the new root. Full-range sources (yuvj420p, e.g. MJPEG) are converted to the
-            output's limited range; a --dst whose reencode_report.json records other settings is refused
+            output's limited range; resuming into a --dst with settings that none of the earlier runs whose
+            videos are in it used (reencode_report.json's settings_used keeps them all) is refused
             (--allow-other-settings mixes them).
 
 The official downloads are flat: <root>/{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4, the classes in
@@ -245,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (none without a terminal either: plain lines every 30 s instead)")
     p.add_argument("--allow-other-settings", action="store_true",
-                   help="resume into a --dst whose reencode_report.json records other settings (refused by default: "
-                        "the tree would mix two encodings)")
+                   help="resume into a --dst with settings that no earlier run whose videos are in it used (their "
+                        "settings: reencode_report.json's settings_used, kept over every run; refused by default: "
+                        "the tree would mix encodings)")
     p.add_argument("--dry-run", action="store_true", help="print what would be re-encoded; write nothing")
     return ap
 

@@ -125,8 +125,10 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
     verification), unless its source is newer than that output (replaced since: encoded again, counted in
-    ``source_changed``); unless ``allow_other_settings``, only with the settings the existing report records (but
-    ``threads``), so that one tree never mixes two encodings. Failures are collected, not raised; the report is
+    ``source_changed``); unless ``allow_other_settings``, only with settings (but ``threads``) that an earlier run
+    whose videos are in the tree used, so that one tree never mixes encodings unasked: the report's
+    ``settings_used`` keeps every such run's settings (this run's added when it encoded a video), each run's report
+    replacing the last. Failures are collected, not raised; the report is
     written to ``report_dir`` (default ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is
     interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
     stopped encodes are removed).
@@ -134,7 +136,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     failures (a 650,000-video tree held a result dict per video).
 
     Returns:
-        ``{"src_root", "dst_root", "settings", "total", "skipped_existing", "source_changed", "done",
+        ``{"src_root", "dst_root", "settings", "settings_used", "total", "skipped_existing", "source_changed", "done",
         "failed": [...], "warnings": [...], "frames", "seconds", "interrupted"}``; ``source_changed`` counts the
         outputs found older than their source, which are among the videos to encode (``done`` or ``failed``).
     """
@@ -142,12 +144,16 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     pairs = plan_reencode(src_root, dst_root)
     todo = [(s, d) for s, d in pairs if not _output_is_current(s, d)]
     changed = sum(1 for _, d in todo if os.path.isfile(d) and os.path.getsize(d) > 0)  # (an empty one: not done)
+    skipped = len(pairs) - len(todo)
+    report_path = os.path.join(report_dir or dst_root, "reencode_report.json")
+    # nothing skipped: every output is (re)written by this run, so no earlier run's encoding stays in the tree
+    earlier = _earlier_settings(report_path) if skipped else []
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
-              "total": len(pairs), "skipped_existing": len(pairs) - len(todo), "source_changed": changed, "done": 0,
-              "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
-    if report["skipped_existing"] and not allow_other_settings:
+              "settings_used": earlier, "total": len(pairs), "skipped_existing": skipped, "source_changed": changed,
+              "done": 0, "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
+    if skipped and not allow_other_settings:
         try:
-            _refuse_other_settings(os.path.join(report_dir or dst_root, "reencode_report.json"), settings)
+            _refuse_other_settings(report_path, settings, earlier)
         except KineticsError as e:
             if not dry_run:
                 raise
@@ -187,6 +193,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
             # some were finished (in a worker's batch still running, or behind a slower file).
             _settle_unreported(report, todo[received:])
         report["seconds"] = round(time.perf_counter() - t0, 2)
+        if report["done"] and not any(_same_encoding(e, report["settings"]) for e in earlier):
+            report["settings_used"] = earlier + [report["settings"]]  # this run's videos are in the tree now
         try:
             _write_report(report, report_dir or dst_root, log)
         except OSError:
@@ -205,22 +213,45 @@ def _changed_text(report: dict) -> str:
     return f"; {n} encoded again as their source is newer than their output" if n else ""
 
 
-def _refuse_other_settings(report_path: str, settings: EncodeSettings) -> None:
-    """Raise :class:`KineticsError` when the report of an earlier run into the same --dst records settings (but
-    ``threads``, which changes no output's format) other than ``settings``."""
+# The settings that change the outputs' format (``threads`` does not), with their flags.
+_SETTING_FLAGS = {"short_side": "--short-side", "gop": "--gop", "crf": "--crf", "preset": "--preset",
+                  "no_upscale": "--no-upscale"}
+
+
+def _earlier_settings(report_path: str) -> list[dict]:
+    """The settings of every earlier run whose videos are in the tree, from its report's ``settings_used`` (a report
+    written before that was kept: its run's ``settings``); [] without a readable report."""
     try:
         with open(report_path, encoding="utf-8") as f:
-            before = json.load(f).get("settings") or {}
-    except (OSError, ValueError, AttributeError):  # no report (or an unreadable one): nothing to compare with
-        return
+            before = json.load(f)
+        used = before["settings_used"] if "settings_used" in before else [before.get("settings") or {}]
+        return [dict(e) for e in used if isinstance(e, dict)]
+    except (OSError, ValueError, AttributeError, TypeError):  # no report (or an unreadable one): nothing known
+        return []
+
+
+def _same_encoding(before: dict, now: dict) -> bool:
+    """Whether settings ``before`` (a report's; a key it lacks is not compared) make the outputs ``now`` does."""
+    return all(before[k] == now[k] for k in _SETTING_FLAGS if k in before)
+
+
+def _refuse_other_settings(report_path: str, settings: EncodeSettings, earlier: list[dict]) -> None:
+    """Raise :class:`KineticsError` when ``settings`` make other outputs than every one of the ``earlier`` runs'
+    (their videos in the same --dst): resuming would add an encoding to the tree. Settings that one of them used add
+    none, also after a run mixed in another one on purpose."""
     now = asdict(settings)
-    flag = {"short_side": "--short-side", "gop": "--gop", "crf": "--crf", "preset": "--preset",
-            "no_upscale": "--no-upscale"}
-    differ = [f"{flag[k]} {before[k]!r} before, {now[k]!r} now" for k in flag if k in before and before[k] != now[k]]
-    if differ:
-        raise KineticsError(f"the videos already in {os.path.dirname(report_path)} were encoded with other settings "
-                            f"({'; '.join(differ)}, see {report_path}); resuming would mix both in one tree: give "
-                            f"the same settings, another --dst, or --allow-other-settings to mix them")
+    if not earlier or any(_same_encoding(e, now) for e in earlier):
+        return
+    differ = []
+    for k, flag in _SETTING_FLAGS.items():
+        values = []
+        for value in (e[k] for e in earlier if k in e and e[k] != now[k]):
+            values += [value] if value not in values else []
+        if values:
+            differ.append(f"{flag} {', '.join(map(repr, values))} before, {now[k]!r} now")
+    raise KineticsError(f"the videos already in {os.path.dirname(report_path)} were encoded with other settings "
+                        f"({'; '.join(differ)}, see {report_path}); resuming would add another encoding to the "
+                        f"tree: give the same settings, another --dst, or --allow-other-settings to mix them")
 
 
 def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:

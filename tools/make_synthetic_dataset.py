@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="default h264; vp9/vp8/mjpeg decode on DALI's CPU backend too; h264/mpeg4 need NVDEC or "
                          "PyAV")
     # The demo defaults: many small clips. A tiny model trained from scratch memorises a few hundred clips, and
-    # 64x48 is already larger than the demo's 48-px input after its resize (short side 55 px), so bigger frames
+    # 64x48 is already larger than the demo's 48-px input after its resize (short side 54 px), so bigger frames
     # would only cost encoding and decoding time.
     ap.add_argument("--train-per-class", type=int, default=256, help="training clips per class (default 256)")
     ap.add_argument("--val-per-class", type=int, default=24, help="validation clips per class (default 24)")

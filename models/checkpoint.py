@@ -319,7 +319,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 # Conversion
 # ----------------------------------------------------------------------------------------------------------------
 def _model_grid(model: nn.Module) -> tuple[int, int]:
-    """(T', G): temporal and spatial token grid of ``model`` (T' frames of G x G patches)."""
+    """(T', G): temporal and spatial token grid of ``model`` (T' tubelets of frames, each of G x G patches)."""
     grid = getattr(model, "grid_size", None)
     if grid is None:
         grid = model.patch_embed.grid_size
@@ -414,12 +414,15 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
             notes.append(f"pos_embed: spatial grid resampled {s0}x{s0} -> {size}x{size} (bicubic)")
         # The same spatial table for every frame; no temporal component (as the original).
         pe = torch.cat((pe[:, :1], pe[:, 1:].repeat(1, frames, 1)), dim=1)
-        notes.append(f"pos_embed: image table repeated over {frames} frames -> {tuple(pe.shape)}")
+        tubelet = _patch_and_tubelet(model)[1]
+        notes.append(f"pos_embed: image table repeated over {frames} temporal tokens ({frames * tubelet} frames in "
+                     f"tubelets of {tubelet}) -> {tuple(pe.shape)}")
         return pe
     patch, tubelet = _patch_and_tubelet(model)
     saved = grid_from_config(checkpoint_config, patch, tubelet) if checkpoint_config is not None else None
     try:
-        src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved)
+        src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved,
+                                               tubelet_size=tubelet)
     except ValueError:
         s0 = _isqrt_exact(num)
         if not image_kernel or s0 is None:
@@ -434,8 +437,10 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
         notes.append(f"pos_embed: {set_aside}")
     if src == (frames, size):
         return pe
-    notes.append(f"pos_embed: source grid {src[0]}x{src[1]}x{src[1]} ({how})")
-    notes.append(f"pos_embed: resampled (T, S, S) {src[0]}x{src[1]}x{src[1]} -> {frames}x{size}x{size} "
+    # in tokens, said so: with tubelets of 2 a source of 4 temporal tokens is the 8 frames MODEL.PRETRAINED_FRAMES says
+    notes.append(f"pos_embed: source grid {src[0]}x{src[1]}x{src[1]} tokens, {src[0] * tubelet} frames of "
+                 f"{src[1] * patch} px ({how})")
+    notes.append(f"pos_embed: resampled (T', S, S) in tokens {src[0]}x{src[1]}x{src[1]} -> {frames}x{size}x{size} "
                  f"(trilinear, align_corners=False)")
     return resample_video_table(pe, src, (frames, size))
 

@@ -1,8 +1,10 @@
 """Positional-embedding tables: which (frames, grid) a checkpoint's table was trained for, and resampling it.
 
 A video checkpoint's ``pos_embed`` is a flat (1, 1 + T0·S0², D) table: its length alone does not say which
-(T0, S0) it holds (2048 patch tokens are 8 frames of 16x16, 2 of 32x32, 32 of 8x8, ...). The original read the
-geometry from its config (``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE``); ``find_source_grid`` takes it, in order, from
+(T0, S0) it holds (2048 patch tokens are 8 temporal tokens of 16x16, 2 of 32x32, 32 of 8x8, ...). T0 counts
+temporal tokens, one per tubelet of frames; messages give it in frames (T0 x tubelet size), the unit of the keys
+that set it. The original read the geometry from its config (``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE``);
+``find_source_grid`` takes it, in order, from
 
 1. an explicit geometry (``MODEL.PRETRAINED_FRAMES`` / ``MODEL.PRETRAINED_INPUT_SIZE``, which the original's
    ``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE`` map onto), either part may be left out and is then derived;
@@ -84,12 +86,16 @@ def grid_from_config(config: Any, patch_size: int, tubelet_size: int) -> Partial
     return grid_from_sizes(frames, size, patch_size, tubelet, "the checkpoint's config DATA.NUM_FRAMES / INPUT_SIZE")
 
 
-def _frames(count: Any) -> str:
-    """"1 frame", "8 frames", "? frames" (an unknown count)."""
+def _frames(tokens: Any, tubelet_size: int) -> str:
+    """"1 frame", "8 frames", "? frames" (an unknown count) for ``tokens`` temporal tokens of ``tubelet_size`` frames.
+
+    In frames, the unit of ``MODEL.PRETRAINED_FRAMES`` and ``DATA.NUM_FRAMES``: with tubelets of 2, a table of 4
+    temporal tokens is the 8 frames those keys must say."""
+    count = tokens * tubelet_size if isinstance(tokens, int) else tokens
     return f"{count} frame" + ("" if count == 1 else "s")
 
 
-def _complete(partial: PartialGrid, num_tokens: int, origin: str) -> Grid:
+def _complete(partial: PartialGrid, num_tokens: int, origin: str, tubelet_size: int) -> Grid:
     """Fill the unknown part of (T0, S0) from the token count and check that T0·S0² equals it."""
     t0, s0 = partial
     if t0 and not s0:
@@ -97,18 +103,18 @@ def _complete(partial: PartialGrid, num_tokens: int, origin: str) -> Grid:
     elif s0 and not t0:
         t0 = num_tokens // (s0 * s0)
     if not t0 or not s0 or t0 * s0 * s0 != num_tokens:
-        raise ValueError(f"pos_embed: {origin} gives {_frames(t0 or '?')} of {s0 or '?'}x{s0 or '?'} patches, "
-                         f"but the checkpoint's table has {num_tokens} patch tokens")
+        raise ValueError(f"pos_embed: {origin} gives {_frames(t0 or '?', tubelet_size)} of {s0 or '?'}x{s0 or '?'} "
+                         f"patches, but the checkpoint's table has {num_tokens} patch tokens")
     return int(t0), int(s0)
 
 
 def candidate_grids(num_tokens: int) -> list[Grid]:
-    """Every (T0, S0) with T0·S0² = ``num_tokens`` and S0 >= 2, fewest frames first."""
+    """Every (T0, S0) with T0·S0² = ``num_tokens`` and S0 >= 2, fewest temporal tokens first."""
     return [(num_tokens // (s * s), s) for s in range(math.isqrt(num_tokens), 1, -1) if num_tokens % (s * s) == 0]
 
 
 def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explicit: PartialGrid | None = None,
-                     from_config: PartialGrid | None = None) -> tuple[Grid, str, str | None]:
+                     from_config: PartialGrid | None = None, *, tubelet_size: int) -> tuple[Grid, str, str | None]:
     """The (T0, S0) of a checkpoint's patch table, how it was decided (see the module docstring), and, when the
     explicit geometry does not fit this table and was set aside, what was set aside (else None).
 
@@ -117,6 +123,9 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
     place (a 16-frame K400 checkpoint). It is set aside when the checkpoint's own config or the model's equal token
     count decides instead (never for a guess from the token count alone).
 
+    Grids are in tokens; ``tubelet_size`` (the model's, which the checkpoint's patch kernel must share) turns
+    their temporal part into the frames the messages name.
+
     Raises:
         ValueError: a given geometry does not fit the table and nothing else decides, the two sources disagree, or
             the guess is ambiguous (the message names the candidates in frames and pixels and the keys to set).
@@ -124,15 +133,16 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
     given, misfit = None, None
     if explicit is not None and any(explicit):
         try:
-            given = (_complete(explicit, num_tokens, GRID_KEYS), "given by " + GRID_KEYS.split(" (")[0])
+            given = (_complete(explicit, num_tokens, GRID_KEYS, tubelet_size),
+                     "given by " + GRID_KEYS.split(" (")[0])
         except ValueError as e:
             misfit = e
     if from_config is not None and any(from_config):
-        saved = _complete(from_config, num_tokens, "the checkpoint's config")
+        saved = _complete(from_config, num_tokens, "the checkpoint's config", tubelet_size)
         if given and given[0] != saved:
-            raise ValueError(f"pos_embed: {GRID_KEYS.split(' (')[0]} say {_frames(given[0][0])} of "
-                             f"{given[0][1] * patch_size} px but the checkpoint's config says {_frames(saved[0])} of "
-                             f"{saved[1] * patch_size} px")
+            raise ValueError(f"pos_embed: {GRID_KEYS.split(' (')[0]} say {_frames(given[0][0], tubelet_size)} "
+                             f"of {given[0][1] * patch_size} px but the checkpoint's config says "
+                             f"{_frames(saved[0], tubelet_size)} of {saved[1] * patch_size} px")
         given = given or (saved, "from the checkpoint's config")
     if given is None and model_grid[0] * model_grid[1] ** 2 == num_tokens:
         given = (model_grid, "the model's own (equal token count)")
@@ -147,7 +157,7 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
     candidates = candidate_grids(num_tokens)
     if len(candidates) == 1:
         return candidates[0], "the only grid that fits the token count", None
-    named = ", ".join(f"{_frames(t)} of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
+    named = ", ".join(f"{_frames(t, tubelet_size)} of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
     raise ValueError(f"pos_embed: the checkpoint has {num_tokens} patch tokens and no config that says its geometry; "
                      f"it could be {named}. Set {GRID_KEYS} to the checkpoint's frames and input size")
 

@@ -16,6 +16,7 @@ from configs import load_config
 from models import (CheckpointError, EVAVideoTransformer, build_model, convert_state_dict,
                     load_configured_weights, load_pretrained)
 from models import read_state_dict
+from models.pos_embed import grid_from_sizes
 
 torch.set_num_threads(2)
 
@@ -663,12 +664,44 @@ def test_an_image_checkpoint_given_for_a_video_one_is_named_so_and_one_frame_is_
         "from it)")
     out, _ = convert_state_dict(image_checkpoint(), model, "eva")  # the mode the message names converts it
     assert out["pos_embed"].shape == (1, 1 + 2 * 36, D)
-    video = random_state_dict(tiny(num_frames=2, tubelet_size=2), seed=3)  # 1 x 4 x 4 = 16 tokens, also 4 x 2 x 2
-    video["pos_embed"] = video["pos_embed"][:, :17]
+    video = random_state_dict(tiny(num_frames=1), seed=3)  # 1 x 4 x 4 = 16 tokens, also 4 x 2 x 2
+    one_frame = tiny(num_frames=4, img_size=48)  # tubelets of 1: a temporal token is one frame
     with pytest.raises(ValueError, match=r"it could be 1 frame of 4x4 \(32 px\), 4 frames of 2x2 \(16 px\)\. Set "):
-        convert_state_dict(video, model, "eva_k722")
+        convert_state_dict(video, one_frame, "eva_k722")
     with pytest.raises(ValueError, match=r"gives 1 frame of 6x6 patches"):
-        convert_state_dict(video, model, "eva_k722", source_grid=(1, 6))
+        convert_state_dict(video, one_frame, "eva_k722", source_grid=(1, 6))
+
+
+def test_grid_messages_count_frames_not_temporal_tokens():
+    """With tubelets of 2 a table of 1 x 4 x 4 tokens is 2 frames of 32 px: the messages said "1 frame of 4x4", and
+    MODEL.PRETRAINED_FRAMES 1, as they advised, is refused (1 frame does not divide into tubelets of 2)."""
+    model = tiny(num_frames=8, tubelet_size=2)  # T' = 4, G = 4
+    video = random_state_dict(tiny(num_frames=2, tubelet_size=2), seed=3)  # 1 x 4 x 4 = 16 tokens, also 4 x 2 x 2
+    with pytest.raises(ValueError) as caught:
+        convert_state_dict(video, model, "eva_k722")
+    assert str(caught.value) == (
+        "pos_embed: the checkpoint has 16 patch tokens and no config that says its geometry; it could be 2 frames of "
+        "4x4 (32 px), 8 frames of 2x2 (16 px). Set MODEL.PRETRAINED_FRAMES / MODEL.PRETRAINED_INPUT_SIZE (the "
+        "original's MYCLIP.FT_FRAMES / FT_IMAGE_SIZE) to the checkpoint's frames and input size")
+    # the frames and size the message names, set as the keys say (in frames and px), are the table's grid
+    out, notes = convert_state_dict(video, model, "eva_k722", source_grid=grid_from_sizes(2, 32, 8, 2, "keys"))
+    expected = _reference_resample(video["pos_embed"][0, 1:].numpy(), (1, 4), (4, 4))
+    np.testing.assert_allclose(out["pos_embed"][0, 1:].numpy(), expected, atol=1e-5)
+    assert ("pos_embed: source grid 1x4x4 tokens, 2 frames of 32 px (given by MODEL.PRETRAINED_FRAMES / "
+            "MODEL.PRETRAINED_INPUT_SIZE)") in notes, notes
+    assert "pos_embed: resampled (T', S, S) in tokens 1x4x4 -> 4x4x4 (trilinear, align_corners=False)" in notes
+    with pytest.raises(ValueError) as caught:  # 4 frames of 16 px: 2 x 2 x 2 tokens, not 16
+        convert_state_dict(video, model, "eva_k722", source_grid=grid_from_sizes(4, 16, 8, 2, "keys"))
+    assert "gives 4 frames of 2x2 patches, but the checkpoint's table has 16 patch tokens; set them to" in str(
+        caught.value)
+    saved = CfgNode({"DATA": CfgNode({"NUM_FRAMES": 8, "INPUT_SIZE": 16, "TUBELET_SIZE": 2})})  # 4 x 2 x 2 tokens
+    with pytest.raises(ValueError, match=r"PRETRAINED_INPUT_SIZE say 2 frames of 32 px but the checkpoint's config "
+                                         r"says 8 frames of 16 px$"):
+        convert_state_dict(video, model, "eva_k722", source_grid=grid_from_sizes(2, 32, 8, 2, "keys"),
+                           checkpoint_config=saved)
+    _, notes = convert_state_dict(image_checkpoint(), model, "eva")
+    repeated = f"pos_embed: image table repeated over 4 temporal tokens (8 frames in tubelets of 2) -> (1, 65, {D})"
+    assert repeated in notes, notes
 
 
 def test_equal_token_count_is_resampled_when_the_geometry_differs():

@@ -368,7 +368,7 @@ def test_resampled_positional_embedding_is_a_warning(tiny, tmp_path, capsys):
     f8 = tmp_path / "f8.safetensors"
     assert export_safetensors.main(["--out", str(f8), *common, "DATA.NUM_FRAMES", "8"]) == 0
     err = capsys.readouterr().err
-    assert f"warning: {ckpt}: pos_embed: resampled (T, S, S) 2x4x4 -> 4x4x4 (trilinear" in err
+    assert f"warning: {ckpt}: pos_embed: resampled (T', S, S) in tokens 2x4x4 -> 4x4x4 (trilinear" in err
     assert (f"warning: {ckpt} was trained at another geometry than DATA.NUM_FRAMES 8, DATA.INPUT_SIZE 32: its "
             "positional embedding was resampled to fit") in err
     assert read_weights_metadata(str(f8))["num_frames"] == 8  # still resampled, not refused

@@ -14,7 +14,7 @@ from typing import IO, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock",
-           "naming_the_file"]
+           "naming_the_file", "cannot_read"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -53,6 +53,12 @@ def naming_the_file(path: str) -> Iterator[None]:
         if error.filename or not error.errno:
             raise
         raise type(error)(error.errno, error.strerror, path) from error
+
+
+def cannot_read(error: OSError) -> str:
+    """The tools' line for an OSError from reading one of their inputs: "cannot read <file>: <reason>", the file
+    being the one the error names (:func:`naming_the_file` names it where the read itself did not)."""
+    return f"cannot read {error.filename or 'an input file'}: {error.strerror or error}"
 
 
 def error_writing(error: OSError, path: str) -> bool:

@@ -28,7 +28,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 import torch  # noqa: E402
 
 from engine.evaluate import read_label_names  # noqa: E402
-from evautil.files import error_writing, not_a_file  # noqa: E402
+from evautil.files import cannot_read, error_writing, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
 from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if error_writing(e, args.out):  # the write itself failed (a full disk)
             print(f"error: cannot write --out {args.out}: {e.strerror or e}", file=sys.stderr)
         else:  # a file read on the way failed (the config, the weights): not --out's fault
-            print(f"error: cannot read {e.filename or 'an input file'}: {e.strerror or e}", file=sys.stderr)
+            print(f"error: {cannot_read(e)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
           f"{meta['num_classes']} classes")

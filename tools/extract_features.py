@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = (f"the videos finished so far are written to {args.out} (index-rank*.jsonl, with their shards), and the "
             "same command skips them")
     on_interrupt(f"extracting features: {kept}")
+    from evautil.files import cannot_read
     from train import INPUT_ERRORS
 
     writing = False  # an OSError that names no file is a failed write only once the features are being written
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot write in --out {args.out}: {e.strerror or e}", file=sys.stderr)
         elif isinstance(e, OSError) and e.strerror and not writing:  # a read of the config or a list (an I/O
             # error), named by the reads themselves (evautil.files.naming_the_file)
-            print(f"error: cannot read {e.filename or 'an input file'}: {e.strerror}", file=sys.stderr)
+            print(f"error: {cannot_read(e)}", file=sys.stderr)
         else:
             print(f"error: {e}", file=sys.stderr)
         distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)

@@ -316,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     on_interrupt(f"predicting: no predictions printed or written; the video index in {args.work_dir} keeps the "
                  "videos probed so far, for the next run")
+    from evautil.files import cannot_read
     from train import INPUT_ERRORS
 
-    ctx = None
+    ctx, writing = None, False  # the index caches in --work-dir are written from predict_videos on
     try:
         if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
             check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
@@ -328,10 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx = distributed.init_from_env()
         paths = videos_of_rank_0(paths, ctx)
         model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
+        writing = True
         records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
                                  progress=not args.quiet)
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        # a read of the config, a list or the weights that the storage failed (an I/O error), as the other tools
+        # say it; errors of the project's own (no strerror) say it all
+        read = isinstance(e, OSError) and e.strerror and not writing
+        print(f"error: {cannot_read(e) if read else e}", file=sys.stderr)
         distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
         return 2
     written = True

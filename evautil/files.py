@@ -80,16 +80,38 @@ def atomic_temp_glob(name_glob: str) -> str:
     return f".{name_glob}.*.tmp"
 
 
+def _replaced_file(path: str) -> str:
+    """The file an atomic write of ``path`` replaces. For a link, the file it names (or will name: a dangling link
+    is written through as ``open()`` would), so that the link stays a link: a rename over the link itself put a
+    regular file in its place, and a checkpoint, a cache or a shard linked from another store was cut off from it.
+    A link to something other than a regular file (a device, a pipe, a folder) is replaced as before: a rename
+    must never put a file in a device's place."""
+    target = os.path.realpath(path)
+    if os.path.lexists(target) and not os.path.isfile(target):
+        return os.path.abspath(path)
+    return target
+
+
+def _temp_beside(path: str) -> tuple[str, int, str]:
+    """(the file to replace, an open descriptor and the name of a new temporary file beside it), its folder made
+    when missing; named as :func:`atomic_temp_glob` says."""
+    target = _replaced_file(path)
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+    return target, fd, tmp
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = True) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, flush (and fsync), then rename it over ``path``.
 
     The rename is atomic on POSIX file systems; on any failure the temporary file is removed and ``path`` is left
-    as it was. The directory is created when missing.
+    as it was. The directory is created when missing. A ``path`` that is a link to a file is written through: the
+    temporary file goes beside the file it names and replaces that one, and the link stays a link (as for every
+    write here, :func:`_replaced_file`).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # Named as atomic_temp_glob says.
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    target, fd, tmp = _temp_beside(path)
+    directory = os.path.dirname(target)
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would, so that an index cache or a
         # list beside a shared dataset stays readable by the other users and jobs that read the dataset.
@@ -99,7 +121,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -119,11 +141,8 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
     failure the temporary file is removed and ``path`` is left as it was; a failed write that the writer reports in
     an error of its own type, with the number of the OS error in its text (safetensors: "I/O error: No space left
     on device (os error 28)"), is raised as that OSError, naming ``path``. A ``path`` that is a link is written
-    through: the temporary file goes beside the file it names and replaces that one, and the link stays a link."""
-    target = os.path.realpath(path)  # a rename over the link itself would put a regular file in its place
-    directory = os.path.dirname(target)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+    through as by :func:`atomic_write`."""
+    target, fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         write(tmp)
@@ -166,16 +185,17 @@ def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:
 
 
 def write_output_text(path: str, text: str) -> None:
-    """Write a tool's ``--out`` file: a regular file (or a new name) atomically (:func:`atomic_write_text`), through
-    a link to the file it names (the link kept); a named pipe, a device or an open file's alias (``/dev/stdout``,
-    the ``/dev/fd/N`` of a shell's ``>(...)``) straight, as any program writes them: a rename would put a file in
-    the pipe's or device's place, and where no file can be made (``/dev/fd``) it failed after all the work."""
+    """Write a tool's ``--out`` file: a regular file (or a new name) atomically (:func:`atomic_write_text`, which
+    writes through a link to the file it names, the link kept); a named pipe, a device or an open file's alias
+    (``/dev/stdout``, the ``/dev/fd/N`` of a shell's ``>(...)``) straight, as any program writes them: a rename
+    would put a file in the pipe's or device's place, and where no file can be made (``/dev/fd``) it failed after
+    all the work."""
     full = os.path.abspath(path)
     if full.startswith(("/dev/", "/proc/")) or (os.path.exists(full) and not os.path.isfile(full)):
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
     else:
-        atomic_write_text(os.path.realpath(full), text, fsync=False)
+        atomic_write_text(full, text, fsync=False)
 
 
 def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -> str:

@@ -19,6 +19,16 @@ def _state(step: int, epoch: int = 0, complete: bool = False) -> dict:
             "config": "SEED: 1\n", "rng": [capture_rng()], "loader": [{"epoch": epoch, "position": step}]}
 
 
+def test_a_checkpoint_saved_under_a_link_goes_where_the_link_points(tmp_path):
+    # best.pth linked to a store on another disk was replaced by a regular file in OUTPUT, the store left stale
+    (tmp_path / "store").mkdir()
+    stored, link = tmp_path / "store" / "best.pth", tmp_path / "best.pth"
+    save_atomic(_state(1), str(stored))
+    link.symlink_to(stored)
+    save_atomic(_state(2), str(link))
+    assert link.is_symlink() and load_checkpoint(str(stored))["global_step"] == 2
+
+
 def test_save_is_atomic_when_the_write_dies(tmp_path, monkeypatch):
     path = str(tmp_path / "ckpt_step_2.pth")
     save_atomic(_state(2), path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from evautil.files import (atomic_write, atomic_write_by_name, atomic_write_text, error_writing,
-                           output_path_problem)
+                           output_path_problem, write_output_text)
 from evautil.flops import peak_flops, train_step_flops
 from evautil.progress import ProgressLines, with_progress
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
@@ -311,6 +312,54 @@ def test_atomic_write_by_name_writes_through_a_link_and_keeps_it(tmp_path):
         atomic_write_by_name(str(link), fail)
     assert os.path.dirname(caught.value.filename) == str(real.parent) and error_writing(caught.value, str(link))
     assert real.read_bytes() == b"new" and sorted(p.name for p in real.parent.iterdir()) == ["real.bin"]
+
+
+def _write_bytes_by_name(tmp: str, data: bytes) -> None:
+    with open(tmp, "wb") as f:
+        f.write(data)
+
+
+# every atomic writer, writing b"new" (checkpoints, index caches and npy shards go through atomic_write; reports,
+# lists and run files through atomic_write_text; safetensors through atomic_write_by_name; --out files through
+# write_output_text)
+WRITERS = {
+    "atomic_write": lambda path: atomic_write(path, lambda f: f.write(b"new")),
+    "atomic_write_text": lambda path: atomic_write_text(path, "new"),
+    "atomic_write_by_name": lambda path: atomic_write_by_name(path, lambda tmp: _write_bytes_by_name(tmp, b"new")),
+    "write_output_text": lambda path: write_output_text(path, "new"),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_every_atomic_writer_writes_through_a_link_and_keeps_it(tmp_path, writer):
+    """atomic_write and atomic_write_text renamed over the link, putting a regular file in its place: a checkpoint
+    or an index cache linked from another store was cut off from it (atomic_write_by_name wrote through)."""
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(os.path.join("store", "real.bin"))
+    WRITERS[writer](str(link))
+    assert link.is_symlink() and os.readlink(link) == os.path.join("store", "real.bin")
+    assert real.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "store"]  # no temporary file left
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.bin"]
+    dangling = tmp_path / "dangling.bin"  # a link to a file not made yet: made there, as open() would
+    dangling.symlink_to(tmp_path / "store" / "later.bin")
+    WRITERS[writer](str(dangling))
+    assert dangling.is_symlink() and (tmp_path / "store" / "later.bin").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("writer", ["atomic_write", "atomic_write_text", "atomic_write_by_name"])
+def test_an_atomic_write_never_renames_over_what_is_not_a_regular_file(tmp_path, writer):
+    # a link to a named pipe: writing through would rename a file into the pipe's place (a device's alike)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    link = tmp_path / "link.bin"
+    link.symlink_to(pipe)
+    WRITERS[writer](str(link))
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)  # the pipe is still a pipe
+    assert not link.is_symlink() and link.read_bytes() == b"new"  # the link's own name replaced, as before
 
 
 def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp_path):

@@ -17,12 +17,14 @@ from torch import nn
 
 from configs import ConfigError
 from evautil.files import not_a_file
+from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
 
-__all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy"]
+__all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy",
+           "listed_more_than_once"]
 
 
 def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:
@@ -169,6 +171,17 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     }
 
 
+def listed_more_than_once(predictions: Sequence[tuple], entries: dict[int, Any]) -> list[list[Any]]:
+    """The evaluated list entries (``ListEntry`` by row) that name the same file as another evaluated one (the paths
+    of one list share its root), grouped per file in row order: a list that repeats a line scores that video once
+    per line."""
+    groups: dict[str, list[Any]] = {}
+    for row, *_ in predictions:
+        if row in entries:
+            groups.setdefault(os.path.normpath(entries[row].rel_path), []).append(entries[row])
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def per_class_accuracy(predictions: Sequence[tuple], num_classes: int) -> list[dict[str, Any]]:
     """Top-1 / top-5 accuracy (percent) and video count of every class that occurs in ``predictions``."""
     stats = [[0, 0, 0] for _ in range(num_classes)]
@@ -237,9 +250,19 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
                if stats.get("quarantined_earlier") else "")
             + f"{stats.get('skipped_videos', 0)} failed while decoding); the accuracy covers the evaluated ones only"
             + (": " + "; ".join(skipped[:5]) if skipped else ""))
+    entries = {e.row: e for e in getattr(getattr(loader, "index", None), "entries", None) or []}
+    repeated = listed_more_than_once(preds, entries)
+    if repeated:  # the list's doing, not a sharding bug: each line is a video of the split as far as it says
+        def lines(group: list[Any]) -> str:
+            return ", ".join(str(e.line_no) for e in group[:4]) + (", ..." if len(group) > 4 else "")
+
+        metrics.warn(
+            f"{split}: {counted(len(repeated), 'video')} listed on more than one line "
+            f"({counted(sum(len(g) - 1 for g in repeated), 'repeated line')}), each line scored and counted in the "
+            "accuracy: " + "; ".join(f"{g[0].rel_path} (lines {lines(g)})" for g in repeated[:3])
+            + ("; ..." if len(repeated) > 3 else "") + "; remove the repeated lines to count every video once")
     if ctx.is_main:
-        entries = getattr(getattr(loader, "index", None), "entries", None) or []
-        write_predictions(metrics.output_dir, split, preds, {e.row: e.rel_path for e in entries}, num_classes,
+        write_predictions(metrics.output_dir, split, preds, {r: e.rel_path for r, e in entries.items()}, num_classes,
                           class_names)
     metrics.log_eval(result, epoch=epoch, step=step)
     return result

@@ -193,6 +193,50 @@ def test_eval_line_counts_the_videos_that_evaluation_skipped(tmp_path, capsys):
         "a.mp4", "b.mp4", "d.mp4"]
 
 
+class _ListLoader:
+    """One batch per video of a real list file (its entries as the index holds them), labels from the list."""
+
+    def __init__(self, list_path):
+        from dali_pipelines.filelist import read_file_list
+
+        entries = read_file_list(str(list_path), str(list_path.parent))
+        self.index = type("Index", (), {"entries": entries})()
+
+    def __len__(self):
+        return len(self.index.entries)
+
+    def __iter__(self):
+        for e in self.index.entries:
+            yield {"video": torch.rand(1, 1, 1, 3, 4, 4), "label": torch.tensor([e.label]),
+                   "index": torch.tensor([e.row])}
+
+
+def test_a_video_listed_twice_is_named_where_it_is_counted_twice(tmp_path, capsys):
+    # "the accuracy counts every video once" holds for a list without repeats only: a repeated line is scored again
+    listed = tmp_path / "val.txt"
+    listed.write_text("a.mp4 0\nb.mp4 1\n./a.mp4 0\nc.mp4 0\n\nb.mp4 1\n")
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
+    evaluate_and_log(_AlwaysClassZero(), _ListLoader(listed), DistContext(), metrics, split="val", num_classes=3)
+    metrics.close()
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (line["num_videos"], line["top1"]) == (5, 60.0)  # every line scored, as the warning says
+    out = capsys.readouterr()
+    assert ("WARNING: val: 2 videos listed on more than one line (2 repeated lines), each line scored and counted in "
+            "the accuracy: a.mp4 (lines 1, 3); b.mp4 (lines 2, 6); remove the repeated lines to count every video "
+            "once") in out.out + out.err
+    assert "more than one line" in (tmp_path / "run" / "log_rank0.txt").read_text()
+
+
+def test_a_list_without_repeats_gives_no_repeat_warning(tmp_path, capsys):
+    listed = tmp_path / "val.txt"
+    listed.write_text("a.mp4 0\nb.mp4 1\nsub/a.mp4 0\n")
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
+    evaluate_and_log(_AlwaysClassZero(), _ListLoader(listed), DistContext(), metrics, split="val", num_classes=3)
+    metrics.close()
+    out = capsys.readouterr()
+    assert "WARNING" not in out.out + out.err and "eval val (1 view/video, 3 videos)" in out.out + out.err
+
+
 def _train_lines(n: int) -> list[dict]:
     return [{"kind": "train", "step": s, "epoch": 1 + s // 5, "loss": 2.0 / s, "lr": 1e-3 * s / n,
              "clips_per_sec": 10.0 + s, "data_wait_pct": 5.0} for s in range(1, n + 1)]

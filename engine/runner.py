@@ -501,7 +501,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
     trainer.resume(resume, auto=t.AUTO_RESUME, named=named, located=located)
     del located  # the checkpoint's tensors are in the model and optimizer now
-    finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint, saved after its tests
+    finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint (before its final test)
     if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
         metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
                      f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "

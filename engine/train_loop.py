@@ -574,7 +574,7 @@ class Trainer:
             last = epoch + 1 == opts.epochs
             result = None
             if last:
-                result, final = self._last_evaluations(epoch)
+                result = self._last_validation(epoch)
             elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
                 result = self.run_eval(self.val_loader, "val", epoch)
             improved = result is not None and result["top1"] > st.best_top1
@@ -588,30 +588,41 @@ class Trainer:
                 self._written_by_rank0(lambda: self.checkpointer.save_best(best))
             if last or (epoch + 1) % opts.save_freq == 0:
                 self.save(epoch_complete=True)
-            if not last:
+            if last:
+                # After the last epoch's checkpoint: a final test stopped or crashed (12 views per video, the
+                # longest evaluation) costs that test again on the rerun (evaluate_finished), not the epoch's training.
+                final = self._final_test(epoch, result)
+            else:
                 self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
         return self.outcome(final)
 
     def _has_final_test(self) -> bool:
         return self.opts.final_test and self.make_test_loader is not None
 
-    def _last_evaluations(self, epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """After the last epoch: (the validation that competes for best, as every epoch's does; the final
-        multi-view test, None without one). Best is chosen among the same views only, as the original chose it:
-        a 4x3 test score would otherwise outrank every 1x1 validation. One pass serves both when their views agree."""
+    def _last_validation(self, epoch: int) -> dict[str, Any]:
+        """After the last epoch, the validation that competes for best, as every epoch's does (the final test's
+        pass when their views agree). Best is chosen among the same views only, as the original chose it: a 4x3
+        test score would otherwise outrank every 1x1 validation."""
         if self._has_final_test() and self.opts.final_test_is_val:
-            result = self.run_eval(self.make_test_loader(), "test", epoch)
-            return result, result
-        val = self.run_eval(self.val_loader, "val", epoch)
-        return val, (self.run_eval(self.make_test_loader(), "test", epoch) if self._has_final_test() else None)
+            return self.run_eval(self.make_test_loader(), "test", epoch)
+        return self.run_eval(self.val_loader, "val", epoch)
+
+    def _final_test(self, epoch: int, validation: dict[str, Any]) -> dict[str, Any] | None:
+        """The final multi-view test (None without one); ``validation`` is it when one pass served both."""
+        if not self._has_final_test():
+            return None
+        return validation if self.opts.final_test_is_val else self.run_eval(self.make_test_loader(), "test", epoch)
 
     def evaluate_finished(self) -> dict[str, Any]:
         """For a run resumed after its last epoch whose summary is missing (the attempt ended between its last
-        checkpoint and its summary): the final test's (else the validation's) result as metrics.jsonl logged it
-        before that checkpoint, or, when the line is gone, the evaluation again; returns what :meth:`fit` returns.
+        checkpoint and its summary): the final test's (else the validation's) result as metrics.jsonl logged it at
+        that checkpoint's step, or, when the line is gone or was never written (a final test stopped before its
+        end), the evaluation again; returns what :meth:`fit` returns.
         Best stays as the checkpoint recorded it."""
         epoch, split = self.opts.epochs - 1, "test" if self._has_final_test() else "val"
-        logged = self.metrics.recall_evaluation(self.state.global_step, split)
+        # the final test runs after the last checkpoint (one pass serving as validation too runs before it)
+        logged = self.metrics.recall_evaluation(self.state.global_step, split,
+                                                after_checkpoint=split == "test" and not self.opts.final_test_is_val)
         if all_gather_objects(logged is not None, self.ctx)[0]:  # rank 0 read the file: every rank does as it says
             self.metrics.info(f"its final {split} result at step {self.state.global_step} is in metrics.jsonl: "
                               "the summary reports it (nothing is evaluated again)")

@@ -70,6 +70,14 @@ elif mode == "signal_in_eval":  # SIGTERM while the evaluation after optimizer s
         tl.Trainer._current = self
         return orig_fit(self)
     tl.Trainer.fit = fit
+elif mode == "interrupt_in_final_test":  # Ctrl-C (SIGINT) as the final multi-view test after training starts
+    import engine.evaluate as ev
+    orig_eval = ev.evaluate
+    def evaluate(model, loader, ctx, **k):
+        if k.get("split") == "test":
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig_eval(model, loader, ctx, **k)
+    ev.evaluate = evaluate
 elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
     orig_save = torch.save
     def save(obj, f, *a, **k):
@@ -559,6 +567,29 @@ def test_stop_signal_during_evaluation_saves_the_epoch(reference, dataset, tmp_p
     assert sorted(got) == list(range(1, 13))
     for s in range(1, 13):
         assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
+
+
+def test_ctrl_c_in_the_final_test_keeps_the_last_epoch_and_the_rerun_only_tests(dataset, tmp_path):
+    """The final multi-view test is the longest evaluation; stopped there, the run must not lose its last epoch's
+    training: that epoch's checkpoint is written before the test, and the same command then tests it again."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TRAIN.AUTO_RESUME": True})
+    stopped = _run(tmp_path, opts, mode="interrupt_in_final_test")
+    assert stopped.returncode == -2, stopped.stdout[-2000:] + stopped.stderr[-2000:]  # by SIGINT: 130 in a shell
+    assert (out / "ckpt_epoch_1.pth").is_file(), sorted(p.name for p in out.iterdir())
+    assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
+    assert [d["split"] for d in _lines(out) if d["kind"] == "eval"] == ["val"]
+    steps = [d["step"] for d in _lines(out) if d["kind"] == "train"]
+    rerun = _run(tmp_path, opts)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "finished training, but its summary.json is missing" in rerun.stdout
+    assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == steps  # no step trained again
+    test = [d for d in _lines(out) if d["kind"] == "eval" and d["split"] == "test"]
+    assert len(test) == 1 and test[0]["views"] == 6 and test[0]["step"] == steps[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["final_split"], summary["final_top1"], summary["final_views"]) == ("test", test[0]["top1"], 6)
+    assert summary["evaluations"] == 2  # the validation before the stop, the test after it
+    assert summary["last_checkpoint"] == str(out / "ckpt_epoch_1.pth")
 
 
 def test_stop_signal_during_the_first_index_build_keeps_what_was_probed(dataset, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError
-from evautil.files import not_a_file
+from evautil.files import atomic_write_text, not_a_file
 from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
@@ -194,30 +195,34 @@ def per_class_accuracy(predictions: Sequence[tuple], num_classes: int) -> list[d
             for c, (n, a1, a5) in enumerate(stats) if n]
 
 
+def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(rows)
+    return out.getvalue()
+
+
 def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple], paths: dict[int, str],
                       num_classes: int, class_names: dict[int, str] | None = None) -> tuple[str, str]:
     """Write ``predictions_{split}.csv`` (path, label, top-5 classes with probabilities) and
     ``per_class_{split}.csv``; class names from ``class_names`` when given. Returns both paths."""
     names = class_names or {}
+    # Each file is written whole or not at all (a stop in the write leaves the earlier file, never half of one).
+    header = ["index", "path", "label", "label_name", "correct_top1"]
+    for r in range(1, min(5, num_classes) + 1):  # fewer than 5 classes: as many ranks as the rows hold
+        header += [f"top{r}_class", f"top{r}_name", f"top{r}_prob"]
+    rows: list[list[Any]] = [header]
+    for index, label, classes, probs in predictions:
+        row: list[Any] = [index, paths.get(index, ""), label, names.get(label, ""), int(classes[0] == label)]
+        for c, p in zip(classes, probs):
+            row += [c, names.get(c, ""), f"{p:.6f}"]
+        rows.append(row)
     pred_path = os.path.join(output_dir, f"predictions_{split}.csv")
-    with open(pred_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        header = ["index", "path", "label", "label_name", "correct_top1"]
-        for r in range(1, min(5, num_classes) + 1):  # fewer than 5 classes: as many ranks as the rows hold
-            header += [f"top{r}_class", f"top{r}_name", f"top{r}_prob"]
-        w.writerow(header)
-        for index, label, classes, probs in predictions:
-            row: list[Any] = [index, paths.get(index, ""), label, names.get(label, ""), int(classes[0] == label)]
-            for c, p in zip(classes, probs):
-                row += [c, names.get(c, ""), f"{p:.6f}"]
-            w.writerow(row)
+    atomic_write_text(pred_path, _csv_text(rows), fsync=False)
+    rows = [["class", "name", "num_videos", "top1", "top5"]]
+    for s in per_class_accuracy(predictions, num_classes):
+        rows.append([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}", f"{s['top5']:.2f}"])
     cls_path = os.path.join(output_dir, f"per_class_{split}.csv")
-    with open(cls_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["class", "name", "num_videos", "top1", "top5"])
-        for s in per_class_accuracy(predictions, num_classes):
-            w.writerow([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
-                        f"{s['top5']:.2f}"])
+    atomic_write_text(cls_path, _csv_text(rows), fsync=False)
     return pred_path, cls_path
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from engine.distributed import DistContext
-from engine.evaluate import evaluate, evaluate_and_log
+from engine.evaluate import evaluate, evaluate_and_log, write_predictions
 from engine.metrics import MetricLogger
 from engine.plots import CURVES, MATRIX_MAX_CLASSES, confusion_figure, curves_figure, write_plots
 from engine.progress import RunClock, format_duration
@@ -235,6 +235,21 @@ def test_a_list_without_repeats_gives_no_repeat_warning(tmp_path, capsys):
     metrics.close()
     out = capsys.readouterr()
     assert "WARNING" not in out.out + out.err and "eval val (1 view/video, 3 videos)" in out.out + out.err
+
+
+def test_prediction_files_are_replaced_whole_or_left_as_they_were(tmp_path):
+    """A write stopped part way (here: a row that cannot be formatted) leaves the earlier files whole, not their
+    first rows: predictions_<split>.csv is read back as a complete result by the plots and by users."""
+    good = [(0, 1, [1, 0], [0.75, 0.25]), (1, 0, [1, 0], [0.5, 0.5])]
+    pred_path, cls_path = write_predictions(str(tmp_path), "test", good, {0: "a.mp4", 1: "b.mp4"}, num_classes=2)
+    before = (open(pred_path, "rb").read(), open(cls_path, "rb").read())
+    assert before[0].splitlines()[1:] == [b"0,a.mp4,1,,1,1,,0.750000,0,,0.250000",
+                                          b"1,b.mp4,0,,0,1,,0.500000,0,,0.500000"]
+    broken = [good[0], (1, 0, [1, 0], ["not a probability", 0.5])]
+    with pytest.raises(ValueError):
+        write_predictions(str(tmp_path), "test", broken, {0: "a.mp4", 1: "b.mp4"}, num_classes=2)
+    assert (open(pred_path, "rb").read(), open(cls_path, "rb").read()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["per_class_test.csv", "predictions_test.csv"]
 
 
 def _train_lines(n: int) -> list[dict]:

@@ -974,3 +974,26 @@ def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys
     assert stop.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: ") and "--decoder mixed (the default) checks NVDEC and needs a CUDA GPU" in err, err
     assert not (tmp_path / "clips").exists()  # refused before any clip was written
+
+
+def test_parity_on_the_cpu_decoder_skips_clips_in_codecs_it_does_not_take_with_one_line_each(tmp_path, capsys):
+    """DALI's CPU decoder takes VP8/VP9/MJPEG only: an H.264 or MPEG-4 clip (--real-dir's) failed with a long DALI
+    traceback in its report row and failed the run. Each is skipped up front, with its codec and what it needs."""
+    from benchmarks import nvdec_parity
+    from dali_pipelines.pyav_encode import write_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (6, 32, 48, 3), dtype=np.uint8)
+    clips = [str(tmp_path / "a.mp4"), str(tmp_path / "b.avi")]
+    write_video(clips[0], frames, codec="h264")
+    write_video(clips[1], frames, codec="mpeg4")
+    out = tmp_path / "parity.json"
+    assert nvdec_parity.main(["--decoder", "cpu", "--quick", "--clips", *clips, "--tmp", str(tmp_path / "clips"),
+                              "--json", str(out)]) == 0
+    streams = capsys.readouterr()
+    need = ("DALI's CPU decoder takes only VP8/VP9/MJPEG; this comparison needs --decoder mixed (NVDEC, on a GPU "
+            "machine)")
+    assert streams.err.splitlines() == [f"skipped a.mp4: h264: {need}", f"skipped b.avi: mpeg4: {need}"]
+    assert "Critical error" not in streams.out + streams.err
+    report = json.loads(out.read_text())
+    assert report["failures"] == [] and [s["codec"] for s in report["skipped"]] == ["h264", "mpeg4"]
+    assert report["clips"] and all(c["codec"] == "vp9" and c["found"] == 8 for c in report["clips"])

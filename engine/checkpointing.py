@@ -29,7 +29,7 @@ import torch
 
 from evautil.errors import CheckpointError
 from evautil.files import atomic_temp_glob, atomic_write
-from evautil.zip_check import damaged_zip_record
+from evautil.zip_check import damaged_zip_record, unreadable_reason
 
 from .metrics import epoch_number
 
@@ -133,8 +133,8 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
             raise CheckpointError(f"checkpoint {path} was refused: it holds pickled Python objects "
                                   f"({refused.group(1)}) besides tensors and plain values, and loading them could "
                                   "run code from the file") from None
-        raise CheckpointError(f"checkpoint {path} is damaged or not a training checkpoint "
-                              f"({type(e).__name__}: {_torch_reason(str(e))})") from None
+        reason = unreadable_reason(path, e)  # what the file is, not the unpickler's KeyError or IndexError
+        raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint: {reason}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     missing = [k for k in required if k not in state]
@@ -152,14 +152,6 @@ def load_resumable(path: str, mmap: bool = False) -> dict:
             raise
         raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
                               "use --pretrained for weights-only (e.g. released) files") from e
-
-
-def _torch_reason(message: str) -> str:
-    """One plain line of a torch.load error: its weights-only errors open with advice (and colour codes) that
-    do not apply here; the reason follows "WeightsUnpickler error:"."""
-    _, marker, reason = message.partition("WeightsUnpickler error:")
-    line = (reason if marker else message).strip().splitlines()
-    return re.sub(r"\x1b\[[0-9;]*m", "", line[0]) if line else ""
 
 
 def model_mismatch(expected: dict, saved: dict, limit: int = 4) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import zipfile
 
-__all__ = ["damaged_zip_record"]
+__all__ = ["damaged_zip_record", "unreadable_reason"]
 
 _CHUNK = 16 << 20
 # Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
@@ -78,3 +78,30 @@ def _cut_short(path: str) -> str | None:
     # as well as a cut does.
     return (f"cut short: {size} bytes of a zip archive (torch's format) without its end record (an interrupted "
             "save, copy or download?), or with more than 64 KiB appended after it")
+
+
+def unreadable_reason(path: str, error: BaseException) -> str:
+    """What is wrong with a file ``torch.load`` failed on, for a person: what the file begins with when it is
+    neither a zip archive nor a pickle (the unpickler's own complaint about such bytes, e.g. ``KeyError: 174812789``
+    from an opcode that happened to read as a memo index, says nothing of the file), else that its pickle is
+    damaged or cut short."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if head.startswith(b"PK"):  # a zip archive that is not torch's (a damaged one of torch's is found before)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return "a zip archive, but not torch's format" + (f": {lines[0]}" if lines else "")
+    if head[:1] == b"\x80" and head[1:2] and 2 <= head[1] <= 5:  # a pickle's PROTO opcode (protocols 2-5)
+        if isinstance(error, EOFError):
+            return "damaged: it ends inside its pickle (cut short?)"
+        return "damaged: its pickle cannot be read (cut short, or its bytes changed?)"
+    text = head.split(b"\n", 1)[0]
+    try:
+        line = text.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        line = ""
+    if line.isprintable() and line:
+        return f"neither a zip archive nor a pickle: it begins with the text {line[:40]!r}"
+    return f"neither a zip archive nor a pickle: it begins with the bytes {head[:8].hex(' ')}"

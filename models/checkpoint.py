@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from evautil.errors import CheckpointError
-from evautil.zip_check import damaged_zip_record
+from evautil.zip_check import damaged_zip_record, unreadable_reason
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
@@ -111,31 +111,8 @@ def _refusal(path: str, name: str) -> CheckpointError:
 
 
 def _unreadable(path: str, error: Exception) -> CheckpointError:
-    """The error for a file torch cannot read at all, in one line naming the file and what torch raised."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # The type is part of the message: for garbage torch's unpickler raises e.g. KeyError('105') or IndexError.
-    return CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}"
-                           + (f": {lines[0]}" if lines else "") + _what_it_begins_with(path))
-
-
-def _what_it_begins_with(path: str) -> str:
-    """'' for a file that begins as torch writes (a zip archive, or a pickle's protocol opcode), else what it
-    begins with: the unpickler's complaint about a text file ('KeyError: 105') says nothing of the file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return ""
-    if not head or head.startswith((b"PK", b"\x80")):
-        return ""
-    text = head.split(b"\n", 1)[0]
-    try:
-        line = text.decode("utf-8")
-    except UnicodeDecodeError:
-        line = ""
-    if line.isprintable() and line.strip():
-        return f" (neither a zip archive nor a pickle: it begins with the text {line.strip()[:40]!r})"
-    return f" (neither a zip archive nor a pickle: it begins with the bytes {head[:8].hex(' ')})"
+    """The error for a file torch cannot read at all, in one line naming the file and what is wrong with it."""
+    return CheckpointError(f"{path}: not a readable torch checkpoint: {unreadable_reason(path, error)}")
 
 
 def _torch_load(path: str, mmap: bool = False) -> Any:
@@ -154,12 +131,11 @@ def _torch_load(path: str, mmap: bool = False) -> Any:
         refused, last_error = _refused_globals(path, error), error
         if not refused:  # no global to approve or refuse: the bytes are no pickle torch reads (a text file, a video,
             # an image given by mistake stops at its first byte, 'Unsupported operand <byte>')
-            raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: "
-                                  f"{_reason(error)}{_what_it_begins_with(path)}") from error
+            raise _unreadable(path, error) from None
     except Exception as error:  # anything else means the file is unreadable: garbage bytes reach the weights-only
         # unpickler as arbitrary opcodes and fail with KeyError, IndexError, UnicodeDecodeError, ... not only
         # RuntimeError/EOFError (truncated zip or pickle)
-        raise _unreadable(path, error) from error
+        raise _unreadable(path, error) from None
     allowed: list[Any] = []
     approved: set[str] = set()
     # Normally one retry: zip checkpoints list every global up front. Legacy files name one per failure.
@@ -183,7 +159,7 @@ def _torch_load(path: str, mmap: bool = False) -> Any:
         except pickle.UnpicklingError as again:
             refused, last_error = _REFUSED_GLOBAL.findall(str(again)), again
         except Exception as error:  # damaged after the approved globals: as unreadable as above
-            raise _unreadable(path, error) from error
+            raise _unreadable(path, error) from None
 
 
 def _unwrap(obj: Any) -> Any:

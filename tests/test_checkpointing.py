@@ -199,7 +199,9 @@ def test_damaged_file_reason_is_one_plain_line(tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(str(path))
     msg = str(err.value)
-    assert msg.startswith(f"checkpoint {path} is damaged") and "\x1b" not in msg and "weights_only" not in msg
+    # what the file is, not the unpickler's complaint about its bytes ("UnpicklingError: Unsupported operand 103")
+    assert msg == (f"checkpoint {path} is not a readable torch checkpoint: neither a zip archive nor a pickle: it "
+                   "begins with the text 'garbage'")
     assert len(msg.splitlines()) == 1
 
 

@@ -316,6 +316,24 @@ def test_a_bad_resume_file_is_one_line_before_output_is_written(tmp_path, datase
 
 
 @pytest.mark.parametrize("only_test", [True, False])
+def test_a_resume_file_of_random_bytes_says_what_it_is_not_the_unpicklers_error(tmp_path, dataset, capsys, only_test):
+    """Random bytes were reported as "(KeyError: 174812789)": the unpickler's complaint about an opcode that read
+    a memo index. The line says what the file begins with instead."""
+    from tests.test_checkpoint import GARBAGE
+
+    ckpt, out = tmp_path / "junk.pth", tmp_path / "out"
+    ckpt.write_bytes(GARBAGE["memo_index.pth"][0])
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), *(["--only_test"] if only_test else []),
+                     "--opts", *_opts(dataset, out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    what = "neither a zip archive nor a pickle: it begins with the text 'julk'"
+    assert rc == 2 and lines == [f"error: {ckpt}: not a readable torch checkpoint: {what}" if only_test else
+                                 f"error: checkpoint {ckpt} is not a readable torch checkpoint: {what}; --resume "
+                                 "continues a training run from one of its checkpoints: use --pretrained for "
+                                 "weights-only (e.g. released) files"], lines
+
+
+@pytest.mark.parametrize("only_test", [True, False])
 @pytest.mark.parametrize("damage", ["garbage", "changed"])
 def test_a_bad_pretrained_file_is_one_line_before_output_is_written(tmp_path, dataset, capsys, only_test, damage):
     weights, out = _bad_checkpoint(tmp_path, damage), tmp_path / "out"

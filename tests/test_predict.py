@@ -546,7 +546,7 @@ def test_a_missing_label_list_is_a_warning_and_a_bad_one_an_error(evaluated, dat
     err = capsys.readouterr().err
     assert rc == 0, err
     assert err.splitlines() == [f"warning: label list DATA.LABEL_LIST = {absent} does not exist; classes are given "
-                                "by their index, without names", "predicted 1 of 1 videos (2 clips x 3 crops)"], err
+                                "by their index, without names", "predicted 1 of 1 video (2 clips x 3 crops)"], err
     (record,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert [t["class"] for t in record["top_k"]] == [int(eval_rows[0][f"top{k}_class"]) for k in (1, 2, 3)]
     assert [t["name"] for t in record["top_k"]] == ["", "", ""]
@@ -610,3 +610,14 @@ def test_an_input_that_cannot_be_read_is_named_as_the_other_tools_name_it(tmp_pa
     gone = str(tmp_path / "gone.pth")
     assert predict.main([video, "--cfg", DEMO, "--weights", gone, "--work-dir", work, *no_names]) == 2
     assert capsys.readouterr().err == f"error: weights file not found: {gone}\n"
+
+
+def test_the_summary_line_counts_in_the_singular_for_one(evaluated, dataset, capsys):
+    """One video, one clip, one crop read "predicted 1 of 1 videos (1 clips x 1 crops)"."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    videos = [str(dataset / row["path"]) for row in eval_rows[:2]]
+    args = ["--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir", str(tmp / "work_singular"), "--opts"]
+    assert predict.main(videos[:1] + args + opts + ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"]) == 0
+    assert capsys.readouterr().err == "predicted 1 of 1 video (1 clip x 1 crop)\n"
+    assert predict.main(videos + args + opts + ["TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "1"]) == 0
+    assert capsys.readouterr().err == "predicted 2 of 2 videos (2 clips x 1 crop)\n"

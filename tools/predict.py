@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 # torch, DALI and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need none of them.
 from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
+from evautil.progress import counted  # noqa: E402
 
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
@@ -352,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             written = _write_out(args.out, text, args.quiet)
         bad = sum(r["status"] != "ok" for r in records)
         # the views, which an export does not record: TEST.NUM_CLIP x TEST.NUM_CROP
-        print(f"predicted {len(records) - bad} of {len(records)} videos ({cfg.TEST.NUM_CLIP} clips x "
-              f"{cfg.TEST.NUM_CROP} crops)"
+        print(f"predicted {len(records) - bad} of {counted(len(records), 'video')} ("
+              f"{counted(cfg.TEST.NUM_CLIP, 'clip')} x {counted(cfg.TEST.NUM_CROP, 'crop')})"
               + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
     return 2 if not written else 0 if ok else 1

@@ -90,9 +90,9 @@ def unreadable_reason(path: str, error: BaseException) -> str:
             head = f.read(64)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
-    if head.startswith(b"PK"):  # a zip archive that is not torch's (a damaged one of torch's is found before)
+    if head.startswith(b"PK"):  # most likely not torch's (a damaged one of torch's is found before): torch's reason
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        return "a zip archive, but not torch's format" + (f": {lines[0]}" if lines else "")
+        return "a zip archive torch does not read as a checkpoint" + (f": {lines[0]}" if lines else "")
     if head[:1] == b"\x80" and head[1:2] and 2 <= head[1] <= 5:  # a pickle's PROTO opcode (protocols 2-5)
         if isinstance(error, EOFError):
             return "damaged: it ends inside its pickle (cut short?)"

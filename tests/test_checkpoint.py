@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -418,6 +419,20 @@ def test_garbage_files_are_checkpoint_errors(tmp_path, name):
     assert "Error" not in str(info.value) and info.value.__cause__ is None  # no unpickler exception, chained or not
     with pytest.raises(CheckpointError, match=f"{name}: not a readable torch checkpoint"):
         load_pretrained(tiny(), path, "eva_k722")
+
+
+def test_a_zip_archive_that_is_no_checkpoint_is_called_a_zip_archive(tmp_path):
+    """A zip of something else (a dataset's archive given by mistake) is named as a zip torch does not read, with
+    torch's own reason, not as a damaged checkpoint."""
+    path = tmp_path / "videos.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train.txt", "a.mp4 0\n")
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a readable torch checkpoint: a zip archive torch does not read as a "
+                              "checkpoint: "), message
+    assert "\n" not in message and info.value.__cause__ is None
 
 
 def test_a_checkpoint_cut_short_says_so_wherever_it_was_cut(tmp_path):

@@ -507,7 +507,8 @@ class MetricLogger:
                 if result.get(k) is not None:
                     self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
         mean_class = result.get("mean_class_top1")
-        self.info(f"eval {result['split']} ({counted(result['views'], 'view')}/video, {result['num_videos']} videos): "
+        views, videos = counted(result["views"], "view"), counted(result["num_videos"], "video")
+        self.info(f"eval {result['split']} ({views}/video, {videos}): "
                   f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
                   + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
                   f"({result.get('videos_per_sec', 0.0):.1f} videos/s"

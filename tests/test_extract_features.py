@@ -536,7 +536,7 @@ def test_a_missing_label_list_is_not_needed(clips, tiny, tmp_path, capsys):
                   "--opts", *OPTS, "DATA.LABEL_LIST", str(absent)])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert err == f"1 videos extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}\n"  # no error, no warning
+    assert err == f"1 video extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}\n"  # no error, no warning
     (record,) = _index(out)
     assert record["path"] == video and record["starts_frames"] == [0, 4, 7]  # 11 frames
     assert read_features(str(out), record).shape == (3, model.embed_dim)
@@ -659,7 +659,7 @@ def test_a_stop_signal_or_ctrl_c_keeps_the_finished_videos_and_says_so(clips, ti
         assert done.stderr.splitlines()[-1] == f"interrupted: extracting features: {kept}", done.stderr
     assert [json.loads(x)["path"] for x in (out / "index-rank000.jsonl").read_text().splitlines()] == videos[:2]
     assert ef.main(args) == 0
-    assert capsys.readouterr().err == f"1 videos extracted, 2 already done; 3 of 3 in {out / 'index.jsonl'}\n"
+    assert capsys.readouterr().err == f"1 video extracted, 2 already done; 3 of 3 in {out / 'index.jsonl'}\n"
     assert [r["path"] for r in _index(out)] == videos
 
 
@@ -745,7 +745,7 @@ def test_an_older_settings_file_without_the_new_fields_is_read(clips, tiny, tmp_
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"note: {out / 'settings.json'} was written by an older version without "
                              f"{', '.join(added)}: its features are taken as made with this run's ("), err
-    assert err[1] == f"1 videos extracted, 1 already done; 2 of 2 in {out / 'index.jsonl'}"
+    assert err[1] == f"1 video extracted, 1 already done; 2 of 2 in {out / 'index.jsonl'}"
     assert json.loads((out / "settings.json").read_text()) == new
     assert ef.main([videos[1], *common]) == 0 and "note:" not in capsys.readouterr().err
 
@@ -775,7 +775,7 @@ def test_a_backbone_without_head_or_with_other_classes_gives_features_not_predic
         err = capsys.readouterr().err
         assert rc == 0, err
         assert err.splitlines() == [f"note: {weights}: {why}: the head was not loaded, and features stop before it",
-                                    f"1 videos extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}"], err
+                                    f"1 video extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}"], err
         np.testing.assert_array_equal(read_features(str(out), _index(out)[0]), want)
     with Predictor(str(backbone), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
         (record,) = predictor.features(video, window=4)

@@ -159,7 +159,7 @@ def test_interrupted_reencode_counts_every_finished_video_and_removes_partial_on
     rerun = subprocess.run([sys.executable, str(ROOT / "tools" / "prepare_kinetics.py"), "reencode", "--src",
                             str(src), "--dst", str(dst), "--short-side", "16", "--workers", "1"], env=child_env(),
                            capture_output=True, text=True, check=True)
-    assert "re-encoded 1 videos (4 frames)" in rerun.stdout and "skipped 12 already done" in rerun.stdout
+    assert "re-encoded 1 video (4 frames)" in rerun.stdout and "skipped 12 already done" in rerun.stdout
     assert sorted(p.name for p in dst.glob("*.mp4")) == sorted(names)
 
 
@@ -200,7 +200,7 @@ def test_a_ctrl_c_after_the_summary_changes_nothing(tmp_path):
             "DATA.DECODE_DEVICE", "cpu", "TEST.BATCH_SIZE", "2"]
     weights = tmp_path / "model.pth"
     torch.save({"model": build_model(load_config(str(ROOT / "configs" / "demo.yaml"), opts)).state_dict()}, weights)
-    summary = "videos extracted"
+    summary = " extracted, "
     for settle_s in (0.0, 0.3):  # the first run extracts, the second finds every video done
         status, err = _interrupt_when(
             [sys.executable, "-m", "tools.extract_features", str(data / "videos"), "--cfg",

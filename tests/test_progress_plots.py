@@ -114,12 +114,13 @@ def test_the_evaluation_line_counts_its_views_in_the_right_number(tmp_path, caps
 
     assert (counted(1, "view"), counted(6, "view"), counted(1200, "batch")) == ("1 view", "6 views", "1,200 batches")
     metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
-    for views in (1, 12):
-        metrics.log_eval({"split": "val", "top1": 50.0, "top5": 100.0, "num_videos": 4, "views": views},
+    for views, videos in ((1, 4), (12, 4), (3, 1)):
+        metrics.log_eval({"split": "val", "top1": 50.0, "top5": 100.0, "num_videos": videos, "views": views},
                          epoch=0, step=2)
     metrics.close()
     out = capsys.readouterr().out
     assert "eval val (1 view/video, 4 videos)" in out and "eval val (12 views/video, 4 videos)" in out, out
+    assert "eval val (3 views/video, 1 video)" in out, out  # it was "1 videos"
 
 
 class _AlwaysClassZero(nn.Module):

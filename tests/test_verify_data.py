@@ -48,7 +48,7 @@ def test_mixed_list_names_every_bad_file(tmp_path, videos):
     assert "not a readable video container" in bad[str(videos / "garbage.mp4")]
     # an MP4 cut short loses its index (moov): not a readable container, with FFmpeg's reason
     assert bad[str(videos / "truncated.mp4")].startswith("not a readable video container (")
-    assert "verified 1 list(s), 6 videos: 4 unreadable" in r.stdout
+    assert "verified 1 list, 6 videos: 4 unreadable" in r.stdout
     # without a terminal: the build's progress as plain lines on stderr, and not the index's own warnings
     assert "indexing mixed.txt: probing 5 of 6 videos" in r.stderr  # the missing file is not probed
     assert "indexing mixed.txt: 5 videos done in" in r.stderr
@@ -68,7 +68,7 @@ def test_clean_lists_exit_0_with_their_statistics(tmp_path, videos):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "frames min/median/max: 32/32/32; codecs: h264 1; sizes: 340x256 1" in r.stdout
     assert "frames min/median/max: 164/164/164; codecs: mpeg4 1; sizes: 320x240 1" in r.stdout
-    assert "GiB of readable video" in r.stdout and "verified 2 list(s), 2 videos: all readable" in r.stdout
+    assert "GiB of readable video" in r.stdout and "verified 2 lists, 2 videos: all readable" in r.stdout
 
 
 def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, videos):

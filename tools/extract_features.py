@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "same command skips them")
     on_interrupt(f"extracting features: {kept}")
     from evautil.files import cannot_read
+    from evautil.progress import counted
     from train import INPUT_ERRORS
 
     writing = False  # an OSError that names no file is a failed write only once the features are being written
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     listed = result["listed"]
     distributed.shutdown()  # before the summary, which is the last thing the command does
     if ctx.is_main:
-        print(f"{result['written']} videos extracted, {result['done_before']} already done; {listed} of "
+        print(f"{counted(result['written'], 'video')} extracted, {result['done_before']} already done; {listed} of "
               f"{len(paths)} in {result['index']}" + ("" if listed == len(paths) else
                                                        f"; {len(paths) - listed} unreadable, listed in "
                                                        f"{os.path.join(args.out, 'failed-rank*.jsonl')}"),

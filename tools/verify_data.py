@@ -36,7 +36,7 @@ from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.flops import model_size_text  # noqa: E402
-from evautil.progress import stderr_is_terminal  # noqa: E402
+from evautil.progress import counted, stderr_is_terminal  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,7 +129,7 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
         bad_total += len(index.bad)
         videos_total += len(index.entries)
     verdict = "all readable" if not bad_total else f"{bad_total} unreadable (see the lists above)"
-    print(f"verified {len(targets)} list(s), {videos_total} videos: {verdict}")
+    print(f"verified {counted(len(targets), 'list')}, {counted(videos_total, 'video')}: {verdict}")
     return bad_total
 
 
@@ -172,7 +172,7 @@ def _verify_lists(args: argparse.Namespace) -> int:
         for list_path, root, classes in targets:  # format and labels of every list before any video is opened
             videos = read_video_list(list_path, root, classes)
             check_list_root(videos, root_name, default=default)
-            print(f"list {list_path}: {len(videos)} videos, well-formed")
+            print(f"list {list_path}: {counted(len(videos), 'video')}, well-formed")
         if args.dry_run:
             print("dry run: config, model and lists are valid; no video was opened")
             return 0

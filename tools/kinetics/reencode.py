@@ -14,6 +14,7 @@ from typing import Callable
 
 from dali_pipelines.pyav_io import count_frames
 from evautil.files import atomic_write_text
+from evautil.progress import counted
 
 from .common import KineticsError, parallel_imap
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
@@ -306,7 +307,7 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
                                      for x in report["warnings"]] + [""]
     atomic_write_text(os.path.join(rdir, "reencode_report.md"), "\n".join(md))
     stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
-    log(f"re-encoded {report['done']} videos ({report['frames']} frames) in {report['seconds']} s; "
+    log(f"re-encoded {counted(report['done'], 'video')} ({report['frames']} frames) in {report['seconds']} s; "
         f"skipped {report['skipped_existing']} already done{_changed_text(report)}; {len(report['failed'])} "
         f"failed{stopped}"
         + (f" (see {os.path.join(rdir, 'reencode_report.md')})" if report["failed"] else ""))

@@ -302,6 +302,15 @@ def _bad_checkpoint(tmp_path: Path, damage: str) -> Path:
     return path
 
 
+# what each damage is called: "damaged" or "not a readable torch checkpoint" alone fit a wrong diagnosis too
+_BAD_CHECKPOINT_REASONS = {
+    "garbage": "not a readable torch checkpoint: neither a zip archive nor a pickle: it begins with the text "
+               "'not a checkpoint'",
+    "truncated": r"damaged: cut short: \d+ bytes of a zip archive \(torch's format\) without its end record",
+    "changed": "damaged: record archive/data/0 does not match the CRC-32 written with it: its bytes changed after it "
+               "was written"}
+
+
 @pytest.mark.parametrize("only_test", [True, False])
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "changed"])
 def test_a_bad_resume_file_is_one_line_before_output_is_written(tmp_path, dataset, capsys, only_test, damage):
@@ -311,7 +320,7 @@ def test_a_bad_resume_file_is_one_line_before_output_is_written(tmp_path, datase
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(ckpt) in lines[0], captured
-    assert "damaged" in lines[0] or "not a readable torch checkpoint" in lines[0]
+    assert re.search(_BAD_CHECKPOINT_REASONS[damage], lines[0]), lines[0]
     assert not out.exists()  # no config.yaml, metrics.jsonl, log or tensorboard/ of a run that never started
 
 
@@ -342,7 +351,7 @@ def test_a_bad_pretrained_file_is_one_line_before_output_is_written(tmp_path, da
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(weights) in lines[0], captured
-    assert "damaged" in lines[0] or "not a readable torch checkpoint" in lines[0]
+    assert re.search(_BAD_CHECKPOINT_REASONS[damage], lines[0]), lines[0]
     assert not out.exists()  # no index was built and no log written for weights the run could not have loaded
 
 

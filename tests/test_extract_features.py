@@ -42,8 +42,10 @@ def test_window_frames_by_hand():
     assert ef.window_frames(7, 11, 4, 4).tolist() == [7, 8, 9, 10]
     assert ef.window_frames(0, 3, 4, 4).tolist() == [0, 1, 2, 2]  # past the end: the last frame repeats
     assert ef.window_frames(8, 40, 8, 4).tolist() == [8, 10, 12, 14]  # 4 frames spread over 8
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^window and stride must be at least 1, got window 0, stride 1$"):
         ef.window_starts(10, 0, 1)
+    with pytest.raises(ValueError, match="^window and stride must be at least 1, got window 4, stride 0$"):
+        ef.window_starts(10, 4, 0)
 
 
 def test_roi_resize_matches_the_pipeline_reference():

@@ -63,12 +63,18 @@ def test_weight_decay_membership():
 
 
 def test_optimizer_hyperparameters():
-    cfg = load_config(None, ["TRAIN.LAYER_WISE_DECAY", "0.95"])
-    opt = build_optimizer(cfg.TRAIN, _model(2), torch.device("cpu"))
+    # LR and WEIGHT_DECAY off their defaults: the optimizer must take them from the config given
+    cfg = load_config(None, ["TRAIN.LAYER_WISE_DECAY", "0.95", "TRAIN.LR", "2e-5", "TRAIN.WEIGHT_DECAY", "0.1"])
+    model = _model(2)
+    opt = build_optimizer(cfg.TRAIN, model, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
     for g in opt.param_groups:
         assert g["betas"] == (0.9, 0.98) and g["eps"] == 1e-6
-        assert g["weight_decay"] in (0.0, 0.05)
+        assert g["lr"] == 2e-5 and g["weight_decay"] in (0.1, 0.0) and not g["fused"]  # no fused kernel on the CPU
+    held = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(held) == sorted(id(p) for p in model.parameters())  # every parameter, each once
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    assert id(model.head.weight) in decayed and id(model.head.bias) not in decayed
 
 
 def _expected_lr(t, lr, warmup_start, lr_min, warmup_steps, total_steps):

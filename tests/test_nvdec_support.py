@@ -69,7 +69,10 @@ def test_gpu_decode_problems_name_the_cause_and_the_fix():
     assert "CUDA 13" in mismatch and "12.4" in mismatch and "cuda12" in mismatch
     (missing,) = gpu_decode_problems(driver_cuda=(13, 0), dali_cuda=13, nvcuvid=False)
     assert "libnvcuvid.so.1" in missing and "video" in missing
-    assert len(gpu_decode_problems(driver_cuda=(12, 4), dali_cuda=None, nvcuvid=False)) == 2
+    # both causes, each once: a missing DALI is named, not compared with the driver's CUDA
+    assert gpu_decode_problems(driver_cuda=(12, 4), dali_cuda=None, nvcuvid=False) == [
+        "NVIDIA DALI is not installed: install the project with the cuda13 extra (or cuda12 for a CUDA 12 driver)",
+        missing]
 
 
 def test_installed_dali_is_the_locked_cuda13_build():

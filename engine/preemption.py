@@ -36,7 +36,7 @@ from . import distributed as dist_utils
 from .distributed import DistContext
 
 __all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedOutsideTraining",
-           "run_complete", "stop_signals_raise"]
+           "how_to_resume", "interrupted_after", "run_complete", "stop_signals_raise"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
@@ -52,13 +52,23 @@ class Preempted(Exception):
                  auto_resume: bool = True) -> None:
         self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
-        # Without TRAIN.AUTO_RESUME the same command starts over from step 0 (its --resume file, if any), moving
-        # this checkpoint aside: say what resumes instead.
-        how = ("Run the same command again to resume" if auto_resume else
-               f"To resume, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same command "
-               "would start over)")
         super().__init__(f"{why}: stopped after optimizer step {step} with checkpoint {checkpoint}; "
-                         f"exit code {PREEMPTED_EXIT_CODE}. {how}")
+                         f"exit code {PREEMPTED_EXIT_CODE}. {how_to_resume(checkpoint, auto_resume)}")
+
+
+def how_to_resume(checkpoint: str | None, auto_resume: bool) -> str:
+    """What continues a run from ``checkpoint``: without TRAIN.AUTO_RESUME the same command starts over from step 0
+    (its --resume file, if any), moving the checkpoint aside, so the line names the --resume that continues it."""
+    return ("Run the same command again to resume" if auto_resume else
+            f"To resume, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same command "
+            "would start over)")
+
+
+def interrupted_after(checkpoint: str, auto_resume: bool) -> str:
+    """A Ctrl-C's line once the run has saved ``checkpoint``: what it keeps and how to go on from there."""
+    return (f"the run stopped where it was, without a checkpoint after {checkpoint} (SIGTERM or SIGUSR1 instead "
+            f"stop at the next step with a checkpoint, exit code {PREEMPTED_EXIT_CODE}). "
+            f"{how_to_resume(checkpoint, auto_resume)}")
 
 
 class StoppedOutsideTraining(Stopped):

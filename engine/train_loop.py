@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError
+from evautil.interrupt import on_interrupt
 
 from . import distributed as dist_utils
 from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_resumable, restore_rng,
@@ -25,7 +26,7 @@ from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log
 from .loader_stats import loader_stats
 from .metrics import MetricLogger, host_memory_gb
-from .preemption import Preempted, StepControl
+from .preemption import Preempted, StepControl, interrupted_after
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
            "ResumePoint", "locate_checkpoint", "restore_data_plan"]
@@ -383,6 +384,8 @@ class Trainer:
         if self._control is not None:
             self._control.saved()
         self.metrics.info(f"saved checkpoint {path}")
+        # A Ctrl-C from now on names this checkpoint and how to continue it (a demo's rerun would start over)
+        on_interrupt(interrupted_after(path, self.opts.auto_resume))
         return path
 
     def _written_by_rank0(self, write: Callable[[], str]) -> str:

@@ -182,6 +182,30 @@ def test_training_interrupted_says_so_on_the_console_and_in_its_log(tmp_path):
     assert log.read_text().strip().splitlines()[-1].endswith("] " + last)  # the run's own record says it too
 
 
+def test_a_ctrl_c_after_a_checkpoint_names_the_resume_that_continues_it(tmp_path):
+    """The demo's TRAIN.AUTO_RESUME False makes the same command start over (moving the checkpoints aside): a Ctrl-C
+    line names the --resume that continues the run, as a stop signal's does, and that command resumes it."""
+    from tools.synthetic import make_synthetic_dataset
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_synthetic_dataset(str(data), train_per_class=4, val_per_class=1, num_frames=8, size=(48, 32), workers=1,
+                           progress=False)
+    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
+            str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
+            "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
+            "TRAIN.BATCH_SIZE", "2", "TRAIN.EPOCHS", "500", "PRINT_FREQ", "1", "SAVE_STEPS", "2",
+            "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False", "LOG.NVML", "False", "OUTPUT", str(out)]
+    cmd = [sys.executable, str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
+    log = out / "log_rank0.txt"
+    status, err = _interrupt_when(cmd, tmp_path, lambda _: log.is_file() and "step 3/" in log.read_text(),
+                                  settle_s=0.0)
+    last = _assert_one_line(status, err, "the run stopped where it was, without a checkpoint after ")
+    named = last.split("--resume ")[1].split()[0]
+    assert os.path.isfile(named) and os.path.dirname(named) == str(out), last
+    assert "TRAIN.AUTO_RESUME is False" in last, last
+    assert log.read_text().strip().splitlines()[-1].endswith("] " + last)
+
+
 def test_a_ctrl_c_after_the_summary_changes_nothing(tmp_path):
     """Once a tool has printed its summary it has finished: a Ctrl-C while its process ends (loaders, worker pools
     and the interpreter closing, a second or so) neither ends it by SIGINT without the interrupted line nor shows a

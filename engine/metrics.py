@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from evautil.files import atomic_write_text
+from evautil.files import atomic_write_text, naming_the_file
 from evautil.flops import peak_flops, train_step_flops
 from evautil.interrupt import interrupted_line
 from evautil.progress import counted
@@ -361,8 +361,9 @@ class MetricLogger:
 
     def _write_log(self, msg: str) -> None:
         stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
-        self._log_file.write("".join(stamp + line + "\n" for line in msg.splitlines() or [""]))  # each line stamped
-        self._log_file.flush()
+        with naming_the_file(self._log_file.name):  # a full disk's error from write() names no file
+            self._log_file.write("".join(stamp + line + "\n" for line in msg.splitlines() or [""]))  # each stamped
+            self._log_file.flush()
 
     def write_config(self, config_yaml: str, name: str = "config.yaml") -> str:
         """Save the resolved config into the output directory (rank 0)."""
@@ -525,8 +526,9 @@ class MetricLogger:
 
     def _write(self, line: dict[str, Any]) -> None:
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps(line) + "\n")
-            self._jsonl.flush()
+            with naming_the_file(self._jsonl.name):  # a full disk's error from write() names no file
+                self._jsonl.write(json.dumps(line) + "\n")
+                self._jsonl.flush()
 
     def recall_evaluation(self, step: int, split: str, after_checkpoint: bool = False) -> dict[str, Any] | None:
         """The last ``split`` eval line metrics.jsonl holds at optimizer ``step`` (rank 0 reads; None on the other

@@ -424,3 +424,37 @@ def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsy
     assert logging.getLogger("dali_pipelines").propagate and not logging.getLogger("dali_pipelines").handlers
     index_logger = logging.getLogger("dali_pipelines.index")  # its cached answer is the root's again
     assert index_logger.isEnabledFor(logging.INFO) == logging.getLogger().isEnabledFor(logging.INFO)
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk with no space left: every write fails as the system's does, with an error naming no file."""
+
+    def write(self, data) -> int:
+        import errno
+        import os
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_under_the_run_files_names_the_file_that_could_not_be_written(tmp_path):
+    """A full disk fails the write (or flush) on the open metrics.jsonl or log, and that error names no file: the
+    run's one line said "cannot write: No space left on device", not which file of which folder."""
+    import contextlib
+
+    from evautil.files import write_failure
+
+    logger = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        for attr, name, write in (("_jsonl", "metrics.jsonl", lambda: logger.log_data("train", {}, 0, 8)),
+                                  ("_log_file", "log_rank0.txt", lambda: logger.info("epoch 1/2 done"))):
+            getattr(logger, attr).close()
+            full = io.TextIOWrapper(io.BufferedWriter(_FullDisk(str(tmp_path / name), "a")), encoding="utf-8")
+            setattr(logger, attr, full)
+            with pytest.raises(OSError) as caught:
+                write()
+            assert write_failure(caught.value).startswith(f"cannot write {tmp_path / name}: No space left on device; ")
+            with contextlib.suppress(OSError):  # its unwritten line fails the close's flush too
+                full.close()
+            setattr(logger, attr, open(tmp_path / name, "a", encoding="utf-8"))
+    finally:
+        logger.close()

@@ -23,7 +23,8 @@ __all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_before_run", "re
 # OUTPUT/exit_status.json: how rank 0's process ended, for a batch script that requeues only a stopped run (exit 4):
 # torchrun's own exit code is 1 for any worker's failure, a non-finite loss (3) or a bad input (2) included.
 EXIT_STATUS_FILE = "exit_status.json"
-EXIT_MEANINGS = {0: "finished", 1: "crashed", 2: "bad input", 3: "non-finite loss or gradients",
+EXIT_MEANINGS = {0: "finished", 1: "crashed", 2: "bad input or a file that cannot be written",
+                 3: "non-finite loss or gradients",
                  4: "stopped by a signal, resumable",
                  5: "another process of the run stopped answering or ended early",  # liveness.UNANSWERED_EXIT_CODE
                  130: "interrupted (Ctrl-C)"}

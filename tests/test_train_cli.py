@@ -108,7 +108,8 @@ def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--resume", str(tmp_path / "gone.pth"), "--opts", *_opts(dataset, tmp_path)])
     assert rc == 2 and "--resume = " + str(tmp_path / "gone.pth") in capsys.readouterr().err
     # OUTPUT says how the process ended, for a batch script that requeues only a stopped run (torchrun's code is 1)
-    assert json.loads((tmp_path / "exit_status.json").read_text()) == {"exit_code": 2, "meaning": "bad input"}
+    assert json.loads((tmp_path / "exit_status.json").read_text()) == {
+        "exit_code": 2, "meaning": "bad input or a file that cannot be written"}
 
 
 def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path, dataset, capsys):
@@ -651,6 +652,9 @@ def test_a_full_disk_mid_run_is_one_line_exit_2_and_the_same_command_resumes(tmp
            "command: with TRAIN.AUTO_RESUME True (the default) it resumes from the last checkpoint in OUTPUT" \
            in seen.out
     assert "Traceback" not in seen.out + seen.err
+    # (it said "bad input" to a batch script's author looking at a run that had filled its disk)
+    assert json.loads((out / "exit_status.json").read_text()) == {
+        "exit_code": 2, "meaning": "bad input or a file that cannot be written"}
     monkeypatch.undo()  # space freed
     assert train.main(command) == 0
     assert f"resumed from {out / 'ckpt_step_2.pth'}" in capsys.readouterr().out

@@ -396,7 +396,7 @@ def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_r
     result = trainer.fit()
     trainer.metrics.close()
     assert order == [("val", 1), ("best", 1), ("ckpt", 1), ("val", 2), ("best", 2), ("ckpt", 2),
-                     ("val", 3), ("test", 3), ("ckpt", 3)]
+                     ("val", 3), ("ckpt", 3), ("test", 3)]  # the final test after the last checkpoint
     assert (result["best_top1"], result["best_epoch"], result["final"]["top1"]) == (83.0, 2, 85.0)
     assert torch.load(tmp_path / "best.pth", weights_only=True)["top1"] == 83.0
 

@@ -153,6 +153,8 @@ def run(args) -> dict:
         columns = on_device(make_batch(args, program), args.device)
         pipes = {impl: build(args, impl, columns) for impl in IMPLEMENTATIONS}
         outputs = {impl: _output(pipe) for impl, pipe in pipes.items()}  # warm-up, and the values to compare
+        # Its first call imports torch (seconds of CPU): untimed here, not in the first timed batches' figures.
+        common.sync_cuda()
         times = {impl: [] for impl in IMPLEMENTATIONS}
         cpu = {impl: 0.0 for impl in IMPLEMENTATIONS}
         for _ in range(args.repeats):  # interleaved, so both see the same machine

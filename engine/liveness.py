@@ -26,9 +26,9 @@ A rank of an NCCL run that ends on a failure marks its counter :data:`FAILED` in
 NCCL does not tell the peers that a process left (inside one node they wait in the collective until NCCL's
 watchdog ends them, 10 minutes), so the others' judges end their processes within a beat, with one line naming
 it. Under torchrun its agent ends them sooner; the marker is for launches without it (srun, mpirun). The host of
-the store (rank 0 when no torchrun agent hosts it) waits, for at most a beat, until every watching rank has beaten
-once more, and so read the mark, before its exit closes the store. Gloo's collectives fail at once when a peer
-closes its connections, so a gloo run's ranks leave with :data:`LEFT`.
+the store (rank 0 when no torchrun agent hosts it) waits, for at most a beat and a half, until every watching rank
+has beaten once more, and so read the mark, before its exit closes the store. Gloo's collectives fail at once when a
+peer closes its connections, so a gloo run's ranks leave with :data:`LEFT`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from evautil.interrupt import on_interrupt
@@ -163,17 +164,22 @@ def test_interrupted_reencode_counts_every_finished_video_and_removes_partial_on
     assert sorted(p.name for p in dst.glob("*.mp4")) == sorted(names)
 
 
-def test_training_interrupted_says_so_on_the_console_and_in_its_log(tmp_path):
+def _long_demo_training(tmp_path, *extra: str) -> tuple[Path, list[str]]:
+    """(its OUTPUT, the --opts) of a demo training on a tiny synthetic set that runs far longer than a test waits."""
     from tools.synthetic import make_synthetic_dataset
 
     data, out = tmp_path / "data", tmp_path / "out"
     make_synthetic_dataset(str(data), train_per_class=4, val_per_class=1, num_frames=8, size=(48, 32), workers=1,
                            progress=False)
-    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
-            str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
-            "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
-            "TRAIN.BATCH_SIZE", "2", "TRAIN.EPOCHS", "500", "PRINT_FREQ", "1", "LOG.PROGRESS_BAR", "False",
-            "LOG.TENSORBOARD", "False", "LOG.NVML", "False", "OUTPUT", str(out)]
+    return out, ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
+                 str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
+                 "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS",
+                 "1", "TRAIN.BATCH_SIZE", "2", "TRAIN.EPOCHS", "500", "PRINT_FREQ", "1", "LOG.PROGRESS_BAR", "False",
+                 "LOG.TENSORBOARD", "False", "LOG.NVML", "False", "OUTPUT", str(out), *extra]
+
+
+def test_training_interrupted_says_so_on_the_console_and_in_its_log(tmp_path):
+    out, opts = _long_demo_training(tmp_path)
     log = out / "log_rank0.txt"
     status, err = _interrupt_when(
         [sys.executable, str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts],
@@ -184,17 +190,8 @@ def test_training_interrupted_says_so_on_the_console_and_in_its_log(tmp_path):
 
 def test_a_ctrl_c_after_a_checkpoint_names_the_resume_that_continues_it(tmp_path):
     """The demo's TRAIN.AUTO_RESUME False makes the same command start over (moving the checkpoints aside): a Ctrl-C
-    line names the --resume that continues the run, as a stop signal's does, and that command resumes it."""
-    from tools.synthetic import make_synthetic_dataset
-
-    data, out = tmp_path / "data", tmp_path / "out"
-    make_synthetic_dataset(str(data), train_per_class=4, val_per_class=1, num_frames=8, size=(48, 32), workers=1,
-                           progress=False)
-    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE",
-            str(data / "val.txt"), "DATA.LABEL_LIST", str(data / "labels.csv"), "DATA.INPUT_SIZE", "32",
-            "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1",
-            "TRAIN.BATCH_SIZE", "2", "TRAIN.EPOCHS", "500", "PRINT_FREQ", "1", "SAVE_STEPS", "2",
-            "LOG.PROGRESS_BAR", "False", "LOG.TENSORBOARD", "False", "LOG.NVML", "False", "OUTPUT", str(out)]
+    line names the --resume that continues the run (a checkpoint in OUTPUT), as a stop signal's does."""
+    out, opts = _long_demo_training(tmp_path, "SAVE_STEPS", "2")
     cmd = [sys.executable, str(ROOT / "train.py"), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
     log = out / "log_rank0.txt"
     status, err = _interrupt_when(cmd, tmp_path, lambda _: log.is_file() and "step 3/" in log.read_text(),

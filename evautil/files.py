@@ -102,6 +102,19 @@ def _temp_beside(path: str) -> tuple[str, int, str]:
     return target, fd, tmp
 
 
+def _raise_interrupt_behind(error: BaseException) -> None:
+    """Raise the Ctrl-C (or stop signal) that ``error`` was raised while handling, if any: a writer cut off by it
+    in its clean-up (torch.save's zip writer closing a half-written archive: "unexpected pos ...") otherwise turns
+    the interrupt into a crash with a traceback, and the process ends with 1 instead of as interrupted."""
+    if not isinstance(error, Exception):
+        return
+    cause = error.__context__
+    while cause is not None:
+        if not isinstance(cause, (Exception, GeneratorExit)):  # KeyboardInterrupt, SystemExit, a stop signal
+            raise cause from None
+        cause = cause.__context__
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = True) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, flush (and fsync), then rename it over ``path``.
 
@@ -122,9 +135,10 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _raise_interrupt_behind(error)
         raise
     if fsync:  # persist the rename itself, so a power loss cannot bring back the old file under ``path``
         with contextlib.suppress(OSError):  # some file systems refuse fsync on a directory
@@ -151,6 +165,7 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _raise_interrupt_behind(error)
         found = None if isinstance(error, OSError) else re.search(r"\(os error (\d+)\)", str(error))
         if found:
             code = int(found.group(1))

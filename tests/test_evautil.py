@@ -35,6 +35,41 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     assert os.listdir(path.parent) == ["out.txt"]  # and no temporary file is left behind
 
 
+
+class _ArchiveWriter:
+    """A writer whose clean-up fails once its data was cut off, as torch.save's zip writer does ("unexpected
+    pos ..."): the Ctrl-C that cut it off is then only the context of a RuntimeError."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 513664 vs 513552")
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(130)], ids=["ctrl-c", "exit"])
+def test_an_interrupt_during_a_write_stays_an_interrupt_when_the_writer_fails_cleaning_up(tmp_path, interrupt):
+    path = tmp_path / "ckpt.pth"
+    atomic_write_text(str(path), "earlier\n")
+
+    def cut_off(f):
+        with _ArchiveWriter(f):
+            f.write(b"half an archive")
+            raise interrupt
+
+    def cut_off_by_name(name: str) -> None:
+        with open(name, "wb") as f:
+            cut_off(f)
+
+    for write in (lambda: atomic_write(str(path), cut_off), lambda: atomic_write_by_name(str(path), cut_off_by_name)):
+        with pytest.raises(type(interrupt)) as info:
+            write()
+        assert info.value is interrupt  # the interrupt itself, not the writer's RuntimeError
+        assert path.read_text() == "earlier\n" and os.listdir(tmp_path) == ["ckpt.pth"]
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path, umask, mode):
     """Not the temporary file's private 0600: an index cache beside a shared dataset must stay readable."""

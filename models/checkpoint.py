@@ -375,6 +375,7 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
     # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
     # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
     frames, size = _model_grid(model)
+    patch, tubelet = _patch_and_tubelet(model)
     if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != target[2]:
         raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} does not match model shape {target}")
     num = pe.shape[1] - 1
@@ -390,11 +391,9 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
             notes.append(f"pos_embed: spatial grid resampled {s0}x{s0} -> {size}x{size} (bicubic)")
         # The same spatial table for every frame; no temporal component (as the original).
         pe = torch.cat((pe[:, :1], pe[:, 1:].repeat(1, frames, 1)), dim=1)
-        tubelet = _patch_and_tubelet(model)[1]
         notes.append(f"pos_embed: image table repeated over {frames} temporal tokens ({frames * tubelet} frames in "
                      f"tubelets of {tubelet}) -> {tuple(pe.shape)}")
         return pe
-    patch, tubelet = _patch_and_tubelet(model)
     saved = grid_from_config(checkpoint_config, patch, tubelet) if checkpoint_config is not None else None
     try:
         src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved,

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from evautil.progress import counted
+
 __all__ = ["GRID_KEYS", "grid_from_sizes", "grid_from_config", "candidate_grids", "find_source_grid",
            "resample_video_table", "resample_image_table"]
 
@@ -91,8 +93,7 @@ def _frames(tokens: Any, tubelet_size: int) -> str:
 
     In frames, the unit of ``MODEL.PRETRAINED_FRAMES`` and ``DATA.NUM_FRAMES``: with tubelets of 2, a table of 4
     temporal tokens is the 8 frames those keys must say."""
-    count = tokens * tubelet_size if isinstance(tokens, int) else tokens
-    return f"{count} frame" + ("" if count == 1 else "s")
+    return counted(tokens * tubelet_size, "frame") if isinstance(tokens, int) else f"{tokens} frames"
 
 
 def _complete(partial: PartialGrid, num_tokens: int, origin: str, tubelet_size: int) -> Grid:

@@ -212,13 +212,18 @@ class _ListLoader:
                    "index": torch.tensor([e.row])}
 
 
-def test_a_video_listed_twice_is_named_where_it_is_counted_twice(tmp_path, capsys):
-    # "the accuracy counts every video once" holds for a list without repeats only: a repeated line is scored again
+def _evaluate_list(tmp_path, lines: str) -> None:
+    """Evaluate a model that always says class 0 on the videos of a list holding ``lines``, logging into run/."""
     listed = tmp_path / "val.txt"
-    listed.write_text("a.mp4 0\nb.mp4 1\n./a.mp4 0\nc.mp4 0\n\nb.mp4 1\n")
+    listed.write_text(lines)
     metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
     evaluate_and_log(_AlwaysClassZero(), _ListLoader(listed), DistContext(), metrics, split="val", num_classes=3)
     metrics.close()
+
+
+def test_a_video_listed_twice_is_named_where_it_is_counted_twice(tmp_path, capsys):
+    # "the accuracy counts every video once" holds for a list without repeats only: a repeated line is scored again
+    _evaluate_list(tmp_path, "a.mp4 0\nb.mp4 1\n./a.mp4 0\nc.mp4 0\n\nb.mp4 1\n")
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert (line["num_videos"], line["top1"]) == (5, 60.0)  # every line scored, as the warning says
     out = capsys.readouterr()
@@ -229,11 +234,7 @@ def test_a_video_listed_twice_is_named_where_it_is_counted_twice(tmp_path, capsy
 
 
 def test_a_list_without_repeats_gives_no_repeat_warning(tmp_path, capsys):
-    listed = tmp_path / "val.txt"
-    listed.write_text("a.mp4 0\nb.mp4 1\nsub/a.mp4 0\n")
-    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
-    evaluate_and_log(_AlwaysClassZero(), _ListLoader(listed), DistContext(), metrics, split="val", num_classes=3)
-    metrics.close()
+    _evaluate_list(tmp_path, "a.mp4 0\nb.mp4 1\nsub/a.mp4 0\n")
     out = capsys.readouterr()
     assert "WARNING" not in out.out + out.err and "eval val (1 view/video, 3 videos)" in out.out + out.err
 

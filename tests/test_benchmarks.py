@@ -587,6 +587,25 @@ def test_train_benchmark_warmup_time_waits_for_the_warmups_queued_device_work(mo
     assert 100.0 <= r["warmup_s"] < 200.0, r["warmup_s"]
 
 
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                              ("fp16", torch.float16)])
+def test_measured_matmul_peak_runs_in_the_precision_it_is_named_for(monkeypatch, precision, dtype):
+    """The MFU against the measured peak compares a step with a matmul in the same precision: on a CPU an fp16 run's
+    reference matmul ran in bf16, about 300x faster than a CPU's fp16 matmul."""
+    from benchmarks import train_throughput as tt
+
+    made = []
+    real_randn = torch.randn
+
+    def randn(*size, **kw):
+        made.append(kw.get("dtype"))
+        return real_randn(*size, **kw)
+
+    monkeypatch.setattr(torch, "randn", randn)
+    assert tt.measured_matmul_peak(torch.device("cpu"), precision, seconds=0.0) > 0
+    assert made == [dtype, dtype]
+
+
 @pytest.mark.parametrize("precision, dtype", [("fp32", "float32"), ("bf16", "float16")])
 def test_train_and_eval_benchmarks_give_their_loader_the_precision_they_measure(precision, dtype):
     """An fp32 run's loader hands out float32 clips, a mixed-precision run's float16 on a GPU (clip_dtype). The

@@ -9,6 +9,7 @@ import fnmatch
 import glob
 import os
 import re
+import stat
 import tempfile
 from typing import IO, BinaryIO, Callable, Iterator
 
@@ -121,14 +122,16 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
     The rename is atomic on POSIX file systems; on any failure the temporary file is removed and ``path`` is left
     as it was. The directory is created when missing. A ``path`` that is a link to a file is written through: the
     temporary file goes beside the file it names and replaces that one, and the link stays a link (as for every
-    write here, :func:`_replaced_file`).
+    write here, :func:`_replaced_file`). A replaced file keeps its permission bits; a new one gets the mode a plain
+    open() would give.
     """
     target, fd, tmp = _temp_beside(path)
     directory = os.path.dirname(target)
     try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, so that an index cache or a
-        # list beside a shared dataset stays readable by the other users and jobs that read the dataset.
-        os.fchmod(fd, new_file_mode())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would (or the replaced file's), so
+        # that an index cache or a list beside a shared dataset stays readable by the other users and jobs that
+        # read the dataset.
+        os.fchmod(fd, _mode_for(target))
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -151,7 +154,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
 
 def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
     """:func:`atomic_write` for writers that take a file name and open it themselves (safetensors' ``save_file``):
-    ``write(tmp)`` for a temporary name beside ``path``, the mode a plain open() would give, then the rename. On any
+    ``write(tmp)`` for a temporary name beside ``path``, the mode of :func:`atomic_write`, then the rename. On any
     failure the temporary file is removed and ``path`` is left as it was; a failed write that the writer reports in
     an error of its own type, with the number of the OS error in its text (safetensors: "I/O error: No space left
     on device (os error 28)"), is raised as that OSError, naming ``path``. A ``path`` that is a link is written
@@ -160,7 +163,7 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, new_file_mode())  # safetensors writes a private (0600) file
+        os.chmod(tmp, _mode_for(target))  # safetensors writes a private (0600) file
         os.replace(tmp, target)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -173,9 +176,21 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
+def _mode_for(target: str) -> int:
+    """The mode an atomic write gives ``target``: the permission bits of the file it replaces (a chmod 600 on a
+    checkpoint, or 640 for a group, was undone by each write), else the mode a new file gets
+    (:func:`new_file_mode`)."""
+    try:
+        found = os.stat(target)
+    except OSError:
+        return new_file_mode()
+    return stat.S_IMODE(found.st_mode) & 0o777 if stat.S_ISREG(found.st_mode) else new_file_mode()
+
+
 def new_file_mode() -> int:
     """The mode a plain ``open(path, "w")`` gives a new file under the process's umask. Temporary files (mkstemp,
-    safetensors' writer) are private (0600): a file renamed from one into place gets this mode first."""
+    safetensors' writer) are private (0600): a new file renamed from one into place gets this mode first (a
+    replaced file's mode is kept)."""
     return 0o666 & ~_umask()
 
 

@@ -83,6 +83,27 @@ def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path, umask, mode):
     assert os.stat(tmp_path / "index.npz").st_mode & 0o777 == mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777
 
 
+@pytest.mark.parametrize("writer", ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text"])
+@pytest.mark.parametrize("mode", [0o600, 0o640], ids=["0600", "0640"])
+def test_an_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path, writer, mode):
+    """A chmod 600 on a checkpoint (or 640 for a group) was undone by the next write, which gave the new-file mode."""
+    (tmp_path / "store").mkdir()
+    plain, real, link = tmp_path / "plain.csv", tmp_path / "store" / "real.pth", tmp_path / "link.pth"
+    for path in (plain, real):
+        path.write_bytes(b"old")
+        os.chmod(path, mode)
+    link.symlink_to(real)  # the mode that counts is the linked-to file's, not the link's
+    old = os.umask(0o022)
+    try:
+        for path in (plain, link, tmp_path / "new.csv"):
+            WRITERS[writer](str(path))
+    finally:
+        os.umask(old)
+    assert plain.read_bytes() == real.read_bytes() == b"new" and link.is_symlink()
+    assert os.stat(plain).st_mode & 0o777 == mode and os.stat(real).st_mode & 0o777 == mode
+    assert os.stat(tmp_path / "new.csv").st_mode & 0o777 == 0o666 & ~0o022  # a new file: as a plain open() makes it
+
+
 def _square(x: int) -> int:
     return x * x
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from evautil.errors import CheckpointError
-from evautil.files import atomic_temp_glob, atomic_write
+from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write
 from evautil.zip_check import damaged_zip_record, unreadable_reason
 
 from .metrics import epoch_number
@@ -376,12 +376,16 @@ class Checkpointer:
 
     def _rotate(self) -> None:
         # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
-        # creates them.
+        # creates them. One written through a link (a checkpoint name linked to another store) left its own beside
+        # the file the link names, in that file's folder.
         folder = glob.escape(self.output_dir)
-        for stale in (p for name in ("ckpt_*.pth", "best.pth")
-                      for p in glob.glob(os.path.join(folder, atomic_temp_glob(name)))):
+        stale = [p for name in ("ckpt_*.pth", "best.pth")
+                 for p in glob.glob(os.path.join(folder, atomic_temp_glob(name)))]
+        links = [p for p in checkpoint_files(self.output_dir) + [os.path.join(self.output_dir, "best.pth")]
+                 if os.path.islink(p)]
+        for path in stale + [p for link in links for p in atomic_temp_files(link)]:
             try:
-                os.remove(stale)
+                os.remove(path)
             except OSError:
                 pass
         # Only checkpoints that can be resumed from count as kept: a damaged one (say, beyond the step this attempt

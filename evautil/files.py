@@ -15,7 +15,7 @@ from typing import IO, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock",
-           "naming_the_file", "cannot_read"]
+           "naming_the_file", "cannot_read", "atomic_temp_files"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -79,6 +79,18 @@ def atomic_temp_glob(name_glob: str) -> str:
     """The glob of the temporary files :func:`atomic_write` leaves behind for files named ``name_glob`` when the
     process is killed mid-write (``.<name>.<random>.tmp``)."""
     return f".{name_glob}.*.tmp"
+
+
+def atomic_temp_files(path: str) -> list[str]:
+    """The temporary files that atomic writes of ``path`` killed mid-write left behind: beside the file they replace,
+    which for a link is the file it names (:func:`_replaced_file`), maybe in another folder. Only ``path``'s own: the
+    random part that mkstemp adds has no dot, so ``.best.pth.old.x1y2.tmp`` (a temporary file of ``best.pth.old``)
+    is not one of ``best.pth``'s."""
+    target = _replaced_file(path)
+    prefix = "." + os.path.basename(target) + "."
+    found = glob.glob(os.path.join(glob.escape(os.path.dirname(target)),
+                                   atomic_temp_glob(glob.escape(os.path.basename(target)))))
+    return [p for p in found if "." not in os.path.basename(p)[len(prefix):-len(".tmp")]]
 
 
 def _replaced_file(path: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.checkpointing import CheckpointError, Checkpointer, capture_rng, load_checkpoint, restore_rng, save_atomic
+from evautil.files import _temp_beside
 
 
 def _state(step: int, epoch: int = 0, complete: bool = False) -> dict:
@@ -52,6 +53,30 @@ def test_a_save_removes_the_temporary_files_of_killed_writes(tmp_path):
         (tmp_path / name).write_bytes(b"PK\x03\x04 the start of a checkpoint")
     Checkpointer(str(tmp_path)).save(_state(6))
     assert sorted(os.listdir(tmp_path)) == [".notes.txt.tmp", "ckpt_step_4.pth.tmp", "ckpt_step_6.pth"]
+
+
+def test_a_save_removes_the_temporary_files_a_killed_write_left_beside_a_linked_checkpoint(tmp_path):
+    """A write through a link puts its temporary file beside the file the link names: the clean-up of OUTPUT alone
+    left a whole checkpoint's size there after each kill."""
+    out, store = tmp_path / "out", tmp_path / "store"
+    out.mkdir(), store.mkdir()
+    for name in ("run7_best.pth", "run7_step_2.pth"):
+        save_atomic(_state(2), str(store / name))
+    (out / "best.pth").symlink_to(store / "run7_best.pth")
+    (out / "ckpt_step_2.pth").symlink_to(store / "run7_step_2.pth")
+    killed = []
+    for link in ("best.pth", "ckpt_step_2.pth"):  # what a write killed mid-way leaves: the writes' own temporary file
+        _, fd, tmp = _temp_beside(str(out / link))
+        os.write(fd, b"PK\x03\x04 the start of a checkpoint")
+        os.close(fd)
+        killed.append(os.path.basename(tmp))
+    assert all(os.path.exists(store / name) for name in killed)
+    others = ["notes.txt", ".run7_best.pth.old.x1y2z3ab.tmp", ".run8_best.pth.x1y2z3ab.tmp"]  # someone else's
+    for name in others:
+        (store / name).write_bytes(b"kept")
+    Checkpointer(str(out)).save(_state(6))
+    assert sorted(os.listdir(store)) == sorted(others + ["run7_best.pth", "run7_step_2.pth"])
+    assert (out / "best.pth").is_symlink() and load_checkpoint(str(out / "best.pth"))["global_step"] == 2
 
 
 def test_plain_types_load_with_weights_only(tmp_path):

@@ -23,8 +23,12 @@ The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file
 ignored and every video probed again, never read with the wrong meaning, except a version 2 JSON cache, whose
 records are migrated. Version 2 added the decoder facts (coded size, pixel format, chroma format, bit depth,
 profile) and each video's size and mtime; version 3 stores the same fields as columns; version 4 adds the stream's
-YUV matrix tag (``colour.py``). A version 3 cache is migrated too, its records kept without the tag (''): probing
-a Kinetics-size list again would cost more than the tag is worth; such a video's DALI-decoded frames stay BT.601.
+YUV matrix tag (``colour.py``). A version 3 cache is migrated too, its records kept without the tag (''): a full
+decode of a Kinetics-size list again would cost more than the tag is worth, so such a video's DALI-decoded frames
+stay BT.601. Its quick probes are probed again all the same (``VideoTable.counted_before_edit_lists``): most were
+taken before the frames an MP4 edit list hides and those before a stream's first keyframe were left out of the
+count, and nothing in a record tells such a video apart. Every good row this code records has a tag ('unknown' at
+least), so no cache it wrote is probed again for this.
 
 No DALI import here.
 """
@@ -262,14 +266,16 @@ def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool
 class _Match:
     """A list matched against its cache: ``table`` (one row per list row: the reused records, UNKNOWN elsewhere),
     ``bad`` (reasons of reused bad records and of missing files), ``jobs`` (rows to probe), ``unique`` (rows that
-    go into the cache: the first of each path; None when every row does) and ``current`` (the cache already says
-    exactly what this build would write)."""
+    go into the cache: the first of each path; None when every row does), ``current`` (the cache already says
+    exactly what this build would write) and ``recounted`` (how many jobs are records whose frame count may include
+    frames that never decode, :meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`)."""
 
     table: VideoTable
     bad: dict[int, str]
     jobs: np.ndarray
     unique: np.ndarray | None
     current: bool
+    recounted: int = 0
 
 
 def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
@@ -313,10 +319,12 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     size, mtime, present = keys
     c = table.columns
     recorded = table.status != UNKNOWN
-    reusable = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
-                & (c["full_decode"] | (not full_decode))
-                & ~table.rows_with_reason(_RETIRED_TRUNCATION)  # nominal rate x duration wronged VFR videos
-                & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES))
+    unchanged = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
+                 & (c["full_decode"] | (not full_decode))
+                 & ~table.rows_with_reason(_RETIRED_TRUNCATION)  # nominal rate x duration wronged VFR videos
+                 & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES))
+    recount = unchanged & table.counted_before_edit_lists()
+    reusable = unchanged & ~recount
     stale = recorded & ~reusable
     table.clear(np.flatnonzero(stale))
     bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}
@@ -324,7 +332,7 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
         bad[r] = "missing file" if not os.path.lexists(videos.path(r)) else "cannot stat file"
     jobs = np.flatnonzero(present & ~reusable)
     return _Match(table, bad, jobs, unique, current=not cache.migrated and covered and not jobs.size
-                  and not stale.any())
+                  and not stale.any(), recounted=int(np.count_nonzero(recount)))
 
 
 def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
@@ -337,6 +345,7 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
     if match.jobs.size:
         desc = f"{PROGRESS_PREFIX}{os.path.basename(videos.list_path)}"
         known = int(np.count_nonzero(match.table.status != UNKNOWN))
+        _log_recount(paths.cache, match.recounted)
         logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
                     f" ({known:,} known from the cache)" if known else "")
         jobs = [(r, videos.path(r), full_decode) for r in match.jobs.tolist()]
@@ -445,7 +454,8 @@ class ProbedBefore:
 def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
     """The good rows of the index caches ``cache_paths`` (whatever lists and roots they were written for; an
     unreadable one or one of another schema version is skipped), so that a new ``lists --check`` over the same
-    videos probes only those that are new or changed since."""
+    videos probes only those that are new or changed since, and those whose frame count a build would not trust
+    (:meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`)."""
     rows: dict[str, int] = {}
     tables: list[VideoTable] = []
     start = 0
@@ -454,13 +464,22 @@ def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
         if found is None:
             continue
         root, cache = found
-        for r in np.flatnonzero(cache.table.status == GOOD).tolist():
+        recount = cache.table.counted_before_edit_lists()
+        _log_recount(cache_path, int(np.count_nonzero(recount)))
+        for r in np.flatnonzero((cache.table.status == GOOD) & ~recount).tolist():
             # absolute and normalised as a scan names its videos (a list under --out of a dataset beside it holds
             # paths that start with "..")
             rows.setdefault(os.path.abspath(os.path.join(root, cache.rel_paths[r])), start + r)
         tables.append(cache.table)
         start += len(cache.table)
     return ProbedBefore(rows, VideoTable.concat(tables))
+
+
+def _log_recount(cache_path: str, rows: int) -> None:
+    if rows:
+        logger.info("index cache %s: probing %s videos again, quick probes recorded before schema version 4 whose "
+                    "frame counts may include the frames an MP4 edit list hides or that precede a stream's first "
+                    "keyframe, which never decode", cache_path, f"{rows:,}")
 
 
 def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:

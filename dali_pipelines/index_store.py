@@ -15,8 +15,10 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 A file of another version, for another root, or whose arrays do not have exactly these names, types and lengths
 is ignored (every video is probed again), never read with the wrong meaning. A version 3 cache (version 4 less
 the ``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated:
-their records are read into the table, the colour tag not recorded (''), and saved as version 4: their videos'
-DALI-decoded frames stay in DALI's BT.601 colours until the cache is deleted or a video changes (the log says so).
+their records are read into the table, the colour tag not recorded (''), and saved as version 4. A build probes
+their quick probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include
+frames that never decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours
+until the cache is deleted or a video changes (the log says so).
 
 No DALI import here.
 """
@@ -220,6 +222,13 @@ class VideoTable:
         codes = [i for i, t in enumerate(self.texts[name]) if i and t in texts]
         return np.isin(self.columns[name], codes)
 
+    def counted_before_edit_lists(self) -> np.ndarray:
+        """A mask of the good rows whose frame count may include frames that never come out of a decoder: quick
+        probes recorded before schema version 4 (no colour tag: the probe has recorded one, 'unknown' at least,
+        since then), whose count took in the packets an MP4 edit list hides and those before a stream's first
+        keyframe. A full decode counted the frames that came out, then as now."""
+        return (self.status == GOOD) & (self.columns["colorspace"] == 0) & ~self.columns["full_decode"]
+
     def check(self) -> None:
         """ValueError unless every column has its type and the table's length and every code has its string."""
         n = len(self)
@@ -304,19 +313,21 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
             raise ValueError("a version 3 cache with a colorspace table")
         arrays["colorspace"] = np.zeros(len(arrays["status"]), COLUMNS["colorspace"])
         texts = {**texts, "colorspace": [""]}
-        logger.warning("index cache %s (schema version %d) records no colour matrix tags: migrated to version %d "
-                       "as it is, so the frames DALI decodes of its tagged videos (BT.709: most HD video) keep "
-                       "DALI's BT.601 colours; delete it to probe every video again and record them", cache_path,
-                       _V3_SCHEMA_VERSION, INDEX_SCHEMA_VERSION)
+        logger.info("migrating index cache %s (schema version %d) to version %d", cache_path, _V3_SCHEMA_VERSION,
+                    INDEX_SCHEMA_VERSION)
     table = VideoTable(arrays, texts, header["reasons"])
     if set(table.texts) != set(_TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")
     table.check()
-    untagged = int(np.count_nonzero((table.columns["colorspace"] == 0) & (table.status == GOOD)))  # code 0: ''
-    if untagged and not migrated:  # rows a version 3 cache passed on (a --check reuses them): say so at every load
-        logger.warning("index cache %s: %d of its videos have no colour matrix tag recorded (rows carried over from "
-                       "a version 3 cache), so the frames DALI decodes of the tagged ones keep DALI's BT.601 "
-                       "colours; delete it to probe every video again and record them", cache_path, untagged)
+    # Rows of an older cache (a --check passes them on too): a build probes its quick probes again
+    # (counted_before_edit_lists), so only its full decodes stay untagged. Said at every load.
+    untagged = (table.columns["colorspace"] == 0) & (table.status == GOOD)  # code 0: ''
+    kept = int(np.count_nonzero(untagged & table.columns["full_decode"]))
+    if kept:
+        logger.warning("index cache %s: %d of its videos (fully decoded by an index older than schema version 4) "
+                       "have no colour matrix tag recorded, so the frames DALI decodes of the tagged ones (BT.709: "
+                       "most HD video) keep DALI's BT.601 colours; delete it to probe every video again and record "
+                       "them", cache_path, kept)
     paths = PathTable(archive["paths"], archive["path_offsets"])
     offsets = paths.offsets
     if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)

@@ -693,36 +693,43 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
 
 
-def test_version_3_cache_is_migrated_without_probing_again(dataset, caplog):
-    """A version 3 cache (no colour matrix tags) is read as it is, without probing a video again (a Kinetics-size
-    list would take long): its verdicts kept (here, one changed on purpose to tell it from a probe), its tags not
-    recorded (''), which the log says, and it is saved as version 4."""
+def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, caplog):
+    """A version 3 cache (no colour matrix tags) is migrated and saved as version 4: its verdicts kept (here, one
+    changed on purpose to tell it from a probe), and its fully decoded records too (here, one whose count is changed
+    on purpose), without a tag (''), which the log says at every load: probing them again would be a full decode of
+    a Kinetics-size list. Its quick probes' videos are probed again, tags and all: their counts may include frames
+    an MP4 edit list hides (tests/test_unusual_videos.py)."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     cache = Path(first.cache_path)
     bad_rel = next(rel for rel in BAD if rel.endswith(".webm") and "missing" not in rel)
     bad_row = next(e.row for e in first.entries if e.rel_path == bad_rel)
+    kept = first.good_rows[0]
 
     def version_3(header, arrays):
         del arrays["colorspace"], header["texts"]["colorspace"]
         header["reasons"][arrays["reason"][bad_row]] = "a verdict of the version 3 cache"
+        arrays["full_decode"][kept], arrays["num_frames"][kept] = True, 7
         header["version"] = 3
 
     _rewrite_archive(cache, version_3)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         ix = build_index(str(lst), str(root), workers=1, progress=False)
-    assert ix.probed == 0 and cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
-    assert f"index cache {cache} (schema version 3) records no colour matrix tags" in caplog.text
+    assert ix.probed == len(first.good_rows) - 1 and cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+    assert f"migrating index cache {cache} (schema version 3) to version 4" in caplog.text
+    untagged = f"index cache {cache}: 1 of its videos (fully decoded by an index older than schema version 4) have " \
+        "no colour matrix tag recorded"
+    assert untagged in caplog.text
     assert ix.bad[bad_row] == "a verdict of the version 3 cache"
-    assert {ix.info(r).colorspace for r in ix.good_rows} == {""}
-    assert {r: dataclasses.replace(ix.info(r), colorspace="unknown") for r in ix.good_rows} == \
-        {r: first.info(r) for r in first.good_rows}  # the fixtures are untagged
-    # Saved as version 4 with its rows' tags unrecorded: every later load says so (a prepare_kinetics --check
-    # passes such rows on to the caches it writes, where the migration's warning would not be seen again).
+    assert ix.info(kept) == dataclasses.replace(first.info(kept), num_frames=7, colorspace="")
+    assert {r: ix.info(r) for r in ix.good_rows if r != kept} == \
+        {r: first.info(r) for r in first.good_rows if r != kept}  # probed again: tagged ('unknown': untagged)
+    # Saved as version 4 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check
+    # passes such rows on to the caches it writes, where the migration's line would not be seen again).
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
-    assert f"index cache {cache}: {len(ix.good_rows)} of its videos have no colour matrix tag recorded" in caplog.text
+    assert untagged in caplog.text
     cache.unlink()
     build_index(str(lst), str(root), workers=1, progress=False)
     caplog.clear()
@@ -740,6 +747,7 @@ def _v2_cache(ix: DatasetIndex) -> dict:
                "full_decode": bool(c["full_decode"][row])}
         if ix.is_good(row):
             rec["info"] = dataclasses.asdict(ix.info(row))
+            del rec["info"]["colorspace"]  # recorded since version 4
         elif row in ix.bad and ix.bad[row] != "missing file":
             rec["bad"] = ix.bad[row]
         else:
@@ -749,23 +757,26 @@ def _v2_cache(ix: DatasetIndex) -> dict:
 
 
 def test_version_2_json_cache_is_migrated(dataset):
-    """A version 2 JSON cache is read (its records are used as they are, here one changed on purpose to tell them
-    from a probe), saved as version 3 and removed; a JSON cache of version 1 is not read."""
+    """A version 2 JSON cache is read (its verdicts and full decodes are used as they are, here one changed on
+    purpose to tell them from a probe; its quick probes' videos are probed again, as a version 3 cache's), saved as
+    version 4 and removed; a JSON cache of version 1 is not read."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     doc = _v2_cache(first)
     rel = "clips/cls a/good_1.webm"
     doc["videos"][rel]["info"]["num_frames"] = 7
+    doc["videos"][rel]["full_decode"] = True
     json_cache, cache = Path(str(lst) + ".index.json"), Path(first.cache_path)
     cache.unlink()
     json_cache.write_text(json.dumps(doc))
     ix = build_index(str(lst), str(root), workers=1, progress=False)
-    assert ix.probed == 0 and not json_cache.exists() and cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+    assert ix.probed == len(first.good_rows) - 1 and not json_cache.exists()
+    assert cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
     row = next(e.row for e in ix.entries if e.rel_path == rel)
     assert ix.infos[row].num_frames == 7
     assert {r: ix.info(r) for r in ix.good_rows if r != row} == {r: first.info(r) for r in first.good_rows if r != row}
     assert ix.bad == first.bad
-    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 3 file
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 4 file
     assert again.probed == 0 and again.infos[row].num_frames == 7
 
     cache.unlink()
@@ -947,6 +958,8 @@ def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatc
     first = build_index(str(lst), str(root), workers=1, progress=False)
     doc = _v2_cache(first)
     doc["videos"]["clips/cls a/good_1.webm"]["info"]["num_frames"] = 7  # tells the migrated record from a probe
+    for rec in doc["videos"].values():
+        rec["full_decode"] = True  # a quick probe's record would be probed again (counted before edit lists)
     unrecorded = ["clips/cls a/good 0.webm", "clips/cls_b/good_2.webm"]
     for rel in unrecorded:
         del doc["videos"][rel]

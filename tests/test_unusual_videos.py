@@ -95,6 +95,65 @@ def test_the_test_loader_delivers_cut_videos(cut_videos):
         loader.close()
 
 
+def _as_an_older_index_wrote_it(cache: str, num_frames, full_decode, version: int) -> None:
+    """Rewrite ``cache`` as an index older than schema version 4 left it: no colour tags, these frame counts and
+    probe kinds; ``version`` 3, or 4 for a version 3 cache's rows a version 4 build took over."""
+    import json
+
+    with np.load(cache, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(arrays["header"].tobytes())
+    arrays["num_frames"] = np.asarray(num_frames, np.int32)
+    arrays["full_decode"] = np.asarray(full_decode, bool)
+    if version == 3:
+        del arrays["colorspace"], header["texts"]["colorspace"]
+    else:
+        arrays["colorspace"][:] = 0  # code 0: ''
+    header["version"] = version
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_counts_an_index_older_than_the_edit_list_rules_took_are_taken_again(cut_videos, tmp_path, caplog):
+    """An index older than schema version 4 counted the packets an MP4 edit list hides (40 where 37 decode) and
+    those before a stream's first keyframe (35 where 32 decode), and such a record was trusted until its file
+    changed (the run then quarantined the video). Its quick probes are probed again, from a version 3 file and from
+    a version 4 one that took its rows over, with one line saying why; a full decode of that age (which counted the
+    frames that came out), and the cache the build writes, are reused."""
+    from dali_pipelines.index import build_index, probed_before
+    from dali_pipelines.index_store import load_cache
+
+    root, videos = cut_videos
+    paths = [videos["h264_edit"], videos["inside_gop.mkv"]]
+    shown = [len(_reference(p)) for p in paths]
+    assert shown == [N - 3, 32]
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"videos/{p.split('/')[-1]} {i}\n" for i, p in enumerate(paths)))
+    cache = build_index(str(lst), str(root), workers=1, progress=False).cache_path
+    for version in (3, 4):
+        _as_an_older_index_wrote_it(cache, [N, 35], [False, False], version)
+        if version == 3:
+            assert not probed_before([cache]).rows  # a --check probes them again too
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dali_pipelines.index"):
+            ix = build_index(str(lst), str(root), workers=1, progress=False)
+        assert ix.probed == 2 and [ix.infos[r].num_frames for r in range(2)] == shown, version  # was: 40, 35
+        assert f"index cache {cache}: probing 2 videos again, quick probes recorded before schema version 4" \
+            in caplog.text
+        stored = load_cache(cache, str(root)).table
+        assert stored.columns["num_frames"].tolist() == shown and "" not in {stored.info(r).colorspace for r in (0, 1)}
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dali_pipelines.index"):
+            assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0  # what it wrote: trusted
+        assert "probing" not in caplog.text
+    _as_an_older_index_wrote_it(cache, [N, 32], [False, True], 3)
+    assert list(probed_before([cache]).rows) == [paths[1]]
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == 1 and [ix.infos[r].num_frames for r in range(2)] == shown
+    assert ix.infos[1].colorspace == ""  # the full decode's record, kept
+
+
 def _video_ref(row: int, path: str) -> "VideoRef":
     import os
 

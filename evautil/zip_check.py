@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import zipfile
 
+from .files import file_head
+
 __all__ = ["damaged_zip_record", "unreadable_reason"]
 
 _CHUNK = 16 << 20
@@ -67,9 +69,7 @@ def _cut_short(path: str) -> str | None:
     """Why a file that begins as a zip archive but has no end record (its central directory) is not one: it was cut
     short. None for a file that does not begin as a zip archive (torch's legacy format, a safetensors file)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        size = os.path.getsize(path)
+        head, size = file_head(path, 4)
     except OSError:
         return None
     if not head or not b"PK\x03\x04".startswith(head):  # (a file cut within these 4 bytes is one too)
@@ -86,8 +86,7 @@ def unreadable_reason(path: str, error: BaseException) -> str:
     from an opcode that happened to read as a memo index, says nothing of the file), else that its pickle is
     damaged or cut short."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(64)
+        head, _ = file_head(path, 64)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
     if head.startswith(b"PK"):  # most likely not torch's (a damaged one of torch's is found before): torch's reason

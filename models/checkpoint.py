@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from evautil.errors import CheckpointError
+from evautil.files import file_head
 from evautil.zip_check import damaged_zip_record, unreadable_reason
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
@@ -190,9 +191,7 @@ def is_safetensors(path: str) -> bool:
     if path.endswith(".safetensors"):
         return True
     try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-        size = os.path.getsize(path)
+        head, size = file_head(path, 9)
     except OSError:
         return False
     return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8

@@ -1001,23 +1001,3 @@ def test_videos_in_a_row_whose_probes_do_not_answer_stop_the_windows_with_one_er
     with pytest.raises(DataError, match=rf"^probing the videos of rank 0: {MAX_OVERDUE_IN_A_ROW} items in a row gave "
                                         r"no result within 0.5 s each .*DATA.VIDEO_TIMEOUT_S"):
         ef.extract(cfg, model, stuck, str(tmp_path / "windows"), DistContext(), window=4, progress=False)
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs a file whose read fails: /proc/self/mem")
-def test_an_input_that_cannot_be_read_is_not_called_a_failed_write_in_out(tmp_path, capsys):
-    # an OSError naming no file was "cannot write in --out" wherever it came from: a config that could not be read
-    # (an I/O error of the storage) sent the user to the output folder
-    out, weights = tmp_path / "feats", tmp_path / "w.pth"
-    assert ef.main([str(tmp_path / "a.mp4"), "--cfg", DEMO, "--weights", str(weights), "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"error: weights file not found: {weights}\n"  # was "cannot write in --out"
-    weights.write_bytes(b"weights")
-    assert ef.main([str(tmp_path / "a.mp4"), "--cfg", "/proc/self/mem", "--weights", str(weights), "--out",
-                    str(out)]) == 2
-    # the read names the file it failed on (it was "cannot read an input file", which of them unsaid)
-    assert capsys.readouterr().err == "error: cannot read /proc/self/mem: Input/output error\n"
-    assert not out.exists()
-    listed = tmp_path / "videos.txt"  # a list of videos the storage cannot read
-    listed.symlink_to("/proc/self/mem")
-    assert ef.main([str(listed), "--cfg", DEMO, "--weights", str(weights), "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"error: cannot read {listed}: Input/output error\n"
-    assert not out.exists()

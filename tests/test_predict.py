@@ -592,26 +592,6 @@ def test_the_readmes_predictor_example_runs_as_a_script(evaluated, dataset, tmp_
     assert re.fullmatch(r"embeddings 1 \(\d+,\)", printed[2]), printed
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs a file whose read fails: /proc/self/mem")
-def test_an_input_that_cannot_be_read_is_named_as_the_other_tools_name_it(tmp_path, capsys):
-    # it was "error: [Errno 5] Input/output error: '/proc/self/mem'" where extract_features and the export say
-    # "error: cannot read <file>: <reason>"
-    weights, work = tmp_path / "w.pth", str(tmp_path / "work")
-    weights.write_bytes(b"weights")  # never loaded: the config is read first
-    video = str(tmp_path / "a.mp4")
-    assert predict.main([video, "--cfg", "/proc/self/mem", "--weights", str(weights), "--work-dir", work]) == 2
-    assert capsys.readouterr().err == "error: cannot read /proc/self/mem: Input/output error\n"
-    listed = tmp_path / "videos.txt"  # a list of videos the storage cannot read
-    listed.symlink_to("/proc/self/mem")
-    no_names = ["--opts", "DATA.LABEL_LIST", ""]  # the demo's label list is made with its data set
-    assert predict.main([str(listed), "--cfg", DEMO, "--weights", str(weights), "--work-dir", work, *no_names]) == 2
-    assert capsys.readouterr().err == f"error: cannot read {listed}: Input/output error\n"
-    # errors of the tool's own, with no reason from the system, are as they were
-    gone = str(tmp_path / "gone.pth")
-    assert predict.main([video, "--cfg", DEMO, "--weights", gone, "--work-dir", work, *no_names]) == 2
-    assert capsys.readouterr().err == f"error: weights file not found: {gone}\n"
-
-
 def test_the_summary_line_counts_in_the_singular_for_one(evaluated, dataset, capsys):
     """One video, one clip, one crop read "predicted 1 of 1 videos (1 clips x 1 crops)"."""
     tmp, opts, ckpt, eval_rows = evaluated

@@ -1,0 +1,41 @@
+"""What the inference tools (tools/predict.py, tools/extract_features.py) say of inputs they cannot use: alike, and
+before they write anything."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import ROOT
+from tools import extract_features, predict
+
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs a file whose read fails: /proc/self/mem")
+@pytest.mark.parametrize("tool, out_flag, opts", [
+    (predict, "--work-dir", ["--opts", "DATA.LABEL_LIST", ""]),  # the demo's label list is made with its data set
+    (extract_features, "--out", []),
+], ids=["predict", "extract_features"])
+def test_an_input_that_cannot_be_read_is_named_with_its_reason_before_writing(tool, out_flag, opts, tmp_path, capsys):
+    # An OSError is "cannot read <file>: <reason>", naming the file the read failed on. predict said "error: [Errno 5]
+    # Input/output error: '/proc/self/mem'"; extract_features called any OSError naming no file "cannot write in
+    # --out" (a config the storage could not read sent the user to the output folder), then "cannot read an input
+    # file", which of them unsaid.
+    out, weights, video = tmp_path / "out", tmp_path / "w.pth", str(tmp_path / "a.mp4")
+
+    def run(*args: str) -> tuple[int, str]:
+        rc = tool.main([*args, out_flag, str(out), *opts])
+        assert not out.exists()
+        return rc, capsys.readouterr().err
+
+    # an error of the tool's own, with no reason from the system, is as it was (extract_features': not "cannot write")
+    assert run(video, "--cfg", DEMO, "--weights", str(weights)) == (2, f"error: weights file not found: {weights}\n")
+    weights.write_bytes(b"weights")  # never loaded: the config is read first
+    assert run(video, "--cfg", "/proc/self/mem", "--weights", str(weights)) == \
+        (2, "error: cannot read /proc/self/mem: Input/output error\n")
+    listed = tmp_path / "videos.txt"  # a list of videos the storage cannot read
+    listed.symlink_to("/proc/self/mem")
+    assert run(str(listed), "--cfg", DEMO, "--weights", str(weights)) == \
+        (2, f"error: cannot read {listed}: Input/output error\n")

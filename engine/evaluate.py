@@ -21,11 +21,17 @@ from evautil.files import atomic_write_text, not_a_file
 from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
-from .loader_stats import loader_stats
+from .loader_stats import loader_stats, unreadable_rows
 from .metrics import MetricLogger
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy",
-           "listed_more_than_once"]
+           "listed_more_than_once", "top5_is_informative"]
+
+
+def top5_is_informative(num_classes: int) -> bool:
+    """Whether top-5 accuracy says anything: with 5 classes or fewer every video's top 5 holds its label, so its
+    top-5 would be 100 % whatever the model does (reported as null / blank instead)."""
+    return num_classes > 5
 
 
 def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:
@@ -91,7 +97,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         progress: called after every batch with its number of videos (e.g. ``MetricLogger.eval_progress``).
 
     Returns:
-        ``{'split', 'top1', 'top5', 'mean_class_top1' (percent), 'num_videos', 'views', 'time_s' (the slowest
+        ``{'split', 'top1', 'top5' (None when the model scores 5 classes or fewer: :func:`top5_is_informative`),
+        'mean_class_top1' (percent), 'num_videos', 'views', 'time_s' (the slowest
         rank's), 'videos_per_sec' (every rank's videos over it), 'startup_s' (seconds of ``time_s`` before that
         rank's first batch),
         'predictions': [(index, label, [top-5 classes], [top-5 probabilities]), ...] sorted by index,
@@ -103,7 +110,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's top-k (probabilities, classes), on the device
     labels: list[int] = []
     indices: list[int] = []
-    views = 0
+    views = classes = 0
     start = time.time()
     first_batch_s = None  # until the first batch arrived: the loader's start (graph build, decode workers)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -121,7 +128,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         with amp:
             logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
         probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
-        k = min(5, probs.shape[-1])
+        classes = probs.shape[-1]
+        k = min(5, classes)
         # Kept on the device and copied once after the loop: a copy per batch would make the host wait for every
         # batch's forward before it asks the loader for the next.
         tops.append(probs.topk(k, dim=-1))
@@ -136,7 +144,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         model.train()
     elapsed = time.time() - start
     startup = first_batch_s if first_batch_s is not None else elapsed
-    gathered = all_gather_objects({"preds": local, "views": views, "time_s": elapsed, "startup_s": startup}, ctx)
+    gathered = all_gather_objects({"preds": local, "views": views, "classes": classes, "time_s": elapsed,
+                                   "startup_s": startup}, ctx)
     # The evaluation lasts until its slowest rank is done (the others wait for it in the gather): its time, not
     # rank 0's own, is what every video took (rank 0's alone overstated the rate when another rank was slower).
     slowest = max(gathered, key=lambda part: part["time_s"])
@@ -149,15 +158,16 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
                 duplicates += 1
             seen[pred[0]] = pred
     views = max(part["views"] for part in gathered)
+    classes = max(part["classes"] for part in gathered)  # 0: no rank scored a batch
     preds = [seen[i] for i in sorted(seen)]
     n = len(preds)
     top1 = sum(p[2][0] == p[1] for p in preds)
     top5 = sum(p[1] in p[2][:5] for p in preds)
-    per_class = per_class_accuracy(preds, 1 + max((p[1] for p in preds), default=-1))
+    per_class = per_class_accuracy(preds, max(classes, 1 + max((p[1] for p in preds), default=-1)))
     return {
         "split": split,
         "top1": 100.0 * top1 / n if n else 0.0,
-        "top5": 100.0 * top5 / n if n else 0.0,
+        "top5": None if 0 < classes and not top5_is_informative(classes) else (100.0 * top5 / n if n else 0.0),
         # Each class weighs the same, however many videos it has (Kinetics classes range from ~50 to ~1000).
         "mean_class_top1": sum(c["top1"] for c in per_class) / len(per_class) if per_class else 0.0,
         "num_videos": n,
@@ -184,14 +194,16 @@ def listed_more_than_once(predictions: Sequence[tuple], entries: dict[int, Any])
 
 
 def per_class_accuracy(predictions: Sequence[tuple], num_classes: int) -> list[dict[str, Any]]:
-    """Top-1 / top-5 accuracy (percent) and video count of every class that occurs in ``predictions``."""
+    """Top-1 / top-5 accuracy (percent) and video count of every class that occurs in ``predictions``; top-5 is
+    None with 5 classes or fewer (:func:`top5_is_informative`)."""
+    informative = top5_is_informative(num_classes)
     stats = [[0, 0, 0] for _ in range(num_classes)]
     for _, label, classes, _ in predictions:
         s = stats[label]
         s[0] += 1
         s[1] += int(classes[0] == label)
         s[2] += int(label in classes[:5])
-    return [{"class": c, "num_videos": n, "top1": 100.0 * a1 / n, "top5": 100.0 * a5 / n}
+    return [{"class": c, "num_videos": n, "top1": 100.0 * a1 / n, "top5": 100.0 * a5 / n if informative else None}
             for c, (n, a1, a5) in enumerate(stats) if n]
 
 
@@ -202,39 +214,51 @@ def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
 
 
 def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple], paths: dict[int, str],
-                      num_classes: int, class_names: dict[int, str] | None = None) -> tuple[str, str]:
-    """Write ``predictions_{split}.csv`` (path, label, top-5 classes with probabilities) and
-    ``per_class_{split}.csv``; class names from ``class_names`` when given. Returns both paths."""
+                      num_classes: int, class_names: dict[int, str] | None = None,
+                      unreadable: Sequence[tuple[int, int | None, str]] = ()) -> tuple[str, str]:
+    """Write ``predictions_{split}.csv`` (path, label, top-5 classes with probabilities, ``status`` ``ok``) and
+    ``per_class_{split}.csv``; class names from ``class_names`` when given. ``unreadable``: ``(index, label,
+    reason)`` of the listed videos not scored, a row each with ``status`` ``error`` and the reason (as
+    tools/predict.py writes them), among the others in list order. Returns both paths."""
     names = class_names or {}
     # Each file is written whole or not at all (a stop in the write leaves the earlier file, never half of one).
+    ranks = min(5, num_classes)  # fewer than 5 classes: as many ranks as the rows hold
     header = ["index", "path", "label", "label_name", "correct_top1"]
-    for r in range(1, min(5, num_classes) + 1):  # fewer than 5 classes: as many ranks as the rows hold
+    for r in range(1, ranks + 1):
         header += [f"top{r}_class", f"top{r}_name", f"top{r}_prob"]
-    rows: list[list[Any]] = [header]
+    header += ["status", "error"]  # last: the columns before them stay where they were
+    rows: list[tuple[int, list[Any]]] = []
     for index, label, classes, probs in predictions:
         row: list[Any] = [index, paths.get(index, ""), label, names.get(label, ""), int(classes[0] == label)]
         for c, p in zip(classes, probs):
             row += [c, names.get(c, ""), f"{p:.6f}"]
-        rows.append(row)
+        rows.append((index, row + [""] * (3 * (ranks - len(classes))) + ["ok", ""]))
+    for index, label, reason in unreadable:  # no score: counted in neither top-1 nor top-5 (nor num_videos)
+        rows.append((index, [index, paths.get(index, ""), "" if label is None else label,
+                             names.get(label, "") if label is not None else "", ""] + [""] * (3 * ranks)
+                     + ["error", reason]))
+    rows.sort(key=lambda r: r[0])
     pred_path = os.path.join(output_dir, f"predictions_{split}.csv")
-    atomic_write_text(pred_path, _csv_text(rows), fsync=False)
-    rows = [["class", "name", "num_videos", "top1", "top5"]]
+    atomic_write_text(pred_path, _csv_text([header] + [row for _, row in rows]), fsync=False)
+    per_class = [["class", "name", "num_videos", "top1", "top5"]]
     for s in per_class_accuracy(predictions, num_classes):
-        rows.append([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}", f"{s['top5']:.2f}"])
+        per_class.append([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
+                          "" if s["top5"] is None else f"{s['top5']:.2f}"])
     cls_path = os.path.join(output_dir, f"per_class_{split}.csv")
-    atomic_write_text(cls_path, _csv_text(rows), fsync=False)
+    atomic_write_text(cls_path, _csv_text(per_class), fsync=False)
     return pred_path, cls_path
 
 
 def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: MetricLogger, *, split: str,
                      num_classes: int, class_names: dict[int, str] | None = None,
                      autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
-                     step: int | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions and
-    per-class accuracy (rank 0), log the eval line with the loader's counters over all ranks, read after this
-    evaluation (``loader_stats``: counted since the loader was built). Every rank must call it. Needs no optimizer
-    or trainer. Shows progress (a bar on a terminal, plain lines otherwise). Returns the result without its
-    predictions."""
+                     step: int | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions (a row
+    for each listed video, the unreadable ones with their reason) and per-class accuracy (rank 0), log the eval line
+    with the loader's views (``num_clip`` x ``num_crop``), ``checkpoint`` (the weights file scored, when the weights
+    were loaded from one) and the loader's counters over all ranks, read after this evaluation (``loader_stats``:
+    counted since the loader was built). Every rank must call it. Needs no optimizer or trainer. Shows progress (a
+    bar on a terminal, plain lines otherwise). Returns the result without its predictions."""
     progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
     try:
         result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=progress)
@@ -243,9 +267,14 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
     preds = result.pop("predictions")
     if result["duplicates"]:
         metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")
+    # The loader knows the views' layout (its TEST.NUM_CLIP x NUM_CROP, or the final test's); null when it does not.
+    result.update({"num_clip": getattr(loader, "num_clip", None), "num_crop": getattr(loader, "num_crop", None),
+                   "checkpoint": os.path.abspath(checkpoint) if checkpoint and os.path.isfile(checkpoint)
+                   else checkpoint or None})
     stats = loader_stats(loader, ctx)  # after the evaluation, so that its own quarantines and samples are counted
     skipped = stats.pop("skipped", [])
     result.update(stats)
+    unreadable = unreadable_rows(loader, ctx)
     listed = stats.get("listed_videos")
     if listed is not None and result["num_videos"] < listed:
         metrics.warn(
@@ -253,7 +282,8 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
             f"({stats.get('bad_at_index', 0)} bad when the list was indexed, "
             + (f"{stats['quarantined_earlier']} quarantined earlier in this run, "
                if stats.get("quarantined_earlier") else "")
-            + f"{stats.get('skipped_videos', 0)} failed while decoding); the accuracy covers the evaluated ones only"
+            + f"{stats.get('skipped_videos', 0)} failed while decoding); the accuracy covers the evaluated ones only, "
+            f"and predictions_{split}.csv gives each left-out one a row with its reason"
             + (": " + "; ".join(skipped[:5]) if skipped else ""))
     entries = {e.row: e for e in getattr(getattr(loader, "index", None), "entries", None) or []}
     repeated = listed_more_than_once(preds, entries)
@@ -267,7 +297,10 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
             "accuracy: " + "; ".join(f"{g[0].rel_path} (lines {lines(g)})" for g in repeated[:3])
             + ("; ..." if len(repeated) > 3 else "") + "; remove the repeated lines to count every video once")
     if ctx.is_main:
+        scored = {p[0] for p in preds}
+        left_out = [(r, entries[r].label if r in entries else None, unreadable.get(r, "not scored (no reason known)"))
+                    for r in sorted(set(entries) | set(unreadable)) if r not in scored]
         write_predictions(metrics.output_dir, split, preds, {r: e.rel_path for r, e in entries.items()}, num_classes,
-                          class_names)
+                          class_names, unreadable=left_out)
     metrics.log_eval(result, epoch=epoch, step=step)
     return result

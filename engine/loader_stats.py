@@ -1,4 +1,5 @@
-"""A loader's data counters gathered over all ranks: the eval lines, the training ``data`` lines and the summary."""
+"""A loader's data counters gathered over all ranks (the eval lines, the training ``data`` lines, the summary) and
+its unreadable rows with their reasons (the predictions file)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from .distributed import DistContext, all_gather_objects
 
-__all__ = ["loader_stats"]
+__all__ = ["loader_stats", "unreadable_rows"]
 
 
 # Loader counters that describe the (shared) list rather than one rank's work: not summed over ranks.
@@ -38,3 +39,15 @@ def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, A
     if out or skipped:
         out["skipped"] = skipped
     return {prefix + k: v for k, v in out.items()}
+
+
+def unreadable_rows(loader: Any, ctx: DistContext) -> dict[int, str]:
+    """``row -> reason`` of the loader's list rows left out as unreadable (its index's ``bad``: when the list was
+    indexed, or quarantined while decoding by this rank's loaders of that index), over all ranks: each rank
+    quarantines the videos of its own share. Empty for a loader without an index. Every rank must call it."""
+    bad = getattr(getattr(loader, "index", None), "bad", None)
+    local = {int(r): str(why) for r, why in bad.items()} if isinstance(bad, dict) else {}
+    out: dict[int, str] = {}
+    for part in all_gather_objects(local, ctx):
+        out.update(part)
+    return out

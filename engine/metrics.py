@@ -64,8 +64,8 @@ __all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_p
 STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
              "step_time_s", "max_mem_gb", "gpu_mem_used_gb", "mfu", "gpu_util", "nvdec_util", "eta_epoch_s",
              "eta_run_s")
-EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "views", "epoch", "step", "gpu_util",
-             "nvdec_util")
+EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "views", "num_clip", "num_crop",
+             "checkpoint", "epoch", "step", "gpu_util", "nvdec_util")
 
 
 def epoch_number(epoch_index: int) -> int:
@@ -495,12 +495,15 @@ class MetricLogger:
                             bar=self._progress)
 
     def log_eval(self, result: dict[str, Any], epoch: int | None, step: int | None) -> dict[str, Any]:
-        """Write an evaluation line (split, top1, top5, mean_class_top1, num_videos, views, ...) and print it.
+        """Write an evaluation line (split, top1, top5, mean_class_top1, num_videos, views, num_clip, num_crop,
+        checkpoint, ...: every one of ``EVAL_KEYS``, null when ``result`` lacks it) and print it.
         ``epoch`` is the 0-based index of the epoch just trained (None for an evaluation without training)."""
         number = epoch_number(epoch) if epoch is not None else None
         gpu, dec, _ = self._utilisation()
         line = {"kind": "eval", "epoch": number, "step": step, **result, "gpu_util": gpu, "nvdec_util": dec,
                 "time": time.time()}
+        for key in EVAL_KEYS:
+            line.setdefault(key, None)
         self.evals.append(line)
         self._write(line)
         if self._tb is not None and step is not None:
@@ -509,8 +512,15 @@ class MetricLogger:
                     self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
         mean_class = result.get("mean_class_top1")
         views, videos = counted(result["views"], "view"), counted(result["num_videos"], "video")
-        self.info(f"eval {result['split']} ({views}/video, {videos}): "
-                  f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+        clips, crops = line["num_clip"], line["num_crop"]
+        if clips is not None and crops is not None:
+            views = f"{counted(clips, 'clip')} x {counted(crops, 'crop')} = {views}"
+        # The file's name only: the line in metrics.jsonl holds its path
+        scored = f" of {os.path.basename(line['checkpoint'])}" if line["checkpoint"] else ""
+        top5 = line["top5"]
+        self.info(f"eval {result['split']}{scored} ({views}/video, {videos}): "
+                  f"top-1 {result['top1']:.2f}%  "
+                  + (f"top-5 {top5:.2f}%  " if top5 is not None else "top-5 n/a (5 classes or fewer)  ")
                   + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
                   f"({result.get('videos_per_sec', 0.0):.1f} videos/s"
                   + (f", {result['startup_s']:.2f} s of {result['time_s']:.2f} s before the first batch"
@@ -628,7 +638,7 @@ class MetricLogger:
         out["evaluations"] = self._earlier["evaluations"] + len(self.evals)
         last = self.evals[-1] if self.evals else self._recalled_final
         if last is not None:
-            out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last["top5"],
+            out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last.get("top5"),
                         "final_mean_class_top1": last.get("mean_class_top1"),
                         "final_num_videos": last["num_videos"], "final_views": last["views"]})
         out.update(extra)

@@ -60,11 +60,12 @@ def read_metrics(output_dir: str) -> tuple[list[dict], list[dict]]:
 
 
 def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
-    """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``.
+    """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``; the rows of videos that
+    were not scored (``status`` ``error``) are passed over.
 
     Raises:
-        ValueError: a header without ``label`` or ``top1_class``, no row, a row without integers there, or a file
-            that is not UTF-8 (named).
+        ValueError: a header without ``label`` or ``top1_class``, no scored row, a row without integers there, or a
+            file that is not UTF-8 (named).
     """
     pairs, names = [], {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -81,7 +82,13 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
                          f"{','.join(header) or 'an empty file'!r}): not a predictions file of a run")
     if not rows:  # an evaluation writes a row per video: a file cut short (it drew an empty confusion plot)
         raise ValueError(f"{path}: a header and no row: no video's prediction to plot (a file cut short?)")
+    unscored = sum(row.get("status") == "error" for row in rows)
+    if unscored == len(rows):
+        raise ValueError(f"{path}: no video's prediction to plot: all {len(rows)} rows are of videos that could not "
+                         "be read (status error)")
     for n, row in enumerate(rows, start=1):
+        if row.get("status") == "error":
+            continue
         try:
             label, pred = int(row["label"]), int(row["top1_class"])
         except (KeyError, TypeError, ValueError):

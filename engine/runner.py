@@ -405,8 +405,11 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     else:
         run.metrics.info(f"evaluating {run.weights}")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
+    # the file WeightsChoice.describe names, for the eval line
+    scored = None if run.weights == "initial weights" else run.weights.removeprefix("MODEL.PRETRAINED = ")
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
-                              num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype)
+                              num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype,
+                              checkpoint=scored)
     _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": run.weights,
                                          **_data_counts(run.val_loader, run.ctx, "test_")})
     return result

@@ -508,12 +508,13 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else unwrap(self.model)
 
-    def run_eval(self, loader: Any, split: str, epoch: int | None) -> dict[str, Any]:
-        """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result."""
+    def run_eval(self, loader: Any, split: str, epoch: int | None, checkpoint: str | None = None) -> dict[str, Any]:
+        """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result.
+        ``checkpoint``: the file the evaluated weights were loaded from, untrained since (for the eval line)."""
         return evaluate_and_log(self.eval_model(), loader, self.ctx, self.metrics, split=split,
                                 num_classes=self.opts.num_classes,
                                 class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
-                                step=self.state.global_step)
+                                step=self.state.global_step, checkpoint=checkpoint)
 
     # ---- the run --------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -630,9 +631,10 @@ class Trainer:
             self.metrics.info(f"its final {split} result at step {self.state.global_step} is in metrics.jsonl: "
                               "the summary reports it (nothing is evaluated again)")
             return self.outcome(logged if split == "test" else None)
+        # the weights scored are the resumed checkpoint's, as it saved them
         if self._has_final_test():
-            return self.outcome(self.run_eval(self.make_test_loader(), "test", epoch))
-        self.run_eval(self.val_loader, "val", epoch)
+            return self.outcome(self.run_eval(self.make_test_loader(), "test", epoch, self.resumed_from))
+        self.run_eval(self.val_loader, "val", epoch, self.resumed_from)
         return self.outcome(None)
 
     def outcome(self, final: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -322,3 +322,57 @@ def test_the_evaluation_time_and_rate_are_the_slowest_ranks():
         num_videos, time_s, rate = out[rank]
         assert num_videos == 4 and time_s >= 1.0, out  # rank 1 took 2 x 0.5 s
         assert rate == pytest.approx(4 / time_s) and rate <= 4.0
+
+
+class _ShareLoader:
+    """Rank ``rank``'s share (rows r::2) of a 6-video list: row 5 was bad when the list was indexed (every rank's
+    index says so), and rank 1 quarantines row 3 while decoding it (only rank 1's index knows)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        entries = [SimpleNamespace(row=r, rel_path=f"v{r}.mp4", label=r % 2, line_no=r + 1) for r in range(6)]
+        self.index = SimpleNamespace(entries=entries, bad={5: "not a video"})
+
+    def __iter__(self):
+        for row in range(self.rank, 6, 2):
+            if row == 3:
+                self.index.bad[3] = "truncated: 12 frames readable"
+                continue
+            if row in self.index.bad:
+                continue
+            yield {"video": torch.zeros(1, 1, 1, 3, 2, 2), "label": torch.tensor([row % 2]),
+                   "index": torch.tensor([row])}
+
+
+def _evaluate_shares(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from engine.evaluate import evaluate_and_log
+    from engine.metrics import MetricLogger
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ctx = DistContext(rank=rank, world_size=world)
+        metrics = MetricLogger(out_dir, rank=rank, world_size=world, tensorboard=False, nvml=False, progress_bar=False)
+        try:
+            evaluate_and_log(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), _ShareLoader(rank),
+                             ctx, metrics, split="val", num_classes=2)
+        finally:
+            metrics.close()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_0_lists_the_videos_another_rank_could_not_read(tmp_path):
+    """The predictions file has a row for every listed video: one another rank quarantined while decoding comes
+    with the reason that rank's index recorded (gathered), and the accuracy counts the 4 scored videos only."""
+    import csv
+    import json
+
+    mp.spawn(_evaluate_shares, args=(2, str(tmp_path / "init"), str(tmp_path / "run")), nprocs=2, join=True)
+    with open(tmp_path / "run" / "predictions_val.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["index"], r["status"], r["error"]) for r in rows] == [
+        ("0", "ok", ""), ("1", "ok", ""), ("2", "ok", ""), ("3", "error", "truncated: 12 frames readable"),
+        ("4", "ok", ""), ("5", "error", "not a video")]
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert line["num_videos"] == 4 and line["listed_videos"] == 6

@@ -230,7 +230,8 @@ def test_full_run_outputs(reference, dataset):
     pred = (out / "predictions_val.csv").read_text().splitlines()
     assert len(pred) == 9 and "moving up" in "".join(pred)  # class names from DATA.LABEL_LIST
     rows = list(csv.reader(pred))  # 4 classes: ranks 1-4 only, every row as wide as the header
-    assert rows[0][-3:] == ["top4_class", "top4_name", "top4_prob"] and {len(x) for x in rows} == {len(rows[0])}
+    assert rows[0][-5:] == ["top4_class", "top4_name", "top4_prob", "status", "error"]
+    assert {len(x) for x in rows} == {len(rows[0])} and {x[-2] for x in rows[1:]} == {"ok"}
     assert "Run summary" in r.stdout
 
 
@@ -250,6 +251,11 @@ def test_multiview_final_test(dataset, tmp_path):
     assert test["num_videos"] == 8
     assert (test["listed_videos"], test["bad_at_index"]) == (9, 1)
     assert "test: evaluated 8 of 9 listed videos (1 bad when the list was indexed" in r.stdout
+    # ... and has its row, with the index's reason, in the predictions of both evaluations
+    for split in ("val", "test"):
+        rows = list(csv.DictReader((out / f"predictions_{split}.csv").read_text().splitlines()))
+        assert [r["status"] for r in rows] == ["ok"] * 8 + ["error"] and rows[-1]["path"].endswith("broken.webm")
+        assert rows[-1]["error"] and rows[-1]["top1_class"] == ""
     assert (out / "ckpt_epoch_1.pth").exists()
     # the summary carries the final test loader's counters, as the eval line does
     assert (summary["test_listed_videos"], summary["test_bad_at_index"], summary["test_skipped_videos"]) == (9, 1, 0)
@@ -586,6 +592,10 @@ def test_ctrl_c_in_the_final_test_keeps_the_last_epoch_and_the_rerun_only_tests(
     assert [d["step"] for d in _lines(out) if d["kind"] == "train"] == steps  # no step trained again
     test = [d for d in _lines(out) if d["kind"] == "eval" and d["split"] == "test"]
     assert len(test) == 1 and test[0]["views"] == 6 and test[0]["step"] == steps[-1]
+    # the rerun scored the weights it resumed, as saved: its line names that checkpoint (the validation of the
+    # weights being trained names none)
+    assert (test[0]["num_clip"], test[0]["num_crop"], test[0]["checkpoint"]) == (2, 3, str(out / "ckpt_epoch_1.pth"))
+    assert [d["checkpoint"] for d in _lines(out) if d["kind"] == "eval" and d["split"] == "val"] == [None]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["final_split"], summary["final_top1"], summary["final_views"]) == ("test", test[0]["top1"], 6)
     assert summary["evaluations"] == 2  # the validation before the stop, the test after it

@@ -164,8 +164,9 @@ class _QuarantiningLoader:
 
     def __init__(self):
         self.stats = {"skipped_videos": 0, "samples_pyav": 0, "skipped": []}
-        entries = [type("Entry", (), {"row": r, "rel_path": f"{'abcd'[r]}.mp4"})() for r in range(4)]
-        self.index = type("Index", (), {"entries": entries})()
+        entries = [type("Entry", (), {"row": r, "rel_path": f"{'abcd'[r]}.mp4", "label": int(r == 3)})()
+                   for r in range(4)]
+        self.index = type("Index", (), {"entries": entries, "bad": {}})()
 
     def __len__(self):
         return 2
@@ -175,6 +176,7 @@ class _QuarantiningLoader:
             if n == 1:
                 self.stats["skipped_videos"] += 1
                 self.stats["skipped"].append("c.mp4: BadVideoError: truncated")
+                self.index.bad[2] = "BadVideoError: truncated"
             self.stats["samples_pyav"] += len(rows)
             yield {"video": torch.rand(len(rows), 1, 1, 3, 4, 4), "label": torch.tensor(labels),
                    "index": torch.tensor(rows)}
@@ -190,8 +192,11 @@ def test_eval_line_counts_the_videos_that_evaluation_skipped(tmp_path, capsys):
     assert "val: evaluated 3 of 4 listed videos (0 bad when the list was indexed, 1 failed while decoding)" in (
         out.out + out.err + _log(tmp_path))
     assert "c.mp4: BadVideoError: truncated" in out.out + out.err + _log(tmp_path)
-    assert [r.split(",")[1] for r in (tmp_path / "predictions_val.csv").read_text().splitlines()[1:]] == [
-        "a.mp4", "b.mp4", "d.mp4"]
+    # the skipped video keeps its row, with its reason and no score
+    assert [r.split(",")[1:3] + r.split(",")[-2:] for r in
+            (tmp_path / "predictions_val.csv").read_text().splitlines()[1:]] == [
+        ["a.mp4", "0", "ok", ""], ["b.mp4", "0", "ok", ""], ["c.mp4", "0", "error", "BadVideoError: truncated"],
+        ["d.mp4", "1", "ok", ""]]
 
 
 class _ListLoader:
@@ -245,8 +250,8 @@ def test_prediction_files_are_replaced_whole_or_left_as_they_were(tmp_path):
     good = [(0, 1, [1, 0], [0.75, 0.25]), (1, 0, [1, 0], [0.5, 0.5])]
     pred_path, cls_path = write_predictions(str(tmp_path), "test", good, {0: "a.mp4", 1: "b.mp4"}, num_classes=2)
     before = (open(pred_path, "rb").read(), open(cls_path, "rb").read())
-    assert before[0].splitlines()[1:] == [b"0,a.mp4,1,,1,1,,0.750000,0,,0.250000",
-                                          b"1,b.mp4,0,,0,1,,0.500000,0,,0.500000"]
+    assert before[0].splitlines()[1:] == [b"0,a.mp4,1,,1,1,,0.750000,0,,0.250000,ok,",
+                                          b"1,b.mp4,0,,0,1,,0.500000,0,,0.500000,ok,"]
     broken = [good[0], (1, 0, [1, 0], ["not a probability", 0.5])]
     with pytest.raises(ValueError):
         write_predictions(str(tmp_path), "test", broken, {0: "a.mp4", 1: "b.mp4"}, num_classes=2)

@@ -3,6 +3,7 @@ in our format and in the original (released) format."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -237,7 +238,12 @@ def test_only_test_evaluates_checkpoint(tmp_path, dataset, capsys, fmt):
     line = _eval_line(out)
     # 8 val videos, 2 per class; everything is predicted as class 2 -> exactly 25 % top-1
     assert (line["split"], line["views"], line["num_videos"]) == ("test", 6, 8)
-    assert line["top1"] == pytest.approx(25.0) and line["top5"] == 100.0
+    # 4 classes: every video's top 5 holds its label, so top-5 says nothing and is null
+    assert line["top1"] == pytest.approx(25.0) and line["top5"] is None
+    assert (line["num_clip"], line["num_crop"], line["checkpoint"]) == (2, 3, str(ckpt))
+    assert "eval test of ckpt.pth (2 clips x 3 crops = 6 views/video, 8 videos): top-1 25.00%  top-5 n/a" in \
+        (out / "log_rank0.txt").read_text()
+    assert json.loads((out / "summary.json").read_text())["final_top5"] is None
     rows = (out / "predictions_test.csv").read_text().splitlines()[1:]
     assert len(rows) == 8 and all(",2,moving up," in r for r in rows)
     per_class = (out / "per_class_test.csv").read_text().splitlines()
@@ -487,6 +493,34 @@ def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):
     assert len(rows) == 8 and all(r.split(",")[5] == "3" for r in rows)  # top-1 class of every video
     line = _eval_line(out)
     assert (line["listed_videos"], line["skipped_videos"], line["bad_at_index"]) == (8, 0, 0)
+
+
+def test_only_test_gives_an_unreadable_video_a_row_with_its_reason(tmp_path, dataset, capsys):
+    """A val list naming a file that is not a video: the predictions file has a row for it with the reason the index
+    recorded (no score), the accuracy counts the 8 readable videos only, and the plots still come out. Weights from
+    MODEL.PRETRAINED: the eval line names that file."""
+    out = tmp_path / "out"
+    (tmp_path / "broken.webm").write_bytes(b"\x1aE\xdf\xa3 not a video")
+    val = tmp_path / "val.txt"
+    val.write_text((dataset / "val.txt").read_text() + f"{tmp_path / 'broken.webm'} 1\n")
+    opts = _opts(dataset, out, "DATA.VAL_FILE", str(val))
+    weights = tmp_path / "released.pth"
+    torch.save({"model": _constant_head_weights(load_config(DEMO, opts), cls=2, num_classes=4)}, weights)
+    rc = train.main(["--cfg", DEMO, "--only_test", "--pretrained", str(weights), "--opts", *opts])
+    assert rc == 0, capsys.readouterr()
+    line = _eval_line(out)
+    assert (line["num_videos"], line["listed_videos"], line["bad_at_index"]) == (8, 9, 1)
+    assert line["top1"] == pytest.approx(25.0) and line["checkpoint"] == str(weights)
+    with open(out / "predictions_test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9 and [r["status"] for r in rows] == ["ok"] * 8 + ["error"]
+    broken = rows[-1]
+    reason = (tmp_path / "val.txt.quarantine.txt").read_text().split("\t", 1)[1].strip()
+    assert (broken["index"], broken["path"], broken["label"], broken["label_name"]) == (
+        "8", str(tmp_path / "broken.webm"), "1", "moving down")
+    assert broken["error"] == reason and broken["correct_top1"] == broken["top1_class"] == ""
+    assert all(r["top1_class"] == "2" and r["error"] == "" for r in rows[:8])
+    assert (out / "confusion_test.png").is_file()
 
 
 def _released_weights(path: Path, opts: list[str]) -> Path:

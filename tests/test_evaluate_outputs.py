@@ -1,0 +1,164 @@
+"""What an evaluation writes, read back from its files: a predictions row for every listed video (the unreadable
+ones with their reason, counted in neither top-1 nor top-5), top-5 left null where it cannot fail (5 classes or
+fewer), and the eval line's clips, crops and scored checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from engine.distributed import DistContext
+from engine.evaluate import evaluate, evaluate_and_log, write_predictions
+from engine.metrics import EVAL_KEYS, MetricLogger
+from engine.plots import read_predictions
+
+
+class _FixedRanking(nn.Module):
+    """Every clip gets the same logits: the classes ranked in the order of ``logits`` (highest first)."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1) + 0.0 * x.flatten(1)[:, :1]
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A real CPU test loader (2 clips x 3 crops) over a list of 6 videos: row 5 is not a video (left out when the
+    list is indexed) and row 1 is replaced after indexing (quarantined while decoding). The model ranks classes
+    0, 2, 3, 4, 5 first (8 classes), so of the 4 scored videos (labels 0, 2, 0, 1) 2 are right at top-1, 3 at
+    top-5."""
+    from dali_pipelines.loader import build_loader
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import make_clip_dataset, pattern_frames, small_cfg
+
+    root = tmp_path_factory.mktemp("evaluated")
+    lst = make_clip_dataset(str(root), [24, 30, 26, 33, 28])
+    (root / "videos" / "broken.webm").write_bytes(b"\x1aE\xdf\xa3 not a video")
+    with open(lst, "a") as f:
+        f.write("videos/broken.webm 2\n")
+    cfg = small_cfg(str(root), val_list=lst, **{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3, "DATA.NUM_CLASSES": 8})
+    loader = build_loader(cfg, "test")
+    replaced = loader.index.entries[1]
+    write_video(replaced.path, pattern_frames(6, seed=1), codec="vp9", gop=8)  # 6 frames where 30 were indexed
+    out = root / "run"
+    metrics = MetricLogger(str(out), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        result = evaluate_and_log(_FixedRanking([8, 1, 7, 6, 5, 4, 3, 0]), loader, DistContext(), metrics,
+                                  split="val", num_classes=8, class_names={c: f"class {c}" for c in range(8)})
+    finally:
+        metrics.close()
+        loader.close()
+    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    quarantined = dict(x.split("\t") for x in open(loader.index.quarantine_path).read().splitlines())
+    return out, result, line, quarantined
+
+
+def test_every_listed_video_has_a_row_the_unreadable_ones_with_their_reason(evaluated):
+    out, _, line, quarantined = evaluated
+    rows = _rows(out / "predictions_val.csv")
+    assert [r["index"] for r in rows] == ["0", "1", "2", "3", "4", "5"]  # list order, the left-out ones included
+    assert [r["status"] for r in rows] == ["ok", "error", "ok", "ok", "ok", "error"]
+    # the reasons the index recorded (its quarantine file), one left out when indexed and one while decoding
+    broken, changed = rows[5], rows[1]
+    assert (broken["path"], broken["label"], broken["label_name"]) == ("videos/broken.webm", "2", "class 2")
+    assert broken["error"] == quarantined["videos/broken.webm"] and broken["error"]
+    assert "changed since it was indexed" in changed["error"]
+    assert changed["error"] == quarantined["videos/clip_1.webm"]
+    # no score for them: the prediction columns are blank, the scored rows' error is
+    for r in (broken, changed):
+        assert r["correct_top1"] == "" and all(r[f"top{k}_{f}"] == "" for k in range(1, 6)
+                                               for f in ("class", "name", "prob"))
+    assert all(r["error"] == "" and r["top1_class"] == "0" and r["top5_class"] == "5" for r in rows if
+               r["status"] == "ok")
+    # ... and every row as wide as the header
+    assert {len(r) for r in csv.reader(open(out / "predictions_val.csv"))} == {5 + 15 + 2}
+
+
+def test_the_unreadable_rows_count_in_neither_the_accuracy_nor_the_plots(evaluated):
+    out, result, line, _ = evaluated
+    assert (line["num_videos"], line["listed_videos"], line["bad_at_index"], line["skipped_videos"]) == (4, 6, 1, 1)
+    assert (line["top1"], line["top5"]) == (50.0, 75.0)  # labels 0, 2, 0, 1 of the scored videos only
+    assert result["top1"] == line["top1"]
+    per_class = _rows(out / "per_class_val.csv")
+    assert [(r["class"], r["num_videos"], r["top1"], r["top5"]) for r in per_class] == [
+        ("0", "2", "100.00", "100.00"), ("1", "1", "0.00", "0.00"), ("2", "1", "0.00", "100.00")]
+    pairs, names = read_predictions(str(out / "predictions_val.csv"))
+    assert pairs == [(0, 0), (2, 0), (0, 0), (1, 0)]
+
+
+def test_the_eval_line_records_clips_and_crops_of_the_loader(evaluated):
+    out, _, line, _ = evaluated
+    assert (line["views"], line["num_clip"], line["num_crop"], line["checkpoint"]) == (6, 2, 3, None)
+    assert set(EVAL_KEYS) <= set(line)
+    assert "eval val (2 clips x 3 crops = 6 views/video, 4 videos): top-1 50.00%  top-5 75.00%" in (
+        out / "log_rank0.txt").read_text()
+
+
+class _Batches:
+    def __init__(self, labels: list[int]) -> None:
+        self.labels = labels
+
+    def __iter__(self):
+        for r, y in enumerate(self.labels):
+            yield {"video": torch.zeros(1, 1, 1, 3, 2, 2), "label": torch.tensor([y]), "index": torch.tensor([r])}
+
+
+@pytest.mark.parametrize("classes, top5", [(3, None), (5, None), (6, 50.0)])
+def test_top5_is_null_where_every_label_is_in_the_top_5(tmp_path, classes, top5, capsys):
+    """With 5 classes or fewer every video's top 5 holds its label: a top-5 of 100 % would say nothing, whatever
+    the model does. The key stays (null), in the eval line, the summary and the per-class file."""
+    logits = [float(-c) for c in range(classes)]  # class 0 first, the last class last
+    labels = [0, classes - 1]  # one right, one ranked last
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        result = evaluate_and_log(_FixedRanking(logits), _Batches(labels), DistContext(), metrics, split="test",
+                                  num_classes=classes)
+        summary = metrics.summary({})
+    finally:
+        metrics.close()
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (result["top1"], result["top5"], line["top5"], summary["final_top5"]) == (50.0, top5, top5, top5)
+    per_class = _rows(tmp_path / "per_class_test.csv")
+    assert [r["top5"] for r in per_class] == (["", ""] if top5 is None else ["100.00", "0.00"])
+    out = capsys.readouterr().out
+    assert ("top-5 n/a (5 classes or fewer)" in out) == (top5 is None)
+    assert ("top-5 50.00%" in out) == (top5 is not None)
+    # evaluate() alone says the same
+    assert evaluate(_FixedRanking(logits), _Batches(labels), DistContext())["top5"] == top5
+
+
+def test_the_eval_line_names_the_checkpoint_scored(tmp_path, capsys):
+    weights = tmp_path / "ckpt_epoch_3.pth"
+    weights.write_bytes(b"weights")
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        evaluate_and_log(_FixedRanking([1.0, 0.0]), _Batches([0]), DistContext(), metrics, split="test",
+                         num_classes=2, checkpoint=str(weights))
+    finally:
+        metrics.close()
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert line["checkpoint"] == str(weights)
+    assert (line["num_clip"], line["num_crop"]) == (None, None)  # a loader that does not say
+    assert "eval test of ckpt_epoch_3.pth (1 view/video, 1 video): top-1 100.00%" in capsys.readouterr().out
+
+
+def test_a_file_of_only_unreadable_videos_is_named_by_the_plots(tmp_path):
+    pred, _ = write_predictions(str(tmp_path), "test", [], {0: "a.webm"}, num_classes=8,
+                                unreadable=[(0, 1, "not a video")])
+    assert _rows(pred) == [{"index": "0", "path": "a.webm", "label": "1", "label_name": "", "correct_top1": "",
+                            **{f"top{k}_{f}": "" for k in range(1, 6) for f in ("class", "name", "prob")},
+                            "status": "error", "error": "not a video"}]
+    with pytest.raises(ValueError, match="all 1 rows are of videos that could not be read"):
+        read_predictions(pred)

@@ -163,7 +163,8 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
 
     run = runner.Run(ctx=ctx, metrics=metrics, model=model, val_loader=val_loader, train_loader=train_loader,
                      make_test_loader=make_test_loader,
-                     weights=choice.describe() if choice is not None else "initial weights")
+                     weights=choice.describe() if choice is not None else "initial weights",
+                     weights_file=choice.path if choice is not None else None)
     return run
 
 

@@ -166,7 +166,8 @@ class Run:
 
     ``make_test_loader(num_clip, num_crop)`` builds a multi-view test loader over the validation list (the final
     test of a training run); the loaders it made are kept in ``test_loaders`` to be closed.
-    ``weights``: what the model's weights are, for the log and the summary.
+    ``weights``: what the model's weights are, for the log and the summary; ``weights_file``: the file they were
+    loaded from (None: the initial weights), for the eval line.
     """
 
     ctx: DistContext
@@ -176,6 +177,7 @@ class Run:
     train_loader: Any = None
     make_test_loader: Callable[[int, int], Any] | None = None
     weights: str = "initial weights"
+    weights_file: str | None = None
     test_loaders: list = field(default_factory=list)
 
     def close(self) -> None:
@@ -405,11 +407,9 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     else:
         run.metrics.info(f"evaluating {run.weights}")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
-    # the file WeightsChoice.describe names, for the eval line
-    scored = None if run.weights == "initial weights" else run.weights.removeprefix("MODEL.PRETRAINED = ")
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
                               num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype,
-                              checkpoint=scored)
+                              checkpoint=run.weights_file)
     _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": run.weights,
                                          **_data_counts(run.val_loader, run.ctx, "test_")})
     return result

@@ -278,6 +278,13 @@ class _Match:
     recounted: int = 0
 
 
+def _retired_rows(table: VideoTable) -> np.ndarray:
+    """Rows whose record an earlier rule wrote and this code would not: a 'truncated' verdict from the nominal rate
+    x duration (it wronged VFR videos), an AV1 video named by its decoder ('libdav1d'), where the routing reads the
+    codec's name."""
+    return table.rows_with_reason(_RETIRED_TRUNCATION) | table.rows_with_text("codec", _RETIRED_CODEC_NAMES)
+
+
 def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
     """``(src, unique, covered)``: each list row's cache row (-1 where the cache lacks its path; None: row r is
     cache row r), the rows that are first with their path (None: all), and whether every cache row is some list
@@ -321,8 +328,7 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     recorded = table.status != UNKNOWN
     unchanged = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
                  & (c["full_decode"] | (not full_decode))
-                 & ~table.rows_with_reason(_RETIRED_TRUNCATION)  # nominal rate x duration wronged VFR videos
-                 & ~table.rows_with_text("codec", _RETIRED_CODEC_NAMES))
+                 & ~_retired_rows(table))
     recount = unchanged & table.counted_before_edit_lists()
     reusable = unchanged & ~recount
     stale = recorded & ~reusable
@@ -454,8 +460,8 @@ class ProbedBefore:
 def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
     """The good rows of the index caches ``cache_paths`` (whatever lists and roots they were written for; an
     unreadable one or one of another schema version is skipped), so that a new ``lists --check`` over the same
-    videos probes only those that are new or changed since, and those whose frame count a build would not trust
-    (:meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`)."""
+    videos probes only those that are new or changed since, and those whose record a build would not trust
+    (:meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`, :func:`_retired_rows`)."""
     rows: dict[str, int] = {}
     tables: list[VideoTable] = []
     start = 0
@@ -466,7 +472,7 @@ def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
         root, cache = found
         recount = cache.table.counted_before_edit_lists()
         _log_recount(cache_path, int(np.count_nonzero(recount)))
-        for r in np.flatnonzero((cache.table.status == GOOD) & ~recount).tolist():
+        for r in np.flatnonzero((cache.table.status == GOOD) & ~recount & ~_retired_rows(cache.table)).tolist():
             # absolute and normalised as a scan names its videos (a list under --out of a dataset beside it holds
             # paths that start with "..")
             rows.setdefault(os.path.abspath(os.path.join(root, cache.rel_paths[r])), start + r)

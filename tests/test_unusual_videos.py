@@ -295,7 +295,7 @@ def test_an_av1_video_is_indexed_as_av1_and_goes_to_an_av1_nvdec(tmp_path):
 
 
 def test_an_av1_record_cached_as_libdav1d_is_probed_again(tmp_path):
-    from dali_pipelines.index import build_index
+    from dali_pipelines.index import build_index, probed_before
     from dali_pipelines.index_store import load_cache, save_cache
 
     _av1(str(tmp_path / "clip.mp4"))
@@ -306,6 +306,7 @@ def test_an_av1_record_cached_as_libdav1d_is_probed_again(tmp_path):
     stored.table.texts["codec"][stored.table.columns["codec"][0]] = "libdav1d"  # what an index built before wrote
     save_cache(cache, str(lst), str(tmp_path), stored.rel_paths, stored.table)
     assert load_cache(cache, str(tmp_path)).table.info(0).codec == "libdav1d"
+    assert not probed_before([cache]).rows  # a lists --check probes it again too (it reused the record)
     again = build_index(str(lst), str(tmp_path), progress=False)  # was: the record reused, NVDEC rules not applied
     assert again.probed == 1 and again.infos[0].codec == "av1"
     assert load_cache(cache, str(tmp_path)).table.info(0).codec == "av1"

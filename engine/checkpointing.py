@@ -29,7 +29,7 @@ import torch
 
 from evautil.errors import CheckpointError
 from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write
-from evautil.zip_check import damaged_zip_record, unreadable_reason
+from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
 
 from .metrics import epoch_number
 
@@ -43,6 +43,11 @@ _NAME_RE = re.compile(r"^ckpt_(epoch|step)_(\d+)\.pth$")
 # torch names the first global it refused as "GLOBAL module.name"; its message also carries terminal colour codes.
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _NotATrainingCheckpoint(CheckpointError):
+    """A dict of weights that reads (or a safetensors file) but holds no training state: of the files ``--resume``
+    refuses, the only ones for which ``--pretrained`` is the right advice (not random bytes, a damaged file)."""
 
 
 def save_atomic(obj: dict, path: str) -> None:
@@ -121,6 +126,8 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if is_safetensors(path):  # torch.load would call it neither a zip archive nor a pickle
+        raise _NotATrainingCheckpoint(f"checkpoint {path} is a safetensors file: weights only, no training state")
     damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
         raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
@@ -139,17 +146,18 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     missing = [k for k in required if k not in state]
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)} (not a resumable training checkpoint)")
+        raise _NotATrainingCheckpoint(f"checkpoint {path} lacks {', '.join(missing)} (not a resumable training "
+                                      "checkpoint)")
     return state
 
 
 def load_resumable(path: str, mmap: bool = False) -> dict:
-    """:func:`load_checkpoint` of a ``--resume`` file, whose error also says what ``--resume`` takes."""
+    """:func:`load_checkpoint` of a ``--resume`` file, whose error also says what ``--resume`` takes when the file
+    holds weights without a training state (a missing, damaged or unreadable file gets no advice to use it as
+    weights: its error says what is wrong with it)."""
     try:
         return load_checkpoint(path, mmap=mmap)  # CheckpointError names the file
-    except CheckpointError as e:
-        if not os.path.isfile(path):
-            raise
+    except _NotATrainingCheckpoint as e:
         raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
                               "use --pretrained for weights-only (e.g. released) files") from e
 

@@ -4,7 +4,8 @@
 does not check them: a file whose bytes changed on disk after it was written (a bad sector, a storage or network
 file-system fault, a partial overwrite) loads without complaint and hands back wrong weights or optimizer moments.
 Reading the records once more costs about half of what ``torch.load`` takes for the same file (from the page
-cache; the file is read anyway).
+cache; the file is read anyway). A file ``torch.load`` cannot read is told apart here too: what it is instead
+(:func:`unreadable_reason`), or a safetensors file (:func:`is_safetensors`), which holds weights of another format.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import zipfile
 
 from .files import file_head
 
-__all__ = ["damaged_zip_record", "unreadable_reason"]
+__all__ = ["damaged_zip_record", "is_safetensors", "unreadable_reason"]
 
 _CHUNK = 16 << 20
 # Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
@@ -104,3 +105,16 @@ def unreadable_reason(path: str, error: BaseException) -> str:
     if line.isprintable() and line:
         return f"neither a zip archive nor a pickle: it begins with the text {line[:40]!r}"
     return f"neither a zip archive nor a pickle: it begins with the bytes {head[:8].hex(' ')}"
+
+
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is a safetensors file: by its name, else by its first bytes (the header's length, 8 bytes
+    little-endian, then the JSON header's ``{``; torch's files begin with ``PK`` or a pickle's ``\\x80``), so that
+    one saved or renamed under another name is read as what it is, not refused as a damaged pickle."""
+    if path.endswith(".safetensors"):
+        return True
+    try:
+        head, size = file_head(path, 9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8

@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from evautil.errors import CheckpointError
-from evautil.files import file_head
-from evautil.zip_check import damaged_zip_record, unreadable_reason
+from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
@@ -182,19 +181,6 @@ def _unwrap(obj: Any) -> Any:
 def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     # DDP-wrapped models save keys as 'module.<name>'.
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-
-
-def is_safetensors(path: str) -> bool:
-    """Whether ``path`` is a safetensors file: by its name, else by its first bytes (the header's length, 8 bytes
-    little-endian, then the JSON header's ``{``; torch's files begin with ``PK`` or a pickle's ``\\x80``), so that
-    one saved or renamed under another name is read as what it is, not refused as a damaged pickle."""
-    if path.endswith(".safetensors"):
-        return True
-    try:
-        head, size = file_head(path, 9)
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
 
 
 def read_checkpoint(path: PathLike, mmap: bool = False,

@@ -797,3 +797,31 @@ def test_an_epoch_resumed_from_a_checkpoint_without_loss_totals_says_how_many_st
     resumed.metrics.close()
     log = (tmp_path / "log_rank0.txt").read_text()
     assert "epoch 1/1 done: mean loss " in log and " over 1 of its 2 steps" in log
+
+
+def test_resume_advises_pretrained_only_for_weights_without_a_training_state(tmp_path):
+    """--resume of random bytes, a text file or a cut-short archive was told to use --pretrained, as if it held
+    weights: its error says what the file is, and only a file of weights (a state dict, a safetensors file) is
+    pointed to --pretrained."""
+    from safetensors.torch import save_file
+
+    from engine.checkpointing import load_resumable
+    from tests.test_checkpoint import GARBAGE
+
+    tip = "use --pretrained for weights-only"
+    whole = tmp_path / "whole.pth"
+    save_atomic({"model": {"w": torch.ones(64)}, "epoch": 0}, str(whole))
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    bad = {name: reason for name, (data, reason) in GARBAGE.items() if not (tmp_path / name).write_bytes(data)}
+    bad["cut.pth"] = "cut short: "
+    for name, reason in bad.items():
+        with pytest.raises(CheckpointError) as err:
+            load_resumable(str(tmp_path / name))
+        assert reason in str(err.value) and tip not in str(err.value), str(err.value)
+    torch.save({"blocks.0.w": torch.ones(4), "head.weight": torch.ones(2, 4)}, tmp_path / "state_dict.pth")
+    save_file({"head.weight": torch.ones(2, 4)}, str(tmp_path / "released.bin"))
+    for name, what in [("state_dict.pth", "lacks model, optimizer"), ("released.bin", "is a safetensors file")]:
+        with pytest.raises(CheckpointError) as err:
+            load_resumable(str(tmp_path / name))
+        assert what in str(err.value) and str(err.value).endswith(f"{tip} (e.g. released) files"), str(err.value)

@@ -50,9 +50,9 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     meta_model = check_before_indexing(cfg, ctx.device)
     resumed = check_weight_files(cfg, resume)
     if not cfg.TEST.ONLY_TEST:  # its list of changed keys says more than the shapes they changed (again at open_run)
-        check_resume_config(cfg, resume)
+        check_resume_config(cfg, resume, resumed)
     check_weights_fit_model(cfg, meta_model, resume, resumed)
-    metrics = runner.open_run(cfg, ctx, resume, resume_note)
+    metrics = runner.open_run(cfg, ctx, resume, resume_note, resumed)
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
         return _assemble_run(cfg, ctx, metrics, resume)
@@ -73,7 +73,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> dict | None:
     MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
     is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
     the load). Returns a training run's ``--resume`` checkpoint as read (memory-mapped) for
-    :func:`check_weights_fit_model`, else None."""
+    :func:`check_weights_fit_model` and the config checks (parsed once for them all), else None."""
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
@@ -219,7 +219,7 @@ def dry_run(cfg, resume: str = "") -> dict:
     model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resumed = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
-        check_resume_config(cfg, resume)  # a changed config in a reused OUTPUT
+        check_resume_config(cfg, resume, resumed)  # a changed config in a reused OUTPUT
     check_weights_fit_model(cfg, model, resume, resumed, fetch_hub=False)
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)

@@ -327,8 +327,10 @@ class Checkpointer:
         """The newest loadable checkpoint here when the attempt that wrote it started from ``named`` (or continued
         one that did): the same command, naming ``named`` with ``--resume``, was stopped and now runs again.
         None when the newest loadable checkpoint belongs to another run. ``named`` may be gone (rotated away)."""
-        step = self.step_of(named) if os.path.isfile(named) else None
-        for path in self.candidates():
+        found = self.candidates()
+        # read only when there is something to compare it with: a first start reads ``named`` once, for the resume
+        step = self.step_of(named) if found and os.path.isfile(named) else None
+        for path in found:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception:  # noqa: BLE001 - damaged: find_latest skips it too

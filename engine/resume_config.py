@@ -55,21 +55,25 @@ def config_differences(saved_yaml: str, current_yaml: str) -> list[str]:
             if key in saved and _defines_the_run(key) and saved[key] != value]
 
 
-def saved_config(path: str) -> tuple[str, bool] | None:
-    """(config YAML, whether it ends an epoch) of checkpoint ``path``, read without its tensors (memory-mapped);
-    None when the file does not load or has no config (errors are reported by the resume itself)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - damaged or refused files are named by Trainer.resume
-        return None
+def saved_config(path: str, state: Any = None) -> tuple[str, bool] | None:
+    """(config YAML, whether it ends an epoch) of checkpoint ``path``, read without its tensors (memory-mapped),
+    or of ``state``, the checkpoint as already read (not parsed again: a billion-parameter model's training
+    checkpoint holds thousands of tensors); None when the file does not load or has no config (errors are
+    reported by the resume itself)."""
+    if state is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - damaged or refused files are named by Trainer.resume
+            return None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         return None
     return (state["config"], bool(state["epoch_complete"])) if state.get("config") else None
 
 
-def check_resume_config(cfg: Any, resume: str = "") -> str:
+def check_resume_config(cfg: Any, resume: str = "", resumed: dict | None = None) -> str:
     """Compare ``cfg`` with the config of the checkpoint this run would resume (``resume``, else with
-    TRAIN.AUTO_RESUME the newest loadable one in OUTPUT).
+    TRAIN.AUTO_RESUME the newest loadable one in OUTPUT). ``resumed``: ``resume`` as the checks before it already
+    read it (``engine.checkpointing.load_resumable``), not parsed again.
 
     Returns "" when nothing that defines the run changed, else (TRAIN.ALLOW_CONFIG_CHANGE on) a warning that
     lists the changes.
@@ -85,7 +89,7 @@ def check_resume_config(cfg: Any, resume: str = "") -> str:
     else:
         return ""
     for path in candidates:
-        saved = saved_config(path)
+        saved = saved_config(path, resumed if resume else None)
         if saved is not None:
             break
     else:

@@ -188,13 +188,15 @@ class Run:
         release_output(self.metrics.output_dir)
 
 
-def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> MetricLogger:
+def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
+             resumed: dict | None = None) -> MetricLogger:
     """Seed the process, check the precision fits the device, and open the run's logger (writes config.yaml).
-    ``resume_note``: why the run resumes another checkpoint than the one named (:func:`resume_point`)."""
+    ``resume_note``: why the run resumes another checkpoint than the one named (:func:`resume_point`).
+    ``resumed``: the ``resume`` checkpoint as already read (memory-mapped), so that its config is not parsed again."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # one the device cannot run fails here
     # A resume with a changed config fails here too, before config.yaml is rewritten with what would not run.
-    config_change = "" if cfg.TEST.ONLY_TEST else check_resume_config(cfg, resume)
+    config_change = "" if cfg.TEST.ONLY_TEST else check_resume_config(cfg, resume, resumed)
     if ctx.device.type == "cpu":
         # AdamW's second moments of small weights decay into the denormal range, where x86 float arithmetic is
         # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
@@ -203,7 +205,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> 
     if ctx.is_main:
         claim_output(cfg.OUTPUT)  # one run at a time in OUTPUT, before anything there moves or is written
     try:
-        moved = _set_aside_earlier_files(cfg, resume) if ctx.is_main else None
+        moved = _set_aside_earlier_files(cfg, resume, resumed) if ctx.is_main else None
         metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                                frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD,
                                nvml=cfg.LOG.NVML, progress_bar=cfg.LOG.PROGRESS_BAR,
@@ -222,7 +224,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> 
     return metrics
 
 
-def _set_aside_earlier_files(cfg, resume: str) -> str:
+def _set_aside_earlier_files(cfg, resume: str, resumed: dict | None = None) -> str:
     """Before anything of this run is written to OUTPUT, move aside what another run (or attempt) left there that
     this one would mix with, rotate away or overwrite; returns the warning saying so ("" when nothing moved).
 
@@ -233,7 +235,8 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
       run supersedes (they would outrank its own, and TRAIN.AUTO_RESUME would later pick them);
     - an evaluate-only run: the results it would overwrite (e.g. the training run's summary.json).
     Files this run reads (``--resume``, MODEL.PRETRAINED) never move; nothing moves for a ``--resume`` file that is
-    not a resumable checkpoint (``wiring.check_weight_files`` named it before this runs).
+    not a resumable checkpoint (``wiring.check_weight_files`` named it before this runs). ``resumed``: ``resume``
+    as that check read it (not parsed again).
     """
     out = cfg.OUTPUT
     reads = [resume, cfg.MODEL.PRETRAINED]
@@ -242,7 +245,7 @@ def _set_aside_earlier_files(cfg, resume: str) -> str:
     elif starts_fresh(out, resume, cfg.TRAIN.AUTO_RESUME):
         moved = move_earlier_run(out, keep=reads)
         why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
-    elif resume and saved_config(resume) is None:
+    elif resume and saved_config(resume, resumed) is None:
         return ""
     elif resume and not _same_path(os.path.dirname(os.path.abspath(resume)), out):
         moved, why = move_earlier_run(out, keep=reads), f"this run continues {resume}, a checkpoint from elsewhere"

@@ -3,8 +3,10 @@ frames as computed by hand (last window, videos shorter than a window); resume a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -1000,4 +1002,93 @@ def test_videos_in_a_row_whose_probes_do_not_answer_stop_the_windows_with_one_er
     cfg.DATA.INDEX_WORKERS, cfg.DATA.VIDEO_TIMEOUT_S = 2, 0.5
     with pytest.raises(DataError, match=rf"^probing the videos of rank 0: {MAX_OVERDUE_IN_A_ROW} items in a row gave "
                                         r"no result within 0.5 s each .*DATA.VIDEO_TIMEOUT_S"):
+        ef.extract(cfg, model, stuck, str(tmp_path / "windows"), DistContext(), window=4, progress=False)
+
+
+def _hang_after_probe(monkeypatch, stuck: list[str]) -> None:
+    """Each of ``stuck`` becomes, once probed as the video it was, a pipe nobody writes: its decode's open never
+    returns (a file system that stopped answering)."""
+    probe_all = ef._probe_all
+
+    def probe_then_hang(*args, **kwargs):
+        probed = probe_all(*args, **kwargs)
+        for path in stuck:
+            os.remove(path)
+            os.mkfifo(path)
+        return probed
+
+    monkeypatch.setattr(ef, "_probe_all", probe_then_hang)
+
+
+@contextlib.contextmanager
+def _pipes_answer_after(stuck: list[str], delay_s: float = 20.0):
+    """After ``delay_s`` (far past the limits given here), and once more at the end, a writer comes and goes at each
+    of the pipes ``stuck``: a decode without a limit then reads an empty file and fails on it, rather than waiting
+    for ever, and the threads a limit left in the pipes' opens go."""
+    done = threading.Event()
+
+    def answer() -> None:
+        late = not done.wait(delay_s)
+        while True:
+            for path in stuck:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # nobody in it, or not a pipe yet
+                    pass
+            if not late or done.wait(0.2):
+                return
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_window_decode_that_does_not_end_is_failed_naming_the_limit(clips, tiny, tmp_path, monkeypatch):
+    """The windows' frames were decoded with no time limit (only the probes had one): a video whose read never
+    returns hung the whole extraction. Each request to its reader now has DATA.VIDEO_TIMEOUT_S, as the clips'
+    decodes do: the video is failed naming the limit, and the next one is extracted as it is without it."""
+    import shutil
+
+    cfg, model, _ = tiny
+    video = _videos(clips)[2]
+    stuck = str(tmp_path / "stuck.webm")
+    shutil.copy(video, stuck)
+    _hang_after_probe(monkeypatch, [stuck])
+    limited = cfg.clone()
+    limited.defrost()
+    limited.DATA.VIDEO_TIMEOUT_S = 1.0
+    out, alone = tmp_path / "windows", tmp_path / "alone"
+    with _pipes_answer_after([stuck]):
+        result = ef.extract(limited, model, [stuck, video], str(out), DistContext(), window=4, progress=False)
+    assert result["listed"] == 1 and [r["path"] for r in _index(out)] == [video]
+    assert _failed(out) == {stuck: "did not decode within DATA.VIDEO_TIMEOUT_S = 1 s (a file system that stopped "
+                                   "answering, or a decoder that does not end); the next run tries it again"}
+    monkeypatch.undo()
+    ef.extract(cfg, model, [video], str(alone), DistContext(), window=4, progress=False)
+    np.testing.assert_array_equal(read_features(str(out), _index(out)[0]), read_features(str(alone), _index(alone)[0]))
+
+
+def test_window_decodes_that_do_not_end_in_a_row_stop_with_one_error(clips, tiny, tmp_path, monkeypatch):
+    """Every video's decode hanging is the storage, as for the probes and the clips: the run stops with one error
+    naming the limit and the last video, instead of giving up one video after another."""
+    import shutil
+
+    from dali_pipelines.filelist import DataError
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW
+
+    cfg, model, _ = tiny
+    stuck = [str(tmp_path / f"clip{i}.webm") for i in range(MAX_OVERDUE_IN_A_ROW)]
+    for path in stuck:
+        shutil.copy(_videos(clips)[2], path)
+    _hang_after_probe(monkeypatch, stuck)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.VIDEO_TIMEOUT_S = 0.5
+    with _pipes_answer_after(stuck), pytest.raises(
+            DataError, match=rf"^decoding the windows of rank 0: {MAX_OVERDUE_IN_A_ROW} videos in a row did not "
+                             rf"decode within DATA.VIDEO_TIMEOUT_S = 0.5 s \(the last: {stuck[-1]}\): the storage"):
         ef.extract(cfg, model, stuck, str(tmp_path / "windows"), DistContext(), window=4, progress=False)

@@ -10,7 +10,8 @@ ordered [crop][clip]. Windows (``--window W [--stride S]``): windows of W frames
 W); the last window ends at the last frame, and a video shorter than W gets one window whose missing frames repeat
 the last one. DATA.NUM_FRAMES frames are taken evenly over each window (all of them when W = NUM_FRAMES), centre
 crop as in the 1-crop test; frames are decoded with PyAV on the host (each once, in order), resized and normalised
-on the device. Videos are probed first, as the index probes them (DATA.INDEX_WORKERS, DATA.VIDEO_TIMEOUT_S).
+on the device. Videos are probed first, as the index probes them (DATA.INDEX_WORKERS, DATA.VIDEO_TIMEOUT_S), and
+each step of a video's decode (its open, each batch of windows) has DATA.VIDEO_TIMEOUT_S too.
 Features have no class names: DATA.LABEL_LIST is not read.
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
@@ -173,13 +174,17 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
                      stride: int, per_batch: int, progress: bool) -> None:
     import torch
 
-    from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError, VideoReader
+    from dali_pipelines.filelist import DataError
+    from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError
+    from dali_pipelines.timed_reader import DecodeOverdue, TimedVideoReader
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW
     from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
     # in worker processes with a time limit, as the views' index probes: a file whose read never returns (a hung
     # network file system) hung the whole extraction
     probed = _probe_all(cfg, paths, ctx, progress)
+    limit_s, overdue = float(cfg.DATA.VIDEO_TIMEOUT_S), 0  # each request to a video's reader, as the clips' decodes
     for pos, path in enumerate(progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video")):
         try:
             info = probed[pos]
@@ -210,7 +215,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
             # packets (runs that restarted at the last clean cut before each batch took three times as long on the
             # real clips); gaps between windows are skipped by seeking, and a batch that starts before the next
             # clean cut goes on from where the previous batch's runs stopped.
-            with VideoReader(path, max_held_bytes=MAX_HELD_PACKET_BYTES if stride > window else 0) as reader:
+            with TimedVideoReader(path, limit_s, MAX_HELD_PACKET_BYTES if stride > window else 0) as reader:
                 times = reader.frame_times()
                 for b, idx in enumerate(batches):
                     union, inverse = np.unique(idx, return_inverse=True)  # each frame decoded once
@@ -223,8 +228,15 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
                     pooled, _ = view_outputs(model, clips[:, None], amp_dtype)
                     feats.append(pooled[:, 0].cpu().numpy())
         except (BadVideoError, OSError, ValueError) as error:
+            overdue = overdue + 1 if isinstance(error, DecodeOverdue) else 0
+            if overdue >= MAX_OVERDUE_IN_A_ROW:  # every video hangs: the storage, not the videos
+                raise DataError(f"decoding the windows of rank {ctx.rank}: {overdue} videos in a row did not decode "
+                                f"within DATA.VIDEO_TIMEOUT_S = {limit_s:g} s (the last: {path}): the storage they "
+                                "are on, or the decoding itself, does not answer; check it (a larger "
+                                "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)") from None
             store.fail(path, str(error))
             continue
+        overdue = 0
         fps = info.fps if info.fps > 0 else None
         # the frames' own timestamps: start / fps, an average rate, put a window after a gap (dropped frames, a
         # variable rate) at the wrong time, the error growing along the video

@@ -1,0 +1,85 @@
+"""A :class:`pyav_io.VideoReader` whose every request has a time limit (``DATA.VIDEO_TIMEOUT_S``).
+
+The windows of ``tools/extract_features.py`` decode a video batch after batch through one reader in the tool's own
+process: a read that never returns (a file system that stopped answering) or a decode that does not end hung the
+whole extraction, where the loaders' decodes (``feeder.Feeder.wait_limit_s``) and every probe have the limit. Here
+the reader lives in a thread of its own, and each request (opening the file and demuxing it for the frame times,
+each batch's frames) is waited for at most the limit, so that a long video is not cut short for its length; past it
+the video is given up with :class:`DecodeOverdue`. As for the feeder's reads, a thread cannot be stopped: one stuck
+in the kernel or the decoder is left behind, a daemon that does not hold up the end of the process. The frames come
+back as the reader made them (no copy between processes), and a test's patches of the reader still apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from evautil.workers import DaemonThreadPool, ResultOverdue, result_unless_a_worker_dies
+
+from .pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError, VideoReader, VideoSource
+
+__all__ = ["DecodeOverdue", "TimedVideoReader"]
+
+
+class DecodeOverdue(BadVideoError):
+    """A request of a :class:`TimedVideoReader` gave no result within its limit: a file system that stopped
+    answering or a decoder that does not end, which may pass (a later run tries the video again)."""
+
+
+class TimedVideoReader:
+    """:class:`VideoReader` of ``path`` (with its ``max_held_bytes``) opened, asked and closed in a thread of its
+    own; each request waits at most ``limit_s`` seconds (0: for ever). A context manager, as the reader is.
+
+    Raises (at construction and from each request): DecodeOverdue past the limit, after which the reader is given up
+    (further requests raise it again); else the reader's own errors.
+    """
+
+    def __init__(self, path: VideoSource, limit_s: float, max_held_bytes: int = MAX_HELD_PACKET_BYTES):
+        self.limit_s = float(limit_s)
+        self._pool = DaemonThreadPool(1, "video-decode")
+        self._reader: VideoReader | None = None
+        self._overdue = False
+        try:
+            self._reader = self._wait(VideoReader, path, max_held_bytes=max_held_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "TimedVideoReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wait(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        if self._overdue:
+            raise DecodeOverdue(self._overdue_reason())
+        fut = self._pool.submit(fn, *args, **kwargs)
+        try:
+            return result_unless_a_worker_dies(self._pool, fut, self.limit_s)
+        except ResultOverdue:
+            self._overdue = True  # the stuck thread keeps the reader: it cannot be closed under it
+            self._reader = None
+            raise DecodeOverdue(self._overdue_reason()) from None
+
+    def _overdue_reason(self) -> str:
+        return (f"did not decode within DATA.VIDEO_TIMEOUT_S = {self.limit_s:g} s (a file system that stopped "
+                "answering, or a decoder that does not end); the next run tries it again")
+
+    def frame_times(self) -> np.ndarray | None:
+        """:meth:`VideoReader.frame_times`, within the limit."""
+        return self._wait(self._reader.frame_times)  # type: ignore[union-attr]
+
+    def frames(self, indices: Iterable[int], then: int | None = None) -> np.ndarray:
+        """:meth:`VideoReader.frames`, within the limit."""
+        return self._wait(self._reader.frames, indices, then=then)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Close the reader in its thread, after the request it may still be running (a Ctrl-C while waiting), and
+        let the thread end; nothing here waits for it."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            self._pool.submit(reader.close)
+        self._pool.shutdown(wait=False)

@@ -118,8 +118,10 @@ class EncodedRoute:
         return True
 
     def close(self, wait: bool = True) -> None:
+        """Give the read threads up; ``wait`` is not honoured: a read in flight may never end (a file system that
+        stopped answering), nobody takes its result, and waiting for it kept a stopped run from ending."""
         if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
 
@@ -193,9 +195,15 @@ class HostDecodeRoute:
         return True
 
     def close(self, wait: bool = True) -> None:
+        """End the decode workers (``wait``: and return once they are gone). Decodes in flight are not waited
+        for: nobody takes their results, and one may never end (a decoder that hangs, a file system that stopped
+        answering), which kept a stopped run from ending."""
         if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            manager = getattr(pool, "_executor_manager_thread", None)  # private: it reaps the killed workers
+            abandon_pool(pool)
+            if wait and manager is not None:
+                manager.join()
 
 
 def _drop_frames(handled: BaseException) -> None:

@@ -594,6 +594,63 @@ def test_videos_that_do_not_decode_in_time_three_in_a_row_end_the_run(tmp_path):
     loader.close()
 
 
+def _closes_by_itself(close, fifo: str) -> bool:
+    """Call ``close()``; whether it returned by itself. Past a generous limit (a close that waits for the work stuck
+    reading the pipe ``fifo``, for ever) the pipe gets a writer that leaves at once: the stuck read sees the end of
+    its file and ends, and the test reports the hang instead of hanging."""
+    import threading
+
+    returned, gave_up = threading.Event(), threading.Event()
+
+    def unstick():
+        if not returned.wait(60):
+            gave_up.set()
+            os.close(os.open(fifo, os.O_WRONLY))  # blocks until the stuck reader has the pipe open
+
+    threading.Thread(target=unstick, daemon=True).start()
+    close()
+    returned.set()
+    return not gave_up.is_set()
+
+
+def _has_reader(fifo: str) -> bool:
+    """Whether a process (or thread) has the pipe ``fifo`` open for reading."""
+    import errno
+
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return False
+        raise
+    return True
+
+
+def test_closing_a_loader_does_not_wait_for_a_decode_that_does_not_end(tmp_path):
+    """A run that stops (Ctrl-C, a stop signal, an error) while a decode worker is stuck on a video of a batch ahead
+    (a file system that stopped answering) closes its loaders: close() waited for that decode, for ever, so the run
+    never ended (and a stopped one never wrote the exit status its batch script requeues on). It ends the workers."""
+    import dataclasses
+
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33])
+    cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 1, "DATA.PREFETCH": 1,
+                                           "TEST.BATCH_SIZE": 1, "DATA.VIDEO_TIMEOUT_S": 0.0})
+    loader = build_loader(cfg, "test")
+    stuck = loader.index.entries[2].path
+    _stuck(stuck)
+    loader.index.infos[2] = dataclasses.replace(loader.index.infos[2], size=0, mtime_ns=0)
+    batches = iter(loader)
+    assert next(batches)["index"].tolist() == [0]  # batches 1 and 2 are being decoded ahead, 2 for ever
+    workers = loader.routes["pyav"].worker_pids()
+    assert len(workers) == 1
+    batches.close()  # as a stop leaves the loop
+    assert _closes_by_itself(loader.close, stuck), "close() waited for a decode that does not end"
+    assert not _has_reader(stuck)  # the stuck worker is gone
+    with pytest.raises(ProcessLookupError):
+        os.kill(workers[0], 0)
+
+
 class _FeederSchedule:
     """What a Feeder asks of the loader's schedule: the batches' samples, the counters, and replacements (dropped,
     as in testing, and recorded)."""
@@ -642,6 +699,30 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
     assert schedule.stats["worker_restarts"] == 1
     os.close(os.open(stuck, os.O_WRONLY | os.O_NONBLOCK))  # the stuck read ends (an empty file)
     route.close()
+
+
+def test_closing_the_nvdec_route_does_not_wait_for_a_read_that_does_not_end(tmp_path):
+    """The NVDEC route's close() (a stopped run's loader closing) joined its read threads, one stuck for ever in a
+    read (a file system that stopped answering): the run never ended. The stuck thread is left, a daemon."""
+    import time
+
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import EncodedRoute
+    from dali_pipelines.routing import NVDEC
+
+    stuck = str(tmp_path / "stuck.mp4")
+    os.mkfifo(stuck)  # nobody writes: opening it for reading blocks
+    route = EncodedRoute(NVDEC, workers=1)
+    fut = route.submit(Sample(VideoRef(0, stuck, 0, 8, 64, 48, "h264"), NVDEC, np.arange(4), params=None))
+    deadline = time.monotonic() + 60
+    while not fut.running() and time.monotonic() < deadline:  # its thread has taken it
+        time.sleep(0.01)
+    assert fut.running()
+    closed = _closes_by_itself(route.close, stuck)
+    if closed:  # the test's own cleanup: the read ends (an empty file)
+        os.close(os.open(stuck, os.O_WRONLY))
+    assert closed, "close() waited for a read that does not end"
+    assert fut.exception(timeout=60) is not None  # the stuck thread ended once its read did (an empty pipe)
 
 
 def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monkeypatch):

@@ -91,7 +91,8 @@ class VideoLoader:
     and ``index`` (row in the list) are int64 on the host: moving them is the consumer's choice.
 
     Position: ``state_dict()`` / ``load_state_dict()`` hold (epoch, batches consumed); iterating after
-    ``load_state_dict`` continues at the exact next batch. A finished epoch advances ``epoch`` by one;
+    ``load_state_dict`` continues at the exact next batch. A finished training epoch advances ``epoch`` by one
+    (an evaluation loader's passes all draw epoch 0's clips);
     ``set_epoch(e)`` with a different epoch starts that epoch from its beginning (the same epoch keeps a resumed
     position). ``sample(row)`` is the sample this loader draws for ``row`` in the current epoch.
     """
@@ -488,7 +489,10 @@ class VideoLoader:
             raise RuntimeError(f"internal error: the {graph} graph has output left at the end of the epoch")
         self._pipe_clean = True
         self.index.flush_quarantines()
-        self.set_epoch(self.epoch + 1)
+        if self.training:
+            self.set_epoch(self.epoch + 1)
+        else:  # every evaluation draws the first pass's clips: a resumed run's fresh loader scores the same ones
+            self.position = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch to iterate next (its permutation and augmentations). A new epoch starts at its first

@@ -396,6 +396,19 @@ def test_dense_and_random_sampling_options(data):
     test.close()
 
 
+def test_every_evaluation_pass_draws_the_clips_of_the_first(data):
+    # A resumed run evaluates with a fresh loader: with TEST.SAMPLING random, a loader whose later passes drew other
+    # clips would score the evaluations after a resume (best.pth, best_top1) on clips the uninterrupted run did not.
+    root, lst = data
+    test = build_loader(small_cfg(root, lst, lst, **{"TEST.NUM_CLIP": 2, "TEST.SAMPLING": "random"}), "test")
+    frames = test.sample(3).frames.tolist()
+    first, second = _epoch(test), _epoch(test)
+    assert test.sample(3).frames.tolist() == frames
+    assert [i.tolist() for i, _, _ in second] == [i.tolist() for i, _, _ in first]
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, second))
+    test.close()
+
+
 _SECOND_LOADER_SCRIPT = """
 import gc, os, sys, weakref
 sys.path.insert(0, os.getcwd())

@@ -8,7 +8,7 @@ import glob
 import json
 import os
 import time
-from typing import IO, Collection
+from typing import IO, Any, Collection
 
 from evautil.files import atomic_temp_glob, atomic_write_text, hold_lock
 
@@ -117,7 +117,43 @@ def move_aside(output_dir: str, names: list[str]) -> tuple[str, list[str]] | Non
     os.makedirs(dest)
     for name in names:  # a rename within one file system: no copy, even of large checkpoints
         os.replace(os.path.join(output_dir, name), os.path.join(dest, name))
+    # The summaries set aside, this one's and earlier ones' (an evaluation's move leaves the checkpoints that the
+    # training's summary names in OUTPUT, until a later run moves them too).
+    for summary in glob.glob(os.path.join(glob.escape(output_dir), EARLIER_RUNS_DIR, "*", "summary.json")):
+        _repoint_summary(summary, output_dir, set(names), dest)
     return dest, names
+
+
+def _repoint_summary(summary: str, output_dir: str, moved: set[str], dest: str) -> None:
+    """Rewrite the paths in ``summary`` that named the files ``moved`` from ``output_dir`` (its
+    ``last_checkpoint``, ``resumed_from``, ``evaluated``) to their place in ``dest``: left as they were, they would
+    name the next run's files of the same name. Files that stayed (read by the new run) keep their paths; a summary
+    that is no JSON is left as it is."""
+    try:
+        with open(summary, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return
+    # Only paths that name this folder now: a summary copied with its folder names the files of the original,
+    # which did not move.
+    here = os.path.realpath(output_dir)
+    new_folder = os.path.relpath(dest, output_dir)
+
+    def repoint(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: repoint(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [repoint(v) for v in value]
+        if not isinstance(value, str) or not value or os.path.basename(value) not in moved:
+            return value
+        folder = os.path.dirname(value)
+        if os.path.realpath(folder or ".") != here:
+            return value
+        return os.path.join(folder, new_folder, os.path.basename(value))
+
+    repointed = repoint(record)
+    if repointed != record:
+        atomic_write_text(summary, json.dumps(repointed, indent=2))
 
 
 def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False) -> int:

@@ -353,6 +353,8 @@ def test_fresh_start_moves_an_earlier_longer_run_aside(reference, dataset, tmp_p
     assert sorted(os.listdir(moved)) == [n for n in earlier
                                          if not n.startswith("log_rank") and n not in ("exit_status.json", ".run.lock")]
     assert (moved / "ckpt_epoch_3.pth").is_file() and len(_lines(moved)) == len(_lines(ref_out))
+    # (a copy: its summary names the checkpoint of the folder it was copied from, which did not move)
+    assert json.loads((moved / "summary.json").read_text())["last_checkpoint"] == str(ref_out / "ckpt_epoch_3.pth")
     # this run's checkpoints were not rotated out by the earlier run's higher steps; its lines stand alone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 4 and os.path.isfile(summary["last_checkpoint"])

@@ -119,6 +119,23 @@ def test_a_finished_run_whose_summary_an_evaluation_replaced_says_where_the_trai
     assert f"Its summary.json is that of a later evaluation (--only_test); the training's is {moved}" in said, said
 
 
+def test_summaries_set_aside_name_the_checkpoints_where_they_went(dataset, tmp_path):
+    """A summary moved into earlier_runs/ kept naming OUTPUT/ckpt_*.pth: after a fresh start there, the new run's
+    files of the same name. Here the training's summary (set aside by an evaluation, while its checkpoint stayed)
+    and the evaluation's, once a fresh start moves that checkpoint too."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.EPOCHS", "1")
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 0
+    assert train.main(["--cfg", DEMO, "--only_test", "--opts", *opts]) == 0
+    (training,) = (out / "earlier_runs").glob("*/summary.json")
+    assert json.loads(training.read_text())["last_checkpoint"] == str(out / "ckpt_epoch_1.pth")  # it stayed
+    assert train.main(["--cfg", DEMO, "--opts", *opts, "TRAIN.AUTO_RESUME", "False", "TRAIN.EPOCHS", "2"]) == 0
+    (fresh,) = [d for d in (out / "earlier_runs").iterdir() if (d / "ckpt_epoch_1.pth").is_file()]
+    assert json.loads(training.read_text())["last_checkpoint"] == str(fresh / "ckpt_epoch_1.pth")
+    assert json.loads((fresh / "summary.json").read_text())["evaluated"] == str(fresh / "ckpt_epoch_1.pth")
+    assert json.loads((out / "summary.json").read_text())["last_checkpoint"] == str(out / "ckpt_epoch_2.pth")
+
+
 def test_a_model_changed_on_purpose_is_refused_before_the_lists_are_indexed(dataset, tmp_path, capsys):
     """A resume that accepts a changed model (TRAIN.ALLOW_CONFIG_CHANGE) cannot load the checkpoint's weights: it
     was refused only after the lists were indexed (hours, for a first build of a large list), with config.yaml

@@ -130,3 +130,34 @@ def test_a_folder_name_with_glob_characters_is_taken_literally(tmp_path):
     _touch(out, "summary.json")
     assert [os.path.basename(p) for p in checkpoint_files(str(out))] == ["ckpt_step_4.pth"]
     assert earlier_run_files(str(out)) == ["ckpt_step_4.pth", "summary.json"]
+
+
+def test_a_moved_summary_names_the_moved_files_where_they_went(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run names its files as its OUTPUT is spelled: relative here
+    _touch(tmp_path, "out/ckpt_epoch_2.pth", "out/ckpt_epoch_3.pth", "out/best.pth", "out/metrics.jsonl",
+           "init.pth")
+    summary = {"mode": "train", "best_top1": 50.0, "last_checkpoint": "out/ckpt_epoch_3.pth", "output": "out",
+               "resumed_from": str(tmp_path / "out" / "ckpt_epoch_2.pth"), "pretrained": "out/best.pth",
+               "note": "ckpt_epoch_3.pth", "elsewhere": "init.pth", "skipped": ["videos/ckpt_epoch_3.pth"],
+               "copied_from": "original/ckpt_epoch_3.pth"}  # (a folder copied whole names the original's files)
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(summary))
+    # a fresh start that reads out/best.pth as MODEL.PRETRAINED: that file stays, and so does its path
+    dest, names = move_earlier_run("out", keep=["out/best.pth"])
+    assert "best.pth" not in names and os.path.isfile("out/best.pth")
+    moved = json.loads((tmp_path / dest / "summary.json").read_text())
+    where = os.path.join("out", EARLIER_RUNS_DIR, os.path.basename(dest))
+    assert moved == {**summary, "last_checkpoint": os.path.join(where, "ckpt_epoch_3.pth"),
+                     "resumed_from": str(tmp_path / where / "ckpt_epoch_2.pth")}
+    for key in ("last_checkpoint", "resumed_from"):
+        assert os.path.isfile(moved[key])
+    # an evaluation moves the summary only: the checkpoint it names stays, and so does its path
+    (tmp_path / "out" / "summary.json").write_text(json.dumps({"mode": "evaluate only",
+                                                                "evaluated": "out/best.pth"}))
+    evaluation, _ = move_earlier_results("out")
+    assert json.loads((tmp_path / evaluation / "summary.json").read_text())["evaluated"] == "out/best.pth"
+    # until a later run moves that checkpoint; a summary cut short is moved as it is
+    (tmp_path / "out" / "summary.json").write_text('{"last_checkpoint": "out/best.pth", "mo')
+    dest, _ = move_earlier_run("out")
+    assert (tmp_path / dest / "summary.json").read_text() == '{"last_checkpoint": "out/best.pth", "mo'
+    evaluated = json.loads((tmp_path / evaluation / "summary.json").read_text())["evaluated"]
+    assert evaluated == os.path.join(dest, "best.pth") and os.path.isfile(evaluated)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import time
 from typing import IO, Any, Collection
 
-from evautil.files import atomic_temp_glob, atomic_write_text, hold_lock
+from evautil.files import atomic_temp_glob, atomic_write, atomic_write_text, hold_lock
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
            "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after"]
@@ -28,8 +29,9 @@ _RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
 _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv",
                    "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard")
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
-_EVALUATION_RESULTS = ("config.yaml", "summary.json", "predictions_test.csv", "per_class_test.csv",
-                       "confusion_test.png")
+# config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
+# them leaves the config of the checkpoints and log beside it.
+_EVALUATION_RESULTS = ("summary.json", "predictions_test.csv", "per_class_test.csv", "confusion_test.png")
 
 
 def claim_output(output_dir: str) -> None:
@@ -97,16 +99,17 @@ def results_files(output_dir: str) -> list[str]:
 
 
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:
-    """Before an evaluate-only run: move the config, summary, test predictions and confusion plot it would
-    overwrite (a training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``; the
-    checkpoints stay."""
-    return move_aside(output_dir, [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))])
+    """Before an evaluate-only run: move the summary, test predictions and confusion plot it would overwrite (a
+    training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``, with a copy of the
+    config.yaml it replaces when it writes them; the checkpoints stay."""
+    return move_aside(output_dir, [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))],
+                      copied=[n for n in ("config.yaml",) if os.path.isfile(os.path.join(output_dir, n))])
 
 
-def move_aside(output_dir: str, names: list[str]) -> tuple[str, list[str]] | None:
-    """Move ``names`` (files or folders in ``output_dir``) into ``output_dir/earlier_runs/<time>/``. Returns (that
-    folder, ``names``), or None when ``names`` is empty."""
-    if not names:
+def move_aside(output_dir: str, names: list[str], copied: Collection[str] = ()) -> tuple[str, list[str]] | None:
+    """Move ``names`` (files or folders in ``output_dir``) into ``output_dir/earlier_runs/<time>/``, and copy the
+    files ``copied`` there. Returns (that folder, ``names`` + ``copied``), or None when both are empty."""
+    if not names and not copied:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest = os.path.join(output_dir, EARLIER_RUNS_DIR, stamp)
@@ -115,13 +118,16 @@ def move_aside(output_dir: str, names: list[str]) -> tuple[str, list[str]] | Non
         n += 1
         dest = os.path.join(output_dir, EARLIER_RUNS_DIR, f"{stamp}-{n}")
     os.makedirs(dest)
+    for name in copied:  # written whole: a copy cut short must not pass for the earlier run's file
+        with open(os.path.join(output_dir, name), "rb") as src:
+            atomic_write(os.path.join(dest, name), lambda f, src=src: shutil.copyfileobj(src, f))
     for name in names:  # a rename within one file system: no copy, even of large checkpoints
         os.replace(os.path.join(output_dir, name), os.path.join(dest, name))
     # The summaries set aside, this one's and earlier ones' (an evaluation's move leaves the checkpoints that the
     # training's summary names in OUTPUT, until a later run moves them too).
     for summary in glob.glob(os.path.join(glob.escape(output_dir), EARLIER_RUNS_DIR, "*", "summary.json")):
         _repoint_summary(summary, output_dir, set(names), dest)
-    return dest, names
+    return dest, [*names, *copied]
 
 
 def _repoint_summary(summary: str, output_dir: str, moved: set[str], dest: str) -> None:

@@ -190,8 +190,9 @@ class Run:
 
 def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
              resumed: dict | None = None) -> MetricLogger:
-    """Seed the process, check the precision fits the device, and open the run's logger (writes config.yaml).
-    ``resume_note``: why the run resumes another checkpoint than the one named (:func:`resume_point`).
+    """Seed the process, check the precision fits the device, and open the run's logger (a training run's writes
+    config.yaml; an evaluation's is written with its results, :func:`only_test`). ``resume_note``: why the run
+    resumes another checkpoint than the one named (:func:`resume_point`).
     ``resumed``: the ``resume`` checkpoint as already read (memory-mapped), so that its config is not parsed again."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # one the device cannot run fails here
@@ -214,7 +215,8 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
         release_output(cfg.OUTPUT)
         raise
     liveness.log_to(metrics, ctx)  # a rank that stops answering is named in this run's log too
-    metrics.write_config(cfg.dump())
+    if not cfg.TEST.ONLY_TEST:
+        metrics.write_config(cfg.dump())
     if resume_note:
         metrics.info(resume_note)
     if moved:
@@ -241,7 +243,8 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: dict | None = None) -> s
     out = cfg.OUTPUT
     reads = [resume, cfg.MODEL.PRETRAINED]
     if cfg.TEST.ONLY_TEST:
-        moved, why = move_earlier_results(out), "this evaluation would overwrite them"
+        moved = move_earlier_results(out)
+        why = "this evaluation would overwrite them (config.yaml: a copy, the file stays until its results)"
     elif starts_fresh(out, resume, cfg.TRAIN.AUTO_RESUME):
         moved = move_earlier_run(out, keep=reads)
         why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
@@ -413,6 +416,9 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
                               num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype,
                               checkpoint=run.weights_file)
+    # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log beside it
+    # (run_files.move_earlier_results set a copy aside with the results this one replaces).
+    run.metrics.write_config(cfg.dump())
     _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": run.weights,
                                          **_data_counts(run.val_loader, run.ctx, "test_")})
     return result

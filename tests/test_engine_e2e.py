@@ -604,6 +604,31 @@ def test_ctrl_c_in_the_final_test_keeps_the_last_epoch_and_the_rerun_only_tests(
     assert summary["last_checkpoint"] == str(out / "ckpt_epoch_1.pth")
 
 
+def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files_beside_it(dataset, tmp_path):
+    """--only_test moves the training's summary aside and wrote its own config.yaml as it started: a Ctrl-C during
+    its test left OUTPUT's checkpoints and log described by the config of an evaluation that wrote nothing."""
+    out = tmp_path / "out"
+    trained = _run(tmp_path, _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0}))
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    training_config = (out / "config.yaml").read_text()
+    assert "ONLY_TEST: false" in training_config
+    evaluation = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TEST.ONLY_TEST": True})
+    stopped = _run(tmp_path, evaluation, mode="interrupt_in_final_test")
+    assert stopped.returncode == -2, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert "(config.yaml: a copy, the file stays until its results): moved 2 of them" in stopped.stdout
+    assert not (out / "summary.json").exists()
+    assert (out / "config.yaml").read_text() == training_config
+    (aside,) = (out / "earlier_runs").iterdir()  # the training's results, with their config
+    assert json.loads((aside / "summary.json").read_text())["mode"] == "train"
+    assert (aside / "config.yaml").read_text() == training_config
+    # the same command again: its results come with its config
+    again = _run(tmp_path, evaluation)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["mode"] == "evaluate only"
+    assert "ONLY_TEST: true" in (out / "config.yaml").read_text()
+    assert [(d / "config.yaml").read_text() for d in (out / "earlier_runs").iterdir()] == [training_config] * 2
+
+
 def test_stop_signal_during_the_first_index_build_keeps_what_was_probed(dataset, tmp_path):
     out = tmp_path / "out"
     fresh = tmp_path / "train.txt"  # a list never indexed: its build runs in this process (INDEX_WORKERS 1)

@@ -47,14 +47,19 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
 
 
 def test_an_evaluation_moves_aside_only_what_it_would_overwrite(tmp_path):
-    _touch(tmp_path, "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json", "config.yaml",
-           "predictions_test.csv", "predictions_val.csv", "per_class_test.csv", "training_curves.png")
+    _touch(tmp_path, "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json", "predictions_test.csv",
+           "predictions_val.csv", "per_class_test.csv", "training_curves.png")
+    (tmp_path / "config.yaml").write_text("TEST:\n  ONLY_TEST: false\n")
     dest, names = move_earlier_results(str(tmp_path))
     assert sorted(os.listdir(dest)) == sorted(names) == ["config.yaml", "per_class_test.csv",
                                                          "predictions_test.csv", "summary.json"]
-    # the checkpoints it may evaluate, the training record and the validation predictions stay
-    assert sorted(os.listdir(tmp_path)) == ["best.pth", "ckpt_epoch_3.pth", EARLIER_RUNS_DIR, "metrics.jsonl",
-                                            "predictions_val.csv", "training_curves.png"]
+    # the checkpoints it may evaluate, the training record and the validation predictions stay, and so does the
+    # config that describes them (a copy goes with the results; the evaluation writes its own when it ends)
+    assert sorted(os.listdir(tmp_path)) == ["best.pth", "ckpt_epoch_3.pth", "config.yaml", EARLIER_RUNS_DIR,
+                                            "metrics.jsonl", "predictions_val.csv", "training_curves.png"]
+    assert (tmp_path / "config.yaml").read_text() == (tmp_path / dest / "config.yaml").read_text() == \
+        "TEST:\n  ONLY_TEST: false\n"
+    os.remove(tmp_path / "config.yaml")
     assert move_earlier_results(str(tmp_path)) is None
 
 

@@ -540,13 +540,13 @@ class MetricLogger:
                 self._jsonl.write(json.dumps(line) + "\n")
                 self._jsonl.flush()
 
-    def recall_evaluation(self, step: int, split: str, after_checkpoint: bool = False) -> dict[str, Any] | None:
+    def recall_evaluation(self, step: int, split: str, checkpoint_time: float | None = None) -> dict[str, Any] | None:
         """The last ``split`` eval line metrics.jsonl holds at optimizer ``step`` (rank 0 reads; None on the other
         ranks or when there is none). It becomes the summary's final result without counting as another
-        evaluation (``after_checkpoint``: it ran after the checkpoint at ``step``, whose count lacks it: counted
-        once), the last train line up to ``step`` gives its ``last_loss``, and the loaders' counters come from
-        the lines that logged them (:meth:`recalled_counts`): a finished run whose attempt ended before its summary
-        was written is summarised from what it logged."""
+        evaluation (unless it was logged after ``checkpoint_time``, when the checkpoint at ``step`` was saved, whose
+        count lacks it: counted once), the last train line up to ``step`` gives its ``last_loss``, and the loaders'
+        counters come from the lines that logged them (:meth:`recalled_counts`): a finished run whose attempt ended
+        before its summary was written is summarised from what it logged."""
         if not (self.is_main and self._jsonl is not None and os.path.isfile(self._jsonl.name)):
             return None
         found = None
@@ -569,7 +569,8 @@ class MetricLogger:
                         found = line
         self._recalled_final = found
         self._recalled_counts = counted if found is not None else {}
-        if found is not None and after_checkpoint:
+        logged = found.get("time") if found is not None else None
+        if checkpoint_time is not None and isinstance(logged, (int, float)) and logged > checkpoint_time:
             self._earlier["evaluations"] += 1
         return found
 

@@ -329,6 +329,7 @@ class Trainer:
     class_names: dict[int, str] | None = None
     state: TrainState = field(default_factory=TrainState)
     resumed_from: str | None = None  # the checkpoint this process continued from
+    _saved_at: float | None = None  # when that checkpoint was saved (state_dict's saved_at, else its file's time)
     _loader_state: Any = None
     _control: StepControl | None = None
 
@@ -363,6 +364,8 @@ class Trainer:
             "config": self.config_yaml,
             "best_metric": self.state.best_top1,
             "run_totals": self.metrics.totals_state(),  # so that a resumed run's summary covers the whole run
+            # which logged evaluations its count of them holds: those logged before this moment (evaluate_finished)
+            "saved_at": time.time(),
         }
 
     def _layout(self) -> dict[str, Any]:
@@ -464,6 +467,10 @@ class Trainer:
         self.metrics.restore_totals(ckpt.get("run_totals") or {}, self.state.global_step,
                                     mid_epoch=not ckpt["epoch_complete"])
         self.resumed_from = path
+        self._saved_at = ckpt.get("saved_at")
+        if self._saved_at is None:  # saved before checkpoints recorded it: written once, its file's time says it
+            with contextlib.suppress(OSError):
+                self._saved_at = os.path.getmtime(path)
 
     def resume(self, path: str | None, auto: bool, named: str = "", located: ResumePoint | None = None) -> bool:
         """Resume from ``path`` (must work) or, with ``auto``, from the newest usable checkpoint in the output
@@ -624,9 +631,9 @@ class Trainer:
         end), the evaluation again; returns what :meth:`fit` returns.
         Best stays as the checkpoint recorded it."""
         epoch, split = self.opts.epochs - 1, "test" if self._has_final_test() else "val"
-        # the final test runs after the last checkpoint (one pass serving as validation too runs before it)
-        logged = self.metrics.recall_evaluation(self.state.global_step, split,
-                                                after_checkpoint=split == "test" and not self.opts.final_test_is_val)
+        # The final test runs after the last checkpoint (one pass serving as validation too runs before it); the
+        # checkpoints of runs that tested before saving count it already: the line's time says which it was.
+        logged = self.metrics.recall_evaluation(self.state.global_step, split, checkpoint_time=self._saved_at)
         if all_gather_objects(logged is not None, self.ctx)[0]:  # rank 0 read the file: every rank does as it says
             self.metrics.info(f"its final {split} result at step {self.state.global_step} is in metrics.jsonl: "
                               "the summary reports it (nothing is evaluated again)")

@@ -604,6 +604,42 @@ def test_ctrl_c_in_the_final_test_keeps_the_last_epoch_and_the_rerun_only_tests(
     assert summary["last_checkpoint"] == str(out / "ckpt_epoch_1.pth")
 
 
+def test_a_finished_run_rerun_for_its_summary_counts_its_final_test_once(dataset, tmp_path):
+    """A finished run that lost its summary is summarised again from metrics.jsonl, counting the logged final test
+    as an evaluation when its last checkpoint was saved before it. Checkpoints of the earlier order (saved after
+    the final test) count it already: their reruns reported one evaluation too many."""
+    import torch
+
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TRAIN.AUTO_RESUME": True})
+    first = _run(tmp_path, opts)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["evaluations"] == 2  # the validation, the final test
+    val, test = [d["time"] for d in _lines(out) if d["kind"] == "eval"]
+    path = out / "ckpt_epoch_1.pth"
+    ckpt = torch.load(path, weights_only=True)
+    saved_at = ckpt.pop("saved_at", None)
+    assert ckpt["run_totals"]["evaluations"] == 1
+
+    def summarised_again() -> int:
+        (out / "summary.json").unlink()
+        rerun = _run(tmp_path, opts)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        assert "its final test result at step 4 is in metrics.jsonl" in rerun.stdout
+        return json.loads((out / "summary.json").read_text())["evaluations"]
+
+    assert summarised_again() == 2
+    # saved after the final test, counting it (the earlier order; no saved_at then: the file's time tells)
+    torch.save({**ckpt, "run_totals": {**ckpt["run_totals"], "evaluations": 2}}, path)
+    assert os.path.getmtime(path) > test
+    assert summarised_again() == 2
+    # saved before it without saved_at (this order before checkpoints recorded it)
+    torch.save(ckpt, path)
+    os.utime(path, ((val + test) / 2,) * 2)
+    assert summarised_again() == 2
+    assert saved_at is not None and val < saved_at < test
+
+
 def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files_beside_it(dataset, tmp_path):
     """--only_test moves the training's summary aside and wrote its own config.yaml as it started: a Ctrl-C during
     its test left OUTPUT's checkpoints and log described by the config of an evaluation that wrote nothing."""

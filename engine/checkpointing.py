@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from evautil.errors import CheckpointError
+from evautil.progress import counted
 from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write
 from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
 
@@ -253,15 +254,24 @@ def capture_rng() -> dict:
     return state
 
 
-def restore_rng(state: dict) -> None:
-    """Inverse of :func:`capture_rng`."""
+def restore_rng(state: dict) -> str:
+    """Inverse of :func:`capture_rng`. Returns "" when every state was restored, else what was not and why: the
+    CUDA states are per visible GPU, so a process that sees another number of GPUs than the one that saved them
+    (another CUDA_VISIBLE_DEVICES, a CPU) cannot take them, and its GPU random draws do not continue exactly."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    saved = len(state["cuda"]) if "cuda" in state else 0
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if saved and saved == seen:
         torch.cuda.set_rng_state_all(state["cuda"])
+    elif saved != seen:
+        return (f"the CUDA random states were saved by a process that saw {counted(saved, 'GPU')} and this one "
+                f"sees {counted(seen, 'GPU')}: they are not restored, so random draws on the GPU (drop path) do "
+                "not continue exactly")
+    return ""
 
 
 def checkpoint_files(output_dir: str) -> list[str]:

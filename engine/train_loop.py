@@ -460,7 +460,9 @@ class Trainer:
         self.state.schedule_offset = self.state.global_step - (
             self.state.epoch * self.opts.steps_per_epoch + self.state.step_in_epoch)
         if ckpt.get("rng") and same_world:
-            restore_rng(ckpt["rng"][r])
+            not_restored = restore_rng(ckpt["rng"][r])
+            if not_restored:
+                self.metrics.warn(f"resuming {path}: {not_restored}")
         elif ckpt.get("rng"):
             self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
                               "RNG streams are re-seeded, the run continues but not bit-exactly")

@@ -137,9 +137,26 @@ def test_rng_round_trip(tmp_path):
     random.seed(9)
     np.random.seed(9)
     torch.manual_seed(9)
-    restore_rng(torch.load(path, weights_only=True)["rng"])
+    assert restore_rng(torch.load(path, weights_only=True)["rng"]) == ""  # a CPU process: nothing left out
     got = (random.random(), np.random.rand(), torch.rand(2))
     assert got[0] == expect[0] and got[1] == expect[1] and torch.equal(got[2], expect[2])
+
+
+def test_cuda_random_states_of_another_gpu_count_are_named_not_dropped_silently(monkeypatch):
+    """The CUDA states are one per visible GPU: a resume that sees another number of GPUs skipped them without a
+    word, and its GPU random draws no longer continued exactly."""
+    state = capture_rng()
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 8  # saved by a process that saw 8 GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert restore_rng(state) == ("the CUDA random states were saved by a process that saw 8 GPUs and this one sees "
+                                  "1 GPU: they are not restored, so random draws on the GPU (drop path) do not "
+                                  "continue exactly")
+    assert restored == []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert restore_rng(state) == "" and restored == [state["cuda"]]
 
 
 def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path):

@@ -42,7 +42,8 @@ from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
 from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool,
-                             pool_processes, process_pool, result_unless_a_worker_dies, submit_to_pool)
+                             pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies,
+                             submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -128,7 +129,8 @@ class EncodedRoute:
 class HostDecodeRoute:
     """Decodes the sampled frames on the host, in ``workers`` processes (0: in the calling thread), for both CPU
     routes: DALI's CPU decoder for ``dali_cpu`` samples (on the GOPs they need when ``pack_gops``), PyAV for
-    ``pyav`` ones (``host_decode.py``). One pool serves both, so a mixed list starts ``workers`` processes.
+    ``pyav`` ones (``host_decode.py``). One pool serves both, so a mixed list starts ``workers`` processes (and
+    one more, kept from the first worker death on, for second tries: :meth:`submit_alone`).
 
     Separate processes decode in parallel with each other and with the graph (DALI runs a graph's CPU operators
     one at a time; PyAV holds the GIL while converting to RGB). Workers return plain arrays.
@@ -139,6 +141,7 @@ class HostDecodeRoute:
         self.pack_gops = pack_gops
         self._start_method = start_method
         self._pool: cf.Executor | None = None
+        self._alone: cf.Executor | None = None  # one worker for second tries (submit_alone), after a first death
 
     def _call(self, sample: Sample) -> tuple:
         v = sample.video
@@ -151,23 +154,43 @@ class HostDecodeRoute:
         fn, *args = self._call(sample)
         return self.source(sample, fn(*args))
 
+    def _new_pool(self, workers: int) -> cf.Executor:
+        pool = process_pool(workers, self._start_method) if workers > 0 else InlineExecutor()
+        pool.submit(int).result()
+        return pool
+
     def start(self) -> None:
         """Start the worker processes now (before DALI starts its threads)."""
         if self._pool is None:
-            self._pool = (process_pool(self._workers, self._start_method) if self._workers > 0
-                          else InlineExecutor())
-            self._pool.submit(int).result()
+            self._pool = self._new_pool(self._workers)
 
     def submit(self, sample: Sample) -> cf.Future:
         self.start()
+        return self._submit(self._pool, sample)  # type: ignore[arg-type]
+
+    def submit_alone(self, sample: Sample) -> cf.Future:
+        """A second try at ``sample``, whose worker died (maybe on another video: a pool's workers die with it), in
+        a pool of one worker that holds no other work: the feeder waits for each second try before the next, and
+        sends nothing else there. A death there is this video's own doing, never that of a video decoded beside
+        it. The pool is kept for later second tries; one whose idle worker was killed is replaced first."""
+        if self._workers <= 0:
+            return self.submit(sample)
+        if self._alone is not None and pool_lost_a_worker(self._alone):
+            abandon_pool(self._alone)
+            self._alone = None
+        if self._alone is None:
+            self._alone = self._new_pool(1)
+        return self._submit(self._alone, sample)
+
+    def _submit(self, pool: cf.Executor, sample: Sample) -> cf.Future:
         try:
-            fut = submit_to_pool(self._pool, *self._call(sample))  # type: ignore[arg-type]
+            fut = submit_to_pool(pool, *self._call(sample))
         except cf.BrokenExecutor as e:
             # A worker died since the last submission: hand the breakage over through the future, where the
             # feeder restarts the pool and redoes the work (as for a worker that dies while decoding).
             fut = cf.Future()
             fut.set_exception(e)
-        fut.pool = self._pool  # type: ignore[attr-defined]  # which pool to restart if this future breaks
+        fut.pool = pool  # type: ignore[attr-defined]  # which pool to restart if this future breaks
         return fut
 
     def source(self, sample: Sample, result: Any) -> DecodedSource:
@@ -180,17 +203,23 @@ class HostDecodeRoute:
         return DecodedSource(video=result)
 
     def worker_pids(self) -> list[int]:
-        """Process ids of the running decode workers (none before the first submission or with 0 workers)."""
-        return sorted(p.pid for p in pool_processes(self._pool))
+        """Process ids of the running decode workers, the one for second tries included (none before the first
+        submission or with 0 workers)."""
+        return sorted(p.pid for pool in (self._pool, self._alone) for p in pool_processes(pool))
 
     def restart_pool(self, broken: cf.Future) -> bool:
-        """Abandon the pool ``broken`` came from, if it is the current one (a worker died); the next submission
+        """Abandon the pool ``broken`` came from, if it is a current one (a worker died); the next submission
         starts a new pool. The old pool's other futures carry the same breakage and are redone by the feeder,
         one by one, without restarting the new pool again. True when this call restarted the pool."""
         pool = getattr(broken, "pool", None)
-        if pool is None or pool is not self._pool:
+        if pool is None:
             return False
-        self._pool = None
+        if pool is self._pool:
+            self._pool = None
+        elif pool is self._alone:
+            self._alone = None
+        else:
+            return False
         abandon_pool(pool)
         return True
 
@@ -198,8 +227,9 @@ class HostDecodeRoute:
         """End the decode workers (``wait``: and return once they are gone). Decodes in flight are not waited
         for: nobody takes their results, and one may never end (a decoder that hangs, a file system that stopped
         answering), which kept a stopped run from ending."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        pools = [p for p in (self._pool, self._alone) if p is not None]
+        self._pool = self._alone = None
+        for pool in pools:
             manager = getattr(pool, "_executor_manager_thread", None)  # private: it reaps the killed workers
             abandon_pool(pool)
             if wait and manager is not None:
@@ -351,11 +381,12 @@ class Feeder:
                 except ResultOverdue:
                     s = self._overdue(s, route, fut, pending.number)
                 except cf.CancelledError:  # queued on a pool that was replaced meanwhile: submitted anew
-                    fut = route.submit(s)
+                    fut = route.submit_alone(s) if retried else route.submit(s)
                     continue
                 except cf.BrokenExecutor as e:
-                    # A worker process died (FFmpeg crashed, the OOM killer): start a new pool and retry once; a
-                    # video that kills the pool twice is quarantined.
+                    # A worker process died (FFmpeg crashed, the OOM killer), maybe on another video in its pool:
+                    # start a new pool and try this video again, alone; one that kills that worker too is
+                    # quarantined. A second try beside other work could die of another video and convict this one.
                     if route.restart_pool(fut):
                         self.schedule.stats["worker_restarts"] += 1
                     self._pool_deaths += 1
@@ -365,9 +396,10 @@ class Feeder:
                     _drop_frames(e)
                     if not retried:
                         retried = True
-                        fut = route.submit(s)
+                        fut = route.submit_alone(s)
                         continue
-                    s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it")
+                    s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it, the "
+                                              "second time alone")
                 except (OSError, BadVideoError, ValueError, RuntimeError) as e:
                     _drop_frames(e)
                     moved = (self._reroute(s, str(e)) if isinstance(e, DaliDecodeError) and self._reroute

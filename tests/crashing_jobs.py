@@ -36,6 +36,14 @@ def stalling_probe_job(job: tuple):
     return probe_job(job)
 
 
+def decode_indexed_frames(path: str, *args):
+    """``pyav_io.decode_indexed_frames`` (the original: the worker's module is not patched)."""
+    from dali_pipelines.pyav_io import decode_indexed_frames
+
+    _crash_on_marked(path)
+    return decode_indexed_frames(path, *args)
+
+
 def reencode_job(args: tuple):
     from tools.kinetics.reencode import _reencode_job
 

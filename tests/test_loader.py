@@ -797,6 +797,104 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
     assert schedule.stats["worker_restarts"] == 1 and calls == {0: 2, 1: 2}
 
 
+def _crash_samples(tmp_path, names):
+    """One PyAV-route sample per file named, each a small real video; a name holding ``crashing_jobs.CRASH_MARK``
+    crashes its decode worker (SIGSEGV, as FFmpeg on a damaged file) once ``_crashing_decodes`` is in place."""
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.pyav_encode import write_video
+    from dali_pipelines.routing import PYAV
+    from tests.video_fixtures import pattern_frames
+
+    samples = []
+    for row, name in enumerate(names):
+        path = str(tmp_path / name)
+        write_video(path, pattern_frames(8, 32, 24, seed=row), codec="vp9", gop=4)
+        st = os.stat(path)
+        video = VideoRef(row, path, 0, 8, 32, 24, "vp9", st.st_size, st.st_mtime_ns)
+        samples.append(Sample(video, PYAV, np.arange(0, 8, 2), params=None))
+    return samples
+
+
+def _crashing_decodes(monkeypatch):
+    from dali_pipelines import feeder
+    from tests import crashing_jobs
+
+    monkeypatch.setattr(feeder, "decode_indexed_frames", crashing_jobs.decode_indexed_frames)  # imported by name
+
+
+def test_a_video_retried_beside_another_crasher_is_not_quarantined(tmp_path, monkeypatch):
+    """Two videos that crash their decode worker, a good one between them, one worker, one batch decoded ahead. The
+    first crasher's death takes the good video's decode with it, and the good video is tried again. That second try
+    went to the new pool behind the second crasher's decode (queued there for the next batch) and died with it: the
+    good video was quarantined for good, "the decoding worker process died twice on it" (and the deaths in a row
+    then ended the run). A second try runs in a worker of its own: only the crashers are quarantined, each having
+    died twice, the second time alone, and the good videos come out with their own frames."""
+    from dali_pipelines.feeder import Feeder, HostDecodeRoute
+    from dali_pipelines.pyav_io import decode_indexed_frames
+    from dali_pipelines.routing import PYAV
+    from tests.crashing_jobs import CRASH_MARK
+
+    samples = _crash_samples(tmp_path, [f"first_{CRASH_MARK}.webm", "good_a.webm", f"second_{CRASH_MARK}.webm",
+                                        "good_b.webm"])
+    paths = [s.video.path for s in samples]
+    expected = {s.video.path: decode_indexed_frames(s.video.path, s.frames, s.video.size, s.video.mtime_ns)
+                for s in samples[1::2]}
+    _crashing_decodes(monkeypatch)
+    route = HostDecodeRoute(workers=1)
+    schedule = _FeederSchedule([[s] for s in samples])
+    feeder = Feeder(schedule, {PYAV: route}, 0, lookahead=1)
+    delivered, error = [], None
+    try:
+        while True:
+            try:
+                batch = feeder.peek()
+            except StopIteration:
+                break
+            delivered.append((batch.number, batch.samples[0].video.path,
+                              feeder._parts["host"].popleft()[0].source.video))
+            feeder.inflight.popleft()
+    except RuntimeError as e:  # the deaths in a row: checked after the quarantines, which show whom it blamed
+        error = e
+    finally:
+        route.close()
+    alone = "the decoding worker process died twice on it, the second time alone"
+    assert schedule.replaced == [(paths[0], 0, alone, True), (paths[2], 2, alone, True)], schedule.replaced
+    assert error is None, error
+    assert [(n, p) for n, p, _ in delivered] == [(1, paths[1]), (3, paths[3])]
+    for _, path, video in delivered:
+        assert np.array_equal(video, expected[path])
+
+
+def test_a_second_try_is_not_lost_to_its_worker_killed_while_idle(tmp_path, monkeypatch):
+    """The worker kept for second tries is killed while it waits for the next one (as by the OOM killer): the next
+    second try gets a new worker and decodes, where submitting it to the dead pool would fail it unrun, and the
+    feeder would quarantine its video as one that died twice."""
+    import signal
+    import time
+
+    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.pyav_io import decode_indexed_frames
+    from evautil.workers import pool_lost_a_worker, result_unless_a_worker_dies
+
+    (s,) = _crash_samples(tmp_path, ["good.webm"])
+    expected = decode_indexed_frames(s.video.path, s.frames, s.video.size, s.video.mtime_ns)
+    route = HostDecodeRoute(workers=1)
+    try:
+        first = route.submit_alone(s)
+        assert np.array_equal(result_unless_a_worker_dies(first.pool, first), expected)
+        (pid,) = route.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not pool_lost_a_worker(first.pool) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool_lost_a_worker(first.pool)
+        again = route.submit_alone(s)
+        assert again.pool is not first.pool
+        assert np.array_equal(result_unless_a_worker_dies(again.pool, again), expected)
+    finally:
+        route.close()
+
+
 _READ_FOR_EVER = """
 import sys
 import numpy as np

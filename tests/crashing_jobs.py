@@ -12,6 +12,9 @@ import time
 CRASH_MARK = "crashes"
 # Files whose name contains this are re-encoded forever (a long video still encoding when the run is stopped).
 STALL_MARK = "stalls"
+# A time limit that every job which does answer meets, also on a loaded machine, while a stalled one never answers.
+# A fresh worker's first answer (its imports) took 2 s with a load of 10 on 2 cores; 0.5 s failed at a load of 5.
+ANSWERS_WITHIN_S = 5.0
 
 
 def _crash_on_marked(path: str) -> None:

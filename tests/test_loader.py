@@ -554,8 +554,11 @@ def test_a_video_whose_decode_does_not_end_is_left_out_of_this_run_only(tmp_path
 
     root = str(tmp_path)
     lst = make_clip_dataset(root, [24, 30, 26, 33, 28])
+    # The other videos decode within the limit on a loaded machine too, also in the workers started anew: a fresh
+    # worker's first video (its imports, DALI's pipeline) took more than 5 s with a load of 12 on 2 cores.
+    limit = 30.0
     cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": decoder, "DATA.NUM_WORKERS": 2,
-                                           "TEST.BATCH_SIZE": 1, "DATA.VIDEO_TIMEOUT_S": 2.0})
+                                           "TEST.BATCH_SIZE": 1, "DATA.VIDEO_TIMEOUT_S": limit})
     reference = build_loader(cfg, "test")
     expected = {r: v.clone() for b in reference for r, v in zip(b["index"].tolist(), b["video"])}
     reference.close()
@@ -571,7 +574,7 @@ def test_a_video_whose_decode_does_not_end_is_left_out_of_this_run_only(tmp_path
         assert torch.equal(got[r], expected[r])
     assert loader.stats["skipped_videos"] == 1 and loader.stats["worker_restarts"] >= 1
     (line,) = loader.stats["skipped"]
-    assert line.startswith(stuck.path) and "did not decode within DATA.VIDEO_TIMEOUT_S = 2 s" in line, line
+    assert line.startswith(stuck.path) and f"did not decode within DATA.VIDEO_TIMEOUT_S = {limit:g} s" in line, line
     assert "left out of this run only" in line
     with open(loader.index.quarantine_path, encoding="utf-8") as f:
         assert f.read().startswith(stuck.rel_path + "\t")
@@ -594,7 +597,7 @@ def test_videos_that_do_not_decode_in_time_three_in_a_row_end_the_run(tmp_path):
     cfg = small_cfg(root, val_list=lst, **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 1,
                                            "TEST.BATCH_SIZE": 1, "DATA.VIDEO_TIMEOUT_S": 1.0})
     loader = build_loader(cfg, "test")
-    for row in (1, 2, 3):
+    for row in (0, 1, 2):  # the first ones: no video before them has to decode within the short limit
         _stuck(loader.index.entries[row].path)
         loader.index.infos[row] = dataclasses.replace(loader.index.infos[row], size=0, mtime_ns=0)
     rows = []
@@ -602,8 +605,8 @@ def test_videos_that_do_not_decode_in_time_three_in_a_row_end_the_run(tmp_path):
     with pytest.raises(RuntimeError, match=limit) as e:
         for b in loader:
             rows += b["index"].tolist()
-    assert loader.index.entries[3].path in str(e.value)
-    assert set(rows) <= {0} and loader.stats["skipped_videos"] == 2  # the graphs prefetch: batch 0 may not be out
+    assert loader.index.entries[2].path in str(e.value)
+    assert rows == [] and loader.stats["skipped_videos"] == 2
     loader.close()
 
 

@@ -64,16 +64,17 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         raise
 
 
-def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> dict | None:
-    """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating OUTPUT's newest checkpoint) OUTPUT's checkpoints, that this
-    run would read but cannot use (unreadable, damaged, of the wrong kind; to be evaluated, with a head of another
-    class count: :func:`models.checkpoint.head_mismatch`) fail here, before anything is written to OUTPUT, with the
-    error its load would raise; tensors are not loaded (memory-mapped), and the load that follows
-    does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
+def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> tuple[str, dict] | None:
+    """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating or resuming OUTPUT's newest checkpoint) OUTPUT's
+    checkpoints, that this run would read but cannot use (unreadable, damaged, of the wrong kind; to be evaluated,
+    with a head of another class count: :func:`models.checkpoint.head_mismatch`) fail here, before anything is
+    written to OUTPUT, with the error its load would raise; tensors are not loaded (memory-mapped), and the load
+    that follows does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
     MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
     is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
-    the load). Returns a training run's ``--resume`` checkpoint as read (memory-mapped) for
-    :func:`check_weights_fit_model` and the config checks (parsed once for them all), else None."""
+    the load). Returns the checkpoint a training run resumes (``--resume``, else with TRAIN.AUTO_RESUME OUTPUT's
+    newest loadable one) as (path, state read memory-mapped) for :func:`check_weights_fit_model` and the config
+    checks (parsed once for them all), else None."""
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
@@ -82,7 +83,9 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> dict | None:
     if resume and cfg.TEST.ONLY_TEST:
         check_checkpoint(resume, fetch_hub, **_head_of(cfg))  # any weights file: ours, a released one, safetensors
     elif resume:
-        resumed = load_resumable(resume, mmap=True)
+        resumed = resume, load_resumable(resume, mmap=True)
+    elif cfg.TRAIN.AUTO_RESUME and not cfg.TEST.ONLY_TEST:  # raises when all are damaged; the trainer names each
+        resumed = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
     elif scored:
         latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # raises when all are damaged
         if latest:
@@ -92,15 +95,16 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> dict | None:
     return resumed
 
 
-def check_weights_fit_model(cfg, model, resume: str, resumed: dict | None = None, fetch_hub: bool = True) -> None:
+def check_weights_fit_model(cfg, model, resume: str, resumed: tuple[str, dict] | None = None,
+                            fetch_hub: bool = True) -> None:
     """The weights this run starts from, against ``model`` (built on the meta device) by their names and shapes,
     so that what their load would refuse after the lists are indexed (hours, for a first build) is refused now:
     a checkpoint to resume that holds another model (a model or class count changed with
     TRAIN.ALLOW_CONFIG_CHANGE), weights to evaluate that leave a parameter unset or a trained layer unused
     (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
-    the files that cannot be read and read a training ``--resume`` file (``resumed``: not parsed again); an
+    the files that cannot be read and read the checkpoint a training run resumes (``resumed``); an
     ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
-    from engine.checkpointing import Checkpointer, check_same_model, load_resumable
+    from engine.checkpointing import check_same_model
     from models.checkpoint import weights_fit
 
     choice = runner.weights_to_load(cfg, None, resume)
@@ -110,12 +114,8 @@ def check_weights_fit_model(cfg, model, resume: str, resumed: dict | None = None
         runner.check_weights_fit(cfg, choice, missing, lacked)
     if cfg.TEST.ONLY_TEST:
         return
-    if resume:
-        check_same_model(model, resumed if resumed is not None else load_resumable(resume, mmap=True), resume)
-    elif cfg.TRAIN.AUTO_RESUME:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
-        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
-        if latest:
-            check_same_model(model, latest[1], latest[0])
+    if resumed is not None:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
+        check_same_model(model, resumed[1], resumed[0])
 
 
 def _source_grid(cfg, choice: runner.WeightsChoice, model):

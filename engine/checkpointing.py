@@ -116,10 +116,11 @@ def check_output_dir(path: str) -> None:
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu",
-                    mmap: bool = False) -> dict:
+                    mmap: bool = False, parsed: Any = None) -> dict:
     """Load one of our checkpoints (weights_only) and check that it holds ``required`` keys. ``mmap``: a check
     before the run writes anything: the tensors stay on disk (memory-mapped), and the file, found intact, is not
-    read again for its CRC-32 when it is loaded.
+    read again for its CRC-32 when it is loaded. ``parsed``: the file as already read memory-mapped (for its
+    order, :meth:`Checkpointer.find_latest`), taken once it passes the CRC-32 check instead of parsing it again.
 
     Raises:
         CheckpointError: the file is missing, truncated, changed on disk after it was written (a record fails its
@@ -134,7 +135,8 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
         raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
     try:
         # (torch memory-maps zip archives only; anything else is read whole, to name what it is)
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+        state = parsed if parsed is not None else torch.load(path, map_location=map_location, weights_only=True,
+                                                             mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # truncated zip, bad pickle, disallowed globals: all mean "unusable"
         refused = _GLOBAL_RE.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if refused:
@@ -324,8 +326,12 @@ class Checkpointer:
 
     def candidates(self) -> list[str]:
         """Rotating checkpoints in the directory, newest (highest optimizer step, epoch end first) first."""
-        found = [(self._order_key(path), path) for path in checkpoint_files(self.output_dir)]
-        return [p for _, p in sorted(found, reverse=True)]
+        return [path for path, _ in self._ordered()]
+
+    def _ordered(self) -> list[tuple[str, Any]]:
+        """:meth:`candidates`, each with the file as read (memory-mapped) for its order; None when unreadable."""
+        found = [(self._parse_order(path), path) for path in checkpoint_files(self.output_dir)]
+        return [(path, state) for (_, state), path in sorted(found, key=lambda f: (f[0][0], f[1]), reverse=True)]
 
     def newer_than(self, path: str) -> list[str]:
         """The rotating checkpoints in the directory that rank above ``path`` (a later step), newest first."""
@@ -383,16 +389,22 @@ class Checkpointer:
     @staticmethod
     def _read_order(path: str) -> tuple[tuple[int, int], bool]:
         """:meth:`_order_key` and whether the file's header could be read at all."""
+        key, state = Checkpointer._parse_order(path)
+        return key, state is not None
+
+    @staticmethod
+    def _parse_order(path: str) -> tuple[tuple[int, int], Any]:
+        """:meth:`_order_key` and the file as read for it (memory-mapped), None when it could not be read."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return (int(state["global_step"]), int(bool(state.get("epoch_complete")))), True
+            return (int(state["global_step"]), int(bool(state.get("epoch_complete")))), state
         except Exception:
             # Damaged: rank it by its name so it is still tried (and reported) in a sensible place.
             named = _NAME_RE.match(os.path.basename(path))
             if named is None:  # not a rotating checkpoint's name (e.g. an explicit --resume file)
-                return (-1, 0), False
+                return (-1, 0), None
             kind, num = named.groups()
-            return ((int(num), 0) if kind == "step" else (-1, 0)), False
+            return ((int(num), 0) if kind == "step" else (-1, 0)), None
 
     def _rotate(self) -> None:
         # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
@@ -427,11 +439,11 @@ class Checkpointer:
         none is usable, CheckpointError is raised: a run must never silently start over. ``mmap``: check without
         reading the tensors into memory (see ``load_checkpoint``).
         """
-        candidates = self.candidates()
+        candidates = self._ordered()
         errors = []
-        for path in candidates:
-            try:
-                return path, load_checkpoint(path, mmap=mmap)
+        for path, parsed in candidates:
+            try:  # memory-mapped, the parse that ordered it serves (a parse costs per tensor: thousands for EVA-g)
+                return path, load_checkpoint(path, mmap=mmap, parsed=parsed if mmap else None)
             except CheckpointError as e:
                 errors.append(str(e))
                 self.damaged.add(os.path.realpath(path))

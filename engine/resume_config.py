@@ -70,10 +70,10 @@ def saved_config(path: str, state: Any = None) -> tuple[str, bool] | None:
     return (state["config"], bool(state["epoch_complete"])) if state.get("config") else None
 
 
-def check_resume_config(cfg: Any, resume: str = "", resumed: dict | None = None) -> str:
+def check_resume_config(cfg: Any, resume: str = "", resumed: tuple[str, dict] | None = None) -> str:
     """Compare ``cfg`` with the config of the checkpoint this run would resume (``resume``, else with
-    TRAIN.AUTO_RESUME the newest loadable one in OUTPUT). ``resumed``: ``resume`` as the checks before it already
-    read it (``engine.checkpointing.load_resumable``), not parsed again.
+    TRAIN.AUTO_RESUME the newest loadable one in OUTPUT). ``resumed``: that checkpoint as (path, state) the checks
+    before already read it (``wiring.check_weight_files``), not parsed again.
 
     Returns "" when nothing that defines the run changed, else (TRAIN.ALLOW_CONFIG_CHANGE on) a warning that
     lists the changes.
@@ -82,14 +82,16 @@ def check_resume_config(cfg: Any, resume: str = "", resumed: dict | None = None)
         ConfigError: keys that define the run differ and TRAIN.ALLOW_CONFIG_CHANGE is off; or SEED differs from
             a mid-epoch checkpoint's (its data position belongs to the old seed's order) even with it on.
     """
-    if resume:
+    if resumed is not None:
+        candidates = [resumed[0]]
+    elif resume:
         candidates = [resume]
     elif cfg.TRAIN.AUTO_RESUME:
         candidates = Checkpointer(cfg.OUTPUT, writer=False).candidates()
     else:
         return ""
     for path in candidates:
-        saved = saved_config(path, resumed if resume else None)
+        saved = saved_config(path, resumed[1] if resumed is not None else None)
         if saved is not None:
             break
     else:

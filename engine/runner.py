@@ -189,11 +189,12 @@ class Run:
 
 
 def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
-             resumed: dict | None = None) -> MetricLogger:
+             resumed: tuple[str, dict] | None = None) -> MetricLogger:
     """Seed the process, check the precision fits the device, and open the run's logger (a training run's writes
     config.yaml; an evaluation's is written with its results, :func:`only_test`). ``resume_note``: why the run
     resumes another checkpoint than the one named (:func:`resume_point`).
-    ``resumed``: the ``resume`` checkpoint as already read (memory-mapped), so that its config is not parsed again."""
+    ``resumed``: the checkpoint the run resumes as (path, state) already read (memory-mapped), so that its config
+    is not parsed again."""
     dist_utils.seed_everything(cfg.SEED + ctx.rank)
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)  # one the device cannot run fails here
     # A resume with a changed config fails here too, before config.yaml is rewritten with what would not run.
@@ -226,7 +227,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
     return metrics
 
 
-def _set_aside_earlier_files(cfg, resume: str, resumed: dict | None = None) -> str:
+def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None = None) -> str:
     """Before anything of this run is written to OUTPUT, move aside what another run (or attempt) left there that
     this one would mix with, rotate away or overwrite; returns the warning saying so ("" when nothing moved).
 
@@ -237,8 +238,8 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: dict | None = None) -> s
       run supersedes (they would outrank its own, and TRAIN.AUTO_RESUME would later pick them);
     - an evaluate-only run: the results it would overwrite (e.g. the training run's summary.json).
     Files this run reads (``--resume``, MODEL.PRETRAINED) never move; nothing moves for a ``--resume`` file that is
-    not a resumable checkpoint (``wiring.check_weight_files`` named it before this runs). ``resumed``: ``resume``
-    as that check read it (not parsed again).
+    not a resumable checkpoint (``wiring.check_weight_files`` named it before this runs). ``resumed``: (``resume``,
+    its state) as that check read it (not parsed again).
     """
     out = cfg.OUTPUT
     reads = [resume, cfg.MODEL.PRETRAINED]
@@ -248,7 +249,7 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: dict | None = None) -> s
     elif starts_fresh(out, resume, cfg.TRAIN.AUTO_RESUME):
         moved = move_earlier_run(out, keep=reads)
         why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
-    elif resume and saved_config(resume, resumed) is None:
+    elif resume and saved_config(resume, resumed[1] if resumed is not None else None) is None:
         return ""
     elif resume and not _same_path(os.path.dirname(os.path.abspath(resume)), out):
         moved, why = move_earlier_run(out, keep=reads), f"this run continues {resume}, a checkpoint from elsewhere"

@@ -228,3 +228,33 @@ def test_a_resume_file_is_parsed_once_for_the_checks_and_once_to_resume(dataset,
     assert train.main(["--cfg", DEMO, "--resume", resumed, "--opts", *elsewhere]) == 0
     assert loads == ["mmap", "whole"], loads
     assert json.loads((tmp_path / "next" / "summary.json").read_text())["optimizer_steps"] == 6
+
+
+def test_an_automatic_resume_parses_its_checkpoint_once_for_the_checks(dataset, tmp_path, monkeypatch):
+    """With TRAIN.AUTO_RESUME and no --resume, OUTPUT's newest checkpoint was parsed six times, memory-mapped, before
+    the load that resumes it: for its order among the checkpoints and its config (before indexing and again as the
+    run's log opens), and for its order and its model check. The checks share one parse, which also orders it; the
+    resume orders the checkpoints again (one more parse) and loads the newest whole."""
+    import torch
+
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    newest = str(out / "ckpt_epoch_1.pth")
+    loads: list[str] = []
+    load = torch.load
+
+    def counted(f, *args, **kwargs):
+        if str(f) == newest:
+            loads.append("mmap" if kwargs.get("mmap") else "whole")
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    more = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *more]) == 0
+    assert loads == ["mmap"], loads
+    loads.clear()
+    assert train.main(["--cfg", DEMO, "--opts", *more]) == 0
+    # (then the checkpoint of epoch 2 rotates the checkpoints: each is parsed for its order)
+    assert loads == ["mmap", "mmap", "whole", "mmap"], loads
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 6 and summary["resumed_from"] == newest, summary

@@ -202,25 +202,31 @@ def test_a_start_reads_the_checkpoint_it_continues_or_scores_once_for_its_crcs(d
     assert parsed == [resumed, resumed], parsed
 
 
+def _parses_of(path: str, monkeypatch) -> list[str]:
+    """A list that gets "mmap" or "whole" for each torch.load of ``path`` from now on."""
+    import torch
+
+    loads: list[str] = []
+    load = torch.load
+
+    def counted(f, *args, **kwargs):
+        if str(f) == path:
+            loads.append("mmap" if kwargs.get("mmap") else "whole")
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    return loads
+
+
 def test_a_resume_file_is_parsed_once_for_the_checks_and_once_to_resume(dataset, tmp_path, monkeypatch):
     """The config checks (before indexing, again as the run's log opens, and whether the earlier run's files move
     aside) each parsed the --resume file once more, memory-mapped (about 0.1 s each for a 380 MB checkpoint of
     1,440 tensors, more with more tensors), and so did resume_point with nothing in OUTPUT to compare it with. The
     checks share the one parse of the file's check, and the resume loads it once."""
-    import torch
-
     out = tmp_path / "out"
     assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
     resumed = str(out / "ckpt_epoch_1.pth")
-    loads: list[str] = []
-    load = torch.load
-
-    def counted(f, *args, **kwargs):
-        if str(f) == resumed:
-            loads.append("mmap" if kwargs.get("mmap") else "whole")
-        return load(f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", counted)
+    loads = _parses_of(resumed, monkeypatch)
     elsewhere = _opts(dataset, tmp_path / "next", "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
     assert train.main(["--cfg", DEMO, "--dry-run", "--resume", resumed, "--opts", *elsewhere]) == 0
     assert loads == ["mmap"], loads
@@ -235,20 +241,10 @@ def test_an_automatic_resume_parses_its_checkpoint_once_for_the_checks(dataset, 
     the load that resumes it: for its order among the checkpoints and its config (before indexing and again as the
     run's log opens), and for its order and its model check. The checks share one parse, which also orders it; the
     resume orders the checkpoints again (one more parse) and loads the newest whole."""
-    import torch
-
     out = tmp_path / "out"
     assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
     newest = str(out / "ckpt_epoch_1.pth")
-    loads: list[str] = []
-    load = torch.load
-
-    def counted(f, *args, **kwargs):
-        if str(f) == newest:
-            loads.append("mmap" if kwargs.get("mmap") else "whole")
-        return load(f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", counted)
+    loads = _parses_of(newest, monkeypatch)
     more = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
     assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *more]) == 0
     assert loads == ["mmap"], loads

@@ -641,7 +641,9 @@ class MetricLogger:
         if last is not None:
             out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last.get("top5"),
                         "final_mean_class_top1": last.get("mean_class_top1"),
-                        "final_num_videos": last["num_videos"], "final_views": last["views"]})
+                        "final_num_videos": last["num_videos"], "final_views": last["views"],
+                        "final_num_clip": last.get("num_clip"), "final_num_crop": last.get("num_crop"),
+                        "final_checkpoint": last.get("checkpoint")})
         out.update(extra)
         if self.is_main:  # whole or not at all: a reader (or a rerun) must never find half a summary
             atomic_write_text(os.path.join(self.output_dir, "summary.json"), json.dumps(out, indent=2))

@@ -519,7 +519,8 @@ class Trainer:
 
     def run_eval(self, loader: Any, split: str, epoch: int | None, checkpoint: str | None = None) -> dict[str, Any]:
         """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result.
-        ``checkpoint``: the file the evaluated weights were loaded from, untrained since (for the eval line)."""
+        ``checkpoint``: the file that holds the evaluated weights, loaded from it or saved to it, untrained since
+        (for the eval line)."""
         return evaluate_and_log(self.eval_model(), loader, self.ctx, self.metrics, split=split,
                                 num_classes=self.opts.num_classes,
                                 class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
@@ -624,7 +625,10 @@ class Trainer:
         """The final multi-view test (None without one); ``validation`` is it when one pass served both."""
         if not self._has_final_test():
             return None
-        return validation if self.opts.final_test_is_val else self.run_eval(self.make_test_loader(), "test", epoch)
+        if self.opts.final_test_is_val:
+            return validation
+        # The weights tested are those of the last epoch's checkpoint, written just before: its line names it
+        return self.run_eval(self.make_test_loader(), "test", epoch, self.state.last_checkpoint)
 
     def evaluate_finished(self) -> dict[str, Any]:
         """For a run resumed after its last epoch whose summary is missing (the attempt ended between its last

@@ -246,7 +246,11 @@ def test_multiview_final_test(dataset, tmp_path):
     # EVAL_FREQ 0: the last epoch's validation (1x1, what best is chosen on), then the 2x3 final test
     last_val, test = [d for d in _lines(out) if d["kind"] == "eval"]
     assert (last_val["split"], last_val["views"], test["split"], test["views"]) == ("val", 1, "test", 6)
+    # the final test scores the weights of the last epoch's checkpoint, saved just before it: its line names it
+    assert (last_val["checkpoint"], test["checkpoint"]) == (None, str(out / "ckpt_epoch_1.pth"))
     summary = json.loads((out / "summary.json").read_text())
+    assert (summary["final_num_clip"], summary["final_num_crop"], summary["final_checkpoint"]) == (
+        2, 3, str(out / "ckpt_epoch_1.pth"))
     assert (summary["best_top1"], summary["final_top1"]) == (last_val["top1"], test["top1"])
     assert test["num_videos"] == 8
     assert (test["listed_videos"], test["bad_at_index"]) == (9, 1)

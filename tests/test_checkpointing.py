@@ -423,8 +423,11 @@ def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_r
         trainer.state.step_in_epoch = 5
         return {"loss": 1.0, "steps": 5}
 
-    def run_eval(loader, split, epoch):
+    tested = []
+
+    def run_eval(loader, split, epoch, checkpoint=None):
         order.append((split, epoch + 1))
+        tested.append(checkpoint)
         return {"split": split, "top1": next(scores[split])}
 
     monkeypatch.setattr(train_loop, "train_one_epoch", train_one_epoch)
@@ -439,6 +442,8 @@ def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_r
     trainer.metrics.close()
     assert order == [("val", 1), ("best", 1), ("ckpt", 1), ("val", 2), ("best", 2), ("ckpt", 2),
                      ("val", 3), ("ckpt", 3), ("test", 3)]  # the final test after the last checkpoint
+    # ... whose weights it scores: its line names that file (the validations score the weights being trained)
+    assert tested == [None, None, None, str(tmp_path / "ckpt_epoch_3.pth")], tested
     assert (result["best_top1"], result["best_epoch"], result["final"]["top1"]) == (83.0, 2, 85.0)
     assert torch.load(tmp_path / "best.pth", weights_only=True)["top1"] == 83.0
 
@@ -680,7 +685,7 @@ def _one_epoch_trainer(out: str, loader: _PositionLoader):
     t.scheduler = _ConstantSchedule()
     t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 1, 2, False
     t.train_loader = loader
-    t.run_eval = lambda loader, split, epoch: {"split": split, "top1": 50.0}
+    t.run_eval = lambda loader, split, epoch, checkpoint=None: {"split": split, "top1": 50.0}
     return t
 
 
@@ -764,7 +769,7 @@ def test_a_best_pth_newer_than_the_resumed_checkpoint_stays_the_best_to_beat(tmp
         t.opts.final_test = False
         t.train_loader = type("Loader", (), {"set_epoch": lambda self, epoch: None})()
         evals = iter(scores)
-        t.run_eval = lambda loader, split, epoch: {"split": split, "top1": next(evals)}
+        t.run_eval = lambda loader, split, epoch, checkpoint=None: {"split": split, "top1": next(evals)}
         save = t.checkpointer.save
 
         def save_or_die(state):

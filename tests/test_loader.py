@@ -787,17 +787,24 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
     feeder = Feeder(schedule, {PYAV: route}, 0, lookahead=1, wait_limit_s=5.0)
     delivered = []
     try:
-        while True:
-            try:
-                batch = feeder.peek()
-            except StopIteration:
-                break
-            delivered.append((batch.number, feeder._parts["host"].popleft()[0].source.video.shape[0]))
-            feeder.inflight.popleft()
+        for batch, video in _drain(feeder):
+            delivered.append((batch.number, video.shape[0]))
     finally:
         route.close(wait=False)
     assert killed and schedule.replaced == [] and delivered == [(0, 1), (1, 2)], schedule.replaced
     assert schedule.stats["worker_restarts"] == 1 and calls == {0: 2, 1: 2}
+
+
+def _drain(feeder):
+    """Each batch a Feeder delivers until the schedule ends, with its first host-decoded sample's frames, taking
+    each off the feeder as DALI's external source would."""
+    while True:
+        try:
+            batch = feeder.peek()
+        except StopIteration:
+            return
+        yield batch, feeder._parts["host"].popleft()[0].source.video
+        feeder.inflight.popleft()
 
 
 def _crash_samples(tmp_path, names):
@@ -848,14 +855,8 @@ def test_a_video_retried_beside_another_crasher_is_not_quarantined(tmp_path, mon
     feeder = Feeder(schedule, {PYAV: route}, 0, lookahead=1)
     delivered, error = [], None
     try:
-        while True:
-            try:
-                batch = feeder.peek()
-            except StopIteration:
-                break
-            delivered.append((batch.number, batch.samples[0].video.path,
-                              feeder._parts["host"].popleft()[0].source.video))
-            feeder.inflight.popleft()
+        for batch, video in _drain(feeder):
+            delivered.append((batch.number, batch.samples[0].video.path, video))
     except RuntimeError as e:  # the deaths in a row: checked after the quarantines, which show whom it blamed
         error = e
     finally:

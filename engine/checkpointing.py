@@ -384,13 +384,7 @@ class Checkpointer:
     @staticmethod
     def _order_key(path: str) -> tuple[int, int]:
         """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""
-        return Checkpointer._read_order(path)[0]
-
-    @staticmethod
-    def _read_order(path: str) -> tuple[tuple[int, int], bool]:
-        """:meth:`_order_key` and whether the file's header could be read at all."""
-        key, state = Checkpointer._parse_order(path)
-        return key, state is not None
+        return Checkpointer._parse_order(path)[0]
 
     @staticmethod
     def _parse_order(path: str) -> tuple[tuple[int, int], Any]:
@@ -423,8 +417,9 @@ class Checkpointer:
         # Only checkpoints that can be resumed from count as kept: a damaged one (say, beyond the step this attempt
         # fell back to) would otherwise take a place and have the last good one deleted. Damaged files are left
         # for their owner to look at; find_latest skips them.
-        found = [(self._read_order(path), path) for path in checkpoint_files(self.output_dir)]
-        usable = [path for (key, readable), path in sorted(found, reverse=True)
+        found = [(key, state is not None, path) for path in checkpoint_files(self.output_dir)
+                 for key, state in [self._parse_order(path)]]
+        usable = [path for key, readable, path in sorted(found, reverse=True)
                   if readable and os.path.realpath(path) not in self.damaged]
         for old in usable[self.keep_last:]:
             try:

@@ -41,6 +41,7 @@ from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
+from .timed_reader import overdue_in_a_row, overdue_reason
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool,
                              pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies,
                              submit_to_pool)
@@ -418,14 +419,10 @@ class Feeder:
         self._overdue_in_a_row += 1
         work = "read" if isinstance(route, EncodedRoute) else "decode"
         if self._overdue_in_a_row >= MAX_OVERDUE_IN_A_ROW:
-            raise RuntimeError(
-                f"{self._overdue_in_a_row} videos in a row did not {work} within DATA.VIDEO_TIMEOUT_S = "
-                f"{self.wait_limit_s:g} s (the last: {sample.video.path}): the storage they are on, or the "
-                "decoding itself, does not answer; check it (a larger DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)")
+            raise RuntimeError(overdue_in_a_row(self._overdue_in_a_row, work, self.wait_limit_s, sample.video.path))
         return self.schedule.replace(
-            sample, number, f"did not {work} within DATA.VIDEO_TIMEOUT_S = {self.wait_limit_s:g} s (a file system "
-            "that stopped answering, or a decoder that does not end); left out of this run only, the next run tries "
-            "it again", remember=False)
+            sample, number, f"{overdue_reason(work, self.wait_limit_s)}; left out of this run only, the next run "
+            "tries it again", remember=False)
 
     def cancel(self) -> None:
         """Drop the batches in preparation (the pipeline is being rebuilt or closed)."""

@@ -20,7 +20,21 @@ from evautil.workers import DaemonThreadPool, ResultOverdue, result_unless_a_wor
 
 from .pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError, VideoReader, VideoSource
 
-__all__ = ["DecodeOverdue", "TimedVideoReader"]
+__all__ = ["DecodeOverdue", "TimedVideoReader", "overdue_reason", "overdue_in_a_row"]
+
+
+def overdue_reason(work: str, limit_s: float) -> str:
+    """Why a video whose ``work`` ('read', 'decode') ran past DATA.VIDEO_TIMEOUT_S is left out (the feeder's,
+    the windows' words)."""
+    return (f"did not {work} within DATA.VIDEO_TIMEOUT_S = {limit_s:g} s (a file system that stopped answering, "
+            "or a decoder that does not end)")
+
+
+def overdue_in_a_row(count: int, work: str, limit_s: float, last: str) -> str:
+    """The error that ends a run when ``count`` videos in a row ran past the limit: not the videos, the storage."""
+    return (f"{count} videos in a row did not {work} within DATA.VIDEO_TIMEOUT_S = {limit_s:g} s (the last: "
+            f"{last}): the storage they are on, or the decoding itself, does not answer; check it (a larger "
+            "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)")
 
 
 class DecodeOverdue(BadVideoError):
@@ -65,8 +79,7 @@ class TimedVideoReader:
             raise DecodeOverdue(self._overdue_reason()) from None
 
     def _overdue_reason(self) -> str:
-        return (f"did not decode within DATA.VIDEO_TIMEOUT_S = {self.limit_s:g} s (a file system that stopped "
-                "answering, or a decoder that does not end); the next run tries it again")
+        return f"{overdue_reason('decode', self.limit_s)}; the next run tries it again"
 
     def frame_times(self) -> np.ndarray | None:
         """:meth:`VideoReader.frame_times`, within the limit."""

@@ -176,7 +176,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
 
     from dali_pipelines.filelist import DataError
     from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError
-    from dali_pipelines.timed_reader import DecodeOverdue, TimedVideoReader
+    from dali_pipelines.timed_reader import DecodeOverdue, TimedVideoReader, overdue_in_a_row
     from evautil.workers import MAX_OVERDUE_IN_A_ROW
     from tools.inference import progress_bar, view_outputs
 
@@ -230,10 +230,8 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
         except (BadVideoError, OSError, ValueError) as error:
             overdue = overdue + 1 if isinstance(error, DecodeOverdue) else 0
             if overdue >= MAX_OVERDUE_IN_A_ROW:  # every video hangs: the storage, not the videos
-                raise DataError(f"decoding the windows of rank {ctx.rank}: {overdue} videos in a row did not decode "
-                                f"within DATA.VIDEO_TIMEOUT_S = {limit_s:g} s (the last: {path}): the storage they "
-                                "are on, or the decoding itself, does not answer; check it (a larger "
-                                "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)") from None
+                raise DataError(f"decoding the windows of rank {ctx.rank}: "
+                                f"{overdue_in_a_row(overdue, 'decode', limit_s, path)}") from None
             store.fail(path, str(error))
             continue
         overdue = 0

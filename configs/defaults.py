@@ -185,8 +185,8 @@ _C.TRAIN.COMPILE = False
 _C.TRAIN.EMA = False
 _C.TRAIN.EMA_DECAY = 0.9999
 # On a non-finite loss (or non-finite gradients under a finite loss, bf16/fp32: fp16's loss scaler skips those
-# steps itself): False stops the run naming the step and the last good checkpoint; True skips the step (no update)
-# and counts it.
+# steps itself, counted as skipped too): False stops the run naming the step and the last good checkpoint; True
+# skips the step (no update) and counts it.
 _C.TRAIN.SKIP_NONFINITE = False
 
 # ---------------------------------------------------------------------------------------------------------------

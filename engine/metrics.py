@@ -404,7 +404,8 @@ class MetricLogger:
             clips: clips this rank trained on in the step (B x ACC).
             data_time / step_time: seconds waiting for the loader (the slowest rank's) / the whole step (loader
                 wait included).
-            skipped: the step's update was skipped for a non-finite loss.
+            skipped: the step's update was skipped (a non-finite loss, or gradients the fp16 loss scaler found
+                non-finite); its ``loss`` is NaN.
         """
         w = self._w
         w["steps"] += 1

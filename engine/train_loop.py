@@ -109,8 +109,8 @@ class TrainState:
     # written from the logged lines (Trainer.evaluate_finished) names it too.
     resumed_from: str | None = None
     last_checkpoint: str | None = None
-    # The epoch in progress's finite step losses, summed and counted: saved mid-epoch, so that the epoch's mean loss
-    # after a resume covers the steps trained before it too.
+    # The epoch in progress's step losses (of the steps not skipped), summed and counted: saved mid-epoch, so that
+    # the epoch's mean loss after a resume covers the steps trained before it too.
     epoch_loss_sum: float = 0.0
     epoch_loss_steps: int = 0
 
@@ -121,8 +121,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                     ema: Any = None, on_step: Callable[[], None] | None = None,
                     control: StepControl | None = None) -> dict[str, float]:
     """Train for the rest of ``state.epoch`` (from ``state.step_in_epoch``) and return ``{'loss', 'steps'}``: the
-    epoch's mean finite step loss (``state.epoch_loss_*``: a resumed epoch's earlier steps included) and the number
-    of finite steps this call trained.
+    epoch's mean loss over the steps that updated the weights (``state.epoch_loss_*``: a resumed epoch's earlier
+    steps included) and the number of such steps this call trained. A skipped step (a non-finite loss with
+    ``opts.skip_nonfinite``, or one the fp16 loss scaler skips) updates neither weights nor EMA, has no loss and
+    counts in ``state.skipped_steps``.
 
     One optimizer step = ``opts.accumulation_steps`` micro-batches; DDP's gradient all-reduce runs only on the
     last of them (``no_sync`` on the others). The LR of step ``t`` is set with ``scheduler.step_update(t)`` just
@@ -181,11 +183,19 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         # gradients are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip.
         local = loss_sum / acc
         finite = torch.isfinite(local)
-        if scaler is None:  # (a loss scaler skips a step with non-finite gradients itself)
+        if scaler is None:
             # bf16 / fp32: a NaN gradient under a finite loss (an attention kernel's backward) would reach the
             # weights. The gradients are all-reduced already, so every rank sees the same.
             finite &= torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
-        packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float()])
+            overflow = torch.zeros_like(local)
+        else:
+            # fp16: the scaler's own inf/NaN check (which scaler.step() would make), made now so that its verdict
+            # rides in the all-reduce below: every rank knows whether the update is skipped (no EMA update, no
+            # loss, counted) without another host sync. Clipping needs unscaled gradients anyway.
+            scaler.unscale_(optimizer)
+            found = scaler._found_inf_per_device(optimizer).values()
+            overflow = sum((f.to(device) for f in found), torch.zeros_like(local))
+        packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float(), overflow])
         # The stop/save agreement rides in the same collective (no second sync after the step), and so does each
         # rank's loader wait, in a slot of its own: the sum gives every rank all of them, and the logged wait is
         # the slowest rank's (a rank whose loader lags holds the others in the all-reduce, which is not their wait).
@@ -198,23 +208,26 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             if packed.is_cuda:  # from pageable memory the copy would wait for the backward first
                 host = host.pin_memory()
             packed = torch.cat([packed, host.to(packed.device, non_blocking=True)])
-        loss_total, n_bad, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()  # host sync, once per step
+        # host sync, once per step
+        loss_total, n_bad, n_overflow, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()
         if control is not None:
             control.agree(rest[:len(flags)])
         slowest_wait = max(rest[len(flags):], default=data_time)
-        skipped = n_bad > 0
+        # A step the loss scaler skips (inf/NaN in the fp16-scaled gradients under a finite loss: its scale is
+        # lowered) is a step without an update, as a skipped non-finite loss is, but no error.
+        skipped = n_bad > 0 or n_overflow > 0
         step_loss = float("nan") if skipped else loss_total / ctx.world_size
         if skipped:
-            if not opts.skip_nonfinite:
+            if n_bad > 0 and not opts.skip_nonfinite:
                 raise NonFiniteLossError(state.global_step + 1, state.epoch, local.item(), state.last_checkpoint)
+            if scaler is not None:
+                scaler.update()  # lowers the scale (the gradients were found non-finite)
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
         else:
             scheduler.step_update(state.global_step - state.schedule_offset)
             if opts.clip_grad > 0:
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+                torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)  # (unscaled above with a scaler)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -223,8 +236,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 # timm's step is the number of optimizer updates including this one (its train script counts
-                # num_updates before the call): step 1 copies the weights, later steps average with EMA_DECAY.
-                ema.update(unwrap(model), step=state.global_step + 1)
+                # num_updates before the call): the first update copies the weights, later ones average with
+                # EMA_DECAY. Skipped steps made no update and are not counted.
+                ema.update(unwrap(model), step=state.global_step + 1 - state.skipped_steps)
             state.epoch_loss_sum += step_loss
             state.epoch_loss_steps += 1
             epoch_steps += 1
@@ -580,7 +594,7 @@ class Trainer:
             elif st.global_step == step_before:
                 done = f"its steps were trained before this run resumed at step {st.global_step}"
             else:
-                done = "no step had a finite loss"
+                done = "every step was skipped (non-finite loss or gradients)"
             self.metrics.info(f"epoch {epoch + 1}/{opts.epochs} done: {done}")
             # Every rank gathers (loader_stats, host memory); rank 0 writes the counters, the routes' among them.
             self.metrics.log_data("train", {**loader_stats(self.train_loader, self.ctx),

@@ -847,3 +847,122 @@ def test_resume_advises_pretrained_only_for_weights_without_a_training_state(tmp
         with pytest.raises(CheckpointError) as err:
             load_resumable(str(tmp_path / name))
         assert what in str(err.value) and str(err.value).endswith(f"{tip} (e.g. released) files"), str(err.value)
+
+
+class _OverflowAt:
+    """A loss whose fp16-scaled gradients overflow on the chosen calls (1-based): the loss itself stays finite
+    (x 1e35), the loss scaler's x 65536 makes the gradients inf, as fp16 gradients past their range are."""
+
+    def __init__(self, calls):
+        self.calls, self.n = set(calls), 0
+
+    def __call__(self, logits, target):
+        self.n += 1
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        return loss * 1e35 if self.n in self.calls else loss
+
+
+@pytest.mark.parametrize("fused", [False, True])  # fused AdamW takes the scaler's inf check into its kernel
+def test_a_step_the_loss_scaler_skips_is_a_skipped_step(tmp_path, fused):
+    """fp16's GradScaler skips optimizer.step() when the scaled gradients hold inf/NaN (and lowers its scale). The
+    loop treated such a step as taken: the EMA averaged the un-updated weights in (and its first update, the copy,
+    went to a step that changed nothing), the step's loss entered the line and the epoch's mean, and skipped_steps
+    did not count it. Steps 1 and 3 of 4 overflow here."""
+    import json
+
+    from timm.utils import ModelEmaV3
+
+    from engine.distributed import DistContext
+    from engine.metrics import MetricLogger
+    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    ema = ModelEmaV3(model, decay=0.5)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True) if fused else \
+        torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    w0 = model.weight.detach().clone()
+    metrics = MetricLogger(str(tmp_path), print_freq=1, tensorboard=False, nvml=False, progress_bar=False)
+    weights, averages, log_step = [], [], metrics.log_step
+
+    def logged(*a, **k):
+        weights.append(model.weight.detach().clone())
+        averages.append(ema.module.weight.detach().clone())
+        return log_step(*a, **k)
+
+    metrics.log_step = logged
+    batches = [{"video": torch.randn(2, 4), "label": torch.tensor([0, 2])} for _ in range(4)]
+    criterion, state = _OverflowAt({1, 3}), TrainState()
+    try:
+        stats = train_one_epoch(model, batches, opt, _ConstantSchedule(), criterion, state,
+                                TrainOptions(epochs=1, steps_per_epoch=4), metrics, DistContext(), scaler=scaler,
+                                ema=ema)
+    finally:
+        metrics.close()
+    w1, w2, w3, w4 = weights
+    assert torch.equal(w1, w0) and torch.equal(w3, w2)  # no update on the skipped steps
+    assert not torch.equal(w2, w1) and not torch.equal(w4, w3)  # the others train
+    assert scaler.get_scale() == 65536.0 / 4  # lowered twice, as the scaler does
+    # the first update (step 2) is copied, the skipped step 3 leaves the average alone
+    assert torch.equal(averages[1], w2) and torch.equal(averages[2], w2)
+    torch.testing.assert_close(averages[3], 0.5 * w2 + 0.5 * w4)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [x for x in lines if x["kind"] == "train"]
+    assert [x["step"] for x in train] == [1, 2, 3, 4]
+    assert [x["skipped_steps"] for x in train] == [1, 1, 2, 2]
+    assert train[0]["loss"] is None and train[2]["loss"] is None
+    assert state.skipped_steps == 2 and state.epoch_loss_steps == 2 and stats["steps"] == 2
+    assert stats["loss"] == pytest.approx((train[1]["loss"] + train[3]["loss"]) / 2)
+    assert stats["loss"] < 10
+
+
+def test_a_run_resumed_after_a_step_the_loss_scaler_skipped_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """fp16: the run's first step overflows and is skipped; a stop right after it and a resume give the weights,
+    the EMA (its first update, step 2, copies: the skipped count rides in the checkpoint), the scale and the
+    counts of the run that was not stopped, bit for bit."""
+    import re
+
+    import engine.train_loop as train_loop
+    from engine.preemption import Preempted
+
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+
+    def trainer(out, loader, overflow):
+        torch.manual_seed(0)
+        t = _tiny_trainer(out, num_classes=2, ema=True)
+        t.scheduler, t.criterion, t.scaler = _ConstantSchedule(), _OverflowAt(overflow), torch.amp.GradScaler("cpu")
+        t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 2, 2, False
+        t.train_loader = loader
+        t.run_eval = lambda loader, split, epoch, checkpoint=None: {"split": split, "top1": 50.0}
+        return t
+
+    whole = trainer(str(tmp_path / "whole"), _PositionLoader(), {1})
+    steps = []
+    ema_update = whole.ema.update
+    whole.ema.update = lambda model, step: (steps.append(step), ema_update(model, step=step))
+    whole.fit()
+    whole.metrics.close()
+    assert steps == [1, 2, 3]  # the updates made: step 1 of the run was skipped
+
+    stopped = trainer(str(tmp_path / "resumed"), _PositionLoader(stop_before=1), {1})
+    with pytest.raises(Preempted):
+        stopped.fit()
+    stopped.metrics.close()
+    assert stopped.state.global_step == 1 and stopped.state.skipped_steps == 1
+    resumed = trainer(str(tmp_path / "resumed"), _PositionLoader(), set())  # the overflow was before the stop
+    assert resumed.resume(None, auto=True)
+    resumed.fit()
+    resumed.metrics.close()
+    for a, b in ((whole.model, resumed.model), (whole.ema.module, resumed.ema.module)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), name
+    assert whole.scaler.get_scale() == resumed.scaler.get_scale() == 32768.0
+    assert whole.state.skipped_steps == resumed.state.skipped_steps == 1
+    assert whole.state.global_step == resumed.state.global_step == 4
+
+    def epoch_lines(run):
+        return re.findall(r"epoch \d/2 done: (.*)", (tmp_path / run / "log_rank0.txt").read_text())
+
+    assert epoch_lines("resumed") == epoch_lines("whole")
+    assert re.fullmatch(r"mean loss \d\.\d{4} over 1 of its 2 steps", epoch_lines("whole")[0])

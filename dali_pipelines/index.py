@@ -23,12 +23,15 @@ The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file
 ignored and every video probed again, never read with the wrong meaning, except a version 2 JSON cache, whose
 records are migrated. Version 2 added the decoder facts (coded size, pixel format, chroma format, bit depth,
 profile) and each video's size and mtime; version 3 stores the same fields as columns; version 4 adds the stream's
-YUV matrix tag (``colour.py``). A version 3 cache is migrated too, its records kept without the tag (''): a full
-decode of a Kinetics-size list again would cost more than the tag is worth, so such a video's DALI-decoded frames
-stay BT.601. Its quick probes are probed again all the same (``VideoTable.counted_before_edit_lists``): most were
+YUV matrix tag (``colour.py``); version 5 is version 4 whose bad verdicts are this code's checks'. A version 3 or 4
+cache is migrated too, its good records kept, a version 3 one's without the tag (''): a full decode of a
+Kinetics-size list again would cost more than the tag is worth, so such a video's DALI-decoded frames stay BT.601.
+Its quick probes without a tag are probed again all the same (``VideoTable.counted_before_edit_lists``): most were
 taken before the frames an MP4 edit list hides and those before a stream's first keyframe were left out of the
 count, and nothing in a record tells such a video apart. Every good row this code records has a tag ('unknown' at
-least), so no cache it wrote is probed again for this.
+least), so no cache it wrote is probed again for this. An older cache's bad verdicts are dropped as it is read
+(``index_store._CHECKS_SINCE``): checks have changed since (an edit-list MP4 was called truncated), and nothing in
+a verdict tells which check gave it, so those videos, and only those, are probed again.
 
 No DALI import here.
 """

@@ -1,4 +1,4 @@
-"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 4).
+"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 5).
 
 A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so the facts are
 kept as columns (:class:`VideoTable`): a row costs about 60 bytes instead of a Python object per video, and a rank
@@ -13,12 +13,14 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 - one array per column of :data:`COLUMNS`, in the same row order.
 
 A file of another version, for another root, or whose arrays do not have exactly these names, types and lengths
-is ignored (every video is probed again), never read with the wrong meaning. A version 3 cache (version 4 less
+is ignored (every video is probed again), never read with the wrong meaning. Version 5 has version 4's arrays; what
+changed is what a bad row means: a verdict of this code's checks. A version 4 cache, a version 3 one (version 4 less
 the ``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated:
-their records are read into the table, the colour tag not recorded (''), and saved as version 4. A build probes
-their quick probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include
-frames that never decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours
-until the cache is deleted or a video changes (the log says so).
+their good records are read into the table (the colour tag of a version 2 or 3 record not recorded: ''), their bad
+verdicts dropped (:data:`_CHECKS_SINCE`: their videos are probed again), and saved as version 5. A build probes
+their untagged quick probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may
+include frames that never decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601
+colours until the cache is deleted or a video changes (the log says so).
 
 No DALI import here.
 """
@@ -48,9 +50,17 @@ __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoIn
 logger = logging.getLogger(__name__)
 
 # The meaning of the cache file; bump it whenever a column is added, removed or changes meaning.
-INDEX_SCHEMA_VERSION = 4
+INDEX_SCHEMA_VERSION = 5
 # Version 4 added the colour matrix tag; a version 3 file is read without it (migrated).
 _V3_SCHEMA_VERSION = 3
+# Version 5 changed no array (a version 4 file is read as one, then migrated): see _CHECKS_SINCE.
+_V4_SCHEMA_VERSION = 4
+# The first version whose bad verdicts are those of this code's checks. A cache of an older version may hold
+# verdicts they no longer give (an MP4 edit list's hidden frames taken for a truncation, a WebM whose audio outlasts
+# its video, a run-time failure of a frame count that took in such frames), which left a video out until the cache
+# was deleted: its bad rows are dropped when it is read, and their videos probed again (only those, not a whole
+# Kinetics-size list). Raise it with INDEX_SCHEMA_VERSION when a check changes.
+_CHECKS_SINCE = 5
 # The last version written as JSON records, which load_cache migrates.
 _JSON_SCHEMA_VERSION = 2
 
@@ -250,7 +260,7 @@ class VideoTable:
 @dataclass
 class IndexCache:
     """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
-    from a version 2 or 3 file (then it is saved as version 4)."""
+    from a version 2, 3 or 4 file (then it is saved as version 5)."""
 
     rel_paths: PathTable
     table: VideoTable
@@ -265,7 +275,7 @@ _ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOF
 
 
 def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | None:
-    """The cache of a list: the version 4 (or 3, migrated) file ``cache_path``, else (when given) a version 2
+    """The cache of a list: the version 5 (or 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
     ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
@@ -278,7 +288,7 @@ def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | 
 
 
 def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
-    """A version 4 (or 3, migrated) cache whatever root it was written for, with that root; None when it is not
+    """A version 5 (or 4 or 3, migrated) cache whatever root it was written for, with that root; None when it is not
     there or not readable as either (an unreadable one is logged)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
@@ -297,28 +307,31 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if not isinstance(header, dict) or header.get("root") != root:
         return None
     version = header.get("version")
-    if version not in (INDEX_SCHEMA_VERSION, _V3_SCHEMA_VERSION):
+    if version not in (INDEX_SCHEMA_VERSION, _V4_SCHEMA_VERSION, _V3_SCHEMA_VERSION):
         logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
                     version, INDEX_SCHEMA_VERSION)
         return None
-    migrated = version == _V3_SCHEMA_VERSION
-    columns = [name for name in COLUMNS if not (migrated and name == "colorspace")]
+    tagless = version == _V3_SCHEMA_VERSION
+    columns = [name for name in COLUMNS if not (tagless and name == "colorspace")]
     expected = {"header", "paths", "path_offsets", *columns}
     if set(archive.files) != expected:
         raise ValueError(f"arrays {sorted(set(archive.files) ^ expected)} differ from schema version {version}'s")
     arrays = {name: archive[name] for name in columns}
     texts = header["texts"]
-    if migrated:  # no colour tags recorded: '' (code 0) on every row
+    if tagless:  # no colour tags recorded: '' (code 0) on every row
         if not isinstance(texts, dict) or "colorspace" in texts:
             raise ValueError("a version 3 cache with a colorspace table")
         arrays["colorspace"] = np.zeros(len(arrays["status"]), COLUMNS["colorspace"])
         texts = {**texts, "colorspace": [""]}
-        logger.info("migrating index cache %s (schema version %d) to version %d", cache_path, _V3_SCHEMA_VERSION,
-                    INDEX_SCHEMA_VERSION)
     table = VideoTable(arrays, texts, header["reasons"])
     if set(table.texts) != set(_TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")
     table.check()
+    migrated = version != INDEX_SCHEMA_VERSION
+    if migrated:
+        logger.info("migrating index cache %s (schema version %d) to version %d", cache_path, version,
+                    INDEX_SCHEMA_VERSION)
+        _drop_older_verdicts(table, version, cache_path)
     # Rows of an older cache (a --check passes them on too): a build probes its quick probes again
     # (counted_before_edit_lists), so only its full decodes stay untagged. Said at every load.
     untagged = (table.columns["colorspace"] == 0) & (table.status == GOOD)  # code 0: ''
@@ -368,7 +381,22 @@ def _migrate_json(json_path: str, root: str) -> IndexCache | None:
             table.clear(np.asarray([row]))
     logger.info("migrating index cache %s (schema version %d) to version %d", json_path, _JSON_SCHEMA_VERSION,
                 INDEX_SCHEMA_VERSION)
+    _drop_older_verdicts(table, _JSON_SCHEMA_VERSION, json_path)
     return IndexCache(PathTable.from_paths(videos), table, migrated=True)
+
+
+def _drop_older_verdicts(table: VideoTable, version: int, cache_path: str) -> None:
+    """Make the bad rows of a cache of schema ``version`` UNKNOWN when the checks have changed since it
+    (:data:`_CHECKS_SINCE`): a build probes their videos again; dropped here, as the file is read, so that nothing
+    saves them again under this version (a run-time quarantine recorded into a cache no build has migrated yet)."""
+    if version >= _CHECKS_SINCE:
+        return
+    rows = np.flatnonzero(table.status == BAD)
+    if rows.size:
+        table.clear(rows)
+        logger.info("index cache %s: probing %s videos again that schema version %d recorded as bad: the checks "
+                    "have changed since (an MP4 edit list's hidden frames were taken for a truncation)", cache_path,
+                    f"{rows.size:,}", version)
 
 
 def save_cache(cache_path: str, list_path: str, root: str, rel_paths: PathTable, table: VideoTable) -> None:

@@ -681,7 +681,7 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
 
     def older(header, arrays):
         arrays["num_frames"] = np.full_like(arrays["num_frames"], 999)
-        header["version"] = INDEX_SCHEMA_VERSION - 2  # version 3 is migrated (the next test)
+        header["version"] = INDEX_SCHEMA_VERSION + 1  # a later version's (versions 3 and 4 are migrated: next tests)
 
     _rewrite_archive(cache, older)
     ix = build_index(str(lst), str(root), workers=1, progress=False)
@@ -697,11 +697,11 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
 
 
 def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, caplog):
-    """A version 3 cache (no colour matrix tags) is migrated and saved as version 4: its verdicts kept (here, one
-    changed on purpose to tell it from a probe), and its fully decoded records too (here, one whose count is changed
-    on purpose), without a tag (''), which the log says at every load: probing them again would be a full decode of
-    a Kinetics-size list. Its quick probes' videos are probed again, tags and all: their counts may include frames
-    an MP4 edit list hides (tests/test_unusual_videos.py)."""
+    """A version 3 cache (no colour matrix tags) is migrated and saved as version 5: its fully decoded records are
+    kept (here, one whose count is changed on purpose to tell it from a probe), without a tag (''), which the log
+    says at every load: probing them again would be a full decode of a Kinetics-size list. Its quick probes' videos
+    are probed again, tags and all: their counts may include frames an MP4 edit list hides; so are its bad videos
+    (here, one whose verdict is changed on purpose): the checks have changed since (tests/test_unusual_videos.py)."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     cache = Path(first.cache_path)
@@ -718,16 +718,18 @@ def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, capl
     _rewrite_archive(cache, version_3)
     with caplog.at_level("INFO"):
         ix = build_index(str(lst), str(root), workers=1, progress=False)
-    assert ix.probed == len(first.good_rows) - 1 and cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
-    assert f"migrating index cache {cache} (schema version 3) to version 4" in caplog.text
+    recorded_bad = len(first.bad) - 1  # all but the missing file, which no cache records
+    assert ix.probed == len(first.good_rows) - 1 + recorded_bad
+    assert cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+    assert f"migrating index cache {cache} (schema version 3) to version {INDEX_SCHEMA_VERSION}" in caplog.text
     untagged = f"index cache {cache}: 1 of its videos (fully decoded by an index older than schema version 4) have " \
         "no colour matrix tag recorded"
     assert untagged in caplog.text
-    assert ix.bad[bad_row] == "a verdict of the version 3 cache"
+    assert ix.bad == first.bad  # this code's verdicts
     assert ix.info(kept) == dataclasses.replace(first.info(kept), num_frames=7, colorspace="")
     assert {r: ix.info(r) for r in ix.good_rows if r != kept} == \
         {r: first.info(r) for r in first.good_rows if r != kept}  # probed again: tagged ('unknown': untagged)
-    # Saved as version 4 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check
+    # Saved as version 5 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check
     # passes such rows on to the caches it writes, where the migration's line would not be seen again).
     caplog.clear()
     with caplog.at_level("WARNING"):
@@ -760,9 +762,9 @@ def _v2_cache(ix: DatasetIndex) -> dict:
 
 
 def test_version_2_json_cache_is_migrated(dataset):
-    """A version 2 JSON cache is read (its verdicts and full decodes are used as they are, here one changed on
-    purpose to tell them from a probe; its quick probes' videos are probed again, as a version 3 cache's), saved as
-    version 4 and removed; a JSON cache of version 1 is not read."""
+    """A version 2 JSON cache is read (its full decodes are used as they are, here one changed on purpose to tell
+    them from a probe; its quick probes' and bad videos are probed again, as a version 3 cache's), saved as version
+    5 and removed; a JSON cache of version 1 is not read."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     doc = _v2_cache(first)
@@ -773,13 +775,14 @@ def test_version_2_json_cache_is_migrated(dataset):
     cache.unlink()
     json_cache.write_text(json.dumps(doc))
     ix = build_index(str(lst), str(root), workers=1, progress=False)
-    assert ix.probed == len(first.good_rows) - 1 and not json_cache.exists()
+    recorded_bad = len(first.bad) - 1  # all but the missing file, which no cache records
+    assert ix.probed == len(first.good_rows) - 1 + recorded_bad and not json_cache.exists()
     assert cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
     row = next(e.row for e in ix.entries if e.rel_path == rel)
     assert ix.infos[row].num_frames == 7
     assert {r: ix.info(r) for r in ix.good_rows if r != row} == {r: first.info(r) for r in first.good_rows if r != row}
     assert ix.bad == first.bad
-    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 4 file
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 5 file
     assert again.probed == 0 and again.infos[row].num_frames == 7
 
     cache.unlink()
@@ -976,7 +979,9 @@ def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatc
     assert calls == [str(root / unrecorded[0])] and cache.exists()
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     ix = build_index(str(lst), str(root), workers=1, progress=False)
-    assert ix.probed == 1 and calls[1:] == [str(root / unrecorded[1])] and not json_cache.exists()
+    bad_paths = [str(root / rel) for rel in doc["videos"] if "bad" in doc["videos"][rel]]  # probed again
+    assert ix.probed == 1 + len(bad_paths) and not json_cache.exists()
+    assert sorted(calls[1:]) == sorted([str(root / unrecorded[1])] + bad_paths)
     rows = {e.rel_path: e.row for e in ix.entries}
     assert ix.infos[rows["clips/cls a/good_1.webm"]].num_frames == 7
     assert ix.infos[rows[unrecorded[0]]] == first.infos[rows[unrecorded[0]]] and ix.bad == first.bad

@@ -5,6 +5,8 @@ its video, and a damaged picture that the decoder conceals."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
@@ -95,9 +97,10 @@ def test_the_test_loader_delivers_cut_videos(cut_videos):
         loader.close()
 
 
-def _as_an_older_index_wrote_it(cache: str, num_frames, full_decode, version: int) -> None:
+def _as_an_older_index_wrote_it(cache: str, num_frames, full_decode, version: int, bad=None) -> None:
     """Rewrite ``cache`` as an index older than schema version 4 left it: no colour tags, these frame counts and
-    probe kinds; ``version`` 3, or 4 for a version 3 cache's rows a version 4 build took over."""
+    probe kinds, and the verdicts ``bad`` ({row: reason}); ``version`` 3, or 4 for a version 3 cache's rows a
+    version 4 build took over."""
     import json
 
     with np.load(cache, allow_pickle=False) as archive:
@@ -105,6 +108,12 @@ def _as_an_older_index_wrote_it(cache: str, num_frames, full_decode, version: in
     header = json.loads(arrays["header"].tobytes())
     arrays["num_frames"] = np.asarray(num_frames, np.int32)
     arrays["full_decode"] = np.asarray(full_decode, bool)
+    for row, reason in (bad or {}).items():  # as set_bad leaves a row: the file's key and the reason
+        for name, col in arrays.items():
+            if name not in ("header", "paths", "path_offsets", "size", "mtime_ns", "full_decode"):
+                col[row] = 0
+        arrays["status"][row], arrays["reason"][row] = 2, len(header["reasons"])
+        header["reasons"].append(reason)
     if version == 3:
         del arrays["colorspace"], header["texts"]["colorspace"]
     else:
@@ -152,6 +161,49 @@ def test_counts_an_index_older_than_the_edit_list_rules_took_are_taken_again(cut
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     assert ix.probed == 1 and [ix.infos[r].num_frames for r in range(2)] == shown
     assert ix.infos[1].colorspace == ""  # the full decode's record, kept
+
+
+def test_bad_verdicts_an_older_index_recorded_are_probed_again(cut_videos, tmp_path, caplog):
+    """An index older than the edit-list rules called an edit-list MP4 truncated (37 packets where its header
+    declares 40), and its cache, of version 3 or a version 4 one that took its rows over, kept the verdict until it
+    was deleted. Such a cache's bad verdicts, and only those, are probed again: the MP4 is good with the frames it
+    shows, a truly truncated copy stays bad with this code's reason, a good record is reused as it was; the cache
+    the build writes is trusted, a bad verdict of its version included."""
+    import shutil
+
+    from dali_pipelines.index import build_index
+    from dali_pipelines.index_store import load_cache, save_cache
+
+    _, videos = cut_videos
+    (tmp_path / "videos").mkdir()
+    shutil.copy(videos["h264_edit"], tmp_path / "videos" / "edit.mp4")
+    shutil.copy(videos["inside_gop.mkv"], tmp_path / "videos" / "kept.mkv")
+    data = open(videos["h264_edit"], "rb").read()
+    (tmp_path / "videos" / "half.mp4").write_bytes(data[: len(data) // 2])
+    lst = tmp_path / "list.txt"
+    lst.write_text("videos/edit.mp4 0\nvideos/kept.mkv 1\nvideos/half.mp4 2\n")
+    first = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert first.good_rows == [0, 1] and first.infos[0].num_frames == N - 3
+    truncated = first.bad[2]
+    assert truncated.startswith("truncated: ") and truncated.endswith("the header declares 40")
+    cache = first.cache_path
+    old = {0: "truncated: 37 frames readable, the header declares 40", 2: "a verdict of the older index"}
+    for version in (3, 4):
+        _as_an_older_index_wrote_it(cache, [0, 32, 0], [False, True, False], version, bad=old)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dali_pipelines"):
+            ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+        # was: 0 probed, the MP4 left out as truncated
+        assert ix.probed == 2 and ix.good_rows == [0, 1] and ix.bad == {2: truncated}, version
+        assert ix.info(0) == first.info(0) and ix.info(1) == dataclasses.replace(first.info(1), colorspace="")
+        assert f"index cache {cache}: probing 2 videos again that schema version {version} recorded as bad" \
+            in caplog.text
+        assert build_index(str(lst), str(tmp_path), workers=1, progress=False).probed == 0
+    stored = load_cache(cache, str(tmp_path))
+    stored.table.set_bad(0, old[0], first.info(0).size, first.info(0).mtime_ns, False)  # this version's verdict
+    save_cache(cache, str(lst), str(tmp_path), stored.rel_paths, stored.table)
+    again = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert again.probed == 0 and again.bad == {0: old[0], 2: truncated}
 
 
 def _video_ref(row: int, path: str) -> "VideoRef":

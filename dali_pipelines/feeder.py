@@ -41,10 +41,9 @@ from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
 from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
-from .timed_reader import overdue_in_a_row, overdue_reason
-from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool,
-                             pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies,
-                             submit_to_pool)
+from .timed_reader import OverdueStreak
+from evautil.workers import (DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool, pool_lost_a_worker,
+                             pool_processes, process_pool, result_unless_a_worker_dies, submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -284,16 +283,19 @@ class Feeder:
     ``wait_limit_s`` (DATA.VIDEO_TIMEOUT_S; 0: no limit): the longest the feeder waits for one video's read or
     decode. A video that takes longer is left out of this run (a file system that stopped answering, a decoder
     that does not end: the cause may pass) and the decode workers are replaced; threads cannot be stopped, so a
-    read stuck in the kernel keeps its thread. :data:`MAX_OVERDUE_IN_A_ROW` such videos in a row end the run.
+    read stuck in the kernel keeps its thread. ``evautil.workers.MAX_OVERDUE_IN_A_ROW`` such videos in a row end the
+    run, counted in ``overdue`` (the loader's, which also counts its re-decodes after a graph failure; else one of
+    the feeder's own).
     """
 
     def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int,
-                 reroute: Callable[[Sample, str], Sample | None] | None = None, wait_limit_s: float = 0):
+                 reroute: Callable[[Sample, str], Sample | None] | None = None, wait_limit_s: float = 0,
+                 overdue: OverdueStreak | None = None):
         self.schedule = schedule
         self.routes = routes
         self._reroute = reroute
         self.wait_limit_s = float(wait_limit_s)
-        self._overdue_in_a_row = 0
+        self.overdue = overdue if overdue is not None else OverdueStreak(self.wait_limit_s)
         self.next = start
         self.lookahead = lookahead
         self.inflight: collections.deque[DeliveredBatch] = collections.deque()
@@ -377,7 +379,8 @@ class Feeder:
                     result = result_unless_a_worker_dies(getattr(fut, "pool", None), fut, self.wait_limit_s)
                     sources.append(route.source(s, result))
                     samples.append(s)
-                    self._pool_deaths = self._overdue_in_a_row = 0
+                    self._pool_deaths = 0
+                    self.overdue.answered()
                     break
                 except ResultOverdue:
                     s = self._overdue(s, route, fut, pending.number)
@@ -416,13 +419,8 @@ class Feeder:
         other work is redone, as after a death) and leave the video out of this run; its substitute or None."""
         if route.restart_pool(fut):
             self.schedule.stats["worker_restarts"] += 1
-        self._overdue_in_a_row += 1
         work = "read" if isinstance(route, EncodedRoute) else "decode"
-        if self._overdue_in_a_row >= MAX_OVERDUE_IN_A_ROW:
-            raise RuntimeError(overdue_in_a_row(self._overdue_in_a_row, work, self.wait_limit_s, sample.video.path))
-        return self.schedule.replace(
-            sample, number, f"{overdue_reason(work, self.wait_limit_s)}; left out of this run only, the next run "
-            "tries it again", remember=False)
+        return self.schedule.replace(sample, number, self.overdue.left_out(work, sample.video.path), remember=False)
 
     def cancel(self) -> None:
         """Drop the batches in preparation (the pipeline is being rebuilt or closed)."""

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from evautil.progress import stderr_is_terminal
+from evautil.workers import ResultOverdue
 
 from .draw import DrawSettings, Sample, VideoRef
 from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
@@ -45,6 +46,7 @@ from .pyav_io import BadVideoError
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       nvdec_threads_line, resolve_decode_device, route_counts, route_videos)
 from .schedule import Schedule
+from .timed_reader import OverdueStreak, run_within
 
 __all__ = ["VideoLoader", "build_loader", "build_split_index", "resolve_decode_device", "DataError"]
 
@@ -141,6 +143,8 @@ class VideoLoader:
         self._pipes: dict[str, Any] = {}  # graph name (pipelines.graph_of) -> its DALI pipeline
         self._pipe_clean = False
         self._feeder: Feeder | None = None
+        # Videos in a row past DATA.VIDEO_TIMEOUT_S, counted across the feeders and the re-decodes of _recover
+        self._overdue = OverdueStreak(float(data.VIDEO_TIMEOUT_S))
         if self.training:
             self._check_global_batch(len(self.schedule.usable_rows()))
             # Its graph is built at the first batch and rebuilt for a fallback route: convert the graph's code now,
@@ -328,7 +332,7 @@ class VideoLoader:
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
         # Every route served, not only those in use: a video may move to its fallback route during the epoch.
         self._feeder = Feeder(self.schedule, dict(self.routes), start, lookahead=self._lookahead,
-                              reroute=self._reroute, wait_limit_s=float(self.cfg.DATA.VIDEO_TIMEOUT_S))
+                              reroute=self._reroute, wait_limit_s=self._overdue.limit_s, overdue=self._overdue)
         self._pipes = {graph: self._make_pipeline(graph, routes) for graph, routes in graphs_serving(used).items()}
         self._pipe_clean = True
 
@@ -377,29 +381,38 @@ class VideoLoader:
         Each sample is decoded from what its route hands the graph (the GOP cut when the route cuts), so a failure
         of the cut is found too. A video shorter than its index says, changed since it was indexed or unreadable is
         quarantined (no route can decode frames it does not have); any other failure moves the video to its
-        fallback route (or quarantines it when there is none)."""
+        fallback route (or quarantines it when there is none). Its read and its decode each get DATA.VIDEO_TIMEOUT_S
+        in a thread of their own, as the feeder's do: a video past it is left out of this run only, and counts in
+        the videos in a row past it that end the run (``self._overdue``, which the feeders count in too)."""
         from .pipelines import decode_encoded_with_dali
 
         inflight = list(self._feeder.inflight)
         first = inflight[0].number if inflight else self._feeder.next
         self._close_pipeline()
-        culprits = 0
+        limit_s, culprits = self._overdue.limit_s, 0
         for batch in inflight:
             for s in batch.samples:
                 backend = ROUTES[s.route].backend
                 if (backend is None or graph_of(s.route) != failure.graph or not self.schedule.is_good(s.row)
                         or self.video_routes[s.row].route != s.route):
                     continue
+                work = "read"
                 try:
-                    source = self.routes[s.route].load(s)
-                    decode_encoded_with_dali([source.encoded], [source.frames], backend, self.device_id,
-                                             name=s.video.path)
+                    source = run_within(limit_s, self.routes[s.route].load, s)
+                    work = "decode"
+                    run_within(limit_s, decode_encoded_with_dali, [source.encoded], [source.frames], backend,
+                               self.device_id, name=s.video.path)
+                except ResultOverdue:  # a read or decode that does not end: its thread is left behind
+                    self.schedule.quarantine(s.row, self._overdue.left_out(work, s.video.path), remember=False)
+                    culprits += 1
                 except (BadVideoError, OSError) as e:  # short, changed, empty or unreadable: the file, not the decoder
                     self.schedule.quarantine(s.row, f"{type(e).__name__}: {e}")
                     culprits += 1
                 except Exception as e:  # noqa: BLE001 - any other failure of this video alone convicts it
                     self._fall_back(s, e)
                     culprits += 1
+                else:
+                    self._overdue.answered()
         if culprits == 0:
             raise RuntimeError(f"the DALI pipeline of the {failure.graph} graph failed but every in-flight video "
                                f"decodes alone: {failure.error}") from failure.error

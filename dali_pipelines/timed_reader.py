@@ -8,6 +8,11 @@ each batch's frames) is waited for at most the limit, so that a long video is no
 the video is given up with :class:`DecodeOverdue`. As for the feeder's reads, a thread cannot be stopped: one stuck
 in the kernel or the decoder is left behind, a daemon that does not hold up the end of the process. The frames come
 back as the reader made them (no copy between processes), and a test's patches of the reader still apply.
+
+What else every wait on one video under the limit uses lives here too: :func:`run_within` (one call in a thread of
+its own, as the loader's lone re-decodes after a DALI graph failed), the wordings :func:`overdue_reason` and
+:func:`overdue_in_a_row`, and :class:`OverdueStreak`, the count of videos in a row past the limit that the feeder
+and the loader's re-decodes share.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evautil.workers import DaemonThreadPool, ResultOverdue, result_unless_a_worker_dies
+from evautil.workers import MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, ResultOverdue, result_unless_a_worker_dies
 
 from .pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError, VideoReader, VideoSource
 
-__all__ = ["DecodeOverdue", "TimedVideoReader", "overdue_reason", "overdue_in_a_row"]
+__all__ = ["DecodeOverdue", "TimedVideoReader", "overdue_reason", "overdue_in_a_row", "OverdueStreak", "run_within"]
 
 
 def overdue_reason(work: str, limit_s: float) -> str:
@@ -35,6 +40,39 @@ def overdue_in_a_row(count: int, work: str, limit_s: float, last: str) -> str:
     return (f"{count} videos in a row did not {work} within DATA.VIDEO_TIMEOUT_S = {limit_s:g} s (the last: "
             f"{last}): the storage they are on, or the decoding itself, does not answer; check it (a larger "
             "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)")
+
+
+class OverdueStreak:
+    """How many videos in a row ran past DATA.VIDEO_TIMEOUT_S (``limit_s``); :data:`MAX_OVERDUE_IN_A_ROW` of them
+    point at the storage or the decoding, not at the videos, and end the run. The loader keeps one for the feeders
+    it builds and its own re-decodes, so that a rebuild of the graphs does not start the count again."""
+
+    def __init__(self, limit_s: float):
+        self.limit_s = float(limit_s)
+        self.count = 0
+
+    def answered(self) -> None:
+        """A video's read or decode gave its result in time: the storage answers."""
+        self.count = 0
+
+    def left_out(self, work: str, path: str) -> str:
+        """One more video (``path``) whose ``work`` ('read', 'decode') ran past the limit: why it is left out of
+        this run (the next run tries it again); RuntimeError instead when it makes MAX_OVERDUE_IN_A_ROW in a row."""
+        self.count += 1
+        if self.count >= MAX_OVERDUE_IN_A_ROW:
+            raise RuntimeError(overdue_in_a_row(self.count, work, self.limit_s, path))
+        return f"{overdue_reason(work, self.limit_s)}; left out of this run only, the next run tries it again"
+
+
+def run_within(limit_s: float, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a thread of its own, waited for at most ``limit_s`` seconds (0: for ever): its
+    result, or its exception; ResultOverdue past the limit. The thread cannot be stopped: one that never ends is
+    left behind, a daemon that does not hold up the end of the process."""
+    pool = DaemonThreadPool(1, "video-decode")
+    try:
+        return result_unless_a_worker_dies(pool, pool.submit(fn, *args, **kwargs), limit_s)
+    finally:
+        pool.shutdown(wait=False)
 
 
 class DecodeOverdue(BadVideoError):

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -256,6 +257,104 @@ def test_a_codec_configuration_the_gpu_refuses_moves_all_its_videos_at_once(mixe
     loader.video_routes[min(vp9_rows)] = VideoRoute("dali_cpu")
     delivered = [i for batch in loader for i in batch["index"].tolist()]
     assert sorted(delivered) == sorted(vp9_rows | h264_rows) and loader.stats["skipped_videos"] == 0
+    loader.close()
+
+
+class _BrokenGraph:
+    """Stands for the NVDEC graph on this CPU machine: it takes its parts from the feeder as DALI's does, and its
+    run fails, as DALI's does once its decoder broke, whenever it has videos to decode."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def run(self):
+        self.source()  # StopIteration at the end of the epoch
+        raise RuntimeError(_dali_error('Assert on "ok" failed: cannot parse frame 3'))
+
+    def reset(self):  # for the next epoch
+        pass
+
+
+def _nvdec_on_a_cpu_machine(loader, rows, monkeypatch, hangs, release: threading.Event) -> list[str]:
+    """Put ``rows`` on NVDEC, whose graph fails at its first run (the loader then decodes the graph's in-flight
+    videos one by one, ``_recover``), and replace the decoder of those lone decodes with one that never ends for
+    the videos ``hangs`` (until ``release``, or a generous 60 s, so that code that waits for it fails the test
+    rather than hanging it) and fails with DALI's error for the others. Returns the videos it was asked to decode."""
+    import dali_pipelines.pipelines as pipelines
+
+    loader.video_routes.move(rows, VideoRoute(NVDEC))
+    real = loader._make_pipeline
+    monkeypatch.setattr(loader, "_make_pipeline",
+                        lambda graph, routes: (_BrokenGraph(loader._feeder.source(graph)) if graph == NVDEC
+                                               else real(graph, routes)))
+    asked = []
+
+    def decode(encoded, indices, device="cpu", device_id=None, name="memory file"):
+        asked.append(name)
+        if name in hangs:
+            release.wait(60)
+        raise RuntimeError(_dali_error('Assert on "ok" failed: cannot parse frame 3'))
+
+    monkeypatch.setattr(pipelines, "decode_encoded_with_dali", decode)
+    return asked
+
+
+def test_a_lone_decode_that_does_not_end_after_a_graph_failure_leaves_its_video_out(tmp_path, monkeypatch):
+    """After the NVDEC graph fails, the loader decodes its in-flight videos one by one to find the culprit; one whose
+    decode never ends (a decoder that hangs) hung the run for ever, in the main thread. Each lone decode gets
+    DATA.VIDEO_TIMEOUT_S, as the feeder's do: that video is left out of this run only, in the feeder's words,
+    another that fails alone moves to PyAV, and the epoch delivers every other video with the pixels of a loader
+    that met no failure; the next index build uses the video again without probing it."""
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    limit = 5.0  # what must answer within it: the NVDEC route's reads of two small files (no decode workers)
+    cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 10, "DATA.NUM_WORKERS": 0,
+                                           "DATA.VIDEO_TIMEOUT_S": limit})
+    reference = build_loader(cfg, "val")
+    expected = {r: v.clone() for b in reference for r, v in zip(b["index"].tolist(), b["video"])}
+    reference.close()
+    loader = build_loader(cfg, "val")
+    hangs, fails = sorted(h264_rows)[:2]
+    stuck = loader.index.entries[hangs].path
+    release = threading.Event()
+    try:
+        asked = _nvdec_on_a_cpu_machine(loader, [hangs, fails], monkeypatch, {stuck}, release)
+        got = {r: v.clone() for b in loader for r, v in zip(b["index"].tolist(), b["video"])}
+    finally:
+        release.set()
+    assert sorted(asked) == sorted([stuck, loader.index.entries[fails].path])
+    assert sorted(got) == sorted(set(range(10)) - {hangs})
+    for r in got:
+        assert torch.equal(got[r], expected[r]), r
+    assert loader.video_routes[fails].route == "pyav" and loader.stats["route_fallbacks"] == 1
+    assert loader.stats["rebuilds"] == 1 and loader.stats["skipped_videos"] == 1
+    (line,) = loader.stats["skipped"]
+    assert line.startswith(stuck) and f"did not decode within DATA.VIDEO_TIMEOUT_S = {limit:g} s" in line, line
+    assert "left out of this run only" in line
+    loader.close()
+    again = build_index(lst, root, 3, workers=1)
+    assert hangs in again.good_rows and again.probed == 0
+
+
+def test_lone_decodes_that_do_not_end_three_in_a_row_end_the_run(tmp_path, monkeypatch):
+    """Three of the failed graph's videos in a row whose lone decode does not end within DATA.VIDEO_TIMEOUT_S point
+    at the decoding, not at the videos: the run ends with the feeder's message naming the limit and the last one,
+    instead of leaving out one video after another."""
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 10, "DATA.NUM_WORKERS": 0, "DATA.VIDEO_TIMEOUT_S": 3.0})
+    loader = build_loader(cfg, "val")
+    rows = sorted(h264_rows)[:3]
+    paths = [loader.index.entries[r].path for r in rows]
+    release = threading.Event()
+    try:
+        _nvdec_on_a_cpu_machine(loader, rows, monkeypatch, set(paths), release)
+        with pytest.raises(RuntimeError, match="3 videos in a row did not decode within DATA.VIDEO_TIMEOUT_S = 3 s"
+                           ) as e:
+            for _ in loader:
+                pass
+    finally:
+        release.set()
+    assert f"(the last: {paths[2]})" in str(e.value)
+    assert loader.stats["skipped_videos"] == 2 and loader.stats["rebuilds"] == 0
     loader.close()
 
 

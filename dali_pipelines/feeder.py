@@ -49,7 +49,8 @@ __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
 logger = logging.getLogger(__name__)
 
-# A pool that dies this many times in a row points at the environment, not at the videos.
+# Pools that die more often than this in a row, with no video decoding between, point at the environment, not at the
+# videos. A pool counts once, however many decodes it took with it; the one-worker pool of second tries counts too.
 _MAX_POOL_DEATHS = 4
 
 
@@ -391,9 +392,9 @@ class Feeder:
                     # A worker process died (FFmpeg crashed, the OOM killer), maybe on another video in its pool:
                     # start a new pool and try this video again, alone; one that kills that worker too is
                     # quarantined. A second try beside other work could die of another video and convict this one.
-                    if route.restart_pool(fut):
+                    if route.restart_pool(fut):  # the first of a dead pool's decodes: the pool's one death
                         self.schedule.stats["worker_restarts"] += 1
-                    self._pool_deaths += 1
+                        self._pool_deaths += 1
                     if self._pool_deaths > _MAX_POOL_DEATHS:
                         raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "
                                            "(DATA.NUM_WORKERS 0 decodes in the main process)") from e

@@ -899,6 +899,68 @@ def test_a_second_try_is_not_lost_to_its_worker_killed_while_idle(tmp_path, monk
         route.close()
 
 
+def _decoded(samples):
+    """Each sample's frames as PyAV decodes them here, by path."""
+    from dali_pipelines.pyav_io import decode_indexed_frames
+
+    return {s.video.path: decode_indexed_frames(s.video.path, s.frames, s.video.size, s.video.mtime_ns)
+            for s in samples}
+
+
+def _feed(schedule, route, **feeder_args):
+    """Drain a Feeder of ``route`` (the PyAV route) over ``schedule``: (batch number, path, frames) of each
+    delivered batch's first sample and the error that ended it (None when the schedule ran out)."""
+    from dali_pipelines.feeder import Feeder
+    from dali_pipelines.routing import PYAV
+
+    feeder = Feeder(schedule, {PYAV: route}, 0, **feeder_args)
+    delivered = []
+    try:
+        for batch, video in _drain(feeder):
+            delivered.append((batch.number, batch.samples[0].video.path, video))
+    except RuntimeError as e:  # checked by the caller after what was quarantined, which shows whom it blamed
+        return delivered, e
+    finally:
+        route.close()
+    return delivered, None
+
+
+def test_crashers_decoded_together_are_one_pool_death_not_three(tmp_path, monkeypatch):
+    """Three videos that crash their decode worker in one batch, decoded in one pool: its one death broke all three
+    decodes, and each broken decode counted as a death, so with the second tries (each alone, each a death) the
+    count passed the limit and ended the run, "the PyAV decoding worker processes keep dying". A pool counts once:
+    the crashers are quarantined, each having died alone, and the good video of the next batch comes out."""
+    from dali_pipelines.feeder import HostDecodeRoute
+    from tests.crashing_jobs import CRASH_MARK
+
+    samples = _crash_samples(tmp_path, [f"{n}_{CRASH_MARK}.webm" for n in ("a", "b", "c")] + ["good.webm"])
+    paths = [s.video.path for s in samples]
+    expected = _decoded(samples[3:])
+    _crashing_decodes(monkeypatch)
+    schedule = _FeederSchedule([samples[:3], samples[3:]])
+    delivered, error = _feed(schedule, HostDecodeRoute(workers=1), lookahead=1)
+    alone = "the decoding worker process died twice on it, the second time alone"
+    assert schedule.replaced == [(p, 0, alone, True) for p in paths[:3]], schedule.replaced
+    assert error is None, error
+    assert [(n, p) for n, p, _ in delivered] == [(1, paths[3])]
+    assert np.array_equal(delivered[0][2], expected[paths[3]])
+    assert schedule.stats["worker_restarts"] == 4  # the shared pool once, the second tries' pool three times
+
+
+def test_workers_that_die_on_every_video_still_end_the_run(tmp_path, monkeypatch):
+    """Workers that die on every video (a broken environment, not broken videos): the run ends with one message
+    before the deaths in a row quarantine video after video."""
+    from dali_pipelines.feeder import HostDecodeRoute
+    from tests.crashing_jobs import CRASH_MARK
+
+    samples = _crash_samples(tmp_path, [f"{i}_{CRASH_MARK}.webm" for i in range(8)])
+    _crashing_decodes(monkeypatch)
+    schedule = _FeederSchedule([[s] for s in samples])
+    delivered, error = _feed(schedule, HostDecodeRoute(workers=1), lookahead=1)
+    assert error is not None and "the PyAV decoding worker processes keep dying" in str(error)
+    assert delivered == [] and 0 < len(schedule.replaced) < len(samples) / 2, schedule.replaced
+
+
 _READ_FOR_EVER = """
 import sys
 import numpy as np

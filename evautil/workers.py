@@ -29,6 +29,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import multiprocessing.context as mpc
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -318,12 +319,51 @@ def _exit_description(pool: cf.Executor) -> str:
     return ", ".join(sorted(set(ends))) or "ended"
 
 
-def submit_to_pool(pool: cf.Executor, fn: Callable, *args) -> cf.Future:
-    """``pool.submit(fn, *args)``, except that the OSError ('Bad file descriptor') a process pool raises when it
-    breaks while starting a worker for this submission is the BrokenProcessPool it means: CPython's manager thread
-    closes the pool's queues while the new worker is being handed them."""
+def _sendable(e: BaseException) -> BaseException:
+    """``e``, or, when the main process could not rebuild it from its pickle (a constructor that wants other
+    arguments than the exception keeps, an attribute that does not pickle), its nearest built-in class with its
+    class name and message: concurrent.futures would report such an exception as a worker's death (the pool
+    breaks), and the job's own error would be lost."""
     try:
-        return pool.submit(fn, *args)
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - whatever pickling raises
+        pass
+    try:
+        said = f"{type(e).__qualname__}: {e}"
+    except Exception:  # noqa: BLE001 - a __str__ that fails too
+        said = f"{type(e).__qualname__} (its message could not be read)"
+    for cls in type(e).__mro__:
+        if cls.__module__ == "builtins":
+            try:
+                stand_in = cls(said)
+                pickle.loads(pickle.dumps(stand_in))
+                return stand_in
+            except Exception:  # noqa: BLE001 - a built-in that wants other arguments (UnicodeDecodeError)
+                continue
+    return RuntimeError(said)  # not reached: BaseException(said) pickles
+
+
+def _run_job(fn: Callable, *args):
+    """What :func:`submit_to_pool` runs in a worker: ``fn(*args)``, with an exception sent back in a form the main
+    process can rebuild (:func:`_sendable`)."""
+    try:
+        return fn(*args)
+    except BaseException as e:  # noqa: BLE001 - re-raised, in a sendable form
+        stand_in = _sendable(e)
+        if stand_in is e:
+            raise
+        raise stand_in from e  # the traceback sent along shows the original
+
+
+def submit_to_pool(pool: cf.Executor, fn: Callable, *args) -> cf.Future:
+    """``pool.submit(fn, *args)``; in a process pool ``fn`` runs through :func:`_run_job` (its exception sent in
+    a form that can be rebuilt here). The OSError ('Bad file descriptor') a process pool raises when it breaks
+    while starting a worker for this submission is the BrokenProcessPool it means: CPython's manager thread
+    closes the pool's queues while the new worker is being handed them."""
+    job = (_run_job, fn, *args) if isinstance(pool, cf.ProcessPoolExecutor) else (fn, *args)
+    try:
+        return pool.submit(*job)
     except OSError as e:
         broken = getattr(pool, "_broken", False)  # private: set before the queues are closed
         if broken:

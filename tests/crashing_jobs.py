@@ -1,6 +1,6 @@
-"""Worker jobs that die on chosen files as a crash in FFmpeg would (SIGSEGV, no exception), or never finish one,
-wrapped around the real jobs. They are pickled by name into worker processes, which import this module: it imports
-nothing heavy."""
+"""Worker jobs that die on chosen files as a crash in FFmpeg would (SIGSEGV, no exception), never finish one, or
+raise an exception that cannot be rebuilt from its pickle, wrapped around the real jobs. They are pickled by name
+into worker processes, which import this module: it imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -12,14 +12,26 @@ import time
 CRASH_MARK = "crashes"
 # Files whose name contains this are re-encoded forever (a long video still encoding when the run is stopped).
 STALL_MARK = "stalls"
+# Files whose name contains this fail with an exception that the main process cannot unpickle (DamagedStream).
+UNPICKLABLE_MARK = "unpicklable"
 # A time limit that every job which does answer meets, also on a loaded machine, while a stalled one never answers.
 # A fresh worker's first answer (its imports) took 2 s with a load of 10 on 2 cores; 0.5 s failed at a load of 5.
 ANSWERS_WITHIN_S = 5.0
 
 
+class DamagedStream(ValueError):
+    """An error as a library may define one: its constructor wants other arguments than it keeps (``args`` holds
+    the message only), so unpickling it, which calls ``DamagedStream(message)``, fails with a TypeError."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}")
+
+
 def _crash_on_marked(path: str) -> None:
     if CRASH_MARK in os.path.basename(path):
         os.kill(os.getpid(), signal.SIGSEGV)
+    if UNPICKLABLE_MARK in os.path.basename(path):
+        raise DamagedStream(path, "the stream is damaged")
 
 
 def probe_job(job: tuple):

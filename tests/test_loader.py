@@ -772,7 +772,8 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
 
     class KillingWorkItem(cfp._WorkItem):
         def __init__(self, future, fn, args, kwargs):
-            if fn is np.zeros and args[0][0] == 2 and not killed:  # row 1's first submission
+            # args: the decode and its arguments, as submit_to_pool hands them to its wrapper in the worker
+            if args[:1] == (np.zeros,) and args[1][0] == 2 and not killed:  # row 1's first submission
                 pool = route._pool
                 killed.extend(route.worker_pids())
                 os.kill(killed[0], signal.SIGKILL)
@@ -959,6 +960,30 @@ def test_workers_that_die_on_every_video_still_end_the_run(tmp_path, monkeypatch
     delivered, error = _feed(schedule, HostDecodeRoute(workers=1), lookahead=1)
     assert error is not None and "the PyAV decoding worker processes keep dying" in str(error)
     assert delivered == [] and 0 < len(schedule.replaced) < len(samples) / 2, schedule.replaced
+
+
+def test_an_error_the_main_process_cannot_unpickle_quarantines_its_video_not_the_workers(tmp_path, monkeypatch):
+    """A decode that fails with an exception that cannot be rebuilt from its pickle (a library's exception class
+    whose constructor wants other arguments) broke the pool (concurrent.futures treats what it cannot read as a
+    dead worker): the video was quarantined as one whose worker "died twice", and such videos counted as worker
+    deaths. The worker sends it as its nearest built-in class, with its name and message: the video is
+    quarantined for its own error, its neighbours decode, and no worker is restarted."""
+    from dali_pipelines.feeder import HostDecodeRoute
+    from tests.crashing_jobs import UNPICKLABLE_MARK
+
+    samples = _crash_samples(tmp_path, ["good_a.webm", f"{UNPICKLABLE_MARK}.webm", "good_b.webm"])
+    paths = [s.video.path for s in samples]
+    expected = _decoded([samples[0], samples[2]])
+    _crashing_decodes(monkeypatch)
+    schedule = _FeederSchedule([[s] for s in samples])
+    delivered, error = _feed(schedule, HostDecodeRoute(workers=1), lookahead=1)
+    assert error is None, error
+    assert schedule.replaced == [(paths[1], 1, f"ValueError: DamagedStream: {paths[1]}: the stream is damaged",
+                                  True)], schedule.replaced
+    assert [(n, p) for n, p, _ in delivered] == [(0, paths[0]), (2, paths[2])]
+    for _, path, video in delivered:
+        assert np.array_equal(video, expected[path])
+    assert schedule.stats["worker_restarts"] == 0
 
 
 _READ_FOR_EVER = """

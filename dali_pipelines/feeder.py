@@ -88,6 +88,7 @@ class EncodedRoute:
         self.pack_gops = pack_gops
         self._workers = max(1, int(workers))
         self._pool: cf.Executor | None = None
+        self._alone: cf.Executor | None = None  # one thread for the reads the feeder waits for at once
         self._numbering: dict[int, str] | None = {} if name == NVDEC else None
 
     def _packs(self, sample: Sample) -> bool:
@@ -101,8 +102,18 @@ class EncodedRoute:
     def submit(self, sample: Sample) -> cf.Future:
         if self._pool is None:
             self._pool = DaemonThreadPool(self._workers, "video-read")
-        fut = self._pool.submit(_read_source, sample.video, sample.frames, self._packs(sample), self._numbering)
-        fut.pool = self._pool  # type: ignore[attr-defined]  # the pool to replace if this read does not end
+        return self._submit(self._pool, sample)
+
+    def submit_alone(self, sample: Sample) -> cf.Future:
+        """A read the feeder waits for at once (a retry, a substitute), in a thread that holds no other work: in
+        the pool it would wait behind the reads of the batches ahead, one of which may never end."""
+        if self._alone is None:
+            self._alone = DaemonThreadPool(1, "video-read-alone")
+        return self._submit(self._alone, sample)
+
+    def _submit(self, pool: cf.Executor, sample: Sample) -> cf.Future:
+        fut = pool.submit(_read_source, sample.video, sample.frames, self._packs(sample), self._numbering)
+        fut.pool = pool  # type: ignore[attr-defined]  # the pool to replace if this read does not end
         return fut
 
     def source(self, sample: Sample, result: Any) -> EncodedSource:
@@ -113,25 +124,31 @@ class EncodedRoute:
         cannot be stopped, so the pool it is in is left behind, not waited for (not even when the process ends:
         its threads are daemons), and its queued reads (cancelled) and the next ones go to a new pool. True when
         this call replaced the pool."""
-        if broken.done() or getattr(broken, "pool", None) is not self._pool:
+        pool = getattr(broken, "pool", None)
+        if broken.done() or pool is None or (pool is not self._pool and pool is not self._alone):
             return False
-        self._pool.shutdown(wait=False, cancel_futures=True)  # reads queued behind the stuck one: submitted anew
-        self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)  # reads queued behind the stuck one: submitted anew
+        if pool is self._pool:
+            self._pool = None
+        else:
+            self._alone = None
         return True
 
     def close(self, wait: bool = True) -> None:
         """Give the read threads up; ``wait`` is not honoured: a read in flight may never end (a file system that
         stopped answering), nobody takes its result, and waiting for it kept a stopped run from ending."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._alone):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._alone = None
 
 
 class HostDecodeRoute:
     """Decodes the sampled frames on the host, in ``workers`` processes (0: in the calling thread), for both CPU
     routes: DALI's CPU decoder for ``dali_cpu`` samples (on the GOPs they need when ``pack_gops``), PyAV for
     ``pyav`` ones (``host_decode.py``). One pool serves both, so a mixed list starts ``workers`` processes (and
-    one more, kept from the first worker death on, for second tries: :meth:`submit_alone`).
+    one more, kept from the first retry or substitute on, for the decodes the feeder waits for at once:
+    :meth:`submit_alone`).
 
     Separate processes decode in parallel with each other and with the graph (DALI runs a graph's CPU operators
     one at a time; PyAV holds the GIL while converting to RGB). Workers return plain arrays.
@@ -142,7 +159,7 @@ class HostDecodeRoute:
         self.pack_gops = pack_gops
         self._start_method = start_method
         self._pool: cf.Executor | None = None
-        self._alone: cf.Executor | None = None  # one worker for second tries (submit_alone), after a first death
+        self._alone: cf.Executor | None = None  # one worker for the decodes waited for at once (submit_alone)
 
     def _call(self, sample: Sample) -> tuple:
         v = sample.video
@@ -170,10 +187,12 @@ class HostDecodeRoute:
         return self._submit(self._pool, sample)  # type: ignore[arg-type]
 
     def submit_alone(self, sample: Sample) -> cf.Future:
-        """A second try at ``sample``, whose worker died (maybe on another video: a pool's workers die with it), in
-        a pool of one worker that holds no other work: the feeder waits for each second try before the next, and
-        sends nothing else there. A death there is this video's own doing, never that of a video decoded beside
-        it. The pool is kept for later second tries; one whose idle worker was killed is replaced first."""
+        """A decode the feeder waits for at once, in a pool of one worker that holds no other work: the feeder
+        waits for each before the next and sends nothing else there. A second try at ``sample``, whose worker died
+        (maybe on another video: a pool's workers die with it): a death there is this video's own doing, never that
+        of a video decoded beside it. A retry or a substitute: in the pool it would wait behind the decodes of the
+        batches ahead, one of which may never end, and be timed out for their time. The pool is kept; one whose
+        idle worker was killed is replaced first."""
         if self._workers <= 0:
             return self.submit(sample)
         if self._alone is not None and pool_lost_a_worker(self._alone):
@@ -286,7 +305,9 @@ class Feeder:
     that does not end: the cause may pass) and the decode workers are replaced; threads cannot be stopped, so a
     read stuck in the kernel keeps its thread. ``evautil.workers.MAX_OVERDUE_IN_A_ROW`` such videos in a row end the
     run, counted in ``overdue`` (the loader's, which also counts its re-decodes after a graph failure; else one of
-    the feeder's own).
+    the feeder's own). The limit counts a video's own time only: the routes' pools take the batches' videos in the
+    order the feeder waits for them, and what it submits while it waits (retries, substitutes, rerouted videos) goes
+    to the route's one-worker pool (``submit_alone``), never behind the videos of the batches ahead.
     """
 
     def __init__(self, schedule, routes: dict[str, Any], start: int, lookahead: int,
@@ -386,7 +407,7 @@ class Feeder:
                 except ResultOverdue:
                     s = self._overdue(s, route, fut, pending.number)
                 except cf.CancelledError:  # queued on a pool that was replaced meanwhile: submitted anew
-                    fut = route.submit_alone(s) if retried else route.submit(s)
+                    fut = route.submit_alone(s)
                     continue
                 except cf.BrokenExecutor as e:
                     # A worker process died (FFmpeg crashed, the OOM killer), maybe on another video in its pool:
@@ -410,9 +431,9 @@ class Feeder:
                     moved = (self._reroute(s, str(e)) if isinstance(e, DaliDecodeError) and self._reroute
                              else None)
                     s = moved or self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
-                if s is not None:
+                if s is not None:  # a substitute or a rerouted video, waited for at once
                     retried = False
-                    fut = self._route(s).submit(s)
+                    fut = self._route(s).submit_alone(s)
         return samples, sources
 
     def _overdue(self, sample: Sample, route, fut: cf.Future, number: int) -> Sample | None:

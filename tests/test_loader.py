@@ -962,6 +962,89 @@ def test_workers_that_die_on_every_video_still_end_the_run(tmp_path, monkeypatch
     assert delivered == [] and 0 < len(schedule.replaced) < len(samples) / 2, schedule.replaced
 
 
+class _SubstitutingSchedule(_FeederSchedule):
+    """A _FeederSchedule that gives each replaced sample the substitute mapped to its path (as training does)."""
+
+    def __init__(self, batches, substitutes):
+        super().__init__(batches)
+        self.substitutes = substitutes
+
+    def replace(self, sample, number, reason, remember=True):
+        super().replace(sample, number, reason, remember)
+        return self.substitutes.get(sample.video.path)
+
+
+def test_a_substitute_is_not_timed_out_behind_a_decode_of_a_batch_ahead_that_does_not_end(tmp_path, monkeypatch):
+    """One decode worker; a video of the first batch fails (a changed file) and its substitute is decoded at once.
+    It was queued in the pool behind the decodes of the batches ahead, one of which never ends, and was left out
+    as a video that did not decode within DATA.VIDEO_TIMEOUT_S, though it never ran. It decodes in the worker kept
+    for the decodes waited for at once; only the video that does not end is left out."""
+    import dataclasses
+
+    from dali_pipelines.feeder import HostDecodeRoute
+    from tests.crashing_jobs import ANSWERS_WITHIN_S, STALL_MARK
+
+    changed, sub, good, stalled = _crash_samples(tmp_path, ["changed.webm", "sub.webm", "good.webm",
+                                                            f"{STALL_MARK}.webm"])
+    changed = dataclasses.replace(changed, video=dataclasses.replace(changed.video, size=changed.video.size + 1))
+    expected = _decoded([sub, good])
+    _crashing_decodes(monkeypatch)
+    schedule = _SubstitutingSchedule([[changed], [good], [stalled]], {changed.video.path: sub})
+    limit = 2 * ANSWERS_WITHIN_S  # a fresh worker's first decode (its imports) too
+    delivered, error = _feed(schedule, HostDecodeRoute(workers=1), lookahead=2, wait_limit_s=limit)
+    assert error is None, error
+    assert [(p, n, remember) for p, n, _, remember in schedule.replaced] == [
+        (changed.video.path, 0, True), (stalled.video.path, 2, False)], schedule.replaced
+    assert "VideoChangedError" in schedule.replaced[0][2]
+    assert f"did not decode within DATA.VIDEO_TIMEOUT_S = {limit:g} s" in schedule.replaced[1][2]
+    assert [(n, p) for n, p, _ in delivered] == [(0, sub.video.path), (1, good.video.path)]
+    for _, path, video in delivered:
+        assert np.array_equal(video, expected[path])
+
+
+def test_a_read_retried_after_a_read_that_did_not_end_is_not_timed_out_behind_another(tmp_path):
+    """One read thread; a read that does not end (a file system that stopped answering) is past the limit: its
+    pool is left behind and the reads queued there are cancelled. The first of them, submitted anew, was queued in
+    the new pool behind the read of a batch ahead that does not end either, and was left out for its time. It
+    is read in a thread of its own; only the two reads that do not end are left out."""
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import EncodedRoute, Feeder
+    from dali_pipelines.pyav_encode import write_video
+    from dali_pipelines.routing import NVDEC
+    from tests.crashing_jobs import ANSWERS_WITHIN_S
+    from tests.video_fixtures import pattern_frames
+
+    def sample(row, path):
+        return Sample(VideoRef(row, path, 0, 8, 64, 48, "h264"), NVDEC, np.arange(4), params=None)
+
+    goods = [str(tmp_path / f"good_{i}.mp4") for i in range(2)]
+    for path in goods:
+        write_video(path, pattern_frames(8), codec="h264", gop=8)
+    stuck = [str(tmp_path / f"stuck_{i}.mp4") for i in range(2)]
+    for path in stuck:
+        os.mkfifo(path)  # nobody writes: opening it for reading blocks
+    schedule = _FeederSchedule([[sample(0, stuck[0])], [sample(1, goods[0])], [sample(2, goods[1])],
+                                [sample(3, stuck[1])]])
+    route = EncodedRoute(NVDEC, workers=1)
+    feeder = Feeder(schedule, {NVDEC: route}, 0, lookahead=2, wait_limit_s=ANSWERS_WITHIN_S)
+    delivered = []
+    try:
+        while True:
+            try:
+                batch = feeder.peek()
+            except StopIteration:
+                break
+            delivered.append((batch.number, feeder._parts["nvdec"].popleft()[0].source.encoded.tobytes()))
+            feeder.inflight.popleft()
+    finally:
+        for path in stuck:
+            _has_reader(path)  # a writer that comes and goes: a stuck read ends (an empty file)
+        route.close()
+    assert [(p, n, remember) for p, n, _, remember in schedule.replaced] == [(stuck[0], 0, False),
+                                                                            (stuck[1], 3, False)], schedule.replaced
+    assert delivered == [(1, open(goods[0], "rb").read()), (2, open(goods[1], "rb").read())]
+
+
 def test_an_error_the_main_process_cannot_unpickle_quarantines_its_video_not_the_workers(tmp_path, monkeypatch):
     """A decode that fails with an exception that cannot be rebuilt from its pickle (a library's exception class
     whose constructor wants other arguments) broke the pool (concurrent.futures treats what it cannot read as a

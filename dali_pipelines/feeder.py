@@ -42,8 +42,9 @@ from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns
 from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
 from .timed_reader import OverdueStreak
-from evautil.workers import (DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool, pool_lost_a_worker,
-                             pool_processes, process_pool, result_unless_a_worker_dies, submit_to_pool)
+from evautil.workers import (DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool, jobs_started,
+                             pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies,
+                             submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
 
@@ -192,7 +193,7 @@ class HostDecodeRoute:
         (maybe on another video: a pool's workers die with it): a death there is this video's own doing, never that
         of a video decoded beside it. A retry or a substitute: in the pool it would wait behind the decodes of the
         batches ahead, one of which may never end, and be timed out for their time. The pool is kept; one whose
-        idle worker was killed is replaced first."""
+        idle worker was killed is replaced first (killed after this look: :meth:`ran` tells)."""
         if self._workers <= 0:
             return self.submit(sample)
         if self._alone is not None and pool_lost_a_worker(self._alone):
@@ -211,7 +212,15 @@ class HostDecodeRoute:
             fut = cf.Future()
             fut.set_exception(e)
         fut.pool = pool  # type: ignore[attr-defined]  # which pool to restart if this future breaks
+        fut.started_before = jobs_started(pool)  # type: ignore[attr-defined]  # see ran()
         return fut
+
+    def ran(self, fut: cf.Future) -> bool:
+        """Whether a worker took ``fut``'s decode, submitted with :meth:`submit_alone`, and began it, also after
+        its pool broke: a pool that broke before was not broken by it (its idle worker was killed). True where
+        that cannot be told (a pool of several workers)."""
+        before = getattr(fut, "started_before", None)
+        return before is None or jobs_started(fut.pool) > before  # type: ignore[attr-defined]
 
     def source(self, sample: Sample, result: Any) -> DecodedSource:
         v = sample.video
@@ -394,7 +403,7 @@ class Feeder:
         """Wait for a batch's sources; quarantine videos that cannot be read (and substitute or drop them)."""
         samples, sources = [], []
         for s, fut in zip(pending.samples, pending.futures):
-            retried = False
+            retried = resent = False
             while s is not None:
                 route = self._route(s)
                 try:
@@ -420,6 +429,11 @@ class Feeder:
                         raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "
                                            "(DATA.NUM_WORKERS 0 decodes in the main process)") from e
                     _drop_frames(e)
+                    if retried and not resent and not route.ran(fut):
+                        # the second try's worker was killed before it took the decode: not this video's doing
+                        resent = True
+                        fut = route.submit_alone(s)
+                        continue
                     if not retried:
                         retried = True
                         fut = route.submit_alone(s)
@@ -432,7 +446,7 @@ class Feeder:
                              else None)
                     s = moved or self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
                 if s is not None:  # a substitute or a rerouted video, waited for at once
-                    retried = False
+                    retried = resent = False
                     fut = self._route(s).submit_alone(s)
         return samples, sources
 

@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 from .progress import ProgressLines
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
-           "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool",
+           "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool", "jobs_started",
            "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "DaemonThreadPool", "map_with_progress",
            "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError", "MAX_OVERDUE_IN_A_ROW", "usable_cpus"]
 
@@ -148,9 +148,15 @@ def _watch_main_process(main_pid: int, identity: str | None) -> None:
     os._exit(1)  # the main process is gone: nobody will read this worker's results
 
 
-def worker_setup(main_pid: int) -> None:
+# In a worker of a one-worker pool: the count of the jobs it has started, shared with the main process.
+_JOB_STARTS = None
+
+
+def worker_setup(main_pid: int, job_starts=None) -> None:
     """Initializer of every worker process: ignore the scheduler's signals (:data:`IGNORED_SIGNALS`) and exit
-    when process ``main_pid`` ends."""
+    when process ``main_pid`` ends. ``job_starts``: the shared count of a one-worker pool (:func:`jobs_started`)."""
+    global _JOB_STARTS
+    _JOB_STARTS = job_starts
     for sig in IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     identity = _process_identity(main_pid)
@@ -161,9 +167,25 @@ def worker_setup(main_pid: int) -> None:
 
 
 def process_pool(workers: int, method: str = START_METHOD) -> cf.ProcessPoolExecutor:
-    """A process pool of ``workers`` processes started with ``method``, set up by :func:`worker_setup`."""
-    return cf.ProcessPoolExecutor(max(1, int(workers)), mp_context=mp_context(method), initializer=worker_setup,
-                                  initargs=(os.getpid(),))
+    """A process pool of ``workers`` processes started with ``method``, set up by :func:`worker_setup`. A
+    one-worker pool counts the jobs its worker starts (:func:`jobs_started`)."""
+    workers = max(1, int(workers))
+    context = mp_context(method)
+    # one writer: the count is exact (several workers' increments could overlap; nothing needs theirs)
+    starts = context.RawValue("q", 0) if workers == 1 else None
+    pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=worker_setup,
+                                  initargs=(os.getpid(), starts))
+    pool.job_starts = starts  # type: ignore[attr-defined]
+    return pool
+
+
+def jobs_started(pool: cf.Executor | None) -> int | None:
+    """How many jobs submitted with :func:`submit_to_pool` the worker of one-worker process pool ``pool`` has
+    started (taken and begun to run), also after the pool broke; None for another pool. A job submitted when the
+    count was n has started once it is above n, if the pool holds no other work: a pool that breaks before that
+    was not broken by the job."""
+    starts = getattr(pool, "job_starts", None)
+    return None if starts is None else int(starts.value)
 
 
 def pool_processes(pool: cf.Executor | None) -> list:
@@ -345,8 +367,10 @@ def _sendable(e: BaseException) -> BaseException:
 
 
 def _run_job(fn: Callable, *args):
-    """What :func:`submit_to_pool` runs in a worker: ``fn(*args)``, with an exception sent back in a form the main
-    process can rebuild (:func:`_sendable`)."""
+    """What :func:`submit_to_pool` runs in a worker: ``fn(*args)``, counted as started in a one-worker pool, and
+    an exception sent back in a form the main process can rebuild (:func:`_sendable`)."""
+    if _JOB_STARTS is not None:
+        _JOB_STARTS.value += 1
     try:
         return fn(*args)
     except BaseException as e:  # noqa: BLE001 - re-raised, in a sendable form
@@ -357,10 +381,10 @@ def _run_job(fn: Callable, *args):
 
 
 def submit_to_pool(pool: cf.Executor, fn: Callable, *args) -> cf.Future:
-    """``pool.submit(fn, *args)``; in a process pool ``fn`` runs through :func:`_run_job` (its exception sent in
-    a form that can be rebuilt here). The OSError ('Bad file descriptor') a process pool raises when it breaks
-    while starting a worker for this submission is the BrokenProcessPool it means: CPython's manager thread
-    closes the pool's queues while the new worker is being handed them."""
+    """``pool.submit(fn, *args)``; in a process pool ``fn`` runs through :func:`_run_job` (its start counted,
+    its exception sent in a form that can be rebuilt here). The OSError ('Bad file descriptor') a process pool
+    raises when it breaks while starting a worker for this submission is the BrokenProcessPool it means:
+    CPython's manager thread closes the pool's queues while the new worker is being handed them."""
     job = (_run_job, fn, *args) if isinstance(pool, cf.ProcessPoolExecutor) else (fn, *args)
     try:
         return pool.submit(*job)

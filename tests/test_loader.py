@@ -1045,6 +1045,53 @@ def test_a_read_retried_after_a_read_that_did_not_end_is_not_timed_out_behind_an
     assert delivered == [(1, open(goods[0], "rb").read()), (2, open(goods[1], "rb").read())]
 
 
+def test_a_second_try_whose_worker_is_killed_before_it_starts_is_sent_again(tmp_path, monkeypatch):
+    """A crasher takes two good videos of its batch down with it; their second tries run one by one in the worker
+    kept for them. That worker is killed (as by the OOM killer) after the feeder looked at it and before the second
+    good video's decode reaches it: the decode never ran, and the video was quarantined as one that died twice.
+    A second try whose worker never started it is sent again, to a new worker, and decodes."""
+    import signal
+    import time
+
+    from dali_pipelines import feeder
+    from dali_pipelines.feeder import HostDecodeRoute
+    from evautil.workers import pool_processes
+    from tests.crashing_jobs import ANSWERS_WITHIN_S, CRASH_MARK
+
+    samples = _crash_samples(tmp_path, [f"a_{CRASH_MARK}.webm", "good_a.webm", "good_b.webm"])
+    paths = [s.video.path for s in samples]
+    expected = _decoded(samples[1:])
+    _crashing_decodes(monkeypatch)
+    route = HostDecodeRoute(workers=1)
+    real_lost, killed = feeder.pool_lost_a_worker, []
+
+    def lost_then_killed(pool):  # submit_alone's look at its idle worker; killed just after it
+        lost = real_lost(pool)
+        if not lost and pool is route._alone and not killed:
+            (worker,) = pool_processes(pool)
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
+            deadline = time.monotonic() + 12 * ANSWERS_WITHIN_S
+            while not pool._broken and time.monotonic() < deadline:  # the pool has seen it: submit fails at once
+                time.sleep(0.01)
+        return lost
+
+    monkeypatch.setattr(feeder, "pool_lost_a_worker", lost_then_killed)
+    schedule = _FeederSchedule([samples])
+    fed = feeder.Feeder(schedule, {"pyav": route}, 0, lookahead=0)
+    try:
+        batch = fed.peek()
+        videos = [r.source.video for r in fed._parts["host"].popleft()]
+    finally:
+        route.close()
+    assert killed
+    assert schedule.replaced == [(paths[0], 0, "the decoding worker process died twice on it, the second time "
+                                                "alone", True)], schedule.replaced
+    assert [s.video.path for s in batch.samples] == paths[1:]
+    for path, video in zip(paths[1:], videos):
+        assert np.array_equal(video, expected[path])
+
+
 def test_an_error_the_main_process_cannot_unpickle_quarantines_its_video_not_the_workers(tmp_path, monkeypatch):
     """A decode that fails with an exception that cannot be rebuilt from its pickle (a library's exception class
     whose constructor wants other arguments) broke the pool (concurrent.futures treats what it cannot read as a

@@ -303,6 +303,11 @@ class Checkpointer:
         self.warn = warn or (lambda msg: None)
         self.last_saved: str | None = None
         self.damaged: set[str] = set()  # real paths find_latest skipped as unusable: never counted as kept
+        # Each listed file's order as parsed, by path, with the (inode, size, mtime) it had: a listing (the rotation
+        # after every save, find_latest) parses only files new or changed since (a parse costs per tensor:
+        # thousands for EVA-g). The order only, never the state: a mapped state would keep a file rotated away on
+        # the disk.
+        self._orders: dict[str, tuple[tuple[int, int, int], tuple[int, int], bool]] = {}
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
         """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
@@ -329,9 +334,17 @@ class Checkpointer:
         return [path for path, _ in self._ordered()]
 
     def _ordered(self) -> list[tuple[str, Any]]:
-        """:meth:`candidates`, each with the file as read (memory-mapped) for its order; None when unreadable."""
-        found = [(self._parse_order(path), path) for path in checkpoint_files(self.output_dir)]
-        return [(path, state) for (_, state), path in sorted(found, key=lambda f: (f[0][0], f[1]), reverse=True)]
+        """:meth:`candidates`, each with the file as read (memory-mapped) for its order; None when unreadable or its
+        order was known (not parsed again)."""
+        found = [(key, path, state) for path in self._listed() for key, _, state in [self._parse_order(path)]]
+        return [(path, state) for _, path, state in sorted(found, key=lambda f: (f[0], f[1]), reverse=True)]
+
+    def _listed(self) -> list[str]:
+        """:func:`checkpoint_files`; the orders known of files no longer there are forgotten."""
+        paths = checkpoint_files(self.output_dir)
+        listed = set(paths)
+        self._orders = {p: known for p, known in self._orders.items() if p in listed}
+        return paths
 
     def newer_than(self, path: str) -> list[str]:
         """The rotating checkpoints in the directory that rank above ``path`` (a later step), newest first."""
@@ -381,24 +394,36 @@ class Checkpointer:
             return None
         return found if int(found["global_step"]) > step else None
 
-    @staticmethod
-    def _order_key(path: str) -> tuple[int, int]:
+    def _order_key(self, path: str) -> tuple[int, int]:
         """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""
-        return Checkpointer._parse_order(path)[0]
+        return self._parse_order(path)[0]
 
-    @staticmethod
-    def _parse_order(path: str) -> tuple[tuple[int, int], Any]:
-        """:meth:`_order_key` and the file as read for it (memory-mapped), None when it could not be read."""
+    def _parse_order(self, path: str) -> tuple[tuple[int, int], bool, Any]:
+        """:meth:`_order_key`, whether the file reads, and the file as read for it (memory-mapped): None when it
+        could not be read, or when its order is known from an earlier parse here and the file is unchanged."""
+        try:
+            st = os.stat(path)
+            version: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            version = None
+        known = self._orders.get(path)
+        if known is not None and known[0] == version:
+            return known[1], known[2], None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return (int(state["global_step"]), int(bool(state.get("epoch_complete")))), state
+            key, readable = (int(state["global_step"]), int(bool(state.get("epoch_complete")))), True
         except Exception:
             # Damaged: rank it by its name so it is still tried (and reported) in a sensible place.
+            state, readable = None, False
             named = _NAME_RE.match(os.path.basename(path))
             if named is None:  # not a rotating checkpoint's name (e.g. an explicit --resume file)
-                return (-1, 0), None
-            kind, num = named.groups()
-            return ((int(num), 0) if kind == "step" else (-1, 0)), None
+                key = (-1, 0)
+            else:
+                kind, num = named.groups()
+                key = (int(num), 0) if kind == "step" else (-1, 0)
+        if version is not None:
+            self._orders[path] = (version, key, readable)
+        return key, readable, state
 
     def _rotate(self) -> None:
         # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
@@ -417,8 +442,7 @@ class Checkpointer:
         # Only checkpoints that can be resumed from count as kept: a damaged one (say, beyond the step this attempt
         # fell back to) would otherwise take a place and have the last good one deleted. Damaged files are left
         # for their owner to look at; find_latest skips them.
-        found = [(key, state is not None, path) for path in checkpoint_files(self.output_dir)
-                 for key, state in [self._parse_order(path)]]
+        found = [(key, readable, path) for path in self._listed() for key, readable, _ in [self._parse_order(path)]]
         usable = [path for key, readable, path in sorted(found, reverse=True)
                   if readable and os.path.realpath(path) not in self.damaged]
         for old in usable[self.keep_last:]:

@@ -99,6 +99,35 @@ def test_rotation_keeps_last_k_ordered_by_step(tmp_path):
     assert [os.path.basename(p) for p in ck.candidates()] == ["ckpt_step_14.pth", "ckpt_epoch_1.pth"]
 
 
+def test_a_listing_after_a_save_parses_only_the_new_file(tmp_path, monkeypatch):
+    """Every listing (the rotation after each save, find_latest) parsed every checkpoint in the folder to order it:
+    for a billion-parameter model, thousands of tensors per file at each save. One Checkpointer remembers each
+    file's order while the file is unchanged (its inode, size and modification time)."""
+    parses: list[str] = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: parses.append(os.path.basename(f)) or load(f, *a, **kw))
+    ck = Checkpointer(str(tmp_path), keep_last=2)
+    ck.save(_state(4))
+    assert parses == ["ckpt_step_4.pth"]
+    parses.clear()
+    ck.save(_state(8))
+    assert parses == ["ckpt_step_8.pth"]
+    parses.clear()
+    ck.save(_state(12))  # rotates ckpt_step_4.pth away, ordered without parsing the two older files again
+    assert parses == ["ckpt_step_12.pth"]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_12.pth", "ckpt_step_8.pth"]
+    parses.clear()
+    assert [os.path.basename(p) for p in ck.candidates()] == ["ckpt_step_12.pth", "ckpt_step_8.pth"] and not parses
+    # a file replaced under the same name is parsed again, and ordered by what it holds now
+    save_atomic(_state(20), str(tmp_path / "ckpt_step_8.pth"))
+    assert [os.path.basename(p) for p in ck.candidates()] == ["ckpt_step_8.pth", "ckpt_step_12.pth"]
+    assert parses == ["ckpt_step_8.pth"]
+    parses.clear()
+    path, state = ck.find_latest()  # the load itself reads the file, once
+    assert os.path.basename(path) == "ckpt_step_8.pth" and state["global_step"] == 20
+    assert parses == ["ckpt_step_8.pth"]
+
+
 def test_damaged_latest_is_named_and_previous_used(tmp_path):
     warnings = []
     ck = Checkpointer(str(tmp_path), keep_last=5, warn=warnings.append)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from engine import runner
 from engine.distributed import DistContext, all_gather_objects, barrier
@@ -48,14 +48,19 @@ def check_before_indexing(cfg, device) -> Any:
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:
     """Logger, loaders, model and weights for ``cfg`` on this process."""
     meta_model = check_before_indexing(cfg, ctx.device)
-    resumed = check_weight_files(cfg, resume)
+    passed_over: list[str] = []  # damaged checkpoints an evaluation does not score, said once the log is open
+    read = check_weight_files(cfg, resume, warn=passed_over.append)
     if not cfg.TEST.ONLY_TEST:  # its list of changed keys says more than the shapes they changed (again at open_run)
-        check_resume_config(cfg, resume, resumed)
-    check_weights_fit_model(cfg, meta_model, resume, resumed)
-    metrics = runner.open_run(cfg, ctx, resume, resume_note, resumed)
+        check_resume_config(cfg, resume, read)
+    check_weights_fit_model(cfg, meta_model, resume, read)
+    metrics = runner.open_run(cfg, ctx, resume, resume_note, None if cfg.TEST.ONLY_TEST else read)
+    for line in passed_over:
+        metrics.warn(line)
+    newest = _newest_scored(cfg, resume, read)
+    del read  # its memory-mapped file: the load reads the weights anew
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
-        return _assemble_run(cfg, ctx, metrics, resume)
+        return _assemble_run(cfg, ctx, metrics, resume, newest)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):  # e.g. while indexing: the run's log says so, as the console does
             metrics.log_interrupted()
@@ -64,7 +69,8 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         raise
 
 
-def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> tuple[str, dict] | None:
+def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
+                       warn: Callable[[str], None] | None = None) -> tuple[str, Any] | None:
     """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating or resuming OUTPUT's newest checkpoint) OUTPUT's
     checkpoints, that this run would read but cannot use (unreadable, damaged, of the wrong kind; to be evaluated,
     with a head of another class count: :func:`models.checkpoint.head_mismatch`) fail here, before anything is
@@ -72,50 +78,65 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True) -> tuple[str, d
     that follows does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
     MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
     is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
-    the load). Returns the checkpoint a training run resumes (``--resume``, else with TRAIN.AUTO_RESUME OUTPUT's
-    newest loadable one) as (path, state read memory-mapped) for :func:`check_weights_fit_model` and the config
-    checks (parsed once for them all), else None."""
+    the load). Returns, as (path, state read memory-mapped), the checkpoint a training run resumes (``--resume``,
+    else with TRAIN.AUTO_RESUME OUTPUT's newest loadable one) for :func:`check_weights_fit_model` and the config
+    checks, or the weights an evaluate-only run scores (``--resume``, else OUTPUT's newest usable checkpoint, else
+    MODEL.PRETRAINED) for :func:`check_weights_fit_model` and :func:`runner.weights_to_load`: parsed once for them
+    all (a parse costs per tensor, thousands for a billion-parameter model); None when there is none. ``warn``:
+    told of each damaged checkpoint an evaluation passes over for an older one."""
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
-    scored = runner.eval_checkpoint(cfg, resume) if cfg.TEST.ONLY_TEST else ""  # the checkpoint evaluated
-    resumed = None
-    if resume and cfg.TEST.ONLY_TEST:
-        check_checkpoint(resume, fetch_hub, **_head_of(cfg))  # any weights file: ours, a released one, safetensors
+    scored = cfg.TEST.ONLY_TEST and runner.scores_checkpoint(cfg, resume)  # a checkpoint, not MODEL.PRETRAINED
+    read = None
+    if resume and cfg.TEST.ONLY_TEST:  # any weights file: ours, a released one, safetensors
+        parsed = check_checkpoint(resume, fetch_hub, **_head_of(cfg))
+        read = (resume, parsed) if parsed is not None else None
     elif resume:
-        resumed = resume, load_resumable(resume, mmap=True)
+        read = resume, load_resumable(resume, mmap=True)
     elif cfg.TRAIN.AUTO_RESUME and not cfg.TEST.ONLY_TEST:  # raises when all are damaged; the trainer names each
-        resumed = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
-    elif scored:
-        latest = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)  # raises when all are damaged
-        if latest:
-            check_checkpoint(latest[0], **_head_of(cfg))
+        read = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
+    elif scored:  # raises when all are damaged
+        read = Checkpointer(cfg.OUTPUT, writer=False, warn=warn).find_latest(mmap=True)
+        if read:
+            check_checkpoint(read[0], parsed=read[1], **_head_of(cfg))
     if cfg.MODEL.PRETRAINED and not scored and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
-        check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
-    return resumed
+        parsed = check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
+        if cfg.TEST.ONLY_TEST and parsed is not None:
+            read = cfg.MODEL.PRETRAINED, parsed
+    return read
 
 
-def check_weights_fit_model(cfg, model, resume: str, resumed: tuple[str, dict] | None = None,
+def _newest_scored(cfg, resume: str, read: tuple[str, Any] | None) -> str:
+    """OUTPUT's newest usable checkpoint as :func:`check_weight_files` found it (``read``), when it is the one an
+    evaluate-only run without ``--resume`` scores; "" otherwise."""
+    if cfg.TEST.ONLY_TEST and not resume and read is not None and runner.scores_checkpoint(cfg, resume):
+        return read[0]
+    return ""
+
+
+def check_weights_fit_model(cfg, model, resume: str, read: tuple[str, Any] | None = None,
                             fetch_hub: bool = True) -> None:
     """The weights this run starts from, against ``model`` (built on the meta device) by their names and shapes,
     so that what their load would refuse after the lists are indexed (hours, for a first build) is refused now:
     a checkpoint to resume that holds another model (a model or class count changed with
     TRAIN.ALLOW_CONFIG_CHANGE), weights to evaluate that leave a parameter unset or a trained layer unused
     (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
-    the files that cannot be read and read the checkpoint a training run resumes (``resumed``); an
-    ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
+    the files that cannot be read and read (``read``) the checkpoint a training run resumes or the weights an
+    evaluation scores; an ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
     from engine.checkpointing import check_same_model
     from models.checkpoint import weights_fit
 
-    choice = runner.weights_to_load(cfg, None, resume)
+    choice = runner.weights_to_load(cfg, None, resume, _newest_scored(cfg, resume, read))
     if choice is not None and (fetch_hub or not choice.path.startswith("hf://")):
+        parsed = read[1] if cfg.TEST.ONLY_TEST and read is not None and read[0] == choice.path else None
         missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping,
-                                      _source_grid(cfg, choice, model))
+                                      _source_grid(cfg, choice, model), parsed=parsed)
         runner.check_weights_fit(cfg, choice, missing, lacked)
     if cfg.TEST.ONLY_TEST:
         return
-    if resumed is not None:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
-        check_same_model(model, resumed[1], resumed[0])
+    if read is not None:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
+        check_same_model(model, read[1], read[0])
 
 
 def _source_grid(cfg, choice: runner.WeightsChoice, model):
@@ -132,7 +153,7 @@ def _head_of(cfg) -> dict:
     return dict(num_classes=cfg.DATA.NUM_CLASSES, class_mapping=cfg.MODEL.CLASS_MAPPING or None)
 
 
-def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
+def _assemble_run(cfg, ctx: DistContext, metrics, resume: str, newest: str) -> runner.Run:
     from dali_pipelines.loader import build_loader  # imports DALI
     from models import build_model, forward_flops, load_pretrained
     from models.checkpoint import layers_the_model_lacks
@@ -145,7 +166,7 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str) -> runner.Run:
     val_loader = build_loader(cfg, splits[-1], ctx.rank, ctx.world_size, ctx.device_id, index=index[splits[-1]])
     # Parameters are created on the device directly: no host copy of a ~1 B parameter model per rank.
     model = build_model(cfg, device=ctx.device)
-    choice = runner.weights_to_load(cfg, metrics, resume)
+    choice = runner.weights_to_load(cfg, metrics, resume, newest)  # the load parses the file whole, once
     if choice is not None:
         notes: list[str] = []
         missing, unexpected = load_pretrained(model, choice.path, choice.mode, class_mapping=choice.class_mapping,
@@ -217,10 +238,10 @@ def dry_run(cfg, resume: str = "") -> dict:
 
     data = cfg.DATA
     model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    resumed = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
+    read = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
-        check_resume_config(cfg, resume, resumed)  # a changed config in a reused OUTPUT
-    check_weights_fit_model(cfg, model, resume, resumed, fetch_hub=False)
+        check_resume_config(cfg, resume, read)  # a changed config in a reused OUTPUT
+    check_weights_fit_model(cfg, model, resume, read, fetch_hub=False)
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
     for videos in (val, train) if train else (val,):  # a plan opens no video, but a missing DATA.ROOT is named
@@ -228,4 +249,4 @@ def dry_run(cfg, resume: str = "") -> dict:
     return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),
                                      forward_flops=forward_flops(model), val_videos=len(val),
                                      train_videos=len(train), decode_device=resolve_decode_device(data.DECODE_DEVICE),
-                                     resume=resume)
+                                     evaluates=resume or _newest_scored(cfg, resume, read))

@@ -23,7 +23,7 @@ from configs import ConfigError
 from evautil.errors import some_names, weights_misfit
 from evautil.flops import model_size_text
 
-from .checkpointing import Checkpointer, CheckpointError, check_output_dir, starts_fresh
+from .checkpointing import Checkpointer, CheckpointError, check_output_dir, checkpoint_files, starts_fresh
 from .distributed import DistContext, all_gather_objects
 from .evaluate import evaluate_and_log, read_label_names
 from .loader_stats import loader_stats
@@ -42,12 +42,11 @@ __all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_ru
            "announce_model", "check_weights_fit", "train", "only_test"]
 
 
-def eval_checkpoint(cfg, resume: str = "") -> str:
-    """The checkpoint an evaluate-only run scores: ``resume``, else the newest one in OUTPUT ("" when none)."""
-    if resume:
-        return resume
-    found = Checkpointer(cfg.OUTPUT, writer=False).candidates()
-    return found[0] if found else ""
+def scores_checkpoint(cfg, resume: str = "") -> bool:
+    """Whether an evaluate-only run scores a checkpoint (``resume``, else OUTPUT's newest usable one) rather than
+    MODEL.PRETRAINED. Told by the files' names: which one is newest takes parsing them, which the check of the one
+    to evaluate does once (``wiring.check_weight_files``; several GB for EVA-1B)."""
+    return bool(resume or checkpoint_files(cfg.OUTPUT))
 
 
 def resume_point(cfg, resume: str) -> tuple[str, str]:
@@ -92,7 +91,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     MODEL.CLASS_MAPPING: the mapping is only used when the checkpoint's head is larger than the model's.
     """
     wanted = [("DATA.VAL_FILE", cfg.DATA.VAL_FILE)]
-    checkpoint = eval_checkpoint(cfg, resume) if only_test else ""
+    checkpoint = only_test and scores_checkpoint(cfg, resume)
     if not only_test:
         wanted.insert(0, ("DATA.TRAIN_FILE", cfg.DATA.TRAIN_FILE))
         if reads_pretrained(cfg, resume):
@@ -120,8 +119,9 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 
 
 def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
-                       decode_device: str, resume: str = "") -> dict[str, Any]:
-    """Print what a run would do (from facts the caller gathered without training anything) and return it."""
+                       decode_device: str, evaluates: str = "") -> dict[str, Any]:
+    """Print what a run would do (from facts the caller gathered without training anything) and return it.
+    ``evaluates``: the checkpoint an evaluate-only run scores, as its check found it ("": MODEL.PRETRAINED)."""
     only_test = cfg.TEST.ONLY_TEST
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
@@ -150,7 +150,7 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
     if only_test:  # no training: leave out the rows that would read 0
         for key in ("global batch (B x ACC x world)", "train videos (listed)", "iterations per epoch", "epochs"):
             del plan[key]
-        plan["evaluates"] = eval_checkpoint(cfg, resume) or f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}"
+        plan["evaluates"] = evaluates or f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}"
     print_plan(plan)
     if not only_test and train_videos < global_batch:  # the run stops on this, but only after indexing the lists
         print(f"warning: DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {train_videos} listed training videos, fewer than one "
@@ -336,14 +336,16 @@ class WeightsChoice:
         return self.path if self.checkpoint else f"MODEL.PRETRAINED = {self.path}"
 
 
-def weights_to_load(cfg, metrics: MetricLogger | None, resume: str = "") -> WeightsChoice | None:
+def weights_to_load(cfg, metrics: MetricLogger | None, resume: str = "", newest: str = "") -> WeightsChoice | None:
     """The one set of weights the model starts from. Training: MODEL.PRETRAINED (a resumed checkpoint is applied
     later by the trainer, with the optimizer). Evaluate-only: ``resume``, else the newest usable checkpoint in
     OUTPUT (damaged ones are named and skipped), else MODEL.PRETRAINED. None: keep the initial weights.
-    ``metrics`` None (a check before the run's log is open): the choice is made without a word."""
+    ``metrics`` None (a check before the run's log is open): the choice is made without a word. ``newest``:
+    OUTPUT's newest usable checkpoint as the run's check found it (``wiring.check_weight_files``), not looked for
+    again (each look parses every checkpoint there)."""
     mapping = cfg.MODEL.CLASS_MAPPING or None
-    if cfg.TEST.ONLY_TEST:
-        path = resume
+    if cfg.TEST.ONLY_TEST and scores_checkpoint(cfg, resume):
+        path = resume or newest
         if not path:
             warn = metrics.warn if metrics is not None else None
             # its path only: memory-mapped, its CRC-32 check is the one the load right after relies on (not reread)

@@ -183,8 +183,32 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
-def read_checkpoint(path: PathLike, mmap: bool = False,
-                    notes_to: list[str] | None = None) -> tuple[dict[str, torch.Tensor], Any]:
+def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
+    """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
+    ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors)."""
+    if path.startswith("hf://"):  # a Hub reference: the cached local file (models/hub.py)
+        from .hub import resolve_weights_path
+
+        path = resolve_weights_path(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}" + (" (a folder, not a file)"
+                                                                        if os.path.isdir(path) else ""))
+    if not is_safetensors(path):
+        return path, _torch_load(path, mmap)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        if mmap:  # the header, checked against the file's size, and no tensor: shapes only (meta tensors)
+            with safe_open(path, framework="pt", device="cpu") as f:
+                return path, {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
+        return path, load_file(path, device="cpu")
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
+
+
+def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | None = None,
+                    parsed: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
     """Read a model state dict and the training config saved beside it from a ``.safetensors`` or ``torch.save``
     file (or an ``hf://`` reference to one), without running pickled code.
 
@@ -194,6 +218,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False,
     (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
     ``mmap``: see :func:`check_checkpoint`. ``notes_to``: :data:`EMA_NOTE` is appended to it when the EMA weights
     are the ones read (the log line alone is seen only where this logger is shown, which no tool or run did).
+    ``parsed``: the file as :func:`check_checkpoint` returned it (read memory-mapped), taken instead of reading it
+    again (a parse costs per tensor: thousands for a billion-parameter model).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -201,27 +227,7 @@ def read_checkpoint(path: PathLike, mmap: bool = False,
             cannot be read, or holds no tensors.
     """
     path = os.fspath(path)
-    if path.startswith("hf://"):  # a Hub reference: the cached local file (models/hub.py)
-        from .hub import resolve_weights_path
-
-        path = resolve_weights_path(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}" + (" (a folder, not a file)"
-                                                                        if os.path.isdir(path) else ""))
-    if is_safetensors(path):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            if mmap:  # the header, checked against the file's size, and no tensor: shapes only (meta tensors)
-                with safe_open(path, framework="pt", device="cpu") as f:
-                    obj: Any = {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
-            else:
-                obj = load_file(path, device="cpu")
-        except Exception as error:
-            raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
-    else:
-        obj = _torch_load(path, mmap)
+    path, obj = _read_file(path, mmap) if parsed is None else (path, parsed)
     config = obj.get("config") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping) and obj["ema"]:
         # A training checkpoint of a run with TRAIN.EMA: its evaluations and best.pth used the averaged weights,
@@ -241,18 +247,25 @@ def read_checkpoint(path: PathLike, mmap: bool = False,
 
 
 def check_checkpoint(path: PathLike, fetch_hub: bool = True, num_classes: int = 0,
-                     class_mapping: Any = None) -> None:
+                     class_mapping: Any = None, parsed: Any = None) -> Any:
     """Raise what :func:`read_checkpoint` would for a missing, unreadable, damaged or refused file, without loading
     its tensors into memory (memory-mapped): a run names a bad file before it writes anything. The CRC-32 check
     reads the file, and the load that follows in this process does not read it for that again. An ``hf://``
     reference is fetched into the Hub cache here (the load finds it there), or, without ``fetch_hub``, left to
     the load. ``num_classes`` > 0: the weights are to be used as they are (evaluated, predicted with), so a head
-    of another class count without a ``class_mapping`` is refused too (:func:`head_mismatch`)."""
-    if fetch_hub or not os.fspath(path).startswith("hf://"):
-        state_dict, _ = read_checkpoint(path, mmap=True)
-        problem = head_mismatch(state_dict, num_classes, class_mapping) if num_classes > 0 else None
-        if problem:
-            raise CheckpointError(f"{os.fspath(path)}: {problem}")
+    of another class count without a ``class_mapping`` is refused too (:func:`head_mismatch`).
+
+    Returns the file as read (memory-mapped; ``parsed`` when given: the file as a caller already read it), for
+    :func:`weights_fit` to take instead of reading it again; None for a reference not fetched."""
+    if not fetch_hub and os.fspath(path).startswith("hf://"):
+        return None
+    if parsed is None:
+        parsed = _read_file(os.fspath(path), mmap=True)[1]
+    state_dict, _ = read_checkpoint(path, parsed=parsed)
+    problem = head_mismatch(state_dict, num_classes, class_mapping) if num_classes > 0 else None
+    if problem:
+        raise CheckpointError(f"{os.fspath(path)}: {problem}")
+    return parsed
 
 
 def head_mismatch(state_dict: Mapping[str, torch.Tensor], num_classes: int, class_mapping: Any = None) -> str | None:
@@ -533,13 +546,13 @@ def load_pretrained(model: nn.Module, path: PathLike, mode: str = "eva_k722", cl
     return missing, unexpected
 
 
-def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: Any,
-                   source_grid: tuple[Any, Any] | None, mmap: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: Any, source_grid: tuple[Any, Any] | None,
+                   mmap: bool, parsed: Any = None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """``path``'s state dict converted for ``model`` (``convert_state_dict``), with the file named in its errors;
     refused when none of its tensors is one of the model's (loading nothing would leave it at its initialisation).
     The notes begin with read_checkpoint's (:data:`EMA_NOTE`)."""
     read_notes: list[str] = []
-    state_dict, config = read_checkpoint(path, mmap=mmap, notes_to=read_notes)
+    state_dict, config = read_checkpoint(path, mmap=mmap, notes_to=read_notes, parsed=parsed)
     try:
         converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
                                               source_grid=source_grid, checkpoint_config=config)
@@ -555,12 +568,13 @@ def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: A
 
 
 def weights_fit(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,
-                source_grid: tuple[Any, Any] | None = None) -> tuple[list[str], list[str]]:
+                source_grid: tuple[Any, Any] | None = None, parsed: Any = None) -> tuple[list[str], list[str]]:
     """What :func:`load_pretrained` of the same arguments would find, from the file's names and shapes alone (its
     tensors memory-mapped, a ``.safetensors`` file's header only; ``model`` may be on the meta device): (missing
     keys, ``layers_the_model_lacks``), and the same errors for a shape that cannot be made to fit or weights of
-    none of the model's tensors. A run checks this before it indexes its lists (which can take hours)."""
-    converted, _ = _converted_for(model, path, mode, class_mapping, source_grid, mmap=True)
+    none of the model's tensors. A run checks this before it indexes its lists (which can take hours). ``parsed``:
+    the file as :func:`check_checkpoint` returned it, not read again."""
+    converted, _ = _converted_for(model, path, mode, class_mapping, source_grid, mmap=True, parsed=parsed)
     keys = model.state_dict().keys()
     missing = [k for k in keys if k not in converted]
     return missing, layers_the_model_lacks([k for k in converted if k not in keys], model)

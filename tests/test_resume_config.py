@@ -5,6 +5,7 @@ new values really run (the LR schedule is the new one) and config.yaml records t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,35 @@ def test_an_automatic_resume_parses_its_checkpoint_once_for_the_checks(dataset, 
     assert loads == ["mmap", "mmap", "whole"], loads
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 6 and summary["resumed_from"] == newest, summary
+
+
+def test_an_evaluation_parses_the_checkpoint_it_scores_once_for_the_checks(dataset, tmp_path, monkeypatch, capsys):
+    """--only_test parsed the checkpoint it scores seven times, memory-mapped, before the load that reads it whole
+    (its dry run seven times too): to order OUTPUT's checkpoints (for the file check, the weights check, the model
+    check, the plan and the run's choice of weights), for its head's class count and for its names and shapes
+    against the model; a --resume file twice. (Several GB for EVA-1B: a parse costs per tensor.) The checks share
+    one parse and the load reads the file whole."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.EPOCHS", "1")
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 0
+    newest, damaged = str(out / "ckpt_epoch_1.pth"), out / "ckpt_step_99.pth"
+    damaged.write_bytes(b"PK\x03\x04 cut short")  # a later one that does not load: passed over, and said so
+    loads = _parses_of(newest, monkeypatch)
+    capsys.readouterr()
+    assert train.main(["--cfg", DEMO, "--only_test", "--dry-run", "--opts", *opts]) == 0
+    assert loads == ["mmap"], loads
+    assert re.search(rf"^ *evaluates\s*: {re.escape(newest)}$", capsys.readouterr().out, re.M)
+    loads.clear()
+    assert train.main(["--cfg", DEMO, "--only_test", "--opts", *opts]) == 0
+    assert loads == ["mmap", "whole"], loads
+    assert json.loads((out / "summary.json").read_text())["evaluated"] == newest
+    log = (out / "log_rank0.txt").read_text()
+    assert f"checkpoint {damaged} is damaged: cut short" in log and "trying the previous checkpoint" in log, log
+    # a --resume file to evaluate: the same
+    loads.clear()
+    assert train.main(["--cfg", DEMO, "--only_test", "--dry-run", "--resume", newest, "--opts", *opts]) == 0
+    assert loads == ["mmap"], loads
+    loads.clear()
+    assert train.main(["--cfg", DEMO, "--only_test", "--resume", newest, "--opts", *opts]) == 0
+    assert loads == ["mmap", "whole"], loads
+    assert json.loads((out / "summary.json").read_text())["evaluated"] == newest

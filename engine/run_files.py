@@ -101,9 +101,12 @@ def results_files(output_dir: str) -> list[str]:
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:
     """Before an evaluate-only run: move the summary, test predictions and confusion plot it would overwrite (a
     training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``, with a copy of the
-    config.yaml it replaces when it writes them; the checkpoints stay."""
-    return move_aside(output_dir, [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))],
-                      copied=[n for n in ("config.yaml",) if os.path.isfile(os.path.join(output_dir, n))])
+    config.yaml it replaces when it writes them; the checkpoints stay. With no results to move, nothing is set
+    aside: a rerun of an evaluation stopped before its results (whose config.yaml went with the results it moved)
+    would leave a folder holding a config copy alone, one more at each rerun."""
+    results = [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))]
+    return move_aside(output_dir, results, copied=[n for n in ("config.yaml",)
+                                                   if results and os.path.isfile(os.path.join(output_dir, n))])
 
 
 def move_aside(output_dir: str, names: list[str], copied: Collection[str] = ()) -> tuple[str, list[str]] | None:

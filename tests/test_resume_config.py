@@ -103,6 +103,34 @@ def test_changed_seed_mid_epoch_cannot_be_accepted(dataset, tmp_path, capsys):
     assert "SEED can only change from an epoch checkpoint" in err and "Traceback" not in err
 
 
+def test_rerunning_a_stopped_evaluation_sets_nothing_more_aside(dataset, tmp_path, monkeypatch):
+    """An evaluation stopped before its results had set the training's summary aside with a copy of config.yaml;
+    each rerun of it then set aside a folder holding a copy of config.yaml alone (nothing else to move)."""
+    from engine import runner
+
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.EPOCHS", "1")
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 0
+    training_config = (out / "config.yaml").read_text()
+    evaluate = runner.evaluate_and_log
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C during the test
+
+    monkeypatch.setattr(runner, "evaluate_and_log", stopped)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            train.main(["--cfg", DEMO, "--only_test", "--opts", *opts])
+    monkeypatch.setattr(runner, "evaluate_and_log", evaluate)
+    assert train.main(["--cfg", DEMO, "--only_test", "--opts", *opts]) == 0
+    (aside,) = (out / "earlier_runs").iterdir()  # the training's results, with their config
+    assert sorted(p.name for p in aside.iterdir()) == ["config.yaml", "summary.json"]
+    assert aside.joinpath("config.yaml").read_text() == training_config
+    assert json.loads(aside.joinpath("summary.json").read_text())["mode"] == "train"
+    assert json.loads((out / "summary.json").read_text())["mode"] == "evaluate only"
+    assert "ONLY_TEST: true" in (out / "config.yaml").read_text()
+
+
 def test_a_finished_run_whose_summary_an_evaluation_replaced_says_where_the_trainings_went(dataset, tmp_path,
                                                                                              capsys):
     """--only_test on a finished run moves the training's summary.json into earlier_runs/; rerunning the training

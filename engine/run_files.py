@@ -101,12 +101,28 @@ def results_files(output_dir: str) -> list[str]:
 def move_earlier_results(output_dir: str) -> tuple[str, list[str]] | None:
     """Before an evaluate-only run: move the summary, test predictions and confusion plot it would overwrite (a
     training run's, or an earlier evaluation's) into ``output_dir/earlier_runs/<time>/``, with a copy of the
-    config.yaml it replaces when it writes them; the checkpoints stay. With no results to move, nothing is set
-    aside: a rerun of an evaluation stopped before its results (whose config.yaml went with the results it moved)
-    would leave a folder holding a config copy alone, one more at each rerun."""
+    config.yaml it replaces when it writes them; the checkpoints stay. With no results to move, config.yaml is
+    copied aside only when no copy of it is there yet: a rerun of an evaluation stopped before its results (whose
+    config.yaml went with the results it moved) would leave a folder holding a config copy alone at each rerun,
+    while the config of a training run stopped before any results has no copy and must not be lost."""
     results = [n for n in _EVALUATION_RESULTS if os.path.exists(os.path.join(output_dir, n))]
-    return move_aside(output_dir, results, copied=[n for n in ("config.yaml",)
-                                                   if results and os.path.isfile(os.path.join(output_dir, n))])
+    config = os.path.join(output_dir, "config.yaml")
+    copied = ["config.yaml"] if os.path.isfile(config) and (results or not _copy_set_aside(output_dir, config)) else []
+    return move_aside(output_dir, results, copied=copied)
+
+
+def _copy_set_aside(output_dir: str, path: str) -> bool:
+    """Whether a file of ``path``'s name and bytes is in one of ``output_dir``'s earlier_runs/ folders."""
+    with open(path, "rb") as f:
+        data = f.read()
+    for copy in glob.glob(os.path.join(glob.escape(output_dir), EARLIER_RUNS_DIR, "*", os.path.basename(path))):
+        try:
+            with open(copy, "rb") as f:
+                if f.read() == data:
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def move_aside(output_dir: str, names: list[str], copied: Collection[str] = ()) -> tuple[str, list[str]] | None:

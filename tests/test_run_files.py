@@ -63,6 +63,22 @@ def test_an_evaluation_moves_aside_only_what_it_would_overwrite(tmp_path):
     assert move_earlier_results(str(tmp_path)) is None
 
 
+def test_without_results_the_config_is_set_aside_once_and_never_lost(tmp_path):
+    # a training run that stopped before any results: its config has no copy yet, and the evaluation will replace it
+    _touch(tmp_path, "ckpt_epoch_0.pth")
+    (tmp_path / "config.yaml").write_text("TRAIN:\n  EPOCHS: 30\n")
+    dest, names = move_earlier_results(str(tmp_path))
+    assert names == ["config.yaml"] and (tmp_path / dest / "config.yaml").read_text() == "TRAIN:\n  EPOCHS: 30\n"
+    # that evaluation stopped before its results; its reruns find the same config set aside: no folder each time
+    assert move_earlier_results(str(tmp_path)) is None
+    assert move_earlier_results(str(tmp_path)) is None
+    assert os.listdir(tmp_path / EARLIER_RUNS_DIR) == [os.path.basename(dest)]
+    # another config (edited since) has no copy: it goes aside
+    (tmp_path / "config.yaml").write_text("TRAIN:\n  EPOCHS: 40\n")
+    second, names = move_earlier_results(str(tmp_path))
+    assert names == ["config.yaml"] and (tmp_path / second / "config.yaml").read_text() == "TRAIN:\n  EPOCHS: 40\n"
+
+
 def test_drop_lines_after_keeps_what_the_checkpoint_covers(tmp_path):
     path = tmp_path / "metrics.jsonl"
     lines = [{"kind": "train", "step": s} for s in range(1, 8)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from engine import runner
 from engine.distributed import DistContext, all_gather_objects, barrier
@@ -51,13 +51,13 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     passed_over: list[str] = []  # damaged checkpoints an evaluation does not score, said once the log is open
     read = check_weight_files(cfg, resume, warn=passed_over.append)
     if not cfg.TEST.ONLY_TEST:  # its list of changed keys says more than the shapes they changed (again at open_run)
-        check_resume_config(cfg, resume, read)
+        check_resume_config(cfg, resume, read.resumed)
     check_weights_fit_model(cfg, meta_model, resume, read)
-    metrics = runner.open_run(cfg, ctx, resume, resume_note, None if cfg.TEST.ONLY_TEST else read)
+    metrics = runner.open_run(cfg, ctx, resume, resume_note, read.resumed)
     for line in passed_over:
         metrics.warn(line)
     newest = _newest_scored(cfg, resume, read)
-    del read  # its memory-mapped file: the load reads the weights anew
+    del read  # its memory-mapped files: the loads read the weights anew
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
     try:
         return _assemble_run(cfg, ctx, metrics, resume, newest)
@@ -69,8 +69,23 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         raise
 
 
+class WeightFiles(NamedTuple):
+    """The files a run starts from as :func:`check_weight_files` read them, each as (path, state read
+    memory-mapped), or None.
+
+    ``resumed``: the checkpoint a training run resumes (``--resume``, else with TRAIN.AUTO_RESUME OUTPUT's newest
+    loadable one), for the config checks, ``runner.open_run`` and :func:`check_weights_fit_model`; None for an
+    evaluation or a run that starts from step 0. ``weights``: the weights the model is built from
+    (``runner.weights_to_load``): those an evaluate-only run scores (``--resume``, else OUTPUT's newest usable
+    checkpoint, else MODEL.PRETRAINED), or the MODEL.PRETRAINED a training run starts from step 0 with; None when
+    there are none, or for an ``hf://`` reference not fetched."""
+
+    resumed: tuple[str, Any] | None = None
+    weights: tuple[str, Any] | None = None
+
+
 def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
-                       warn: Callable[[str], None] | None = None) -> tuple[str, Any] | None:
+                       warn: Callable[[str], None] | None = None) -> WeightFiles:
     """A ``--resume`` file, MODEL.PRETRAINED, or (evaluating or resuming OUTPUT's newest checkpoint) OUTPUT's
     checkpoints, that this run would read but cannot use (unreadable, damaged, of the wrong kind; to be evaluated,
     with a head of another class count: :func:`models.checkpoint.head_mismatch`) fail here, before anything is
@@ -78,65 +93,61 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
     that follows does not read a file again for its CRC-32s. An evaluation that scores a checkpoint does not read
     MODEL.PRETRAINED. An ``hf://`` reference is fetched into the Hub cache here, so that one that cannot be fetched
     is named before the lists are indexed (``fetch_hub`` False, as for a dry run, which downloads nothing: left to
-    the load). Returns, as (path, state read memory-mapped), the checkpoint a training run resumes (``--resume``,
-    else with TRAIN.AUTO_RESUME OUTPUT's newest loadable one) for :func:`check_weights_fit_model` and the config
-    checks, or the weights an evaluate-only run scores (``--resume``, else OUTPUT's newest usable checkpoint, else
-    MODEL.PRETRAINED) for :func:`check_weights_fit_model` and :func:`runner.weights_to_load`: parsed once for them
-    all (a parse costs per tensor, thousands for a billion-parameter model); None when there is none. ``warn``:
-    told of each damaged checkpoint an evaluation passes over for an older one."""
+    the load). Returns the files it read (:class:`WeightFiles`), parsed once for all the checks that follow (a
+    parse costs per tensor, thousands for a billion-parameter model). ``warn``: told of each damaged checkpoint an
+    evaluation passes over for an older one."""
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
     scored = cfg.TEST.ONLY_TEST and runner.scores_checkpoint(cfg, resume)  # a checkpoint, not MODEL.PRETRAINED
-    read = None
     if resume and cfg.TEST.ONLY_TEST:  # any weights file: ours, a released one, safetensors
         parsed = check_checkpoint(resume, fetch_hub, **_head_of(cfg))
-        read = (resume, parsed) if parsed is not None else None
-    elif resume:
-        read = resume, load_resumable(resume, mmap=True)
-    elif cfg.TRAIN.AUTO_RESUME and not cfg.TEST.ONLY_TEST:  # raises when all are damaged; the trainer names each
-        read = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
-    elif scored:  # raises when all are damaged
+        return WeightFiles(weights=(resume, parsed) if parsed is not None else None)
+    if scored:  # raises when all are damaged
         read = Checkpointer(cfg.OUTPUT, writer=False, warn=warn).find_latest(mmap=True)
         if read:
             check_checkpoint(read[0], parsed=read[1], **_head_of(cfg))
-    if cfg.MODEL.PRETRAINED and not scored and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
+        return WeightFiles(weights=read)
+    resumed = None
+    if resume and not cfg.TEST.ONLY_TEST:
+        resumed = resume, load_resumable(resume, mmap=True)
+    elif cfg.TRAIN.AUTO_RESUME and not cfg.TEST.ONLY_TEST:  # raises when all are damaged; the trainer names each
+        resumed = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
+    weights = None
+    if cfg.MODEL.PRETRAINED and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
         parsed = check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
-        if cfg.TEST.ONLY_TEST and parsed is not None:
-            read = cfg.MODEL.PRETRAINED, parsed
-    return read
+        weights = (cfg.MODEL.PRETRAINED, parsed) if parsed is not None else None
+    return WeightFiles(resumed, weights)
 
 
-def _newest_scored(cfg, resume: str, read: tuple[str, Any] | None) -> str:
-    """OUTPUT's newest usable checkpoint as :func:`check_weight_files` found it (``read``), when it is the one an
+def _newest_scored(cfg, resume: str, read: WeightFiles) -> str:
+    """OUTPUT's newest usable checkpoint as :func:`check_weight_files` found it, when it is the one an
     evaluate-only run without ``--resume`` scores; "" otherwise."""
-    if cfg.TEST.ONLY_TEST and not resume and read is not None and runner.scores_checkpoint(cfg, resume):
-        return read[0]
+    if cfg.TEST.ONLY_TEST and not resume and read.weights is not None and runner.scores_checkpoint(cfg, resume):
+        return read.weights[0]
     return ""
 
 
-def check_weights_fit_model(cfg, model, resume: str, read: tuple[str, Any] | None = None,
+def check_weights_fit_model(cfg, model, resume: str, read: WeightFiles = WeightFiles(),
                             fetch_hub: bool = True) -> None:
     """The weights this run starts from, against ``model`` (built on the meta device) by their names and shapes,
     so that what their load would refuse after the lists are indexed (hours, for a first build) is refused now:
     a checkpoint to resume that holds another model (a model or class count changed with
     TRAIN.ALLOW_CONFIG_CHANGE), weights to evaluate that leave a parameter unset or a trained layer unused
     (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
-    the files that cannot be read and read (``read``) the checkpoint a training run resumes or the weights an
-    evaluation scores; an ``hf://`` reference not fetched (``fetch_hub`` False) is left to the load."""
+    the files that cannot be read and read them (``read``), not parsed again here; an ``hf://`` reference not
+    fetched (``fetch_hub`` False) is left to the load."""
     from engine.checkpointing import check_same_model
     from models.checkpoint import weights_fit
 
     choice = runner.weights_to_load(cfg, None, resume, _newest_scored(cfg, resume, read))
     if choice is not None and (fetch_hub or not choice.path.startswith("hf://")):
-        parsed = read[1] if cfg.TEST.ONLY_TEST and read is not None and read[0] == choice.path else None
+        parsed = read.weights[1] if read.weights is not None and read.weights[0] == choice.path else None
         missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping,
                                       _source_grid(cfg, choice, model), parsed=parsed)
         runner.check_weights_fit(cfg, choice, missing, lacked)
-    if cfg.TEST.ONLY_TEST:
-        return
-    if read is not None:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
-        check_same_model(model, read[1], read[0])
+    if read.resumed is not None:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
+        check_same_model(model, read.resumed[1], read.resumed[0])
 
 
 def _source_grid(cfg, choice: runner.WeightsChoice, model):
@@ -240,7 +251,7 @@ def dry_run(cfg, resume: str = "") -> dict:
     model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     read = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
-        check_resume_config(cfg, resume, read)  # a changed config in a reused OUTPUT
+        check_resume_config(cfg, resume, read.resumed)  # a changed config in a reused OUTPUT
     check_weights_fit_model(cfg, model, resume, read, fetch_hub=False)
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)

@@ -285,6 +285,29 @@ def test_an_automatic_resume_parses_its_checkpoint_once_for_the_checks(dataset, 
     assert summary["optimizer_steps"] == 6 and summary["resumed_from"] == newest, summary
 
 
+def test_a_fresh_start_parses_its_pretrained_weights_once_for_the_checks(dataset, tmp_path, monkeypatch, capsys):
+    """A training run starting from step 0 with MODEL.PRETRAINED parsed that file twice, memory-mapped, before the
+    load that reads it whole (its dry run twice too): for the file check, then for its names and shapes against the
+    model. (Several GB for EVA-1B: a parse costs per tensor.) The file check's parse serves both."""
+    import torch
+
+    first = tmp_path / "first"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, first, "TRAIN.EPOCHS", "1")]) == 0
+    pretrained = str(tmp_path / "pretrained.pth")
+    torch.save(torch.load(first / "ckpt_epoch_1.pth", weights_only=True)["model"], pretrained)
+    loads = _parses_of(pretrained, monkeypatch)
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.EPOCHS", "1", "MODEL.PRETRAINED", pretrained)
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0
+    assert loads == ["mmap"], loads
+    loads.clear()
+    capsys.readouterr()
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 0
+    assert loads == ["mmap", "whole"], loads
+    assert f"starting from MODEL.PRETRAINED = {pretrained}" in (out / "log_rank0.txt").read_text()
+    assert json.loads((out / "summary.json").read_text())["optimizer_steps"] == 3
+
+
 def test_an_evaluation_parses_the_checkpoint_it_scores_once_for_the_checks(dataset, tmp_path, monkeypatch, capsys):
     """--only_test parsed the checkpoint it scores seven times, memory-mapped, before the load that reads it whole
     (its dry run seven times too): to order OUTPUT's checkpoints (for the file check, the weights check, the model

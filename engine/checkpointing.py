@@ -22,7 +22,7 @@ import random
 import re
 import shutil
 import zipfile
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -288,6 +288,16 @@ def starts_fresh(output_dir: str, resume: str, auto_resume: bool) -> bool:
     return not resume and not (auto_resume and checkpoint_files(output_dir))
 
 
+class _Order(NamedTuple):
+    """What a listing keeps of a checkpoint's parse: ``key`` (global step, 1 for an epoch-end file; a damaged
+    file's from its name), whether the file ``readable``, and the ``origin`` its TrainState records (the file an
+    attempt started from: :meth:`Checkpointer.continuation_of`), None when none."""
+
+    key: tuple[int, int]
+    readable: bool
+    origin: dict | None
+
+
 class Checkpointer:
     """Saves, rotates and finds checkpoints in ``output_dir``.
 
@@ -304,10 +314,10 @@ class Checkpointer:
         self.last_saved: str | None = None
         self.damaged: set[str] = set()  # real paths find_latest skipped as unusable: never counted as kept
         # Each listed file's order as parsed, by path, with the (inode, size, mtime) it had: a listing (the rotation
-        # after every save, find_latest) parses only files new or changed since (a parse costs per tensor:
-        # thousands for EVA-g). The order only, never the state: a mapped state would keep a file rotated away on
-        # the disk.
-        self._orders: dict[str, tuple[tuple[int, int, int], tuple[int, int], bool]] = {}
+        # after every save, find_latest, continuation_of) parses only files new or changed since (a parse costs per
+        # tensor: thousands for EVA-g). The order and the origin only, never the state: a mapped state would keep
+        # a file rotated away on the disk.
+        self._orders: dict[str, tuple[tuple[int, int, int], _Order]] = {}
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
         """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
@@ -331,13 +341,13 @@ class Checkpointer:
 
     def candidates(self) -> list[str]:
         """Rotating checkpoints in the directory, newest (highest optimizer step, epoch end first) first."""
-        return [path for path, _ in self._ordered()]
+        return [path for path, _, _ in self._ordered()]
 
-    def _ordered(self) -> list[tuple[str, Any]]:
-        """:meth:`candidates`, each with the file as read (memory-mapped) for its order; None when unreadable or its
-        order was known (not parsed again)."""
-        found = [(key, path, state) for path in self._listed() for key, _, state in [self._parse_order(path)]]
-        return [(path, state) for _, path, state in sorted(found, key=lambda f: (f[0], f[1]), reverse=True)]
+    def _ordered(self) -> list[tuple[str, _Order, Any]]:
+        """:meth:`candidates`, each with its :class:`_Order` and the file as read (memory-mapped) for it; None when
+        unreadable or its order was known (not parsed again)."""
+        found = [(path, *self._parse_order(path)) for path in self._listed()]
+        return sorted(found, key=lambda f: (f[1].key, f[0]), reverse=True)
 
     def _listed(self) -> list[str]:
         """:func:`checkpoint_files`; the orders known of files no longer there are forgotten."""
@@ -356,15 +366,15 @@ class Checkpointer:
         """The newest loadable checkpoint here when the attempt that wrote it started from ``named`` (or continued
         one that did): the same command, naming ``named`` with ``--resume``, was stopped and now runs again.
         None when the newest loadable checkpoint belongs to another run. ``named`` may be gone (rotated away)."""
-        found = self.candidates()
-        # read only when there is something to compare it with: a first start reads ``named`` once, for the resume
-        step = self.step_of(named) if found and os.path.isfile(named) else None
-        for path in found:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception:  # noqa: BLE001 - damaged: find_latest skips it too
+        found = self._ordered()  # each file parsed once, for its order and its origin
+        # read only when there is something to compare it with: a first start reads ``named`` once, for the resume;
+        # one of this folder's checkpoints is not parsed again
+        named_order = self._parse_order(named)[0] if found and os.path.isfile(named) else None
+        step = named_order.key[0] if named_order is not None and named_order.readable else None
+        for path, order, _ in found:
+            if not order.readable:  # damaged: find_latest skips it too
                 continue
-            origin = (state.get("train_state") or {}).get("origin") if isinstance(state, dict) else None
+            origin = order.origin
             started_there = bool(origin) and origin.get("path") == os.path.realpath(named) and (
                 step is None or origin.get("step") == step)
             # remember: the run checks and loads it next, without reading it whole again
@@ -396,11 +406,11 @@ class Checkpointer:
 
     def _order_key(self, path: str) -> tuple[int, int]:
         """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""
-        return self._parse_order(path)[0]
+        return self._parse_order(path)[0].key
 
-    def _parse_order(self, path: str) -> tuple[tuple[int, int], bool, Any]:
-        """:meth:`_order_key`, whether the file reads, and the file as read for it (memory-mapped): None when it
-        could not be read, or when its order is known from an earlier parse here and the file is unchanged."""
+    def _parse_order(self, path: str) -> tuple[_Order, Any]:
+        """The file's :class:`_Order` and the file as read for it (memory-mapped): None when it could not be read,
+        or when its order is known from an earlier parse here and the file is unchanged."""
         try:
             st = os.stat(path)
             version: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -408,7 +418,7 @@ class Checkpointer:
             version = None
         known = self._orders.get(path)
         if known is not None and known[0] == version:
-            return known[1], known[2], None
+            return known[1], None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             key, readable = (int(state["global_step"]), int(bool(state.get("epoch_complete")))), True
@@ -421,9 +431,12 @@ class Checkpointer:
             else:
                 kind, num = named.groups()
                 key = (int(num), 0) if kind == "step" else (-1, 0)
+        train_state = state.get("train_state") if readable else None
+        origin = train_state.get("origin") if isinstance(train_state, dict) else None
+        order = _Order(key, readable, dict(origin) if isinstance(origin, dict) else None)  # plain data, no tensor
         if version is not None:
-            self._orders[path] = (version, key, readable)
-        return key, readable, state
+            self._orders[path] = (version, order)
+        return order, state
 
     def _rotate(self) -> None:
         # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
@@ -442,9 +455,9 @@ class Checkpointer:
         # Only checkpoints that can be resumed from count as kept: a damaged one (say, beyond the step this attempt
         # fell back to) would otherwise take a place and have the last good one deleted. Damaged files are left
         # for their owner to look at; find_latest skips them.
-        found = [(key, readable, path) for path in self._listed() for key, readable, _ in [self._parse_order(path)]]
-        usable = [path for key, readable, path in sorted(found, reverse=True)
-                  if readable and os.path.realpath(path) not in self.damaged]
+        found = [(self._parse_order(path)[0], path) for path in self._listed()]
+        usable = [path for order, path in sorted(found, key=lambda f: (f[0].key, f[0].readable, f[1]), reverse=True)
+                  if order.readable and os.path.realpath(path) not in self.damaged]
         for old in usable[self.keep_last:]:
             try:
                 os.remove(old)
@@ -460,7 +473,7 @@ class Checkpointer:
         """
         candidates = self._ordered()
         errors = []
-        for path, parsed in candidates:
+        for path, _, parsed in candidates:
             try:  # memory-mapped, the parse that ordered it serves (a parse costs per tensor: thousands for EVA-g)
                 return path, load_checkpoint(path, mmap=mmap, parsed=parsed if mmap else None)
             except CheckpointError as e:

@@ -425,6 +425,32 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
         t.metrics.close()
 
 
+def test_finding_the_continuation_of_a_resume_file_parses_each_checkpoint_once(tmp_path, monkeypatch):
+    """continuation_of parsed each of OUTPUT's checkpoints twice, memory-mapped (once to order it, once more for
+    the origin its TrainState records), and the named file once more for its step when it is one of them (a parse
+    costs per tensor: thousands for EVA-1B). The listing's one parse keeps the origin too."""
+    src, out = str(tmp_path / "src.pth"), tmp_path / "out"
+    save_atomic(_state(5), src)
+    origin = {"path": os.path.realpath(src), "step": 5}
+    ck = Checkpointer(str(out), keep_last=3)
+    for step in (10, 15):
+        ck.save({**_state(step), "train_state": {"origin": origin}})
+    save_atomic(_state(20), str(out / "ckpt_step_20.pth"))  # another run's, newest: not a continuation
+    parses: list[str] = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: parses.append(os.path.basename(f)) or load(f, *a, **kw))
+    assert Checkpointer(str(out), writer=False).continuation_of(src) is None
+    assert sorted(parses) == ["ckpt_step_10.pth", "ckpt_step_15.pth", "ckpt_step_20.pth", "src.pth"], parses
+    os.remove(out / "ckpt_step_20.pth")
+    parses.clear()
+    assert Checkpointer(str(out), writer=False).continuation_of(src) == str(out / "ckpt_step_15.pth")
+    assert sorted(parses) == ["ckpt_step_10.pth", "ckpt_step_15.pth", "src.pth"], parses
+    # a checkpoint of OUTPUT itself, gone back to: its step comes from the listing's parse
+    parses.clear()
+    assert Checkpointer(str(out), writer=False).continuation_of(str(out / "ckpt_step_10.pth")) is None
+    assert sorted(parses) == ["ckpt_step_10.pth", "ckpt_step_15.pth"], parses
+
+
 def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
     from engine.metrics import MetricLogger
 

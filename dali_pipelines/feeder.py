@@ -43,7 +43,7 @@ from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_sh
 from .routing import DALI_CPU, NVDEC
 from .timed_reader import OverdueStreak
 from evautil.workers import (DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool, jobs_started,
-                             pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies,
+                             pool_lost_a_worker, pool_processes, result_unless_a_worker_dies, started_pool,
                              submit_to_pool)
 
 __all__ = ["EncodedRoute", "HostDecodeRoute", "Feeder", "DeliveredBatch"]
@@ -174,9 +174,12 @@ class HostDecodeRoute:
         return self.source(sample, fn(*args))
 
     def _new_pool(self, workers: int) -> cf.Executor:
-        pool = process_pool(workers, self._start_method) if workers > 0 else InlineExecutor()
-        pool.submit(int).result()
-        return pool
+        """A pool of ``workers`` decode processes that are known to start (``evautil.workers.started_pool``: one
+        more try, then WorkerStartError, for workers that die as they start or do not answer), or the calling
+        thread (0)."""
+        if workers <= 0:
+            return InlineExecutor()
+        return started_pool(workers, self._start_method, what="decode worker processes")
 
     def start(self) -> None:
         """Start the worker processes now (before DALI starts its threads)."""

@@ -43,7 +43,8 @@ from .progress import ProgressLines
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool", "jobs_started",
            "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "DaemonThreadPool", "map_with_progress",
-           "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError", "MAX_OVERDUE_IN_A_ROW", "usable_cpus"]
+           "started_pool", "WORKER_START_S", "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError",
+           "MAX_OVERDUE_IN_A_ROW", "usable_cpus"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -312,6 +313,10 @@ class WorkerTimeoutError(RuntimeError):
 MAX_OVERDUE_IN_A_ROW = 3
 
 
+# How long a new pool's first worker may take to start and run a no-op: its imports took 2 s at a load of 10 on 2
+# cores; one far slower is stuck (an import from a file system that stopped answering), not slow.
+WORKER_START_S = 120.0
+
 # While waiting for a result, how often to check that no worker has died unnoticed (pool_lost_a_worker).
 DEATH_CHECK_S = 1.0
 
@@ -419,19 +424,25 @@ def result_unless_a_worker_dies(pool: cf.Executor | None, fut: cf.Future, timeou
     return fut.result()
 
 
-def _started_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """A process pool whose workers are known to start (one has run a no-op). WorkerStartError when two pools in a
-    row lose their first worker before it runs anything."""
+def started_pool(workers: int, method: str = START_METHOD, what: str = "worker processes",
+                 timeout: float | None = None) -> cf.ProcessPoolExecutor:
+    """A process pool of ``workers`` processes started with ``method`` whose workers are known to start (one has run
+    a no-op within ``timeout`` seconds: :data:`WORKER_START_S` when None, 0 for ever). A pool that loses its first
+    worker before that, or gives no answer in time (an import stuck on a file system that stopped answering), is
+    ended and one more is tried; WorkerStartError, naming ``what`` and how they failed, when that one fails too."""
+    limit = WORKER_START_S if timeout is None else float(timeout)
     for _ in range(2):
-        pool = process_pool(workers)
+        pool = process_pool(workers, method)
         try:
-            result_unless_a_worker_dies(pool, submit_to_pool(pool, _ready))
+            result_unless_a_worker_dies(pool, submit_to_pool(pool, _ready), limit)
             return pool
         except cf.process.BrokenProcessPool:
-            how = _exit_description(pool)
-            abandon_pool(pool)
+            how = f"die as they start ({_exit_description(pool)})"
+        except ResultOverdue:
+            how = f"do not answer within {limit:g} s of their start"
+        abandon_pool(pool)
     raise WorkerStartError(
-        f"worker processes die as they start ({how}), twice in a row; their errors are printed above. A script "
+        f"{what} {how}, twice in a row; any errors of theirs are printed above. A script "
         "that starts workers must be a file with the `if __name__ == \"__main__\":` guard (not standard input "
         "or an interactive session), and each worker must be able to import the function it runs")
 
@@ -442,7 +453,7 @@ def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash
     whether it is an overdue verdict). If the worker dies, the item is convicted: ``on_crash(item, how)`` is its
     result, or WorkerCrashError. ``timeout`` > 0: without a result after that many seconds, the pool is ended and
     ``on_timeout(item, how)`` is the result (see :func:`_overdue_verdict`)."""
-    pool = pool or _started_pool(1)
+    pool = pool or started_pool(1)
     try:
         return pool, result_unless_a_worker_dies(pool, submit_to_pool(pool, fn, item), timeout), False
     except cf.process.BrokenProcessPool:
@@ -501,7 +512,7 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
     try:
         while todo or inflight:
             if pool is None:
-                pool = _started_pool(workers)
+                pool = started_pool(workers)
                 last_finish = time.monotonic()  # the stall clock runs from the moment the pool can work
             broken = stalled = False
             while todo and len(inflight) < 2 * workers and not broken:  # two per worker: the next one queued

@@ -1,8 +1,10 @@
-"""Decode worker processes: they ignore the scheduler's stop signals and never outlive their main process."""
+"""Decode worker processes: they ignore the scheduler's stop signals, never outlive their main process, and are a clear
+error when they cannot start."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,3 +224,45 @@ def test_signal_to_the_process_group_leaves_worker_pools_working(tmp_path):
     assert int(lines["first"]) != int(lines["second"])  # two pools, two workers, both answered
     assert {"SIGINT", "SIGTERM", "SIGUSR1"} <= set(lines["blocked"].split())
     assert "resource_tracker" not in done.stderr, done.stderr  # the tracker was not killed and relaunched
+
+
+# A script whose decode workers never finish starting: each one, importing the script again as every worker does
+# (evautil.workers), blocks there (an import from a file system that stopped answering) until its parent is gone.
+_STUCK_START_SCRIPT = """
+import os, sys, time
+if __name__ == "__mp_main__":
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    sys.exit(1)
+
+if __name__ == "__main__":
+    from dali_pipelines.feeder import HostDecodeRoute
+    import evautil.workers
+    evautil.workers.WORKER_START_S = 2.0  # no worker here ever answers: nothing races this limit
+    HostDecodeRoute(workers=1).start()
+"""
+
+
+@pytest.mark.timeout(300)  # the old start-up check waited for ever: fail here, not at the suite's limit
+@pytest.mark.parametrize("failure", ["die", "stuck"])
+def test_decode_workers_that_cannot_start_are_a_clear_error(tmp_path, failure):
+    """A decode pool's start-up check waited for a no-op with no limit and no eye on its worker: a worker that died
+    as it started crashed the run with a bare BrokenProcessPool, and one stuck in its start (an import that never
+    returns) hung it for ever. The check is ``evautil.workers.started_pool``'s: a second pool is tried, then a
+    WorkerStartError names the decode workers and how they failed. Workers of a script read from standard input die
+    as they start (they cannot import it again); those of ``_STUCK_START_SCRIPT`` never finish starting."""
+    if failure == "die":
+        args, script = ["-"], "from dali_pipelines.feeder import HostDecodeRoute\nHostDecodeRoute(workers=1).start()\n"
+    else:
+        (tmp_path / "stuck.py").write_text(_STUCK_START_SCRIPT)
+        args, script = [str(tmp_path / "stuck.py")], None
+    try:
+        done = subprocess.run([sys.executable, *args], input=script, capture_output=True, text=True, timeout=240,
+                              cwd=tmp_path, env=child_env())
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the start-up check did not end: {e}")
+    said = {"die": r"WorkerStartError: decode worker processes die as they start \(exit code \d+\), twice in a row",
+            "stuck": r"WorkerStartError: decode worker processes do not answer within 2 s of their start, twice in "
+                     r"a row"}[failure]
+    assert done.returncode == 1 and re.search(said, done.stderr), done.stderr[-3000:]

@@ -161,6 +161,7 @@ class HostDecodeRoute:
         self._start_method = start_method
         self._pool: cf.Executor | None = None
         self._alone: cf.Executor | None = None  # one worker for the decodes waited for at once (submit_alone)
+        self._reaping: list = []  # manager threads of pools given up by restart_pool, which reap their workers
 
     def _call(self, sample: Sample) -> tuple:
         v = sample.video
@@ -252,6 +253,10 @@ class HostDecodeRoute:
             self._alone = None
         else:
             return False
+        self._reaping = [t for t in self._reaping if t.is_alive()]
+        manager = getattr(pool, "_executor_manager_thread", None)  # private: it reaps the killed workers
+        if manager is not None:
+            self._reaping.append(manager)
         abandon_pool(pool)
         return True
 
@@ -261,10 +266,14 @@ class HostDecodeRoute:
         answering), which kept a stopped run from ending."""
         pools = [p for p in (self._pool, self._alone) if p is not None]
         self._pool = self._alone = None
+        reaping, self._reaping = self._reaping, []  # pools given up before (Feeder.cancel's too): gone as well
         for pool in pools:
             manager = getattr(pool, "_executor_manager_thread", None)  # private: it reaps the killed workers
             abandon_pool(pool)
-            if wait and manager is not None:
+            if manager is not None:
+                reaping.append(manager)
+        if wait:
+            for manager in reaping:
                 manager.join()
 
 
@@ -462,10 +471,14 @@ class Feeder:
         return self.schedule.replace(sample, number, self.overdue.left_out(work, sample.video.path), remember=False)
 
     def cancel(self) -> None:
-        """Drop the batches in preparation (the pipeline is being rebuilt or closed)."""
+        """Drop the batches in preparation (the pipeline is being rebuilt or closed). A read or decode a worker has
+        already taken cannot be cancelled: the next feeder's would wait behind it in the route's pool, and one that
+        never ends would have them timed out for its time, so a pool that still runs any is replaced (its workers
+        ended, a read thread left behind). One that runs none is kept: replacing it costs a start of its workers."""
         for pending in self._prepared.values():
-            for f in pending.futures:
-                f.cancel()
+            for s, f in zip(pending.samples, pending.futures):
+                if not f.cancel() and not f.done() and self._route(s).restart_pool(f):
+                    self.schedule.stats["worker_restarts"] += 1
         self._prepared.clear()
         for queue in self._parts.values():
             queue.clear()

@@ -974,6 +974,50 @@ class _SubstitutingSchedule(_FeederSchedule):
         return self.substitutes.get(sample.video.path)
 
 
+def test_a_rebuilt_feeder_does_not_wait_behind_a_decode_of_the_old_one_that_does_not_end(tmp_path, monkeypatch):
+    """The loader rebuilds its graphs after a graph failure: it cancels the old feeder (``Feeder.cancel``) and
+    builds a new one on the same routes. A decode of a batch ahead that a worker had already taken could not be
+    cancelled and kept the one worker: the new feeder's first video waited behind it, a decode that never ends, and
+    was left out as one that did not decode within DATA.VIDEO_TIMEOUT_S, though it never ran. The cancel now
+    replaces a pool that still runs a decode, and keeps one that runs none."""
+    import time
+
+    from dali_pipelines.feeder import Feeder, HostDecodeRoute
+    from dali_pipelines.routing import PYAV
+    from evautil.workers import jobs_started
+    from tests.crashing_jobs import ANSWERS_WITHIN_S, STALL_MARK
+
+    first, stalled, good = _crash_samples(tmp_path, ["first.webm", f"{STALL_MARK}.webm", "good.webm"])
+    expected = _decoded([first, good])
+    _crashing_decodes(monkeypatch)
+    route = HostDecodeRoute(workers=1)
+    limit = 2 * ANSWERS_WITHIN_S  # a fresh worker's first decode (its imports) too
+    try:
+        old = Feeder(_FeederSchedule([[first], [stalled]]), {PYAV: route}, 0, lookahead=1, wait_limit_s=limit)
+        batch, video = next(_drain(old))  # batch 1's decode, which never ends, is handed to the pool meanwhile
+        assert batch.samples[0].video.path == first.video.path and np.array_equal(video, expected[first.video.path])
+        ahead = old._prepared[1].futures[0]
+        # the worker's jobs: the start-up check's no-op, the first decode, then this one, which it takes once free
+        deadline = time.monotonic() + 12 * ANSWERS_WITHIN_S
+        while jobs_started(ahead.pool) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert jobs_started(ahead.pool) == 3 and not ahead.done()  # the worker runs it: it cannot be cancelled
+        stuck_on = route.worker_pids()
+        old.cancel()  # as the loader does before it rebuilds the graphs
+        schedule = _FeederSchedule([[good]])
+        new = Feeder(schedule, {PYAV: route}, 0, lookahead=0, wait_limit_s=limit)
+        delivered = [(b.number, b.samples[0].video.path, v) for b, v in _drain(new)]
+        assert schedule.replaced == [], schedule.replaced
+        assert [(n, p) for n, p, _ in delivered] == [(0, good.video.path)]
+        assert np.array_equal(delivered[0][2], expected[good.video.path])
+        decoding = route.worker_pids()
+        assert not set(decoding) & set(stuck_on)
+        new.cancel()  # nothing in flight: the pool and its worker are kept
+        assert route.worker_pids() == decoding
+    finally:
+        route.close()
+
+
 def test_a_substitute_is_not_timed_out_behind_a_decode_of_a_batch_ahead_that_does_not_end(tmp_path, monkeypatch):
     """One decode worker; a video of the first batch fails (a changed file) and its substitute is decoded at once.
     It was queued in the pool behind the decodes of the batches ahead, one of which never ends, and was left out

@@ -12,7 +12,7 @@ back as the reader made them (no copy between processes), and a test's patches o
 What else every wait on one video under the limit uses lives here too: :func:`run_within` (one call in a thread of
 its own, as the loader's lone re-decodes after a DALI graph failed), the wordings :func:`overdue_reason` and
 :func:`overdue_in_a_row`, and :class:`OverdueStreak`, the count of videos in a row past the limit that the feeder
-and the loader's re-decodes share.
+and the loader's re-decodes share, and the windows count theirs with.
 """
 
 from __future__ import annotations

@@ -1068,7 +1068,8 @@ def test_a_window_decode_that_does_not_end_is_failed_naming_the_limit(clips, tin
         result = ef.extract(limited, model, [stuck, video], str(out), DistContext(), window=4, progress=False)
     assert result["listed"] == 1 and [r["path"] for r in _index(out)] == [video]
     assert _failed(out) == {stuck: "did not decode within DATA.VIDEO_TIMEOUT_S = 1 s (a file system that stopped "
-                                   "answering, or a decoder that does not end); the next run tries it again"}
+                                   "answering, or a decoder that does not end); left out of this run only, the next "
+                                   "run tries it again"}
     monkeypatch.undo()
     ef.extract(cfg, model, [video], str(alone), DistContext(), window=4, progress=False)
     np.testing.assert_array_equal(read_features(str(out), _index(out)[0]), read_features(str(alone), _index(alone)[0]))
@@ -1094,3 +1095,32 @@ def test_window_decodes_that_do_not_end_in_a_row_stop_with_one_error(clips, tiny
             DataError, match=rf"^decoding the windows of rank 0: {MAX_OVERDUE_IN_A_ROW} videos in a row did not "
                              rf"decode within DATA.VIDEO_TIMEOUT_S = 0.5 s \(the last: {stuck[-1]}\): the storage"):
         ef.extract(cfg, model, stuck, str(tmp_path / "windows"), DistContext(), window=4, progress=False)
+
+
+def test_a_video_that_fails_otherwise_does_not_break_a_streak_of_window_decodes_that_do_not_end(clips, tiny, tmp_path,
+                                                                                               monkeypatch):
+    """The windows counted their own videos in a row past DATA.VIDEO_TIMEOUT_S, and any other failure between them
+    (here a file that is no video) started the count again, where the loaders' count (``OverdueStreak``) starts
+    again only at a video that decodes: a storage that stopped answering went on, video after video, for as long as
+    unreadable files came between. One count, one rule: overdue, unreadable, overdue, overdue ends the run."""
+    import shutil
+
+    from dali_pipelines.filelist import DataError
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW
+
+    assert MAX_OVERDUE_IN_A_ROW == 3  # the list below
+    cfg, model, _ = tiny
+    stuck = [str(tmp_path / f"clip{i}.webm") for i in range(3)]
+    for path in stuck:
+        shutil.copy(_videos(clips)[2], path)
+    unreadable = tmp_path / "not_a_video.webm"
+    unreadable.write_bytes(b"no video here")
+    _hang_after_probe(monkeypatch, stuck)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.VIDEO_TIMEOUT_S = 0.5  # no video here decodes: none races the limit
+    with _pipes_answer_after(stuck), pytest.raises(
+            DataError, match=rf"^decoding the windows of rank 0: 3 videos in a row did not decode within "
+                             rf"DATA.VIDEO_TIMEOUT_S = 0.5 s \(the last: {stuck[-1]}\): the storage"):
+        ef.extract(cfg, model, [stuck[0], str(unreadable), *stuck[1:]], str(tmp_path / "windows"), DistContext(),
+                   window=4, progress=False)

@@ -176,15 +176,16 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
 
     from dali_pipelines.filelist import DataError
     from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError
-    from dali_pipelines.timed_reader import DecodeOverdue, TimedVideoReader, overdue_in_a_row
-    from evautil.workers import MAX_OVERDUE_IN_A_ROW
+    from dali_pipelines.timed_reader import DecodeOverdue, OverdueStreak, TimedVideoReader
     from tools.inference import progress_bar, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
     # in worker processes with a time limit, as the views' index probes: a file whose read never returns (a hung
     # network file system) hung the whole extraction
     probed = _probe_all(cfg, paths, ctx, progress)
-    limit_s, overdue = float(cfg.DATA.VIDEO_TIMEOUT_S), 0  # each request to a video's reader, as the clips' decodes
+    limit_s = float(cfg.DATA.VIDEO_TIMEOUT_S)  # each request to a video's reader, as the clips' decodes
+    # the videos in a row past it, counted as the loaders count theirs: only a video that decodes ends the streak
+    overdue = OverdueStreak(limit_s)
     for pos, path in enumerate(progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video")):
         try:
             info = probed[pos]
@@ -228,13 +229,15 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
                     pooled, _ = view_outputs(model, clips[:, None], amp_dtype)
                     feats.append(pooled[:, 0].cpu().numpy())
         except (BadVideoError, OSError, ValueError) as error:
-            overdue = overdue + 1 if isinstance(error, DecodeOverdue) else 0
-            if overdue >= MAX_OVERDUE_IN_A_ROW:  # every video hangs: the storage, not the videos
-                raise DataError(f"decoding the windows of rank {ctx.rank}: "
-                                f"{overdue_in_a_row(overdue, 'decode', limit_s, path)}") from None
-            store.fail(path, str(error))
+            reason = str(error)
+            if isinstance(error, DecodeOverdue):
+                try:
+                    reason = overdue.left_out("decode", path)
+                except RuntimeError as e:  # every video hangs: the storage, not the videos
+                    raise DataError(f"decoding the windows of rank {ctx.rank}: {e}") from None
+            store.fail(path, reason)
             continue
-        overdue = 0
+        overdue.answered()
         fps = info.fps if info.fps > 0 else None
         # the frames' own timestamps: start / fps, an average rate, put a window after a gap (dropped frames, a
         # variable rate) at the wrong time, the error growing along the video

@@ -201,7 +201,7 @@ class HostDecodeRoute:
         if self._workers <= 0:
             return self.submit(sample)
         if self._alone is not None and pool_lost_a_worker(self._alone):
-            abandon_pool(self._alone)
+            self._give_up(self._alone)
             self._alone = None
         if self._alone is None:
             self._alone = self._new_pool(1)
@@ -253,12 +253,17 @@ class HostDecodeRoute:
             self._alone = None
         else:
             return False
+        self._give_up(pool)
+        return True
+
+    def _give_up(self, pool: cf.Executor) -> None:
+        """Abandon ``pool`` (its workers killed, ``abandon_pool``) and keep the thread that reaps them, so that
+        :meth:`close` can wait until they are gone."""
         self._reaping = [t for t in self._reaping if t.is_alive()]
         manager = getattr(pool, "_executor_manager_thread", None)  # private: it reaps the killed workers
         if manager is not None:
             self._reaping.append(manager)
         abandon_pool(pool)
-        return True
 
     def close(self, wait: bool = True) -> None:
         """End the decode workers (``wait``: and return once they are gone). Decodes in flight are not waited
@@ -266,12 +271,9 @@ class HostDecodeRoute:
         answering), which kept a stopped run from ending."""
         pools = [p for p in (self._pool, self._alone) if p is not None]
         self._pool = self._alone = None
-        reaping, self._reaping = self._reaping, []  # pools given up before (Feeder.cancel's too): gone as well
         for pool in pools:
-            manager = getattr(pool, "_executor_manager_thread", None)  # private: it reaps the killed workers
-            abandon_pool(pool)
-            if manager is not None:
-                reaping.append(manager)
+            self._give_up(pool)
+        reaping, self._reaping = self._reaping, []  # pools given up before (Feeder.cancel's too): gone as well
         if wait:
             for manager in reaping:
                 manager.join()

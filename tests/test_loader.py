@@ -1018,6 +1018,66 @@ def test_a_rebuilt_feeder_does_not_wait_behind_a_decode_of_the_old_one_that_does
         route.close()
 
 
+def test_a_rebuilt_feeder_does_not_wait_behind_a_read_of_the_old_one_that_does_not_end(tmp_path):
+    """The NVDEC route's twin of the test above: its reads run in threads, which cannot be stopped. A read of a
+    batch ahead that a thread had already taken (a file system that stopped answering) cannot be cancelled either:
+    the rebuilt feeder's first read would wait behind it in the route's one-thread pool and be left out as one that
+    did not read within DATA.VIDEO_TIMEOUT_S, though it never ran. The cancel leaves that pool behind; the new
+    feeder's read runs in a new one at once, and closing the route does not wait for the stuck thread."""
+    import time
+
+    from dali_pipelines.draw import Sample, VideoRef
+    from dali_pipelines.feeder import EncodedRoute, Feeder
+    from dali_pipelines.pyav_encode import write_video
+    from dali_pipelines.routing import NVDEC
+    from tests.crashing_jobs import ANSWERS_WITHIN_S
+    from tests.video_fixtures import pattern_frames
+
+    def sample(row, path, frames):
+        return Sample(VideoRef(row, path, 0, 8, 64, 48, "h264"), NVDEC, np.array(frames), params=None)
+
+    first, good = str(tmp_path / "first.mp4"), str(tmp_path / "good.mp4")
+    for seed, path in enumerate((first, good)):
+        write_video(path, pattern_frames(8, seed=seed), codec="h264", gop=8)
+    stuck = str(tmp_path / "stuck.mp4")
+    os.mkfifo(stuck)  # nobody writes: opening it for reading blocks
+    route = EncodedRoute(NVDEC, workers=1)
+    limit = 2 * ANSWERS_WITHIN_S
+    try:
+        old_schedule = _FeederSchedule([[sample(0, first, [0, 2, 4, 6])], [sample(1, stuck, [0, 1, 2, 3])]])
+        old = Feeder(old_schedule, {NVDEC: route}, 0, lookahead=1, wait_limit_s=limit)
+        assert old.peek().number == 0  # batch 1's read, which never ends, is handed to the pool meanwhile
+        assert old._parts["nvdec"][0][0].source.encoded.tobytes() == open(first, "rb").read()
+        ahead = old._prepared[1].futures[0]
+        deadline = time.monotonic() + 60
+        while not ahead.running() and time.monotonic() < deadline:  # the one read thread has taken it
+            time.sleep(0.01)
+        assert ahead.running()
+        old.cancel()  # as the loader does before it rebuilds the graphs
+        assert ahead.running() and old_schedule.stats["worker_restarts"] == 1  # a thread cannot be stopped
+        schedule = _FeederSchedule([[sample(2, good, [1, 3, 5, 7])]])
+        new = Feeder(schedule, {NVDEC: route}, 0, lookahead=0, wait_limit_s=limit)
+        began = time.monotonic()
+        try:
+            batch = new.peek()
+        except StopIteration:  # its one video left out
+            batch = None
+        took = time.monotonic() - began
+        assert schedule.replaced == [] and batch is not None, schedule.replaced
+        assert batch.number == 0 and [s.video.path for s in batch.samples] == [good]
+        (record,) = new._parts["nvdec"].popleft()
+        assert record.source.encoded.tobytes() == open(good, "rb").read()
+        assert record.source.frames.tolist() == [1, 3, 5, 7] and int(record.index) == 2
+        assert took < limit, took  # it did not wait behind the stuck read
+        closed = _closes_by_itself(route.close, stuck)
+        assert closed, "close() waited for a read that does not end"
+        assert ahead.running()  # close returned with the read still stuck: it did not wait for it
+    finally:
+        _has_reader(stuck)  # a writer that comes and goes: the stuck read ends (an empty file)
+        route.close()
+    assert ahead.exception(timeout=60) is not None  # the stuck thread ended once its read did
+
+
 def test_a_substitute_is_not_timed_out_behind_a_decode_of_a_batch_ahead_that_does_not_end(tmp_path, monkeypatch):
     """One decode worker; a video of the first batch fails (a changed file) and its substitute is decoded at once.
     It was queued in the pool behind the decodes of the batches ahead, one of which never ends, and was left out

@@ -163,13 +163,17 @@ class VideoLoader:
     @property
     def pipelines(self) -> tuple:
         """The DALI graphs built now, one per graph the routes in use need (empty before the first batch and after
-        close)."""
+        close), and one built during the epoch for a video that moved to a route no graph served (``_run_batch``)."""
         return tuple(self._pipes.values())
+
+    def _good_videos_per_route(self) -> dict[str, int]:
+        """The list's good videos per route now: those quarantined during the run keep their route, not counted."""
+        return self.video_routes.counts(self.index.good_mask)
 
     def routes_in_use(self) -> list[str]:
         """The routes of the list's good videos now (in ROUTES order)."""
-        used = {vr.route for vr in self.video_routes.values()}
-        return [r for r in ROUTES if r in used]
+        counts = self._good_videos_per_route()
+        return [r for r in ROUTES if counts[r]]
 
     @property
     def route(self) -> str:
@@ -210,8 +214,11 @@ class VideoLoader:
         self.stats["route_fallbacks"] = 0  # videos moved to a CPU route after failing on theirs
 
     def _serve_routes(self) -> None:
+        """Route objects for the routes in use and for the CPU routes (every route falls back to one,
+        ``routing.fallback_route``, also when no video is on it yet); a pool starts no process before it is started or
+        sent a video."""
         data = self.cfg.DATA
-        for route in self.routes_in_use():
+        for route in dict.fromkeys([*self.routes_in_use(), DALI_CPU, PYAV]):
             if route in self.routes:
                 continue
             if route == NVDEC:
@@ -330,7 +337,8 @@ class VideoLoader:
         for route in used:
             if hasattr(self.routes[route], "start"):
                 self.routes[route].start()  # worker processes first, before DALI starts its threads
-        # Every route served, not only those in use: a video may move to its fallback route during the epoch.
+        # Every route served, not only those in use: a video may move to its fallback route during the epoch (its
+        # graph, when none of the good videos needed it, is built at its first part: _run_batch).
         self._feeder = Feeder(self.schedule, dict(self.routes), start, lookahead=self._lookahead,
                               reroute=self._reroute, wait_limit_s=self._overdue.limit_s, overdue=self._overdue)
         self._pipes = {graph: self._make_pipeline(graph, routes) for graph, routes in graphs_serving(used).items()}
@@ -341,7 +349,8 @@ class VideoLoader:
         threads = self._nvdec_graph_threads() if NVDEC in routes else int(data.NUM_THREADS)
         # A graph prefetches parts of its routes ahead; for routes with less than one video per batch that would
         # make the feeder collect (and hold) many batches ahead to find them, so such a graph does not prefetch.
-        share = sum(vr.route in routes for vr in self.video_routes.values()) / len(self.video_routes)
+        counts = self._good_videos_per_route()
+        share = sum(counts[r] for r in routes) / max(1, sum(counts.values()))
         depth = self._prefetch if share * self.batch_size >= 1 else 1
         make = train_pipeline if self.training else test_pipeline
         pipe = make(self._feeder.source(graph), batch_size=self.batch_size, num_threads=threads,
@@ -435,6 +444,10 @@ class VideoLoader:
         parts = batch.parts()
         merged = None
         for graph, positions in parts.items():
+            if graph not in self._pipes:
+                # A video moved during the epoch (the feeder's fallback) to a route no good video needed when the
+                # graphs were built: its graph takes the parts queued for it, in order, from this batch on.
+                self._pipes[graph] = self._make_pipeline(graph, graphs_serving(list(ROUTES))[graph])
             try:
                 video, index = self._pipes[graph].run()
             except StopIteration:

@@ -248,9 +248,11 @@ class VideoRoutes(Mapping):
         rows = np.flatnonzero(self.codes >= 0)
         return [(r, self.choices[c]) for r, c in zip(rows.tolist(), self.codes[rows].tolist())]
 
-    def counts(self) -> dict[str, int]:
-        """Videos per route (as :func:`route_counts`), counted on the codes."""
-        per_choice = np.bincount(self.codes[self.codes >= 0], minlength=len(self.choices))
+    def counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
+        """Videos per route (as :func:`route_counts`), counted on the codes; ``rows``: a mask over the rows, to
+        count only those (e.g. the videos still good)."""
+        codes = self.codes if rows is None else self.codes[np.asarray(rows, bool)]
+        per_choice = np.bincount(codes[codes >= 0], minlength=len(self.choices))
         return {route: sum(int(n) for c, n in zip(self.choices, per_choice) if c.route == route) for route in ROUTES}
 
 

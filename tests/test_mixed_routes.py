@@ -20,10 +20,12 @@ import torch
 
 from dali_pipelines import DataError
 from dali_pipelines.index import build_index
+import dali_pipelines.loader as loader_module
 from dali_pipelines.loader import build_loader
+from dali_pipelines.pipelines import DecodedSource
 from dali_pipelines.pyav_encode import write_video
-from dali_pipelines.pyav_io import decode_frames
-from dali_pipelines.routing import NVDEC, VideoRoute
+from dali_pipelines.pyav_io import decode_frames, decode_indexed_frames
+from dali_pipelines.routing import NVDEC, PYAV, VideoRoute
 from engine.distributed import DistContext
 from engine.runner import _data_counts
 from engine.loader_stats import loader_stats
@@ -355,6 +357,137 @@ def test_lone_decodes_that_do_not_end_three_in_a_row_end_the_run(tmp_path, monke
         release.set()
     assert f"(the last: {paths[2]})" in str(e.value)
     assert loader.stats["skipped_videos"] == 2 and loader.stats["rebuilds"] == 0
+    loader.close()
+
+
+def _views(loader) -> dict[int, torch.Tensor]:
+    """One pass of an evaluation loader: each delivered row's views."""
+    return {r: v.clone() for b in loader for r, v in zip(b["index"].tolist(), b["video"])}
+
+
+def _record_graphs(loader, monkeypatch, routes_of=None) -> list[tuple[str, tuple[str, ...]]]:
+    """The (graph, routes) of every graph the loader builds from now on (``routes_of(graph, routes)``: the routes
+    to build it with instead)."""
+    built, real = [], loader._make_pipeline
+
+    def make(graph, routes):
+        built.append((graph, routes))
+        return real(graph, routes_of(graph, routes) if routes_of else routes)
+
+    monkeypatch.setattr(loader, "_make_pipeline", make)
+    return built
+
+
+def _replace_files(loader, rows) -> None:
+    for row in rows:
+        with open(loader.index.path(row), "ab") as f:
+            f.write(b"\0" * 64)  # another size than the index's: the feeder quarantines it by name
+
+
+def test_a_route_whose_videos_were_all_quarantined_is_no_longer_in_use(tmp_path, monkeypatch):
+    """The VP9 files (DALI's CPU decoder) are replaced between two evaluations: the feeder quarantines them, and the
+    loader's routes are then those of the videos left, PyAV's alone: ``routes_in_use``, ``route``, ``cpu_decoder``
+    and the graph built for the next pass, which delivers the H.264 videos' views as before."""
+    root = str(tmp_path)
+    lst, vp9_rows, h264_rows = _mixed_list(root)
+    loader = build_loader(small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 4}), "val")
+    assert loader.routes_in_use() == ["dali_cpu", "pyav"] and loader.cpu_decoder == "dali+pyav"
+    expected = _views(loader)
+    assert sorted(expected) == list(range(10))
+    _replace_files(loader, vp9_rows)
+    built = _record_graphs(loader, monkeypatch)
+    for graphs in ([("host", ("dali_cpu", "pyav"))], [("host", ("pyav",))]):
+        loader.load_state_dict(loader.state_dict())  # the graphs are built again for this pass
+        got = _views(loader)
+        assert built == graphs
+        built.clear()
+        assert sorted(got) == sorted(h264_rows) and loader.stats["skipped_videos"] == 5
+        for r in got:
+            assert torch.equal(got[r], expected[r]), r
+        assert loader.routes_in_use() == ["pyav"]
+        assert loader.route == "pyav" and loader.cpu_decoder == "pyav"
+    loader.close()
+
+
+def test_a_graph_whose_only_video_was_left_out_is_not_built_again(tmp_path, monkeypatch):
+    """The NVDEC graph fails and the lone decode of its only video does not end within DATA.VIDEO_TIMEOUT_S: the
+    video is left out of this run, and the graphs rebuilt at the first undelivered batch are those of the videos
+    left, not an NVDEC graph with no video to decode; the epoch delivers every other video unchanged."""
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 10, "DATA.NUM_WORKERS": 0, "DATA.VIDEO_TIMEOUT_S": 3.0})
+    reference = build_loader(cfg, "val")
+    expected = _views(reference)
+    reference.close()
+    loader = build_loader(cfg, "val")
+    victim = min(h264_rows)
+    release = threading.Event()
+    try:
+        _nvdec_on_a_cpu_machine(loader, [victim], monkeypatch, {loader.index.entries[victim].path}, release)
+        assert loader.routes_in_use() == [NVDEC, "dali_cpu", "pyav"]
+        got = _views(loader)
+    finally:
+        release.set()
+    assert sorted(got) == sorted(set(range(10)) - {victim})
+    for r in got:
+        assert torch.equal(got[r], expected[r]), r
+    assert loader.stats["rebuilds"] == 1 and loader.stats["skipped_videos"] == 1
+    assert loader.routes_in_use() == ["dali_cpu", "pyav"] and loader.route == "mixed"
+    assert len(loader.pipelines) == 1 and not isinstance(loader.pipelines[0], _BrokenGraph)
+    loader.close()
+
+
+def test_a_video_falling_back_to_a_route_without_a_graph_gets_that_graph(tmp_path, monkeypatch):
+    """Every video on NVDEC: only NVDEC's graph is built. One fails its read as a video NVDEC would number otherwise
+    than the index, and the feeder moves it to PyAV during the epoch, without a rebuild: the host graph, which no
+    video needed, is built at its first part, and the epoch delivers every video with the views of a CPU-only
+    loader. (On this CPU machine NVDEC's graph is a host graph, fed the frames PyAV decodes.)"""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, H264_COUNTS, codec="h264")
+    cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 2})
+    reference = build_loader(cfg, "val")
+    expected = _views(reference)
+    reference.close()
+    real_routing = loader_module.route_videos
+
+    def all_on_nvdec(*args, **kwargs):  # as a GPU machine routes them
+        routes = real_routing(*args, **kwargs)
+        routes.move(np.arange(5), VideoRoute(NVDEC))
+        return routes
+
+    monkeypatch.setattr(loader_module, "route_videos", all_on_nvdec)
+    loader = build_loader(cfg, "val")
+    assert loader.routes_in_use() == [NVDEC]
+    nvdec = loader.routes[NVDEC]
+    monkeypatch.setattr(nvdec, "source", lambda s, encoded: DecodedSource(video=decode_indexed_frames(
+        s.video.path, s.frames, s.video.size, s.video.mtime_ns, 1)))
+    victim = 3
+    nvdec._numbering[victim] = "a picture an MP4 edit list hides"
+    built = _record_graphs(loader, monkeypatch, lambda graph, routes: (PYAV,) if graph == NVDEC else routes)
+    got = _views(loader)
+    assert built == [(NVDEC, (NVDEC,)), ("host", ("dali_cpu", "pyav"))]
+    assert sorted(got) == list(range(5))
+    for r in got:
+        assert torch.equal(got[r], expected[r]), r
+    moved = loader.video_routes[victim]
+    assert moved.route == PYAV and "failed on nvdec" in moved.reason and "which NVDEC would number" in moved.reason
+    assert loader.stats["route_fallbacks"] == 1 and loader.stats["rebuilds"] == 0
+    assert (loader.stats["samples_nvdec"], loader.stats["samples_pyav"]) == (4, 1)
+    assert loader.routes_in_use() == [NVDEC, PYAV] and len(loader.pipelines) == 2
+    loader.close()
+
+
+def test_every_video_quarantined_during_the_run_ends_it_with_the_same_error_again(tmp_path):
+    """Every file replaced after the training loader was built: the feeder quarantines each, and the run ends saying
+    that no readable training video is left; iterated again, the loader builds no graph and says the same."""
+    root, lst, vp9_rows, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    loader = build_loader(small_cfg(root, lst, **{"TRAIN.BATCH_SIZE": 4}), "train")
+    _replace_files(loader, vp9_rows | h264_rows)
+    for _ in range(2):
+        with pytest.raises(DataError, match="no readable training video is left .every one was quarantined"):
+            for _ in loader:
+                pass
+    assert loader.stats["skipped_videos"] == 10
+    assert loader.routes_in_use() == [] and loader.pipelines == ()
     loader.close()
 
 

@@ -100,6 +100,8 @@ def test_route_videos_uses_the_coded_size_and_names_the_list():
     routes[6] = VideoRoute(PYAV, "failed on nvdec: bad frame")  # a run-time fallback moves one video
     assert routes[6] == VideoRoute(PYAV, "failed on nvdec: bad frame") and routes[2].route == NVDEC
     assert routes.counts() == {NVDEC: 2, DALI_CPU: 2, PYAV: 1}
+    # counted over a mask of rows (the loader's: those still good), unrouted rows in it included
+    assert routes.counts(np.array([1, 1, 0, 0, 1, 0, 1], bool)) == {NVDEC: 0, DALI_CPU: 1, PYAV: 1}
     # The error names the first refused row in list order: row 2 (hevc), before row 3 of group 0 (h264).
     with pytest.raises(ValueError, match="DATA.TRAIN_FILE l.txt, row 2: DATA.CPU_DECODER is 'dali'.* hevc"):
         route_videos(facts, groups, RoutingPolicy(gpu_usable=False, cpu_decoder="dali"), "DATA.TRAIN_FILE l.txt")

@@ -73,12 +73,15 @@ class DistContext:
 _WAIT_GROUP: Any = None
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int | None = None, hint: str = "") -> int:
     value = os.environ.get(name, "")
     try:
-        return int(value) if value else default
+        number = int(value) if value else default
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"environment variable {name}={value!r} must be at least {minimum}{hint}")
+    return number
 
 
 # Where launchers put a process's rank within its node: torchrun, then SLURM's srun, then Open MPI's mpirun.
@@ -139,15 +142,18 @@ def init_from_env(device: str = "auto") -> DistContext:
     else:
         dev = torch.device("cpu")
     global _WAIT_GROUP
+    if world_size > 1:  # before joining: a bad value stops every rank with one line, none waits for the others
+        # 0 minutes makes every wait time out at once (new_group itself failed with a traceback)
+        wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)")
+        heartbeat_s = _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300, 0, " (seconds; 0 turns the check off)")
     if world_size > 1 and not dist.is_initialized():
         # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size,
                                 device_id=dev if use_cuda else None)
     if world_size > 1 and _WAIT_GROUP is None:  # also when the caller had joined a group already (every rank)
-        _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=_env_int("EVA_WAIT_TIMEOUT_MIN", 120)))
-        liveness.start(dist.distributed_c10d._get_default_store(), rank, world_size,
-                       _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300))
+        _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=wait_min))
+        liveness.start(dist.distributed_c10d._get_default_store(), rank, world_size, heartbeat_s)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

@@ -251,6 +251,24 @@ def test_a_ctrl_c_while_a_command_starts_is_one_line_too(tmp_path):
         _assert_one_line(status, err, "stopped while starting: nothing was done or written yet")
 
 
+def test_a_ctrl_c_while_make_synthetic_dataset_imports_is_one_line(tmp_path):
+    """Its imports (numpy, PyAV) came before its handler: a Ctrl-C there was a KeyboardInterrupt traceback. The
+    Ctrl-C comes as the script imports tools.synthetic, and nothing is written."""
+    out = tmp_path / "never written"
+    p = _run_script(tmp_path / "ctrl_c_on_import.py",
+                    "import runpy\n"
+                    "class CtrlC:\n"
+                    "    def find_spec(self, name, path=None, target=None):\n"
+                    "        if name == 'tools.synthetic':\n"
+                    "            os.kill(os.getpid(), signal.SIGINT)\n"
+                    "            sum(range(1000))  # the handler runs here\n"
+                    "sys.meta_path.insert(0, CtrlC())\n"
+                    f"sys.argv = ['make_synthetic_dataset.py', '--out', {str(out)!r}]\n"
+                    f"runpy.run_path({str(ROOT / 'tools' / 'make_synthetic_dataset.py')!r}, run_name='__main__')\n")
+    _assert_one_line(p.returncode, p.stderr, "stopped while starting: nothing was done or written yet")
+    assert not out.exists()
+
+
 def test_a_stop_signal_while_train_py_starts_is_one_line_and_exit_code_4(tmp_path):
     """A batch scheduler's SIGTERM (or SIGUSR1) while torch still loads, before the run's own handling of the stop
     signals: one line and the exit code of a stopped run, not a process killed by the signal (143)."""

@@ -20,7 +20,11 @@ import sys
 # Runnable as `python tools/make_synthetic_dataset.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import finished, on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # a Ctrl-C during the imports below (numpy, PyAV) is one line too
+    on_interrupt(STARTING)
+
 from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
 

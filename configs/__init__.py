@@ -383,14 +383,23 @@ def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool 
 def opts_last(parser, argv: Sequence[str]) -> list[str]:
     """``argv`` with ``--opts KEY VALUE ...`` moved to the end, for a ``parser`` that declares ``--opts`` with
     ``nargs=argparse.REMAINDER``: the pairs run up to the next flag of ``parser``, so flags may follow them. (With
-    ``nargs="*"`` a value such as -1e-6 is not a negative number to argparse and would be taken for a flag.)"""
+    ``nargs="*"`` a value such as -1e-6 is not a negative number to argparse and would be taken for a flag.)
+    Several ``--opts`` groups (one added to a script's command) are joined in their order, so the last value of a
+    key wins; moved one by one, the later group took the flags after it for pairs."""
     argv = list(argv)
     if "--opts" not in argv:
         return argv
     flags = {s for a in parser._actions for s in a.option_strings}
-    i = argv.index("--opts")
-    j = next((k for k in range(i + 1, len(argv)) if argv[k].split("=")[0] in flags), len(argv))
-    return argv[:i] + argv[j:] + argv[i:j]
+    rest, pairs, k = [], [], 0
+    while k < len(argv):
+        if argv[k] != "--opts":
+            rest.append(argv[k])
+            k += 1
+            continue
+        j = next((m for m in range(k + 1, len(argv)) if argv[m].split("=")[0] in flags), len(argv))
+        pairs += argv[k + 1:j]
+        k = j
+    return rest + ["--opts"] + pairs
 
 
 def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[str], list[str]]:

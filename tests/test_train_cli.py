@@ -462,6 +462,16 @@ def test_opts_may_be_followed_by_flags():
     assert args.opts == ["TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6"]  # -5e-6 is a value, not a flag
 
 
+def test_several_opts_groups_are_joined_and_flags_after_each_are_read():
+    """A second --opts (added to a script's command) took the flags after it for pairs: '--dry-run' was refused as
+    an unknown config key. The groups are joined in order, so the later value of a key wins."""
+    args = train.parse_args(["--cfg", DEMO, "--opts", "TRAIN.EPOCHS", "1", "--output", "o", "--opts", "TRAIN.LR",
+                             "-5e-6", "TRAIN.EPOCHS", "2", "--dry-run"])
+    assert args.dry_run and args.output == "o"
+    assert args.opts == ["TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6", "TRAIN.EPOCHS", "2"]
+    assert train.config_overrides(args)[0][-2:] == ["TRAIN.EPOCHS", "2"]
+
+
 def test_help_keeps_the_continuation_line(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])

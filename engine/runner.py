@@ -38,8 +38,8 @@ from .preemption import run_complete
 from .train_loop import (Trainer, TrainOptions, locate_checkpoint, precision_name, resolve_precision,
                          restore_data_plan)
 
-__all__ = ["Run", "WeightsChoice", "check_files", "print_dry_run_plan", "open_run", "weights_to_load",
-           "announce_model", "check_weights_fit", "train", "only_test"]
+__all__ = ["Run", "WeightsChoice", "check_files", "where_they_come_from", "print_dry_run_plan", "open_run",
+           "weights_to_load", "announce_model", "check_weights_fit", "train", "only_test"]
 
 
 def scores_checkpoint(cfg, resume: str = "") -> bool:
@@ -65,7 +65,7 @@ def resume_point(cfg, resume: str) -> tuple[str, str]:
                    f"the run goes on from there (with TRAIN.AUTO_RESUME False it would start over from {resume})")
 
 
-def _where_they_come_from(missing: list[str]) -> str:
+def where_they_come_from(missing: list[str]) -> str:
     """What makes the missing files, for a first run that has none of them yet."""
     hints = []
     if any(m.startswith("DATA.") for m in missing):
@@ -114,7 +114,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
     if missing:
-        raise FileNotFoundError("missing input files: " + "; ".join(missing) + _where_they_come_from(missing))
+        raise FileNotFoundError("missing input files: " + "; ".join(missing) + where_they_come_from(missing))
     _class_names(cfg)  # its format now, not after the lists are indexed and the loaders built
 
 

@@ -267,3 +267,17 @@ def test_a_stop_signal_saves_the_videos_probed_says_so_and_exits_4(tmp_path, vid
     lst.write_text("".join(f"{name} 0\n" for name in names))  # the same list without the hanging file
     r = _verify(str(lst), "--root", str(videos), "--workers", "1")
     assert r.returncode == 0 and "probing" not in r.stderr, r.stderr  # every video known from the saved index
+
+
+def test_a_configs_missing_lists_are_named_by_key_with_what_makes_them(tmp_path):
+    """The config's lists, not yet made: named by their keys with the command that makes them, as train.py names
+    them, where the message was only "video list 'data/...' does not exist"."""
+    train, val = tmp_path / "k_train.txt", tmp_path / "k_val.txt"
+    val.write_text("")
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", "--opts", "DATA.TRAIN_FILE", str(train),
+                "DATA.VAL_FILE", str(val))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    demo = ROOT / "configs" / "demo.yaml"
+    assert line.startswith(f"error: {demo}: missing video lists: DATA.TRAIN_FILE = {train} ("), line
+    assert "DATA.VAL_FILE" not in line and "python tools/prepare_kinetics.py lists" in line, line

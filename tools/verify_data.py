@@ -90,6 +90,15 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
         lists = args.lists or [p for p in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if p]
         if not lists:
             raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")
+        # the config's lists, missing: named by key with what makes them, as train.py names them
+        missing = [f"{key} = {path}" for key, path in (("DATA.TRAIN_FILE", cfg.DATA.TRAIN_FILE),
+                                                         ("DATA.VAL_FILE", cfg.DATA.VAL_FILE))
+                   if not args.lists and path and not os.path.isfile(path)]
+        if missing:
+            from engine.runner import where_they_come_from
+
+            raise ConfigError(f"{args.cfg}: missing video lists: {'; '.join(missing)}"
+                              f"{where_they_come_from(missing)}")
         classes = args.num_classes or cfg.DATA.NUM_CLASSES
         if args.video_timeout is None:
             args.video_timeout = float(cfg.DATA.VIDEO_TIMEOUT_S)

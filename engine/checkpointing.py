@@ -157,9 +157,11 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
 def load_resumable(path: str, mmap: bool = False) -> dict:
     """:func:`load_checkpoint` of a ``--resume`` file, whose error also says what ``--resume`` takes when the file
     holds weights without a training state (a missing, damaged or unreadable file gets no advice to use it as
-    weights: its error says what is wrong with it)."""
+    weights: its error says what is wrong with it). ``mmap``: takes the state :meth:`Checkpointer.continuation_of`
+    read of the same file, unchanged since, instead of parsing it again."""
+    offered = _take_offered(path)  # let go by any load: the whole one reads the tensors anyway
     try:
-        return load_checkpoint(path, mmap=mmap)  # CheckpointError names the file
+        return load_checkpoint(path, mmap=mmap, parsed=offered if mmap else None)  # CheckpointError names the file
     except _NotATrainingCheckpoint as e:
         raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
                               "use --pretrained for weights-only (e.g. released) files") from e
@@ -288,6 +290,37 @@ def starts_fresh(output_dir: str, resume: str, auto_resume: bool) -> bool:
     return not resume and not (auto_resume and checkpoint_files(output_dir))
 
 
+def _file_version(path: str) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of ``path``: a file parsed before and still of this version need not be parsed
+    again; None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+# The checkpoint Checkpointer.continuation_of settled on, as it read it (memory-mapped), by real path with its
+# version then: the check of the file the run resumes (load_resumable, mmap) takes it instead of a second parse (one
+# costs per tensor: thousands for EVA-1B). One, taken once: any later offer or take lets it go, so no mapped file
+# is held for the run (a file rotated away would stay on the disk), and a file changed since is parsed anew.
+_OFFERED: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
+
+
+def _offer(path: str, state: Any) -> None:
+    _OFFERED.clear()
+    version = _file_version(path)
+    if state is not None and version is not None:
+        _OFFERED[os.path.realpath(path)] = (version, state)
+
+
+def _take_offered(path: str) -> Any:
+    """The state offered for ``path`` when its file is unchanged since, else None; the offer is let go either way."""
+    offered = _OFFERED.pop(os.path.realpath(path), None)
+    _OFFERED.clear()
+    return offered[1] if offered is not None and offered[0] == _file_version(path) else None
+
+
 class _Order(NamedTuple):
     """What a listing keeps of a checkpoint's parse: ``key`` (global step, 1 for an epoch-end file; a damaged
     file's from its name), whether the file ``readable``, and the ``origin`` its TrainState records (the file an
@@ -296,6 +329,10 @@ class _Order(NamedTuple):
     key: tuple[int, int]
     readable: bool
     origin: dict | None
+
+
+# Checkpointer._orders of each folder (by real path).
+_ORDERS: dict[str, dict[str, tuple[tuple[int, int, int, int], _Order]]] = {}
 
 
 class Checkpointer:
@@ -313,11 +350,12 @@ class Checkpointer:
         self.warn = warn or (lambda msg: None)
         self.last_saved: str | None = None
         self.damaged: set[str] = set()  # real paths find_latest skipped as unusable: never counted as kept
-        # Each listed file's order as parsed, by path, with the (inode, size, mtime) it had: a listing (the rotation
-        # after every save, find_latest, continuation_of) parses only files new or changed since (a parse costs per
-        # tensor: thousands for EVA-g). The order and the origin only, never the state: a mapped state would keep
-        # a file rotated away on the disk.
-        self._orders: dict[str, tuple[tuple[int, int, int], _Order]] = {}
+        # Each listed file's order as parsed, by path, with the (device, inode, size, mtime) it had: a listing (the
+        # rotation after every save, find_latest, continuation_of) parses only files new or changed since (a parse
+        # costs per tensor: thousands for EVA-g). The order and the origin only, never the state: a mapped state
+        # would keep a file rotated away on the disk. Shared by the Checkpointers of one folder: a start finds the
+        # checkpoint to go on from, sets aside what came after it and rotates, each with its own.
+        self._orders = _ORDERS.setdefault(os.path.realpath(output_dir), {})
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
         """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
@@ -353,7 +391,8 @@ class Checkpointer:
         """:func:`checkpoint_files`; the orders known of files no longer there are forgotten."""
         paths = checkpoint_files(self.output_dir)
         listed = set(paths)
-        self._orders = {p: known for p, known in self._orders.items() if p in listed}
+        for gone in [p for p in self._orders if p not in listed]:
+            del self._orders[gone]
         return paths
 
     def newer_than(self, path: str) -> list[str]:
@@ -365,25 +404,34 @@ class Checkpointer:
     def continuation_of(self, named: str) -> str | None:
         """The newest loadable checkpoint here when the attempt that wrote it started from ``named`` (or continued
         one that did): the same command, naming ``named`` with ``--resume``, was stopped and now runs again.
-        None when the newest loadable checkpoint belongs to another run. ``named`` may be gone (rotated away)."""
+        None when the newest loadable checkpoint belongs to another run. ``named`` may be gone (rotated away).
+        The file a run then goes on from (the one returned, else ``named``), as read here, is offered to its check
+        (:func:`load_resumable`, memory-mapped), which takes it instead of parsing the file again."""
         found = self._ordered()  # each file parsed once, for its order and its origin
         # read only when there is something to compare it with: a first start reads ``named`` once, for the resume;
         # one of this folder's checkpoints is not parsed again
-        named_order = self._parse_order(named)[0] if found and os.path.isfile(named) else None
+        named_order, named_state = self._parse_order(named) if found and os.path.isfile(named) else (None, None)
         step = named_order.key[0] if named_order is not None and named_order.readable else None
+        same = os.path.realpath(named)
+        pick = None
         for path, order, _ in found:
             if not order.readable:  # damaged: find_latest skips it too
                 continue
             origin = order.origin
-            started_there = bool(origin) and origin.get("path") == os.path.realpath(named) and (
+            started_there = bool(origin) and origin.get("path") == same and (
                 step is None or origin.get("step") == step)
             # remember: the run checks and loads it next, without reading it whole again
             damage = damaged_zip_record(path, remember=True) if started_there else None
             if damage:  # changed on disk: an earlier checkpoint of the same attempt may continue ``named`` too
                 self.warn(f"checkpoint {path} is damaged: {damage}; trying the previous one")
                 continue
-            return path if started_there else None
-        return None
+            pick = path if started_there else None
+            break
+        # the file the run goes on from, as read here, for its check (load_resumable)
+        chosen = os.path.realpath(pick) if pick is not None else same
+        _offer(chosen, next((s for p, _, s in found if os.path.realpath(p) == chosen), None)
+               if pick is not None or named_state is None else named_state)
+        return pick
 
     @staticmethod
     def step_of(path: str) -> int | None:
@@ -410,12 +458,9 @@ class Checkpointer:
 
     def _parse_order(self, path: str) -> tuple[_Order, Any]:
         """The file's :class:`_Order` and the file as read for it (memory-mapped): None when it could not be read,
-        or when its order is known from an earlier parse here and the file is unchanged."""
-        try:
-            st = os.stat(path)
-            version: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except OSError:
-            version = None
+        or when its order is known from an earlier parse (by a Checkpointer of this folder) and the file is
+        unchanged."""
+        version = _file_version(path)
         known = self._orders.get(path)
         if known is not None and known[0] == version:
             return known[1], None

@@ -54,7 +54,8 @@ def resume_point(cfg, resume: str) -> tuple[str, str]:
 
     A requeued job repeats its command: when OUTPUT's newest checkpoint was written by an earlier attempt that
     started from ``resume`` (TrainState.origin), the run goes on from that checkpoint instead of starting over from
-    ``resume`` (and moving the progress aside). TRAIN.AUTO_RESUME False keeps ``resume`` as given.
+    ``resume`` (and moving the progress aside). TRAIN.AUTO_RESUME False keeps ``resume`` as given. The file it
+    settles on, as parsed to find it, serves the run's check of that file (``Checkpointer.continuation_of``).
     """
     if not resume or cfg.TEST.ONLY_TEST or not cfg.TRAIN.AUTO_RESUME:
         return resume, ""
@@ -254,7 +255,7 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None 
     elif resume and not _same_path(os.path.dirname(os.path.abspath(resume)), out):
         moved, why = move_earlier_run(out, keep=reads), f"this run continues {resume}, a checkpoint from elsewhere"
     elif resume:
-        moved = move_aside(out, _superseded_by(out, resume))
+        moved = move_aside(out, _superseded_by(out, resume, resumed[1] if resumed is not None else None))
         why = f"this run goes back to {resume}, which they followed"
     else:
         return ""
@@ -311,11 +312,12 @@ def _is_json_object(path: str) -> bool:
         return False
 
 
-def _superseded_by(out: str, resume: str) -> list[str]:
+def _superseded_by(out: str, resume: str, state: dict | None = None) -> list[str]:
     """The files of OUTPUT written after checkpoint ``resume`` of it: later checkpoints, a later best.pth and,
-    when anything came later, the results of that later branch."""
+    when anything came later, the results of that later branch. ``state``: ``resume`` as already read."""
     later = [os.path.basename(p) for p in Checkpointer(out, writer=False).newer_than(resume)]
-    step, best = Checkpointer.step_of(resume), os.path.join(out, "best.pth")
+    step = int(state["global_step"]) if state is not None else Checkpointer.step_of(resume)
+    best = os.path.join(out, "best.pth")
     best_step = Checkpointer.step_of(best) if os.path.isfile(best) else None
     if step is not None and best_step is not None and best_step > step:
         later.append("best.pth")

@@ -428,13 +428,14 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
 def test_finding_the_continuation_of_a_resume_file_parses_each_checkpoint_once(tmp_path, monkeypatch):
     """continuation_of parsed each of OUTPUT's checkpoints twice, memory-mapped (once to order it, once more for
     the origin its TrainState records), and the named file once more for its step when it is one of them (a parse
-    costs per tensor: thousands for EVA-1B). The listing's one parse keeps the origin too."""
+    costs per tensor: thousands for EVA-1B). The listing's one parse keeps the origin too, and the Checkpointers of
+    one folder share what they parsed: a later listing parses only files new or changed since."""
     src, out = str(tmp_path / "src.pth"), tmp_path / "out"
     save_atomic(_state(5), src)
     origin = {"path": os.path.realpath(src), "step": 5}
-    ck = Checkpointer(str(out), keep_last=3)
+    out.mkdir()
     for step in (10, 15):
-        ck.save({**_state(step), "train_state": {"origin": origin}})
+        save_atomic({**_state(step), "train_state": {"origin": origin}}, str(out / f"ckpt_step_{step}.pth"))
     save_atomic(_state(20), str(out / "ckpt_step_20.pth"))  # another run's, newest: not a continuation
     parses: list[str] = []
     load = torch.load
@@ -444,11 +445,40 @@ def test_finding_the_continuation_of_a_resume_file_parses_each_checkpoint_once(t
     os.remove(out / "ckpt_step_20.pth")
     parses.clear()
     assert Checkpointer(str(out), writer=False).continuation_of(src) == str(out / "ckpt_step_15.pth")
-    assert sorted(parses) == ["ckpt_step_10.pth", "ckpt_step_15.pth", "src.pth"], parses
-    # a checkpoint of OUTPUT itself, gone back to: its step comes from the listing's parse
+    assert parses == ["src.pth"], parses  # (outside the folder: not kept past its listing)
+    # a checkpoint of OUTPUT itself, gone back to: its step comes from the listing
     parses.clear()
     assert Checkpointer(str(out), writer=False).continuation_of(str(out / "ckpt_step_10.pth")) is None
-    assert sorted(parses) == ["ckpt_step_10.pth", "ckpt_step_15.pth"], parses
+    assert parses == [], parses
+    # a file written again since (another inode, size or time) is parsed again
+    save_atomic({**_state(15), "train_state": {"origin": {"path": "elsewhere", "step": 1}}},
+                str(out / "ckpt_step_15.pth"))
+    assert Checkpointer(str(out), writer=False).continuation_of(src) is None
+    assert sorted(parses) == ["ckpt_step_15.pth", "src.pth"], parses
+
+
+def test_the_check_takes_the_continuation_as_found_only_while_its_file_is_unchanged(tmp_path, monkeypatch):
+    """The file continuation_of settles on is offered, as it parsed it, to the check of that file (load_resumable,
+    memory-mapped), which then parses nothing; a file written again since is parsed anew, and the offer is taken
+    once."""
+    from engine.checkpointing import load_resumable
+
+    src = str(tmp_path / "src.pth")
+    save_atomic(_state(5), src)
+    parses: list[str] = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: parses.append(os.path.basename(f)) or load(f, *a, **kw))
+    for out, written_again in ((tmp_path / "out", False), (tmp_path / "again", True)):
+        out.mkdir()
+        mine = str(out / "ckpt_step_10.pth")
+        save_atomic({**_state(10), "train_state": {"origin": {"path": os.path.realpath(src), "step": 5}}}, mine)
+        assert Checkpointer(str(out), writer=False).continuation_of(src) == mine
+        if written_again:  # after it was found (an atomic write: another inode)
+            save_atomic({**_state(10), "global_step": 11}, mine)
+        parses.clear()
+        assert load_resumable(mine, mmap=True)["global_step"] == (11 if written_again else 10)
+        assert parses == (["ckpt_step_10.pth"] if written_again else []), parses
+        assert load_resumable(mine, mmap=True) and parses[-1:] == ["ckpt_step_10.pth"]  # taken once
 
 
 def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):

@@ -269,7 +269,8 @@ def test_an_automatic_resume_parses_its_checkpoint_once_for_the_checks(dataset, 
     """With TRAIN.AUTO_RESUME and no --resume, OUTPUT's newest checkpoint was parsed six times, memory-mapped, before
     the load that resumes it: for its order among the checkpoints and its config (before indexing and again as the
     run's log opens), and for its order and its model check. The checks share one parse, which also orders it; the
-    resume orders the checkpoints again (one more parse) and loads the newest whole."""
+    resume finds the checkpoints' orders known (the Checkpointers of a folder share them) and loads the newest
+    whole."""
     out = tmp_path / "out"
     assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
     newest = str(out / "ckpt_epoch_1.pth")
@@ -280,7 +281,7 @@ def test_an_automatic_resume_parses_its_checkpoint_once_for_the_checks(dataset, 
     loads.clear()
     assert train.main(["--cfg", DEMO, "--opts", *more]) == 0
     # (the checkpoint of epoch 2 then rotates the checkpoints without parsing this one again: its order is known)
-    assert loads == ["mmap", "mmap", "whole"], loads
+    assert loads == ["mmap", "whole"], loads
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 6 and summary["resumed_from"] == newest, summary
 
@@ -338,3 +339,25 @@ def test_an_evaluation_parses_the_checkpoint_it_scores_once_for_the_checks(datas
     assert train.main(["--cfg", DEMO, "--only_test", "--resume", newest, "--opts", *opts]) == 0
     assert loads == ["mmap", "whole"], loads
     assert json.loads((out / "summary.json").read_text())["evaluated"] == newest
+
+
+def test_a_repeated_resume_command_parses_the_checkpoint_it_goes_on_from_once_for_the_checks(dataset, tmp_path,
+                                                                                              monkeypatch):
+    """A requeued ``--resume SRC`` command goes on from OUTPUT's newest checkpoint (runner.resume_point), which
+    finding it parsed, memory-mapped, for its order and origin; the file checks then parsed it once more. They take
+    the state that finding it read (a parse costs per tensor: thousands for EVA-1B)."""
+    src = str(tmp_path / "src" / "ckpt_epoch_1.pth")
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "src", "TRAIN.EPOCHS", "1")]) == 0
+    out = tmp_path / "out"
+    first = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    assert train.main(["--cfg", DEMO, "--resume", src, "--opts", *first]) == 0  # an attempt, then the same command
+    newest = str(out / "ckpt_epoch_2.pth")
+    loads = _parses_of(newest, monkeypatch)
+    more = _opts(dataset, out, "TRAIN.EPOCHS", "3", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--resume", src, "--opts", *more]) == 0
+    assert loads == ["mmap"], loads
+    loads.clear()
+    assert train.main(["--cfg", DEMO, "--resume", src, "--opts", *more]) == 0
+    assert loads == ["mmap", "whole"], loads
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 9 and summary["resumed_from"] == newest, summary

@@ -103,6 +103,21 @@ def _reason(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _named(path: str, local: str | None = None) -> str:
+    """``path`` as messages name it: as the user wrote it, and for an ``hf://`` reference the cached file it stands
+    for (``local``, else found in the Hub cache without a request) in parentheses, whichever check or load speaks."""
+    if not path.startswith("hf://"):
+        return path
+    if local is None:
+        from .hub import cached_weights_path
+
+        try:
+            local = cached_weights_path(path)
+        except CheckpointError:  # a malformed reference: named as written
+            local = None
+    return f"{path} ({local})" if local else path
+
+
 def _refusal(path: str, name: str) -> CheckpointError:
     return CheckpointError(
         f"{path}: refused to load the pickled global {name!r}; it was not executed. Only tensors and plain data "
@@ -110,19 +125,22 @@ def _refusal(path: str, name: str) -> CheckpointError:
         f"(e.g. torch.save(ckpt['model'], ...)) or convert it to .safetensors.")
 
 
-def _unreadable(path: str, error: Exception) -> CheckpointError:
-    """The error for a file torch cannot read at all, in one line naming the file and what is wrong with it."""
-    return CheckpointError(f"{path}: not a readable torch checkpoint: {unreadable_reason(path, error)}")
+def _unreadable(path: str, error: Exception, shown: str) -> CheckpointError:
+    """The error for a file torch cannot read at all, in one line naming the file (as ``shown``) and what is wrong
+    with it."""
+    return CheckpointError(f"{shown}: not a readable torch checkpoint: {unreadable_reason(path, error)}")
 
 
-def _torch_load(path: str, mmap: bool = False) -> Any:
+def _torch_load(path: str, mmap: bool = False, shown: str = "") -> Any:
     """``torch.load(weights_only=True)``, retried with approved plain-data globals only. ``mmap``: see
-    :func:`check_checkpoint` (a zip archive only; torch's legacy format is read whole)."""
+    :func:`check_checkpoint` (a zip archive only; torch's legacy format is read whole). ``shown``: the file as
+    messages name it (:func:`_named`), ``path`` when empty."""
+    shown = shown or path
     if os.path.getsize(path) == 0:  # torch says only "EOFError"
-        raise CheckpointError(f"{path}: an empty file (0 bytes)")
+        raise CheckpointError(f"{shown}: an empty file (0 bytes)")
     damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
-        raise CheckpointError(f"{path}: damaged: {damage}")
+        raise CheckpointError(f"{shown}: damaged: {damage}")
     mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -131,35 +149,35 @@ def _torch_load(path: str, mmap: bool = False) -> Any:
         refused, last_error = _refused_globals(path, error), error
         if not refused:  # no global to approve or refuse: the bytes are no pickle torch reads (a text file, a video,
             # an image given by mistake stops at its first byte, 'Unsupported operand <byte>')
-            raise _unreadable(path, error) from None
+            raise _unreadable(path, error, shown) from None
     except Exception as error:  # anything else means the file is unreadable: garbage bytes reach the weights-only
         # unpickler as arbitrary opcodes and fail with KeyError, IndexError, UnicodeDecodeError, ... not only
         # RuntimeError/EOFError (truncated zip or pickle)
-        raise _unreadable(path, error) from None
+        raise _unreadable(path, error, shown) from None
     allowed: list[Any] = []
     approved: set[str] = set()
     # Normally one retry: zip checkpoints list every global up front. Legacy files name one per failure.
     while True:
         new = [name for name in refused if name not in approved]
         if not new:
-            raise CheckpointError(f"{path}: safe (weights_only) loading failed and the file was not unpickled "
+            raise CheckpointError(f"{shown}: safe (weights_only) loading failed and the file was not unpickled "
                                   f"further; nothing in it was executed: {_reason(last_error)}")
         for name in new:
             objects = _resolve_safe_global(name)
             if objects is None:
-                raise _refusal(path, name) from last_error
+                raise _refusal(shown, name) from last_error
             # (object, name) pairs: the name recorded in the pickle may differ from the object's current module
             # (numpy.core -> numpy._core; CfgNode -> OrderedDict).
             allowed += [(objects[0], name), *objects[1:]]
             approved.add(name)
-        logger.debug("%s: allowing plain-data globals %s", path, sorted(approved))
+        logger.debug("%s: allowing plain-data globals %s", shown, sorted(approved))
         try:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as again:
             refused, last_error = _REFUSED_GLOBAL.findall(str(again)), again
         except Exception as error:  # damaged after the approved globals: as unreadable as above
-            raise _unreadable(path, error) from None
+            raise _unreadable(path, error, shown) from None
 
 
 def _unwrap(obj: Any) -> Any:
@@ -186,15 +204,17 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
     """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
     ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors)."""
+    shown = path
     if path.startswith("hf://"):  # a Hub reference: the cached local file (models/hub.py)
         from .hub import resolve_weights_path
 
         path = resolve_weights_path(path)
+        shown = _named(shown, path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}" + (" (a folder, not a file)"
-                                                                        if os.path.isdir(path) else ""))
+        raise FileNotFoundError(f"checkpoint file not found: {shown}" + (" (a folder, not a file)"
+                                                                         if os.path.isdir(path) else ""))
     if not is_safetensors(path):
-        return path, _torch_load(path, mmap)
+        return path, _torch_load(path, mmap, shown)
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -204,7 +224,7 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
                 return path, {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
         return path, load_file(path, device="cpu")
     except Exception as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
+        raise CheckpointError(f"{shown}: not a readable safetensors file: {error}") from error
 
 
 def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | None = None,
@@ -227,7 +247,7 @@ def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | No
             cannot be read, or holds no tensors.
     """
     path = os.fspath(path)
-    path, obj = _read_file(path, mmap) if parsed is None else (path, parsed)
+    local, obj = _read_file(path, mmap) if parsed is None else (None, parsed)
     config = obj.get("config") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping) and obj["ema"]:
         # A training checkpoint of a run with TRAIN.EMA: its evaluations and best.pth used the averaged weights,
@@ -238,11 +258,11 @@ def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | No
         obj = obj["ema"]
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
+        raise CheckpointError(f"{_named(path, local)}: expected a state dict (a mapping of names to tensors), "
                               f"got {type(obj).__name__}")
     state_dict = {k: v for k, v in _strip_module_prefix(obj).items() if isinstance(v, torch.Tensor)}
     if not state_dict:
-        raise CheckpointError(f"{path}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
+        raise CheckpointError(f"{_named(path, local)}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
     return state_dict, (None if isinstance(config, torch.Tensor) else config)
 
 
@@ -264,7 +284,7 @@ def check_checkpoint(path: PathLike, fetch_hub: bool = True, num_classes: int = 
     state_dict, _ = read_checkpoint(path, parsed=parsed)
     problem = head_mismatch(state_dict, num_classes, class_mapping) if num_classes > 0 else None
     if problem:
-        raise CheckpointError(f"{os.fspath(path)}: {problem}")
+        raise CheckpointError(f"{_named(os.fspath(path))}: {problem}")
     return parsed
 
 
@@ -557,11 +577,11 @@ def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: A
         converted, notes = convert_state_dict(state_dict, model, mode, class_mapping=class_mapping,
                                               source_grid=source_grid, checkpoint_config=config)
     except ValueError as error:
-        raise ValueError(f"{os.fspath(path)}: {error}") from error
+        raise ValueError(f"{_named(os.fspath(path))}: {error}") from error
     keys = model.state_dict().keys()
     if not any(k in keys for k in converted):
-        raise CheckpointError(f"{os.fspath(path)}: none of its {len(converted)} tensors is a tensor of the model "
-                              f"(its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
+        raise CheckpointError(f"{_named(os.fspath(path))}: none of its {len(converted)} tensors is a tensor of the "
+                              f"model (its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
                               f"{', '.join(list(keys)[:3])}): the weights of another model, or names saved with "
                               "another prefix")
     return converted, read_notes + notes

@@ -558,3 +558,26 @@ def test_an_input_that_cannot_be_read_is_not_called_a_failed_write_of_out(tiny, 
     # naming the file (it was "cannot read an input file")
     assert capsys.readouterr().err == "error: cannot read /proc/self/mem: Input/output error\n"
     assert not out.exists()
+
+
+def test_errors_about_a_file_behind_a_reference_name_the_reference(tmp_path, offline_cache):
+    """read_checkpoint named the cached file alone (a blob path under the Hub cache the user never wrote), while the
+    same error from a run's check, which reuses its parse, named the reference: every message names the reference,
+    with the cached file in parentheses, whichever of them speaks."""
+    from models.checkpoint import check_checkpoint
+    from models.hub import cached_weights_path
+
+    good = tmp_path / "good.pth"
+    torch.save({"model": {"w": torch.zeros(3)}}, good)
+    no_tensors = tmp_path / "plain.pth"
+    torch.save({"epoch": 3}, no_tensors)
+    _hub_cache(offline_cache, "acme/eva", {"cut.pth": good.read_bytes()[:-100], "plain.pth": no_tensors.read_bytes()})
+    for name, why in (("cut.pth", ": damaged: cut short: "), ("plain.pth", ": no tensors found (top-level keys: ")):
+        ref = f"hf://acme/eva/{name}"
+        messages = []
+        for read in (read_state_dict, check_checkpoint):
+            with pytest.raises(CheckpointError) as info:
+                read(ref)
+            messages.append(str(info.value))
+        local = cached_weights_path(ref)
+        assert local and messages[0].startswith(f"{ref} ({local}){why}") and messages[0] == messages[1], messages

@@ -206,14 +206,21 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
     finished index trusting its recorded file sizes and times (``checked_by_peer``): at a start, one process per
     node stats every listed video, not every rank (a network file system's metadata server serves one stat per
     video and node instead of per GPU). A build that fails on a first rank fails on every rank, with its error."""
+    from dali_pipelines.filelist import LabelRangeError
     from dali_pipelines.loader import build_split_index
+
+    def build(split: str, checked_by_peer: bool = False):
+        try:
+            return build_split_index(cfg, split, checked_by_peer=checked_by_peer)
+        except LabelRangeError as e:  # the loader's index is given the number only; it is the config's key
+            raise e.named("DATA.NUM_CLASSES") from None
 
     first = ctx.local_rank == 0
     built: dict[str, Any] = {}
     failure: BaseException | None = None
     if first:
         try:
-            built = {split: build_split_index(cfg, split) for split in splits}
+            built = {split: build(split) for split in splits}
         except Exception as e:  # noqa: BLE001 - every rank must hear of it before anyone raises
             failure = e
     barrier(ctx, INDEX_WAIT)
@@ -224,7 +231,7 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
     if elsewhere is not None:
         raise elsewhere
     if not first:
-        built = {split: build_split_index(cfg, split, checked_by_peer=True) for split in splits}
+        built = {split: build(split, checked_by_peer=True) for split in splits}
     return built
 
 
@@ -253,8 +260,9 @@ def dry_run(cfg, resume: str = "") -> dict:
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume, read.resumed)  # a changed config in a reused OUTPUT
     check_weights_fit_model(cfg, model, resume, read, fetch_hub=False)
-    val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES)
-    train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES)
+    val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES, classes_name="DATA.NUM_CLASSES")
+    train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES,
+                                                          classes_name="DATA.NUM_CLASSES")
     for videos in (val, train) if train else (val,):  # a plan opens no video, but a missing DATA.ROOT is named
         check_list_root(videos, "DATA.ROOT")
     return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),

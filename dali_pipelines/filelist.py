@@ -28,8 +28,8 @@ import numpy as np
 
 from evautil.workers import DaemonThreadPool
 
-__all__ = ["ListEntry", "DataError", "DataListError", "PathTable", "VideoList", "read_video_list", "read_file_list",
-           "split_list_line", "check_list_root"]
+__all__ = ["ListEntry", "DataError", "DataListError", "LabelRangeError", "PathTable", "VideoList", "read_video_list",
+           "read_file_list", "split_list_line", "check_list_root"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -67,6 +67,27 @@ class DataError(ValueError):
 
 class DataListError(DataError):
     """A video list is missing, empty or malformed; the message names the list file and the 1-based line."""
+
+
+class LabelRangeError(DataListError):
+    """A list line whose label is outside ``[0, num_classes)``. ``setting`` is what gave ``num_classes`` (a config
+    key such as DATA.NUM_CLASSES, or a tool's flag): the message names it with its value, so that a user knows which
+    of the two to fix. The index code is given only the number; a caller that knows where it came from re-names the
+    error with :meth:`named` (the wording stays here)."""
+
+    def __init__(self, where: str, label: int, num_classes: int, line: str, setting: str = "num_classes"):
+        super().__init__(where, label, num_classes, line, setting)  # all of them: the error pickles (other ranks)
+        self.where, self.label, self.num_classes, self.line, self.setting = where, label, num_classes, line, setting
+
+    def named(self, setting: str) -> "LabelRangeError":
+        """The same error, naming ``setting`` as what set the number of classes."""
+        return LabelRangeError(self.where, self.label, self.num_classes, self.line, setting)
+
+    def __str__(self) -> str:
+        fix = ("labels start at 0: fix the label" if self.label < 0 else
+               f"fix the label, or set {self.setting} to the number of classes (at least {self.label + 1})")
+        return (f"{self.where}: label {self.label} is outside [0, {self.num_classes}) as {self.setting} is "
+                f"{self.num_classes} (line {self.line!r}): {fix}")
 
 
 def _decode_text(data: bytes, list_path: str) -> str:
@@ -242,17 +263,21 @@ class VideoList:
         return size, mtime, present
 
 
-def read_video_list(list_path: str, root: str, num_classes: int | None = None) -> VideoList:
+def read_video_list(list_path: str, root: str, num_classes: int | None = None, *,
+                    classes_name: str = "num_classes") -> VideoList:
     """Read a ``<relative path, may contain spaces> <integer label>`` list into columns.
 
     Args:
         list_path: the list file.
         root: directory the relative paths are joined to.
         num_classes: when given, every label must lie in ``[0, num_classes)``.
+        classes_name: what set ``num_classes`` (e.g. ``DATA.NUM_CLASSES``, ``--num-classes``), named with a label
+            outside it.
 
     Raises:
         DataListError: missing or unreadable list, no entries, a line that is not UTF-8, a line without a label, a
-            non-integer label or a label out of range. The message names the list file and the line.
+            non-integer label or a label out of range (LabelRangeError). The message names the list file and the
+            line.
     """
     if not os.path.isfile(list_path):
         raise DataListError(f"video list {list_path!r} does not exist (or is not a file)")
@@ -269,7 +294,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None) -
         tokens = line.split()
         if not tokens:
             continue
-        labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes))
+        labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes, classes_name))
         blob += split_list_line(line)[0].encode("utf-8")
         offsets.append(len(blob))
         line_nos.append(line_no)
@@ -324,7 +349,7 @@ def split_list_line(line: str) -> tuple[str, str] | None:
 _LABEL_LIMIT = 2**63
 
 
-def _label(tokens: list[str], line: str, where: str, num_classes: int | None) -> int:
+def _label(tokens: list[str], line: str, where: str, num_classes: int | None, classes_name: str) -> int:
     """The label of a list line split into ``tokens`` (DataListError naming ``where`` when it is not one)."""
     if len(tokens) < 2:
         raise DataListError(f"{where}: expected '<relative path> <integer label>', got {line.strip()!r} (no label)")
@@ -332,10 +357,10 @@ def _label(tokens: list[str], line: str, where: str, num_classes: int | None) ->
         label = int(tokens[-1])
     except ValueError:
         raise DataListError(f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r})") from None
-    limit = num_classes if num_classes is not None else _LABEL_LIMIT  # labels are kept as int64
-    if not 0 <= label < limit:
-        bound = f"[0, {num_classes})" if num_classes is not None else "[0, 2**63)"
-        raise DataListError(f"{where}: label {label} is outside {bound} (line {line.strip()!r})")
+    if num_classes is not None and not 0 <= label < num_classes:
+        raise LabelRangeError(where, label, num_classes, line.strip(), classes_name)
+    if not 0 <= label < _LABEL_LIMIT:  # labels are kept as int64
+        raise DataListError(f"{where}: label {label} is outside [0, 2**63) (line {line.strip()!r})")
     return label
 
 

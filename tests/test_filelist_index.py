@@ -104,6 +104,26 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
     assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
 
 
+def test_a_label_out_of_range_names_what_set_the_number_of_classes(tmp_path):
+    """The message said only "label 3 is outside [0, 3)": not which setting gave the 3, nor what to change. Named
+    by the reader's caller (a config key, a flag); the error keeps its text when sent to another process."""
+    import pickle
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n\nb.mp4  3\n")
+    with pytest.raises(DataListError) as e:
+        read_video_list(str(lst), str(tmp_path), 3, classes_name="DATA.NUM_CLASSES")
+    text = (f"{lst}:3: label 3 is outside [0, 3) as DATA.NUM_CLASSES is 3 (line 'b.mp4  3'): fix the label, or set "
+            "DATA.NUM_CLASSES to the number of classes (at least 4)")
+    assert str(e.value) == text and str(pickle.loads(pickle.dumps(e.value))) == text
+    assert str(e.value.named("--num-classes")) == text.replace("DATA.NUM_CLASSES", "--num-classes")
+    lst.write_text("a.mp4 -1\n")
+    with pytest.raises(DataListError) as e:
+        read_video_list(str(lst), str(tmp_path), 3, classes_name="--num-classes")
+    assert str(e.value) == f"{lst}:1: label -1 is outside [0, 3) as --num-classes is 3 (line 'a.mp4 -1'): labels " \
+                           "start at 0: fix the label"
+
+
 def test_a_label_past_int64_is_a_list_error_without_num_classes(tmp_path):
     """Labels are kept as int64: a larger one is refused like any bad label (naming the line), not an overflow."""
     lst = tmp_path / "list.txt"

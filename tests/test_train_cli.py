@@ -163,6 +163,23 @@ def test_malformed_label_list_is_one_line_exit_2(tmp_path, dataset, capsys, cont
     assert rc == 2 and f"DATA.LABEL_LIST = {labels}" in err and needle in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_label_out_of_range_names_data_num_classes(tmp_path, dataset, capsys, dry_run):
+    """A list label past the config's classes named the list, the line and the range, not DATA.NUM_CLASSES that set
+    it: both in the plan and when a run builds its index (the index code is given only the number)."""
+    first = (dataset / "train.txt").read_text().splitlines()[0]
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{first}\n{first.rsplit(' ', 1)[0]} 6\n")
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []), "--opts",
+                     *_opts(dataset, tmp_path / "out", "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst),
+                            "DATA.LABEL_LIST", "")])
+    err = capsys.readouterr().err
+    line = f"{first.rsplit(' ', 1)[0]} 6"
+    assert rc == 2 and err.strip().splitlines()[-1] == (
+        f"error: {lst}:2: label 6 is outside [0, 4) as DATA.NUM_CLASSES is 4 (line {line!r}): fix the label, or set "
+        "DATA.NUM_CLASSES to the number of classes (at least 7)")
+
+
 def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")])
     out, err = capsys.readouterr()

@@ -87,6 +87,22 @@ def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, 
     assert r.returncode == 2 and "TRAIN.NOPE" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_label_out_of_range_names_the_setting_of_the_classes(tmp_path, videos):
+    """The range's bound came from DATA.NUM_CLASSES (--cfg) or --num-classes, named neither."""
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n{GOOD[1]} 7\n")
+    opts = ["--opts", "DATA.ROOT", str(videos), "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst)]
+    r = _verify("--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts)
+    assert r.returncode == 2 and r.stderr == (
+        f"error: {lst}:2: label 7 is outside [0, 4) as DATA.NUM_CLASSES is 4 (line '{GOOD[1]} 7'): fix the label, "
+        "or set DATA.NUM_CLASSES to the number of classes (at least 8)\n")
+    for given in (["--cfg", str(ROOT / "configs" / "demo.yaml"), *opts], []):  # the flag wins over the config
+        r = _verify(str(lst), "--root", str(videos), "--num-classes", "5", "--dry-run", *given)
+        assert r.returncode == 2 and r.stderr == (
+            f"error: {lst}:2: label 7 is outside [0, 5) as --num-classes is 5 (line '{GOOD[1]} 7'): fix the label, "
+            "or set --num-classes to the number of classes (at least 8)\n")
+
+
 def test_a_root_that_is_not_a_folder_is_one_line_before_any_video_is_looked_for(tmp_path):
     """--root (or DATA.ROOT) mistyped: every video was reported missing, one line each, and the list's quarantine
     file rewritten with all of them (exit 1); --dry-run called the lists valid (exit 0)."""

@@ -176,10 +176,11 @@ def _verify_lists(args: argparse.Namespace) -> int:
         if args.cfg:
             print(check_model(args.cfg, args.opts))
         root_name = "DATA.ROOT" if args.cfg and not args.root else "--root"
+        classes_name = "DATA.NUM_CLASSES" if args.cfg and args.num_classes is None else "--num-classes"
         # without --cfg or --root: each list's folder, not called "--root = ..." as if the flag had been given
         default = "the list's own folder" if not args.cfg and not args.root else ""
         for list_path, root, classes in targets:  # format and labels of every list before any video is opened
-            videos = read_video_list(list_path, root, classes)
+            videos = read_video_list(list_path, root, classes, classes_name=classes_name)
             check_list_root(videos, root_name, default=default)
             print(f"list {list_path}: {counted(len(videos), 'video')}, well-formed")
         if args.dry_run:

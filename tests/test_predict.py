@@ -236,6 +236,28 @@ def test_collect_videos_from_files_folders_and_lists(tmp_path):
         collect_videos([str(tmp_path / "empty")])
 
 
+def test_an_empty_list_says_it_has_no_video_lines(evaluated, tmp_path, capsys):
+    """An empty list was reported as "no videos found in X.txt (extensions ...)", as if searched like a folder; a
+    list is read line by line, and says so. Among other inputs each is said apart."""
+    from tools.inference import VIDEO_EXTENSIONS, InputError, collect_videos
+
+    tmp, opts, ckpt, _ = evaluated
+    empty, blank = tmp_path / "empty.txt", tmp_path / "blank.lst"
+    empty.write_text("")
+    blank.write_text("\n  \n\t\n")
+    no_lines = "the list file has no video lines (it is empty or holds only blank lines; a video list names one " \
+               "video per line)"
+    for lst in (empty, blank):
+        assert predict.main([str(lst), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir",
+                             str(tmp_path / "work"), "--opts", *opts]) == 2
+        assert capsys.readouterr().err == f"error: no videos found in {lst}: {no_lines}\n"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError) as e:
+        collect_videos([str(tmp_path / "folder"), str(empty)])
+    assert str(e.value) == (f"no videos found in {tmp_path / 'folder'} (extensions {' '.join(VIDEO_EXTENSIONS)}); "
+                            f"in {empty}: {no_lines}")
+
+
 def test_folders_reached_through_links_are_searched_once(tmp_path):
     """A folder's linked subfolders were passed over without a word (os.walk does not follow links): a dataset of
     linked class folders gave none of their videos. They are followed now, each folder once, loops included."""

@@ -97,6 +97,7 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, s
         InputError: nothing to process, or a list none of whose lines names an existing file.
     """
     found: list[tuple[str, str]] = []
+    empty_lists: list[str] = []  # a list is read line by line, not searched by extension: said apart
     for item in inputs:
         if os.path.isdir(item):
             # links to folders are followed (a dataset of linked class folders gave none of their videos), each
@@ -113,12 +114,19 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, s
                 found += [(p, p) for p in (os.path.abspath(os.path.join(folder, f)) for f in sorted(files)
                                            if f.lower().endswith(VIDEO_EXTENSIONS))]
         elif item.lower().endswith(_LIST_EXTENSIONS) and os.path.isfile(item):
-            found += [(p, p) for p in _read_video_list(item, root)]
+            listed = _read_video_list(item, root)
+            found += [(p, p) for p in listed]
+            if not listed:
+                empty_lists.append(item)
         else:
             found.append((item, os.path.abspath(os.path.join(root, item) if root else item)))
     if not found:
-        raise InputError(f"no videos found in {', '.join(inputs) or 'the inputs'} "
-                         f"(extensions {' '.join(VIDEO_EXTENSIONS)})")
+        searched = [i for i in inputs if i not in empty_lists]
+        why = [f"in {', '.join(searched) or 'the inputs'} (extensions {' '.join(VIDEO_EXTENSIONS)})"] \
+            if searched or not inputs else []
+        why += [f"in {lst}: the list file has no video lines (it is empty or holds only blank lines; a video list "
+                "names one video per line)" for lst in empty_lists]
+        raise InputError(f"no videos found {'; '.join(why)}")
     return found
 
 

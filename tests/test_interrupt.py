@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from evautil.interrupt import on_interrupt
 from tests.conftest import ROOT, child_env
 
@@ -267,6 +269,29 @@ def test_a_ctrl_c_while_make_synthetic_dataset_imports_is_one_line(tmp_path):
                     f"runpy.run_path({str(ROOT / 'tools' / 'make_synthetic_dataset.py')!r}, run_name='__main__')\n")
     _assert_one_line(p.returncode, p.stderr, "stopped while starting: nothing was done or written yet")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("tool, first_import", [("tools.predict", "csv"), ("tools.export_safetensors", "torch")])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
+def test_predict_and_export_stopped_while_they_import_say_so_in_one_line(tmp_path, tool, first_import, sig):
+    """predict's handler came after its first imports (a Ctrl-C there was a KeyboardInterrupt traceback), and a stop
+    signal while either started killed it with status 143 and no word. The signal comes as the tool imports
+    ``first_import`` (predict's first import after its handler; torch for export_safetensors)."""
+    p = _run_script(tmp_path / "signal_on_import.py",
+                    "import runpy\n"
+                    "class Signal:\n"
+                    "    def find_spec(self, name, path=None, target=None):\n"
+                    f"        if name == {first_import!r}:\n"
+                    f"            os.kill(os.getpid(), {int(sig)})\n"
+                    "            sum(range(1000))  # the handler runs here\n"
+                    "sys.meta_path.insert(0, Signal())\n"
+                    f"sys.argv = [{tool!r}, '--help']\n"
+                    f"runpy.run_module({tool!r}, run_name='__main__', alter_sys=True)\n")
+    if sig == signal.SIGINT:
+        _assert_one_line(p.returncode, p.stderr, "stopped while starting: nothing was done or written yet")
+    else:
+        assert p.returncode == 4 and p.stderr == (f"stopped: {sig.name} received while starting: nothing was done "
+                                                  "or written yet; run the same command again (exit code 4)\n"), p
 
 
 def test_a_stop_signal_while_train_py_starts_is_one_line_and_exit_code_4(tmp_path):

@@ -11,6 +11,10 @@ MODEL.CLASS_MAPPING for a larger head), so the file holds exactly that model. Th
 architecture, frames, tubelet, input size, mean and std, and the class names from DATA.LABEL_LIST. A label list
 that is set but does not exist is an error (``predict`` only warns): the names would be missing from every use of
 the file; ``--opts DATA.LABEL_LIST ""`` exports without names.
+
+Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written)
+with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 while starting (one ``stopped:`` line; nothing was
+written).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import argparse
 import os
 import sys
 
-from evautil.interrupt import STARTING, finished, on_interrupt
+from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interrupt
 
 
-if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
-    on_interrupt(STARTING)
+if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 import torch  # noqa: E402
 

@@ -12,30 +12,33 @@ reason and the others predicted. From Python, :class:`Predictor` keeps the model
 returns the features ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
-config, weights, an --out or --work-dir that cannot be written) with a one-line error.
+config, weights, an --out or --work-dir that cannot be written) with a one-line error, 4 when stopped by SIGTERM or
+SIGUSR1 while starting (one ``stopped:`` line; nothing was done yet).
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
-import os
-import shutil
-import sys
-import tempfile
-from typing import TYPE_CHECKING, Any, Sequence
+# Before any other import: a Ctrl-C or a stop signal from the process's first moments on is one line too.
+from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interrupt  # noqa: E402
+
+if __name__ == "__main__":  # until main() says what its work keeps (torch and the engine load in it: seconds)
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from typing import TYPE_CHECKING, Any, Sequence  # noqa: E402
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
 # torch, DALI and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need none of them.
-from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
 from evautil.progress import counted  # noqa: E402
-
-if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
-    on_interrupt(STARTING)
 
 if TYPE_CHECKING:
     from engine.distributed import DistContext

@@ -323,12 +323,24 @@ def _take_offered(path: str) -> Any:
 
 class _Order(NamedTuple):
     """What a listing keeps of a checkpoint's parse: ``key`` (global step, 1 for an epoch-end file; a damaged
-    file's from its name), whether the file ``readable``, and the ``origin`` its TrainState records (the file an
-    attempt started from: :meth:`Checkpointer.continuation_of`), None when none."""
+    file's from its name), whether the file ``readable``, the ``origin`` its TrainState records (the file an
+    attempt started from: :meth:`Checkpointer.continuation_of`), None when none, and ``best``: the
+    ``{"top1", "epoch", "global_step"}`` a best.pth records (:meth:`Checkpointer.best_after`), None when it lacks
+    them."""
 
     key: tuple[int, int]
     readable: bool
     origin: dict | None
+    best: dict | None = None
+
+
+def _best_record(state: dict) -> dict | None:
+    """What :meth:`Checkpointer.best_after` tells of a best.pth, as plain numbers (a tensor would keep the mapped
+    file open); None when the file does not hold them."""
+    try:
+        return {"top1": float(state["top1"]), "epoch": int(state["epoch"]), "global_step": int(state["global_step"])}
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
 
 
 # Checkpointer._orders of each folder (by real path).
@@ -354,8 +366,10 @@ class Checkpointer:
         # rotation after every save, find_latest, continuation_of) parses only files new or changed since (a parse
         # costs per tensor: thousands for EVA-g). The order and the origin only, never the state: a mapped state
         # would keep a file rotated away on the disk. Shared by the Checkpointers of one folder: a start finds the
-        # checkpoint to go on from, sets aside what came after it and rotates, each with its own.
+        # checkpoint to go on from, sets aside what came after it and rotates, each with its own. best.pth's step
+        # and score are kept here too (best_step, then best_after), and not forgotten by a listing.
         self._orders = _ORDERS.setdefault(os.path.realpath(output_dir), {})
+        self.best_path = os.path.join(output_dir, "best.pth")
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
         """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
@@ -372,7 +386,7 @@ class Checkpointer:
         return path
 
     def save_best(self, state: dict) -> str:
-        path = os.path.join(self.output_dir, "best.pth")
+        path = self.best_path
         if self.writer:
             save_atomic(state, path)
         return path
@@ -391,7 +405,7 @@ class Checkpointer:
         """:func:`checkpoint_files`; the orders known of files no longer there are forgotten."""
         paths = checkpoint_files(self.output_dir)
         listed = set(paths)
-        for gone in [p for p in self._orders if p not in listed]:
+        for gone in [p for p in self._orders if p not in listed and p != self.best_path]:
             del self._orders[gone]
         return paths
 
@@ -443,14 +457,24 @@ class Checkpointer:
 
     def best_after(self, step: int) -> dict[str, Any] | None:
         """``{"top1", "epoch", "global_step"}`` of this directory's best.pth when it was saved after optimizer
-        ``step`` (read memory-mapped); None when it was not, or is missing or unreadable."""
-        try:
-            best = torch.load(os.path.join(self.output_dir, "best.pth"), map_location="cpu", weights_only=True,
-                              mmap=True)
-            found = {k: best[k] for k in ("top1", "epoch", "global_step")}
-        except Exception:  # noqa: BLE001 - none, damaged or foreign: nothing to compare
+        ``step``; None when it was not, or is missing or unreadable (foreign). Parsed as :meth:`best_step`."""
+        best = self._best_order()
+        found = best.best if best is not None else None
+        return found if found is not None and found["global_step"] > step else None
+
+    def best_step(self) -> int | None:
+        """The optimizer step this directory's best.pth was saved at; None when it is missing or unreadable. Read
+        memory-mapped, once while the file is unchanged: the order cache of the folder keeps what :meth:`best_after`
+        needs too, so a start that sets aside a later best.pth and then resumes parses it once (thousands of
+        tensors for EVA-g)."""
+        best = self._best_order()
+        return best.key[0] if best is not None else None
+
+    def _best_order(self) -> _Order | None:
+        if not os.path.isfile(self.best_path):  # moved aside, or none yet: nothing to parse
             return None
-        return found if int(found["global_step"]) > step else None
+        order, _ = self._parse_order(self.best_path)  # the mapped state is dropped here
+        return order if order.readable else None
 
     def _order_key(self, path: str) -> tuple[int, int]:
         """(global step, 1 for an epoch-end file) read lazily: mmap'ed load touches no tensor data."""
@@ -478,7 +502,8 @@ class Checkpointer:
                 key = (int(num), 0) if kind == "step" else (-1, 0)
         train_state = state.get("train_state") if readable else None
         origin = train_state.get("origin") if isinstance(train_state, dict) else None
-        order = _Order(key, readable, dict(origin) if isinstance(origin, dict) else None)  # plain data, no tensor
+        order = _Order(key, readable, dict(origin) if isinstance(origin, dict) else None,  # plain data, no tensor
+                       _best_record(state) if readable else None)
         if version is not None:
             self._orders[path] = (version, order)
         return order, state
@@ -490,7 +515,7 @@ class Checkpointer:
         folder = glob.escape(self.output_dir)
         stale = [p for name in ("ckpt_*.pth", "best.pth")
                  for p in glob.glob(os.path.join(folder, atomic_temp_glob(name)))]
-        links = [p for p in checkpoint_files(self.output_dir) + [os.path.join(self.output_dir, "best.pth")]
+        links = [p for p in checkpoint_files(self.output_dir) + [self.best_path]
                  if os.path.islink(p)]
         for path in stale + [p for link in links for p in atomic_temp_files(link)]:
             try:

@@ -315,10 +315,10 @@ def _is_json_object(path: str) -> bool:
 def _superseded_by(out: str, resume: str, state: dict | None = None) -> list[str]:
     """The files of OUTPUT written after checkpoint ``resume`` of it: later checkpoints, a later best.pth and,
     when anything came later, the results of that later branch. ``state``: ``resume`` as already read."""
-    later = [os.path.basename(p) for p in Checkpointer(out, writer=False).newer_than(resume)]
+    checkpointer = Checkpointer(out, writer=False)
+    later = [os.path.basename(p) for p in checkpointer.newer_than(resume)]
     step = int(state["global_step"]) if state is not None else Checkpointer.step_of(resume)
-    best = os.path.join(out, "best.pth")
-    best_step = Checkpointer.step_of(best) if os.path.isfile(best) else None
+    best_step = checkpointer.best_step()  # remembered for the trainer's best_after (Checkpointers share it)
     if step is not None and best_step is not None and best_step > step:
         later.append("best.pth")
     return later + results_files(out) if later else []

@@ -128,6 +128,36 @@ def test_a_listing_after_a_save_parses_only_the_new_file(tmp_path, monkeypatch):
     assert parses == ["ckpt_step_8.pth"]
 
 
+def test_a_start_parses_best_pth_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """A --resume start read OUTPUT's best.pth for its step (whether it came after the resumed checkpoint and moves
+    aside), then the trainer read it again for the score to beat (best_after), memory-mapped: thousands of tensors
+    for EVA-g. The Checkpointers of the folder remember both from one parse, while the file is unchanged."""
+    parses: list[str] = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: parses.append(os.path.basename(f)) or load(f, *a, **kw))
+    writer = Checkpointer(str(tmp_path), keep_last=2)
+    writer.save_best({"model": {"w": torch.ones(3)}, "epoch": 1, "global_step": 12, "top1": 61.5})
+    assert Checkpointer(str(tmp_path), writer=False).best_step() == 12
+    assert parses == ["best.pth"]
+    writer.save(_state(10))  # a rotation (it lists the folder) in between forgets nothing of best.pth
+    parses.clear()
+    trainer_side = Checkpointer(str(tmp_path), writer=False)
+    assert trainer_side.best_after(10) == {"top1": 61.5, "epoch": 1, "global_step": 12}
+    assert trainer_side.best_after(12) is None and trainer_side.best_step() == 12
+    assert parses == [], parses
+    # written again since (another inode, size or time): parsed again, and what it holds now is told
+    writer.save_best({"model": {"w": torch.ones(3)}, "epoch": 2, "global_step": 18, "top1": 70.0})
+    assert trainer_side.best_after(12) == {"top1": 70.0, "epoch": 2, "global_step": 18}
+    assert parses == ["best.pth"], parses
+    # moved aside: nothing to parse, nothing after any step
+    parses.clear()
+    os.rename(tmp_path / "best.pth", tmp_path / "elsewhere.pth")
+    assert trainer_side.best_step() is None and trainer_side.best_after(0) is None and parses == []
+    # a best.pth that is not ours (no step or score) tells none
+    torch.save({"w": torch.ones(2)}, tmp_path / "best.pth")
+    assert trainer_side.best_step() is None and trainer_side.best_after(0) is None
+
+
 def test_damaged_latest_is_named_and_previous_used(tmp_path):
     warnings = []
     ck = Checkpointer(str(tmp_path), keep_last=5, warn=warnings.append)

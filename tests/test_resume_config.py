@@ -361,3 +361,33 @@ def test_a_repeated_resume_command_parses_the_checkpoint_it_goes_on_from_once_fo
     assert loads == ["mmap", "whole"], loads
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 9 and summary["resumed_from"] == newest, summary
+
+
+def test_a_resume_start_parses_outputs_best_pth_once(dataset, tmp_path, monkeypatch):
+    """A --resume of one of OUTPUT's checkpoints parsed OUTPUT's best.pth twice, memory-mapped (EVA-g's: several GB,
+    thousands of tensors): for its step, to set it aside when it came after the resumed checkpoint, then in the
+    trainer for the score to beat (Checkpointer.best_after). One parse serves both, while the file is unchanged: a
+    repeated command, after the file was written again, parses it anew and finds what it holds now."""
+    import torch
+
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    best = str(out / "best.pth")
+    assert torch.load(best, weights_only=True)["global_step"] == 3  # as late as the resumed checkpoint: it stays
+    loads = _parses_of(best, monkeypatch)
+    resumed = str(out / "ckpt_epoch_1.pth")
+    more = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    assert train.main(["--cfg", DEMO, "--resume", resumed, "--opts", *more]) == 0
+    assert loads == ["mmap"], loads
+    assert not (out / "earlier_runs").exists()
+    # best.pth written again (here: saved after epoch 2's checkpoint), then the same command is requeued: it goes on
+    # from epoch 2 and sets the later best.pth aside, as read now, not as the first start read it
+    torch.save({**torch.load(best, weights_only=True), "global_step": 7, "top1": 99.0}, best)
+    loads.clear()
+    more = _opts(dataset, out, "TRAIN.EPOCHS", "3", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
+    assert train.main(["--cfg", DEMO, "--resume", resumed, "--opts", *more]) == 0
+    assert loads == ["mmap"], loads
+    aside = list((out / "earlier_runs").glob("*/best.pth"))
+    assert len(aside) == 1 and torch.load(aside[0], weights_only=True)["top1"] == 99.0, aside
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimizer_steps"] == 9 and summary["resumed_from"] == str(out / "ckpt_epoch_2.pth"), summary

@@ -77,33 +77,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _targets(args: argparse.Namespace) -> list[tuple[str, str, int | None]]:
-    """``(list, root, num_classes)`` to verify; with --cfg the config is loaded (and validated, with its
-    DATA.LABEL_LIST when there is one) first, and its DATA.VIDEO_TIMEOUT_S becomes ``args.video_timeout`` when
-    that is not given."""
-    if args.cfg:
-        from engine.evaluate import read_label_names  # imported already (see main)
+def _config(args: argparse.Namespace):
+    """The --cfg config, loaded and validated (with its DATA.LABEL_LIST when there is one); None without --cfg.
+    Its DATA.VIDEO_TIMEOUT_S becomes ``args.video_timeout`` when that is not given."""
+    if not args.cfg:
+        return None
+    from engine.evaluate import read_label_names  # imported already (see main)
 
-        cfg = load_config(args.cfg, args.opts)
-        if os.path.isfile(cfg.DATA.LABEL_LIST):  # only the lists must exist here: a missing one is train.py's concern
-            read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
-        lists = args.lists or [p for p in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if p]
-        if not lists:
-            raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")
-        # the config's lists, missing: named by key with what makes them, as train.py names them
-        missing = [f"{key} = {path}" for key, path in (("DATA.TRAIN_FILE", cfg.DATA.TRAIN_FILE),
-                                                         ("DATA.VAL_FILE", cfg.DATA.VAL_FILE))
-                   if not args.lists and path and not os.path.isfile(path)]
-        if missing:
-            from engine.runner import where_they_come_from
+    cfg = load_config(args.cfg, args.opts)
+    if os.path.isfile(cfg.DATA.LABEL_LIST):  # only the lists must exist here: a missing one is train.py's concern
+        read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
+    if args.video_timeout is None:
+        args.video_timeout = float(cfg.DATA.VIDEO_TIMEOUT_S)
+    return cfg
 
-            raise ConfigError(f"{args.cfg}: missing video lists: {'; '.join(missing)}"
-                              f"{where_they_come_from(missing)}")
-        classes = args.num_classes or cfg.DATA.NUM_CLASSES
-        if args.video_timeout is None:
-            args.video_timeout = float(cfg.DATA.VIDEO_TIMEOUT_S)
-        return [(p, args.root or cfg.DATA.ROOT, classes) for p in lists]
-    return [(p, args.root or os.path.dirname(os.path.abspath(p)), args.num_classes) for p in args.lists]
+
+def _targets(args: argparse.Namespace, cfg) -> list[tuple[str, str, int | None]]:
+    """``(list, root, num_classes)`` to verify: the lists given, else ``cfg``'s (refused when missing, named by
+    key with what makes them, as train.py names them)."""
+    if cfg is None:
+        return [(p, args.root or os.path.dirname(os.path.abspath(p)), args.num_classes) for p in args.lists]
+    lists = args.lists or [p for p in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if p]
+    if not lists:
+        raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")
+    missing = [f"{key} = {path}" for key, path in (("DATA.TRAIN_FILE", cfg.DATA.TRAIN_FILE),
+                                                     ("DATA.VAL_FILE", cfg.DATA.VAL_FILE))
+               if not args.lists and path and not os.path.isfile(path)]
+    if missing:
+        from engine.runner import where_they_come_from
+
+        raise ConfigError(f"{args.cfg}: missing video lists: {'; '.join(missing)}{where_they_come_from(missing)}")
+    classes = args.num_classes or cfg.DATA.NUM_CLASSES
+    return [(p, args.root or cfg.DATA.ROOT, classes) for p in lists]
 
 
 def check_model(cfg_path: str, opts: list[str]) -> str:
@@ -172,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _verify_lists(args: argparse.Namespace) -> int:
     try:
-        targets = _targets(args)
-        if args.cfg:
+        cfg = _config(args)
+        if cfg is not None:  # the model is checked whether or not the lists exist yet
             print(check_model(args.cfg, args.opts))
+        targets = _targets(args, cfg)
         root_name = "DATA.ROOT" if args.cfg and not args.root else "--root"
         classes_name = "DATA.NUM_CLASSES" if args.cfg and args.num_classes is None else "--num-classes"
         # without --cfg or --root: each list's folder, not called "--root = ..." as if the flag had been given

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import concurrent.futures.process  # noqa: F401 - its exit hook is registered before this module's (below)
 import multiprocessing as mp
 import multiprocessing.context as mpc
 import os
@@ -212,12 +213,35 @@ def pool_lost_a_worker(pool: cf.Executor) -> bool:
     return any(p.exitcode is not None for p in pool_processes(pool))
 
 
+# The manager threads of abandoned pools, while they run (threading keeps a running thread referenced).
+_ABANDONED_MANAGERS: weakref.WeakSet = weakref.WeakSet()
+# At most this long, at exit, for the manager threads of abandoned pools to end (they need no wake-up: their
+# workers are dead and their result stream closed, so they end within milliseconds).
+MANAGER_EXIT_WAIT_S = 10.0
+
+
+def _join_abandoned_managers() -> None:
+    """At exit, before concurrent.futures' own hook: let the manager threads of abandoned pools end. That hook
+    (CPython 3.11) writes to every manager's wake-up pipe without the lock a manager holds to close it, so a
+    manager ending at that moment, e.g. of a pool given up just before a stopped command returned, made it fail
+    with EBADF and a traceback after the command's last line. Threading runs its exit hooks last registered first."""
+    deadline = time.monotonic() + MANAGER_EXIT_WAIT_S
+    for manager in list(_ABANDONED_MANAGERS):
+        manager.join(max(0.0, deadline - time.monotonic()))
+
+
+threading._register_atexit(_join_abandoned_managers)  # private, as the hook it comes before
+
+
 def abandon_pool(pool: cf.Executor) -> None:
     """End a broken pool without waiting: kill its remaining workers (one may be blocked forever on a queue lock
     that the dead one held) and close this process's end for writing results, so that the pool's manager thread,
     even one stuck reading a half-sent result, sees the end of the stream, fails the pending futures and exits
-    (the interpreter waits for that thread at exit)."""
+    (the interpreter waits for that thread at exit: :func:`_join_abandoned_managers`)."""
     _ABANDONED.add(pool)
+    manager = getattr(pool, "_executor_manager_thread", None)  # private: None before the first submit
+    if manager is not None:
+        _ABANDONED_MANAGERS.add(manager)
     for p in pool_processes(pool):
         if p.exitcode is None:
             p.kill()

@@ -266,3 +266,50 @@ def test_decode_workers_that_cannot_start_are_a_clear_error(tmp_path, failure):
             "stuck": r"WorkerStartError: decode worker processes do not answer within 2 s of their start, twice in "
                      r"a row"}[failure]
     assert done.returncode == 1 and re.search(said, done.stderr), done.stderr[-3000:]
+
+
+_ABANDON_AT_EXIT_SCRIPT = """
+import concurrent.futures.process as cfp, os, sys, threading, time
+sys.path.insert(0, os.getcwd())
+from evautil.workers import abandon_pool, process_pool
+
+end_internals = cfp._ExecutorManagerThread.join_executor_internals
+
+
+def ends_once_the_exit_began(self):  # a manager that ends only as the interpreter exits: the race, every time
+    while not threading._SHUTTING_DOWN:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    end_internals(self)
+
+
+cfp._ExecutorManagerThread.join_executor_internals = ends_once_the_exit_began  # (in this process only)
+wakeup = cfp._ThreadWakeup.wakeup
+
+
+def reported_wakeup(self):
+    print("manager running at the exit's wake-up" if manager.is_alive() else "manager ended before the wake-up",
+          flush=True)
+    wakeup(self)
+
+
+if __name__ == "__main__":
+    pool = process_pool(1)
+    print("answer", pool.submit(int, "7").result(), flush=True)
+    manager = pool._executor_manager_thread
+    abandon_pool(pool)  # as a stopped command gives up its pool just before it returns
+    cfp._ThreadWakeup.wakeup = reported_wakeup  # the exit's wake-up from here on
+"""
+
+
+def test_a_pool_abandoned_just_before_the_exit_ends_before_the_exit_wakes_its_manager(tmp_path):
+    """CPython 3.11's exit hook for process pools writes to each manager thread's wake-up pipe without the lock the
+    manager holds to close it: a pool abandoned just before a stopped command returned could end at that moment and
+    the hook failed with EBADF, a traceback after the command's last line (seen once in a verify_data stop). The
+    managers of abandoned pools are waited for first (they need no wake-up), so the hook finds them ended."""
+    script = tmp_path / "abandon_at_exit.py"
+    script.write_text(_ABANDON_AT_EXIT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["answer 7", "manager ended before the wake-up"], proc.stdout + proc.stderr

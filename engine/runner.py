@@ -208,7 +208,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
     if ctx.is_main:
         claim_output(cfg.OUTPUT)  # one run at a time in OUTPUT, before anything there moves or is written
     try:
-        moved = _set_aside_earlier_files(cfg, resume, resumed) if ctx.is_main else None
+        moved = _set_aside_earlier_files(cfg, resume, resumed, continued=bool(resume_note)) if ctx.is_main else None
         metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
                                frames_per_clip=cfg.DATA.NUM_FRAMES, tensorboard=cfg.LOG.TENSORBOARD,
                                nvml=cfg.LOG.NVML, progress_bar=cfg.LOG.PROGRESS_BAR,
@@ -228,7 +228,8 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
     return metrics
 
 
-def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None = None) -> str:
+def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None = None,
+                             continued: bool = False) -> str:
     """Before anything of this run is written to OUTPUT, move aside what another run (or attempt) left there that
     this one would mix with, rotate away or overwrite; returns the warning saying so ("" when nothing moved).
 
@@ -240,7 +241,9 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None 
     - an evaluate-only run: the results it would overwrite (e.g. the training run's summary.json).
     Files this run reads (``--resume``, MODEL.PRETRAINED) never move; nothing moves for a ``--resume`` file that is
     not a resumable checkpoint (``wiring.check_weight_files`` named it before this runs). ``resumed``: (``resume``,
-    its state) as that check read it (not parsed again).
+    its state) as that check read it (not parsed again). ``continued``: ``resume`` is the checkpoint an earlier
+    attempt of the same command wrote (:func:`resume_point`): nothing moves, as for TRAIN.AUTO_RESUME (a best.pth
+    that attempt saved after it stays the score to beat).
     """
     out = cfg.OUTPUT
     reads = [resume, cfg.MODEL.PRETRAINED]
@@ -254,6 +257,8 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None 
         return ""
     elif resume and not _same_path(os.path.dirname(os.path.abspath(resume)), out):
         moved, why = move_earlier_run(out, keep=reads), f"this run continues {resume}, a checkpoint from elsewhere"
+    elif continued:  # the same run going on from its own newest checkpoint: nothing of it is superseded
+        return ""
     elif resume:
         moved = move_aside(out, _superseded_by(out, resume, resumed[1] if resumed is not None else None))
         why = f"this run goes back to {resume}, which they followed"

@@ -380,14 +380,17 @@ def test_a_resume_start_parses_outputs_best_pth_once(dataset, tmp_path, monkeypa
     assert train.main(["--cfg", DEMO, "--resume", resumed, "--opts", *more]) == 0
     assert loads == ["mmap"], loads
     assert not (out / "earlier_runs").exists()
-    # best.pth written again (here: saved after epoch 2's checkpoint), then the same command is requeued: it goes on
-    # from epoch 2 and sets the later best.pth aside, as read now, not as the first start read it
-    torch.save({**torch.load(best, weights_only=True), "global_step": 7, "top1": 99.0}, best)
+    # best.pth written again (here: saved after epoch 2's checkpoint, by an attempt stopped before its next
+    # checkpoint), then the same command is requeued: it goes on from epoch 2, reads best.pth as it is now, not as
+    # the first start read it, and keeps it as the score to beat, as TRAIN.AUTO_RESUME does (it was set aside as
+    # superseded, as if the run went back to an older checkpoint)
+    torch.save({**torch.load(best, weights_only=True), "global_step": 7, "top1": 100.0}, best)
     loads.clear()
     more = _opts(dataset, out, "TRAIN.EPOCHS", "3", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
     assert train.main(["--cfg", DEMO, "--resume", resumed, "--opts", *more]) == 0
     assert loads == ["mmap"], loads
-    aside = list((out / "earlier_runs").glob("*/best.pth"))
-    assert len(aside) == 1 and torch.load(aside[0], weights_only=True)["top1"] == 99.0, aside
+    assert not (out / "earlier_runs").exists()
+    kept = torch.load(best, weights_only=True)
+    assert (kept["top1"], kept["global_step"]) == (100.0, 7), (kept["top1"], kept["global_step"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimizer_steps"] == 9 and summary["resumed_from"] == str(out / "ckpt_epoch_2.pth"), summary

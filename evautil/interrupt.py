@@ -26,8 +26,8 @@ command that keeps its work on such a stop and says so, with exit code :data:`ST
 same command goes on"; train.py, verify_data.py), passes ``stop_status`` with :data:`STARTING`, so that a stop
 signal during its start prints one ``stopped:`` line and ends the process with that status at once (nothing raised,
 as for a Ctrl-C then), and handles the signals itself once its work begins, e.g. with :func:`stop_signals_raise`.
-predict and export_safetensors pass it too, for their start only: their work keeps nothing a rerun goes on from,
-and a stop signal then has its default action.
+predict and export_safetensors do too: they write their output at the end only, atomically, so a stop leaves an
+earlier output as it was, and the same command runs again.
 """
 
 from __future__ import annotations

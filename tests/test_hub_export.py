@@ -343,6 +343,45 @@ def test_an_export_that_fills_the_disk_is_one_line_and_keeps_the_file_it_would_r
     assert out.read_bytes() == b"an earlier export"
 
 
+def test_a_stop_signal_during_an_export_is_one_line_and_keeps_the_file_it_would_replace(tiny, tmp_path, monkeypatch,
+                                                                                         capsys):
+    """A scheduler's SIGTERM while the file was written killed the command with status 143 and no word, and left the
+    temporary file beside --out. Now: one `stopped:` line, exit code 4, the earlier file as it was, no temporary file.
+    The signal comes half-way through the write; this test's own handler stands for the default action (killing
+    the test run) where the command has none."""
+    import signal
+
+    import safetensors.torch
+
+    _, _, ckpt, _ = tiny
+    out = tmp_path / "out" / "m.safetensors"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier export")
+
+    def stopped_mid_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"part of the file")
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))  # the handler runs here
+        pytest.fail("the stop signal did not stop the export")
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM during the export had its default action: the process is killed, status 143")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", stopped_mid_write)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc = export_safetensors.main(["--out", str(out), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
+                                      "DATA.LABEL_LIST", ""])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == 4
+    assert capsys.readouterr().err == (f"stopped: SIGTERM received: {out} not written; an earlier file there is left "
+                                       "as it was (exit code 4)\n")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
+    assert out.read_bytes() == b"an earlier export"
+
+
 def test_export_to_a_link_writes_the_file_it_names_and_keeps_the_link(tiny, tmp_path):
     """--out naming a link: the link was replaced with a regular file and the file it named kept its old bytes."""
     _, _, ckpt, exported = tiny

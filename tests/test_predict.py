@@ -623,3 +623,69 @@ def test_the_summary_line_counts_in_the_singular_for_one(evaluated, dataset, cap
     assert capsys.readouterr().err == "predicted 1 of 1 video (1 clip x 1 crop)\n"
     assert predict.main(videos + args + opts + ["TEST.NUM_CLIP", "2", "TEST.NUM_CROP", "1"]) == 0
     assert capsys.readouterr().err == "predicted 2 of 2 videos (2 clips x 1 crop)\n"
+
+
+_STOP_SCRIPT = """
+import os, signal, sys
+
+from evautil.interrupt import finished
+from tools import inference, predict
+
+when, sig = os.environ["STOP_AT"], getattr(signal, os.environ["STOP_WITH"])
+real_views, real_jsonl = inference.view_outputs, predict.format_jsonl
+
+
+def views_then_signal(*args, **kwargs):  # the signal arrives as the model runs on the first batch
+    if when == "work":
+        os.kill(os.getpid(), sig)
+    return real_views(*args, **kwargs)
+
+
+def jsonl_then_signal(records):  # or once the predictions are made, as they are written
+    if when == "results":
+        os.kill(os.getpid(), sig)
+    return real_jsonl(records)
+
+
+inference.view_outputs, predict.format_jsonl = views_then_signal, jsonl_then_signal
+if __name__ == "__main__":
+    sys.exit(finished(predict.main(sys.argv[1:])))
+"""
+
+
+@pytest.mark.parametrize("sig,at", [("SIGTERM", "work"), ("SIGUSR1", "work"), ("SIGINT", "work"),
+                                    ("SIGTERM", "results")])
+def test_a_stop_signal_while_predicting_is_one_line_and_leaves_out_as_it_was(evaluated, dataset, tmp_path, sig, at):
+    """A scheduler's SIGTERM or SIGUSR1 while the model ran killed predict with status 143 and no word. Now it ends
+    as a Ctrl-C does, with one `stopped:` line and exit code 4; the predictions are written at the end only, so an
+    earlier --out is left whole, and no temporary file beside it. Once the predictions are made a stop signal lets
+    them be written: the work is done."""
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    tmp, opts, ckpt, _ = evaluated
+    out, work = tmp_path / "preds.jsonl", tmp_path / "work"
+    out.write_text("earlier predictions\n")
+    video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
+    script = tmp_path / "stop.py"
+    script.write_text(_STOP_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet",
+                           "--out", str(out), "--work-dir", str(work), "--opts", *opts], cwd=ROOT,
+                          env=child_env(STOP_AT=at, STOP_WITH=sig), capture_output=True, text=True, timeout=300)
+    if at == "results":
+        assert done.returncode == 0 and done.stderr == "predicted 1 of 1 video (2 clips x 3 crops)\n", done.stderr
+        (record,) = [json.loads(x) for x in out.read_text().splitlines()]
+        assert record["path"] == video and record["status"] == "ok"
+        return
+    kept = (f"no predictions printed or written (--out {out} left as it was); the video index in {work} keeps the "
+            "videos probed so far, for the next run")
+    if sig == "SIGINT":
+        assert done.returncode == -2 and done.stderr.splitlines()[-1] == f"interrupted: predicting: {kept}", done
+    else:
+        assert done.returncode == 4, done.stderr
+        assert done.stderr == f"stopped: {sig} received: {kept} (exit code 4)\n"
+    assert done.stdout == "" and out.read_text() == "earlier predictions\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl", "stop.py", "work"]
+    assert list(work.glob("*.index.npz")), sorted(work.iterdir())  # the videos probed are kept

@@ -13,8 +13,8 @@ that is set but does not exist is an error (``predict`` only warns): the names w
 the file; ``--opts DATA.LABEL_LIST ""`` exports without names.
 
 Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written)
-with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 while starting (one ``stopped:`` line; nothing was
-written).
+with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop; one ``stopped:`` line): the
+file is written atomically, so --out was not written and an earlier file there is left as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interrupt
+from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt, stop_signals_raise
 
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
@@ -74,14 +74,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="tensor type in the file (default float32)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
-    on_interrupt(f"exporting: {args.out} not written")
+    kept = f"{args.out} not written; an earlier file there is left as it was"  # an atomic write: whole or not at all
+    on_interrupt(f"exporting: {kept}")
     from configs import load_config
     from train import INPUT_ERRORS
 
     try:
-        check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
-        cfg = load_config(args.cfg, args.opts)
-        meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
+        with stop_signals_raise():  # a scheduler's stop (SIGTERM, SIGUSR1) ends the export as a Ctrl-C does
+            check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
+            cfg = load_config(args.cfg, args.opts)
+            meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
+    except Stopped as e:
+        print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
+              flush=True)
+        return STOPPED_EXIT_STATUS
     except INPUT_ERRORS + (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

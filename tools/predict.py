@@ -13,7 +13,9 @@ returns the features ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
 config, weights, an --out or --work-dir that cannot be written) with a one-line error, 4 when stopped by SIGTERM or
-SIGUSR1 while starting (one ``stopped:`` line; nothing was done yet).
+SIGUSR1 (a batch scheduler's stop) before the predictions are made, with one ``stopped:`` line: the predictions are
+printed and --out written at the end only, so nothing was, and an earlier --out is left as it was; the video index in
+--work-dir keeps the videos probed so far. Once the predictions are made a stop signal lets them be written.
 """
 
 from __future__ import annotations
@@ -318,47 +320,61 @@ def main(argv: list[str] | None = None) -> int:
                                  videos_of_rank_0)
 
     args = parse_args(argv)
-    on_interrupt(f"predicting: no predictions printed or written; the video index in {args.work_dir} keeps the "
-                 "videos probed so far, for the next run")
+    # the predictions are printed and written at the end only: an --out written before is left as it was
+    kept = (f"no predictions printed or written{f' (--out {args.out} left as it was)' if args.out else ''}; the "
+            f"video index in {args.work_dir} keeps the videos probed so far, for the next run")
+    on_interrupt(f"predicting: {kept}")
     from evautil.files import cannot_read
+    from evautil.interrupt import Stopped, stop_signals_raise
     from train import INPUT_ERRORS
 
     ctx, writing = None, False  # the index caches in --work-dir are written from predict_videos on
-    try:
-        if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
-            check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
-        check_output_path(args.work_dir, "--work-dir", folder=True)
-        cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
-        paths = collect_videos(args.inputs, args.root)
-        ctx = distributed.init_from_env()
-        paths = videos_of_rank_0(paths, ctx)
-        model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
-        writing = True
-        records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
-                                 progress=not args.quiet)
-    except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
-        # a read of the config, a list or the weights that the storage failed (an I/O error), as the other tools
-        # say it; errors of the project's own (no strerror) say it all
-        read = isinstance(e, OSError) and e.strerror and not writing
-        print(f"error: {cannot_read(e) if read else e}", file=sys.stderr)
-        distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
-        return 2
-    written = True
-    distributed.shutdown()  # before the results, which are the last thing the command does
-    if ctx.is_main:
-        formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
-        if args.format and not args.out:  # the format asked for goes to stdout: ignored, --quiet printed nothing
-            sys.stdout.write(formats[args.format](records))
-        elif not args.quiet:
-            sys.stdout.write(format_table(records))
-        if args.out:
-            text = formats[_format_for(args.out, args.format)](records)
-            written = _write_out(args.out, text, args.quiet)
-        bad = sum(r["status"] != "ok" for r in records)
-        # the views, which an export does not record: TEST.NUM_CLIP x TEST.NUM_CROP
-        print(f"predicted {len(records) - bad} of {counted(len(records), 'video')} ("
-              f"{counted(cfg.TEST.NUM_CLIP, 'clip')} x {counted(cfg.TEST.NUM_CROP, 'crop')})"
-              + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
+    done = []  # once set, a stop signal lets the predictions made be printed and written (a second): they are kept
+    # A batch scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does (the index caches save what they
+    # probed), with one line and the exit code of a stopped run.
+    with stop_signals_raise(ignored=lambda: bool(done)):
+        try:
+            if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
+                check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
+            check_output_path(args.work_dir, "--work-dir", folder=True)
+            cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
+            paths = collect_videos(args.inputs, args.root)
+            ctx = distributed.init_from_env()
+            paths = videos_of_rank_0(paths, ctx)
+            model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
+            writing = True
+            records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
+                                     progress=not args.quiet)
+            done.append(True)
+        except Stopped as e:
+            print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
+                  flush=True)
+            distributed.shutdown(graceful=False)
+            return STOPPED_EXIT_STATUS
+        except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
+            done.append(True)  # the error is the command's last word
+            # a read of the config, a list or the weights that the storage failed (an I/O error), as the other tools
+            # say it; errors of the project's own (no strerror) say it all
+            read = isinstance(e, OSError) and e.strerror and not writing
+            print(f"error: {cannot_read(e) if read else e}", file=sys.stderr)
+            distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
+            return 2
+        written = True
+        distributed.shutdown()  # before the results, which are the last thing the command does
+        if ctx.is_main:
+            formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
+            if args.format and not args.out:  # the format asked for goes to stdout: ignored, --quiet printed nothing
+                sys.stdout.write(formats[args.format](records))
+            elif not args.quiet:
+                sys.stdout.write(format_table(records))
+            if args.out:
+                text = formats[_format_for(args.out, args.format)](records)
+                written = _write_out(args.out, text, args.quiet)
+            bad = sum(r["status"] != "ok" for r in records)
+            # the views, which an export does not record: TEST.NUM_CLIP x TEST.NUM_CROP
+            print(f"predicted {len(records) - bad} of {counted(len(records), 'video')} ("
+                  f"{counted(cfg.TEST.NUM_CLIP, 'clip')} x {counted(cfg.TEST.NUM_CROP, 'crop')})"
+                  + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
     return 2 if not written else 0 if ok else 1
 

@@ -40,8 +40,8 @@ import threading
 from types import TracebackType
 from typing import Callable, Iterator
 
-__all__ = ["on_interrupt", "interrupted_line", "finished", "stop_signals_raise", "Stopped", "INTERRUPTED_EXIT_STATUS",
-           "STARTING", "STOP_SIGNALS", "STOPPED_EXIT_STATUS"]
+__all__ = ["on_interrupt", "interrupted_line", "finished", "stop_signals_raise", "Stopped", "stopped_during_work",
+           "INTERRUPTED_EXIT_STATUS", "STARTING", "STOP_SIGNALS", "STOPPED_EXIT_STATUS"]
 
 # What a shell reports for a command ended by Ctrl-C: 128 + SIGINT.
 INTERRUPTED_EXIT_STATUS = 130
@@ -68,6 +68,14 @@ class Stopped(BaseException):
     def __init__(self, signal_name: str, message: str | None = None) -> None:
         self.signal_name = signal_name
         super().__init__(message or f"{signal_name} received")
+
+
+def stopped_during_work(stop: Stopped, kept: str) -> int:
+    """The one line of a command a stop signal ended during its work (:func:`stop_signals_raise`), saying what
+    ``kept``, on stderr; returns the command's exit status, :data:`STOPPED_EXIT_STATUS`."""
+    print(f"stopped: {stop.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
+          flush=True)
+    return STOPPED_EXIT_STATUS
 
 
 def on_interrupt(message: str, *, stop_status: int | None = None) -> None:

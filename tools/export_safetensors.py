@@ -23,7 +23,8 @@ import argparse
 import os
 import sys
 
-from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt, stop_signals_raise
+from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,
+                               stop_signals_raise, stopped_during_work)
 
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
@@ -85,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.cfg, args.opts)
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
     except Stopped as e:
-        print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
-              flush=True)
-        return STOPPED_EXIT_STATUS
+        return stopped_during_work(e, kept)
     except INPUT_ERRORS + (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
-                               stop_signals_raise)
+                               stop_signals_raise, stopped_during_work)
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
@@ -431,10 +431,9 @@ def main(argv: list[str] | None = None) -> int:
                              per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
                              shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
     except Stopped as e:
-        print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
-              flush=True)
+        status = stopped_during_work(e, kept)
         distributed.shutdown(graceful=False)
-        return STOPPED_EXIT_STATUS
+        return status
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
         if isinstance(e, OSError) and not e.filename and writing:  # a write that failed (a full disk) names no file
             print(f"error: cannot write in --out {args.out}: {e.strerror or e}", file=sys.stderr)

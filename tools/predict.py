@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             f"video index in {args.work_dir} keeps the videos probed so far, for the next run")
     on_interrupt(f"predicting: {kept}")
     from evautil.files import cannot_read
-    from evautil.interrupt import Stopped, stop_signals_raise
+    from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
     from train import INPUT_ERRORS
 
     ctx, writing = None, False  # the index caches in --work-dir are written from predict_videos on
@@ -347,10 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=not args.quiet)
             done.append(True)
         except Stopped as e:
-            print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
-                  flush=True)
+            status = stopped_during_work(e, kept)
             distributed.shutdown(graceful=False)
-            return STOPPED_EXIT_STATUS
+            return status
         except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
             done.append(True)  # the error is the command's last word
             # a read of the config, a list or the weights that the storage failed (an I/O error), as the other tools

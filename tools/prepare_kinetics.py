@@ -64,7 +64,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
-                               stop_signals_raise)
+                               stop_signals_raise, stopped_during_work)
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
@@ -276,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(args)
         except Stopped as e:
-            print(f"stopped: {e.signal_name} received: {_interrupted(args)} (exit code {STOPPED_EXIT_STATUS})",
-                  file=sys.stderr, flush=True)
-            return STOPPED_EXIT_STATUS
+            return stopped_during_work(e, _interrupted(args))
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
-                               stop_signals_raise)
+                               stop_signals_raise, stopped_during_work)
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _verify_lists(args)
         except Stopped as e:
-            print(f"stopped: {e.signal_name} received: {kept} (exit code {STOPPED_EXIT_STATUS})", file=sys.stderr,
-                  flush=True)
-            return STOPPED_EXIT_STATUS
+            return stopped_during_work(e, kept)
 
 
 def _verify_lists(args: argparse.Namespace) -> int:

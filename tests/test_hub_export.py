@@ -318,25 +318,32 @@ def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys)
                                       f"{tmp_path / 'model.safetensors'}\n"
 
 
-def test_an_export_that_fills_the_disk_is_one_line_and_keeps_the_file_it_would_replace(tiny, tmp_path, monkeypatch,
-                                                                                          capsys):
-    """safetensors reports a failed write in its own error type, which the command did not catch: a traceback."""
+def _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, save_file) -> tuple[int, object]:
+    """export_safetensors.main, with ``save_file`` as safetensors' writer, to an --out holding an earlier export;
+    (exit status, --out)."""
     import safetensors.torch
-    from safetensors import SafetensorError
 
     _, _, ckpt, _ = tiny
     out = tmp_path / "out" / "m.safetensors"
     out.parent.mkdir()
     out.write_bytes(b"an earlier export")
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    rc = export_safetensors.main(["--out", str(out), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
+                                  "DATA.LABEL_LIST", ""])
+    return rc, out
+
+
+def test_an_export_that_fills_the_disk_is_one_line_and_keeps_the_file_it_would_replace(tiny, tmp_path, monkeypatch,
+                                                                                          capsys):
+    """safetensors reports a failed write in its own error type, which the command did not catch: a traceback."""
+    from safetensors import SafetensorError
 
     def full_disk(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"part of the file")
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
-    rc = export_safetensors.main(["--out", str(out), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
-                                  "DATA.LABEL_LIST", ""])
+    rc, out = _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, full_disk)
     assert rc == 2
     assert capsys.readouterr().err == f"error: cannot write --out {out}: No space left on device\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
@@ -351,13 +358,6 @@ def test_a_stop_signal_during_an_export_is_one_line_and_keeps_the_file_it_would_
     the test run) where the command has none."""
     import signal
 
-    import safetensors.torch
-
-    _, _, ckpt, _ = tiny
-    out = tmp_path / "out" / "m.safetensors"
-    out.parent.mkdir()
-    out.write_bytes(b"an earlier export")
-
     def stopped_mid_write(tensors, filename, metadata=None):
         with open(filename, "wb") as f:
             f.write(b"part of the file")
@@ -368,11 +368,9 @@ def test_a_stop_signal_during_an_export_is_one_line_and_keeps_the_file_it_would_
     def unhandled(signum, frame):
         raise AssertionError("SIGTERM during the export had its default action: the process is killed, status 143")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", stopped_mid_write)
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        rc = export_safetensors.main(["--out", str(out), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
-                                      "DATA.LABEL_LIST", ""])
+        rc, out = _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, stopped_mid_write)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert rc == 4

@@ -15,6 +15,7 @@ from configs import load_config
 from models import build_model
 from tests.conftest import ROOT, child_env
 from tests.video_fixtures import make_clip_dataset
+from tools import predict
 from tools.feature_store import read_features
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -51,7 +52,10 @@ def test_predict_two_processes(setup, tmp_path):
                  nproc)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         results[nproc] = [json.loads(x) for x in out.read_text().splitlines()]
+        accuracy = [line for line in r.stderr.splitlines() if line.endswith("labelled videos")]
+        assert accuracy == [predict.accuracy_line(results[nproc], 5)], r.stderr  # rank 0's, each video once
     assert len(results[2]) == 5 and all(r["status"] == "ok" for r in results[2])
+    assert [r["label"] for r in results[2]] == [0, 1, 2, 0, 1]  # the list's
     for a, b in zip(results[1], results[2]):
         assert a["path"] == b["path"] and [t["class"] for t in a["top_k"]] == [t["class"] for t in b["top_k"]]
         assert [t["prob"] for t in a["top_k"]] == pytest.approx([t["prob"] for t in b["top_k"]], abs=1e-6)
@@ -85,8 +89,8 @@ if __name__ == "__main__":  # decode workers import this module: they must not r
     import importlib
     import tools.inference as inference
     if os.environ.get("RANK") == "1":
-        scan = inference.collect_videos
-        inference.collect_videos = lambda inputs, root="": scan(inputs, root)[1:]
+        scan = inference.videos_of_inputs  # what collect_videos and labelled_videos read the inputs with
+        inference.videos_of_inputs = lambda *args: scan(*args)[1:]
     sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))
 '''
 

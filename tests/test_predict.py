@@ -110,11 +110,13 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
     assert predict.main([str(dataset / "val.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--top-k", "3", "--quiet",
                          "--out", str(out), "--work-dir", str(tmp_path / "cli_work"), "--opts", *opts]) == 0
     cli = [json.loads(line) for line in out.read_text().splitlines()]
+    # given on its own, not from the labelled list, a video has no label
+    unlabelled = {k: v for k, v in cli[-1].items() if k not in ("label", "label_name")}
     with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
         work = Path(predictor.work_dir)
         assert predictor.predict(str(dataset / "val.txt"), top_k=3) == cli
         one = cli[-1]["path"]
-        assert predictor.predict([Path(one)], top_k=3) == [cli[-1]]  # the model stays loaded between calls
+        assert predictor.predict([Path(one)], top_k=3) == [unlabelled]  # the model stays loaded between calls
         assert len(list(work.glob("videos-*.txt"))) == 2  # one list per set of videos, with its index cache
         with pytest.raises(InputError, match="no videos found"):
             predictor.predict([str(tmp_path / "cli_work")])
@@ -128,7 +130,7 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
         predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="tpu")
     kept = tmp_path / "kept"
     with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(kept), device="cpu") as predictor:
-        assert predictor.predict(one, top_k=3) == [cli[-1]]
+        assert predictor.predict(one, top_k=3) == [unlabelled]
     assert list(kept.glob("videos-*.index.npz"))  # a given work folder keeps its caches for the next run
 
 
@@ -159,6 +161,27 @@ def test_format_functions_round_trip():
     assert rows[1] == ["a b.mp4", "ok", "", "2", "x, y", "0.750000"] and rows[2][:3] == ["c.mp4", "error",
                                                                                          "zero-byte file"]
     assert "zero-byte file" in predict.format_table(records).splitlines()[2]
+
+
+def test_labels_in_the_formats_and_the_accuracy_line():
+    """Labelled records: CSV's label columns come last, blank for a video without one (and for an unreadable one's
+    missing scores); the table gets a label column; the accuracy counts the predicted videos with a label."""
+    top = [{"class": 2, "name": "x", "prob": 0.75}, {"class": 1, "name": "y", "prob": 0.25}]
+    records = [{"path": "a.mp4", "status": "ok", "top_k": top, "label": 1, "label_name": "y"},
+               {"path": "b.mp4", "status": "error", "error": "missing file", "label": 0, "label_name": "z"},
+               {"path": "c.mp4", "status": "ok", "top_k": top},
+               {"path": "d.mp4", "status": "ok", "top_k": top, "label": 2}]
+    rows = list(csv.reader(io.StringIO(predict.format_csv(records))))
+    assert rows[0][-2:] == ["label", "label_name"] and len(rows[0]) == 11
+    assert [r[-2:] for r in rows[1:]] == [["1", "y"], ["0", "z"], ["", ""], ["2", ""]]
+    assert rows[2] == ["b.mp4", "error", "missing file"] + [""] * 6 + ["0", "z"]
+    table = predict.format_table(records).splitlines()
+    assert table[0].split() == ["video", "label", "rank", "class", "name", "probability"]
+    assert table[1].split() == ["a.mp4", "1", "1", "2", "x", "0.7500"] and table[4].split()[:2] == ["c.mp4", "1"]
+    assert predict.accuracy_line(records, 2) == "top-1 50.00 % / top-2 100.00 % on 2 labelled videos"
+    assert predict.accuracy_line(records[:1], 1) == "top-1 0.00 % on 1 labelled video"
+    assert predict.accuracy_line(records[1:3], 5) == ""  # no predicted video has a label
+    assert "label" not in predict.format_csv(records[2:3])  # no label: the columns of before
 
 
 def test_json_out_is_one_json_array_and_jsonl_a_line_per_video(evaluated, dataset, tmp_path, capsys):
@@ -219,6 +242,97 @@ def test_predictor_gives_a_record_per_video_given_named_as_given(evaluated, data
     assert [r["path"] for r in records] == given[:3] + listed
     assert [r["top_k"][0]["class"] for r in records] == [top1[a], top1[b], top1[a]] + [top1[p] for p in listed]
     assert records[0] == records[2] and records[1]["top_k"] == records[4]["top_k"]
+
+
+def _listed_labels(lst: Path) -> list[tuple[str, int]]:
+    """(absolute path, label) per line of a training list whose paths are relative to its folder."""
+    return [(str(lst.parent / name), int(label)) for name, label in
+            (line.rsplit(None, 1) for line in lst.read_text().splitlines() if line.strip())]
+
+
+def test_predict_reports_a_labelled_lists_labels_and_accuracy(evaluated, dataset, tmp_path, capsys):
+    """A list's trailing labels were read and dropped: predicting a validation list now gives each video its label
+    and class name, and closes with the top-1 / top-k accuracy over them, an evaluation's top-1 on that list. A video
+    given again in another list keeps each list's label; one given on its own has none."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    listed = _listed_labels(dataset / "val.txt")
+    names = {int(i): n for i, n in (row.split(",", 1) for row in (dataset / "labels.csv").read_text().splitlines()[1:])}
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--top-k", "2", "--quiet", "--work-dir",
+              str(tmp / "work_labelled"), "--opts", *opts]
+    out = tmp_path / "val.jsonl"
+    assert predict.main([str(dataset / "val.txt"), "--out", str(out)] + common) == 0
+    err = capsys.readouterr().err.splitlines()
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["path"], r["label"], r["label_name"]) for r in records] == [(p, c, names[c]) for p, c in listed]
+    assert {r["path"]: r["label"] for r in records} == {str(dataset / r["path"]): int(r["label"]) for r in eval_rows}
+    top1 = 100.0 * sum(r["top_k"][0]["class"] == r["label"] for r in records) / len(records)
+    top2 = 100.0 * sum(r["label"] in [t["class"] for t in r["top_k"]] for r in records) / len(records)
+    assert err == ["predicted 8 of 8 videos (2 clips x 3 crops)",
+                   f"top-1 {top1:.2f} % / top-2 {top2:.2f} % on 8 labelled videos"], err
+    summary = json.loads((tmp / "eval" / "summary.json").read_text())
+    assert f"{summary['final_top1']:.2f}" == f"{top1:.2f}"  # the evaluation's top-1 on the same list and weights
+    assert top1 < top2 < 100, (top1, top2)  # the untrained model: top-1 0 %, some labels second
+
+    # the first video again in another list, labelled with its top-1 class (a hit), and the second on its own; CSV
+    (a, label_a), (b, _) = listed[:2]
+    label_other = records[0]["top_k"][0]["class"]
+    assert label_other != label_a
+    other = tmp_path / "other.lst"
+    other.write_text(f"{a} {label_other}\n")  # an absolute path: the list's folder is not joined to it
+    inputs = [str(dataset / "val.txt"), str(other), b]
+    assert predict.main(inputs + ["--out", str(tmp_path / "p.csv")] + common) == 0
+    err = capsys.readouterr().err.splitlines()
+    with open(tmp_path / "p.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["path", "status", "error"] + [f"top{k}_{f}" for k in (1, 2) for f in ("class", "name", "prob")] \
+        + ["label", "label_name"]  # the columns before keep their places
+    want = listed + [(a, label_other)]
+    assert [(r[0], r[-2], r[-1]) for r in rows] == [(p, str(c), names[c]) for p, c in want] + [(b, "", "")]
+    assert [r[3] for r in rows[:8]] == [str(r["top_k"][0]["class"]) for r in records]
+    hits = [int(r[3]) == c for r, (_, c) in zip(rows, want)]
+    assert sum(hits) == round(top1 * 8 / 100) + 1
+    assert err == ["predicted 10 of 10 videos (2 clips x 3 crops)",  # a video per record, decoded once
+                   f"top-1 {100.0 * sum(hits) / 9:.2f} % / top-2 "
+                   f"{100.0 * sum(str(c) in (r[3], r[6]) for r, (_, c) in zip(rows, want)) / 9:.2f} % on 9 labelled "
+                   "videos"], err
+    # the Python API: the same fields, a record per video given
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        got = predictor.predict(inputs, top_k=2)
+    assert got[:8] == records
+    assert (got[8]["path"], got[8]["label"], got[8]["label_name"]) == (a, label_other, names[label_other])
+    assert got[8]["top_k"] == records[0]["top_k"] and got[9]["path"] == b and "label" not in got[9]
+    assert predict.accuracy_line(got, 2) == err[1]
+
+
+def test_a_label_outside_the_models_classes_is_refused_naming_the_list_and_line(evaluated, dataset, tmp_path,
+                                                                                monkeypatch, capsys):
+    from dali_pipelines.filelist import LabelRangeError
+    from tools import inference
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    video, root = eval_rows[0]["path"], str(dataset)  # the list's paths are relative to --root
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{video} 0\n\n{video}  4\n{video} 9\n")  # the first label out of range is named
+    message = (f"{bad}:3: label 4 is outside [0, 4) as DATA.NUM_CLASSES is 4 (line '{video}  4'): fix the label, or "
+               "set DATA.NUM_CLASSES to the number of classes (at least 5)")
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("a video was decoded or the model loaded")
+
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        monkeypatch.setattr(inference, "build_view_loader", not_here)
+        with pytest.raises(LabelRangeError) as e:
+            predictor.predict(str(bad), root=root)
+        assert str(e.value) == message
+    monkeypatch.setattr(inference, "load_model", not_here)
+    args = ["--root", root, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir", str(tmp_path / "w"),
+            "--opts", *opts]
+    assert predict.main([str(bad)] + args) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    bad.write_text(f"{video} -1\n")
+    assert predict.main([str(bad)] + args) == 2
+    assert capsys.readouterr().err == (f"error: {bad}:1: label -1 is outside [0, 4) as DATA.NUM_CLASSES is 4 (line "
+                                       f"'{video} -1'): labels start at 0: fix the label\n")
 
 
 def test_collect_videos_from_files_folders_and_lists(tmp_path):
@@ -408,8 +522,11 @@ def test_progress_without_a_terminal_is_plain_lines(evaluated, dataset, capsys):
     assert re.search(r"^indexing videos-[0-9a-f]{16}\.txt: 8 videos done in 0:00:0", err, re.M), err
     rc = predict.main([str(dataset / "val.txt"), "--cfg", DEMO, "--weights", str(ckpt), "--work-dir",
                        str(tmp / "work_quiet"), "--quiet", "--opts", *opts])
-    # --quiet: no progress at all; the views used are named (an export does not record them)
-    assert rc == 0 and capsys.readouterr().err == "predicted 8 of 8 videos (2 clips x 3 crops)\n"
+    # --quiet: no progress at all; the views used are named (an export does not record them), then the labelled
+    # list's accuracy
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 0 and err[0] == "predicted 8 of 8 videos (2 clips x 3 crops)", err
+    assert len(err) == 2 and err[1].endswith(" on 8 labelled videos"), err
 
 
 def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatch, capsys):

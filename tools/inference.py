@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError, load_config, opts_last  # opts_last: for the tools' parsers
-from dali_pipelines.filelist import split_list_line  # plain Python: no DALI import
+from dali_pipelines.filelist import LabelRangeError, split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from evautil.errors import weights_misfit
@@ -30,8 +30,8 @@ from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_t
 from models.weights_file import read_weights_metadata
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
-           "videos_of_rank_0", "load_setup", "load_model", "ViewLoader", "build_view_loader", "view_outputs",
-           "progress_bar"]
+           "labelled_videos", "videos_of_rank_0", "load_setup", "load_model", "ViewLoader", "build_view_loader",
+           "view_outputs", "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -43,34 +43,43 @@ class InputError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------- videos
-def _read_video_list(path: str, root: str) -> list[str]:
-    """One video per line, relative to ``root`` (default: the list's folder). A trailing integer label, as in
-    training lists, is dropped unless the whole line names an existing file; the name is then the one the training
-    list reader (``dali_pipelines.filelist.read_video_list``) takes: the line up to the whitespace before the label,
-    inner runs of spaces and tabs kept as written. Lines are cut as that reader cuts them (``str.splitlines``)."""
+def _read_video_list(path: str, root: str, num_classes: int | None = None) -> list[tuple[str, int | None]]:
+    """(absolute path, label or None) per video line, relative to ``root`` (default: the list's folder). A trailing
+    integer label, as in training lists, is taken off unless the whole line names an existing file; the name is then
+    the one the training list reader (``dali_pipelines.filelist.read_video_list``) takes: the line up to the
+    whitespace before the label, inner runs of spaces and tabs kept as written. Lines are cut as that reader cuts
+    them (``str.splitlines``). With ``num_classes`` (the model's DATA.NUM_CLASSES) a label outside it is refused."""
     base = root or os.path.dirname(os.path.abspath(path))
     try:
         with open(path, encoding="utf-8-sig") as f, naming_the_file(path):  # a failed read names the list
             text = f.read()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a video list is UTF-8") from None
-    out = []
-    for line in text.splitlines():
+    out: list[tuple[str, int | None]] = []
+    out_of_range = None
+    for line_no, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
-        full = os.path.join(base, line)
+        full, label = os.path.join(base, line), None
         name, last = split_list_line(line)
         if not os.path.exists(full) and name and last.lstrip("-").isdigit():
             full = os.path.join(base, name)  # read_video_list's rule, not a re-join
-        out.append(os.path.abspath(full))
+            with contextlib.suppress(ValueError):  # digits int() does not read (superscripts): no label
+                label = int(last)
+            if label is not None and num_classes is not None and not 0 <= label < num_classes and not out_of_range:
+                # the wording of training's own list check; DATA.NUM_CLASSES is the model's head (load_model)
+                out_of_range = LabelRangeError(f"{path}:{line_no}", label, num_classes, line, "DATA.NUM_CLASSES")
+        out.append((os.path.abspath(full), label))
     # A list whose lines name no file at all is not a video list (a README, notes) or is read against the wrong
     # folder: one line now, not a row of "unreadable" per line after the model has loaded.
-    if out and not any(os.path.exists(p) for p in out):
+    if out and not any(os.path.exists(p) for p, _ in out):
         first = next(line.strip() for line in text.splitlines() if line.strip())
         raise InputError(f"{path}: none of its {len(out)} lines names an existing file under {base} (first line: "
                          f"{first[:80]!r}); a video list has one video per line, relative to the list's folder "
                          f"or to --root")
+    if out_of_range:  # after that check: a text that is not a video list is said to be one, not a bad label
+        raise out_of_range
     return out
 
 
@@ -86,17 +95,21 @@ def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> 
         raise InputError(problem)
 
 
-def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, str]]:
+def videos_of_inputs(inputs: Sequence[str], root: str = "",
+                     num_classes: int | None = None) -> list[tuple[str, str, int | None]]:
     """Every video of ``inputs`` (files, folders searched recursively for video extensions, links to folders
     followed and each folder searched once, list files ``.txt``/``.lst``/``.list``) in the given order, duplicates
-    kept, as ``(name, absolute path)``: ``name`` is the
-    input as given when it names the video itself, else the absolute path (a folder's or a list's video). Paths
+    kept, as ``(name, absolute path, label)``: ``name`` is the
+    input as given when it names the video itself, else the absolute path (a folder's or a list's video); ``label``
+    is the trailing integer of a list line, None for a line without one and for files and folders' videos. Paths
     that do not exist are kept: the loader reports them as unreadable with the others.
 
     Raises:
         InputError: nothing to process, or a list none of whose lines names an existing file.
+        LabelRangeError: with ``num_classes`` (DATA.NUM_CLASSES), a list label outside ``[0, num_classes)``, naming
+            the list, its line and the label.
     """
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, int | None]] = []
     empty_lists: list[str] = []  # a list is read line by line, not searched by extension: said apart
     for item in inputs:
         if os.path.isdir(item):
@@ -111,15 +124,15 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "") -> list[tuple[str, s
                         seen.add(real)
                         keep.append(d)
                 dirs[:] = sorted(keep)
-                found += [(p, p) for p in (os.path.abspath(os.path.join(folder, f)) for f in sorted(files)
+                found += [(p, p, None) for p in (os.path.abspath(os.path.join(folder, f)) for f in sorted(files)
                                            if f.lower().endswith(VIDEO_EXTENSIONS))]
         elif item.lower().endswith(_LIST_EXTENSIONS) and os.path.isfile(item):
-            listed = _read_video_list(item, root)
-            found += [(p, p) for p in listed]
+            listed = _read_video_list(item, root, num_classes)
+            found += [(p, p, label) for p, label in listed]
             if not listed:
                 empty_lists.append(item)
         else:
-            found.append((item, os.path.abspath(os.path.join(root, item) if root else item)))
+            found.append((item, os.path.abspath(os.path.join(root, item) if root else item), None))
     if not found:
         searched = [i for i in inputs if i not in empty_lists]
         why = [f"in {', '.join(searched) or 'the inputs'} (extensions {' '.join(VIDEO_EXTENSIONS)})"] \
@@ -137,13 +150,25 @@ def collect_videos(inputs: Sequence[str], root: str = "") -> list[str]:
     Raises:
         InputError: nothing to process.
     """
-    return list(dict.fromkeys(path for _, path in videos_of_inputs(list(inputs), root)))
+    return list(dict.fromkeys(path for _, path, _ in videos_of_inputs(list(inputs), root)))
 
 
-def videos_of_rank_0(paths: list[str], ctx: DistContext) -> list[str]:
-    """Rank 0's :func:`collect_videos` on every rank: each rank's own scan of a folder could differ (a video being
-    added between the scans), and the ranks' shares of different lists would miss some videos and repeat others."""
-    return broadcast_object(paths, ctx)
+def labelled_videos(inputs: Sequence[str], root: str = "",
+                    num_classes: int | None = None) -> list[tuple[str, int | None]]:
+    """``(absolute path, label or None)`` per video to report, in the given order: a video given more than once
+    without a label once (as :func:`collect_videos`), each labelled list line for itself, as an evaluation scores
+    every line of its list: a video in two lists keeps each list's label. Errors: :func:`videos_of_inputs`'s."""
+    reported: dict[tuple, tuple[str, int | None]] = {}
+    for i, (_, path, label) in enumerate(videos_of_inputs(list(inputs), root, num_classes)):
+        reported.setdefault((path,) if label is None else (path, i), (path, label))
+    return list(reported.values())
+
+
+def videos_of_rank_0(videos: list, ctx: DistContext) -> list:
+    """Rank 0's :func:`collect_videos` (or :func:`labelled_videos`) on every rank: each rank's own scan of a folder
+    could differ (a video being added between the scans), and the ranks' shares of different lists would miss some
+    videos and repeat others."""
+    return broadcast_object(videos, ctx)
 
 
 # ---------------------------------------------------------------------------------------------- config, model

@@ -8,8 +8,11 @@ r"""Predict the classes of videos with the multi-view test protocol: top-k class
 Scores are the mean over views of the per-view softmax, as in evaluation. Class names come from DATA.LABEL_LIST,
 else from an exported file, else classes are given by their index; a label list that is set but does not exist is
 passed over with a warning (one that exists must be valid). Videos that cannot be read are listed with each one's
-reason and the others predicted. From Python, :class:`Predictor` keeps the model loaded between calls and also
-returns the features ``tools.extract_features`` writes.
+reason and the others predicted. A list line's trailing integer label is reported with its video (``label``, and
+``label_name`` when the classes have names), and the top-1 and top-k accuracy over the labelled videos predicted
+closes the run; a label outside the model's classes is an error naming the list, the line and the label. From
+Python, :class:`Predictor` keeps the model loaded between calls and also returns the features
+``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
 config, weights, an --out or --work-dir that cannot be written) with a one-line error, 4 when stopped by SIGTERM or
@@ -45,7 +48,8 @@ from evautil.progress import counted  # noqa: E402
 if TYPE_CHECKING:
     from engine.distributed import DistContext
 
-__all__ = ["Predictor", "predict_videos", "format_table", "format_json", "format_jsonl", "format_csv", "main"]
+__all__ = ["Predictor", "predict_videos", "accuracy_line", "format_table", "format_json", "format_jsonl", "format_csv",
+           "main"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
 _FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # any other: the table
@@ -92,6 +96,29 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     return records
 
 
+def _with_label(record: dict[str, Any], label: int | None, names: dict[int, str]) -> dict[str, Any]:
+    """``record`` with the ``label`` its video was listed with and, when the classes have names, its ``label_name``;
+    a video given without a label keeps its record as it is (no label fields)."""
+    if label is None:
+        return record
+    return {**record, "label": label, **({"label_name": names[label]} if label in names else {})}
+
+
+def accuracy_line(records: Sequence[dict[str, Any]], top_k: int) -> str:
+    """``top-1 87.50 % / top-5 100.00 % on 8 labelled videos`` over the predicted records with a ``label`` (top-1
+    alone when ``top_k`` is 1); empty when there is none."""
+    scored = [r for r in records if r["status"] == "ok" and r.get("label") is not None]
+    if not scored:
+        return ""
+
+    def share(k: int) -> str:  # of the videos whose label is among their first k classes
+        hits = sum(r["label"] in [t["class"] for t in r["top_k"][:k]] for r in scored)
+        return f"top-{k} {100.0 * hits / len(scored):.2f} %"
+
+    shares = [share(k) for k in sorted({1, top_k})]
+    return f"{' / '.join(shares)} on {counted(len(scored), 'labelled video')}"
+
+
 # ------------------------------------------------------------------------------------------------ Python API
 class Predictor:
     """The command's predictions from Python, with the model loaded once for any number of calls.
@@ -104,10 +131,11 @@ class Predictor:
     ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts``; records are those of
     :func:`predict_videos`, one per video given, in the order given: a video named twice gets two records (it is
     processed once), and a record's ``path`` is the video as given when the input names it (a folder's or a list's
-    videos: their absolute paths), so that ``zip(videos, records)`` pairs them. One process, on ``device``: ``auto``
-    (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and index
-    caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with`` block)
-    removes. Errors are raised, not printed: unusable settings or weights as the command's exit-2 errors
+    videos: their absolute paths), so that ``zip(videos, records)`` pairs them; a video from a list line with a
+    label gets that line's ``label`` (and ``label_name`` when the classes have names). One process, on ``device``:
+    ``auto`` (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and
+    index caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with``
+    block) removes. Errors are raised, not printed: unusable settings or weights as the command's exit-2 errors
     (ValueError, OSError and the config and checkpoint errors), and an input with no video in it as ``InputError``;
     a video that cannot be read is a record with its reason. Weights without a head, or with a head of another
     class count, give features (one ``note:`` line) and :meth:`predict` refuses them (CheckpointError).
@@ -138,16 +166,19 @@ class Predictor:
         Raises:
             CheckpointError: the weights have no head, or one of another class count (they give features only).
             ValueError: ``top_k`` below 1, which the command's ``--top-k`` refuses too.
+            LabelRangeError: a list's label outside the model's classes (a ValueError naming the list, the line
+                and the label), as the command refuses it.
         """
         from models import CheckpointError
 
         if self._head_problem:
             raise CheckpointError(self._head_problem)
-        named = self._videos(videos, root)
-        paths = list(dict.fromkeys(path for _, path in named))
+        named = self._videos(videos, root, self.cfg.DATA.NUM_CLASSES)
+        paths = list(dict.fromkeys(path for _, path, _ in named))
         records = predict_videos(self.cfg, self.model, paths, self._work_dir(), self.ctx, top_k=top_k,
                                  class_names=self.class_names, progress=self.progress)
-        return _per_video_given(named, {r["path"]: r for r in records})
+        given = _per_video_given([(name, path) for name, path, _ in named], {r["path"]: r for r in records})
+        return [_with_label(r, label, self.class_names) for r, (_, _, label) in zip(given, named)]
 
     def features(self, videos: str | os.PathLike | Sequence[str | os.PathLike], window: int | None = None,
                  stride: int | None = None, root: str = "") -> list[dict[str, Any]]:
@@ -167,7 +198,7 @@ class Predictor:
         problem = window_settings_error(window, stride)
         if problem:
             raise ValueError(problem)
-        named, collected = self._videos(videos, root), _CollectedFeatures()
+        named, collected = [(name, path) for name, path, _ in self._videos(videos, root)], _CollectedFeatures()
         paths = list(dict.fromkeys(path for _, path in named))
         extract_into(self.cfg, self.model, paths, collected, self.ctx, window=window or 0, stride=stride or 0,
                      work_dir=self._work_dir(), progress=self.progress)
@@ -179,12 +210,12 @@ class Predictor:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir = None
 
-    def _videos(self, videos, root: str) -> list[tuple[str, str]]:
-        """(name as given, absolute path) per video given: see :func:`tools.inference.videos_of_inputs`."""
+    def _videos(self, videos, root: str, num_classes: int | None = None) -> list[tuple[str, str, int | None]]:
+        """(name as given, absolute path, label) per video given: see :func:`tools.inference.videos_of_inputs`."""
         from tools.inference import videos_of_inputs
 
         items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        return videos_of_inputs([os.fspath(v) for v in items], root)
+        return videos_of_inputs([os.fspath(v) for v in items], root, num_classes)
 
     def _work_dir(self) -> str:
         if self.work_dir is None:
@@ -242,16 +273,19 @@ def _compute_device(name: str):
 
 # ---------------------------------------------------------------------------------------------------- output
 def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width table: one line per (video, rank), unreadable videos with their reason."""
-    rows = [("video", "rank", "class", "name", "probability")]
+    """A fixed-width table: one line per (video, rank), unreadable videos with their reason; when a video has a
+    label, a ``label`` column after the video (on its first line, blank for videos without one)."""
+    labelled = any("label" in r for r in records)
+    rows = [("video",) + (("label",) if labelled else ()) + ("rank", "class", "name", "probability")]
     for r in records:
+        head = (r["path"],) + ((str(r.get("label", "")),) if labelled else ())
         if r["status"] == "ok":
-            rows += [(r["path"] if k == 0 else "", str(k + 1), str(t["class"]), t["name"], f"{t['prob']:.4f}")
-                     for k, t in enumerate(r["top_k"])]
+            rows += [(head if k == 0 else ("",) * len(head)) + (str(k + 1), str(t["class"]), t["name"],
+                                                                 f"{t['prob']:.4f}") for k, t in enumerate(r["top_k"])]
         else:
-            rows.append((r["path"], "-", "-", "unreadable", r["error"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows) + "\n"
+            rows.append(head + ("-", "-", "unreadable", r["error"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]  # the last column is not padded
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows) + "\n"
 
 
 def format_json(records: Sequence[dict[str, Any]]) -> str:
@@ -265,15 +299,22 @@ def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
 
 
 def format_csv(records: Sequence[dict[str, Any]]) -> str:
+    """A row per video: ``path``, ``status``, ``error``, the top-k's class, name and probability and, when a video
+    has a label, ``label`` and ``label_name`` last (blank for videos without them), after the top-k columns, which
+    keep their places."""
     k = max((len(r["top_k"]) for r in records if r["status"] == "ok"), default=0)
+    labelled = any("label" in r for r in records)
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["path", "status", "error"] + [f"top{i}_{f}" for i in range(1, k + 1) for f in ("class", "name",
-                                                                                               "prob")])
+                                                                                               "prob")]
+               + (["label", "label_name"] if labelled else []))
     for r in records:
         row = [r["path"], r["status"], r.get("error", "")]
         for t in r.get("top_k", []):
             row += [t["class"], t["name"], f"{t['prob']:.6f}"]
+        if labelled:  # an unreadable video's or a shorter top-k's missing columns first: the labels stay in theirs
+            row += [""] * (3 + 3 * k - len(row)) + [r.get("label", ""), r.get("label_name", "")]
         w.writerow(row)
     return out.getvalue()
 
@@ -291,7 +332,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt, one "
-                                             "video per line; a trailing label is ignored)")
+                                             "video per line; a trailing integer label is reported with the "
+                                             "video, and the accuracy over the labelled videos closes the run)")
     p.add_argument("--weights", required=True, help="checkpoint (.pth/.pt), exported .safetensors, or an hf:// "
                                                     "reference (hf://owner/repo[@rev]/file)")
     p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
@@ -316,7 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import (InputError, check_output_path, collect_videos, load_model, load_setup,
+    from tools.inference import (InputError, check_output_path, labelled_videos, load_model, load_setup,
                                  videos_of_rank_0)
 
     args = parse_args(argv)
@@ -338,13 +380,16 @@ def main(argv: list[str] | None = None) -> int:
                 check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
             check_output_path(args.work_dir, "--work-dir", folder=True)
             cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
-            paths = collect_videos(args.inputs, args.root)
+            videos = labelled_videos(args.inputs, args.root, cfg.DATA.NUM_CLASSES)  # (path, label or None)
             ctx = distributed.init_from_env()
-            paths = videos_of_rank_0(paths, ctx)
+            videos = videos_of_rank_0(videos, ctx)
             model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
             writing = True
+            paths = list(dict.fromkeys(path for path, _ in videos))  # each video decoded once
             records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
                                      progress=not args.quiet)
+            by_path = {r["path"]: r for r in records}
+            records = [_with_label(by_path[path], label, names) for path, label in videos]
             done.append(True)
         except Stopped as e:
             status = stopped_during_work(e, kept)
@@ -374,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predicted {len(records) - bad} of {counted(len(records), 'video')} ("
                   f"{counted(cfg.TEST.NUM_CLIP, 'clip')} x {counted(cfg.TEST.NUM_CROP, 'crop')})"
                   + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
+            accuracy = accuracy_line(records, args.top_k)  # rank 0's records: each reported video counted once
+            if accuracy:
+                print(accuracy, file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
     return 2 if not written else 0 if ok else 1
 

@@ -817,6 +817,23 @@ def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_pro
         assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(lst, data)
 
 
+def test_what_the_names_decide_is_refused_before_check_probes_a_video(tmp_path, counted_probes, capsys):
+    # A class only in train, a tree named k400 with 2 classes, --strict with a non-video file: each is known from the
+    # folders alone, and was refused only after --check had probed every video (hours on Kinetics, all lost).
+    root = _two_class_tree(tmp_path / "t400", train_per_class=1)
+    write_clip(root / "train" / "extra class" / vid("x"), t=4)
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "data"), "--check", "--workers", "1"]
+    assert prepare_kinetics.main(args) == 2
+    assert "different classes" in capsys.readouterr().err and counted_probes == []
+    (root / "train" / "extra class" / vid("x")).unlink()
+    (root / "train" / "extra class").rmdir()
+    assert prepare_kinetics.main(args[:2] + [f"k400={root}"] + args[3:]) == 2
+    assert "the official k400 has 400" in capsys.readouterr().err and counted_probes == []
+    (root / "val" / ARM / vid("zero")).write_bytes(b"")
+    assert prepare_kinetics.main(args + ["--strict"]) == 2
+    assert "1 unusable video file(s)" in capsys.readouterr().err and counted_probes == []
+
+
 def test_checked_k722_lists_come_with_their_index(tmp_path, counted_probes):
     # The merged lists mix the datasets' probes (here one VP9 and one H.264 dataset: other codec codes).
     from dali_pipelines.index import build_index

@@ -305,6 +305,13 @@ def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos
             f"fix the download or pass --allow-empty-classes")
 
 
+def _refuse_unusable(name: str, skipped: list[tuple[str, str]], strict: bool) -> None:
+    """``--strict``: the files skipped so far are an error."""
+    if strict and skipped:
+        lines = "\n".join(f"  {printable_path(p)}: {r}" for p, r in skipped[:20])
+        raise KineticsError(f"dataset {name}: {len(skipped)} unusable video file(s):\n{lines}")
+
+
 def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
                  underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
                  allow_empty_classes: bool = False, progress: bool = False,
@@ -376,6 +383,16 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     # Every video file found, usable or not, so that a report's "found" is written + skipped + dropped.
     found = {split: sum(1 for s, _ in candidates if s == split) + sum(counts[split].values()) for split in counts}
 
+    # What the folders or CSVs alone decide is refused before --check probes a video: on Kinetics the probes take
+    # hours, and an error after them lost them all.
+    if class_sets["train"] != class_sets["val"]:
+        only_t = sorted(set(class_sets["train"]) - set(class_sets["val"]))
+        only_v = sorted(set(class_sets["val"]) - set(class_sets["train"]))
+        raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
+                            f"only in {sources['train']}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
+                            f"only in {sources['val']}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
+    classes = match_official(name, root, class_sets["train"], allow_empty_classes, official_labels, classes_from)
+    _refuse_unusable(name, skipped, strict)
     probes, probe_rows = None, {}
     if check and candidates:
         table, reasons = _check_videos(name, candidates, workers, progress, before, root, partial_list)
@@ -389,20 +406,11 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
                 counts[split][SKIP_UNDECODABLE] += 1
         probes = table.take(np.asarray([i for i, r in enumerate(reasons) if r is None], np.int64))
         candidates = good
-    if strict and skipped:
-        lines = "\n".join(f"  {printable_path(p)}: {r}" for p, r in skipped[:20])
-        raise KineticsError(f"dataset {name}: {len(skipped)} unusable video file(s):\n{lines}")
+    _refuse_unusable(name, skipped, strict)
     skipped.extend(absent)
     for split, v in candidates:
         videos[split].append(v)
 
-    if class_sets["train"] != class_sets["val"]:
-        only_t = sorted(set(class_sets["train"]) - set(class_sets["val"]))
-        only_v = sorted(set(class_sets["val"]) - set(class_sets["train"]))
-        raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
-                            f"only in {sources['train']}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
-                            f"only in {sources['val']}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
-    classes = match_official(name, root, class_sets["train"], allow_empty_classes, official_labels, classes_from)
     if not allow_empty_classes:
         for split, folder in folders.items():
             where = f"annotated class(es) of {csvs[split]!r}" if csvs else ""

@@ -834,6 +834,33 @@ def test_what_the_names_decide_is_refused_before_check_probes_a_video(tmp_path, 
     assert "1 unusable video file(s)" in capsys.readouterr().err and counted_probes == []
 
 
+def test_a_check_that_fails_keeps_its_probes_for_the_fixed_command(tmp_path, counted_probes, capsys):
+    # k722 over two datasets, the second's flat folders without their annotation CSVs: the first dataset's probes
+    # (hours on Kinetics) were lost with the error, and probed again by the fixed command.
+    first = _two_class_tree(tmp_path / "t400", train_per_class=2)
+    flat = tmp_path / "t600"
+    for split in ("train", "val"):
+        write_clip(flat / split / vid(f"f{split[0]}"), t=4)
+    out = tmp_path / "data"
+    args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
+    assert prepare_kinetics.main(args + ["--dataset", f"t600={flat}"]) == 2
+    assert "annotation CSV" in capsys.readouterr().err and len(counted_probes) == 6
+    counted_probes.clear()
+    assert prepare_kinetics.main(args) == 0 and counted_probes == []
+    assert len(read_list(out / "k722_train.txt")) == 4 and not list(out.glob("*_check_interrupted*"))
+
+    # One dataset whose check leaves a class without a usable video: its good videos' probes are kept too.
+    junk = first / "val" / ARM / vid("v0")
+    junk.write_bytes(b"\x00not a video" * 50)
+    other = tmp_path / "other"
+    args = ["lists", "--dataset", f"t400={first}", "--out", str(other), "--check", "--workers", "1"]
+    counted_probes.clear()
+    assert prepare_kinetics.main(args) == 2
+    assert "no usable video" in capsys.readouterr().err and len(counted_probes) == 6
+    counted_probes.clear()
+    assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0 and counted_probes == [str(junk)]
+
+
 def test_checked_k722_lists_come_with_their_index(tmp_path, counted_probes):
     # The merged lists mix the datasets' probes (here one VP9 and one H.264 dataset: other codec codes).
     from dali_pipelines.index import build_index

@@ -15,7 +15,7 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             --check into the same --out probes only the videos that are new or changed since (delete the
             *.index.npz files there to probe every video again); a check stopped by Ctrl-C, SIGTERM or SIGUSR1 saves
             the videos probed so far (<out>/<name>_check_interrupted.txt.index.npz) and the same command probes
-            only the rest
+            only the rest (so does a check ended by an error after some probes, once the command is fixed)
 
   k722      the merged Kinetics-722 (class union, training videos de-duplicated by YouTube id, every training
             video whose YouTube id is in any given validation split removed) and the class mappings that select
@@ -76,7 +76,7 @@ from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
 from tools.kinetics.annotations import split_csvs  # noqa: E402
-from tools.kinetics.scan import printable_path  # noqa: E402
+from tools.kinetics.scan import printable_path, save_checked  # noqa: E402
 
 
 def _dataset_arg(text: str) -> tuple[str, str]:
@@ -185,14 +185,11 @@ def _scan_all(args: argparse.Namespace) -> list:
                                       allow_empty_classes=args.allow_empty_classes, progress=stderr_is_terminal(),
                                       official_labels=args.official_labels, annotations=annotations.get(n),
                                       before=before, partial_list=None if args.dry_run else _partial_list(args, n)))
-    except (KeyboardInterrupt, Stopped):  # the datasets checked before the one stopped keep their probes too
+    except (KeyboardInterrupt, Stopped, KineticsError):  # the datasets checked before the one that stopped or
+        # failed keep their probes too (on Kinetics hours of them): the same command, fixed, probes only the rest
         if args.check and not args.dry_run:
-            from dali_pipelines.index import save_probed_index
-
             for s in scans:
-                if s.probes is not None and len(s.probes):
-                    rel = [os.path.relpath(p, s.root) for p, _ in sorted(s.probe_rows.items(), key=lambda x: x[1])]
-                    save_probed_index(_partial_list(args, s.name), s.root, rel, s.probes)
+                save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name))
         raise
     return scans
 

@@ -161,16 +161,27 @@ def _save_probed_so_far(name: str, root: str, candidates: list[tuple[str, Video]
                         partial_list: str) -> None:
     """An interrupted ``--check``: the good rows probed (or reused) so far go to the index cache of
     ``partial_list``, where the next check into the same ``--out`` finds them (``probed_before``)."""
-    from dali_pipelines.index import save_probed_index
     from dali_pipelines.index_store import GOOD
 
-    rows = np.flatnonzero(table.status == GOOD)
-    if not len(rows):
+    rows = np.flatnonzero(table.status == GOOD).tolist()
+    save_checked(name, root, table.take(np.asarray(rows, np.int64)), {candidates[r][1].path: i
+                                                                       for i, r in enumerate(rows)}, partial_list)
+
+
+def save_checked(name: str, root: str, probes: "VideoTable | None", probe_rows: Mapping[str, int],
+                 partial_list: str) -> None:
+    """The usable videos a ``--check`` of dataset ``name`` probed (row ``probe_rows[path]`` of ``probes``) to
+    ``partial_list``'s index cache, where the next check into the same ``--out`` finds them: for a command
+    stopped, or failed, before it wrote the lists whose caches would have kept them."""
+    if probes is None or not len(probes):
         return
+    from dali_pipelines.index import save_probed_index
+
+    rel = [os.path.relpath(p, root) for p, _ in sorted(probe_rows.items(), key=lambda x: x[1])]
+    # --out made first: without it the cache went to the user's cache folder, where no later check looks
     os.makedirs(os.path.dirname(os.path.abspath(partial_list)), exist_ok=True)
-    path = save_probed_index(partial_list, root, [os.path.relpath(candidates[r][1].path, root) for r in rows.tolist()],
-                             table.take(rows.astype(np.int64)))
-    stderr_line(f"check {name}: saved the {len(rows):,} usable videos probed so far in {path}")
+    path = save_probed_index(partial_list, root, rel, probes)
+    stderr_line(f"check {name}: saved the {len(rel):,} usable videos probed so far in {path}")
 
 
 def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, progress: bool,
@@ -406,15 +417,19 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
                 counts[split][SKIP_UNDECODABLE] += 1
         probes = table.take(np.asarray([i for i, r in enumerate(reasons) if r is None], np.int64))
         candidates = good
-    _refuse_unusable(name, skipped, strict)
-    skipped.extend(absent)
-    for split, v in candidates:
-        videos[split].append(v)
-
-    if not allow_empty_classes:
-        for split, folder in folders.items():
-            where = f"annotated class(es) of {csvs[split]!r}" if csvs else ""
-            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped, where)
+    try:
+        _refuse_unusable(name, skipped, strict)
+        skipped.extend(absent)
+        for split, v in candidates:
+            videos[split].append(v)
+        if not allow_empty_classes:
+            for split, folder in folders.items():
+                where = f"annotated class(es) of {csvs[split]!r}" if csvs else ""
+                _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped, where)
+    except KineticsError:  # the probes of the videos still count: the fixed command probes none of them again
+        if partial_list is not None:
+            save_checked(name, root, probes, probe_rows, partial_list)
+        raise
     return DatasetScan(name, root, classes, videos, skipped, ignored, found,
                        {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in counts.items()}, probes,
                        probe_rows, info)

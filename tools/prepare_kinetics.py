@@ -29,7 +29,8 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             main throughput lever for NVDEC; resumable (a source newer than its output, replaced since, is
             encoded again), verified, originals never touched:
               python tools/prepare_kinetics.py reencode --src data/k400 --dst data/k400_h264 --workers 8
-            then build lists from the new root. Full-range sources (yuvj420p, e.g. MJPEG) are converted to the
+            then build lists from the new root (of a flat download with --annotations NAME=<src>/annotations: only
+            videos are written). Full-range sources (yuvj420p, e.g. MJPEG) are converted to the
             output's limited range; resuming into a --dst with settings that none of the earlier runs whose
             videos are in it used (reencode_report.json's settings_used keeps them all) is refused
             (--allow-other-settings mixes them).

@@ -506,6 +506,27 @@ def test_a_missing_or_unexpected_official_class_is_an_error_not_a_label_shift(tm
     assert "unexpected: 1 ('arm_wrestling')" in err and "--underscore-to-space" in err
 
 
+@pytest.mark.parametrize("rows, problem", [
+    (b"0,abseiling\nxx\n", "line 3: id 'xx' is not a whole number"),
+    (b"0,abseiling\n\xff1,air drumming\n", "line 3: not UTF-8 text (invalid start byte, byte 0xff)"),
+    (b"0,abseiling\n2,air drumming\n", "line 3: id 2, expected 1"),
+    (b"0,abseiling\n1,\n", "line 3: class 1 has no name"),
+])
+def test_a_malformed_official_labels_file_is_one_line_naming_it(tmp_path, capsys, rows, problem):
+    # --official-labels with a damaged label file: a traceback (exit 1) for a bad id or byte, naming neither.
+    labels = tmp_path / "labels" / "kinetics400_labels.csv"
+    labels.parent.mkdir()
+    labels.write_bytes(b"id,name\n" + rows)
+    root = make_tree(tmp_path / "k400", {s: {"abseiling": [vid(s[0])]} for s in ("train", "val")})
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path / "out"), "--official-labels",
+            str(labels.parent)]
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: labels CSV {str(labels)!r}, {problem}") and err.count("\n") == 1
+    with pytest.raises(KineticsError, match=problem.split(":")[0]):
+        read_labels_csv(str(labels))
+
+
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(KineticsError, match="does not exist"):
         scan_dataset("t400", str(tmp_path / "nope"))

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .common import KineticsError
+from .common import KineticsError, first_line_not_utf8
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",
@@ -107,23 +107,11 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
                     raise KineticsError(f"{where}: video {key} has label {label!r}, and {before.label!r} on line "
                                         f"{before.line}")
     except UnicodeDecodeError as e:
-        raise KineticsError(f"annotation CSV {path!r}, line {_first_line_not_utf8(path)}: not UTF-8 text "
+        raise KineticsError(f"annotation CSV {path!r}, line {first_line_not_utf8(path)}: not UTF-8 text "
                             f"({e.reason}, byte 0x{e.object[e.start]:02x})") from e
     except csv.Error as e:  # e.g. a quote left open, whose field swallows the file up to csv's size limit
         raise KineticsError(f"annotation CSV {path!r}, line {start}: {e}") from e
     return rows
-
-
-def _first_line_not_utf8(path: str) -> int:
-    """1-based number of the first line of ``path`` that is not UTF-8 (the decoder reads the file in chunks, so its
-    error knows the position within one chunk only)."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f.read().splitlines(), 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 1
 
 
 def split_csvs(folder: str) -> dict[str, str]:

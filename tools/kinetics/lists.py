@@ -15,7 +15,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .common import KineticsError
+from .common import KineticsError, first_line_not_utf8
 from .scan import DatasetScan, Video, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
@@ -44,17 +44,39 @@ def labels_csv_text(names: Sequence[str]) -> str:
 
 
 def read_labels_csv(path: str) -> list[str]:
-    """Class names of an ``id,name`` CSV in id order; ids must be 0..n-1."""
+    """Class names of an ``id,name`` CSV in id order; ids must be 0..n-1.
+
+    Raises:
+        KineticsError: naming the file, and the line where one is at fault: a missing file or column, a line that
+            is not UTF-8, an id that is not a whole number or not the next one, an empty name.
+    """
     if not os.path.isfile(path):
         raise KineticsError(f"labels CSV {path!r} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "id" not in rows[0] or "name" not in rows[0]:
+    rows: list[tuple[int, dict]] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, r) for r in reader]
+    except UnicodeDecodeError as e:  # was a traceback, as were the row errors below
+        raise KineticsError(f"labels CSV {path!r}, line {first_line_not_utf8(path)}: not UTF-8 text "
+                            f"({e.reason}, byte 0x{e.object[e.start]:02x})") from e
+    except csv.Error as e:
+        raise KineticsError(f"labels CSV {path!r}, line {reader.line_num}: {e}") from e
+    if not rows or "id" not in rows[0][1] or "name" not in rows[0][1]:
         raise KineticsError(f"labels CSV {path!r}: expected an 'id,name' header and at least one row")
-    ids = [int(r["id"]) for r in rows]
-    if ids != list(range(len(rows))):
-        raise KineticsError(f"labels CSV {path!r}: ids are not 0..{len(rows) - 1} in order")
-    return [r["name"] for r in rows]
+    names: list[str] = []
+    for line, r in rows:
+        where = f"labels CSV {path!r}, line {line}"
+        try:
+            cls = int(r["id"])
+        except (TypeError, ValueError):
+            raise KineticsError(f"{where}: id {r['id']!r} is not a whole number (expected 'id,name')") from None
+        if cls != len(names):
+            raise KineticsError(f"{where}: id {cls}, expected {len(names)} (ids are 0..{len(rows) - 1} in order)")
+        if not (r["name"] or "").strip():
+            raise KineticsError(f"{where}: class {cls} has no name")
+        names.append(r["name"])
+    return names
 
 
 def format_list_line(rel_path: str, label: int) -> str:

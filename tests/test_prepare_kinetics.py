@@ -1310,6 +1310,21 @@ def test_resuming_into_a_dst_made_with_other_settings_is_refused(tmp_path, capsy
     assert probe_output(str(dst / "train" / ARM / vid("b")))["keyframes"] == [0, 2]
 
 
+def test_the_settings_refusal_names_the_dst_tree_also_with_a_report_dir(tmp_path, capsys):
+    # With --report-dir the refusal said "the videos already in <the report folder>", which holds no video.
+    src, dst, reports = tmp_path / "t400", tmp_path / "out", tmp_path / "reports"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32",
+            "--report-dir", str(reports)]
+    assert prepare_kinetics.main(base + ["--gop", "4"]) == 0
+    (dst / "train" / ARM / vid("b")).unlink()
+    capsys.readouterr()
+    assert prepare_kinetics.main(base + ["--gop", "8"]) == 2
+    err = capsys.readouterr().err
+    assert f"the videos already in {dst} were encoded" in err and f"see {reports / 'reencode_report.json'}" in err
+
+
 def test_the_settings_guard_knows_every_earlier_runs_settings_not_only_the_last(tmp_path, capsys):
     """The guard read only the last run's settings from the report, which each run replaces: after a run with
     --gop 4 and one with --gop 2 mixed in on purpose, --gop 4 (already in the tree) was refused as "--gop 2 before",

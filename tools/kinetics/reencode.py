@@ -154,7 +154,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
               "done": 0, "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
     if skipped and not allow_other_settings:
         try:
-            _refuse_other_settings(report_path, settings, earlier)
+            _refuse_other_settings(dst_root, report_path, settings, earlier)
         except KineticsError as e:
             if not dry_run:
                 raise
@@ -236,7 +236,8 @@ def _same_encoding(before: dict, now: dict) -> bool:
     return all(before[k] == now[k] for k in _SETTING_FLAGS if k in before)
 
 
-def _refuse_other_settings(report_path: str, settings: EncodeSettings, earlier: list[dict]) -> None:
+def _refuse_other_settings(dst_root: str, report_path: str, settings: EncodeSettings,
+                           earlier: list[dict]) -> None:
     """Raise :class:`KineticsError` when ``settings`` make other outputs than every one of the ``earlier`` runs'
     (their videos in the same --dst): resuming would add an encoding to the tree. Settings that one of them used add
     none, also after a run mixed in another one on purpose."""
@@ -250,7 +251,8 @@ def _refuse_other_settings(report_path: str, settings: EncodeSettings, earlier: 
             values += [value] if value not in values else []
         if values:
             differ.append(f"{flag} {', '.join(map(repr, values))} before, {now[k]!r} now")
-    raise KineticsError(f"the videos already in {os.path.dirname(report_path)} were encoded with other settings "
+    # the tree is --dst: with --report-dir the report (named after it) lies elsewhere, and was named as the tree
+    raise KineticsError(f"the videos already in {dst_root} were encoded with other settings "
                         f"({'; '.join(differ)}, see {report_path}); resuming would add another encoding to the "
                         f"tree: give the same settings, another --dst, or --allow-other-settings to mix them")
 

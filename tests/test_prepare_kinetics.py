@@ -273,6 +273,22 @@ def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
     assert "two  spaces" not in err and "tab\tname" not in err
 
 
+def test_a_video_beside_the_class_folders_is_a_warning_not_a_non_video_entry(tmp_path, capsys):
+    # A video saved in train/ instead of train/<class>/ was left out of the lists with no word but the report's
+    # "non-video entries ignored: 1".
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    (root / "train" / vid("loose")).write_bytes(b"\x00not-a-real-video")
+    (root / "train" / "notes.txt").write_text("not a video")
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(out)]) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "class folder" in ln]
+    assert warnings == [f"warning: dataset t400: 1 video file(s) in {root / 'train'} lie outside any class folder "
+                        f"and are left out of the lists (e.g. {root / 'train' / vid('loose')}); move each into its "
+                        f"class folder"]
+    assert "- entries ignored (not a video, or not where the layout has videos): 2" in (
+        out / "t400_report.md").read_text().splitlines()
+
+
 def test_lists_found_counts_every_video_file(tmp_path, capsys):
     # found = written + skipped + dropped (YouTube id in val) + dropped (repeated YouTube id), per split, with and
     # without --check; "found" used to leave the skipped files out.

@@ -78,7 +78,8 @@ class DatasetScan:
         videos: ``{"train": [...], "val": [...]}``, each in (class folder name, file name) order.
         skipped: ``(path, reason)`` for video files left out (empty, unreadable, undecodable, unlistable name,
             not in the annotations) and, in the annotated layout, annotated videos without a file (``missing``).
-        ignored: paths of non-video entries found where videos or class folders were expected.
+        ignored: paths of entries found where videos or class folders were expected that are neither (a video
+            file beside the class folders too).
         found: ``{split: number of video files found}``, usable or not: ``len(videos[split])`` plus the split's
             skipped files (in the annotated layout the CSV rows without a file included).
         skipped_counts: ``{split: {kind: number of files skipped}}``, kinds from :data:`SKIP_KINDS`.
@@ -273,13 +274,14 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     names_seen: dict[str, str] = {}
     with os.scandir(split_root) as it:
         entries = sorted(it, key=lambda e: e.name)
-    flat_videos = 0  # video files where class folders should be: the flat layout, for the message
+    loose: list[str] = []  # video files where class folders should be: the flat layout, for the message
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
             ignored.append(entry.path)
-            flat_videos += is_video_file(entry.name)
+            if is_video_file(entry.name):
+                loose.append(entry.path)
             continue
         cls = entry.name.replace("_", " ") if underscore_to_space else entry.name
         if cls in names_seen:
@@ -294,10 +296,14 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
             else:
                 skipped.append((v.path, skip[0]))
                 counts[skip[1]] += 1
+    if names_seen and loose:  # left out of the lists; they were counted as the report's "non-video entries"
+        stderr_line(f"warning: dataset {name}: {len(loose)} video file(s) in {split_root} lie outside any class "
+                    f"folder and are left out of the lists (e.g. {printable_path(loose[0])}); move each into its "
+                    f"class folder")
     if not names_seen:
-        layout = (f"its {flat_videos} video files are the flat layout of the official downloads, read as such with "
+        layout = (f"its {len(loose)} video files are the flat layout of the official downloads, read as such with "
                   f"--annotations {name}=DIR (by itself only when no split folder holds a subfolder)"
-                  if flat_videos else "a flat folder of videos needs its annotation CSVs: --annotations")
+                  if loose else "a flat folder of videos needs its annotation CSVs: --annotations")
         raise KineticsError(f"dataset {name}: no class folders in {split_root!r}; {layout}")
     return sorted(names_seen)
 

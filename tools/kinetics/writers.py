@@ -162,7 +162,7 @@ def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
            f"val {vdup['dropped']} ({vdup['other_class']} in another class)",
            f"- video files skipped (unusable, not in the annotations, or missing): {len(s.skipped)}"
            if s.annotations else f"- unusable video files skipped: {len(s.skipped)}",
-           f"- non-video entries ignored: {len(s.ignored)}", ""]
+           f"- entries ignored (not a video, or not where the layout has videos): {len(s.ignored)}", ""]
     if s.skipped:
         md += ["## Skipped files", ""] + [f"- `{printable_path(p)}`: {r}" for p, r in s.skipped] + [""]
     return "\n".join(md)

@@ -44,7 +44,7 @@ from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of,
                         train_pipeline)
 from .pyav_io import BadVideoError
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
-                      nvdec_threads_line, resolve_decode_device, route_counts, route_videos)
+                      nvdec_threads_line, resolve_decode_device, route_videos)
 from .schedule import Schedule
 from .timed_reader import OverdueStreak, run_within
 
@@ -194,14 +194,13 @@ class VideoLoader:
         """Log the routes, warn (or with DATA.STRICT fail) when a GPU machine would decode too much on the CPU,
         and put the per-route counters into ``stats``."""
         data = self.cfg.DATA
-        routes = [vr.route for vr in self.video_routes.values()]
-        counts = route_counts(routes)
+        counts = self.video_routes.counts()  # on the codes: no object per video on a Kinetics-size list
         if self.rank == 0:
             logger.info("%s: videos per decode route %s", self._list_desc, counts)
             if counts[NVDEC]:
                 logger.info("%s", nvdec_threads_line(self.policy.nvdec_engines, self._nvdec_graph_threads()))
         gpu_present = torch.cuda.is_available() and data.DECODE_DEVICE != "cpu"
-        warning = cpu_share_warning(routes, [vr.reason for vr in self.video_routes.values()], gpu_present,
+        warning = cpu_share_warning(len(self.video_routes), self.video_routes.cpu_reasons(), gpu_present,
                                     float(data.CPU_ROUTE_MAX_SHARE))
         if warning and data.STRICT:
             raise DataError(f"{self._list_desc}: {warning} (an error because DATA.STRICT is set)")

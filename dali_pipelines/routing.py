@@ -40,8 +40,7 @@ from .nvdec_support import (DALI_MIXED_CHROMA, NVDEC_LIMITS, dali_cuda_major, dr
 
 __all__ = ["NVDEC", "DALI_CPU", "PYAV", "ROUTES", "DALI_CPU_CODECS", "resolve_decode_device",
            "RoutingPolicy", "machine_policy", "nvdec_configs", "ask_driver_caps", "nvdec_threads_line",
-           "choose_route", "fallback_route", "VideoRoute", "VideoRoutes", "route_videos", "route_counts",
-           "cpu_share_warning"]
+           "choose_route", "fallback_route", "VideoRoute", "VideoRoutes", "route_videos", "cpu_share_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +248,23 @@ class VideoRoutes(Mapping):
         return [(r, self.choices[c]) for r, c in zip(rows.tolist(), self.codes[rows].tolist())]
 
     def counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
-        """Videos per route (as :func:`route_counts`), counted on the codes; ``rows``: a mask over the rows, to
-        count only those (e.g. the videos still good)."""
+        """Videos per route, every route present (zeros included) so that summaries line up across runs, counted
+        on the codes; ``rows``: a mask over the rows, to count only those (e.g. the videos still good)."""
         codes = self.codes if rows is None else self.codes[np.asarray(rows, bool)]
         per_choice = np.bincount(codes[codes >= 0], minlength=len(self.choices))
         return {route: sum(int(n) for c, n in zip(self.choices, per_choice) if c.route == route) for route in ROUTES}
+
+    def cpu_reasons(self) -> dict[str, int]:
+        """Routed videos not on NVDEC per reason, counted on the codes; the reasons in the order of their first
+        video, so that equal counts rank as a count over the rows in list order would rank them."""
+        codes = self.codes[self.codes >= 0]
+        code, first, n = np.unique(codes, return_index=True, return_counts=True)
+        reasons: dict[str, int] = {}
+        for i in np.argsort(first, kind="stable").tolist():
+            choice = self.choices[code[i]]
+            if choice.route != NVDEC:
+                reasons[choice.reason] = reasons.get(choice.reason, 0) + int(n[i])
+        return reasons
 
 
 def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolicy, list_desc: str,
@@ -286,21 +297,17 @@ def route_videos(facts: Sequence, group_of_row: np.ndarray, policy: RoutingPolic
     return routes
 
 
-def route_counts(routes: Iterable[str]) -> dict[str, int]:
-    """Videos per route, every route present (zeros included) so that summaries line up across runs."""
-    counts = Counter(routes)
-    return {route: counts.get(route, 0) for route in ROUTES}
-
-
-def cpu_share_warning(routes: list[str], reasons: list[str], gpu_present: bool, max_share: float) -> str | None:
-    """A warning when a GPU machine would decode more than ``max_share`` of a list on the CPU, with the commonest
-    reasons; None when the share is within bounds or there is no GPU (then the CPU is the only choice)."""
-    if not gpu_present or not routes:
+def cpu_share_warning(total: int, cpu_reasons: Mapping[str, int], gpu_present: bool, max_share: float) -> str | None:
+    """A warning when a GPU machine would decode more than ``max_share`` of a list of ``total`` videos on the CPU,
+    with the commonest reasons (``cpu_reasons``: videos off NVDEC per reason, in the order of their first video,
+    :meth:`VideoRoutes.cpu_reasons`); None when the share is within bounds or there is no GPU (then the CPU is the
+    only choice)."""
+    if not gpu_present or not total:
         return None
-    on_cpu = [reason for route, reason in zip(routes, reasons) if route != NVDEC]
-    share = len(on_cpu) / len(routes)
+    on_cpu = sum(cpu_reasons.values())
+    share = on_cpu / total
     if share <= max_share:
         return None
-    top = "; ".join(f"{n} x {reason}" for reason, n in Counter(on_cpu).most_common(3))
-    return (f"{len(on_cpu)} of {len(routes)} videos ({share:.0%}) will be decoded on the CPU although this machine "
+    top = "; ".join(f"{n} x {reason}" for reason, n in Counter(cpu_reasons).most_common(3))
+    return (f"{on_cpu} of {total} videos ({share:.0%}) will be decoded on the CPU although this machine "
             f"has a GPU (more than DATA.CPU_ROUTE_MAX_SHARE = {max_share:.0%}): {top}")

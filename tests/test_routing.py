@@ -7,8 +7,8 @@ import pytest
 
 from configs import ConfigError, load_config
 from dali_pipelines.index import VideoInfo
-from dali_pipelines.routing import (DALI_CPU, NVDEC, PYAV, RoutingPolicy, VideoRoute, choose_route,
-                                    cpu_share_warning, fallback_route, machine_policy, route_counts, route_videos)
+from dali_pipelines.routing import (DALI_CPU, NVDEC, PYAV, RoutingPolicy, VideoRoute, VideoRoutes, choose_route,
+                                    cpu_share_warning, fallback_route, machine_policy, route_videos)
 
 GPU = RoutingPolicy(gpu_usable=True)
 CPU = RoutingPolicy(gpu_usable=False)
@@ -59,15 +59,36 @@ def test_config_keys_change_the_route():
         RoutingPolicy(gpu_usable=False, cpu_decoder="gpu")
 
 
+def _video_routes(rows):
+    """A VideoRoutes of ``(route, reason)`` per row (None: a row not routed), its table of routes in another order
+    than the rows' (reasons descending), so that nothing can lean on the two orders being the same."""
+    choices = sorted({VideoRoute(*r) for r in rows if r}, key=lambda c: (c.reason, c.route), reverse=True)
+    return VideoRoutes(np.array([choices.index(VideoRoute(*r)) if r else -1 for r in rows]), choices)
+
+
 def test_counts_and_cpu_share_warning():
-    routes = [NVDEC] * 6 + [PYAV] * 3 + [DALI_CPU]
-    reasons = [""] * 6 + ["32x32 is below NVDEC's h264 minimum of 48x16"] * 3 + ["NVDEC does not decode mjpeg"]
-    assert route_counts(routes) == {NVDEC: 6, DALI_CPU: 1, PYAV: 3}
-    assert route_counts([]) == {NVDEC: 0, DALI_CPU: 0, PYAV: 0}
-    warning = cpu_share_warning(routes, reasons, gpu_present=True, max_share=0.25)
+    routes = _video_routes([(NVDEC, "")] * 6 + [(PYAV, "32x32 is below NVDEC's h264 minimum of 48x16")] * 3
+                           + [(DALI_CPU, "NVDEC does not decode mjpeg")])
+    assert routes.counts() == {NVDEC: 6, DALI_CPU: 1, PYAV: 3}
+    assert _video_routes([None]).counts() == {NVDEC: 0, DALI_CPU: 0, PYAV: 0}
+    warning = cpu_share_warning(len(routes), routes.cpu_reasons(), gpu_present=True, max_share=0.25)
     assert "4 of 10 videos (40%)" in warning and "3 x 32x32 is below" in warning
-    assert cpu_share_warning(routes, reasons, gpu_present=True, max_share=0.5) is None
-    assert cpu_share_warning(routes, reasons, gpu_present=False, max_share=0.0) is None
+    assert cpu_share_warning(len(routes), routes.cpu_reasons(), gpu_present=True, max_share=0.5) is None
+    assert cpu_share_warning(len(routes), routes.cpu_reasons(), gpu_present=False, max_share=0.0) is None
+    assert cpu_share_warning(0, {}, gpu_present=True, max_share=0.0) is None
+
+
+def test_the_cpu_share_warning_of_a_list_mixing_routes_and_reasons():
+    """Counted on the codes, the warning is the one a count over the rows gives: a reason shared by two CPU routes
+    counts once with both their videos, rows not routed count nowhere, and equal counts rank by their first row."""
+    routes = _video_routes([(PYAV, "r-b"), (NVDEC, ""), (DALI_CPU, "r-a"), None, (PYAV, "r-a"), (DALI_CPU, "r-c"),
+                            (PYAV, "r-b"), (NVDEC, ""), (PYAV, "r-d"), (DALI_CPU, "r-c"), (PYAV, "r-a"), (NVDEC, "")])
+    assert len(routes) == 11 and routes.counts() == {NVDEC: 3, DALI_CPU: 3, PYAV: 5}
+    assert routes.cpu_reasons() == {"r-b": 2, "r-a": 3, "r-c": 2, "r-d": 1}
+    assert list(routes.cpu_reasons()) == ["r-b", "r-a", "r-c", "r-d"]
+    assert cpu_share_warning(len(routes), routes.cpu_reasons(), gpu_present=True, max_share=0.5) == (
+        "8 of 11 videos (73%) will be decoded on the CPU although this machine has a GPU "
+        "(more than DATA.CPU_ROUTE_MAX_SHARE = 50%): 3 x r-a; 2 x r-b; 2 x r-c")
 
 
 def test_fallback_route_goes_to_the_cpu_route_of_the_rule():

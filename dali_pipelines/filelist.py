@@ -364,9 +364,10 @@ def _label(tokens: list[str], line: str, where: str, num_classes: int | None, cl
     return label
 
 
-def read_file_list(list_path: str, root: str, num_classes: int | None = None) -> list[ListEntry]:
+def read_file_list(list_path: str, root: str, num_classes: int | None = None, *,
+                   classes_name: str = "num_classes") -> list[ListEntry]:
     """Every entry of a list as a :class:`ListEntry`, in file order (``entries[i].row == i``); see
-    :func:`read_video_list` for the format and the errors. One object per line: for a long list, keep the
-    :class:`VideoList` instead."""
-    videos = read_video_list(list_path, root, num_classes)
+    :func:`read_video_list` for the format, ``classes_name`` and the errors. One object per line: for a long list,
+    keep the :class:`VideoList` instead."""
+    videos = read_video_list(list_path, root, num_classes, classes_name=classes_name)
     return [videos.entry(r) for r in range(len(videos))]

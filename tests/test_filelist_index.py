@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from dali_pipelines import index as index_mod
-from dali_pipelines.filelist import (DataError, DataListError, ListEntry, check_list_root, read_file_list,
-                                     read_video_list)
+from dali_pipelines.filelist import (DataError, DataListError, LabelRangeError, ListEntry, check_list_root,
+                                     read_file_list, read_video_list)
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
 from dali_pipelines.index_store import UNKNOWN, load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
@@ -122,6 +122,19 @@ def test_a_label_out_of_range_names_what_set_the_number_of_classes(tmp_path):
         read_video_list(str(lst), str(tmp_path), 3, classes_name="--num-classes")
     assert str(e.value) == f"{lst}:1: label -1 is outside [0, 3) as --num-classes is 3 (line 'a.mp4 -1'): labels " \
                            "start at 0: fix the label"
+
+
+def test_the_list_of_entries_names_what_set_the_number_of_classes_too(tmp_path):
+    """read_file_list, the reader of a plain list of entries, takes the caller's name for the number of classes as
+    read_video_list does (it named a generic 'num_classes' whatever its caller's setting was)."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\nb.mp4 3\n")
+    with pytest.raises(LabelRangeError) as e:
+        read_file_list(str(lst), str(tmp_path), 3, classes_name="DATA.NUM_CLASSES")
+    assert str(e.value) == (f"{lst}:2: label 3 is outside [0, 3) as DATA.NUM_CLASSES is 3 (line 'b.mp4 3'): fix the "
+                            "label, or set DATA.NUM_CLASSES to the number of classes (at least 4)")
+    with pytest.raises(LabelRangeError, match="as num_classes is 3"):  # no name given: the parameter's own
+        read_file_list(str(lst), str(tmp_path), 3)
 
 
 def test_a_label_past_int64_is_a_list_error_without_num_classes(tmp_path):

@@ -35,7 +35,7 @@ from . import liveness
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
     "barrier", "broadcast_object", "shutdown", "seed_everything", "lost_peer", "local_rank_from_env",
-    "record_failure", "leave_after", "joined",
+    "record_failure", "leave_after", "joined", "wait_settings",
 ]
 
 
@@ -125,6 +125,20 @@ def gpu_index(local_rank: int, visible: int) -> int:
                      "or give each process one GPU")
 
 
+def wait_settings() -> tuple[int, int]:
+    """(EVA_WAIT_TIMEOUT_MIN, EVA_HEARTBEAT_TIMEOUT_S) from the environment: the wait group's timeout in minutes
+    and the liveness check's in seconds. A run of several processes reads them before joining; a dry run checks
+    them too, before the job is queued.
+
+    Raises:
+        ValueError: a value that is not an integer, or below its minimum (one line naming the variable).
+    """
+    # 0 minutes makes every wait time out at once (new_group itself failed with a traceback)
+    wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)")
+    heartbeat_s = _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300, 0, " (seconds; 0 turns the check off)")
+    return wait_min, heartbeat_s
+
+
 def init_from_env(device: str = "auto") -> DistContext:
     """Read RANK / WORLD_SIZE / LOCAL_RANK and join the process group when WORLD_SIZE > 1.
 
@@ -143,9 +157,7 @@ def init_from_env(device: str = "auto") -> DistContext:
         dev = torch.device("cpu")
     global _WAIT_GROUP
     if world_size > 1:  # before joining: a bad value stops every rank with one line, none waits for the others
-        # 0 minutes makes every wait time out at once (new_group itself failed with a traceback)
-        wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)")
-        heartbeat_s = _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300, 0, " (seconds; 0 turns the check off)")
+        wait_min, heartbeat_s = wait_settings()
     if world_size > 1 and not dist.is_initialized():
         # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",

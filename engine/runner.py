@@ -122,7 +122,13 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
                        decode_device: str, evaluates: str = "") -> dict[str, Any]:
     """Print what a run would do (from facts the caller gathered without training anything) and return it.
-    ``evaluates``: the checkpoint an evaluate-only run scores, as its check found it ("": MODEL.PRETRAINED)."""
+    ``evaluates``: the checkpoint an evaluate-only run scores, as its check found it ("": MODEL.PRETRAINED).
+
+    Raises:
+        ValueError: a bad EVA_WAIT_TIMEOUT_MIN or EVA_HEARTBEAT_TIMEOUT_S, with the line a run of several processes
+            would stop on (the plan is usually made by one process for a job of several).
+    """
+    dist_utils.wait_settings()
     only_test = cfg.TEST.ONLY_TEST
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world

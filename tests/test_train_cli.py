@@ -219,6 +219,28 @@ def test_dry_run_under_torchrun_prints_the_plan_once(tmp_path, dataset, capsys, 
     assert "global batch (B x ACC x world) : 32 = 16 x 1 x 2" in printed[0] and printed[1] == ""
 
 
+@pytest.mark.parametrize("name, value, line", [
+    ("EVA_WAIT_TIMEOUT_MIN", "0", "error: environment variable EVA_WAIT_TIMEOUT_MIN='0' must be at least 1 (minutes; "
+                                  "unset it for the default, 120)"),
+    ("EVA_WAIT_TIMEOUT_MIN", "1.5", "error: environment variable EVA_WAIT_TIMEOUT_MIN='1.5' is not an integer"),
+    ("EVA_HEARTBEAT_TIMEOUT_S", "-1", "error: environment variable EVA_HEARTBEAT_TIMEOUT_S='-1' must be at least 0 "
+                                      "(seconds; 0 turns the check off)"),
+])
+def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_stop_on(
+        tmp_path, dataset, capsys, monkeypatch, name, value, line):
+    """The plan is made by one process, for a job of several that reads these variables only when it starts: a
+    bad value passed the dry run and stopped the queued job. Now the dry run stops on the same line, exit code 2."""
+    for var in ("RANK", "WORLD_SIZE", "EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(name, value)
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.strip().splitlines() == [line] and out == ""
+    monkeypatch.setenv(name, "0" if name == "EVA_HEARTBEAT_TIMEOUT_S" else "1")  # the least each allows
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "o")]) == 0
+    assert "iterations per epoch" in capsys.readouterr().out
+
+
 def _constant_head_weights(cfg, cls: int, num_classes: int) -> dict:
     from models import build_model
 

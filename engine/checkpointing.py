@@ -29,7 +29,7 @@ import torch
 
 from evautil.errors import CheckpointError
 from evautil.progress import counted
-from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write
+from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write, file_version
 from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
 
 from .metrics import epoch_number
@@ -290,16 +290,6 @@ def starts_fresh(output_dir: str, resume: str, auto_resume: bool) -> bool:
     return not resume and not (auto_resume and checkpoint_files(output_dir))
 
 
-def _file_version(path: str) -> tuple[int, int, int, int] | None:
-    """(device, inode, size, mtime) of ``path``: a file parsed before and still of this version need not be parsed
-    again; None when it cannot be stat'ed."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
 # The checkpoint Checkpointer.continuation_of settled on, as it read it (memory-mapped), by real path with its
 # version then: the check of the file the run resumes (load_resumable, mmap) takes it instead of a second parse (one
 # costs per tensor: thousands for EVA-1B). One, taken once: any later offer or take lets it go, so no mapped file
@@ -309,7 +299,7 @@ _OFFERED: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
 
 def _offer(path: str, state: Any) -> None:
     _OFFERED.clear()
-    version = _file_version(path)
+    version = file_version(path)
     if state is not None and version is not None:
         _OFFERED[os.path.realpath(path)] = (version, state)
 
@@ -318,7 +308,7 @@ def _take_offered(path: str) -> Any:
     """The state offered for ``path`` when its file is unchanged since, else None; the offer is let go either way."""
     offered = _OFFERED.pop(os.path.realpath(path), None)
     _OFFERED.clear()
-    return offered[1] if offered is not None and offered[0] == _file_version(path) else None
+    return offered[1] if offered is not None and offered[0] == file_version(path) else None
 
 
 class _Order(NamedTuple):
@@ -484,7 +474,7 @@ class Checkpointer:
         """The file's :class:`_Order` and the file as read for it (memory-mapped): None when it could not be read,
         or when its order is known from an earlier parse (by a Checkpointer of this folder) and the file is
         unchanged."""
-        version = _file_version(path)
+        version = file_version(path)
         known = self._orders.get(path)
         if known is not None and known[0] == version:
             return known[1], None

@@ -15,7 +15,7 @@ from typing import IO, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock",
-           "naming_the_file", "cannot_read", "atomic_temp_files", "file_head"]
+           "naming_the_file", "cannot_read", "atomic_temp_files", "file_head", "file_version"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -41,6 +41,16 @@ def not_a_file(path: str) -> str:
     """Why ``path``, which is not a regular file, cannot be read as one: "is a folder, not a file" or "does not
     exist" (a folder given for a file was reported as missing, which sends its user looking for the wrong thing)."""
     return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+
+
+def file_version(path: str) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of the file ``path`` names, None when it cannot be stat'ed: a file of the same
+    version need not be read again, and an atomic write (a new inode renamed into place) changes it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def file_head(path: str, length: int) -> tuple[bytes, int]:

@@ -10,10 +10,9 @@ cache; the file is read anyway). A file ``torch.load`` cannot read is told apart
 
 from __future__ import annotations
 
-import os
 import zipfile
 
-from .files import file_head
+from .files import file_head, file_version
 
 __all__ = ["damaged_zip_record", "is_safetensors", "unreadable_reason"]
 
@@ -34,11 +33,7 @@ def damaged_zip_record(path: str, remember: bool = False) -> str | None:
     (or taken as intact from the memo) is not read again by the next check in this process if its inode, size and
     modification time are the same.
     """
-    try:
-        st = os.stat(path)
-        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    except OSError:
-        version = None
+    version = file_version(path)
     if version in _INTACT:
         if not remember:
             _INTACT.discard(version)

@@ -380,6 +380,38 @@ def test_a_stop_signal_during_an_export_is_one_line_and_keeps_the_file_it_would_
     assert out.read_bytes() == b"an earlier export"
 
 
+def test_a_stop_signal_once_the_new_file_is_in_place_lets_the_export_end_as_written(tiny, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """A SIGTERM between the rename of the new file over --out and the end of the export said "--out not written;
+    an earlier file there is left as it was" with exit code 4, while the whole new file was there. The signal comes
+    right after the rename; this test's own handler stands for the default action where the command has none."""
+    import signal
+
+    import safetensors.torch
+
+    replace = os.replace
+
+    def replace_then_stop(src, dst, **kwargs):
+        replace(src, dst, **kwargs)
+        if os.path.basename(dst) == "m.safetensors":
+            signal.raise_signal(signal.SIGTERM)
+            sum(range(1000))  # the handler runs here
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM after the rename had its default action: the process is killed, status 143")
+
+    monkeypatch.setattr(os, "replace", replace_then_stop)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc, out = _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, safetensors.torch.save_file)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.err == "" and captured.out.startswith(f"wrote {out}: ")
+    assert read_weights_metadata(str(out))["num_frames"] == 4  # the new export, whole
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
+
+
 def test_export_to_a_link_writes_the_file_it_names_and_keeps_the_link(tiny, tmp_path):
     """--out naming a link: the link was replaced with a regular file and the file it named kept its old bytes."""
     _, _, ckpt, exported = tiny

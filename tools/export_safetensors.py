@@ -14,7 +14,8 @@ the file; ``--opts DATA.LABEL_LIST ""`` exports without names.
 
 Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written)
 with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop; one ``stopped:`` line): the
-file is written atomically, so --out was not written and an earlier file there is left as it was.
+file is written atomically, so --out was not written and an earlier file there is left as it was. A stop that comes
+once the new file is in place (renamed over --out) no longer stops the export: it ends as written, with status 0.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 import torch  # noqa: E402
 
 from engine.evaluate import read_label_names  # noqa: E402
-from evautil.files import cannot_read, error_writing, not_a_file  # noqa: E402
+from evautil.files import cannot_read, error_writing, file_version, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
 from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
 
@@ -80,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from configs import load_config
     from train import INPUT_ERRORS
 
+    before = file_version(args.out)
+    # A scheduler's stop (SIGTERM, SIGUSR1) ends the export as a Ctrl-C does, until the rename has put the new file
+    # at --out: from then on the export is done and ends as one (asked of the disk when the signal comes, as a flag
+    # set after the rename would leave a gap between the two).
     try:
-        with stop_signals_raise():  # a scheduler's stop (SIGTERM, SIGUSR1) ends the export as a Ctrl-C does
+        with stop_signals_raise(ignored=lambda: file_version(args.out) != before):
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
             cfg = load_config(args.cfg, args.opts)
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))

@@ -12,15 +12,16 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 - ``paths`` and ``path_offsets``: the relative paths (:class:`filelist.PathTable`), the key of each row;
 - one array per column of :data:`COLUMNS`, in the same row order.
 
-A file of another version, for another root, or whose arrays do not have exactly these names, types and lengths
-is ignored (every video is probed again), never read with the wrong meaning. Version 5 has version 4's arrays; what
-changed is what a bad row means: a verdict of this code's checks. A version 4 cache, a version 3 one (version 4 less
-the ``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated:
-their good records are read into the table (the colour tag of a version 2 or 3 record not recorded: ''), their bad
-verdicts dropped (:data:`_CHECKS_SINCE`: their videos are probed again), and saved as version 5. A build probes
-their untagged quick probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may
-include frames that never decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601
-colours until the cache is deleted or a video changes (the log says so).
+A file of another version, for another root (the same folder reached through a symbolic link is the same root:
+:func:`same_root`), or whose arrays do not have exactly these names, types and lengths is ignored (every video is
+probed again), never read with the wrong meaning. Version 5 has version 4's arrays; what changed is what a bad row
+means: a verdict of this code's checks. A version 4 cache, a version 3 one (version 4 less the ``colorspace`` column)
+and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated: their good records are read into
+the table (the colour tag of a version 2 or 3 record not recorded: ''), their bad verdicts dropped
+(:data:`_CHECKS_SINCE`: their videos are probed again), and saved as version 5. A build probes their untagged quick
+probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include frames that never
+decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours until the cache is
+deleted or a video changes (the log says so).
 
 No DALI import here.
 """
@@ -45,7 +46,7 @@ from .filelist import PathTable
 from .pyav_io import DecoderFacts
 
 __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoInfo", "VideoTable", "IndexCache",
-           "load_cache", "load_cache_and_root", "save_cache", "locked", "stat_key"]
+           "load_cache", "load_cache_and_root", "same_root", "save_cache", "locked", "stat_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,13 @@ class IndexCache:
 _ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile)
 
 
+def same_root(recorded: object, root: str) -> bool:
+    """Whether a cache written for the video root ``recorded`` is one for ``root``: the same folder, also when either
+    is reached through a symbolic link (``--root`` a link to the dataset). Only where the videos are is decided here:
+    each video's record is still reused only while its file keeps the recorded size and mtime."""
+    return isinstance(recorded, str) and (recorded == root or os.path.realpath(recorded) == os.path.realpath(root))
+
+
 def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | None:
     """The cache of a list: the version 5 (or 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
     ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``."""
@@ -304,7 +312,7 @@ def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
 
 def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     header = json.loads(archive["header"].tobytes().decode("utf-8"))
-    if not isinstance(header, dict) or header.get("root") != root:
+    if not isinstance(header, dict) or not same_root(header.get("root"), root):
         return None
     version = header.get("version")
     if version not in (INDEX_SCHEMA_VERSION, _V4_SCHEMA_VERSION, _V3_SCHEMA_VERSION):
@@ -360,7 +368,7 @@ def _migrate_json(json_path: str, root: str) -> IndexCache | None:
     except (OSError, ValueError) as e:
         logger.warning("ignoring unreadable index cache %s (%s); re-probing", json_path, e)
         return None
-    if not isinstance(data, dict) or data.get("root") != root or not isinstance(data.get("videos"), dict):
+    if not isinstance(data, dict) or not same_root(data.get("root"), root) or not isinstance(data.get("videos"), dict):
         return None
     if data.get("version") != _JSON_SCHEMA_VERSION:
         logger.info("index cache %s has schema version %r, this code reads %d (and migrates %d): probing again",

@@ -369,6 +369,35 @@ def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
     assert len(calls) == len(GOOD) + len(BAD) - 1
 
 
+def test_a_root_reached_through_a_link_reuses_the_cache(dataset, tmp_path, monkeypatch):
+    """``--root /tmp/link`` where the link leads to the folder the cache was built for: the same videos, so nothing
+    is probed again; a video changed since is, and a copy of the dataset in another folder is another root."""
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    link = tmp_path / "link"
+    link.symlink_to(root, target_is_directory=True)
+
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    ix = build_index(str(lst), str(link), workers=1, progress=False)
+    assert calls == [] and ix.probed == 0
+    assert ix.good_rows == first.good_rows and ix.infos[ix.good_rows[0]] == first.infos[first.good_rows[0]]
+    assert f"(0 probed, {len(GOOD) + len(BAD) - 1} from cache, 1 missing)" in ix.summary()
+
+    rel = "clips/cls a/good_1.webm"  # changed through the link: its record is not reused
+    st = os.stat(link / rel)
+    os.utime(link / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    ix = build_index(str(lst), str(link), workers=1, progress=False)
+    assert calls == [str(link / rel)] and ix.probed == 1
+
+    copy = tmp_path / "copy"  # the same names, sizes and mtimes elsewhere: not the folder the cache is for
+    shutil.copytree(root, copy)
+    calls.clear()
+    build_index(str(lst), str(copy), workers=1, progress=False)
+    assert len(calls) == len(GOOD) + len(BAD) - 1
+
+
 @pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 def test_a_video_that_crashes_its_probe_is_bad_and_the_build_finishes(dataset, monkeypatch):
     """The index build used to wait forever for the result of a worker that died; now the video that kills its

@@ -18,6 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
+from evautil.progress import counted
+
 from .filelist import ListEntry, VideoList
 from .index_store import GOOD, IndexCache, VideoInfo, VideoTable, load_cache, locked, save_cache, stat_key
 
@@ -237,8 +239,9 @@ class DatasetIndex:
         their reasons; ``left_out``: the bad videos are left out (not when DATA.STRICT refuses the list instead)."""
         good, c = np.flatnonzero(self.good_mask), self.table.columns
         missing = f", {self.missing} missing" if self.missing else ""
-        lines = [f"video index of {self.list_path}: {len(self)} videos, {len(good)} good, {len(self.bad)} bad "
-                 f"({self.probed} probed, {len(self) - self.probed - self.missing} from cache{missing})"]
+        cached = len(self) - self.probed - self.missing
+        lines = [f"video index of {self.list_path}: {counted(len(self), 'video')}, {len(good)} good, "
+                 f"{len(self.bad)} bad ({self.probed} probed, {cached} from cache{missing})"]
         if good.size:
             frames = c["num_frames"][good]
             codecs = [(self.table.texts["codec"][k], n) for k, n in _most_common(c["codec"][good])]

@@ -50,6 +50,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from evautil.files import atomic_write_text
+from evautil.progress import counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
@@ -614,8 +615,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     for row, why in bad[:BAD_VIDEOS_NAMED]:
         logger.warning("bad video %s: %s", videos.path(row), why)
     if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded dataset would otherwise fill the log, once per rank
-        logger.warning("and %d more bad videos in %s: all %d listed with their reasons in %s",
-                       len(bad) - BAD_VIDEOS_NAMED, list_path, len(bad), paths.quarantine)
+        logger.warning("and %s in %s: all %d listed with their reasons in %s",
+                       counted(len(bad) - BAD_VIDEOS_NAMED, "more bad video"), list_path, len(bad), paths.quarantine)
     logger.info("%s", index.summary(name_bad=False, left_out=not strict))  # the warnings above named them
     if strict and bad:
         # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),

@@ -277,6 +277,24 @@ def test_many_bad_videos_are_named_up_to_a_limit_then_counted(tmp_path, caplog):
     assert len(open(ix.quarantine_path).read().splitlines()) == 27
 
 
+def test_the_index_lines_count_one_video_in_the_singular(tmp_path, monkeypatch, caplog):
+    write_video(str(tmp_path / "only.webm"), counter_frames(8), "vp9")
+    one = tmp_path / "one.txt"
+    one.write_text("only.webm 0\n")
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        ix = build_index(str(one), str(tmp_path), workers=1, progress=False)
+    assert f"video index of {one}: 1 video, 1 good, 0 bad (1 probed, 0 from cache)" in ix.summary()
+    assert f"video index of {one}: 1 video, 1 good" in caplog.text
+
+    monkeypatch.setattr(index_mod, "BAD_VIDEOS_NAMED", 1)  # the second missing video is counted, not named
+    three = tmp_path / "three.txt"
+    three.write_text("only.webm 0\nmissing_a.webm 0\nmissing_b.webm 0\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        build_index(str(three), str(tmp_path), workers=1, progress=False)
+    assert f"and 1 more bad video in {three}: all 2 listed with their reasons in" in caplog.text
+
+
 @pytest.mark.parametrize("root", ["", "elsewhere", "absolute"])
 def test_a_list_none_of_whose_videos_exists_is_refused_without_a_quarantine_file(dataset, tmp_path, monkeypatch,
                                                                                  root):

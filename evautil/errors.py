@@ -1,8 +1,8 @@
-"""Error types shared by packages that must not import each other."""
+"""Error types, and the words of errors, shared by packages that must not import each other."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "weights_misfit", "some_names"]
+__all__ = ["CheckpointError", "weights_misfit", "some_names", "first_line_not_utf8"]
 
 
 class CheckpointError(RuntimeError):
@@ -20,3 +20,16 @@ def weights_misfit(arch: str, num_classes: int, missing: list[str], lacked: list
     unset (``missing``), or the layers of theirs the model does not have (``lacked``)."""
     what = f"missing {some_names(missing)}" if missing else f"the model has no {some_names(lacked)}"
     return f"does not fit MODEL.ARCH {arch} with {num_classes} classes: {what}"
+
+
+def first_line_not_utf8(path: str) -> int:
+    """1-based number of the first line of ``path`` that is not UTF-8, for the message of a UnicodeDecodeError met
+    reading it as text: the decoder reads the file in chunks, so its error knows the position within one chunk only
+    (a byte offset a person cannot find either way)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f.read().splitlines(), 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from engine.distributed import DistContext
-from engine.evaluate import evaluate, evaluate_and_log, write_predictions
+from configs import ConfigError
+from engine.evaluate import evaluate, evaluate_and_log, read_label_names, write_predictions
 from engine.metrics import EVAL_KEYS, MetricLogger
 from engine.plots import read_predictions
 
@@ -162,3 +163,15 @@ def test_a_file_of_only_unreadable_videos_is_named_by_the_plots(tmp_path):
                             "status": "error", "error": "not a video"}]
     with pytest.raises(ValueError, match="all 1 rows are of videos that could not be read"):
         read_predictions(pred)
+
+
+@pytest.mark.parametrize("rows_before", [2, 3000])  # 3000: past the first chunk the text decoder reads
+def test_a_label_list_that_is_not_utf8_names_its_line(tmp_path, rows_before):
+    """The error gave the byte offset within the decoder's chunk ("at byte 20"), which finds no line."""
+    labels = tmp_path / "labels.csv"
+    rows = "".join(f"{i},class {i}\n" for i in range(rows_before)).encode()
+    labels.write_bytes(b"id,name\n" + rows + f"{rows_before},caf".encode() + b"\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        read_label_names(str(labels))
+    assert str(e.value) == (f"label list DATA.LABEL_LIST = {labels}, line {rows_before + 2}: not UTF-8 text "
+                            "(invalid continuation byte, byte 0xe9)")

@@ -150,7 +150,7 @@ def test_malformed_list_names_file_and_line(tmp_path, dataset, capsys):
     (b"id,name\n0,a\n1,b\n2,c\n3,d\n4,e\n", "ids [4] are too large"),
     # a wrong id: the one too large and the one it left unnamed, both
     (b"id,name\n0,a\n1,b\n2,c\n5,d\n", "ids [5] are too large; no name for ids [3]"),
-    (b"id,name\n0,caf\xe9\n", "not UTF-8 text"),
+    (b"id,name\n0,caf\xe9\n", "line 2: not UTF-8 text"),
 ])
 def test_malformed_label_list_is_one_line_exit_2(tmp_path, dataset, capsys, content, needle):
     # Before, such rows were skipped (classes left unnamed in every prediction file) or, not UTF-8, a traceback

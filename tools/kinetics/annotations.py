@@ -24,7 +24,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .common import KineticsError, first_line_not_utf8
+from evautil.errors import first_line_not_utf8
+
+from .common import KineticsError
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",

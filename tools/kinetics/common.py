@@ -7,7 +7,7 @@ from typing import Callable, Iterator, Sequence
 from evautil.progress import stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "first_line_not_utf8", "parallel_map", "parallel_imap"]
+__all__ = ["KineticsError", "parallel_map", "parallel_imap"]
 
 
 class KineticsError(ValueError):
@@ -28,15 +28,3 @@ def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progre
     a bar, a plain progress line goes to stderr every 30 seconds (a 650,000-file check takes minutes)."""
     return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
                              log=stderr_line)
-
-
-def first_line_not_utf8(path: str) -> int:
-    """1-based number of the first line of ``path`` that is not UTF-8 (the decoder reads the file in chunks, so its
-    error knows the position within one chunk only)."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f.read().splitlines(), 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 1

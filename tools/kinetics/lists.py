@@ -15,7 +15,9 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .common import KineticsError, first_line_not_utf8
+from evautil.errors import first_line_not_utf8
+
+from .common import KineticsError
 from .scan import DatasetScan, Video, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",

@@ -412,6 +412,46 @@ def test_a_stop_signal_once_the_new_file_is_in_place_lets_the_export_end_as_writ
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
 
 
+def test_a_ctrl_c_once_the_new_file_is_in_place_says_it_was_written(tiny, tmp_path, monkeypatch):
+    """A Ctrl-C between the rename of the new file over --out and the end of the export printed "interrupted:
+    exporting: --out not written; an earlier file there is left as it was" while the whole new file was there."""
+    import safetensors.torch
+
+    from evautil.interrupt import interrupted_line
+
+    replace = os.replace
+
+    def replace_then_interrupt(src, dst, **kwargs):
+        replace(src, dst, **kwargs)
+        if os.path.basename(dst) == "m.safetensors":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, safetensors.torch.save_file)
+    out = tmp_path / "out" / "m.safetensors"
+    assert interrupted_line() == f"interrupted: exporting: {out} was written whole before the interrupt"
+    assert read_weights_metadata(str(out))["num_frames"] == 4  # the new export, whole
+
+
+def test_a_ctrl_c_before_the_rename_says_the_earlier_file_is_kept(tiny, tmp_path, monkeypatch):
+    """The other side of the test above: interrupted while the file is written, --out keeps its earlier bytes and
+    the line says so."""
+    from evautil.interrupt import interrupted_line
+
+    def interrupted_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"part of the file")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, interrupted_write)
+    out = tmp_path / "out" / "m.safetensors"
+    assert interrupted_line() == (f"interrupted: exporting: {out} not written; an earlier file there is left as it "
+                                  f"was")
+    assert out.read_bytes() == b"an earlier export"
+
+
 def test_export_to_a_link_writes_the_file_it_names_and_keeps_the_link(tiny, tmp_path):
     """--out naming a link: the link was replaced with a regular file and the file it named kept its old bytes."""
     _, _, ckpt, exported = tiny

@@ -16,6 +16,7 @@ Exit status: 0 when the file was written, 2 for unusable input (config, weights,
 with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop; one ``stopped:`` line): the
 file is written atomically, so --out was not written and an earlier file there is left as it was. A stop that comes
 once the new file is in place (renamed over --out) no longer stops the export: it ends as written, with status 0.
+A Ctrl-C there still ends it, saying the file was written whole.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
     except Stopped as e:
         return stopped_during_work(e, kept)
+    except KeyboardInterrupt:
+        if file_version(args.out) != before:  # a Ctrl-C once the new file was in place: it is there, whole
+            on_interrupt(f"exporting: {args.out} was written whole before the interrupt")
+        raise
     except INPUT_ERRORS + (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1369,6 +1369,82 @@ def test_the_settings_guard_knows_every_earlier_runs_settings_not_only_the_last(
     assert [s["gop"] for s in json.loads((dst / "reencode_report.json").read_text())["settings_used"]] == [4, 2]
 
 
+
+def test_the_settings_guard_holds_whatever_the_report_dir(tmp_path, capsys):
+    """The earlier runs' settings were read only from the report, in --report-dir: a resume given another
+    --report-dir, or none, found no report and mixed another encoding into the tree unrefused. The tree keeps its
+    own record of them now."""
+    src, dst, r1, r2 = tmp_path / "t400", tmp_path / "out", tmp_path / "r1", tmp_path / "r2"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32"]
+    out = dst / "train" / ARM
+    assert prepare_kinetics.main(base + ["--gop", "4", "--report-dir", str(r1)]) == 0
+    assert not (dst / "reencode_report.json").exists()
+    (out / vid("b")).unlink()
+    capsys.readouterr()
+    for where in (["--report-dir", str(r2)], []):
+        assert prepare_kinetics.main(base + ["--gop", "8"] + where) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and f"the videos already in {dst} were encoded" in err[0], err
+        assert f"(--gop 4 before, 8 now, see {dst / '.reencode_settings.json'})" in err[0], err
+        assert not (out / vid("b")).exists()
+    # the same settings go on, with either
+    assert prepare_kinetics.main(base + ["--gop", "4", "--report-dir", str(r2)]) == 0
+    assert probe_output(str(out / vid("b")))["keyframes"] == [0]
+    (out / vid("b")).unlink()
+    assert prepare_kinetics.main(base + ["--gop", "4"]) == 0
+    assert probe_output(str(out / vid("b")))["keyframes"] == [0]
+    assert json.loads((dst / ".reencode_settings.json").read_text())["settings_used"][0]["gop"] == 4
+
+
+def test_the_settings_guard_holds_when_a_report_dir_is_given_only_on_resuming(tmp_path, capsys):
+    src, dst, reports = tmp_path / "t400", tmp_path / "out", tmp_path / "reports"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32",
+            "--gop", "4"]
+    out = dst / "train" / ARM
+    assert prepare_kinetics.main(base) == 0
+    (out / vid("b")).unlink()
+    (out / vid("c")).unlink()
+    capsys.readouterr()
+    assert prepare_kinetics.main(base + ["--crf", "30", "--report-dir", str(reports)]) == 2
+    err = capsys.readouterr().err
+    assert f"the videos already in {dst} were encoded" in err and "--crf 23 before, 30 now" in err, err
+    assert not (out / vid("b")).exists() and not reports.exists()
+    assert prepare_kinetics.main(base + ["--report-dir", str(reports)]) == 0  # the same settings go on
+    assert probe_output(str(out / vid("b")))["keyframes"] == [0]
+    # a mix made on purpose, reported elsewhere, is known to a run that gives no --report-dir
+    (out / vid("c")).unlink()
+    assert prepare_kinetics.main(base[:-1] + ["2", "--report-dir", str(reports), "--allow-other-settings"]) == 0
+    (out / vid("a")).unlink()
+    assert prepare_kinetics.main(base[:-1] + ["2"]) == 0
+    assert probe_output(str(out / vid("a")))["keyframes"] == [0, 2]
+    (out / vid("a")).unlink()
+    capsys.readouterr()
+    assert prepare_kinetics.main(base[:-1] + ["8"]) == 2
+    assert "(--gop 4, 2 before, 8 now, see " in capsys.readouterr().err
+
+
+def test_lists_of_a_reencoded_tree_leave_its_settings_record_out(tmp_path):
+    # The record lies at the root of --dst: a split re-encoded on its own has it in its split folder.
+    src, dst = tmp_path / "t400", tmp_path / "data" / "t400"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    write_clip(src / "val" / ARM / vid("b"), t=4)
+    settings = EncodeSettings(short_side=32, gop=4)
+    for split in ("train", "val"):
+        reencode_tree(str(src / split), str(dst / split), settings, workers=1, progress=False,
+                      report_dir=str(tmp_path / "reports" / split), log=lambda s: None)  # (else ignored entries)
+        assert (dst / split / ".reencode_settings.json").is_file()
+    scan = scan_dataset("t400", str(dst))
+    assert scan.classes == [ARM] and scan.ignored == [] and scan.skipped == []
+    assert [os.path.basename(v.path) for s in ("train", "val") for v in scan.videos[s]] == [vid("a"), vid("b")]
+    prepare_lists([scan], str(tmp_path / "data"), log=lambda s: None)
+    assert read_list(tmp_path / "data" / "t400_train.txt") == [(f"t400/train/{ARM}/{vid('a')}", 0)]
+    assert read_list(tmp_path / "data" / "t400_val.txt") == [(f"t400/val/{ARM}/{vid('b')}", 0)]
+
+
 def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypatch):
     # An output used to count as done whatever happened to its source: a video downloaded again (a longer or fixed
     # copy) kept its old encode. Now an output older than its source is encoded again, and counted as such.
@@ -1434,6 +1510,7 @@ def test_a_full_output_disk_stops_the_reencode_at_once(tmp_path, capsys):
     assert sorted(p.name for p in (dst / "train" / ARM).iterdir()) == [vid("a")]  # c was not started
     report = json.loads((dst / "reencode_report.json").read_text())
     assert (report["done"], report["failed"], report["interrupted"]) == (1, [], True)
+    assert json.loads((dst / ".reencode_settings.json").read_text())["settings_used"] == report["settings_used"]
     # With room again, the same command goes on with the rest.
     assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
                                   "--no-progress", "--short-side", "32", "--gop", "4"]) == 0

@@ -32,7 +32,8 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             then build lists from the new root (of a flat download with --annotations NAME=<src>/annotations: only
             videos are written). Full-range sources (yuvj420p, e.g. MJPEG) are converted to the
             output's limited range; resuming into a --dst with settings that none of the earlier runs whose
-            videos are in it used (reencode_report.json's settings_used keeps them all) is refused
+            videos are in it used (reencode_report.json's settings_used keeps them all, and so does the
+            hidden .reencode_settings.json in --dst, whatever --report-dir is) is refused
             (--allow-other-settings mixes them).
 
 The official downloads are flat: <root>/{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4, the classes in
@@ -245,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bar (none without a terminal either: plain lines every 30 s instead)")
     p.add_argument("--allow-other-settings", action="store_true",
                    help="resume into a --dst with settings that no earlier run whose videos are in it used (their "
-                        "settings: reencode_report.json's settings_used, kept over every run; refused by default: "
+                        "settings: reencode_report.json's settings_used, kept over every run and in --dst's "
+                        ".reencode_settings.json; refused by default: "
                         "the tree would mix encodings)")
     p.add_argument("--dry-run", action="store_true", help="print what would be re-encoded; write nothing")
     return ap

@@ -129,7 +129,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     ``source_changed``); unless ``allow_other_settings``, only with settings (but ``threads``) that an earlier run
     whose videos are in the tree used, so that one tree never mixes encodings unasked: the report's
     ``settings_used`` keeps every such run's settings (this run's added when it encoded a video), each run's report
-    replacing the last. Failures are collected, not raised; the report is
+    replacing the last, and so does the tree's own record, :data:`SETTINGS_RECORD` in ``dst_root`` (read first, so
+    that a ``report_dir`` changed between runs changes nothing). Failures are collected, not raised; the report is
     written to ``report_dir`` (default ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is
     interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
     stopped encodes are removed).
@@ -148,13 +149,13 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     skipped = len(pairs) - len(todo)
     report_path = os.path.join(report_dir or dst_root, "reencode_report.json")
     # nothing skipped: every output is (re)written by this run, so no earlier run's encoding stays in the tree
-    earlier = _earlier_settings(report_path) if skipped else []
+    earlier, seen_in = _earlier_settings(dst_root, report_path) if skipped else ([], report_path)
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
               "settings_used": earlier, "total": len(pairs), "skipped_existing": skipped, "source_changed": changed,
               "done": 0, "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
     if skipped and not allow_other_settings:
         try:
-            _refuse_other_settings(dst_root, report_path, settings, earlier)
+            _refuse_other_settings(dst_root, seen_in, settings, earlier)
         except KineticsError as e:
             if not dry_run:
                 raise
@@ -202,6 +203,12 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
             if output_error is None:
                 raise
             output_error += " (nor could the report be written)"
+        try:
+            _write_settings_record(dst_root, report["settings_used"])
+        except OSError:
+            if output_error is None:
+                raise
+            output_error += f" (nor could {os.path.join(dst_root, SETTINGS_RECORD)} be written)"
     if output_error is not None:
         raise KineticsError(f"{output_error}: re-encoding stopped, as every video after it would fail the same way; "
                             f"the {report['done']} videos finished are kept, and the same command goes on with the "
@@ -219,16 +226,42 @@ _SETTING_FLAGS = {"short_side": "--short-side", "gop": "--gop", "crf": "--crf", 
                   "no_upscale": "--no-upscale"}
 
 
-def _earlier_settings(report_path: str) -> list[dict]:
-    """The settings of every earlier run whose videos are in the tree, from its report's ``settings_used`` (a report
-    written before that was kept: its run's ``settings``); [] without a readable report."""
+# The tree's own record of the settings of every run whose videos are in it (the report's ``settings_used``): the
+# report may lie elsewhere (--report-dir), and a resume given another --report-dir, or none, found no report and
+# refused nothing. Hidden, so that neither a re-encode nor the lists take it for a video or a class.
+SETTINGS_RECORD = ".reencode_settings.json"
+
+
+def _settings_used(path: str) -> list[dict] | None:
+    """The ``settings_used`` of the record or report at ``path`` (a report written before that was kept: its run's
+    ``settings``); None without a readable file."""
     try:
-        with open(report_path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             before = json.load(f)
         used = before["settings_used"] if "settings_used" in before else [before.get("settings") or {}]
         return [dict(e) for e in used if isinstance(e, dict)]
-    except (OSError, ValueError, AttributeError, TypeError):  # no report (or an unreadable one): nothing known
-        return []
+    except (OSError, ValueError, AttributeError, TypeError):  # none (or an unreadable one): nothing known
+        return None
+
+
+def _earlier_settings(dst_root: str, report_path: str) -> tuple[list[dict], str]:
+    """The settings of every earlier run whose videos are in the tree, and the file to see them in: the tree's
+    record, or for a tree written before records were kept, the report; [] without either."""
+    record_path = os.path.join(dst_root, SETTINGS_RECORD)
+    recorded, reported = _settings_used(record_path), _settings_used(report_path)
+    if recorded is None:
+        return reported or [], report_path
+    # the report, more readable, where it says the same
+    return recorded, report_path if reported == recorded else record_path
+
+
+def _write_settings_record(dst_root: str, settings_used: list[dict]) -> None:
+    """Replace the tree's record (:data:`SETTINGS_RECORD`) with ``settings_used``; none is made for a tree that
+    holds no run's videos."""
+    path = os.path.join(dst_root, SETTINGS_RECORD)
+    if settings_used or os.path.exists(path):
+        os.makedirs(dst_root, exist_ok=True)
+        atomic_write_text(path, json.dumps({"settings_used": settings_used}, indent=2) + "\n")
 
 
 def _same_encoding(before: dict, now: dict) -> bool:
@@ -236,7 +269,7 @@ def _same_encoding(before: dict, now: dict) -> bool:
     return all(before[k] == now[k] for k in _SETTING_FLAGS if k in before)
 
 
-def _refuse_other_settings(dst_root: str, report_path: str, settings: EncodeSettings,
+def _refuse_other_settings(dst_root: str, seen_in: str, settings: EncodeSettings,
                            earlier: list[dict]) -> None:
     """Raise :class:`KineticsError` when ``settings`` make other outputs than every one of the ``earlier`` runs'
     (their videos in the same --dst): resuming would add an encoding to the tree. Settings that one of them used add
@@ -253,7 +286,7 @@ def _refuse_other_settings(dst_root: str, report_path: str, settings: EncodeSett
             differ.append(f"{flag} {', '.join(map(repr, values))} before, {now[k]!r} now")
     # the tree is --dst: with --report-dir the report (named after it) lies elsewhere, and was named as the tree
     raise KineticsError(f"the videos already in {dst_root} were encoded with other settings "
-                        f"({'; '.join(differ)}, see {report_path}); resuming would add another encoding to the "
+                        f"({'; '.join(differ)}, see {seen_in}); resuming would add another encoding to the "
                         f"tree: give the same settings, another --dst, or --allow-other-settings to mix them")
 
 

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from evautil.errors import not_utf8_line
 from evautil.files import naming_the_file
 
 from .defaults import get_cfg_defaults
@@ -228,7 +229,7 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(e)}") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise ConfigError(f"{path}, {not_utf8_line(path, e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
     bases = data.pop("BASE", None) or []

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError
-from evautil.errors import first_line_not_utf8
+from evautil.errors import not_utf8_line
 from evautil.files import atomic_write_text, not_a_file
 from evautil.progress import counted
 
@@ -67,8 +67,7 @@ def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str
                     raise ConfigError(f"{where}, line {line}: class {cls} is named twice")
                 names[cls] = row[1].strip()
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{where}, line {first_line_not_utf8(path)}: not UTF-8 text ({e.reason}, byte "
-                          f"0x{e.object[e.start]:02x})") from None
+        raise ConfigError(f"{where}, {not_utf8_line(path, e)}") from None
     if num_classes is not None:
         extra = sorted(c for c in names if c >= num_classes)
         missing = [c for c in range(num_classes) if c not in names]

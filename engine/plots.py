@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from evautil.errors import not_utf8_line
+
 __all__ = ["read_metrics", "read_predictions", "curves_figure", "confusion_figure", "write_plots", "plot_finished_run",
            "MATRIX_MAX_CLASSES", "CURVES"]
 
@@ -65,7 +67,7 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
 
     Raises:
         ValueError: a header without ``label`` or ``top1_class``, no scored row, a row without integers there, or a
-            file that is not UTF-8 (named).
+            file that is not UTF-8 (its line named).
     """
     pairs, names = [], {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -73,7 +75,7 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
         try:
             rows = list(reader)
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise ValueError(f"{path}, {not_utf8_line(path, e)}") from None
         header = reader.fieldnames or ()  # here: for an empty file csv reads it again on access
     # Without these columns every line was taken for the header or a row of nothing: an empty plot, no word
     lacking = [c for c in ("label", "top1_class") if c not in header]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "weights_misfit", "some_names", "first_line_not_utf8"]
+__all__ = ["CheckpointError", "weights_misfit", "some_names", "first_line_not_utf8", "not_utf8_line"]
 
 
 class CheckpointError(RuntimeError):
@@ -33,3 +33,10 @@ def first_line_not_utf8(path: str) -> int:
             except UnicodeDecodeError:
                 return number
     return 1
+
+
+def not_utf8_line(path: str, error: UnicodeDecodeError) -> str:
+    """The words for ``error``, met reading ``path`` as text, after the name of the file: "line N: not UTF-8 text
+    (<reason>, byte 0xNN)", the line found again in the file (:func:`first_line_not_utf8`)."""
+    return (f"line {first_line_not_utf8(path)}: not UTF-8 text ({error.reason}, "
+            f"byte 0x{error.object[error.start]:02x})")

@@ -170,10 +170,14 @@ def test_base_may_name_one_file_without_a_list(tmp_path):
         load_config(str(tmp_path / "child.yaml"))
 
 
-def test_a_yaml_that_is_not_utf8_names_the_file(tmp_path):
-    (tmp_path / "latin1.yaml").write_bytes("OUTPUT: caf\xe9\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match="latin1.yaml: not UTF-8 text"):
-        load_config(str(tmp_path / "latin1.yaml"))
+@pytest.mark.parametrize("lines_before", [2, 3000])  # 3000: past the first chunk the text decoder reads
+def test_a_yaml_that_is_not_utf8_names_the_file_and_line(tmp_path, lines_before):
+    # It gave the byte offset within the decoder's chunk ("at byte 35" for line 3), which finds no line in the file.
+    cfg = tmp_path / "latin1.yaml"
+    cfg.write_bytes(b"# a comment\n" * lines_before + "OUTPUT: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(cfg))
+    assert str(e.value) == f"{cfg}, line {lines_before + 1}: not UTF-8 text (invalid continuation byte, byte 0xe9)"
 
 
 def test_missing_file():

@@ -175,3 +175,12 @@ def test_a_label_list_that_is_not_utf8_names_its_line(tmp_path, rows_before):
         read_label_names(str(labels))
     assert str(e.value) == (f"label list DATA.LABEL_LIST = {labels}, line {rows_before + 2}: not UTF-8 text "
                             "(invalid continuation byte, byte 0xe9)")
+
+
+def test_a_predictions_file_that_is_not_utf8_names_its_line(tmp_path):
+    """The plots' reader gave the byte offset within the decoder's chunk ("at byte 45"), not the line."""
+    pred = tmp_path / "predictions_val.csv"
+    pred.write_bytes(b"index,path,label,top1_class\n0,a.mp4,1,1\n1,caf\xe9.mp4,0,1\n")
+    with pytest.raises(ValueError) as e:
+        read_predictions(str(pred))
+    assert str(e.value) == f"{pred}, line 3: not UTF-8 text (invalid continuation byte, byte 0xe9)"

@@ -39,3 +39,16 @@ def test_an_input_that_cannot_be_read_is_named_with_its_reason_before_writing(to
     listed.symlink_to("/proc/self/mem")
     assert run(str(listed), "--cfg", DEMO, "--weights", str(weights)) == \
         (2, f"error: cannot read {listed}: Input/output error\n")
+
+
+@pytest.mark.parametrize("lines_before", [2, 3000])  # 3000: past the first chunk the text decoder reads
+def test_a_video_list_that_is_not_utf8_names_its_line(tmp_path, lines_before):
+    # It gave the byte offset within the decoder's chunk ("at byte 21" for line 3), which finds no line in the list.
+    from tools.inference import InputError, collect_videos
+
+    lst = tmp_path / "videos.txt"
+    lst.write_bytes(b"".join(b"v%d.mp4 0\n" % i for i in range(lines_before)) + b"caf\xe9.mp4 1\nlast.mp4 0\n")
+    with pytest.raises(InputError) as e:
+        collect_videos([str(lst)])
+    assert str(e.value) == (f"{lst}, line {lines_before + 1}: not UTF-8 text (invalid continuation byte, byte 0xe9); "
+                            "a video list is UTF-8")

@@ -136,7 +136,7 @@ def test_a_dry_run_names_a_list_none_of_whose_videos_is_where_its_paths_lead(tmp
 def test_config_problems_are_one_line_exit_2(tmp_path, videos):
     (tmp_path / "latin1.yaml").write_bytes("OUTPUT: caf\xe9\n".encode("latin-1"))
     r = _verify("--cfg", str(tmp_path / "latin1.yaml"), "--dry-run")
-    want = f"error: {tmp_path / 'latin1.yaml'}: not UTF-8 text (invalid continuation byte at byte 11)\n"
+    want = f"error: {tmp_path / 'latin1.yaml'}, line 1: not UTF-8 text (invalid continuation byte, byte 0xe9)\n"
     assert r.returncode == 2 and r.stderr == want, r.stderr
     (tmp_path / "list.txt").write_text(f"{GOOD[0]} 0\n")
     (tmp_path / "labels.csv").write_text("id,name\n0,a\nb\n")

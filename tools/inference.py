@@ -22,7 +22,7 @@ from configs import ConfigError, load_config, opts_last  # opts_last: for the to
 from dali_pipelines.filelist import LabelRangeError, split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
-from evautil.errors import weights_misfit
+from evautil.errors import not_utf8_line, weights_misfit
 from evautil.files import naming_the_file, not_a_file, output_path_problem
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
@@ -54,7 +54,7 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
         with open(path, encoding="utf-8-sig") as f, naming_the_file(path):  # a failed read names the list
             text = f.read()
     except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a video list is UTF-8") from None
+        raise InputError(f"{path}, {not_utf8_line(path, e)}; a video list is UTF-8") from None
     out: list[tuple[str, int | None]] = []
     out_of_range = None
     for line_no, line in enumerate(text.splitlines(), start=1):

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from evautil.errors import first_line_not_utf8
+from evautil.errors import not_utf8_line
 
 from .common import KineticsError
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
@@ -109,8 +109,7 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
                     raise KineticsError(f"{where}: video {key} has label {label!r}, and {before.label!r} on line "
                                         f"{before.line}")
     except UnicodeDecodeError as e:
-        raise KineticsError(f"annotation CSV {path!r}, line {first_line_not_utf8(path)}: not UTF-8 text "
-                            f"({e.reason}, byte 0x{e.object[e.start]:02x})") from e
+        raise KineticsError(f"annotation CSV {path!r}, {not_utf8_line(path, e)}") from e
     except csv.Error as e:  # e.g. a quote left open, whose field swallows the file up to csv's size limit
         raise KineticsError(f"annotation CSV {path!r}, line {start}: {e}") from e
     return rows

@@ -15,7 +15,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from evautil.errors import first_line_not_utf8
+from evautil.errors import not_utf8_line
 
 from .common import KineticsError
 from .scan import DatasetScan, Video, unlistable_reason
@@ -60,8 +60,7 @@ def read_labels_csv(path: str) -> list[str]:
             reader = csv.DictReader(f)
             rows = [(reader.line_num, r) for r in reader]
     except UnicodeDecodeError as e:  # was a traceback, as were the row errors below
-        raise KineticsError(f"labels CSV {path!r}, line {first_line_not_utf8(path)}: not UTF-8 text "
-                            f"({e.reason}, byte 0x{e.object[e.start]:02x})") from e
+        raise KineticsError(f"labels CSV {path!r}, {not_utf8_line(path, e)}") from e
     except csv.Error as e:
         raise KineticsError(f"labels CSV {path!r}, line {reader.line_num}: {e}") from e
     if not rows or "id" not in rows[0][1] or "name" not in rows[0][1]:

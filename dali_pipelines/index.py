@@ -543,7 +543,7 @@ def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True,
                 checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S,
-                root_name: str | None = "DATA.ROOT") -> DatasetIndex:
+                root_name: str | None = "DATA.ROOT", classes_name: str = "num_classes") -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
@@ -568,6 +568,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         root_name: how a list none of whose files exists names the root it is refused for (a wrong root, see
             :func:`~dali_pipelines.filelist.check_list_root`), e.g. a tool's ``--root``; None: such a list is
             indexed, every video missing (the inference tools' inputs, whose files are each reported).
+        classes_name: what set ``num_classes`` (e.g. ``DATA.NUM_CLASSES``, a tool's ``--num-classes``), named with
+            a label outside it (see :func:`read_video_list`).
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
@@ -578,7 +580,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             (the first ten) with their reasons and the quarantine file. Also when videos in a row give no answer
             within ``timeout_s`` (a file system that stopped answering); what was probed before is saved.
     """
-    videos = read_video_list(list_path, root, num_classes)
+    videos = read_video_list(list_path, root, num_classes, classes_name=classes_name)
     root_abs = os.path.abspath(root)
     paths = index_paths(list_path)
     keys = None if checked_by_peer else videos.stat_keys(timeout_s=timeout_s)

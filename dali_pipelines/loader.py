@@ -582,7 +582,8 @@ def build_split_index(cfg, split: str, checked_by_peer: bool = False) -> Dataset
         full_decode=data.INDEX_FULL_DECODE, strict=data.STRICT,
         # Whichever rank takes the lock first probes and reports, with a bar on a terminal, else in lines (no
         # carriage returns in a log file).
-        progress=stderr_is_terminal(), checked_by_peer=checked_by_peer, timeout_s=float(data.VIDEO_TIMEOUT_S))
+        progress=stderr_is_terminal(), checked_by_peer=checked_by_peer, timeout_s=float(data.VIDEO_TIMEOUT_S),
+        classes_name="DATA.NUM_CLASSES")
 
 
 def build_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device_id: int | None = None,

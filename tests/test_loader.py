@@ -1247,3 +1247,11 @@ def test_a_read_that_does_not_end_does_not_keep_the_process_from_ending(tmp_path
     done = subprocess.run([sys.executable, "-c", _READ_FOR_EVER, stuck], cwd=ROOT, env=child_env(),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "the run's work is done\n", done.stderr
+
+
+def test_the_split_index_names_data_num_classes_with_a_label_outside_it(tmp_path):
+    # It named "num_classes", the index builder's argument, not the key the user sets.
+    lst = tmp_path / "train.txt"
+    lst.write_text("a.mp4 0\nb.mp4 5\n")
+    with pytest.raises(DataError, match=r"as DATA\.NUM_CLASSES is 3 .*set DATA\.NUM_CLASSES to the number of classes"):
+        build_split_index(small_cfg(str(tmp_path), train_list=str(lst)), "train")

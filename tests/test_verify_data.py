@@ -103,6 +103,21 @@ def test_a_label_out_of_range_names_the_setting_of_the_classes(tmp_path, videos)
             "or set --num-classes to the number of classes (at least 8)\n")
 
 
+@pytest.mark.parametrize("classes_name", ["DATA.NUM_CLASSES", "--num-classes"])
+def test_the_index_build_names_the_setting_of_the_classes_too(tmp_path, classes_name):
+    """The lists' format check names it (above), but the index build that follows read the list again naming
+    "num_classes", a name the user never typed: a list edited between the two, or verify() called on its own."""
+    from dali_pipelines.filelist import LabelRangeError
+    from tools.verify_data import verify
+
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n{GOOD[1]} 7\n")
+    with pytest.raises(LabelRangeError) as e:
+        verify([(str(lst), str(tmp_path), 4)], workers=1, full_decode=False, classes_name=classes_name)
+    assert str(e.value) == (f"{lst}:2: label 7 is outside [0, 4) as {classes_name} is 4 (line '{GOOD[1]} 7'): fix "
+                            f"the label, or set {classes_name} to the number of classes (at least 8)")
+
+
 def test_a_root_that_is_not_a_folder_is_one_line_before_any_video_is_looked_for(tmp_path):
     """--root (or DATA.ROOT) mistyped: every video was reported missing, one line each, and the list's quarantine
     file rewritten with all of them (exit 1); --dry-run called the lists valid (exit 0)."""

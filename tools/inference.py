@@ -399,6 +399,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     with progress_lines_on_stderr(warnings=True) if lines else contextlib.nullcontext():
         index = build_index(list_path, "", data.NUM_CLASSES, workers=data.INDEX_WORKERS,
                             full_decode=data.INDEX_FULL_DECODE, strict=False, timeout_s=float(data.VIDEO_TIMEOUT_S),
+                            classes_name="DATA.NUM_CLASSES",
                             progress=progress and stderr_is_terminal(),  # as the loader builds it: any rank probes
                             root_name=None)  # a named file that is missing is reported as unreadable
     position_of = {paths[i]: i for i in listed}

@@ -129,14 +129,16 @@ def _bytes_on_disk(index) -> int:
 
 
 def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode: bool,
-           timeout_s: float = PROBE_TIMEOUT_S, root_name: str = "--root") -> int:
+           timeout_s: float = PROBE_TIMEOUT_S, root_name: str = "--root", classes_name: str = "--num-classes") -> int:
     """Index every list and print its report; returns the number of unreadable videos over all lists.
-    ``root_name``: the option that set the lists' root, named when none of a list's videos is found."""
+    ``root_name``: the option that set the lists' root, named when none of a list's videos is found;
+    ``classes_name``: the option or key that set the number of classes, named with a label outside it."""
     bad_total = videos_total = 0
     for list_path, root, classes in targets:
         t0 = time.perf_counter()
         index = build_index(list_path, root, classes, workers=workers, full_decode=full_decode,
-                            progress=stderr_is_terminal(), timeout_s=timeout_s, root_name=root_name)
+                            progress=stderr_is_terminal(), timeout_s=timeout_s, root_name=root_name,
+                            classes_name=classes_name)
         seconds = time.perf_counter() - t0
         print(index.summary())
         print(f"  {_bytes_on_disk(index) / 2**30:.2f} GiB of readable video; indexed in {seconds:.1f} s")
@@ -192,7 +194,7 @@ def _verify_lists(args: argparse.Namespace) -> int:
             return 0
         with progress_lines_on_stderr() if not stderr_is_terminal() else contextlib.nullcontext():
             timeout_s = PROBE_TIMEOUT_S if args.video_timeout is None else args.video_timeout
-            return 1 if verify(targets, args.workers, args.full_decode, timeout_s, root_name) else 0
+            return 1 if verify(targets, args.workers, args.full_decode, timeout_s, root_name, classes_name) else 0
     except (ConfigError, DataError, FileNotFoundError) as e:  # DataListError is a DataError
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -446,15 +446,40 @@ def save_probed_index(list_path: str, root: str, rel_paths: Sequence[str], table
 
 @dataclass
 class ProbedBefore:
-    """The good videos of earlier index caches: ``rows`` maps a video's absolute path to its row of ``table``."""
+    """The good videos of earlier index caches: ``rows`` maps a video's absolute path, as the cache names it, to its
+    row of ``table``."""
 
     rows: dict[str, int]
     table: VideoTable
+    _by_folder: dict[tuple[str, str], int] | None = field(default=None, repr=False)
+    _real_folders: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def _real_folder(self, folder: str) -> str:
+        real = self._real_folders.get(folder)
+        if real is None:
+            real = self._real_folders[folder] = os.path.realpath(folder)
+        return real
+
+    def _row(self, path: str) -> int:
+        """The row recording ``path``, also when the earlier check or this one reached its folder through a
+        symbolic link (the dataset root given as a link to the folder, or the other way round); -1 if none."""
+        row = self.rows.get(path, -1)
+        if row >= 0:
+            return row
+        # Folders are resolved once each, not videos: a few thousand class folders hold Kinetics' 650,000 videos.
+        # A copy of the tree elsewhere has other real folders, so its videos are still probed.
+        if self._by_folder is None:
+            self._by_folder = {}
+            for recorded, r in self.rows.items():
+                folder, name = os.path.split(recorded)
+                self._by_folder.setdefault((self._real_folder(folder), name), r)
+        folder, name = os.path.split(path)
+        return self._by_folder.get((self._real_folder(folder), name), -1)
 
     def unchanged_row(self, path: str) -> int:
         """The row recording ``path`` when the file still has the size and mtime it was probed with, else -1 (the
         same rule as a build's reuse of its cache)."""
-        row = self.rows.get(path, -1)
+        row = self._row(path)
         if row < 0:
             return -1
         c = self.table.columns

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -852,6 +853,33 @@ def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_pro
         ix = build_index(str(lst), str(data), 2, workers=1, progress=False)
         assert counted_probes == [] and ix.probed == 0 and len(ix) == rows
         assert [ix.table.info(r) for r in range(len(ix))] == _fresh_infos(lst, data)
+
+
+def test_a_check_through_a_link_to_the_dataset_reuses_the_earlier_probes(tmp_path, counted_probes, capsys):
+    # The caches name their videos by the paths the check was given: a dataset root given through a symbolic link
+    # (or the real folder after a check through the link) named other paths, and every video was probed again.
+    root = _two_class_tree(tmp_path / "t400", train_per_class=2)
+    link = tmp_path / "link"
+    link.symlink_to(root, target_is_directory=True)
+    out = tmp_path / "data"
+
+    def check(dataset: Path) -> str:
+        counted_probes.clear()
+        capsys.readouterr()
+        assert prepare_kinetics.main(["lists", "--dataset", f"t400={dataset}", "--out", str(out), "--workers", "1",
+                                      "--check"]) == 0
+        return capsys.readouterr().err
+
+    check(root)
+    assert len(counted_probes) == 6
+    assert "6 of 6 videos unchanged since the index caches an earlier check wrote; probing 0" in check(link)
+    assert counted_probes == [] and read_list(out / "t400_val.txt")[0][0].startswith("../link/val/")
+    # the caches now name the videos through the link: a check of the real folder reuses them too
+    assert "6 of 6 videos unchanged" in check(root) and counted_probes == []
+    # a copy of the tree elsewhere (same names, sizes and mtimes) is other files: probed
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    assert "0 of 6 videos unchanged" in check(copy) and len(counted_probes) == 6
 
 
 def test_what_the_names_decide_is_refused_before_check_probes_a_video(tmp_path, counted_probes, capsys):

@@ -212,17 +212,27 @@ class IndexPaths(NamedTuple):
 
 def index_paths(list_path: str) -> IndexPaths:
     """The index files of a list: beside it when its directory is writable, else in the per-user cache directory
-    under a name derived from the list's absolute path."""
+    under a name derived from the list's real path (the list reached through a symbolic link has the same cache)."""
     list_abs = os.path.abspath(list_path)
     directory = os.path.dirname(list_abs)
     if _dir_writable(directory):
         stem = list_abs
     else:
-        digest = hashlib.sha1(list_abs.encode()).hexdigest()[:16]
         cache_dir = _user_cache_dir()
         os.makedirs(cache_dir, exist_ok=True)
-        stem = os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
+        real = os.path.realpath(list_abs)
+        stem = _user_cache_stem(cache_dir, real)
+        if real != list_abs and not os.path.exists(stem + ".index.npz"):
+            # named from the path as given before: a cache made so through a link is still used, not probed again
+            given = _user_cache_stem(cache_dir, list_abs)
+            if os.path.exists(given + ".index.npz"):
+                stem = given
     return IndexPaths(stem + ".index.npz", stem + ".quarantine.txt", stem + ".index.lock", stem + ".index.json")
+
+
+def _user_cache_stem(cache_dir: str, list_abs: str) -> str:
+    digest = hashlib.sha1(list_abs.encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -570,6 +570,25 @@ def test_readonly_list_dir_uses_user_cache(dataset, tmp_path, monkeypatch):
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
 
 
+def test_readonly_list_reached_through_a_link_shares_the_user_cache(dataset, tmp_path, monkeypatch):
+    # The per-user cache was named from the list's path as given: the list reached through a linked folder had its
+    # own cache there, and every video was probed again.
+    lst, root = dataset
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+    linked = tmp_path / "linked_lists"
+    linked.symlink_to(lst.parent, target_is_directory=True)
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed > 0
+    again = build_index(str(linked / lst.name), str(root), workers=1, progress=False)
+    assert again.probed == 0 and again.cache_path == ix.cache_path
+    # A cache named from the link's path, as before the real path named them, is still used through the link.
+    given = index_mod._user_cache_stem(os.path.dirname(ix.cache_path), str(linked / lst.name)) + ".index.npz"
+    os.replace(ix.cache_path, given)
+    again = build_index(str(linked / lst.name), str(root), workers=1, progress=False)
+    assert again.probed == 0 and again.cache_path == given
+
+
 def _concurrent_build(lst: str, root: str, barrier, out) -> None:
     barrier.wait()
     out.put(build_index(lst, root, workers=1, progress=False).probed)

@@ -699,6 +699,32 @@ def _check_one_epoch(root: Path, list_path: Path, num_classes: int, device: str)
     loader.close()
 
 
+def test_the_reports_a_reencode_leaves_in_the_tree_are_no_stray_entries_of_its_lists(tmp_path, capsys):
+    # A re-encode of one split (or one class folder) writes its report into that folder by default; the lists of the
+    # tree counted them among the "entries ignored", the count that points at misplaced or stray files.
+    src, dst = tmp_path / "t400", tmp_path / "t400_h264"
+    for split in ("train", "val"):
+        write_clip(src / split / ARM / vid(split), t=4)
+    base = ["reencode", "--workers", "1", "--no-progress", "--short-side", "32"]
+    assert prepare_kinetics.main(base + ["--src", str(src / "train"), "--dst", str(dst / "train")]) == 0
+    assert prepare_kinetics.main(base + ["--src", str(src / "val" / ARM), "--dst", str(dst / "val" / ARM)]) == 0
+    assert all((folder / name).is_file() for folder in (dst / "train", dst / "val" / ARM)
+               for name in ("reencode_report.json", "reencode_report.md"))
+    out = tmp_path / "out"
+    args = ["lists", "--dataset", f"t400={dst}", "--out", str(out)]
+    assert prepare_kinetics.main(args) == 0
+    assert json.loads((out / "t400_report.json").read_text())["ignored_entries"] == 0
+    assert "- entries ignored (not a video, or not where the layout has videos): 0" in (
+        out / "t400_report.md").read_text().splitlines()
+    # other files there are still counted, at either level
+    (dst / "train" / "reencode_report.txt").write_text("notes")
+    (dst / "val" / ARM / "reencode_report.json.bak").write_text("{}")
+    assert prepare_kinetics.main(args) == 0
+    rep = json.loads((out / "t400_report.json").read_text())
+    assert rep["ignored_entries"] == 2 and sorted(map(os.path.basename, rep["ignored_examples"])) == [
+        "reencode_report.json.bak", "reencode_report.txt"]
+
+
 def _reencoded_lists(tmp_path: Path) -> tuple[Path, Path]:
     """VP9 class tree -> short-GOP H.264 tree -> t400 lists over the new root."""
     classes = [ARM, PAF]

@@ -20,7 +20,12 @@ from .common import KineticsError, parallel_imap
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 from .scan import VIDEO_EXTENSIONS, is_video_file, printable_path
 
-__all__ = ["plan_reencode", "reencode_tree"]
+__all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES"]
+
+# The report's files, in --report-dir, by default --dst: the split folder when one split is re-encoded, where the
+# lists of the tree find them (and leave them out of the entries they count as stray).
+REPORT_JSON, REPORT_MD = "reencode_report.json", "reencode_report.md"
+REPORT_FILES = (REPORT_JSON, REPORT_MD)
 
 
 def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
@@ -147,7 +152,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     todo = [(s, d) for s, d in pairs if not _output_is_current(s, d)]
     changed = sum(1 for _, d in todo if os.path.isfile(d) and os.path.getsize(d) > 0)  # (an empty one: not done)
     skipped = len(pairs) - len(todo)
-    report_path = os.path.join(report_dir or dst_root, "reencode_report.json")
+    report_path = os.path.join(report_dir or dst_root, REPORT_JSON)
     # nothing skipped: every output is (re)written by this run, so no earlier run's encoding stays in the tree
     earlier, seen_in = _earlier_settings(dst_root, report_path) if skipped else ([], report_path)
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
@@ -325,7 +330,7 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     """``reencode_report.json`` and ``.md`` in ``rdir``, and one line saying what was done."""
     dst_root = report["dst_root"]
     os.makedirs(rdir, exist_ok=True)
-    atomic_write_text(os.path.join(rdir, "reencode_report.json"), json.dumps(report, indent=2) + "\n")
+    atomic_write_text(os.path.join(rdir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
     md = [f"# Re-encode {report['src_root']} -> {dst_root}", "",
           f"- settings: {report['settings']}", f"- videos: {report['total']}, already done (skipped): "
           f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
@@ -340,9 +345,9 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     if report["warnings"]:
         md += ["## Warnings", ""] + [f"- `{printable_path(x['src'])}`: {printable_path(x['warning'])}"
                                      for x in report["warnings"]] + [""]
-    atomic_write_text(os.path.join(rdir, "reencode_report.md"), "\n".join(md))
+    atomic_write_text(os.path.join(rdir, REPORT_MD), "\n".join(md))
     stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
     log(f"re-encoded {counted(report['done'], 'video')} ({report['frames']} frames) in {report['seconds']} s; "
         f"skipped {report['skipped_existing']} already done{_changed_text(report)}; {len(report['failed'])} "
         f"failed{stopped}"
-        + (f" (see {os.path.join(rdir, 'reencode_report.md')})" if report["failed"] else ""))
+        + (f" (see {os.path.join(rdir, REPORT_MD)})" if report["failed"] else ""))

@@ -229,9 +229,17 @@ def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, 
     return table, reasons
 
 
+def _own_file(name: str) -> bool:
+    """Whether ``name`` is a file this tool writes into a video tree: a re-encode's report, by default in its --dst
+    (the split folder when one split is re-encoded), is no stray entry of the tree."""
+    from .reencode import REPORT_FILES  # local: reencode builds on this module
+
+    return name in REPORT_FILES
+
+
 def video_entries(folder: str, ignored: list[str]) -> list[os.DirEntry]:
     """The video files of ``folder`` (dangling symlinks with a video name included), sorted by name; its other
-    entries, but hidden ones, go to ``ignored``."""
+    entries, but hidden ones and the tool's own files (:func:`_own_file`), go to ``ignored``."""
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
     videos = []
@@ -241,7 +249,7 @@ def video_entries(folder: str, ignored: list[str]) -> list[os.DirEntry]:
         dangling = is_video_file(f.name) and f.is_symlink() and not os.path.exists(f.path)
         if dangling or (is_video_file(f.name) and f.is_file()):
             videos.append(f)
-        elif not f.name.startswith("."):
+        elif not f.name.startswith(".") and not _own_file(f.name):
             ignored.append(f.path)
     return videos
 
@@ -279,7 +287,8 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            ignored.append(entry.path)
+            if not _own_file(entry.name):
+                ignored.append(entry.path)
             if is_video_file(entry.name):
                 loose.append(entry.path)
             continue

@@ -355,6 +355,19 @@ def test_a_second_run_into_the_same_folder_at_once_is_refused(clips, tiny, tmp_p
     assert (first["written"], again["done_before"], again["written"]) == (1, 1, 2)
 
 
+def test_an_out_linked_to_a_folder_not_made_yet_is_made_through_the_link(clips, tiny, tmp_path):
+    """--out a link to a folder that did not exist yet failed with "error: [Errno 17] File exists": the lock's
+    makedirs took the link for an existing file, where a link to an existing folder worked."""
+    cfg, model, _ = tiny
+    link = tmp_path / "feats"
+    link.symlink_to(tmp_path / "on_the_big_disk" / "feats")
+    result = ef.extract(cfg, model, _videos(clips)[:1], str(link), DistContext(), window=4, progress=False)
+    assert result["written"] == 1 and link.is_symlink()
+    real = tmp_path / "on_the_big_disk" / "feats"
+    (record,) = _index(real)
+    assert read_features(str(real), record).shape == (record["num_windows"], model.embed_dim)
+
+
 @pytest.mark.parametrize("fmt", ["npy", "safetensors"])
 def test_a_full_disk_is_one_line_and_leaves_no_partial_shard(clips, tiny, tmp_path, monkeypatch, capsys, fmt):
     """A shard that filled the disk gave a traceback (safetensors' own error type) or "error: 6144 requested and

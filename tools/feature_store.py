@@ -80,6 +80,8 @@ def lock_output(out_dir: str, rank: int):
         ValueError: another process holds it.
     """
     path = os.path.join(out_dir, f".rank{rank:03d}.lock")
+    # a link to a folder not made yet is made through (makedirs on the link itself finds it "exists")
+    os.makedirs(os.path.realpath(out_dir), exist_ok=True)
     held = hold_lock(path)
     if held is None:
         raise ValueError(f"{out_dir} is being written by another run (it holds {path}); wait for it to end, or give "

@@ -316,6 +316,11 @@ def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys)
     assert export_safetensors.main(["--out", str(tmp_path), *common]) == 2
     assert capsys.readouterr().err == f"error: --out {tmp_path} is a folder; give a file name, e.g. " \
                                       f"{tmp_path / 'model.safetensors'}\n"
+    new = str(tmp_path / "exports") + "/"  # a folder not made yet: was written as a file named "exports"
+    assert export_safetensors.main(["--out", new, *common]) == 2
+    assert capsys.readouterr().err == f"error: --out {new} names a folder (it ends with /); give a file name, " \
+                                      f"e.g. {tmp_path / 'exports' / 'model.safetensors'}\n"
+    assert not (tmp_path / "exports").exists()
 
 
 def _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, save_file) -> tuple[int, object]:

@@ -539,13 +539,17 @@ def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatc
     video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
     cases = [(["--out", str(tmp / "a_folder")], "is a folder; give a file name"),
              (["--out", str(tmp / "a_file" / "p.jsonl")], "is a file, so no folder can be made there"),
-             (["--work-dir", str(tmp / "a_file")], "exists and is not a folder")]
+             (["--work-dir", str(tmp / "a_file")], "exists and is not a folder"),
+             # a new folder's name: was written as a file named "new_folder", status 0
+             (["--out", str(tmp / "new_folder") + "/"], "new_folder/ names a folder (it ends with /); give a file "
+              f"name, e.g. {tmp / 'new_folder' / 'predictions.jsonl'}")]
     if os.path.isdir("/proc/self"):  # a folder nobody can create files in, whatever access() says (root)
         cases.append((["--out", "/proc/no_such_folder/p.jsonl"], "cannot write in /proc ("))
     for extra, needle in cases:
         assert predict.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", *extra, "--opts", *opts]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp / "new_folder").exists()
 
 
 def test_out_that_fails_when_written_keeps_the_predictions(evaluated, dataset, monkeypatch, capsys):

@@ -181,6 +181,12 @@ def test_labels_in_the_formats_and_the_accuracy_line():
     assert predict.accuracy_line(records, 2) == "top-1 50.00 % / top-2 100.00 % on 2 labelled videos"
     assert predict.accuracy_line(records[:1], 1) == "top-1 0.00 % on 1 labelled video"
     assert predict.accuracy_line(records[1:3], 5) == ""  # no predicted video has a label
+    # a top-k that ranks every class was "top-5 100.00 %" for any model (a 2-class one here), where an evaluation
+    # run leaves its top-5 out
+    assert predict.accuracy_line(records, 5) == "top-1 50.00 % (top-5 n/a: 2 classes) on 2 labelled videos"
+    assert predict.accuracy_line(records, 2, num_classes=2) == \
+        "top-1 50.00 % (top-2 n/a: 2 classes) on 2 labelled videos"
+    assert predict.accuracy_line(records, 2, num_classes=3) == "top-1 50.00 % / top-2 100.00 % on 2 labelled videos"
     assert "label" not in predict.format_csv(records[2:3])  # no label: the columns of before
 
 

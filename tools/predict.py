@@ -104,9 +104,11 @@ def _with_label(record: dict[str, Any], label: int | None, names: dict[int, str]
     return {**record, "label": label, **({"label_name": names[label]} if label in names else {})}
 
 
-def accuracy_line(records: Sequence[dict[str, Any]], top_k: int) -> str:
+def accuracy_line(records: Sequence[dict[str, Any]], top_k: int, num_classes: int | None = None) -> str:
     """``top-1 87.50 % / top-5 100.00 % on 8 labelled videos`` over the predicted records with a ``label`` (top-1
-    alone when ``top_k`` is 1); empty when there is none."""
+    alone when ``top_k`` is 1); empty when there is none. A ``top_k`` that ranks every class (``num_classes``, or
+    more than the records rank) is 100 % whatever the model does: ``(top-5 n/a: 4 classes)``, as an evaluation run
+    leaves out its top-5 then."""
     scored = [r for r in records if r["status"] == "ok" and r.get("label") is not None]
     if not scored:
         return ""
@@ -115,6 +117,10 @@ def accuracy_line(records: Sequence[dict[str, Any]], top_k: int) -> str:
         hits = sum(r["label"] in [t["class"] for t in r["top_k"][:k]] for r in scored)
         return f"top-{k} {100.0 * hits / len(scored):.2f} %"
 
+    ranked = len(scored[0]["top_k"])  # min(top_k, the model's classes)
+    classes = num_classes if num_classes is not None else ranked if ranked < top_k else None
+    if top_k > 1 and classes is not None and top_k >= classes:
+        return f"{share(1)} (top-{top_k} n/a: {counted(classes, 'class')}) on {counted(len(scored), 'labelled video')}"
     shares = [share(k) for k in sorted({1, top_k})]
     return f"{' / '.join(shares)} on {counted(len(scored), 'labelled video')}"
 
@@ -419,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predicted {len(records) - bad} of {counted(len(records), 'video')} ("
                   f"{counted(cfg.TEST.NUM_CLIP, 'clip')} x {counted(cfg.TEST.NUM_CROP, 'crop')})"
                   + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
-            accuracy = accuracy_line(records, args.top_k)  # rank 0's records: each reported video counted once
+            # rank 0's records: each reported video counted once
+            accuracy = accuracy_line(records, args.top_k, cfg.DATA.NUM_CLASSES)
             if accuracy:
                 print(accuracy, file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)

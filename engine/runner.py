@@ -66,14 +66,19 @@ def resume_point(cfg, resume: str) -> tuple[str, str]:
                    f"the run goes on from there (with TRAIN.AUTO_RESUME False it would start over from {resume})")
 
 
-def where_they_come_from(missing: list[str]) -> str:
-    """What makes the missing files, for a first run that has none of them yet."""
+def where_they_come_from(missing: list[str], only_test: bool = False) -> str:
+    """What makes the missing files, for a first run that has none of them yet. ``only_test``: a ``--resume`` is
+    weights to evaluate (a released file among them), not a training run's checkpoint to continue."""
     hints = []
     if any(m.startswith("DATA.") for m in missing):
         hints.append("the demo's clips and lists: python tools/make_synthetic_dataset.py --out data/synthetic (or "
                      "make demo); Kinetics lists and labels: python tools/prepare_kinetics.py lists")
-    if any(m.startswith(("MODEL.", "--resume")) for m in missing):
+    resume = any(m.startswith("--resume") for m in missing)
+    if any(m.startswith("MODEL.") for m in missing) or (resume and only_test):
         hints.append("released weights and class mappings: README, Checkpoints (the recipes read checkpoints/)")
+    if resume and not only_test:  # released weights are no training state: sending the user there was a dead end
+        hints.append("a training --resume continues a checkpoint an earlier run wrote to its OUTPUT (ckpt_epoch_*.pth, "
+                     "ckpt_step_*.pth); released weights start a run as MODEL.PRETRAINED")
     return f" ({'; '.join(hints)})" if hints else ""
 
 
@@ -115,7 +120,7 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
     if missing:
-        raise FileNotFoundError("missing input files: " + "; ".join(missing) + where_they_come_from(missing))
+        raise FileNotFoundError("missing input files: " + "; ".join(missing) + where_they_come_from(missing, only_test))
     _class_names(cfg)  # its format now, not after the lists are indexed and the loaders built
 
 

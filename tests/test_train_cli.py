@@ -107,10 +107,17 @@ def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     assert train.main(["--cfg", str(tmp_path / "none.yaml")]) == 2
     assert "none.yaml" in capsys.readouterr().err
     rc = train.main(["--cfg", DEMO, "--resume", str(tmp_path / "gone.pth"), "--opts", *_opts(dataset, tmp_path)])
-    assert rc == 2 and "--resume = " + str(tmp_path / "gone.pth") in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "--resume = " + str(tmp_path / "gone.pth") in err
+    # training continues its own checkpoint: released weights (no training state) are not where it comes from
+    assert "an earlier run wrote to its OUTPUT" in err and "released weights and class mappings" not in err
     # OUTPUT says how the process ended, for a batch script that requeues only a stopped run (torchrun's code is 1)
     assert json.loads((tmp_path / "exit_status.json").read_text()) == {
         "exit_code": 2, "meaning": "bad input or a file that cannot be written"}
+    rc = train.main(["--cfg", DEMO, "--only_test", "--resume", str(tmp_path / "gone.pth"), "--opts",
+                     *_opts(dataset, tmp_path)])
+    err = capsys.readouterr().err  # weights to evaluate: a released file is one
+    assert rc == 2 and "released weights and class mappings" in err and "an earlier run wrote" not in err
 
 
 def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path, dataset, capsys):

@@ -452,6 +452,8 @@ class Trainer:
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
             self._loader_state = None
             data = [k for k in ("listed_videos", "plan") if k in changed]
+            if "world_size" in changed or "batch_size" in changed:  # the plan's digest counts both: it differs
+                data = [k for k in data if k != "plan"]  # whatever the list, and the world size is warned of apart
             if data:  # nothing to restart, but the run no longer trains on what it did: say so
                 diffs = ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in data)
                 self.metrics.warn(f"the training data changed since checkpoint {path} ({diffs}): epoch "

@@ -751,6 +751,32 @@ def test_an_end_of_epoch_resume_on_another_training_list_says_so(tmp_path):
         t.metrics.close()
 
 
+def test_an_end_of_epoch_resume_with_another_batch_size_does_not_say_the_data_changed(tmp_path):
+    """The epoch plan's digest counts the batch size and the world size: a run resumed on another number of
+    processes warned that its training data had changed, sending the user to check a list nobody had touched."""
+    from types import SimpleNamespace
+
+    out = str(tmp_path)
+
+    def loader(batch_size: int, videos: int, plan: str):
+        return SimpleNamespace(index=[None] * videos, batch_size=batch_size, plan_fingerprint=lambda: plan)
+
+    old = _tiny_trainer(out, num_classes=4)
+    old.train_loader = loader(2, 32, "aaaa")
+    old.state.epoch, old.state.global_step = 0, 5
+    old.checkpointer.save(old.state_dict(epoch_complete=True))
+    same_list = _tiny_trainer(out, num_classes=4)
+    same_list.train_loader = loader(4, 32, "cccc")
+    assert same_list.resume("", auto=True) and same_list.state.epoch == 1
+    assert "the training data changed" not in open(os.path.join(out, "log_rank0.txt")).read()
+    longer = _tiny_trainer(out, num_classes=4)
+    longer.train_loader = loader(4, 36, "dddd")  # a list of another length is a change under any batch size
+    assert longer.resume("", auto=True)
+    assert "the training data changed since checkpoint" in open(os.path.join(out, "log_rank0.txt")).read()
+    for t in (old, same_list, longer):
+        t.metrics.close()
+
+
 class _PositionLoader:
     """Two batches of 2 clips an epoch, with a position a checkpoint keeps; ``stop_before``: a scheduler's SIGTERM
     arrives while that batch (1-based) is trained."""

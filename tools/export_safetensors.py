@@ -83,18 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     from train import INPUT_ERRORS
 
     before = file_version(args.out)
+
+    def in_place() -> bool:  # the new file has been renamed over --out: the export is done, whole
+        return file_version(args.out) != before
+
     # A scheduler's stop (SIGTERM, SIGUSR1) ends the export as a Ctrl-C does, until the rename has put the new file
     # at --out: from then on the export is done and ends as one (asked of the disk when the signal comes, as a flag
     # set after the rename would leave a gap between the two).
     try:
-        with stop_signals_raise(ignored=lambda: file_version(args.out) != before):
+        with stop_signals_raise(ignored=in_place):
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
             cfg = load_config(args.cfg, args.opts)
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
     except Stopped as e:
         return stopped_during_work(e, kept)
     except KeyboardInterrupt:
-        if file_version(args.out) != before:  # a Ctrl-C once the new file was in place: it is there, whole
+        if in_place():  # a Ctrl-C once the new file was in place
             on_interrupt(f"exporting: {args.out} was written whole before the interrupt")
         raise
     except INPUT_ERRORS + (InputError, ValueError) as e:

@@ -5,14 +5,20 @@ GPU for augmentation) are checked here without a GPU. Only building them needs C
 Each graph is defined the way the loader defines it on a GPU machine (``device_id`` set, ``augment_on_gpu``), and
 checked for where its work runs: decoding on the route's backend, every operator that touches frames on the GPU,
 and the same program of operators as the CPU machine's graph of the same routes.
+
+The NVDEC route's graph is also run here, with DALI's CPU decoder standing in for NVDEC: its records (encoded bytes,
+frame indices, colour map), the decoder and the colour map inside the graph, its batches merged with the host
+graph's and its failure recovery are the same code on either machine.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
+from dali_pipelines.pipelines import graphs_serving
 from dali_pipelines.pipelines import test_pipeline as multiview_pipeline
 from dali_pipelines.pipelines import train_pipeline
 from dali_pipelines.routing import DALI_CPU, NVDEC, PYAV
@@ -106,3 +112,90 @@ def test_decode_only_graph_on_nvdec():
                 for device, name, args in _operators(pipe) if name == "decoders__Video"]
     assert decoders == [("mixed", False, "none")]
     assert [out.device for out in pipe._graph_outputs] == ["gpu"]
+
+
+# ------------------------------------------------------------------------------------- the NVDEC graph, run
+def _nvdec_graph_on_the_cpu(monkeypatch) -> None:
+    """Make the loader build and run its NVDEC graph on this machine: the ``nvdec`` route's decoder is DALI's CPU
+    one (same operator, same arguments but ``affine``, which only the mixed backend has), and the machine's policy
+    is a GPU's whose driver says NVDEC decodes VP9 from 80x64 (the 96x72 clips go to NVDEC, the 64x48 ones to the
+    CPU route). Everything else of the route is the GPU machine's: records of encoded bytes, frame indices and
+    colour map, the decoder and the colour map in the graph, a graph of its own beside the host graph."""
+    from dali_pipelines import loader as loader_module
+    from dali_pipelines import pipelines
+    from dali_pipelines.nvdec_caps import DecoderCaps
+    from dali_pipelines.routing import RoutingPolicy
+
+    spec = pipelines.ROUTES[NVDEC]
+    monkeypatch.setitem(pipelines.ROUTES, NVDEC, pipelines.RouteSpec("cpu", spec.source, spec.graph))
+    caps = {("vp9", "420", 8): DecoderCaps(True, 1, (80, 64), (4096, 4096), 65536)}
+    monkeypatch.setattr(loader_module, "machine_policy",
+                        lambda device, cpu_decoder="auto", *rest: RoutingPolicy(True, cpu_decoder=cpu_decoder,
+                                                                                driver_caps=caps))
+
+
+@pytest.fixture(scope="module")
+def two_sizes(tmp_path_factory):
+    """VP9 clips of two sizes, alternating in one list, and one clip tagged BT.709 (its colours are mapped in the
+    NVDEC graph, by the worker on the CPU routes)."""
+    from tests.test_pipelines import _write_ramps
+    from tests.video_fixtures import make_clip_dataset
+
+    root = str(tmp_path_factory.mktemp("two_sizes"))
+    big = make_clip_dataset(root, [24, 30, 26, 33], list_name="big.txt")
+    small = make_clip_dataset(root + "/small", [28, 25, 27], size=(64, 48), list_name="small.txt")
+    _write_ramps(root + "/videos/bt709.webm", 1, num_frames=12)
+    big, small = open(big).read().splitlines(), ["small/" + ln for ln in open(small).read().splitlines()]
+    lines = [big[0], small[0], big[1], small[1], big[2], small[2], big[3], "videos/bt709.webm 2"]
+    with open(root + "/list.txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return root, root + "/list.txt"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_nvdec_graph_run_with_dalis_cpu_decoder_gives_the_cpu_routes_pixels(two_sizes, monkeypatch, split):
+    """The NVDEC graph (the only one with a decoder in it) had run nowhere but on a GPU. Run on this machine with
+    DALI's CPU decoder in NVDEC's place, a loader whose batches mix it with the host graph yields every clip with
+    exactly the pixels a CPU machine's loader yields (colour jitter on; a BT.709 clip, whose colour map runs in the
+    graph, to the rounding of one grey level), in the planned rows."""
+    from dali_pipelines.loader import build_loader
+    from tests.video_fixtures import pixels_by_row, small_cfg
+
+    root, lst = two_sizes
+    opts = {"TRAIN.BATCH_SIZE": 4, "TEST.BATCH_SIZE": 3, "TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 3,
+            "AUG.COLOR_JITTER": 1.0, "DATA.CPU_ROUTE_MAX_SHARE": 1.0}
+    cpu = pixels_by_row(build_loader(small_cfg(root, lst, lst, **opts), split))
+    _nvdec_graph_on_the_cpu(monkeypatch)
+    loader = build_loader(small_cfg(root, lst, lst, **opts), split)
+    assert loader.routes_in_use() == [NVDEC, DALI_CPU]
+    assert {r for r, vr in loader.video_routes.items() if vr.route == NVDEC} == {0, 2, 4, 6, 7}
+    assert loader.index.infos[7].colorspace == "bt709"
+    assert set(graphs_serving(loader.routes_in_use())) == {"nvdec", "host"}
+    nvdec = pixels_by_row(loader)
+    assert sorted(nvdec) == sorted(cpu) == list(range(8))
+    for row in cpu:
+        diff = np.abs(nvdec[row] - cpu[row])
+        if row == 7:  # the colour map rounds to 8 bits in the graph, by numpy in the CPU route's worker
+            assert diff.max() <= 1.0 + 1e-4 and diff.mean() < 0.01, (diff.max(), diff.mean())
+        else:
+            assert diff.max() == 0.0, (row, diff.max())
+
+
+def test_nvdec_graph_failure_quarantines_the_video_by_its_decode_alone(two_sizes, monkeypatch):
+    """A video the index overstates fails the NVDEC graph's batch; the loader finds it by decoding the in-flight
+    samples alone on the route's backend, quarantines it by name and rebuilds: every other video is yielded."""
+    import dataclasses
+
+    from dali_pipelines.loader import build_loader
+    from tests.video_fixtures import small_cfg
+
+    root, lst = two_sizes
+    _nvdec_graph_on_the_cpu(monkeypatch)
+    loader = build_loader(small_cfg(root, "", lst, **{"TEST.BATCH_SIZE": 3}), "test")
+    info = loader.index.infos[2]
+    loader.index.infos[2] = dataclasses.replace(info, num_frames=info.num_frames + 30)
+    rows = [r for b in loader for r in b["index"].tolist()]
+    loader.close()
+    assert rows == [0, 1, 3, 4, 5, 6, 7]
+    assert loader.stats["rebuilds"] == 1 and loader.stats["route_fallbacks"] == 0
+    assert "shorter than its index says" in loader.stats["skipped"][0]

@@ -3,44 +3,107 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 
-# package -> project packages it must not import
-FORBIDDEN = {
-    "configs": {"dali_pipelines", "models", "engine", "benchmarks", "tools"},
-    "models": {"dali_pipelines", "engine", "benchmarks", "tools", "nvidia"},
-    "dali_pipelines": {"models", "engine", "benchmarks", "tools"},
-    "engine": {"nvidia", "models", "dali_pipelines", "benchmarks", "tools"},
+# package -> the project's top-level packages and modules it may import (the table of docs/ARCHITECTURE.md);
+# wiring.py, train.py, benchmarks and tools may import everything
+ALLOWED = {
     # the one home of small shared helpers: importable by every package, so it imports none of them
-    "evautil": {"configs", "dali_pipelines", "models", "engine", "benchmarks", "tools", "nvidia", "torch"},
+    "evautil": set(),
+    "configs": {"evautil"},
+    "dali_pipelines": {"configs", "evautil"},
+    "models": {"configs", "evautil"},
+    "engine": {"configs", "evautil"},  # it receives ready loaders and models
+}
+IMPORT_EVERYTHING = {"wiring", "train", "benchmarks", "tools", "tests"}
+# package -> libraries it must not import: DALI stays in dali_pipelines, and evautil (imported by every worker
+# process) stays free of torch
+FORBIDDEN_LIBRARIES = {
+    "evautil": {"torch", "nvidia"},
+    "models": {"nvidia"},
+    "engine": {"nvidia"},
 }
 
 
-def _imports(path: Path) -> set[str]:
+def _project_names(root: Path) -> set[str]:
+    """The project's top-level packages and modules, as an import names them."""
+    return ({p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+            | {p.stem for p in root.glob("*.py")})
+
+
+def _module_parts(path: Path, root: Path) -> list[str]:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def _imports(path: Path, root: Path = ROOT) -> set[str]:
+    """The top-level names ``path`` imports: absolute imports, relative ones resolved against its package (a
+    ``from .. import x`` leaves it), and ``importlib.import_module`` / ``__import__`` of a constant name."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    parts = _module_parts(path, root)
+    package = parts if path.name == "__init__.py" else parts[:-1]
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            if base:
+                names.add(base[0])
+            elif node.module:
+                names.add(node.module.split(".")[0])
+            else:  # from .. import x, at the top: x is a top-level name
+                names.update(alias.name.split(".")[0] for alias in node.names)
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str) and not node.args[0].value.startswith(".")
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            names.add(node.args[0].value.split(".")[0])
     return names
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def _offenders(package: str, root: Path = ROOT) -> dict[str, list[str]]:
+    refused = (_project_names(root) - ALLOWED[package] - {package}) | FORBIDDEN_LIBRARIES.get(package, set())
+    found = {str(f.relative_to(root)): sorted(_imports(f, root) & refused)
+             for f in sorted((root / package).rglob("*.py"))}
+    return {f: names for f, names in found.items() if names}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_respects_import_boundaries(package):
-    files = sorted((ROOT / package).rglob("*.py"))
-    assert files, f"package {package} has no modules"
-    offenders = {
-        str(f.relative_to(ROOT)): sorted(_imports(f) & FORBIDDEN[package])
-        for f in files
-        if _imports(f) & FORBIDDEN[package]
-    }
+    assert list((ROOT / package).rglob("*.py")), f"package {package} has no modules"
+    offenders = _offenders(package)
     assert not offenders, f"{package} imports what it must not: {offenders}"
+
+
+@pytest.mark.parametrize("statement", ["from ..models import eva", "from .. import dali_pipelines",
+                                       "import wiring", "importlib.import_module('models.eva')",
+                                       "from torch import nn"])
+def test_boundary_check_sees_every_form_of_import(tmp_path, statement):
+    """The check above must not pass for want of seeing an import: a relative import out of the package, a
+    top-level module, an importlib call."""
+    for name in ("engine", "evautil", "models", "dali_pipelines"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "wiring.py").write_text("")
+    for package in ("engine", "evautil"):
+        (tmp_path / package / "sub.py").write_text(f"import importlib\n{statement}\n")
+    assert _offenders("evautil", tmp_path)
+    assert _offenders("engine", tmp_path) or statement == "from torch import nn"
+
+
+def test_every_top_level_package_has_a_place_in_the_layout():
+    """A new top-level package or module gets its row in docs/ARCHITECTURE.md's table and its rule here."""
+    names = _project_names(ROOT)
+    assert not names - set(ALLOWED) - IMPORT_EVERYTHING, "add it to ALLOWED or IMPORT_EVERYTHING"
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    described = {Path(name).stem for row in re.findall(r"^\| (.*?) \|", doc, re.MULTILINE)
+                 for name in re.findall(r"`([\w./]+)`", row)}
+    assert not names - {"tests"} - described, "docs/ARCHITECTURE.md's package table lacks it"
 
 
 def test_train_py_stays_a_short_wiring_script():

@@ -7,8 +7,9 @@ The feeder asks the :class:`Schedule` for the samples of the next batches, sends
 part. The loader takes the batches in plan order
 (:meth:`Feeder.peek`), runs every graph the batch has a part for, and puts the rows back in the planned order. A
 video that cannot be read or decoded is reported to the schedule, which quarantines it and returns its substitute
-(training) or nothing (testing). A video DALI's CPU decoder fails on is first offered to the loader's ``reroute``
-(its fallback route, PyAV), the one call back into the loader.
+(training) or nothing (testing). A video DALI's CPU decoder fails on, or one NVDEC would number otherwise than
+the index (``pyav_io.first_pictures_not_shown``), is first offered to the loader's ``reroute`` (its fallback
+route: PyAV, or NVDEC's CPU route), the one call back into the loader.
 
 Decode routes (``pipelines.ROUTES``):
 

@@ -11,8 +11,9 @@ the CPU cost about as much for the identity as for a real map), and in parallel 
 Why DALI's CPU decoder runs here and not inside the augmentation graph: DALI runs a graph's CPU operators one at a
 time, so a decoder inside the graph waited for the augmentation of the previous batch and the augmentation for the
 decoder, and the loader kept about 1.8 of 2 cores busy. In worker processes the decodes of the next batches run while
-the graph augments this one, as PyAV's always did: on 2 cores, VP9 training clips came 1.19x faster than with the
-decoder in the graph (docs/PERFORMANCE.md, "Per-video routing").
+the graph augments this one, as PyAV's always did: on 2 cores, in paired rounds against the all-PyAV loader, training
+came 0.89x with the decoder in the graph, and 1.00x on a mixed VP9 + H.264 list and 1.08x on VP9 alone with it here
+(docs/PERFORMANCE.md, "Per-video routing").
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ A clip's way from a list line to a batch, and the module that owns each step:
 1. ``index.py``: the list is read and every video probed once (frame count, size, codec), cached beside the list.
 2. ``schedule.py``: per epoch, a global permutation from (SEED, epoch) cut into equal per-rank shares (pure numpy).
 3. ``draw.py``: per sample, frame indices and augmentation from ``sample_rng(SEED, epoch, row)`` (pure).
-4. ``feeder.py``: the sample goes down its decode route (``routing.py``, chosen per video: file bytes for DALI's
-   decoder, or PyAV-decoded frames), a few batches ahead; unreadable videos are quarantined and substituted or
-   dropped. Each batch is split into one part per graph.
+4. ``feeder.py``: the sample goes down its decode route (``routing.py``, chosen per video: file bytes for NVDEC's
+   decoder in the graph, or frames decoded in the worker processes), a few batches ahead; unreadable videos are
+   quarantined and substituted or dropped. Each batch is split into one part per graph.
 5. ``pipelines.py``: the graphs augment their part, NVDEC's graph after decoding it. Both CPU routes decode in
    the worker processes (``host_decode.py``) and share one graph, so on a machine without NVDEC a batch leaves one
    graph in its planned order; NVDEC's graph and the CPU graph are merged back into the planned order. Outputs

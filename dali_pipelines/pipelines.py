@@ -4,8 +4,9 @@ Everything random is decided in Python (``augment.py`` / ``sampling.py`` via ``d
 through one ``fn.external_source`` as per-sample tensors; the graph itself is deterministic.
 
 The contract between the Python side and the graph is one typed record per sample, :class:`SampleRecord`: its
-source (encoded bytes plus frame indices for DALI's decoder, or frames already decoded by PyAV), its augmentation
-parameters (:class:`TrainParams` or :class:`TestParams`) and its row. The external source's outputs (names, types,
+source (encoded bytes plus frame indices for NVDEC's decoder in the graph, or frames the decode workers already
+decoded with PyAV or DALI's CPU decoder), its augmentation parameters (:class:`TrainParams` or :class:`TestParams`)
+and its row. The external source's outputs (names, types,
 dimensions, layouts, order) are derived from these dataclasses by :func:`record_layout`, and a batch of records is
 turned into the external source's columns by :func:`batch_columns` from the same fields, so the two cannot drift.
 

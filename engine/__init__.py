@@ -4,10 +4,16 @@
 - ``distributed``: torchrun environment -> ``DistContext``, DDP wrapping, collectives.
 - ``liveness``: each rank of a process group watches that the others still answer, and names one that stopped.
 - ``optim``: AdamW parameter groups (no decay, layer-wise LR decay), timm cosine schedule per optimizer step.
-- ``losses``: label smoothing, video Mixup / CutMix keyed by (seed, step).
+- ``losses``: label smoothing, video Mixup / CutMix keyed by (seed, step, rank).
 - ``train_loop``: ``train_one_epoch`` (accumulation, no_sync, AMP, clipping, EMA, NaN handling) and ``Trainer``.
 - ``evaluate``: multi-view mean-of-softmax top-1/top-5 over all ranks, predictions files.
 - ``checkpointing``: atomic checkpoints, rotation, resume with fallback past damaged files.
-- ``metrics``: all console output and telemetry (metrics.jsonl, TensorBoard, progress bar, NVML, summary).
-- ``runner``: builds a run from the config with the model/data builders that ``train.py`` passes in.
+- ``metrics``: all console output and telemetry (metrics.jsonl, TensorBoard, progress bar, NVML, summary);
+  ``progress``: remaining-time estimates and evaluation progress; ``plots``: the run's PNG plots.
+- ``loader_stats``: a loader's counters and unreadable rows gathered over ranks.
+- ``run_files``: the OUTPUT lock, files moved aside into earlier_runs/, lines a stopped attempt left.
+- ``resume_config``: the config of the checkpoint a run resumes against the one given now.
+- ``preemption``: stop signals and clock-based saves, agreed by all ranks at optimizer-step boundaries.
+- ``process_end``: how a process says it ends (console, its log, torchrun's error file, exit_status.json).
+- ``runner``: runs a training or an evaluation from the ready objects that ``wiring.py`` builds.
 """

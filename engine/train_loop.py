@@ -1,7 +1,7 @@
 """The training loop: micro-batches with gradient accumulation, optimizer steps, checkpoints, evaluation.
 
 ``Trainer`` holds the objects of a run (model, optimizer, schedule, loaders, checkpointer, metrics) and knows
-nothing of the config; ``train.py`` builds it. ``train_one_epoch`` is the loop over one epoch's batches.
+nothing of the config; ``runner.train`` builds it. ``train_one_epoch`` is the loop over one epoch's batches.
 """
 
 from __future__ import annotations

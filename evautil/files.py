@@ -1,4 +1,6 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file under the final name."""
+"""Files a command writes and reads: atomic writes (a reader, or a crash, never sees a half-written file under the
+final name), the check that an output path can be written, the lock a process holds on an output, and one line
+naming the file for a failed write or read."""
 
 from __future__ import annotations
 

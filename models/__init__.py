@@ -1,4 +1,6 @@
-"""EVA video transformer, its checkpoint conversion and FLOP counts. Pure PyTorch: no DALI, no training code."""
+"""EVA video transformer, built from the config (``factory``); reading and converting its checkpoints
+(``checkpoint``, ``pos_embed``), ``hf://`` references (``hub``), self-describing ``.safetensors`` weights
+(``weights_file``) and FLOP counts (``flops``). Pure PyTorch: no DALI, no training code."""
 
 from .checkpoint import CheckpointError, convert_state_dict, load_pretrained, read_checkpoint, read_state_dict
 from .eva import EVAVideoTransformer

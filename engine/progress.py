@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from evautil.progress import format_duration, stderr_is_terminal
+from evautil.progress import format_duration, format_rate, rate_known, stderr_is_terminal
 
 __all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "RunClock", "EvalProgress"]
 
@@ -108,13 +108,14 @@ class EvalProgress:
 
     def line(self) -> str:
         """The plain progress line for the batches done so far."""
-        elapsed = max(time.perf_counter() - self._start, 1e-9)
-        rate = self.videos / elapsed
+        elapsed = time.perf_counter() - self._start
+        rate = format_rate(self.videos, elapsed, "video")
         if self.total:
-            left = (self.total - self.batches) * elapsed / self.batches
+            left = 0.0 if self.batches >= self.total else (  # none from a rate too early to mean anything
+                (self.total - self.batches) * elapsed / self.batches if rate_known(self.videos, elapsed) else None)
             return (f"eval {self.split} batch {self.batches}/{self.total} ({100.0 * self.batches / self.total:.0f}%)"
-                    f"  {rate:.1f} videos/s  eta {format_duration(left)}")
-        return f"eval {self.split} batch {self.batches}  {rate:.1f} videos/s"
+                    f"  {rate}  eta {format_duration(left)}")
+        return f"eval {self.split} batch {self.batches}  {rate}"
 
     def close(self) -> None:
         if self._bar is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from evautil.files import (atomic_write, atomic_write_by_name, atomic_write_text, error_writing,
                            output_path_problem, write_output_text)
 from evautil.flops import peak_flops, train_step_flops
-from evautil.progress import ProgressLines, with_progress
+from evautil.progress import ProgressLines, format_rate, with_progress
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
                              map_with_progress, mp_context)
 from tests.crashing_jobs import ANSWERS_WITHIN_S
@@ -155,8 +156,9 @@ def test_map_with_progress_logs_plain_lines_without_a_bar():
     assert list(map_with_progress(_square, [1, 2, 3, 4], 1, "squares", progress=False, unit="square",
                                   log=lines.append, log_every_s=0.0)) == [1, 4, 9, 16]
     assert [line.split(" (")[0] for line in lines[:3]] == [f"squares: {k} of 4 squares done" for k in (1, 2, 3)]
-    assert "(25.0%), " in lines[0] and " squares/s, eta 0:00:0" in lines[0] and len(lines) == 4
-    assert lines[-1].startswith("squares: 4 squares done in 0:00:0") and lines[-1].endswith(" squares/s)")
+    # (no rate, nor time left from one, in the first half second)
+    assert "(25.0%), - squares/s, eta -" in lines[0] and len(lines) == 4
+    assert re.fullmatch(r"squares: 4 squares done in 0:00:0\d \((-|[0-9.,]+) squares/s\)", lines[-1]), lines[-1]
     lines.clear()
     list(map_with_progress(_square, [1, 2, 3], 1, "squares", progress=True, log=lines.append, log_every_s=0.0))
     assert len(lines) == 1 and lines[0].startswith("squares: 3 items done in ")
@@ -168,11 +170,34 @@ def test_progress_lines_say_one_item_in_the_singular():
     assert progress.line().startswith("predict: 0 of 1 batch done (0.0%), ")
     progress.update()
     progress.finish()
-    assert lines[0].startswith("predict: 1 batch done in 0:00:0") and lines[0].endswith(" batches/s)")
+    assert lines[0].startswith("predict: 1 batch done in 0:00:0") and lines[0].endswith(" (- batches/s)")
     lines.clear()
     progress = ProgressLines("check", 2, "video", lines.append, every_s=None)
     progress.update()
     assert progress.line().startswith("check: 1 of 2 videos done (50.0%), ")
+
+
+def test_progress_rates_wait_for_a_figure_that_means_something(monkeypatch):
+    """3 videos in 40 µs were "72,632 videos/s" (and a time left from that); a rate of one was "1 batches/s"."""
+    clock = [100.0]
+    monkeypatch.setattr("evautil.progress.time.monotonic", lambda: clock[0])
+    lines: list[str] = []
+    progress = ProgressLines("check", 10, "video", lines.append, every_s=0.0)
+    clock[0] += 40e-6
+    progress.update(3)
+    assert lines == ["check: 3 of 10 videos done (30.0%), - videos/s, eta -"]
+    clock[0] += 0.5  # half a second: a figure, 3 significant ones
+    progress.update(3)
+    assert lines[-1] == "check: 6 of 10 videos done (60.0%), 12 videos/s, eta 0:00:00"
+    clock[0] += 3.5
+    progress.update(2)
+    assert lines[-1] == "check: 8 of 10 videos done (80.0%), 2 videos/s, eta 0:00:01"
+    clock[0] += 4.0
+    progress.update(2)
+    progress.finish()
+    assert lines[-1] == "check: 10 videos done in 0:00:08 (1.25 videos/s)"
+    assert [format_rate(n, s, "batch") for n, s in ((2, 2.0), (72632, 1.0), (1, 10.0), (999.7, 1.0), (5, 3.0))] == [
+        "1 batch/s", "72,600 batches/s", "- batches/s", "1,000 batches/s", "1.67 batches/s"]
 
 
 class _Terminal(io.StringIO):
@@ -185,7 +210,7 @@ def test_with_progress_draws_a_bar_only_on_a_terminal(monkeypatch, capsys):
     bar's carriage-return redraws; a terminal gets the bar."""
     assert list(with_progress(iter([1, 2, 3]), 3, "predict", "batch")) == [1, 2, 3]
     err = capsys.readouterr().err
-    assert err.startswith("predict: 3 batches done in 0:00:0") and err.endswith(" batches/s)\n")
+    assert re.fullmatch(r"predict: 3 batches done in 0:00:0\d \((-|[0-9.,]+) batches/s\)\n", err), err
     assert "\r" not in err and len(err.splitlines()) == 1
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)

@@ -17,7 +17,7 @@ from engine.distributed import DistContext
 from engine.evaluate import evaluate, evaluate_and_log, write_predictions
 from engine.metrics import MetricLogger
 from engine.plots import CURVES, MATRIX_MAX_CLASSES, confusion_figure, curves_figure, write_plots
-from engine.progress import RunClock, format_duration
+from engine.progress import EvalProgress, RunClock, format_duration
 
 
 class _Terminal(io.StringIO):
@@ -79,6 +79,23 @@ def test_no_bar_when_stderr_is_a_file(tmp_path, monkeypatch, capsys):
     assert [e.split("  ")[0] for e in evals] == ["eval val batch 2/5 (40%)", "eval val batch 4/5 (80%)",
                                                 "eval val batch 5/5 (100%)"]
     assert all("videos/s  eta " in e for e in evals) and evals[-1].endswith("eta 0:00:00")
+
+
+def test_eval_progress_gives_no_rate_from_a_few_microseconds(monkeypatch):
+    """The first batches of 3 videos in 40 µs were "75000.0 videos/s" with the time left worked out from that."""
+    clock = [50.0]
+    monkeypatch.setattr("engine.progress.time.perf_counter", lambda: clock[0])
+    lines: list[str] = []
+    progress = EvalProgress("val", 3, lines.append, every=1, bar=False)
+    clock[0] += 40e-6
+    progress(3)
+    clock[0] += 2.0
+    progress(3)
+    progress(2)
+    unsized = EvalProgress("test", None, lines.append, every=1, bar=False)
+    unsized(1)
+    assert lines == ["eval val batch 1/3 (33%)  - videos/s  eta -", "eval val batch 2/3 (67%)  3 videos/s  eta 0:00:01",
+                     "eval val batch 3/3 (100%)  4 videos/s  eta 0:00:00", "eval test batch 1  - videos/s"]
 
 
 def test_run_clock_and_durations():

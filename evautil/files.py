@@ -265,11 +265,14 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
     instead), under a folder that exists or can be made, and that this process can write in. For a tool to refuse
     before it works, not after."""
     full = os.path.abspath(path)
+    inside = f", e.g. {os.path.join(path, example)}" if example else ""
     if folder and os.path.exists(full) and not os.path.isdir(full):
         return f"{flag} {path} exists and is not a folder; give a folder (new or existing)"
     if not folder and os.path.isdir(full):
-        return f"{flag} {path} is a folder; give a file name" + (f", e.g. {os.path.join(path, example)}" if example
-                                                                  else "")
+        return f"{flag} {path} is a folder; give a file name{inside}"
+    # a folder not made yet: abspath drops the "/", and a file of the folder's name was written
+    if not folder and path.endswith(("/", os.sep)):
+        return f"{flag} {path} names a folder (it ends with /); give a file name{inside}"
     parent = os.path.dirname(full)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)

@@ -839,6 +839,25 @@ def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured
         assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (module.__name__, args, err)
 
 
+def test_a_json_or_plot_ending_with_a_slash_is_refused_before_anything_is_measured(tmp_path, monkeypatch, capsys):
+    """"--json results/" (a folder not made yet) was measured, then written as a file named "results"."""
+    from benchmarks import augment_throughput, common, decode_throughput, nvdec_parity
+
+    monkeypatch.setattr(common, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(augment_throughput, "run", lambda *a: pytest.fail("measured"))
+    new = str(tmp_path / "results") + "/"
+    for module, flag in ((decode_throughput, "--plot"), (augment_throughput, "--json"), (decode_throughput, "--json")):
+        assert module.main(["--quick", flag, new]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} {new} names a folder (it ends with /); give a file name, e.g. ") \
+            and err.count("\n") == 1, (module.__name__, err)
+    with pytest.raises(SystemExit) as e:
+        nvdec_parity.main(["--quick", "--decoder", "cpu", "--json", new])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--json {new} names a folder (it ends with /)" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

@@ -495,3 +495,15 @@ def test_an_output_on_a_read_only_file_system_is_called_that_not_a_missing_permi
     assert output_path_problem(str(mounted / "sub"), "--report-dir", folder=True) == \
         f"--report-dir {mounted / 'sub'}: {mounted / 'sub'} is on a read-only file system"
     assert output_path_problem(str(tmp_path / "out.json"), "--out", folder=False) == ""  # a writable one beside
+
+
+def test_a_file_output_ending_with_a_slash_is_refused_for_every_tool(tmp_path):
+    """"--json results/" (a folder not made yet) was written as a file named "results" by the benchmarks; only
+    predict and export_safetensors refused it, each with a check of its own."""
+    new = str(tmp_path / "results") + "/"
+    assert output_path_problem(new, "--json", folder=False, example="results.json") == (
+        f"--json {new} names a folder (it ends with /); give a file name, e.g. {tmp_path / 'results' / 'results.json'}")
+    assert output_path_problem(new, "--plot", folder=False) == \
+        f"--plot {new} names a folder (it ends with /); give a file name"
+    assert output_path_problem(new, "--out", folder=True) == ""  # a folder output: the "/" is right there
+    assert output_path_problem(str(tmp_path / "results.json"), "--json", folder=False) == ""

@@ -91,9 +91,6 @@ def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> 
         InputError: one line naming ``flag`` and what is wrong.
     """
     problem = output_path_problem(path, flag, folder, example)
-    if not problem and not folder and path.endswith(("/", os.sep)):  # a new folder's name: abspath drops the "/"
-        problem = f"{flag} {path} names a folder (it ends with /); give a file name" + (
-            f", e.g. {os.path.join(path, example)}" if example else "")
     if problem:
         raise InputError(problem)
 

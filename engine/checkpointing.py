@@ -29,7 +29,7 @@ import torch
 
 from evautil.errors import CheckpointError
 from evautil.progress import counted
-from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write, file_version
+from evautil.files import atomic_temp_files, atomic_temp_glob, atomic_write, file_version, output_path_problem
 from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
 
 from .metrics import epoch_number
@@ -99,7 +99,8 @@ def _gb(n: int) -> str:
 
 def check_output_dir(path: str) -> None:
     """Raise CheckpointError when ``path`` (OUTPUT) cannot become a writable directory: it, or a folder above it,
-    is a file, or the nearest existing one cannot be written, or it is empty."""
+    is a file, or the nearest existing one cannot be written (a file made there on trial fails), or it is
+    empty."""
     if not path:  # abspath("") is the working folder: the run's lock went there, then its first write failed
         raise CheckpointError("OUTPUT is empty: name the folder the run writes to (--output DIR, or OUTPUT in the "
                               "config; the default is output)")
@@ -113,6 +114,9 @@ def check_output_dir(path: str) -> None:
         where = "it" if probe == os.path.abspath(path) else f"{probe}, where it would be made,"
         raise CheckpointError(f"OUTPUT = {path} cannot be written: {where} is on a read-only file system or not "
                               "writable by this user")
+    problem = output_path_problem(path, "OUTPUT =", folder=True)  # what access() cannot tell: /proc as root
+    if problem:
+        raise CheckpointError(problem)
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_location: Any = "cpu",

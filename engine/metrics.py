@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from evautil.files import atomic_write_text, naming_the_file
+from evautil.files import atomic_write_text, make_output_folder, naming_the_file
 from evautil.flops import peak_flops, train_step_flops
 from evautil.interrupt import interrupted_line
 from evautil.progress import counted
@@ -287,7 +287,7 @@ class MetricLogger:
         self.frames_per_clip = frames_per_clip
         self.flops_per_clip = flops_per_clip
         self.peak_flops = device_peak_flops(self.device, precision)
-        os.makedirs(output_dir, exist_ok=True)
+        make_output_folder(output_dir, "OUTPUT =")  # (the ranks of other nodes make it here)
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
         self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8") if self.is_main else None
         self._tb = None

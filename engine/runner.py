@@ -21,6 +21,7 @@ from . import distributed as dist_utils
 from . import liveness
 from configs import ConfigError
 from evautil.errors import some_names, weights_misfit
+from evautil.files import make_output_folder
 from evautil.flops import model_size_text
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, checkpoint_files, starts_fresh
@@ -217,6 +218,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
         # that matters for training (GPU kernels flush denormals in their fast paths too).
         torch.set_flush_denormal(True)
     if ctx.is_main:
+        make_output_folder(cfg.OUTPUT, "OUTPUT =")  # not by opening its lock: that failure named only an errno
         claim_output(cfg.OUTPUT)  # one run at a time in OUTPUT, before anything there moves or is written
     try:
         moved = _set_aside_earlier_files(cfg, resume, resumed, continued=bool(resume_note)) if ctx.is_main else None

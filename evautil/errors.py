@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "weights_misfit", "some_names", "first_line_not_utf8", "not_utf8_line"]
+__all__ = ["CheckpointError", "OutputFolderError", "weights_misfit", "some_names", "first_line_not_utf8",
+           "not_utf8_line"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or weights file that cannot be used; the message names the file and why."""
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be made; the message names the flag or config key that gave it, the folder and
+    why. A ``ValueError``, so that the commands report it as bad input (one line, exit code 2)."""
 
 
 def some_names(names: list[str], shown: int = 6) -> str:

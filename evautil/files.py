@@ -15,9 +15,12 @@ import stat
 import tempfile
 from typing import IO, BinaryIO, Callable, Iterator
 
+from .errors import OutputFolderError
+
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
-           "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem", "hold_lock",
-           "naming_the_file", "cannot_read", "atomic_temp_files", "file_head", "file_version"]
+           "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem",
+           "make_output_folder", "hold_lock", "naming_the_file", "cannot_read", "atomic_temp_files", "file_head",
+           "file_version"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -292,6 +295,20 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
         except OSError as e:
             return f"{flag} {path}: cannot write in {target} ({e.strerror or e})"
     return ""
+
+
+def make_output_folder(path: str, flag: str) -> None:
+    """Make the output folder ``path`` (and the folders above it) when missing. A failure raises
+    :class:`~evautil.errors.OutputFolderError`, one line naming ``flag`` (``--out``, ``OUTPUT =``) and ``path``:
+    the OSError alone ("[Errno 2] No such file or directory: '/proc/out'") said neither which setting to change
+    nor, for a folder above it, that the path was not at fault itself. (A check with :func:`output_path_problem`
+    comes first; this is for what it cannot foresee: a name too long, a folder above removed meanwhile.)"""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        made = os.path.abspath(os.fspath(e.filename)) if e.filename else os.path.abspath(path)
+        where = "" if made == os.path.abspath(path) else f" {made} above it"
+        raise OutputFolderError(f"{flag} {path}: cannot create the folder{where} ({e.strerror or e})") from e
 
 
 def _read_only_file_system(path: str) -> bool:

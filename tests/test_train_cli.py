@@ -765,6 +765,29 @@ def test_an_output_folder_that_cannot_be_written_is_named_before_anything_runs(t
         in err
 
 
+def test_an_output_folder_that_cannot_be_made_is_named_with_output(tmp_path, dataset, monkeypatch, capsys):
+    """OUTPUT /proc/out (where access() says yes to root, and mkdir fails) ended in "error: [Errno 2] No such file
+    or directory: '/proc/out'": neither OUTPUT nor the folder that failed was named as such."""
+    if os.path.isdir("/proc/self"):  # refused before anything runs: a file made there on trial fails
+        rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, Path("/proc/out"))])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: OUTPUT = /proc/out") and len(err.strip().splitlines()) == 1, err
+    out = tmp_path / "runs" / "run1"
+    real_makedirs = os.makedirs
+
+    def refused(name, *args, **kwargs):  # what the checks before cannot foresee: a race, a name too long
+        if os.path.abspath(name).startswith(str(tmp_path / "runs")):
+            raise PermissionError(13, "Permission denied", str(tmp_path / "runs"))
+        return real_makedirs(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", refused)
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: OUTPUT = {out}: cannot create the folder {tmp_path / 'runs'} above it " \
+                              "(Permission denied)\n", err
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_second_run_into_an_output_another_run_is_writing_is_refused_and_moves_nothing(tmp_path, dataset, capsys):
     """Two runs into one OUTPUT at once (a job requeued while its first attempt still ends, a command started
     twice) both went on: the second moved the first's files into earlier_runs/ while it wrote them, and their lines

@@ -6,7 +6,8 @@ and parses the last token as the label. Here the file name is the line up to the
 taken as written: the same name for the usual single spaces, and the right one for names with runs of spaces or
 tabs, which the original's re-joining changed into names that do not exist. Blank lines are skipped. Unlike the
 original, every malformed line is reported with the list file and its 1-based line number instead of surfacing
-later as a decode failure.
+later as a decode failure. Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (:func:`evautil.text.text_lines`), so that
+the numbers are those an editor shows.
 
 A Kinetics-size list has hundreds of thousands of lines, read by every rank of a run: :func:`read_video_list`
 keeps it as a few arrays (:class:`VideoList`: the paths in one UTF-8 buffer, labels and line numbers as numpy
@@ -26,6 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from evautil.text import text_lines
 from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "LabelRangeError", "PathTable", "VideoList", "read_video_list",
@@ -98,10 +100,8 @@ def _decode_text(data: bytes, list_path: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        before = data[:e.start].decode("utf-8").splitlines(keepends=True)
-        line_no, column = len(before) or 1, (len(before[-1]) if before else 0) + 1
-        if before and before[-1].splitlines()[0] != before[-1]:  # the bad byte opens a new line
-            line_no, column = len(before) + 1, 1
+        before = text_lines(data[:e.start].decode("utf-8") + "?")  # "?": where the bad byte is
+        line_no, column = len(before), len(before[-1])
         raise DataListError(
             f"{list_path}:{line_no}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}); a list is UTF-8 "
             "text: re-encode it, or rename that video and fix its line") from None
@@ -109,13 +109,13 @@ def _decode_text(data: bytes, list_path: str) -> str:
 
 
 def _lines(text: str) -> Iterator[str]:
-    """``text.splitlines()``, one piece at a time: each piece ends just after a ``\\n``, so no line (and no
-    ``\\r\\n`` pair) is cut and the lines are exactly those of one ``splitlines`` over the whole text."""
+    """``text_lines(text)``, one piece at a time: each piece ends just after a ``\\n``, so no line (and no
+    ``\\r\\n`` pair) is cut and the lines are exactly those of one ``text_lines`` over the whole text."""
     start = 0
     while start < len(text):
         end = text.find("\n", min(start + _CHUNK_CHARS, len(text)) - 1)
         end = len(text) if end < 0 else end + 1
-        yield from text[start:end].splitlines()
+        yield from text_lines(text[start:end])
         start = end
 
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+from .text import text_lines
+
 __all__ = ["CheckpointError", "OutputFolderError", "weights_misfit", "some_names", "first_line_not_utf8",
            "not_utf8_line"]
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what "surrogateescape" decodes a byte that is not UTF-8 to
 
 
 class CheckpointError(RuntimeError):
@@ -31,13 +38,13 @@ def weights_misfit(arch: str, num_classes: int, missing: list[str], lacked: list
 def first_line_not_utf8(path: str) -> int:
     """1-based number of the first line of ``path`` that is not UTF-8, for the message of a UnicodeDecodeError met
     reading it as text: the decoder reads the file in chunks, so its error knows the position within one chunk only
-    (a byte offset a person cannot find either way)."""
+    (a byte offset a person cannot find either way). Lines are numbered as the readers and an editor number them
+    (:func:`evautil.text.text_lines`)."""
     with open(path, "rb") as f:
-        for number, raw in enumerate(f.read().splitlines(), 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
+        text = f.read().decode("utf-8", "surrogateescape")  # each byte that is not UTF-8: one lone surrogate
+    for number, line in enumerate(text_lines(text), 1):
+        if _NOT_UTF8.search(line):
+            return number
     return 1
 
 

@@ -273,6 +273,19 @@ def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
     assert "\n" not in str(err.value) and "tab.yaml: not valid YAML: line 2, column 1" in str(err.value), err.value
 
 
+def test_config_errors_name_the_line_an_editor_shows(tmp_path):
+    """YAML 1.1 (PyYAML) also ends a line at U+2028, U+2029 and U+0085, which an editor shows inside one: a value
+    holding one moved every line number after it (the not-UTF-8 line is counted as an editor does)."""
+    path = tmp_path / "noted.yaml"
+    path.write_text('OUTPUT: "runs\u2028a"\nTRAIN:\n  LR: 2.0e-4\n  LR: 1.0e-4\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(err.value) == f"{path}: key TRAIN.LR is set twice, on line 3 and on line 4; keep one"
+    path.write_text('OUTPUT: "runs\x85\u2029a"\nTRAIN:\n  EPOCHS: [3\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"noted\.yaml: not valid YAML: line 4, column 1: expected ',' or ']'"):
+        load_config(str(path))
+
+
 def test_a_list_of_names_may_be_given_bare():
     """``--opts DATA.NVDEC_CODECS h264`` was refused as "expects a value of type list"; a list of numbers given one
     number stays refused (TRAIN.BETAS needs its two)."""

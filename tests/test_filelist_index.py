@@ -22,6 +22,7 @@ from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetInd
 from dali_pipelines.index_store import UNKNOWN, load_cache, save_cache
 from dali_pipelines.pyav_io import count_frames, count_packets, decode_frames
 from dali_pipelines.pyav_encode import write_video
+from evautil.errors import first_line_not_utf8
 from tests.video_fixtures import reference_clips
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,6 +163,23 @@ def test_read_file_list_non_utf8_line_is_named(tmp_path, content, line, column):
     good = tmp_path / "good.txt"
     good.write_bytes(b"\xef\xbb\xbfvideos/caf\xc3\xa9.mp4 0\r\n")  # UTF-8 with a BOM reads as before
     assert read_file_list(str(good), "/d")[0].rel_path == "videos/caf\u00e9.mp4"
+
+
+def test_list_lines_are_numbered_as_an_editor_numbers_them(tmp_path):
+    """A form feed, U+2028 or \\x85 inside a line cut it in two for ``str.splitlines``: messages named a later line
+    than an editor shows (and than the count of ``first_line_not_utf8``), and a name holding one was read as two
+    lines, the first without a label."""
+    lst = tmp_path / "list.txt"
+    lst.write_bytes("a\x0cb.mp4 1\nc\u2028d.mp4 2\r\ne\x85f.mp4 0\rbad.mp4 x\n".encode())
+    with pytest.raises(DataListError, match=rf"^{re.escape(str(lst))}:4: label 'x' is not an integer"):
+        read_file_list(str(lst), str(tmp_path))
+    lst.write_bytes("a\x0cb.mp4 1\nc\u2028d.mp4 2\r\ne\x85f.mp4 0\r".encode())
+    assert [(e.rel_path, e.label, e.line_no) for e in read_file_list(str(lst), str(tmp_path))] == [
+        ("a\x0cb.mp4", 1, 1), ("c\u2028d.mp4", 2, 2), ("e\x85f.mp4", 0, 3)]
+    lst.write_bytes("a\x0cb.mp4 1\nc\u2028d.mp4 2\n".encode() + b"caf\xe9.mp4 0\n")
+    with pytest.raises(DataListError) as e:
+        read_file_list(str(lst), str(tmp_path))
+    assert f"{lst}:3: not valid UTF-8 (byte 0xe9 at column 4)" in str(e.value) and first_line_not_utf8(str(lst)) == 3
 
 
 def test_read_file_list_missing_and_empty(tmp_path):

@@ -16,6 +16,7 @@ from dali_pipelines import index as index_mod
 from dali_pipelines.filelist import PathTable, read_file_list, read_video_list
 from dali_pipelines.index import build_index, probe_video
 from dali_pipelines.index_store import BAD, COLUMNS, GOOD, UNKNOWN, VideoTable, load_cache, save_cache
+from evautil.text import text_lines
 
 REAL = ["clip_32frames_340x256.mp4", "clip_mpeg4_320x240.avi", "clip_6fps_340x256.mp4"]
 
@@ -205,12 +206,12 @@ def test_probed_rows_saved_for_a_list_are_what_its_build_reuses(mixed, monkeypat
 
 
 def test_list_read_in_pieces_is_the_list_read_whole(tmp_path, monkeypatch):
-    """Lines split in small pieces (every piece ending after a newline) give exactly ``splitlines``' lines, line
-    numbers included, whatever the line endings."""
+    """Lines split in small pieces (every piece ending after a newline) give exactly ``text_lines``' lines, line
+    numbers included, whatever the line endings (a vertical tab and U+2028 end no line)."""
     text = ("a/x y.mp4 1\r\n\r\nb.mp4 2\rc.mp4 3\n\n  d e/f.mp4   4  \x0bg.mp4 5\u2028h.mp4 6\r\n" * 7) + "z.mp4 0"
     for chunk in (1, 2, 3, 5, 8, 13, 1 << 20):
         monkeypatch.setattr(filelist, "_CHUNK_CHARS", chunk)
-        assert list(filelist._lines(text)) == text.splitlines(), chunk
+        assert list(filelist._lines(text)) == text_lines(text), chunk
     lst = tmp_path / "l.txt"
     lst.write_bytes(text.encode("utf-8"))
     monkeypatch.setattr(filelist, "_CHUNK_CHARS", 4)
@@ -218,4 +219,5 @@ def test_list_read_in_pieces_is_the_list_read_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(filelist, "_CHUNK_CHARS", 1 << 20)
     whole = read_video_list(str(lst), "/r")
     assert [pieces.entry(r) for r in range(len(pieces))] == [whole.entry(r) for r in range(len(whole))]
-    assert whole.entry(3).rel_path == "d e/f.mp4" and whole.entry(3).line_no == 6 and len(whole) == 7 * 6 + 1
+    assert (whole.entry(3).rel_path, whole.entry(3).label) == ("d e/f.mp4   4  \x0bg.mp4 5\u2028h.mp4", 6)
+    assert whole.entry(3).line_no == 6 and whole.entry(4).line_no == 7 and len(whole) == 7 * 4 + 1

@@ -41,6 +41,25 @@ def test_an_input_that_cannot_be_read_is_named_with_its_reason_before_writing(to
         (2, f"error: cannot read {listed}: Input/output error\n")
 
 
+def test_a_video_list_numbers_its_lines_as_an_editor_does(tmp_path):
+    """The list was cut with ``str.splitlines``, which also cuts at U+2028 and a form feed: a label out of range
+    was said to be on a later line than the one an editor (and the training list reader) shows."""
+    from dali_pipelines.filelist import LabelRangeError
+    from tools.inference import videos_of_inputs
+
+    named = [tmp_path / "a\u2028b.mp4", tmp_path / "c\x0cd.mp4"]
+    for video in named:
+        video.write_bytes(b"x")
+    lst = tmp_path / "videos.txt"
+    lst.write_text("a\u2028b.mp4 1\nc\x0cd.mp4 0\nc\x0cd.mp4 7\n", encoding="utf-8")
+    with pytest.raises(LabelRangeError) as e:
+        videos_of_inputs([str(lst)], num_classes=4)
+    assert str(e.value).startswith(f"{lst}:3: label 7 is outside [0, 4) as DATA.NUM_CLASSES is 4")
+    lst.write_text("a\u2028b.mp4 1\nc\x0cd.mp4 0\n", encoding="utf-8")
+    assert videos_of_inputs([str(lst)], num_classes=4) == [(str(named[0]), str(named[0]), 1),
+                                                           (str(named[1]), str(named[1]), 0)]
+
+
 @pytest.mark.parametrize("lines_before", [2, 3000])  # 3000: past the first chunk the text decoder reads
 def test_a_video_list_that_is_not_utf8_names_its_line(tmp_path, lines_before):
     # It gave the byte offset within the decoder's chunk ("at byte 21" for line 3), which finds no line in the list.

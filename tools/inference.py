@@ -24,6 +24,7 @@ from engine.distributed import DistContext, barrier, broadcast_object
 from engine.evaluate import read_label_names
 from evautil.errors import not_utf8_line, weights_misfit
 from evautil.files import naming_the_file, not_a_file, output_path_problem
+from evautil.text import text_lines
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
                                read_checkpoint)
@@ -47,8 +48,9 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
     """(absolute path, label or None) per video line, relative to ``root`` (default: the list's folder). A trailing
     integer label, as in training lists, is taken off unless the whole line names an existing file; the name is then
     the one the training list reader (``dali_pipelines.filelist.read_video_list``) takes: the line up to the
-    whitespace before the label, inner runs of spaces and tabs kept as written. Lines are cut as that reader cuts
-    them (``str.splitlines``). With ``num_classes`` (the model's DATA.NUM_CLASSES) a label outside it is refused."""
+    whitespace before the label, inner runs of spaces and tabs kept as written. Lines are cut, and numbered, as
+    that reader cuts them (``evautil.text.text_lines``). With ``num_classes`` (the model's DATA.NUM_CLASSES) a
+    label outside it is refused."""
     base = root or os.path.dirname(os.path.abspath(path))
     try:
         with open(path, encoding="utf-8-sig") as f, naming_the_file(path):  # a failed read names the list
@@ -57,7 +59,7 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
         raise InputError(f"{path}, {not_utf8_line(path, e)}; a video list is UTF-8") from None
     out: list[tuple[str, int | None]] = []
     out_of_range = None
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(text_lines(text), start=1):
         line = line.strip()
         if not line:
             continue
@@ -74,7 +76,7 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
     # A list whose lines name no file at all is not a video list (a README, notes) or is read against the wrong
     # folder: one line now, not a row of "unreadable" per line after the model has loaded.
     if out and not any(os.path.exists(p) for p, _ in out):
-        first = next(line.strip() for line in text.splitlines() if line.strip())
+        first = next(line.strip() for line in text_lines(text) if line.strip())
         raise InputError(f"{path}: none of its {len(out)} lines names an existing file under {base} (first line: "
                          f"{first[:80]!r}); a video list has one video per line, relative to the list's folder "
                          f"or to --root")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from evautil.progress import stderr_line
+from evautil.text import text_lines
 from evautil.workers import WorkerTimeoutError
 
 from .common import KineticsError
@@ -125,9 +126,11 @@ def unlistable_reason(rel_path: str) -> str | None:
     """None when the list line ``<rel_path> <label>`` reads back as ``rel_path``, else why it would not.
 
     The rule is the list reader's (``dali_pipelines.filelist.read_video_list``): the list is UTF-8 text (a BOM at
-    its start dropped), cut into lines by ``str.splitlines``, and a line's file name is the line, stripped, up to
-    the whitespace before its last word (the label). So runs of spaces, tabs and other whitespace inside a name
-    come back as written, and so does a name ending in `` <digits>``; what cannot come back is checked here.
+    its start dropped), cut into lines at ``\\n``, ``\\r\\n`` and ``\\r`` (``evautil.text.text_lines``), and a
+    line's file name is the line, stripped, up to the whitespace before its last word (the label). So runs of
+    spaces, tabs and other whitespace inside a name come back as written (a form feed or U+2028 too, which an
+    editor shows inside the line), and so does a name ending in `` <digits>``; what cannot come back is checked
+    here.
     tests/test_prepare_kinetics.py checks this function against the reader itself.
     """
     if not rel_path:
@@ -136,8 +139,8 @@ def unlistable_reason(rel_path: str) -> str | None:
         rel_path.encode("utf-8")
     except UnicodeEncodeError:  # os.scandir gives undecodable bytes as surrogates; lists are UTF-8 text
         return "name is not valid UTF-8, and a video list is UTF-8 text"
-    if rel_path.splitlines() != [rel_path]:  # the reader would cut it into two lines
-        breaks = sorted({c for c in rel_path if (c + "x").splitlines() != [c + "x"]})
+    if text_lines(rel_path) != [rel_path]:  # the reader would cut it into two lines
+        breaks = sorted({c for c in rel_path if c in "\r\n"})
         return f"name holds a line break ({', '.join(repr(c) for c in breaks)}), which would split its list line"
     if rel_path.strip() != rel_path:
         return "path starts or ends with whitespace, which the list reader strips"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from evautil.files import atomic_write_text
+from evautil.text import text_lines
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
 from .lists import class_labels, clean_dataset_lists, format_list_line, labels_csv_text, relative_path
@@ -29,7 +30,7 @@ class _Writer:
 
     def text(self, name: str, text: str, preview_lines: int = 3) -> str:
         path = os.path.join(self.out_dir, name)
-        lines = text.splitlines()
+        lines = text_lines(text)
         if self.dry_run:
             self.log(f"[dry-run] would write {path} ({len(lines)} lines)")
             for ln in lines[:preview_lines]:

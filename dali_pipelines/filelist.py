@@ -93,19 +93,34 @@ class LabelRangeError(DataListError):
 
 
 def _decode_text(data: bytes, list_path: str) -> str:
-    """The list's text, decoded as UTF-8 (a BOM written by some editors is skipped). A line that is not UTF-8 is
-    a malformed line like any other: DataListError naming the file, the line and the column."""
+    """The list's text, decoded as UTF-8 (a BOM written by some editors is skipped). A line that is not UTF-8, or
+    that holds a NUL character (which no file name can; a UTF-16 list without a BOM reads so), is a malformed line
+    like any other: DataListError naming the file, the line and the column."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        before = text_lines(data[:e.start].decode("utf-8") + "?")  # "?": where the bad byte is
-        line_no, column = len(before), len(before[-1])
+        line_no, column = _position(data[:e.start].decode("utf-8"))
+        utf16 = e.start == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         raise DataListError(
-            f"{list_path}:{line_no}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}); a list is UTF-8 "
+            f"{list_path}:{line_no}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}"
+            + ("; the file starts with a UTF-16 byte-order mark" if utf16 else "") + "); a list is UTF-8 "
             "text: re-encode it, or rename that video and fix its line") from None
+    nul = text.find("\x00")
+    if nul >= 0:  # else the file's lookup failed on it (ValueError) with a traceback, once every line had parsed
+        line_no, column = _position(text[:nul])
+        raise DataListError(
+            f"{list_path}:{line_no}: a NUL character at column {column}, which no file name can hold; a list is "
+            "UTF-8 text (UTF-16 has a NUL in every other byte of an ASCII name): re-encode it, or fix that line")
+    return text
 
+
+def _position(before: str) -> tuple[int, int]:
+    """The 1-based line and column of the character that follows ``before``, lines numbered as an editor numbers
+    them (``text_lines``), as the list's lines are."""
+    lines = text_lines(before + "?")  # "?": the character that follows
+    return len(lines), len(lines[-1])
 
 
 def _lines(text: str) -> Iterator[str]:

@@ -182,6 +182,22 @@ def test_list_lines_are_numbered_as_an_editor_numbers_them(tmp_path):
     assert f"{lst}:3: not valid UTF-8 (byte 0xe9 at column 4)" in str(e.value) and first_line_not_utf8(str(lst)) == 3
 
 
+@pytest.mark.parametrize("content, line, column, needle", [
+    (b"a.mp4 1\nvideos/a\x00b.mp4 0\n", 2, 9, "a NUL character"),  # no file name holds one
+    ("a.mp4 1\nb.mp4 2\n".encode("utf-16-le"), 1, 2, "a NUL character"),  # UTF-16 saved without a BOM
+    ("a.mp4 1\n".encode("utf-16"), 1, 1, "the file starts with a UTF-16 byte-order mark"),
+], ids=["nul", "utf16-without-bom", "utf16"])
+def test_a_nul_or_utf16_list_is_a_malformed_line_not_a_traceback(tmp_path, content, line, column, needle):
+    """A NUL in a path parsed, and every file lookup of the index build then failed on it with a ValueError traceback
+    (verify_data.py and train.py alike); a UTF-16 list is named as such."""
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(content)
+    with pytest.raises(DataListError) as e:
+        read_video_list(str(lst), str(tmp_path))
+    assert str(e.value).startswith(f"{lst}:{line}: ") and needle in str(e.value)
+    assert f"column {column}" in str(e.value)
+
+
 def test_read_file_list_missing_and_empty(tmp_path):
     with pytest.raises(DataListError, match="does not exist") as e:
         read_file_list(str(tmp_path / "nope.txt"), str(tmp_path))

@@ -251,6 +251,9 @@ class DatasetIndex:
             lines.append(f"  frames min/median/max: {frames.min()}/{np.median(frames):g}/{frames.max()}; "
                          f"codecs: {', '.join(f'{s} {n}' for s, n in codecs)}; "
                          f"sizes: {', '.join(f'{s} {n}' for s, n in sizes[:3])}" + (" ..." if len(sizes) > 3 else ""))
+        repeated = self.videos.repeated()
+        if repeated:  # not an error (the original read such lists too), but nothing else says it
+            lines.append(_repeated_text(self.videos, repeated))
         if self.bad:
             bad = sorted(self.bad.items())
             lines.append(f"  bad videos ({'left out; ' if left_out else ''}all {len(bad)} listed in "
@@ -261,6 +264,22 @@ class DatasetIndex:
                 if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded Kinetics would fill the log
                     lines.append(f"    and {len(bad) - BAD_VIDEOS_NAMED} more")
         return "\n".join(lines)
+
+
+def _repeated_text(videos: VideoList, repeated: list[np.ndarray]) -> str:
+    """One summary line for the files of :meth:`VideoList.repeated`: counts, and the first few with their lines (and
+    their labels, where those differ: the same clip taught as two classes)."""
+    def named(rows: np.ndarray) -> str:
+        nos = ", ".join(str(n) for n in videos.line_nos[rows[:4]].tolist()) + (", ..." if len(rows) > 4 else "")
+        labels = videos.labels[rows]
+        differ = f"; labels {', '.join(str(y) for y in labels[:4].tolist())}" if np.unique(labels).size > 1 else ""
+        return f"{videos.rel_path(int(rows[0]))} (lines {nos}{differ})"
+
+    relabelled = sum(np.unique(videos.labels[g]).size > 1 for g in repeated)
+    return (f"  {counted(len(repeated), 'video')} listed on more than one line, each line an entry of its own "
+            f"({counted(sum(len(g) - 1 for g in repeated), 'repeated line')}"
+            + (f"; {relabelled} with different labels" if relabelled else "") + "): "
+            + "; ".join(named(g) for g in repeated[:3]) + ("; ..." if len(repeated) > 3 else ""))
 
 
 def _most_common(values: np.ndarray) -> list[tuple[int, int]]:

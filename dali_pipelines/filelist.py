@@ -224,6 +224,19 @@ class VideoList:
         return ListEntry(row=row, rel_path=rel, path=os.path.join(self.root, rel), label=int(self.labels[row]),
                          line_no=int(self.line_nos[row]))
 
+    def repeated(self) -> list[np.ndarray]:
+        """The rows of each file the list names on more than one line (its path as written), in list order; the
+        files in the order of their first line. Each such line is an entry of its own: a training list that
+        repeats a video trains it once per line, a test list scores it once per line."""
+        data, cut = self.rel_paths.blob.tobytes(), self.rel_paths.offsets.tolist()
+        first: dict[bytes, int] = {}
+        groups: dict[int, list[int]] = {}
+        for r in range(len(self)):
+            f = first.setdefault(data[cut[r]:cut[r + 1]], r)
+            if f != r:
+                groups.setdefault(f, [f]).append(r)
+        return [np.asarray(groups[f], np.int64) for f in sorted(groups)]
+
     def stat_keys(self, rows: np.ndarray | None = None,
                   timeout_s: float = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(size, mtime_ns, present)`` of every row's file now (int64, int64, bool; zeros where ``os.stat``

@@ -296,6 +296,21 @@ def test_build_index_good_and_bad(dataset, caplog):
     assert os.path.exists(str(lst) + ".index.npz")
 
 
+def test_repeated_lines_are_said_in_the_summary_with_their_lines_and_differing_labels(tmp_path):
+    """A list naming a file on several lines trains (or scores) it once per line, and one giving it two labels
+    teaches the same clip as two classes; nothing said either before the evaluation, and nothing at all of a
+    training list."""
+    write_video(str(tmp_path / "a b.webm"), counter_frames(8), "vp9")
+    write_video(str(tmp_path / "c.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a b.webm 0\nc.webm 1\n\na b.webm 0\nc.webm 2\na b.webm 0\n")
+    summary = build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
+    assert ("  2 videos listed on more than one line, each line an entry of its own (3 repeated lines; 1 with "
+            "different labels): a b.webm (lines 1, 4, 6); c.webm (lines 2, 5; labels 1, 2)") in summary.splitlines()
+    lst.write_text("a b.webm 0\nc.webm 1\n")
+    assert "more than one line" not in build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
+
+
 def test_many_bad_videos_are_named_up_to_a_limit_then_counted(tmp_path, caplog):
     """A list with many missing files (a half-downloaded dataset) names the first ones in the log and counts the
     rest in one line pointing at the quarantine file, which names them all."""

@@ -355,6 +355,11 @@ def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | Non
                             f"{videos.list_path} are relative to it (first: {first!r})")
     if present is None and videos.stat_keys()[2].any():  # its first file missing: are the others?
         return
+    name, last = split_list_line(first) or ("", "")
+    if last.isdigit() and os.path.exists(os.path.join(root, name)):  # not the root: a column too many
+        raise DataListError(
+            f"none of {listed} exists: the first path, {first!r}, is the file {name!r} and a number (a frame count "
+            "column, as in mmaction2's lists?); a list line is '<path> <label>': remove that column")
     fix = f"(first: {first!r}): set {root_name} to the folder its paths are relative to"
     if os.path.isabs(first):
         raise DataListError(f"none of {listed} exists (first: {first!r}; its paths are absolute)")

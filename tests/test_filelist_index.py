@@ -387,6 +387,23 @@ def test_a_plan_refuses_a_list_without_its_videos_but_not_one_that_lacks_its_fir
                              "relative to"
 
 
+def test_a_list_with_a_frame_count_column_is_named_so_not_sent_to_another_root(tmp_path):
+    """'<path> <frames> <label>' lines (mmaction2's) read as files named '<path> <frames>', none of which exists:
+    the error told the user to change a root that was right."""
+    (tmp_path / "clips").mkdir()
+    write_video(str(tmp_path / "clips" / "a b.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("clips/a b.webm 8 0\nclips/c.webm 300 1\n")
+    with pytest.raises(DataListError) as err:
+        build_index(str(lst), str(tmp_path), workers=1, progress=False, root_name="DATA.ROOT")
+    assert str(err.value) == (
+        f"none of the 2 videos listed in {lst} exists: the first path, 'clips/a b.webm 8', is the file 'clips/a "
+        "b.webm' and a number (a frame count column, as in mmaction2's lists?); a list line is '<path> <label>': "
+        "remove that column")
+    lst.write_text("clips/a b.webm 8 0\nclips/a b.webm 1\n")  # one video found: the index's to quarantine the other
+    check_list_root(read_video_list(str(lst), str(tmp_path)), "DATA.ROOT")
+
+
 def test_build_index_strict_names_every_bad_file(dataset):
     lst, root = dataset
     # An input error (DataError, a ValueError) with a one-line message naming the key, the list and every bad file.

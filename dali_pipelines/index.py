@@ -39,6 +39,7 @@ No DALI import here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -89,6 +90,20 @@ _SAVE_EVERY_S = 60.0
 # ... but saves take at most this share of the time (a 650,000-row cache, 77 MB, takes 0.1 to 0.2 s to save to a
 # local disk; it may take seconds on a slow shared file system).
 _SAVE_SHARE = 0.02
+
+
+def _not_found(path: str) -> str:
+    """Why a listed file's lookup failed: it is gone, it is a symbolic link whose target is gone (which said only
+    "cannot stat file"), or the lookup's own error (a folder it may not enter, a loop of links)."""
+    if not os.path.lexists(path):
+        return "missing file"
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return f"symbolic link to a missing file ({os.readlink(path)})"
+        return f"cannot stat file ({e.strerror})"
+    return "cannot stat file"  # it came back meanwhile: the next build probes it
 
 
 def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
@@ -349,7 +364,7 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
     table.clear(np.flatnonzero(stale))
     bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}
     for r in np.flatnonzero(~present).tolist():
-        bad[r] = "missing file" if not os.path.lexists(videos.path(r)) else "cannot stat file"
+        bad[r] = _not_found(videos.path(r))
     jobs = np.flatnonzero(present & ~reusable)
     return _Match(table, bad, jobs, unique, current=not cache.migrated and covered and not jobs.size
                   and not stale.any(), recounted=int(np.count_nonzero(recount)))

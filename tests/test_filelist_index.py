@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import multiprocessing as mp
@@ -309,6 +310,21 @@ def test_repeated_lines_are_said_in_the_summary_with_their_lines_and_differing_l
             "different labels): a b.webm (lines 1, 4, 6); c.webm (lines 2, 5; labels 1, 2)") in summary.splitlines()
     lst.write_text("a b.webm 0\nc.webm 1\n")
     assert "more than one line" not in build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
+
+
+def test_a_link_whose_target_is_gone_is_named_so_not_an_unexplained_stat_failure(tmp_path):
+    """A symbolic link to a deleted video (a dataset folder of links) and a loop of links both said "cannot stat
+    file", which named neither the cause nor the target."""
+    write_video(str(tmp_path / "a.webm"), counter_frames(8), "vp9")
+    os.symlink(str(tmp_path / "moved away.webm"), tmp_path / "b.webm")
+    os.symlink("c.webm", tmp_path / "d.webm")
+    os.symlink("d.webm", tmp_path / "c.webm")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.webm 0\nb.webm 0\nc.webm 0\nmissing.webm 0\n")
+    ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert ix.bad == {1: f"symbolic link to a missing file ({tmp_path / 'moved away.webm'})",
+                      2: f"cannot stat file ({os.strerror(errno.ELOOP)})", 3: "missing file"}
+    assert ix.missing == 3 and list(ix.good_rows) == [0]
 
 
 def test_many_bad_videos_are_named_up_to_a_limit_then_counted(tmp_path, caplog):

@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 from engine import runner
 from engine.distributed import DistContext, all_gather_objects, barrier
+from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
 from engine.run_files import release_output
 
@@ -64,6 +65,8 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):  # e.g. while indexing: the run's log says so, as the console does
             metrics.log_interrupted()
+        else:  # an error or a stop signal: train.py's line for it ends the log too
+            end_line_also_to(metrics.log_path)
         metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
         release_output(cfg.OUTPUT)
         raise

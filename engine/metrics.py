@@ -58,7 +58,14 @@ from .run_files import drop_lines_after
 
 __all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "matmul_precision",
            "epoch_number",
-           "host_memory_gb", "STEP_KEYS", "EVAL_KEYS"]
+           "host_memory_gb", "stamped", "STEP_KEYS", "EVAL_KEYS"]
+
+
+def stamped(msg: str) -> str:
+    """``msg`` as a log_rank<r>.txt keeps it: each of its lines after the time."""
+    stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
+    return "".join(stamp + line + "\n" for line in msg.splitlines() or [""])
+
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
 STEP_KEYS = ("kind", "step", "epoch", "loss", "lr", "clips_per_sec", "frames_per_sec", "data_wait_pct",
@@ -359,10 +366,14 @@ class MetricLogger:
         else:
             self.info(msg)
 
+    @property
+    def log_path(self) -> str:
+        """This rank's log_rank<r>.txt."""
+        return self._log_file.name
+
     def _write_log(self, msg: str) -> None:
-        stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
         with naming_the_file(self._log_file.name):  # a full disk's error from write() names no file
-            self._log_file.write("".join(stamp + line + "\n" for line in msg.splitlines() or [""]))  # each stamped
+            self._log_file.write(stamped(msg))
             self._log_file.flush()
 
     def write_config(self, config_yaml: str, name: str = "config.yaml") -> str:

@@ -16,9 +16,11 @@ from typing import Callable
 from evautil.files import atomic_write_text
 
 from . import distributed
+from .metrics import stamped
 from .run_files import claimed_elsewhere
 
-__all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_before_run", "record_exit", "with_exit_status"]
+__all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to", "end_before_run", "record_exit",
+           "with_exit_status"]
 
 # OUTPUT/exit_status.json: how rank 0's process ended, for a batch script that requeues only a stopped run (exit 4):
 # torchrun's own exit code is 1 for any worker's failure, a non-finite loss (3) or a bad input (2) included.
@@ -66,13 +68,30 @@ def _with_rank(line: str) -> str:
     return f"[rank {rank}] {line}" if several and rank.isdigit() and int(rank) > 0 else line
 
 
+# The log_rank<r>.txt of a run whose building failed or was stopped after it opened that log (end_line_also_to).
+_UNBUILT_RUN_LOG: list[str] = []
+
+
+def end_line_also_to(log_path: str) -> None:
+    """The building of a run failed after its log was opened (``wiring.build_run``, which closes it): the line that
+    :func:`end_before_run` prints next ends that log too, as a running process's line ends its (report_end)."""
+    _UNBUILT_RUN_LOG[:] = [log_path]
+
+
 def end_before_run(line: str, code: int | None, error: BaseException | None = None) -> int | None:
-    """End a process that fails before its run (and log) exist: ``line`` on stderr, recorded for torchrun (with the
-    traceback of a crash, ``error``, which Python prints itself at exit), then out of the process group; returns
-    ``code``."""
+    """End a process that fails before its run exists: ``line`` on stderr (and at the end of the log a run being
+    built had opened: :func:`end_line_also_to`), recorded for torchrun (with the traceback of a crash, ``error``,
+    which Python prints itself at exit), then out of the process group; returns ``code``."""
     lost = error is not None and distributed.lost_peer(error)
     if error is None or lost:
         print(_with_rank(line), file=sys.stderr, flush=True)
+    for log in _UNBUILT_RUN_LOG:
+        try:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(stamped(line))
+        except OSError:  # a full disk: the console has the line
+            pass
+    _UNBUILT_RUN_LOG.clear()
     recorded = distributed.record_failure(line, f"{traceback.format_exc()}{line}" if error is not None else "")
     if not lost:
         distributed.leave_after(recorded)

@@ -501,6 +501,29 @@ def test_a_stop_signal_after_the_summary_lets_the_run_end_as_complete(tmp_path, 
     assert "stopped" not in captured.out + captured.err + (out / "log_rank0.txt").read_text()
 
 
+@pytest.mark.parametrize("ending", ["SIGTERM", "error"])
+def test_a_stop_or_an_error_while_the_run_is_built_ends_its_log_with_the_line_too(tmp_path, dataset, capsys,
+                                                                                    monkeypatch, ending):
+    # After the log is opened (lists indexed, loaders built), before training: the console's line is the log's
+    # last line too, so that log_rank0.txt, kept across attempts, says why this one ended (it ended without it).
+    from engine import runner
+
+    def announce(*args):
+        if ending == "SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # the handler raises here
+        raise ValueError("a bad value found while building")
+
+    monkeypatch.setattr(runner, "announce_model", announce)
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.BATCH_SIZE", "4")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == (4 if ending == "SIGTERM" else 2), last
+    assert last.startswith("stopped: SIGTERM received" if ending == "SIGTERM" else "error: a bad value"), last
+    log = (out / "log_rank0.txt").read_text().strip().splitlines()
+    assert "train.txt" in log[0] and log[-1].endswith("] " + last), log[-3:]
+
+
 def test_opts_may_be_followed_by_flags():
     args = train.parse_args(["--cfg", DEMO, "--opts", "TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6", "--dry-run",
                              "--batch-size", "2"])

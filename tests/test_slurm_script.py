@@ -55,7 +55,7 @@ def test_the_readme_batch_script_requeues_only_a_stopped_run_and_ends_with_rank_
     p = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     lines = calls.read_text().splitlines()
     assert lines[0] == "scontrol show hostnames node1" and lines[1].startswith("srun torchrun "), lines
-    assert "--rdzv_endpoint node1:29500" in lines[1], lines[1]
+    assert "--rdzv_endpoint node1:29500" in lines[1] and lines[1].endswith(" --output output/k400"), lines[1]
     assert lines[2:] == (["scontrol requeue 77"] if code == 4 else []), (code, lines, p.stderr)
     # the job's state: 0 for a finished run (COMPLETED), else rank 0's code, 1 when it wrote none
     assert p.returncode == (1 if code is None else code), (code, p.returncode, p.stderr)

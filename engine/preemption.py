@@ -133,8 +133,10 @@ class StepControl:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only a flag: the step in flight finishes, and nothing here may block or allocate much.
-        self.signal_name = signal.Signals(signum).name
+        # Only a flag: the step in flight finishes, and nothing here may block or allocate much. The first signal
+        # names the stop: SLURM's SIGTERM at the time limit may follow its SIGUSR1 while the checkpoint is written.
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
 
     def saved(self) -> None:
         """A checkpoint was just written: the save clock starts again."""

@@ -21,6 +21,15 @@ def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
     assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
 
 
+def test_the_first_of_two_signals_names_the_stop():
+    # SIGUSR1 before the time limit, then the limit's SIGTERM while the stop's checkpoint is written: the run stopped
+    # for the first (the line named the second, which reads as a preemption or a cancel)
+    with StepControl(DistContext()) as control:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert control.poll() == (True, False) and control.signal_name == "SIGUSR1"
+
+
 def test_clock_based_save_is_due_after_the_interval_and_restarts_on_save():
     now = [1000.0]
     control = StepControl(DistContext(), save_minutes=2.0, clock=lambda: now[0])

@@ -302,6 +302,7 @@ class MetricLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
+                self._tb_writer = SummaryWriter
                 self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
             except Exception as e:  # tensorboard missing or broken: keep training, say so once
                 self.warn(f"TensorBoard disabled: {e}")
@@ -317,6 +318,7 @@ class MetricLogger:
         self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0,
                        "steady_clips": 0, "steady_time_s": 0.0, "steady_data_time_s": 0.0}
         self._started = False  # this attempt's first window of steps (its start-up) has been written
+        self._resumed_window: dict[str, Any] | None = None  # see restore_totals
         self.run_start = time.time()
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
@@ -392,6 +394,9 @@ class MetricLogger:
         """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done;
         ``step_offset``: the run's step count minus its schedule position (``TrainState.schedule_offset``)."""
         self._reset_window()
+        if start_step and self._resumed_window:  # the epoch goes on where the checkpoint left it: so does its line
+            self._w.update(self._resumed_window)
+        self._resumed_window = None
         self._utilisation()  # what was sampled before (start-up, an evaluation, a checkpoint write) is not training's
         self._epoch = epoch
         self._epoch_step, self._epochs = start_step, epochs
@@ -603,8 +608,11 @@ class MetricLogger:
         """The run totals so far (every attempt), for a checkpoint."""
         # The last train line too: an attempt resumed after the run's last step trains none, and its summary's
         # last_loss would be null.
+        # And the steps not yet in a line (a checkpoint every SAVE_STEPS or SAVE_MINUTES within a PRINT_FREQ
+        # window): without them the resumed run's next line covered only its own steps, and theirs were in none.
         return {**self.totals, "wall_time_s": self._wall_time_s(),
-                "evaluations": self._earlier["evaluations"] + len(self.evals), "last_train": dict(self.last_train)}
+                "evaluations": self._earlier["evaluations"] + len(self.evals), "last_train": dict(self.last_train),
+                "window": dict(self._w)}
 
     def restore_totals(self, saved: dict[str, Any], step: int, mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the
@@ -614,6 +622,15 @@ class MetricLogger:
         self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
                          "evaluations": int(saved.get("evaluations", 0))}
         self.last_train = dict(saved.get("last_train") or {})  # (older checkpoints lack it)
+        # Taken up by the epoch that continues from the checkpoint's position (start_epoch), not by one trained
+        # again from its first step (another data layout), whose steps are logged anew.
+        self._resumed_window = dict(saved["window"]) if mid_epoch and saved.get("window") else None
+        if self._tb is not None:
+            # TensorBoard too: its events after the checkpoint are hidden (the stopped attempt's file keeps them),
+            # where they were shown beside the resumed run's, two points at each step
+            log_dir = self._tb.get_logdir()
+            self._tb.close()
+            self._tb = self._tb_writer(log_dir, purge_step=step + 1)
         if self._jsonl is not None:
             self._jsonl.close()
             path = self._jsonl.name

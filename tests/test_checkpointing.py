@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -520,6 +521,77 @@ def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
     summary = metrics.summary({})
     metrics.close()
     assert summary["wall_time_s"] >= 10.3 and summary["evaluations"] == 1
+
+
+def _log_steps(metrics, steps, loss_of) -> list[dict]:
+    """Optimizer ``steps`` of epoch 0 (8 steps), 2 clips of 1 s each, 0.25 s of it waiting; the lines written."""
+    lines = [metrics.log_step(s, 0, loss=loss_of(s), lr=1e-3, clips=2, data_time=0.25, step_time=1.0)
+             for s in steps]
+    return [line for line in lines if line is not None]
+
+
+def test_a_checkpoint_inside_a_log_window_keeps_its_steps_for_the_resumed_line(tmp_path):
+    """A run that saves every SAVE_STEPS (3) inside a PRINT_FREQ window (4), killed after step 5 and resumed from
+    step 3's checkpoint, logs step 4's line as the uninterrupted run did: steps 1 to 3 were lost from every line."""
+    from engine.metrics import MetricLogger
+
+    def loss_of(step):
+        return float(step)
+
+    def logger(out):
+        return MetricLogger(str(out), print_freq=4, tensorboard=False, nvml=False, progress_bar=False)
+
+    whole = logger(tmp_path / "whole")
+    whole.start_epoch(0, 8, 0, epochs=1)
+    expected = _log_steps(whole, range(1, 9), loss_of)
+    whole.close()
+    stopped = logger(tmp_path / "resumed")
+    stopped.start_epoch(0, 8, 0, epochs=1)
+    _log_steps(stopped, range(1, 4), loss_of)
+    saved = stopped.totals_state()  # the checkpoint of step 3
+    _log_steps(stopped, range(4, 6), loss_of)
+    stopped.close()  # killed
+    resumed = logger(tmp_path / "resumed")
+    resumed.restore_totals(saved, step=3, mid_epoch=True)
+    resumed.start_epoch(0, 8, 3, epochs=1)
+    got = _log_steps(resumed, range(4, 9), loss_of)
+    resumed.close()
+    keys = ("step", "loss", "clips_per_sec", "data_wait_pct", "step_time_s")
+    assert [{k: line[k] for k in keys} for line in got] == [{k: line[k] for k in keys} for line in expected]
+    assert got[0]["loss"] == 2.5 and got[0]["clips_per_sec"] == 2.0  # steps 1 to 4: 8 clips in 4 s
+    logged = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["loss"] for line in logged] == [2.5, 6.5]
+    # a checkpoint whose epoch is trained again from its first step (another data layout) logs those steps anew
+    again = logger(tmp_path / "again")
+    again.restore_totals(saved, step=3, mid_epoch=True)
+    again.start_epoch(0, 8, 0, epochs=1)
+    assert _log_steps(again, range(4, 8), loss_of)[0]["loss"] == 5.5
+    again.close()
+
+
+def test_a_resumed_run_hides_the_tensorboard_points_of_the_steps_it_trains_again(tmp_path):
+    """metrics.jsonl drops the stopped attempt's lines after the checkpoint; TensorBoard showed them beside the
+    resumed run's, two points at each of those steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from engine.metrics import MetricLogger
+
+    def attempt(loss_of, steps, resume_at=None):
+        metrics = MetricLogger(str(tmp_path), print_freq=1, nvml=False, progress_bar=False)
+        if resume_at is not None:
+            metrics.restore_totals({}, step=resume_at, mid_epoch=True)
+        metrics.start_epoch(0, 8, steps[0] - 1, epochs=1)
+        _log_steps(metrics, steps, loss_of)
+        metrics.close()
+
+    attempt(lambda s: 1.0, range(1, 7))  # stopped after step 6, its checkpoint at step 3
+    attempt(lambda s: 2.0, range(4, 9), resume_at=3)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == \
+        [(1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0), (5, 2.0), (6, 2.0), (7, 2.0), (8, 2.0)]
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
+        list(range(1, 9))
 
 
 def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_records_it(tmp_path, monkeypatch):

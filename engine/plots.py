@@ -21,7 +21,7 @@ import numpy as np
 
 from evautil.errors import not_utf8_line
 
-__all__ = ["read_metrics", "read_predictions", "curves_figure", "confusion_figure", "write_plots", "plot_finished_run",
+__all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots", "plot_finished_run",
            "MATRIX_MAX_CLASSES", "CURVES"]
 
 MATRIX_MAX_CLASSES = 30
@@ -54,11 +54,19 @@ def read_metrics(output_dir: str) -> tuple[list[dict], list[dict]]:
                 continue
             if not isinstance(line, dict):  # not a line a run writes
                 continue
-            if line.get("kind") == "train":
-                train[line.get("step")] = line
-            elif line.get("kind") == "eval":
-                evals[(line.get("step"), line.get("split"), n if line.get("step") is None else 0)] = line
-    return [train[k] for k in sorted(train, key=lambda s: s or 0)], list(evals.values())
+            step = line.get("step")
+            # Lines of another shape (edited, another program's) are passed over: a step that is not a number
+            # could not be ordered, an eval line without its split names no predictions file (were tracebacks)
+            if line.get("kind") == "train" and _is_number(step):
+                train[step] = line
+            elif line.get("kind") == "eval" and isinstance(line.get("split"), str) and (step is None or
+                                                                                         _is_number(step)):
+                evals[(step, line["split"], n if step is None else 0)] = line
+    return [train[k] for k in sorted(train)], list(evals.values())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
@@ -120,7 +128,7 @@ def curves_figure(train: list[dict], evals: list[dict]):
         if key == "top1":
             _eval_panel(ax, evals)
         else:
-            points = [(d["step"], d[key]) for d in train if d.get(key) is not None]
+            points = [(d["step"], d[key]) for d in train if _is_number(d.get(key))]
             if points:
                 ax.plot(*zip(*points), color="#4C72B0", linewidth=1.2)
             if key == "lr":
@@ -134,10 +142,11 @@ def curves_figure(train: list[dict], evals: list[dict]):
 
 
 def _eval_panel(ax, evals: list[dict]) -> None:
-    for split in sorted({e["split"] for e in evals if e.get("step") is not None}):
-        rows = sorted((e for e in evals if e["split"] == split and e.get("step") is not None), key=lambda e: e["step"])
+    scored = [e for e in evals if e.get("step") is not None and _is_number(e.get("top1"))]
+    for split in sorted({e["split"] for e in scored}):
+        rows = sorted((e for e in scored if e["split"] == split), key=lambda e: e["step"])
         ax.plot([e["step"] for e in rows], [e["top1"] for e in rows], marker="o", label=f"{split} top-1")
-        mean_class = [(e["step"], e["mean_class_top1"]) for e in rows if e.get("mean_class_top1") is not None]
+        mean_class = [(e["step"], e["mean_class_top1"]) for e in rows if _is_number(e.get("mean_class_top1"))]
         if mean_class:
             ax.plot(*zip(*mean_class), marker="x", linestyle="--", label=f"{split} mean class top-1")
     if ax.lines:
@@ -181,6 +190,12 @@ def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title:
     return fig
 
 
+def final_predictions(output_dir: str, evals: list[dict]) -> str:
+    """The predictions file of the last of ``evals`` (:func:`read_metrics`' eval lines), the confusion plot's
+    source; empty without an evaluation."""
+    return os.path.join(output_dir, f"predictions_{evals[-1]['split']}.csv") if evals else ""
+
+
 def write_plots(output_dir: str, dest: str | None = None,
                 log: Callable[[str], None] | None = None) -> list[str]:
     """Write the training curves (when the run trained) and the final evaluation's confusion plot (when it
@@ -192,8 +207,8 @@ def write_plots(output_dir: str, dest: str | None = None,
     """
     plt = _pyplot()
     train, evals = read_metrics(output_dir)  # first: a folder that is not a run's is named as such, and not made
-    split = evals[-1].get("split") if evals else None
-    preds = os.path.join(output_dir, f"predictions_{split}.csv") if isinstance(split, str) else ""
+    split = evals[-1]["split"] if evals else None
+    preds = final_predictions(output_dir, evals)
     # Read before anything is drawn: a damaged file is refused without leaving some of the plots behind
     predictions = read_predictions(preds) if preds and os.path.isfile(preds) else None
     dest = dest or output_dir

@@ -16,7 +16,7 @@ from torch import nn
 from engine.distributed import DistContext
 from engine.evaluate import evaluate, evaluate_and_log, write_predictions
 from engine.metrics import MetricLogger
-from engine.plots import CURVES, MATRIX_MAX_CLASSES, confusion_figure, curves_figure, write_plots
+from engine.plots import CURVES, MATRIX_MAX_CLASSES, confusion_figure, curves_figure, read_metrics, write_plots
 from engine.progress import EvalProgress, RunClock, format_duration
 
 
@@ -418,6 +418,44 @@ def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
         assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}: a header and no row: no " \
                                           "video's prediction to plot (a file cut short?)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "predictions_test.csv"]  # no plot
+
+
+def test_plot_run_passes_over_lines_of_another_shape(tmp_path, capsys):
+    """Lines that are JSON objects but not as a run writes them (a step that is not a number, an eval line without
+    its split or top-1, a value that is text) each stopped the plotting with a traceback."""
+    from tools import plot_run
+
+    odd = [{"kind": "train", "step": "x", "loss": 1.0}, {"kind": "train", "loss": 1.0},
+           {"kind": "train", "step": True, "loss": 1.0}, {"kind": "train", "step": 5, "loss": "high"},
+           {"kind": "eval", "step": 4, "top1": 3.0}, {"kind": "eval", "split": "val", "step": 4},
+           {"kind": "eval", "split": "val", "step": "4", "top1": 3.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4) + odd))
+    assert plot_run.main([str(tmp_path)]) == 0, capsys.readouterr().err
+    fig = curves_figure(*read_metrics(str(tmp_path)))
+    assert list(fig.axes[0].lines[0].get_data()[0]) == [1, 2, 3, 4]  # the loss of the run's own lines
+    assert not fig.axes[2].lines  # no eval line with a split and a top-1
+
+
+def test_plot_run_names_the_missing_predictions_of_the_last_evaluation(tmp_path, capsys):
+    """An evaluation logged without its predictions file beside (deleted, or metrics.jsonl copied alone): the
+    error said that metrics.jsonl held no evaluation line, and beside the training curves nothing was said."""
+    from tools import plot_run
+
+    evaluation = {"kind": "eval", "split": "test", "epoch": None, "step": None, "top1": 50.0, "num_videos": 4,
+                  "views": 6}
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps(evaluation) + "\n")
+    lacking = f"{tmp_path / 'predictions_test.csv'} (the last evaluation's, for its confusion plot) does not exist"
+    assert plot_run.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/metrics.jsonl holds no training line, and {lacking}\n"
+    metrics.write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4) + [evaluation]))
+    assert plot_run.main([str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(tmp_path / "training_curves.png")] and err == f"note: no confusion plot: {lacking}\n"
+    metrics.write_text("")
+    assert plot_run.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/metrics.jsonl holds no training line, and no evaluation " \
+                                      "line yet\n"
 
 
 def test_the_data_pipelines_log_records_are_lines_of_the_run_log(tmp_path, capsys):

@@ -22,7 +22,7 @@ from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
 if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING)
 
-from engine.plots import write_plots  # noqa: E402
+from engine.plots import final_predictions, read_metrics, write_plots  # noqa: E402
 from tools.inference import check_output_path  # noqa: E402
 
 
@@ -44,9 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # e.g. a full disk while a plot is written
         print(f"error: cannot write the plots: {e}", file=sys.stderr)
         return 2
+    # The evaluation logged, its predictions file gone (deleted, another folder's metrics.jsonl copied): say so,
+    # rather than that nothing was logged or, beside the training curves, nothing at all
+    preds = final_predictions(args.output_dir, read_metrics(args.output_dir)[1])
+    lacking = f"{preds} (the last evaluation's, for its confusion plot) does not exist" \
+        if preds and not os.path.isfile(preds) else ""
     if not written:
-        print(f"error: {args.output_dir}/metrics.jsonl holds no training or evaluation line yet", file=sys.stderr)
+        print(f"error: {args.output_dir}/metrics.jsonl holds no training line, and "
+              + (lacking or "no evaluation line yet"), file=sys.stderr)
         return 2
+    if lacking:
+        print(f"note: no confusion plot: {lacking}", file=sys.stderr)
     for path in written:
         print(path)
     return 0

@@ -242,6 +242,18 @@ def host_memory_gb() -> dict[str, float] | None:
     return {"host_rss_gb": rss(own) / 2**30, "workers_rss_gb": sum(map(rss, descendants)) / 2**30}
 
 
+def _open_lines(path: str):
+    """``path`` opened to append lines: after a last line cut short (a full disk, a crash), on a line of their own,
+    where the next line was glued to it and both were lost to every reader (an --only_test run's eval line)."""
+    with open(path, "ab") as f:
+        if f.tell():
+            with open(path, "rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    f.write(b"\n")
+    return open(path, "a", encoding="utf-8")
+
+
 # The propagate flag and level a followed logger had before its first follower (see MetricLogger.follow_logger).
 _UNFOLLOWED: dict[str, tuple[bool, int]] = {}
 
@@ -296,7 +308,7 @@ class MetricLogger:
         self.peak_flops = device_peak_flops(self.device, precision)
         make_output_folder(output_dir, "OUTPUT =")  # (the ranks of other nodes make it here)
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
-        self._jsonl = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8") if self.is_main else None
+        self._jsonl = _open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
         self._tb = None
         if tensorboard and self.is_main:
             try:

@@ -420,6 +420,20 @@ def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "predictions_test.csv"]  # no plot
 
 
+def test_a_line_cut_short_does_not_swallow_the_next_runs_first_line(tmp_path, capsys):
+    """A training attempt whose last line was cut short (a full disk, a crash), then an --only_test run into the
+    same folder: its eval line was appended to the cut one, and neither could be read (nor plotted)."""
+    first = json.dumps(_train_lines(1)[0]) + "\n"
+    for cut in ('{"kind": "train", "step": 2, "lo', json.dumps(_train_lines(2)[1])):  # mid-line; at its newline
+        (tmp_path / "metrics.jsonl").write_text(first + cut)
+        metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+        metrics.log_eval({"split": "test", "top1": 50.0, "num_videos": 4, "views": 6}, epoch=None, step=None)
+        metrics.close()
+        lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+        assert lines[:2] == [first.strip(), cut] and json.loads(lines[2])["top1"] == 50.0
+    capsys.readouterr()
+
+
 def test_plot_run_passes_over_lines_of_another_shape(tmp_path, capsys):
     """Lines that are JSON objects but not as a run writes them (a step that is not a number, an eval line without
     its split or top-1, a value that is text) each stopped the plotting with a traceback."""

@@ -21,7 +21,8 @@ import numpy as np
 
 from evautil.errors import not_utf8_line
 
-__all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots", "plot_finished_run",
+__all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots",
+           "plot_finished_run",
            "MATRIX_MAX_CLASSES", "CURVES"]
 
 MATRIX_MAX_CLASSES = 30
@@ -173,7 +174,9 @@ def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title:
             for (i, j), v in np.ndenumerate(matrix):
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
                         color="white" if v > matrix.max() / 2 else "black")
-        fig.colorbar(im, ax=ax, label="videos")
+        from matplotlib.ticker import MaxNLocator
+
+        fig.colorbar(im, ax=ax, label="videos", ticks=MaxNLocator(integer=True))  # counts: no 0.5 of a video
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
     else:

@@ -336,6 +336,12 @@ def test_curves_figure_has_every_panel():
     assert list(top1[0]) == [5, 10] and list(top1[1]) == [40.0, 70.0]
 
 
+def test_confusion_matrix_counts_whole_videos_on_its_scale():
+    fig = confusion_figure([(0, 0), (0, 0), (0, 0), (1, 0), (1, 1), (2, 2)], {}, "test")
+    ticks = fig.axes[1].get_yticks()  # the colour bar's: was 0, 0.5, 1, ... 3
+    assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks)
+
+
 def test_confusion_for_many_classes_shows_the_most_confused_pairs():
     n = MATRIX_MAX_CLASSES + 10
     pairs = [(c, c) for c in range(n)] + [(3, 7)] * 5 + [(8, 1)] * 2 + [(9, 2)]
@@ -465,7 +471,8 @@ def test_plot_run_names_the_missing_predictions_of_the_last_evaluation(tmp_path,
     metrics.write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4) + [evaluation]))
     assert plot_run.main([str(tmp_path)]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines() == [str(tmp_path / "training_curves.png")] and err == f"note: no confusion plot: {lacking}\n"
+    assert out.splitlines() == [str(tmp_path / "training_curves.png")]
+    assert err == f"note: no confusion plot: {lacking}\n"
     metrics.write_text("")
     assert plot_run.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}/metrics.jsonl holds no training line, and no evaluation " \

@@ -365,6 +365,27 @@ def _size(hw: tuple[int, ...]) -> str:
     return f"{hw[0]}" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
+def _check_width(sd: Mapping[str, torch.Tensor], target: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse the weights of a model of another width, naming both widths and the presets of the checkpoint's
+    dimensions: the first tensor compared (pos_embed) would only say that two shapes differ."""
+    key = next((k for k in ("cls_token", "pos_embed", "patch_embed.proj.bias") if k in sd and k in target), None)
+    if key is None or sd[key].ndim == 0 or len(target[key]) == 0 or sd[key].shape[-1] == target[key][-1]:
+        return
+    width = int(sd[key].shape[-1])
+    kernel = sd.get("patch_embed.proj.weight")
+    patch = int(kernel.shape[-1]) if kernel is not None and kernel.ndim in (4, 5) else None
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    from .factory import ARCHS  # (factory imports this module)
+
+    presets = [name for name, p in ARCHS.items() if p["embed_dim"] == width and p["depth"] == depth
+               and patch in (None, p["patch_size"])]
+    theirs = f"{width} wide" + (f", {patch} px patches" if patch else "") + f", {depth} blocks"
+    hint = f"MODEL.ARCH {' or '.join(presets)}" if presets else "no MODEL.ARCH preset has these dimensions"
+    raise ValueError(f"{key}: the checkpoint's model is {width} wide and MODEL.ARCH's {target[key][-1]}: the weights "
+                     f"of another model ({theirs}: {hint}; checkpoint shape {tuple(sd[key].shape)}, model shape "
+                     f"{target[key]})")
+
+
 def _check_patch_kernel(kernel: torch.Tensor, target: tuple[int, ...]) -> None:
     """Refuse a patch kernel whose patch or tubelet size differs from the model's, naming both sizes.
 
@@ -387,9 +408,10 @@ def _check_patch_kernel(kernel: torch.Tensor, target: tuple[int, ...]) -> None:
 
 def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, mode: str,
                        source_grid: tuple[Any, Any] | None, checkpoint_config: Any, notes: list[str],
-                       image_kernel: bool = False) -> torch.Tensor:
+                       kernel_dims: int = 0) -> torch.Tensor:
     """The checkpoint's positional table fitted to the model's (T', G, G) grid (see ``convert_state_dict``).
-    ``image_kernel``: the checkpoint's patch kernel is 2-D, an image model's."""
+    ``kernel_dims``: how many dimensions the checkpoint's patch kernel has (4: an image model's, 5: a video
+    model's; 0: it has none)."""
     # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
     # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
     frames, size = _model_grid(model)
@@ -400,6 +422,10 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
     if mode == "eva":
         if tuple(pe.shape) == target:
             return pe
+        if kernel_dims == 5:  # a video table whose length is a square (16 x 16 x 16 = 64²) would pass for an image's
+            raise ValueError(f"pos_embed: the checkpoint is a video model's (a 3-D patch kernel and a table of {num} "
+                             f"patch tokens), not an image model's, which MODEL.PRETRAINED_MODE eva converts: set "
+                             f"MODEL.PRETRAINED_MODE eva_k722 to adapt a video checkpoint (model shape {target})")
         s0 = _isqrt_exact(num)
         if s0 is None:
             raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} is not an image table (1, 1+S², D); "
@@ -418,7 +444,7 @@ def _convert_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Modu
                                                tubelet_size=tubelet)
     except ValueError:
         s0 = _isqrt_exact(num)
-        if not image_kernel or s0 is None:
+        if kernel_dims != 4 or s0 is None:
             raise
         # an image table has no frames to give: asking for MODEL.PRETRAINED_FRAMES (and calling its grid
         # "1 frames of SxS", one candidate among others) sent its user looking for a video geometry it lacks
@@ -476,12 +502,13 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     notes: list[str] = []
 
+    _check_width(sd, target)
     if "patch_embed.proj.weight" in sd and "patch_embed.proj.weight" in target:
         _check_patch_kernel(sd["patch_embed.proj.weight"], target["patch_embed.proj.weight"])
     if "pos_embed" in sd and "pos_embed" in target:
         kernel = sd.get("patch_embed.proj.weight")
         sd["pos_embed"] = _convert_pos_embed(sd["pos_embed"], target["pos_embed"], model, mode, source_grid,
-                                             checkpoint_config, notes, kernel is not None and kernel.ndim == 4)
+                                             checkpoint_config, notes, kernel.ndim if kernel is not None else 0)
 
     # --- patch embedding: Conv2d kernel -> Conv3d -----------------------------------------------------------------
     key = "patch_embed.proj.weight"

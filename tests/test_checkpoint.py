@@ -238,6 +238,36 @@ def test_other_tubelet_size_is_named():
         convert_state_dict(src, tiny(num_frames=8, tubelet_size=4), "eva_k722")
 
 
+def test_a_video_checkpoint_in_eva_mode_is_refused_even_when_its_table_is_square():
+    # 4 frames of 8x8 patches: 256 tokens, the length of a 16x16 image table. 'eva' mode read it as one and
+    # resampled it to the model's 4x4 grid without a word (a K400 checkpoint's 16 x 16 x 16 = 64² alike).
+    video = random_state_dict(tiny(num_frames=4, img_size=64))
+    with pytest.raises(ValueError) as error:
+        convert_state_dict(video, tiny(), "eva")
+    message = str(error.value)
+    assert "the checkpoint is a video model's (a 3-D patch kernel and a table of 256 patch tokens)" in message
+    assert "MODEL.PRETRAINED_MODE eva_k722" in message
+    out, _ = convert_state_dict(video, tiny(), "eva_k722", source_grid=(4, 8))  # the mode it names adapts it
+    assert out["pos_embed"].shape == (1, 1 + 4 * 16, D)
+
+
+def test_another_width_names_both_widths_and_the_checkpoints_preset(tmp_path):
+    cfg = load_config("configs/demo.yaml", ["DATA.LABEL_LIST", "", "MODEL.ARCH", "eva-tiny/16"])
+    path = _save(tmp_path / "best.pth", {"model": random_state_dict(build_model(cfg, device="meta"))})
+    cfg.defrost()
+    cfg.MODEL.ARCH = "eva-s/16"
+    with pytest.raises(ValueError) as error:
+        load_pretrained(build_model(cfg), path, "eva_k722")
+    message = str(error.value)
+    assert message.startswith(f"{path}: cls_token: the checkpoint's model is 128 wide and MODEL.ARCH's 384"), message
+    assert "(128 wide, 16 px patches, 4 blocks: MODEL.ARCH eva-tiny/16;" in message
+    src = random_state_dict(tiny())  # no preset of these sizes: said so
+    with pytest.raises(ValueError, match="32 wide and MODEL.ARCH's 48.*no MODEL.ARCH preset has these dimensions"):
+        convert_state_dict(src, EVAVideoTransformer(img_size=32, num_frames=4, patch_size=8, tubelet_size=1,
+                                                    num_classes=5, embed_dim=48, depth=2, num_heads=2,
+                                                    mlp_hidden_dim=64), "eva_k722")
+
+
 def test_conversion_on_meta_model():
     with torch.device("meta"):
         model = tiny(num_frames=8)

@@ -51,6 +51,25 @@ class _NotATrainingCheckpoint(CheckpointError):
     refuses, the only ones for which ``--pretrained`` is the right advice (not random bytes, a damaged file)."""
 
 
+class _OtherCodesCheckpoint(_NotATrainingCheckpoint):
+    """A training checkpoint of other code: its weights beside pickled plain data that this project's checkpoints
+    never hold (the original's yacs config and numpy ``max_accuracy``), which the weights reader takes as data."""
+
+
+# Globals of plain data that the weights reader (models/checkpoint.py) rebuilds without running their code.
+_PLAIN_DATA_GLOBALS = re.compile(
+    r"^(yacs\.config\.CfgNode|numpy\.(_?core\.multiarray\.scalar|dtype|dtypes\.\w+DType))$")
+
+
+def _refused_globals(path: str, first: str) -> list[str]:
+    """Every global weights_only loading refuses in ``path`` (a zip archive lists them), else the ``first`` one
+    its error named."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or [first]
+    except Exception:  # torch's legacy format names one global per failure
+        return [first]
+
+
 def save_atomic(obj: dict, path: str) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``.
 
@@ -143,9 +162,15 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
                                                              mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:  # truncated zip, bad pickle, disallowed globals: all mean "unusable"
         refused = _GLOBAL_RE.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
-        if refused:
+        names = _refused_globals(path, refused.group(1)) if refused else []
+        code = [g for g in names if not _PLAIN_DATA_GLOBALS.match(g)]
+        if names and not code:
+            raise _OtherCodesCheckpoint(f"checkpoint {path} is another code's training checkpoint (it holds "
+                                        f"pickled {', '.join(sorted(set(names)))}, as the original EVA code's do), "
+                                        "not one of this project's runs") from None
+        if code:
             raise CheckpointError(f"checkpoint {path} was refused: it holds pickled Python objects "
-                                  f"({refused.group(1)}) besides tensors and plain values, and loading them could "
+                                  f"({code[0]}) besides tensors and plain values, and loading them could "
                                   "run code from the file") from None
         reason = unreadable_reason(path, e)  # what the file is, not the unpickler's KeyError or IndexError
         raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint: {reason}") from None
@@ -166,6 +191,10 @@ def load_resumable(path: str, mmap: bool = False) -> dict:
     offered = _take_offered(path)  # let go by any load: the whole one reads the tensors anyway
     try:
         return load_checkpoint(path, mmap=mmap, parsed=offered if mmap else None)  # CheckpointError names the file
+    except _OtherCodesCheckpoint as e:
+        raise CheckpointError(f"{e}; --resume continues this project's training runs only: --pretrained starts "
+                              "from its weights (its optimizer state is not carried over), --only_test --resume "
+                              "evaluates it") from e
     except _NotATrainingCheckpoint as e:
         raise CheckpointError(f"{e}; --resume continues a training run from one of its checkpoints: "
                               "use --pretrained for weights-only (e.g. released) files") from e

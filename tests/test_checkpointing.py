@@ -283,16 +283,37 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
     assert "another data layout (batch_size 8 -> 4): epoch 2" in (tmp_path / "e" / "log_rank0.txt").read_text()
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
 def test_pickled_code_is_refused_without_torch_advice(tmp_path):
     from yacs.config import CfgNode
 
     path = tmp_path / "ckpt_epoch_0.pth"
-    torch.save({**_state(4), "config": CfgNode({"SEED": 1})}, path)  # e.g. the original code's checkpoints
+    # beside the original code's yacs config: the global named is the one that runs code
+    torch.save({**_state(4), "config": CfgNode({"SEED": 1}), "hook": _RunsCode()}, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(str(path))
     msg = str(err.value)
-    assert msg.startswith(f"checkpoint {path} was refused: it holds pickled Python objects (yacs.config.CfgNode)")
+    assert msg.startswith(f"checkpoint {path} was refused: it holds pickled Python objects (builtins.print)")
     assert "\x1b" not in msg and "weights_only" not in msg and len(msg.splitlines()) == 1
+
+
+def test_the_original_codes_checkpoint_is_named_as_such_not_as_code(tmp_path):
+    from yacs.config import CfgNode
+
+    path = tmp_path / "ckpt_epoch_0.pth"
+    # the original's epoch_saving layout: its yacs config and a numpy max_accuracy are plain data, read as such by
+    # the weights reader (--pretrained, --only_test): nothing in them runs code
+    torch.save({"model": _state(4)["model"], "optimizer": {}, "lr_scheduler": {}, "max_accuracy": np.float64(80.0),
+                "epoch": 3, "amp": {}, "config": CfgNode({"SEED": 1})}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(str(path))
+    msg = str(err.value)  # (which numpy globals a file names depends on how it was pickled)
+    assert msg.startswith(f"checkpoint {path} is another code's training checkpoint (it holds pickled numpy."), msg
+    assert msg.endswith("yacs.config.CfgNode, as the original EVA code's do), not one of this project's runs"), msg
 
 
 def test_damaged_file_reason_is_one_plain_line(tmp_path):

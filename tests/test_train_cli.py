@@ -671,15 +671,19 @@ def test_strict_list_with_a_bad_video_is_exit_2(tmp_path, dataset, capsys):
     assert rc == 2 and last.startswith("error: ") and "broken.webm" in last and "Traceback" not in err, err
 
 
-def test_resume_with_pickled_code_is_refused_in_plain_words(tmp_path, dataset, capsys):
+def test_resume_of_the_original_codes_checkpoint_says_what_takes_it(tmp_path, dataset, capsys):
     ckpt = tmp_path / "original.pth"
-    # the original code's checkpoint layout: a pickled yacs CfgNode beside the weights
+    # the original code's checkpoint layout: a pickled yacs CfgNode beside the weights. It was refused as if it
+    # could run code, with no word of the --pretrained and --only_test that read it (README, "Where we differ")
     torch.save({"model": {}, "optimizer": {}, "config": CfgNode({"SEED": 1}), "epoch": 3}, ckpt)
     rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), "--opts",
                      *_opts(dataset, tmp_path / "o", "TRAIN.BATCH_SIZE", "4")])
     captured = capsys.readouterr()
     text = captured.out + captured.err
-    assert rc == 2 and f"checkpoint {ckpt} was refused: it holds pickled Python objects" in text
+    assert rc == 2 and (f"error: checkpoint {ckpt} is another code's training checkpoint (it holds pickled "
+                        "yacs.config.CfgNode, as the original EVA code's do), not one of this project's runs; "
+                        "--resume continues this project's training runs only: --pretrained starts from its weights "
+                        "(its optimizer state is not carried over), --only_test --resume evaluates it") in text, text
     assert "\x1b" not in text and "weights_only" not in text and "Traceback" not in text
 
 

@@ -24,6 +24,31 @@ def test_project_recipes_load_and_match_the_original(shared_dir):
         assert "/path/to" not in cfg.MODEL.PRETRAINED, "recipes must not carry placeholder paths"
 
 
+def _flat(node, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}.") if hasattr(value, "items") else {prefix + key: value})
+    return out
+
+
+@pytest.mark.parametrize("ours, original", [("k400", "kinetics400_ft"), ("k600", "kinetics600_ft"),
+                                            ("k700", "kinetics700_ft"), ("k722", "kinetics722_intermediate_ft")])
+def test_each_recipe_is_the_original_config_but_for_the_differences_the_readme_names(shared_dir, ours, original):
+    """Loaded the same way, a recipe and the original's config hold the same settings (frames, crop, LR, layer decay,
+    drop path, epochs, batch, augmentation, pretrained geometry, ...) but for the README's differences: the paths
+    this project's tools write, the 4 x 3 validation of the K400/600/700 recipes, and mid-epoch checkpoints."""
+    recipe = _flat(load_config(str(ROOT / "configs" / f"{ours}.yaml")))
+    theirs = _flat(load_config(str(shared_dir / "data" / "original_configs" / f"{original}.yaml")))
+    differ = {key: (recipe[key], theirs[key]) for key in recipe if recipe[key] != theirs[key]}
+    expected = {"DATA.LABEL_LIST": (f"data/{ours}_labels.csv", f"labels/kinetics{ours[1:]}_labels.csv"),
+                "MODEL.PRETRAINED": ("checkpoints/" + theirs["MODEL.PRETRAINED"].split("/")[-1],
+                                     theirs["MODEL.PRETRAINED"]),
+                "SAVE_MINUTES": (30.0, 0.0)}
+    if ours != "k722":
+        expected.update({"TEST.NUM_CLIP": (4, 1), "TEST.NUM_CROP": (3, 1)})
+    assert differ == expected
+
+
 @pytest.mark.parametrize("name", ["kinetics400_ft", "kinetics600_ft", "kinetics700_ft", "kinetics722_intermediate_ft"])
 def test_original_configs_load(shared_dir, name):
     cfg = load_config(str(shared_dir / "data" / "original_configs" / f"{name}.yaml"))

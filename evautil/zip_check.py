@@ -14,7 +14,7 @@ import zipfile
 
 from .files import file_head, file_version
 
-__all__ = ["damaged_zip_record", "is_safetensors", "unreadable_reason"]
+__all__ = ["damaged_zip_record", "is_safetensors", "safetensors_cut_short", "unreadable_reason"]
 
 _CHUNK = 16 << 20
 # Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
@@ -113,3 +113,30 @@ def is_safetensors(path: str) -> bool:
     except OSError:
         return False
     return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def safetensors_cut_short(path: str) -> str | None:
+    """Why a safetensors file is shorter than its header says, in words (safetensors' own: "incomplete metadata,
+    file not fully covered"); None when it is not (or its header cannot be read: the reader's error says why)."""
+    import json
+
+    try:
+        head, size = file_head(path, 9)
+        length = int.from_bytes(head[:8], "little") if len(head) == 9 and head[8:] == b"{" else 0
+        if length < 2 or length > 100_000_000:  # no header length before a JSON header: left to the reader
+            return None
+        if 8 + length > size:
+            return f"cut short: {size} bytes, inside its {8 + length}-byte header (an interrupted save, copy or " \
+                   "download?)"
+        with open(path, "rb") as f:
+            f.seek(8)
+            header = json.loads(f.read(length))
+        end = max((int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"),
+                  default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    need = 8 + length + end
+    if size >= need:
+        return None
+    return f"cut short: {size} bytes of a safetensors file whose header describes {need} (an interrupted save, " \
+           "copy or download?)"

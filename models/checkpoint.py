@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from evautil.errors import CheckpointError
-from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
+from evautil.zip_check import damaged_zip_record, is_safetensors, safetensors_cut_short, unreadable_reason
 
 from .pos_embed import find_source_grid, grid_from_config, grid_from_sizes, resample_image_table, resample_video_table
 
@@ -224,7 +224,8 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
                 return path, {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
         return path, load_file(path, device="cpu")
     except Exception as error:
-        raise CheckpointError(f"{shown}: not a readable safetensors file: {error}") from error
+        raise CheckpointError(f"{shown}: not a readable safetensors file: "
+                              f"{safetensors_cut_short(path) or error}") from error
 
 
 def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | None = None,

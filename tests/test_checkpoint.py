@@ -325,6 +325,30 @@ def test_safetensors_loads(tmp_path):
     assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
 
 
+def test_a_cut_short_safetensors_file_says_so_in_words(tmp_path):
+    from models.weights_file import read_weights_metadata, save_weights_file
+
+    model = tiny()
+    whole = tmp_path / "w.safetensors"
+    save_weights_file(model, str(whole), arch="tiny", mean=(0, 0, 0), std=(1, 1, 1))
+    data = whole.read_bytes()
+    header = 8 + int.from_bytes(data[:8], "little")
+    cut, in_header = tmp_path / "cut.safetensors", tmp_path / "in_header.safetensors"
+    cut.write_bytes(data[:-100])
+    in_header.write_bytes(data[:50])
+    # safetensors' own words were "incomplete metadata, file not fully covered" and "invalid header length"
+    expected = {cut: f"{cut}: not a readable safetensors file: cut short: {len(data) - 100} bytes of a safetensors "
+                     f"file whose header describes {len(data)} (an interrupted save, copy or download?)",
+                in_header: f"{in_header}: not a readable safetensors file: cut short: 50 bytes, inside its "
+                           f"{header}-byte header (an interrupted save, copy or download?)"}
+    for path, message in expected.items():
+        for read in (read_state_dict, lambda p: load_pretrained(tiny(), p), lambda p: read_weights_metadata(str(p))):
+            with pytest.raises(CheckpointError) as error:
+                read(path)
+            assert str(error.value) == message
+    assert read_weights_metadata(str(whole))["num_classes"] == 5
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         read_state_dict(tmp_path / "nowhere.pth")

@@ -337,7 +337,13 @@ def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: in
         else "class mapping array"
     if isinstance(class_mapping, (str, os.PathLike)):
         if not os.path.isfile(class_mapping):
-            raise FileNotFoundError(f"class mapping file not found: {os.fspath(class_mapping)}")
+            raise FileNotFoundError(f"class mapping file not found: {os.fspath(class_mapping)}"
+                                    + (" (a folder, not a file)" if os.path.isdir(class_mapping) else ""))
+        with open(class_mapping, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":  # numpy would call a text file pickled data, and open an .npz as an archive
+            what = "a zip archive (np.savez's .npz?)" if magic.startswith(b"PK") else "no NumPy header"
+            raise ValueError(f"{name}: not a .npy file ({what}): save the integer array with np.save")
         try:
             array = np.load(class_mapping, allow_pickle=False)
         except Exception as error:

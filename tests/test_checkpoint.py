@@ -189,6 +189,23 @@ def test_bad_class_mapping(tmp_path, bad, message):
         convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=tmp_path / "missing.npy")
 
 
+
+def test_a_class_mapping_that_is_no_npy_file_says_what_it_is(tmp_path):
+    src = random_state_dict(tiny(num_classes=10))
+    npz, text, folder = tmp_path / "mapping.npz", tmp_path / "mapping.npy", tmp_path / "mappings"
+    np.savez(npz, mapping=np.arange(4))  # np.load gave an archive without .ndim: an AttributeError traceback
+    text.write_text("0 1 2 3\n")  # numpy's words: "This file contains pickled (object) data"
+    folder.mkdir()
+    for path, words in ((npz, "not a .npy file (a zip archive (np.savez's .npz?)): save the integer array with "
+                              "np.save"),
+                        (text, "not a .npy file (no NumPy header): save the integer array with np.save")):
+        with pytest.raises(ValueError) as error:
+            convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=path)
+        assert str(error.value) == f"class mapping {path}: {words}"
+    with pytest.raises(FileNotFoundError) as missing:
+        convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=folder)
+    assert str(missing.value) == f"class mapping file not found: {folder} (a folder, not a file)"
+
 def test_head_dropped_without_mapping(tmp_path, caplog):
     src = random_state_dict(tiny(num_classes=10))
     out, notes = convert_state_dict(src, tiny(num_classes=4), "eva_k722")

@@ -227,6 +227,7 @@ def main(argv=None) -> int:
     problem = common.output_files_problem(args)
     if problem:
         return common.input_error(common.InputError(problem))
+    common.say_what_an_interrupt_keeps("nothing measured was written (--json is written whole, once the run ends)")
     results = run(args)
     print(report(results, args))
     if args.json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import numpy as np
 
 from configs import ConfigError
 from dali_pipelines.filelist import DataError  # DALI-free
-from evautil.files import output_path_problem
+from evautil.files import atomic_write, output_path_problem, write_output_text
 from evautil.workers import usable_cpus
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
     "cuda_available", "describe_input", "machine_line", "add_input_args", "release_device_memory",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count", "check_arch",
-    "output_files_problem",
+    "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps",
 ]
 
 
@@ -326,11 +327,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` as indented strict JSON (NaN/inf become null), creating the folder."""
+    """Write ``payload`` as indented strict JSON (NaN/inf become null), creating the folder. The file appears
+    whole or not at all (:func:`write_output_text`): a run stopped while writing it left a truncated file, and an
+    earlier run's file is kept until the new one is complete."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(_jsonable(payload), f, indent=2, allow_nan=False)
-        f.write("\n")
+    write_output_text(path, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
 
 
 def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str,
@@ -353,16 +354,32 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], ylabel: 
     for i, v in enumerate(values):
         ax.text(i, v, fmt(v), ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    image = io.BytesIO()  # drawn first, then written whole (as write_json): never a truncated PNG under ``path``
+    fig.savefig(image, format=os.path.splitext(path)[1][1:].lower() or "png", dpi=100)
     plt.close(fig)
+    atomic_write(path, lambda f: f.write(image.getvalue()), fsync=False)
 
 
-def require_positive(parser, args, names: Sequence[str]) -> None:
-    """``parser.error`` (one line, exit 2) for the first of ``args.<name>`` that is below 1."""
+def require_positive(parser, args, names: Sequence[str], low: int = 1) -> None:
+    """``parser.error`` (one line, exit 2) for the first of ``args.<name>`` that is below ``low`` (1, or 0 for the
+    counts where none is a choice: warm-up, torch threads), naming the value given."""
     for name in names:
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+        value = getattr(args, name)
+        if value < low:
+            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+
+
+def chosen_names(flag: str, text: str, choices: Sequence[str], what: str) -> list[str]:
+    """The names of a comma-separated option (``--loaders dali,decord``), each one of ``choices``. An unknown name,
+    or none at all, is an :class:`InputError` naming the flag: an empty list measured nothing and passed as a
+    run (exit code 0)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for x in names:
+        if x not in choices:
+            raise InputError(f"{flag}: unknown {what} {x!r} (choose from {', '.join(choices)})")
+    if not names:
+        raise InputError(f"{flag} {text!r} names no {what} (choose from {', '.join(choices)})")
+    return names
 
 
 def refuse_opts_set_by_flags(parser, opts: Sequence[str], flag_keys: dict[str, str]) -> None:
@@ -405,6 +422,16 @@ def output_files_problem(args) -> str:
     return ""
 
 
+def say_what_an_interrupt_keeps(kept: str = "nothing measured was written (--json and --plot are written whole, "
+                                           "once the run ends)") -> None:
+    """From here on a Ctrl-C ends the benchmark with one ``interrupted: <script>: <kept>`` line on stderr
+    (``evautil.interrupt``), as it ends the project's tools, instead of a traceback of wherever the main thread
+    waited (a worker pool, a DALI call); the process still ends by SIGINT."""
+    from evautil.interrupt import on_interrupt
+
+    on_interrupt(f"{os.path.basename(sys.argv[0])}: {kept}")
+
+
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
              plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
     """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and
@@ -418,6 +445,7 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     problem = output_files_problem(args)
     if problem:
         return input_error(InputError(problem))
+    say_what_an_interrupt_keeps()
     try:
         payload = run_benchmark(args)
     except INPUT_ERRORS as e:

@@ -279,6 +279,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.codec is None:
         args.codec = "h264" if gpu else "vp9"
     common.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
+    common.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
         args.num_clips = min(args.num_clips, 4)
         args.frames = min(args.frames, 64)
@@ -291,14 +292,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     gpu = common.cuda_available()
-    decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for d in decoders:
-        if d not in ALL_DECODERS:
-            raise common.InputError(f"--decoders: unknown decoder {d!r} (choose from {', '.join(ALL_DECODERS)})")
-    for m in modes:
-        if m not in ALL_MODES:
-            raise common.InputError(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
+    decoders = common.chosen_names("--decoders", args.decoders, ALL_DECODERS, "decoder")
+    modes = common.chosen_names("--modes", args.modes, ALL_MODES, "mode")
     clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
 
     # Several --threads counts: a row for each, its name ending in /t<count> (pyav_1t and decord take none: one row).

@@ -231,7 +231,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
     common.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",
-                                       "num_clips", "threads"))
+                                       "num_clips", "threads", "min_videos"))
+    common.require_positive(p, args, ("warmup", "torch_threads"), low=0)
     if args.quick:
         args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
         args.num_clips = min(args.num_clips, 4)

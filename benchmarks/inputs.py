@@ -32,10 +32,19 @@ def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Ge
 
 def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 25, gop: int | None = None) -> None:
     """Encode uint8 ``(T,H,W,3)`` RGB frames to ``path`` (H.264 in .mp4, VP9 in .webm) with keyframe interval
-    ``gop``, with the project's encoder (``write_video``)."""
+    ``gop``, with the project's encoder (``write_video``); ``path`` appears only once the clip is whole."""
     from dali_pipelines.pyav_encode import write_video
 
-    write_video(path, frames, codec=codec, fps=fps, gop=gop)
+    # Under a temporary name first (its extension kept: the muxer is chosen from it): a run stopped mid-encode left
+    # a shorter clip under the final name, which the next run reused as a complete one.
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.part{ext}"
+    try:
+        write_video(tmp, frames, codec=codec, fps=fps, gop=gop)
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size: tuple[int, int] = (340, 256),

@@ -255,6 +255,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.codec = "h264" if common.cuda_available() else "vp9"
     common.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",
                                        "num_clips"))
+    common.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
         args.num_clips = min(args.num_clips, 4)
         args.frames = min(args.frames, 64)
@@ -267,14 +268,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    loaders = [x.strip() for x in args.loaders.split(",") if x.strip()]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for x in loaders:
-        if x not in ALL_LOADERS:
-            raise common.InputError(f"--loaders: unknown loader {x!r} (choose from {', '.join(ALL_LOADERS)})")
-    for m in modes:
-        if m not in ALL_MODES:
-            raise common.InputError(f"--modes: unknown mode {m!r} (choose from {', '.join(ALL_MODES)})")
+    loaders = common.chosen_names("--loaders", args.loaders, ALL_LOADERS, "loader")
+    modes = common.chosen_names("--modes", args.modes, ALL_MODES, "mode")
     if args.workers < 1:
         raise common.InputError("--workers must be at least 1")
     clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time

@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     problem = common.output_files_problem(args)
     if problem:  # before any clip is decoded, not when the report is written
         p.error(problem)
+    common.say_what_an_interrupt_keeps("--json holds the report of the clips compared so far, if any, with "
+                                       "\"complete\": false" if args.json else "nothing was written (no --json)")
 
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
     os.makedirs(tmp, exist_ok=True)

@@ -220,6 +220,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
     common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size"))
+    common.require_positive(p, args, ("warmup", "torch_threads"), low=0)
+    if args.peak_tflops is not None and not args.peak_tflops > 0:  # a negative peak made every MFU negative
+        p.error(f"--peak-tflops must be above 0, got {args.peak_tflops}")
+    try:
+        args.attns = common.chosen_names("--attn", args.attn, ("sdpa", "math"), "attention path")
+        args.ckpts, args.compiles = (_switches(flag, text) for flag, text in (("--checkpoint", args.checkpoint),
+                                                                              ("--compile", args.compile)))
+    except common.InputError as e:
+        p.error(str(e))
     if args.quick:
         args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
         args.frames, args.input_size, args.batch = min(args.frames, 4), min(args.input_size, 64), min(args.batch, 2)
@@ -229,6 +238,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.width, args.height = min(args.width, 160), min(args.height, 120)
     common.check_arch(p, args.arch, args.input_size)
     return args
+
+
+def _switches(flag: str, text: str) -> list[int]:
+    """A comma-separated list of 0/1 settings (``--checkpoint 0,1``); anything else names the flag (a 2 was
+    timed as 1)."""
+    values = [c.strip() for c in text.split(",") if c.strip()]
+    if not values or any(v not in ("0", "1") for v in values):
+        raise common.InputError(f"{flag} {text!r}: expected 0, 1 or both comma-separated (0,1)")
+    return [int(v) for v in values]
 
 
 def build_train_loader(args, configs: int = 1):
@@ -257,16 +275,7 @@ def run_benchmark(args) -> dict:
         # fewer threads than cores can then be several times faster.
         torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    attns = [a.strip() for a in args.attn.split(",") if a.strip()]
-    try:
-        ckpts = [int(c) for c in args.checkpoint.split(",") if c.strip()]
-        compiles = [int(c) for c in args.compile.split(",") if c.strip()]
-    except ValueError:
-        raise common.InputError(f"--checkpoint {args.checkpoint!r} / --compile {args.compile!r}: expected "
-                                "comma-separated 0/1 values") from None
-    for a in attns:
-        if a not in ("sdpa", "math"):
-            raise common.InputError(f"--attn: {a!r} is not 'sdpa' or 'math'")
+    attns, ckpts, compiles = args.attns, args.ckpts, args.compiles
     info = common.machine_info()
     peak = args.peak_tflops or stated_peak(info.get("gpu"), matmul_precision(args.precision))
     measured = None if args.no_measure_peak else measured_matmul_peak(device, args.precision,

@@ -752,7 +752,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         (train_throughput, ["--with-loader", "--no-measure-peak", "--list", str(missing)], "does not exist"),
         (decode_throughput, ["--modes", "bogus"], "--modes: unknown mode 'bogus'"),
         (loader_throughput, ["--workers", "0"], "--workers must be at least 1"),
-        (train_throughput, ["--attn", "flash"], "--attn: 'flash'"),
     ]
     for module, args, words in cases:
         assert module.main(["--quick", *args]) == 2, (module.__name__, args)
@@ -773,6 +772,111 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: video list {str(missing)!r} does not exist (or is not a file)"]
+
+
+def test_bad_counts_and_empty_choices_are_one_line_naming_the_flag_and_value(monkeypatch, capsys):
+    """A negative warm-up or torch thread count, --min-videos 0, a negative --peak-tflops (every MFU negative) and
+    --checkpoint 2 (timed as 1) ran; --loaders '' (or --modes, --decoders, --attn naming nothing) measured nothing and
+    exited 0. Each is now one 'error:' line naming the flag and the value, exit code 2, before anything runs."""
+    from benchmarks import decode_throughput, eval_throughput, inputs, loader_throughput, train_throughput
+
+    monkeypatch.setattr(inputs, "make_synthetic_clips", lambda *a, **k: pytest.fail("clips made"))
+    parsed = [(loader_throughput, ["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+              (decode_throughput, ["--warmup", "-2"], "--warmup must be at least 0, got -2"),
+              (eval_throughput, ["--min-videos", "0"], "--min-videos must be at least 1, got 0"),
+              (eval_throughput, ["--torch-threads", "-1"], "--torch-threads must be at least 0, got -1"),
+              (train_throughput, ["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+              (train_throughput, ["--torch-threads", "-3"], "--torch-threads must be at least 0, got -3"),
+              (train_throughput, ["--peak-tflops", "-1"], "--peak-tflops must be above 0, got -1.0"),
+              (train_throughput, ["--checkpoint", "2"], "--checkpoint '2': expected 0, 1 or both"),
+              (train_throughput, ["--compile", "0,x"], "--compile '0,x': expected 0, 1 or both"),
+              (train_throughput, ["--attn", "flash"], "--attn: unknown attention path 'flash'"),
+              (train_throughput, ["--attn", ","], "--attn ',' names no attention path")]
+    for module, args, words in parsed:
+        with pytest.raises(SystemExit) as e:
+            module.main(["--quick", "--no-measure-peak", *args] if module is train_throughput else ["--quick", *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, (args, err)
+        assert words in err, (args, err)
+    for module, args, words in [(loader_throughput, ["--loaders", ""], "--loaders '' names no loader (choose from"),
+                                (loader_throughput, ["--modes", ","], "--modes ',' names no mode"),
+                                (decode_throughput, ["--decoders", " "], "--decoders ' ' names no decoder")]:
+        assert module.main(["--quick", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (args, err)
+
+
+def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """--json and --plot were written in place: a run stopped (or failing) while writing them left a truncated
+    file in place of the earlier run's. Now the earlier file stays until the new one is complete."""
+    import matplotlib.figure
+
+    out = tmp_path / "results.json"
+    out.write_text('{"earlier": 1}\n')
+    with pytest.raises(TypeError):  # a figure JSON cannot hold, after others were written
+        common.write_json(str(out), {"a": 1, "b": object()})
+    assert out.read_text() == '{"earlier": 1}\n' and os.listdir(tmp_path) == ["results.json"]
+    common.write_json(str(out), {"a": 1})
+    assert json.loads(out.read_text()) == {"a": 1}
+
+    png = tmp_path / "results.png"
+    common.bar_plot(str(png), ["a"], [1.0], "clips/s", "t")
+    earlier = png.read_bytes()
+
+    def cut_short(self, fname, **kwargs):  # savefig stopped after writing the start of the image
+        f = open(fname, "wb") if isinstance(fname, (str, os.PathLike)) else fname
+        f.write(b"\x89PNG\r\n\x1a\n")
+        if f is not fname:
+            f.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        common.bar_plot(str(png), ["a", "b"], [1.0, 2.0], "clips/s", "t")
+    assert png.read_bytes() == earlier and sorted(os.listdir(tmp_path)) == ["results.json", "results.png"]
+
+
+def test_a_ctrl_c_during_a_benchmark_is_one_line_saying_nothing_was_written(tmp_path):
+    """A Ctrl-C mid-benchmark printed a traceback of wherever the main thread waited; now one 'interrupted:' line
+    says that no result file was written, the earlier --json is left as it was, and the process ends by SIGINT."""
+    out = tmp_path / "results.json"
+    out.write_text('{"earlier": 1}\n')
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "from benchmarks import decode_throughput as d\n"
+            "def cut(args): raise KeyboardInterrupt\n"
+            "d.run_benchmark = cut\n"
+            f"sys.argv[0] = 'decode_throughput.py'; sys.exit(d.main(['--quick', '--json', {str(out)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -2, done.stderr[-2000:]
+    assert done.stderr.splitlines() == ["interrupted: decode_throughput.py: nothing measured was written (--json and "
+                                        "--plot are written whole, once the run ends)"], done.stderr[-2000:]
+    assert out.read_text() == '{"earlier": 1}\n'
+
+
+def test_a_synthetic_clip_cut_short_is_made_again_not_reused(tmp_path, monkeypatch):
+    """A run stopped while it encoded a clip left a shorter clip under the final name, which the next run reused
+    as a complete one (--data-dir: reused when present): 40 frames measured as 48."""
+    import av
+
+    from benchmarks import inputs
+    from dali_pipelines.pyav_io import count_packets
+
+    original, made = av.VideoFrame.from_ndarray, [0]
+
+    def stop_at_frame_40(*args, **kwargs):
+        made[0] += 1
+        if made[0] > 40:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    settings = dict(codec="vp9", size=(64, 48), num_frames=48, gop=8)
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", stop_at_frame_40)
+    with pytest.raises(KeyboardInterrupt):
+        inputs.make_synthetic_clips(str(tmp_path), 1, **settings)
+    assert os.listdir(tmp_path) == []  # no clip, and no temporary file left
+    monkeypatch.undo()
+    [(path, _, frames)] = inputs.make_synthetic_clips(str(tmp_path), 1, **settings)
+    assert frames == 48 and count_packets(path) == 48
 
 
 def test_train_benchmark_refuses_opts_that_its_flags_set(capsys):

@@ -25,8 +25,9 @@ args=()
 while [ $# -gt 0 ]; do
     case $1 in
     --dry-run) dry=1 ;;
-    --out) out_root=${2:?--out needs a folder}; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    # a bad command line is one line and exit code 2, as for the benchmarks (${2:?} said "line 28: 2: ..." and 1)
+    --out) [ -n "${2:-}" ] || { echo "error: --out needs a folder (--out DIR)" >&2; exit 2; }; out_root=$2; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
     esac
     shift

@@ -129,6 +129,24 @@ def test_unknown_plan_is_refused():
     assert done.returncode == 2 and "unknown plan or stage: everything" in done.stderr
 
 
+def test_out_without_a_folder_is_one_line_and_exit_2():
+    """`--out` with no folder after it (or an empty one) ended with bash's "line 28: 2: --out needs a folder" and
+    exit code 1, which a caller reads as a failed stage, not a bad command line."""
+    for args in (["smoke", "--out"], ["--out", "", "smoke"]):
+        done = subprocess.run(["bash", str(SUITE), "--dry-run", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2 and done.stdout == "", (args, done.stdout, done.stderr)
+        assert done.stderr == "error: --out needs a folder (--out DIR)\n", (args, done.stderr)
+
+
+def test_help_shows_the_whole_header():
+    """--help printed the header's lines but its last, where the reference clips are read from."""
+    done = subprocess.run(["bash", str(SUITE), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    header = SUITE.read_text().split("\nset -uo pipefail")[0].splitlines()[1:]
+    assert done.returncode == 0 and done.stdout.splitlines() == header
+    assert "EVA_SHARED_DIR" in done.stdout
+
+
 def _python_invocations(listing: str) -> list[list[str]]:
     """Each python command of the listing as argv after the interpreter (split at shell separators)."""
     found = []

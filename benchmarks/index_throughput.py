@@ -59,7 +59,20 @@ def parse_args(argv=None):
     common.require_positive(p, args, ["rows", "ranks"])
     if args.skip_build and not args.work_dir:
         p.error("--skip-build needs the --work-dir of an earlier run")
+    if args.skip_build and not _built_index(os.path.join(args.work_dir, "list.txt")):
+        # else the rows were linked and every video probed (minutes at Kinetics size) before the run said so
+        p.error(f"--skip-build: --work-dir {args.work_dir} holds no built index (list.txt and its index); run once "
+                "without --skip-build to build it there")
     return args
+
+
+def _built_index(list_path: str) -> bool:
+    """Whether ``list_path`` exists with an index cache beside it, of this schema or of the older one that
+    ``build_index`` migrates."""
+    if not os.path.isfile(list_path):
+        return False
+    paths = index_paths(list_path)
+    return os.path.isfile(paths.cache) or os.path.isfile(paths.json_cache)
 
 
 def make_links(work_dir: str, clips: list[str], rows: int) -> tuple[str, str]:

@@ -732,6 +732,15 @@ def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         index_throughput.main(["--skip-build"])
     assert e.value.code == 2 and "--skip-build needs the --work-dir" in capsys.readouterr().err
+    # a --work-dir without a build: refused at once; it was filled with links and every row probed first
+    for work in (tmp_path / "nothing", tmp_path):
+        (tmp_path / "list.txt").write_text("a.mp4 0\n")
+        with pytest.raises(SystemExit) as e:
+            index_throughput.main(["--skip-build", "--work-dir", str(work), "--rows", "5"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        assert f"--skip-build: --work-dir {work} holds no built index" in err
+    assert sorted(os.listdir(tmp_path)) == ["list.txt"]
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):

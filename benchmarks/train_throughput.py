@@ -335,7 +335,7 @@ def report(payload: dict) -> str:
     fwd = f"{ran[0]['forward_tflop_per_clip'] * 1000:.3f}" if ran else "-"
     head = (f"Training step throughput on {payload['device']} ({common.machine_line(m)})\n"
             f"Forward FLOPs per clip: {fwd} GFLOP "
-            f"(models.forward_flops); peak: stated {payload['peak_tflops_stated']}, measured matmul "
+            f"(models.forward_flops); peak: stated {common.fmt(payload['peak_tflops_stated'])}, measured matmul "
             f"{common.fmt(payload['peak_tflops_measured_matmul'], 3)} TFLOP/s.\n"
             f"Input: {common.describe_input(payload['input'])}\n"
             "Median (min-max) over the timed measurements; warm-up excluded.\n")

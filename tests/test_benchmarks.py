@@ -559,6 +559,17 @@ def test_smoke_train_throughput(tmp_path, data_dir):
     assert _positive(r["clips_per_s"]) and 0 <= r["data_wait_pct"] <= 100
 
 
+def test_train_report_without_a_stated_peak_says_so_with_a_dash():
+    """A device with no stated peak (any CPU) printed 'peak: stated None'; the table's cells say '-' for that."""
+    from benchmarks import train_throughput
+
+    payload = {"results": [], "machine": {"cpu": "x", "cpu_cores": 2}, "device": "cpu", "input": {"input": "random"},
+               "peak_tflops_stated": None, "peak_tflops_measured_matmul": 0.01}
+    head = train_throughput.report(payload).splitlines()[1]
+    assert head.endswith("peak: stated -, measured matmul 0.010 TFLOP/s."), head
+    assert "stated 989.4," in train_throughput.report(dict(payload, peak_tflops_stated=989.4))
+
+
 def test_train_throughput_prints_no_training_loop_lines(tmp_path):
     """Its measurements run the engine's epoch loop, whose lines said 'epoch 1/1 [3/3] step 10/3' on the console."""
     cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--quick", "--torch-threads", "1", "--no-measure-peak",

@@ -251,7 +251,7 @@ def _sendable(error: BaseException | None) -> BaseException | None:
 
 def dry_run(cfg, resume: str = "") -> dict:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
-    from dali_pipelines.filelist import check_list_root, read_video_list
+    from dali_pipelines.filelist import read_video_list
     from dali_pipelines.routing import resolve_decode_device
     from models import forward_flops
 
@@ -266,9 +266,39 @@ def dry_run(cfg, resume: str = "") -> dict:
     val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES, classes_name="DATA.NUM_CLASSES")
     train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES,
                                                           classes_name="DATA.NUM_CLASSES")
-    for videos in (val, train) if train else (val,):  # a plan opens no video, but a missing DATA.ROOT is named
-        check_list_root(videos, "DATA.ROOT")
+    found = {key: _found_videos(videos, key, data) for key, videos in
+             (("DATA.VAL_FILE", val), ("DATA.TRAIN_FILE", train)) if key == "DATA.VAL_FILE" or train}
     return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),
                                      forward_flops=forward_flops(model), val_videos=len(val),
                                      train_videos=len(train), decode_device=resolve_decode_device(data.DECODE_DEVICE),
-                                     evaluates=resume or _newest_scored(cfg, resume, read))
+                                     evaluates=resume or _newest_scored(cfg, resume, read),
+                                     train_found=found.get("DATA.TRAIN_FILE"))
+
+
+def _found_videos(videos, key: str, data) -> int:
+    """How many of a list's videos exist, looked up as a run's index build does (a plan opens no video): a list
+    none of which exists is refused naming DATA.ROOT; missing ones are a warning, or with DATA.STRICT the error
+    the run would stop on after indexing (a job queued after its plan would not start).
+
+    Raises:
+        DataListError: none of the videos exists (see ``check_list_root``).
+        DataError: DATA.STRICT and some video is missing.
+    """
+    import sys
+
+    import numpy as np
+
+    from dali_pipelines.filelist import DataError, check_list_root
+
+    present = videos.stat_keys(timeout_s=float(data.VIDEO_TIMEOUT_S))[2]
+    check_list_root(videos, "DATA.ROOT", present)
+    missing = np.flatnonzero(~present)
+    if not missing.size:
+        return len(videos)
+    named = "; ".join(videos.path(r) for r in missing[:3]) + ("; ..." if missing.size > 3 else "")
+    what = f"{missing.size} of the {len(videos)} videos listed in {videos.list_path} ({key}) are missing: {named}"
+    if data.STRICT:
+        raise DataError(f"DATA.STRICT is on and {what}; fix or remove them, or set DATA.STRICT False to leave "
+                        "them out")
+    print(f"warning: {what} (a run leaves them out)", file=sys.stderr)
+    return len(videos) - int(missing.size)

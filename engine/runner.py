@@ -126,9 +126,10 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 
 
 def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
-                       decode_device: str, evaluates: str = "") -> dict[str, Any]:
+                       decode_device: str, evaluates: str = "", train_found: int | None = None) -> dict[str, Any]:
     """Print what a run would do (from facts the caller gathered without training anything) and return it.
     ``evaluates``: the checkpoint an evaluate-only run scores, as its check found it ("": MODEL.PRETRAINED).
+    ``train_found``: the listed training videos that exist (None: all), which a run's epochs are made of.
 
     Raises:
         ValueError: a bad EVA_WAIT_TIMEOUT_MIN or EVA_HEARTBEAT_TIMEOUT_S, with the line a run of several processes
@@ -138,6 +139,7 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
     only_test = cfg.TEST.ONLY_TEST
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
+    found = train_videos if train_found is None else train_found
     plan = {
         "mode": "evaluate only" if only_test else "train",
         "model": cfg.MODEL.ARCH,
@@ -148,7 +150,8 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
         "global batch (B x ACC x world)": f"{global_batch} = {cfg.TRAIN.BATCH_SIZE} x "
                                           f"{cfg.TRAIN.ACCUMULATION_STEPS} x {world}",
         "train videos (listed)": train_videos,
-        "iterations per epoch": train_videos // global_batch,
+        **({} if found == train_videos else {"train videos (found)": found}),
+        "iterations per epoch": found // global_batch,
         "epochs": cfg.TRAIN.EPOCHS,
         "val videos (listed)": val_videos,
         # An evaluate-only run tests with TEST.NUM_CLIP x NUM_CROP views; training validates with those and ends
@@ -165,8 +168,9 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
             del plan[key]
         plan["evaluates"] = evaluates or f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}"
     print_plan(plan)
-    if not only_test and train_videos < global_batch:  # the run stops on this, but only after indexing the lists
-        print(f"warning: DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {train_videos} listed training videos, fewer than one "
+    if not only_test and found < global_batch:  # the run stops on this, but only after indexing the lists
+        counted = "listed" if found == train_videos else "found"
+        print(f"warning: DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {found} {counted} training videos, fewer than one "
               f"global batch (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} x TRAIN.ACCUMULATION_STEPS "
               f"{cfg.TRAIN.ACCUMULATION_STEPS} x world size {world} = {global_batch}): the run would stop before its "
               "first step; lower TRAIN.BATCH_SIZE or list more videos", file=sys.stderr)

@@ -861,6 +861,27 @@ def test_a_dry_run_names_a_data_root_that_is_not_a_folder(tmp_path, dataset, cap
                               f"{dataset / 'val.txt'} are relative to it (first: {first!r})\n", err
 
 
+def test_a_dry_run_counts_the_missing_videos_a_run_leaves_out_and_refuses_them_under_strict(tmp_path, dataset,
+                                                                                             capsys):
+    """The plan promised to check that the lists' videos are found under DATA.ROOT, but looked only for the first
+    one: two missing of 14 passed in silence with 14 // 7 = 2 iterations per epoch, where the run trains 12 // 7 =
+    1, and under DATA.STRICT the plan said 0 where the queued run stopped after indexing."""
+    lst = tmp_path / "train.txt"
+    lst.write_text((dataset / "train.txt").read_text() + "videos/gone/a.mp4 1\nvideos/gone/b.mp4 2\n")
+    opts = _opts(dataset, tmp_path / "out", "DATA.TRAIN_FILE", str(lst), "TRAIN.BATCH_SIZE", "7")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0
+    out, err = capsys.readouterr()
+    assert "train videos (listed)          : 14" in out and "train videos (found)           : 12" in out
+    assert "iterations per epoch           : 1" in out
+    gone = f"{dataset / 'videos/gone/a.mp4'}; {dataset / 'videos/gone/b.mp4'}"
+    assert err == f"warning: 2 of the 14 videos listed in {lst} (DATA.TRAIN_FILE) are missing: {gone} (a run " \
+                  "leaves them out)\n", err
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts, "DATA.STRICT", "True"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: DATA.STRICT is on and 2 of the 14 videos listed in {lst} (DATA.TRAIN_FILE) " \
+                                f"are missing: {gone}; fix or remove them, or set DATA.STRICT False to leave them out\n"
+
+
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_an_empty_data_root_with_the_list_relative_to_another_folder_is_named(tmp_path, dataset, capsys, monkeypatch,
                                                                              dry_run):

@@ -97,14 +97,14 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
         with stop_signals_raise():  # from the start's end; a first index build (minutes) saves its work on a stop
             overrides, notes = config_overrides(args)
             cfg = load_config(args.cfg, overrides)
-            if notes and int(os.environ.get("RANK", "0")) == 0:
+            if notes and distributed.rank_and_world_size()[0] == 0:
                 print(*notes, sep="\n", file=sys.stderr)
             ended["output"] = None if args.dry_run else cfg.OUTPUT
             # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
             resume, resume_note = runner.resume_point(cfg, args.resume)
             runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
             if args.dry_run:
-                if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the plan is printed once, not per rank
+                if distributed.rank_and_world_size()[0] == 0:  # under torchrun the plan is printed once, not per rank
                     wiring.dry_run(cfg, resume=resume)
                 return 0
             ctx = distributed.init_from_env()

@@ -84,6 +84,22 @@ def _env_int(name: str, default: int, minimum: int | None = None, hint: str = ""
     return number
 
 
+def rank_and_world_size() -> tuple[int, int]:
+    """RANK and WORLD_SIZE as a launcher sets them (0 and 1 when unset).
+
+    Raises:
+        ValueError: one that is not an integer, a WORLD_SIZE below 1 or a RANK outside it, naming the variables
+            (else a dry run divided by zero, and a run indexed its lists before torch refused the rank).
+    """
+    world_size = _env_int("WORLD_SIZE", 1, 1, " (the number of processes of the run)")
+    rank = _env_int("RANK", 0, 0)
+    if rank >= world_size:
+        unset = "" if os.environ.get("WORLD_SIZE") else " (unset: one process)"
+        raise ValueError(f"environment variable RANK={rank} is not below WORLD_SIZE={world_size}{unset}: a launcher "
+                         "sets both, numbering the processes from 0")
+    return rank, world_size
+
+
 # Where launchers put a process's rank within its node: torchrun, then SLURM's srun, then Open MPI's mpirun.
 LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
 
@@ -145,8 +161,7 @@ def init_from_env(device: str = "auto") -> DistContext:
     Args:
         device: "auto" (the GPU of :func:`gpu_index` when CUDA is available, else the CPU), "cpu" or "cuda".
     """
-    rank = _env_int("RANK", 0)
-    world_size = _env_int("WORLD_SIZE", 1)
+    rank, world_size = rank_and_world_size()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     local_rank = local_rank_from_env(world_size, torch.cuda.device_count() if use_cuda else 0)
     if use_cuda:

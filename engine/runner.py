@@ -133,11 +133,11 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
 
     Raises:
         ValueError: a bad EVA_WAIT_TIMEOUT_MIN or EVA_HEARTBEAT_TIMEOUT_S, with the line a run of several processes
-            would stop on (the plan is usually made by one process for a job of several).
+            would stop on (the plan is usually made by one process for a job of several), or RANK or WORLD_SIZE.
     """
     dist_utils.wait_settings()
     only_test = cfg.TEST.ONLY_TEST
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = dist_utils.rank_and_world_size()[1]
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
     found = train_videos if train_found is None else train_found
     plan = {

@@ -248,6 +248,31 @@ def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_st
     assert "iterations per epoch" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("env, line", [
+    ({"WORLD_SIZE": "0"}, "error: environment variable WORLD_SIZE='0' must be at least 1 (the number of processes of "
+                          "the run)"),
+    ({"RANK": "3"}, "error: environment variable RANK=3 is not below WORLD_SIZE=1 (unset: one process): a launcher "
+                    "sets both, numbering the processes from 0"),
+    ({"RANK": "x", "WORLD_SIZE": "2"}, "error: environment variable RANK='x' is not an integer"),
+])
+def test_a_bad_rank_or_world_size_is_named_before_anything_runs(tmp_path, dataset, capsys, monkeypatch, env, line,
+                                                                dry_run):
+    """WORLD_SIZE=0 made the plan a ZeroDivisionError traceback; RANK=3 of one process was planned in silence
+    (exit 0), and a run indexed its lists before torch refused 'rank 3 out of range for world_size 1', naming no
+    variable; RANK=x was 'invalid literal for int()'."""
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []), "--batch-size", "4", "--opts",
+                     *_opts(dataset, out)])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.strip().splitlines() == [line] and captured.out == "", captured
+    assert not out.exists()
+
+
 def _constant_head_weights(cfg, cls: int, num_classes: int) -> dict:
     from models import build_model
 

@@ -106,6 +106,9 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
             pass
     expected = type(default).__name__
     if isinstance(default, bool):
+        expected = "bool (True or False)"
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # as a YAML file reads them
+            return value.lower() == "true"
         if isinstance(value, bool):
             return value
     elif isinstance(default, float):
@@ -266,7 +269,7 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
         if eq and _is_key(cfg, key):
             raise ConfigError(f"--opts takes KEY VALUE pairs, not KEY=VALUE: write {key} {value} for {item}")
     if len(opts) % 2:
-        raise ConfigError(f"--opts expects KEY VALUE pairs; got an odd number of items: {opts}")
+        raise ConfigError(f"--opts expects KEY VALUE pairs; {_unpaired(cfg, opts)}")
     for key, value in zip(opts[0::2], opts[1::2]):
         parts = key.split(".")
         node = cfg
@@ -281,6 +284,20 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
             raise ConfigError(f"--opts: {key} is a section, not a key")
         node[parts[-1]] = _coerce(key, node[parts[-1]], value, "--opts", seen.get(key))
         seen[key] = "--opts"
+
+
+def _unpaired(cfg: CN, opts: list[str]) -> str:
+    """Which item of an odd-numbered ``opts`` lacks its value: the first key followed by another key, or the last
+    item; otherwise the first item read as a key that is none (a key or a value is missing before it)."""
+    for i in range(0, len(opts), 2):
+        if not _is_key(cfg, opts[i]):
+            after = f"after {opts[i - 2]} {opts[i - 1]}" if i else "the first item"
+            return f"{opts[i]!r} ({after}) stands where a key is expected: a key or a value is missing before it"
+        if i + 1 == len(opts):
+            return f"{opts[i]} has no value (it is the last item)"
+        if _is_key(cfg, opts[i + 1]) and not isinstance(_get(cfg, opts[i]), str):
+            return f"{opts[i]} has no value (the next item, {opts[i + 1]}, is a key)"
+    return f"got an odd number of items: {opts}"  # not reached: an odd list ends on a key or stops above
 
 
 def _apply_legacy(cfg: CN, seen: dict) -> None:

@@ -97,6 +97,35 @@ def test_key_equals_value_in_opts_says_how_to_write_it(opts):
         load_config(None, ["TRAIN.LRR=1", "2"])
 
 
+@pytest.mark.parametrize("opts, message", [
+    (["SEED", "1", "TRAIN.LR"], "TRAIN.LR has no value (it is the last item)"),
+    (["TRAIN.LR", "TRAIN.EPOCHS", "3"], "TRAIN.LR has no value (the next item, TRAIN.EPOCHS, is a key)"),
+    (["SEED", "1", "2", "TRAIN.LR", "1e-4"], "'2' (after SEED 1) stands where a key is expected: a key or a value is "
+                                             "missing before it"),
+    (["1e-4", "SEED", "1"], "'1e-4' (the first item) stands where a key is expected: a key or a value is missing "
+                            "before it"),
+])
+def test_an_odd_number_of_opts_names_the_item_that_lacks_its_pair(opts, message):
+    """It printed every item (with the flags' pairs and a script's own, dozens) and left the user to find it."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, opts)
+    assert str(err.value) == f"--opts expects KEY VALUE pairs; {message}"
+
+
+@pytest.mark.parametrize("value, expected", [("True", True), ("False", False), ("false", False), ("TRUE", True)])
+def test_a_boolean_in_opts_is_read_as_a_yaml_file_reads_it(value, expected):
+    """`AUTO_RESUME: false` loads from a file, but --opts TRAIN.AUTO_RESUME false was refused as 'type bool'."""
+    assert load_config(None, ["TRAIN.AUTO_RESUME", value]).TRAIN.AUTO_RESUME is expected
+
+
+@pytest.mark.parametrize("value", ["0", "1", "no", "off"])
+def test_a_boolean_that_is_no_boolean_says_how_to_write_one(value):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["TRAIN.AUTO_RESUME", value])
+    assert "key TRAIN.AUTO_RESUME expects a value of type bool (True or False) (current value True, the default)" \
+        in str(err.value)
+
+
 def test_unknown_key_in_opts_lists_the_valid_keys_as_for_a_file():
     """A file's unknown key came with the section's valid keys, the same typo in --opts with none."""
     with pytest.raises(ConfigError) as err:
@@ -133,7 +162,7 @@ def test_a_typo_in_a_config_file_names_the_close_key(tmp_path):
         (["TRAIN.BATCH_SIZE", "0"], "TRAIN.BATCH_SIZE"),
         (["DATA.NUM_FRAMES", "eight"], "DATA.NUM_FRAMES"),
         (["DATA.NUM_FRAMES", "6", "DATA.TUBELET_SIZE", "4"], "DATA.TUBELET_SIZE"),
-        (["TRAIN.LR"], "odd number"),
+        (["TRAIN.LR"], "TRAIN.LR has no value"),
         (["TRAIN.LAYER_WISE_DECAY", "0"], "TRAIN.LAYER_WISE_DECAY"),
         (["TRAIN.LAYER_WISE_DECAY", "-0.9"], "TRAIN.LAYER_WISE_DECAY"),
         (["TRAIN.LAYER_WISE_DECAY", "1.05"], "TRAIN.LAYER_WISE_DECAY"),

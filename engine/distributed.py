@@ -84,15 +84,25 @@ def _env_int(name: str, default: int, minimum: int | None = None, hint: str = ""
     return number
 
 
+# Set by srun in a job step and by mpirun: the number of tasks a process of several was started with.
+_TASK_COUNTS = ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
+
+
 def rank_and_world_size() -> tuple[int, int]:
     """RANK and WORLD_SIZE as a launcher sets them (0 and 1 when unset).
 
     Raises:
         ValueError: one that is not an integer, a WORLD_SIZE below 1 or a RANK outside it, naming the variables
-            (else a dry run divided by zero, and a run indexed its lists before torch refused the rank).
+            (else a dry run divided by zero, and a run indexed its lists before torch refused the rank); no
+            WORLD_SIZE in a task of several that srun or mpirun started (each then trained alone).
     """
     world_size = _env_int("WORLD_SIZE", 1, 1, " (the number of processes of the run)")
     rank = _env_int("RANK", 0, 0)
+    tasks = next(((name, os.environ[name]) for name in _TASK_COUNTS if os.environ.get(name, "1") != "1"), None)
+    if tasks is not None and not os.environ.get("WORLD_SIZE"):  # each would train alone, into the same OUTPUT
+        raise ValueError(f"this process is one of {tasks[0]}={tasks[1]} tasks, but WORLD_SIZE is not set, so each "
+                         "would run alone: start torchrun in each task (one per node), or set RANK, WORLD_SIZE, "
+                         "MASTER_ADDR and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task")
     if rank >= world_size:
         unset = "" if os.environ.get("WORLD_SIZE") else " (unset: one process)"
         raise ValueError(f"environment variable RANK={rank} is not below WORLD_SIZE={world_size}{unset}: a launcher "

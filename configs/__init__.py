@@ -445,6 +445,9 @@ def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[str], list[s
              if value is not None and value is not False}
     opts = list(args.opts or [])
     by_opts = dict(zip(opts[0::2], opts[1::2]))  # a key given twice: its last value, the one applied
+    # a switch's True is also given as true (as a YAML file writes it): the same value, no note
+    same = {key for key, (_, value) in given.items() if key in by_opts
+            and (by_opts[key] == value or value == "True" and by_opts[key].lower() == "true")}
     notes = [f"note: {flag}{'' if value == 'True' else ' ' + value} is overridden by --opts {key} {by_opts[key]}"
-             for key, (flag, value) in given.items() if key in by_opts and by_opts[key] != value]
+             for key, (flag, value) in given.items() if key in by_opts and key not in same]
     return [item for key, (_, value) in given.items() for item in (key, value)] + opts, notes

@@ -57,6 +57,8 @@ def test_a_flag_that_opts_overrides_is_said(tmp_path, dataset, capsys):
     # the same value twice is no conflict
     args = train.parse_args(["--cfg", DEMO, "--batch-size", "4", "--opts", "TRAIN.BATCH_SIZE", "4"])
     assert train.config_overrides(args)[1] == []
+    args = train.parse_args(["--cfg", DEMO, "--only_test", "--opts", "TEST.ONLY_TEST", "true"])  # a YAML spelling
+    assert train.config_overrides(args)[1] == []
 
 
 def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, monkeypatch, capsys):

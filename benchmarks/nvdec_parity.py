@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
     os.makedirs(tmp, exist_ok=True)
     clips = list(args.clips)
-    results, failures, seek, numbering = [], [], None, []
+    results, failures, seek, numbering, finished = [], [], None, [], False
     if args.real_dir:
         # Missing reference clips fail the run (exit 1, a report row) without stopping it: on a short visit to a GPU
         # machine the synthetic clips and the seek probe are still worth measuring.
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         """The report so far: written after every clip, so that a run stopped by its time box still leaves one."""
         if args.json:
             common.write_json(args.json, {"decoder": args.decoder, "machine": machine, "seconds": seconds,
-                                          "complete": seek is not None, "clips": results, "failures": failures,
+                                          "complete": finished, "clips": results, "failures": failures,
                                           "skipped": skipped,
                                           "numbering": numbering, "seek_probe": seek})
 
@@ -377,12 +377,15 @@ def main(argv: list[str] | None = None) -> int:
             failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
         save(time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
-    numbering = numbering_probe(tmp, args.decoder, device_id, args.quick)
-    save(seconds)
     try:
         seek = seek_probe(tmp, args.decoder, device_id, args.quick)
     except Exception as err:  # a report row, as for the clips
         seek = {"error": f"{type(err).__name__}: {err}"[:300]}
+    save(seconds)
+    # Last: its stream whose picture size changes is the one most likely to take NVDEC down with the process (DALI
+    # 2.4 keeps the decoder it made for the first size), and the report saved so far then keeps the seek verdict.
+    numbering = numbering_probe(tmp, args.decoder, device_id, args.quick)
+    finished = True
     save(seconds)
 
     print(common.machine_line(machine))

@@ -1149,6 +1149,27 @@ def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_
         assert "verdict" in report["seek_probe"] and "seek probe (" in streams.out
 
 
+def test_parity_report_holds_the_seek_verdict_before_the_numbering_rows_run(tmp_path, monkeypatch):
+    """The numbering rows end with a stream whose picture size changes, the decode most likely to take the process
+    down on NVDEC: the seek verdict was measured after them, so such a crash lost it too. Now it is on disk first,
+    and the report says complete only once the numbering rows are in."""
+    from benchmarks import nvdec_parity
+
+    out = tmp_path / "parity.json"
+    seen, numbering_probe = {}, nvdec_parity.numbering_probe
+
+    def numbering_reading_the_report(*args, **kwargs):
+        seen.update(json.loads(out.read_text()))
+        return numbering_probe(*args, **kwargs)
+
+    monkeypatch.setattr(nvdec_parity, "numbering_probe", numbering_reading_the_report)
+    assert nvdec_parity.main(["--decoder", "cpu", "--quick", "--tmp", str(tmp_path / "clips"),
+                              "--json", str(out)]) == 0
+    assert seen["complete"] is False and "verdict" in seen["seek_probe"] and seen["numbering"] == []
+    final = json.loads(out.read_text())
+    assert final["complete"] is True and final["numbering"] and final["seek_probe"] == seen["seek_probe"]
+
+
 def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):
     """Without CUDA the default (NVDEC) run printed DALI's multi-sentence CUDA assertion once per clip, exit 1."""
     from benchmarks import common, nvdec_parity

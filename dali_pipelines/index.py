@@ -640,7 +640,8 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.
     with locked(paths.lock, shared=True):
-        cache = load_cache(paths.cache, root_abs, paths.json_cache)
+        # (an unreadable cache is not current: the read under the exclusive lock below says so, once)
+        cache = load_cache(paths.cache, root_abs, paths.json_cache, warn=False)
         if keys is None:
             keys = _cached_keys(videos, cache, timeout_s)
         match = _match(videos, keys, cache, full_decode)

@@ -282,16 +282,18 @@ def same_root(recorded: object, root: str) -> bool:
     return isinstance(recorded, str) and (recorded == root or os.path.realpath(recorded) == os.path.realpath(root))
 
 
-def load_cache(cache_path: str, root: str, json_path: str = "") -> IndexCache | None:
+def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = True) -> IndexCache | None:
     """The cache of a list: the version 5 (or 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
-    ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``."""
+    ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``. Not
+    ``warn``: an unreadable file is not logged (a read that is followed by another of the same file that is)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
             return _read_archive(archive, cache_path, root)
     except FileNotFoundError:
-        return _migrate_json(json_path, root) if json_path else None
+        return _migrate_json(json_path, root, warn) if json_path else None
     except _ARCHIVE_ERRORS as e:
-        logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
+        if warn:
+            logger.warning("ignoring unreadable index cache %s (%s); re-probing", cache_path, e)
         return None
 
 
@@ -357,7 +359,7 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     return IndexCache(paths, table, migrated=migrated)
 
 
-def _migrate_json(json_path: str, root: str) -> IndexCache | None:
+def _migrate_json(json_path: str, root: str, warn: bool = True) -> IndexCache | None:
     """A version 2 cache (JSON: ``{"version", "root", "videos": {rel: record}}``) as a table; a record that does
     not read as version 2 is left out (its video is probed again)."""
     try:
@@ -366,7 +368,8 @@ def _migrate_json(json_path: str, root: str) -> IndexCache | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        logger.warning("ignoring unreadable index cache %s (%s); re-probing", json_path, e)
+        if warn:
+            logger.warning("ignoring unreadable index cache %s (%s); re-probing", json_path, e)
         return None
     if not isinstance(data, dict) or not same_root(data.get("root"), root) or not isinstance(data.get("videos"), dict):
         return None

@@ -4,6 +4,7 @@ reordered or extended list, and the list read in pieces."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import tracemalloc
 from pathlib import Path
@@ -221,3 +222,16 @@ def test_list_read_in_pieces_is_the_list_read_whole(tmp_path, monkeypatch):
     assert [pieces.entry(r) for r in range(len(pieces))] == [whole.entry(r) for r in range(len(whole))]
     assert (whole.entry(3).rel_path, whole.entry(3).label) == ("d e/f.mp4   4  \x0bg.mp4 5\u2028h.mp4", 6)
     assert whole.entry(3).line_no == 6 and whole.entry(4).line_no == 7 and len(whole) == 7 * 4 + 1
+
+
+def test_a_corrupt_cache_is_named_once_and_probed_again(mixed, caplog):
+    """A build reads the cache under a shared lock, then again under the exclusive one to probe: an unreadable file
+    is one warning, not one per read."""
+    lst, root = mixed
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    Path(first.cache_path).write_bytes(b"PK\x03\x04 not a zip archive")
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index_store"):
+        again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert caplog.text.count("ignoring unreadable index cache") == 1
+    assert again.probed == len(REAL) + 1 and snapshot(again) == snapshot(first)
+    assert load_cache(again.cache_path, os.path.abspath(root)) is not None  # written again, readable

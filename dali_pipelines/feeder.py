@@ -40,7 +40,7 @@ from .draw import Sample, VideoRef
 from .gop_pack import MP4_CODECS, PACKABLE_CODECS
 from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
-from .pyav_io import BadVideoError, decode_indexed_frames, first_pictures_not_shown
+from .pyav_io import BadVideoError, decode_indexed_frames, failure_reason, first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
 from .timed_reader import OverdueStreak
 from evautil.workers import (DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool, jobs_started,
@@ -459,7 +459,7 @@ class Feeder:
                     _drop_frames(e)
                     moved = (self._reroute(s, str(e)) if isinstance(e, DaliDecodeError) and self._reroute
                              else None)
-                    s = moved or self.schedule.replace(s, pending.number, f"{type(e).__name__}: {e}")
+                    s = moved or self.schedule.replace(s, pending.number, failure_reason(e, s.video.path))
                 if s is not None:  # a substitute or a rerouted video, waited for at once
                     retried = resent = False
                     fut = self._route(s).submit_alone(s)

@@ -42,7 +42,7 @@ from .index import DatasetIndex, build_index
 from .nvdec_support import chroma_and_bit_depth
 from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of, graphs_serving, test_pipeline,
                         train_pipeline)
-from .pyav_io import BadVideoError
+from .pyav_io import BadVideoError, failure_reason
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       nvdec_threads_line, resolve_decode_device, route_videos)
 from .schedule import Schedule
@@ -414,7 +414,7 @@ class VideoLoader:
                     self.schedule.quarantine(s.row, self._overdue.left_out(work, s.video.path), remember=False)
                     culprits += 1
                 except (BadVideoError, OSError) as e:  # short, changed, empty or unreadable: the file, not the decoder
-                    self.schedule.quarantine(s.row, f"{type(e).__name__}: {e}")
+                    self.schedule.quarantine(s.row, failure_reason(e, s.video.path))
                     culprits += 1
                 except Exception as e:  # noqa: BLE001 - any other failure of this video alone convicts it
                     self._fall_back(s, e)

@@ -22,9 +22,10 @@ import numpy as np
 from .colour import colorspace_name
 from .gop_plan import MERGE_GAP, NAL_CODECS, clean_cuts, go_on, plan_runs, presentation_order
 
-__all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "decode_indexed_frames", "VideoSource",
-           "decode_frames", "VideoReader", "MAX_HELD_PACKET_BYTES", "first_pictures_not_shown", "count_frames",
-           "count_packets", "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
+__all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "failure_reason", "decode_indexed_frames",
+           "VideoSource", "decode_frames", "VideoReader", "MAX_HELD_PACKET_BYTES", "first_pictures_not_shown",
+           "count_frames", "count_packets", "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK",
+           "reaches_duration"]
 
 # A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -40,6 +41,13 @@ class BadVideoError(RuntimeError):
 
     The message names the file (when known) and the reason.
     """
+
+
+def failure_reason(error: BaseException, path: str) -> str:
+    """``error`` as the reason a quarantine records for the video ``path``: its type and message, less the path the
+    message begins with (:class:`BadVideoError`'s do), which the quarantine names beside the reason."""
+    text = str(error)
+    return f"{type(error).__name__}: {text[len(path) + 2:] if text.startswith(f'{path}: ') else text}"
 
 
 class VideoChangedError(BadVideoError):

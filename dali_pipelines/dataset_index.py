@@ -195,8 +195,9 @@ class DatasetIndex:
                 self._unrecorded.append(record)
         try:
             with locked(self.lock_path):
-                with open(self.quarantine_path, "a", encoding="utf-8") as f:
-                    f.write(f"{rel}\t{reason}\n")
+                if not _lists(self.quarantine_path, rel):  # (another row or index of its list quarantined it first)
+                    with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                        f.write(f"{rel}\t{reason}\n")
                 if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
                     self._record_in_cache()
         except OSError as e:  # the records are for later runs: this one goes on with the video left out
@@ -287,3 +288,13 @@ def _most_common(values: np.ndarray) -> list[tuple[int, int]]:
     uniq, first, counts = np.unique(values, return_index=True, return_counts=True)
     order = np.lexsort((first, -counts))
     return [(int(uniq[i]), int(counts[i])) for i in order]
+
+
+def _lists(quarantine_path: str, rel: str) -> bool:
+    """Whether the quarantine file has a line (``<rel>\\t<reason>``) for the video ``rel``."""
+    start = rel + "\t"
+    try:
+        with open(quarantine_path, encoding="utf-8", newline="\n") as f:
+            return any(line.startswith(start) for line in f)
+    except FileNotFoundError:
+        return False

@@ -543,7 +543,11 @@ def _log_recount(cache_path: str, rows: int) -> None:
 
 
 def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:
-    return "".join(f"{videos.rel_path(r)}\t{why}\n" for r, why in sorted(bad.items()))
+    """The quarantine file's lines: each bad video once (a list may name it on several rows), in list order."""
+    lines: dict[str, str] = {}
+    for r, why in sorted(bad.items()):
+        lines.setdefault(videos.rel_path(r), why)
+    return "".join(f"{rel}\t{why}\n" for rel, why in lines.items())
 
 
 def _quarantine_is(path: str, text: str) -> bool:

@@ -619,6 +619,26 @@ def test_runtime_quarantine_persists(dataset):
     assert ix2.probed == 0 and row not in ix2.good_rows and "decoder failed" in ix2.bad[row]
 
 
+def test_a_video_is_in_the_quarantine_file_once(dataset):
+    """A list naming a video on two rows, and two indexes of one list (two splits over it): each video is one line
+    of the quarantine file, with the reason first given; a rebuild writes it once as well."""
+    lst, root = dataset
+    rels, bad = list(GOOD) + list(BAD), list(BAD)[0]
+    lst.write_text("".join(f"{rel} {i % 2}\n" for i, rel in enumerate(rels + rels[:1] + [bad])))
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    other = build_index(str(lst), str(root), workers=1, progress=False)
+    first, again = 0, len(rels)  # rels[0] on two rows
+    ix.quarantine(first, "decode failed during the run")
+    ix.quarantine(again, "another reason")
+    other.quarantine(first, "a third reason")
+    lines = Path(ix.quarantine_path).read_text().splitlines()
+    assert [x for x in lines if x.startswith(rels[0] + "\t")] == [f"{rels[0]}\tdecode failed during the run"]
+    assert len([x for x in lines if x.startswith(bad + "\t")]) == 1  # named twice in the list, bad at build
+    ix.flush_quarantines()
+    rebuilt = Path(build_index(str(lst), str(root), workers=1, progress=False).quarantine_path).read_text()
+    assert len(rebuilt.splitlines()) == len(BAD) + 1 and rebuilt.count(rels[0] + "\t") == 1
+
+
 def test_a_burst_of_runtime_quarantines_rewrites_the_cache_once(dataset, monkeypatch):
     import dali_pipelines.dataset_index as dataset_index_mod
 

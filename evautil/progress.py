@@ -10,8 +10,8 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "counted", "format_rate", "rate_known",
-           "ProgressLines", "with_progress"]
+__all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "counted", "format_bytes", "format_rate",
+           "rate_known", "ProgressLines", "with_progress"]
 
 # A rate from less than this many seconds, or fewer items, is start-up noise ("72,632 videos/s" for 3 videos in
 # 40 µs): it is not shown, nor the time left worked out from it.
@@ -51,6 +51,17 @@ def _plural(unit: str) -> str:
 def counted(number: int, unit: str) -> str:
     """``1 view``, ``6 views``: a count with its unit in the right number."""
     return f"{number:,} {unit if number == 1 else _plural(unit)}"
+
+
+def format_bytes(size: int) -> str:
+    """``512 B``, ``154.86 KiB``, ``3.40 GiB``: a size in the largest binary unit it holds one of (a few clips in
+    GiB read ``0.00``)."""
+    if size < 1024:
+        return f"{size} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if round(size, 2) < 1024 or unit == "TiB":  # (not "1024.00 KiB")
+            return f"{size:.2f} {unit}"
 
 
 def format_rate(count: float, seconds: float, unit: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 from evautil.files import (atomic_write, atomic_write_by_name, atomic_write_text, error_writing,
                            output_path_problem, write_output_text)
 from evautil.flops import peak_flops, train_step_flops
-from evautil.progress import ProgressLines, format_rate, with_progress
+from evautil.progress import ProgressLines, format_bytes, format_rate, with_progress
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
                              map_with_progress, mp_context)
 from tests.crashing_jobs import ANSWERS_WITHIN_S
@@ -198,6 +198,11 @@ def test_progress_rates_wait_for_a_figure_that_means_something(monkeypatch):
     assert lines[-1] == "check: 10 videos done in 0:00:08 (1.25 videos/s)"
     assert [format_rate(n, s, "batch") for n, s in ((2, 2.0), (72632, 1.0), (1, 10.0), (999.7, 1.0), (5, 3.0))] == [
         "1 batch/s", "72,600 batches/s", "- batches/s", "1,000 batches/s", "1.67 batches/s"]
+
+
+def test_sizes_are_given_in_the_largest_unit_they_hold_one_of():
+    assert [format_bytes(n) for n in (0, 1023, 1024, 158581, (1 << 20) - 1, 3 << 30, 5 << 40, 5 << 50)] == [
+        "0 B", "1023 B", "1.00 KiB", "154.86 KiB", "1.00 MiB", "3.00 GiB", "5.00 TiB", "5120.00 TiB"]
 
 
 class _Terminal(io.StringIO):

@@ -68,7 +68,9 @@ def test_clean_lists_exit_0_with_their_statistics(tmp_path, videos):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "frames min/median/max: 32/32/32; codecs: h264 1; sizes: 340x256 1" in r.stdout
     assert "frames min/median/max: 164/164/164; codecs: mpeg4 1; sizes: 320x240 1" in r.stdout
-    assert "GiB of readable video" in r.stdout and "verified 2 lists, 2 videos: all readable" in r.stdout
+    # each list's size in a unit that shows it (158,581 and 294,566 bytes), not "0.00 GiB"
+    assert "  154.86 KiB of readable video" in r.stdout and "  287.66 KiB of readable video" in r.stdout
+    assert "verified 2 lists, 2 videos: all readable" in r.stdout
 
 
 def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, videos):

@@ -36,7 +36,7 @@ from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.flops import model_size_text  # noqa: E402
-from evautil.progress import counted, stderr_is_terminal  # noqa: E402
+from evautil.progress import counted, format_bytes, stderr_is_terminal  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,7 +141,7 @@ def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode
                             classes_name=classes_name)
         seconds = time.perf_counter() - t0
         print(index.summary())
-        print(f"  {_bytes_on_disk(index) / 2**30:.2f} GiB of readable video; indexed in {seconds:.1f} s")
+        print(f"  {format_bytes(_bytes_on_disk(index))} of readable video; indexed in {seconds:.1f} s")
         bad_total += len(index.bad)
         videos_total += len(index.entries)
     verdict = "all readable" if not bad_total else f"{bad_total} unreadable (see the lists above)"

@@ -524,6 +524,15 @@ def test_out_that_is_a_file_is_refused_before_the_model_runs(clips, tiny, tmp_pa
     assert taken.read_text() == "x"
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_line_naming_the_flag(clips, tiny, tmp_path, capsys):
+    """A name too long passes the check before the model runs; making the folder failed with a bare errno line."""
+    _, _, ckpt = tiny
+    out = tmp_path / ("x" * 300)
+    rc = ef.main([_videos(clips)[0], "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--opts", *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: --out {out}: cannot create the folder (File name too long)\n", err
+
+
 @pytest.mark.parametrize("stride", ["0", "-2"])
 def test_a_stride_below_one_is_refused(stride, capsys):
     """--stride 0 was taken as the default (--window) without a word: windows every 8 frames for a stride of 0."""

@@ -26,7 +26,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, hold_lock
+from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, hold_lock, make_output_folder
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
            "rewrite_failed", "failed_ranks", "lock_output"]
@@ -77,11 +77,11 @@ def lock_output(out_dir: str, rank: int):
     does and replace them, leaving index lines that point at the other run's features.
 
     Raises:
-        ValueError: another process holds it.
+        ValueError: another process holds it; OutputFolderError (a ValueError): the folder cannot be made.
     """
     path = os.path.join(out_dir, f".rank{rank:03d}.lock")
     # a link to a folder not made yet is made through (makedirs on the link itself finds it "exists")
-    os.makedirs(os.path.realpath(out_dir), exist_ok=True)
+    make_output_folder(os.path.realpath(out_dir), "--out")
     held = hold_lock(path)
     if held is None:
         raise ValueError(f"{out_dir} is being written by another run (it holds {path}); wait for it to end, or give "

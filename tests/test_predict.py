@@ -558,6 +558,17 @@ def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatc
     assert not (tmp / "new_folder").exists()
 
 
+def test_a_work_dir_that_cannot_be_made_is_one_line_naming_the_flag(evaluated, dataset, capsys):
+    """A name too long passes the check before the model runs; the first write in it failed with a bare errno."""
+    tmp, opts, ckpt, _ = evaluated
+    work = tmp / ("w" * 300)
+    video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
+    assert predict.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir", str(work),
+                         "--opts", *opts]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --work-dir {work}: cannot create the folder (File name too long)\n", err
+
+
 def test_out_that_fails_when_written_keeps_the_predictions(evaluated, dataset, monkeypatch, capsys):
     tmp, opts, ckpt, _ = evaluated
     out = tmp / "late.jsonl"

@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = (f"no predictions printed or written{f' (--out {args.out} left as it was)' if args.out else ''}; the "
             f"video index in {args.work_dir} keeps the videos probed so far, for the next run")
     on_interrupt(f"predicting: {kept}")
-    from evautil.files import cannot_read
+    from evautil.files import cannot_read, make_output_folder
     from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
     from train import INPUT_ERRORS
 
@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
                 check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
             check_output_path(args.work_dir, "--work-dir", folder=True)
+            make_output_folder(args.work_dir, "--work-dir")  # what the check cannot foresee (a name too long)
             cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
             videos = labelled_videos(args.inputs, args.root, cfg.DATA.NUM_CLASSES)  # (path, label or None)
             ctx = distributed.init_from_env()

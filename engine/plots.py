@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evautil.errors import not_utf8_line
+from evautil.files import make_output_folder
 
 __all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots",
            "plot_finished_run",
@@ -200,13 +201,14 @@ def final_predictions(output_dir: str, evals: list[dict]) -> str:
 
 
 def write_plots(output_dir: str, dest: str | None = None,
-                log: Callable[[str], None] | None = None) -> list[str]:
+                log: Callable[[str], None] | None = None, dest_flag: str = "--out") -> list[str]:
     """Write the training curves (when the run trained) and the final evaluation's confusion plot (when it
     evaluated) of the run in ``output_dir`` into ``dest`` (default: ``output_dir``). Returns the files written.
 
     Raises:
         FileNotFoundError: no metrics.jsonl in ``output_dir``.
-        ValueError: the final evaluation's predictions file is damaged (named); no plot is written.
+        ValueError: the final evaluation's predictions file is damaged (named); no plot is written. Also
+            (OutputFolderError) ``dest`` cannot be made: named with ``dest_flag``, the option that gave it.
     """
     plt = _pyplot()
     train, evals = read_metrics(output_dir)  # first: a folder that is not a run's is named as such, and not made
@@ -214,8 +216,9 @@ def write_plots(output_dir: str, dest: str | None = None,
     preds = final_predictions(output_dir, evals)
     # Read before anything is drawn: a damaged file is refused without leaving some of the plots behind
     predictions = read_predictions(preds) if preds and os.path.isfile(preds) else None
+    if dest:
+        make_output_folder(dest, dest_flag)
     dest = dest or output_dir
-    os.makedirs(dest, exist_ok=True)
     written = []
     if train:
         fig = curves_figure(train, evals)

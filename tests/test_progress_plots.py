@@ -384,6 +384,9 @@ def test_plot_run_refuses_a_file_for_a_folder_in_one_line(tmp_path, capsys):
     assert plot_run.main([str(tmp_path), "--out", str(a_file)]) == 2
     assert capsys.readouterr().err == f"error: --out {a_file} exists and is not a folder; give a folder (new or " \
                                       "existing)\n"
+    long = tmp_path / ("p" * 300)  # passes the check; its folder cannot be made (was "cannot write the plots: [Errno")
+    assert plot_run.main([str(tmp_path), "--out", str(long)]) == 2
+    assert capsys.readouterr().err == f"error: --out {long}: cannot create the folder (File name too long)\n"
     assert plot_run.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "training_curves.png").is_file()
     # the run's metrics.jsonl named instead of its folder: the folder's plots (was ".../metrics.jsonl/metrics.jsonl

@@ -43,7 +43,7 @@ import resource
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -656,8 +656,9 @@ class MetricLogger:
         return self._earlier["wall_time_s"] + time.time() - self.run_start
 
     # ---- end of run -----------------------------------------------------------------------------------------
-    def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
-        """Print the end-of-run table and write OUTPUT/summary.json (rank 0). Returns the summary dict."""
+    def summary(self, extra: dict[str, Any], written: Callable[[], None] = lambda: None) -> dict[str, Any]:
+        """Write OUTPUT/summary.json and print the end-of-run table (rank 0), calling ``written`` in between (every
+        rank). Returns the summary dict."""
         t = self.totals
         recalled = self._recalled_final is not None  # summarised from its lines: the attempts up to its checkpoint
         out: dict[str, Any] = {
@@ -688,6 +689,8 @@ class MetricLogger:
         out.update(extra)
         if self.is_main:  # whole or not at all: a reader (or a rerun) must never find half a summary
             atomic_write_text(os.path.join(self.output_dir, "summary.json"), json.dumps(out, indent=2))
+        written()  # before the table: a stop signal while it is printed must not say the summary is missing
+        if self.is_main:
             # The table leaves out the counters of ``extra`` (the loaders' failure counts) that are zero: they
             # say nothing went wrong; summary.json keeps every one for tools.
             shown = {k: v for k, v in out.items()

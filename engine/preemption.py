@@ -75,11 +75,22 @@ class StoppedOutsideTraining(Stopped):
     """A stop signal outside the training steps. A BaseException, as KeyboardInterrupt: a handler of per-video
     errors (``except Exception``) must not take it for a bad video."""
 
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(signal_name, f"{signal_name} received outside the training steps (start-up, a "
-                                      "checkpoint's load, an evaluation-only run or the summary): stopped; exit code "
-                                      f"{PREEMPTED_EXIT_CODE}. Run the same command again (an index build goes on "
-                                      "from what it saved)")
+    def __init__(self, signal_name: str, message: str | None = None) -> None:
+        super().__init__(signal_name, message or f"{signal_name} received outside the training steps (start-up, a "
+                                                 "checkpoint's load, an evaluation-only run or the summary): stopped; "
+                                                 f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again (an "
+                                                 "index build goes on from what it saved)")
+
+    def after_training(self, checkpoint: str, auto_resume: bool) -> StoppedOutsideTraining:
+        """This stop, in a run whose training is finished and saved in ``checkpoint`` (its last epoch's) but whose
+        summary is not written yet: its line says so, and names the --resume that writes the summary when the same
+        command would start over instead (TRAIN.AUTO_RESUME False)."""
+        goes_on = ("Run the same command again to write it" if auto_resume else
+                   f"To write it, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same "
+                   "command would start over)")
+        return StoppedOutsideTraining(self.signal_name, (
+            f"{self.signal_name} received after the training's last checkpoint {checkpoint}: stopped; exit code "
+            f"{PREEMPTED_EXIT_CODE}. The training is finished; its summary.json is not written yet. {goes_on}"))
 
 
 @contextlib.contextmanager

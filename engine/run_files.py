@@ -14,7 +14,8 @@ from typing import IO, Any, Collection
 from evautil.files import atomic_temp_glob, atomic_write, atomic_write_text, hold_lock
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
-           "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after"]
+           "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after",
+           "recorded_path"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
 # Held by rank 0 of the run writing OUTPUT (claim_output): a second run into the same OUTPUT at the same time (a job
@@ -32,6 +33,13 @@ _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"),
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.
 _EVALUATION_RESULTS = ("summary.json", "predictions_test.csv", "per_class_test.csv", "confusion_test.png")
+
+
+def recorded_path(path: str | None) -> str | None:
+    """``path`` as a run's files record it (summary.json, a checkpoint's record of the file it continued):
+    absolute, since a relative path names a file only from the run's working folder, but not resolved (abspath, not
+    realpath: a link the user chose stays the link). None, "" and an ``hf://`` reference are kept as they are."""
+    return path if not path or "://" in path else os.path.abspath(path)
 
 
 def claim_output(output_dir: str) -> None:

@@ -33,9 +33,9 @@ from .metrics import MetricLogger, print_plan
 from .optim import build_optimizer, build_scheduler
 from .resume_config import check_resume_config, saved_config
 from .run_files import (EARLIER_RUNS_DIR, claim_output, move_aside, move_earlier_results, move_earlier_run,
-                        release_output, results_files)
+                        recorded_path, release_output, results_files)
 from .plots import plot_finished_run
-from .preemption import run_complete
+from .preemption import StoppedOutsideTraining, run_complete
 from .train_loop import (Trainer, TrainOptions, locate_checkpoint, precision_name, resolve_precision,
                          restore_data_plan)
 
@@ -446,16 +446,18 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log beside it
     # (run_files.move_earlier_results set a copy aside with the results this one replaces).
     run.metrics.write_config(cfg.dump())
-    _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": run.weights,
+    evaluated = run.weights  # the file's path, or "MODEL.PRETRAINED = <path>": that path, absolute, in the summary
+    if run.weights_file and evaluated.endswith(run.weights_file):
+        evaluated = evaluated[:-len(run.weights_file)] + recorded_path(run.weights_file)
+    _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": evaluated,
                                          **_data_counts(run.val_loader, run.ctx, "test_")})
     return result
 
 
 def _finish(metrics: MetricLogger, ctx: DistContext, cfg, fields: dict[str, Any]) -> None:
-    """The summary (table and summary.json), after which the run is complete (a stop signal no longer stops it),
-    then the plots (rank 0)."""
-    metrics.summary(fields)
-    run_complete()
+    """summary.json, after which the run is complete (a stop signal no longer stops it), then the summary's table
+    and the plots (rank 0)."""
+    metrics.summary(fields, written=run_complete)
     if ctx.is_main:
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
 
@@ -551,18 +553,29 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
     metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, "
                  f"global batch {global_batch}, precision {precision}")
-    if finished:
-        metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing, damaged or older "
-                     f"than {trainer.state.last_checkpoint}: writing it")
-        result = trainer.evaluate_finished()
-    else:
-        result = trainer.fit()
-    final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
-    counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
-              **final_test}
-    _finish(metrics, ctx, cfg, {"mode": "train", "dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
-                                "best_epoch": result["best_epoch"], "last_checkpoint": result["last_checkpoint"],
-                                "output": cfg.OUTPUT, "pretrained": cfg.MODEL.PRETRAINED or None,
-                                "resumed_from": trainer.state.resumed_from if finished else trainer.resumed_from,
-                                **(metrics.recalled_counts(counts) if finished else counts)})
+    try:
+        if finished:
+            metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing, damaged or "
+                         f"older than {trainer.state.last_checkpoint}: writing it")
+            result = trainer.evaluate_finished()
+        else:
+            result = trainer.fit()
+        final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
+        counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
+                  **final_test}
+        # The paths absolute (recorded_path): a relative one names its file only from the run's working folder.
+        resumed_from = trainer.state.resumed_from if finished else trainer.resumed_from
+        _finish(metrics, ctx, cfg, {"mode": "train", "dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
+                                    "best_epoch": result["best_epoch"],
+                                    "last_checkpoint": recorded_path(result["last_checkpoint"]),
+                                    "output": recorded_path(cfg.OUTPUT),
+                                    "pretrained": recorded_path(cfg.MODEL.PRETRAINED) or None,
+                                    "resumed_from": recorded_path(resumed_from),
+                                    **(metrics.recalled_counts(counts) if finished else counts)})
+    except StoppedOutsideTraining as stop:
+        # After the last epoch's checkpoint: with TRAIN.AUTO_RESUME False the same command would start over from
+        # step 0, moving that checkpoint aside, so the line names the --resume that writes the summary.
+        if (finished or trainer.trained) and trainer.state.last_checkpoint:
+            raise stop.after_training(trainer.state.last_checkpoint, t.AUTO_RESUME) from None
+        raise
     return result

@@ -27,6 +27,7 @@ from .evaluate import evaluate_and_log
 from .loader_stats import loader_stats
 from .metrics import MetricLogger, host_memory_gb
 from .preemption import Preempted, StepControl, interrupted_after
+from .run_files import recorded_path
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
            "ResumePoint", "locate_checkpoint", "restore_data_plan"]
@@ -343,6 +344,7 @@ class Trainer:
     class_names: dict[int, str] | None = None
     state: TrainState = field(default_factory=TrainState)
     resumed_from: str | None = None  # the checkpoint this process continued from
+    trained: bool = False  # fit trained to the last epoch (a stop signal from then on finds the training saved)
     _saved_at: float | None = None  # when that checkpoint was saved (state_dict's saved_at, else its file's time)
     _loader_state: Any = None
     _control: StepControl | None = None
@@ -359,7 +361,7 @@ class Trainer:
             loader_states = dist_utils.all_gather_objects(self.train_loader.state_dict(), self.ctx)
         st = asdict(self.state)
         st.pop("last_checkpoint")
-        st["resumed_from"] = self.resumed_from
+        st["resumed_from"] = recorded_path(self.resumed_from)  # read back by a process in another working folder
         return {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -624,6 +626,7 @@ class Trainer:
                 final = self._final_test(epoch, result)
             else:
                 self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
+        self.trained = True
         return self.outcome(final)
 
     def _has_final_test(self) -> bool:

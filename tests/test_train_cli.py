@@ -967,6 +967,62 @@ def test_fine_tuning_says_which_weights_it_starts_from_and_what_their_conversion
     assert json.loads((out / "summary.json").read_text())["pretrained"] == str(weights)
 
 
+def test_a_stop_before_the_summary_names_the_resume_that_writes_it_and_the_summary_paths_are_absolute(
+        tmp_path, dataset, capsys, monkeypatch):
+    """A stop signal after the last epoch's checkpoint, before summary.json, said "Run the same command again",
+    which with TRAIN.AUTO_RESUME False starts over from step 0. It says the training is finished and names the
+    --resume that writes the summary. That summary, of a run whose OUTPUT and --resume were given relative, names
+    its files by absolute paths (the user's link kept: abspath, not realpath), which mean something wherever it is
+    read from; the checkpoint the run resumed is recorded so too, for a summary written from another folder."""
+    import engine.metrics as metrics_mod
+
+    log_step, summary = metrics_mod.MetricLogger.log_step, metrics_mod.MetricLogger.summary
+
+    def signalled_in_step_2(self, step, *args, **kwargs):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return log_step(self, step, *args, **kwargs)
+
+    def signalled_before_summary(self, *args, **kwargs):  # as a scheduler's SIGTERM once the training is done
+        os.kill(os.getpid(), signal.SIGTERM)
+        return summary(self, *args, **kwargs)
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    here = Path(os.getcwd())
+    out = os.path.join("link", "out")
+    opts = ["--opts", *_opts(dataset, Path(out), "TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE",
+                             "2", "TEST.FINAL_NUM_CLIP", "0", "TRAIN.AUTO_RESUME", "False")]
+    monkeypatch.setattr(metrics_mod.MetricLogger, "log_step", signalled_in_step_2)
+    assert train.main(["--cfg", DEMO, *opts]) == 4
+    monkeypatch.setattr(metrics_mod.MetricLogger, "log_step", log_step)
+    monkeypatch.setattr(metrics_mod.MetricLogger, "summary", signalled_before_summary)
+    step_2 = os.path.join(out, "ckpt_step_2.pth")
+    assert train.main(["--cfg", DEMO, "--resume", step_2, *opts]) == 4
+    stopped = capsys.readouterr().out.strip().splitlines()[-1]
+    checkpoint = os.path.join(out, "ckpt_epoch_1.pth")
+    assert stopped == (f"stopped: SIGTERM received after the training's last checkpoint {checkpoint}: stopped; exit "
+                       "code 4. The training is finished; its summary.json is not written yet. To write it, run the "
+                       f"command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same command would "
+                       "start over)")
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+    monkeypatch.setattr(metrics_mod.MetricLogger, "summary", summary)
+    monkeypatch.chdir(here / "elsewhere")  # that command, from another folder
+    opts[opts.index(out)] = os.path.join("..", out)
+    assert train.main(["--cfg", DEMO, "--resume", os.path.join("..", checkpoint), *opts]) == 0
+    assert "finished training, but its summary.json is missing" in capsys.readouterr().out
+    written = json.loads((here / out / "summary.json").read_text())
+    assert written["last_checkpoint"] == str(here / "link" / "out" / "ckpt_epoch_1.pth")
+    assert written["resumed_from"] == str(here / "link" / "out" / "ckpt_step_2.pth")
+    assert written["output"] == str(here / "link" / "out") and written["optimizer_steps"] == 6
+    assert not os.path.exists(here / out / "earlier_runs")  # nothing was started over
+    assert train.main(["--cfg", DEMO, "--only_test", "--resume", os.path.join("..", checkpoint), *opts]) == 0
+    evaluated = json.loads((here / out / "summary.json").read_text())["evaluated"]
+    assert evaluated == str(here / "link" / "out" / "ckpt_epoch_1.pth")
+
+
 def test_a_stopped_run_without_auto_resume_names_the_command_that_resumes_it(tmp_path, dataset, capsys, monkeypatch):
     """With TRAIN.AUTO_RESUME False (the demo's) the same command starts over from step 0 and moves the stopped
     attempt's checkpoint aside: its stop line said "Run the same command again to resume". It names --resume and

@@ -161,6 +161,14 @@ def test_format_functions_round_trip():
     assert rows[1] == ["a b.mp4", "ok", "", "2", "x, y", "0.750000"] and rows[2][:3] == ["c.mp4", "error",
                                                                                          "zero-byte file"]
     assert "zero-byte file" in predict.format_table(records).splitlines()[2]
+    # classes without names: the record has no "name"; CSV and table keep their columns, the name blank
+    unnamed = [{"path": "a.mp4", "status": "ok", "top_k": [{"class": 2, "prob": 0.75}, {"class": 0, "prob": 0.25}]}]
+    rows = list(csv.reader(io.StringIO(predict.format_csv(unnamed))))
+    assert rows == [["path", "status", "error", "top1_class", "top1_name", "top1_prob", "top2_class", "top2_name",
+                     "top2_prob"], ["a.mp4", "ok", "", "2", "", "0.750000", "0", "", "0.250000"]]
+    table = predict.format_table(unnamed).splitlines()
+    assert table[0].split() == ["video", "rank", "class", "name", "probability"]
+    assert table[1].split() == ["a.mp4", "1", "2", "0.7500"] and table[2].split() == ["2", "0", "0.2500"]
 
 
 def test_labels_in_the_formats_and_the_accuracy_line():
@@ -709,7 +717,8 @@ def test_a_missing_label_list_is_a_warning_and_a_bad_one_an_error(evaluated, dat
                                 "by their index, without names", "predicted 1 of 1 video (2 clips x 3 crops)"], err
     (record,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert [t["class"] for t in record["top_k"]] == [int(eval_rows[0][f"top{k}_class"]) for k in (1, 2, 3)]
-    assert [t["name"] for t in record["top_k"]] == ["", "", ""]
+    # no names: no "name" key (a name "" read as the class's name), as a label gets no "label_name"
+    assert [sorted(t) for t in record["top_k"]] == [["class", "prob"]] * 3
     absent.write_text("id,name\n0,moving down\n0,growing\n")
     rc = predict.main(args + opts[:at] + [str(absent)] + opts[at + 1:])
     err = capsys.readouterr().err

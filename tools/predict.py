@@ -58,8 +58,8 @@ _FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # an
 def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = 5,
                    class_names: dict[int, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One record per path, in the order of ``paths`` (identical on every rank):
-    ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` or ``{'path', 'status': 'error',
-    'error': reason}``."""
+    ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` (``name`` left out when the classes
+    have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
     from engine import distributed
     from engine.train_loop import resolve_precision
     from tools.inference import build_view_loader, progress_bar, view_outputs
@@ -89,7 +89,8 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     records = []
     for row, path in enumerate(paths):
         if row in preds:
-            top = [{"class": int(c), "name": names.get(int(c), ""), "prob": float(p)} for c, p in preds[row]]
+            top = [{"class": int(c), **({"name": names[int(c)]} if int(c) in names else {}), "prob": float(p)}
+                   for c, p in preds[row]]
             records.append({"path": path, "status": "ok", "top_k": top})
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
@@ -280,13 +281,14 @@ def _compute_device(name: str):
 # ---------------------------------------------------------------------------------------------------- output
 def format_table(records: Sequence[dict[str, Any]]) -> str:
     """A fixed-width table: one line per (video, rank), unreadable videos with their reason; when a video has a
-    label, a ``label`` column after the video (on its first line, blank for videos without one)."""
+    label, a ``label`` column after the video (on its first line, blank for videos without one). The ``name``
+    column is always there, blank for classes without a name."""
     labelled = any("label" in r for r in records)
     rows = [("video",) + (("label",) if labelled else ()) + ("rank", "class", "name", "probability")]
     for r in records:
         head = (r["path"],) + ((str(r.get("label", "")),) if labelled else ())
         if r["status"] == "ok":
-            rows += [(head if k == 0 else ("",) * len(head)) + (str(k + 1), str(t["class"]), t["name"],
+            rows += [(head if k == 0 else ("",) * len(head)) + (str(k + 1), str(t["class"]), t.get("name", ""),
                                                                  f"{t['prob']:.4f}") for k, t in enumerate(r["top_k"])]
         else:
             rows.append(head + ("-", "-", "unreadable", r["error"]))
@@ -305,9 +307,9 @@ def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
 
 
 def format_csv(records: Sequence[dict[str, Any]]) -> str:
-    """A row per video: ``path``, ``status``, ``error``, the top-k's class, name and probability and, when a video
-    has a label, ``label`` and ``label_name`` last (blank for videos without them), after the top-k columns, which
-    keep their places."""
+    """A row per video: ``path``, ``status``, ``error``, the top-k's class, name (blank for a class without one: the
+    columns are the same with or without names) and probability and, when a video has a label, ``label`` and
+    ``label_name`` last (blank for videos without them), after the top-k columns, which keep their places."""
     k = max((len(r["top_k"]) for r in records if r["status"] == "ok"), default=0)
     labelled = any("label" in r for r in records)
     out = io.StringIO()
@@ -318,7 +320,7 @@ def format_csv(records: Sequence[dict[str, Any]]) -> str:
     for r in records:
         row = [r["path"], r["status"], r.get("error", "")]
         for t in r.get("top_k", []):
-            row += [t["class"], t["name"], f"{t['prob']:.6f}"]
+            row += [t["class"], t.get("name", ""), f"{t['prob']:.6f}"]
         if labelled:  # an unreadable video's or a shorter top-k's missing columns first: the labels stay in theirs
             row += [""] * (3 + 3 * k - len(row)) + [r.get("label", ""), r.get("label_name", "")]
         w.writerow(row)

@@ -417,6 +417,34 @@ def test_a_stop_signal_once_the_new_file_is_in_place_lets_the_export_end_as_writ
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
 
 
+def test_a_stop_signal_as_the_export_says_it_wrote_the_file_lets_it_end_as_written(tiny, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """The stop handler was removed before the "wrote" line: a SIGTERM then had its default action (status 143,
+    no line) although the file was whole. This test's own handler stands for that default action."""
+    import builtins
+    import signal
+
+    import safetensors.torch
+
+    def print_with_a_stop(*args, **kwargs):
+        if args and str(args[0]).startswith("wrote "):
+            signal.raise_signal(signal.SIGTERM)
+        builtins.print(*args, **kwargs)
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM at the 'wrote' line had its default action: the process is killed, status 143")
+
+    monkeypatch.setattr(export_safetensors, "print", print_with_a_stop, raising=False)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc, out = _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, safetensors.torch.save_file)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.err == "" and captured.out.startswith(f"wrote {out}: ")
+    assert read_weights_metadata(str(out))["num_frames"] == 4  # the new export, whole
+
+
 def test_a_ctrl_c_once_the_new_file_is_in_place_says_it_was_written(tiny, tmp_path, monkeypatch):
     """A Ctrl-C between the rename of the new file over --out and the end of the export printed "interrupted:
     exporting: --out not written; an earlier file there is left as it was" while the whole new file was there."""

@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
             cfg = load_config(args.cfg, args.opts)
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
+            # Still in the block, which ignores a stop signal once the file is in place: after it, until the
+            # command's finished(), such a signal would have its default action (status 143, the file whole)
+            print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
+                  f"{meta['num_classes']} classes")
     except Stopped as e:
         return stopped_during_work(e, kept)
     except KeyboardInterrupt:
@@ -110,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         else:  # a file read on the way failed (the config, the weights): not --out's fault
             print(f"error: {cannot_read(e)}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
-          f"{meta['num_classes']} classes")
     return 0
 
 

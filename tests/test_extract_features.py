@@ -817,6 +817,58 @@ def test_a_backbone_without_head_or_with_other_classes_gives_features_not_predic
         load_model(load_config(DEMO, OPTS + ["DATA.NUM_CLASSES", "5"]), str(ckpt), torch.device("cpu"))
 
 
+def test_a_backbone_without_head_is_exported_for_features_and_predict_refuses_the_file(clips, tiny, tmp_path,
+                                                                                      capsys):
+    """export_safetensors refused weights without a classification head, pointing to extract_features: a
+    pretrained backbone could not be had as a safetensors file. It is exported without a head (num_classes 0 in
+    its settings), extract_features gives the features of the original from the file alone, and predict refuses
+    the file in one line that points to extract_features. A head of another class count is still refused."""
+    from safetensors import safe_open
+
+    from models import load_pretrained
+    from models.weights_file import read_weights_metadata
+    from tools import export_safetensors, predict
+
+    _, model, ckpt = tiny
+    video = _videos(clips)[2]
+    full = tmp_path / "full"
+    assert ef.main([video, "--quiet", "--window", "4", "--cfg", DEMO, "--weights", str(ckpt), "--out", str(full),
+                    "--opts", *OPTS]) == 0
+    want = read_features(str(full), _index(full)[0])
+    backbone = tmp_path / "backbone.pth"
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}}, backbone)
+    exported = tmp_path / "backbone.safetensors"
+    capsys.readouterr()
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(backbone), "--out", str(exported),
+                                    "--opts", *OPTS]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == (f"wrote {exported}: eva-tiny/8, 4 frames of 32 px, no classification head (features "
+                            "only: tools.extract_features)\n")
+    assert captured.err == (f"note: {backbone}: it has no classification head: the head was not loaded, and "
+                            "features stop before it\n")
+    meta = read_weights_metadata(str(exported))
+    assert (meta["num_classes"], meta["class_names"]) == (0, [])
+    with safe_open(str(exported), framework="pt") as f:
+        assert sorted(f.keys()) == sorted(k for k in model.state_dict() if not k.startswith("head."))
+    fine_tuned = build_model(load_config(DEMO, OPTS + ["DATA.NUM_CLASSES", "5"]))  # as MODEL.PRETRAINED
+    assert load_pretrained(fine_tuned, str(exported)) == (["head.weight", "head.bias"], [])
+    torch.testing.assert_close(fine_tuned.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+    out = tmp_path / "feats"
+    assert ef.main([video, "--quiet", "--window", "4", "--weights", str(exported), "--out", str(out),
+                    "--opts", *OPTS]) == 0  # no --cfg: the file's settings
+    np.testing.assert_array_equal(read_features(str(out), _index(out)[0]), want)
+    capsys.readouterr()
+    assert predict.main([video, "--weights", str(exported), "--quiet", "--work-dir", str(tmp_path / "work"),
+                         "--opts", *OPTS]) == 2
+    assert capsys.readouterr().err == (f"error: {exported}: it has no classification head (head.weight, head.bias): "
+                                       "it gives features (tools.extract_features, Predictor.features), not "
+                                       "predictions\n")
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(ckpt), "--out", str(tmp_path / "5.safetensors"),
+                                    "--opts", *OPTS, "DATA.NUM_CLASSES", "5"]) == 2
+    assert "its head has 3 classes and DATA.NUM_CLASSES is 5" in capsys.readouterr().err
+    assert not (tmp_path / "5.safetensors").exists()
+
+
 # ---------------------------------------------------------------------------------------------------- Predictor
 def test_predictor_features_give_a_record_per_video_given(clips, tiny, monkeypatch):
     """Videos named twice were dropped, so that the records no longer paired with the videos given, and paths came

@@ -10,7 +10,10 @@ is loaded into the model of ``--cfg`` (MODEL.ARCH, DATA.NUM_FRAMES / INPUT_SIZE 
 MODEL.CLASS_MAPPING for a larger head), so the file holds exactly that model. The metadata records the
 architecture, frames, tubelet, input size, mean and std, and the class names from DATA.LABEL_LIST. A label list
 that is set but does not exist is an error (``predict`` only warns): the names would be missing from every use of
-the file; ``--opts DATA.LABEL_LIST ""`` exports without names.
+the file; ``--opts DATA.LABEL_LIST ""`` exports without names. Weights without a classification head (a pretrained
+backbone) are exported without one, as ``num_classes`` 0 and without names: ``extract_features`` and fine-tuning
+(MODEL.PRETRAINED) use the file, and ``predict`` refuses it, pointing to ``extract_features``; a head of another
+class count than DATA.NUM_CLASSES is refused.
 
 Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written)
 with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop; one ``stopped:`` line): the
@@ -43,7 +46,8 @@ __all__ = ["export", "main"]
 
 
 def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dict[str, str]:
-    """Load ``weights`` into ``cfg``'s model and write it to ``out``; returns the metadata written.
+    """Load ``weights`` into ``cfg``'s model (without a head when they have none) and write it to ``out``; returns
+    the metadata written.
 
     Raises:
         FileNotFoundError: DATA.LABEL_LIST is set and does not exist (checked before the model is loaded).
@@ -60,7 +64,11 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dic
     if labels:
         table = read_label_names(labels, cfg.DATA.NUM_CLASSES)
         names = [table[c] for c in range(cfg.DATA.NUM_CLASSES)]
-    model = load_model(cfg, weights, torch.device("cpu"))
+    model = load_model(cfg, weights, torch.device("cpu"), without_head=True)
+    if model.num_classes == 0 and names:  # a backbone: no class to name (load_model's note said it has no head)
+        print(f"note: DATA.LABEL_LIST = {labels}: its class names are not recorded, as the weights have no head",
+              file=sys.stderr)
+        names = []
     if dtype is not None:
         model = model.to(dtype)
     return save_weights_file(model, out, arch=cfg.MODEL.ARCH, mean=MEAN, std=STD, class_names=names,
@@ -97,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
             # Still in the block, which ignores a stop signal once the file is in place: after it, until the
             # command's finished(), such a signal would have its default action (status 143, the file whole)
+            classes = (f"{meta['num_classes']} classes" if meta["num_classes"] != "0" else
+                       "no classification head (features only: tools.extract_features)")
             print(f"wrote {args.out}: {meta['arch']}, {meta['num_frames']} frames of {meta['input_size']} px, "
-                  f"{meta['num_classes']} classes")
+                  f"{classes}")
     except Stopped as e:
         return stopped_during_work(e, kept)
     except KeyboardInterrupt:

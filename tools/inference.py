@@ -175,9 +175,12 @@ def videos_of_rank_0(videos: list, ctx: DistContext) -> list:
 
 # ---------------------------------------------------------------------------------------------- config, model
 def _metadata_opts(meta: dict[str, Any]) -> list[str]:
+    # num_classes 0: weights without a head, which give features only (load_model says so where a head is needed);
+    # the config keeps its own class count, which no tensor of the file has
+    classes = ["DATA.NUM_CLASSES", str(meta["num_classes"])] if meta["num_classes"] else []
     return ["MODEL.ARCH", meta["arch"], "DATA.NUM_FRAMES", str(meta["num_frames"]), "DATA.TUBELET_SIZE",
-            str(meta["tubelet_size"]), "DATA.INPUT_SIZE", str(meta["input_size"]), "DATA.NUM_CLASSES",
-            str(meta["num_classes"]), "MODEL.USE_MEAN_POOLING", str(meta["use_mean_pooling"])]
+            str(meta["tubelet_size"]), "DATA.INPUT_SIZE", str(meta["input_size"]), *classes,
+            "MODEL.USE_MEAN_POOLING", str(meta["use_mean_pooling"])]
 
 
 def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "", opts: Sequence[str] = ()) -> None:
@@ -197,6 +200,8 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "",
              "DATA.INPUT_SIZE": (cfg.DATA.INPUT_SIZE, meta["input_size"]),
              "DATA.NUM_CLASSES": (cfg.DATA.NUM_CLASSES, meta["num_classes"]),
              "MODEL.USE_MEAN_POOLING": (cfg.MODEL.USE_MEAN_POOLING, meta["use_mean_pooling"])}
+    if not meta["num_classes"]:  # no head: any class count fits its tensors
+        del pairs["DATA.NUM_CLASSES"]
     set_by_opts = set(list(opts)[0::2])
     for key, (ours, theirs) in pairs.items():
         if ours == theirs:
@@ -253,7 +258,7 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
 
 
 def load_model(cfg, weights: str, device: torch.device, warn: bool = True, features_only: bool = False,
-               head_problem_to: list[str] | None = None) -> nn.Module:
+               head_problem_to: list[str] | None = None, without_head: bool = False) -> nn.Module:
     """The model of ``cfg`` with ``weights`` (any checkpoint path or ``hf://`` reference) loaded, in eval mode.
 
     The checkpoint is converted by ``load_pretrained``; what the conversion changed (a positional
@@ -263,7 +268,9 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
 
     ``features_only``: the model gives features, which stop before the head, so weights without a head or with a
     head of another class count are loaded too (the head left at its initialisation), with a ``note:`` line when
-    ``warn``; the error predicting with them must raise is appended to ``head_problem_to``.
+    ``warn``; the error predicting with them must raise is appended to ``head_problem_to``. ``without_head``:
+    weights without a head (a pretrained backbone) give the model without one (``num_classes`` 0, its forward
+    returning the pooled features), with that ``note:`` line; a head of another class count is still refused.
 
     Raises:
         CheckpointError: the weights leave model parameters unset (a wrong MODEL.ARCH or class count), or have no
@@ -284,7 +291,7 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     elif mismatch:
         why_not_loaded = f"its head has {head.shape[0]} classes and DATA.NUM_CLASSES is {cfg.DATA.NUM_CLASSES}"
         head_problem = f"{weights}: {mismatch}"
-    if head_problem and not features_only:
+    if head_problem and not (features_only or (without_head and head is None)):
         raise CheckpointError(head_problem)
     built = cfg.clone()
     built.defrost()
@@ -320,6 +327,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
             print(f"warning: {weights} was trained at another geometry than DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES}, "
                   f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE}: its positional embedding was resampled to fit; set them "
                   "to the checkpoint's values to use the model as trained", file=sys.stderr)
+    if without_head and head is None:
+        model.reset_classifier(0)
     return model.eval()
 
 

@@ -392,8 +392,6 @@ def test_a_stop_signal_once_the_new_file_is_in_place_lets_the_export_end_as_writ
     right after the rename; this test's own handler stands for the default action where the command has none."""
     import signal
 
-    import safetensors.torch
-
     replace = os.replace
 
     def replace_then_stop(src, dst, **kwargs):
@@ -402,18 +400,8 @@ def test_a_stop_signal_once_the_new_file_is_in_place_lets_the_export_end_as_writ
             signal.raise_signal(signal.SIGTERM)
             sum(range(1000))  # the handler runs here
 
-    def unhandled(signum, frame):
-        raise AssertionError("SIGTERM after the rename had its default action: the process is killed, status 143")
-
     monkeypatch.setattr(os, "replace", replace_then_stop)
-    previous = signal.signal(signal.SIGTERM, unhandled)
-    try:
-        rc, out = _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, safetensors.torch.save_file)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    captured = capsys.readouterr()
-    assert rc == 0 and captured.err == "" and captured.out.startswith(f"wrote {out}: ")
-    assert read_weights_metadata(str(out))["num_frames"] == 4  # the new export, whole
+    out = _export_ending_as_written(tiny, tmp_path, monkeypatch, capsys, "after the rename")
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors"]  # no temporary file left
 
 
@@ -424,17 +412,25 @@ def test_a_stop_signal_as_the_export_says_it_wrote_the_file_lets_it_end_as_writt
     import builtins
     import signal
 
-    import safetensors.torch
-
     def print_with_a_stop(*args, **kwargs):
         if args and str(args[0]).startswith("wrote "):
             signal.raise_signal(signal.SIGTERM)
         builtins.print(*args, **kwargs)
 
-    def unhandled(signum, frame):
-        raise AssertionError("SIGTERM at the 'wrote' line had its default action: the process is killed, status 143")
-
     monkeypatch.setattr(export_safetensors, "print", print_with_a_stop, raising=False)
+    _export_ending_as_written(tiny, tmp_path, monkeypatch, capsys, "at the 'wrote' line")
+
+
+def _export_ending_as_written(tiny, tmp_path, monkeypatch, capsys, when: str):
+    """Export over an earlier file with a SIGTERM handler standing for the signal's default action (the process
+    killed, status 143), and check the export ended as written, with the new file whole; returns its path."""
+    import signal
+
+    import safetensors.torch
+
+    def unhandled(signum, frame):
+        raise AssertionError(f"SIGTERM {when} had its default action: the process is killed, status 143")
+
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
         rc, out = _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, safetensors.torch.save_file)
@@ -443,6 +439,7 @@ def test_a_stop_signal_as_the_export_says_it_wrote_the_file_lets_it_end_as_writt
     captured = capsys.readouterr()
     assert rc == 0 and captured.err == "" and captured.out.startswith(f"wrote {out}: ")
     assert read_weights_metadata(str(out))["num_frames"] == 4  # the new export, whole
+    return out
 
 
 def test_a_ctrl_c_once_the_new_file_is_in_place_says_it_was_written(tiny, tmp_path, monkeypatch):

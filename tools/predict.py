@@ -387,9 +387,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
                 check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
             check_output_path(args.work_dir, "--work-dir", folder=True)
-            make_output_folder(args.work_dir, "--work-dir")  # what the check cannot foresee (a name too long)
             cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
             videos = labelled_videos(args.inputs, args.root, cfg.DATA.NUM_CLASSES)  # (path, label or None)
+            # What the check cannot foresee (a name too long), once the inputs are known good: a bad one leaves no
+            # empty folder behind
+            make_output_folder(args.work_dir, "--work-dir")
             ctx = distributed.init_from_env()
             videos = videos_of_rank_0(videos, ctx)
             model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)

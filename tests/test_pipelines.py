@@ -281,6 +281,52 @@ def test_every_frame_of_a_clip_gets_the_same_augmentation(vp9_clip):
     assert np.abs(out[1:] - out[0]).max() > 0.1
 
 
+def _bilinear(frames: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """cv2.resize(INTER_LINEAR) of (F, H, W, 3) uint8 frames to uint8, as the original's mmcv.imresize: half-pixel
+    centres, edge clamp, no antialias, rounded to 8 bits."""
+    h, w = frames.shape[1:3]
+
+    def axis(n_out, n_in):
+        c = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        i0 = np.floor(c).astype(int)
+        return i0, np.minimum(i0 + 1, n_in - 1), (c - i0).astype(np.float32)
+
+    y0, y1, wy = axis(out_h, h)
+    x0, x1, wx = axis(out_w, w)
+    f = frames.astype(np.float32)
+    rows = f[:, y0] * (1 - wy)[None, :, None, None] + f[:, y1] * wy[None, :, None, None]
+    out = rows[:, :, x0] * (1 - wx)[None, None, :, None] + rows[:, :, x1] * wx[None, None, :, None]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def test_train_crop_matches_the_originals_two_resizes():
+    """The one-pass crop samples the source where the original's Resize(short side) -> MultiScaleCrop ->
+    Resize(S, S) -> Flip did: on linear ramps, which bilinear filtering reproduces exactly wherever it samples, the
+    graph's pixels equal that two-resize chain's up to its 8-bit roundings (a sampling position off by half an
+    output pixel moves R by 2 levels or more)."""
+    src_w, src_h, size = 48, 36, 24  # short side 27 (int(24 * 256 / 224)), so the window is resized 36 x 27
+    y, x = np.mgrid[0:src_h, 0:src_w]
+    frame = np.stack([5 * x, 7 * y, 2 * x + 3 * y], axis=-1).astype(np.uint8)  # 0..235, 0..245, 0..199
+    frames = np.repeat(frame[None], 2, axis=0)
+    records, expected, windows, mirrors = [], [], set(), set()
+    for k in range(12):
+        aug = augment.draw_train_aug(np.random.default_rng(k), src_w, src_h, size, 2, jitter_prob=0.0,
+                                     gray_prob=0.0)
+        # the original's chain, on the window the same draw picks (the crop is the draw's first choice)
+        res_w, res_h = augment.resized_size(src_w, src_h, augment.short_side_for(size))
+        x0, y0, cw, ch = augment.multiscale_crop(np.random.default_rng(k), res_w, res_h, size)
+        windows.add((x0, y0, cw, ch))
+        mirrors.add(aug.mirror)
+        ref = _bilinear(_bilinear(frames, res_h, res_w)[:, y0:y0 + ch, x0:x0 + cw], size, size)
+        expected.append(ref[:, :, ::-1] if aug.mirror else ref)
+        records.append(_record(DecodedSource(video=frames), aug, k))
+    assert len(windows) > 6 and mirrors == {0, 1}  # several crop sizes and offsets, flipped or not
+    for got, ref in zip(_run_train_graph(records, size=size), expected):
+        pix = denormalize(got)
+        err = np.abs(pix - ref)[:, 1:-1, 1:-1]  # the borders clamp differently in one pass and in two
+        assert err.max() <= 1.5, err.max()
+
+
 def _plain_full_decode(path: str) -> np.ndarray:
     """Every frame in presentation order from one sequential PyAV decode (independent of dali_pipelines)."""
     import av

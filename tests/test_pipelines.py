@@ -17,8 +17,9 @@ from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
 from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
 from dali_pipelines import routing
-from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, SampleRecord,
+from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, SampleRecord, TestParams,
                                      batch_columns, decode_with_dali, graph_of, one_batch_source, train_pipeline)
+from dali_pipelines.pipelines import test_pipeline as multiview_graph  # not a test: renamed for collection
 from dali_pipelines.host_decode import decode_bytes_with_dali_cpu
 from dali_pipelines.pyav_io import BadVideoError, decode_frames
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
@@ -325,6 +326,32 @@ def test_train_crop_matches_the_originals_two_resizes():
         pix = denormalize(got)
         err = np.abs(pix - ref)[:, 1:-1, 1:-1]  # the borders clamp differently in one pass and in two
         assert err.max() <= 1.5, err.max()
+
+
+@pytest.mark.parametrize("num_crop", [1, 3])
+def test_test_crops_match_the_originals_resize_and_crop(num_crop):
+    """The test views sample the source where the original's Resize -> CenterCrop (short side S * 256 / 224) or
+    Resize -> ThreeCrop (short side S) did, checked on linear ramps as the training crop is above."""
+    src_w, src_h, size = 48, 36, 24
+    y, x = np.mgrid[0:src_h, 0:src_w]
+    frames = np.repeat(np.stack([5 * x, 7 * y, 2 * x + 3 * y], axis=-1).astype(np.uint8)[None], 2, axis=0)
+    rois = augment.test_view_rois(src_w, src_h, size, num_crop)
+    params = TestParams(roi_start=np.stack([r[0] for r in rois]), roi_end=np.stack([r[1] for r in rois]),
+                        new_order=np.arange(2 * num_crop, dtype=np.int32))
+    record = SampleRecord(source=DecodedSource(video=frames), params=params, index=np.array(0, np.int32))
+    pipe = multiview_graph(one_batch_source(batch_columns([record])), input_size=size, num_crop=num_crop,
+                           routes="pyav", dtype="float32", batch_size=1, num_threads=1, device_id=None)
+    pipe.build()
+    video, _ = pipe.run()
+    got = denormalize(np.array(video[0])).reshape(num_crop, 2, size, size, 3)
+    if num_crop == 1:  # 48 x 36 -> 36 x 27, centre crop at (6, 1)
+        resized = _bilinear(frames, 27, 36)
+        refs = [resized[:, 1:1 + size, 6:6 + size]]
+    else:  # 48 x 36 -> 32 x 24, crops at x = 0, 4, 8 (the original's order: 0, 8, 4)
+        resized = _bilinear(frames, 24, 32)
+        refs = [resized[:, :, k * 4:k * 4 + size] for k in range(3)]
+    for view, ref in zip(got, refs):
+        assert np.abs(view - ref)[:, 1:-1, 1:-1].max() <= 1.0
 
 
 def _plain_full_decode(path: str) -> np.ndarray:

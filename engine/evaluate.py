@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -35,34 +36,54 @@ def top5_is_informative(num_classes: int) -> bool:
     return num_classes > 5
 
 
+# What the id column of a header row is called (a word holding one of these, and no digit): any other first row
+# whose id is not a number is a record with a mistyped id ("O" for "0"), refused with its line rather than skipped.
+_HEADER_ID = re.compile(r"id|idx|index|class|cls|label|category|key|number|#", re.IGNORECASE)
+
+
+def _is_header(cell: str) -> bool:
+    return not any(c.isdigit() for c in cell) and _HEADER_ID.search(cell) is not None
+
+
 def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:
-    """Class names from an ``id,name`` CSV whose first line may be a header; with ``num_classes``, one name for
-    each class 0..num_classes-1.
+    """Class names from an ``id,name`` CSV whose first row may be a header (its id column named with a word such as
+    ``id``, ``class`` or ``label``); with ``num_classes``, one name for each class 0..num_classes-1. Lines are
+    numbered as an editor numbers them (:func:`evautil.text.text_lines`), whatever the rows before hold.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ConfigError: a row that is not ``id,name``, an id given twice, or (with ``num_classes``) ids that are not
-            the classes: the message names the file and the line. A skipped row would leave a class unnamed in
-            every prediction file, and a labels file of another dataset would name the wrong classes.
+        ConfigError: a row that is not ``id,name`` (a first row too, unless it is a header), a quote left open, an
+            id given twice, or (with ``num_classes``) ids that are not the classes: the message names the file and
+            the line. A skipped row would leave a class unnamed in every prediction file, and a labels file of
+            another dataset would name the wrong classes.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label list DATA.LABEL_LIST = {path} {not_a_file(path)}")
     where = f"label list DATA.LABEL_LIST = {path}"
     names: dict[int, str] = {}
+    first = True  # the first row that is not blank: a header, or a record
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            for line, row in enumerate(csv.reader(f), 1):
+            reader = csv.reader(f)
+            start = 1  # the line the row being read begins on (csv's line_num is the line it ends on)
+            for row in reader:
+                line, start = start, reader.line_num + 1
                 if not any(cell.strip() for cell in row):
                     continue
+                if reader.line_num > line:  # no class name holds a line break: a quote left open took the lines
+                    raise ConfigError(f"{where}, line {line}: a quote opened on this line is closed only on line "
+                                      f"{reader.line_num}, or never")
+                was_first, first = first, False
                 try:
                     cls = int(row[0])
                 except ValueError:
-                    if line == 1:
-                        continue  # the header
+                    if was_first and _is_header(row[0]):
+                        continue
                     cls = -1
                 if cls < 0 or len(row) < 2:
                     raise ConfigError(f"{where}, line {line}: expected 'id,name' with an id >= 0, got "
-                                      f"{','.join(row)!r}")
+                                      f"{','.join(row)!r}" + (" (nor is it a header, whose first column is a word "
+                                                              "such as 'id')" if was_first else ""))
                 if cls in names:
                     raise ConfigError(f"{where}, line {line}: class {cls} is named twice")
                 names[cls] = row[1].strip()

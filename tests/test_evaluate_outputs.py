@@ -184,3 +184,37 @@ def test_a_predictions_file_that_is_not_utf8_names_its_line(tmp_path):
     with pytest.raises(ValueError) as e:
         read_predictions(str(pred))
     assert str(e.value) == f"{pred}, line 3: not UTF-8 text (invalid continuation byte, byte 0xe9)"
+
+
+@pytest.mark.parametrize("first", ["O,abseiling", "0x,abseiling", "l,abseiling"])
+def test_a_label_list_first_row_with_a_mistyped_id_is_named_not_taken_as_a_header(tmp_path, first):
+    """Any first row whose id was not a number was skipped as a header: a mistyped 0 then surfaced as
+    "no name for ids [0]", naming neither the row nor its line."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"{first}\n1,air drumming\n")
+    with pytest.raises(ConfigError) as e:
+        read_label_names(str(labels), 2)
+    assert str(e.value) == (f"label list DATA.LABEL_LIST = {labels}, line 1: expected 'id,name' with an id >= 0, "
+                            f"got {first!r} (nor is it a header, whose first column is a word such as 'id')")
+
+
+@pytest.mark.parametrize("header", ["id,name", "Class ID,Class Name", "label,name", "category,name", "\n\nindex,name"])
+def test_a_label_list_header_is_a_row_naming_its_id_column(tmp_path, header):
+    """Headers name their id column (blank lines before one included, which made it an error)."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"{header}\n0,abseiling\n1,air drumming\n")
+    assert read_label_names(str(labels), 2) == {0: "abseiling", 1: "air drumming"}
+
+
+def test_label_list_lines_are_those_an_editor_shows(tmp_path):
+    """Rows were numbered as CSV records: a quote left open took the later lines into one name (a row spanning
+    lines), the names after it were lost and the next error named a record number, not a line."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text('id,name\n0,"abseiling\n1,air drumming\n2,zumba\n')
+    with pytest.raises(ConfigError) as e:
+        read_label_names(str(labels), 3)
+    assert str(e.value) == (f"label list DATA.LABEL_LIST = {labels}, line 2: a quote opened on this line is closed "
+                            "only on line 4, or never")
+    labels.write_bytes(b"id,name\r\n0,a\r1,b\r\n2,c\n0,d\n")  # \r ends a line too, as in an editor
+    with pytest.raises(ConfigError, match=r"line 5: class 0 is named twice"):
+        read_label_names(str(labels))

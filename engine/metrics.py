@@ -51,6 +51,7 @@ from evautil.files import atomic_write_text, make_output_folder, naming_the_file
 from evautil.flops import peak_flops, train_step_flops
 from evautil.interrupt import interrupted_line
 from evautil.progress import counted
+from evautil.text import text_lines
 
 from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
@@ -64,7 +65,7 @@ __all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_p
 def stamped(msg: str) -> str:
     """``msg`` as a log_rank<r>.txt keeps it: each of its lines after the time."""
     stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
-    return "".join(stamp + line + "\n" for line in msg.splitlines() or [""])
+    return "".join(stamp + line + "\n" for line in text_lines(msg) or [""])  # a path may hold \x1c, \x85, ...
 
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
@@ -646,11 +647,14 @@ class MetricLogger:
         if self._jsonl is not None:
             self._jsonl.close()
             path = self._jsonl.name
-            dropped = drop_lines_after(path, step, mid_epoch)
+            cut: list[int] = []
+            dropped = drop_lines_after(path, step, mid_epoch, cut)
             self._jsonl = open(path, "a", encoding="utf-8")
             if dropped:
                 self.info(f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that "
-                          "was stopped (this run writes them again)")
+                          "was stopped (this run writes them again)"
+                          + (f"; not JSON (cut short by the stop): {', '.join(f'{path}:{n}' for n in cut[:3])}"
+                             + (f" and {len(cut) - 3} more" if len(cut) > 3 else "") if cut else ""))
 
     def _wall_time_s(self) -> float:
         return self._earlier["wall_time_s"] + time.time() - self.run_start

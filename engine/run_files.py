@@ -12,6 +12,7 @@ import time
 from typing import IO, Any, Collection
 
 from evautil.files import atomic_temp_glob, atomic_write, atomic_write_text, hold_lock
+from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
            "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after",
@@ -189,28 +190,38 @@ def _repoint_summary(summary: str, output_dir: str, moved: set[str], dest: str) 
         atomic_write_text(summary, json.dumps(repointed, indent=2))
 
 
-def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False) -> int:
+def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: list[int] | None = None) -> int:
     """Rewrite ``jsonl_path`` without the lines whose ``step`` is above ``step`` (written by an attempt after the
     checkpoint it resumes from; the resumed run writes them again). With ``mid_epoch`` (the checkpoint was saved
     before its epoch ended, e.g. a stop at the epoch's last step), the epoch-end ``data`` and ``eval`` lines at
-    ``step`` itself came after it too. Lines without a step are kept. Returns how many were dropped."""
+    ``step`` itself came after it too. Lines without a step are kept; lines that are not JSON (cut short by a kill)
+    are dropped, and their 1-based numbers, as an editor shows them (:func:`evautil.text.text_lines`), appended to
+    ``cut``. Returns how many were dropped."""
     if not os.path.isfile(jsonl_path):
         return 0
     with open(jsonl_path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    kept = [line for line in lines if not _after(line, step, mid_epoch)]
+        lines = text_lines(f.read())  # not splitlines: it also cut at characters a JSON string may hold as they are
+    kept = []
+    for number, line in enumerate(lines, 1):
+        after = _after(line, step, mid_epoch)
+        if after is None and cut is not None:
+            cut.append(number)
+        if after is False:
+            kept.append(line)
     dropped = len(lines) - len(kept)
     if dropped:
         atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
     return dropped
 
 
-def _after(line: str, step: int, mid_epoch: bool) -> bool:
+def _after(line: str, step: int, mid_epoch: bool) -> bool | None:
+    """Whether ``line`` came after the checkpoint at ``step``; None for a line that is not JSON (a line cut short by
+    the kill: it belongs to the lost attempt)."""
     try:
         record = json.loads(line)
         value = record.get("step")
-    except (ValueError, AttributeError):  # a line cut short by the kill: it belongs to the lost attempt
-        return True
+    except (ValueError, AttributeError):
+        return None
     if not isinstance(value, int):
         return False
     return value > step or (mid_epoch and value == step and record.get("kind") in ("data", "eval"))

@@ -182,3 +182,38 @@ def test_a_moved_summary_names_the_moved_files_where_they_went(tmp_path, monkeyp
     assert (tmp_path / dest / "summary.json").read_text() == '{"last_checkpoint": "out/best.pth", "mo'
     evaluated = json.loads((tmp_path / evaluation / "summary.json").read_text())["evaluated"]
     assert evaluated == os.path.join(dest, "best.pth") and os.path.isfile(evaluated)
+
+
+def test_drop_lines_after_cuts_lines_where_an_editor_does(tmp_path):
+    """A JSON line may hold U+2028 or U+0085 as they are (a line written with ensure_ascii=False): splitlines cut
+    it in two pieces that are not JSON, and both were dropped as cut short by a kill. The lines that are not JSON are
+    named by their editor line numbers."""
+    path = tmp_path / "metrics.jsonl"
+    note = json.dumps({"kind": "note", "step": 2, "text": "a\u2028b\x85c"}, ensure_ascii=False)
+    path.write_text(f'{{"step": 1}}\n{note}\n{{"step": 9}}\n{{"st\n{{"step": 3}}\n', encoding="utf-8")
+    cut: list[int] = []
+    assert drop_lines_after(str(path), 5, cut=cut) == 2 and cut == [4]
+    assert [json.loads(x)["step"] for x in path.read_text(encoding="utf-8").split("\n")[:-1]] == [1, 2, 3]
+
+
+def test_a_resumed_run_names_the_lines_of_metrics_jsonl_that_were_not_json(tmp_path):
+    from engine.metrics import MetricLogger
+
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "tr\n{"kind": "train", "step": 2}\n'
+                                            '{"kind": "train", "step": 3}\n')
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        metrics.restore_totals({}, step=2)
+    finally:
+        metrics.close()
+    log = (tmp_path / "log_rank0.txt").read_text()
+    assert ("metrics.jsonl: dropped 2 lines written after step 2 by the attempt that was stopped (this run writes "
+            f"them again); not JSON (cut short by the stop): {tmp_path / 'metrics.jsonl'}:2\n") in log
+
+
+def test_a_log_line_holding_a_form_feed_stays_one_line(tmp_path):
+    """A message naming a file whose name holds \\x1c or \\x85 was cut there into two stamped log lines."""
+    from engine.metrics import stamped
+
+    assert stamped("quarantining a\x1cb\x85c.mp4\nnext").count("\n") == 2
+    assert stamped("").endswith("] \n")

@@ -204,6 +204,34 @@ class DatasetIndex:
             logger.warning("could not record the quarantine of %s beside its list (%s); this run leaves it out, a "
                            "later one will try it again", path, e)
 
+    def _files(self) -> Iterator[tuple[int, tuple[str, str]]]:
+        """``(row, (real folder, file name))`` of every listed file: the same key whatever path or symbolic link a
+        list reaches it by (its folders are resolved, each once, not its files)."""
+        real: dict[str, str] = {}
+        root = os.path.abspath(self.root)
+        data, cut = self.videos.rel_paths.blob.tobytes(), self.videos.rel_paths.offsets.tolist()
+        for r in range(len(self)):
+            folder, name = os.path.split(os.path.join(root, data[cut[r]:cut[r + 1]].decode("utf-8")))
+            if folder not in real:
+                real[folder] = os.path.realpath(folder)
+            yield r, (real[folder], name)
+
+    def shared_with(self, other: "DatasetIndex") -> dict[int, list[int]]:
+        """``{our row: other's rows}`` of the files both lists name (every line of each). Only the shorter list's
+        files are held at once (a validation list beside a training list ten times its length)."""
+        small, large = (other, self) if len(other) <= len(self) else (self, other)
+        keyed: dict[tuple[str, str], list[int]] = {}
+        for r, key in small._files():
+            keyed.setdefault(key, []).append(r)
+        out: dict[int, list[int]] = {}
+        for r, key in large._files():
+            for s in keyed.get(key, ()):
+                if large is self:
+                    out.setdefault(r, []).append(s)
+                else:
+                    out.setdefault(s, []).append(r)
+        return out
+
     def flush_quarantines(self) -> None:
         """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`); a failed write is a
         warning (the next build probes those videos again)."""

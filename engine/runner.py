@@ -23,6 +23,7 @@ from configs import ConfigError
 from evautil.errors import some_names, weights_misfit
 from evautil.files import make_output_folder
 from evautil.flops import model_size_text
+from evautil.progress import counted
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, checkpoint_files, starts_fresh
 from .distributed import DistContext, all_gather_objects
@@ -40,7 +41,7 @@ from .train_loop import (Trainer, TrainOptions, locate_checkpoint, precision_nam
                          restore_data_plan)
 
 __all__ = ["Run", "WeightsChoice", "check_files", "where_they_come_from", "print_dry_run_plan", "open_run",
-           "weights_to_load", "announce_model", "check_weights_fit", "train", "only_test"]
+           "weights_to_load", "announce_model", "check_weights_fit", "check_lists_overlap", "train", "only_test"]
 
 
 def scores_checkpoint(cfg, resume: str = "") -> bool:
@@ -496,12 +497,36 @@ def models_for_training(model: torch.nn.Module, ctx: DistContext, t) -> tuple[to
     return loop_model, ema
 
 
+def check_lists_overlap(run: Run, cfg) -> None:
+    """Warn when the training and validation lists name the same files (the same list, or overlapping ones): the
+    validation accuracy of those is measured on videos the model trains on. Not an error (a quick check on a tiny
+    set does it on purpose)."""
+    train_index, val_index = getattr(run.train_loader, "index", None), getattr(run.val_loader, "index", None)
+    if not hasattr(train_index, "shared_with") or not hasattr(val_index, "videos"):
+        return
+    shared = train_index.shared_with(val_index)
+    if not shared:
+        return
+    files = {theirs[0]: ours for ours, theirs in sorted(shared.items(), reverse=True)}  # each file's first lines
+    lines = train_index.videos.line_nos, val_index.videos.line_nos
+    named = "; ".join(f"{val_index.videos.rel_path(v)} (training line {lines[0][t]}, validation line {lines[1][v]})"
+                      for v, t in sorted(files.items())[:3])
+    lists = (f"DATA.TRAIN_FILE and DATA.VAL_FILE are both {cfg.DATA.VAL_FILE}" if os.path.realpath(
+        cfg.DATA.TRAIN_FILE) == os.path.realpath(cfg.DATA.VAL_FILE) else
+        f"DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE} and DATA.VAL_FILE {cfg.DATA.VAL_FILE}")
+    verb = "is" if len(files) == 1 else "are"
+    run.metrics.warn(f"{lists}: {counted(len(files), 'file')} of the validation list {verb} in the training list "
+                     f"too, so the validation accuracy is measured partly on videos the model trains on; e.g. {named}"
+                     + ("; ..." if len(files) > 3 else "") + ": remove them from one of the lists, unless meant")
+
+
 def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary. ``resume``:
     the checkpoint to continue; ``named``: the one the command names, when :func:`resume_point` chose a later one."""
     ctx, metrics, model = run.ctx, run.metrics, run.model
     t = cfg.TRAIN
     checkpointer = Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn)
+    check_lists_overlap(run, cfg)
     # The checkpoint first: its record of the videos quarantined during the run plans the data as that run did,
     # and the steps per epoch, the ranks' plan check and the trainer's layout comparison all count that plan.
     located = locate_checkpoint(resume, t.AUTO_RESUME, checkpointer, ctx)

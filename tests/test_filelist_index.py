@@ -639,6 +639,42 @@ def test_a_video_is_in_the_quarantine_file_once(dataset):
     assert len(rebuilt.splitlines()) == len(BAD) + 1 and rebuilt.count(rels[0] + "\t") == 1
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_a_run_warns_once_of_validation_videos_that_are_training_videos(dataset, tmp_path, same):
+    """Nothing said that a validation list named training videos (the same list, or one overlapping it)."""
+    from types import SimpleNamespace
+
+    from engine.metrics import MetricLogger
+    from engine.runner import Run, check_lists_overlap
+    from tests.video_fixtures import small_cfg
+
+    lst, root = dataset
+    rels = list(GOOD)
+    val = lst if same else tmp_path / "val.txt"
+    if not same:
+        val.write_text(f"other.webm 0\n{rels[2]} 0\n./{rels[0]} 1\n{rels[0]} 1\n")
+    cfg = small_cfg(str(root), str(lst), str(val))
+    train_index = build_index(str(lst), str(root), workers=1, progress=False)
+    val_index = build_index(str(val), str(root), workers=1, progress=False)
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        check_lists_overlap(Run(ctx=None, metrics=metrics, model=None, val_loader=SimpleNamespace(index=val_index),
+                                train_loader=SimpleNamespace(index=train_index)), cfg)
+    finally:
+        metrics.close()
+    warned = [x for x in (tmp_path / "run" / "log_rank0.txt").read_text().splitlines() if "WARNING" in x]
+    lists = (f"DATA.TRAIN_FILE and DATA.VAL_FILE are both {lst}" if same else
+             f"DATA.TRAIN_FILE {lst} and DATA.VAL_FILE {val}")
+    files, named = ((len(rels) + len(BAD), f"{rels[0]} (training line 1, validation line 1); {rels[1]} (training line "
+                     f"2, validation line 2); {rels[2]} (training line 3, validation line 3); ...") if same else
+                    (2, f"{rels[2]} (training line 3, validation line 2); ./{rels[0]} (training line 1, validation "
+                     "line 3)"))
+    assert len(warned) == 1 and warned[0].endswith(
+        f"WARNING: {lists}: {files} files of the validation list are in the training list too, so the validation "
+        f"accuracy is measured partly on videos the model trains on; e.g. {named}: remove them from one of the lists, "
+        "unless meant")
+
+
 def test_a_burst_of_runtime_quarantines_rewrites_the_cache_once(dataset, monkeypatch):
     import dali_pipelines.dataset_index as dataset_index_mod
 

@@ -118,6 +118,9 @@ class DatasetIndex:
         self._unrecorded: list[tuple[str, tuple[int, int] | None, tuple[int, int] | None, str]] = []
         self._unrecorded_lock = threading.Lock()  # the feeder's thread quarantines while the loop flushes
         self._recorded_at = float("-inf")
+        # (index, its row of each of our rows naming the same file): indexes of other lists of this run, whose
+        # loaders leave out what ours quarantine (pass_quarantines_to)
+        self._passed_to: list[tuple["DatasetIndex", dict[int, list[int]]]] = []
 
     @property
     def good_mask(self) -> np.ndarray:
@@ -203,6 +206,14 @@ class DatasetIndex:
         except OSError as e:  # the records are for later runs: this one goes on with the video left out
             logger.warning("could not record the quarantine of %s beside its list (%s); this run leaves it out, a "
                            "later one will try it again", path, e)
+        # after our own line: a list passed to may be ours (the same list), whose file then keeps our reason
+        for other, rows in self._passed_to:
+            for there in rows.get(int(row), ()):
+                if other.is_good(there):
+                    logger.warning("%s: left out of %s too (line %d), which lists the same file", path,
+                                   other.list_path, int(other.videos.line_nos[there]))
+                    other.quarantine(there, f"{reason} (quarantined reading {self.list_path} earlier in this run)",
+                                     remember)
 
     def _files(self) -> Iterator[tuple[int, tuple[str, str]]]:
         """``(row, (real folder, file name))`` of every listed file: the same key whatever path or symbolic link a
@@ -231,6 +242,14 @@ class DatasetIndex:
                 else:
                     out.setdefault(s, []).append(r)
         return out
+
+    def pass_quarantines_to(self, other: "DatasetIndex", shared: dict[int, list[int]] | None = None) -> None:
+        """From now on, a video this index quarantines (:meth:`quarantine`) is quarantined in ``other`` too when its
+        list names the same file (``shared``: :meth:`shared_with`, when known): the loaders of ``other`` (e.g. the
+        validation's, with a list that overlaps the training's) do not decode again, or wait again for, a video this
+        run found broken. ``other``'s quarantine file names it, with the reason and where it was found."""
+        if other is not self:
+            self._passed_to.append((other, self.shared_with(other) if shared is None else shared))
 
     def flush_quarantines(self) -> None:
         """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`); a failed write is a

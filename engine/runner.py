@@ -500,11 +500,13 @@ def models_for_training(model: torch.nn.Module, ctx: DistContext, t) -> tuple[to
 def check_lists_overlap(run: Run, cfg) -> None:
     """Warn when the training and validation lists name the same files (the same list, or overlapping ones): the
     validation accuracy of those is measured on videos the model trains on. Not an error (a quick check on a tiny
-    set does it on purpose)."""
+    set does it on purpose). Either way, from now on a video training quarantines is left out of the evaluations too,
+    instead of being decoded again there (and failing again, or waiting out ``DATA.VIDEO_TIMEOUT_S`` again)."""
     train_index, val_index = getattr(run.train_loader, "index", None), getattr(run.val_loader, "index", None)
     if not hasattr(train_index, "shared_with") or not hasattr(val_index, "videos"):
         return
     shared = train_index.shared_with(val_index)
+    train_index.pass_quarantines_to(val_index, shared)
     if not shared:
         return
     files = {theirs[0]: ours for ours, theirs in sorted(shared.items(), reverse=True)}  # each file's first lines
@@ -526,7 +528,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     ctx, metrics, model = run.ctx, run.metrics, run.model
     t = cfg.TRAIN
     checkpointer = Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn)
-    check_lists_overlap(run, cfg)
+    check_lists_overlap(run, cfg)  # before the resume below, which quarantines again what the stopped run had
     # The checkpoint first: its record of the videos quarantined during the run plans the data as that run did,
     # and the steps per epoch, the ranks' plan check and the trainer's layout comparison all count that plan.
     located = locate_checkpoint(resume, t.AUTO_RESUME, checkpointer, ctx)

@@ -675,6 +675,29 @@ def test_a_run_warns_once_of_validation_videos_that_are_training_videos(dataset,
         "unless meant")
 
 
+def test_a_quarantine_is_passed_to_the_index_of_a_list_naming_the_same_file(dataset, tmp_path):
+    """Training's quarantines reach the validation's index (runner.check_lists_overlap), whatever path a list names
+    a file by and however many lines name it; with one list for both, its quarantine file keeps training's reason."""
+    lst, root = dataset
+    rels = list(GOOD)
+    train = build_index(str(lst), str(root), workers=1, progress=False)
+    same = build_index(str(lst), str(root), workers=1, progress=False)
+    link = tmp_path / "linked"
+    link.symlink_to(root)
+    val = tmp_path / "val.txt"
+    val.write_text(f"{rels[1]} 0\n{rels[0]} 0\n./{rels[0]} 1\n")
+    other = build_index(str(val), str(link), workers=1, progress=False)
+    assert train.shared_with(other) == {0: [1, 2], 1: [0]}
+    train.pass_quarantines_to(other)
+    train.pass_quarantines_to(same)
+    train.quarantine(0, "decode failed during the run")
+    why = f"decode failed during the run (quarantined reading {lst} earlier in this run)"
+    assert (other.bad, same.bad[0]) == ({1: why, 2: why}, why) and other.good_rows == [0]
+    assert Path(other.quarantine_path).read_text() == f"{rels[0]}\t{why}\n./{rels[0]}\t{why}\n"
+    assert f"{rels[0]}\tdecode failed during the run\n" in Path(train.quarantine_path).read_text()
+    assert why not in Path(train.quarantine_path).read_text()
+
+
 def test_a_burst_of_runtime_quarantines_rewrites_the_cache_once(dataset, monkeypatch):
     import dali_pipelines.dataset_index as dataset_index_mod
 

@@ -250,3 +250,52 @@ def test_resume_after_a_runtime_quarantine_is_exact(broken_reference, dataset, t
         assert f"checkpoint {out / 'ckpt_epoch_1.pth'}: 1 training video(s)" in named[0]
     else:
         assert named == []
+
+
+# ------------------------------------------------------------------------------------ lists that overlap
+
+
+class _Uniform(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3) + 0.0 * x.flatten(1)[:, :1]
+
+
+def test_a_video_training_quarantined_is_left_out_of_the_evaluation_not_decoded_again(clips, tmp_path):
+    """A validation list naming training videos (here by another path to the same files) is warned about once, with
+    a count and examples; a video training found broken was decoded again by the evaluation (failing again, or
+    waiting out DATA.VIDEO_TIMEOUT_S again): it is left out, named as quarantined earlier in this run."""
+    from engine.evaluate import evaluate_and_log
+    from engine.metrics import MetricLogger
+    from engine.runner import Run, check_lists_overlap
+
+    train_lines = open(clips.DATA.TRAIN_FILE).read().splitlines()
+    val = tmp_path / "val.txt"
+    val.write_text("".join(f"./{line}\n" for line in train_lines[2:5]))  # rows 2-4, each by another path
+    clips.DATA.VAL_FILE = str(val)
+    train, test = build_loader(clips, "train"), build_loader(clips, "val")
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
+    metrics.follow_logger("dali_pipelines")  # as a run does
+    try:
+        run = Run(ctx=DistContext(), metrics=metrics, model=_Uniform(), val_loader=test, train_loader=train)
+        check_lists_overlap(run, clips)
+        _break(train.index.entries[3].path)
+        _epoch(train)  # quarantines it
+        assert 3 in train.index.bad
+        result = evaluate_and_log(_Uniform(), test, DistContext(), metrics, split="val", num_classes=3)
+    finally:
+        metrics.close()
+        train.close()
+        test.close()
+    assert test.stats["skipped_videos"] == 0  # not decoded again
+    assert (result["num_videos"], result["quarantined_earlier"]) == (2, 1)
+    log = (tmp_path / "run" / "log_rank0.txt").read_text()
+    assert (f"WARNING: DATA.TRAIN_FILE {clips.DATA.TRAIN_FILE} and DATA.VAL_FILE {val}: 3 files of the validation "
+            "list are in the training list too, so the validation accuracy is measured partly on videos the model "
+            f"trains on; e.g. ./{train_lines[2].rsplit(' ', 1)[0]} (training line 3, validation line 1); ") in log
+    assert f"left out of {val} too (line 2), which lists the same file" in log
+    assert "evaluated 2 of 3 listed videos (0 bad when the list was indexed, 1 quarantined earlier in this run, " \
+           "0 failed while decoding)" in log
+    with open(tmp_path / "run" / "predictions_val.csv") as f:
+        row = [r for r in f if r.startswith("1,")][0]
+    assert "error" in row and f"quarantined reading {clips.DATA.TRAIN_FILE} earlier in this run" in row
+    assert "quarantined reading" in open(test.index.quarantine_path).read()

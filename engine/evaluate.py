@@ -84,6 +84,12 @@ def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str
                     raise ConfigError(f"{where}, line {line}: expected 'id,name' with an id >= 0, got "
                                       f"{','.join(row)!r}" + (" (nor is it a header, whose first column is a word "
                                                               "such as 'id')" if was_first else ""))
+                if any(cell.strip() for cell in row[2:]):
+                    # csv cuts an unquoted name at its comma: "3,tying bow tie, knot" named class 3 "tying bow tie"
+                    raise ConfigError(f"{where}, line {line}: expected 'id,name', got {len(row)} fields "
+                                      f"{','.join(row)!r}: quote a name that holds a comma")
+                if not row[1].strip():  # every prediction file would leave the class's name blank
+                    raise ConfigError(f"{where}, line {line}: class {cls} has no name ({','.join(row)!r})")
                 if cls in names:
                     raise ConfigError(f"{where}, line {line}: class {cls} is named twice")
                 names[cls] = row[1].strip()

@@ -218,3 +218,19 @@ def test_label_list_lines_are_those_an_editor_shows(tmp_path):
     labels.write_bytes(b"id,name\r\n0,a\r1,b\r\n2,c\n0,d\n")  # \r ends a line too, as in an editor
     with pytest.raises(ConfigError, match=r"line 5: class 0 is named twice"):
         read_label_names(str(labels))
+
+
+@pytest.mark.parametrize("row, why", [
+    ("3,tying bow tie, knot", "expected 'id,name', got 3 fields '3,tying bow tie, knot': quote a name that holds a "
+                              "comma"),
+    ("3, ", "class 3 has no name ('3, ')")])
+def test_a_label_list_row_whose_name_is_cut_or_empty_is_named(tmp_path, row, why):
+    """csv cuts an unquoted name at its comma: class 3 was silently named "tying bow tie"; an empty name left the
+    class blank in every prediction file."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"id,name\n0,a\n1,b\n2,c\n{row}\n")
+    with pytest.raises(ConfigError) as e:
+        read_label_names(str(labels), 4)
+    assert str(e.value) == f"label list DATA.LABEL_LIST = {labels}, line 5: {why}"
+    labels.write_text('id,name\n0,a,\n1,"b, c"\n')  # a trailing comma (a spreadsheet's empty column) is no field
+    assert read_label_names(str(labels), 2) == {0: "a", 1: "b, c"}

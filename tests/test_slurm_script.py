@@ -59,3 +59,15 @@ def test_the_readme_batch_script_requeues_only_a_stopped_run_and_ends_with_rank_
     assert lines[2:] == (["scontrol requeue 77"] if code == 4 else []), (code, lines, p.stderr)
     # the job's state: 0 for a finished run (COMPLETED), else rank 0's code, 1 when it wrote none
     assert p.returncode == (1 if code is None else code), (code, p.returncode, p.stderr)
+
+
+def test_the_readme_batch_script_has_torchrun_forward_its_default_signals_and_sigusr1():
+    """The list once read SIGTERM,SIGINT,SIGUSR1: a SIGHUP or SIGQUIT then ended torchrun alone, and its workers
+    (each in a session of its own) trained on without it."""
+    from torch.distributed.run import get_args_parser
+
+    found = re.findall(r"--signals-to-handle (\S+)", _readme_script())
+    assert len(found) == 1, found
+    default = next(a.default for a in get_args_parser()._actions if "--signals-to-handle" in a.option_strings)
+    forwarded = set(found[0].split(","))
+    assert set(default.split(",")) | {"SIGUSR1"} <= forwarded, (default, found[0])

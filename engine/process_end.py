@@ -19,12 +19,15 @@ from . import distributed
 from .metrics import stamped
 from .run_files import claimed_elsewhere
 
-__all__ = ["EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to", "end_before_run", "record_exit",
-           "with_exit_status"]
+__all__ = ["EXIT_STATUS_ENV", "EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to", "end_before_run",
+           "record_exit", "with_exit_status"]
 
 # OUTPUT/exit_status.json: how rank 0's process ended, for a batch script that requeues only a stopped run (exit 4):
 # torchrun's own exit code is 1 for any worker's failure, a non-finite loss (3) or a bad input (2) included.
 EXIT_STATUS_FILE = "exit_status.json"
+# A file of the batch job's own that rank 0 writes the same record to: jobs sharing OUTPUT (a job submitted twice,
+# array tasks) would otherwise remove or read each other's exit_status.json between one's write and its read.
+EXIT_STATUS_ENV = "EVA_EXIT_STATUS_FILE"
 EXIT_MEANINGS = {0: "finished", 1: "crashed", 2: "bad input or a file that cannot be written",
                  3: "non-finite loss or gradients",
                  4: "stopped by a signal, resumable",
@@ -101,15 +104,26 @@ def end_before_run(line: str, code: int | None, error: BaseException | None = No
 
 def record_exit(output_dir: str | None, code: int) -> None:
     """Rank 0 (or a process outside a launcher) writes ``{"exit_code", "meaning"}`` to ``output_dir``'s
-    :data:`EXIT_STATUS_FILE`, atomically; nothing when that folder does not exist (yet). A failed write is left
-    unsaid: the exit code says it too."""
-    if not output_dir or not os.path.isdir(output_dir) or os.environ.get("RANK", "0") != "0":
+    :data:`EXIT_STATUS_FILE`, atomically; nothing when that folder does not exist (yet). The same record goes to
+    the file :data:`EXIT_STATUS_ENV` names, if any, also for a run the run lock refused (that file is its job's
+    own). ``output_dir`` None (a dry run): nothing anywhere. A failed write is left unsaid: the exit code says it
+    too."""
+    if not output_dir or os.environ.get("RANK", "0") != "0":
+        return
+    record = json.dumps({"exit_code": code, "meaning": EXIT_MEANINGS.get(code, "ended")}) + "\n"
+    _write_quietly(os.environ.get(EXIT_STATUS_ENV, ""), record)
+    if not os.path.isdir(output_dir):
         return  # a run that ends before it made OUTPUT leaves no folder behind
     if claimed_elsewhere(output_dir):  # refused: another run writes OUTPUT, and its own status, when it ends
         return
+    _write_quietly(os.path.join(output_dir, EXIT_STATUS_FILE), record)
+
+
+def _write_quietly(path: str, text: str) -> None:
+    if not path:
+        return
     try:
-        atomic_write_text(os.path.join(output_dir, EXIT_STATUS_FILE),
-                          json.dumps({"exit_code": code, "meaning": EXIT_MEANINGS.get(code, "ended")}) + "\n")
+        atomic_write_text(path, text)
     except OSError:
         pass
 

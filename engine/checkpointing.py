@@ -46,6 +46,11 @@ _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+class _DamagedCheckpoint(CheckpointError):
+    """A file under a checkpoint's name whose bytes do not read back as written (cut short, changed on disk, not a
+    torch archive at all): what :meth:`Checkpointer.find_latest` sets aside once it resumes an older one."""
+
+
 class _NotATrainingCheckpoint(CheckpointError):
     """A dict of weights that reads (or a safetensors file) but holds no training state: of the files ``--resume``
     refuses, the only ones for which ``--pretrained`` is the right advice (not random bytes, a damaged file)."""
@@ -155,7 +160,7 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
         raise _NotATrainingCheckpoint(f"checkpoint {path} is a safetensors file: weights only, no training state")
     damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
-        raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
+        raise _DamagedCheckpoint(f"checkpoint {path} is damaged: {damage}")
     try:
         # (torch memory-maps zip archives only; anything else is read whole, to name what it is)
         state = parsed if parsed is not None else torch.load(path, map_location=map_location, weights_only=True,
@@ -173,7 +178,7 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
                                   f"({code[0]}) besides tensors and plain values, and loading them could "
                                   "run code from the file") from None
         reason = unreadable_reason(path, e)  # what the file is, not the unpickler's KeyError or IndexError
-        raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint: {reason}") from None
+        raise _DamagedCheckpoint(f"checkpoint {path} is not a readable torch checkpoint: {reason}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     missing = [k for k in required if k not in state]
@@ -560,19 +565,52 @@ class Checkpointer:
     def find_latest(self, mmap: bool = False) -> tuple[str, dict] | None:
         """The newest checkpoint that loads and holds every required key, or None when there are none at all.
 
-        A damaged file is reported through ``warn`` by name and the next older one is tried. If files exist but
-        none is usable, CheckpointError is raised: a run must never silently start over. ``mmap``: check without
-        reading the tensors into memory (see ``load_checkpoint``).
+        A file that cannot be used is reported through ``warn`` by name and the next older one is tried. A writer
+        that resumes an older one moves each damaged file it passed (cut short, changed on disk) to
+        ``<name>.damaged`` and says so once: left in place, it was named again at every later resume. A file that
+        reads but is no training checkpoint stays where it is. If files exist but none is usable, CheckpointError
+        is raised and nothing moves: a run must never silently start over. ``mmap``: check without reading the
+        tensors into memory (see ``load_checkpoint``).
         """
         candidates = self._ordered()
-        errors = []
+        errors, passed = [], []
         for path, _, parsed in candidates:
             try:  # memory-mapped, the parse that ordered it serves (a parse costs per tensor: thousands for EVA-g)
-                return path, load_checkpoint(path, mmap=mmap, parsed=parsed if mmap else None)
+                found = path, load_checkpoint(path, mmap=mmap, parsed=parsed if mmap else None)
             except CheckpointError as e:
                 errors.append(str(e))
-                self.damaged.add(os.path.realpath(path))
-                self.warn(f"{e}; trying the previous checkpoint")
+                if not os.path.lexists(path):  # gone since the listing: rank 0 set it aside, or rotated it away
+                    continue
+                if self.writer and isinstance(e, _DamagedCheckpoint):
+                    passed.append((path, e))  # moved aside below once an older one is found to resume
+                else:
+                    self._keep_damaged(path, f"{e}; trying the previous checkpoint")
+                continue
+            for damaged, error in passed:
+                self._set_damaged_aside(damaged, error, found[0])
+            return found
+        for damaged, error in passed:
+            self._keep_damaged(damaged, f"{error}; trying the previous checkpoint")
         if candidates:
             raise CheckpointError("no usable checkpoint in " + self.output_dir + ": " + "; ".join(errors))
         return None
+
+    def _keep_damaged(self, path: str, line: str) -> None:
+        self.damaged.add(os.path.realpath(path))
+        self.warn(line)
+
+    def _set_damaged_aside(self, path: str, error: CheckpointError, resumed: str) -> None:
+        """Move damaged checkpoint ``path``, passed over for ``resumed``, to a ``.damaged`` name (never over an
+        earlier one), which no listing of checkpoints takes; a move that fails leaves it there, said as before."""
+        dest, n = f"{path}.damaged", 1
+        while os.path.lexists(dest):
+            n += 1
+            dest = f"{path}.damaged.{n}"
+        try:
+            os.rename(path, dest)
+        except OSError as e:
+            self._keep_damaged(path, f"{error}; resuming from the previous checkpoint {resumed} (moving the damaged "
+                                     f"file to {dest} failed: {e.strerror})")
+            return
+        self.warn(f"{error}; resuming from the previous checkpoint {resumed}, and moved the damaged file to {dest} "
+                  "so that later resumes do not name it again (look at it, or delete it)")

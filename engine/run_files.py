@@ -29,7 +29,8 @@ _CLAIMED: dict[str, IO[str]] = {}  # OUTPUT folders this process holds, by absol
 # first group marks an earlier run; the second only comes along with it.
 _RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
 _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv",
-                   "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard")
+                   "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard",
+                   "ckpt_*.pth.damaged*")  # a damaged checkpoint a resume passed over (Checkpointer.find_latest)
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.

@@ -812,9 +812,92 @@ def test_a_damaged_newer_checkpoint_does_not_count_as_kept(tmp_path, damage):
     attempt = Checkpointer(str(tmp_path), keep_last=1, warn=lambda msg: None)
     assert os.path.basename(attempt.find_latest()[0]) == "ckpt_step_100.pth"
     attempt.save(_state(110))
-    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_110.pth", "ckpt_step_200.pth"]  # the damaged one left alone
+    # the damaged one set aside, not deleted
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_110.pth", "ckpt_step_200.pth.damaged"]
     path, state = Checkpointer(str(tmp_path), keep_last=1).find_latest()
     assert os.path.basename(path) == "ckpt_step_110.pth" and state["global_step"] == 110
+
+
+@pytest.mark.parametrize("damage", ["truncated", "crc"])
+def test_a_damaged_checkpoint_passed_over_is_set_aside_once_and_named_once(tmp_path, damage):
+    """A damaged newer checkpoint that a resume passed over stayed in place, and every later resume (each requeue)
+    warned of it again. The resume that passes it moves it to <name>.damaged, bytes unchanged, and says so once."""
+    ck = Checkpointer(str(tmp_path), keep_last=5)
+    ck.save(_state(100))
+    ck.save({**_state(200), "model": {"w": torch.arange(4096, dtype=torch.float32)}})
+    damaged = tmp_path / "ckpt_step_200.pth"
+    if damage == "truncated":
+        damaged.write_bytes(damaged.read_bytes()[:300])
+    else:
+        _flip_a_byte_of_record(damaged, "/data/0")
+    kept = damaged.read_bytes()
+    (tmp_path / "ckpt_step_200.pth.damaged").write_bytes(b"an earlier one")  # never overwritten
+    warnings: list[str] = []
+    path, _ = Checkpointer(str(tmp_path), warn=warnings.append).find_latest()
+    assert os.path.basename(path) == "ckpt_step_100.pth"
+    aside = tmp_path / "ckpt_step_200.pth.damaged.2"
+    assert len(warnings) == 1 and warnings[0].startswith(f"checkpoint {damaged} ")
+    assert warnings[0].endswith(f"; resuming from the previous checkpoint {path}, and moved the damaged file to "
+                                f"{aside} so that later resumes do not name it again (look at it, or delete it)")
+    assert aside.read_bytes() == kept and not damaged.exists()
+    assert (tmp_path / "ckpt_step_200.pth.damaged").read_bytes() == b"an earlier one"
+    again: list[str] = []
+    path, _ = Checkpointer(str(tmp_path), warn=again.append).find_latest()
+    assert os.path.basename(path) == "ckpt_step_100.pth" and again == []
+
+
+def test_damaged_checkpoints_stay_when_nothing_else_resumes_or_the_finder_does_not_write(tmp_path):
+    """Only a writer that resumes an older checkpoint moves a damaged one: with none usable the run must stop (a
+    move would let the next start begin from step 0), a reader (an evaluation, a rank other than 0) moves nothing,
+    and a file that reads but holds no training state is no damaged checkpoint."""
+    (tmp_path / "ckpt_step_300.pth").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        Checkpointer(str(tmp_path)).find_latest()
+    assert os.listdir(tmp_path) == ["ckpt_step_300.pth"]
+    Checkpointer(str(tmp_path)).save(_state(100))
+    torch.save({"model": {}}, tmp_path / "ckpt_step_400.pth")  # weights someone put there
+    warnings: list[str] = []
+    path, _ = Checkpointer(str(tmp_path), writer=False, warn=warnings.append).find_latest()
+    assert os.path.basename(path) == "ckpt_step_100.pth" and len(warnings) == 2
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_100.pth", "ckpt_step_300.pth", "ckpt_step_400.pth"]
+    warnings.clear()
+    path, _ = Checkpointer(str(tmp_path), warn=warnings.append).find_latest()
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_100.pth", "ckpt_step_300.pth.damaged", "ckpt_step_400.pth"]
+    assert "ckpt_step_400.pth lacks" in warnings[0] and "trying the previous checkpoint" in warnings[0]
+    assert "moved the damaged file to" in warnings[1]
+
+
+def test_a_damaged_checkpoint_rank_0_sets_aside_while_another_rank_looks_is_not_named_there(tmp_path, monkeypatch):
+    """Every rank looks for the checkpoint to resume; rank 0 may move a damaged one aside between another rank's
+    listing and its load, whose log then said "checkpoint ... does not exist; trying the previous checkpoint"."""
+    import engine.checkpointing as checkpointing
+
+    Checkpointer(str(tmp_path)).save(_state(100))
+    damaged = tmp_path / "ckpt_step_200.pth"
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    load, rank_0 = checkpointing.load_checkpoint, []
+
+    def rank_0_moves_it_first(path, *args, **kwargs):
+        if os.path.basename(path) == damaged.name and not rank_0:
+            rank_0.append("looking")
+            Checkpointer(str(tmp_path), warn=lambda msg: None).find_latest()
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "load_checkpoint", rank_0_moves_it_first)
+    warnings: list[str] = []
+    path, _ = Checkpointer(str(tmp_path), writer=False, warn=warnings.append).find_latest()
+    assert os.path.basename(path) == "ckpt_step_100.pth" and warnings == []
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_100.pth", "ckpt_step_200.pth.damaged"]
+
+
+def test_a_fresh_start_takes_the_damaged_checkpoints_set_aside_along_with_the_earlier_run(tmp_path):
+    from engine.run_files import move_earlier_run
+
+    Checkpointer(str(tmp_path)).save(_state(100))
+    (tmp_path / "ckpt_step_200.pth.damaged").write_bytes(b"cut short")
+    dest, names = move_earlier_run(str(tmp_path))
+    assert names == ["ckpt_step_100.pth", "ckpt_step_200.pth.damaged"]
+    assert sorted(os.listdir(dest)) == names
 
 
 def test_an_end_of_epoch_resume_on_another_training_list_says_so(tmp_path):

@@ -725,7 +725,7 @@ def test_sigusr1_to_torchrun_is_forwarded_and_both_ranks_stop_together(dataset, 
                                text=True, check=True).stdout
     grace = ["--shutdown-timeout", "120"] if "--shutdown-timeout" in help_text else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "--signals-to-handle", "SIGTERM,SIGINT,SIGUSR1", *grace, str(ROOT / "train.py"),
+           "--signals-to-handle", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", *grace, str(ROOT / "train.py"),
            "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

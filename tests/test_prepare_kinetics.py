@@ -1297,6 +1297,40 @@ def test_a_stop_signal_during_reencode_keeps_the_report_like_ctrl_c(tmp_path, si
     assert sorted(p.name for p in dst.rglob("*.mp4")) == [vid("a"), vid("b")]
 
 
+@pytest.mark.parametrize("module, function, before, done", [
+    ("tools.kinetics.reencode", "_reencode_job", 0, []),  # before the first video
+    ("tools.kinetics.encode", "count_frames", 1, ["a"]),  # the second one written whole, not yet verified
+    ("tools.kinetics.reencode", "_reencode_job", 2, ["a", "b"]),  # after two videos, the third not begun
+])
+def test_a_reencode_killed_outright_leaves_whole_videos_that_its_settings_record_accounts_for(
+        tmp_path, capsys, module, function, before, done):
+    """The settings record was written at the end of a run only: a run killed outright (SIGKILL, the machine going
+    down) left its videos in --dst unrecorded, and a resume with other settings mixed a second encoding into the
+    tree unrefused, its record then naming only that one."""
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=8)
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--short-side", "32", "--workers", "1", "--no-progress"]
+    r = subprocess.run([sys.executable, "-c", _stopping_script(module, function, before, "SIGKILL")] + base
+                       + ["--gop", "4"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr
+    out = dst / "train" / ARM
+    # a video is under its name only whole: every one there decodes to its 8 frames
+    assert sorted(p.name for p in out.glob("*.mp4")) == [vid(t) for t in done]
+    assert all(probe_output(str(out / vid(t)))["frames"] == 8 for t in done)
+    capsys.readouterr()
+    if done:  # the tree holds --gop 4 videos: another GOP is refused, naming them
+        assert prepare_kinetics.main(base + ["--gop", "8"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "(--gop 4 before, 8 now, see " in err[0], err
+    else:  # nothing of the killed run is in the tree: any settings may start it
+        assert prepare_kinetics.main(base + ["--gop", "8", "--dry-run"]) == 0
+        assert "the run would stop here" not in capsys.readouterr().out
+    assert prepare_kinetics.main(base + ["--gop", "4"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [vid("a"), vid("b"), vid("c")]  # no .part file left either
+    assert [s["gop"] for s in json.loads((dst / ".reencode_settings.json").read_text())["settings_used"]] == [4]
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_rest(tmp_path, counted_probes, sig):
     root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=3)

@@ -135,7 +135,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     whose videos are in the tree used, so that one tree never mixes encodings unasked: the report's
     ``settings_used`` keeps every such run's settings (this run's added when it encoded a video), each run's report
     replacing the last, and so does the tree's own record, :data:`SETTINGS_RECORD` in ``dst_root`` (read first, so
-    that a ``report_dir`` changed between runs changes nothing). Failures are collected, not raised; the report is
+    that a ``report_dir`` changed between runs changes nothing; written before the first encode too, so that it
+    holds after a run killed outright). Failures are collected, not raised; the report is
     written to ``report_dir`` (default ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is
     interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
     stopped encodes are removed).
@@ -174,6 +175,11 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         return report
     check_h264_encoder()
     check_encode_settings(settings)
+    # The tree's record names this run's settings before its first video can appear in the tree: written only at
+    # the end, a run killed outright (SIGKILL, the machine going down) left videos the record did not account for,
+    # and a resume with other settings was not refused. The end of the run takes them out again if none was done.
+    if todo and not any(_same_encoding(e, report["settings"]) for e in earlier):
+        _write_settings_record(dst_root, earlier + [report["settings"]])
     t0 = time.perf_counter()
     report["interrupted"] = True  # until every file has a result
     results = parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,

@@ -998,7 +998,7 @@ def test_reencode_h264_short_side_gop_and_failures(tmp_path):
                         log=lambda s: None)
     assert rep["total"] == 3 and rep["done"] == 2 and rep["skipped_existing"] == 0
     assert [os.path.basename(f["src"]) for f in rep["failed"]] == [vid("corrupt")]
-    assert "cannot open" in rep["failed"][0]["error"]
+    assert "not a readable video" in rep["failed"][0]["error"]
     assert {p: _digest(p) for p in (a, b, corrupt)} == before  # originals untouched
 
     out_a = dst / "train" / ARM / vid("a")
@@ -1641,6 +1641,24 @@ def test_reencode_failures_named_in_one_line_each_whatever_their_file_names(tmp_
     md = (dst / "reencode_report.md").read_text(encoding="utf-8")
     assert f"- `{src / ARM}/bad\\xff.mp4`: " in md and f"- `{src / ARM}/new\\nline.mp4`: " in md
     assert json.loads((dst / "reencode_report.json").read_text())["failed"][0]["src"] == str(not_utf8)
+
+
+def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsys):
+    # It was "<path>: cannot open: InvalidDataError: [Errno 1094995529] Invalid data found when processing input:
+    # '<path>'", the report's line then naming the path a third time; an empty file said the same.
+    src, dst = tmp_path / "src", tmp_path / "out"
+    write_clip(src / ARM / vid("a"), t=4)
+    (src / ARM / vid("b")).write_bytes(b"")
+    (src / ARM / vid("c")).write_bytes(b"not a video")
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
+                                  "--no-progress", "--short-side", "32", "--gop", "4"]) == 1
+    failed = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("failed: ")]
+    unreadable = "not a readable video (Invalid data found when processing input)"
+    assert failed == [f"failed: {src / ARM / vid('b')}: not a readable video (empty file, 0 bytes)",
+                      f"failed: {src / ARM / vid('c')}: {unreadable}"]
+    md = (dst / "reencode_report.md").read_text(encoding="utf-8")
+    assert f"- `{src / ARM / vid('b')}`: not a readable video (empty file, 0 bytes)\n" in md
+    assert md.count(vid("c")) == 1
 
 
 def test_an_empty_output_is_encoded_again_not_skipped_as_done(tmp_path):

@@ -206,6 +206,13 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
     return n, w, h
 
 
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
 def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings()) -> dict:
     """Re-encode ``src`` to H.264 at ``dst`` (MP4), then verify the output's frame count.
 
@@ -230,7 +237,10 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
         try:
             inp = av.open(src)
         except Exception as e:
-            raise KineticsError(f"{src}: cannot open: {type(e).__name__}: {e}") from e
+            # PyAV's message repeats the path after an errno no one can read: its strerror is what it says
+            why = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
+            why = "empty file, 0 bytes" if _is_empty(src) else why
+            raise KineticsError(f"{src}: not a readable video ({why})") from e
         with inp:
             if not inp.streams.video:
                 raise KineticsError(f"{src}: no video stream")

@@ -332,6 +332,11 @@ def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:
                 pass
 
 
+def _without_name(error: str, src: str) -> str:
+    """``error`` without the ``<src>: `` it begins with, for a line that names ``src`` already."""
+    return error[len(src) + 2:] if error.startswith(src + ": ") else error
+
+
 def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     """``reencode_report.json`` and ``.md`` in ``rdir``, and one line saying what was done."""
     dst_root = report["dst_root"]
@@ -347,7 +352,8 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     # Names as one line of UTF-8 text: a file name that is not UTF-8 made the report a traceback.
     if report["failed"]:
         md += ["## Failures (originals untouched, no output written)", ""]
-        md += [f"- `{printable_path(x['src'])}`: {printable_path(x['error'])}" for x in report["failed"]] + [""]
+        md += [f"- `{printable_path(x['src'])}`: {printable_path(_without_name(x['error'], x['src']))}"
+               for x in report["failed"]] + [""]
     if report["warnings"]:
         md += ["## Warnings", ""] + [f"- `{printable_path(x['src'])}`: {printable_path(x['warning'])}"
                                      for x in report["warnings"]] + [""]

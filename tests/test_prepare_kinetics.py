@@ -1661,6 +1661,34 @@ def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsy
     assert md.count(vid("c")) == 1
 
 
+def test_an_output_is_on_the_disk_before_it_gets_its_name(tmp_path, monkeypatch):
+    # Renamed unsynced, a machine going down could leave a truncated (not only an empty) video under its final name,
+    # which every resume skipped as done. The write order: the whole .part file synced, then renamed.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", path, os.path.getsize(path)))
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", os.fspath(a), os.path.getsize(a)))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    reencode_tree(str(src), str(dst), EncodeSettings(short_side=32, gop=4), workers=1, progress=False,
+                  log=lambda s: None)
+    for tag in ("a", "b"):
+        part = str(dst / "train" / ARM / vid(tag)) + ".part"
+        mine = [e for e in events if e[1] == part]
+        size = (dst / "train" / ARM / vid(tag)).stat().st_size
+        assert mine == [("fsync", part, size), ("replace", part, size)], events
+
+
 def test_an_empty_output_is_encoded_again_not_skipped_as_done(tmp_path):
     # Outputs are renamed into place unsynced: a machine going down can leave one empty under its final name,
     # which every rerun skipped as done (newer than its source), the video lost to the lists built from the tree.

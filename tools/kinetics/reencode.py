@@ -75,8 +75,8 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
 def _output_is_current(src: str, dst: str) -> bool:
     """True when ``dst`` exists, is not empty and is not older than ``src``: a source replaced after its output was
     written (a new download of the video) makes the output stale. An empty output is what a machine that went down
-    can leave of a file renamed before its data reached the disk (outputs are not synced, for speed): it was
-    skipped as done on every rerun, the video lost to the lists."""
+    could leave of a file renamed before its data reached the disk (outputs written before they were synced): it
+    was skipped as done on every rerun, the video lost to the lists."""
     try:
         out = os.stat(dst)
         return out.st_size > 0 and out.st_mtime_ns >= os.stat(src).st_mtime_ns

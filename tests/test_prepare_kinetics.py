@@ -1354,6 +1354,18 @@ def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_res
     assert not list(out.glob("*_check_interrupted*"))
 
 
+def test_an_unknown_preset_is_one_line_with_no_x264_line_before_it(tmp_path, capfd):
+    # x264 printed "x264 [error]: invalid preset 'fastest'" straight to the terminal (past FFmpeg's log level)
+    # before the tool's own line.
+    write_clip(tmp_path / "t400" / "train" / ARM / vid("a"), t=4)
+    assert prepare_kinetics.main(["reencode", "--src", str(tmp_path / "t400"), "--dst", str(tmp_path / "out"),
+                                  "--workers", "1", "--no-progress", "--preset", "fastest"]) == 2
+    assert capfd.readouterr().err.splitlines() == ["error: --preset 'fastest' is not one of x264's presets: "
+                                                   "ultrafast, superfast, veryfast, faster, fast, medium, slow, "
+                                                   "slower, veryslow, placebo"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_encoder_settings_fail_once_up_front_naming_the_option(tmp_path, capsys):
     src = tmp_path / "t400"
     for tag in ("a", "b", "c"):

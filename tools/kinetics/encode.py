@@ -79,6 +79,10 @@ def check_encode_settings(settings: EncodeSettings) -> None:
             av.logging.set_level(level)
         return None
 
+    # A name x264 does not know is refused before libx264 sees it: x264 prints its own "[error]" line straight to
+    # the terminal, past FFmpeg's logging, before ours.
+    if settings.preset.lower() not in X264_PRESETS:
+        raise KineticsError(f"--preset {settings.preset!r} is not one of x264's presets: {', '.join(X264_PRESETS)}")
     e = encode({"preset": settings.preset})
     if e is not None:
         raise KineticsError(f"--preset {settings.preset!r}: libx264 refuses it ({type(e).__name__}); x264's presets "

@@ -1354,6 +1354,26 @@ def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_res
     assert not list(out.glob("*_check_interrupted*"))
 
 
+def test_a_check_killed_outright_keeps_the_probes_it_saved_on_the_way(tmp_path, counted_probes):
+    # A check saved its probes only when stopped by a signal it could catch: one killed outright (SIGKILL, the
+    # out-of-memory killer) after hours of probes left nothing, and the same command probed every video again.
+    root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=3)
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
+    script = _stopping_script("dali_pipelines.index", "_probe_job", 3, "SIGKILL")  # killed in the fourth probe
+    save_at_once = "import dali_pipelines.index as ix; ix._SAVE_EVERY_S, ix._SAVE_SHARE = 0, 1e9\n"
+    script = script.replace("import os,", save_at_once + "import os,")
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr
+    assert "saved the" not in r.stderr  # the saves on the way are silent
+    assert not (out / "t400_train.txt").exists() and (out / "t400_check_interrupted.txt.index.npz").is_file()
+    # The same command probes only the 5 of the 8 videos that were not probed before the kill.
+    assert prepare_kinetics.main(args) == 0
+    assert len(counted_probes) == 8 - 3
+    assert len(read_list(out / "t400_train.txt")) == 6 and len(read_list(out / "t400_val.txt")) == 2
+    assert not list(out.glob("*_check_interrupted*"))
+
+
 def test_an_unknown_preset_is_one_line_with_no_x264_line_before_it(tmp_path, capfd):
     # x264 printed "x264 [error]: invalid preset 'fastest'" straight to the terminal (past FFmpeg's log level)
     # before the tool's own line.

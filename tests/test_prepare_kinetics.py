@@ -851,6 +851,20 @@ def test_checked_lists_come_with_their_index_and_training_probes_nothing(tmp_pat
     assert f"would write the index cache of {tmp_path / 'dry' / 't400_train.txt'} (6 videos" in capsys.readouterr().out
 
 
+def test_the_wrote_lines_count_in_the_right_number(tmp_path, capsys):
+    # "wrote .../t400_val.txt (1 lines)", "(the index of 1 videos, probed by --check)"
+    root = tmp_path / "t400"
+    write_clip(root / "train" / ARM / vid("a"), t=4)
+    write_clip(root / "train" / ARM / vid("b"), t=4)
+    write_clip(root / "val" / ARM / vid("c"), t=4)
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path), "--check",
+                                  "--workers", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"wrote {tmp_path / 't400_train.txt'} (2 lines)" in out
+    assert f"wrote {tmp_path / 't400_val.txt'} (1 line)" in out
+    assert f"wrote {tmp_path / 't400_val.txt.index.npz'} (the index of 1 video, probed by --check)" in out
+
+
 def test_a_second_check_probes_only_new_and_changed_videos(tmp_path, counted_probes, capsys):
     from dali_pipelines.index import build_index
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from evautil.files import atomic_write_text
+from evautil.progress import counted
 from evautil.text import text_lines
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
@@ -32,12 +33,12 @@ class _Writer:
         path = os.path.join(self.out_dir, name)
         lines = text_lines(text)
         if self.dry_run:
-            self.log(f"[dry-run] would write {path} ({len(lines)} lines)")
+            self.log(f"[dry-run] would write {path} ({counted(len(lines), 'line')})")
             for ln in lines[:preview_lines]:
                 self.log(f"            {ln}")
         else:
             atomic_write_text(path, text, fsync=False)
-            self.log(f"wrote {path} ({len(lines)} lines)")
+            self.log(f"wrote {path} ({counted(len(lines), 'line')})")
         self.written.append(path)
         return path
 
@@ -46,13 +47,13 @@ class _Writer:
         ``--check`` probes: the first training run (or verify_data) on the list probes none of them."""
         list_path = os.path.join(self.out_dir, list_name)
         if self.dry_run:
-            self.log(f"[dry-run] would write the index cache of {list_path} ({len(rel_paths)} videos, probed by "
-                     "--check)")
+            self.log(f"[dry-run] would write the index cache of {list_path} ({counted(len(rel_paths), 'video')}, "
+                     "probed by --check)")
             return
         from dali_pipelines.index import save_probed_index  # local: lists without --check need no PyAV
 
         path = save_probed_index(list_path, root, rel_paths, table)
-        self.log(f"wrote {path} (the index of {len(rel_paths)} videos, probed by --check)")
+        self.log(f"wrote {path} (the index of {counted(len(rel_paths), 'video')}, probed by --check)")
         self.written.append(path)
 
     def npy(self, name: str, array: np.ndarray) -> str:

@@ -1707,6 +1707,30 @@ def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsy
     assert md.count(vid("c")) == 1
 
 
+def test_a_second_reencode_into_the_same_dst_is_refused_while_one_runs(tmp_path, capsys):
+    # Two runs into one --dst (a command started twice, a job requeued while the first still ran) wrote the same
+    # .part files at once and renamed each other's half-written files into place: 7 of 8 outputs did not decode,
+    # and every resume skipped them as done.
+    from evautil.files import hold_lock
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    args = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32"]
+    other = hold_lock(str(dst / ".reencode.lock"))  # the run under way
+    assert other is not None
+    try:
+        assert prepare_kinetics.main(args) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: another re-encode into {dst} is running"), err
+        assert not list(dst.rglob("*.mp4*")) and not (dst / "reencode_report.json").exists()
+        assert prepare_kinetics.main(args + ["--dry-run"]) == 0  # it writes nothing: no need to wait
+        assert "[dry-run] would re-encode 1 of 1 videos" in capsys.readouterr().out
+    finally:
+        other.close()
+    assert prepare_kinetics.main(args) == 0  # once the other run has ended
+    assert probe_output(str(dst / "train" / ARM / vid("a")))["frames"] == 4
+
+
 def test_an_output_is_on_the_disk_before_it_gets_its_name(tmp_path, monkeypatch):
     # Renamed unsynced, a machine going down could leave a truncated (not only an empty) video under its final name,
     # which every resume skipped as done. The write order: the whole .part file synced, then renamed.

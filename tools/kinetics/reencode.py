@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Callable
 
 from dali_pipelines.pyav_io import count_frames
-from evautil.files import atomic_write_text
+from evautil.files import atomic_write_text, hold_lock
 from evautil.progress import counted
 
 from .common import KineticsError, parallel_imap
@@ -26,6 +26,8 @@ __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES"]
 # lists of the tree find them (and leave them out of the entries they count as stray).
 REPORT_JSON, REPORT_MD = "reencode_report.json", "reencode_report.md"
 REPORT_FILES = (REPORT_JSON, REPORT_MD)
+# Held by the run that writes into --dst (hidden: neither a re-encode nor the lists take it for a video or a class).
+LOCK_FILE = ".reencode.lock"
 
 
 def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
@@ -141,7 +143,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
     stopped encodes are removed).
     Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
-    failures (a 650,000-video tree held a result dict per video).
+    failures (a 650,000-video tree held a result dict per video). One run at a time writes into a ``dst_root``
+    (:data:`LOCK_FILE`): a second one raises KineticsError.
 
     Returns:
         ``{"src_root", "dst_root", "settings", "settings_used", "total", "skipped_existing", "source_changed", "done",
@@ -175,6 +178,22 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         return report
     check_h264_encoder()
     check_encode_settings(settings)
+    # One run at a time per tree: two runs into the same --dst wrote the same .part files at once, and renamed
+    # each other's half-written files into place, where every resume skips them as done.
+    lock = hold_lock(os.path.join(dst_root, LOCK_FILE))
+    if lock is None:
+        raise KineticsError(f"another re-encode into {dst_root} is running (it holds {LOCK_FILE} there): two at "
+                            f"once would write the same files; wait for it to end (the same command then goes on "
+                            f"with what is left), or give another --dst")
+    with lock:
+        return _encode(report, todo, earlier, settings, workers, progress, report_dir, log)
+
+
+def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings, workers: int,
+            progress: bool, report_dir: str | None, log: Callable[[str], None]) -> dict:
+    """:func:`reencode_tree`'s work once planned: encode ``todo``, fold the results into ``report`` and write it
+    and the tree's settings record (``earlier``: the settings of the runs whose videos are in the tree)."""
+    dst_root = report["dst_root"]
     # The tree's record names this run's settings before its first video can appear in the tree: written only at
     # the end, a run killed outright (SIGKILL, the machine going down) left videos the record did not account for,
     # and a resume with other settings was not refused. The end of the run takes them out again if none was done.

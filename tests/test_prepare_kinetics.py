@@ -1696,12 +1696,15 @@ def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsy
     write_clip(src / ARM / vid("a"), t=4)
     (src / ARM / vid("b")).write_bytes(b"")
     (src / ARM / vid("c")).write_bytes(b"not a video")
+    (src / ARM / vid("d")).symlink_to(tmp_path / "gone.mp4")
     assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
                                   "--no-progress", "--short-side", "32", "--gop", "4"]) == 1
     failed = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("failed: ")]
     unreadable = "not a readable video (Invalid data found when processing input)"
     assert failed == [f"failed: {src / ARM / vid('b')}: not a readable video (empty file, 0 bytes)",
-                      f"failed: {src / ARM / vid('c')}: {unreadable}"]
+                      f"failed: {src / ARM / vid('c')}: {unreadable}",
+                      f"failed: {src / ARM / vid('d')}: not a readable video (a symbolic link to "
+                      f"{tmp_path / 'gone.mp4'}, which does not exist)"]
     md = (dst / "reencode_report.md").read_text(encoding="utf-8")
     assert f"- `{src / ARM / vid('b')}`: not a readable video (empty file, 0 bytes)\n" in md
     assert md.count(vid("c")) == 1

@@ -210,11 +210,16 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
     return n, w, h
 
 
-def _is_empty(path: str) -> bool:
+def _unreadable(path: str, error: Exception) -> str:
+    """Why ``path`` does not open, in words: PyAV's message repeats the path after an errno no one can read."""
+    if os.path.islink(path) and not os.path.exists(path):  # the dataset was moved, or a download removed
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
     try:
-        return os.path.getsize(path) == 0
+        if os.path.getsize(path) == 0:
+            return "empty file, 0 bytes"
     except OSError:
-        return False
+        pass
+    return getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
 
 
 def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings()) -> dict:
@@ -241,10 +246,7 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
         try:
             inp = av.open(src)
         except Exception as e:
-            # PyAV's message repeats the path after an errno no one can read: its strerror is what it says
-            why = getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
-            why = "empty file, 0 bytes" if _is_empty(src) else why
-            raise KineticsError(f"{src}: not a readable video ({why})") from e
+            raise KineticsError(f"{src}: not a readable video ({_unreadable(src, e)})") from e
         with inp:
             if not inp.streams.video:
                 raise KineticsError(f"{src}: no video stream")

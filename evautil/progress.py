@@ -54,13 +54,14 @@ def counted(number: int, unit: str) -> str:
 
 
 def format_bytes(size: int) -> str:
-    """``512 B``, ``154.86 KiB``, ``3.40 GiB``: a size in the largest binary unit it holds one of (a few clips in
-    GiB read ``0.00``)."""
+    """``512 B``, ``154.86 KiB``, ``3.40 GiB``, ``5.00 PiB``: a size in the largest binary unit it holds one of (a
+    few clips in GiB read ``0.00``), up to YiB."""
     if size < 1024:
         return f"{size} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
+    units = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+    for unit in units:
         size /= 1024
-        if round(size, 2) < 1024 or unit == "TiB":  # (not "1024.00 KiB")
+        if round(size, 2) < 1024 or unit == units[-1]:  # (not "1024.00 KiB")
             return f"{size:.2f} {unit}"
 
 

@@ -202,7 +202,10 @@ def test_progress_rates_wait_for_a_figure_that_means_something(monkeypatch):
 
 def test_sizes_are_given_in_the_largest_unit_they_hold_one_of():
     assert [format_bytes(n) for n in (0, 1023, 1024, 158581, (1 << 20) - 1, 3 << 30, 5 << 40, 5 << 50)] == [
-        "0 B", "1023 B", "1.00 KiB", "154.86 KiB", "1.00 MiB", "3.00 GiB", "5.00 TiB", "5120.00 TiB"]
+        "0 B", "1023 B", "1.00 KiB", "154.86 KiB", "1.00 MiB", "3.00 GiB", "5.00 TiB", "5.00 PiB"]
+    # a petabyte store read "5120.00 TiB"; past the last unit the figure grows
+    assert [format_bytes(n) for n in ((1 << 50) - 1, 7 << 60, 2 << 70, 3 << 80, 2048 << 80)] == [
+        "1.00 PiB", "7.00 EiB", "2.00 ZiB", "3.00 YiB", "2048.00 YiB"]
 
 
 class _Terminal(io.StringIO):

@@ -44,10 +44,18 @@ class BadVideoError(RuntimeError):
 
 
 def failure_reason(error: BaseException, path: str) -> str:
-    """``error`` as the reason a quarantine records for the video ``path``: its type and message, less the path the
-    message begins with (:class:`BadVideoError`'s do), which the quarantine names beside the reason."""
+    """``error`` as the reason a quarantine records for the video ``path``: its type and message, less the path,
+    which the quarantine names beside the reason: the ``<path>: `` a :class:`BadVideoError`'s message begins with,
+    and the ``: '<path>'`` an OSError's (and PyAV's errors') puts after its reason, maybe followed by more
+    (``[Errno 13] Permission denied: '/v/a.mp4'``, ``...: '/v/a.mp4'; last error log: ...``)."""
     text = str(error)
-    return f"{type(error).__name__}: {text[len(path) + 2:] if text.startswith(f'{path}: ') else text}"
+    if text.startswith(f"{path}: "):
+        text = text[len(path) + 2:]
+    named = getattr(error, "filename", None)
+    for name in {path, *([named] if isinstance(named, str) else [])}:
+        if os.path.abspath(name) == os.path.abspath(path):  # the file itself under another spelling
+            text = text.replace(f": {name!r}", "")
+    return f"{type(error).__name__}: {text}"
 
 
 class VideoChangedError(BadVideoError):

@@ -276,6 +276,19 @@ def test_interrupted_run_resumes_without_redoing_finished_videos(clips, tiny, tm
         ef.extract(cfg, model, videos, str(part), DistContext(), window=4, stride=3, progress=False)
 
 
+def test_a_feature_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path):
+    """FeatureStore made its folder with a plain makedirs: a bad one was an OSError that named no argument."""
+    from evautil.errors import OutputFolderError
+
+    (tmp_path / "a_file").write_text("x")
+    for out, why in ((tmp_path / "a_file" / "feats", "Not a directory"),
+                     (tmp_path / ("f" * 300), "File name too long")):
+        with pytest.raises(OutputFolderError) as raised:
+            FeatureStore(str(out))
+        assert str(raised.value) == f"out_dir {out}: cannot create the folder ({why})"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_a_line_cut_by_a_crash_does_not_swallow_the_next_runs_first_line(tmp_path):
     out = str(tmp_path)
     store = FeatureStore(out, shard_videos=1)

@@ -577,6 +577,22 @@ def test_a_work_dir_that_cannot_be_made_is_one_line_naming_the_flag(evaluated, d
     assert err == f"error: --work-dir {work}: cannot create the folder (File name too long)\n", err
 
 
+def test_a_predictor_work_dir_that_cannot_be_made_is_one_line_naming_it(evaluated, dataset):
+    """Predictor made its work_dir only at its first write, in the first call: a raw OSError from deep inside the
+    loader, naming neither the argument nor the folder."""
+    from evautil.errors import OutputFolderError
+
+    tmp, opts, ckpt, _ = evaluated
+    work = tmp / ("w" * 300)
+    with pytest.raises(OutputFolderError) as raised:
+        predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(work), device="cpu")
+    assert str(raised.value) == f"work_dir {work}: cannot create the folder (File name too long)"
+    made = tmp / "made" / "below"  # one that can be made is, with the folders above it
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(made), device="cpu") as predictor:
+        assert made.is_dir() and predictor.work_dir == str(made)
+    assert made.is_dir()  # a given work_dir is kept
+
+
 def test_out_that_fails_when_written_keeps_the_predictions(evaluated, dataset, monkeypatch, capsys):
     tmp, opts, ckpt, _ = evaluated
     out = tmp / "late.jsonl"

@@ -204,7 +204,8 @@ class FeatureStore:
     """Buffers one rank's finished videos and writes them ``shard_videos`` at a time.
 
     Args:
-        out_dir: the output folder (created).
+        out_dir: the output folder (created; one that cannot be made raises
+            :class:`~evautil.errors.OutputFolderError`, a ValueError naming it).
         rank: this process's rank (names its files).
         fmt: ``'npy'`` or ``'safetensors'`` (one tensor named ``features``).
         fp16: store float16 instead of float32.
@@ -216,7 +217,7 @@ class FeatureStore:
             raise ValueError(f"feature format must be one of {sorted(FORMATS)}, got {fmt!r}")
         if shard_videos < 1:
             raise ValueError(f"videos per shard must be at least 1, got {shard_videos}")
-        os.makedirs(out_dir, exist_ok=True)
+        make_output_folder(out_dir, "out_dir")  # OutputFolderError, one line naming the folder, not an OSError
         self.out_dir, self.rank, self.fmt, self.shard_videos = out_dir, rank, fmt, shard_videos
         self.dtype = np.float16 if fp16 else np.float32
         self._pending: list[tuple[dict[str, Any], np.ndarray]] = []

@@ -143,7 +143,8 @@ class Predictor:
     ``auto`` (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and
     index caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with``
     block) removes. Errors are raised, not printed: unusable settings or weights as the command's exit-2 errors
-    (ValueError, OSError and the config and checkpoint errors), and an input with no video in it as ``InputError``;
+    (ValueError, OSError and the config and checkpoint errors; a ``work_dir`` that cannot be made as
+    ``OutputFolderError``, a ValueError naming it), and an input with no video in it as ``InputError``;
     a video that cannot be read is a record with its reason. Weights without a head, or with a head of another
     class count, give features (one ``note:`` line) and :meth:`predict` refuses them (CheckpointError).
     """
@@ -151,6 +152,7 @@ class Predictor:
     def __init__(self, weights: str, cfg: str | None = None, opts: Sequence[str] = (), work_dir: str | None = None,
                  device: str = "auto", progress: bool = False):
         from engine.distributed import DistContext
+        from evautil.files import make_output_folder
         from tools.inference import check_output_path, load_model, load_setup
 
         self.cfg, self.class_names = load_setup(cfg, opts, weights)
@@ -162,6 +164,8 @@ class Predictor:
         self._head_problem = head_problem[0] if head_problem else None
         self.progress = progress
         self._own_work_dir = work_dir is None  # made last: nothing is left behind when loading fails
+        if work_dir is not None:  # what the check cannot foresee (a name too long): one line naming work_dir
+            make_output_folder(work_dir, "work_dir")
         self.work_dir: str | None = tempfile.mkdtemp(prefix="eva_predict_") if work_dir is None else work_dir
 
     def predict(self, videos: str | os.PathLike | Sequence[str | os.PathLike], top_k: int = 5,

@@ -12,6 +12,7 @@ import glob
 import os
 import re
 import stat
+import sys
 import tempfile
 from typing import IO, BinaryIO, Callable, Iterator
 
@@ -248,15 +249,25 @@ def atomic_write_text(path: str, text: str, fsync: bool = True) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")), fsync=fsync)
 
 
+# The names of a process's open files: /dev/stdout, /dev/fd/3, /proc/self/fd/1 (what a shell's >(...) hands over)
+_OPEN_FILE_ALIAS = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|thread-self|\d+)/fd/\d+")
+
+
 def write_output_text(path: str, text: str) -> None:
     """Write a tool's ``--out`` file: a regular file (or a new name) atomically (:func:`atomic_write_text`, which
     writes through a link to the file it names, the link kept); a named pipe, a device or an open file's alias
     (``/dev/stdout``, the ``/dev/fd/N`` of a shell's ``>(...)``) straight, as any program writes them: a rename
     would put a file in the pipe's or device's place, and where no file can be made (``/dev/fd``) it failed after
-    all the work."""
+    all the work. An alias is written after what the process printed (stdout and stderr are flushed first) and
+    appended to, as the stream it names goes on: opened to be replaced, it emptied the file a shell's ``>>`` (or
+    ``>``, after the table printed) sends stdout to."""
     full = os.path.abspath(path)
-    if full.startswith(("/dev/", "/proc/")) or (os.path.exists(full) and not os.path.isfile(full)):
-        with open(full, "w", encoding="utf-8") as f:
+    alias = bool(_OPEN_FILE_ALIAS.fullmatch(full))
+    if alias or (os.path.exists(full) and not os.path.isfile(full)):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, OSError, ValueError):  # none, or closed
+                stream.flush()
+        with open(full, "a" if alias else "w", encoding="utf-8") as f:
             f.write(text)
     else:
         atomic_write_text(full, text, fsync=False)

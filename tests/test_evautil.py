@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -450,6 +452,63 @@ def test_an_atomic_write_never_renames_over_what_is_not_a_regular_file(tmp_path,
     WRITERS[writer](str(link))
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)  # the pipe is still a pipe
     assert not link.is_symlink() and link.read_bytes() == b"new"  # the link's own name replaced, as before
+
+
+# prints a line on stdout, then writes its --out (argv[1]) as a tool does at its end
+_PRINT_THEN_WRITE_OUT = "import sys; from evautil.files import write_output_text; print('table'); " \
+                        "write_output_text(sys.argv[1], 'preds\\n')"
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_an_out_naming_stdout_or_an_open_file_goes_on_after_what_was_printed(tmp_path):
+    """--out /dev/stdout was opened to be replaced: stdout sent to a file with >> lost the file's earlier lines, and
+    with > the table printed before; a pipe got the predictions before the table, still buffered."""
+    from tests.conftest import child_env
+
+    def run(out: str, **streams) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _PRINT_THEN_WRITE_OUT, out], env=child_env(), timeout=60,
+                              **streams)
+
+    log = tmp_path / "log.txt"
+    log.write_text("earlier\n")
+    with open(log, "ab") as appended:  # a shell's >> log
+        assert run("/dev/stdout", stdout=appended).returncode == 0
+    assert log.read_text() == "earlier\ntable\npreds\n"
+    with open(log, "wb") as replaced:  # a shell's > log
+        assert run("/dev/stdout", stdout=replaced).returncode == 0
+    assert log.read_text() == "table\npreds\n"
+    piped = run("/dev/stdout", stdout=subprocess.PIPE)
+    assert piped.returncode == 0 and piped.stdout == b"table\npreds\n"
+    other = tmp_path / "other.txt"  # a descriptor of its own (a shell's 3>> other.txt), through /proc too
+    other.write_text("earlier\n")
+    for alias in ("/dev/fd/{}", "/proc/self/fd/{}"):
+        fd = os.open(other, os.O_WRONLY | os.O_APPEND)
+        try:
+            done = subprocess.run([sys.executable, "-c", _PRINT_THEN_WRITE_OUT, alias.format(fd)], env=child_env(),
+                                  pass_fds=(fd,), stdout=subprocess.PIPE, timeout=60)
+        finally:
+            os.close(fd)
+        assert done.returncode == 0 and done.stdout == b"table\n"
+    assert other.read_text() == "earlier\npreds\npreds\n"
+
+
+def test_a_regular_file_under_dev_is_replaced_whole_like_any_other(tmp_path):
+    """Every path under /dev was written in place: a file in /dev/shm (a memory file system) was emptied and then
+    written, not replaced whole; its other names (hard links) saw the half-written file."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        pytest.skip("needs a writable /dev/shm")
+    folder = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        out, other_name = os.path.join(folder, "preds.jsonl"), os.path.join(folder, "hard_link.jsonl")
+        with open(out, "w") as f:
+            f.write("earlier\n")
+        os.link(out, other_name)
+        write_output_text(out, "preds\n")
+        with open(out) as f, open(other_name) as g:
+            assert (f.read(), g.read()) == ("preds\n", "earlier\n")  # a new file renamed into place
+        assert sorted(os.listdir(folder)) == ["hard_link.jsonl", "preds.jsonl"]
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp_path):

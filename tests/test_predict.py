@@ -649,7 +649,8 @@ def test_out_cut_short_by_a_full_disk_leaves_no_half_file_and_keeps_the_earlier_
 @pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd and named pipes")
 def test_out_into_a_pipe_or_through_a_link_is_written_there(evaluated, dataset, capsys):
     """--out was always renamed into place: a named pipe was replaced by a file (its reader got nothing), a shell's
-    >(...) (/dev/fd/N) failed after all the work, and a link was replaced by a copy of the predictions."""
+    >(...) (/dev/fd/N) failed after all the work, and a link was replaced by a copy of the predictions; /dev/stdout
+    is written after the table, appended to where stdout goes."""
     import stat
     import threading
 
@@ -677,6 +678,21 @@ def test_out_into_a_pipe_or_through_a_link_is_written_there(evaluated, dataset, 
         finally:
             os.close(w)
         assert rc == 0 and f.read() == expected
+    # --out /dev/stdout with stdout appended to a log (>>): it emptied the log, the table printed before included
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    log = tmp / "log.txt"
+    log.write_text("earlier\n")
+    with open(log, "ab") as appended:
+        done = subprocess.run([sys.executable, "-m", "tools.predict", video, "--cfg", DEMO, "--weights", str(ckpt),
+                               "--format", "jsonl", "--out", "/dev/stdout", "--work-dir", str(tmp / "work_pipes"),
+                               "--opts", *opts], cwd=tmp, env=child_env(), stdout=appended, stderr=subprocess.PIPE,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert log.read_text() == "earlier\n" + predict.format_table([json.loads(expected)]) + expected
     (tmp / "kept.jsonl").write_text("earlier\n")
     link = tmp / "link.jsonl"
     link.symlink_to("kept.jsonl")

@@ -278,6 +278,9 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
     become) a folder when ``folder``, else a file (``example``: a file name to suggest inside a folder given
     instead), under a folder that exists or can be made, and that this process can write in. For a tool to refuse
     before it works, not after."""
+    if not path:  # abspath("") is the current folder, which passed the checks; the writes of "" then failed
+        return f"{flag} is empty; give a {'folder' if folder else 'file name'}" + (
+            f", e.g. {example}" if example and not folder else "")
     full = os.path.abspath(path)
     inside = f", e.g. {os.path.join(path, example)}" if example else ""
     if folder and os.path.exists(full) and not os.path.isdir(full):

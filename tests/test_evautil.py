@@ -574,3 +574,13 @@ def test_a_file_output_ending_with_a_slash_is_refused_for_every_tool(tmp_path):
         f"--plot {new} names a folder (it ends with /); give a file name"
     assert output_path_problem(new, "--out", folder=True) == ""  # a folder output: the "/" is right there
     assert output_path_problem(str(tmp_path / "results.json"), "--json", folder=False) == ""
+
+
+def test_an_empty_output_path_is_refused_as_empty(tmp_path):
+    """An empty path was checked as the current folder: predict --work-dir "" then said "--work-dir : cannot create
+    the folder (No such file or directory)", extract_features --out "" "cannot write in --out : ...", and
+    export_safetensors --out "" that it "is a folder"."""
+    assert output_path_problem("", "--work-dir", folder=True) == "--work-dir is empty; give a folder"
+    assert output_path_problem("", "--out", folder=False, example="model.safetensors") == \
+        "--out is empty; give a file name, e.g. model.safetensors"
+    assert output_path_problem("", "--plot", folder=False) == "--plot is empty; give a file name"

@@ -41,6 +41,19 @@ def test_an_input_that_cannot_be_read_is_named_with_its_reason_before_writing(to
         (2, f"error: cannot read {listed}: Input/output error\n")
 
 
+@pytest.mark.parametrize("tool, out_flag, opts", [
+    (predict, "--work-dir", ["--opts", "DATA.LABEL_LIST", ""]),
+    (extract_features, "--out", []),
+], ids=["predict", "extract_features"])
+def test_an_empty_output_folder_is_refused_in_one_line_naming_the_flag(tool, out_flag, opts, tmp_path, capsys):
+    """An empty folder was checked as the current one, then made as "": "error: --work-dir : cannot create the folder
+    (No such file or directory)", "error: cannot write in --out : No such file or directory"."""
+    weights, video = tmp_path / "w.pth", str(tmp_path / "a.mp4")
+    weights.write_bytes(b"weights")  # never loaded: the output is checked first
+    assert tool.main([video, "--cfg", DEMO, "--weights", str(weights), out_flag, "", *opts]) == 2
+    assert capsys.readouterr().err == f"error: {out_flag} is empty; give a folder\n"
+
+
 def test_a_video_list_numbers_its_lines_as_an_editor_does(tmp_path):
     """The list was cut with ``str.splitlines``, which also cuts at U+2028 and a form feed: a label out of range
     was said to be on a later line than the one an editor (and the training list reader) shows."""

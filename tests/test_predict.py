@@ -126,8 +126,11 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
         predictor.predict(one)
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         predict.Predictor(str(tmp_path / "none.pth"), cfg=DEMO, opts=opts)
-    with pytest.raises(ValueError, match="device 'tpu'"):
-        predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="tpu")
+    # the whole message: torch's "Expected one of cpu, cuda, ipu, xpu, ..." listed what is refused here
+    for device in ("tpu", "gpu", "cuda:x"):
+        with pytest.raises(ValueError) as raised:
+            predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device=device)
+        assert str(raised.value) == f"device {device!r}: give auto, cpu, cuda or cuda:N"
     kept = tmp_path / "kept"
     with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(kept), device="cpu") as predictor:
         assert predictor.predict(one, top_k=3) == [unlabelled]

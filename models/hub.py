@@ -61,9 +61,12 @@ def parse_hub_reference(ref: str) -> HubReference:
     revision = None
     if "@" in name:
         name, revision = name.split("@", 1)
-    if not (_REPO_PART.match(owner) and _REPO_PART.match(name)) or revision == "":
+    if not (_REPO_PART.match(owner) and _REPO_PART.match(name)):
         raise HubReferenceError(f"{ref}: {owner}/{name} is not a valid repository id "
                                 f"(expected {HUB_PREFIX}owner/name[@revision]/path/to/file)")
+    if revision == "":  # the repository is fine: the revision after its '@' is missing
+        raise HubReferenceError(f"{ref}: no revision after '@'; name a branch, tag or commit "
+                                f"({HUB_PREFIX}{owner}/{name}@main/...), or leave out '@' for the default branch")
     if revision == "refs":  # the Hub's refs/pr/N, refs/convert/...: always with '/', so the path took the rest
         encoded = f"{HUB_PREFIX}{owner}/{name}@{'%2F'.join(['refs', *parts[2:4]])}/{'/'.join(parts[4:]) or 'file'}"
         raise HubReferenceError(f"{ref}: a revision with '/' must be written URL-encoded, '/' as %2F (e.g. "

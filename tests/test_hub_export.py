@@ -76,6 +76,11 @@ def test_parse_references():
     for bad in ("hf://BAAI/eva_video_k400.pth", "hf://o/r@/x.pth", "hf://o//x.pth", "hf://o/r/"):
         with pytest.raises(HubReferenceError, match="hf://"):
             parse_hub_reference(bad)
+    # an empty revision was "o/r is not a valid repository id", of a repository id that is fine
+    with pytest.raises(HubReferenceError) as info:
+        parse_hub_reference("hf://o/r@/x.pth")
+    assert str(info.value) == ("hf://o/r@/x.pth: no revision after '@'; name a branch, tag or commit "
+                               "(hf://o/r@main/...), or leave out '@' for the default branch")
     assert resolve_weights_path("local/file.pth") == "local/file.pth"
 
 

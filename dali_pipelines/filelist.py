@@ -81,11 +81,17 @@ class LabelRangeError(DataListError):
         super().__init__(where, label, num_classes, line, setting)  # all of them: the error pickles (other ranks)
         self.where, self.label, self.num_classes, self.line, self.setting = where, label, num_classes, line, setting
 
+    # What names a trained model's class count: its head fixes it, so no setting can be changed to fit the label.
+    MODEL_HEAD = "the model's head"
+
     def named(self, setting: str) -> "LabelRangeError":
         """The same error, naming ``setting`` as what set the number of classes."""
         return LabelRangeError(self.where, self.label, self.num_classes, self.line, setting)
 
     def __str__(self) -> str:
+        if self.setting == self.MODEL_HEAD:
+            return (f"{self.where}: label {self.label} is outside [0, {self.num_classes}) as {self.setting} has "
+                    f"{self.num_classes} classes (line {self.line!r}): fix the label, or use a model of its classes")
         fix = ("labels start at 0: fix the label" if self.label < 0 else
                f"fix the label, or set {self.setting} to the number of classes (at least {self.label + 1})")
         return (f"{self.where}: label {self.label} is outside [0, {self.num_classes}) as {self.setting} is "

@@ -67,7 +67,7 @@ def test_a_video_list_numbers_its_lines_as_an_editor_does(tmp_path):
     lst.write_text("a\u2028b.mp4 1\nc\x0cd.mp4 0\nc\x0cd.mp4 7\n", encoding="utf-8")
     with pytest.raises(LabelRangeError) as e:
         videos_of_inputs([str(lst)], num_classes=4)
-    assert str(e.value).startswith(f"{lst}:3: label 7 is outside [0, 4) as DATA.NUM_CLASSES is 4")
+    assert str(e.value).startswith(f"{lst}:3: label 7 is outside [0, 4) as the model's head has 4 classes")
     lst.write_text("a\u2028b.mp4 1\nc\x0cd.mp4 0\n", encoding="utf-8")
     assert videos_of_inputs([str(lst)], num_classes=4) == [(str(named[0]), str(named[0]), 1),
                                                            (str(named[1]), str(named[1]), 0)]

@@ -330,8 +330,9 @@ def test_a_label_outside_the_models_classes_is_refused_naming_the_list_and_line(
     video, root = eval_rows[0]["path"], str(dataset)  # the list's paths are relative to --root
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{video} 0\n\n{video}  4\n{video} 9\n")  # the first label out of range is named
-    message = (f"{bad}:3: label 4 is outside [0, 4) as DATA.NUM_CLASSES is 4 (line '{video}  4'): fix the label, or "
-               "set DATA.NUM_CLASSES to the number of classes (at least 5)")
+    # a trained model's head fixes its classes: no setting to change is suggested
+    message = (f"{bad}:3: label 4 is outside [0, 4) as the model's head has 4 classes (line '{video}  4'): fix the "
+               "label, or use a model of its classes")
 
     def not_here(*args, **kwargs):
         raise AssertionError("a video was decoded or the model loaded")
@@ -348,8 +349,8 @@ def test_a_label_outside_the_models_classes_is_refused_naming_the_list_and_line(
     assert capsys.readouterr().err == f"error: {message}\n"
     bad.write_text(f"{video} -1\n")
     assert predict.main([str(bad)] + args) == 2
-    assert capsys.readouterr().err == (f"error: {bad}:1: label -1 is outside [0, 4) as DATA.NUM_CLASSES is 4 (line "
-                                       f"'{video} -1'): labels start at 0: fix the label\n")
+    assert capsys.readouterr().err == (f"error: {bad}:1: label -1 is outside [0, 4) as the model's head has 4 classes "
+                                       f"(line '{video} -1'): fix the label, or use a model of its classes\n")
 
 
 def test_collect_videos_from_files_folders_and_lists(tmp_path):

@@ -70,8 +70,9 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
             with contextlib.suppress(ValueError):  # digits int() does not read (superscripts): no label
                 label = int(last)
             if label is not None and num_classes is not None and not 0 <= label < num_classes and not out_of_range:
-                # the wording of training's own list check; DATA.NUM_CLASSES is the model's head (load_model)
-                out_of_range = LabelRangeError(f"{path}:{line_no}", label, num_classes, line, "DATA.NUM_CLASSES")
+                # training's own list check, but the model's head fixes the class count: no key can fit the label
+                out_of_range = LabelRangeError(f"{path}:{line_no}", label, num_classes, line,
+                                               LabelRangeError.MODEL_HEAD)
         out.append((os.path.abspath(full), label))
     # A list whose lines name no file at all is not a video list (a README, notes) or is read against the wrong
     # folder: one line now, not a row of "unreadable" per line after the model has loaded.

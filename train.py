@@ -30,7 +30,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 
 # Only light imports here: every worker process imports this script again (evautil/workers.py), and torch, DALI
 # and the engine come in main().
-from configs import ConfigError, flags_then_opts  # noqa: E402
+from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_io import BadVideoError  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def config_overrides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The CLI flags as KEY VALUE pairs, then --opts (which wins), and a note for each flag --opts overrides."""
+def config_overrides(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The CLI flags as (flag, KEY, VALUE) for load_config (--opts wins), and a note for each flag --opts overrides."""
     return flags_then_opts({"OUTPUT": "--output", "MODEL.PRETRAINED": "--pretrained",
                             "TRAIN.BATCH_SIZE": "--batch-size", "TRAIN.ACCUMULATION_STEPS": "--accumulation-steps",
                             "TEST.ONLY_TEST": "--only_test"}, args)
@@ -93,10 +93,10 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
     on_interrupt("the run stopped where it was, without a checkpoint: OUTPUT keeps the checkpoints written before, "
                  "and an index being built keeps the videos probed so far (SIGTERM or SIGUSR1 instead stop at the "
                  "next step with a checkpoint, exit code 4)")
+    overrides, notes = config_overrides(args)
     try:
         with stop_signals_raise():  # from the start's end; a first index build (minutes) saves its work on a stop
-            overrides, notes = config_overrides(args)
-            cfg = load_config(args.cfg, overrides)
+            cfg = load_config(args.cfg, args.opts, flags=overrides)
             if notes and distributed.rank_and_world_size()[0] == 0:
                 print(*notes, sep="\n", file=sys.stderr)
             ended["output"] = None if args.dry_run else cfg.OUTPUT
@@ -110,7 +110,7 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
             ctx = distributed.init_from_env()
             run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
-        return end_before_run(f"error: {e}", 2)
+        return end_before_run(f"error: {as_typed(e, overrides, args.opts)}", 2)  # a flag's value: the flag
     except OSError as e:
         if write_failure(e) is None:
             end_before_run(crash_line(e, distributed.joined()), None, e)

@@ -17,6 +17,7 @@ import difflib
 import io
 import math
 import os
+import re
 from typing import Any, Iterable, Sequence
 
 import yaml
@@ -29,7 +30,7 @@ from evautil.text import text_lines
 from .defaults import get_cfg_defaults
 
 __all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "flags_then_opts",
-           "CONFIG_DIR"]
+           "as_typed", "CONFIG_DIR"]
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -329,11 +330,12 @@ def _check_finite(cfg: CN) -> None:
             raise ConfigError(f"{key} = {value!r} is not a finite number")
 
 
-def check_choice(key: str, value: Any) -> None:
-    """Raise ConfigError unless ``value`` is allowed for the enumerated ``key`` (e.g. DATA.DECODE_DEVICE)."""
+def check_choice(key: str, value: Any, source: str | None = None) -> None:
+    """Raise ConfigError unless ``value`` is allowed for the enumerated ``key`` (e.g. DATA.DECODE_DEVICE);
+    ``source``: where the value was set (a flag is named as typed)."""
     choices = _CHOICES[key]
     if value not in choices:
-        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        raise ConfigError(f"{_shown(key, value, source)} is not one of {', '.join(repr(c) for c in choices)}")
 
 
 def _check_nvdec_codecs(codecs) -> None:
@@ -346,29 +348,49 @@ def _check_nvdec_codecs(codecs) -> None:
                           f"{', '.join(map(str, unknown))} (known: {', '.join(known)})")
 
 
+def _is_flag(source: str | None) -> bool:
+    """Whether ``source`` (where a key was set) is one of a command's own flags (``--batch-size``), not a file or
+    ``--opts``."""
+    return bool(source) and source.startswith("--") and source != "--opts"
+
+
+def _shown(key: str, value: Any, source: str | None) -> str:
+    """``key`` and ``value`` for a message: as the user typed them when a flag of the command set the key
+    (``--batch-size 0 (TRAIN.BATCH_SIZE)``; a switch without its value), else ``KEY = value``."""
+    if not _is_flag(source):
+        return f"{key} = {value!r}"
+    return f"{source}{'' if isinstance(value, bool) else f' {value}'} ({key})"
+
+
 def validate(cfg: CN, sources: dict | None = None) -> None:
     """Raise ConfigError for values no run can use; the message names the key and the value (and, for a conflict
-    between two keys, where each value came from: ``sources`` maps a key to the file or --opts that set it)."""
+    between two keys, where each value came from: ``sources`` maps a key to the file, --opts or flag that set it;
+    a value a command's flag set is named by that flag, as typed)."""
+
+    def shown(key: str) -> str:
+        return _shown(key, _get(cfg, key), (sources or {}).get(key))
 
     def given(key: str) -> str:
         where = (sources or {}).get(key)
+        if _is_flag(where):
+            return shown(key)
         return f"{key} = {_get(cfg, key)!r} ({f'from {where}' if where else 'the default'})"
 
     _check_finite(cfg)
     for key in _CHOICES:
-        check_choice(key, _get(cfg, key))
+        check_choice(key, _get(cfg, key), (sources or {}).get(key))
     for key in _POSITIVE:
         if _get(cfg, key) < 1:
-            raise ConfigError(f"{key} = {_get(cfg, key)!r} must be at least 1")
+            raise ConfigError(f"{shown(key)} must be at least 1")
     for key in _NON_NEGATIVE:
         if _get(cfg, key) < 0:
-            raise ConfigError(f"{key} = {_get(cfg, key)!r} must not be negative")
+            raise ConfigError(f"{shown(key)} must not be negative")
     for key in _PROBABILITIES:
         if not 0.0 <= _get(cfg, key) <= 1.0:
-            raise ConfigError(f"{key} = {_get(cfg, key)!r} must be a probability in [0, 1]")
+            raise ConfigError(f"{shown(key)} must be a probability in [0, 1]")
     for key in _LEARNING_RATES:
         if _get(cfg, key) >= 1.0:
-            raise ConfigError(f"{key} = {_get(cfg, key)!r} is not a usable AdamW learning rate (must be below 1; "
+            raise ConfigError(f"{shown(key)} is not a usable AdamW learning rate (must be below 1; "
                               "the recipes use 1e-6 to 1e-3)")
     if not 0 <= cfg.SEED < _SEED_LIMIT:
         raise ConfigError(f"SEED = {cfg.SEED} must be in [0, 2**32 - 1] (data order, augmentation and mixup "
@@ -400,12 +422,19 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
         raise ConfigError("MODEL.CLASS_MAPPING is only used with MODEL.PRETRAINED_MODE 'eva_k722'")
 
 
-def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool = True) -> CN:
-    """Defaults <- YAML file (with its BASE files) <- ``KEY VALUE`` overrides; legacy keys mapped; validated."""
+def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool = True,
+                flags: Iterable[tuple[str, str, str]] = ()) -> CN:
+    """Defaults <- YAML file (with its BASE files) <- a command's ``flags`` <- ``KEY VALUE`` overrides; legacy keys
+    mapped; validated. ``flags``: ``(flag, key, value)`` for each flag of the command that sets a key (see
+    :func:`flags_then_opts`), so that a message about that value names the flag the user typed."""
     cfg = get_cfg_defaults()
-    seen: dict = {}  # key -> the file (or --opts) that set it
+    seen: dict = {}  # key -> the file, flag or --opts that set it
     if path:
         _merge_file(cfg, path, seen)
+    for flag, key, value in flags:
+        node, name = (_get(cfg, key.rsplit(".", 1)[0]), key.rsplit(".", 1)[1]) if "." in key else (cfg, key)
+        node[name] = _coerce(key, node[name], value, flag, seen.get(key))
+        seen[key] = flag
     _merge_opts(cfg, list(opts or ()), seen)
     _apply_legacy(cfg, seen)
     validate(cfg, seen)
@@ -436,10 +465,11 @@ def opts_last(parser, argv: Sequence[str]) -> list[str]:
     return rest + ["--opts"] + pairs
 
 
-def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[str], list[str]]:
-    """A command's flags (``{config key: flag}``, read from the parsed ``args``; None or False: not given) as KEY
-    VALUE pairs followed by ``args.opts`` (which therefore win, as documented), and a note for each flag that
-    ``--opts`` overrides with another value (``--only_test`` with ``--opts TEST.ONLY_TEST False`` trains)."""
+def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """A command's flags (``{config key: flag}``, read from the parsed ``args``; None or False: not given) as
+    ``(flag, key, value)`` for :func:`load_config`, which applies ``args.opts`` after them (so they win, as
+    documented), and a note for each flag that ``--opts`` overrides with another value (``--only_test`` with
+    ``--opts TEST.ONLY_TEST False`` trains)."""
     values = {key: (flag, getattr(args, flag.lstrip("-").replace("-", "_"))) for key, flag in flags.items()}
     given = {key: (flag, str(value)) for key, (flag, value) in values.items()
              if value is not None and value is not False}
@@ -450,4 +480,19 @@ def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[str], list[s
             and (by_opts[key] == value or value == "True" and by_opts[key].lower() == "true")}
     notes = [f"note: {flag}{'' if value == 'True' else ' ' + value} is overridden by --opts {key} {by_opts[key]}"
              for key, (flag, value) in given.items() if key in by_opts and key not in same]
-    return [item for key, (_, value) in given.items() for item in (key, value)] + opts, notes
+    return [(flag, key, value) for key, (flag, value) in given.items()], notes
+
+
+def as_typed(message: object, flags: Iterable[tuple[str, str, str]], opts: Sequence[str] = ()) -> str:
+    """``message`` (an error naming config keys as ``KEY = value``, as the engine's checks of files and folders
+    do) with each key that one of the command's ``flags`` (``(flag, key, value)``, :func:`flags_then_opts`) set,
+    and ``opts`` did not set again, named as the user typed it: ``--pretrained w.pth (MODEL.PRETRAINED)``."""
+    text, later = str(message), set(list(opts)[0::2])
+    for flag, key, value in flags:
+        if key in later:
+            continue
+        shown = _shown(key, True if value == "True" else value, flag)
+        for spelled in dict.fromkeys((value, repr(value))):  # a path as is; a value of validate() as repr
+            text = re.sub(rf"(?<![\w.]){re.escape(key)} = {re.escape(spelled)}(?=$|[\s:;,)])",
+                          lambda _: shown, text)
+    return text

@@ -351,3 +351,32 @@ def test_a_list_of_names_may_be_given_bare():
         load_config(None, ["TRAIN.BETAS", "0.9"])
     with pytest.raises(ConfigError, match=r"--opts: key DATA\.NVDEC_CODECS expects a value of type list"):
         load_config(None, ["DATA.NVDEC_CODECS", "3"])
+
+
+def test_a_value_a_commands_flag_set_is_named_by_that_flag():
+    """train.py's --batch-size 0 was refused as "TRAIN.BATCH_SIZE = 0", a name the user never typed, and the
+    flags were recorded as --opts."""
+    with pytest.raises(ConfigError, match=re.escape("--batch-size 0 (TRAIN.BATCH_SIZE) must be at least 1")):
+        load_config(None, flags=[("--batch-size", "TRAIN.BATCH_SIZE", "0")])
+    # a conflict between two keys names each one's source: the flag as typed, --opts by key
+    with pytest.raises(ConfigError, match=re.escape("TRAIN.WARMUP_EPOCHS = 9.0 (from --opts) exceeds --epochs 2 "
+                                                    "(TRAIN.EPOCHS)")):
+        load_config(None, ["TRAIN.WARMUP_EPOCHS", "9"], flags=[("--epochs", "TRAIN.EPOCHS", "2")])
+    with pytest.raises(ConfigError, match=re.escape("(current value 4, from --batch-size), got 'x'")):
+        load_config(None, ["TRAIN.BATCH_SIZE", "x"], flags=[("--batch-size", "TRAIN.BATCH_SIZE", "4")])
+    assert load_config(None, ["TRAIN.BATCH_SIZE", "6"], flags=[("--batch-size", "TRAIN.BATCH_SIZE", "4")]) \
+        .TRAIN.BATCH_SIZE == 6  # --opts wins
+
+
+def test_as_typed_names_the_flags_in_the_engines_messages():
+    from configs import as_typed
+
+    flags = [("--pretrained", "MODEL.PRETRAINED", "w.pth"), ("--output", "OUTPUT", "o"),
+             ("--only_test", "TEST.ONLY_TEST", "True")]
+    line = "missing input files: MODEL.PRETRAINED = w.pth; OUTPUT = o/x; MODEL.PRETRAINED_MODE = 'eva'"
+    assert as_typed(line, flags) == ("missing input files: --pretrained w.pth (MODEL.PRETRAINED); OUTPUT = o/x; "
+                                     "MODEL.PRETRAINED_MODE = 'eva'")  # o/x is not the flag's value
+    assert as_typed("OUTPUT = 'o' is a file", flags) == "--output o (OUTPUT) is a file"
+    assert as_typed("TEST.ONLY_TEST = True: no", flags) == "--only_test (TEST.ONLY_TEST): no"
+    # a key --opts set again has the value --opts gave: named as it is
+    assert as_typed("OUTPUT = o: full", flags, ["OUTPUT", "o"]) == "OUTPUT = o: full"

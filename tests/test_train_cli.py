@@ -41,7 +41,7 @@ def _opts(data: Path, out: Path, *extra: str) -> list[str]:
 def test_flags_map_to_config_keys():
     args = train.parse_args(["-cfg", DEMO, "--batch-size", "3", "--accumulation-steps", "2", "--output", "o",
                              "--pretrained", "w.pth", "--only_test", "--opts", "TEST.NUM_CLIP", "4"])
-    cfg = load_config(args.cfg, train.config_overrides(args)[0])
+    cfg = load_config(args.cfg, args.opts, flags=train.config_overrides(args)[0])
     assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.ACCUMULATION_STEPS, cfg.OUTPUT) == (3, 2, "o")
     assert cfg.MODEL.PRETRAINED == "w.pth" and cfg.TEST.ONLY_TEST and cfg.TEST.NUM_CLIP == 4
 
@@ -59,6 +59,27 @@ def test_a_flag_that_opts_overrides_is_said(tmp_path, dataset, capsys):
     assert train.config_overrides(args)[1] == []
     args = train.parse_args(["--cfg", DEMO, "--only_test", "--opts", "TEST.ONLY_TEST", "true"])  # a YAML spelling
     assert train.config_overrides(args)[1] == []
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--batch-size", "0"], "error: --batch-size 0 (TRAIN.BATCH_SIZE) must be at least 1"),
+    (["--accumulation-steps", "-1"], "error: --accumulation-steps -1 (TRAIN.ACCUMULATION_STEPS) must be at least 1"),
+    (["--pretrained", "{tmp}/w.pth"], "missing input files: --pretrained {tmp}/w.pth (MODEL.PRETRAINED)"),
+    (["--output", "{tmp}/file/out"], "error: --output {tmp}/file/out (OUTPUT) cannot be a directory"),
+    # --opts wins over the flag: the value is then --opts', named by its key
+    (["--batch-size", "4", "--opts", "TRAIN.BATCH_SIZE", "0"], "error: TRAIN.BATCH_SIZE = 0 must be at least 1"),
+    # a value --opts cannot replace says where the current one came from: the flag, not --opts
+    (["--batch-size", "4", "--opts", "TRAIN.BATCH_SIZE", "x"], "(current value 4, from --batch-size), got 'x'"),
+])
+def test_a_flags_bad_value_is_named_by_the_flag(flags, needle, tmp_path, dataset, capsys):
+    """A flag's bad value was named by its config key only (TRAIN.BATCH_SIZE = 0), which the user never typed."""
+    (tmp_path / "file").write_text("")
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    opts = _opts(dataset, tmp_path / "o")[:-2 if flags[0] == "--output" else None]  # [-2:]: OUTPUT and its value
+    rc = train.main(["--cfg", DEMO, "--dry-run", *flags[:2], "--opts", *opts, *flags[3:]])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle.format(tmp=tmp_path) in err, err
+    assert len([line for line in err.splitlines() if not line.startswith("note:")]) == 1
 
 
 def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, monkeypatch, capsys):
@@ -569,7 +590,7 @@ def test_several_opts_groups_are_joined_and_flags_after_each_are_read():
                              "-5e-6", "TRAIN.EPOCHS", "2", "--dry-run"])
     assert args.dry_run and args.output == "o"
     assert args.opts == ["TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6", "TRAIN.EPOCHS", "2"]
-    assert train.config_overrides(args)[0][-2:] == ["TRAIN.EPOCHS", "2"]
+    assert train.config_overrides(args)[0] == [("--output", "OUTPUT", "o")]  # applied before the pairs
 
 
 def test_help_keeps_the_continuation_line(capsys):

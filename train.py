@@ -7,10 +7,11 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
         --opts TEST.NUM_CLIP 4 TEST.NUM_CROP 3                    # evaluate a released checkpoint, 4x3 views
     python train.py --cfg configs/k400.yaml --dry-run             # check files, print the plan, train nothing
 
-Exit codes: 0 done; 2 a bad input (config, list, file, checkpoint) or a file that cannot be written, named in one
-line; 3 a non-finite loss; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (the
-same command resumes); 5 another process of the run stopped answering (EVA_HEARTBEAT_TIMEOUT_S), or on NCCL ended
-on a failure, named in one line; 130 (as a shell reports it) stopped by Ctrl-C, without a checkpoint, in one line.
+Exit codes: 0 done; 1 a crash (an unexpected error, with its traceback; with several processes, also a lost
+connection to one that failed first); 2 a bad input (config, list, file, checkpoint) or a file that cannot be
+written; 3 a non-finite loss; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (the
+same command resumes); 5 another process of the run stopped answering (EVA_HEARTBEAT_TIMEOUT_S), or on NCCL ended on
+a failure; 130 (as a shell reports it) stopped by Ctrl-C, without a checkpoint. Each end is said in one line.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interr
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
-# Only light imports here: every worker process imports this script again (evautil/workers.py), and torch, DALI
-# and the engine come in main().
+# Light imports only: every worker process imports this script again (evautil/workers.py); torch comes in main().
 from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_io import BadVideoError  # noqa: E402

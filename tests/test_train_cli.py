@@ -593,6 +593,18 @@ def test_several_opts_groups_are_joined_and_flags_after_each_are_read():
     assert train.config_overrides(args)[0] == [("--output", "OUTPUT", "o")]  # applied before the pairs
 
 
+def test_help_lists_every_exit_code(capsys):
+    """--help listed the exit codes but 1, a crash, which a batch script meets too."""
+    from engine.process_end import EXIT_MEANINGS
+
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = re.search(r"Exit codes: (.*?)\. Each end is said in one line\.", text).group(1)
+    assert sorted(int(code) for code in re.findall(r"(?:^|; )(\d+) ", listed)) == sorted(EXIT_MEANINGS)
+    assert "1 a crash" in listed
+
+
 def test_help_keeps_the_continuation_line(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])

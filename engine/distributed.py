@@ -100,9 +100,13 @@ def rank_and_world_size() -> tuple[int, int]:
     rank = _env_int("RANK", 0, 0)
     tasks = next(((name, os.environ[name]) for name in _TASK_COUNTS if os.environ.get(name, "1") != "1"), None)
     if tasks is not None and not os.environ.get("WORLD_SIZE"):  # each would train alone, into the same OUTPUT
+        # a single process meant to run alone (a shell inside a job step of several tasks) must not be stuck either
+        alone = "srun --ntasks=1" if tasks[0].startswith("SLURM") else "mpirun -np 1"
         raise ValueError(f"this process is one of {tasks[0]}={tasks[1]} tasks, but WORLD_SIZE is not set, so each "
                          "would run alone: start torchrun in each task (one per node), or set RANK, WORLD_SIZE, "
-                         "MASTER_ADDR and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task")
+                         "MASTER_ADDR and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task; to run "
+                         f"one process alone, start it as a step of one task ({alone} python train.py ...) or set "
+                         "WORLD_SIZE=1 for it")
     if rank >= world_size:
         unset = "" if os.environ.get("WORLD_SIZE") else " (unset: one process)"
         raise ValueError(f"environment variable RANK={rank} is not below WORLD_SIZE={world_size}{unset}: a launcher "

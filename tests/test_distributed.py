@@ -396,3 +396,22 @@ def test_bad_wait_settings_are_refused_before_joining(monkeypatch, name, value, 
         dist_utils.init_from_env("cpu")
     assert f"environment variable {expected}" in str(raised.value)
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("variable, alone", [("SLURM_STEP_NUM_TASKS", "srun --ntasks=1"),
+                                             ("OMPI_COMM_WORLD_SIZE", "mpirun -np 1")])
+def test_a_task_of_several_without_world_size_is_told_how_to_run_alone(monkeypatch, variable, alone):
+    """The refusal said how to start several processes, but not how a single python run inside a step of several
+    tasks (a shell of the step) goes on: it was stuck. The way it names does run one process."""
+    for name in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "4")
+    with pytest.raises(ValueError, match=f"one of {variable}=4 tasks") as refused:
+        dist_utils.rank_and_world_size()
+    assert f"to run one process alone, start it as a step of one task ({alone} python train.py ...) or set " \
+           "WORLD_SIZE=1 for it" in str(refused.value) and "\n" not in str(refused.value)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert dist_utils.rank_and_world_size() == (0, 1)
+    monkeypatch.setenv("WORLD_SIZE", "")
+    monkeypatch.setenv(variable, "1")  # what the step of one task sets
+    assert dist_utils.rank_and_world_size() == (0, 1)

@@ -280,7 +280,8 @@ def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_st
     ({"RANK": "x", "WORLD_SIZE": "2"}, "error: environment variable RANK='x' is not an integer"),
     ({"SLURM_STEP_NUM_TASKS": "2"}, "error: this process is one of SLURM_STEP_NUM_TASKS=2 tasks, but WORLD_SIZE is not "
      "set, so each would run alone: start torchrun in each task (one per node), or set RANK, WORLD_SIZE, MASTER_ADDR "
-     "and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task"),
+     "and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task; to run one process alone, start it as a step "
+     "of one task (srun --ntasks=1 python train.py ...) or set WORLD_SIZE=1 for it"),
 ])
 def test_a_bad_rank_or_world_size_is_named_before_anything_runs(tmp_path, dataset, capsys, monkeypatch, env, line,
                                                                 dry_run):

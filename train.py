@@ -105,7 +105,7 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
             runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
             if args.dry_run:
                 if distributed.rank_and_world_size()[0] == 0:  # under torchrun the plan is printed once, not per rank
-                    wiring.dry_run(cfg, resume=resume)
+                    wiring.dry_run(cfg, resume=resume, resume_note=resume_note)
                 return 0
             ctx = distributed.init_from_env()
             run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)

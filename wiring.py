@@ -8,6 +8,7 @@ engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without bui
 from __future__ import annotations
 
 import pickle
+import sys
 from datetime import timedelta
 from typing import Any, Callable, NamedTuple
 
@@ -249,8 +250,10 @@ def _sendable(error: BaseException | None) -> BaseException | None:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def dry_run(cfg, resume: str = "") -> dict:
-    """Validate the lists, build the model on the meta device and print the plan; trains nothing."""
+def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
+    """Validate the lists, build the model on the meta device and print the plan; trains nothing. ``resume``,
+    ``resume_note``: the checkpoint a training run continues and why it is not the --resume given
+    (``runner.resume_point``)."""
     from dali_pipelines.filelist import read_video_list
     from dali_pipelines.routing import resolve_decode_device
     from models import forward_flops
@@ -258,6 +261,8 @@ def dry_run(cfg, resume: str = "") -> dict:
     import torch
 
     data = cfg.DATA
+    if resume_note:  # as the run would log it
+        print(f"note: {resume_note}", file=sys.stderr)
     model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     read = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
@@ -272,7 +277,19 @@ def dry_run(cfg, resume: str = "") -> dict:
                                      forward_flops=forward_flops(model), val_videos=len(val),
                                      train_videos=len(train), decode_device=resolve_decode_device(data.DECODE_DEVICE),
                                      evaluates=resume or _newest_scored(cfg, resume, read),
-                                     train_found=found.get("DATA.TRAIN_FILE"))
+                                     train_found=found.get("DATA.TRAIN_FILE"), starts_from=_starts_from(cfg, read))
+
+
+def _starts_from(cfg, read: WeightFiles) -> str:
+    """Where a training run starts, for the plan: the checkpoint it resumes with the place in it, as the run's log
+    says it (its epoch and step read from the checkpoint as already memory-mapped), or step 0 and its weights."""
+    if read.resumed is not None:
+        path, state = read.resumed
+        epoch, step = int(state["epoch"]) + 1, int(state["global_step"])
+        return f"{path}: {'end of ' if state['epoch_complete'] else ''}epoch {epoch}, step {step}"
+    weights = f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}" if cfg.MODEL.PRETRAINED else "random initial weights"
+    why = f"no checkpoint in OUTPUT = {cfg.OUTPUT}" if cfg.TRAIN.AUTO_RESUME else "TRAIN.AUTO_RESUME False"
+    return f"step 0, {weights} ({why})"
 
 
 def _found_videos(videos, key: str, data) -> int:
@@ -284,7 +301,6 @@ def _found_videos(videos, key: str, data) -> int:
         DataListError: none of the videos exists (see ``check_list_root``).
         DataError: DATA.STRICT and some video is missing.
     """
-    import sys
 
     import numpy as np
 

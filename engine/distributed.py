@@ -16,10 +16,12 @@ with one line naming it.
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import json
 import os
 import random
 import re
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,7 +37,7 @@ from . import liveness
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
     "barrier", "broadcast_object", "shutdown", "seed_everything", "lost_peer", "local_rank_from_env",
-    "record_failure", "leave_after", "joined", "wait_settings",
+    "record_failure", "leave_after", "joined", "wait_settings", "rendezvous_address",
 ]
 
 
@@ -169,6 +171,35 @@ def wait_settings() -> tuple[int, int]:
     return wait_min, heartbeat_s
 
 
+def rendezvous_address(world_size: int) -> str:
+    """Where the processes of a run of ``world_size`` meet, as env:// reads it: ``MASTER_ADDR:MASTER_PORT`` and the
+    address the host name resolves to here. A run of several processes checks it before joining (a typo'd host
+    name otherwise stops every rank in torch's rendezvous, with a traceback, or makes it wait until a timeout), and
+    a dry run before the job is queued. torchrun sets both variables; a launch without it must.
+
+    Raises:
+        ValueError: a variable unset, a port that is no number from 1 to 65535, or a host name that does not
+            resolve here (one line naming the variable and its value).
+    """
+    how = "torchrun sets it; launched without torchrun, set MASTER_ADDR and MASTER_PORT alike for every process"
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    for name, value in (("MASTER_ADDR", addr), ("MASTER_PORT", port)):
+        if not value:
+            raise ValueError(f"WORLD_SIZE={world_size} but environment variable {name} is not set: the processes "
+                             f"meet at MASTER_ADDR:MASTER_PORT, rank 0's host and a free port there ({how})")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"environment variable MASTER_PORT={port!r} is not a port number (1 to 65535; {how})")
+    try:
+        resolved = socket.getaddrinfo(addr, int(port), type=socket.SOCK_STREAM)[0][4][0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"environment variable MASTER_ADDR={addr!r} does not resolve to an address here "
+                         f"({getattr(e, 'strerror', None) or e}): set it to the host name or address of rank 0's "
+                         "node") from None
+    # a loopback address is reachable from this node only: a run across nodes would wait at the rendezvous
+    loopback = " (loopback: reachable from this node only)" if ipaddress.ip_address(resolved).is_loopback else ""
+    return f"{addr}:{port}" + ("" if resolved == addr else f" ({resolved})") + loopback
+
+
 def init_from_env(device: str = "auto") -> DistContext:
     """Read RANK / WORLD_SIZE / LOCAL_RANK and join the process group when WORLD_SIZE > 1.
 
@@ -188,6 +219,7 @@ def init_from_env(device: str = "auto") -> DistContext:
     if world_size > 1:  # before joining: a bad value stops every rank with one line, none waits for the others
         wait_min, heartbeat_s = wait_settings()
     if world_size > 1 and not dist.is_initialized():
+        rendezvous_address(world_size)
         # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
                                 rank=rank, world_size=world_size,

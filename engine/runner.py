@@ -127,18 +127,23 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 
 
 def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
-                       decode_device: str, evaluates: str = "", train_found: int | None = None) -> dict[str, Any]:
+                       decode_device: str, evaluates: str = "", train_found: int | None = None,
+                       starts_from: str = "") -> dict[str, Any]:
     """Print what a run would do (from facts the caller gathered without training anything) and return it.
     ``evaluates``: the checkpoint an evaluate-only run scores, as its check found it ("": MODEL.PRETRAINED).
     ``train_found``: the listed training videos that exist (None: all), which a run's epochs are made of.
+    ``starts_from``: where a training run starts (the checkpoint it resumes, or step 0 and its weights).
 
     Raises:
         ValueError: a bad EVA_WAIT_TIMEOUT_MIN or EVA_HEARTBEAT_TIMEOUT_S, with the line a run of several processes
-            would stop on (the plan is usually made by one process for a job of several), or RANK or WORLD_SIZE.
+            would stop on (the plan is usually made by one process for a job of several), RANK or WORLD_SIZE, or
+            with several processes a MASTER_ADDR or MASTER_PORT that is unset, no port or a host name that does not
+            resolve (``distributed.rendezvous_address``).
     """
     dist_utils.wait_settings()
     only_test = cfg.TEST.ONLY_TEST
     world = dist_utils.rank_and_world_size()[1]
+    meet = dist_utils.rendezvous_address(world) if world > 1 else ""
     global_batch = cfg.TRAIN.BATCH_SIZE * cfg.TRAIN.ACCUMULATION_STEPS * world
     found = train_videos if train_found is None else train_found
     plan = {
@@ -148,12 +153,14 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
         "GFLOPs per clip (forward)": forward_flops / 1e9,
         "clip": f"{cfg.DATA.NUM_FRAMES} x 3 x {cfg.DATA.INPUT_SIZE} x {cfg.DATA.INPUT_SIZE}",
         "processes": world,
+        **({"rendezvous (MASTER_ADDR:PORT)": meet} if meet else {}),
         "global batch (B x ACC x world)": f"{global_batch} = {cfg.TRAIN.BATCH_SIZE} x "
                                           f"{cfg.TRAIN.ACCUMULATION_STEPS} x {world}",
         "train videos (listed)": train_videos,
         **({} if found == train_videos else {"train videos (found)": found}),
         "iterations per epoch": found // global_batch,
         "epochs": cfg.TRAIN.EPOCHS,
+        **({"starts from": starts_from} if starts_from and not only_test else {}),
         "val videos (listed)": val_videos,
         # An evaluate-only run tests with TEST.NUM_CLIP x NUM_CROP views; training validates with those and ends
         # with the final test's FINAL_NUM_CLIP x FINAL_NUM_CROP (none when FINAL_NUM_CLIP is 0).

@@ -244,9 +244,75 @@ def test_dry_run_under_torchrun_prints_the_plan_once(tmp_path, dataset, capsys, 
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # as torchrun sets them
+        monkeypatch.setenv("MASTER_PORT", "29500")
         assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")]) == 0
         printed.append(capsys.readouterr().out)
     assert "global batch (B x ACC x world) : 32 = 16 x 1 x 2" in printed[0] and printed[1] == ""
+
+
+@pytest.mark.parametrize("env, line", [
+    ({"MASTER_PORT": "29500"}, "error: WORLD_SIZE=2 but environment variable MASTER_ADDR is not set: the processes "
+     "meet at MASTER_ADDR:MASTER_PORT, rank 0's host and a free port there (torchrun sets it; launched without "
+     "torchrun, set MASTER_ADDR and MASTER_PORT alike for every process)"),
+    ({"MASTER_ADDR": "127.0.0.1"}, "error: WORLD_SIZE=2 but environment variable MASTER_PORT is not set"),
+    ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "295000"}, "error: environment variable MASTER_PORT='295000' is not "
+     "a port number (1 to 65535;"),
+    ({"MASTER_ADDR": "node-01.invalid", "MASTER_PORT": "29500"}, "error: environment variable "
+     "MASTER_ADDR='node-01.invalid' does not resolve to an address here ("),
+])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_where_the_processes_meet_is_checked_before_anyone_waits_there(tmp_path, dataset, capsys, monkeypatch, env,
+                                                                       line, dry_run):
+    """A run of several processes launched without torchrun, with a typo'd MASTER_ADDR, passed its dry run and
+    learned of it only when its ranks failed (or waited) at the rendezvous, after the job had queued."""
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []), "--opts", *_opts(dataset, out)])
+    captured = capsys.readouterr()
+    assert rc == 2 and len(captured.err.strip().splitlines()) == 1 and captured.err.startswith(line), captured
+    assert not (out / "log_rank0.txt").exists()  # refused before the run opened its log
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, out)]) == 0
+    assert re.search(r"^  rendezvous \(MASTER_ADDR:PORT\) *: 127\.0\.0\.1:29500 \(loopback: reachable from this node "
+                     r"only\)$", capsys.readouterr().out, re.M)
+
+
+def test_dry_run_says_which_checkpoint_the_run_would_continue(tmp_path, dataset, capsys):
+    """The plan said nothing of the checkpoint TRAIN.AUTO_RESUME or --resume would continue: a user learned only
+    from the run's log whether it resumed, and from where, or started over."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, "TRAIN.AUTO_RESUME", "True")
+    cfg = load_config(DEMO, opts)
+
+    def plan(*flags: str, extra: tuple = ()) -> str:
+        assert train.main(["--cfg", DEMO, "--dry-run", *flags, "--opts", *opts, *extra]) == 0
+        return re.search(r"^  starts from *: (.*)$", capsys.readouterr().out, re.M).group(1)
+
+    assert plan() == f"step 0, random initial weights (no checkpoint in OUTPUT = {out})"
+    assert plan(extra=("TRAIN.AUTO_RESUME", "False")) == "step 0, random initial weights (TRAIN.AUTO_RESUME False)"
+    weights = _constant_head_weights(cfg, cls=1, num_classes=4)
+    state = {"model": weights, "optimizer": {}, "scheduler": {}, "config": cfg.dump()}
+    save_atomic({**state, "epoch": 1, "global_step": 6, "epoch_complete": True}, str(out / "ckpt_epoch_2.pth"))
+    assert plan() == f"{out / 'ckpt_epoch_2.pth'}: end of epoch 2, step 6"
+    mid = tmp_path / "mid.pth"  # a stop's checkpoint, in the middle of epoch 3
+    save_atomic({**state, "epoch": 2, "global_step": 8, "epoch_complete": False}, str(mid))
+    assert plan("--resume", str(mid), extra=("TRAIN.AUTO_RESUME", "False")) == f"{mid}: epoch 3, step 8"
+    # a requeued --resume command goes on from its own later checkpoint, and says why it is not the file named
+    later = out / "ckpt_step_12.pth"
+    save_atomic({**state, "epoch": 2, "global_step": 12, "epoch_complete": False,
+                 "train_state": {"origin": {"path": os.path.realpath(mid), "step": 8}}}, str(later))
+    assert train.main(["--cfg", DEMO, "--dry-run", "--resume", str(mid), "--opts", *opts]) == 0
+    printed = capsys.readouterr()
+    assert re.search(rf"^  starts from *: {re.escape(str(later))}: epoch 3, step 12$", printed.out, re.M)
+    assert f"note: --resume {mid}: {later} continues it" in printed.err
+    assert not any(p.name.startswith(("log_", "exit_")) for p in out.iterdir())  # a dry run writes nothing
 
 
 @pytest.mark.parametrize("name, value, line", [

@@ -116,8 +116,10 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
     check_output_dir(cfg.OUTPUT)
     # hf:// weight references are fetched (and a failure named) by wiring.check_weight_files, before the index.
     hub = {"MODEL.PRETRAINED"} | ({"--resume"} if only_test else set())
-    # A folder is the usual slip (the data folder given for its list): say so, it is not missing
-    missing = [f"{key} = {path}" + (" (a folder, not a file)" if os.path.isdir(path) else "") for key, path in wanted
+    # A folder is the usual slip (the data folder given for its list): say so, it is not missing. A flag is named
+    # as typed (--resume PATH), a key as KEY = PATH.
+    missing = [f"{key}{' ' if key.startswith('--') else ' = '}{path}"
+               + (" (a folder, not a file)" if os.path.isdir(path) else "") for key, path in wanted
                if path and not (key in hub and path.startswith("hf://")) and not os.path.isfile(path)]
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]

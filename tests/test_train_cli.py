@@ -131,7 +131,7 @@ def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     assert "none.yaml" in capsys.readouterr().err
     rc = train.main(["--cfg", DEMO, "--resume", str(tmp_path / "gone.pth"), "--opts", *_opts(dataset, tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 2 and "--resume = " + str(tmp_path / "gone.pth") in err
+    assert rc == 2 and "missing input files: --resume " + str(tmp_path / "gone.pth") + " (" in err  # as typed, no "="
     # training continues its own checkpoint: released weights (no training state) are not where it comes from
     assert "an earlier run wrote to its OUTPUT" in err and "released weights and class mappings" not in err
     # OUTPUT says how the process ended, for a batch script that requeues only a stopped run (torchrun's code is 1)
@@ -150,7 +150,7 @@ def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path, dataset
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: missing input files: DATA.TRAIN_FILE = {dataset} (a folder, not a file); "
-                          f"--resume = {dataset} (a folder, not a file) ("), err
+                          f"--resume {dataset} (a folder, not a file) ("), err
 
 
 def test_a_dry_run_writes_no_exit_status_and_a_run_overwrites_the_last_one(tmp_path, dataset):

@@ -150,8 +150,11 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
 def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
     """The error for ``key``, whose part after ``parent`` is not among ``node``'s keys (the section ``parent``): the
     closest name first, as a typo (NUM_WORKER for NUM_WORKERS) is the usual cause, then every valid one."""
-    name = key[len(parent) + 1 if parent else 0:].split(".", 1)[0]
-    close = difflib.get_close_matches(name, list(node.keys()), n=1, cutoff=0.6)
+    name, _, rest = key[len(parent) + 1 if parent else 0:].partition(".")
+    # the keys are upper case: train.lr means TRAIN.LR, and num_worker is as close to NUM_WORKERS as NUM_WORKER is
+    close = difflib.get_close_matches(name.upper(), list(node.keys()), n=1, cutoff=0.6)
+    if close and close[0] == name.upper() and rest and _is_key(node, f"{close[0]}.{rest.upper()}"):
+        close = [f"{close[0]}.{rest.upper()}"]  # the whole key, in the right case
     guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
     return ConfigError(f"{source}: unknown config key {key} ({guess}valid keys under {parent or 'the top level'}: "
                        f"{', '.join(sorted(node.keys()))})")

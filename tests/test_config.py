@@ -380,3 +380,21 @@ def test_as_typed_names_the_flags_in_the_engines_messages():
     assert as_typed("TEST.ONLY_TEST = True: no", flags) == "--only_test (TEST.ONLY_TEST): no"
     # a key --opts set again has the value --opts gave: named as it is
     assert as_typed("OUTPUT = o: full", flags, ["OUTPUT", "o"]) == "OUTPUT = o: full"
+
+
+@pytest.mark.parametrize("opts, guess", [
+    (["train.lr", "1e-4"], "unknown config key train.lr (did you mean TRAIN.LR? valid keys under the top level:"),
+    (["DATA.num_worker", "2"], "unknown config key DATA.num_worker (did you mean DATA.NUM_WORKERS? valid keys under"),
+    (["Train.nope", "2"], "unknown config key Train.nope (did you mean TRAIN? valid keys under the top level:"),
+])
+def test_a_key_in_the_wrong_case_is_guessed(opts, guess):
+    """A key typed in lower case (train.lr) got no guess, only the list of every top-level section."""
+    with pytest.raises(ConfigError, match=re.escape(f"--opts: {guess}")):
+        load_config(None, opts)
+
+
+def test_a_yaml_key_in_the_wrong_case_is_guessed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  LR: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: unknown config key train (did you mean TRAIN?")):
+        load_config(str(path))

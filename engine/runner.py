@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pickle
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -231,9 +232,7 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
         # microcoded: some optimizer steps of the CPU demo ran ~100x slower. Flushing them to zero changes nothing
         # that matters for training (GPU kernels flush denormals in their fast paths too).
         torch.set_flush_denormal(True)
-    if ctx.is_main:
-        make_output_folder(cfg.OUTPUT, "OUTPUT =")  # not by opening its lock: that failure named only an errno
-        claim_output(cfg.OUTPUT)  # one run at a time in OUTPUT, before anything there moves or is written
+    _claim_output_on_every_rank(cfg.OUTPUT, ctx)
     try:
         moved = _set_aside_earlier_files(cfg, resume, resumed, continued=bool(resume_note)) if ctx.is_main else None
         metrics = MetricLogger(cfg.OUTPUT, ctx.rank, ctx.world_size, ctx.device, print_freq=cfg.PRINT_FREQ,
@@ -253,6 +252,37 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
     if config_change:
         metrics.warn(config_change)
     return metrics
+
+
+def _claim_output_on_every_rank(output_dir: str, ctx: DistContext) -> None:
+    """Rank 0 makes OUTPUT and takes its run lock (one run at a time there, before anything moves or is written);
+    every other rank learns the outcome before it opens anything in OUTPUT. A rank that went on alone opened its
+    log while rank 0 was refused, and appended a lost-connection error to the running run's log_rank<r>.txt.
+
+    Raises:
+        ValueError: rank 0's refusal (another run holds OUTPUT, the folder cannot be made), on every rank.
+    """
+    refusal: Exception | None = None
+    if ctx.is_main:
+        try:
+            make_output_folder(output_dir, "OUTPUT =")  # not by opening its lock: that failure named only an errno
+            claim_output(output_dir)
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised here too
+            refusal = e
+    if ctx.distributed:
+        sent = dist_utils.broadcast_object(_picklable(refusal) if ctx.is_main else None, ctx)
+        refusal = refusal if ctx.is_main else sent
+    if refusal is not None:
+        raise refusal
+
+
+def _picklable(error: Exception | None) -> Exception | None:
+    """``error`` as another rank can raise it: itself when it pickles, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - an exception with unpicklable arguments
+        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None = None,

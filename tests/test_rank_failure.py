@@ -153,3 +153,31 @@ def test_torchrun_names_the_failing_rank_and_its_error_as_the_root_cause(tmp_pat
         assert line in (out / "log_rank1.txt").read_text()
     else:  # with the rank that printed it, as a running rank's error line
         assert f"[rank 1] {line}" in r.stderr and f"[rank 0] {line}" not in r.stderr, r.stderr[-3000:]
+
+
+def test_a_second_run_of_two_ranks_into_a_running_runs_output_writes_nothing_there(tmp_path, dataset):
+    """A second run (two processes) into an OUTPUT that a running run holds: rank 0 was refused by the run lock, but
+    rank 1 had opened its log by then and appended a 'lost its connection' error to the RUNNING run's
+    log_rank1.txt. Every rank now learns rank 0's claim before it opens anything in OUTPUT."""
+    from engine.run_files import RUN_LOCK, claim_output, release_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    running = {"log_rank0.txt": "the running run's rank 0\n", "log_rank1.txt": "the running run's rank 1\n",
+               "metrics.jsonl": '{"kind": "train", "step": 1}\n', "exit_status.json": "the running run's\n"}
+    for name, text in running.items():
+        (out / name).write_text(text)
+    claim_output(str(out))  # this process is the running run's rank 0
+    try:
+        env = child_env(OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "train.py",
+               "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *_opts(dataset, out)]
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0
+        refusal = (f"error: OUTPUT {out} is being written by another run (it holds {RUN_LOCK} there): wait for it "
+                   "to end, or give this run another OUTPUT")
+        assert refusal in r.stderr.splitlines(), r.stderr[-3000:]
+        assert "lost its connection" not in r.stdout + r.stderr, r.stderr[-3000:]
+        assert {p.name: p.read_text() for p in out.iterdir() if p.name != RUN_LOCK} == running
+    finally:
+        release_output(str(out))

@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import time
 from typing import IO, Any, Collection
 
@@ -55,9 +56,29 @@ def claim_output(output_dir: str) -> None:
         return
     held = hold_lock(os.path.join(key, RUN_LOCK))
     if held is None:
-        raise ValueError(f"OUTPUT {output_dir} is being written by another run (it holds {RUN_LOCK} there): wait for "
-                         "it to end, or give this run another OUTPUT")
+        holder = _lock_holder(os.path.join(key, RUN_LOCK))
+        raise ValueError(f"OUTPUT {output_dir} is being written by another run ({holder or 'it'} holds {RUN_LOCK} "
+                         "there): wait for it to end, or give this run another OUTPUT")
+    try:  # who holds it, for the line of a run it refuses (the lock, not this text, is what refuses it)
+        held.truncate(0)
+        held.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+        held.flush()
+    except OSError:  # a full disk: the refusal then does without the name
+        pass
     _CLAIMED[key] = held
+
+
+def _lock_holder(path: str) -> str:
+    """"process <pid> on <host>", as the holder of the lock at ``path`` wrote it; "" when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.loads(f.read(4096))
+        pid, host = record["pid"], record["host"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+    if not isinstance(pid, int) or not isinstance(host, str) or not host.isprintable() or len(host) > 255:
+        return ""
+    return f"process {pid} on {host}"
 
 
 def release_output(output_dir: str) -> None:

@@ -158,7 +158,10 @@ def test_torchrun_names_the_failing_rank_and_its_error_as_the_root_cause(tmp_pat
 def test_a_second_run_of_two_ranks_into_a_running_runs_output_writes_nothing_there(tmp_path, dataset):
     """A second run (two processes) into an OUTPUT that a running run holds: rank 0 was refused by the run lock, but
     rank 1 had opened its log by then and appended a 'lost its connection' error to the RUNNING run's
-    log_rank1.txt. Every rank now learns rank 0's claim before it opens anything in OUTPUT."""
+    log_rank1.txt. Every rank now learns rank 0's claim before it opens anything in OUTPUT; the refusal names the
+    process that holds the folder."""
+    import socket as sockets
+
     from engine.run_files import RUN_LOCK, claim_output, release_output
 
     out = tmp_path / "out"
@@ -174,8 +177,9 @@ def test_a_second_run_of_two_ranks_into_a_running_runs_output_writes_nothing_the
                "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *_opts(dataset, out)]
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode != 0
-        refusal = (f"error: OUTPUT {out} is being written by another run (it holds {RUN_LOCK} there): wait for it "
-                   "to end, or give this run another OUTPUT")
+        refusal = (f"error: OUTPUT {out} is being written by another run (process {os.getpid()} on "
+                   f"{sockets.gethostname()} holds {RUN_LOCK} there): wait for it to end, or give this run another "
+                   "OUTPUT")
         assert refusal in r.stderr.splitlines(), r.stderr[-3000:]
         assert "lost its connection" not in r.stdout + r.stderr, r.stderr[-3000:]
         assert {p.name: p.read_text() for p in out.iterdir() if p.name != RUN_LOCK} == running

@@ -41,9 +41,23 @@ def crash_line(error: BaseException, several_processes: bool) -> str:
     first names the cause (in its own line, its log_rank<r>.txt or, killed, the launcher's report)."""
     text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
     if several_processes and distributed.lost_peer(error):
+        # Of two processes the lost one is known; of more, the collective's error names only an address.
+        other = _the_other_rank()
+        whose, log = (f"rank {other}'s", f"log_rank{other}.txt") if other is not None else ("that process's",
+                                                                                             "log_rank<r>.txt")
         return ("error: this process lost its connection to another process of the run, which failed or was "
-                f"killed: that process's error (its own line, its log_rank<r>.txt) says why ({text})")
+                f"killed: {whose} error (its own line, its {log}, or for a process killed outright the launcher's "
+                f"report) says why ({text})")
     return f"error: {text}"
+
+
+def _the_other_rank() -> int | None:
+    """The rank of the one other process of a run of two (None in a run of more, or outside a process group)."""
+    if not distributed.joined():
+        return None
+    import torch.distributed as dist
+
+    return 1 - dist.get_rank() if dist.get_world_size() == 2 else None
 
 
 def report_end(run, line: str, with_traceback: bool = False) -> float | None:

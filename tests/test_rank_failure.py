@@ -7,6 +7,7 @@ launcher that would end the other process), so the other rank always meets the f
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -21,10 +22,11 @@ from tests.video_fixtures import synthetic_dataset
 pytestmark = pytest.mark.slow
 
 # train.main, with the training loader of rank FAIL_RANK failing at its FAIL_AT-th batch of the first epoch:
-# FAIL_KIND "data" raises a DataError (an unusable input: exit code 2), "crash" a RuntimeError (a bug); "startup"
+# FAIL_KIND "data" raises a DataError (an unusable input: exit code 2), "crash" a RuntimeError (a bug), "kill"
+# sends that rank SIGKILL; "startup"
 # fails that rank's start instead, as weights damaged on its node would (a CheckpointError: exit code 2).
 WRAPPER = r'''
-import os, sys
+import os, signal, sys
 sys.path.insert(0, os.environ["REPO"])
 import train
 if __name__ == "__main__":  # the decode workers import this module: they must not train
@@ -43,6 +45,8 @@ if __name__ == "__main__":  # the decode workers import this module: they must n
     def iterate(self):
         for n, batch in enumerate(orig_iter(self), 1):
             if self.training and n == fail_at and self.epoch == 0 and int(os.environ["RANK"]) == fail_rank:
+                if os.environ["FAIL_KIND"] == "kill":  # killed outright (the out-of-memory killer): no line
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if os.environ["FAIL_KIND"] == "data":
                     raise DataError("injected: every video left to this rank is unreadable")
                 raise RuntimeError("injected: a bug on one rank")
@@ -118,6 +122,21 @@ def test_a_crash_of_one_rank_is_in_its_log_file(tmp_path, dataset):
     assert "lost its connection to another process of the run" in (out / "log_rank0.txt").read_text()
     # nothing of this run was left running or half-written: the first epoch never ended, no checkpoint
     assert not list(out.glob("ckpt_*.pth")) and not list(out.glob("*.tmp*"))
+
+
+def test_a_rank_killed_outright_is_named_by_the_other(tmp_path, dataset):
+    """A rank killed with SIGKILL writes no line of its own; the other's line said only that 'another process' was
+    lost and sent the user to 'its log_rank<r>.txt', which ends with a step line. Of two processes, it names the rank
+    and where its end is told (the launcher's report), and ends with exit code 1 (README: a lost connection)."""
+    out, (r0, r1) = _two_ranks(tmp_path, dataset, "kill")
+    assert r1.returncode == -9
+    assert r0.returncode == 1, (r0.stdout + r0.stderr)[-3000:]
+    named = ("error: this process lost its connection to another process of the run, which failed or was killed: "
+             "rank 1's error (its own line, its log_rank1.txt, or for a process killed outright the launcher's "
+             "report) says why (")
+    assert named in r0.stdout + r0.stderr, (r0.stdout + r0.stderr)[-3000:]
+    assert named in (out / "log_rank0.txt").read_text()
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 1
 
 
 def _torchrun(tmp_path: Path, data: Path, kind: str) -> tuple[Path, subprocess.CompletedProcess]:

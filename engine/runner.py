@@ -181,10 +181,10 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
     print_plan(plan)
     if not only_test and found < global_batch:  # the run stops on this, but only after indexing the lists
         counted = "listed" if found == train_videos else "found"
-        print(f"warning: DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {found} {counted} training videos, fewer than one "
-              f"global batch (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} x TRAIN.ACCUMULATION_STEPS "
-              f"{cfg.TRAIN.ACCUMULATION_STEPS} x world size {world} = {global_batch}): the run would stop before its "
-              "first step; lower TRAIN.BATCH_SIZE or list more videos", file=sys.stderr)
+        raise ValueError(f"DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {found} {counted} training videos, fewer than one "
+                         f"global batch (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} x TRAIN.ACCUMULATION_STEPS "
+                         f"{cfg.TRAIN.ACCUMULATION_STEPS} x world size {world} = {global_batch}): the run would stop "
+                         "before its first step; lower TRAIN.BATCH_SIZE or list more videos")
     return plan
 
 

@@ -155,7 +155,7 @@ def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path, dataset
 
 def test_a_dry_run_writes_no_exit_status_and_a_run_overwrites_the_last_one(tmp_path, dataset):
     out = tmp_path / "out"
-    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, out)]) == 0
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, out)]) == 0
     assert not (out / "exit_status.json").exists()
     (out / "exit_status.json").parent.mkdir(exist_ok=True)
     (out / "exit_status.json").write_text('{"exit_code": 4}')  # an earlier attempt's
@@ -213,16 +213,16 @@ def test_a_label_out_of_range_names_data_num_classes(tmp_path, dataset, capsys, 
 def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")])
     out, err = capsys.readouterr()
-    assert rc == 0
     assert "parameters" in out and "GFLOPs per clip" in out and "data decode device" in out
     # 12 train clips, global batch 16 from demo.yaml -> 0 iterations, which the run would refuse after indexing:
-    # the plan says so; batch 4 -> 3
+    # the plan is printed, and the dry run fails as the run would (a script checking its status learns it); batch 4
+    # -> 3
     assert "global batch (B x ACC x world) : 16 = 16 x 1 x 1" in out
-    assert err.startswith("warning: DATA.TRAIN_FILE ") and "12 listed training videos, fewer than one global batch" \
-        in err and "= 16): the run would stop before its first step" in err and err.count("\n") == 1
+    assert rc == 2 and err.startswith("error: DATA.TRAIN_FILE ") and "12 listed training videos, fewer than one " \
+        "global batch" in err and "= 16): the run would stop before its first step" in err and err.count("\n") == 1
     rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "o")])
     out, err = capsys.readouterr()
-    assert "iterations per epoch           : 3" in out and "warning" not in err
+    assert rc == 0 and "iterations per epoch           : 3" in out and "warning" not in err and "error" not in err
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
@@ -231,7 +231,7 @@ def test_dry_run_and_verify_data_print_the_same_model_figures(tmp_path, dataset,
     from tools.verify_data import check_model
 
     opts = _opts(dataset, tmp_path / "out")
-    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *opts]) == 0
     plan = capsys.readouterr().out
     planned = re.search(r"^ *GFLOPs per clip \(forward\)\s*: (\S+)$", plan, re.M).group(1)
     params = int(re.search(r"^ *parameters\s*: (\d+)$", plan, re.M).group(1))
@@ -246,9 +246,10 @@ def test_dry_run_under_torchrun_prints_the_plan_once(tmp_path, dataset, capsys, 
         monkeypatch.setenv("WORLD_SIZE", "2")
         monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # as torchrun sets them
         monkeypatch.setenv("MASTER_PORT", "29500")
-        assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")]) == 0
+        opts = _opts(dataset, tmp_path / "out")
+        assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *opts]) == 0
         printed.append(capsys.readouterr().out)
-    assert "global batch (B x ACC x world) : 32 = 16 x 1 x 2" in printed[0] and printed[1] == ""
+    assert "global batch (B x ACC x world) : 8 = 4 x 1 x 2" in printed[0] and printed[1] == ""
 
 
 @pytest.mark.parametrize("env, line", [
@@ -279,7 +280,7 @@ def test_where_the_processes_meet_is_checked_before_anyone_waits_there(tmp_path,
     assert not (out / "log_rank0.txt").exists()  # refused before the run opened its log
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, out)]) == 0
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, out)]) == 0
     assert re.search(r"^  rendezvous \(MASTER_ADDR:PORT\) *: 127\.0\.0\.1:29500 \(loopback: reachable from this node "
                      r"only\)$", capsys.readouterr().out, re.M)
 
@@ -288,7 +289,7 @@ def test_dry_run_says_which_checkpoint_the_run_would_continue(tmp_path, dataset,
     """The plan said nothing of the checkpoint TRAIN.AUTO_RESUME or --resume would continue: a user learned only
     from the run's log whether it resumed, and from where, or started over."""
     out = tmp_path / "out"
-    opts = _opts(dataset, out, "TRAIN.AUTO_RESUME", "True")
+    opts = _opts(dataset, out, "TRAIN.AUTO_RESUME", "True", "TRAIN.BATCH_SIZE", "4")  # 12 clips: a batch fits
     cfg = load_config(DEMO, opts)
 
     def plan(*flags: str, extra: tuple = ()) -> str:
@@ -744,7 +745,8 @@ def test_dry_run_plan_names_the_views_each_evaluation_uses(tmp_path, dataset, ca
     # Training validates with TEST.NUM_CLIP x NUM_CROP and ends with a final test of FINAL_NUM_CLIP x FINAL_NUM_CROP:
     # the plan printed "test views 1 x 1" for a run whose final test used 4 x 3 views.
     views = ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1", "TEST.FINAL_NUM_CLIP", "4", "TEST.FINAL_NUM_CROP", "3"]
-    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "o", *views)]) == 0
+    opts = _opts(dataset, tmp_path / "o", *views)
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *opts]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^ *val views \(clips x crops\)\s*: 1 x 1$", out, re.M), out
     assert re.search(r"^ *final test \(clips x crops\)\s*: 4 x 3$", out, re.M), out

@@ -103,6 +103,7 @@ class Schedule:
         self._substitutions: set[tuple[int, int, int]] = set()
         self._quarantined: set[int] = set()  # rows quarantined during the run (substituted, not excluded)
         self._quarantined_lock = threading.Lock()  # the feeder's thread quarantines while a checkpoint records
+        self._left_out_later: set[int] = set()  # planned test rows another loader quarantined after this one's build
         self.stats: dict[str, Any] = {
             # Left out of this loader's plans: bad when the list was indexed, or quarantined by an earlier loader of
             # the same index (a video validation found broken, when the final test is built over its index).
@@ -170,7 +171,19 @@ class Schedule:
             elif self.settings.training:
                 out.append(self.sample(self._substitute(row), substitute_for=row))
                 self._count_substitution(number, row)
+            else:
+                self._count_left_out(row)
         return out
+
+    def _count_left_out(self, row: int) -> None:
+        """A planned test row dropped as bad: when no failure of this loader's made it so, another loader of the
+        run (training's, over a list naming the same file) quarantined it after this loader was built. Counted
+        once, however many evaluations drop it, with those left out at the build (``quarantined_earlier``)."""
+        with self._quarantined_lock:
+            ours = row in self._quarantined
+        if not ours and row not in self._left_out_later:
+            self._left_out_later.add(row)
+            self.stats["quarantined_earlier"] += 1
 
     def _substitute(self, row: int) -> int:
         found = substitute_row(self.plan().order, row, self.is_good)

@@ -302,11 +302,6 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
     stats = loader_stats(loader, ctx)  # after the evaluation, so that its own quarantines and samples are counted
     skipped = stats.pop("skipped", [])
     listed = stats.get("listed_videos")
-    if listed is not None and "quarantined_earlier" in stats:
-        # Left out, yet counted nowhere: quarantined after this loader was built by the loader of another list that
-        # names the same files (the training's, runner.check_lists_overlap), so earlier in this run too.
-        stats["quarantined_earlier"] += max(0, listed - result["num_videos"] - stats.get("bad_at_index", 0)
-                                            - stats["quarantined_earlier"] - stats.get("skipped_videos", 0))
     result.update(stats)
     unreadable = unreadable_rows(loader, ctx)
     if listed is not None and result["num_videos"] < listed:

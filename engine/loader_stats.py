@@ -19,7 +19,8 @@ def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, A
 
     From ``loader.stats`` (counted since the loader was built): ``skipped_videos`` (quarantined while decoding),
     ``substituted`` (training samples replaced), ``rebuilds`` (decoder pipelines rebuilt), ``quarantined_earlier``
-    (left out after an earlier loader of the same index quarantined them) summed over ranks;
+    (left out after another loader of the run quarantined them: of the same index, or of a list naming the same
+    files) summed over ranks;
     ``bad_at_index`` (left out when the list was indexed) and ``listed_videos`` (rows in the list) as one rank
     sees them; ``skipped``: up to 20 "path: reason" strings. Empty for a loader without stats. Every rank must
     call it (it gathers).

@@ -746,3 +746,31 @@ def test_sigusr1_to_torchrun_is_forwarded_and_both_ranks_stop_together(dataset, 
     assert 2 <= step < 16 and os.path.isfile(ckpt)
     assert torch_load(Path(ckpt))["global_step"] == step
     assert max(d["step"] for d in _lines(out) if d["kind"] == "train") == step
+
+
+def test_a_video_training_quarantines_is_counted_alike_in_the_eval_lines_and_the_summary(dataset, tmp_path):
+    """One list for training and validation; a video breaks after epoch 1 and training quarantines it in epoch 2.
+    The evaluations after leave it out as quarantined earlier in this run: the summary said 0 of them (the
+    validation loader's count at its build) while the eval line said 1."""
+    from tests.test_resume_quarantine import BREAK_AFTER_EPOCH_1, VICTIM, _data_copy
+
+    data, out = _data_copy(dataset, tmp_path), tmp_path / "out"
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER.replace("import train\n", BREAK_AFTER_EPOCH_1 + "import train\n"))
+    opts = _opts(data, out, **{**RESUME_OPTS, "SAVE_FREQ": 1, "TEST.EVAL_FREQ": 1, "DATA.VAL_FILE": data / "train.txt",
+                               "TEST.FINAL_NUM_CLIP": 1, "TEST.FINAL_NUM_CROP": 3})  # 3 epochs of 4 steps
+    env = dict(os.environ, REPO=str(ROOT), OMP_NUM_THREADS="1", TMPDIR=_private_tmp(tmp_path),
+               VICTIM=str(data / VICTIM))
+    r = subprocess.run([sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "quarantining" in r.stdout
+    evals = [(d["split"], d["epoch"], d["num_videos"], d["quarantined_earlier"], d["skipped_videos"])
+             for d in _lines(out) if d["kind"] == "eval"]
+    # counted once however many evaluations leave it out; the final test is built over the validation's index
+    assert evals == [("val", 1, 16, 0, 0), ("val", 2, 15, 1, 0), ("val", 3, 15, 1, 0), ("test", 3, 15, 1, 0)]
+    said = [x for x in r.stdout.splitlines() if "evaluated 15 of 16 listed videos" in x]
+    assert len(said) == 3 and all("1 quarantined earlier in this run, 0 failed while decoding" in x for x in said)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["val_quarantined_earlier"], summary["val_skipped_videos"], summary["test_quarantined_earlier"],
+            summary["train_skipped_videos"]) == (1, 0, 1, 1)

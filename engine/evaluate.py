@@ -330,5 +330,17 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
                     for r in sorted(set(entries) | set(unreadable)) if r not in scored]
         write_predictions(metrics.output_dir, split, preds, {r: e.rel_path for r, e in entries.items()}, num_classes,
                           class_names, unreadable=left_out)
+    if not result["num_videos"] and listed:
+        # An accuracy over no video is no number: it read "top-1 0.00%" (and "0 views/video"), a final_top1 of 0.
+        schedule = getattr(loader, "schedule", None)
+        desc = getattr(schedule, "list_desc", None) or f"the {split} list"
+        raise ConfigError(
+            f"{desc}: none of its {counted(listed, 'listed video')} could be scored ("
+            + ", ".join(f"{stats.get(k, 0)} {what}" for k, what in (
+                ("bad_at_index", "bad when the list was indexed"),
+                ("quarantined_earlier", "quarantined earlier in this run"),
+                ("skipped_videos", "failed while decoding")))
+            + (f"; e.g. {skipped[0]}" if skipped else "")
+            + f"); predictions_{split}.csv gives each its reason: check the videos, DATA.ROOT and the decode route")
     metrics.log_eval(result, epoch=epoch, step=step)
     return result

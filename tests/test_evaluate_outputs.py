@@ -107,6 +107,37 @@ def test_the_eval_line_records_clips_and_crops_of_the_loader(evaluated):
         out / "log_rank0.txt").read_text()
 
 
+def test_an_evaluation_that_scored_no_video_is_an_error_naming_the_list_not_a_top1_of_0(tmp_path, capsys):
+    """Every video of the list changed after it was indexed: nothing was scored. The eval line read "1 clip x 1
+    crop = 0 views/video, 0 videos): top-1 0.00%" and the summary a final_top1 of 0; now one line names the list,
+    the counts and a reason, and the predictions file gives each video its row."""
+    from dali_pipelines.loader import build_loader
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import make_clip_dataset, pattern_frames, small_cfg
+
+    lst = make_clip_dataset(str(tmp_path), [24, 30])
+    cfg = small_cfg(str(tmp_path), val_list=lst, **{"TEST.NUM_CLIP": 1, "TEST.NUM_CROP": 1, "DATA.NUM_CLASSES": 8})
+    loader = build_loader(cfg, "test")
+    for entry in loader.index.entries:
+        write_video(entry.path, pattern_frames(6, seed=1), codec="vp9", gop=8)
+    metrics = MetricLogger(str(tmp_path / "run"), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(ConfigError) as raised:
+            evaluate_and_log(_FixedRanking([1.0] + [0.0] * 7), loader, DistContext(), metrics, split="test",
+                             num_classes=8)
+    finally:
+        metrics.close()
+        loader.close()
+    msg = str(raised.value)
+    assert msg.startswith(f"DATA.VAL_FILE {lst}: none of its 2 listed videos could be scored (0 bad when the list "
+                          "was indexed, 0 quarantined earlier in this run, 2 failed while decoding; e.g. ")
+    assert "changed since it was indexed" in msg and "predictions_test.csv gives each its reason" in msg
+    assert "\n" not in msg
+    assert [r["status"] for r in _rows(tmp_path / "run" / "predictions_test.csv")] == ["error", "error"]
+    assert "top-1 0.00%" not in capsys.readouterr().out
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""  # no eval line of no video
+
+
 class _Batches:
     def __init__(self, labels: list[int]) -> None:
         self.labels = labels

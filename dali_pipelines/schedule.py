@@ -108,7 +108,11 @@ class Schedule:
             # Left out of this loader's plans: bad when the list was indexed, or quarantined by an earlier loader of
             # the same index (a video validation found broken, when the final test is built over its index).
             "bad_at_index": len(index.bad) - len(index.quarantined_at_run),
-            "quarantined_earlier": len(index.quarantined_at_run),
+            # testing: of this rank's share only (rows r with r % world_size == rank), so that the sum over the
+            # ranks counts a video once, however many ranks' indexes learnt of it (each training rank passes its own
+            # quarantines on: runner.check_lists_overlap)
+            "quarantined_earlier": sum(1 for r in index.quarantined_at_run
+                                       if settings.training or int(r) % self.world_size == self.rank),
             "skipped_videos": 0, "substituted": 0, "rebuilds": 0,
             "worker_restarts": 0,  # PyAV decode pools restarted after a worker process died
             "skipped": [],  # "path: reason" of every video quarantined during this loader's life

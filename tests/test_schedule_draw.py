@@ -40,6 +40,36 @@ def test_the_plan_is_cut_once_per_epoch_and_excluded_rows_are_replaced_whole(mon
     assert len(cut) == 3
 
 
+def test_a_video_quarantined_earlier_is_counted_once_over_the_ranks_that_leave_it_out():
+    """Each rank's test loader counts the videos of its own share another loader quarantined, before its build or
+    after it (then once, however many evaluations drop it): with every rank's training passing its quarantines to
+    that rank's validation index, a video two ranks quarantined was counted twice in the summed eval line."""
+    from types import SimpleNamespace
+
+    from dali_pipelines.schedule import Schedule
+
+    class Index:
+        def __init__(self) -> None:
+            self.bad, self.quarantined_at_run = {3: "decode failed"}, {3}  # both ranks' training found it
+
+        def __len__(self) -> int:
+            return 8
+
+        def is_good(self, row: int) -> bool:
+            return row not in self.bad
+
+    indexes = [Index(), Index()]
+    ranks = [Schedule(ix, SimpleNamespace(training=False), seed=0, batch_size=8, rank=r, world_size=2,
+                      route_of=lambda video: "pyav", list_desc="val.txt") for r, ix in enumerate(indexes)]
+    assert [s.stats["quarantined_earlier"] for s in ranks] == [0, 1]  # row 3 is rank 1's to score
+    for s in ranks:
+        s.sample = lambda row, substitute_for=None: row
+    indexes[0].bad[5] = indexes[1].bad[5] = "decode failed"  # quarantined by training after the loaders' build
+    for _ in range(2):  # two evaluations leave it out
+        assert [s.batch(0) for s in ranks] == [[0, 2, 4, 6], [1, 7]]
+    assert [s.stats["quarantined_earlier"] for s in ranks] == [0, 2]
+
+
 def test_training_plan_is_one_permutation_cut_into_equal_rank_shares():
     plans = [epoch_plan(ROWS, seed=5, epoch=2, batch_size=2, rank=r, world_size=2, training=True) for r in range(2)]
     assert all(len(p.batches) == 2 and all(len(b) == 2 for b in p.batches) for p in plans)  # 11 // 4 = 2

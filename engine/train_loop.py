@@ -605,10 +605,16 @@ class Trainer:
                                             **largest_host_memory(self.ctx)}, epoch, st.global_step)
             last = epoch + 1 == opts.epochs
             result = None
-            if last:
-                result = self._last_validation(epoch)
-            elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
-                result = self.run_eval(self.val_loader, "val", epoch)
+            try:
+                if last:
+                    result = self._last_validation(epoch)
+                elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
+                    result = self.run_eval(self.val_loader, "val", epoch)
+            except ConfigError:
+                # A validation that can score no video stops the run (its data needs fixing): keep the epoch's
+                # training first, which the epoch checkpoint below would have written, so the rerun resumes it.
+                self.save(epoch_complete=True)
+                raise
             improved = result is not None and result["top1"] > st.best_top1
             if improved:
                 st.best_top1, st.best_epoch = result["top1"], epoch

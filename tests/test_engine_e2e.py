@@ -774,3 +774,38 @@ def test_a_video_training_quarantines_is_counted_alike_in_the_eval_lines_and_the
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["val_quarantined_earlier"], summary["val_skipped_videos"], summary["test_quarantined_earlier"],
             summary["train_skipped_videos"]) == (1, 0, 1, 1)
+
+
+def test_a_validation_that_scores_no_video_stops_the_run_after_keeping_the_epoch(dataset, tmp_path):
+    """Every validation video breaks after indexing: the validation scores none, which stops the run (exit 2)
+    naming the list. The epoch's checkpoint is written before validation would have chosen best: the run stopped
+    on the validation's error first, losing the epoch's training."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(dataset, data)
+    first = (data / "val.txt").read_text().splitlines()[0].rsplit(" ", 1)
+    shutil.copy(data / first[0], data / "val_only.webm")
+    (data / "val_only.txt").write_text(f"val_only.webm {first[1]}\n")
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER.replace("import train\n", """import engine.train_loop as _tl
+_orig_run_eval = _tl.Trainer.run_eval
+def _run_eval(self, *args, **kwargs):  # the one validation video breaks once indexed
+    with open(os.environ["VICTIM"], "r+b") as f:
+        f.seek(200)
+        f.write(bytes(range(256)) * 8)
+    return _orig_run_eval(self, *args, **kwargs)
+_tl.Trainer.run_eval = _run_eval
+import train
+"""))
+    opts = _opts(data, out, **{"DATA.VAL_FILE": data / "val_only.txt", "TEST.FINAL_NUM_CLIP": 0, "SAVE_FREQ": 1})
+    env = dict(os.environ, REPO=str(ROOT), OMP_NUM_THREADS="1", TMPDIR=_private_tmp(tmp_path),
+               VICTIM=str(data / "val_only.webm"))
+    r = subprocess.run([sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    said = r.stdout + r.stderr
+    assert r.returncode == 2, said[-3000:]
+    assert f"error: DATA.VAL_FILE {data / 'val_only.txt'}: none of its 1 listed video could be scored" in said, \
+        said[-3000:]
+    ckpt = torch.load(out / "ckpt_epoch_1.pth", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["epoch_complete"] and ckpt["global_step"] > 0
+    assert not (out / "best.pth").exists()
+

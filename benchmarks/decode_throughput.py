@@ -24,7 +24,6 @@ known), and ``gop_frames/s``, the frames a decoder that seeks to the preceding k
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/decode_throughput.py`
 
 from benchmarks import common, cpu_monitor  # noqa: E402
 from benchmarks.baseline_loaders import decode_pyav, decord_available  # noqa: E402
+from evautil.workers import abandon_pool, started_pool  # noqa: E402
 
 ALL_DECODERS = ("dali_mixed", "dali_cpu", "pyav_1t", "pyav_nt", "pyav_np", "decord")
 ALL_MODES = ("all", "tsn", "multiview")
@@ -113,17 +113,18 @@ def _pyav_task(args: tuple) -> tuple[int, int]:
 
 
 def make_pyav(threads: int, procs: int):
-    pool = mp.get_context("spawn").Pool(procs) if procs > 1 else None
+    # The project's worker processes (evautil.workers): they ignore SIGINT, so a Ctrl-C in a terminal, which reaches
+    # the whole process group, leaves the one line of the main process, not a KeyboardInterrupt traceback per worker.
+    pool = started_pool(procs, what="the PyAV decode processes of pyav_np") if procs > 1 else None
 
     def run(items):
         tasks = [(it["path"], it["idx"], threads) for it in items]
-        res = pool.map(_pyav_task, tasks, chunksize=1) if pool else [_pyav_task(t) for t in tasks]
+        res = list(pool.map(_pyav_task, tasks)) if pool else [_pyav_task(t) for t in tasks]
         return len(items), sum(r[0] for r in res), sum(r[1] for r in res)
 
     def close():
-        if pool:
-            pool.close()
-            pool.join()
+        if pool:  # no result is wanted any more: its workers are ended at once, also mid-task on an interrupt
+            abandon_pool(pool)
     return run, {"threads": threads, "processes": max(procs, 1), "batch": 1}, close
 
 

@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -871,6 +872,42 @@ def test_a_ctrl_c_during_a_benchmark_is_one_line_saying_nothing_was_written(tmp_
     assert done.stderr.splitlines() == ["interrupted: decode_throughput.py: nothing measured was written (--json and "
                                         "--plot are written whole, once the run ends)"], done.stderr[-2000:]
     assert out.read_text() == '{"earlier": 1}\n'
+
+
+def _signal_the_group_once(args: list[str], tmp: Path, ready, sig: int, timeout: float = 180):
+    """Run ``python -m benchmarks.<args>`` in a process group of its own (TMPDIR: ``tmp``), send ``sig`` to the whole
+    group, as a terminal's Ctrl-C or a scheduler does, once ``ready(process)`` holds; returns (status, stdout,
+    stderr)."""
+    import psutil
+
+    tmp.mkdir(exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready(psutil.Process(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def test_a_ctrl_c_to_the_process_group_prints_no_worker_tracebacks(tmp_path):
+    """A terminal sends Ctrl-C to every process of the group: the PyAV decode processes of pyav_np (a spawned
+    multiprocessing pool) each printed their own KeyboardInterrupt traceback under the main process's one line."""
+    def workers_running(main) -> bool:  # the pool's workers (beside multiprocessing's own processes) have started
+        return len(main.children(recursive=True)) >= 3
+
+    status, _, err = _signal_the_group_once(
+        ["benchmarks.decode_throughput", "--quick", "--decoders", "pyav_np", "--threads", "2", "--modes", "all",
+         "--num-clips", "2"], tmp_path / "tmp", workers_running, signal.SIGINT)
+    assert status == -signal.SIGINT and "Traceback" not in err, err[-3000:]
+    assert err.splitlines()[-1].startswith("interrupted: decode_throughput.py: nothing measured was written"), err
 
 
 def test_a_synthetic_clip_cut_short_is_made_again_not_reused(tmp_path, monkeypatch):

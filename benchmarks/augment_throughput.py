@@ -227,12 +227,16 @@ def main(argv=None) -> int:
     problem = common.output_files_problem(args)
     if problem:
         return common.input_error(common.InputError(problem))
-    common.say_what_an_interrupt_keeps("nothing measured was written (--json is written whole, once the run ends)")
-    results = run(args)
-    print(report(results, args))
-    if args.json:
-        common.write_json(args.json, {"settings": vars(args), "results": results})
-    return 0
+    kept = "nothing measured was written (--json is written whole, once the run ends)"
+    common.say_what_an_interrupt_keeps(kept)
+
+    def work() -> int:
+        results = run(args)
+        print(report(results, args))
+        if args.json:
+            common.write_json(args.json, {"settings": vars(args), "results": results})
+        return 0
+    return common.until_stopped(work, kept)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ __all__ = [
     "cuda_available", "describe_input", "machine_line", "add_input_args", "release_device_memory",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count", "check_arch",
-    "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps",
+    "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps", "until_stopped", "NOTHING_WRITTEN",
 ]
 
 
@@ -422,14 +422,30 @@ def output_files_problem(args) -> str:
     return ""
 
 
-def say_what_an_interrupt_keeps(kept: str = "nothing measured was written (--json and --plot are written whole, "
-                                           "once the run ends)") -> None:
+NOTHING_WRITTEN = "nothing measured was written (--json and --plot are written whole, once the run ends)"
+
+
+def say_what_an_interrupt_keeps(kept: str = NOTHING_WRITTEN) -> None:
     """From here on a Ctrl-C ends the benchmark with one ``interrupted: <script>: <kept>`` line on stderr
     (``evautil.interrupt``), as it ends the project's tools, instead of a traceback of wherever the main thread
     waited (a worker pool, a DALI call); the process still ends by SIGINT."""
     from evautil.interrupt import on_interrupt
 
     on_interrupt(f"{os.path.basename(sys.argv[0])}: {kept}")
+
+
+def until_stopped(work: Callable[[], int], kept: str = NOTHING_WRITTEN) -> int:
+    """``work()``'s exit code; a scheduler's stop signal (SIGTERM, SIGUSR1) during it ends it as a Ctrl-C does, by an
+    exception, so that its clean-up runs (temporary folders, a clip being encoded under its temporary name, worker
+    pools): the process killed by the signal left them behind. Then one ``stopped: <signal> received: <script>:
+    <kept>; run the same command again`` line on stderr and exit code 4 (``evautil.interrupt``)."""
+    from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
+
+    try:
+        with stop_signals_raise():
+            return work()
+    except Stopped as stop:
+        return stopped_during_work(stop, f"{os.path.basename(sys.argv[0])}: {kept}; run the same command again")
 
 
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
@@ -439,13 +455,20 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
 
     Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number or a baseline the
     options named could not be measured (its package is not installed: a row with ``missing_package``), 2 for bad
-    input (a bad --list, option value or video: printed as one line). ``plot_title`` may be a function of the
-    payload.
+    input (a bad --list, option value or video: printed as one line), 4 when a stop signal ended it
+    (:func:`until_stopped`). ``plot_title`` may be a function of the payload.
     """
     problem = output_files_problem(args)
     if problem:
         return input_error(InputError(problem))
     say_what_an_interrupt_keeps()
+    return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
+                                                 required))
+
+
+def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
+                    plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
+    """:func:`run_main`'s work, once its output files are known to be writable."""
     try:
         payload = run_benchmark(args)
     except INPUT_ERRORS as e:

@@ -169,19 +169,25 @@ def time_load(list_path: str, root: str, ranks: int) -> list[dict]:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                  for _ in range(ranks)]
-        time.sleep(1.0)
-        for p in procs:  # every rank has imported and sits in its wait loop before the start signal
-            _wait_for_idle_start(p)
-        open(go, "w").close()
-        results = []
-        for r, p in enumerate(procs):
-            out, err = p.communicate(timeout=3600)
-            if p.returncode != 0:
-                raise RuntimeError(f"rank {r} failed (exit {p.returncode}): {err.strip()[-2000:]}")
-            d = json.loads(out.strip().splitlines()[-1])
-            d.update(name=f"load, rank {r} of {ranks}", phase="load", rank=r,
-                     seconds=common.summarize([d["seconds"]]))
-            results.append(d)
+        try:
+            time.sleep(1.0)
+            for p in procs:  # every rank has imported and sits in its wait loop before the start signal
+                _wait_for_idle_start(p)
+            open(go, "w").close()
+            results = []
+            for r, p in enumerate(procs):
+                out, err = p.communicate(timeout=3600)
+                if p.returncode != 0:
+                    raise RuntimeError(f"rank {r} failed (exit {p.returncode}): {err.strip()[-2000:]}")
+                d = json.loads(out.strip().splitlines()[-1])
+                d.update(name=f"load, rank {r} of {ranks}", phase="load", rank=r,
+                         seconds=common.summarize([d["seconds"]]))
+                results.append(d)
+        finally:  # a rank still waiting for the start signal (the run stopped before it) would wait for ever
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
     return results
 
 

@@ -910,6 +910,40 @@ def test_a_ctrl_c_to_the_process_group_prints_no_worker_tracebacks(tmp_path):
     assert err.splitlines()[-1].startswith("interrupted: decode_throughput.py: nothing measured was written"), err
 
 
+def test_a_sigterm_leaves_no_temporary_folder_and_ends_with_exit_code_4(tmp_path):
+    """A scheduler's SIGTERM killed the benchmark where it was: index_throughput's index_bench_* folder (links, list,
+    index) stayed in TMPDIR. Now it is removed as on a Ctrl-C, and one 'stopped:' line says so, exit code 4."""
+    tmp = tmp_path / "tmp"
+
+    def building(_) -> bool:  # the rows are linked and the index build has begun
+        return any(tmp.glob("index_bench_*/list.txt"))
+
+    status, _, err = _signal_the_group_once(["benchmarks.index_throughput", "--rows", "3000", "--workers", "1",
+                                             "--ranks", "1"], tmp, building, signal.SIGTERM)
+    assert status == 4 and "Traceback" not in err, err[-3000:]
+    assert err.splitlines()[-1] == ("stopped: SIGTERM received: index_throughput.py: nothing measured was written "
+                                    "(--json and --plot are written whole, once the run ends); run the same command "
+                                    "again (exit code 4)"), err
+    assert os.listdir(tmp) == []
+
+
+def test_a_sigterm_while_a_synthetic_clip_is_encoded_leaves_no_part_file(tmp_path):
+    """A SIGTERM while a synthetic clip was being encoded left its '.part' file (the clip under its temporary
+    name) in --data-dir: the clean-up that a Ctrl-C runs did not run."""
+    clips = tmp_path / "clips"
+
+    def encoding(_) -> bool:
+        return any(clips.glob("h264/*.part.*"))
+
+    status, _, err = _signal_the_group_once(
+        ["benchmarks.decode_throughput", "--codec", "h264", "--frames", "3000", "--width", "160", "--height", "120",
+         "--num-clips", "1", "--decoders", "pyav_1t", "--data-dir", str(clips)], tmp_path / "tmp", encoding,
+        signal.SIGTERM)
+    assert status == 4 and "Traceback" not in err, err[-3000:]
+    assert err.splitlines()[-1].startswith("stopped: SIGTERM received: decode_throughput.py: nothing measured"), err
+    assert os.listdir(clips / "h264") == []
+
+
 def test_a_synthetic_clip_cut_short_is_made_again_not_reused(tmp_path, monkeypatch):
     """A run stopped while it encoded a clip left a shorter clip under the final name, which the next run reused
     as a complete one (--data-dir: reused when present): 40 frames measured as 48."""

@@ -21,6 +21,7 @@ Exit code 1 when any requested frame is not found where it should be.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -335,10 +336,19 @@ def main(argv: list[str] | None = None) -> int:
     problem = common.output_files_problem(args)
     if problem:  # before any clip is decoded, not when the report is written
         p.error(problem)
-    common.say_what_an_interrupt_keeps("--json holds the report of the clips compared so far, if any, with "
-                                       "\"complete\": false" if args.json else "nothing was written (no --json)")
-
+    kept = ("--json holds the report of the clips compared so far, if any, with \"complete\": false" if args.json
+            else "nothing was written (no --json)")
+    common.say_what_an_interrupt_keeps(kept)
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
+    try:
+        return common.until_stopped(lambda: compare(args, tmp), kept)
+    finally:
+        if not args.tmp:  # the synthetic clips of this run only: a folder left behind by every run, stopped or not
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare(args, tmp: str) -> int:
+    """Compare the clips, run the probes and print the report; ``main()``'s work, its exit code."""
     os.makedirs(tmp, exist_ok=True)
     clips = list(args.clips)
     results, failures, seek, numbering, finished = [], [], None, [], False

@@ -1275,3 +1275,13 @@ def test_parity_on_the_cpu_decoder_skips_clips_in_codecs_it_does_not_take_with_o
     report = json.loads(out.read_text())
     assert report["failures"] == [] and [s["codec"] for s in report["skipped"]] == ["h264", "mpeg4"]
     assert report["clips"] and all(c["codec"] == "vp9" and c["found"] == 8 for c in report["clips"])
+
+
+def test_parity_removes_its_temporary_folder_of_synthetic_clips(tmp_path, monkeypatch, capsys):
+    """Without --tmp, every nvdec_parity run left its eva_parity_* folder of synthetic clips in TMPDIR."""
+    from benchmarks import nvdec_parity
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    assert nvdec_parity.main(["--decoder", "cpu", "--quick"]) == 0, capsys.readouterr().err[-2000:]
+    assert "seek probe (" in capsys.readouterr().out and os.listdir(tmp_path / "tmp") == []

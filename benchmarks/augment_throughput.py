@@ -205,12 +205,14 @@ def parse_args(argv=None):
     p.add_argument("--programs", default=",".join(PROGRAMS), help=f"comma-separated subset of {','.join(PROGRAMS)}")
     p.add_argument("--batches", type=int, default=3, help="batches per timed measurement")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="tiny settings (CI smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings (CI smoke test): B 2, 4 frames of 64x48, size 32, 1 batch, 2 repeats; the "
+                        "sizes and counts given too win")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
     if args.quick:
-        args.batch, args.num_frames, args.width, args.height, args.input_size = 2, 4, 64, 48, 32
-        args.batches, args.repeats = 1, 2
+        common.set_quick_defaults(p, argv, args, batch=2, num_frames=4, width=64, height=48, input_size=32, batches=1,
+                                  repeats=2)
     args.program_list = [x for x in args.programs.split(",") if x]
     unknown = set(args.program_list) - set(PROGRAMS)
     if unknown or not args.program_list:

@@ -9,6 +9,7 @@ inter-quartile range in the JSON). CUDA work is synchronised before the clock is
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import io
 import json
@@ -35,6 +36,7 @@ __all__ = [
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count", "check_arch",
     "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps", "until_stopped", "NOTHING_WRITTEN",
+    "set_quick_defaults",
 ]
 
 
@@ -358,6 +360,18 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], ylabel: 
     fig.savefig(image, format=os.path.splitext(path)[1][1:].lower() or "png", dpi=100)
     plt.close(fig)
     atomic_write(path, lambda f: f.write(image.getvalue()), fsync=False)
+
+
+def set_quick_defaults(parser, argv, args, **values) -> None:
+    """``--quick``: set each of ``values`` (``dest=value``) on ``args``, except the options given on the command
+    line (``argv``, or sys.argv's), which win: ``--quick --rows 2000`` measured 400 rows without a word."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:  # argparse lists the actions only there
+        action.default = argparse.SUPPRESS
+    given = vars(probe.parse_args(argv))  # only what the command line set
+    for dest, value in values.items():
+        if dest not in given:
+            setattr(args, dest, value)
 
 
 def require_positive(parser, args, names: Sequence[str], low: int = 1) -> None:

@@ -9,6 +9,7 @@ that, the time of the two parts it cannot avoid: parsing the list and reading th
 
     python -m benchmarks.index_throughput --rows 240000 --workers 2 --ranks 8 --clips a.mp4 b.mp4 ...
     python -m benchmarks.index_throughput --quick      # CI size: a few hundred rows, 2 ranks
+    python -m benchmarks.index_throughput --quick --rows 2000   # --quick's other sizes, 2000 rows
 
 ``--work-dir D --skip-build`` loads the index already built in ``D`` (by an earlier run, or by another version of
 the code, whose cache this one reads or migrates) instead of probing again: two versions of the loading code can
@@ -43,13 +44,14 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default=None, help="where the links and the list go (default: a temporary folder)")
     p.add_argument("--skip-build", action="store_true",
                    help="load the index already built in --work-dir (migrated first when it is of an older schema)")
-    p.add_argument("--quick", action="store_true", help="smoke size: 400 rows, workers 1,2, 2 ranks")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke size: 400 rows, workers 1,2, 2 ranks (--rows, --workers, --ranks given too win)")
     p.add_argument("--json", default=None, help="write every figure here")
     p.add_argument("--plot", default=None, help="PNG bar chart of the seconds")
     p.add_argument("--load-worker", nargs=3, metavar=("LIST", "ROOT", "GO_FILE"), help=common.argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.rows, args.workers, args.ranks = 400, "1,2", 2
+        common.set_quick_defaults(p, argv, args, rows=400, workers="1,2", ranks=2)
     try:
         args.worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
     except ValueError:

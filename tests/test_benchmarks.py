@@ -1285,3 +1285,20 @@ def test_parity_removes_its_temporary_folder_of_synthetic_clips(tmp_path, monkey
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
     assert nvdec_parity.main(["--decoder", "cpu", "--quick"]) == 0, capsys.readouterr().err[-2000:]
     assert "seek probe (" in capsys.readouterr().out and os.listdir(tmp_path / "tmp") == []
+
+
+def test_sizes_given_with_quick_win_over_its_own(capsys):
+    """index_throughput --quick --rows 2000 measured 400 rows (and augment_throughput --quick --batch 8 a batch of
+    2) without a word: the flags given on the command line now win, and --help says so."""
+    from benchmarks import augment_throughput, index_throughput
+
+    args = index_throughput.parse_args(["--quick", "--rows", "2000", "--ranks", "3"])
+    assert (args.rows, args.ranks, args.worker_counts) == (2000, 3, [1, 2])
+    args = index_throughput.parse_args(["--quick", "--workers", "4"])
+    assert (args.rows, args.ranks, args.worker_counts) == (400, 2, [4])
+    args = augment_throughput.parse_args(["--quick", "--batch", "8", "--num-frames", "16"])
+    assert (args.batch, args.num_frames, args.width, args.repeats) == (8, 16, 64, 2)
+    for module in (index_throughput, augment_throughput):
+        with pytest.raises(SystemExit):
+            module.parse_args(["--help"])
+        assert "given too win" in " ".join(capsys.readouterr().out.split())

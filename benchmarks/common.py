@@ -34,7 +34,8 @@ __all__ = [
     "Summary", "summarize", "PairedRatio", "paired_ratio", "time_repeats", "NvmlSampler", "machine_info",
     "cuda_available", "describe_input", "machine_line", "add_input_args", "release_device_memory",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
-    "read_list_or_synthetic", "check_figures", "run_main", "require_positive", "cpu_count", "check_arch",
+    "read_list_or_synthetic", "check_clip_length", "check_figures", "run_main", "require_positive", "cpu_count",
+    "check_arch",
     "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps", "until_stopped", "NOTHING_WRITTEN",
     "set_quick_defaults",
 ]
@@ -526,5 +527,5 @@ def check_figures(results: Sequence[dict], keys: Sequence[str]) -> list[str]:
 
 # The benchmarks' inputs (synthetic clips or a file list) live in benchmarks/inputs.py; re-exported here for the
 # scripts that take them from this module.
-from benchmarks.inputs import (add_input_args, encode_clip, make_synthetic_clips,  # noqa: E402,F401
-                               read_list_or_synthetic)
+from benchmarks.inputs import (add_input_args, check_clip_length, encode_clip,  # noqa: E402,F401
+                               make_synthetic_clips, read_list_or_synthetic)

@@ -288,6 +288,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.min_clips = min(args.min_clips, 16)
         args.warmup = min(args.warmup, 1)
         args.width, args.height = min(args.width, 160), min(args.height, 120)
+    if {m.strip() for m in args.modes.split(",")} & {"tsn", "multiview"}:  # they sample 16 segments of a clip
+        common.check_clip_length(p, args, 16, "--modes tsn and multiview: one frame of each of 16 segments")
+    else:
+        common.check_clip_length(p, args, 2, "a video, not a still image")
     return args
 
 

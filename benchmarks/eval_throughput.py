@@ -241,6 +241,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.batch, args.warmup, args.batches, args.repeats = 1, 1, min(args.batches, 2), min(args.repeats, 3)
         args.min_videos = min(args.min_videos, 16)
         args.width, args.height = min(args.width, 160), min(args.height, 120)
+    common.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames of each view")
     if not args.skip_model:
         common.check_arch(p, args.arch, args.input_size)
     return args

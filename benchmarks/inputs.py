@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-__all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args"]
+__all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args",
+           "check_clip_length"]
 
 
 def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -144,3 +145,15 @@ def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250
     g.add_argument("--num-clips", type=_int_at_least(1), default=num_clips,
                    help="clips to generate / read from the list")
     g.add_argument("--data-dir", default=None, help="where synthetic clips are written (reused when present)")
+
+
+def check_clip_length(parser, args, samples: int, why: str, frames_flag: str = "--frames") -> None:
+    """``parser.error`` (one line naming the flag, exit 2) when the synthetic clips (no ``--list``) would be shorter
+    than the ``samples`` frames (at least 2: a video, not a still image) the benchmark samples from each (``why``
+    says where that number comes from): a 1-frame clip ran, its one frame repeated ``samples`` times, and the
+    figures were those of still images, not of decoding a video."""
+    frames, need = getattr(args, frames_flag.lstrip("-").replace("-", "_")), max(samples, 2)
+    if getattr(args, "list", None) or frames >= need:
+        return
+    parser.error(f"{frames_flag} {frames}: a synthetic clip must hold at least {need} frames ({why}); give "
+                 f"{frames_flag} {need} or more")

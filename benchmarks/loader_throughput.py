@@ -264,6 +264,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.warmup = min(args.warmup, 1)
         args.batches = min(args.batches, 2)
         args.repeats = min(args.repeats, 3)
+    common.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames sampled from each")
     return args
 
 

@@ -236,6 +236,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.num_clips = min(args.num_clips, 4)
         args.clip_frames = min(args.clip_frames, 32)
         args.width, args.height = min(args.width, 160), min(args.height, 120)
+    if args.with_loader:  # the only clips it reads
+        common.check_clip_length(p, args, args.frames, f"--frames {args.frames}: the frames sampled from each",
+                                 "--clip-frames")
     common.check_arch(p, args.arch, args.input_size)
     return args
 

@@ -1302,3 +1302,33 @@ def test_sizes_given_with_quick_win_over_its_own(capsys):
         with pytest.raises(SystemExit):
             module.parse_args(["--help"])
         assert "given too win" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("module, args, line", [
+    ("loader_throughput", ["--frames", "1"], "--frames 1: a synthetic clip must hold at least 16 frames (--num-frames "
+                                             "16: the frames sampled from each); give --frames 16 or more"),
+    ("loader_throughput", ["--frames", "12", "--num-frames", "8"], None),
+    ("eval_throughput", ["--frames", "4", "--num-frames", "8"], "--frames 4: a synthetic clip must hold at least 8 "
+                                                               "frames"),
+    ("train_throughput", ["--with-loader", "--frames", "4", "--clip-frames", "3"], "--clip-frames 3: a synthetic "
+                                                                                   "clip must hold at least 4 frames"),
+    ("train_throughput", ["--frames", "4", "--clip-frames", "1"], None),  # no clips without --with-loader
+    ("decode_throughput", ["--frames", "1", "--modes", "all"], "--frames 1: a synthetic clip must hold at least 2 "
+                                                               "frames (a video, not a still image)"),
+    ("decode_throughput", ["--frames", "8"], "--frames 8: a synthetic clip must hold at least 16 frames"),
+])
+def test_synthetic_clips_shorter_than_what_is_sampled_from_them_are_refused(module, args, line, capsys):
+    """loader_throughput --frames 1 measured clips of one frame repeated 16 times (a still image, not a video):
+    every benchmark that writes synthetic clips refuses clips shorter than the frames it samples from each, in one
+    line naming the flag and the values it takes, exit code 2."""
+    import importlib
+
+    parse_args = importlib.import_module(f"benchmarks.{module}").parse_args
+    if line is None:
+        parse_args(["--quick", *args])
+        assert capsys.readouterr().err == ""
+        return
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--quick", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and f".py: {line}" in err, err

@@ -273,7 +273,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed passes over the clips")
     p.add_argument("--min-clips", type=int, default=32, help="clips per timed repeat (whole passes over the list)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="small clips and few repeats (CI smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="small clips and few repeats (CI smoke test): 4 clips, 64 frames of 160x120, 3 repeats of 16 "
+                        "clips, 1 warm-up; sizes and counts given too win")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--plot", help="write a PNG bar chart of decoded frames/s")
     args = p.parse_args(argv)
@@ -282,12 +284,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     common.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
     common.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
-        args.num_clips = min(args.num_clips, 4)
-        args.frames = min(args.frames, 64)
-        args.repeats = min(args.repeats, 3)
-        args.min_clips = min(args.min_clips, 16)
-        args.warmup = min(args.warmup, 1)
-        args.width, args.height = min(args.width, 160), min(args.height, 120)
+        common.set_quick_defaults(p, argv, args, num_clips=4, frames=64, repeats=3, min_clips=16, warmup=1, width=160,
+                                  height=120)
     if {m.strip() for m in args.modes.split(",")} & {"tsn", "multiview"}:  # they sample 16 segments of a clip
         common.check_clip_length(p, args, 16, "--modes tsn and multiview: one frame of each of 16 segments")
     else:

@@ -222,7 +222,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-model", action="store_true", help="only the decode comparison")
     p.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true", help="small settings (CI smoke test)")
+    p.add_argument("--quick", action="store_true", help="small settings (CI smoke test): eva-tiny/16, 4 clips of 64 "
+                   "frames of 160x120, T 8, size 112, B 1, 2 batches, 3 repeats; sizes and counts given too win")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--plot", help="write a PNG bar chart of videos/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
@@ -234,13 +235,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                        "num_clips", "threads", "min_videos"))
     common.require_positive(p, args, ("warmup", "torch_threads"), low=0)
     if args.quick:
-        args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
-        args.num_clips = min(args.num_clips, 4)
-        args.frames = min(args.frames, 64)
-        args.num_frames, args.input_size = min(args.num_frames, 8), min(args.input_size, 112)
-        args.batch, args.warmup, args.batches, args.repeats = 1, 1, min(args.batches, 2), min(args.repeats, 3)
-        args.min_videos = min(args.min_videos, 16)
-        args.width, args.height = min(args.width, 160), min(args.height, 120)
+        common.set_quick_defaults(p, argv, args, arch="eva-tiny/16", num_clips=4, frames=64, num_frames=8,
+                                  input_size=112, batch=1, warmup=1, batches=2, repeats=3, min_videos=16, width=160,
+                                  height=120)
     common.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames of each view")
     if not args.skip_model:
         common.check_arch(p, args.arch, args.input_size)

@@ -245,7 +245,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed batches per loader")
     p.add_argument("--batches", type=int, default=8, help="batches per timed measurement")
     p.add_argument("--repeats", type=int, default=5, help="timed measurements per loader")
-    p.add_argument("--quick", action="store_true", help="small settings for a 2-core CPU (CI smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="small settings for a 2-core CPU (CI smoke test): 4 clips of 64 frames, B 4, test B 1, "
+                        "1 warm-up, 2 batches, 3 repeats; sizes and counts given too win")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--plot", help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for our loader")
@@ -257,13 +259,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                        "num_clips"))
     common.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
-        args.num_clips = min(args.num_clips, 4)
-        args.frames = min(args.frames, 64)
-        args.batch = min(args.batch, 4)
-        args.test_batch = 1
-        args.warmup = min(args.warmup, 1)
-        args.batches = min(args.batches, 2)
-        args.repeats = min(args.repeats, 3)
+        common.set_quick_defaults(p, argv, args, num_clips=4, frames=64, batch=4, test_batch=1, warmup=1, batches=2,
+                                  repeats=3)
     common.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames sampled from each")
     return args
 

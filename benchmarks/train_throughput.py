@@ -209,7 +209,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16,
                           frames_flag="--clip-frames")
     p.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny model and clips (CI smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny model and clips (CI smoke test): eva-tiny/16, T 4, size 64, B 2, 3 steps, 3 repeats; "
+                        "sizes and counts given too win")
     p.add_argument("--json", help="write results to this JSON file")
     p.add_argument("--plot", help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
@@ -230,12 +232,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     except common.InputError as e:
         p.error(str(e))
     if args.quick:
-        args.arch = "eva-tiny/16" if args.arch == "eva-1b/14" else args.arch
-        args.frames, args.input_size, args.batch = min(args.frames, 4), min(args.input_size, 64), min(args.batch, 2)
-        args.warmup, args.steps, args.repeats = min(args.warmup, 1), min(args.steps, 3), min(args.repeats, 3)
-        args.num_clips = min(args.num_clips, 4)
-        args.clip_frames = min(args.clip_frames, 32)
-        args.width, args.height = min(args.width, 160), min(args.height, 120)
+        common.set_quick_defaults(p, argv, args, arch="eva-tiny/16", frames=4, input_size=64, batch=2, warmup=1,
+                                  steps=3, repeats=3, num_clips=4, clip_frames=32, width=160, height=120)
     if args.with_loader:  # the only clips it reads
         common.check_clip_length(p, args, args.frames, f"--frames {args.frames}: the frames sampled from each",
                                  "--clip-frames")

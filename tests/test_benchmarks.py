@@ -1332,3 +1332,20 @@ def test_synthetic_clips_shorter_than_what_is_sampled_from_them_are_refused(modu
         parse_args(["--quick", *args])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and f".py: {line}" in err, err
+
+
+@pytest.mark.parametrize("module, given, expected", [
+    ("loader_throughput", ["--frames", "250", "--test-batch", "2", "--repeats", "5"],
+     {"frames": 250, "test_batch": 2, "repeats": 5, "batch": 4, "num_clips": 4}),
+    ("decode_throughput", ["--frames", "128", "--width", "340"], {"frames": 128, "width": 340, "height": 120}),
+    ("eval_throughput", ["--num-frames", "16", "--batch", "2"], {"num_frames": 16, "batch": 2, "input_size": 112}),
+    ("train_throughput", ["--frames", "8", "--batch", "4", "--no-measure-peak"], {"frames": 8, "batch": 4,
+                                                                                  "input_size": 64}),
+])
+def test_every_benchmark_lets_sizes_given_with_quick_win(module, given, expected, capsys):
+    """loader_throughput --quick --frames 250 wrote 64-frame clips and --quick --test-batch 2 measured batches of
+    one, without a word (each --quick capped or replaced what was given): what is given wins, the rest is --quick's."""
+    import importlib
+
+    args = importlib.import_module(f"benchmarks.{module}").parse_args(["--quick", *given])
+    assert {k: getattr(args, k) for k in expected} == expected

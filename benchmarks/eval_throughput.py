@@ -232,7 +232,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
     common.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",
-                                       "num_clips", "threads", "min_videos"))
+                                       "num_clips", "threads", "min_videos", "input_size", "num_classes"))
     common.require_positive(p, args, ("warmup", "torch_threads"), low=0)
     if args.quick:
         common.set_quick_defaults(p, argv, args, arch="eva-tiny/16", num_clips=4, frames=64, num_frames=8,

@@ -256,7 +256,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.codec is None:
         args.codec = "h264" if common.cuda_available() else "vp9"
     common.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",
-                                       "num_clips"))
+                                       "num_clips", "threads", "input_size", "num_classes"))
     common.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
         common.set_quick_defaults(p, argv, args, num_clips=4, frames=64, batch=4, test_batch=1, warmup=1, batches=2,

@@ -221,8 +221,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
-    common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size"))
-    common.require_positive(p, args, ("warmup", "torch_threads"), low=0)
+    common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size", "num_classes", "threads"))
+    common.require_positive(p, args, ("warmup", "torch_threads", "workers"), low=0)
     if args.peak_tflops is not None and not args.peak_tflops > 0:  # a negative peak made every MFU negative
         p.error(f"--peak-tflops must be above 0, got {args.peak_tflops}")
     try:

@@ -1349,3 +1349,21 @@ def test_every_benchmark_lets_sizes_given_with_quick_win(module, given, expected
 
     args = importlib.import_module(f"benchmarks.{module}").parse_args(["--quick", *given])
     assert {k: getattr(args, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("module, args, line", [
+    ("loader_throughput", ["--threads", "0"], "--threads must be at least 1, got 0"),
+    ("loader_throughput", ["--input-size", "0"], "--input-size must be at least 1, got 0"),
+    ("eval_throughput", ["--num-classes", "0"], "--num-classes must be at least 1, got 0"),
+    ("train_throughput", ["--threads", "0", "--with-loader"], "--threads must be at least 1, got 0"),
+    ("train_throughput", ["--workers", "-1", "--with-loader"], "--workers must be at least 0, got -1"),
+])
+def test_loader_and_model_sizes_are_checked_by_their_flag_before_anything_runs(module, args, line, capsys):
+    """loader_throughput --threads 0 wrote its clips and built its index, then stopped on 'DATA.NUM_THREADS = 0 must
+    be at least 1', a config key the command line never named: now one line naming the flag, at once."""
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"benchmarks.{module}").parse_args(["--quick", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f".py: {line} (see --help)" in err, err

@@ -24,7 +24,7 @@ import sys
 # starve them (a 4x slower step was measured on a 2-core CPU run). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interrupt  # noqa: E402
+from evautil.interrupt import STARTING, STOPPED_EXIT_STATUS, finished, on_interrupt, stdout_may_close  # noqa: E402
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
@@ -169,4 +169,4 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing
+    sys.exit(finished(stdout_may_close(main)))  # a closed stdout stops no work; after its last line, nor a Ctrl-C

@@ -408,4 +408,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from evautil.interrupt import stdout_may_close
+    sys.exit(stdout_may_close(main, printing_only_without=("--json", "--plot")))  # | head: done at once

@@ -444,4 +444,5 @@ def compare(args, tmp: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from evautil.interrupt import stdout_may_close
+    sys.exit(stdout_may_close(main, printing_only_without=("--json", "--plot")))  # | head: done at once

@@ -204,3 +204,61 @@ def _quiet_unraisable_interrupts() -> None:
             previous(unraisable)
 
     sys.unraisablehook = hook
+
+
+# What a shell reports for a command ended by SIGPIPE (128 + 13), as ``yes | head -1`` reports for ``yes``.
+BROKEN_PIPE_EXIT_STATUS = 141
+
+
+def stdout_may_close(main: Callable[[], int], *, printing_only_without: tuple[str, ...] | None = None) -> int:
+    """Runs a command's ``main()`` and returns its status; a reader of stdout that goes away meanwhile (``| head``,
+    ``| less`` then q) no longer stops the command's work: ``sys.exit(finished(stdout_may_close(main)))``.
+
+    Python ignores SIGPIPE, so a print into a closed pipe raises BrokenPipeError wherever it happens: a list or a
+    report was left half written, an ``except OSError`` blamed an output flag for it, and the interpreter's last
+    flush printed "Exception ignored ... BrokenPipeError". From now on the first such write sends stdout to
+    /dev/null (Python's docs, signal module, "Note on SIGPIPE") and the work goes on: files are written whole and
+    the command exits with its work's status. A command whose work is printing (a benchmark's table) has nothing
+    left to do: with ``printing_only_without`` (the flags naming files it writes at its end, e.g. ``--json``) and
+    none of them given, it ends at once with :data:`BROKEN_PIPE_EXIT_STATUS`, as Unix tools do.
+    """
+    names = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--") and len(a) > 2]
+    printing_only = printing_only_without is not None and not any(  # argparse takes a flag's prefix too
+        flag.startswith(name) for name in names for flag in printing_only_without)
+    if not isinstance(sys.stdout, _StdoutThatMayClose):
+        sys.stdout = _StdoutThatMayClose(sys.stdout, printing_only)
+    return main()
+
+
+class _StdoutThatMayClose:
+    """sys.stdout, whose writes into a closed pipe go to /dev/null instead (see :func:`stdout_may_close`)."""
+
+    def __init__(self, stream, printing_only: bool) -> None:
+        self._stream = stream
+        self._printing_only = printing_only
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def _reader_gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())  # what the buffer still holds goes there too, at its next flush
+        finally:
+            os.close(devnull)
+        if self._printing_only:
+            self._printing_only = False  # the clean-up on the way out may print: that goes to /dev/null
+            raise SystemExit(BROKEN_PIPE_EXIT_STATUS)

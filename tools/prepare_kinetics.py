@@ -334,4 +334,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(finished(main()))  # after its last line a Ctrl-C changes nothing
+    from evautil.interrupt import stdout_may_close
+    sys.exit(finished(stdout_may_close(main)))  # a closed stdout stops no work; after its last line, nor a Ctrl-C

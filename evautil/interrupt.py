@@ -28,6 +28,10 @@ signal during its start prints one ``stopped:`` line and ends the process with t
 as for a Ctrl-C then), and handles the signals itself once its work begins, e.g. with :func:`stop_signals_raise`.
 predict and export_safetensors do too: they write their output at the end only, atomically, so a stop leaves an
 earlier output as it was, and the same command runs again.
+
+A reader of stdout that goes away (``| head``) is the other way a terminal ends a command early: with
+:func:`stdout_may_close` around its ``main`` the command's printing goes to /dev/null from then on and its work
+goes on (a command that only prints ends at once, as Unix tools do).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from types import TracebackType
 from typing import Callable, Iterator
 
 __all__ = ["on_interrupt", "interrupted_line", "finished", "stop_signals_raise", "Stopped", "stopped_during_work",
-           "INTERRUPTED_EXIT_STATUS", "STARTING", "STOP_SIGNALS", "STOPPED_EXIT_STATUS"]
+           "stdout_may_close", "BROKEN_PIPE_EXIT_STATUS", "INTERRUPTED_EXIT_STATUS", "STARTING", "STOP_SIGNALS",
+           "STOPPED_EXIT_STATUS"]
 
 # What a shell reports for a command ended by Ctrl-C: 128 + SIGINT.
 INTERRUPTED_EXIT_STATUS = 130

@@ -42,7 +42,7 @@ def _quiet(stderr: str) -> None:
 
 
 def test_train_dry_run(dataset, tmp_path):
-    r = _into_closed_pipe("train.py", "--cfg", "configs/demo.yaml", "--dry-run",
+    r = _into_closed_pipe("train.py", "--cfg", "configs/demo.yaml", "--dry-run", "--batch-size", "4",
                           "--opts", *_opts(dataset, tmp_path / "out"))
     _quiet(r.stderr)
     assert r.returncode == 0, r.stderr

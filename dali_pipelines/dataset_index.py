@@ -308,7 +308,7 @@ class DatasetIndex:
                          f"{self.quarantine_path})"
                          + (":" if name_bad else ""))
             if name_bad:
-                lines += [f"    {self.videos.path(r)}: {why}" for r, why in bad[:BAD_VIDEOS_NAMED]]
+                lines += [f"    {self.videos.shown_path(r)}: {why}" for r, why in bad[:BAD_VIDEOS_NAMED]]
                 if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded Kinetics would fill the log
                     lines.append(f"    and {len(bad) - BAD_VIDEOS_NAMED} more")
         return "\n".join(lines)

@@ -225,6 +225,12 @@ class VideoList:
     def path(self, row: int) -> str:
         return os.path.join(self.root, self.rel_paths[row])
 
+    def shown_path(self, row: int) -> str:
+        """:meth:`path` as a message names it: absolute, ``..`` and ``.`` resolved by name (``<root>/../b/x.mp4``
+        reads ``<parent>/b/x.mp4``). Only for display: files are opened by :meth:`path`, whose ``..`` after a
+        symbolic link leads where the link's target says."""
+        return os.path.abspath(self.path(row))
+
     def entry(self, row: int) -> ListEntry:
         rel = self.rel_paths[row]
         return ListEntry(row=row, rel_path=rel, path=os.path.join(self.root, rel), label=int(self.labels[row]),

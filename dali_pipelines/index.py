@@ -670,7 +670,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
                          probed=int(match.jobs.size), missing=int(np.count_nonzero(~keys[2])))
     bad = sorted(match.bad.items())
     for row, why in bad[:BAD_VIDEOS_NAMED]:
-        logger.warning("bad video %s: %s", videos.path(row), why)
+        logger.warning("bad video %s: %s", videos.shown_path(row), why)
     if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded dataset would otherwise fill the log, once per rank
         logger.warning("and %s in %s: all %d listed with their reasons in %s",
                        counted(len(bad) - BAD_VIDEOS_NAMED, "more bad video"), list_path, len(bad), paths.quarantine)
@@ -679,7 +679,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
         # which command-line entry points report in one line without a traceback.
         # One line: up to _STRICT_NAMED files inline, every one in the quarantine file (and the warnings above).
-        named = [f"{videos.path(r)} ({why})" for r, why in bad[:_STRICT_NAMED]]
+        named = [f"{videos.shown_path(r)} ({why})" for r, why in bad[:_STRICT_NAMED]]
         more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
         raise DataError(
             f"DATA.STRICT is on and {len(bad)} of {len(videos)} videos in {list_path} are unreadable: "

@@ -314,3 +314,35 @@ def test_a_configs_missing_lists_are_named_by_key_with_what_makes_them(tmp_path)
     demo = ROOT / "configs" / "demo.yaml"
     assert line.startswith(f"error: {demo}: missing video lists: DATA.TRAIN_FILE = {train} ("), line
     assert "DATA.VAL_FILE" not in line and "python tools/prepare_kinetics.py lists" in line, line
+
+
+def test_a_bad_video_reached_through_dotdot_is_named_by_its_clean_absolute_path(tmp_path):
+    """A list beside ``out/`` naming ``../mini_bad/x.mp4``: the report named ``<out>/../mini_bad/x.mp4``."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "mini_bad").mkdir()
+    (tmp_path / "mini_bad" / "x.mp4").write_bytes(b"\x00\x01 this is not a video" * 100)
+    listed = tmp_path / "out" / "l.txt"
+    listed.write_text("../mini_bad/x.mp4 0\n")
+    r = _verify(str(listed), "--num-classes", "1", "--workers", "1")
+    assert r.returncode == 1, r.stderr
+    shown = str(tmp_path / "mini_bad" / "x.mp4")
+    assert f"    {shown}: not a readable video container" in r.stdout, r.stdout
+    assert ".." not in r.stdout
+    # the list's own entry and its quarantine line stay as written: relative to the root
+    assert (tmp_path / "out" / "l.txt.quarantine.txt").read_text().startswith("../mini_bad/x.mp4\t")
+
+
+def test_the_index_warning_and_strict_refusal_name_a_dotdot_path_cleanly_too(tmp_path, caplog):
+    from dali_pipelines.filelist import DataError
+    from dali_pipelines.index import build_index
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "mini_bad").mkdir()
+    (tmp_path / "mini_bad" / "x.mp4").write_bytes(b"\x00\x01 this is not a video" * 100)
+    listed = tmp_path / "out" / "l.txt"
+    listed.write_text("../mini_bad/x.mp4 0\n")
+    shown = str(tmp_path / "mini_bad" / "x.mp4")
+    with caplog.at_level("WARNING", logger="dali_pipelines"), pytest.raises(DataError) as e:
+        build_index(str(listed), str(tmp_path / "out"), 1, workers=1, strict=True, progress=False)
+    assert f"are unreadable: {shown} (not a readable video container" in str(e.value)
+    assert f"bad video {shown}: not a readable video container" in caplog.text, caplog.text

@@ -6,6 +6,7 @@ This is the library behind ``tools/prepare_kinetics.py``. It replaces the origin
 One module per job, each importable alone:
 
 * ``scan``: class-folder trees ``<root>/{train,val}/<class name>/<video>`` -> ``DatasetScan`` of ``Video``s;
+* ``check``: a scan's ``--check``, each video probed as the training index probes it, the probes saved when stopped;
 * ``official``: the official k400/k600/k700 class lists, which such a dataset's classes must match;
 * ``annotations``: the flat layout of the official downloads (``<root>/{train,val}/<youtube_id>_<start>_<end>.mp4``
   with ``<root>/annotations/{train,val}.csv``) -> the same ``Video`` records as a class-folder tree of the videos;

@@ -1774,3 +1774,42 @@ def test_an_empty_output_is_encoded_again_not_skipped_as_done(tmp_path):
     rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
     assert (rep["skipped_existing"], rep["done"], rep["source_changed"], rep["failed"]) == (1, 1, 0, [])
     assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 4
+
+
+@pytest.mark.parametrize("every_s", [0.0, 1e9])
+def test_a_long_scan_says_how_far_it_got_on_stderr_and_a_short_one_says_nothing(tmp_path, capsys, monkeypatch,
+                                                                                  every_s):
+    # A 650,000-file tree took some 25 s (minutes on network storage) with nothing printed; a line is now due
+    # every WALK_PROGRESS_EVERY_S seconds: 0 makes each file's line due, 1e9 none.
+    from tools.kinetics import common
+
+    monkeypatch.setattr(common, "WALK_PROGRESS_EVERY_S", every_s)
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("A1"), vid("A2")], "b": [vid("B1")]},
+                                         "val": {"a": [vid("V1")], "b": [vid("V2")]}})
+    (root / "train" / "a" / vid("E1")).write_bytes(b"")  # skipped, but found: counted
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("scan t400: ")]
+    if every_s:
+        assert lines == []
+    else:
+        assert lines[0].startswith("scan t400: 1 video file so far, ")
+        assert lines[5].startswith("scan t400: 6 video files so far, ")
+        assert lines[-1].startswith("scan t400: 6 video files in 0:00:0") and len(lines) == 7
+
+
+def test_a_long_reencode_plan_says_how_far_it_got_on_stderr(tmp_path, capsys, monkeypatch):
+    from tools.kinetics import common
+
+    monkeypatch.setattr(common, "WALK_PROGRESS_EVERY_S", 0.0)
+    src = make_tree(tmp_path / "src", {"train": {"a": [vid("A1"), vid("A2")]}, "val": {"a": [vid("V1")]}})
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dry-run"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    walk = f"reencode: looking for videos in {src}: "
+    outputs = f"reencode: looking for finished outputs in {src}_h264: "
+    assert [x[len(walk):].split(",")[0] for x in err if x.startswith(walk)][:3] == [
+        "1 video file so far", "2 video files so far", "3 video files so far"]
+    assert err[3].startswith(walk + "3 video files in 0:00:0")
+    assert [x[len(outputs):].split(",")[0] for x in err if x.startswith(outputs)][:3] == [
+        "1 of 3 videos", "2 of 3 videos", "3 of 3 videos"]
+    assert err[7].startswith(outputs + "3 videos in 0:00:0")

@@ -384,3 +384,18 @@ def test_a_flat_folder_without_its_annotations_says_how_to_name_them(tmp_path, c
     with pytest.raises(KineticsError, match=r"no class folders in .*val'; a flat folder of videos needs its "
                                             r"annotation CSVs: --annotations"):
         scan_dataset("t400", str(root))
+
+
+def test_a_long_scan_of_the_flat_layout_says_how_far_it_got(tmp_path, capsys, monkeypatch):
+    from evautil.progress import counted
+    from tools.kinetics import common
+
+    monkeypatch.setattr(common, "WALK_PROGRESS_EVERY_S", 0.0)  # every file's line due
+    flat = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")], "b": [vid("B1")]},
+                                         "val": {"a": [vid("V1")], "b": [vid("V2")]}})
+    (flat / "train" / vid("X1")).write_bytes(b"x")  # no row names it: found all the same
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={flat}", "--out", str(tmp_path / "out")]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("scan t400: ")]
+    assert [x.split(",")[0] for x in lines[:-1]] == [f"scan t400: {counted(n, 'video file')} so far"
+                                                      for n in range(1, 6)]
+    assert lines[-1].startswith("scan t400: 5 video files in 0:00:0")

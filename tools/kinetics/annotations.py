@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from evautil.errors import not_utf8_line
 
-from .common import KineticsError
+from .common import KineticsError, WalkProgress
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",
@@ -184,13 +184,13 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
 
 def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
                    underscore_to_space: bool, candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]],
-                   ignored: list[str], counts: Mapping[str, Counter]
+                   ignored: list[str], counts: Mapping[str, Counter], walk: WalkProgress | None = None
                    ) -> tuple[dict[str, list[str]], list[tuple[str, str]], dict]:
     """Scan the flat split folders ``<root>/<folders[split]>/<video>`` against the CSVs ``csvs[split]``.
 
     As ``scan._scan_split`` does for class folders: usable videos go to ``candidates`` (in label, then file name
     order), unusable ones and those no row names to ``skipped`` and ``counts`` (by split and kind), other entries,
-    subfolders too, to ``ignored``.
+    subfolders too, to ``ignored``; ``walk`` counts each video file.
 
     Returns:
         each split's sorted class names (of all its rows, with a video on disk or not), the annotated videos
@@ -218,6 +218,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             if owner is None:
                 skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names {key}"))
                 counts[split][SKIP_UNANNOTATED] += 1
+                if walk is not None:
+                    walk.update()
                 continue
             row = rows[owner][key]
             annotated.add((owner, key))
@@ -227,6 +229,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     matched.sort(key=lambda x: x[0])  # a class-folder tree's order: folder (the label as written), file name
     for _, v, f, folder in matched:
         skip = video_skip(f, os.path.join(folder, f.name))
+        if walk is not None:
+            walk.update()
         if skip is None:
             candidates.append((v.split, v))
         else:

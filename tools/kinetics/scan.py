@@ -20,7 +20,7 @@ from evautil.progress import stderr_line
 from evautil.text import text_lines
 
 from .check import _check_videos, save_checked
-from .common import KineticsError
+from .common import KineticsError, WalkProgress
 from .official import match_official
 
 if TYPE_CHECKING:
@@ -204,10 +204,10 @@ def video_skip(f: os.DirEntry, rel_path: str) -> tuple[str, str] | None:
 
 def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
                 candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str],
-                counts: Counter) -> list[str]:
+                counts: Counter, walk: WalkProgress | None = None) -> list[str]:
     """Walk ``<root>/<folder>/<class>/<file>``: usable videos go to ``candidates``, unusable files to ``skipped``
-    with the reason (and to ``counts`` by kind), anything else to ``ignored``. Returns the split's sorted class
-    names."""
+    with the reason (and to ``counts`` by kind), anything else to ``ignored``; ``walk`` counts each video file.
+    Returns the split's sorted class names."""
     split_root = os.path.join(root, folder)
     if not os.path.isdir(split_root):
         raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist "
@@ -233,6 +233,8 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
         for f in video_entries(entry.path, ignored):
             v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
             skip = video_skip(f, os.path.join(folder, entry.name, f.name))
+            if walk is not None:
+                walk.update()
             if skip is None:
                 candidates.append((split, v))
             else:
@@ -330,15 +332,17 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     csvs = annotation_files(name, root, folders, annotations)
     absent: list[tuple[str, str]] = []  # annotated videos without a file, skipped after the --strict test
     info: dict = {}
+    walk = WalkProgress(f"scan {name}", "video file")  # lines on stderr only when the walk takes long
     if csvs is None:
         for split, folder in folders.items():
             class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
-                                            ignored, counts[split])
+                                            ignored, counts[split], walk)
         sources, classes_from = dict(folders), "class folders"
     else:
         class_sets, absent, info = scan_annotated(name, root, folders, csvs, underscore_to_space, candidates,
-                                                  skipped, ignored, counts)
+                                                  skipped, ignored, counts, walk)
         sources, classes_from = dict(csvs), "annotated classes"
+    walk.finish()
     # Every video file found, usable or not, so that a report's "found" is written + skipped + dropped.
     found = {split: sum(1 for s, _ in candidates if s == split) + sum(counts[split].values()) for split in counts}
 

@@ -362,3 +362,33 @@ def test_help_states_every_default(capsys):
                   "frames per clip (default 32)", "frame rate (default 25)", "(default 0)", "default h264",
                   "WIDTHxHEIGHT (default 64x48)"):
         assert words in text, words
+
+
+def test_a_run_stopped_midway_keeps_its_finished_clips_and_the_rest_are_the_same_bytes(tmp_path, monkeypatch):
+    write_job, calls = synthetic._write_job, []
+
+    def stopped_at_the_fourth(job):  # workers=1: in this process, in order
+        calls.append(job[0])
+        if len(calls) == 4:
+            open(job[0] + ".part.webm", "wb").close()  # the clip being written when the stop came
+            raise KeyboardInterrupt
+        return write_job(job)
+
+    out = tmp_path / "stopped"
+    monkeypatch.setattr(synthetic, "_write_job", stopped_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_dataset(str(out), workers=1, **SMALL)
+    finished = {p: os.stat(p).st_mtime_ns for p in calls[:3]}
+    calls.clear()
+    monkeypatch.setattr(synthetic, "_write_job", lambda job: calls.append(job[0]) or write_job(job))
+    s = make_synthetic_dataset(str(out), workers=1, **SMALL)
+    assert not s["skipped"] and json.loads((out / "dataset.json").read_text())["complete"] is True
+    assert {p: os.stat(p).st_mtime_ns for p in finished} == finished  # kept, not written again
+    assert not set(calls) & set(finished) and len(calls) == s["num_train"] + s["num_val"] - 3
+    assert not [p for p in out.rglob("*") if ".part" in p.name]
+    whole = tmp_path / "whole"
+    make_synthetic_dataset(str(whole), workers=1, **SMALL)
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    for f in files:
+        assert (out / f).read_bytes() == (whole / f).read_bytes(), f

@@ -7,7 +7,8 @@ which NVDEC decodes on a GPU machine and PyAV on a CPU one):
     python tools/make_synthetic_dataset.py --out data/synthetic
     python tools/make_synthetic_dataset.py --out data/synth_vp9 --codec vp9 --gop 16
 
-Re-running with the same parameters reuses the existing dataset; --force regenerates it. A folder that holds
+Re-running with the same parameters reuses the existing dataset, or the clips a stopped run finished (the rest are
+written); --force regenerates it. A folder that holds
 lists (train.txt, val.txt, labels.csv) but no dataset.json is someone else's data: refused unless --force.
 """
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
     on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); "
-                 "the same command writes it again")
+                 "the same command keeps the clips finished and writes the rest")
 
     try:
         s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,

@@ -168,7 +168,8 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     function of the parameters, to the byte (two generations run at once on a 2-core machine: 0 of 1120 clips
     differ; before ``write_video`` turned off x264's lookahead thread and macroblock tree, 411 did); when
     ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing is regenerated
-    (unless ``force``).
+    (unless ``force``); when it shows a run with the same parameters stopped halfway, its finished clips (each
+    renamed into place only once whole) are kept and only the others written.
 
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,
@@ -203,7 +204,13 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     if not force and _complete(meta_path, params, [j[0] for j in jobs] + [train_list, val_list, labels_csv]):
         return {**summary, "skipped": True, "seconds": time.perf_counter() - t0}
 
-    if os.path.exists(meta_path):
+    resumed = not force and _stored_params(meta_path) == params
+    if resumed:
+        # The same dataset, stopped halfway: its finished clips are the bytes this run would write (a clip is a
+        # function of the parameters); the half-written ones never got their final name.
+        _remove_parts(out_dir)
+        jobs = [j for j in jobs if not (os.path.isfile(j[0]) and os.path.getsize(j[0]) > 0)]
+    elif os.path.exists(meta_path):
         # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
         os.unlink(meta_path)
         shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
@@ -233,11 +240,34 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     return {**summary, "skipped": False, "seconds": time.perf_counter() - t0}
 
 
-def _complete(meta_path: str, params: dict, files: list[str]) -> bool:
+def _stored_params(meta_path: str) -> dict | None:
+    """The parameters ``dataset.json`` records, without its ``complete`` mark; None when it cannot be read."""
     try:
         with open(meta_path, encoding="utf-8") as f:
             stored = json.load(f)
     except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict):
+        return None
+    stored.pop("complete", None)
+    return stored
+
+
+def _remove_parts(out_dir: str) -> None:
+    """The ``.part`` files of clips a stopped run was writing (:func:`_write_job`)."""
+    for cls_name in CLASSES:
+        folder = os.path.join(out_dir, "videos", cls_name)
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if ".part" in name:
+                    os.unlink(os.path.join(folder, name))
+
+
+def _complete(meta_path: str, params: dict, files: list[str]) -> bool:
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            complete = json.load(f).get("complete") is True  # False: a run stopped halfway
+    except (OSError, ValueError, AttributeError):
         return False
-    complete = stored.pop("complete", None) is True  # False: a run stopped halfway
-    return complete and stored == params and all(os.path.isfile(p) and os.path.getsize(p) > 0 for p in files)
+    return complete and _stored_params(meta_path) == params and all(os.path.isfile(p) and os.path.getsize(p) > 0
+                                                                    for p in files)

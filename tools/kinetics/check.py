@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .scan import Video
 
-__all__ = ["save_checked"]
+__all__ = ["check_videos", "save_checked"]
 
 
 def _save_probed_so_far(name: str, root: str, candidates: list[tuple[str, Video]], table: "VideoTable",
@@ -54,7 +54,7 @@ def save_checked(name: str, root: str, probes: "VideoTable | None", probe_rows: 
         stderr_line(f"check {name}: saved the {len(rel):,} usable videos probed so far in {path}")
 
 
-def _check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, progress: bool,
+def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, progress: bool,
                   before: "ProbedBefore | None" = None, root: str = "",
                   partial_list: str | None = None) -> tuple["VideoTable", list[str | None]]:
     """``--check``: probe every candidate with the training index's own probe; returns a table with the facts of

@@ -19,7 +19,7 @@ import numpy as np
 from evautil.progress import stderr_line
 from evautil.text import text_lines
 
-from .check import _check_videos, save_checked
+from .check import check_videos, save_checked
 from .common import KineticsError, WalkProgress
 from .official import match_official
 
@@ -358,7 +358,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     _refuse_unusable(name, skipped, strict)
     probes, probe_rows = None, {}
     if check and candidates:
-        table, reasons = _check_videos(name, candidates, workers, progress, before, root, partial_list)
+        table, reasons = check_videos(name, candidates, workers, progress, before, root, partial_list)
         good = []
         for (split, v), reason in zip(candidates, reasons):
             if reason is None:

@@ -301,7 +301,6 @@ def _found_videos(videos, key: str, data) -> int:
         DataListError: none of the videos exists (see ``check_list_root``).
         DataError: DATA.STRICT and some video is missing.
     """
-
     import numpy as np
 
     from dali_pipelines.filelist import DataError, check_list_root

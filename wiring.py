@@ -7,7 +7,6 @@ engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without bui
 
 from __future__ import annotations
 
-import pickle
 import sys
 from datetime import timedelta
 from typing import Any, Callable, NamedTuple
@@ -17,6 +16,7 @@ from engine.distributed import DistContext, all_gather_objects, barrier
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
 from engine.run_files import release_output
+from evautil.workers import sendable_error
 
 # The first rank of a node may probe a whole list before the node's other ranks can read its index (hours, for a
 # first build of a Kinetics-size list): they wait this long. A rank that dies ends the wait at once.
@@ -228,7 +228,7 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - every rank must hear of it before anyone raises
             failure = e
     barrier(ctx, INDEX_WAIT)
-    failures = all_gather_objects(_sendable(failure), ctx)
+    failures = all_gather_objects(sendable_error(failure), ctx)
     if failure is not None:
         raise failure
     elsewhere = next((f for f in failures if f is not None), None)
@@ -237,17 +237,6 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
     if not first:
         built = {split: build(split, checked_by_peer=True) for split in splits}
     return built
-
-
-def _sendable(error: BaseException | None) -> BaseException | None:
-    """``error`` as another rank can re-raise it: itself when it pickles, else a RuntimeError with its text."""
-    if error is None:
-        return None
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001 - an exception with unpicklable arguments
-        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pickle
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from evautil.errors import some_names, weights_misfit
 from evautil.files import make_output_folder
 from evautil.flops import model_size_text
 from evautil.progress import counted
+from evautil.workers import sendable_error
 
 from .checkpointing import Checkpointer, CheckpointError, check_output_dir, checkpoint_files, starts_fresh
 from .distributed import DistContext, all_gather_objects
@@ -270,19 +270,10 @@ def _claim_output_on_every_rank(output_dir: str, ctx: DistContext) -> None:
         except Exception as e:  # noqa: BLE001 - sent to the other ranks, then raised here too
             refusal = e
     if ctx.distributed:
-        sent = dist_utils.broadcast_object(_picklable(refusal) if ctx.is_main else None, ctx)
+        sent = dist_utils.broadcast_object(sendable_error(refusal) if ctx.is_main else None, ctx)
         refusal = refusal if ctx.is_main else sent
     if refusal is not None:
         raise refusal
-
-
-def _picklable(error: Exception | None) -> Exception | None:
-    """``error`` as another rank can raise it: itself when it pickles, else a RuntimeError with its text."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:  # noqa: BLE001 - an exception with unpicklable arguments
-        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None = None,

@@ -45,7 +45,7 @@ __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool", "jobs_started",
            "result_unless_a_worker_dies", "ResultOverdue", "InlineExecutor", "DaemonThreadPool", "map_with_progress",
            "started_pool", "WORKER_START_S", "WorkerStartError", "WorkerCrashError", "WorkerTimeoutError",
-           "MAX_OVERDUE_IN_A_ROW", "usable_cpus"]
+           "MAX_OVERDUE_IN_A_ROW", "usable_cpus", "sendable_error"]
 
 START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 # How often a worker checks that its main process is still there.
@@ -370,11 +370,13 @@ def _exit_description(pool: cf.Executor) -> str:
     return ", ".join(sorted(set(ends))) or "ended"
 
 
-def _sendable(e: BaseException) -> BaseException:
-    """``e``, or, when the main process could not rebuild it from its pickle (a constructor that wants other
+def sendable_error(e: BaseException | None) -> BaseException | None:
+    """``e``, or, when another process could not rebuild it from its pickle (a constructor that wants other
     arguments than the exception keeps, an attribute that does not pickle), its nearest built-in class with its
     class name and message: concurrent.futures would report such an exception as a worker's death (the pool
-    breaks), and the job's own error would be lost."""
+    breaks), and the job's own error would be lost; a rank's error sent to the others likewise. None stays None."""
+    if e is None:
+        return None
     try:
         pickle.loads(pickle.dumps(e))
         return e
@@ -397,13 +399,13 @@ def _sendable(e: BaseException) -> BaseException:
 
 def _run_job(fn: Callable, *args):
     """What :func:`submit_to_pool` runs in a worker: ``fn(*args)``, counted as started in a one-worker pool, and
-    an exception sent back in a form the main process can rebuild (:func:`_sendable`)."""
+    an exception sent back in a form the main process can rebuild (:func:`sendable_error`)."""
     if _JOB_STARTS is not None:
         _JOB_STARTS.value += 1
     try:
         return fn(*args)
     except BaseException as e:  # noqa: BLE001 - re-raised, in a sendable form
-        stand_in = _sendable(e)
+        stand_in = sendable_error(e)
         if stand_in is e:
             raise
         raise stand_in from e  # the traceback sent along shows the original

@@ -280,11 +280,11 @@ class HostDecodeRoute:
                 manager.join()
 
 
-def _drop_frames(handled: BaseException) -> None:
-    """Forget the traceback of an exception the feeder has handled (turned into a quarantine or a retry). The
-    exception also lives on in its future; its traceback holds this call's frames and, through them, the DALI
-    frames that called the feeder and the pipeline itself: a reference cycle that would keep a closed loader's
-    pipeline alive until a garbage collection."""
+def drop_frames(handled: BaseException) -> None:
+    """Forget the traceback of an exception the feeder (or the loader) has handled (turned into a quarantine, a
+    retry or a rebuild). The exception also lives on in its future; its traceback holds this call's frames and,
+    through them, the DALI frames that called the feeder or raised it and the pipeline itself: a reference cycle
+    that would keep a closed loader's pipeline (or a failed one) alive until a garbage collection."""
     handled.__traceback__ = None
     if handled.__context__ is not None:
         handled.__context__.__traceback__ = None
@@ -443,7 +443,7 @@ class Feeder:
                     if self._pool_deaths > _MAX_POOL_DEATHS:
                         raise RuntimeError("the PyAV decoding worker processes keep dying; see their errors above "
                                            "(DATA.NUM_WORKERS 0 decodes in the main process)") from e
-                    _drop_frames(e)
+                    drop_frames(e)
                     if retried and not resent and not route.ran(fut):
                         # the second try's worker was killed before it took the decode: not this video's doing
                         resent = True
@@ -456,7 +456,7 @@ class Feeder:
                     s = self.schedule.replace(s, pending.number, "the decoding worker process died twice on it, the "
                                               "second time alone")
                 except (OSError, BadVideoError, ValueError, RuntimeError) as e:
-                    _drop_frames(e)
+                    drop_frames(e)
                     moved = (self._reroute(s, str(e)) if isinstance(e, DaliDecodeError) and self._reroute
                              else None)
                     s = moved or self.schedule.replace(s, pending.number, failure_reason(e, s.video.path))

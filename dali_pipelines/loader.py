@@ -36,7 +36,7 @@ from evautil.progress import stderr_is_terminal
 from evautil.workers import ResultOverdue
 
 from .draw import DrawSettings, Sample, VideoRef
-from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute
+from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute, drop_frames
 from .filelist import DataError
 from .index import DatasetIndex, build_index
 from .nvdec_support import chroma_and_bit_depth
@@ -414,9 +414,11 @@ class VideoLoader:
                     self.schedule.quarantine(s.row, self._overdue.left_out(work, s.video.path), remember=False)
                     culprits += 1
                 except (BadVideoError, OSError) as e:  # short, changed, empty or unreadable: the file, not the decoder
+                    drop_frames(e)  # its frames hold the lone decode's pipeline (in a cycle through its future)
                     self.schedule.quarantine(s.row, failure_reason(e, s.video.path))
                     culprits += 1
                 except Exception as e:  # noqa: BLE001 - any other failure of this video alone convicts it
+                    drop_frames(e)
                     self._fall_back(s, e)
                     culprits += 1
                 else:
@@ -486,6 +488,8 @@ class VideoLoader:
             except _GraphFailure as failure:
                 if self._feeder.error is not None:
                     raise self._feeder.error
+                # DALI's error holds the failed graph in its frames: released now, not alive beside the new graphs
+                drop_frames(failure)
                 self._recover(failure)
                 continue
             self._feeder.inflight.popleft()

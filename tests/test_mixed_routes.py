@@ -5,6 +5,7 @@ fallback from a failing route, the per-route counters and the CPU-share warning.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -335,6 +337,61 @@ def test_a_lone_decode_that_does_not_end_after_a_graph_failure_leaves_its_video_
     loader.close()
     again = build_index(lst, root, 3, workers=1)
     assert hangs in again.good_rows and again.probed == 0
+
+
+class _FailingPipeline:
+    """Stands for the small pipeline of a lone re-decode: it fails as DALI's does, so that the error's traceback
+    holds it (through its ``run`` frame), as a DALI pipeline error holds its pipeline."""
+
+    def run(self):
+        raise RuntimeError(_dali_error('Assert on "ok" failed: cannot parse frame 3'))
+
+
+def test_a_failed_graph_and_the_lone_decodes_pipelines_are_freed_at_once(tmp_path, monkeypatch):
+    """After the NVDEC graph fails, the loader re-decodes its in-flight videos alone and builds new graphs. DALI's
+    errors hold their pipelines in their tracebacks: the failed graph stayed alive through the recovery (beside
+    the lone decodes' pipelines and the rebuilt graphs: GPU memory and NVDEC decoders twice), and each lone
+    decode's pipeline stayed in a reference cycle through its future until a garbage collection. Both are freed
+    as soon as they are done with (checked with the garbage collector off), and the epoch delivers every video."""
+    import dali_pipelines.pipelines as pipelines
+
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 10, "DATA.NUM_WORKERS": 0})
+    loader = build_loader(cfg, "val")
+    rows = sorted(h264_rows)[:2]
+    loader.video_routes.move(rows, VideoRoute(NVDEC))
+    graphs, lone = weakref.WeakSet(), weakref.WeakSet()
+    real = loader._make_pipeline
+
+    def make(graph, routes):
+        if graph != NVDEC:
+            return real(graph, routes)
+        broken = _BrokenGraph(loader._feeder.source(graph))
+        graphs.add(broken)
+        return broken
+
+    alive_at_decode = []
+
+    def decode(encoded, indices, device="cpu", device_id=None, name="memory file"):
+        alive_at_decode.append((len(graphs), len(lone)))
+        pipe = _FailingPipeline()
+        lone.add(pipe)
+        pipe.run()
+
+    monkeypatch.setattr(loader, "_make_pipeline", make)
+    monkeypatch.setattr(pipelines, "decode_encoded_with_dali", decode)
+    gc.collect()
+    gc.disable()  # only reference counting frees: what a cycle holds stays
+    try:
+        got = [r for b in loader for r in b["index"].tolist()]
+        alive_after = (len(graphs), len(lone))
+    finally:
+        gc.enable()
+    assert sorted(got) == list(range(10))
+    assert [loader.video_routes[r].route for r in rows] == [PYAV, PYAV] and loader.stats["rebuilds"] == 1
+    assert alive_at_decode == [(0, 0), (0, 0)]  # neither the failed graph nor the first lone pipeline is alive
+    assert alive_after == (0, 0)
+    loader.close()
 
 
 def test_lone_decodes_that_do_not_end_three_in_a_row_end_the_run(tmp_path, monkeypatch):

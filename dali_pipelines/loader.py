@@ -376,9 +376,11 @@ class VideoLoader:
         if self._feeder is not None:
             self._feeder.cancel()
             self._feeder = None
-        pipes, self._pipes = list(self._pipes.values()), {}
-        released = [weakref.ref(p) for p in pipes]
-        del pipes  # DALI shuts the pipelines' threads down when the objects are released
+        self._release_graphs(list(self._pipes))
+
+    def _release_graphs(self, graphs: list[str]) -> None:
+        """Drop the pipelines of ``graphs``; DALI shuts a pipeline's threads and decoders down when it is freed."""
+        released = [weakref.ref(self._pipes.pop(g)) for g in graphs]
         if any(r() is not None for r in released):  # still referenced (a reference cycle?): release them now
             logger.debug("a %s pipeline is still referenced after its release; collecting garbage", self.split)
             gc.collect()
@@ -517,6 +519,10 @@ class VideoLoader:
                 continue
             raise RuntimeError(f"internal error: the {graph} graph has output left at the end of the epoch")
         self._pipe_clean = True
+        # A graph whose last video was quarantined or moved to another route this epoch: its threads, memory and
+        # decoders go now, not at the next rebuild (a clean loader reuses its graphs for every epoch).
+        needed = graphs_serving(self.routes_in_use())
+        self._release_graphs([g for g in self._pipes if g not in needed])
         self.index.flush_quarantines()
         if self.training:
             self.set_epoch(self.epoch + 1)

@@ -394,6 +394,44 @@ def test_a_failed_graph_and_the_lone_decodes_pipelines_are_freed_at_once(tmp_pat
     loader.close()
 
 
+def test_a_graph_no_video_needs_any_more_is_freed_at_the_end_of_the_epoch(tmp_path, monkeypatch):
+    """The NVDEC graph's only video changed on disk after it was indexed and is quarantined by the feeder: no video
+    needs that graph any more, yet it stayed built (its threads, GPU memory and NVDEC decoders) for every later
+    epoch, since a loader reuses its graphs. It is freed at the end of the epoch; the next epoch runs on the other
+    graph alone and delivers the same videos."""
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    cfg = small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 10, "DATA.NUM_WORKERS": 0})
+    loader = build_loader(cfg, "val")
+    row = min(h264_rows)
+    loader.video_routes[row] = VideoRoute(NVDEC)
+    graphs = weakref.WeakSet()
+    real = loader._make_pipeline
+
+    def make(graph, routes):
+        if graph != NVDEC:
+            return real(graph, routes)
+        nvdec = _BrokenGraph(loader._feeder.source(graph))  # fails if it is ever handed a video
+        graphs.add(nvdec)
+        return nvdec
+
+    monkeypatch.setattr(loader, "_make_pipeline", make)
+    with open(loader.index.entries[row].path, "ab") as f:  # changed since it was indexed: quarantined when read
+        f.write(b"\0")
+    gc.collect()
+    gc.disable()
+    try:
+        first = [r for b in loader for r in b["index"].tolist()]
+        after_first = (len(graphs), len(loader.pipelines))
+        second = [r for b in loader for r in b["index"].tolist()]
+        after_second = (len(graphs), len(loader.pipelines))
+    finally:
+        gc.enable()
+    assert sorted(first) == sorted(second) == sorted(set(range(10)) - {row})
+    assert loader.stats["skipped_videos"] == 1 and loader.routes_in_use() == ["dali_cpu", PYAV]
+    assert after_first == after_second == (0, 1)
+    loader.close()
+
+
 def test_lone_decodes_that_do_not_end_three_in_a_row_end_the_run(tmp_path, monkeypatch):
     """Three of the failed graph's videos in a row whose lone decode does not end within DATA.VIDEO_TIMEOUT_S point
     at the decoding, not at the videos: the run ends with the feeder's message naming the limit and the last one,

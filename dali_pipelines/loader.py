@@ -143,6 +143,7 @@ class VideoLoader:
         self._pipes: dict[str, Any] = {}  # graph name (pipelines.graph_of) -> its DALI pipeline
         self._pipe_clean = False
         self._feeder: Feeder | None = None
+        self._iterations = 0  # iterators started: an older one was stopped by a newer one (or by close)
         # Videos in a row past DATA.VIDEO_TIMEOUT_S, counted across the feeders and the re-decodes of _recover
         self._overdue = OverdueStreak(float(data.VIDEO_TIMEOUT_S))
         if self.training:
@@ -474,6 +475,8 @@ class VideoLoader:
         return merged
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self._iterations += 1
+        this = self._iterations
         self.schedule.plan()
         if not self._pipes or not self._pipe_clean:
             self._build_pipelines(self.position)
@@ -481,6 +484,10 @@ class VideoLoader:
             self._feeder.next = self.position
         self._pipe_clean = False  # until this epoch runs to its end
         while True:
+            if this != self._iterations or self._feeder is None:  # resumed after close() or a newer iteration
+                raise RuntimeError(f"this iterator of the {self.split} loader was stopped by close() or by a newer "
+                                   f"iteration of the loader; iterate the loader again (it goes on at batch "
+                                   f"{self.position} of epoch {self.epoch})")
             try:
                 batch = self._feeder.peek()
             except StopIteration:
@@ -561,7 +568,8 @@ class VideoLoader:
         self._pipe_clean = False
 
     def close(self, wait: bool = True) -> None:
-        """Release the pipelines and the worker pools (the loader can be iterated again; both are recreated)."""
+        """Release the pipelines and the worker pools (the loader can be iterated again; both are recreated, and
+        a new iterator goes on at the next undelivered batch). An iterator started before stops with an error."""
         self.index.flush_quarantines()
         self._close_pipeline()
         for route in self.routes.values():

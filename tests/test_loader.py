@@ -159,6 +159,34 @@ def test_resume_mid_epoch_is_exact(data):
     loader.close()
 
 
+def test_an_iterator_stopped_by_close_or_a_newer_one_says_so_and_the_loader_goes_on(data):
+    """close() mid-epoch, then the old iterator asked for its next batch: it died with "'NoneType' object has no
+    attribute 'peek'" (and after a newer iteration it would have taken that one's batches). It now stops with an
+    error that says why and where the loader goes on; iterating the loader again delivers the rest of the epoch."""
+    root, lst = data
+    cfg = small_cfg(root, lst)
+    reference = build_loader(cfg, "train")
+    expected = [b["index"].tolist() for b in reference]
+    reference.close()
+    loader = build_loader(cfg, "train")
+    old = iter(loader)
+    got = [next(old)["index"].tolist()]
+    loader.close()
+    loader.close()  # twice: nothing left to release
+    with pytest.raises(RuntimeError, match=r"stopped by close\(\) .* goes on at batch 1 of epoch 0\)$"):
+        next(old)
+    newer = iter(loader)
+    got.append(next(newer)["index"].tolist())
+    old = newer
+    newer = iter(loader)
+    got.append(next(newer)["index"].tolist())  # a newer iteration (once started) stops the one before too
+    with pytest.raises(RuntimeError, match="or by a newer iteration of the loader"):
+        next(old)
+    got += [b["index"].tolist() for b in newer]
+    assert got == expected
+    loader.close()
+
+
 def _write_bad_files(root):
     """Zero-byte, garbage, truncated, missing and audio-only files; returns their list lines."""
     vids = os.path.join(root, "videos")
@@ -614,8 +642,7 @@ def _closes_by_itself(close, fifo: str) -> bool:
     """Call ``close()``; whether it returned by itself. Past a generous limit (a close that waits for the work stuck
     reading the pipe ``fifo``, for ever) the pipe gets a writer that leaves at once: the stuck read sees the end of
     its file and ends, and the test reports the hang instead of hanging."""
-    import threading
-
+    
     returned, gave_up = threading.Event(), threading.Event()
 
     def unstick():

@@ -97,6 +97,8 @@ class VideoLoader:
     (an evaluation loader's passes all draw epoch 0's clips);
     ``set_epoch(e)`` with a different epoch starts that epoch from its beginning (the same epoch keeps a resumed
     position). ``sample(row)`` is the sample this loader draws for ``row`` in the current epoch.
+
+    ``close()`` (or the end of a ``with`` block over the loader) releases its graphs and worker processes.
     """
 
     def __init__(self, cfg, split: str, rank: int = 0, world_size: int = 1, device_id: int | None = None,
@@ -574,6 +576,12 @@ class VideoLoader:
         self._close_pipeline()
         for route in self.routes.values():
             route.close(wait=wait)
+
+    def __enter__(self) -> "VideoLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __del__(self):
         try:

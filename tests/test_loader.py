@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import threading
 import wave
 
 import numpy as np
@@ -185,6 +186,22 @@ def test_an_iterator_stopped_by_close_or_a_newer_one_says_so_and_the_loader_goes
     got += [b["index"].tolist() for b in newer]
     assert got == expected
     loader.close()
+
+
+def test_a_loader_is_a_context_manager_that_closes_on_an_error(data):
+    """``with build_loader(...) as loader:`` closes the loader however the block ends: an error inside it
+    propagates unchanged, and the graphs, the decode workers and the threads the iteration started are gone."""
+    root, lst = data
+    loader = build_loader(small_cfg(root, lst, **{"DATA.NUM_WORKERS": 1}), "train")
+    before = set(threading.enumerate())
+    with pytest.raises(KeyError, match="inside the block"):
+        with loader as entered:
+            next(iter(entered))
+            assert loader.pipelines and loader.routes["dali_cpu"].worker_pids()
+            raise KeyError("inside the block")
+    assert entered is loader
+    assert loader.pipelines == () and loader.routes["dali_cpu"].worker_pids() == []
+    assert [t.name for t in threading.enumerate() if t not in before] == []
 
 
 def _write_bad_files(root):
@@ -642,7 +659,8 @@ def _closes_by_itself(close, fifo: str) -> bool:
     """Call ``close()``; whether it returned by itself. Past a generous limit (a close that waits for the work stuck
     reading the pipe ``fifo``, for ever) the pipe gets a writer that leaves at once: the stuck read sees the end of
     its file and ends, and the test reports the hang instead of hanging."""
-    
+    import threading
+
     returned, gave_up = threading.Event(), threading.Event()
 
     def unstick():

@@ -230,6 +230,63 @@ def test_predict_without_network_names_the_reference_in_one_line(tmp_path):
         done.stderr  # one line: none of the ~23 s of "Retrying in Ns" lines huggingface_hub would log
 
 
+def _predict_top1(weights: Path, data: Path, work: Path, capsys) -> list[int]:
+    out = work / "preds.jsonl"
+    assert predict.main([str(data / "val.txt"), "--quiet", "--weights", str(weights), "--out", str(out), "--work-dir",
+                         str(work), "--opts", "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS",
+                         "1", "TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"]) == 0, capsys.readouterr().err
+    return [json.loads(line)["top_k"][0]["class"] for line in out.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_an_exported_file_is_re_exported_to_another_dtype_without_cfg(tiny, tmp_path, capsys):
+    """Re-exporting an exported file (to bfloat16, say) asked for --cfg, a config the file makes needless: its
+    settings and class names are carried over, the tensors rounded to the new type, and predict agrees."""
+    from tools.synthetic import make_synthetic_dataset
+
+    _, _, _, out = tiny
+    bf16 = tmp_path / "tiny_bf16.safetensors"
+    assert export_safetensors.main(["--weights", str(out), "--out", str(bf16), "--dtype", "bfloat16"]) == 0
+    assert capsys.readouterr().out == f"wrote {bf16}: eva-tiny/8, 4 frames of 32 px, 4 classes\n"
+    before, after = read_state_dict(str(out)), read_state_dict(str(bf16))
+    assert after.keys() == before.keys()
+    for key, value in before.items():  # each value the original's, rounded to bfloat16
+        assert after[key].dtype == torch.bfloat16 and torch.equal(after[key], value.to(torch.bfloat16)), key
+    old, new = read_weights_metadata(str(out)), read_weights_metadata(str(bf16))
+    assert new["class_names"] == ["moving down", "growing", "moving up", "shrinking"]
+    assert new.pop("source") == out.name  # the file the weights came from
+    assert {k: v for k, v in old.items() if k != "source"} == new
+    data = tmp_path / "clips"
+    make_synthetic_dataset(str(data), train_per_class=0, val_per_class=2, num_frames=12, size=(48, 32), workers=1,
+                           progress=False)
+    top1 = _predict_top1(out, data, tmp_path / "wa", capsys)
+    assert len(top1) == 8 and _predict_top1(bf16, data, tmp_path / "wb", capsys) == top1
+
+
+def test_re_export_takes_a_label_list_and_refuses_a_setting_against_the_file(tiny, tmp_path, capsys):
+    """Without --cfg, DATA.LABEL_LIST in --opts names the classes anew; a setting the file contradicts is refused."""
+    _, _, _, out = tiny
+    other, again = tmp_path / "other.csv", tmp_path / "again.safetensors"
+    other.write_text("0,a\n1,b\n2,c\n3,d\n")
+    assert export_safetensors.main(["--weights", str(out), "--out", str(again), "--opts", "DATA.LABEL_LIST",
+                                    str(other)]) == 0
+    assert read_weights_metadata(str(again))["class_names"] == ["a", "b", "c", "d"]
+    capsys.readouterr()
+    assert export_safetensors.main(["--weights", str(out), "--out", str(again), "--opts", "DATA.NUM_FRAMES", "8"]) == 2
+    assert capsys.readouterr().err == (f"error: DATA.NUM_FRAMES = 8 from --opts but 4 in {out}; leave DATA.NUM_FRAMES "
+                                       "out of --opts to use the file's value\n")
+
+
+def test_a_checkpoint_without_settings_needs_cfg_in_one_line(tiny, tmp_path, capsys):
+    """A .pth holds no settings: without --cfg the export stops with one line naming --cfg, exit status 2."""
+    _, _, ckpt, _ = tiny
+    target = tmp_path / "m.safetensors"
+    assert export_safetensors.main(["--weights", str(ckpt), "--out", str(target)]) == 2
+    assert capsys.readouterr().err == (f"error: --cfg is needed: {ckpt} is not a weights file exported by "
+                                       "tools.export_safetensors (which carries its own settings)\n")
+    assert not target.exists()
+
+
 @pytest.mark.slow
 def test_predict_from_exported_file_without_config(tiny, tmp_path, capsys):
     from tools.synthetic import make_synthetic_dataset

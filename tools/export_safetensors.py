@@ -4,6 +4,8 @@ r"""Write a checkpoint's model as ``.safetensors`` with the metadata needed to u
         --out eva_video_k400.safetensors
     python -m tools.export_safetensors --cfg configs/k400.yaml --weights hf://owner/repo/eva_video_k400.pth \
         --out eva_video_k400.safetensors
+    python -m tools.export_safetensors --weights eva_video_k400.safetensors --out eva_video_k400_bf16.safetensors \
+        --dtype bfloat16
 
 The input is any checkpoint the project reads (a training checkpoint, a released one, an ``hf://`` reference); it
 is loaded into the model of ``--cfg`` (MODEL.ARCH, DATA.NUM_FRAMES / INPUT_SIZE / NUM_CLASSES, and
@@ -14,6 +16,11 @@ the file; ``--opts DATA.LABEL_LIST ""`` exports without names. Weights without a
 backbone) are exported without one, as ``num_classes`` 0 and without names: ``extract_features`` and fine-tuning
 (MODEL.PRETRAINED) use the file, and ``predict`` refuses it, pointing to ``extract_features``; a head of another
 class count than DATA.NUM_CLASSES is refused.
+
+An exported ``.safetensors`` needs no ``--cfg`` (a re-export to another ``--dtype``, say): its settings and class
+names are carried over unchanged; ``--opts DATA.LABEL_LIST`` names the classes anew, and an ``--opts`` value that
+contradicts the file is refused. A checkpoint without that metadata (``.pth``) needs ``--cfg``: without it, a
+one-line error naming ``--cfg``, exit status 2.
 
 Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written)
 with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop; one ``stopped:`` line): the
@@ -45,9 +52,10 @@ from tools.inference import InputError, check_output_path, load_model, opts_last
 __all__ = ["export", "main"]
 
 
-def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dict[str, str]:
+def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None,
+           class_names: list[str] | None = None) -> dict[str, str]:
     """Load ``weights`` into ``cfg``'s model (without a head when they have none) and write it to ``out``; returns
-    the metadata written.
+    the metadata written. The class names are ``class_names`` when given, else read from DATA.LABEL_LIST.
 
     Raises:
         FileNotFoundError: DATA.LABEL_LIST is set and does not exist (checked before the model is loaded).
@@ -55,8 +63,8 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dic
     """
     from dali_pipelines.augment import MEAN, STD  # the normalisation the data pipeline applies (numpy only)
 
-    names: list[str] = []
-    labels = cfg.DATA.LABEL_LIST
+    names: list[str] = list(class_names or [])
+    labels = "" if class_names is not None else cfg.DATA.LABEL_LIST
     if labels and not os.path.isfile(labels):  # an absence, unlike predict's, would be written into the file
         raise FileNotFoundError(f"label list DATA.LABEL_LIST = {labels} {not_a_file(labels)}; the export records the "
                                 "class names: give the list's path, or --opts DATA.LABEL_LIST \"\" to export "
@@ -75,10 +83,25 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None) -> dic
                              source=os.path.basename(weights))
 
 
+def _carried_settings(weights: str, opts: list[str]) -> tuple[object, list[str] | None]:
+    """The config and class names of an exported file (its names, unless --opts sets DATA.LABEL_LIST: None, so
+    that ``export`` reads that list, as strictly as with --cfg).
+
+    Raises:
+        InputError: ``weights`` is not an exported file: ``--cfg`` is needed (the one-line message says so).
+    """
+    from tools.inference import load_setup
+
+    own_names = "DATA.LABEL_LIST" not in opts[0::2]
+    cfg, names = load_setup(None, opts, weights, class_names=own_names, warn=False)
+    return cfg, [names[c] for c in range(len(names))] if own_names else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", required=True, help="config YAML describing the model")
+    p.add_argument("--cfg", default="", help="config YAML describing the model (optional with an exported "
+                   ".safetensors, whose settings and class names are carried over)")
     p.add_argument("--weights", required=True, help="checkpoint path or hf:// reference")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
@@ -101,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals_raise(ignored=in_place):
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
-            cfg = load_config(args.cfg, args.opts)
-            meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype))
+            if args.cfg:
+                cfg, names = load_config(args.cfg, args.opts), None
+            else:
+                cfg, names = _carried_settings(args.weights, args.opts)
+            meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype), class_names=names)
             # Still in the block, which ignores a stop signal once the file is in place: after it, until the
             # command's finished(), such a signal would have its default action (status 143, the file whole)
             classes = (f"{meta['num_classes']} classes" if meta["num_classes"] != "0" else

@@ -210,7 +210,7 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
     finished index trusting its recorded file sizes and times (``checked_by_peer``): at a start, one process per
     node stats every listed video, not every rank (a network file system's metadata server serves one stat per
     video and node instead of per GPU). A build that fails on a first rank fails on every rank, with its error."""
-    from dali_pipelines.filelist import LabelRangeError
+    from dali_pipelines.filelist import EmptyListError, LabelRangeError
     from dali_pipelines.loader import build_split_index
 
     def build(split: str, checked_by_peer: bool = False):
@@ -218,6 +218,8 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
             return build_split_index(cfg, split, checked_by_peer=checked_by_peer)
         except LabelRangeError as e:  # the loader's index is given the number only; it is the config's key
             raise e.named("DATA.NUM_CLASSES") from None
+        except EmptyListError as e:  # and the list's path only
+            raise e.named("DATA.TRAIN_FILE" if split == "train" else "DATA.VAL_FILE") from None
 
     first = ctx.local_rank == 0
     built: dict[str, Any] = {}
@@ -243,7 +245,7 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing. ``resume``,
     ``resume_note``: the checkpoint a training run continues and why it is not the --resume given
     (``runner.resume_point``)."""
-    from dali_pipelines.filelist import read_video_list
+    from dali_pipelines.filelist import EmptyListError, read_video_list
     from dali_pipelines.routing import resolve_decode_device
     from models import forward_flops
 
@@ -257,9 +259,15 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     if not cfg.TEST.ONLY_TEST:
         check_resume_config(cfg, resume, read.resumed)  # a changed config in a reused OUTPUT
     check_weights_fit_model(cfg, model, resume, read, fetch_hub=False)
-    val = read_video_list(data.VAL_FILE, data.ROOT, data.NUM_CLASSES, classes_name="DATA.NUM_CLASSES")
-    train = [] if cfg.TEST.ONLY_TEST else read_video_list(data.TRAIN_FILE, data.ROOT, data.NUM_CLASSES,
-                                                          classes_name="DATA.NUM_CLASSES")
+
+    def read_list(key: str, path: str):
+        try:
+            return read_video_list(path, data.ROOT, data.NUM_CLASSES, classes_name="DATA.NUM_CLASSES")
+        except EmptyListError as e:  # named as a run names it (build_indexes)
+            raise e.named(key) from None
+
+    val = read_list("DATA.VAL_FILE", data.VAL_FILE)
+    train = [] if cfg.TEST.ONLY_TEST else read_list("DATA.TRAIN_FILE", data.TRAIN_FILE)
     found = {key: _found_videos(videos, key, data) for key, videos in
              (("DATA.VAL_FILE", val), ("DATA.TRAIN_FILE", train)) if key == "DATA.VAL_FILE" or train}
     return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),

@@ -30,8 +30,8 @@ import numpy as np
 from evautil.text import text_lines
 from evautil.workers import DaemonThreadPool
 
-__all__ = ["ListEntry", "DataError", "DataListError", "LabelRangeError", "PathTable", "VideoList", "read_video_list",
-           "read_file_list", "split_list_line", "check_list_root"]
+__all__ = ["ListEntry", "DataError", "DataListError", "EmptyListError", "LabelRangeError", "PathTable", "VideoList",
+           "read_video_list", "read_file_list", "split_list_line", "check_list_root"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -69,6 +69,25 @@ class DataError(ValueError):
 
 class DataListError(DataError):
     """A video list is missing, empty or malformed; the message names the list file and the 1-based line."""
+
+
+class EmptyListError(DataListError):
+    """A video list without an entry. ``setting``: the config key or flag that gave the list, named when a caller
+    that knows it re-names the error with :meth:`named` (the index code is given only the path)."""
+
+    def __init__(self, list_path: str, setting: str = ""):
+        super().__init__(list_path, setting)  # both: the error pickles (other ranks)
+        self.list_path, self.setting = list_path, setting
+
+    def named(self, setting: str) -> "EmptyListError":
+        """The same error, naming ``setting`` as what gave the list."""
+        return EmptyListError(self.list_path, setting)
+
+    def __str__(self) -> str:
+        if not self.setting:
+            return f"video list {self.list_path!r} has no entries (empty or only blank lines)"
+        return (f"video list {self.list_path!r} ({self.setting}) has no entries (empty or only blank lines): add "
+                f"'<relative path> <label>' lines to it, or set {self.setting} to a list that has them")
 
 
 class LabelRangeError(DataListError):
@@ -339,7 +358,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
         offsets.append(len(blob))
         line_nos.append(line_no)
     if not labels:
-        raise DataListError(f"video list {list_path!r} has no entries (empty or only blank lines)")
+        raise EmptyListError(list_path)
     paths = PathTable(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))  # no copies
     return VideoList(list_path=list_path, root=root, rel_paths=paths, labels=np.frombuffer(labels, np.int64),
                      line_nos=np.frombuffer(line_nos, np.int32))

@@ -210,6 +210,25 @@ def test_a_label_out_of_range_names_data_num_classes(tmp_path, dataset, capsys, 
         "DATA.NUM_CLASSES to the number of classes (at least 7)")
 
 
+@pytest.mark.parametrize("flags, key", [(["--dry-run"], "DATA.TRAIN_FILE"), ([], "DATA.TRAIN_FILE"),
+                                        (["--only_test", "--dry-run"], "DATA.VAL_FILE"),
+                                        (["--only_test"], "DATA.VAL_FILE")])
+def test_an_empty_list_names_the_key_that_gave_it(tmp_path, dataset, capsys, flags, key):
+    """An empty list named its file only, not the config key that gave it, where every other list error of a run
+    names it: in the plan, and when a training or evaluate-only run builds its index."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    weights = tmp_path / "w.pth"
+    cfg = load_config(DEMO, _opts(dataset, tmp_path / "out"))
+    torch.save({"model": _constant_head_weights(cfg, 0, num_classes=4)}, weights)
+    rc = train.main(["--cfg", DEMO, *flags, *(["--resume", str(weights)] if "--only_test" in flags else []),
+                     "--opts", *_opts(dataset, tmp_path / "out", key, str(empty))])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines()[-1] == (
+        f"error: video list {str(empty)!r} ({key}) has no entries (empty or only blank lines): add "
+        f"'<relative path> <label>' lines to it, or set {key} to a list that has them")
+
+
 def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *_opts(dataset, tmp_path / "out")])
     out, err = capsys.readouterr()

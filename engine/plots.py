@@ -80,13 +80,20 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
             file that is not UTF-8 (its line named).
     """
     pairs, names = [], {}
+    header: list[str] = []
+    rows: list[tuple[int, dict[str, str]]] = []  # (the line a row begins on, as an editor numbers it; the row)
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+        reader = csv.reader(f)
+        start = 1  # csv's line_num is the line a row ends on; blank lines come as empty rows, so they count
         try:
-            rows = list(reader)
+            for cells in reader:
+                line, start = start, reader.line_num + 1
+                if line == 1:
+                    header = cells
+                elif cells:
+                    rows.append((line, dict(zip(header, cells))))
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}, {not_utf8_line(path, e)}") from None
-        header = reader.fieldnames or ()  # here: for an empty file csv reads it again on access
     # Without these columns every line was taken for the header or a row of nothing: an empty plot, no word
     lacking = [c for c in ("label", "top1_class") if c not in header]
     if lacking:
@@ -94,17 +101,17 @@ def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
                          f"{','.join(header) or 'an empty file'!r}): not a predictions file of a run")
     if not rows:  # an evaluation writes a row per video: a file cut short (it drew an empty confusion plot)
         raise ValueError(f"{path}: a header and no row: no video's prediction to plot (a file cut short?)")
-    unscored = sum(row.get("status") == "error" for row in rows)
+    unscored = sum(row.get("status") == "error" for _, row in rows)
     if unscored == len(rows):
         raise ValueError(f"{path}: no video's prediction to plot: all {len(rows)} rows are of videos that could not "
                          "be read (status error)")
-    for n, row in enumerate(rows, start=1):
+    for line, row in rows:
         if row.get("status") == "error":
             continue
         try:
             label, pred = int(row["label"]), int(row["top1_class"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}, row {n}: expected integer 'label' and 'top1_class' columns, got "
+            raise ValueError(f"{path}, line {line}: expected integer 'label' and 'top1_class' columns, got "
                              f"label {row.get('label')!r}, top1_class {row.get('top1_class')!r}") from None
         pairs.append((label, pred))
         for cls, name in ((label, row.get("label_name")), (pred, row.get("top1_name"))):

@@ -217,6 +217,18 @@ def test_a_predictions_file_that_is_not_utf8_names_its_line(tmp_path):
     assert str(e.value) == f"{pred}, line 3: not UTF-8 text (invalid continuation byte, byte 0xe9)"
 
 
+@pytest.mark.parametrize("between, line", [("", 3), ("\n\n", 5)])
+def test_a_predictions_row_without_integers_is_named_by_its_line(tmp_path, between, line):
+    """The plots' reader counted data rows ("row 2"), one less than the line an editor shows (the header), and
+    fewer still past blank lines."""
+    pred = tmp_path / "predictions_val.csv"
+    pred.write_text(f"index,path,label,top1_class\n0,a.mp4,1,1\n{between}1,b.mp4,one,1\n")
+    with pytest.raises(ValueError) as e:
+        read_predictions(str(pred))
+    assert str(e.value) == (f"{pred}, line {line}: expected integer 'label' and 'top1_class' columns, got label "
+                            "'one', top1_class '1'")
+
+
 @pytest.mark.parametrize("first", ["O,abseiling", "0x,abseiling", "l,abseiling"])
 def test_a_label_list_first_row_with_a_mistyped_id_is_named_not_taken_as_a_header(tmp_path, first):
     """Any first row whose id was not a number was skipped as a header: a mistyped 0 then surfaced as

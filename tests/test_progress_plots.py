@@ -409,7 +409,7 @@ def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
     metrics.write_text(good + json.dumps({"kind": "eval", "split": "test", "step": 4, "top1": 50.0}) + "\n")
     (tmp_path / "predictions_test.csv").write_text("index,path,label,top1_class\n0,a.mp4,0,1\n1,b.mp4,zz,1\n")
     assert plot_run.main([str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}, row 2: expected integer 'label' " \
+    assert capsys.readouterr().err == f"error: {tmp_path / 'predictions_test.csv'}, line 3: expected integer 'label' " \
                                       "and 'top1_class' columns, got label 'zz', top1_class '1'\n"
     # a file of another kind (or emptied): was an empty confusion plot and exit code 0
     for text, header in (("garbage\n", "'garbage'"), ("", "'an empty file'")):

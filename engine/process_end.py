@@ -19,8 +19,8 @@ from . import distributed
 from .metrics import stamped
 from .run_files import claimed_elsewhere
 
-__all__ = ["EXIT_STATUS_ENV", "EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to", "end_before_run",
-           "record_exit", "with_exit_status"]
+__all__ = ["EXIT_STATUS_ENV", "EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to",
+           "end_line_said_by_rank_zero", "end_before_run", "record_exit", "with_exit_status"]
 
 # OUTPUT/exit_status.json: how rank 0's process ended, for a batch script that requeues only a stopped run (exit 4):
 # torchrun's own exit code is 1 for any worker's failure, a non-finite loss (3) or a bad input (2) included.
@@ -95,13 +95,26 @@ def end_line_also_to(log_path: str) -> None:
     _UNBUILT_RUN_LOG[:] = [log_path]
 
 
+# Set on a rank other than 0 that fails with rank 0's own error (end_line_said_by_rank_zero).
+_SAID_BY_RANK_ZERO: list[bool] = []
+
+
+def end_line_said_by_rank_zero() -> None:
+    """This process fails with the error rank 0 fails with and prints (its run lock refused, sent to every rank):
+    the line that :func:`end_before_run` ends it with next is not printed again with this rank's prefix (it is
+    still recorded for torchrun's report, and the exit code is the same)."""
+    _SAID_BY_RANK_ZERO[:] = [True]
+
+
 def end_before_run(line: str, code: int | None, error: BaseException | None = None) -> int | None:
-    """End a process that fails before its run exists: ``line`` on stderr (and at the end of the log a run being
-    built had opened: :func:`end_line_also_to`), recorded for torchrun (with the traceback of a crash, ``error``,
-    which Python prints itself at exit), then out of the process group; returns ``code``."""
+    """End a process that fails before its run exists: ``line`` on stderr (not when rank 0 prints it:
+    :func:`end_line_said_by_rank_zero`; and at the end of the log a run being built had opened:
+    :func:`end_line_also_to`), recorded for torchrun (with the traceback of a crash, ``error``, which Python prints
+    itself at exit), then out of the process group; returns ``code``."""
     lost = error is not None and distributed.lost_peer(error)
-    if error is None or lost:
+    if (error is None or lost) and not _SAID_BY_RANK_ZERO:
         print(_with_rank(line), file=sys.stderr, flush=True)
+    _SAID_BY_RANK_ZERO.clear()
     for log in _UNBUILT_RUN_LOG:
         try:
             with open(log, "a", encoding="utf-8") as f:

@@ -38,6 +38,7 @@ from .run_files import (EARLIER_RUNS_DIR, claim_output, move_aside, move_earlier
                         recorded_path, release_output, results_files)
 from .plots import plot_finished_run
 from .preemption import StoppedOutsideTraining, run_complete
+from .process_end import end_line_said_by_rank_zero
 from .train_loop import (Trainer, TrainOptions, locate_checkpoint, precision_name, resolve_precision,
                          restore_data_plan)
 
@@ -273,6 +274,8 @@ def _claim_output_on_every_rank(output_dir: str, ctx: DistContext) -> None:
         sent = dist_utils.broadcast_object(sendable_error(refusal) if ctx.is_main else None, ctx)
         refusal = refusal if ctx.is_main else sent
     if refusal is not None:
+        if not ctx.is_main:  # rank 0 prints it: once on the console, not once per rank
+            end_line_said_by_rank_zero()
         raise refusal
 
 

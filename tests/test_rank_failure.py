@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -199,8 +200,27 @@ def test_a_second_run_of_two_ranks_into_a_running_runs_output_writes_nothing_the
         refusal = (f"error: OUTPUT {out} is being written by another run (process {os.getpid()} on "
                    f"{sockets.gethostname()} holds {RUN_LOCK} there): wait for it to end, or give this run another "
                    "OUTPUT")
-        assert refusal in r.stderr.splitlines(), r.stderr[-3000:]
+        # once on the console, by rank 0: rank 1 printed it again as "[rank 1] error: ..."
+        assert r.stderr.splitlines().count(refusal) == 1 and "[rank 1]" not in r.stderr, r.stderr[-3000:]
+        # rank 1 still fails with it: torchrun's report of rank 1 gives it as that rank's recorded error
+        report = r.stderr.split("Failures:", 1)[-1]
+        assert re.search(rf"rank +: 1 \(local_rank: 1\)\n(.*\n)*? +traceback +: {re.escape(refusal)}\n", report), \
+            r.stderr[-3000:]
         assert "lost its connection" not in r.stdout + r.stderr, r.stderr[-3000:]
         assert {p.name: p.read_text() for p in out.iterdir() if p.name != RUN_LOCK} == running
     finally:
         release_output(str(out))
+
+
+def test_a_rank_whose_line_rank_zero_prints_ends_with_its_code_and_prints_nothing(monkeypatch, capsys):
+    """The rank of a refused run other than 0 (:func:`test_a_second_run_of_two_ranks_into_a_running_runs_output_\
+    writes_nothing_there`) ends as before, with the same exit code, only without printing rank 0's line again;
+    the next line ended with is printed (with its rank) as before."""
+    from engine.process_end import end_before_run, end_line_said_by_rank_zero
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE", raising=False)
+    end_line_said_by_rank_zero()
+    assert end_before_run("error: refused", 2) == 2 and capsys.readouterr().err == ""
+    assert end_before_run("error: another", 2) == 2 and capsys.readouterr().err == "[rank 1] error: another\n"

@@ -96,14 +96,16 @@ def make_links(work_dir: str, clips: list[str], rows: int) -> tuple[str, str]:
     return list_path, root
 
 
-def time_build(list_path: str, root: str, workers: int) -> dict:
-    """Probe the whole list from scratch (the cache removed first) with ``workers`` processes."""
+def time_build(list_path: str, root: str, workers: int, kept: bool = True) -> dict:
+    """Probe the whole list from scratch (the cache removed first) with ``workers`` processes. ``kept``: the
+    index stays after the run (a --work-dir); else a build stopped midway saves nothing and does not say that the
+    next build reuses what it probed (the temporary folder is removed at once)."""
     paths = index_paths(list_path)
     for path in (paths.cache, paths.quarantine):
         if os.path.exists(path):
             os.remove(path)
     t0 = time.perf_counter()
-    index = build_index(list_path, root, workers=workers, progress=False)
+    index = build_index(list_path, root, workers=workers, progress=False, save_on_stop=kept)
     seconds = time.perf_counter() - t0
     return {"name": f"build, {workers} worker(s)", "phase": "build", "workers": workers,
             "seconds": common.summarize([seconds]), "rows_per_s": len(index) / seconds,
@@ -227,7 +229,7 @@ def run_benchmark(args) -> dict:
         print(f"{args.rows} rows linked to {len(clips)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
         results = []
         for n in [] if args.skip_build else args.worker_counts:
-            results.append(time_build(list_path, root, n))
+            results.append(time_build(list_path, root, n, kept=not own_dir))
             print(f"built with {n} worker(s): {results[-1]['seconds'].median:.1f} s", flush=True)
         if args.skip_build:
             _reuse_build(list_path, root)

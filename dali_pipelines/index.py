@@ -371,10 +371,11 @@ def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], c
 
 
 def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
-                    paths: IndexPaths, timeout_s: float) -> None:
+                    paths: IndexPaths, timeout_s: float, save_on_stop: bool = True) -> None:
     """Probe the rows of ``match.jobs`` into ``match.table`` / ``match.bad`` and save the cache when it changed;
     also every :data:`_SAVE_EVERY_S` while probing and when probing stops on an exception (Ctrl-C, SystemExit),
-    with the rows not probed yet left UNKNOWN, so that the next build probes only those. A row whose probe did
+    with the rows not probed yet left UNKNOWN, so that the next build probes only those (unless
+    ``save_on_stop`` is False, see :func:`build_index`). A row whose probe did
     not answer in time is bad for this build only: UNKNOWN in the cache too."""
     save = _saver(match, videos, paths) if match.jobs.size or not match.current else None
     if match.jobs.size:
@@ -407,7 +408,7 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
                     next_save = time.monotonic() + max(_SAVE_EVERY_S, took / _SAVE_SHARE)
         except BaseException:
             results.close()  # the workers end first
-            if done > saved:
+            if save_on_stop and done > saved:
                 _save_interrupted(save, desc, done, len(jobs), paths.cache)
             raise
     if save is not None:
@@ -597,7 +598,8 @@ def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True,
                 checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S,
-                root_name: str | None = "DATA.ROOT", classes_name: str = "num_classes") -> DatasetIndex:
+                root_name: str | None = "DATA.ROOT", classes_name: str = "num_classes",
+                save_on_stop: bool = True) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
 
     Args:
@@ -624,6 +626,9 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             indexed, every video missing (the inference tools' inputs, whose files are each reported).
         classes_name: what set ``num_classes`` (e.g. ``DATA.NUM_CLASSES``, a tool's ``--num-classes``), named with
             a label outside it (see :func:`read_video_list`).
+        save_on_stop: a build stopped by an exception (Ctrl-C, SIGTERM, a probe timeout) saves the videos probed
+            since the last save and says so. False for a cache deleted right after (a benchmark's temporary
+            folder): the save would be for nothing, and the message that the next build reuses it untrue.
 
     Returns:
         The index; bad videos are in ``bad`` (with reasons), logged as warnings and written to the quarantine file.
@@ -655,11 +660,11 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
             match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
             try:
-                _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s)
+                _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
             except WorkerTimeoutError as e:
                 raise DataError(f"indexing {list_path}: {e}. Check the storage under {root_abs} (a larger "
-                                "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever); the videos probed so far are "
-                                "saved, the next build probes only the rest") from e
+                                "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)" + ("; the videos probed so far "
+                                "are saved, the next build probes only the rest" if save_on_stop else "")) from e
             text = _quarantine_text(videos, match.bad)
             if text:
                 atomic_write_text(paths.quarantine, text)

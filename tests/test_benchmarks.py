@@ -927,6 +927,40 @@ def test_a_sigterm_leaves_no_temporary_folder_and_ends_with_exit_code_4(tmp_path
     assert os.listdir(tmp) == []
 
 
+@pytest.mark.parametrize("own_dir", [True, False])
+def test_a_stopped_build_says_its_videos_are_saved_only_where_they_stay(tmp_path, monkeypatch, caplog, own_dir):
+    """Stopped while building in its own temporary folder, the benchmark showed the index code's warning that the
+    videos probed so far were saved there for the next build, and then removed that folder. In a --work-dir,
+    which stays, they are still saved and the warning said."""
+    import logging
+
+    from benchmarks import index_throughput
+    from dali_pipelines import index as index_mod
+
+    monkeypatch.setattr(index_throughput.tempfile, "tempdir", str(tmp_path))
+    work = tmp_path / "work"
+    real_job, probed = index_mod._probe_job, []
+
+    def stopped_after_3(job):
+        if len(probed) == 3:
+            raise KeyboardInterrupt
+        probed.append(job[1])
+        return real_job(job)
+
+    monkeypatch.setattr(index_mod, "_probe_job", stopped_after_3)
+    args = index_throughput.parse_args(["--rows", "8", "--workers", "1", "--ranks", "1",
+                                        *([] if own_dir else ["--work-dir", str(work)])])
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"), pytest.raises(KeyboardInterrupt):
+        index_throughput.run_benchmark(args)
+    assert len(probed) == 3
+    if own_dir:  # nothing said of a folder removed at once
+        assert "stopped after" not in caplog.text and os.listdir(tmp_path) == []
+    else:
+        assert f"stopped after 3 of 8 videos; they are saved in {work / 'list.txt'}.index.npz, the next build " \
+               "probes the other 5" in caplog.text
+        assert (work / "list.txt.index.npz").is_file()
+
+
 def test_a_sigterm_while_a_synthetic_clip_is_encoded_leaves_no_part_file(tmp_path):
     """A SIGTERM while a synthetic clip was being encoded left its '.part' file (the clip under its temporary
     name) in --data-dir: the clean-up that a Ctrl-C runs did not run."""

@@ -606,8 +606,9 @@ def test_only_test_of_a_deeper_models_pretrained_weights_is_one_line_exit_2(tmp_
     captured = capsys.readouterr()
     errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
     assert rc == 2 and len(errors) == 1, captured
-    assert errors[0].startswith(f"error: MODEL.PRETRAINED = {path} does not fit MODEL.ARCH eva-tiny/8 with 4 "
-                                f"classes: the model has no blocks.{len(model.blocks)}.attn."), errors  # names sorted
+    # named by the flag the user typed (train.py's --pretrained), with its key
+    assert errors[0].startswith(f"error: --pretrained {path} (MODEL.PRETRAINED) does not fit MODEL.ARCH eva-tiny/8 "
+                                f"with 4 classes: the model has no blocks.{len(model.blocks)}.attn."), errors  # sorted
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # refused before the run
 
 

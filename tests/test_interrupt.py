@@ -75,7 +75,7 @@ def test_make_synthetic_dataset_interrupted_says_the_dataset_is_incomplete(tmp_p
          "400", "--val-per-class", "1", "--frames", "8", "--workers", "1"], tmp_path,
         lambda _: any((out / "videos").glob("*/*.mp4")))  # (no bar without a terminal to say it started)
     last = _assert_one_line(status, err, f"writing the synthetic dataset in {out}")
-    assert "the same command writes it again" in last
+    assert "the same command keeps the clips finished and writes the rest" in last
     assert json.loads((out / "dataset.json").read_text())["complete"] is False  # never marked complete
 
 

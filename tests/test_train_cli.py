@@ -559,7 +559,7 @@ def test_a_hub_reference_that_cannot_be_fetched_is_one_line_before_output_is_wri
     assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {ref}: ") and "offline" in lines[0], captured
     assert not out.exists()  # named before the lists were indexed and the run's files written
     # a dry run downloads no weights: the plan is printed and the reference left to the run's load
-    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0, capsys.readouterr().err
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *opts]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["garbage", "changed"])

@@ -2,7 +2,8 @@
 
 ``build_run`` makes the objects in the order a reader follows them: the logger, the loaders, the model with its
 initial weights, then the one set of weights it starts from (``runner.weights_to_load``), and hands them to the
-engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without building anything heavy.
+engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without building anything heavy, and prints
+where the processes meet and what the run starts from.
 """
 
 from __future__ import annotations

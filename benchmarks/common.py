@@ -1,5 +1,6 @@
 """Shared helpers of the benchmark scripts: timing and statistics, NVML sampling, machine description, and the
-three outputs (markdown table, JSON, PNG bar chart). Process-tree CPU and memory monitoring: ``cpu_monitor``.
+three outputs (markdown table, JSON, PNG bar chart), ``--quick``'s sizes, and a stop signal ended as a Ctrl-C
+(``until_stopped``, exit code 4). Process-tree CPU and memory monitoring: ``cpu_monitor``.
 
 Every benchmark follows the same method (docs/PERFORMANCE.md): a warm-up that is not timed, then ``repeats``
 timed measurements of the same work; the reported figure is the median and the spread is min..max (and the

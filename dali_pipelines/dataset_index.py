@@ -5,7 +5,8 @@ A Kinetics-size list has hundreds of thousands of videos and every rank of a run
 (:class:`~dali_pipelines.index_store.VideoTable`) as arrays: about 110 bytes per video (60 of probed facts, 48 of
 list), no Python object per video. ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row
 (``entries``, ``infos``, ``info``).
-Built by :func:`dali_pipelines.index.build_index`.
+Built by :func:`dali_pipelines.index.build_index`. Another list's index of the run (validation's) can be told of
+the videos this one quarantines where both name the same file (:meth:`DatasetIndex.pass_quarantines_to`).
 """
 
 from __future__ import annotations

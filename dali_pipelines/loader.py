@@ -14,10 +14,10 @@ A clip's way from a list line to a batch, and the module that owns each step:
    reach torch through DLPack.
 
 This module routes the videos, builds the graphs and their feeder, rebuilds them when DALI's decoder fails (after
-moving the video that broke it to a CPU route, or quarantining it), iterates, and saves and restores the
-position. Because nothing random
-happens inside the graph, the stream of (index, video) is a pure function of (SEED, epoch, position): exact
-mid-epoch resume, independent of thread or worker counts.
+moving the video that broke it to a CPU route, or quarantining it), frees a graph no good video needs any more,
+iterates, saves and restores the position, and releases everything at ``close()`` (or a ``with`` block's end).
+Because nothing random happens inside the graph, the stream of (index, video) is a pure function of (SEED, epoch,
+position): exact mid-epoch resume, independent of thread or worker counts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Atomic checkpoints of the full training state, rotation, and resume with fallback past damaged files.
+"""Atomic checkpoints of the full training state, rotation, and resume with fallback past damaged files
+(which the writer moves to ``<name>.damaged``).
 
 A checkpoint is a ``torch.save``'d dict of tensors and plain Python values only (the config is a YAML string,
 RNG states are tensors and lists), so it loads with ``torch.load(weights_only=True)``: no pickled code runs.

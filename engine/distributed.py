@@ -2,6 +2,7 @@
 
 ``torchrun --nproc_per_node N train.py ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``python train.py``
 sets none of them and runs as a single process without a process group. GPU runs use NCCL, CPU runs gloo.
+Before joining, ``MASTER_ADDR`` and ``MASTER_PORT`` are checked (``rendezvous_address``, also for a dry run).
 
 The object collectives and barriers (gathers of predictions and loader counters, the agreement after a checkpoint
 write) run in a second, gloo group with a long timeout (``EVA_WAIT_TIMEOUT_MIN``, 120 minutes by default): a rank

@@ -2,6 +2,7 @@
 
 Every rank evaluates a disjoint set of videos; the per-video results are gathered on every rank, so the accuracy
 is computed over each video exactly once, and duplicates (a sharding bug) are detected rather than counted twice.
+An evaluation that scored no video is an error, not an accuracy of 0.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 the error file torchrun's failure report reads (``distributed.record_failure``).
 
 In a run of several processes, one process's failure reaches the others as a lost connection in their next
-collective; their lines say so, so that the console and the logs point to the process that failed first.
+collective; their lines say so, so that the console and the logs point to the process that failed first. Rank 0's
+exit code is recorded in ``OUTPUT/exit_status.json`` and in the job's own ``EVA_EXIT_STATUS_FILE`` (``record_exit``).
 """
 
 from __future__ import annotations

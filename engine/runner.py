@@ -3,7 +3,9 @@
 The engine imports neither DALI nor the model package. ``wiring.py`` (beside ``train.py``) builds the concrete
 objects in one visible order: :func:`open_run` (seeds, logger), the loaders, the model, then the weights chosen by
 :func:`weights_to_load`; it hands them to :class:`Run`, and :func:`train` or :func:`only_test` runs them.
-Evaluation needs no trainer (``evaluate.evaluate_and_log``).
+Evaluation needs no trainer (``evaluate.evaluate_and_log``). :func:`open_run` takes OUTPUT's run lock on rank 0
+and tells every rank the outcome; :func:`check_lists_overlap` warns of validation videos that training uses and
+passes training's quarantines on to the validation index.
 """
 
 from __future__ import annotations

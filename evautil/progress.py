@@ -88,27 +88,33 @@ def rate_known(count: float, seconds: float) -> bool:
 class ProgressLines:
     """Progress of ``total`` items as plain lines for a log: call :meth:`update` per finished item; ``write`` gets
     ``<desc>: 12,000 of 650,000 videos done (1.8%), 110 videos/s, eta 1:38:29`` at most every ``every_s`` seconds
-    (never when ``every_s`` is None), and :meth:`finish` writes one line with the total time."""
+    (never when ``every_s`` is None), and :meth:`finish` writes one line with the total time. ``total`` None: a
+    walk whose size is not known beforehand (``<desc>: 120,000 video files so far, 4,800 video files/s``).
+    ``quiet``: :meth:`finish` says nothing unless a line was written before (a short walk stays silent)."""
 
-    def __init__(self, desc: str, total: int, unit: str, write: Callable[[str], None],
-                 every_s: float | None = 30.0) -> None:
+    def __init__(self, desc: str, total: int | None, unit: str, write: Callable[[str], None],
+                 every_s: float | None = 30.0, quiet: bool = False) -> None:
         self.desc, self.total, self.unit, self.write, self.every_s = desc, total, unit, write, every_s
+        self.quiet, self.lines = quiet, 0
         self.done = 0
         self._start = time.monotonic()
         self._next = self._start + (every_s or 0.0)
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        if self.every_s is None or self.done >= self.total:  # the last item: finish() says it
+        if self.every_s is None or self.total is not None and self.done >= self.total:  # the last: finish() says it
             return
         now = time.monotonic()
         if now >= self._next:
             self._next = now + self.every_s
             self.write(self.line(now))
+            self.lines += 1
 
     def line(self, now: float | None = None) -> str:
         """The line for the items done so far."""
         elapsed = (time.monotonic() if now is None else now) - self._start
+        if self.total is None:
+            return f"{self.desc}: {counted(self.done, self.unit)} so far, {format_rate(self.done, elapsed, self.unit)}"
         left = (self.total - self.done) * elapsed / self.done if rate_known(self.done, elapsed) else None
         share = 100.0 * self.done / self.total if self.total else 100.0
         units = _plural(self.unit)
@@ -116,6 +122,8 @@ class ProgressLines:
                 f"({share:.1f}%), {format_rate(self.done, elapsed, self.unit)}, eta {format_duration(left)}")
 
     def finish(self) -> None:
+        if self.quiet and not self.lines:
+            return
         elapsed = time.monotonic() - self._start
         self.write(f"{self.desc}: {counted(self.done, self.unit)} done in {format_duration(elapsed)} "
                    f"({format_rate(self.done, elapsed, self.unit)})")

@@ -398,4 +398,4 @@ def test_a_long_scan_of_the_flat_layout_says_how_far_it_got(tmp_path, capsys, mo
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("scan t400: ")]
     assert [x.split(",")[0] for x in lines[:-1]] == [f"scan t400: {counted(n, 'video file')} so far"
                                                       for n in range(1, 6)]
-    assert lines[-1].startswith("scan t400: 5 video files in 0:00:0")
+    assert lines[-1].startswith("scan t400: 5 video files done in 0:00:0")

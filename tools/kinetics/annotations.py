@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from evautil.errors import not_utf8_line
+from evautil.progress import ProgressLines
 
-from .common import KineticsError, WalkProgress
+from .common import KineticsError
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",
@@ -184,7 +185,7 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
 
 def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
                    underscore_to_space: bool, candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]],
-                   ignored: list[str], counts: Mapping[str, Counter], walk: WalkProgress | None = None
+                   ignored: list[str], counts: Mapping[str, Counter], walk: ProgressLines | None = None
                    ) -> tuple[dict[str, list[str]], list[tuple[str, str]], dict]:
     """Scan the flat split folders ``<root>/<folders[split]>/<video>`` against the CSVs ``csvs[split]``.
 

@@ -3,13 +3,12 @@ progress lines of a long walk through a tree."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterator, Sequence
 
-from evautil.progress import counted, format_duration, format_rate, stderr_line
+from evautil.progress import ProgressLines, stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map", "parallel_imap", "WalkProgress", "WALK_PROGRESS_EVERY_S"]
+__all__ = ["KineticsError", "parallel_map", "parallel_imap", "walk_progress", "WALK_PROGRESS_EVERY_S"]
 
 # A walk that takes longer than this says how far it got, and again as often (a 650,000-file tree takes some 25 s on
 # a local disk and minutes on network storage, with nothing to show before); a quicker one says nothing.
@@ -36,32 +35,8 @@ def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progre
                              log=stderr_line)
 
 
-class WalkProgress:
-    """Progress of a walk whose total is not known beforehand (``total`` None) or is: call :meth:`update` per item;
-    past every :data:`WALK_PROGRESS_EVERY_S` seconds ``write`` gets ``<desc>: 120,000 video files so far, 4,800
-    video files/s`` (or ``120,000 of 650,000 ...``), and :meth:`finish` one line with the time taken, only when a
-    line was written before (a short walk stays silent)."""
-
-    def __init__(self, desc: str, unit: str, total: int | None = None,
-                 write: Callable[[str], None] = stderr_line) -> None:
-        self.desc, self.unit, self.total, self.write = desc, unit, total, write
-        self.done, self.lines = 0, 0
-        self._every = WALK_PROGRESS_EVERY_S
-        self._start = time.monotonic()
-        self._next = self._start + self._every
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self._every
-            of = f"{self.done:,} of {counted(self.total, self.unit)}" if self.total is not None else \
-                f"{counted(self.done, self.unit)} so far"
-            self.write(f"{self.desc}: {of}, {format_rate(self.done, now - self._start, self.unit)}")
-            self.lines += 1
-
-    def finish(self) -> None:
-        if self.lines:
-            elapsed = time.monotonic() - self._start
-            self.write(f"{self.desc}: {counted(self.done, self.unit)} in {format_duration(elapsed)} "
-                       f"({format_rate(self.done, elapsed, self.unit)})")
+def walk_progress(desc: str, unit: str, total: int | None = None) -> ProgressLines:
+    """Progress lines on stderr for a walk through a tree (its size ``total`` None when not known beforehand):
+    past every :data:`WALK_PROGRESS_EVERY_S` seconds how far it got, then its time taken, and nothing at all for a
+    walk quicker than that."""
+    return ProgressLines(desc, total, unit, stderr_line, every_s=WALK_PROGRESS_EVERY_S, quiet=True)

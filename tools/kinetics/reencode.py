@@ -16,7 +16,7 @@ from dali_pipelines.pyav_io import count_frames
 from evautil.files import atomic_write_text, hold_lock
 from evautil.progress import counted
 
-from .common import KineticsError, WalkProgress, parallel_imap
+from .common import KineticsError, parallel_imap, walk_progress
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 from .scan import VIDEO_EXTENSIONS, is_video_file, printable_path
 
@@ -52,7 +52,7 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
     # Links to folders are followed (a tree of linked class folders), but never back into a folder the walk is
     # inside: a link up (``latest -> ..``) had its videos planned again on each of ~40 levels, to nested outputs.
     inside = {src_root: {os.path.realpath(src_root)}}
-    walk = WalkProgress(f"reencode: looking for videos in {src_root}", "video file")  # lines only when it is long
+    walk = walk_progress(f"reencode: looking for videos in {src_root}", "video file")  # lines only when it is long
     for dirpath, dirnames, filenames in os.walk(src_root, followlinks=True):
         chain = inside.pop(dirpath)
         dirnames[:] = sorted(d for d in dirnames
@@ -156,7 +156,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     """
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
     pairs = plan_reencode(src_root, dst_root)
-    outputs = WalkProgress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs))
+    outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs))
     todo = []
     for s, d in pairs:
         if not _output_is_current(s, d):

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evautil.progress import stderr_line
+from evautil.progress import ProgressLines, stderr_line
 from evautil.text import text_lines
 
 from .check import check_videos, save_checked
-from .common import KineticsError, WalkProgress
+from .common import KineticsError, walk_progress
 from .official import match_official
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def video_skip(f: os.DirEntry, rel_path: str) -> tuple[str, str] | None:
 
 def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
                 candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str],
-                counts: Counter, walk: WalkProgress | None = None) -> list[str]:
+                counts: Counter, walk: ProgressLines | None = None) -> list[str]:
     """Walk ``<root>/<folder>/<class>/<file>``: usable videos go to ``candidates``, unusable files to ``skipped``
     with the reason (and to ``counts`` by kind), anything else to ``ignored``; ``walk`` counts each video file.
     Returns the split's sorted class names."""
@@ -332,7 +332,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     csvs = annotation_files(name, root, folders, annotations)
     absent: list[tuple[str, str]] = []  # annotated videos without a file, skipped after the --strict test
     info: dict = {}
-    walk = WalkProgress(f"scan {name}", "video file")  # lines on stderr only when the walk takes long
+    walk = walk_progress(f"scan {name}", "video file")  # lines on stderr only when the walk takes long
     if csvs is None:
         for split, folder in folders.items():
             class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,

@@ -36,9 +36,8 @@ __all__ = [
     "cuda_available", "describe_input", "machine_line", "add_input_args", "release_device_memory",
     "sync_cuda", "markdown_table", "write_json", "bar_plot", "fmt", "make_synthetic_clips", "encode_clip",
     "read_list_or_synthetic", "check_clip_length", "check_figures", "run_main", "require_positive", "cpu_count",
-    "check_arch",
-    "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps", "until_stopped", "NOTHING_WRITTEN",
-    "set_quick_defaults",
+    "check_arch", "output_files_problem", "chosen_names", "say_what_an_interrupt_keeps", "until_stopped",
+    "NOTHING_WRITTEN", "set_quick_defaults",
 ]
 
 

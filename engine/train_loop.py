@@ -610,10 +610,8 @@ class Trainer:
                     result = self._last_validation(epoch)
                 elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
                     result = self.run_eval(self.val_loader, "val", epoch)
-            except ConfigError:
-                # A validation that can score no video stops the run (its data needs fixing): keep the epoch's
-                # training first, which the epoch checkpoint below would have written, so the rerun resumes it.
-                self.save(epoch_complete=True)
+            except Exception as failure:
+                self._keep_epoch_before(failure)
                 raise
             improved = result is not None and result["top1"] > st.best_top1
             if improved:
@@ -634,6 +632,19 @@ class Trainer:
                 self._stop_if_signalled(epoch_saved=(epoch + 1) % opts.save_freq == 0)
         self.trained = True
         return self.outcome(final)
+
+    def _keep_epoch_before(self, failure: Exception) -> None:
+        """A validation failed: write the epoch's checkpoint, which would have followed it, so that the rerun
+        resumes the epoch's training instead of training it again. A validation that scores no video (a
+        ConfigError) fails alike on every rank; any other failure is kept only in a run of one process, since
+        one rank's failure leaves the others in a collective that a save would need. A failed save is said and
+        the validation's error stays the one raised."""
+        if not isinstance(failure, ConfigError) and self.ctx.world_size > 1:
+            return
+        try:
+            self.save(epoch_complete=True)
+        except Exception as e:  # the original failure (out of memory, a stuck decoder) may be why
+            self.metrics.warn(f"the validation failed, and the epoch's checkpoint could not be written either: {e}")
 
     def _has_final_test(self) -> bool:
         return self.opts.final_test and self.make_test_loader is not None

@@ -809,3 +809,27 @@ import train
     assert ckpt["epoch"] == 0 and ckpt["epoch_complete"] and ckpt["global_step"] > 0
     assert not (out / "best.pth").exists()
 
+
+
+def test_a_validation_that_crashes_keeps_the_epochs_training_in_a_run_of_one_process(dataset, tmp_path):
+    """A validation that fails for another reason (here a RuntimeError, as an out-of-memory error would be) still
+    ends the run as a crash (exit 1), but the epoch's checkpoint it came before is written first: the rerun resumes
+    after that epoch instead of training it again."""
+    out = tmp_path / "out"
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER.replace("import train\n", """import engine.train_loop as _tl
+def _run_eval(self, *args, **kwargs):
+    raise RuntimeError("validation ran out of memory")
+_tl.Trainer.run_eval = _run_eval
+import train
+"""))
+    opts = _opts(dataset, out, **{"TEST.FINAL_NUM_CLIP": 0, "SAVE_FREQ": 1})
+    env = dict(os.environ, REPO=str(ROOT), OMP_NUM_THREADS="1", TMPDIR=_private_tmp(tmp_path))
+    r = subprocess.run([sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    said = r.stdout + r.stderr
+    assert r.returncode == 1, said[-3000:]
+    assert "RuntimeError: validation ran out of memory" in said, said[-3000:]
+    ckpt = torch.load(out / "ckpt_epoch_1.pth", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["epoch_complete"] and ckpt["global_step"] > 0
+    assert f"saved checkpoint {out / 'ckpt_epoch_1.pth'}" in said, said[-3000:]

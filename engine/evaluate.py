@@ -28,7 +28,23 @@ from .loader_stats import loader_stats, unreadable_rows
 from .metrics import MetricLogger
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy",
-           "listed_more_than_once", "top5_is_informative"]
+           "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere", "every_rank_learned"]
+
+
+class EvaluationFailedElsewhere(RuntimeError):
+    """Another rank's evaluation failed: this rank stops with it, told in the gather that ends every evaluation
+    (instead of waiting there for a rank that is gone)."""
+
+
+def every_rank_learned(error: BaseException) -> bool:
+    """Whether ``error`` ended an evaluation on every rank at the same point (the failing rank's own error, or
+    :class:`EvaluationFailedElsewhere` on the others): the ranks may then still meet in a collective (a save)."""
+    return isinstance(error, EvaluationFailedElsewhere) or getattr(error, "_eva_every_rank_learned", False)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = f"{type(error).__name__}: {error}".strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def top5_is_informative(num_classes: int) -> bool:
@@ -144,37 +160,45 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     first_batch_s = None  # until the first batch arrived: the loader's start (graph build, decode workers)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())
-    for batch in loader:
-        if first_batch_s is None:
-            first_batch_s = time.time() - start
-        video = batch["video"].to(device, non_blocking=True)
-        if autocast_dtype is None:
-            video = video.float()
-        b, v = video.shape[:2]
-        views = v
-        clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
-        chunk = max_views_per_forward or clips.shape[0]
-        with amp:
-            logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
-        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
-        classes = probs.shape[-1]
-        k = min(5, classes)
-        # Kept on the device and copied once after the loop: a copy per batch would make the host wait for every
-        # batch's forward before it asks the loader for the next.
-        tops.append(probs.topk(k, dim=-1))
-        labels += batch["label"].view(-1).tolist()
-        indices += batch["index"].view(-1).tolist()
-        if progress is not None:
-            progress(b)
-    top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
-    top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
-    local = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
-    if was_training:
-        model.train()
+    failure, local = None, []
+    try:
+        for batch in loader:
+            if first_batch_s is None:
+                first_batch_s = time.time() - start
+            video = batch["video"].to(device, non_blocking=True)
+            if autocast_dtype is None:
+                video = video.float()
+            b, v = video.shape[:2]
+            views = v
+            clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
+            chunk = max_views_per_forward or clips.shape[0]
+            with amp:
+                logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
+            probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
+            classes = probs.shape[-1]
+            k = min(5, classes)
+            # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
+            # every batch's forward before it asks the loader for the next.
+            tops.append(probs.topk(k, dim=-1))
+            labels += batch["label"].view(-1).tolist()
+            indices += batch["index"].view(-1).tolist()
+            if progress is not None:
+                progress(b)
+        top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
+        top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
+        local = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
+    except Exception as e:
+        if not ctx.distributed:
+            raise
+        failure = e  # said in the gather below, where the other ranks would otherwise wait for this one
+    finally:
+        if was_training:
+            model.train()
     elapsed = time.time() - start
     startup = first_batch_s if first_batch_s is not None else elapsed
     gathered = all_gather_objects({"preds": local, "views": views, "classes": classes, "time_s": elapsed,
-                                   "startup_s": startup}, ctx)
+                                   "startup_s": startup, "failed": _first_line(failure) if failure else None}, ctx)
+    _raise_any_failure(failure, [part["failed"] for part in gathered], split)
     # The evaluation lasts until its slowest rank is done (the others wait for it in the gather): its time, not
     # rank 0's own, is what every video took (rank 0's alone overstated the rate when another rank was slower).
     slowest = max(gathered, key=lambda part: part["time_s"])
@@ -209,6 +233,19 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         "duplicates": duplicates,
         "predictions": preds,
     }
+
+
+def _raise_any_failure(failure: Exception | None, said: list[str | None], split: str) -> None:
+    """After the gather: the failing rank raises its own error, marked as known to every rank
+    (:func:`every_rank_learned`), and the others :class:`EvaluationFailedElsewhere` naming the first failed rank."""
+    if failure is not None:
+        failure._eva_every_rank_learned = True  # type: ignore[attr-defined]
+        raise failure
+    failed = [(rank, text) for rank, text in enumerate(said) if text]
+    if failed:
+        rank, text = failed[0]
+        raise EvaluationFailedElsewhere(f"rank {rank}'s {split} evaluation failed ({text}), so this process stops "
+                                        f"with it: that rank's line and its log_rank{rank}.txt say more")
 
 
 def listed_more_than_once(predictions: Sequence[tuple], entries: dict[int, Any]) -> list[list[Any]]:

@@ -23,7 +23,7 @@ from . import distributed as dist_utils
 from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_resumable, restore_rng,
                             restore_training_objects)
 from .distributed import DistContext, all_gather_objects, unwrap
-from .evaluate import evaluate_and_log
+from .evaluate import evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger, host_memory_gb
 from .preemption import Preempted, StepControl, interrupted_after
@@ -635,11 +635,12 @@ class Trainer:
 
     def _keep_epoch_before(self, failure: Exception) -> None:
         """A validation failed: write the epoch's checkpoint, which would have followed it, so that the rerun
-        resumes the epoch's training instead of training it again. A validation that scores no video (a
-        ConfigError) fails alike on every rank; any other failure is kept only in a run of one process, since
-        one rank's failure leaves the others in a collective that a save would need. A failed save is said and
-        the validation's error stays the one raised."""
-        if not isinstance(failure, ConfigError) and self.ctx.world_size > 1:
+        resumes the epoch's training instead of training it again. With several processes every rank must save:
+        a validation that scores no video (a ConfigError) fails alike on every rank, and a failure inside the
+        evaluation is told to every rank (:func:`every_rank_learned`); one elsewhere (the eval line's counters,
+        the predictions file) may leave the others in another collective, so nothing is saved then. A failed save
+        is said and the validation's error stays the one raised."""
+        if self.ctx.world_size > 1 and not (isinstance(failure, ConfigError) or every_rank_learned(failure)):
             return
         try:
             self.save(epoch_complete=True)

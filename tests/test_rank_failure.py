@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, child_env
 from tests.video_fixtures import synthetic_dataset
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 # train.main, with the training loader of rank FAIL_RANK failing at its FAIL_AT-th batch of the first epoch:
 # FAIL_KIND "data" raises a DataError (an unusable input: exit code 2), "crash" a RuntimeError (a bug), "kill"
-# sends that rank SIGKILL; "startup"
+# sends that rank SIGKILL; "evalcrash" raises a RuntimeError in that rank's first validation batch; "startup"
 # fails that rank's start instead, as weights damaged on its node would (a CheckpointError: exit code 2).
 WRAPPER = r'''
 import os, signal, sys
@@ -45,7 +46,10 @@ if __name__ == "__main__":  # the decode workers import this module: they must n
     fail_rank, fail_at = int(os.environ["FAIL_RANK"]), int(os.environ["FAIL_AT"])
     def iterate(self):
         for n, batch in enumerate(orig_iter(self), 1):
-            if self.training and n == fail_at and self.epoch == 0 and int(os.environ["RANK"]) == fail_rank:
+            if os.environ["FAIL_KIND"] == "evalcrash" and not self.training and int(os.environ["RANK"]) == fail_rank:
+                raise RuntimeError("injected: the validation ran out of memory")
+            if self.training and n == fail_at and self.epoch == 0 and int(os.environ["RANK"]) == fail_rank \
+                    and os.environ["FAIL_KIND"] != "evalcrash":
                 if os.environ["FAIL_KIND"] == "kill":  # killed outright (the out-of-memory killer): no line
                     os.kill(os.getpid(), signal.SIGKILL)
                 if os.environ["FAIL_KIND"] == "data":
@@ -123,6 +127,21 @@ def test_a_crash_of_one_rank_is_in_its_log_file(tmp_path, dataset):
     assert "lost its connection to another process of the run" in (out / "log_rank0.txt").read_text()
     # nothing of this run was left running or half-written: the first epoch never ended, no checkpoint
     assert not list(out.glob("ckpt_*.pth")) and not list(out.glob("*.tmp*"))
+
+
+def test_a_validation_crash_of_one_rank_keeps_the_epoch_and_the_other_rank_names_it(tmp_path, dataset):
+    """Rank 1's validation fails after an epoch: both ranks learn it where the evaluation gathers its
+    results, write the epoch's checkpoint together (it came after the validation, so the rerun trained the epoch
+    again), and end; rank 0 names rank 1's error instead of a lost connection."""
+    out, (r0, r1) = _two_ranks(tmp_path, dataset, "evalcrash")
+    assert r1.returncode == 1 and "RuntimeError: injected: the validation ran out of memory" in r1.stderr, \
+        r1.stderr[-3000:]
+    assert r0.returncode == 1, (r0.stdout + r0.stderr)[-3000:]
+    said = "rank 1's val evaluation failed (RuntimeError: injected: the validation ran out of memory)"
+    assert said in (out / "log_rank0.txt").read_text(), (r0.stdout + r0.stderr)[-3000:]
+    # the validation that failed is the last epoch's (TEST.EVAL_FREQ): its checkpoint, written before the end
+    ckpt = torch.load(out / "ckpt_epoch_2.pth", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["epoch_complete"] and ckpt["global_step"] > 0
 
 
 def test_a_rank_killed_outright_is_named_by_the_other(tmp_path, dataset):

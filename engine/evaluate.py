@@ -151,42 +151,11 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     """
     was_training = model.training
     model.eval()
-    device = ctx.device
-    tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's top-k (probabilities, classes), on the device
-    labels: list[int] = []
-    indices: list[int] = []
-    views = classes = 0
     start = time.time()
-    first_batch_s = None  # until the first batch arrived: the loader's start (graph build, decode workers)
-    amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else contextlib.nullcontext())
-    failure, local = None, []
+    failure, local, views, classes, first_batch_s = None, [], 0, 0, None
     try:
-        for batch in loader:
-            if first_batch_s is None:
-                first_batch_s = time.time() - start
-            video = batch["video"].to(device, non_blocking=True)
-            if autocast_dtype is None:
-                video = video.float()
-            b, v = video.shape[:2]
-            views = v
-            clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
-            chunk = max_views_per_forward or clips.shape[0]
-            with amp:
-                logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
-            probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
-            classes = probs.shape[-1]
-            k = min(5, classes)
-            # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
-            # every batch's forward before it asks the loader for the next.
-            tops.append(probs.topk(k, dim=-1))
-            labels += batch["label"].view(-1).tolist()
-            indices += batch["index"].view(-1).tolist()
-            if progress is not None:
-                progress(b)
-        top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
-        top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
-        local = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
+        local, views, classes, first_batch_s = _score_batches(model, loader, ctx.device, autocast_dtype,
+                                                              max_views_per_forward, progress, start)
     except Exception as e:
         if not ctx.distributed:
             raise
@@ -233,6 +202,44 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         "duplicates": duplicates,
         "predictions": preds,
     }
+
+
+def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.device,
+                   autocast_dtype: torch.dtype | None, max_views_per_forward: int,
+                   progress: Callable[[int], None] | None, start: float) -> tuple[list[tuple], int, int, float | None]:
+    """This rank's share of :func:`evaluate`: ``(predictions, views, classes, seconds before the first batch)``."""
+    tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's top-k (probabilities, classes), on the device
+    labels: list[int] = []
+    indices: list[int] = []
+    views = classes = 0
+    first_batch_s = None  # until the first batch arrived: the loader's start (graph build, decode workers)
+    amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
+    for batch in loader:
+        if first_batch_s is None:
+            first_batch_s = time.time() - start
+        video = batch["video"].to(device, non_blocking=True)
+        if autocast_dtype is None:
+            video = video.float()
+        b, v = video.shape[:2]
+        views = v
+        clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
+        chunk = max_views_per_forward or clips.shape[0]
+        with amp:
+            logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
+        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
+        classes = probs.shape[-1]
+        k = min(5, classes)
+        # Kept on the device and copied once after the loop: a copy per batch would make the host wait for every
+        # batch's forward before it asks the loader for the next.
+        tops.append(probs.topk(k, dim=-1))
+        labels += batch["label"].view(-1).tolist()
+        indices += batch["index"].view(-1).tolist()
+        if progress is not None:
+            progress(b)
+    top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
+    top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
+    return [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)], views, classes, first_batch_s
 
 
 def _raise_any_failure(failure: Exception | None, said: list[str | None], split: str) -> None:

@@ -1,0 +1,152 @@
+"""The checks of a merged config's values: allowed choices, ranges, and keys that must agree."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from yacs.config import CfgNode as CN
+
+from .keys import ConfigError, _get, _leaves
+
+# Values allowed for enumerated keys.
+_CHOICES = {
+    "DATA.DECODE_DEVICE": ("auto", "gpu", "cpu"),
+    "DATA.CPU_DECODER": ("auto", "dali", "pyav"),
+    "DATA.NVDEC_MAX_BIT_DEPTH": (8, 10, 12),
+    "DATA.SAMPLING": ("tsn", "dense"),
+    "DATA.OUTPUT_DTYPE": ("auto", "float16", "float32"),
+    "MODEL.PRETRAINED_MODE": ("eva", "eva_k722"),
+    "MODEL.ATTN_IMPL": ("sdpa", "math"),
+    "TRAIN.LR_SCHEDULER.NAME": ("cosine",),
+    "TRAIN.OPTIMIZER.NAME": ("adamw",),
+    "TRAIN.FUSED_OPTIMIZER": ("auto", "torch", "apex"),
+    "TRAIN.PRECISION": ("auto", "bf16", "fp16", "fp32"),
+    "TRAIN.OPT_LEVEL": ("", "O0", "O1", "O2", "O3"),
+    "TEST.NUM_CROP": (1, 3),
+    "TEST.FINAL_NUM_CROP": (1, 3),
+    "TEST.SAMPLING": ("uniform", "random"),
+    "AUG.MIXUP_PARTNERS": ("random", "derangement"),
+}
+# Keys that must be >= 1.
+_POSITIVE = (
+    "DATA.INPUT_SIZE", "DATA.NUM_FRAMES", "DATA.NUM_CLASSES", "DATA.TUBELET_SIZE", "DATA.NUM_THREADS",
+    "DATA.FRAME_INTERVAL", "DATA.NVDEC_THREADS", "TRAIN.BATCH_SIZE", "TRAIN.ACCUMULATION_STEPS", "TEST.NUM_CLIP",
+    "TEST.BATCH_SIZE",
+    "SAVE_FREQ", "KEEP_LAST", "PRINT_FREQ",
+)
+# Keys that must be >= 0.
+_NON_NEGATIVE = (
+    "DATA.NUM_WORKERS", "DATA.INDEX_WORKERS", "DATA.PREFETCH", "DATA.VIDEO_TIMEOUT_S", "MODEL.DROP_RATE",
+    "MODEL.ATTN_DROP_RATE", "MODEL.DROP_PATH_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY",
+    "TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN", "TRAIN.CLIP_GRAD", "AUG.LABEL_SMOOTH", "AUG.MIXUP",
+    "AUG.CUTMIX", "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "SAVE_MINUTES", "MODEL.PRETRAINED_FRAMES",
+    "MODEL.PRETRAINED_INPUT_SIZE",
+)
+# Learning-rate keys: AdamW at a learning rate of 1 or more only diverges, so such a value is a typo.
+_LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
+# The data order, augmentation and mixup draw from 32-bit seeds: a larger SEED would alias a smaller one.
+_SEED_LIMIT = 2**32
+# Keys that are probabilities.
+_PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB",
+                  "DATA.CPU_ROUTE_MAX_SHARE", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE", "MODEL.DROP_PATH_RATE")
+
+
+def _check_finite(cfg: CN) -> None:
+    """Every float (alone or in a tuple) must be finite: "1e999" parses as inf and would train with it."""
+    for key, value in _leaves(cfg):
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{key} = {value!r} is not a finite number")
+
+
+def check_choice(key: str, value: Any, source: str | None = None) -> None:
+    """Raise ConfigError unless ``value`` is allowed for the enumerated ``key`` (e.g. DATA.DECODE_DEVICE);
+    ``source``: where the value was set (a flag is named as typed)."""
+    choices = _CHOICES[key]
+    if value not in choices:
+        raise ConfigError(f"{_shown(key, value, source)} is not one of {', '.join(repr(c) for c in choices)}")
+
+
+def _check_nvdec_codecs(codecs) -> None:
+    # The NVDEC support table's codec names (dali_pipelines.nvdec_support.NVDEC_LIMITS); configs imports nothing
+    # of the data package, so the names are repeated here.
+    known = ("h264", "hevc", "vp9", "vp8", "mpeg4", "av1")
+    unknown = [c for c in codecs if str(c).lower() not in known]
+    if unknown:
+        raise ConfigError(f"DATA.NVDEC_CODECS = {list(codecs)!r} names codecs NVDEC does not decode: "
+                          f"{', '.join(map(str, unknown))} (known: {', '.join(known)})")
+
+
+def _is_flag(source: str | None) -> bool:
+    """Whether ``source`` (where a key was set) is one of a command's own flags (``--batch-size``), not a file or
+    ``--opts``."""
+    return bool(source) and source.startswith("--") and source != "--opts"
+
+
+def _shown(key: str, value: Any, source: str | None) -> str:
+    """``key`` and ``value`` for a message: as the user typed them when a flag of the command set the key
+    (``--batch-size 0 (TRAIN.BATCH_SIZE)``; a switch without its value), else ``KEY = value``."""
+    if not _is_flag(source):
+        return f"{key} = {value!r}"
+    return f"{source}{'' if isinstance(value, bool) else f' {value}'} ({key})"
+
+
+def validate(cfg: CN, sources: dict | None = None) -> None:
+    """Raise ConfigError for values no run can use; the message names the key and the value (and, for a conflict
+    between two keys, where each value came from: ``sources`` maps a key to the file, --opts or flag that set it;
+    a value a command's flag set is named by that flag, as typed)."""
+
+    def shown(key: str) -> str:
+        return _shown(key, _get(cfg, key), (sources or {}).get(key))
+
+    def given(key: str) -> str:
+        where = (sources or {}).get(key)
+        if _is_flag(where):
+            return shown(key)
+        return f"{key} = {_get(cfg, key)!r} ({f'from {where}' if where else 'the default'})"
+
+    _check_finite(cfg)
+    for key in _CHOICES:
+        check_choice(key, _get(cfg, key), (sources or {}).get(key))
+    for key in _POSITIVE:
+        if _get(cfg, key) < 1:
+            raise ConfigError(f"{shown(key)} must be at least 1")
+    for key in _NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{shown(key)} must not be negative")
+    for key in _PROBABILITIES:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise ConfigError(f"{shown(key)} must be a probability in [0, 1]")
+    for key in _LEARNING_RATES:
+        if _get(cfg, key) >= 1.0:
+            raise ConfigError(f"{shown(key)} is not a usable AdamW learning rate (must be below 1; "
+                              "the recipes use 1e-6 to 1e-3)")
+    if not 0 <= cfg.SEED < _SEED_LIMIT:
+        raise ConfigError(f"SEED = {cfg.SEED} must be in [0, 2**32 - 1] (data order, augmentation and mixup "
+                          "use 32-bit seeds)")
+    if cfg.DATA.NUM_FRAMES % cfg.DATA.TUBELET_SIZE:
+        raise ConfigError(
+            f"DATA.NUM_FRAMES = {cfg.DATA.NUM_FRAMES} must be a multiple of DATA.TUBELET_SIZE = {cfg.DATA.TUBELET_SIZE}"
+        )
+    if cfg.TRAIN.WARMUP_EPOCHS > cfg.TRAIN.EPOCHS > 0:
+        raise ConfigError(f"{given('TRAIN.WARMUP_EPOCHS')} exceeds {given('TRAIN.EPOCHS')}: lower "
+                          "TRAIN.WARMUP_EPOCHS too")
+    # 0 would not mean "off" here (as it does for TRAIN.CLIP_GRAD): every layer below the head would get LR 0, and a
+    # negative factor gives every other block a negative LR; above 1 the factor was silently ignored.
+    if not 0.0 < cfg.TRAIN.LAYER_WISE_DECAY <= 1.0:
+        raise ConfigError(f"TRAIN.LAYER_WISE_DECAY = {cfg.TRAIN.LAYER_WISE_DECAY!r} must be in (0, 1] (1: no "
+                          "layer-wise decay; 0 would freeze every layer below the head)")
+    if not 0.0 <= cfg.TRAIN.EMA_DECAY <= 1.0:
+        raise ConfigError(f"TRAIN.EMA_DECAY = {cfg.TRAIN.EMA_DECAY!r} must be in [0, 1]")
+    if cfg.TRAIN.EPS <= 0:
+        raise ConfigError(f"TRAIN.EPS = {cfg.TRAIN.EPS!r} must be positive")
+    if not 0.0 <= cfg.AUG.LABEL_SMOOTH < 1.0:
+        raise ConfigError(f"AUG.LABEL_SMOOTH = {cfg.AUG.LABEL_SMOOTH!r} must be in [0, 1)")
+    if len(cfg.TRAIN.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in cfg.TRAIN.BETAS):
+        raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
+    if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
+        raise ConfigError(f"AUG.CROP_SCALES = {cfg.AUG.CROP_SCALES!r} must be fractions in (0, 1]")
+    _check_nvdec_codecs(cfg.DATA.NVDEC_CODECS)
+    if cfg.MODEL.CLASS_MAPPING and cfg.MODEL.PRETRAINED_MODE != "eva_k722":
+        raise ConfigError("MODEL.CLASS_MAPPING is only used with MODEL.PRETRAINED_MODE 'eva_k722'")

@@ -1,0 +1,100 @@
+"""The config tree's keys: the error every config mistake raises, looking up a dotted key, converting a value to
+its key's type, and naming an unknown key with the valid ones."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Any, Iterable
+
+from yacs.config import CfgNode as CN
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key, value and source."""
+
+
+def _get(cfg: CN, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _is_key(cfg: CN, dotted: str) -> bool:
+    try:
+        return not isinstance(_get(cfg, dotted), CN)
+    except (KeyError, TypeError):  # TypeError: a part below a value (SEED.X)
+        return False
+
+
+def _leaves(node: CN, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for name, value in node.items():
+        if isinstance(value, CN):
+            yield from _leaves(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value
+
+
+def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None) -> Any:
+    """Convert ``value`` to the type of ``default``, the key's current value (set by ``origin``, None for the
+    defaults), or fail naming the key, the source and where the current value came from."""
+    if isinstance(value, str) and not isinstance(default, str):
+        # Values from --opts arrive as strings; YAML 1.1 reads "1e-6" as a string too.
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    expected = type(default).__name__
+    if isinstance(default, bool):
+        expected = "bool (True or False)"
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # as a YAML file reads them
+            return value.lower() == "true"
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, str):
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(default, (tuple, list)):
+        numbers = bool(default) and all(isinstance(d, float) for d in default)
+        if numbers:
+            expected = f"{type(default).__name__} of numbers"
+        if isinstance(value, str) and not numbers:
+            # A list of names given bare (--opts DATA.NVDEC_CODECS h264): one item, or several separated by commas.
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, (tuple, list)):
+            if not numbers:
+                return type(default)(value)
+            # A list of numbers (TRAIN.BETAS, AUG.CROP_SCALES): every item a number, as for a float key.
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                return type(default)(float(v) for v in value)
+    else:  # pragma: no cover - every default is one of the types above
+        return value
+    current = f"from {origin}" if origin else "the default"
+    raise ConfigError(
+        f"{source}: key {key} expects a value of type {expected} (current value {default!r}, "
+        f"{current}), got {value!r}"
+    )
+
+
+def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
+    """The error for ``key``, whose part after ``parent`` is not among ``node``'s keys (the section ``parent``): the
+    closest name first, as a typo (NUM_WORKER for NUM_WORKERS) is the usual cause, then every valid one."""
+    name, _, rest = key[len(parent) + 1 if parent else 0:].partition(".")
+    # the keys are upper case: train.lr means TRAIN.LR, and num_worker is as close to NUM_WORKERS as NUM_WORKER is
+    close = difflib.get_close_matches(name.upper(), list(node.keys()), n=1, cutoff=0.6)
+    if close and close[0] == name.upper() and rest and _is_key(node, f"{close[0]}.{rest.upper()}"):
+        close = [f"{close[0]}.{rest.upper()}"]  # the whole key, in the right case
+    guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return ConfigError(f"{source}: unknown config key {key} ({guess}valid keys under {parent or 'the top level'}: "
+                       f"{', '.join(sorted(node.keys()))})")

@@ -1,0 +1,122 @@
+"""Reading a config's YAML file (and its BASE files) into the tree: a key set twice in one mapping, a parse error
+or an unknown key fails naming the file and the line or key."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from evautil.errors import not_utf8_line
+from evautil.files import naming_the_file
+from evautil.text import text_lines
+
+from .keys import ConfigError, _coerce, _unknown_key
+
+def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None) -> None:
+    """Merge ``data`` into ``cfg``; ``seen`` maps every key set so far to where it was set."""
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in cfg:
+            raise _unknown_key(source, key, cfg, prefix.rstrip("."))
+        default = cfg[name]
+        if isinstance(default, CN):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r}")
+            _merge_dict(default, value, source, key + ".", seen)
+        else:
+            cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
+            if seen is not None:
+                seen[key] = source
+
+
+def _load_yaml(text: str, path: str) -> Any:
+    """``yaml.safe_load(text)`` of the file ``path``, except that a key set twice in one mapping is a ConfigError
+    naming both lines (a YAML parser keeps the last value silently)."""
+    stream = io.StringIO(text)
+    stream.name = path  # for the parser's own messages, as when it reads the file
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, path, "", set(), text)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _editor_place(mark: yaml.Mark, text: str) -> tuple[int, int]:
+    """1-based line and column of ``mark`` in ``text`` as an editor shows them (:func:`evautil.text.text_lines`):
+    YAML 1.1, which PyYAML reads, also ends a line at U+0085, U+2028 and U+2029, so its own numbers named a later
+    line than the one at fault."""
+    before = text_lines(text[:mark.index] + "?")  # "?": where the mark is
+    return len(before), len(before[-1])
+
+
+def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set, text: str) -> None:
+    if id(node) in visited:  # an anchor used again (or within itself)
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, path, prefix, visited, text)
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = _editor_place(key_node.start_mark, text)[0]
+            if name is not None and name in first_line:
+                raise ConfigError(f"{path}: key {prefix}{name} is set twice, on line {first_line[name]} and on "
+                                  f"line {line}; keep one")
+            if name is not None:
+                first_line[name] = line
+            _check_unique_keys(value_node, path, f"{prefix}{name}." if name is not None else prefix, visited, text)
+
+
+def _yaml_error_line(e: yaml.YAMLError, text: str) -> str:
+    """The parser's message on one line: where it is in ``text`` (:func:`_editor_place`), what is wrong there and
+    what it was reading."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(e).split())
+    context = getattr(e, "context", None)
+    line, column = _editor_place(mark, text)
+    return f"line {line}, column {column}: {problem}" + (f" ({context})" if context else "")
+
+
+def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> None:
+    """Merge the file ``path`` and, first, its BASE files; ``chain``: the files whose BASE led here."""
+    named = f" (in BASE of {chain[-1]})" if chain else ""  # a BASE entry is found in another file than --cfg
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder, not a YAML file{named}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}{named}")
+    if os.path.abspath(path) in map(os.path.abspath, chain):
+        raise ConfigError(f"{path}: BASE files form a cycle: {' -> '.join((*chain, path))}")
+    if len(chain) > 8:
+        raise ConfigError(f"{path}: BASE files nest more than 8 deep")
+    with open(path, encoding="utf-8") as f, naming_the_file(path):  # a failed read names the config file
+        try:
+            text = f.read()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}, {not_utf8_line(path, e)}") from None
+    try:
+        data = _load_yaml(text, path) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(e, text)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    bases = data.pop("BASE", None) or []
+    if isinstance(bases, str):  # one file written without the list brackets; iterating it would give characters
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: BASE must be a list of config files, got {bases!r}")
+    for base in bases:
+        if base:
+            _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, (*chain, path))
+    _merge_dict(cfg, data, path, seen=seen)

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 from yacs.config import CfgNode as CN
 
 from .checks import _shown
-from .keys import ConfigError, _coerce, _get, _is_key, _unknown_key
+from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _unknown_key
 
 def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
     opts = list(opts)
@@ -30,7 +30,7 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(node[parts[-1]], CN):
-            raise ConfigError(f"--opts: {key} is a section, not a key")
+            raise ConfigError(f"--opts: {key} is a section, not a key ({_section_keys(node[parts[-1]], key)})")
         node[parts[-1]] = _coerce(key, node[parts[-1]], value, "--opts", seen.get(key))
         seen[key] = "--opts"
 

@@ -98,3 +98,12 @@ def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
     guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
     return ConfigError(f"{source}: unknown config key {key} ({guess}valid keys under {parent or 'the top level'}: "
                        f"{', '.join(sorted(node.keys()))})")
+
+
+def _section_keys(section: CN, key: str) -> str:
+    """What the section ``key``, given a value as if it were a key (TRAIN.LR_SCHEDULER cosine), holds, for its
+    message: a few plain keys by their whole names, to be copied; a larger section's names, as for an unknown key."""
+    names = sorted(section.keys())
+    if len(names) <= 3 and not any(isinstance(section[name], CN) for name in names):
+        return f"its key{'s' if len(names) > 1 else ''}: {', '.join(f'{key}.{name}' for name in names)}"
+    return f"keys under {key}: {', '.join(names)}"

@@ -14,7 +14,7 @@ from evautil.errors import not_utf8_line
 from evautil.files import naming_the_file
 from evautil.text import text_lines
 
-from .keys import ConfigError, _coerce, _unknown_key
+from .keys import ConfigError, _coerce, _section_keys, _unknown_key
 
 def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None) -> None:
     """Merge ``data`` into ``cfg``; ``seen`` maps every key set so far to where it was set."""
@@ -25,7 +25,8 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
         default = cfg[name]
         if isinstance(default, CN):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r}")
+                raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r} "
+                                  f"({_section_keys(default, key)})")
             _merge_dict(default, value, source, key + ".", seen)
         else:
             cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))

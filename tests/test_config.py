@@ -85,6 +85,28 @@ def test_unknown_key_in_opts():
         load_config(None, ["DATA.NUM_FRAME", "8"])
 
 
+@pytest.mark.parametrize("opts, needle", [
+    # the original code's users write the section; its one key is named whole, to be copied
+    (["TRAIN.LR_SCHEDULER", "cosine"], "--opts: TRAIN.LR_SCHEDULER is a section, not a key "
+                                       "(its key: TRAIN.LR_SCHEDULER.NAME)"),
+    # a large section: the names under it, as for an unknown key
+    (["TRAIN", "1"], "--opts: TRAIN is a section, not a key (keys under TRAIN: ACCUMULATION_STEPS, "),
+])
+def test_a_section_given_a_value_in_opts_names_its_keys(opts, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, opts)
+    assert needle in str(err.value)
+
+
+def test_a_section_given_a_value_in_a_file_names_its_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  OPTIMIZER: adamw\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(err.value) == (f"{path}: TRAIN.OPTIMIZER is a section; expected a mapping, got 'adamw' "
+                              "(its key: TRAIN.OPTIMIZER.NAME)")
+
+
 @pytest.mark.parametrize("opts", [["TRAIN.LR=1e-4"], ["TRAIN.LR=1e-4", "SEED=3"], ["SEED", "1", "TRAIN.LR=1e-4"]])
 def test_key_equals_value_in_opts_says_how_to_write_it(opts):
     """It was "an odd number of items", or "unknown config key TRAIN.LR=1e-4" for two of them."""

@@ -28,7 +28,7 @@ import numpy as np
 if __package__ in (None, ""):  # allow `python benchmarks/augment_throughput.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import cli, common, hardware, reporting, stats  # noqa: E402
 
 PROGRAMS = ("off", "drawn", "all")
 IMPLEMENTATIONS = ("planes", "interleaved")
@@ -137,7 +137,7 @@ def on_device(columns: tuple, device: str) -> tuple:
     import torch
 
     frames = torch.from_numpy(np.stack(columns[0])).cuda()  # one contiguous batch: DALI takes it in one copy
-    common.sync_cuda()
+    hardware.sync_cuda()
     return (frames,) + tuple(columns[1:])
 
 
@@ -154,7 +154,7 @@ def run(args) -> dict:
         pipes = {impl: build(args, impl, columns) for impl in IMPLEMENTATIONS}
         outputs = {impl: _output(pipe) for impl, pipe in pipes.items()}  # warm-up, and the values to compare
         # Its first call imports torch (seconds of CPU): untimed here, not in the first timed batches' figures.
-        common.sync_cuda()
+        hardware.sync_cuda()
         times = {impl: [] for impl in IMPLEMENTATIONS}
         cpu = {impl: 0.0 for impl in IMPLEMENTATIONS}
         for _ in range(args.repeats):  # interleaved, so both see the same machine
@@ -164,13 +164,13 @@ def run(args) -> dict:
                     # The graph only: a host copy of every output (77 MB a batch at the defaults; from a GPU, a
                     # transfer both implementations pay alike) would be timed too and pull their ratio towards 1.
                     pipe.run()
-                common.sync_cuda()
+                hardware.sync_cuda()
                 times[impl].append((time.perf_counter() - wall) / args.batches * 1e3)
                 cpu[impl] += time.process_time() - proc
         clips = args.repeats * args.batches * args.batch
         diff = float(np.abs(outputs["planes"] - outputs["interleaved"]).max())
         for impl in IMPLEMENTATIONS:
-            s = common.summarize(times[impl])
+            s = stats.summarize(times[impl])
             results[f"{program}/{impl}"] = {"ms_per_batch": s.median, "spread": s.spread(0),
                                             "cpu_ms_per_clip": cpu[impl] / clips * 1e3, "max_abs_diff": diff}
         del pipes
@@ -180,7 +180,7 @@ def run(args) -> dict:
 def report(results: dict, args) -> str:
     lines = [f"Augmentation half of the training graph: B {args.batch}, {args.num_frames} frames of "
              f"{args.width}x{args.height} -> {args.input_size}px, {args.threads} threads, {args.device}",
-             common.machine_line(common.machine_info()), "",
+             hardware.machine_line(hardware.machine_info()), "",
              "| program / colour implementation | ms per batch | CPU ms per clip | max output difference |",
              "|---|---|---|---|"]
     for name, r in results.items():
@@ -200,7 +200,7 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=340, help="decoded frame width")
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=common.cpu_count())
+    p.add_argument("--threads", type=int, default=hardware.cpu_count())
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the augmentation runs")
     p.add_argument("--programs", default=",".join(PROGRAMS), help=f"comma-separated subset of {','.join(PROGRAMS)}")
     p.add_argument("--batches", type=int, default=3, help="batches per timed measurement")
@@ -211,34 +211,34 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
     if args.quick:
-        common.set_quick_defaults(p, argv, args, batch=2, num_frames=4, width=64, height=48, input_size=32, batches=1,
-                                  repeats=2)
+        cli.set_quick_defaults(p, argv, args, batch=2, num_frames=4, width=64, height=48, input_size=32, batches=1,
+                               repeats=2)
     args.program_list = [x for x in args.programs.split(",") if x]
     unknown = set(args.program_list) - set(PROGRAMS)
     if unknown or not args.program_list:
         p.error(f"--programs: {args.programs!r}; choose from {', '.join(PROGRAMS)}")
-    if args.device == "gpu" and not common.cuda_available():
+    if args.device == "gpu" and not hardware.cuda_available():
         p.error("--device gpu needs CUDA")
-    common.require_positive(p, args, ["batch", "num_frames", "width", "height", "input_size", "threads",
-                                      "batches", "repeats"])
+    cli.require_positive(p, args, ["batch", "num_frames", "width", "height", "input_size", "threads",
+                                   "batches", "repeats"])
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problem = common.output_files_problem(args)
+    problem = cli.output_files_problem(args)
     if problem:
         return common.input_error(common.InputError(problem))
     kept = "nothing measured was written (--json is written whole, once the run ends)"
-    common.say_what_an_interrupt_keeps(kept)
+    cli.say_what_an_interrupt_keeps(kept)
 
     def work() -> int:
         results = run(args)
         print(report(results, args))
         if args.json:
-            common.write_json(args.json, {"settings": vars(args), "results": results})
+            reporting.write_json(args.json, {"settings": vars(args), "results": results})
         return 0
-    return common.until_stopped(work, kept)
+    return cli.until_stopped(work, kept)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import numpy as np
 if __package__ in (None, ""):  # allow `python benchmarks/decode_throughput.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, cpu_monitor  # noqa: E402
+from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, stats  # noqa: E402
 from benchmarks.baseline_loaders import decode_pyav, decord_available  # noqa: E402
 from evautil.workers import abandon_pool, started_pool  # noqa: E402
 
@@ -188,13 +188,13 @@ def make_dali(device: str, batch: int, threads: int, items_pool: list[dict], use
             # Shapes are known without copying the frames to the host.
             frames += sum(int(s[0]) for s in out.shape())
         if device == "mixed":
-            common.sync_cuda()
+            hardware.sync_cuda()
         return iters * batch, frames, None
 
     def close():
         nonlocal p
         del p
-        common.release_device_memory()  # the next row's GPU memory is its own, not this pipeline's pool
+        hardware.release_device_memory()  # the next row's GPU memory is its own, not this pipeline's pool
     return run, {"threads": threads, "processes": 1, "batch": batch}, close
 
 
@@ -206,7 +206,7 @@ def measure(run: Callable, items: list[dict], warmup: int, repeats: int, nvml: b
     for _ in range(warmup):
         run(items)
     secs, clips, out_frames, dec_frames = [], [], [], []
-    with cpu_monitor.ProcessTreeMonitor() as mon, common.NvmlSampler(enabled=nvml) as gpu:
+    with cpu_monitor.ProcessTreeMonitor() as mon, hardware.NvmlSampler(enabled=nvml) as gpu:
         for _ in range(repeats):
             t0 = time.perf_counter()
             c, f, d = run(items)
@@ -216,11 +216,11 @@ def measure(run: Callable, items: list[dict], warmup: int, repeats: int, nvml: b
             dec_frames.append(d)
     work = sum(it["gop_work"] for it in items)
     res = {
-        "clips_per_s": common.summarize([c / s for c, s in zip(clips, secs)]),
-        "frames_per_s": common.summarize([f / s for f, s in zip(out_frames, secs)]),
+        "clips_per_s": stats.summarize([c / s for c, s in zip(clips, secs)]),
+        "frames_per_s": stats.summarize([f / s for f, s in zip(out_frames, secs)]),
         # The required decode work scales with clips actually run (DALI rounds up to whole batches).
-        "gop_frames_per_s": common.summarize([work * (c / len(items)) / s for c, s in zip(clips, secs)]),
-        "decoded_frames_per_s": (common.summarize([d / s for d, s in zip(dec_frames, secs)])
+        "gop_frames_per_s": stats.summarize([work * (c / len(items)) / s for c, s in zip(clips, secs)]),
+        "decoded_frames_per_s": (stats.summarize([d / s for d, s in zip(dec_frames, secs)])
                                  if all(d is not None for d in dec_frames) else None),
         "cpu_util": mon.cpu_util,
         # Work per CPU time: robust to other processes taking cores away on a shared machine.
@@ -260,13 +260,13 @@ def thread_counts(value: str) -> list[int]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    gpu = common.cuda_available()
-    common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
+    gpu = hardware.cuda_available()
+    inputs.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
     p.add_argument("--decoders", default=",".join(ALL_DECODERS), help="comma-separated subset of " + ",".join(
         ALL_DECODERS))
     p.add_argument("--modes", default=",".join(ALL_MODES), help="comma-separated subset of " + ",".join(ALL_MODES))
     p.add_argument("--batch", type=int, default=4, help="DALI batch size")
-    p.add_argument("--threads", type=thread_counts, default=[common.cpu_count()],
+    p.add_argument("--threads", type=thread_counts, default=[hardware.cpu_count()],
                    help="DALI num_threads, PyAV threads (pyav_nt) and processes (pyav_np); a comma-separated list "
                         "(4,8,16) measures each count in turn, in one run on the same clips")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes over the clips")
@@ -281,23 +281,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.codec is None:
         args.codec = "h264" if gpu else "vp9"
-    common.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
-    common.require_positive(p, args, ("warmup",), low=0)
+    cli.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
+    cli.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
-        common.set_quick_defaults(p, argv, args, num_clips=4, frames=64, repeats=3, min_clips=16, warmup=1, width=160,
-                                  height=120)
+        cli.set_quick_defaults(p, argv, args, num_clips=4, frames=64, repeats=3, min_clips=16, warmup=1, width=160,
+                               height=120)
     if {m.strip() for m in args.modes.split(",")} & {"tsn", "multiview"}:  # they sample 16 segments of a clip
-        common.check_clip_length(p, args, 16, "--modes tsn and multiview: one frame of each of 16 segments")
+        inputs.check_clip_length(p, args, 16, "--modes tsn and multiview: one frame of each of 16 segments")
     else:
-        common.check_clip_length(p, args, 2, "a video, not a still image")
+        inputs.check_clip_length(p, args, 2, "a video, not a still image")
     return args
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    gpu = common.cuda_available()
-    decoders = common.chosen_names("--decoders", args.decoders, ALL_DECODERS, "decoder")
-    modes = common.chosen_names("--modes", args.modes, ALL_MODES, "mode")
-    clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
+    gpu = hardware.cuda_available()
+    decoders = cli.chosen_names("--decoders", args.decoders, ALL_DECODERS, "decoder")
+    modes = cli.chosen_names("--modes", args.modes, ALL_MODES, "mode")
+    clips, input_desc = inputs.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
 
     # Several --threads counts: a row for each, its name ending in /t<count> (pyav_1t and decord take none: one row).
     sweep = len(args.threads) > 1
@@ -346,7 +346,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             results.append(r)
             print(f"  {name:22s} {r['frames_per_s'].median:9.1f} frames/s  {r['clips_per_s'].median:7.2f} clips/s",
                   file=sys.stderr, flush=True)
-    return {"benchmark": "decode_throughput", "machine": common.machine_info(), "input": input_desc,
+    return {"benchmark": "decode_throughput", "machine": hardware.machine_info(), "input": input_desc,
             "settings": {k: getattr(args, k)
                          for k in ("batch", "threads", "warmup", "repeats", "min_clips", "seed", "quick")},
             "results": results, "notes": notes}
@@ -371,17 +371,18 @@ def report(payload: dict) -> str:
             ("cpu", "CPU cores busy"), ("eff", "clips per CPU-s"), ("rss", "peak RSS MiB"), ("gpumem", "GPU mem MiB"),
             ("nvdec", "NVDEC %")]
     inp = payload["input"]
-    head = (f"Decode throughput: {common.describe_input(inp)}\nMachine: {common.machine_line(payload['machine'])}\n"
+    head = (f"Decode throughput: {reporting.describe_input(inp)}\n"
+            f"Machine: {hardware.machine_line(payload['machine'])}\n"
             "Median (min-max) over the timed repeats; warm-up excluded.\n")
     notes = "\n".join(f"- {n}" for n in payload["notes"])
-    return head + "\n" + common.markdown_table(rows, cols) + ("\n\n" + notes if notes else "")
+    return head + "\n" + reporting.markdown_table(rows, cols) + ("\n\n" + notes if notes else "")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return common.run_main(args, run_benchmark, report, "frames_per_s", "delivered frames/s (median)",
-                           lambda p: f"decode throughput, {p['input'].get('codec', 'list')}",
-                           ["clips_per_s", "frames_per_s"])
+    return cli.run_main(args, run_benchmark, report, "frames_per_s", "delivered frames/s (median)",
+                        lambda p: f"decode throughput, {p['input'].get('codec', 'list')}",
+                        ["clips_per_s", "frames_per_s"])
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/eval_throughput.py`
 
 import torch  # noqa: E402
 
-from benchmarks import common, cpu_monitor  # noqa: E402
+from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, stats  # noqa: E402
 from benchmarks import decode_throughput as dt  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def view_items(clips, t: int, num_clip: int, num_crop: int, per_view: bool) -> l
 def pick_decoder(codecs: set[str], requested: str) -> str:
     if requested != "auto":
         return requested
-    if common.cuda_available():
+    if hardware.cuda_available():
         return "dali_mixed"
     if all(c in dt.DALI_CPU_CODECS for c in codecs):
         return "dali_cpu"
@@ -83,7 +83,7 @@ def decode_comparison(args, clips) -> list[dict]:
             r = dt.measure(run, items, args.warmup, args.repeats, nvml=dec == "dali_mixed")
         finally:
             close()
-        vps = common.summarize([v / per_video for v in r["clips_per_s"].values])
+        vps = stats.summarize([v / per_video for v in r["clips_per_s"].values])
         results.append({"name": f"decode {'per view' if per_view else 'once'} ({dec})", "stage": "decode",
                          "decoder": dec, "decode_per_view": per_view, "decodes_per_video": per_video,
                          "frames_per_video": sum(len(it["idx"]) for it in items) * per_video / len(items),
@@ -150,12 +150,12 @@ def end_to_end(args, clips) -> list[dict]:
     # that this row and the loader's compare like with like. The loader's clips are on the model's device.
     dtype = clip_dtype(cfg.DATA.OUTPUT_DTYPE, "gpu" if device.type == "cuda" else "cpu", cfg.TRAIN.PRECISION)
     x = torch.randn(b, views, t, 3, s, s, device=device, dtype=getattr(torch, dtype))
-    times = common.time_repeats(lambda: [score(x) for _ in range(args.batches)], args.warmup, args.repeats)
+    times = hardware.time_repeats(lambda: [score(x) for _ in range(args.batches)], args.warmup, args.repeats)
     vps = [args.batches * b / x_ for x_ in times]
     fwd = forward_flops(model)
     results.append({"name": f"model only ({args.arch}, {args.precision})", "stage": "model",
-                    "videos_per_s": common.summarize(vps),
-                    "tflops": common.summarize([v * views * fwd / 1e12 for v in vps])})
+                    "videos_per_s": stats.summarize(vps),
+                    "tflops": stats.summarize([v * views * fwd / 1e12 for v in vps])})
     del x
     # Loader + model.
     loader = build_loader(cfg, "test")
@@ -178,18 +178,18 @@ def end_to_end(args, clips) -> list[dict]:
         with cpu_monitor.ProcessTreeMonitor() as mon:
             waits.clear()
             for _ in range(args.repeats):
-                common.sync_cuda()
+                hardware.sync_cuda()
                 t0 = time.perf_counter()
                 n = sum(step() for _ in range(args.batches))
-                common.sync_cuda()
+                hardware.sync_cuda()
                 secs.append(time.perf_counter() - t0)
                 vids.append(n)
     finally:
         loader.close()
     vps = [n / x_ for n, x_ in zip(vids, secs)]
     results.append({"name": f"loader + model ({loader.device} decode)", "stage": "end_to_end",
-                    "videos_per_s": common.summarize(vps),
-                    "tflops": common.summarize([v * views * fwd / 1e12 for v in vps]),
+                    "videos_per_s": stats.summarize(vps),
+                    "tflops": stats.summarize([v * views * fwd / 1e12 for v in vps]),
                     "data_wait_pct": 100.0 * sum(waits) / sum(secs), "cpu_util": mon.cpu_util,
                     "peak_rss_mib": mon.peak_rss / 2**20,
                     "gpu_mem_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None})
@@ -198,10 +198,10 @@ def end_to_end(args, clips) -> list[dict]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    cuda = common.cuda_available()
+    cuda = hardware.cuda_available()
     p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
+    inputs.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
     p.add_argument("--arch", default="eva-1b/14" if cuda else "eva-tiny/16", help="models.ARCHS preset")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "math"))
     p.add_argument("--precision", default="bf16" if cuda else "fp32", choices=("bf16", "fp16", "fp32"))
@@ -215,8 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-videos", type=int, default=32, help="videos per timed decode measurement")
     p.add_argument("--decoder", default="auto", choices=("auto", "dali_mixed", "dali_cpu", "pyav_np", "pyav_1t"),
                    help="decoder of the decode comparison")
-    p.add_argument("--workers", type=int, default=common.cpu_count())
-    p.add_argument("--threads", type=int, default=common.cpu_count())
+    p.add_argument("--workers", type=int, default=hardware.cpu_count())
+    p.add_argument("--threads", type=int, default=hardware.cpu_count())
     p.add_argument("--warmup", type=int, default=2, help="untimed passes/batches")
     p.add_argument("--batches", type=int, default=4, help="batches per timed end-to-end measurement")
     p.add_argument("--repeats", type=int, default=3)
@@ -228,19 +228,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="write a PNG bar chart of videos/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
-    common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
+    cli.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
-    common.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",
-                                       "num_clips", "threads", "min_videos", "input_size", "num_classes"))
-    common.require_positive(p, args, ("warmup", "torch_threads"), low=0)
+    cli.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",
+                                   "num_clips", "threads", "min_videos", "input_size", "num_classes"))
+    cli.require_positive(p, args, ("warmup", "torch_threads"), low=0)
     if args.quick:
-        common.set_quick_defaults(p, argv, args, arch="eva-tiny/16", num_clips=4, frames=64, num_frames=8,
-                                  input_size=112, batch=1, warmup=1, batches=2, repeats=3, min_videos=16, width=160,
-                                  height=120)
-    common.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames of each view")
+        cli.set_quick_defaults(p, argv, args, arch="eva-tiny/16", num_clips=4, frames=64, num_frames=8,
+                               input_size=112, batch=1, warmup=1, batches=2, repeats=3, min_videos=16, width=160,
+                               height=120)
+    inputs.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames of each view")
     if not args.skip_model:
-        common.check_arch(p, args.arch, args.input_size)
+        cli.check_arch(p, args.arch, args.input_size)
     return args
 
 
@@ -252,13 +252,13 @@ def run_benchmark(args) -> dict:
         # On a busy machine, torch's OpenMP threads spin at barriers while another process holds "their" core:
         # fewer threads than cores can then be several times faster.
         torch.set_num_threads(args.torch_threads)
-    clips, input_desc = common.read_list_or_synthetic(args)
+    clips, input_desc = inputs.read_list_or_synthetic(args)
     results = decode_comparison(args, clips)
     if not args.skip_model:
         results += end_to_end(args, clips)
     once = next(r for r in results if r["stage"] == "decode" and not r["decode_per_view"])
     per = next(r for r in results if r["stage"] == "decode" and r["decode_per_view"])
-    return {"benchmark": "eval_throughput", "machine": common.machine_info(), "input": input_desc,
+    return {"benchmark": "eval_throughput", "machine": hardware.machine_info(), "input": input_desc,
             "torch_threads": torch.get_num_threads(),
             "settings": {k: getattr(args, k) for k in ("arch", "precision", "num_frames", "input_size", "num_clip",
                                                         "num_crop", "batch", "warmup", "batches", "repeats",
@@ -280,17 +280,17 @@ def report(payload: dict) -> str:
             ("nvdec", "NVDEC %")]
     st = payload["settings"]
     head = (f"Multi-view evaluation ({st['num_clip']} clips x {st['num_crop']} crops, T={st['num_frames']}, "
-            f"{st['input_size']}px): {common.describe_input(payload['input'])}\n"
-            f"Machine: {common.machine_line(payload['machine'])}\n"
+            f"{st['input_size']}px): {reporting.describe_input(payload['input'])}\n"
+            f"Machine: {hardware.machine_line(payload['machine'])}\n"
             "Median (min-max) over the timed measurements; warm-up excluded.\n")
     ratios = "\n".join(f"- {k}: {v:.2f}x" for k, v in payload["ratios"].items())
-    return head + "\n" + common.markdown_table(rows, cols) + "\n\n" + ratios
+    return head + "\n" + reporting.markdown_table(rows, cols) + "\n\n" + ratios
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return common.run_main(args, run_benchmark, report, "videos_per_s", "videos/s (median)",
-                           "multi-view evaluation", ["videos_per_s"])
+    return cli.run_main(args, run_benchmark, report, "videos_per_s", "videos/s (median)",
+                        "multi-view evaluation", ["videos_per_s"])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import common
+from benchmarks import cli, common, hardware, inputs, reporting, stats
 from dali_pipelines.filelist import read_video_list
 from dali_pipelines.index import build_index, index_paths
 from dali_pipelines.index_store import load_cache
@@ -51,14 +51,14 @@ def parse_args(argv=None):
     p.add_argument("--load-worker", nargs=3, metavar=("LIST", "ROOT", "GO_FILE"), help=common.argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        common.set_quick_defaults(p, argv, args, rows=400, workers="1,2", ranks=2)
+        cli.set_quick_defaults(p, argv, args, rows=400, workers="1,2", ranks=2)
     try:
         args.worker_counts = [int(x) for x in args.workers.split(",") if x.strip()]
     except ValueError:
         p.error(f"--workers: {args.workers!r} is not a comma-separated list of integers")
     if not args.worker_counts or min(args.worker_counts) < 1:
         p.error("--workers must name at least one count, each at least 1")
-    common.require_positive(p, args, ["rows", "ranks"])
+    cli.require_positive(p, args, ["rows", "ranks"])
     if args.skip_build and not args.work_dir:
         p.error("--skip-build needs the --work-dir of an earlier run")
     if args.skip_build and not _built_index(os.path.join(args.work_dir, "list.txt")):
@@ -108,7 +108,7 @@ def time_build(list_path: str, root: str, workers: int, kept: bool = True) -> di
     index = build_index(list_path, root, workers=workers, progress=False, save_on_stop=kept)
     seconds = time.perf_counter() - t0
     return {"name": f"build, {workers} worker(s)", "phase": "build", "workers": workers,
-            "seconds": common.summarize([seconds]), "rows_per_s": len(index) / seconds,
+            "seconds": stats.summarize([seconds]), "rows_per_s": len(index) / seconds,
             "good": len(index.infos), "bad": len(index.bad), "index_mib": os.path.getsize(paths.cache) / 2**20}
 
 
@@ -185,7 +185,7 @@ def time_load(list_path: str, root: str, ranks: int) -> list[dict]:
                     raise RuntimeError(f"rank {r} failed (exit {p.returncode}): {err.strip()[-2000:]}")
                 d = json.loads(out.strip().splitlines()[-1])
                 d.update(name=f"load, rank {r} of {ranks}", phase="load", rank=r,
-                         seconds=common.summarize([d["seconds"]]))
+                         seconds=stats.summarize([d["seconds"]]))
                 results.append(d)
         finally:  # a rank still waiting for the start signal (the run stopped before it) would wait for ever
             for p in procs:
@@ -220,7 +220,7 @@ def run_benchmark(args) -> dict:
                 raise common.InputError(f"--clips: no such file: {', '.join(missing)}")
             desc = {"input": "clips", "clips": [os.path.basename(c) for c in clips]}
         else:
-            made = common.make_synthetic_clips(os.path.join(work_dir, "clips"), 2, codec="h264", size=(96, 64),
+            made = inputs.make_synthetic_clips(os.path.join(work_dir, "clips"), 2, codec="h264", size=(96, 64),
                                                num_frames=24, gop=8)
             clips = [c[0] for c in made]
             desc = {"input": "synthetic", "clips": [os.path.basename(c) for c in clips]}
@@ -234,7 +234,7 @@ def run_benchmark(args) -> dict:
         if args.skip_build:
             _reuse_build(list_path, root)
         results += time_load(list_path, root, args.ranks)
-        return {"machine": common.machine_info(), "input": desc, "rows": args.rows, "ranks": args.ranks,
+        return {"machine": hardware.machine_info(), "input": desc, "rows": args.rows, "ranks": args.ranks,
                 "list_mib": os.path.getsize(list_path) / 2**20,
                 "index_mib": os.path.getsize(index_paths(list_path).cache) / 2**20, "results": results}
     finally:
@@ -247,14 +247,14 @@ def report(payload: dict) -> str:
     loads = [r for r in payload["results"] if r["phase"] == "load"]
     lines = [f"Index of a {payload['rows']}-row list ({payload['list_mib']:.1f} MiB, index file "
              f"{payload['index_mib']:.1f} MiB) linking to {', '.join(payload['input']['clips'])}; "
-             f"{common.machine_line(payload['machine'])}", ""]
+             f"{hardware.machine_line(payload['machine'])}", ""]
     if builds:
-        lines.append(common.markdown_table(
+        lines.append(reporting.markdown_table(
             [{**r, "s": r["seconds"].median, "good": str(r["good"]), "bad": str(r["bad"])} for r in builds],
             [("name", "build"), ("s", "seconds"), ("rows_per_s", "rows/s"), ("good", "good"), ("bad", "bad"),
              ("index_mib", "index file MiB")]))
         lines.append("")
-    lines.append(common.markdown_table(
+    lines.append(reporting.markdown_table(
         [{**r, "s": r["seconds"].median} for r in loads],
         [("name", f"load, {payload['ranks']} ranks at once"), ("s", "seconds"), ("rss_before_mib", "RSS before MiB"),
          ("peak_increase_mib", "peak increase MiB"), ("held_increase_mib", "increase still held MiB"),
@@ -267,8 +267,8 @@ def main(argv=None) -> int:
     if args.load_worker:
         load_worker(*args.load_worker)
         return 0
-    return common.run_main(args, run_benchmark, report, "seconds", "seconds",
-                           lambda p: f"index of {p['rows']} rows: build and per-rank load", ["seconds"])
+    return cli.run_main(args, run_benchmark, report, "seconds", "seconds",
+                        lambda p: f"index of {p['rows']} rows: build and per-rank load", ["seconds"])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from benchmarks.common import InputError
+
 __all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args",
            "check_clip_length"]
 
@@ -80,7 +82,6 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
         from dali_pipelines.filelist import read_video_list
         from dali_pipelines.pyav_io import BadVideoError, count_packets
 
-        from benchmarks.common import InputError  # deferred: common re-exports this module
         videos = read_video_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
         clips = []
         for e in map(videos.entry, range(min(len(videos), args.num_clips or len(videos)))):

@@ -42,7 +42,7 @@ import numpy as np
 if __package__ in (None, ""):  # allow `python benchmarks/loader_throughput.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, cpu_monitor  # noqa: E402
+from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, stats  # noqa: E402
 from benchmarks.baseline_loaders import build_baseline_loader, decord_available  # noqa: E402
 
 ALL_LOADERS = ("dali", "dali-pyav", "decord", "pyav")
@@ -170,21 +170,21 @@ class LoaderRun:
 
     def measure(self, batches: int, exclude: list[int], nvml: bool) -> None:
         """Time ``batches`` batches (the caller has drained what was queued while this loader sat idle)."""
-        cuda = common.cuda_available()
+        cuda = hardware.cuda_available()
         if cuda:  # each loader's own peak: one reading after every round would give every row the largest
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        with cpu_monitor.ProcessTreeMonitor(exclude=exclude) as mon, common.NvmlSampler(enabled=nvml) as gpu:
+        with cpu_monitor.ProcessTreeMonitor(exclude=exclude) as mon, hardware.NvmlSampler(enabled=nvml) as gpu:
             n, d = 0, 0
-            common.sync_cuda()
+            hardware.sync_cuda()
             t0 = time.perf_counter()
             for _ in range(batches):
                 b = self.stream.next()
                 n += b["video"].shape[0]
                 if "decoded" in b:
                     d += int(b["decoded"].sum())
-            common.sync_cuda()  # GPU batches are complete only after the stream's work is done
+            hardware.sync_cuda()  # GPU batches are complete only after the stream's work is done
             self.secs.append(time.perf_counter() - t0)
         self.last = b
         self.clips.append(n)
@@ -203,9 +203,9 @@ class LoaderRun:
         v = self.last["video"]
         per = views * t
         res = {
-            "clips_per_s": common.summarize([c / s for c, s in zip(self.clips, self.secs)]),
-            "delivered_frames_per_s": common.summarize([c * per / s for c, s in zip(self.clips, self.secs)]),
-            "decoded_frames_per_s": (common.summarize([d / s for d, s in zip(self.decoded, self.secs)])
+            "clips_per_s": stats.summarize([c / s for c, s in zip(self.clips, self.secs)]),
+            "delivered_frames_per_s": stats.summarize([c * per / s for c, s in zip(self.clips, self.secs)]),
+            "decoded_frames_per_s": (stats.summarize([d / s for d, s in zip(self.decoded, self.secs)])
                                      if all(self.decoded) else None),
             "cpu_util": self.cpu_seconds / self.wall if self.wall > 0 else None,
             # Where the cores went: DALI's threads, the rest of the main process, decode worker processes.
@@ -228,7 +228,7 @@ class LoaderRun:
 def parse_args(argv=None) -> argparse.Namespace:
     p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
+    inputs.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16)
     p.add_argument("--loaders", default=DEFAULT_LOADERS, help=f"comma-separated subset of {','.join(ALL_LOADERS)}")
     p.add_argument("--modes", default=",".join(ALL_MODES), help="comma-separated subset of train,test")
     p.add_argument("--batch", type=int, default=8, help="train batch size (clips)")
@@ -238,9 +238,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-clip", type=int, default=4, help="temporal clips per test video")
     p.add_argument("--num-crop", type=int, default=3, choices=(1, 3), help="spatial crops per test clip")
     p.add_argument("--num-classes", type=int, default=400)
-    p.add_argument("--workers", type=int, default=common.cpu_count(),
+    p.add_argument("--workers", type=int, default=hardware.cpu_count(),
                    help="DataLoader worker processes of the baselines; DATA.NUM_WORKERS of ours")
-    p.add_argument("--threads", type=int, default=common.cpu_count(), help="DATA.NUM_THREADS (DALI threads)")
+    p.add_argument("--threads", type=int, default=hardware.cpu_count(), help="DATA.NUM_THREADS (DALI threads)")
     p.add_argument("--decode-device", default="auto", choices=("auto", "gpu", "cpu"), help="DATA.DECODE_DEVICE")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches per loader")
     p.add_argument("--batches", type=int, default=8, help="batches per timed measurement")
@@ -252,25 +252,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for our loader")
     args = p.parse_args(argv)
-    common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
+    cli.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
-        args.codec = "h264" if common.cuda_available() else "vp9"
-    common.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",
-                                       "num_clips", "threads", "input_size", "num_classes"))
-    common.require_positive(p, args, ("warmup",), low=0)
+        args.codec = "h264" if hardware.cuda_available() else "vp9"
+    cli.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",
+                                   "num_clips", "threads", "input_size", "num_classes"))
+    cli.require_positive(p, args, ("warmup",), low=0)
     if args.quick:
-        common.set_quick_defaults(p, argv, args, num_clips=4, frames=64, batch=4, test_batch=1, warmup=1, batches=2,
-                                  repeats=3)
-    common.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames sampled from each")
+        cli.set_quick_defaults(p, argv, args, num_clips=4, frames=64, batch=4, test_batch=1, warmup=1, batches=2,
+                               repeats=3)
+    inputs.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames sampled from each")
     return args
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    loaders = common.chosen_names("--loaders", args.loaders, ALL_LOADERS, "loader")
-    modes = common.chosen_names("--modes", args.modes, ALL_MODES, "mode")
+    loaders = cli.chosen_names("--loaders", args.loaders, ALL_LOADERS, "loader")
+    modes = cli.chosen_names("--modes", args.modes, ALL_MODES, "mode")
     if args.workers < 1:
         raise common.InputError("--workers must be at least 1")
-    clips, input_desc = common.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
+    clips, input_desc = inputs.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
     list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
     results, notes = [], []
     for mode in modes:
@@ -299,7 +299,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                         clips, mode, batch_size=b, num_workers=args.workers, decoder=name,
                         num_frames=args.num_frames, input_size=args.input_size, num_clips=args.num_clip,
                         num_crop=args.num_crop, test_sampling="uniform", length=rows,
-                        pin_memory=common.cuda_available())
+                        pin_memory=hardware.cuda_available())
                     route = (f"{'the original pipeline' if name == 'decord' else 'the original transforms'}: "
                              f"DataLoader, {name} decode, CPU augmentation")
                     settings = f"B{b} workers {args.workers}"
@@ -325,7 +325,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             for run in runs:
                 r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
                      **run.result(views, args.num_frames), "gop_work_per_clip": work}
-                r["gop_frames_per_s"] = common.summarize([c * work for c in r["clips_per_s"].values])
+                r["gop_frames_per_s"] = stats.summarize([c * work for c in r["clips_per_s"].values])
                 results.append(r)
                 unit = "videos/s" if mode == "test" else "clips/s"  # a test item is a video of all its views
                 print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} {unit}  ({run.route})", file=sys.stderr,
@@ -334,7 +334,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             for run in runs:
                 run.close()
             del runs
-            common.release_device_memory()  # the next mode's GPU memory is its own, not this one's pools
+            hardware.release_device_memory()  # the next mode's GPU memory is its own, not this one's pools
     ratios, paired = {}, {}
     for mode in modes:
         by = {r["loader"]: r for r in results if r["mode"] == mode and not r.get("skipped")}
@@ -343,12 +343,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 if base in by:
                     ratios[f"dali/{base} {mode}"] = by["dali"]["clips_per_s"].median / by[base]["clips_per_s"].median
                     # Both were timed in every round (interleaved), so the rounds pair up.
-                    paired[f"dali/{base} {mode}"] = common.paired_ratio(by["dali"]["clips_per_s"].values,
+                    paired[f"dali/{base} {mode}"] = stats.paired_ratio(by["dali"]["clips_per_s"].values,
                                                                        by[base]["clips_per_s"].values)
                     if by["dali"]["clips_per_cpu_s"] and by[base]["clips_per_cpu_s"]:
                         ratios[f"dali/{base} {mode}, per CPU-second"] = (by["dali"]["clips_per_cpu_s"]
                                                                         / by[base]["clips_per_cpu_s"])
-    return {"benchmark": "loader_throughput", "machine": common.machine_info(), "input": input_desc,
+    return {"benchmark": "loader_throughput", "machine": hardware.machine_info(), "input": input_desc,
             "settings": {k: getattr(args, k) for k in (
                 "batch", "test_batch", "num_frames", "input_size", "num_clip", "num_crop", "workers", "threads",
                 "decode_device", "warmup", "batches", "repeats", "quick")},
@@ -384,11 +384,11 @@ def report(payload: dict) -> str:
             ("gpu", "peak GPU MiB (NVML, else torch)"),
             ("nvdec", "NVDEC %")]
     inp = payload["input"]
-    head = (f"Loader throughput: {common.describe_input(inp)}\n"
-            f"Machine: {common.machine_line(payload['machine'])}\n"
+    head = (f"Loader throughput: {reporting.describe_input(inp)}\n"
+            f"Machine: {hardware.machine_line(payload['machine'])}\n"
             "Median (min-max) over the timed measurements; warm-up excluded. decord = the original pipeline; "
             "pyav = its transforms with PyAV decoding.\n")
-    out = head + "\n" + common.markdown_table(rows, cols)
+    out = head + "\n" + reporting.markdown_table(rows, cols)
     if payload["ratios"]:
         out += "\n\nRatios (median clips/s, or clips per CPU-second, same run, same cores):\n" + "\n".join(
             f"- {k}: {v:.2f}x" for k, v in payload["ratios"].items())
@@ -402,9 +402,9 @@ def report(payload: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return common.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
-                           lambda p: f"loader throughput, {p['input'].get('codec', 'list')}",
-                           ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"])
+    return cli.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
+                        lambda p: f"loader throughput, {p['input'].get('codec', 'list')}",
+                        ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"])
 
 
 if __name__ == "__main__":

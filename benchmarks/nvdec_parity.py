@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import cli, common, hardware, reporting  # noqa: E402
 from evautil.progress import counted  # noqa: E402
 
 # A frame counts as found when its best match is the requested index (or a frame equal to it: static scenes tie),
@@ -330,18 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small synthetic clips only (with --decoder cpu: VP9)")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args(argv)
-    if args.decoder == "mixed" and not common.cuda_available():  # else DALI's CUDA assertion for every clip
+    if args.decoder == "mixed" and not hardware.cuda_available():  # else DALI's CUDA assertion for every clip
         p.error("--decoder mixed (the default) checks NVDEC and needs a CUDA GPU, and none is usable here; "
                 "--decoder cpu checks DALI's CPU decoder")
-    problem = common.output_files_problem(args)
+    problem = cli.output_files_problem(args)
     if problem:  # before any clip is decoded, not when the report is written
         p.error(problem)
     kept = ("--json holds the report of the clips compared so far, if any, with \"complete\": false" if args.json
             else "nothing was written (no --json)")
-    common.say_what_an_interrupt_keeps(kept)
+    cli.say_what_an_interrupt_keeps(kept)
     tmp = args.tmp or tempfile.mkdtemp(prefix="eva_parity_")
     try:
-        return common.until_stopped(lambda: compare(args, tmp), kept)
+        return cli.until_stopped(lambda: compare(args, tmp), kept)
     finally:
         if not args.tmp:  # the synthetic clips of this run only: a folder left behind by every run, stopped or not
             shutil.rmtree(tmp, ignore_errors=True)
@@ -369,15 +369,15 @@ def compare(args, tmp: str) -> int:
     clips += synthetic_clips(tmp, "h264" if args.decoder == "mixed" else "vp9", args.quick)
     device_id = 0 if args.decoder == "mixed" else None
 
-    machine = common.machine_info()
+    machine = hardware.machine_info()
 
     def save(seconds: float) -> None:
         """The report so far: written after every clip, so that a run stopped by its time box still leaves one."""
         if args.json:
-            common.write_json(args.json, {"decoder": args.decoder, "machine": machine, "seconds": seconds,
-                                          "complete": finished, "clips": results, "failures": failures,
-                                          "skipped": skipped,
-                                          "numbering": numbering, "seek_probe": seek})
+            reporting.write_json(args.json, {"decoder": args.decoder, "machine": machine, "seconds": seconds,
+                                             "complete": finished, "clips": results, "failures": failures,
+                                             "skipped": skipped,
+                                             "numbering": numbering, "seek_probe": seek})
 
     t0 = time.perf_counter()
     for path in clips:
@@ -398,10 +398,10 @@ def compare(args, tmp: str) -> int:
     finished = True
     save(seconds)
 
-    print(common.machine_line(machine))
+    print(hardware.machine_line(machine))
     print(f"DALI decoder '{args.decoder}' against a sequential PyAV decode, {counted(len(clips), 'clip')}, "
           f"{seconds:.1f} s\n")
-    print(common.markdown_table(
+    print(reporting.markdown_table(
         [dict(r, found=f"{r['found']}/{r['asked']}", b_frames="yes" if r["b_frames"] else "no",
               min_corr=f"{r['min_corr']:.4f}", mean_abs_diff=f"{r['mean_abs_diff']:.2f}",
               max_abs_diff=f"{r['max_abs_diff']:.2f}",

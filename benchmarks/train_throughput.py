@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
 
 import torch  # noqa: E402
 
-from benchmarks import common, cpu_monitor  # noqa: E402
+from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, stats  # noqa: E402
 from engine.metrics import matmul_precision  # noqa: E402
 from evautil.flops import peak_flops, train_step_flops  # noqa: E402
 
@@ -48,13 +48,13 @@ def measured_matmul_peak(device: torch.device, precision: str, seconds: float = 
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    common.sync_cuda()
+    hardware.sync_cuda()
     iters, t0 = 0, time.perf_counter()
     while True:
         a @ b
         iters += 1
         if iters % 4 == 0:
-            common.sync_cuda()
+            hardware.sync_cuda()
             if time.perf_counter() - t0 > seconds:
                 break
     return 2 * n ** 3 * iters / (time.perf_counter() - t0) / 1e12
@@ -153,14 +153,14 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        common.sync_cuda()  # the model's set-up queued before is not the warm-up's
+        hardware.sync_cuda()  # the model's set-up queued before is not the warm-up's
         t_build = time.perf_counter()
         run_steps(args.warmup)  # includes compilation and autotuning when --compile
-        common.sync_cuda()  # its last kernels may still be queued: without the wait warmup_s reads short
+        hardware.sync_cuda()  # its last kernels may still be queued: without the wait warmup_s reads short
         warmup_s = time.perf_counter() - t_build
         with cpu_monitor.ProcessTreeMonitor() as mon:
             waits.clear()
-            times = common.time_repeats(lambda: run_steps(args.steps), 0, args.repeats)
+            times = hardware.time_repeats(lambda: run_steps(args.steps), 0, args.repeats)
         metrics.close()
     clips = [args.steps * b / s_ for s_ in times]
     res = {
@@ -170,9 +170,9 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
         "precision": args.precision, "batch": b, "frames": t, "input_size": s,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "forward_tflop_per_clip": fwd / 1e12,
-        "clips_per_s": common.summarize(clips),
+        "clips_per_s": stats.summarize(clips),
         # model FLOPs (3 forwards per step), also with gradient checkpointing: its recompute is not useful work
-        "tflops": common.summarize([c * train_step_flops(fwd) / 1e12 for c in clips]),
+        "tflops": stats.summarize([c * train_step_flops(fwd) / 1e12 for c in clips]),
         "warmup_s": warmup_s, "peak_rss_mib": mon.peak_rss / 2**20, "cpu_util": mon.cpu_util,
         "peak_mem_mib": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None),
     }
@@ -186,7 +186,7 @@ def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    cuda = common.cuda_available()
+    cuda = hardware.cuda_available()
     p = common.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="eva-1b/14" if cuda else "eva-tiny/16", help="models.ARCHS preset")
@@ -204,9 +204,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None, help="stated peak TFLOP/s for MFU (default: table)")
     p.add_argument("--no-measure-peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--with-loader", action="store_true", help="feed the model from the real DALI loader")
-    p.add_argument("--workers", type=int, default=common.cpu_count(), help="DATA.NUM_WORKERS for --with-loader")
-    p.add_argument("--threads", type=int, default=common.cpu_count(), help="DATA.NUM_THREADS for --with-loader")
-    common.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16,
+    p.add_argument("--workers", type=int, default=hardware.cpu_count(), help="DATA.NUM_WORKERS for --with-loader")
+    p.add_argument("--threads", type=int, default=hardware.cpu_count(), help="DATA.NUM_THREADS for --with-loader")
+    inputs.add_input_args(p, codec="h264 with a GPU, vp9 without", num_clips=8, frames=250, gop=16,
                           frames_flag="--clip-frames")
     p.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--quick", action="store_true",
@@ -218,26 +218,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     # Through --opts these were ignored (TRAIN.PRECISION, TRAIN.COMPILE, TRAIN.ACCUMULATION_STEPS) or applied under
     # another row's label (MODEL.ATTN_IMPL math timed as "attn=sdpa").
-    common.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
+    cli.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if cuda else "vp9"
-    common.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size", "num_classes", "threads"))
-    common.require_positive(p, args, ("warmup", "torch_threads", "workers"), low=0)
+    cli.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size", "num_classes", "threads"))
+    cli.require_positive(p, args, ("warmup", "torch_threads", "workers"), low=0)
     if args.peak_tflops is not None and not args.peak_tflops > 0:  # a negative peak made every MFU negative
         p.error(f"--peak-tflops must be above 0, got {args.peak_tflops}")
     try:
-        args.attns = common.chosen_names("--attn", args.attn, ("sdpa", "math"), "attention path")
+        args.attns = cli.chosen_names("--attn", args.attn, ("sdpa", "math"), "attention path")
         args.ckpts, args.compiles = (_switches(flag, text) for flag, text in (("--checkpoint", args.checkpoint),
                                                                               ("--compile", args.compile)))
     except common.InputError as e:
         p.error(str(e))
     if args.quick:
-        common.set_quick_defaults(p, argv, args, arch="eva-tiny/16", frames=4, input_size=64, batch=2, warmup=1,
-                                  steps=3, repeats=3, num_clips=4, clip_frames=32, width=160, height=120)
+        cli.set_quick_defaults(p, argv, args, arch="eva-tiny/16", frames=4, input_size=64, batch=2, warmup=1,
+                               steps=3, repeats=3, num_clips=4, clip_frames=32, width=160, height=120)
     if args.with_loader:  # the only clips it reads
-        common.check_clip_length(p, args, args.frames, f"--frames {args.frames}: the frames sampled from each",
+        inputs.check_clip_length(p, args, args.frames, f"--frames {args.frames}: the frames sampled from each",
                                  "--clip-frames")
-    common.check_arch(p, args.arch, args.input_size)
+    cli.check_arch(p, args.arch, args.input_size)
     return args
 
 
@@ -258,7 +258,7 @@ def build_train_loader(args, configs: int = 1):
     # The synthetic clips' own length is --clip-frames; the loader samples args.frames of them.
     clip_args = argparse.Namespace(**vars(args))
     clip_args.frames = args.clip_frames
-    clips, desc = common.read_list_or_synthetic(clip_args)
+    clips, desc = inputs.read_list_or_synthetic(clip_args)
     # An epoch ending inside a timed measurement would count the graphs' refill as data wait.
     rows = max((configs * (args.warmup + args.steps * args.repeats) + 4) * args.batch, len(clips))
     list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
@@ -277,7 +277,7 @@ def run_benchmark(args) -> dict:
         torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     attns, ckpts, compiles = args.attns, args.ckpts, args.compiles
-    info = common.machine_info()
+    info = hardware.machine_info()
     peak = args.peak_tflops or stated_peak(info.get("gpu"), matmul_precision(args.precision))
     measured = None if args.no_measure_peak else measured_matmul_peak(device, args.precision,
                                                                       seconds=0.3 if args.quick else 1.0)
@@ -334,19 +334,19 @@ def report(payload: dict) -> str:
     m = payload["machine"]
     ran = [r for r in payload["results"] if not r.get("skipped")]
     fwd = f"{ran[0]['forward_tflop_per_clip'] * 1000:.3f}" if ran else "-"
-    head = (f"Training step throughput on {payload['device']} ({common.machine_line(m)})\n"
+    head = (f"Training step throughput on {payload['device']} ({hardware.machine_line(m)})\n"
             f"Forward FLOPs per clip: {fwd} GFLOP "
-            f"(models.forward_flops); peak: stated {common.fmt(payload['peak_tflops_stated'])}, measured matmul "
-            f"{common.fmt(payload['peak_tflops_measured_matmul'], 3)} TFLOP/s.\n"
-            f"Input: {common.describe_input(payload['input'])}\n"
+            f"(models.forward_flops); peak: stated {stats.fmt(payload['peak_tflops_stated'])}, measured matmul "
+            f"{stats.fmt(payload['peak_tflops_measured_matmul'], 3)} TFLOP/s.\n"
+            f"Input: {reporting.describe_input(payload['input'])}\n"
             "Median (min-max) over the timed measurements; warm-up excluded.\n")
-    return head + "\n" + common.markdown_table(rows, cols)
+    return head + "\n" + reporting.markdown_table(rows, cols)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return common.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
-                           f"training step, {args.arch}", ["clips_per_s", "tflops"])
+    return cli.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
+                        f"training step, {args.arch}", ["clips_per_s", "tflops"])
 
 
 if __name__ == "__main__":

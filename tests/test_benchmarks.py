@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import common, cpu_monitor
+from benchmarks import cpu_monitor, hardware, inputs, reporting, stats
 from benchmarks.baseline_loaders import (MEAN, STD, OriginalTestTransform, OriginalTrainTransform,
                                          build_baseline_loader, decode_pyav, original_multiview_indices,
                                          original_tsn_indices)
@@ -38,12 +38,12 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def vp9_clips(data_dir):
-    return common.make_synthetic_clips(str(data_dir / "vp9"), 2, codec="vp9", size=(160, 120), num_frames=48, gop=16)
+    return inputs.make_synthetic_clips(str(data_dir / "vp9"), 2, codec="vp9", size=(160, 120), num_frames=48, gop=16)
 
 
 @pytest.fixture(scope="module")
 def h264_clip(data_dir):
-    return common.make_synthetic_clips(str(data_dir / "h264"), 1, codec="h264", size=(96, 64), num_frames=40,
+    return inputs.make_synthetic_clips(str(data_dir / "h264"), 1, codec="h264", size=(96, 64), num_frames=40,
                                        gop=8)[0]
 
 
@@ -54,51 +54,51 @@ def _all_frames(path: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# common.py
+# stats.py and reporting.py
 # ---------------------------------------------------------------------------------------------------------------
 def test_summarize_median_and_spread():
-    s = common.summarize([3.0, 1.0, 2.0, 10.0])
+    s = stats.summarize([3.0, 1.0, 2.0, 10.0])
     assert s.median == 2.5 and s.min == 1.0 and s.max == 10.0 and s.n == 4
     assert (s.q1, s.q3, s.mean) == (1.75, 4.75, 4.0)  # linear interpolation between the sorted values
     with pytest.raises(ValueError, match=r"^summarize\(\) needs at least one value$"):
-        common.summarize([])
+        stats.summarize([])
 
 
 def test_paired_ratio_geometric_mean_and_interval():
     # Per-round ratios 2, 2.2, 1.8 (b is 1 every round): geometric mean (2*2.2*1.8)^(1/3).
-    r = common.paired_ratio([2.0, 2.2, 1.8], [1.0, 1.0, 1.0])
+    r = stats.paired_ratio([2.0, 2.2, 1.8], [1.0, 1.0, 1.0])
     assert r.geomean == pytest.approx((2.0 * 2.2 * 1.8) ** (1 / 3))
     logs = np.log([2.0, 2.2, 1.8])
     half = 4.303 * logs.std(ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
     assert (r.low, r.high) == pytest.approx((np.exp(logs.mean() - half), np.exp(logs.mean() + half)))
     assert r.n == 3 and r.a_faster == 3 and "1.99x, 95 % CI 1.55-2.56 over 3 paired rounds" in r.describe()
     # Pairing cancels a load both loaders shared: a round twice as slow for both moves nothing.
-    even = common.paired_ratio([1.0, 0.5, 1.0, 0.5], [1.0, 0.5, 1.0, 0.5])
+    even = stats.paired_ratio([1.0, 0.5, 1.0, 0.5], [1.0, 0.5, 1.0, 0.5])
     assert even.geomean == pytest.approx(1.0) and even.low == pytest.approx(1.0) and even.a_faster == 0
-    one = common.paired_ratio([3.0], [2.0])
+    one = stats.paired_ratio([3.0], [2.0])
     assert one.geomean == pytest.approx(1.5) and one.low is None and "CI" not in one.describe()
     with pytest.raises(ValueError, match="equally long"):
-        common.paired_ratio([1.0, 2.0], [1.0])
+        stats.paired_ratio([1.0, 2.0], [1.0])
     # Past the table (df > 30) the quantile comes from an expansion: Student's t tables give these values.
     for df, table in ((40, 2.021), (60, 2.000), (120, 1.980)):
-        assert common._t975(df) == pytest.approx(table, abs=0.001), df
+        assert stats._t975(df) == pytest.approx(table, abs=0.001), df
 
 
 def test_markdown_table_and_json_roundtrip(tmp_path):
     rows = [{"a": "x", "b": 1234.5}, {"a": "y", "b": None}]
-    table = common.markdown_table(rows, [("a", "A"), ("b", "B")])
+    table = reporting.markdown_table(rows, [("a", "A"), ("b", "B")])
     assert table.splitlines()[0] == "| A | B |"
     assert "| x | 1,234 |" in table and "| y | - |" in table
     path = tmp_path / "out" / "r.json"
-    common.write_json(str(path), {"s": common.summarize([1.0, 2.0]), "nan": float("nan")})
+    reporting.write_json(str(path), {"s": stats.summarize([1.0, 2.0]), "nan": float("nan")})
     data = json.loads(path.read_text())
     assert data["s"]["median"] == 1.5 and data["nan"] is None
 
 
 def test_check_figures_flags_bad_values():
-    good = {"name": "a", "x": common.summarize([1.0])}
-    assert common.check_figures([good, {"name": "s", "skipped": "no GPU"}], ["x"]) == []
-    bad = common.check_figures([{"name": "b", "x": 0.0}, {"name": "c", "x": float("inf")}], ["x"])
+    good = {"name": "a", "x": stats.summarize([1.0])}
+    assert reporting.check_figures([good, {"name": "s", "skipped": "no GPU"}], ["x"]) == []
+    bad = reporting.check_figures([{"name": "b", "x": 0.0}, {"name": "c", "x": float("inf")}], ["x"])
     assert len(bad) == 2
 
 
@@ -186,7 +186,7 @@ def test_process_tree_monitor_counts_dali_threads_apart():
 
 def test_bar_plot_writes_png(tmp_path):
     path = tmp_path / "p.png"
-    common.bar_plot(str(path), ["a", "b"], [1.0, 2.0], "y", "t", errors=[(0.5, 1.5), (2.0, 2.5)])
+    reporting.bar_plot(str(path), ["a", "b"], [1.0, 2.0], "y", "t", errors=[(0.5, 1.5), (2.0, 2.5)])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -272,7 +272,7 @@ def test_decord_baseline_reports_no_decoded_frame_count(monkeypatch):
             yield {"video": torch.zeros(2, 4, 3, 8, 8), "decoded": torch.tensor([decoded, decoded])}
 
     run = lt.LoaderRun("decord", batches(), lambda: None, "", "", 0.0)
-    monkeypatch.setattr(lt.common, "cuda_available", lambda: False)
+    monkeypatch.setattr(hardware, "cuda_available", lambda: False)
     run.measure(2, [], nvml=False)
     assert run.result(1, 4)["decoded_frames_per_s"] is None
 
@@ -457,8 +457,8 @@ def test_each_loader_row_has_its_own_gpu_memory_peak(monkeypatch):
     from benchmarks import loader_throughput as lt
 
     allocated = {"now": 0, "peak": 0}  # bytes, as torch's allocator counts them
-    monkeypatch.setattr(lt.common, "cuda_available", lambda: True)
-    monkeypatch.setattr(lt.common, "sync_cuda", lambda: None)
+    monkeypatch.setattr(hardware, "cuda_available", lambda: True)
+    monkeypatch.setattr(hardware, "sync_cuda", lambda: None)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
                         lambda device=None: allocated.update(peak=allocated["now"]))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocated["peak"])
@@ -591,7 +591,7 @@ def test_train_benchmark_warmup_time_waits_for_the_warmups_queued_device_work(mo
 
     waited = [0.0]
     monkeypatch.setattr(tt, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + waited[0]))
-    monkeypatch.setattr(common, "sync_cuda", lambda: waited.__setitem__(0, waited[0] + 100.0))
+    monkeypatch.setattr(hardware, "sync_cuda", lambda: waited.__setitem__(0, waited[0] + 100.0))
     args = tt.parse_args(["--quick", "--no-measure-peak", "--torch-threads", "1", "--input-size", "32", "--frames",
                           "2", "--warmup", "1", "--steps", "1", "--repeats", "1"])
     r = tt.run_config(args, "sdpa", False, False, torch.device("cpu"))
@@ -664,7 +664,7 @@ def test_eval_benchmark_model_row_gets_the_dtype_the_loader_gives(monkeypatch, c
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch, "randn", lambda *shape, device=None, **kw: real_randn(*shape, **kw))  # on the host
     monkeypatch.setattr(torch, "autocast", lambda *a, **k: contextlib.nullcontext())
-    monkeypatch.setattr(common, "sync_cuda", lambda: None)
+    monkeypatch.setattr(hardware, "sync_cuda", lambda: None)
     monkeypatch.setattr(models, "build_model", lambda cfg, device: Model())
     monkeypatch.setattr(models, "forward_flops", lambda model: 1.0)
     monkeypatch.setattr(lt, "write_repeated_list", lambda clips, rows, out_dir: ("list.txt", "root"))
@@ -689,14 +689,14 @@ def test_train_benchmark_loader_list_holds_every_configurations_batches(monkeypa
     args = tt.parse_args(["--quick", "--no-measure-peak", "--with-loader", "--attn", "sdpa,math", "--checkpoint",
                           "0,1", "--warmup", "1", "--steps", "3", "--repeats", "2", "--batch", "2"])
     listed, drawn = [], []
-    monkeypatch.setattr(tt.common, "read_list_or_synthetic", lambda a: ([("c.mp4", 0, 32)], {"input": "synthetic"}))
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda a: ([("c.mp4", 0, 32)], {"input": "synthetic"}))
     monkeypatch.setattr(lt, "write_repeated_list", lambda clips, rows, out_dir: listed.append(rows) or ("l", "r"))
     monkeypatch.setattr(tt, "make_cfg", lambda *a, **k: None)
     monkeypatch.setattr(dali_pipelines, "build_loader", lambda cfg, split: type("L", (), {"close": lambda s: None})())
 
     def run_config(args, attn, ckpt, compile_, device, loader):
         drawn.append(args.warmup + args.steps * args.repeats)  # the batches one configuration takes
-        return {"name": attn, "tflops": common.summarize([1.0]), "clips_per_s": common.summarize([1.0])}
+        return {"name": attn, "tflops": stats.summarize([1.0]), "clips_per_s": stats.summarize([1.0])}
 
     monkeypatch.setattr(tt, "run_config", run_config)
     tt.run_benchmark(args)
@@ -835,13 +835,13 @@ def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     out = tmp_path / "results.json"
     out.write_text('{"earlier": 1}\n')
     with pytest.raises(TypeError):  # a figure JSON cannot hold, after others were written
-        common.write_json(str(out), {"a": 1, "b": object()})
+        reporting.write_json(str(out), {"a": 1, "b": object()})
     assert out.read_text() == '{"earlier": 1}\n' and os.listdir(tmp_path) == ["results.json"]
-    common.write_json(str(out), {"a": 1})
+    reporting.write_json(str(out), {"a": 1})
     assert json.loads(out.read_text()) == {"a": 1}
 
     png = tmp_path / "results.png"
-    common.bar_plot(str(png), ["a"], [1.0], "clips/s", "t")
+    reporting.bar_plot(str(png), ["a"], [1.0], "clips/s", "t")
     earlier = png.read_bytes()
 
     def cut_short(self, fname, **kwargs):  # savefig stopped after writing the start of the image
@@ -853,7 +853,7 @@ def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", cut_short)
     with pytest.raises(KeyboardInterrupt):
-        common.bar_plot(str(png), ["a", "b"], [1.0, 2.0], "clips/s", "t")
+        reporting.bar_plot(str(png), ["a", "b"], [1.0, 2.0], "clips/s", "t")
     assert png.read_bytes() == earlier and sorted(os.listdir(tmp_path)) == ["results.json", "results.png"]
 
 
@@ -1036,7 +1036,7 @@ def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured
     """An --opts key the config refuses, an --arch that is no preset, an --input-size its patch does not divide,
     and a --json or --plot that cannot be written were tracebacks: the first three when the model was built (after
     the decode stages had run), the last after the measurement, whose figures were then lost."""
-    from benchmarks import (augment_throughput, common, decode_throughput, eval_throughput, index_throughput,
+    from benchmarks import (augment_throughput, decode_throughput, eval_throughput, index_throughput, inputs,
                             loader_throughput, nvdec_parity, train_throughput)
 
     a_file = tmp_path / "a file"
@@ -1060,7 +1060,7 @@ def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured
             assert e.value.code == 2, (module.__name__, args)
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (module.__name__, args, err)
-    monkeypatch.setattr(common, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
     for module, args, words in ((decode_throughput, ["--plot", str(tmp_path)], f"--plot {tmp_path} is a folder"),
                                 (index_throughput, ["--json", str(a_file / "i.json")], f"{a_file} is a file")):
         assert module.main(["--quick", *args]) == 2
@@ -1070,9 +1070,9 @@ def test_bad_opts_arch_and_output_files_are_one_line_before_anything_is_measured
 
 def test_a_json_or_plot_ending_with_a_slash_is_refused_before_anything_is_measured(tmp_path, monkeypatch, capsys):
     """"--json results/" (a folder not made yet) was measured, then written as a file named "results"."""
-    from benchmarks import augment_throughput, common, decode_throughput, nvdec_parity
+    from benchmarks import augment_throughput, decode_throughput, inputs, nvdec_parity
 
-    monkeypatch.setattr(common, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
     monkeypatch.setattr(augment_throughput, "run", lambda *a: pytest.fail("measured"))
     new = str(tmp_path / "results") + "/"
     for module, flag in ((decode_throughput, "--plot"), (augment_throughput, "--json"), (decode_throughput, "--json")):
@@ -1130,7 +1130,7 @@ def test_augment_benchmark_gpu_graph_takes_its_frames_on_the_device(monkeypatch)
     # For a GPU graph: one upload of the whole batch, waited for (a fake .cuda() keeps it on the host here).
     events = []
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self: events.append("upload") or self)
-    monkeypatch.setattr(common, "sync_cuda", lambda: events.append("sync"))
+    monkeypatch.setattr(hardware, "sync_cuda", lambda: events.append("sync"))
     frames, *rest = at.on_device(columns, "gpu")
     assert events == ["upload", "sync"] and rest == list(columns[1:])
     assert np.array_equal(frames.numpy(), np.stack(columns[0]))
@@ -1277,9 +1277,9 @@ def test_parity_report_holds_the_seek_verdict_before_the_numbering_rows_run(tmp_
 
 def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):
     """Without CUDA the default (NVDEC) run printed DALI's multi-sentence CUDA assertion once per clip, exit 1."""
-    from benchmarks import common, nvdec_parity
+    from benchmarks import hardware, nvdec_parity
 
-    monkeypatch.setattr(common, "cuda_available", lambda: False)
+    monkeypatch.setattr(hardware, "cuda_available", lambda: False)
     with pytest.raises(SystemExit) as stop:
         nvdec_parity.main(["--quick", "--tmp", str(tmp_path / "clips")])
     err = capsys.readouterr().err

@@ -51,7 +51,7 @@ def test_nvml_sampler_accounting(monkeypatch):
     figures); the benchmark wrapper reports them in percent and MiB."""
     import sys
 
-    import benchmarks.common as common
+    from benchmarks import hardware
     from engine import metrics
 
     fake = _ScriptedNvml([(10, 20, 1 << 20), (30, 60, 3 << 20), (50, 40, 2 << 20)])
@@ -66,11 +66,11 @@ def test_nvml_sampler_accounting(monkeypatch):
     sampler.close()
 
     fake.readings = [(40, 80, 5 << 20)]
-    with common.NvmlSampler(interval=3600) as gpu:
+    with hardware.NvmlSampler(interval=3600) as gpu:
         pass
     assert gpu.result() == {"nvdec_util_mean": 80.0, "nvdec_util_max": 80.0, "sm_util_mean": 40.0,
                             "gpu_mem_used_peak_mib": 5.0}
-    with common.NvmlSampler(enabled=False) as off:
+    with hardware.NvmlSampler(enabled=False) as off:
         pass
     assert off.result()["nvdec_util_mean"] is None
 

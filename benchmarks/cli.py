@@ -1,0 +1,166 @@
+"""The benchmark scripts' command line and run: checks of option values made before anything is measured (one
+``error: ...`` line, exit code 2), ``--quick``'s sizes, which the sizes given win over (``set_quick_defaults``), and
+``run_main``, the shared ``main()``: it runs a measurement through ``until_stopped``, so that SIGTERM or SIGUSR1 ends
+it as a Ctrl-C does (temporary folders and worker pools cleaned up), with one ``stopped:`` line and exit code 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from typing import Callable, Sequence
+
+from benchmarks.common import INPUT_ERRORS, InputError, input_error
+from benchmarks.reporting import bar_plot, check_figures, write_json
+from configs import ConfigError
+from evautil.files import output_path_problem
+
+__all__ = ["set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
+           "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "run_main"]
+
+
+def set_quick_defaults(parser, argv, args, **values) -> None:
+    """``--quick``: set each of ``values`` (``dest=value``) on ``args``, except the options given on the command
+    line (``argv``, or sys.argv's), which win: ``--quick --rows 2000`` measured 400 rows without a word."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:  # argparse lists the actions only there
+        action.default = argparse.SUPPRESS
+    given = vars(probe.parse_args(argv))  # only what the command line set
+    for dest, value in values.items():
+        if dest not in given:
+            setattr(args, dest, value)
+
+
+def require_positive(parser, args, names: Sequence[str], low: int = 1) -> None:
+    """``parser.error`` (one line, exit 2) for the first of ``args.<name>`` that is below ``low`` (1, or 0 for the
+    counts where none is a choice: warm-up, torch threads), naming the value given."""
+    for name in names:
+        value = getattr(args, name)
+        if value < low:
+            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+
+
+def chosen_names(flag: str, text: str, choices: Sequence[str], what: str) -> list[str]:
+    """The names of a comma-separated option (``--loaders dali,decord``), each one of ``choices``. An unknown name,
+    or none at all, is an :class:`InputError` naming the flag: an empty list measured nothing and passed as a
+    run (exit code 0)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for x in names:
+        if x not in choices:
+            raise InputError(f"{flag}: unknown {what} {x!r} (choose from {', '.join(choices)})")
+    if not names:
+        raise InputError(f"{flag} {text!r} names no {what} (choose from {', '.join(choices)})")
+    return names
+
+
+def refuse_opts_set_by_flags(parser, opts: Sequence[str], flag_keys: dict[str, str]) -> None:
+    """``parser.error`` (one line, exit 2) when ``--opts`` sets a config key the benchmark takes from one of its
+    flags (``flag_keys``: key -> flag): such a key was ignored, or applied under another row's label; or when the
+    config refuses ``--opts`` (an unknown key, a value of the wrong type), found before anything is measured."""
+    from configs import load_config
+
+    taken = [f"{key} (use {flag})" for key, flag in flag_keys.items() if key in list(opts or [])[0::2]]
+    if taken:
+        parser.error(f"--opts sets keys this benchmark takes from its flags: {', '.join(taken)}")
+    try:
+        load_config(None, list(opts or []))
+    except ConfigError as e:
+        parser.error(str(e))
+
+
+def check_arch(parser, arch: str, input_size: int) -> None:
+    """``parser.error`` for an ``--arch`` that is not a preset or an ``--input-size`` its patch does not divide
+    (both were a traceback when the model was built, after the stages measured before it); the rules are the
+    model factory's (``models.factory.model_kwargs``)."""
+    from configs import load_config
+    from models.factory import model_kwargs
+
+    try:
+        model_kwargs(load_config(None, ["MODEL.ARCH", arch, "DATA.INPUT_SIZE", str(input_size)]))
+    except (ValueError, ConfigError) as e:
+        parser.error(f"--arch {arch}, --input-size {input_size}: {e}")
+
+
+def output_files_problem(args) -> str:
+    """Why ``args.json`` or ``args.plot`` (those the benchmark has and was given) cannot be written, in one line;
+    "" when both can. Checked before the benchmark runs: a failed write came after the measurement, as a
+    traceback."""
+    for flag, example in (("json", "results.json"), ("plot", "results.png")):
+        path = getattr(args, flag, None)
+        problem = path and output_path_problem(path, f"--{flag}", folder=False, example=example)
+        if problem:
+            return problem
+    return ""
+
+
+NOTHING_WRITTEN = "nothing measured was written (--json and --plot are written whole, once the run ends)"
+
+
+def say_what_an_interrupt_keeps(kept: str = NOTHING_WRITTEN) -> None:
+    """From here on a Ctrl-C ends the benchmark with one ``interrupted: <script>: <kept>`` line on stderr
+    (``evautil.interrupt``), as it ends the project's tools, instead of a traceback of wherever the main thread
+    waited (a worker pool, a DALI call); the process still ends by SIGINT."""
+    from evautil.interrupt import on_interrupt
+
+    on_interrupt(f"{os.path.basename(sys.argv[0])}: {kept}")
+
+
+def until_stopped(work: Callable[[], int], kept: str = NOTHING_WRITTEN) -> int:
+    """``work()``'s exit code; a scheduler's stop signal (SIGTERM, SIGUSR1) during it ends it as a Ctrl-C does, by an
+    exception, so that its clean-up runs (temporary folders, a clip being encoded under its temporary name, worker
+    pools): the process killed by the signal left them behind. Then one ``stopped: <signal> received: <script>:
+    <kept>; run the same command again`` line on stderr and exit code 4 (``evautil.interrupt``)."""
+    from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
+
+    try:
+        with stop_signals_raise():
+            return work()
+    except Stopped as stop:
+        return stopped_during_work(stop, f"{os.path.basename(sys.argv[0])}: {kept}; run the same command again")
+
+
+def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
+             plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
+    """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and
+    ``--plot`` (``plot_key``'s median with min..max bars for every row that ran), and check the figures.
+
+    Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number or a baseline the
+    options named could not be measured (its package is not installed: a row with ``missing_package``), 2 for bad
+    input (a bad --list, option value or video: printed as one line), 4 when a stop signal ended it
+    (:func:`until_stopped`). ``plot_title`` may be a function of the payload.
+    """
+    problem = output_files_problem(args)
+    if problem:
+        return input_error(InputError(problem))
+    say_what_an_interrupt_keeps()
+    return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
+                                                 required))
+
+
+def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
+                    plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
+    """:func:`run_main`'s work, once its output files are known to be writable."""
+    try:
+        payload = run_benchmark(args)
+    except INPUT_ERRORS as e:
+        return input_error(e)
+    print(report(payload))
+    ran = [r for r in payload["results"] if not r.get("skipped")]
+    if args.json:
+        write_json(args.json, payload)
+    if args.plot and ran:
+        title = plot_title(payload) if callable(plot_title) else plot_title
+        bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,
+                 errors=[(r[plot_key].min, r[plot_key].max) for r in ran])
+    problems = check_figures(ran, required)
+    if problems:
+        print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    missing = sorted({r["missing_package"] for r in payload["results"] if r.get("missing_package")})
+    if missing:  # a comparison without its baseline must not pass as measured (e.g. a suite stage's exit code)
+        print(f"error: not measured: {', '.join(missing)} (not installed), which the options name; install it or "
+              "leave it out of the options", file=sys.stderr)
+        return 1
+    return 0

@@ -31,7 +31,8 @@ earlier output as it was, and the same command runs again.
 
 A reader of stdout that goes away (``| head``) is the other way a terminal ends a command early: with
 :func:`stdout_may_close` around its ``main`` the command's printing goes to /dev/null from then on and its work
-goes on (a command that only prints ends at once, as Unix tools do).
+goes on (a command that only prints ends at once, as Unix tools do); so does its stderr's when that reader was
+stderr's too (``2>&1 | head``).
 """
 
 from __future__ import annotations
@@ -226,17 +227,25 @@ def stdout_may_close(main: Callable[[], int], *, printing_only_without: tuple[st
     the command exits with its work's status. A command whose work is printing (a benchmark's table) has nothing
     left to do: with ``printing_only_without`` (the flags naming files it writes at its end, e.g. ``--json``) and
     none of them given, it ends at once with :data:`BROKEN_PIPE_EXIT_STATUS`, as Unix tools do.
+
+    stderr is handled the same way (``2>&1 | head`` closes it too: a progress line, a warning or the error line met
+    the closed pipe, and the error printed about that met it again), except that its closing never ends a command:
+    its lines (progress, warnings, errors) are no command's work, and a printing command's table on stdout ends it
+    when it meets the closed pipe itself.
     """
     names = [a.split("=")[0] for a in sys.argv[1:] if a.startswith("--") and len(a) > 2]
     printing_only = printing_only_without is not None and not any(  # argparse takes a flag's prefix too
         flag.startswith(name) for name in names for flag in printing_only_without)
-    if not isinstance(sys.stdout, _StdoutThatMayClose):
-        sys.stdout = _StdoutThatMayClose(sys.stdout, printing_only)
+    if not isinstance(sys.stdout, _StreamThatMayClose):
+        sys.stdout = _StreamThatMayClose(sys.stdout, printing_only)
+    if not isinstance(sys.stderr, _StreamThatMayClose):
+        sys.stderr = _StreamThatMayClose(sys.stderr, False)
     return main()
 
 
-class _StdoutThatMayClose:
-    """sys.stdout, whose writes into a closed pipe go to /dev/null instead (see :func:`stdout_may_close`)."""
+class _StreamThatMayClose:
+    """sys.stdout or sys.stderr, whose writes into a closed pipe go to /dev/null instead (see
+    :func:`stdout_may_close`)."""
 
     def __init__(self, stream, printing_only: bool) -> None:
         self._stream = stream

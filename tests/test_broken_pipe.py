@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import child_env
+from tests.test_prepare_kinetics import read_list
 from tests.test_train_cli import _opts
 from tests.video_fixtures import synthetic_dataset
 
@@ -101,3 +102,53 @@ def test_a_benchmark_with_json_goes_on_and_writes_it_whole(tmp_path):
     results = json.loads(out.read_text())["results"]  # whole: every phase measured after the table's first line
     assert [(r["phase"], r["workers"]) for r in results if r["phase"] == "build"] == [("build", 1), ("build", 2)]
     assert sorted(r["rank"] for r in results if r["phase"] == "load") == [0, 1]
+
+
+
+def test_prepare_kinetics_with_stderr_into_the_same_pipe_as_stdout(tmp_path):
+    # `python -m tools.prepare_kinetics ... 2>&1 | head -n 1`: a reader of both streams that goes away after the
+    # first line. Only stdout was handled: the next stderr line met the closed pipe, the error printed about that
+    # met it again, no list was written and the exit status was 1. Here each of 40 datasets prints a note on stderr
+    # (its val CSV is validate.csv) and the pipe holds 4 KiB, less than the notes: the command waits on it until the
+    # reader has gone, so that the notes after meet the closed pipe.
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("needs a pipe whose size can be set (Linux)")
+    from tests.test_prepare_kinetics import vid
+    from tests.test_prepare_kinetics_annotations import make_flat
+
+    names = [f"t{i:02d}" for i in range(40)]
+    for ds in names:
+        make_flat(tmp_path / ds, {"train": {"a": [vid("A1")], "b": [vid("B1")]}, "val": {"a": [vid("V1")],
+                                                                                         "b": [vid("V2")]}},
+                  csv_names={"val": "validate.csv"})
+    out = tmp_path / "lists"
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "tools.prepare_kinetics", "lists", "--out", str(out),
+                                 "--data-root", str(tmp_path),
+                                 *[f"--dataset={ds}={tmp_path / ds}" for ds in names]],
+                                cwd=ROOT, env=child_env(), stdout=write_end, stderr=write_end)
+    finally:
+        os.close(write_end)
+    first = b""
+    try:
+        try:
+            while not first.endswith(b"\n"):  # one byte at a time: the rest stays in the pipe
+                byte = os.read(read_end, 1)
+                if not byte:
+                    break
+                first += byte
+        finally:
+            os.close(read_end)  # the reader goes away
+        status = proc.wait(timeout=120)
+    finally:
+        proc.kill()  # (when the test itself failed: no command left behind)
+    assert status == 0
+    assert first.decode().startswith(f"note: dataset t00: no val.csv in {str(tmp_path / 't00' / 'annotations')!r}")
+    for ds in names:  # every list written whole
+        assert read_list(out / f"{ds}_train.txt") == [(f"{ds}/train/{vid('A1')}", 0), (f"{ds}/train/{vid('B1')}", 1)]
+        assert read_list(out / f"{ds}_val.txt") == [(f"{ds}/val/{vid('V1')}", 0), (f"{ds}/val/{vid('V2')}", 1)]
+        assert json.loads((out / f"{ds}_report.json").read_text())["annotations"]["csv"]["val"].endswith(
+            "validate.csv")

@@ -32,6 +32,7 @@ from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, st
 from engine.metrics import matmul_precision  # noqa: E402
 from evautil.flops import peak_flops, train_step_flops  # noqa: E402
 
+
 def stated_peak(device_name: str | None, precision: str) -> float | None:
     """Stated dense peak TFLOP/s of the GPU (the project's one table, evautil.flops)."""
     peak = peak_flops(device_name, precision)

@@ -11,6 +11,7 @@ from yacs.config import CfgNode as CN
 from .checks import _shown
 from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _unknown_key
 
+
 def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
     opts = list(opts)
     for item in opts:  # KEY=VALUE (other tools' syntax) read as a key: "odd number of items" or "unknown key"

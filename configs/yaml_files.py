@@ -16,6 +16,7 @@ from evautil.text import text_lines
 
 from .keys import ConfigError, _coerce, _section_keys, _unknown_key
 
+
 def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None) -> None:
     """Merge ``data`` into ``cfg``; ``seen`` maps every key set so far to where it was set."""
     for name, value in data.items():

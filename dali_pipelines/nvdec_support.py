@@ -58,6 +58,7 @@ DALI_MIXED_CHROMA = frozenset({"420"})
 _AV1_COMPUTE_CAPABILITIES = {(8, 6), (8, 7), (8, 9)}
 _AV1_FROM_MAJOR = 10  # Blackwell onwards
 
+
 def chroma_and_bit_depth(pix_fmt: str) -> tuple[str, int]:
     """('420' | '422' | '444' | '400', bits) for an FFmpeg pixel-format name such as yuv420p10le or yuvj420p."""
     name = pix_fmt.lower()

@@ -80,6 +80,7 @@ def epoch_number(epoch_index: int) -> int:
     """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
     return epoch_index + 1
 
+
 def matmul_precision(train_precision: str) -> str:
     """The peak a run of ``TRAIN.PRECISION`` (bf16, fp16, fp32) is measured against (evautil.flops' precisions): an
     fp32 run's matmuls are plain fp32 unless torch was told to use TF32 (``torch.backends.cuda.matmul.allow_tf32``,

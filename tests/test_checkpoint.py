@@ -206,6 +206,7 @@ def test_a_class_mapping_that_is_no_npy_file_says_what_it_is(tmp_path):
         convert_state_dict(src, tiny(num_classes=4), "eva_k722", class_mapping=folder)
     assert str(missing.value) == f"class mapping file not found: {folder} (a folder, not a file)"
 
+
 def test_head_dropped_without_mapping(tmp_path, caplog):
     src = random_state_dict(tiny(num_classes=10))
     out, notes = convert_state_dict(src, tiny(num_classes=4), "eva_k722")
@@ -551,6 +552,7 @@ def test_train_only_test_on_a_garbage_checkpoint_is_one_line_exit_2(tmp_path, ti
     errors = [line for line in (captured.out + captured.err).splitlines() if line.startswith("error: ")]
     assert rc == 2 and errors == [f"error: {path}: not a readable torch checkpoint: {GARBAGE[name][1]}"], captured
     assert "Traceback" not in captured.out + captured.err
+
 
 def _tiny_run_opts(data: Path, out: Path) -> list[str]:
     return ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"),

@@ -41,6 +41,7 @@ def _manager():
     can deadlock the child (Python 3.12 warns of it), and a spawned one starts from nothing."""
     return mp.get_context("spawn").Manager()
 
+
 def test_every_rank_starts_its_ema_copy_from_the_same_weights(tmp_path):
     with _manager() as manager:
         out = manager.dict()

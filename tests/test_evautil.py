@@ -74,6 +74,7 @@ def test_an_interrupt_during_a_write_stays_an_interrupt_when_the_writer_fails_cl
         assert info.value is interrupt  # the interrupt itself, not the writer's RuntimeError
         assert path.read_text() == "earlier\n" and os.listdir(tmp_path) == ["ckpt.pth"]
 
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path, umask, mode):
     """Not the temporary file's private 0600: an index cache beside a shared dataset must stay readable."""

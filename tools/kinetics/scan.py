@@ -42,6 +42,7 @@ SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SK
     "missing", "empty", "unreadable", "name not listable", "not in annotations", "undecodable (--check)")
 SKIP_KINDS = (SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SKIP_UNDECODABLE)
 
+
 @dataclass(frozen=True)
 class Video:
     """One video file of a dataset split.

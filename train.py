@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, ended: dict) -> int:
     from configs import load_config
-    from engine import distributed, runner
+    from engine import distributed, preflight, runner
     from engine.process_end import crash_line, end_before_run, report_end
     from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
     from engine.train_loop import NonFiniteLossError
@@ -101,8 +101,8 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
                 print(*notes, sep="\n", file=sys.stderr)
             ended["output"] = None if args.dry_run else cfg.OUTPUT
             # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
-            resume, resume_note = runner.resume_point(cfg, args.resume)
-            runner.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
+            resume, resume_note = preflight.resume_point(cfg, args.resume)
+            preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
             if args.dry_run:
                 if distributed.rank_and_world_size()[0] == 0:  # under torchrun the plan is printed once, not per rank
                     wiring.dry_run(cfg, resume=resume, resume_note=resume_note)

@@ -12,7 +12,7 @@ import sys
 from datetime import timedelta
 from typing import Any, Callable, NamedTuple
 
-from engine import runner
+from engine import preflight, run_start, runner
 from engine.distributed import DistContext, all_gather_objects, barrier
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
@@ -56,7 +56,7 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     if not cfg.TEST.ONLY_TEST:  # its list of changed keys says more than the shapes they changed (again at open_run)
         check_resume_config(cfg, resume, read.resumed)
     check_weights_fit_model(cfg, meta_model, resume, read)
-    metrics = runner.open_run(cfg, ctx, resume, resume_note, read.resumed)
+    metrics = run_start.open_run(cfg, ctx, resume, resume_note, read.resumed)
     for line in passed_over:
         metrics.warn(line)
     newest = _newest_scored(cfg, resume, read)
@@ -79,7 +79,7 @@ class WeightFiles(NamedTuple):
     memory-mapped), or None.
 
     ``resumed``: the checkpoint a training run resumes (``--resume``, else with TRAIN.AUTO_RESUME OUTPUT's newest
-    loadable one), for the config checks, ``runner.open_run`` and :func:`check_weights_fit_model`; None for an
+    loadable one), for the config checks, ``run_start.open_run`` and :func:`check_weights_fit_model`; None for an
     evaluation or a run that starts from step 0. ``weights``: the weights the model is built from
     (``runner.weights_to_load``): those an evaluate-only run scores (``--resume``, else OUTPUT's newest usable
     checkpoint, else MODEL.PRETRAINED), or the MODEL.PRETRAINED a training run starts from step 0 with; None when
@@ -104,7 +104,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
     from engine.checkpointing import Checkpointer, load_resumable
     from models.checkpoint import check_checkpoint
 
-    scored = cfg.TEST.ONLY_TEST and runner.scores_checkpoint(cfg, resume)  # a checkpoint, not MODEL.PRETRAINED
+    scored = cfg.TEST.ONLY_TEST and preflight.scores_checkpoint(cfg, resume)  # a checkpoint, not MODEL.PRETRAINED
     if resume and cfg.TEST.ONLY_TEST:  # any weights file: ours, a released one, safetensors
         parsed = check_checkpoint(resume, fetch_hub, **_head_of(cfg))
         return WeightFiles(weights=(resume, parsed) if parsed is not None else None)
@@ -119,7 +119,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
     elif cfg.TRAIN.AUTO_RESUME and not cfg.TEST.ONLY_TEST:  # raises when all are damaged; the trainer names each
         resumed = Checkpointer(cfg.OUTPUT, writer=False).find_latest(mmap=True)
     weights = None
-    if cfg.MODEL.PRETRAINED and (cfg.TEST.ONLY_TEST or runner.reads_pretrained(cfg, resume)):
+    if cfg.MODEL.PRETRAINED and (cfg.TEST.ONLY_TEST or preflight.reads_pretrained(cfg, resume)):
         parsed = check_checkpoint(cfg.MODEL.PRETRAINED, fetch_hub)
         weights = (cfg.MODEL.PRETRAINED, parsed) if parsed is not None else None
     return WeightFiles(resumed, weights)
@@ -128,7 +128,7 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
 def _newest_scored(cfg, resume: str, read: WeightFiles) -> str:
     """OUTPUT's newest usable checkpoint as :func:`check_weight_files` found it, when it is the one an
     evaluate-only run without ``--resume`` scores; "" otherwise."""
-    if cfg.TEST.ONLY_TEST and not resume and read.weights is not None and runner.scores_checkpoint(cfg, resume):
+    if cfg.TEST.ONLY_TEST and not resume and read.weights is not None and preflight.scores_checkpoint(cfg, resume):
         return read.weights[0]
     return ""
 
@@ -245,7 +245,7 @@ def build_indexes(cfg, ctx: DistContext, splits: list[str]) -> dict[str, Any]:
 def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     """Validate the lists, build the model on the meta device and print the plan; trains nothing. ``resume``,
     ``resume_note``: the checkpoint a training run continues and why it is not the --resume given
-    (``runner.resume_point``)."""
+    (``preflight.resume_point``)."""
     from dali_pipelines.filelist import EmptyListError, read_video_list
     from dali_pipelines.routing import resolve_decode_device
     from models import forward_flops
@@ -271,11 +271,12 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     train = [] if cfg.TEST.ONLY_TEST else read_list("DATA.TRAIN_FILE", data.TRAIN_FILE)
     found = {key: _found_videos(videos, key, data) for key, videos in
              (("DATA.VAL_FILE", val), ("DATA.TRAIN_FILE", train)) if key == "DATA.VAL_FILE" or train}
-    return runner.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),
-                                     forward_flops=forward_flops(model), val_videos=len(val),
-                                     train_videos=len(train), decode_device=resolve_decode_device(data.DECODE_DEVICE),
-                                     evaluates=resume or _newest_scored(cfg, resume, read),
-                                     train_found=found.get("DATA.TRAIN_FILE"), starts_from=_starts_from(cfg, read))
+    return preflight.print_dry_run_plan(cfg, num_params=sum(p.numel() for p in model.parameters()),
+                                        forward_flops=forward_flops(model), val_videos=len(val),
+                                        train_videos=len(train),
+                                        decode_device=resolve_decode_device(data.DECODE_DEVICE),
+                                        evaluates=resume or _newest_scored(cfg, resume, read),
+                                        train_found=found.get("DATA.TRAIN_FILE"), starts_from=_starts_from(cfg, read))
 
 
 def _starts_from(cfg, read: WeightFiles) -> str:

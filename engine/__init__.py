@@ -15,5 +15,7 @@
 - ``resume_config``: the config of the checkpoint a run resumes against the one given now.
 - ``preemption``: stop signals and clock-based saves, agreed by all ranks at optimizer-step boundaries.
 - ``process_end``: how a process says it ends (console, its log, torchrun's error file, exit_status.json).
+- ``preflight``: checks before a run builds anything (input files, where it starts, the dry run's plan).
+- ``run_start``: a run's start in OUTPUT (seed, run lock, earlier files set aside, the logger opened).
 - ``runner``: runs a training or an evaluation from the ready objects that ``wiring.py`` builds.
 """

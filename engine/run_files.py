@@ -1,6 +1,6 @@
 """An OUTPUT directory across attempts: a run that resumes drops the lines its lost steps left in metrics.jsonl; files
 another run or attempt left that this one would mix with, rotate away or overwrite move into earlier_runs/<time>/
-(which files, and when, is decided by ``runner.open_run``). The run lock (``claim_output``) keeps a second run out
+(which files, and when, is decided by ``run_start.open_run``). The run lock (``claim_output``) keeps a second run out
 of OUTPUT and names the process and host that hold it."""
 
 from __future__ import annotations

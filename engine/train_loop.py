@@ -497,7 +497,7 @@ class Trainer:
         directory. Returns whether a checkpoint was loaded. Never starts from scratch after a failed load.
 
         ``named``: the checkpoint the command names with ``--resume`` (``path``, or a later checkpoint of this run
-        that continues it: ``runner.resume_point``); it becomes the run's recorded ``origin``. ``located``: what
+        that continues it: ``preflight.resume_point``); it becomes the run's recorded ``origin``. ``located``: what
         :func:`locate_checkpoint` found for the same ``path`` and ``auto`` (``runner.train`` looks first, to plan
         the data as the checkpoint did); None looks now."""
         explicit = path or ""

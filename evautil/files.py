@@ -21,7 +21,7 @@ from .errors import OutputFolderError
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem",
            "make_output_folder", "hold_lock", "naming_the_file", "cannot_read", "atomic_temp_files", "file_head",
-           "file_version"]
+           "file_version", "same_path"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
 _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -57,6 +57,14 @@ def file_version(path: str) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def same_path(a: str, b: str) -> bool:
+    """Whether two names are one file or folder (a symlink or a bind mount may give it two names)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def file_head(path: str, length: int) -> tuple[bytes, int]:

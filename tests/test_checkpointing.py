@@ -422,11 +422,11 @@ def test_newer_checkpoint_of_another_model_is_named_not_a_crash(tmp_path):
 
 def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
     """A requeued job repeats ``--resume SRC``: the checkpoints its attempts wrote record SRC as their origin, so
-    the repeated command continues from the newest of them (runner.resume_point) instead of starting over."""
+    the repeated command continues from the newest of them (preflight.resume_point) instead of starting over."""
     from types import SimpleNamespace
 
     from engine.checkpointing import load_resumable
-    from engine.runner import resume_point
+    from engine.preflight import resume_point
     from wiring import check_weight_files
 
     src_dir, out = tmp_path / "pretrain", tmp_path / "out"

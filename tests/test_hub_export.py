@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from configs import load_config
-from engine.runner import check_files
+from engine.preflight import check_files
 from models import CheckpointError, build_model, load_configured_weights, load_pretrained, read_state_dict
 from models.hub import HubReference, HubReferenceError, parse_hub_reference, resolve_weights_path
 from models.weights_file import read_weights_metadata, save_weights_file

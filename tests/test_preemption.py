@@ -105,8 +105,8 @@ def test_a_stop_signal_between_the_start_and_the_index_builds_stops_the_run_with
 
     script = tmp_path / "run.py"
     script.write_text("import os, runpy, signal, sys\n"
-                      "from engine import runner\n"
-                      "runner.check_files = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM) or sum(range(9))\n"
+                      "from engine import preflight\n"
+                      "preflight.check_files = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM) or sum(range(9))\n"
                       f"sys.argv = ['train.py', '--cfg', {str(ROOT / 'configs' / 'demo.yaml')!r}, '--dry-run']\n"
                       f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n")
     p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=child_env(), capture_output=True, text=True,

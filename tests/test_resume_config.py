@@ -343,7 +343,7 @@ def test_an_evaluation_parses_the_checkpoint_it_scores_once_for_the_checks(datas
 
 def test_a_repeated_resume_command_parses_the_checkpoint_it_goes_on_from_once_for_the_checks(dataset, tmp_path,
                                                                                               monkeypatch):
-    """A requeued ``--resume SRC`` command goes on from OUTPUT's newest checkpoint (runner.resume_point), which
+    """A requeued ``--resume SRC`` command goes on from OUTPUT's newest checkpoint (preflight.resume_point), which
     finding it parsed, memory-mapped, for its order and origin; the file checks then parsed it once more. They take
     the state that finding it read (a parse costs per tensor: thousands for EVA-1B)."""
     src = str(tmp_path / "src" / "ckpt_epoch_1.pth")

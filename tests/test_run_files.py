@@ -111,7 +111,7 @@ def _checkpoint(path, step):
 
 def test_files_a_run_reads_or_a_bad_resume_file_never_move(tmp_path):
     from configs import load_config
-    from engine.runner import _set_aside_earlier_files
+    from engine.run_start import _set_aside_earlier_files
 
     out = tmp_path / "out"
     out.mkdir()

@@ -104,7 +104,7 @@ def _targets(args: argparse.Namespace, cfg) -> list[tuple[str, str, int | None]]
                                                      ("DATA.VAL_FILE", cfg.DATA.VAL_FILE))
                if not args.lists and path and not os.path.isfile(path)]
     if missing:
-        from engine.runner import where_they_come_from
+        from engine.preflight import where_they_come_from
 
         raise ConfigError(f"{args.cfg}: missing video lists: {'; '.join(missing)}{where_they_come_from(missing)}")
     classes = args.num_classes or cfg.DATA.NUM_CLASSES

@@ -101,7 +101,8 @@ def check_weight_files(cfg, resume: str, fetch_hub: bool = True,
     the load). Returns the files it read (:class:`WeightFiles`), parsed once for all the checks that follow (a
     parse costs per tensor, thousands for a billion-parameter model). ``warn``: told of each damaged checkpoint an
     evaluation passes over for an older one."""
-    from engine.checkpointing import Checkpointer, load_resumable
+    from engine.checkpoint_io import load_resumable
+    from engine.checkpointing import Checkpointer
     from models.checkpoint import check_checkpoint
 
     scored = cfg.TEST.ONLY_TEST and preflight.scores_checkpoint(cfg, resume)  # a checkpoint, not MODEL.PRETRAINED
@@ -142,7 +143,7 @@ def check_weights_fit_model(cfg, model, resume: str, read: WeightFiles = WeightF
     (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
     the files that cannot be read and read them (``read``), not parsed again here; an ``hf://`` reference not
     fetched (``fetch_hub`` False) is left to the load."""
-    from engine.checkpointing import check_same_model
+    from engine.checkpoint_io import check_same_model
     from models.checkpoint import weights_fit
 
     choice = runner.weights_to_load(cfg, None, resume, _newest_scored(cfg, resume, read))

@@ -7,7 +7,9 @@
 - ``losses``: label smoothing, video Mixup / CutMix keyed by (seed, step, rank).
 - ``train_loop``: ``train_one_epoch`` (accumulation, no_sync, AMP, clipping, EMA, NaN handling) and ``Trainer``.
 - ``evaluate``: multi-view mean-of-softmax top-1/top-5 over all ranks, predictions files.
-- ``checkpointing``: atomic checkpoints, rotation, resume with fallback past damaged files.
+- ``checkpointing``: a run's checkpoints in OUTPUT: rotation, resume with fallback past damaged files;
+  ``checkpoint_io``: one checkpoint file written atomically, read back safely and checked;
+  ``resume_state``: the model, optimizer, schedule and RNG states a checkpoint carries, put back on resume.
 - ``metrics``: all console output and telemetry (metrics.jsonl, TensorBoard, progress bar, NVML, summary);
   ``progress``: remaining-time estimates and evaluation progress; ``plots``: the run's PNG plots.
 - ``loader_stats``: a loader's counters and unreadable rows gathered over ranks.

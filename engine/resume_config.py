@@ -16,7 +16,8 @@ import yaml
 
 from configs import ConfigError
 
-from .checkpointing import REQUIRED_KEYS, Checkpointer
+from .checkpoint_io import REQUIRED_KEYS
+from .checkpointing import Checkpointer
 
 __all__ = ["EXECUTION_KEYS", "config_differences", "saved_config", "check_resume_config"]
 

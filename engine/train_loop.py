@@ -20,13 +20,14 @@ from configs import ConfigError
 from evautil.interrupt import on_interrupt
 
 from . import distributed as dist_utils
-from .checkpointing import (Checkpointer, CheckpointError, capture_rng, load_resumable, restore_rng,
-                            restore_training_objects)
+from .checkpoint_io import load_resumable
+from .checkpointing import Checkpointer, CheckpointError
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger, host_memory_gb
 from .preemption import Preempted, StepControl, interrupted_after
+from .resume_state import capture_rng, restore_rng, restore_training_objects
 from .run_files import recorded_path
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpointing import CheckpointError, Checkpointer, capture_rng, load_checkpoint, restore_rng, save_atomic
+from engine.checkpoint_io import CheckpointError, load_checkpoint, save_atomic
+from engine.checkpointing import Checkpointer
+from engine.resume_state import capture_rng, restore_rng
 from evautil.files import _temp_beside
 
 
@@ -425,7 +427,7 @@ def test_a_repeated_resume_command_continues_its_own_progress(tmp_path):
     the repeated command continues from the newest of them (preflight.resume_point) instead of starting over."""
     from types import SimpleNamespace
 
-    from engine.checkpointing import load_resumable
+    from engine.checkpoint_io import load_resumable
     from engine.preflight import resume_point
     from wiring import check_weight_files
 
@@ -513,7 +515,7 @@ def test_the_check_takes_the_continuation_as_found_only_while_its_file_is_unchan
     """The file continuation_of settles on is offered, as it parsed it, to the check of that file (load_resumable,
     memory-mapped), which then parses nothing; a file written again since is parsed anew, and the offer is taken
     once."""
-    from engine.checkpointing import load_resumable
+    from engine.checkpoint_io import load_resumable
 
     src = str(tmp_path / "src.pth")
     save_atomic(_state(5), src)
@@ -773,7 +775,7 @@ def test_a_resumed_optimizer_keeps_this_runs_kernels(keep_new):
     """Optimizer.load_state_dict takes the saved groups' flags: a checkpoint of an unfused AdamW (the CPU's) resumed
     by a fused one (a GPU's) trained unfused, and with a changed config accepted its step counts stayed where the
     fused kernel does not take them. The run's own kernels are kept, the moments and steps are the checkpoint's."""
-    from engine.checkpointing import restore_training_objects
+    from engine.resume_state import restore_training_objects
 
     torch.manual_seed(0)
     saved_model = torch.nn.Linear(4, 3)
@@ -883,7 +885,7 @@ def test_a_damaged_checkpoint_rank_0_sets_aside_while_another_rank_looks_is_not_
             Checkpointer(str(tmp_path), warn=lambda msg: None).find_latest()
         return load(path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpointing, "load_checkpoint", rank_0_moves_it_first)
+    monkeypatch.setattr(checkpointing, "load_checkpoint", rank_0_moves_it_first)  # the load find_latest calls
     warnings: list[str] = []
     path, _ = Checkpointer(str(tmp_path), writer=False, warn=warnings.append).find_latest()
     assert os.path.basename(path) == "ckpt_step_100.pth" and warnings == []
@@ -1144,7 +1146,7 @@ def test_resume_advises_pretrained_only_for_weights_without_a_training_state(tmp
     pointed to --pretrained."""
     from safetensors.torch import save_file
 
-    from engine.checkpointing import load_resumable
+    from engine.checkpoint_io import load_resumable
     from tests.test_checkpoint import GARBAGE
 
     tip = "use --pretrained for weights-only"

@@ -220,11 +220,11 @@ def test_a_start_reads_the_checkpoint_it_continues_or_scores_once_for_its_crcs(d
     assert f"resumed from {newest}" in capsys.readouterr().out
     assert reads.count(newest) == 1, reads
     # an explicit --resume file is parsed (memory-mapped) once by the checks before indexing, then loaded
-    from engine import checkpointing
+    from engine import checkpoint_io
 
     parsed: list[str] = []
-    load = checkpointing.load_checkpoint
-    monkeypatch.setattr(checkpointing, "load_checkpoint", lambda path, **kw: parsed.append(path) or load(path, **kw))
+    load = checkpoint_io.load_checkpoint
+    monkeypatch.setattr(checkpoint_io, "load_checkpoint", lambda path, **kw: parsed.append(path) or load(path, **kw))
     resumed = str(out / "ckpt_epoch_2.pth")
     elsewhere = _opts(dataset, tmp_path / "next", "TRAIN.EPOCHS", "3", "TRAIN.ALLOW_CONFIG_CHANGE", "True")
     assert train.main(["--cfg", DEMO, "--resume", resumed, "--opts", *elsewhere]) == 0

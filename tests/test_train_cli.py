@@ -16,7 +16,7 @@ from yacs.config import CfgNode
 
 import train
 from configs import load_config
-from engine.checkpointing import save_atomic
+from engine.checkpoint_io import save_atomic
 
 from tests.video_fixtures import synthetic_dataset
 

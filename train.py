@@ -33,6 +33,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_io import BadVideoError  # noqa: E402
+from evautil.cli import ArgumentParser, as_typed_flags  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
 from evautil.files import write_failure  # noqa: E402
 
@@ -42,7 +43,7 @@ INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFou
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", "-cfg", "--config", dest="cfg", required=True,
                    help="YAML file overriding configs/defaults.py")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -55,13 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accumulation-steps", type=int, default=None, help="TRAIN.ACCUMULATION_STEPS")
     p.add_argument("--dry-run", action="store_true", help="check config and files, print the plan, exit")
     # torch.distributed.launch passes the local rank as an argument: "--local_rank N" before torch 2.0,
-    # "--local-rank=N" since. torchrun sets LOCAL_RANK in the environment instead, which is what the engine reads.
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
-                   help=argparse.SUPPRESS)
+    # "--local-rank=N" since (both spellings of one flag, as every flag). torchrun sets LOCAL_RANK instead.
+    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     from configs import opts_last
 
     # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works.
-    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(opts_last(p, p.respelled(argv)))  # flags in either spelling: --dry_run, --only-test
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_overrides(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[str]]:
     """The CLI flags as (flag, KEY, VALUE) for load_config (--opts wins), and a note for each flag --opts overrides."""
-    return flags_then_opts({"OUTPUT": "--output", "MODEL.PRETRAINED": "--pretrained",
-                            "TRAIN.BATCH_SIZE": "--batch-size", "TRAIN.ACCUMULATION_STEPS": "--accumulation-steps",
-                            "TEST.ONLY_TEST": "--only_test"}, args)
+    flags = {"OUTPUT": "--output", "MODEL.PRETRAINED": "--pretrained", "TRAIN.BATCH_SIZE": "--batch-size",
+             "TRAIN.ACCUMULATION_STEPS": "--accumulation-steps", "TEST.ONLY_TEST": "--only_test"}
+    return flags_then_opts(as_typed_flags(args, flags), args)  # each named as typed: --batch_size 0 too
 
 
 def main(argv: list[str] | None = None) -> int:

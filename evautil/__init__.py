@@ -3,7 +3,8 @@ tools): atomic file writes, output checks and locks (``files``), worker pools wi
 another process (``workers``), progress lines for a log file (``progress``), a command's Ctrl-C and stop-signal lines
 and its work going on when stdout's reader goes away (``interrupt``), the FLOPs conventions (``flops``), common error
 types and their words (``errors``), the lines of a text file as an editor numbers them (``text``), the CRC-32 check
-of ``torch.save`` files (``zip_check``).
+of ``torch.save`` files (``zip_check``), every command's argument parser, taking ``_`` and ``-`` alike in a long flag
+(``cli``).
 
 This package imports no other package of the project, so any of them may import it, and no torch: every worker
 process imports it (tests/test_layout.py).

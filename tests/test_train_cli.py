@@ -82,6 +82,32 @@ def test_a_flags_bad_value_is_named_by_the_flag(flags, needle, tmp_path, dataset
     assert len([line for line in err.splitlines() if not line.startswith("note:")]) == 1
 
 
+def test_flags_take_either_spelling(tmp_path, dataset, capsys):
+    """--only_test and --local_rank are the original's spellings, --dry-run and --batch-size the project's: the
+    other spelling of any of them was refused as an unrecognized argument."""
+    args = train.parse_args(["--cfg", DEMO, "--dry_run", "--only-test", "--batch_size", "8",
+                             "--accumulation_steps=2", "--local-rank=0", "--opts", "TEST.NUM_CLIP", "4"])
+    assert (args.dry_run, args.only_test, args.batch_size, args.accumulation_steps) == (True, True, 8, 2)
+    assert args.local_rank == 0 and args.opts == ["TEST.NUM_CLIP", "4"]
+    # the pairs are keys and values, as typed; a flag after them is read in either spelling
+    args = train.parse_args(["--cfg", DEMO, "--opts", "DATA.ROOT", "my_data_dir", "TRAIN.LR", "-5e-6", "--dry_run",
+                             "--batch_size", "2"])
+    assert args.opts == ["DATA.ROOT", "my_data_dir", "TRAIN.LR", "-5e-6"] and args.dry_run and args.batch_size == 2
+    # a message names the flag as typed
+    rc = train.main(["--cfg", DEMO, "--dry_run", "--batch_size", "0", "--opts", *_opts(dataset, tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: --batch_size 0 (TRAIN.BATCH_SIZE) must be at least 1" in err, err
+    args = train.parse_args(["--cfg", DEMO, "--only-test", "--batch-size", "4", "--opts", "TEST.ONLY_TEST", "False"])
+    assert train.config_overrides(args)[1] == ["note: --only-test is overridden by --opts TEST.ONLY_TEST False"]
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--cfg", DEMO, "--dry_runs"])
+    assert e.value.code == 2 and "unrecognized arguments: --dry_runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "--only_test" in out and "--dry-run" in out and "--only-test" not in out and "--dry_run" not in out
+
+
 def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the YAML's relative data paths must not exist
     rc = train.main(["--cfg", str(shared_dir / "data" / "original_configs" / "kinetics400_ft.yaml"), "--dry-run"])

@@ -1,0 +1,109 @@
+"""The command-line parser of every command: a long flag may be typed with ``_`` or ``-`` alike after its leading
+``--`` (``--dry_run`` is ``--dry-run``, ``--only-test`` is ``--only_test``, ``--batch_size=8`` is
+``--batch-size=8``). The original EVA flags are spelled with underscores (``--only_test``, ``--local_rank``), the
+project's own with hyphens, and which is which is not worth remembering."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+__all__ = ["ArgumentParser", "Namespace", "as_typed_flags"]
+
+
+def _plain(flag: str) -> str:
+    """``flag`` without its spelling: ``--dry_run`` and ``--dry-run`` are both ``--dry-run``."""
+    return "--" + flag[2:].replace("_", "-")
+
+
+class Namespace(argparse.Namespace):
+    """argparse's Namespace that also keeps the flags typed in the other spelling (``{the parser's spelling: as
+    typed}``), in a slot: not one of the values, so ``vars()``, ``==`` and the repr leave it out."""
+
+    __slots__ = ("typed_spellings",)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, taking each long flag in either spelling (``_`` or ``-`` between its words), also as
+    ``--flag=value`` and abbreviated (as argparse abbreviates). The flag is only respelled before argparse reads it:
+    ``--help`` and argparse's messages list the spelling the command declares, and a value is never changed (an
+    item after ``--``, a command of a subparser and what follows it, the items a ``nargs=argparse.REMAINDER``
+    option takes, ``--flag=value``'s value)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._typed: dict[str, str] = {}  # respelled() keeps what it changed here for the next parse
+
+    def respelled(self, argv: Sequence[str] | None = None) -> list[str]:
+        """``argv`` (sys.argv's by default) with its flags in this parser's spelling, for ``configs.opts_last``,
+        which moves ``--opts KEY VALUE ...`` (a REMAINDER option) to the end and finds the flags after the pairs by
+        their exact spelling: after a REMAINDER option, the full name of a flag in the other spelling (``--opts K
+        V --dry_run``) is respelled too, so that opts_last sees the flag; any other item there is a key or value
+        and stays as typed."""
+        return self._respell(sys.argv[1:] if argv is None else argv, flags_in_remainder=True)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None):  # type: ignore[override]
+        args = self._respell(sys.argv[1:] if args is None else args, flags_in_remainder=False)
+        typed, self._typed = self._typed, {}
+        parsed, extras = super().parse_known_args(args, Namespace() if namespace is None else namespace)
+        if isinstance(parsed, Namespace):
+            parsed.typed_spellings = typed
+        return parsed, extras
+
+    def _respell(self, argv: Sequence[str], flags_in_remainder: bool) -> list[str]:
+        flags = {s: a for a in self._actions for s in a.option_strings}
+        long = {s: a for s, a in flags.items() if s.startswith("--") and len(s) > 2}
+        commands = {c for a in self._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices}
+        out: list[str] = []
+        in_remainder = False  # only with flags_in_remainder: the parse stops respelling at a REMAINDER option
+        for k, item in enumerate(argv):
+            if not in_remainder and (item == "--" or item in commands):  # the rest: values, or a subparser's
+                return out + list(argv[k:])
+            name, eq, value = item.partition("=")
+            if in_remainder:  # keys and values, but for a flag: configs.opts_last ends the pairs there
+                action, spelled = (flags[name], name) if name in flags else self._full_name(name, long)
+            elif item.startswith("--") and len(name) > 2:
+                action, spelled = self._resolve(name, long)
+            else:
+                action, spelled = None, name
+            if action is not None:
+                item = spelled + eq + value
+                in_remainder = action.nargs == argparse.REMAINDER
+                if in_remainder and not flags_in_remainder:
+                    return out + [item] + list(argv[k + 1:])
+            out.append(item)
+        return out
+
+    def _full_name(self, name: str, long: dict) -> tuple[argparse.Action | None, str]:
+        """The action ``name`` names in full in the other spelling, and its declared spelling (noted, with the
+        spelling typed, for the namespace)."""
+        matches = [s for s in long if _plain(s) == _plain(name)] if name.startswith("--") else []
+        if len({id(long[s]) for s in matches}) != 1:
+            return None, name
+        self._typed[matches[0]] = name
+        return long[matches[0]], matches[0]
+
+    def _resolve(self, name: str, long: dict) -> tuple[argparse.Action | None, str]:
+        """The action a flag (outside a REMAINDER option's items) names, None where argparse is left to decide
+        (an unknown flag, an ambiguous abbreviation), and its spelling for argparse."""
+        if name in long:
+            return long[name], name
+        found = {id(long[s]): long[s] for s in long if s.startswith(name)} if self.allow_abbrev else {}
+        if found:  # an abbreviation argparse takes already: left as typed
+            return (next(iter(found.values())) if len(found) == 1 else None), name
+        action, spelled = self._full_name(name, long)
+        if action is not None or not self.allow_abbrev:
+            return action, spelled
+        matches = [s for s in long if _plain(s).startswith(_plain(name))]  # abbreviated in the other spelling
+        if len({id(long[s]) for s in matches}) > 1:
+            self.error(f"ambiguous option: {name} could match {', '.join(matches)}")
+        return (long[matches[0]], matches[0]) if matches else (None, name)
+
+
+def as_typed_flags(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:
+    """``flags`` (``{config key: flag}``, each flag as the parser declares it) with each flag the user typed in the
+    other spelling as typed, for messages that name a flag as the user typed it (``--batch_size 0
+    (TRAIN.BATCH_SIZE)``)."""
+    typed = getattr(args, "typed_spellings", None) or {}
+    return {key: typed.get(flag, flag) for key, flag in flags.items()}

@@ -877,3 +877,11 @@ def test_a_stop_signal_while_predicting_is_one_line_and_leaves_out_as_it_was(eva
     assert done.stdout == "" and out.read_text() == "earlier predictions\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl", "stop.py", "work"]
     assert list(work.glob("*.index.npz")), sorted(work.iterdir())  # the videos probed are kept
+
+
+def test_flags_take_either_spelling_and_the_pairs_stay_as_typed():
+    """--top_k or --work_dir (the spelling of train.py's --only_test) was refused as an unrecognized argument."""
+    args = predict.parse_args(["a.mp4", "--weights", "w.pth", "--top_k", "3", "--work_dir=w", "--opts",
+                               "DATA.ROOT", "my_videos", "--quiet"])
+    assert (args.top_k, args.work_dir, args.quiet) == (3, "w", True)
+    assert args.opts == ["DATA.ROOT", "my_videos"]

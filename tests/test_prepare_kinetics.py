@@ -1814,3 +1814,10 @@ def test_a_long_reencode_plan_says_how_far_it_got_on_stderr(tmp_path, capsys, mo
     said = [x[len(outputs):] for x in err if x.startswith(outputs)]
     assert [x.split(",")[0] for x in said[:2]] == ["1 of 3 videos done (33.3%)", "2 of 3 videos done (66.7%)"]
     assert len(said) == 3 and said[2].startswith("3 videos done in 0:00:0")
+
+
+def test_a_subcommands_flags_take_either_spelling():
+    """--short_side or --dry_run (the spelling of train.py's --only_test) was refused as an unrecognized argument."""
+    args = prepare_kinetics.build_parser().parse_args(["reencode", "--src", "s", "--short_side", "240", "--dry_run",
+                                                       "--report_dir=r"])
+    assert (args.command, args.short_side, args.dry_run, args.report_dir) == ("reencode", 240, True, "r")

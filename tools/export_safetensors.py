@@ -45,6 +45,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 import torch  # noqa: E402
 
 from engine.evaluate import read_label_names  # noqa: E402
+from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import cannot_read, error_writing, file_version, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
 from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
@@ -98,8 +99,8 @@ def _carried_settings(weights: str, opts: list[str]) -> tuple[object, list[str] 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", default="", help="config YAML describing the model (optional with an exported "
                    ".safetensors, whose settings and class names are carried over)")
     p.add_argument("--weights", required=True, help="checkpoint path or hf:// reference")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="tensor type in the file (default float32)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
-    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(opts_last(p, p.respelled(argv)))
     kept = f"{args.out} not written; an earlier file there is left as it was"  # an atomic write: whole or not at all
     on_interrupt(f"exporting: {kept}")
     from configs import load_config

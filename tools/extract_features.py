@@ -374,10 +374,11 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from evautil.cli import ArgumentParser
     from tools.inference import opts_last
 
-    p = argparse.ArgumentParser(prog="python -m tools.extract_features", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m tools.extract_features", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt)")
     p.add_argument("--weights", required=True, help="checkpoint, exported .safetensors or hf:// reference")
     p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
@@ -392,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shard-videos", type=int, default=64, help="videos per shard (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
-    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(opts_last(p, p.respelled(argv)))
     problem = window_settings_error(args.window, args.stride, prefix="--")
     if problem:
         p.error(problem)

@@ -27,6 +27,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (numpy, PyAV) is
     on_interrupt(STARTING)
 
 from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
+from evautil.cli import ArgumentParser  # noqa: E402
 from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
@@ -48,7 +49,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output directory")
     # H.264 by default: it is the one codec whose NVDEC minimum size (48x16) lets the demo's small clips decode
     # on a GPU (VP9 needs 128x128, HEVC 144x144); on a CPU machine PyAV decodes it.

@@ -23,11 +23,12 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
     on_interrupt(STARTING)
 
 from engine.plots import final_predictions, read_metrics, write_plots  # noqa: E402
+from evautil.cli import ArgumentParser  # noqa: E402
 from tools.inference import check_output_path  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("output_dir", help="a run's output folder (OUTPUT), holding metrics.jsonl (or that file)")
     ap.add_argument("--out", default=None, help="folder for the PNG files (default: the run's folder)")
     args = ap.parse_args(argv)

@@ -339,10 +339,11 @@ def _format_for(out: str, fmt: str | None) -> str:
 
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from evautil.cli import ArgumentParser
     from tools.inference import opts_last
 
-    p = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m tools.predict", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt, one "
                                              "video per line; a trailing integer label is reported with the "
                                              "video, and the accuracy over the labelled videos closes the run)")
@@ -362,7 +363,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress (bar or lines)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides, e.g. "
                                                                         "TEST.NUM_CLIP 4 TEST.NUM_CROP 3")
-    args = p.parse_args(opts_last(p, sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(opts_last(p, p.respelled(argv)))
     if args.top_k < 1:
         p.error(f"--top-k must be at least 1, got {args.top_k}")
     return args

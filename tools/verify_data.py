@@ -35,14 +35,15 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
+from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.flops import model_size_text  # noqa: E402
 from evautil.progress import counted, format_bytes, stderr_is_terminal  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0],
+                        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("lists", nargs="*", help="video lists ('<relative path> <label>' per line)")
     ap.add_argument("--cfg", "--config", dest="cfg", default=None,
                     help="a training config: its DATA.TRAIN_FILE and DATA.VAL_FILE (and DATA.ROOT, classes)")
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dry-run", action="store_true", help="check config, model and list format; open no video")
     from configs import opts_last
 
-    args = ap.parse_args(opts_last(ap, sys.argv[1:] if argv is None else argv))
+    args = ap.parse_args(opts_last(ap, ap.respelled(argv)))
     if not args.lists and not args.cfg:
         ap.error("give video lists, or --cfg for the lists of a training config")
     if args.num_classes is not None and args.num_classes < 1:  # else every line was "label 0 is outside [0, 0)"

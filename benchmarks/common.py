@@ -13,6 +13,7 @@ import sys
 
 from configs import ConfigError
 from dali_pipelines.filelist import DataError  # DALI-free
+from evautil import cli
 
 __all__ = ["InputError", "INPUT_ERRORS", "ArgumentParser", "input_error"]
 
@@ -33,7 +34,7 @@ def input_error(err: BaseException) -> int:
     return 2
 
 
-class ArgumentParser(argparse.ArgumentParser):
+class ArgumentParser(cli.ArgumentParser):
     """argparse, but a bad command line prints one ``error: ...`` line (pointing at --help) instead of the usage
     block; the exit code stays 2."""
 

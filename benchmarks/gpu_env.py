@@ -8,7 +8,6 @@ driver, or a package that did not travel with the environment is named here, bef
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
 import os
@@ -64,7 +63,9 @@ def print_nvdec_caps(compute_capability: tuple[int, int], query=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    from evautil.cli import ArgumentParser
+
+    ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     from dali_pipelines.nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads
 
     # The GPU facts first: should the package imports below outrun the stage's time box, these are in the log.

@@ -1347,6 +1347,19 @@ def test_sizes_given_with_quick_win_over_its_own(capsys):
         assert "given too win" in " ".join(capsys.readouterr().out.split())
 
 
+def test_flags_take_either_spelling(capsys):
+    """--num_frames (the spelling of train.py's --only_test) was refused as an unrecognized argument; given with
+    --quick, it wins over --quick's size as --num-frames does."""
+    from benchmarks import augment_throughput
+
+    args = augment_throughput.parse_args(["--quick", "--batch", "8", "--num_frames", "16"])
+    assert (args.batch, args.num_frames, args.width, args.repeats) == (8, 16, 64, 2)
+    with pytest.raises(SystemExit) as e:
+        augment_throughput.parse_args(["--quick", "--num_framez", "16"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unrecognized arguments: --num_framez 16 (see --help)" in err, err
+
+
 @pytest.mark.parametrize("module, args, line", [
     ("loader_throughput", ["--frames", "1"], "--frames 1: a synthetic clip must hold at least 16 frames (--num-frames "
                                              "16: the frames sampled from each); give --frames 16 or more"),

@@ -85,7 +85,8 @@ class _GraphFailure(Exception):
 class VideoLoader:
     """Iterable over one epoch of batches ``{'video', 'label', 'index'}`` for one rank.
 
-    - train: ``video`` (B, T, 3, S, S); every rank gets ``len(self)`` full batches per epoch.
+    - train: ``video`` (B, T, 3, S, S); every rank gets ``len(self)`` full batches per epoch (the plan's, or its
+      first ones only: ``use_batches``).
     - val/test: ``video`` (B, V, T, 3, S, S), V = NUM_CLIP * NUM_CROP ordered [crop][clip]; rank r covers the good
       ones of list rows r::world once, the last batch may be partial.
 
@@ -299,6 +300,18 @@ class VideoLoader:
 
     def __len__(self) -> int:
         return len(self.schedule)
+
+    def use_batches(self, n: int) -> None:
+        """Deliver only the first ``n`` planned batches of every training epoch, and read or decode none after
+        them: the trainer's optimizer steps use ``steps x TRAIN.ACCUMULATION_STEPS`` batches, and a remainder of
+        fewer micro-batches than one step would be decoded only to be dropped. ``len(self)`` counts the first ``n``.
+        The plan (permutation, fingerprint, substitutes) is the whole one and positions count the same batches,
+        so a saved position resumes exactly; one at or past ``n`` ends its epoch at the next iteration."""
+        if not self.training:
+            raise ValueError(f"use_batches: the {self.split} loader scores every planned batch")
+        if int(n) < 1:
+            raise ValueError(f"use_batches: at least 1 batch per epoch, got {n}")
+        self.schedule.limit = int(n)
 
     def plan_fingerprint(self) -> str:
         """A short digest of what the epoch plans are drawn from (the list's usable rows, the seed, the batch size

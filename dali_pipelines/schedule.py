@@ -100,6 +100,7 @@ class Schedule:
         self.epoch = 0
         self._plan: EpochPlan | None = None
         self._plan_key: tuple | None = None
+        self.limit: int | None = None  # batches an epoch hands out, from its first (None: the plan's every batch)
         self._substitutions: set[tuple[int, int, int]] = set()
         self._quarantined: set[int] = set()  # rows quarantined during the run (substituted, not excluded)
         self._quarantined_lock = threading.Lock()  # the feeder's thread quarantines while a checkpoint records
@@ -145,7 +146,10 @@ class Schedule:
         return self._plan  # type: ignore[return-value]
 
     def __len__(self) -> int:
-        return len(self.plan().batches)
+        """The batches an epoch hands out: the plan's, at most ``limit``. The feeder prepares none past them, so a
+        batch beyond the limit is neither read, decoded, substituted nor counted."""
+        planned = len(self.plan().batches)
+        return planned if self.limit is None else min(planned, self.limit)
 
     def rows(self, number: int) -> list[int]:
         """The planned rows of batch ``number`` (before any substitution)."""

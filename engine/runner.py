@@ -299,6 +299,8 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
         raise ConfigError(f"{cfg.DATA.TRAIN_FILE}: {len(run.train_loader)} batches per process is less than one "
                          f"optimizer step (TRAIN.ACCUMULATION_STEPS = {t.ACCUMULATION_STEPS})")
     check_ranks_plan_alike(ctx, cfg.DATA.TRAIN_FILE, steps_per_epoch, run.train_loader.plan_fingerprint())
+    if hasattr(run.train_loader, "use_batches"):  # the micro-batches short of a whole step: never decoded
+        run.train_loader.use_batches(steps_per_epoch * t.ACCUMULATION_STEPS)
     optimizer = build_optimizer(t, model, ctx.device)
     scheduler = build_scheduler(t, optimizer, steps_per_epoch)
     amp_dtype, needs_scaler = resolve_precision(t.PRECISION, ctx.device)

@@ -131,8 +131,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     One optimizer step = ``opts.accumulation_steps`` micro-batches; DDP's gradient all-reduce runs only on the
     last of them (``no_sync`` on the others). The LR of step ``t`` is set with ``scheduler.step_update(t)`` just
     before ``optimizer.step()``. Micro-batches left over at the end of the loader (fewer than one step) are not
-    trained on. ``on_step`` runs after every optimizer step (train.py uses it for mid-epoch checkpoints). With
-    ``control``, its stop and save flags ride on the step's loss all-reduce (:meth:`StepControl.agree`).
+    trained on (``runner.train`` has the video loader deliver none: ``VideoLoader.use_batches``). ``on_step``
+    runs after every optimizer step (train.py uses it for mid-epoch checkpoints). With ``control``, its stop and
+    save flags ride on the step's loss all-reduce (:meth:`StepControl.agree`).
 
     Raises:
         NonFiniteLossError: a non-finite loss, or non-finite gradients without a loss scaler, with
@@ -254,7 +255,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         micro, data_time, clips = 0, 0.0, 0
         loss_sum.zero_()
         t_step = time.perf_counter()
-    # Finish the iterator (leftover micro-batches) so the loader ends its epoch cleanly.
+    # Finish the iterator so the loader ends its epoch cleanly (and drain a loader's leftover micro-batches).
     for _ in it:
         pass
     metrics.end_epoch(state.global_step, state.epoch)

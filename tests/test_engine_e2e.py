@@ -5,6 +5,7 @@
   uninterrupted run's per-step losses;
 - two CPU processes under torchrun (gloo): training runs and evaluation counts every video exactly once;
 - a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted;
+- micro-batches short of an optimizer step are not decoded, and a stop at an epoch's last step resumes exactly;
 - SIGTERM / SIGUSR1 (to one rank of two, too): every rank stops at the same step with a step checkpoint and exit
   code 4, and the resumed run reproduces the uninterrupted run's per-step losses.
 """
@@ -543,6 +544,32 @@ def test_stop_signal_saves_a_step_checkpoint_and_resumes_exactly(reference, data
         assert got[s] == pytest.approx(ref[s], rel=1e-6), (s, got[s], ref[s])
     ref_eval = [(d["epoch"], d["top1"]) for d in _lines(ref_out) if d["kind"] == "eval"]
     assert [(d["epoch"], d["top1"]) for d in _lines(out) if d["kind"] == "eval"] == ref_eval
+
+
+def test_micro_batches_short_of_a_step_are_not_decoded_and_a_stop_at_the_epoch_end_resumes_exactly(dataset, tmp_path):
+    """16 clips, TRAIN.BATCH_SIZE 3: 5 batches an epoch, of which TRAIN.ACCUMULATION_STEPS 2 trains 2 steps on 4.
+    The fifth was decoded only to be dropped; now it is not decoded: the data lines and the summary count 12 clips
+    an epoch, not 15. A stop at epoch 1's last step (its loader at the last batch the steps use) resumes with the
+    uninterrupted run's losses and decodes nothing more of epoch 1."""
+    opts = {"TRAIN.BATCH_SIZE": 3, "TRAIN.ACCUMULATION_STEPS": 2, "TRAIN.EPOCHS": 2, "TEST.EVAL_FREQ": 2,
+            "TEST.FINAL_NUM_CLIP": 0, "TRAIN.AUTO_RESUME": True}
+    ref_out, out = tmp_path / "ref", tmp_path / "out"
+    ref = _run(tmp_path, _opts(dataset, ref_out, **opts))
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    assert "2 epochs x 2 steps" in ref.stdout and sorted(_losses(ref_out)) == [1, 2, 3, 4]
+
+    def samples(d: dict) -> int:
+        return sum(v for k, v in d.items() if k.startswith(("samples_", "train_samples_")))
+
+    assert [(d["epoch"], samples(d)) for d in _lines(ref_out) if d["kind"] == "data"] == [(1, 12), (2, 24)]
+    assert samples(json.loads((ref_out / "summary.json").read_text())) == 24
+    stopped = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_in_step", arg=2)
+    assert stopped.returncode == 4 and (out / "ckpt_step_2.pth").exists(), stopped.stdout[-2000:]
+    resumed = _run(tmp_path, _opts(dataset, out, **opts))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / 'ckpt_step_2.pth'}" in resumed.stdout
+    assert _losses(out) == pytest.approx(_losses(ref_out), rel=1e-6)
+    assert [(d["epoch"], samples(d)) for d in _lines(out) if d["kind"] == "data"] == [(1, 0), (2, 12)]
 
 
 def test_stop_signal_logs_the_last_step_before_its_checkpoint(dataset, tmp_path):

@@ -1302,3 +1302,67 @@ def test_the_split_index_names_data_num_classes_with_a_label_outside_it(tmp_path
     lst.write_text("a.mp4 0\nb.mp4 5\n")
     with pytest.raises(DataError, match=r"as DATA\.NUM_CLASSES is 3 .*set DATA\.NUM_CLASSES to the number of classes"):
         build_split_index(small_cfg(str(tmp_path), train_list=str(lst)), "train")
+
+
+def test_a_loader_told_the_batches_an_epoch_uses_reads_none_after_them_and_trains_the_same(tmp_path, monkeypatch):
+    """TRAIN.ACCUMULATION_STEPS 2 over 3 batches: one optimizer step, and a third micro-batch that the training loop
+    drops. Told the 2 batches the steps use (``use_batches``, as runner.train does), the loader hands the decode
+    workers no video of the third, counts none of its clips and quarantines none of its bad videos; the step's loss
+    and the weights are those of a loader that decoded it, and a position at the limit ends the epoch."""
+    from dali_pipelines import feeder
+    from engine.distributed import DistContext
+    from engine.metrics import MetricLogger
+    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+
+    read = []
+    for name in ("submit", "submit_alone"):
+        real = getattr(feeder.HostDecodeRoute, name)
+        monkeypatch.setattr(feeder.HostDecodeRoute, name,
+                            lambda self, s, real=real: read.append(s.row) or real(self, s))
+    root = str(tmp_path)
+    cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29]))
+    scheduler = type("Scheduler", (), {"step_update": lambda self, t: None})()
+
+    def train(loader, out):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 32 * 32, 3))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        metrics = MetricLogger(str(tmp_path / out), tensorboard=False, nvml=False, progress_bar=False)
+        read.clear()
+        try:
+            got = train_one_epoch(model, loader, optimizer, scheduler, torch.nn.CrossEntropyLoss(), TrainState(),
+                                  TrainOptions(epochs=1, steps_per_epoch=1, accumulation_steps=2), metrics,
+                                  DistContext())
+        finally:
+            metrics.close()
+        return got["loss"], model.state_dict(), sorted(read)
+
+    whole = build_loader(cfg, "train")
+    assert len(whole) == 3
+    planned = [whole.schedule.rows(n) for n in range(3)]
+    ref_loss, ref_weights, ref_read = train(whole, "whole")
+    assert ref_read == sorted(planned[0] + planned[1] + planned[2]) and whole.stats["samples_dali_cpu"] == 6
+    whole.close()
+
+    used = build_loader(cfg, "train")
+    victim = planned[2][0]  # broken since the index was built, in the batch the step does not use
+    with open(whole.index.entries[victim].path, "wb") as f:
+        f.write(bytes(2000))
+    used.use_batches(2)
+    assert len(used) == 2 and used.plan_fingerprint() == whole.plan_fingerprint()
+    loss, weights, got_read = train(used, "used")
+    assert got_read == sorted(planned[0] + planned[1])  # no clip of the dropped batch read or decoded
+    assert used.stats["samples_dali_cpu"] == 4 and used.stats["skipped_videos"] == used.stats["substituted"] == 0
+    assert loss == ref_loss and all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
+    assert used.state_dict()["epoch"] == 1 and used.state_dict()["position"] == 0
+    used.close()
+
+    resumed = build_loader(cfg, "train", index=used.index)  # from a checkpoint saved at the epoch's last step
+    resumed.use_batches(2)
+    resumed.load_state_dict({"epoch": 0, "position": 2})
+    assert [b for b in resumed] == [] and resumed.state_dict()["epoch"] == 1
+    assert resumed.stats["skipped_videos"] == 0 and resumed.stats["samples_dali_cpu"] == 0
+    resumed.close()
+    with build_loader(small_cfg(root, val_list=cfg.DATA.TRAIN_FILE), "val") as val:
+        with pytest.raises(ValueError, match="val loader scores every planned batch"):
+            val.use_batches(1)

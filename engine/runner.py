@@ -284,7 +284,8 @@ def check_lists_overlap(run: Run, cfg) -> None:
 
 def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary. ``resume``:
-    the checkpoint to continue; ``named``: the one the command names, when :func:`resume_point` chose a later one."""
+    the checkpoint to continue; ``named``: the one the command names, when :func:`preflight.resume_point` chose a
+    later one."""
     ctx, metrics, model = run.ctx, run.metrics, run.model
     t = cfg.TRAIN
     checkpointer = Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn)

@@ -311,8 +311,8 @@ def test_each_dataset_names_its_own_annotation_csvs(tmp_path, capsys):
     assert f"the train annotation CSV {str(flat / 't400' / 'annotations' / 'train.csv')!r} does not exist; name " \
            f"it with --annotations t400:train=CSV, or the folder holding train.csv and val.csv with --annotations " \
            f"t400=DIR" in error(*names[2:])
-    assert f"no val annotation CSV given, and the default {str(flat / 't400' / 'annotations' / 'val.csv')!r}" \
-           in error(*names[:1], *names[2:])
+    assert f"no val annotation CSV given, and the annotation folder {str(flat / 't400' / 'annotations')!r} holds " \
+           f"neither val.csv nor validate.csv" in error(*names[:1], *names[2:])
     assert "--annotations t999=x: no --dataset is named 't999' (datasets: t400, t600, t700)" in error(
         *names, "--annotations=t999=x")
     assert f"--annotations t600={csvs / 't600' / 'train.csv'}: not a folder" in error(
@@ -329,6 +329,64 @@ def test_each_dataset_names_its_own_annotation_csvs(tmp_path, capsys):
         prepare_kinetics.main(["lists", "--out", str(tmp_path / "out"), *datasets, "--annotations=t400:test=x.csv"])
     assert "expected NAME=DIR (DIR/train.csv and DIR/val.csv) or NAME:SPLIT=CSV" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_csv_of_kinetics_700_2020_is_read_without_val_csv(tmp_path, capsys):
+    # Kinetics-700-2020's download names its val CSV validate.csv: read when there is no val.csv, with one note
+    # line; val.csv wins when both exist; with neither the error names both and the flag that names another CSV.
+    tree = K722_TREES["t400"]
+    make_tree(tmp_path / "folders" / "t400", tree)
+    root = make_flat(tmp_path / "flat" / "t400", tree, csv_names={"val": "validate.csv"})
+    notes = tmp_path / "notes"  # a folder of train.csv and validate.csv, for --annotations NAME=DIR
+    make_flat(tmp_path / "other" / "t400", tree, csv_dir=notes, csv_names={"val": "validate.csv"})
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={tmp_path / 'folders' / 't400'}",
+                                  "--out", str(tmp_path / "folders")]) == 0
+    capsys.readouterr()
+
+    def run(*extra: str, status: int = 0, out: str = "flat", dataset: Path = root) -> str:
+        assert prepare_kinetics.main(["lists", "--dataset", f"t400={dataset}", "--out", str(tmp_path / out),
+                                      *extra]) == status
+        return capsys.readouterr().err
+
+    validate = root / "annotations" / "validate.csv"
+    note = (f"note: dataset t400: no val.csv in {str(root / 'annotations')!r}: the val annotations are read from "
+            f"validate.csv (Kinetics-700-2020's name for it)\n")
+    assert run() == note
+    _assert_same_outputs(tmp_path / "folders", tmp_path / "flat", ["t400"], {"t400"})
+    rep = json.loads((tmp_path / "flat" / "t400_report.json").read_text())
+    assert rep["annotations"]["csv"]["val"] == str(validate)
+    # --annotations NAME=DIR: the same for that folder
+    assert run("--annotations", f"t400={notes}", out="other", dataset=tmp_path / "other" / "t400") == (
+        f"note: dataset t400: no val.csv in {str(notes)!r}: the val annotations are read from validate.csv "
+        f"(Kinetics-700-2020's name for it)\n")
+    assert read_list(tmp_path / "other" / "t400_val.txt") == read_list(tmp_path / "flat" / "t400_val.txt")
+
+    # both: val.csv is read, without a note (validate.csv here lists a video of no split folder)
+    os.replace(validate, root / "annotations" / "val.csv")
+    write_csv(validate, [annotation_row("x", vid("Z9"), "val")])
+    assert run() == ""
+    rep = json.loads((tmp_path / "flat" / "t400_report.json").read_text())
+    assert rep["annotations"]["csv"]["val"] == str(root / "annotations" / "val.csv")
+    assert read_list(tmp_path / "flat" / "t400_val.txt") == read_list(tmp_path / "other" / "t400_val.txt")
+
+    # neither: one error line naming the folder, both names and the flag
+    (root / "annotations" / "val.csv").unlink()
+    validate.unlink()
+    err = run(status=2, out="none")
+    assert err == (f"error: dataset t400: the split folders in {str(root)!r} hold video files and no class folders "
+                   f"(the flat layout of the official downloads), but the annotation folder "
+                   f"{str(root / 'annotations')!r} holds neither val.csv nor validate.csv; name it with "
+                   f"--annotations t400:val=CSV, or the folder holding train.csv and val.csv with --annotations "
+                   f"t400=DIR\n")
+    (notes / "validate.csv").unlink()
+    assert run("--annotations", f"t400={notes}", status=2, out="none") == (
+        f"error: --annotations t400={notes}: the annotation folder {str(notes)!r} holds neither val.csv nor "
+        f"validate.csv; name each split's CSV with --annotations t400:train=CSV and --annotations t400:val=CSV\n")
+    assert run("--annotations", f"t400:train={notes / 'train.csv'}", status=2, out="none") == (
+        f"error: dataset t400: no val annotation CSV given, and the annotation folder "
+        f"{str(root / 'annotations')!r} holds neither val.csv nor validate.csv; name it with --annotations "
+        f"t400:val=CSV, or the folder holding train.csv and val.csv with --annotations t400=DIR\n")
+    assert not (tmp_path / "none").exists()
 
 
 def test_flat_layout_against_the_official_classes(tmp_path, kinetics_names, shared_dir, capsys):

@@ -37,12 +37,13 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
             (--allow-other-settings mixes them).
 
 The official downloads are flat: <root>/{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4, the classes in
-<root>/annotations/{train,val}.csv (label,youtube_id,time_start,time_end,split[,is_cc]). A dataset whose split
+<root>/annotations/{train,val}.csv (label,youtube_id,time_start,time_end,split[,is_cc]; without val.csv, the
+validate.csv of Kinetics-700-2020's download is read, with a note). A dataset whose split
 folders hold videos and no subfolders is read that way, each video's class and split taken from the CSV row that
 names its file (a video of val.csv saved in train/ is a validation video); --annotations names other CSVs, per
 dataset, so several --dataset of either layout mix:
               python tools/prepare_kinetics.py k722 --dataset k400=data/k400 --dataset k700=data/k700 \\
-                  --annotations k700:val=data/k700/annotations/validate.csv --out data/
+                  --annotations k700=data/k700_annotations --out data/
 The lists are those of a class-folder tree of the same videos. CSV rows without a video file are reported as
 "missing" and video files no row names as "not in annotations" (--strict: an error; missing rows never are).
 
@@ -77,7 +78,7 @@ from evautil.workers import usable_cpus  # noqa: E402
 from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
-from tools.kinetics.annotations import split_csvs  # noqa: E402
+from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
 from tools.kinetics.scan import printable_path, save_checked  # noqa: E402
 
 
@@ -107,9 +108,10 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
                    help="annotation CSVs (label,youtube_id,time_start,time_end,...) of dataset NAME, whose split "
                         "folders are then flat folders of <youtube_id>_<start:06d>_<end:06d>.<ext> videos, each "
                         "given its class and split by the row naming it: NAME=DIR for DIR/train.csv and "
-                        "DIR/val.csv, NAME:train=CSV or NAME:val=CSV for one split (the other: "
-                        "<root>/annotations/<split>.csv); repeatable. Without it a dataset whose split folders hold "
-                        "videos and no subfolders is read so, with <root>/annotations/{train,val}.csv")
+                        "DIR/val.csv (or DIR/validate.csv, Kinetics-700-2020's name), NAME:train=CSV or NAME:val=CSV "
+                        "for one split (the other: <root>/annotations/<split>.csv); repeatable. Without it a "
+                        "dataset whose split folders hold videos and no subfolders is read so, with "
+                        "<root>/annotations/{train,val}.csv")
     p.add_argument("--out", default="data", help="output directory (default: data)")
     p.add_argument("--data-root", default=None,
                    help="directory the list paths are relative to, i.e. DATA.ROOT (default: --out)")
@@ -160,7 +162,10 @@ def _annotation_args(args: argparse.Namespace) -> dict[str, dict[str, str]]:
         if split is None and not os.path.isdir(path):
             raise KineticsError(f"{given}: not a folder (NAME=DIR names DIR/train.csv and DIR/val.csv; one split's "
                                 f"CSV: --annotations {name}:train=CSV or {name}:val=CSV)")
-        new = {split: path} if split else split_csvs(path)
+        new = {split: path} if split else split_csvs(path, name)
+        if not split and not os.path.isfile(new["val"]):
+            raise KineticsError(f"{given}: {val_csv_absent(path)}; name each split's CSV with --annotations "
+                                f"{name}:train=CSV and --annotations {name}:val=CSV")
         for s, csv_path in new.items():
             if s in files.setdefault(name, {}):
                 raise KineticsError(f"{given}: the {s} annotation CSV of {name} is already {files[name][s]!r}")

@@ -25,19 +25,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from evautil.errors import not_utf8_line
-from evautil.progress import ProgressLines
+from evautil.progress import ProgressLines, stderr_line
 
 from .common import KineticsError
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
 
-__all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "AnnotationRow", "annotation_key", "read_annotations",
-           "split_csvs", "default_annotation_files", "is_flat_layout", "annotation_files", "scan_annotated"]
+__all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
+           "read_annotations", "split_csvs", "val_csv_absent", "default_annotation_files", "is_flat_layout",
+           "annotation_files", "scan_annotated"]
 
 # The columns a row needs; others (split, is_cc) may follow in any order.
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 # Where the official downloads keep the CSVs: <root>/annotations/train.csv, val.csv (and test.csv, not read).
 ANNOTATIONS_DIR = "annotations"
 SPLITS = ("train", "val")
+# Kinetics-700-2020's download names its val CSV validate.csv: read when a folder has no val.csv.
+VAL_CSV_ALIAS = "validate.csv"
 
 
 @dataclass(frozen=True)
@@ -116,14 +119,28 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
     return rows
 
 
-def split_csvs(folder: str) -> dict[str, str]:
-    """Each split's CSV in a folder of annotations: ``{split: <folder>/<split>.csv}``."""
-    return {split: os.path.join(folder, f"{split}.csv") for split in SPLITS}
+def split_csvs(folder: str, name: str, splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
+    """Each split's CSV in a folder of annotations: ``{split: <folder>/<split>.csv}``, for val
+    ``<folder>/validate.csv`` (:data:`VAL_CSV_ALIAS`) when there is no val.csv but that, said in one line on stderr
+    (dataset ``name``)."""
+    files = {split: os.path.join(folder, f"{split}.csv") for split in splits}
+    alias = os.path.join(folder, VAL_CSV_ALIAS)
+    if "val" in files and not os.path.isfile(files["val"]) and os.path.isfile(alias):
+        files["val"] = alias
+        stderr_line(f"note: dataset {name}: no val.csv in {folder!r}: the val annotations are read from "
+                    f"{VAL_CSV_ALIAS} (Kinetics-700-2020's name for it)")
+    return files
 
 
-def default_annotation_files(root: str) -> dict[str, str]:
-    """Where the official downloads keep each split's CSV: ``{split: <root>/annotations/<split>.csv}``."""
-    return split_csvs(os.path.join(root, ANNOTATIONS_DIR))
+def default_annotation_files(root: str, name: str, splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
+    """Where the official downloads keep each split's CSV: ``{split: <root>/annotations/<split>.csv}`` (val:
+    see :func:`split_csvs`)."""
+    return split_csvs(os.path.join(root, ANNOTATIONS_DIR), name, splits)
+
+
+def val_csv_absent(folder: str) -> str:
+    """What a folder without a val CSV lacks: both names the val split's CSV is looked for under."""
+    return f"the annotation folder {folder!r} holds neither val.csv nor {VAL_CSV_ALIAS}"
 
 
 def is_flat_layout(root: str, folders: Mapping[str, str]) -> bool:
@@ -149,8 +166,9 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
     """Each split's annotation CSV (absolute), or None to read class folders.
 
     ``given`` (``{split: CSV}``, from ``--annotations``) means the annotated layout; a split it does not name has
-    ``<root>/annotations/<split>.csv``. Without it the layout is the annotated one when :func:`is_flat_layout`,
-    with those default files.
+    ``<root>/annotations/<split>.csv`` (for val, ``validate.csv`` when there is no ``val.csv``: see
+    :func:`split_csvs`). Without it the layout is the annotated one when :func:`is_flat_layout`, with those default
+    files.
 
     Raises:
         KineticsError: a split other than train or val, or a CSV that does not exist (the message says how to
@@ -164,22 +182,26 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
     other = sorted(set(given) - set(SPLITS))
     if other:
         raise KineticsError(f"dataset {name}: annotations for split(s) {other}; the splits are train and val")
-    files = {split: os.path.abspath(given.get(split) or default_annotation_files(root)[split]) for split in SPLITS}
+    defaults = default_annotation_files(root, name, tuple(s for s in SPLITS if not given.get(s)))
+    files = {split: os.path.abspath(given.get(split) or defaults[split]) for split in SPLITS}
     for split, path in files.items():
         if os.path.isfile(path):
             continue
         how = (f"name it with --annotations {name}:{split}=CSV, or the folder holding train.csv and val.csv with "
                f"--annotations {name}=DIR")
+        if split == "val" and not given.get(split):  # the default val CSV was looked for under both names
+            absent = default = val_csv_absent(os.path.dirname(path))
+        else:
+            absent = f"the {split} annotation CSV {path!r} does not exist"
+            default = f"the default {path!r} does not exist"
         if auto:
             raise KineticsError(f"dataset {name}: the split folders in {root!r} hold video files and no class "
-                                f"folders (the flat layout of the official downloads), but the {split} annotation "
-                                f"CSV {path!r} does not exist; {how}")
+                                f"folders (the flat layout of the official downloads), but {absent}; {how}")
         if split in given:
             what = ("is a folder, not a CSV file (a folder holding train.csv and val.csv: --annotations "
                     f"{name}=DIR)" if os.path.isdir(path) else "does not exist")
             raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} {what}")
-        raise KineticsError(f"dataset {name}: no {split} annotation CSV given, and the default {path!r} does not "
-                            f"exist; {how}")
+        raise KineticsError(f"dataset {name}: no {split} annotation CSV given, and {default}; {how}")
     return files
 
 

@@ -1821,3 +1821,27 @@ def test_a_subcommands_flags_take_either_spelling():
     args = prepare_kinetics.build_parser().parse_args(["reencode", "--src", "s", "--short_side", "240", "--dry_run",
                                                        "--report_dir=r"])
     assert (args.command, args.short_side, args.dry_run, args.report_dir) == ("reencode", 240, True, "r")
+
+
+def test_reencode_no_progress_prints_no_progress_lines(tmp_path, capsys, monkeypatch):
+    # --no-progress printed a progress line every 30 s anyway whenever stderr was no terminal (a log file, the only
+    # place it mattered). Each line is made due at once here: without the flag they show; with it, none does, and
+    # the summary still prints.
+    from tools.kinetics import common
+
+    monkeypatch.setattr(common, "WALK_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(common, "PROGRESS_EVERY_S", 0.0)
+    src = tmp_path / "src"
+    for tag in ("a", "b", "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    base = ["reencode", "--src", str(src), "--short-side", "32", "--gop", "4", "--workers", "1"]
+    progress = ("reencode: looking for videos in ", "reencode: looking for finished outputs in ", "re-encode: ")
+    assert prepare_kinetics.main([*base, "--dst", str(tmp_path / "lines")]) == 0
+    out, err = capsys.readouterr()
+    said = [x for x in err.splitlines() if x.startswith(progress)]
+    assert [sum(x.startswith(p) for x in said) for p in progress] == [4, 3, 3], said  # (each with "done in")
+    assert "re-encoded 3 videos (12 frames)" in out
+    assert prepare_kinetics.main([*base, "--dst", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "re-encoded 3 videos (12 frames)" in out
+    assert sorted(p.name for p in (tmp_path / "quiet" / "train" / ARM).iterdir()) == [vid(t) for t in "abc"]

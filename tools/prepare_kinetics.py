@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (none without a terminal either: plain lines every 30 s instead)")
+                   help="no progress: neither the bar (on a terminal) nor the plain lines written without one (every "
+                        "30 s, and while a long search for videos goes on); the summary and errors still print")
     p.add_argument("--allow-other-settings", action="store_true",
                    help="resume into a --dst with settings that no earlier run whose videos are in it used (their "
                         "settings: reencode_report.json's settings_used, kept over every run and in --dst's "
@@ -325,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
                                       threads=args.threads, no_upscale=args.no_upscale)
             report = reencode_tree(args.src, args.dst, settings, workers=args.workers, dry_run=args.dry_run,
                                    progress=not args.no_progress and stderr_is_terminal(), report_dir=args.report_dir,
-                                   allow_other_settings=args.allow_other_settings)
+                                   allow_other_settings=args.allow_other_settings, progress_lines=not args.no_progress)
             if report["failed"]:
                 for x in report["failed"][:20]:
                     print(f"failed: {printable_path(x['error'])}", file=sys.stderr)  # one line, a name's break too

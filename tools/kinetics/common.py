@@ -8,11 +8,14 @@ from typing import Callable, Iterator, Sequence
 from evautil.progress import ProgressLines, stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map", "parallel_imap", "walk_progress", "WALK_PROGRESS_EVERY_S"]
+__all__ = ["KineticsError", "parallel_map", "parallel_imap", "walk_progress", "WALK_PROGRESS_EVERY_S",
+           "PROGRESS_EVERY_S"]
 
 # A walk that takes longer than this says how far it got, and again as often (a 650,000-file tree takes some 25 s on
 # a local disk and minutes on network storage, with nothing to show before); a quicker one says nothing.
 WALK_PROGRESS_EVERY_S = 5.0
+# Without a bar, how often a pool's work (a check, a re-encode) says how far it got.
+PROGRESS_EVERY_S = 30.0
 
 
 class KineticsError(ValueError):
@@ -26,17 +29,19 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, progres
 
 
 def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool,
-                  on_crash: Callable | None = None) -> Iterator:
+                  on_crash: Callable | None = None, lines: bool = True) -> Iterator:
     """``[fn(x) for x in items]``, in ``workers`` processes when workers > 1 (never forked: FFmpeg and x264 keep
     internal threads), with an optional progress bar. ``fn`` must be a module-level function. ``on_crash(x, how)``
     is the result for an item that kills its worker process (see ``evautil.workers.map_with_progress``). Without
-    a bar, a plain progress line goes to stderr every 30 seconds (a 650,000-file check takes minutes)."""
+    a bar, a plain progress line goes to stderr every :data:`PROGRESS_EVERY_S` seconds (a 650,000-file check takes
+    minutes), and one with the total time at the end; ``lines`` False: neither (a tool's --no-progress)."""
     return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
-                             log=stderr_line)
+                             log=stderr_line if lines else None, log_every_s=PROGRESS_EVERY_S)
 
 
-def walk_progress(desc: str, unit: str, total: int | None = None) -> ProgressLines:
+def walk_progress(desc: str, unit: str, total: int | None = None, lines: bool = True) -> ProgressLines:
     """Progress lines on stderr for a walk through a tree (its size ``total`` None when not known beforehand):
     past every :data:`WALK_PROGRESS_EVERY_S` seconds how far it got, then its time taken, and nothing at all for a
-    walk quicker than that."""
-    return ProgressLines(desc, total, unit, stderr_line, every_s=WALK_PROGRESS_EVERY_S, quiet=True)
+    walk quicker than that; ``lines`` False: nothing at all (a tool's --no-progress)."""
+    return ProgressLines(desc, total, unit, stderr_line, every_s=WALK_PROGRESS_EVERY_S if lines else None,
+                         quiet=True)

@@ -30,10 +30,10 @@ REPORT_FILES = (REPORT_JSON, REPORT_MD)
 LOCK_FILE = ".reencode.lock"
 
 
-def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
+def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> list[tuple[str, str]]:
     """``(src, dst)`` pairs for every video under ``src_root`` (recursive, sorted, links to folders followed but
     never into a folder the path is already inside); ``dst`` mirrors the relative path under ``dst_root`` with the
-    extension changed to ``.mp4``.
+    extension changed to ``.mp4``. A long walk says how far it got on stderr, unless ``progress_lines`` is False.
 
     Raises:
         KineticsError: missing source root, one without videos, or roots that are equal or nested (outputs would
@@ -52,7 +52,8 @@ def plan_reencode(src_root: str, dst_root: str) -> list[tuple[str, str]]:
     # Links to folders are followed (a tree of linked class folders), but never back into a folder the walk is
     # inside: a link up (``latest -> ..``) had its videos planned again on each of ~40 levels, to nested outputs.
     inside = {src_root: {os.path.realpath(src_root)}}
-    walk = walk_progress(f"reencode: looking for videos in {src_root}", "video file")  # lines only when it is long
+    walk = walk_progress(f"reencode: looking for videos in {src_root}", "video file",  # lines only when it is long
+                         lines=progress_lines)
     for dirpath, dirnames, filenames in os.walk(src_root, followlinks=True):
         chain = inside.pop(dirpath)
         dirnames[:] = sorted(d for d in dirnames
@@ -131,7 +132,8 @@ def _reencode_crashed(args: tuple[str, str, EncodeSettings], how: str) -> dict:
 
 def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSettings = EncodeSettings(), *,
                   workers: int = 1, dry_run: bool = False, progress: bool = True, report_dir: str | None = None,
-                  log: Callable[[str], None] = print, allow_other_settings: bool = False) -> dict:
+                  log: Callable[[str], None] = print, allow_other_settings: bool = False,
+                  progress_lines: bool = True) -> dict:
     """Re-encode every video under ``src_root`` into ``dst_root`` (default: ``<src_root>_h264`` beside it).
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
@@ -148,6 +150,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
     failures (a 650,000-video tree held a result dict per video). One run at a time writes into a ``dst_root``
     (:data:`LOCK_FILE`): a second one raises KineticsError.
+    ``progress`` draws a bar; without one, plain progress lines go to stderr (the walks' when long, the encodes'
+    every 30 s) unless ``progress_lines`` is False; ``log`` gets the summary either way.
 
     Returns:
         ``{"src_root", "dst_root", "settings", "settings_used", "total", "skipped_existing", "source_changed", "done",
@@ -155,8 +159,9 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         outputs found older than their source, which are among the videos to encode (``done`` or ``failed``).
     """
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
-    pairs = plan_reencode(src_root, dst_root)
-    outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs))
+    pairs = plan_reencode(src_root, dst_root, progress_lines)
+    outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs),
+                            lines=progress_lines)
     todo = []
     for s, d in pairs:
         if not _output_is_current(s, d):
@@ -195,11 +200,11 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                             f"once would write the same files; wait for it to end (the same command then goes on "
                             f"with what is left), or give another --dst")
     with lock:
-        return _encode(report, todo, earlier, settings, workers, progress, report_dir, log)
+        return _encode(report, todo, earlier, settings, workers, progress, report_dir, log, progress_lines)
 
 
 def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings, workers: int,
-            progress: bool, report_dir: str | None, log: Callable[[str], None]) -> dict:
+            progress: bool, report_dir: str | None, log: Callable[[str], None], progress_lines: bool) -> dict:
     """:func:`reencode_tree`'s work once planned: encode ``todo``, fold the results into ``report`` and write it
     and the tree's settings record (``earlier``: the settings of the runs whose videos are in the tree)."""
     dst_root = report["dst_root"]
@@ -211,7 +216,7 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
     t0 = time.perf_counter()
     report["interrupted"] = True  # until every file has a result
     results = parallel_imap(_reencode_job, [(s, d, settings) for s, d in todo], workers, "re-encode", progress,
-                            on_crash=_reencode_crashed)
+                            on_crash=_reencode_crashed, lines=progress_lines)
     received, output_error = 0, None
     try:
         for r in results:

@@ -6,11 +6,13 @@
 ``load_config`` differs from a plain ``CfgNode.merge_from_file`` in five ways: an unknown key fails with a
 message naming the key and the file (or the command line) it came from; a key set twice in one mapping of a file
 fails naming both lines; an integer given for a float key is accepted (the original K722 YAML writes
-``WARMUP_EPOCHS: 5``); the original code's legacy keys are mapped (see ``_apply_legacy``); and the merged values
+``WARMUP_EPOCHS: 5``); the original code's legacy keys are mapped (see ``_apply_legacy``), and those of its keys
+this tree lacks are mapped, ignored with a warning or refused saying why (``original_keys``); and the merged values
 are validated before the config is frozen.
 
 The modules, one job each: ``keys`` (ConfigError; looking up, converting and naming keys), ``yaml_files`` (a file and
-its BASE files), ``command_line`` (``--opts`` and a command's flags), ``checks`` (the values' checks).
+its BASE files), ``command_line`` (``--opts`` and a command's flags), ``checks`` (the values' checks),
+``original_keys`` (the table of the original's keys that this tree lacks).
 """
 
 from __future__ import annotations

@@ -10,17 +10,26 @@ from yacs.config import CfgNode as CN
 
 from .checks import _shown
 from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _unknown_key
+from .original_keys import is_original_key, take_original_key
+
+
+def _takes(cfg: CN, key: str) -> bool:
+    """Whether --opts takes ``key``: one of the tree's keys or of the original's that it lacks."""
+    return _is_key(cfg, key) or is_original_key(key)
 
 
 def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
     opts = list(opts)
     for item in opts:  # KEY=VALUE (other tools' syntax) read as a key: "odd number of items" or "unknown key"
         key, eq, value = item.partition("=")
-        if eq and _is_key(cfg, key):
+        if eq and _takes(cfg, key):
             raise ConfigError(f"--opts takes KEY VALUE pairs, not KEY=VALUE: write {key} {value} for {item}")
     if len(opts) % 2:
         raise ConfigError(f"--opts expects KEY VALUE pairs; {_unpaired(cfg, opts)}")
     for key, value in zip(opts[0::2], opts[1::2]):
+        if is_original_key(key):  # a key of the original's defaults that this tree lacks
+            take_original_key(cfg, key, value, "--opts", seen)
+            continue
         parts = key.split(".")
         node = cfg
         for i, part in enumerate(parts):
@@ -40,12 +49,12 @@ def _unpaired(cfg: CN, opts: list[str]) -> str:
     """Which item of an odd-numbered ``opts`` lacks its value: the first key followed by another key, or the last
     item; otherwise the first item read as a key that is none (a key or a value is missing before it)."""
     for i in range(0, len(opts), 2):
-        if not _is_key(cfg, opts[i]):
+        if not _takes(cfg, opts[i]):
             after = f"after {opts[i - 2]} {opts[i - 1]}" if i else "the first item"
             return f"{opts[i]!r} ({after}) stands where a key is expected: a key or a value is missing before it"
         if i + 1 == len(opts):
             return f"{opts[i]} has no value (it is the last item)"
-        if _is_key(cfg, opts[i + 1]) and not isinstance(_get(cfg, opts[i]), str):
+        if _takes(cfg, opts[i + 1]) and not (_is_key(cfg, opts[i]) and isinstance(_get(cfg, opts[i]), str)):
             return f"{opts[i]} has no value (the next item, {opts[i + 1]}, is a key)"
     return f"got an odd number of items: {opts}"  # not reached: an odd list ends on a key or stops above
 

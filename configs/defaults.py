@@ -249,7 +249,8 @@ _C.LOG.PROGRESS_BAR = True
 # ---------------------------------------------------------------------------------------------------------------
 # Legacy keys of the original code's configs, accepted so its YAML files load. USE_MEAN_POOLING and
 # STOP_GRAD_CONV1 are copied into MODEL, FT_FRAMES / FT_IMAGE_SIZE into MODEL.PRETRAINED_FRAMES / INPUT_SIZE
-# (only when a YAML file or --opts sets them); the rest are unused (see configs/__init__.py).
+# (only when a YAML file or --opts sets them); the rest are unused (see configs/__init__.py). The original's keys
+# that are not in this tree (MODEL.INIT_VALUES, MODEL.FIX_TEXT, ...) are handled in configs/original_keys.py.
 # ---------------------------------------------------------------------------------------------------------------
 _C.MYCLIP = CN()
 _C.MYCLIP.USE_LEARNABLE_POS_EMB = True

@@ -15,12 +15,19 @@ from evautil.files import naming_the_file
 from evautil.text import text_lines
 
 from .keys import ConfigError, _coerce, _section_keys, _unknown_key
+from .original_keys import is_original_key, take_original_key
 
 
-def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None) -> None:
-    """Merge ``data`` into ``cfg``; ``seen`` maps every key set so far to where it was set."""
+def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None,
+                root: CN | None = None) -> None:
+    """Merge ``data`` into ``cfg`` (the section ``prefix`` of the tree ``root``); ``seen`` maps every key set so far
+    to where it was set."""
+    root = cfg if root is None else root
     for name, value in data.items():
         key = f"{prefix}{name}"
+        if is_original_key(key, value):  # a key of the original's defaults that this tree lacks
+            take_original_key(root, key, value, source, {} if seen is None else seen)
+            continue
         if name not in cfg:
             raise _unknown_key(source, key, cfg, prefix.rstrip("."))
         default = cfg[name]
@@ -28,7 +35,7 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r} "
                                   f"({_section_keys(default, key)})")
-            _merge_dict(default, value, source, key + ".", seen)
+            _merge_dict(default, value, source, key + ".", seen, root)
         else:
             cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
             if seen is not None:

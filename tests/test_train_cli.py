@@ -125,7 +125,9 @@ def test_dry_run_original_k400_yaml_names_missing_lists(shared_dir, tmp_path, mo
     (["TRAIN.NOPE", "1"], "unknown config key TRAIN.NOPE"),
     (["TRAIN.PRECISION", "fp8"], "TRAIN.PRECISION = 'fp8'"),
     (["TRAIN.BATCH_SIZE", "0"], "TRAIN.BATCH_SIZE = 0 must be at least 1"),
-    (["TRAIN.LR_SCHEDULER", "cosine"], "TRAIN.LR_SCHEDULER is a section, not a key (its key: TRAIN.LR_SCHEDULER.NAME)"),
+    # the original's keys: mapped onto ours and checked there, or refused where no equivalent exists
+    (["TRAIN.LR_SCHEDULER", "step"], "TRAIN.LR_SCHEDULER = 'step' (read as TRAIN.LR_SCHEDULER.NAME) is not one of"),
+    (["MODEL.INIT_VALUES", "0.1"], "--opts: MODEL.INIT_VALUES = 0.1 cannot be honoured"),
 ])
 def test_bad_config_is_one_line_exit_2(opts, needle, capsys):
     rc = train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts])

@@ -237,12 +237,13 @@ def numbering_probe(out_dir: str, decoder: str, device_id: int | None, quick: bo
     """How the decoder numbers files cut without re-encoding, given whole (as the loader would give them): an MP4
     whose edit list hides its first CUT pictures, and a stream that starts CUT packets inside a GOP. Each row: the
     indices asked, the PyAV frames (the index's numbering) they match best, the shift when it is one number, and
-    whether the loader's NVDEC route keeps such a file off NVDEC (``pyav_io.first_pictures_not_shown``). Not part of
+    whether the loader's NVDEC route keeps such a file off NVDEC (``pyav_probe.first_pictures_not_shown``). Not part of
     the exit code: a shift here is what that route check exists for (DALI 2.4's GPU decoder reads no edit list, by
     its source)."""
     from dali_pipelines.pipelines import decode_with_dali
     from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_video
-    from dali_pipelines.pyav_io import decode_frames, first_pictures_not_shown
+    from dali_pipelines.pyav_io import decode_frames
+    from dali_pipelines.pyav_probe import first_pictures_not_shown
 
     codec = "h264" if decoder == "mixed" else "vp9"  # DALI's CPU decoder takes no H.264
     whole = os.path.join(out_dir, f"numbering_whole_{codec}.mp4")

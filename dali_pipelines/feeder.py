@@ -8,7 +8,7 @@ part. The loader takes the batches in plan order
 (:meth:`Feeder.peek`), runs every graph the batch has a part for, and puts the rows back in the planned order. A
 video that cannot be read or decoded is reported to the schedule, which quarantines it and returns its substitute
 (training) or nothing (testing). A video DALI's CPU decoder fails on, or one NVDEC would number otherwise than
-the index (``pyav_io.first_pictures_not_shown``), is first offered to the loader's ``reroute`` (its fallback
+the index (``pyav_probe.first_pictures_not_shown``), is first offered to the loader's ``reroute`` (its fallback
 route: PyAV, or NVDEC's CPU route), the one call back into the loader.
 
 Decode routes (``pipelines.ROUTES``):
@@ -40,7 +40,8 @@ from .draw import Sample, VideoRef
 from .gop_pack import MP4_CODECS, PACKABLE_CODECS
 from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read_source
 from .pipelines import DecodedSource, EncodedSource, SampleRecord, batch_columns, graph_of, graphs_serving
-from .pyav_io import BadVideoError, decode_indexed_frames, failure_reason, first_pictures_not_shown
+from .pyav_io import BadVideoError, decode_indexed_frames, failure_reason
+from .pyav_probe import first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
 from .timed_reader import OverdueStreak
 from evautil.workers import (DaemonThreadPool, InlineExecutor, ResultOverdue, abandon_pool, jobs_started,
@@ -81,7 +82,7 @@ class EncodedRoute:
 
     NVDEC shows every packet's picture from the first packet on: a video whose first packets FFmpeg (and so the
     index) does not show, hidden by an MP4 edit list or before the first keyframe, would come out with its frames
-    shifted. Each video's first packets are read once (``pyav_io.first_pictures_not_shown``) and such a video
+    shifted. Each video's first packets are read once (``pyav_probe.first_pictures_not_shown``) and such a video
     fails its read with a DaliDecodeError, which moves it to its CPU route.
     """
 

@@ -43,7 +43,7 @@ import numpy as np
 from evautil.files import atomic_write
 
 from .filelist import PathTable
-from .pyav_io import DecoderFacts
+from .pyav_probe import DecoderFacts
 
 __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoInfo", "VideoTable", "IndexCache",
            "load_cache", "load_cache_and_root", "same_root", "save_cache", "locked", "stat_key"]

@@ -993,7 +993,7 @@ def test_a_synthetic_clip_cut_short_is_made_again_not_reused(tmp_path, monkeypat
     import av
 
     from benchmarks import inputs
-    from dali_pipelines.pyav_io import count_packets
+    from dali_pipelines.pyav_probe import count_packets
 
     original, made = av.VideoFrame.from_ndarray, [0]
 

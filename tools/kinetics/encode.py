@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from dali_pipelines.pyav_io import count_frames
+from dali_pipelines.pyav_probe import count_frames
 
 from .common import KineticsError
 

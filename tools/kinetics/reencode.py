@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from typing import Callable
 
-from dali_pipelines.pyav_io import count_frames
+from dali_pipelines.pyav_probe import count_frames
 from evautil.files import atomic_write_text, hold_lock
 from evautil.progress import counted
 

@@ -1,7 +1,7 @@
 """The wiring of a run: the one place that imports the data, model and engine packages together.
 
 ``build_run`` makes the objects in the order a reader follows them: the logger, the loaders, the model with its
-initial weights, then the one set of weights it starts from (``runner.weights_to_load``), and hands them to the
+initial weights, then the one set of weights it starts from (``start_weights.weights_to_load``), and hands them to the
 engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without building anything heavy, and prints
 where the processes meet and what the run starts from.
 """
@@ -12,7 +12,7 @@ import sys
 from datetime import timedelta
 from typing import Any, Callable, NamedTuple
 
-from engine import preflight, run_start, runner
+from engine import preflight, run_start, runner, start_weights
 from engine.distributed import DistContext, all_gather_objects, barrier
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
@@ -81,7 +81,7 @@ class WeightFiles(NamedTuple):
     ``resumed``: the checkpoint a training run resumes (``--resume``, else with TRAIN.AUTO_RESUME OUTPUT's newest
     loadable one), for the config checks, ``run_start.open_run`` and :func:`check_weights_fit_model`; None for an
     evaluation or a run that starts from step 0. ``weights``: the weights the model is built from
-    (``runner.weights_to_load``): those an evaluate-only run scores (``--resume``, else OUTPUT's newest usable
+    (``start_weights.weights_to_load``): those an evaluate-only run scores (``--resume``, else OUTPUT's newest usable
     checkpoint, else MODEL.PRETRAINED), or the MODEL.PRETRAINED a training run starts from step 0 with; None when
     there are none, or for an ``hf://`` reference not fetched."""
 
@@ -140,23 +140,23 @@ def check_weights_fit_model(cfg, model, resume: str, read: WeightFiles = WeightF
     so that what their load would refuse after the lists are indexed (hours, for a first build) is refused now:
     a checkpoint to resume that holds another model (a model or class count changed with
     TRAIN.ALLOW_CONFIG_CHANGE), weights to evaluate that leave a parameter unset or a trained layer unused
-    (``runner.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
+    (``start_weights.check_weights_fit``), a tensor no conversion fits. Follows :func:`check_weight_files`, which named
     the files that cannot be read and read them (``read``), not parsed again here; an ``hf://`` reference not
     fetched (``fetch_hub`` False) is left to the load."""
     from engine.checkpoint_io import check_same_model
     from models.checkpoint import weights_fit
 
-    choice = runner.weights_to_load(cfg, None, resume, _newest_scored(cfg, resume, read))
+    choice = start_weights.weights_to_load(cfg, None, resume, _newest_scored(cfg, resume, read))
     if choice is not None and (fetch_hub or not choice.path.startswith("hf://")):
         parsed = read.weights[1] if read.weights is not None and read.weights[0] == choice.path else None
         missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping,
                                       _source_grid(cfg, choice, model), parsed=parsed)
-        runner.check_weights_fit(cfg, choice, missing, lacked)
+        start_weights.check_weights_fit(cfg, choice, missing, lacked)
     if read.resumed is not None:  # the checkpoint the trainer will take (damaged ones are named then, not twice)
         check_same_model(model, read.resumed[1], read.resumed[0])
 
 
-def _source_grid(cfg, choice: runner.WeightsChoice, model):
+def _source_grid(cfg, choice: start_weights.WeightsChoice, model):
     """The positional grid the weights of ``choice`` were trained at, as their load is told it: a released
     checkpoint's comes from the config (MODEL.PRETRAINED_FRAMES / _INPUT_SIZE) or the file; our own checkpoints
     have the model's grid (None)."""
@@ -183,14 +183,14 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str, newest: str) -> r
     val_loader = build_loader(cfg, splits[-1], ctx.rank, ctx.world_size, ctx.device_id, index=index[splits[-1]])
     # Parameters are created on the device directly: no host copy of a ~1 B parameter model per rank.
     model = build_model(cfg, device=ctx.device)
-    choice = runner.weights_to_load(cfg, metrics, resume, newest)  # the load parses the file whole, once
+    choice = start_weights.weights_to_load(cfg, metrics, resume, newest)  # the load parses the file whole, once
     if choice is not None:
         notes: list[str] = []
         missing, unexpected = load_pretrained(model, choice.path, choice.mode, class_mapping=choice.class_mapping,
                                               source_grid=_source_grid(cfg, choice, model), notes_to=notes)
         lacked = layers_the_model_lacks(unexpected, model)
-        runner.check_weights_fit(cfg, choice, missing, lacked)
-        runner.announce_weights(metrics, choice, notes, missing, lacked)
+        start_weights.check_weights_fit(cfg, choice, missing, lacked)
+        start_weights.announce_weights(metrics, choice, notes, missing, lacked)
     runner.announce_model(cfg, model, metrics, ctx, forward_flops(model), val_loader.device)
 
     def make_test_loader(num_clip: int, num_crop: int):

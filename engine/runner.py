@@ -2,7 +2,7 @@
 
 The engine imports neither DALI nor the model package. ``wiring.py`` (beside ``train.py``) builds the concrete
 objects in one visible order: ``run_start.open_run`` (seeds, OUTPUT's run lock, logger), the loaders, the model,
-then the weights chosen by :func:`weights_to_load`; it hands them to :class:`Run`, and :func:`train` or
+then the weights chosen by ``start_weights.weights_to_load``; it hands them to :class:`Run`, and :func:`train` or
 :func:`only_test` runs them. Evaluation needs no trainer (``evaluate.evaluate_and_log``).
 :func:`check_lists_overlap` warns of validation videos that training uses and passes training's quarantines on to
 the validation index. What is checked before any of this (the input files, the dry run's plan) is ``preflight``'s.
@@ -20,25 +20,22 @@ import torch
 
 from . import distributed as dist_utils
 from configs import ConfigError
-from evautil.errors import some_names, weights_misfit
 from evautil.flops import model_size_text
 from evautil.progress import counted
 
-from .checkpointing import Checkpointer, CheckpointError
+from .checkpointing import Checkpointer
 from .distributed import DistContext, all_gather_objects
 from .evaluate import evaluate_and_log, read_label_names
 from .loader_stats import loader_stats
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger
 from .optim import build_optimizer, build_scheduler
-from .preflight import reads_pretrained, scores_checkpoint
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
 from .preemption import StoppedOutsideTraining, run_complete
 from .train_loop import Trainer, TrainOptions, locate_checkpoint, resolve_precision, restore_data_plan
 
-__all__ = ["Run", "WeightsChoice", "weights_to_load", "announce_model", "check_weights_fit", "check_lists_overlap",
-           "train", "only_test"]
+__all__ = ["Run", "announce_model", "check_lists_overlap", "train", "only_test"]
 
 
 @dataclass
@@ -69,47 +66,6 @@ class Run:
         release_output(self.metrics.output_dir)
 
 
-@dataclass(frozen=True)
-class WeightsChoice:
-    """Weights to load into a freshly built model: ``path`` in ``mode`` ('eva', 'eva_k722', ...), with an
-    optional class mapping; ``checkpoint``: one of our checkpoints being evaluated (it must fit the model)."""
-
-    path: str
-    mode: str
-    class_mapping: str | None
-    checkpoint: bool
-
-    def describe(self) -> str:
-        return self.path if self.checkpoint else f"MODEL.PRETRAINED = {self.path}"
-
-
-def weights_to_load(cfg, metrics: MetricLogger | None, resume: str = "", newest: str = "") -> WeightsChoice | None:
-    """The one set of weights the model starts from. Training: MODEL.PRETRAINED (a resumed checkpoint is applied
-    later by the trainer, with the optimizer). Evaluate-only: ``resume``, else the newest usable checkpoint in
-    OUTPUT (damaged ones are named and skipped), else MODEL.PRETRAINED. None: keep the initial weights.
-    ``metrics`` None (a check before the run's log is open): the choice is made without a word. ``newest``:
-    OUTPUT's newest usable checkpoint as the run's check found it (``wiring.check_weight_files``), not looked for
-    again (each look parses every checkpoint there)."""
-    mapping = cfg.MODEL.CLASS_MAPPING or None
-    if cfg.TEST.ONLY_TEST and scores_checkpoint(cfg, resume):
-        path = resume or newest
-        if not path:
-            warn = metrics.warn if metrics is not None else None
-            # its path only: memory-mapped, its CRC-32 check is the one the load right after relies on (not reread)
-            found = Checkpointer(cfg.OUTPUT, writer=False, warn=warn).find_latest(mmap=True)
-            path = found[0] if found else ""
-        if path:
-            return WeightsChoice(path, "eva_k722", mapping, checkpoint=True)
-    if cfg.MODEL.PRETRAINED and not cfg.TEST.ONLY_TEST and not reads_pretrained(cfg, resume):
-        if metrics is not None:
-            metrics.info(f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED} is not read: the run resumes a checkpoint, "
-                         "whose weights replace it")
-        return None
-    if cfg.MODEL.PRETRAINED:
-        return WeightsChoice(cfg.MODEL.PRETRAINED, cfg.MODEL.PRETRAINED_MODE, mapping, checkpoint=False)
-    return None
-
-
 def announce_model(cfg, model: torch.nn.Module, metrics: MetricLogger, ctx: DistContext, forward_flops: float,
                    decode_device: str) -> None:
     """Freeze what the config freezes, record the model's FLOPs for the MFU, and log what runs where."""
@@ -123,30 +79,6 @@ def announce_model(cfg, model: torch.nn.Module, metrics: MetricLogger, ctx: Dist
                  f"{ctx.world_size} process(es); data decoded on {decode_device}")
 
 
-def check_weights_fit(cfg, choice: WeightsChoice, missing: list[str], lacked: list[str]) -> None:
-    """Weights being evaluated (a checkpoint, or MODEL.PRETRAINED in an evaluate-only run without one) must fill
-    every parameter of the model, and the model must have every layer they trained (``lacked``: see
-    ``models.checkpoint.layers_the_model_lacks``); raise CheckpointError naming them."""
-    if (choice.checkpoint or cfg.TEST.ONLY_TEST) and (missing or lacked):
-        raise CheckpointError(f"{'checkpoint ' if choice.checkpoint else ''}{choice.describe()} "
-                              f"{weights_misfit(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES, missing, lacked)}")
-
-
-def announce_weights(metrics: MetricLogger, choice: WeightsChoice, notes: list[str], missing: list[str],
-                     lacked: list[str]) -> None:
-    """Log where the weights came from and what their conversion changed (a resampled positional embedding, a head
-    dropped for another class count and left at its initialisation): a fine-tuning run must say what it starts
-    from. (An evaluation names its checkpoint when it starts scoring.)"""
-    if not choice.checkpoint:
-        metrics.info(f"starting from {choice.describe()} (MODEL.PRETRAINED_MODE {choice.mode})")
-    for note in notes:
-        metrics.info(f"  weights: {note}")
-    if missing:
-        metrics.info(f"  weights: left at their initialisation: {some_names(missing)}")
-    if lacked:  # the model is not the one these weights trained: a shallower or otherwise built MODEL.ARCH
-        metrics.warn(f"weights: not used, the model has no such layer: {some_names(lacked)}")
-
-
 def _data_counts(loader: Any, ctx: DistContext, prefix: str) -> dict[str, Any]:
     """A loader's data-failure counters (over all ranks) for the end-of-run summary, without the path list."""
     return {k: v for k, v in loader_stats(loader, ctx, prefix).items() if not k.endswith("skipped")}
@@ -157,7 +89,8 @@ def _class_names(cfg) -> dict[int, str] | None:
 
 
 def only_test(run: Run, cfg) -> dict[str, Any]:
-    """Evaluate the model as loaded (see :func:`weights_to_load`) on the test loader and write the summary."""
+    """Evaluate the model as loaded (see ``start_weights.weights_to_load``) on the test loader and write the
+    summary."""
     if run.weights == "initial weights":  # check_files refuses this case; kept for callers that skip it
         run.metrics.warn("no checkpoint given or found: evaluating the initial weights")
     else:

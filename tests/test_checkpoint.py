@@ -645,7 +645,7 @@ def test_weights_fit_finds_from_shapes_what_the_load_finds(tmp_path, suffix):
 
 def test_fine_tuning_from_a_deeper_models_weights_is_a_warning_in_the_runs_log(tmp_path):
     from engine.metrics import MetricLogger
-    from engine.runner import WeightsChoice, announce_weights
+    from engine.start_weights import WeightsChoice, announce_weights
     from models.checkpoint import layers_the_model_lacks
 
     model = tiny()

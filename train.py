@@ -33,7 +33,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_io import BadVideoError  # noqa: E402
-from evautil.cli import ArgumentParser, as_typed_flags  # noqa: E402
+from evautil.cli import ArgumentParser, as_typed_flags, flags_as_typed  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
 from evautil.files import write_failure  # noqa: E402
 
@@ -110,7 +110,7 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
             ctx = distributed.init_from_env()
             run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
-        return end_before_run(f"error: {as_typed(e, overrides, args.opts)}", 2)  # a flag's value: the flag
+        return end_before_run(f"error: {flags_as_typed(as_typed(e, overrides, args.opts), args)}", 2)  # as typed
     except OSError as e:
         if write_failure(e) is None:
             end_before_run(crash_line(e, distributed.joined()), None, e)
@@ -130,7 +130,7 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
                 runner.train(run, cfg, resume=resume, named=args.resume)
         return 0
     except INPUT_ERRORS as e:
-        failed_at = report_end(run, f"error: {e}")
+        failed_at = report_end(run, f"error: {flags_as_typed(e, args)}")
         return 2
     except OSError as e:  # a full disk or a folder that became read-only: one line, and the run resumes later
         if write_failure(e) is None:

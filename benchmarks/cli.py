@@ -133,7 +133,7 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     """
     problem = output_files_problem(args)
     if problem:
-        return input_error(InputError(problem))
+        return input_error(InputError(problem), args)
     say_what_an_interrupt_keeps()
     return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
                                                  required))
@@ -145,7 +145,7 @@ def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: s
     try:
         payload = run_benchmark(args)
     except INPUT_ERRORS as e:
-        return input_error(e)
+        return input_error(e, args)  # a flag as typed: --skip_build, not --skip-build
     print(report(payload))
     ran = [r for r in payload["results"] if not r.get("skipped")]
     if args.json:

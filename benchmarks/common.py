@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from configs import ConfigError
 from dali_pipelines.filelist import DataError  # DALI-free
@@ -28,16 +29,17 @@ class InputError(ValueError):
 INPUT_ERRORS: tuple[type[BaseException], ...] = (InputError, DataError, FileNotFoundError, ConfigError)
 
 
-def input_error(err: BaseException) -> int:
-    """Print ``err`` as one ``error: ...`` line on stderr; returns 2, the exit code for bad input."""
-    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+def input_error(err: BaseException, args: Any = None) -> int:
+    """Print ``err`` as one ``error: ...`` line on stderr, each flag named as typed on the command line that
+    parsed ``args`` (``cli.flags_as_typed``); returns 2, the exit code for bad input."""
+    print("error: " + cli.flags_as_typed(" ".join(str(err).split()), args), file=sys.stderr)
     return 2
 
 
 class ArgumentParser(cli.ArgumentParser):
     """argparse, but a bad command line prints one ``error: ...`` line (pointing at --help) instead of the usage
-    block; the exit code stays 2."""
+    block, each flag named as typed; the exit code stays 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        print(f"error: {self.prog}: {cli.flags_as_typed(message, self)} (see --help)", file=sys.stderr)
         raise SystemExit(2)

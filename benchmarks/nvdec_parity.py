@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import cli, common, hardware, reporting  # noqa: E402
+from evautil.cli import flags_as_typed  # noqa: E402
 from evautil.progress import counted  # noqa: E402
 
 # A frame counts as found when its best match is the requested index (or a frame equal to it: static scenes tie),
@@ -361,8 +362,9 @@ def compare(args, tmp: str) -> int:
         if not real:
             why = ("no such folder (the reference clips: EVA_SHARED_DIR/data/real)" if real is None
                    else "no video files there")
-            failures.append({"clip": f"--real-dir {args.real_dir}", "error": why})
-            print(f"error: --real-dir {args.real_dir}: {why}; going on with the other clips", file=sys.stderr)
+            flag = flags_as_typed("--real-dir", args)  # --real_dir, if so typed
+            failures.append({"clip": f"{flag} {args.real_dir}", "error": why})
+            print(f"error: {flag} {args.real_dir}: {why}; going on with the other clips", file=sys.stderr)
         clips += real or []
     skipped = []
     if args.decoder == "cpu":  # else each such clip fails deep inside DALI, with a long traceback per clip

@@ -1,15 +1,18 @@
 """The command-line parser of every command: a long flag may be typed with ``_`` or ``-`` alike after its leading
 ``--`` (``--dry_run`` is ``--dry-run``, ``--only-test`` is ``--only_test``, ``--batch_size=8`` is
 ``--batch-size=8``). The original EVA flags are spelled with underscores (``--only_test``, ``--local_rank``), the
-project's own with hyphens, and which is which is not worth remembering."""
+project's own with hyphens, and which is which is not worth remembering. A message names a flag as the user typed it
+(``argument --batch_size: invalid int value: 'x'`` after ``--batch_size x``): the parser's own errors, and any other
+message through :func:`flags_as_typed`."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any, Sequence
 
-__all__ = ["ArgumentParser", "Namespace", "as_typed_flags"]
+__all__ = ["ArgumentParser", "Namespace", "as_typed_flags", "flags_as_typed"]
 
 
 def _plain(flag: str) -> str:
@@ -17,9 +20,24 @@ def _plain(flag: str) -> str:
     return "--" + flag[2:].replace("_", "-")
 
 
+def _spelled_as(flag: str, typed: str) -> str:
+    """``flag`` with the word separator of ``typed``, an abbreviation of it: ``--only_test`` as ``--only-t`` is
+    ``--only-test``."""
+    for sep, other in (("_", "-"), ("-", "_")):
+        if sep in typed[2:]:
+            return "--" + flag[2:].replace(other, sep)
+    return flag
+
+
+# The spellings typed on the command line being parsed: a subcommand's parser, whose namespace argparse copies
+# value by value (without the spellings), adds its own to those of the command's parser.
+_parse_under_way: list[dict[str, str]] = []
+
+
 class Namespace(argparse.Namespace):
     """argparse's Namespace that also keeps the flags typed in the other spelling (``{the parser's spelling: as
-    typed}``), in a slot: not one of the values, so ``vars()``, ``==`` and the repr leave it out."""
+    typed}``, a subcommand's flags included), in a slot: not one of the values, so ``vars()``, ``==`` and the repr
+    leave it out."""
 
     __slots__ = ("typed_spellings",)
 
@@ -27,13 +45,18 @@ class Namespace(argparse.Namespace):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, taking each long flag in either spelling (``_`` or ``-`` between its words), also as
     ``--flag=value`` and abbreviated (as argparse abbreviates). The flag is only respelled before argparse reads it:
-    ``--help`` and argparse's messages list the spelling the command declares, and a value is never changed (an
-    item after ``--``, a command of a subparser and what follows it, the items a ``nargs=argparse.REMAINDER``
-    option takes, ``--flag=value``'s value)."""
+    ``--help`` lists the spelling the command declares, :meth:`error` (argparse's own errors too) the one typed,
+    and a value is never changed (an item after ``--``, a command of a subparser and what follows it, the items a
+    ``nargs=argparse.REMAINDER`` option takes, ``--flag=value``'s value)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._typed: dict[str, str] = {}  # respelled() keeps what it changed here for the next parse
+        self.typed_spellings: dict[str, str] = {}  # of the last parse, for error()
+
+    def error(self, message: str):  # type: ignore[override]
+        """argparse's error (usage, ``prog: error: message``, exit code 2), each flag named as typed."""
+        super().error(flags_as_typed(message, self))
 
     def respelled(self, argv: Sequence[str] | None = None) -> list[str]:
         """``argv`` (sys.argv's by default) with its flags in this parser's spelling, for ``configs.opts_last``,
@@ -41,14 +64,24 @@ class ArgumentParser(argparse.ArgumentParser):
         their exact spelling: after a REMAINDER option, the full name of a flag in the other spelling (``--opts K
         V --dry_run``) is respelled too, so that opts_last sees the flag; any other item there is a key or value
         and stays as typed."""
+        self.typed_spellings = {}  # (an error on the way names no flag of an earlier parse)
         return self._respell(sys.argv[1:] if argv is None else argv, flags_in_remainder=True)
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None):  # type: ignore[override]
+        outer = not _parse_under_way
+        self.typed_spellings = spellings = {} if outer else _parse_under_way[-1]
         args = self._respell(sys.argv[1:] if args is None else args, flags_in_remainder=False)
-        typed, self._typed = self._typed, {}
-        parsed, extras = super().parse_known_args(args, Namespace() if namespace is None else namespace)
+        spellings.update(self._typed)
+        self._typed = {}
+        if outer:
+            _parse_under_way.append(spellings)
+        try:
+            parsed, extras = super().parse_known_args(args, Namespace() if namespace is None else namespace)
+        finally:
+            if outer:
+                _parse_under_way.pop()
         if isinstance(parsed, Namespace):
-            parsed.typed_spellings = typed
+            parsed.typed_spellings = spellings
         return parsed, extras
 
     def _respell(self, argv: Sequence[str], flags_in_remainder: bool) -> list[str]:
@@ -98,7 +131,10 @@ class ArgumentParser(argparse.ArgumentParser):
         matches = [s for s in long if _plain(s).startswith(_plain(name))]  # abbreviated in the other spelling
         if len({id(long[s]) for s in matches}) > 1:
             self.error(f"ambiguous option: {name} could match {', '.join(matches)}")
-        return (long[matches[0]], matches[0]) if matches else (None, name)
+        if not matches:
+            return None, name
+        self._typed[matches[0]] = _spelled_as(matches[0], name)  # messages name it in full, as the user spells it
+        return long[matches[0]], matches[0]
 
 
 def as_typed_flags(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:
@@ -107,3 +143,16 @@ def as_typed_flags(args: argparse.Namespace, flags: dict[str, str]) -> dict[str,
     (TRAIN.BATCH_SIZE)``)."""
     typed = getattr(args, "typed_spellings", None) or {}
     return {key: typed.get(flag, flag) for key, flag in flags.items()}
+
+
+def flags_as_typed(message: object, typed: Any) -> str:
+    """``message`` with each flag the user typed in the other spelling (as ``typed``, a namespace or parser of
+    :class:`ArgumentParser`, records) named as typed: ``--only_test: nothing to evaluate`` after ``--only-test``.
+    For messages written in the code with the declared spelling; ``typed`` None (or a namespace of argparse's
+    own): the message as it is."""
+    text, spellings = str(message), getattr(typed, "typed_spellings", None)
+    if not spellings:
+        return text
+    names = "|".join(re.escape(f) for f in sorted(spellings, key=len, reverse=True))
+    # a whole flag only (not --batch-size-x), each rewritten once (a parser and its subcommand may swap spellings)
+    return re.sub(rf"(?<![\w-])(?:{names})(?![\w-])", lambda m: spellings[m.group(0)], text)

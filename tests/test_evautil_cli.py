@@ -53,7 +53,7 @@ def test_respelled_finds_flags_after_remainder_pairs_by_their_full_name():
 @pytest.mark.parametrize("argv, words", [
     (["--dry_runs"], "unrecognized arguments: --dry_runs"),
     (["--batch-size_x", "2"], "unrecognized arguments: --batch-size_x"),
-    (["--batch_size", "x"], "argument --batch-size: invalid int value: 'x'"),
+    (["--batch_size", "x"], "argument --batch_size: invalid int value: 'x'"),  # named as typed
 ])
 def test_unknown_flags_and_bad_values_still_error(argv, words, capsys):
     with pytest.raises(SystemExit) as e:

@@ -379,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = (f"no predictions printed or written{f' (--out {args.out} left as it was)' if args.out else ''}; the "
             f"video index in {args.work_dir} keeps the videos probed so far, for the next run")
     on_interrupt(f"predicting: {kept}")
+    from evautil.cli import flags_as_typed  # --work_dir, if so typed
     from evautil.files import cannot_read, make_output_folder
     from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
     from train import INPUT_ERRORS
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             # a read of the config, a list or the weights that the storage failed (an I/O error), as the other tools
             # say it; errors of the project's own (no strerror) say it all
             read = isinstance(e, OSError) and e.strerror and not writing
-            print(f"error: {cannot_read(e) if read else e}", file=sys.stderr)
+            print(f"error: {flags_as_typed(cannot_read(e) if read else e, args)}", file=sys.stderr)
             distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
             return 2
         written = True

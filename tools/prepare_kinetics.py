@@ -72,6 +72,7 @@ from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished,
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
+from evautil.cli import flags_as_typed  # noqa: E402
 from evautil.files import output_path_problem  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 from evautil.workers import usable_cpus  # noqa: E402
@@ -332,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"failed: {printable_path(x['error'])}", file=sys.stderr)  # one line, a name's break too
                 return 1
     except KineticsError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flags_as_typed(e, args)}", file=sys.stderr)  # --short_side, if so typed
         return 2
     except OSError as e:  # e.g. a write that fails on the way (a full disk), whose error names no file
         where = e.filename or (args.out if args.command != "reencode" else args.report_dir or args.dst or args.src)

@@ -35,7 +35,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
-from evautil.cli import ArgumentParser  # noqa: E402
+from evautil.cli import ArgumentParser, flags_as_typed  # noqa: E402
 from evautil.flops import model_size_text  # noqa: E402
 from evautil.progress import counted, format_bytes, stderr_is_terminal  # noqa: E402
 
@@ -197,7 +197,7 @@ def _verify_lists(args: argparse.Namespace) -> int:
             timeout_s = PROBE_TIMEOUT_S if args.video_timeout is None else args.video_timeout
             return 1 if verify(targets, args.workers, args.full_decode, timeout_s, root_name, classes_name) else 0
     except (ConfigError, DataError, FileNotFoundError) as e:  # DataListError is a DataError
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flags_as_typed(e, args)}", file=sys.stderr)  # --num_classes, if so typed
         return 2
 
 

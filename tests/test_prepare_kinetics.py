@@ -1845,3 +1845,33 @@ def test_reencode_no_progress_prints_no_progress_lines(tmp_path, capsys, monkeyp
     out, err = capsys.readouterr()
     assert err == "" and "re-encoded 3 videos (12 frames)" in out
     assert sorted(p.name for p in (tmp_path / "quiet" / "train" / ARM).iterdir()) == [vid(t) for t in "abc"]
+
+
+def test_lists_check_no_progress_prints_no_progress_lines(tmp_path, capsys, monkeypatch):
+    # lists --check had no --no-progress: in a log file its probes wrote a progress line every 30 s and a long walk
+    # its own. Each line is made due at once here: without the flag they show; with it, none does, and the lists
+    # and the summary are the same.
+    from dali_pipelines import index
+    from tools.kinetics import common
+
+    monkeypatch.setattr(common, "WALK_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(index, "_LOG_EVERY_S", 0.0)
+    root = _two_class_tree(tmp_path / "t400", train_per_class=2)
+    base = ["lists", "--dataset", f"t400={root}", "--data-root", str(tmp_path), "--workers", "1", "--check"]
+    progress = ("scan t400: ", "check t400: ")
+    assert prepare_kinetics.main([*base, "--out", str(tmp_path / "lines")]) == 0
+    out, err = capsys.readouterr()
+    said = [x for x in err.splitlines() if x.startswith(progress)]
+    assert [sum(x.startswith(p) for x in said) for p in progress] == [7, 6], said  # a line per video, then one
+    assert all(" done in " in x for x in (said[6], said[-1])), said  # with the time taken
+    assert prepare_kinetics.main([*base, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    quiet_out, err = capsys.readouterr()
+    assert err == "" and quiet_out.splitlines()[-1] == out.splitlines()[-1] == (
+        "t400: 2 classes, train 4 of 4 (skipped 0; ids also in val 0, dropped; repeated ids 0), val 2 of 2 (skipped "
+        "0; repeated ids 0)")
+    for name in ("t400_train.txt", "t400_val.txt", "t400_labels.csv"):
+        assert (tmp_path / "quiet" / name).read_text() == (tmp_path / "lines" / name).read_text()
+    assert (tmp_path / "quiet" / "t400_train.txt.index.npz").is_file()
+    k722 = ["k722", *base[1:], "--out", str(tmp_path / "k722"), "--no-progress"]  # its scans are the same
+    assert prepare_kinetics.main(k722) == 0 and capsys.readouterr().err == ""
+    assert (tmp_path / "k722" / "k722_train.txt").is_file()

@@ -139,7 +139,15 @@ def _add_scan_args(p: argparse.ArgumentParser) -> None:
                    help="folder with the released label files (kinetics400_labels.csv, kinetics600_labels.csv, "
                         "kinetics700_labels.csv, or k400_labels.csv ...): k400/k600/k700 class folders must be "
                         "those classes (without it only their count is checked)")
+    _add_no_progress(p, "every 30 s while --check probes, and while a long search for videos goes on")
     p.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
+
+
+def _add_no_progress(p: argparse.ArgumentParser, when: str) -> None:
+    """``--no-progress`` of each subcommand that shows its progress (``when``)."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress: neither the bar (on a terminal) nor the plain lines written without one "
+                        f"({when}); the summary and errors still print")
 
 
 def _add_cleaning_args(p: argparse.ArgumentParser) -> None:
@@ -190,7 +198,9 @@ def _scan_all(args: argparse.Namespace) -> list:
             scans.append(scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
                                       underscore_to_space=args.underscore_to_space, check=args.check,
                                       workers=args.workers, strict=args.strict,
-                                      allow_empty_classes=args.allow_empty_classes, progress=stderr_is_terminal(),
+                                      allow_empty_classes=args.allow_empty_classes,
+                                      progress=not args.no_progress and stderr_is_terminal(),
+                                      progress_lines=not args.no_progress,
                                       official_labels=args.official_labels, annotations=annotations.get(n),
                                       before=before, partial_list=None if args.dry_run else _partial_list(args, n)))
     except (KeyboardInterrupt, Stopped, KineticsError):  # the datasets checked before the one that stopped or
@@ -250,9 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel encoder processes (default: all cores)")
     p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress: neither the bar (on a terminal) nor the plain lines written without one (every "
-                        "30 s, and while a long search for videos goes on); the summary and errors still print")
+    _add_no_progress(p, "every 30 s, and while a long search for videos goes on")
     p.add_argument("--allow-other-settings", action="store_true",
                    help="resume into a --dst with settings that no earlier run whose videos are in it used (their "
                         "settings: reencode_report.json's settings_used, kept over every run and in --dst's "

@@ -56,7 +56,7 @@ def save_checked(name: str, root: str, probes: "VideoTable | None", probe_rows: 
 
 def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, progress: bool,
                   before: "ProbedBefore | None" = None, root: str = "",
-                  partial_list: str | None = None) -> tuple["VideoTable", list[str | None]]:
+                  partial_list: str | None = None, lines: bool = True) -> tuple["VideoTable", list[str | None]]:
     """``--check``: probe every candidate with the training index's own probe; returns a table with the facts of
     the good ones (row i: ``candidates[i]``, UNKNOWN where bad) and each candidate's reason to be skipped (None:
     good).
@@ -68,7 +68,8 @@ def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, p
     wrote) records with its current size and mtime is not probed again: its recorded facts are kept. A check
     stopped by Ctrl-C or a stop signal first saves what it probed in ``partial_list``'s index cache, and so does
     a check every minute or so while it probes, as an index build does (``index._SAVE_EVERY_S``): a check killed
-    outright (SIGKILL, the out-of-memory killer, a node lost) kept none of its hours of probes."""
+    outright (SIGKILL, the out-of-memory killer, a node lost) kept none of its hours of probes. Without a bar
+    (``progress``), a plain progress line goes to stderr every 30 s, unless ``lines`` is False (--no-progress)."""
     from dali_pipelines import index  # local: scanning without --check must not need PyAV
     from dali_pipelines.index_store import VideoInfo, VideoTable
 
@@ -82,7 +83,7 @@ def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, p
         src, table = np.full(len(candidates), -1, np.int64), VideoTable.empty(len(candidates))
     reasons: list[str | None] = [None] * len(candidates)
     jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates) if src[i] < 0]
-    probes = index.probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line,
+    probes = index.probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line if lines else None,
                                 timeout_s=index.PROBE_TIMEOUT_S)
     done, next_save = 0, time.monotonic() + index._SAVE_EVERY_S
     try:

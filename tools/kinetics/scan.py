@@ -276,7 +276,7 @@ def _refuse_unusable(name: str, skipped: list[tuple[str, str]], strict: bool) ->
 
 def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
                  underscore_to_space: bool = False, check: bool = False, workers: int = 0, strict: bool = False,
-                 allow_empty_classes: bool = False, progress: bool = False,
+                 allow_empty_classes: bool = False, progress: bool = False, progress_lines: bool = True,
                  before: "ProbedBefore | None" = None, partial_list: str | None = None,
                  official_labels: str | None = None, annotations: Mapping[str, str] | None = None) -> DatasetScan:
     """Scan ``<root>/{train,val}/<class>/<video>``, or the flat layout of the official downloads,
@@ -296,6 +296,8 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         strict: raise instead of skipping empty, unreadable or undecodable files.
         allow_empty_classes: accept class folders without usable videos (by default an error).
         progress: show a progress bar while checking.
+        progress_lines: without a bar, plain progress lines on stderr (a long walk's, the check's every 30 s);
+            False: none (``--no-progress``).
         before: with ``check``, what earlier checks recorded (``dali_pipelines.index.probed_before`` of their
             lists' index caches): videos unchanged since (same size and mtime) are not probed again.
         partial_list: with ``check``, a list path (the list itself is not written) whose index cache keeps the
@@ -333,7 +335,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     csvs = annotation_files(name, root, folders, annotations)
     absent: list[tuple[str, str]] = []  # annotated videos without a file, skipped after the --strict test
     info: dict = {}
-    walk = walk_progress(f"scan {name}", "video file")  # lines on stderr only when the walk takes long
+    walk = walk_progress(f"scan {name}", "video file", lines=progress_lines)  # lines only when the walk takes long
     if csvs is None:
         for split, folder in folders.items():
             class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
@@ -359,7 +361,8 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     _refuse_unusable(name, skipped, strict)
     probes, probe_rows = None, {}
     if check and candidates:
-        table, reasons = check_videos(name, candidates, workers, progress, before, root, partial_list)
+        table, reasons = check_videos(name, candidates, workers, progress, before, root, partial_list,
+                                      progress_lines)
         good = []
         for (split, v), reason in zip(candidates, reasons):
             if reason is None:

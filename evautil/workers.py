@@ -19,16 +19,21 @@ pools end them with SIGKILL (:class:`WorkerProcess`). A worker also never outliv
 watches the main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed,
 ended). The other way round, a worker that dies stops nothing: pools notice it (:func:`result_unless_a_worker_dies`)
 and :func:`map_with_progress` runs its items again, convicting only an item that kills a worker when run alone;
-with a time limit, an item that gives no result in time is found the same way.
+with a time limit, an item that gives no result in time is found the same way. A Ctrl-C that ends the main process
+while a pool starts a worker leaves the main process's one line only: at exit it kills the workers no pool recorded
+yet (:func:`_kill_workers_left`), and a worker whose start fails on what the ending main process removed (its pool's
+semaphores) exits without a traceback (:func:`_worker_starting`).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures as cf
 import concurrent.futures.process  # noqa: F401 - its exit hook is registered before this module's (below)
 import multiprocessing as mp
 import multiprocessing.context as mpc
+import multiprocessing.util  # noqa: F401 - its exit handler is registered before this module's (below)
 import os
 import pickle
 import queue
@@ -54,12 +59,26 @@ WATCH_INTERVAL_S = 0.5
 IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
-class WorkerProcess(mpc.SpawnProcess):
-    """A spawned worker that pools end with SIGKILL: it ignores SIGTERM (a pool's ``terminate`` would not end it
-    and the pool would wait for it forever)."""
+class _Worker:
+    """What the pools' worker processes add to multiprocessing's: a pool ends them with SIGKILL (they ignore SIGTERM,
+    so a pool's ``terminate`` would not end them and the pool would wait for them forever), and a start-up that the
+    main process's end cuts short prints nothing (:func:`_worker_starting`)."""
 
     def terminate(self) -> None:
         self.kill()
+
+    def __getstate__(self) -> dict:
+        # the guard comes first, so that the worker runs it before it rebuilds the pool's queues from this pickle
+        main_pid = os.getpid()
+        return {"_start_guard": _StartGuard(main_pid, _process_identity(main_pid)), **self.__dict__}
+
+    def __setstate__(self, state: dict) -> None:
+        state.pop("_start_guard", None)
+        self.__dict__.update(state)
+
+
+class WorkerProcess(_Worker, mpc.SpawnProcess):
+    """A spawned worker (see :class:`_Worker`)."""
 
 
 class _SpawnWorkers(mpc.SpawnContext):
@@ -69,16 +88,48 @@ class _SpawnWorkers(mpc.SpawnContext):
 _CONTEXTS: dict[str, type] = {"spawn": _SpawnWorkers}
 
 if hasattr(mpc, "ForkServerContext"):  # POSIX
-    class ForkServerWorkerProcess(mpc.ForkServerProcess):
-        """A worker started by the fork server that pools end with SIGKILL (see :class:`WorkerProcess`)."""
-
-        def terminate(self) -> None:
-            self.kill()
+    class ForkServerWorkerProcess(_Worker, mpc.ForkServerProcess):
+        """A worker started by the fork server (see :class:`_Worker`)."""
 
     class _ForkServerWorkers(mpc.ForkServerContext):
         Process = ForkServerWorkerProcess
 
     _CONTEXTS["forkserver"] = _ForkServerWorkers
+
+
+class _StartGuard:
+    """Sent with a worker's start-up data: reading it calls :func:`_worker_starting` in the worker."""
+
+    def __init__(self, main_pid: int, identity: str | None) -> None:
+        self.main_pid, self.identity = main_pid, identity
+
+    def __reduce__(self):
+        return _worker_starting, (self.main_pid, self.identity)
+
+
+# How long a worker whose start failed waits for its main process to end before it reports the failure: the main
+# process removes its pools' semaphores in its last steps, so one that removed them under a starting worker ends soon.
+MAIN_END_WAIT_S = 5.0
+# In a worker until worker_setup: the excepthook that _worker_starting replaced.
+_EXCEPTHOOK_BEFORE_SETUP = None
+
+
+def _worker_starting(main_pid: int, identity: str | None) -> None:
+    """In a worker, as it reads its start-up data: until :func:`worker_setup`, a failure of its start that the main
+    process's end can cause (the pool's semaphores, which that end removes: FileNotFoundError; start-up data cut
+    short: EOFError) prints nothing when the main process ends within :data:`MAIN_END_WAIT_S`; the worker exits with
+    status 1. A Ctrl-C reaches the whole process group and ends the main process, which had started a worker but not
+    yet recorded it in its pool: nothing killed that worker, and its traceback came after the main process's one
+    line. Other failures, and these while the main process goes on, are printed as before."""
+    global _EXCEPTHOOK_BEFORE_SETUP
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb) -> None:
+        if not (issubclass(kind, (OSError, EOFError)) and _ends_within(main_pid, identity, MAIN_END_WAIT_S)):
+            previous(kind, error, tb)
+
+    _EXCEPTHOOK_BEFORE_SETUP = previous
+    sys.excepthook = hook
 
 
 def usable_cpus() -> int:
@@ -150,6 +201,16 @@ def _watch_main_process(main_pid: int, identity: str | None) -> None:
     os._exit(1)  # the main process is gone: nobody will read this worker's results
 
 
+def _ends_within(pid: int, identity: str | None, seconds: float) -> bool:
+    """Whether process ``pid`` (as :func:`_process_identity` knew it) is gone, or goes within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _process_identity(pid) == identity:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 # In a worker of a one-worker pool: the count of the jobs it has started, shared with the main process.
 _JOB_STARTS = None
 
@@ -157,7 +218,7 @@ _JOB_STARTS = None
 def worker_setup(main_pid: int, job_starts=None) -> None:
     """Initializer of every worker process: ignore the scheduler's signals (:data:`IGNORED_SIGNALS`) and exit
     when process ``main_pid`` ends. ``job_starts``: the shared count of a one-worker pool (:func:`jobs_started`)."""
-    global _JOB_STARTS
+    global _JOB_STARTS, _EXCEPTHOOK_BEFORE_SETUP
     _JOB_STARTS = job_starts
     for sig in IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
@@ -166,6 +227,8 @@ def worker_setup(main_pid: int, job_starts=None) -> None:
         os._exit(1)
     threading.Thread(target=_watch_main_process, args=(main_pid, identity), name="main-process-watch",
                      daemon=True).start()
+    if _EXCEPTHOOK_BEFORE_SETUP is not None:  # started: its failures are reported again (see _worker_starting)
+        sys.excepthook, _EXCEPTHOOK_BEFORE_SETUP = _EXCEPTHOOK_BEFORE_SETUP, None
 
 
 def process_pool(workers: int, method: str = START_METHOD) -> cf.ProcessPoolExecutor:
@@ -231,6 +294,20 @@ def _join_abandoned_managers() -> None:
 
 
 threading._register_atexit(_join_abandoned_managers)  # private, as the hook it comes before
+
+
+def _kill_workers_left() -> None:
+    """At exit, before multiprocessing's own exit handler: kill the worker processes still alive. By then
+    concurrent.futures has joined every running pool's workers (threading's exit hooks come first) and abandoned
+    pools' were killed, so one left was caught by an interrupt between its start and its pool's recording of it.
+    Nothing would end it: multiprocessing's handler removes the pools' semaphores, then waits for it, and its start
+    failed on the missing semaphores with a traceback after the command's interrupt line."""
+    for p in mp.active_children():
+        if isinstance(p, _Worker):
+            p.kill()
+
+
+atexit.register(_kill_workers_left)  # atexit runs the last registered first: before multiprocessing's handler
 
 
 def abandon_pool(pool: cf.Executor) -> None:

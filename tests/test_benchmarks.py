@@ -903,9 +903,8 @@ def test_a_ctrl_c_to_the_process_group_prints_no_worker_tracebacks(tmp_path):
     import psutil
 
     def workers_running(main) -> bool:
-        """Both pool workers (the fork server's children) have run their set-up, which starts a thread. A signal
-        sent while the pool still forks a worker can end the main process before that worker has read what it was
-        sent, and it then prints the failure of its start-up: a race this test is not about."""
+        """Both pool workers (the fork server's children) have run their set-up, which starts a thread: this test
+        is about set-up workers (tests/test_interrupt_startup.py signals a pool while it starts one)."""
         try:
             workers = [p for p in main.children(recursive=True) if p.ppid() != main.pid]
             return len(workers) >= 2 and all(p.num_threads() >= 2 for p in workers)

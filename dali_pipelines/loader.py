@@ -35,8 +35,9 @@ import torch
 from evautil.progress import stderr_is_terminal
 from evautil.workers import ResultOverdue
 
+from .decode_routes import EncodedRoute, HostDecodeRoute
 from .draw import DrawSettings, Sample, VideoRef
-from .feeder import DeliveredBatch, EncodedRoute, Feeder, HostDecodeRoute, drop_frames
+from .feeder import DeliveredBatch, Feeder, drop_frames
 from .filelist import DataError
 from .index import DatasetIndex, build_index
 from .nvdec_support import chroma_and_bit_depth

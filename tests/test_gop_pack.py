@@ -149,7 +149,7 @@ def torch_equal(a, b) -> bool:
 def test_nvdec_route_cuts_h264_only_when_asked(tmp_path):
     """The NVDEC route's file reads cut H.264 into MP4 with DATA.NVDEC_PACK_GOPS (off by default)."""
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import EncodedRoute
+    from dali_pipelines.decode_routes import EncodedRoute
     from dali_pipelines.routing import NVDEC
 
     path = str(tmp_path / "c.mp4")

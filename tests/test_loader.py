@@ -363,14 +363,15 @@ def test_batches_ahead_bounds_the_decoding_done_while_nobody_takes_batches(data,
     ``batches_ahead`` bounds that work, so a benchmark that draws it untimed after a pause times none of it."""
     import time
 
-    from dali_pipelines import feeder
+    from dali_pipelines import decode_routes
 
     root, lst = data
     long_list = tmp_path / "long.txt"
     long_list.write_text(open(lst).read() * 4)  # enough batches that no epoch ends while it works ahead
     submitted = []
-    real_submit = feeder.HostDecodeRoute.submit
-    monkeypatch.setattr(feeder.HostDecodeRoute, "submit", lambda self, s: submitted.append(s) or real_submit(self, s))
+    real_submit = decode_routes.HostDecodeRoute.submit
+    monkeypatch.setattr(decode_routes.HostDecodeRoute, "submit",
+                        lambda self, s: submitted.append(s) or real_submit(self, s))
     cfg = small_cfg(root, str(long_list), **{"DATA.CPU_DECODER": "pyav", "DATA.NUM_WORKERS": 2,
                                              "DATA.PREFETCH": 2})
     loader = build_loader(cfg, "train")
@@ -735,7 +736,8 @@ def test_a_read_that_does_not_end_leaves_its_thread_and_the_nvdec_route_goes_on(
     of this run (not remembered), the next reads get a new pool, and the stuck thread ends when its read does."""
 
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import EncodedRoute, Feeder
+    from dali_pipelines.decode_routes import EncodedRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.routing import NVDEC
 
     from dali_pipelines.pyav_encode import write_video
@@ -768,7 +770,7 @@ def test_closing_the_nvdec_route_does_not_wait_for_a_read_that_does_not_end(tmp_
     import time
 
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import EncodedRoute
+    from dali_pipelines.decode_routes import EncodedRoute
     from dali_pipelines.routing import NVDEC
 
     stuck = str(tmp_path / "stuck.mp4")
@@ -797,7 +799,8 @@ def test_a_decode_submitted_as_its_worker_is_killed_is_redone_not_timed_out(monk
     import time
 
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import Feeder, HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.routing import PYAV
 
     def sample(row):
@@ -872,10 +875,10 @@ def _crash_samples(tmp_path, names):
 
 
 def _crashing_decodes(monkeypatch):
-    from dali_pipelines import feeder
+    from dali_pipelines import decode_routes
     from tests import crashing_jobs
 
-    monkeypatch.setattr(feeder, "decode_indexed_frames", crashing_jobs.decode_indexed_frames)  # imported by name
+    monkeypatch.setattr(decode_routes, "decode_indexed_frames", crashing_jobs.decode_indexed_frames)  # imported by name
 
 
 def test_a_video_retried_beside_another_crasher_is_not_quarantined(tmp_path, monkeypatch):
@@ -885,7 +888,8 @@ def test_a_video_retried_beside_another_crasher_is_not_quarantined(tmp_path, mon
     good video was quarantined for good, "the decoding worker process died twice on it" (and the deaths in a row
     then ended the run). A second try runs in a worker of its own: only the crashers are quarantined, each having
     died twice, the second time alone, and the good videos come out with their own frames."""
-    from dali_pipelines.feeder import Feeder, HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.pyav_io import decode_indexed_frames
     from dali_pipelines.routing import PYAV
     from tests.crashing_jobs import CRASH_MARK
@@ -922,7 +926,7 @@ def test_a_second_try_is_not_lost_to_its_worker_killed_while_idle(tmp_path, monk
     import signal
     import time
 
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
     from dali_pipelines.pyav_io import decode_indexed_frames
     from evautil.workers import pool_lost_a_worker, result_unless_a_worker_dies
 
@@ -976,7 +980,7 @@ def test_crashers_decoded_together_are_one_pool_death_not_three(tmp_path, monkey
     decodes, and each broken decode counted as a death, so with the second tries (each alone, each a death) the
     count passed the limit and ended the run, "the PyAV decoding worker processes keep dying". A pool counts once:
     the crashers are quarantined, each having died alone, and the good video of the next batch comes out."""
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
     from tests.crashing_jobs import CRASH_MARK
 
     samples = _crash_samples(tmp_path, [f"{n}_{CRASH_MARK}.webm" for n in ("a", "b", "c")] + ["good.webm"])
@@ -996,7 +1000,7 @@ def test_crashers_decoded_together_are_one_pool_death_not_three(tmp_path, monkey
 def test_workers_that_die_on_every_video_still_end_the_run(tmp_path, monkeypatch):
     """Workers that die on every video (a broken environment, not broken videos): the run ends with one message
     before the deaths in a row quarantine video after video."""
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
     from tests.crashing_jobs import CRASH_MARK
 
     samples = _crash_samples(tmp_path, [f"{i}_{CRASH_MARK}.webm" for i in range(8)])
@@ -1027,7 +1031,8 @@ def test_a_rebuilt_feeder_does_not_wait_behind_a_decode_of_the_old_one_that_does
     replaces a pool that still runs a decode, and keeps one that runs none."""
     import time
 
-    from dali_pipelines.feeder import Feeder, HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.routing import PYAV
     from evautil.workers import jobs_started
     from tests.crashing_jobs import ANSWERS_WITHIN_S, STALL_MARK
@@ -1072,7 +1077,8 @@ def test_a_rebuilt_feeder_does_not_wait_behind_a_read_of_the_old_one_that_does_n
     import time
 
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import EncodedRoute, Feeder
+    from dali_pipelines.decode_routes import EncodedRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.pyav_encode import write_video
     from dali_pipelines.routing import NVDEC
     from tests.crashing_jobs import ANSWERS_WITHIN_S
@@ -1130,7 +1136,7 @@ def test_a_substitute_is_not_timed_out_behind_a_decode_of_a_batch_ahead_that_doe
     for the decodes waited for at once; only the video that does not end is left out."""
     import dataclasses
 
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
     from tests.crashing_jobs import ANSWERS_WITHIN_S, STALL_MARK
 
     changed, sub, good, stalled = _crash_samples(tmp_path, ["changed.webm", "sub.webm", "good.webm",
@@ -1159,7 +1165,8 @@ def test_a_read_retried_after_a_read_that_did_not_end_is_not_timed_out_behind_an
     the new pool behind the read of a batch ahead that does not end either, and was left out for its time. It
     is read in a thread of its own; only the two reads that do not end are left out."""
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import EncodedRoute, Feeder
+    from dali_pipelines.decode_routes import EncodedRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.pyav_encode import write_video
     from dali_pipelines.routing import NVDEC
     from tests.crashing_jobs import ANSWERS_WITHIN_S
@@ -1204,8 +1211,9 @@ def test_a_second_try_whose_worker_is_killed_before_it_starts_is_sent_again(tmp_
     import signal
     import time
 
-    from dali_pipelines import feeder
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines import decode_routes
+    from dali_pipelines.decode_routes import HostDecodeRoute
+    from dali_pipelines.feeder import Feeder
     from evautil.workers import pool_processes
     from tests.crashing_jobs import ANSWERS_WITHIN_S, CRASH_MARK
 
@@ -1214,7 +1222,7 @@ def test_a_second_try_whose_worker_is_killed_before_it_starts_is_sent_again(tmp_
     expected = _decoded(samples[1:])
     _crashing_decodes(monkeypatch)
     route = HostDecodeRoute(workers=1)
-    real_lost, killed = feeder.pool_lost_a_worker, []
+    real_lost, killed = decode_routes.pool_lost_a_worker, []
 
     def lost_then_killed(pool):  # submit_alone's look at its idle worker; killed just after it
         lost = real_lost(pool)
@@ -1227,9 +1235,9 @@ def test_a_second_try_whose_worker_is_killed_before_it_starts_is_sent_again(tmp_
                 time.sleep(0.01)
         return lost
 
-    monkeypatch.setattr(feeder, "pool_lost_a_worker", lost_then_killed)
+    monkeypatch.setattr(decode_routes, "pool_lost_a_worker", lost_then_killed)
     schedule = _FeederSchedule([samples])
-    fed = feeder.Feeder(schedule, {"pyav": route}, 0, lookahead=0)
+    fed = Feeder(schedule, {"pyav": route}, 0, lookahead=0)
     try:
         batch = fed.peek()
         videos = [r.source.video for r in fed._parts["host"].popleft()]
@@ -1249,7 +1257,7 @@ def test_an_error_the_main_process_cannot_unpickle_quarantines_its_video_not_the
     dead worker): the video was quarantined as one whose worker "died twice", and such videos counted as worker
     deaths. The worker sends it as its nearest built-in class, with its name and message: the video is
     quarantined for its own error, its neighbours decode, and no worker is restarted."""
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
     from tests.crashing_jobs import UNPICKLABLE_MARK
 
     samples = _crash_samples(tmp_path, ["good_a.webm", f"{UNPICKLABLE_MARK}.webm", "good_b.webm"])
@@ -1271,7 +1279,7 @@ _READ_FOR_EVER = """
 import sys
 import numpy as np
 from dali_pipelines.draw import Sample, VideoRef
-from dali_pipelines.feeder import EncodedRoute
+from dali_pipelines.decode_routes import EncodedRoute
 from dali_pipelines.routing import NVDEC
 
 route = EncodedRoute(NVDEC, workers=1)
@@ -1309,15 +1317,15 @@ def test_a_loader_told_the_batches_an_epoch_uses_reads_none_after_them_and_train
     drops. Told the 2 batches the steps use (``use_batches``, as runner.train does), the loader hands the decode
     workers no video of the third, counts none of its clips and quarantines none of its bad videos; the step's loss
     and the weights are those of a loader that decoded it, and a position at the limit ends the epoch."""
-    from dali_pipelines import feeder
+    from dali_pipelines import decode_routes
     from engine.distributed import DistContext
     from engine.metrics import MetricLogger
     from engine.train_loop import TrainOptions, TrainState, train_one_epoch
 
     read = []
     for name in ("submit", "submit_alone"):
-        real = getattr(feeder.HostDecodeRoute, name)
-        monkeypatch.setattr(feeder.HostDecodeRoute, name,
+        real = getattr(decode_routes.HostDecodeRoute, name)
+        monkeypatch.setattr(decode_routes.HostDecodeRoute, name,
                             lambda self, s, real=real: read.append(s.row) or real(self, s))
     root = str(tmp_path)
     cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29]))

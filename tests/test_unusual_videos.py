@@ -223,9 +223,10 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
     fails its NVDEC read, once per run, and the feeder decodes it on its CPU route instead."""
     import collections
 
-    from dali_pipelines import feeder as feeder_module
+    from dali_pipelines import decode_routes
+    from dali_pipelines.decode_routes import EncodedRoute, HostDecodeRoute
     from dali_pipelines.draw import Sample
-    from dali_pipelines.feeder import EncodedRoute, Feeder, HostDecodeRoute
+    from dali_pipelines.feeder import Feeder
     from dali_pipelines.host_decode import DaliDecodeError
     from dali_pipelines.routing import PYAV
     from tests.test_loader import _FeederSchedule
@@ -234,8 +235,8 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
     whole = str(tmp_path / "whole.mp4")
     write_video(whole, pattern_frames(N), codec="h264", gop=16)
     checks = collections.Counter()
-    real_check = feeder_module.first_pictures_not_shown
-    monkeypatch.setattr(feeder_module, "first_pictures_not_shown",
+    real_check = decode_routes.first_pictures_not_shown
+    monkeypatch.setattr(decode_routes, "first_pictures_not_shown",
                         lambda data, **kw: checks.update([len(data)]) or real_check(data, **kw))
     route = EncodedRoute(NVDEC, 1)
     want = {"h264_edit": "an MP4 edit list hides its first 3 pictures",
@@ -273,7 +274,7 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
 def test_a_video_the_nvdec_routes_first_packet_check_cannot_read_is_named_by_its_path(tmp_path):
     """The check reads the file's bytes, which PyAV names '<in-memory video>': the quarantine's reason named no file."""
     from dali_pipelines.draw import Sample, VideoRef
-    from dali_pipelines.feeder import EncodedRoute
+    from dali_pipelines.decode_routes import EncodedRoute
 
     path = tmp_path / "garbage.mp4"
     path.write_bytes(bytes(range(256)) * 20)

@@ -109,7 +109,7 @@ def test_decode_workers_ignore_scheduler_signals(tmp_path):
 _HALF_SENT_SCRIPT = """
 import concurrent.futures as cf, os, signal, sys, time
 sys.path.insert(0, os.getcwd())
-from dali_pipelines.feeder import HostDecodeRoute
+from dali_pipelines.decode_routes import HostDecodeRoute
 from evautil.workers import pool_lost_a_worker, pool_processes, process_pool, result_unless_a_worker_dies
 
 MARKS = os.environ["HALF_SENT_DIR"]  # the workers inherit it
@@ -237,7 +237,7 @@ if __name__ == "__mp_main__":
     sys.exit(1)
 
 if __name__ == "__main__":
-    from dali_pipelines.feeder import HostDecodeRoute
+    from dali_pipelines.decode_routes import HostDecodeRoute
     import evautil.workers
     evautil.workers.WORKER_START_S = 2.0  # no worker here ever answers: nothing races this limit
     HostDecodeRoute(workers=1).start()
@@ -253,7 +253,8 @@ def test_decode_workers_that_cannot_start_are_a_clear_error(tmp_path, failure):
     WorkerStartError names the decode workers and how they failed. Workers of a script read from standard input die
     as they start (they cannot import it again); those of ``_STUCK_START_SCRIPT`` never finish starting."""
     if failure == "die":
-        args, script = ["-"], "from dali_pipelines.feeder import HostDecodeRoute\nHostDecodeRoute(workers=1).start()\n"
+        args = ["-"]
+        script = "from dali_pipelines.decode_routes import HostDecodeRoute\nHostDecodeRoute(workers=1).start()\n"
     else:
         (tmp_path / "stuck.py").write_text(_STUCK_START_SCRIPT)
         args, script = [str(tmp_path / "stuck.py")], None

@@ -73,6 +73,17 @@ def test_clean_lists_exit_0_with_their_statistics(tmp_path, videos):
     assert "verified 2 lists, 2 videos: all readable" in r.stdout
 
 
+def test_a_file_on_several_lines_counts_its_bytes_once(tmp_path, videos):
+    """The size on disk counted a file once per line naming it: this list, naming one clip on three lines,
+    reported 752.25 KiB of video where 442.53 KiB lie on disk."""
+    lst = tmp_path / "repeated.txt"
+    lst.write_text(f"{GOOD[0]} 0\n{GOOD[0]} 1\n{GOOD[1]} 1\n{GOOD[0]} 0\n")
+    r = _verify(str(lst), "--root", str(videos), "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  442.53 KiB of readable video" in r.stdout  # 158,581 + 294,566 bytes
+    assert "verified 1 list, 4 videos: all readable" in r.stdout  # still an entry per line
+
+
 def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, videos):
     lst = tmp_path / "train.txt"
     lst.write_text(f"{GOOD[0]} 0\ngarbage.mp4 3\n")

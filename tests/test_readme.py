@@ -1,0 +1,76 @@
+"""README.md against the code: the train.py commands it quotes parse and load their configs, and its table of exit
+codes is the one train.py writes to exit_status.json. A reader copies these as they are."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import train
+from configs import load_config
+from engine.process_end import EXIT_MEANINGS
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _block_commands() -> list[str]:
+    """The train.py command lines of README's bash blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if not line.startswith("#") and re.search(r"\btrain\.py -", line):
+                commands.append(line)
+    return commands
+
+
+def _inline_commands() -> list[str]:
+    """``python train.py ...`` quoted inline in the prose (some wrap onto the next line)."""
+    return [" ".join(c.split()) for c in re.findall(r"`(python train\.py -[^`]+)`", README)]
+
+
+def _train_args(command: str) -> list[str]:
+    words = shlex.split(command)
+    return words[words.index("train.py") + 1:]
+
+
+def test_readme_quotes_train_commands():
+    # the Usage block (one process, torchrun, the original's launcher, --dry-run, --only_test), the SLURM script,
+    # the published numbers and the commands in the prose
+    assert len(_block_commands()) >= 9 and len(_inline_commands()) >= 3
+
+
+@pytest.mark.parametrize("command", _block_commands())
+def test_each_train_command_of_a_bash_block_parses_and_loads_its_config(command, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the recipes' paths are the checkout's
+    args = train.parse_args(_train_args(command))
+    cfg = load_config(args.cfg, args.opts, flags=train.config_overrides(args)[0])  # every key and value is real
+    assert Path(args.cfg).is_file() and cfg.TEST.ONLY_TEST == args.only_test
+
+
+@pytest.mark.parametrize("command", _inline_commands())
+def test_each_train_command_in_the_prose_parses(command):
+    args = train.parse_args(_train_args(command))
+    assert (ROOT / args.cfg).is_file()
+
+
+def _exit_code_table() -> dict[int, str]:
+    """README's exit codes: ``code -> meaning`` from the table whose header names exit_status.json's meaning."""
+    header = README.index("| Code | `meaning` in `exit_status.json` |")
+    rows = {}
+    for line in README[header:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        code, meaning = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        rows[int(code)] = meaning
+    return rows
+
+
+def test_the_exit_code_table_is_what_runs_write():
+    """A batch script reads exit_status.json's code and meaning: the README table lists exactly those."""
+    assert _exit_code_table() == EXIT_MEANINGS
+

@@ -100,6 +100,17 @@ def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, 
     assert r.returncode == 2 and "TRAIN.NOPE" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_dry_run_without_a_config_vouches_for_the_lists_only(tmp_path, videos):
+    """Given lists alone, the dry run said "config, model and lists are valid": no config or model was checked."""
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n")
+    r = _verify(str(lst), "--root", str(videos), "--dry-run")
+    assert r.returncode == 0 and r.stdout.splitlines() == [
+        f"list {lst}: 1 video, well-formed",
+        "dry run: the lists are well-formed (no --cfg: no config or model was checked); no video was opened"]
+    assert not (tmp_path / "train.txt.index.npz").exists()
+
+
 def test_a_label_out_of_range_names_the_setting_of_the_classes(tmp_path, videos):
     """The range's bound came from DATA.NUM_CLASSES (--cfg) or --num-classes, named neither."""
     lst = tmp_path / "train.txt"

@@ -194,8 +194,10 @@ def _verify_lists(args: argparse.Namespace) -> int:
             videos = read_video_list(list_path, root, classes, classes_name=classes_name)
             check_list_root(videos, root_name, default=default)
             print(f"list {list_path}: {counted(len(videos), 'video')}, well-formed")
-        if args.dry_run:
-            print("dry run: config, model and lists are valid; no video was opened")
+        if args.dry_run:  # without --cfg there is no config or model to vouch for
+            checked = "config, model and lists are valid" if cfg is not None else \
+                "the lists are well-formed (no --cfg: no config or model was checked)"
+            print(f"dry run: {checked}; no video was opened")
             return 0
         with progress_lines_on_stderr() if not stderr_is_terminal() else contextlib.nullcontext():
             timeout_s = PROBE_TIMEOUT_S if args.video_timeout is None else args.video_timeout

@@ -3,6 +3,7 @@ codes is the one train.py writes to exit_status.json. A reader copies these as t
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -74,3 +75,18 @@ def test_the_exit_code_table_is_what_runs_write():
     """A batch script reads exit_status.json's code and meaning: the README table lists exactly those."""
     assert _exit_code_table() == EXIT_MEANINGS
 
+
+
+def test_a_run_refused_before_output_exists_writes_its_code_to_the_jobs_file_only(tmp_path, monkeypatch, capsys):
+    """README: exit_status.json is not written before OUTPUT exists, but the job's own copy the SLURM script reads
+    is, so the script exits with the run's 2 rather than 1."""
+    from engine.process_end import EXIT_STATUS_ENV
+
+    out, own = tmp_path / "out", tmp_path / "exit_status.7.json"
+    monkeypatch.setenv(EXIT_STATUS_ENV, str(own))
+    monkeypatch.delenv("RANK", raising=False)
+    rc = train.main(["--cfg", str(ROOT / "configs" / "demo.yaml"), "--output", str(out), "--resume",
+                     str(tmp_path / "gone.pth")])
+    assert rc == 2 and f"--resume {tmp_path / 'gone.pth'}" in capsys.readouterr().err
+    assert not out.exists()
+    assert json.loads(own.read_text()) == {"exit_code": 2, "meaning": EXIT_MEANINGS[2]}

@@ -9,9 +9,10 @@ scheduler's stop: the videos probed so far are saved, and the same command probe
     python tools/verify_data.py data/k400_train.txt data/k400_val.txt --root data/ --workers 32
     python tools/verify_data.py --cfg configs/k400.yaml --dry-run      # config, model and list format only
 
-The results are cached beside each list (<list>.index.npz), so the training run that follows does not probe
-the videos again. ``--dry-run`` checks the config, builds the model (without allocating its weights) and parses
-the lists, then stops before any video is opened.
+The results are cached beside each list (<list>.index.npz; where the list's folder is not writable, in
+$XDG_CACHE_HOME/eva_dali_video/, ~/.cache/eva_dali_video/ by default), so the training run that follows does not
+probe the videos again. --dry-run parses the lists and, with --cfg, checks the config and builds the model (without
+allocating its weights), then stops before any video is opened.
 """
 
 from __future__ import annotations

@@ -90,3 +90,38 @@ def test_a_run_refused_before_output_exists_writes_its_code_to_the_jobs_file_onl
     assert rc == 2 and f"--resume {tmp_path / 'gone.pth'}" in capsys.readouterr().err
     assert not out.exists()
     assert json.loads(own.read_text()) == {"exit_code": 2, "meaning": EXIT_MEANINGS[2]}
+
+
+def _layout_block() -> list[str]:
+    """The names README's layout of the demo's OUTPUT lists (epoch numbers as written)."""
+    start = README.index("\noutput/demo/\n") + len("\noutput/demo/\n")
+    block = README[start:README.index("```", start)]
+    names = []
+    for line in block.splitlines():
+        # name(s), then at least two spaces, then the description
+        names += line.strip().split("  ")[0].split()
+    return names
+
+
+def test_the_layout_of_output_is_what_a_run_writes(tmp_path_factory, tmp_path, monkeypatch):
+    """A short run of the demo's config, its checkpoints every epoch and KEEP_LAST 2 as the demo's, writes the files
+    README's layout names (checkpoints by their pattern), and nothing else; a second run adds earlier_runs/."""
+    from tests.video_fixtures import synthetic_dataset
+
+    data = synthetic_dataset(tmp_path_factory, "readme_layout", 2, 1, num_frames=8, size=(48, 32))
+    out = tmp_path / "demo"
+    args = ["--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", "DATA.ROOT", str(data), "DATA.TRAIN_FILE",
+            str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"), "DATA.LABEL_LIST",
+            str(data / "labels.csv"), "DATA.INPUT_SIZE", "32", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2",
+            "DATA.NUM_THREADS", "1", "DATA.NUM_WORKERS", "1", "DATA.INDEX_WORKERS", "1", "LOG.PROGRESS_BAR", "False",
+            "TEST.BATCH_SIZE", "2", "TRAIN.BATCH_SIZE", "4", "TRAIN.EPOCHS", "3", "TRAIN.WARMUP_EPOCHS", "0",
+            "SAVE_FREQ", "1", "OUTPUT", str(out)]
+    assert train.main(args) == 0
+    expected = {re.sub(r"_\d+\.pth$", "_*.pth", name.rstrip("/")) for name in _layout_block()}
+    written = {re.sub(r"_\d+\.pth$", "_*.pth", p.name) for p in out.iterdir()}
+    assert written == expected - {"earlier_runs/<date-time>"}
+    assert sorted(p.name for p in out.glob("ckpt_*.pth")) == ["ckpt_epoch_2.pth", "ckpt_epoch_3.pth"]  # KEEP_LAST
+    assert (out / "tensorboard").is_dir() and any((out / "tensorboard").iterdir())
+    assert train.main(args) == 0  # the same command again: the demo starts over, setting the first run aside
+    (moved,) = (out / "earlier_runs").iterdir()
+    assert re.fullmatch(r"\d{8}-\d{6}", moved.name) and (moved / "summary.json").is_file()

@@ -364,6 +364,20 @@ def test_help_states_every_default(capsys):
         assert words in text, words
 
 
+def test_help_says_when_a_dataset_is_reused_or_refused(capsys):
+    """--help showed the first line of the docstring only: the examples, the reuse of an identical dataset and the
+    refusal of someone else's lists, which decide what a second command does, were not in it."""
+    from tools import make_synthetic_dataset as tool
+
+    with pytest.raises(SystemExit):
+        tool.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "python tools/make_synthetic_dataset.py --out data/synthetic" in text
+    assert "Re-running with the same parameters reuses the existing dataset" in text
+    assert "is someone else's data: refused unless --force" in text
+    assert "encoding processes (default 0: one per usable core)" in text
+
+
 def test_a_run_stopped_midway_keeps_its_finished_clips_and_the_rest_are_the_same_bytes(tmp_path, monkeypatch):
     write_job, calls = synthetic._write_job, []
 

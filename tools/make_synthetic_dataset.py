@@ -8,8 +8,8 @@ which NVDEC decodes on a GPU machine and PyAV on a CPU one):
     python tools/make_synthetic_dataset.py --out data/synth_vp9 --codec vp9 --gop 16
 
 Re-running with the same parameters reuses the existing dataset, or the clips a stopped run finished (the rest are
-written); --force regenerates it. A folder that holds
-lists (train.txt, val.txt, labels.csv) but no dataset.json is someone else's data: refused unless --force.
+written); --force regenerates it. A folder that holds lists (train.txt, val.txt, labels.csv) but no dataset.json is
+someone else's data: refused unless --force.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)  # the examples and the reuse rule too
     ap.add_argument("--out", required=True, help="output directory")
     # H.264 by default: it is the one codec whose NVDEC minimum size (48x16) lets the demo's small clips decode
     # on a GPU (VP9 needs 128x128, HEVC 144x144); on a CPU machine PyAV decodes it.
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25), from 0.001 to 1000")
     ap.add_argument("--gop", type=int, default=None, help="keyframe interval in frames (default: encoder's)")
     ap.add_argument("--seed", type=int, default=0, help="the clips are a function of it (default 0)")
-    ap.add_argument("--workers", type=int, default=0, help="encoding processes (0 = all cores)")
+    ap.add_argument("--workers", type=int, default=0, help="encoding processes (default 0: one per usable core)")
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists; overwrite "
                     "lists (train.txt, val.txt, labels.csv) in a folder without dataset.json")
     ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")

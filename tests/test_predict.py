@@ -570,6 +570,32 @@ def test_bad_out_is_refused_before_the_model_runs(evaluated, dataset, monkeypatc
     assert not (tmp / "new_folder").exists()
 
 
+def test_out_naming_one_of_the_inputs_is_refused_and_the_input_kept(evaluated, dataset, monkeypatch, capsys):
+    """--out written at the end replaced its own input: a video list, a video, the weights or the label list
+    given as --out became a table of predictions."""
+    tmp, opts, ckpt, _ = evaluated
+    from tools import inference
+
+    monkeypatch.setattr(inference, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    videos = sorted((dataset / "videos").rglob("*.webm"))
+    listed = tmp / "given.txt"
+    listed.write_text(f"{videos[0]} 0\n")
+    link = tmp / "link_to_weights.pth"  # another name of the same file
+    link.unlink(missing_ok=True)
+    link.symlink_to(ckpt)
+    labels = opts[opts.index("DATA.LABEL_LIST") + 1]
+    cases = [([str(listed)], listed, f"is the input {listed}"), ([str(videos[1])], videos[1], "is the input"),
+             ([str(listed)], videos[0], f"is the video {videos[0]}, one of the inputs"),
+             ([str(listed)], link, f"is --weights {ckpt}"), ([str(listed)], Path(labels), "is DATA.LABEL_LIST")]
+    for inputs, out, needle in cases:
+        before = out.read_bytes()
+        assert predict.main([*inputs, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out),
+                             "--work-dir", str(tmp / "work_in"), "--opts", *opts]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out} ") and needle in err and "give another file name" in err, err
+        assert len(err.strip().splitlines()) == 1 and out.read_bytes() == before
+
+
 def test_a_work_dir_that_cannot_be_made_is_one_line_naming_the_flag(evaluated, dataset, capsys):
     """A name too long passes the check before the model runs; the first write in it failed with a bare errno."""
     tmp, opts, ckpt, _ = evaluated

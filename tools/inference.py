@@ -30,9 +30,9 @@ from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_t
                                read_checkpoint)
 from models.weights_file import read_weights_metadata
 
-__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "videos_of_inputs", "collect_videos",
-           "labelled_videos", "videos_of_rank_0", "load_setup", "load_model", "ViewLoader", "build_view_loader",
-           "view_outputs", "progress_bar"]
+__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input",
+           "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
+           "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -96,6 +96,27 @@ def check_output_path(path: str, flag: str, folder: bool, example: str = "") -> 
     problem = output_path_problem(path, flag, folder, example)
     if problem:
         raise InputError(problem)
+
+
+def check_output_not_input(out: str, flag: str, files: Sequence[tuple[str, str]], videos: Sequence[str] = ()) -> None:
+    """Refuse an output file that is one of the command's inputs, which writing it would replace: ``files`` are
+    (what, path) pairs (``("--weights", path)``, a video list given), ``videos`` the absolute paths of the videos.
+
+    Raises:
+        InputError: one line naming ``flag``, the input and what to do.
+    """
+    if not out or not os.path.isfile(out):  # a new file, a pipe or /dev/stdout replaces nothing
+        return
+    for what, path in files:
+        with contextlib.suppress(OSError):  # an input that does not exist (an hf:// name) is no file to keep
+            if path and os.path.samefile(out, path):
+                raise InputError(f"{flag} {out} is {what} {path}: writing it would replace that input; give "
+                                 "another file name")
+    same = {os.path.abspath(out), os.path.realpath(out)}  # names, not a stat of each of a long list's videos
+    video = next((v for v in videos if v in same), None)
+    if video:
+        raise InputError(f"{flag} {out} is the video {video}, one of the inputs: writing it would replace that "
+                         "video; give another file name")
 
 
 def videos_of_inputs(inputs: Sequence[str], root: str = "",

@@ -15,10 +15,11 @@ Python, :class:`Predictor` keeps the model loaded between calls and also returns
 ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
-config, weights, an --out or --work-dir that cannot be written) with a one-line error, 4 when stopped by SIGTERM or
-SIGUSR1 (a batch scheduler's stop) before the predictions are made, with one ``stopped:`` line: the predictions are
-printed and --out written at the end only, so nothing was, and an earlier --out is left as it was; the video index in
---work-dir keeps the videos probed so far. Once the predictions are made a stop signal lets them be written.
+config, weights, an --out or --work-dir that cannot be written, an --out that is an input) with a one-line error,
+4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop) before the predictions are made, with one
+``stopped:`` line: the predictions are printed and --out written at the end only, so nothing was, and an earlier
+--out is left as it was; the video index in --work-dir keeps the videos probed so far. Once the predictions are
+made a stop signal lets them be written.
 """
 
 from __future__ import annotations
@@ -371,8 +372,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import (InputError, check_output_path, labelled_videos, load_model, load_setup,
-                                 videos_of_rank_0)
+    from tools.inference import (InputError, check_output_not_input, check_output_path, labelled_videos, load_model,
+                                 load_setup, videos_of_rank_0)
 
     args = parse_args(argv)
     # the predictions are printed and written at the end only: an --out written before is left as it was
@@ -395,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(args.work_dir, "--work-dir", folder=True)
             cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
             videos = labelled_videos(args.inputs, args.root, cfg.DATA.NUM_CLASSES)  # (path, label or None)
+            check_output_not_input(args.out, "--out", [("the input", i) for i in args.inputs] + [
+                ("--weights", args.weights), ("--cfg", args.cfg), ("DATA.LABEL_LIST", cfg.DATA.LABEL_LIST)],
+                [path for path, _ in videos])
             # What the check cannot foresee (a name too long), once the inputs are known good: a bad one leaves no
             # empty folder behind
             make_output_folder(args.work_dir, "--work-dir")

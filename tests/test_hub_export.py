@@ -385,6 +385,20 @@ def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys)
     assert not (tmp_path / "exports").exists()
 
 
+def test_export_refuses_an_out_without_the_safetensors_extension_before_loading(tiny, tmp_path, monkeypatch,
+                                                                               capsys):
+    """The writer refused a name without .safetensors only once the weights were loaded (minutes for a large
+    checkpoint), and its message named the file but not --out."""
+    _, _, ckpt, _ = tiny
+    monkeypatch.setattr(export_safetensors, "load_model", lambda *a, **k: pytest.fail("the weights were loaded"))
+    out = tmp_path / "model.pth"
+    assert export_safetensors.main(["--out", str(out), "--cfg", DEMO, "--weights", str(ckpt), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", ""]) == 2
+    assert capsys.readouterr().err == f"error: --out {out}: the file name must end in .safetensors, e.g. " \
+                                      f"{tmp_path / 'model.safetensors'}\n"
+    assert not out.exists()
+
+
 def _export_over_an_earlier_file(tiny, tmp_path, monkeypatch, save_file) -> tuple[int, object]:
     """export_safetensors.main, with ``save_file`` as safetensors' writer, to an --out holding an earlier export;
     (exit status, --out)."""

@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals_raise(ignored=in_place):
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
+            if not args.out.endswith(".safetensors"):  # the writer's own check came after the weights had loaded
+                raise InputError(f"--out {args.out}: the file name must end in .safetensors, e.g. "
+                                 f"{os.path.splitext(args.out)[0]}.safetensors")
             if args.cfg:
                 cfg, names = load_config(args.cfg, args.opts), None
             else:

@@ -19,6 +19,7 @@ from models import build_model
 from tests.video_fixtures import make_clip_dataset, pattern_frames, roi_resize_ref
 from tools import extract_features as ef
 from tools.feature_store import FeatureStore, finished_paths, merge_index, read_features
+from tools.model_io import weights_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -748,7 +749,7 @@ def test_other_weights_under_the_same_name_or_other_feature_settings_are_refused
     size = ckpt.stat().st_size
     refused([videos[2], *common], f"weights_file: {settings['weights_file']['size']} bytes, sha256 "
                                   f"{settings['weights_file']['sha256'][:16]}... (whole file) before, {size} bytes, "
-                                  f"sha256 {ef.weights_identity(str(ckpt))['sha256'][:16]}... (whole file) now")
+                                  f"sha256 {weights_identity(str(ckpt))['sha256'][:16]}... (whole file) now")
 
 
 def test_the_same_weights_file_copied_elsewhere_is_the_same_weights(clips, tiny, tmp_path):

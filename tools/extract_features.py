@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
@@ -56,8 +55,7 @@ from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_r
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resize", "weights_identity", "extract",
-           "extract_into", "main"]
+__all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resize", "extract", "extract_into", "main"]
 
 
 # ---------------------------------------------------------------------------------------------------- windows
@@ -286,39 +284,16 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
         _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
 
 
-_WHOLE_FILE_HASH_BYTES = 256 << 20  # weights up to this size are hashed whole (well under a second)
-_HASH_PARTS, _HASH_PART_BYTES = 64, 1 << 20  # larger ones (multi-GB): 64 MiB read, spread over the file
-
-
-def weights_identity(path: str) -> dict[str, Any]:
-    """What tells a weights file from another under the same name: its size and a SHA-256 of its contents (the
-    whole file up to 256 MiB, else 64 parts of 1 MiB spread evenly over it, first and last included). Contents,
-    not the modification time: a copy or a new download of the same file stays the same weights."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size <= _WHOLE_FILE_HASH_BYTES:
-            for block in iter(lambda: f.read(_HASH_PART_BYTES), b""):
-                digest.update(block)
-            hashed = "whole file"
-        else:
-            for i in range(_HASH_PARTS):
-                f.seek((size - _HASH_PART_BYTES) * i // (_HASH_PARTS - 1))
-                digest.update(f.read(_HASH_PART_BYTES))
-            hashed = f"{_HASH_PARTS} parts of {_HASH_PART_BYTES >> 20} MiB"
-    return {"size": size, "sha256": digest.hexdigest(), "hashed": hashed}
-
-
 def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int = 0, stride: int = 0,
             per_batch: int = 8, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64,
             work_dir: str = "", progress: bool = True, weights: str = "") -> dict[str, Any]:
     """Extract the features of ``paths`` not yet in ``out_dir``; views mode unless ``window`` > 0.
 
-    ``weights`` (the checkpoint's name; its file's identity, :func:`weights_identity`, with it) is recorded with the
-    other settings that make the features (mode, window, frames, size, views, TEST.SAMPLING, the precision in
-    force, the pooling, the tubelet, format); once ``out_dir`` holds features, a later run into it must use the same
-    ones (ValueError naming the differences otherwise). A ``settings.json`` of an older version, without some of
-    them, is taken to match: a ``note:`` line names them, and they are recorded from then on.
+    ``weights`` (the checkpoint's name; its file's identity, :func:`tools.model_io.weights_identity`, with it) is
+    recorded with the other settings that make the features (mode, window, frames, size, views, TEST.SAMPLING, the
+    precision in force, the pooling, the tubelet, format); once ``out_dir`` holds features, a later run into it must
+    use the same ones (ValueError naming the differences otherwise). A ``settings.json`` of an older version,
+    without some of them, is taken to match: a ``note:`` line names them, and they are recorded from then on.
 
     An interruption (KeyboardInterrupt, a stop signal raised as :class:`evautil.interrupt.Stopped`) or a crash
     first writes the videos this rank finished, so that a rerun skips them, and is raised again.
@@ -330,6 +305,7 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     from engine import distributed
     from engine.train_loop import precision_name, resolve_precision
     from models.hub import cached_weights_path
+    from tools.model_io import weights_identity
 
     _check_window(window, stride)  # before settings.json is written
     stride = stride or window

@@ -1,5 +1,5 @@
-"""What ``predict`` and ``extract_features`` share: the config and weights, the videos to process, the multi-view
-test loader, and the forward pass that yields pooled features and logits per view.
+"""What ``predict`` and ``extract_features`` share: the videos to process, the multi-view test loader, and the
+forward pass that yields pooled features and logits per view; the config and weights from ``tools.model_io``.
 
 The data pipeline is reached through one function, :func:`build_view_loader`, which calls the same public entry
 point as evaluation (``dali_pipelines.loader.build_loader(cfg, 'test', ...)``) so that a prediction sees exactly
@@ -11,24 +11,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from configs import ConfigError, load_config, opts_last  # opts_last: for the tools' parsers
+from configs import opts_last  # for the tools' parsers
 from dali_pipelines.filelist import LabelRangeError, split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object
-from engine.evaluate import read_label_names
-from evautil.errors import not_utf8_line, weights_misfit
-from evautil.files import naming_the_file, not_a_file, output_path_problem
+from evautil.errors import not_utf8_line
+from evautil.files import naming_the_file, output_path_problem
 from evautil.text import text_lines
-from models import ARCHS, CheckpointError, build_model, load_pretrained
-from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
-                               read_checkpoint)
-from models.weights_file import read_weights_metadata
+from tools.model_io import InputError, load_model, load_setup  # the tools' one place to import them from
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input",
            "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
@@ -37,10 +32,6 @@ __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
 _LIST_EXTENSIONS = (".txt", ".lst", ".list")
-
-
-class InputError(ValueError):
-    """Unusable command-line input (no videos, an unreadable list, weights without a config); named in one line."""
 
 
 # ---------------------------------------------------------------------------------------------------- videos
@@ -193,165 +184,6 @@ def videos_of_rank_0(videos: list, ctx: DistContext) -> list:
     could differ (a video being added between the scans), and the ranks' shares of different lists would miss some
     videos and repeat others."""
     return broadcast_object(videos, ctx)
-
-
-# ---------------------------------------------------------------------------------------------- config, model
-def _metadata_opts(meta: dict[str, Any]) -> list[str]:
-    # num_classes 0: weights without a head, which give features only (load_model says so where a head is needed);
-    # the config keeps its own class count, which no tensor of the file has
-    classes = ["DATA.NUM_CLASSES", str(meta["num_classes"])] if meta["num_classes"] else []
-    return ["MODEL.ARCH", meta["arch"], "DATA.NUM_FRAMES", str(meta["num_frames"]), "DATA.TUBELET_SIZE",
-            str(meta["tubelet_size"]), "DATA.INPUT_SIZE", str(meta["input_size"]), *classes,
-            "MODEL.USE_MEAN_POOLING", str(meta["use_mean_pooling"])]
-
-
-def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "", opts: Sequence[str] = ()) -> None:
-    """The config and the model file must describe the same model and the same input normalisation. A mismatch is
-    named with where the config's value came from: ``--opts`` when it sets the key, else the ``--cfg`` file."""
-    from dali_pipelines.augment import MEAN, STD  # numpy only, no DALI
-
-    preset = ARCHS.get(meta["arch"])
-    dims = {"embed_dim": "embed_dim", "depth": "depth", "num_heads": "num_heads", "mlp_hidden_dim": "mlp_hidden",
-            "patch_size": "patch_size"}
-    if preset is None or any(meta[k] != preset[p] for k, p in dims.items()):
-        raise CheckpointError(f"{weights}: architecture {meta['arch']!r} with "
-                              f"{ {k: meta[k] for k in dims} } is not a known MODEL.ARCH preset")
-    # the pooling and the tubelet change which tensors the model has: a mismatch would be reported as missing keys
-    pairs = {"MODEL.ARCH": (cfg.MODEL.ARCH, meta["arch"]), "DATA.NUM_FRAMES": (cfg.DATA.NUM_FRAMES, meta["num_frames"]),
-             "DATA.TUBELET_SIZE": (cfg.DATA.TUBELET_SIZE, meta["tubelet_size"]),
-             "DATA.INPUT_SIZE": (cfg.DATA.INPUT_SIZE, meta["input_size"]),
-             "DATA.NUM_CLASSES": (cfg.DATA.NUM_CLASSES, meta["num_classes"]),
-             "MODEL.USE_MEAN_POOLING": (cfg.MODEL.USE_MEAN_POOLING, meta["use_mean_pooling"])}
-    if not meta["num_classes"]:  # no head: any class count fits its tensors
-        del pairs["DATA.NUM_CLASSES"]
-    set_by_opts = set(list(opts)[0::2])
-    for key, (ours, theirs) in pairs.items():
-        if ours == theirs:
-            continue
-        if key in set_by_opts or not cfg_path:  # --opts is applied last: its value is the one in force
-            raise ConfigError(f"{key} = {ours} from --opts but {theirs} in {weights}; leave {key} out of --opts to "
-                              "use the file's value")
-        raise ConfigError(f"{key} = {ours} in --cfg {cfg_path} but {theirs} in {weights}; drop --cfg to use the "
-                          "file's own settings")
-    for name, want, have in (("mean", MEAN, meta["mean"]), ("std", STD, meta["std"])):
-        if any(abs(a - b) > 1e-4 for a, b in zip(want, have)) or len(have) != len(want):
-            raise CheckpointError(f"{weights}: expects inputs normalised with {name} {have}; the data pipeline "
-                                  f"uses {list(want)}")
-
-
-def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_names: bool = True,
-               warn: bool = True) -> tuple[Any, dict[int, str]]:
-    """The config (from ``cfg_path``, or from the metadata of an exported ``.safetensors`` when there is none) and
-    the class names (DATA.LABEL_LIST, else the file's names, else none; none read when not ``class_names``).
-
-    A DATA.LABEL_LIST that does not exist is passed over as if none were set, with a ``warning:`` line on stderr
-    when ``warn``: class names label the results, they do not change them. One that exists must be valid.
-
-    Raises:
-        FileNotFoundError: the weights file does not exist.
-        InputError: no config and the weights are not a self-describing file.
-        ConfigError / CheckpointError: they disagree, or a value is invalid (the message names it).
-    """
-    from models.hub import resolve_weights_path
-
-    local = resolve_weights_path(weights) if weights else ""
-    if local and not os.path.isfile(local):
-        raise FileNotFoundError(f"weights file not found: {weights}" + (" (a folder, not a file)"
-                                                                        if os.path.isdir(local) else ""))
-    meta = read_weights_metadata(local) if local and is_safetensors(local) else None
-    if not cfg_path and meta is None:
-        raise InputError(f"--cfg is needed: {weights or 'no --weights given'} is not a weights file exported by "
-                         "tools.export_safetensors (which carries its own settings)")
-    cfg = load_config(cfg_path or None, ([] if cfg_path else _metadata_opts(meta)) + list(opts))
-    if meta is not None:
-        _check_metadata(cfg, meta, weights, cfg_path or "", opts)
-    if not class_names:
-        return cfg, {}
-    names: dict[int, str] = dict(enumerate(meta["class_names"])) if meta is not None else {}
-    labels = cfg.DATA.LABEL_LIST
-    if labels and not os.path.isfile(labels):
-        if warn:
-            print(f"warning: label list DATA.LABEL_LIST = {labels} {not_a_file(labels)}; "
-                  + (f"class names from {weights}" if names else "classes are given by their index, without names"),
-                  file=sys.stderr)
-    elif labels:
-        names = read_label_names(labels, cfg.DATA.NUM_CLASSES)
-    return cfg, names
-
-
-def load_model(cfg, weights: str, device: torch.device, warn: bool = True, features_only: bool = False,
-               head_problem_to: list[str] | None = None, without_head: bool = False) -> nn.Module:
-    """The model of ``cfg`` with ``weights`` (any checkpoint path or ``hf://`` reference) loaded, in eval mode.
-
-    The checkpoint is converted by ``load_pretrained``; what the conversion changed (a positional
-    embedding resampled to another DATA.NUM_FRAMES / DATA.INPUT_SIZE, a head gathered by a class mapping) is printed
-    as ``warning:`` lines on stderr when ``warn``: a model used at another geometry than it was trained at is
-    legitimate, but it should not happen unnoticed.
-
-    ``features_only``: the model gives features, which stop before the head, so weights without a head or with a
-    head of another class count are loaded too (the head left at its initialisation), with a ``note:`` line when
-    ``warn``; the error predicting with them must raise is appended to ``head_problem_to``. ``without_head``:
-    weights without a head (a pretrained backbone) give the model without one (``num_classes`` 0, its forward
-    returning the pooled features), with that ``note:`` line; a head of another class count is still refused.
-
-    Raises:
-        CheckpointError: the weights leave model parameters unset (a wrong MODEL.ARCH or class count), or have no
-            head or one of another class count (not with ``features_only``).
-        ValueError: the checkpoint cannot be converted to the model (the message names the file and the key).
-    """
-    # what check_checkpoint reads (memory-mapped, no tensor loaded) and refuses, keeping the head's shape: a head of
-    # another class count would be dropped and scored at random, named with both counts before the build
-    mapping = cfg.MODEL.CLASS_MAPPING or None
-    state, saved_config = read_checkpoint(weights, mmap=True)
-    head = state.get("head.weight")
-    head_problem, why_not_loaded = None, ""
-    mismatch = head_mismatch({"head.weight": head}, cfg.DATA.NUM_CLASSES, mapping) if head is not None else None
-    if head is None:
-        why_not_loaded = "it has no classification head"
-        head_problem = (f"{weights}: {why_not_loaded} (head.weight, head.bias): it gives features "
-                        "(tools.extract_features, Predictor.features), not predictions")
-    elif mismatch:
-        why_not_loaded = f"its head has {head.shape[0]} classes and DATA.NUM_CLASSES is {cfg.DATA.NUM_CLASSES}"
-        head_problem = f"{weights}: {mismatch}"
-    if head_problem and not (features_only or (without_head and head is None)):
-        raise CheckpointError(head_problem)
-    built = cfg.clone()
-    built.defrost()
-    built.MODEL.PRETRAINED = ""
-    built.TRAIN.USE_CHECKPOINT = False
-    built.freeze()
-    model = build_model(built, device=device)
-    notes: list[str] = []
-    # MODEL.PRETRAINED_FRAMES / _INPUT_SIZE give the geometry of a file that does not record it (the error asking
-    # for it names these keys); a file's saved config decides otherwise, as a recipe's values describe the
-    # checkpoint its MODEL.PRETRAINED names
-    grid = pretrained_source_grid(cfg, model) if saved_config is None else None
-    missing, unexpected = load_pretrained(model, weights, "eva_k722", class_mapping=mapping, source_grid=grid,
-                                          notes_to=notes, misfit_is_error=True)
-    # A recipe's MODEL.PRETRAINED_FRAMES that does not fit these weights describes the checkpoint the recipe trains
-    # from (K722's 8 frames), not these: set aside without a word (the README's k400.yaml + K400 checkpoint case).
-    notes = [n for n in notes if "set aside" not in n]
-    if head_problem:  # features_only: the head's absence is said once, below, instead of the conversion's note
-        missing = [k for k in missing if k not in ("head.weight", "head.bias")]
-        notes = [n for n in notes if not n.startswith("head:")]
-        if head_problem_to is not None:
-            head_problem_to.append(head_problem)
-    lacked = layers_the_model_lacks(unexpected, model)  # a deeper model's weights would predict as a truncated one
-    if missing or lacked:
-        raise CheckpointError(f"{weights} {weights_misfit(cfg.MODEL.ARCH, cfg.DATA.NUM_CLASSES, missing, lacked)}")
-    if warn:
-        if head_problem:
-            print(f"note: {weights}: {why_not_loaded}: the head was not loaded, and features stop before it",
-                  file=sys.stderr)
-        for note in notes:  # which of a file's weights are used is information; what was changed, a warning
-            print(f"{'note' if note == EMA_NOTE else 'warning'}: {weights}: {note}", file=sys.stderr)
-        if any(n.startswith("pos_embed: resampled") for n in notes):
-            print(f"warning: {weights} was trained at another geometry than DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES}, "
-                  f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE}: its positional embedding was resampled to fit; set them "
-                  "to the checkpoint's values to use the model as trained", file=sys.stderr)
-    if without_head and head is None:
-        model.reset_classifier(0)
-    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------- loader

@@ -155,9 +155,10 @@ class Predictor:
         from engine.distributed import DistContext
         from evautil.files import make_output_folder
         from tools.inference import check_output_path, load_model, load_setup
+        from tools.model_io import compute_device
 
         self.cfg, self.class_names = load_setup(cfg, opts, weights)
-        self.ctx = DistContext(device=_compute_device(device))
+        self.ctx = DistContext(device=compute_device(device))
         if work_dir is not None:
             check_output_path(work_dir, "work_dir", folder=True)
         head_problem: list[str] = []  # features stop before the head: weights without a usable one still give them
@@ -260,27 +261,6 @@ class _CollectedFeatures:
 
     def fail(self, path: str, reason: str) -> None:
         self.records[path] = {"path": path, "status": "error", "error": reason}
-
-
-def _compute_device(name: str):
-    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` as a torch device; the GPU is made the current one, as a run does
-    (the data pipeline decodes on the current GPU)."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # torch's words list every device type it knows, which this one does not take
-        raise ValueError(f"device {name!r}: give auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r}: give auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: CUDA is not available on this machine")
-        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
-        torch.cuda.set_device(device)
-    return device
 
 
 # ---------------------------------------------------------------------------------------------------- output

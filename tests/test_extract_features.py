@@ -569,6 +569,16 @@ def test_a_window_below_one_is_refused(window, capsys):
     assert ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f"]).window == 0  # no --window: the test views
 
 
+@pytest.mark.parametrize("flag, value", [("--shard-videos", "0"), ("--windows-per-batch", "-1")])
+def test_a_batch_or_shard_size_below_one_is_refused_naming_the_flag_and_value(flag, value, capsys):
+    """The error named both flags, not which one was wrong, nor its value."""
+    with pytest.raises(SystemExit) as info:
+        ef.parse_args(["a.mp4", "--weights", "w.pth", "--out", "f", "--window", "8", flag, value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m tools.extract_features: error: {flag} must be at " \
+                                                      f"least 1, got {value}"
+
+
 def test_a_missing_label_list_is_not_needed(clips, tiny, tmp_path, capsys):
     """Features have no class names: a config whose DATA.LABEL_LIST is absent still extracts them."""
     _, model, ckpt = tiny

@@ -374,8 +374,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if problem:
         p.error(problem)
     args.window, args.stride = args.window or 0, args.stride or 0  # extract() takes 0 for not given
-    if args.windows_per_batch < 1 or args.shard_videos < 1:
-        p.error("--windows-per-batch and --shard-videos must be at least 1")
+    for flag, value in (("--windows-per-batch", args.windows_per_batch), ("--shard-videos", args.shard_videos)):
+        if value < 1:  # the one given, with its value, as --window and --stride are named
+            p.error(f"{flag} must be at least 1, got {value}")
     return args
 
 

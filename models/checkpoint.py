@@ -205,7 +205,7 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
     """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
     ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors)."""
     shown = path
-    if path.startswith("hf://"):  # a Hub reference: the cached local file (models/hub.py)
+    if path[:4].lower() == "hf:/":  # a Hub reference, the cached local file, or one miswritten (models/hub.py)
         from .hub import resolve_weights_path
 
         path = resolve_weights_path(path)

@@ -128,13 +128,17 @@ def _check_reachable(path: str, ref: HubReference) -> None:
 
 def resolve_weights_path(path: str) -> str:
     """A local path for ``path``: an ``hf://`` reference is fetched into (or found in) the Hub cache; any other
-    value is returned unchanged.
+    value is returned unchanged, but for a miswritten reference (``HF://``, ``hf:/``) that names no local
+    file.
 
     Raises:
-        HubReferenceError: malformed reference; not cached while offline; not cached and the Hub unreachable;
-            repository or file not found. The message is one line naming the reference.
+        HubReferenceError: malformed or miswritten reference; not cached while offline; not cached and the Hub
+            unreachable; repository or file not found. The message is one line naming the reference.
     """
     if not is_hub_reference(path):
+        if re.match(r"(?i)hf:/", path) and not os.path.exists(path):  # "HF://", "hf:/": not found as a file
+            raise HubReferenceError(f"{path}: not a file, nor a Hub reference, which is written in lower case with "
+                                    f"two slashes: {HUB_PREFIX}owner/name[@revision]/path/to/file")
         return path
     ref = parse_hub_reference(path)
     from huggingface_hub import hf_hub_download

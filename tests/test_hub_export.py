@@ -327,6 +327,25 @@ def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache
     assert capsys.readouterr().err == f"error: checkpoint file not found: {tmp_path} (a folder, not a file)\n"
 
 
+def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monkeypatch, capsys):
+    """HF://... or hf:/... was looked for as a local file: "weights file not found", with no word of the Hub. A
+    local file under such a name (a folder "HF:") is still read."""
+    _, _, ckpt, out = tiny
+    how = "not a file, nor a Hub reference, which is written in lower case with two slashes: hf://owner/name"
+    for ref in ("HF://acme/repo/model.safetensors", "hf:/acme/repo/model.safetensors"):
+        assert predict.main(["a.mp4", "--weights", ref, "--work-dir", str(tmp_path / "w")]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {ref}: {how}")
+    ref = "Hf://acme/repo/model.pth"
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", ref, "--out", str(tmp_path / "x.safetensors"),
+                                    "--opts", *TINY, "DATA.LABEL_LIST", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {ref}: {how}") and len(err.splitlines()) == 1, err
+    (tmp_path / "HF:").mkdir()
+    (tmp_path / "HF:" / "m.safetensors").write_bytes(Path(out).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert resolve_weights_path("HF:/m.safetensors") == "HF:/m.safetensors"
+
+
 def test_config_mismatch_names_where_the_value_came_from(tiny):
     from configs import ConfigError
 

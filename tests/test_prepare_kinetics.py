@@ -1734,6 +1734,140 @@ def test_a_second_reencode_into_the_same_dst_is_refused_while_one_runs(tmp_path,
     assert probe_output(str(dst / "train" / ARM / vid("a")))["frames"] == 4
 
 
+_PAUSING_REENCODE = """
+import sys
+
+from tests import pausing_jobs
+from tools import prepare_kinetics
+from tools.kinetics import reencode
+
+if __name__ == "__main__":
+    reencode._reencode_job = pausing_jobs.pausing_reencode_job  # the workers get it by name
+    sys.exit(prepare_kinetics.main(sys.argv[1:]))
+"""
+
+
+def _until(holds, what: str, limit_s: float = 120.0) -> None:
+    """Wait for ``holds()`` (a test that never gets there fails, naming ``what``, instead of hanging)."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not holds():
+        assert time.monotonic() < deadline, f"no {what} within {limit_s:g} s"
+        time.sleep(0.05)
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_a_reencode_started_again_at_once_waits_for_the_workers_of_the_one_killed(tmp_path):
+    """A worker ends only once it sees its main process gone (every 0.5 s, later while its encode holds the
+    interpreter): a re-encode killed outright and started again at once began encoding the video a dying worker was
+    finishing, into the same .part file; the dying worker then renamed that half-written file into place, where
+    every resume skipped it as done."""
+    from dali_pipelines.pyav_encode import write_video
+    from tests.conftest import child_env
+    from tests.pausing_jobs import PAUSE_AT, PAUSE_DIR
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    (src / ARM).mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 256, (8, 240, 320, 3), dtype=np.uint8)  # outputs of many bytes
+    write_video(str(src / ARM / vid("a")), noise, codec="h264", fps=25)
+    (tmp_path / "run.py").write_text(_PAUSING_REENCODE)
+    cmd = [sys.executable, str(tmp_path / "run.py"), "reencode", "--src", str(src), "--dst", str(dst),
+           "--short-side", "240", "--workers", "2", "--no-progress"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    runs, workers = [], []  # killed whatever happens: none of them ends by itself
+
+    def start(pause_at: str, folder: Path) -> subprocess.Popen:
+        folder.mkdir()
+        with open(folder / "stderr", "w") as err:
+            runs.append(subprocess.Popen(cmd, env=child_env(**{PAUSE_AT: pause_at, PAUSE_DIR: str(folder)}),
+                                         stdout=subprocess.DEVNULL, stderr=err))
+        return runs[-1]
+
+    def paused(folder: Path) -> None:
+        _until(lambda: (folder / "paused").exists(), f"stop of the encode of the {folder.name} run")
+        workers.append(int((folder / "paused").read_text()))
+
+    waits = f"reencode: waiting for the workers of the re-encode into {dst} that was stopped"
+    try:
+        run = start("renaming", first)  # the killed run: its worker stops before renaming its output
+        paused(first)
+        run.kill()
+        assert run.wait() == -9
+        again = start("writing", second)  # started again at once: its worker stops halfway through
+        _until(lambda: (second / "paused").exists() or waits in (second / "stderr").read_text(),
+               "encode nor wait of the second run")
+        (first / "go").touch()  # the dying worker goes on: its output renamed into place
+        _until(lambda: (dst / ARM / vid("a")).exists(), "output renamed by the first run's worker")
+        paused(second)
+        again.kill()  # the second run killed halfway through its encode too
+        assert again.wait() == -9
+    finally:
+        for p in runs:
+            p.kill()
+            p.wait()
+        for pid in workers:
+            _kill(pid)
+    r = subprocess.run(cmd[:1] + [str(REPO / "tools" / "prepare_kinetics.py")] + cmd[2:], env=child_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # the video under its name is whole: all its 8 frames decode
+    assert probe_output(str(dst / ARM / vid("a")))["frames"] == 8
+    assert waits in (second / "stderr").read_text()  # the second run said why it waited
+
+
+def test_a_reencode_gives_up_on_workers_of_a_stopped_run_that_do_not_end(tmp_path, capsys, monkeypatch):
+    import fcntl
+
+    from tools.kinetics import reencode as reencode_mod
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / ARM / vid("a"), t=4)
+    args = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32"]
+    dst.mkdir()
+    monkeypatch.setattr(reencode_mod, "STOPPED_ENCODES_WAIT_S", 0.3)
+    with open(dst / ".reencode.encodes.lock", "a") as stuck:  # an encode of a stopped run that does not end
+        fcntl.flock(stuck, fcntl.LOCK_SH)
+        assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"reencode: waiting for the workers of the re-encode into {dst} that was stopped before this one "
+                   "to end (they may still be writing there)",
+                   f"error: the workers of a re-encode into {dst} that was stopped still hold "
+                   f"{dst / '.reencode.encodes.lock'} after 0.3 s: end them (`fuser {dst / '.reencode.encodes.lock'}` "
+                   "names them), then run the same command again"]
+    assert not (dst / ARM).exists()
+    assert prepare_kinetics.main(args) == 0  # once they have ended
+    assert probe_output(str(dst / ARM / vid("a")))["frames"] == 4
+
+
+def test_an_encode_of_a_run_whose_tree_another_run_took_over_writes_nothing(tmp_path):
+    # A worker of a stopped run can take one more video from its queue after the next run has taken the tree over
+    # (which waits for the encodes under way only): it leaves the video, and the .part file, to that run.
+    from tools.kinetics.reencode import _reencode_job
+
+    src, dst = write_clip(tmp_path / "t400" / ARM / vid("a"), t=4), tmp_path / "out"
+    out = dst / ARM / vid("a")
+    part = out.with_name(out.name + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"the first frames of the new run's encode")
+    (dst / ".reencode.lock").write_text("123 the-new-run\n")
+    job = (str(src), str(out), EncodeSettings(short_side=32, gop=4))
+    r = _reencode_job(job + ((str(dst), "99 the-stopped-run"),))
+    assert not r["ok"] and r["error"] == f"{src}: not re-encoded: another re-encode took over {dst} (its " \
+                                         ".reencode.lock names that run now)"
+    assert not out.exists() and part.read_bytes() == b"the first frames of the new run's encode"
+    r = _reencode_job(job + ((str(dst), "123 the-new-run"),))  # the run that holds the tree
+    assert r["ok"] and probe_output(str(out))["frames"] == 4 and not part.exists()
+
+
 def test_an_output_is_on_the_disk_before_it_gets_its_name(tmp_path, monkeypatch):
     # Renamed unsynced, a machine going down could leave a truncated (not only an empty) video under its final name,
     # which every resume skipped as done. The write order: the whole .part file synced, then renamed.

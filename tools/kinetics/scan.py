@@ -317,75 +317,142 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
             official ids). In the annotated layout CSV rows without a video file are reported (``missing``), never
             an error, not even with ``strict``: every Kinetics download lacks some videos.
     """
+    root = _dataset_root(name, root)
+    folders = {"train": train_dir, "val": val_dir}
+    walked = _walk_splits(name, root, folders, underscore_to_space, annotations, progress_lines)
+    found = walked.found()  # before --check moves the undecodable videos out of the candidates
+    # What the folders or CSVs alone decide is refused before --check probes a video: on Kinetics the probes take
+    # hours, and an error after them lost them all.
+    _refuse_different_classes(name, walked.class_sets, walked.sources)
+    classes = match_official(name, root, walked.class_sets["train"], allow_empty_classes, official_labels,
+                             walked.classes_from)
+    _refuse_unusable(name, walked.skipped, strict)
+    probes, probe_rows = None, {}
+    if check and walked.candidates:
+        probes, probe_rows = _probe_candidates(name, root, walked, workers, progress, before, partial_list,
+                                               progress_lines)
+    try:
+        videos = _usable_videos(name, root, folders, walked, classes, strict, allow_empty_classes)
+    except KineticsError:  # the probes of the videos still count: the fixed command probes none of them again
+        if partial_list is not None:
+            save_checked(name, root, probes, probe_rows, partial_list)
+        raise
+    return DatasetScan(name, root, classes, videos, walked.skipped, walked.ignored, found,
+                       {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in walked.counts.items()}, probes,
+                       probe_rows, walked.info)
+
+
+def _dataset_root(name: str, root: str) -> str:
+    """The absolute ``root`` of dataset ``name``, once both are checked (the name becomes a file prefix)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise KineticsError(f"dataset name {name!r} must contain only letters, digits, '-' and '_'")
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise KineticsError(f"dataset {name}: root {root!r} does not exist or is not a directory")
+    return root
 
-    videos: dict[str, list[Video]] = {"train": [], "val": []}
-    class_sets: dict[str, list[str]] = {}
+
+@dataclass
+class _Walked:
+    """What the walk through a dataset's split folders found (:func:`_walk_splits`), before any probe.
+
+    Attributes:
+        csvs: ``{split: annotation CSV}`` in the annotated layout; None for class folders.
+        class_sets: ``{split: sorted class names}``.
+        candidates: ``(split, video)`` of the usable video files, in walk order.
+        skipped, ignored: as :class:`DatasetScan`'s (the annotated videos without a file not yet among ``skipped``).
+        counts: ``{split: Counter of the skip kinds}``.
+        absent: ``(path, reason)`` of the annotated videos without a file, skipped after the ``--strict`` test.
+        info: what the report says about the annotated layout (:attr:`DatasetScan.annotations`).
+        sources: ``{split: what its classes come from}`` (folder or CSV), for messages.
+        classes_from: what the classes are, for :func:`~tools.kinetics.official.match_official`'s messages.
+    """
+
+    csvs: dict[str, str] | None
+    class_sets: dict[str, list[str]]
+    candidates: list[tuple[str, Video]]
+    skipped: list[tuple[str, str]]
+    ignored: list[str]
+    counts: dict[str, Counter]
+    absent: list[tuple[str, str]]
+    info: dict
+    sources: dict[str, str]
+    classes_from: str
+
+    def found(self) -> dict[str, int]:
+        """Every video file found per split, usable or not, so that a report's "found" is written + skipped +
+        dropped."""
+        return {split: sum(1 for s, _ in self.candidates if s == split) + sum(self.counts[split].values())
+                for split in self.counts}
+
+
+def _walk_splits(name: str, root: str, folders: dict[str, str], underscore_to_space: bool,
+                 annotations: Mapping[str, str] | None, progress_lines: bool) -> _Walked:
+    """Walk the split ``folders`` of ``root``: class folders (:func:`_scan_split`), or the flat layout read with
+    its annotation CSVs (``annotations.scan_annotated``), as :func:`scan_dataset` describes."""
+    from .annotations import annotation_files, scan_annotated  # local: it builds on this module
+
     candidates: list[tuple[str, Video]] = []
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
     counts: dict[str, Counter] = {"train": Counter(), "val": Counter()}
-    folders = {"train": train_dir, "val": val_dir}
-    from .annotations import annotation_files, scan_annotated  # local: it builds on this module
-
     csvs = annotation_files(name, root, folders, annotations)
-    absent: list[tuple[str, str]] = []  # annotated videos without a file, skipped after the --strict test
+    absent: list[tuple[str, str]] = []
     info: dict = {}
     walk = walk_progress(f"scan {name}", "video file", lines=progress_lines)  # lines only when the walk takes long
     if csvs is None:
-        for split, folder in folders.items():
-            class_sets[split] = _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
-                                            ignored, counts[split], walk)
+        class_sets = {split: _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
+                                         ignored, counts[split], walk) for split, folder in folders.items()}
         sources, classes_from = dict(folders), "class folders"
     else:
         class_sets, absent, info = scan_annotated(name, root, folders, csvs, underscore_to_space, candidates,
                                                   skipped, ignored, counts, walk)
         sources, classes_from = dict(csvs), "annotated classes"
     walk.finish()
-    # Every video file found, usable or not, so that a report's "found" is written + skipped + dropped.
-    found = {split: sum(1 for s, _ in candidates if s == split) + sum(counts[split].values()) for split in counts}
+    return _Walked(csvs, class_sets, candidates, skipped, ignored, counts, absent, info, sources, classes_from)
 
-    # What the folders or CSVs alone decide is refused before --check probes a video: on Kinetics the probes take
-    # hours, and an error after them lost them all.
+
+def _refuse_different_classes(name: str, class_sets: dict[str, list[str]], sources: dict[str, str]) -> None:
+    """Train and val must have the same classes, or their labels would disagree."""
     if class_sets["train"] != class_sets["val"]:
         only_t = sorted(set(class_sets["train"]) - set(class_sets["val"]))
         only_v = sorted(set(class_sets["val"]) - set(class_sets["train"]))
         raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
                             f"only in {sources['train']}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
                             f"only in {sources['val']}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
-    classes = match_official(name, root, class_sets["train"], allow_empty_classes, official_labels, classes_from)
-    _refuse_unusable(name, skipped, strict)
-    probes, probe_rows = None, {}
-    if check and candidates:
-        table, reasons = check_videos(name, candidates, workers, progress, before, root, partial_list,
-                                      progress_lines)
-        good = []
-        for (split, v), reason in zip(candidates, reasons):
-            if reason is None:
-                probe_rows[v.path] = len(good)
-                good.append((split, v))
-            else:
-                skipped.append((v.path, reason))
-                counts[split][SKIP_UNDECODABLE] += 1
-        probes = table.take(np.asarray([i for i, r in enumerate(reasons) if r is None], np.int64))
-        candidates = good
-    try:
-        _refuse_unusable(name, skipped, strict)
-        skipped.extend(absent)
-        for split, v in candidates:
-            videos[split].append(v)
-        if not allow_empty_classes:
-            for split, folder in folders.items():
-                where = f"annotated class(es) of {csvs[split]!r}" if csvs else ""
-                _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped, where)
-    except KineticsError:  # the probes of the videos still count: the fixed command probes none of them again
-        if partial_list is not None:
-            save_checked(name, root, probes, probe_rows, partial_list)
-        raise
-    return DatasetScan(name, root, classes, videos, skipped, ignored, found,
-                       {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in counts.items()}, probes,
-                       probe_rows, info)
+
+
+def _probe_candidates(name: str, root: str, walked: _Walked, workers: int, progress: bool,
+                      before: "ProbedBefore | None", partial_list: str | None,
+                      progress_lines: bool) -> tuple[VideoTable, dict[str, int]]:
+    """``--check``: probe the candidates as the training index does (:func:`~tools.kinetics.check.check_videos`).
+    Those that fail move to ``walked.skipped`` (counted undecodable); the others stay candidates, and their facts
+    are returned with ``{Video.path: row}``."""
+    table, reasons = check_videos(name, walked.candidates, workers, progress, before, root, partial_list,
+                                  progress_lines)
+    good, probe_rows = [], {}
+    for (split, v), reason in zip(walked.candidates, reasons):
+        if reason is None:
+            probe_rows[v.path] = len(good)
+            good.append((split, v))
+        else:
+            walked.skipped.append((v.path, reason))
+            walked.counts[split][SKIP_UNDECODABLE] += 1
+    walked.candidates = good
+    return table.take(np.asarray([i for i, r in enumerate(reasons) if r is None], np.int64)), probe_rows
+
+
+def _usable_videos(name: str, root: str, folders: dict[str, str], walked: _Walked, classes: list[str],
+                   strict: bool, allow_empty_classes: bool) -> dict[str, list[Video]]:
+    """The candidates by split, once the last refusals pass: ``--strict`` with files skipped (undecodable ones
+    included), and classes without a usable video. The annotated videos without a file join ``walked.skipped``."""
+    _refuse_unusable(name, walked.skipped, strict)
+    walked.skipped.extend(walked.absent)
+    videos: dict[str, list[Video]] = {"train": [], "val": []}
+    for split, v in walked.candidates:
+        videos[split].append(v)
+    if not allow_empty_classes:
+        for split, folder in folders.items():
+            where = f"annotated class(es) of {walked.csvs[split]!r}" if walked.csvs else ""
+            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], walked.skipped, where)
+    return videos

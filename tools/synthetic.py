@@ -175,28 +175,12 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,
         ``num_train``, ``num_val``, the parameters, ``skipped`` (True when reused) and ``seconds``.
     """
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
-    if train_per_class < 0 or val_per_class < 0 or train_per_class + val_per_class == 0:
-        raise ValueError(f"need clips: train_per_class={train_per_class}, val_per_class={val_per_class}")
-    size = (int(size[0]), int(size[1]))
-    ext = CODECS[codec][1]
-    params = {"version": 1, "codec": codec, "train_per_class": int(train_per_class),
-              "val_per_class": int(val_per_class), "num_frames": int(num_frames), "size": list(size),
-              "fps": float(fps), "gop": gop, "seed": int(seed), "classes": list(CLASSES)}
+    params = _dataset_params(codec, train_per_class, val_per_class, num_frames, size, fps, gop, seed)
     out_dir = os.path.abspath(out_dir)
     meta_path = os.path.join(out_dir, "dataset.json")
     train_list, val_list = os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "val.txt")
     labels_csv = os.path.join(out_dir, "labels.csv")
-
-    rel: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
-    jobs = []
-    for label, cls_name in enumerate(CLASSES):
-        for i in range(train_per_class + val_per_class):
-            rel_path = os.path.join("videos", cls_name, f"{cls_name}_{i}{ext}")
-            rel["train" if i < train_per_class else "val"].append((rel_path, label))
-            jobs.append((os.path.join(out_dir, rel_path), cls_name, label, i, int(seed), size, codec, float(fps),
-                         gop, int(num_frames)))
+    rel, jobs = _clip_jobs(out_dir, params)
 
     summary = {"out_dir": out_dir, "train_list": train_list, "val_list": val_list, "labels_csv": labels_csv,
                "classes": list(CLASSES), "num_train": len(rel["train"]), "num_val": len(rel["val"]), **params}
@@ -204,40 +188,79 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     if not force and _complete(meta_path, params, [j[0] for j in jobs] + [train_list, val_list, labels_csv]):
         return {**summary, "skipped": True, "seconds": time.perf_counter() - t0}
 
-    resumed = not force and _stored_params(meta_path) == params
-    if resumed:
-        # The same dataset, stopped halfway: its finished clips are the bytes this run would write (a clip is a
-        # function of the parameters); the half-written ones never got their final name.
-        _remove_parts(out_dir)
-        jobs = [j for j in jobs if not (os.path.isfile(j[0]) and os.path.getsize(j[0]) > 0)]
-    elif os.path.exists(meta_path):
-        # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
-        os.unlink(meta_path)
-        shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
-    elif not force:
-        # Lists no dataset.json marks as ours are someone's data: they were overwritten without a word.
-        theirs = [os.path.basename(p) for p in (train_list, val_list, labels_csv) if os.path.exists(p)]
-        if theirs:
-            raise FileExistsError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
-                                  "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
-                                  "them)", out_dir)
+    jobs = _clips_left(out_dir, meta_path, params, jobs, (train_list, val_list, labels_csv), force)
     os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
     atomic_write_text(meta_path, json.dumps({**params, "complete": False}, indent=1) + "\n")
-    for cls_name in CLASSES:
-        os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
-    from evautil.progress import stderr_is_terminal, stderr_line
-
-    # A bar only on a terminal; in a log file, plain lines (every 30 s, and the total time) instead of its redraws.
-    for _ in map_with_progress(_write_job, jobs, workers, "synthetic clips", progress=progress and stderr_is_terminal(),
-                               unit="clip", ordered=False, log=stderr_line if progress else None):
-        pass
-
+    _write_clips(out_dir, jobs, workers, progress)
     for split, path in (("train", train_list), ("val", val_list)):
         atomic_write_text(path, "".join(f"{p} {label}\n" for p, label in rel[split]))
     atomic_write_text(labels_csv, "id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
     atomic_write_text(meta_path, json.dumps({**params, "complete": True}, indent=1) + "\n")
     return {**summary, "skipped": False, "seconds": time.perf_counter() - t0}
+
+
+def _dataset_params(codec: str, train_per_class: int, val_per_class: int, num_frames: int, size: tuple[int, int],
+                    fps: float, gop: int | None, seed: int) -> dict:
+    """The parameters ``dataset.json`` records (the clips are a function of them), once checked."""
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+    if train_per_class < 0 or val_per_class < 0 or train_per_class + val_per_class == 0:
+        raise ValueError(f"need clips: train_per_class={train_per_class}, val_per_class={val_per_class}")
+    return {"version": 1, "codec": codec, "train_per_class": int(train_per_class),
+            "val_per_class": int(val_per_class), "num_frames": int(num_frames), "size": [int(size[0]), int(size[1])],
+            "fps": float(fps), "gop": gop, "seed": int(seed), "classes": list(CLASSES)}
+
+
+def _clip_jobs(out_dir: str, params: dict) -> tuple[dict[str, list[tuple[str, int]]], list[tuple]]:
+    """``{split: [(path relative to out_dir, label)]}`` of the lists, and the :func:`_write_job` of every clip."""
+    ext = CODECS[params["codec"]][1]
+    size = tuple(params["size"])
+    rel: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
+    jobs = []
+    for label, cls_name in enumerate(CLASSES):
+        for i in range(params["train_per_class"] + params["val_per_class"]):
+            rel_path = os.path.join("videos", cls_name, f"{cls_name}_{i}{ext}")
+            rel["train" if i < params["train_per_class"] else "val"].append((rel_path, label))
+            jobs.append((os.path.join(out_dir, rel_path), cls_name, label, i, params["seed"], size, params["codec"],
+                         params["fps"], params["gop"], params["num_frames"]))
+    return rel, jobs
+
+
+def _clips_left(out_dir: str, meta_path: str, params: dict, jobs: list[tuple], lists: tuple[str, ...],
+                force: bool) -> list[tuple]:
+    """The jobs of the clips still to write into ``out_dir``, whatever it holds: a run with the same parameters
+    stopped halfway (its finished clips kept), one with other parameters (its clips removed), or ``lists`` that no
+    ``dataset.json`` marks as a synthetic dataset's (FileExistsError, unless ``force``)."""
+    if not force and _stored_params(meta_path) == params:
+        # The same dataset, stopped halfway: its finished clips are the bytes this run would write (a clip is a
+        # function of the parameters); the half-written ones never got their final name.
+        _remove_parts(out_dir)
+        return [j for j in jobs if not (os.path.isfile(j[0]) and os.path.getsize(j[0]) > 0)]
+    if os.path.exists(meta_path):
+        # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
+        os.unlink(meta_path)
+        shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
+    elif not force:
+        # Lists no dataset.json marks as ours are someone's data: they were overwritten without a word.
+        theirs = [os.path.basename(p) for p in lists if os.path.exists(p)]
+        if theirs:
+            raise FileExistsError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
+                                  "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
+                                  "them)", out_dir)
+    return jobs
+
+
+def _write_clips(out_dir: str, jobs: list[tuple], workers: int, progress: bool) -> None:
+    """Render and encode the clips of ``jobs`` into their class folders, in ``workers`` processes."""
+    from evautil.progress import stderr_is_terminal, stderr_line
+
+    for cls_name in CLASSES:
+        os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
+    # A bar only on a terminal; in a log file, plain lines (every 30 s, and the total time) instead of its redraws.
+    for _ in map_with_progress(_write_job, jobs, workers, "synthetic clips", progress=progress and stderr_is_terminal(),
+                               unit="clip", ordered=False, log=stderr_line if progress else None):
+        pass
 
 
 def _stored_params(meta_path: str) -> dict | None:

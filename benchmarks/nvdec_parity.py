@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -352,57 +353,89 @@ def main(argv: list[str] | None = None) -> int:
 def compare(args, tmp: str) -> int:
     """Compare the clips, run the probes and print the report; ``main()``'s work, its exit code."""
     os.makedirs(tmp, exist_ok=True)
-    clips = list(args.clips)
-    results, failures, seek, numbering, finished = [], [], None, [], False
-    if args.real_dir:
-        # Missing reference clips fail the run (exit 1, a report row) without stopping it: on a short visit to a GPU
-        # machine the synthetic clips and the seek probe are still worth measuring.
-        real = (sorted(os.path.join(args.real_dir, f) for f in os.listdir(args.real_dir)
-                       if f.endswith((".mp4", ".avi", ".webm", ".mkv"))) if os.path.isdir(args.real_dir) else None)
-        if not real:
-            why = ("no such folder (the reference clips: EVA_SHARED_DIR/data/real)" if real is None
-                   else "no video files there")
-            flag = flags_as_typed("--real-dir", args)  # --real_dir, if so typed
-            failures.append({"clip": f"{flag} {args.real_dir}", "error": why})
-            print(f"error: {flag} {args.real_dir}: {why}; going on with the other clips", file=sys.stderr)
-        clips += real or []
+    failures: list[dict] = []
+    clips = list(args.clips) + _real_clips(args, failures)
     skipped = []
     if args.decoder == "cpu":  # else each such clip fails deep inside DALI, with a long traceback per clip
         clips, skipped = cpu_decodable(clips)  # (each named on stderr)
     clips += synthetic_clips(tmp, "h264" if args.decoder == "mixed" else "vp9", args.quick)
     device_id = 0 if args.decoder == "mixed" else None
+    report = _Report(args.decoder, args.json, hardware.machine_info(), failures=failures, skipped=skipped)
+    seconds = _measure(report, clips, tmp, device_id, args.quick)
+    _print_report(report, len(clips), seconds)
+    bad = report.failures or [r for r in report.results if r["found"] < r["asked"]]
+    return 1 if bad else 0
 
-    machine = hardware.machine_info()
 
-    def save(seconds: float) -> None:
+def _real_clips(args, failures: list[dict]) -> list[str]:
+    """The video files of ``--real-dir`` (none without it). Missing reference clips fail the run (exit 1, a row of
+    ``failures``) without stopping it: on a short visit to a GPU machine the synthetic clips and the seek probe are
+    still worth measuring."""
+    if not args.real_dir:
+        return []
+    real = (sorted(os.path.join(args.real_dir, f) for f in os.listdir(args.real_dir)
+                   if f.endswith((".mp4", ".avi", ".webm", ".mkv"))) if os.path.isdir(args.real_dir) else None)
+    if not real:
+        why = ("no such folder (the reference clips: EVA_SHARED_DIR/data/real)" if real is None
+               else "no video files there")
+        flag = flags_as_typed("--real-dir", args)  # --real_dir, if so typed
+        failures.append({"clip": f"{flag} {args.real_dir}", "error": why})
+        print(f"error: {flag} {args.real_dir}: {why}; going on with the other clips", file=sys.stderr)
+    return real or []
+
+
+@dataclass
+class _Report:
+    """What the run has found so far, and where it goes (``json_path``: ``--json``, None without)."""
+
+    decoder: str
+    json_path: str | None
+    machine: dict
+    results: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    numbering: list[dict] = field(default_factory=list)
+    seek: dict | None = None
+    finished: bool = False
+
+    def save(self, seconds: float) -> None:
         """The report so far: written after every clip, so that a run stopped by its time box still leaves one."""
-        if args.json:
-            reporting.write_json(args.json, {"decoder": args.decoder, "machine": machine, "seconds": seconds,
-                                             "complete": finished, "clips": results, "failures": failures,
-                                             "skipped": skipped,
-                                             "numbering": numbering, "seek_probe": seek})
+        if self.json_path:
+            reporting.write_json(self.json_path, {"decoder": self.decoder, "machine": self.machine,
+                                                  "seconds": seconds, "complete": self.finished,
+                                                  "clips": self.results, "failures": self.failures,
+                                                  "skipped": self.skipped, "numbering": self.numbering,
+                                                  "seek_probe": self.seek})
 
+
+def _measure(report: _Report, clips: list[str], tmp: str, device_id: int | None, quick: bool) -> float:
+    """Compare the clips, then run the seek probe and the numbering probe, into ``report`` (saved after each);
+    returns the seconds the clips took."""
     t0 = time.perf_counter()
     for path in clips:
         try:
-            results.append(compare_clip(path, args.decoder, device_id))
+            report.results.append(compare_clip(path, report.decoder, device_id))
         except Exception as err:  # one clip's failure is a row of the report, not the end of it
-            failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
-        save(time.perf_counter() - t0)
+            report.failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
+        report.save(time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     try:
-        seek = seek_probe(tmp, args.decoder, device_id, args.quick)
+        report.seek = seek_probe(tmp, report.decoder, device_id, quick)
     except Exception as err:  # a report row, as for the clips
-        seek = {"error": f"{type(err).__name__}: {err}"[:300]}
-    save(seconds)
+        report.seek = {"error": f"{type(err).__name__}: {err}"[:300]}
+    report.save(seconds)
     # Last: its stream whose picture size changes is the one most likely to take NVDEC down with the process (DALI
     # 2.4 keeps the decoder it made for the first size), and the report saved so far then keeps the seek verdict.
-    numbering = numbering_probe(tmp, args.decoder, device_id, args.quick)
-    finished = True
-    save(seconds)
+    report.numbering = numbering_probe(tmp, report.decoder, device_id, quick)
+    report.finished = True
+    report.save(seconds)
+    return seconds
 
-    print(hardware.machine_line(machine))
-    print(f"DALI decoder '{args.decoder}' against a sequential PyAV decode, {counted(len(clips), 'clip')}, "
+
+def _print_report(report: _Report, clips: int, seconds: float) -> None:
+    """The table of the clips, their failures and skips, then the numbering and seek probes' lines."""
+    print(hardware.machine_line(report.machine))
+    print(f"DALI decoder '{report.decoder}' against a sequential PyAV decode, {counted(clips, 'clip')}, "
           f"{seconds:.1f} s\n")
     print(reporting.markdown_table(
         [dict(r, found=f"{r['found']}/{r['asked']}", b_frames="yes" if r["b_frames"] else "no",
@@ -410,18 +443,23 @@ def compare(args, tmp: str) -> int:
               max_abs_diff=f"{r['max_abs_diff']:.2f}",
               best_matches=" ".join(map(str, r["best_matches"])), indices=" ".join(map(str, r["indices"])),
               matrix=f"{r['matrix']} (" + " / ".join(f"{d:.2f}" for d in r["mean_abs_diff_by_matrix"].values()) + ")")
-         for r in results],
+         for r in report.results],
         [("clip", "clip"), ("codec", "codec"), ("size", "size"), ("b_frames", "B-frames"), ("indices", "indices asked"),
          ("best_matches", "best-matching PyAV frame"), ("found", "found"), ("min_corr", "min corr"),
          ("mean_abs_diff", "mean |diff|"), ("max_abs_diff", "max |diff|"),
          ("matrix", f"closer to ({' / '.join(MATRICES)} mean |diff|)")]))
-    for f in failures:
+    for f in report.failures:
         print(f"FAILED {f['clip']}: {f['error']}")
-    if skipped:  # each named on stderr before the comparison
-        print(f"skipped {counted(len(skipped), 'clip')} in codecs DALI's CPU decoder does not take "
-              f"({', '.join(sorted({f['codec'] for f in skipped}))}): see above")
+    if report.skipped:  # each named on stderr before the comparison
+        print(f"skipped {counted(len(report.skipped), 'clip')} in codecs DALI's CPU decoder does not take "
+              f"({', '.join(sorted({f['codec'] for f in report.skipped}))}): see above")
+    _print_numbering(report.numbering)
+    _print_seek(report.seek)
+
+
+def _print_numbering(rows: list[dict]) -> None:
     print("\nfiles cut without re-encoding, decoded whole (not part of the exit code):")
-    for r in numbering:
+    for r in rows:
         if "error" in r:
             print(f"  {r['clip']} ({r['cut']}): FAILED {r['error']}")
         elif "decoded_shapes" in r:
@@ -432,6 +470,9 @@ def compare(args, tmp: str) -> int:
             print(f"  {r['clip']} ({r['cut']}): asked {' '.join(map(str, r['indices']))}, best-matching PyAV frames "
                   f"{' '.join(map(str, r['best_matches']))}: shift {shift}; the NVDEC route keeps it off NVDEC: "
                   f"{'yes' if r['kept_off_nvdec'] else 'no'}")
+
+
+def _print_seek(seek: dict) -> None:
     if "error" in seek:
         print(f"\nseek probe FAILED: {seek['error']}")
     else:
@@ -442,8 +483,6 @@ def compare(args, tmp: str) -> int:
               f"(seeking {seek['if_seeking']:.1f}x, from frame 0 {seek['if_decoding_from_frame_0']:.0f}x): "
               f"{seek['verdict']}; from the GOP cut "
               f"{seek['late_cut_s'] * 1e3:.0f} ms ({seek['late_over_cut']:.1f}x faster)")
-    bad = failures or [r for r in results if r["found"] < r["asked"]]
-    return 1 if bad else 0
 
 
 if __name__ == "__main__":

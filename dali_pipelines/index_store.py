@@ -92,7 +92,7 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-    # Decoder facts (see pyav_io.DecoderFacts): which decoder can take the video.
+    # Decoder facts (see pyav_probe.DecoderFacts): which decoder can take the video.
     coded_width: int = 0
     coded_height: int = 0
     pix_fmt: str = ""

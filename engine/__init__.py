@@ -19,5 +19,6 @@
 - ``process_end``: how a process says it ends (console, its log, torchrun's error file, exit_status.json).
 - ``preflight``: checks before a run builds anything (input files, where it starts, the dry run's plan).
 - ``run_start``: a run's start in OUTPUT (seed, run lock, earlier files set aside, the logger opened).
+- ``start_weights``: the one set of weights a run's model starts from, their fit and the log of where they came from.
 - ``runner``: runs a training or an evaluation from the ready objects that ``wiring.py`` builds.
 """

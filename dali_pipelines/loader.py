@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from evautil.progress import stderr_is_terminal
+from evautil.progress import counted, stderr_is_terminal
 from evautil.workers import ResultOverdue
 
 from .decode_routes import EncodedRoute, HostDecodeRoute
@@ -323,9 +323,31 @@ class VideoLoader:
 
     def plan_state(self) -> dict[str, Any]:
         """What every checkpoint keeps of this rank's plan, by list row and path: the videos quarantined during the
-        run (they are bad in a resumed run's index, yet were planned) and, on rank 0 (the ranks plan alike), the
-        videos the plan leaves out. ``adopt_plan_state`` of a resumed run takes every rank's."""
+        run (they are bad in a resumed run's index, yet were planned), by this rank or by another before an epoch's
+        end (:meth:`learn_quarantines`), and, on rank 0 (the ranks plan alike), the videos the plan leaves out.
+        ``adopt_plan_state`` of a resumed run takes every rank's."""
         return self.schedule.record(with_excluded=self.rank == 0)
+
+    def quarantines_to_share(self) -> list[tuple[int, str, str]]:
+        """The training videos this rank quarantined (or adopted from a checkpoint) since it last shared them,
+        as ``(row, path relative to the root, reason)``; empty for an evaluation loader, whose ranks score
+        shares of fixed rows (no rank reaches another's)."""
+        return self.schedule.unshared_quarantines() if self.training else []
+
+    def learn_quarantines(self, parts: list[list[tuple[int, str, str]]]) -> None:
+        """Leave out the videos the other ranks quarantined (``parts``: each rank's :meth:`quarantines_to_share`,
+        in rank order), in this rank's index and the indexes it passes its quarantines to (the validation's), and
+        record them in this rank's :meth:`plan_state`. The plan does not change (they are substituted), so every
+        rank keeps its steps per epoch. Logs one line naming the first of them."""
+        learnt = [(row, rank, why) for rank, part in enumerate(parts) if rank != self.rank
+                  for row, why in self.schedule.learn_quarantines(part)]
+        if not learnt:
+            return
+        named = "; ".join(f"{self.index.path(row)} (row {row}): quarantined by rank {rank} ({why})"
+                          for row, rank, why in learnt[:3])
+        more = f"; and {len(learnt) - 3} more" if len(learnt) > 3 else ""
+        logger.info("%s: %s quarantined by other processes during the run, left out by this one too: %s%s",
+                    self._list_desc, counted(len(learnt), "video"), named, more)
 
     def adopt_plan_state(self, states: list[dict[str, Any]], rank: int | None) -> str:
         """Plan as the run whose ranks recorded ``states`` (:meth:`plan_state`, in rank order) did; ``rank``: which
@@ -336,8 +358,13 @@ class VideoLoader:
             raise RuntimeError("adopt_plan_state: the loader has started; adopt a plan before the first batch")
         excluded = [v for s in states for v in s.get("excluded", ())]
         anywhere = [v for s in states for v in s.get("quarantined", ())]
-        here = list(states[rank].get("quarantined", ())) if rank is not None and rank < len(states) else anywhere
+        mine = rank is not None and rank < len(states)
+        here = list(states[rank].get("quarantined", ())) if mine else anywhere
         note = self.schedule.adopt(excluded, anywhere, here)
+        # Every rank quarantines the videos of its own record again (of all records, when none is its own): those
+        # that every record names are known to every rank, not to be shared again (quarantines_to_share)
+        records = [s.get("quarantined", ()) for s in states] if mine else [anywhere]
+        self.schedule.count_as_told(list(set.intersection(*({tuple(v) for v in r} for r in records))))
         self._check_global_batch(len(self.schedule.usable_rows()))
         return note
 

@@ -104,6 +104,7 @@ class Schedule:
         self._substitutions: set[tuple[int, int, int]] = set()
         self._quarantined: set[int] = set()  # rows quarantined during the run (substituted, not excluded)
         self._quarantined_lock = threading.Lock()  # the feeder's thread quarantines while a checkpoint records
+        self._told: set[int] = set()  # rows of _quarantined the other ranks know of (unshared_quarantines)
         self._left_out_later: set[int] = set()  # planned test rows another loader quarantined after this one's build
         self.stats: dict[str, Any] = {
             # Left out of this loader's plans: bad when the list was indexed, or quarantined by an earlier loader of
@@ -219,6 +220,42 @@ class Schedule:
             self._quarantined.add(int(row))
         self.stats["skipped_videos"] += 1
         self.stats["skipped"].append(f"{path}: {reason}")
+
+    def unshared_quarantines(self) -> list[tuple[int, str, str]]:
+        """``(row, path relative to the root, reason)`` of the rows quarantined during the run that the other ranks
+        have not been told of yet (:meth:`learn_quarantines`); from now on they count as told."""
+        with self._quarantined_lock:
+            rows = sorted(self._quarantined - self._told)
+            self._told |= set(rows)
+        return [(row, rel, self.index.bad.get(row, "runtime failure")) for row, rel in self._ids(rows)]
+
+    def count_as_told(self, ids: list[VideoId]) -> None:
+        """Videos every rank knows of already (every rank's checkpoint record named them): not shared again."""
+        rows, _ = self._rows(ids)
+        with self._quarantined_lock:
+            self._told |= rows & self._quarantined
+
+    def learn_quarantines(self, found: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+        """Quarantine here the rows another rank quarantined (:meth:`unshared_quarantines`): its index leaves them
+        out, and indexes it passes its quarantines to (the validation's) too, so that this rank neither decodes them
+        again nor counts them as failed; they are substituted as the other rank's are, and recorded
+        (:meth:`record`). Not counted in ``stats`` (the rank that found them counts them) and not written to the
+        cache (that rank writes it). Rows this list has not at the same path, or that the plan leaves out, are
+        passed over. Returns ``(row, reason)`` of the rows new here."""
+        new = []
+        for row, rel, reason in found:
+            row = int(row)
+            if not 0 <= row < len(self.index) or self.index.videos.rel_path(row) != rel or row in self.excluded:
+                continue
+            with self._quarantined_lock:
+                if row in self._quarantined:
+                    continue
+                self._quarantined.add(row)
+                self._told.add(row)
+            if self.is_good(row):
+                self.index.quarantine(row, reason, remember=False)
+            new.append((row, reason))
+        return new
 
     def replace(self, sample: Sample, number: int, reason: str, remember: bool = True) -> Sample | None:
         """Quarantine ``sample``'s video (:meth:`quarantine`); its training substitute in batch ``number``, or None

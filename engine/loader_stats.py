@@ -24,6 +24,11 @@ def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, A
     ``bad_at_index`` (left out when the list was indexed) and ``listed_videos`` (rows in the list) as one rank
     sees them; ``skipped``: up to 20 "path: reason" strings. Empty for a loader without stats. Every rank must
     call it (it gathers).
+
+    With several processes the same gather shares the training videos each rank quarantined since the last one
+    (``loader.quarantines_to_share``), which every other rank then leaves out too (``loader.learn_quarantines``):
+    a rank's own loader and indexes learn of its quarantines only. The train loop calls this at every epoch's end,
+    before the validation.
     """
     stats = getattr(loader, "stats", None)
     stats = stats if isinstance(stats, dict) else {}
@@ -31,7 +36,11 @@ def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, A
     entries = getattr(getattr(loader, "index", None), "entries", None)
     if entries is not None:
         local["listed_videos"] = len(entries)
-    parts = all_gather_objects({"counts": local, "skipped": [str(x) for x in stats.get("skipped", [])][:20]}, ctx)
+    share = getattr(loader, "quarantines_to_share", None) if ctx.distributed else None
+    parts = all_gather_objects({"counts": local, "skipped": [str(x) for x in stats.get("skipped", [])][:20],
+                                "quarantined": share() if share is not None else []}, ctx)
+    if share is not None:
+        loader.learn_quarantines([part["quarantined"] for part in parts])
     out: dict[str, Any] = {}
     for part in parts:
         for k, v in part["counts"].items():

@@ -1,0 +1,167 @@
+"""A training video that breaks in one rank's share: its quarantine reaches every rank at the epoch's end (README:
+quarantine), before the validation.
+
+- the loaders of two ranks in one process: the other rank leaves it out from the next epoch on, without decoding
+  it, and a resume from the records of both continues that epoch exactly;
+- two CPU processes (gloo) of train.py:
+
+  one list serves training and validation (as the README's quarantined_earlier case). The victim is truncated
+  after indexing, by rank 1 as its training starts; it is in rank 1's training share of epoch 1, in rank 0's validation
+  share and in rank 0's training share of epoch 2. Each process used to learn only its own quarantines: rank 0's
+  validation decoded it again (counted as failed while decoding, not as quarantined earlier), rank 0's training of
+  epoch 2 decoded it again too (counted twice in the training's counters), and rank 0's record in the checkpoints
+  lacked it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dali_pipelines.loader import build_loader
+from dali_pipelines.schedule import epoch_plan
+from tests.conftest import ROOT, child_env
+from tests.test_rank_failure import _free_port, _opts
+from tests.test_resume_quarantine import _break, _epoch
+from tests.video_fixtures import make_clip_dataset, small_cfg, synthetic_dataset
+
+# train.main, with rank 1 truncating the video VICTIM (relative to DATA.ROOT) as its training starts: after the
+# index was built, so the run finds it changed when it reads it.
+WRAPPER = r'''
+import os, sys
+sys.path.insert(0, os.environ["REPO"])
+import train
+if __name__ == "__main__":  # the decode workers import this module: they must not train
+    import engine.train_loop as tl
+    orig_fit = tl.Trainer.fit
+    def fit(self):
+        if self.ctx.rank == 1:
+            victim = os.path.join(os.environ["DATA_ROOT"], os.environ["VICTIM"])
+            os.truncate(victim, os.path.getsize(victim) // 2)
+        return orig_fit(self)
+    tl.Trainer.fit = fit
+    sys.exit(train.main(sys.argv[1:]))
+'''
+BATCH, WORLD, SEED = 2, 2, 0  # TRAIN.BATCH_SIZE of test_rank_failure's options, and demo.yaml's SEED
+
+
+def _victim(listed: int, seed: int = SEED) -> int:
+    """A list row in rank 1's training share of epoch 1 and rank 0's of epoch 2, and in rank 0's validation share
+    (even rows: the evaluations deal rows out by row modulo the world size)."""
+    rows = np.arange(listed)
+
+    def share(epoch: int, rank: int) -> set[int]:
+        return {int(r) for b in epoch_plan(rows, seed, epoch, BATCH, rank, WORLD, True).batches for r in b}
+
+    return min(r for r in share(0, 1) & share(1, 0) if r % WORLD == 0)
+
+
+def test_the_other_rank_substitutes_it_without_decoding_it_and_a_resume_continues_exactly(tmp_path):
+    root = str(tmp_path)
+    cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
+    ranks = [build_loader(cfg, "train", rank=r, world_size=WORLD) for r in range(WORLD)]
+    steps, fingerprint = len(ranks[0]), ranks[0].plan_fingerprint()
+    victim = _victim(len(ranks[0].index), cfg.SEED)
+    rel = ranks[0].index.videos.rel_path(victim)
+    _break(ranks[1].index.entries[victim].path)
+    for loader in ranks:
+        _epoch(loader)
+    assert [loader.stats["skipped_videos"] for loader in ranks] == [0, 1]
+    # what loader_stats gathers at the epoch's end, and hands every rank
+    before = [loader.plan_state() for loader in ranks]  # a mid-epoch checkpoint's records: rank 1's names it
+    parts = [loader.quarantines_to_share() for loader in ranks]
+    assert parts[0] == [] and [(r, p) for r, p, _ in parts[1]] == [(victim, rel)]
+    for loader in ranks:
+        loader.learn_quarantines(parts)
+    assert victim in ranks[0].index.bad and "changed" in ranks[0].index.bad[victim]
+    assert [loader.quarantines_to_share() for loader in ranks] == [[], []]  # each told once
+    states = [loader.plan_state() for loader in ranks]
+    assert [s["quarantined"] for s in states] == [[(victim, rel)]] * WORLD
+    # the plan is the same (substituted, not left out): equal steps, the same digest on both ranks
+    assert [len(loader) for loader in ranks] == [steps] * WORLD
+    assert [loader.plan_fingerprint() for loader in ranks] == [fingerprint] * WORLD
+    live = _epoch(ranks[0])  # epoch 2: the victim is in rank 0's share
+    assert (ranks[0].stats["skipped_videos"], ranks[0].stats["substituted"]) == (0, 1)
+    assert victim not in torch.cat([i for i, _ in live]).tolist()
+    for loader in ranks:
+        loader.close()
+
+    resumed = [build_loader(cfg, "train", rank=r, world_size=WORLD) for r in range(WORLD)]
+    assert [loader.adopt_plan_state(states, rank=r) for r, loader in enumerate(resumed)] == ["", ""]
+    assert [len(loader) for loader in resumed] == [steps] * WORLD
+    assert [loader.quarantines_to_share() for loader in resumed] == [[], []]  # every rank recorded it: known
+    resumed[0].set_epoch(1)
+    again = _epoch(resumed[0])
+    assert len(again) == len(live) == steps
+    for (li, lv), (ai, av) in zip(live, again):
+        assert torch.equal(li, ai) and torch.equal(lv, av)
+    for loader in resumed:
+        loader.close()
+    # resumed from records made before the epoch's end: rank 1 shares it again at the next one
+    early = [build_loader(cfg, "train", rank=r, world_size=WORLD) for r in range(WORLD)]
+    assert [loader.adopt_plan_state(before, rank=r) for r, loader in enumerate(early)] == ["", ""]
+    assert [(r, p) for r, p, _ in early[1].quarantines_to_share()] == [(victim, rel)]
+    for loader in early:
+        loader.close()
+    named = [x for x in open(ranks[0].index.quarantine_path, encoding="utf-8") if x.startswith(rel + "\t")]
+    assert len(named) == 1, named
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return synthetic_dataset(tmp_path_factory, "synth_rank_quarantine", 4, 2, num_frames=8, size=(32, 24))
+
+
+@pytest.mark.slow
+def test_a_video_one_rank_quarantines_is_left_out_by_every_rank_from_the_epochs_end(tmp_path, dataset):
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(dataset, data)
+    listed = (data / "train.txt").read_text().splitlines()
+    row = _victim(len(listed))
+    rel = listed[row].rsplit(" ", 1)[0]
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    opts = _opts(data, out) + ["DATA.VAL_FILE", str(data / "train.txt"), "TEST.EVAL_FREQ", "1", "SAVE_FREQ", "1",
+                               "SEED", str(SEED)]
+    env = child_env(REPO=str(ROOT), DATA_ROOT=str(data), VICTIM=rel, OMP_NUM_THREADS="1",
+                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(WORLD))
+    cmd = [sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
+    try:
+        said = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "".join(o + e for o, e in said)[-4000:]
+    logs = [(out / f"log_rank{r}.txt").read_text() for r in range(WORLD)]
+    assert f"quarantining {data / rel} (row {row})" in logs[1], logs[1][-3000:]
+    # rank 0 never decodes it: not in its validation share (after epoch 1), nor in its training share of epoch 2
+    assert "quarantining" not in logs[0], logs[0][-3000:]
+    assert f"{data / rel} (row {row}): quarantined by rank 1" in logs[0], logs[0][-3000:]
+
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [(d["epoch"], d["num_videos"], d["quarantined_earlier"], d["skipped_videos"])
+             for d in lines if d["kind"] == "eval"]
+    assert evals == [(1, 15, 1, 0), (2, 15, 1, 0)]  # left out as quarantined earlier, counted once, in both
+    data_lines = [(d["epoch"], d["skipped_videos"]) for d in lines if d["kind"] == "data" and d["split"] == "train"]
+    assert data_lines == [(1, 1), (2, 1)]  # one video failed while decoding in training, once
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["train_skipped_videos"], summary["val_quarantined_earlier"], summary["val_skipped_videos"]) \
+        == (1, 1, 0)
+
+    # every rank's record in the epoch checkpoints names it: a resume plans it, and quarantines it again
+    for epoch in (1, 2):
+        ckpt = torch.load(out / f"ckpt_epoch_{epoch}.pth", map_location="cpu", weights_only=False)
+        assert [[tuple(v) for v in s["quarantined"]] for s in ckpt["data_plan"]] == [[(row, rel)]] * WORLD
+    # the list's quarantine file names it once, with the reason rank 1 found
+    named = [x for x in (data / "train.txt.quarantine.txt").read_text().splitlines() if x.startswith(rel + "\t")]
+    assert len(named) == 1 and "changed" in named[0], named

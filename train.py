@@ -32,7 +32,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 # Light imports only: every worker process imports this script again (evautil/workers.py); torch comes in main().
 from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
-from dali_pipelines.pyav_io import BadVideoError  # noqa: E402
+from dali_pipelines.pyav_open import BadVideoError  # noqa: E402
 from evautil.cli import ArgumentParser, as_typed_flags, flags_as_typed  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
 from evautil.files import write_failure  # noqa: E402

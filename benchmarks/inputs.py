@@ -80,7 +80,7 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
     a description of the input for the report."""
     if getattr(args, "list", None):
         from dali_pipelines.filelist import read_video_list
-        from dali_pipelines.pyav_io import BadVideoError
+        from dali_pipelines.pyav_open import BadVideoError
         from dali_pipelines.pyav_probe import count_packets
 
         videos = read_video_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))

@@ -16,7 +16,7 @@ _LAZY = {
     # DALI-free: the input errors that command-line tools report in one line (exit code 2).
     "DataError": "filelist",
     "DataListError": "filelist",
-    "BadVideoError": "pyav_io",
+    "BadVideoError": "pyav_open",
     "build_loader": "loader",
     "VideoLoader": "loader",
     "build_decode_pipeline": "pipelines",

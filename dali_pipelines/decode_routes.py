@@ -6,7 +6,7 @@
   (``host_decode.py``): DALI's CPU decoder on the GOPs the frames need, or PyAV.
 
 Both routes first check that the file still has the size and modification time the index recorded (``VideoRef``):
-a file replaced or truncated since it was probed is quarantined by name (``pyav_io.VideoChangedError``), never
+a file replaced or truncated since it was probed is quarantined by name (``pyav_open.VideoChangedError``), never
 decoded against a frame count that is not its own.
 
 Each route has ``submit`` (a sample of the batches ahead, into its pool), ``submit_alone`` (one the feeder waits for
@@ -25,7 +25,8 @@ from .draw import Sample, VideoRef
 from .gop_pack import MP4_CODECS, PACKABLE_CODECS
 from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read_source
 from .pipelines import DecodedSource, EncodedSource
-from .pyav_io import BadVideoError, decode_indexed_frames
+from .pyav_io import decode_indexed_frames
+from .pyav_open import BadVideoError
 from .pyav_probe import first_pictures_not_shown
 from .routing import DALI_CPU, NVDEC
 from evautil.workers import (DaemonThreadPool, InlineExecutor, abandon_pool, jobs_started, pool_lost_a_worker,

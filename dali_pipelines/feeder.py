@@ -28,7 +28,7 @@ from .decode_routes import EncodedRoute
 from .draw import Sample
 from .host_decode import DaliDecodeError
 from .pipelines import SampleRecord, batch_columns, graph_of, graphs_serving
-from .pyav_io import BadVideoError, failure_reason
+from .pyav_open import BadVideoError, failure_reason
 from .timed_reader import OverdueStreak
 from evautil.workers import ResultOverdue, result_unless_a_worker_dies
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .colour import correct_frames, correction
 from .gop_pack import PACKABLE_CODECS, pack_for_frames
-from .pyav_io import BadVideoError, check_unchanged
+from .pyav_open import BadVideoError, check_unchanged
 
 __all__ = ["DaliDecodeError", "decode_with_dali_cpu", "decode_bytes_with_dali_cpu", "read_bytes", "read_source"]
 

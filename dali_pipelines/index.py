@@ -58,7 +58,7 @@ from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, PathTable, VideoList, check_list_root, read_video_list
 from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
                           load_cache_and_root, locked, save_cache, stat_key)
-from .pyav_io import BadVideoError
+from .pyav_open import BadVideoError
 from .pyav_probe import DURATION_SLACK, StreamProbe, probe_stream, reaches_duration
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",

@@ -43,7 +43,7 @@ from .index import DatasetIndex, build_index
 from .nvdec_support import chroma_and_bit_depth
 from .pipelines import (ROUTES, convert_graph_code, dali_error_reason, graph_of, graphs_serving, test_pipeline,
                         train_pipeline)
-from .pyav_io import BadVideoError, failure_reason
+from .pyav_open import BadVideoError, failure_reason
 from .routing import (DALI_CPU, NVDEC, PYAV, VideoRoute, cpu_share_warning, fallback_route, machine_policy,
                       nvdec_threads_line, resolve_decode_device, route_videos)
 from .schedule import Schedule

@@ -32,7 +32,7 @@ from nvidia.dali import fn, pipeline_def, types
 from .augment import MEAN, STD
 from .colour import IDENTITY
 from .color_jitter import jitter_frames
-from .pyav_io import BadVideoError
+from .pyav_open import BadVideoError
 from .routing import DALI_CPU, NVDEC, PYAV
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Encoding videos with PyAV: frames (numpy, RGB) to a file with a given codec, rate and keyframe interval.
 
-The project's video I/O is three modules: ``pyav_probe`` probes, ``pyav_io`` decodes, this one encodes (the
-synthetic datasets of the demo, tests and benchmarks are written with it). No DALI import here.
+The project's video I/O is four modules: ``pyav_open`` opens a video, ``pyav_probe`` probes, ``pyav_io`` decodes,
+this one encodes (the synthetic datasets of the demo, tests and benchmarks are written with it). No DALI import here.
 """
 
 from __future__ import annotations

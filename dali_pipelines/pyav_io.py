@@ -1,5 +1,5 @@
-"""PyAV (FFmpeg) video decoding for the CPU decode route, tests and benchmarks, and the opening of a video and its
-errors, which ``pyav_probe`` (what the dataset index reads of a video's stream) uses too.
+"""PyAV (FFmpeg) video decoding for the CPU decode route, tests and benchmarks. The opening of a video and its
+errors are ``pyav_open``'s, which ``pyav_probe`` (what the dataset index reads of a video's stream) uses too.
 
 Frame numbering everywhere is the presentation order of the decoded stream: frame ``i`` is the ``i``-th frame the
 decoder emits. That is the numbering of DALI's ``fn.decoders.video(frames=...)``, so frame indices computed for one
@@ -10,71 +10,23 @@ No DALI import here: this module must work on machines (and in processes) withou
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterable, NamedTuple, Union
+from typing import Any, Callable, Iterable, NamedTuple
 
 import av
 from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from .gop_plan import MERGE_GAP, NAL_CODECS, clean_cuts, go_on, plan_runs, presentation_order
+from .pyav_open import (BadVideoError, VideoSource, check_unchanged, ffmpeg_message, first_video_stream, open_video,
+                        source_name)
 
-__all__ = ["BadVideoError", "VideoChangedError", "check_unchanged", "failure_reason", "decode_indexed_frames",
-           "VideoSource", "decode_frames", "VideoReader", "MAX_HELD_PACKET_BYTES"]
-
-# A file path, or the encoded bytes of a whole file (what DALI's readers.file yields), or an open binary file.
-VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+__all__ = ["decode_indexed_frames", "decode_frames", "VideoReader", "MAX_HELD_PACKET_BYTES"]
 
 # The compressed packets a VideoReader holds to decode only the runs a request needs (skipping GOPs); beyond them a
 # reader keeps timestamps only and decodes sequentially. 256 MiB: about 7 minutes of 1080p H.264 at 5 Mbit/s; the
 # demux's peak is about twice what it holds (H.264/HEVC payloads are copied once to find the clean cuts).
 MAX_HELD_PACKET_BYTES = 256 << 20
-
-
-class BadVideoError(RuntimeError):
-    """A video cannot be read as needed: missing, empty, not a container, no video stream, truncated, corrupt...
-
-    The message names the file (when known) and the reason.
-    """
-
-
-def failure_reason(error: BaseException, path: str) -> str:
-    """``error`` as the reason a quarantine records for the video ``path``: its type and message, less the path,
-    which the quarantine names beside the reason: the ``<path>: `` a :class:`BadVideoError`'s message begins with,
-    and the ``: '<path>'`` an OSError's (and PyAV's errors') puts after its reason, maybe followed by more
-    (``[Errno 13] Permission denied: '/v/a.mp4'``, ``...: '/v/a.mp4'; last error log: ...``)."""
-    text = str(error)
-    if text.startswith(f"{path}: "):
-        text = text[len(path) + 2:]
-    named = getattr(error, "filename", None)
-    for name in {path, *([named] if isinstance(named, str) else [])}:
-        if os.path.abspath(name) == os.path.abspath(path):  # the file itself under another spelling
-            text = text.replace(f": {name!r}", "")
-    return f"{type(error).__name__}: {text}"
-
-
-class VideoChangedError(BadVideoError):
-    """A video file is not the one the index describes: its size or modification time changed since it was probed
-    (replaced, truncated or rewritten), so the index's frame count cannot be trusted for it."""
-
-
-def check_unchanged(path: str, size: int, mtime_ns: int, st: os.stat_result | None = None) -> None:
-    """Raise :class:`VideoChangedError` (naming the file) unless ``path`` (or its stat result ``st``) still has the
-    ``size`` and ``mtime_ns`` recorded when it was indexed. Nothing is checked when both are 0 (not recorded)."""
-    if not size and not mtime_ns:
-        return
-    if st is None:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise BadVideoError(f"{path}: file does not exist (it was there when indexed)") from None
-    if st.st_size != size or st.st_mtime_ns != mtime_ns:
-        raise VideoChangedError(
-            f"{path}: changed since it was indexed (size {size} -> {st.st_size} bytes, modification time "
-            f"{'changed' if st.st_mtime_ns != mtime_ns else 'unchanged'}); left out of this run, probed again when "
-            "the index is next built")
 
 
 def decode_indexed_frames(path: str, indices: Iterable[int], size: int, mtime_ns: int,
@@ -83,37 +35,6 @@ def decode_indexed_frames(path: str, indices: Iterable[int], size: int, mtime_ns
     :class:`VideoChangedError` first when the file changed since."""
     check_unchanged(path, size, mtime_ns)
     return decode_frames(path, indices, threads)
-
-
-def _name(src: VideoSource) -> str:
-    if isinstance(src, (str, os.PathLike)):
-        return os.fspath(src)
-    return getattr(src, "name", "<in-memory video>")
-
-
-def _open(src: VideoSource, name: str = "") -> av.container.InputContainer:
-    """Open ``src`` for reading; every failure becomes a BadVideoError naming the file (``name``, else its own)."""
-    name = name or _name(src)
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        src = io.BytesIO(src)
-    elif isinstance(src, (str, os.PathLike)) and not os.path.exists(src):
-        raise BadVideoError(f"{name}: file does not exist")
-    try:
-        return av.open(src if not isinstance(src, os.PathLike) else os.fspath(src), mode="r")
-    except av.error.FFmpegError as e:
-        raise BadVideoError(f"{name}: not a readable video container ({_ffmpeg_msg(e)})") from e
-
-
-def _ffmpeg_msg(e: BaseException) -> str:
-    # FFmpegError's str() repeats the file name; the strerror part is what is informative.
-    return getattr(e, "strerror", None) or str(e)
-
-
-def _video_stream(container: av.container.InputContainer, name: str) -> av.video.stream.VideoStream:
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
-        raise BadVideoError(f"{name}: no video stream (streams: {', '.join(kinds)})")
-    return container.streams.video[0]
 
 
 def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
@@ -155,7 +76,7 @@ def decode_frames(path: VideoSource, indices: Iterable[int], threads: int = 0,
 def _indices(path: VideoSource, indices: Iterable[int]) -> np.ndarray:
     idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64).reshape(-1)
     if idx.size and idx.min() < 0:
-        raise ValueError(f"{_name(path)}: negative frame index {int(idx.min())} requested")
+        raise ValueError(f"{source_name(path)}: negative frame index {int(idx.min())} requested")
     return idx
 
 
@@ -192,14 +113,14 @@ class VideoReader:
 
     def __init__(self, path: VideoSource, threads: int = 0, max_held_bytes: int = MAX_HELD_PACKET_BYTES,
                  one_request: bool = False):
-        self._path, self._name, self._threads = path, _name(path), threads
+        self._path, self._name, self._threads = path, source_name(path), threads
         self._one_request = one_request
         self._max_held_bytes = max_held_bytes
         self.holds_packets = True  # False once the packets outgrew max_held_bytes: every request is sequential
         self._start_pos = path.tell() if hasattr(path, "tell") and hasattr(path, "seek") else None
-        self._container = _open(path)
+        self._container = open_video(path)
         try:
-            self._stream = _video_stream(self._container, self._name)
+            self._stream = first_video_stream(self._container, self._name)
             _configure(self._stream, threads)
         except BaseException:
             self._container.close()
@@ -384,9 +305,9 @@ class _SequentialDecode:
 
     def __init__(self, path: VideoSource, name: str, threads: int):
         self._name = name
-        self._container = _open(path)
+        self._container = open_video(path)
         try:
-            stream = _video_stream(self._container, name)
+            stream = first_video_stream(self._container, name)
             _configure(stream, threads)
         except BaseException:
             self._container.close()
@@ -413,7 +334,7 @@ class _SequentialDecode:
                 if n > last:  # decode forward only as far as the largest index
                     break
         except av.error.FFmpegError as e:
-            raise BadVideoError(f"{self._name}: decode error after {n} frames ({_ffmpeg_msg(e)})") from e
+            raise BadVideoError(f"{self._name}: decode error after {n} frames ({ffmpeg_message(e)})") from e
         self.position = n
         if n <= last:
             raise BadVideoError(f"{self._name}: frame {last} requested but only {n} frames could be decoded")

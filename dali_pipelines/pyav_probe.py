@@ -5,9 +5,8 @@ keyframe or hidden by an edit list; :func:`probe_stream` decodes the first frame
 frame count of a full decode (:func:`count_frames`), and whether NVDEC, which shows every packet's picture, would
 number its frames otherwise (:func:`first_pictures_not_shown`).
 
-Decoding is ``pyav_io``'s, which also holds what both modules use: the opening of a video and
-:class:`pyav_io.BadVideoError`. No DALI import here: this module must work on machines (and in processes) without
-DALI.
+Decoding is ``pyav_io``'s; what both modules use, the opening of a video and :class:`pyav_open.BadVideoError`, is
+``pyav_open``'s. No DALI import here: this module must work on machines (and in processes) without DALI.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from fractions import Fraction
 import av
 
 from .colour import colorspace_name
-from .pyav_io import BadVideoError, VideoSource, _ffmpeg_msg, _name, _open, _video_stream
+from .pyav_open import BadVideoError, VideoSource, ffmpeg_message, first_video_stream, open_video, source_name
 
 __all__ = ["first_pictures_not_shown", "count_frames", "count_packets", "StreamProbe", "DecoderFacts",
            "probe_stream", "DURATION_SLACK", "reaches_duration"]
@@ -31,9 +30,9 @@ def first_pictures_not_shown(src: VideoSource, limit: int = 256, name: str = "")
     without re-encoding, a phone's trim), or a first packet that is no keyframe (a stream that starts inside a
     GOP, whose first pictures decoders drop). Demuxes the first packets only (up to ``limit`` hidden ones).
     ``name``: the file's name in errors, for bytes read from it (BadVideoError: not a readable video)."""
-    name = name or _name(src)
-    with _open(src, name) as container:
-        stream = _video_stream(container, name)
+    name = name or source_name(src)
+    with open_video(src, name) as container:
+        stream = first_video_stream(container, name)
         hidden = 0
         try:
             for packet in container.demux(stream):
@@ -47,7 +46,7 @@ def first_pictures_not_shown(src: VideoSource, limit: int = 256, name: str = "")
                 if hidden >= limit:
                     break
         except av.error.FFmpegError as e:
-            raise BadVideoError(f"{name}: {_ffmpeg_msg(e)}") from e
+            raise BadVideoError(f"{name}: {ffmpeg_message(e)}") from e
     if hidden:
         return f"an MP4 edit list hides its first {hidden} pictures"
     return ""
@@ -59,18 +58,18 @@ def count_frames(path: VideoSource, threads: int = 0) -> int:
     Raises:
         BadVideoError: unreadable file, no video stream, or a decode error (naming the file and where).
     """
-    name = _name(path)
-    container = _open(path)
+    name = source_name(path)
+    container = open_video(path)
     n = 0
     try:
-        stream = _video_stream(container, name)
+        stream = first_video_stream(container, name)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
         for _ in container.decode(stream):
             n += 1
     except av.error.FFmpegError as e:
-        raise BadVideoError(f"{name}: decode error after {n} frames ({_ffmpeg_msg(e)})") from e
+        raise BadVideoError(f"{name}: decode error after {n} frames ({ffmpeg_message(e)})") from e
     finally:
         container.close()
     return n
@@ -223,10 +222,10 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         BadVideoError: the file is missing, not a container, or has no video stream. Problems *inside* the stream
             (demux/decode errors, no frames) are reported through the returned fields so the caller can word them.
     """
-    name = _name(path)
-    container = _open(path)
+    name = source_name(path)
+    container = open_video(path)
     try:
-        stream = _video_stream(container, name)
+        stream = first_video_stream(container, name)
         ctx = stream.codec_context
         # The codec's own name ('av1'), not the name of the decoder FFmpeg picked for it ('libdav1d'): routing and
         # NVDEC's limits are keyed by codec.
@@ -254,7 +253,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                     try:
                         frames = stream.decode(packet)
                     except av.error.FFmpegError as e:
-                        error = error or f"decode error at packet {packets - 1} ({_ffmpeg_msg(e)})"
+                        error = error or f"decode error at packet {packets - 1} ({ffmpeg_message(e)})"
                         continue
                     if first_corrupt < 0:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
@@ -270,9 +269,9 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
                 except av.error.FFmpegError as e:
-                    error = error or f"decode error while flushing ({_ffmpeg_msg(e)})"
+                    error = error or f"decode error while flushing ({ffmpeg_message(e)})"
         except av.error.FFmpegError as e:
-            error = error or f"demux error after {packets} packets ({_ffmpeg_msg(e)})"
+            error = error or f"demux error after {packets} packets ({ffmpeg_message(e)})"
         packets_end_s = (float(end_ticks * Fraction(stream.time_base))
                          if end_ticks is not None and stream.time_base else -1.0)
         of_container = not (stream.duration and stream.time_base)

@@ -23,7 +23,8 @@ import numpy as np
 
 from evautil.workers import MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, ResultOverdue, result_unless_a_worker_dies
 
-from .pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError, VideoReader, VideoSource
+from .pyav_io import MAX_HELD_PACKET_BYTES, VideoReader
+from .pyav_open import BadVideoError, VideoSource
 
 __all__ = ["DecodeOverdue", "TimedVideoReader", "overdue_reason", "overdue_in_a_row", "OverdueStreak", "run_within"]
 

@@ -1,4 +1,4 @@
-"""dali_pipelines.pyav_io.failure_reason: the reason a quarantine records for a video, without the video's path,
+"""dali_pipelines.pyav_open.failure_reason: the reason a quarantine records for a video, without the video's path,
 which the quarantine line names beside it."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import os
 import av
 import pytest
 
-from dali_pipelines.pyav_io import BadVideoError, decode_frames, failure_reason
+from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.pyav_open import BadVideoError, failure_reason
 
 
 def _raised(call) -> BaseException:

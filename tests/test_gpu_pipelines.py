@@ -75,7 +75,7 @@ def test_nvdec_does_not_apply_rotation_metadata(tmp_path):
 
 def test_nvdec_index_past_end_is_an_error(tmp_path):
     """NVDEC never pads past the end either (the static-clip defect): the short decode names the file."""
-    from dali_pipelines.pyav_io import BadVideoError
+    from dali_pipelines.pyav_open import BadVideoError
 
     path = str(tmp_path / "short.mp4")
     write_video(path, pattern_frames(20, 160, 128), codec="h264", gop=8)

@@ -21,7 +21,8 @@ from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, Samp
                                      batch_columns, decode_with_dali, graph_of, one_batch_source, train_pipeline)
 from dali_pipelines.pipelines import test_pipeline as multiview_graph  # not a test: renamed for collection
 from dali_pipelines.host_decode import decode_bytes_with_dali_cpu
-from dali_pipelines.pyav_io import BadVideoError, decode_frames
+from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.pyav_open import BadVideoError
 from dali_pipelines.sampling import multiview_indices, sample_rng, segment_indices
 from dali_pipelines.pyav_encode import write_video
 from tests.conftest import ROOT, child_env

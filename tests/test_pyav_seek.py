@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from dali_pipelines.pyav_io import BadVideoError, decode_frames
+from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.pyav_open import BadVideoError
 from dali_pipelines.pyav_encode import write_video
 from tests.video_fixtures import best_match, count_demuxes, pattern_frames
 
@@ -449,17 +450,17 @@ class TrackedContainer:
 
 
 def track_containers(monkeypatch, fail_at: int | None = None) -> list[TrackedContainer]:
-    """Every container pyav_io opens from now on."""
+    """Every container pyav_io opens from now on (``open_video`` is patched where pyav_io looks it up)."""
     from dali_pipelines import pyav_io
 
     opened: list[TrackedContainer] = []
-    real = pyav_io._open
+    real = pyav_io.open_video
 
     def tracked(src, name=""):
         opened.append(TrackedContainer(real(src, name), fail_at))
         return opened[-1]
 
-    monkeypatch.setattr(pyav_io, "_open", tracked)
+    monkeypatch.setattr(pyav_io, "open_video", tracked)
     return opened
 
 

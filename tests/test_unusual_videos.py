@@ -15,7 +15,8 @@ from dali_pipelines.host_decode import decode_with_dali_cpu
 from dali_pipelines.index import probe_video
 from dali_pipelines.loader import build_loader
 from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_size_change, write_video
-from dali_pipelines.pyav_io import BadVideoError, decode_frames
+from dali_pipelines.pyav_io import decode_frames
+from dali_pipelines.pyav_open import BadVideoError
 from dali_pipelines.routing import NVDEC, RoutingPolicy, choose_route
 from tests.video_fixtures import pattern_frames, small_cfg
 

@@ -173,7 +173,8 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
     import torch
 
     from dali_pipelines.filelist import DataError
-    from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES, BadVideoError
+    from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES
+    from dali_pipelines.pyav_open import BadVideoError
     from dali_pipelines.timed_reader import DecodeOverdue, OverdueStreak, TimedVideoReader
     from tools.inference import progress_bar, view_outputs
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evautil.cli import ArgumentParser, flags_as_typed
+from tests.test_evautil_cli import subcommand_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -62,11 +63,7 @@ def test_flags_as_typed_rewrites_whole_flags_only():
 
 
 def test_a_subcommands_flags_are_named_as_typed_too(capsys):
-    p = ArgumentParser(prog="cmd")
-    p.add_argument("--dry-run", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True).add_parser("reencode")
-    sub.add_argument("--short-side", type=int)
-    sub.add_argument("--dry_run", action="store_true", dest="sub_dry_run")
+    p = subcommand_parser()
     args = p.parse_args(["--dry_run", "reencode", "--short_side", "240", "--dry-run"])
     # each spelling swapped once: the command's --dry-run was typed --dry_run, the subcommand's --dry_run --dry-run
     assert flags_as_typed("--short-side 240; --dry-run; --dry_run", args) == "--short_side 240; --dry_run; --dry-run"
@@ -138,7 +135,7 @@ def test_tool_errors_name_the_flag_as_typed(sep, tmp_path, capsys):
     assert f"error: --train{sep}per{sep}class must be >= 1, got 0" in err
     err = _error(lambda: extract_features.parse_args(["v.mp4", "--weights", "w", "--out", "o",
                                                       f"--windows{sep}per{sep}batch", "0"]), capsys)
-    assert f"error: --windows{sep}per{sep}batch and --shard-videos must be at least 1" in err
+    assert f"error: --windows{sep}per{sep}batch must be at least 1, got 0" in err
 
 
 @pytest.mark.parametrize("sep", ["-", "_"])

@@ -85,13 +85,18 @@ def test_help_lists_each_flag_once_as_declared(capsys):
     assert "--only-test" not in out and "--batch_size" not in out and "--dry_run" not in out
 
 
-def test_a_subcommands_flags_are_its_own():
+def subcommand_parser() -> ArgumentParser:
+    """A command with a subcommand, each with its --dry-run spelt the other way."""
     p = ArgumentParser(prog="cmd")
     p.add_argument("--dry-run", action="store_true")
     sub = p.add_subparsers(dest="command", required=True).add_parser("reencode")
     sub.add_argument("--short-side", type=int)
     sub.add_argument("--dry_run", action="store_true", dest="sub_dry_run")
-    args = p.parse_args(["--dry_run", "reencode", "--short_side", "240", "--dry-run"])
+    return p
+
+
+def test_a_subcommands_flags_are_its_own():
+    args = subcommand_parser().parse_args(["--dry_run", "reencode", "--short_side", "240", "--dry-run"])
     assert (args.dry_run, args.short_side, args.sub_dry_run) == (True, 240, True)
 
 

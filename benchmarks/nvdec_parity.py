@@ -25,16 +25,14 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 
 import av
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import cli, common, hardware, reporting  # noqa: E402
+from benchmarks import cli, common, hardware, parity_report  # noqa: E402
 from evautil.cli import flags_as_typed  # noqa: E402
-from evautil.progress import counted  # noqa: E402
 
 # A frame counts as found when its best match is the requested index (or a frame equal to it: static scenes tie),
 # with at least this correlation, and no more than this mean difference in grey levels from PyAV's.
@@ -360,9 +358,10 @@ def compare(args, tmp: str) -> int:
         clips, skipped = cpu_decodable(clips)  # (each named on stderr)
     clips += synthetic_clips(tmp, "h264" if args.decoder == "mixed" else "vp9", args.quick)
     device_id = 0 if args.decoder == "mixed" else None
-    report = _Report(args.decoder, args.json, hardware.machine_info(), failures=failures, skipped=skipped)
+    report = parity_report.Report(args.decoder, args.json, hardware.machine_info(), failures=failures,
+                                  skipped=skipped)
     seconds = _measure(report, clips, tmp, device_id, args.quick)
-    _print_report(report, len(clips), seconds)
+    parity_report.print_report(report, len(clips), seconds, MATRICES)
     bad = report.failures or [r for r in report.results if r["found"] < r["asked"]]
     return 1 if bad else 0
 
@@ -384,31 +383,7 @@ def _real_clips(args, failures: list[dict]) -> list[str]:
     return real or []
 
 
-@dataclass
-class _Report:
-    """What the run has found so far, and where it goes (``json_path``: ``--json``, None without)."""
-
-    decoder: str
-    json_path: str | None
-    machine: dict
-    results: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-    numbering: list[dict] = field(default_factory=list)
-    seek: dict | None = None
-    finished: bool = False
-
-    def save(self, seconds: float) -> None:
-        """The report so far: written after every clip, so that a run stopped by its time box still leaves one."""
-        if self.json_path:
-            reporting.write_json(self.json_path, {"decoder": self.decoder, "machine": self.machine,
-                                                  "seconds": seconds, "complete": self.finished,
-                                                  "clips": self.results, "failures": self.failures,
-                                                  "skipped": self.skipped, "numbering": self.numbering,
-                                                  "seek_probe": self.seek})
-
-
-def _measure(report: _Report, clips: list[str], tmp: str, device_id: int | None, quick: bool) -> float:
+def _measure(report: parity_report.Report, clips: list[str], tmp: str, device_id: int | None, quick: bool) -> float:
     """Compare the clips, then run the seek probe and the numbering probe, into ``report`` (saved after each);
     returns the seconds the clips took."""
     t0 = time.perf_counter()
@@ -430,59 +405,6 @@ def _measure(report: _Report, clips: list[str], tmp: str, device_id: int | None,
     report.finished = True
     report.save(seconds)
     return seconds
-
-
-def _print_report(report: _Report, clips: int, seconds: float) -> None:
-    """The table of the clips, their failures and skips, then the numbering and seek probes' lines."""
-    print(hardware.machine_line(report.machine))
-    print(f"DALI decoder '{report.decoder}' against a sequential PyAV decode, {counted(clips, 'clip')}, "
-          f"{seconds:.1f} s\n")
-    print(reporting.markdown_table(
-        [dict(r, found=f"{r['found']}/{r['asked']}", b_frames="yes" if r["b_frames"] else "no",
-              min_corr=f"{r['min_corr']:.4f}", mean_abs_diff=f"{r['mean_abs_diff']:.2f}",
-              max_abs_diff=f"{r['max_abs_diff']:.2f}",
-              best_matches=" ".join(map(str, r["best_matches"])), indices=" ".join(map(str, r["indices"])),
-              matrix=f"{r['matrix']} (" + " / ".join(f"{d:.2f}" for d in r["mean_abs_diff_by_matrix"].values()) + ")")
-         for r in report.results],
-        [("clip", "clip"), ("codec", "codec"), ("size", "size"), ("b_frames", "B-frames"), ("indices", "indices asked"),
-         ("best_matches", "best-matching PyAV frame"), ("found", "found"), ("min_corr", "min corr"),
-         ("mean_abs_diff", "mean |diff|"), ("max_abs_diff", "max |diff|"),
-         ("matrix", f"closer to ({' / '.join(MATRICES)} mean |diff|)")]))
-    for f in report.failures:
-        print(f"FAILED {f['clip']}: {f['error']}")
-    if report.skipped:  # each named on stderr before the comparison
-        print(f"skipped {counted(len(report.skipped), 'clip')} in codecs DALI's CPU decoder does not take "
-              f"({', '.join(sorted({f['codec'] for f in report.skipped}))}): see above")
-    _print_numbering(report.numbering)
-    _print_seek(report.seek)
-
-
-def _print_numbering(rows: list[dict]) -> None:
-    print("\nfiles cut without re-encoding, decoded whole (not part of the exit code):")
-    for r in rows:
-        if "error" in r:
-            print(f"  {r['clip']} ({r['cut']}): FAILED {r['error']}")
-        elif "decoded_shapes" in r:
-            print(f"  {r['clip']} ({r['cut']}): frames {r['indices']} decoded as "
-                  f"{' and '.join('x'.join(map(str, shape)) for shape in r['decoded_shapes'])}")
-        else:
-            shift = "several" if r["shift"] is None else f"{r['shift']:+d}"
-            print(f"  {r['clip']} ({r['cut']}): asked {' '.join(map(str, r['indices']))}, best-matching PyAV frames "
-                  f"{' '.join(map(str, r['best_matches']))}: shift {shift}; the NVDEC route keeps it off NVDEC: "
-                  f"{'yes' if r['kept_off_nvdec'] else 'no'}")
-
-
-def _print_seek(seek: dict) -> None:
-    if "error" in seek:
-        print(f"\nseek probe FAILED: {seek['error']}")
-    else:
-        print(f"\nseek probe ({seek['clip']}, {seek['copies']} copies, keyframe every {seek['gop']}): frame "
-              f"{seek['late_index']} took {seek['late_over_early']:.1f}x frame {seek['early_index']}'s time "
-              f"({seek['late_s'] * 1e3:.0f} / {seek['early_s'] * 1e3:.0f} ms; frame 0, the set-up, "
-              f"{seek['setup_s'] * 1e3:.0f} ms); beyond the set-up {seek['late_over_early_beyond_setup']:.1f}x "
-              f"(seeking {seek['if_seeking']:.1f}x, from frame 0 {seek['if_decoding_from_frame_0']:.0f}x): "
-              f"{seek['verdict']}; from the GOP cut "
-              f"{seek['late_cut_s'] * 1e3:.0f} ms ({seek['late_over_cut']:.1f}x faster)")
 
 
 if __name__ == "__main__":

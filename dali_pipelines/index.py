@@ -646,7 +646,29 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     keys = None if checked_by_peer else videos.stat_keys(timeout_s=timeout_s)
     if keys is not None and root_name is not None:
         check_list_root(videos, root_name, keys[2])  # a wrong root: refused, not quarantined video by video
+    keys, match, current = _read_cached(videos, keys, paths, root_abs, full_decode, timeout_s)
+    if not current:
+        match = _probe_and_quarantine(list_path, videos, keys, paths, root_abs, full_decode=full_decode,
+                                      workers=workers, progress=progress, timeout_s=timeout_s,
+                                      save_on_stop=save_on_stop)
+    index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
+                         probed=int(match.jobs.size), missing=int(np.count_nonzero(~keys[2])))
+    bad = sorted(match.bad.items())
+    _warn_bad_videos(videos, bad, list_path, paths.quarantine)
+    logger.info("%s", index.summary(name_bad=False, left_out=not strict))  # the warnings above named them
+    if strict and bad:
+        raise _strict_refusal(videos, bad, list_path, paths.quarantine)
+    # No readable video at all: each caller says so in its own terms (the loader refuses the list, verify_data and
+    # predict name every video's reason), so nothing more is logged here.
+    return index
 
+
+def _read_cached(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None, paths: IndexPaths,
+                 root_abs: str, full_decode: bool,
+                 timeout_s: float) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], _Match, bool]:
+    """Match the list to the cache under a shared lock: ``(keys, match, current)``, ``current`` when the cache and
+    the quarantine file already cover every video as it is on disk. ``keys`` None (``checked_by_peer``): taken
+    from the cache's rows, only the rows it lacks stat'ed."""
     # Readers first, under a shared lock: when the cache already covers every video as it is on disk (every rank
     # of a run after the first build), all ranks read it at once instead of one after another.
     with locked(paths.lock, shared=True):
@@ -657,40 +679,47 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
         match = _match(videos, keys, cache, full_decode)
         del cache
         current = match.current and _quarantine_is(paths.quarantine, _quarantine_text(videos, match.bad))
-    if not current:
-        with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
-            match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
-            try:
-                _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
-            except WorkerTimeoutError as e:
-                raise DataError(f"indexing {list_path}: {e}. Check the storage under {root_abs} (a larger "
-                                "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)" + ("; the videos probed so far "
-                                "are saved, the next build probes only the rest" if save_on_stop else "")) from e
-            text = _quarantine_text(videos, match.bad)
-            if text:
-                atomic_write_text(paths.quarantine, text)
-            elif os.path.exists(paths.quarantine):
-                os.unlink(paths.quarantine)  # stale: every listed video is fine now
+    return keys, match, current
 
-    index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
-                         probed=int(match.jobs.size), missing=int(np.count_nonzero(~keys[2])))
-    bad = sorted(match.bad.items())
+
+def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexPaths, root_abs: str, *,
+                          full_decode: bool, workers: int, progress: bool, timeout_s: float,
+                          save_on_stop: bool) -> _Match:
+    """Under the exclusive lock, match the list to the cache again, probe what it lacks, save the cache and write
+    (or remove) the quarantine file; the match, complete. A probe timeout is a DataError naming the storage."""
+    with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
+        match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+        try:
+            _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
+        except WorkerTimeoutError as e:
+            raise DataError(f"indexing {list_path}: {e}. Check the storage under {root_abs} (a larger "
+                            "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)" + ("; the videos probed so far "
+                            "are saved, the next build probes only the rest" if save_on_stop else "")) from e
+        text = _quarantine_text(videos, match.bad)
+        if text:
+            atomic_write_text(paths.quarantine, text)
+        elif os.path.exists(paths.quarantine):
+            os.unlink(paths.quarantine)  # stale: every listed video is fine now
+    return match
+
+
+def _warn_bad_videos(videos: VideoList, bad: list[tuple[int, str]], list_path: str, quarantine: str) -> None:
+    """One warning per bad video, the first :data:`BAD_VIDEOS_NAMED`, then one line counting the rest."""
     for row, why in bad[:BAD_VIDEOS_NAMED]:
         logger.warning("bad video %s: %s", videos.shown_path(row), why)
     if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded dataset would otherwise fill the log, once per rank
         logger.warning("and %s in %s: all %d listed with their reasons in %s",
-                       counted(len(bad) - BAD_VIDEOS_NAMED, "more bad video"), list_path, len(bad), paths.quarantine)
-    logger.info("%s", index.summary(name_bad=False, left_out=not strict))  # the warnings above named them
-    if strict and bad:
-        # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
-        # which command-line entry points report in one line without a traceback.
-        # One line: up to _STRICT_NAMED files inline, every one in the quarantine file (and the warnings above).
-        named = [f"{videos.shown_path(r)} ({why})" for r, why in bad[:_STRICT_NAMED]]
-        more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
-        raise DataError(
-            f"DATA.STRICT is on and {len(bad)} of {len(videos)} videos in {list_path} are unreadable: "
-            f"{'; '.join(named)}{more} (all listed in {paths.quarantine}); fix or remove them, or set DATA.STRICT "
-            "False to leave them out")
-    # No readable video at all: each caller says so in its own terms (the loader refuses the list, verify_data and
-    # predict name every video's reason), so nothing more is logged here.
-    return index
+                       counted(len(bad) - BAD_VIDEOS_NAMED, "more bad video"), list_path, len(bad), quarantine)
+
+
+def _strict_refusal(videos: VideoList, bad: list[tuple[int, str]], list_path: str, quarantine: str) -> DataError:
+    """``DATA.STRICT``'s refusal of a list with bad videos."""
+    # Per-video failures are BadVideoErrors internally; refusing the whole list is an input error (DataError),
+    # which command-line entry points report in one line without a traceback.
+    # One line: up to _STRICT_NAMED files inline, every one in the quarantine file (and the warnings above).
+    named = [f"{videos.shown_path(r)} ({why})" for r, why in bad[:_STRICT_NAMED]]
+    more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
+    return DataError(
+        f"DATA.STRICT is on and {len(bad)} of {len(videos)} videos in {list_path} are unreadable: "
+        f"{'; '.join(named)}{more} (all listed in {quarantine}); fix or remove them, or set DATA.STRICT "
+        "False to leave them out")

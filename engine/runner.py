@@ -219,7 +219,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary. ``resume``:
     the checkpoint to continue; ``named``: the one the command names, when :func:`preflight.resume_point` chose a
     later one."""
-    ctx, metrics, model = run.ctx, run.metrics, run.model
+    ctx, metrics = run.ctx, run.metrics
     t = cfg.TRAIN
     checkpointer = Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn)
     check_lists_overlap(run, cfg)  # before the resume below, which quarantines again what the stopped run had
@@ -228,14 +228,57 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     located = locate_checkpoint(resume, t.AUTO_RESUME, checkpointer, ctx)
     if not located.ends_training(t.EPOCHS):
         restore_data_plan(run.train_loader, located, ctx, metrics.warn)
+    trainer = _build_trainer(run, cfg, checkpointer, _plan_steps_per_epoch(run, cfg))
+    trainer.resume(resume, auto=t.AUTO_RESUME, named=named, located=located)
+    del located  # the checkpoint's tensors are in the model and optimizer now
+    finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint (before its final test)
+    if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
+        metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
+                     f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "
+                     "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)"
+                     + _evaluation_summary_note(cfg.OUTPUT))
+        return trainer.outcome()
+    global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
+    amp_dtype = trainer.opts.amp_dtype
+    precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
+    metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {trainer.opts.steps_per_epoch} steps, "
+                 f"global batch {global_batch}, precision {precision}")
+    try:
+        if finished:
+            metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing, damaged or "
+                         f"older than {trainer.state.last_checkpoint}: writing it")
+            result = trainer.evaluate_finished()
+        else:
+            result = trainer.fit()
+        _write_train_summary(run, cfg, trainer, result, finished)
+    except StoppedOutsideTraining as stop:
+        # After the last epoch's checkpoint: with TRAIN.AUTO_RESUME False the same command would start over from
+        # step 0, moving that checkpoint aside, so the line names the --resume that writes the summary.
+        if (finished or trainer.trained) and trainer.state.last_checkpoint:
+            raise stop.after_training(trainer.state.last_checkpoint, t.AUTO_RESUME) from None
+        raise
+    return result
+
+
+def _plan_steps_per_epoch(run: Run, cfg) -> int:
+    """The optimizer steps of an epoch, the same on every rank (else a ConfigError); the training loader is told
+    how many micro-batches they use."""
+    t = cfg.TRAIN
     steps_per_epoch = len(run.train_loader) // t.ACCUMULATION_STEPS
     if steps_per_epoch < 1:
         raise ConfigError(f"{cfg.DATA.TRAIN_FILE}: {len(run.train_loader)} batches per process is less than one "
                          f"optimizer step (TRAIN.ACCUMULATION_STEPS = {t.ACCUMULATION_STEPS})")
-    check_ranks_plan_alike(ctx, cfg.DATA.TRAIN_FILE, steps_per_epoch, run.train_loader.plan_fingerprint())
+    check_ranks_plan_alike(run.ctx, cfg.DATA.TRAIN_FILE, steps_per_epoch, run.train_loader.plan_fingerprint())
     if hasattr(run.train_loader, "use_batches"):  # the micro-batches short of a whole step: never decoded
         run.train_loader.use_batches(steps_per_epoch * t.ACCUMULATION_STEPS)
-    optimizer = build_optimizer(t, model, ctx.device)
+    return steps_per_epoch
+
+
+def _build_trainer(run: Run, cfg, checkpointer: Checkpointer, steps_per_epoch: int) -> Trainer:
+    """The Trainer of ``cfg``: optimizer, schedule, precision and loss scaler, mixup, loss, the DDP/compiled model
+    and its EMA copy, and the final test's loader; not resumed yet."""
+    ctx, t = run.ctx, cfg.TRAIN
+    optimizer = build_optimizer(t, run.model, ctx.device)
     scheduler = build_scheduler(t, optimizer, steps_per_epoch)
     amp_dtype, needs_scaler = resolve_precision(t.PRECISION, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type) if needs_scaler else None
@@ -243,7 +286,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     mixup = VideoMixup(cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.AUG.MIXUP_SWITCH_PROB, cfg.AUG.LABEL_SMOOTH,
                        cfg.DATA.NUM_CLASSES, seed=cfg.SEED, rank=ctx.rank,
                        partners=cfg.AUG.MIXUP_PARTNERS) if mix else None
-    loop_model, ema = models_for_training(model, ctx, t)
+    loop_model, ema = models_for_training(run.model, ctx, t)
     final_views = (cfg.TEST.FINAL_NUM_CLIP, cfg.TEST.FINAL_NUM_CROP)
 
     def make_test_loader():
@@ -256,49 +299,28 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
         final_test_is_val=final_views == (cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP),
         num_classes=cfg.DATA.NUM_CLASSES, save_minutes=cfg.SAVE_MINUTES, adopt_config=t.ALLOW_CONFIG_CHANGE,
         auto_resume=t.AUTO_RESUME)
-    trainer = Trainer(
+    return Trainer(
         model=loop_model, optimizer=optimizer, scheduler=scheduler,
         criterion=build_criterion(cfg.AUG.LABEL_SMOOTH, mix),
         train_loader=run.train_loader, val_loader=run.val_loader,
         checkpointer=checkpointer,
-        metrics=metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
+        metrics=run.metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
         make_test_loader=make_test_loader, class_names=_class_names(cfg))
-    trainer.resume(resume, auto=t.AUTO_RESUME, named=named, located=located)
-    del located  # the checkpoint's tensors are in the model and optimizer now
-    finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint (before its final test)
-    if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
-        metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
-                     f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "
-                     "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)"
-                     + _evaluation_summary_note(cfg.OUTPUT))
-        return trainer.outcome()
-    global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
-    precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
-    metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {steps_per_epoch} steps, "
-                 f"global batch {global_batch}, precision {precision}")
-    try:
-        if finished:
-            metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing, damaged or "
-                         f"older than {trainer.state.last_checkpoint}: writing it")
-            result = trainer.evaluate_finished()
-        else:
-            result = trainer.fit()
-        final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
-        counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
-                  **final_test}
-        # The paths absolute (recorded_path): a relative one names its file only from the run's working folder.
-        resumed_from = trainer.state.resumed_from if finished else trainer.resumed_from
-        _finish(metrics, ctx, cfg, {"mode": "train", "dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
-                                    "best_epoch": result["best_epoch"],
-                                    "last_checkpoint": recorded_path(result["last_checkpoint"]),
-                                    "output": recorded_path(cfg.OUTPUT),
-                                    "pretrained": recorded_path(cfg.MODEL.PRETRAINED) or None,
-                                    "resumed_from": recorded_path(resumed_from),
-                                    **(metrics.recalled_counts(counts) if finished else counts)})
-    except StoppedOutsideTraining as stop:
-        # After the last epoch's checkpoint: with TRAIN.AUTO_RESUME False the same command would start over from
-        # step 0, moving that checkpoint aside, so the line names the --resume that writes the summary.
-        if (finished or trainer.trained) and trainer.state.last_checkpoint:
-            raise stop.after_training(trainer.state.last_checkpoint, t.AUTO_RESUME) from None
-        raise
-    return result
+
+
+def _write_train_summary(run: Run, cfg, trainer: Trainer, result: dict[str, Any], finished: bool) -> None:
+    """summary.json and the run's closing lines (:func:`_finish`), with every loader's counts; a run ``finished``
+    before this attempt (only its summary written now) takes those its earlier attempt logged (``recalled_counts``)."""
+    ctx, metrics = run.ctx, run.metrics
+    final_test = _data_counts(run.test_loaders[-1], ctx, "test_") if run.test_loaders else {}
+    counts = {**_data_counts(run.train_loader, ctx, "train_"), **_data_counts(run.val_loader, ctx, "val_"),
+              **final_test}
+    # The paths absolute (recorded_path): a relative one names its file only from the run's working folder.
+    resumed_from = trainer.state.resumed_from if finished else trainer.resumed_from
+    _finish(metrics, ctx, cfg, {"mode": "train", "dataset": cfg.DATA.DATASET, "best_top1": result["best_top1"],
+                                "best_epoch": result["best_epoch"],
+                                "last_checkpoint": recorded_path(result["last_checkpoint"]),
+                                "output": recorded_path(cfg.OUTPUT),
+                                "pretrained": recorded_path(cfg.MODEL.PRETRAINED) or None,
+                                "resumed_from": recorded_path(resumed_from),
+                                **(metrics.recalled_counts(counts) if finished else counts)})

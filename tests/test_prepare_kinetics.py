@@ -1139,6 +1139,19 @@ def test_a_file_that_crashes_its_worker_is_reported_and_the_others_are_done(tmp_
     assert sorted(p.name for p in (tmp_path / "out").rglob("*.mp4")) == [vid("a"), vid("c")]
 
 
+def test_the_partial_output_of_an_encode_that_crashed_its_worker_is_removed(tmp_path):
+    # The worker is dead: nothing else removes its .part file (a resume that fails on the same file left one again).
+    from tools.kinetics.reencode import _reencode_crashed
+
+    out = tmp_path / "out" / ARM / vid("a")
+    part = out.with_name(out.name + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"half a video")
+    row = _reencode_crashed((str(tmp_path / vid("a")), str(out)), "signal SIGSEGV")
+    assert not row["ok"] and row["error"].endswith("re-encoding it crashed the process: signal SIGSEGV")
+    assert not part.exists()
+
+
 @pytest.mark.timeout(120)
 def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypatch):
     """`lists --check` over storage that stopped answering: a video whose probe never answers is skipped with that
@@ -1908,6 +1921,35 @@ def test_an_empty_output_is_encoded_again_not_skipped_as_done(tmp_path):
     rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
     assert (rep["skipped_existing"], rep["done"], rep["source_changed"], rep["failed"]) == (1, 1, 0, [])
     assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 4
+
+
+def test_a_reencode_removes_the_partial_outputs_that_stopped_encodes_left_in_its_tree(tmp_path, capsys):
+    # A run killed while encoding a video again beside its finished output (its source newer) leaves that video's
+    # .part file; a resume that no longer encodes it (the source back to its old time, or gone from --src) skipped it
+    # as done, and the .part stayed for good. After the wait for stopped encodes, every .part is stale.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    args = ["reencode", "--src", str(src), "--dst", str(dst), "--short-side", "32", "--gop", "4", "--workers", "1",
+            "--no-progress"]
+    assert prepare_kinetics.main(args) == 0
+    out = dst / "train" / ARM / vid("b")
+    finished = out.read_bytes()
+    stale = [out.with_name(out.name + ".part"), dst / "train" / "gone_class" / (vid("c") + ".part")]
+    for part in stale:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"the first frames of a stopped encode")
+    hidden = dst / ".cache" / (vid("d") + ".part")  # no encode writes into a hidden folder: not the run's to remove
+    hidden.parent.mkdir()
+    hidden.write_bytes(b"someone else's")
+    capsys.readouterr()
+    assert prepare_kinetics.main(args) == 0
+    assert not any(p.exists() for p in stale) and hidden.exists()
+    assert out.read_bytes() == finished
+    assert capsys.readouterr().err.splitlines() == [
+        f"reencode: removed 2 partial outputs (.mp4.part) of encodes stopped before this run in {dst}"]
+    assert prepare_kinetics.main(args) == 0  # none left: nothing said
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("every_s", [0.0, 1e9])

@@ -137,7 +137,10 @@ def _reencode_job(args: tuple[str, str, EncodeSettings, tuple[str, str]]) -> dic
 
 
 def _reencode_crashed(args: tuple[str, str, EncodeSettings, tuple[str, str]], how: str) -> dict:
-    """The report row of a file whose re-encode killed its worker process (FFmpeg crashing on a damaged file)."""
+    """The report row of a file whose re-encode killed its worker process (FFmpeg crashing on a damaged file); the
+    partial output that worker left is removed."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(args[1] + ".part")
     return {"src": args[0], "dst": args[1], "ok": False, "error": f"{args[0]}: re-encoding it crashed the process: "
             f"{how}", "seconds": 0.0}
 
@@ -162,7 +165,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
     failures (a 650,000-video tree held a result dict per video). One run at a time writes into a ``dst_root``
     (:data:`LOCK_FILE`): a second one raises KineticsError, and one that follows a run killed outright waits for
-    that run's workers to end first (:func:`_wait_for_stopped_encodes`).
+    that run's workers to end first (:func:`_wait_for_stopped_encodes`); every run then removes the partial outputs
+    that stopped encodes left in the tree (:func:`_remove_stale_parts`).
     ``progress`` draws a bar; without one, plain progress lines go to stderr (the walks' when long, the encodes'
     every 30 s) unless ``progress_lines`` is False; ``log`` gets the summary either way.
 
@@ -216,6 +220,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         # named first: an encode of the stopped run that checks the name after the wait leaves its video to this run
         run = (dst_root, _name_this_run(lock))
         _wait_for_stopped_encodes(dst_root)
+        _remove_stale_parts(dst_root, progress_lines)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines)
 
 
@@ -256,6 +261,34 @@ def _wait_for_stopped_encodes(dst_root: str) -> None:
                                     f"after {STOPPED_ENCODES_WAIT_S:g} s: end them (`fuser {path}` names them), "
                                     f"then run the same command again")
             time.sleep(0.1)
+
+
+def _remove_stale_parts(dst_root: str, progress_lines: bool = True) -> int:
+    """Remove every encode's partial output (``<name>.mp4.part``) under ``dst_root`` and say how many on stderr;
+    called once no encode but this run's can write there (:func:`_wait_for_stopped_encodes`), before this run's
+    first: each is stale. A run killed outright (SIGKILL, the machine going down) leaves the one of each video it
+    was encoding, which a later run overwrites only if it encodes that video again: one re-encoded beside its
+    finished output (a newer source) and then no longer planned, or no longer newer than that output (a source
+    removed, restored with its old time, a narrower --src), stayed for good, counted by the lists among the entries
+    they ignore. Hidden folders (no encode writes there) and links are left alone, links to folders not followed."""
+    removed = 0
+    walk = walk_progress(f"reencode: looking for partial outputs of stopped encodes in {dst_root}", "folder",
+                         lines=progress_lines)
+    for dirpath, dirnames, filenames in os.walk(dst_root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            path = os.path.join(dirpath, f)
+            # an encode writes a regular file: a link of that name is not one's (nor is what it points to)
+            if f.endswith(".mp4.part") and not f.startswith(".") and not os.path.islink(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed += 1
+        walk.update()
+    walk.finish()
+    if removed:
+        stderr_line(f"reencode: removed {counted(removed, 'partial output')} (.mp4.part) of encodes stopped before "
+                    f"this run in {dst_root}")
+    return removed
 
 
 @contextlib.contextmanager

@@ -911,3 +911,24 @@ def test_flags_take_either_spelling_and_the_pairs_stay_as_typed():
                                "DATA.ROOT", "my_videos", "--quiet"])
     assert (args.top_k, args.work_dir, args.quiet) == (3, "w", True)
     assert args.opts == ["DATA.ROOT", "my_videos"]
+
+
+def test_a_top_k_above_the_models_classes_says_every_class_is_listed(evaluated, dataset, capsys):
+    """--top-k 10 with a 4-class model listed the 4 classes without a word (only an accuracy line said "n/a")."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    classes = load_config(DEMO, opts).DATA.NUM_CLASSES
+    assert classes < 5  # the default top-k, 5, is above them
+    video = str(dataset / eval_rows[0]["path"])
+    args = [video, "--cfg", DEMO, "--weights", str(ckpt), "--format", "jsonl", "--quiet", "--work-dir",
+            str(tmp / "work_top_k"), "--opts", *opts]
+    for flag, k in (("--top-k", classes + 6), ("--top_k", classes + 1)):  # the flag named as typed
+        assert predict.main(args + [flag, str(k)]) == 0
+        out, err = capsys.readouterr()
+        assert err.splitlines() == [f"note: {flag} {k} is more than the {classes} classes: every class is listed",
+                                    "predicted 1 of 1 video (2 clips x 3 crops)"]
+        assert sorted(t["class"] for t in json.loads(out)["top_k"]) == list(range(classes))
+    # every class, as asked, or the default top-5 of a 4-class model, not asked for: nothing to say
+    for given in (["--top-k", str(classes)], []):
+        assert predict.main(args + given) == 0
+        out, err = capsys.readouterr()
+        assert err == "predicted 1 of 1 video (2 clips x 3 crops)\n" and len(json.loads(out)["top_k"]) == classes

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from typing import Sequence
+import sys
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,12 +21,14 @@ from torch import nn
 from configs import opts_last  # for the tools' parsers
 from dali_pipelines.filelist import LabelRangeError, split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object
+from evautil.cli import flags_as_typed
 from evautil.errors import not_utf8_line
 from evautil.files import naming_the_file, output_path_problem
+from evautil.progress import counted
 from evautil.text import text_lines
 from tools.model_io import InputError, load_model, load_setup  # the tools' one place to import them from
 
-__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input",
+__all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input", "note_top_k",
            "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
            "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
 
@@ -108,6 +111,16 @@ def check_output_not_input(out: str, flag: str, files: Sequence[tuple[str, str]]
     if video:
         raise InputError(f"{flag} {out} is the video {video}, one of the inputs: writing it would replace that "
                          "video; give another file name")
+
+
+def note_top_k(top_k: int, num_classes: int, typed: Any = None, warn: bool = True) -> None:
+    """One ``note:`` line on stderr (with ``warn``: from one process, and for a ``--top-k`` given, not the default)
+    when ``--top-k`` asks for more classes than the model's ``num_classes``: every class is listed, which the
+    command did without a word (its accuracy line alone said "n/a"). The flag is named as typed (``typed``: the
+    command's arguments, see ``evautil.cli.flags_as_typed``)."""
+    if warn and top_k > num_classes:
+        print(flags_as_typed(f"note: --top-k {top_k} is more than the {counted(num_classes, 'class')}: every class "
+                             f"is listed", typed), file=sys.stderr)
 
 
 def videos_of_inputs(inputs: Sequence[str], root: str = "",

@@ -299,8 +299,7 @@ def format_csv(records: Sequence[dict[str, Any]]) -> str:
     labelled = any("label" in r for r in records)
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["path", "status", "error"] + [f"top{i}_{f}" for i in range(1, k + 1) for f in ("class", "name",
-                                                                                               "prob")]
+    w.writerow(["path", "status", "error"] + [f"top{i}_{f}" for i in range(1, k + 1) for f in ("class", "name", "prob")]
                + (["label", "label_name"] if labelled else []))
     for r in records:
         row = [r["path"], r["status"], r.get("error", "")]
@@ -313,9 +312,7 @@ def format_csv(records: Sequence[dict[str, Any]]) -> str:
 
 
 def _format_for(out: str, fmt: str | None) -> str:
-    if fmt:
-        return fmt
-    return _FORMAT_OF_EXTENSION.get(os.path.splitext(out)[1].lower(), "table")
+    return fmt or _FORMAT_OF_EXTENSION.get(os.path.splitext(out)[1].lower(), "table")
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -332,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "reference (hf://owner/repo[@rev]/file)")
     p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
     p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
-    p.add_argument("--top-k", type=int, default=5, help="classes per video (default 5)")
+    p.add_argument("--top-k", type=int, default=None, help="classes per video (default 5)")
     p.add_argument("--out", default="", help="also write the predictions here")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="of --out: table, json (one array), jsonl (a line per video) or csv (default: from its "
@@ -345,15 +342,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides, e.g. "
                                                                         "TEST.NUM_CLIP 4 TEST.NUM_CROP 3")
     args = p.parse_args(opts_last(p, p.respelled(argv)))
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         p.error(f"--top-k must be at least 1, got {args.top_k}")
+    args.top_k_given, args.top_k = args.top_k is not None, args.top_k or 5  # given: one above the classes is noted
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
     from tools.inference import (InputError, check_output_not_input, check_output_path, labelled_videos, load_model,
-                                 load_setup, videos_of_rank_0)
+                                 load_setup, note_top_k, videos_of_rank_0)
 
     args = parse_args(argv)
     # the predictions are printed and written at the end only: an --out written before is left as it was
@@ -383,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             # empty folder behind
             make_output_folder(args.work_dir, "--work-dir")
             ctx = distributed.init_from_env()
+            note_top_k(args.top_k, cfg.DATA.NUM_CLASSES, args, warn=ctx.is_main and args.top_k_given)
             videos = videos_of_rank_0(videos, ctx)
             model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
             writing = True

@@ -241,7 +241,8 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
     amp_dtype = trainer.opts.amp_dtype
     precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
-    metrics.info(f"training on {cfg.DATA.DATASET}: {t.EPOCHS} epochs x {trainer.opts.steps_per_epoch} steps, "
+    metrics.info(f"training on {cfg.DATA.DATASET}: {counted(t.EPOCHS, 'epoch')} x "
+                 f"{counted(trainer.opts.steps_per_epoch, 'step')}, "
                  f"global batch {global_batch}, precision {precision}")
     try:
         if finished:

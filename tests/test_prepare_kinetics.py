@@ -1840,13 +1840,13 @@ def test_a_reencode_started_again_at_once_waits_for_the_workers_of_the_one_kille
 def test_a_reencode_gives_up_on_workers_of_a_stopped_run_that_do_not_end(tmp_path, capsys, monkeypatch):
     import fcntl
 
-    from tools.kinetics import reencode as reencode_mod
+    from tools.kinetics import dst_ownership
 
     src, dst = tmp_path / "t400", tmp_path / "out"
     write_clip(src / ARM / vid("a"), t=4)
     args = ["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1", "--no-progress", "--short-side", "32"]
     dst.mkdir()
-    monkeypatch.setattr(reencode_mod, "STOPPED_ENCODES_WAIT_S", 0.3)
+    monkeypatch.setattr(dst_ownership, "STOPPED_ENCODES_WAIT_S", 0.3)
     with open(dst / ".reencode.encodes.lock", "a") as stuck:  # an encode of a stopped run that does not end
         fcntl.flock(stuck, fcntl.LOCK_SH)
         assert prepare_kinetics.main(args) == 2

@@ -16,6 +16,8 @@ One module per job, each importable alone:
 * ``writers``: writing all of the above and the reports (``--dry-run`` describes instead of writing);
 * ``encode``: re-encoding one video to short-GOP H.264 and verifying the output;
 * ``reencode``: re-encoding a tree with it, resumable, with its report;
+* ``dst_ownership``: one re-encode at a time writing into a ``--dst``, which waits for the encodes of a run
+  stopped before it and removes the partial outputs they left;
 * ``common``: the error type and the process pool they share.
 
 Outputs, in the original list format (``<path relative to DATA.ROOT> <label>``, one video per line):

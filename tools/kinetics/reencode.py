@@ -1,24 +1,24 @@
 """Re-encoding a video tree to short-GOP H.264, resumable: the plan of source and output paths, the workers, and
-the report (one video's encode and verification: ``encode.py``)."""
+the report (one video's encode and verification: ``encode.py``; the one run that writes into a --dst at a time, and
+what stopped runs left there: ``dst_ownership.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import itertools
 import json
 import os
 import time
-import uuid
 from dataclasses import asdict
-from typing import IO, Callable, Iterator
+from typing import Callable
 
 from dali_pipelines.pyav_probe import count_frames
 from evautil.files import atomic_write_text, hold_lock
-from evautil.progress import counted, stderr_line
+from evautil.progress import counted
 
 from .common import KineticsError, parallel_imap, walk_progress
+from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 from .scan import VIDEO_EXTENSIONS, is_video_file, printable_path
 
@@ -28,14 +28,6 @@ __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES"]
 # lists of the tree find them (and leave them out of the entries they count as stray).
 REPORT_JSON, REPORT_MD = "reencode_report.json", "reencode_report.md"
 REPORT_FILES = (REPORT_JSON, REPORT_MD)
-# Held by the run that writes into --dst (hidden: neither a re-encode nor the lists take it for a video or a class);
-# it names that run (:func:`_name_this_run`).
-LOCK_FILE = ".reencode.lock"
-# Held (shared) by every encode while it runs, so that a run can wait for the encodes of one stopped before it.
-ENCODES_LOCK_FILE = ".reencode.encodes.lock"
-# How long a run waits for them: a worker ends within evautil.workers.WATCH_INTERVAL_S (0.5 s) of its main process,
-# a little later while its encode keeps the interpreter busy; one that takes a minute is stuck.
-STOPPED_ENCODES_WAIT_S = 60.0
 
 
 def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> list[tuple[str, str]]:
@@ -120,7 +112,7 @@ def _reencode_job(args: tuple[str, str, EncodeSettings, tuple[str, str]]) -> dic
     src, dst, settings, run = args
     t0 = time.perf_counter()
     try:
-        with _encoding_for(run) as ours:
+        with encoding_for(run) as ours:
             if not ours:  # a worker of a run that was stopped: its videos are the new run's now
                 raise KineticsError(f"{src}: not re-encoded: another re-encode took over {run[0]} (its "
                                     f"{LOCK_FILE} names that run now)")
@@ -165,8 +157,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     Results are folded into the report as they come: nothing is kept per encoded file but its warnings and
     failures (a 650,000-video tree held a result dict per video). One run at a time writes into a ``dst_root``
     (:data:`LOCK_FILE`): a second one raises KineticsError, and one that follows a run killed outright waits for
-    that run's workers to end first (:func:`_wait_for_stopped_encodes`); every run then removes the partial outputs
-    that stopped encodes left in the tree (:func:`_remove_stale_parts`).
+    that run's workers to end first (:func:`wait_for_stopped_encodes`); every run then removes the partial outputs
+    that stopped encodes left in the tree (:func:`remove_stale_parts`).
     ``progress`` draws a bar; without one, plain progress lines go to stderr (the walks' when long, the encodes'
     every 30 s) unless ``progress_lines`` is False; ``log`` gets the summary either way.
 
@@ -218,95 +210,10 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                             f"with what is left), or give another --dst")
     with lock:
         # named first: an encode of the stopped run that checks the name after the wait leaves its video to this run
-        run = (dst_root, _name_this_run(lock))
-        _wait_for_stopped_encodes(dst_root)
-        _remove_stale_parts(dst_root, progress_lines)
+        run = (dst_root, name_this_run(lock))
+        wait_for_stopped_encodes(dst_root)
+        remove_stale_parts(dst_root, progress_lines)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines)
-
-
-def _name_this_run(lock: IO[str]) -> str:
-    """Write a name for this run into its :data:`LOCK_FILE` (``lock``, held) and return it: its encodes check that
-    the tree is still theirs (:func:`_encoding_for`)."""
-    name = f"{os.getpid()} {uuid.uuid4().hex}"
-    lock.seek(0)
-    lock.truncate(0)
-    lock.write(name + "\n")
-    lock.flush()
-    return name
-
-
-def _wait_for_stopped_encodes(dst_root: str) -> None:
-    """Wait until no encode of a run stopped before this one runs in ``dst_root`` (each holds
-    :data:`ENCODES_LOCK_FILE`); KineticsError after :data:`STOPPED_ENCODES_WAIT_S`. A worker ends only once it sees
-    its main process gone: the same command started again at once, after a run killed outright, began the video a
-    dying worker was finishing, into the same ``.part`` file, and that worker then renamed the half-written file
-    into place, where every resume skipped it as done."""
-    path = os.path.join(dst_root, ENCODES_LOCK_FILE)
-    with open(path, "a", encoding="utf-8") as encodes:
-        deadline = None
-        while True:
-            try:
-                fcntl.flock(encodes, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
-                return
-            except BlockingIOError:
-                pass
-            except OSError:  # a file system without locks: nothing to wait for (as hold_lock)
-                return
-            if deadline is None:
-                stderr_line(f"reencode: waiting for the workers of the re-encode into {dst_root} that was stopped "
-                            f"before this one to end (they may still be writing there)")
-                deadline = time.monotonic() + STOPPED_ENCODES_WAIT_S
-            elif time.monotonic() > deadline:
-                raise KineticsError(f"the workers of a re-encode into {dst_root} that was stopped still hold {path} "
-                                    f"after {STOPPED_ENCODES_WAIT_S:g} s: end them (`fuser {path}` names them), "
-                                    f"then run the same command again")
-            time.sleep(0.1)
-
-
-def _remove_stale_parts(dst_root: str, progress_lines: bool = True) -> int:
-    """Remove every encode's partial output (``<name>.mp4.part``) under ``dst_root`` and say how many on stderr;
-    called once no encode but this run's can write there (:func:`_wait_for_stopped_encodes`), before this run's
-    first: each is stale. A run killed outright (SIGKILL, the machine going down) leaves the one of each video it
-    was encoding, which a later run overwrites only if it encodes that video again: one re-encoded beside its
-    finished output (a newer source) and then no longer planned, or no longer newer than that output (a source
-    removed, restored with its old time, a narrower --src), stayed for good, counted by the lists among the entries
-    they ignore. Hidden folders (no encode writes there) and links are left alone, links to folders not followed."""
-    removed = 0
-    walk = walk_progress(f"reencode: looking for partial outputs of stopped encodes in {dst_root}", "folder",
-                         lines=progress_lines)
-    for dirpath, dirnames, filenames in os.walk(dst_root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            path = os.path.join(dirpath, f)
-            # an encode writes a regular file: a link of that name is not one's (nor is what it points to)
-            if f.endswith(".mp4.part") and not f.startswith(".") and not os.path.islink(path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-                    removed += 1
-        walk.update()
-    walk.finish()
-    if removed:
-        stderr_line(f"reencode: removed {counted(removed, 'partial output')} (.mp4.part) of encodes stopped before "
-                    f"this run in {dst_root}")
-    return removed
-
-
-@contextlib.contextmanager
-def _encoding_for(run: tuple[str, str]) -> Iterator[bool]:
-    """Whether an encode of ``run`` (``(dst_root, name)``: :func:`_name_this_run`) may write into the tree: its
-    :data:`LOCK_FILE` still names the run (checked for each video: a worker of a stopped run may take one more from
-    its queue). :data:`ENCODES_LOCK_FILE` is held until the encode has ended, its output renamed or removed, so that
-    a run taking the tree over waits for it (:func:`_wait_for_stopped_encodes`)."""
-    dst_root, name = run
-    with open(os.path.join(dst_root, ENCODES_LOCK_FILE), "a", encoding="utf-8") as encodes:
-        with contextlib.suppress(OSError):  # a file system without locks: unguarded, as hold_lock
-            fcntl.flock(encodes, fcntl.LOCK_SH)
-        try:
-            with open(os.path.join(dst_root, LOCK_FILE), encoding="utf-8") as f:
-                owner = f.read().strip()
-        except FileNotFoundError:
-            owner = None
-        yield owner == name
 
 
 def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings,
@@ -314,7 +221,7 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
             progress_lines: bool) -> dict:
     """:func:`reencode_tree`'s work once planned: encode ``todo``, fold the results into ``report`` and write it
     and the tree's settings record (``earlier``: the settings of the runs whose videos are in the tree); ``run``
-    names this run to its encodes (:func:`_encoding_for`)."""
+    names this run to its encodes (:func:`encoding_for`)."""
     dst_root = report["dst_root"]
     # The tree's record names this run's settings before its first video can appear in the tree: written only at
     # the end, a run killed outright (SIGKILL, the machine going down) left videos the record did not account for,

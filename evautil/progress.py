@@ -45,6 +45,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def _plural(unit: str) -> str:
+    if unit.endswith("och"):  # epochs: the "ch" said as "k"
+        return unit + "s"
     return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")  # batches, not batchs
 
 

@@ -130,6 +130,7 @@ def test_the_evaluation_line_counts_its_views_in_the_right_number(tmp_path, caps
     from evautil.progress import counted
 
     assert (counted(1, "view"), counted(6, "view"), counted(1200, "batch")) == ("1 view", "6 views", "1,200 batches")
+    assert (counted(1, "epoch"), counted(32, "epoch")) == ("1 epoch", "32 epochs")  # not "epoches"
     metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
     for views, videos in ((1, 4), (12, 4), (3, 1)):
         metrics.log_eval({"split": "val", "top1": 50.0, "top5": 100.0, "num_videos": videos, "views": views},

@@ -63,7 +63,7 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
     out = tmp_path / "out"
     assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
     first = (out / "config.yaml").read_text()
-    assert ": 1 epoch x " in capsys.readouterr().out  # in the right number ("1 epochs" before)
+    assert ": 1 epoch x 3 steps" in capsys.readouterr().out  # in the right number ("1 epochs" before)
 
     # a longer run at another LR and seed in the same folder: refused, listing what differs, nothing rewritten
     changed = _opts(dataset, out, "TRAIN.EPOCHS", "2", "TRAIN.LR", "2e-3", "SEED", "5")

@@ -111,6 +111,26 @@ def test_a_dry_run_without_a_config_vouches_for_the_lists_only(tmp_path, videos)
     assert not (tmp_path / "train.txt.index.npz").exists()
 
 
+def test_main_called_in_a_process_that_goes_on_leaves_its_logging_as_it_was(tmp_path, videos, capsys):
+    """main silences the index's own warnings for its report; called in-process (a test, a notebook) it left the
+    data pipeline's logger at ERROR, and the process's later index builds logged no warning or note."""
+    import logging
+
+    from tools import verify_data
+
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n")
+    pipeline_logger = logging.getLogger("dali_pipelines")
+    before = pipeline_logger.level
+    try:
+        pipeline_logger.setLevel(logging.INFO)
+        assert verify_data.main([str(lst), "--root", str(videos), "--workers", "1"]) == 0
+        assert pipeline_logger.level == logging.INFO
+    finally:
+        pipeline_logger.setLevel(before)
+    assert f"list {lst}: 1 video" in capsys.readouterr().out
+
+
 def test_a_label_out_of_range_names_the_setting_of_the_classes(tmp_path, videos):
     """The range's bound came from DATA.NUM_CLASSES (--cfg) or --num-classes, named neither."""
     lst = tmp_path / "train.txt"

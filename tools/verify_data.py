@@ -172,14 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     on_interrupt(f"verifying the lists: {kept}")
     # The report below names every bad video with its reason; the index's own warnings would repeat them. Its
     # progress lines stay (a first build of a Kinetics list takes many minutes; a bar shows it on a terminal).
-    logging.getLogger("dali_pipelines").setLevel(logging.ERROR)
+    # (For this call only: main called in a process that goes on, as a test does, keeps its logging as it was.)
+    pipeline_logger = logging.getLogger("dali_pipelines")
+    level_before = pipeline_logger.level
+    pipeline_logger.setLevel(logging.ERROR)
     # A batch scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does, the index builds saving what they
     # probed, with one line and the exit code of a stopped training run.
-    with stop_signals_raise():
-        try:
-            return _verify_lists(args)
-        except Stopped as e:
-            return stopped_during_work(e, kept)
+    try:
+        with stop_signals_raise():
+            try:
+                return _verify_lists(args)
+            except Stopped as e:
+                return stopped_during_work(e, kept)
+    finally:
+        pipeline_logger.setLevel(level_before)
 
 
 def _verify_lists(args: argparse.Namespace) -> int:

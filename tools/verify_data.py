@@ -129,10 +129,10 @@ def check_model(cfg_path: str, opts: list[str]) -> str:
 def _bytes_on_disk(index) -> int:
     """Bytes of the readable videos: their sizes as probed (the index reuses a row only while the size holds), each
     file once however many lines name it (a repeated line is an entry of its own, not more bytes on disk)."""
-    counted = index.good_mask  # a copy
+    once = index.good_mask  # a copy
     for rows in index.videos.repeated():
-        counted[rows[1:]] = False
-    return int(index.table.columns["size"][counted].sum())
+        once[rows[1:]] = False
+    return int(index.table.columns["size"][once].sum())
 
 
 def verify(targets: list[tuple[str, str, int | None]], workers: int, full_decode: bool,

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import IO, Iterator
 
+from evautil.files import hold_lock
 from evautil.progress import counted, stderr_line
 
 from .common import KineticsError, walk_progress
@@ -46,25 +47,21 @@ def wait_for_stopped_encodes(dst_root: str) -> None:
     dying worker was finishing, into the same ``.part`` file, and that worker then renamed the half-written file
     into place, where every resume skipped it as done."""
     path = os.path.join(dst_root, ENCODES_LOCK_FILE)
-    with open(path, "a", encoding="utf-8") as encodes:
-        deadline = None
-        while True:
-            try:
-                fcntl.flock(encodes, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
-                return
-            except BlockingIOError:
-                pass
-            except OSError:  # a file system without locks: nothing to wait for (as hold_lock)
-                return
-            if deadline is None:
-                stderr_line(f"reencode: waiting for the workers of the re-encode into {dst_root} that was stopped "
-                            f"before this one to end (they may still be writing there)")
-                deadline = time.monotonic() + STOPPED_ENCODES_WAIT_S
-            elif time.monotonic() > deadline:
-                raise KineticsError(f"the workers of a re-encode into {dst_root} that was stopped still hold {path} "
-                                    f"after {STOPPED_ENCODES_WAIT_S:g} s: end them (`fuser {path}` names them), "
-                                    f"then run the same command again")
-            time.sleep(0.1)
+    deadline = None
+    while True:
+        free = hold_lock(path)  # taken (or a file system without locks): no stopped encode is left to wait for
+        if free is not None:
+            free.close()
+            return
+        if deadline is None:
+            stderr_line(f"reencode: waiting for the workers of the re-encode into {dst_root} that was stopped "
+                        f"before this one to end (they may still be writing there)")
+            deadline = time.monotonic() + STOPPED_ENCODES_WAIT_S
+        elif time.monotonic() > deadline:
+            raise KineticsError(f"the workers of a re-encode into {dst_root} that was stopped still hold {path} "
+                                f"after {STOPPED_ENCODES_WAIT_S:g} s: end them (`fuser {path}` names them), "
+                                f"then run the same command again")
+        time.sleep(0.1)
 
 
 def remove_stale_parts(dst_root: str, progress_lines: bool = True) -> int:

@@ -23,8 +23,8 @@ import numpy as np
 from .colour import IDENTITY, correction
 from .draw import Sample, VideoRef
 from .gop_pack import MP4_CODECS, PACKABLE_CODECS
+from .graph_records import DecodedSource, EncodedSource
 from .host_decode import DaliDecodeError, decode_with_dali_cpu, read_bytes, read_source
-from .pipelines import DecodedSource, EncodedSource
 from .pyav_io import decode_indexed_frames
 from .pyav_open import BadVideoError
 from .pyav_probe import first_pictures_not_shown

@@ -5,7 +5,7 @@
 in, the rank, the number of workers or what was drawn before. That is what makes resume exact and lets a
 quarantined video's substitute be drawn anywhere.
 
-No DALI here beyond the record types of ``pipelines``; nothing in this module reads a file.
+No DALI call here (the records it fills are ``graph_records``'); nothing in this module reads a file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import augment, sampling
-from .pipelines import TestParams, TrainParams
+from .graph_records import TestParams, TrainParams
 
 __all__ = ["DrawSettings", "VideoRef", "Sample", "draw_sample", "train_params"]
 

@@ -4,7 +4,7 @@ The feeder asks the :class:`Schedule` for the samples of the next batches, sends
 (``sample.route``; the route objects are ``decode_routes.py``'s), waits for the results in order, and splits each
 batch into one part per graph (``pipelines.graph_of``: NVDEC's, and the ``host`` graph of both CPU routes). Each
 graph's ``external_source`` is :meth:`Feeder.source` of that graph: it hands the graph the columns
-(``pipelines.batch_columns``) of its next part. The loader takes the batches in plan order
+(``graph_records.batch_columns``) of its next part. The loader takes the batches in plan order
 (:meth:`Feeder.peek`), runs every graph the batch has a part for, and puts the rows back in the planned order. A
 video that cannot be read or decoded is reported to the schedule, which quarantines it and returns its substitute
 (training) or nothing (testing). A video DALI's CPU decoder fails on, or one NVDEC would number otherwise than
@@ -26,8 +26,9 @@ import numpy as np
 
 from .decode_routes import EncodedRoute
 from .draw import Sample
+from .graph_records import SampleRecord, batch_columns
 from .host_decode import DaliDecodeError
-from .pipelines import SampleRecord, batch_columns, graph_of, graphs_serving
+from .pipelines import graph_of, graphs_serving
 from .pyav_open import BadVideoError, failure_reason
 from .timed_reader import OverdueStreak
 from evautil.workers import ResultOverdue, result_unless_a_worker_dies

@@ -3,12 +3,10 @@
 Everything random is decided in Python (``augment.py`` / ``sampling.py`` via ``draw.py``) and enters the graph
 through one ``fn.external_source`` as per-sample tensors; the graph itself is deterministic.
 
-The contract between the Python side and the graph is one typed record per sample, :class:`SampleRecord`: its
-source (encoded bytes plus frame indices for NVDEC's decoder in the graph, or frames the decode workers already
-decoded with PyAV or DALI's CPU decoder), its augmentation parameters (:class:`TrainParams` or :class:`TestParams`)
-and its row. The external source's outputs (names, types,
-dimensions, layouts, order) are derived from these dataclasses by :func:`record_layout`, and a batch of records is
-turned into the external source's columns by :func:`batch_columns` from the same fields, so the two cannot drift.
+The graph receives one typed record per sample (``graph_records.py``: :class:`SampleRecord`, its source and its
+augmentation parameters). The external source's outputs (names, types, dimensions, layouts, order) are derived
+from the records' declared fields by :func:`record_layout`, the same fields ``graph_records.batch_columns`` turns a
+batch of records into, so the two cannot drift.
 
 A sample's *decode route* says which decoder takes it (:data:`ROUTES`): ``nvdec`` (DALI's ``mixed`` decoder, in
 the graph), ``dali_cpu`` (DALI's CPU decoder, VP8/VP9/MJPEG) or ``pyav``. Both CPU routes decode in the decode
@@ -23,21 +21,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
 from .augment import MEAN, STD
-from .colour import IDENTITY
 from .color_jitter import jitter_frames
+from .graph_records import DecodedSource, EncodedSource, GraphInput, SampleRecord, TestParams, TrainParams, graph_fields
 from .pyav_open import BadVideoError
 from .routing import DALI_CPU, NVDEC, PYAV
 
 __all__ = [
-    "ROUTES", "GraphInput", "EncodedSource", "DecodedSource", "TrainParams", "TestParams",
-    "SampleRecord", "graph_of", "graphs_serving", "graph_source", "record_layout", "batch_columns",
+    "ROUTES", "graph_of", "graphs_serving", "graph_source", "record_layout",
     "train_pipeline", "test_pipeline", "convert_graph_code", "build_decode_pipeline", "decode_with_dali",
     "decode_encoded_with_dali", "one_batch_source", "short_video_error", "dali_error_reason", "PAD_MODE",
     "HOST_POOL_THRESHOLD", "use_dali_host_pool",
@@ -75,75 +72,6 @@ class RouteSpec:
     backend: str | None
     source: type
     graph: str
-
-
-@dataclass(frozen=True)
-class GraphInput:
-    """One external-source output: numpy dtype, number of dimensions, DALI layout. ``per_frame``: one more
-    dimension (a value per frame) when per-frame colour jitter is on."""
-
-    dtype: type
-    ndim: int
-    layout: str = ""
-    per_frame: bool = False
-
-
-def _input(dtype, ndim: int, layout: str = "", per_frame: bool = False):
-    return field(metadata={"graph": GraphInput(dtype, ndim, layout, per_frame)})
-
-
-@dataclass
-class EncodedSource:
-    """For DALI's decoder: the (possibly GOP-cut) encoded file, the frame indices to decode from it and the 3x3
-    map from the decoder's BT.601 colours to those of the stream's YUV matrix tag (``colour.correction``; the
-    identity for BT.601 and untagged streams)."""
-
-    encoded: np.ndarray = _input(np.uint8, 1)
-    frames: np.ndarray = _input(np.int32, 1)
-    colour: np.ndarray = field(default_factory=lambda: IDENTITY,
-                               metadata={"graph": GraphInput(np.float32, 2)})
-
-
-@dataclass
-class DecodedSource:
-    """For the PyAV route: the requested frames, already decoded on the host, (F, H, W, 3) uint8 RGB."""
-
-    video: np.ndarray = _input(np.uint8, 4, "FHWC")
-
-
-@dataclass
-class TrainParams:
-    """Training augmentation of one clip: crop window in source pixels ([y, x]), flip, colour twist."""
-
-    roi_start: np.ndarray = _input(np.float32, 1)
-    roi_end: np.ndarray = _input(np.float32, 1)
-    mirror: np.ndarray = _input(np.int32, 0)
-    brightness: np.ndarray = _input(np.float32, 0, per_frame=True)
-    contrast: np.ndarray = _input(np.float32, 0, per_frame=True)
-    saturation: np.ndarray = _input(np.float32, 0, per_frame=True)
-    hue: np.ndarray = _input(np.float32, 0, per_frame=True)
-    color_ops: np.ndarray = _input(np.int32, 1)  # the per-clip colour program (color_jitter.make_color_ops)
-
-
-@dataclass
-class TestParams:
-    """Multi-view test layout of one video: one crop window per spatial crop (rows of ``roi_start``/``roi_end``)
-    and the gather ``new_order`` that lays the V*T output frames out as [crop][clip][t]."""
-
-    __test__ = False  # not a test class, whatever its name
-
-    roi_start: np.ndarray = _input(np.float32, 2)  # (NUM_CROP, 2)
-    roi_end: np.ndarray = _input(np.float32, 2)
-    new_order: np.ndarray = _input(np.int32, 1)
-
-
-@dataclass
-class SampleRecord:
-    """Everything the graph receives for one sample."""
-
-    source: Union[EncodedSource, DecodedSource]
-    params: Union[TrainParams, TestParams]
-    index: np.ndarray = _input(np.int32, 0)  # the row in the list, returned by the graph beside the video
 
 
 # How each route of routing.ROUTES (the names and their order live there) enters its graph. NVDEC decodes in its
@@ -192,42 +120,18 @@ def graph_source(routes: Union[str, Sequence[str]]) -> type:
     return kinds.pop()
 
 
-def _graph_fields(cls) -> list[tuple[str, GraphInput]]:
-    return [(f.name, f.metadata["graph"]) for f in fields(cls) if "graph" in f.metadata]
-
-
 def record_layout(params: type, routes: Union[str, Sequence[str]], per_frame_jitter: bool = False
                   ) -> list[tuple[str, GraphInput]]:
     """The external source's outputs for records of ``params`` type in a graph serving ``routes`` (one route or
     several of one graph), in order: the source's fields, the parameters' fields, then ``index``.
     ``per_frame_jitter`` adds the per-frame dimension where declared."""
     out = []
-    for name, spec in (_graph_fields(graph_source(routes)) + _graph_fields(params)
-                       + _graph_fields(SampleRecord)):
+    for name, spec in (graph_fields(graph_source(routes)) + graph_fields(params)
+                       + graph_fields(SampleRecord)):
         if per_frame_jitter and spec.per_frame:
             spec = GraphInput(spec.dtype, spec.ndim + 1, spec.layout)
         out.append((name, spec))
     return out
-
-
-def batch_columns(records: Sequence[SampleRecord]) -> tuple[list[np.ndarray], ...]:
-    """The external source's outputs for a batch: one list per field of :func:`record_layout`, in its order.
-
-    Raises:
-        ValueError: the records do not all have the same source and parameter types (a graph has one record
-            layout).
-    """
-    if not records:
-        raise ValueError("an external-source batch needs at least one record")
-    kinds = {(type(r.source), type(r.params)) for r in records}
-    if len(kinds) != 1:
-        raise ValueError(f"one batch mixes record kinds {sorted((s.__name__, p.__name__) for s, p in kinds)}")
-    parts = [("source", type(records[0].source)), ("params", type(records[0].params)), (None, SampleRecord)]
-    columns = []
-    for attr, cls in parts:
-        for name, _ in _graph_fields(cls):
-            columns.append([getattr(getattr(r, attr) if attr else r, name) for r in records])
-    return tuple(columns)
 
 
 def _external_inputs(source, layout: list[tuple[str, GraphInput]]) -> dict:

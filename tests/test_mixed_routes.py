@@ -24,7 +24,7 @@ from dali_pipelines import DataError
 from dali_pipelines.index import build_index
 import dali_pipelines.loader as loader_module
 from dali_pipelines.loader import build_loader
-from dali_pipelines.pipelines import DecodedSource
+from dali_pipelines.graph_records import DecodedSource
 from dali_pipelines.pyav_encode import write_video
 from dali_pipelines.pyav_io import decode_frames, decode_indexed_frames
 from dali_pipelines.routing import NVDEC, PYAV, VideoRoute

@@ -17,8 +17,8 @@ from dali_pipelines.color_jitter import OP_GRAYSCALE, make_color_ops
 from dali_pipelines.draw import train_params
 from dali_pipelines.loader import build_loader
 from dali_pipelines import routing
-from dali_pipelines.pipelines import (ROUTES, DecodedSource, EncodedSource, SampleRecord, TestParams,
-                                     batch_columns, decode_with_dali, graph_of, one_batch_source, train_pipeline)
+from dali_pipelines.graph_records import DecodedSource, EncodedSource, SampleRecord, TestParams, batch_columns
+from dali_pipelines.pipelines import ROUTES, decode_with_dali, graph_of, one_batch_source, train_pipeline
 from dali_pipelines.pipelines import test_pipeline as multiview_graph  # not a test: renamed for collection
 from dali_pipelines.host_decode import decode_bytes_with_dali_cpu
 from dali_pipelines.pyav_io import decode_frames

@@ -8,8 +8,9 @@ import pytest
 
 from dali_pipelines import augment, sampling
 from dali_pipelines.draw import DrawSettings, VideoRef, draw_sample
-from dali_pipelines.pipelines import (DecodedSource, EncodedSource, SampleRecord, TestParams, TrainParams,
-                                      batch_columns, record_layout)
+from dali_pipelines.graph_records import (DecodedSource, EncodedSource, SampleRecord, TestParams, TrainParams,
+                                          batch_columns)
+from dali_pipelines.pipelines import record_layout
 from dali_pipelines.schedule import epoch_plan, substitute_row
 
 ROWS = np.array([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12], dtype=np.int64)  # 3 and 11 excluded

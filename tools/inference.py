@@ -254,7 +254,7 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
     from dali_pipelines.index import build_index, progress_lines_on_stderr
     from evautil.files import atomic_write_text
     from evautil.progress import stderr_is_terminal
-    from tools.kinetics.scan import unlistable_reason
+    from tools.kinetics.video_names import unlistable_reason
 
     unreadable: dict[int, str] = {}
     listed: list[int] = []

@@ -80,7 +80,8 @@ from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
 )
 from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
-from tools.kinetics.scan import printable_path, save_checked  # noqa: E402
+from tools.kinetics.scan import save_checked  # noqa: E402
+from tools.kinetics.video_names import printable_path  # noqa: E402
 
 
 def _dataset_arg(text: str) -> tuple[str, str]:

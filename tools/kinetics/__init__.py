@@ -6,6 +6,8 @@ This is the library behind ``tools/prepare_kinetics.py``. It replaces the origin
 One module per job, each importable alone:
 
 * ``scan``: class-folder trees ``<root>/{train,val}/<class name>/<video>`` -> ``DatasetScan`` of ``Video``s;
+* ``video_names``: which file names are videos, a name's YouTube id, whether it survives a list line, and its
+  printable form for messages;
 * ``check``: a scan's ``--check``, each video probed as the training index probes it, the probes saved when stopped;
 * ``official``: the official k400/k600/k700 class lists, which such a dataset's classes must match;
 * ``annotations``: the flat layout of the official downloads (``<root>/{train,val}/<youtube_id>_<start>_<end>.mp4``
@@ -37,8 +39,8 @@ from .lists import (class_labels, dataset_list_lines, format_list_line, labels_c
 from .encode import (EncodeSettings, check_encode_settings, check_h264_encoder, count_frames, probe_output,
                      reencode_video)
 from .reencode import plan_reencode, reencode_tree
-from .scan import VIDEO_EXTENSIONS, YOUTUBE_ID_LEN, DatasetScan, Video, is_listable, is_video_file, scan_dataset
-from .scan import youtube_id
+from .scan import DatasetScan, Video, scan_dataset
+from .video_names import VIDEO_EXTENSIONS, YOUTUBE_ID_LEN, is_listable, is_video_file, youtube_id
 from .writers import prepare_k722, prepare_lists
 
 __all__ = [

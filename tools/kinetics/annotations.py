@@ -28,7 +28,8 @@ from evautil.errors import not_utf8_line
 from evautil.progress import ProgressLines, stderr_line
 
 from .common import KineticsError
-from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, is_video_file, video_entries, video_skip
+from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, video_entries, video_skip
+from .video_names import is_video_file
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
            "read_annotations", "split_csvs", "val_csv_absent", "default_annotation_files", "is_flat_layout",

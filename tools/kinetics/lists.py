@@ -18,7 +18,8 @@ from typing import Iterable, Sequence
 from evautil.errors import not_utf8_line
 
 from .common import KineticsError
-from .scan import DatasetScan, Video, unlistable_reason
+from .scan import DatasetScan, Video
+from .video_names import unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
            "relative_path", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id", "DatasetLists",
@@ -82,7 +83,7 @@ def read_labels_csv(path: str) -> list[str]:
 
 def format_list_line(rel_path: str, label: int) -> str:
     """One list line, ``<relative path> <label>`` (no newline); KineticsError when the list reader would not read
-    ``rel_path`` back from it (:func:`~tools.kinetics.scan.unlistable_reason`)."""
+    ``rel_path`` back from it (:func:`~tools.kinetics.video_names.unlistable_reason`)."""
     why = unlistable_reason(rel_path)
     if why is not None:
         raise KineticsError(f"path {rel_path!r} cannot be written to a video list: {why}")

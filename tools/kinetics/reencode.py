@@ -20,7 +20,7 @@ from evautil.progress import counted
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
-from .scan import VIDEO_EXTENSIONS, is_video_file, printable_path
+from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
 __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES"]
 

@@ -14,7 +14,8 @@ from evautil.text import text_lines
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
 from .lists import class_labels, clean_dataset_lists, format_list_line, labels_csv_text, relative_path
-from .scan import DatasetScan, Video, printable_path
+from .scan import DatasetScan, Video
+from .video_names import printable_path
 
 if TYPE_CHECKING:
     from dali_pipelines.index_store import VideoTable

@@ -23,7 +23,8 @@ import numpy as np
 from evautil.progress import counted
 
 from .filelist import ListEntry, VideoList
-from .index_store import GOOD, IndexCache, VideoInfo, VideoTable, load_cache, locked, save_cache, stat_key
+from .index_store import (BAD, GOOD, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, locked, save_cache,
+                          stat_key)
 
 __all__ = ["DatasetIndex"]
 
@@ -263,26 +264,36 @@ class DatasetIndex:
                 logger.warning("could not record runtime quarantines in %s (%s)", self.cache_path, e)
 
     def _record_in_cache(self) -> None:
-        """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once."""
+        """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once. The
+        file is written only when it changes: the ranks of a machine that learn of another rank's quarantine each
+        record it (``Schedule.learn_quarantines``), and only the first of them finds it missing."""
         with self._unrecorded_lock:
             pending, self._unrecorded, self._recorded_at = self._unrecorded, [], time.monotonic()
         if not pending:
             return
         root = os.path.abspath(self.root)
         cache = load_cache(self.cache_path, root) or IndexCache.empty()
+        changed = False
         for rel, key, probed, reason in pending:
             at = cache.rel_paths.find(rel)
+            c = cache.table.columns
             if probed is not None and probed[0] > 0 and key != probed:  # changed since it was probed
-                if at >= 0:
+                if at >= 0 and cache.table.status[at] != UNKNOWN:
                     cache.table.clear(np.asarray([at]))
+                    changed = True
                 continue
             if key is None:
                 continue
             if at < 0:
                 at = len(cache.rel_paths)
                 cache = IndexCache(cache.rel_paths.append(rel), cache.table.take(np.append(np.arange(at), -1)))
+            elif (cache.table.status[at] == BAD and c["full_decode"][at]
+                  and (int(c["size"][at]), int(c["mtime_ns"][at])) == key):
+                continue  # recorded already (by another process of this machine, or another list row)
             cache.table.set_bad(at, reason, key[0], key[1], True)
-        save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
+            changed = True
+        if changed:
+            save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
 
     def summary(self, name_bad: bool = True, left_out: bool = True) -> str:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with

@@ -328,21 +328,23 @@ class VideoLoader:
         ``adopt_plan_state`` of a resumed run takes every rank's."""
         return self.schedule.record(with_excluded=self.rank == 0)
 
-    def quarantines_to_share(self) -> list[tuple[int, str, str]]:
+    def quarantines_to_share(self) -> list[tuple[int, str, str, bool]]:
         """The training videos this rank quarantined (or adopted from a checkpoint) since it last shared them,
-        as ``(row, path relative to the root, reason)``; empty for an evaluation loader, whose ranks score
-        shares of fixed rows (no rank reaches another's)."""
+        as ``(row, path relative to the root, reason, remembered)`` (``Schedule.unshared_quarantines``); empty for
+        an evaluation loader, whose ranks score shares of fixed rows (no rank reaches another's)."""
         return self.schedule.unshared_quarantines() if self.training else []
 
-    def learn_quarantines(self, parts: list[list[tuple[int, str, str]]]) -> None:
+    def learn_quarantines(self, parts: list[list[tuple[int, str, str, bool]]]) -> None:
         """Leave out the videos the other ranks quarantined (``parts``: each rank's :meth:`quarantines_to_share`,
         in rank order), in this rank's index and the indexes it passes its quarantines to (the validation's), and
-        record them in this rank's :meth:`plan_state`. The plan does not change (they are substituted), so every
-        rank keeps its steps per epoch. Logs one line naming the first of them."""
+        record them in this rank's :meth:`plan_state`, and the remembered ones in this machine's index cache at once
+        (``Schedule.learn_quarantines``). The plan does not change (they are substituted), so every rank keeps its
+        steps per epoch. Logs one line naming the first of them."""
         learnt = [(row, rank, why) for rank, part in enumerate(parts) if rank != self.rank
                   for row, why in self.schedule.learn_quarantines(part)]
         if not learnt:
             return
+        self.index.flush_quarantines()  # at the epoch's end, as this rank's own: a stopped run leaves them recorded
         named = "; ".join(f"{self.index.path(row)} (row {row}): quarantined by rank {rank} ({why})"
                           for row, rank, why in learnt[:3])
         more = f"; and {len(learnt) - 3} more" if len(learnt) > 3 else ""

@@ -21,6 +21,7 @@ import numpy as np
 from .draw import DrawSettings, Sample, VideoRef, draw_sample
 from .filelist import DataError
 from .index import DatasetIndex
+from .index_store import BAD
 
 __all__ = ["EpochPlan", "epoch_plan", "substitute_row", "Schedule", "VideoId"]
 
@@ -105,6 +106,7 @@ class Schedule:
         self._quarantined: set[int] = set()  # rows quarantined during the run (substituted, not excluded)
         self._quarantined_lock = threading.Lock()  # the feeder's thread quarantines while a checkpoint records
         self._told: set[int] = set()  # rows of _quarantined the other ranks know of (unshared_quarantines)
+        self._run_only: set[int] = set()  # rows of _quarantined left out for this run only (not remembered)
         self._left_out_later: set[int] = set()  # planned test rows another loader quarantined after this one's build
         self.stats: dict[str, Any] = {
             # Left out of this loader's plans: bad when the list was indexed, or quarantined by an earlier loader of
@@ -218,16 +220,23 @@ class Schedule:
         self.index.quarantine(row, reason, remember)
         with self._quarantined_lock:
             self._quarantined.add(int(row))
+            if not remember:
+                self._run_only.add(int(row))
         self.stats["skipped_videos"] += 1
         self.stats["skipped"].append(f"{path}: {reason}")
 
-    def unshared_quarantines(self) -> list[tuple[int, str, str]]:
-        """``(row, path relative to the root, reason)`` of the rows quarantined during the run that the other ranks
-        have not been told of yet (:meth:`learn_quarantines`); from now on they count as told."""
+    def unshared_quarantines(self) -> list[tuple[int, str, str, bool]]:
+        """``(row, path relative to the root, reason, remembered)`` of the rows quarantined during the run that the
+        other ranks have not been told of yet (:meth:`learn_quarantines`); from now on they count as told.
+        ``remembered``: the index cache records the verdict (not a quarantine for this run only, nor a video a build
+        left out without caching why: a missing file, a probe that gave no answer)."""
         with self._quarantined_lock:
             rows = sorted(self._quarantined - self._told)
             self._told |= set(rows)
-        return [(row, rel, self.index.bad.get(row, "runtime failure")) for row, rel in self._ids(rows)]
+            run_only = set(self._run_only)
+        status = self.index.table.status
+        return [(row, rel, self.index.bad.get(row, "runtime failure"), row not in run_only and bool(status[row] == BAD))
+                for row, rel in self._ids(rows)]
 
     def count_as_told(self, ids: list[VideoId]) -> None:
         """Videos every rank knows of already (every rank's checkpoint record named them): not shared again."""
@@ -235,15 +244,18 @@ class Schedule:
         with self._quarantined_lock:
             self._told |= rows & self._quarantined
 
-    def learn_quarantines(self, found: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    def learn_quarantines(self, found: list[tuple[int, str, str, bool]]) -> list[tuple[int, str]]:
         """Quarantine here the rows another rank quarantined (:meth:`unshared_quarantines`): its index leaves them
         out, and indexes it passes its quarantines to (the validation's) too, so that this rank neither decodes them
         again nor counts them as failed; they are substituted as the other rank's are, and recorded
-        (:meth:`record`). Not counted in ``stats`` (the rank that found them counts them) and not written to the
-        cache (that rank writes it). Rows this list has not at the same path, or that the plan leaves out, are
-        passed over. Returns ``(row, reason)`` of the rows new here."""
+        (:meth:`record`). Not counted in ``stats`` (the rank that found them counts them). The verdicts that rank's
+        cache remembers are written to this rank's cache too (``DatasetIndex.quarantine``), which is another file
+        when each machine keeps its own (a read-only list folder): the next build on this machine leaves them out
+        as well; where it is the same file, the record is already there and nothing is written. Rows this list has
+        not at the same path, or that the plan leaves out, are passed over. Returns ``(row, reason)`` of the rows
+        new here."""
         new = []
-        for row, rel, reason in found:
+        for row, rel, reason, remembered in found:
             row = int(row)
             if not 0 <= row < len(self.index) or self.index.videos.rel_path(row) != rel or row in self.excluded:
                 continue
@@ -252,8 +264,10 @@ class Schedule:
                     continue
                 self._quarantined.add(row)
                 self._told.add(row)
+                if not remembered:
+                    self._run_only.add(row)
             if self.is_good(row):
-                self.index.quarantine(row, reason, remember=False)
+                self.index.quarantine(row, reason, remember=bool(remembered))
             new.append((row, reason))
         return new
 
@@ -315,11 +329,12 @@ class Schedule:
         anywhere, lost_q = self._rows(quarantined_anywhere)
         here, _ = self._rows(quarantined_here)
         unrecorded = set(self.index.bad) - left_out - anywhere
-        for row in sorted(here):
-            if self.is_good(row):
-                self.index.quarantine(row, "quarantined during the run before the checkpoint it resumes", False)
+        again = [row for row in sorted(here) if self.is_good(row)]
+        for row in again:
+            self.index.quarantine(row, "quarantined during the run before the checkpoint it resumes", False)
         with self._quarantined_lock:
             self._quarantined |= here | ((anywhere | unrecorded) & set(self.index.bad))
+            self._run_only |= set(again)
         self.excluded = left_out
         parts = []
         if unrecorded:

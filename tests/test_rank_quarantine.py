@@ -16,6 +16,7 @@ quarantine), before the validation.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ import numpy as np
 import pytest
 import torch
 
+import dali_pipelines.index as index_mod
+from dali_pipelines.index import build_index
 from dali_pipelines.loader import build_loader
 from dali_pipelines.schedule import epoch_plan
 from tests.conftest import ROOT, child_env
@@ -77,7 +80,7 @@ def test_the_other_rank_substitutes_it_without_decoding_it_and_a_resume_continue
     # what loader_stats gathers at the epoch's end, and hands every rank
     before = [loader.plan_state() for loader in ranks]  # a mid-epoch checkpoint's records: rank 1's names it
     parts = [loader.quarantines_to_share() for loader in ranks]
-    assert parts[0] == [] and [(r, p) for r, p, _ in parts[1]] == [(victim, rel)]
+    assert parts[0] == [] and [(r, p) for r, p, *_ in parts[1]] == [(victim, rel)]
     for loader in ranks:
         loader.learn_quarantines(parts)
     assert victim in ranks[0].index.bad and "changed" in ranks[0].index.bad[victim]
@@ -107,11 +110,49 @@ def test_the_other_rank_substitutes_it_without_decoding_it_and_a_resume_continue
     # resumed from records made before the epoch's end: rank 1 shares it again at the next one
     early = [build_loader(cfg, "train", rank=r, world_size=WORLD) for r in range(WORLD)]
     assert [loader.adopt_plan_state(before, rank=r) for r, loader in enumerate(early)] == ["", ""]
-    assert [(r, p) for r, p, _ in early[1].quarantines_to_share()] == [(victim, rel)]
+    assert [(r, p) for r, p, *_ in early[1].quarantines_to_share()] == [(victim, rel)]
     for loader in early:
         loader.close()
     named = [x for x in open(ranks[0].index.quarantine_path, encoding="utf-8") if x.startswith(rel + "\t")]
     assert len(named) == 1, named
+
+
+def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_cache(tmp_path, monkeypatch):
+    # A read-only list folder: each machine keeps its own index cache. A video rank 1 found broken while decoding was
+    # left out by rank 0 from the epoch's end, but only rank 1's machine's cache recorded it: rank 0's machine's next
+    # run used it, and decoded it, again.
+    root = str(tmp_path / "data")
+    cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
+    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+
+    def on_machine(m: int, rank: int):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))
+        return build_loader(cfg, "train", rank=rank, world_size=WORLD)
+
+    ranks = [on_machine(r, r) for r in range(WORLD)]
+    neighbour = on_machine(0, 0)  # another process of machine 0, which learns it too
+    assert ranks[0].index.cache_path != ranks[1].index.cache_path
+    broken, slow = 3, 5
+    ranks[1].schedule.quarantine(broken, "decode failed during the run")  # as the feeder does: the file as probed
+    ranks[1].schedule.quarantine(slow, "no answer within DATA.VIDEO_TIMEOUT_S", remember=False)  # this run only
+    parts = [loader.quarantines_to_share() for loader in ranks]
+    pass  # assert [(r, remembered) for r, _, _, remembered in parts[1]] == [(broken, True), (slow, False)]
+    for loader in ranks:
+        loader.learn_quarantines(parts)
+    # the neighbour finds the record there: machine 0's cache is not written again
+    cache0 = ranks[0].index.cache_path
+    written = os.stat(cache0).st_ino, os.stat(cache0).st_mtime_ns
+    neighbour.learn_quarantines(parts)
+    assert broken in neighbour.index.bad and (os.stat(cache0).st_ino, os.stat(cache0).st_mtime_ns) == written
+    for loader in [*ranks, neighbour]:
+        loader.close()
+    rel = ranks[0].index.videos.rel_path(broken)
+    for m in range(WORLD):  # the next run on either machine leaves it out without probing or decoding it
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))
+        again = build_index(cfg.DATA.TRAIN_FILE, root, workers=1, progress=False)
+        assert again.probed == 0 and again.bad == {broken: "decode failed during the run"}, (m, again.bad)
+        with open(again.quarantine_path, encoding="utf-8") as f:
+            assert f.read() == f"{rel}\tdecode failed during the run\n"
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ import numpy as np
 from evautil.progress import counted
 
 from .filelist import ListEntry, VideoList
-from .index_store import (BAD, GOOD, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, locked, save_cache,
-                          stat_key)
+from .index_lock import locked
+from .index_store import BAD, GOOD, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, save_cache, stat_key
 
 __all__ = ["DatasetIndex"]
 

@@ -5,10 +5,10 @@ frames a file has, so the counts are measured once, ahead of time, here. The sam
 crash or silently corrupt a DALI pipeline (a garbage file invalidates the whole pipeline; a truncated one decodes
 silently into zero frames), so they can be left out instead.
 
-The index is built automatically the first time a list is used and cached beside it as ``<list>.index.npz`` (or
-in a per-user cache directory when the list's directory is read-only; the format is described in
-``index_store.py``). Each cached video is keyed by (relative path, size, mtime_ns): a changed or replaced video is
-probed again, the others are reused, wherever they now stand in the list. A file lock makes several processes that
+The index is built automatically the first time a list is used and cached beside it as ``<list>.index.npz`` (or in a
+per-user cache directory when the list's directory is read-only; the format is described in ``index_store.py``).
+Each cached video is keyed by (relative path, size, mtime_ns): a changed or replaced video is probed again, the
+others are reused, wherever they now stand in the list. A file lock (``index_lock.py``) makes several processes that
 start at once (torchrun ranks) probe only once, and lets them read a finished index at the same time. The process
 that probes reports its progress (a bar on a terminal, else a log line every half minute) and saves what it has
 probed every minute and when it is interrupted: the next build probes only the videos left. A list written by
@@ -56,8 +56,9 @@ from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, PathTable, VideoList, check_list_root, read_video_list
+from .index_lock import locked
 from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
-                          load_cache_and_root, locked, save_cache, stat_key)
+                          load_cache_and_root, save_cache, stat_key)
 from .pyav_open import BadVideoError
 from .pyav_probe import DURATION_SLACK, StreamProbe, probe_stream, reaches_duration
 

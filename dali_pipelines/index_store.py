@@ -28,15 +28,12 @@ No DALI import here.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
 import zipfile
 from dataclasses import dataclass, fields
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -46,7 +43,7 @@ from .filelist import PathTable
 from .pyav_probe import DecoderFacts
 
 __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoInfo", "VideoTable", "IndexCache",
-           "load_cache", "load_cache_and_root", "same_root", "save_cache", "locked", "stat_key"]
+           "load_cache", "load_cache_and_root", "same_root", "save_cache", "stat_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -435,38 +432,6 @@ def _without_unused_strings(table: VideoTable) -> VideoTable:
         out[name] = [strings[i] for i in used.tolist()]
     reasons = out.pop("reason")
     return VideoTable(columns, out, reasons)
-
-
-@contextlib.contextmanager
-def locked(lock_path: str, shared: bool = False) -> Iterator[None]:
-    """Inter-process lock (``flock`` on ``lock_path``): exclusive for writers, ``shared`` for readers, so that the
-    ranks of a run read a finished index at the same time; released when the block exits or the process dies."""
-    try:
-        f = open(lock_path, "a+")
-    except PermissionError:  # another user's lock beside a shared dataset: a local flock needs no write access
-        f = open(lock_path)
-    with f:
-        held = _flock(f, shared)
-        try:
-            yield
-        finally:
-            if held:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _flock(f, shared: bool) -> bool:
-    """Take the lock on open file ``f``; False (with a warning) where a read-only file cannot be locked."""
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        return True
-    except OSError as e:
-        # NFS emulates flock with fcntl locks, and an exclusive one needs the file open for writing.
-        if e.errno != errno.EBADF or f.mode != "r":
-            raise
-        logger.warning("cannot lock %s (another user's file, on a file system that locks only files open for "
-                       "writing): going on without the lock; builds that run at once may probe the same videos",
-                       f.name)
-        return False
 
 
 def stat_key(path: str) -> tuple[int, int] | None:

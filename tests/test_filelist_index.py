@@ -1254,7 +1254,7 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
     import errno
 
     import dali_pipelines.dataset_index as dataset_index_mod
-    import dali_pipelines.index_store as index_store_mod
+    import dali_pipelines.index_lock as index_lock_mod
 
     lst, root = dataset
     build_index(str(lst), str(root), workers=1, progress=False)
@@ -1265,11 +1265,11 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real_open(path, mode, *a, **k)
 
-    monkeypatch.setattr(index_store_mod, "open", another_users_lock, raising=False)
+    monkeypatch.setattr(index_lock_mod, "open", another_users_lock, raising=False)
     ix = build_index(str(lst), str(root), workers=1, progress=False)  # the lock opens read-only: flock works
     assert ix.probed == 0 and ix.good_rows
     # on NFS an exclusive lock needs a file open for writing: a build that must probe goes on unlocked, saying so
-    real_fcntl = index_store_mod.fcntl
+    real_fcntl = index_lock_mod.fcntl
     real_flock = real_fcntl.flock
 
     def nfs_flock(fd, op):
@@ -1278,13 +1278,13 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
             raise OSError(errno.EBADF, "Bad file descriptor")
         return real_flock(fd, op)
 
-    monkeypatch.setattr(index_store_mod.fcntl, "flock", nfs_flock)
+    monkeypatch.setattr(index_lock_mod.fcntl, "flock", nfs_flock)
     changed = root / ix.entries[ix.good_rows[0]].rel_path
     os.utime(changed, ns=(1, 1))  # changed since it was probed: this build probes it again
-    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index_store"):
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index_lock"):
         again = build_index(str(lst), str(root), workers=1, progress=False)
     assert again.probed == 1 and "going on without the lock" in caplog.text
-    monkeypatch.setattr(index_store_mod.fcntl, "flock", real_flock)
+    monkeypatch.setattr(index_lock_mod.fcntl, "flock", real_flock)
 
     def full_disk(path, mode="r", *a, **k):
         if str(path).endswith(".quarantine.txt") and mode == "a":

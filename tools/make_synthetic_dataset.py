@@ -8,8 +8,9 @@ which NVDEC decodes on a GPU machine and PyAV on a CPU one):
     python tools/make_synthetic_dataset.py --out data/synth_vp9 --codec vp9 --gop 16
 
 Re-running with the same parameters reuses the existing dataset, or the clips a stopped run finished (the rest are
-written); --force regenerates it. A folder that holds lists (train.txt, val.txt, labels.csv) but no dataset.json is
-someone else's data: refused unless --force.
+written); a clip or list changed since it was written (not the size and hash dataset.json records) is written again;
+--force regenerates it. A folder that holds lists (train.txt, val.txt, labels.csv) but no dataset.json is someone
+else's data: refused unless --force.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ No DALI import here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +33,7 @@ import numpy as np
 
 from dali_pipelines.pyav_encode import CODECS, write_video
 from evautil.files import atomic_write_text
+from evautil.progress import counted, stderr_is_terminal, stderr_line
 from evautil.workers import map_with_progress
 
 __all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset"]
@@ -144,15 +147,17 @@ def _clip_seed(seed: int, label: int, i: int) -> list[int]:
     return [int(seed), int(label), int(i)]
 
 
-def _write_job(job: tuple) -> str:
-    """Worker: render and encode one clip (all randomness from (seed, label, i), so order does not matter)."""
+def _write_job(job: tuple) -> tuple[str, tuple[int, str]]:
+    """Worker: render and encode one clip (all randomness from (seed, label, i), so order does not matter); returns
+    its path and :func:`_clip_record`."""
     path, cls_name, label, i, seed, size, codec, fps, gop, num_frames = job
     rng = np.random.default_rng(_clip_seed(seed, label, i))
     frames = motion_clip(cls_name, num_frames, size, rng)
     tmp = path + ".part" + CODECS[codec][1]  # keep the extension: the muxer is chosen from it
     write_video(tmp, frames, codec=codec, fps=fps, gop=gop)
+    record = _clip_record(tmp)
     os.replace(tmp, path)  # a crash never leaves a half-written clip under the final name
-    return path
+    return path, record
 
 
 def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: int = 64, val_per_class: int = 24,
@@ -163,17 +168,26 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
 
     Layout: ``out_dir/videos/<class>/<class>_<i><ext>`` (train clips are ``i < train_per_class``, val clips follow),
     ``out_dir/train.txt`` and ``out_dir/val.txt`` (``<path relative to out_dir> <label>``, label = position of the
-    class in sorted order), ``out_dir/labels.csv`` (``id,name``) and ``out_dir/dataset.json`` (the parameters, written
-    last). Clips are rendered and encoded in ``workers`` processes (0 = all cores). The result is a deterministic
-    function of the parameters, to the byte (two generations run at once on a 2-core machine: 0 of 1120 clips
-    differ; before ``write_video`` turned off x264's lookahead thread and macroblock tree, 411 did); when
-    ``dataset.json`` shows a complete dataset with the same parameters and all files exist, nothing is regenerated
-    (unless ``force``); when it shows a run with the same parameters stopped halfway, its finished clips (each
-    renamed into place only once whole) are kept and only the others written.
+    class in sorted order), ``out_dir/labels.csv`` (``id,name``) and ``out_dir/dataset.json`` (the parameters, and
+    each clip's size and BLAKE2b hash, written last). Clips are rendered and encoded in ``workers`` processes (0 = all
+    cores). The result is a deterministic function of the parameters, to the byte (two generations run at once on a
+    2-core machine: 0 of 1120 clips differ; before ``write_video`` turned off x264's lookahead thread and macroblock
+    tree, 411 did).
+
+    When ``dataset.json`` has the same parameters (unless ``force``), a clip on disk is kept when its size and hash
+    are the ones recorded (a clip a stopped run finished but did not record: when the index's quick probe finds its
+    frame count, codec and size), and the lists when they hold what this run would write; the other clips are
+    written again (one line on stderr counts those that were on disk but damaged), and the lists. Nothing is
+    written when all match and the dataset was complete (an unwritable folder is fine then). A stop (Ctrl-C, a stop
+    signal) records the finished clips.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds lists that no ``dataset.json`` marks as ours (unless ``force``).
 
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,
-        ``num_train``, ``num_val``, the parameters, ``skipped`` (True when reused) and ``seconds``.
+        ``num_train``, ``num_val``, the parameters, ``skipped`` (True when reused), ``rewritten`` (damaged clips
+        written again) and ``seconds``.
     """
     params = _dataset_params(codec, train_per_class, val_per_class, num_frames, size, fps, gop, seed)
     out_dir = os.path.abspath(out_dir)
@@ -181,23 +195,44 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     train_list, val_list = os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "val.txt")
     labels_csv = os.path.join(out_dir, "labels.csv")
     rel, jobs = _clip_jobs(out_dir, params)
+    lists = {path: "".join(f"{p} {label}\n" for p, label in rel[split])
+             for split, path in (("train", train_list), ("val", val_list))}
+    lists[labels_csv] = "id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES))
 
     summary = {"out_dir": out_dir, "train_list": train_list, "val_list": val_list, "labels_csv": labels_csv,
                "classes": list(CLASSES), "num_train": len(rel["train"]), "num_val": len(rel["val"]), **params}
     t0 = time.perf_counter()
-    if not force and _complete(meta_path, params, [j[0] for j in jobs] + [train_list, val_list, labels_csv]):
-        return {**summary, "skipped": True, "seconds": time.perf_counter() - t0}
-
-    jobs = _clips_left(out_dir, meta_path, params, jobs, (train_list, val_list, labels_csv), force)
-    os.makedirs(out_dir, exist_ok=True)
+    stored = None if force else _stored_meta(meta_path)
+    records: dict[str, tuple[int, str]] = {}
+    damaged: list[str] = []
+    if stored is not None and _params_of(stored) == params:
+        records, todo, damaged = _check_clips(out_dir, jobs, stored, params)
+        if not todo and stored.get("complete") is True and all(_holds(p, text) for p, text in lists.items()):
+            if records != _records_of(stored):  # clips checked by a probe: recorded, for a quicker check next time
+                with contextlib.suppress(OSError):  # a dataset in a folder this process cannot write is still used
+                    _write_meta(meta_path, params, True, records)
+            return {**summary, "skipped": True, "rewritten": 0, "seconds": time.perf_counter() - t0}
+        if damaged:
+            stderr_line(f"synthetic dataset in {out_dir}: {counted(len(damaged), 'clip')} on disk not as written "
+                        f"(damaged or changed since, e.g. {damaged[0]}): writing them again")
+        os.makedirs(out_dir, exist_ok=True)
+        _remove_parts(out_dir)  # of the clips a stopped run was writing
+    else:
+        todo = jobs
+        _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force)
+        os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
-    atomic_write_text(meta_path, json.dumps({**params, "complete": False}, indent=1) + "\n")
-    _write_clips(out_dir, jobs, workers, progress)
-    for split, path in (("train", train_list), ("val", val_list)):
-        atomic_write_text(path, "".join(f"{p} {label}\n" for p, label in rel[split]))
-    atomic_write_text(labels_csv, "id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
-    atomic_write_text(meta_path, json.dumps({**params, "complete": True}, indent=1) + "\n")
-    return {**summary, "skipped": False, "seconds": time.perf_counter() - t0}
+    _write_meta(meta_path, params, False, records)
+    try:
+        _write_clips(out_dir, todo, records, workers, progress)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error being raised says more
+            _write_meta(meta_path, params, False, records)
+        raise
+    for path, text in lists.items():
+        atomic_write_text(path, text)
+    _write_meta(meta_path, params, True, {r: records[r] for r in (os.path.relpath(j[0], out_dir) for j in jobs)})
+    return {**summary, "skipped": False, "rewritten": len(damaged), "seconds": time.perf_counter() - t0}
 
 
 def _dataset_params(codec: str, train_per_class: int, val_per_class: int, num_frames: int, size: tuple[int, int],
@@ -227,16 +262,10 @@ def _clip_jobs(out_dir: str, params: dict) -> tuple[dict[str, list[tuple[str, in
     return rel, jobs
 
 
-def _clips_left(out_dir: str, meta_path: str, params: dict, jobs: list[tuple], lists: tuple[str, ...],
-                force: bool) -> list[tuple]:
-    """The jobs of the clips still to write into ``out_dir``, whatever it holds: a run with the same parameters
-    stopped halfway (its finished clips kept), one with other parameters (its clips removed), or ``lists`` that no
-    ``dataset.json`` marks as a synthetic dataset's (FileExistsError, unless ``force``)."""
-    if not force and _stored_params(meta_path) == params:
-        # The same dataset, stopped halfway: its finished clips are the bytes this run would write (a clip is a
-        # function of the parameters); the half-written ones never got their final name.
-        _remove_parts(out_dir)
-        return [j for j in jobs if not (os.path.isfile(j[0]) and os.path.getsize(j[0]) > 0)]
+def _clear_for_new_dataset(out_dir: str, meta_path: str, lists: tuple[str, ...], force: bool) -> None:
+    """Make ``out_dir`` ready for a dataset written from scratch: the clips of one with other parameters
+    (``dataset.json`` marks it as ours) are removed, and ``lists`` that no ``dataset.json`` marks as a synthetic
+    dataset's are refused (FileExistsError, unless ``force``)."""
     if os.path.exists(meta_path):
         # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
         os.unlink(meta_path)
@@ -248,32 +277,103 @@ def _clips_left(out_dir: str, meta_path: str, params: dict, jobs: list[tuple], l
             raise FileExistsError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
                                   "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
                                   "them)", out_dir)
-    return jobs
 
 
-def _write_clips(out_dir: str, jobs: list[tuple], workers: int, progress: bool) -> None:
-    """Render and encode the clips of ``jobs`` into their class folders, in ``workers`` processes."""
-    from evautil.progress import stderr_is_terminal, stderr_line
-
+def _write_clips(out_dir: str, jobs: list[tuple], records: dict, workers: int, progress: bool) -> None:
+    """Render and encode the clips of ``jobs`` into their class folders, in ``workers`` processes, adding their
+    :func:`_clip_record` to ``records``. Whatever stops it (Ctrl-C, a stop signal) records the finished ones in
+    ``dataset.json`` (still marked incomplete), then goes on."""
     for cls_name in CLASSES:
         os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
     # A bar only on a terminal; in a log file, plain lines (every 30 s, and the total time) instead of its redraws.
-    for _ in map_with_progress(_write_job, jobs, workers, "synthetic clips", progress=progress and stderr_is_terminal(),
-                               unit="clip", ordered=False, log=stderr_line if progress else None):
-        pass
+    for path, record in map_with_progress(_write_job, jobs, workers, "synthetic clips", unit="clip",
+                                          progress=progress and stderr_is_terminal(), ordered=False,
+                                          log=stderr_line if progress else None):
+        records[os.path.relpath(path, out_dir)] = record
 
 
-def _stored_params(meta_path: str) -> dict | None:
-    """The parameters ``dataset.json`` records, without its ``complete`` mark; None when it cannot be read."""
+def _clip_record(path: str) -> tuple[int, str]:
+    """The size and BLAKE2b hash of the file ``path``: what ``dataset.json`` records of each clip."""
+    digest, size = hashlib.blake2b(digest_size=16), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _check_clips(out_dir: str, jobs: list[tuple], stored: dict, params: dict) -> tuple[dict, list[tuple], list[str]]:
+    """The clips of ``jobs`` on disk that are as written: ``(their records, the jobs of the others, the paths
+    relative to out_dir of those on disk but not as written)``. A recorded clip must have its recorded size (a stat)
+    and hash (one read of its bytes: no decode); one a stopped run finished but could not record, or one of a
+    dataset.json written before clips were recorded, must pass the index's quick probe with the parameters'
+    frame count, codec and size."""
+    from dali_pipelines.index import probe_video
+    from dali_pipelines.pyav_open import BadVideoError
+
+    recorded = _records_of(stored)
+    expected = (params["num_frames"], params["codec"], *params["size"])
+    records, todo, damaged = {}, [], []
+    for job in jobs:
+        rel_path = os.path.relpath(job[0], out_dir)
+        if not os.path.lexists(job[0]):
+            todo.append(job)  # not written yet (a stopped run), or removed
+            continue
+        try:
+            if rel_path in recorded:  # the stat first: most damage changes the size, and then nothing is read
+                same = os.stat(job[0]).st_size == recorded[rel_path][0] and _clip_record(job[0]) == recorded[rel_path]
+            else:
+                info = probe_video(job[0])
+                same = (info.num_frames, info.codec, info.width, info.height) == expected
+            if same:
+                records[rel_path] = recorded.get(rel_path) or _clip_record(job[0])
+                continue
+        except (OSError, BadVideoError):  # unreadable (EIO, a folder), or not a video
+            pass
+        todo.append(job)
+        damaged.append(rel_path)
+    return records, todo, damaged
+
+
+def _holds(path: str, text: str) -> bool:
+    """Whether the file ``path`` holds exactly ``text`` (a list is a few KB: read and compared on every reuse)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read() == text
+    except (OSError, ValueError):
+        return False
+
+
+def _stored_meta(meta_path: str) -> dict | None:
+    """What ``dataset.json`` holds; None when it cannot be read or is not an object."""
     try:
         with open(meta_path, encoding="utf-8") as f:
             stored = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(stored, dict):
-        return None
-    stored.pop("complete", None)
-    return stored
+    return stored if isinstance(stored, dict) else None
+
+
+def _params_of(stored: dict) -> dict:
+    """The parameters a ``dataset.json`` records, without its ``complete`` mark and its clips' records."""
+    return {k: v for k, v in stored.items() if k not in ("complete", "clip_bytes", "clip_blake2b")}
+
+
+def _records_of(stored: dict) -> dict[str, tuple[int, str]]:
+    """``{clip path relative to out_dir: (size, hash)}`` as a ``dataset.json`` records them (well-formed ones)."""
+    sizes, hashes = stored.get("clip_bytes"), stored.get("clip_blake2b")
+    if not isinstance(sizes, dict) or not isinstance(hashes, dict):
+        return {}
+    return {p: (n, hashes[p]) for p, n in sizes.items()
+            if isinstance(n, int) and isinstance(hashes.get(p), str)}
+
+
+def _write_meta(meta_path: str, params: dict, complete: bool, records: dict[str, tuple[int, str]]) -> None:
+    """``dataset.json``: the parameters, whether the dataset is complete, and each clip's size and hash (one line a
+    clip and key: two objects rather than one of pairs, which JSON's indentation spreads over four lines)."""
+    meta = {**params, "complete": complete, "clip_bytes": {p: r[0] for p, r in records.items()},
+            "clip_blake2b": {p: r[1] for p, r in records.items()}}
+    atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
 
 
 def _remove_parts(out_dir: str) -> None:
@@ -284,13 +384,3 @@ def _remove_parts(out_dir: str) -> None:
             for name in os.listdir(folder):
                 if ".part" in name:
                     os.unlink(os.path.join(folder, name))
-
-
-def _complete(meta_path: str, params: dict, files: list[str]) -> bool:
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            complete = json.load(f).get("complete") is True  # False: a run stopped halfway
-    except (OSError, ValueError, AttributeError):
-        return False
-    return complete and _stored_params(meta_path) == params and all(os.path.isfile(p) and os.path.getsize(p) > 0
-                                                                    for p in files)

@@ -104,3 +104,129 @@ def test_a_dataset_in_a_folder_that_cannot_be_written_is_still_reused(tmp_path, 
     monkeypatch.setattr(synthetic, "atomic_write_text", read_only)
     assert make_synthetic_dataset(str(out), **SMALL)["skipped"]
     assert (out / "dataset.json").read_text() == before
+
+
+_STOPPED_AT_THE_FOURTH = """
+import os, runpy, signal, sys
+sys.path.insert(0, {root!r})
+from tools import synthetic
+
+write_job, calls = synthetic._write_job, []
+
+def stopped_at_the_fourth(job):  # --workers 1: in this process, in order
+    calls.append(job)
+    if len(calls) == 4:
+        open(job[0] + ".part.mp4", "wb").close()  # the clip being written when the signal came
+        os.kill(os.getpid(), {sig})
+        sum(range(1000))  # the handler runs here
+    return write_job(job)
+
+synthetic._write_job = stopped_at_the_fourth
+sys.argv = [{tool!r}, *{args!r}]
+runpy.run_path({tool!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_keeps_the_finished_clips_in_one_line_with_exit_code_4(tmp_path, sig):
+    """A scheduler's SIGTERM (SIGUSR1) killed the tool (status 143, no word) and left the clip being written as a
+    .part file; it now ends as train.py and the other tools do, and the same command writes only the rest."""
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--train-per-class", "3", "--val-per-class", "2", "--frames", "8", "--seed", "3",
+            "--codec", "h264", "--workers", "1", "--quiet"]
+    script = tmp_path / "stopped.py"
+    script.write_text(_STOPPED_AT_THE_FOURTH.format(root=str(ROOT), sig=int(sig), tool=TOOL, args=args))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4, r
+    assert r.stderr == (f"stopped: {sig.name} received: writing the synthetic dataset in {out}: it is incomplete "
+                        "(its dataset.json says so); the same command keeps the clips finished and writes the rest "
+                        "(exit code 4)\n")
+    assert r.stdout == "" and not parts(out)
+    meta = json.loads((out / "dataset.json").read_text())
+    finished = clips(out)
+    assert meta["complete"] is False and len(finished) == 3 and sorted(meta["clip_bytes"]) == sorted(
+        str(p.relative_to(out)) for p in finished)
+    kept = {p: p.stat().st_mtime_ns for p in finished}
+    s = make_synthetic_dataset(str(out), **{**SMALL, "codec": "h264"})
+    assert not s["skipped"] and s["rewritten"] == 0 and len(clips(out)) == 20
+    assert {p: p.stat().st_mtime_ns for p in finished} == kept
+
+
+_SIGNAL_ON_IMPORT = """
+import os, runpy, sys
+sys.path.insert(0, {root!r})
+
+class Signal:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tools.synthetic":
+            os.kill(os.getpid(), {sig})
+            sum(range(1000))  # the handler runs here
+
+sys.meta_path.insert(0, Signal())
+sys.argv = [{tool!r}, "--out", {out!r}]
+runpy.run_path({tool!r}, run_name="__main__")
+"""
+
+
+def test_a_stop_signal_while_it_imports_is_one_line_and_exit_code_4(tmp_path):
+    """Before its work begins (numpy and PyAV loading) SIGTERM killed it with status 143 and no word."""
+    out = tmp_path / "never written"
+    script = tmp_path / "signal_on_import.py"
+    script.write_text(_SIGNAL_ON_IMPORT.format(root=str(ROOT), sig=int(signal.SIGTERM), tool=TOOL, out=str(out)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4 and r.stderr == ("stopped: SIGTERM received while starting: nothing was done or written "
+                                              "yet; run the same command again (exit code 4)\n"), r
+    assert not out.exists()
+
+
+def _marked_processes(mark: str) -> list[int]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if mark.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_with_worker_processes_leaves_no_part_file_and_no_worker(tmp_path):
+    out = tmp_path / "out"
+    mark = f"synthetic-stop-{uuid.uuid4().hex}"
+    p = subprocess.Popen([sys.executable, TOOL, "--out", str(out), "--train-per-class", "250", "--val-per-class",
+                          "1", "--frames", "8", "--size", "32x32", "--workers", "2"], cwd=ROOT,
+                         env={**os.environ, "SYNTHETIC_TEST_MARK": mark}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while len(list((out / "videos").glob("*/*.mp4"))) < 4 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 4, stderr
+    assert stderr.startswith("stopped: SIGTERM received: writing the synthetic dataset in ") and len(
+        stderr.splitlines()) == 1, stderr
+    assert stdout == "" and not parts(out)
+    assert json.loads((out / "dataset.json").read_text())["complete"] is False
+    deadline = time.monotonic() + 5  # the fork server and resource tracker end once the main process is gone
+    while _marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(mark) == []
+
+
+def _file_size_limit(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_full_disk_is_one_line_and_leaves_no_part_file(tmp_path, workers):
+    """A disk that fills up (here: a file size limit) left the clips being written as .part files."""
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, TOOL, "--out", str(out), "--train-per-class", "2", "--val-per-class", "1",
+                        "--frames", "8", "--workers", workers, "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, preexec_fn=_file_size_limit(1000))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: cannot write the synthetic dataset in {out}: File too large (")
+    assert r.stderr.endswith("; the clips finished are kept: free space, then run the same command\n")
+    assert not parts(out) and json.loads((out / "dataset.json").read_text())["complete"] is False

@@ -10,22 +10,25 @@ which NVDEC decodes on a GPU machine and PyAV on a CPU one):
 Re-running with the same parameters reuses the existing dataset, or the clips a stopped run finished (the rest are
 written); a clip or list changed since it was written (not the size and hash dataset.json records) is written again;
 --force regenerates it. A folder that holds lists (train.txt, val.txt, labels.csv) but no dataset.json is someone
-else's data: refused unless --force.
+else's data: refused unless --force. SIGTERM or SIGUSR1 stops it as Ctrl-C does, keeping the finished clips (exit
+code 4).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
 # Runnable as `python tools/make_synthetic_dataset.py` from the repo root without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evautil.interrupt import STARTING, finished, on_interrupt  # noqa: E402
+from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
+                               stop_signals_raise, stopped_during_work)
 
-if __name__ == "__main__":  # a Ctrl-C during the imports below (numpy, PyAV) is one line too
-    on_interrupt(STARTING)
+if __name__ == "__main__":  # a Ctrl-C (or a scheduler's SIGTERM) during the imports below (numpy, PyAV): one line too
+    on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
@@ -87,28 +90,38 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {args.fps}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
-    on_interrupt(f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); "
-                 "the same command keeps the clips finished and writes the rest")
-
-    try:
-        s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
-                                   val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,
-                                   fps=args.fps, gop=args.gop, seed=args.seed, workers=args.workers,
-                                   progress=not args.quiet, force=args.force)
-    except FileExistsError as e:  # lists of other data in --out
-        print(f"error: {e.strerror}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a read-only or full disk, a path through a file
-        print(f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
-              + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
-        return 2
-    what = "reused existing dataset" if s["skipped"] else f"wrote dataset in {s['seconds']:.1f} s"
-    print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
-          f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")
-    print(f"  videos:     {os.path.join(s['out_dir'], 'videos')}")
-    print(f"  train list: {s['train_list']}")
-    print(f"  val list:   {s['val_list']}")
-    print(f"  labels:     {s['labels_csv']}")
+    kept = (f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); the same "
+            "command keeps the clips finished and writes the rest")
+    on_interrupt(kept)
+    # A batch scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does (the workers ended, the clips
+    # half-written removed, the finished ones recorded), with one line and the exit code of a stopped training run.
+    done = False
+    with stop_signals_raise(ignored=lambda: done):
+        try:
+            s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
+                                       val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,
+                                       fps=args.fps, gop=args.gop, seed=args.seed, workers=args.workers,
+                                       progress=not args.quiet, force=args.force)
+        except Stopped as e:
+            return stopped_during_work(e, kept)
+        except FileExistsError as e:  # lists of other data in --out
+            print(f"error: {e.strerror}", file=sys.stderr)
+            return 2
+        except OSError as e:  # a read-only or full disk, a path through a file
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            print(f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
+                  + (f" ({e.filename})" if e.filename else "")
+                  + ("; the clips finished are kept: free space, then run the same command" if full else ""),
+                  file=sys.stderr)
+            return 2
+        done = True  # the dataset is whole: a stop signal while its summary is printed changes nothing
+        what = "reused existing dataset" if s["skipped"] else f"wrote dataset in {s['seconds']:.1f} s"
+        print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
+              f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")
+        print(f"  videos:     {os.path.join(s['out_dir'], 'videos')}")
+        print(f"  train list: {s['train_list']}")
+        print(f"  val list:   {s['val_list']}")
+        print(f"  labels:     {s['labels_csv']}")
     return 0
 
 

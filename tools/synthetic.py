@@ -25,6 +25,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 import time
@@ -179,7 +180,7 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     frame count, codec and size), and the lists when they hold what this run would write; the other clips are
     written again (one line on stderr counts those that were on disk but damaged), and the lists. Nothing is
     written when all match and the dataset was complete (an unwritable folder is fine then). A stop (Ctrl-C, a stop
-    signal) records the finished clips.
+    signal, a failed write) kills the workers, removes the clips half-written and records the finished ones.
 
     Raises:
         FileExistsError: ``out_dir`` holds lists that no ``dataset.json`` marks as ours (unless ``force``).
@@ -223,12 +224,7 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
     _write_meta(meta_path, params, False, records)
-    try:
-        _write_clips(out_dir, todo, records, workers, progress)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the error being raised says more
-            _write_meta(meta_path, params, False, records)
-        raise
+    _write_clips(out_dir, meta_path, params, todo, records, workers, progress)
     for path, text in lists.items():
         atomic_write_text(path, text)
     _write_meta(meta_path, params, True, {r: records[r] for r in (os.path.relpath(j[0], out_dir) for j in jobs)})
@@ -279,17 +275,32 @@ def _clear_for_new_dataset(out_dir: str, meta_path: str, lists: tuple[str, ...],
                                   "them)", out_dir)
 
 
-def _write_clips(out_dir: str, jobs: list[tuple], records: dict, workers: int, progress: bool) -> None:
+def _write_clips(out_dir: str, meta_path: str, params: dict, jobs: list[tuple], records: dict, workers: int,
+                 progress: bool) -> None:
     """Render and encode the clips of ``jobs`` into their class folders, in ``workers`` processes, adding their
-    :func:`_clip_record` to ``records``. Whatever stops it (Ctrl-C, a stop signal) records the finished ones in
-    ``dataset.json`` (still marked incomplete), then goes on."""
+    :func:`_clip_record` to ``records``. Whatever stops it (Ctrl-C, a stop signal, a failed write) ends the workers
+    it started, removes the clips half-written and records the finished ones in ``dataset.json`` (still marked
+    incomplete), then goes on."""
     for cls_name in CLASSES:
         os.makedirs(os.path.join(out_dir, "videos", cls_name), exist_ok=True)
-    # A bar only on a terminal; in a log file, plain lines (every 30 s, and the total time) instead of its redraws.
-    for path, record in map_with_progress(_write_job, jobs, workers, "synthetic clips", unit="clip",
-                                          progress=progress and stderr_is_terminal(), ordered=False,
-                                          log=stderr_line if progress else None):
-        records[os.path.relpath(path, out_dir)] = record
+    children = set(mp.active_children())
+    try:
+        # A bar only on a terminal; in a log file, plain lines (every 30 s, and the total time) instead of its redraws.
+        for path, record in map_with_progress(_write_job, jobs, workers, "synthetic clips", unit="clip",
+                                              progress=progress and stderr_is_terminal(), ordered=False,
+                                              log=stderr_line if progress else None):
+            records[os.path.relpath(path, out_dir)] = record
+    except BaseException:
+        # The pool may not be ended yet (the traceback keeps its generator), and a worker still running could
+        # write a .part file after the removal below: its workers are killed (they ignore SIGTERM) and waited for.
+        deadline = time.monotonic() + 10.0
+        for worker in set(mp.active_children()) - children:
+            worker.kill()
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(OSError):  # the error being raised says more than one of these
+            _remove_parts(out_dir)
+            _write_meta(meta_path, params, False, records)
+        raise
 
 
 def _clip_record(path: str) -> tuple[int, str]:

@@ -230,3 +230,58 @@ def test_a_full_disk_is_one_line_and_leaves_no_part_file(tmp_path, workers):
     assert r.stderr.startswith(f"error: cannot write the synthetic dataset in {out}: File too large (")
     assert r.stderr.endswith("; the clips finished are kept: free space, then run the same command\n")
     assert not parts(out) and json.loads((out / "dataset.json").read_text())["complete"] is False
+
+
+_WITHOUT_VP9_ENCODER = """
+import runpy, sys
+sys.path.insert(0, {root!r})
+import dali_pipelines.pyav_encode as pyav_encode
+
+pyav_encode._encoder_available = lambda name: name != "libvpx-vp9"
+sys.argv = [{tool!r}, *{args!r}]
+runpy.run_path({tool!r}, run_name="__main__")
+"""
+
+
+def test_a_codec_this_pyav_cannot_encode_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    """Every encoding process raised it: a traceback, exit code 1, and a folder with a dataset.json left."""
+    out = tmp_path / "out"
+    script = tmp_path / "no_vp9.py"
+    script.write_text(_WITHOUT_VP9_ENCODER.format(root=str(ROOT), tool=TOOL, args=[
+        "--out", str(out), "--codec", "vp9", "--train-per-class", "1", "--val-per-class", "1", "--frames", "2",
+        "--workers", "1", "--quiet"]))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: --codec vp9: the FFmpeg inside PyAV ") and r.stderr.endswith(
+        "has no 'libvpx-vp9' encoder for codec 'vp9'; choose one it has: vp8, h264, mpeg4, mjpeg\n"), r.stderr
+    assert not out.exists()
+    # A dataset written where the encoder was is reused where it is not (decoding it needs no encoder).
+    make_synthetic_dataset(str(out), **SMALL)
+    import dali_pipelines.pyav_encode as pyav_encode
+
+    monkeypatch.setattr(pyav_encode, "_encoder_available", lambda name: name != "libvpx-vp9")
+    assert make_synthetic_dataset(str(out), **SMALL)["skipped"]
+    (out / "train.txt").write_text("")  # but what must be written again cannot be
+    with pytest.raises(synthetic.MissingEncoderError):
+        make_synthetic_dataset(str(out), **SMALL)
+
+
+def test_an_empty_out_is_refused_not_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`--out "$DATA"` with DATA unset wrote the dataset into the current folder (abspath("") is it)."""
+    from tools.make_synthetic_dataset import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", "", "--train-per-class", "1", "--val-per-class", "1", "--frames", "2", "--quiet"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--out is empty; give a folder")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a folder no process may write in")
+def test_a_folder_that_cannot_be_written_is_named_not_a_temporary_file(tmp_path):
+    """The line named the hidden temporary file beside dataset.json (/proc/<pid>/.dataset.json.<random>.tmp)."""
+    r = subprocess.run([sys.executable, TOOL, "--out", "/proc/self", "--train-per-class", "1", "--val-per-class", "1",
+                        "--frames", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: --out /proc/self: ") and ".tmp" not in r.stderr, r.stderr

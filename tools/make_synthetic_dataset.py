@@ -32,7 +32,8 @@ if __name__ == "__main__":  # a Ctrl-C (or a scheduler's SIGTERM) during the imp
 
 from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
-from tools.synthetic import CODECS, make_synthetic_dataset  # noqa: E402
+from evautil.files import output_path_problem  # noqa: E402
+from tools.synthetic import CODECS, MissingEncoderError, make_synthetic_dataset  # noqa: E402
 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
 LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     # it rounded to 0, and inf or above 2**31 overflowed, a traceback from every encoding process.
     if not MIN_FPS <= args.fps <= MAX_FPS:
         ap.error(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {args.fps}")
+    if not args.out:  # abspath("") is the current folder: the dataset was written there
+        ap.error(output_path_problem(args.out, "--out", folder=True))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
     kept = (f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); the same "
@@ -104,12 +107,19 @@ def main(argv: list[str] | None = None) -> int:
                                        progress=not args.quiet, force=args.force)
         except Stopped as e:
             return stopped_during_work(e, kept)
+        except MissingEncoderError as e:  # nothing was written
+            print(f"error: --codec {args.codec}: {e}", file=sys.stderr)
+            return 2
         except FileExistsError as e:  # lists of other data in --out
             print(f"error: {e.strerror}", file=sys.stderr)
             return 2
         except OSError as e:  # a read-only or full disk, a path through a file
+            # (checked only now: a complete dataset in a folder this process cannot write is reused; and the
+            # error itself named the hidden temporary file beside dataset.json)
+            problem = output_path_problem(args.out, "--out", folder=True)
             full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-            print(f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
+            print(f"error: {problem}" if problem else
+                  f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
                   + (f" ({e.filename})" if e.filename else "")
                   + ("; the clips finished are kept: free space, then run the same command" if full else ""),
                   file=sys.stderr)

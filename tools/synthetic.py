@@ -37,7 +37,7 @@ from evautil.files import atomic_write_text
 from evautil.progress import counted, stderr_is_terminal, stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset"]
+__all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset", "MissingEncoderError"]
 
 CLASSES: tuple[str, ...] = ("growing", "moving down", "moving up", "shrinking")  # sorted: label = position
 
@@ -161,6 +161,10 @@ def _write_job(job: tuple) -> tuple[str, tuple[int, str]]:
     return path, record
 
 
+class MissingEncoderError(RuntimeError):
+    """The FFmpeg inside PyAV cannot encode the dataset's codec (found before anything is written)."""
+
+
 def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: int = 64, val_per_class: int = 24,
                            num_frames: int = 32, size: tuple[int, int] = (128, 96), fps: float = 25,
                            gop: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True,
@@ -183,6 +187,7 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     signal, a failed write) kills the workers, removes the clips half-written and records the finished ones.
 
     Raises:
+        MissingEncoderError: ``codec`` cannot be encoded here and clips would have to be written.
         FileExistsError: ``out_dir`` holds lists that no ``dataset.json`` marks as ours (unless ``force``).
 
     Returns:
@@ -216,10 +221,12 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         if damaged:
             stderr_line(f"synthetic dataset in {out_dir}: {counted(len(damaged), 'clip')} on disk not as written "
                         f"(damaged or changed since, e.g. {damaged[0]}): writing them again")
+        _check_encoder(params["codec"])
         os.makedirs(out_dir, exist_ok=True)
         _remove_parts(out_dir)  # of the clips a stopped run was writing
     else:
         todo = jobs
+        _check_encoder(params["codec"])
         _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force)
         os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
@@ -241,6 +248,20 @@ def _dataset_params(codec: str, train_per_class: int, val_per_class: int, num_fr
     return {"version": 1, "codec": codec, "train_per_class": int(train_per_class),
             "val_per_class": int(val_per_class), "num_frames": int(num_frames), "size": [int(size[0]), int(size[1])],
             "fps": float(fps), "gop": gop, "seed": int(seed), "classes": list(CLASSES)}
+
+
+def _check_encoder(codec: str) -> None:
+    """MissingEncoderError when this PyAV cannot encode ``codec``: before anything is written (each encoding process
+    raised it, a traceback, after the folder and dataset.json were made), and only when clips are to be written (a
+    dataset written elsewhere is reused on a machine that only decodes its codec)."""
+    import av
+
+    from dali_pipelines.pyav_encode import _encoder_available  # write_video's own test
+
+    if not _encoder_available(CODECS[codec][0]):
+        have = [c for c, (encoder, _, _) in CODECS.items() if _encoder_available(encoder)]
+        raise MissingEncoderError(f"the FFmpeg inside PyAV {av.__version__} has no {CODECS[codec][0]!r} encoder for "
+                                  f"codec {codec!r}; choose one it has: {', '.join(have) or 'none'}")
 
 
 def _clip_jobs(out_dir: str, params: dict) -> tuple[dict[str, list[tuple[str, int]]], list[tuple]]:

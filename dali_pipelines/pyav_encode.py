@@ -15,7 +15,7 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = ["CODECS", "write_video", "cut_with_edit_list", "start_inside_gop", "write_size_change"]
+__all__ = ["CODECS", "missing_encoder", "write_video", "cut_with_edit_list", "start_inside_gop", "write_size_change"]
 
 # codec name -> (FFmpeg encoder, file extension, pixel format)
 CODECS: dict[str, tuple[str, str, str]] = {
@@ -53,6 +53,16 @@ def _encoder_available(name: str) -> bool:
         return False
 
 
+def missing_encoder(codec: str) -> str | None:
+    """Why this PyAV cannot encode ``codec`` (a key of ``CODECS``), naming the codecs it can; None when it can."""
+    encoder = CODECS[codec][0]
+    if _encoder_available(encoder):
+        return None
+    have = [c for c, (enc, _, _) in CODECS.items() if _encoder_available(enc)]
+    return (f"the FFmpeg inside PyAV {av.__version__} has no {encoder!r} encoder for codec {codec!r}; "
+            f"choose one it has: {', '.join(have) or 'none'}")
+
+
 def _rate(fps: float | int | Fraction) -> Fraction:
     rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 2997/100, 30000/1001 stays exact
     if rate <= 0:
@@ -82,10 +92,9 @@ def write_video(path: str, frames: np.ndarray, codec: str = "vp9", fps: float | 
     if codec not in CODECS:
         raise ValueError(f"{path}: unknown codec {codec!r}; choose one of {sorted(CODECS)}")
     encoder, _, pix_fmt = CODECS[codec]
-    if not _encoder_available(encoder):
-        have = [c for c, (enc, _, _) in CODECS.items() if _encoder_available(enc)]
-        raise RuntimeError(f"{path}: the FFmpeg inside PyAV {av.__version__} has no {encoder!r} encoder for "
-                           f"codec {codec!r}; available here: {have}")
+    missing = missing_encoder(codec)
+    if missing:
+        raise RuntimeError(f"{path}: {missing}")
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"{path}: frames must be a non-empty uint8 (T, H, W, 3) array, got "

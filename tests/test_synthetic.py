@@ -138,7 +138,7 @@ def test_write_video_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="uint8"):
         write_video(str(tmp_path / "f.webm"), ok.astype(np.float32))
     monkeypatch.setitem(synthetic.CODECS, "vp9", ("libnotthere", ".webm", "yuv420p"))
-    with pytest.raises(RuntimeError, match=r"no 'libnotthere' encoder.*available here: .*h264"):
+    with pytest.raises(RuntimeError, match=r"no 'libnotthere' encoder.*choose one it has: .*h264"):
         write_video(str(tmp_path / "m.webm"), ok, "vp9")
 
 

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from dali_pipelines.pyav_encode import CODECS, write_video
+from dali_pipelines.pyav_encode import CODECS, missing_encoder, write_video
 from evautil.files import atomic_write_text
 from evautil.progress import counted, stderr_is_terminal, stderr_line
 from evautil.workers import map_with_progress
@@ -254,14 +254,9 @@ def _check_encoder(codec: str) -> None:
     """MissingEncoderError when this PyAV cannot encode ``codec``: before anything is written (each encoding process
     raised it, a traceback, after the folder and dataset.json were made), and only when clips are to be written (a
     dataset written elsewhere is reused on a machine that only decodes its codec)."""
-    import av
-
-    from dali_pipelines.pyav_encode import _encoder_available  # write_video's own test
-
-    if not _encoder_available(CODECS[codec][0]):
-        have = [c for c, (encoder, _, _) in CODECS.items() if _encoder_available(encoder)]
-        raise MissingEncoderError(f"the FFmpeg inside PyAV {av.__version__} has no {CODECS[codec][0]!r} encoder for "
-                                  f"codec {codec!r}; choose one it has: {', '.join(have) or 'none'}")
+    missing = missing_encoder(codec)
+    if missing:
+        raise MissingEncoderError(missing)
 
 
 def _clip_jobs(out_dir: str, params: dict) -> tuple[dict[str, list[tuple[str, int]]], list[tuple]]:

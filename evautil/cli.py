@@ -3,7 +3,10 @@
 ``--batch-size=8``). The original EVA flags are spelled with underscores (``--only_test``, ``--local_rank``), the
 project's own with hyphens, and which is which is not worth remembering. A message names a flag as the user typed it
 (``argument --batch_size: invalid int value: 'x'`` after ``--batch_size x``): the parser's own errors, and any other
-message through :func:`flags_as_typed`."""
+message through :func:`flags_as_typed`. A flag that a message offers, not typed (a flag to add), is named as the
+command declares it, as ``--help`` lists it; so are the flags an ambiguous abbreviation could match, even one typed
+elsewhere in the other spelling: ``ambiguous option: --num- could match --num-frames, --num-clips`` also after
+``--num_frames 1``."""
 
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ def _spelled_as(flag: str, typed: str) -> str:
         if sep in typed[2:]:
             return "--" + flag[2:].replace(other, sep)
     return flag
+
+
+# argparse's message for an abbreviation of several flags (the one _resolve gives too): what was typed, as typed
+# (never respelled, as no flag matched it), then the candidates.
+_AMBIGUOUS = re.compile(r"ambiguous option: .+ could match --.*", re.DOTALL)
 
 
 # The spellings typed on the command line being parsed: a subcommand's parser, whose namespace argparse copies
@@ -55,8 +63,10 @@ class ArgumentParser(argparse.ArgumentParser):
         self.typed_spellings: dict[str, str] = {}  # of the last parse, for error()
 
     def error(self, message: str):  # type: ignore[override]
-        """argparse's error (usage, ``prog: error: message``, exit code 2), each flag named as typed."""
-        super().error(flags_as_typed(message, self))
+        """argparse's error (usage, ``prog: error: message``, exit code 2), each flag named as typed; an ambiguous
+        abbreviation's candidates as declared (they are offered, not typed: rewriting one the user typed elsewhere
+        in the other spelling mixed the two spellings in one list)."""
+        super().error(message if _AMBIGUOUS.fullmatch(message) else flags_as_typed(message, self))
 
     def respelled(self, argv: Sequence[str] | None = None) -> list[str]:
         """``argv`` (sys.argv's by default) with its flags in this parser's spelling, for ``configs.opts_last``,

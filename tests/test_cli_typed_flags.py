@@ -43,6 +43,20 @@ def test_argparse_own_errors_name_the_flag_as_typed(argv, words, capsys):
     assert words in _error(lambda: _parser().parse_args(argv), capsys)
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--num_frames", "1", "--num-", "2"], "ambiguous option: --num- could match --num-frames, --num-clips"),
+    (["--num_clips=1", "--num", "2"], "ambiguous option: --num could match --num-frames, --num-clips"),
+    (["--num-clips=1", "--num_", "2"], "ambiguous option: --num_ could match --num-frames, --num-clips"),
+])
+def test_an_ambiguous_abbreviations_candidates_are_named_as_declared(argv, words, capsys):
+    """They are offered, not typed: one typed elsewhere in the other spelling was named so, the others as declared
+    ('--num- could match --num_frames, --num-clips' after --num_frames 1)."""
+    p = ArgumentParser(prog="cmd")
+    p.add_argument("--num-frames", type=int)
+    p.add_argument("--num-clips", type=int)
+    assert words in _error(lambda: p.parse_args(argv), capsys)
+
+
 def test_a_commands_own_error_after_the_parse_names_the_flags_typed(capsys):
     p = _parser()
     p.parse_args(["--batch_size", "0", "--only-test"])

@@ -14,7 +14,9 @@ DALI's CPU decoder), against about 700 MB, 450-600 MB of it its own, when it imp
 Every worker (:func:`worker_setup`) ignores SIGTERM, SIGUSR1 and SIGINT: cluster schedulers signal every process
 of a job, and the main process handles the stop (it saves, then ends its pools); a worker killed by the signal
 would break the pool during the last steps before the save. The helper processes of multiprocessing (fork server,
-resource tracker) are started with those signals blocked, for the same reason. Because workers ignore SIGTERM, the
+resource tracker) are started with those signals blocked, for the same reason, and so is every worker until its
+setup ignores them (the fork server's inherit its mask; :class:`WorkerProcess` blocks them for a spawned one, which
+a Ctrl-C to the process group otherwise interrupted in its imports). Because workers ignore SIGTERM, the
 pools end them with SIGKILL (:class:`WorkerProcess`). A worker also never outlives its main process: a thread in it
 watches the main process and exits the worker within :data:`WATCH_INTERVAL_S` once it is gone (killed, crashed,
 ended). The other way round, a worker that dies stops nothing: pools notice it (:func:`result_unless_a_worker_dies`)
@@ -78,7 +80,19 @@ class _Worker:
 
 
 class WorkerProcess(_Worker, mpc.SpawnProcess):
-    """A spawned worker (see :class:`_Worker`)."""
+    """A spawned worker (see :class:`_Worker`), started with :data:`IGNORED_SIGNALS` blocked, as the fork server's
+    workers are (:func:`_start_helper_processes`): a Ctrl-C, which reaches the whole process group, stays pending
+    in it until :func:`worker_setup` ignores it. Unblocked, it interrupted the worker's import of the main script
+    (seconds) and printed a KeyboardInterrupt traceback after the main process's one line."""
+
+    def start(self) -> None:
+        # the mask of this thread, inherited across fork and exec; one sent to this process meanwhile is delivered
+        # when it is restored
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED_SIGNALS)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 class _SpawnWorkers(mpc.SpawnContext):

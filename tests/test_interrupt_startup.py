@@ -79,9 +79,54 @@ if __name__ == "__main__":
 """
 
 
-def _interrupted_while_a_worker_starts(tmp_path, when: str, *command: str) -> tuple[int, str]:
+# The same for a pool of spawned workers, the main process's own children (argv[1]: "importing"): the Ctrl-C comes
+# while the pool waits for its first worker, which is importing this script (the pool recorded it as its start
+# returned, before the new interpreter ran anything) and goes on until the Ctrl-C was sent (or a minute passed).
+_SPAWN_SCRIPT = """
+import os, signal, sys, threading, time
+from pathlib import Path
+
+sys.path.insert(0, {root!r})
+from evautil import workers
+
+IMPORTING = Path(__file__).with_suffix(".worker-importing")
+SENT = Path(__file__).with_suffix(".ctrl-c-sent")
+
+
+def wait_for(path):
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+if __name__ == "__mp_main__":  # a spawned worker
+    IMPORTING.touch()
+    wait_for(SENT)
+
+if __name__ == "__main__":
+    from multiprocessing import util
+
+    # made before the pool's semaphores: at exit, with the same priority, it runs after they are removed
+    util.Finalize(None, Path(__file__).with_suffix(".semaphores-removed").touch, exitpriority=0)
+
+    def ctrl_c():  # as a terminal sends it: to the whole process group
+        wait_for(IMPORTING)
+        os.killpg(0, signal.SIGINT)
+        SENT.touch()
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    from evautil.interrupt import on_interrupt
+
+    on_interrupt("starting a pool: nothing was done")
+    workers.started_pool(2, "spawn")
+    print("not interrupted", file=sys.stderr)
+"""
+
+
+def _interrupted_while_a_worker_starts(tmp_path, when: str, *command: str,
+                                       script_text: str = _SCRIPT) -> tuple[int, str]:
     script = tmp_path / "starting.py"
-    script.write_text(_SCRIPT.format(root=str(ROOT)))
+    script.write_text(script_text.format(root=str(ROOT)))
     # stderr is read to its end: also what a worker still holding it prints after the main process has ended
     done = subprocess.run([*_AS_FROM_A_TERMINAL, sys.executable, str(script), when, *command], cwd=tmp_path,
                           env=child_env(), start_new_session=True, capture_output=True, text=True, timeout=180)
@@ -92,6 +137,15 @@ def _interrupted_while_a_worker_starts(tmp_path, when: str, *command: str) -> tu
 @pytest.mark.parametrize("when", ["forking", "started"])
 def test_a_ctrl_c_while_a_pool_starts_a_worker_is_the_one_line(tmp_path, when):
     status, err = _interrupted_while_a_worker_starts(tmp_path, when, "pool")
+    _assert_one_line(status, err, "starting a pool: nothing was done")
+    assert err.splitlines() == ["interrupted: starting a pool: nothing was done"], err
+
+
+def test_a_ctrl_c_while_a_spawn_pool_starts_a_worker_is_the_one_line(tmp_path):
+    """A spawned worker is no child of the fork server, whose signal mask the others inherit: it got the Ctrl-C in
+    its import of the main script and printed a KeyboardInterrupt traceback after the main process's line."""
+    status, err = _interrupted_while_a_worker_starts(tmp_path, "importing", script_text=_SPAWN_SCRIPT)
+    assert (tmp_path / "starting.worker-importing").is_file(), err  # the Ctrl-C came while it was importing
     _assert_one_line(status, err, "starting a pool: nothing was done")
     assert err.splitlines() == ["interrupted: starting a pool: nothing was done"], err
 

@@ -206,7 +206,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.skipif(START_METHOD != "forkserver", reason="workers started by spawn cannot block signals from the start")
+@pytest.mark.skipif(START_METHOD != "forkserver", reason="the fork server's shielding (a platform without one: spawn)")
 def test_signal_to_the_process_group_leaves_worker_pools_working(tmp_path):
     """torchrun stops a rank by signalling its whole process group: multiprocessing's resource tracker and fork
     server get the signal too, and so does a worker the fork server is starting. All must survive it (the main

@@ -209,20 +209,20 @@ def _process_identity(pid: int) -> str | None:
     return None if state in ("Z", "X", "x") else start_time
 
 
-def _watch_main_process(main_pid: int, identity: str | None) -> None:
-    while _process_identity(main_pid) == identity:
-        time.sleep(WATCH_INTERVAL_S)
-    os._exit(1)  # the main process is gone: nobody will read this worker's results
-
-
-def _ends_within(pid: int, identity: str | None, seconds: float) -> bool:
-    """Whether process ``pid`` (as :func:`_process_identity` knew it) is gone, or goes within ``seconds``."""
-    deadline = time.monotonic() + seconds
+def _ends_within(pid: int, identity: str | None, seconds: float | None, interval: float = 0.05) -> bool:
+    """Whether process ``pid`` (as :func:`_process_identity` knew it) is gone, or goes within ``seconds`` (None:
+    waits for it to go), looked at every ``interval`` seconds."""
+    deadline = None if seconds is None else time.monotonic() + seconds
     while _process_identity(pid) == identity:
-        if time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(interval)
     return True
+
+
+def _watch_main_process(main_pid: int, identity: str | None) -> None:
+    _ends_within(main_pid, identity, None, WATCH_INTERVAL_S)
+    os._exit(1)  # the main process is gone: nobody will read this worker's results
 
 
 # In a worker of a one-worker pool: the count of the jobs it has started, shared with the main process.

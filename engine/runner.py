@@ -21,6 +21,7 @@ import torch
 from . import distributed as dist_utils
 from configs import ConfigError
 from evautil.flops import model_size_text
+from evautil.interrupt import on_interrupt
 from evautil.progress import counted
 
 from .checkpointing import Checkpointer
@@ -32,7 +33,7 @@ from .metrics import MetricLogger
 from .optim import build_optimizer, build_scheduler
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
-from .preemption import StoppedOutsideTraining, run_complete
+from .preemption import PREEMPTED_EXIT_CODE, StoppedOutsideTraining, run_complete
 from .train_loop import Trainer, TrainOptions, locate_checkpoint, resolve_precision, restore_data_plan
 
 __all__ = ["Run", "announce_model", "check_lists_overlap", "train", "only_test"]
@@ -96,17 +97,28 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     else:
         run.metrics.info(f"evaluating {run.weights}")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
-    result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
-                              num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg), autocast_dtype=amp_dtype,
-                              checkpoint=run.weights_file)
-    # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log beside it
-    # (run_files.move_earlier_results set a copy aside with the results this one replaces).
-    run.metrics.write_config(cfg.dump())
-    evaluated = run.weights  # the file's path, or "MODEL.PRETRAINED = <path>": that path, absolute, in the summary
-    if run.weights_file and evaluated.endswith(run.weights_file):
-        evaluated = evaluated[:-len(run.weights_file)] + recorded_path(run.weights_file)
-    _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET, "evaluated": evaluated,
-                                         **_data_counts(run.val_loader, run.ctx, "test_")})
+    # The training's lines for a stop (checkpoints kept, SIGTERM saving the next step) do not fit an evaluation,
+    # which saves nothing on its way: these say what a stop keeps of it and how to get its results.
+    what = f"the evaluation of {run.weights}"
+    kept = "an evaluation keeps no partial score, and OUTPUT's checkpoints are as they were"
+    on_interrupt(f"{what} stopped before its summary.json ({kept}); the same command evaluates it again from the "
+                 "start")
+    try:
+        result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
+                                  num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
+                                  autocast_dtype=amp_dtype, checkpoint=run.weights_file)
+        # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log beside
+        # it (run_files.move_earlier_results set a copy aside with the results this one replaces).
+        run.metrics.write_config(cfg.dump())
+        evaluated = run.weights  # the file's path, or "MODEL.PRETRAINED = <path>": that path, absolute, in the summary
+        if run.weights_file and evaluated.endswith(run.weights_file):
+            evaluated = evaluated[:-len(run.weights_file)] + recorded_path(run.weights_file)
+        _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET,
+                                             "evaluated": evaluated, **_data_counts(run.val_loader, run.ctx, "test_")})
+    except StoppedOutsideTraining as stop:
+        raise StoppedOutsideTraining(stop.signal_name, (
+            f"{stop.signal_name} received during {what}: stopped before its summary.json ({kept}); exit code "
+            f"{PREEMPTED_EXIT_CODE}. Run the same command again to evaluate it from the start")) from None
     return result
 
 

@@ -71,12 +71,13 @@ elif mode == "signal_in_eval":  # SIGTERM while the evaluation after optimizer s
         tl.Trainer._current = self
         return orig_fit(self)
     tl.Trainer.fit = fit
-elif mode == "interrupt_in_final_test":  # Ctrl-C (SIGINT) as the final multi-view test after training starts
+elif mode == "interrupt_in_final_test":  # Ctrl-C (SIGINT; E2E_SIGNAL names another) as the final test starts
     import engine.evaluate as ev
     orig_eval = ev.evaluate
+    sig = getattr(signal, os.environ.get("E2E_SIGNAL", "SIGINT"))
     def evaluate(model, loader, ctx, **k):
         if k.get("split") == "test":
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
         return orig_eval(model, loader, ctx, **k)
     ev.evaluate = evaluate
 elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
@@ -688,6 +689,18 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
     (aside,) = (out / "earlier_runs").iterdir()  # the training's results, with their config
     assert json.loads((aside / "summary.json").read_text())["mode"] == "train"
     assert (aside / "config.yaml").read_text() == training_config
+    # the line says what an evaluation keeps, not what a training's stop keeps (a checkpoint, SIGTERM's next step)
+    scored = out / "ckpt_epoch_1.pth"
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"interrupted: the evaluation of {scored} stopped before its summary.json (an evaluation keeps no partial "
+        "score, and OUTPUT's checkpoints are as they were); the same command evaluates it again from the start")
+    # a scheduler's stop there: exit code 4 and the same line, OUTPUT as the Ctrl-C left it
+    terminated = _run(tmp_path, evaluation, mode="interrupt_in_final_test", E2E_SIGNAL="SIGTERM")
+    assert terminated.returncode == 4, terminated.stdout[-2000:] + terminated.stderr[-2000:]
+    assert (f"stopped: SIGTERM received during the evaluation of {scored}: stopped before its summary.json (an "
+            "evaluation keeps no partial score, and OUTPUT's checkpoints are as they were); exit code 4. Run the same "
+            "command again to evaluate it from the start") in terminated.stdout
+    assert not (out / "summary.json").exists() and (out / "config.yaml").read_text() == training_config
     # the same command again: its results come with its config
     again = _run(tmp_path, evaluation)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

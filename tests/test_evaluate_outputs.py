@@ -147,6 +147,43 @@ class _Batches:
             yield {"video": torch.zeros(1, 1, 1, 3, 2, 2), "label": torch.tensor([y]), "index": torch.tensor([r])}
 
 
+class _HostOnly(torch.Tensor):
+    """A label or row tensor that records each call that would copy it to a device or to pinned memory."""
+
+    moves: list[str] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if name in ("to", "cuda", "pin_memory", "copy_", "_to_copy"):
+            cls.moves.append(name)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_labels_and_rows_are_read_on_the_host_and_the_scores_are_the_mean_of_the_views_softmax():
+    """The loader hands labels and list rows as host tensors: the evaluation reads them there, with no copy to the
+    model's device and back at each batch (only the top-5 results come back, once). Each video's result is the
+    top-5 of the mean of its views' softmax, by list row whatever the batches' order."""
+    torch.manual_seed(0)
+    videos = torch.randn(5, 3, 1, 3, 2, 2)  # 5 videos x 3 views of 1 frame
+    labels, rows = [3, 0, 6, 2, 5], [4, 0, 3, 1, 2]
+    model = nn.Sequential(nn.Flatten(1), nn.Linear(12, 7))
+    batches = [{"video": videos[i:i + 2], "label": torch.tensor(labels[i:i + 2]).as_subclass(_HostOnly),
+                "index": torch.tensor(rows[i:i + 2]).as_subclass(_HostOnly)} for i in range(0, 5, 2)]
+    _HostOnly.moves.clear()
+    result = evaluate(model, batches, DistContext())
+    assert _HostOnly.moves == []
+    with torch.no_grad():
+        top = model(videos.flatten(0, 1)).softmax(-1).view(5, 3, 7).mean(1).topk(5)
+    expected = sorted(zip(rows, labels, top.indices.tolist(), top.values.tolist()))
+    got = result["predictions"]
+    assert [p[:3] for p in got] == [e[:3] for e in expected]
+    assert [p[3] for p in got] == [pytest.approx(e[3], abs=1e-6) for e in expected]
+    assert result["top1"] == 100.0 * sum(e[2][0] == e[1] for e in expected) / 5
+    assert result["top5"] == 100.0 * sum(e[1] in e[2] for e in expected) / 5
+    assert (result["num_videos"], result["views"]) == (5, 3)
+
+
 @pytest.mark.parametrize("classes, top5", [(3, None), (5, None), (6, 50.0)])
 def test_top5_is_null_where_every_label_is_in_the_top_5(tmp_path, classes, top5, capsys):
     """With 5 classes or fewer every video's top 5 holds its label: a top-5 of 100 % would say nothing, whatever

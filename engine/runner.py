@@ -114,7 +114,8 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
         if run.weights_file and evaluated.endswith(run.weights_file):
             evaluated = evaluated[:-len(run.weights_file)] + recorded_path(run.weights_file)
         _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET,
-                                             "evaluated": evaluated, **_data_counts(run.val_loader, run.ctx, "test_")})
+                                             "evaluated": evaluated, **_data_counts(run.val_loader, run.ctx, "test_")},
+                written=lambda: _results_written(what, cfg.OUTPUT))
     except StoppedOutsideTraining as stop:
         raise StoppedOutsideTraining(stop.signal_name, (
             f"{stop.signal_name} received during {what}: stopped before its summary.json ({kept}); exit code "
@@ -122,12 +123,20 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     return result
 
 
-def _finish(metrics: MetricLogger, ctx: DistContext, cfg, fields: dict[str, Any]) -> None:
-    """summary.json, after which the run is complete (a stop signal no longer stops it), then the summary's table
-    and the plots (rank 0)."""
-    metrics.summary(fields, written=run_complete)
+def _finish(metrics: MetricLogger, ctx: DistContext, cfg, fields: dict[str, Any],
+            written: Callable[[], None] = run_complete) -> None:
+    """summary.json, after which the run is complete (``written``: a stop signal no longer stops it), then the
+    summary's table and the plots (rank 0)."""
+    metrics.summary(fields, written=written)
     if ctx.is_main:
         plot_finished_run(cfg.OUTPUT, metrics.info, metrics.warn)
+
+
+def _results_written(what: str, out: str) -> None:
+    """An evaluation's summary.json is written: the run is complete, and a Ctrl-C during its plots says so."""
+    run_complete()
+    on_interrupt(f"{what} wrote its results (summary.json, predictions_test.csv); its plots may be missing: "
+                 f"python tools/plot_run.py {out} draws them")
 
 
 def _results_are_current(out: str, checkpoint: str | None, ctx: DistContext) -> bool:

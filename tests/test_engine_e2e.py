@@ -80,6 +80,13 @@ elif mode == "interrupt_in_final_test":  # Ctrl-C (SIGINT; E2E_SIGNAL names anot
             os.kill(os.getpid(), sig)
         return orig_eval(model, loader, ctx, **k)
     ev.evaluate = evaluate
+elif mode == "interrupt_in_plots":  # Ctrl-C as the plots of a finished run are drawn, after its summary.json
+    import engine.runner as r
+    orig_plot = r.plot_finished_run
+    def plot_finished_run(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        return orig_plot(*a, **k)
+    r.plot_finished_run = plot_finished_run
 elif mode == "kill_in_save":  # SIGKILL half-way through writing the checkpoint of step `arg`
     orig_save = torch.save
     def save(obj, f, *a, **k):
@@ -708,6 +715,13 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
     assert "ONLY_TEST: true" in (out / "config.yaml").read_text()
     # nothing more set aside: no results to move (a copy of config.yaml alone was, once per rerun)
     assert [d.name for d in (out / "earlier_runs").iterdir()] == [aside.name]
+    # a Ctrl-C once its summary is written: the line says the results are there, not that it stopped before them
+    plotting = _run(tmp_path, evaluation, mode="interrupt_in_plots")
+    assert plotting.returncode == -2, plotting.stdout[-2000:] + plotting.stderr[-2000:]
+    assert plotting.stderr.strip().splitlines()[-1] == (
+        f"interrupted: the evaluation of {scored} wrote its results (summary.json, predictions_test.csv); its plots "
+        f"may be missing: python tools/plot_run.py {out} draws them")
+    assert json.loads((out / "summary.json").read_text())["mode"] == "evaluate only"
 
 
 def test_stop_signal_during_the_first_index_build_keeps_what_was_probed(dataset, tmp_path):

@@ -122,6 +122,7 @@ class Checkpointer:
         """Write ``state`` (must hold REQUIRED_KEYS) under its epoch/step name, then rotate. Returns the path."""
         path = self.path_for(state["epoch"], state["global_step"], state["epoch_complete"])
         if self.writer:
+            self._remove_killed_writes()
             save_atomic(state, path)
             self._rotate()
         self.last_saved = path
@@ -130,6 +131,7 @@ class Checkpointer:
     def save_best(self, state: dict) -> str:
         path = self.best_path
         if self.writer:
+            self._remove_killed_writes()
             save_atomic(state, path)
         return path
 
@@ -250,10 +252,12 @@ class Checkpointer:
             self._orders[path] = (version, order)
         return order, state
 
-    def _rotate(self) -> None:
-        # Temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only this writer
-        # creates them. One written through a link (a checkpoint name linked to another store) left its own beside
-        # the file the link names, in that file's folder.
+    def _remove_killed_writes(self) -> None:
+        """Remove the temporary files of writes that died (a kill mid-save: up to a whole checkpoint's size); only
+        this writer creates them. Done before each write, not after: on a disk that a killed write left too full
+        for the next checkpoint, every resumed attempt failed its first save and never got to the clean-up. One
+        written through a link (a checkpoint name linked to another store) left its own beside the file the link
+        names, in that file's folder."""
         folder = glob.escape(self.output_dir)
         stale = [p for name in ("ckpt_*.pth", "best.pth")
                  for p in glob.glob(os.path.join(folder, atomic_temp_glob(name)))]
@@ -264,6 +268,8 @@ class Checkpointer:
                 os.remove(path)
             except OSError:
                 pass
+
+    def _rotate(self) -> None:
         # Only checkpoints that can be resumed from count as kept: a damaged one (say, beyond the step this attempt
         # fell back to) would otherwise take a place and have the last good one deleted. Damaged files are left
         # for their owner to look at; find_latest skips them.

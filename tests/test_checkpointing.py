@@ -370,6 +370,27 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
     assert open(tmp_path / "ckpt_step_4.pth", "rb").read() == before
 
 
+def test_a_killed_write_left_on_a_nearly_full_disk_does_not_make_every_later_save_fail(tmp_path, monkeypatch):
+    """A write killed mid-way left its temporary file (a whole checkpoint's size on a big model); the disk then had
+    room for one checkpoint more, not two. The clean-up came after the next write, which failed for want of the
+    space the leftover took, so every resumed attempt stopped at its first save."""
+    ck = Checkpointer(str(tmp_path), keep_last=1)
+    ck.save(_state(4))
+    size = os.path.getsize(tmp_path / "ckpt_step_4.pth")
+    killed = tmp_path / ".ckpt_step_8.pth.k1ll3d.tmp"
+    killed.write_bytes(b"PK\x03\x04" + bytes(size))
+    capacity = 2 * size + size // 2  # the kept checkpoint and one more fit, not the leftover besides
+
+    def on_disk() -> int:
+        return sum(os.path.getsize(p) for p in tmp_path.iterdir())
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _DiskFillsUp(real_fdopen(fd, mode), room=capacity - on_disk()))
+    ck.save(_state(8))
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_step_8.pth"]
+    assert load_checkpoint(str(tmp_path / "ckpt_step_8.pth"))["global_step"] == 8
+
+
 def _tiny_trainer(out: str, num_classes: int, ema: bool = False):
     from timm.utils import ModelEmaV3
     from torch import nn

@@ -34,6 +34,10 @@ REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epo
 # torch names the first global it refused as "GLOBAL module.name"; its message also carries terminal colour codes.
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+# How a run goes on after a failed save: OUTPUT's last checkpoint is where the same command resumes.
+_RESUME = ("run the same command (with TRAIN.AUTO_RESUME True, the default, it resumes from OUTPUT's last "
+           "checkpoint; with another OUTPUT, give that checkpoint to --resume)")
 
 
 class DamagedCheckpoint(CheckpointError):
@@ -69,8 +73,10 @@ def save_atomic(obj: dict, path: str) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``.
 
     Raises:
-        CheckpointError: the disk (or quota) filled up; the message names the path and the free space. The
-            temporary file is removed and any earlier file under ``path`` is untouched.
+        CheckpointError: the disk (or quota) filled up, the file outgrew the largest one this process may write,
+            or the folder cannot be written (read-only, permissions); the message names ``path`` (not the
+            temporary file) and what to do. The temporary file is removed and any earlier file under ``path`` is
+            untouched.
     """
     written = [0]
 
@@ -84,27 +90,39 @@ def save_atomic(obj: dict, path: str) -> None:
     try:
         atomic_write(path, write)
     except BaseException as e:
-        if _is_disk_full(e):
+        failed = _os_error_behind(e)
+        if failed is not None and failed.errno in _DISK_FULL:
             raise CheckpointError(_disk_full_message(path, written[0])) from None
+        if failed is not None and failed.errno == errno.EFBIG:
+            # Python ignores SIGXFSZ, so a file size limit (ulimit -f, or FAT's 4 GB) is this error, not a kill
+            raise CheckpointError(f"checkpoint {path} could not be written: the file reached {_gb(written[0])}, "
+                                  "the largest this process may write (the shell's file size limit, ulimit -f, or "
+                                  "the file system's largest file); earlier checkpoints are intact. Lift the limit "
+                                  f"(or point OUTPUT elsewhere) and {_RESUME}") from None
+        if failed is not None and failed.errno in _NOT_WRITABLE:
+            folder = os.path.dirname(os.path.realpath(path))
+            raise CheckpointError(f"cannot write checkpoint {path}: {folder} refuses it ({failed.strerror}); "
+                                  "earlier checkpoints are intact. Make that folder writable (or point OUTPUT "
+                                  f"elsewhere) and {_RESUME}") from None
         raise
 
 
-def _is_disk_full(error: BaseException | None) -> bool:
-    """Whether ``error`` or an error it was raised from is ENOSPC / EDQUOT (torch.save wraps the OSError of the
-    file write in a RuntimeError of its zip writer)."""
+def _os_error_behind(error: BaseException | None) -> OSError | None:
+    """``error`` or the first error it was raised from that is an OSError with an errno (torch.save wraps the
+    OSError of the file write in a RuntimeError of its zip writer)."""
     seen = 0
     while error is not None and seen < 8:
-        if isinstance(error, OSError) and error.errno in _DISK_FULL:
-            return True
+        if isinstance(error, OSError) and error.errno:
+            return error
         error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
+    return None
 
 
 def _disk_full_message(path: str, written: int) -> str:
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     return (f"no space left on the device writing checkpoint {path}: {_gb(free)} free there, the write had reached "
-            f"{_gb(written)} when it failed; earlier checkpoints are intact. Free space (or point OUTPUT elsewhere) "
-            "and resume")
+            f"{_gb(written)} when it failed; earlier checkpoints are intact. Free space "
+            f"there (or point OUTPUT elsewhere) and {_RESUME}")
 
 
 def _gb(n: int) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -338,8 +341,6 @@ class _DiskFillsUp:
 
     def write(self, data) -> int:
         if len(data) > self.room:
-            import errno
-
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.room -= len(data)
         return self.f.write(data)
@@ -368,6 +369,61 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
     # the previous checkpoint survives (no rotation after a failed write) and no partial file is left
     assert os.listdir(tmp_path) == ["ckpt_step_4.pth"]
     assert open(tmp_path / "ckpt_step_4.pth", "rb").read() == before
+
+
+# A save under a file size limit (ulimit -f), in a process of its own: the limit would hold for the tests after it.
+_SIZE_LIMITED_SAVE = """
+import resource, sys, torch
+from engine.checkpointing import Checkpointer
+from evautil.errors import CheckpointError
+ck = Checkpointer(sys.argv[1], keep_last=1)
+ck.save({"model": {"w": torch.zeros(10)}, "optimizer": {}, "scheduler": {}, "epoch": 0, "global_step": 4,
+         "epoch_complete": False})
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+try:
+    ck.save({"model": {"w": torch.zeros(1_000_000)}, "optimizer": {}, "scheduler": {}, "epoch": 0,
+             "global_step": 8, "epoch_complete": False})
+except CheckpointError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+def test_a_file_size_limit_names_the_checkpoint_and_the_limit_and_loses_nothing(tmp_path):
+    """A checkpoint larger than the file size limit (ulimit -f, or FAT's 4 GB) failed with a traceback ending in
+    torch.s "unexpected pos ...", which named neither the file nor the limit."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", _SIZE_LIMITED_SAVE, str(tmp_path)], cwd=root, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    msg = r.stdout.strip()
+    assert msg.startswith(f"checkpoint {tmp_path / 'ckpt_step_8.pth'} could not be written: the file reached ")
+    assert "ulimit -f" in msg and "earlier checkpoints are intact" in msg and len(msg.splitlines()) == 1
+    assert "run the same command" in msg
+    assert os.listdir(tmp_path) == ["ckpt_step_4.pth"]  # the earlier one kept, no temporary file left
+    assert load_checkpoint(str(tmp_path / "ckpt_step_4.pth"))["global_step"] == 4
+
+
+def test_an_output_folder_made_read_only_mid_run_is_named_for_the_checkpoint(tmp_path, monkeypatch):
+    """OUTPUT remounted read-only (or its permissions taken away) between two saves: the error named the hidden
+    temporary file (".ckpt_step_8.pth.x1y2z3.tmp"), a name the user never sees in the folder."""
+    import evautil.files
+
+    ck = Checkpointer(str(tmp_path), keep_last=1)
+    ck.save(_state(4))
+
+    def read_only(prefix, suffix, dir):
+        name = os.path.join(dir, f"{prefix}x1y2z3{suffix}")
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), name)
+
+    monkeypatch.setattr(evautil.files.tempfile, "mkstemp", read_only)
+    with pytest.raises(CheckpointError) as err:
+        ck.save(_state(8))
+    msg = str(err.value)
+    assert msg.startswith(f"cannot write checkpoint {tmp_path / 'ckpt_step_8.pth'}: {os.path.realpath(tmp_path)} "
+                          "refuses it (Read-only file system); ")
+    assert "earlier checkpoints are intact" in msg and "x1y2z3" not in msg and len(msg.splitlines()) == 1
+    assert os.listdir(tmp_path) == ["ckpt_step_4.pth"]
 
 
 def test_a_killed_write_left_on_a_nearly_full_disk_does_not_make_every_later_save_fail(tmp_path, monkeypatch):

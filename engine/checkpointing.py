@@ -68,12 +68,13 @@ class _Order(NamedTuple):
     file's from its name), whether the file ``readable``, the ``origin`` its TrainState records (the file an
     attempt started from: :meth:`Checkpointer.continuation_of`), None when none, and ``best``: the
     ``{"top1", "epoch", "global_step"}`` a best.pth records (:meth:`Checkpointer.best_after`), None when it lacks
-    them."""
+    them. ``epoch``: the 0-based index of the epoch a readable file ends or stops in, None for a damaged one."""
 
     key: tuple[int, int]
     readable: bool
     origin: dict | None
     best: dict | None = None
+    epoch: int | None = None
 
 
 def _best_record(state: dict) -> dict | None:
@@ -83,6 +84,27 @@ def _best_record(state: dict) -> dict | None:
         return {"top1": float(state["top1"]), "epoch": int(state["epoch"]), "global_step": int(state["global_step"])}
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
+
+
+def _epoch_index(state: dict) -> int | None:
+    try:
+        return int(state["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _place_damaged_epoch_end(path: str, order: _Order, found: list) -> _Order:
+    """``order`` of a listed file, a damaged ``ckpt_epoch_{e}.pth`` placed right after the readable checkpoints of
+    epochs 1 to e (0-based indices below e), which it follows: its name tells no step, and ranked last, a damaged
+    newest checkpoint was passed over without a word (the run went back to an older one, losing the steps between,
+    and the file was neither named nor set aside). ``found``: the folder's (path, order, state) as parsed."""
+    named = _NAME_RE.match(os.path.basename(path))
+    if order.readable or named is None or named.group(1) != "epoch":
+        return order
+    number = int(named.group(2))
+    before = [o.key[0] for _, o, _ in found if o.readable and o.epoch is not None and o.epoch < number]
+    # (step, 2): above an epoch-end file saved at the same step, below any step after it
+    return order._replace(key=(max(before), 2)) if before else order
 
 
 # Checkpointer._orders of each folder (by real path).
@@ -143,6 +165,7 @@ class Checkpointer:
         """:meth:`candidates`, each with its :class:`_Order` and the file as read (memory-mapped) for it; None when
         unreadable or its order was known (not parsed again)."""
         found = [(path, *self._parse_order(path)) for path in self._listed()]
+        found = [(path, _place_damaged_epoch_end(path, order, found), state) for path, order, state in found]
         return sorted(found, key=lambda f: (f[1].key, f[0]), reverse=True)
 
     def _listed(self) -> list[str]:
@@ -155,9 +178,10 @@ class Checkpointer:
 
     def newer_than(self, path: str) -> list[str]:
         """The rotating checkpoints in the directory that rank above ``path`` (a later step), newest first."""
-        key = self._order_key(path)
         same = os.path.realpath(path)
-        return [p for p in self.candidates() if self._order_key(p) > key and os.path.realpath(p) != same]
+        found = self._ordered()
+        key = next((o.key for p, o, _ in found if os.path.realpath(p) == same), None) or self._order_key(path)
+        return [p for p, o, _ in found if o.key > key and os.path.realpath(p) != same]
 
     def continuation_of(self, named: str) -> str | None:
         """The newest loadable checkpoint here when the attempt that wrote it started from ``named`` (or continued
@@ -247,7 +271,7 @@ class Checkpointer:
         train_state = state.get("train_state") if readable else None
         origin = train_state.get("origin") if isinstance(train_state, dict) else None
         order = _Order(key, readable, dict(origin) if isinstance(origin, dict) else None,  # plain data, no tensor
-                       _best_record(state) if readable else None)
+                       _best_record(state) if readable else None, _epoch_index(state) if readable else None)
         if version is not None:
             self._orders[path] = (version, order)
         return order, state

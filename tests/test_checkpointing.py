@@ -182,6 +182,27 @@ def test_damaged_latest_is_named_and_previous_used(tmp_path):
     assert any("ckpt_step_20.pth" in w and "lacks" in w for w in warnings)
 
 
+def test_a_damaged_newest_epoch_checkpoint_is_named_and_set_aside_not_passed_over_in_silence(tmp_path):
+    """A cut-short ckpt_epoch_{e}.pth tells no step: it was ranked below every readable checkpoint, so the resume
+    went back to an older one without a word (the steps between were lost unsaid) and the file stayed. It ranks
+    right after the checkpoints of epochs 1 to e now; an older damaged one stays below the newest readable file."""
+    ck = Checkpointer(str(tmp_path), keep_last=5)
+    ck.save(_state(4, epoch=0))
+    ck.save(_state(5, epoch=0, complete=True))  # ckpt_epoch_1.pth
+    ck.save(_state(8, epoch=1))
+    ck.save(_state(10, epoch=1, complete=True))  # ckpt_epoch_2.pth
+    for name in ("ckpt_epoch_1.pth", "ckpt_epoch_2.pth"):
+        whole = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+    warnings: list[str] = []
+    path, state = Checkpointer(str(tmp_path), warn=warnings.append).find_latest()
+    assert os.path.basename(path) == "ckpt_step_8.pth" and state["global_step"] == 8
+    assert len(warnings) == 1 and warnings[0].startswith(f"checkpoint {tmp_path / 'ckpt_epoch_2.pth'} is damaged: ")
+    assert f"moved the damaged file to {tmp_path / 'ckpt_epoch_2.pth.damaged'}" in warnings[0]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_epoch_1.pth", "ckpt_epoch_2.pth.damaged", "ckpt_step_4.pth",
+                                            "ckpt_step_8.pth"]
+
+
 def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     ck = Checkpointer(str(tmp_path))
     assert ck.find_latest() is None  # an empty directory: nothing to resume

@@ -134,6 +134,7 @@ class Checkpointer:
         # and score are kept here too (best_step, then best_after), and not forgotten by a listing.
         self._orders = _ORDERS.setdefault(os.path.realpath(output_dir), {})
         self.best_path = os.path.join(output_dir, "best.pth")
+        self._had_output = os.path.isdir(output_dir)  # a folder that disappears later is said at the next save
 
     def path_for(self, epoch: int, global_step: int, epoch_complete: bool) -> str:
         """The file of a checkpoint whose dict holds the 0-based ``epoch`` index (named by the epoch's number)."""
@@ -144,8 +145,10 @@ class Checkpointer:
         """Write ``state`` (must hold REQUIRED_KEYS) under its epoch/step name, then rotate. Returns the path."""
         path = self.path_for(state["epoch"], state["global_step"], state["epoch_complete"])
         if self.writer:
+            self._say_if_output_vanished(path)
             self._remove_killed_writes()
             save_atomic(state, path)
+            self._had_output = True
             self._rotate()
         self.last_saved = path
         return path
@@ -153,9 +156,19 @@ class Checkpointer:
     def save_best(self, state: dict) -> str:
         path = self.best_path
         if self.writer:
+            self._say_if_output_vanished(path)
             self._remove_killed_writes()
             save_atomic(state, path)
+            self._had_output = True
         return path
+
+    def _say_if_output_vanished(self, path: str) -> None:
+        """Warn when OUTPUT is gone (deleted, or purged from a scratch file system) as a save comes: the write makes
+        it again and the run goes on saving, but the files written before went with it unsaid."""
+        if self._had_output and not os.path.isdir(self.output_dir):
+            self.warn(f"OUTPUT = {self.output_dir} is gone (deleted, or purged from its file system) since this run "
+                      f"began: made it again to save {os.path.basename(path)}; its earlier files (checkpoints, "
+                      "metrics.jsonl, log_rank*.txt, config.yaml) are lost and this run's record there is incomplete")
 
     def candidates(self) -> list[str]:
         """Rotating checkpoints in the directory, newest (highest optimizer step, epoch end first) first."""

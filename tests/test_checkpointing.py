@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -466,6 +467,22 @@ def test_a_killed_write_left_on_a_nearly_full_disk_does_not_make_every_later_sav
     ck.save(_state(8))
     assert sorted(os.listdir(tmp_path)) == ["ckpt_step_8.pth"]
     assert load_checkpoint(str(tmp_path / "ckpt_step_8.pth"))["global_step"] == 8
+
+
+def test_an_output_folder_removed_mid_run_is_made_again_for_the_next_checkpoint_and_said(tmp_path):
+    """OUTPUT deleted under a running job (a purge of a scratch file system): the next save made it again without
+    a word, and the user learnt only later that the record before it was gone."""
+    out = tmp_path / "runs" / "k400"
+    warnings: list[str] = []
+    ck = Checkpointer(str(out), keep_last=2, warn=warnings.append)
+    ck.save(_state(4))
+    assert warnings == []
+    shutil.rmtree(tmp_path / "runs")
+    ck.save(_state(8))
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"OUTPUT = {out} is gone (deleted, or purged from its file system) since this run "
+                                  "began: made it again to save ckpt_step_8.pth; its earlier files ")
+    assert os.listdir(out) == ["ckpt_step_8.pth"] and load_checkpoint(str(out / "ckpt_step_8.pth"))["global_step"] == 8
 
 
 def _tiny_trainer(out: str, num_classes: int, ema: bool = False):

@@ -92,7 +92,22 @@ def output_files_problem(args) -> str:
         problem = path and output_path_problem(path, f"--{flag}", folder=False, example=example)
         if problem:
             return problem
-    return ""
+    return _plot_format_problem(getattr(args, "plot", None))
+
+
+def _plot_format_problem(path: str | None) -> str:
+    """Why matplotlib cannot draw ``--plot`` in the format its extension names ("" when it can; no extension is a
+    PNG): ``--plot results.json`` (the flags swapped) measured the whole run, then ended in a traceback."""
+    ext = os.path.splitext(path or "")[1][1:].lower()
+    if not ext:
+        return ""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext in formats:
+        return ""
+    return (f"--plot {path}: matplotlib cannot write .{ext} images; end the name with one of "
+            f"{', '.join('.' + f for f in sorted(formats))} (e.g. results.png)")
 
 
 NOTHING_WRITTEN = "nothing measured was written (--json and --plot are written whole, once the run ends)"

@@ -1422,3 +1422,23 @@ def test_loader_and_model_sizes_are_checked_by_their_flag_before_anything_runs(m
         importlib.import_module(f"benchmarks.{module}").parse_args(["--quick", *args])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and f".py: {line} (see --help)" in err, err
+
+
+def test_a_plot_in_a_format_matplotlib_cannot_write_is_refused_before_anything_is_measured(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """"--plot results.json" (the two flags swapped) measured the whole run, then ended in matplotlib's traceback
+    ("Format 'json' is not supported") with nothing written; a name without an extension is still drawn as PNG."""
+    import argparse
+
+    from benchmarks import cli, decode_throughput, inputs
+
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    swapped = str(tmp_path / "results.json")
+    assert decode_throughput.main(["--quick", "--plot", swapped]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --plot {swapped}: matplotlib cannot write .json images; end the name with one "
+                          "of ") and ".png" in err and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == []
+    assert cli.output_files_problem(argparse.Namespace(json=None, plot=str(tmp_path / "results"))) == ""
+    assert cli.output_files_problem(argparse.Namespace(json=None, plot=str(tmp_path / "r.PDF"))) == ""
+    assert "cannot write .txt images" in cli.output_files_problem(argparse.Namespace(plot="r.txt"))

@@ -29,6 +29,7 @@ torchvision's ColorJitter.
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Sequence
 
@@ -309,6 +310,12 @@ class OriginalVideoDataset(torch.utils.data.Dataset):
 
 
 def _seed_worker(worker_id: int) -> None:
+    # A scheduler's SIGTERM (or `timeout`'s) reaches every process of the group: a worker it killed made the
+    # DataLoader raise "worker ... is killed by signal" over the main process's `stopped:` line (a traceback, exit
+    # code 1). As the project's own workers, these leave the stop to the main process, which ends them.
+    from evautil.workers import worker_setup
+
+    worker_setup(os.getppid())
     # torch seeds each worker's torch RNG (base_seed + id); python random and numpy are seeded from it so that
     # workers draw different crops, as the original's per-rank seeding does.
     seed = torch.initial_seed() % 2**32

@@ -1442,3 +1442,30 @@ def test_a_plot_in_a_format_matplotlib_cannot_write_is_refused_before_anything_i
     assert cli.output_files_problem(argparse.Namespace(json=None, plot=str(tmp_path / "results"))) == ""
     assert cli.output_files_problem(argparse.Namespace(json=None, plot=str(tmp_path / "r.PDF"))) == ""
     assert "cannot write .txt images" in cli.output_files_problem(argparse.Namespace(plot="r.txt"))
+
+
+def test_a_sigterm_to_the_group_while_a_baseline_dataloader_works_is_one_stopped_line(tmp_path, data_dir):
+    """A scheduler's SIGTERM reaches every process of the group (so does the GPU suite's time box): it killed the
+    baseline DataLoader's workers too, and the DataLoader's "worker (pid ...) is killed by signal: Terminated" ended
+    the run with a traceback and exit code 1 instead of the one `stopped:` line and exit code 4."""
+    import psutil
+
+    clips = data_dir / "sigterm"
+    inputs.make_synthetic_clips(str(clips / "vp9"), 2, codec="vp9", size=(160, 120), num_frames=48, gop=16)
+
+    def decoding(main) -> bool:  # both DataLoader workers have taken up work
+        try:
+            workers = main.children()
+            return len(workers) >= 2 and all(p.cpu_times().user > 0.5 for p in workers)
+        except psutil.Error:
+            return False
+
+    status, _, err = _signal_the_group_once(
+        ["benchmarks.loader_throughput", "--quick", "--loaders", "pyav", "--modes", "train", "--data-dir",
+         str(clips), "--codec", "vp9", "--num-clips", "2", "--frames", "48", "--width", "160", "--height", "120",
+         "--workers", "2", "--repeats", "50", "--input-size", "112", "--num-frames", "8"],
+        tmp_path / "tmp", decoding, signal.SIGTERM)
+    assert status == 4 and "Traceback" not in err, err[-3000:]
+    assert err.splitlines() == ["stopped: SIGTERM received: loader_throughput.py: nothing measured was written "
+                                "(--json and --plot are written whole, once the run ends); run the same command "
+                                "again (exit code 4)"], err[-3000:]

@@ -2,7 +2,7 @@
 # The GPU checks and benchmarks, in time-boxed stages, so that a short visit to a GPU machine measures rather than
 # types. Run from the repository root, with DALI and the project's dependencies importable:
 #
-#     bash benchmarks/gpu_suite.sh [--dry-run] [--out DIR] PLAN|STAGE ...
+#     bash benchmarks/gpu_suite.sh [--dry-run] [--without-gpu] [--out DIR] PLAN|STAGE ...
 #
 # Plans:
 #   smoke  (at most 4 min)  env, parity, gpu_tests, demo        -> results/smoke/ (5 files)
@@ -14,12 +14,14 @@
 # /tmp/eva_gpu_suite), never into the results. --dry-run lists the stages, their time boxes, commands and result
 # files. --out DIR puts the results under DIR (results/ is git-ignored). Smoke and bench together write 8 files, at
 # most two folders deep, so that a remote machine's results come back in one small copy; the script warns when the
-# plans would write more.
+# plans would write more. On a machine without an NVIDIA GPU a run is refused (exit code 2) unless --without-gpu
+# asks for a rehearsal, whose GPU stages then fail or skip.
 # The reference clips are read from $EVA_SHARED_DIR/data/real (default: ../shared/data/real).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 dry=0
+without_gpu=0
 out_root=results
 args=()
 while [ $# -gt 0 ]; do
@@ -27,12 +29,13 @@ while [ $# -gt 0 ]; do
     --dry-run) dry=1 ;;
     # a bad command line is one line and exit code 2, as for the benchmarks (${2:?} said "line 28: 2: ..." and 1)
     --out) [ -n "${2:-}" ] || { echo "error: --out needs a folder (--out DIR)" >&2; exit 2; }; out_root=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --without-gpu) without_gpu=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
     esac
     shift
 done
-[ ${#args[@]} -gt 0 ] || { echo "usage: bash benchmarks/gpu_suite.sh [--dry-run] [--out DIR] smoke|bench|decode|loader|train|eval ..." >&2; exit 2; }
+[ ${#args[@]} -gt 0 ] || { echo "error: name a plan or stage: bash benchmarks/gpu_suite.sh [--dry-run] [--without-gpu] [--out DIR] smoke|bench|decode|loader|train|eval ..." >&2; exit 2; }
 
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -106,7 +109,7 @@ stages_of() {
     smoke) echo "env parity gpu_tests demo" ;;
     bench) echo "decode_sweep train_step" ;;
     decode|loader|train|eval) echo "$1" ;;
-    *) echo "unknown plan or stage: $1 (plans: smoke bench; stages: decode loader train eval)" >&2; return 2 ;;
+    *) echo "error: unknown plan or stage: $1 (plans: smoke bench; stages: decode loader train eval)" >&2; return 2 ;;
     esac
 }
 
@@ -122,6 +125,17 @@ for plan in "${args[@]}"; do
     stages_of "$plan" > /dev/null || exit 2
     planned=$((planned + $(files_of "$plan" | wc -w)))
 done
+
+# Without a GPU every stage fails or skips after minutes of start-up, and the GPU tests' stage passes with all of
+# its tests skipped: say so at once instead. A device node or nvidia-smi's list is enough (a container may lack
+# either one).
+if [ $dry -eq 0 ] && [ $without_gpu -eq 0 ] && ! ls /dev/nvidia[0-9]* > /dev/null 2>&1 \
+        && ! nvidia-smi -L 2> /dev/null | grep -q '^GPU '; then
+    echo "error: no NVIDIA GPU on this machine (no /dev/nvidia0, and nvidia-smi lists none): the suite checks and" \
+         "measures a GPU; --dry-run lists what it would run, --without-gpu runs it here anyway (its GPU stages fail" \
+         "or skip)" >&2
+    exit 2
+fi
 
 # The parity and GPU-test stages read the reference clips; without them they fail (parity still measures its
 # synthetic clips and the seek probe; the GPU tests that need them fail one by one).

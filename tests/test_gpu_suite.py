@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -126,7 +128,29 @@ def test_bench_and_full_stages_are_listed_with_boxes():
 
 def test_unknown_plan_is_refused():
     done = subprocess.run(["bash", str(SUITE), "--dry-run", "everything"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 2 and "unknown plan or stage: everything" in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: unknown plan or stage: everything")
+    done = subprocess.run(["bash", str(SUITE), "--dry-run"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: name a plan or stage: ") \
+        and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_run_on_a_machine_without_a_gpu_is_refused_at_once(tmp_path):
+    """Without a GPU the smoke plan ran for two minutes: each stage failed after its start-up, and the GPU tests'
+    stage said "passed" with every test skipped. Now one line says there is no GPU, before anything runs."""
+    if glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi"):
+        pytest.skip("this machine may have an NVIDIA GPU: the refusal is for machines without one")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke", "bench"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error: no NVIDIA GPU on this machine (no /dev/nvidia0, and nvidia-smi lists none): the suite checks and "
+        "measures a GPU; --dry-run lists what it would run, --without-gpu runs it here anyway (its GPU stages fail "
+        "or skip)"]
+    assert not (tmp_path / "r").exists() and not (tmp_path / "t").exists()
+    rehearsal = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(tmp_path / "r"), "bench"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert rehearsal.returncode == 1 and "FAILED: decode_sweep failed with exit code 1" in rehearsal.stdout
 
 
 def test_out_without_a_folder_is_one_line_and_exit_2():
@@ -345,8 +369,8 @@ def test_failing_stages_do_not_stop_the_next_and_missing_reference_clips_are_nam
     for path in earlier:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"from": "an earlier run"}\n')
-    done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=env)
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"no reference clips at {tmp_path / 'no_reference'}/data/real" in done.stderr
     failed = re.findall(r"FAILED: (\S+) failed with exit code 1 after \d+ s", done.stdout)
@@ -365,8 +389,8 @@ def test_gpu_tests_stage_reports_pytest_counts(tmp_path):
     python.write_text(f'#!/bin/sh\n[ "$2" = pytest ] && exec {sys.executable} "$@"\nexit 1\n')
     python.chmod(0o755)
     env = child_env(PYTHON=str(python), EVA_TMP=str(tmp_path / "t"))  # pytest imports the project and DALI
-    done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=env)
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
     counts = re.search(r"--- stage gpu_tests .*\n    (passed in|FAILED: .* after) \d+ s \((.*) in [0-9.]+s\)",
                        done.stdout)
     assert counts, done.stdout

@@ -28,7 +28,9 @@ while [ $# -gt 0 ]; do
     case $1 in
     --dry-run) dry=1 ;;
     # a bad command line is one line and exit code 2, as for the benchmarks (${2:?} said "line 28: 2: ..." and 1)
-    --out) [ -n "${2:-}" ] || { echo "error: --out needs a folder (--out DIR)" >&2; exit 2; }; out_root=$2; shift ;;
+    # `--out --dry-run smoke` ran the real plan into a folder named --dry-run
+    --out) case ${2:-} in ""|-*) echo "error: --out needs a folder (--out DIR), got '${2:-}'" >&2; exit 2 ;; esac
+        out_root=$2; shift ;;
     --without-gpu) without_gpu=1 ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) args+=("$1") ;;
@@ -148,6 +150,14 @@ fi
 if [ $planned -gt 8 ]; then
     echo "WARNING: ${args[*]} write $planned result files, more than the 8 of smoke and bench together (sized to" \
          "copy back from a remote machine at once): run these plans in separate calls if that matters" >&2
+fi
+
+# A results folder that cannot be made (--out naming a file) left every stage without its log and its results,
+# each stage still running to its end: refuse it before the first stage.
+if [ $dry -eq 0 ] && ! { mkdir -p "$out_root" 2> /dev/null && [ -d "$out_root" ] && [ -w "$out_root" ]; }; then
+    echo "error: --out $out_root: the results folder cannot be made or written there; give a folder this user can" \
+         "write (default results/)" >&2
+    exit 2
 fi
 
 status=0

@@ -156,11 +156,26 @@ def test_a_run_on_a_machine_without_a_gpu_is_refused_at_once(tmp_path):
 def test_out_without_a_folder_is_one_line_and_exit_2():
     """`--out` with no folder after it (or an empty one) ended with bash's "line 28: 2: --out needs a folder" and
     exit code 1, which a caller reads as a failed stage, not a bad command line."""
-    for args in (["smoke", "--out"], ["--out", "", "smoke"]):
+    for args, got in ((["smoke", "--out"], ""), (["--out", "", "smoke"], ""), (["--out", "--dry-run", "smoke"],
+                                                                             "--dry-run")):
         done = subprocess.run(["bash", str(SUITE), "--dry-run", *args], cwd=ROOT, capture_output=True, text=True,
                               timeout=60)
         assert done.returncode == 2 and done.stdout == "", (args, done.stdout, done.stderr)
-        assert done.stderr == "error: --out needs a folder (--out DIR)\n", (args, done.stderr)
+        assert done.stderr == f"error: --out needs a folder (--out DIR), got '{got}'\n", (args, done.stderr)
+
+
+def test_a_results_folder_that_cannot_be_made_is_refused_before_any_stage(tmp_path):
+    """`--out` naming a file: every stage ran to its end with no log to write ("tee: ...: Not a directory") and
+    no folder for its results. Now one line names the folder before the first stage."""
+    a_file = tmp_path / "a file"
+    a_file.write_text("x")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(a_file), "bench"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr == (f"error: --out {a_file}: the results folder cannot be made or written there; give a "
+                           "folder this user can write (default results/)\n")
+    assert a_file.read_text() == "x" and not (tmp_path / "t").exists()
 
 
 def test_help_shows_the_whole_header():

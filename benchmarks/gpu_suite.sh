@@ -180,8 +180,14 @@ for plan in "${args[@]}"; do
         [ $dry -eq 1 ] && continue
         log=$out/$plan.log
         start=$SECONDS
-        { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd"; } >> "$log" 2>&1
-        rc=$?
+        # timeout runs the stage in a process group of its own and its SIGTERM reaches the whole group, but it
+        # returns as soon as the stage's shell is gone: a process still handling the signal (training saving its
+        # checkpoint, pytest writing its report) ran on into the next stage, on the same GPU, and wrote into the log
+        # after this stage's verdict. The stage ends when its group is empty: 10 s more at most, then SIGKILL.
+        { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd" & group=$!
+          wait $group; rc=$?
+          for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- -$group 2> /dev/null && sleep 1 || break; done
+          kill -KILL -- -$group 2> /dev/null; } >> "$log" 2>&1
         took=$((SECONDS - start))
         # pytest's own count (a GPU test that skipped did not check anything): its last summary line
         counts=$( [ "$s" = gpu_tests ] && grep -E '^=+ .* in [0-9.]+s' "$log" | tail -1 \

@@ -427,3 +427,23 @@ def test_the_gpu_stage_runs_the_quick_checks_first():
     order = list(dict.fromkeys(files))  # each file once, in the order its tests run
     assert order[:len(GPU_TEST_ORDER)] == list(GPU_TEST_ORDER), order
     assert len(order) > len(GPU_TEST_ORDER) and files == sorted(files, key=order.index)  # files not interleaved
+
+
+def test_a_stage_out_of_time_ends_when_its_processes_have_ended(tmp_path):
+    """The box's SIGTERM reaches the stage's whole process group, but timeout returned once the stage's shell was
+    gone: a process still handling the signal (training saving its checkpoint) ran on into the next stage and wrote
+    into the log after the stage's verdict. Here the env stage's interpreter leaves a child that takes 4 s over its
+    SIGTERM: its line is in the log before the verdict, and it has ended when the suite returns."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/bash\n[ "$2" = benchmarks.gpu_env ] || exit 1\n'
+                      f"( trap 'sleep 4; echo late stage output; touch {tmp_path / 'late'}; exit 0' TERM\n"
+                      "  sleep 100 & wait ) &\nsleep 100\n")
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert (tmp_path / "late").exists(), done.stdout + done.stderr
+    assert re.search(r"FAILED: env ran out of time after \d+ s \(time box 20 s\)", done.stdout), done.stdout
+    log = (tmp_path / "r" / "smoke" / "smoke.log").read_text().splitlines()
+    verdict = next(i for i, line in enumerate(log) if "FAILED: env" in line)
+    assert log.index("late stage output") < verdict < log.index(next(ln for ln in log if "stage parity" in ln))

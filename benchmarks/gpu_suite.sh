@@ -26,13 +26,16 @@ out_root=results
 args=()
 while [ $# -gt 0 ]; do
     case $1 in
-    --dry-run) dry=1 ;;
+    # `_` and `-` alike inside a long flag, and `--out=DIR`, as every command of the project takes them
+    --dry-run|--dry_run) dry=1 ;;
+    --out=*) set -- --out "${1#--out=}" "${@:2}"; continue ;;
     # a bad command line is one line and exit code 2, as for the benchmarks (${2:?} said "line 28: 2: ..." and 1)
     # `--out --dry-run smoke` ran the real plan into a folder named --dry-run
     --out) case ${2:-} in ""|-*) echo "error: --out needs a folder (--out DIR), got '${2:-}'" >&2; exit 2 ;; esac
         out_root=$2; shift ;;
-    --without-gpu) without_gpu=1 ;;
+    --without-gpu|--without_gpu) without_gpu=1 ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -*) echo "error: unknown option $1 (options: --dry-run --without-gpu --out DIR; see --help)" >&2; exit 2 ;;
     *) args+=("$1") ;;
     esac
     shift

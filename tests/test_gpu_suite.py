@@ -447,3 +447,18 @@ def test_a_stage_out_of_time_ends_when_its_processes_have_ended(tmp_path):
     log = (tmp_path / "r" / "smoke" / "smoke.log").read_text().splitlines()
     verdict = next(i for i, line in enumerate(log) if "FAILED: env" in line)
     assert log.index("late stage output") < verdict < log.index(next(ln for ln in log if "stage parity" in ln))
+
+
+def test_flags_take_either_spelling_and_an_unknown_option_is_named():
+    """Every command takes `_` and `-` alike inside a long flag and `--flag=value` (README): the suite took
+    `--dry_run` for a plan ("unknown plan or stage: --dry_run") and `--out=DIR` too; a misspelt option was called a
+    plan."""
+    listing = _dry_run("--out=elsewhere", "bench").stdout
+    assert "results in elsewhere/bench/: " in listing
+    done = subprocess.run(["bash", str(SUITE), "--dry_run", "--without_gpu", "bench"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "=== plan bench: " in done.stdout, done.stderr
+    done = subprocess.run(["bash", str(SUITE), "--dryrun", "smoke"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr == (
+        "error: unknown option --dryrun (options: --dry-run --without-gpu --out DIR; see --help)\n")

@@ -64,6 +64,10 @@ def check_choice(key: str, value: Any, source: str | None = None) -> None:
     """Raise ConfigError unless ``value`` is allowed for the enumerated ``key`` (e.g. DATA.DECODE_DEVICE);
     ``source``: where the value was set (a flag is named as typed)."""
     choices = _CHOICES[key]
+    if value == "" and "" not in choices:  # None and null in a file or --opts empty a string key (keys._unset)
+        named = f"{source} ({key})" if _is_flag(source) else key
+        raise ConfigError(f"{named} cannot be empty (None and null empty it): choose one of "
+                          f"{', '.join(repr(c) for c in choices)}")
     if value not in choices:
         raise ConfigError(f"{_shown(key, value, source)} is not one of {', '.join(repr(c) for c in choices)}")
 

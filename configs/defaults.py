@@ -110,7 +110,7 @@ _C.MODEL.DROP_RATE = 0.0
 _C.MODEL.ATTN_DROP_RATE = 0.0
 # Stochastic depth: block i drops its residual branch with probability linspace(0, rate, depth)[i].
 _C.MODEL.DROP_PATH_RATE = 0.1
-# Checkpoint to initialise from before training ("" for none). .pth/.pt (torch.save) or .safetensors.
+# Checkpoint to initialise from before training ("", None or null for none). .pth/.pt (torch.save) or .safetensors.
 _C.MODEL.PRETRAINED = ""
 # How MODEL.PRETRAINED is converted: "eva" (EVA image checkpoint into a video model) or "eva_k722" (a video
 # checkpoint; positional embedding resampled to this model's frames and grid; head mapped or dropped).

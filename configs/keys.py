@@ -36,9 +36,30 @@ def _leaves(node: CN, prefix: str = "") -> Iterable[tuple[str, Any]]:
             yield prefix + name, value
 
 
+# The spellings of "no value": YAML's null (a file's empty value reads as None too) and Python's None, which the
+# original's yacs read as None from a file and from --opts alike (it evaluated every string as a Python literal).
+_NULLS = ("None", "null", "Null", "NULL", "~")
+
+
+def _unset(key: str, default: Any, value: Any, source: str, origin: str | None) -> Any:
+    """What None (``value``, as spelled) sets ``key`` to: its empty value where a key may be empty (a string, such as
+    a path that may be unset, or a list of names), else a ConfigError naming the key."""
+    if isinstance(default, str):
+        return ""
+    if isinstance(default, (tuple, list)) and not (default and all(isinstance(d, float) for d in default)):
+        return type(default)()  # DATA.NVDEC_CODECS: empty means every codec
+    current = f"from {origin}" if origin else "the default"
+    kind = "tuple of numbers" if isinstance(default, tuple) else type(default).__name__
+    raise ConfigError(f"{source}: key {key} cannot be unset (got {value if isinstance(value, str) else 'null'}): "
+                      f"give it a value of type {kind}, or leave it out to keep {default!r} ({current})")
+
+
 def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None) -> Any:
     """Convert ``value`` to the type of ``default``, the key's current value (set by ``origin``, None for the
-    defaults), or fail naming the key, the source and where the current value came from."""
+    defaults), or fail naming the key, the source and where the current value came from. None (any of ``_NULLS``)
+    unsets a key that may be empty (``_unset``)."""
+    if value is None or isinstance(value, str) and value.strip() in _NULLS:
+        return _unset(key, default, value, source, origin)
     if isinstance(value, str) and not isinstance(default, str):
         # Values from --opts arrive as strings; YAML 1.1 reads "1e-6" as a string too.
         try:
@@ -61,8 +82,6 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif isinstance(default, str):
-        if value is None:
-            return ""
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     elif isinstance(default, (tuple, list)):

@@ -42,6 +42,16 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
+def config_refusal(path: str | None, opts=(), **kwargs) -> str:
+    """The one line of the ConfigError that ``configs.load_config(path, opts, **kwargs)`` raises (the test fails
+    when it loads)."""
+    from configs import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(path, opts, **kwargs)
+    return str(err.value)
+
+
 def require_reference_dir(path: Path, cuda: bool) -> Path:
     """The reference folder, or skip without it on a CPU machine. On a CUDA machine its absence fails the test:
     there the GPU tests are the point, and a skip would hide that they never ran."""

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from configs import ConfigError, load_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, config_refusal
 
 
 def test_project_recipes_load_and_match_the_original(shared_dir):
@@ -420,3 +420,48 @@ def test_a_yaml_key_in_the_wrong_case_is_guessed(tmp_path):
     path.write_text("train:\n  LR: 1.0e-4\n")
     with pytest.raises(ConfigError, match=re.escape(f"{path}: unknown config key train (did you mean TRAIN?")):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("spelled", ["None", "null", "~", ""])
+def test_none_unsets_a_path_from_opts_as_null_does_in_a_file(spelled, tmp_path):
+    """The original (yacs) read --opts MODEL.PRETRAINED None as None; here it was the path "None", and the run
+    stopped on a missing file None. A YAML file's null, ~ and '' (and None, which yacs read as None too) agree."""
+    recipe = str(ROOT / "configs" / "k400.yaml")  # sets MODEL.PRETRAINED and MODEL.CLASS_MAPPING
+    cfg = load_config(recipe, ["MODEL.PRETRAINED", spelled, "MODEL.CLASS_MAPPING", spelled, "DATA.NVDEC_CODECS",
+                               spelled, "TRAIN.OPT_LEVEL", spelled])
+    assert (cfg.MODEL.PRETRAINED, cfg.MODEL.CLASS_MAPPING, cfg.DATA.NVDEC_CODECS, cfg.TRAIN.OPT_LEVEL) == \
+        ("", "", [], "")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"BASE: [{recipe}]\nMODEL:\n  PRETRAINED: {spelled or repr(spelled)}\n  CLASS_MAPPING: {spelled}\n"
+                    f"DATA:\n  NVDEC_CODECS: {spelled}\n")
+    cfg = load_config(str(path))
+    assert (cfg.MODEL.PRETRAINED, cfg.MODEL.CLASS_MAPPING, cfg.DATA.NVDEC_CODECS) == ("", "", [])
+
+
+@pytest.mark.parametrize("key, message", [
+    ("TRAIN.LR", "key TRAIN.LR cannot be unset (got {got}): give it a value of type float, or leave it out to keep "
+                 "8e-06 (the default)"),
+    ("TRAIN.USE_CHECKPOINT", "key TRAIN.USE_CHECKPOINT cannot be unset (got {got}): give it a value of type bool, or "
+                             "leave it out to keep False (the default)"),
+    ("TRAIN.BETAS", "key TRAIN.BETAS cannot be unset (got {got}): give it a value of type tuple of numbers, or leave "
+                    "it out to keep (0.9, 0.98) (the default)"),
+])
+def test_none_for_a_key_that_needs_a_value_is_refused_naming_it(key, message, tmp_path):
+    """None was "expects a value of type float ... got None", which did not say that None cannot unset the key."""
+    assert config_refusal(None, [key, "None"]) == "--opts: " + message.format(got="None")
+    section, name = key.split(".")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {name}: ~\n")
+    assert config_refusal(str(path), []) == f"{path}: " + message.format(got="null")
+
+
+def test_none_for_a_key_with_choices_says_to_choose_one(capsys):
+    """It read "MODEL.PRETRAINED_MODE = 'None' is not one of ..." (and '' for a file's null); the command ends on
+    one line with exit code 2."""
+    import train
+
+    message = "MODEL.PRETRAINED_MODE cannot be empty (None and null empty it): choose one of 'eva', 'eva_k722'"
+    assert config_refusal(None, ["MODEL.PRETRAINED_MODE", "None"]) == message
+    demo = str(ROOT / "configs" / "demo.yaml")
+    assert train.main(["--cfg", demo, "--dry-run", "--opts", "MODEL.PRETRAINED_MODE", "null"]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

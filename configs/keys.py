@@ -89,8 +89,12 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
         if numbers:
             expected = f"{type(default).__name__} of numbers"
         if isinstance(value, str) and not numbers:
-            # A list of names given bare (--opts DATA.NVDEC_CODECS h264): one item, or several separated by commas.
-            value = [item.strip() for item in value.split(",") if item.strip()]
+            # A list of names given bare (--opts DATA.NVDEC_CODECS h264): one item, or several separated by commas,
+            # in brackets or not (YAML's [h264, hevc], which is no Python literal, was read as the name "[h264").
+            text = value.strip()
+            if text[:1] + text[-1:] in ("[]", "()"):
+                text = text[1:-1]
+            value = [name for name in (item.strip().strip("'\"").strip() for item in text.split(",")) if name]
         if isinstance(value, (tuple, list)):
             if not numbers:
                 return type(default)(value)

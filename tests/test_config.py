@@ -369,6 +369,10 @@ def test_a_list_of_names_may_be_given_bare():
     assert load_config(None, ["DATA.NVDEC_CODECS", "h264, hevc"]).DATA.NVDEC_CODECS == ["h264", "hevc"]
     assert load_config(None, ["DATA.NVDEC_CODECS", "['vp9']"]).DATA.NVDEC_CODECS == ["vp9"]
     assert load_config(None, ["DATA.NVDEC_CODECS", ""]).DATA.NVDEC_CODECS == []
+    # as a YAML file writes a list: it was read as the names "[h264" and "hevc]", refused as codecs NVDEC lacks
+    for written in ("[h264, hevc]", "[h264,'hevc']", "(h264, hevc)"):
+        assert load_config(None, ["DATA.NVDEC_CODECS", written]).DATA.NVDEC_CODECS == ["h264", "hevc"], written
+    assert load_config(None, ["DATA.NVDEC_CODECS", "[]"]).DATA.NVDEC_CODECS == []
     with pytest.raises(ConfigError, match=r"--opts: key TRAIN\.BETAS expects a value of type tuple of numbers"):
         load_config(None, ["TRAIN.BETAS", "0.9"])
     with pytest.raises(ConfigError, match=r"--opts: key DATA\.NVDEC_CODECS expects a value of type list"):

@@ -95,7 +95,8 @@ def _yaml_error_line(e: yaml.YAMLError, text: str) -> str:
         return " ".join(str(e).split())
     context = getattr(e, "context", None)
     line, column = _editor_place(mark, text)
-    return f"line {line}, column {column}: {problem}" + (f" ({context})" if context else "")
+    hint = "; use spaces there, not a tab" if "'\\t'" in problem else ""  # the parser names the tab only
+    return f"line {line}, column {column}: {problem}" + (f" ({context})" if context else "") + hint
 
 
 def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> None:
@@ -119,7 +120,10 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(e, text)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+        kind = {"str": "plain text", "list": "a list", "int": "a number", "float": "a number"}.get(
+            type(data).__name__, type(data).__name__)
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {kind}: write one "
+                          "'KEY: value' per line, a section's keys indented under it ('TRAIN:', '  LR: 1e-4')")
     bases = data.pop("BASE", None) or []
     if isinstance(bases, str):  # one file written without the list brackets; iterating it would give characters
         bases = [bases]

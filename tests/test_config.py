@@ -344,9 +344,20 @@ def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and "flow.yaml: not valid YAML: line 3, column 1" in msg, msg
     assert "expected ',' or ']'" in msg and "while parsing a flow sequence" in msg, msg
-    with pytest.raises(ConfigError) as err:
-        load_config(str(tmp_path / "tab.yaml"))
-    assert "\n" not in str(err.value) and "tab.yaml: not valid YAML: line 2, column 1" in str(err.value), err.value
+    msg = config_refusal(str(tmp_path / "tab.yaml"))  # the parser's words did not say what to type instead
+    assert "\n" not in msg and "tab.yaml: not valid YAML: line 2, column 1" in msg, msg
+    assert msg.endswith("found character '\\t' that cannot start any token (while scanning for the next token); "
+                        "use spaces there, not a tab"), msg
+
+
+@pytest.mark.parametrize("text, kind", [("- TRAIN.LR: 1e-4\n", "a list"), ("TRAIN.LR 1e-4\n", "plain text")])
+def test_a_yaml_file_that_is_no_mapping_says_how_to_write_one(tmp_path, text, kind):
+    """It read "got list" or "got str", Python's names, and did not say what a config file holds."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert config_refusal(str(path)) == (f"{path}: expected a mapping of config keys at the top level, got {kind}: "
+                                         "write one 'KEY: value' per line, a section's keys indented under it "
+                                         "('TRAIN:', '  LR: 1e-4')")
 
 
 def test_config_errors_name_the_line_an_editor_shows(tmp_path):

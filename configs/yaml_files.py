@@ -19,9 +19,9 @@ from .original_keys import is_original_key, take_original_key
 
 
 def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None,
-                root: CN | None = None) -> None:
+                root: CN | None = None, written: dict | None = None) -> None:
     """Merge ``data`` into ``cfg`` (the section ``prefix`` of the tree ``root``); ``seen`` maps every key set so far
-    to where it was set."""
+    to where it was set; ``written``: each key's unquoted value as the file writes it (:func:`_load_yaml`)."""
     root = cfg if root is None else root
     for name, value in data.items():
         key = f"{prefix}{name}"
@@ -35,16 +35,19 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r} "
                                   f"({_section_keys(default, key)})")
-            _merge_dict(default, value, source, key + ".", seen, root)
+            _merge_dict(default, value, source, key + ".", seen, root, written)
         else:
+            if isinstance(default, str) and isinstance(value, (int, float)) and key in (written or {}):
+                value = written[key]  # a name YAML reads as a number (OUTPUT: 2024.10 is 2024.1): kept as written
             cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
             if seen is not None:
                 seen[key] = source
 
 
-def _load_yaml(text: str, path: str) -> Any:
+def _load_yaml(text: str, path: str, written: dict | None = None) -> Any:
     """``yaml.safe_load(text)`` of the file ``path``, except that a key set twice in one mapping is a ConfigError
-    naming both lines (a YAML parser keeps the last value silently)."""
+    naming both lines (a YAML parser keeps the last value silently); ``written`` receives each dotted key's unquoted
+    value as the text writes it."""
     stream = io.StringIO(text)
     stream.name = path  # for the parser's own messages, as when it reads the file
     loader = yaml.SafeLoader(stream)
@@ -52,7 +55,7 @@ def _load_yaml(text: str, path: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_unique_keys(node, path, "", set(), text)
+        _check_unique_keys(node, path, "", set(), text, {} if written is None else written)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -66,13 +69,13 @@ def _editor_place(mark: yaml.Mark, text: str) -> tuple[int, int]:
     return len(before), len(before[-1])
 
 
-def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set, text: str) -> None:
+def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set, text: str, written: dict) -> None:
     if id(node) in visited:  # an anchor used again (or within itself)
         return
     visited.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _check_unique_keys(item, path, prefix, visited, text)
+            _check_unique_keys(item, path, prefix, visited, text, written)
     elif isinstance(node, yaml.MappingNode):
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -83,7 +86,10 @@ def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set, te
                                   f"line {line}; keep one")
             if name is not None:
                 first_line[name] = line
-            _check_unique_keys(value_node, path, f"{prefix}{name}." if name is not None else prefix, visited, text)
+                if isinstance(value_node, yaml.ScalarNode) and value_node.style is None:  # plain: not quoted
+                    written[prefix + name] = value_node.value
+            _check_unique_keys(value_node, path, f"{prefix}{name}." if name is not None else prefix, visited, text,
+                               written)
 
 
 def _yaml_error_line(e: yaml.YAMLError, text: str) -> str:
@@ -116,7 +122,8 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path}, {not_utf8_line(path, e)}") from None
     try:
-        data = _load_yaml(text, path) or {}
+        written: dict = {}
+        data = _load_yaml(text, path, written) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(e, text)}") from None
     if not isinstance(data, dict):
@@ -132,4 +139,4 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
     for base in bases:
         if base:
             _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, (*chain, path))
-    _merge_dict(cfg, data, path, seen=seen)
+    _merge_dict(cfg, data, path, seen=seen, written=written)

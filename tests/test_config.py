@@ -474,3 +474,14 @@ def test_none_for_a_key_with_choices_says_to_choose_one(capsys):
     demo = str(ROOT / "configs" / "demo.yaml")
     assert train.main(["--cfg", demo, "--dry-run", "--opts", "MODEL.PRETRAINED_MODE", "null"]) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_name_yaml_reads_as_a_number_keeps_its_text(tmp_path):
+    """YAML reads OUTPUT: 2024.10 as the number 2024.1 (and 0x1F as 31): the run wrote into a folder the file did
+    not name. --opts keeps the text as typed; a file now does too (a number key still reads a number)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("OUTPUT: 2024.10\nDATA:\n  DATASET: 0x1F\n  ROOT: 1_000\nSEED: 0x1F\n")
+    cfg = load_config(str(path))
+    assert (cfg.OUTPUT, cfg.DATA.DATASET, cfg.DATA.ROOT, cfg.SEED) == ("2024.10", "0x1F", "1_000", 31)
+    assert load_config(None, ["OUTPUT", "2024.10"]).OUTPUT == "2024.10"
+

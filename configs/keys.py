@@ -119,6 +119,13 @@ def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
     if close and close[0] == name.upper() and rest and _is_key(node, f"{close[0]}.{rest.upper()}"):
         close = [f"{close[0]}.{rest.upper()}"]  # the whole key, in the right case
     guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    written = key[len(parent) + 1 if parent else 0:]
+    if close and close[0] == written:  # TRAIN.LR in a file, as --opts writes it: the guess was the key itself
+        head, *parts = written.split(".")
+        nested = "".join(f"{{{part}: " for part in parts) + "..." + "}" * len(parts)
+        under = f" (under {parent})" if parent else ""
+        return ConfigError(f"{source}: key {written}{under} is written with dots, as --opts takes it; a file nests "
+                           f"each part under the one before: {head}: {nested}, or one per line, indented")
     return ConfigError(f"{source}: unknown config key {key} ({guess}valid keys under {parent or 'the top level'}: "
                        f"{', '.join(sorted(node.keys()))})")
 

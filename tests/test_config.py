@@ -485,3 +485,16 @@ def test_a_name_yaml_reads_as_a_number_keeps_its_text(tmp_path):
     assert (cfg.OUTPUT, cfg.DATA.DATASET, cfg.DATA.ROOT, cfg.SEED) == ("2024.10", "0x1F", "1_000", 31)
     assert load_config(None, ["OUTPUT", "2024.10"]).OUTPUT == "2024.10"
 
+
+@pytest.mark.parametrize("text, message", [
+    ("TRAIN.LR: 1.0e-4\n", "key TRAIN.LR is written with dots, as --opts takes it; a file nests each part under the "
+                           "one before: TRAIN: {LR: ...}, or one per line, indented"),
+    ("TRAIN:\n  LR_SCHEDULER.NAME: cosine\n", "key LR_SCHEDULER.NAME (under TRAIN) is written with dots, as --opts "
+                                              "takes it; a file nests each part under the one before: LR_SCHEDULER: "
+                                              "{NAME: ...}, or one per line, indented"),
+])
+def test_a_dotted_key_in_a_file_says_to_nest_it(tmp_path, text, message):
+    """A key copied from --opts into a file was "unknown config key TRAIN.LR (did you mean TRAIN.LR? ...)"."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert config_refusal(str(path)) == f"{path}: {message}"

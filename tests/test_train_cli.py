@@ -1199,3 +1199,17 @@ def test_a_stopped_run_without_auto_resume_names_the_command_that_resumes_it(tmp
     assert train.main(["--cfg", DEMO, "--resume", str(checkpoint), "--opts", *opts]) == 0
     assert f"resumed from {checkpoint}: epoch 1, step 2" in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["optimizer_steps"] == 6  # 12 clips / 2, every step once
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_training_run_of_zero_epochs_is_refused_before_output_is_written(tmp_path, dataset, capsys, dry_run):
+    """TRAIN.EPOCHS 0 was taken for a finished run: the plan showed "epochs : 0" and the run built its loaders,
+    tested the random initial weights and said its summary was "missing, damaged or older than None"."""
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []),
+                     "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "0", "TRAIN.BATCH_SIZE", "4")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines() == [
+        "error: TRAIN.EPOCHS = 0 leaves a training run nothing to train: set it to at least 1, or evaluate weights "
+        "with --only_test (--resume FILE or MODEL.PRETRAINED)"], err
+    assert not out.exists()

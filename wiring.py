@@ -8,6 +8,7 @@ where the processes meet and what the run starts from.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import timedelta
 from typing import Any, Callable, NamedTuple
@@ -16,7 +17,9 @@ from engine import preflight, run_start, runner, start_weights
 from engine.distributed import DistContext, all_gather_objects, barrier
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
-from engine.run_files import release_output
+from engine.run_files import EARLIER_RUNS_DIR, RUN_LOCK, claimed_elsewhere, earlier_run_files, release_output
+from evautil.files import same_path
+from evautil.progress import counted
 from evautil.workers import sendable_error
 
 # The first rank of a node may probe a whole list before the node's other ranks can read its index (hours, for a
@@ -260,6 +263,10 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     data = cfg.DATA
     if resume_note:  # as the run would log it
         print(f"note: {resume_note}", file=sys.stderr)
+    holder = claimed_elsewhere(cfg.OUTPUT)
+    if holder:  # not an error: a plan is often made while the run before still ends
+        print(f"warning: OUTPUT {cfg.OUTPUT} is being written by another run now ({holder} holds {RUN_LOCK} there): "
+              "this run would be refused until it ends", file=sys.stderr)
     model = check_before_indexing(cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     read = check_weight_files(cfg, resume, fetch_hub=False)  # a plan downloads no weights
     if not cfg.TEST.ONLY_TEST:
@@ -281,7 +288,8 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
                                         train_videos=len(train),
                                         decode_device=resolve_decode_device(data.DECODE_DEVICE),
                                         evaluates=resume or _newest_scored(cfg, resume, read),
-                                        train_found=found.get("DATA.TRAIN_FILE"), starts_from=_starts_from(cfg, read))
+                                        train_found=found.get("DATA.TRAIN_FILE"), starts_from=_starts_from(cfg, read),
+                                        sets_aside=_sets_aside(cfg, resume, read))
 
 
 def _starts_from(cfg, read: WeightFiles) -> str:
@@ -294,6 +302,19 @@ def _starts_from(cfg, read: WeightFiles) -> str:
     weights = f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}" if cfg.MODEL.PRETRAINED else "random initial weights"
     why = f"no checkpoint in OUTPUT = {cfg.OUTPUT}" if cfg.TRAIN.AUTO_RESUME else "TRAIN.AUTO_RESUME False"
     return f"step 0, {weights} ({why})"
+
+
+def _sets_aside(cfg, resume: str, read: WeightFiles) -> str:
+    """What a training run moves into OUTPUT/earlier_runs/ as it starts (``run_start``: an earlier run's files,
+    before a start from step 0 or a --resume of a checkpoint from another folder), for the plan; "" for nothing."""
+    resumed = read.resumed[0] if read.resumed is not None else ""  # --resume, or TRAIN.AUTO_RESUME's in OUTPUT
+    if cfg.TEST.ONLY_TEST or resumed and same_path(os.path.dirname(os.path.abspath(resumed)), cfg.OUTPUT):
+        return ""
+    names = earlier_run_files(cfg.OUTPUT, keep=(resume, cfg.MODEL.PRETRAINED))
+    if not names:
+        return ""
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return f"an earlier run's {counted(len(names), 'file')} in OUTPUT ({shown}), to {EARLIER_RUNS_DIR}/<date-time>/"
 
 
 def _found_videos(videos, key: str, data) -> int:

@@ -110,11 +110,12 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
 
 def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos: int, train_videos: int,
                        decode_device: str, evaluates: str = "", train_found: int | None = None,
-                       starts_from: str = "") -> dict[str, Any]:
+                       starts_from: str = "", sets_aside: str = "") -> dict[str, Any]:
     """Print what a run would do (from facts the caller gathered without training anything) and return it.
     ``evaluates``: the checkpoint an evaluate-only run scores, as its check found it ("": MODEL.PRETRAINED).
     ``train_found``: the listed training videos that exist (None: all), which a run's epochs are made of.
     ``starts_from``: where a training run starts (the checkpoint it resumes, or step 0 and its weights).
+    ``sets_aside``: what that start moves out of OUTPUT's way first ("": nothing).
 
     Raises:
         ValueError: a bad EVA_WAIT_TIMEOUT_MIN or EVA_HEARTBEAT_TIMEOUT_S, with the line a run of several processes
@@ -143,6 +144,7 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
         "iterations per epoch": found // global_batch,
         "epochs": cfg.TRAIN.EPOCHS,
         **({"starts from": starts_from} if starts_from and not only_test else {}),
+        **({"sets aside": sets_aside} if sets_aside and not only_test else {}),
         "val videos (listed)": val_videos,
         # An evaluate-only run tests with TEST.NUM_CLIP x NUM_CROP views; training validates with those and ends
         # with the final test's FINAL_NUM_CLIP x FINAL_NUM_CROP (none when FINAL_NUM_CLIP is 0).

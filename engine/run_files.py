@@ -89,25 +89,29 @@ def release_output(output_dir: str) -> None:
         held.close()
 
 
-def claimed_elsewhere(output_dir: str) -> bool:
-    """Whether another process holds ``output_dir``'s RUN_LOCK now (a run refused because of it writes nothing
-    there, not even its exit status)."""
+def claimed_elsewhere(output_dir: str) -> str:
+    """Who holds ``output_dir``'s RUN_LOCK now when another process does ("process <pid> on <host>", "another run"
+    when its record cannot be read), else "" (a run refused because of it writes nothing there, not even its exit
+    status; a dry run names it)."""
     key = os.path.abspath(output_dir)
     if key in _CLAIMED or not os.path.exists(os.path.join(key, RUN_LOCK)):
-        return False
+        return ""
     held = hold_lock(os.path.join(key, RUN_LOCK))
     if held is None:
-        return True
+        return _lock_holder(os.path.join(key, RUN_LOCK)) or "another run"
     held.close()
-    return False
+    return ""
 
 
-def earlier_run_files(output_dir: str) -> list[str]:
-    """Names of the files (and the tensorboard folder) an earlier run left in ``output_dir``; empty when it holds
-    no checkpoint, best.pth, non-empty metrics.jsonl or summary.json (a run that stopped before writing any)."""
+def earlier_run_files(output_dir: str, keep: Collection[str] = ()) -> list[str]:
+    """Names of the files (and the tensorboard folder) an earlier run left in ``output_dir``, but ``keep`` (paths
+    a new run still reads, e.g. MODEL.PRETRAINED); empty when it holds no checkpoint, best.pth, non-empty
+    metrics.jsonl or summary.json (a run that stopped before writing any)."""
     markers = [n for n in _matching(output_dir, _RUN_MARKERS)
                if n != "metrics.jsonl" or os.path.getsize(os.path.join(output_dir, n)) > 0]
-    return sorted(markers + _matching(output_dir, _RUN_COMPANIONS)) if markers else []
+    kept = {os.path.realpath(p) for p in keep if p}
+    return [n for n in sorted(markers + _matching(output_dir, _RUN_COMPANIONS))
+            if os.path.realpath(os.path.join(output_dir, n)) not in kept] if markers else []
 
 
 def _matching(output_dir: str, patterns: tuple[str, ...]) -> list[str]:
@@ -120,9 +124,7 @@ def move_earlier_run(output_dir: str, keep: Collection[str] = ()) -> tuple[str, 
     """Move an earlier run's files into ``output_dir/earlier_runs/<time>/``, except ``keep`` (paths this run still
     reads, e.g. MODEL.PRETRAINED). Returns (that folder, the names moved), or None when there was nothing to move.
     Call it on one process, before the new run writes there."""
-    kept = {os.path.realpath(p) for p in keep if p}
-    return move_aside(output_dir, [n for n in earlier_run_files(output_dir)
-                                   if os.path.realpath(os.path.join(output_dir, n)) not in kept])
+    return move_aside(output_dir, earlier_run_files(output_dir, keep))
 
 
 def results_files(output_dir: str) -> list[str]:

@@ -1213,3 +1213,41 @@ def test_a_training_run_of_zero_epochs_is_refused_before_output_is_written(tmp_p
         "error: TRAIN.EPOCHS = 0 leaves a training run nothing to train: set it to at least 1, or evaluate weights "
         "with --only_test (--resume FILE or MODEL.PRETRAINED)"], err
     assert not out.exists()
+
+
+def test_a_dry_run_says_what_the_start_sets_aside_and_that_another_run_holds_output(tmp_path, dataset, capsys):
+    """The plan of a run that starts over said "step 0" only: that it first moves the earlier run's checkpoints out
+    of OUTPUT, or that another run writing OUTPUT would refuse it, was learned from the run itself."""
+    from engine.run_files import RUN_LOCK
+    from evautil.files import hold_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    opts = _opts(dataset, out, "TRAIN.BATCH_SIZE", "4")
+
+    def plan(*extra: str) -> tuple[str, str]:
+        assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts, *extra]) == 0
+        printed = capsys.readouterr()
+        row = re.search(r"^  sets aside *: (.*)$", printed.out, re.M)
+        return (row.group(1) if row else ""), printed.err
+
+    assert plan() == ("", "")  # nothing there yet
+    for name in ("ckpt_epoch_2.pth", "config.yaml", "metrics.jsonl", "summary.json", "predictions_test.csv"):
+        (out / name).write_text("{}\n")
+    from models import build_model
+
+    torch.save(build_model(load_config(DEMO, opts)).state_dict(), out / "best.pth")
+    assert plan()[0] == ("an earlier run's 6 files in OUTPUT (best.pth, ckpt_epoch_2.pth, config.yaml, "
+                         "metrics.jsonl, ...), to earlier_runs/<date-time>/")
+    assert plan("MODEL.PRETRAINED", str(out / "best.pth"))[0] == (  # what the run reads stays where it is
+        "an earlier run's 5 files in OUTPUT (ckpt_epoch_2.pth, config.yaml, metrics.jsonl, predictions_test.csv, "
+        "...), to earlier_runs/<date-time>/")
+    other = hold_lock(str(out / RUN_LOCK))
+    try:
+        (out / RUN_LOCK).write_text('{"pid": 4321, "host": "node7"}\n')
+        assert plan()[1].splitlines() == [
+            f"warning: OUTPUT {out} is being written by another run now (process 4321 on node7 holds {RUN_LOCK} "
+            "there): this run would be refused until it ends"]
+    finally:
+        other.close()
+    assert plan()[1] == ""

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, ended: dict) -> int:
     from configs import load_config
-    from engine import distributed, preflight, runner
+    from engine import distributed, runner
     from engine.process_end import crash_line, end_before_run, report_end
     from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
     from engine.train_loop import NonFiniteLossError
@@ -100,15 +100,9 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
             if notes and distributed.rank_and_world_size()[0] == 0:
                 print(*notes, sep="\n", file=sys.stderr)
             ended["output"] = None if args.dry_run else cfg.OUTPUT
-            # A repeated (requeued) command whose earlier attempt already went on from --resume continues that progress.
-            resume, resume_note = preflight.resume_point(cfg, args.resume)
-            preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)  # every missing input named at once
-            if args.dry_run:
-                if distributed.rank_and_world_size()[0] == 0:  # under torchrun the plan is printed once, not per rank
-                    wiring.dry_run(cfg, resume=resume, resume_note=resume_note)
+            run, resume = wiring.start(cfg, args.resume, plan_only=args.dry_run)  # None: the plan was printed
+            if run is None:
                 return 0
-            ctx = distributed.init_from_env()
-            run = wiring.build_run(cfg, ctx, resume=resume, resume_note=resume_note)
     except INPUT_ERRORS + (ValueError,) as e:  # ValueError: bad values found while building (named by builders)
         return end_before_run(f"error: {flags_as_typed(as_typed(e, overrides, args.opts), args)}", 2)  # as typed
     except OSError as e:

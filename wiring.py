@@ -1,8 +1,9 @@
 """The wiring of a run: the one place that imports the data, model and engine packages together.
 
-``build_run`` makes the objects in the order a reader follows them: the logger, the loaders, the model with its
-initial weights, then the one set of weights it starts from (``start_weights.weights_to_load``), and hands them to the
-engine as a ready ``runner.Run``. ``dry_run`` gathers the same facts without building anything heavy, and prints
+``start`` is train.py's start once its config is loaded: the checks, then the plan or the run. ``build_run`` makes
+the objects in the order a reader follows them: the logger, the loaders, the model with its initial weights, then
+the one set of weights it starts from (``start_weights.weights_to_load``), and hands them to the engine as a ready
+``runner.Run``. ``dry_run`` gathers the same facts without building anything heavy, and prints
 where the processes meet and what the run starts from.
 """
 
@@ -14,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Callable, NamedTuple
 
 from engine import preflight, run_start, runner, start_weights
-from engine.distributed import DistContext, all_gather_objects, barrier
+from engine.distributed import DistContext, all_gather_objects, barrier, init_from_env, rank_and_world_size
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
 from engine.run_files import EARLIER_RUNS_DIR, RUN_LOCK, claimed_elsewhere, earlier_run_files, release_output
@@ -53,6 +54,20 @@ def check_before_indexing(cfg, device) -> Any:
             raise ConfigError(f"TRAIN.EPOCHS = {cfg.TRAIN.EPOCHS} leaves a training run nothing to train: set it to "
                               "at least 1, or evaluate weights with --only_test (--resume FILE or MODEL.PRETRAINED)")
     return model
+
+
+def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | None, str]:
+    """What every start of train.py does once its config is loaded: the checkpoint a training run continues
+    (``named``: the --resume given; a repeated, requeued command whose earlier attempt went on from it continues
+    that progress), every missing input named at once, then the dry run's plan (``plan_only``; printed by rank 0
+    alone, and no run: None) or the run built on this process. Returns the run and the checkpoint it continues."""
+    resume, resume_note = preflight.resume_point(cfg, named)
+    preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)
+    if plan_only:
+        if rank_and_world_size()[0] == 0:
+            dry_run(cfg, resume=resume, resume_note=resume_note)
+        return None, resume
+    return build_run(cfg, init_from_env(), resume=resume, resume_note=resume_note), resume
 
 
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:

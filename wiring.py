@@ -310,10 +310,16 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
 def _starts_from(cfg, read: WeightFiles) -> str:
     """Where a training run starts, for the plan: the checkpoint it resumes with the place in it, as the run's log
     says it (its epoch and step read from the checkpoint as already memory-mapped), or step 0 and its weights."""
+    from engine.train_loop import ResumePoint
+
     if read.resumed is not None:
         path, state = read.resumed
         epoch, step = int(state["epoch"]) + 1, int(state["global_step"])
-        return f"{path}: {'end of ' if state['epoch_complete'] else ''}epoch {epoch}, step {step}"
+        done = ""
+        if ResumePoint(path, state).ends_training(cfg.TRAIN.EPOCHS):  # as runner.train finds it
+            done = (f"; training is finished (TRAIN.EPOCHS {cfg.TRAIN.EPOCHS}): the run trains nothing, and writes "
+                    "its summary only where it is missing or older")
+        return f"{path}: {'end of ' if state['epoch_complete'] else ''}epoch {epoch}, step {step}{done}"
     weights = f"MODEL.PRETRAINED = {cfg.MODEL.PRETRAINED}" if cfg.MODEL.PRETRAINED else "random initial weights"
     why = f"no checkpoint in OUTPUT = {cfg.OUTPUT}" if cfg.TRAIN.AUTO_RESUME else "TRAIN.AUTO_RESUME False"
     return f"step 0, {weights} ({why})"

@@ -350,6 +350,10 @@ def test_dry_run_says_which_checkpoint_the_run_would_continue(tmp_path, dataset,
     state = {"model": weights, "optimizer": {}, "scheduler": {}, "config": cfg.dump()}
     save_atomic({**state, "epoch": 1, "global_step": 6, "epoch_complete": True}, str(out / "ckpt_epoch_2.pth"))
     assert plan() == f"{out / 'ckpt_epoch_2.pth'}: end of epoch 2, step 6"
+    # the last epoch's checkpoint: the plan said where the run starts, not that it trains nothing from there
+    assert plan(extra=("TRAIN.EPOCHS", "2", "TRAIN.WARMUP_EPOCHS", "1", "TRAIN.ALLOW_CONFIG_CHANGE", "True")) == (
+        f"{out / 'ckpt_epoch_2.pth'}: end of epoch 2, step 6; training is finished (TRAIN.EPOCHS 2): the run trains "
+        "nothing, and writes its summary only where it is missing or older")
     mid = tmp_path / "mid.pth"  # a stop's checkpoint, in the middle of epoch 3
     save_atomic({**state, "epoch": 2, "global_step": 8, "epoch_complete": False}, str(mid))
     assert plan("--resume", str(mid), extra=("TRAIN.AUTO_RESUME", "False")) == f"{mid}: epoch 3, step 8"

@@ -77,9 +77,9 @@ class StoppedOutsideTraining(Stopped):
 
     def __init__(self, signal_name: str, message: str | None = None) -> None:
         super().__init__(signal_name, message or f"{signal_name} received outside the training steps (start-up, a "
-                                                 "checkpoint's load, an evaluation-only run or the summary): stopped; "
-                                                 f"exit code {PREEMPTED_EXIT_CODE}. Run the same command again (an "
-                                                 "index build goes on from what it saved)")
+                                                 "checkpoint's load, an evaluation-only run or the summary); exit code "
+                                                 f"{PREEMPTED_EXIT_CODE}. Run the same command again (an index build "
+                                                 "goes on from what it saved)")
 
     def after_training(self, checkpoint: str, auto_resume: bool) -> StoppedOutsideTraining:
         """This stop, in a run whose training is finished and saved in ``checkpoint`` (its last epoch's) but whose
@@ -89,7 +89,7 @@ class StoppedOutsideTraining(Stopped):
                    f"To write it, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same "
                    "command would start over)")
         return StoppedOutsideTraining(self.signal_name, (
-            f"{self.signal_name} received after the training's last checkpoint {checkpoint}: stopped; exit code "
+            f"{self.signal_name} received after the training's last checkpoint {checkpoint}; exit code "
             f"{PREEMPTED_EXIT_CODE}. The training is finished; its summary.json is not written yet. {goes_on}"))
 
 

@@ -78,6 +78,18 @@ def test_outside_the_steps_the_first_signal_raises_and_the_next_cannot_cut_its_h
     assert saved and {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
 
 
+def test_the_line_of_a_stop_outside_the_steps_says_stopped_once():
+    """train.py prefixes "stopped: "; the message said it a second time ("...: stopped; exit code 4")."""
+    line = f"stopped: {StoppedOutsideTraining('SIGTERM')}"
+    assert line == ("stopped: SIGTERM received outside the training steps (start-up, a checkpoint's load, an "
+                    "evaluation-only run or the summary); exit code 4. Run the same command again (an index build "
+                    "goes on from what it saved)")
+    after = StoppedOutsideTraining("SIGUSR1").after_training("out/ckpt_epoch_2.pth", auto_resume=True)
+    assert f"stopped: {after}" == ("stopped: SIGUSR1 received after the training's last checkpoint "
+                                   "out/ckpt_epoch_2.pth; exit code 4. The training is finished; its summary.json is "
+                                   "not written yet. Run the same command again to write it")
+
+
 def test_once_the_run_is_complete_a_stop_signal_changes_nothing():
     """After the summary (run_complete) the plots and the closing finish: no StoppedOutsideTraining, no exit 4. The
     next block (another run in the same process) stops on a signal again."""

@@ -1157,8 +1157,8 @@ def test_a_stop_before_the_summary_names_the_resume_that_writes_it_and_the_summa
     assert train.main(["--cfg", DEMO, "--resume", step_2, *opts]) == 4
     stopped = capsys.readouterr().out.strip().splitlines()[-1]
     checkpoint = os.path.join(out, "ckpt_epoch_1.pth")
-    assert stopped == (f"stopped: SIGTERM received after the training's last checkpoint {checkpoint}: stopped; exit "
-                       "code 4. The training is finished; its summary.json is not written yet. To write it, run the "
+    assert stopped == (f"stopped: SIGTERM received after the training's last checkpoint {checkpoint}; exit code "
+                       "4. The training is finished; its summary.json is not written yet. To write it, run the "
                        f"command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same command would "
                        "start over)")
     assert not os.path.exists(os.path.join(out, "summary.json"))

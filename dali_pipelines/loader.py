@@ -125,7 +125,7 @@ class VideoLoader:
         self.batch_size = cfg.TRAIN.BATCH_SIZE if self.training else cfg.TEST.BATCH_SIZE
         self.seed = int(cfg.SEED)
         self.schedule = Schedule(self.index, self.settings, self.seed, self.batch_size, rank, world_size,
-                                 route_of=self._route_of, list_desc=self._list_desc)
+                                 route_of=self._route_of, list_desc=self._list_desc, strict=bool(data.STRICT))
         if not self.index.good_mask.any():
             raise DataError(f"{self._list_desc}: none of its {len(self.index)} videos is readable "
                             f"(DATA.ROOT {data.ROOT!r}); {self.schedule.bad_examples()}")

@@ -84,17 +84,19 @@ class Schedule:
     rank's batch count, does not depend on which rank found a bad file, or when. A resumed run's index already marks
     those bad: :meth:`record` and :meth:`adopt` carry both sets across, so that its plan is the interrupted one's.
     ``route_of(video)`` names the decode route of a video; ``draw`` is the per-sample draw (replaceable, e.g. by
-    a test that wants static clips).
+    a test that wants static clips). ``strict`` (DATA.STRICT): a video that fails during the run is an error
+    (:meth:`quarantine` records it, then raises a DataError).
     """
 
     def __init__(self, index: DatasetIndex, settings: DrawSettings, seed: int, batch_size: int, rank: int,
-                 world_size: int, route_of: Callable[[VideoRef], str], list_desc: str):
+                 world_size: int, route_of: Callable[[VideoRef], str], list_desc: str, strict: bool = False):
         self.index = index
         self.settings = settings
         self.seed = int(seed)
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         self.route_of = route_of
         self.list_desc = list_desc
+        self.strict = bool(strict)  # DATA.STRICT: a video that fails during the run is an error, not quarantined
         self.draw = draw_sample
         self._excluded_version = 0
         self.excluded = index.bad
@@ -224,6 +226,13 @@ class Schedule:
                 self._run_only.add(int(row))
         self.stats["skipped_videos"] += 1
         self.stats["skipped"].append(f"{path}: {reason}")
+        if self.strict:  # recorded first: the next build's STRICT refusal names it too
+            self.index.flush_quarantines()
+            instead = "substituted" if self.settings.training else "left out"
+            raise DataError(f"{self.list_desc}: DATA.STRICT is on and {path} (line "
+                            f"{int(self.index.videos.line_nos[row])}) failed during the run: "
+                            f"{' '.join(str(reason).split())}; fix or remove it, or set DATA.STRICT False to have "
+                            f"such videos quarantined and {instead}")
 
     def unshared_quarantines(self) -> list[tuple[int, str, str, bool]]:
         """``(row, path relative to the root, reason, remembered)`` of the rows quarantined during the run that the

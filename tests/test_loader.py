@@ -344,6 +344,30 @@ def test_runtime_failure_in_training_substitutes(tmp_path):
     train.close()
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_strict_makes_a_video_that_breaks_during_the_run_an_error(tmp_path, split):
+    """DATA.STRICT: a video that fails to decode during the run (it broke after indexing) ends the iteration with
+    a DataError naming DATA.STRICT, the list and the video, instead of being substituted or left out in silence;
+    its quarantine line is written first, so the next build's STRICT refusal names it too."""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25])
+    loader = build_loader(small_cfg(root, lst, lst, **{"DATA.STRICT": True, "DATA.CPU_DECODER": "pyav"}), split)
+    victim = 3
+    path = loader.index.entries[victim].path
+    st = os.stat(path)  # damaged with its size and mtime kept: only the decoder can tell
+    with open(path, "wb") as f:
+        f.write(b"\x1a\x45\xdf\xa3" + bytes(st.st_size - 4))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DataError) as err:
+        for _ in loader:
+            pass
+    msg = str(err.value)
+    assert "\n" not in msg and "DATA.STRICT" in msg and lst in msg and f"{path} (line 4)" in msg, msg
+    with open(loader.index.quarantine_path, encoding="utf-8") as f:
+        assert os.path.basename(path) in f.read()
+    loader.close()
+
+
 def test_pyav_route_matches_dali_route(data):
     """Both CPU routes feed the same augmentation graph: same rows, same pixels up to decoder colour."""
     root, lst = data

@@ -181,6 +181,14 @@ class Feeder:
         samples, sources = [], []
         for s, fut in zip(pending.samples, pending.futures):
             retried = resent = False
+            if not self.schedule.is_good(s.row):
+                # Quarantined since its batch was drawn (a video that also stands in for another one comes twice
+                # in the batches prepared together): replaced as the plan would now, not decoded (or moved to its
+                # fallback route, or waited for past the limit) a second time.
+                fut.cancel()
+                s = self.schedule.replace(s, pending.number, "quarantined earlier in this epoch")
+                if s is not None:
+                    fut = self._route(s).submit_alone(s)
             while s is not None:
                 route = self._route(s)
                 try:

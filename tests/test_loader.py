@@ -368,6 +368,31 @@ def test_strict_makes_a_video_that_breaks_during_the_run_an_error(tmp_path, spli
     loader.close()
 
 
+def test_a_video_that_breaks_is_not_decoded_again_where_it_also_stands_in_for_another(tmp_path):
+    """A video quarantined earlier in the run is substituted by the next video of the epoch's order, which then
+    comes twice in the batches prepared together (its own place, and the place it stands in for). When it breaks,
+    its other sample, drawn before, was decoded all the same: on DALI's CPU decoder it was moved to PyAV a second
+    time (two route fallbacks for one video), and a decode past DATA.VIDEO_TIMEOUT_S was waited for twice. Now a
+    sample whose video was quarantined since its batch was drawn is substituted without a decode."""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 27, 31])
+    train = build_loader(small_cfg(root, lst), "train")
+    order = train.schedule.plan().order.tolist()
+    assert train.schedule.rows(0) == order[:2] and train.schedule.rows(1) == order[2:4]
+    gone, broken = order[1], order[2]  # broken stands in for gone in batch 0, and has its own place in batch 1
+    train.index.quarantine(gone, "quarantined earlier in the run", remember=False)
+    path = train.index.entries[broken].path
+    st = os.stat(path)  # damaged with its size and mtime kept: only the decoders can tell (DALI's, then PyAV's)
+    with open(path, "wb") as f:
+        f.write(b"\x1a\x45\xdf\xa3" + bytes(st.st_size - 4))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    batches = [b["index"].tolist() for b in train]
+    assert len(batches) == 4 and all(len(b) == 2 for b in batches)
+    assert not {gone, broken} & {r for b in batches for r in b}
+    assert train.stats["skipped_videos"] == 1 and train.stats["route_fallbacks"] == 1
+    train.close()
+
+
 def test_pyav_route_matches_dali_route(data):
     """Both CPU routes feed the same augmentation graph: same rows, same pixels up to decoder colour."""
     root, lst = data
@@ -749,6 +774,9 @@ class _FeederSchedule:
 
     def batch(self, number):
         return self.batches[number]
+
+    def is_good(self, row):  # nothing is quarantined before the feeder reports it
+        return True
 
     def replace(self, sample, number, reason, remember=True):
         self.replaced.append((sample.video.path, number, reason, remember))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -112,6 +113,7 @@ class Feeder:
         self._parts: dict[str, collections.deque[list[SampleRecord]]] = {
             g: collections.deque() for g in graphs_serving(list(routes))}
         self._pool_deaths = 0
+        self._moved: dict[int, str] = {}  # row -> the route this feeder's reroute moved its video to
 
     def _route(self, sample: Sample):
         try:
@@ -189,6 +191,12 @@ class Feeder:
                 s = self.schedule.replace(s, pending.number, "quarantined earlier in this epoch")
                 if s is not None:
                     fut = self._route(s).submit_alone(s)
+            elif self._moved.get(s.row, s.route) != s.route:
+                # Moved to its fallback route since its batch was drawn: sent there now, not failed (and moved, and
+                # counted) again on the route it left.
+                fut.cancel()
+                s = dataclasses.replace(s, route=self._moved[s.row])
+                fut = self._route(s).submit_alone(s)
             while s is not None:
                 route = self._route(s)
                 try:
@@ -229,6 +237,8 @@ class Feeder:
                     drop_frames(e)
                     moved = (self._reroute(s, str(e)) if isinstance(e, DaliDecodeError) and self._reroute
                              else None)
+                    if moved is not None:
+                        self._moved[s.row] = moved.route
                     s = moved or self.schedule.replace(s, pending.number, failure_reason(e, s.video.path))
                 if s is not None:  # a substitute or a rerouted video, waited for at once
                     retried = resent = False

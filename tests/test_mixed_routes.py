@@ -228,6 +228,29 @@ def test_video_failing_on_dali_cpu_falls_back_to_pyav(tmp_path):
     loader.close()
 
 
+def test_a_video_moved_to_pyav_is_not_moved_again_where_it_also_stands_in_for_another(tmp_path):
+    """A video that stands in for one quarantined earlier comes twice in the batches prepared together. When it
+    failed on DALI's CPU decoder and moved to PyAV, its other sample, drawn before the move, was sent to DALI's
+    decoder again and moved a second time: two route fallbacks and two warnings for one video. Its other sample
+    now goes to its new route at once."""
+    from dali_pipelines.schedule import epoch_plan
+
+    root, lst, _, h264_rows = (str(tmp_path), *_mixed_list(str(tmp_path)))
+    index = build_index(lst, root, 3, workers=1)
+    order = epoch_plan(np.arange(len(index)), 7, 0, 2, 0, 1, True).order.tolist()
+    at = next(i for i in range(1, len(order)) if order[i] in h264_rows)
+    gone, victim = order[at - 1], order[at]  # victim stands in for gone, in gone's batch or the one before its own
+    index.infos[victim] = dataclasses.replace(index.infos[victim], codec="vp9")  # DALI's CPU decoder then fails it
+    loader = build_loader(small_cfg(root, lst, **{"DATA.CPU_PACK_GOPS": False}), "train", index=index)
+    assert loader.schedule.plan().order.tolist() == order and loader.video_routes[victim].route == "dali_cpu"
+    index.quarantine(gone, "quarantined earlier in the run", remember=False)
+    rows = [r for b in loader for r in b["index"].tolist()]
+    assert rows.count(victim) == 2 and gone not in rows
+    assert loader.video_routes[victim].route == "pyav"
+    assert loader.stats["route_fallbacks"] == 1 and loader.stats["skipped_videos"] == 0
+    loader.close()
+
+
 def _dali_error(line: str) -> str:
     """The text of a DALI pipeline error around its one informative ``line`` (as DALI 2.4 words it)."""
     return ("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn.decoders.video`,\nwhich was used "

@@ -19,6 +19,7 @@ from engine.distributed import DistContext, all_gather_objects, barrier, init_fr
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
 from engine.run_files import EARLIER_RUNS_DIR, RUN_LOCK, claimed_elsewhere, earlier_run_files, release_output
+from evautil.errors import some_names
 from evautil.files import same_path
 from evautil.progress import counted
 from evautil.workers import sendable_error
@@ -334,8 +335,7 @@ def _sets_aside(cfg, resume: str, read: WeightFiles) -> str:
     names = earlier_run_files(cfg.OUTPUT, keep=(resume, cfg.MODEL.PRETRAINED))
     if not names:
         return ""
-    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-    return f"an earlier run's {counted(len(names), 'file')} in OUTPUT ({shown}), to {EARLIER_RUNS_DIR}/<date-time>/"
+    return f"an earlier run's {counted(len(names), 'file')} in OUTPUT ({some_names(names, 5)}), to {EARLIER_RUNS_DIR}/<date-time>/"
 
 
 def _found_videos(videos, key: str, data) -> int:

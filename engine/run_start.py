@@ -13,6 +13,7 @@ import torch
 
 from . import distributed as dist_utils
 from . import liveness
+from evautil.errors import some_names
 from evautil.files import make_output_folder, same_path
 from evautil.workers import sendable_error
 
@@ -128,8 +129,8 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None 
     if moved is None:
         return ""
     dest, names = moved
-    return (f"{out} held an earlier run's files and {why}: moved {len(names)} of them ({', '.join(names[:4])}"
-            f"{', ...' if len(names) > 4 else ''}) to {dest}")
+    return (f"{out} held an earlier run's files and {why}: moved {len(names)} of them ({some_names(names, 5)}) to "
+            f"{dest}")
 
 
 def _superseded_by(out: str, resume: str, state: dict | None = None) -> list[str]:

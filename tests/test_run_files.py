@@ -217,3 +217,17 @@ def test_a_log_line_holding_a_form_feed_stays_one_line(tmp_path):
 
     assert stamped("quarantining a\x1cb\x85c.mp4\nnext").count("\n") == 2
     assert stamped("").endswith("] \n")
+
+
+def test_the_start_warning_names_every_file_it_moved_up_to_five(tmp_path):
+    """The warning listed four names and "..." for five files: the one left out was config.yaml."""
+    from configs import load_config
+    from engine.run_start import _set_aside_earlier_files
+
+    cfg = load_config(None, ["OUTPUT", str(tmp_path), "TEST.ONLY_TEST", "True"])
+    _touch(tmp_path, "summary.json", "predictions_test.csv", "per_class_test.csv", "confusion_test.png", "config.yaml")
+    warning = _set_aside_earlier_files(cfg, "")
+    assert warning.startswith(f"{tmp_path} held an earlier run's files and this evaluation would overwrite them")
+    listed = warning.split("moved 5 of them (", 1)[1].split(") to ", 1)[0]
+    assert sorted(listed.split(", ")) == ["config.yaml", "confusion_test.png", "per_class_test.csv",
+                                          "predictions_test.csv", "summary.json"]

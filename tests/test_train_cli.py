@@ -1242,10 +1242,10 @@ def test_a_dry_run_says_what_the_start_sets_aside_and_that_another_run_holds_out
 
     torch.save(build_model(load_config(DEMO, opts)).state_dict(), out / "best.pth")
     assert plan()[0] == ("an earlier run's 6 files in OUTPUT (best.pth, ckpt_epoch_2.pth, config.yaml, "
-                         "metrics.jsonl, ...), to earlier_runs/<date-time>/")
+                         "metrics.jsonl, predictions_test.csv and 1 more), to earlier_runs/<date-time>/")
     assert plan("MODEL.PRETRAINED", str(out / "best.pth"))[0] == (  # what the run reads stays where it is
         "an earlier run's 5 files in OUTPUT (ckpt_epoch_2.pth, config.yaml, metrics.jsonl, predictions_test.csv, "
-        "...), to earlier_runs/<date-time>/")
+        "summary.json), to earlier_runs/<date-time>/")
     other = hold_lock(str(out / RUN_LOCK))
     try:
         (out / RUN_LOCK).write_text('{"pid": 4321, "host": "node7"}\n')

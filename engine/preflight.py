@@ -85,8 +85,11 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
             wanted.append(("MODEL.PRETRAINED", cfg.MODEL.PRETRAINED))
     elif not checkpoint:
         if not cfg.MODEL.PRETRAINED:
+            best = os.path.join(cfg.OUTPUT, "best.pth")
+            what = (f"--resume {best} to score the best weights it holds" if os.path.isfile(best) else
+                    "--resume FILE (a checkpoint) or --opts MODEL.PRETRAINED FILE (weights)")
             raise ConfigError(f"--only_test: nothing to evaluate: no --resume given, no checkpoint (ckpt_*.pth) in "
-                              f"OUTPUT = {cfg.OUTPUT}, and MODEL.PRETRAINED is empty")
+                              f"OUTPUT = {cfg.OUTPUT}, and MODEL.PRETRAINED is empty; give {what}")
         wanted.append(("MODEL.PRETRAINED", cfg.MODEL.PRETRAINED))
     wanted.append(("DATA.LABEL_LIST", cfg.DATA.LABEL_LIST))
     if not checkpoint:

@@ -737,6 +737,12 @@ def test_only_test_without_anything_to_evaluate_is_exit_2(tmp_path, dataset, cap
     rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *_opts(dataset, out)])
     err = capsys.readouterr().err
     assert rc == 2 and "nothing to evaluate" in err and str(out) in err and len(err.strip().splitlines()) == 1
+    assert err.rstrip().endswith("; give --resume FILE (a checkpoint) or --opts MODEL.PRETRAINED FILE (weights)")
+    out.mkdir(exist_ok=True)
+    (out / "best.pth").write_bytes(b"")  # a run that kept its best weights: the line names them
+    rc = train.main(["--cfg", DEMO, "--only_test", "--opts", *_opts(dataset, out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.rstrip().endswith(f"; give --resume {out / 'best.pth'} to score the best weights it holds")
 
 
 def test_only_test_picks_latest_checkpoint_in_output(tmp_path, dataset, capsys):

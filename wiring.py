@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, Callable, NamedTuple
 
 from engine import preflight, run_start, runner, start_weights
+from engine.checkpoint_io import drop_offered
 from engine.distributed import DistContext, all_gather_objects, barrier, init_from_env, rank_and_world_size
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
@@ -62,13 +63,16 @@ def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | N
     (``named``: the --resume given; a repeated, requeued command whose earlier attempt went on from it continues
     that progress), every missing input named at once, then the dry run's plan (``plan_only``; printed by rank 0
     alone, and no run: None) or the run built on this process. Returns the run and the checkpoint it continues."""
-    resume, resume_note = preflight.resume_point(cfg, named)
-    preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)
-    if plan_only:
-        if rank_and_world_size()[0] == 0:
-            dry_run(cfg, resume=resume, resume_note=resume_note)
-        return None, resume
-    return build_run(cfg, init_from_env(), resume=resume, resume_note=resume_note), resume
+    try:
+        resume, resume_note = preflight.resume_point(cfg, named)
+        preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)
+        if plan_only:
+            if rank_and_world_size()[0] == 0:
+                dry_run(cfg, resume=resume, resume_note=resume_note)
+            return None, resume
+        return build_run(cfg, init_from_env(), resume=resume, resume_note=resume_note), resume
+    finally:  # the checkpoint resume_point parsed, when no load took it: its mapped file is not held by this process
+        drop_offered()
 
 
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:

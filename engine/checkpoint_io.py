@@ -234,6 +234,11 @@ def offer_parsed(path: str, state: Any) -> None:
         _OFFERED[os.path.realpath(path)] = (version, state)
 
 
+def drop_offered() -> None:
+    """Let go of an offer no load took (a start that failed between them): its memory-mapped file is not held."""
+    _OFFERED.clear()
+
+
 def _take_offered(path: str) -> Any:
     """The state offered for ``path`` when its file is unchanged since, else None; the offer is let go either way."""
     offered = _OFFERED.pop(os.path.realpath(path), None)

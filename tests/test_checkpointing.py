@@ -650,6 +650,25 @@ def test_the_check_takes_the_continuation_as_found_only_while_its_file_is_unchan
         assert load_resumable(mine, mmap=True) and parses[-1:] == ["ckpt_step_10.pth"]  # taken once
 
 
+def test_a_start_that_fails_after_the_continuation_was_found_holds_no_mapped_checkpoint(tmp_path):
+    """A start that failed between the offer (preflight.resume_point) and the load that takes it (a list missing)
+    kept the checkpoint memory-mapped in the process (an API caller's: a deleted file's space stayed in use)."""
+    import wiring
+    from configs import load_config
+    from engine import checkpoint_io
+
+    src = str(tmp_path / "src.pth")
+    save_atomic(_state(5), src)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = str(out / "ckpt_step_10.pth")
+    save_atomic({**_state(10), "train_state": {"origin": {"path": os.path.realpath(src), "step": 5}}}, mine)
+    cfg = load_config(None, ["OUTPUT", str(out), "DATA.TRAIN_FILE", str(tmp_path / "missing.txt")])
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        wiring.start(cfg, src)
+    assert checkpoint_io._OFFERED == {}
+
+
 def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
     from engine.metrics import MetricLogger
 

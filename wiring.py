@@ -339,7 +339,8 @@ def _sets_aside(cfg, resume: str, read: WeightFiles) -> str:
     names = earlier_run_files(cfg.OUTPUT, keep=(resume, cfg.MODEL.PRETRAINED))
     if not names:
         return ""
-    return f"an earlier run's {counted(len(names), 'file')} in OUTPUT ({some_names(names, 5)}), to {EARLIER_RUNS_DIR}/<date-time>/"
+    return (f"an earlier run's {counted(len(names), 'file')} in OUTPUT ({some_names(names, 5)}), to "
+            f"{EARLIER_RUNS_DIR}/<date-time>/")
 
 
 def _found_videos(videos, key: str, data) -> int:

@@ -815,3 +815,18 @@ def test_errors_about_a_file_behind_a_reference_name_the_reference(tmp_path, off
             messages.append(str(info.value))
         local = cached_weights_path(ref)
         assert local and messages[0].startswith(f"{ref} ({local}){why}") and messages[0] == messages[1], messages
+
+
+def test_export_refuses_to_write_over_its_own_weights(tiny, tmp_path, monkeypatch, capsys):
+    """A --dtype change "in place" (--out naming the --weights file, or a link to it) replaced the float32 weights
+    with their bfloat16 rounding, without a word; now one line before the weights load, and the file is kept."""
+    _, _, _, out = tiny
+    before = out.read_bytes()
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(out)
+    monkeypatch.setattr(export_safetensors, "load_model", lambda *a, **k: pytest.fail("the weights were loaded"))
+    for target in (out, link):
+        assert export_safetensors.main(["--weights", str(out), "--out", str(target), "--dtype", "bfloat16"]) == 2
+        assert capsys.readouterr().err == f"error: --out {target} is --weights {out}: writing it would replace " \
+                                          "that input; give another file name\n"
+    assert out.read_bytes() == before

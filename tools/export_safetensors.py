@@ -22,10 +22,11 @@ names are carried over unchanged; ``--opts DATA.LABEL_LIST`` names the classes a
 contradicts the file is refused. A checkpoint without that metadata (``.pth``) needs ``--cfg``: without it, a
 one-line error naming ``--cfg``, exit status 2.
 
-Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written)
-with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop; one ``stopped:`` line): the
-file is written atomically, so --out was not written and an earlier file there is left as it was. A stop that comes
-once the new file is in place (renamed over --out) no longer stops the export: it ends as written, with status 0.
+Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written
+or that is --weights, which the export would replace) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1
+(a batch scheduler's stop; one ``stopped:`` line): the file is written atomically, so --out was not written and
+an earlier file there is left as it was. A stop that comes once the new file is in place (renamed over --out) no
+longer stops the export: it ends as written, with status 0.
 A Ctrl-C there still ends it, saying the file was written whole.
 """
 
@@ -48,7 +49,8 @@ from engine.evaluate import read_label_names  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import cannot_read, error_writing, file_version, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
-from tools.inference import InputError, check_output_path, load_model, opts_last  # noqa: E402
+from tools.inference import (InputError, check_output_not_input, check_output_path, load_model,  # noqa: E402
+                            opts_last)
 
 __all__ = ["export", "main"]
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.out.endswith(".safetensors"):  # the writer's own check came after the weights had loaded
                 raise InputError(f"--out {args.out}: the file name must end in .safetensors, e.g. "
                                  f"{os.path.splitext(args.out)[0]}.safetensors")
+            # an export over its own input (a --dtype change in place) would leave only the rounded weights
+            check_output_not_input(args.out, "--out", [("--weights", args.weights)])
             if args.cfg:
                 cfg, names = load_config(args.cfg, args.opts), None
             else:

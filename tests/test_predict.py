@@ -502,6 +502,29 @@ def test_no_readable_video_gives_each_videos_own_reason(evaluated, capsys):
     assert "predicted 0 of 2 videos (2 clips x 3 crops); 2 unreadable" in err
 
 
+def test_the_summary_says_where_the_unreadable_videos_are_listed(evaluated, capsys):
+    """With --quiet no table is printed, yet the closing line said the unreadable videos were "listed above":
+    they are in --out then, or (--quiet alone) nowhere."""
+    tmp, opts, ckpt, _ = evaluated
+    missing = tmp / "not_there.mp4"
+    out = tmp / "where.csv"
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--work-dir", str(tmp / "work_where"), "--opts", *opts]
+    summary = "predicted 0 of 1 video (2 clips x 3 crops); 1 unreadable"
+    assert predict.main([str(missing), "--quiet", "--out", str(out), *common]) == 1
+    captured = capsys.readouterr()
+    assert f"{summary} (listed in {out})\n" in captured.err and captured.out == ""
+    assert "missing file" in out.read_text()
+    assert predict.main([str(missing), "--quiet", *common]) == 1
+    captured = capsys.readouterr()
+    assert f"{summary}\n" in captured.err and captured.out == ""
+    assert predict.main([str(missing), *common]) == 1
+    captured = capsys.readouterr()
+    assert f"{summary} (listed above)\n" in captured.err and "missing file" in captured.out
+    assert predict.main([str(missing), "--quiet", "--format", "json", *common]) == 1
+    captured = capsys.readouterr()
+    assert f"{summary} (listed above)\n" in captured.err and "missing file" in captured.out
+
+
 def test_a_still_image_is_not_scored_as_a_video(evaluated, dataset, capsys):
     """A PNG opens as a one-frame video; its score (a motion classifier's, on one repeated frame) meant nothing
     and was printed like any other."""

@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()  # before the results, which are the last thing the command does
         if ctx.is_main:
             formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
+            printed = bool(args.format and not args.out) or not args.quiet  # the records are on stdout
             if args.format and not args.out:  # the format asked for goes to stdout: ignored, --quiet printed nothing
                 sys.stdout.write(formats[args.format](records))
             elif not args.quiet:
@@ -414,11 +415,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:
                 text = formats[_format_for(args.out, args.format)](records)
                 written = _write_out(args.out, text, args.quiet)
+                printed = printed or (args.quiet and not written)  # _write_out put them on stdout instead
             bad = sum(r["status"] != "ok" for r in records)
+            # where the unreadable videos' reasons are: --quiet prints no table, so "above" held only without it
+            where = " (listed above)" if printed else f" (listed in {args.out})" if args.out else ""
             # the views, which an export does not record: TEST.NUM_CLIP x TEST.NUM_CROP
             print(f"predicted {len(records) - bad} of {counted(len(records), 'video')} ("
                   f"{counted(cfg.TEST.NUM_CLIP, 'clip')} x {counted(cfg.TEST.NUM_CROP, 'crop')})"
-                  + (f"; {bad} unreadable (listed above)" if bad else ""), file=sys.stderr)
+                  + (f"; {bad} unreadable{where}" if bad else ""), file=sys.stderr)
             # rank 0's records: each reported video counted once
             accuracy = accuracy_line(records, args.top_k, cfg.DATA.NUM_CLASSES)
             if accuracy:

@@ -78,11 +78,14 @@ def parse_hub_reference(ref: str) -> HubReference:
     return HubReference(f"{owner}/{name}", "/".join(parts[2:]), revision)
 
 
-def _offline() -> bool:
+def _offline() -> str:
+    """The variable that puts huggingface_hub offline (its name, for the message), or "" when online."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return env.strip().lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in _TRUE:
+            return name
+    return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else ""  # read at huggingface_hub's import
 
 
 def _first_line(error: BaseException) -> str:
@@ -123,7 +126,8 @@ def _check_reachable(path: str, ref: HubReference) -> None:
         pass  # the Hub answered (or the arguments are refused): hf_hub_download reports it as before
     except Exception as error:  # noqa: BLE001 - no answer: refused, DNS, timeout, proxy (the HTTP client's types)
         raise HubReferenceError(f"{path}: not in the local Hugging Face cache and the Hub could not be reached "
-                                f"({_first_line(error)})") from None
+                                f"({_first_line(error)}); download it where the Hub can be reached (into the same "
+                                "cache), or give a local file") from None
 
 
 def resolve_weights_path(path: str) -> str:
@@ -151,10 +155,12 @@ def resolve_weights_path(path: str) -> str:
         if not offline and _cached_file(ref, cache_dir) is None:
             _check_reachable(path, ref)
         return hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision, cache_dir=cache_dir,
-                               local_files_only=offline)
+                               local_files_only=bool(offline))
     except LocalEntryNotFoundError as error:
-        why = ("offline mode (HF_HUB_OFFLINE) is on" if offline
-               else f"the Hub could not be reached ({_first_line(error.__cause__ or error)})")
+        # what to do: the variable that made it offline is named (TRANSFORMERS_OFFLINE was said as HF_HUB_OFFLINE)
+        why = (f"offline mode ({offline}) is on; unset {offline} to download it, or give a local file" if offline
+               else f"the Hub could not be reached ({_first_line(error.__cause__ or error)}); download it where the "
+               "Hub can be reached (into the same cache), or give a local file")
         raise HubReferenceError(f"{path}: not in the local Hugging Face cache and {why}") from None
     except EntryNotFoundError:
         raise HubReferenceError(f"{path}: no file {ref.filename!r} in {ref.repo_id}"

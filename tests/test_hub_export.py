@@ -176,8 +176,24 @@ def test_hub_reference_resolves_offline_and_loads(tiny, offline_cache):
 def test_uncached_reference_offline_fails_in_one_line(offline_cache):
     with pytest.raises(HubReferenceError) as info:
         resolve_weights_path("hf://acme/absent/model.pth")
-    message = str(info.value)
-    assert message.startswith("hf://acme/absent/model.pth: ") and "offline" in message and "\n" not in message
+    assert str(info.value) == ("hf://acme/absent/model.pth: not in the local Hugging Face cache and offline mode "
+                               "(HF_HUB_OFFLINE) is on; unset HF_HUB_OFFLINE to download it, or give a local file")
+
+
+def test_offline_through_transformers_offline_names_that_variable(tmp_path, monkeypatch):
+    """TRANSFORMERS_OFFLINE=1 alone was reported as HF_HUB_OFFLINE being on: a user who checked that variable found
+    it unset. The message names the variable that is set, and what to do."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(HubReferenceError) as info:
+        resolve_weights_path("hf://acme/absent/model.pth")
+    assert str(info.value) == ("hf://acme/absent/model.pth: not in the local Hugging Face cache and offline mode "
+                               "(TRANSFORMERS_OFFLINE) is on; unset TRANSFORMERS_OFFLINE to download it, or give a "
+                               "local file")
 
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there: like a machine without network
@@ -203,6 +219,7 @@ def test_uncached_reference_without_network_fails_fast_in_one_line(tmp_path, mon
     message = str(info.value)
     assert message.startswith("hf://acme/absent@v1/model.pth: not in the local Hugging Face cache and the Hub "
                               "could not be reached (") and "\n" not in message
+    assert message.endswith("); download it where the Hub can be reached (into the same cache), or give a local file")
     assert "Retry" not in capfd.readouterr().err  # no retries: they are what took the time
 
 

@@ -187,12 +187,17 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
         _raise_interrupt_behind(error)
         raise
     if fsync:  # persist the rename itself, so a power loss cannot bring back the old file under ``path``
-        with contextlib.suppress(OSError):  # some file systems refuse fsync on a directory
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        _sync_folder(directory)
+
+
+def _sync_folder(directory: str) -> None:
+    """fsync ``directory``, persisting a rename into it."""
+    with contextlib.suppress(OSError):  # some file systems refuse fsync on a directory
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
@@ -201,12 +206,15 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
     failure the temporary file is removed and ``path`` is left as it was; a failed write that the writer reports in
     an error of its own type, with the number of the OS error in its text (safetensors: "I/O error: No space left
     on device (os error 28)"), is raised as that OSError, naming ``path``. A ``path`` that is a link is written
-    through as by :func:`atomic_write`."""
+    through as by :func:`atomic_write`. The file and the rename are synced, as by :func:`atomic_write`: an index
+    line synced after a feature shard must not outlive the shard in a power loss."""
     target, fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, _mode_for(target))  # safetensors writes a private (0600) file
+        with open(tmp, "rb") as written:  # what the writer wrote, on disk before the rename makes it the file
+            os.fsync(written.fileno())
         os.replace(tmp, target)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -217,6 +225,7 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
             code = int(found.group(1))
             raise OSError(code, os.strerror(code), path) from error
         raise
+    _sync_folder(os.path.dirname(target))
 
 
 def _mode_for(target: str) -> int:

@@ -307,6 +307,30 @@ def test_a_line_cut_by_a_crash_does_not_swallow_the_next_runs_first_line(tmp_pat
     np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 2 * np.ones((2, 3), np.float32))
 
 
+@pytest.mark.parametrize("fmt", ["npy", "safetensors"])
+def test_a_shard_is_on_disk_before_its_index_lines_are(tmp_path, monkeypatch, fmt):
+    """The index lines were synced but the shard was not: after a power loss the index could list videos whose
+    shard is empty or gone, and every rerun skipped them. What a power loss keeps is what was synced: the shard's
+    contents and the folder entry the rename made must be synced before the index lines are."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store = FeatureStore(str(tmp_path), fmt=fmt, shard_videos=1)
+    store.add({"path": "a.mp4"}, np.ones((2, 3)))
+    shard = f"features-rank000-00000.{fmt}"
+    before_index = synced[:synced.index(str(tmp_path / "index-rank000.jsonl"))]
+    contents = [i for i, p in enumerate(before_index) if os.path.basename(p).startswith(f".{shard}.")]
+    assert contents, synced  # the temporary file the shard was renamed from
+    assert str(tmp_path) in before_index[contents[0] + 1:], synced  # then the rename into the folder
+    record = json.loads((tmp_path / "index-rank000.jsonl").read_text())
+    np.testing.assert_array_equal(read_features(str(tmp_path), record), np.ones((2, 3)))
+
+
 def test_a_line_cut_inside_a_character_of_its_path_is_redone(tmp_path):
     """A crash mid-append may cut a line inside a multi-byte character of a non-ASCII path: the file stopped being
     UTF-8 and every later run failed with "'utf-8' codec can't decode byte", without naming a file."""

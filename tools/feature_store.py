@@ -253,9 +253,10 @@ class FeatureStore:
         array = np.concatenate([f for _, f in self._pending])
         path = os.path.join(self.out_dir, name)
         # both with the mode open() gives, so that other users and jobs can read them; on a failed write (a full
-        # disk) no temporary file is left, and the error names the shard
+        # disk) no temporary file is left, and the error names the shard. Synced: the index lines synced below
+        # must not outlive their shard in a power loss (the rerun would skip videos whose features are gone)
         if self.fmt == "npy":
-            atomic_write(path, lambda f: np.save(f, array), fsync=False)
+            atomic_write(path, lambda f: np.save(f, array))
         else:
             from safetensors.numpy import save_file
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from evautil.progress import format_duration, format_rate, rate_known, stderr_is_terminal
+from evautil.progress import LINE_EVERY_S, format_duration, format_rate, rate_known, stderr_is_terminal
 
 __all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "RunClock", "EvalProgress"]
 
@@ -77,17 +77,19 @@ class EvalProgress:
     """Progress of one evaluation: call it with the number of videos of each finished batch.
 
     On a terminal it draws a bar (with its ETA); otherwise it writes ``eval <split> batch i/N (p%), videos/s,
-    eta`` through ``write`` every ``every`` batches and at the last one. ``enabled`` False (ranks other than 0)
-    makes it do nothing.
+    eta`` through ``write`` every ``every`` batches, but at most one line every ``every_s`` seconds (a one-GPU
+    evaluation of Kinetics-400 is about 10,000 batches: a line every 10 of them flooded the log), and always the
+    first of those lines and the last batch's. ``enabled`` False (ranks other than 0) makes it do nothing.
     """
 
     def __init__(self, split: str, total_batches: int | None, write: Callable[[str], None], every: int = 10,
-                 enabled: bool = True, bar: bool | None = None) -> None:
+                 enabled: bool = True, bar: bool | None = None, every_s: float = LINE_EVERY_S) -> None:
         self.split, self.total, self.write = split, total_batches or None, write
-        self.every = max(1, every)
+        self.every, self.every_s = max(1, every), every_s
         self.enabled = enabled
         self.batches = self.videos = 0
         self._start = time.perf_counter()
+        self._written: float | None = None  # when the last plain line was written
         self._bar = None
         if enabled and (stderr_is_terminal() if bar is None else bar):
             from tqdm import tqdm
@@ -103,12 +105,17 @@ class EvalProgress:
         if self._bar is not None:
             self._bar.update(1)
             return
-        if self.batches % self.every == 0 or self.batches == self.total:
-            self.write(self.line())
+        last = self.batches == self.total
+        if self.batches % self.every and not last:
+            return
+        now = time.perf_counter()
+        if last or self._written is None or now - self._written >= self.every_s:
+            self._written = now
+            self.write(self.line(now))
 
-    def line(self) -> str:
+    def line(self, now: float | None = None) -> str:
         """The plain progress line for the batches done so far."""
-        elapsed = time.perf_counter() - self._start
+        elapsed = (time.perf_counter() if now is None else now) - self._start
         rate = format_rate(self.videos, elapsed, "video")
         if self.total:
             left = 0.0 if self.batches >= self.total else (  # none from a rate too early to mean anything

@@ -11,12 +11,16 @@ import time
 from typing import Callable, Iterable, Iterator
 
 __all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "counted", "format_bytes", "format_rate",
-           "rate_known", "ProgressLines", "with_progress"]
+           "rate_known", "LINE_EVERY_S", "ProgressLines", "with_progress"]
 
 # A rate from less than this many seconds, or fewer items, is start-up noise ("72,632 videos/s" for 3 videos in
 # 40 µs): it is not shown, nor the time left worked out from it.
 RATE_FROM_S = 0.5
 RATE_FROM_ITEMS = 2
+
+# Plain progress lines (no bar) come at most this often: a long job's log stays readable (a few hundred lines for a
+# day's work), yet a person reading it learns something new every time they look.
+LINE_EVERY_S = 30.0
 
 
 def stderr_is_terminal() -> bool:
@@ -95,7 +99,7 @@ class ProgressLines:
     ``quiet``: :meth:`finish` says nothing unless a line was written before (a short walk stays silent)."""
 
     def __init__(self, desc: str, total: int | None, unit: str, write: Callable[[str], None],
-                 every_s: float | None = 30.0, quiet: bool = False) -> None:
+                 every_s: float | None = LINE_EVERY_S, quiet: bool = False) -> None:
         self.desc, self.total, self.unit, self.write, self.every_s = desc, total, unit, write, every_s
         self.quiet, self.lines = quiet, 0
         self.done = 0

@@ -46,7 +46,7 @@ import time
 import weakref
 from typing import Callable, Iterator, Sequence
 
-from .progress import ProgressLines
+from .progress import LINE_EVERY_S, ProgressLines
 
 __all__ = ["START_METHOD", "WATCH_INTERVAL_S", "IGNORED_SIGNALS", "DEATH_CHECK_S", "mp_context", "process_pool",
            "worker_setup", "pool_processes", "pool_lost_a_worker", "abandon_pool", "submit_to_pool", "jobs_started",
@@ -678,7 +678,7 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
 
 def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool = True,
                       unit: str = "item", ordered: bool = True, on_crash: Callable | None = None,
-                      log: Callable[[str], None] | None = None, log_every_s: float = 30.0, timeout: float = 0,
+                      log: Callable[[str], None] | None = None, log_every_s: float = LINE_EVERY_S, timeout: float = 0,
                       on_timeout: Callable | None = None) -> Iterator:
     """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1, or one CPU: in this process; never
     more than there are items), with a progress bar on stderr. Yields the results in item order (``ordered``) or

@@ -76,8 +76,8 @@ def test_no_bar_when_stderr_is_a_file(tmp_path, monkeypatch, capsys):
     assert "epoch 2/2 [4/4] step 8/8" in out and "\r" not in out
     log = _log(tmp_path)
     evals = [ln.split("] ", 1)[1] for ln in log.splitlines() if "eval val batch" in ln]
-    assert [e.split("  ")[0] for e in evals] == ["eval val batch 2/5 (40%)", "eval val batch 4/5 (80%)",
-                                                "eval val batch 5/5 (100%)"]
+    # batch 2's line is the first, batch 4's comes within 30 s of it (left out), the last batch's is always written
+    assert [e.split("  ")[0] for e in evals] == ["eval val batch 2/5 (40%)", "eval val batch 5/5 (100%)"]
     assert all("videos/s  eta " in e for e in evals) and evals[-1].endswith("eta 0:00:00")
 
 
@@ -86,16 +86,42 @@ def test_eval_progress_gives_no_rate_from_a_few_microseconds(monkeypatch):
     clock = [50.0]
     monkeypatch.setattr("engine.progress.time.perf_counter", lambda: clock[0])
     lines: list[str] = []
-    progress = EvalProgress("val", 3, lines.append, every=1, bar=False)
+    progress = EvalProgress("val", 3, lines.append, every=1, bar=False, every_s=0.0)  # a line at every batch
     clock[0] += 40e-6
     progress(3)
     clock[0] += 2.0
     progress(3)
     progress(2)
-    unsized = EvalProgress("test", None, lines.append, every=1, bar=False)
+    unsized = EvalProgress("test", None, lines.append, every=1, bar=False, every_s=0.0)
     unsized(1)
     assert lines == ["eval val batch 1/3 (33%)  - videos/s  eta -", "eval val batch 2/3 (67%)  3 videos/s  eta 0:00:01",
                      "eval val batch 3/3 (100%)  4 videos/s  eta 0:00:00", "eval test batch 1  - videos/s"]
+
+
+def _eval_lines(monkeypatch, batches: int, every: int, batch_s: float) -> list[str]:
+    """The batch counts of an evaluation's plain lines, each batch taking ``batch_s`` seconds of a fake clock."""
+    clock = [100.0]
+    monkeypatch.setattr("engine.progress.time.perf_counter", lambda: clock[0])
+    lines: list[str] = []
+    progress = EvalProgress("val", batches, lines.append, every=every, bar=False)
+    for _ in range(batches):
+        clock[0] += batch_s
+        progress(2)
+    return [ln.split("  ")[0].split()[-2] for ln in lines]
+
+
+def test_eval_lines_come_every_print_freq_batches_at_most_one_per_30_s(monkeypatch):
+    """A one-GPU evaluation of Kinetics-400 is ~9,900 batches seconds apart: a line every PRINT_FREQ (10) batches
+    flooded the log with ~990 lines. Now a line is due every PRINT_FREQ batches and written only 30 s or more after
+    the last one; the first and the last batch's are always written."""
+    # fast batches (1 s): batch 10 (the first line), then the first due line 30 s later, ..., and the last
+    assert _eval_lines(monkeypatch, 95, 10, 1.0) == ["10/95", "40/95", "70/95", "95/95"]
+    # with PRINT_FREQ 1 the 30 s are counted from the line written, not from a due line left out
+    assert _eval_lines(monkeypatch, 70, 1, 1.0) == ["1/70", "31/70", "61/70", "70/70"]
+    # slow batches (4 s, 40 s per due line): every PRINT_FREQ batches, as before
+    assert _eval_lines(monkeypatch, 35, 10, 4.0) == ["10/35", "20/35", "30/35", "35/35"]
+    # one batch: its line is the first and the last, written once
+    assert _eval_lines(monkeypatch, 1, 10, 1.0) == ["1/1"]
 
 
 def test_run_clock_and_durations():

@@ -51,7 +51,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from evautil.files import atomic_write_text
-from evautil.progress import counted
+from evautil.progress import LINE_EVERY_S, counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
@@ -85,7 +85,7 @@ PROBE_TIMEOUT_S = 300.0
 # never cached (a file system that stopped answering would otherwise have its videos marked bad for good).
 PROBE_OVERDUE = "no answer while probing"
 # Without a progress bar, a plain progress line is logged this often while probing.
-_LOG_EVERY_S = 30.0
+_LOG_EVERY_S = LINE_EVERY_S
 # While probing, the cache is saved this often, so that a build that is killed (preemption, the time limit) leaves
 # what it probed to the next one ...
 _SAVE_EVERY_S = 60.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Sequence
 
-from evautil.progress import ProgressLines, stderr_line
+from evautil.progress import LINE_EVERY_S, ProgressLines, stderr_line
 from evautil.workers import map_with_progress
 
 __all__ = ["KineticsError", "parallel_map", "parallel_imap", "walk_progress", "WALK_PROGRESS_EVERY_S",
@@ -15,7 +15,7 @@ __all__ = ["KineticsError", "parallel_map", "parallel_imap", "walk_progress", "W
 # a local disk and minutes on network storage, with nothing to show before); a quicker one says nothing.
 WALK_PROGRESS_EVERY_S = 5.0
 # Without a bar, how often a pool's work (a check, a re-encode) says how far it got.
-PROGRESS_EVERY_S = 30.0
+PROGRESS_EVERY_S = LINE_EVERY_S
 
 
 class KineticsError(ValueError):

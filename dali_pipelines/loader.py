@@ -279,12 +279,15 @@ class VideoLoader:
             self._move_configuration(sample.row, moved.route, reason)
 
     def _check_global_batch(self, usable: int) -> None:
-        b, w = self.batch_size, self.world_size
-        if usable < b * w:
+        # One optimizer step's clips, as the dry run counts them: with fewer, the trainer would get fewer batches
+        # than TRAIN.ACCUMULATION_STEPS, and lowering TRAIN.BATCH_SIZE alone might not be enough.
+        b, a, w = self.batch_size, int(self.cfg.TRAIN.ACCUMULATION_STEPS), self.world_size
+        if usable < b * a * w:
             bad = f", {len(self.index.bad)} of the listed videos are unreadable" if self.index.bad else ""
             raise DataError(
-                f"{self._list_desc}: {usable} usable training videos{bad}; one global batch needs "
-                f"TRAIN.BATCH_SIZE {b} x world size {w} = {b * w}; lower TRAIN.BATCH_SIZE or list more videos")
+                f"{self._list_desc}: {usable} usable training videos{bad}, fewer than one global batch "
+                f"(TRAIN.BATCH_SIZE {b} x TRAIN.ACCUMULATION_STEPS {a} x world size {w} = {b * a * w}): "
+                "lower TRAIN.BATCH_SIZE or TRAIN.ACCUMULATION_STEPS, or list more videos")
 
     # ------------------------------------------------------------------------------------------------ public
     @property
@@ -663,6 +666,7 @@ def build_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device_id:
     Raises:
         DataListError: the list is missing or malformed.
         DataError: no readable video in the list, fewer usable training videos than one global batch
-            (TRAIN.BATCH_SIZE x world size), bad videos with DATA.STRICT, or DATA.DECODE_DEVICE 'gpu' without CUDA.
+            (TRAIN.BATCH_SIZE x TRAIN.ACCUMULATION_STEPS x world size), bad videos with DATA.STRICT, or
+            DATA.DECODE_DEVICE 'gpu' without CUDA.
     """
     return VideoLoader(cfg, split, rank=rank, world_size=world_size, device_id=device_id, index=index)

@@ -286,14 +286,9 @@ def _plan_steps_per_epoch(run: Run, cfg) -> int:
     """The optimizer steps of an epoch, the same on every rank (else a ConfigError); the training loader is told
     how many micro-batches they use."""
     t = cfg.TRAIN
+    # At least 1: the training loader refuses a list short of one global batch (TRAIN.BATCH_SIZE x
+    # TRAIN.ACCUMULATION_STEPS x world size) when it is built, naming what to change
     steps_per_epoch = len(run.train_loader) // t.ACCUMULATION_STEPS
-    if steps_per_epoch < 1:  # said as the plan says it (preflight.print_dry_run_plan), with what to change
-        world = run.ctx.world_size
-        raise ConfigError(f"DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE}: {counted(len(run.train_loader), 'batch')} per "
-                          f"process, fewer than one optimizer step of TRAIN.ACCUMULATION_STEPS {t.ACCUMULATION_STEPS} "
-                          f"(one global batch: TRAIN.BATCH_SIZE {t.BATCH_SIZE} x TRAIN.ACCUMULATION_STEPS "
-                          f"{t.ACCUMULATION_STEPS} x world size {world} = {t.BATCH_SIZE * t.ACCUMULATION_STEPS * world}"
-                          "): lower TRAIN.BATCH_SIZE or TRAIN.ACCUMULATION_STEPS, or list more videos")
     check_ranks_plan_alike(run.ctx, cfg.DATA.TRAIN_FILE, steps_per_epoch, run.train_loader.plan_fingerprint())
     if hasattr(run.train_loader, "use_batches"):  # the micro-batches short of a whole step: never decoded
         run.train_loader.use_batches(steps_per_epoch * t.ACCUMULATION_STEPS)

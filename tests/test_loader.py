@@ -249,6 +249,24 @@ def test_bad_inputs_are_skipped_and_named(tmp_path):
     train.close()
 
 
+def test_a_list_short_of_one_optimizer_step_names_accumulation_steps(tmp_path):
+    """3 videos, batches of 2 with TRAIN.ACCUMULATION_STEPS 2: the loader was built (one batch of 2 fits), and the
+    run then stopped on its first optimizer step; with 1 video the loader's error said to lower TRAIN.BATCH_SIZE
+    alone, leaving out that an optimizer step takes TRAIN.ACCUMULATION_STEPS batches."""
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, [24, 30, 26])
+    with pytest.raises(DataError) as e:
+        build_loader(small_cfg(root, lst, **{"TRAIN.ACCUMULATION_STEPS": 2}), "train")
+    assert str(e.value) == (
+        f"DATA.TRAIN_FILE {lst}: 3 usable training videos, fewer than one global batch (TRAIN.BATCH_SIZE 2 x "
+        "TRAIN.ACCUMULATION_STEPS 2 x world size 1 = 4): lower TRAIN.BATCH_SIZE or TRAIN.ACCUMULATION_STEPS, "
+        "or list more videos")
+    # batches of 1 make an optimizer step of 2 x 1 clips: the loader is built, with 3 batches
+    ld = build_loader(small_cfg(root, lst, **{"TRAIN.ACCUMULATION_STEPS": 2, "TRAIN.BATCH_SIZE": 1}), "train")
+    assert len(ld) == 3
+    ld.close()
+
+
 def test_unusable_data_raises_data_error(tmp_path, caplog):
     """Data that cannot be used as configured is an input error (DataError, a ValueError that the command-line
     tools report in one line), naming the list and the config key to change."""
@@ -270,7 +288,8 @@ def test_unusable_data_raises_data_error(tmp_path, caplog):
     with pytest.raises(DataError) as e:
         build_loader(small_cfg(root, lst), "train", rank=0, world_size=2)
     msg = str(e.value)
-    assert lst in msg and "3 usable training videos" in msg and "TRAIN.BATCH_SIZE 2 x world size 2 = 4" in msg
+    assert lst in msg and "3 usable training videos" in msg and (
+        "(TRAIN.BATCH_SIZE 2 x TRAIN.ACCUMULATION_STEPS 1 x world size 2 = 4)") in msg
     # the test split has no such minimum: rank 1 of 2 simply gets one video
     ld = build_loader(small_cfg(root, val_list=lst), "test", rank=1, world_size=2)
     assert [r for b in ld for r in b["index"].tolist()] == [1]

@@ -1266,12 +1266,12 @@ def test_a_dry_run_says_what_the_start_sets_aside_and_that_another_run_holds_out
 def test_a_batch_with_accumulation_larger_than_the_list_is_named_with_what_to_change(tmp_path, dataset, capsys):
     """12 training clips in batches of 8 make one batch, short of an optimizer step of 2 accumulated batches: the
     run (whose plan refused it with the global batch) ended on '1 batches per process is less than one optimizer
-    step', naming neither the key of the list nor what to lower."""
+    step', naming neither the key of the list nor what to lower. The training loader refuses it as the plan does."""
     rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, tmp_path / "out", "TRAIN.BATCH_SIZE", "8",
                                                      "TRAIN.ACCUMULATION_STEPS", "2")])
     printed = capsys.readouterr()
     last = (printed.out + printed.err).strip().splitlines()[-1]  # the run's log is open: its console lines
     assert rc == 2 and last == (
-        f"error: DATA.TRAIN_FILE {dataset / 'train.txt'}: 1 batch per process, fewer than one optimizer step of "
-        "TRAIN.ACCUMULATION_STEPS 2 (one global batch: TRAIN.BATCH_SIZE 8 x TRAIN.ACCUMULATION_STEPS 2 x world size "
-        "1 = 16): lower TRAIN.BATCH_SIZE or TRAIN.ACCUMULATION_STEPS, or list more videos"), last
+        f"error: DATA.TRAIN_FILE {dataset / 'train.txt'}: 12 usable training videos, fewer than one global batch "
+        "(TRAIN.BATCH_SIZE 8 x TRAIN.ACCUMULATION_STEPS 2 x world size 1 = 16): lower TRAIN.BATCH_SIZE or "
+        "TRAIN.ACCUMULATION_STEPS, or list more videos"), last

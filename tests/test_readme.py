@@ -59,6 +59,19 @@ def test_each_train_command_in_the_prose_parses(command):
     assert (ROOT / args.cfg).is_file()
 
 
+def test_the_list_forms_readme_gives_for_an_opts_value_load_as_a_list():
+    """README's forms of a list of names after --opts, copied to a shell as written, load as that list (an
+    unquoted "[h264, hevc]" is two words, the second refused where a key is expected)."""
+    sentence = re.search(r"A list of names may be given bare\s*\((.*?)\);", README, re.S).group(1)
+    forms = [" ".join(f.split()) for f in re.findall(r"`([^`]+)`", sentence)]
+    assert len(forms) >= 3 and forms[0].startswith("--opts DATA.NVDEC_CODECS ")
+    key = forms[0].split()[1]
+    for form in forms:
+        opts = shlex.split(form)[1:] if form.startswith("--opts ") else [key, *shlex.split(form)]
+        codecs = load_config(str(ROOT / "configs" / "demo.yaml"), opts).DATA.NVDEC_CODECS
+        assert codecs in (["h264"], ["h264", "hevc"]), form
+
+
 def _exit_code_table() -> dict[int, str]:
     """README's exit codes: ``code -> meaning`` from the table whose header names exit_status.json's meaning."""
     header = README.index("| Code | `meaning` in `exit_status.json` |")

@@ -285,3 +285,75 @@ def test_a_folder_that_cannot_be_written_is_named_not_a_temporary_file(tmp_path)
                         "--frames", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith("error: --out /proc/self: ") and ".tmp" not in r.stderr, r.stderr
+
+
+_MEMORY_OF_4_GIB = """
+import runpy, sys
+sys.path.insert(0, {root!r})
+from tools import synthetic
+
+def never_rendered(*args, **kwargs):  # the refusal comes first: a 4096x4096 clip is never rendered here
+    raise AssertionError("a clip was rendered")
+
+synthetic.available_memory = lambda: 4 << 30
+synthetic.motion_clip = never_rendered
+sys.argv = [{tool!r}, *{args!r}]
+runpy.run_path({tool!r}, run_name="__main__")
+"""
+
+
+def test_a_clip_larger_than_the_memory_available_is_one_line_before_anything_is_written(tmp_path):
+    """--size 4096x4096 with 32 frames was accepted: each encoding process held the clip and its float
+    intermediates (about 28 GiB), one per core, until the memory ran out."""
+    out = tmp_path / "out"
+    script = tmp_path / "small_memory.py"
+    script.write_text(_MEMORY_OF_4_GIB.format(root=str(ROOT), tool=TOOL, args=[
+        "--out", str(out), "--size", "4096x4096", "--train-per-class", "1", "--val-per-class", "1", "--workers", "1",
+        "--quiet"]))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("error: --size 4096x4096 with --frames 32: one clip needs about 28.00 GiB to render and encode "
+                        "and 4.00 GiB of memory is available, even with --workers 1: give --frames 4 or fewer at this "
+                        "--size, or a smaller --size\n")
+    assert r.stdout == "" and not out.exists()
+
+
+def test_fewer_clips_are_written_at_once_when_more_would_not_fit_in_memory(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    each = synthetic.clip_memory(SMALL["num_frames"], SMALL["size"]) + synthetic.WORKER_BYTES
+    monkeypatch.setattr(synthetic, "available_memory", lambda: each + 1)
+    asked, map_with_progress = [], synthetic.map_with_progress
+
+    def counting(fn, items, workers, *args, **kwargs):
+        asked.append(workers)
+        return map_with_progress(fn, items, workers, *args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "map_with_progress", counting)
+    s = make_synthetic_dataset(str(out), **{**SMALL, "workers": 4})
+    assert not s["skipped"] and len(clips(out)) == 20 and asked == [1]
+    assert capsys.readouterr().err == (f"synthetic clips: 1 written at once, not 4: each needs about "
+                                       f"{synthetic.format_bytes(each)} (8 frames of 64x48) and "
+                                       f"{synthetic.format_bytes(each + 1)} of memory is available\n")
+    # A complete dataset is reused without rendering anything, whatever memory there is.
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 0)
+    assert make_synthetic_dataset(str(out), **SMALL)["skipped"]
+    clips(out)[0].unlink()  # but a clip to render again is refused, before anything is written
+    meta = (out / "dataset.json").read_text()
+    with pytest.raises(synthetic.NotEnoughMemoryError):
+        make_synthetic_dataset(str(out), **SMALL)
+    assert (out / "dataset.json").read_text() == meta and len(clips(out)) == 19
+
+
+def test_the_memory_a_clip_needs_is_not_underestimated(tmp_path):
+    """The bound above is only as true as CLIP_BYTES_PER_PIXEL: the peak of what rendering and encoding a clip
+    allocates must stay within it."""
+    import tracemalloc
+
+    job = (str(tmp_path / "clip.mp4"), "moving up", 2, 0, 0, (128, 96), "h264", 25.0, None, 16)
+    tracemalloc.start()
+    try:
+        synthetic._write_job(job)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert synthetic.clip_memory(16, (128, 96)) // 2 < peak <= synthetic.clip_memory(16, (128, 96))

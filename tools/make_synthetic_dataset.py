@@ -33,7 +33,9 @@ if __name__ == "__main__":  # a Ctrl-C (or a scheduler's SIGTERM) during the imp
 from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import output_path_problem  # noqa: E402
-from tools.synthetic import CODECS, MissingEncoderError, make_synthetic_dataset  # noqa: E402
+from evautil.progress import format_bytes  # noqa: E402
+from tools.synthetic import (CODECS, MissingEncoderError, NotEnoughMemoryError, clip_memory,  # noqa: E402
+                             make_synthetic_dataset)
 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
 LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
@@ -51,6 +53,16 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--size is at most {LARGEST_SIDE}x{LARGEST_SIDE} (the largest picture "
                                          f"NVDEC decodes), got {text!r}")
     return w, h
+
+
+def _too_large(args: argparse.Namespace, e: NotEnoughMemoryError) -> str:
+    """The line refusing a clip that does not fit in the memory available, and the --frames that would fit."""
+    w, h = args.size
+    fits = e.available // clip_memory(1, args.size)
+    what_fits = (f"give --frames {fits} or fewer at this --size, or a smaller --size" if fits else
+                 f"give a smaller --size (one frame of {w}x{h} needs about {format_bytes(clip_memory(1, args.size))})")
+    return (f"--size {w}x{h} with --frames {args.frames}: one clip needs about {format_bytes(e.need)} to render and "
+            f"encode and {format_bytes(e.available)} of memory is available, even with --workers 1: {what_fits}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             return stopped_during_work(e, kept)
         except MissingEncoderError as e:  # nothing was written
             print(f"error: --codec {args.codec}: {e}", file=sys.stderr)
+            return 2
+        except NotEnoughMemoryError as e:  # nothing was written
+            print(f"error: {_too_large(args, e)}", file=sys.stderr)
             return 2
         except FileExistsError as e:  # lists of other data in --out
             print(f"error: {e.strerror}", file=sys.stderr)

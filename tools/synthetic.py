@@ -34,10 +34,11 @@ import numpy as np
 
 from dali_pipelines.pyav_encode import CODECS, missing_encoder, write_video
 from evautil.files import atomic_write_text
-from evautil.progress import counted, stderr_is_terminal, stderr_line
-from evautil.workers import map_with_progress
+from evautil.progress import counted, format_bytes, stderr_is_terminal, stderr_line
+from evautil.workers import map_with_progress, usable_cpus
 
-__all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset", "MissingEncoderError"]
+__all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset", "MissingEncoderError",
+           "NotEnoughMemoryError", "clip_memory", "available_memory"]
 
 CLASSES: tuple[str, ...] = ("growing", "moving down", "moving up", "shrinking")  # sorted: label = position
 
@@ -165,6 +166,64 @@ class MissingEncoderError(RuntimeError):
     """The FFmpeg inside PyAV cannot encode the dataset's codec (found before anything is written)."""
 
 
+# What rendering and encoding one clip holds at its peak, per pixel of each frame: motion_clip's float32 frames and
+# their float intermediates, the uint8 clip, the encoder's pictures (measured: 53-54 bytes of peak RSS at 256x256 and
+# 512x256, 32 frames; numpy alone 48). An encoding process also holds its interpreter, numpy and PyAV (about 51 MiB).
+CLIP_BYTES_PER_PIXEL = 56
+WORKER_BYTES = 64 << 20
+
+
+class NotEnoughMemoryError(RuntimeError):
+    """One clip of the dataset needs more memory than this machine has available (found before anything is
+    written): ``need`` and ``available`` in bytes."""
+
+    def __init__(self, need: int, available: int, num_frames: int, size: tuple[int, int]):
+        self.need, self.available = need, available
+        super().__init__(f"one clip of {num_frames} frames of {size[0]}x{size[1]} needs about {format_bytes(need)} "
+                         f"to render and encode, and {format_bytes(available)} of memory is available")
+
+
+def clip_memory(num_frames: int, size: tuple[int, int]) -> int:
+    """Bytes that rendering and encoding one clip of ``num_frames`` frames of ``size`` holds at its peak."""
+    return CLIP_BYTES_PER_PIXEL * int(num_frames) * int(size[0]) * int(size[1])
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give without swapping (MemAvailable: free plus reclaimable cache), or its
+    free pages where /proc/meminfo is not; None when neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _workers_that_fit(params: dict, workers: int, clips: int) -> int:
+    """``workers`` (0: one per usable core), fewer when that many clips rendered at once would not fit in the memory
+    available (one line on stderr says so); NotEnoughMemoryError when not even one fits. Every process held the
+    whole clip and its float intermediates: 4096x4096 and 32 frames, one per core, exhausted the memory."""
+    processes = min(workers if workers > 0 else usable_cpus(), clips)
+    available = available_memory()
+    if available is None or processes < 1:
+        return workers
+    clip = clip_memory(params["num_frames"], params["size"])
+    if clip > available:  # one clip rendered in this process, which holds its interpreter already
+        raise NotEnoughMemoryError(clip, available, params["num_frames"], tuple(params["size"]))
+    fit = max(1, available // (clip + WORKER_BYTES)) if processes > 1 else 1
+    if fit >= processes:
+        return workers
+    stderr_line(f"synthetic clips: {fit} written at once, not {processes}: each needs about "
+                f"{format_bytes(clip + WORKER_BYTES)} ({params['num_frames']} frames of {params['size'][0]}x"
+                f"{params['size'][1]}) and {format_bytes(available)} of memory is available")
+    return fit
+
+
 def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: int = 64, val_per_class: int = 24,
                            num_frames: int = 32, size: tuple[int, int] = (128, 96), fps: float = 25,
                            gop: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True,
@@ -188,6 +247,8 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
 
     Raises:
         MissingEncoderError: ``codec`` cannot be encoded here and clips would have to be written.
+        NotEnoughMemoryError: one clip would not fit in the memory available and clips would have to be written
+            (when several would not, fewer are written at once).
         FileExistsError: ``out_dir`` holds lists that no ``dataset.json`` marks as ours (unless ``force``).
 
     Returns:
@@ -222,11 +283,13 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
             stderr_line(f"synthetic dataset in {out_dir}: {counted(len(damaged), 'clip')} on disk not as written "
                         f"(damaged or changed since, e.g. {damaged[0]}): writing them again")
         _check_encoder(params["codec"])
+        workers = _workers_that_fit(params, workers, len(todo))
         os.makedirs(out_dir, exist_ok=True)
         _remove_parts(out_dir)  # of the clips a stopped run was writing
     else:
         todo = jobs
         _check_encoder(params["codec"])
+        workers = _workers_that_fit(params, workers, len(todo))
         _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force)
         os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused

@@ -357,3 +357,46 @@ def test_the_memory_a_clip_needs_is_not_underestimated(tmp_path):
     finally:
         tracemalloc.stop()
     assert synthetic.clip_memory(16, (128, 96)) // 2 < peak <= synthetic.clip_memory(16, (128, 96))
+
+
+_STOPPED_WHILE_CHECKING = """
+import os, runpy, signal, sys
+sys.path.insert(0, {root!r})
+from tools import synthetic
+
+clip_record, calls = synthetic._clip_record, []
+
+def stopped_at_the_third(path):  # the reuse check hashes each recorded clip
+    calls.append(path)
+    if len(calls) == 3:
+        os.kill(os.getpid(), {sig})
+        sum(range(1000))  # the handler runs here
+    return clip_record(path)
+
+synthetic._clip_record = stopped_at_the_third
+sys.argv = [{tool!r}, *{args!r}]
+runpy.run_path({tool!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_a_complete_dataset_is_checked_says_it_is_complete_and_untouched(tmp_path, sig):
+    """The line said the dataset was incomplete (its dataset.json says so), while that file said complete and
+    nothing had been written."""
+    out = tmp_path / "out"
+    make_synthetic_dataset(str(out), **{**SMALL, "codec": "h264"})
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    args = ["--out", str(out), "--train-per-class", "3", "--val-per-class", "2", "--frames", "8", "--seed", "3",
+            "--codec", "h264", "--workers", "1", "--quiet"]
+    script = tmp_path / "stopped.py"
+    script.write_text(_STOPPED_WHILE_CHECKING.format(root=str(ROOT), sig=int(sig), tool=TOOL, args=args))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    line = (f"checking the synthetic dataset in {out}: it is complete and untouched; the same command checks it "
+            "again and reuses it")
+    if sig == signal.SIGINT:
+        assert r.returncode == -signal.SIGINT and r.stderr == f"interrupted: {line}\n", r  # ends by SIGINT
+    else:
+        assert r.returncode == 4 and r.stderr == f"stopped: SIGTERM received: {line} (exit code 4)\n", r
+    assert r.stdout == ""
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
+    assert make_synthetic_dataset(str(out), **{**SMALL, "codec": "h264"})["skipped"]

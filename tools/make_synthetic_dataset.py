@@ -105,9 +105,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(output_path_problem(args.out, "--out", folder=True))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
-    kept = (f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); the same "
-            "command keeps the clips finished and writes the rest")
-    on_interrupt(kept)
+    # What a stop leaves depends on how far it got: a complete dataset being checked was said to be incomplete.
+    kept = {"starting": f"writing the synthetic dataset in {args.out}: nothing was written yet; run the same command "
+                        "again",
+            "checking": f"checking the synthetic dataset in {args.out}: it is complete and untouched; the same "
+                        "command checks it again and reuses it",
+            "writing": f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); the "
+                       "same command keeps the clips finished and writes the rest"}
+    said = []
+
+    def stage(name: str) -> None:
+        said.append(kept[name])
+        on_interrupt(kept[name])
+
+    stage("starting")
     # A batch scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does (the workers ended, the clips
     # half-written removed, the finished ones recorded), with one line and the exit code of a stopped training run.
     done = False
@@ -116,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             s = make_synthetic_dataset(args.out, codec=args.codec, train_per_class=args.train_per_class,
                                        val_per_class=args.val_per_class, num_frames=args.frames, size=args.size,
                                        fps=args.fps, gop=args.gop, seed=args.seed, workers=args.workers,
-                                       progress=not args.quiet, force=args.force)
+                                       progress=not args.quiet, force=args.force, on_stage=stage)
         except Stopped as e:
-            return stopped_during_work(e, kept)
+            return stopped_during_work(e, said[-1])
         except MissingEncoderError as e:  # nothing was written
             print(f"error: --codec {args.codec}: {e}", file=sys.stderr)
             return 2

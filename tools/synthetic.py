@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -227,7 +228,7 @@ def _workers_that_fit(params: dict, workers: int, clips: int) -> int:
 def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: int = 64, val_per_class: int = 24,
                            num_frames: int = 32, size: tuple[int, int] = (128, 96), fps: float = 25,
                            gop: int | None = None, seed: int = 0, workers: int = 0, progress: bool = True,
-                           force: bool = False) -> dict:
+                           force: bool = False, on_stage: Callable[[str], None] | None = None) -> dict:
     """Write a motion-only synthetic dataset in the original list format.
 
     Layout: ``out_dir/videos/<class>/<class>_<i><ext>`` (train clips are ``i < train_per_class``, val clips follow),
@@ -244,6 +245,8 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     written again (one line on stderr counts those that were on disk but damaged), and the lists. Nothing is
     written when all match and the dataset was complete (an unwritable folder is fine then). A stop (Ctrl-C, a stop
     signal, a failed write) kills the workers, removes the clips half-written and records the finished ones.
+    ``on_stage`` (when given) hears ``"checking"`` when the check of a dataset that ``dataset.json`` says is complete
+    begins, and ``"writing"`` before anything is written or removed (until then a stop leaves the folder as it was).
 
     Raises:
         MissingEncoderError: ``codec`` cannot be encoded here and clips would have to be written.
@@ -272,7 +275,10 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     stored = None if force else _stored_meta(meta_path)
     records: dict[str, tuple[int, str]] = {}
     damaged: list[str] = []
+    stage = on_stage or (lambda name: None)
     if stored is not None and _params_of(stored) == params:
+        if stored.get("complete") is True:
+            stage("checking")
         records, todo, damaged = _check_clips(out_dir, jobs, stored, params)
         if not todo and stored.get("complete") is True and all(_holds(p, text) for p, text in lists.items()):
             if records != _records_of(stored):  # clips checked by a probe: recorded, for a quicker check next time
@@ -284,12 +290,14 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
                         f"(damaged or changed since, e.g. {damaged[0]}): writing them again")
         _check_encoder(params["codec"])
         workers = _workers_that_fit(params, workers, len(todo))
+        stage("writing")
         os.makedirs(out_dir, exist_ok=True)
         _remove_parts(out_dir)  # of the clips a stopped run was writing
     else:
         todo = jobs
         _check_encoder(params["codec"])
         workers = _workers_that_fit(params, workers, len(todo))
+        stage("writing")
         _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force)
         os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused

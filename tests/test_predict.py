@@ -525,20 +525,25 @@ def test_the_summary_says_where_the_unreadable_videos_are_listed(evaluated, caps
     assert f"{summary} (listed above)\n" in captured.err and "missing file" in captured.out
 
 
-def test_a_still_image_is_not_scored_as_a_video(evaluated, dataset, capsys):
-    """A PNG opens as a one-frame video; its score (a motion classifier's, on one repeated frame) meant nothing
-    and was printed like any other."""
+def _write_still_image(path: Path) -> Path:
+    """A PNG, which opens as a one-frame video."""
     import av
 
-    tmp, opts, ckpt, _ = evaluated
-    still = tmp / "still.png"
-    with av.open(str(still), "w", format="image2") as out_file:
+    with av.open(str(path), "w", format="image2") as out_file:
         stream = out_file.add_stream("png")
         stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
         for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
             out_file.mux(packet)
         for packet in stream.encode():
             out_file.mux(packet)
+    return path
+
+
+def test_a_still_image_is_not_scored_as_a_video(evaluated, dataset, capsys):
+    """A PNG opens as a one-frame video; its score (a motion classifier's, on one repeated frame) meant nothing
+    and was printed like any other."""
+    tmp, opts, ckpt, _ = evaluated
+    still = _write_still_image(tmp / "still.png")
     video = next(str(p) for p in sorted((dataset / "videos").rglob("*.webm")))
     out = tmp / "still.jsonl"
     rc = predict.main([str(still), video, "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out),
@@ -549,6 +554,53 @@ def test_a_still_image_is_not_scored_as_a_video(evaluated, dataset, capsys):
     assert records[str(still)]["status"] == "error"
     assert records[str(still)]["error"] == "a single frame: a still image, not a video"
     assert records[video]["status"] == "ok" and "predicted 1 of 2 videos (2 clips x 3 crops); 1 unreadable" in err
+
+
+_QUIET_SCRIPT = """
+import json, logging, sys
+
+from tools import predict
+
+if __name__ == "__main__":
+    videos, out, weights, cfg, work, opts = json.loads(sys.argv[1])
+    before = list(logging.getLogger("dali_pipelines").handlers)
+    rc = predict.main(videos + ["--quiet", "--out", out, "--weights", weights, "--cfg", cfg, "--work-dir", work,
+                                "--opts", *opts])
+    with predict.Predictor(weights, cfg=cfg, opts=opts, device="cpu") as predictor:  # progress=False
+        records = predictor.predict(videos)
+    left = logging.getLogger("dali_pipelines").handlers == before  # as found, for later callers
+    print(json.dumps({"rc": rc, "errors": [r["error"] for r in records], "left_as_found": left}))
+"""
+
+
+def test_quiet_prints_no_loader_warnings_and_without_it_still_images_are_named(evaluated, capsys, tmp_path):
+    """--quiet and Predictor(progress=False) still printed the index's "bad video" warnings (from Python's
+    last-resort handler: a run of the command or a script sets no logging handler), where the results already
+    list each unreadable video; without --quiet those warnings named every unreadable video but still images."""
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    tmp, opts, ckpt, _ = evaluated
+    still, missing, out = _write_still_image(tmp_path / "still.png"), tmp_path / "gone.mp4", tmp_path / "q.jsonl"
+    script = tmp_path / "quiet.py"
+    script.write_text(_QUIET_SCRIPT)
+    given = [[str(still), str(missing)], str(out), str(ckpt), DEMO, str(tmp_path / "work_q"), opts]
+    done = subprocess.run([sys.executable, str(script), json.dumps(given)], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the command's closing line alone: no "bad video" lines, no still image named
+    assert done.stderr == f"predicted 0 of 2 videos (2 clips x 3 crops); 2 unreadable (listed in {out})\n"
+    assert json.loads(done.stdout) == {"rc": 1, "errors": ["a single frame: a still image, not a video",
+                                                           "missing file"], "left_as_found": True}
+    # without --quiet (stderr not a terminal: the index's lines are printed), the still image is named as well
+    rc = predict.main([str(still), str(missing), "--weights", str(ckpt), "--cfg", DEMO, "--work-dir",
+                       str(tmp_path / "work_loud"), "--opts", *opts])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"bad video {still}: a single frame: a still image, not a video\n" in err, err
+    assert f"bad video {missing}: missing file\n" in err, err
 
 
 def test_progress_without_a_terminal_is_plain_lines(evaluated, dataset, capsys):

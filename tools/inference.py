@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from tools.model_io import InputError, load_model, load_setup  # the tools' one 
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input", "note_top_k",
            "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
-           "ViewLoader", "build_view_loader", "view_outputs", "progress_bar"]
+           "ViewLoader", "build_view_loader", "loader_warnings_unprinted", "view_outputs", "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -280,14 +281,15 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
                             classes_name="DATA.NUM_CLASSES",
                             progress=progress and stderr_is_terminal(),  # as the loader builds it: any rank probes
                             root_name=None)  # a named file that is missing is reported as unreadable
-    position_of = {paths[i]: i for i in listed}
-    positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
-    if sorted(positions) != listed:
-        raise DataError(f"{list_path} does not hold the {len(listed)} videos written to it (changed by another "
-                        "process?); run again, or give this run a --work-dir of its own")
-    single = np.flatnonzero(index.good_mask & (index.table.columns["num_frames"] < 2))
-    for row in single.tolist():  # a still image (PNG, JPEG) opens as a one-frame video: no motion to classify
-        index.quarantine(row, "a single frame: a still image, not a video", remember=False)
+        position_of = {paths[i]: i for i in listed}
+        positions = [position_of.get(index.path(r), -1) for r in range(len(index))]
+        if sorted(positions) != listed:
+            raise DataError(f"{list_path} does not hold the {len(listed)} videos written to it (changed by another "
+                            "process?); run again, or give this run a --work-dir of its own")
+        single = np.flatnonzero(index.good_mask & (index.table.columns["num_frames"] < 2))
+        for row in single.tolist():  # a still image (PNG, JPEG) opens as a one-frame video: no motion to classify
+            index.quarantine(row, STILL_IMAGE, remember=False)
+        _warn_still_images(index, single.tolist())  # where the index's warnings go: they named the other bad ones
     for row, why in index.bad.items():
         unreadable[positions[row]] = why
     if not index.good_mask.any():  # the loader would refuse the list with one message for all videos
@@ -300,6 +302,37 @@ def build_view_loader(cfg, paths: Sequence[str], work_dir: str, ctx: DistContext
 
     loader = build_loader(test_cfg, "test", ctx.rank, ctx.world_size, ctx.device_id, index=index)
     return ViewLoader(loader, positions, unreadable, index)
+
+
+STILL_IMAGE = "a single frame: a still image, not a video"
+
+
+def _warn_still_images(index, rows: Sequence[int]) -> None:
+    """A ``bad video`` warning per still image, in the index's words and on its logger (the first
+    ``BAD_VIDEOS_NAMED``, then a count): a one-frame video passes the index's probe, so its warnings never named
+    them, while they named every other video the results report unreadable."""
+    from dali_pipelines.dataset_index import BAD_VIDEOS_NAMED
+
+    index_logger = logging.getLogger("dali_pipelines.index")
+    for row in rows[:BAD_VIDEOS_NAMED]:
+        index_logger.warning("bad video %s: %s", os.path.abspath(index.path(row)), STILL_IMAGE)
+    if len(rows) > BAD_VIDEOS_NAMED:
+        index_logger.warning("and %s", counted(len(rows) - BAD_VIDEOS_NAMED, "more still image"))
+
+
+@contextlib.contextmanager
+def loader_warnings_unprinted() -> Iterator[None]:
+    """While inside, the data loader's warnings (the index's ``bad video ...`` lines, a decode failure's
+    ``quarantining ...``) are not printed on stderr: Python prints a warning that no handler takes (its last-resort
+    handler), and a handler that drops them takes them here. A quiet run reports its unreadable videos in its
+    results only; handlers of the caller's own (on the root logger) still get them. The logger is left as found."""
+    loader_logger = logging.getLogger("dali_pipelines")
+    handler = logging.NullHandler()
+    loader_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        loader_logger.removeHandler(handler)
 
 
 # ---------------------------------------------------------------------------------------------------- forward

@@ -31,6 +31,7 @@ if __name__ == "__main__":  # until main() says what its work keeps (torch and t
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import csv  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -63,7 +64,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
     from engine import distributed
     from engine.train_loop import resolve_precision
-    from tools.inference import build_view_loader, progress_bar, view_outputs
+    from tools.inference import build_view_loader, loader_warnings_unprinted, progress_bar, view_outputs
 
     if top_k < 1:  # before any video is decoded: 0 gave empty "ok" records, below 0 torch's "k out of range"
         raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -71,18 +72,20 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
     failed: dict[int, str] = {}
-    loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
-    try:
-        batches = progress_bar(loader, len(loader), progress and ctx.is_main and len(loader) > 0, "predict")
-        for batch in batches:
-            _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
-            probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
-            top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-            for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
-                local[int(row)] = list(zip(classes, ps))
-        failed.update(loader.unreadable(ctx))
-    finally:
-        loader.close()
+    # quiet: the loader's "bad video" warnings are left out too, the records give each unreadable video's reason
+    with contextlib.nullcontext() if progress else loader_warnings_unprinted():
+        loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
+        try:
+            batches = progress_bar(loader, len(loader), progress and ctx.is_main and len(loader) > 0, "predict")
+            for batch in batches:
+                _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
+                probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
+                top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+                for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
+                    local[int(row)] = list(zip(classes, ps))
+            failed.update(loader.unreadable(ctx))
+        finally:
+            loader.close()
     preds: dict[int, list] = {}
     for part in distributed.all_gather_objects({"preds": local, "failed": failed}, ctx):
         preds.update(part["preds"])
@@ -338,7 +341,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", default="output/predict",
                    help="where the video lists and their index caches go (one per set of videos; default "
                         "output/predict)")
-    p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress (bar or lines)")
+    p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress (bar or lines), no "
+                                                      "warnings for unreadable videos (the results list them)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides, e.g. "
                                                                         "TEST.NUM_CLIP 4 TEST.NUM_CROP 3")
     args = p.parse_args(opts_last(p, p.respelled(argv)))

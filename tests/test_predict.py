@@ -1007,3 +1007,23 @@ def test_a_top_k_above_the_models_classes_says_every_class_is_listed(evaluated, 
         assert predict.main(args + given) == 0
         out, err = capsys.readouterr()
         assert err == "predicted 1 of 1 video (2 clips x 3 crops)\n" and len(json.loads(out)["top_k"]) == classes
+
+
+def test_nan_scores_are_refused_in_one_line_naming_the_video(evaluated, dataset, tmp_path, capsys):
+    """A model whose weights are NaN gave NaN probabilities, which --out wrote as a bare NaN: not JSON."""
+    tmp, opts, ckpt, _ = evaluated
+    state = torch.load(ckpt, map_location="cpu")["model"]
+    state["head.weight"].fill_(float("nan"))
+    nan_ckpt = tmp_path / "nan.pth"
+    torch.save({"model": state}, nan_ckpt)
+    video = str(sorted((dataset / "videos").rglob("*.webm"))[0])
+    out = tmp_path / "nan.json"
+    rc = predict.main([video, "--cfg", DEMO, "--weights", str(nan_ckpt), "--quiet", "--out", str(out), "--work-dir",
+                       str(tmp_path / "work"), "--opts", *opts])
+    captured = capsys.readouterr()
+    assert rc == 2 and not out.exists(), captured.err
+    assert captured.err == (f"error: the model's scores for {video} are NaN or infinite: check the weights for NaN "
+                            "or inf values (a training run that diverged)\n"), captured.err  # on the CPU: fp32
+    with predict.Predictor(str(nan_ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        with pytest.raises(predict.NonFiniteScoresError, match=re.escape(video)):
+            predictor.predict(video)

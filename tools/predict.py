@@ -15,7 +15,8 @@ Python, :class:`Predictor` keeps the model loaded between calls and also returns
 ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
-config, weights, an --out or --work-dir that cannot be written, an --out that is an input) with a one-line error,
+config, weights, an --out or --work-dir that cannot be written, an --out that is an input) or NaN or infinite
+scores (weights holding NaN; the error names the video) with a one-line error,
 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop) before the predictions are made, with one
 ``stopped:`` line: the predictions are printed and --out written at the end only, so nothing was, and an earlier
 --out is left as it was; the video index in --work-dir keeps the videos probed so far. Once the predictions are
@@ -50,8 +51,8 @@ from evautil.progress import counted  # noqa: E402
 if TYPE_CHECKING:
     from engine.distributed import DistContext
 
-__all__ = ["Predictor", "predict_videos", "accuracy_line", "format_table", "format_json", "format_jsonl", "format_csv",
-           "main"]
+__all__ = ["Predictor", "predict_videos", "NonFiniteScoresError", "accuracy_line", "format_table", "format_json",
+           "format_jsonl", "format_csv", "main"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
 _FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # any other: the table
@@ -79,6 +80,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
             batches = progress_bar(loader, len(loader), progress and ctx.is_main and len(loader) > 0, "predict")
             for batch in batches:
                 _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
+                _check_finite(logits, batch["index"], paths, amp_dtype)
                 probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
                 top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
                 for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
@@ -99,6 +101,23 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
     return records
+
+
+def _check_finite(logits, rows, paths: Sequence[str], amp_dtype) -> None:
+    """Refuse scores that are NaN or infinite, naming the first video that got them: their probabilities would be
+    NaN, which JSON cannot hold (``json.dumps`` writes a bare ``NaN``), and their ranking means nothing."""
+    import torch
+
+    bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero()
+    if len(bad):
+        path = paths[int(rows[int(bad[0])])]
+        fp32 = f", or TRAIN.PRECISION fp32 (this run computed in {str(amp_dtype)[6:]})" if amp_dtype else ""
+        raise NonFiniteScoresError(f"the model's scores for {path} are NaN or infinite: check the weights for NaN or "
+                                   f"inf values (a training run that diverged){fp32}")
+
+
+class NonFiniteScoresError(ValueError):
+    """The model gave NaN or infinite logits for a video: the command's exit-2 error, raised by the Python API."""
 
 
 def _with_label(record: dict[str, Any], label: int | None, names: dict[int, str]) -> dict[str, Any]:
@@ -184,6 +203,7 @@ class Predictor:
             ValueError: ``top_k`` below 1, which the command's ``--top-k`` refuses too.
             LabelRangeError: a list's label outside the model's classes (a ValueError naming the list, the line
                 and the label), as the command refuses it.
+            NonFiniteScoresError: the model's scores for a video are NaN or infinite (a ValueError naming it).
         """
         from models import CheckpointError
 

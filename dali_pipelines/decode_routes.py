@@ -42,11 +42,11 @@ def _read_source(video: VideoRef, frames: np.ndarray, pack: bool,
     DaliDecodeError (the loader moves it to its CPU route)."""
     data = read_bytes(video.path, video.size, video.mtime_ns)
     if numbering is not None:
-        if video.row not in numbering:  # once a run: its first packets only
+        if video.row not in numbering:  # once a run: a demux, no decode
             numbering[video.row] = first_pictures_not_shown(memoryview(data), name=video.path)
         if numbering[video.row]:
-            raise DaliDecodeError(f"{video.path}: {numbering[video.row]}, which NVDEC would number as frames (the "
-                                  "frames it returned would be others than the index numbers)")
+            raise DaliDecodeError(f"{video.path}: {numbering[video.row]}: NVDEC would number its frames otherwise "
+                                  "than the index (the frames it returned would be others than those asked for)")
     encoded, wanted = read_source(video.path, frames, video.size, video.mtime_ns, pack, data)
     matrix = correction(video.colorspace)
     return EncodedSource(encoded=encoded, frames=wanted, colour=IDENTITY if matrix is None else matrix)
@@ -58,10 +58,12 @@ class EncodedRoute:
     ``pack_gops``: cut files to the GOP prefixes the sampled frames need (see ``gop_pack``): VP8/VP9/MJPEG, and
     H.264/HEVC for NVDEC.
 
-    NVDEC shows every packet's picture from the first packet on: a video whose first packets FFmpeg (and so the
-    index) does not show, hidden by an MP4 edit list or before the first keyframe, would come out with its frames
-    shifted. Each video's first packets are read once (``pyav_probe.first_pictures_not_shown``) and such a video
-    fails its read with a DaliDecodeError, which moves it to its CPU route.
+    NVDEC shows every packet's picture from the first packet on, in the order of the packets' pts: a video whose
+    first packets FFmpeg (and so the index) does not show, hidden by an MP4 edit list or before the first keyframe,
+    would come out with its frames shifted, and one whose pts do not give the display order (none, as in a raw
+    .h264 stream) with its frames reordered. Each video's packets are demuxed once a run
+    (``pyav_probe.first_pictures_not_shown``) and such a video fails its read with a DaliDecodeError, which moves
+    it to its CPU route.
     """
 
     def __init__(self, name: str, workers: int, pack_gops: bool = False):

@@ -2,8 +2,8 @@
 benchmarks with it: the first video stream's facts (packet count, size, codec, rate, declared duration and frame
 count, where the packets end, the decoder facts, the colour tag of its first frame, packets before the first
 keyframe or hidden by an edit list; :func:`probe_stream` decodes the first frame only, unless asked for all), the
-frame count of a full decode (:func:`count_frames`), and whether NVDEC, which shows every packet's picture, would
-number its frames otherwise (:func:`first_pictures_not_shown`).
+frame count of a full decode (:func:`count_frames`), and whether NVDEC, which shows every packet's picture in the
+order of the packets' pts, would number its frames otherwise (:func:`first_pictures_not_shown`).
 
 Decoding is ``pyav_io``'s; what both modules use, the opening of a video and :class:`pyav_open.BadVideoError`, is
 ``pyav_open``'s. No DALI import here: this module must work on machines (and in processes) without DALI.
@@ -19,37 +19,65 @@ import av
 from .colour import colorspace_name
 from .pyav_open import BadVideoError, VideoSource, ffmpeg_message, first_video_stream, open_video, source_name
 
-__all__ = ["first_pictures_not_shown", "count_frames", "count_packets", "StreamProbe", "DecoderFacts",
-           "probe_stream", "DURATION_SLACK", "reaches_duration"]
+__all__ = ["first_pictures_not_shown", "nvdec_pts_problem", "NVDEC_REORDER_WINDOW", "count_frames", "count_packets",
+           "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
+
+
+# DALI 2.4's NVDEC decoder (fn.decoders.video on 'mixed' builds no index) tags each picture, in decode order, with
+# its packet's pts (a counter 0, 1, 2... for a packet without one), keeps them as 32-bit ints with -1 marking an
+# empty slot, and hands out the smallest pts among the next 8 decoded pictures (frames_decoder_gpu.cc/.h:
+# SendFrameToParser, ReadNextFrameWithoutIndex, num_decode_surfaces_ = 8).
+NVDEC_REORDER_WINDOW = 8
+
+
+def nvdec_pts_problem(pts: list[int | None]) -> str:
+    """Why DALI's NVDEC decoder would order the pictures of packets with these pts (in decode order) otherwise than
+    their display order, which FFmpeg and the index number by, or '' when it would not."""
+    if any(t is None for t in pts):
+        return "packets carry no timestamp (NVDEC would hand the frames out in decode order, not display order)"
+    if any(t == -1 for t in pts):
+        return "a packet has timestamp -1 (NVDEC takes -1 for an empty slot and drops that frame)"
+    if any(not -2**31 <= t < 2**31 for t in pts):
+        return "timestamps beyond 32 bits (NVDEC keeps them as 32-bit integers)"
+    if len(set(pts)) < len(pts):
+        return "packets share a timestamp (NVDEC's order between them is arbitrary)"
+    late = max((p - r for r, p in enumerate(sorted(range(len(pts)), key=pts.__getitem__))), default=0)
+    if late >= NVDEC_REORDER_WINDOW:
+        return (f"a frame is decoded {late} packets after its place in display order (NVDEC reorders within "
+                f"{NVDEC_REORDER_WINDOW})")
+    return ""
 
 
 def first_pictures_not_shown(src: VideoSource, limit: int = 256, name: str = "") -> str:
-    """Why a decoder that numbers a stream's pictures from its first packet on (DALI's NVDEC decoder: it shows
-    every packet's picture and reads no container flag) would number ``src``'s frames otherwise than FFmpeg and the
-    index do, or '' when it would not: packets an MP4 edit list hides before the first frame shown (a file cut
-    without re-encoding, a phone's trim), or a first packet that is no keyframe (a stream that starts inside a
-    GOP, whose first pictures decoders drop). Demuxes the first packets only (up to ``limit`` hidden ones).
-    ``name``: the file's name in errors, for bytes read from it (BadVideoError: not a readable video)."""
+    """Why a decoder that numbers a stream's pictures from its first packet on, ordered by their packets' pts
+    (DALI's NVDEC decoder: it shows every packet's picture and reads no container flag) would number ``src``'s
+    frames otherwise than FFmpeg and the index do, or '' when it would not: packets an MP4 edit list hides before
+    the first frame shown (a file cut without re-encoding, a phone's trim), a first packet that is no keyframe (a
+    stream that starts inside a GOP, whose first pictures decoders drop), or pts that do not give the display order
+    (:func:`nvdec_pts_problem`: a raw .h264 stream, whose packets have none). Demuxes every packet, decodes none
+    (counts up to ``limit`` hidden ones). ``name``: the file's name in errors, for bytes read from it
+    (BadVideoError: not a readable video)."""
     name = name or source_name(src)
     with open_video(src, name) as container:
         stream = first_video_stream(container, name)
-        hidden = 0
+        hidden, shown, pts = 0, False, []
         try:
             for packet in container.demux(stream):
                 if not packet.size:
                     continue
-                if hidden == 0 and not packet.is_keyframe:
+                if not pts and not packet.is_keyframe:
                     return "the stream starts inside a GOP (its first packet is no keyframe)"
-                if not packet.is_discard:
-                    break
-                hidden += 1
-                if hidden >= limit:
-                    break
+                pts.append(packet.pts)
+                shown = shown or not packet.is_discard
+                if not shown:
+                    hidden += 1
+                    if hidden >= limit:
+                        break
         except av.error.FFmpegError as e:
             raise BadVideoError(f"{name}: {ffmpeg_message(e)}") from e
     if hidden:
         return f"an MP4 edit list hides its first {hidden} pictures"
-    return ""
+    return nvdec_pts_problem(pts)
 
 
 def count_frames(path: VideoSource, threads: int = 0) -> int:

@@ -17,6 +17,7 @@ from dali_pipelines.loader import build_loader
 from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_size_change, write_video
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.pyav_open import BadVideoError
+from dali_pipelines.pyav_probe import first_pictures_not_shown, nvdec_pts_problem
 from dali_pipelines.routing import NVDEC, RoutingPolicy, choose_route
 from tests.video_fixtures import pattern_frames, small_cfg
 
@@ -270,6 +271,45 @@ def test_the_nvdec_route_sends_videos_whose_first_pictures_are_not_shown_to_thei
     ref = _reference(videos["h264_edit"])
     assert [s.route for s in batch.samples] == [PYAV] and "hides its first 3 pictures" in moved[0]
     assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, [20, 30]))
+
+
+def test_nvdec_pts_problem_names_the_pts_that_would_reorder_nvdecs_frames():
+    """DALI 2.4's NVDEC decoder tags each picture, in decode order, with its packet's pts (a counter for a packet
+    without one; 32-bit, -1 meaning an empty slot) and hands out the smallest of the next 8 decoded: only pts that
+    give the display order within that window number its frames as FFmpeg does."""
+    assert nvdec_pts_problem([0, 3, 1, 2, 6, 4, 5]) == ""  # B-frames: reordered within the window
+    assert nvdec_pts_problem([-3, -2, 0]) == "" and nvdec_pts_problem([]) == ""
+    assert "no timestamp" in nvdec_pts_problem([0, None, 2])
+    assert "timestamp -1" in nvdec_pts_problem([-2, -1, 0])
+    assert "32 bits" in nvdec_pts_problem([2**31, 2**31 + 1])
+    assert "share a timestamp" in nvdec_pts_problem([0, 1, 1, 2])
+    assert "decoded 8 packets after" in nvdec_pts_problem(list(range(1, 9)) + [0])  # shown first, decoded 9th
+    assert nvdec_pts_problem(list(range(1, 8)) + [0]) == ""  # 7 packets late: within the window
+
+
+def test_a_raw_h264_stream_goes_from_nvdec_to_its_cpu_route(tmp_path):
+    """A raw .h264 stream's packets carry no pts: DALI's NVDEC decoder numbers its pictures in decode order, which
+    B-frames make another order than FFmpeg's display order (the index's). Its NVDEC read fails (the feeder moves
+    it to its CPU route), where PyAV decodes the frames the index numbers."""
+    from dali_pipelines.decode_routes import EncodedRoute
+    from dali_pipelines.draw import Sample
+    from dali_pipelines.host_decode import DaliDecodeError
+
+    path = str(tmp_path / "raw.h264")
+    source = pattern_frames(N)
+    write_video(path, source, codec="h264", gop=16)
+    with av.open(path) as c:
+        assert all(p.pts is None for p in c.demux(video=0) if p.size)
+    with av.open(path) as c:
+        assert 3 in {int(f.pict_type) for f in c.decode(video=0)}  # B-frames: decode order is not display order
+    assert first_pictures_not_shown(path).startswith("packets carry no timestamp")
+    sample = Sample(_video_ref(0, path), NVDEC, np.arange(4), params=None)
+    with pytest.raises(DaliDecodeError, match="no timestamp.*NVDEC would number its frames otherwise"):
+        EncodedRoute(NVDEC, 1).load(sample)  # was: handed to NVDEC, its frames in decode order
+    wanted = [9, 20, 33]
+    frames = decode_frames(path, wanted)
+    nearest = [int(np.argmin([np.abs(f.astype(int) - s).mean() for s in source])) for f in frames]
+    assert nearest == wanted
 
 
 def test_a_video_the_nvdec_routes_first_packet_check_cannot_read_is_named_by_its_path(tmp_path):

@@ -33,9 +33,6 @@ if __name__ == "__main__":  # until main() says what its work keeps (torch and t
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -47,15 +44,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 # torch, DALI and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need none of them.
 from evautil.progress import counted  # noqa: E402
+from tools.predict_output import (FORMATS, format_csv, format_for, format_json, format_jsonl,  # noqa: E402
+                                  format_table, write_out)
 
 if TYPE_CHECKING:
     from engine.distributed import DistContext
 
 __all__ = ["Predictor", "predict_videos", "NonFiniteScoresError", "accuracy_line", "format_table", "format_json",
-           "format_jsonl", "format_csv", "main"]
-
-FORMATS = ("table", "json", "jsonl", "csv")
-_FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # any other: the table
+           "format_jsonl", "format_csv", "main"]  # the formats: tools.predict_output
 
 
 def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = 5,
@@ -286,58 +282,6 @@ class _CollectedFeatures:
         self.records[path] = {"path": path, "status": "error", "error": reason}
 
 
-# ---------------------------------------------------------------------------------------------------- output
-def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width table: one line per (video, rank), unreadable videos with their reason; when a video has a
-    label, a ``label`` column after the video (on its first line, blank for videos without one). The ``name``
-    column is always there, blank for classes without a name."""
-    labelled = any("label" in r for r in records)
-    rows = [("video",) + (("label",) if labelled else ()) + ("rank", "class", "name", "probability")]
-    for r in records:
-        head = (r["path"],) + ((str(r.get("label", "")),) if labelled else ())
-        if r["status"] == "ok":
-            rows += [(head if k == 0 else ("",) * len(head)) + (str(k + 1), str(t["class"]), t.get("name", ""),
-                                                                 f"{t['prob']:.4f}") for k, t in enumerate(r["top_k"])]
-        else:
-            rows.append(head + ("-", "-", "unreadable", r["error"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]  # the last column is not padded
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows) + "\n"
-
-
-def format_json(records: Sequence[dict[str, Any]]) -> str:
-    """One JSON array of the records (``json.load`` reads it back)."""
-    return json.dumps(list(records), ensure_ascii=False, indent=1) + "\n"
-
-
-def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
-    """JSON Lines: one record per line."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def format_csv(records: Sequence[dict[str, Any]]) -> str:
-    """A row per video: ``path``, ``status``, ``error``, the top-k's class, name (blank for a class without one: the
-    columns are the same with or without names) and probability and, when a video has a label, ``label`` and
-    ``label_name`` last (blank for videos without them), after the top-k columns, which keep their places."""
-    k = max((len(r["top_k"]) for r in records if r["status"] == "ok"), default=0)
-    labelled = any("label" in r for r in records)
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["path", "status", "error"] + [f"top{i}_{f}" for i in range(1, k + 1) for f in ("class", "name", "prob")]
-               + (["label", "label_name"] if labelled else []))
-    for r in records:
-        row = [r["path"], r["status"], r.get("error", "")]
-        for t in r.get("top_k", []):
-            row += [t["class"], t.get("name", ""), f"{t['prob']:.6f}"]
-        if labelled:  # an unreadable video's or a shorter top-k's missing columns first: the labels stay in theirs
-            row += [""] * (3 + 3 * k - len(row)) + [r.get("label", ""), r.get("label_name", "")]
-        w.writerow(row)
-    return out.getvalue()
-
-
-def _format_for(out: str, fmt: str | None) -> str:
-    return fmt or _FORMAT_OF_EXTENSION.get(os.path.splitext(out)[1].lower(), "table")
-
-
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from evautil.cli import ArgumentParser
@@ -437,9 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             elif not args.quiet:
                 sys.stdout.write(format_table(records))
             if args.out:
-                text = formats[_format_for(args.out, args.format)](records)
-                written = _write_out(args.out, text, args.quiet)
-                printed = printed or (args.quiet and not written)  # _write_out put them on stdout instead
+                text = formats[format_for(args.out, args.format)](records)
+                written = write_out(args.out, text, args.quiet)
+                printed = printed or (args.quiet and not written)  # write_out put them on stdout instead
             bad = sum(r["status"] != "ok" for r in records)
             # where the unreadable videos' reasons are: --quiet prints no table, so "above" held only without it
             where = " (listed above)" if printed else f" (listed in {args.out})" if args.out else ""
@@ -453,22 +397,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(accuracy, file=sys.stderr)
     ok = any(r["status"] == "ok" for r in records)
     return 2 if not written else 0 if ok else 1
-
-
-def _write_out(out: str, text: str, quiet: bool) -> bool:
-    """Write ``text`` to ``out``; on failure one error line, and with ``quiet`` (no table printed) the text on
-    stdout instead, so that the predictions are not lost."""
-    from evautil.files import write_output_text
-
-    try:  # atomically: a write cut short (a full disk) leaves neither half a file nor an earlier one emptied
-        write_output_text(out, text)
-        return True
-    except OSError as e:
-        print(f"error: cannot write --out {out}: {e.strerror or e}" + ("; the predictions follow on stdout" if quiet
-                                                                        else ""), file=sys.stderr)
-        if quiet:
-            sys.stdout.write(text)
-        return False
 
 
 if __name__ == "__main__":

@@ -1246,3 +1246,49 @@ def test_a_video_that_fails_otherwise_does_not_break_a_streak_of_window_decodes_
                              rf"DATA.VIDEO_TIMEOUT_S = 0.5 s \(the last: {stuck[-1]}\): the storage"):
         ef.extract(cfg, model, [stuck[0], str(unreadable), *stuck[1:]], str(tmp_path / "windows"), DistContext(),
                    window=4, progress=False)
+
+
+_QUIET_SCRIPT = """
+import json, logging, sys
+
+from tools import extract_features as ef
+from tools.predict import Predictor
+
+if __name__ == "__main__":
+    videos, out, weights, cfg, opts = json.loads(sys.argv[1])
+    before = list(logging.getLogger("dali_pipelines").handlers)
+    rc = ef.main(videos + ["--quiet", "--out", out, "--weights", weights, "--cfg", cfg, "--opts", *opts])
+    with Predictor(weights, cfg=cfg, opts=opts, device="cpu") as predictor:  # progress=False
+        records = predictor.features(videos)
+    left = logging.getLogger("dali_pipelines").handlers == before  # as found, for later callers
+    print(json.dumps({"rc": rc, "errors": [r["error"] for r in records], "left_as_found": left}))
+"""
+
+
+def test_quiet_prints_no_loader_warnings(clips, tiny, tmp_path, capsys):
+    """--quiet and Predictor.features (progress off) still printed the index's "bad video" warnings (Python's
+    last-resort handler: a run of the command or a script sets no logging handler), where failed-rank*.jsonl and
+    the records already give each unreadable video's reason; predict --quiet leaves them out."""
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    _, _, ckpt = tiny
+    missing, broken, out = str(tmp_path / "gone.webm"), str(clips / "broken.webm"), tmp_path / "q"
+    script = tmp_path / "quiet.py"
+    script.write_text(_QUIET_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), json.dumps([[missing, broken], str(out), str(ckpt), DEMO,
+                                                                    OPTS])],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the command's closing line alone: no "bad video" lines
+    assert done.stderr == (f"0 videos extracted, 0 already done; 0 of 2 in {out / 'index.jsonl'}; 2 unreadable, "
+                           f"listed in {out / 'failed-rank*.jsonl'}\n"), done.stderr
+    assert json.loads(done.stdout) == {"rc": 1, "errors": ["missing file", BROKEN], "left_as_found": True}
+    # without --quiet the index's lines name them
+    rc = ef.main([missing, broken, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(tmp_path / "loud"),
+                  "--opts", *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"bad video {missing}: missing file\n" in err, err
+

@@ -274,15 +274,19 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
     reason)`` per video that cannot be read. Sliding windows when ``window`` > 0 (``stride`` 0: ``window``), else
     the test views; ``work_dir`` holds the views mode's video list and index cache."""
     from engine.train_loop import resolve_precision
+    from tools.inference import loader_warnings_unprinted
 
     # unchecked, a stride without a window gave the test views, and a negative one failed every video
     _check_window(window, stride)
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
-    if window > 0:
-        _extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
-                         stride=stride or window, per_batch=per_batch, progress=progress)
-    else:
-        _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
+    # quiet (--quiet, Predictor.features): the loader's "bad video" warnings are left out too, as predict leaves them
+    # out; the failed lists (the records) give each unreadable video's reason
+    with contextlib.nullcontext() if progress else loader_warnings_unprinted():
+        if window > 0:
+            _extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
+                             stride=stride or window, per_batch=per_batch, progress=progress)
+        else:
+            _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
 
 
 def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int = 0, stride: int = 0,
@@ -368,7 +372,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=sorted(FORMATS), default="npy", help="shard format (default npy)")
     p.add_argument("--fp16", action="store_true", help="store float16 features (default float32)")
     p.add_argument("--shard-videos", type=int, default=64, help="videos per shard (default 64)")
-    p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
+    p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines), no "
+                                                      "warnings for unreadable videos (failed-rank*.jsonl lists them)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(opts_last(p, p.respelled(argv)))
     problem = window_settings_error(args.window, args.stride, prefix="--")

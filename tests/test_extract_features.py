@@ -1292,3 +1292,27 @@ def test_quiet_prints_no_loader_warnings(clips, tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and f"bad video {missing}: missing file\n" in err, err
 
+
+@pytest.mark.parametrize("extra", [[], ["--window", "4", "--stride", "3"]], ids=["views", "windows"])
+def test_nan_features_are_refused_in_one_line_naming_the_video(clips, tiny, tmp_path, capsys, extra):
+    """Weights holding NaN gave NaN features, written without a word (and a rerun skipped those videos as done).
+    Now the run stops with one line naming the video and exit status 2, and writes none of them."""
+    from tools.predict import Predictor
+
+    _, model, ckpt = tiny
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["fc_norm.weight"].fill_(float("nan"))  # the pooled features' last layer
+    nan_ckpt = tmp_path / "nan.pth"
+    torch.save({"model": state}, nan_ckpt)
+    videos, out = _videos(clips), tmp_path / "feats"
+    rc = ef.main([*videos, "--cfg", DEMO, "--weights", str(nan_ckpt), "--out", str(out), "--quiet", *extra,
+                  "--opts", *OPTS])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err == (f"error: the model's features for {videos[0]} are NaN or infinite: check the weights for NaN or "
+                   "inf values (a training run that diverged)\n"), err  # on the CPU: fp32
+    assert finished_paths(str(out)) == set() and not list(out.glob("features-*")), sorted(os.listdir(out))
+    window = {"window": 4, "stride": 3} if extra else {}
+    with Predictor(str(nan_ckpt), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
+        with pytest.raises(ef.NonFiniteFeaturesError, match=f"^the model's features for {videos[0]} are NaN"):
+            predictor.features(videos, **window)

@@ -25,7 +25,8 @@ Weights without a head, or with a head of another class count, are used (feature
 
 Exit status: 0 when the index holds at least one of the given videos (extracted now or before), 1 when it holds
 none (nothing could be extracted), 2 for unusable input (arguments, config, weights, an --out that is not a
-folder, an error writing the output) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (the same command
+folder, an error writing the output) or NaN or infinite features (weights holding NaN; the error names the video,
+whose features are not written) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1 (the same command
 goes on).
 """
 
@@ -49,13 +50,14 @@ import numpy as np  # noqa: E402
 
 # torch and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need neither.
-from tools.feature_store import (FORMATS, FeatureStore, check_settings, failed_ranks, finished_paths,  # noqa: E402
-                                 lock_output, merge_index, rewrite_failed)
+from tools.feature_store import (FORMATS, FeatureStore, NonFiniteFeaturesError, check_settings,  # noqa: E402
+                                 failed_ranks, finished_paths, lock_output, merge_index, rewrite_failed)
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resize", "extract", "extract_into", "main"]
+__all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resize", "extract", "extract_into",
+           "NonFiniteFeaturesError", "main"]
 
 
 # ---------------------------------------------------------------------------------------------------- windows
@@ -176,7 +178,7 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
     from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES
     from dali_pipelines.pyav_open import BadVideoError
     from dali_pipelines.timed_reader import DecodeOverdue, OverdueStreak, TimedVideoReader
-    from tools.inference import progress_bar, view_outputs
+    from tools.inference import progress_bar, refuse_non_finite, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
     # in worker processes with a time limit, as the views' index probes: a file whose read never returns (a hung
@@ -237,6 +239,10 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
             store.fail(path, reason)
             continue
         overdue.answered()
+        feats = np.concatenate(feats)
+        # outside the try, whose ValueError would list the video as unreadable
+        refuse_non_finite(torch.from_numpy(feats), [path] * len(feats), "features", amp_dtype,
+                          NonFiniteFeaturesError)
         fps = info.fps if info.fps > 0 else None
         # the frames' own timestamps: start / fps, an average rate, put a window after a gap (dropped frames, a
         # variable rate) at the wrong time, the error growing along the video
@@ -246,12 +252,12 @@ def _extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx,
             seconds = [round(s / fps, 6) for s in starts] if fps else None
         store.add({"path": path, "mode": "windows", "num_frames": info.num_frames, "fps": fps, "window": window,
                    "stride": stride, "clip_frames": t, "starts_frames": starts, "starts_seconds": seconds},
-                  np.concatenate(feats))
+                  feats)
 
 
 def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_dir: str, ctx, amp_dtype, *,
                    progress: bool) -> None:
-    from tools.inference import build_view_loader, progress_bar, view_outputs
+    from tools.inference import build_view_loader, progress_bar, refuse_non_finite, view_outputs
 
     loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
@@ -259,6 +265,9 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
     try:
         for batch in progress_bar(loader, len(loader), progress and len(loader) > 0, f"features (rank {ctx.rank})"):
             pooled, _ = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
+            # before the batch is stored: written, a rerun would skip its videos as done
+            rows = [paths[int(row)] for row in batch["index"].tolist()]
+            refuse_non_finite(pooled, rows, "features", amp_dtype, NonFiniteFeaturesError)
             for row, feats in zip(batch["index"].tolist(), pooled.cpu().numpy()):
                 store.add({"path": paths[int(row)], **views}, feats)
         for row, reason in loader.unreadable(ctx).items():

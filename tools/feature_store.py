@@ -29,7 +29,7 @@ import numpy as np
 from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, hold_lock, make_output_folder
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
-           "rewrite_failed", "failed_ranks", "lock_output"]
+           "rewrite_failed", "failed_ranks", "lock_output", "NonFiniteFeaturesError"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
@@ -198,6 +198,11 @@ def read_features(out_dir: str, record: dict[str, Any]) -> np.ndarray:
     else:
         array = np.load(shard, mmap_mode="r")
     return np.asarray(array[record["row"]:record["row"] + record["num_windows"]])
+
+
+class NonFiniteFeaturesError(ValueError):
+    """The model gave NaN or infinite features for a video (weights holding NaN): ``extract_features`` stores none
+    of them and exits 2 with this one line naming the video; ``Predictor.features`` raises it."""
 
 
 class FeatureStore:

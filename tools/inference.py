@@ -31,7 +31,8 @@ from tools.model_io import InputError, load_model, load_setup  # the tools' one 
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input", "note_top_k",
            "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
-           "ViewLoader", "build_view_loader", "loader_warnings_unprinted", "view_outputs", "progress_bar"]
+           "ViewLoader", "build_view_loader", "loader_warnings_unprinted", "refuse_non_finite", "view_outputs",
+           "progress_bar"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -333,6 +334,17 @@ def loader_warnings_unprinted() -> Iterator[None]:
         yield
     finally:
         loader_logger.removeHandler(handler)
+
+
+def refuse_non_finite(values: torch.Tensor, paths: Sequence[str], what: str, amp_dtype: torch.dtype | None,
+                      error: type[ValueError]) -> None:
+    """Raise ``error`` in one line naming the first of ``paths`` (a path a row of ``values``) whose model outputs
+    (``what``: scores, features) hold NaN or inf: ``predict`` and ``extract_features`` refuse them in the same words."""
+    bad = (~torch.isfinite(values)).flatten(1).any(1).nonzero()
+    if len(bad):
+        fp32 = f", or TRAIN.PRECISION fp32 (this run computed in {str(amp_dtype)[6:]})" if amp_dtype else ""
+        raise error(f"the model's {what} for {paths[int(bad[0])]} are NaN or infinite: check the weights for NaN or "
+                    f"inf values (a training run that diverged){fp32}")
 
 
 # ---------------------------------------------------------------------------------------------------- forward

@@ -102,14 +102,9 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
 def _check_finite(logits, rows, paths: Sequence[str], amp_dtype) -> None:
     """Refuse scores that are NaN or infinite, naming the first video that got them: their probabilities would be
     NaN, which JSON cannot hold (``json.dumps`` writes a bare ``NaN``), and their ranking means nothing."""
-    import torch
+    from tools.inference import refuse_non_finite
 
-    bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero()
-    if len(bad):
-        path = paths[int(rows[int(bad[0])])]
-        fp32 = f", or TRAIN.PRECISION fp32 (this run computed in {str(amp_dtype)[6:]})" if amp_dtype else ""
-        raise NonFiniteScoresError(f"the model's scores for {path} are NaN or infinite: check the weights for NaN or "
-                                   f"inf values (a training run that diverged){fp32}")
+    refuse_non_finite(logits, [paths[int(r)] for r in rows], "scores", amp_dtype, NonFiniteScoresError)
 
 
 class NonFiniteScoresError(ValueError):
@@ -224,6 +219,7 @@ class Predictor:
         Raises:
             ValueError: the window settings the command refuses (``window`` below 1, ``stride`` without
                 ``window`` or below 1), in its words.
+            NonFiniteFeaturesError: the model's features for a video are NaN or infinite (a ValueError naming it).
         """
         from tools.extract_features import extract_into, window_settings_error
 

@@ -235,15 +235,13 @@ CUT = 3
 
 def numbering_probe(out_dir: str, decoder: str, device_id: int | None, quick: bool) -> list[dict]:
     """How the decoder numbers files cut without re-encoding, given whole (as the loader would give them): an MP4
-    whose edit list hides its first CUT pictures, and a stream that starts CUT packets inside a GOP. Each row: the
+    whose edit list hides its first CUT pictures, and a stream that starts CUT packets inside a GOP; on NVDEC also a
+    raw .h264 stream with B-frames (:func:`raw_h264_row`) and a stream whose picture size changes. Each row: the
     indices asked, the PyAV frames (the index's numbering) they match best, the shift when it is one number, and
     whether the loader's NVDEC route keeps such a file off NVDEC (``pyav_probe.first_pictures_not_shown``). Not part of
     the exit code: a shift here is what that route check exists for (DALI 2.4's GPU decoder reads no edit list, by
     its source)."""
-    from dali_pipelines.pipelines import decode_with_dali
     from dali_pipelines.pyav_encode import cut_with_edit_list, start_inside_gop, write_video
-    from dali_pipelines.pyav_io import decode_frames
-    from dali_pipelines.pyav_probe import first_pictures_not_shown
 
     codec = "h264" if decoder == "mixed" else "vp9"  # DALI's CPU decoder takes no H.264
     whole = os.path.join(out_dir, f"numbering_whole_{codec}.mp4")
@@ -251,29 +249,49 @@ def numbering_probe(out_dir: str, decoder: str, device_id: int | None, quick: bo
     cuts = {"edit list hides the first 3": (cut_with_edit_list, ".mp4")}
     if codec == "h264":  # (FFmpeg's VP9 decoder refuses a stream that starts without a keyframe)
         cuts["starts 3 packets inside a GOP"] = (start_inside_gop, ".mkv")
-    rows = []
-    for what, (cut, ext) in cuts.items():
-        path = os.path.join(out_dir, f"numbering_{cut.__name__}_{codec}{ext}")
-        row: dict = {"clip": os.path.basename(path), "cut": what}
-        try:
-            cut(whole, path, CUT)
-            with av.open(path) as container:
-                reference = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-            wanted = probe_indices(len(reference))
-            (decoded,) = decode_with_dali([path], [wanted], device=decoder, device_id=device_id)
-            matcher = FrameMatcher(reference)
-            best = [matcher.best(frame)[0] for frame in decoded]
-            shifts = {b - k for b, k in zip(best, wanted)}
-            row.update(frames=len(reference), indices=wanted, best_matches=best,
-                       shift=shifts.pop() if len(shifts) == 1 else None,
-                       kept_off_nvdec=bool(first_pictures_not_shown(path)))
-            assert decode_frames(path, wanted[:1]).shape[0] == 1  # the index's own decoder reads it
-        except Exception as err:  # a report row, as for the clips
-            row["error"] = f"{type(err).__name__}: {err}"[:300]
-        rows.append(row)
+    rows = [_numbering_row(os.path.join(out_dir, f"numbering_{cut.__name__}_{codec}{ext}"), what,
+                           lambda path, cut=cut: cut(whole, path, CUT), decoder, device_id)
+            for what, (cut, ext) in cuts.items()]
     if codec == "h264":
-        rows.append(_size_change_row(out_dir, decoder, device_id))
+        rows += [raw_h264_row(out_dir, decoder, device_id, quick), _size_change_row(out_dir, decoder, device_id)]
     return rows
+
+
+def raw_h264_row(out_dir: str, decoder: str, device_id: int | None, quick: bool) -> dict:
+    """The numbering row of a raw .h264 stream with B-frames: its packets carry no pts, so DALI 2.4's GPU decoder
+    hands its frames out in decode order, by its source (``pyav_probe.nvdec_pts_problem``). H.264 only: on DALI's
+    CPU decoder the row is its error, with the route's verdict (computed before the decode)."""
+    from dali_pipelines.pyav_encode import write_video
+
+    return _numbering_row(os.path.join(out_dir, "numbering_raw_bframes_h264.h264"),
+                          "raw .h264 stream with B-frames, its packets without pts",
+                          lambda path: write_video(path, _textured_frames(quick), codec="h264", gop=12, bframes=2),
+                          decoder, device_id)
+
+
+def _numbering_row(path: str, what: str, write, decoder: str, device_id: int | None) -> dict:
+    """``write(path)``, then the row: PyAV's frames against the decoder's at ``probe_indices``. The frame count,
+    the indices and the route's verdict come first, so that a decode that fails still leaves them in the row."""
+    from dali_pipelines.pipelines import decode_with_dali
+    from dali_pipelines.pyav_io import decode_frames
+    from dali_pipelines.pyav_probe import first_pictures_not_shown
+
+    row: dict = {"clip": os.path.basename(path), "cut": what}
+    try:
+        write(path)
+        with av.open(path) as container:
+            reference = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        wanted = probe_indices(len(reference))
+        row.update(frames=len(reference), indices=wanted, kept_off_nvdec=bool(first_pictures_not_shown(path)))
+        (decoded,) = decode_with_dali([path], [wanted], device=decoder, device_id=device_id)
+        matcher = FrameMatcher(reference)
+        best = [matcher.best(frame)[0] for frame in decoded]
+        shifts = {b - k for b, k in zip(best, wanted)}
+        row.update(best_matches=best, shift=shifts.pop() if len(shifts) == 1 else None)
+        assert decode_frames(path, wanted[:1]).shape[0] == 1  # the index's own decoder reads it
+    except Exception as err:  # a report row, as for the clips
+        row["error"] = f"{type(err).__name__}: {err}"[:300]
+    return row
 
 
 def _size_change_row(out_dir: str, decoder: str, device_id: int | None) -> dict:

@@ -62,18 +62,20 @@ def print_report(report: Report, clips: int, seconds: float, matrices: Iterable[
 
 
 def _print_numbering(rows: list[dict]) -> None:
-    print("\nfiles cut without re-encoding, decoded whole (not part of the exit code):")
+    print("\nfiles cut without re-encoding and streams NVDEC may number otherwise, decoded whole (not part of the "
+          "exit code):")
     for r in rows:
-        if "error" in r:
-            print(f"  {r['clip']} ({r['cut']}): FAILED {r['error']}")
+        verdict = f"the NVDEC route keeps it off NVDEC: {'yes' if r.get('kept_off_nvdec') else 'no'}"
+        if "error" in r:  # the verdict is the route's, found before the decode failed
+            print(f"  {r['clip']} ({r['cut']}): FAILED {r['error']}"
+                  + (f"; {verdict}" if "kept_off_nvdec" in r else ""))
         elif "decoded_shapes" in r:
             print(f"  {r['clip']} ({r['cut']}): frames {r['indices']} decoded as "
                   f"{' and '.join('x'.join(map(str, shape)) for shape in r['decoded_shapes'])}")
         else:
             shift = "several" if r["shift"] is None else f"{r['shift']:+d}"
             print(f"  {r['clip']} ({r['cut']}): asked {' '.join(map(str, r['indices']))}, best-matching PyAV frames "
-                  f"{' '.join(map(str, r['best_matches']))}: shift {shift}; the NVDEC route keeps it off NVDEC: "
-                  f"{'yes' if r['kept_off_nvdec'] else 'no'}")
+                  f"{' '.join(map(str, r['best_matches']))}: shift {shift}; {verdict}")
 
 
 def _print_seek(seek: dict) -> None:

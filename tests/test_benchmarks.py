@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -1207,6 +1208,26 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
     [edit] = report["numbering"]
     assert edit["cut"] == "edit list hides the first 3" and edit["shift"] == 0 and edit["kept_off_nvdec"] is True
     assert edit["best_matches"] == edit["indices"] and edit["frames"] == 21
+    # The raw .h264 row (B-frames, no pts; H.264, so in numbering_probe on NVDEC only) holds the route's verdict on
+    # the CPU too: found before the decode, which DALI's CPU decoder refuses; the report prints both
+    from benchmarks import parity_report
+
+    raw = nvdec_parity.raw_h264_row(str(tmp_path / "clips"), "cpu", None, True)
+    assert raw["clip"] == "numbering_raw_bframes_h264.h264" and raw["kept_off_nvdec"] is True, raw
+    assert raw["frames"] == 24 and raw["indices"] == nvdec_parity.probe_indices(24)
+    assert raw["error"].startswith("RuntimeError") and "best_matches" not in raw
+    with av.open(str(tmp_path / "clips" / raw["clip"])) as c:
+        assert all(p.pts is None for p in c.demux(video=0) if p.size)
+    with av.open(str(tmp_path / "clips" / raw["clip"])) as c:
+        assert 3 in {int(f.pict_type) for f in c.decode(video=0)}  # B-frames: decode order is not display order
+    parity_report._print_numbering([edit, raw])
+    out = capsys.readouterr().out
+    assert ("  numbering_cut_with_edit_list_vp9.mp4 (edit list hides the first 3): asked "
+            f"{' '.join(map(str, edit['indices']))}, best-matching PyAV frames "
+            f"{' '.join(map(str, edit['indices']))}: shift +0; the NVDEC route keeps it off NVDEC: yes\n") in out, out
+    raw_line = "  numbering_raw_bframes_h264.h264 (raw .h264 stream with B-frames, its packets without pts): FAILED "
+    assert raw_line + "RuntimeError" in out, out
+    assert out[out.index(raw_line):].rstrip().endswith("; the NVDEC route keeps it off NVDEC: yes"), out
 
 
 def test_the_seek_verdict_takes_the_set_up_off_first():

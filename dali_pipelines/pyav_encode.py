@@ -39,10 +39,13 @@ _ENCODER_OPTIONS: dict[str, dict[str, str]] = {
     "mjpeg": {"qmin": "2", "qmax": "4"},
 }
 
+# MP4/MOV muxer options by codec: the index at the front (readable while streaming, fewer seeks). Other containers
+# (a raw .h264 stream, .avi, .mkv) take none: FFmpeg printed "Some options were not used" for each file.
 _CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
-    "h264": {"movflags": "+faststart"},  # index at the front: readable while streaming, fewer seeks
+    "h264": {"movflags": "+faststart"},
     "mpeg4": {"movflags": "+faststart"},
 }
+_MP4_FAMILY = (".mp4", ".mov", ".m4v")
 
 
 def _encoder_available(name: str) -> bool:
@@ -117,7 +120,8 @@ def write_video(path: str, frames: np.ndarray, codec: str = "vp9", fps: float | 
     options.update({k: str(v) for k, v in opts.items()})
 
     # bitexact: no random segment/track UIDs or version strings, so the same frames give the same bytes.
-    container = av.open(path, mode="w", options={"fflags": "+bitexact", **_CONTAINER_OPTIONS.get(codec, {})})
+    muxer = _CONTAINER_OPTIONS.get(codec, {}) if os.path.splitext(path)[1].lower() in _MP4_FAMILY else {}
+    container = av.open(path, mode="w", options={"fflags": "+bitexact", **muxer})
     try:
         stream = container.add_stream(encoder, rate=rate, options=options)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt

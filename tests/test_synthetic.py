@@ -129,6 +129,17 @@ def test_write_video_ntsc_rate(tmp_path):
     assert probe_video(path).fps == pytest.approx(30000 / 1001, rel=1e-4)
 
 
+def test_the_mp4_index_option_goes_to_mp4_files_only(tmp_path, caplog):
+    """PyAV warned "Some options were not used: {'movflags': ...}" for every raw .h264, .avi and .mkv written; an
+    MP4 keeps its index in front of the frames (faststart)."""
+    frames = np.zeros((4, H, W, 3), np.uint8)
+    for name, codec in (("raw.h264", "h264"), ("clip.avi", "mpeg4"), ("clip.mkv", "h264"), ("clip.mp4", "h264")):
+        write_video(str(tmp_path / name), frames, codec)
+    assert not [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    data = (tmp_path / "clip.mp4").read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+
+
 def test_write_video_errors(tmp_path, monkeypatch):
     ok = np.zeros((2, H, W, 3), np.uint8)
     with pytest.raises(ValueError, match="unknown codec 'hevc'"):

@@ -233,6 +233,17 @@ def synthetic_clips(out_dir: str, codec: str, quick: bool) -> list[str]:
 CUT = 3
 
 
+def _error_text(err: BaseException) -> str:
+    """A failure for the report, in at most 300 characters: a DALI error's informative line (its message is mostly
+    the pipeline's traceback, and the first 300 characters held none of the reason)."""
+    text = str(err)
+    if "\n" in text:
+        from dali_pipelines.pipelines import dali_error_reason
+
+        text = dali_error_reason(err)
+    return f"{type(err).__name__}: {text}"[:300]
+
+
 def numbering_probe(out_dir: str, decoder: str, device_id: int | None, quick: bool) -> list[dict]:
     """How the decoder numbers files cut without re-encoding, given whole (as the loader would give them): an MP4
     whose edit list hides its first CUT pictures, and a stream that starts CUT packets inside a GOP; on NVDEC also a
@@ -290,7 +301,7 @@ def _numbering_row(path: str, what: str, write, decoder: str, device_id: int | N
         row.update(best_matches=best, shift=shifts.pop() if len(shifts) == 1 else None)
         assert decode_frames(path, wanted[:1]).shape[0] == 1  # the index's own decoder reads it
     except Exception as err:  # a report row, as for the clips
-        row["error"] = f"{type(err).__name__}: {err}"[:300]
+        row["error"] = _error_text(err)
     return row
 
 
@@ -308,7 +319,7 @@ def _size_change_row(out_dir: str, decoder: str, device_id: int | None) -> dict:
         (decoded,) = decode_with_dali([path], [wanted], device=decoder, device_id=device_id)
         row.update(indices=wanted, decoded_shapes=[list(f.shape) for f in decoded])
     except Exception as err:  # noqa: BLE001 - what the decoder does is the row
-        row["error"] = f"{type(err).__name__}: {err}"[:300]
+        row["error"] = _error_text(err)
     return row
 
 
@@ -409,13 +420,13 @@ def _measure(report: parity_report.Report, clips: list[str], tmp: str, device_id
         try:
             report.results.append(compare_clip(path, report.decoder, device_id))
         except Exception as err:  # one clip's failure is a row of the report, not the end of it
-            report.failures.append({"clip": os.path.basename(path), "error": f"{type(err).__name__}: {err}"[:300]})
+            report.failures.append({"clip": os.path.basename(path), "error": _error_text(err)})
         report.save(time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     try:
         report.seek = seek_probe(tmp, report.decoder, device_id, quick)
     except Exception as err:  # a report row, as for the clips
-        report.seek = {"error": f"{type(err).__name__}: {err}"[:300]}
+        report.seek = {"error": _error_text(err)}
     report.save(seconds)
     # Last: its stream whose picture size changes is the one most likely to take NVDEC down with the process (DALI
     # 2.4 keeps the decoder it made for the first size), and the report saved so far then keeps the seek verdict.

@@ -1215,7 +1215,9 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
     raw = nvdec_parity.raw_h264_row(str(tmp_path / "clips"), "cpu", None, True)
     assert raw["clip"] == "numbering_raw_bframes_h264.h264" and raw["kept_off_nvdec"] is True, raw
     assert raw["frames"] == 24 and raw["indices"] == nvdec_parity.probe_indices(24)
-    assert raw["error"].startswith("RuntimeError") and "best_matches" not in raw
+    # DALI's CPU decoder takes no H.264: the row names why in one line, not the start of the pipeline's traceback
+    assert raw["error"] == 'RuntimeError: Failed to create video decoder for "memory file"', raw["error"]
+    assert "best_matches" not in raw
     with av.open(str(tmp_path / "clips" / raw["clip"])) as c:
         assert all(p.pts is None for p in c.demux(video=0) if p.size)
     with av.open(str(tmp_path / "clips" / raw["clip"])) as c:

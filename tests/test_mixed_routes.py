@@ -587,7 +587,7 @@ def test_a_video_falling_back_to_a_route_without_a_graph_gets_that_graph(tmp_pat
     for r in got:
         assert torch.equal(got[r], expected[r]), r
     moved = loader.video_routes[victim]
-    assert moved.route == PYAV and "failed on nvdec" in moved.reason and "which NVDEC would number" in moved.reason
+    assert moved.route == PYAV and "failed on nvdec" in moved.reason and "NVDEC would number its frames" in moved.reason
     assert loader.stats["route_fallbacks"] == 1 and loader.stats["rebuilds"] == 0
     assert (loader.stats["samples_nvdec"], loader.stats["samples_pyav"]) == (4, 1)
     assert loader.routes_in_use() == [NVDEC, PYAV] and len(loader.pipelines) == 2

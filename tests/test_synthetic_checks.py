@@ -106,22 +106,24 @@ def test_a_dataset_in_a_folder_that_cannot_be_written_is_still_reused(tmp_path, 
     assert (out / "dataset.json").read_text() == before
 
 
-_STOPPED_AT_THE_FOURTH = """
+# The tool run with synthetic.<step> sending it signal <sig> at its <nth> call (--workers 1: in this process, in
+# order), after <before>(its argument).
+_STOPPED_AT_A_CALL = """
 import os, runpy, signal, sys
 sys.path.insert(0, {root!r})
 from tools import synthetic
 
-write_job, calls = synthetic._write_job, []
+step, calls = synthetic.{step}, []
 
-def stopped_at_the_fourth(job):  # --workers 1: in this process, in order
-    calls.append(job)
-    if len(calls) == 4:
-        open(job[0] + ".part.mp4", "wb").close()  # the clip being written when the signal came
+def stopped(arg):
+    calls.append(arg)
+    if len(calls) == {nth}:
+        {before}(arg)
         os.kill(os.getpid(), {sig})
         sum(range(1000))  # the handler runs here
-    return write_job(job)
+    return step(arg)
 
-synthetic._write_job = stopped_at_the_fourth
+synthetic.{step} = stopped
 sys.argv = [{tool!r}, *{args!r}]
 runpy.run_path({tool!r}, run_name="__main__")
 """
@@ -135,7 +137,9 @@ def test_a_stop_signal_keeps_the_finished_clips_in_one_line_with_exit_code_4(tmp
     args = ["--out", str(out), "--train-per-class", "3", "--val-per-class", "2", "--frames", "8", "--seed", "3",
             "--codec", "h264", "--workers", "1", "--quiet"]
     script = tmp_path / "stopped.py"
-    script.write_text(_STOPPED_AT_THE_FOURTH.format(root=str(ROOT), sig=int(sig), tool=TOOL, args=args))
+    part = '(lambda job: open(job[0] + ".part.mp4", "wb").close())'  # the clip being written when the signal came
+    script.write_text(_STOPPED_AT_A_CALL.format(root=str(ROOT), step="_write_job", nth=4, sig=int(sig), tool=TOOL,
+                                                args=args, before=part))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 4, r
     assert r.stderr == (f"stopped: {sig.name} received: writing the synthetic dataset in {out}: it is incomplete "
@@ -359,25 +363,6 @@ def test_the_memory_a_clip_needs_is_not_underestimated(tmp_path):
     assert synthetic.clip_memory(16, (128, 96)) // 2 < peak <= synthetic.clip_memory(16, (128, 96))
 
 
-_STOPPED_WHILE_CHECKING = """
-import os, runpy, signal, sys
-sys.path.insert(0, {root!r})
-from tools import synthetic
-
-clip_record, calls = synthetic._clip_record, []
-
-def stopped_at_the_third(path):  # the reuse check hashes each recorded clip
-    calls.append(path)
-    if len(calls) == 3:
-        os.kill(os.getpid(), {sig})
-        sum(range(1000))  # the handler runs here
-    return clip_record(path)
-
-synthetic._clip_record = stopped_at_the_third
-sys.argv = [{tool!r}, *{args!r}]
-runpy.run_path({tool!r}, run_name="__main__")
-"""
-
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_while_a_complete_dataset_is_checked_says_it_is_complete_and_untouched(tmp_path, sig):
@@ -389,7 +374,9 @@ def test_a_stop_while_a_complete_dataset_is_checked_says_it_is_complete_and_unto
     args = ["--out", str(out), "--train-per-class", "3", "--val-per-class", "2", "--frames", "8", "--seed", "3",
             "--codec", "h264", "--workers", "1", "--quiet"]
     script = tmp_path / "stopped.py"
-    script.write_text(_STOPPED_WHILE_CHECKING.format(root=str(ROOT), sig=int(sig), tool=TOOL, args=args))
+    # the reuse check hashes each recorded clip: stopped at the third
+    script.write_text(_STOPPED_AT_A_CALL.format(root=str(ROOT), step="_clip_record", nth=3, sig=int(sig), tool=TOOL,
+                                                args=args, before="id"))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     line = (f"checking the synthetic dataset in {out}: it is complete and untouched; the same command checks it "
             "again and reuses it")

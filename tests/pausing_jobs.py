@@ -1,5 +1,5 @@
 """A re-encode job that stops at a chosen point of its encode until the test lets it go on, in a worker that does
-not notice its main process's end (as a worker does not for up to ``evautil.workers.WATCH_INTERVAL_S``, or longer
+not notice its main process's end (as a worker does not for up to ``evautil.worker_process.WATCH_INTERVAL_S``, or longer
 while its encode keeps the interpreter busy): what a re-encode killed outright leaves running while the same
 command starts again. It is pickled by name into the worker processes, which import this module.
 
@@ -33,16 +33,16 @@ def _never_see_the_main_process_end() -> None:
     """The worker's watch of its main process sees it as it is now (alive) from here on."""
     import multiprocessing
 
-    from evautil import workers
+    from evautil import worker_process
 
-    real = workers._process_identity
+    real = worker_process._process_identity
     main_pid = multiprocessing.parent_process().pid  # the process that started this worker: its pool's
     alive = real(main_pid)
 
     def identity(pid: int) -> str | None:
         return alive if pid == main_pid else real(pid)
 
-    workers._process_identity = identity
+    worker_process._process_identity = identity
 
 
 class _PausingOutput:

@@ -29,13 +29,13 @@ from multiprocessing import forkserver, util
 from pathlib import Path
 
 sys.path.insert(0, {root!r})
-from evautil import workers
+from evautil import worker_process, workers
 
 REMOVED = Path(__file__).with_suffix(".semaphores-removed")
 
 if __name__ == "__mp_main__" and os.getppid() != int(os.environ["MAIN_PID"]):  # a worker starting (not the server)
     deadline = time.monotonic() + 60
-    while (not REMOVED.exists() and workers._process_identity(int(os.environ["MAIN_PID"])) is not None
+    while (not REMOVED.exists() and worker_process._process_identity(int(os.environ["MAIN_PID"])) is not None
            and time.monotonic() < deadline):
         time.sleep(0.05)
 
@@ -59,13 +59,13 @@ if __name__ == "__main__":
 
         forkserver.read_signed = read_pid_then_ctrl_c
     else:
-        start = workers.ForkServerWorkerProcess.start
+        start = worker_process.ForkServerWorkerProcess.start
 
         def start_then_ctrl_c(self):
             start(self)
             ctrl_c()
 
-        workers.ForkServerWorkerProcess.start = start_then_ctrl_c
+        worker_process.ForkServerWorkerProcess.start = start_then_ctrl_c
     if sys.argv[2] == "pool":
         from evautil.interrupt import on_interrupt
 
@@ -164,21 +164,21 @@ def test_a_ctrl_c_while_the_index_build_starts_its_probe_workers_is_the_one_line
 
 def test_a_worker_start_that_fails_is_reported_unless_the_main_process_ended(monkeypatch):
     """Only the failures that the main process's end can cause, and only when it ended, go unsaid."""
-    from evautil import workers
+    from evautil import worker_process
 
     reported = []
     monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: reported.append(kind))
-    monkeypatch.setattr(workers, "_EXCEPTHOOK_BEFORE_SETUP", None)
-    monkeypatch.setattr(workers, "MAIN_END_WAIT_S", 0.0)
-    alive = workers._process_identity(os.getpid())
+    monkeypatch.setattr(worker_process, "_EXCEPTHOOK_BEFORE_SETUP", None)
+    monkeypatch.setattr(worker_process, "MAIN_END_WAIT_S", 0.0)
+    alive = worker_process._process_identity(os.getpid())
     for identity in (alive, "a process that ended"):  # the second: this id is another process's now
         reported.clear()
-        workers._worker_starting(os.getpid(), identity)
+        worker_process._worker_starting(os.getpid(), identity)
         for kind in (FileNotFoundError, EOFError, ImportError):
             sys.excepthook(kind, kind("x"), None)
         expected = [FileNotFoundError, EOFError, ImportError] if identity == alive else [ImportError]
         assert reported == expected, identity
-        sys.excepthook = workers._EXCEPTHOOK_BEFORE_SETUP
+        sys.excepthook = worker_process._EXCEPTHOOK_BEFORE_SETUP
 
 
 def test_a_set_up_worker_reports_its_failures_as_before():

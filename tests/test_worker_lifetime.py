@@ -238,8 +238,8 @@ if __name__ == "__mp_main__":
 
 if __name__ == "__main__":
     from dali_pipelines.decode_routes import HostDecodeRoute
-    import evautil.workers
-    evautil.workers.WORKER_START_S = 2.0  # no worker here ever answers: nothing races this limit
+    import evautil.process_pools
+    evautil.process_pools.WORKER_START_S = 2.0  # no worker here ever answers: nothing races this limit
     HostDecodeRoute(workers=1).start()
 """
 
@@ -249,7 +249,7 @@ if __name__ == "__main__":
 def test_decode_workers_that_cannot_start_are_a_clear_error(tmp_path, failure):
     """A decode pool's start-up check waited for a no-op with no limit and no eye on its worker: a worker that died
     as it started crashed the run with a bare BrokenProcessPool, and one stuck in its start (an import that never
-    returns) hung it for ever. The check is ``evautil.workers.started_pool``'s: a second pool is tried, then a
+    returns) hung it for ever. The check is ``evautil.process_pools.started_pool``'s: a second pool is tried, then a
     WorkerStartError names the decode workers and how they failed. Workers of a script read from standard input die
     as they start (they cannot import it again); those of ``_STUCK_START_SCRIPT`` never finish starting."""
     if failure == "die":

@@ -74,7 +74,7 @@ cpu_count = usable_cpus  # CPU cores this process may run on (the affinity mask,
 # ---------------------------------------------------------------------------------------------------------------
 class NvmlSampler:
     """GPU memory used, SM utilisation and NVDEC (decoder) utilisation of one GPU over a ``with`` block, sampled by
-    the engine's NVML sampler (``engine.metrics.NvmlSampler``, which finds the GPU by UUID).
+    the engine's NVML sampler (``engine.telemetry.NvmlSampler``, which finds the GPU by UUID).
 
     All figures are None when ``enabled`` is False or there is no NVIDIA driver. DALI allocates outside torch's
     caching allocator, so NVML's device-wide "used" memory is the figure that includes the decoder's buffers; it
@@ -89,7 +89,7 @@ class NvmlSampler:
 
     def __enter__(self) -> "NvmlSampler":
         if self.enabled:
-            from engine.metrics import NvmlSampler as _Sampler
+            from engine.telemetry import NvmlSampler as _Sampler
 
             self._sampler = _Sampler(self.device_index, period_s=self.interval)
         return self

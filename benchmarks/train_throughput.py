@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/train_throughput.py`
 import torch  # noqa: E402
 
 from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, stats  # noqa: E402
-from engine.metrics import matmul_precision  # noqa: E402
+from engine.telemetry import matmul_precision  # noqa: E402
 from evautil.flops import peak_flops, train_step_flops  # noqa: E402
 
 

@@ -1,5 +1,8 @@
-"""Telemetry, in one place: console lines (rank 0), per-rank log files, OUTPUT/metrics.jsonl, TensorBoard, a tqdm
-progress bar (on a terminal only), NVML GPU / NVDEC sampling, the dry-run plan and the end-of-run summary table.
+"""Every number a run reports goes through :class:`MetricLogger`: console lines (rank 0), per-rank log files,
+OUTPUT/metrics.jsonl, TensorBoard, a tqdm progress bar (on a terminal only), the dry-run plan and the end-of-run
+summary. Its parts, a job each: :mod:`engine.telemetry` (the device's peak, NVML sampling, memory),
+:mod:`engine.metrics_file` (metrics.jsonl as a file, and reading it back), :mod:`engine.run_log` (the log files'
+stamps and the ``logging`` records a run takes in) and :mod:`engine.run_summary` (summary.json's fields and table).
 
 Nothing else in the project prints. Every PRINT_FREQ optimizer steps a plain step line (epoch, step, loss, lr,
 clips/s, data wait, memory, remaining time) goes to the log file, whether or not a bar is drawn; on the console it
@@ -30,42 +33,33 @@ is printed only when there is no bar. Conventions of the numbers written:
   ``samples_<route>``: a training clip, or a test video with all its views), ``route_fallbacks``,
   ``skipped_videos``, ``substituted``, ``rebuilds``, ... (evaluation lines carry the same counters of their own
   loader), and the host memory resident at the epoch's end
-  (``host_rss_gb``, ``workers_rss_gb``: :func:`host_memory_gb`, of the rank with the most).
+  (``host_rss_gb``, ``workers_rss_gb``: :func:`engine.telemetry.host_memory_gb`, of the rank with the most).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import resource
 import sys
-import threading
 import time
 from typing import Any, Callable
 
 import torch
 
 from evautil.files import atomic_write_text, make_output_folder, naming_the_file
-from evautil.flops import peak_flops, train_step_flops
+from evautil.flops import train_step_flops
 from evautil.interrupt import interrupted_line
-from evautil.progress import counted
-from evautil.text import text_lines
 
-from .progress import EvalProgress, RunClock, format_duration, step_line, stderr_is_terminal
+from .metrics_file import open_lines, recall_lines, recalled_counters, write_line
+from .progress import EvalProgress, RunClock, eval_line, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
 from .run_files import drop_lines_after
+from .run_log import follow, let_go, stamped
+from .run_summary import summary_fields, summary_table
+from .telemetry import NvmlSampler, device_peak_flops, max_mem_gb
 
-__all__ = ["MetricLogger", "NvmlSampler", "nvml_handle", "print_plan", "device_peak_flops", "matmul_precision",
-           "epoch_number",
-           "host_memory_gb", "stamped", "STEP_KEYS", "EVAL_KEYS"]
-
-
-def stamped(msg: str) -> str:
-    """``msg`` as a log_rank<r>.txt keeps it: each of its lines after the time."""
-    stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
-    return "".join(stamp + line + "\n" for line in text_lines(msg) or [""])  # a path may hold \x1c, \x85, ...
+__all__ = ["MetricLogger", "print_plan", "epoch_number", "STEP_KEYS", "EVAL_KEYS"]
 
 
 # Keys present in every training / evaluation line of metrics.jsonl (value null when not measurable).
@@ -79,199 +73,6 @@ EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "
 def epoch_number(epoch_index: int) -> int:
     """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
     return epoch_index + 1
-
-
-def matmul_precision(train_precision: str) -> str:
-    """The peak a run of ``TRAIN.PRECISION`` (bf16, fp16, fp32) is measured against (evautil.flops' precisions): an
-    fp32 run's matmuls are plain fp32 unless torch was told to use TF32 (``torch.backends.cuda.matmul.allow_tf32``,
-    or ``torch.set_float32_matmul_precision`` other than 'highest'); torch's default is plain fp32."""
-    if train_precision != "fp32":
-        return train_precision
-    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
-    return "tf32" if tf32 else "fp32"
-
-
-def device_peak_flops(device: torch.device, precision: str = "bf16") -> float | None:
-    """Stated dense peak FLOP/s of ``device`` for a run of ``TRAIN.PRECISION`` ``precision`` (evautil.flops' table:
-    an fp32 run is measured against plain fp32 unless torch uses TF32), else None (CPUs, unknown GPUs)."""
-    if device.type != "cuda":
-        return None
-    return peak_flops(torch.cuda.get_device_name(device), matmul_precision(precision))
-
-
-def nvml_handle(nvml: Any, device_index: int) -> Any:
-    """NVML's handle of CUDA device ``device_index``.
-
-    NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES, so CUDA index i is generally not NVML index i
-    (e.g. CUDA_VISIBLE_DEVICES=2,3 makes NVML device 2 CUDA device 0). The device is matched by its UUID, then by
-    its PCI address; the bare index is used only when neither is available.
-    """
-    props = torch.cuda.get_device_properties(device_index)
-    uuid = str(getattr(props, "uuid", "") or "")
-    if uuid:
-        try:  # torch prints the bare UUID; NVML wants it with its "GPU-" prefix
-            return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
-        except Exception:
-            pass
-    if hasattr(props, "pci_bus_id"):
-        try:
-            bus_id = f"{getattr(props, 'pci_domain_id', 0):08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-            return nvml.nvmlDeviceGetHandleByPciBusId(bus_id)
-        except Exception:
-            pass
-    return nvml.nvmlDeviceGetHandleByIndex(device_index)
-
-
-class NvmlSampler:
-    """Background thread averaging NVML GPU and decoder (NVDEC) utilisation, and the highest device memory used,
-    between :meth:`read` calls.
-
-    ``device_index`` is the CUDA index (as torch numbers devices); see :func:`nvml_handle`."""
-
-    def __init__(self, device_index: int, period_s: float = 0.5) -> None:
-        self.available = False
-        self._sums = [0.0, 0.0]
-        self._counts = [0, 0]
-        self._mem_since_read: int | None = None
-        # Since construction (not reset by read): the highest NVDEC utilisation and device memory used (bytes).
-        self.max_nvdec_util: float | None = None
-        self.peak_mem_used = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        try:
-            import pynvml  # nvidia-ml-py
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handle = nvml_handle(pynvml, device_index)
-        except Exception:  # no driver / no NVIDIA GPU: utilisation stays null
-            return
-        self.available = True
-        self._period = period_s
-        self._sample()
-        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        nv = self._nvml
-        gpu = dec = None
-        try:
-            gpu = nv.nvmlDeviceGetUtilizationRates(self._handle).gpu
-        except Exception:
-            pass
-        try:
-            # (utilisation %, sampling period in us); with several NVDEC engines the percentage is their average.
-            dec = nv.nvmlDeviceGetDecoderUtilization(self._handle)[0]
-        except Exception:
-            pass
-        try:
-            # Device-wide, so it includes DALI's allocations, which bypass torch's caching allocator.
-            mem = int(nv.nvmlDeviceGetMemoryInfo(self._handle).used)
-        except Exception:
-            mem = 0
-        with self._lock:
-            for i, v in enumerate((gpu, dec)):
-                if v is not None:
-                    self._sums[i] += float(v)
-                    self._counts[i] += 1
-            if dec is not None:
-                self.max_nvdec_util = max(float(dec), self.max_nvdec_util or 0.0)
-            self.peak_mem_used = max(self.peak_mem_used, mem)
-            if mem:
-                self._mem_since_read = max(mem, self._mem_since_read or 0)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            self._sample()
-
-    def read(self) -> tuple[float | None, float | None, int | None]:
-        """(mean gpu %, mean nvdec %, highest device memory used in bytes) since the last read; None where nothing
-        was sampled."""
-        if not self.available:
-            return None, None, None
-        with self._lock:
-            gpu, dec = (self._sums[i] / self._counts[i] if self._counts[i] else None for i in range(2))
-            mem = self._mem_since_read
-            self._sums, self._counts, self._mem_since_read = [0.0, 0.0], [0, 0], None
-        return gpu, dec, mem
-
-    def close(self) -> None:
-        if self.available:
-            self._stop.set()
-            self._thread.join(timeout=2)
-
-
-def _max_mem_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
-def host_memory_gb() -> dict[str, float] | None:
-    """Resident memory now (GiB, from /proc): this process's (``host_rss_gb``) and that of every process it started,
-    summed (``workers_rss_gb``: decode and probe workers, multiprocessing's helpers). None without /proc. Unlike
-    ``max_mem_gb`` (a peak, CUDA memory on a GPU), epoch after epoch these show whether host memory keeps growing."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    parents: dict[int, int] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return None
-    for name in names:
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    parents[int(name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):  # gone meanwhile, or not readable
-                continue
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-
-    def rss(pid: int) -> int:
-        try:
-            with open(f"/proc/{pid}/statm", "rb") as f:
-                return int(f.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            return 0
-
-    own = os.getpid()
-    descendants, todo = [], list(children.get(own, []))
-    while todo:
-        pid = todo.pop()
-        descendants.append(pid)
-        todo += children.get(pid, [])
-    return {"host_rss_gb": rss(own) / 2**30, "workers_rss_gb": sum(map(rss, descendants)) / 2**30}
-
-
-def _open_lines(path: str):
-    """``path`` opened to append lines: after a last line cut short (a full disk, a crash), on a line of their own,
-    where the next line was glued to it and both were lost to every reader (an --only_test run's eval line)."""
-    with open(path, "ab") as f:
-        if f.tell():
-            with open(path, "rb") as tail:
-                tail.seek(-1, os.SEEK_END)
-                if tail.read(1) != b"\n":
-                    f.write(b"\n")
-    return open(path, "a", encoding="utf-8")
-
-
-# The propagate flag and level a followed logger had before its first follower (see MetricLogger.follow_logger).
-_UNFOLLOWED: dict[str, tuple[bool, int]] = {}
-
-
-class _RunLogHandler(logging.Handler):
-    """Records of the standard ``logging`` loggers a run follows, as lines of its log (see follow_logger)."""
-
-    def __init__(self, metrics: "MetricLogger") -> None:
-        super().__init__(logging.INFO)
-        self.metrics = metrics
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            (self.metrics.warn if record.levelno >= logging.WARNING else self.metrics.info)(record.getMessage())
-        except Exception:  # noqa: BLE001 - logging must never stop the run (e.g. the log file's disk is full)
-            self.handleError(record)
 
 
 def print_plan(plan: dict[str, Any]) -> None:
@@ -310,7 +111,7 @@ class MetricLogger:
         self.peak_flops = device_peak_flops(self.device, precision)
         make_output_folder(output_dir, "OUTPUT =")  # (the ranks of other nodes make it here)
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
-        self._jsonl = _open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
+        self._jsonl = open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
         self._tb = None
         if tensorboard and self.is_main:
             try:
@@ -358,13 +159,7 @@ class MetricLogger:
         """Until :meth:`close`, the INFO and WARNING records of the ``logging`` logger ``name`` (and its children,
         e.g. the data pipeline's: bad videos, quarantines, index progress) are lines of this run's log: every
         rank's log file, and rank 0's console, not every rank's stderr."""
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, _RunLogHandler) for h in logger.handlers):  # the first follower keeps its state
-            _UNFOLLOWED[name] = (logger.propagate, logger.level)
-            logger.propagate = False  # a handler of the root logger would print every record a second time
-            if logger.getEffectiveLevel() > logging.INFO:
-                logger.setLevel(logging.INFO)
-        logger.addHandler(_RunLogHandler(self))
+        follow(name, self)
         self._followed.append(name)
 
     def log_interrupted(self) -> None:
@@ -486,7 +281,7 @@ class MetricLogger:
             "frames_per_sec": clips_per_sec * self.frames_per_clip,
             "data_wait_pct": 100.0 * w["data"] / elapsed,
             "step_time_s": elapsed / w["steps"],
-            "max_mem_gb": _max_mem_gb(self.device),
+            "max_mem_gb": max_mem_gb(self.device),
             "gpu_mem_used_gb": mem / 2**30 if mem else None,
             "mfu": mfu, "gpu_util": gpu, "nvdec_util": dec,
             "skipped_steps": self.totals["skipped_steps"],
@@ -541,21 +336,7 @@ class MetricLogger:
             for k in ("top1", "top5", "mean_class_top1"):
                 if result.get(k) is not None:
                     self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
-        mean_class = result.get("mean_class_top1")
-        views, videos = counted(result["views"], "view"), counted(result["num_videos"], "video")
-        clips, crops = line["num_clip"], line["num_crop"]
-        if clips is not None and crops is not None:
-            views = f"{counted(clips, 'clip')} x {counted(crops, 'crop')} = {views}"
-        # The file's name only: the line in metrics.jsonl holds its path
-        scored = f" of {os.path.basename(line['checkpoint'])}" if line["checkpoint"] else ""
-        top5 = line["top5"]
-        self.info(f"eval {result['split']}{scored} ({views}/video, {videos}): "
-                  f"top-1 {result['top1']:.2f}%  "
-                  + (f"top-5 {top5:.2f}%  " if top5 is not None else "top-5 n/a (5 classes or fewer)  ")
-                  + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
-                  f"({result.get('videos_per_sec', 0.0):.1f} videos/s"
-                  + (f", {result['startup_s']:.2f} s of {result['time_s']:.2f} s before the first batch"
-                     if result.get("startup_s") is not None and result.get("time_s") else "") + ")")
+        self.info(eval_line(line))
         return line
 
     def log_data(self, split: str, counters: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:
@@ -567,9 +348,7 @@ class MetricLogger:
 
     def _write(self, line: dict[str, Any]) -> None:
         if self._jsonl is not None:
-            with naming_the_file(self._jsonl.name):  # a full disk's error from write() names no file
-                self._jsonl.write(json.dumps(line) + "\n")
-                self._jsonl.flush()
+            write_line(self._jsonl, line)
 
     def recall_evaluation(self, step: int, split: str, checkpoint_time: float | None = None) -> dict[str, Any] | None:
         """The last ``split`` eval line metrics.jsonl holds at optimizer ``step`` (rank 0 reads; None on the other
@@ -580,26 +359,11 @@ class MetricLogger:
         before its summary was written is summarised from what it logged."""
         if not (self.is_main and self._jsonl is not None and os.path.isfile(self._jsonl.name)):
             return None
-        found = None
-        counted: dict[str, dict[str, Any]] = {}
-        with open(self._jsonl.name, encoding="utf-8") as f:
-            for text in f:
-                try:
-                    line = json.loads(text)
-                except ValueError:
-                    continue
-                if not isinstance(line, dict) or not isinstance(line.get("step"), int) or line["step"] > step:
-                    continue
-                if line.get("kind") == "train":
-                    self.last_train = line
-                elif line.get("kind") == "data" and line.get("split") == "train":
-                    counted["train_"] = line
-                elif line.get("kind") == "eval" and line.get("split") in ("val", "test"):
-                    counted[f"{line['split']}_"] = line
-                    if line.get("split") == split and line["step"] == step:
-                        found = line
+        found, last_train, counters = recall_lines(self._jsonl.name, step, split)
+        if last_train is not None:
+            self.last_train = last_train
         self._recalled_final = found
-        self._recalled_counts = counted if found is not None else {}
+        self._recalled_counts = counters if found is not None else {}
         logged = found.get("time") if found is not None else None
         if checkpoint_time is not None and isinstance(logged, (int, float)) and logged > checkpoint_time:
             self._earlier["evaluations"] += 1
@@ -610,12 +374,7 @@ class MetricLogger:
         hold them) with the values the lines recalled by :meth:`recall_evaluation` logged: the attempt that trained
         and evaluated counted them, this one only writes its summary. A ``test_*`` counter this attempt has no loader
         for takes the name of its ``val_*`` one (the same loader counters)."""
-        out = dict(counts)
-        for prefix, line in self._recalled_counts.items():
-            names = {k[len(prefix):] for k in counts if k.startswith(prefix)} or \
-                    {k[len("val_"):] for k in counts if k.startswith("val_")}
-            out.update({prefix + name: line[name] for name in sorted(names) if name in line})
-        return out
+        return recalled_counters(counts, self._recalled_counts)
 
     # ---- across a resume -------------------------------------------------------------------------------------
     def totals_state(self) -> dict[str, Any]:
@@ -664,61 +423,26 @@ class MetricLogger:
     def summary(self, extra: dict[str, Any], written: Callable[[], None] = lambda: None) -> dict[str, Any]:
         """Write OUTPUT/summary.json and print the end-of-run table (rank 0), calling ``written`` in between (every
         rank). Returns the summary dict."""
-        t = self.totals
         recalled = self._recalled_final is not None  # summarised from its lines: the attempts up to its checkpoint
-        out: dict[str, Any] = {
-            "wall_time_s": self._earlier["wall_time_s"] if recalled else self._wall_time_s(),
-            "optimizer_steps": t["steps"],
-            "clips_trained": t["clips"],
-            "mean_clips_per_sec": t["clips"] / t["train_time_s"] if t["train_time_s"] else None,
-            "mean_data_wait_pct": 100.0 * t["data_time_s"] / t["train_time_s"] if t["train_time_s"] else None,
-            "steady_clips_per_sec": t["steady_clips"] / t["steady_time_s"] if t["steady_time_s"] else None,
-            "steady_data_wait_pct":
-                100.0 * t["steady_data_time_s"] / t["steady_time_s"] if t["steady_time_s"] else None,
-            "skipped_steps": t["skipped_steps"],
-            "last_loss": self.last_train.get("loss"),
-            "max_mem_gb": self.last_train.get("max_mem_gb") if recalled else _max_mem_gb(self.device),
+        out = summary_fields(
+            self.totals, self._earlier["wall_time_s"] if recalled else self._wall_time_s(), self.last_train,
+            self.last_train.get("max_mem_gb") if recalled else max_mem_gb(self.device),
             # The sampler's, over this attempt (training and evaluation): null without NVML or when recalled.
-            "max_nvdec_util": None if recalled or self._nvml is None else self._nvml.max_nvdec_util,
-            "peak_gpu_mem_used_gb": None if recalled or not (self._nvml and self._nvml.peak_mem_used)
-            else self._nvml.peak_mem_used / 2**30,
-        }
-        out["evaluations"] = self._earlier["evaluations"] + len(self.evals)
-        last = self.evals[-1] if self.evals else self._recalled_final
-        if last is not None:
-            out.update({"final_split": last["split"], "final_top1": last["top1"], "final_top5": last.get("top5"),
-                        "final_mean_class_top1": last.get("mean_class_top1"),
-                        "final_num_videos": last["num_videos"], "final_views": last["views"],
-                        "final_num_clip": last.get("num_clip"), "final_num_crop": last.get("num_crop"),
-                        "final_checkpoint": last.get("checkpoint")})
+            None if recalled else self._nvml,
+            self._earlier["evaluations"] + len(self.evals), self.evals[-1] if self.evals else self._recalled_final)
         out.update(extra)
         if self.is_main:  # whole or not at all: a reader (or a rerun) must never find half a summary
             atomic_write_text(os.path.join(self.output_dir, "summary.json"), json.dumps(out, indent=2))
         written()  # before the table: a stop signal while it is printed must not say the summary is missing
         if self.is_main:
-            # The table leaves out the counters of ``extra`` (the loaders' failure counts) that are zero: they
-            # say nothing went wrong; summary.json keeps every one for tools.
-            shown = {k: v for k, v in out.items()
-                     if not (k in extra and isinstance(v, int) and not isinstance(v, bool) and v == 0)}
-            width = max(len(k) for k in shown)
-            rule = "-" * (width + 24)
-            self.info(rule)
-            self.info("Run summary")
-            self.info(rule)
-            for k, v in shown.items():
-                self.info(f"{k.ljust(width)} | {_fmt(v)}")
-            self.info(rule)
+            for line in summary_table(out, extra):
+                self.info(line)
         return out
 
     def close(self) -> None:
         """Close every file and sink; a failing flush (a full disk, already reported) does not stop the rest."""
         for name in self._followed:
-            logger = logging.getLogger(name)
-            logger.handlers = [h for h in logger.handlers if getattr(h, "metrics", None) is not self]
-            if not any(isinstance(h, _RunLogHandler) for h in logger.handlers):  # the last follower restores it
-                propagate, level = _UNFOLLOWED.pop(name, (True, logging.NOTSET))
-                logger.propagate = propagate
-                logger.setLevel(level)  # not .level =: setLevel also clears the loggers' cached isEnabledFor
+            let_go(name, self)
         self._followed = []
         for part in (self._close_sinks, self._log_file.close):
             try:
@@ -738,3 +462,4 @@ class MetricLogger:
         if self._jsonl is not None:
             jsonl, self._jsonl = self._jsonl, None
             jsonl.close()
+

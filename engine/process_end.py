@@ -17,8 +17,8 @@ from typing import Callable
 from evautil.files import atomic_write_text
 
 from . import distributed
-from .metrics import stamped
 from .run_files import claimed_elsewhere
+from .run_log import stamped
 
 __all__ = ["EXIT_STATUS_ENV", "EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to",
            "end_line_said_by_rank_zero", "end_before_run", "record_exit", "with_exit_status"]

@@ -8,13 +8,16 @@ carriage-return updates make an unreadable log, so there the same progress is wr
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable
 
-from evautil.progress import LINE_EVERY_S, format_duration, format_rate, rate_known, stderr_is_terminal
+from evautil.progress import (LINE_EVERY_S, counted, format_duration, format_rate, rate_known,
+                              stderr_is_terminal)
 
-__all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "RunClock", "EvalProgress"]
+__all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "eval_line", "RunClock",
+           "EvalProgress"]
 
 
 def format_number(v: Any) -> str:
@@ -147,3 +150,23 @@ def step_line(line: dict[str, Any], epochs: int | None, step_in_epoch: int, cloc
             f"{line['clips_per_sec']:.1f} clips/s  data wait {line['data_wait_pct']:.0f}%  "
             f"mem {line['max_mem_gb']:.2f} GiB{_device_memory(line)}  "
             f"eta {format_duration(line['eta_epoch_s'])} (epoch) {format_duration(line['eta_run_s'])} (run)")
+
+
+def eval_line(line: dict[str, Any]) -> str:
+    """The log's line of a metrics.jsonl eval record: the split, the weights scored, the views per video, the
+    accuracies and the speed."""
+    mean_class = line.get("mean_class_top1")
+    views, videos = counted(line["views"], "view"), counted(line["num_videos"], "video")
+    clips, crops = line["num_clip"], line["num_crop"]
+    if clips is not None and crops is not None:
+        views = f"{counted(clips, 'clip')} x {counted(crops, 'crop')} = {views}"
+    # The file's name only: the line in metrics.jsonl holds its path
+    scored = f" of {os.path.basename(line['checkpoint'])}" if line["checkpoint"] else ""
+    top5 = line["top5"]
+    return (f"eval {line['split']}{scored} ({views}/video, {videos}): "
+            f"top-1 {line['top1']:.2f}%  "
+            + (f"top-5 {top5:.2f}%  " if top5 is not None else "top-5 n/a (5 classes or fewer)  ")
+            + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
+            f"({line.get('videos_per_sec', 0.0):.1f} videos/s"
+            + (f", {line['startup_s']:.2f} s of {line['time_s']:.2f} s before the first batch"
+               if line.get("startup_s") is not None and line.get("time_s") else "") + ")")

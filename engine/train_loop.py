@@ -25,10 +25,11 @@ from .checkpointing import Checkpointer, CheckpointError
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
-from .metrics import MetricLogger, host_memory_gb
+from .metrics import MetricLogger
 from .preemption import Preempted, StepControl, interrupted_after
 from .resume_state import capture_rng, restore_rng, restore_training_objects
 from .run_files import recorded_path
+from .telemetry import host_memory_gb
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
            "ResumePoint", "locate_checkpoint", "restore_data_plan"]

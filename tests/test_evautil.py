@@ -352,7 +352,7 @@ def test_an_fp32_run_is_measured_against_plain_fp32_unless_torch_uses_tf32(monke
     7x (15x) too low."""
     import torch
 
-    from engine.metrics import device_peak_flops, matmul_precision
+    from engine.telemetry import device_peak_flops, matmul_precision
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
     gpu = torch.device("cuda", 0)

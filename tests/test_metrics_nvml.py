@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.metrics import nvml_handle
+from engine.telemetry import nvml_handle
 
 
 @pytest.mark.gpu
@@ -52,12 +52,12 @@ def test_nvml_sampler_accounting(monkeypatch):
     import sys
 
     from benchmarks import hardware
-    from engine import metrics
+    from engine import telemetry
 
     fake = _ScriptedNvml([(10, 20, 1 << 20), (30, 60, 3 << 20), (50, 40, 2 << 20)])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    monkeypatch.setattr(metrics, "nvml_handle", lambda nvml, index: "gpu0")
-    sampler = metrics.NvmlSampler(0, period_s=3600)  # no background samples during the test
+    monkeypatch.setattr(telemetry, "nvml_handle", lambda nvml, index: "gpu0")
+    sampler = telemetry.NvmlSampler(0, period_s=3600)  # no background samples during the test
     sampler._sample()
     sampler._sample()
     assert sampler.read() == (pytest.approx(30.0), pytest.approx(40.0), 3 << 20)  # readings 1-3, in order
@@ -81,13 +81,13 @@ def test_each_line_has_its_own_utilisation_window_and_the_summary_sets_start_up_
     import json
     import sys
 
-    from engine import metrics
+    from engine import metrics, telemetry
 
     fake = _ScriptedNvml([(90, 95, 8 << 30)])  # what start-up (index, model, graph build) would show
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    monkeypatch.setattr(metrics, "nvml_handle", lambda nvml, index: "gpu0")
-    monkeypatch.setattr(metrics.NvmlSampler, "_run", lambda self: None)  # samples only when the test takes them
-    monkeypatch.setattr(metrics, "_max_mem_gb", lambda device: 1.0)  # no CUDA here
+    monkeypatch.setattr(telemetry, "nvml_handle", lambda nvml, index: "gpu0")
+    monkeypatch.setattr(telemetry.NvmlSampler, "_run", lambda self: None)  # samples only when the test takes them
+    monkeypatch.setattr(metrics, "max_mem_gb", lambda device: 1.0)  # no CUDA here
     monkeypatch.setattr(metrics, "device_peak_flops", lambda device, precision="bf16": None)
     run = metrics.MetricLogger(str(tmp_path), device=torch.device("cuda", 0), print_freq=2, tensorboard=False,
                                progress_bar=False)
@@ -136,7 +136,7 @@ def test_host_memory_counts_this_process_and_every_process_it_started():
     import sys
     import time
 
-    from engine.metrics import host_memory_gb
+    from engine.telemetry import host_memory_gb
 
     before = host_memory_gb()
     # a worker's worker (as multiprocessing's fork server starts the decode workers) holding 300 MiB

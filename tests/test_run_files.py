@@ -213,7 +213,7 @@ def test_a_resumed_run_names_the_lines_of_metrics_jsonl_that_were_not_json(tmp_p
 
 def test_a_log_line_holding_a_form_feed_stays_one_line(tmp_path):
     """A message naming a file whose name holds \\x1c or \\x85 was cut there into two stamped log lines."""
-    from engine.metrics import stamped
+    from engine.run_log import stamped
 
     assert stamped("quarantining a\x1cb\x85c.mp4\nnext").count("\n") == 2
     assert stamped("").endswith("] \n")

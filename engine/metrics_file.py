@@ -1,0 +1,71 @@
+"""OUTPUT/metrics.jsonl as a file: opened to append (after a last line cut short), a line written (an error naming
+the file), and the lines a run that only writes its summary reads back (its final evaluation, its last train line and
+its loaders' counters). What the lines hold is :mod:`engine.metrics`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any
+
+from evautil.files import naming_the_file
+
+__all__ = ["open_lines", "write_line", "recall_lines", "recalled_counters"]
+
+
+def open_lines(path: str) -> IO[str]:
+    """``path`` opened to append lines: after a last line cut short (a full disk, a crash), on a line of their own,
+    where the next line was glued to it and both were lost to every reader (an --only_test run's eval line)."""
+    with open(path, "ab") as f:
+        if f.tell():
+            with open(path, "rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    f.write(b"\n")
+    return open(path, "a", encoding="utf-8")
+
+
+
+def write_line(jsonl: IO[str], line: dict[str, Any]) -> None:
+    """``line`` as one JSON line of ``jsonl``, flushed."""
+    with naming_the_file(jsonl.name):  # a full disk's error from write() names no file
+        jsonl.write(json.dumps(line) + "\n")
+        jsonl.flush()
+
+
+def recall_lines(path: str, step: int, split: str) -> tuple[dict | None, dict | None, dict[str, dict[str, Any]]]:
+    """From the lines of ``path`` up to optimizer ``step``: (the last ``split`` eval line at ``step`` or None, the
+    last train line or None, the last line of each loader's counters by prefix: ``train_`` the train ``data`` lines,
+    ``val_`` and ``test_`` the eval lines). Lines that are not JSON objects with an integer step are passed over."""
+    found = last_train = None
+    counted: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(line, dict) or not isinstance(line.get("step"), int) or line["step"] > step:
+                continue
+            if line.get("kind") == "train":
+                last_train = line
+            elif line.get("kind") == "data" and line.get("split") == "train":
+                counted["train_"] = line
+            elif line.get("kind") == "eval" and line.get("split") in ("val", "test"):
+                counted[f"{line['split']}_"] = line
+                if line.get("split") == split and line["step"] == step:
+                    found = line
+    return found, last_train, counted
+
+
+def recalled_counters(counts: dict[str, Any], recalled: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``counts`` (``train_*``, ``val_*``, ``test_*`` loader counters) with the values of the lines ``recalled``
+    (:func:`recall_lines`' third part) logged. A ``test_*`` counter with no name in ``counts`` takes the names of the
+    ``val_*`` ones (the same loader counters)."""
+    out = dict(counts)
+    for prefix, line in recalled.items():
+        names = {k[len(prefix):] for k in counts if k.startswith(prefix)} or \
+                {k[len("val_"):] for k in counts if k.startswith("val_")}
+        out.update({prefix + name: line[name] for name in sorted(names) if name in line})
+    return out

@@ -2,7 +2,7 @@
 
 A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so
 :class:`DatasetIndex` keeps the list (:class:`~dali_pipelines.filelist.VideoList`) and the probed facts
-(:class:`~dali_pipelines.index_store.VideoTable`) as arrays: about 110 bytes per video (60 of probed facts, 48 of
+(:class:`~dali_pipelines.index_store.VideoTable`) as arrays: about 115 bytes per video (64 of probed facts, 48 of
 list), no Python object per video. ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row
 (``entries``, ``infos``, ``info``).
 Built by :func:`dali_pipelines.index.build_index`. Another list's index of the run (validation's) can be told of
@@ -24,7 +24,8 @@ from evautil.progress import counted
 
 from .filelist import ListEntry, VideoList
 from .index_lock import locked
-from .index_store import BAD, GOOD, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache, save_cache, stat_key
+from .index_store import (BAD, GOOD, NUMBERED_AS_INDEXED, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
+                          save_cache, stat_key)
 
 __all__ = ["DatasetIndex"]
 
@@ -173,6 +174,20 @@ class DatasetIndex:
         _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         groups[good] = inverse.reshape(-1)
         return [self.table.info(int(good[i])) for i in first], groups
+
+    def nvdec_misnumbered(self) -> list[tuple[str, str, np.ndarray]]:
+        """The good videos the index knows NVDEC would number otherwise than it does (``VideoInfo.nvdec_problem``),
+        as ``(codec, reason, rows)`` per distinct pair, in the order of each pair's first row; counted on the codes."""
+        c, texts = self.table.columns, self.table.texts
+        problems = [i for i, t in enumerate(texts["nvdec_numbering"]) if t not in ("", NUMBERED_AS_INDEXED)]
+        rows = np.flatnonzero(self.good_mask & np.isin(c["nvdec_numbering"], problems))
+        if not rows.size:
+            return []
+        key = np.stack([c["codec"][rows], c["nvdec_numbering"][rows]], axis=1).astype(np.int64)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        return [(texts["codec"][key[i, 0]], texts["nvdec_numbering"][key[i, 1]], rows[inverse == g])
+                for g, i in sorted(enumerate(first.tolist()), key=lambda gi: gi[1])]
 
     def quarantine(self, row: int, reason: str, remember: bool = True) -> None:
         """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).

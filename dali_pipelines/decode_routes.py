@@ -61,9 +61,10 @@ class EncodedRoute:
     NVDEC shows every packet's picture from the first packet on, in the order of the packets' pts: a video whose
     first packets FFmpeg (and so the index) does not show, hidden by an MP4 edit list or before the first keyframe,
     would come out with its frames shifted, and one whose pts do not give the display order (none, as in a raw
-    .h264 stream) with its frames reordered. Each video's packets are demuxed once a run
-    (``pyav_probe.first_pictures_not_shown``) and such a video fails its read with a DaliDecodeError, which moves
-    it to its CPU route.
+    .h264 stream) with its frames reordered. The loader routes the videos whose index records say so to their CPU
+    route at start-up; as a safety net (records of an older cache do not say), each video's packets are demuxed once
+    a run here (``pyav_probe.first_pictures_not_shown``) and such a video fails its read with a DaliDecodeError,
+    which moves it to its CPU route.
     """
 
     def __init__(self, name: str, workers: int, pack_gops: bool = False):

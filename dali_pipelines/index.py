@@ -23,9 +23,12 @@ The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file
 ignored and every video probed again, never read with the wrong meaning, except a version 2 JSON cache, whose
 records are migrated. Version 2 added the decoder facts (coded size, pixel format, chroma format, bit depth,
 profile) and each video's size and mtime; version 3 stores the same fields as columns; version 4 adds the stream's
-YUV matrix tag (``colour.py``); version 5 is version 4 whose bad verdicts are this code's checks'. A version 3 or 4
-cache is migrated too, its good records kept, a version 3 one's without the tag (''): a full decode of a
-Kinetics-size list again would cost more than the tag is worth, so such a video's DALI-decoded frames stay BT.601.
+YUV matrix tag (``colour.py``); version 5 is version 4 whose bad verdicts are this code's checks'; version 6 adds
+whether NVDEC would number the frames otherwise (``pyav_probe.first_pictures_not_shown``'s verdict, from the same
+demux: such a video is routed off NVDEC at start-up). A version 3, 4 or 5 cache is migrated too, its good records
+kept without that verdict ('': NVDEC's route checks those videos at their first read), a version 3 one's without
+the tag ('') too: a full decode of a Kinetics-size list again would cost more than the tag is worth, so such a
+video's DALI-decoded frames stay BT.601.
 Its quick probes without a tag are probed again all the same (``VideoTable.counted_before_edit_lists``): most were
 taken before the frames an MP4 edit list hides and those before a stream's first keyframe were left out of the
 count, and nothing in a record tells such a video apart. Every good row this code records has a tag ('unknown' at
@@ -57,8 +60,8 @@ from evautil.workers import WorkerTimeoutError, map_with_progress
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, PathTable, VideoList, check_list_root, read_video_list
 from .index_lock import locked
-from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
-                          load_cache_and_root, save_cache, stat_key)
+from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, NUMBERED_AS_INDEXED, UNKNOWN, IndexCache, VideoInfo,
+                          VideoTable, load_cache, load_cache_and_root, save_cache, stat_key)
 from .pyav_open import BadVideoError
 from .pyav_probe import DURATION_SLACK, StreamProbe, probe_stream, reaches_duration
 
@@ -159,7 +162,7 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
                      coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
                      pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
                      profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns,
-                     colorspace=p.colorspace or "unknown")
+                     colorspace=p.colorspace or "unknown", nvdec_numbering=p.nvdec_numbering or NUMBERED_AS_INDEXED)
 
 
 def _probe(path: str, full_decode: bool) -> StreamProbe:

@@ -1,9 +1,10 @@
-"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 5).
+"""The dataset index's table of probed facts, one numpy column per field, and its cache file (schema version 6).
 
 A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so the facts are
-kept as columns (:class:`VideoTable`): a row costs about 60 bytes instead of a Python object per video, and a rank
+kept as columns (:class:`VideoTable`): a row costs about 64 bytes instead of a Python object per video, and a rank
 loads the cache with a few array reads. Strings that repeat (codec, pixel format, chroma format, profile, the
-reason a video is bad, the YUV matrix tag) are stored once in a small table each and referred to by an integer code.
+reason a video is bad, the YUV matrix tag, why NVDEC would number the frames otherwise) are stored once in a small
+table each and referred to by an integer code.
 
 The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled) holding:
 
@@ -14,11 +15,12 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 
 A file of another version, for another root (the same folder reached through a symbolic link is the same root:
 :func:`same_root`), or whose arrays do not have exactly these names, types and lengths is ignored (every video is
-probed again), never read with the wrong meaning. Version 5 has version 4's arrays; what changed is what a bad row
-means: a verdict of this code's checks. A version 4 cache, a version 3 one (version 4 less the ``colorspace`` column)
-and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated: their good records are read into
-the table (the colour tag of a version 2 or 3 record not recorded: ''), their bad verdicts dropped
-(:data:`_CHECKS_SINCE`: their videos are probed again), and saved as version 5. A build probes their untagged quick
+probed again), never read with the wrong meaning. Version 6 adds the ``nvdec_numbering`` column to version 5's arrays.
+Version 5 has version 4's arrays; what changed is what a bad row means: a verdict of this code's checks. A version 5
+or 4 cache, a version 3 one (version 4 less the ``colorspace`` column) and a version 2 one (``.index.json``, version
+3's fields as JSON records) are migrated: their good records are read into the table (the columns added since, not
+recorded: ''), the bad verdicts of those before version 5 dropped (:data:`_CHECKS_SINCE`: their videos are probed
+again), and saved as version 6. A build probes their untagged quick
 probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include frames that never
 decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours until the cache is
 deleted or a video changes (the log says so).
@@ -48,11 +50,12 @@ __all__ = ["INDEX_SCHEMA_VERSION", "UNKNOWN", "GOOD", "BAD", "COLUMNS", "VideoIn
 logger = logging.getLogger(__name__)
 
 # The meaning of the cache file; bump it whenever a column is added, removed or changes meaning.
-INDEX_SCHEMA_VERSION = 5
-# Version 4 added the colour matrix tag; a version 3 file is read without it (migrated).
-_V3_SCHEMA_VERSION = 3
-# Version 5 changed no array (a version 4 file is read as one, then migrated): see _CHECKS_SINCE.
-_V4_SCHEMA_VERSION = 4
+INDEX_SCHEMA_VERSION = 6
+# The versions read and migrated; a column added since a file's version is read as all '' (code 0: not recorded).
+_MIGRATED_VERSIONS = (3, 4, 5)
+# Version 4 added the colour matrix tag, version 5 changed no array (see _CHECKS_SINCE), version 6 added NVDEC's
+# numbering verdict.
+_ADDED_IN = {"colorspace": 4, "nvdec_numbering": 6}
 # The first version whose bad verdicts are those of this code's checks. A cache of an older version may hold
 # verdicts they no longer give (an MP4 edit list's hidden frames taken for a truncation, a WebM whose audio outlasts
 # its video, a run-time failure of a frame count that took in such frames), which left a video out until the cache
@@ -65,15 +68,19 @@ _JSON_SCHEMA_VERSION = 2
 # A row's status: not probed (or its record dropped), a good video, a bad one (with a reason).
 UNKNOWN, GOOD, BAD = 0, 1, 2
 
-_TEXTS = ("codec", "pix_fmt", "chroma", "profile", "colorspace")
+_TEXTS = ("codec", "pix_fmt", "chroma", "profile", "colorspace", "nvdec_numbering")
 COLUMNS: dict[str, type] = {
     "status": np.int8, "full_decode": np.bool_,  # how the row was probed (a full decode or the quick probe)
     "size": np.int64, "mtime_ns": np.int64,  # the file as probed: a row is reused only while these still hold
     "num_frames": np.int32, "width": np.int32, "height": np.int32, "fps": np.float64,
     "coded_width": np.int32, "coded_height": np.int32, "bit_depth": np.int16,
-    **{name: np.int16 for name in _TEXTS},  # codes into the string tables
+    **{name: np.int16 for name in _TEXTS if name != "nvdec_numbering"},  # codes into the string tables
+    # (nvdec_numbering's reasons hold counts, "hides its first 3 pictures": more than 32,767 of them may differ)
+    "nvdec_numbering": np.int32,
     "reason": np.int32,  # code into the reasons (0: none)
 }
+# The nvdec_numbering of a video NVDEC numbers as the index does ('' is a record that does not say).
+NUMBERED_AS_INDEXED = "as indexed"
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,16 @@ class VideoInfo:
     # The stream's YUV matrix tag (FFmpeg's name, colour.py): DALI-decoded frames are corrected to it. '': not
     # recorded (a record migrated from an older cache: its frames are left as DALI decodes them).
     colorspace: str = ""
+    # Why DALI's NVDEC decoder would number the frames otherwise than the index (pyav_probe.first_pictures_not_shown:
+    # an MP4 edit list, a stream that starts inside a GOP, pts that do not give the display order), or
+    # NUMBERED_AS_INDEXED; '': not recorded (a record migrated from an older cache: NVDEC's route checks it at its
+    # first read).
+    nvdec_numbering: str = ""
+
+    @property
+    def nvdec_problem(self) -> str:
+        """Why NVDEC would number the frames otherwise than the index, '' when it would not or nobody knows."""
+        return "" if self.nvdec_numbering == NUMBERED_AS_INDEXED else self.nvdec_numbering
 
     @property
     def decoder(self) -> DecoderFacts:
@@ -258,7 +275,7 @@ class VideoTable:
 @dataclass
 class IndexCache:
     """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
-    from a version 2, 3 or 4 file (then it is saved as version 5)."""
+    from a version 2, 3, 4 or 5 file (then it is saved as version 6)."""
 
     rel_paths: PathTable
     table: VideoTable
@@ -280,7 +297,7 @@ def same_root(recorded: object, root: str) -> bool:
 
 
 def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = True) -> IndexCache | None:
-    """The cache of a list: the version 5 (or 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
+    """The cache of a list: the version 6 (or 5, 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
     ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``. Not
     ``warn``: an unreadable file is not logged (a read that is followed by another of the same file that is)."""
     try:
@@ -295,7 +312,7 @@ def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = Tru
 
 
 def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
-    """A version 5 (or 4 or 3, migrated) cache whatever root it was written for, with that root; None when it is not
+    """A version 6 (or 5, 4 or 3, migrated) cache whatever root it was written for, with that root; None when it is not
     there or not readable as either (an unreadable one is logged)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
@@ -314,22 +331,24 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if not isinstance(header, dict) or not same_root(header.get("root"), root):
         return None
     version = header.get("version")
-    if version not in (INDEX_SCHEMA_VERSION, _V4_SCHEMA_VERSION, _V3_SCHEMA_VERSION):
+    if version != INDEX_SCHEMA_VERSION and version not in _MIGRATED_VERSIONS:
         logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
                     version, INDEX_SCHEMA_VERSION)
         return None
-    tagless = version == _V3_SCHEMA_VERSION
-    columns = [name for name in COLUMNS if not (tagless and name == "colorspace")]
+    later = [name for name, since in _ADDED_IN.items() if version < since]  # not in a file of this version
+    columns = [name for name in COLUMNS if name not in later]
     expected = {"header", "paths", "path_offsets", *columns}
     if set(archive.files) != expected:
         raise ValueError(f"arrays {sorted(set(archive.files) ^ expected)} differ from schema version {version}'s")
     arrays = {name: archive[name] for name in columns}
     texts = header["texts"]
-    if tagless:  # no colour tags recorded: '' (code 0) on every row
-        if not isinstance(texts, dict) or "colorspace" in texts:
-            raise ValueError("a version 3 cache with a colorspace table")
-        arrays["colorspace"] = np.zeros(len(arrays["status"]), COLUMNS["colorspace"])
-        texts = {**texts, "colorspace": [""]}
+    if not isinstance(texts, dict):
+        raise ValueError("string tables that are no mapping")
+    if set(later) & set(texts):
+        raise ValueError(f"a version {version} cache with string tables {sorted(set(later) & set(texts))}")
+    for name in later:  # not recorded: '' (code 0) on every row
+        arrays[name] = np.zeros(len(arrays["status"]), COLUMNS[name])
+        texts = {**texts, name: [""]}
     table = VideoTable(arrays, texts, header["reasons"])
     if set(table.texts) != set(_TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(_TEXTS)}")

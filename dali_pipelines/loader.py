@@ -27,11 +27,13 @@ import gc
 import hashlib
 import logging
 import weakref
+from collections import Counter
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from evautil.errors import some_names
 from evautil.progress import counted, stderr_is_terminal
 from evautil.workers import ResultOverdue
 
@@ -133,6 +135,7 @@ class VideoLoader:
                                      self.device_id)
         self.video_routes = route_videos(*self.index.decoder_groups(), self.policy, self._list_desc,
                                          lambda row: f"line {self.index.entries[row].line_no} ({self.index.path(row)})")
+        self._keep_misnumbered_off_nvdec()
         self._report_routes()
         self.routes: dict[str, Any] = {}  # route name -> EncodedRoute / HostDecodeRoute, for the routes in use
         self._serve_routes()
@@ -216,6 +219,27 @@ class VideoLoader:
             self.stats[f"videos_{route}"] = n if self.rank == 0 else 0
             self.stats[f"samples_{route}"] = 0  # samples delivered on this route (this rank)
         self.stats["route_fallbacks"] = 0  # videos moved to a CPU route after failing on theirs
+
+    def _keep_misnumbered_off_nvdec(self) -> None:
+        """Put the videos routed to NVDEC that the index knows it would number otherwise than the index does (an MP4
+        edit list, a stream that starts inside a GOP, pts that do not give the display order: a raw .h264 stream
+        with B-frames) on their CPU route now, said in one line, rather than failing each at its first NVDEC read
+        with a warning of its own. That read's check (``EncodedRoute``) stays, for the records that do not say
+        (migrated from an older cache) and for a codec whose CPU route DATA.CPU_DECODER 'dali' rules out."""
+        on_nvdec, moved, reasons = self.video_routes.rows_on(NVDEC), [], Counter()
+        for codec, reason, rows in self.index.nvdec_misnumbered():
+            rows, cpu = rows[on_nvdec[rows]], fallback_route(NVDEC, codec, self.policy)
+            if rows.size and cpu is not None:
+                self.video_routes.move(rows, VideoRoute(cpu, f"NVDEC would number its frames otherwise than the "
+                                                             f"index: {reason}"))
+                moved.append(rows)
+                reasons[reason] += int(rows.size)
+        if moved and self.rank == 0:
+            rows = np.sort(np.concatenate(moved)).tolist()
+            why = "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common(3))
+            logger.warning("%s: %d videos go to their CPU route from the start (%s): NVDEC would number their "
+                           "frames otherwise than the index: %s", self._list_desc, len(rows),
+                           some_names([self.index.path(r) for r in rows]), why)
 
     def _serve_routes(self) -> None:
         """Route objects for the routes in use and for the CPU routes (every route falls back to one,

@@ -48,6 +48,32 @@ def nvdec_pts_problem(pts: list[int | None]) -> str:
     return ""
 
 
+class _NvdecNumbering:
+    """What :func:`first_pictures_not_shown` judges, gathered packet by packet in decode order (the data packets
+    only): whether the first is a keyframe, how many pictures an edit list hides before the first one shown, and
+    every packet's pts."""
+
+    def __init__(self) -> None:
+        self.pts: list[int | None] = []
+        self.hidden = 0
+        self.shown = False
+        self.inside_gop = False
+
+    def add(self, packet: av.Packet) -> None:
+        if not self.pts and not packet.is_keyframe:
+            self.inside_gop = True
+        self.pts.append(packet.pts)
+        self.shown = self.shown or not packet.is_discard
+        self.hidden += not self.shown
+
+    def problem(self) -> str:
+        if self.inside_gop:
+            return "the stream starts inside a GOP (its first packet is no keyframe)"
+        if self.hidden:
+            return f"an MP4 edit list hides its first {self.hidden} pictures"
+        return nvdec_pts_problem(self.pts)
+
+
 def first_pictures_not_shown(src: VideoSource, limit: int = 256, name: str = "") -> str:
     """Why a decoder that numbers a stream's pictures from its first packet on, ordered by their packets' pts
     (DALI's NVDEC decoder: it shows every packet's picture and reads no container flag) would number ``src``'s
@@ -56,28 +82,22 @@ def first_pictures_not_shown(src: VideoSource, limit: int = 256, name: str = "")
     stream that starts inside a GOP, whose first pictures decoders drop), or pts that do not give the display order
     (:func:`nvdec_pts_problem`: a raw .h264 stream, whose packets have none). Demuxes every packet, decodes none
     (counts up to ``limit`` hidden ones). ``name``: the file's name in errors, for bytes read from it
-    (BadVideoError: not a readable video)."""
+    (BadVideoError: not a readable video). The index's probe records the same verdict
+    (``StreamProbe.nvdec_numbering``)."""
     name = name or source_name(src)
+    check = _NvdecNumbering()
     with open_video(src, name) as container:
         stream = first_video_stream(container, name)
-        hidden, shown, pts = 0, False, []
         try:
             for packet in container.demux(stream):
                 if not packet.size:
                     continue
-                if not pts and not packet.is_keyframe:
-                    return "the stream starts inside a GOP (its first packet is no keyframe)"
-                pts.append(packet.pts)
-                shown = shown or not packet.is_discard
-                if not shown:
-                    hidden += 1
-                    if hidden >= limit:
-                        break
+                check.add(packet)
+                if check.inside_gop or check.hidden >= limit:
+                    break
         except av.error.FFmpegError as e:
             raise BadVideoError(f"{name}: {ffmpeg_message(e)}") from e
-    if hidden:
-        return f"an MP4 edit list hides its first {hidden} pictures"
-    return nvdec_pts_problem(pts)
+    return check.problem()
 
 
 def count_frames(path: VideoSource, threads: int = 0) -> int:
@@ -148,6 +168,7 @@ class StreamProbe:
     streams_end_s: float = -1.0
     first_corrupt: int = -1  # the first decoded frame the decoder flags as damaged (errors concealed); -1: none
     colorspace: str = ""  # the first decoded frame's YUV matrix tag, FFmpeg's name (colour.colorspace_name)
+    nvdec_numbering: str = ""  # why NVDEC would number the frames otherwise (first_pictures_not_shown), '' if not
 
 
 @dataclass(frozen=True)
@@ -265,11 +286,13 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         discarded, leading, keyframe_seen, first_corrupt = 0, 0, False, -1
         colorspace = ""
         end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
+        numbering = _NvdecNumbering()
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the flush packet at the end of the stream carries no data
                     continue
                 packets += 1
+                numbering.add(packet)
                 discarded += bool(packet.is_discard)
                 keyframe_seen = keyframe_seen or bool(packet.is_keyframe)
                 leading += not keyframe_seen
@@ -314,6 +337,6 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                            packets_end_s=packets_end_s, discarded=discarded,
                            leading_nonkey=leading if keyframe_seen else 0, duration_of_container=of_container,
                            streams_end_s=streams_end, first_corrupt=first_corrupt,
-                           colorspace=colorspace)
+                           colorspace=colorspace, nvdec_numbering=numbering.problem())
     finally:
         container.close()

@@ -18,7 +18,8 @@ machine (:func:`machine_policy`), decided when a loader starts (never cached wit
 ``DATA.CPU_DECODER`` narrows steps 2-3 (``pyav``: every CPU video through PyAV; ``dali``: DALI's CPU decoder only,
 an error for a codec it lacks); ``DATA.NVDEC_CODECS`` narrows NVDEC's codecs and ``DATA.NVDEC_MAX_BIT_DEPTH``
 widens its bit depth. A video that fails on its route at run time moves to :func:`fallback_route` (NVDEC -> the
-CPU route of step 2-3, DALI's CPU decoder -> PyAV) before it is quarantined.
+CPU route of step 2-3, DALI's CPU decoder -> PyAV) before it is quarantined; one the index knows NVDEC would number
+otherwise than it does (``VideoInfo.nvdec_problem``) is moved there by the loader at start-up.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from dali_pipelines.index import build_index, probe_video
 from dali_pipelines.index_store import BAD, COLUMNS, GOOD, UNKNOWN, VideoTable, load_cache, save_cache
 from evautil.text import text_lines
 
+TEXTS = ("codec", "pix_fmt", "chroma", "profile", "colorspace", "nvdec_numbering")  # the columns of string codes
 REAL = ["clip_32frames_340x256.mp4", "clip_mpeg4_320x240.avi", "clip_6fps_340x256.mp4"]
 
 
@@ -72,13 +73,12 @@ def test_table_round_trip_of_arbitrary_values(tmp_path):
     n = 300
     table = VideoTable.empty(n)
     for name, dtype in COLUMNS.items():
-        if np.issubdtype(dtype, np.integer) and name not in ("status", "reason", "codec", "pix_fmt", "chroma",
-                                                              "profile"):
+        if np.issubdtype(dtype, np.integer) and name not in ("status", "reason", *TEXTS):
             info = np.iinfo(dtype)
             table.columns[name][:] = rng.integers(info.min, info.max, n, dtype=dtype, endpoint=True)
     table.columns["fps"][:] = rng.uniform(0, 240, n).round(6)
     table.columns["full_decode"][:] = rng.integers(0, 2, n).astype(bool)
-    for name in ("codec", "pix_fmt", "chroma", "profile", "colorspace"):
+    for name in TEXTS:
         table.texts[name] += [f"{name} value {k}" for k in range(5)]
         table.columns[name][:] = rng.integers(0, 6, n)
     table.reasons += ["truncated: 3 of 9", "no video stream (streams: audio)"]
@@ -91,7 +91,7 @@ def test_table_round_trip_of_arbitrary_values(tmp_path):
     assert back.rel_paths == paths and back.rel_paths[7] == "k400/train/arm wrestling/caf\u00e9 7.mp4"
     for name, dtype in COLUMNS.items():
         assert back.table.columns[name].dtype == dtype
-        if name in ("codec", "pix_fmt", "chroma", "profile", "colorspace"):
+        if name in TEXTS:
             assert [back.table.text(name, r) for r in range(n)] == [table.text(name, r) for r in range(n)]
         elif name == "reason":
             assert [back.table.reason(r) for r in range(n)] == [table.reason(r) for r in range(n)]

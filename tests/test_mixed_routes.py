@@ -594,6 +594,55 @@ def test_a_video_falling_back_to_a_route_without_a_graph_gets_that_graph(tmp_pat
     loader.close()
 
 
+def test_videos_the_index_knows_nvdec_would_misnumber_start_on_their_cpu_route(tmp_path, monkeypatch, caplog):
+    """A raw .h264 stream with B-frames carries no pts, so DALI's NVDEC decoder would hand its frames out in decode
+    order. The index records that verdict, and a GPU machine's routing (here: a policy whose GPU may decode, which
+    sends H.264 to NVDEC) puts such videos on their CPU route before any read, said in one start-up line; the epoch
+    then reads the MP4s on NVDEC (whose reads still run the check) with no per-video fallback warning. (On this CPU
+    machine NVDEC's graph is a host graph, fed the frames PyAV decodes.)"""
+    from dali_pipelines.routing import RoutingPolicy
+
+    root = str(tmp_path)
+    lst = make_clip_dataset(root, H264_COUNTS[:3], codec="h264")
+    for name in ("raw a.h264", "raw_b.h264"):
+        write_video(os.path.join(root, "videos", name), pattern_frames(30), codec="h264", gop=16)
+    with open(lst, "a") as f:
+        f.write("videos/raw a.h264 0\nvideos/raw_b.h264 1\n")
+    raw_rows = [3, 4]
+    monkeypatch.setattr(loader_module, "machine_policy", lambda *a, **k: RoutingPolicy(gpu_usable=True))
+    with caplog.at_level(logging.INFO, logger="dali_pipelines"):
+        loader = build_loader(small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 2}), "val")
+    try:
+        routes = loader.video_routes
+        assert [routes[r].route for r in range(5)] == [NVDEC, NVDEC, NVDEC, PYAV, PYAV]  # was: all on NVDEC
+        for r in raw_rows:
+            assert routes[r].reason.startswith("NVDEC would number its frames otherwise than the index: packets "
+                                               "carry no timestamp")
+            assert loader.index.info(r).nvdec_problem.startswith("packets carry no timestamp")
+        assert loader.index.info(0).nvdec_problem == ""
+        lines = [r.getMessage() for r in caplog.records if "from the start" in r.getMessage()]
+        assert len(lines) == 1, lines
+        raw = [os.path.join(root, "videos", name) for name in ("raw a.h264", "raw_b.h264")]
+        assert lines[0].startswith(f"DATA.VAL_FILE {lst}: 2 videos go to their CPU route from the start ({raw[0]}, "
+                                   f"{raw[1]}): NVDEC would number their frames otherwise than the index: 2 x packets "
+                                   "carry no timestamp")
+        assert "videos per decode route {'nvdec': 3, 'dali_cpu': 0, 'pyav': 2}" in caplog.text
+        nvdec = loader.routes[NVDEC]
+        monkeypatch.setattr(nvdec, "source", lambda s, encoded: DecodedSource(video=decode_indexed_frames(
+            s.video.path, s.frames, s.video.size, s.video.mtime_ns, 1)))
+        built = _record_graphs(loader, monkeypatch, lambda graph, routes: (PYAV,) if graph == NVDEC else routes)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dali_pipelines"):
+            got = _views(loader)
+        assert sorted(got) == list(range(5)) and loader.stats["skipped_videos"] == 0
+        assert sorted(built) == [("host", (PYAV,)), (NVDEC, (NVDEC,))]  # both graphs from the start
+        assert loader.stats["route_fallbacks"] == 0 and "failed on the nvdec route" not in caplog.text
+        assert (loader.stats["samples_nvdec"], loader.stats["samples_pyav"]) == (3, 2)
+        assert sorted(nvdec._numbering) == [0, 1, 2]  # NVDEC's reads checked their videos, never the raw ones
+    finally:
+        loader.close()
+
+
 def test_every_video_quarantined_during_the_run_ends_it_with_the_same_error_again(tmp_path):
     """Every file replaced after the training loader was built: the feeder quarantines each, and the run ends saying
     that no readable training video is left; iterated again, the loader builds no graph and says the same."""

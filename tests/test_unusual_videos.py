@@ -116,6 +116,7 @@ def _as_an_older_index_wrote_it(cache: str, num_frames, full_decode, version: in
                 col[row] = 0
         arrays["status"][row], arrays["reason"][row] = 2, len(header["reasons"])
         header["reasons"].append(reason)
+    del arrays["nvdec_numbering"], header["texts"]["nvdec_numbering"]  # recorded since version 6
     if version == 3:
         del arrays["colorspace"], header["texts"]["colorspace"]
     else:
@@ -197,7 +198,8 @@ def test_bad_verdicts_an_older_index_recorded_are_probed_again(cut_videos, tmp_p
             ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
         # was: 0 probed, the MP4 left out as truncated
         assert ix.probed == 2 and ix.good_rows == [0, 1] and ix.bad == {2: truncated}, version
-        assert ix.info(0) == first.info(0) and ix.info(1) == dataclasses.replace(first.info(1), colorspace="")
+        assert ix.info(0) == first.info(0)
+        assert ix.info(1) == dataclasses.replace(first.info(1), colorspace="", nvdec_numbering="")
         assert f"index cache {cache}: probing 2 videos again that schema version {version} recorded as bad" \
             in caplog.text
         assert build_index(str(lst), str(tmp_path), workers=1, progress=False).probed == 0
@@ -310,6 +312,53 @@ def test_a_raw_h264_stream_goes_from_nvdec_to_its_cpu_route(tmp_path):
     frames = decode_frames(path, wanted)
     nearest = [int(np.argmin([np.abs(f.astype(int) - s).mean() for s in source])) for f in frames]
     assert nearest == wanted
+
+
+def test_the_index_records_which_videos_nvdec_would_number_otherwise(cut_videos, tmp_path, caplog):
+    """The index's probe demuxes every packet anyway: it records NVDEC's numbering verdict (the NVDEC route's check's
+    own), which routing reads at start-up, and the cache keeps it. A version 5 cache is migrated with its records
+    kept, not probed again: their verdict is not recorded ('', left to the NVDEC route's check at the first read)."""
+    import json
+
+    from dali_pipelines.index import build_index
+    from dali_pipelines.index_store import INDEX_SCHEMA_VERSION, NUMBERED_AS_INDEXED, load_cache
+
+    _, videos = cut_videos
+    (tmp_path / "videos").mkdir()
+    write_video(str(tmp_path / "videos" / "raw.h264"), pattern_frames(N), codec="h264", gop=16)
+    write_video(str(tmp_path / "videos" / "whole.mp4"), pattern_frames(N), codec="h264", gop=16)
+    rels = ["videos/raw.h264", "videos/whole.mp4", videos["h264_edit"], videos["inside_gop.mkv"]]
+    want = ["packets carry no timestamp (NVDEC would hand the frames out in decode order, not display order)",
+            NUMBERED_AS_INDEXED, "an MP4 edit list hides its first 3 pictures",
+            "the stream starts inside a GOP (its first packet is no keyframe)"]
+    for rel, verdict in zip(rels, want):
+        path = str(tmp_path / rel)
+        assert probe_video(path).nvdec_numbering == verdict  # was: no such field
+        assert (first_pictures_not_shown(path) or NUMBERED_AS_INDEXED) == verdict
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{rel} {i % 3}\n" for i, rel in enumerate(rels)))
+    first = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert [first.info(r).nvdec_numbering for r in range(4)] == want
+    assert [(codec, reason, rows.tolist()) for codec, reason, rows in first.nvdec_misnumbered()] == [
+        ("h264", want[0], [0]), ("h264", want[2], [2]), ("h264", want[3], [3])]
+    again = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert again.probed == 0 and [again.info(r).nvdec_numbering for r in range(4)] == want
+    cache = first.cache_path
+    with np.load(cache, allow_pickle=False) as archive:  # as version 5 wrote it
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(arrays["header"].tobytes())
+    del arrays["nvdec_numbering"], header["texts"]["nvdec_numbering"]
+    header["version"] = 5
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    with caplog.at_level("INFO", logger="dali_pipelines"):
+        migrated = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert f"migrating index cache {cache} (schema version 5) to version {INDEX_SCHEMA_VERSION}" in caplog.text
+    assert migrated.probed == 0 and migrated.nvdec_misnumbered() == []
+    assert [migrated.info(r) for r in range(4)] == [dataclasses.replace(first.info(r), nvdec_numbering="")
+                                                   for r in range(4)]
+    assert [load_cache(cache, str(tmp_path)).table.info(r).nvdec_numbering for r in range(4)] == [""] * 4
 
 
 def test_a_video_the_nvdec_routes_first_packet_check_cannot_read_is_named_by_its_path(tmp_path):

@@ -17,13 +17,14 @@ Loaders (``--loaders``):
 Modes (``--modes``): ``train`` (B x T frames) and ``test`` (multi-view: NUM_CLIP x NUM_CROP views per video).
 
 Method: all loaders of a mode are built and warmed up (``--warmup`` batches, untimed: pipeline build, worker
-start-up, first decodes); then ``--repeats`` rounds, each timing ``--batches`` batches of every loader in turn
-(interleaved, so that load from other processes on a shared machine hits every loader alike). Before its turn a
-loader's batches worked on while it sat idle (its ready queue and, for our loader, the feeder's look-ahead, where
-PyAV keeps decoding) are drawn untimed, so every measurement is steady-state production.
-Figures are the median with min..max over the rounds. The list file repeats the clips so that no epoch ends inside
-a measurement. CPU use is that of the benchmark's process tree (main process, DALI threads, this loader's
-workers; the idle loaders' workers are left out) during the timed batches.
+start-up, first decodes), the baselines first, so that their forked workers hold no DALI pipeline; then
+``--repeats`` rounds, each timing ``--batches`` batches of every loader in turn (interleaved, so that load from
+other processes on a shared machine hits every loader alike). Before its turn a loader's batches worked on while
+it sat idle (its ready queue and, for our loader, the feeder's look-ahead, where PyAV keeps decoding) are drawn
+untimed, so every measurement is steady-state production. Figures are the median with min..max over the rounds.
+The list file repeats the clips so that no epoch ends inside a measurement. CPU use is that of the benchmark's
+process tree (main process, DALI threads, this loader's workers; the idle loaders' workers are left out) during the
+timed batches.
 
     python -m benchmarks.loader_throughput --quick
     python -m benchmarks.loader_throughput --synthetic --codec h264 --frames 250 --gop 16 --json l.json --plot l.png
@@ -33,6 +34,7 @@ workers; the idle loaders' workers are left out) during the timed batches.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -265,6 +267,77 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _start_run(args, name: str, mode: str, b: int, rows: int, clips, list_path: str, root: str) -> LoaderRun:
+    """Build ``name``'s loader for ``mode`` and start its stream (a DataLoader's workers start then)."""
+    t0 = time.perf_counter()
+    if name in DALI_VARIANTS:
+        loader, route = build_dali(args, mode, list_path, root, DALI_VARIANTS[name])
+        return LoaderRun(name, loader, loader.close, route, f"B{b} threads {args.threads} workers {args.workers}",
+                         time.perf_counter() - t0)  # threads: read, or decode on CPU routes
+    loader = build_baseline_loader(
+        clips, mode, batch_size=b, num_workers=args.workers, decoder=name,
+        num_frames=args.num_frames, input_size=args.input_size, num_clips=args.num_clip,
+        num_crop=args.num_crop, test_sampling="uniform", length=rows,
+        pin_memory=hardware.cuda_available())
+    route = (f"{'the original pipeline' if name == 'decord' else 'the original transforms'}: "
+             f"DataLoader, {name} decode, CPU augmentation")
+
+    def close(ld=loader):
+        it = getattr(ld, "_iterator", None)
+        if it is not None:
+            it._shutdown_workers()
+
+    # The workers are forked from this process: a DALI pipeline left for the collector would be copied into them
+    # and its destructor could run there. None is alive now (baselines start first, an earlier mode's are freed).
+    gc.collect()
+    return LoaderRun(name, loader, close, route, f"B{b} workers {args.workers}", time.perf_counter() - t0)
+
+
+def _run_mode(args, mode: str, loaders: list[str], clips, list_dir: str, results: list, notes: list) -> None:
+    """Build, warm and measure every loader of ``mode`` (interleaved); their rows go into ``results``."""
+    b = args.batch if mode == "train" else args.test_batch
+    views = 1 if mode == "train" else args.num_clip * args.num_crop
+    # Enough rows for one loader's warm-up, measurements and untimed queue draws (interleaving), in one epoch.
+    rows = max((args.warmup + (args.batches + 2 * args.workers + 4) * args.repeats + 4) * b, len(clips))
+    list_path, root = write_repeated_list(clips, rows, list_dir)
+    work = expected_gop_work(clips, mode, args.num_frames, args.num_clip)
+    started: dict[str, LoaderRun] = {}
+    try:
+        # The baselines first: their DataLoader workers fork before any of this mode's DALI pipelines exists.
+        for name in sorted(loaders, key=lambda n: n in DALI_VARIANTS):
+            if name == "decord" and not decord_available():
+                results.append({"name": f"{name}/{mode}", "loader": name, "mode": mode,
+                                "skipped": "decord is not installed", "missing_package": "decord"})
+                notes.append("decord (the original pipeline): skipped, the decord package is not installed "
+                             "(it has x86_64 wheels only); the pyav row is not the original")
+                continue
+            started[name] = run = _start_run(args, name, mode, b, rows, clips, list_path, root)
+            run.warm_s = run.warm(args.warmup)  # pipeline build, worker start-up, first decodes
+        runs = [started[name] for name in loaders if name in started]  # measured and reported in the asked order
+        # Interleaved repeats: loader A, B, ..., A, B, ... so that a busy neighbour on a shared machine
+        # slows every loader alike. A loader that sat idle has worked ahead: those batches are drawn untimed.
+        for _ in range(args.repeats):
+            for run in runs:
+                if len(runs) > 1:
+                    # The previous loader works ahead in the background after its turn: let that finish, then
+                    # draw every batch this loader worked on while idle, so the timing sees steady state.
+                    cpu_monitor.wait_until_idle()
+                    run.warm(batches_worked_ahead(run.loader))
+                others = [pid for o in runs if o is not run for pid in worker_pids(o.loader)]
+                run.measure(args.batches, others, nvml=run.name in DALI_VARIANTS)
+        for run in runs:
+            r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
+                 **run.result(views, args.num_frames), "gop_work_per_clip": work}
+            r["gop_frames_per_s"] = stats.summarize([c * work for c in r["clips_per_s"].values])
+            results.append(r)
+            unit = "videos/s" if mode == "test" else "clips/s"  # a test item is a video of all its views
+            print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} {unit}  ({run.route})", file=sys.stderr,
+                  flush=True)
+    finally:
+        for run in started.values():
+            run.close()
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     loaders = cli.chosen_names("--loaders", args.loaders, ALL_LOADERS, "loader")
     modes = cli.chosen_names("--modes", args.modes, ALL_MODES, "mode")
@@ -274,67 +347,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
     results, notes = [], []
     for mode in modes:
-        b = args.batch if mode == "train" else args.test_batch
-        views = 1 if mode == "train" else args.num_clip * args.num_crop
-        # Enough rows for one loader's warm-up, measurements and untimed queue draws (interleaving), in one epoch.
-        rows = max((args.warmup + (args.batches + 2 * args.workers + 4) * args.repeats + 4) * b, len(clips))
-        list_path, root = write_repeated_list(clips, rows, list_dir)
-        work = expected_gop_work(clips, mode, args.num_frames, args.num_clip)
-        runs: list[LoaderRun] = []
-        try:
-            for name in loaders:
-                if name == "decord" and not decord_available():
-                    results.append({"name": f"{name}/{mode}", "loader": name, "mode": mode,
-                                    "skipped": "decord is not installed", "missing_package": "decord"})
-                    notes.append("decord (the original pipeline): skipped, the decord package is not installed "
-                                 "(it has x86_64 wheels only); the pyav row is not the original")
-                    continue
-                t0 = time.perf_counter()
-                if name in DALI_VARIANTS:
-                    loader, route = build_dali(args, mode, list_path, root, DALI_VARIANTS[name])
-                    close = loader.close
-                    settings = f"B{b} threads {args.threads} workers {args.workers}"  # read, or decode on CPU routes
-                else:
-                    loader = build_baseline_loader(
-                        clips, mode, batch_size=b, num_workers=args.workers, decoder=name,
-                        num_frames=args.num_frames, input_size=args.input_size, num_clips=args.num_clip,
-                        num_crop=args.num_crop, test_sampling="uniform", length=rows,
-                        pin_memory=hardware.cuda_available())
-                    route = (f"{'the original pipeline' if name == 'decord' else 'the original transforms'}: "
-                             f"DataLoader, {name} decode, CPU augmentation")
-                    settings = f"B{b} workers {args.workers}"
-
-                    def close(ld=loader):
-                        it = getattr(ld, "_iterator", None)
-                        if it is not None:
-                            it._shutdown_workers()
-                run = LoaderRun(name, loader, close, route, settings, time.perf_counter() - t0)
-                runs.append(run)
-                run.warm_s = run.warm(args.warmup)  # pipeline build, worker start-up, first decodes
-            # Interleaved repeats: loader A, B, ..., A, B, ... so that a busy neighbour on a shared machine
-            # slows every loader alike. A loader that sat idle has worked ahead: those batches are drawn untimed.
-            for _ in range(args.repeats):
-                for run in runs:
-                    if len(runs) > 1:
-                        # The previous loader works ahead in the background after its turn: let that finish, then
-                        # draw every batch this loader worked on while idle, so the timing sees steady state.
-                        cpu_monitor.wait_until_idle()
-                        run.warm(batches_worked_ahead(run.loader))
-                    others = [pid for o in runs if o is not run for pid in worker_pids(o.loader)]
-                    run.measure(args.batches, others, nvml=run.name in DALI_VARIANTS)
-            for run in runs:
-                r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
-                     **run.result(views, args.num_frames), "gop_work_per_clip": work}
-                r["gop_frames_per_s"] = stats.summarize([c * work for c in r["clips_per_s"].values])
-                results.append(r)
-                unit = "videos/s" if mode == "test" else "clips/s"  # a test item is a video of all its views
-                print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} {unit}  ({run.route})", file=sys.stderr,
-                      flush=True)
-        finally:
-            for run in runs:
-                run.close()
-            del runs
-            hardware.release_device_memory()  # the next mode's GPU memory is its own, not this one's pools
+        _run_mode(args, mode, loaders, clips, list_dir, results, notes)
+        # The mode's loaders are closed and no longer referenced; our loader's graphs sit in reference cycles that
+        # only the collector frees. Freed now, not in the next mode's forked DataLoader workers (which would run
+        # DALI's destructors there), and before the pools are emptied: the next mode's GPU memory is its own.
+        gc.collect()
+        hardware.release_device_memory()
     ratios, paired = {}, {}
     for mode in modes:
         by = {r["loader"]: r for r in results if r["mode"] == mode and not r.get("skipped")}

@@ -530,6 +530,56 @@ def test_each_loader_mode_starts_without_the_pools_of_the_last(data_dir, monkeyp
     assert events == ["build train", "close train", "release", "build test", "close test", "release"]
 
 
+def test_baseline_workers_are_forked_without_a_dali_loader_in_them(tmp_path, data_dir, monkeypatch):
+    """The baseline DataLoader's workers are forked: a DALI loader alive then, or left for the collector (its graphs
+    sit in reference cycles), was copied into them, where its destructor could run. Each worker writes down which
+    of our loaders it holds: none, in either mode (this mode's is built after the baselines' workers start, the
+    last mode's is freed before)."""
+    import gc
+    import weakref
+
+    from benchmarks import baseline_loaders as bl
+    from benchmarks import loader_throughput as lt
+
+    ours: list[weakref.ref] = []
+
+    class Loader:  # our loader as the collector sees it: in a cycle, freed only by gc
+        batches_ahead = 0
+
+        def __init__(self):
+            self.me = self
+
+        def __iter__(self):
+            while True:
+                yield {"video": torch.zeros(1, 2, 3, 8, 8)}
+
+        def close(self):
+            pass
+
+    def build_dali(args, mode, list_path, root, variant):
+        loader = Loader()
+        ours.append(weakref.ref(loader))
+        return loader, "a loader"
+
+    def seed_worker(worker_id):  # in the forked worker
+        held = [i for i, ref in enumerate(ours) if ref() is not None]
+        (tmp_path / f"worker_{os.getpid()}").write_text(f"{len(ours)} {held}")
+
+    monkeypatch.setattr(lt, "build_dali", build_dali)
+    monkeypatch.setattr(lt, "expected_gop_work", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bl, "_seed_worker", seed_worker)
+    args = lt.parse_args(["--quick", "--loaders", "dali,pyav", "--data-dir", str(data_dir / "smoke"), "--num-clips",
+                          "1", "--frames", "32", "--codec", "vp9", "--repeats", "1", "--workers", "1"])
+    gc.disable()  # the collector runs only where the benchmark asks for it
+    try:
+        payload = lt.run_benchmark(args)
+    finally:
+        gc.enable()
+    assert [r["name"] for r in payload["results"]] == ["dali/train", "pyav/train", "dali/test", "pyav/test"]
+    seen = sorted(f.read_text() for f in tmp_path.glob("worker_*"))
+    assert seen == ["0 []", "1 []"]  # train: before our train loader; test: our train loader freed, test's not built
+
+
 def test_smoke_eval_throughput(tmp_path, data_dir):
     data = _run("eval_throughput", ["--torch-threads", "1", "--data-dir", str(data_dir / "smoke"), "--num-clips", "2",
                                     "--frames", "32",

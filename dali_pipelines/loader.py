@@ -65,6 +65,13 @@ def clip_dtype(setting: str, device: str, precision: str) -> str:
     return "float16" if device == "gpu" and precision != "fp32" else "float32"
 
 
+def labels_pinned(device: str, training: bool) -> bool:
+    """Whether a batch's labels go out in pinned host memory: only where they are copied to the GPU, i.e. training
+    on a GPU (a copy from pageable memory would wait for the GPU's queued work first). Evaluation reads labels and
+    rows on the host (``engine.evaluate``): pinning them there cost a page-locked allocation per batch for nothing."""
+    return device == "gpu" and training
+
+
 # DALI's mixed decoder when the driver says the GPU cannot decode a codec configuration (codec, chroma, bit depth):
 # "Codec configuration not supported on this GPU. Codec: H.264, chroma format: YUV 4:2:0, bit depth: 8".
 GPU_REFUSES_CONFIGURATION = "not supported on this GPU"
@@ -582,7 +589,7 @@ class VideoLoader:
                 v = v.view(b, self.num_views, self.num_frames, 3, s, s)
             self.position = batch.number + 1
             labels = torch.tensor([x.label for x in batch.samples], dtype=torch.int64)
-            if self.device == "gpu":  # a copy from pageable memory would wait for the GPU's queued work first
+            if labels_pinned(self.device, self.training):
                 labels = labels.pin_memory()
             yield {"video": v, "label": labels, "index": torch.tensor(rows, dtype=torch.int64)}
         self._end_epoch()

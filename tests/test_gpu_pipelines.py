@@ -125,6 +125,7 @@ def test_train_on_gpu(h264_data):
         v = batch["video"]
         assert v.is_cuda and v.dtype == torch.float16 and v.shape == (2, 4, 3, 64, 64)
         assert batch["label"].tolist() == [r % 3 for r in batch["index"].tolist()]
+        assert batch["label"].is_pinned()  # training copies it to the GPU
         for video, row in zip(v, batch["index"].tolist()):
             ref, _ = _train_sample_reference(loader, row)
             assert np.abs(denormalize(video) - ref).mean() < 8.0
@@ -166,6 +167,8 @@ def test_multiview_on_gpu(h264_data, num_clip, num_crop):
     rows = []
     for batch in loader:
         assert batch["video"].is_cuda
+        # the evaluation reads labels and rows on the host: nothing there to pin
+        assert not batch["label"].is_pinned() and not batch["index"].is_pinned()
         _check_test_views(loader, batch, tol_mean=8.0)
         rows += batch["index"].tolist()
     assert rows == list(range(len(COUNTS)))

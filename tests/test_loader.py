@@ -60,6 +60,16 @@ def test_clip_dtype_follows_the_setting_the_device_and_an_fp32_run():
     assert clip_dtype("float16", "gpu", "fp32") == "float16" and clip_dtype("float32", "gpu", "bf16") == "float32"
 
 
+def test_labels_are_pinned_only_where_they_are_copied_to_the_gpu():
+    """Training copies each batch's labels to the GPU (pinned: the copy does not wait for the GPU's queue);
+    evaluation reads them on the host, where a pinned allocation per batch bought nothing. Without a GPU none."""
+    from dali_pipelines.loader import labels_pinned
+
+    assert labels_pinned("gpu", training=True)
+    assert not labels_pinned("gpu", training=False)
+    assert not labels_pinned("cpu", training=True) and not labels_pinned("cpu", training=False)
+
+
 def test_plan_fingerprint_changes_with_the_usable_videos_and_the_world(data):
     root, lst = data
     cfg = small_cfg(root, lst)

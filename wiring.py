@@ -204,7 +204,9 @@ def _assemble_run(cfg, ctx: DistContext, metrics, resume: str, newest: str) -> r
 
     only_test = cfg.TEST.ONLY_TEST
     splits = ["test"] if only_test else ["train", "val"]
-    index = build_indexes(cfg, ctx, splits)
+    with metrics.keep_warnings() as kept:  # those of the index build: rank 0 prints them, the others only theirs
+        index = build_indexes(cfg, ctx, splits)
+    metrics.say_unsaid_warnings(all_gather_objects(kept, ctx))
     train_loader = None if only_test else build_loader(cfg, "train", ctx.rank, ctx.world_size, ctx.device_id,
                                                        index=index["train"])
     val_loader = build_loader(cfg, splits[-1], ctx.rank, ctx.world_size, ctx.device_id, index=index[splits[-1]])

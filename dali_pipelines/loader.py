@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from evautil.errors import some_names
-from evautil.progress import counted, stderr_is_terminal
+from evautil.progress import THIS_RANK_ONLY, counted, stderr_is_terminal
 from evautil.workers import ResultOverdue
 
 from .decode_routes import EncodedRoute, HostDecodeRoute
@@ -276,7 +276,7 @@ class VideoLoader:
         if nxt is None:
             return None
         logger.warning("%s (row %d) failed on the %s route (%s); decoding it on the %s route from now on",
-                       sample.video.path, sample.row, sample.route, reason, nxt)
+                       sample.video.path, sample.row, sample.route, reason, nxt, extra=THIS_RANK_ONLY)
         self.video_routes[sample.row] = VideoRoute(nxt, f"failed on {sample.route}: {reason}")
         self.stats["route_fallbacks"] += 1
         return dataclasses.replace(sample, route=nxt)
@@ -296,7 +296,7 @@ class VideoLoader:
         self.video_routes.move(rows, VideoRoute(route, f"failed on {NVDEC}: {reason}"))
         self.stats["route_fallbacks"] += int(rows.size)
         logger.warning("the other %d videos of the same codec configuration (%s, %s) go to the %s route as well: this "
-                       "GPU does not decode it", rows.size, info.codec, info.pix_fmt, route)
+                       "GPU does not decode it", rows.size, info.codec, info.pix_fmt, route, extra=THIS_RANK_ONLY)
 
     def _fall_back(self, sample: Sample, error: Exception) -> None:
         """A video failed alone on its graph's decoder with DALI's ``error``: move it to its fallback route, or
@@ -509,7 +509,8 @@ class VideoLoader:
             raise RuntimeError(f"the DALI pipeline of the {failure.graph} graph failed but every in-flight video "
                                f"decodes alone: {failure.error}") from failure.error
         self.stats["rebuilds"] += 1
-        logger.warning("rebuilding the %s pipelines at batch %d of epoch %d", self.split, first, self.epoch)
+        logger.warning("rebuilding the %s pipelines at batch %d of epoch %d", self.split, first, self.epoch,
+                       extra=THIS_RANK_ONLY)
         self._build_pipelines(first)
 
     # ------------------------------------------------------------------------------------------------ iteration

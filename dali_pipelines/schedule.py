@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from evautil.progress import THIS_RANK_ONLY
+
 from .draw import DrawSettings, Sample, VideoRef, draw_sample
 from .filelist import DataError
 from .index import DatasetIndex
@@ -218,7 +220,7 @@ class Schedule:
         if not self.is_good(row):
             return
         path = self.index.path(row)
-        logger.warning("quarantining %s (row %d): %s", path, row, reason)
+        logger.warning("quarantining %s (row %d): %s", path, row, reason, extra=THIS_RANK_ONLY)
         self.index.quarantine(row, reason, remember)
         with self._quarantined_lock:
             self._quarantined.add(int(row))

@@ -38,12 +38,13 @@ is printed only when there is no bar. Conventions of the numbers written:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -88,7 +89,8 @@ class MetricLogger:
 
     Args:
         output_dir: run directory (metrics.jsonl, tensorboard/, log_rank{r}.txt, summary.json).
-        rank, world_size: this process; only rank 0 prints, writes JSONL/TensorBoard and shows the bar.
+        rank, world_size: this process; only rank 0 prints (other ranks: the warnings only they saw, see :meth:`warn`),
+            writes JSONL/TensorBoard and shows the bar.
         device: compute device (memory, MFU peak, NVML index).
         print_freq: optimizer steps per training line.
         frames_per_clip: T, for frames/s.
@@ -141,6 +143,7 @@ class MetricLogger:
         self._recalled_final: dict[str, Any] | None = None  # see recall_evaluation
         self._recalled_counts: dict[str, dict[str, Any]] = {}  # see recalled_counts
         self._followed: list[str] = []  # see follow_logger
+        self._kept: list[str] | None = None  # see keep_warnings
 
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:
@@ -152,13 +155,42 @@ class MetricLogger:
             else:
                 print(msg, flush=True)
 
-    def warn(self, msg: str) -> None:
-        self.info(f"WARNING: {msg}")
+    def warn(self, msg: str, this_rank_only: bool = False) -> None:
+        """A warning line as :meth:`info` writes it; ``this_rank_only``: one only this rank could have seen (a video
+        failing in its share), which a rank other than 0 prints on the console too, naming itself."""
+        if this_rank_only and not self.is_main:
+            self._write_log(f"WARNING: {msg}")
+            print(f"[rank {self.rank}] WARNING: {msg}", flush=True)
+        else:
+            self.info(f"WARNING: {msg}")
+        if self._kept is not None and not this_rank_only:  # (said already, by the rank that saw it)
+            self._kept.append(msg)
+
+    @contextlib.contextmanager
+    def keep_warnings(self) -> Iterator[list[str]]:
+        """While inside, this rank's warnings are also kept in the list given, to be gathered from every rank for
+        :meth:`say_unsaid_warnings`."""
+        self._kept = kept = []
+        try:
+            yield kept
+        finally:
+            self._kept = None
+
+    def say_unsaid_warnings(self, kept_by_rank: list[list[str]]) -> None:
+        """Every rank's kept warnings (:meth:`keep_warnings`), in rank order: this rank prints on the console, naming
+        itself, those no lower rank gave (rank 0 printed its own as they came), so a warning every rank gave alike
+        (a bad video of a list they all index) is printed once, and one only some ranks saw (another node's own
+        index cache) still is."""
+        said = {msg for kept in kept_by_rank[:self.rank] for msg in kept}
+        for msg in dict.fromkeys(kept_by_rank[self.rank]):
+            if msg not in said and not self.is_main:
+                print(f"[rank {self.rank}] WARNING: {msg}", flush=True)
 
     def follow_logger(self, name: str) -> None:
         """Until :meth:`close`, the INFO and WARNING records of the ``logging`` logger ``name`` (and its children,
         e.g. the data pipeline's: bad videos, quarantines, index progress) are lines of this run's log: every
-        rank's log file, and rank 0's console, not every rank's stderr."""
+        rank's log file, and rank 0's console, not every rank's stderr (a warning marked
+        ``evautil.progress.THIS_RANK_ONLY`` is on the console of the rank that gave it too)."""
         follow(name, self)
         self._followed.append(name)
 

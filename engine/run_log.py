@@ -33,7 +33,10 @@ class _RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            (self.metrics.warn if record.levelno >= logging.WARNING else self.metrics.info)(record.getMessage())
+            if record.levelno >= logging.WARNING:
+                self.metrics.warn(record.getMessage(), this_rank_only=getattr(record, "this_rank_only", False))
+            else:
+                self.metrics.info(record.getMessage())
         except Exception:  # noqa: BLE001 - logging must never stop the run (e.g. the log file's disk is full)
             self.handleError(record)
 

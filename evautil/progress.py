@@ -10,8 +10,8 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["stderr_is_terminal", "stderr_line", "format_duration", "counted", "format_bytes", "format_rate",
-           "rate_known", "LINE_EVERY_S", "ProgressLines", "with_progress"]
+__all__ = ["stderr_is_terminal", "stderr_line", "THIS_RANK_ONLY", "format_duration", "counted", "format_bytes",
+           "format_rate", "rate_known", "LINE_EVERY_S", "ProgressLines", "with_progress"]
 
 # A rate from less than this many seconds, or fewer items, is start-up noise ("72,632 videos/s" for 3 videos in
 # 40 µs): it is not shown, nor the time left worked out from it.
@@ -21,6 +21,11 @@ RATE_FROM_ITEMS = 2
 # Plain progress lines (no bar) come at most this often: a long job's log stays readable (a few hundred lines for a
 # day's work), yet a person reading it learns something new every time they look.
 LINE_EVERY_S = 30.0
+
+# ``extra=`` of a log record only this process could have seen (a video failing in its share of the batches): a
+# multi-process run's console gets it from the rank that saw it, naming the rank, where a warning every rank would
+# give alike (a bad video of the index, which every rank reads) is printed by rank 0 alone.
+THIS_RANK_ONLY = {"this_rank_only": True}
 
 
 def stderr_is_terminal() -> bool:

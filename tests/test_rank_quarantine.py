@@ -206,3 +206,56 @@ def test_a_video_one_rank_quarantines_is_left_out_by_every_rank_from_the_epochs_
     # the list's quarantine file names it once, with the reason rank 1 found
     named = [x for x in (data / "train.txt.quarantine.txt").read_text().splitlines() if x.startswith(rel + "\t")]
     assert len(named) == 1 and "changed" in named[0], named
+
+
+# As WRAPPER, with each rank a machine of its own (LOCAL_RANK 0 for both, each its own XDG_CACHE_HOME) whose list
+# folder is read-only to the index, so that each keeps its index cache in its own cache folder.
+ON_TWO_MACHINES = WRAPPER.replace("import engine.train_loop as tl",
+                                  "import engine.train_loop as tl\n    import dali_pipelines.index as index_mod\n"
+                                  "    index_mod._dir_writable = lambda d: False")
+
+
+@pytest.mark.slow
+def test_a_warning_every_rank_gives_is_printed_once_and_one_only_a_rank_saw_by_that_rank(tmp_path, dataset):
+    # Every rank's console used to be silent but rank 0's: a video that broke in rank 1's share, or rank 1's own
+    # unreadable index cache, were said only in log_rank1.txt. The bad video both ranks index is said once.
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(dataset, data)
+    listed = (data / "train.txt").read_text().splitlines()
+    rows = np.arange(len(listed))
+    row = min(r for b in epoch_plan(rows, SEED, 0, BATCH, 1, WORLD, True).batches for r in b)  # rank 1's epoch 1
+    rel = listed[row].rsplit(" ", 1)[0]
+    (data / "broken.mp4").write_bytes(b"not a video")
+    with open(data / "train.txt", "a", encoding="utf-8") as f:
+        f.write("broken.mp4 0\n")
+    caches = [tmp_path / f"machine{r}" for r in range(WORLD)]
+    with pytest.MonkeyPatch.context() as mp:  # where machine 1 keeps the training list's cache: unreadable there
+        mp.setenv("XDG_CACHE_HOME", str(caches[1]))
+        mp.setattr(index_mod, "_dir_writable", lambda d: False)
+        cache1 = index_mod.index_paths(str(data / "train.txt")).cache
+    os.makedirs(os.path.dirname(cache1), exist_ok=True)
+    with open(cache1, "wb") as f:
+        f.write(b"not an index cache")
+    script = tmp_path / "wrapper.py"
+    script.write_text(ON_TWO_MACHINES)
+    opts = _opts(data, out) + ["TRAIN.EPOCHS", "1", "SEED", str(SEED)]
+    env = child_env(REPO=str(ROOT), DATA_ROOT=str(data), VICTIM=rel, OMP_NUM_THREADS="1",
+                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(WORLD))
+    cmd = [sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"), "--opts", *opts]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": "0", "XDG_CACHE_HOME": str(caches[r])})
+             for r in range(WORLD)]
+    try:
+        said = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    console = "".join(said)
+    assert [p.returncode for p in procs] == [0, 0], console[-4000:]
+    bad = f"WARNING: bad video {data / 'broken.mp4'}: "
+    assert console.count(bad) == 1 and bad in said[0], console[-4000:]  # both ranks indexed it: rank 0 says it
+    assert all(bad in (out / f"log_rank{r}.txt").read_text() for r in range(WORLD))  # each rank's log keeps it
+    assert said[1].count(f"[rank 1] WARNING: ignoring unreadable index cache {cache1} (") == 1, said[1][-4000:]
+    assert f"[rank 1] WARNING: quarantining {data / rel} (row {row}): " in said[1], said[1][-4000:]
+    assert "quarantining" not in said[0] and "ignoring unreadable" not in said[0], said[0][-4000:]

@@ -457,3 +457,24 @@ def test_a_long_scan_of_the_flat_layout_says_how_far_it_got(tmp_path, capsys, mo
     assert [x.split(",")[0] for x in lines[:-1]] == [f"scan t400: {counted(n, 'video file')} so far"
                                                       for n in range(1, 6)]
     assert lines[-1].startswith("scan t400: 5 video files done in 0:00:0")
+
+
+def test_a_label_not_among_the_official_classes_is_named_with_its_csv_line(tmp_path, kinetics_names, shared_dir,
+                                                                             capsys):
+    # A typo in one row of a CSV of thousands: the error names the row, in the first CSV giving that label.
+    official = kinetics_names["k400"]
+    tree = {split: {c: [vid(f"{split[0]}{i}")] for i, c in enumerate(official)} for split in ("train", "val")}
+    root = make_flat(tmp_path / "k400", tree)
+    for split in ("val", "train"):
+        path = root / "annotations" / f"{split}.csv"
+        lines = path.read_text().splitlines(keepends=True)
+        assert lines[3].startswith("answering questions,")
+        lines[3] = lines[3].replace("answering questions", "answering question", 1)
+        path.write_text("".join(lines))
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path / "out"),
+            "--official-labels", str(shared_dir / "data" / "labels")]
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert (f"missing: 1 ('answering questions'); unexpected: 1 ('answering question' on line 4 of "
+            f"{root / 'annotations' / 'train.csv'})") in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()

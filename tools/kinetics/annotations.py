@@ -209,7 +209,7 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
 def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
                    underscore_to_space: bool, candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]],
                    ignored: list[str], counts: Mapping[str, Counter], walk: ProgressLines | None = None
-                   ) -> tuple[dict[str, list[str]], list[tuple[str, str]], dict]:
+                   ) -> tuple[dict[str, list[str]], list[tuple[str, str]], dict, dict[str, str]]:
     """Scan the flat split folders ``<root>/<folders[split]>/<video>`` against the CSVs ``csvs[split]``.
 
     As ``scan._scan_split`` does for class folders: usable videos go to ``candidates`` (in label, then file name
@@ -219,7 +219,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     Returns:
         each split's sorted class names (of all its rows, with a video on disk or not), the annotated videos
         without a file as ``(<split folder>/<name without extension>, reason)`` (counted as missing in
-        ``counts``, left for the caller to add to ``skipped``), and the report's facts on the annotations.
+        ``counts``, left for the caller to add to ``skipped``), the report's facts on the annotations, and where
+        each class is first given (``line <n> of <CSV>``, train's CSV first), for messages on a class.
     """
     rows = {split: read_annotations(csvs[split]) for split in folders}
     for split, r in rows.items():
@@ -274,4 +275,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     info = {"csv": dict(csvs), "rows": {s: len(rows[s]) for s in folders}, "rows_without_video": lost,
             "videos_in_other_split_folder": len(elsewhere), "videos_in_other_split_folder_examples": elsewhere[:20]}
     classes = {split: sorted({class_name(row.label) for row in rows[split].values()}) for split in folders}
-    return classes, absent, info
+    where: dict[str, str] = {}
+    for split in folders:
+        for row in sorted(rows[split].values(), key=lambda r: r.line):
+            where.setdefault(class_name(row.label), f"line {row.line} of {csvs[split]}")
+    return classes, absent, info, where

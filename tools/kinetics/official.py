@@ -5,6 +5,7 @@ label by one). Without the released label files (``--official-labels DIR``) only
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from .common import KineticsError
 
@@ -37,12 +38,14 @@ def official_classes(name: str, labels_dir: str | None) -> list[str] | None:
 
 
 def match_official(name: str, root: str, classes: list[str], allow_empty_classes: bool,
-                    labels_dir: str | None, classes_from: str = "class folders") -> list[str]:
+                    labels_dir: str | None, classes_from: str = "class folders",
+                    where: Mapping[str, str] | None = None) -> list[str]:
     """The classes whose positions are the labels: ``classes``, or for k400/k600/k700 the official list, which the
     tree's class names must match (a missing folder would shift every later label by one); with
     ``allow_empty_classes`` a missing class is an empty one and every label keeps its official id. Without the
     released list (``labels_dir``) only the class count can be checked: another count is an error.
-    ``classes_from`` says in the messages where the classes come from (``class folders``, ``annotated classes``)."""
+    ``classes_from`` says in the messages where the classes come from (``class folders``, ``annotated classes``);
+    ``where`` (``{class: "line <n> of <CSV>"}``) names the line giving each class that is not an official one."""
     official = official_classes(name, labels_dir)
     expected = OFFICIAL_CLASS_COUNTS.get(name.lower())
     if official is None:
@@ -61,8 +64,9 @@ def match_official(name: str, root: str, classes: list[str], allow_empty_classes
     if missing and not unexpected and allow_empty_classes:
         return official
 
-    def some(names: list[str]) -> str:
-        return f"{len(names)} ({', '.join(repr(c) for c in names[:5])}{', ...' if len(names) > 5 else ''})"
+    def some(names: list[str], at: Mapping[str, str]) -> str:
+        shown = ", ".join(repr(c) + (f" on {at[c]}" if c in at else "") for c in names[:5])
+        return f"{len(names)} ({shown}{', ...' if len(names) > 5 else ''})"
 
     fix = ("rename those folders (folder names with '_'" if classes_from == "class folders" else
            "fix those labels in the annotation CSVs (labels with '_'")
@@ -70,6 +74,8 @@ def match_official(name: str, root: str, classes: list[str], allow_empty_classes
             "videos)" if not unexpected else
             f"{fix}: --underscore-to-space), or give the dataset another name "
             f"(e.g. {name}sub=PATH) to number its own classes 0..N-1")
-    diff = "; ".join(f"{what}: {some(c)}" for what, c in (("missing", missing), ("unexpected", unexpected)) if c)
+    # an unexpected label is a typo in one row of a CSV of thousands: name that row
+    diff = "; ".join(f"{what}: {some(c, at)}" for what, c, at in (("missing", missing, {}),
+                                                                   ("unexpected", unexpected, where or {})) if c)
     raise KineticsError(f"dataset {name}: the {classes_from} in {root!r} differ from the {len(official)} official "
                         f"{name} classes, and every label after a difference would shift; {diff}; {hint}")

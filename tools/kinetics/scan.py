@@ -264,7 +264,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     # hours, and an error after them lost them all.
     _refuse_different_classes(name, walked.class_sets, walked.sources)
     classes = match_official(name, root, walked.class_sets["train"], allow_empty_classes, official_labels,
-                             walked.classes_from)
+                             walked.classes_from, walked.class_where)
     _refuse_unusable(name, walked.skipped, strict)
     probes, probe_rows = None, {}
     if check and walked.candidates:
@@ -305,6 +305,7 @@ class _Walked:
         info: what the report says about the annotated layout (:attr:`DatasetScan.annotations`).
         sources: ``{split: what its classes come from}`` (folder or CSV), for messages.
         classes_from: what the classes are, for :func:`~tools.kinetics.official.match_official`'s messages.
+        class_where: ``{class: "line <n> of <CSV>"}``, where an annotated class is first given; empty for folders.
     """
 
     csvs: dict[str, str] | None
@@ -317,6 +318,7 @@ class _Walked:
     info: dict
     sources: dict[str, str]
     classes_from: str
+    class_where: dict[str, str]
 
     def found(self) -> dict[str, int]:
         """Every video file found per split, usable or not, so that a report's "found" is written + skipped +
@@ -338,17 +340,19 @@ def _walk_splits(name: str, root: str, folders: dict[str, str], underscore_to_sp
     csvs = annotation_files(name, root, folders, annotations)
     absent: list[tuple[str, str]] = []
     info: dict = {}
+    class_where: dict[str, str] = {}  # class folders are named by their own path
     walk = walk_progress(f"scan {name}", "video file", lines=progress_lines)  # lines only when the walk takes long
     if csvs is None:
         class_sets = {split: _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
                                          ignored, counts[split], walk) for split, folder in folders.items()}
         sources, classes_from = dict(folders), "class folders"
     else:
-        class_sets, absent, info = scan_annotated(name, root, folders, csvs, underscore_to_space, candidates,
-                                                  skipped, ignored, counts, walk)
+        class_sets, absent, info, class_where = scan_annotated(name, root, folders, csvs, underscore_to_space,
+                                                               candidates, skipped, ignored, counts, walk)
         sources, classes_from = dict(csvs), "annotated classes"
     walk.finish()
-    return _Walked(csvs, class_sets, candidates, skipped, ignored, counts, absent, info, sources, classes_from)
+    return _Walked(csvs, class_sets, candidates, skipped, ignored, counts, absent, info, sources, classes_from,
+                   class_where)
 
 
 def _refuse_different_classes(name: str, class_sets: dict[str, list[str]], sources: dict[str, str]) -> None:

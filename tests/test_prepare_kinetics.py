@@ -522,6 +522,8 @@ def test_a_missing_or_unexpected_official_class_is_an_error_not_a_label_shift(tm
     assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 2
     err = capsys.readouterr().err
     assert "unexpected: 1 ('arm_wrestling')" in err and "--underscore-to-space" in err
+    # The missing class that --allow-empty-classes allows is counted, not listed before the refused one.
+    assert "; 1 missing, allowed by --allow-empty-classes;" in err and repr(official[0]) not in err
 
 
 @pytest.mark.parametrize("rows, problem", [

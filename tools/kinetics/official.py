@@ -75,7 +75,11 @@ def match_official(name: str, root: str, classes: list[str], allow_empty_classes
             f"{fix}: --underscore-to-space), or give the dataset another name "
             f"(e.g. {name}sub=PATH) to number its own classes 0..N-1")
     # an unexpected label is a typo in one row of a CSV of thousands: name that row
-    diff = "; ".join(f"{what}: {some(c, at)}" for what, c, at in (("missing", missing, {}),
-                                                                   ("unexpected", unexpected, where or {})) if c)
+    parts = [f"unexpected: {some(unexpected, where or {})}"] if unexpected else []
+    if missing and allow_empty_classes:  # allowed: 399 names of them hid the one class that is refused
+        parts.append(f"{len(missing)} missing, allowed by --allow-empty-classes")
+    elif missing:
+        parts.insert(0, f"missing: {some(missing, {})}")
+    diff = "; ".join(parts)
     raise KineticsError(f"dataset {name}: the {classes_from} in {root!r} differ from the {len(official)} official "
                         f"{name} classes, and every label after a difference would shift; {diff}; {hint}")

@@ -644,6 +644,15 @@ def test_a_write_that_fails_on_the_way_is_one_line(tmp_path, monkeypatch, capsys
     assert capsys.readouterr().err == f"error: {tmp_path / 'out'}: No space left on device\n"
 
 
+def test_a_list_whose_name_a_folder_takes_is_named_in_the_error(tmp_path, capsys):
+    # The rename of the written list over a folder failed, and the error named the temporary file instead.
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    (tmp_path / "out" / "t400_train.txt").mkdir(parents=True)
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {tmp_path / 'out' / 't400_train.txt'}: Is a directory"
+    assert os.listdir(tmp_path / "out") == ["t400_train.txt"]
+
+
 def test_cli_script_runs(tmp_path):
     # As a plain script (repository root not on sys.path): the import bootstrap works and --dry-run writes nothing.
     root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})

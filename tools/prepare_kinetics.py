@@ -345,7 +345,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {flags_as_typed(e, args)}", file=sys.stderr)  # --short_side, if so typed
         return 2
     except OSError as e:  # e.g. a write that fails on the way (a full disk), whose error names no file
-        where = e.filename or (args.out if args.command != "reencode" else args.report_dir or args.dst or args.src)
+        # a failed rename names its temporary source first: the file it was to become is filename2
+        where = e.filename2 or e.filename or (
+            args.out if args.command != "reencode" else args.report_dir or args.dst or args.src)
         print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0

@@ -478,3 +478,22 @@ def test_a_label_not_among_the_official_classes_is_named_with_its_csv_line(tmp_p
     assert (f"missing: 1 ('answering questions'); unexpected: 1 ('answering question' on line 4 of "
             f"{root / 'annotations' / 'train.csv'})") in err
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_lists_of_a_reencoded_flat_download_name_the_source_annotations(tmp_path, capsys):
+    # A re-encode writes videos only; the lists of its tree said to name "the folder holding train.csv and val.csv",
+    # where the re-encode's own report knows which one: the source's.
+    src = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    for split, name in (("train", vid("A1")), ("val", vid("V1"))):
+        write_clip(src / split / name, t=4)
+    dst = tmp_path / "t400_h264"
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--workers", "1",
+                                  "--short-side", "32", "--no-progress"]) == 0
+    args = ["lists", "--dataset", f"t400={dst}", "--out", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"does not exist; {str(dst)!r} is a re-encode of a download whose CSVs are named with "
+                        f"--annotations t400={src / 'annotations'}\n") and err.count("\n") == 1
+    assert prepare_kinetics.main(args + ["--annotations", f"t400={src / 'annotations'}"]) == 0
+    assert read_list(tmp_path / "out" / "t400_train.txt") == [(f"../t400_h264/train/{vid('A1')}", 0)]

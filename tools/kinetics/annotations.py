@@ -18,6 +18,7 @@ that no row names as ``not in annotations``; both are counted per split and name
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections import Counter
@@ -28,6 +29,7 @@ from evautil.errors import not_utf8_line
 from evautil.progress import ProgressLines, stderr_line
 
 from .common import KineticsError
+from .reencode import REPORT_JSON
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, video_entries, video_skip
 from .video_names import is_video_file
 
@@ -162,6 +164,18 @@ def is_flat_layout(root: str, folders: Mapping[str, str]) -> bool:
     return has_video
 
 
+def _reencoded_from(root: str) -> str | None:
+    """The annotation folder of the flat download that ``root`` is a re-encode of (the ``src_root`` its
+    ``reencode_report.json`` names), when that folder exists: a re-encode writes videos only."""
+    try:
+        with open(os.path.join(root, REPORT_JSON), encoding="utf-8") as f:
+            src = json.load(f).get("src_root")
+    except (OSError, ValueError, AttributeError):  # none, or not a report: no hint
+        return None
+    found = os.path.join(src, ANNOTATIONS_DIR) if isinstance(src, str) else ""
+    return found if found and os.path.isdir(found) else None
+
+
 def annotation_files(name: str, root: str, folders: Mapping[str, str],
                      given: Mapping[str, str] | None) -> dict[str, str] | None:
     """Each split's annotation CSV (absolute), or None to read class folders.
@@ -195,6 +209,9 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
         else:
             absent = f"the {split} annotation CSV {path!r} does not exist"
             default = f"the default {path!r} does not exist"
+        source = _reencoded_from(root) if auto else None
+        if source:  # the documented next step after a re-encode: say the exact flag
+            how = f"{root!r} is a re-encode of a download whose CSVs are named with --annotations {name}={source}"
         if auto:
             raise KineticsError(f"dataset {name}: the split folders in {root!r} hold video files and no class "
                                 f"folders (the flat layout of the official downloads), but {absent}; {how}")

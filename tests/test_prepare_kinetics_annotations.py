@@ -497,3 +497,21 @@ def test_lists_of_a_reencoded_flat_download_name_the_source_annotations(tmp_path
                         f"--annotations t400={src / 'annotations'}\n") and err.count("\n") == 1
     assert prepare_kinetics.main(args + ["--annotations", f"t400={src / 'annotations'}"]) == 0
     assert read_list(tmp_path / "out" / "t400_train.txt") == [(f"../t400_h264/train/{vid('A1')}", 0)]
+
+
+def test_spaces_around_the_labels_of_a_csv_are_not_part_of_the_class(tmp_path):
+    # A CSV written "youtube_id, label, ..." (its header was read so) gave " arm wrestling": a class of its own,
+    # which the Kinetics-722 merge counted beside the class-folder dataset's "arm wrestling".
+    root = make_flat(tmp_path / "t400", {"train": {ARM: [vid("A1")], "b": [vid("B1")]},
+                                         "val": {ARM: [vid("V1")], "b": [vid("V2")]}})
+    for split in ("train", "val"):
+        path = root / "annotations" / f"{split}.csv"
+        rows = list(csv.reader(path.open(newline="")))
+        path.write_text("".join(", ".join(r[1:2] + r[:1] + r[2:]) + "\n" for r in rows))
+    assert path.read_text().startswith("youtube_id, label, ") and f", {ARM}, " in path.read_text()
+    make_tree(tmp_path / "t700", {"train": {ARM: [vid("C1")]}, "val": {ARM: [vid("C2")]}})
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["k722", "--dataset", f"t400={root}", "--dataset", f"t700={tmp_path / 't700'}",
+                                  "--out", str(out), "--no-progress"]) == 0
+    assert read_labels_csv(str(out / "t400_labels.csv")) == sorted([ARM, "b"])
+    assert read_labels_csv(str(out / "k722_labels.csv")) == sorted([ARM, "b"])

@@ -73,7 +73,8 @@ def _seconds(text: str, where: str, column: str) -> int:
 
 def read_annotations(path: str) -> dict[str, AnnotationRow]:
     """``{annotation_key: row}`` of a Kinetics annotation CSV: UTF-8 (a BOM allowed), a header naming at least
-    :data:`ANNOTATION_COLUMNS` in any order, labels as written (a label holding a comma is quoted, as csv does).
+    :data:`ANNOTATION_COLUMNS` in any order, labels as written but for the spaces around them (a label holding a
+    comma is quoted, as csv does).
 
     Raises:
         KineticsError: naming the file and line: a missing file or column, a line that is not UTF-8, a quote left
@@ -106,9 +107,10 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
                 if len(fields) != len(header):
                     raise KineticsError(f"{where}: {len(fields)} fields, the header has {len(header)} (a label "
                                         f"holding a comma must be quoted)")
-                label, yid = fields[col["label"]], fields[col["youtube_id"]].strip()
-                if not label.strip() or not yid:
-                    raise KineticsError(f"{where}: empty {'label' if not label.strip() else 'youtube_id'}")
+                # stripped as the header is: a CSV written "id, label, ..." made " abseiling" a class of its own
+                label, yid = fields[col["label"]].strip(), fields[col["youtube_id"]].strip()
+                if not label or not yid:
+                    raise KineticsError(f"{where}: empty {'label' if not label else 'youtube_id'}")
                 key = annotation_key(yid, _seconds(fields[col["time_start"]], where, "time_start"),
                                      _seconds(fields[col["time_end"]], where, "time_end"))
                 before = rows.setdefault(key, AnnotationRow(label, line))

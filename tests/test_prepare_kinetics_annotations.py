@@ -515,3 +515,20 @@ def test_spaces_around_the_labels_of_a_csv_are_not_part_of_the_class(tmp_path):
                                   "--out", str(out), "--no-progress"]) == 0
     assert read_labels_csv(str(out / "t400_labels.csv")) == sorted([ARM, "b"])
     assert read_labels_csv(str(out / "k722_labels.csv")) == sorted([ARM, "b"])
+
+
+def test_an_unannotated_video_whose_name_is_not_utf8_is_reported_escaped(tmp_path, capsys):
+    # Its reason quotes the name no row gives: writing the report's Markdown crashed with a traceback, after the
+    # lists were written, and --strict printed the name as '\udcff'.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    bad = os.path.join(os.fsencode(root / "train"), b"bad\xffname.mp4")
+    with open(bad, "wb") as f:
+        f.write(b"x")
+    out = tmp_path / "out"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--no-progress"]
+    assert prepare_kinetics.main(args) == 0
+    reason = r"not in annotations: no row of the train or val CSV names bad\xffname"
+    assert f"- `{root / 'train'}/bad\\xffname.mp4`: {reason}\n" in (out / "t400_report.md").read_text()
+    capsys.readouterr()
+    assert prepare_kinetics.main(args + ["--strict"]) == 2
+    assert capsys.readouterr().err.endswith(f"  {root / 'train'}/bad\\xffname.mp4: {reason}\n")

@@ -209,7 +209,7 @@ def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos
 def _refuse_unusable(name: str, skipped: list[tuple[str, str]], strict: bool) -> None:
     """``--strict``: the files skipped so far are an error."""
     if strict and skipped:
-        lines = "\n".join(f"  {printable_path(p)}: {r}" for p, r in skipped[:20])
+        lines = "\n".join(f"  {printable_path(p)}: {printable_path(r)}" for p, r in skipped[:20])
         raise KineticsError(f"dataset {name}: {len(skipped)} unusable video file(s):\n{lines}")
 
 

@@ -167,7 +167,9 @@ def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
            if s.annotations else f"- unusable video files skipped: {len(s.skipped)}",
            f"- entries ignored (not a video, or not where the layout has videos): {len(s.ignored)}", ""]
     if s.skipped:
-        md += ["## Skipped files", ""] + [f"- `{printable_path(p)}`: {r}" for p, r in s.skipped] + [""]
+        # a reason may quote a name that is not UTF-8 too (no annotation row names it): escaped as the path is
+        md += ["## Skipped files", ""] + [f"- `{printable_path(p)}`: {printable_path(r)}"
+                                          for p, r in s.skipped] + [""]
     return "\n".join(md)
 
 

@@ -1392,6 +1392,20 @@ def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_res
     assert not list(out.glob("*_check_interrupted*"))
 
 
+def test_a_check_stopped_before_its_first_probe_says_nothing_was_saved(tmp_path):
+    # Stopped in the scan of a large tree, or in the first probe, it said that the videos probed so far were saved in
+    # <out>/*_check_interrupted.txt.index.npz: no such file was written, nor the --out folder made.
+    root = _two_class_tree(tmp_path / "t400", train_per_class=1)
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
+    script = _stopping_script("dali_pipelines.index", "_probe_job", 0, "SIGTERM")
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.splitlines()[-1] == ("stopped: SIGTERM received: lists --check: no list was written and no video "
+                                         "was probed yet; run the same command again (exit code 4)")
+    assert not out.exists()
+
+
 def test_a_check_killed_outright_keeps_the_probes_it_saved_on_the_way(tmp_path, counted_probes):
     # A check saved its probes only when stopped by a signal it could catch: one killed outright (SIGKILL, the
     # out-of-memory killer) after hours of probes left nothing, and the same command probed every video again.

@@ -209,6 +209,8 @@ def _scan_all(args: argparse.Namespace) -> list:
         if args.check and not args.dry_run:
             for s in scans:
                 save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name))
+            args.stopped_in_scan = True
+            on_interrupt(_interrupted(args))  # what was saved is known now
         raise
     return scans
 
@@ -277,6 +279,10 @@ def _interrupted(args: argparse.Namespace) -> str:
         return ("re-encoding: the videos finished so far are kept (a video gets its name only when finished); "
                 "the same command skips them and goes on with the rest")
     if args.check and not args.dry_run:
+        saved = [n for n, _ in args.dataset if os.path.isfile(_partial_list(args, n) + ".index.npz")]
+        if getattr(args, "stopped_in_scan", False) and not saved:  # before a probe: no such file to look for
+            return (f"{args.command} --check: no list was written and no video was probed yet; run the same "
+                    f"command again")
         return (f"{args.command} --check: no list was written; the videos probed so far are saved in "
                 f"{args.out}/*_check_interrupted.txt.index.npz, and the same command probes only the rest")
     return (f"{args.command}: no file in {args.out} is half-written (each is written whole, after the scan), but "

@@ -532,3 +532,16 @@ def test_an_unannotated_video_whose_name_is_not_utf8_is_reported_escaped(tmp_pat
     capsys.readouterr()
     assert prepare_kinetics.main(args + ["--strict"]) == 2
     assert capsys.readouterr().err.endswith(f"  {root / 'train'}/bad\\xffname.mp4: {reason}\n")
+
+
+def test_a_flat_download_without_its_val_folder_is_named_so(tmp_path, capsys):
+    # The flat layout needs both split folders: with val/ not there (yet) it was refused as "no class folders in
+    # train", with --annotations to try, which then stopped at the missing val/.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    (root / "val" / vid("V1")).unlink()
+    (root / "val").rmdir()
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: dataset t400: split folder {str(root / 'val')!r} does not exist (expected <root>/val/<class name>/"
+        f"<video>, or the official downloads' flat <root>/val/<youtube_id>_<start>_<end>.<ext>; --train-dir, "
+        f"--val-dir name others)\n")

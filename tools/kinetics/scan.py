@@ -149,9 +149,7 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     with the reason (and to ``counts`` by kind), anything else to ``ignored``; ``walk`` counts each video file.
     Returns the split's sorted class names."""
     split_root = os.path.join(root, folder)
-    if not os.path.isdir(split_root):
-        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist "
-                            f"(expected <root>/{folder}/<class name>/<video>)")
+    _refuse_missing_split(name, split_root, folder)
     names_seen: dict[str, str] = {}
     with os.scandir(split_root) as it:
         entries = sorted(it, key=lambda e: e.name)
@@ -190,6 +188,13 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
                   if loose else "a flat folder of videos needs its annotation CSVs: --annotations")
         raise KineticsError(f"dataset {name}: no class folders in {split_root!r}; {layout}")
     return sorted(names_seen)
+
+
+def _refuse_missing_split(name: str, split_root: str, folder: str) -> None:
+    if not os.path.isdir(split_root):
+        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist (expected "
+                            f"<root>/{folder}/<class name>/<video>, or the official downloads' flat "
+                            f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>; --train-dir, --val-dir name others)")
 
 
 def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],
@@ -343,6 +348,10 @@ def _walk_splits(name: str, root: str, folders: dict[str, str], underscore_to_sp
     class_where: dict[str, str] = {}  # class folders are named by their own path
     walk = walk_progress(f"scan {name}", "video file", lines=progress_lines)  # lines only when the walk takes long
     if csvs is None:
+        # every split's folder first: a flat train/ beside a missing val/ was refused as "no class folders", with
+        # --annotations to try, which then stopped at the missing val/
+        for folder in folders.values():
+            _refuse_missing_split(name, os.path.join(root, folder), folder)
         class_sets = {split: _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
                                          ignored, counts[split], walk) for split, folder in folders.items()}
         sources, classes_from = dict(folders), "class folders"

@@ -545,3 +545,16 @@ def test_a_flat_download_without_its_val_folder_is_named_so(tmp_path, capsys):
         f"error: dataset t400: split folder {str(root / 'val')!r} does not exist (expected <root>/val/<class name>/"
         f"<video>, or the official downloads' flat <root>/val/<youtube_id>_<start>_<end>.<ext>; --train-dir, "
         f"--val-dir name others)\n")
+
+
+def test_a_video_named_otherwise_than_its_row_is_told_the_row_s_name(tmp_path, capsys):
+    # A download that wrote its files with unpadded times (<id>_10_20.mp4) had every video "not in annotations",
+    # every row "missing", and nothing said that the names were the difference.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    for split, name in (("train", vid("A1")), ("val", vid("V1"))):
+        (root / split / name).rename(root / split / name.replace("_000010_000020", "_10_20"))
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    stem = os.path.splitext(vid("A1"))[0]
+    assert (f"not in annotations: no row of the train or val CSV names {stem.replace('_000010_000020', '_10_20')} "
+            f"(a row names {stem}: a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>.<ext>)") \
+        in capsys.readouterr().err

@@ -31,7 +31,7 @@ from evautil.progress import ProgressLines, stderr_line
 from .common import KineticsError
 from .reencode import REPORT_JSON
 from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, video_entries, video_skip
-from .video_names import is_video_file
+from .video_names import is_video_file, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
            "read_annotations", "split_csvs", "val_csv_absent", "default_annotation_files", "is_flat_layout",
@@ -249,6 +249,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     def class_name(label: str) -> str:
         return label.replace("_", " ") if underscore_to_space else label
 
+    # a row's key by its YouTube id: a file named otherwise (unpadded times, the id alone) is told the row's name
+    by_id = {youtube_id(key): key for split in folders for key in rows[split]}
     matched, annotated, elsewhere = [], set(), []
     for split, folder in folders.items():
         split_root = os.path.join(root, folder)
@@ -260,7 +262,11 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             # The folder's own CSV first: a video in both CSVs (in no release) stays in the split it lies in.
             owner = next((s for s in (split, *folders) if key in rows[s]), None)
             if owner is None:
-                skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names {key}"))
+                near = by_id.get(youtube_id(f.name))
+                hint = (f" (a row names {near}: a video's file name is <youtube_id>_<time_start:06d>_"
+                        f"<time_end:06d>.<ext>)" if near else "")
+                skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names {key}"
+                                      f"{hint}"))
                 counts[split][SKIP_UNANNOTATED] += 1
                 if walk is not None:
                     walk.update()

@@ -18,6 +18,7 @@ from engine.distributed import DistContext
 from models import build_model
 from tests.video_fixtures import make_clip_dataset, pattern_frames, roi_resize_ref
 from tools import extract_features as ef
+from tools import feature_windows as fw
 from tools.feature_store import FeatureStore, finished_paths, merge_index, read_features
 from tools.model_io import weights_identity
 
@@ -146,7 +147,7 @@ def test_window_features_index_and_the_one_window_case(clips, tiny, tmp_path, ca
     cfg_size = int(OPTS[OPTS.index("DATA.INPUT_SIZE") + 1])
     with torch.no_grad():
         want = torch.cat([model.forward_head(model.forward_features(
-            ef._normalised_centre_crop(every[s:s + 4], cfg_size, torch.device("cpu"))[None]), pre_logits=True)
+            fw._normalised_centre_crop(every[s:s + 4], cfg_size, torch.device("cpu"))[None]), pre_logits=True)
             for s in expect[videos[2]]]).numpy()
     got = read_features(str(out), index[videos[2]])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -1044,7 +1045,7 @@ def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_p
     for i in range(0, len(starts), per_batch):
         idx = np.stack([ef.window_frames(s, n, window, t) for s in starts[i:i + per_batch]])
         union, inverse = np.unique(idx, return_inverse=True)
-        frames = ef._normalised_centre_crop(pyav_io.decode_frames(video, union), cfg.DATA.INPUT_SIZE,
+        frames = fw._normalised_centre_crop(pyav_io.decode_frames(video, union), cfg.DATA.INPUT_SIZE,
                                             torch.device("cpu"))
         pooled, _ = view_outputs(model, frames[torch.from_numpy(inverse.reshape(idx.shape))][:, None], amp_dtype)
         before.append(pooled[:, 0].numpy())
@@ -1102,7 +1103,7 @@ def test_window_probes_share_the_cores_among_the_ranks_of_a_node(tiny, monkeypat
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world_size)
-    assert ef._probe_all(cfg, ["a.mp4"], DistContext(rank=0, world_size=8), progress=False) == {}
+    assert fw._probe_all(cfg, ["a.mp4"], DistContext(rank=0, world_size=8), progress=False) == {}
     assert asked == [workers]
 
 
@@ -1132,7 +1133,7 @@ def test_videos_in_a_row_whose_probes_do_not_answer_stop_the_windows_with_one_er
 def _hang_after_probe(monkeypatch, stuck: list[str]) -> None:
     """Each of ``stuck`` becomes, once probed as the video it was, a pipe nobody writes: its decode's open never
     returns (a file system that stopped answering)."""
-    probe_all = ef._probe_all
+    probe_all = fw._probe_all
 
     def probe_then_hang(*args, **kwargs):
         probed = probe_all(*args, **kwargs)
@@ -1141,7 +1142,7 @@ def _hang_after_probe(monkeypatch, stuck: list[str]) -> None:
             os.mkfifo(path)
         return probed
 
-    monkeypatch.setattr(ef, "_probe_all", probe_then_hang)
+    monkeypatch.setattr(fw, "_probe_all", probe_then_hang)
 
 
 @contextlib.contextmanager

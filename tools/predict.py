@@ -221,7 +221,8 @@ class Predictor:
                 ``window`` or below 1), in its words.
             NonFiniteFeaturesError: the model's features for a video are NaN or infinite (a ValueError naming it).
         """
-        from tools.extract_features import extract_into, window_settings_error
+        from tools.extract_features import extract_into
+        from tools.feature_windows import window_settings_error
 
         problem = window_settings_error(window, stride)
         if problem:

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,  # noqa: E402
-                               stop_signals_raise, stopped_during_work)
+                               stop_signals_raise)
 
 if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below (seconds, for torch) is one line too
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
@@ -61,23 +61,23 @@ __all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resiz
 # ---------------------------------------------------------------------------------------------------- extraction
 def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_dir: str, ctx, amp_dtype, *,
                    progress: bool) -> None:
-    from tools.inference import build_view_loader, progress_bar, refuse_non_finite, view_outputs
+    from tools.inference import views_through_model
 
-    loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
              "starts_frames": None, "starts_seconds": None}
-    try:
-        for batch in progress_bar(loader, len(loader), progress and len(loader) > 0, f"features (rank {ctx.rank})"):
-            pooled, _ = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
-            # before the batch is stored: written, a rerun would skip its videos as done
-            rows = [paths[int(row)] for row in batch["index"].tolist()]
-            refuse_non_finite(pooled, rows, "features", amp_dtype, NonFiniteFeaturesError)
-            for row, feats in zip(batch["index"].tolist(), pooled.cpu().numpy()):
-                store.add({"path": paths[int(row)], **views}, feats)
-        for row, reason in loader.unreadable(ctx).items():
-            store.fail(paths[row], reason)
-    finally:
-        loader.close()
+
+    def store_batch(rows: list[int], pooled, _) -> None:
+        for row, feats in zip(rows, pooled.cpu().numpy()):
+            store.add({"path": paths[row], **views}, feats)
+
+    # features that are NaN or infinite are refused before their batch is stored: written, a rerun would skip their
+    # videos as done
+    unreadable = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="features",
+                                     error=NonFiniteFeaturesError,
+                                     bar=f"features (rank {ctx.rank})" if progress else None, progress=progress,
+                                     each_batch=store_batch)
+    for row, reason in unreadable.items():
+        store.fail(paths[row], reason)
 
 
 def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 0, stride: int = 0,
@@ -94,7 +94,7 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     # quiet (--quiet, Predictor.features): the loader's "bad video" warnings are left out too, as predict leaves them
     # out; the failed lists (the records) give each unreadable video's reason
-    with contextlib.nullcontext() if progress else loader_warnings_unprinted():
+    with loader_warnings_unprinted(quiet=not progress):
         if window > 0:
             extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
                             stride=stride or window, per_batch=per_batch, progress=progress)
@@ -201,15 +201,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import (InputError, check_output_path, collect_videos, load_model, load_setup,
-                                 videos_of_rank_0)
+    from tools.inference import (InputError, check_output_path, collect_videos, error_exit, load_model, load_setup,
+                                 stopped_exit, videos_of_rank_0)
 
     args = parse_args(argv)
     # extract() writes the finished videos on its way out, whatever stops it
     kept = (f"the videos finished so far are written to {args.out} (index-rank*.jsonl, with their shards), and the "
             "same command skips them")
     on_interrupt(f"extracting features: {kept}")
-    from evautil.files import cannot_read
     from evautil.progress import counted
     from train import INPUT_ERRORS
 
@@ -228,19 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                              per_batch=args.windows_per_batch, fmt=args.format, fp16=args.fp16,
                              shard_videos=args.shard_videos, progress=not args.quiet, weights=args.weights)
     except Stopped as e:
-        status = stopped_during_work(e, kept)
-        distributed.shutdown(graceful=False)
-        return status
+        return stopped_exit(e, kept)
     except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
-        if isinstance(e, OSError) and not e.filename and writing:  # a write that failed (a full disk) names no file
-            print(f"error: cannot write in --out {args.out}: {e.strerror or e}", file=sys.stderr)
-        elif isinstance(e, OSError) and e.strerror and not writing:  # a read of the config or a list (an I/O
-            # error), named by the reads themselves (evautil.files.naming_the_file)
-            print(f"error: {cannot_read(e)}", file=sys.stderr)
-        else:
-            print(f"error: {e}", file=sys.stderr)
-        distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
-        return 2
+        # a write that failed (a full disk) names no file; a read of the config or a list (an I/O error) is named by
+        # the reads themselves (evautil.files.naming_the_file)
+        return error_exit(e, args, writing=writing, out=args.out)
     listed = result["listed"]
     distributed.shutdown()  # before the summary, which is the last thing the command does
     if ctx.is_main:

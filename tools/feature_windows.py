@@ -169,7 +169,7 @@ def extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, 
     from dali_pipelines.pyav_io import MAX_HELD_PACKET_BYTES
     from dali_pipelines.pyav_open import BadVideoError
     from dali_pipelines.timed_reader import DecodeOverdue, OverdueStreak, TimedVideoReader
-    from tools.inference import progress_bar, refuse_non_finite, view_outputs
+    from tools.inference import STILL_IMAGE, progress_bar, refuse_non_finite, view_outputs
 
     t, size = cfg.DATA.NUM_FRAMES, cfg.DATA.INPUT_SIZE
     # in worker processes with a time limit, as the views' index probes: a file whose read never returns (a hung
@@ -184,7 +184,7 @@ def extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, 
             if isinstance(info, str):
                 raise BadVideoError(info)
             if info.num_frames < 2:  # as the views refuse it: a still image (PNG, JPEG) opens as a one-frame video
-                raise BadVideoError("a single frame: a still image, not a video")
+                raise BadVideoError(STILL_IMAGE)
             starts = window_starts(info.num_frames, window, stride)
             batches, last_use, asks, then = _decode_plan(starts, info.num_frames, window, t, per_batch)
             kept: dict[int, np.ndarray] = {}

@@ -1,5 +1,6 @@
-"""What ``predict`` and ``extract_features`` share: the videos to process, the multi-view test loader, and the
-forward pass that yields pooled features and logits per view; the config and weights from ``tools.model_io``.
+"""What ``predict`` and ``extract_features`` share: the videos to process, the multi-view test loader and its loop
+through the model (the forward pass that yields pooled features and logits per view), the quiet run's loader
+warnings and the commands' ends on a stop or an exit-2 error; the config and weights from ``tools.model_io``.
 
 The data pipeline is reached through one function, :func:`build_view_loader`, which calls the same public entry
 point as evaluation (``dali_pipelines.loader.build_loader(cfg, 'test', ...)``) so that a prediction sees exactly
@@ -13,7 +14,7 @@ import hashlib
 import logging
 import os
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,18 +22,18 @@ from torch import nn
 
 from configs import opts_last  # for the tools' parsers
 from dali_pipelines.filelist import LabelRangeError, split_list_line  # plain Python: no DALI import
-from engine.distributed import DistContext, barrier, broadcast_object
+from engine.distributed import DistContext, barrier, broadcast_object, shutdown
 from evautil.cli import flags_as_typed
 from evautil.errors import not_utf8_line
-from evautil.files import naming_the_file, output_path_problem
+from evautil.files import cannot_read, naming_the_file, output_path_problem
 from evautil.progress import counted
 from evautil.text import text_lines
 from tools.model_io import InputError, load_model, load_setup  # the tools' one place to import them from
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input", "note_top_k",
            "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
-           "ViewLoader", "build_view_loader", "loader_warnings_unprinted", "refuse_non_finite", "view_outputs",
-           "progress_bar"]
+           "ViewLoader", "build_view_loader", "loader_warnings_unprinted", "views_through_model", "refuse_non_finite",
+           "view_outputs", "progress_bar", "error_exit", "stopped_exit"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts")
@@ -322,11 +323,15 @@ def _warn_still_images(index, rows: Sequence[int]) -> None:
 
 
 @contextlib.contextmanager
-def loader_warnings_unprinted() -> Iterator[None]:
+def loader_warnings_unprinted(quiet: bool = True) -> Iterator[None]:
     """While inside, the data loader's warnings (the index's ``bad video ...`` lines, a decode failure's
     ``quarantining ...``) are not printed on stderr: Python prints a warning that no handler takes (its last-resort
     handler), and a handler that drops them takes them here. A quiet run reports its unreadable videos in its
-    results only; handlers of the caller's own (on the root logger) still get them. The logger is left as found."""
+    results only; handlers of the caller's own (on the root logger) still get them. The logger is left as found.
+    Not ``quiet`` (a run with progress): nothing changes."""
+    if not quiet:
+        yield
+        return
     loader_logger = logging.getLogger("dali_pipelines")
     handler = logging.NullHandler()
     loader_logger.addHandler(handler)
@@ -334,6 +339,29 @@ def loader_warnings_unprinted() -> Iterator[None]:
         yield
     finally:
         loader_logger.removeHandler(handler)
+
+
+def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: str, ctx: DistContext,
+                        amp_dtype: torch.dtype | None, *, checked: str, error: type[ValueError], bar: str | None,
+                        progress: bool, each_batch: Callable[[list[int], torch.Tensor, torch.Tensor], None]
+                        ) -> dict[int, str]:
+    """The loop ``predict`` and the views of ``extract_features`` share: this rank's share of ``paths`` through
+    :func:`build_view_loader` (its index's progress shown with ``progress`` on the main rank) and ``model``
+    (:func:`view_outputs`), ``each_batch(rows, pooled, logits)`` per batch, ``rows`` the videos' positions in
+    ``paths``, once the outputs ``checked`` (``features``: pooled, ``scores``: logits) are refused with ``error``
+    when NaN or infinite (:func:`refuse_non_finite`). ``bar``: the batches' progress bar's label, None for none.
+    Returns the positions of the videos not read with their reasons (:meth:`ViewLoader.unreadable`)."""
+    loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
+    try:
+        for batch in progress_bar(loader, len(loader), bar is not None and len(loader) > 0, bar or ""):
+            pooled, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
+            rows = [int(row) for row in batch["index"].tolist()]
+            refuse_non_finite(pooled if checked == "features" else logits, [paths[row] for row in rows], checked,
+                              amp_dtype, error)
+            each_batch(rows, pooled, logits)
+        return loader.unreadable(ctx)
+    finally:
+        loader.close()
 
 
 def refuse_non_finite(values: torch.Tensor, paths: Sequence[str], what: str, amp_dtype: torch.dtype | None,
@@ -376,3 +404,31 @@ def progress_bar(iterable, total: int, enabled: bool, desc: str, unit: str = "ba
     from evautil.progress import with_progress
 
     return with_progress(iterable, total, desc, unit)
+
+
+# ---------------------------------------------------------------------------------------------------- ends
+def stopped_exit(stop: BaseException, kept: str) -> int:
+    """A tool's end when a stop signal or a Ctrl-C ends its work: the ``stopped:`` line saying what ``kept`` keeps
+    (:func:`evautil.interrupt.stopped_during_work`, whose exit status is returned), the other ranks not waited for."""
+    from evautil.interrupt import stopped_during_work
+
+    status = stopped_during_work(stop, kept)
+    shutdown(graceful=False)
+    return status
+
+
+def error_exit(error: BaseException, typed: Any, *, writing: bool, out: str | None = None) -> int:
+    """A tool's exit-2 error: one ``error:`` line on stderr, its flags named as typed (``typed``: the command's
+    arguments, :func:`evautil.cli.flags_as_typed`), the other ranks not waited for (the error may be this rank's
+    alone: a file it could not read); returns 2. An OSError with the system's reason before ``writing`` (the outputs
+    being written) is a failed read, naming its file (:func:`evautil.files.cannot_read`); with ``out`` (the --out
+    folder), an OSError naming no file once ``writing`` is a failed write in it (a full disk names no file)."""
+    if isinstance(error, OSError) and out is not None and writing and not error.filename:
+        line: object = f"cannot write in --out {out}: {error.strerror or error}"
+    elif isinstance(error, OSError) and error.strerror and not writing:
+        line = cannot_read(error)
+    else:
+        line = error
+    print(f"error: {flags_as_typed(line, typed)}", file=sys.stderr)
+    shutdown(graceful=False)
+    return 2

@@ -32,7 +32,6 @@ if __name__ == "__main__":  # until main() says what its work keeps (torch and t
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -61,29 +60,27 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
     from engine import distributed
     from engine.train_loop import resolve_precision
-    from tools.inference import build_view_loader, loader_warnings_unprinted, progress_bar, view_outputs
+    from tools.inference import loader_warnings_unprinted, views_through_model
 
     if top_k < 1:  # before any video is decoded: 0 gave empty "ok" records, below 0 torch's "k out of range"
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     names = class_names or {}
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
-    failed: dict[int, str] = {}
+
+    def rank(rows: list[int], _, logits) -> None:
+        probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
+        top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        for row, classes, ps in zip(rows, top_i.cpu().tolist(), top_p.cpu().tolist()):
+            local[row] = list(zip(classes, ps))
+
     # quiet: the loader's "bad video" warnings are left out too, the records give each unreadable video's reason
-    with contextlib.nullcontext() if progress else loader_warnings_unprinted():
-        loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
-        try:
-            batches = progress_bar(loader, len(loader), progress and ctx.is_main and len(loader) > 0, "predict")
-            for batch in batches:
-                _, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
-                _check_finite(logits, batch["index"], paths, amp_dtype)
-                probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
-                top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-                for row, classes, ps in zip(batch["index"].tolist(), top_i.cpu().tolist(), top_p.cpu().tolist()):
-                    local[int(row)] = list(zip(classes, ps))
-            failed.update(loader.unreadable(ctx))
-        finally:
-            loader.close()
+    with loader_warnings_unprinted(quiet=not progress):
+        # scores that are NaN or infinite are refused, naming the first video that got them: their probabilities
+        # would be NaN, which JSON cannot hold (json.dumps writes a bare NaN), and their ranking means nothing
+        failed = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="scores",
+                                     error=NonFiniteScoresError, bar="predict" if progress and ctx.is_main else None,
+                                     progress=progress, each_batch=rank)
     preds: dict[int, list] = {}
     for part in distributed.all_gather_objects({"preds": local, "failed": failed}, ctx):
         preds.update(part["preds"])
@@ -97,14 +94,6 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
     return records
-
-
-def _check_finite(logits, rows, paths: Sequence[str], amp_dtype) -> None:
-    """Refuse scores that are NaN or infinite, naming the first video that got them: their probabilities would be
-    NaN, which JSON cannot hold (``json.dumps`` writes a bare ``NaN``), and their ranking means nothing."""
-    from tools.inference import refuse_non_finite
-
-    refuse_non_finite(logits, [paths[int(r)] for r in rows], "scores", amp_dtype, NonFiniteScoresError)
 
 
 class NonFiniteScoresError(ValueError):
@@ -315,17 +304,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import (InputError, check_output_not_input, check_output_path, labelled_videos, load_model,
-                                 load_setup, note_top_k, videos_of_rank_0)
+    from tools.inference import (InputError, check_output_not_input, check_output_path, error_exit, labelled_videos,
+                                 load_model, load_setup, note_top_k, stopped_exit, videos_of_rank_0)
 
     args = parse_args(argv)
     # the predictions are printed and written at the end only: an --out written before is left as it was
     kept = (f"no predictions printed or written{f' (--out {args.out} left as it was)' if args.out else ''}; the "
             f"video index in {args.work_dir} keeps the videos probed so far, for the next run")
     on_interrupt(f"predicting: {kept}")
-    from evautil.cli import flags_as_typed  # --work_dir, if so typed
-    from evautil.files import cannot_read, make_output_folder
-    from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
+    from evautil.files import make_output_folder
+    from evautil.interrupt import Stopped, stop_signals_raise
     from train import INPUT_ERRORS
 
     ctx, writing = None, False  # the index caches in --work-dir are written from predict_videos on
@@ -357,17 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             records = [_with_label(by_path[path], label, names) for path, label in videos]
             done.append(True)
         except Stopped as e:
-            status = stopped_during_work(e, kept)
-            distributed.shutdown(graceful=False)
-            return status
+            return stopped_exit(e, kept)
         except INPUT_ERRORS + (InputError, ValueError, OSError) as e:
             done.append(True)  # the error is the command's last word
             # a read of the config, a list or the weights that the storage failed (an I/O error), as the other tools
             # say it; errors of the project's own (no strerror) say it all
-            read = isinstance(e, OSError) and e.strerror and not writing
-            print(f"error: {flags_as_typed(cannot_read(e) if read else e, args)}", file=sys.stderr)
-            distributed.shutdown(graceful=False)  # maybe this rank's alone (a file it could not read)
-            return 2
+            return error_exit(e, args, writing=writing)
         written = True
         distributed.shutdown()  # before the results, which are the last thing the command does
         if ctx.is_main:

@@ -107,8 +107,9 @@ def check_resume_config(cfg: Any, resume: str = "", resumed: tuple[str, dict] | 
                           "can only change from an epoch checkpoint (--resume one of the ckpt_epoch_*.pth files)")
     if cfg.TRAIN.ALLOW_CONFIG_CHANGE:
         return f"resuming {path} with keys that define the run changed (TRAIN.ALLOW_CONFIG_CHANGE): {listed}"
-    where = "--resume names" if resume else f"OUTPUT = {cfg.OUTPUT} holds"
+    # With --resume, another OUTPUT would meet the same file: a new run drops the flag instead
+    where, new_run = (("--resume names", f"drop --resume (--pretrained {path} starts from its weights)") if resume
+                      else (f"OUTPUT = {cfg.OUTPUT} holds", "choose another OUTPUT"))
     raise ConfigError(f"{where} checkpoint {path} of a run with another config; these keys define the run and "
                       f"differ (saved -> now): {listed}. To continue that run, drop the changes; to continue it "
-                      "with them on purpose, add --opts TRAIN.ALLOW_CONFIG_CHANGE True; to start a new run, choose "
-                      "another OUTPUT")
+                      f"with them on purpose, add --opts TRAIN.ALLOW_CONFIG_CHANGE True; to start a new run, {new_run}")

@@ -76,6 +76,14 @@ def test_changed_config_stops_or_runs_on_purpose(dataset, tmp_path, capsys):
     assert "(saved -> now): SEED 0 -> 5; TRAIN.EPOCHS 1 -> 2; TRAIN.LR 0.0005 -> 0.002. " in err
     assert "TRAIN.ALLOW_CONFIG_CHANGE True" in err
     assert (out / "config.yaml").read_text() == first
+    # the same checkpoint named by --resume from another OUTPUT: another OUTPUT would not help, dropping --resume does
+    ckpt = out / "ckpt_epoch_1.pth"
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), "--opts", *_opts(dataset, tmp_path / "new", "TRAIN.LR",
+                                                                           "2e-3", "TRAIN.AUTO_RESUME", "False")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"--resume names checkpoint {ckpt} of a run with another config" in err
+    assert f"to start a new run, drop --resume (--pretrained {ckpt} starts from its weights)" in err, err
 
     # accepted on purpose: the new schedule runs from the checkpoint and config.yaml says so
     rc = train.main(["--cfg", DEMO, "--opts", *changed, "TRAIN.ALLOW_CONFIG_CHANGE", "True"])

@@ -236,6 +236,25 @@ def check_lists_overlap(run: Run, cfg) -> None:
                      + ("; ..." if len(files) > 3 else "") + ": remove them from one of the lists, unless meant")
 
 
+def check_classes_trained(run: Run, cfg) -> None:
+    """Warn when no usable video of the training list has some of the classes 0..DATA.NUM_CLASSES-1 (a class folder
+    that failed to download, a label list of another dataset): the head learns never to predict them, and the
+    per-class results, which cover classes with scored videos, would not show it."""
+    index = getattr(run.train_loader, "index", None)
+    if not hasattr(index, "good_rows") or not hasattr(index, "videos"):
+        return
+    trained = {int(y) for y in index.videos.labels[index.good_rows]} if index.good_rows else set()
+    missing = [c for c in range(cfg.DATA.NUM_CLASSES) if c not in trained]
+    if not missing:
+        return
+    names = _class_names(cfg) or {}
+    shown = ", ".join(f"{c} {names[c]!r}" if c in names else str(c) for c in missing[:5])
+    run.metrics.warn(f"DATA.TRAIN_FILE {cfg.DATA.TRAIN_FILE} has no usable video of {len(missing)} of the "
+                     f"{cfg.DATA.NUM_CLASSES} classes (DATA.NUM_CLASSES): {shown}" + (", ..." if len(missing) > 5
+                                                                                      else "")
+                     + "; the model never learns them: check the list, or DATA.LABEL_LIST and DATA.NUM_CLASSES")
+
+
 def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     """Optimizer, schedule, loss, DDP/compile/EMA, resume, then :meth:`Trainer.fit` and the summary. ``resume``:
     the checkpoint to continue; ``named``: the one the command names, when :func:`preflight.resume_point` chose a
@@ -244,6 +263,7 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
     t = cfg.TRAIN
     checkpointer = Checkpointer(cfg.OUTPUT, cfg.KEEP_LAST, writer=ctx.is_main, warn=metrics.warn)
     check_lists_overlap(run, cfg)  # before the resume below, which quarantines again what the stopped run had
+    check_classes_trained(run, cfg)
     # The checkpoint first: its record of the videos quarantined during the run plans the data as that run did,
     # and the steps per epoch, the ranks' plan check and the trainer's layout comparison all count that plan.
     located = locate_checkpoint(resume, t.AUTO_RESUME, checkpointer, ctx)

@@ -887,3 +887,20 @@ import train
     ckpt = torch.load(out / "ckpt_epoch_1.pth", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["epoch_complete"] and ckpt["global_step"] > 0
     assert f"saved checkpoint {out / 'ckpt_epoch_1.pth'}" in said, said[-3000:]
+
+
+def test_a_class_no_training_video_has_is_named_in_one_warning(dataset, tmp_path):
+    """A label list (and DATA.NUM_CLASSES) with a class the training videos lack, as a class folder that failed to
+    download leaves: the run trains (it may be meant) but says which class the model never sees, by id and name."""
+    out = tmp_path / "out"
+    labels = tmp_path / "labels5.csv"
+    labels.write_text((dataset / "labels.csv").read_text().rstrip("\n") + "\n4,jumping\n")
+    opts = _opts(dataset, out, **{"DATA.LABEL_LIST": labels, "DATA.NUM_CLASSES": 5, "TRAIN.EPOCHS": 1,
+                                  "TEST.EVAL_FREQ": 0, "TEST.FINAL_NUM_CLIP": 0})
+    r = _run(tmp_path, opts)
+    said = r.stdout + r.stderr
+    assert r.returncode == 0, said[-3000:]
+    line = (f"WARNING: DATA.TRAIN_FILE {dataset / 'train.txt'} has no usable video of 1 of the 5 classes "
+            "(DATA.NUM_CLASSES): 4 'jumping'; the model never learns them")
+    assert said.count(line) == 1, said[-3000:]
+    assert line in (out / "log_rank0.txt").read_text()

@@ -76,6 +76,9 @@ def epoch_number(epoch_index: int) -> int:
     return epoch_index + 1
 
 
+_STEADY = ("steady_clips", "steady_time_s", "steady_data_time_s")  # totals of the steady windows
+
+
 def print_plan(plan: dict[str, Any]) -> None:
     """The --dry-run report on stdout: one aligned ``key : value`` line each (no output directory is touched)."""
     width = max(len(k) for k in plan)
@@ -128,7 +131,7 @@ class MetricLogger:
         # A bar only where a person watches: under a scheduler stderr is a file and the bar would garble it.
         self._progress = progress_bar and self.is_main and stderr_is_terminal()
         self.clock = RunClock()
-        self._epoch_step = 0
+        self._epoch_step = self._epoch_steps = 0
         self._epochs: int | None = None
         self._reset_window()
         # Run totals for the summary; a resumed run starts from the totals its checkpoint saved (restore_totals).
@@ -136,6 +139,7 @@ class MetricLogger:
                        "steady_clips": 0, "steady_time_s": 0.0, "steady_data_time_s": 0.0}
         self._started = False  # this attempt's first window of steps (its start-up) has been written
         self._resumed_window: dict[str, Any] | None = None  # see restore_totals
+        self._window_at_stop: tuple[dict, dict, dict] | None = None  # see flush_before_stop
         self.run_start = time.time()
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
@@ -240,7 +244,7 @@ class MetricLogger:
         self._resumed_window = None
         self._utilisation()  # what was sampled before (start-up, an evaluation, a checkpoint write) is not training's
         self._epoch = epoch
-        self._epoch_step, self._epochs = start_step, epochs
+        self._epoch_step, self._epochs, self._epoch_steps = start_step, epochs, num_steps
         self.clock.plan(num_steps, epochs, step_offset)
         if self._progress:
             from tqdm import tqdm
@@ -334,6 +338,15 @@ class MetricLogger:
         self.report(step_line(line, self._epochs, self._epoch_step, self.clock))
         return line
 
+    def flush_before_stop(self, step: int, epoch: int) -> None:
+        """Write the pending steps' line (a stop signal's step), yet let the checkpoint that follows record them as
+        still pending: the resumed run's next line then covers the same steps as an uninterrupted run's (it
+        restarted its window there, so every later line of the epoch came at other steps, over other steps)."""
+        kept = dict(self._w), {k: self.totals[k] for k in _STEADY}, dict(self.last_train)
+        self.end_epoch(step, epoch)
+        if self._epoch_step < self._epoch_steps:  # at the epoch's last step the line is the uninterrupted run's
+            self._window_at_stop = kept
+
     def end_epoch(self, step: int, epoch: int) -> None:
         self.flush_steps(step, epoch)
         if self._bar is not None:
@@ -415,9 +428,10 @@ class MetricLogger:
         # last_loss would be null.
         # And the steps not yet in a line (a checkpoint every SAVE_STEPS or SAVE_MINUTES within a PRINT_FREQ
         # window): without them the resumed run's next line covered only its own steps, and theirs were in none.
-        return {**self.totals, "wall_time_s": self._wall_time_s(),
-                "evaluations": self._earlier["evaluations"] + len(self.evals), "last_train": dict(self.last_train),
-                "window": dict(self._w)}
+        window, steady, last_train = self._window_at_stop or (self._w, {}, self.last_train)
+        return {**self.totals, **steady, "wall_time_s": self._wall_time_s(),
+                "evaluations": self._earlier["evaluations"] + len(self.evals), "last_train": dict(last_train),
+                "window": dict(window)}
 
     def restore_totals(self, saved: dict[str, Any], step: int, mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the

@@ -572,7 +572,7 @@ class Trainer:
             stop, clock_due = self._control.poll()
             periodic = clock_due or (opts.save_steps and st.global_step % opts.save_steps == 0)
             if stop:  # the pending log window (this step's line) first: the log follows what happened
-                self.metrics.end_epoch(st.global_step, st.epoch)
+                self.metrics.flush_before_stop(st.global_step, st.epoch)
             # A stop at an epoch's last step saves it as mid-epoch too: its evaluation then runs after the resume.
             if stop or (periodic and st.step_in_epoch < opts.steps_per_epoch):
                 self.save(epoch_complete=False)

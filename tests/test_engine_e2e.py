@@ -904,3 +904,23 @@ def test_a_class_no_training_video_has_is_named_in_one_warning(dataset, tmp_path
             "(DATA.NUM_CLASSES): 4 'jumping'; the model never learns them")
     assert said.count(line) == 1, said[-3000:]
     assert line in (out / "log_rank0.txt").read_text()
+
+
+def test_a_stop_mid_line_resumes_with_the_uninterrupted_runs_lines(dataset, tmp_path):
+    """PRINT_FREQ 3, a stop at step 2 of 4: the stopped attempt logs step 2's line, and the resumed run's lines come at
+    the uninterrupted run's steps (3 and 4) over the same steps, so their losses are its losses. The resumed run
+    restarted its window at step 3 before: one line at step 4, the mean of steps 3 and 4."""
+    opts = {"TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0, "TEST.EVAL_FREQ": 0, "PRINT_FREQ": 3}
+    ref_out, out = tmp_path / "ref", tmp_path / "out"
+    ref = _run(tmp_path, _opts(dataset, ref_out, **opts))
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    stopped = _run(tmp_path, _opts(dataset, out, **opts), mode="signal_in_step", arg=2)
+    assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    resumed = _run(tmp_path, _opts(dataset, out, **opts, **{"TRAIN.AUTO_RESUME": True}))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / 'ckpt_step_2.pth'}" in resumed.stdout
+    ref_lines = [(d["step"], d["loss"]) for d in _lines(ref_out) if d["kind"] == "train"]
+    got = [(d["step"], d["loss"]) for d in _lines(out) if d["kind"] == "train"]
+    assert [s for s, _ in ref_lines] == [3, 4] and [s for s, _ in got] == [2, 3, 4], got
+    assert got[1:] == [(s, pytest.approx(loss, rel=1e-6)) for s, loss in ref_lines]
+    assert json.loads((out / "summary.json").read_text())["last_loss"] == pytest.approx(ref_lines[-1][1], rel=1e-6)

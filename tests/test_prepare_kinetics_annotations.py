@@ -205,18 +205,39 @@ def test_missing_unannotated_and_misplaced_videos_are_reported(tmp_path, capsys)
     assert prepare_kinetics.main(args + ["--strict"]) == 0
 
 
-def test_a_video_listed_in_both_csvs_stays_in_the_split_it_lies_in(tmp_path):
-    # No release lists a video in two splits; were one to, its file keeps the split of the folder it lies in, and
-    # the other split's row has no video.
+def test_a_video_listed_in_both_csvs_stays_in_the_split_it_lies_in(tmp_path, capsys):
+    # No release lists a video in two splits; were one to, its file keeps the split of the folder it lies in. The
+    # other split's row was reported as "missing: no video file" beside the videos the download lacks, although
+    # the file is there: it is told apart, named with the file and the split that lists it.
     root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1"), vid("B1")]}, "val": {"a": [vid("V1")]}})
-    rows = [annotation_row("a", vid("V1"), "val"), annotation_row("a", vid("B1"), "val")]
+    rows = [annotation_row("a", vid("V1"), "val"), annotation_row("a", vid("B1"), "val"),
+            annotation_row("a", vid("G1"), "val")]
     write_csv(root / "annotations" / "val.csv", rows)
+    val_csv, b1 = root / "annotations" / "val.csv", root / "train" / vid("B1")
     scan = scan_dataset("t400", str(root))
     assert [v.file_name for v in scan.videos["train"]] == [vid("A1"), vid("B1")]
     assert [v.file_name for v in scan.videos["val"]] == [vid("V1")]
-    assert scan.skipped == [(str(root / "val" / os.path.splitext(vid("B1"))[0]),
-                             f"missing: no video file for line 3 of {root / 'annotations' / 'val.csv'} (class 'a')")]
-    assert scan.skipped_counts == {"train": {}, "val": {"missing": 1}}
+    assert scan.skipped == [
+        (str(root / "val" / os.path.splitext(vid("B1"))[0]),
+         f"listed in the other split: line 3 of {val_csv} (class 'a') names {b1}, which is in the train CSV too and "
+         f"lies in its folder: listed in train only"),
+        (str(root / "val" / os.path.splitext(vid("G1"))[0]),
+         f"missing: no video file for line 4 of {val_csv} (class 'a')")]
+    assert scan.skipped_counts == {"train": {}, "val": {"missing": 1, "listed in the other split": 1}}
+    warning = (f"warning: dataset t400: 1 video in both the train and the val CSV: each is listed in the split whose "
+               f"folder holds it, the other split's row skipped as 'listed in the other split', not missing "
+               f"(e.g. {b1} (line 3 of {val_csv}))")
+    assert warning in capsys.readouterr().err.splitlines()
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path)]) == 0
+    assert warning in capsys.readouterr().err.splitlines()
+    rep = json.loads((tmp_path / "t400_report.json").read_text())
+    assert rep["annotations"]["rows_without_video"] == {"train": 0, "val": 1}
+    assert rep["annotations"]["rows_of_videos_in_other_split"] == {"train": 0, "val": 1}
+    md = (tmp_path / "t400_report.md").read_text()
+    assert (f"val `{val_csv}` (3 rows, 1 without a video file, 1 naming a video the other split lists)") in md
+    assert (f"- videos in both CSVs, listed in the split whose folder holds them (the other split's row skipped as "
+            f"`listed in the other split`): 1 (e.g. `{b1} (line 3 of {val_csv})`)") in md
+    assert "- val: 3 found = 1 written + 2 skipped (missing 1, listed in the other split 1) + 0 dropped" in md
 
 
 def test_annotation_csvs_as_the_releases_write_them(tmp_path):

@@ -45,7 +45,8 @@ dataset, so several --dataset of either layout mix:
               python tools/prepare_kinetics.py k722 --dataset k400=data/k400 --dataset k700=data/k700 \\
                   --annotations k700=data/k700_annotations --out data/
 The lists are those of a class-folder tree of the same videos. CSV rows without a video file are reported as
-"missing" and video files no row names as "not in annotations" (--strict: an error; missing rows never are).
+"missing" and video files no row names as "not in annotations" (--strict: an error; missing rows never are); a
+video in both CSVs is listed in the split whose folder holds it, the other row counted as "listed in the other split".
 
 A SIGTERM or SIGUSR1 (a batch scheduler's stop) ends any subcommand as a Ctrl-C does, with one `stopped:` line and
 exit code 4.

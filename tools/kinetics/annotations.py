@@ -12,7 +12,9 @@ The scan gives the ``Video`` records (class name, split, path) that a class-fold
 in the same order (label as written, then file name, as the tree's folder name, then file name), so
 de-duplication, leak removal, ``--check``, the labels and the Kinetics-722 merge do not tell the layouts apart.
 CSV rows without a video file (the videos every Kinetics download lacks) are skipped as ``missing``, video files
-that no row names as ``not in annotations``; both are counted per split and named in the report.
+that no row names as ``not in annotations``; both are counted per split and named in the report. A video both CSVs
+list (in no release) is listed in the split whose folder holds it; the other split's row is skipped as ``listed in
+the other split``, counted apart from the missing ones and named in a warning and the report.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from evautil.errors import not_utf8_line
-from evautil.progress import ProgressLines, stderr_line
+from evautil.progress import ProgressLines, counted, stderr_line
 
 from .common import KineticsError
 from .reencode import REPORT_JSON
-from .scan import SKIP_MISSING, SKIP_UNANNOTATED, Video, video_entries, video_skip
+from .scan import SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, video_entries, video_skip
 from .video_names import is_video_file, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
@@ -251,7 +253,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
 
     # a row's key by its YouTube id: a file named otherwise (unpadded times, the id alone) is told the row's name
     by_id = {youtube_id(key): key for split in folders for key in rows[split]}
-    matched, annotated, elsewhere = [], set(), []
+    matched, annotated, elsewhere = [], {}, []
     for split, folder in folders.items():
         split_root = os.path.join(root, folder)
         if not os.path.isdir(split_root):
@@ -272,7 +274,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
                     walk.update()
                 continue
             row = rows[owner][key]
-            annotated.add((owner, key))
+            annotated[owner, key] = path
             if owner != split:
                 elsewhere.append(path)
             matched.append(((row.label, f.name, path), Video(name, owner, class_name(row.label), path), f, folder))
@@ -289,15 +291,34 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
 
     absent: list[tuple[str, str]] = []
     lost: dict[str, int] = {}
+    twice: dict[str, int] = {}  # rows of a video both CSVs list, whose file the other split's row took
+    twice_examples: list[str] = []
     for split, folder in folders.items():
-        lost[split] = len(absent)
+        lost[split] = twice[split] = 0
         for key, row in rows[split].items():
-            if (split, key) not in annotated:
-                absent.append((os.path.join(root, folder, key), f"missing: no video file for line {row.line} of "
-                                                                 f"{csvs[split]} (class {class_name(row.label)!r})"))
-        lost[split] = len(absent) - lost[split]
+            if (split, key) in annotated:
+                continue
+            line = f"line {row.line} of {csvs[split]} (class {class_name(row.label)!r})"
+            other = next((s for s in folders if (s, key) in annotated), None)
+            if other is None:
+                absent.append((os.path.join(root, folder, key), f"missing: no video file for {line}"))
+                lost[split] += 1
+                continue
+            # the file is there, in the other split's folder, and listed there: not a video the download lacks
+            found = annotated[other, key]
+            absent.append((os.path.join(root, folder, key), f"{SKIP_OTHER_SPLIT}: {line} names {found}, which is "
+                                                             f"in the {other} CSV too and lies in its folder: "
+                                                             f"listed in {other} only"))
+            twice[split] += 1
+            twice_examples.append(f"{found} (line {row.line} of {csvs[split]})")
         counts[split][SKIP_MISSING] += lost[split]
+        counts[split][SKIP_OTHER_SPLIT] += twice[split]
+    if twice_examples:
+        stderr_line(f"warning: dataset {name}: {counted(len(twice_examples), 'video')} in both the train and the val "
+                    f"CSV: each is listed in the split whose folder holds it, the other split's row skipped as "
+                    f"{SKIP_OTHER_SPLIT!r}, not missing (e.g. {'; '.join(twice_examples[:3])})")
     info = {"csv": dict(csvs), "rows": {s: len(rows[s]) for s in folders}, "rows_without_video": lost,
+            "rows_of_videos_in_other_split": twice, "rows_of_videos_in_other_split_examples": twice_examples[:20],
             "videos_in_other_split_folder": len(elsewhere), "videos_in_other_split_folder_examples": elsewhere[:20]}
     classes = {split: sorted({class_name(row.label) for row in rows[split].values()}) for split in folders}
     where: dict[str, str] = {}

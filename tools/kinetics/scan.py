@@ -31,10 +31,13 @@ __all__ = ["SKIP_KINDS", "Video", "DatasetScan", "video_entries", "video_skip", 
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
-# the CSV rows without a video file, and "not in annotations" the video files no CSV row names.
+# the CSV rows without a video file, "not in annotations" the video files no CSV row names, and "listed in the
+# other split" the rows of a video both CSVs list whose file lies in the other split's folder (listed there only).
 SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SKIP_UNDECODABLE = (
     "missing", "empty", "unreadable", "name not listable", "not in annotations", "undecodable (--check)")
-SKIP_KINDS = (SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SKIP_UNDECODABLE)
+SKIP_OTHER_SPLIT = "listed in the other split"
+SKIP_KINDS = (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED,
+              SKIP_UNDECODABLE)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ class DatasetScan:
             the lists' index caches are written; None without.
         probe_rows: ``{Video.path: row of probes}``.
         annotations: for the annotated layout, what the report says about it (CSV files, rows, rows without a
-            video, videos found in the other split's folder); empty for a class-folder tree.
+            video, rows of a video the other split lists too, videos found in the other split's folder); empty for a
+            class-folder tree.
     """
 
     name: str
@@ -258,8 +262,9 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
             class name, (strict) a bad file (in the annotated layout one that no CSV row names too), or
             for k400/k600/k700 another class count than the official one, or with ``official_labels`` class names
             other than the official ones (missing ones allowed with ``allow_empty_classes``: the labels keep their
-            official ids). In the annotated layout CSV rows without a video file are reported (``missing``), never
-            an error, not even with ``strict``: every Kinetics download lacks some videos.
+            official ids). In the annotated layout CSV rows without a video file are reported (``missing``, or
+            ``listed in the other split`` when the other split's CSV lists that video and its folder holds it),
+            never an error, not even with ``strict``: every Kinetics download lacks some videos.
     """
     root = _dataset_root(name, root)
     folders = {"train": train_dir, "val": val_dir}

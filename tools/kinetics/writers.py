@@ -123,13 +123,22 @@ def _scan_report(s: DatasetScan, max_examples: int = 50) -> dict:
 
 def _annotations_markdown(a: dict) -> list[str]:
     """The report lines on the annotation CSVs of a dataset in the flat layout."""
+    twice = a.get("rows_of_videos_in_other_split", {})
     csvs = ", ".join(f"{split} `{a['csv'][split]}` ({a['rows'][split]} rows, {a['rows_without_video'][split]} "
-                     f"without a video file)" for split in a["csv"])
+                     f"without a video file{_in_other_split(twice.get(split, 0))})" for split in a["csv"])
     md = [f"- annotations: {csvs}"]
+    if sum(twice.values()):
+        examples = "; ".join(f"`{x}`" for x in a["rows_of_videos_in_other_split_examples"][:3])
+        md.append(f"- videos in both CSVs, listed in the split whose folder holds them (the other split's row "
+                  f"skipped as `listed in the other split`): {sum(twice.values())} (e.g. {examples})")
     if a["videos_in_other_split_folder"]:
         md.append(f"- videos in the other split's folder, listed in the split of their annotation: "
                   f"{a['videos_in_other_split_folder']} (e.g. `{a['videos_in_other_split_folder_examples'][0]}`)")
     return md
+
+
+def _in_other_split(rows: int) -> str:
+    return f", {rows} naming a video the other split lists" if rows else ""
 
 
 def _write_report(w: _Writer, stem: str, report: dict, markdown: str) -> None:

@@ -1406,6 +1406,34 @@ def test_a_check_stopped_before_its_first_probe_says_nothing_was_saved(tmp_path)
     assert not out.exists()
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_check_stopped_while_writing_the_lists_says_what_it_wrote_and_keeps_the_probes(tmp_path, counted_probes,
+                                                                                          sig):
+    # Stopped after the probes, while the lists were written, it said "no list was written; the videos probed so
+    # far are saved in *_check_interrupted.txt.index.npz": the train list and its index were written, no such file
+    # was, and the same command probed the videos of the lists not yet written again.
+    root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=3)
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
+    script = _stopping_script("tools.kinetics.writers", "text_lines", 1, sig)  # in the second file, val's
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    said = (f"lists --check: stopped while writing the lists: wrote t400_train.txt, t400_train.txt.index.npz and "
+            f"not the rest; the usable videos probed are saved in {out}/*_check_interrupted.txt.index.npz, and the "
+            f"same command probes none of them again and writes every file")
+    if sig == "SIGTERM":
+        assert r.returncode == 4, r.stderr
+        assert r.stderr.splitlines()[-1] == f"stopped: SIGTERM received: {said} (exit code 4)"
+    else:
+        assert r.returncode != 0 and r.stderr.splitlines()[-1] == f"interrupted: {said}", r.stderr
+    written = sorted(p.name for p in out.glob("t400_*") if p.suffix != ".lock")  # a cache's lock file aside
+    assert written == ["t400_check_interrupted.txt.index.npz", "t400_train.txt", "t400_train.txt.index.npz"]
+    assert len(read_list(out / "t400_train.txt")) == 6
+    assert prepare_kinetics.main(args) == 0
+    assert counted_probes == []
+    assert len(read_list(out / "t400_train.txt")) == 6 and len(read_list(out / "t400_val.txt")) == 2
+    assert not list(out.glob("*_check_interrupted*"))
+
+
 def test_a_check_killed_outright_keeps_the_probes_it_saved_on_the_way(tmp_path, counted_probes):
     # A check saved its probes only when stopped by a signal it could catch: one killed outright (SIGKILL, the
     # out-of-memory killer) after hours of probes left nothing, and the same command probed every video again.

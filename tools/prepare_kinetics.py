@@ -216,6 +216,28 @@ def _scan_all(args: argparse.Namespace) -> list:
     return scans
 
 
+def _write_lists(args: argparse.Namespace, scans: list) -> None:
+    """Write the lists, labels and reports of ``scans`` (and the merge, for k722), and with --check the lists' index
+    caches; ``args.written`` names the files written so far, for the line a stop on the way ends with."""
+    args.written = []
+    try:
+        if args.command == "lists" or not args.no_dataset_lists:
+            prepare_lists(scans, args.out, args.data_root, dedup=not args.keep_duplicates,
+                          drop_leaked=not args.keep_leaked, dry_run=args.dry_run, written=args.written)
+        if args.command == "k722":
+            prepare_k722(scans, args.out, args.data_root, name=args.name,
+                         aliases=None if args.no_aliases else CLASS_ALIASES, dry_run=args.dry_run,
+                         written=args.written)
+    except (KeyboardInterrupt, Stopped):  # the lists not yet written had the probes of their videos only in memory
+        if args.check and not args.dry_run:
+            for s in scans:
+                save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name))
+            on_interrupt(_interrupted(args))  # what was written and saved is known now
+        raise
+    if args.check and not args.dry_run:
+        _remove_partial_caches(args)
+
+
 def _partial_list(args: argparse.Namespace, name: str) -> str:
     """The list path whose index cache (``<out>/<name>_check_interrupted.txt.index.npz``) keeps the videos an
     interrupted --check probed; the next check finds it among --out's *.index.npz and probes only the rest."""
@@ -279,6 +301,15 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command == "reencode":
         return ("re-encoding: the videos finished so far are kept (a video gets its name only when finished); "
                 "the same command skips them and goes on with the rest")
+    if args.check and not args.dry_run and getattr(args, "written", None) is not None:  # stopped after the scan
+        names = [os.path.basename(p) for p in args.written]
+        wrote = (f"wrote {', '.join(names[:6])}{' ...' if len(names) > 6 else ''} and not the rest"
+                 if names else "wrote no file yet")
+        if not glob.glob(os.path.join(glob.escape(args.out), "*_check_interrupted.txt.index.npz")):
+            return f"{args.command} --check: stopped while writing the lists: {wrote}; run the same command again"
+        return (f"{args.command} --check: stopped while writing the lists: {wrote}; the usable videos probed are "
+                f"saved in {args.out}/*_check_interrupted.txt.index.npz, and the same command probes none of them "
+                f"again and writes every file")
     if args.check and not args.dry_run:
         saved = [n for n, _ in args.dataset if os.path.isfile(_partial_list(args, n) + ".index.npz")]
         if getattr(args, "stopped_in_scan", False) and not saved:  # before a probe: no such file to look for
@@ -324,15 +355,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.workers < 1:  # every subcommand's: lists --check took 0 or -2 for 1 without a word
             raise KineticsError(f"--workers must be >= 1, got {args.workers}")
         if args.command in ("lists", "k722"):
-            scans = _scan_all(args)
-            if args.command == "lists" or not args.no_dataset_lists:
-                prepare_lists(scans, args.out, args.data_root, dedup=not args.keep_duplicates,
-                              drop_leaked=not args.keep_leaked, dry_run=args.dry_run)
-            if args.command == "k722":
-                prepare_k722(scans, args.out, args.data_root, name=args.name,
-                             aliases=None if args.no_aliases else CLASS_ALIASES, dry_run=args.dry_run)
-            if args.check and not args.dry_run:
-                _remove_partial_caches(args)
+            _write_lists(args, _scan_all(args))
         else:
             for flag, v in (("--short-side", args.short_side), ("--gop", args.gop), ("--threads", args.threads)):
                 if v < 1:

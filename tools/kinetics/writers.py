@@ -26,9 +26,9 @@ __all__ = ["prepare_lists", "prepare_k722"]
 class _Writer:
     """Writes text/npy files, or with ``dry_run`` only describes them; records what it wrote."""
 
-    def __init__(self, out_dir: str, dry_run: bool, log: Callable[[str], None]):
+    def __init__(self, out_dir: str, dry_run: bool, log: Callable[[str], None], written: list[str] | None = None):
         self.out_dir, self.dry_run, self.log = out_dir, dry_run, log
-        self.written: list[str] = []
+        self.written: list[str] = [] if written is None else written  # the caller's: it names them on a stop
 
     def text(self, name: str, text: str, preview_lines: int = 3) -> str:
         path = os.path.join(self.out_dir, name)
@@ -184,7 +184,7 @@ def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
 
 def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | None = None, *,
                   dedup: bool = True, drop_leaked: bool = True, dry_run: bool = False,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print, written: list[str] | None = None) -> dict:
     """Write ``<name>_train.txt``, ``<name>_val.txt``, ``<name>_labels.csv`` and ``<name>_report.{json,md}``.
 
     Args:
@@ -195,13 +195,14 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
         drop_leaked: leave out training videos whose YouTube id is in the same dataset's val list (the notebook
             did so for K600 and K700, not for K400); counted in the report either way.
         dry_run: print what would be written instead of writing.
+        written: each file's path is appended to it once written (what a stop on the way leaves).
 
     Returns:
         ``{dataset name: report dict}``.
     """
     data_root = os.path.abspath(data_root or out_dir)
     _check_data_root(scans, data_root, log)
-    w = _Writer(out_dir, dry_run, log)
+    w = _Writer(out_dir, dry_run, log, written)
     reports = {}
     for s in scans:
         labels = class_labels(s.classes)
@@ -224,8 +225,9 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
 
 def prepare_k722(scans: Sequence[DatasetScan], out_dir: str, data_root: str | None = None, *, name: str = "k722",
                  aliases: dict[str, str] | None = CLASS_ALIASES, dry_run: bool = False,
-                 log: Callable[[str], None] = print) -> K722Result:
-    """Build Kinetics-722 (:func:`build_k722`) and write its lists, labels, class mappings and report."""
+                 log: Callable[[str], None] = print, written: list[str] | None = None) -> K722Result:
+    """Build Kinetics-722 (:func:`build_k722`) and write its lists, labels, class mappings and report (each path
+    appended to ``written`` once written)."""
     data_root = os.path.abspath(data_root or out_dir)
     _check_data_root(scans, data_root, log)
     res = build_k722(scans, aliases)
@@ -237,7 +239,7 @@ def prepare_k722(scans: Sequence[DatasetScan], out_dir: str, data_root: str | No
         log(f"warning: {len(underscored)} class names contain '_' but no space (e.g. {underscored[0]!r}); the "
             f"official names use spaces, so labels and mappings would not match released heads "
             f"(try --underscore-to-space)")
-    w = _Writer(out_dir, dry_run, log)
+    w = _Writer(out_dir, dry_run, log, written)
     for split, videos in (("train", res.train), ("val", res.val)):
         _write_list(w, f"{name}_{split}.txt", scans, [v for v, _ in videos], [lab for _, lab in videos], data_root)
     w.text(f"{name}_labels.csv", labels_csv_text(res.classes))

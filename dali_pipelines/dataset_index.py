@@ -121,6 +121,10 @@ class DatasetIndex:
         self._unrecorded: list[tuple[str, tuple[int, int] | None, tuple[int, int] | None, str]] = []
         self._unrecorded_lock = threading.Lock()  # the feeder's thread quarantines while the loop flushes
         self._recorded_at = float("-inf")
+        # rel path -> error of the quarantines this run could not record: said once, at the first flush after
+        # (flush_quarantines), not once per video and per rank
+        self._not_recorded: dict[str, str] = {}
+        self._not_recorded_said = False
         # (index, its row of each of our rows naming the same file): indexes of other lists of this run, whose
         # loaders leave out what ours quarantine (pass_quarantines_to)
         self._passed_to: list[tuple["DatasetIndex", dict[int, list[int]]]] = []
@@ -189,7 +193,7 @@ class DatasetIndex:
         return [(texts["codec"][key[i, 0]], texts["nvdec_numbering"][key[i, 1]], rows[inverse == g])
                 for g, i in sorted(enumerate(first.tolist()), key=lambda gi: gi[1])]
 
-    def quarantine(self, row: int, reason: str, remember: bool = True) -> None:
+    def quarantine(self, row: int, reason: str, remember: bool = True, record: bool = True) -> None:
         """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
 
         The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
@@ -199,7 +203,9 @@ class DatasetIndex:
         may pass (a read that did not end); the cache is left as it is and the next build uses the video again
         (its file is not even stat'ed: on a file system that stopped answering, that would hang too). Cache
         records are written at most every ``CACHE_RECORD_INTERVAL_S`` seconds; :meth:`flush_quarantines` writes the
-        rest (the loader calls it at each epoch's end and when it closes).
+        rest (the loader calls it at each epoch's end and when it closes). Not ``record``: the quarantine file and
+        the cache are left to another process of this machine (ranks learning another rank's quarantine), which
+        writes the same files. A record that cannot be written is said once, by :meth:`flush_quarantines`.
         """
         rel, path = self.videos.rel_path(row), self.videos.path(row)
         reason = " ".join(str(reason).split()) or "runtime failure"
@@ -209,20 +215,21 @@ class DatasetIndex:
         self.bad[row] = reason
         self.quarantined_at_run.add(row)
         logger.debug("quarantined %s: %s", path, reason)  # the schedule's warning names it
-        if self.cache_path and remember:
-            record = (rel, stat_key(path), probed, reason)
+        if self.cache_path and remember and record:
             with self._unrecorded_lock:
-                self._unrecorded.append(record)
+                self._unrecorded.append((rel, stat_key(path), probed, reason))
         try:
-            with locked(self.lock_path):
-                if not _lists(self.quarantine_path, rel):  # (another row or index of its list quarantined it first)
-                    with open(self.quarantine_path, "a", encoding="utf-8") as f:
-                        f.write(f"{rel}\t{reason}\n")
-                if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
-                    self._record_in_cache()
+            if record:
+                with locked(self.lock_path):
+                    if not _lists(self.quarantine_path, rel):  # (another row or index of its list quarantined it)
+                        with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                            f.write(f"{rel}\t{reason}\n")
+                    if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
+                        self._record_in_cache()
         except OSError as e:  # the records are for later runs: this one goes on with the video left out
-            logger.warning("could not record the quarantine of %s beside its list (%s); this run leaves it out, a "
-                           "later one will try it again", path, e)
+            logger.debug("could not record the quarantine of %s (%s)", path, e)
+            with self._unrecorded_lock:
+                self._not_recorded.setdefault(rel, " ".join(str(e).split()))
         # after our own line: a list passed to may be ours (the same list), whose file then keeps our reason
         for other, rows in self._passed_to:
             for there in rows.get(int(row), ()):
@@ -230,7 +237,7 @@ class DatasetIndex:
                     logger.warning("%s: left out of %s too (line %d), which lists the same file", path,
                                    other.list_path, int(other.videos.line_nos[there]))
                     other.quarantine(there, f"{reason} (quarantined reading {self.list_path} earlier in this run)",
-                                     remember)
+                                     remember, record)
 
     def _files(self) -> Iterator[tuple[int, tuple[str, str]]]:
         """``(row, (real folder, file name))`` of every listed file: the same key whatever path or symbolic link a
@@ -270,13 +277,28 @@ class DatasetIndex:
 
     def flush_quarantines(self) -> None:
         """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`); a failed write is a
-        warning (the next build probes those videos again)."""
+        warning (the next build probes those videos again), as is, once per run, a quarantine file that could not
+        be written."""
+        self._say_not_recorded()
         if self._unrecorded:
             try:
                 with locked(self.lock_path):
                     self._record_in_cache()
             except OSError as e:
                 logger.warning("could not record runtime quarantines in %s (%s)", self.cache_path, e)
+
+    def _say_not_recorded(self) -> None:
+        """One warning, the first time quarantines could not be recorded (:meth:`quarantine`), naming the quarantine
+        file and how many; later ones of the run are not said again (they fail alike: a read-only folder, a full
+        disk)."""
+        with self._unrecorded_lock:
+            if self._not_recorded_said or not self._not_recorded:
+                return
+            self._not_recorded_said = True
+            count, error = len(self._not_recorded), next(iter(self._not_recorded.values()))
+        logger.warning("could not record the quarantine of %s in %s (%s); this run leaves them out all the same, "
+                       "but a later run will try them again unless the index cache recorded them",
+                       counted(count, "video"), self.quarantine_path, error)
 
     def _record_in_cache(self) -> None:
         """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once. The

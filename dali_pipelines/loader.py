@@ -368,14 +368,15 @@ class VideoLoader:
         an evaluation loader, whose ranks score shares of fixed rows (no rank reaches another's)."""
         return self.schedule.unshared_quarantines() if self.training else []
 
-    def learn_quarantines(self, parts: list[list[tuple[int, str, str, bool]]]) -> None:
+    def learn_quarantines(self, parts: list[list[tuple[int, str, str, bool]]], record: bool = True) -> None:
         """Leave out the videos the other ranks quarantined (``parts``: each rank's :meth:`quarantines_to_share`,
         in rank order), in this rank's index and the indexes it passes its quarantines to (the validation's), and
         record them in this rank's :meth:`plan_state`, and the remembered ones in this machine's index cache at once
         (``Schedule.learn_quarantines``). The plan does not change (they are substituted), so every rank keeps its
-        steps per epoch. Logs one line naming the first of them."""
+        steps per epoch. Logs one line naming the first of them. Not ``record``: this machine's files are left to
+        the process of the machine that records them."""
         learnt = [(row, rank, why) for rank, part in enumerate(parts) if rank != self.rank
-                  for row, why in self.schedule.learn_quarantines(part)]
+                  for row, why in self.schedule.learn_quarantines(part, record)]
         if not learnt:
             return
         self.index.flush_quarantines()  # at the epoch's end, as this rank's own: a stopped run leaves them recorded

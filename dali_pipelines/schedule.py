@@ -255,7 +255,7 @@ class Schedule:
         with self._quarantined_lock:
             self._told |= rows & self._quarantined
 
-    def learn_quarantines(self, found: list[tuple[int, str, str, bool]]) -> list[tuple[int, str]]:
+    def learn_quarantines(self, found: list[tuple[int, str, str, bool]], record: bool = True) -> list[tuple[int, str]]:
         """Quarantine here the rows another rank quarantined (:meth:`unshared_quarantines`): its index leaves them
         out, and indexes it passes its quarantines to (the validation's) too, so that this rank neither decodes them
         again nor counts them as failed; they are substituted as the other rank's are, and recorded
@@ -263,8 +263,9 @@ class Schedule:
         cache remembers are written to this rank's cache too (``DatasetIndex.quarantine``), which is another file
         when each machine keeps its own (a read-only list folder): the next build on this machine leaves them out
         as well; where it is the same file, the record is already there and nothing is written. Rows this list has
-        not at the same path, or that the plan leaves out, are passed over. Returns ``(row, reason)`` of the rows
-        new here."""
+        not at the same path, or that the plan leaves out, are passed over. Not ``record``: neither file is written
+        here (one process per machine records them, for all of its processes). Returns ``(row, reason)`` of the
+        rows new here."""
         new = []
         for row, rel, reason, remembered in found:
             row = int(row)
@@ -278,7 +279,7 @@ class Schedule:
                 if not remembered:
                     self._run_only.add(row)
             if self.is_good(row):
-                self.index.quarantine(row, reason, remember=bool(remembered))
+                self.index.quarantine(row, reason, remember=bool(remembered), record=record)
             new.append((row, reason))
         return new
 

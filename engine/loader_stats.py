@@ -40,7 +40,9 @@ def loader_stats(loader: Any, ctx: DistContext, prefix: str = "") -> dict[str, A
     parts = all_gather_objects({"counts": local, "skipped": [str(x) for x in stats.get("skipped", [])][:20],
                                 "quarantined": share() if share is not None else []}, ctx)
     if share is not None:
-        loader.learn_quarantines([part["quarantined"] for part in parts])
+        # the first process of each machine records them in the machine's files (its index cache, the quarantine
+        # file), for all of its processes: not every rank writing, or failing to write, the same files
+        loader.learn_quarantines([part["quarantined"] for part in parts], record=ctx.local_rank == 0)
     out: dict[str, Any] = {}
     for part in parts:
         for k, v in part["counts"].items():

@@ -1296,8 +1296,50 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
     row = ix.good_rows[0]
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
         ix.quarantine(row, "decode failed during the run")  # the run goes on with the video left out
-    assert row not in ix.good_rows and "could not record the quarantine of" in caplog.text
+        ix.flush_quarantines()  # (said at the epoch's end)
+    assert row not in ix.good_rows and "could not record the quarantine of 1 video in" in caplog.text
     assert "No space left on device" in caplog.text
+
+
+def test_quarantines_a_run_cannot_record_are_said_once_with_their_count(dataset, monkeypatch, caplog):
+    # A list folder the run cannot write: a warning per quarantined video used to be said, however many.
+    import builtins
+
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    real_open = builtins.open
+
+    def read_only(path, mode="r", *a, **k):
+        if str(path).endswith(".quarantine.txt") and mode == "a":
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real_open(path, mode, *a, **k)
+
+    def read_only_cache(path, *a):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(dataset_index_mod, "open", read_only, raising=False)
+    monkeypatch.setattr(dataset_index_mod, "save_cache", read_only_cache)
+    rows = ix.good_rows[:3]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        for row in rows[:2]:
+            ix.quarantine(row, "decode failed during the run")
+        ix.flush_quarantines()  # the epoch's end
+        ix.quarantine(rows[2], "decode failed during the run")
+        ix.flush_quarantines()  # the next one, and the loader's close
+        ix.flush_quarantines()
+    said = [r.getMessage() for r in caplog.records if "could not record the quarantine of" in r.getMessage()]
+    assert said == [f"could not record the quarantine of 2 videos in {ix.quarantine_path} ([Errno 30] Read-only "
+                    f"file system: '{ix.quarantine_path}'); this run leaves them out all the same, but a later run "
+                    "will try them again unless the index cache recorded them"], said
+    assert not any(r in ix.good_rows for r in rows)  # left out all the same
+    monkeypatch.undo()
+    with open(ix.quarantine_path, encoding="utf-8") as f:  # (it lists the videos bad when indexed)
+        listed = f.read()
+    assert not any(ix.entries[r].rel_path + "\t" in listed for r in rows), listed
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # the next run uses them again
+    assert all(r in again.good_rows for r in rows)
 
 
 def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, monkeypatch):

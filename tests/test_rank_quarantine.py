@@ -259,3 +259,79 @@ def test_a_warning_every_rank_gives_is_printed_once_and_one_only_a_rank_saw_by_t
     assert said[1].count(f"[rank 1] WARNING: ignoring unreadable index cache {cache1} (") == 1, said[1][-4000:]
     assert f"[rank 1] WARNING: quarantining {data / rel} (row {row}): " in said[1], said[1][-4000:]
     assert "quarantining" not in said[0] and "ignoring unreadable" not in said[0], said[0][-4000:]
+
+
+def test_one_process_per_machine_records_a_learnt_quarantine_and_a_failure_is_said_once(tmp_path, monkeypatch,
+                                                                                        caplog):
+    # Every rank recorded the quarantines it learnt: the processes of a machine each wrote the same files and, where
+    # they could not, each warned once per video.
+    import builtins
+    import errno
+    import logging
+
+    import dali_pipelines.dataset_index as dataset_index_mod
+    import engine.loader_stats as loader_stats_mod
+    from engine.distributed import DistContext
+
+    root = str(tmp_path / "data")
+    cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
+    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+
+    def on_machine(m: int, rank: int):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))
+        return build_loader(cfg, "train", rank=rank, world_size=WORLD)
+
+    first, finder, neighbour = on_machine(0, 0), on_machine(1, 1), on_machine(0, 0)
+    ctxs = {id(first): DistContext(0, WORLD, 0), id(finder): DistContext(1, WORLD, 0),
+            id(neighbour): DistContext(0, WORLD, 1)}  # the neighbour: a second process of machine 0
+
+    def epoch_end(loaders, found):  # loader_stats at the epoch's end, its gather handing every rank rank 1's share
+        parts = [{"counts": {}, "skipped": [], "quarantined": []}, {"counts": {}, "skipped": [], "quarantined": found}]
+        monkeypatch.setattr(loader_stats_mod, "all_gather_objects", lambda obj, ctx: parts)
+        for loader in loaders:
+            loader_stats_mod.loader_stats(loader, ctxs[id(loader)])
+
+    broken = 3
+    finder.schedule.quarantine(broken, "decode failed during the run")
+    found = finder.quarantines_to_share()
+    cache0, quarantine0 = first.index.cache_path, first.index.quarantine_path
+    written = os.stat(cache0).st_mtime_ns
+    epoch_end([neighbour], found)  # left out, but not recorded: machine 0's files are its first process's
+    assert broken in neighbour.index.bad and os.stat(cache0).st_mtime_ns == written
+    assert not os.path.exists(quarantine0)
+    epoch_end([first], found)
+    rel = first.index.videos.rel_path(broken)
+    with open(quarantine0, encoding="utf-8") as f:
+        assert f.read() == f"{rel}\tdecode failed during the run\n"
+    assert load_cache_bad(cache0, root) == {rel}
+
+    # files no process can write: each that tries says so once, for both videos, not once per video
+    real_open = builtins.open
+
+    def read_only(path, mode="r", *a, **k):
+        if str(path).endswith(".quarantine.txt") and mode == "a":
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(dataset_index_mod, "open", read_only, raising=False)
+    monkeypatch.setattr(dataset_index_mod, "save_cache",
+                        lambda path, *a: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system", path)))
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        for row in (1, 6):
+            finder.schedule.quarantine(row, "decode failed during the run")
+        epoch_end([neighbour, first, finder], finder.quarantines_to_share())
+        for loader in (neighbour, first, finder):
+            loader.close()
+    said = [r.getMessage() for r in caplog.records if "could not record the quarantine of" in r.getMessage()]
+    # one line from machine 1's finder, one from machine 0's first process, none from its neighbour
+    assert sorted(s.split(" (")[0] for s in said) == sorted(
+        f"could not record the quarantine of 2 videos in {loader.index.quarantine_path}" for loader in (first, finder))
+    assert all({1, 6} <= set(loader.index.bad) for loader in (neighbour, first, finder))  # left out all the same
+
+
+def load_cache_bad(cache: str, root: str) -> set[str]:
+    """The paths the index cache ``cache`` records as bad."""
+    from dali_pipelines.index_store import BAD, load_cache
+
+    c = load_cache(cache, os.path.abspath(root))
+    return {c.rel_paths[i] for i in np.flatnonzero(c.table.status == BAD)}

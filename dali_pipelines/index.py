@@ -13,7 +13,10 @@ start at once (torchrun ranks) probe only once, and lets them read a finished in
 that probes reports its progress (a bar on a terminal, else a log line every half minute) and saves what it has
 probed every minute and when it is interrupted: the next build probes only the videos left. A list written by
 ``tools/prepare_kinetics.py lists --check`` comes with its cache already written (:func:`save_probed_index`, from
-the rows of the same probe, :func:`probe_videos`), so that its first build probes nothing.
+the rows of the same probe, :func:`probe_videos`), so that its first build probes nothing. The verdict on one video
+is ``probe_verdict.py``'s, where the files lie ``index_files.py``'s, which cached records a build reuses
+``cache_match.py``'s, and the caches written and read outside a build ``probed_caches.py``'s; this module
+re-exports their public names.
 
 The index of a Kinetics-size list is held by every rank, so it is kept as columns (the list's
 :class:`~dali_pipelines.filelist.VideoList` and an :class:`~dali_pipelines.index_store.VideoTable` of the probed
@@ -42,14 +45,12 @@ No DALI import here.
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, NamedTuple, Sequence
+from dataclasses import asdict
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -57,13 +58,15 @@ from evautil.files import atomic_write_text
 from evautil.progress import LINE_EVERY_S, counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
+from .cache_match import CacheMatch, cached_keys, log_recount, match_list
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
-from .filelist import DataError, PathTable, VideoList, check_list_root, read_video_list
+from .filelist import DataError, VideoList, check_list_root, read_video_list
+from .index_files import IndexPaths, index_paths
 from .index_lock import locked
-from .index_store import (BAD, GOOD, INDEX_SCHEMA_VERSION, NUMBERED_AS_INDEXED, UNKNOWN, IndexCache, VideoInfo,
-                          VideoTable, load_cache, load_cache_and_root, save_cache, stat_key)
+from .index_store import INDEX_SCHEMA_VERSION, UNKNOWN, VideoInfo, load_cache, save_cache
+from .probe_verdict import probe_video
+from .probed_caches import ProbedBefore, probed_before, save_probed_index
 from .pyav_open import BadVideoError
-from .pyav_probe import DURATION_SLACK, StreamProbe, probe_stream, reaches_duration
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
            "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index", "ProbedBefore",
@@ -71,12 +74,6 @@ __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetInd
 
 logger = logging.getLogger(__name__)
 
-# The wording of a truncation verdict drawn from nominal rate x duration even where the packets carry timestamps
-# (before variable-frame-rate videos were judged by time): cached records with it are probed again.
-_RETIRED_TRUNCATION = "the duration implies"
-# Codec names that were decoders' names (AV1 decoded by libdav1d), not the codec's, in records of good videos: NVDEC
-# routing and DATA.NVDEC_CODECS know the codec's name, so such records are probed again.
-_RETIRED_CODEC_NAMES = ("libdav1d",)
 # Bad files named in the DATA.STRICT error message itself (the quarantine file lists them all).
 _STRICT_NAMED = 10
 # Every progress line of a build (the start, the periodic and the final one) begins with this.
@@ -95,168 +92,6 @@ _SAVE_EVERY_S = 60.0
 # ... but saves take at most this share of the time (a 650,000-row cache, 77 MB, takes 0.1 to 0.2 s to save to a
 # local disk; it may take seconds on a slow shared file system).
 _SAVE_SHARE = 0.02
-
-
-def _not_found(path: str) -> str:
-    """Why a listed file's lookup failed: it is gone, it is a symbolic link whose target is gone (which said only
-    "cannot stat file"), or the lookup's own error (a folder it may not enter, a loop of links)."""
-    if not os.path.lexists(path):
-        return "missing file"
-    try:
-        os.stat(path)
-    except OSError as e:
-        if e.errno == errno.ENOENT and os.path.islink(path):
-            return f"symbolic link to a missing file ({os.readlink(path)})"
-        return f"cannot stat file ({e.strerror})"
-    return "cannot stat file"  # it came back meanwhile: the next build probes it
-
-
-def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
-    """Probe one video: count its frames and check that it is readable.
-
-    Without ``full_decode`` the frame count is the number of demuxed video packets carrying data (the count DALI's
-    decoder sees) and only the first frame is decoded. With ``full_decode`` every frame is decoded and the decoded
-    count is used, which also catches corruption in the middle of a stream: a decode error, or a picture the decoder
-    flags as damaged and conceals (H.264/HEVC/MPEG-4 do; FFmpeg's VP8/VP9 decoders flag none).
-
-    Raises:
-        BadVideoError: with a short reason (no file name): missing file, zero-byte file, not a video container,
-            no video stream, no frames, undecodable first frame, truncated, decode errors.
-    """
-    if not os.path.exists(path):
-        raise BadVideoError("missing file")
-    if not os.path.isfile(path):
-        raise BadVideoError("not a regular file")
-    st = os.stat(path)
-    if st.st_size == 0:
-        raise BadVideoError("zero-byte file")
-    judge_concealment = full_decode  # asked for: the quick probe's own full decode below does not judge it
-    p = _probe(path, full_decode)
-    if p.leading_nonkey and not full_decode:
-        # The stream starts inside a GOP (cut without re-encoding): the decoders drop the pictures before its first
-        # keyframe, so only a decode tells how many frames come out.
-        full_decode = True
-        p = _probe(path, full_decode)
-    if p.packets == 0:
-        raise BadVideoError("no frames (the video stream has no packets)")
-    if not p.first_frame_ok:
-        raise BadVideoError("first frame cannot be decoded" + (f" ({p.error})" if p.error else ""))
-    if p.error:
-        raise BadVideoError(f"corrupt or truncated: {p.error}")
-    if p.width <= 0 or p.height <= 0:
-        raise BadVideoError(f"invalid frame size {p.width}x{p.height}")
-    _check_complete(p)
-    # FFmpeg conceals a damaged picture and goes on: its frame is not what was recorded. Only a full decode asked
-    # for judges this: the quick probe's first frame may be flagged in a valid stream that starts with a gradual
-    # refresh.
-    if judge_concealment and p.first_corrupt >= 0:
-        raise BadVideoError(f"corrupt: frame {p.first_corrupt} decodes with errors (the decoder concealed them)")
-    num_frames = p.packets - p.discarded  # packets an edit list discards are decoded, never shown
-    if full_decode:
-        expected = num_frames - p.leading_nonkey
-        if p.decoded_frames < expected:
-            raise BadVideoError(f"truncated or corrupt: only {p.decoded_frames} of {expected} frames decode")
-        num_frames = p.decoded_frames
-    d = p.decoder
-    return VideoInfo(num_frames=num_frames, codec=p.codec, width=p.width, height=p.height, fps=round(p.fps, 6),
-                     coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
-                     pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
-                     profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns,
-                     colorspace=p.colorspace or "unknown", nvdec_numbering=p.nvdec_numbering or NUMBERED_AS_INDEXED)
-
-
-def _probe(path: str, full_decode: bool) -> StreamProbe:
-    try:
-        return probe_stream(path, full_decode=full_decode)
-    except BadVideoError as e:
-        # Messages are "<path>: <reason>"; the caller names the file itself.
-        msg = str(e)
-        raise BadVideoError(msg[len(path) + 2:] if msg.startswith(path + ": ") else msg) from None
-
-
-def _ends_where_declared(p: StreamProbe) -> bool:
-    """Whether the packets' timestamps reach the duration the container declares (within the slack)."""
-    if p.duration_s <= 0 or p.packets_end_s < 0:
-        return False
-    # A file's duration (WebM/Matroska declare no stream's own) covers its longest stream: a complete video may end
-    # before its audio does, while a truncated file stops every stream short.
-    end = max(p.packets_end_s, p.streams_end_s) if p.duration_of_container else p.packets_end_s
-    return reaches_duration(end, p.duration_s, p.fps)
-
-
-def _check_complete(p: StreamProbe) -> None:
-    """BadVideoError when the stream stops short of what its container declares.
-
-    An exact header count (MP4/AVI) is compared with the packets. Without one (WebM/Matroska), time is compared
-    with time: the packets' timestamps must reach the declared duration. Nominal rate x duration is not a frame
-    count for a variable-frame-rate video (fewer frames than that is valid); it is used only when the packets
-    carry no timestamps."""
-    if p.declared_exact:
-        # An MP4 edit list that starts after a keyframe leaves the samples before that keyframe out of the stream:
-        # fewer packets than the header's sample count, but they still reach the (edited) declared duration.
-        if p.packets < p.declared_frames and not _ends_where_declared(p):
-            raise BadVideoError(f"truncated: {p.packets} frames readable, the header declares {p.declared_frames}")
-    elif p.duration_s > 0 and p.packets_end_s >= 0:
-        if not _ends_where_declared(p):
-            raise BadVideoError(f"truncated: {p.packets} frames readable, ending at {p.packets_end_s:.3f} s of the "
-                                f"{p.duration_s:.3f} s the container declares")
-    elif p.declared_frames > 0:
-        slack = max(1, int(DURATION_SLACK * p.declared_frames))
-        if p.packets < p.declared_frames - slack:
-            raise BadVideoError(f"truncated: {p.packets} frames readable, {p.declared_frames} expected from the "
-                                "declared duration and rate (the packets carry no timestamps)")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Cache files
-
-
-def _user_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "eva_dali_video")
-
-
-def _dir_writable(directory: str) -> bool:
-    return os.access(directory, os.W_OK | os.X_OK)
-
-
-class IndexPaths(NamedTuple):
-    """The files of a list's index: the cache (``.index.npz``), the quarantine list, the lock, and where a version
-    2 cache (``.index.json``) would be (read once to migrate it, then removed)."""
-
-    cache: str
-    quarantine: str
-    lock: str
-    json_cache: str
-
-
-def index_paths(list_path: str) -> IndexPaths:
-    """The index files of a list: beside it when its directory is writable, else in the per-user cache directory
-    under a name derived from the list's real path (the list reached through a symbolic link has the same cache)."""
-    list_abs = os.path.abspath(list_path)
-    directory = os.path.dirname(list_abs)
-    if _dir_writable(directory):
-        stem = list_abs
-    else:
-        cache_dir = _user_cache_dir()
-        os.makedirs(cache_dir, exist_ok=True)
-        real = os.path.realpath(list_abs)
-        stem = _user_cache_stem(cache_dir, real)
-        if real != list_abs and not os.path.exists(stem + ".index.npz"):
-            # named from the path as given before: a cache made so through a link is still used, not probed again
-            given = _user_cache_stem(cache_dir, list_abs)
-            if os.path.exists(given + ".index.npz"):
-                stem = given
-    return IndexPaths(stem + ".index.npz", stem + ".quarantine.txt", stem + ".index.lock", stem + ".index.json")
-
-
-def _user_cache_stem(cache_dir: str, list_abs: str) -> str:
-    digest = hashlib.sha1(list_abs.encode()).hexdigest()[:16]
-    return os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Build
 
 
 def _probe_job(job: tuple[int, str, bool]) -> tuple[int, dict | None, str | None]:
@@ -296,86 +131,7 @@ def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool
                              on_timeout=_probe_overdue)
 
 
-@dataclass
-class _Match:
-    """A list matched against its cache: ``table`` (one row per list row: the reused records, UNKNOWN elsewhere),
-    ``bad`` (reasons of reused bad records and of missing files), ``jobs`` (rows to probe), ``unique`` (rows that
-    go into the cache: the first of each path; None when every row does), ``current`` (the cache already says
-    exactly what this build would write) and ``recounted`` (how many jobs are records whose frame count may include
-    frames that never decode, :meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`)."""
-
-    table: VideoTable
-    bad: dict[int, str]
-    jobs: np.ndarray
-    unique: np.ndarray | None
-    current: bool
-    recounted: int = 0
-
-
-def _retired_rows(table: VideoTable) -> np.ndarray:
-    """Rows whose record an earlier rule wrote and this code would not: a 'truncated' verdict from the nominal rate
-    x duration (it wronged VFR videos), an AV1 video named by its decoder ('libdav1d'), where the routing reads the
-    codec's name."""
-    return table.rows_with_reason(_RETIRED_TRUNCATION) | table.rows_with_text("codec", _RETIRED_CODEC_NAMES)
-
-
-def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
-    """``(src, unique, covered)``: each list row's cache row (-1 where the cache lacks its path; None: row r is
-    cache row r), the rows that are first with their path (None: all), and whether every cache row is some list
-    row's."""
-    if cache.rel_paths == videos.rel_paths:  # the usual case: the list the cache was written for, unchanged
-        return None, None, True
-    where = cache.rel_paths.positions()
-    data, cut, n = videos.rel_paths.blob.tobytes(), videos.rel_paths.offsets.tolist(), len(videos)
-    src = np.fromiter((where.get(data[cut[r]:cut[r + 1]], -1) for r in range(n)), np.int64, n)
-    covered = len(where) == len(cache.rel_paths) and np.unique(src[src >= 0]).size == len(where)
-    del where
-    unique = np.zeros(n, bool)
-    unique[list(videos.rel_paths.positions().values())] = True
-    return src, (None if unique.all() else unique), covered
-
-
-def _cached_keys(videos: VideoList, cache: IndexCache | None,
-                 timeout_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:meth:`VideoList.stat_keys` as the cache records them: each row's size and mtime where the cache has a
-    record of its path, a real ``os.stat`` for the rows it lacks (new rows, files that were missing)."""
-    cache = cache or IndexCache.empty()
-    src, _, _ = _cache_rows(videos, cache)
-    table = cache.table if src is None else cache.table.take(src)
-    recorded = table.status != UNKNOWN
-    size, mtime, present = videos.stat_keys(np.flatnonzero(~recorded), timeout_s)
-    size[recorded] = table.columns["size"][recorded]
-    mtime[recorded] = table.columns["mtime_ns"][recorded]
-    present[recorded] = True
-    return size, mtime, present
-
-
-def _match(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], cache: IndexCache | None,
-           full_decode: bool) -> _Match:
-    """Reuse the cache's record of every row whose file has the cached size and mtime and was probed at least as
-    thoroughly; the other files present are to be probed, missing ones are bad at once."""
-    cache = cache or IndexCache.empty()
-    src, unique, covered = _cache_rows(videos, cache)
-    table = cache.table if src is None else cache.table.take(src)
-    size, mtime, present = keys
-    c = table.columns
-    recorded = table.status != UNKNOWN
-    unchanged = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
-                 & (c["full_decode"] | (not full_decode))
-                 & ~_retired_rows(table))
-    recount = unchanged & table.counted_before_edit_lists()
-    reusable = unchanged & ~recount
-    stale = recorded & ~reusable
-    table.clear(np.flatnonzero(stale))
-    bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}
-    for r in np.flatnonzero(~present).tolist():
-        bad[r] = _not_found(videos.path(r))
-    jobs = np.flatnonzero(present & ~reusable)
-    return _Match(table, bad, jobs, unique, current=not cache.migrated and covered and not jobs.size
-                  and not stale.any(), recounted=int(np.count_nonzero(recount)))
-
-
-def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
+def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
                     paths: IndexPaths, timeout_s: float, save_on_stop: bool = True) -> None:
     """Probe the rows of ``match.jobs`` into ``match.table`` / ``match.bad`` and save the cache when it changed;
     also every :data:`_SAVE_EVERY_S` while probing and when probing stops on an exception (Ctrl-C, SystemExit),
@@ -386,7 +142,7 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
     if match.jobs.size:
         desc = f"{PROGRESS_PREFIX}{os.path.basename(videos.list_path)}"
         known = int(np.count_nonzero(match.table.status != UNKNOWN))
-        _log_recount(paths.cache, match.recounted)
+        log_recount(paths.cache, match.recounted)
         logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
                     f" ({known:,} known from the cache)" if known else "")
         jobs = [(r, videos.path(r), full_decode) for r in match.jobs.tolist()]
@@ -422,7 +178,7 @@ def _probe_and_save(match: _Match, videos: VideoList, keys, full_decode: bool, w
         os.unlink(paths.json_cache)  # a version 2 cache, migrated into the one just written (or outdated)
 
 
-def _saver(match: _Match, videos: VideoList, paths: IndexPaths) -> Callable[[], float]:
+def _saver(match: CacheMatch, videos: VideoList, paths: IndexPaths) -> Callable[[], float]:
     """A function that saves ``match.table`` as the list's cache (the first row of each path) and returns the
     seconds it took; the paths are selected once for all the saves of a build."""
     rel_paths, rows = videos.rel_paths, None
@@ -449,103 +205,6 @@ def _save_interrupted(save: Callable[[], float], desc: str, done: int, total: in
         return
     logger.warning("%s: stopped after %s of %s videos; they are saved in %s, the next build probes the other %s",
                    desc, f"{done:,}", f"{total:,}", cache, f"{total - done:,}")
-
-
-def save_probed_index(list_path: str, root: str, rel_paths: Sequence[str], table: VideoTable) -> str:
-    """Write the index cache of a list whose videos have just been probed (:func:`probe_videos`), so that the
-    first :func:`build_index` of the list probes none of them: row ``r`` of ``table`` is the video
-    ``rel_paths[r]`` (relative to ``root``, as the list's lines say). The file, its lock and its format are
-    :func:`build_index`'s (the first row of a repeated path, as a build saves it), and so is its validity: a row
-    is reused only while its file keeps the size and mtime the probe recorded. A quarantine file or version 2
-    cache left beside the list by an earlier list of that name is removed (:func:`build_index` writes the
-    quarantine file again if rows are bad). Returns the cache's path."""
-    if len(rel_paths) != len(table):
-        raise ValueError(f"{len(table)} probed rows for {len(rel_paths)} paths")
-    first: dict[str, int] = {}
-    for row, rel in enumerate(rel_paths):
-        first.setdefault(rel, row)
-    if len(first) < len(table):
-        table = table.take(np.fromiter(first.values(), np.int64, len(first)))
-    paths = index_paths(list_path)
-    with locked(paths.lock):
-        save_cache(paths.cache, os.path.abspath(list_path), os.path.abspath(root), PathTable.from_paths(first), table)
-        for stale in (paths.quarantine, paths.json_cache):
-            if os.path.exists(stale):
-                os.unlink(stale)
-    return paths.cache
-
-
-@dataclass
-class ProbedBefore:
-    """The good videos of earlier index caches: ``rows`` maps a video's absolute path, as the cache names it, to its
-    row of ``table``."""
-
-    rows: dict[str, int]
-    table: VideoTable
-    _by_folder: dict[tuple[str, str], int] | None = field(default=None, repr=False)
-    _real_folders: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def _real_folder(self, folder: str) -> str:
-        real = self._real_folders.get(folder)
-        if real is None:
-            real = self._real_folders[folder] = os.path.realpath(folder)
-        return real
-
-    def _row(self, path: str) -> int:
-        """The row recording ``path``, also when the earlier check or this one reached its folder through a
-        symbolic link (the dataset root given as a link to the folder, or the other way round); -1 if none."""
-        row = self.rows.get(path, -1)
-        if row >= 0:
-            return row
-        # Folders are resolved once each, not videos: a few thousand class folders hold Kinetics' 650,000 videos.
-        # A copy of the tree elsewhere has other real folders, so its videos are still probed.
-        if self._by_folder is None:
-            self._by_folder = {}
-            for recorded, r in self.rows.items():
-                folder, name = os.path.split(recorded)
-                self._by_folder.setdefault((self._real_folder(folder), name), r)
-        folder, name = os.path.split(path)
-        return self._by_folder.get((self._real_folder(folder), name), -1)
-
-    def unchanged_row(self, path: str) -> int:
-        """The row recording ``path`` when the file still has the size and mtime it was probed with, else -1 (the
-        same rule as a build's reuse of its cache)."""
-        row = self._row(path)
-        if row < 0:
-            return -1
-        c = self.table.columns
-        return row if stat_key(path) == (int(c["size"][row]), int(c["mtime_ns"][row])) else -1
-
-
-def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
-    """The good rows of the index caches ``cache_paths`` (whatever lists and roots they were written for; an
-    unreadable one or one of another schema version is skipped), so that a new ``lists --check`` over the same
-    videos probes only those that are new or changed since, and those whose record a build would not trust
-    (:meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`, :func:`_retired_rows`)."""
-    rows: dict[str, int] = {}
-    tables: list[VideoTable] = []
-    start = 0
-    for cache_path in cache_paths:
-        found = load_cache_and_root(cache_path)
-        if found is None:
-            continue
-        root, cache = found
-        recount = cache.table.counted_before_edit_lists()
-        _log_recount(cache_path, int(np.count_nonzero(recount)))
-        for r in np.flatnonzero((cache.table.status == GOOD) & ~recount & ~_retired_rows(cache.table)).tolist():
-            # absolute and normalised as a scan names its videos (a list under --out of a dataset beside it holds
-            # paths that start with "..")
-            rows.setdefault(os.path.abspath(os.path.join(root, cache.rel_paths[r])), start + r)
-        tables.append(cache.table)
-        start += len(cache.table)
-    return ProbedBefore(rows, VideoTable.concat(tables))
-
-
-def _log_recount(cache_path: str, rows: int) -> None:
-    if rows:
-        logger.info("index cache %s: probing %s videos again, quick probes recorded before schema version 4 whose "
-                    "frame counts may include the frames an MP4 edit list hides or that precede a stream's first "
-                    "keyframe, which never decode", cache_path, f"{rows:,}")
 
 
 def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:
@@ -669,7 +328,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
 
 def _read_cached(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None, paths: IndexPaths,
                  root_abs: str, full_decode: bool,
-                 timeout_s: float) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], _Match, bool]:
+                 timeout_s: float) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], CacheMatch, bool]:
     """Match the list to the cache under a shared lock: ``(keys, match, current)``, ``current`` when the cache and
     the quarantine file already cover every video as it is on disk. ``keys`` None (``checked_by_peer``): taken
     from the cache's rows, only the rows it lacks stat'ed."""
@@ -679,8 +338,8 @@ def _read_cached(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarr
         # (an unreadable cache is not current: the read under the exclusive lock below says so, once)
         cache = load_cache(paths.cache, root_abs, paths.json_cache, warn=False)
         if keys is None:
-            keys = _cached_keys(videos, cache, timeout_s)
-        match = _match(videos, keys, cache, full_decode)
+            keys = cached_keys(videos, cache, timeout_s)
+        match = match_list(videos, keys, cache, full_decode)
         del cache
         current = match.current and _quarantine_is(paths.quarantine, _quarantine_text(videos, match.bad))
     return keys, match, current
@@ -688,11 +347,11 @@ def _read_cached(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarr
 
 def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexPaths, root_abs: str, *,
                           full_decode: bool, workers: int, progress: bool, timeout_s: float,
-                          save_on_stop: bool) -> _Match:
+                          save_on_stop: bool) -> CacheMatch:
     """Under the exclusive lock, match the list to the cache again, probe what it lacks, save the cache and write
     (or remove) the quarantine file; the match, complete. A probe timeout is a DataError naming the storage."""
     with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
-        match = _match(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+        match = match_list(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
         try:
             _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
         except WorkerTimeoutError as e:

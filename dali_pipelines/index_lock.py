@@ -1,4 +1,4 @@
-"""The file lock that guards a list's index files (its cache and quarantine file, ``index.index_paths``).
+"""The file lock that guards a list's index files (its cache and quarantine file, ``index_files.index_paths``).
 
 Every process that builds, reads or records into a list's index takes it: the process that probes (and one that
 records a quarantine) holds it alone, the ranks that read a finished index share it. No DALI import here.

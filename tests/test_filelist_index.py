@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from dali_pipelines import index as index_mod
+from dali_pipelines import index_files
 from dali_pipelines.filelist import (DataError, DataListError, LabelRangeError, ListEntry, check_list_root,
                                      read_file_list, read_video_list)
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
@@ -723,7 +724,7 @@ def test_a_burst_of_runtime_quarantines_rewrites_the_cache_once(dataset, monkeyp
 def test_readonly_list_dir_uses_user_cache(dataset, tmp_path, monkeypatch):
     lst, root = dataset
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     assert ix.cache_path.startswith(str(tmp_path / "xdg" / "eva_dali_video"))
     assert ix.quarantine_path.startswith(str(tmp_path / "xdg" / "eva_dali_video"))
@@ -737,7 +738,7 @@ def test_readonly_list_reached_through_a_link_shares_the_user_cache(dataset, tmp
     # own cache there, and every video was probed again.
     lst, root = dataset
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
     linked = tmp_path / "linked_lists"
     linked.symlink_to(lst.parent, target_is_directory=True)
     ix = build_index(str(lst), str(root), workers=1, progress=False)
@@ -745,7 +746,7 @@ def test_readonly_list_reached_through_a_link_shares_the_user_cache(dataset, tmp
     again = build_index(str(linked / lst.name), str(root), workers=1, progress=False)
     assert again.probed == 0 and again.cache_path == ix.cache_path
     # A cache named from the link's path, as before the real path named them, is still used through the link.
-    given = index_mod._user_cache_stem(os.path.dirname(ix.cache_path), str(linked / lst.name)) + ".index.npz"
+    given = index_files._user_cache_stem(os.path.dirname(ix.cache_path), str(linked / lst.name)) + ".index.npz"
     os.replace(ix.cache_path, given)
     again = build_index(str(linked / lst.name), str(root), workers=1, progress=False)
     assert again.probed == 0 and again.cache_path == given

@@ -27,6 +27,7 @@ import pytest
 import torch
 
 import dali_pipelines.index as index_mod
+import dali_pipelines.index_files as index_files
 from dali_pipelines.index import build_index
 from dali_pipelines.loader import build_loader
 from dali_pipelines.schedule import epoch_plan
@@ -123,7 +124,7 @@ def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_c
     # run used it, and decoded it, again.
     root = str(tmp_path / "data")
     cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
-    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
 
     def on_machine(m: int, rank: int):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))
@@ -211,8 +212,9 @@ def test_a_video_one_rank_quarantines_is_left_out_by_every_rank_from_the_epochs_
 # As WRAPPER, with each rank a machine of its own (LOCAL_RANK 0 for both, each its own XDG_CACHE_HOME) whose list
 # folder is read-only to the index, so that each keeps its index cache in its own cache folder.
 ON_TWO_MACHINES = WRAPPER.replace("import engine.train_loop as tl",
-                                  "import engine.train_loop as tl\n    import dali_pipelines.index as index_mod\n"
-                                  "    index_mod._dir_writable = lambda d: False")
+                                  "import engine.train_loop as tl\n"
+                                  "    import dali_pipelines.index_files as index_files\n"
+                                  "    index_files._dir_writable = lambda d: False")
 
 
 @pytest.mark.slow
@@ -231,7 +233,7 @@ def test_a_warning_every_rank_gives_is_printed_once_and_one_only_a_rank_saw_by_t
     caches = [tmp_path / f"machine{r}" for r in range(WORLD)]
     with pytest.MonkeyPatch.context() as mp:  # where machine 1 keeps the training list's cache: unreadable there
         mp.setenv("XDG_CACHE_HOME", str(caches[1]))
-        mp.setattr(index_mod, "_dir_writable", lambda d: False)
+        mp.setattr(index_files, "_dir_writable", lambda d: False)
         cache1 = index_mod.index_paths(str(data / "train.txt")).cache
     os.makedirs(os.path.dirname(cache1), exist_ok=True)
     with open(cache1, "wb") as f:

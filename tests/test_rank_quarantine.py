@@ -277,7 +277,7 @@ def test_one_process_per_machine_records_a_learnt_quarantine_and_a_failure_is_sa
 
     root = str(tmp_path / "data")
     cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
-    monkeypatch.setattr(index_mod, "_dir_writable", lambda d: False)
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
 
     def on_machine(m: int, rank: int):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))

@@ -11,7 +11,8 @@
   ``checkpoint_io``: one checkpoint file written atomically, read back safely and checked;
   ``resume_state``: the model, optimizer, schedule and RNG states a checkpoint carries, put back on resume.
 - ``metrics``: all console output and telemetry (metrics.jsonl, TensorBoard, progress bar, NVML, summary), over
-  ``telemetry`` (device peak, NVML, memory), ``metrics_file``, ``run_log`` and ``run_summary``;
+  ``telemetry`` (device peak, NVML, memory), ``step_window`` (a train line's steps, the run totals), ``tb_events``,
+  ``metrics_file``, ``run_log`` and ``run_summary``;
   ``progress``: remaining-time estimates and evaluation progress; ``plots``: the run's PNG plots.
 - ``loader_stats``: a loader's counters and unreadable rows gathered over ranks.
 - ``run_files``: the OUTPUT lock, files moved aside into earlier_runs/, lines a stopped attempt left.

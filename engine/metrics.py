@@ -1,8 +1,10 @@
 """Every number a run reports goes through :class:`MetricLogger`: console lines (rank 0), per-rank log files,
 OUTPUT/metrics.jsonl, TensorBoard, a tqdm progress bar (on a terminal only), the dry-run plan and the end-of-run
 summary. Its parts, a job each: :mod:`engine.telemetry` (the device's peak, NVML sampling, memory),
-:mod:`engine.metrics_file` (metrics.jsonl as a file, and reading it back), :mod:`engine.run_log` (the log files'
-stamps and the ``logging`` records a run takes in) and :mod:`engine.run_summary` (summary.json's fields and table).
+:mod:`engine.step_window` (the steps of the next train line and the run totals, across a resume too),
+:mod:`engine.tb_events` (TensorBoard's events), :mod:`engine.metrics_file` (metrics.jsonl as a file, and reading it
+back), :mod:`engine.run_log` (the log files' stamps and the ``logging`` records a run takes in) and
+:mod:`engine.run_summary` (summary.json's fields and table).
 
 Nothing else in the project prints. Every PRINT_FREQ optimizer steps a plain step line (epoch, step, loss, lr,
 clips/s, data wait, memory, remaining time) goes to the log file, whether or not a bar is drawn; on the console it
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -52,12 +53,13 @@ from evautil.files import atomic_write_text, make_output_folder, naming_the_file
 from evautil.flops import train_step_flops
 from evautil.interrupt import interrupted_line
 
-from .metrics_file import open_lines, recall_lines, recalled_counters, write_line
+from .metrics_file import drop_lines_after_step, open_lines, recall_lines, recalled_counters, write_line
 from .progress import EvalProgress, RunClock, eval_line, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
-from .run_files import drop_lines_after
 from .run_log import follow, let_go, stamped
 from .run_summary import summary_fields, summary_table
+from .step_window import StepWindow
+from .tb_events import TensorBoardEvents
 from .telemetry import NvmlSampler, device_peak_flops, max_mem_gb
 
 __all__ = ["MetricLogger", "print_plan", "epoch_number", "STEP_KEYS", "EVAL_KEYS"]
@@ -74,9 +76,6 @@ EVAL_KEYS = ("kind", "split", "top1", "top5", "mean_class_top1", "num_videos", "
 def epoch_number(epoch_index: int) -> int:
     """The epoch as a person reads it (1 = the first epoch) from the loops' 0-based index."""
     return epoch_index + 1
-
-
-_STEADY = ("steady_clips", "steady_time_s", "steady_data_time_s")  # totals of the steady windows
 
 
 def print_plan(plan: dict[str, Any]) -> None:
@@ -117,15 +116,8 @@ class MetricLogger:
         make_output_folder(output_dir, "OUTPUT =")  # (the ranks of other nodes make it here)
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
         self._jsonl = open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
-        self._tb = None
-        if tensorboard and self.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb_writer = SummaryWriter
-                self._tb = SummaryWriter(os.path.join(output_dir, "tensorboard"))
-            except Exception as e:  # tensorboard missing or broken: keep training, say so once
-                self.warn(f"TensorBoard disabled: {e}")
+        self._tb = TensorBoardEvents(os.path.join(output_dir, "tensorboard") if tensorboard and self.is_main else None,
+                                     self.warn)
         self._nvml = NvmlSampler(self.device.index or 0) if (nvml and self.device.type == "cuda") else None
         self._bar = None
         # A bar only where a person watches: under a scheduler stderr is a file and the bar would garble it.
@@ -133,13 +125,8 @@ class MetricLogger:
         self.clock = RunClock()
         self._epoch_step = self._epoch_steps = 0
         self._epochs: int | None = None
-        self._reset_window()
-        # Run totals for the summary; a resumed run starts from the totals its checkpoint saved (restore_totals).
-        self.totals = {"steps": 0, "clips": 0, "train_time_s": 0.0, "data_time_s": 0.0, "skipped_steps": 0,
-                       "steady_clips": 0, "steady_time_s": 0.0, "steady_data_time_s": 0.0}
-        self._started = False  # this attempt's first window of steps (its start-up) has been written
-        self._resumed_window: dict[str, Any] | None = None  # see restore_totals
-        self._window_at_stop: tuple[dict, dict, dict] | None = None  # see flush_before_stop
+        self.window = StepWindow(world_size)  # the steps of the next train line, and the run totals
+        self.totals = self.window.totals  # (the same dict: restore_totals updates it in place)
         self.run_start = time.time()
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
@@ -231,17 +218,11 @@ class MetricLogger:
         return path
 
     # ---- training steps -------------------------------------------------------------------------------------
-    def _reset_window(self) -> None:
-        self._w = {"steps": 0, "loss_sum": 0.0, "loss_n": 0, "clips": 0, "data": 0.0, "time": 0.0}
-
     def start_epoch(self, epoch: int, num_steps: int, start_step: int = 0, epochs: int | None = None,
                     step_offset: int = 0) -> None:
         """Open the progress bar of an epoch of ``num_steps`` optimizer steps, ``start_step`` already done;
         ``step_offset``: the run's step count minus its schedule position (``TrainState.schedule_offset``)."""
-        self._reset_window()
-        if start_step and self._resumed_window:  # the epoch goes on where the checkpoint left it: so does its line
-            self._w.update(self._resumed_window)
-        self._resumed_window = None
+        self.window.start_epoch(start_step)
         self._utilisation()  # what was sampled before (start-up, an evaluation, a checkpoint write) is not training's
         self._epoch = epoch
         self._epoch_step, self._epochs, self._epoch_steps = start_step, epochs, num_steps
@@ -268,55 +249,31 @@ class MetricLogger:
             skipped: the step's update was skipped (a non-finite loss, or gradients the fp16 loss scaler found
                 non-finite); its ``loss`` is NaN.
         """
-        w = self._w
-        w["steps"] += 1
-        w["clips"] += clips
-        w["data"] += data_time
-        w["time"] += step_time
-        if math.isfinite(loss):
-            w["loss_sum"] += loss
-            w["loss_n"] += 1
-        t = self.totals
-        t["steps"] += 1
-        t["clips"] += clips * self.world_size
-        t["train_time_s"] += step_time
-        t["data_time_s"] += data_time
-        t["skipped_steps"] += int(skipped)
+        pending = self.window.add(loss, clips, data_time, step_time, skipped)
         self._lr = lr
         self._epoch_step += 1
         if self._bar is not None:
             self._bar.update(1)
-        if w["steps"] >= self.print_freq:
+        if pending >= self.print_freq:
             return self.flush_steps(step, epoch)
         return None
 
     def flush_steps(self, step: int, epoch: int) -> dict[str, Any] | None:
         """Write the pending window of steps as one line (also called at the end of an epoch)."""
-        w = self._w
-        if w["steps"] == 0:
+        if self.window.steps == 0:
             return None
-        elapsed = max(w["time"], 1e-9)
-        clips_per_sec = w["clips"] * self.world_size / elapsed
         gpu, dec, mem = self._utilisation()
-        if self._started:
-            t = self.totals
-            t["steady_clips"] += w["clips"] * self.world_size
-            t["steady_time_s"] += w["time"]
-            t["steady_data_time_s"] += w["data"]
-        self._started = True
+        w = self.window.take()
+        clips_per_sec = w["clips_per_sec"]
         mfu = None
         if self.peak_flops and self.flops_per_clip:
             mfu = train_step_flops(self.flops_per_clip) * (clips_per_sec / self.world_size) / self.peak_flops
         self.clock.add(w["time"], w["steps"])
         eta_epoch, eta_run = self.clock.eta(self._epoch_step, step)
         line = {
-            "kind": "train", "step": step, "epoch": epoch_number(epoch),
-            "loss": w["loss_sum"] / w["loss_n"] if w["loss_n"] else None,
-            "lr": self._lr,
-            "clips_per_sec": clips_per_sec,
-            "frames_per_sec": clips_per_sec * self.frames_per_clip,
-            "data_wait_pct": 100.0 * w["data"] / elapsed,
-            "step_time_s": elapsed / w["steps"],
+            "kind": "train", "step": step, "epoch": epoch_number(epoch), "loss": w["loss"], "lr": self._lr,
+            "clips_per_sec": clips_per_sec, "frames_per_sec": clips_per_sec * self.frames_per_clip,
+            "data_wait_pct": w["data_wait_pct"], "step_time_s": w["step_time_s"],
             "max_mem_gb": max_mem_gb(self.device),
             "gpu_mem_used_gb": mem / 2**30 if mem else None,
             "mfu": mfu, "gpu_util": gpu, "nvdec_util": dec,
@@ -324,14 +281,9 @@ class MetricLogger:
             "eta_epoch_s": eta_epoch, "eta_run_s": eta_run,
             "time": time.time(),
         }
-        self._reset_window()
         self.last_train = line
         self._write(line)
-        if self._tb is not None:
-            for k in ("loss", "lr", "clips_per_sec", "data_wait_pct", "step_time_s", "max_mem_gb", "gpu_mem_used_gb",
-                      "mfu", "gpu_util", "nvdec_util"):
-                if line[k] is not None:
-                    self._tb.add_scalar(f"train/{k}", line[k], step)
+        self._tb.add_train(line, step)
         if self._bar is not None:
             self._bar.set_postfix(loss=_fmt(line["loss"]), lr=_fmt(line["lr"]), clips_s=f"{clips_per_sec:.1f}",
                                   wait=f"{line['data_wait_pct']:.0f}%", run_eta=format_duration(eta_run))
@@ -342,10 +294,10 @@ class MetricLogger:
         """Write the pending steps' line (a stop signal's step), yet let the checkpoint that follows record them as
         still pending: the resumed run's next line then covers the same steps as an uninterrupted run's (it
         restarted its window there, so every later line of the epoch came at other steps, over other steps)."""
-        kept = dict(self._w), {k: self.totals[k] for k in _STEADY}, dict(self.last_train)
+        kept = self.window.before_stop(self.last_train)
         self.end_epoch(step, epoch)
         if self._epoch_step < self._epoch_steps:  # at the epoch's last step the line is the uninterrupted run's
-            self._window_at_stop = kept
+            self.window.at_stop = kept
 
     def end_epoch(self, step: int, epoch: int) -> None:
         self.flush_steps(step, epoch)
@@ -377,10 +329,8 @@ class MetricLogger:
             line.setdefault(key, None)
         self.evals.append(line)
         self._write(line)
-        if self._tb is not None and step is not None:
-            for k in ("top1", "top5", "mean_class_top1"):
-                if result.get(k) is not None:
-                    self._tb.add_scalar(f"{result['split']}/{k}", result[k], step)
+        if step is not None:
+            self._tb.add_eval(result, step)
         self.info(eval_line(line))
         return line
 
@@ -423,44 +373,23 @@ class MetricLogger:
 
     # ---- across a resume -------------------------------------------------------------------------------------
     def totals_state(self) -> dict[str, Any]:
-        """The run totals so far (every attempt), for a checkpoint."""
-        # The last train line too: an attempt resumed after the run's last step trains none, and its summary's
-        # last_loss would be null.
-        # And the steps not yet in a line (a checkpoint every SAVE_STEPS or SAVE_MINUTES within a PRINT_FREQ
-        # window): without them the resumed run's next line covered only its own steps, and theirs were in none.
-        window, steady, last_train = self._window_at_stop or (self._w, {}, self.last_train)
-        return {**self.totals, **steady, "wall_time_s": self._wall_time_s(),
-                "evaluations": self._earlier["evaluations"] + len(self.evals), "last_train": dict(last_train),
-                "window": dict(window)}
+        """The run totals so far (every attempt), the last train line and the pending steps, for a checkpoint."""
+        return {**self.totals, "wall_time_s": self._wall_time_s(),
+                "evaluations": self._earlier["evaluations"] + len(self.evals), **self.window.state(self.last_train)}
 
     def restore_totals(self, saved: dict[str, Any], step: int, mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the
         lost attempt wrote after that checkpoint from metrics.jsonl (the resumed run writes them again;
-        ``mid_epoch``: see ``run_files.drop_lines_after``)."""
-        self.totals.update({k: saved[k] for k in self.totals if k in saved})
+        ``mid_epoch``: see :func:`engine.metrics_file.drop_lines_after_step`)."""
+        self.window.restore(saved, mid_epoch)
         self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
                          "evaluations": int(saved.get("evaluations", 0))}
         self.last_train = dict(saved.get("last_train") or {})  # (older checkpoints lack it)
-        # Taken up by the epoch that continues from the checkpoint's position (start_epoch), not by one trained
-        # again from its first step (another data layout), whose steps are logged anew.
-        self._resumed_window = dict(saved["window"]) if mid_epoch and saved.get("window") else None
-        if self._tb is not None:
-            # TensorBoard too: its events after the checkpoint are hidden (the stopped attempt's file keeps them),
-            # where they were shown beside the resumed run's, two points at each step
-            log_dir = self._tb.get_logdir()
-            self._tb.close()
-            self._tb = self._tb_writer(log_dir, purge_step=step + 1)
+        self._tb.hide_after(step)  # TensorBoard too
         if self._jsonl is not None:
-            self._jsonl.close()
-            path = self._jsonl.name
-            cut: list[int] = []
-            dropped = drop_lines_after(path, step, mid_epoch, cut)
-            self._jsonl = open(path, "a", encoding="utf-8")
-            if dropped:
-                self.info(f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that "
-                          "was stopped (this run writes them again)"
-                          + (f"; not JSON (cut short by the stop): {', '.join(f'{path}:{n}' for n in cut[:3])}"
-                             + (f" and {len(cut) - 3} more" if len(cut) > 3 else "") if cut else ""))
+            self._jsonl, said = drop_lines_after_step(self._jsonl, step, mid_epoch)
+            if said:
+                self.info(said)
 
     def _wall_time_s(self) -> float:
         return self._earlier["wall_time_s"] + time.time() - self.run_start
@@ -502,9 +431,7 @@ class MetricLogger:
             self._bar = None
         if self._nvml is not None:
             self._nvml.close()
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        self._tb.close()
         if self._jsonl is not None:
             jsonl, self._jsonl = self._jsonl, None
             jsonl.close()

@@ -11,7 +11,9 @@ from typing import IO, Any
 
 from evautil.files import naming_the_file
 
-__all__ = ["open_lines", "write_line", "recall_lines", "recalled_counters"]
+from .run_files import drop_lines_after
+
+__all__ = ["open_lines", "write_line", "drop_lines_after_step", "recall_lines", "recalled_counters"]
 
 
 def open_lines(path: str) -> IO[str]:
@@ -26,12 +28,28 @@ def open_lines(path: str) -> IO[str]:
     return open(path, "a", encoding="utf-8")
 
 
-
 def write_line(jsonl: IO[str], line: dict[str, Any]) -> None:
     """``line`` as one JSON line of ``jsonl``, flushed."""
     with naming_the_file(jsonl.name):  # a full disk's error from write() names no file
         jsonl.write(json.dumps(line) + "\n")
         jsonl.flush()
+
+
+def drop_lines_after_step(jsonl: IO[str], step: int, mid_epoch: bool = False) -> tuple[IO[str], str | None]:
+    """``jsonl`` closed, the lines a stopped attempt wrote after its checkpoint at optimizer ``step`` dropped from
+    its file (:func:`engine.run_files.drop_lines_after`, ``mid_epoch`` too) and the file opened again to append;
+    with the log line that says what was dropped, or None when nothing was."""
+    jsonl.close()
+    path = jsonl.name
+    cut: list[int] = []
+    dropped = drop_lines_after(path, step, mid_epoch, cut)
+    reopened = open(path, "a", encoding="utf-8")
+    if not dropped:
+        return reopened, None
+    return reopened, (f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that was "
+                      "stopped (this run writes them again)"
+                      + (f"; not JSON (cut short by the stop): {', '.join(f'{path}:{n}' for n in cut[:3])}"
+                         + (f" and {len(cut) - 3} more" if len(cut) > 3 else "") if cut else ""))
 
 
 def recall_lines(path: str, step: int, split: str) -> tuple[dict | None, dict | None, dict[str, dict[str, Any]]]:

@@ -116,8 +116,6 @@ class MetricLogger:
         make_output_folder(output_dir, "OUTPUT =")  # (the ranks of other nodes make it here)
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
         self._jsonl = open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
-        self._tb = TensorBoardEvents(os.path.join(output_dir, "tensorboard") if tensorboard and self.is_main else None,
-                                     self.warn)
         self._nvml = NvmlSampler(self.device.index or 0) if (nvml and self.device.type == "cuda") else None
         self._bar = None
         # A bar only where a person watches: under a scheduler stderr is a file and the bar would garble it.
@@ -135,6 +133,9 @@ class MetricLogger:
         self._recalled_counts: dict[str, dict[str, Any]] = {}  # see recalled_counts
         self._followed: list[str] = []  # see follow_logger
         self._kept: list[str] | None = None  # see keep_warnings
+        # Last: without a working tensorboard package it warns, and a warning reads the attributes above.
+        self._tb = TensorBoardEvents(os.path.join(output_dir, "tensorboard") if tensorboard and self.is_main else None,
+                                     self.warn)
 
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:

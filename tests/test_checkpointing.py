@@ -794,6 +794,22 @@ def test_a_resumed_run_hides_the_tensorboard_points_of_the_steps_it_trains_again
         list(range(1, 9))
 
 
+def test_a_run_without_a_working_tensorboard_says_so_once_and_logs_on(tmp_path, monkeypatch, capsys):
+    """A broken or missing tensorboard package is a warning, then the run goes on: the warning was given before the
+    logger had the attributes a warning reads, so the start ended in an AttributeError."""
+    from engine.metrics import MetricLogger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # its import raises ImportError
+    metrics = MetricLogger(str(tmp_path), print_freq=1, nvml=False, progress_bar=False)
+    metrics.start_epoch(0, 2, 0, epochs=1)
+    _log_steps(metrics, range(1, 3), lambda s: 1.5)
+    metrics.close()
+    assert capsys.readouterr().out.count("WARNING: TensorBoard disabled:") == 1
+    assert "WARNING: TensorBoard disabled:" in (tmp_path / "log_rank0.txt").read_text()
+    assert [json.loads(x)["loss"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1.5, 1.5]
+    assert not (tmp_path / "tensorboard").exists()
+
+
 def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_records_it(tmp_path, monkeypatch):
     """Three epochs validated 1x1 (80, 83, 82 % top-1), then a 2x3 final test (85 %): best is epoch 2's
     validation, as the original chose it (the test reports apart), and each best.pth precedes its checkpoint."""

@@ -687,28 +687,29 @@ def _log_steps(metrics, steps, loss_of) -> list[dict]:
     return [line for line in lines if line is not None]
 
 
+def _logger_every_4_steps(out):
+    from engine.metrics import MetricLogger
+
+    return MetricLogger(str(out), print_freq=4, tensorboard=False, nvml=False, progress_bar=False)
+
+
 def test_a_checkpoint_inside_a_log_window_keeps_its_steps_for_the_resumed_line(tmp_path):
     """A run that saves every SAVE_STEPS (3) inside a PRINT_FREQ window (4), killed after step 5 and resumed from
     step 3's checkpoint, logs step 4's line as the uninterrupted run did: steps 1 to 3 were lost from every line."""
-    from engine.metrics import MetricLogger
-
     def loss_of(step):
         return float(step)
 
-    def logger(out):
-        return MetricLogger(str(out), print_freq=4, tensorboard=False, nvml=False, progress_bar=False)
-
-    whole = logger(tmp_path / "whole")
+    whole = _logger_every_4_steps(tmp_path / "whole")
     whole.start_epoch(0, 8, 0, epochs=1)
     expected = _log_steps(whole, range(1, 9), loss_of)
     whole.close()
-    stopped = logger(tmp_path / "resumed")
+    stopped = _logger_every_4_steps(tmp_path / "resumed")
     stopped.start_epoch(0, 8, 0, epochs=1)
     _log_steps(stopped, range(1, 4), loss_of)
     saved = stopped.totals_state()  # the checkpoint of step 3
     _log_steps(stopped, range(4, 6), loss_of)
     stopped.close()  # killed
-    resumed = logger(tmp_path / "resumed")
+    resumed = _logger_every_4_steps(tmp_path / "resumed")
     resumed.restore_totals(saved, step=3, mid_epoch=True)
     resumed.start_epoch(0, 8, 3, epochs=1)
     got = _log_steps(resumed, range(4, 9), loss_of)
@@ -719,7 +720,7 @@ def test_a_checkpoint_inside_a_log_window_keeps_its_steps_for_the_resumed_line(t
     logged = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [line["loss"] for line in logged] == [2.5, 6.5]
     # a checkpoint whose epoch is trained again from its first step (another data layout) logs those steps anew
-    again = logger(tmp_path / "again")
+    again = _logger_every_4_steps(tmp_path / "again")
     again.restore_totals(saved, step=3, mid_epoch=True)
     again.start_epoch(0, 8, 0, epochs=1)
     assert _log_steps(again, range(4, 8), loss_of)[0]["loss"] == 5.5
@@ -730,23 +731,18 @@ def test_a_stop_signal_inside_a_log_window_logs_its_steps_and_keeps_them_for_the
     """A stop at step 3 of 8 with PRINT_FREQ 4 logs steps 1 to 3 in a line (the log says what happened), yet its
     checkpoint keeps them pending: the resumed run's line comes at step 4 over steps 1 to 4, as the uninterrupted
     run's. A stop at the epoch's last step wrote the uninterrupted run's line: the resumed run writes none again."""
-    from engine.metrics import MetricLogger
-
-    def logger(out):
-        return MetricLogger(str(out), print_freq=4, tensorboard=False, nvml=False, progress_bar=False)
-
-    whole = logger(tmp_path / "whole")
+    whole = _logger_every_4_steps(tmp_path / "whole")
     whole.start_epoch(0, 8, 0, epochs=1)
     expected = _log_steps(whole, range(1, 9), float)
     whole.close()
     keys = ("step", "loss", "clips_per_sec", "data_wait_pct", "step_time_s")
-    stopped = logger(tmp_path / "resumed")
+    stopped = _logger_every_4_steps(tmp_path / "resumed")
     stopped.start_epoch(0, 8, 0, epochs=1)
     _log_steps(stopped, range(1, 4), float)
     stopped.flush_before_stop(3, 0)
     saved = stopped.totals_state()  # the stop's checkpoint
     stopped.close()
-    resumed = logger(tmp_path / "resumed")
+    resumed = _logger_every_4_steps(tmp_path / "resumed")
     resumed.restore_totals(saved, step=3, mid_epoch=True)
     resumed.start_epoch(0, 8, 3, epochs=1)
     got = _log_steps(resumed, range(4, 9), float)
@@ -754,13 +750,13 @@ def test_a_stop_signal_inside_a_log_window_logs_its_steps_and_keeps_them_for_the
     assert [{k: line[k] for k in keys} for line in got] == [{k: line[k] for k in keys} for line in expected]
     logged = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [(line["step"], line["loss"]) for line in logged] == [(3, 2.0), (4, 2.5), (8, 6.5)]
-    at_end = logger(tmp_path / "end")
+    at_end = _logger_every_4_steps(tmp_path / "end")
     at_end.start_epoch(0, 6, 0, epochs=1)
     _log_steps(at_end, range(1, 7), float)  # a line at step 4; steps 5 and 6 pending at the epoch's last step
     at_end.flush_before_stop(6, 0)
     saved = at_end.totals_state()
     at_end.close()
-    again = logger(tmp_path / "end")
+    again = _logger_every_4_steps(tmp_path / "end")
     again.restore_totals(saved, step=6, mid_epoch=True)
     again.start_epoch(0, 6, 6, epochs=1)
     again.end_epoch(6, 0)

@@ -118,10 +118,9 @@ def test_the_other_rank_substitutes_it_without_decoding_it_and_a_resume_continue
     assert len(named) == 1, named
 
 
-def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_cache(tmp_path, monkeypatch):
-    # A read-only list folder: each machine keeps its own index cache. A video rank 1 found broken while decoding was
-    # left out by rank 0 from the epoch's end, but only rank 1's machine's cache recorded it: rank 0's machine's next
-    # run used it, and decoded it, again.
+def _machines_with_own_caches(tmp_path, monkeypatch):
+    """A dataset whose list folder is read-only, so that each machine keeps its own index cache, and
+    ``on_machine(m, rank)``: a training loader of ``rank`` on machine ``m`` (its own cache folder)."""
     root = str(tmp_path / "data")
     cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
     monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
@@ -129,6 +128,16 @@ def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_c
     def on_machine(m: int, rank: int):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))
         return build_loader(cfg, "train", rank=rank, world_size=WORLD)
+
+    return cfg, on_machine
+
+
+def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_cache(tmp_path, monkeypatch):
+    # A read-only list folder: each machine keeps its own index cache. A video rank 1 found broken while decoding was
+    # left out by rank 0 from the epoch's end, but only rank 1's machine's cache recorded it: rank 0's machine's next
+    # run used it, and decoded it, again.
+    cfg, on_machine = _machines_with_own_caches(tmp_path, monkeypatch)
+    root = cfg.DATA.ROOT
 
     ranks = [on_machine(r, r) for r in range(WORLD)]
     neighbour = on_machine(0, 0)  # another process of machine 0, which learns it too
@@ -275,13 +284,8 @@ def test_one_process_per_machine_records_a_learnt_quarantine_and_a_failure_is_sa
     import engine.loader_stats as loader_stats_mod
     from engine.distributed import DistContext
 
-    root = str(tmp_path / "data")
-    cfg = small_cfg(root, make_clip_dataset(root, [24, 30, 26, 33, 28, 25, 29, 31]))
-    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
-
-    def on_machine(m: int, rank: int):
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"machine{m}"))
-        return build_loader(cfg, "train", rank=rank, world_size=WORLD)
+    cfg, on_machine = _machines_with_own_caches(tmp_path, monkeypatch)
+    root = cfg.DATA.ROOT
 
     first, finder, neighbour = on_machine(0, 0), on_machine(1, 1), on_machine(0, 0)
     ctxs = {id(first): DistContext(0, WORLD, 0), id(finder): DistContext(1, WORLD, 0),

@@ -1296,20 +1296,21 @@ def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_pat
 
 
 def _stopping_script(module: str, function: str, before: int, sig: str, first: str = "") -> str:
-    """A ``python -c`` script running ``prepare_kinetics.main`` whose ``module.function`` (a worker's job) sends
-    this process ``sig`` when ``before`` jobs have run (after ``first``, code with ``args`` of the job stopped)."""
+    """A ``python -c`` script running ``prepare_kinetics.main`` whose ``module.function`` (a worker's job, or any
+    function: its other arguments are passed on) sends this process ``sig`` when ``before`` calls have run
+    (after ``first``, code with ``args``, the first argument of the call stopped)."""
     return f"""
 import os, signal, sys
 sys.path.insert(0, {str(REPO)!r})
 from tools import prepare_kinetics
 import {module} as m
 real, jobs = m.{function}, []
-def job(args):
+def job(args, *rest, **kw):
     if len(jobs) == {before}:
         {first or "pass"}
         os.kill(os.getpid(), getattr(signal, {sig!r}))
     jobs.append(args)
-    return real(args)
+    return real(args, *rest, **kw)
 m.{function} = job
 sys.exit(prepare_kinetics.main(sys.argv[1:]))
 """
@@ -1452,6 +1453,31 @@ def test_a_check_killed_outright_keeps_the_probes_it_saved_on_the_way(tmp_path, 
     assert len(counted_probes) == 8 - 3
     assert len(read_list(out / "t400_train.txt")) == 6 and len(read_list(out / "t400_val.txt")) == 2
     assert not list(out.glob("*_check_interrupted*"))
+
+
+def test_a_k722_stopped_while_writing_a_class_mapping_leaves_no_half_written_one(tmp_path):
+    # The class mappings were written by np.save straight under their names: a stop (or a full disk) in the write
+    # of one left it cut short under its name (here empty: opened, nothing written yet), or emptied the whole one
+    # an earlier run had written.
+    out = tmp_path / "data"
+    for ds in ("t400", "t700"):
+        make_tree(out / ds, K722_TREES[ds])
+    args = ["k722", "--dataset", f"t400={out / 't400'}", "--dataset", f"t700={out / 't700'}", "--out", str(out)]
+    script = _stopping_script("numpy.lib.format", "write_array", 1, "SIGTERM")  # in the second mapping's write
+    first, second = out / "k722_to_t400_mapping.npy", out / "k722_to_t700_mapping.npy"
+
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4, r.stderr
+    stopped_first = first.read_bytes()
+    assert not second.exists() and not list(out.glob(".*.tmp"))
+    assert prepare_kinetics.main(args) == 0
+    assert first.read_bytes() == stopped_first  # the one written before the stop was whole
+    whole = second.read_bytes()
+    assert len(np.load(second)) == len(read_labels_csv(str(out / "t700_labels.csv")))  # one K722 id a class
+
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4, r.stderr
+    assert second.read_bytes() == whole and not list(out.glob(".*.tmp"))  # the earlier run's, untouched
 
 
 def test_an_unknown_preset_is_one_line_with_no_x264_line_before_it(tmp_path, capfd):

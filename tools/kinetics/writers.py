@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from evautil.files import atomic_write_text
+from evautil.files import atomic_write, atomic_write_text
 from evautil.progress import counted
 from evautil.text import text_lines
 
@@ -63,8 +63,9 @@ class _Writer:
             self.log(f"[dry-run] would write {path} ({array.dtype}, shape {tuple(array.shape)}, "
                      f"first {array[:5].tolist()})")
         else:
-            os.makedirs(self.out_dir, exist_ok=True)
-            np.save(path, array)
+            # atomically, as the lists: a stop or a full disk mid-write left a cut-short .npy under the mapping's name,
+            # or an empty one in place of the whole one an earlier run wrote
+            atomic_write(path, lambda f: np.save(f, array), fsync=False)
             self.log(f"wrote {path} ({array.dtype}, shape {tuple(array.shape)})")
         self.written.append(path)
         return path

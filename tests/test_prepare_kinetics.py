@@ -1455,6 +1455,60 @@ def test_a_check_killed_outright_keeps_the_probes_it_saved_on_the_way(tmp_path, 
     assert not list(out.glob("*_check_interrupted*"))
 
 
+@pytest.mark.parametrize("cause", ["folder", "full disk"])
+def test_a_check_whose_list_write_fails_keeps_its_probes_for_the_same_command(tmp_path, counted_probes, capsys,
+                                                                              monkeypatch, cause):
+    # An error while the lists were written (a full disk, a list's name a folder takes) lost the probes of the
+    # lists not yet written, kept only in memory, and the same command, the cause fixed, probed them all again.
+    from tools.kinetics import writers
+
+    root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=1)
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
+    val = out / "t400_val.txt"
+    if cause == "folder":
+        val.mkdir()
+        failed = f"{val}: Is a directory"
+    else:
+        real_write, lists_written = writers.atomic_write_text, []
+
+        def full_at_the_second_list(path, text, **kwargs):
+            if path.endswith(".txt"):
+                lists_written.append(path)
+                if len(lists_written) == 2:
+                    raise OSError(28, "No space left on device", path)
+            return real_write(path, text, **kwargs)
+
+        monkeypatch.setattr(writers, "atomic_write_text", full_at_the_second_list)
+        failed = f"{val}: No space left on device"
+    saved = (f"the usable videos probed are saved in {out}/*_check_interrupted.txt.index.npz, and the same command "
+             f"probes none of them again")
+    assert prepare_kinetics.main(args) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}; {saved}"
+    assert len(counted_probes) == 4 and not val.is_file()
+    if cause == "folder":
+        val.rmdir()  # the full disk fails the second list write only (counted_probes' patch is kept)
+    counted_probes.clear()
+    assert prepare_kinetics.main(args) == 0
+    assert counted_probes == [] and len(read_list(val)) == 2 and not list(out.glob("*_check_interrupted*"))
+
+
+def test_a_check_whose_probes_cannot_be_saved_after_a_failed_list_write_says_only_the_error(tmp_path, capsys,
+                                                                                           monkeypatch):
+    root = _two_class_tree(tmp_path / "data" / "t400", train_per_class=1)
+    out = tmp_path / "data"
+    (out / "t400_val.txt").mkdir()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare_kinetics, "save_checked", full_disk)
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(out), "--check",
+                                  "--workers", "1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {out / 't400_val.txt'}: Is a directory"
+    assert not list(out.glob("*_check_interrupted*"))
+
+
 def test_a_k722_stopped_while_writing_a_class_mapping_leaves_no_half_written_one(tmp_path):
     # The class mappings were written by np.save straight under their names: a stop (or a full disk) in the write
     # of one left it cut short under its name (here empty: opened, nothing written yet), or emptied the whole one

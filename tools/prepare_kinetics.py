@@ -234,8 +234,29 @@ def _write_lists(args: argparse.Namespace, scans: list) -> None:
                 save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name))
             on_interrupt(_interrupted(args))  # what was written and saved is known now
         raise
+    except (KineticsError, OSError):  # a full disk, a list's name a folder takes: the probes kept as on a stop,
+        if args.check and not args.dry_run:  # for the command run again once that is fixed
+            try:
+                for s in scans:
+                    save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name), quiet=True)
+            except Exception:  # not saved either (the disk is full): the error itself, not this one, says what to fix
+                pass
+            else:  # the error line says so (_probes_kept)
+                args.probes_kept = any(s.probes is not None and len(s.probes) for s in scans)
+        raise
     if args.check and not args.dry_run:
         _remove_partial_caches(args)
+
+
+def _probes_saved(args: argparse.Namespace) -> str:
+    """Where a --check stopped, or failed, while writing the lists keeps its probes, and what the rerun does."""
+    return (f"the usable videos probed are saved in {args.out}/*_check_interrupted.txt.index.npz, and the same "
+            f"command probes none of them again")
+
+
+def _probes_kept(args: argparse.Namespace) -> str:
+    """What an error line adds when the lists' write failed and the probes were saved ("" when they were not)."""
+    return f"; {_probes_saved(args)}" if getattr(args, "probes_kept", False) else ""
 
 
 def _partial_list(args: argparse.Namespace, name: str) -> str:
@@ -307,9 +328,8 @@ def _interrupted(args: argparse.Namespace) -> str:
                  if names else "wrote no file yet")
         if not glob.glob(os.path.join(glob.escape(args.out), "*_check_interrupted.txt.index.npz")):
             return f"{args.command} --check: stopped while writing the lists: {wrote}; run the same command again"
-        return (f"{args.command} --check: stopped while writing the lists: {wrote}; the usable videos probed are "
-                f"saved in {args.out}/*_check_interrupted.txt.index.npz, and the same command probes none of them "
-                f"again and writes every file")
+        return (f"{args.command} --check: stopped while writing the lists: {wrote}; {_probes_saved(args)} and "
+                f"writes every file")
     if args.check and not args.dry_run:
         saved = [n for n, _ in args.dataset if os.path.isfile(_partial_list(args, n) + ".index.npz")]
         if getattr(args, "stopped_in_scan", False) and not saved:  # before a probe: no such file to look for
@@ -372,13 +392,13 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"failed: {printable_path(x['error'])}", file=sys.stderr)  # one line, a name's break too
                 return 1
     except KineticsError as e:
-        print(f"error: {flags_as_typed(e, args)}", file=sys.stderr)  # --short_side, if so typed
+        print(f"error: {flags_as_typed(e, args)}{_probes_kept(args)}", file=sys.stderr)  # --short_side, if so typed
         return 2
     except OSError as e:  # e.g. a write that fails on the way (a full disk), whose error names no file
         # a failed rename names its temporary source first: the file it was to become is filename2
         where = e.filename2 or e.filename or (
             args.out if args.command != "reencode" else args.report_dir or args.dst or args.src)
-        print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
+        print(f"error: {where}: {e.strerror or e}{_probes_kept(args)}", file=sys.stderr)
         return 2
     return 0
 

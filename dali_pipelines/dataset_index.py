@@ -121,10 +121,10 @@ class DatasetIndex:
         self._unrecorded: list[tuple[str, tuple[int, int] | None, tuple[int, int] | None, str]] = []
         self._unrecorded_lock = threading.Lock()  # the feeder's thread quarantines while the loop flushes
         self._recorded_at = float("-inf")
-        # rel path -> error of the quarantines this run could not record: said once, at the first flush after
-        # (flush_quarantines), not once per video and per rank
-        self._not_recorded: dict[str, str] = {}
-        self._not_recorded_said = False
+        # file (the quarantine file, the cache) -> (rel paths of the quarantines this run could not record there,
+        # the first error): said once per file, at the next flush (flush_quarantines), not once per video and rank
+        self._not_recorded: dict[str, tuple[set[str], str]] = {}
+        self._not_recorded_said: set[str] = set()
         # (index, its row of each of our rows naming the same file): indexes of other lists of this run, whose
         # loaders leave out what ours quarantine (pass_quarantines_to)
         self._passed_to: list[tuple["DatasetIndex", dict[int, list[int]]]] = []
@@ -228,8 +228,7 @@ class DatasetIndex:
                         self._record_in_cache()
         except OSError as e:  # the records are for later runs: this one goes on with the video left out
             logger.debug("could not record the quarantine of %s (%s)", path, e)
-            with self._unrecorded_lock:
-                self._not_recorded.setdefault(rel, " ".join(str(e).split()))
+            self._could_not_record(self.quarantine_path, [rel], e)  # (the cache's own failures: _record_in_cache)
         # after our own line: a list passed to may be ours (the same list), whose file then keeps our reason
         for other, rows in self._passed_to:
             for there in rows.get(int(row), ()):
@@ -276,29 +275,46 @@ class DatasetIndex:
             self._passed_to.append((other, self.shared_with(other) if shared is None else shared))
 
     def flush_quarantines(self) -> None:
-        """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`); a failed write is a
-        warning (the next build probes those videos again), as is, once per run, a quarantine file that could not
-        be written."""
-        self._say_not_recorded()
+        """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`), then say, once per file
+        and run, a quarantine file or cache that could not be written (:meth:`_say_not_recorded`)."""
         if self._unrecorded:
             try:
                 with locked(self.lock_path):
                     self._record_in_cache()
-            except OSError as e:
-                logger.warning("could not record runtime quarantines in %s (%s)", self.cache_path, e)
+            except OSError as e:  # the lock itself (a read-only folder): kept, tried again at the next flush
+                with self._unrecorded_lock:
+                    rels = [record[0] for record in self._unrecorded]
+                self._could_not_record(self.cache_path, rels, e)
+        self._say_not_recorded()
+
+    def _could_not_record(self, file: str, rels: list[str], error: OSError) -> None:
+        """Note that the quarantines of ``rels`` could not be written in ``file`` (:meth:`_say_not_recorded`)."""
+        with self._unrecorded_lock:
+            self._not_recorded.setdefault(file, (set(), " ".join(str(error).split())))[0].update(rels)
 
     def _say_not_recorded(self) -> None:
-        """One warning, the first time quarantines could not be recorded (:meth:`quarantine`), naming the quarantine
-        file and how many; later ones of the run are not said again (they fail alike: a read-only folder, a full
-        disk)."""
+        """One warning per file the first time quarantines could not be recorded there, naming it, how many and the
+        first error; later ones of the run are not said again (they fail alike: a read-only folder, a full disk).
+        When both files failed since the last flush (a read-only folder), one line names both."""
         with self._unrecorded_lock:
-            if self._not_recorded_said or not self._not_recorded:
+            new = [file for file in self._not_recorded if file not in self._not_recorded_said]
+            if not new:
                 return
-            self._not_recorded_said = True
-            count, error = len(self._not_recorded), next(iter(self._not_recorded.values()))
-        logger.warning("could not record the quarantine of %s in %s (%s); this run leaves them out all the same, "
-                       "but a later run will try them again unless the index cache recorded them",
-                       counted(count, "video"), self.quarantine_path, error)
+            self._not_recorded_said.update(new)
+            rels = set().union(*(self._not_recorded[file][0] for file in new))
+            error = self._not_recorded[self.quarantine_path if len(new) == 2 else new[0]][1]
+        videos = counted(len(rels), "video")
+        if len(new) == 2:  # (the quarantine file's error: the first when a folder is read-only)
+            logger.warning("could not record the quarantine of %s in %s (%s), nor in the index cache %s; this run "
+                           "leaves them out all the same, but a later run will try them again", videos,
+                           self.quarantine_path, error, self.cache_path)
+        elif new[0] == self.cache_path:
+            logger.warning("could not record the quarantine of %s in the index cache %s (%s); this run leaves them "
+                           "out all the same, but a later run will try them again", videos, self.cache_path, error)
+        else:
+            logger.warning("could not record the quarantine of %s in %s (%s); this run leaves them out all the same, "
+                           "but a later run will try them again unless the index cache recorded them", videos,
+                           self.quarantine_path, error)
 
     def _record_in_cache(self) -> None:
         """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once. The
@@ -330,7 +346,10 @@ class DatasetIndex:
             cache.table.set_bad(at, reason, key[0], key[1], True)
             changed = True
         if changed:
-            save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
+            try:
+                save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
+            except OSError as e:  # (a full disk): this run goes on, said once by flush_quarantines
+                self._could_not_record(self.cache_path, [record[0] for record in pending], e)
 
     def summary(self, name_bad: bool = True, left_out: bool = True) -> str:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with

@@ -1330,10 +1330,11 @@ def test_quarantines_a_run_cannot_record_are_said_once_with_their_count(dataset,
         ix.quarantine(rows[2], "decode failed during the run")
         ix.flush_quarantines()  # the next one, and the loader's close
         ix.flush_quarantines()
-    said = [r.getMessage() for r in caplog.records if "could not record the quarantine of" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    # the cache failed too (a read-only folder): one line names both files, not a second warning per flush
     assert said == [f"could not record the quarantine of 2 videos in {ix.quarantine_path} ([Errno 30] Read-only "
-                    f"file system: '{ix.quarantine_path}'); this run leaves them out all the same, but a later run "
-                    "will try them again unless the index cache recorded them"], said
+                    f"file system: '{ix.quarantine_path}'), nor in the index cache {ix.cache_path}; this run leaves "
+                    "them out all the same, but a later run will try them again"], said
     assert not any(r in ix.good_rows for r in rows)  # left out all the same
     monkeypatch.undo()
     with open(ix.quarantine_path, encoding="utf-8") as f:  # (it lists the videos bad when indexed)
@@ -1341,6 +1342,42 @@ def test_quarantines_a_run_cannot_record_are_said_once_with_their_count(dataset,
     assert not any(ix.entries[r].rel_path + "\t" in listed for r in rows), listed
     again = build_index(str(lst), str(root), workers=1, progress=False)  # the next run uses them again
     assert all(r in again.good_rows for r in rows)
+
+
+def test_quarantines_the_cache_cannot_record_are_said_once_naming_the_cache(dataset, monkeypatch, caplog):
+    # A cache that cannot be saved (a full disk) was said at every flush, and its first failure, while recording
+    # the quarantine, was blamed on the quarantine file, which had been written.
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+
+    def full_disk(path, *a):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(dataset_index_mod, "save_cache", full_disk)
+    rows = ix.good_rows[:3]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        for row in rows[:2]:
+            ix.quarantine(row, "decode failed during the run")  # the first saves the cache at once, and fails
+        ix.flush_quarantines()  # the epoch's end
+        ix.quarantine(rows[2], "decode failed during the run")
+        ix.flush_quarantines()  # the next one, and the loader's close
+        ix.flush_quarantines()
+    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    assert said == [f"could not record the quarantine of 2 videos in the index cache {ix.cache_path} ([Errno 28] "
+                    f"No space left on device: '{ix.cache_path}'); this run leaves them out all the same, but a later "
+                    "run will try them again"], said
+    assert not any(r in ix.good_rows for r in rows)  # left out all the same
+    monkeypatch.undo()
+    with open(ix.quarantine_path, encoding="utf-8") as f:  # the quarantine file was written
+        listed = f.read()
+    assert all(ix.entries[r].rel_path + "\tdecode failed during the run" in listed for r in rows), listed
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # the cache did not: the next run uses them
+    assert all(r in again.good_rows for r in rows)
+    with open(ix.quarantine_path, encoding="utf-8") as f:  # (and its quarantine file no longer names them)
+        listed = f.read()
+    assert not any(ix.entries[r].rel_path + "\t" in listed for r in rows), listed
 
 
 def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, monkeypatch):

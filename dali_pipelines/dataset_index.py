@@ -205,7 +205,8 @@ class DatasetIndex:
         records are written at most every ``CACHE_RECORD_INTERVAL_S`` seconds; :meth:`flush_quarantines` writes the
         rest (the loader calls it at each epoch's end and when it closes). Not ``record``: the quarantine file and
         the cache are left to another process of this machine (ranks learning another rank's quarantine), which
-        writes the same files. A record that cannot be written is said once, by :meth:`flush_quarantines`.
+        writes the same files. A record that cannot be written is said once, by :meth:`flush_quarantines`; the
+        cache's stay pending, tried again at each flush (a full disk may have room again).
         """
         rel, path = self.videos.rel_path(row), self.videos.path(row)
         reason = " ".join(str(reason).split()) or "runtime failure"
@@ -295,7 +296,8 @@ class DatasetIndex:
     def _say_not_recorded(self) -> None:
         """One warning per file the first time quarantines could not be recorded there, naming it, how many and the
         first error; later ones of the run are not said again (they fail alike: a read-only folder, a full disk).
-        When both files failed since the last flush (a read-only folder), one line names both."""
+        When both files failed since the last flush (a read-only folder), one line names both. The cache's records
+        stay pending and each flush tries them again; one that succeeds before this is said leaves nothing to say."""
         with self._unrecorded_lock:
             new = [file for file in self._not_recorded if file not in self._not_recorded_said]
             if not new:
@@ -306,11 +308,12 @@ class DatasetIndex:
         videos = counted(len(rels), "video")
         if len(new) == 2:  # (the quarantine file's error: the first when a folder is read-only)
             logger.warning("could not record the quarantine of %s in %s (%s), nor in the index cache %s; this run "
-                           "leaves them out all the same, but a later run will try them again", videos,
-                           self.quarantine_path, error, self.cache_path)
-        elif new[0] == self.cache_path:
+                           "leaves them out all the same, and a later run will try them again unless this run can "
+                           "record them in the cache later", videos, self.quarantine_path, error, self.cache_path)
+        elif new[0] == self.cache_path:  # (the records stay pending: _record_in_cache)
             logger.warning("could not record the quarantine of %s in the index cache %s (%s); this run leaves them "
-                           "out all the same, but a later run will try them again", videos, self.cache_path, error)
+                           "out all the same, and a later run will try them again unless this run can record them "
+                           "later", videos, self.cache_path, error)
         else:
             logger.warning("could not record the quarantine of %s in %s (%s); this run leaves them out all the same, "
                            "but a later run will try them again unless the index cache recorded them", videos,
@@ -319,7 +322,8 @@ class DatasetIndex:
     def _record_in_cache(self) -> None:
         """Under the lock: the quarantines of :meth:`quarantine` not yet recorded, into the cache file at once. The
         file is written only when it changes: the ranks of a machine that learn of another rank's quarantine each
-        record it (``Schedule.learn_quarantines``), and only the first of them finds it missing."""
+        record it (``Schedule.learn_quarantines``), and only the first of them finds it missing. Records a failed
+        save could not write stay pending for the next try."""
         with self._unrecorded_lock:
             pending, self._unrecorded, self._recorded_at = self._unrecorded, [], time.monotonic()
         if not pending:
@@ -349,7 +353,13 @@ class DatasetIndex:
             try:
                 save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
             except OSError as e:  # (a full disk): this run goes on, said once by flush_quarantines
+                with self._unrecorded_lock:  # kept, before any quarantined since: the next flush tries them again
+                    self._unrecorded = pending + self._unrecorded
                 self._could_not_record(self.cache_path, [record[0] for record in pending], e)
+                return
+        with self._unrecorded_lock:  # all recorded now: a failure not yet said is no longer true
+            if self.cache_path not in self._not_recorded_said:
+                self._not_recorded.pop(self.cache_path, None)
 
     def summary(self, name_bad: bool = True, left_out: bool = True) -> str:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with

@@ -1334,7 +1334,8 @@ def test_quarantines_a_run_cannot_record_are_said_once_with_their_count(dataset,
     # the cache failed too (a read-only folder): one line names both files, not a second warning per flush
     assert said == [f"could not record the quarantine of 2 videos in {ix.quarantine_path} ([Errno 30] Read-only "
                     f"file system: '{ix.quarantine_path}'), nor in the index cache {ix.cache_path}; this run leaves "
-                    "them out all the same, but a later run will try them again"], said
+                    "them out all the same, and a later run will try them again unless this run can record them in "
+                    "the cache later"], said
     assert not any(r in ix.good_rows for r in rows)  # left out all the same
     monkeypatch.undo()
     with open(ix.quarantine_path, encoding="utf-8") as f:  # (it lists the videos bad when indexed)
@@ -1366,8 +1367,8 @@ def test_quarantines_the_cache_cannot_record_are_said_once_naming_the_cache(data
         ix.flush_quarantines()
     said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
     assert said == [f"could not record the quarantine of 2 videos in the index cache {ix.cache_path} ([Errno 28] "
-                    f"No space left on device: '{ix.cache_path}'); this run leaves them out all the same, but a later "
-                    "run will try them again"], said
+                    f"No space left on device: '{ix.cache_path}'); this run leaves them out all the same, and a "
+                    "later run will try them again unless this run can record them later"], said
     assert not any(r in ix.good_rows for r in rows)  # left out all the same
     monkeypatch.undo()
     with open(ix.quarantine_path, encoding="utf-8") as f:  # the quarantine file was written
@@ -1378,6 +1379,64 @@ def test_quarantines_the_cache_cannot_record_are_said_once_naming_the_cache(data
     with open(ix.quarantine_path, encoding="utf-8") as f:  # (and its quarantine file no longer names them)
         listed = f.read()
     assert not any(ix.entries[r].rel_path + "\t" in listed for r in rows), listed
+
+
+def test_quarantines_a_full_disk_kept_from_the_cache_are_recorded_when_it_has_room_again(dataset, monkeypatch,
+                                                                                         caplog):
+    # A cache save that failed (a full disk) dropped its records: when space came back later in the run, those
+    # quarantines never reached the cache and the next run decoded the videos again. Now the next flush tries again.
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    real_save, fails = dataset_index_mod.save_cache, [2]
+
+    def full_disk_for_a_while(path, *a):
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_save(path, *a)
+
+    monkeypatch.setattr(dataset_index_mod, "save_cache", full_disk_for_a_while)
+    row = ix.good_rows[0]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix.quarantine(row, "decode failed during the run")  # saves the cache at once: the disk is full
+        ix.flush_quarantines()  # the epoch's end: still full, said
+        ix.flush_quarantines()  # the next one: there is room again
+        ix.flush_quarantines()
+    monkeypatch.undo()
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # the next run: from the cache, not probed
+    assert row not in again.good_rows and again.bad[row] == "decode failed during the run" and again.probed == 0
+    assert fails == [0]  # (both failures were tried)
+    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    assert said == [f"could not record the quarantine of 1 video in the index cache {ix.cache_path} ([Errno 28] "
+                    f"No space left on device: '{ix.cache_path}'); this run leaves them out all the same, and a "
+                    "later run will try them again unless this run can record them later"], said
+
+
+def test_a_cache_save_that_fails_once_and_then_succeeds_at_the_flush_is_not_said(dataset, monkeypatch, caplog):
+    # The quarantine's own save fails and the epoch's end records it: no warning that it could not be recorded.
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    real_save, fails = dataset_index_mod.save_cache, [1]
+
+    def full_disk_once(path, *a):
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_save(path, *a)
+
+    monkeypatch.setattr(dataset_index_mod, "save_cache", full_disk_once)
+    row = ix.good_rows[0]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix.quarantine(row, "decode failed during the run")
+        ix.flush_quarantines()
+    monkeypatch.undo()
+    again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert row not in again.good_rows and again.probed == 0
+    assert fails == [0] and "could not record" not in caplog.text, caplog.text
 
 
 def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, monkeypatch):

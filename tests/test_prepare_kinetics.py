@@ -1509,6 +1509,110 @@ def test_a_check_whose_probes_cannot_be_saved_after_a_failed_list_write_says_onl
     assert not list(out.glob("*_check_interrupted*"))
 
 
+@pytest.mark.parametrize("cause", ["annotation CSV", "OSError"])
+def test_a_scan_error_after_a_dataset_was_probed_says_its_probes_are_kept(tmp_path, counted_probes, capsys,
+                                                                         monkeypatch, cause):
+    # k722 whose second dataset fails after the first was probed: the probes were saved (a KineticsError's) or lost
+    # (an OSError's), and the error line did not say that the fixed command probes none of them again.
+    first = _two_class_tree(tmp_path / "t400", train_per_class=2)
+    flat = tmp_path / "t600"
+    for split in ("train", "val"):
+        write_clip(flat / split / vid(f"f{split[0]}"), t=4)
+    out = tmp_path / "data"
+    args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
+
+    def write_csvs():
+        for split in ("train", "val"):
+            csv = flat / "annotations" / f"{split}.csv"
+            csv.parent.mkdir(exist_ok=True)
+            csv.write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,f{split[0]:_<10},10,20,{split}\n")
+
+    if cause == "annotation CSV":
+        fix = write_csvs
+        failed = (f"dataset t600: the split folders in '{flat}' hold video files and no class folders (the flat "
+                  f"layout of the official downloads), but the train annotation CSV "
+                  f"'{flat / 'annotations' / 'train.csv'}' does not exist; name it with --annotations "
+                  f"t600:train=CSV, or the folder holding train.csv and val.csv with --annotations t600=DIR")
+    else:
+        real_scan = prepare_kinetics.scan_dataset
+
+        def unreadable_t600(name, path, **kwargs):
+            if name == "t600":
+                raise OSError(13, "Permission denied", str(flat / "train"))
+            return real_scan(name, path, **kwargs)
+
+        write_csvs()
+        monkeypatch.setattr(prepare_kinetics, "scan_dataset", unreadable_t600)
+        failed = f"{flat / 'train'}: Permission denied"
+
+        def fix():
+            monkeypatch.setattr(prepare_kinetics, "scan_dataset", real_scan)
+    saved = (f"; the usable videos probed are saved in {out}/*_check_interrupted.txt.index.npz, and the same "
+             f"command probes none of them again")
+    args += ["--dataset", f"t600={flat}"]
+    assert prepare_kinetics.main(args) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}{saved}" and len(counted_probes) == 6
+    assert sorted(p.name for p in out.glob("*.index.npz")) == ["t400_check_interrupted.txt.index.npz"]
+    # Nothing probed yet (the failing dataset first): the error line alone.
+    counted_probes.clear()
+    assert prepare_kinetics.main(["k722", "--dataset", f"t600={flat}", "--out", str(tmp_path / "other"), "--check",
+                                  "--workers", "1", "--dataset", f"t400={first}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}" and counted_probes == []
+    # The cause fixed, the same command probes only the second dataset's videos.
+    fix()
+    assert prepare_kinetics.main(args) == 0
+    assert sorted(counted_probes) == [str(flat / "train" / vid("ft")), str(flat / "val" / vid("fv"))]
+    assert len(read_list(out / "k722_train.txt")) == 5 and not list(out.glob("*_check_interrupted*"))
+
+
+def test_a_dataset_left_without_a_usable_video_by_its_check_says_its_probes_are_kept(tmp_path, counted_probes,
+                                                                                     capsys):
+    root = _two_class_tree(tmp_path / "t400", train_per_class=1)
+    junk = root / "val" / ARM / vid("v0")
+    junk.write_bytes(b"\x00not a video" * 50)
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1"]
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "saved the" not in err  # the check's progress line, then the error line alone
+    line = err.splitlines()[-1]
+    assert line.startswith(f"error: dataset t400: 1 class folder(s) in '{root / 'val'}' have no usable video ('{ARM}')")
+    assert line.endswith(f"--allow-empty-classes; the usable videos probed are saved in "
+                         f"{out}/*_check_interrupted.txt.index.npz, and the same command probes none of them again")
+    assert len(counted_probes) == 4 and [p.name for p in out.iterdir() if p.suffix == ".npz"] == [
+        "t400_check_interrupted.txt.index.npz"]
+    counted_probes.clear()
+    assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0 and counted_probes == [str(junk)]
+
+
+@pytest.mark.parametrize("failing", ["a later dataset", "the probed one"])
+def test_a_scan_error_whose_probes_cannot_be_saved_says_only_the_error(tmp_path, counted_probes, capsys,
+                                                                      monkeypatch, failing):
+    from tools.kinetics import scan
+
+    first = _two_class_tree(tmp_path / "t400", train_per_class=1)
+    out = tmp_path / "data"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare_kinetics, "save_checked", full_disk)
+    monkeypatch.setattr(scan, "save_checked", full_disk)
+    args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
+    if failing == "a later dataset":
+        args += ["--dataset", f"t600={tmp_path / 'none'}"]
+        failed = f"dataset t600: root '{tmp_path / 'none'}' does not exist or is not a directory"
+    else:
+        shutil.rmtree(first / "val" / PAF)
+        (first / "val" / PAF).mkdir()
+        failed = f"dataset t400: 1 class folder(s) in '{first / 'val'}' have no usable video ('{PAF}'); fix the " \
+                 f"download or pass --allow-empty-classes"
+    assert prepare_kinetics.main(args) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}" and len(counted_probes) == 3 + (
+        failing == "a later dataset")
+    assert not list(out.glob("*_check_interrupted*"))
+
+
 def test_a_k722_stopped_while_writing_a_class_mapping_leaves_no_half_written_one(tmp_path):
     # The class mappings were written by np.save straight under their names: a stop (or a full disk) in the write
     # of one left it cut short under its name (here empty: opened, nothing written yet), or emptied the whole one

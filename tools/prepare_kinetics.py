@@ -205,15 +205,33 @@ def _scan_all(args: argparse.Namespace) -> list:
                                       progress_lines=not args.no_progress,
                                       official_labels=args.official_labels, annotations=annotations.get(n),
                                       before=before, partial_list=None if args.dry_run else _partial_list(args, n)))
-    except (KeyboardInterrupt, Stopped, KineticsError):  # the datasets checked before the one that stopped or
-        # failed keep their probes too (on Kinetics hours of them): the same command, fixed, probes only the rest
+    except (KeyboardInterrupt, Stopped):  # the datasets checked before the one that stopped keep their probes
+        # too (on Kinetics hours of them): the same command probes only the rest
         if args.check and not args.dry_run:
             for s in scans:
                 save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name))
             args.stopped_in_scan = True
             on_interrupt(_interrupted(args))  # what was saved is known now
         raise
+    except (KineticsError, OSError) as e:  # the probes kept for the fixed command: the earlier datasets' here, the
+        if args.check and not args.dry_run:  # failing one's by scan_dataset
+            _keep_probes(args, scans, getattr(e, "probes_kept", False))
+            args.stopped_in_scan = True
+            on_interrupt(_interrupted(args))
+        raise
     return scans
+
+
+def _keep_probes(args: argparse.Namespace, scans: list, saved: bool = False) -> None:
+    """After an error, save the probes of ``scans`` as a stop does; ``args.probes_kept`` says whether any were
+    saved (these, or others already: ``saved``), for the error line (``_probes_kept``)."""
+    try:
+        for s in scans:
+            save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name), quiet=True)
+    except Exception:  # not saved either (the disk is full): the error itself, not this one, says what to fix
+        pass
+    else:
+        args.probes_kept = saved or any(s.probes is not None and len(s.probes) for s in scans)
 
 
 def _write_lists(args: argparse.Namespace, scans: list) -> None:
@@ -236,26 +254,22 @@ def _write_lists(args: argparse.Namespace, scans: list) -> None:
         raise
     except (KineticsError, OSError):  # a full disk, a list's name a folder takes: the probes kept as on a stop,
         if args.check and not args.dry_run:  # for the command run again once that is fixed
-            try:
-                for s in scans:
-                    save_checked(s.name, s.root, s.probes, s.probe_rows, _partial_list(args, s.name), quiet=True)
-            except Exception:  # not saved either (the disk is full): the error itself, not this one, says what to fix
-                pass
-            else:  # the error line says so (_probes_kept)
-                args.probes_kept = any(s.probes is not None and len(s.probes) for s in scans)
+            _keep_probes(args, scans)
         raise
     if args.check and not args.dry_run:
         _remove_partial_caches(args)
 
 
 def _probes_saved(args: argparse.Namespace) -> str:
-    """Where a --check stopped, or failed, while writing the lists keeps its probes, and what the rerun does."""
+    """Where a --check stopped, or failed, with probes not yet in written lists keeps them, and what the rerun
+    does."""
     return (f"the usable videos probed are saved in {args.out}/*_check_interrupted.txt.index.npz, and the same "
             f"command probes none of them again")
 
 
 def _probes_kept(args: argparse.Namespace) -> str:
-    """What an error line adds when the lists' write failed and the probes were saved ("" when they were not)."""
+    """What an error line adds when the scan or the lists' write failed and probes were saved ("" when none
+    were)."""
     return f"; {_probes_saved(args)}" if getattr(args, "probes_kept", False) else ""
 
 

@@ -249,7 +249,8 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
         before: with ``check``, what earlier checks recorded (``dali_pipelines.index.probed_before`` of their
             lists' index caches): videos unchanged since (same size and mtime) are not probed again.
         partial_list: with ``check``, a list path (the list itself is not written) whose index cache keeps the
-            videos probed so far when the check is interrupted, for ``before`` of the next check.
+            videos probed so far when the check is interrupted, or ends in a KineticsError (then its
+            ``probes_kept`` is True), for ``before`` of the next check.
         official_labels: a folder with the released label files (``kinetics400_labels.csv``, ...): a k400/k600/
             k700 tree's class names are checked against them (without it, only their count).
         annotations: ``{split: annotation CSV}``: read the split folders as flat folders of videos whose classes
@@ -282,9 +283,14 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
                                                progress_lines)
     try:
         videos = _usable_videos(name, root, folders, walked, classes, strict, allow_empty_classes)
-    except KineticsError:  # the probes of the videos still count: the fixed command probes none of them again
-        if partial_list is not None:
-            save_checked(name, root, probes, probe_rows, partial_list)
+    except KineticsError as e:  # the probes of the videos still count: the fixed command probes none of them again
+        if partial_list is not None and probes is not None and len(probes):
+            try:
+                save_checked(name, root, probes, probe_rows, partial_list, quiet=True)
+            except OSError:  # not saved (a full disk): the error itself, not this one, says what to fix
+                pass
+            else:
+                e.probes_kept = True  # the caller's error line says so
         raise
     return DatasetScan(name, root, classes, videos, walked.skipped, walked.ignored, found,
                        {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in walked.counts.items()}, probes,

@@ -325,16 +325,23 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
 def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: MetricLogger, *, split: str,
                      num_classes: int, class_names: dict[int, str] | None = None,
                      autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
-                     step: int | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+                     step: int | None = None, checkpoint: str | None = None,
+                     after_batch: Callable[[], None] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions (a row
     for each listed video, the unreadable ones with their reason) and per-class accuracy (rank 0), log the eval line
     with the loader's views (``num_clip`` x ``num_crop``), ``checkpoint`` (the weights file scored, when the weights
     were loaded from one) and the loader's counters over all ranks, read after this evaluation (``loader_stats``:
     counted since the loader was built). Every rank must call it. Needs no optimizer or trainer. Shows progress (a
-    bar on a terminal, plain lines otherwise). Returns the result without its predictions."""
+    bar on a terminal, plain lines otherwise); ``after_batch`` is called after each batch too (the trainer says
+    there a stop signal that came). Returns the result without its predictions."""
     progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
+
+    def batch_done(videos: int) -> None:
+        progress(videos)
+        if after_batch is not None:
+            after_batch()
     try:
-        result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=progress)
+        result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=batch_done)
     finally:
         progress.close()
     preds = result.pop("predictions")

@@ -26,13 +26,16 @@ from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
-from .preemption import Preempted, StepControl, interrupted_after
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, interrupted_after
 from .resume_state import capture_rng, restore_rng, restore_training_objects
 from .run_files import recorded_path
 from .telemetry import host_memory_gb
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
            "ResumePoint", "locate_checkpoint", "restore_data_plan"]
+
+# A stop signal during the final test: the training is saved and the test finishes, so the run ends complete (exit 0)
+_FINISHING = "finishing it (the training is done; nothing to resume)"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -351,6 +354,8 @@ class Trainer:
     _saved_at: float | None = None  # when that checkpoint was saved (state_dict's saved_at, else its file's time)
     _loader_state: Any = None
     _control: StepControl | None = None
+    _evaluating: tuple[str, str] | None = None  # see _evaluating_as
+    _stop_said: bool = False  # a stop signal seen during an evaluation was said (see _say_stop_seen)
 
     # ---- checkpoint state -----------------------------------------------------------------------------------
     def state_dict(self, epoch_complete: bool) -> dict[str, Any]:
@@ -545,7 +550,28 @@ class Trainer:
         return evaluate_and_log(self.eval_model(), loader, self.ctx, self.metrics, split=split,
                                 num_classes=self.opts.num_classes,
                                 class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
-                                step=self.state.global_step, checkpoint=checkpoint)
+                                step=self.state.global_step, checkpoint=checkpoint,
+                                after_batch=self._say_stop_seen if self._evaluating else None)
+
+    @contextlib.contextmanager
+    def _evaluating_as(self, during: str, then: str):
+        """Inside, a stop signal is said as :meth:`_say_stop_seen` says it: it came ``during`` (the evaluation),
+        and ``then`` is what the run does about it."""
+        self._evaluating = (during, then)
+        try:
+            yield
+            self._say_stop_seen()  # one that came after its last batch, while its results were written
+        finally:
+            self._evaluating = None
+
+    def _say_stop_seen(self) -> None:
+        """A stop signal that came during an evaluation is acted on after it: said once, after the batch it came in,
+        so that the log shows it was received even when the scheduler's kill comes before the evaluation's end."""
+        name = self._control.signal_name if self._control is not None else None
+        if name and self._evaluating and not self._stop_said:
+            self._stop_said = True
+            during, then = self._evaluating
+            self.metrics.info(f"stop signal {name} received during {during}: {then}")
 
     # ---- the run --------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -612,7 +638,9 @@ class Trainer:
                 if last:
                     result = self._last_validation(epoch)
                 elif opts.eval_freq and (epoch + 1) % opts.eval_freq == 0:
-                    result = self.run_eval(self.val_loader, "val", epoch)
+                    with self._evaluating_as(f"the validation of epoch {epoch + 1}", "finishing it, then stopping "
+                                             f"with the epoch's checkpoint (exit code {PREEMPTED_EXIT_CODE})"):
+                        result = self.run_eval(self.val_loader, "val", epoch)
             except Exception as failure:
                 self._keep_epoch_before(failure)
                 raise
@@ -658,8 +686,12 @@ class Trainer:
         pass when their views agree). Best is chosen among the same views only, as the original chose it: a 4x3
         test score would otherwise outrank every 1x1 validation."""
         if self._has_final_test() and self.opts.final_test_is_val:
-            return self.run_eval(self.make_test_loader(), "test", epoch)
-        return self.run_eval(self.val_loader, "val", epoch)
+            with self._evaluating_as("the final test", _FINISHING):
+                return self.run_eval(self.make_test_loader(), "test", epoch)
+        # The training is done: the epoch's checkpoint and the final test follow (the run ends complete, exit 0)
+        then = "finishing it, then the final test " if self._has_final_test() else "finishing it "
+        with self._evaluating_as("the last epoch's validation", then + "(the training is done; nothing to resume)"):
+            return self.run_eval(self.val_loader, "val", epoch)
 
     def _final_test(self, epoch: int, validation: dict[str, Any]) -> dict[str, Any] | None:
         """The final multi-view test (None without one); ``validation`` is it when one pass served both."""
@@ -668,7 +700,8 @@ class Trainer:
         if self.opts.final_test_is_val:
             return validation
         # The weights tested are those of the last epoch's checkpoint, written just before: its line names it
-        return self.run_eval(self.make_test_loader(), "test", epoch, self.state.last_checkpoint)
+        with self._evaluating_as("the final test", _FINISHING):
+            return self.run_eval(self.make_test_loader(), "test", epoch, self.state.last_checkpoint)
 
     def evaluate_finished(self) -> dict[str, Any]:
         """For a run resumed after its last epoch whose summary is missing (the attempt ended between its last

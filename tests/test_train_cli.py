@@ -1275,3 +1275,57 @@ def test_a_batch_with_accumulation_larger_than_the_list_is_named_with_what_to_ch
         f"error: DATA.TRAIN_FILE {dataset / 'train.txt'}: 12 usable training videos, fewer than one global batch "
         "(TRAIN.BATCH_SIZE 8 x TRAIN.ACCUMULATION_STEPS 2 x world size 1 = 16): lower TRAIN.BATCH_SIZE or "
         "TRAIN.ACCUMULATION_STEPS, or list more videos"), last
+
+
+
+FINISHED = "(the training is done; nothing to resume)"
+
+
+@pytest.mark.parametrize("case,opts,call,said", [
+    ("final test", ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"], 2, f"the final test: finishing it {FINISHED}"),
+    ("final test serving as validation", [], 1, f"the final test: finishing it {FINISHED}"),
+    ("last validation", ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"], 1,
+     f"the last epoch's validation: finishing it, then the final test {FINISHED}"),
+    ("earlier validation", ["TRAIN.EPOCHS", "2", "TEST.EVAL_FREQ", "1"], 1,
+     "the validation of epoch 1: finishing it, then stopping with the epoch's checkpoint (exit code 4)")])
+def test_a_stop_signal_during_an_evaluation_is_said_as_it_is_seen(tmp_path, dataset, capsys, monkeypatch, case, opts,
+                                                                    call, said):
+    """A scheduler's SIGTERM during the final test let the test finish and the run end with exit 0 without a word:
+    its log could not tell the signal was seen. It is said once, after the batch it came in; so is one during an
+    earlier epoch's validation, after which the run stops with the epoch's checkpoint, exit code 4."""
+    import engine.evaluate as evaluate_mod
+
+    evaluate, calls = evaluate_mod.evaluate, []
+
+    def signalled(model, loader, ctx, **kwargs):  # as evaluation `call` starts: the signal comes before its batches
+        calls.append(kwargs["split"])
+        if len(calls) == call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(model, loader, ctx, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", signalled)
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0",
+                                                     "TRAIN.BATCH_SIZE", "4", *opts)])
+    captured = capsys.readouterr()
+    printed, said = captured.out, f"stop signal SIGTERM received during {said}"
+    finished = case != "earlier validation"
+    assert rc == (0 if finished else 4), captured.out[-2000:] + captured.err[-2000:]
+    log = (out / "log_rank0.txt").read_text()
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == rc
+    lines = printed.splitlines()
+    assert lines.count(said) == 1, printed[-2000:]
+    assert sum(line.endswith("] " + said) for line in log.splitlines()) == 1, log[-2000:]
+    # said before the evaluation's own line, as its batches run
+    evaluated = [i for i, line in enumerate(lines) if re.match(r"eval \w+ (of \S+ )?\(", line)]
+    assert lines.index(said) < evaluated[call - 1], printed[-2000:]
+    assert not any(line.startswith("stop signal") for line in lines if line != said)
+    if finished:
+        assert (out / "summary.json").is_file() and (out / "predictions_test.csv").is_file()
+        assert "stopped" not in printed + log
+        assert calls == (["val", "test"] if "TEST.NUM_CLIP" in opts else ["test"])
+    else:
+        assert not (out / "summary.json").exists() and (out / "ckpt_epoch_1.pth").is_file()
+        assert calls == ["val"]
+        assert lines[-1].startswith("stopped: SIGTERM received: stopped after optimizer step 3 with checkpoint "
+                                    f"{out / 'ckpt_epoch_1.pth'}"), lines[-1]

@@ -1302,6 +1302,20 @@ def test_index_files_another_user_owns_or_a_full_disk_do_not_stop_a_run(dataset,
     assert "No space left on device" in caplog.text
 
 
+def _three_quarantines_over_three_flushes(ix, caplog) -> tuple[list[int], list[str]]:
+    """Two quarantines, the epoch's end, a third, two more flushes (the next epoch's end, the loader's close):
+    ``(the rows quarantined, the "could not record" warnings given)``."""
+    rows = ix.good_rows[:3]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        for row in rows[:2]:
+            ix.quarantine(row, "decode failed during the run")
+        ix.flush_quarantines()
+        ix.quarantine(rows[2], "decode failed during the run")
+        ix.flush_quarantines()
+        ix.flush_quarantines()
+    return rows, [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+
+
 def test_quarantines_a_run_cannot_record_are_said_once_with_their_count(dataset, monkeypatch, caplog):
     # A list folder the run cannot write: a warning per quarantined video used to be said, however many.
     import builtins
@@ -1322,15 +1336,7 @@ def test_quarantines_a_run_cannot_record_are_said_once_with_their_count(dataset,
 
     monkeypatch.setattr(dataset_index_mod, "open", read_only, raising=False)
     monkeypatch.setattr(dataset_index_mod, "save_cache", read_only_cache)
-    rows = ix.good_rows[:3]
-    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
-        for row in rows[:2]:
-            ix.quarantine(row, "decode failed during the run")
-        ix.flush_quarantines()  # the epoch's end
-        ix.quarantine(rows[2], "decode failed during the run")
-        ix.flush_quarantines()  # the next one, and the loader's close
-        ix.flush_quarantines()
-    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    rows, said = _three_quarantines_over_three_flushes(ix, caplog)
     # the cache failed too (a read-only folder): one line names both files, not a second warning per flush
     assert said == [f"could not record the quarantine of 2 videos in {ix.quarantine_path} ([Errno 30] Read-only "
                     f"file system: '{ix.quarantine_path}'), nor in the index cache {ix.cache_path}; this run leaves "
@@ -1357,15 +1363,7 @@ def test_quarantines_the_cache_cannot_record_are_said_once_naming_the_cache(data
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
     monkeypatch.setattr(dataset_index_mod, "save_cache", full_disk)
-    rows = ix.good_rows[:3]
-    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
-        for row in rows[:2]:
-            ix.quarantine(row, "decode failed during the run")  # the first saves the cache at once, and fails
-        ix.flush_quarantines()  # the epoch's end
-        ix.quarantine(rows[2], "decode failed during the run")
-        ix.flush_quarantines()  # the next one, and the loader's close
-        ix.flush_quarantines()
-    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    rows, said = _three_quarantines_over_three_flushes(ix, caplog)
     assert said == [f"could not record the quarantine of 2 videos in the index cache {ix.cache_path} ([Errno 28] "
                     f"No space left on device: '{ix.cache_path}'); this run leaves them out all the same, and a "
                     "later run will try them again unless this run can record them later"], said
@@ -1381,15 +1379,11 @@ def test_quarantines_the_cache_cannot_record_are_said_once_naming_the_cache(data
     assert not any(ix.entries[r].rel_path + "\t" in listed for r in rows), listed
 
 
-def test_quarantines_a_full_disk_kept_from_the_cache_are_recorded_when_it_has_room_again(dataset, monkeypatch,
-                                                                                         caplog):
-    # A cache save that failed (a full disk) dropped its records: when space came back later in the run, those
-    # quarantines never reached the cache and the next run decoded the videos again. Now the next flush tries again.
+def _cache_saves_fail(monkeypatch, times: int) -> list[int]:
+    """The next ``times`` index cache saves fail as on a full disk, then they write again; the list counts down."""
     import dali_pipelines.dataset_index as dataset_index_mod
 
-    lst, root = dataset
-    ix = build_index(str(lst), str(root), workers=1, progress=False)
-    real_save, fails = dataset_index_mod.save_cache, [2]
+    real_save, fails = dataset_index_mod.save_cache, [times]
 
     def full_disk_for_a_while(path, *a):
         if fails[0]:
@@ -1398,6 +1392,16 @@ def test_quarantines_a_full_disk_kept_from_the_cache_are_recorded_when_it_has_ro
         real_save(path, *a)
 
     monkeypatch.setattr(dataset_index_mod, "save_cache", full_disk_for_a_while)
+    return fails
+
+
+def test_quarantines_a_full_disk_kept_from_the_cache_are_recorded_when_it_has_room_again(dataset, monkeypatch,
+                                                                                         caplog):
+    # A cache save that failed (a full disk) dropped its records: when space came back later in the run, those
+    # quarantines never reached the cache and the next run decoded the videos again. Now the next flush tries again.
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    fails = _cache_saves_fail(monkeypatch, 2)
     row = ix.good_rows[0]
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
         ix.quarantine(row, "decode failed during the run")  # saves the cache at once: the disk is full
@@ -1416,19 +1420,9 @@ def test_quarantines_a_full_disk_kept_from_the_cache_are_recorded_when_it_has_ro
 
 def test_a_cache_save_that_fails_once_and_then_succeeds_at_the_flush_is_not_said(dataset, monkeypatch, caplog):
     # The quarantine's own save fails and the epoch's end records it: no warning that it could not be recorded.
-    import dali_pipelines.dataset_index as dataset_index_mod
-
     lst, root = dataset
     ix = build_index(str(lst), str(root), workers=1, progress=False)
-    real_save, fails = dataset_index_mod.save_cache, [1]
-
-    def full_disk_once(path, *a):
-        if fails[0]:
-            fails[0] -= 1
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        real_save(path, *a)
-
-    monkeypatch.setattr(dataset_index_mod, "save_cache", full_disk_once)
+    fails = _cache_saves_fail(monkeypatch, 1)
     row = ix.good_rows[0]
     with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
         ix.quarantine(row, "decode failed during the run")

@@ -951,15 +951,21 @@ def test_what_the_names_decide_is_refused_before_check_probes_a_video(tmp_path, 
     assert "1 unusable video file(s)" in capsys.readouterr().err and counted_probes == []
 
 
-def test_a_check_that_fails_keeps_its_probes_for_the_fixed_command(tmp_path, counted_probes, capsys):
-    # k722 over two datasets, the second's flat folders without their annotation CSVs: the first dataset's probes
-    # (hours on Kinetics) were lost with the error, and probed again by the fixed command.
+def _k722_check_then_a_flat_download(tmp_path):
+    """A class-folder dataset t400 and a flat download t600 (one video per split, no annotation CSVs), and the
+    ``k722 --check`` arguments over t400 alone (the tests add t600): ``(first, flat, out, args)``."""
     first = _two_class_tree(tmp_path / "t400", train_per_class=2)
     flat = tmp_path / "t600"
     for split in ("train", "val"):
         write_clip(flat / split / vid(f"f{split[0]}"), t=4)
     out = tmp_path / "data"
-    args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
+    return first, flat, out, ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
+
+
+def test_a_check_that_fails_keeps_its_probes_for_the_fixed_command(tmp_path, counted_probes, capsys):
+    # k722 over two datasets, the second's flat folders without their annotation CSVs: the first dataset's probes
+    # (hours on Kinetics) were lost with the error, and probed again by the fixed command.
+    first, flat, out, args = _k722_check_then_a_flat_download(tmp_path)
     assert prepare_kinetics.main(args + ["--dataset", f"t600={flat}"]) == 2
     assert "annotation CSV" in capsys.readouterr().err and len(counted_probes) == 6
     counted_probes.clear()
@@ -1514,12 +1520,7 @@ def test_a_scan_error_after_a_dataset_was_probed_says_its_probes_are_kept(tmp_pa
                                                                          monkeypatch, cause):
     # k722 whose second dataset fails after the first was probed: the probes were saved (a KineticsError's) or lost
     # (an OSError's), and the error line did not say that the fixed command probes none of them again.
-    first = _two_class_tree(tmp_path / "t400", train_per_class=2)
-    flat = tmp_path / "t600"
-    for split in ("train", "val"):
-        write_clip(flat / split / vid(f"f{split[0]}"), t=4)
-    out = tmp_path / "data"
-    args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
+    first, flat, out, args = _k722_check_then_a_flat_download(tmp_path)
 
     def write_csvs():
         for split in ("train", "val"):

@@ -33,7 +33,7 @@ logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, 
 
 # Runtime quarantines reach the cache file at most this often (and at every flush): each write rewrites the whole
 # cache (73 MB, about a quarter of a second, for 650,000 videos), which a burst of failures (a folder deleted during
-# the run) paid once per video. The quarantine file gets every line at once.
+# the run) paid once per video. The quarantine file gets every line at once (one it could not take: at each flush).
 CACHE_RECORD_INTERVAL_S = 30.0
 BAD_VIDEOS_NAMED = 20  # bad videos named in a log or a summary; the quarantine file lists every one
 
@@ -121,6 +121,9 @@ class DatasetIndex:
         self._unrecorded: list[tuple[str, tuple[int, int] | None, tuple[int, int] | None, str]] = []
         self._unrecorded_lock = threading.Lock()  # the feeder's thread quarantines while the loop flushes
         self._recorded_at = float("-inf")
+        # rel path -> reason: quarantine file lines not written yet (a folder briefly unwritable, a full disk), in
+        # order; each quarantine and flush tries them again, so the file lists every video the run left out
+        self._unwritten: dict[str, str] = {}
         # file (the quarantine file, the cache) -> (rel paths of the quarantines this run could not record there,
         # the first error): said once per file, at the next flush (flush_quarantines), not once per video and rank
         self._not_recorded: dict[str, tuple[set[str], str]] = {}
@@ -205,8 +208,8 @@ class DatasetIndex:
         records are written at most every ``CACHE_RECORD_INTERVAL_S`` seconds; :meth:`flush_quarantines` writes the
         rest (the loader calls it at each epoch's end and when it closes). Not ``record``: the quarantine file and
         the cache are left to another process of this machine (ranks learning another rank's quarantine), which
-        writes the same files. A record that cannot be written is said once, by :meth:`flush_quarantines`; the
-        cache's stay pending, tried again at each flush (a full disk may have room again).
+        writes the same files. A record that cannot be written stays pending, tried again at each flush (a full
+        disk may have room again); one still not written then is said once, by :meth:`flush_quarantines`.
         """
         rel, path = self.videos.rel_path(row), self.videos.path(row)
         reason = " ".join(str(reason).split()) or "runtime failure"
@@ -216,20 +219,19 @@ class DatasetIndex:
         self.bad[row] = reason
         self.quarantined_at_run.add(row)
         logger.debug("quarantined %s: %s", path, reason)  # the schedule's warning names it
-        if self.cache_path and remember and record:
+        if record:
             with self._unrecorded_lock:
-                self._unrecorded.append((rel, stat_key(path), probed, reason))
-        try:
-            if record:
+                if self.cache_path and remember:
+                    self._unrecorded.append((rel, stat_key(path), probed, reason))
+                self._unwritten.setdefault(rel, reason)  # (a row naming the same file, still pending: its reason)
+            try:
                 with locked(self.lock_path):
-                    if not _lists(self.quarantine_path, rel):  # (another row or index of its list quarantined it)
-                        with open(self.quarantine_path, "a", encoding="utf-8") as f:
-                            f.write(f"{rel}\t{reason}\n")
+                    self._write_quarantine_lines()  # (its own failures: noted there, as the cache's)
                     if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
                         self._record_in_cache()
-        except OSError as e:  # the records are for later runs: this one goes on with the video left out
-            logger.debug("could not record the quarantine of %s (%s)", path, e)
-            self._could_not_record(self.quarantine_path, [rel], e)  # (the cache's own failures: _record_in_cache)
+            except OSError as e:  # the lock itself: the records are for later runs, this one goes on without the video
+                logger.debug("could not record the quarantine of %s (%s)", path, e)
+                self._could_not_record(self.quarantine_path, [rel], e)
         # after our own line: a list passed to may be ours (the same list), whose file then keeps our reason
         for other, rows in self._passed_to:
             for there in rows.get(int(row), ()):
@@ -276,17 +278,45 @@ class DatasetIndex:
             self._passed_to.append((other, self.shared_with(other) if shared is None else shared))
 
     def flush_quarantines(self) -> None:
-        """Write the runtime quarantines not yet in the cache file (see :meth:`quarantine`), then say, once per file
-        and run, a quarantine file or cache that could not be written (:meth:`_say_not_recorded`)."""
-        if self._unrecorded:
+        """Write the runtime quarantines not yet in the quarantine file or the cache file (see :meth:`quarantine`),
+        then say, once per file and run, a quarantine file or cache that could not be written
+        (:meth:`_say_not_recorded`)."""
+        if self._unwritten or self._unrecorded:
             try:
                 with locked(self.lock_path):
+                    self._write_quarantine_lines()
                     self._record_in_cache()
             except OSError as e:  # the lock itself (a read-only folder): kept, tried again at the next flush
                 with self._unrecorded_lock:
-                    rels = [record[0] for record in self._unrecorded]
-                self._could_not_record(self.cache_path, rels, e)
+                    lines, rels = list(self._unwritten), [record[0] for record in self._unrecorded]
+                if lines:
+                    self._could_not_record(self.quarantine_path, lines, e)
+                if rels:
+                    self._could_not_record(self.cache_path, rels, e)
         self._say_not_recorded()
+
+    def _write_quarantine_lines(self) -> None:
+        """Under the lock: append the quarantine file lines not yet written (``<rel>\\t<reason>``), in order, but
+        not for a video the file lists already (another row or index of its list quarantined it). Lines a failed
+        write kept out stay pending for the next try (:meth:`flush_quarantines`)."""
+        with self._unrecorded_lock:
+            pending = dict(self._unwritten)
+        if not pending:
+            return
+        try:
+            listed, cut = _listed(self.quarantine_path)
+            lines = "".join(f"{rel}\t{reason}\n" for rel, reason in pending.items() if rel not in listed)
+            if lines:
+                with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                    f.write(("\n" if cut else "") + lines)  # (after a line an earlier failed write cut short)
+        except OSError as e:  # (a full disk, an unwritable folder): this run goes on, said once by flush_quarantines
+            self._could_not_record(self.quarantine_path, list(pending), e)
+            return
+        with self._unrecorded_lock:  # written now: a failure not yet said is no longer true
+            for rel in pending:
+                self._unwritten.pop(rel, None)
+            if not self._unwritten and self.quarantine_path not in self._not_recorded_said:
+                self._not_recorded.pop(self.quarantine_path, None)
 
     def _could_not_record(self, file: str, rels: list[str], error: OSError) -> None:
         """Note that the quarantines of ``rels`` could not be written in ``file`` (:meth:`_say_not_recorded`)."""
@@ -296,7 +326,7 @@ class DatasetIndex:
     def _say_not_recorded(self) -> None:
         """One warning per file the first time quarantines could not be recorded there, naming it, how many and the
         first error; later ones of the run are not said again (they fail alike: a read-only folder, a full disk).
-        When both files failed since the last flush (a read-only folder), one line names both. The cache's records
+        When both files failed since the last flush (a read-only folder), one line names both. The records of both
         stay pending and each flush tries them again; one that succeeds before this is said leaves nothing to say."""
         with self._unrecorded_lock:
             new = [file for file in self._not_recorded if file not in self._not_recorded_said]
@@ -415,11 +445,15 @@ def _most_common(values: np.ndarray) -> list[tuple[int, int]]:
     return [(int(uniq[i]), int(counts[i])) for i in order]
 
 
-def _lists(quarantine_path: str, rel: str) -> bool:
-    """Whether the quarantine file has a line (``<rel>\\t<reason>``) for the video ``rel``."""
-    start = rel + "\t"
+def _listed(quarantine_path: str) -> tuple[set[str], bool]:
+    """The videos the quarantine file has a line for (``<rel>\\t<reason>``), and whether it ends inside a line (a
+    write cut short: a full disk)."""
+    listed, line = set(), "\n"
     try:
         with open(quarantine_path, encoding="utf-8", newline="\n") as f:
-            return any(line.startswith(start) for line in f)
+            for line in f:
+                if "\t" in line:
+                    listed.add(line.split("\t", 1)[0])
     except FileNotFoundError:
-        return False
+        pass
+    return listed, not line.endswith("\n")

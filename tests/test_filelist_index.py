@@ -1433,6 +1433,86 @@ def test_a_cache_save_that_fails_once_and_then_succeeds_at_the_flush_is_not_said
     assert fails == [0] and "could not record" not in caplog.text, caplog.text
 
 
+def _quarantine_appends_fail(monkeypatch, times: int, cut_at: int = 0) -> list[int]:
+    """The next ``times`` appends to a quarantine file fail as on a full disk (the first writing its first ``cut_at``
+    characters: a write cut short), then they write again; the list counts down."""
+    import builtins
+
+    import dali_pipelines.dataset_index as dataset_index_mod
+
+    real_open, fails = builtins.open, [times]
+
+    class CutShort:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            self.f.write(text[:cut_at])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device", self.f.name)
+
+    def full_disk_for_a_while(path, mode="r", *a, **k):
+        if str(path).endswith(".quarantine.txt") and mode == "a" and fails[0]:
+            fails[0] -= 1
+            if cut_at and fails[0] == times - 1:
+                return CutShort(real_open(path, mode, *a, **k))
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(dataset_index_mod, "open", full_disk_for_a_while, raising=False)
+    return fails
+
+
+def test_quarantine_lines_a_full_disk_kept_out_are_written_at_the_next_flush_once(dataset, monkeypatch, caplog):
+    # A quarantine line that could not be appended (a full disk, a list folder briefly unwritable) was dropped: the
+    # quarantine file missed videos the run left out. Now each flush tries them again, in order, each video once.
+    lst, root = dataset
+    rels = list(GOOD)
+    lst.write_text("".join(f"{rel} 0\n" for rel in rels + rels[:1]))  # rels[0] on two rows
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    fails = _quarantine_appends_fail(monkeypatch, 3, cut_at=5)
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix.quarantine(0, "decode failed during the run")  # its write cut short
+        ix.quarantine(len(rels), "another reason")  # the same file: still pending, not a second line
+        ix.quarantine(1, "frames missing")
+        assert fails == [0] and "\t" not in Path(ix.quarantine_path).read_text()
+        ix.flush_quarantines()  # the epoch's end: there is room again
+        ix.quarantine(2, "a third failure")  # written at once
+        ix.flush_quarantines()  # the loader's close: nothing left to write
+    assert Path(ix.quarantine_path).read_text().splitlines()[-3:] == [
+        f"{rels[0]}\tdecode failed during the run", f"{rels[1]}\tframes missing", f"{rels[2]}\ta third failure"]
+    assert "could not record" not in caplog.text, caplog.text  # recorded after all: nothing to say
+
+
+def test_quarantine_lines_still_unwritable_at_the_close_are_said_once_with_their_count(dataset, monkeypatch, caplog):
+    # Two lines kept out at first and written at the epoch's end are not said; the one the close still cannot write
+    # is, once, with its count (it used to be said at the epoch's end, counting the two that were written).
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    rows = ix.good_rows[:3]
+    _quarantine_appends_fail(monkeypatch, 2)
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        for row in rows[:2]:
+            ix.quarantine(row, "decode failed during the run")
+        ix.flush_quarantines()  # the epoch's end: written
+        _quarantine_appends_fail(monkeypatch, 100)
+        ix.quarantine(rows[2], "decode failed during the run")
+        ix.flush_quarantines()  # the next epoch's end: still full
+        ix.flush_quarantines()  # the loader's close: still full
+    said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    assert said == [f"could not record the quarantine of 1 video in {ix.quarantine_path} ([Errno 28] No space left "
+                    f"on device: '{ix.quarantine_path}'); this run leaves them out all the same, but a later run will "
+                    "try them again unless the index cache recorded them"], said
+    listed = Path(ix.quarantine_path).read_text()
+    assert [listed.count(ix.entries[r].rel_path + "\t") for r in rows] == [1, 1, 0], listed
+
+
 def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, monkeypatch):
     import dali_pipelines.filelist as filelist_mod
 

@@ -1195,7 +1195,8 @@ def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypat
     monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0.5)
     with pytest.raises(KineticsError, match=rf"^dataset t400: --check stopped: {MAX_OVERDUE_IN_A_ROW} items in a "
                                             r"row gave no result within 0.5 s each"):
-        scan_dataset("t400", str(src), check=True, workers=2)
+        # (val's class now has no video, refused before any probe without allow_empty_classes)
+        scan_dataset("t400", str(src), check=True, workers=2, allow_empty_classes=True)
 
 
 def test_reencode_cli_dry_run_and_bad_roots(tmp_path, capsys):
@@ -1586,6 +1587,24 @@ def test_a_dataset_left_without_a_usable_video_by_its_check_says_its_probes_are_
     assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0 and counted_probes == [str(junk)]
 
 
+def test_a_check_refuses_an_empty_class_folder_before_its_first_probe(tmp_path, counted_probes, capsys):
+    # A class folder with no video was refused only after every other video was probed (hours on Kinetics): no
+    # probe can give it one, so the refusal comes first, with the same message as without --check.
+    root = _two_class_tree(tmp_path / "t400", train_per_class=2)
+    shutil.rmtree(root / "val" / PAF)
+    (root / "val" / PAF).mkdir()
+    out = tmp_path / "data"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out)]
+    refused = (f"error: dataset t400: 1 class folder(s) in '{root / 'val'}' have no usable video ('{PAF}'); fix the "
+               f"download or pass --allow-empty-classes")
+    assert prepare_kinetics.main(args) == 2 and capsys.readouterr().err.splitlines()[-1] == refused
+    assert prepare_kinetics.main(args + ["--check", "--workers", "1"]) == 2
+    assert capsys.readouterr().err.splitlines() == [refused]  # no progress line of a check, no "probes saved"
+    assert counted_probes == [] and not list(out.glob("*.index.npz"))
+    assert prepare_kinetics.main(args + ["--check", "--workers", "1", "--allow-empty-classes"]) == 0
+    assert len(counted_probes) == 5 and len(read_list(out / "t400_val.txt")) == 1
+
+
 @pytest.mark.parametrize("failing", ["a later dataset", "the probed one"])
 def test_a_scan_error_whose_probes_cannot_be_saved_says_only_the_error(tmp_path, counted_probes, capsys,
                                                                       monkeypatch, failing):
@@ -1602,15 +1621,14 @@ def test_a_scan_error_whose_probes_cannot_be_saved_says_only_the_error(tmp_path,
     args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
     if failing == "a later dataset":
         args += ["--dataset", f"t600={tmp_path / 'none'}"]
-        failed = f"dataset t600: root '{tmp_path / 'none'}' does not exist or is not a directory"
-    else:
-        shutil.rmtree(first / "val" / PAF)
-        (first / "val" / PAF).mkdir()
-        failed = f"dataset t400: 1 class folder(s) in '{first / 'val'}' have no usable video ('{PAF}'); fix the " \
-                 f"download or pass --allow-empty-classes"
+        failed = end = f"dataset t600: root '{tmp_path / 'none'}' does not exist or is not a directory"
+    else:  # its check leaves a class without a usable video (an empty folder is refused before any probe)
+        (first / "val" / PAF / vid("v1")).write_bytes(b"\x00not a video" * 50)
+        failed = f"dataset t400: 1 class folder(s) in '{first / 'val'}' have no usable video ('{PAF}'); 1 unusable"
+        end = "; fix the download or pass --allow-empty-classes"
     assert prepare_kinetics.main(args) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}" and len(counted_probes) == 3 + (
-        failing == "a later dataset")
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"error: {failed}") and line.endswith(end) and len(counted_probes) == 4
     assert not list(out.glob("*_check_interrupted*"))
 
 

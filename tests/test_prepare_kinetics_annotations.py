@@ -146,6 +146,31 @@ def test_flat_layout_with_underscored_labels_and_checked_videos(tmp_path):
     assert _without_paths(rep["flat"]) == _without_paths(rep["folders"])
 
 
+def test_a_check_refuses_an_annotated_class_without_a_video_before_its_first_probe(tmp_path, capsys, monkeypatch):
+    # A class of val.csv none of whose videos was downloaded: refused only after every other video was probed.
+    from dali_pipelines import index as index_mod
+
+    tree = {"train": {"a": [vid("a1")], "b": [vid("b1")]}, "val": {"a": [vid("v1")], "b": [vid("v2")]}}
+    flat = make_flat(tmp_path / "t400", tree)
+    for split, classes in tree.items():
+        for files in classes.values():
+            write_clip(flat / split / files[0], t=2, h=16, w=16)
+    (flat / "val" / vid("v2")).unlink()
+    probed: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: probed.append(job[1]) or real_job(job))
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={flat}", "--out", str(out), "--check",
+                                  "--workers", "1"]) == 2
+    val_csv = str(flat / "annotations" / "val.csv")
+    missing = (str(flat / "val" / os.path.splitext(vid("v2"))[0]),
+               f"missing: no video file for line 3 of {val_csv} (class 'b')")
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: dataset t400: 1 annotated class(es) of {val_csv!r} have no usable video ('b'); 1 unusable file(s) "
+        f"were skipped in this split, e.g. {missing}; fix the download or pass --allow-empty-classes"]
+    assert probed == [] and not list(out.glob("*.index.npz"))
+
+
 def test_missing_unannotated_and_misplaced_videos_are_reported(tmp_path, capsys):
     tree = {"train": {"a": [vid("A1"), vid("A2"), vid("G1")], "b": [vid("B1"), vid("B2")]},
             "val": {"a": [vid("V1"), vid("V2")], "b": [vid("V3"), vid("G2")]}}

@@ -277,6 +277,8 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
     classes = match_official(name, root, walked.class_sets["train"], allow_empty_classes, official_labels,
                              walked.classes_from, walked.class_where)
     _refuse_unusable(name, walked.skipped, strict)
+    if not allow_empty_classes:  # a class with no video found has none after the probes either
+        _refuse_classes_without_videos(name, root, folders, walked, classes, walked.skipped + walked.absent)
     probes, probe_rows = None, {}
     if check and walked.candidates:
         probes, probe_rows = _probe_candidates(name, root, walked, workers, progress, before, partial_list,
@@ -411,11 +413,23 @@ def _usable_videos(name: str, root: str, folders: dict[str, str], walked: _Walke
     included), and classes without a usable video. The annotated videos without a file join ``walked.skipped``."""
     _refuse_unusable(name, walked.skipped, strict)
     walked.skipped.extend(walked.absent)
+    if not allow_empty_classes:  # those the probes left without a usable video
+        _refuse_classes_without_videos(name, root, folders, walked, classes, walked.skipped)
+    return _by_split(walked.candidates)
+
+
+def _by_split(candidates: list[tuple[str, Video]]) -> dict[str, list[Video]]:
     videos: dict[str, list[Video]] = {"train": [], "val": []}
-    for split, v in walked.candidates:
+    for split, v in candidates:
         videos[split].append(v)
-    if not allow_empty_classes:
-        for split, folder in folders.items():
-            where = f"annotated class(es) of {walked.csvs[split]!r}" if walked.csvs else ""
-            _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], walked.skipped, where)
     return videos
+
+
+def _refuse_classes_without_videos(name: str, root: str, folders: dict[str, str], walked: _Walked,
+                                   classes: list[str], skipped: list[tuple[str, str]]) -> None:
+    """A class of either split none of whose ``walked.candidates`` is a video; ``skipped``: the files left out so
+    far, for the message."""
+    videos = _by_split(walked.candidates)
+    for split, folder in folders.items():
+        where = f"annotated class(es) of {walked.csvs[split]!r}" if walked.csvs else ""
+        _refuse_empty_classes(name, os.path.join(root, folder), classes, videos[split], skipped, where)

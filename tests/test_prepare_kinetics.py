@@ -1392,7 +1392,8 @@ def test_an_interrupted_check_keeps_its_probes_and_the_rerun_probes_only_the_res
         assert len(stopped) == 1 and "probes only the rest" in stopped[0] and "Traceback" not in r.stderr
     else:
         assert r.returncode != 0 and "interrupted:" in r.stderr and "Traceback" not in r.stderr
-    assert list(out.glob("*.index.npz"))
+    # the saved probes alone: their cache's lock file was left beside them until a check completed
+    assert sorted(p.name for p in out.glob("t400_*")) == ["t400_check_interrupted.txt.index.npz"]
     # The same command probes only the 5 of the 8 videos that were not probed before the stop.
     assert prepare_kinetics.main(args) == 0
     assert len(counted_probes) == 8 - 3
@@ -1433,8 +1434,10 @@ def test_a_check_stopped_while_writing_the_lists_says_what_it_wrote_and_keeps_th
         assert r.stderr.splitlines()[-1] == f"stopped: SIGTERM received: {said} (exit code 4)"
     else:
         assert r.returncode != 0 and r.stderr.splitlines()[-1] == f"interrupted: {said}", r.stderr
-    written = sorted(p.name for p in out.glob("t400_*") if p.suffix != ".lock")  # a cache's lock file aside
+    written = sorted(p.name for p in out.glob("t400_*") if p.suffix != ".lock")
     assert written == ["t400_check_interrupted.txt.index.npz", "t400_train.txt", "t400_train.txt.index.npz"]
+    # the written list's cache keeps its lock, which its builds take; that of the saved probes is gone
+    assert sorted(p.name for p in out.glob("t400_*.lock")) == ["t400_train.txt.index.lock"]
     assert len(read_list(out / "t400_train.txt")) == 6
     assert prepare_kinetics.main(args) == 0
     assert counted_probes == []
@@ -1454,7 +1457,7 @@ def test_a_check_killed_outright_keeps_the_probes_it_saved_on_the_way(tmp_path, 
     r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == -9, r.stderr
     assert "saved the" not in r.stderr  # the saves on the way are silent
-    assert not (out / "t400_train.txt").exists() and (out / "t400_check_interrupted.txt.index.npz").is_file()
+    assert sorted(p.name for p in out.glob("t400_*")) == ["t400_check_interrupted.txt.index.npz"]
     # The same command probes only the 5 of the 8 videos that were not probed before the kill.
     assert prepare_kinetics.main(args) == 0
     assert len(counted_probes) == 8 - 3
@@ -1581,8 +1584,7 @@ def test_a_dataset_left_without_a_usable_video_by_its_check_says_its_probes_are_
     assert line.startswith(f"error: dataset t400: 1 class folder(s) in '{root / 'val'}' have no usable video ('{ARM}')")
     assert line.endswith(f"--allow-empty-classes; the usable videos probed are saved in "
                          f"{out}/*_check_interrupted.txt.index.npz, and the same command probes none of them again")
-    assert len(counted_probes) == 4 and [p.name for p in out.iterdir() if p.suffix == ".npz"] == [
-        "t400_check_interrupted.txt.index.npz"]
+    assert len(counted_probes) == 4 and [p.name for p in out.iterdir()] == ["t400_check_interrupted.txt.index.npz"]
     counted_probes.clear()
     assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0 and counted_probes == [str(junk)]
 

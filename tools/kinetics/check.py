@@ -3,6 +3,7 @@ lists' index caches, and what was probed saved when the check stops (``scan.scan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -44,12 +45,16 @@ def save_checked(name: str, root: str, probes: "VideoTable | None", probe_rows: 
     ``quiet``: no line says so)."""
     if probes is None or not len(probes):
         return
-    from dali_pipelines.index import save_probed_index
+    from dali_pipelines.index import index_paths, save_probed_index
 
     rel = [os.path.relpath(p, root) for p, _ in sorted(probe_rows.items(), key=lambda x: x[1])]
     # --out made first: without it the cache went to the user's cache folder, where no later check looks
     os.makedirs(os.path.dirname(os.path.abspath(partial_list)), exist_ok=True)
     path = save_probed_index(partial_list, root, rel, probes)
+    # No list of this name is ever built, so nothing else takes its lock, and each save is an atomic write: the
+    # lock file, left beside the saved probes, outlived the check that stopped.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(index_paths(partial_list).lock)
     if not quiet:
         stderr_line(f"check {name}: saved the {len(rel):,} usable videos probed so far in {path}")
 

@@ -962,15 +962,48 @@ def _k722_check_then_a_flat_download(tmp_path):
     return first, flat, out, ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
 
 
-def test_a_check_that_fails_keeps_its_probes_for_the_fixed_command(tmp_path, counted_probes, capsys):
-    # k722 over two datasets, the second's flat folders without their annotation CSVs: the first dataset's probes
-    # (hours on Kinetics) were lost with the error, and probed again by the fixed command.
+def _annotate_flat(flat: Path) -> None:
+    """The annotation CSVs of ``_k722_check_then_a_flat_download``'s flat download: its two videos of one class."""
+    for split in ("train", "val"):
+        csv = flat / "annotations" / f"{split}.csv"
+        csv.parent.mkdir(exist_ok=True)
+        csv.write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,f{split[0]:_<10},10,20,{split}\n")
+
+
+def _no_csv_error(flat: Path) -> str:
+    """The error of ``_k722_check_then_a_flat_download``'s flat download without its annotation CSVs."""
+    return (f"dataset t600: the split folders in '{flat}' hold video files and no class folders (the flat layout of "
+            f"the official downloads), but the train annotation CSV '{flat / 'annotations' / 'train.csv'}' does not "
+            f"exist; name it with --annotations t600:train=CSV, or the folder holding train.csv and val.csv with "
+            f"--annotations t600=DIR")
+
+
+def test_a_check_refuses_a_later_datasets_folders_before_the_first_probe(tmp_path, counted_probes, capsys):
+    # k722 over two datasets, the second's flat folders without their annotation CSVs: refused only once every video
+    # of the first was probed (hours on Kinetics); every dataset is now walked before the first probe.
     first, flat, out, args = _k722_check_then_a_flat_download(tmp_path)
     assert prepare_kinetics.main(args + ["--dataset", f"t600={flat}"]) == 2
-    assert "annotation CSV" in capsys.readouterr().err and len(counted_probes) == 6
+    assert capsys.readouterr().err.splitlines() == [f"error: {_no_csv_error(flat)}"]
+    assert counted_probes == [] and not list(out.glob("*.index.npz"))
+    _annotate_flat(flat)
+    assert prepare_kinetics.main(args + ["--dataset", f"t600={flat}"]) == 0 and len(counted_probes) == 8
+
+
+def test_a_check_that_fails_keeps_its_probes_for_the_fixed_command(tmp_path, counted_probes, capsys):
+    # k722 over two datasets, the second's only val video undecodable, its class left without a usable video by the
+    # check: the probes (hours on Kinetics) were lost with the error, and probed again by the fixed command.
+    first, flat, out, args = _k722_check_then_a_flat_download(tmp_path)
+    _annotate_flat(flat)
+    args += ["--dataset", f"t600={flat}"]
+    fv = flat / "val" / vid("fv")
+    good = fv.read_bytes()
+    fv.write_bytes(b"\x00not a video" * 50)
+    assert prepare_kinetics.main(args) == 2
+    assert "no usable video" in capsys.readouterr().err and len(counted_probes) == 8
     counted_probes.clear()
-    assert prepare_kinetics.main(args) == 0 and counted_probes == []
-    assert len(read_list(out / "k722_train.txt")) == 4 and not list(out.glob("*_check_interrupted*"))
+    fv.write_bytes(good)
+    assert prepare_kinetics.main(args) == 0 and counted_probes == [str(fv)]
+    assert len(read_list(out / "k722_train.txt")) == 5 and not list(out.glob("*_check_interrupted*"))
 
     # One dataset whose check leaves a class without a usable video: its good videos' probes are kept too.
     junk = first / "val" / ARM / vid("v0")
@@ -1519,54 +1552,57 @@ def test_a_check_whose_probes_cannot_be_saved_after_a_failed_list_write_says_onl
     assert not list(out.glob("*_check_interrupted*"))
 
 
-@pytest.mark.parametrize("cause", ["annotation CSV", "OSError"])
+@pytest.mark.parametrize("cause", ["undecodable", "OSError"])
 def test_a_scan_error_after_a_dataset_was_probed_says_its_probes_are_kept(tmp_path, counted_probes, capsys,
                                                                          monkeypatch, cause):
     # k722 whose second dataset fails after the first was probed: the probes were saved (a KineticsError's) or lost
     # (an OSError's), and the error line did not say that the fixed command probes none of them again.
     first, flat, out, args = _k722_check_then_a_flat_download(tmp_path)
-
-    def write_csvs():
-        for split in ("train", "val"):
-            csv = flat / "annotations" / f"{split}.csv"
-            csv.parent.mkdir(exist_ok=True)
-            csv.write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,f{split[0]:_<10},10,20,{split}\n")
-
-    if cause == "annotation CSV":
-        fix = write_csvs
-        failed = (f"dataset t600: the split folders in '{flat}' hold video files and no class folders (the flat "
-                  f"layout of the official downloads), but the train annotation CSV "
-                  f"'{flat / 'annotations' / 'train.csv'}' does not exist; name it with --annotations "
-                  f"t600:train=CSV, or the folder holding train.csv and val.csv with --annotations t600=DIR")
-    else:
-        real_scan = prepare_kinetics.scan_dataset
-
-        def unreadable_t600(name, path, **kwargs):
-            if name == "t600":
-                raise OSError(13, "Permission denied", str(flat / "train"))
-            return real_scan(name, path, **kwargs)
-
-        write_csvs()
-        monkeypatch.setattr(prepare_kinetics, "scan_dataset", unreadable_t600)
-        failed = f"{flat / 'train'}: Permission denied"
+    _annotate_flat(flat)
+    fv = flat / "val" / vid("fv")
+    if cause == "undecodable":  # its only val video: its class is left without a usable video by its check
+        good = fv.read_bytes()
+        fv.write_bytes(b"\x00not a video" * 50)
+        failed = f"dataset t600: 1 annotated class(es) of '{flat / 'annotations' / 'val.csv'}' have no usable video"
+        end = "; fix the download or pass --allow-empty-classes"
+        saved_now = ["t400_check_interrupted.txt.index.npz", "t600_check_interrupted.txt.index.npz"]
+        probed_again = [str(fv)]
 
         def fix():
-            monkeypatch.setattr(prepare_kinetics, "scan_dataset", real_scan)
+            fv.write_bytes(good)
+    else:  # its storage fails while it is checked
+        real_finish = prepare_kinetics.finish_scan
+
+        def unreadable_t600(walked, **kwargs):
+            if walked.name == "t600":
+                raise OSError(13, "Permission denied", str(flat / "train"))
+            return real_finish(walked, **kwargs)
+
+        monkeypatch.setattr(prepare_kinetics, "finish_scan", unreadable_t600)
+        failed = end = f"{flat / 'train'}: Permission denied"
+        saved_now = ["t400_check_interrupted.txt.index.npz"]
+        probed_again = [str(flat / "train" / vid("ft")), str(fv)]
+
+        def fix():
+            monkeypatch.setattr(prepare_kinetics, "finish_scan", real_finish)
     saved = (f"; the usable videos probed are saved in {out}/*_check_interrupted.txt.index.npz, and the same "
              f"command probes none of them again")
     args += ["--dataset", f"t600={flat}"]
     assert prepare_kinetics.main(args) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}{saved}" and len(counted_probes) == 6
-    assert sorted(p.name for p in out.glob("*.index.npz")) == ["t400_check_interrupted.txt.index.npz"]
-    # Nothing probed yet (the failing dataset first): the error line alone.
-    counted_probes.clear()
-    assert prepare_kinetics.main(["k722", "--dataset", f"t600={flat}", "--out", str(tmp_path / "other"), "--check",
-                                  "--workers", "1", "--dataset", f"t400={first}"]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}" and counted_probes == []
-    # The cause fixed, the same command probes only the second dataset's videos.
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"error: {failed}") and line.endswith(end + saved)
+    assert len(counted_probes) == 6 + 2 * (cause == "undecodable")
+    assert sorted(p.name for p in out.glob("*.index.npz")) == saved_now
+    if cause == "OSError":  # nothing probed yet (the failing dataset first): the error line alone
+        counted_probes.clear()
+        assert prepare_kinetics.main(["k722", "--dataset", f"t600={flat}", "--out", str(tmp_path / "other"),
+                                      "--check", "--workers", "1", "--dataset", f"t400={first}"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"error: {failed}" and counted_probes == []
+    # The cause fixed, the same command probes only the videos not probed (or changed) before.
     fix()
+    counted_probes.clear()
     assert prepare_kinetics.main(args) == 0
-    assert sorted(counted_probes) == [str(flat / "train" / vid("ft")), str(flat / "val" / vid("fv"))]
+    assert sorted(counted_probes) == probed_again
     assert len(read_list(out / "k722_train.txt")) == 5 and not list(out.glob("*_check_interrupted*"))
 
 
@@ -1621,9 +1657,18 @@ def test_a_scan_error_whose_probes_cannot_be_saved_says_only_the_error(tmp_path,
     monkeypatch.setattr(prepare_kinetics, "save_checked", full_disk)
     monkeypatch.setattr(scan, "save_checked", full_disk)
     args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
-    if failing == "a later dataset":
-        args += ["--dataset", f"t600={tmp_path / 'none'}"]
-        failed = end = f"dataset t600: root '{tmp_path / 'none'}' does not exist or is not a directory"
+    if failing == "a later dataset":  # its storage fails while it is checked, after the first was probed
+        second = _two_class_tree(tmp_path / "t600", train_per_class=1)
+        real_finish = prepare_kinetics.finish_scan
+
+        def unreadable_t600(walked, **kwargs):
+            if walked.name == "t600":
+                raise OSError(13, "Permission denied", str(second / "train"))
+            return real_finish(walked, **kwargs)
+
+        monkeypatch.setattr(prepare_kinetics, "finish_scan", unreadable_t600)
+        args += ["--dataset", f"t600={second}"]
+        failed = end = f"{second / 'train'}: Permission denied"
     else:  # its check leaves a class without a usable video (an empty folder is refused before any probe)
         (first / "val" / PAF / vid("v1")).write_bytes(b"\x00not a video" * 50)
         failed = f"dataset t400: 1 class folder(s) in '{first / 'val'}' have no usable video ('{PAF}'); 1 unusable"

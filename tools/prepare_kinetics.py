@@ -78,10 +78,10 @@ from evautil.files import output_path_problem  # noqa: E402
 from evautil.progress import stderr_is_terminal  # noqa: E402
 from evautil.workers import usable_cpus  # noqa: E402
 from tools.kinetics import (  # noqa: E402
-    CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree, scan_dataset,
+    CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree,
 )
 from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
-from tools.kinetics.scan import save_checked  # noqa: E402
+from tools.kinetics.scan import finish_scan, save_checked, walk_dataset  # noqa: E402
 from tools.kinetics.video_names import printable_path  # noqa: E402
 
 
@@ -196,15 +196,18 @@ def _scan_all(args: argparse.Namespace) -> list:
         before = probed_before(sorted(glob.glob(os.path.join(glob.escape(args.out), "*.index.npz"))))
     scans = []
     try:
-        for n, path in args.dataset:
-            scans.append(scan_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
-                                      underscore_to_space=args.underscore_to_space, check=args.check,
-                                      workers=args.workers, strict=args.strict,
-                                      allow_empty_classes=args.allow_empty_classes,
-                                      progress=not args.no_progress and stderr_is_terminal(),
-                                      progress_lines=not args.no_progress,
-                                      official_labels=args.official_labels, annotations=annotations.get(n),
-                                      before=before, partial_list=None if args.dry_run else _partial_list(args, n)))
+        # every dataset walked first: what its folders or CSVs alone refuse (a later --dataset's missing CSV or
+        # empty class) is said before the first probe, not after hours of the earlier datasets' probes
+        walked = [walk_dataset(n, path, train_dir=args.train_dir, val_dir=args.val_dir,
+                               underscore_to_space=args.underscore_to_space, strict=args.strict,
+                               allow_empty_classes=args.allow_empty_classes, progress_lines=not args.no_progress,
+                               official_labels=args.official_labels, annotations=annotations.get(n))
+                  for n, path in args.dataset]
+        for w in walked:
+            scans.append(finish_scan(w, check=args.check, workers=args.workers,
+                                     progress=not args.no_progress and stderr_is_terminal(),
+                                     progress_lines=not args.no_progress, before=before,
+                                     partial_list=None if args.dry_run else _partial_list(args, w.name)))
     except (KeyboardInterrupt, Stopped):  # the datasets checked before the one that stopped keep their probes
         # too (on Kinetics hours of them): the same command probes only the rest
         if args.check and not args.dry_run:
@@ -214,7 +217,7 @@ def _scan_all(args: argparse.Namespace) -> list:
             on_interrupt(_interrupted(args))  # what was saved is known now
         raise
     except (KineticsError, OSError) as e:  # the probes kept for the fixed command: the earlier datasets' here, the
-        if args.check and not args.dry_run:  # failing one's by scan_dataset
+        if args.check and not args.dry_run:  # failing one's by finish_scan
             _keep_probes(args, scans, getattr(e, "probes_kept", False))
             args.stopped_in_scan = True
             on_interrupt(_interrupted(args))

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from dali_pipelines.index import ProbedBefore
     from dali_pipelines.index_store import VideoTable
 
-__all__ = ["SKIP_KINDS", "Video", "DatasetScan", "video_entries", "video_skip", "scan_dataset", "save_checked"]
+__all__ = ["SKIP_KINDS", "Video", "DatasetScan", "WalkedDataset", "video_entries", "video_skip", "scan_dataset",
+           "walk_dataset", "finish_scan", "save_checked"]
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
@@ -267,24 +268,60 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
             ``listed in the other split`` when the other split's CSV lists that video and its folder holds it),
             never an error, not even with ``strict``: every Kinetics download lacks some videos.
     """
+    walked = walk_dataset(name, root, train_dir=train_dir, val_dir=val_dir, underscore_to_space=underscore_to_space,
+                          strict=strict, allow_empty_classes=allow_empty_classes, progress_lines=progress_lines,
+                          official_labels=official_labels, annotations=annotations)
+    return finish_scan(walked, check=check, workers=workers, progress=progress, progress_lines=progress_lines,
+                       before=before, partial_list=partial_list)
+
+
+@dataclass
+class WalkedDataset:
+    """A dataset walked, and passed by every refusal that needs no probe (:func:`walk_dataset`); what
+    :func:`finish_scan` needs of the arguments of :func:`scan_dataset`."""
+
+    name: str
+    root: str
+    folders: dict[str, str]
+    walked: _Walked
+    classes: list[str]
+    found: dict[str, int]
+    strict: bool
+    allow_empty_classes: bool
+
+
+def walk_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str = "val",
+                 underscore_to_space: bool = False, strict: bool = False, allow_empty_classes: bool = False,
+                 progress_lines: bool = True, official_labels: str | None = None,
+                 annotations: Mapping[str, str] | None = None) -> WalkedDataset:
+    """The first half of :func:`scan_dataset` (same arguments): the walk, and each refusal that the folders or CSVs
+    alone decide, so that it comes before --check probes a video (on Kinetics the probes take hours). A command over
+    several datasets walks them all before it probes any."""
     root = _dataset_root(name, root)
     folders = {"train": train_dir, "val": val_dir}
     walked = _walk_splits(name, root, folders, underscore_to_space, annotations, progress_lines)
     found = walked.found()  # before --check moves the undecodable videos out of the candidates
-    # What the folders or CSVs alone decide is refused before --check probes a video: on Kinetics the probes take
-    # hours, and an error after them lost them all.
     _refuse_different_classes(name, walked.class_sets, walked.sources)
     classes = match_official(name, root, walked.class_sets["train"], allow_empty_classes, official_labels,
                              walked.classes_from, walked.class_where)
     _refuse_unusable(name, walked.skipped, strict)
     if not allow_empty_classes:  # a class with no video found has none after the probes either
         _refuse_classes_without_videos(name, root, folders, walked, classes, walked.skipped + walked.absent)
+    return WalkedDataset(name, root, folders, walked, classes, found, strict, allow_empty_classes)
+
+
+def finish_scan(w: WalkedDataset, *, check: bool = False, workers: int = 0, progress: bool = False,
+                progress_lines: bool = True, before: "ProbedBefore | None" = None,
+                partial_list: str | None = None) -> DatasetScan:
+    """The second half of :func:`scan_dataset` (same arguments): the probes of ``check``, and the refusals that
+    follow from them."""
+    name, root, walked = w.name, w.root, w.walked
     probes, probe_rows = None, {}
     if check and walked.candidates:
         probes, probe_rows = _probe_candidates(name, root, walked, workers, progress, before, partial_list,
                                                progress_lines)
     try:
-        videos = _usable_videos(name, root, folders, walked, classes, strict, allow_empty_classes)
+        videos = _usable_videos(name, root, w.folders, walked, w.classes, w.strict, w.allow_empty_classes)
     except KineticsError as e:  # the probes of the videos still count: the fixed command probes none of them again
         if partial_list is not None and probes is not None and len(probes):
             try:
@@ -294,7 +331,7 @@ def scan_dataset(name: str, root: str, *, train_dir: str = "train", val_dir: str
             else:
                 e.probes_kept = True  # the caller's error line says so
         raise
-    return DatasetScan(name, root, classes, videos, walked.skipped, walked.ignored, found,
+    return DatasetScan(name, root, w.classes, videos, walked.skipped, walked.ignored, w.found,
                        {split: {k: c[k] for k in SKIP_KINDS if c[k]} for split, c in walked.counts.items()}, probes,
                        probe_rows, walked.info)
 

@@ -41,9 +41,8 @@ def _test_cfg(cfg, num_clip: int, num_crop: int):
 def check_before_indexing(cfg, device) -> Any:
     """What a run (and its --dry-run plan) refuses before it reads its lists, which takes a while: a bad MODEL.ARCH
     or an input size the patch does not divide, a precision ``device`` cannot run (fp16 on a CPU), an optimizer
-    this machine lacks (apex; else found after the lists are indexed, as a traceback), a training run of
-    TRAIN.EPOCHS 0. Returns the model, built on the meta device (no memory for weights)."""
-    from configs import ConfigError
+    this machine lacks (apex; else found after the lists are indexed, as a traceback). Returns the model, built on
+    the meta device (no memory for weights)."""
     from engine.optim import check_optimizer_available
     from engine.train_loop import resolve_precision
     from models import build_model
@@ -52,9 +51,6 @@ def check_before_indexing(cfg, device) -> Any:
     resolve_precision(cfg.TRAIN.PRECISION, device)
     if not cfg.TEST.ONLY_TEST:
         check_optimizer_available(cfg.TRAIN)
-        if cfg.TRAIN.EPOCHS < 1:  # else taken for a finished run: its initial weights tested, "summary ... missing"
-            raise ConfigError(f"TRAIN.EPOCHS = {cfg.TRAIN.EPOCHS} leaves a training run nothing to train: set it to "
-                              "at least 1, or evaluate weights with --only_test (--resume FILE or MODEL.PRETRAINED)")
     return model
 
 

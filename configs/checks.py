@@ -116,6 +116,11 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
     for key in _POSITIVE:
         if _get(cfg, key) < 1:
             raise ConfigError(f"{shown(key)} must be at least 1")
+    # Before the sign check, so that -1 gets this message too. Else the run took itself for a finished one: it
+    # tested its initial weights and said its summary was missing. An evaluation (TEST.ONLY_TEST) trains nothing.
+    if not cfg.TEST.ONLY_TEST and cfg.TRAIN.EPOCHS < 1:
+        raise ConfigError(f"{given('TRAIN.EPOCHS')} leaves a training run nothing to train: set it to at least 1, "
+                          "or evaluate weights with --only_test (--resume FILE or MODEL.PRETRAINED)")
     for key in _NON_NEGATIVE:
         if _get(cfg, key) < 0:
             raise ConfigError(f"{shown(key)} must not be negative")

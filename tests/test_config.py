@@ -498,3 +498,24 @@ def test_a_dotted_key_in_a_file_says_to_nest_it(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     assert config_refusal(str(path)) == f"{path}: {message}"
+
+
+def test_a_training_run_of_no_epochs_is_refused_by_the_config_check(tmp_path, capsys):
+    """TRAIN.EPOCHS 0 passed the config check (tools loading the config took it) and was refused later, by the
+    run's model check, without saying where the value came from; an evaluation may keep any EPOCHS."""
+    import train
+
+    todo = ("leaves a training run nothing to train: set it to at least 1, or evaluate weights with --only_test "
+            "(--resume FILE or MODEL.PRETRAINED)")
+    assert config_refusal(None, ["TRAIN.EPOCHS", "0"]) == f"TRAIN.EPOCHS = 0 (from --opts) {todo}"
+    assert config_refusal(None, ["TRAIN.EPOCHS", "-2"]) == f"TRAIN.EPOCHS = -2 (from --opts) {todo}"
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  EPOCHS: 0\n  WARMUP_EPOCHS: 0\n")
+    assert config_refusal(str(path)) == f"TRAIN.EPOCHS = 0 (from {path}) {todo}"
+    # --only_test is applied before the check, as train.py passes it
+    args = train.parse_args(["--cfg", str(path), "--only_test", "--dry-run"])
+    assert load_config(args.cfg, args.opts, flags=train.config_overrides(args)[0]).TRAIN.EPOCHS == 0
+    assert load_config(None, ["TEST.ONLY_TEST", "True", "TRAIN.EPOCHS", "0"]).TEST.ONLY_TEST
+    demo = str(ROOT / "configs" / "demo.yaml")
+    assert train.main(["--cfg", demo, "--opts", "TRAIN.EPOCHS", "0", "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: TRAIN.EPOCHS = 0 (from --opts) {todo}\n"

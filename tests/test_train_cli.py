@@ -1220,8 +1220,8 @@ def test_a_training_run_of_zero_epochs_is_refused_before_output_is_written(tmp_p
                      "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "0", "TRAIN.BATCH_SIZE", "4")])
     err = capsys.readouterr().err
     assert rc == 2 and err.strip().splitlines() == [
-        "error: TRAIN.EPOCHS = 0 leaves a training run nothing to train: set it to at least 1, or evaluate weights "
-        "with --only_test (--resume FILE or MODEL.PRETRAINED)"], err
+        "error: TRAIN.EPOCHS = 0 (from --opts) leaves a training run nothing to train: set it to at least 1, or "
+        "evaluate weights with --only_test (--resume FILE or MODEL.PRETRAINED)"], err
     assert not out.exists()
 
 

@@ -312,12 +312,12 @@ def test_a_clip_larger_than_the_memory_available_is_one_line_before_anything_is_
     out = tmp_path / "out"
     script = tmp_path / "small_memory.py"
     script.write_text(_MEMORY_OF_4_GIB.format(root=str(ROOT), tool=TOOL, args=[
-        "--out", str(out), "--size", "4096x4096", "--train-per-class", "1", "--val-per-class", "1", "--workers", "1",
-        "--quiet"]))
+        "--out", str(out), "--size", "4096x4096", "--frames", "64", "--train-per-class", "1", "--val-per-class", "1",
+        "--workers", "1", "--quiet"]))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr == ("error: --size 4096x4096 with --frames 32: one clip needs about 28.00 GiB to render and encode "
-                        "and 4.00 GiB of memory is available, even with --workers 1: give --frames 4 or fewer at this "
+    assert r.stderr == ("error: --size 4096x4096 with --frames 64: one clip needs about 5.75 GiB to render and encode "
+                        "and 4.00 GiB of memory is available, even with --workers 1: give --frames 36 or fewer at this "
                         "--size, or a smaller --size\n")
     assert r.stdout == "" and not out.exists()
 

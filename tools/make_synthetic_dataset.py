@@ -35,7 +35,7 @@ from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import output_path_problem  # noqa: E402
 from evautil.progress import format_bytes  # noqa: E402
 from tools.synthetic import (CODECS, MissingEncoderError, NotEnoughMemoryError, clip_memory,  # noqa: E402
-                             make_synthetic_dataset)
+                             frames_that_fit, make_synthetic_dataset)
 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
 LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
@@ -58,7 +58,7 @@ def _size(text: str) -> tuple[int, int]:
 def _too_large(args: argparse.Namespace, e: NotEnoughMemoryError) -> str:
     """The line refusing a clip that does not fit in the memory available, and the --frames that would fit."""
     w, h = args.size
-    fits = e.available // clip_memory(1, args.size)
+    fits = frames_that_fit(e.available, args.size)
     what_fits = (f"give --frames {fits} or fewer at this --size, or a smaller --size" if fits else
                  f"give a smaller --size (one frame of {w}x{h} needs about {format_bytes(clip_memory(1, args.size))})")
     return (f"--size {w}x{h} with --frames {args.frames}: one clip needs about {format_bytes(e.need)} to render and "

@@ -39,7 +39,7 @@ from evautil.progress import counted, format_bytes, stderr_is_terminal, stderr_l
 from evautil.workers import map_with_progress, usable_cpus
 
 __all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset", "MissingEncoderError",
-           "NotEnoughMemoryError", "clip_memory", "available_memory"]
+           "NotEnoughMemoryError", "clip_memory", "frames_that_fit", "available_memory"]
 
 CLASSES: tuple[str, ...] = ("growing", "moving down", "moving up", "shrinking")  # sorted: label = position
 
@@ -89,7 +89,23 @@ def motion_clip(cls_name: str, num_frames: int, size: tuple[int, int], rng: np.r
     w, h = int(size[0]), int(size[1])
     if num_frames < 1 or w < 8 or h < 8:
         raise ValueError(f"need num_frames >= 1 and a size of at least 8x8, got {num_frames} frames, {w}x{h}")
-    T = num_frames
+    scene = _scene(cls_name, num_frames, w, h, rng)
+    # One frame at a time, into the clip's uint8 frames: the float intermediates of the whole clip (its gratings'
+    # phases in float64) were 48 bytes a pixel, 16 times the clip. Each operation is per pixel, so the frames are
+    # those of the clip rendered at once, to the bit.
+    out = np.empty((num_frames, h, w, 3), np.uint8)
+    for i in range(num_frames):
+        out[i:i + 1] = _render(scene, slice(i, i + 1), w, h)
+    if return_meta:
+        meta = {"shape": scene["shape"], "colour": scene["colour"], "cx": float(scene["cx"]), "cy": scene["cy"],
+                "radius": scene["radius"], "drift": float(scene["drift"])}
+        return out, meta
+    return out
+
+
+def _scene(cls_name: str, T: int, w: int, h: int, rng: np.random.Generator) -> dict:
+    """What :func:`motion_clip` draws from ``rng`` for a clip of class ``cls_name``: the object's path, shape and
+    colour, and the background's gratings."""
     u = np.linspace(0.0, 1.0, T) if T > 1 else np.zeros(1)
     m = min(w, h)
 
@@ -113,18 +129,26 @@ def motion_clip(cls_name: str, num_frames: int, size: tuple[int, int], rng: np.r
     phase = rng.uniform(0, 2 * np.pi, size=n_grat)
     drift = rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.6)
     colour = _object_colour(rng, bg_base, bg_amp)
+    return {"shape": shape, "cx": cx, "cy": cy, "radius": radius, "colour": colour, "bg_base": bg_base,
+            "amps": amps, "freq": freq, "theta": theta, "phase": phase, "drift": drift}
 
-    t = np.arange(T, dtype=np.float32)[:, None, None]
+
+def _render(scene: dict, span: slice, w: int, h: int) -> np.ndarray:
+    """The uint8 frames ``span`` of the clip of ``scene`` (:func:`_scene`): its gratings, the object drawn over
+    them."""
+    amps, freq, theta, phase, drift = (scene[k] for k in ("amps", "freq", "theta", "phase", "drift"))
+    shape, cx, cy, radius, colour = (scene[k] for k in ("shape", "cx", "cy", "radius", "colour"))
+    t = np.arange(span.start, span.stop, dtype=np.float32)[:, None, None]
     ys = np.arange(h, dtype=np.float32)[None, :, None]
     xs = np.arange(w, dtype=np.float32)[None, None, :]
-    frames = np.broadcast_to(bg_base.astype(np.float32), (T, h, w, 3)).copy()
-    for k in range(n_grat):
+    frames = np.broadcast_to(scene["bg_base"].astype(np.float32), (len(t), h, w, 3)).copy()
+    for k in range(len(freq)):
         fx, fy = freq[k] * np.cos(theta[k]), freq[k] * np.sin(theta[k])
-        wave = np.sin(2 * np.pi * (fx * (xs - drift * t) + fy * ys) + phase[k]).astype(np.float32)  # (T, h, w)
+        wave = np.sin(2 * np.pi * (fx * (xs - drift * t) + fy * ys) + phase[k]).astype(np.float32)  # (t, h, w)
         frames += wave[..., None] * amps[k].astype(np.float32)
 
     dx = np.abs(xs - np.float32(cx))
-    dy = np.abs(ys - cy.astype(np.float32)[:, None, None])
+    dy = np.abs(ys - cy[span].astype(np.float32)[:, None, None])
     if shape == "disc":
         dist = np.sqrt(dx * dx + dy * dy)
     elif shape == "square":
@@ -132,14 +156,9 @@ def motion_clip(cls_name: str, num_frames: int, size: tuple[int, int], rng: np.r
     else:  # diamond, scaled to about the disc's area
         dist = (dx + dy) * np.float32(1 / np.sqrt(np.pi / 2))
     # Anti-aliased edge (one-pixel ramp) keeps motion smooth at sub-pixel speeds.
-    alpha = np.clip(radius.astype(np.float32)[:, None, None] - dist + 0.5, 0.0, 1.0)[..., None]
+    alpha = np.clip(radius[span].astype(np.float32)[:, None, None] - dist + 0.5, 0.0, 1.0)[..., None]
     frames = frames * (1 - alpha) + colour.astype(np.float32) * alpha
-    out = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
-    if return_meta:
-        meta = {"shape": shape, "colour": colour, "cx": float(cx), "cy": cy, "radius": radius,
-                "drift": float(drift)}
-        return out, meta
-    return out
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,10 +186,12 @@ class MissingEncoderError(RuntimeError):
     """The FFmpeg inside PyAV cannot encode the dataset's codec (found before anything is written)."""
 
 
-# What rendering and encoding one clip holds at its peak, per pixel of each frame: motion_clip's float32 frames and
-# their float intermediates, the uint8 clip, the encoder's pictures (measured: 53-54 bytes of peak RSS at 256x256 and
-# 512x256, 32 frames; numpy alone 48). An encoding process also holds its interpreter, numpy and PyAV (about 51 MiB).
-CLIP_BYTES_PER_PIXEL = 56
+# What rendering and encoding one clip holds at its peak: per pixel of the clip, its uint8 frames (3 bytes); per pixel
+# of one frame, the larger of one frame's float intermediates (about 50 bytes) and the encoder's pictures (peak RSS
+# less the clip, measured for 2 to 64 frames: libvpx-vp9 106 bytes at 1024x1024, 91 at 2048x2048; libx264 74 and 63).
+# An encoding process also holds its interpreter, numpy and PyAV (about 51 MiB).
+CLIP_BYTES_PER_PIXEL = 4
+FRAME_BYTES_PER_PIXEL = 112
 WORKER_BYTES = 64 << 20
 
 
@@ -186,7 +207,13 @@ class NotEnoughMemoryError(RuntimeError):
 
 def clip_memory(num_frames: int, size: tuple[int, int]) -> int:
     """Bytes that rendering and encoding one clip of ``num_frames`` frames of ``size`` holds at its peak."""
-    return CLIP_BYTES_PER_PIXEL * int(num_frames) * int(size[0]) * int(size[1])
+    return (CLIP_BYTES_PER_PIXEL * int(num_frames) + FRAME_BYTES_PER_PIXEL) * int(size[0]) * int(size[1])
+
+
+def frames_that_fit(memory: int, size: tuple[int, int]) -> int:
+    """The most frames of ``size`` a clip may have for :func:`clip_memory` to fit in ``memory`` bytes (0: none)."""
+    pixels = int(size[0]) * int(size[1])
+    return max(0, (memory - FRAME_BYTES_PER_PIXEL * pixels) // (CLIP_BYTES_PER_PIXEL * pixels))
 
 
 def available_memory() -> int | None:

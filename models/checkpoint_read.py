@@ -1,0 +1,177 @@
+"""What a weights file holds, read safely (``models.checkpoint``'s reading, SPEC.md section 2).
+
+A ``.safetensors`` file, or a ``torch.save`` one read by :func:`models.safe_load.load_torch_file` (no pickled code
+runs), or an ``hf://`` reference to either, gives a flat ``{name: tensor}``: nested training checkpoints unwrapped, a
+``module.`` prefix stripped, the EMA weights of a run that kept them, the config saved beside them. The checks a run
+makes before it builds anything (a readable file, a head that scores the run's classes) read the same way, with the
+tensors memory-mapped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, Union
+
+import torch
+
+from evautil.errors import CheckpointError
+from evautil.zip_check import is_safetensors, safetensors_cut_short
+
+from .safe_load import load_torch_file
+
+__all__ = ["EMA_NOTE", "PathLike", "named_path", "strip_module_prefix", "read_checkpoint", "check_checkpoint",
+           "head_mismatch", "read_state_dict"]
+
+# The checkpoint reader's logger: its users set their handlers and levels there.
+logger = logging.getLogger("models.checkpoint")
+
+EMA_NOTE = "using its EMA weights (the ones the run evaluated), not its raw 'model' weights"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def named_path(path: str, local: str | None = None) -> str:
+    """``path`` as messages name it: as the user wrote it, and for an ``hf://`` reference the cached file it stands
+    for (``local``, else found in the Hub cache without a request) in parentheses, whichever check or load speaks."""
+    if not path.startswith("hf://"):
+        return path
+    if local is None:
+        from .hub import cached_weights_path
+
+        try:
+            local = cached_weights_path(path)
+        except CheckpointError:  # a malformed reference: named as written
+            local = None
+    return f"{path} ({local})" if local else path
+
+
+def _unwrap(obj: Any) -> Any:
+    # Training checkpoints nest the weights under 'model' (the original's epoch_saving), DeepSpeed-style files
+    # under 'module', Lightning-style ones under 'state_dict'; nesting can repeat. Raw state dicts pass through
+    # (the original raised UnboundLocalError on them, SPEC.md section 6 item 9).
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            break
+        for key in ("model", "module", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        else:
+            break
+    return obj
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    # DDP-wrapped models save keys as 'module.<name>'.
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
+    """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
+    ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors)."""
+    shown = path
+    if path[:4].lower() == "hf:/":  # a Hub reference, the cached local file, or one miswritten (models/hub.py)
+        from .hub import resolve_weights_path
+
+        path = resolve_weights_path(path)
+        shown = named_path(shown, path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {shown}" + (" (a folder, not a file)"
+                                                                         if os.path.isdir(path) else ""))
+    if not is_safetensors(path):
+        return path, load_torch_file(path, mmap, shown)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        if mmap:  # the header, checked against the file's size, and no tensor: shapes only (meta tensors)
+            with safe_open(path, framework="pt", device="cpu") as f:
+                return path, {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
+        return path, load_file(path, device="cpu")
+    except Exception as error:
+        raise CheckpointError(f"{shown}: not a readable safetensors file: "
+                              f"{safetensors_cut_short(path) or error}") from error
+
+
+def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | None = None,
+                    parsed: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
+    """Read a model state dict and the training config saved beside it from a ``.safetensors`` or ``torch.save``
+    file (or an ``hf://`` reference to one), without running pickled code.
+
+    Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
+    ``module.`` prefix is stripped and non-tensor entries are dropped; a training checkpoint of this project with EMA
+    weights (``'ema'``) gives those, which its run evaluated. The config is the file's ``'config'`` entry
+    (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
+    ``mmap``: see :func:`check_checkpoint`. ``notes_to``: :data:`EMA_NOTE` is appended to it when the EMA weights
+    are the ones read (the log line alone is seen only where this logger is shown, which no tool or run did).
+    ``parsed``: the file as :func:`check_checkpoint` returned it (read memory-mapped), taken instead of reading it
+    again (a parse costs per tensor: thousands for a billion-parameter model).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file needs a pickled global outside the plain-data allowlist (it is not executed),
+            cannot be read, or holds no tensors.
+    """
+    path = os.fspath(path)
+    local, obj = _read_file(path, mmap) if parsed is None else (None, parsed)
+    config = obj.get("config") if isinstance(obj, Mapping) else None
+    if isinstance(obj, Mapping) and isinstance(obj.get("ema"), Mapping) and obj["ema"]:
+        # A training checkpoint of a run with TRAIN.EMA: its evaluations and best.pth used the averaged weights,
+        # so evaluating, predicting or fine-tuning from the file uses them too ("model" is the raw weights).
+        logger.info("%s: using its EMA weights (the ones the run evaluated)", path)
+        if notes_to is not None:
+            notes_to.append(EMA_NOTE)
+        obj = obj["ema"]
+    obj = _unwrap(obj)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{named_path(path, local)}: expected a state dict (a mapping of names to tensors), "
+                              f"got {type(obj).__name__}")
+    state_dict = {k: v for k, v in strip_module_prefix(obj).items() if isinstance(v, torch.Tensor)}
+    if not state_dict:
+        raise CheckpointError(f"{named_path(path, local)}: no tensors found "
+                              f"(top-level keys: {sorted(map(str, obj))[:10]})")
+    return state_dict, (None if isinstance(config, torch.Tensor) else config)
+
+
+def check_checkpoint(path: PathLike, fetch_hub: bool = True, num_classes: int = 0,
+                     class_mapping: Any = None, parsed: Any = None) -> Any:
+    """Raise what :func:`read_checkpoint` would for a missing, unreadable, damaged or refused file, without loading
+    its tensors into memory (memory-mapped): a run names a bad file before it writes anything. The CRC-32 check
+    reads the file, and the load that follows in this process does not read it for that again. An ``hf://``
+    reference is fetched into the Hub cache here (the load finds it there), or, without ``fetch_hub``, left to
+    the load. ``num_classes`` > 0: the weights are to be used as they are (evaluated, predicted with), so a head
+    of another class count without a ``class_mapping`` is refused too (:func:`head_mismatch`).
+
+    Returns the file as read (memory-mapped; ``parsed`` when given: the file as a caller already read it), for
+    :func:`models.checkpoint.weights_fit` to take instead of reading it again; None for a reference not fetched."""
+    if not fetch_hub and os.fspath(path).startswith("hf://"):
+        return None
+    if parsed is None:
+        parsed = _read_file(os.fspath(path), mmap=True)[1]
+    state_dict, _ = read_checkpoint(path, parsed=parsed)
+    problem = head_mismatch(state_dict, num_classes, class_mapping) if num_classes > 0 else None
+    if problem:
+        raise CheckpointError(f"{named_path(os.fspath(path))}: {problem}")
+    return parsed
+
+
+def head_mismatch(state_dict: Mapping[str, torch.Tensor], num_classes: int, class_mapping: Any = None) -> str | None:
+    """Why weights whose head is ``state_dict``'s cannot score ``num_classes`` classes as they are, or None: a head of
+    another class count is dropped by the conversion (left at its random init) unless a class mapping selects
+    ``num_classes`` of its rows, which needs the checkpoint to have at least that many."""
+    head = state_dict.get("head.weight")
+    if head is None or head.ndim != 2 or head.shape[0] == num_classes:
+        return None
+    have = int(head.shape[0])
+    if class_mapping and have > num_classes:
+        return None
+    advice = f"set DATA.NUM_CLASSES {have} to use it as trained"
+    if have > num_classes:
+        advice += f", or MODEL.CLASS_MAPPING to take {num_classes} of its classes"
+    return f"its head has {have} classes and DATA.NUM_CLASSES is {num_classes}: {advice}"
+
+
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of ``read_checkpoint(path)`` (same unwrapping, same refusal of pickled code)."""
+    return read_checkpoint(path)[0]

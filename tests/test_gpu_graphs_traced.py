@@ -121,7 +121,7 @@ def _nvdec_graph_on_the_cpu(monkeypatch) -> None:
     is a GPU's whose driver says NVDEC decodes VP9 from 80x64 (the 96x72 clips go to NVDEC, the 64x48 ones to the
     CPU route). Everything else of the route is the GPU machine's: records of encoded bytes, frame indices and
     colour map, the decoder and the colour map in the graph, a graph of its own beside the host graph."""
-    from dali_pipelines import loader as loader_module
+    from dali_pipelines import loader_routing
     from dali_pipelines import pipelines
     from dali_pipelines.nvdec_caps import DecoderCaps
     from dali_pipelines.routing import RoutingPolicy
@@ -129,7 +129,7 @@ def _nvdec_graph_on_the_cpu(monkeypatch) -> None:
     spec = pipelines.ROUTES[NVDEC]
     monkeypatch.setitem(pipelines.ROUTES, NVDEC, pipelines.RouteSpec("cpu", spec.source, spec.graph))
     caps = {("vp9", "420", 8): DecoderCaps(True, 1, (80, 64), (4096, 4096), 65536)}
-    monkeypatch.setattr(loader_module, "machine_policy",
+    monkeypatch.setattr(loader_routing, "machine_policy",
                         lambda device, cpu_decoder="auto", *rest: RoutingPolicy(True, cpu_decoder=cpu_decoder,
                                                                                 driver_caps=caps))
 

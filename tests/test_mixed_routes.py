@@ -22,7 +22,7 @@ import torch
 
 from dali_pipelines import DataError
 from dali_pipelines.index import build_index
-import dali_pipelines.loader as loader_module
+import dali_pipelines.loader_routing as loader_routing
 from dali_pipelines.loader import build_loader
 from dali_pipelines.graph_records import DecodedSource
 from dali_pipelines.pyav_encode import write_video
@@ -270,12 +270,13 @@ def test_a_codec_configuration_the_gpu_refuses_moves_all_its_videos_at_once(mixe
     loader.video_routes.move(on_nvdec, VideoRoute(NVDEC))
     loader.video_routes[min(vp9_rows)] = VideoRoute(NVDEC)  # another configuration, which the GPU decodes
     first, second = on_nvdec[0], on_nvdec[1]
-    loader._fall_back(loader.sample(first), RuntimeError(_dali_error('Assert on "ok" failed: cannot parse frame 3')))
+    fall_back = loader._fallback.fall_back  # the loader's run-time fallback (loader_fallback.py)
+    fall_back(loader.sample(first), RuntimeError(_dali_error('Assert on "ok" failed: cannot parse frame 3')))
     assert loader.video_routes[first].route == "pyav" and loader.video_routes[second].route == NVDEC
     refused = "Codec configuration not supported on this GPU. Codec: H.264, chroma format: YUV 4:2:0, bit depth: 8"
-    with caplog.at_level(logging.WARNING, logger="dali_pipelines.loader"):
-        loader._fall_back(loader.sample(second), RuntimeError(_dali_error(f'Assert on "caps.bIsSupported" failed: '
-                                                                          f'{refused}')))
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.loader_fallback"):
+        fall_back(loader.sample(second), RuntimeError(_dali_error(f'Assert on "caps.bIsSupported" failed: '
+                                                                  f'{refused}')))
     assert all(loader.video_routes[r].route == "pyav" for r in h264_rows)
     assert all(refused in loader.video_routes[r].reason for r in on_nvdec[1:])
     assert loader.video_routes[min(vp9_rows)].route == NVDEC  # VP9 stays
@@ -565,14 +566,14 @@ def test_a_video_falling_back_to_a_route_without_a_graph_gets_that_graph(tmp_pat
     reference = build_loader(cfg, "val")
     expected = _views(reference)
     reference.close()
-    real_routing = loader_module.route_videos
+    real_routing = loader_routing.route_videos
 
     def all_on_nvdec(*args, **kwargs):  # as a GPU machine routes them
         routes = real_routing(*args, **kwargs)
         routes.move(np.arange(5), VideoRoute(NVDEC))
         return routes
 
-    monkeypatch.setattr(loader_module, "route_videos", all_on_nvdec)
+    monkeypatch.setattr(loader_routing, "route_videos", all_on_nvdec)  # where the loader routes at its start
     loader = build_loader(cfg, "val")
     assert loader.routes_in_use() == [NVDEC]
     nvdec = loader.routes[NVDEC]
@@ -609,7 +610,7 @@ def test_videos_the_index_knows_nvdec_would_misnumber_start_on_their_cpu_route(t
     with open(lst, "a") as f:
         f.write("videos/raw a.h264 0\nvideos/raw_b.h264 1\n")
     raw_rows = [3, 4]
-    monkeypatch.setattr(loader_module, "machine_policy", lambda *a, **k: RoutingPolicy(gpu_usable=True))
+    monkeypatch.setattr(loader_routing, "machine_policy", lambda *a, **k: RoutingPolicy(gpu_usable=True))
     with caplog.at_level(logging.INFO, logger="dali_pipelines"):
         loader = build_loader(small_cfg(root, val_list=lst, **{"TEST.BATCH_SIZE": 2}), "val")
     try:

@@ -15,7 +15,7 @@ import numpy as np
 from av.video.frame import PictureType
 import pytest
 
-from tools import synthetic
+from tools import synthetic, synthetic_render
 from dali_pipelines.filelist import read_file_list
 from dali_pipelines.index import build_index, probe_video
 from dali_pipelines.pyav_io import decode_frames
@@ -233,8 +233,8 @@ def test_a_clip_is_rendered_a_frame_at_a_time_into_the_pixels_of_the_clip_render
     assert peak < 2 * clip.nbytes, (peak, clip.nbytes)
     for i, cls in enumerate(CLASSES):
         for T, size in ((9, (W, H)), (1, (30, 8)), (4, (200, 120))):
-            at_once = synthetic._render(synthetic._scene(cls, T, *size, np.random.default_rng([1, i])), slice(0, T),
-                                        *size)
+            scene = synthetic_render._scene(cls, T, *size, np.random.default_rng([1, i]))
+            at_once = synthetic_render._render(scene, slice(0, T), *size)
             assert at_once.shape == (T, size[1], size[0], 3)
             assert np.array_equal(motion_clip(cls, T, size, np.random.default_rng([1, i])), at_once), (cls, T, size)
 

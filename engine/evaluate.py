@@ -28,12 +28,23 @@ from .loader_stats import loader_stats, unreadable_rows
 from .metrics import MetricLogger
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy",
-           "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere", "every_rank_learned"]
+           "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere", "every_rank_learned",
+           "EvaluationStopped"]
 
 
 class EvaluationFailedElsewhere(RuntimeError):
     """Another rank's evaluation failed: this rank stops with it, told in the gather that ends every evaluation
     (instead of waiting there for a rank that is gone)."""
+
+
+class EvaluationStopped(Exception):
+    """A rank was asked to stop (``stop_requested``) before its share was scored: raised on every rank after the
+    gather that ends the evaluation, with the predictions of all ranks (and the ``kept`` ones) scored so far."""
+
+    def __init__(self, split: str, predictions: list[tuple], views: int, classes: int, ranks: list[int]) -> None:
+        self.predictions, self.views, self.classes, self.ranks = predictions, views, classes, ranks
+        super().__init__(f"the {split} evaluation stopped on a stop signal (ranks {ranks}) after "
+                         f"{len(predictions)} videos")
 
 
 def every_rank_learned(error: BaseException) -> bool:
@@ -129,7 +140,8 @@ def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, split: str = "val",
              autocast_dtype: torch.dtype | None = None, max_views_per_forward: int = 0,
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int], None] | None = None, stop_requested: Callable[[], bool] | None = None,
+             kept: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on every video of ``loader`` across all ranks.
 
     Args:
@@ -140,22 +152,28 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         autocast_dtype: bf16/fp16 autocast on CUDA; None for full precision.
         max_views_per_forward: clips per forward pass (0: a whole batch of B x V clips at once).
         progress: called after every batch with its number of videos (e.g. ``MetricLogger.eval_progress``).
+        stop_requested: asked before every batch (this rank's own flag, no collective): True ends this rank's
+            share there, its batches before it whole; the gather then tells every rank, which all raise :class:`EvaluationStopped`.
+        kept: ``{'predictions', 'views', 'classes'}`` of an earlier stopped evaluation of the same videos: those
+            videos are not forwarded again (their rows are dropped from each batch) and their predictions count.
 
     Returns:
         ``{'split', 'top1', 'top5' (None when the model scores 5 classes or fewer: :func:`top5_is_informative`),
         'mean_class_top1' (percent), 'num_videos', 'views', 'time_s' (the slowest
         rank's), 'videos_per_sec' (every rank's videos over it), 'startup_s' (seconds of ``time_s`` before that
-        rank's first batch),
+        rank's first batch), 'kept' (videos taken from ``kept``; ``videos_per_sec`` counts the others),
         'predictions': [(index, label, [top-5 classes], [top-5 probabilities]), ...] sorted by index,
         'duplicates': number of videos seen more than once}``.
     """
     was_training = model.training
     model.eval()
     start = time.time()
-    failure, local, views, classes, first_batch_s = None, [], 0, 0, None
+    failure, local, views, classes, first_batch_s, stopped = None, [], 0, 0, None, False
+    kept_preds = {p[0]: tuple(p) for p in (kept or {}).get("predictions", ())}
     try:
-        local, views, classes, first_batch_s = _score_batches(model, loader, ctx.device, autocast_dtype,
-                                                              max_views_per_forward, progress, start)
+        local, views, classes, first_batch_s, stopped = _score_batches(
+            model, loader, ctx.device, autocast_dtype, max_views_per_forward, progress, start,
+            stop_requested, kept_preds)
     except Exception as e:
         if not ctx.distributed:
             raise
@@ -166,22 +184,26 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     elapsed = time.time() - start
     startup = first_batch_s if first_batch_s is not None else elapsed
     gathered = all_gather_objects({"preds": local, "views": views, "classes": classes, "time_s": elapsed,
-                                   "startup_s": startup, "failed": _first_line(failure) if failure else None}, ctx)
+                                   "startup_s": startup, "failed": _first_line(failure) if failure else None,
+                                   "stopped": stopped}, ctx)
     _raise_any_failure(failure, [part["failed"] for part in gathered], split)
     # The evaluation lasts until its slowest rank is done (the others wait for it in the gather): its time, not
     # rank 0's own, is what every video took (rank 0's alone overstated the rate when another rank was slower).
     slowest = max(gathered, key=lambda part: part["time_s"])
     elapsed, startup = slowest["time_s"], slowest["startup_s"]
-    seen: dict[int, tuple] = {}
+    seen: dict[int, tuple] = dict(kept_preds)
     duplicates = 0
     for part in gathered:
         for pred in part["preds"]:
             if pred[0] in seen:
                 duplicates += 1
             seen[pred[0]] = pred
-    views = max(part["views"] for part in gathered)
-    classes = max(part["classes"] for part in gathered)  # 0: no rank scored a batch
+    views = max([part["views"] for part in gathered] + [(kept or {}).get("views", 0)])
+    classes = max([part["classes"] for part in gathered] + [(kept or {}).get("classes", 0)])  # 0: none scored
     preds = [seen[i] for i in sorted(seen)]
+    stopped_ranks = [rank for rank, part in enumerate(gathered) if part["stopped"]]
+    if stopped_ranks:  # every rank learns it here: all raise, none waits in a collective for the others
+        raise EvaluationStopped(split, preds, views, classes, stopped_ranks)
     n = len(preds)
     top1 = sum(p[2][0] == p[1] for p in preds)
     top5 = sum(p[1] in p[2][:5] for p in preds)
@@ -197,7 +219,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         "time_s": elapsed,
         # Every video over the whole evaluation, the loader's start included (a fresh loader builds its graphs and
         # starts its decode workers on the first batch); ``startup_s`` says how much of ``time_s`` that was.
-        "videos_per_sec": n / elapsed if elapsed > 0 else 0.0,
+        "videos_per_sec": (n - len(kept_preds)) / elapsed if elapsed > 0 else 0.0,
+        "kept": len(kept_preds),
         "startup_s": startup,
         "duplicates": duplicates,
         "predictions": preds,
@@ -206,8 +229,10 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
 
 def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.device,
                    autocast_dtype: torch.dtype | None, max_views_per_forward: int,
-                   progress: Callable[[int], None] | None, start: float) -> tuple[list[tuple], int, int, float | None]:
-    """This rank's share of :func:`evaluate`: ``(predictions, views, classes, seconds before the first batch)``."""
+                   progress: Callable[[int], None] | None, start: float, stop_requested: Callable[[], bool] | None,
+                   kept: dict[int, tuple]) -> tuple[list[tuple], int, int, float | None, bool]:
+    """This rank's share of :func:`evaluate`: ``(predictions, views, classes, seconds before the first batch,
+    stopped before its end)``; the rows of ``kept`` videos are dropped from each batch before the model."""
     tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's top-k (probabilities, classes), on the device
     labels: list[int] = []
     indices: list[int] = []
@@ -215,31 +240,42 @@ def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.devic
     first_batch_s = None  # until the first batch arrived: the loader's start (graph build, decode workers)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())
+    stopped = False
     for batch in loader:
         if first_batch_s is None:
             first_batch_s = time.time() - start
-        video = batch["video"].to(device, non_blocking=True)
-        if autocast_dtype is None:
-            video = video.float()
-        b, v = video.shape[:2]
-        views = v
-        clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
-        chunk = max_views_per_forward or clips.shape[0]
-        with amp:
-            logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
-        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
-        classes = probs.shape[-1]
-        k = min(5, classes)
-        # Kept on the device and copied once after the loop: a copy per batch would make the host wait for every
-        # batch's forward before it asks the loader for the next.
-        tops.append(probs.topk(k, dim=-1))
-        labels += batch["label"].view(-1).tolist()
-        indices += batch["index"].view(-1).tolist()
+        # Asked before a batch, not after it: a stop during the last batch leaves an evaluation that is complete
+        if stop_requested is not None and stop_requested():
+            stopped = True
+            break
+        videos = len(batch["index"].view(-1))  # the progress counts the kept ones too: they are done
+        if kept:  # decoded anyway (cheap beside the forward of a large model)
+            rows = [i for i, r in enumerate(batch["index"].view(-1).tolist()) if int(r) not in kept]
+            batch = {k: batch[k][rows] if k in ("video", "label", "index") else batch[k] for k in batch}
+        if len(batch["index"].view(-1)):
+            video = batch["video"].to(device, non_blocking=True)
+            if autocast_dtype is None:
+                video = video.float()
+            b, v = video.shape[:2]
+            views = v
+            clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
+            chunk = max_views_per_forward or clips.shape[0]
+            with amp:
+                logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
+            probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
+            classes = probs.shape[-1]
+            k = min(5, classes)
+            # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
+            # every batch's forward before it asks the loader for the next.
+            tops.append(probs.topk(k, dim=-1))
+            labels += batch["label"].view(-1).tolist()
+            indices += batch["index"].view(-1).tolist()
         if progress is not None:
-            progress(b)
+            progress(videos)
     top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
     top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
-    return [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)], views, classes, first_batch_s
+    preds = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
+    return preds, views, classes, first_batch_s, stopped
 
 
 def _raise_any_failure(failure: Exception | None, said: list[str | None], split: str) -> None:
@@ -326,14 +362,16 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
                      num_classes: int, class_names: dict[int, str] | None = None,
                      autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
                      step: int | None = None, checkpoint: str | None = None,
-                     after_batch: Callable[[], None] | None = None) -> dict[str, Any]:
+                     after_batch: Callable[[], None] | None = None, stop_requested: Callable[[], bool] | None = None,
+                     kept: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions (a row
     for each listed video, the unreadable ones with their reason) and per-class accuracy (rank 0), log the eval line
     with the loader's views (``num_clip`` x ``num_crop``), ``checkpoint`` (the weights file scored, when the weights
     were loaded from one) and the loader's counters over all ranks, read after this evaluation (``loader_stats``:
     counted since the loader was built). Every rank must call it. Needs no optimizer or trainer. Shows progress (a
     bar on a terminal, plain lines otherwise); ``after_batch`` is called after each batch too (the trainer says
-    there a stop signal that came). Returns the result without its predictions."""
+    there a stop signal that came); ``stop_requested`` and ``kept`` are :func:`evaluate`'s (a stop raises
+    :class:`EvaluationStopped` before anything is written). Returns the result without its predictions."""
     progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
 
     def batch_done(videos: int) -> None:
@@ -341,7 +379,8 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
         if after_batch is not None:
             after_batch()
     try:
-        result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=batch_done)
+        result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=batch_done,
+                          stop_requested=stop_requested, kept=kept)
     finally:
         progress.close()
     preds = result.pop("predictions")

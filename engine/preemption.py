@@ -35,7 +35,8 @@ from evautil.interrupt import STOP_SIGNALS, STOPPED_EXIT_STATUS, Stopped
 from . import distributed as dist_utils
 from .distributed import DistContext
 
-__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedOutsideTraining",
+__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedAfterTraining",
+           "StoppedOutsideTraining",
            "how_to_resume", "interrupted_after", "run_complete", "stop_signals_raise"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
@@ -54,6 +55,29 @@ class Preempted(Exception):
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
         super().__init__(f"{why}: stopped after optimizer step {step} with checkpoint {checkpoint}; "
                          f"exit code {PREEMPTED_EXIT_CODE}. {how_to_resume(checkpoint, auto_resume)}")
+
+
+class StoppedAfterTraining(Preempted):
+    """A stop signal, agreed by every rank, after the training's last checkpoint: before the final test, during it
+    (``what`` says what was kept of it) or after its last batch (``tested``); the same command tests the rest and
+    writes the summary."""
+
+    def __init__(self, signal_name: str | None, checkpoint: str, auto_resume: bool, what: str,
+                 tested: bool = False) -> None:
+        self.step, self.checkpoint, self.signal_name = None, checkpoint, signal_name
+        why = f"{signal_name} received" if signal_name else "another process received a stop signal"
+        left = ("its summary.json is not written yet", "write the summary") if tested else (
+            "its final test and summary.json are not", "test the rest and write the summary")
+        Exception.__init__(self, f"{why} {what}; exit code {PREEMPTED_EXIT_CODE}. The training is finished (last "
+                                 f"checkpoint {checkpoint}); {left[0]}. {_goes_on(checkpoint, auto_resume, left[1])}")
+
+
+def _goes_on(checkpoint: str, auto_resume: bool, what: str) -> str:
+    """What does ``what`` for a run whose last checkpoint is ``checkpoint``: the same command, or (TRAIN.AUTO_RESUME
+    False: it would start over) the --resume that names it."""
+    return (f"Run the same command again to {what}" if auto_resume else
+            f"To {what}, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same "
+            "command would start over)")
 
 
 def how_to_resume(checkpoint: str | None, auto_resume: bool) -> str:
@@ -85,9 +109,7 @@ class StoppedOutsideTraining(Stopped):
         """This stop, in a run whose training is finished and saved in ``checkpoint`` (its last epoch's) but whose
         summary is not written yet: its line says so, and names the --resume that writes the summary when the same
         command would start over instead (TRAIN.AUTO_RESUME False)."""
-        goes_on = ("Run the same command again to write it" if auto_resume else
-                   f"To write it, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same "
-                   "command would start over)")
+        goes_on = _goes_on(checkpoint, auto_resume, "write it")
         return StoppedOutsideTraining(self.signal_name, (
             f"{self.signal_name} received after the training's last checkpoint {checkpoint}; exit code "
             f"{PREEMPTED_EXIT_CODE}. The training is finished; its summary.json is not written yet. {goes_on}"))

@@ -346,7 +346,11 @@ def _build_trainer(run: Run, cfg, checkpointer: Checkpointer, steps_per_epoch: i
         train_loader=run.train_loader, val_loader=run.val_loader,
         checkpointer=checkpointer,
         metrics=run.metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
-        make_test_loader=make_test_loader, class_names=_class_names(cfg))
+        make_test_loader=make_test_loader, class_names=_class_names(cfg),
+        # what else identifies the final test whose predictions a stopped one keeps (engine.test_progress)
+        test_setting={"list": os.path.realpath(cfg.DATA.VAL_FILE), "final_views": list(final_views),
+                      "num_frames": cfg.DATA.NUM_FRAMES, "frame_interval": cfg.DATA.FRAME_INTERVAL,
+                      "input_size": cfg.DATA.INPUT_SIZE, "sampling": cfg.TEST.SAMPLING})
 
 
 def _write_train_summary(run: Run, cfg, trainer: Trainer, result: dict[str, Any], finished: bool) -> None:

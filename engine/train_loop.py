@@ -23,18 +23,19 @@ from . import distributed as dist_utils
 from .checkpoint_io import load_resumable
 from .checkpointing import Checkpointer, CheckpointError
 from .distributed import DistContext, all_gather_objects, unwrap
-from .evaluate import evaluate_and_log, every_rank_learned
+from .evaluate import EvaluationStopped, evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
-from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, interrupted_after
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAfterTraining, interrupted_after
 from .resume_state import capture_rng, restore_rng, restore_training_objects
 from .run_files import recorded_path
 from .telemetry import host_memory_gb
+from .test_progress import FinalTestProgress
 
 __all__ = ["TrainOptions", "TrainState", "NonFiniteLossError", "train_one_epoch", "Trainer", "resolve_precision",
            "ResumePoint", "locate_checkpoint", "restore_data_plan"]
 
-# A stop signal during the final test: the training is saved and the test finishes, so the run ends complete (exit 0)
+# A stop signal during a final test serving as the last validation too (it runs before the epoch's checkpoint)
 _FINISHING = "finishing it (the training is done; nothing to resume)"
 
 
@@ -348,6 +349,7 @@ class Trainer:
     ema: Any = None
     make_test_loader: Callable[[], Any] | None = None
     class_names: dict[int, str] | None = None
+    test_setting: dict[str, Any] | None = None  # the final test's list, views and frames (FinalTestProgress)
     state: TrainState = field(default_factory=TrainState)
     resumed_from: str | None = None  # the checkpoint this process continued from
     trained: bool = False  # fit trained to the last epoch (a stop signal from then on finds the training saved)
@@ -543,15 +545,16 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else unwrap(self.model)
 
-    def run_eval(self, loader: Any, split: str, epoch: int | None, checkpoint: str | None = None) -> dict[str, Any]:
+    def run_eval(self, loader: Any, split: str, epoch: int | None, checkpoint: str | None = None,
+                 **stop: Any) -> dict[str, Any]:
         """Evaluate, write predictions and per-class accuracy (rank 0), log the eval line; returns the result.
         ``checkpoint``: the file that holds the evaluated weights, loaded from it or saved to it, untrained since
-        (for the eval line)."""
+        (for the eval line); ``stop``: evaluate_and_log's ``stop_requested`` and ``kept``."""
         return evaluate_and_log(self.eval_model(), loader, self.ctx, self.metrics, split=split,
                                 num_classes=self.opts.num_classes,
                                 class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
                                 step=self.state.global_step, checkpoint=checkpoint,
-                                after_batch=self._say_stop_seen if self._evaluating else None)
+                                after_batch=self._say_stop_seen if self._evaluating else None, **stop)
 
     @contextlib.contextmanager
     def _evaluating_as(self, during: str, then: str):
@@ -688,9 +691,10 @@ class Trainer:
         if self._has_final_test() and self.opts.final_test_is_val:
             with self._evaluating_as("the final test", _FINISHING):
                 return self.run_eval(self.make_test_loader(), "test", epoch)
-        # The training is done: the epoch's checkpoint and the final test follow (the run ends complete, exit 0)
-        then = "finishing it, then the final test " if self._has_final_test() else "finishing it "
-        with self._evaluating_as("the last epoch's validation", then + "(the training is done; nothing to resume)"):
+        # The training is done: the epoch's checkpoint follows, then the final test unless a stop came (_final_test)
+        then = (f"finishing it, then stopping with the last epoch's checkpoint before the final test (exit code "
+                f"{PREEMPTED_EXIT_CODE})" if self._has_final_test() else _FINISHING)
+        with self._evaluating_as("the last epoch's validation", then):
             return self.run_eval(self.val_loader, "val", epoch)
 
     def _final_test(self, epoch: int, validation: dict[str, Any]) -> dict[str, Any] | None:
@@ -699,9 +703,32 @@ class Trainer:
             return None
         if self.opts.final_test_is_val:
             return validation
+        if self._control.poll()[0]:  # came during the last validation: a test begun now would be cut short at once
+            raise StoppedAfterTraining(self._control.signal_name, self.state.last_checkpoint, self.opts.auto_resume,
+                                       "before the final test: stopped after the last epoch's checkpoint")
         # The weights tested are those of the last epoch's checkpoint, written just before: its line names it
-        with self._evaluating_as("the final test", _FINISHING):
-            return self.run_eval(self.make_test_loader(), "test", epoch, self.state.last_checkpoint)
+        return self._resumable_test(epoch, self.state.last_checkpoint)
+
+    def _resumable_test(self, epoch: int, checkpoint: str | None) -> dict[str, Any]:
+        """The final test, which a stop signal ends after the batch in flight: what it scored is kept
+        (:class:`FinalTestProgress`), and the rerun's test forwards only the other videos."""
+        loader = self.make_test_loader()
+        progress = FinalTestProgress(self.metrics, self.ctx, checkpoint, self.state.global_step, self.test_setting,
+                                     loader)
+        kept = progress.kept()
+        with self._evaluating_as("the final test", "stopping after the batch in flight, keeping the videos scored "
+                                 f"so far (exit code {PREEMPTED_EXIT_CODE})"):
+            try:
+                result = self.run_eval(loader, "test", epoch, checkpoint, kept=kept,
+                                       stop_requested=lambda: self._control.signal_name is not None)
+            except EvaluationStopped as stop:
+                self._say_stop_seen()  # one that came before the first batch
+                raise progress.stopped(stop, self._control.signal_name, self.opts.auto_resume) from None
+        progress.done()
+        if self._control.poll()[0]:  # came after its last batch: its line is logged, the rerun writes the summary
+            raise StoppedAfterTraining(self._control.signal_name, checkpoint or "", self.opts.auto_resume,
+                                       "after the final test's last batch: its results are written", tested=True)
+        return result
 
     def evaluate_finished(self) -> dict[str, Any]:
         """For a run resumed after its last epoch whose summary is missing (the attempt ended between its last
@@ -719,7 +746,8 @@ class Trainer:
             return self.outcome(logged if split == "test" else None)
         # the weights scored are the resumed checkpoint's, as it saved them
         if self._has_final_test():
-            return self.outcome(self.run_eval(self.make_test_loader(), "test", epoch, self.resumed_from))
+            with StepControl(self.ctx) as self._control:  # a stop signal ends the test after a batch, kept
+                return self.outcome(self._resumable_test(epoch, self.resumed_from))
         self.run_eval(self.val_loader, "val", epoch, self.resumed_from)
         return self.outcome(None)
 

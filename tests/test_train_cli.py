@@ -1279,20 +1279,25 @@ def test_a_batch_with_accumulation_larger_than_the_list_is_named_with_what_to_ch
 
 
 FINISHED = "(the training is done; nothing to resume)"
+STOP_TEST = "stopping after the batch in flight, keeping the videos scored so far (exit code 4)"
 
 
 @pytest.mark.parametrize("case,opts,call,said", [
-    ("final test", ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"], 2, f"the final test: finishing it {FINISHED}"),
+    ("final test", ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"], 2, f"the final test: {STOP_TEST}"),
     ("final test serving as validation", [], 1, f"the final test: finishing it {FINISHED}"),
     ("last validation", ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1"], 1,
-     f"the last epoch's validation: finishing it, then the final test {FINISHED}"),
+     "the last epoch's validation: finishing it, then stopping with the last epoch's checkpoint before the final "
+     "test (exit code 4)"),
     ("earlier validation", ["TRAIN.EPOCHS", "2", "TEST.EVAL_FREQ", "1"], 1,
      "the validation of epoch 1: finishing it, then stopping with the epoch's checkpoint (exit code 4)")])
 def test_a_stop_signal_during_an_evaluation_is_said_as_it_is_seen(tmp_path, dataset, capsys, monkeypatch, case, opts,
                                                                     call, said):
     """A scheduler's SIGTERM during the final test let the test finish and the run end with exit 0 without a word:
     its log could not tell the signal was seen. It is said once, after the batch it came in; so is one during an
-    earlier epoch's validation, after which the run stops with the epoch's checkpoint, exit code 4."""
+    earlier epoch's validation, after which the run stops with the epoch's checkpoint, exit code 4. The final test
+    (hours for a large model, longer than a scheduler's grace time) stops after that batch, exit code 4; one that
+    came during the last validation stops the run before the test; only a test serving as the last validation
+    (before the epoch's checkpoint) finishes."""
     import engine.evaluate as evaluate_mod
 
     evaluate, calls = evaluate_mod.evaluate, []
@@ -1309,7 +1314,7 @@ def test_a_stop_signal_during_an_evaluation_is_said_as_it_is_seen(tmp_path, data
                                                      "TRAIN.BATCH_SIZE", "4", *opts)])
     captured = capsys.readouterr()
     printed, said = captured.out, f"stop signal SIGTERM received during {said}"
-    finished = case != "earlier validation"
+    finished = case == "final test serving as validation"
     assert rc == (0 if finished else 4), captured.out[-2000:] + captured.err[-2000:]
     log = (out / "log_rank0.txt").read_text()
     assert json.loads((out / "exit_status.json").read_text())["exit_code"] == rc
@@ -1318,7 +1323,7 @@ def test_a_stop_signal_during_an_evaluation_is_said_as_it_is_seen(tmp_path, data
     assert sum(line.endswith("] " + said) for line in log.splitlines()) == 1, log[-2000:]
     # said before the evaluation's own line, as its batches run
     evaluated = [i for i, line in enumerate(lines) if re.match(r"eval \w+ (of \S+ )?\(", line)]
-    assert lines.index(said) < evaluated[call - 1], printed[-2000:]
+    assert lines.index(said) < (evaluated + [len(lines) - 1])[call - 1], printed[-2000:]  # a stopped test: none
     assert not any(line.startswith("stop signal") for line in lines if line != said)
     if finished:
         assert (out / "summary.json").is_file() and (out / "predictions_test.csv").is_file()
@@ -1326,6 +1331,112 @@ def test_a_stop_signal_during_an_evaluation_is_said_as_it_is_seen(tmp_path, data
         assert calls == (["val", "test"] if "TEST.NUM_CLIP" in opts else ["test"])
     else:
         assert not (out / "summary.json").exists() and (out / "ckpt_epoch_1.pth").is_file()
-        assert calls == ["val"]
-        assert lines[-1].startswith("stopped: SIGTERM received: stopped after optimizer step 3 with checkpoint "
-                                    f"{out / 'ckpt_epoch_1.pth'}"), lines[-1]
+        assert calls == (["val", "test"] if case == "final test" else ["val"])
+        assert json.loads((out / "exit_status.json").read_text())["meaning"] == "stopped by a signal, resumable"
+        stopped = {"earlier validation": "stopped: SIGTERM received: stopped after optimizer step 3 with checkpoint "
+                                         f"{out / 'ckpt_epoch_1.pth'}",
+                   "last validation": "stopped: SIGTERM received before the final test: stopped after the last "
+                                      "epoch's checkpoint; exit code 4. The training is finished (last checkpoint "
+                                      f"{out / 'ckpt_epoch_1.pth'}); its final test and summary.json are not.",
+                   "final test": "stopped: SIGTERM received during the final test: stopped after the batch in "
+                                 "flight, the 0 of its 8 videos scored so far are kept in "
+                                 f"{out / 'test_progress.json'}; exit code 4."}[case]
+        assert lines[-1].startswith(stopped), lines[-1]
+        assert (out / "test_progress.json").is_file() == (case == "final test")
+
+
+def _final_test_runs(dataset: Path, capsys, monkeypatch, signal_after_batch: int):
+    """``(run, forwarded)``: ``run(output, *flags)`` trains the demo 1 epoch (validation 1 x 1, final test 2 x 1, 8
+    videos in batches of 3) and returns its exit code and printed text; the first run's final test gets a SIGTERM
+    after its batch ``signal_after_batch``; ``forwarded`` holds the clips each forward of the run's evaluations had."""
+    import engine.evaluate as evaluate_mod
+
+    evaluate, score = evaluate_mod.evaluate, evaluate_mod._score_batches
+    pending, forwarded = [signal_after_batch], []
+
+    def signalled(model, loader, ctx, **kwargs):
+        progress, batches = kwargs["progress"], []
+
+        def batch_done(videos: int) -> None:
+            progress(videos)
+            batches.append(videos)
+            if kwargs["split"] == "test" and pending and pending[0] == len(batches):
+                pending.clear()
+                os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(model, loader, ctx, **{**kwargs, "progress": batch_done})
+
+    def counted(model, loader, *args):
+        def forward(clips):
+            forwarded.append(clips.shape[0])
+            return model(clips)
+        return score(forward, loader, *args)
+
+    monkeypatch.setattr(evaluate_mod, "evaluate", signalled)
+    monkeypatch.setattr(evaluate_mod, "_score_batches", counted)
+    views = ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1", "TEST.FINAL_NUM_CLIP", "2", "TEST.FINAL_NUM_CROP", "1"]
+
+    def run(output: Path, *flags: str) -> tuple[int, str]:
+        forwarded.clear()
+        rc = train.main(["--cfg", DEMO, *flags, "--opts", *_opts(dataset, output, "TRAIN.EPOCHS", "1",
+                                                                 "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE", "4",
+                                                                 *views)])
+        captured = capsys.readouterr()
+        return rc, captured.out + captured.err
+    return run, forwarded
+
+
+def test_a_stopped_final_test_keeps_its_videos_and_the_rerun_forwards_only_the_rest(tmp_path, dataset, capsys,
+                                                                                     monkeypatch):
+    """A SIGTERM during the final test (hours for a large model, longer than a scheduler's grace time) let the test
+    run on until the kill: no exit status, and the rerun tested every video again. It stops after the batch in
+    flight, exit code 4, keeping that batch's videos in test_progress.json; the rerun forwards only the others and
+    writes the predictions an uninterrupted test writes. A progress file of another test (here: another
+    checkpoint's) is named in a warning and ignored: that rerun tests every video, the uninterrupted baseline."""
+    import shutil
+
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1)
+    out, other = tmp_path / "out", tmp_path / "other"
+    rc, printed = run(out)
+    assert rc == 4 and json.loads((out / "exit_status.json").read_text())["exit_code"] == 4, printed[-2000:]
+    progress = json.loads((out / "test_progress.json").read_text())
+    kept = {p[0] for p in progress["predictions"]}
+    assert len(kept) == 3 and sum(forwarded) == 8 + 2 * 3, forwarded  # the validation's 8 clips, a test batch
+    assert progress["test"]["checkpoint"] == os.path.realpath(out / "ckpt_epoch_1.pth")
+    assert progress["test"]["views"] == [2, 1] and progress["test"]["listed_videos"] == 8
+    assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
+    shutil.copytree(out, other)
+    rc, printed = run(out, "--resume", str(out / "ckpt_epoch_1.pth"))
+    assert rc == 0, printed[-2000:]
+    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
+    assert sum(forwarded) == 2 * 5 and not (out / "test_progress.json").exists()  # only the 5 others' 2 views
+    rc, printed = run(other, "--resume", str(other / "ckpt_epoch_1.pth"))
+    assert rc == 0 and sum(forwarded) == 2 * 8, printed[-2000:]
+    warned = [line for line in printed.splitlines() if str(other / "test_progress.json") in line]
+    assert len(warned) == 1 and "written by another test (its checkpoint" in warned[0] and "ignored" in warned[0]
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (out / name).read_text() == (other / name).read_text()
+    rows = {int(r["index"]): r for r in csv.DictReader((out / "predictions_test.csv").open())}
+    assert all(rows[p[0]]["top1_prob"] == f"{p[3][0]:.6f}" for p in progress["predictions"])
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
+    assert summaries[0]["final_top1"] == summaries[1]["final_top1"]
+    assert summaries[0]["final_num_videos"] == summaries[1]["final_num_videos"] == 8
+
+
+def test_a_stop_signal_after_the_final_tests_last_batch_stops_with_its_results_written(tmp_path, dataset, capsys,
+                                                                                       monkeypatch):
+    """A SIGTERM after the final test's last batch (while its results were written) was said as stopping the test,
+    yet the run went on to its summary and ended with code 0. It stops with code 4 and the test's results: no
+    progress file, nothing forwarded again, and the rerun writes the summary from the logged test line."""
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=3)
+    out = tmp_path / "out"
+    rc, printed = run(out)
+    assert rc == 4 and json.loads((out / "exit_status.json").read_text())["exit_code"] == 4, printed[-2000:]
+    assert printed.strip().splitlines()[-1].startswith(
+        "stopped: SIGTERM received after the final test's last batch: its results are written; exit code 4. The "
+        f"training is finished (last checkpoint {out / 'ckpt_epoch_1.pth'}); its summary.json is not written yet. To "
+        "write the summary, run the command with --resume"), printed[-2000:]
+    assert (out / "predictions_test.csv").is_file() and not (out / "test_progress.json").exists()
+    assert not (out / "summary.json").exists()
+    rc, printed = run(out, "--resume", str(out / "ckpt_epoch_1.pth"))
+    assert rc == 0 and forwarded == [] and "its final test result at step 3 is in metrics.jsonl" in printed
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8

@@ -1,0 +1,106 @@
+"""What a stopped final test keeps: ``OUTPUT/test_progress.json``, so that its rerun scores only the rest.
+
+A billion-parameter model's multi-view test lasts hours, longer than a scheduler's warning before its kill. A stop
+signal ends the test after the batch in flight (each rank after its own, told to the others in the gather that
+ends every evaluation); rank 0 writes the predictions of all ranks gathered so far here, with what identifies the
+test they belong to (the weights' checkpoint, the views and frames, the list, its number of videos). The rerun's
+test (``Trainer.evaluate_finished``) takes them when all of that matches, forwards only the other videos, and
+removes the file once the test is complete; a file of another test is named in a warning and replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from evautil.files import atomic_write_text
+from evautil.progress import counted
+
+from .distributed import DistContext, all_gather_objects
+from .evaluate import EvaluationStopped
+from .preemption import StoppedAfterTraining
+
+__all__ = ["PROGRESS_FILE", "FinalTestProgress"]
+
+PROGRESS_FILE = "test_progress.json"
+
+
+class FinalTestProgress:
+    """The progress file of one final test in ``metrics.output_dir`` (its lines go to ``metrics``' info and warn):
+    ``setting`` (the config's list, views and frames, from the runner), the checkpoint whose weights are tested and
+    the test ``loader`` identify it."""
+
+    def __init__(self, metrics: Any, ctx: DistContext, checkpoint: str | None, step: int,
+                 setting: dict[str, Any] | None, loader: Any) -> None:
+        self.path, self.ctx, self.metrics = os.path.join(metrics.output_dir, PROGRESS_FILE), ctx, metrics
+        self.checkpoint = checkpoint
+        try:
+            st = os.stat(checkpoint) if checkpoint else None
+        except OSError:
+            st = None
+        index = getattr(loader, "index", None)
+        self.test = {"checkpoint": os.path.realpath(checkpoint) if checkpoint else None, "global_step": step,
+                     "checkpoint_size": st.st_size if st else None,
+                     "checkpoint_mtime_ns": st.st_mtime_ns if st else None,
+                     "views": [getattr(loader, "num_clip", None), getattr(loader, "num_crop", None)],
+                     "listed_videos": len(index) if hasattr(index, "__len__") else None, **(setting or {})}
+
+    def kept(self) -> dict[str, Any] | None:
+        """The earlier stopped test's ``{'predictions', 'views', 'classes'}`` (:func:`evaluate.evaluate`'s ``kept``)
+        when the file belongs to this test, else None (a file of another test or one that cannot be read is
+        named in a warning). Rank 0 reads; every rank gets its answer (every rank must call it)."""
+        found = all_gather_objects(self._read() if self.ctx.is_main else None, self.ctx)[0]
+        if found:
+            self.metrics.info(f"{len(found['predictions'])} videos of the stopped test kept from {PROGRESS_FILE}")
+        return found
+
+    def _read(self) -> dict[str, Any] | None:
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                saved = json.load(f)
+            preds = [(int(r), int(y), [int(c) for c in cs], [float(p) for p in ps])
+                     for r, y, cs, ps in saved["predictions"]]
+            test, views, classes = saved["test"], int(saved["views"]), int(saved["classes"])
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            self.metrics.warn(f"{self.path} cannot be read ({type(e).__name__}: {e}): ignored, this test scores "
+                              "every video and a stop replaces it")
+            return None
+        differs = sorted(k for k in set(test) | set(self.test) if test.get(k) != self.test.get(k))
+        if differs:
+            self.metrics.warn(f"{self.path} was written by another test (its {', '.join(differs)} differ): ignored, "
+                              "this test scores every video and a stop replaces it")
+            return None
+        return {"predictions": preds, "views": views, "classes": classes}
+
+    def stopped(self, stop: EvaluationStopped, signal_name: str | None, auto_resume: bool) -> StoppedAfterTraining:
+        """Rank 0 writes what ``stop`` gathered (every rank must call it); returns the stop every rank raises."""
+        failure = None
+        if self.ctx.is_main:
+            record = {"test": self.test, "views": stop.views, "classes": stop.classes, "signal": signal_name,
+                      "predictions": [list(p) for p in stop.predictions]}
+            try:
+                atomic_write_text(self.path, json.dumps(record) + "\n")
+            except OSError as e:
+                failure = f"{type(e).__name__}: {e}"
+        failure = all_gather_objects(failure, self.ctx)[0]
+        listed = self.test["listed_videos"]
+        scored = (f"{len(stop.predictions)} of its {listed} videos" if listed else
+                  counted(len(stop.predictions), "video"))
+        kept = (f"the {scored} scored so far are kept in {self.path}" if failure is None else
+                f"the {scored} scored so far could not be kept ({failure}): the rerun tests every video")
+        return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume,
+                                    f"during the final test: stopped after the batch in flight, {kept}")
+
+    def done(self) -> None:
+        """The test is complete: its progress file, if any, goes (rank 0)."""
+        if self.ctx.is_main:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.metrics.warn(f"{self.path} could not be removed ({e}): the test is complete, the file is "
+                                  "stale")

@@ -1,0 +1,115 @@
+"""A final test stopped by a signal keeps what it scored (engine.test_progress): with two ranks (gloo), one of them
+signalled, and with a progress file that cannot be read."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from engine.distributed import DistContext
+from engine.evaluate import EvaluationStopped, evaluate
+from engine.test_progress import PROGRESS_FILE, FinalTestProgress
+from tests.test_distributed import _manager
+
+
+class _Flat(torch.nn.Module):
+    """Scores a clip of 8 numbers; counts the clips it is given."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 3)
+        self.clips = 0
+
+    def forward(self, x):
+        self.clips += x.shape[0]
+        return self.fc(x.flatten(1))
+
+
+def _batches(rank: int, world: int, videos: int = 4):
+    """Rank ``rank``'s videos (r, r + world, ...), one a batch, each of 2 views; the same video, the same clips."""
+    for row in range(rank, videos, world):
+        clips = torch.Generator().manual_seed(row)
+        yield {"video": torch.randn(1, 2, 8, generator=clips), "label": torch.tensor([row % 3]),
+               "index": torch.tensor([row])}
+
+
+def _progress(output_dir: str, ctx: DistContext, warned: list[str]) -> FinalTestProgress:
+    """The progress file of a test of 4 videos; its warnings go to ``warned``, its other lines nowhere."""
+    checkpoint = os.path.join(output_dir, "ckpt_epoch_1.pth")
+    metrics = SimpleNamespace(output_dir=output_dir, warn=warned.append, info=lambda line: None)
+    return FinalTestProgress(metrics, ctx, checkpoint, 12, {"list": "test.txt"}, None)
+
+
+def _stop_on_rank_1(rank: int, world: int, init_file: str, output_dir: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ctx, warned = DistContext(rank=rank, world_size=world), []
+        model, done = _Flat(), []
+        try:  # rank 1 alone is signalled, after its first batch: rank 0 scores all of its share
+            evaluate(model, _batches(rank, world), ctx, split="test", progress=done.append,
+                     stop_requested=lambda: rank == 1 and len(done) == 1)
+            out[rank] = "not stopped"
+            return
+        except EvaluationStopped as stop:
+            stopped = str(_progress(output_dir, ctx, warned).stopped(stop, "SIGUSR1" if rank else None, True))
+        dist.barrier()
+        model = _Flat()
+        kept = _progress(output_dir, ctx, warned).kept()
+        rerun = evaluate(model, _batches(rank, world), ctx, split="test", kept=kept)
+        full = evaluate(_Flat(), _batches(rank, world), ctx, split="test")
+        out[rank] = {"stopped": stopped, "rerun_clips": model.clips, "warned": warned, "same": rerun == {
+            **full, **{k: rerun[k] for k in ("time_s", "videos_per_sec", "startup_s", "kept")}},
+            "kept": rerun["kept"], "num_videos": rerun["num_videos"]}
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as test_distributed's ranks leave: without the gloo threads' destructors
+
+
+def test_a_stop_on_one_rank_keeps_every_ranks_videos_and_the_rerun_forwards_only_the_rest(tmp_path):
+    """A stop signal that reached one rank of two during the final test: the test ran on until the scheduler's kill
+    and every video was tested again. The signalled rank stops after its batch and says so in the gather that ends
+    the evaluation (no collective per batch), every rank raises the same stop, rank 0 keeps the videos of both
+    ranks (rank 0's whole share, rank 1's first) and the rerun forwards only rank 1's other video."""
+    with _manager() as manager:
+        out = manager.dict()
+        mp.spawn(_stop_on_rank_1, args=(2, str(tmp_path / "init"), str(tmp_path), out), nprocs=2, join=True)
+        out = dict(out)
+    kept = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    assert sorted(p[0] for p in kept["predictions"]) == [0, 1, 2] and kept["test"]["global_step"] == 12
+    assert out[0]["stopped"] == out[1]["stopped"].replace("SIGUSR1 received", "another process received a stop signal")
+    assert f"the 3 videos scored so far are kept in {tmp_path / PROGRESS_FILE}" in out[1]["stopped"], out[1]
+    assert [out[r]["rerun_clips"] for r in (0, 1)] == [0, 2]  # video 3's 2 views, on rank 1
+    for rank in (0, 1):
+        assert out[rank]["same"] and out[rank]["kept"] == 3 and out[rank]["num_videos"] == 4, out[rank]
+        assert out[rank]["warned"] == []
+
+
+def test_an_unreadable_progress_file_is_named_ignored_and_replaced(tmp_path):
+    """A progress file cut short (a disk that filled) or of another test is not merged: one warning names it, the
+    test scores every video, and a stop replaces the file with this test's."""
+    ctx, warned = DistContext(), []
+    (tmp_path / PROGRESS_FILE).write_text('{"test": {"checkpoint": ')
+    progress = _progress(str(tmp_path), ctx, warned)
+    assert progress.kept() is None
+    assert len(warned) == 1 and warned[0].startswith(f"{tmp_path / PROGRESS_FILE} cannot be read (JSONDecodeError")
+    assert "ignored" in warned[0]
+    model, done = _Flat(), []
+    try:
+        evaluate(model, _batches(0, 1), ctx, split="test", progress=done.append, stop_requested=lambda: len(done) == 2)
+        raise AssertionError("the evaluation did not stop")
+    except EvaluationStopped as stop:
+        progress.stopped(stop, "SIGTERM", False)
+    assert model.clips == 4 and progress.kept()["predictions"][1][0] == 1 and len(warned) == 1
+    (tmp_path / PROGRESS_FILE).write_text((tmp_path / PROGRESS_FILE).read_text().replace('"global_step": 12',
+                                                                                         '"global_step": 11'))
+    assert progress.kept() is None and "another test (its global_step differ)" in warned[-1]

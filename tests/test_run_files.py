@@ -28,7 +28,8 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
     _touch(tmp_path, "ckpt_step_40.pth", "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json",
            "config.yaml", "predictions_test.csv", "per_class_test.csv", "training_curves.png", "confusion_test.png",
            "tensorboard/events.out", "log_rank0.txt", "log_rank1.txt", "notes.txt", "ckpt_old.pth.bak",
-           ".ckpt_step_44.pth.k2j1x9.tmp")  # the temporary file of a checkpoint write that was killed
+           ".ckpt_step_44.pth.k2j1x9.tmp",  # the temporary file of a checkpoint write that was killed
+           "test_progress.json")  # a stopped final test's videos, scored with that run's weights
     first = move_earlier_run(str(tmp_path))
     assert first is not None
     dest, names = first
@@ -36,7 +37,7 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
     assert sorted(os.listdir(dest)) == sorted(names) == [
         ".ckpt_step_44.pth.k2j1x9.tmp", "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml",
         "confusion_test.png", "metrics.jsonl", "per_class_test.csv", "predictions_test.csv", "summary.json",
-        "tensorboard", "training_curves.png"]
+        "tensorboard", "test_progress.json", "training_curves.png"]
     assert (tmp_path / EARLIER_RUNS_DIR / os.path.basename(dest) / "tensorboard" / "events.out").read_text() == "x"
     # the logs (a history of every attempt) and files the run did not write stay
     assert sorted(os.listdir(tmp_path)) == ["ckpt_old.pth.bak", EARLIER_RUNS_DIR, "log_rank0.txt", "log_rank1.txt",

@@ -60,16 +60,20 @@ class Preempted(Exception):
 class StoppedAfterTraining(Preempted):
     """A stop signal, agreed by every rank, after the training's last checkpoint: before the final test, during it
     (``what`` says what was kept of it) or after its last batch (``tested``); the same command tests the rest and
-    writes the summary."""
+    writes the summary. Not ``trained``: during the test of an evaluation-only run (``checkpoint``: the weights it
+    scores), which trains nothing; its same command scores the rest, whatever TRAIN.AUTO_RESUME."""
 
     def __init__(self, signal_name: str | None, checkpoint: str, auto_resume: bool, what: str,
-                 tested: bool = False) -> None:
+                 tested: bool = False, trained: bool = True) -> None:
         self.step, self.checkpoint, self.signal_name = None, checkpoint, signal_name
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
         left = ("its summary.json is not written yet", "write the summary") if tested else (
             "its final test and summary.json are not", "test the rest and write the summary")
-        Exception.__init__(self, f"{why} {what}; exit code {PREEMPTED_EXIT_CODE}. The training is finished (last "
-                                 f"checkpoint {checkpoint}); {left[0]}. {_goes_on(checkpoint, auto_resume, left[1])}")
+        state = (f"The training is finished (last checkpoint {checkpoint}); {left[0]}. "
+                 f"{_goes_on(checkpoint, auto_resume, left[1])}" if trained else
+                 "Its results and summary.json are not written yet. Run the same command again to score the rest "
+                 "and write them")
+        Exception.__init__(self, f"{why} {what}; exit code {PREEMPTED_EXIT_CODE}. {state}")
 
 
 def _goes_on(checkpoint: str, auto_resume: bool, what: str) -> str:

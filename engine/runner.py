@@ -26,17 +26,18 @@ from evautil.progress import counted
 
 from .checkpointing import Checkpointer
 from .distributed import DistContext, all_gather_objects
-from .evaluate import evaluate_and_log, read_label_names
+from .evaluate import EvaluationStopped, evaluate_and_log, read_label_names
 from .loader_stats import loader_stats
 from .losses import VideoMixup, build_criterion
 from .metrics import MetricLogger
 from .optim import build_optimizer, build_scheduler
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
-from .preemption import PREEMPTED_EXIT_CODE, StoppedOutsideTraining, run_complete
+from .preemption import PREEMPTED_EXIT_CODE, StepControl, StoppedOutsideTraining, run_complete
+from .test_progress import PROGRESS_FILE, FinalTestProgress
 from .train_loop import Trainer, TrainOptions, locate_checkpoint, resolve_precision, restore_data_plan
 
-__all__ = ["Run", "announce_model", "check_lists_overlap", "train", "only_test"]
+__all__ = ["Run", "announce_model", "check_lists_overlap", "train", "only_test", "progress_setting"]
 
 
 @dataclass
@@ -91,36 +92,61 @@ def _class_names(cfg) -> dict[int, str] | None:
 
 def only_test(run: Run, cfg) -> dict[str, Any]:
     """Evaluate the model as loaded (see ``start_weights.weights_to_load``) on the test loader and write the
-    summary."""
+    summary. A stop signal ends the evaluation after the batch in flight, keeping the videos scored so far
+    (``test_progress.FinalTestProgress``): the same command scores only the others."""
     if run.weights == "initial weights":  # check_files refuses this case; kept for callers that skip it
         run.metrics.warn("no checkpoint given or found: evaluating the initial weights")
     else:
         run.metrics.info(f"evaluating {run.weights}")
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, run.ctx.device)
-    # The training's lines for a stop (checkpoints kept, SIGTERM saving the next step) do not fit an evaluation,
-    # which saves nothing on its way: these say what a stop keeps of it and how to get its results.
+    # The training's lines for a stop (checkpoints kept, SIGTERM saving the next step) do not fit an evaluation:
+    # these say what a stop keeps of it and how to get its results.
     what = f"the evaluation of {run.weights}"
-    kept = "an evaluation keeps no partial score, and OUTPUT's checkpoints are as they were"
-    on_interrupt(f"{what} stopped before its summary.json ({kept}); the same command evaluates it again from the "
-                 "start")
+    on_interrupt(f"{what} stopped where it was, before its summary.json (a Ctrl-C keeps no partial score: SIGTERM or "
+                 f"SIGUSR1 instead stop after the batch in flight and keep the videos scored so far in "
+                 f"{PROGRESS_FILE}, exit code {PREEMPTED_EXIT_CODE}; OUTPUT's checkpoints are as they were); the same "
+                 "command evaluates it again, but for the videos an earlier stop kept")
     try:
-        result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
-                                  num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
-                                  autocast_dtype=amp_dtype, checkpoint=run.weights_file)
-        # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log beside
-        # it (run_files.move_earlier_results set a copy aside with the results this one replaces).
-        run.metrics.write_config(cfg.dump())
-        evaluated = run.weights  # the file's path, or "MODEL.PRETRAINED = <path>": that path, absolute, in the summary
-        if run.weights_file and evaluated.endswith(run.weights_file):
-            evaluated = evaluated[:-len(run.weights_file)] + recorded_path(run.weights_file)
-        _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET,
-                                             "evaluated": evaluated, **_data_counts(run.val_loader, run.ctx, "test_")},
-                written=lambda: _results_written(what, cfg.OUTPUT))
-    except StoppedOutsideTraining as stop:
+        # the videos a stopped evaluation of the same weights, views and list kept (the rerun forwards the others)
+        progress = FinalTestProgress(run.metrics, run.ctx, run.weights_file, None,
+                                     progress_setting(cfg, (cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP)), run.val_loader,
+                                     evaluation=what)
+        with StepControl(run.ctx) as control:  # a stop signal sets a flag, asked before every batch
+            try:
+                result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
+                                          num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
+                                          autocast_dtype=amp_dtype, checkpoint=run.weights_file,
+                                          stop_requested=lambda: control.signal_name is not None,
+                                          kept=progress.kept())
+            except EvaluationStopped as stop:
+                raise progress.stopped(stop, control.signal_name, True) from None
+            progress.done()
+            if control.signal_name is not None:  # after the last batch: the results are seconds away, nothing left
+                run.metrics.info(f"stop signal {control.signal_name} received after the last batch of {what}: "
+                                 "writing its results (nothing to resume)")
+            # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log
+            # beside it (run_files.move_earlier_results set a copy aside with the results this one replaces).
+            run.metrics.write_config(cfg.dump())
+            evaluated = run.weights  # the file's path, or "MODEL.PRETRAINED = <path>": that path, absolute
+            if run.weights_file and evaluated.endswith(run.weights_file):
+                evaluated = evaluated[:-len(run.weights_file)] + recorded_path(run.weights_file)
+            _finish(run.metrics, run.ctx, cfg, {"mode": "evaluate only", "dataset": cfg.DATA.DATASET,
+                                                 "evaluated": evaluated,
+                                                 **_data_counts(run.val_loader, run.ctx, "test_")},
+                    written=lambda: _results_written(what, cfg.OUTPUT))
+    except StoppedOutsideTraining as stop:  # before the evaluation's own handling of the signals began
         raise StoppedOutsideTraining(stop.signal_name, (
-            f"{stop.signal_name} received during {what}: stopped before its summary.json ({kept}); exit code "
-            f"{PREEMPTED_EXIT_CODE}. Run the same command again to evaluate it from the start")) from None
+            f"{stop.signal_name} received during {what}: stopped before its first batch; exit code "
+            f"{PREEMPTED_EXIT_CODE}. Run the same command again to evaluate it")) from None
     return result
+
+
+def progress_setting(cfg, views: tuple[int, int]) -> dict[str, Any]:
+    """What, besides the weights and the loader, identifies a test whose predictions a stopped one keeps
+    (``test_progress.FinalTestProgress``): the list, the views asked for, the frames, the sampling, the precision."""
+    return {"list": os.path.realpath(cfg.DATA.VAL_FILE), "test_views": list(views),
+            "num_frames": cfg.DATA.NUM_FRAMES, "frame_interval": cfg.DATA.FRAME_INTERVAL,
+            "input_size": cfg.DATA.INPUT_SIZE, "sampling": cfg.TEST.SAMPLING, "precision": cfg.TRAIN.PRECISION}
 
 
 def _finish(metrics: MetricLogger, ctx: DistContext, cfg, fields: dict[str, Any],
@@ -347,10 +373,7 @@ def _build_trainer(run: Run, cfg, checkpointer: Checkpointer, steps_per_epoch: i
         checkpointer=checkpointer,
         metrics=run.metrics, ctx=ctx, opts=opts, config_yaml=cfg.dump(), mixup=mixup, scaler=scaler, ema=ema,
         make_test_loader=make_test_loader, class_names=_class_names(cfg),
-        # what else identifies the final test whose predictions a stopped one keeps (engine.test_progress)
-        test_setting={"list": os.path.realpath(cfg.DATA.VAL_FILE), "final_views": list(final_views),
-                      "num_frames": cfg.DATA.NUM_FRAMES, "frame_interval": cfg.DATA.FRAME_INTERVAL,
-                      "input_size": cfg.DATA.INPUT_SIZE, "sampling": cfg.TEST.SAMPLING})
+        test_setting=progress_setting(cfg, final_views))
 
 
 def _write_train_summary(run: Run, cfg, trainer: Trainer, result: dict[str, Any], finished: bool) -> None:

@@ -4,8 +4,9 @@ A billion-parameter model's multi-view test lasts hours, longer than a scheduler
 signal ends the test after the batch in flight (each rank after its own, told to the others in the gather that
 ends every evaluation); rank 0 writes the predictions of all ranks gathered so far here, with what identifies the
 test they belong to (the weights' checkpoint, the views and frames, the list, its number of videos). The rerun's
-test (``Trainer.evaluate_finished``) takes them when all of that matches, forwards only the other videos, and
-removes the file once the test is complete; a file of another test is named in a warning and replaced.
+test (``Trainer.evaluate_finished``; an evaluation-only run's, ``runner.only_test``, the same) takes them when all
+of that matches, forwards only the other videos, and removes the file once the test is complete; a file of another
+test is named in a warning and replaced.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ PROGRESS_FILE = "test_progress.json"
 
 class FinalTestProgress:
     """The progress file of one final test in ``metrics.output_dir`` (its lines go to ``metrics``' info and warn):
-    ``setting`` (the config's list, views and frames, from the runner), the checkpoint whose weights are tested and
-    the test ``loader`` identify it."""
+    ``setting`` (the config's list, views and frames, from the runner), the checkpoint whose weights are tested, the
+    training's ``step`` and the test ``loader`` identify it. ``evaluation``: the test is that of an evaluation-only
+    run (``--only_test``), named so in its stop line (e.g. "the evaluation of ckpt.pth"); its ``step`` is None, so
+    that it never takes a training's final test for its own or the other way round."""
 
-    def __init__(self, metrics: Any, ctx: DistContext, checkpoint: str | None, step: int,
-                 setting: dict[str, Any] | None, loader: Any) -> None:
+    def __init__(self, metrics: Any, ctx: DistContext, checkpoint: str | None, step: int | None,
+                 setting: dict[str, Any] | None, loader: Any, evaluation: str | None = None) -> None:
         self.path, self.ctx, self.metrics = os.path.join(metrics.output_dir, PROGRESS_FILE), ctx, metrics
-        self.checkpoint = checkpoint
+        self.checkpoint, self.evaluation = checkpoint, evaluation
         try:
             st = os.stat(checkpoint) if checkpoint else None
         except OSError:
@@ -92,7 +95,8 @@ class FinalTestProgress:
         kept = (f"the {scored} scored so far are kept in {self.path}" if failure is None else
                 f"the {scored} scored so far could not be kept ({failure}): the rerun tests every video")
         return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume,
-                                    f"during the final test: stopped after the batch in flight, {kept}")
+                                    f"during {self.evaluation or 'the final test'}: stopped after the batch in "
+                                    f"flight, {kept}", trained=self.evaluation is None)
 
     def done(self) -> None:
         """The test is complete: its progress file, if any, goes (rank 0)."""

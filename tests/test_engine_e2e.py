@@ -699,19 +699,27 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
     # the line says what an evaluation keeps, not what a training's stop keeps (a checkpoint, SIGTERM's next step)
     scored = out / "ckpt_epoch_1.pth"
     assert stopped.stderr.strip().splitlines()[-1] == (
-        f"interrupted: the evaluation of {scored} stopped before its summary.json (an evaluation keeps no partial "
-        "score, and OUTPUT's checkpoints are as they were); the same command evaluates it again from the start")
-    # a scheduler's stop there: exit code 4 and the same line, OUTPUT as the Ctrl-C left it
+        f"interrupted: the evaluation of {scored} stopped where it was, before its summary.json (a Ctrl-C keeps no "
+        "partial score: SIGTERM or SIGUSR1 instead stop after the batch in flight and keep the videos scored so far "
+        "in test_progress.json, exit code 4; OUTPUT's checkpoints are as they were); the same command evaluates it "
+        "again, but for the videos an earlier stop kept")
+    assert not (out / "test_progress.json").exists()
+    # a scheduler's stop there (before its first batch): exit code 4, what it scored kept (nothing yet), OUTPUT's
+    # other files as the Ctrl-C left them
     terminated = _run(tmp_path, evaluation, mode="interrupt_in_final_test", E2E_SIGNAL="SIGTERM")
     assert terminated.returncode == 4, terminated.stdout[-2000:] + terminated.stderr[-2000:]
-    assert (f"stopped: SIGTERM received during the evaluation of {scored}: stopped before its summary.json (an "
-            "evaluation keeps no partial score, and OUTPUT's checkpoints are as they were); exit code 4. Run the same "
-            "command again to evaluate it from the start") in terminated.stdout
+    assert (f"stopped: SIGTERM received during the evaluation of {scored}: stopped after the batch in flight, the 0 "
+            f"of its 8 videos scored so far are kept in {out / 'test_progress.json'}; exit code 4. Its results and "
+            "summary.json are not written yet. Run the same command again to score the rest and write them"
+            ) in terminated.stdout
     assert not (out / "summary.json").exists() and (out / "config.yaml").read_text() == training_config
+    assert json.loads((out / "test_progress.json").read_text())["predictions"] == []
     # the same command again: its results come with its config
     again = _run(tmp_path, evaluation)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["mode"] == "evaluate only"
+    assert "0 videos of the stopped test kept from test_progress.json" in again.stdout
+    assert not (out / "test_progress.json").exists()
     assert "ONLY_TEST: true" in (out / "config.yaml").read_text()
     # nothing more set aside: no results to move (a copy of config.yaml alone was, once per rerun)
     assert [d.name for d in (out / "earlier_runs").iterdir()] == [aside.name]

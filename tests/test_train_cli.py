@@ -1440,3 +1440,59 @@ def test_a_stop_signal_after_the_final_tests_last_batch_stops_with_its_results_w
     rc, printed = run(out, "--resume", str(out / "ckpt_epoch_1.pth"))
     assert rc == 0 and forwarded == [] and "its final test result at step 3 is in metrics.jsonl" in printed
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+
+
+def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only_the_rest(tmp_path, dataset, capsys,
+                                                                                         monkeypatch):
+    """A SIGTERM during an --only_test evaluation (hours for a large model's 4 x 3 views) ended it at once, keeping
+    nothing: the same command evaluated every video again. It stops after the batch in flight, exit code 4 (said in
+    exit_status.json), keeping that batch's videos in test_progress.json; the same command forwards only the others,
+    removes the file and writes the predictions and accuracy of an uninterrupted evaluation."""
+    from models import build_model
+
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1)
+    out, other, weights = tmp_path / "out", tmp_path / "other", tmp_path / "model.pth"
+    torch.manual_seed(3)  # random weights: spread-out predictions, each video its own
+    torch.save({"model": build_model(load_config(DEMO, _opts(dataset, out))).state_dict()}, weights)
+    evaluate = ("--only_test", "--resume", str(weights))
+    rc, printed = run(out, *evaluate)
+    assert rc == 4, printed[-2000:]
+    assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 4,
+                                                                  "meaning": "stopped by a signal, resumable"}
+    assert printed.strip().splitlines()[-1] == (
+        f"stopped: SIGTERM received during the evaluation of {weights}: stopped after the batch in flight, the 3 of "
+        f"its 8 videos scored so far are kept in {out / 'test_progress.json'}; exit code 4. Its results and "
+        "summary.json are not written yet. Run the same command again to score the rest and write them")
+    progress = json.loads((out / "test_progress.json").read_text())
+    assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and forwarded == [3]  # batch 1, 1 view each
+    assert progress["test"]["checkpoint"] == os.path.realpath(weights) and progress["test"]["global_step"] is None
+    assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
+    rc, printed = run(out, *evaluate)  # the same command
+    assert rc == 0, printed[-2000:]
+    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
+    assert sum(forwarded) == 5 and not (out / "test_progress.json").exists()  # only the 5 others
+    assert not (out / "earlier_runs").exists()  # nothing set aside: the file was this evaluation's own
+    rc, printed = run(other, *evaluate)  # uninterrupted
+    assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (out / name).read_text() == (other / name).read_text()
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
+    assert summaries[0]["final_top1"] == summaries[1]["final_top1"] and summaries[0]["final_num_videos"] == 8
+    assert summaries[0]["mode"] == "evaluate only"
+
+
+def test_a_stop_signal_after_an_only_test_evaluations_last_batch_lets_it_write_its_results(tmp_path, dataset,
+                                                                                          capsys, monkeypatch):
+    """A SIGTERM after an --only_test evaluation's last batch (while its predictions were written) ended the run with
+    code 4 and no summary: every video was evaluated again. The results are seconds away: the run says the signal,
+    writes them and ends complete (exit code 0, nothing to resume)."""
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=3)
+    out, weights = tmp_path / "out", tmp_path / "model.pth"
+    torch.save({"model": _constant_head_weights(load_config(DEMO, _opts(dataset, out)), 1, num_classes=4)}, weights)
+    rc, printed = run(out, "--only_test", "--resume", str(weights))
+    assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
+    assert (f"stop signal SIGTERM received after the last batch of the evaluation of {weights}: writing its results "
+            "(nothing to resume)") in printed.splitlines()
+    assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 0, "meaning": "finished"}
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+    assert not (out / "test_progress.json").exists()

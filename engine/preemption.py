@@ -68,7 +68,7 @@ class StoppedAfterTraining(Preempted):
         self.step, self.checkpoint, self.signal_name = None, checkpoint, signal_name
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
         left = ("its summary.json is not written yet", "write the summary") if tested else (
-            "its final test and summary.json are not", "test the rest and write the summary")
+            "its final test is not complete, its summary.json not written yet", "test the rest and write the summary")
         state = (f"The training is finished (last checkpoint {checkpoint}); {left[0]}. "
                  f"{_goes_on(checkpoint, auto_resume, left[1])}" if trained else
                  "Its results and summary.json are not written yet. Run the same command again to score the rest "

@@ -85,18 +85,25 @@ class FinalTestProgress:
             record = {"test": self.test, "views": stop.views, "classes": stop.classes, "signal": signal_name,
                       "predictions": [list(p) for p in stop.predictions]}
             try:
-                atomic_write_text(self.path, json.dumps(record) + "\n")
+                if stop.predictions:
+                    atomic_write_text(self.path, json.dumps(record) + "\n")
+                elif os.path.exists(self.path):  # another test's (this one's would have given predictions): replaced
+                    os.remove(self.path)         # by nothing, as kept()'s warning said
             except OSError as e:
                 failure = f"{type(e).__name__}: {e}"
         failure = all_gather_objects(failure, self.ctx)[0]
         listed = self.test["listed_videos"]
-        scored = (f"{len(stop.predictions)} of its {listed} videos" if listed else
-                  counted(len(stop.predictions), "video"))
-        kept = (f"the {scored} scored so far are kept in {self.path}" if failure is None else
+        during = f"during {self.evaluation or 'the final test'}"
+        if not stop.predictions:  # a stop before the first batch: a file of no video would only be read back
+            what = f"{during}: stopped before any of its {f'{listed} ' if listed else ''}videos was scored"
+        else:
+            scored = (f"{len(stop.predictions)} of its {listed} videos" if listed else
+                      counted(len(stop.predictions), "video"))
+            what = f"{during}: stopped after the batch in flight, " + (
+                f"the {scored} scored so far are kept in {self.path}" if failure is None else
                 f"the {scored} scored so far could not be kept ({failure}): the rerun tests every video")
-        return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume,
-                                    f"during {self.evaluation or 'the final test'}: stopped after the batch in "
-                                    f"flight, {kept}", trained=self.evaluation is None)
+        return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume, what,
+                                    trained=self.evaluation is None)
 
     def done(self) -> None:
         """The test is complete: its progress file, if any, goes (rank 0)."""

@@ -113,3 +113,21 @@ def test_an_unreadable_progress_file_is_named_ignored_and_replaced(tmp_path):
     (tmp_path / PROGRESS_FILE).write_text((tmp_path / PROGRESS_FILE).read_text().replace('"global_step": 12',
                                                                                          '"global_step": 11'))
     assert progress.kept() is None and "another test (its global_step differ)" in warned[-1]
+
+
+def test_a_stop_before_the_first_batch_keeps_no_file(tmp_path):
+    """A stop before any video was scored wrote a progress file of no video, which the rerun only read back ("0
+    videos of the stopped test kept"). It writes none, says that no video was scored, and a file of another test that
+    this test's warning said a stop would replace is gone."""
+    ctx, warned = DistContext(), []
+    (tmp_path / PROGRESS_FILE).write_text("{}")  # another test's (cut short)
+    progress = _progress(str(tmp_path), ctx, warned)
+    assert progress.kept() is None and len(warned) == 1
+    try:
+        evaluate(_Flat(), _batches(0, 1), ctx, split="test", stop_requested=lambda: True)
+        raise AssertionError("the evaluation did not stop")
+    except EvaluationStopped as stop:
+        line = str(progress.stopped(stop, "SIGTERM", True))
+    assert line.startswith("SIGTERM received during the final test: stopped before any of its videos was scored; "
+                           "exit code 4."), line
+    assert not (tmp_path / PROGRESS_FILE).exists()

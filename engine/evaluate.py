@@ -153,7 +153,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         max_views_per_forward: clips per forward pass (0: a whole batch of B x V clips at once).
         progress: called after every batch with its number of videos (e.g. ``MetricLogger.eval_progress``).
         stop_requested: asked before every batch (this rank's own flag, no collective): True ends this rank's
-            share there, its batches before it whole; the gather then tells every rank, which all raise :class:`EvaluationStopped`.
+            share there, its batches before it whole; the gather then tells every rank, which all raise
+            :class:`EvaluationStopped`.
         kept: ``{'predictions', 'views', 'classes'}`` of an earlier stopped evaluation of the same videos: those
             videos are not forwarded again (their rows are dropped from each batch) and their predictions count.
 

@@ -951,6 +951,20 @@ def test_what_the_names_decide_is_refused_before_check_probes_a_video(tmp_path, 
     assert "1 unusable video file(s)" in capsys.readouterr().err and counted_probes == []
 
 
+def _unreadable_while_checked(monkeypatch, dataset: str, folder: Path):
+    """Makes ``dataset``'s storage fail (``folder``: permission denied) once it is walked, while it is checked,
+    after the datasets before it were probed; returns the real ``finish_scan``."""
+    real_finish = prepare_kinetics.finish_scan
+
+    def unreadable(walked, **kwargs):
+        if walked.name == dataset:
+            raise OSError(13, "Permission denied", str(folder))
+        return real_finish(walked, **kwargs)
+
+    monkeypatch.setattr(prepare_kinetics, "finish_scan", unreadable)
+    return real_finish
+
+
 def _k722_check_then_a_flat_download(tmp_path):
     """A class-folder dataset t400 and a flat download t600 (one video per split, no annotation CSVs), and the
     ``k722 --check`` arguments over t400 alone (the tests add t600): ``(first, flat, out, args)``."""
@@ -1571,14 +1585,7 @@ def test_a_scan_error_after_a_dataset_was_probed_says_its_probes_are_kept(tmp_pa
         def fix():
             fv.write_bytes(good)
     else:  # its storage fails while it is checked
-        real_finish = prepare_kinetics.finish_scan
-
-        def unreadable_t600(walked, **kwargs):
-            if walked.name == "t600":
-                raise OSError(13, "Permission denied", str(flat / "train"))
-            return real_finish(walked, **kwargs)
-
-        monkeypatch.setattr(prepare_kinetics, "finish_scan", unreadable_t600)
+        real_finish = _unreadable_while_checked(monkeypatch, "t600", flat / "train")
         failed = end = f"{flat / 'train'}: Permission denied"
         saved_now = ["t400_check_interrupted.txt.index.npz"]
         probed_again = [str(flat / "train" / vid("ft")), str(fv)]
@@ -1659,14 +1666,7 @@ def test_a_scan_error_whose_probes_cannot_be_saved_says_only_the_error(tmp_path,
     args = ["k722", "--dataset", f"t400={first}", "--out", str(out), "--check", "--workers", "1"]
     if failing == "a later dataset":  # its storage fails while it is checked, after the first was probed
         second = _two_class_tree(tmp_path / "t600", train_per_class=1)
-        real_finish = prepare_kinetics.finish_scan
-
-        def unreadable_t600(walked, **kwargs):
-            if walked.name == "t600":
-                raise OSError(13, "Permission denied", str(second / "train"))
-            return real_finish(walked, **kwargs)
-
-        monkeypatch.setattr(prepare_kinetics, "finish_scan", unreadable_t600)
+        _unreadable_while_checked(monkeypatch, "t600", second / "train")
         args += ["--dataset", f"t600={second}"]
         failed = end = f"{second / 'train'}: Permission denied"
     else:  # its check leaves a class without a usable video (an empty folder is refused before any probe)

@@ -7,7 +7,9 @@
 - a non-finite loss stops the run naming the step and the last checkpoint, or is skipped and counted;
 - micro-batches short of an optimizer step are not decoded, and a stop at an epoch's last step resumes exactly;
 - SIGTERM / SIGUSR1 (to one rank of two, too): every rank stops at the same step with a step checkpoint and exit
-  code 4, and the resumed run reproduces the uninterrupted run's per-step losses.
+  code 4, and the resumed run reproduces the uninterrupted run's per-step losses;
+- a stop during the final test on two processes (to torchrun, or to one rank) keeps both ranks' scored videos, and
+  the same command tests the rest to the uninterrupted run's predictions.
 """
 
 from __future__ import annotations
@@ -80,6 +82,41 @@ elif mode == "interrupt_in_final_test":  # Ctrl-C (SIGINT; E2E_SIGNAL names anot
             os.kill(os.getpid(), sig)
         return orig_eval(model, loader, ctx, **k)
     ev.evaluate = evaluate
+elif mode == "signal_after_test_batch":  # once every rank scored its first final-test batch: E2E_SIGNAL to
+    import time                         # torchrun (this process's parent), or with E2E_RANK to that rank alone
+    import engine.metrics as m
+    import engine.preemption as pre
+    got, orig_on_signal, orig_progress = [], pre.StepControl._on_signal, m.MetricLogger.eval_progress
+    sig, rank, alone = getattr(signal, os.environ["E2E_SIGNAL"]), os.environ["RANK"], os.environ.get("E2E_RANK")
+    def on_signal(self, signum, frame):
+        got.append(signum)
+        return orig_on_signal(self, signum, frame)
+    pre.StepControl._on_signal = on_signal
+    def wait_for(done):
+        deadline = time.monotonic() + 60
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    def first_test_batch_done():
+        sync = os.environ["E2E_SYNC"]
+        open(os.path.join(sync, f"rank{rank}"), "w").close()
+        wait_for(lambda: len(os.listdir(sync)) == int(os.environ["WORLD_SIZE"]))
+        if alone is None or alone == rank:
+            os.kill(os.getppid() if alone is None else os.getpid(), sig)
+            wait_for(lambda: got)  # this rank's next batch sees its stop
+    class Progress:
+        def __init__(self, inner):
+            self.inner, self.batches = inner, 0
+        def __call__(self, videos):
+            self.inner(videos)
+            self.batches += 1
+            if self.batches == 1:
+                first_test_batch_done()
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+    def eval_progress(self, split, total):
+        progress = orig_progress(self, split, total)
+        return Progress(progress) if split == "test" else progress
+    m.MetricLogger.eval_progress = eval_progress
 elif mode == "interrupt_in_plots":  # Ctrl-C as the plots of a finished run are drawn, after its summary.json
     import engine.runner as r
     orig_plot = r.plot_finished_run
@@ -931,3 +968,57 @@ def test_a_stop_mid_line_resumes_with_the_uninterrupted_runs_lines(dataset, tmp_
     assert [s for s, _ in ref_lines] == [3, 4] and [s for s, _ in got] == [2, 3, 4], got
     assert got[1:] == [(s, pytest.approx(loss, rel=1e-6)) for s, loss in ref_lines]
     assert json.loads((out / "summary.json").read_text())["last_loss"] == pytest.approx(ref_lines[-1][1], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_process_final_test(dataset, tmp_path_factory) -> Path:
+    """An uninterrupted run of one epoch on two processes with its final test: the stopped ones' baseline."""
+    tmp = tmp_path_factory.mktemp("two_process_final_test")
+    r = _run(tmp, _opts(dataset, tmp / "out", **{"TRAIN.EPOCHS": 1}), nproc=2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp / "out"
+
+
+def test_stops_in_a_two_process_final_test_keep_both_ranks_videos(two_process_final_test, dataset, tmp_path):
+    """SIGTERM to torchrun (forwarded to both ranks), then to rank 1 alone, each once every rank scored its first
+    test batch (3 of its 4 videos: rows r::2): every rank stops (none waits in a collective), rank 0 keeps what both
+    scored, and the same command tests the rest to the uninterrupted run's predictions."""
+    out = tmp_path / "out"
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TRAIN.AUTO_RESUME": True})
+    progress, ckpt = out / "test_progress.json", out / "ckpt_epoch_1.pth"
+
+    def stop(attempt: int, **to_rank: str) -> subprocess.CompletedProcess:
+        sync = tmp_path / f"sync{attempt}"
+        sync.mkdir()
+        r = _run(tmp_path, opts, mode="signal_after_test_batch", nproc=2, E2E_SIGNAL="SIGTERM", E2E_SYNC=str(sync),
+                 **to_rank)  # within _run's timeout: no rank hangs
+        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]  # torchrun's code for any failed worker
+        assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 4
+        return r
+
+    def rows() -> list[int]:
+        return [p[0] for p in json.loads(progress.read_text())["predictions"]]
+
+    def last_lines() -> list[str]:
+        return [(out / f"log_rank{r}.txt").read_text().splitlines()[-1].split("] ", 1)[1] for r in (0, 1)]
+
+    said = (f"during the final test: stopped after the batch in flight, the {{}} of its 8 videos scored so far are "
+            f"kept in {progress}; exit code 4. The training is finished (last checkpoint {ckpt}); its final test is "
+            "not complete, its summary.json not written yet. Run the same command again to test the rest and write "
+            "the summary")
+    stop(1)
+    assert rows() == [0, 1, 2, 3, 4, 5]  # rank 0's 0, 2, 4 and rank 1's 1, 3, 5
+    assert last_lines() == ["stopped: SIGTERM received " + said.format(6)] * 2
+    # rank 1 alone: rank 0 scores its last batch (row 6), rank 1 its first (kept already) and stops
+    again = stop(2, E2E_RANK="1")
+    assert "6 videos of the stopped test kept from test_progress.json" in again.stdout
+    assert rows() == [0, 1, 2, 3, 4, 5, 6]
+    assert last_lines() == [f"stopped: another process received a stop signal {said.format(7)}",
+                            f"stopped: SIGTERM received {said.format(7)}"]
+    done = _run(tmp_path, opts, nproc=2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 0
+    assert "7 videos of the stopped test kept from test_progress.json" in done.stdout
+    assert not progress.exists()
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+    assert (out / "predictions_test.csv").read_text() == (two_process_final_test / "predictions_test.csv").read_text()

@@ -39,12 +39,15 @@ class EvaluationFailedElsewhere(RuntimeError):
 
 class EvaluationStopped(Exception):
     """A rank was asked to stop (``stop_requested``) before its share was scored: raised on every rank after the
-    gather that ends the evaluation, with the predictions of all ranks (and the ``kept`` ones) scored so far."""
+    gather that ends the evaluation, with the predictions of all ranks (and the ``kept`` ones) scored so far.
+    ``interrupted``: a Ctrl-C ended it (a single process's, ``keep_on_interrupt``), not a stop signal."""
 
-    def __init__(self, split: str, predictions: list[tuple], views: int, classes: int, ranks: list[int]) -> None:
+    def __init__(self, split: str, predictions: list[tuple], views: int, classes: int, ranks: list[int],
+                 interrupted: bool = False) -> None:
         self.predictions, self.views, self.classes, self.ranks = predictions, views, classes, ranks
-        super().__init__(f"the {split} evaluation stopped on a stop signal (ranks {ranks}) after "
-                         f"{len(predictions)} videos")
+        self.interrupted = interrupted
+        super().__init__(f"the {split} evaluation stopped on {'a Ctrl-C' if interrupted else 'a stop signal'} "
+                         f"(ranks {ranks}) after {len(predictions)} videos")
 
 
 def every_rank_learned(error: BaseException) -> bool:
@@ -141,7 +144,7 @@ def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str
 def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, split: str = "val",
              autocast_dtype: torch.dtype | None = None, max_views_per_forward: int = 0,
              progress: Callable[[int], None] | None = None, stop_requested: Callable[[], bool] | None = None,
-             kept: dict[str, Any] | None = None) -> dict[str, Any]:
+             kept: dict[str, Any] | None = None, keep_on_interrupt: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on every video of ``loader`` across all ranks.
 
     Args:
@@ -157,6 +160,9 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
             :class:`EvaluationStopped`.
         kept: ``{'predictions', 'views', 'classes'}`` of an earlier stopped evaluation of the same videos: those
             videos are not forwarded again (their rows are dropped from each batch) and their predictions count.
+        keep_on_interrupt: in a single process, a Ctrl-C (KeyboardInterrupt) between or inside batches ends it as
+            ``stop_requested`` does, with the batches scored before it (:class:`EvaluationStopped`, ``interrupted``).
+            With several processes it propagates at once: it may land in a collective the others wait in.
 
     Returns:
         ``{'split', 'top1', 'top5' (None when the model scores 5 classes or fewer: :func:`top5_is_informative`),
@@ -174,7 +180,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     try:
         local, views, classes, first_batch_s, stopped = _score_batches(
             model, loader, ctx.device, autocast_dtype, max_views_per_forward, progress, start,
-            stop_requested, kept_preds)
+            stop_requested, kept_preds, keep_on_interrupt and not ctx.distributed)
     except Exception as e:
         if not ctx.distributed:
             raise
@@ -204,7 +210,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     preds = [seen[i] for i in sorted(seen)]
     stopped_ranks = [rank for rank, part in enumerate(gathered) if part["stopped"]]
     if stopped_ranks:  # every rank learns it here: all raise, none waits in a collective for the others
-        raise EvaluationStopped(split, preds, views, classes, stopped_ranks)
+        raise EvaluationStopped(split, preds, views, classes, stopped_ranks, interrupted=stopped == "interrupted")
     n = len(preds)
     top1 = sum(p[2][0] == p[1] for p in preds)
     top5 = sum(p[1] in p[2][:5] for p in preds)
@@ -231,50 +237,58 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
 def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.device,
                    autocast_dtype: torch.dtype | None, max_views_per_forward: int,
                    progress: Callable[[int], None] | None, start: float, stop_requested: Callable[[], bool] | None,
-                   kept: dict[int, tuple]) -> tuple[list[tuple], int, int, float | None, bool]:
+                   kept: dict[int, tuple], keep_on_interrupt: bool = False
+                   ) -> tuple[list[tuple], int, int, float | None, bool | str]:
     """This rank's share of :func:`evaluate`: ``(predictions, views, classes, seconds before the first batch,
-    stopped before its end)``; the rows of ``kept`` videos are dropped from each batch before the model."""
-    tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # each batch's top-k (probabilities, classes), on the device
-    labels: list[int] = []
-    indices: list[int] = []
+    stopped before its end: True, or "interrupted" by a Ctrl-C with ``keep_on_interrupt``)``; the rows of ``kept``
+    videos are dropped from each batch before the model."""
+    # Each batch's top-k (probabilities, classes; on the device), labels and indices, appended in one step: a Ctrl-C
+    # between two steps of a batch leaves only whole batches here.
+    scored: list[tuple[tuple[torch.Tensor, torch.Tensor], list[int], list[int]]] = []
     views = classes = 0
     first_batch_s = None  # until the first batch arrived: the loader's start (graph build, decode workers)
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())
-    stopped = False
-    for batch in loader:
-        if first_batch_s is None:
-            first_batch_s = time.time() - start
-        # Asked before a batch, not after it: a stop during the last batch leaves an evaluation that is complete
-        if stop_requested is not None and stop_requested():
-            stopped = True
-            break
-        videos = len(batch["index"].view(-1))  # the progress counts the kept ones too: they are done
-        if kept:  # decoded anyway (cheap beside the forward of a large model)
-            rows = [i for i, r in enumerate(batch["index"].view(-1).tolist()) if int(r) not in kept]
-            batch = {k: batch[k][rows] if k in ("video", "label", "index") else batch[k] for k in batch}
-        if len(batch["index"].view(-1)):
-            video = batch["video"].to(device, non_blocking=True)
-            if autocast_dtype is None:
-                video = video.float()
-            b, v = video.shape[:2]
-            views = v
-            clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
-            chunk = max_views_per_forward or clips.shape[0]
-            with amp:
-                logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
-            probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
-            classes = probs.shape[-1]
-            k = min(5, classes)
-            # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
-            # every batch's forward before it asks the loader for the next.
-            tops.append(probs.topk(k, dim=-1))
-            labels += batch["label"].view(-1).tolist()
-            indices += batch["index"].view(-1).tolist()
-        if progress is not None:
-            progress(videos)
-    top_p = torch.cat([p for p, _ in tops]).cpu().tolist() if tops else []
-    top_i = torch.cat([i for _, i in tops]).cpu().tolist() if tops else []
+    stopped: bool | str = False
+    try:
+        for batch in loader:
+            if first_batch_s is None:
+                first_batch_s = time.time() - start
+            # Asked before a batch, not after it: a stop during the last batch leaves an evaluation that is complete
+            if stop_requested is not None and stop_requested():
+                stopped = True
+                break
+            videos = len(batch["index"].view(-1))  # the progress counts the kept ones too: they are done
+            if kept:  # decoded anyway (cheap beside the forward of a large model)
+                rows = [i for i, r in enumerate(batch["index"].view(-1).tolist()) if int(r) not in kept]
+                batch = {k: batch[k][rows] if k in ("video", "label", "index") else batch[k] for k in batch}
+            if len(batch["index"].view(-1)):
+                video = batch["video"].to(device, non_blocking=True)
+                if autocast_dtype is None:
+                    video = video.float()
+                b, v = video.shape[:2]
+                views = v
+                clips = video.flatten(0, 1)  # (B*V, T, 3, S, S), view-major within each video
+                chunk = max_views_per_forward or clips.shape[0]
+                with amp:
+                    logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
+                probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
+                classes = probs.shape[-1]
+                k = min(5, classes)
+                # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
+                # every batch's forward before it asks the loader for the next.
+                scored.append((probs.topk(k, dim=-1), batch["label"].view(-1).tolist(),
+                               batch["index"].view(-1).tolist()))
+            if progress is not None:
+                progress(videos)
+    except KeyboardInterrupt:
+        if not keep_on_interrupt:
+            raise
+        stopped = "interrupted"  # the batches in ``scored`` are whole; the one in flight is dropped
+    top_p = torch.cat([t[0] for t, _, _ in scored]).cpu().tolist() if scored else []
+    top_i = torch.cat([t[1] for t, _, _ in scored]).cpu().tolist() if scored else []
+    labels = [y for _, ys, _ in scored for y in ys]
+    indices = [r for _, _, rs in scored for r in rs]
     preds = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
     return preds, views, classes, first_batch_s, stopped
 
@@ -364,15 +378,15 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
                      autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
                      step: int | None = None, checkpoint: str | None = None,
                      after_batch: Callable[[], None] | None = None, stop_requested: Callable[[], bool] | None = None,
-                     kept: dict[str, Any] | None = None) -> dict[str, Any]:
+                     kept: dict[str, Any] | None = None, keep_on_interrupt: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` and record it: warn when videos were left out, write the predictions (a row
     for each listed video, the unreadable ones with their reason) and per-class accuracy (rank 0), log the eval line
     with the loader's views (``num_clip`` x ``num_crop``), ``checkpoint`` (the weights file scored, when the weights
     were loaded from one) and the loader's counters over all ranks, read after this evaluation (``loader_stats``:
     counted since the loader was built). Every rank must call it. Needs no optimizer or trainer. Shows progress (a
     bar on a terminal, plain lines otherwise); ``after_batch`` is called after each batch too (the trainer says
-    there a stop signal that came); ``stop_requested`` and ``kept`` are :func:`evaluate`'s (a stop raises
-    :class:`EvaluationStopped` before anything is written). Returns the result without its predictions."""
+    there a stop signal that came); ``stop_requested``, ``kept`` and ``keep_on_interrupt`` are :func:`evaluate`'s (a
+    stop raises :class:`EvaluationStopped` before anything is written). Returns the result without its predictions."""
     progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
 
     def batch_done(videos: int) -> None:
@@ -381,7 +395,7 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
             after_batch()
     try:
         result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=batch_done,
-                          stop_requested=stop_requested, kept=kept)
+                          stop_requested=stop_requested, kept=kept, keep_on_interrupt=keep_on_interrupt)
     finally:
         progress.close()
     preds = result.pop("predictions")

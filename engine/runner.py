@@ -93,7 +93,8 @@ def _class_names(cfg) -> dict[int, str] | None:
 def only_test(run: Run, cfg) -> dict[str, Any]:
     """Evaluate the model as loaded (see ``start_weights.weights_to_load``) on the test loader and write the
     summary. A stop signal ends the evaluation after the batch in flight, keeping the videos scored so far
-    (``test_progress.FinalTestProgress``): the same command scores only the others."""
+    (``test_progress.FinalTestProgress``): the same command scores only the others. In a single process a Ctrl-C
+    during its batches keeps them too, and the run then ends as interrupted."""
     if run.weights == "initial weights":  # check_files refuses this case; kept for callers that skip it
         run.metrics.warn("no checkpoint given or found: evaluating the initial weights")
     else:
@@ -102,8 +103,9 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     # The training's lines for a stop (checkpoints kept, SIGTERM saving the next step) do not fit an evaluation:
     # these say what a stop keeps of it and how to get its results.
     what = f"the evaluation of {run.weights}"
-    on_interrupt(f"{what} stopped where it was, before its summary.json (a Ctrl-C keeps no partial score: SIGTERM or "
-                 f"SIGUSR1 instead stop after the batch in flight and keep the videos scored so far in "
+    on_interrupt(f"{what} stopped where it was, before its summary.json (a Ctrl-C here, or with several processes, "
+                 "keeps no partial score; one during a single process's batches keeps the videos scored so far, as "
+                 "SIGTERM or SIGUSR1 do, which stop after the batch in flight and keep them in "
                  f"{PROGRESS_FILE}, exit code {PREEMPTED_EXIT_CODE}; OUTPUT's checkpoints are as they were); the same "
                  "command evaluates it again, but for the videos an earlier stop kept")
     try:
@@ -117,8 +119,12 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
                                           num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
                                           autocast_dtype=amp_dtype, checkpoint=run.weights_file,
                                           stop_requested=lambda: control.signal_name is not None,
-                                          kept=progress.kept())
+                                          kept=progress.kept(), keep_on_interrupt=True)
             except EvaluationStopped as stop:
+                if stop.interrupted:  # a single process's Ctrl-C: kept as a stop's, then it ends as a Ctrl-C does
+                    on_interrupt(f"{what} {progress.interrupted(stop)}; its summary.json is not written yet: the same "
+                                 "command scores the rest and writes its results")
+                    raise KeyboardInterrupt from None
                 raise progress.stopped(stop, control.signal_name, True) from None
             progress.done()
             if control.signal_name is not None:  # after the last batch: the results are seconds away, nothing left

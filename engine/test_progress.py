@@ -80,12 +80,24 @@ class FinalTestProgress:
 
     def stopped(self, stop: EvaluationStopped, signal_name: str | None, auto_resume: bool) -> StoppedAfterTraining:
         """Rank 0 writes what ``stop`` gathered (every rank must call it); returns the stop every rank raises."""
+        kept = self._keep(stop, signal_name)
+        during = f"during {self.evaluation or 'the final test'}"
+        return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume, f"{during}: {kept}",
+                                    trained=self.evaluation is None)
+
+    def interrupted(self, stop: EvaluationStopped) -> str:
+        """A single process's Ctrl-C (``stop.interrupted``): writes what ``stop`` scored as :meth:`stopped` does;
+        returns what was kept, for the ``interrupted:`` line (e.g. "stopped by Ctrl-C, the 3 of its 8 videos ...")."""
+        return self._keep(stop, "SIGINT", by=" by Ctrl-C")
+
+    def _keep(self, stop: EvaluationStopped, signal_name: str | None, by: str = "") -> str:
+        """Rank 0 writes ``stop``'s predictions (none: no file); returns what was kept ("stopped<by> ...")."""
         failure = None
         if self.ctx.is_main:
             record = {"test": self.test, "views": stop.views, "classes": stop.classes, "signal": signal_name,
                       "predictions": [list(p) for p in stop.predictions]}
             try:
-                if stop.predictions:
+                if stop.predictions:  # whole or nothing, even when a second Ctrl-C comes while it is written
                     atomic_write_text(self.path, json.dumps(record) + "\n")
                 elif os.path.exists(self.path):  # another test's (this one's would have given predictions): replaced
                     os.remove(self.path)         # by nothing, as kept()'s warning said
@@ -93,17 +105,13 @@ class FinalTestProgress:
                 failure = f"{type(e).__name__}: {e}"
         failure = all_gather_objects(failure, self.ctx)[0]
         listed = self.test["listed_videos"]
-        during = f"during {self.evaluation or 'the final test'}"
         if not stop.predictions:  # a stop before the first batch: a file of no video would only be read back
-            what = f"{during}: stopped before any of its {f'{listed} ' if listed else ''}videos was scored"
-        else:
-            scored = (f"{len(stop.predictions)} of its {listed} videos" if listed else
-                      counted(len(stop.predictions), "video"))
-            what = f"{during}: stopped after the batch in flight, " + (
-                f"the {scored} scored so far are kept in {self.path}" if failure is None else
-                f"the {scored} scored so far could not be kept ({failure}): the rerun tests every video")
-        return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume, what,
-                                    trained=self.evaluation is None)
+            return f"stopped{by} before any of its {f'{listed} ' if listed else ''}videos was scored"
+        scored = (f"{len(stop.predictions)} of its {listed} videos" if listed else
+                  counted(len(stop.predictions), "video"))
+        how = f"stopped{by}, " if by else "stopped after the batch in flight, "
+        return how + (f"the {scored} scored so far are kept in {self.path}" if failure is None else
+                      f"the {scored} scored so far could not be kept ({failure}): the rerun tests every video")
 
     def done(self) -> None:
         """The test is complete: its progress file, if any, goes (rank 0)."""

@@ -736,9 +736,10 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
     # the line says what an evaluation keeps, not what a training's stop keeps (a checkpoint, SIGTERM's next step)
     scored = out / "ckpt_epoch_1.pth"
     assert stopped.stderr.strip().splitlines()[-1] == (
-        f"interrupted: the evaluation of {scored} stopped where it was, before its summary.json (a Ctrl-C keeps no "
-        "partial score: SIGTERM or SIGUSR1 instead stop after the batch in flight and keep the videos scored so far "
-        "in test_progress.json, exit code 4; OUTPUT's checkpoints are as they were); the same command evaluates it "
+        f"interrupted: the evaluation of {scored} stopped where it was, before its summary.json (a Ctrl-C here, or "
+        "with several processes, keeps no partial score; one during a single process's batches keeps the videos "
+        "scored so far, as SIGTERM or SIGUSR1 do, which stop after the batch in flight and keep them in "
+        "test_progress.json, exit code 4; OUTPUT's checkpoints are as they were); the same command evaluates it "
         "again, but for the videos an earlier stop kept")
     assert not (out / "test_progress.json").exists()
     # a scheduler's stop there (before its first batch): exit code 4, what it scored kept (nothing yet), OUTPUT's

@@ -131,3 +131,42 @@ def test_a_stop_before_the_first_batch_keeps_no_file(tmp_path):
     assert line.startswith("SIGTERM received during the final test: stopped before any of its videos was scored; "
                            "exit code 4."), line
     assert not (tmp_path / PROGRESS_FILE).exists()
+
+
+class _InterruptedAt(_Flat):
+    """A Ctrl-C inside the forward of its ``at``-th batch (as one lands in a large model's forward)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.batches = at, 0
+
+    def forward(self, x):
+        self.batches += 1
+        if self.batches == self.at:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def test_a_ctrl_c_inside_a_single_process_batch_keeps_the_whole_batches_before_it(tmp_path):
+    """A Ctrl-C during a single process's evaluation kept nothing. With ``keep_on_interrupt`` it ends it as a stop
+    does, with the batches scored before it (the one in flight dropped), which the progress file keeps and names;
+    without it (a training's final test) or with several processes it stops at once, as before."""
+    ctx, warned = DistContext(), []
+    progress = _progress(str(tmp_path), ctx, warned)
+    try:
+        evaluate(_InterruptedAt(3), _batches(0, 1), ctx, split="test", keep_on_interrupt=True)
+        raise AssertionError("the evaluation did not stop")
+    except EvaluationStopped as stop:
+        assert stop.interrupted and [p[0] for p in stop.predictions] == [0, 1]
+        line = progress.interrupted(stop)
+    assert line == f"stopped by Ctrl-C, the 2 videos scored so far are kept in {tmp_path / PROGRESS_FILE}"
+    saved = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    assert saved["signal"] == "SIGINT" and [p[0] for p in saved["predictions"]] == [0, 1]
+    assert [p[0] for p in progress.kept()["predictions"]] == [0, 1] and not warned
+    for keep, world in ((False, 1), (True, 2)):  # a KeyboardInterrupt before any collective: none runs
+        try:
+            evaluate(_InterruptedAt(1), _batches(0, 1), DistContext(rank=0, world_size=world), split="test",
+                     keep_on_interrupt=keep)
+            raise AssertionError("the evaluation was not interrupted")
+        except KeyboardInterrupt:
+            pass

@@ -1346,10 +1346,11 @@ def test_a_stop_signal_during_an_evaluation_is_said_as_it_is_seen(tmp_path, data
         assert not (out / "test_progress.json").exists()
 
 
-def _final_test_runs(dataset: Path, capsys, monkeypatch, signal_after_batch: int):
+def _final_test_runs(dataset: Path, capsys, monkeypatch, signal_after_batch: int, sent: int = signal.SIGTERM):
     """``(run, forwarded)``: ``run(output, *flags)`` trains the demo 1 epoch (validation 1 x 1, final test 2 x 1, 8
-    videos in batches of 3) and returns its exit code and printed text; the first run's final test gets a SIGTERM
-    after its batch ``signal_after_batch``; ``forwarded`` holds the clips each forward of the run's evaluations had."""
+    videos in batches of 3) and returns its exit code (None: it raised KeyboardInterrupt) and printed text; the first
+    run's final test gets ``sent`` (a SIGTERM) after its batch ``signal_after_batch``; ``forwarded`` holds the clips
+    each forward of the run's evaluations had."""
     import engine.evaluate as evaluate_mod
 
     evaluate, score = evaluate_mod.evaluate, evaluate_mod._score_batches
@@ -1363,7 +1364,7 @@ def _final_test_runs(dataset: Path, capsys, monkeypatch, signal_after_batch: int
             batches.append(videos)
             if kwargs["split"] == "test" and pending and pending[0] == len(batches):
                 pending.clear()
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), sent)
         return evaluate(model, loader, ctx, **{**kwargs, "progress": batch_done})
 
     def counted(model, loader, *args):
@@ -1378,9 +1379,12 @@ def _final_test_runs(dataset: Path, capsys, monkeypatch, signal_after_batch: int
 
     def run(output: Path, *flags: str) -> tuple[int, str]:
         forwarded.clear()
-        rc = train.main(["--cfg", DEMO, *flags, "--opts", *_opts(dataset, output, "TRAIN.EPOCHS", "1",
-                                                                 "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE", "4",
-                                                                 *views)])
+        try:
+            rc = train.main(["--cfg", DEMO, *flags, "--opts", *_opts(dataset, output, "TRAIN.EPOCHS", "1",
+                                                                     "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE",
+                                                                     "4", *views)])
+        except KeyboardInterrupt:  # what a Ctrl-C ends the command with (the interrupt hook prints its line)
+            rc = None
         captured = capsys.readouterr()
         return rc, captured.out + captured.err
     return run, forwarded
@@ -1480,6 +1484,42 @@ def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only
     summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
     assert summaries[0]["final_top1"] == summaries[1]["final_top1"] and summaries[0]["final_num_videos"] == 8
     assert summaries[0]["mode"] == "evaluate only"
+
+
+def test_a_ctrl_c_during_a_single_process_only_test_keeps_its_videos_as_a_stop_signal_does(tmp_path, dataset, capsys,
+                                                                                           monkeypatch):
+    """A Ctrl-C during an --only_test evaluation on one GPU (how a user stops it at a workstation) kept nothing: the
+    same command evaluated every video again. It keeps the batches scored before it in test_progress.json, as a stop
+    signal does, and still ends as a Ctrl-C (KeyboardInterrupt), its line saying what was kept and where; the same
+    command forwards only the others and writes the predictions of an uninterrupted evaluation."""
+    from evautil.interrupt import interrupted_line
+    from models import build_model
+
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1, sent=signal.SIGINT)
+    out, other, weights = tmp_path / "out", tmp_path / "other", tmp_path / "model.pth"
+    torch.manual_seed(3)  # random weights: spread-out predictions, each video its own
+    torch.save({"model": build_model(load_config(DEMO, _opts(dataset, out))).state_dict()}, weights)
+    evaluate = ("--only_test", "--resume", str(weights))
+    rc, printed = run(out, *evaluate)
+    assert rc is None, printed[-2000:]
+    line = (f"interrupted: the evaluation of {weights} stopped by Ctrl-C, the 3 of its 8 videos scored so far are kept "
+            f"in {out / 'test_progress.json'}; its summary.json is not written yet: the same command scores the rest "
+            "and writes its results")
+    assert interrupted_line() == line
+    progress = json.loads((out / "test_progress.json").read_text())
+    assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and forwarded == [3]  # batch 1, 1 view each
+    assert progress["signal"] == "SIGINT" and progress["test"]["checkpoint"] == os.path.realpath(weights)
+    assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
+    rc, printed = run(out, *evaluate)  # the same command
+    assert rc == 0, printed[-2000:]
+    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
+    assert sum(forwarded) == 5 and not (out / "test_progress.json").exists()  # only the 5 others
+    rc, printed = run(other, *evaluate)  # uninterrupted
+    assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (out / name).read_text() == (other / name).read_text()
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
+    assert summaries[0]["final_top1"] == summaries[1]["final_top1"] and summaries[0]["final_num_videos"] == 8
 
 
 def test_a_stop_signal_after_an_only_test_evaluations_last_batch_lets_it_write_its_results(tmp_path, dataset,

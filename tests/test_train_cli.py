@@ -1447,19 +1447,48 @@ def test_a_stop_signal_after_the_final_tests_last_batch_stops_with_its_results_w
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
 
 
+def _weights_to_evaluate(dataset: Path, tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    """A weights file of the demo's model with random weights (spread-out predictions, each video its own) and the
+    flags that evaluate it (--only_test)."""
+    from models import build_model
+
+    weights = tmp_path / "model.pth"
+    torch.manual_seed(3)
+    torch.save({"model": build_model(load_config(DEMO, _opts(dataset, tmp_path / "out"))).state_dict()}, weights)
+    return weights, ("--only_test", "--resume", str(weights))
+
+
+def _the_same_command_scores_the_rest(run, forwarded: list[int], out: Path, evaluate: tuple[str, ...]) -> None:
+    """After a stop that kept the first batch (3 of 8 videos): the same command forwards only the 5 others and
+    removes the progress file."""
+    rc, printed = run(out, *evaluate)
+    assert rc == 0, printed[-2000:]
+    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
+    assert sum(forwarded) == 5 and not (out / "test_progress.json").exists()
+
+
+def _equal_to_an_uninterrupted_evaluation(run, forwarded: list[int], out: Path, other: Path,
+                                          evaluate: tuple[str, ...]) -> list[dict]:
+    """An uninterrupted evaluation in ``other`` forwards all 8 videos and writes the same prediction files and top-1
+    as ``out``'s; returns both summaries."""
+    rc, printed = run(other, *evaluate)
+    assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (out / name).read_text() == (other / name).read_text()
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
+    assert summaries[0]["final_top1"] == summaries[1]["final_top1"] and summaries[0]["final_num_videos"] == 8
+    return summaries
+
+
 def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only_the_rest(tmp_path, dataset, capsys,
                                                                                          monkeypatch):
     """A SIGTERM during an --only_test evaluation (hours for a large model's 4 x 3 views) ended it at once, keeping
     nothing: the same command evaluated every video again. It stops after the batch in flight, exit code 4 (said in
     exit_status.json), keeping that batch's videos in test_progress.json; the same command forwards only the others,
     removes the file and writes the predictions and accuracy of an uninterrupted evaluation."""
-    from models import build_model
-
     run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1)
-    out, other, weights = tmp_path / "out", tmp_path / "other", tmp_path / "model.pth"
-    torch.manual_seed(3)  # random weights: spread-out predictions, each video its own
-    torch.save({"model": build_model(load_config(DEMO, _opts(dataset, out))).state_dict()}, weights)
-    evaluate = ("--only_test", "--resume", str(weights))
+    out, other = tmp_path / "out", tmp_path / "other"
+    weights, evaluate = _weights_to_evaluate(dataset, tmp_path)
     rc, printed = run(out, *evaluate)
     assert rc == 4, printed[-2000:]
     assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 4,
@@ -1472,17 +1501,9 @@ def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only
     assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and forwarded == [3]  # batch 1, 1 view each
     assert progress["test"]["checkpoint"] == os.path.realpath(weights) and progress["test"]["global_step"] is None
     assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
-    rc, printed = run(out, *evaluate)  # the same command
-    assert rc == 0, printed[-2000:]
-    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
-    assert sum(forwarded) == 5 and not (out / "test_progress.json").exists()  # only the 5 others
+    _the_same_command_scores_the_rest(run, forwarded, out, evaluate)
     assert not (out / "earlier_runs").exists()  # nothing set aside: the file was this evaluation's own
-    rc, printed = run(other, *evaluate)  # uninterrupted
-    assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
-    for name in ("predictions_test.csv", "per_class_test.csv"):
-        assert (out / name).read_text() == (other / name).read_text()
-    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
-    assert summaries[0]["final_top1"] == summaries[1]["final_top1"] and summaries[0]["final_num_videos"] == 8
+    summaries = _equal_to_an_uninterrupted_evaluation(run, forwarded, out, other, evaluate)
     assert summaries[0]["mode"] == "evaluate only"
 
 
@@ -1493,13 +1514,10 @@ def test_a_ctrl_c_during_a_single_process_only_test_keeps_its_videos_as_a_stop_s
     signal does, and still ends as a Ctrl-C (KeyboardInterrupt), its line saying what was kept and where; the same
     command forwards only the others and writes the predictions of an uninterrupted evaluation."""
     from evautil.interrupt import interrupted_line
-    from models import build_model
 
     run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1, sent=signal.SIGINT)
-    out, other, weights = tmp_path / "out", tmp_path / "other", tmp_path / "model.pth"
-    torch.manual_seed(3)  # random weights: spread-out predictions, each video its own
-    torch.save({"model": build_model(load_config(DEMO, _opts(dataset, out))).state_dict()}, weights)
-    evaluate = ("--only_test", "--resume", str(weights))
+    out, other = tmp_path / "out", tmp_path / "other"
+    weights, evaluate = _weights_to_evaluate(dataset, tmp_path)
     rc, printed = run(out, *evaluate)
     assert rc is None, printed[-2000:]
     line = (f"interrupted: the evaluation of {weights} stopped by Ctrl-C, the 3 of its 8 videos scored so far are kept "
@@ -1510,16 +1528,8 @@ def test_a_ctrl_c_during_a_single_process_only_test_keeps_its_videos_as_a_stop_s
     assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and forwarded == [3]  # batch 1, 1 view each
     assert progress["signal"] == "SIGINT" and progress["test"]["checkpoint"] == os.path.realpath(weights)
     assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
-    rc, printed = run(out, *evaluate)  # the same command
-    assert rc == 0, printed[-2000:]
-    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
-    assert sum(forwarded) == 5 and not (out / "test_progress.json").exists()  # only the 5 others
-    rc, printed = run(other, *evaluate)  # uninterrupted
-    assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
-    for name in ("predictions_test.csv", "per_class_test.csv"):
-        assert (out / name).read_text() == (other / name).read_text()
-    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, other)]
-    assert summaries[0]["final_top1"] == summaries[1]["final_top1"] and summaries[0]["final_num_videos"] == 8
+    _the_same_command_scores_the_rest(run, forwarded, out, evaluate)
+    _equal_to_an_uninterrupted_evaluation(run, forwarded, out, other, evaluate)
 
 
 def test_a_stop_signal_after_an_only_test_evaluations_last_batch_lets_it_write_its_results(tmp_path, dataset,

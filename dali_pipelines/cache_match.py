@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filelist import VideoList
-from .index_store import BAD, UNKNOWN, IndexCache, VideoTable
+from .index_store import IndexCache
+from .video_table import BAD, UNKNOWN, VideoTable
 
 __all__ = ["CacheMatch", "retired_rows", "cached_keys", "match_list", "log_recount"]
 
@@ -53,7 +54,7 @@ class CacheMatch:
     ``bad`` (reasons of reused bad records and of missing files), ``jobs`` (rows to probe), ``unique`` (rows that
     go into the cache: the first of each path; None when every row does), ``current`` (the cache already says
     exactly what this build would write) and ``recounted`` (how many jobs are records whose frame count may include
-    frames that never decode, :meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`)."""
+    frames that never decode, :meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`)."""
 
     table: VideoTable
     bad: dict[int, str]

@@ -2,7 +2,7 @@
 
 A Kinetics-size list has hundreds of thousands of videos and every rank of a run holds its index, so
 :class:`DatasetIndex` keeps the list (:class:`~dali_pipelines.filelist.VideoList`) and the probed facts
-(:class:`~dali_pipelines.index_store.VideoTable`) as arrays: about 115 bytes per video (64 of probed facts, 48 of
+(:class:`~dali_pipelines.video_table.VideoTable`) as arrays: about 115 bytes per video (64 of probed facts, 48 of
 list), no Python object per video. ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row
 (``entries``, ``infos``, ``info``).
 Built by :func:`dali_pipelines.index.build_index`. Another list's index of the run (validation's) can be told of
@@ -24,8 +24,8 @@ from evautil.progress import counted
 
 from .filelist import ListEntry, VideoList
 from .index_lock import locked
-from .index_store import (BAD, GOOD, NUMBERED_AS_INDEXED, UNKNOWN, IndexCache, VideoInfo, VideoTable, load_cache,
-                          save_cache, stat_key)
+from .index_store import IndexCache, load_cache, save_cache, stat_key
+from .video_table import BAD, GOOD, NUMBERED_AS_INDEXED, UNKNOWN, VideoInfo, VideoTable
 
 __all__ = ["DatasetIndex"]
 

@@ -66,7 +66,7 @@ class VideoRef:
     codec: str
     size: int = 0  # the file's size and mtime when it was probed: a file that differs now is not this video
     mtime_ns: int = 0
-    colorspace: str = ""  # the YUV matrix tag (index_store.VideoInfo): DALI's decoders' frames are corrected to it
+    colorspace: str = ""  # the YUV matrix tag (video_table.VideoInfo): DALI's decoders' frames are corrected to it
 
 
 @dataclass

@@ -19,7 +19,7 @@ is ``probe_verdict.py``'s, where the files lie ``index_files.py``'s, which cache
 re-exports their public names.
 
 The index of a Kinetics-size list is held by every rank, so it is kept as columns (the list's
-:class:`~dali_pipelines.filelist.VideoList` and an :class:`~dali_pipelines.index_store.VideoTable` of the probed
+:class:`~dali_pipelines.filelist.VideoList` and an :class:`~dali_pipelines.video_table.VideoTable` of the probed
 facts), not as Python objects per video; ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row.
 
 The cache file carries the schema version (:data:`INDEX_SCHEMA_VERSION`); a file written by another version is
@@ -63,10 +63,11 @@ from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
 from .filelist import DataError, VideoList, check_list_root, read_video_list
 from .index_files import IndexPaths, index_paths
 from .index_lock import locked
-from .index_store import INDEX_SCHEMA_VERSION, UNKNOWN, VideoInfo, load_cache, save_cache
+from .index_store import INDEX_SCHEMA_VERSION, load_cache, save_cache
 from .probe_verdict import probe_video
 from .probed_caches import ProbedBefore, probed_before, save_probed_index
 from .pyav_open import BadVideoError
+from .video_table import UNKNOWN, VideoInfo
 
 __all__ = ["VideoInfo", "BadVideoError", "DataError", "probe_video", "DatasetIndex", "build_index", "index_paths",
            "IndexPaths", "INDEX_SCHEMA_VERSION", "probe_videos", "save_probed_index", "ProbedBefore",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .index_store import NUMBERED_AS_INDEXED, VideoInfo
+from .video_table import NUMBERED_AS_INDEXED, VideoInfo
 from .pyav_open import BadVideoError
 from .pyav_probe import DURATION_SLACK, StreamProbe, probe_stream, reaches_duration
 

@@ -20,7 +20,8 @@ from .cache_match import log_recount, retired_rows
 from .filelist import PathTable
 from .index_files import index_paths
 from .index_lock import locked
-from .index_store import GOOD, VideoTable, load_cache_and_root, save_cache, stat_key
+from .index_store import load_cache_and_root, save_cache, stat_key
+from .video_table import GOOD, VideoTable
 
 __all__ = ["save_probed_index", "ProbedBefore", "probed_before"]
 
@@ -95,7 +96,7 @@ def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
     """The good rows of the index caches ``cache_paths`` (whatever lists and roots they were written for; an
     unreadable one or one of another schema version is skipped), so that a new ``lists --check`` over the same
     videos probes only those that are new or changed since, and those whose record a build would not trust
-    (:meth:`~dali_pipelines.index_store.VideoTable.counted_before_edit_lists`,
+    (:meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`,
     :func:`~dali_pipelines.cache_match.retired_rows`)."""
     rows: dict[str, int] = {}
     tables: list[VideoTable] = []

@@ -23,7 +23,7 @@ from evautil.progress import THIS_RANK_ONLY
 from .draw import DrawSettings, Sample, VideoRef, draw_sample
 from .filelist import DataError
 from .index import DatasetIndex
-from .index_store import BAD
+from .video_table import BAD
 
 __all__ = ["EpochPlan", "epoch_plan", "substitute_row", "Schedule", "VideoId"]
 

@@ -21,10 +21,11 @@ from dali_pipelines import index_files
 from dali_pipelines.filelist import (DataError, DataListError, LabelRangeError, ListEntry, check_list_root,
                                      read_file_list, read_video_list)
 from dali_pipelines.index import INDEX_SCHEMA_VERSION, BadVideoError, DatasetIndex, build_index, probe_video
-from dali_pipelines.index_store import UNKNOWN, load_cache, save_cache
+from dali_pipelines.index_store import load_cache, save_cache
 from dali_pipelines.pyav_io import decode_frames
 from dali_pipelines.pyav_probe import count_frames, count_packets
 from dali_pipelines.pyav_encode import write_video
+from dali_pipelines.video_table import UNKNOWN
 from evautil.errors import first_line_not_utf8
 from tests.video_fixtures import reference_clips
 

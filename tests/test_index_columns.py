@@ -16,7 +16,8 @@ from dali_pipelines import filelist
 from dali_pipelines import index as index_mod
 from dali_pipelines.filelist import PathTable, read_file_list, read_video_list
 from dali_pipelines.index import build_index, probe_video
-from dali_pipelines.index_store import BAD, COLUMNS, GOOD, UNKNOWN, VideoTable, load_cache, save_cache
+from dali_pipelines.index_store import load_cache, save_cache
+from dali_pipelines.video_table import BAD, COLUMNS, GOOD, UNKNOWN, VideoTable
 from evautil.text import text_lines
 
 TEXTS = ("codec", "pix_fmt", "chroma", "profile", "colorspace", "nvdec_numbering")  # the columns of string codes

@@ -337,7 +337,8 @@ def test_one_process_per_machine_records_a_learnt_quarantine_and_a_failure_is_sa
 
 def load_cache_bad(cache: str, root: str) -> set[str]:
     """The paths the index cache ``cache`` records as bad."""
-    from dali_pipelines.index_store import BAD, load_cache
+    from dali_pipelines.index_store import load_cache
+    from dali_pipelines.video_table import BAD
 
     c = load_cache(cache, os.path.abspath(root))
     return {c.rel_paths[i] for i in np.flatnonzero(c.table.status == BAD)}

@@ -321,7 +321,8 @@ def test_the_index_records_which_videos_nvdec_would_number_otherwise(cut_videos,
     import json
 
     from dali_pipelines.index import build_index
-    from dali_pipelines.index_store import INDEX_SCHEMA_VERSION, NUMBERED_AS_INDEXED, load_cache
+    from dali_pipelines.index_store import INDEX_SCHEMA_VERSION, load_cache
+    from dali_pipelines.video_table import NUMBERED_AS_INDEXED
 
     _, videos = cut_videos
     (tmp_path / "videos").mkdir()

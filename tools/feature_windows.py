@@ -129,7 +129,7 @@ def _probe_all(cfg, paths: Sequence[str], ctx, progress: bool) -> dict[int, Any]
     position in ``paths`` -> its VideoInfo, or the reason it is unreadable."""
     from dali_pipelines.filelist import DataError
     from dali_pipelines.index import PROBE_OVERDUE, probe_videos
-    from dali_pipelines.index_store import VideoInfo
+    from dali_pipelines.video_table import VideoInfo
     from evautil.progress import stderr_is_terminal, stderr_line
     from evautil.workers import WorkerTimeoutError, usable_cpus
 

@@ -18,7 +18,7 @@ from .common import KineticsError
 
 if TYPE_CHECKING:
     from dali_pipelines.index import ProbedBefore
-    from dali_pipelines.index_store import VideoTable
+    from dali_pipelines.video_table import VideoTable
 
     from .scan import Video
 
@@ -29,7 +29,7 @@ def _save_probed_so_far(name: str, root: str, candidates: list[tuple[str, Video]
                         partial_list: str, quiet: bool = False) -> None:
     """An interrupted ``--check``: the good rows probed (or reused) so far go to the index cache of
     ``partial_list``, where the next check into the same ``--out`` finds them (``probed_before``)."""
-    from dali_pipelines.index_store import GOOD
+    from dali_pipelines.video_table import GOOD
 
     rows = np.flatnonzero(table.status == GOOD).tolist()
     save_checked(name, root, table.take(np.asarray(rows, np.int64)), {candidates[r][1].path: i
@@ -76,7 +76,7 @@ def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, p
     outright (SIGKILL, the out-of-memory killer, a node lost) kept none of its hours of probes. Without a bar
     (``progress``), a plain progress line goes to stderr every 30 s, unless ``lines`` is False (--no-progress)."""
     from dali_pipelines import index  # local: scanning without --check must not need PyAV
-    from dali_pipelines.index_store import VideoInfo, VideoTable
+    from dali_pipelines.video_table import VideoInfo, VideoTable
 
     if before is not None and before.rows:
         src = np.fromiter((before.unchanged_row(v.path) for _, v in candidates), np.int64, len(candidates))

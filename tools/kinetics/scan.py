@@ -25,7 +25,7 @@ from .video_names import is_video_file, printable_path, unlistable_reason, youtu
 
 if TYPE_CHECKING:
     from dali_pipelines.index import ProbedBefore
-    from dali_pipelines.index_store import VideoTable
+    from dali_pipelines.video_table import VideoTable
 
 __all__ = ["SKIP_KINDS", "Video", "DatasetScan", "WalkedDataset", "video_entries", "video_skip", "scan_dataset",
            "walk_dataset", "finish_scan", "save_checked"]

@@ -18,7 +18,7 @@ from .scan import DatasetScan, Video
 from .video_names import printable_path
 
 if TYPE_CHECKING:
-    from dali_pipelines.index_store import VideoTable
+    from dali_pipelines.video_table import VideoTable
 
 __all__ = ["prepare_lists", "prepare_k722"]
 
@@ -82,7 +82,7 @@ def _probed_table(scans: Sequence[DatasetScan], videos: Sequence[Video]) -> "Vid
     used = [by_name[n] for n in dict.fromkeys(v.dataset for v in videos)]
     if not used or any(s.probes is None for s in used):
         return None
-    from dali_pipelines.index_store import VideoTable
+    from dali_pipelines.video_table import VideoTable
 
     offsets, start = {}, 0
     for s in used:

@@ -105,8 +105,9 @@ def resolve_lr_min(lr: float, lr_min: float) -> float:
 
 
 def build_scheduler(train_cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> CosineLRScheduler:
-    """timm cosine schedule over optimizer steps: warmup ``WARMUP_EPOCHS * n_iter`` steps from WARMUP_START_LR,
-    then cosine from LR to LR_MIN over the remaining ``(EPOCHS - WARMUP_EPOCHS) * n_iter`` steps.
+    """timm cosine schedule over optimizer steps: warmup ``int(WARMUP_EPOCHS * n_iter)`` steps from WARMUP_START_LR,
+    then cosine from LR to LR_MIN over the rest of the run's ``EPOCHS * n_iter`` steps (the original's
+    ``(EPOCHS - WARMUP_EPOCHS) * n_iter``, which cut to whole steps ends a step early after a fractional warmup).
 
     The caller sets the LR for step ``t`` (0-based count of optimizer steps already taken) with
     ``scheduler.step_update(t)`` *before* ``optimizer.step()``, so step 0 runs at WARMUP_START_LR and the run is

@@ -143,6 +143,23 @@ def test_a_one_step_cosine_is_built_without_timms_warning(caplog, epochs, warmup
         assert max(g["lr"] for g in opt.param_groups) == pytest.approx(lr)
 
 
+def test_a_fractional_warmup_is_whole_steps_and_the_cosine_ends_with_the_run():
+    """WARMUP_EPOCHS 2.5 of 10 epochs of 3 steps: a warmup of int(7.5) = 7 steps, then a cosine over the run's other
+    23, reaching LR_MIN as the 30 steps end. The original's (EPOCHS - WARMUP) * n_iter gives 22.5: cut to whole
+    steps, 7 + 22 = 29 and the last step would run at LR_MIN; unrounded, step 7 would still be warmup, short of LR."""
+    cfg = load_config(None, ["TRAIN.EPOCHS", "10", "TRAIN.WARMUP_EPOCHS", "2.5", "TRAIN.LR", "1e-3",
+                             "TRAIN.WARMUP_START_LR", "1e-5", "TRAIN.LR_MIN", "1e-6"])
+    opt = build_optimizer(cfg.TRAIN, _model(1), torch.device("cpu"))
+    sched = build_scheduler(cfg.TRAIN, opt, 3)
+    lrs = []
+    for t in range(31):  # the run's 30 steps, and the one after it
+        sched.step_update(t)
+        lrs.append(max(g["lr"] for g in opt.param_groups))
+    assert lrs == pytest.approx([_expected_lr(t, 1e-3, 1e-5, 1e-6, 7, 30) for t in range(31)], rel=1e-9)
+    assert lrs[6] < 1e-3 and lrs[7] == pytest.approx(1e-3)  # the first step after the warmup runs at LR
+    assert lrs[29] > 5e-6 and lrs[30] == pytest.approx(1e-6)  # the last step is still above LR_MIN
+
+
 def test_ema_copies_only_the_first_update_then_averages():
     """TRAIN.EMA: timm's ModelEmaV3 takes the count of updates made, this one included (its train script's
     num_updates): the first step's weights are copied, every later one is averaged with EMA_DECAY. Counted from 0,

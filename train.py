@@ -86,7 +86,7 @@ def _main(args: argparse.Namespace, ended: dict) -> int:
     from engine import distributed, runner
     from engine.process_end import crash_line, end_before_run, report_end
     from engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StoppedOutsideTraining, stop_signals_raise
-    from engine.train_loop import NonFiniteLossError
+    from engine.train_epoch import NonFiniteLossError
 
     import wiring
 

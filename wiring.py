@@ -44,7 +44,7 @@ def check_before_indexing(cfg, device) -> Any:
     this machine lacks (apex; else found after the lists are indexed, as a traceback). Returns the model, built on
     the meta device (no memory for weights)."""
     from engine.optim import check_optimizer_available
-    from engine.train_loop import resolve_precision
+    from engine.precision import resolve_precision
     from models import build_model
 
     model = build_model(cfg, device="meta")
@@ -313,7 +313,7 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
 def _starts_from(cfg, read: WeightFiles) -> str:
     """Where a training run starts, for the plan: the checkpoint it resumes with the place in it, as the run's log
     says it (its epoch and step read from the checkpoint as already memory-mapped), or step 0 and its weights."""
-    from engine.train_loop import ResumePoint
+    from engine.resume_point import ResumePoint
 
     if read.resumed is not None:
         path, state = read.resumed

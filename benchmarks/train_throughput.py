@@ -114,13 +114,13 @@ def _batches(n: int, next_batch):
 
 
 def run_config(args, attn: str, ckpt: bool, compile_: bool, device: torch.device, loader=None) -> dict:
-    """Time the engine's own training loop (``engine.train_loop.train_one_epoch`` with the engine's optimizer,
+    """Time the engine's own training loop (``engine.train_epoch.train_one_epoch`` with the engine's optimizer,
     schedule, loss and precision handling) on synthetic clips or the real loader."""
     from engine.distributed import DistContext
     from engine.losses import build_criterion
     from engine.metrics import MetricLogger
     from engine.optim import build_optimizer, build_scheduler
-    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+    from engine.train_epoch import TrainOptions, TrainState, train_one_epoch
     from models import build_model, forward_flops
     cfg = make_cfg(args, attn, ckpt)
     model = build_model(cfg, device=device).train()

@@ -5,7 +5,10 @@
 - ``liveness``: each rank of a process group watches that the others still answer, and names one that stopped.
 - ``optim``: AdamW parameter groups (no decay, layer-wise LR decay), timm cosine schedule per optimizer step.
 - ``losses``: label smoothing, video Mixup / CutMix keyed by (seed, step, rank).
-- ``train_loop``: ``train_one_epoch`` (accumulation, no_sync, AMP, clipping, EMA, NaN handling) and ``Trainer``.
+- ``train_epoch``: ``train_one_epoch`` (accumulation, no_sync, AMP, clipping, EMA, NaN handling); ``train_loop``:
+  the ``Trainer`` that runs the epochs, evaluations and final test, with ``trainer_checkpoints`` what a checkpoint
+  holds of it and its resume; ``resume_point``: the checkpoint a run continues and its data plan;
+  ``precision``: TRAIN.PRECISION's autocast dtype and loss scaler.
 - ``evaluate``: multi-view mean-of-softmax top-1/top-5 over all ranks, predictions files.
 - ``checkpointing``: a run's checkpoints in OUTPUT: rotation, resume with fallback past damaged files;
   ``checkpoint_io``: one checkpoint file written atomically, read back safely and checked;

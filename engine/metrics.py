@@ -18,7 +18,7 @@ is printed only when there is no bar. Conventions of the numbers written:
   runs with different accumulation incomparable).
 - ``clips_per_sec`` / ``frames_per_sec`` are global (all ranks); ``step_time_s`` is wall time per optimizer step
   including the time spent waiting for the loader; ``data_wait_pct`` is that wait's share of the step time, the
-  wait of the rank that waited longest at each step (``train_loop`` gathers them in the step's all-reduce).
+  wait of the rank that waited longest at each step (``train_epoch`` gathers them in the step's all-reduce).
 - ``mfu`` = achieved model FLOP/s per device (3x the forward FLOPs per trained clip: forward + backward, not
   counting recomputation) over the device's dense peak for the run's precision (bf16/fp16 tensor cores; for fp32,
   plain fp32 unless torch was set to use TF32); null when the peak is unknown (e.g. a CPU).

@@ -20,10 +20,10 @@ from evautil.workers import sendable_error
 from .checkpointing import Checkpointer, starts_fresh
 from .distributed import DistContext
 from .metrics import MetricLogger
+from .precision import precision_name, resolve_precision
 from .process_end import end_line_said_by_rank_zero
 from .resume_config import check_resume_config, saved_config
 from .run_files import claim_output, move_aside, move_earlier_results, move_earlier_run, release_output, results_files
-from .train_loop import precision_name, resolve_precision
 
 __all__ = ["open_run"]
 

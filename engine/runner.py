@@ -35,7 +35,10 @@ from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
 from .preemption import PREEMPTED_EXIT_CODE, StepControl, StoppedOutsideTraining, run_complete
 from .test_progress import PROGRESS_FILE, FinalTestProgress
-from .train_loop import Trainer, TrainOptions, locate_checkpoint, resolve_precision, restore_data_plan
+from .precision import resolve_precision
+from .resume_point import locate_checkpoint, restore_data_plan
+from .train_epoch import TrainOptions
+from .train_loop import Trainer
 
 __all__ = ["Run", "announce_model", "check_lists_overlap", "train", "only_test", "progress_setting"]
 

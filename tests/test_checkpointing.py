@@ -253,7 +253,8 @@ def test_mid_epoch_checkpoint_of_another_world_size_restarts_the_epoch(tmp_path)
 
     from engine.distributed import DistContext
     from engine.metrics import MetricLogger
-    from engine.train_loop import Trainer, TrainOptions
+    from engine.train_epoch import TrainOptions
+    from engine.train_loop import Trainer
 
     class Loader:  # the position part of a loader: what Trainer.state_dict saves
         batch_size = 4
@@ -491,7 +492,8 @@ def _tiny_trainer(out: str, num_classes: int, ema: bool = False):
 
     from engine.distributed import DistContext
     from engine.metrics import MetricLogger
-    from engine.train_loop import Trainer, TrainOptions
+    from engine.train_epoch import TrainOptions
+    from engine.train_loop import Trainer
 
     model = nn.Sequential()
     model.add_module("head", nn.Linear(4, num_classes))
@@ -1382,7 +1384,7 @@ def test_a_step_the_loss_scaler_skips_is_a_skipped_step(tmp_path, fused):
 
     from engine.distributed import DistContext
     from engine.metrics import MetricLogger
-    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+    from engine.train_epoch import TrainOptions, TrainState, train_one_epoch
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -182,7 +182,7 @@ def _train_with_a_slow_loader_on_rank_1(rank: int, world: int, init_file: str, o
     import time
 
     from engine.metrics import MetricLogger
-    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+    from engine.train_epoch import TrainOptions, TrainState, train_one_epoch
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -998,7 +998,7 @@ def test_window_frames_are_decoded_once_in_order_with_the_features_of_a_decode_p
     one); the features are bit for bit those of one decode per batch, as before."""
     from dali_pipelines import pyav_io
     from dali_pipelines.pyav_encode import write_video
-    from engine.train_loop import resolve_precision
+    from engine.precision import resolve_precision
     from tools.inference import view_outputs
 
     cfg, model, _ = tiny

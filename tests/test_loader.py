@@ -1401,7 +1401,7 @@ def test_a_loader_told_the_batches_an_epoch_uses_reads_none_after_them_and_train
     from dali_pipelines import decode_routes
     from engine.distributed import DistContext
     from engine.metrics import MetricLogger
-    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+    from engine.train_epoch import TrainOptions, TrainState, train_one_epoch
 
     read = []
     for name in ("submit", "submit_alone"):

@@ -169,7 +169,7 @@ def test_ema_copies_only_the_first_update_then_averages():
     from timm.utils import ModelEmaV3
 
     from engine.distributed import DistContext
-    from engine.train_loop import TrainOptions, TrainState, train_one_epoch
+    from engine.train_epoch import TrainOptions, TrainState, train_one_epoch
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -127,7 +127,7 @@ def test_a_record_of_other_list_rows_is_warned_about(clips):
 
 
 def test_restore_data_plan_warns_once_and_older_checkpoints_plan_from_the_index(clips):
-    from engine.train_loop import ResumePoint, restore_data_plan
+    from engine.resume_point import ResumePoint, restore_data_plan
 
     first = build_loader(clips, "train")
     record = first.plan_state()

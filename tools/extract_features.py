@@ -86,7 +86,7 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
     (``meta['path']`` its path, float32 rows: one per test view, [crop][clip], or per window), ``store.fail(path,
     reason)`` per video that cannot be read. Sliding windows when ``window`` > 0 (``stride`` 0: ``window``), else
     the test views; ``work_dir`` holds the views mode's video list and index cache."""
-    from engine.train_loop import resolve_precision
+    from engine.precision import resolve_precision
     from tools.inference import loader_warnings_unprinted
 
     # unchecked, a stride without a window gave the test views, and a negative one failed every video
@@ -121,7 +121,7 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
     from engine import distributed
-    from engine.train_loop import precision_name, resolve_precision
+    from engine.precision import precision_name, resolve_precision
     from models.hub import cached_weights_path
     from tools.model_io import weights_identity
 

@@ -59,7 +59,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` (``name`` left out when the classes
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
     from engine import distributed
-    from engine.train_loop import resolve_precision
+    from engine.precision import resolve_precision
     from tools.inference import loader_warnings_unprinted, views_through_model
 
     if top_k < 1:  # before any video is decoded: 0 gave empty "ok" records, below 0 torch's "k out of range"

@@ -221,6 +221,11 @@ def _fps(stream: av.video.stream.VideoStream) -> float:
 
 
 def _declared_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if container.format.name == "avi" and stream.frames > 0 and stream.time_base:
+        # An AVI header counts the video's chunks, one tick of the stream's time base each (a dropped frame's empty
+        # chunk too). FFmpeg's duration comes from the index at the file's end or, where a cut took that away, from
+        # the file's size at its bit rate: a file cut at an even bit rate would declare where it was cut.
+        return float(stream.frames * Fraction(stream.time_base))
     if stream.duration and stream.time_base:
         return float(stream.duration * Fraction(stream.time_base))
     if container.duration:

@@ -85,6 +85,40 @@ def test_a_truncated_mp4_is_still_truncated(cut_videos, tmp_path):
             probe_video(str(cut))
 
 
+def _with_dropped_frames(src: str, dst: str, every: int) -> int:
+    """Copy the AVI ``src`` to ``dst`` with an empty chunk (a frame a capture dropped) after every ``every``-th
+    frame; returns the chunks the header then counts."""
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        tick = 0
+        for n, p in enumerate(p for p in inp.demux(stream) if p.size):
+            chunks = [p] + ([av.Packet(b"")] if n % every == every - 1 else [])
+            for q in chunks:
+                q.stream, q.pts, q.dts, q.time_base = copy, tick, tick, stream.time_base
+                out.mux(q)
+                tick += 1
+    return tick
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "mpeg4"])
+def test_an_avi_cut_short_is_truncated_and_one_with_dropped_frames_is_not(tmp_path, codec):
+    """An AVI cut short loses its index (at the file's end): FFmpeg then estimates the duration from the file's size,
+    which at an even bit rate ends where the cut is, and the cut file passed as a shorter good video. The header's
+    chunk count is what the file declares; empty chunks (dropped frames) are counted there and in the timestamps."""
+    whole, dropped, cut = (str(tmp_path / f"{n}.avi") for n in ("whole", "dropped", "cut"))
+    write_video(whole, pattern_frames(N), codec=codec, gop=8)
+    assert probe_video(whole).num_frames == N
+    assert _with_dropped_frames(whole, dropped, 8) == N + N // 8
+    with av.open(dropped) as c:  # the empty chunks are in the header's count, not among the packets
+        assert c.streams.video[0].frames == N + N // 8 and sum(p.size > 0 for p in c.demux(video=0)) == N
+    assert probe_video(dropped).num_frames == N
+    data = open(whole, "rb").read()
+    open(cut, "wb").write(data[: len(data) * 8 // 10])
+    with pytest.raises(BadVideoError, match=rf"truncated: \d+ frames readable, the header declares {N}$"):
+        probe_video(cut)
+
+
 def test_the_test_loader_delivers_cut_videos(cut_videos):
     root, videos = cut_videos
     lst = root / "list.txt"

@@ -57,6 +57,10 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
     # refresh.
     if judge_concealment and p.first_corrupt >= 0:
         raise BadVideoError(f"corrupt: frame {p.first_corrupt} decodes with errors (the decoder concealed them)")
+    # The decode routes quarantine such a video at its first sample (its crop windows are drawn for one size): a full
+    # decode, which sees every frame, says so at once.
+    if p.size_change:
+        raise BadVideoError(f"the picture size changes within the stream ({p.size_change})")
     num_frames = p.packets - p.discarded  # packets an edit list discards are decoded, never shown
     if full_decode:
         expected = num_frames - p.leading_nonkey

@@ -167,6 +167,7 @@ class StreamProbe:
     duration_of_container: bool = False
     streams_end_s: float = -1.0
     first_corrupt: int = -1  # the first decoded frame the decoder flags as damaged (errors concealed); -1: none
+    size_change: str = ""  # where the decoded frames' picture size first changes ('96x72 at frame 0, ...'), '' if not
     colorspace: str = ""  # the first decoded frame's YUV matrix tag, FFmpeg's name (colour.colorspace_name)
     nvdec_numbering: str = ""  # why NVDEC would number the frames otherwise (first_pictures_not_shown), '' if not
 
@@ -218,6 +219,24 @@ def _fps(stream: av.video.stream.VideoStream) -> float:
         if rate:
             return float(rate)
     return 0.0
+
+
+class _PictureSizes:
+    """Where the decoded frames' picture size first changes (a new SPS mid-stream), in the words of the decode
+    routes' own error (``pyav_io``): '96x72 at frame 0, 160x120 at frame 10'; '' while it has not."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, int] | None = None
+        self.change = ""
+
+    def add(self, frames: list, decoded: int) -> None:
+        """``frames``: the decoder's next output, ``decoded`` frames after the first."""
+        for k, f in enumerate(frames):
+            size = (f.width, f.height)
+            if self.first is None:
+                self.first = size
+            elif size != self.first and not self.change:
+                self.change = f"{self.first[0]}x{self.first[1]} at frame 0, {size[0]}x{size[1]} at frame {decoded + k}"
 
 
 def _declared_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -292,6 +311,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         colorspace = ""
         end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
         numbering = _NvdecNumbering()
+        sizes = _PictureSizes()
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the flush packet at the end of the stream carries no data
@@ -313,6 +333,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                         continue
                     if first_corrupt < 0:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
+                    sizes.add(frames, decoded)
                     colorspace = colorspace or (colorspace_name(frames[0].colorspace) if frames else "")
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
@@ -321,6 +342,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                     frames = stream.decode(None)
                     if first_corrupt < 0:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
+                    sizes.add(frames, decoded)
                     colorspace = colorspace or (colorspace_name(frames[0].colorspace) if frames else "")
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
@@ -341,7 +363,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                            decoder=_decoder_facts(stream, codec), duration_s=duration_s,
                            packets_end_s=packets_end_s, discarded=discarded,
                            leading_nonkey=leading if keyframe_seen else 0, duration_of_container=of_container,
-                           streams_end_s=streams_end, first_corrupt=first_corrupt,
+                           streams_end_s=streams_end, first_corrupt=first_corrupt, size_change=sizes.change,
                            colorspace=colorspace, nvdec_numbering=numbering.problem())
     finally:
         container.close()

@@ -429,6 +429,16 @@ def test_pyav_names_a_size_change(size_change):
         decode_frames(path, [5, 25])
 
 
+def test_a_full_decode_probe_names_a_size_change(size_change):
+    """The index's full decode (verify_data.py --full-decode, DATA.INDEX_FULL_DECODE) sees every frame: it leaves such a
+    video out at once, by the reason the decode routes give at run time (the quick probe decodes one frame)."""
+    _, path = size_change
+    assert probe_video(path).num_frames == 40
+    with pytest.raises(BadVideoError, match=r"^the picture size changes within the stream \(96x72 at frame 0, "
+                                            r"160x120 at frame 10\)$"):  # was: a good video of 40 frames
+        probe_video(path, full_decode=True)
+
+
 def test_frames_of_another_size_than_indexed_are_quarantined(size_change):
     root, path = size_change
     lst = root / "list.txt"

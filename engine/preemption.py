@@ -35,7 +35,7 @@ from evautil.interrupt import STOP_SIGNALS, STOPPED_EXIT_STATUS, Stopped
 from . import distributed as dist_utils
 from .distributed import DistContext
 
-__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedAfterTraining",
+__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedAtTest",
            "StoppedOutsideTraining",
            "how_to_resume", "interrupted_after", "run_complete", "stop_signals_raise"]
 
@@ -57,11 +57,13 @@ class Preempted(Exception):
                          f"exit code {PREEMPTED_EXIT_CODE}. {how_to_resume(checkpoint, auto_resume)}")
 
 
-class StoppedAfterTraining(Preempted):
-    """A stop signal, agreed by every rank, after the training's last checkpoint: before the final test, during it
-    (``what`` says what was kept of it) or after its last batch (``tested``); the same command tests the rest and
-    writes the summary. Not ``trained``: during the test of an evaluation-only run (``checkpoint``: the weights it
-    scores), which trains nothing; its same command scores the rest, whatever TRAIN.AUTO_RESUME."""
+class StoppedAtTest(Preempted):
+    """A stop signal, agreed by every rank, at a run's test, so that nothing trains any more: the final test of a
+    training (``trained``), after its last checkpoint, before that test, during it (``what`` says what was kept of
+    it) or after its last batch (``tested``), whose same command tests the rest and writes the summary; or (not
+    ``trained``) during the test of an evaluation-only run (``checkpoint``: the weights it scores), whose same
+    command scores the rest, whatever TRAIN.AUTO_RESUME. Named apart from ``evaluate.EvaluationStopped``, which
+    one evaluation raises on every rank and the run turns into this."""
 
     def __init__(self, signal_name: str | None, checkpoint: str, auto_resume: bool, what: str,
                  tested: bool = False, trained: bool = True) -> None:

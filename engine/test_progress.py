@@ -20,7 +20,7 @@ from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
 from .evaluate import EvaluationStopped
-from .preemption import StoppedAfterTraining
+from .preemption import StoppedAtTest
 
 __all__ = ["PROGRESS_FILE", "FinalTestProgress"]
 
@@ -78,12 +78,12 @@ class FinalTestProgress:
             return None
         return {"predictions": preds, "views": views, "classes": classes}
 
-    def stopped(self, stop: EvaluationStopped, signal_name: str | None, auto_resume: bool) -> StoppedAfterTraining:
+    def stopped(self, stop: EvaluationStopped, signal_name: str | None, auto_resume: bool) -> StoppedAtTest:
         """Rank 0 writes what ``stop`` gathered (every rank must call it); returns the stop every rank raises."""
         kept = self._keep(stop, signal_name)
         during = f"during {self.evaluation or 'the final test'}"
-        return StoppedAfterTraining(signal_name, self.checkpoint or "", auto_resume, f"{during}: {kept}",
-                                    trained=self.evaluation is None)
+        return StoppedAtTest(signal_name, self.checkpoint or "", auto_resume, f"{during}: {kept}",
+                             trained=self.evaluation is None)
 
     def interrupted(self, stop: EvaluationStopped) -> str:
         """A single process's Ctrl-C (``stop.interrupted``): writes what ``stop`` scored as :meth:`stopped` does;

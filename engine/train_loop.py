@@ -21,7 +21,7 @@ from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import EvaluationStopped, evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
-from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAfterTraining
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest
 from .telemetry import host_memory_gb
 from .test_progress import FinalTestProgress
 from .train_epoch import TrainOptions, TrainState, train_one_epoch
@@ -238,8 +238,8 @@ class Trainer(TrainerCheckpoints):
         if self.opts.final_test_is_val:
             return validation
         if self._control.poll()[0]:  # came during the last validation: a test begun now would be cut short at once
-            raise StoppedAfterTraining(self._control.signal_name, self.state.last_checkpoint, self.opts.auto_resume,
-                                       "before the final test: stopped after the last epoch's checkpoint")
+            raise StoppedAtTest(self._control.signal_name, self.state.last_checkpoint, self.opts.auto_resume,
+                                "before the final test: stopped after the last epoch's checkpoint")
         # The weights tested are those of the last epoch's checkpoint, written just before: its line names it
         return self._resumable_test(epoch, self.state.last_checkpoint)
 
@@ -260,7 +260,7 @@ class Trainer(TrainerCheckpoints):
                 raise progress.stopped(stop, self._control.signal_name, self.opts.auto_resume) from None
         progress.done()
         if self._control.poll()[0]:  # came after its last batch: its line is logged, the rerun writes the summary
-            raise StoppedAfterTraining(self._control.signal_name, checkpoint or "", self.opts.auto_resume,
+            raise StoppedAtTest(self._control.signal_name, checkpoint or "", self.opts.auto_resume,
                                        "after the final test's last batch: its results are written", tested=True)
         return result
 

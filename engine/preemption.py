@@ -177,6 +177,11 @@ class StepControl:
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
 
+    def stop_requested(self) -> bool:
+        """Whether this process received a stop signal (its own flag: no collective); an evaluation asks it before
+        every batch and tells the other ranks in the gather that ends it."""
+        return self.signal_name is not None
+
     def saved(self) -> None:
         """A checkpoint was just written: the save clock starts again."""
         self._last_save = self.clock()
@@ -186,7 +191,7 @@ class StepControl:
         and hands the sums to :meth:`agree` (the training step does, with its loss: one collective, one host sync
         per step instead of two)."""
         due = self.save_seconds > 0 and self.clock() - self._last_save >= self.save_seconds
-        return [float(self.signal_name is not None), float(due)]
+        return [float(self.stop_requested()), float(due)]
 
     def agree(self, summed: list[float]) -> None:
         """The all-reduced :meth:`local_flags`: the next :meth:`poll` returns them without a collective."""

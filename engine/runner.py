@@ -121,7 +121,7 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
                 result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
                                           num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
                                           autocast_dtype=amp_dtype, checkpoint=run.weights_file,
-                                          stop_requested=lambda: control.signal_name is not None,
+                                          stop_requested=control.stop_requested,
                                           kept=progress.kept(), keep_on_interrupt=True)
             except EvaluationStopped as stop:
                 if stop.interrupted:  # a single process's Ctrl-C: kept as a stop's, then it ends as a Ctrl-C does

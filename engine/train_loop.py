@@ -254,7 +254,7 @@ class Trainer(TrainerCheckpoints):
                                  f"so far (exit code {PREEMPTED_EXIT_CODE})"):
             try:
                 result = self.run_eval(loader, "test", epoch, checkpoint, kept=kept,
-                                       stop_requested=lambda: self._control.signal_name is not None)
+                                       stop_requested=self._control.stop_requested)
             except EvaluationStopped as stop:
                 self._say_stop_seen()  # one that came before the first batch
                 raise progress.stopped(stop, self._control.signal_name, self.opts.auto_resume) from None

@@ -15,9 +15,10 @@ from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, Ste
 def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     with StepControl(DistContext()) as control:
-        assert control.poll() == (False, False)
+        assert control.poll() == (False, False) and control.stop_requested() is False
         os.kill(os.getpid(), signal.SIGUSR1)  # the process survives: only a flag is set
         assert control.poll() == (True, False) and control.signal_name == "SIGUSR1"
+        assert control.stop_requested() is True  # what an evaluation asks before every batch
     assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
 
 

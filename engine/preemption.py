@@ -59,20 +59,20 @@ class Preempted(Exception):
 
 class StoppedAtTest(Preempted):
     """A stop signal, agreed by every rank, at a run's test, so that nothing trains any more: the final test of a
-    training (``trained``), after its last checkpoint, before that test, during it (``what`` says what was kept of
-    it) or after its last batch (``tested``), whose same command tests the rest and writes the summary; or (not
-    ``trained``) during the test of an evaluation-only run (``checkpoint``: the weights it scores), whose same
-    command scores the rest, whatever TRAIN.AUTO_RESUME. Named apart from ``evaluate.EvaluationStopped``, which
-    one evaluation raises on every rank and the run turns into this."""
+    training (``trained``), after its last checkpoint, before that test or during it (``what`` says what was kept
+    of it), whose same command tests the rest and writes the summary; or (not ``trained``) during the test of an
+    evaluation-only run (``checkpoint``: the weights it scores), whose same command scores the rest, whatever
+    TRAIN.AUTO_RESUME. A stop during or after a test's last batch is none: the test is complete, the run writes its
+    results. Named apart from ``evaluate.EvaluationStopped``, which one evaluation raises on every rank and the run
+    turns into this."""
 
     def __init__(self, signal_name: str | None, checkpoint: str, auto_resume: bool, what: str,
-                 tested: bool = False, trained: bool = True) -> None:
+                 trained: bool = True) -> None:
         self.step, self.checkpoint, self.signal_name = None, checkpoint, signal_name
         why = f"{signal_name} received" if signal_name else "another process received a stop signal"
-        left = ("its summary.json is not written yet", "write the summary") if tested else (
-            "its final test is not complete, its summary.json not written yet", "test the rest and write the summary")
-        state = (f"The training is finished (last checkpoint {checkpoint}); {left[0]}. "
-                 f"{_goes_on(checkpoint, auto_resume, left[1])}" if trained else
+        goes_on = _goes_on(checkpoint, auto_resume, "test the rest and write the summary")
+        state = (f"The training is finished (last checkpoint {checkpoint}); its final test is not complete, its "
+                 f"summary.json not written yet. {goes_on}" if trained else
                  "Its results and summary.json are not written yet. Run the same command again to score the rest "
                  "and write them")
         Exception.__init__(self, f"{why} {what}; exit code {PREEMPTED_EXIT_CODE}. {state}")

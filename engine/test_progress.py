@@ -20,11 +20,15 @@ from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
 from .evaluate import EvaluationStopped
-from .preemption import StoppedAtTest
+from .preemption import PREEMPTED_EXIT_CODE, StoppedAtTest
 
-__all__ = ["PROGRESS_FILE", "FinalTestProgress"]
+__all__ = ["PROGRESS_FILE", "STOP_DURING_TEST", "FinalTestProgress"]
 
 PROGRESS_FILE = "test_progress.json"
+# What a test does about a stop signal, said after the batch it came in: the test asks before every batch, so when
+# that batch is its last, nothing is left to stop and the run writes its results as a complete one.
+STOP_DURING_TEST = (f"stopping after the batch in flight, keeping the videos scored so far (exit code "
+                    f"{PREEMPTED_EXIT_CODE}), unless that batch is its last: then writing its results (exit code 0)")
 
 
 class FinalTestProgress:

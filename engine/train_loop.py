@@ -23,7 +23,7 @@ from .loader_stats import loader_stats
 from .metrics import MetricLogger
 from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest
 from .telemetry import host_memory_gb
-from .test_progress import FinalTestProgress
+from .test_progress import STOP_DURING_TEST, FinalTestProgress
 from .train_epoch import TrainOptions, TrainState, train_one_epoch
 from .trainer_checkpoints import TrainerCheckpoints
 
@@ -250,8 +250,7 @@ class Trainer(TrainerCheckpoints):
         progress = FinalTestProgress(self.metrics, self.ctx, checkpoint, self.state.global_step, self.test_setting,
                                      loader)
         kept = progress.kept()
-        with self._evaluating_as("the final test", "stopping after the batch in flight, keeping the videos scored "
-                                 f"so far (exit code {PREEMPTED_EXIT_CODE})"):
+        with self._evaluating_as("the final test", STOP_DURING_TEST):
             try:
                 result = self.run_eval(loader, "test", epoch, checkpoint, kept=kept,
                                        stop_requested=self._control.stop_requested)
@@ -259,9 +258,11 @@ class Trainer(TrainerCheckpoints):
                 self._say_stop_seen()  # one that came before the first batch
                 raise progress.stopped(stop, self._control.signal_name, self.opts.auto_resume) from None
         progress.done()
-        if self._control.poll()[0]:  # came after its last batch: its line is logged, the rerun writes the summary
-            raise StoppedAtTest(self._control.signal_name, checkpoint or "", self.opts.auto_resume,
-                                       "after the final test's last batch: its results are written", tested=True)
+        if self._control.poll()[0]:  # came in or after its last batch: the summary is seconds away, nothing is left
+            name = self._control.signal_name
+            said = f"stop signal {name} received" if name else "another process received a stop signal"
+            self.metrics.info(f"{said} after the last batch of the final test: writing its results and the summary "
+                              "(nothing to resume)")
         return result
 
     def evaluate_finished(self) -> dict[str, Any]:

@@ -1279,7 +1279,8 @@ def test_a_batch_with_accumulation_larger_than_the_list_is_named_with_what_to_ch
 
 
 FINISHED = "(the training is done; nothing to resume)"
-STOP_TEST = "stopping after the batch in flight, keeping the videos scored so far (exit code 4)"
+STOP_TEST = ("stopping after the batch in flight, keeping the videos scored so far (exit code 4), unless that batch is "
+             "its last: then writing its results (exit code 0)")
 
 
 @pytest.mark.parametrize("case,opts,call,said", [
@@ -1427,24 +1428,28 @@ def test_a_stopped_final_test_keeps_its_videos_and_the_rerun_forwards_only_the_r
     assert summaries[0]["final_num_videos"] == summaries[1]["final_num_videos"] == 8
 
 
-def test_a_stop_signal_after_the_final_tests_last_batch_stops_with_its_results_written(tmp_path, dataset, capsys,
-                                                                                       monkeypatch):
-    """A SIGTERM after the final test's last batch (while its results were written) was said as stopping the test,
-    yet the run went on to its summary and ended with code 0. It stops with code 4 and the test's results: no
-    progress file, nothing forwarded again, and the rerun writes the summary from the logged test line."""
+def test_a_stop_signal_in_the_final_tests_last_batch_lets_the_run_write_its_summary(tmp_path, dataset, capsys,
+                                                                                    monkeypatch):
+    """A SIGTERM in the final test's last batch ended the run with code 4, the test's results written but not the
+    summary, so a requeued job ran again only to write it; an --only_test evaluation in the same case ended complete.
+    The training's does too: the summary is seconds away, so the run writes it and exits 0 (nothing to resume,
+    nothing forwarded again), its log saying the signal came after the last batch."""
     run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=3)
     out = tmp_path / "out"
     rc, printed = run(out)
-    assert rc == 4 and json.loads((out / "exit_status.json").read_text())["exit_code"] == 4, printed[-2000:]
-    assert printed.strip().splitlines()[-1].startswith(
-        "stopped: SIGTERM received after the final test's last batch: its results are written; exit code 4. The "
-        f"training is finished (last checkpoint {out / 'ckpt_epoch_1.pth'}); its summary.json is not written yet. To "
-        "write the summary, run the command with --resume"), printed[-2000:]
+    assert rc == 0, printed[-2000:]
+    assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 0, "meaning": "finished"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_num_videos"] == 8 and summary["final_split"] == "test"
     assert (out / "predictions_test.csv").is_file() and not (out / "test_progress.json").exists()
-    assert not (out / "summary.json").exists()
-    rc, printed = run(out, "--resume", str(out / "ckpt_epoch_1.pth"))
-    assert rc == 0 and forwarded == [] and "its final test result at step 3 is in metrics.jsonl" in printed
-    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+    assert sum(forwarded) == 8 + 2 * 8  # the validation's 8 clips, the test's 8 videos x 2 views: all once
+    lines, log = printed.splitlines(), (out / "log_rank0.txt").read_text()
+    after = ("stop signal SIGTERM received after the last batch of the final test: writing its results and the "
+             "summary (nothing to resume)")
+    during = f"stop signal SIGTERM received during the final test: {STOP_TEST}"  # said after that batch: still true
+    assert lines.count(during) == 1 and lines.count(after) == 1 and lines.index(during) < lines.index(after)
+    assert sum(line.endswith("] " + after) for line in log.splitlines()) == 1, log[-2000:]
+    assert not any(line.startswith("stopped:") for line in lines), printed[-2000:]
 
 
 def _weights_to_evaluate(dataset: Path, tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
@@ -1493,6 +1498,8 @@ def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only
     assert rc == 4, printed[-2000:]
     assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 4,
                                                                   "meaning": "stopped by a signal, resumable"}
+    said = f"stop signal SIGTERM received during the evaluation of {weights}: {STOP_TEST}"
+    assert printed.splitlines().count(said) == 1  # after the batch it came in, before the stop's own line
     assert printed.strip().splitlines()[-1] == (
         f"stopped: SIGTERM received during the evaluation of {weights}: stopped after the batch in flight, the 3 of "
         f"its 8 videos scored so far are kept in {out / 'test_progress.json'}; exit code 4. Its results and "
@@ -1544,6 +1551,7 @@ def test_a_stop_signal_after_an_only_test_evaluations_last_batch_lets_it_write_i
     assert rc == 0 and sum(forwarded) == 8, printed[-2000:]
     assert (f"stop signal SIGTERM received after the last batch of the evaluation of {weights}: writing its results "
             "(nothing to resume)") in printed.splitlines()
+    assert f"stop signal SIGTERM received during the evaluation of {weights}: {STOP_TEST}" in printed.splitlines()
     assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 0, "meaning": "finished"}
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
     assert not (out / "test_progress.json").exists()

@@ -33,7 +33,8 @@ _RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
 _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv",
                    "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard",
                    "ckpt_*.pth.damaged*",  # a damaged checkpoint a resume passed over (Checkpointer.find_latest)
-                   "test_progress.json")  # a stopped final test's videos (engine.test_progress): that run's only
+                   "test_progress.json",  # a stopped final test's videos (engine.test_progress): that run's only
+                   "only_test_progress.json")  # a stopped --only_test's: set aside with the run that held it
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.

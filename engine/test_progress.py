@@ -1,4 +1,6 @@
-"""What a stopped final test keeps: ``OUTPUT/test_progress.json``, so that its rerun scores only the rest.
+"""What a stopped test keeps, so that its rerun scores only the rest: ``OUTPUT/test_progress.json`` for a training's
+final test, ``OUTPUT/only_test_progress.json`` for an evaluation-only run's (``--only_test``), so that either, stopped
+in a folder where the other waits for its rerun, leaves the other's videos in place.
 
 A billion-parameter model's multi-view test lasts hours, longer than a scheduler's warning before its kill. A stop
 signal ends the test after the batch in flight (each rank after its own, told to the others in the gather that
@@ -22,9 +24,10 @@ from .distributed import DistContext, all_gather_objects
 from .evaluate import EvaluationStopped
 from .preemption import PREEMPTED_EXIT_CODE, StoppedAtTest
 
-__all__ = ["PROGRESS_FILE", "STOP_DURING_TEST", "FinalTestProgress"]
+__all__ = ["EVALUATION_PROGRESS_FILE", "PROGRESS_FILE", "STOP_DURING_TEST", "FinalTestProgress"]
 
-PROGRESS_FILE = "test_progress.json"
+PROGRESS_FILE = "test_progress.json"  # a training's final test
+EVALUATION_PROGRESS_FILE = "only_test_progress.json"  # an evaluation-only run's test
 # What a test does about a stop signal, said after the batch it came in: the test asks before every batch, so when
 # that batch is its last, nothing is left to stop and the run writes its results as a complete one.
 STOP_DURING_TEST = (f"stopping after the batch in flight, keeping the videos scored so far (exit code "
@@ -35,12 +38,14 @@ class FinalTestProgress:
     """The progress file of one final test in ``metrics.output_dir`` (its lines go to ``metrics``' info and warn):
     ``setting`` (the config's list, views and frames, from the runner), the checkpoint whose weights are tested, the
     training's ``step`` and the test ``loader`` identify it. ``evaluation``: the test is that of an evaluation-only
-    run (``--only_test``), named so in its stop line (e.g. "the evaluation of ckpt.pth"); its ``step`` is None, so
-    that it never takes a training's final test for its own or the other way round."""
+    run (``--only_test``), named so in its stop line (e.g. "the evaluation of ckpt.pth"), whose progress is
+    :data:`EVALUATION_PROGRESS_FILE`; its ``step`` is None besides, so that it never takes a training's final test
+    for its own or the other way round."""
 
     def __init__(self, metrics: Any, ctx: DistContext, checkpoint: str | None, step: int | None,
                  setting: dict[str, Any] | None, loader: Any, evaluation: str | None = None) -> None:
-        self.path, self.ctx, self.metrics = os.path.join(metrics.output_dir, PROGRESS_FILE), ctx, metrics
+        name = EVALUATION_PROGRESS_FILE if evaluation else PROGRESS_FILE
+        self.path, self.ctx, self.metrics = os.path.join(metrics.output_dir, name), ctx, metrics
         self.checkpoint, self.evaluation = checkpoint, evaluation
         try:
             st = os.stat(checkpoint) if checkpoint else None
@@ -59,7 +64,8 @@ class FinalTestProgress:
         named in a warning). Rank 0 reads; every rank gets its answer (every rank must call it)."""
         found = all_gather_objects(self._read() if self.ctx.is_main else None, self.ctx)[0]
         if found:
-            self.metrics.info(f"{len(found['predictions'])} videos of the stopped test kept from {PROGRESS_FILE}")
+            self.metrics.info(f"{len(found['predictions'])} videos of the stopped test kept from "
+                              f"{os.path.basename(self.path)}")
         return found
 
     def _read(self) -> dict[str, Any] | None:

@@ -739,9 +739,9 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
         f"interrupted: the evaluation of {scored} stopped where it was, before its summary.json (a Ctrl-C here, or "
         "with several processes, keeps no partial score; one during a single process's batches keeps the videos "
         "scored so far, as SIGTERM or SIGUSR1 do, which stop after the batch in flight and keep them in "
-        "test_progress.json, exit code 4; OUTPUT's checkpoints are as they were); the same command evaluates it "
+        "only_test_progress.json, exit code 4; OUTPUT's checkpoints are as they were); the same command evaluates it "
         "again, but for the videos an earlier stop kept")
-    assert not (out / "test_progress.json").exists()
+    assert not (out / "only_test_progress.json").exists()
     # a scheduler's stop there (before its first batch): exit code 4, what it scored kept (nothing yet), OUTPUT's
     # other files as the Ctrl-C left them
     terminated = _run(tmp_path, evaluation, mode="interrupt_in_final_test", E2E_SIGNAL="SIGTERM")
@@ -750,13 +750,13 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
             "scored; exit code 4. Its results and summary.json are not written yet. Run the same command again to "
             "score the rest and write them") in terminated.stdout
     assert not (out / "summary.json").exists() and (out / "config.yaml").read_text() == training_config
-    assert not (out / "test_progress.json").exists()  # nothing scored: nothing kept
+    assert not (out / "only_test_progress.json").exists()  # nothing scored: nothing kept
     # the same command again: its results come with its config
     again = _run(tmp_path, evaluation)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["mode"] == "evaluate only"
     assert "of the stopped test kept" not in again.stdout
-    assert not (out / "test_progress.json").exists()
+    assert not (out / "only_test_progress.json").exists()
     assert "ONLY_TEST: true" in (out / "config.yaml").read_text()
     # nothing more set aside: no results to move (a copy of config.yaml alone was, once per rerun)
     assert [d.name for d in (out / "earlier_runs").iterdir()] == [aside.name]

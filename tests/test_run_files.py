@@ -29,15 +29,16 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
            "config.yaml", "predictions_test.csv", "per_class_test.csv", "training_curves.png", "confusion_test.png",
            "tensorboard/events.out", "log_rank0.txt", "log_rank1.txt", "notes.txt", "ckpt_old.pth.bak",
            ".ckpt_step_44.pth.k2j1x9.tmp",  # the temporary file of a checkpoint write that was killed
-           "test_progress.json")  # a stopped final test's videos, scored with that run's weights
+           "test_progress.json",  # a stopped final test's videos, scored with that run's weights
+           "only_test_progress.json")  # a stopped --only_test's, in the folder of that run
     first = move_earlier_run(str(tmp_path))
     assert first is not None
     dest, names = first
     assert os.path.dirname(dest) == str(tmp_path / EARLIER_RUNS_DIR)
     assert sorted(os.listdir(dest)) == sorted(names) == [
         ".ckpt_step_44.pth.k2j1x9.tmp", "best.pth", "ckpt_epoch_3.pth", "ckpt_step_40.pth", "config.yaml",
-        "confusion_test.png", "metrics.jsonl", "per_class_test.csv", "predictions_test.csv", "summary.json",
-        "tensorboard", "test_progress.json", "training_curves.png"]
+        "confusion_test.png", "metrics.jsonl", "only_test_progress.json", "per_class_test.csv",
+        "predictions_test.csv", "summary.json", "tensorboard", "test_progress.json", "training_curves.png"]
     assert (tmp_path / EARLIER_RUNS_DIR / os.path.basename(dest) / "tensorboard" / "events.out").read_text() == "x"
     # the logs (a history of every attempt) and files the run did not write stay
     assert sorted(os.listdir(tmp_path)) == ["ckpt_old.pth.bak", EARLIER_RUNS_DIR, "log_rank0.txt", "log_rank1.txt",
@@ -49,7 +50,8 @@ def test_an_earlier_run_moves_aside_whole_and_the_logs_stay(tmp_path):
 
 def test_an_evaluation_moves_aside_only_what_it_would_overwrite(tmp_path):
     _touch(tmp_path, "ckpt_epoch_3.pth", "best.pth", "metrics.jsonl", "summary.json", "predictions_test.csv",
-           "predictions_val.csv", "per_class_test.csv", "training_curves.png")
+           "predictions_val.csv", "per_class_test.csv", "training_curves.png", "test_progress.json",
+           "only_test_progress.json")  # the stopped tests' videos: each waits for its own rerun
     (tmp_path / "config.yaml").write_text("TEST:\n  ONLY_TEST: false\n")
     dest, names = move_earlier_results(str(tmp_path))
     assert sorted(os.listdir(dest)) == sorted(names) == ["config.yaml", "per_class_test.csv",
@@ -57,7 +59,8 @@ def test_an_evaluation_moves_aside_only_what_it_would_overwrite(tmp_path):
     # the checkpoints it may evaluate, the training record and the validation predictions stay, and so does the
     # config that describes them (a copy goes with the results; the evaluation writes its own when it ends)
     assert sorted(os.listdir(tmp_path)) == ["best.pth", "ckpt_epoch_3.pth", "config.yaml", EARLIER_RUNS_DIR,
-                                            "metrics.jsonl", "predictions_val.csv", "training_curves.png"]
+                                            "metrics.jsonl", "only_test_progress.json", "predictions_val.csv",
+                                            "test_progress.json", "training_curves.png"]
     assert (tmp_path / "config.yaml").read_text() == (tmp_path / dest / "config.yaml").read_text() == \
         "TEST:\n  ONLY_TEST: false\n"
     os.remove(tmp_path / "config.yaml")

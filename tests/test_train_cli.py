@@ -1378,8 +1378,11 @@ def _final_test_runs(dataset: Path, capsys, monkeypatch, signal_after_batch: int
     monkeypatch.setattr(evaluate_mod, "_score_batches", counted)
     views = ["TEST.NUM_CLIP", "1", "TEST.NUM_CROP", "1", "TEST.FINAL_NUM_CLIP", "2", "TEST.FINAL_NUM_CROP", "1"]
 
-    def run(output: Path, *flags: str) -> tuple[int, str]:
+    def run(output: Path, *flags: str, signal_after: int | None = None) -> tuple[int, str]:
+        """``signal_after``: this run's test gets ``sent`` after that batch too."""
         forwarded.clear()
+        if signal_after is not None:
+            pending[:] = [signal_after]
         try:
             rc = train.main(["--cfg", DEMO, *flags, "--opts", *_opts(dataset, output, "TRAIN.EPOCHS", "1",
                                                                      "TRAIN.WARMUP_EPOCHS", "0", "TRAIN.BATCH_SIZE",
@@ -1452,6 +1455,37 @@ def test_a_stop_signal_in_the_final_tests_last_batch_lets_the_run_write_its_summ
     assert not any(line.startswith("stopped:") for line in lines), printed[-2000:]
 
 
+def test_a_training_and_an_only_test_stopped_in_one_folder_keep_each_others_videos(tmp_path, dataset, capsys,
+                                                                                    monkeypatch):
+    """A training's stopped final test and an --only_test evaluation both kept their videos in test_progress.json:
+    an --only_test run stopped in the training's OUTPUT replaced the training's file, and the training's rerun tested
+    every video again. Each keeps its own file (the final test's test_progress.json, the evaluation's
+    only_test_progress.json): either stopped beside the other leaves the other's file as it was, and each rerun
+    forwards only the videos its own stop left."""
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1)
+    out = tmp_path / "out"
+    weights, evaluate = _weights_to_evaluate(dataset, tmp_path)
+    training, evaluation = out / "test_progress.json", out / "only_test_progress.json"
+    rc, printed = run(out)  # the final test stopped after its first batch
+    assert rc == 4 and training.is_file() and not evaluation.exists(), printed[-2000:]
+    trained = training.read_bytes()
+    rc, printed = run(out, *evaluate, signal_after=1)  # an evaluation of other weights, stopped the same way
+    assert rc == 4 and training.read_bytes() == trained, printed[-2000:]
+    assert json.loads(evaluation.read_text())["test"]["checkpoint"] == os.path.realpath(weights)
+    assert len(json.loads(evaluation.read_text())["predictions"]) == 3
+    evaluated = evaluation.read_bytes()
+    rc, printed = run(out, "--resume", str(out / "ckpt_epoch_1.pth"))  # the training's rerun: its 5 other videos
+    assert rc == 0 and sum(forwarded) == 2 * 5, printed[-2000:]
+    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
+    assert not training.exists() and evaluation.read_bytes() == evaluated
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+    rc, printed = run(out, *evaluate)  # the evaluation's rerun: its 5 other videos, 1 view each
+    assert rc == 0 and sum(forwarded) == 5, printed[-2000:]
+    assert "3 videos of the stopped test kept from only_test_progress.json" in printed.splitlines()
+    assert not evaluation.exists()
+    assert json.loads((out / "summary.json").read_text())["mode"] == "evaluate only"
+
+
 def _weights_to_evaluate(dataset: Path, tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
     """A weights file of the demo's model with random weights (spread-out predictions, each video its own) and the
     flags that evaluate it (--only_test)."""
@@ -1468,8 +1502,8 @@ def _the_same_command_scores_the_rest(run, forwarded: list[int], out: Path, eval
     removes the progress file."""
     rc, printed = run(out, *evaluate)
     assert rc == 0, printed[-2000:]
-    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
-    assert sum(forwarded) == 5 and not (out / "test_progress.json").exists()
+    assert "3 videos of the stopped test kept from only_test_progress.json" in printed.splitlines()
+    assert sum(forwarded) == 5 and not (out / "only_test_progress.json").exists()
 
 
 def _equal_to_an_uninterrupted_evaluation(run, forwarded: list[int], out: Path, other: Path,
@@ -1489,8 +1523,8 @@ def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only
                                                                                          monkeypatch):
     """A SIGTERM during an --only_test evaluation (hours for a large model's 4 x 3 views) ended it at once, keeping
     nothing: the same command evaluated every video again. It stops after the batch in flight, exit code 4 (said in
-    exit_status.json), keeping that batch's videos in test_progress.json; the same command forwards only the others,
-    removes the file and writes the predictions and accuracy of an uninterrupted evaluation."""
+    exit_status.json), keeping that batch's videos in only_test_progress.json; the same command forwards only the
+    others, removes the file and writes the predictions and accuracy of an uninterrupted evaluation."""
     run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1)
     out, other = tmp_path / "out", tmp_path / "other"
     weights, evaluate = _weights_to_evaluate(dataset, tmp_path)
@@ -1502,9 +1536,9 @@ def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only
     assert printed.splitlines().count(said) == 1  # after the batch it came in, before the stop's own line
     assert printed.strip().splitlines()[-1] == (
         f"stopped: SIGTERM received during the evaluation of {weights}: stopped after the batch in flight, the 3 of "
-        f"its 8 videos scored so far are kept in {out / 'test_progress.json'}; exit code 4. Its results and "
+        f"its 8 videos scored so far are kept in {out / 'only_test_progress.json'}; exit code 4. Its results and "
         "summary.json are not written yet. Run the same command again to score the rest and write them")
-    progress = json.loads((out / "test_progress.json").read_text())
+    progress = json.loads((out / "only_test_progress.json").read_text())
     assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and forwarded == [3]  # batch 1, 1 view each
     assert progress["test"]["checkpoint"] == os.path.realpath(weights) and progress["test"]["global_step"] is None
     assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
@@ -1517,9 +1551,9 @@ def test_a_stopped_only_test_keeps_its_videos_and_the_same_command_forwards_only
 def test_a_ctrl_c_during_a_single_process_only_test_keeps_its_videos_as_a_stop_signal_does(tmp_path, dataset, capsys,
                                                                                            monkeypatch):
     """A Ctrl-C during an --only_test evaluation on one GPU (how a user stops it at a workstation) kept nothing: the
-    same command evaluated every video again. It keeps the batches scored before it in test_progress.json, as a stop
-    signal does, and still ends as a Ctrl-C (KeyboardInterrupt), its line saying what was kept and where; the same
-    command forwards only the others and writes the predictions of an uninterrupted evaluation."""
+    same command evaluated every video again. It keeps the batches scored before it in only_test_progress.json, as a
+    stop signal does, and still ends as a Ctrl-C (KeyboardInterrupt), its line saying what was kept and where; the
+    same command forwards only the others and writes the predictions of an uninterrupted evaluation."""
     from evautil.interrupt import interrupted_line
 
     run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1, sent=signal.SIGINT)
@@ -1528,10 +1562,10 @@ def test_a_ctrl_c_during_a_single_process_only_test_keeps_its_videos_as_a_stop_s
     rc, printed = run(out, *evaluate)
     assert rc is None, printed[-2000:]
     line = (f"interrupted: the evaluation of {weights} stopped by Ctrl-C, the 3 of its 8 videos scored so far are kept "
-            f"in {out / 'test_progress.json'}; its summary.json is not written yet: the same command scores the rest "
-            "and writes its results")
+            f"in {out / 'only_test_progress.json'}; its summary.json is not written yet: the same command scores the "
+            "rest and writes its results")
     assert interrupted_line() == line
-    progress = json.loads((out / "test_progress.json").read_text())
+    progress = json.loads((out / "only_test_progress.json").read_text())
     assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and forwarded == [3]  # batch 1, 1 view each
     assert progress["signal"] == "SIGINT" and progress["test"]["checkpoint"] == os.path.realpath(weights)
     assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
@@ -1554,4 +1588,4 @@ def test_a_stop_signal_after_an_only_test_evaluations_last_batch_lets_it_write_i
     assert f"stop signal SIGTERM received during the evaluation of {weights}: {STOP_TEST}" in printed.splitlines()
     assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 0, "meaning": "finished"}
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
-    assert not (out / "test_progress.json").exists()
+    assert not (out / "only_test_progress.json").exists()

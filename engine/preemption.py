@@ -37,7 +37,8 @@ from .distributed import DistContext
 
 __all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedAtTest",
            "StoppedOutsideTraining",
-           "how_to_resume", "interrupted_after", "run_complete", "stop_signals_raise"]
+           "how_to_resume", "interrupted_after", "interrupted_at_final_test", "run_complete",
+           "stop_signals_raise"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
@@ -84,6 +85,14 @@ def _goes_on(checkpoint: str, auto_resume: bool, what: str) -> str:
     return (f"Run the same command again to {what}" if auto_resume else
             f"To {what}, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same "
             "command would start over)")
+
+
+def interrupted_at_final_test(checkpoint: str, auto_resume: bool, what: str,
+                              then: str = "test the rest and write the summary") -> str:
+    """A Ctrl-C's line at a training's final test, after its last checkpoint ``checkpoint``: ``what`` it did to
+    the test, and what ``then`` does (the same command, or the --resume that names it)."""
+    return (f"{what}. The training is finished (last checkpoint {checkpoint}); its summary.json is not written yet. "
+            f"{_goes_on(checkpoint, auto_resume, then)}")
 
 
 def how_to_resume(checkpoint: str | None, auto_resume: bool) -> str:

@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from configs import ConfigError
+from evautil.interrupt import on_interrupt
 
 from .checkpointing import Checkpointer
 from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import EvaluationStopped, evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
-from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest, interrupted_at_final_test
 from .telemetry import host_memory_gb
-from .test_progress import STOP_DURING_TEST, FinalTestProgress
+from .test_progress import PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress
 from .train_epoch import TrainOptions, TrainState, train_one_epoch
 from .trainer_checkpoints import TrainerCheckpoints
 
@@ -244,20 +245,32 @@ class Trainer(TrainerCheckpoints):
         return self._resumable_test(epoch, self.state.last_checkpoint)
 
     def _resumable_test(self, epoch: int, checkpoint: str | None) -> dict[str, Any]:
-        """The final test, which a stop signal ends after the batch in flight: what it scored is kept
-        (:class:`FinalTestProgress`), and the rerun's test forwards only the other videos."""
+        """The final test, which a stop signal ends after the batch in flight, and in a single process a Ctrl-C
+        during its batches too: what it scored is kept (:class:`FinalTestProgress`), and the rerun's test forwards
+        only the other videos."""
         loader = self.make_test_loader()
         progress = FinalTestProgress(self.metrics, self.ctx, checkpoint, self.state.global_step, self.test_setting,
                                      loader)
         kept = progress.kept()
+        last, auto = checkpoint or "", self.opts.auto_resume
+        # The training's Ctrl-C line (a checkpoint at the next step) no longer fits: no step follows
+        on_interrupt(interrupted_at_final_test(last, auto, (
+            "the final test stopped where it was (a Ctrl-C here, or with several processes, keeps no partial score; "
+            "one during a single process's batches keeps the videos scored so far, as SIGTERM or SIGUSR1 do, which "
+            f"stop after the batch in flight and keep them in {PROGRESS_FILE}, exit code {PREEMPTED_EXIT_CODE})")))
         with self._evaluating_as("the final test", STOP_DURING_TEST):
             try:
                 result = self.run_eval(loader, "test", epoch, checkpoint, kept=kept,
-                                       stop_requested=self._control.stop_requested)
+                                       stop_requested=self._control.stop_requested, keep_on_interrupt=True)
             except EvaluationStopped as stop:
                 self._say_stop_seen()  # one that came before the first batch
-                raise progress.stopped(stop, self._control.signal_name, self.opts.auto_resume) from None
+                if stop.interrupted:  # a single process's Ctrl-C: kept as a stop's, then it ends as a Ctrl-C does
+                    on_interrupt(interrupted_at_final_test(last, auto, f"the final test {progress.interrupted(stop)}"))
+                    raise KeyboardInterrupt from None
+                raise progress.stopped(stop, self._control.signal_name, auto) from None
         progress.done()
+        on_interrupt(interrupted_at_final_test(last, auto, "the run stopped after its final test, whose result "
+                                               "metrics.jsonl holds", then="write the summary"))
         if self._control.poll()[0]:  # came in or after its last batch: the summary is seconds away, nothing is left
             name = self._control.signal_name
             said = f"stop signal {name} received" if name else "another process received a stop signal"

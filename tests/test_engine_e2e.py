@@ -661,6 +661,14 @@ def test_ctrl_c_in_the_final_test_keeps_the_last_epoch_and_the_rerun_only_tests(
     stopped = _run(tmp_path, opts, mode="interrupt_in_final_test")
     assert stopped.returncode == -2, stopped.stdout[-2000:] + stopped.stderr[-2000:]  # by SIGINT: 130 in a shell
     assert (out / "ckpt_epoch_1.pth").is_file(), sorted(p.name for p in out.iterdir())
+    # before its first batch: nothing kept, and no next step's checkpoint to speak of
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "interrupted: the final test stopped where it was (a Ctrl-C here, or with several processes, keeps no partial "
+        "score; one during a single process's batches keeps the videos scored so far, as SIGTERM or SIGUSR1 do, which "
+        "stop after the batch in flight and keep them in test_progress.json, exit code 4). The training is finished "
+        f"(last checkpoint {out / 'ckpt_epoch_1.pth'}); its summary.json is not written yet. Run the same command "
+        "again to test the rest and write the summary")
+    assert not (out / "test_progress.json").exists()
     assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
     assert [d["split"] for d in _lines(out) if d["kind"] == "eval"] == ["val"]
     steps = [d["step"] for d in _lines(out) if d["kind"] == "train"]

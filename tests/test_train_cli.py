@@ -1431,6 +1431,72 @@ def test_a_stopped_final_test_keeps_its_videos_and_the_rerun_forwards_only_the_r
     assert summaries[0]["final_num_videos"] == summaries[1]["final_num_videos"] == 8
 
 
+def test_a_ctrl_c_during_a_single_process_final_test_keeps_its_videos_as_a_stop_signal_does(tmp_path, dataset,
+                                                                                             capsys, monkeypatch):
+    """A Ctrl-C during a training's final test on one GPU kept nothing (the rerun tested every video again) and its
+    line spoke of a checkpoint at the next step, while --only_test kept the batches scored before it. The final
+    test keeps them too, in test_progress.json, and still ends as a Ctrl-C, its line saying what was kept and how
+    the summary gets written; the rerun forwards only the other videos, to an uninterrupted test's predictions."""
+    import shutil
+
+    from evautil.interrupt import interrupted_line
+
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=1, sent=signal.SIGINT)
+    out, other = tmp_path / "out", tmp_path / "other"
+    rc, printed = run(out)
+    assert rc is None, printed[-2000:]
+    ckpt = out / "ckpt_epoch_1.pth"
+    assert interrupted_line() == (
+        f"interrupted: the final test stopped by Ctrl-C, the 3 of its 8 videos scored so far are kept in "
+        f"{out / 'test_progress.json'}. The training is finished (last checkpoint {ckpt}); its summary.json is not "
+        f"written yet. To test the rest and write the summary, run the command with --resume {ckpt} "
+        "(TRAIN.AUTO_RESUME is False: the same command would start over)")
+    progress = json.loads((out / "test_progress.json").read_text())
+    assert sorted(p[0] for p in progress["predictions"]) == [0, 1, 2] and progress["signal"] == "SIGINT"
+    assert sum(forwarded) == 8 + 2 * 3  # the validation's 8 clips, the test's first batch
+    assert not (out / "summary.json").exists() and not (out / "predictions_test.csv").exists()
+    shutil.copytree(out, other)
+    os.remove(other / "test_progress.json")  # the uninterrupted baseline: the same checkpoint, every video tested
+    rc, printed = run(out, "--resume", str(ckpt))
+    assert rc == 0 and sum(forwarded) == 2 * 5, printed[-2000:]
+    assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
+    assert not (out / "test_progress.json").exists()
+    rc, printed = run(other, "--resume", str(other / "ckpt_epoch_1.pth"))
+    assert rc == 0 and sum(forwarded) == 2 * 8, printed[-2000:]
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (out / name).read_text() == (other / name).read_text()
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+
+
+def test_a_ctrl_c_after_the_final_test_names_the_command_that_writes_the_summary(tmp_path, dataset, capsys,
+                                                                                 monkeypatch):
+    """A Ctrl-C after the final test, before the summary, said the run stopped without a checkpoint after the last
+    one and that SIGTERM would stop at the next step, though no step follows. Its line says the test's result is in
+    metrics.jsonl and names the command that writes the summary, which then tests nothing again."""
+    from engine.metrics import MetricLogger
+    from evautil.interrupt import interrupted_line
+
+    run, forwarded = _final_test_runs(dataset, capsys, monkeypatch, signal_after_batch=0)  # no signal
+    summary = MetricLogger.summary
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MetricLogger, "summary", interrupted)
+    out = tmp_path / "out"
+    rc, printed = run(out)
+    ckpt = out / "ckpt_epoch_1.pth"
+    assert rc is None and sum(forwarded) == 8 + 2 * 8, printed[-2000:]
+    assert interrupted_line() == (
+        f"interrupted: the run stopped after its final test, whose result metrics.jsonl holds. The training is "
+        f"finished (last checkpoint {ckpt}); its summary.json is not written yet. To write the summary, run the "
+        f"command with --resume {ckpt} (TRAIN.AUTO_RESUME is False: the same command would start over)")
+    monkeypatch.setattr(MetricLogger, "summary", summary)
+    rc, printed = run(out, "--resume", str(ckpt))
+    assert rc == 0 and forwarded == [] and "its final test result at step 3 is in metrics.jsonl" in printed
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
+
+
 def test_a_stop_signal_in_the_final_tests_last_batch_lets_the_run_write_its_summary(tmp_path, dataset, capsys,
                                                                                     monkeypatch):
     """A SIGTERM in the final test's last batch ended the run with code 4, the test's results written but not the

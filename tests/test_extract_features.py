@@ -217,6 +217,23 @@ def test_a_still_image_is_not_a_video_in_either_mode(clips, tiny, tmp_path, caps
     assert failed == [{"path": str(image), "error": "a single frame: a still image, not a video"}]
 
 
+def test_the_failed_list_named_by_help_is_the_file_a_run_writes(clips, tiny, tmp_path, capsys):
+    """--help named the failed list ``failed-rank<r>.jsonl``, read as failed-rank0.jsonl, while rank 0 writes
+    failed-rank000.jsonl: the help's placeholder has the width of the rank in the name written."""
+    import re
+
+    _, _, ckpt = tiny
+    with pytest.raises(SystemExit):
+        ef.parse_args(["--help"])
+    placeholder = re.search(r"failed-rank<(r+)>\.jsonl", capsys.readouterr().out)
+    assert placeholder, "--help names no failed-rank<...>.jsonl"
+    out = tmp_path / "out"
+    assert ef.main([str(clips / "broken.webm"), _videos(clips)[0], "--cfg", DEMO, "--weights", str(ckpt),
+                    "--out", str(out), "--quiet", "--window", "4", "--opts", *OPTS]) == 0, capsys.readouterr().err
+    written = sorted(p.name for p in out.glob("failed-rank*.jsonl"))
+    assert written == [f"failed-rank{0:0{len(placeholder.group(1))}d}.jsonl"], written
+
+
 def test_predictor_features_are_the_commands_in_both_modes(clips, tiny, tmp_path):
     """tools.predict.Predictor.features returns in memory, in the order given, what the command writes: the view
     rows and the window rows with their starts; an unreadable video is a record with its reason."""

@@ -17,9 +17,10 @@ Features have no class names: DATA.LABEL_LIST is not read.
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
 own shards; a rerun skips the videos already extracted. Videos that cannot be read are listed with each one's
-reason in ``failed-rank<r>.jsonl``, rewritten by every run: only those still without features. ``settings.json``
-records how the features were made (with the weights file's size and a hash of its contents, TEST.SAMPLING, the
-precision, the pooling); once the index lists a video, a run with other settings is refused. A Ctrl-C, a stop
+reason in ``failed-rank<rrr>.jsonl`` (the rank zero-padded: rank 0's is ``failed-rank000.jsonl``), rewritten by
+every run: only those still without features. ``settings.json`` records how the features were made (with the
+weights file's size and a hash of its contents, TEST.SAMPLING, the precision, the pooling); once the index lists a
+video, a run with other settings is refused. A Ctrl-C, a stop
 signal (SIGTERM, SIGUSR1) or a crash first writes the videos finished so far, so the same command skips them.
 Weights without a head, or with a head of another class count, are used (features stop before the head).
 

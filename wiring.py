@@ -360,9 +360,10 @@ def _found_videos(videos, key: str, data) -> int:
     if not missing.size:
         return len(videos)
     named = "; ".join(videos.path(r) for r in missing[:3]) + ("; ..." if missing.size > 3 else "")
-    what = f"{missing.size} of the {len(videos)} videos listed in {videos.list_path} ({key}) are missing: {named}"
+    is_are, them = ("is", "it") if missing.size == 1 else ("are", "them")  # "1 of the 14 videos ... is missing"
+    what = f"{missing.size} of the {len(videos)} videos listed in {videos.list_path} ({key}) {is_are} missing: {named}"
     if data.STRICT:
-        raise DataError(f"DATA.STRICT is on and {what}; fix or remove them, or set DATA.STRICT False to leave "
-                        "them out")
-    print(f"warning: {what} (a run leaves them out)", file=sys.stderr)
+        raise DataError(f"DATA.STRICT is on and {what}; fix or remove {them}, or set DATA.STRICT False to leave "
+                        f"{them} out")
+    print(f"warning: {what} (a run leaves {them} out)", file=sys.stderr)
     return len(videos) - int(missing.size)

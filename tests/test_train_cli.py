@@ -1073,6 +1073,22 @@ def test_a_dry_run_counts_the_missing_videos_a_run_leaves_out_and_refuses_them_u
                                 f"are missing: {gone}; fix or remove them, or set DATA.STRICT False to leave them out\n"
 
 
+def test_a_dry_run_says_one_missing_video_in_the_singular(tmp_path, dataset, capsys):
+    """One missing video read "1 of the 13 videos ... are missing ... (a run leaves them out)"."""
+    lst = tmp_path / "train.txt"
+    lst.write_text((dataset / "train.txt").read_text() + "videos/gone/a.mp4 1\n")
+    opts = _opts(dataset, tmp_path / "out", "DATA.TRAIN_FILE", str(lst), "TRAIN.BATCH_SIZE", "7")
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts]) == 0
+    gone = dataset / "videos/gone/a.mp4"
+    err = capsys.readouterr().err
+    assert err == f"warning: 1 of the 13 videos listed in {lst} (DATA.TRAIN_FILE) is missing: {gone} (a run " \
+                  "leaves it out)\n", err
+    assert train.main(["--cfg", DEMO, "--dry-run", "--opts", *opts, "DATA.STRICT", "True"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: DATA.STRICT is on and 1 of the 13 videos listed in {lst} (DATA.TRAIN_FILE) is missing: " \
+                  f"{gone}; fix or remove it, or set DATA.STRICT False to leave it out\n", err
+
+
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_an_empty_data_root_with_the_list_relative_to_another_folder_is_named(tmp_path, dataset, capsys, monkeypatch,
                                                                              dry_run):

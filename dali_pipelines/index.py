@@ -28,8 +28,11 @@ records are migrated. Version 2 added the decoder facts (coded size, pixel forma
 profile) and each video's size and mtime; version 3 stores the same fields as columns; version 4 adds the stream's
 YUV matrix tag (``colour.py``); version 5 is version 4 whose bad verdicts are this code's checks'; version 6 adds
 whether NVDEC would number the frames otherwise (``pyav_probe.first_pictures_not_shown``'s verdict, from the same
-demux: such a video is routed off NVDEC at start-up). A version 3, 4 or 5 cache is migrated too, its good records
-kept without that verdict ('': NVDEC's route checks those videos at their first read), a version 3 one's without
+demux: such a video is routed off NVDEC at start-up); version 7 is version 6 whose good AVI records passed the
+header's chunk count (an AVI cut short was taken for a shorter good video). A version 3, 4, 5 or 6 cache is migrated
+too, its good AVI records dropped as it is read (nothing but the path's extension tells an AVI apart, so only those
+videos are probed again), its other good records kept, a version 3, 4 or 5 one's without that verdict ('': NVDEC's
+route checks those videos at their first read), a version 3 one's without
 the tag ('') too: a full decode of a Kinetics-size list again would cost more than the tag is worth, so such a
 video's DALI-decoded frames stay BT.601.
 Its quick probes without a tag are probed again all the same (``VideoTable.counted_before_edit_lists``): most were
@@ -37,7 +40,9 @@ taken before the frames an MP4 edit list hides and those before a stream's first
 count, and nothing in a record tells such a video apart. Every good row this code records has a tag ('unknown' at
 least), so no cache it wrote is probed again for this. An older cache's bad verdicts are dropped as it is read
 (``index_store._CHECKS_SINCE``): checks have changed since (an edit-list MP4 was called truncated), and nothing in
-a verdict tells which check gave it, so those videos, and only those, are probed again.
+a verdict tells which check gave it, so those videos, and only those, are probed again. An older cache's full
+decodes are kept although a full decode now also refuses a picture size that changes within the stream: no record
+tells such a video apart, and the decode routes quarantine it at its first sample.
 
 No DALI import here.
 """

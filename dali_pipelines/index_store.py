@@ -1,4 +1,4 @@
-"""The dataset index's cache file (schema version 6): the table of probed facts (:mod:`.video_table`) of one list,
+"""The dataset index's cache file (schema version 7): the table of probed facts (:mod:`.video_table`) of one list,
 saved and read again.
 
 The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled) holding:
@@ -10,15 +10,17 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 
 A file of another version, for another root (the same folder reached through a symbolic link is the same root:
 :func:`same_root`), or whose arrays do not have exactly these names, types and lengths is ignored (every video is
-probed again), never read with the wrong meaning. Version 6 adds the ``nvdec_numbering`` column to version 5's arrays.
-Version 5 has version 4's arrays; what changed is what a bad row means: a verdict of this code's checks. A version 5
-or 4 cache, a version 3 one (version 4 less the ``colorspace`` column) and a version 2 one (``.index.json``, version
-3's fields as JSON records) are migrated: their good records are read into the table (the columns added since, not
-recorded: ''), the bad verdicts of those before version 5 dropped (:data:`_CHECKS_SINCE`: their videos are probed
-again), and saved as version 6. A build probes their untagged quick
-probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include frames that never
-decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours until the cache is
-deleted or a video changes (the log says so).
+probed again), never read with the wrong meaning. Version 7 has version 6's arrays; what changed is what a good AVI
+row means: an AVI cut short is no longer taken for a shorter good video (:data:`_AVI_CHECKED_SINCE`). Version 6 adds
+the ``nvdec_numbering`` column to version 5's arrays. Version 5 has version 4's arrays; what changed is what a bad
+row means: a verdict of this code's checks. A version 6, 5 or 4 cache, a version 3 one (version 4 less the
+``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated: their
+good records are read into the table (the columns added since, not recorded: ''), the bad verdicts of those before
+version 5 dropped (:data:`_CHECKS_SINCE`: their videos are probed again), so are their good AVI rows
+(:data:`_AVI_CHECKED_SINCE`: only those videos are probed again), and saved as version 7. A build probes their
+untagged quick probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include
+frames that never decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours
+until the cache is deleted or a video changes (the log says so).
 
 No DALI import here.
 """
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evautil.files import atomic_write
+from evautil.progress import counted
 
 from .filelist import PathTable
 from .video_table import BAD, COLUMNS, GOOD, TEXTS, VideoInfo, VideoTable
@@ -44,11 +47,11 @@ __all__ = ["INDEX_SCHEMA_VERSION", "IndexCache", "load_cache", "load_cache_and_r
 logger = logging.getLogger(__name__)
 
 # The meaning of the cache file; bump it whenever a column is added, removed or changes meaning.
-INDEX_SCHEMA_VERSION = 6
+INDEX_SCHEMA_VERSION = 7
 # The versions read and migrated; a column added since a file's version is read as all '' (code 0: not recorded).
-_MIGRATED_VERSIONS = (3, 4, 5)
+_MIGRATED_VERSIONS = (3, 4, 5, 6)
 # Version 4 added the colour matrix tag, version 5 changed no array (see _CHECKS_SINCE), version 6 added NVDEC's
-# numbering verdict.
+# numbering verdict, version 7 changed no array (see _AVI_CHECKED_SINCE).
 _ADDED_IN = {"colorspace": 4, "nvdec_numbering": 6}
 # The first version whose bad verdicts are those of this code's checks. A cache of an older version may hold
 # verdicts they no longer give (an MP4 edit list's hidden frames taken for a truncation, a WebM whose audio outlasts
@@ -56,13 +59,22 @@ _ADDED_IN = {"colorspace": 4, "nvdec_numbering": 6}
 # was deleted: its bad rows are dropped when it is read, and their videos probed again (only those, not a whole
 # Kinetics-size list). Raise it with INDEX_SCHEMA_VERSION when a check changes.
 _CHECKS_SINCE = 5
+# The first version whose good AVI rows passed the header's chunk count: an older probe took the duration FFmpeg
+# estimates from a cut file's size, so an MJPEG or MPEG-4 AVI cut short was recorded as a good video with fewer
+# frames (a full decode too: it decodes the frames left). No column says what container a row is, so the good rows
+# whose path ends in '.avi' (any case) are dropped when the file is read and only their videos probed again. Bad
+# rows stay (the check only refuses more: _CHECKS_SINCE stays). Other full decodes' good rows are kept although a
+# full decode now also refuses a picture size that changes within the stream: no record tells such a video apart,
+# probing them all again would be a full decode of a Kinetics-size list, and the decode routes quarantine such a
+# video at its first sample anyway.
+_AVI_CHECKED_SINCE = 7
 # The last version written as JSON records, which load_cache migrates.
 _JSON_SCHEMA_VERSION = 2
 
 @dataclass
 class IndexCache:
     """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
-    from a version 2, 3, 4 or 5 file (then it is saved as version 6)."""
+    from a version 2, 3, 4, 5 or 6 file (then it is saved as version 7)."""
 
     rel_paths: PathTable
     table: VideoTable
@@ -84,7 +96,7 @@ def same_root(recorded: object, root: str) -> bool:
 
 
 def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = True) -> IndexCache | None:
-    """The cache of a list: the version 6 (or 5, 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
+    """The cache of a list: the version 7 (or 6, 5, 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
     ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``. Not
     ``warn``: an unreadable file is not logged (a read that is followed by another of the same file that is)."""
     try:
@@ -99,8 +111,8 @@ def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = Tru
 
 
 def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
-    """A version 6 (or 5, 4 or 3, migrated) cache whatever root it was written for, with that root; None when it is not
-    there or not readable as either (an unreadable one is logged)."""
+    """A version 7 (or 6, 5, 4 or 3, migrated) cache whatever root it was written for, with that root; None when it is
+    not there or not readable as either (an unreadable one is logged)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
             root = json.loads(archive["header"].tobytes().decode("utf-8")).get("root")
@@ -140,11 +152,16 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if set(table.texts) != set(TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(TEXTS)}")
     table.check()
+    paths = PathTable(archive["paths"], archive["path_offsets"])
+    offsets = paths.offsets
+    if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)
+            or (np.diff(offsets) < 0).any()):
+        raise ValueError(f"{len(paths)} paths with inconsistent offsets for {len(table)} rows")
     migrated = version != INDEX_SCHEMA_VERSION
     if migrated:
         logger.info("migrating index cache %s (schema version %d) to version %d", cache_path, version,
                     INDEX_SCHEMA_VERSION)
-        _drop_older_verdicts(table, version, cache_path)
+        _drop_older_verdicts(table, paths, version, cache_path)
     # Rows of an older cache (a --check passes them on too): a build probes its quick probes again
     # (counted_before_edit_lists), so only its full decodes stay untagged. Said at every load.
     untagged = (table.columns["colorspace"] == 0) & (table.status == GOOD)  # code 0: ''
@@ -154,11 +171,6 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
                        "have no colour matrix tag recorded, so the frames DALI decodes of the tagged ones (BT.709: "
                        "most HD video) keep DALI's BT.601 colours; delete it to probe every video again and record "
                        "them", cache_path, kept)
-    paths = PathTable(archive["paths"], archive["path_offsets"])
-    offsets = paths.offsets
-    if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)
-            or (np.diff(offsets) < 0).any()):
-        raise ValueError(f"{len(paths)} paths with inconsistent offsets for {len(table)} rows")
     return IndexCache(paths, table, migrated=migrated)
 
 
@@ -195,22 +207,40 @@ def _migrate_json(json_path: str, root: str, warn: bool = True) -> IndexCache | 
             table.clear(np.asarray([row]))
     logger.info("migrating index cache %s (schema version %d) to version %d", json_path, _JSON_SCHEMA_VERSION,
                 INDEX_SCHEMA_VERSION)
-    _drop_older_verdicts(table, _JSON_SCHEMA_VERSION, json_path)
-    return IndexCache(PathTable.from_paths(videos), table, migrated=True)
+    paths = PathTable.from_paths(videos)
+    _drop_older_verdicts(table, paths, _JSON_SCHEMA_VERSION, json_path)
+    return IndexCache(paths, table, migrated=True)
 
 
-def _drop_older_verdicts(table: VideoTable, version: int, cache_path: str) -> None:
-    """Make the bad rows of a cache of schema ``version`` UNKNOWN when the checks have changed since it
-    (:data:`_CHECKS_SINCE`): a build probes their videos again; dropped here, as the file is read, so that nothing
-    saves them again under this version (a run-time quarantine recorded into a cache no build has migrated yet)."""
-    if version >= _CHECKS_SINCE:
-        return
-    rows = np.flatnonzero(table.status == BAD)
-    if rows.size:
-        table.clear(rows)
-        logger.info("index cache %s: probing %s videos again that schema version %d recorded as bad: the checks "
-                    "have changed since (an MP4 edit list's hidden frames were taken for a truncation)", cache_path,
-                    f"{rows.size:,}", version)
+def _drop_older_verdicts(table: VideoTable, paths: PathTable, version: int, cache_path: str) -> None:
+    """Make the rows of a cache of schema ``version`` UNKNOWN whose verdict a check changed since gives otherwise:
+    its bad rows (:data:`_CHECKS_SINCE`) and its good AVI rows (:data:`_AVI_CHECKED_SINCE`); a build probes their
+    videos again. Dropped here, as the file is read, so that nothing saves them again under this version (a run-time
+    quarantine recorded into a cache no build has migrated yet)."""
+    if version < _CHECKS_SINCE:
+        rows = np.flatnonzero(table.status == BAD)
+        if rows.size:
+            table.clear(rows)
+            logger.info("index cache %s: probing %s videos again that schema version %d recorded as bad: the checks "
+                        "have changed since (an MP4 edit list's hidden frames were taken for a truncation)", cache_path,
+                        f"{rows.size:,}", version)
+    if version < _AVI_CHECKED_SINCE:
+        rows = np.flatnonzero((table.status == GOOD) & _ends_in_avi(paths))
+        if rows.size:
+            table.clear(rows)
+            logger.info("index cache %s: probing %s again that schema version %d recorded as good: an AVI cut short "
+                        "was taken for a shorter good video", cache_path, counted(rows.size, "AVI video"), version)
+
+
+def _ends_in_avi(paths: PathTable) -> np.ndarray:
+    """A mask of the paths whose name ends in '.avi', in any case (without a Python string per path: a cache may hold
+    a Kinetics-size list)."""
+    starts, ends = paths.offsets[:-1], paths.offsets[1:]
+    long_enough = ends - starts >= 4
+    tails = np.zeros((len(paths), 4), np.uint8)
+    tails[long_enough] = paths.blob[ends[long_enough, None] - 4 + np.arange(4)]
+    # ASCII letters differ from their capitals by bit 0x20 alone; the dot is compared as it is
+    return long_enough & (tails[:, 0] == ord(".")) & ((tails[:, 1:] | 0x20) == np.frombuffer(b"avi", np.uint8)).all(1)
 
 
 def save_cache(cache_path: str, list_path: str, root: str, rel_paths: PathTable, table: VideoTable) -> None:

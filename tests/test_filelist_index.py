@@ -960,7 +960,7 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
 
 
 def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, caplog):
-    """A version 3 cache (no colour matrix tags) is migrated and saved as version 6: its fully decoded records are
+    """A version 3 cache (no colour matrix tags) is migrated and saved as version 7: its fully decoded records are
     kept (here, one whose count is changed on purpose to tell it from a probe), without a tag (''), which the log
     says at every load: probing them again would be a full decode of a Kinetics-size list. Its quick probes' videos
     are probed again, tags and all: their counts may include frames an MP4 edit list hides; so are its bad videos
@@ -993,7 +993,7 @@ def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, capl
     assert ix.info(kept) == dataclasses.replace(first.info(kept), num_frames=7, colorspace="", nvdec_numbering="")
     assert {r: ix.info(r) for r in ix.good_rows if r != kept} == \
         {r: first.info(r) for r in first.good_rows if r != kept}  # probed again: tagged ('unknown': untagged)
-    # Saved as version 6 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check
+    # Saved as version 7 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check
     # passes such rows on to the caches it writes, where the migration's line would not be seen again).
     caplog.clear()
     with caplog.at_level("WARNING"):
@@ -1028,7 +1028,7 @@ def _v2_cache(ix: DatasetIndex) -> dict:
 def test_version_2_json_cache_is_migrated(dataset):
     """A version 2 JSON cache is read (its full decodes are used as they are, here one changed on purpose to tell
     them from a probe; its quick probes' and bad videos are probed again, as a version 3 cache's), saved as version
-    6 and removed; a JSON cache of version 1 is not read."""
+    7 and removed; a JSON cache of version 1 is not read."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     doc = _v2_cache(first)
@@ -1046,7 +1046,7 @@ def test_version_2_json_cache_is_migrated(dataset):
     assert ix.infos[row].num_frames == 7
     assert {r: ix.info(r) for r in ix.good_rows if r != row} == {r: first.info(r) for r in first.good_rows if r != row}
     assert ix.bad == first.bad
-    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 6 file
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 7 file
     assert again.probed == 0 and again.infos[row].num_frames == 7
 
     cache.unlink()

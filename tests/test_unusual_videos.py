@@ -119,6 +119,56 @@ def test_an_avi_cut_short_is_truncated_and_one_with_dropped_frames_is_not(tmp_pa
         probe_video(cut)
 
 
+def test_an_avi_an_index_before_the_chunk_count_called_good_is_probed_again(tmp_path, caplog):
+    """A cache of schema version 6 kept the good record an older probe gave an AVI cut short (the frames left, here
+    under an upper-case '.AVI') until the file changed. Its good AVI rows, and only those, are probed again as it is
+    read: the cut one is left out as truncated, a whole one stays good, an MP4 is not probed again; the cache the build
+    writes is trusted."""
+    import json
+    import os
+
+    from dali_pipelines.index import build_index
+    from dali_pipelines.index_store import INDEX_SCHEMA_VERSION, load_cache, save_cache
+
+    (tmp_path / "videos").mkdir()
+    whole, cut, mp4 = (str(tmp_path / "videos" / n) for n in ("whole.avi", "cut.AVI", "clip.mp4"))
+    write_video(whole, pattern_frames(N), codec="mjpeg", gop=8)
+    write_video(mp4, pattern_frames(N), codec="h264", gop=8)
+    data = open(whole, "rb").read()
+    open(cut, "wb").write(data[: len(data) * 8 // 10])
+    lst = tmp_path / "list.txt"
+    lst.write_text("videos/cut.AVI 0\nvideos/whole.avi 1\nvideos/clip.mp4 2\n")
+    with av.open(cut) as c:  # what an older probe recorded: the frames left
+        left = sum(p.size > 0 for p in c.demux(video=0))
+    assert 0 < left < N
+    first = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert first.good_rows == [1, 2] and first.bad == {0: f"truncated: {left} frames readable, the header declares {N}"}
+    stored = load_cache(first.cache_path, str(tmp_path))
+    st = os.stat(cut)
+    older = dataclasses.replace(first.info(1), num_frames=left, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    stored.table.set_good(0, older, False)
+    save_cache(first.cache_path, str(lst), str(tmp_path), stored.rel_paths, stored.table)
+    with np.load(first.cache_path, allow_pickle=False) as archive:  # as version 6 wrote it: the same arrays
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(arrays["header"].tobytes())
+    header["version"] = 6
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(first.cache_path, "wb") as f:
+        np.savez(f, **arrays)
+    with caplog.at_level("INFO", logger="dali_pipelines"):
+        ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    # was: 0 probed, the cut AVI good with the frames left
+    assert ix.probed == 2 and ix.good_rows == [1, 2] and ix.bad == {0: first.bad[0]}
+    assert [ix.info(r) for r in (1, 2)] == [first.info(r) for r in (1, 2)]
+    assert f"migrating index cache {first.cache_path} (schema version 6) to version {INDEX_SCHEMA_VERSION}" \
+        in caplog.text
+    assert f"index cache {first.cache_path}: probing 2 AVI videos again that schema version 6 recorded as good" \
+        in caplog.text
+    with np.load(first.cache_path, allow_pickle=False) as archive:
+        assert json.loads(archive["header"].tobytes())["version"] == INDEX_SCHEMA_VERSION
+    assert build_index(str(lst), str(tmp_path), workers=1, progress=False).probed == 0
+
+
 def test_the_test_loader_delivers_cut_videos(cut_videos):
     root, videos = cut_videos
     lst = root / "list.txt"

@@ -347,6 +347,29 @@ def test_a_dangling_symlink_is_a_missing_video_not_a_non_video_entry(tmp_path, c
         assert len(read_list(tmp_path / "t400_train.txt")) == 2
 
 
+def test_a_class_folder_linked_to_a_missing_target_is_an_empty_class_not_a_dropped_one(tmp_path, capsys):
+    # Class folders linked to a disk that is not mounted (or a link loop) were stray entries: the class vanished from
+    # the labels and every later class's label shifted by one, with exit code 0 and no word on stderr.
+    root = tmp_path / "t"
+    for split in ("train", "val"):
+        for cls in ("a", "c"):
+            write_clip(root / split / cls / vid(f"{split[0]}{cls}"), t=2, h=16, w=16)
+        (root / split / "b").symlink_to(tmp_path / "unmounted" / split / "b", target_is_directory=True)
+    (root / "train" / "d").symlink_to("d")  # a loop: os.scandir's is_dir() raised ELOOP
+    (root / "val" / "d").symlink_to(tmp_path / "unmounted" / "val" / "d")
+    args = ["lists", "--dataset", f"t={root}", "--out", str(tmp_path / "out")]
+    assert prepare_kinetics.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"warning: dataset t: class folder {root / 'train' / 'b'} is a symbolic link whose target " in err
+    assert f"class folder {root / 'train' / 'd'} is a symbolic link whose target 'd' is gone (or a link loop)" in err
+    assert "2 class folder(s) in" in err and "have no usable video ('b', 'd')" in err
+    assert not (tmp_path / "out").exists()
+    assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0  # the classes keep their ids, no videos
+    assert (tmp_path / "out" / "t_labels.csv").read_text() == "id,name\n0,a\n1,b\n2,c\n3,d\n"
+    assert read_list(tmp_path / "out" / "t_train.txt") == [(f"../t/train/a/{vid('ta')}", 0),
+                                                           (f"../t/train/c/{vid('tc')}", 2)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Kinetics-722
 # ----------------------------------------------------------------------------------------------------------------

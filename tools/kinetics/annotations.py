@@ -162,6 +162,8 @@ def is_flat_layout(root: str, folders: Mapping[str, str]) -> bool:
             for e in it:
                 if e.name.startswith("."):
                     continue
+                if e.is_symlink() and not os.path.exists(e.path):  # gone, or a loop (is_dir raised ELOOP)
+                    continue
                 if e.is_dir():
                     return False
                 has_video = has_video or is_video_file(e.name)

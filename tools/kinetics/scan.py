@@ -162,7 +162,10 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if not entry.is_dir():
+        # a class folder linked to storage that is not there (an unmounted disk) was a stray entry: its class
+        # vanished from the labels and every later class's label shifted by one, without a word
+        gone = _gone_class_folder(entry)
+        if not gone and not entry.is_dir():
             if not _own_file(entry.name):
                 ignored.append(entry.path)
             if is_video_file(entry.name):
@@ -173,6 +176,11 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
             raise KineticsError(f"dataset {name}: folders {names_seen[cls]!r} and {entry.path!r} both give "
                                 f"class name {cls!r}")
         names_seen[cls] = entry.path
+        if gone:
+            stderr_line(f"warning: dataset {name}: class folder {printable_path(entry.path)} is a symbolic link "
+                        f"whose target {printable_path(os.readlink(entry.path))!r} is gone (or a link loop): class "
+                        f"{cls!r} has no videos in {split}; mount or fix its target")
+            continue
         for f in video_entries(entry.path, ignored):
             v = Video(name, split, cls, os.path.join(root, folder, entry.name, f.name))
             skip = video_skip(f, os.path.join(folder, entry.name, f.name))
@@ -193,6 +201,12 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
                   if loose else "a flat folder of videos needs its annotation CSVs: --annotations")
         raise KineticsError(f"dataset {name}: no class folders in {split_root!r}; {layout}")
     return sorted(names_seen)
+
+
+def _gone_class_folder(entry: os.DirEntry) -> bool:
+    """Whether a split folder's ``entry`` is a symbolic link to a folder that cannot be reached (its target gone, or
+    a link loop), not named as a video file: a class folder whose videos are all missing."""
+    return entry.is_symlink() and not os.path.exists(entry.path) and not is_video_file(entry.name)
 
 
 def _refuse_missing_split(name: str, split_root: str, folder: str) -> None:

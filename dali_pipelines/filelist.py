@@ -118,7 +118,8 @@ class LabelRangeError(DataListError):
 
 
 def _decode_text(data: bytes, list_path: str) -> str:
-    """The list's text, decoded as UTF-8 (a BOM written by some editors is skipped). A line that is not UTF-8, or
+    """The list's text, decoded as UTF-8 (a BOM written by some editors is skipped; one opening a later line is
+    dropped as the list's lines are read). A line that is not UTF-8, or
     that holds a NUL character (which no file name can; a UTF-16 list without a BOM reads so), is a malformed line
     like any other: DataListError naming the file, the line and the column."""
     if data.startswith(codecs.BOM_UTF8):
@@ -350,6 +351,8 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
 
     blob, offsets, labels, line_nos = bytearray(), array("q", [0]), array("q"), array("i")
     for line_no, line in enumerate(_lines(text), start=1):
+        # lists joined with cat each bring their BOM: it opened the next line's file name, unseen in any message
+        line = line[1:] if line.startswith("\ufeff") else line
         tokens = line.split()
         if not tokens:
             continue

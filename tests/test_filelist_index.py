@@ -169,6 +169,15 @@ def test_read_file_list_non_utf8_line_is_named(tmp_path, content, line, column):
     assert read_file_list(str(good), "/d")[0].rel_path == "videos/caf\u00e9.mp4"
 
 
+def test_lists_joined_with_cat_read_without_the_bom_each_brought(tmp_path):
+    """Two lists saved with a BOM and joined (``cat a.txt b.txt``): the second BOM opened a line's file name, so that
+    video was quarantined as a missing file under a name that looked right in every message."""
+    lst = tmp_path / "joined.txt"
+    lst.write_bytes(b"\xef\xbb\xbftrain/a b.mp4 1\r\n" + b"\xef\xbb\xbftrain/c.mp4 0\r\n\xef\xbb\xbf\r\nd.mp4\t2\n")
+    assert [(e.rel_path, e.label, e.line_no) for e in read_file_list(str(lst), str(tmp_path))] == [
+        ("train/a b.mp4", 1, 1), ("train/c.mp4", 0, 2), ("d.mp4", 2, 4)]
+
+
 def test_list_lines_are_numbered_as_an_editor_numbers_them(tmp_path):
     """A form feed, U+2028 or \\x85 inside a line cut it in two for ``str.splitlines``: messages named a later line
     than an editor shows (and than the count of ``first_line_not_utf8``), and a name holding one was read as two

@@ -37,11 +37,11 @@ def unlistable_reason(rel_path: str) -> str | None:
     """None when the list line ``<rel_path> <label>`` reads back as ``rel_path``, else why it would not.
 
     The rule is the list reader's (``dali_pipelines.filelist.read_video_list``): the list is UTF-8 text (a BOM at
-    its start dropped), cut into lines at ``\\n``, ``\\r\\n`` and ``\\r`` (``evautil.text.text_lines``), and a
-    line's file name is the line, stripped, up to the whitespace before its last word (the label). So runs of
-    spaces, tabs and other whitespace inside a name come back as written (a form feed or U+2028 too, which an
-    editor shows inside the line), and so does a name ending in `` <digits>``; what cannot come back is checked
-    here.
+    the start of any line dropped), cut into lines at ``\\n``, ``\\r\\n`` and ``\\r``
+    (``evautil.text.text_lines``), and a line's file name is the line, stripped, up to the whitespace before its
+    last word (the label). So runs of spaces, tabs and other whitespace inside a name come back as written (a form
+    feed or U+2028 too, which an editor shows inside the line), and so does a name ending in `` <digits>``; what
+    cannot come back is checked here.
     tests/test_prepare_kinetics.py checks this function against the reader itself.
     """
     if not rel_path:
@@ -55,7 +55,7 @@ def unlistable_reason(rel_path: str) -> str | None:
         return f"name holds a line break ({', '.join(repr(c) for c in breaks)}), which would split its list line"
     if rel_path.strip() != rel_path:
         return "path starts or ends with whitespace, which the list reader strips"
-    if rel_path.startswith("\ufeff"):  # dropped by the reader as a byte-order mark when on the list's first line
+    if rel_path.startswith("\ufeff"):  # dropped by the reader as a byte-order mark at the start of any line
         return "path starts with U+FEFF, which the list reader drops as a byte-order mark"
     return None
 

@@ -570,6 +570,34 @@ def test_a_malformed_official_labels_file_is_one_line_naming_it(tmp_path, capsys
         read_labels_csv(str(labels))
 
 
+def test_an_official_labels_file_in_another_order_than_the_labels_is_refused(tmp_path, capsys):
+    # A label file numbered in sort(1)'s order ("skiing ..." before "ski jumping"): the lists' labels are positions
+    # in the sorted names, so --allow-empty-classes wrote "ski jumping" as 1 where the file says 2 (exit 0).
+    labels = tmp_path / "labels" / "kinetics400_labels.csv"
+    labels.parent.mkdir()
+    labels.write_text("id,name\n0,skateboarding\n1,skiing crosscountry\n2,ski jumping\n3,skydiving\n")
+    root = make_tree(tmp_path / "k400", {s: {c: [vid(f"{s[0]}{c[:4]}")] for c in ("ski jumping", "skateboarding",
+                                                                             "skiing crosscountry")}
+                                         for s in ("train", "val")})
+    args = ["lists", "--dataset", f"k400={root}", "--out", str(tmp_path / "out"), "--official-labels",
+            str(labels.parent)]
+    for more in ([], ["--allow-empty-classes"]):
+        assert prepare_kinetics.main(args + more) == 2
+        assert capsys.readouterr().err == (f"error: labels CSV {str(labels)!r}: id 2 'ski jumping' sorts before id 1 "
+                                           "'skiing crosscountry'; a label is the position of its class in the sorted "
+                                           "class names (by code point, as Python sorts), so this file's ids would "
+                                           "not be the lists' labels: number the sorted names, each once\n")
+        assert not (tmp_path / "out").exists()
+    labels.write_text("id,name\n0,skateboarding\n1,ski jumping\n2,ski jumping\n3,skiing crosscountry\n")
+    assert prepare_kinetics.main(args) == 2
+    assert "id 2 'ski jumping' is given twice;" in capsys.readouterr().err
+    labels.write_text("id,name\n0,skateboarding\n1,ski jumping\n2,skiing crosscountry\n3,skydiving\n")
+    assert prepare_kinetics.main(args + ["--allow-empty-classes"]) == 0  # sorted: the ids hold
+    assert read_list(tmp_path / "out" / "k400_train.txt") == [
+        (f"../k400/train/{c}/{vid('t' + c[:4])}", i) for i, c in enumerate(["skateboarding", "ski jumping",
+                                                                            "skiing crosscountry"])]
+
+
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(KineticsError, match="does not exist"):
         scan_dataset("t400", str(tmp_path / "nope"))

@@ -32,9 +32,23 @@ def official_classes(name: str, labels_dir: str | None) -> list[str] | None:
     for file_name in names:
         path = os.path.join(labels_dir, file_name)
         if os.path.isfile(path):
-            return read_labels_csv(path)
+            return _in_label_order(path, read_labels_csv(path))
     # asked for, and silently absent, the check would fall back to the class count alone
     raise KineticsError(f"--official-labels {labels_dir!r} holds no {' or '.join(names)} for dataset {name}")
+
+
+def _in_label_order(path: str, names: list[str]) -> list[str]:
+    """``names``, the classes of the released label file ``path`` in id order, once they are in the order the lists
+    number them: sorted, each once. A file in another order (``sort``'s, which skips spaces: "skiing" before "ski
+    jumping") had its ids replaced by sorted positions even where ``--allow-empty-classes`` keeps "the official ids",
+    and with every class present was refused with an empty list of differences."""
+    for i in range(1, len(names)):
+        if names[i] <= names[i - 1]:
+            what = "is given twice" if names[i] == names[i - 1] else f"sorts before id {i - 1} {names[i - 1]!r}"
+            raise KineticsError(f"labels CSV {path!r}: id {i} {names[i]!r} {what}; a label is the position of its "
+                                f"class in the sorted class names (by code point, as Python sorts), so this file's "
+                                f"ids would not be the lists' labels: number the sorted names, each once")
+    return names
 
 
 def match_official(name: str, root: str, classes: list[str], allow_empty_classes: bool,

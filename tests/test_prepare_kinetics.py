@@ -554,6 +554,9 @@ def test_a_missing_or_unexpected_official_class_is_an_error_not_a_label_shift(tm
     (b"0,abseiling\n\xff1,air drumming\n", "line 3: not UTF-8 text (invalid start byte, byte 0xff)"),
     (b"0,abseiling\n2,air drumming\n", "line 3: id 2, expected 1"),
     (b"0,abseiling\n1,\n", "line 3: class 1 has no name"),
+    # cut at its unquoted comma, the name was read as "air drumming" and the rest dropped
+    (b"0,abseiling\n1,air drumming, (with sticks)\n", "line 3: 3 fields, the header has 2: quote a name that holds a "
+                                                      "comma (csv cut 'air drumming' there)"),
 ])
 def test_a_malformed_official_labels_file_is_one_line_naming_it(tmp_path, capsys, rows, problem):
     # --official-labels with a damaged label file: a traceback (exit 1) for a bad id or byte, naming neither.
@@ -568,6 +571,13 @@ def test_a_malformed_official_labels_file_is_one_line_naming_it(tmp_path, capsys
     assert err.startswith(f"error: labels CSV {str(labels)!r}, {problem}") and err.count("\n") == 1
     with pytest.raises(KineticsError, match=problem.split(":")[0]):
         read_labels_csv(str(labels))
+
+
+def test_spaces_around_the_names_of_a_labels_file_are_not_part_of_them(tmp_path):
+    # The training run's reader of the same file strips them; here " abseiling" was a class no folder matched.
+    labels = tmp_path / "kinetics400_labels.csv"
+    labels.write_bytes(b"id, name\r\n0, abseiling\r\n1,\tair drumming \r\n\r\n")
+    assert read_labels_csv(str(labels)) == ["abseiling", "air drumming"]
 
 
 def test_an_official_labels_file_in_another_order_than_the_labels_is_refused(tmp_path, capsys):

@@ -51,7 +51,8 @@ def read_labels_csv(path: str) -> list[str]:
 
     Raises:
         KineticsError: naming the file, and the line where one is at fault: a missing file or column, a line that
-            is not UTF-8, an id that is not a whole number or not the next one, an empty name.
+            is not UTF-8, an id that is not a whole number or not the next one, an empty name, a name cut by an
+            unquoted comma. Spaces around a name or a header's column are not part of it.
     """
     if not os.path.isfile(path):
         raise KineticsError(f"labels CSV {path!r} does not exist")
@@ -59,6 +60,8 @@ def read_labels_csv(path: str) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
+            # stripped as the training run's reader strips them: "id, name" and "0, abseiling" named " abseiling"
+            reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
             rows = [(reader.line_num, r) for r in reader]
     except UnicodeDecodeError as e:  # was a traceback, as were the row errors below
         raise KineticsError(f"labels CSV {path!r}, {not_utf8_line(path, e)}") from e
@@ -75,9 +78,13 @@ def read_labels_csv(path: str) -> list[str]:
             raise KineticsError(f"{where}: id {r['id']!r} is not a whole number (expected 'id,name')") from None
         if cls != len(names):
             raise KineticsError(f"{where}: id {cls}, expected {len(names)} (ids are 0..{len(rows) - 1} in order)")
-        if not (r["name"] or "").strip():
+        if any(x.strip() for x in r.get(None) or []):  # DictReader's fields past the header's
+            raise KineticsError(f"{where}: {len(r) - 1 + len(r[None])} fields, the header has {len(r) - 1}: quote a "
+                                f"name that holds a comma (csv cut {r['name']!r} there)")
+        name = (r["name"] or "").strip()
+        if not name:
             raise KineticsError(f"{where}: class {cls} has no name")
-        names.append(r["name"])
+        names.append(name)
     return names
 
 

@@ -2049,6 +2049,21 @@ def test_reencode_follows_folder_links_but_never_around_a_loop(tmp_path):
         f"train/{ACT}/{vid('b')}", f"train/{ARM}/{vid('a')}", f"val/{vid('b')}", f"val/back/{ARM}/{vid('a')}"]
 
 
+def test_reencode_names_a_folder_link_whose_target_is_gone(tmp_path, capsys):
+    # A class folder linked to a disk not mounted was passed over without a word: the re-encoded tree lacked the
+    # class, and the lists made from it numbered every later class one lower than the source's lists.
+    src = tmp_path / "src"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    (src / "train" / ABS).symlink_to(tmp_path / "unmounted" / ABS, target_is_directory=True)
+    (src / "train" / ".hidden").symlink_to(tmp_path / "unmounted" / "hidden")  # hidden: left out, as ever
+    pairs = plan_reencode(str(src), str(tmp_path / "dst"))
+    assert [os.path.relpath(s, src) for s, _ in pairs] == [f"train/{ARM}/{vid('a')}"]
+    assert capsys.readouterr().err == (
+        f"warning: reencode: 1 symbolic link under {src} whose target is gone (or a link loop), e.g. "
+        f"{src / 'train' / ABS} -> {tmp_path / 'unmounted' / ABS}: were one a class folder, none of its videos is "
+        f"re-encoded and {tmp_path / 'dst'} lacks the class; mount or fix the targets and run again\n")
+
+
 def test_reencode_failures_named_in_one_line_each_whatever_their_file_names(tmp_path, capsys):
     # A failing source whose name is not UTF-8 made the markdown report a UnicodeEncodeError traceback (its JSON
     # twin was written), and one whose name holds a line break printed its `failed:` line in two pieces.

@@ -15,7 +15,7 @@ from typing import Callable
 
 from dali_pipelines.pyav_probe import count_frames
 from evautil.files import atomic_write_text, hold_lock
-from evautil.progress import counted
+from evautil.progress import counted, stderr_line
 
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
@@ -49,6 +49,7 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
             raise KineticsError(f"{b!r} is inside {a!r}; use separate source and destination roots")
     pairs: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
+    gone: list[str] = []  # links, other than videos', whose target is gone
     # Links to folders are followed (a tree of linked class folders), but never back into a folder the walk is
     # inside: a link up (``latest -> ..``) had its videos planned again on each of ~40 levels, to nested outputs.
     inside = {src_root: {os.path.realpath(src_root)}}
@@ -62,6 +63,9 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
             inside[os.path.join(dirpath, d)] = chain | {os.path.realpath(os.path.join(dirpath, d))}
         for f in sorted(filenames):
             if not is_video_file(f):
+                link = os.path.join(dirpath, f)
+                if not f.startswith(".") and os.path.islink(link) and not os.path.exists(link):
+                    gone.append(link)  # a class folder on a disk not mounted: its class would vanish unsaid
                 continue
             src = os.path.join(dirpath, f)
             rel = os.path.relpath(src, src_root)
@@ -72,6 +76,11 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
             pairs.append((src, dst))
             walk.update()
     walk.finish()
+    if gone:
+        stderr_line(f"warning: reencode: {counted(len(gone), 'symbolic link')} under {src_root} whose target is "
+                    f"gone (or a link loop), e.g. {printable_path(gone[0])} -> "
+                    f"{printable_path(os.readlink(gone[0]))}: were one a class folder, none of its videos is "
+                    f"re-encoded and {dst_root} lacks the class; mount or fix the targets and run again")
     if not pairs:  # a mistyped --src (a folder of lists, a split folder's parent) "re-encoded 0 videos", exit 0
         raise KineticsError(f"no video files under source root {src_root!r} (extensions "
                             f"{' '.join(VIDEO_EXTENSIONS)}, hidden files and folders left out)")

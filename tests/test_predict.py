@@ -821,6 +821,21 @@ def test_list_names_keep_runs_of_spaces_and_tabs(tmp_path):
     assert [e.path for e in read_file_list(str(lst), str(tmp_path))] == [str(tmp_path / n) for n in names]
 
 
+def test_lists_joined_with_cat_name_the_same_videos_as_for_training(tmp_path):
+    """Each list saved with a byte-order mark and joined with cat keeps the later ones at the start of a line: the
+    training reader drops them, and predict's took the mark for the first character of the file name."""
+    from dali_pipelines.filelist import read_file_list
+    from tools.inference import collect_videos
+
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    lst = tmp_path / "joined.txt"
+    lst.write_bytes("\ufeffa.mp4 0\n".encode() + "\ufeffb.mp4 1\n".encode() + "c.mp4 2\n".encode())
+    assert collect_videos([str(lst)]) == [str(tmp_path / n) for n in names]
+    assert [e.path for e in read_file_list(str(lst), str(tmp_path))] == [str(tmp_path / n) for n in names]
+
+
 def test_a_name_no_list_line_can_hold_is_reported_not_mixed_up(evaluated, dataset, capsys):
     import shutil
 

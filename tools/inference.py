@@ -57,7 +57,8 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
     out: list[tuple[str, int | None]] = []
     out_of_range = None
     for line_no, line in enumerate(text_lines(text), start=1):
-        line = line.strip()
+        # lists joined with cat each bring their BOM: the training reader drops one opening any line, and so here
+        line = (line[1:] if line.startswith("\ufeff") else line).strip()
         if not line:
             continue
         full, label = os.path.join(base, line), None

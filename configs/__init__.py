@@ -25,7 +25,7 @@ from yacs.config import CfgNode as CN
 from .checks import check_choice, validate
 from .command_line import _merge_opts, as_typed, flags_then_opts, opts_last
 from .defaults import get_cfg_defaults
-from .keys import ConfigError, _coerce, _get
+from .keys import ConfigError, _coerce, _get, _set_by
 from .yaml_files import _merge_file
 
 __all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "flags_then_opts",
@@ -34,16 +34,31 @@ __all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "op
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def _legacy_sets(seen: dict, legacy: str, key: str) -> bool:
+    """Whether the original's ``legacy`` key, where set, gives ``key`` its value: ``key`` was not set, or was set
+    by an earlier source (a BASE file, or the file before ``--opts``: the original's ``--opts MYCLIP.FT_FRAMES 16``
+    over a recipe's PRETRAINED_FRAMES 8). Within one file ours wins (a saved config.yaml holds both), within
+    ``--opts`` the later one, as for any key given twice."""
+    if legacy not in seen:
+        return False
+    if key not in seen:
+        return True
+    order = list(seen)  # in the order the values were last set (keys._set_by)
+    later = order.index(legacy) > order.index(key)
+    return later and (seen[legacy] != seen[key] or seen[legacy] == "--opts")
+
+
 def _apply_legacy(cfg: CN, seen: dict) -> None:
-    """Map the original code's keys onto ours (only where the user set them)."""
+    """Map the original code's keys onto ours (only where the user set them, and not set ours after them)."""
     for name in ("USE_MEAN_POOLING", "STOP_GRAD_CONV1"):
-        if f"MYCLIP.{name}" in seen and f"MODEL.{name}" not in seen:
+        if _legacy_sets(seen, f"MYCLIP.{name}", f"MODEL.{name}"):
             cfg.MODEL[name] = cfg.MYCLIP[name]
     # The original read MODEL.PRETRAINED's grid from FT_FRAMES / FT_IMAGE_SIZE (and asserted it against the table).
     for legacy, key in (("FT_FRAMES", "PRETRAINED_FRAMES"), ("FT_IMAGE_SIZE", "PRETRAINED_INPUT_SIZE")):
-        if f"MYCLIP.{legacy}" in seen and f"MODEL.{key}" not in seen:
+        if _legacy_sets(seen, f"MYCLIP.{legacy}", f"MODEL.{key}"):
             cfg.MODEL[key] = cfg.MYCLIP[legacy]
-    if cfg.TRAIN.OPT_LEVEL == "O0" and cfg.TRAIN.PRECISION == "auto":
+    if cfg.TRAIN.OPT_LEVEL == "O0" and (cfg.TRAIN.PRECISION == "auto"
+                                        or _legacy_sets(seen, "TRAIN.OPT_LEVEL", "TRAIN.PRECISION")):
         cfg.TRAIN.PRECISION = "fp32"
 
 
@@ -59,7 +74,7 @@ def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool 
     for flag, key, value in flags:
         node, name = (_get(cfg, key.rsplit(".", 1)[0]), key.rsplit(".", 1)[1]) if "." in key else (cfg, key)
         node[name] = _coerce(key, node[name], value, flag, seen.get(key))
-        seen[key] = flag
+        _set_by(seen, key, flag)
     _merge_opts(cfg, list(opts or ()), seen)
     _apply_legacy(cfg, seen)
     validate(cfg, seen)

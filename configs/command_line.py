@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 from yacs.config import CfgNode as CN
 
 from .checks import _shown
-from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _unknown_key
+from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _set_by, _unknown_key
 from .original_keys import is_original_key, take_original_key
 
 
@@ -42,7 +42,7 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
         if isinstance(node[parts[-1]], CN):
             raise ConfigError(f"--opts: {key} is a section, not a key ({_section_keys(node[parts[-1]], key)})")
         node[parts[-1]] = _coerce(key, node[parts[-1]], value, "--opts", seen.get(key))
-        seen[key] = "--opts"
+        _set_by(seen, key, "--opts")
 
 
 def _unpaired(cfg: CN, opts: list[str]) -> str:

@@ -249,7 +249,8 @@ _C.LOG.PROGRESS_BAR = True
 # ---------------------------------------------------------------------------------------------------------------
 # Legacy keys of the original code's configs, accepted so its YAML files load. USE_MEAN_POOLING and
 # STOP_GRAD_CONV1 are copied into MODEL, FT_FRAMES / FT_IMAGE_SIZE into MODEL.PRETRAINED_FRAMES / INPUT_SIZE
-# (only when a YAML file or --opts sets them); the rest are unused (see configs/__init__.py). The original's keys
+# (only when a YAML file or --opts sets them, and not the MODEL key after them: --opts MYCLIP.FT_FRAMES 16 over a
+# file's PRETRAINED_FRAMES 8 gives 16); the rest are unused (see configs/__init__.py). The original's keys
 # that are not in this tree (MODEL.INIT_VALUES, MODEL.FIX_TEXT, ...) are handled in configs/original_keys.py.
 # ---------------------------------------------------------------------------------------------------------------
 _C.MYCLIP = CN()

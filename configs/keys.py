@@ -28,6 +28,13 @@ def _is_key(cfg: CN, dotted: str) -> bool:
         return False
 
 
+def _set_by(seen: dict, key: str, source: str) -> None:
+    """Record in ``seen`` that ``source`` set ``key`` last: moved to the end, so that the order of ``seen`` is the
+    order in which the keys' values were last set (a later source overrides an original key's mapping)."""
+    seen.pop(key, None)
+    seen[key] = source
+
+
 def _leaves(node: CN, prefix: str = "") -> Iterable[tuple[str, Any]]:
     for name, value in node.items():
         if isinstance(value, CN):

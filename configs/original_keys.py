@@ -14,7 +14,7 @@ from yacs.config import CfgNode as CN
 from evautil.progress import stderr_line
 
 from .checks import _CHOICES
-from .keys import ConfigError, _coerce, _get
+from .keys import ConfigError, _coerce, _get, _set_by
 
 # Original key -> our key. The original's strings (never read there: always cosine, always AdamW) are sections here.
 _MAPPED = {"TRAIN.LR_SCHEDULER": "TRAIN.LR_SCHEDULER.NAME", "TRAIN.OPTIMIZER": "TRAIN.OPTIMIZER.NAME"}
@@ -71,7 +71,7 @@ def take_original_key(cfg: CN, key: str, value: Any, source: str, seen: dict) ->
         if node[name] not in choices:
             raise ConfigError(f"{source}: {key} = {node[name]!r} (read as {target}) is not one of "
                               f"{', '.join(repr(c) for c in choices)}")
-        seen[target] = source
+        _set_by(seen, target, source)
         return
     entry = _ORIGINAL_ONLY[key]
     value = _coerce(key, entry.default, value, source, "the original's defaults")

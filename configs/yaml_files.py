@@ -14,7 +14,7 @@ from evautil.errors import not_utf8_line
 from evautil.files import naming_the_file
 from evautil.text import text_lines
 
-from .keys import ConfigError, _coerce, _section_keys, _unknown_key
+from .keys import ConfigError, _coerce, _section_keys, _set_by, _unknown_key
 from .original_keys import is_original_key, take_original_key
 
 
@@ -41,7 +41,7 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
                 value = written[key]  # a name YAML reads as a number (OUTPUT: 2024.10 is 2024.1): kept as written
             cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
             if seen is not None:
-                seen[key] = source
+                _set_by(seen, key, source)
 
 
 def _load_yaml(text: str, path: str, written: dict | None = None) -> Any:

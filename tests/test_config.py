@@ -72,6 +72,25 @@ def test_legacy_opt_level_o0_means_fp32(tmp_path):
     assert load_config(str(path)).TRAIN.PRECISION == "fp32"
 
 
+def test_a_legacy_key_given_after_ours_wins(tmp_path):
+    """The original's --opts MYCLIP.FT_FRAMES 16 (to load a 16-frame checkpoint) over a recipe that sets
+    MODEL.PRETRAINED_FRAMES 8 was ignored without a word; ours given later, or in the same file, still wins."""
+    recipe = str(ROOT / "configs" / "k400.yaml")
+    cfg = load_config(recipe, ["MYCLIP.FT_FRAMES", "16", "MYCLIP.USE_MEAN_POOLING", "False"])
+    assert (cfg.MODEL.PRETRAINED_FRAMES, cfg.MODEL.PRETRAINED_INPUT_SIZE) == (16, 224)
+    assert cfg.MODEL.USE_MEAN_POOLING is False
+    assert load_config(recipe, ["MYCLIP.FT_FRAMES", "16", "MODEL.PRETRAINED_FRAMES", "4"]).MODEL.PRETRAINED_FRAMES == 4
+    assert load_config(recipe, ["TRAIN.PRECISION", "bf16", "TRAIN.OPT_LEVEL", "O0"]).TRAIN.PRECISION == "fp32"
+    child = tmp_path / "child.yaml"  # an original-style file over a recipe: the file that names the BASE wins
+    child.write_text(f"BASE: ['{recipe}']\nMYCLIP:\n  FT_FRAMES: 32\n")
+    assert load_config(str(child)).MODEL.PRETRAINED_FRAMES == 32
+    both = tmp_path / "both.yaml"  # as a run's saved config.yaml writes them: ours is the value in force
+    both.write_text("MODEL:\n  PRETRAINED_FRAMES: 0\n  STOP_GRAD_CONV1: true\n"
+                    "MYCLIP:\n  FT_FRAMES: 8\n  STOP_GRAD_CONV1: false\n")
+    cfg = load_config(str(both))
+    assert (cfg.MODEL.PRETRAINED_FRAMES, cfg.MODEL.STOP_GRAD_CONV1) == (0, True)
+
+
 def test_unknown_key_in_file_names_key_and_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("TRAIN:\n  LR: 1.0e-3\n  LEARNING_RATE: 0.1\n")

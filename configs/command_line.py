@@ -27,6 +27,9 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
     if len(opts) % 2:
         raise ConfigError(f"--opts expects KEY VALUE pairs; {_unpaired(cfg, opts)}")
     for key, value in zip(opts[0::2], opts[1::2]):
+        if key == "BASE":  # read from files only: in --opts it was set and never merged
+            raise ConfigError(f"--opts: BASE {value} would not be read: BASE files are merged from a config file "
+                              "only; write BASE: [FILE] in the --cfg file, or give that file as --cfg")
         if is_original_key(key):  # a key of the original's defaults that this tree lacks
             take_original_key(cfg, key, value, "--opts", seen)
             continue

@@ -253,6 +253,16 @@ def test_base_files_that_cannot_be_merged_are_named_with_the_file_naming_them(tm
     assert str(info.value) == f"{a}: BASE files form a cycle: {child} -> {a} -> {b} -> {a}"
 
 
+def test_base_in_opts_is_refused_as_it_would_not_be_read(tmp_path):
+    """--opts BASE other.yaml set the key and merged nothing: the run went on without the file's values."""
+    other = tmp_path / "other.yaml"
+    other.write_text("TRAIN:\n  LR: 1.0e-4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["BASE", str(other)])
+    assert str(info.value) == (f"--opts: BASE {other} would not be read: BASE files are merged from a config file "
+                               "only; write BASE: [FILE] in the --cfg file, or give that file as --cfg")
+
+
 def test_base_may_name_one_file_without_a_list(tmp_path):
     (tmp_path / "base.yaml").write_text("DATA:\n  NUM_FRAMES: 4\n")
     (tmp_path / "child.yaml").write_text("BASE: base.yaml\nDATA:\n  NUM_CLASSES: 7\n")

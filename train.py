@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works.
     args = p.parse_args(opts_last(p, p.respelled(argv)))  # flags in either spelling: --dry_run, --only-test
+    args.resume = os.path.expanduser(args.resume)  # --resume=~/x.pth: the shell leaves that ~ as it is
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args

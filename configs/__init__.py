@@ -62,6 +62,18 @@ def _apply_legacy(cfg: CN, seen: dict) -> None:
         cfg.TRAIN.PRECISION = "fp32"
 
 
+# Keys that name a file or folder: a leading ~ is the home folder, as the shell reads it (a YAML file or a quoted
+# --opts value keeps it as written; the run then wrote OUTPUT ~/runs into a folder named ~ in the working folder).
+_PATH_KEYS = ("DATA.ROOT", "DATA.TRAIN_FILE", "DATA.VAL_FILE", "DATA.LABEL_LIST", "MODEL.PRETRAINED",
+              "MODEL.CLASS_MAPPING", "OUTPUT")
+
+
+def _expand_home(cfg: CN) -> None:
+    for key in _PATH_KEYS:
+        node, name = (_get(cfg, key.rsplit(".", 1)[0]), key.rsplit(".", 1)[1]) if "." in key else (cfg, key)
+        node[name] = os.path.expanduser(node[name])
+
+
 def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool = True,
                 flags: Iterable[tuple[str, str, str]] = ()) -> CN:
     """Defaults <- YAML file (with its BASE files) <- a command's ``flags`` <- ``KEY VALUE`` overrides; legacy keys
@@ -77,6 +89,7 @@ def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool 
         _set_by(seen, key, flag)
     _merge_opts(cfg, list(opts or ()), seen)
     _apply_legacy(cfg, seen)
+    _expand_home(cfg)
     validate(cfg, seen)
     if freeze:
         cfg.freeze()

@@ -107,6 +107,7 @@ def _yaml_error_line(e: yaml.YAMLError, text: str) -> str:
 
 def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> None:
     """Merge the file ``path`` and, first, its BASE files; ``chain``: the files whose BASE led here."""
+    path = os.path.expanduser(path)  # ~ as the shell reads it: --cfg=~/x.yaml, or a BASE entry
     named = f" (in BASE of {chain[-1]})" if chain else ""  # a BASE entry is found in another file than --cfg
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder, not a YAML file{named}")
@@ -138,5 +139,6 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
         raise ConfigError(f"{path}: BASE must be a list of config files, got {bases!r}")
     for base in bases:
         if base:
-            _merge_file(cfg, os.path.join(os.path.dirname(os.path.abspath(path)), base), seen, (*chain, path))
+            base = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(base))
+            _merge_file(cfg, base, seen, (*chain, path))
     _merge_dict(cfg, data, path, seen=seen, written=written)

@@ -263,6 +263,18 @@ def test_base_in_opts_is_refused_as_it_would_not_be_read(tmp_path):
                                "only; write BASE: [FILE] in the --cfg file, or give that file as --cfg")
 
 
+def test_a_leading_tilde_in_a_path_is_the_home_folder(tmp_path, monkeypatch):
+    """A file's OUTPUT: ~/runs (or a quoted --opts value) was a folder named ~ in the working folder, a BASE entry
+    ~/base.yaml one under the file's folder, and --cfg=~/c.yaml was not found."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("DATA:\n  ROOT: ~/videos\n")
+    (tmp_path / "sub" / "c.yaml").write_text("BASE: [~/base.yaml]\nOUTPUT: ~/runs/k400\n")
+    cfg = load_config("~/sub/c.yaml", ["MODEL.PRETRAINED", "~/w.pth", "DATA.TRAIN_FILE", "lists/~train.txt"])
+    assert (cfg.DATA.ROOT, cfg.OUTPUT) == (str(tmp_path / "videos"), str(tmp_path / "runs" / "k400"))
+    assert cfg.MODEL.PRETRAINED == str(tmp_path / "w.pth") and cfg.DATA.TRAIN_FILE == "lists/~train.txt"
+
+
 def test_base_may_name_one_file_without_a_list(tmp_path):
     (tmp_path / "base.yaml").write_text("DATA:\n  NUM_FRAMES: 4\n")
     (tmp_path / "child.yaml").write_text("BASE: base.yaml\nDATA:\n  NUM_CLASSES: 7\n")

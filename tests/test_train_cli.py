@@ -172,6 +172,14 @@ def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     assert rc == 2 and "released weights and class mappings" in err and "an earlier run wrote" not in err
 
 
+def test_a_tilde_the_shell_leaves_in_a_flag_is_the_home_folder(tmp_path, dataset, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # bash expands no ~ after --resume=; it was looked up as ./~/gone.pth
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--resume=~/gone.pth", "--opts", *_opts(dataset, tmp_path)])
+    assert rc == 2 and f"missing input files: --resume {tmp_path / 'gone.pth'} (" in capsys.readouterr().err
+    args = train.parse_args(["--cfg", DEMO, "--output=~/runs"])
+    assert load_config(args.cfg, args.opts, flags=train.config_overrides(args)[0]).OUTPUT == str(tmp_path / "runs")
+
+
 def test_a_folder_given_for_an_input_file_is_named_as_a_folder(tmp_path, dataset, capsys):
     """The data folder given as DATA.TRAIN_FILE, or a run's folder as --resume, was called missing."""
     rc = train.main(["--cfg", DEMO, "--dry-run", "--resume", str(dataset), "--opts",

@@ -33,7 +33,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_open import BadVideoError  # noqa: E402
-from evautil.cli import ArgumentParser, as_typed_flags, flags_as_typed  # noqa: E402
+from evautil.cli import ArgumentParser, as_typed_flags, flags_as_typed, home_path  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
 from evautil.files import write_failure  # noqa: E402
 
@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="KEY VALUE pairs, e.g. TEST.NUM_CLIP 4 (other flags may follow them)")
     p.add_argument("--only_test", action="store_true", help="evaluate only (TEST.ONLY_TEST)")
-    p.add_argument("--resume", default="", help="checkpoint to resume from (or to evaluate with --only_test)")
+    p.add_argument("--resume", default="", type=home_path,
+                   help="checkpoint to resume from (or to evaluate with --only_test)")
     p.add_argument("--output", default=None, help="output directory (OUTPUT)")
     p.add_argument("--pretrained", default=None, help="initial weights (MODEL.PRETRAINED)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per process (TRAIN.BATCH_SIZE)")
@@ -62,7 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     # --opts takes everything up to the next flag of this parser, so "--opts K V --dry-run" works.
     args = p.parse_args(opts_last(p, p.respelled(argv)))  # flags in either spelling: --dry_run, --only-test
-    args.resume = os.path.expanduser(args.resume)  # --resume=~/x.pth: the shell leaves that ~ as it is
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args

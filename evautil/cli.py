@@ -11,11 +11,12 @@ elsewhere in the other spelling: ``ambiguous option: --num- could match --num-fr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import Any, Sequence
 
-__all__ = ["ArgumentParser", "Namespace", "as_typed_flags", "flags_as_typed"]
+__all__ = ["ArgumentParser", "Namespace", "as_typed_flags", "flags_as_typed", "home_path"]
 
 
 def _plain(flag: str) -> str:
@@ -145,6 +146,12 @@ class ArgumentParser(argparse.ArgumentParser):
             return None, name
         self._typed[matches[0]] = _spelled_as(matches[0], name)  # messages name it in full, as the user spells it
         return long[matches[0]], matches[0]
+
+
+def home_path(text: str) -> str:
+    """A path flag's ``type``: a leading ~ is the home folder. The shell expands none after ``=`` (``--out=~/x``)
+    or in quotes, and the command wrote a folder named ~ in the working folder."""
+    return os.path.expanduser(text)
 
 
 def as_typed_flags(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:

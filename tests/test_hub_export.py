@@ -128,6 +128,23 @@ def test_export_round_trip_same_logits(tiny):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+def test_a_tilde_the_shell_leaves_in_a_path_flag_is_the_home_folder(tiny, tmp_path, monkeypatch):
+    """bash expands no ~ after --out= (nor in quotes): the export went to a folder named ~ in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert export_safetensors.main(["--weights=~/tiny.safetensors", "--out=~/again.safetensors"]) == 0
+    assert (tmp_path / "again.safetensors").is_file() and not (tmp_path / "work" / "~").exists()
+    args = predict.parse_args(["~/a.mp4", "--weights=~/w.pth", "--cfg=~/c.yaml", "--root=~/r", "--out=~/p.json",
+                               "--work-dir=~/wd"])
+    assert [args.inputs[0], args.weights, args.cfg, args.root, args.out, args.work_dir] == [
+        str(tmp_path / name) for name in ("a.mp4", "w.pth", "c.yaml", "r", "p.json", "wd")]
+    from tools import extract_features
+    args = extract_features.parse_args(["~/a.mp4", "--weights=~/w.pth", "--cfg=~/c.yaml", "--root=~/r", "--out=~/f"])
+    assert [args.inputs[0], args.weights, args.cfg, args.root, args.out] == [
+        str(tmp_path / name) for name in ("a.mp4", "w.pth", "c.yaml", "r", "f")]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_export_gets_the_mode_open_gives(tmp_path, umask):
     # safetensors writes a private (0600) file; an export must be as readable as a torch.save checkpoint beside it.

@@ -46,7 +46,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 import torch  # noqa: E402
 
 from engine.evaluate import read_label_names  # noqa: E402
-from evautil.cli import ArgumentParser  # noqa: E402
+from evautil.cli import ArgumentParser, home_path  # noqa: E402
 from evautil.files import cannot_read, error_writing, file_version, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
 from tools.inference import (InputError, check_output_not_input, check_output_path, load_model,  # noqa: E402
@@ -103,10 +103,10 @@ def _carried_settings(weights: str, opts: list[str]) -> tuple[object, list[str] 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", default="", help="config YAML describing the model (optional with an exported "
-                   ".safetensors, whose settings and class names are carried over)")
-    p.add_argument("--weights", required=True, help="checkpoint path or hf:// reference")
-    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--cfg", default="", type=home_path, help="config YAML describing the model (optional with an "
+                   "exported .safetensors, whose settings and class names are carried over)")
+    p.add_argument("--weights", required=True, type=home_path, help="checkpoint path or hf:// reference")
+    p.add_argument("--out", required=True, type=home_path, help="output .safetensors file")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="tensor type in the file (default float32)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")

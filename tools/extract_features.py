@@ -169,16 +169,20 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from evautil.cli import ArgumentParser
+    from evautil.cli import ArgumentParser, home_path
     from tools.inference import opts_last
 
     p = ArgumentParser(prog="python -m tools.extract_features", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt)")
-    p.add_argument("--weights", required=True, help="checkpoint, exported .safetensors or hf:// reference")
-    p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
-    p.add_argument("--out", required=True, help="output folder (shards, index, failed lists; rerun to resume)")
-    p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
+    p.add_argument("inputs", nargs="+", type=home_path,
+                   help="video files, folders (searched recursively) or lists (.txt)")
+    p.add_argument("--weights", required=True, type=home_path,
+                   help="checkpoint, exported .safetensors or hf:// reference")
+    p.add_argument("--cfg", default="", type=home_path, help="config YAML (optional with an exported .safetensors)")
+    p.add_argument("--out", required=True, type=home_path,
+                   help="output folder (shards, index, failed lists; rerun to resume)")
+    p.add_argument("--root", default="", type=home_path,
+                   help="folder that relative paths in lists and arguments are joined to")
     p.add_argument("--window", type=int, default=None,
                    help="sliding window of this many frames (default: test views)")
     p.add_argument("--stride", type=int, default=None, help="frames between window starts (default: --window)")

@@ -270,25 +270,28 @@ class _CollectedFeatures:
 
 # ---------------------------------------------------------------------------------------------------- command
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from evautil.cli import ArgumentParser
+    from evautil.cli import ArgumentParser, home_path
     from tools.inference import opts_last
 
     p = ArgumentParser(prog="python -m tools.predict", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="video files, folders (searched recursively) or lists (.txt, one "
-                                             "video per line; a trailing integer label is reported with the "
-                                             "video, and the accuracy over the labelled videos closes the run)")
-    p.add_argument("--weights", required=True, help="checkpoint (.pth/.pt), exported .safetensors, or an hf:// "
-                                                    "reference (hf://owner/repo[@rev]/file)")
-    p.add_argument("--cfg", default="", help="config YAML (optional with an exported .safetensors)")
-    p.add_argument("--root", default="", help="folder that relative paths in lists and arguments are joined to")
+    p.add_argument("inputs", nargs="+", type=home_path,
+                   help="video files, folders (searched recursively) or lists (.txt, one video per line; a trailing "
+                        "integer label is reported with the video, and the accuracy over the labelled videos closes "
+                        "the run)")
+    p.add_argument("--weights", required=True, type=home_path,
+                   help="checkpoint (.pth/.pt), exported .safetensors, or an hf:// reference "
+                        "(hf://owner/repo[@rev]/file)")
+    p.add_argument("--cfg", default="", type=home_path, help="config YAML (optional with an exported .safetensors)")
+    p.add_argument("--root", default="", type=home_path,
+                   help="folder that relative paths in lists and arguments are joined to")
     p.add_argument("--top-k", type=int, default=None, help="classes per video (default 5)")
-    p.add_argument("--out", default="", help="also write the predictions here")
+    p.add_argument("--out", default="", type=home_path, help="also write the predictions here")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="of --out: table, json (one array), jsonl (a line per video) or csv (default: from its "
                         "extension, .json, .jsonl or .csv, else table); without --out, of stdout (also with "
                         "--quiet)")
-    p.add_argument("--work-dir", default="output/predict",
+    p.add_argument("--work-dir", default="output/predict", type=home_path,
                    help="where the video lists and their index caches go (one per set of videos; default "
                         "output/predict)")
     p.add_argument("--quiet", action="store_true", help="no table on stdout, no progress (bar or lines), no "

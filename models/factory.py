@@ -43,8 +43,9 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
     preset = ARCHS[arch]
     patch, size = preset["patch_size"], cfg.DATA.INPUT_SIZE
     if size % patch:
+        near = [s for s in (size // patch * patch, (size // patch + 1) * patch) if s > 0]  # 0 is no size
         raise ConfigError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
-                          f"(e.g. use {size // patch * patch} or {(size // patch + 1) * patch})")
+                          f"(e.g. use {' or '.join(map(str, near))})")
     # DATA.NUM_FRAMES vs DATA.TUBELET_SIZE is checked by configs.validate (load_config), not again here.
     return dict(
         img_size=size, num_frames=cfg.DATA.NUM_FRAMES, patch_size=patch, tubelet_size=cfg.DATA.TUBELET_SIZE,

@@ -913,7 +913,9 @@ def test_an_empty_output_is_one_line_and_nothing_is_written(tmp_path, dataset, c
 
 @pytest.mark.parametrize("opts,needle", [
     (["MODEL.ARCH", "eva-tiny/9"], "MODEL.ARCH 'eva-tiny/9' is not a known preset"),
-    (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8"),
+    (["DATA.INPUT_SIZE", "36"], "DATA.INPUT_SIZE 36 is not divisible by the patch size 8 of MODEL.ARCH 'eva-tiny/8' "
+                                "(e.g. use 32 or 40)"),
+    (["DATA.INPUT_SIZE", "4"], "patch size 8 of MODEL.ARCH 'eva-tiny/8' (e.g. use 8)\n"),  # not 0, which is refused
 ])
 def test_model_errors_come_before_the_lists_are_indexed(tmp_path, dataset, capsys, monkeypatch, opts, needle):
     import dali_pipelines.loader as loader_mod

@@ -68,10 +68,11 @@ def opts_last(parser, argv: Sequence[str]) -> list[str]:
     ``nargs="*"`` a value such as -1e-6 is not a negative number to argparse and would be taken for a flag.)
     Several ``--opts`` groups (one added to a script's command) are joined in their order, so the last value of a
     key wins; moved one by one, the later group took the flags after it for pairs."""
-    argv = list(argv)
+    flags = {s for a in parser._actions for s in a.option_strings}
+    # --opt and --op are --opts to argparse, which then took the flags after the pairs for pairs
+    argv = ["--opts" if _abbreviates_opts(parser, flags, item) else item for item in argv]
     if "--opts" not in argv:
         return argv
-    flags = {s for a in parser._actions for s in a.option_strings}
     rest, pairs, k = [], [], 0
     while k < len(argv):
         if argv[k] != "--opts":
@@ -82,6 +83,12 @@ def opts_last(parser, argv: Sequence[str]) -> list[str]:
         pairs += argv[k + 1:j]
         k = j
     return rest + ["--opts"] + pairs
+
+
+def _abbreviates_opts(parser, flags: set[str], item: str) -> bool:
+    """Whether argparse reads ``item`` as ``--opts`` abbreviated: the one flag of ``parser`` it begins."""
+    return (parser.allow_abbrev and item.startswith("--") and item not in flags
+            and [f for f in flags if f.startswith(item)] == ["--opts"])
 
 
 def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[tuple[str, str, str]], list[str]]:

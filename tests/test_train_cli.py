@@ -721,6 +721,14 @@ def test_several_opts_groups_are_joined_and_flags_after_each_are_read():
     assert train.config_overrides(args)[0] == [("--output", "OUTPUT", "o")]  # applied before the pairs
 
 
+@pytest.mark.parametrize("opts", ["--opt", "--op"])
+def test_opts_abbreviated_may_be_followed_by_flags(opts):
+    """argparse takes --opt for --opts, but the flags after its pairs were read as pairs: '--dry-run' (after
+    TRAIN.EPOCHS 1) stands where a key is expected."""
+    args = train.parse_args(["--cfg", DEMO, opts, "TRAIN.EPOCHS", "1", "--dry-run", "--opts", "TRAIN.LR", "-5e-6"])
+    assert args.dry_run and args.opts == ["TRAIN.EPOCHS", "1", "TRAIN.LR", "-5e-6"]
+
+
 def test_help_lists_every_exit_code(capsys):
     """--help listed the exit codes but 1, a crash, which a batch script meets too."""
     from engine.process_end import EXIT_MEANINGS

@@ -408,6 +408,11 @@ def test_pooling_and_tubelet_mismatch_name_the_key_not_missing_tensors(tiny, tmp
         load_setup("", ["MODEL.USE_MEAN_POOLING", "False"], str(out))
     assert str(info.value) == (f"MODEL.USE_MEAN_POOLING = False from --opts but True in {out}; leave "
                                "MODEL.USE_MEAN_POOLING out of --opts to use the file's value")
+    for cfg_file in ("", DEMO):  # the original's key: named as typed, not blamed on --cfg
+        with pytest.raises(ConfigError) as info:
+            load_setup(cfg_file, [*(TINY if cfg_file else []), "MYCLIP.USE_MEAN_POOLING", "False"], str(out))
+        assert str(info.value) == (f"MYCLIP.USE_MEAN_POOLING = False from --opts but True in {out}; leave "
+                                   "MYCLIP.USE_MEAN_POOLING out of --opts to use the file's value")
     with pytest.raises(ConfigError) as info:
         load_setup("", ["DATA.TUBELET_SIZE", "4"], str(out))
     assert str(info.value) == (f"DATA.TUBELET_SIZE = 4 from --opts but 2 in {out}; leave DATA.TUBELET_SIZE out of "

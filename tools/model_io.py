@@ -58,13 +58,15 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "",
              "MODEL.USE_MEAN_POOLING": (cfg.MODEL.USE_MEAN_POOLING, meta["use_mean_pooling"])}
     if not meta["num_classes"]:  # no head: any class count fits its tensors
         del pairs["DATA.NUM_CLASSES"]
-    set_by_opts = set(list(opts)[0::2])
+    # each key --opts sets, as typed: the original's MYCLIP.USE_MEAN_POOLING sets ours (configs._apply_legacy)
+    typed = {"MODEL.USE_MEAN_POOLING" if key == "MYCLIP.USE_MEAN_POOLING" else key: key for key in list(opts)[0::2]}
     for key, (ours, theirs) in pairs.items():
         if ours == theirs:
             continue
-        if key in set_by_opts or not cfg_path:  # --opts is applied last: its value is the one in force
-            raise ConfigError(f"{key} = {ours} from --opts but {theirs} in {weights}; leave {key} out of --opts to "
-                              "use the file's value")
+        if key in typed or not cfg_path:  # --opts is applied last: its value is the one in force
+            name = typed.get(key, key)
+            raise ConfigError(f"{name} = {ours} from --opts but {theirs} in {weights}; leave {name} out of --opts "
+                              "to use the file's value")
         raise ConfigError(f"{key} = {ours} in --cfg {cfg_path} but {theirs} in {weights}; drop --cfg to use the "
                           "file's own settings")
     for name, want, have in (("mean", MEAN, meta["mean"]), ("std", STD, meta["std"])):

@@ -38,8 +38,8 @@ def input_error(err: BaseException, args: Any = None) -> int:
 
 class ArgumentParser(cli.ArgumentParser):
     """argparse, but a bad command line prints one ``error: ...`` line (pointing at --help) instead of the usage
-    block, each flag named as typed; the exit code stays 2."""
+    block, each flag named as typed (a mistyped one told the flag it is closest to); the exit code stays 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        print(f"error: {self.prog}: {cli.flags_as_typed(message, self)} (see --help)", file=sys.stderr)
+        print(f"error: {self.prog}: {self.explained(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)

@@ -11,6 +11,7 @@ elsewhere in the other spelling: ``ambiguous option: --num- could match --num-fr
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import sys
@@ -51,6 +52,30 @@ class Namespace(argparse.Namespace):
     __slots__ = ("typed_spellings",)
 
 
+_UNRECOGNIZED = "unrecognized arguments: "
+
+
+def _with_suggestions(message: str, parser: argparse.ArgumentParser) -> str:
+    """argparse's "unrecognized arguments" with the declared flag each mistyped one is closest to (``--dryrun``:
+    did you mean --dry-run?), its subcommands' flags included (argparse says their unknown flags at the top)."""
+    if not message.startswith(_UNRECOGNIZED):
+        return message
+    parsers, declared = [parser], {}
+    while parsers:
+        p = parsers.pop()
+        for action in p._actions:
+            declared.update({_plain(s): s for s in action.option_strings if s.startswith("--")})
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    hints = []
+    for item in message[len(_UNRECOGNIZED):].split():
+        name = item.partition("=")[0]
+        close = difflib.get_close_matches(_plain(name), declared, n=1, cutoff=0.75) if name.startswith("--") else []
+        if close:
+            hints.append(f"{name}: did you mean {declared[close[0]]}?")
+    return message + (f" ({'; '.join(hints)})" if hints else "")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, taking each long flag in either spelling (``_`` or ``-`` between its words), also as
     ``--flag=value`` and abbreviated (as argparse abbreviates). The flag is only respelled before argparse reads it:
@@ -67,7 +92,12 @@ class ArgumentParser(argparse.ArgumentParser):
         """argparse's error (usage, ``prog: error: message``, exit code 2), each flag named as typed; an ambiguous
         abbreviation's candidates as declared (they are offered, not typed: rewriting one the user typed elsewhere
         in the other spelling mixed the two spellings in one list)."""
-        super().error(message if _AMBIGUOUS.fullmatch(message) else flags_as_typed(message, self))
+        super().error(self.explained(message))
+
+    def explained(self, message: str) -> str:
+        """argparse's error ``message`` as :meth:`error` says it: each flag named as typed, a mistyped flag's
+        closest declared one offered."""
+        return message if _AMBIGUOUS.fullmatch(message) else _with_suggestions(flags_as_typed(message, self), self)
 
     def respelled(self, argv: Sequence[str] | None = None) -> list[str]:
         """``argv`` (sys.argv's by default) with its flags in this parser's spelling, for ``configs.opts_last``,

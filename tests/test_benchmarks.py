@@ -1429,7 +1429,8 @@ def test_flags_take_either_spelling(capsys):
     with pytest.raises(SystemExit) as e:
         augment_throughput.parse_args(["--quick", "--num_framez", "16"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "unrecognized arguments: --num_framez 16 (see --help)" in err, err
+    assert e.value.code == 2 and ("unrecognized arguments: --num_framez 16 (--num_framez: did you mean "
+                                   "--num-frames?) (see --help)") in err, err
 
 
 @pytest.mark.parametrize("module, args, line", [

@@ -61,6 +61,21 @@ def test_unknown_flags_and_bad_values_still_error(argv, words, capsys):
     assert e.value.code == 2 and words in capsys.readouterr().err
 
 
+def test_a_mistyped_flag_is_told_the_declared_one_it_is_closest_to(capsys):
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(["--dryrun", "--bacth-size", "2", "--zzz"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert err == ("cmd: error: unrecognized arguments: --dryrun --bacth-size 2 --zzz (--dryrun: did you mean "
+                   "--dry-run?; --bacth-size: did you mean --batch-size?)")
+    top = ArgumentParser(prog="tool")
+    sub = top.add_subparsers(dest="command").add_parser("lists")
+    sub.add_argument("--allow-empty-classes", action="store_true")
+    with pytest.raises(SystemExit):
+        top.parse_args(["lists", "--alow-empty-classes"])
+    assert "(--alow-empty-classes: did you mean --allow-empty-classes?)" in capsys.readouterr().err
+
+
 def test_an_abbreviation_of_two_flags_in_the_other_spelling_is_ambiguous(capsys):
     p = ArgumentParser(prog="cmd")
     p.add_argument("--num-frames", type=int)

@@ -38,7 +38,7 @@ from .distributed import DistContext
 __all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedAtTest",
            "StoppedOutsideTraining",
            "how_to_resume", "interrupted_after", "interrupted_at_final_test", "run_complete",
-           "stop_signals_raise"]
+           "stop_received", "stop_signals_raise"]
 
 # Exit code of a run that stopped on SIGTERM / SIGUSR1 after writing its checkpoint: resumable, not a failure
 # (2: fix the input, 3: non-finite loss; 143 would be a process killed by SIGTERM before it could save).
@@ -53,7 +53,7 @@ class Preempted(Exception):
     def __init__(self, step: int, checkpoint: str | None, signal_name: str | None,
                  auto_resume: bool = True) -> None:
         self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
-        why = f"{signal_name} received" if signal_name else "another process received a stop signal"
+        why = stop_received(signal_name)
         super().__init__(f"{why}: stopped after optimizer step {step} with checkpoint {checkpoint}; "
                          f"exit code {PREEMPTED_EXIT_CODE}. {how_to_resume(checkpoint, auto_resume)}")
 
@@ -70,13 +70,19 @@ class StoppedAtTest(Preempted):
     def __init__(self, signal_name: str | None, checkpoint: str, auto_resume: bool, what: str,
                  trained: bool = True) -> None:
         self.step, self.checkpoint, self.signal_name = None, checkpoint, signal_name
-        why = f"{signal_name} received" if signal_name else "another process received a stop signal"
+        why = stop_received(signal_name)
         goes_on = _goes_on(checkpoint, auto_resume, "test the rest and write the summary")
         state = (f"The training is finished (last checkpoint {checkpoint}); its final test is not complete, its "
                  f"summary.json not written yet. {goes_on}" if trained else
                  "Its results and summary.json are not written yet. Run the same command again to score the rest "
                  "and write them")
         Exception.__init__(self, f"{why} {what}; exit code {PREEMPTED_EXIT_CODE}. {state}")
+
+
+def stop_received(signal_name: str | None, named: str = "") -> str:
+    """Who received the stop that every process agreed on: this one (``named`` and ``signal_name``, e.g. "stop
+    signal SIGTERM received"), or, without a name, another one (a signal may reach only some of the processes)."""
+    return f"{named}{signal_name} received" if signal_name else "another process received a stop signal"
 
 
 def _goes_on(checkpoint: str, auto_resume: bool, what: str) -> str:

@@ -22,7 +22,8 @@ from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import EvaluationStopped, evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
-from .preemption import PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest, interrupted_at_final_test
+from .preemption import (PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest, interrupted_at_final_test,
+                         stop_received)
 from .telemetry import host_memory_gb
 from .test_progress import PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress
 from .train_epoch import TrainOptions, TrainState, train_one_epoch
@@ -272,8 +273,7 @@ class Trainer(TrainerCheckpoints):
         on_interrupt(interrupted_at_final_test(last, auto, "the run stopped after its final test, whose result "
                                                "metrics.jsonl holds", then="write the summary"))
         if self._control.poll()[0]:  # came in or after its last batch: the summary is seconds away, nothing is left
-            name = self._control.signal_name
-            said = f"stop signal {name} received" if name else "another process received a stop signal"
+            said = stop_received(self._control.signal_name, "stop signal ")
             self.metrics.info(f"{said} after the last batch of the final test: writing its results and the summary "
                               "(nothing to resume)")
         return result

@@ -8,8 +8,8 @@ import os
 import signal
 
 from engine.distributed import DistContext
-from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl, StoppedOutsideTraining,
-                               run_complete, stop_signals_raise)
+from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl, StoppedAtTest,
+                               StoppedOutsideTraining, run_complete, stop_received, stop_signals_raise)
 
 
 def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
@@ -48,6 +48,16 @@ def test_preempted_message_names_step_checkpoint_and_exit_code():
     msg = str(Preempted(7, "out/ckpt_step_7.pth", "SIGTERM"))
     assert msg.startswith("SIGTERM received: stopped after optimizer step 7 with checkpoint out/ckpt_step_7.pth")
     assert f"exit code {PREEMPTED_EXIT_CODE}" in msg
+
+
+def test_a_stop_is_named_by_its_signal_or_said_to_be_another_process_s():
+    """With several processes a signal may reach only some; the others stop as agreed and say so."""
+    assert str(Preempted(3, "c.pth", None)).startswith("another process received a stop signal: stopped after "
+                                                       "optimizer step 3 with checkpoint c.pth;")
+    assert str(StoppedAtTest("SIGUSR1", "c.pth", True, "during the final test: x")).startswith(
+        "SIGUSR1 received during the final test: x; exit code 4.")
+    assert stop_received("SIGTERM", "stop signal ") == "stop signal SIGTERM received"
+    assert stop_received(None, "stop signal ") == "another process received a stop signal"
 
 
 def test_flags_agreed_with_the_step_answer_the_next_poll_without_a_collective():

@@ -35,7 +35,7 @@ from evautil.interrupt import STOP_SIGNALS, STOPPED_EXIT_STATUS, Stopped
 from . import distributed as dist_utils
 from .distributed import DistContext
 
-__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StoppedAtTest",
+__all__ = ["PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "Preempted", "StepControl", "StopNotice", "StoppedAtTest",
            "StoppedOutsideTraining",
            "how_to_resume", "interrupted_after", "interrupted_at_final_test", "run_complete",
            "stop_received", "stop_signals_raise"]
@@ -222,3 +222,36 @@ class StepControl:
         if self.ctx.distributed:
             flags = dist_utils.all_reduce_sum(torch.tensor(flags, device=self.ctx.device), self.ctx).tolist()
         return flags[0] > 0, flags[1] > 0
+
+
+class StopNotice:
+    """Says a stop signal that came during an evaluation once, after the batch it came in (the evaluation acts on
+    it only after that batch, or after its end), so that the log shows it was received even when the scheduler's
+    kill comes before the evaluation's end. Called, it is the evaluation's ``after_batch``; outside
+    :meth:`evaluating` it says nothing. Once means once for the notice: a trainer's serves all its evaluations."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say  # a log's info
+        self.said = False
+        self._evaluating: tuple[StepControl | None, str, str] | None = None
+
+    @contextlib.contextmanager
+    def evaluating(self, control: StepControl | None, during: str, then: str):
+        """Inside, a stop signal that ``control`` caught is said: it came ``during`` (the evaluation), and ``then``
+        is what the run does about it. Leaving without an error says one that came after the last batch, while the
+        results were written."""
+        self._evaluating = (control, during, then)
+        try:
+            yield
+            self()
+        finally:
+            self._evaluating = None
+
+    def __call__(self) -> None:
+        if self._evaluating is None or self.said:
+            return
+        control, during, then = self._evaluating
+        name = control.signal_name if control is not None else None
+        if name:
+            self.said = True
+            self.say(f"stop signal {name} received during {during}: {then}")

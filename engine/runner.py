@@ -33,7 +33,7 @@ from .metrics import MetricLogger
 from .optim import build_optimizer, build_scheduler
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
-from .preemption import PREEMPTED_EXIT_CODE, StepControl, StoppedOutsideTraining, run_complete
+from .preemption import PREEMPTED_EXIT_CODE, StepControl, StopNotice, StoppedOutsideTraining, run_complete
 from .test_progress import EVALUATION_PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress
 from .precision import resolve_precision
 from .resume_point import locate_checkpoint, restore_data_plan
@@ -117,26 +117,21 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
                                      progress_setting(cfg, (cfg.TEST.NUM_CLIP, cfg.TEST.NUM_CROP)), run.val_loader,
                                      evaluation=what)
         with StepControl(run.ctx) as control:  # a stop signal sets a flag, asked before every batch
-            said = []
-
-            def say_stop() -> None:  # once, after the batch it came in: the log shows it even if a kill follows
-                if control.stop_requested() and not said:
-                    said.append(control.signal_name)
-                    run.metrics.info(f"stop signal {control.signal_name} received during {what}: {STOP_DURING_TEST}")
-            try:
-                result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
-                                          num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
-                                          autocast_dtype=amp_dtype, checkpoint=run.weights_file,
-                                          stop_requested=control.stop_requested, after_batch=say_stop,
-                                          kept=progress.kept(), keep_on_interrupt=True)
-            except EvaluationStopped as stop:
-                say_stop()  # one that came before the batch after which it stopped
-                if stop.interrupted:  # a single process's Ctrl-C: kept as a stop's, then it ends as a Ctrl-C does
-                    on_interrupt(f"{what} {progress.interrupted(stop)}; its summary.json is not written yet: the same "
-                                 "command scores the rest and writes its results")
-                    raise KeyboardInterrupt from None
-                raise progress.stopped(stop, control.signal_name, True) from None
-            say_stop()  # one that came in the last batch, before its results were written
+            notice = StopNotice(run.metrics.info)  # says it once, after the batch it came in
+            with notice.evaluating(control, what, STOP_DURING_TEST):  # and leaving, one in the last batch
+                try:
+                    result = evaluate_and_log(run.model, run.val_loader, run.ctx, run.metrics, split="test",
+                                              num_classes=cfg.DATA.NUM_CLASSES, class_names=_class_names(cfg),
+                                              autocast_dtype=amp_dtype, checkpoint=run.weights_file,
+                                              stop_requested=control.stop_requested, after_batch=notice,
+                                              kept=progress.kept(), keep_on_interrupt=True)
+                except EvaluationStopped as stop:
+                    notice()  # one that came before the batch after which it stopped
+                    if stop.interrupted:  # a single process's Ctrl-C: kept as a stop's, then it ends as a Ctrl-C does
+                        on_interrupt(f"{what} {progress.interrupted(stop)}; its summary.json is not written yet: the "
+                                     "same command scores the rest and writes its results")
+                        raise KeyboardInterrupt from None
+                    raise progress.stopped(stop, control.signal_name, True) from None
             progress.done()
             if control.signal_name is not None:  # after the last batch: the results are seconds away, nothing left
                 run.metrics.info(f"stop signal {control.signal_name} received after the last batch of {what}: "

@@ -22,8 +22,8 @@ from .distributed import DistContext, all_gather_objects, unwrap
 from .evaluate import EvaluationStopped, evaluate_and_log, every_rank_learned
 from .loader_stats import loader_stats
 from .metrics import MetricLogger
-from .preemption import (PREEMPTED_EXIT_CODE, Preempted, StepControl, StoppedAtTest, interrupted_at_final_test,
-                         stop_received)
+from .preemption import (PREEMPTED_EXIT_CODE, Preempted, StepControl, StopNotice, StoppedAtTest,
+                         interrupted_at_final_test, stop_received)
 from .telemetry import host_memory_gb
 from .test_progress import PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress
 from .train_epoch import TrainOptions, TrainState, train_one_epoch
@@ -74,8 +74,10 @@ class Trainer(TrainerCheckpoints):
     _saved_at: float | None = None  # when that checkpoint was saved (state_dict's saved_at, else its file's time)
     _loader_state: Any = None
     _control: StepControl | None = None
-    _evaluating: tuple[str, str] | None = None  # see _evaluating_as
-    _stop_said: bool = False  # a stop signal seen during an evaluation was said (see _say_stop_seen)
+    _stop_notice: StopNotice = field(init=False)  # says a stop signal seen during an evaluation (_evaluating_as)
+
+    def __post_init__(self) -> None:
+        self._stop_notice = StopNotice(lambda line: self.metrics.info(line))  # the metrics of the moment
 
     # ---- evaluation -----------------------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
@@ -90,27 +92,12 @@ class Trainer(TrainerCheckpoints):
                                 num_classes=self.opts.num_classes,
                                 class_names=self.class_names, autocast_dtype=self.opts.amp_dtype, epoch=epoch,
                                 step=self.state.global_step, checkpoint=checkpoint,
-                                after_batch=self._say_stop_seen if self._evaluating else None, **stop)
+                                after_batch=self._stop_notice, **stop)
 
-    @contextlib.contextmanager
-    def _evaluating_as(self, during: str, then: str):
-        """Inside, a stop signal is said as :meth:`_say_stop_seen` says it: it came ``during`` (the evaluation),
-        and ``then`` is what the run does about it."""
-        self._evaluating = (during, then)
-        try:
-            yield
-            self._say_stop_seen()  # one that came after its last batch, while its results were written
-        finally:
-            self._evaluating = None
-
-    def _say_stop_seen(self) -> None:
-        """A stop signal that came during an evaluation is acted on after it: said once, after the batch it came in,
-        so that the log shows it was received even when the scheduler's kill comes before the evaluation's end."""
-        name = self._control.signal_name if self._control is not None else None
-        if name and self._evaluating and not self._stop_said:
-            self._stop_said = True
-            during, then = self._evaluating
-            self.metrics.info(f"stop signal {name} received during {during}: {then}")
+    def _evaluating_as(self, during: str, then: str) -> contextlib.AbstractContextManager[None]:
+        """Inside, a stop signal is said once, after the batch it came in (:class:`StopNotice`): it came ``during``
+        (the evaluation), and ``then`` is what the run does about it."""
+        return self._stop_notice.evaluating(self._control, during, then)
 
     # ---- the run --------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -264,7 +251,7 @@ class Trainer(TrainerCheckpoints):
                 result = self.run_eval(loader, "test", epoch, checkpoint, kept=kept,
                                        stop_requested=self._control.stop_requested, keep_on_interrupt=True)
             except EvaluationStopped as stop:
-                self._say_stop_seen()  # one that came before the first batch
+                self._stop_notice()  # one that came before the first batch
                 if stop.interrupted:  # a single process's Ctrl-C: kept as a stop's, then it ends as a Ctrl-C does
                     on_interrupt(interrupted_at_final_test(last, auto, f"the final test {progress.interrupted(stop)}"))
                     raise KeyboardInterrupt from None

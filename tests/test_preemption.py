@@ -8,8 +8,9 @@ import os
 import signal
 
 from engine.distributed import DistContext
-from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl, StoppedAtTest,
-                               StoppedOutsideTraining, run_complete, stop_received, stop_signals_raise)
+from engine.preemption import (PREEMPTED_EXIT_CODE, STOP_SIGNALS, Preempted, StepControl, StopNotice,
+                               StoppedAtTest, StoppedOutsideTraining, run_complete, stop_received,
+                               stop_signals_raise)
 
 
 def test_signal_sets_the_stop_flag_and_the_old_handler_comes_back():
@@ -58,6 +59,34 @@ def test_a_stop_is_named_by_its_signal_or_said_to_be_another_process_s():
         "SIGUSR1 received during the final test: x; exit code 4.")
     assert stop_received("SIGTERM", "stop signal ") == "stop signal SIGTERM received"
     assert stop_received(None, "stop signal ") == "another process received a stop signal"
+
+
+def test_a_stop_during_an_evaluation_is_said_once_after_the_batch_it_came_in():
+    """StopNotice, the evaluation's after_batch: nothing without a signal or outside an evaluation; the line once,
+    for the whole trainer; leaving the evaluation says one that came in its last batch, unless it failed."""
+    import pytest
+
+    said = []
+    notice = StopNotice(said.append)
+    with StepControl(DistContext()) as control:
+        with notice.evaluating(control, "the validation of epoch 1", "finishing it"):
+            notice()
+            assert said == []
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert said == ["stop signal SIGTERM received during the validation of epoch 1: finishing it"]
+        with notice.evaluating(control, "the final test", "stopping"):
+            notice()
+        assert len(said) == 1
+    failed, late = StopNotice(said.append), StopNotice(said.append)
+    with StepControl(DistContext()) as control:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        late()  # not evaluating: nothing to say
+        with pytest.raises(RuntimeError), failed.evaluating(control, "the final test", "stopping"):
+            raise RuntimeError("a decoder failed")
+        with late.evaluating(control, "the final test", "stopping"):
+            pass
+    assert said[1:] == ["stop signal SIGUSR1 received during the final test: stopping"]
+    assert not failed.said and late.said
 
 
 def test_flags_agreed_with_the_step_answer_the_next_poll_without_a_collective():

@@ -34,7 +34,7 @@ from .optim import build_optimizer, build_scheduler
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
 from .preemption import PREEMPTED_EXIT_CODE, StepControl, StopNotice, StoppedOutsideTraining, run_complete
-from .test_progress import EVALUATION_PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress
+from .test_progress import EVALUATION_PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress, interrupted_test
 from .precision import resolve_precision
 from .resume_point import locate_checkpoint, restore_data_plan
 from .train_epoch import TrainOptions
@@ -106,11 +106,9 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
     # The training's lines for a stop (checkpoints kept, SIGTERM saving the next step) do not fit an evaluation:
     # these say what a stop keeps of it and how to get its results.
     what = f"the evaluation of {run.weights}"
-    on_interrupt(f"{what} stopped where it was, before its summary.json (a Ctrl-C here, or with several processes, "
-                 "keeps no partial score; one during a single process's batches keeps the videos scored so far, as "
-                 "SIGTERM or SIGUSR1 do, which stop after the batch in flight and keep them in "
-                 f"{EVALUATION_PROGRESS_FILE}, exit code {PREEMPTED_EXIT_CODE}; OUTPUT's checkpoints are as they "
-                 "were); the same command evaluates it again, but for the videos an earlier stop kept")
+    on_interrupt(interrupted_test(what, EVALUATION_PROGRESS_FILE, ", before its summary.json",
+                                  "; OUTPUT's checkpoints are as they were")
+                 + "; the same command evaluates it again, but for the videos an earlier stop kept")
     try:
         # the videos a stopped evaluation of the same weights, views and list kept (the rerun forwards the others)
         progress = FinalTestProgress(run.metrics, run.ctx, run.weights_file, None,

@@ -24,7 +24,7 @@ from .distributed import DistContext, all_gather_objects
 from .evaluate import EvaluationStopped
 from .preemption import PREEMPTED_EXIT_CODE, StoppedAtTest
 
-__all__ = ["EVALUATION_PROGRESS_FILE", "PROGRESS_FILE", "STOP_DURING_TEST", "FinalTestProgress"]
+__all__ = ["EVALUATION_PROGRESS_FILE", "PROGRESS_FILE", "STOP_DURING_TEST", "FinalTestProgress", "interrupted_test"]
 
 PROGRESS_FILE = "test_progress.json"  # a training's final test
 EVALUATION_PROGRESS_FILE = "only_test_progress.json"  # an evaluation-only run's test
@@ -32,6 +32,14 @@ EVALUATION_PROGRESS_FILE = "only_test_progress.json"  # an evaluation-only run's
 # that batch is its last, nothing is left to stop and the run writes its results as a complete one.
 STOP_DURING_TEST = (f"stopping after the batch in flight, keeping the videos scored so far (exit code "
                     f"{PREEMPTED_EXIT_CODE}), unless that batch is its last: then writing its results (exit code 0)")
+
+
+def interrupted_test(test: str, progress_file: str, before: str = "", also: str = "") -> str:
+    """A Ctrl-C's line while ``test`` runs (``before``: e.g. ", before its summary.json"): what a Ctrl-C keeps of
+    it, and what a stop signal keeps instead, in ``progress_file``; ``also``: what else is as it was."""
+    return (f"{test} stopped where it was{before} (a Ctrl-C here, or with several processes, keeps no partial score; "
+            "one during a single process's batches keeps the videos scored so far, as SIGTERM or SIGUSR1 do, which "
+            f"stop after the batch in flight and keep them in {progress_file}, exit code {PREEMPTED_EXIT_CODE}{also})")
 
 
 class FinalTestProgress:

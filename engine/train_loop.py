@@ -25,7 +25,7 @@ from .metrics import MetricLogger
 from .preemption import (PREEMPTED_EXIT_CODE, Preempted, StepControl, StopNotice, StoppedAtTest,
                          interrupted_at_final_test, stop_received)
 from .telemetry import host_memory_gb
-from .test_progress import PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress
+from .test_progress import PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress, interrupted_test
 from .train_epoch import TrainOptions, TrainState, train_one_epoch
 from .trainer_checkpoints import TrainerCheckpoints
 
@@ -242,10 +242,7 @@ class Trainer(TrainerCheckpoints):
         kept = progress.kept()
         last, auto = checkpoint or "", self.opts.auto_resume
         # The training's Ctrl-C line (a checkpoint at the next step) no longer fits: no step follows
-        on_interrupt(interrupted_at_final_test(last, auto, (
-            "the final test stopped where it was (a Ctrl-C here, or with several processes, keeps no partial score; "
-            "one during a single process's batches keeps the videos scored so far, as SIGTERM or SIGUSR1 do, which "
-            f"stop after the batch in flight and keep them in {PROGRESS_FILE}, exit code {PREEMPTED_EXIT_CODE})")))
+        on_interrupt(interrupted_at_final_test(last, auto, interrupted_test("the final test", PROGRESS_FILE)))
         with self._evaluating_as("the final test", STOP_DURING_TEST):
             try:
                 result = self.run_eval(loader, "test", epoch, checkpoint, kept=kept,

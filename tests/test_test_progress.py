@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from engine.distributed import DistContext
 from engine.evaluate import EvaluationStopped, evaluate
-from engine.test_progress import PROGRESS_FILE, FinalTestProgress
+from engine.test_progress import EVALUATION_PROGRESS_FILE, PROGRESS_FILE, FinalTestProgress, interrupted_test
 from tests.test_distributed import _manager
 
 
@@ -170,3 +170,17 @@ def test_a_ctrl_c_inside_a_single_process_batch_keeps_the_whole_batches_before_i
             raise AssertionError("the evaluation was not interrupted")
         except KeyboardInterrupt:
             pass
+
+
+def test_a_ctrl_c_line_names_the_test_and_its_own_progress_file():
+    """The training's final test and an evaluation-only run's share one Ctrl-C line but for its subject, file and
+    what they add (tests/test_engine_e2e.py pins both whole, as printed)."""
+    line = interrupted_test("the final test", PROGRESS_FILE)
+    assert line == ("the final test stopped where it was (a Ctrl-C here, or with several processes, keeps no partial "
+                    "score; one during a single process's batches keeps the videos scored so far, as SIGTERM or "
+                    "SIGUSR1 do, which stop after the batch in flight and keep them in test_progress.json, exit "
+                    "code 4)")
+    line = interrupted_test("the evaluation of c.pth", EVALUATION_PROGRESS_FILE, ", before its summary.json",
+                            "; OUTPUT's checkpoints are as they were")
+    assert line.startswith("the evaluation of c.pth stopped where it was, before its summary.json (a Ctrl-C here,")
+    assert line.endswith("keep them in only_test_progress.json, exit code 4; OUTPUT's checkpoints are as they were)")

@@ -10,11 +10,13 @@ cache; the file is read anyway). A file ``torch.load`` cannot read is told apart
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 from .files import file_head, file_version
 
-__all__ = ["damaged_zip_record", "is_safetensors", "safetensors_cut_short", "unreadable_reason"]
+__all__ = ["damaged_zip_record", "is_safetensors", "safetensors_cut_short", "safetensors_unreadable",
+           "unreadable_reason", "lfs_pointer"]
 
 _CHUNK = 16 << 20
 # Files found intact by a check with ``remember``, by (device, inode, size, mtime): a run checks the checkpoint it
@@ -92,14 +94,39 @@ def unreadable_reason(path: str, error: BaseException) -> str:
         if isinstance(error, EOFError):
             return "damaged: it ends inside its pickle (cut short?)"
         return "damaged: its pickle cannot be read (cut short, or its bytes changed?)"
+    return lfs_pointer(path) or f"neither a zip archive nor a pickle: {_begins_with(head)}"
+
+
+def _is_torch_file(head: bytes) -> bool:
+    """Whether ``head`` begins as torch.save's files do: a zip archive, or a pickle (the legacy format)."""
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] != b"" and 2 <= head[1] <= 5)
+
+
+def _begins_with(head: bytes) -> str:
+    """"it begins with the text '...'" (its first line, when printable), else "... the bytes ..." (the first 8)."""
     text = head.split(b"\n", 1)[0]
     try:
         line = text.decode("utf-8").strip()
     except UnicodeDecodeError:
         line = ""
     if line.isprintable() and line:
-        return f"neither a zip archive nor a pickle: it begins with the text {line[:40]!r}"
-    return f"neither a zip archive nor a pickle: it begins with the bytes {head[:8].hex(' ')}"
+        return f"it begins with the text {line[:40]!r}"
+    return f"it begins with the bytes {head[:8].hex(' ')}"
+
+
+def lfs_pointer(path: str) -> str | None:
+    """What a Git LFS pointer file (the short text a clone without git-lfs leaves in place of a large file) stands
+    for and how to get the file itself; None for any other file."""
+    try:
+        head, size = file_head(path, 1024)
+    except OSError:
+        return None
+    if size > 1024 or not head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return None
+    match = re.search(rb"^size (\d+)\s*$", head, re.MULTILINE)
+    of = f" of a {int(match.group(1))}-byte file" if match else ""
+    return (f"a Git LFS pointer{of}, not the file itself (a clone or copy made without git-lfs?): fetch it with "
+            "'git lfs pull', or download the file")
 
 
 def is_safetensors(path: str) -> bool:
@@ -140,3 +167,23 @@ def safetensors_cut_short(path: str) -> str | None:
         return None
     return f"cut short: {size} bytes of a safetensors file whose header describes {need} (an interrupted save, " \
            "copy or download?)"
+
+
+def safetensors_unreadable(path: str) -> str | None:
+    """Why a file read as safetensors cannot be, in words: empty, a Git LFS pointer, something else than a
+    safetensors header, or cut short (safetensors says only "header too small" or "header too large"); None when
+    none of these (the reader's own error then says why)."""
+    try:
+        head, size = file_head(path, 64)
+    except OSError:
+        return None
+    if size == 0:
+        return "an empty file (0 bytes)"
+    pointer = lfs_pointer(path)
+    if pointer:
+        return pointer
+    if _is_torch_file(head):  # torch.load reads a name ending in .safetensors as safetensors: renamed, it reads it
+        return "a torch.save file, not safetensors: give it a name ending in .pth"
+    if len(head) < 9 or head[8:9] != b"{":
+        return f"no safetensors header: {_begins_with(head)}"
+    return safetensors_cut_short(path)

@@ -17,7 +17,7 @@ from typing import Any, Union
 import torch
 
 from evautil.errors import CheckpointError
-from evautil.zip_check import is_safetensors, safetensors_cut_short
+from evautil.zip_check import is_safetensors, safetensors_unreadable
 
 from .safe_load import load_torch_file
 
@@ -91,7 +91,7 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
         return path, load_file(path, device="cpu")
     except Exception as error:
         raise CheckpointError(f"{shown}: not a readable safetensors file: "
-                              f"{safetensors_cut_short(path) or error}") from error
+                              f"{safetensors_unreadable(path) or error}") from error
 
 
 def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | None = None,

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from evautil.files import atomic_write_by_name
-from evautil.zip_check import safetensors_cut_short
+from evautil.zip_check import safetensors_unreadable
 
 from .checkpoint import CheckpointError
 
@@ -73,7 +73,7 @@ def read_weights_metadata(path: str) -> dict[str, Any] | None:
         with safe_open(path, framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file: {safetensors_cut_short(path) or error}") \
+        raise CheckpointError(f"{path}: not a readable safetensors file: {safetensors_unreadable(path) or error}") \
             from error
     if raw.get("format") != FORMAT:
         return None

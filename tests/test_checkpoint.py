@@ -17,6 +17,7 @@ from configs import load_config
 from models import (CheckpointError, EVAVideoTransformer, build_model, convert_state_dict,
                     load_configured_weights, load_pretrained)
 from models import read_state_dict
+from models.checkpoint import check_checkpoint
 from models.pos_embed import grid_from_sizes
 
 torch.set_num_threads(2)
@@ -365,6 +366,49 @@ def test_a_cut_short_safetensors_file_says_so_in_words(tmp_path):
                 read(path)
             assert str(error.value) == message
     assert read_weights_metadata(str(whole))["num_classes"] == 5
+
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 1234567\n"
+_LFS_REASON = ("a Git LFS pointer of a 1234567-byte file, not the file itself (a clone or copy made without git-lfs?): "
+               "fetch it with 'git lfs pull', or download the file")
+
+
+def test_a_git_lfs_pointer_in_place_of_the_weights_says_so_and_how_to_fetch_them(tmp_path):
+    """A repository cloned without git-lfs leaves a short text file under the weights' name; it was called a file
+    that begins with the text 'version https://git-lfs...' (.pth) or "header too large" (.safetensors)."""
+    from models.weights_file import read_weights_metadata
+
+    for name, kind in (("w.pth", "torch checkpoint"), ("w.safetensors", "safetensors file")):
+        path = tmp_path / name
+        path.write_bytes(_LFS_POINTER)
+        for read in (read_state_dict, lambda p: load_pretrained(tiny(), p), check_checkpoint):
+            with pytest.raises(CheckpointError) as error:
+                read(path)
+            assert str(error.value) == f"{path}: not a readable {kind}: {_LFS_REASON}"
+    with pytest.raises(CheckpointError) as error:
+        read_weights_metadata(str(path))
+    assert str(error.value) == f"{path}: not a readable safetensors file: {_LFS_REASON}"
+
+
+def test_a_safetensors_name_on_what_is_no_safetensors_file_says_what_it_is(tmp_path):
+    """safetensors said "header too small" of an empty file and "header too large" of a torch.save one or a web
+    page saved under the weights' name; torch.load reads such a name as safetensors, so a torch file needs another."""
+    from models.weights_file import read_weights_metadata
+
+    torch.save(random_state_dict(tiny()), tmp_path / "torch.safetensors")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    (tmp_path / "page.safetensors").write_bytes(b"<!DOCTYPE html>\n<html><body>Not found</body></html>\n")
+    reasons = {"torch": "a torch.save file, not safetensors: give it a name ending in .pth",
+               "empty": "an empty file (0 bytes)",
+               "page": "no safetensors header: it begins with the text '<!DOCTYPE html>'"}
+    for stem, reason in reasons.items():
+        path = tmp_path / f"{stem}.safetensors"
+        for read in (read_state_dict, lambda p: load_pretrained(tiny(), p), lambda p: read_weights_metadata(str(p))):
+            with pytest.raises(CheckpointError) as error:
+                read(path)
+            assert str(error.value) == f"{path}: not a readable safetensors file: {reason}"
+    (tmp_path / "torch.safetensors").rename(tmp_path / "torch.pth")  # as the message says: then it loads
+    assert read_state_dict(tmp_path / "torch.pth").keys() == tiny().state_dict().keys()
 
 
 def test_missing_and_empty_files(tmp_path):

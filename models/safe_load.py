@@ -91,6 +91,19 @@ def _refusal(path: str, name: str) -> CheckpointError:
         f"(e.g. torch.save(ckpt['model'], ...)) or convert it to .safetensors.")
 
 
+def _model_refusal(path: str, names: list[str]) -> CheckpointError | None:
+    """The error for a file that holds a pickled ``nn.Module`` (``torch.save(model)``), whose weights are re-saved
+    from the model's ``state_dict()``, not from a key of it (what :func:`_refusal` advises); None for other files."""
+    module = next((name for name in sorted(names) if name.startswith("torch.nn.")), None)
+    if module is None:
+        return None
+    return CheckpointError(
+        f"{path}: a pickled model object (torch.save(model): it holds {module}), not a state dict; it was not "
+        f"unpickled, which would run code from the file. If you trust the file, save the model's weights alone, "
+        f"torch.save(torch.load(file, weights_only=False).state_dict(), 'weights.pth') (for a model kept under a "
+        f"key, e.g. ['model'], call state_dict() on that entry), and give that file")
+
+
 def _unreadable(path: str, error: Exception, shown: str) -> CheckpointError:
     """The error for a file torch cannot read at all, in one line naming the file (as ``shown``) and what is wrong
     with it."""
@@ -125,6 +138,9 @@ def load_torch_file(path: str, mmap: bool = False, shown: str = "") -> Any:
     # Normally one retry: zip checkpoints list every global up front. Legacy files name one per failure.
     while True:
         new = [name for name in refused if name not in approved]
+        model = _model_refusal(shown, new)
+        if model is not None:
+            raise model from None
         if not new:
             raise CheckpointError(f"{shown}: safe (weights_only) loading failed and the file was not unpickled "
                                   f"further; nothing in it was executed: {_reason(last_error)}")

@@ -445,6 +445,26 @@ def test_pickled_code_is_refused(tmp_path):
     assert marker.exists()
 
 
+def test_a_pickled_model_is_refused_with_the_way_to_save_its_weights(tmp_path):
+    """torch.save(model) pickles the model object: the advice for other refused files, re-save ckpt['model'], failed
+    on it (a model is no dict); the one given works, and what it writes loads."""
+    model = tiny()
+    for name, obj in (("whole.pth", model), ("in_dict.pth", {"model": model, "epoch": 1})):
+        path = tmp_path / name
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError) as error:
+            read_state_dict(path)
+        assert str(error.value) == (
+            f"{path}: a pickled model object (torch.save(model): it holds torch.nn.modules.activation.GELU), not a "
+            "state dict; it was not unpickled, which would run code from the file. If you trust the file, save the "
+            "model's weights alone, torch.save(torch.load(file, weights_only=False).state_dict(), 'weights.pth') "
+            "(for a model kept under a key, e.g. ['model'], call state_dict() on that entry), and give that file")
+    torch.save(torch.load(tmp_path / "whole.pth", weights_only=False).state_dict(), tmp_path / "weights.pth")
+    loaded = read_state_dict(tmp_path / "weights.pth")
+    assert loaded.keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
 def test_training_checkpoint_with_config_and_numpy_scalars(tmp_path):
     model = tiny()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -164,11 +164,26 @@ def _converted_for(model: nn.Module, path: PathLike, mode: str, class_mapping: A
         raise ValueError(f"{named_path(os.fspath(path))}: {error}") from error
     keys = model.state_dict().keys()
     if not any(k in keys for k in converted):
+        found = _foreign_prefix(converted, keys)
+        advice = ": the weights of another model, or names saved with another prefix"
+        if found:  # e.g. a backbone saved inside a larger model: say which prefix, and how to save without it
+            advice = (f": its names carry the prefix {found[0]!r}, without which {found[1]} of them are the model's; "
+                      f"save them without it, {{k.removeprefix({found[0]!r}): v for k, v in state_dict.items()}}")
         raise CheckpointError(f"{named_path(os.fspath(path))}: none of its {len(converted)} tensors is a tensor of the "
                               f"model (its names begin {', '.join(sorted(converted)[:3])}; the model's are e.g. "
-                              f"{', '.join(list(keys)[:3])}): the weights of another model, or names saved with "
-                              "another prefix")
+                              f"{', '.join(list(keys)[:3])}){advice}")
     return converted, read_notes + notes
+
+
+def _foreign_prefix(names: Mapping[str, Any], keys: Any) -> tuple[str, int] | None:
+    """The name prefix ('backbone.', 'encoder.', Lightning's 'model.') whose removal makes the most of ``names`` the
+    model's ``keys``, with that count; None when no prefix makes any of them one."""
+    counts: dict[str, int] = {}
+    for name in names:
+        for i, char in enumerate(name):
+            if char == "." and name[i + 1:] in keys:
+                counts[name[:i + 1]] = counts.get(name[:i + 1], 0) + 1
+    return max(counts.items(), key=lambda item: item[1]) if counts else None
 
 
 def weights_fit(model: nn.Module, path: PathLike, mode: str = "eva_k722", class_mapping: Any = None,

@@ -17,7 +17,7 @@ from configs import load_config
 from models import (CheckpointError, EVAVideoTransformer, build_model, convert_state_dict,
                     load_configured_weights, load_pretrained)
 from models import read_state_dict
-from models.checkpoint import check_checkpoint
+from models.checkpoint import check_checkpoint, weights_fit
 from models.pos_embed import grid_from_sizes
 
 torch.set_num_threads(2)
@@ -335,6 +335,29 @@ def test_a_file_none_of_whose_tensors_fits_the_model_is_refused(tmp_path):
     torch.save({"pos_embed": sd["pos_embed"], "other.weight": torch.zeros(2)}, path)
     missing, unexpected = load_pretrained(model, path, "eva_k722")
     assert unexpected == ["other.weight"] and "pos_embed" not in missing
+
+
+@pytest.mark.parametrize("prefix", ["backbone.", "encoder.", "model.encoder."])
+def test_weights_saved_under_a_prefix_are_refused_naming_it_and_load_once_saved_without(tmp_path, prefix):
+    """A backbone saved inside a larger model (mmaction's 'backbone.', an encoder's 'encoder.') was refused as
+    "the weights of another model, or names saved with another prefix", without saying which prefix."""
+    sd = random_state_dict(tiny())
+    state_dict = {prefix + k: v for k, v in sd.items()}
+    state_dict["cls_head.fc.weight"] = torch.zeros(5, D)
+    path = tmp_path / "prefixed.pth"
+    torch.save({"state_dict": state_dict}, path)
+    for check in (lambda: load_pretrained(tiny(), path), lambda: weights_fit(tiny(), path)):
+        with pytest.raises(CheckpointError) as error:
+            check()
+        assert str(error.value).endswith(
+            f"its names carry the prefix {prefix!r}, without which 34 of them are the model's; save them without it, "
+            f"{{k.removeprefix({prefix!r}): v for k, v in state_dict.items()}}")
+        assert str(error.value).startswith(f"{path}: none of its 35 tensors is a tensor of the model")
+    torch.save({k.removeprefix(prefix): v for k, v in state_dict.items()}, path)  # what the message says to do
+    model = tiny()
+    missing, unexpected = load_pretrained(model, path)
+    assert not missing and unexpected == ["cls_head.fc.weight"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
 
 
 def test_safetensors_loads(tmp_path):

@@ -49,11 +49,12 @@ def named_path(path: str, local: str | None = None) -> str:
 def _unwrap(obj: Any) -> Any:
     # Training checkpoints nest the weights under 'model' (the original's epoch_saving), DeepSpeed-style files
     # under 'module', Lightning-style ones under 'state_dict'; nesting can repeat. Raw state dicts pass through
-    # (the original raised UnboundLocalError on them, SPEC.md section 6 item 9).
+    # (the original raised UnboundLocalError on them, SPEC.md section 6 item 9). A file of timm's EMA weights alone
+    # holds them under 'model_ema' or 'state_dict_ema'; beside raw weights, those stay the ones read.
     for _ in range(4):
         if not isinstance(obj, Mapping):
             break
-        for key in ("model", "module", "state_dict"):
+        for key in ("model", "module", "state_dict", "model_ema", "state_dict_ema"):
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break

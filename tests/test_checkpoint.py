@@ -308,6 +308,9 @@ def test_nested_and_prefixed_files_load(tmp_path):
         "model.pth": {"model": sd, "epoch": 3, "optimizer": {"state": {}, "param_groups": []}},
         "state_dict.ckpt": {"state_dict": sd},
         "prefixed.pth": {f"module.{k}": v for k, v in sd.items()},
+        # timm's EMA weights kept alone ('model_ema' was "no tensors found (top-level keys: ['model_ema'])")
+        "model_ema.pth": {"model_ema": sd, "epoch": 3},
+        "state_dict_ema.pth": {"state_dict_ema": {f"module.{k}": v for k, v in sd.items()}},
         "nested_prefixed.pth": {"model": {f"module.{k}": v for k, v in sd.items()}},
     }
     for name, obj in files.items():
@@ -318,6 +321,14 @@ def test_nested_and_prefixed_files_load(tmp_path):
         missing, unexpected = load_pretrained(model, tmp_path / name, "eva_k722")
         assert not missing and not unexpected, name
         assert torch.equal(model.pos_embed.detach(), sd["pos_embed"]), name
+
+
+def test_raw_weights_beside_timms_ema_ones_stay_the_ones_read(tmp_path):
+    sd = random_state_dict(tiny())
+    ema = random_state_dict(tiny(), seed=1)
+    for wrapped in ({"model": sd, "model_ema": ema}, {"state_dict": sd, "state_dict_ema": ema}):
+        loaded = read_state_dict(_save(tmp_path / "both.pth", wrapped))
+        assert all(torch.equal(loaded[k], sd[k]) for k in sd)
 
 
 def test_a_file_none_of_whose_tensors_fits_the_model_is_refused(tmp_path):

@@ -64,8 +64,10 @@ def _unwrap(obj: Any) -> Any:
 
 
 def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    # DDP-wrapped models save keys as 'module.<name>'.
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    # DDP-wrapped models save keys as 'module.<name>'. (A key that is no string names no tensor: kept as it is, for
+    # the reader to drop.)
+    return {k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k: v
+            for k, v in state_dict.items()}
 
 
 def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
@@ -128,7 +130,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | No
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{named_path(path, local)}: expected a state dict (a mapping of names to tensors), "
                               f"got {type(obj).__name__}")
-    state_dict = {k: v for k, v in strip_module_prefix(obj).items() if isinstance(v, torch.Tensor)}
+    state_dict = {k: v for k, v in strip_module_prefix(obj).items()
+                  if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not state_dict:
         raise CheckpointError(f"{named_path(path, local)}: no tensors found "
                               f"(top-level keys: {sorted(map(str, obj))[:10]})")

@@ -331,6 +331,20 @@ def test_raw_weights_beside_timms_ema_ones_stay_the_ones_read(tmp_path):
         assert all(torch.equal(loaded[k], sd[k]) for k in sd)
 
 
+def test_entries_under_keys_that_are_no_names_are_left_out_not_a_crash(tmp_path):
+    """A key that is no string (a dict of tensors by index saved beside the weights) crashed every reader with
+    AttributeError: 'int' object has no attribute 'startswith' (a traceback from train.py)."""
+    sd = random_state_dict(tiny())
+    model = tiny()
+    missing, unexpected = load_pretrained(model, _save(tmp_path / "mixed.pth", {0: torch.zeros(3), **sd}))
+    assert not missing and not unexpected
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
+    path = _save(tmp_path / "by_index.pth", {0: torch.zeros(3), 1: torch.ones(2)})
+    with pytest.raises(CheckpointError) as error:
+        check_checkpoint(path)
+    assert str(error.value) == f"{path}: no tensors found (top-level keys: ['0', '1'])"
+
+
 def test_a_file_none_of_whose_tensors_fits_the_model_is_refused(tmp_path):
     """A fine-tuning run must not start from its initialisation while saying it starts from MODEL.PRETRAINED: a
     file none of whose tensors is a model key (another framework's prefixes, another model) is refused by name."""

@@ -32,6 +32,11 @@ def weights_misfit(arch: str, num_classes: int, missing: list[str], lacked: list
     """Why weights do not fit a model, for a CheckpointError after the file's name: the parameters they leave
     unset (``missing``), or the layers of theirs the model does not have (``lacked``)."""
     what = f"missing {some_names(missing)}" if missing else f"the model has no {some_names(lacked)}"
+    # The final norm alone: the weights of a model pooled the other way, whose norm has the other name
+    if set(missing) == {"fc_norm.weight", "fc_norm.bias"}:
+        what += " (a model's without mean pooling, whose final norm is norm.*? set MODEL.USE_MEAN_POOLING False)"
+    elif set(missing) == {"norm.weight", "norm.bias"}:
+        what += " (a model's with mean pooling, whose final norm is fc_norm.*? set MODEL.USE_MEAN_POOLING True)"
     return f"does not fit MODEL.ARCH {arch} with {num_classes} classes: {what}"
 
 

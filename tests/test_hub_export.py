@@ -786,6 +786,30 @@ def test_weights_of_a_deeper_or_shallower_model_are_refused_naming_the_layers(ti
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+def test_weights_pooled_the_other_way_are_refused_naming_use_mean_pooling(tiny, tmp_path):
+    """A .pth of a model built with the other MODEL.USE_MEAN_POOLING (its final norm is norm.* without mean pooling,
+    fc_norm.* with it) was refused as 'missing norm.weight, norm.bias', which did not say which key differs."""
+    cfg, model, _, _ = tiny
+    for pooled in (False, True):
+        other = cfg.clone()
+        other.defrost()
+        other.MODEL.USE_MEAN_POOLING = pooled
+        other.freeze()
+        torch.save(build_model(other).state_dict(), tmp_path / "other.pth")
+        own = cfg.clone()
+        own.defrost()
+        own.MODEL.USE_MEAN_POOLING = not pooled
+        own.freeze()
+        with pytest.raises(CheckpointError) as error:
+            load_model(own, str(tmp_path / "other.pth"), torch.device("cpu"), warn=False)
+        norm, their_norm = ("norm", "fc_norm") if pooled else ("fc_norm", "norm")
+        assert str(error.value) == (
+            f"{tmp_path / 'other.pth'} does not fit MODEL.ARCH eva-tiny/8 with 4 classes: missing {norm}.weight, "
+            f"{norm}.bias (a model's {'with' if pooled else 'without'} mean pooling, whose final norm is "
+            f"{their_norm}.*? set MODEL.USE_MEAN_POOLING {pooled})")
+        assert load_model(other, str(tmp_path / "other.pth"), torch.device("cpu"), warn=False) is not None
+
+
 def test_a_checkpoint_with_ema_weights_is_exported_as_its_ema_and_says_so(tiny, tmp_path, capsys):
     # the tools set up no logging: the log line read_checkpoint writes was never seen, and a user could not tell
     # which of the file's two sets of weights was used

@@ -72,7 +72,8 @@ def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
     """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
-    ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors)."""
+    ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors; an
+    exported file's with its recorded geometry as their config, :func:`_with_saved_geometry`)."""
     shown = path
     if path[:4].lower() == "hf:/":  # a Hub reference, the cached local file, or one miswritten (models/hub.py)
         from .hub import resolve_weights_path
@@ -88,13 +89,32 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
     from safetensors.torch import load_file
 
     try:
-        if mmap:  # the header, checked against the file's size, and no tensor: shapes only (meta tensors)
-            with safe_open(path, framework="pt", device="cpu") as f:
-                return path, {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
-        return path, load_file(path, device="cpu")
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            if mmap:  # the header, checked against the file's size, and no tensor: shapes only (meta tensors)
+                tensors = {name: torch.empty(f.get_slice(name).get_shape(), device="meta") for name in f.keys()}
+        if not mmap:
+            tensors = load_file(path, device="cpu")
     except Exception as error:
         raise CheckpointError(f"{shown}: not a readable safetensors file: "
                               f"{safetensors_unreadable(path) or error}") from error
+    return path, _with_saved_geometry(tensors, metadata)
+
+
+def _with_saved_geometry(tensors: dict[str, torch.Tensor], metadata: Mapping[str, str]) -> Any:
+    """A file written by ``models.weights_file`` records the clip geometry its positional table was made for: it is
+    given as the config a training checkpoint saves beside its weights (``{'model': ..., 'config': ...}``), which
+    tells the table's source grid when the file starts a model of other frames or input size. Other files: the
+    tensors as they are."""
+    from .weights_file import FORMAT  # (weights_file imports models.checkpoint, which imports this module)
+
+    if metadata.get("format") != FORMAT:
+        return tensors
+    try:
+        data = {key.upper(): int(metadata[key]) for key in ("num_frames", "input_size", "tubelet_size")}
+    except (KeyError, ValueError):  # damaged metadata: the table's length alone decides, as for other files
+        return tensors
+    return {"model": tensors, "config": {"DATA": data}}
 
 
 def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | None = None,
@@ -105,7 +125,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | No
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
     ``module.`` prefix is stripped and non-tensor entries are dropped; a training checkpoint of this project with EMA
     weights (``'ema'``) gives those, which its run evaluated. The config is the file's ``'config'`` entry
-    (the original's yacs node, read back as nested mappings, or this project's YAML text), None when absent.
+    (the original's yacs node, read back as nested mappings, or this project's YAML text; for a ``.safetensors``
+    file written by ``models.weights_file``, the DATA frames, input size and tubelet it records), None when absent.
     ``mmap``: see :func:`check_checkpoint`. ``notes_to``: :data:`EMA_NOTE` is appended to it when the EMA weights
     are the ones read (the log line alone is seen only where this logger is shown, which no tool or run did).
     ``parsed``: the file as :func:`check_checkpoint` returned it (read memory-mapped), taken instead of reading it

@@ -392,6 +392,27 @@ def test_safetensors_loads(tmp_path):
     assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
 
 
+def test_an_exported_file_starts_a_model_of_other_frames_from_the_geometry_it_records(tmp_path):
+    """An exported .safetensors records its frames and input size, but a load into a model of another frame count
+    said the file had "no config that says its geometry" and asked for MODEL.PRETRAINED_FRAMES (64 patch tokens
+    could be 4 frames of 4x4 patches, 16 of 2x2 or 1 of 8x8)."""
+    from models.pos_embed import resample_video_table
+    from models.weights_file import save_weights_file
+
+    source = tiny()
+    sd = random_state_dict(source)
+    source.load_state_dict(sd)
+    path = tmp_path / "exported.safetensors"
+    save_weights_file(source, str(path), arch="tiny", mean=(0, 0, 0), std=(1, 1, 1))
+    model = tiny(num_frames=8)
+    assert weights_fit(model, path) == ([], [])
+    notes: list[str] = []
+    assert load_pretrained(model, path, notes_to=notes) == ([], [])
+    assert notes[0] == "pos_embed: source grid 4x4x4 tokens, 4 frames of 32 px (from the checkpoint's config)"
+    assert torch.equal(model.pos_embed.detach(), resample_video_table(sd["pos_embed"], (4, 4), (8, 4)))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items() if k != "pos_embed")
+
+
 def test_a_cut_short_safetensors_file_says_so_in_words(tmp_path):
     from models.weights_file import read_weights_metadata, save_weights_file
 

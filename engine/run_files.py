@@ -5,6 +5,7 @@ of OUTPUT and names the process and host that hold it."""
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -98,11 +99,28 @@ def claimed_elsewhere(output_dir: str) -> str:
     key = os.path.abspath(output_dir)
     if key in _CLAIMED or not os.path.exists(os.path.join(key, RUN_LOCK)):
         return ""
-    held = hold_lock(os.path.join(key, RUN_LOCK))
+    lock = os.path.join(key, RUN_LOCK)
+    try:
+        held = hold_lock(lock)
+    except OSError:  # a lock this process may not write (OUTPUT read-only, or another user's): asked read-only
+        return "" if _free_read_only(lock) else _lock_holder(lock) or "another run"
     if held is None:
-        return _lock_holder(os.path.join(key, RUN_LOCK)) or "another run"
+        return _lock_holder(lock) or "another run"
     held.close()
     return ""
+
+
+def _free_read_only(path: str) -> bool:
+    """Whether no process holds the lock at ``path``, asked through a read-only file (flock needs no write access);
+    True when that cannot be asked either: a run that cannot open it cannot write OUTPUT anyway."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True  # its lock goes with the file's close
 
 
 def earlier_run_files(output_dir: str, keep: Collection[str] = ()) -> list[str]:

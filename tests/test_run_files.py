@@ -235,3 +235,30 @@ def test_the_start_warning_names_every_file_it_moved_up_to_five(tmp_path):
     listed = warning.split("moved 5 of them (", 1)[1].split(") to ", 1)[0]
     assert sorted(listed.split(", ")) == ["config.yaml", "confusion_test.png", "per_class_test.csv",
                                           "predictions_test.csv", "summary.json"]
+
+
+def test_a_run_lock_this_process_may_not_write_is_asked_read_only(tmp_path, monkeypatch):
+    """An OUTPUT on a read-only file system (or another user's): the run's line said so, then writing its exit status
+    asked the run lock, whose open to append failed; a traceback followed and the run ended with 1, not 2."""
+    import errno
+    import fcntl
+
+    import engine.run_files as run_files
+    from engine.process_end import EXIT_STATUS_ENV, EXIT_STATUS_FILE, record_exit
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / run_files.RUN_LOCK).write_text('{"pid": 41, "host": "node7"}\n')  # left by the run that wrote OUTPUT
+
+    def read_only(path):  # what hold_lock's open(path, "a") does there
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    monkeypatch.setattr(run_files, "hold_lock", read_only)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv(EXIT_STATUS_ENV, raising=False)
+    assert run_files.claimed_elsewhere(str(out)) == ""
+    record_exit(str(out), 2)
+    assert json.loads((out / EXIT_STATUS_FILE).read_text())["exit_code"] == 2
+    with open(out / run_files.RUN_LOCK, encoding="utf-8") as other:  # a run on a host that may write it holds it
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert run_files.claimed_elsewhere(str(out)) == "process 41 on node7"

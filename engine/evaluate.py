@@ -20,7 +20,7 @@ from torch import nn
 
 from configs import ConfigError
 from evautil.errors import not_utf8_line
-from evautil.files import atomic_write_text, not_a_file
+from evautil.files import atomic_write_text, naming_the_file, not_a_file
 from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
@@ -363,13 +363,15 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
                      + ["error", reason]))
     rows.sort(key=lambda r: r[0])
     pred_path = os.path.join(output_dir, f"predictions_{split}.csv")
-    atomic_write_text(pred_path, _csv_text([header] + [row for _, row in rows]), fsync=False)
+    with naming_the_file(pred_path):  # a full disk's error from write() names no file
+        atomic_write_text(pred_path, _csv_text([header] + [row for _, row in rows]), fsync=False)
     per_class = [["class", "name", "num_videos", "top1", "top5"]]
     for s in per_class_accuracy(predictions, num_classes):
         per_class.append([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
                           "" if s["top5"] is None else f"{s['top5']:.2f}"])
     cls_path = os.path.join(output_dir, f"per_class_{split}.csv")
-    atomic_write_text(cls_path, _csv_text(per_class), fsync=False)
+    with naming_the_file(cls_path):
+        atomic_write_text(cls_path, _csv_text(per_class), fsync=False)
     return pred_path, cls_path
 
 

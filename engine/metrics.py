@@ -215,7 +215,8 @@ class MetricLogger:
         """Save the resolved config into the output directory (rank 0)."""
         path = os.path.join(self.output_dir, name)
         if self.is_main:
-            atomic_write_text(path, config_yaml)
+            with naming_the_file(path):  # a full disk's error from write() names no file
+                atomic_write_text(path, config_yaml)
         return path
 
     # ---- training steps -------------------------------------------------------------------------------------
@@ -408,7 +409,9 @@ class MetricLogger:
             self._earlier["evaluations"] + len(self.evals), self.evals[-1] if self.evals else self._recalled_final)
         out.update(extra)
         if self.is_main:  # whole or not at all: a reader (or a rerun) must never find half a summary
-            atomic_write_text(os.path.join(self.output_dir, "summary.json"), json.dumps(out, indent=2))
+            path = os.path.join(self.output_dir, "summary.json")
+            with naming_the_file(path):  # a full disk's error from write() names no file
+                atomic_write_text(path, json.dumps(out, indent=2))
         written()  # before the table: a stop signal while it is printed must not say the summary is missing
         if self.is_main:
             for line in summary_table(out, extra):

@@ -14,7 +14,7 @@ import socket
 import time
 from typing import IO, Any, Collection
 
-from evautil.files import atomic_temp_glob, atomic_write, atomic_write_text, hold_lock
+from evautil.files import atomic_temp_glob, atomic_write, atomic_write_text, hold_lock, naming_the_file
 from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
@@ -255,7 +255,8 @@ def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: l
             kept.append(line)
     dropped = len(lines) - len(kept)
     if dropped:
-        atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
+        with naming_the_file(jsonl_path):  # a full disk's error from write() names no file
+            atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
     return dropped
 
 

@@ -570,3 +570,33 @@ def test_a_full_disk_under_the_run_files_names_the_file_that_could_not_be_writte
             setattr(logger, attr, open(tmp_path / name, "a", encoding="utf-8"))
     finally:
         logger.close()
+
+
+def test_a_full_disk_under_the_files_written_whole_names_the_file_that_could_not_be_written(tmp_path, monkeypatch):
+    """config.yaml, summary.json, the predictions and the metrics.jsonl a resume rewrites are written to a temporary
+    file renamed into place; a full disk failed that file's write with an error naming no file, and a training that
+    filled the disk at its end said only "error: cannot write: No space left on device"."""
+    import os
+
+    from engine.run_files import drop_lines_after
+    from evautil.files import write_failure
+
+    logger = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "train", "step": 2}\n')
+    writes = {"config.yaml": lambda: logger.write_config("SEED: 0\n"),
+              "summary.json": lambda: logger.summary({}),
+              "predictions_test.csv": lambda: write_predictions(str(tmp_path), "test", [(0, 1, [1, 0], [0.9, 0.1])],
+                                                                {0: "a.mp4"}, num_classes=2),
+              "metrics.jsonl": lambda: drop_lines_after(str(tmp_path / "metrics.jsonl"), 1)}
+    try:
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: io.BufferedWriter(_FullDisk(fd, "w")))
+        for name, write in writes.items():
+            with pytest.raises(OSError) as caught:
+                write()
+            assert write_failure(caught.value).startswith(f"cannot write {tmp_path / name}: No space left on "
+                                                          "device; "), name
+    finally:
+        monkeypatch.undo()
+        logger.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log_rank0.txt", "metrics.jsonl"]  # no file cut short
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2

@@ -58,7 +58,7 @@ def recall_lines(path: str, step: int, split: str) -> tuple[dict | None, dict | 
     ``val_`` and ``test_`` the eval lines). Lines that are not JSON objects with an integer step are passed over."""
     found = last_train = None
     counted: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # as drop_lines_after reads it
         for text in f:
             try:
                 line = json.loads(text)

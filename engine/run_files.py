@@ -244,7 +244,9 @@ def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: l
     ``cut``. Returns how many were dropped."""
     if not os.path.isfile(jsonl_path):
         return 0
-    with open(jsonl_path, encoding="utf-8") as f:
+    # errors="replace": a byte that is no UTF-8 (the file damaged on disk, a line another program wrote) makes its
+    # line one that is not JSON (dropped as cut short), or is U+FFFD inside a string; it stopped the resume
+    with open(jsonl_path, encoding="utf-8", errors="replace") as f:
         lines = text_lines(f.read())  # not splitlines: it also cut at characters a JSON string may hold as they are
     kept = []
     for number, line in enumerate(lines, 1):

@@ -262,3 +262,20 @@ def test_a_run_lock_this_process_may_not_write_is_asked_read_only(tmp_path, monk
     with open(out / run_files.RUN_LOCK, encoding="utf-8") as other:  # a run on a host that may write it holds it
         fcntl.flock(other, fcntl.LOCK_EX)
         assert run_files.claimed_elsewhere(str(out)) == "process 41 on node7"
+
+
+def test_bytes_that_are_no_utf8_in_metrics_jsonl_do_not_stop_a_resume(tmp_path):
+    """A metrics.jsonl holding a byte that is no UTF-8 (damaged on disk, a line another program wrote) stopped the
+    resume with a UnicodeDecodeError traceback (exit 1), as did the rerun of a finished run for its summary."""
+    from engine.metrics_file import recall_lines
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"kind": "train", "step": 1, "note": "caf\xe9"}\n{"kind": "train", "step": 2}\n\xff\xfe\x00\n'
+                     b'{"kind": "eval", "step": 2, "split": "val", "top1": 50.0}\n{"kind": "train", "step": 3}\n')
+    found, last_train, _ = recall_lines(str(path), 2, "val")
+    assert found == {"kind": "eval", "step": 2, "split": "val", "top1": 50.0} and last_train["step"] == 2
+    cut: list[int] = []
+    assert drop_lines_after(str(path), 2, cut=cut) == 2 and cut == [3]
+    assert [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] == [
+        {"kind": "train", "step": 1, "note": "caf\ufffd"}, {"kind": "train", "step": 2},
+        {"kind": "eval", "step": 2, "split": "val", "top1": 50.0}]

@@ -423,6 +423,40 @@ def test_plot_run_refuses_a_file_for_a_folder_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "training_curves.png")
 
 
+def test_plot_run_in_a_run_folder_it_may_only_read_says_how_to_draw_them_elsewhere(tmp_path, capsys, monkeypatch):
+    """A run's folder that this user may read but not write (a colleague's, a read-only archive): the one line said
+    the plot could not be written, not that --out writes them elsewhere; and a metrics.jsonl that could not be read
+    was said to be a plot that could not be written."""
+    import errno
+    import os
+
+    from matplotlib.figure import Figure
+
+    import engine.plots
+    from tools import plot_run
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
+
+    def refused(self, path, *args, **kwargs):  # what the system says writing there
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(Figure, "savefig", refused)
+    assert plot_run.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: cannot write the plots: [Errno 13] Permission denied: "
+                                       f"'{tmp_path / 'training_curves.png'}'; --out FOLDER draws them elsewhere\n")
+    monkeypatch.undo()
+    assert plot_run.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "training_curves.png").is_file()
+    capsys.readouterr()
+
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(engine.plots, "open", unreadable, raising=False)
+    assert plot_run.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 2
+    assert capsys.readouterr().err == f"error: cannot read {tmp_path / 'metrics.jsonl'}: Permission denied\n"
+
+
 def test_plot_run_given_damaged_files_says_which_in_one_line(tmp_path, capsys):
     """A metrics.jsonl line cut inside a multi-byte character, a line that is JSON but not an object, an eval line
     without its split and a predictions file with a row that is not numbers each gave a traceback."""

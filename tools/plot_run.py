@@ -24,6 +24,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
 
 from engine.plots import final_predictions, read_metrics, write_plots  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
+from evautil.files import cannot_read  # noqa: E402
 from tools.inference import check_output_path  # noqa: E402
 
 
@@ -42,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:  # ValueError: InputError, a damaged predictions file
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # e.g. a full disk while a plot is written
-        print(f"error: cannot write the plots: {e}", file=sys.stderr)
+    except OSError as e:  # e.g. a full disk while a plot is written, or a run's folder this user may only read
+        if e.filename and not str(e.filename).endswith(".png"):  # a file read on the way: not the plots' fault
+            print(f"error: {cannot_read(e)}", file=sys.stderr)
+        else:
+            print(f"error: cannot write the plots: {e}" + ("" if args.out else "; --out FOLDER draws them elsewhere"),
+                  file=sys.stderr)
         return 2
     # The evaluation logged, its predictions file gone (deleted, another folder's metrics.jsonl copied): say so,
     # rather than that nothing was logged or, beside the training curves, nothing at all

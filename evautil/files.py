@@ -23,8 +23,12 @@ __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_o
            "make_output_folder", "hold_lock", "naming_the_file", "cannot_read", "atomic_temp_files", "file_head",
            "file_version", "same_path"]
 
-# OSErrors that mean "this file cannot be written here": the fix is space, a quota or permissions, not the code.
-_WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# OSErrors that mean "this file cannot be written here": the fix is space, a quota, permissions or a file size limit,
+# not the code.
+_WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+# How a run goes on once the cause is fixed (another OUTPUT, or TRAIN.AUTO_RESUME False, starts over: the same
+# command resumes only so).
+_RERUN = "run the same command: with TRAIN.AUTO_RESUME True (the default) it resumes from the last checkpoint in OUTPUT"
 
 
 def write_failure(error: BaseException) -> str | None:
@@ -34,9 +38,10 @@ def write_failure(error: BaseException) -> str | None:
     while error is not None and seen < 8:
         if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
             where = f" {error.filename}" if error.filename else ""
-            # (another OUTPUT, or TRAIN.AUTO_RESUME False, starts over: the same command resumes only so)
-            hint = "; free space and run the same command: with TRAIN.AUTO_RESUME True (the default) it resumes " \
-                   "from the last checkpoint in OUTPUT" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            hint = f"; free space and {_RERUN}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            if error.errno == errno.EFBIG:  # Python ignores SIGXFSZ: a file size limit is this error, not a kill
+                hint = ("; the file reached the largest this process may write (the shell's file size limit, "
+                        f"ulimit -f, or the file system's largest file): lift the limit and {_RERUN}")
             verb = "access" if error.errno in (errno.EACCES, errno.EPERM) else "write"  # a read may be refused too
             return f"cannot {verb}{where}: {error.strerror or os.strerror(error.errno)}{hint}"
         error, seen = error.__cause__ or error.__context__, seen + 1

@@ -606,6 +606,34 @@ def test_a_full_disk_under_the_run_files_names_the_file_that_could_not_be_writte
         logger.close()
 
 
+def test_a_run_file_past_the_file_size_limit_is_one_line_naming_it_and_the_limit(tmp_path):
+    """A file size limit (ulimit -f) is an OSError (EFBIG) where the run writes (Python ignores SIGXFSZ): a
+    checkpoint said so, but metrics.jsonl, the log or summary.json past it ended the run with a traceback, exit 1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import resource, sys\n"
+        "from engine.metrics import MetricLogger\n"
+        "from evautil.files import write_failure\n"
+        "logger = MetricLogger(sys.argv[1], tensorboard=False, nvml=False, progress_bar=False)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
+        "try:\n"
+        "    for step in range(1000):\n"
+        "        logger.log_data('train', {}, 0, step)\n"
+        "except OSError as e:\n"
+        "    print(write_failure(e))\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"cannot write {tmp_path / 'metrics.jsonl'}: File too large; the file reached the largest "
+                           "this process may write (the shell's file size limit, ulimit -f, or the file system's "
+                           "largest file): lift the limit and run the same command: with TRAIN.AUTO_RESUME True (the "
+                           "default) it resumes from the last checkpoint in OUTPUT\n")
+
+
 def test_a_full_disk_under_the_files_written_whole_names_the_file_that_could_not_be_written(tmp_path, monkeypatch):
     """config.yaml, summary.json, the predictions and the metrics.jsonl a resume rewrites are written to a temporary
     file renamed into place; a full disk failed that file's write with an error naming no file, and a training that

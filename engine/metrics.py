@@ -114,7 +114,10 @@ class MetricLogger:
         self.flops_per_clip = flops_per_clip
         self.peak_flops = device_peak_flops(self.device, precision)
         make_output_folder(output_dir, "OUTPUT =")  # (the ranks of other nodes make it here)
-        self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8")
+        # surrogateescape: a path of bytes that are no UTF-8 (a folder named on a Latin-1 system) is logged as the
+        # bytes it is named with; its first line in the log ended the run
+        self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8",
+                              errors="surrogateescape")
         self._jsonl = open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
         self._nvml = NvmlSampler(self.device.index or 0) if (nvml and self.device.type == "cuda") else None
         self._bar = None

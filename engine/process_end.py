@@ -118,7 +118,7 @@ def end_before_run(line: str, code: int | None, error: BaseException | None = No
     _SAID_BY_RANK_ZERO.clear()
     for log in _UNBUILT_RUN_LOG:
         try:
-            with open(log, "a", encoding="utf-8") as f:
+            with open(log, "a", encoding="utf-8", errors="surrogateescape") as f:  # as MetricLogger writes it
                 f.write(stamped(line))
         except OSError:  # a full disk: the console has the line
             pass

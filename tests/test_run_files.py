@@ -223,6 +223,27 @@ def test_a_log_line_holding_a_form_feed_stays_one_line(tmp_path):
     assert stamped("").endswith("] \n")
 
 
+def test_a_log_line_naming_a_file_whose_name_is_no_utf8_is_logged_as_its_bytes(tmp_path):
+    """A file named in bytes that are no UTF-8 (a folder named on a Latin-1 system: Python holds its name with
+    surrogates) ended the run at the first log line naming it, after an epoch of training, with a traceback."""
+    import os
+
+    from engine.metrics import MetricLogger
+    from engine.process_end import end_before_run, end_line_also_to
+
+    name = os.fsdecode(b"caf\xe9.mp4")
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        metrics.info(f"saved checkpoint {name}")
+    finally:
+        metrics.close()
+    end_line_also_to(str(tmp_path / "log_rank0.txt"))  # a run whose building failed: its line ends the same log
+    assert end_before_run(f"error: cannot read {name}", 2) == 2
+    lines = (tmp_path / "log_rank0.txt").read_bytes().splitlines()
+    assert lines[0].endswith(b"] saved checkpoint caf\xe9.mp4")
+    assert lines[1].endswith(b"] error: cannot read caf\xe9.mp4")
+
+
 def test_the_start_warning_names_every_file_it_moved_up_to_five(tmp_path):
     """The warning listed four names and "..." for five files: the one left out was config.yaml."""
     from configs import load_config

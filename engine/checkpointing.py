@@ -37,6 +37,12 @@ def check_output_dir(path: str) -> None:
         raise CheckpointError("OUTPUT is empty: name the folder the run writes to (--output DIR, or OUTPUT in the "
                               "config; the default is output)")
     probe = os.path.abspath(path)
+    if not _utf8(probe):
+        # a name in bytes that are no UTF-8 (a folder named on a Latin-1 system): torch takes a file's name as
+        # UTF-8 and reads none of the checkpoints written there; the run trained, then could not resume
+        shown = os.fsencode(probe).decode("utf-8", "backslashreplace")
+        raise CheckpointError(f"OUTPUT = {shown}: its path holds bytes that are no UTF-8, and torch cannot read "
+                              "checkpoints back from there; give a folder whose path is UTF-8 (or rename it)")
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
@@ -49,6 +55,14 @@ def check_output_dir(path: str) -> None:
     problem = output_path_problem(path, "OUTPUT =", folder=True)  # what access() cannot tell: /proc as root
     if problem:
         raise CheckpointError(problem)
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checkpoint_files(output_dir: str) -> list[str]:

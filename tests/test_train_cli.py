@@ -908,6 +908,19 @@ def test_output_that_is_a_file_is_one_line(tmp_path, dataset, capsys, below):
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
+def test_an_output_whose_path_is_no_utf8_is_refused_before_training(tmp_path, dataset, capsys, dry_run):
+    """A folder named in bytes that are no UTF-8 (on a Latin-1 system): the run trained its first epoch and crashed
+    on a log line naming it; and torch reads no checkpoint under such a name, so no resume could have gone on."""
+    output = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"r\xe9sultats"))
+    rc = train.main(["--cfg", DEMO, *(["--dry-run"] if dry_run else []), "--opts", *_opts(dataset, output)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines()[-1] == (
+        f"error: OUTPUT = {tmp_path}/r\\xe9sultats: its path holds bytes that are no UTF-8, and torch cannot read "
+        "checkpoints back from there; give a folder whose path is UTF-8 (or rename it)"), err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
 def test_an_empty_output_is_one_line_and_nothing_is_written(tmp_path, dataset, capsys, monkeypatch, dry_run):
     """OUTPUT "" was the working folder: a run left its lock there, then failed with "[Errno 2] ...: ''"."""
     monkeypatch.chdir(tmp_path)

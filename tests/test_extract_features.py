@@ -325,6 +325,53 @@ def test_a_line_cut_by_a_crash_does_not_swallow_the_next_runs_first_line(tmp_pat
     np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 2 * np.ones((2, 3), np.float32))
 
 
+def test_a_video_whose_shard_is_gone_is_redone_and_no_shard_name_is_reused(tmp_path):
+    """An index line whose shard was gone (deleted, not copied with the folder) kept its video skipped for ever,
+    and the next shard took the lost one's name: the old line then read another video's rows as its features."""
+    out = str(tmp_path)
+    store = FeatureStore(out, shard_videos=1)
+    store.add({"path": "a.mp4"}, np.ones((2, 3)))
+    store.add({"path": "b.mp4"}, 2 * np.ones((1, 3)))
+    (tmp_path / "features-rank000-00001.npy").unlink()  # b's, the last shard
+    assert finished_paths(out) == {"a.mp4"}
+    store = FeatureStore(out, shard_videos=1)
+    store.add({"path": "c.mp4"}, 3 * np.ones((4, 3)))
+    assert (tmp_path / "features-rank000-00002.npy").is_file()
+    assert not (tmp_path / "features-rank000-00001.npy").exists()
+    merge_index(out, ["a.mp4", "b.mp4", "c.mp4"])  # b has no features: left out, not pointed into c's shard
+    assert [(r["path"], r["shard"]) for r in _index(tmp_path)] == [("a.mp4", "features-rank000-00000.npy"),
+                                                                   ("c.mp4", "features-rank000-00002.npy")]
+    np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 3 * np.ones((4, 3), np.float32))
+    store.add({"path": "b.mp4"}, 2 * np.ones((1, 3)))  # a rerun given b extracts it again
+    merge_index(out, ["a.mp4", "b.mp4", "c.mp4"])
+    assert [r["shard"] for r in _index(tmp_path)] == [f"features-rank000-0000{i}.npy" for i in (0, 3, 2)]
+    np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 2 * np.ones((1, 3), np.float32))
+
+
+def test_a_rerun_extracts_again_the_videos_whose_shard_is_gone_and_says_so(clips, tiny, tmp_path, capsys):
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    out = tmp_path / "feats"
+    args = [*videos, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--shard-videos", "1", "--quiet",
+            "--opts", *OPTS]
+    assert ef.main(args) == 0, capsys.readouterr().err
+    before = {r["path"]: read_features(str(out), r) for r in _index(out)}
+    (out / "features-rank000-00001.npy").unlink()  # the second video's
+    capsys.readouterr()
+    assert ef.main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"note: the index in {out} lists 1 video without features, its shard gone "
+                   "(features-rank000-00001.npy): extracted again when given",
+                   f"1 video extracted, 2 already done; 3 of 3 in {out / 'index.jsonl'}"]
+    index = _index(out)
+    assert [r["path"] for r in index] == videos and index[1]["shard"] == "features-rank000-00003.npy"
+    for r in index:
+        np.testing.assert_array_equal(read_features(str(out), r), before[r["path"]])
+    assert ef.main(args) == 0  # done: no note, nothing extracted
+    assert capsys.readouterr().err.splitlines() == [f"0 videos extracted, 3 already done; 3 of 3 in "
+                                                    f"{out / 'index.jsonl'}"]
+
+
 @pytest.mark.parametrize("fmt", ["npy", "safetensors"])
 def test_a_shard_is_on_disk_before_its_index_lines_are(tmp_path, monkeypatch, fmt):
     """The index lines were synced but the shard was not: after a power loss the index could list videos whose

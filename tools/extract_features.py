@@ -50,7 +50,8 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 # torch and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need neither.
 from tools.feature_store import (FORMATS, FeatureStore, NonFiniteFeaturesError, check_settings,  # noqa: E402
-                                 failed_ranks, finished_paths, lock_output, merge_index, rewrite_failed)
+                                 failed_ranks, finished_paths, lock_output, lost_shards, merge_index,
+                                 rewrite_failed)
 # the sliding windows (decode, forward) are feature_windows's; their names stay importable from here
 from tools.feature_windows import (check_window, extract_windows, roi_resize, window_frames,  # noqa: E402
                                    window_settings_error, window_starts)
@@ -123,6 +124,7 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     """
     from engine import distributed
     from engine.precision import precision_name, resolve_precision
+    from evautil.progress import counted
     from models.hub import cached_weights_path
     from tools.model_io import weights_identity
 
@@ -143,6 +145,11 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
             print(f"note: {os.path.join(out_dir, 'settings.json')} was written by an older version without "
                   f"{', '.join(unrecorded)}: its features are taken as made with this run's "
                   f"({'; '.join(f'{k} {settings[k]!r}' for k in unrecorded)}), recorded from now on", file=sys.stderr)
+        lost = lost_shards(out_dir) if ctx.is_main else {}
+        if lost:  # deleted, or not copied with the folder: their videos are redone rather than skipped
+            print(f"note: the index in {out_dir} lists {counted(sum(lost.values()), 'video')} without features, "
+                  f"{'its shard' if len(lost) == 1 else 'their shards'} gone ({', '.join(sorted(lost)[:3])}"
+                  f"{', ...' if len(lost) > 3 else ''}): extracted again when given", file=sys.stderr)
         done = finished_paths(out_dir)
         distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
         todo = [p for p in paths if p not in done]

@@ -13,7 +13,8 @@ Layout of the output folder::
 
 A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
 once its features are on disk; a run killed at any point leaves only complete shards and lines. A later run skips
-every video listed in any ``index-rank*.jsonl`` and numbers its shards after the existing ones.
+every video listed in any ``index-rank*.jsonl`` whose shard is on disk (one whose shard is gone is extracted again)
+and numbers its shards after the existing ones and those the index names: no line ever points into a newer shard.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, hold_lock, make_output_folder
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
-           "rewrite_failed", "failed_ranks", "lock_output", "NonFiniteFeaturesError"]
+           "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "NonFiniteFeaturesError"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
@@ -145,14 +146,43 @@ def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> list[
     return unrecorded
 
 
+def _listed(out_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The index lines of every rank: those whose shard is on disk, and those whose shard is not (deleted, or not
+    copied with the folder)."""
+    on_disk: dict[str, bool] = {}
+    kept, lost = [], []
+    for r in _index_lines(_rank_files(out_dir, "index")):
+        shard = r.get("shard")
+        if isinstance(shard, str) and shard not in on_disk:
+            on_disk[shard] = os.path.isfile(os.path.join(out_dir, shard))
+        (kept if isinstance(shard, str) and on_disk[shard] else lost).append(r)
+    return kept, lost
+
+
 def finished_paths(out_dir: str) -> set[str]:
-    """Videos already extracted in ``out_dir`` (by any rank of any earlier run)."""
-    return {r["path"] for r in _index_lines(_rank_files(out_dir, "index"))}
+    """Videos already extracted in ``out_dir`` (by any rank of any earlier run), their shard on disk: a video whose
+    shard is gone is not, and is extracted again (skipped, it was listed without features for ever)."""
+    return {r["path"] for r in _listed(out_dir)[0]}
+
+
+def lost_shards(out_dir: str) -> dict[str, int]:
+    """The shards that index lines name but that are not on disk, with how many videos in each have no features
+    elsewhere in ``out_dir`` (those a run given them extracts again); shards of only re-extracted videos are left
+    out."""
+    kept, lost = _listed(out_dir)
+    done = {r["path"] for r in kept}
+    counts: dict[str, int] = {}
+    for r in lost:
+        if r["path"] not in done:
+            shard = str(r.get("shard"))
+            counts[shard] = counts.get(shard, 0) + 1
+    return counts
 
 
 def merge_index(out_dir: str, order: Sequence[str]) -> str:
-    """Write ``index.jsonl``: every rank's lines (the newest per video), in the order of ``order`` (others last)."""
-    by_path = {r["path"]: r for r in _index_lines(_rank_files(out_dir, "index"))}
+    """Write ``index.jsonl``: every rank's lines (the newest per video) whose shard is on disk, in the order of
+    ``order`` (others last)."""
+    by_path = {r["path"]: r for r in _listed(out_dir)[0]}
     rank = {p: i for i, p in enumerate(order)}
     lines = sorted(by_path.values(), key=lambda r: (rank.get(r["path"], len(rank)), r["path"]))
     path = os.path.join(out_dir, "index.jsonl")
@@ -226,10 +256,14 @@ class FeatureStore:
         self.out_dir, self.rank, self.fmt, self.shard_videos = out_dir, rank, fmt, shard_videos
         self.dtype = np.float16 if fp16 else np.float32
         self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
-        taken = [int(m.group(1)) for f in os.listdir(out_dir)
+        self.index_path = os.path.join(out_dir, f"index-rank{rank:03d}.jsonl")
+        # after the shards on disk and those this rank's index names: a shard gone from the disk, its name reused,
+        # would have its old lines point at another video's rows
+        named = [str(r.get("shard")) for r in _index_lines([self.index_path] if os.path.isfile(self.index_path)
+                                                           else [])]
+        taken = [int(m.group(1)) for f in os.listdir(out_dir) + named
                  if (m := re.fullmatch(rf"features-rank{rank:03d}-(\d+)\.(npy|safetensors)", f))]
         self._next_shard = max(taken, default=-1) + 1
-        self.index_path = os.path.join(out_dir, f"index-rank{rank:03d}.jsonl")
         self.failed_path = os.path.join(out_dir, f"failed-rank{rank:03d}.jsonl")
         self.written = 0  # videos written by this store
         self.failed: dict[str, str] = {}  # path -> reason, for write_failed at the end of the run

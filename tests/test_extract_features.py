@@ -372,6 +372,30 @@ def test_a_rerun_extracts_again_the_videos_whose_shard_is_gone_and_says_so(clips
                                                     f"{out / 'index.jsonl'}"]
 
 
+def test_the_temporary_shards_of_a_run_killed_mid_write_are_removed_by_the_next(clips, tiny, tmp_path):
+    """A run killed (SIGKILL, a node lost) while writing a shard left its temporary file, as large as the shard,
+    hidden in the folder for ever: a job preempted again and again filled the disk with them."""
+    import tempfile
+
+    cfg, model, _ = tiny
+    out = tmp_path / "feats"
+    out.mkdir()
+
+    def left_by_a_kill(name: str) -> Path:  # atomic_write's temporary name for the shard it was writing
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+        os.write(fd, b"\x93NUMPY half a shard")
+        os.close(fd)
+        return Path(tmp)
+
+    ours = [left_by_a_kill("features-rank000-00000.npy"), left_by_a_kill("features-rank000-00007.safetensors")]
+    others = [left_by_a_kill("features-rank001-00000.npy"), left_by_a_kill("settings.json")]  # not rank 0's shards
+    result = ef.extract(cfg, model, _videos(clips)[:1], str(out), DistContext(), window=4, progress=False)
+    assert result["written"] == 1
+    assert not any(p.exists() for p in ours) and all(p.exists() for p in others)
+    assert sorted(p.name for p in out.glob("features-*")) == ["features-rank000-00000.npy"]
+    np.testing.assert_array_equal(read_features(str(out), _index(out)[0]).shape, (1, model.num_features))
+
+
 @pytest.mark.parametrize("fmt", ["npy", "safetensors"])
 def test_a_shard_is_on_disk_before_its_index_lines_are(tmp_path, monkeypatch, fmt):
     """The index lines were synced but the shard was not: after a power loss the index could list videos whose

@@ -12,9 +12,10 @@ Layout of the output folder::
     .rank000.lock                     held by the run that writes rank 0's files (see lock_output)
 
 A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
-once its features are on disk; a run killed at any point leaves only complete shards and lines. A later run skips
-every video listed in any ``index-rank*.jsonl`` whose shard is on disk (one whose shard is gone is extracted again)
-and numbers its shards after the existing ones and those the index names: no line ever points into a newer shard.
+once its features are on disk; a run killed at any point leaves only complete shards and lines (and, killed while
+writing a shard, its temporary file, which the next run of that rank removes). A later run skips every video listed
+in any ``index-rank*.jsonl`` whose shard is on disk (one whose shard is gone is extracted again) and numbers its
+shards after the existing ones and those the index names: no line ever points into a newer shard.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from evautil.files import atomic_write, atomic_write_by_name, atomic_write_text, hold_lock, make_output_folder
+from evautil.files import (atomic_temp_glob, atomic_write, atomic_write_by_name, atomic_write_text, hold_lock,
+                           make_output_folder)
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
-           "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "NonFiniteFeaturesError"]
+           "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "remove_partial_shards",
+           "NonFiniteFeaturesError"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
@@ -177,6 +180,16 @@ def lost_shards(out_dir: str) -> dict[str, int]:
             shard = str(r.get("shard"))
             counts[shard] = counts.get(shard, 0) + 1
     return counts
+
+
+def remove_partial_shards(out_dir: str, rank: int) -> list[str]:
+    """Remove the temporary files of rank ``rank``'s shards that runs killed mid-write left (hidden, each as large
+    as a shard, and never renamed into one: a folder of a job preempted often filled up with them); call with that
+    rank's lock held (:func:`lock_output`), as no run of the rank is writing then. Returns the files removed."""
+    found = glob.glob(os.path.join(glob.escape(out_dir), atomic_temp_glob(f"features-rank{rank:03d}-*")))
+    for path in found:
+        os.unlink(path)
+    return found
 
 
 def merge_index(out_dir: str, order: Sequence[str]) -> str:

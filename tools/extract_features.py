@@ -19,8 +19,8 @@ Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float
 own shards; a rerun skips the videos already extracted. Videos that cannot be read are listed with each one's
 reason in ``failed-rank<rrr>.jsonl`` (the rank zero-padded: rank 0's is ``failed-rank000.jsonl``), rewritten by
 every run: only those still without features. ``settings.json`` records how the features were made (with the
-weights file's size and a hash of its contents, TEST.SAMPLING, the precision, the pooling); once the index lists a
-video, a run with other settings is refused. A Ctrl-C, a stop
+weights file's size and a hash of its contents, TEST.SAMPLING, the views' DATA.SAMPLING and DATA.FRAME_INTERVAL,
+the precision, the pooling); once the index lists a video, a run with other settings is refused. A Ctrl-C, a stop
 signal (SIGTERM, SIGUSR1) or a crash first writes the videos finished so far, so the same command skips them.
 Weights without a head, or with a head of another class count, are used (features stop before the head).
 
@@ -111,8 +111,9 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
     ``weights`` (the checkpoint's name; its file's identity, :func:`tools.model_io.weights_identity`, with it) is
     recorded with the other settings that make the features (mode, window, frames, size, views, TEST.SAMPLING, the
-    precision in force, the pooling, the tubelet, format); once ``out_dir`` holds features, a later run into it must
-    use the same ones (ValueError naming the differences otherwise). A ``settings.json`` of an older version,
+    views' DATA.SAMPLING and, dense, DATA.FRAME_INTERVAL, the precision in force, the pooling, the tubelet,
+    format); once ``out_dir`` holds features, a later run into it must use the same ones (ValueError naming the
+    differences otherwise). A ``settings.json`` of an older version,
     without some of them, is taken to match: a ``note:`` line names them, and they are recorded from then on.
 
     An interruption (KeyboardInterrupt, a stop signal raised as :class:`evautil.interrupt.Stopped`) or a crash
@@ -137,6 +138,10 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
                 "fp16": fp16, "weights": weights if "://" in weights or not weights else os.path.abspath(weights),
                 "weights_file": weights_identity(local) if local and os.path.isfile(local) else None,
                 "TEST.SAMPLING": cfg.TEST.SAMPLING if window <= 0 else None,  # windows: evenly spaced, always
+                # which frames the views take: tsn segments, or dense runs FRAME_INTERVAL apart
+                "DATA.SAMPLING": cfg.DATA.SAMPLING if window <= 0 else None,
+                "DATA.FRAME_INTERVAL": cfg.DATA.FRAME_INTERVAL if window <= 0 and cfg.DATA.SAMPLING == "dense"
+                else None,
                 "TRAIN.PRECISION": precision_name(resolve_precision(cfg.TRAIN.PRECISION, ctx.device)[0]),
                 "MODEL.USE_MEAN_POOLING": cfg.MODEL.USE_MEAN_POOLING, "DATA.TUBELET_SIZE": cfg.DATA.TUBELET_SIZE}
     with contextlib.closing(lock_output(out_dir, ctx.rank)):  # before settings.json is read: one run at a time

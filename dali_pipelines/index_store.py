@@ -10,7 +10,8 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 
 A file of another version, for another root (the same folder reached through a symbolic link is the same root:
 :func:`same_root`), or whose arrays do not have exactly these names, types and lengths is ignored (every video is
-probed again), never read with the wrong meaning. Version 7 has version 6's arrays; what changed is what a good AVI
+probed again), never read with the wrong meaning; of a file for another root, only the rows of absolute paths are
+read, which name the same files whatever the root. Version 7 has version 6's arrays; what changed is what a good AVI
 row means: an AVI cut short is no longer taken for a shorter good video (:data:`_AVI_CHECKED_SINCE`). Version 6 adds
 the ``nvdec_numbering`` column to version 5's arrays. Version 5 has version 4's arrays; what changed is what a bad
 row means: a verdict of this code's checks. A version 6, 5 or 4 cache, a version 3 one (version 4 less the
@@ -127,8 +128,13 @@ def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
 
 def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     header = json.loads(archive["header"].tobytes().decode("utf-8"))
-    if not isinstance(header, dict) or not same_root(header.get("root"), root):
+    if not isinstance(header, dict):
         return None
+    kept = None  # rows kept of a cache written for another root: those of absolute paths, the same files whatever
+    if not same_root(header.get("root"), root):  # the root (a list of absolute paths was probed again in full)
+        kept = PathTable(archive["paths"], archive["path_offsets"]).absolute()
+        if not kept.size:
+            return None
     version = header.get("version")
     if version != INDEX_SCHEMA_VERSION and version not in _MIGRATED_VERSIONS:
         logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
@@ -157,6 +163,8 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)
             or (np.diff(offsets) < 0).any()):
         raise ValueError(f"{len(paths)} paths with inconsistent offsets for {len(table)} rows")
+    if kept is not None:
+        paths, table = paths.select(kept), table.take(kept)
     migrated = version != INDEX_SCHEMA_VERSION
     if migrated:
         logger.info("migrating index cache %s (schema version %d) to version %d", cache_path, version,

@@ -510,6 +510,33 @@ def test_a_root_reached_through_a_link_reuses_the_cache(dataset, tmp_path, monke
     assert len(calls) == len(GOOD) + len(BAD) - 1
 
 
+def test_the_records_of_absolute_paths_serve_under_any_root(tmp_path, monkeypatch):
+    """A list of absolute paths names the same files whatever DATA.ROOT is, but its cache was read only for the
+    root it was built with: checked with verify_data (the list's folder) and trained with DATA.ROOT "" (the working
+    folder), or started from another folder, every video was probed again. Only its relative paths' are now."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.webm", "b c.webm"):
+        write_video(str(videos / name), counter_frames(8), "vp9")
+    lst = tmp_path / "lists" / "list.txt"
+    lst.parent.mkdir()
+    lst.write_text(f"{videos / 'a.webm'} 0\n{videos / 'b c.webm'} 1\nvideos/a.webm 1\n")
+    first = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert first.probed == 3 and len(first.good_rows) == 3
+
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    other = tmp_path / "other"
+    shutil.copytree(videos, other / "videos")  # the relative path leads to another file there: probed again
+    ix = build_index(str(lst), str(other), workers=1, progress=False)
+    assert calls == [str(other / "videos" / "a.webm")] and ix.probed == 1
+    assert ix.good_rows == [0, 1, 2] and [ix.label(r) for r in range(3)] == [0, 1, 1]
+    calls.clear()
+    ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)  # back: its relative path's record was
+    assert calls == [str(videos / "a.webm")] and ix.good_rows == [0, 1, 2]  # the other root's file's
+
+
 @pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 def test_a_video_that_crashes_its_probe_is_bad_and_the_build_finishes(dataset, monkeypatch):
     """The index build used to wait forever for the result of a worker that died; now the video that kills its

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from evautil.files import not_a_file
 from evautil.text import text_lines
 from evautil.workers import DaemonThreadPool
 
@@ -347,7 +348,9 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
             line.
     """
     if not os.path.isfile(list_path):
-        raise DataListError(f"video list {list_path!r} does not exist (or is not a file)")
+        # (a folder, the data folder given for its list, is not a missing file: said so, with what is wanted)
+        fix = ": name the list file, one '<path> <label>' line per video" if os.path.isdir(list_path) else ""
+        raise DataListError(f"video list {list_path!r} {not_a_file(list_path)}{fix}")
     try:
         with open(list_path, "rb") as f:
             data = f.read()

@@ -109,6 +109,18 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
     assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
 
 
+def test_a_list_that_is_a_folder_is_said_to_be_one(tmp_path):
+    """The data folder given for its list was "does not exist (or is not a file)", which sent its user looking for
+    a missing file."""
+    with pytest.raises(DataListError) as e:
+        read_video_list(str(tmp_path), str(tmp_path))
+    assert str(e.value) == (f"video list {str(tmp_path)!r} is a folder, not a file: name the list file, one "
+                            "'<path> <label>' line per video")
+    with pytest.raises(DataListError) as e:
+        read_video_list(str(tmp_path / "gone.txt"), str(tmp_path))
+    assert str(e.value) == f"video list {str(tmp_path / 'gone.txt')!r} does not exist"
+
+
 def test_a_label_out_of_range_names_what_set_the_number_of_classes(tmp_path):
     """The message said only "label 3 is outside [0, 3)": not which setting gave the 3, nor what to change. Named
     by the reader's caller (a config key, a flag); the error keeps its text when sent to another process."""

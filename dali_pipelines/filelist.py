@@ -404,6 +404,9 @@ def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | Non
         raise DataListError(
             f"none of {listed} exists: the first path, {first!r}, is the file {name!r} and a number (a frame count "
             "column, as in mmaction2's lists?); a list line is '<path> <label>': remove that column")
+    if "\\" in first and os.path.exists(os.path.join(root, first.replace("\\", "/"))):  # not the root either
+        raise DataListError(f"none of {listed} exists: its paths use '\\' between folders, as on Windows (first: "
+                            f"{first!r}): write them with '/'")
     fix = f"(first: {first!r}): set {root_name} to the folder its paths are relative to"
     if os.path.isabs(first):
         raise DataListError(f"none of {listed} exists (first: {first!r}; its paths are absolute)")

@@ -444,6 +444,22 @@ def test_a_list_with_a_frame_count_column_is_named_so_not_sent_to_another_root(t
     check_list_root(read_video_list(str(lst), str(tmp_path)), "DATA.ROOT")
 
 
+def test_a_list_written_on_windows_is_named_so_not_sent_to_another_root(tmp_path):
+    """'clips\\a.webm' names no file here, where folders are separated by '/': the error told the user to change a
+    root that was right."""
+    (tmp_path / "clips").mkdir()
+    write_video(str(tmp_path / "clips" / "a.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(b"clips\\a.webm 0\r\nclips\\b.webm 1\r\n")
+    with pytest.raises(DataListError) as err:
+        build_index(str(lst), str(tmp_path), workers=1, progress=False, root_name="DATA.ROOT")
+    assert str(err.value) == (f"none of the 2 videos listed in {lst} exists: its paths use '\\' between folders, as "
+                              "on Windows (first: 'clips\\\\a.webm'): write them with '/'")
+    lst.write_text("clips\\b.webm 1\n")  # with '/' it names no file either: then the root is named
+    with pytest.raises(DataListError, match="set DATA.ROOT to the folder"):
+        build_index(str(lst), str(tmp_path), workers=1, progress=False, root_name="DATA.ROOT")
+
+
 def test_build_index_strict_names_every_bad_file(dataset):
     lst, root = dataset
     # An input error (DataError, a ValueError) with a one-line message naming the key, the list and every bad file.

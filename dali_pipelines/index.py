@@ -151,20 +151,23 @@ def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: boo
         log_recount(paths.cache, match.recounted)
         logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
                     f" ({known:,} known from the cache)" if known else "")
-        jobs = [(r, videos.path(r), full_decode) for r in match.jobs.tolist()]
+        jobs, repeats = _probe_jobs(videos, match.jobs, full_decode)
         results = probe_videos(jobs, workers, progress, desc, timeout_s=timeout_s)
         done = saved = 0
         next_save = time.monotonic() + _SAVE_EVERY_S
         try:
-            for row, info, reason in results:
-                if info is not None:
-                    match.table.set_good(row, VideoInfo.from_record(info), full_decode)
-                elif reason and reason.startswith(PROBE_OVERDUE):  # not cached: UNKNOWN, probed again next time
-                    match.bad[row] = f"{reason}; left out of this build only, the next one probes it again"
+            for first, info, reason in results:
+                overdue = info is None and reason and reason.startswith(PROBE_OVERDUE)
+                for row in (first, *repeats.get(first, ())):
+                    if info is not None:
+                        match.table.set_good(row, VideoInfo.from_record(info), full_decode)
+                    elif overdue:  # not cached: UNKNOWN, probed again next time
+                        match.bad[row] = f"{reason}; left out of this build only, the next one probes it again"
+                    else:
+                        match.bad[row] = reason or "unreadable"
+                        match.table.set_bad(row, match.bad[row], int(keys[0][row]), int(keys[1][row]), full_decode)
+                if overdue:
                     continue
-                else:
-                    match.bad[row] = reason or "unreadable"
-                    match.table.set_bad(row, match.bad[row], int(keys[0][row]), int(keys[1][row]), full_decode)
                 done += 1
                 if time.monotonic() >= next_save and done < len(jobs):
                     try:
@@ -182,6 +185,21 @@ def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: boo
         save()
     if os.path.exists(paths.json_cache):
         os.unlink(paths.json_cache)  # a version 2 cache, migrated into the one just written (or outdated)
+
+
+def _probe_jobs(videos: VideoList, rows: np.ndarray,
+                full_decode: bool) -> tuple[list[tuple[int, str, bool]], dict[int, list[int]]]:
+    """The probes of ``rows``: one per file, on its first row (a list that repeats a video, e.g. to draw a rare
+    class more often, had it probed once per line), and ``{first row: the other rows of its file}``."""
+    jobs, repeats, first_of = [], {}, {}
+    for r in rows.tolist():
+        path = videos.path(r)
+        first = first_of.setdefault(path, r)
+        if first == r:
+            jobs.append((r, path, full_decode))
+        else:
+            repeats.setdefault(first, []).append(r)
+    return jobs, repeats
 
 
 def _saver(match: CacheMatch, videos: VideoList, paths: IndexPaths) -> Callable[[], float]:

@@ -336,6 +336,23 @@ def test_repeated_lines_are_said_in_the_summary_with_their_lines_and_differing_l
     assert "more than one line" not in build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
 
 
+def test_a_file_on_several_lines_is_probed_once(tmp_path, monkeypatch):
+    """A list that repeats a video (a rare class drawn more often) had the file probed once per line at its first
+    build, a full decode too; each line keeps its own label and the file's one verdict, good or bad."""
+    write_video(str(tmp_path / "a b.webm"), counter_frames(8), "vp9")
+    (tmp_path / "bad.webm").write_bytes(b"not a video")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a b.webm 0\nbad.webm 1\na b.webm 2\nbad.webm 1\na b.webm 1\n")
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    ix = build_index(str(lst), str(tmp_path), workers=1, progress=False, full_decode=True)
+    assert sorted(calls) == [str(tmp_path / "a b.webm"), str(tmp_path / "bad.webm")]
+    assert ix.good_rows == [0, 2, 4] and [ix.label(r) for r in ix.good_rows] == [0, 2, 1]
+    assert {ix.infos[r].num_frames for r in ix.good_rows} == {8} and sorted(ix.bad) == [1, 3]
+    assert ix.bad[1] == ix.bad[3] and (tmp_path / "list.txt.quarantine.txt").read_text().count("bad.webm") == 1
+
+
 def test_a_link_whose_target_is_gone_is_named_so_not_an_unexplained_stat_failure(tmp_path):
     """A symbolic link to a deleted video (a dataset folder of links) and a loop of links both said "cannot stat
     file", which named neither the cause nor the target."""
@@ -1255,7 +1272,7 @@ def test_an_interrupted_build_keeps_what_it_probed(dataset, monkeypatch, caplog)
 def test_a_killed_build_leaves_its_periodic_saves(dataset, monkeypatch):
     """No handler runs when a build is killed (SIGKILL after a preemption's grace time): the cache saved while
     probing (every minute; here after every video) is what the next build starts from. A path listed twice is
-    cached once, probed or not."""
+    cached once, probed or not, and probed once."""
     lst, root = dataset
     lst.write_text(lst.read_text() + "clips/cls_b/good_2.webm 0\nclips/cls a/good 0.webm 1\n")
     monkeypatch.setattr(index_mod, "_SAVE_EVERY_S", 0.0)
@@ -1273,8 +1290,8 @@ def test_a_killed_build_leaves_its_periodic_saves(dataset, monkeypatch):
 
     monkeypatch.setattr(index_mod, "_probe_job", job_then_kill)
     whole = build_index(str(lst), str(root), workers=1, progress=False)
-    left = [path for path in calls if path not in calls[:3]]  # the duplicates of the first three are known too
-    assert len(calls) == len(GOOD) + len(BAD) + 1 and len(left) == len(calls) - 5
+    left = [path for path in calls if path not in calls[:3]]
+    assert len(calls) == len(GOOD) + len(BAD) - 1 and len(left) == len(calls) - 3  # each file once, none missing
     if killed[0] is None:
         cache.unlink()
     else:

@@ -366,7 +366,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
         tokens = line.split()
         if not tokens:
             continue
-        labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes, classes_name))
+        labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes, classes_name, first=not labels))
         blob += split_list_line(line)[0].encode("utf-8")
         offsets.append(len(blob))
         line_nos.append(line_no)
@@ -429,19 +429,36 @@ def split_list_line(line: str) -> tuple[str, str] | None:
 _LABEL_LIMIT = 2**63
 
 
-def _label(tokens: list[str], line: str, where: str, num_classes: int | None, classes_name: str) -> int:
-    """The label of a list line split into ``tokens`` (DataListError naming ``where`` when it is not one)."""
+def _label(tokens: list[str], line: str, where: str, num_classes: int | None, classes_name: str,
+           first: bool = False) -> int:
+    """The label of a list line split into ``tokens`` (DataListError naming ``where`` when it is not one);
+    ``first``: the list's first line that is not blank, which may be a header."""
     if len(tokens) < 2:
         raise DataListError(f"{where}: expected '<relative path> <integer label>', got {line.strip()!r} (no label)")
     try:
         label = int(tokens[-1])
     except ValueError:
-        raise DataListError(f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r})") from None
+        raise DataListError(f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r}): "
+                            + _label_fix(tokens[-1], first)) from None
     if num_classes is not None and not 0 <= label < num_classes:
         raise LabelRangeError(where, label, num_classes, line.strip(), classes_name)
     if not 0 <= label < _LABEL_LIMIT:  # labels are kept as int64
         raise DataListError(f"{where}: label {label} is outside [0, 2**63) (line {line.strip()!r})")
     return label
+
+
+def _label_fix(word: str, first: bool) -> str:
+    """What to do with a label ``word`` that is not an integer: a whole number written as a float (a table
+    library's float column, as "3.0"), a header or comment line, which a list has not, or a label to fix."""
+    try:
+        number = float(word)
+    except ValueError:
+        number = None
+    if number is not None and number.is_integer():
+        return f"write it as {int(number)}"
+    if first:
+        return "a list has no header or comment lines: remove it, if it is one; else fix the label"
+    return "fix the label"
 
 
 def read_file_list(list_path: str, root: str, num_classes: int | None = None, *,

@@ -109,6 +109,24 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
     assert f"{lst}:{line}" in str(e.value) and words in str(e.value)
 
 
+@pytest.mark.parametrize("content, said", [
+    ("path label\na.mp4 0\n", ":1: label 'label' is not an integer (line 'path label'): a list has no header or "
+                               "comment lines: remove it, if it is one; else fix the label"),
+    ("\n# k400 train list\na.mp4 0\n", ":2: label 'list' is not an integer (line '# k400 train list'): a list has no "
+                                      "header or comment lines: remove it, if it is one; else fix the label"),
+    ("a b.mp4 3.0\n", ":1: label '3.0' is not an integer (line 'a b.mp4 3.0'): write it as 3"),
+    ("a.mp4 0\nb.mp4 x\n", ":2: label 'x' is not an integer (line 'b.mp4 x'): fix the label"),
+])
+def test_a_label_that_is_not_an_integer_is_told_what_to_do(tmp_path, content, said):
+    """A header line (a table written with its column names), a comment, or labels written as floats ("3.0", a
+    table library's float column) were named, not what to do of them."""
+    lst = tmp_path / "list.txt"
+    lst.write_text(content)
+    with pytest.raises(DataListError) as e:
+        read_video_list(str(lst), str(tmp_path), 5)
+    assert str(e.value) == f"{lst}{said}"
+
+
 def test_a_list_that_is_a_folder_is_said_to_be_one(tmp_path):
     """The data folder given for its list was "does not exist (or is not a file)", which sent its user looking for
     a missing file."""

@@ -394,9 +394,11 @@ def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | Non
         return
     first, root, listed = videos.rel_path(0), videos.root, f"the {len(videos)} videos listed in {videos.list_path}"
     named = f"{default} {root} (no {root_name} given)" if default else f"{root_name} = {root}"
+    if root and not os.path.isabs(root):  # taken from where the command runs, which a job script may not expect
+        named += f" (from the working folder {os.getcwd()})"
     if root and not os.path.isdir(root) and not os.path.isabs(first):
-        raise DataListError(f"{named} is not an existing folder, and the paths of "
-                            f"{videos.list_path} are relative to it (first: {first!r})")
+        raise DataListError(f"{named} is not an existing folder, and the paths of {videos.list_path} are relative "
+                            f"to it (first: {first!r}): set {root_name} to the folder they are relative to")
     if present is None and videos.stat_keys()[2].any():  # its first file missing: are the others?
         return
     name, last = split_list_line(first) or ("", "")

@@ -462,6 +462,31 @@ def test_a_plan_refuses_a_list_without_its_videos_but_not_one_that_lacks_its_fir
                              "relative to"
 
 
+def test_a_relative_root_is_named_with_the_working_folder_it_is_taken_from(tmp_path, monkeypatch):
+    """A relative DATA.ROOT is taken from where the command runs (a job script's folder, not the config's): the
+    error named the root as typed, which exists where its user looks, and said nothing to do of one that is no
+    folder there."""
+    (tmp_path / "data" / "clips").mkdir(parents=True)
+    write_video(str(tmp_path / "data" / "clips" / "a.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("clips/a.webm 0\n")
+    jobs = tmp_path / "jobs"
+    (jobs / "data").mkdir(parents=True)
+    monkeypatch.chdir(jobs)
+    with pytest.raises(DataListError) as err:
+        check_list_root(read_video_list(str(lst), "data/"), "DATA.ROOT")
+    assert str(err.value) == (f"DATA.ROOT = data/ (from the working folder {jobs}) holds none of the 1 videos listed "
+                              f"in {lst}, whose paths are relative to it (first: 'clips/a.webm'): set DATA.ROOT to "
+                              "the folder its paths are relative to")
+    with pytest.raises(DataListError) as err:
+        check_list_root(read_video_list(str(lst), "dta"), "DATA.ROOT")
+    assert str(err.value) == (f"DATA.ROOT = dta (from the working folder {jobs}) is not an existing folder, and the "
+                              f"paths of {lst} are relative to it (first: 'clips/a.webm'): set DATA.ROOT to the "
+                              "folder they are relative to")
+    monkeypatch.chdir(tmp_path)
+    check_list_root(read_video_list(str(lst), "data/"), "DATA.ROOT")  # from there, the right one
+
+
 def test_a_list_with_a_frame_count_column_is_named_so_not_sent_to_another_root(tmp_path):
     """'<path> <frames> <label>' lines (mmaction2's) read as files named '<path> <frames>', none of which exists:
     the error told the user to change a root that was right."""

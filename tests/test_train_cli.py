@@ -1080,7 +1080,8 @@ def test_a_dry_run_names_a_data_root_that_is_not_a_folder(tmp_path, dataset, cap
     err = capsys.readouterr().err
     first = (dataset / "val.txt").read_text().split("\n")[0].rsplit(" ", 1)[0]
     assert rc == 2 and err == f"error: DATA.ROOT = {gone} is not an existing folder, and the paths of " \
-                              f"{dataset / 'val.txt'} are relative to it (first: {first!r})\n", err
+                              f"{dataset / 'val.txt'} are relative to it (first: {first!r}): set DATA.ROOT to the " \
+                              "folder they are relative to\n", err
 
 
 def test_a_dry_run_counts_the_missing_videos_a_run_leaves_out_and_refuses_them_under_strict(tmp_path, dataset,

@@ -168,12 +168,13 @@ def test_a_root_that_is_not_a_folder_is_one_line_before_any_video_is_looked_for(
     lst = tmp_path / "train.txt"
     lst.write_text("clips/a.mp4 0\nclips/b.mp4 1\n")
     gone = tmp_path / "typo"
-    want = f"{gone} is not an existing folder, and the paths of {lst} are relative to it (first: 'clips/a.mp4')"
+    want = f"{gone} is not an existing folder, and the paths of {lst} are relative to it (first: 'clips/a.mp4'): set "
     for args, name in ((["--root", str(gone)], "--root"), (["--root", str(gone), "--dry-run"], "--root"),
                        (["--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", "--opts", "DATA.ROOT", str(gone),
                          "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst), "DATA.LABEL_LIST", ""], "DATA.ROOT")):
         r = _verify(str(lst), *args) if name == "--root" else _verify(*args)
-        assert r.returncode == 2 and r.stderr == f"error: {name} = {want}\n", r.stdout + r.stderr
+        assert r.returncode == 2 and r.stderr == f"error: {name} = {want}{name} to the folder they are relative to\n", \
+            r.stdout + r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.txt"]  # no index, no quarantine file
 
 

@@ -23,6 +23,7 @@ from evautil.zip_check import damaged_zip_record
 
 from .checkpoint_io import DamagedCheckpoint, load_checkpoint, offer_parsed, save_atomic
 from .metrics import epoch_number
+from .run_files import EARLIER_RUNS_DIR
 
 __all__ = ["CheckpointError", "Checkpointer", "check_output_dir", "checkpoint_files", "starts_fresh"]
 
@@ -362,8 +363,12 @@ class Checkpointer:
             return found
         for damaged, error in passed:
             self._keep_damaged(damaged, f"{error}; trying the previous checkpoint")
-        if candidates:
-            raise CheckpointError("no usable checkpoint in " + self.output_dir + ": " + "; ".join(errors))
+        if candidates:  # what to do too: with KEEP_LAST 1 a damaged newest one is all there is
+            aside = os.path.join(self.output_dir, EARLIER_RUNS_DIR)
+            raise CheckpointError(
+                f"no usable checkpoint in {self.output_dir}: {'; '.join(errors)}; put back an intact copy, or name "
+                "the checkpoint to use with --resume (a training run starts over from step 0 with --opts "
+                f"TRAIN.AUTO_RESUME False, which moves these files into {aside})")
         return None
 
     def _keep_damaged(self, path: str, line: str) -> None:

@@ -617,6 +617,24 @@ def test_evaluating_output_whose_checkpoints_are_all_damaged_is_one_line_before_
     assert sorted(p.name for p in out.iterdir()) == ["ckpt_epoch_1.pth", "exit_status.json"]
 
 
+def test_a_training_whose_only_checkpoint_is_damaged_says_how_to_go_on(tmp_path, dataset, capsys):
+    # KEEP_LAST 1: the damaged newest checkpoint is all OUTPUT holds; the line said what was wrong, not what to do
+    out = tmp_path / "out"
+    out.mkdir()
+    _bad_checkpoint(tmp_path, "truncated").rename(out / "ckpt_epoch_1.pth")
+    opts = _opts(dataset, out, "KEEP_LAST", "1", "TRAIN.AUTO_RESUME", "True")
+    rc = train.main(["--cfg", DEMO, "--batch-size", "4", "--opts", *opts])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: no usable checkpoint in {out}: "), lines
+    assert lines[0].endswith("; put back an intact copy, or name the checkpoint to use with --resume (a training run "
+                             "starts over from step 0 with --opts TRAIN.AUTO_RESUME False, which moves these files "
+                             f"into {out / 'earlier_runs'})"), lines
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt_epoch_1.pth", "exit_status.json"]  # nothing moved
+    # what it advises works: the dry run of that command plans a start from step 0
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *opts, "TRAIN.AUTO_RESUME", "False"])
+    assert rc == 0 and re.search(r"starts from +: step 0, ", capsys.readouterr().out)
+
+
 def test_evaluating_a_checkpoint_does_not_read_model_pretrained(tmp_path, dataset):
     # the pretrained weights would be overwritten by the checkpoint's: a bad file there is no reason to refuse
     from evautil.errors import CheckpointError

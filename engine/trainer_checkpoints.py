@@ -4,6 +4,7 @@ writing by rank 0 (``save``) and a resume that puts it back (``load_state_dict``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from dataclasses import asdict
@@ -20,6 +21,19 @@ from .resume_state import capture_rng, restore_rng, restore_training_objects
 from .run_files import recorded_path
 
 __all__ = ["TrainerCheckpoints"]
+
+
+def _list_digest(index: Any) -> str | None:
+    """A short digest of the training list's paths (as written) and labels, row by row; None for an index without
+    them (checkpoints that lack it compare as unchanged)."""
+    videos = getattr(index, "videos", None)
+    paths, labels = getattr(videos, "rel_paths", None), getattr(videos, "labels", None)
+    if not hasattr(paths, "blob") or labels is None:
+        return None
+    digest = hashlib.sha1(paths.offsets.tobytes())
+    digest.update(paths.blob.tobytes())
+    digest.update(labels.astype("int64").tobytes())
+    return digest.hexdigest()[:12]
 
 
 class TrainerCheckpoints:
@@ -72,6 +86,9 @@ class TrainerCheckpoints:
                 "batch_size": getattr(self.train_loader, "batch_size", None),
                 "accumulation_steps": self.opts.accumulation_steps,
                 "listed_videos": len(index) if index is not None else None,
+                # what the list names, row by row: a list rewritten with as many lines (another order, a video
+                # replaced) keeps the length and the plan's digest, which counts rows, not what they hold
+                "list_digest": _list_digest(index),
                 # the usable videos the epochs are cut from: a position is a place in one plan only
                 "plan": plan() if plan is not None else None}
 
@@ -132,7 +149,7 @@ class TrainerCheckpoints:
         if ckpt["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"] + 1, 0
             self._loader_state = None
-            data = [k for k in ("listed_videos", "plan") if k in changed]
+            data = [k for k in ("listed_videos", "list_digest", "plan") if k in changed]
             if "world_size" in changed or "batch_size" in changed:  # the plan's digest counts both: it differs
                 data = [k for k in data if k != "plan"]  # whatever the list, and the world size is warned of apart
             if data:  # nothing to restart, but the run no longer trains on what it did: say so

@@ -1146,6 +1146,66 @@ def test_an_end_of_epoch_resume_with_another_batch_size_does_not_say_the_data_ch
         t.metrics.close()
 
 
+class _ListIndex:
+    def __init__(self, videos):
+        self.videos = videos
+
+    def __len__(self):
+        return len(self.videos)
+
+
+class _ListLoader:
+    """A loader over a training list file as read for a run (its index's rows), 8 clips a batch, with a position
+    a mid-epoch checkpoint keeps."""
+
+    batch_size = 8
+
+    def __init__(self, list_file):
+        from dali_pipelines.filelist import read_video_list
+
+        self.index = _ListIndex(read_video_list(str(list_file), str(list_file.parent)))
+        self.position = 0
+
+    def plan_fingerprint(self):  # as the loader's: the usable rows, counted, not what they name
+        return "rows-0-to-31"
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+@pytest.mark.parametrize("epoch_complete", [False, True])
+def test_a_resume_on_a_list_rewritten_with_as_many_lines_says_the_data_changed(tmp_path, epoch_complete):
+    """A training list rewritten in place (sorted otherwise, a video replaced) keeps its length and its plan's
+    digest: a mid-epoch position went on over rows that now name other videos, an epoch checkpoint planned the
+    next epochs from it, and neither said so (a list of another length restarts the epoch, or is warned of)."""
+    out, lst = tmp_path / "out", tmp_path / "train.txt"
+    lines = [f"videos/c{i % 4}/v{i}.mp4 {i % 4}" for i in range(32)]
+    lst.write_text("\n".join(lines) + "\n")
+    old = _tiny_trainer(str(out), num_classes=4)
+    old.train_loader = _ListLoader(lst)
+    old.state.epoch, old.state.step_in_epoch, old.state.global_step = 1, 2, 7
+    old.train_loader.position = 2
+    old.checkpointer.save(old.state_dict(epoch_complete=epoch_complete))
+    same = _tiny_trainer(str(out), num_classes=4)
+    same.train_loader = _ListLoader(lst)  # the same list: the position goes on
+    assert same.resume("", auto=True) and same._loader_state == (None if epoch_complete else {"position": 2})
+    lst.write_text("\n".join(lines[::-1]) + "\n")  # as many lines, in another order
+    new = _tiny_trainer(str(out), num_classes=4)
+    new.train_loader = _ListLoader(lst)
+    assert new.resume("", auto=True)
+    log = open(out / "log_rank0.txt").read()
+    if epoch_complete:
+        assert new.state.epoch == 2 and log.count("the training data changed since checkpoint") == 1, log
+    else:  # the interrupted epoch trains again from its first step, on the list as it is now
+        assert (new.state.epoch, new.state.step_in_epoch, new._loader_state) == (1, 0, None)
+        assert "was saved mid-epoch with another data layout (list_digest " in log, log
+    for t in (old, same, new):
+        t.metrics.close()
+
+
 class _PositionLoader:
     """Two batches of 2 clips an epoch, with a position a checkpoint keeps; ``stop_before``: a scheduler's SIGTERM
     arrives while that batch (1-based) is trained."""

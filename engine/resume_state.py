@@ -37,8 +37,12 @@ def restore_training_objects(ckpt: dict, path: str, model: torch.nn.Module, opti
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
-    except ValueError as e:  # another number or size of parameter groups (e.g. layer decay switched)
-        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this run's ({e})") from None
+    except ValueError as e:  # another number or size of parameter groups: said with the keys that make them
+        raise CheckpointError(
+            f"checkpoint {path}: its optimizer state does not fit this run's parameter groups ({e}), which "
+            "TRAIN.LAYER_WISE_DECAY (1.0, or below it) and MODEL.STOP_GRAD_CONV1 decide: set them back to the "
+            f"checkpoint's, or start a new run from its weights (--pretrained {path}, no --resume, another OUTPUT)"
+        ) from None
     if keep_new_hyperparameters:
         for group, new in zip(optimizer.param_groups, fresh):
             group.update(new)

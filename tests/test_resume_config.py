@@ -201,6 +201,30 @@ def test_a_model_changed_on_purpose_is_refused_before_the_lists_are_indexed(data
     assert not (tmp_path / "elsewhere" / "config.yaml").exists()
 
 
+def test_parameter_groups_changed_on_purpose_name_the_keys_and_the_way_on(dataset, tmp_path, capsys):
+    """Layer-wise decay switched on (or the patch embedding frozen) with TRAIN.ALLOW_CONFIG_CHANGE makes other
+    parameter groups: the checkpoint's optimizer cannot continue, and the error named neither the keys nor what to
+    do. What it offers works: a new run from the checkpoint's weights."""
+    out = tmp_path / "out"
+    assert train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "1")]) == 0
+    capsys.readouterr()
+    ckpt = out / "ckpt_epoch_1.pth"
+    for key, value in (("TRAIN.LAYER_WISE_DECAY", "0.75"), ("MODEL.STOP_GRAD_CONV1", "True")):
+        rc = train.main(["--cfg", DEMO, "--opts", *_opts(dataset, out, "TRAIN.EPOCHS", "2", key, value,
+                                                         "TRAIN.ALLOW_CONFIG_CHANGE", "True")])
+        captured = capsys.readouterr()
+        lines = [x for x in (captured.out + captured.err).splitlines() if x.startswith("error: ")]
+        assert rc == 2 and len(lines) == 1, captured
+        assert lines[-1].startswith(f"error: checkpoint {ckpt}: its optimizer state does not fit this run's "
+                                    "parameter groups ("), lines
+        assert lines[-1].endswith("), which TRAIN.LAYER_WISE_DECAY (1.0, or below it) and MODEL.STOP_GRAD_CONV1 "
+                                  "decide: set them back to the checkpoint's, or start a new run from its weights "
+                                  f"(--pretrained {ckpt}, no --resume, another OUTPUT)"), lines
+    rc = train.main(["--cfg", DEMO, "--pretrained", str(ckpt), "--opts",
+                     *_opts(dataset, tmp_path / "new", "TRAIN.EPOCHS", "1", "TRAIN.LAYER_WISE_DECAY", "0.75")])
+    assert rc == 0 and (tmp_path / "new" / "ckpt_epoch_1.pth").is_file()
+
+
 def test_a_start_reads_the_checkpoint_it_continues_or_scores_once_for_its_crcs(dataset, tmp_path, capsys,
                                                                                monkeypatch):
     """The checks before the lists are indexed and the load after them share one CRC-32 read of the file (each

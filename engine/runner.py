@@ -33,7 +33,8 @@ from .metrics import MetricLogger
 from .optim import build_optimizer, build_scheduler
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
-from .preemption import PREEMPTED_EXIT_CODE, StepControl, StopNotice, StoppedOutsideTraining, run_complete
+from .preemption import (PREEMPTED_EXIT_CODE, StepControl, StopNotice, StoppedOutsideTraining, run_complete,
+                         stop_received)
 from .test_progress import EVALUATION_PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress, interrupted_test
 from .precision import resolve_precision
 from .resume_point import locate_checkpoint, restore_data_plan
@@ -131,9 +132,10 @@ def only_test(run: Run, cfg) -> dict[str, Any]:
                         raise KeyboardInterrupt from None
                     raise progress.stopped(stop, control.signal_name, True) from None
             progress.done()
-            if control.signal_name is not None:  # after the last batch: the results are seconds away, nothing left
-                run.metrics.info(f"stop signal {control.signal_name} received after the last batch of {what}: "
-                                 "writing its results (nothing to resume)")
+            # Agreed as the trainer's final test does: only another rank may have been signalled in the last batch
+            if control.poll()[0]:  # the results are seconds away, nothing is left
+                said = stop_received(control.signal_name, "stop signal ")
+                run.metrics.info(f"{said} after the last batch of {what}: writing its results (nothing to resume)")
             # Only now: stopped before, the evaluation leaves OUTPUT's config.yaml that of the checkpoints and log
             # beside it (run_files.move_earlier_results set a copy aside with the results this one replaces).
             run.metrics.write_config(cfg.dump())

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
 from configs import load_config
 from engine import start_weights
 from engine.metrics import MetricLogger
@@ -37,3 +46,68 @@ def test_weights_to_load_picks_exactly_one_source(tmp_path):
     assert start_weights.weights_to_load(auto, metrics) is None
     assert start_weights.weights_to_load(_cfg(tmp_path, "MODEL.PRETRAINED", "init.pth"), metrics).path == "init.pth"
     metrics.close()
+
+
+class _TwoVideoShare:
+    """Rank ``rank``'s share (rows r, r + 2) of a 4-video test list, one video a batch."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __iter__(self):
+        for row in (self.rank, self.rank + 2):
+            yield {"video": torch.full((1, 1, 4), float(row)), "label": torch.tensor([row % 2]),
+                   "index": torch.tensor([row])}
+
+
+class _SignalsInItsLastBatch(torch.nn.Linear):
+    """Sends its process SIGTERM while it scores its second (last) batch."""
+
+    def __init__(self) -> None:
+        super().__init__(4, 2)
+        self.batches = 0
+
+    def forward(self, x):
+        self.batches += 1
+        if self.batches == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().forward(x.flatten(1))
+
+
+def _only_test_with_rank_1_signalled(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from engine.distributed import DistContext
+    from engine.runner import Run, only_test
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        cfg = load_config(DEMO, ["OUTPUT", out_dir, "LOG.TENSORBOARD", "False", "DATA.NUM_CLASSES", "2",
+                                 "DATA.LABEL_LIST", "", "TRAIN.PRECISION", "fp32"])
+        ctx = DistContext(rank=rank, world_size=world)
+        metrics = MetricLogger(out_dir, rank=rank, world_size=world, tensorboard=False, nvml=False,
+                               progress_bar=False)
+        torch.manual_seed(0)
+        model = _SignalsInItsLastBatch() if rank == 1 else torch.nn.Sequential(torch.nn.Flatten(),
+                                                                              torch.nn.Linear(4, 2))
+        only_test(Run(ctx=ctx, metrics=metrics, model=model, val_loader=_TwoVideoShare(rank), weights="w.pth",
+                      weights_file="w.pth"), cfg)
+        metrics.close()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as test_distributed's ranks leave: without the gloo threads' destructors
+
+
+def test_only_test_says_a_stop_that_reached_another_rank_in_the_last_batch(tmp_path):
+    """With two processes, a SIGTERM that reached only rank 1 during the last batch of an --only_test evaluation:
+    rank 0, whose log is the console, said nothing of it (it read only its own flag), while the trainer's final test
+    says it. Every rank agrees on it now: rank 0 says another process received it, rank 1 names its signal, and the
+    results are written."""
+    out = tmp_path / "out"
+    mp.spawn(_only_test_with_rank_1_signalled, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    after = "after the last batch of the evaluation of w.pth: writing its results (nothing to resume)"
+    logs = [[line.split(" ", 2)[-1] for line in (out / f"log_rank{r}.txt").read_text().splitlines()] for r in (0, 1)]
+    assert f"another process received a stop signal {after}" in logs[0], logs[0]
+    assert f"stop signal SIGTERM received {after}" in logs[1], logs[1]
+    assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 4

@@ -85,7 +85,7 @@ def stop_received(signal_name: str | None, named: str = "") -> str:
     return f"{named}{signal_name} received" if signal_name else "another process received a stop signal"
 
 
-def _goes_on(checkpoint: str, auto_resume: bool, what: str) -> str:
+def _goes_on(checkpoint: str | None, auto_resume: bool, what: str) -> str:
     """What does ``what`` for a run whose last checkpoint is ``checkpoint``: the same command, or (TRAIN.AUTO_RESUME
     False: it would start over) the --resume that names it."""
     return (f"Run the same command again to {what}" if auto_resume else
@@ -104,9 +104,7 @@ def interrupted_at_final_test(checkpoint: str, auto_resume: bool, what: str,
 def how_to_resume(checkpoint: str | None, auto_resume: bool) -> str:
     """What continues a run from ``checkpoint``: without TRAIN.AUTO_RESUME the same command starts over from step 0
     (its --resume file, if any), moving the checkpoint aside, so the line names the --resume that continues it."""
-    return ("Run the same command again to resume" if auto_resume else
-            f"To resume, run the command with --resume {checkpoint} (TRAIN.AUTO_RESUME is False: the same command "
-            "would start over)")
+    return _goes_on(checkpoint, auto_resume, "resume")
 
 
 def interrupted_after(checkpoint: str, auto_resume: bool) -> str:

@@ -36,6 +36,11 @@ def _list_digest(index: Any) -> str | None:
     return digest.hexdigest()[:12]
 
 
+def _changes(saved: dict[str, Any], layout: dict[str, Any], keys: list[str]) -> str:
+    """What of the data layout changed since a checkpoint, for a warning: "key saved -> now", comma-separated."""
+    return ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in keys)
+
+
 class TrainerCheckpoints:
     """Mixed into :class:`engine.train_loop.Trainer`, whose fields these methods read and set (the run's objects,
     ``state``, ``resumed_from``, ``_saved_at``, ``_loader_state``, ``_control``). A mixin rather than an object the
@@ -153,7 +158,7 @@ class TrainerCheckpoints:
             if "world_size" in changed or "batch_size" in changed:  # the plan's digest counts both: it differs
                 data = [k for k in data if k != "plan"]  # whatever the list, and the world size is warned of apart
             if data:  # nothing to restart, but the run no longer trains on what it did: say so
-                diffs = ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in data)
+                diffs = _changes(saved, layout, data)
                 self.metrics.warn(f"the training data changed since checkpoint {path} ({diffs}): epoch "
                                   f"{self.state.epoch + 1} on are planned from this run's list and index")
         elif changed:
@@ -162,7 +167,7 @@ class TrainerCheckpoints:
             # its first step.
             self.state.epoch, self.state.step_in_epoch = ckpt["epoch"], 0
             self._loader_state = None
-            diffs = ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in changed)
+            diffs = _changes(saved, layout, changed)
             self.metrics.warn(f"checkpoint {path} was saved mid-epoch with another data layout ({diffs}): "
                               f"epoch {self.state.epoch + 1} restarts from its first step")
         else:

@@ -160,10 +160,7 @@ class Checkpointer:
         """Write ``state`` (must hold REQUIRED_KEYS) under its epoch/step name, then rotate. Returns the path."""
         path = self.path_for(state["epoch"], state["global_step"], state["epoch_complete"])
         if self.writer:
-            self._say_if_output_vanished(path)
-            self._remove_killed_writes()
-            save_atomic(state, path)
-            self._had_output = True
+            self._write(state, path)
             self._rotate()
         self.last_saved = path
         return path
@@ -171,11 +168,15 @@ class Checkpointer:
     def save_best(self, state: dict) -> str:
         path = self.best_path
         if self.writer:
-            self._say_if_output_vanished(path)
-            self._remove_killed_writes()
-            save_atomic(state, path)
-            self._had_output = True
+            self._write(state, path)
         return path
+
+    def _write(self, state: dict, path: str) -> None:
+        """The writing rank's save of ``state`` to ``path``, after the leftovers of killed writes are removed."""
+        self._say_if_output_vanished(path)
+        self._remove_killed_writes()
+        save_atomic(state, path)
+        self._had_output = True
 
     def _say_if_output_vanished(self, path: str) -> None:
         """Warn when OUTPUT is gone (deleted, or purged from a scratch file system) as a save comes: the write makes

@@ -9,7 +9,6 @@ import fcntl
 import glob
 import json
 import os
-import shutil
 import socket
 import time
 from typing import IO, Any, Collection
@@ -193,7 +192,10 @@ def move_aside(output_dir: str, names: list[str], copied: Collection[str] = ()) 
     os.makedirs(dest)
     for name in copied:  # written whole: a copy cut short must not pass for the earlier run's file
         with open(os.path.join(output_dir, name), "rb") as src:
-            atomic_write(os.path.join(dest, name), lambda f, src=src: shutil.copyfileobj(src, f))
+            with naming_the_file(os.path.join(output_dir, name)):  # a failed read() or write() names no file
+                data = src.read()  # a config: small, read whole so that an error names the file it came from
+        with naming_the_file(os.path.join(dest, name)):
+            atomic_write(os.path.join(dest, name), lambda f, data=data: f.write(data))
     for name in names:  # a rename within one file system: no copy, even of large checkpoints
         os.replace(os.path.join(output_dir, name), os.path.join(dest, name))
     # The summaries set aside, this one's and earlier ones' (an evaluation's move leaves the checkpoints that the
@@ -232,7 +234,8 @@ def _repoint_summary(summary: str, output_dir: str, moved: set[str], dest: str) 
 
     repointed = repoint(record)
     if repointed != record:
-        atomic_write_text(summary, json.dumps(repointed, indent=2))
+        with naming_the_file(summary):  # a full disk's error from write() names no file
+            atomic_write_text(summary, json.dumps(repointed, indent=2))
 
 
 def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: list[int] | None = None) -> int:

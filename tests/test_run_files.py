@@ -3,8 +3,11 @@ and dropping the lines a stopped attempt wrote after the checkpoint a run resume
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+
+import pytest
 
 from engine.run_files import (EARLIER_RUNS_DIR, drop_lines_after, earlier_run_files, move_earlier_results,
                               move_earlier_run)
@@ -300,3 +303,49 @@ def test_bytes_that_are_no_utf8_in_metrics_jsonl_do_not_stop_a_resume(tmp_path):
     assert [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] == [
         {"kind": "train", "step": 1, "note": "caf\ufffd"}, {"kind": "train", "step": 2},
         {"kind": "eval", "step": 2, "split": "val", "top1": 50.0}]
+
+
+class _FullDisk:
+    """A file on a disk with no space left: every write fails as the system's does, with an error naming no file."""
+
+    def __init__(self, fd, mode):
+        os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data):
+        import errno
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_under_the_files_set_aside_names_the_file_that_could_not_be_written(tmp_path, monkeypatch):
+    """The copy of config.yaml an evaluation sets aside, and the summaries a move rewrites to name the moved files
+    where they went, are written whole (a temporary file renamed into place); on a full disk the run's start ended
+    with "cannot write: No space left on device", naming no file."""
+    from evautil.files import write_failure
+
+    out = tmp_path / "out"
+    _touch(out, "ckpt_epoch_3.pth", "metrics.jsonl", "predictions_test.csv")
+    (out / "config.yaml").write_text("SEED: 0\n")
+    (out / "summary.json").write_text(json.dumps({"last_checkpoint": str(out / "ckpt_epoch_3.pth")}))
+    monkeypatch.setattr(os, "fdopen", _FullDisk)
+    with pytest.raises(OSError) as caught:  # the evaluation's copy of config.yaml
+        move_earlier_results(str(out))
+    copy = glob.glob(str(out / EARLIER_RUNS_DIR / "*"))[0] + "/config.yaml"
+    assert write_failure(caught.value).startswith(f"cannot write {copy}: No space left on device; ")
+    with pytest.raises(OSError) as caught:  # the moved summary, rewritten to name the checkpoint where it went
+        move_earlier_run(str(out))
+    summary = list(glob.glob(str(out / EARLIER_RUNS_DIR / "*" / "summary.json")))
+    assert len(summary) == 1
+    assert write_failure(caught.value).startswith(f"cannot write {summary[0]}: No space left on device; ")
+    monkeypatch.undo()
+    moved = os.path.dirname(summary[0])  # the move itself went through: no file cut short
+    assert sorted(os.listdir(moved)) == ["ckpt_epoch_3.pth", "config.yaml", "metrics.jsonl", "predictions_test.csv",
+                                         "summary.json"]
+    assert open(os.path.join(moved, "config.yaml")).read() == "SEED: 0\n"
+    assert json.loads(open(summary[0]).read()) == {"last_checkpoint": str(out / "ckpt_epoch_3.pth")}

@@ -13,7 +13,8 @@ import socket
 import time
 from typing import IO, Any, Collection
 
-from evautil.files import atomic_temp_glob, atomic_write, atomic_write_text, hold_lock, naming_the_file
+from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_write, atomic_write_text, hold_lock,
+                           naming_the_file)
 from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
@@ -35,6 +36,9 @@ _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"),
                    "ckpt_*.pth.damaged*",  # a damaged checkpoint a resume passed over (Checkpointer.find_latest)
                    "test_progress.json",  # a stopped final test's videos (engine.test_progress): that run's only
                    "only_test_progress.json")  # a stopped --only_test's: set aside with the run that held it
+# The run files written whole by a temporary file renamed into place (checkpoints aside): a kill mid-write leaves
+# that temporary file behind.
+_WRITTEN_WHOLE = ("summary.json", "config.yaml", "metrics.jsonl")
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.
@@ -49,7 +53,8 @@ def recorded_path(path: str | None) -> str | None:
 
 
 def claim_output(output_dir: str) -> None:
-    """Hold ``output_dir``'s RUN_LOCK until :func:`release_output` (or this process ends).
+    """Hold ``output_dir``'s RUN_LOCK until :func:`release_output` (or this process ends); once held, remove the
+    temporary files that killed writes of the run's summary, config and metrics left there.
 
     Raises:
         ValueError: another process holds it, naming the folder.
@@ -69,6 +74,19 @@ def claim_output(output_dir: str) -> None:
     except OSError:  # a full disk: the refusal then does without the name
         pass
     _CLAIMED[key] = held
+    _remove_killed_writes(key)
+
+
+def _remove_killed_writes(output_dir: str) -> None:
+    """Remove the hidden temporary files that a run killed while it wrote its summary, config or metrics whole left
+    in ``output_dir`` (the checkpoints' own are the Checkpointer's, before each save): nothing else would, and they
+    stayed there for good. Only while the run lock is held: no other run can be writing them."""
+    for name in _WRITTEN_WHOLE:
+        for path in atomic_temp_files(os.path.join(output_dir, name)):
+            try:
+                os.remove(path)
+            except OSError:  # one that cannot be removed is left, as before: the run needs none of them
+                pass
 
 
 def _lock_holder(path: str) -> str:

@@ -349,3 +349,30 @@ def test_a_full_disk_under_the_files_set_aside_names_the_file_that_could_not_be_
                                          "summary.json"]
     assert open(os.path.join(moved, "config.yaml")).read() == "SEED: 0\n"
     assert json.loads(open(summary[0]).read()) == {"last_checkpoint": str(out / "ckpt_epoch_3.pth")}
+
+
+def test_the_temporary_files_of_killed_writes_go_once_the_run_lock_is_held(tmp_path):
+    """A run killed while it wrote summary.json, config.yaml or metrics.jsonl whole left a hidden .NAME.*.tmp in
+    OUTPUT for ever (only a checkpoint's were removed, by the next save). The run that takes the lock removes them;
+    a run the lock refuses touches nothing."""
+    from engine.run_files import RUN_LOCK, claim_output, release_output
+    from evautil.files import hold_lock
+
+    out = tmp_path / "out"
+    killed = [".summary.json.k2j1x9.tmp", ".config.yaml.a8b7c6.tmp", ".metrics.jsonl.zz91qa.tmp"]
+    others = ["summary.json", "metrics.jsonl", "notes.tmp", ".summary.json.old.x1y2.tmp",  # summary.json.old's
+              ".ckpt_step_4.pth.q1w2e3.tmp",  # the Checkpointer's, removed before its next save
+              ".predictions_test.csv.p0o9i8.tmp"]
+    _touch(out, *killed, *others)
+    other = hold_lock(str(out / RUN_LOCK))  # another run holds OUTPUT: its writes may be going on
+    try:
+        with pytest.raises(ValueError, match="is being written by another run"):
+            claim_output(str(out))
+    finally:
+        other.close()
+    assert sorted(os.listdir(out)) == sorted([RUN_LOCK, *killed, *others])
+    claim_output(str(out))
+    try:
+        assert sorted(os.listdir(out)) == sorted([RUN_LOCK, *others])
+    finally:
+        release_output(str(out))

@@ -9,6 +9,7 @@ import fcntl
 import glob
 import json
 import os
+import pwd
 import socket
 import time
 from typing import IO, Any, Collection
@@ -57,14 +58,27 @@ def claim_output(output_dir: str) -> None:
     temporary files that killed writes of the run's summary, config and metrics left there.
 
     Raises:
-        ValueError: another process holds it, naming the folder.
+        ValueError: another process holds it, or it is another user's that this one may not open, naming the
+            folder.
     """
     key = os.path.abspath(output_dir)
     if key in _CLAIMED:
         return
-    held = hold_lock(os.path.join(key, RUN_LOCK))
+    lock = os.path.join(key, RUN_LOCK)
+    try:
+        held = hold_lock(lock)
+    except PermissionError as e:
+        owner = _other_owner(lock)
+        if not owner:  # this user's own lock, or a folder it may not write: "cannot access" says that
+            raise
+        if _free_read_only(lock):  # else a live run of that user: refused below, naming it
+            raise ValueError(f"OUTPUT {output_dir}: its run lock {lock} belongs to {owner}, and this user may not "
+                             f"open it ({e.strerror}): give this run another OUTPUT, or, once no run of theirs is "
+                             "live, ask its owner to remove the lock (or remove it yourself, with write access to "
+                             "the folder)") from e
+        held = None
     if held is None:
-        holder = _lock_holder(os.path.join(key, RUN_LOCK))
+        holder = _lock_holder(lock)
         raise ValueError(f"OUTPUT {output_dir} is being written by another run ({holder or 'it'} holds {RUN_LOCK} "
                          "there): wait for it to end, or give this run another OUTPUT")
     try:  # who holds it, for the line of a run it refuses (the lock, not this text, is what refuses it)
@@ -87,6 +101,21 @@ def _remove_killed_writes(output_dir: str) -> None:
                 os.remove(path)
             except OSError:  # one that cannot be removed is left, as before: the run needs none of them
                 pass
+
+
+def _other_owner(path: str) -> str:
+    """The user owning the file at ``path`` ("user <name>", "user id <uid>" without a name) when it is not this
+    process's; "" when it is, or when it cannot be asked."""
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return ""
+    if uid == os.geteuid():
+        return ""
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"user id {uid}"
 
 
 def _lock_holder(path: str) -> str:

@@ -376,3 +376,38 @@ def test_the_temporary_files_of_killed_writes_go_once_the_run_lock_is_held(tmp_p
         assert sorted(os.listdir(out)) == sorted([RUN_LOCK, *others])
     finally:
         release_output(str(out))
+
+
+def test_another_users_run_lock_says_what_to_do(tmp_path, monkeypatch):
+    """A .run.lock another user's run left (it stays after each run) refused every run of another user with "cannot
+    access .../.run.lock: Permission denied", which named no way on. (Run as root, the refused open is a stand-in.)"""
+    import errno
+    import fcntl
+    import pwd
+
+    import engine.run_files as run_files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / run_files.RUN_LOCK
+    lock.write_text('{"pid": 41, "host": "node7"}\n')
+
+    def refused(path):  # what hold_lock's open(path, "a") does for a file of another user's, mode 644
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(run_files, "hold_lock", refused)
+    with pytest.raises(PermissionError):  # this user's own lock (a folder it may not write): as before
+        run_files.claim_output(str(out))
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(lock).st_uid + 1)  # the lock is another user's
+    with pytest.raises(ValueError) as caught:
+        run_files.claim_output(str(out))
+    assert str(caught.value) == (
+        f"OUTPUT {out}: its run lock {lock} belongs to user {pwd.getpwuid(lock.stat().st_uid).pw_name}, and this "
+        "user may not "
+        "open it (Permission denied): give this run another OUTPUT, or, once no run of theirs is live, ask its owner "
+        "to remove the lock (or remove it yourself, with write access to the folder)")
+    with open(lock, encoding="utf-8") as live:  # a run of theirs holds it now: that run is named
+        fcntl.flock(live, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match=r"is being written by another run \(process 41 on node7 holds"):
+            run_files.claim_output(str(out))
+    assert os.listdir(out) == [run_files.RUN_LOCK]

@@ -25,6 +25,7 @@ import torch
 from evautil.errors import CheckpointError
 from evautil.files import atomic_write, file_version
 from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
+from models.safe_load import model_object_refusal
 
 __all__ = ["CheckpointError", "DamagedCheckpoint", "REQUIRED_KEYS", "save_atomic", "load_checkpoint",
            "load_resumable", "offer_parsed", "model_mismatch", "check_same_model"]
@@ -53,6 +54,11 @@ class _NotATrainingCheckpoint(CheckpointError):
 class _OtherCodesCheckpoint(_NotATrainingCheckpoint):
     """A training checkpoint of other code: its weights beside pickled plain data that this project's checkpoints
     never hold (the original's yacs config and numpy ``max_accuracy``), which the weights reader takes as data."""
+
+
+class _PickledModel(_NotATrainingCheckpoint):
+    """A pickled model object (``torch.save(model)``): refused unread, but its weights, re-saved as its
+    ``state_dict()``, are a weights-only file."""
 
 
 # Globals of plain data that the weights reader (models/checkpoint.py) rebuilds without running their code.
@@ -159,6 +165,9 @@ def load_checkpoint(path: str, required: tuple[str, ...] = REQUIRED_KEYS, map_lo
             raise _OtherCodesCheckpoint(f"checkpoint {path} is another code's training checkpoint (it holds "
                                         f"pickled {', '.join(sorted(set(names)))}, as the original EVA code's do), "
                                         "not one of this project's runs") from None
+        model = model_object_refusal(path, code)
+        if model:  # torch.save(model): its weights can be re-saved, and the line says how
+            raise _PickledModel(model) from None
         if code:
             raise CheckpointError(f"checkpoint {path} was refused: it holds pickled Python objects "
                                   f"({code[0]}) besides tensors and plain values, and loading them could "

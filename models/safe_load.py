@@ -14,7 +14,7 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch
 from evautil.errors import CheckpointError
 from evautil.zip_check import damaged_zip_record, unreadable_reason
 
-__all__ = ["load_torch_file"]
+__all__ = ["load_torch_file", "model_object_refusal"]
 
 # The checkpoint reader's logger: its users set their handlers and levels there.
 logger = logging.getLogger("models.checkpoint")
@@ -91,13 +91,15 @@ def _refusal(path: str, name: str) -> CheckpointError:
         f"(e.g. torch.save(ckpt['model'], ...)) or convert it to .safetensors.")
 
 
-def _model_refusal(path: str, names: list[str]) -> CheckpointError | None:
-    """The error for a file that holds a pickled ``nn.Module`` (``torch.save(model)``), whose weights are re-saved
-    from the model's ``state_dict()``, not from a key of it (what :func:`_refusal` advises); None for other files."""
+def model_object_refusal(path: str, names: Iterable[str]) -> str:
+    """The line for a file that holds a pickled ``nn.Module`` (``torch.save(model)``), among whose refused globals
+    ``names`` are the model's classes: its weights are re-saved from the model's ``state_dict()``, not from a key of
+    it (what :func:`_refusal` advises). "" for other files. The wording of every reader that refuses such a file
+    (MODEL.PRETRAINED here, ``--resume`` in ``engine.checkpoint_io``)."""
     module = next((name for name in sorted(names) if name.startswith("torch.nn.")), None)
     if module is None:
-        return None
-    return CheckpointError(
+        return ""
+    return (
         f"{path}: a pickled model object (torch.save(model): it holds {module}), not a state dict; it was not "
         f"unpickled, which would run code from the file. If you trust the file, save the model's weights alone, "
         f"torch.save(torch.load(file, weights_only=False).state_dict(), 'weights.pth') (for a model kept under a "
@@ -138,9 +140,9 @@ def load_torch_file(path: str, mmap: bool = False, shown: str = "") -> Any:
     # Normally one retry: zip checkpoints list every global up front. Legacy files name one per failure.
     while True:
         new = [name for name in refused if name not in approved]
-        model = _model_refusal(shown, new)
-        if model is not None:
-            raise model from None
+        model = model_object_refusal(shown, new)
+        if model:
+            raise CheckpointError(model) from None
         if not new:
             raise CheckpointError(f"{shown}: safe (weights_only) loading failed and the file was not unpickled "
                                   f"further; nothing in it was executed: {_reason(last_error)}")

@@ -1536,3 +1536,25 @@ def test_a_run_resumed_after_a_step_the_loss_scaler_skipped_equals_the_uninterru
 
     assert epoch_lines("resumed") == epoch_lines("whole")
     assert re.fullmatch(r"mean loss \d\.\d{4} over 1 of its 2 steps", epoch_lines("whole")[0])
+
+
+def test_resume_of_a_pickled_model_says_how_to_save_its_weights_as_pretrained_does(tmp_path):
+    """torch.save(model) given to --resume got the generic "refused: it holds pickled Python objects" line, while
+    MODEL.PRETRAINED said what the file is and how to save its weights: both say the latter, and --resume adds that
+    those weights go to --pretrained."""
+    from engine.checkpoint_io import load_resumable
+    from models.checkpoint import read_state_dict
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.GELU())
+    for name, obj in (("whole.pth", model), ("in_dict.pth", {**_state(4), "model": model})):
+        path = tmp_path / name
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError) as pretrained:
+            read_state_dict(path)
+        with pytest.raises(CheckpointError) as resumed:
+            load_resumable(str(path))
+        assert str(resumed.value) == (
+            f"{pretrained.value}; --resume continues a training run from one of its checkpoints: use --pretrained "
+            "for weights-only (e.g. released) files")
+        assert str(pretrained.value).startswith(f"{path}: a pickled model object (torch.save(model): it holds "
+                                                 "torch.nn.modules."), str(pretrained.value)

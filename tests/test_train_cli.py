@@ -884,6 +884,25 @@ def test_resume_with_weights_only_file_points_to_pretrained(tmp_path, dataset, c
     assert "Traceback" not in captured.out + captured.err
 
 
+def test_resume_of_a_pickled_model_says_how_to_save_its_weights(tmp_path, dataset, capsys):
+    """train.py --resume of a torch.save(model) file ended with the generic "refused: it holds pickled Python
+    objects" line; it now says what MODEL.PRETRAINED says of such a file (how to save its weights alone), and that
+    those weights go to --pretrained."""
+    from models import build_model
+
+    ckpt = tmp_path / "model.pth"
+    torch.save(build_model(load_config(DEMO, _opts(dataset, tmp_path))), ckpt)
+    rc = train.main(["--cfg", DEMO, "--resume", str(ckpt), "--opts", *_opts(dataset, tmp_path / "o")])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert rc == 2 and re.fullmatch(
+        rf"error: {re.escape(str(ckpt))}: a pickled model object \(torch.save\(model\): it holds torch\.nn\.[\w.]+\), "
+        r"not a state dict; it was not unpickled, .* torch\.save\(torch\.load\(file, weights_only=False\)"
+        r"\.state_dict\(\), 'weights\.pth'\) .*, and give that file; --resume continues a training run from one "
+        r"of its checkpoints: use --pretrained for weights-only \(e\.g\. released\) files", line), err
+    assert not (tmp_path / "o").exists()
+
+
 def test_strict_list_with_a_bad_video_is_exit_2(tmp_path, dataset, capsys):
     bad = tmp_path / "broken.webm"
     bad.write_bytes(b"not a video")

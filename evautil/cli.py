@@ -54,10 +54,19 @@ class Namespace(argparse.Namespace):
 
 _UNRECOGNIZED = "unrecognized arguments: "
 
+# Flags of other video training tools (mmaction2's --auto-resume) that are a config key here: offered instead of
+# the closest declared flag (--resume, which takes a checkpoint and does something else), by commands that
+# declare the flags named (the one it would be taken for, and --opts to set the key).
+_FOREIGN_FLAGS = {
+    "--auto-resume": (("--resume", "--opts"), "resuming from OUTPUT's newest checkpoint is the config key "
+                      "TRAIN.AUTO_RESUME (True by default; --opts TRAIN.AUTO_RESUME False starts over)"),
+}
+
 
 def _with_suggestions(message: str, parser: argparse.ArgumentParser) -> str:
     """argparse's "unrecognized arguments" with the declared flag each mistyped one is closest to (``--dryrun``:
-    did you mean --dry-run?), its subcommands' flags included (argparse says their unknown flags at the top)."""
+    did you mean --dry-run?), its subcommands' flags included (argparse says their unknown flags at the top), or,
+    for another tool's flag in :data:`_FOREIGN_FLAGS`, what this command has instead."""
     if not message.startswith(_UNRECOGNIZED):
         return message
     parsers, declared = [parser], {}
@@ -70,6 +79,10 @@ def _with_suggestions(message: str, parser: argparse.ArgumentParser) -> str:
     hints = []
     for item in message[len(_UNRECOGNIZED):].split():
         name = item.partition("=")[0]
+        needs, instead = _FOREIGN_FLAGS.get(_plain(name), ((), ""))
+        if instead and all(f in declared for f in needs):
+            hints.append(f"{name}: {instead}")
+            continue
         close = difflib.get_close_matches(_plain(name), declared, n=1, cutoff=0.75) if name.startswith("--") else []
         if close:
             hints.append(f"{name}: did you mean {declared[close[0]]}?")

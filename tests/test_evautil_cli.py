@@ -76,6 +76,24 @@ def test_a_mistyped_flag_is_told_the_declared_one_it_is_closest_to(capsys):
     assert "(--alow-empty-classes: did you mean --allow-empty-classes?)" in capsys.readouterr().err
 
 
+def test_another_tools_flag_is_told_what_this_command_has_instead(capsys):
+    """mmaction2's --auto-resume was offered --resume (closest, but it takes a checkpoint): a command that declares
+    --resume and --opts names the config key; one without --resume (that key does nothing there) does not."""
+    p = _parser()
+    p.add_argument("--resume", default="")
+    for typed in ("--auto-resume", "--auto_resume=False"):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args([typed])
+        name = typed.partition("=")[0]
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"cmd: error: unrecognized arguments: {typed} ({name}: resuming from OUTPUT's newest checkpoint is the "
+            "config key TRAIN.AUTO_RESUME (True by default; --opts TRAIN.AUTO_RESUME False starts over))")
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--auto-resume"])
+    assert capsys.readouterr().err.strip().endswith("cmd: error: unrecognized arguments: --auto-resume")
+
+
 def test_an_abbreviation_of_two_flags_in_the_other_spelling_is_ambiguous(capsys):
     p = ArgumentParser(prog="cmd")
     p.add_argument("--num-frames", type=int)

@@ -739,6 +739,16 @@ def test_several_opts_groups_are_joined_and_flags_after_each_are_read():
     assert train.config_overrides(args)[0] == [("--output", "OUTPUT", "o")]  # applied before the pairs
 
 
+def test_another_tools_auto_resume_flag_is_told_the_config_key(capsys):
+    """--auto-resume (mmaction2's) was offered --resume, which needs a checkpoint and does something else."""
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--cfg", DEMO, "--auto_resume"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "did you mean" not in err
+    assert "(--auto_resume: resuming from OUTPUT's newest checkpoint is the config key TRAIN.AUTO_RESUME (True by " \
+        "default; --opts TRAIN.AUTO_RESUME False starts over))" in err
+
+
 @pytest.mark.parametrize("opts", ["--opt", "--op"])
 def test_opts_abbreviated_may_be_followed_by_flags(opts):
     """argparse takes --opt for --opts, but the flags after its pairs were read as pairs: '--dry-run' (after

@@ -177,6 +177,18 @@ def _results_written(what: str, out: str) -> None:
                  f"python tools/plot_run.py {out} draws them")
 
 
+def _past_the_epochs(located, epochs: int, step: int) -> str:
+    """Where the checkpoint is, when TRAIN.EPOCHS (shortened with TRAIN.ALLOW_CONFIG_CHANGE) ends before it: the run
+    is finished, but "epoch 1/1" named an epoch the checkpoint is past. "" otherwise."""
+    ckpt = located.ckpt or {}
+    epoch = ckpt.get("epoch", -1) + 1  # numbered from 1, as every line the run prints
+    if epoch <= epochs:
+        return ""
+    at = f"the end of epoch {epoch}" if ckpt.get("epoch_complete") else f"mid-epoch {epoch}"
+    return (f"(its checkpoint {located.path} is at {at}, step {step}, and TRAIN.EPOCHS {epochs} now ends before "
+            "it)")
+
+
 def _results_are_current(out: str, checkpoint: str | None, ctx: DistContext) -> bool:
     """Whether OUTPUT's summary.json is whole and was written after ``checkpoint`` (rank 0 looks; every rank gets
     its answer)."""
@@ -309,12 +321,13 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
         restore_data_plan(run.train_loader, located, ctx, metrics.warn)
     trainer = _build_trainer(run, cfg, checkpointer, _plan_steps_per_epoch(run, cfg))
     trainer.resume(resume, auto=t.AUTO_RESUME, named=named, located=located)
+    past = _past_the_epochs(located, t.EPOCHS, trainer.state.global_step)
     del located  # the checkpoint's tensors are in the model and optimizer now
     finished = trainer.state.epoch >= t.EPOCHS  # resumed from the last epoch's checkpoint (before its final test)
     if finished and _results_are_current(cfg.OUTPUT, trainer.state.last_checkpoint, ctx):
-        metrics.info(f"the run in {cfg.OUTPUT} is finished (epoch {t.EPOCHS}/{t.EPOCHS}, step "
-                     f"{trainer.state.global_step}): nothing to train; its summary.json and results are kept as they "
-                     "are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)"
+        where = past or f"(epoch {t.EPOCHS}/{t.EPOCHS}, step {trainer.state.global_step})"
+        metrics.info(f"the run in {cfg.OUTPUT} is finished {where}: nothing to train; its summary.json and results "
+                     "are kept as they are (raise TRAIN.EPOCHS, with TRAIN.ALLOW_CONFIG_CHANGE True, to train further)"
                      + _evaluation_summary_note(cfg.OUTPUT))
         return trainer.outcome()
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
@@ -325,8 +338,8 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
                  f"global batch {global_batch}, precision {precision}")
     try:
         if finished:
-            metrics.info(f"the run in {cfg.OUTPUT} finished training, but its summary.json is missing, damaged or "
-                         f"older than {trainer.state.last_checkpoint}: writing it")
+            metrics.info(f"the run in {cfg.OUTPUT} finished training{' ' + past if past else ''}, but its "
+                         f"summary.json is missing, damaged or older than {trainer.state.last_checkpoint}: writing it")
             result = trainer.evaluate_finished()
         else:
             result = trainer.fit()

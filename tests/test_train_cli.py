@@ -1204,6 +1204,30 @@ def test_resuming_an_epoch_checkpoint_names_the_epoch_it_closes(tmp_path, datase
     assert f"is finished (epoch 1/1, step {steps})" in seen and "epoch 2" not in seen, seen
 
 
+def test_epochs_shortened_below_the_checkpoint_names_the_checkpoints_epoch(tmp_path, dataset, capsys):
+    """TRAIN.EPOCHS 1 (TRAIN.ALLOW_CONFIG_CHANGE) after a 2-epoch run said 'finished (epoch 1/1, ...)' though the
+    checkpoint ends epoch 2, or is in it: the line names the checkpoint's place; the summary is still kept."""
+    out = tmp_path / "out"
+    common = _opts(dataset, out, "TRAIN.BATCH_SIZE", "3", "TRAIN.WARMUP_EPOCHS", "0.5", "TEST.FINAL_NUM_CLIP", "0",
+                   "TRAIN.AUTO_RESUME", "True", "SAVE_STEPS", "1", "KEEP_LAST", "20")
+    assert train.main(["--cfg", DEMO, "--opts", *common, "TRAIN.EPOCHS", "2"]) == 0
+    summary = (out / "summary.json").read_bytes()
+    steps = json.loads(summary)["optimizer_steps"]
+    shorter = ["--cfg", DEMO, "--opts", *common, "TRAIN.EPOCHS", "1", "TRAIN.ALLOW_CONFIG_CHANGE", "True"]
+    capsys.readouterr()
+    assert train.main(shorter) == 0
+    seen = capsys.readouterr().out
+    assert (f"the run in {out} is finished (its checkpoint {out / 'ckpt_epoch_2.pth'} is at the end of epoch 2, "
+            f"step {steps}, and TRAIN.EPOCHS 1 now ends before it): nothing to train") in seen, seen
+    assert "epoch 1/1" not in seen and (out / "summary.json").read_bytes() == summary
+    (out / "ckpt_epoch_2.pth").unlink()  # the newest is now the last step checkpoint, mid-epoch 2
+    mid = max(out.glob("ckpt_step_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    assert train.main(shorter) == 0
+    seen = capsys.readouterr().out
+    assert (f"the run in {out} is finished (its checkpoint {mid} is at mid-epoch 2, step {mid.stem.rsplit('_')[-1]}, "
+            "and TRAIN.EPOCHS 1 now ends before it): nothing to train") in seen, seen
+
+
 def test_fine_tuning_says_which_weights_it_starts_from_and_what_their_conversion_changed(tmp_path, dataset, capsys):
     """A --pretrained file with a 5-class head for a 4-class run: the log names the file, the head dropped and the
     parameters left at their initialisation; summary.json records the file."""

@@ -43,8 +43,11 @@ def resume_point(cfg, resume: str) -> tuple[str, str]:
     later = Checkpointer(cfg.OUTPUT, writer=False).continuation_of(resume)
     if later is None or same_path(later, resume):
         return resume, ""
+    # the named file may be gone (rotated away by the attempts that continued it): then nothing starts over from it
+    instead = (f"it would start over from {resume}" if os.path.exists(resume)
+               else f"it would stop, as {resume} no longer exists")
     return later, (f"--resume {resume}: {later} continues it (an earlier attempt of this run started from it), so "
-                   f"the run goes on from there (with TRAIN.AUTO_RESUME False it would start over from {resume})")
+                   f"the run goes on from there (with TRAIN.AUTO_RESUME False {instead})")
 
 
 def where_they_come_from(missing: list[str], only_test: bool = False) -> str:

@@ -376,6 +376,25 @@ def test_dry_run_says_which_checkpoint_the_run_would_continue(tmp_path, dataset,
     assert not any(p.name.startswith(("log_", "exit_")) for p in out.iterdir())  # a dry run writes nothing
 
 
+def test_a_repeated_resume_of_a_file_rotated_away_says_what_auto_resume_false_would_do(tmp_path, dataset, capsys):
+    """The note said 'with TRAIN.AUTO_RESUME False it would start over from FILE' though FILE was gone."""
+    out, mid = tmp_path / "out", tmp_path / "out" / "ckpt_step_8.pth"
+    opts = _opts(dataset, out, "TRAIN.AUTO_RESUME", "True", "TRAIN.BATCH_SIZE", "4")
+    cfg = load_config(DEMO, opts)
+    state = {"model": _constant_head_weights(cfg, cls=1, num_classes=4), "optimizer": {}, "scheduler": {},
+             "config": cfg.dump(), "epoch": 2, "epoch_complete": False}
+    save_atomic({**state, "global_step": 8}, str(mid))
+    later = out / "ckpt_step_12.pth"
+    save_atomic({**state, "global_step": 12, "train_state": {"origin": {"path": os.path.realpath(mid), "step": 8}}},
+                str(later))
+    os.remove(mid)  # rotated away (KEEP_LAST) by the attempts that continued it
+    assert train.main(["--cfg", DEMO, "--dry-run", "--resume", str(mid), "--opts", *opts]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: --resume {mid}: {later} continues it (an earlier attempt of this run started from it), so the "
+            f"run goes on from there (with TRAIN.AUTO_RESUME False it would stop, as {mid} no longer exists)") in err
+    assert "start over" not in err
+
+
 @pytest.mark.parametrize("name, value, line", [
     ("EVA_WAIT_TIMEOUT_MIN", "0", "error: environment variable EVA_WAIT_TIMEOUT_MIN='0' must be at least 1 (minutes; "
                                   "unset it for the default, 120)"),

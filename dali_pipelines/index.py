@@ -149,9 +149,13 @@ def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: boo
         desc = f"{PROGRESS_PREFIX}{os.path.basename(videos.list_path)}"
         known = int(np.count_nonzero(match.table.status != UNKNOWN))
         log_recount(paths.cache, match.recounted)
-        logger.info("%s: probing %s of %s videos%s", desc, f"{match.jobs.size:,}", f"{len(videos):,}",
-                    f" ({known:,} known from the cache)" if known else "")
         jobs, repeats = _probe_jobs(videos, match.jobs, full_decode)
+        cached = f" ({known:,} known from the cache)" if known else ""
+        if len(jobs) == match.jobs.size:
+            logger.info("%s: probing %s of %s videos%s", desc, f"{len(jobs):,}", f"{len(videos):,}", cached)
+        else:  # a file named on several lines is probed once: the count the progress lines go on with is files
+            logger.info("%s: probing %s videos, named on %s of the list's %s lines%s", desc, f"{len(jobs):,}",
+                        f"{match.jobs.size:,}", f"{len(videos):,}", cached)
         results = probe_videos(jobs, workers, progress, desc, timeout_s=timeout_s)
         done = saved = 0
         next_save = time.monotonic() + _SAVE_EVERY_S

@@ -1276,6 +1276,21 @@ def test_a_build_without_a_terminal_logs_progress_lines(dataset, monkeypatch, ca
     assert not [r for r in caplog.records if r.getMessage().startswith("indexing")]
 
 
+def test_the_probing_line_counts_the_files_probed_when_lines_repeat_them(dataset, monkeypatch, caplog):
+    """A file named on several lines is probed once, and the progress lines count files; the line before them said
+    'probing 9 of 10 videos' (lines) and then '7 of 7 videos done'."""
+    lst, root = dataset
+    lst.write_text(lst.read_text() + "clips/cls_b/good_2.webm 0\nclips/cls a/good 0.webm 1\n")
+    probed = len(GOOD) + len(BAD) - 1
+    monkeypatch.setattr(index_mod, "_LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        build_index(str(lst), str(root), workers=1, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("indexing train.txt")]
+    assert lines[0] == f"indexing train.txt: probing {probed} videos, named on {probed + 2} of the list's " \
+                       f"{probed + 3} lines"
+    assert re.fullmatch(rf"indexing train\.txt: {probed} videos done in .*", lines[-1]), lines[-1]
+
+
 def _interrupt_probing_after(monkeypatch, probes: int) -> list[str]:
     """Ctrl-C (KeyboardInterrupt) when the probe after ``probes`` videos starts; returns the paths probed."""
     calls: list[str] = []

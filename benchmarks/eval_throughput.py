@@ -233,7 +233,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.codec = "h264" if cuda else "vp9"
     cli.require_positive(p, args, ("batch", "decode_batch", "batches", "repeats", "num_frames", "num_clip",
                                    "num_clips", "threads", "min_videos", "input_size", "num_classes"))
-    cli.require_positive(p, args, ("warmup", "torch_threads"), low=0)
+    # --workers: DATA.NUM_WORKERS of the end-to-end loader (0: decode in this process), refused by the config only
+    # after the decode comparison had run
+    cli.require_positive(p, args, ("warmup", "torch_threads", "workers"), low=0)
     if args.quick:
         cli.set_quick_defaults(p, argv, args, arch="eva-tiny/16", num_clips=4, frames=64, num_frames=8,
                                input_size=112, batch=1, warmup=1, batches=2, repeats=3, min_videos=16, width=160,

@@ -1484,6 +1484,7 @@ def test_every_benchmark_lets_sizes_given_with_quick_win(module, given, expected
     ("loader_throughput", ["--threads", "0"], "--threads must be at least 1, got 0"),
     ("loader_throughput", ["--input-size", "0"], "--input-size must be at least 1, got 0"),
     ("eval_throughput", ["--num-classes", "0"], "--num-classes must be at least 1, got 0"),
+    ("eval_throughput", ["--workers", "-1"], "--workers must be at least 0, got -1"),
     ("train_throughput", ["--threads", "0", "--with-loader"], "--threads must be at least 1, got 0"),
     ("train_throughput", ["--workers", "-1", "--with-loader"], "--workers must be at least 0, got -1"),
 ])

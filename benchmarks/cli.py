@@ -83,13 +83,23 @@ def check_arch(parser, arch: str, input_size: int) -> None:
         parser.error(f"--arch {arch}, --input-size {input_size}: {e}")
 
 
+# The folders a benchmark writes into besides its results (those it has): synthetic clips and lists, the index's
+# links, the parity check's clips. Naming a file, they ended the run in a traceback from os.makedirs.
+WORK_FOLDERS = ("data_dir", "work_dir", "tmp")
+
+
 def output_files_problem(args) -> str:
-    """Why ``args.json`` or ``args.plot`` (those the benchmark has and was given) cannot be written, in one line;
-    "" when both can. Checked before the benchmark runs: a failed write came after the measurement, as a
-    traceback."""
+    """Why ``args.json`` or ``args.plot``, or one of the :data:`WORK_FOLDERS` (those the benchmark has and was
+    given), cannot be written, in one line; "" when all can. Checked before the benchmark runs: a failed write came
+    after the measurement, as a traceback."""
     for flag, example in (("json", "results.json"), ("plot", "results.png")):
         path = getattr(args, flag, None)
         problem = path and output_path_problem(path, f"--{flag}", folder=False, example=example)
+        if problem:
+            return problem
+    for name in WORK_FOLDERS:
+        path = getattr(args, name, None)
+        problem = path and output_path_problem(path, f"--{name.replace('_', '-')}", folder=True)
         if problem:
             return problem
     return _plot_format_problem(getattr(args, "plot", None))

@@ -1146,6 +1146,30 @@ def test_a_json_or_plot_ending_with_a_slash_is_refused_before_anything_is_measur
     assert os.listdir(tmp_path) == []
 
 
+def test_a_work_folder_naming_a_file_is_refused_before_anything_is_measured(tmp_path, monkeypatch, capsys):
+    """--data-dir, --work-dir or --tmp naming a file (or a path below one) ended the run in os.makedirs' traceback,
+    after its option checks; now one line naming the flag, exit code 2, nothing made or measured."""
+    from benchmarks import decode_throughput, index_throughput, loader_throughput, nvdec_parity
+
+    monkeypatch.setattr(inputs, "make_synthetic_clips", lambda *a, **k: pytest.fail("clips made"))
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    cases = [(decode_throughput, ["--quick", "--data-dir", str(taken)], "--data-dir", str(taken)),
+             (loader_throughput, ["--quick", "--data_dir", f"{taken}/clips"], "--data_dir", f"{taken}/clips"),
+             (index_throughput, ["--rows", "10", "--work-dir", str(taken)], "--work-dir", str(taken))]
+    for module, argv, flag, path in cases:
+        assert module.main(argv) == 2, module.__name__
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} {path}") and err.count("\n") == 1, (module.__name__, err)
+        assert ("exists and is not a folder" if path == str(taken) else f"{taken} is a file") in err
+    with pytest.raises(SystemExit) as e:
+        nvdec_parity.main(["--quick", "--decoder", "cpu", "--tmp", str(taken)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--tmp {taken} exists and is not a folder" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == ["taken"] and taken.read_text() == "a file\n"
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

@@ -79,16 +79,20 @@ def _built_index(list_path: str) -> bool:
 
 def make_links(work_dir: str, clips: list[str], rows: int) -> tuple[str, str]:
     """``rows`` symbolic links to ``clips`` (round robin) in folders of 1000 and a list naming them; returns
-    ``(list_path, root)``. Links already there are kept."""
+    ``(list_path, root)``. Links already there are kept when they point at the clip of their row; an earlier run's
+    link to another clip (other ``--clips`` in the same ``--work-dir``) is replaced: kept, the rows were probed and
+    loaded from the earlier clips while the report named the new ones."""
     root = os.path.join(work_dir, "videos")
     lines = []
     for i in range(rows):
-        clip = clips[i % len(clips)]
+        clip = os.path.abspath(clips[i % len(clips)])
         rel = os.path.join(f"class_{i // _LINKS_PER_DIR:04d}", f"video_{i:07d}{os.path.splitext(clip)[1]}")
         path = os.path.join(root, rel)
+        if os.path.islink(path) and os.readlink(path) != clip:
+            os.unlink(path)
         if not os.path.lexists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.symlink(os.path.abspath(clip), path)
+            os.symlink(clip, path)
         lines.append(f"{rel} {i // _LINKS_PER_DIR % 400}")
     list_path = os.path.join(work_dir, "list.txt")
     with open(list_path, "w", encoding="utf-8") as f:

@@ -783,6 +783,22 @@ def test_smoke_index_throughput(tmp_path):
     assert [(r["rows"], r["probed"]) for r in again["results"]] == [(400, 0), (400, 0)]
 
 
+def test_index_links_follow_the_clips_of_this_run_in_a_reused_work_dir(tmp_path):
+    """A second run in the same --work-dir with other --clips of the same extension kept the first run's links: its
+    rows were probed and loaded from the earlier clips while its report named the new ones."""
+    from benchmarks.index_throughput import make_links
+
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    for clip in (first, second):
+        clip.write_bytes(b"")
+    work = tmp_path / "work"
+    list_path, root = make_links(str(work), [str(first)], 3)
+    names = [line.split()[0] for line in open(list_path).read().splitlines()]
+    assert {os.readlink(os.path.join(root, n)) for n in names} == {str(first)}
+    list_path, root = make_links(str(work), [str(second), str(first)], 3)
+    assert [os.readlink(os.path.join(root, n)) for n in names] == [str(second), str(first), str(second)]
+
+
 def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
     from benchmarks import index_throughput
 

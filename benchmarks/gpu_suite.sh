@@ -12,17 +12,19 @@
 # Every stage runs under `timeout` with its time box; a stage that fails or runs out of time is reported and the
 # next one still runs; the exit code is 1 when any stage failed. Generated clips go to $EVA_TMP (default
 # /tmp/eva_gpu_suite), never into the results. --dry-run lists the stages, their time boxes, commands and result
-# files. --out DIR puts the results under DIR (results/ is git-ignored). Smoke and bench together write 8 files, at
-# most two folders deep, so that a remote machine's results come back in one small copy; the script warns when the
-# plans would write more. On a machine without an NVIDIA GPU a run is refused (exit code 2) unless --without-gpu
-# asks for a rehearsal, whose GPU stages then fail or skip.
+# files. --out DIR puts the results under DIR (a relative DIR: from where the script is run; by default results/ of
+# the repository, git-ignored). Smoke and bench together write 8 files, at most two folders deep, so that a remote
+# machine's results come back in one small copy; the script warns when the plans would write more. On a machine
+# without an NVIDIA GPU a run is refused (exit code 2) unless --without-gpu asks for a rehearsal, whose GPU stages
+# then fail or skip.
 # The reference clips are read from $EVA_SHARED_DIR/data/real (default: ../shared/data/real).
 set -uo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 
 dry=0
 without_gpu=0
-out_root=results
+out_root=  # results/ unless --out names a folder
 args=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -34,12 +36,17 @@ while [ $# -gt 0 ]; do
     --out) case ${2:-} in ""|-*) echo "error: --out needs a folder (--out DIR), got '${2:-}'" >&2; exit 2 ;; esac
         out_root=$2; shift ;;
     --without-gpu|--without_gpu) without_gpu=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1 (options: --dry-run --without-gpu --out DIR; see --help)" >&2; exit 2 ;;
     *) args+=("$1") ;;
     esac
     shift
 done
+# A relative --out is the caller's, as for any command: run from elsewhere, it was made under the repository
+# root, where the listing's path did not lead (the default, results/, stays the repository's). A leading ~ is the
+# home folder, also where the shell leaves it (--out=~/x), as in the project's tools.
+case $out_root in "~"|"~/"*) out_root=$HOME${out_root#\~} ;; esac
+case $out_root in "") out_root=results ;; /*) ;; *) [ "$caller" -ef . ] || out_root=$caller/$out_root ;; esac
 [ ${#args[@]} -gt 0 ] || { echo "error: name a plan or stage: bash benchmarks/gpu_suite.sh [--dry-run] [--without-gpu] [--out DIR] smoke|bench|decode|loader|train|eval ..." >&2; exit 2; }
 
 export PYTHONUNBUFFERED=1

@@ -178,6 +178,24 @@ def test_a_results_folder_that_cannot_be_made_is_refused_before_any_stage(tmp_pa
     assert a_file.read_text() == "x" and not (tmp_path / "t").exists()
 
 
+def test_a_relative_out_is_the_callers_folder(tmp_path):
+    """Run from another folder, `--out r` made r/ under the repository root while the listing said "results in
+    r/bench/"; now r/ is the caller's, as for any command, and a leading ~ (left by the shell in --out=~/x) is the
+    home folder."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t"), "HOME": str(tmp_path / "home")}
+    here = tmp_path / "here"
+    here.mkdir()
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", "r", "bench"], cwd=here,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr  # PYTHON=false: every stage fails at once
+    assert f"results in {here}/r/bench/: bench.log" in done.stdout
+    assert (here / "r" / "bench" / "bench.log").is_file() and not (ROOT / "r").exists()
+    listing = subprocess.run(["bash", str(SUITE), "--dry-run", "--out=~/x", "bench"], cwd=here, capture_output=True,
+                             text=True, timeout=60, env=env).stdout
+    assert f"results in {tmp_path}/home/x/bench/: bench.log" in listing
+    assert "results in results/bench/: bench.log" in _dry_run("bench").stdout  # the default: the repository's
+
+
 def test_help_shows_the_whole_header():
     """--help printed the header's lines but its last, where the reference clips are read from."""
     done = subprocess.run(["bash", str(SUITE), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -208,7 +208,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (CI smoke test): B 2, 4 frames of 64x48, size 32, 1 batch, 2 repeats; the "
                         "sizes and counts given too win")
-    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--json", type=common.home_path, default=None, help="write the figures here")
     args = p.parse_args(argv)
     if args.quick:
         cli.set_quick_defaults(p, argv, args, batch=2, num_frames=4, width=64, height=48, input_size=32, batches=1,

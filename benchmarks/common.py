@@ -15,8 +15,9 @@ from typing import Any
 from configs import ConfigError
 from dali_pipelines.filelist import DataError  # DALI-free
 from evautil import cli
+from evautil.cli import home_path  # the type of every path flag: a leading ~ is the home folder
 
-__all__ = ["InputError", "INPUT_ERRORS", "ArgumentParser", "input_error"]
+__all__ = ["InputError", "INPUT_ERRORS", "ArgumentParser", "input_error", "home_path"]
 
 
 class InputError(ValueError):

@@ -276,8 +276,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small clips and few repeats (CI smoke test): 4 clips, 64 frames of 160x120, 3 repeats of 16 "
                         "clips, 1 warm-up; sizes and counts given too win")
-    p.add_argument("--json", help="write results to this JSON file")
-    p.add_argument("--plot", help="write a PNG bar chart of decoded frames/s")
+    p.add_argument("--json", type=common.home_path, help="write results to this JSON file")
+    p.add_argument("--plot", type=common.home_path, help="write a PNG bar chart of decoded frames/s")
     args = p.parse_args(argv)
     if args.codec is None:
         args.codec = "h264" if gpu else "vp9"

@@ -224,8 +224,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="small settings (CI smoke test): eva-tiny/16, 4 clips of 64 "
                    "frames of 160x120, T 8, size 112, B 1, 2 batches, 3 repeats; sizes and counts given too win")
-    p.add_argument("--json", help="write results to this JSON file")
-    p.add_argument("--plot", help="write a PNG bar chart of videos/s")
+    p.add_argument("--json", type=common.home_path, help="write results to this JSON file")
+    p.add_argument("--plot", type=common.home_path, help="write a PNG bar chart of videos/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
     cli.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)

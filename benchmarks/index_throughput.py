@@ -40,14 +40,16 @@ def parse_args(argv=None):
     p.add_argument("--rows", type=int, default=240_000, help="rows in the list")
     p.add_argument("--workers", default="2", help="comma-separated probing worker counts to time the build with")
     p.add_argument("--ranks", type=int, default=8, help="processes that load the finished index at once")
-    p.add_argument("--clips", nargs="*", default=[], help="videos the rows link to (default: synthetic H.264)")
-    p.add_argument("--work-dir", default=None, help="where the links and the list go (default: a temporary folder)")
+    p.add_argument("--clips", type=common.home_path, nargs="*", default=[],
+                   help="videos the rows link to (default: synthetic H.264)")
+    p.add_argument("--work-dir", type=common.home_path, default=None,
+                   help="where the links and the list go (default: a temporary folder)")
     p.add_argument("--skip-build", action="store_true",
                    help="load the index already built in --work-dir (migrated first when it is of an older schema)")
     p.add_argument("--quick", action="store_true",
                    help="smoke size: 400 rows, workers 1,2, 2 ranks (--rows, --workers, --ranks given too win)")
-    p.add_argument("--json", default=None, help="write every figure here")
-    p.add_argument("--plot", default=None, help="PNG bar chart of the seconds")
+    p.add_argument("--json", type=common.home_path, default=None, help="write every figure here")
+    p.add_argument("--plot", type=common.home_path, default=None, help="PNG bar chart of the seconds")
     p.add_argument("--load-worker", nargs=3, metavar=("LIST", "ROOT", "GO_FILE"), help=common.argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:

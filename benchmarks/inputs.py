@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from benchmarks.common import InputError
+from benchmarks.common import InputError, home_path
 
 __all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args",
            "check_clip_length"]
@@ -134,8 +134,10 @@ def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250
     """The input options shared by the benchmarks (``frames_flag`` renames the clip-length option where the
     benchmark's own ``--frames`` means something else)."""
     g = p.add_argument_group("input (a file list, or synthetic clips)")
-    g.add_argument("--list", help="video list in the original format ('<relative path> <label>' per line)")
-    g.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
+    g.add_argument("--list", type=home_path,
+                   help="video list in the original format ('<relative path> <label>' per line)")
+    g.add_argument("--root", type=home_path,
+                   help="folder the list's paths are relative to (default: the list's folder)")
     g.add_argument("--synthetic", action="store_true", help="generate clips (default when --list is not given)")
     g.add_argument("--codec", default=None, type=codec_list,
                    help=f"synthetic codec: h264, vp9, or vp9,h264 for a list mixing both (default {codec})")
@@ -146,7 +148,8 @@ def add_input_args(p, codec: str = "h264", num_clips: int = 8, frames: int = 250
                    help="keyframe interval of synthetic clips (0: encoder default)")
     g.add_argument("--num-clips", type=_int_at_least(1), default=num_clips,
                    help="clips to generate / read from the list")
-    g.add_argument("--data-dir", default=None, help="where synthetic clips are written (reused when present)")
+    g.add_argument("--data-dir", type=home_path, default=None,
+                   help="where synthetic clips are written (reused when present)")
 
 
 def check_clip_length(parser, args, samples: int, why: str, frames_flag: str = "--frames") -> None:

@@ -250,8 +250,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small settings for a 2-core CPU (CI smoke test): 4 clips of 64 frames, B 4, test B 1, "
                         "1 warm-up, 2 batches, 3 repeats; sizes and counts given too win")
-    p.add_argument("--json", help="write results to this JSON file")
-    p.add_argument("--plot", help="write a PNG bar chart of clips/s")
+    p.add_argument("--json", type=common.home_path, help="write results to this JSON file")
+    p.add_argument("--plot", type=common.home_path, help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for our loader")
     args = p.parse_args(argv)
     cli.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)

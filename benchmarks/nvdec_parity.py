@@ -353,12 +353,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="DALI backend to check: mixed (NVDEC, a CUDA GPU) or cpu (DALI's CPU decoder, which takes "
                         "VP8/VP9/MJPEG only: clips in other codecs, e.g. H.264 or MPEG-4, are skipped, each named "
                         "with its codec on stderr and in the report's 'skipped'; they need --decoder mixed)")
-    p.add_argument("--real-dir", default=None, help="folder of real clips (*.mp4, *.avi, *.webm) to include (its "
-                                                    "H.264/MPEG-4 clips are compared with --decoder mixed only)")
-    p.add_argument("--clips", nargs="*", default=[], help="more clips to include")
-    p.add_argument("--tmp", default=None, help="where synthetic clips are written (default: a temporary folder)")
+    p.add_argument("--real-dir", type=common.home_path, default=None,
+                   help="folder of real clips (*.mp4, *.avi, *.webm) to include (its H.264/MPEG-4 clips are compared "
+                        "with --decoder mixed only)")
+    p.add_argument("--clips", type=common.home_path, nargs="*", default=[], help="more clips to include")
+    p.add_argument("--tmp", type=common.home_path, default=None,
+                   help="where synthetic clips are written (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="small synthetic clips only (with --decoder cpu: VP9)")
-    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--json", type=common.home_path, help="write the results to this JSON file")
     args = p.parse_args(argv)
     if args.decoder == "mixed" and not hardware.cuda_available():  # else DALI's CUDA assertion for every clip
         p.error("--decoder mixed (the default) checks NVDEC and needs a CUDA GPU, and none is usable here; "

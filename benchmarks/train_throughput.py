@@ -213,8 +213,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="tiny model and clips (CI smoke test): eva-tiny/16, T 4, size 64, B 2, 3 steps, 3 repeats; "
                         "sizes and counts given too win")
-    p.add_argument("--json", help="write results to this JSON file")
-    p.add_argument("--plot", help="write a PNG bar chart of clips/s")
+    p.add_argument("--json", type=common.home_path, help="write results to this JSON file")
+    p.add_argument("--plot", type=common.home_path, help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
     # Through --opts these were ignored (TRAIN.PRECISION, TRAIN.COMPILE, TRAIN.ACCUMULATION_STEPS) or applied under

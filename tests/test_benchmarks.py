@@ -1186,6 +1186,43 @@ def test_a_work_folder_naming_a_file_is_refused_before_anything_is_measured(tmp_
     assert os.listdir(tmp_path) == ["taken"] and taken.read_text() == "a file\n"
 
 
+@pytest.mark.parametrize("module, args, expected", [
+    ("decode_throughput", ["--quick", "--json=~/r/d.json", "--plot=~/r/d.png", "--list=~/v/list.txt", "--root=~/v",
+                           "--data-dir=~/clips"],
+     {"json": "r/d.json", "plot": "r/d.png", "list": "v/list.txt", "root": "v", "data_dir": "clips"}),
+    ("loader_throughput", ["--quick", "--json=~/l.json", "--plot=~/l.png"], {"json": "l.json", "plot": "l.png"}),
+    ("eval_throughput", ["--quick", "--json=~/e.json", "--plot=~/e.png"], {"json": "e.json", "plot": "e.png"}),
+    ("train_throughput", ["--quick", "--json=~/t.json", "--plot=~/t.png"], {"json": "t.json", "plot": "t.png"}),
+    ("augment_throughput", ["--quick", "--json=~/a.json"], {"json": "a.json"}),
+    ("index_throughput", ["--work-dir=~/w", "--json=~/i.json", "--plot=~/i.png"],
+     {"work_dir": "w", "json": "i.json", "plot": "i.png"}),
+])
+def test_a_leading_tilde_in_a_benchmarks_path_flag_is_the_home_folder(module, args, expected, monkeypatch):
+    """The shell expands no ~ after '=' (--json=~/r.json) or in quotes: the benchmarks wrote their results into a
+    folder named ~ in the working folder (and looked for a --list there), where the project's tools read the home
+    folder."""
+    import importlib
+
+    monkeypatch.setenv("HOME", "/home/someone")
+    parsed = importlib.import_module(f"benchmarks.{module}").parse_args(args)
+    assert {k: getattr(parsed, k) for k in expected} == {k: f"/home/someone/{v}" for k, v in expected.items()}
+
+
+def test_a_leading_tilde_in_the_clip_flags_is_the_home_folder(monkeypatch, tmp_path):
+    """--clips of index_throughput and nvdec_parity, and nvdec_parity's --real-dir, --tmp and --json."""
+    from benchmarks import index_throughput, nvdec_parity
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert index_throughput.parse_args(["--clips", "~/a.mp4", "~/b.mp4"]).clips == [f"{tmp_path}/a.mp4",
+                                                                                   f"{tmp_path}/b.mp4"]
+    seen = {}
+    monkeypatch.setattr(nvdec_parity, "compare", lambda args, tmp: seen.update(vars(args), given_tmp=tmp) or 0)
+    assert nvdec_parity.main(["--decoder", "cpu", "--clips", "~/c.mp4", "--real-dir=~/real", "--tmp=~/t",
+                              "--json=~/p.json"]) == 0
+    assert (seen["clips"], seen["real_dir"], seen["given_tmp"], seen["json"]) == (
+        [f"{tmp_path}/c.mp4"], f"{tmp_path}/real", f"{tmp_path}/t", f"{tmp_path}/p.json")
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

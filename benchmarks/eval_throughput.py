@@ -54,6 +54,9 @@ def view_items(clips, t: int, num_clip: int, num_crop: int, per_view: bool) -> l
 
 
 def pick_decoder(codecs: set[str], requested: str) -> str:
+    if requested == "dali_cpu" and not codecs <= set(dt.DALI_CPU_CODECS):  # else DALI's traceback, after the clips
+        raise common.InputError(f"--decoder dali_cpu: DALI's CPU decoder takes only {'/'.join(dt.DALI_CPU_CODECS)} "
+                                f"and the clips are {'/'.join(sorted(codecs))}; give --decoder pyav_np (or auto)")
     if requested != "auto":
         return requested
     if hardware.cuda_available():
@@ -241,6 +244,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                input_size=112, batch=1, warmup=1, batches=2, repeats=3, min_videos=16, width=160,
                                height=120)
     inputs.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames of each view")
+    if args.decoder == "dali_mixed" and not cuda:  # else DALI's CUDA assertion, after the clips were made
+        p.error("--decoder dali_mixed decodes with NVDEC and needs a CUDA GPU, and none is usable here; --decoder "
+                "auto picks DALI's CPU decoder or PyAV")
     if not args.skip_model:
         cli.check_arch(p, args.arch, args.input_size)
     return args

@@ -1223,6 +1223,27 @@ def test_a_leading_tilde_in_the_clip_flags_is_the_home_folder(monkeypatch, tmp_p
         [f"{tmp_path}/c.mp4"], f"{tmp_path}/real", f"{tmp_path}/t", f"{tmp_path}/p.json")
 
 
+def test_an_eval_decoder_that_cannot_decode_here_is_one_line_before_anything_is_measured(h264_clip, monkeypatch,
+                                                                                           capsys):
+    """eval_throughput --decoder dali_mixed without a GPU made its clips, then ended in DALI's CUDA assertion; and
+    --decoder dali_cpu on H.264 clips in DALI's "Failed to create video decoder" traceback. Now each is one line
+    naming the flag, exit code 2: the first before any clip is made, the second once the clips' codecs are known."""
+    from benchmarks import decode_throughput, eval_throughput, hardware
+
+    monkeypatch.setattr(hardware, "cuda_available", lambda: False)
+    monkeypatch.setattr(inputs, "make_synthetic_clips", lambda *a, **k: pytest.fail("clips made"))
+    with pytest.raises(SystemExit) as e:
+        eval_throughput.main(["--quick", "--skip-model", "--decoder", "dali_mixed"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert ".py: --decoder dali_mixed decodes with NVDEC and needs a CUDA GPU, and none is usable here" in err
+    listed = Path(h264_clip[0]).parent / "list.txt"
+    monkeypatch.setattr(decode_throughput, "measure", lambda *a, **k: pytest.fail("measured"))
+    assert eval_throughput.main(["--quick", "--skip-model", "--decoder", "dali_cpu", "--list", str(listed)]) == 2
+    assert capsys.readouterr().err == ("error: --decoder dali_cpu: DALI's CPU decoder takes only vp8/vp9/mjpeg and "
+                                       "the clips are h264; give --decoder pyav_np (or auto)\n")
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

@@ -264,6 +264,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         cli.set_quick_defaults(p, argv, args, num_clips=4, frames=64, batch=4, test_batch=1, warmup=1, batches=2,
                                repeats=3)
     inputs.check_clip_length(p, args, args.num_frames, f"--num-frames {args.num_frames}: the frames sampled from each")
+    if (args.decode_device == "gpu" and not hardware.cuda_available()
+            and any(name.strip() in DALI_VARIANTS for name in args.loaders.split(","))):
+        # else the clips were made first, then the loader's config refused DATA.DECODE_DEVICE, a key not typed
+        p.error("--decode-device gpu decodes with NVDEC and needs a CUDA GPU, and none is usable here; give "
+                "--decode-device auto or cpu")
     return args
 
 

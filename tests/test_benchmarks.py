@@ -1244,6 +1244,22 @@ def test_an_eval_decoder_that_cannot_decode_here_is_one_line_before_anything_is_
                                        "the clips are h264; give --decoder pyav_np (or auto)\n")
 
 
+def test_loader_decode_device_gpu_without_one_is_one_line_naming_the_flag(monkeypatch, capsys):
+    """loader_throughput --decode-device gpu on a machine without CUDA made its clips, then stopped on
+    "DATA.DECODE_DEVICE is 'gpu' but CUDA is not available", a key the command line never named; the baselines alone
+    do not use it."""
+    from benchmarks import hardware, loader_throughput
+
+    monkeypatch.setattr(hardware, "cuda_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        loader_throughput.parse_args(["--quick", "--decode-device", "gpu", "--loaders", "pyav,dali-pyav"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert ".py: --decode-device gpu decodes with NVDEC and needs a CUDA GPU, and none is usable here; give " \
+           "--decode-device auto or cpu (see --help)" in err
+    assert loader_throughput.parse_args(["--quick", "--decode-device", "gpu", "--loaders", "pyav"]).loaders == "pyav"
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

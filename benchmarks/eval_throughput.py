@@ -261,6 +261,8 @@ def run_benchmark(args) -> dict:
         # fewer threads than cores can then be several times faster.
         torch.set_num_threads(args.torch_threads)
     clips, input_desc = inputs.read_list_or_synthetic(args)
+    if not args.skip_model:  # before the decode comparison, not after it
+        inputs.check_labels(args, clips, args.num_classes)
     results = decode_comparison(args, clips)
     if not args.skip_model:
         results += end_to_end(args, clips)

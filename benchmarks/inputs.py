@@ -11,7 +11,7 @@ import numpy as np
 from benchmarks.common import InputError, home_path
 
 __all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args",
-           "check_clip_length"]
+           "check_clip_length", "check_labels"]
 
 
 def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -162,3 +162,17 @@ def check_clip_length(parser, args, samples: int, why: str, frames_flag: str = "
         return
     parser.error(f"{frames_flag} {frames}: a synthetic clip must hold at least {need} frames ({why}); give "
                  f"{frames_flag} {need} or more")
+
+
+def check_labels(args, clips: list[tuple[str, int, int]], num_classes: int) -> None:
+    """An :class:`InputError` naming ``--list`` (or the synthetic clips) and ``--num-classes`` when a clip's label is
+    not below ``num_classes``: our loader refused it once the clips were read (and, in eval_throughput, the decode
+    comparison measured), naming the benchmark's own repeated list and DATA.NUM_CLASSES, neither of them typed (a
+    Kinetics-700 list with the default --num-classes 400)."""
+    label, path = max((clip[1], clip[0]) for clip in clips)
+    if label < num_classes:
+        return
+    where = (f"--list {args.list}: video {path!r} has label {label}" if getattr(args, "list", None)
+             else f"the synthetic clips are labelled 0 to {label}")
+    raise InputError(f"{where}, outside [0, {num_classes}) of --num-classes {num_classes}; give --num-classes "
+                     f"{label + 1} or more")

@@ -260,6 +260,7 @@ def build_train_loader(args, configs: int = 1):
     clip_args = argparse.Namespace(**vars(args))
     clip_args.frames = args.clip_frames
     clips, desc = inputs.read_list_or_synthetic(clip_args)
+    inputs.check_labels(args, clips, args.num_classes)
     # An epoch ending inside a timed measurement would count the graphs' refill as data wait.
     rows = max((configs * (args.warmup + args.steps * args.repeats) + 4) * args.batch, len(clips))
     list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")

@@ -1260,6 +1260,32 @@ def test_loader_decode_device_gpu_without_one_is_one_line_naming_the_flag(monkey
     assert loader_throughput.parse_args(["--quick", "--decode-device", "gpu", "--loaders", "pyav"]).loaders == "pyav"
 
 
+def test_labels_beyond_num_classes_are_one_line_naming_the_list_and_the_flag(vp9_clips, tmp_path, monkeypatch,
+                                                                             capsys):
+    """A Kinetics-700 list with the default --num-classes 400 made our loader stop on "<the benchmark's own
+    repeated list>:1: label 650 is outside [0, 400) as DATA.NUM_CLASSES is 400", naming neither the --list typed nor
+    the flag (and eval_throughput said so only after its decode comparison): now one line naming both, exit code 2,
+    before any loader is built or anything measured."""
+    from benchmarks import eval_throughput, loader_throughput, train_throughput
+
+    listed = tmp_path / "k700.txt"
+    listed.write_text("".join(f"{os.path.basename(path)} {650 + i}\n" for i, (path, _, _) in enumerate(vp9_clips)))
+    root = os.path.dirname(vp9_clips[0][0])
+    monkeypatch.setattr(loader_throughput, "build_dali", lambda *a, **k: pytest.fail("loader built"))
+    monkeypatch.setattr(eval_throughput, "decode_comparison", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(train_throughput, "run_config", lambda *a, **k: pytest.fail("measured"))
+    line = (f"error: --list {listed}: video {vp9_clips[1][0]!r} has label 651, outside [0, 400) of --num-classes 400; "
+            "give --num-classes 652 or more\n")
+    for module, extra in ((loader_throughput, ["--loaders", "pyav,dali"]), (eval_throughput, []),
+                          (train_throughput, ["--with-loader", "--no-measure-peak"])):
+        assert module.main(["--quick", "--list", str(listed), "--root", root, *extra]) == 2, module.__name__
+        assert capsys.readouterr().err == line, module.__name__
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda *a: ([("clip.webm", 3, 64)], {"input": "synthetic"}))
+    assert eval_throughput.main(["--quick", "--num-classes", "2"]) == 2
+    assert capsys.readouterr().err == ("error: the synthetic clips are labelled 0 to 3, outside [0, 2) of "
+                                       "--num-classes 2; give --num-classes 4 or more\n")
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

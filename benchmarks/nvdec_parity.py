@@ -354,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                         "VP8/VP9/MJPEG only: clips in other codecs, e.g. H.264 or MPEG-4, are skipped, each named "
                         "with its codec on stderr and in the report's 'skipped'; they need --decoder mixed)")
     p.add_argument("--real-dir", type=common.home_path, default=None,
-                   help="folder of real clips (*.mp4, *.avi, *.webm) to include (its H.264/MPEG-4 clips are compared "
-                        "with --decoder mixed only)")
+                   help="folder of real clips (*.mp4, *.mov, *.avi, *.webm, *.mkv, any case) to include (its "
+                        "H.264/MPEG-4 clips are compared with --decoder mixed only)")
     p.add_argument("--clips", type=common.home_path, nargs="*", default=[], help="more clips to include")
     p.add_argument("--tmp", type=common.home_path, default=None,
                    help="where synthetic clips are written (default: a temporary folder)")
@@ -401,10 +401,13 @@ def _real_clips(args, failures: list[dict]) -> list[str]:
     """The video files of ``--real-dir`` (none without it). Missing reference clips fail the run (exit 1, a row of
     ``failures``) without stopping it: on a short visit to a GPU machine the synthetic clips and the seek probe are
     still worth measuring."""
+    from tools.kinetics.video_names import is_video_file  # also .MP4 and .mov; no macOS ._ file
+
     if not args.real_dir:
         return []
     real = (sorted(os.path.join(args.real_dir, f) for f in os.listdir(args.real_dir)
-                   if f.endswith((".mp4", ".avi", ".webm", ".mkv"))) if os.path.isdir(args.real_dir) else None)
+                   if is_video_file(f) and os.path.isfile(os.path.join(args.real_dir, f)))
+            if os.path.isdir(args.real_dir) else None)
     if not real:
         why = ("no such folder (the reference clips: EVA_SHARED_DIR/data/real)" if real is None
                else "no video files there")

@@ -1496,6 +1496,21 @@ def test_parity_report_holds_the_seek_verdict_before_the_numbering_rows_run(tmp_
     assert final["complete"] is True and final["numbering"] and final["seek_probe"] == seen["seek_probe"]
 
 
+def test_parity_real_dir_takes_videos_of_any_case_and_no_macos_companion_files(tmp_path):
+    """A camera's or phone's clips (CLIP.MP4, .mov) were left out of --real-dir, a folder of only those was "no video
+    files there", and the ._ files macOS leaves beside copied clips were compared, each a failure (exit code 1)."""
+    import argparse
+
+    from benchmarks import nvdec_parity
+
+    for name in ("A.MP4", "b.mov", "c.webm", "._c.webm", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.mp4").mkdir()
+    failures: list = []
+    real = nvdec_parity._real_clips(argparse.Namespace(real_dir=str(tmp_path)), failures)
+    assert real == [str(tmp_path / n) for n in ("A.MP4", "b.mov", "c.webm")] and failures == []
+
+
 def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):
     """Without CUDA the default (NVDEC) run printed DALI's multi-sentence CUDA assertion once per clip, exit 1."""
     from benchmarks import hardware, nvdec_parity

@@ -196,6 +196,23 @@ def test_a_relative_out_is_the_callers_folder(tmp_path):
     assert "results in results/bench/: bench.log" in _dry_run("bench").stdout  # the default: the repository's
 
 
+def test_folders_with_spaces_reach_each_stage_as_one_argument(tmp_path):
+    """`--out "my results"` (or an EVA_TMP with a space) was pasted unquoted into the stages' commands: the benchmark
+    got `--json .../my` and a stray `results/bench/...json`, refused them, and every stage failed."""
+    argv_file = tmp_path / "argv.txt"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/bash\nprintf '%s\\n' \"$@\" >> '{argv_file}'\nexit 1\n")
+    fake_python.chmod(0o755)
+    out, tmp = tmp_path / "my results", tmp_path / "my tmp"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake_python), "EVA_TMP": str(tmp)}
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(out), "bench"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1 and (out / "bench" / "bench.log").is_file(), done.stdout + done.stderr
+    argv = argv_file.read_text().splitlines()
+    assert f"{out}/bench/decode_sweep.json" in argv and f"{out}/bench/train_step.json" in argv, argv
+    assert f"{tmp}/clips_b" in argv, argv
+
+
 def test_help_shows_the_whole_header():
     """--help printed the header's lines but its last, where the reference clips are read from."""
     done = subprocess.run(["bash", str(SUITE), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -31,6 +31,7 @@ from benchmarks import cli, common, hardware, inputs, reporting, stats
 from dali_pipelines.filelist import read_video_list
 from dali_pipelines.index import build_index, index_paths
 from dali_pipelines.index_store import load_cache
+from evautil.files import not_a_file
 
 _LINKS_PER_DIR = 1000  # Kinetics-like layout: class folders of a few hundred to a thousand videos
 
@@ -222,8 +223,9 @@ def run_benchmark(args) -> dict:
         if args.clips:
             clips = [os.path.abspath(c) for c in args.clips]
             missing = [c for c in clips if not os.path.isfile(c)]
-            if missing:
-                raise common.InputError(f"--clips: no such file: {', '.join(missing)}")
+            if missing:  # a folder (a folder of clips given for the clips) is said to be one, not missing
+                raise common.InputError("--clips: " + "; ".join(f"{c} {not_a_file(c)}" for c in missing)
+                                        + "; give video files")
             desc = {"input": "clips", "clips": [os.path.basename(c) for c in clips]}
         else:
             made = inputs.make_synthetic_clips(os.path.join(work_dir, "clips"), 2, codec="h264", size=(96, 64),

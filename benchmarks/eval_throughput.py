@@ -131,7 +131,7 @@ def end_to_end(args, clips) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     b = args.batch
     rows = max((args.warmup + args.batches * args.repeats + 4) * b, len(clips))
-    list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
+    list_dir = args.data_dir or inputs.scratch_folder("eva_bench_lists")
     list_path, root = write_repeated_list(clips, rows, list_dir)
     cfg = eval_cfg(args, list_path, root)
     model = build_model(cfg, device=device).eval()

@@ -11,7 +11,7 @@ import numpy as np
 from benchmarks.common import InputError, home_path
 
 __all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args",
-           "check_clip_length", "check_labels"]
+           "check_clip_length", "check_labels", "scratch_folder"]
 
 
 def _textured_frames(num_frames: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -74,6 +74,13 @@ def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size
     return clips
 
 
+def scratch_folder(name: str) -> str:
+    """``$TMPDIR/<name>-<uid>`` (default /tmp): a benchmark's default folder for its synthetic clips or its lists,
+    one per user. A folder of one name for all was made by the first user of a shared machine, and the next one's
+    run, unable to write in it, ended in a PermissionError traceback once it wrote its clips or lists."""
+    return os.path.join(os.environ.get("TMPDIR", "/tmp"), f"{name}-{os.getuid()}")
+
+
 def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tuple[str, int, int]], dict]:
     """Clips for a benchmark from the common CLI options: ``--list``/``--root`` (real data) or ``--synthetic``
     (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
@@ -94,8 +101,7 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
         desc = {"input": "list", "list": args.list, "num_clips": len(clips)}
         return clips, desc
     codec = args.codec or default_codec
-    data_dir = args.data_dir or os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), "eva_bench_clips")
+    data_dir = args.data_dir or scratch_folder("eva_bench_clips")
     # A comma-separated codec list makes a mixed list: NUM_CLIPS clips shared out over the codecs, interleaved.
     codecs = codec.split(",")
     per_codec = -(-args.num_clips // len(codecs))

@@ -351,7 +351,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     clips, input_desc = inputs.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
     if any(name in DALI_VARIANTS for name in loaders):  # the baselines do not check the labels
         inputs.check_labels(args, clips, args.num_classes)
-    list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
+    list_dir = args.data_dir or inputs.scratch_folder("eva_bench_lists")
     results, notes = [], []
     for mode in modes:
         _run_mode(args, mode, loaders, clips, list_dir, results, notes)

@@ -263,7 +263,7 @@ def build_train_loader(args, configs: int = 1):
     inputs.check_labels(args, clips, args.num_classes)
     # An epoch ending inside a timed measurement would count the graphs' refill as data wait.
     rows = max((configs * (args.warmup + args.steps * args.repeats) + 4) * args.batch, len(clips))
-    list_dir = args.data_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"), "eva_bench_lists")
+    list_dir = args.data_dir or inputs.scratch_folder("eva_bench_lists")
     list_path, root = write_repeated_list(clips, rows, list_dir)
     cfg = make_cfg(args, args.attns[0], False, list_path, root)
     return build_loader(cfg, "train"), desc

@@ -1289,6 +1289,35 @@ def test_labels_beyond_num_classes_are_one_line_naming_the_list_and_the_flag(vp9
                                        "--num-classes 2; give --num-classes 4 or more\n")
 
 
+def test_default_clip_and_list_folders_are_the_users_own(tmp_path, monkeypatch):
+    """Without --data-dir, every user's synthetic clips and lists went to one $TMPDIR/eva_bench_clips and
+    eva_bench_lists: made by the first user of a shared machine, not writable by the next, whose run ended in a
+    PermissionError traceback. Each user now has folders of their own (named with the uid)."""
+    import argparse
+
+    from benchmarks import loader_throughput
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    made = []
+    monkeypatch.setattr(inputs, "make_synthetic_clips",
+                        lambda out_dir, *a, **k: made.append(out_dir) or [(os.path.join(out_dir, "c.webm"), 0, 64)])
+    args = argparse.Namespace(list=None, codec="vp9", data_dir=None, num_clips=1, width=64, height=48, frames=64,
+                              gop=16)
+    inputs.read_list_or_synthetic(args)
+    assert made == [str(tmp_path / f"eva_bench_clips-{os.getuid()}" / "vp9")]
+
+    class Listed(Exception):
+        pass
+
+    def write_repeated_list(clips, rows, out_dir):
+        raise Listed(out_dir)
+
+    monkeypatch.setattr(loader_throughput, "write_repeated_list", write_repeated_list)
+    with pytest.raises(Listed) as e:
+        loader_throughput.run_benchmark(loader_throughput.parse_args(["--quick", "--loaders", "pyav"]))
+    assert str(e.value) == str(tmp_path / f"eva_bench_lists-{os.getuid()}")
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

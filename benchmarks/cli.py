@@ -151,8 +151,9 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and
     ``--plot`` (``plot_key``'s median with min..max bars for every row that ran), and check the figures.
 
-    Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number or a baseline the
-    options named could not be measured (its package is not installed: a row with ``missing_package``), 2 for bad
+    Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number, a baseline the
+    options named could not be measured (its package is not installed: a row with ``missing_package``) or no row
+    ran at all (each skipped: no GPU for NVDEC, a codec the decoder does not take, out of memory), 2 for bad
     input (a bad --list, option value or video: printed as one line), 4 when a stop signal ended it
     (:func:`until_stopped`). ``plot_title`` may be a function of the payload.
     """
@@ -187,5 +188,9 @@ def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: s
     if missing:  # a comparison without its baseline must not pass as measured (e.g. a suite stage's exit code)
         print(f"error: not measured: {', '.join(missing)} (not installed), which the options name; install it or "
               "leave it out of the options", file=sys.stderr)
+        return 1
+    if not ran:  # e.g. --decoders dali_mixed without a GPU: a table of skips passed as a measurement (exit code 0)
+        print("error: nothing was measured: every row the options name was skipped, for the reason the table gives"
+              + (f"; --plot {args.plot} was not drawn" if args.plot else ""), file=sys.stderr)
         return 1
     return 0

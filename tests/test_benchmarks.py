@@ -452,6 +452,25 @@ def test_a_baseline_named_but_not_installed_fails_the_benchmark(tmp_path, data_d
     assert "pyav_1t/tsn" in out and "error: not measured: decord" in err  # the rest was measured and reported
 
 
+def test_a_run_whose_every_row_was_skipped_fails(tmp_path, data_dir, monkeypatch, capsys):
+    """--decoders dali_mixed on a machine without a GPU printed a table of skips and exited 0, as a measurement
+    (and its --plot was silently not drawn): now its JSON and table still come, with one error line and exit 1."""
+    from benchmarks import decode_throughput, hardware
+
+    monkeypatch.setattr(hardware, "cuda_available", lambda: False)
+    out = tmp_path / "d.json"
+    assert decode_throughput.main(["--quick", "--data-dir", str(data_dir / "smoke"), "--num-clips", "1", "--frames",
+                                   "32", "--decoders", "dali_mixed", "--modes", "tsn", "--json", str(out),
+                                   "--plot", str(tmp_path / "d.png")]) == 1
+    printed, err = capsys.readouterr()
+    assert "| dali_mixed/tsn | skipped | no CUDA GPU on this machine" in printed
+    assert err.endswith("error: nothing was measured: every row the options name was skipped, for the reason the "
+                        f"table gives; --plot {tmp_path / 'd.png'} was not drawn\n")
+    assert [r["skipped"] for r in json.loads(out.read_text())["results"]] == [
+        "no CUDA GPU on this machine (NVDEC decoder skipped)"]
+    assert sorted(os.listdir(tmp_path)) == ["d.json"]
+
+
 def test_each_loader_row_has_its_own_gpu_memory_peak(monkeypatch):
     """Measured in turns, each loader's torch peak is its own: one reading after all rounds gave the baselines (CPU
     loaders) our loader's GPU peak."""

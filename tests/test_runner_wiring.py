@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 
 import torch
 import torch.distributed as dist
@@ -14,6 +13,7 @@ import torch.multiprocessing as mp
 from configs import load_config
 from engine import start_weights
 from engine.metrics import MetricLogger
+from tests.gloo_ranks import gloo_rank
 
 DEMO = "configs/demo.yaml"
 
@@ -78,8 +78,7 @@ def _only_test_with_rank_1_signalled(rank: int, world: int, init_file: str, out_
     from engine.distributed import DistContext
     from engine.runner import Run, only_test
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_rank(init_file, rank, world):
         cfg = load_config(DEMO, ["OUTPUT", out_dir, "LOG.TENSORBOARD", "False", "DATA.NUM_CLASSES", "2",
                                  "DATA.LABEL_LIST", "", "TRAIN.PRECISION", "fp32"])
         ctx = DistContext(rank=rank, world_size=world)
@@ -92,11 +91,6 @@ def _only_test_with_rank_1_signalled(rank: int, world: int, init_file: str, out_
                       weights_file="w.pth"), cfg)
         metrics.close()
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # as test_distributed's ranks leave: without the gloo threads' destructors
 
 
 def test_only_test_says_a_stop_that_reached_another_rank_in_the_last_batch(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from types import SimpleNamespace
 
 import torch
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 from engine.distributed import DistContext
 from engine.evaluate import EvaluationStopped, evaluate
 from engine.test_progress import EVALUATION_PROGRESS_FILE, PROGRESS_FILE, FinalTestProgress, interrupted_test
+from tests.gloo_ranks import gloo_rank
 from tests.test_distributed import _manager
 
 
@@ -48,8 +48,7 @@ def _progress(output_dir: str, ctx: DistContext, warned: list[str]) -> FinalTest
 
 
 def _stop_on_rank_1(rank: int, world: int, init_file: str, output_dir: str, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_rank(init_file, rank, world):
         ctx, warned = DistContext(rank=rank, world_size=world), []
         model, done = _Flat(), []
         try:  # rank 1 alone is signalled, after its first batch: rank 0 scores all of its share
@@ -68,11 +67,6 @@ def _stop_on_rank_1(rank: int, world: int, init_file: str, output_dir: str, out:
             **full, **{k: rerun[k] for k in ("time_s", "videos_per_sec", "startup_s", "kept")}},
             "kept": rerun["kept"], "num_videos": rerun["num_videos"]}
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # as test_distributed's ranks leave: without the gloo threads' destructors
 
 
 def test_a_stop_on_one_rank_keeps_every_ranks_videos_and_the_rerun_forwards_only_the_rest(tmp_path):

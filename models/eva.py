@@ -13,7 +13,8 @@ Differences from the original, all of which leave the fp32 numbers unchanged:
 - the ``math`` path really computes the attention logits in fp32 under autocast (the original's ``q.float()``
   intent was undone by apex O1, SPEC.md section 6);
 - gradient checkpointing is the non-reentrant form, which works with autocast and unused-input cases;
-- bad input shapes raise ``ValueError`` instead of ``AssertionError``.
+- bad input shapes raise ``ValueError`` instead of ``AssertionError``, as do inputs that are not a float tensor
+  of the parameters' dtype (autocast aside), which would otherwise fail inside conv3d with a type mismatch.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["EVAVideoTransformer", "LayerNormFP32", "PatchEmbed3D", "Attention", "Mlp", "Block"]
 
 AttnImpl = Literal["sdpa", "math"]
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type`` (False for a type autocast does not know, e.g. meta)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
 
 
 class LayerNormFP32(nn.Module):
@@ -358,9 +367,19 @@ class EVAVideoTransformer(nn.Module):
     # ---------------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.num_frames, self.in_chans, self.img_size, self.img_size)
+        want = f"(B, T, C, H, W) = (B, {', '.join(map(str, expected))})"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"EVAVideoTransformer expects a torch.Tensor clip of shape {want}, got a "
+                             f"{type(x).__name__}; convert it with torch.as_tensor")
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"EVAVideoTransformer expects a float clip of shape (B, T, C, H, W) = "
-                             f"(B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+            raise ValueError(f"EVAVideoTransformer expects a float clip of shape {want}, got {tuple(x.shape)}")
+        weight = self.patch_embed.proj.weight
+        if not x.is_floating_point():  # raw pixels: conv3d would only say that the input and bias types differ
+            raise ValueError(f"EVAVideoTransformer expects a float clip, mean/std normalised, got {x.dtype}; "
+                             f"convert it to {weight.dtype} and normalise it (dali_pipelines.augment.MEAN / STD)")
+        if x.dtype != weight.dtype and not _autocast_on(x.device.type):  # autocast casts both itself
+            raise ValueError(f"EVAVideoTransformer's parameters are {weight.dtype} but the clip is {x.dtype}; "
+                             f"pass x.to({weight.dtype}), or run the model under torch.autocast")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) normalised clip -> final token features (B, 1+N, D), cls token first."""

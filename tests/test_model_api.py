@@ -67,3 +67,29 @@ def test_timm_layer_decay_with_group_matcher_equals_ours(mean_pooling):
     assert scales["head.weight"] == 1.0 and scales["pos_embed"] == pytest.approx(0.75 ** 4)
     coarse = model.group_matcher(coarse=True)
     assert coarse["blocks"] == r"^blocks\.(\d+)"
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_integer_clip_is_refused_naming_its_dtype(dtype):
+    model = _tiny().eval()
+    pixels = torch.randint(0, 255, (1, 2, 3, 16, 16)).to(dtype)  # raw frames, not normalised
+    with pytest.raises(ValueError, match=rf"expects a float clip, mean/std normalised, got {dtype}; convert"):
+        model(pixels)
+
+
+def test_clip_of_another_float_dtype_is_refused_unless_autocast():
+    model = _tiny().eval()
+    x = torch.randn(1, 2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"parameters are torch.float32 but the clip is torch.float64; "
+                                         r"pass x.to\(torch.float32\)"):
+        model(x.double())
+    with pytest.raises(ValueError, match="parameters are torch.bfloat16 but the clip is torch.float32"):
+        _tiny().eval().to(torch.bfloat16)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts the clip itself: accepted
+        assert model(x.bfloat16()).shape == (1, 5)
+    torch.testing.assert_close(model(x.double().float()), model(x))  # the advised cast gives the fp32 result
+
+
+def test_clip_that_is_not_a_tensor_is_refused():
+    with pytest.raises(ValueError, match="expects a torch.Tensor clip of shape .* got a ndarray; convert it"):
+        _tiny().eval()(torch.randn(1, 2, 3, 16, 16).numpy())

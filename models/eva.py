@@ -372,7 +372,8 @@ class EVAVideoTransformer(nn.Module):
             raise ValueError(f"EVAVideoTransformer expects a torch.Tensor clip of shape {want}, got a "
                              f"{type(x).__name__}; convert it with torch.as_tensor")
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"EVAVideoTransformer expects a float clip of shape {want}, got {tuple(x.shape)}")
+            raise ValueError(f"EVAVideoTransformer expects a float clip of shape {want}, got {tuple(x.shape)}"
+                             + self._layout_hint(tuple(x.shape)))
         weight = self.patch_embed.proj.weight
         if not x.is_floating_point():  # raw pixels: conv3d would only say that the input and bias types differ
             raise ValueError(f"EVAVideoTransformer expects a float clip, mean/std normalised, got {x.dtype}; "
@@ -380,6 +381,15 @@ class EVAVideoTransformer(nn.Module):
         if x.dtype != weight.dtype and not _autocast_on(x.device.type):  # autocast casts both itself
             raise ValueError(f"EVAVideoTransformer's parameters are {weight.dtype} but the clip is {x.dtype}; "
                              f"pass x.to({weight.dtype}), or run the model under torch.autocast")
+
+    def _layout_hint(self, shape: tuple[int, ...]) -> str:
+        """What to do with a clip of the right sizes in another layout (the two mistakes a caller makes most)."""
+        t, c, size = self.num_frames, self.in_chans, self.img_size
+        if shape == (t, c, size, size):
+            return "; if that is one clip, (T, C, H, W), pass x.unsqueeze(0)"  # or a batch of images: no advice
+        if len(shape) == 5 and shape[1:] == (c, t, size, size):
+            return "; that looks like the (B, C, T, H, W) layout: pass x.transpose(1, 2)"
+        return ""
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) normalised clip -> final token features (B, 1+N, D), cls token first."""

@@ -93,3 +93,18 @@ def test_clip_of_another_float_dtype_is_refused_unless_autocast():
 def test_clip_that_is_not_a_tensor_is_refused():
     with pytest.raises(ValueError, match="expects a torch.Tensor clip of shape .* got a ndarray; convert it"):
         _tiny().eval()(torch.randn(1, 2, 3, 16, 16).numpy())
+
+
+def test_clip_in_another_layout_says_how_to_fix_it():
+    model = _tiny(num_frames=4, tubelet_size=2).eval()
+    x = torch.randn(2, 4, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"= \(B, 4, 3, 16, 16\), got \(2, 3, 4, 16, 16\); that looks like the "
+                                         r"\(B, C, T, H, W\) layout: pass x.transpose\(1, 2\)$"):
+        model(x.transpose(1, 2))
+    with pytest.raises(ValueError, match=r"got \(4, 3, 16, 16\); if that is one clip, \(T, C, H, W\), pass "
+                                         r"x.unsqueeze\(0\)$"):
+        model(x[0])
+    with pytest.raises(ValueError, match=r"got \(2, 4, 3, 32, 32\)$"):  # other sizes: no layout advice
+        model(torch.randn(2, 4, 3, 32, 32))
+    torch.testing.assert_close(model(x.transpose(1, 2).transpose(1, 2)), model(x))  # the advice gives the output
+    torch.testing.assert_close(model(x[0].unsqueeze(0)), model(x[:1]))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import Literal
 
 import torch
@@ -48,6 +49,14 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except RuntimeError:
         return False
+
+
+def _count(name: str, value: object, least: int) -> int:
+    """``value`` as an int of at least ``least``; ValueError naming ``name`` otherwise (a float or a bool too)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        no_head = " (0: no head, the model returns the pooled features)" if name == "num_classes" else ""
+        raise ValueError(f"{name} must be an integer of at least {least}{no_head}, got {value!r}")
+    return int(value)
 
 
 class LayerNormFP32(nn.Module):
@@ -233,6 +242,12 @@ class EVAVideoTransformer(nn.Module):
                  attn_impl: AttnImpl = "sdpa", stop_grad_conv1: bool = False,
                  mlp_hidden_dim: int | None = None) -> None:
         super().__init__()
+        sizes = dict(img_size=img_size, num_frames=num_frames, patch_size=patch_size, tubelet_size=tubelet_size,
+                     in_chans=in_chans, embed_dim=embed_dim, num_heads=num_heads, depth=depth)
+        # a 0 would end in a ZeroDivisionError, a negative class count in a silent Identity head
+        img_size, num_frames, patch_size, tubelet_size, in_chans, embed_dim, num_heads, depth = (
+            _count(name, value, 0 if name == "depth" else 1) for name, value in sizes.items())
+        num_classes = _count("num_classes", num_classes, 0)
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
         if num_frames % tubelet_size:
@@ -354,7 +369,7 @@ class EVAVideoTransformer(nn.Module):
             if global_pool != current:
                 raise ValueError(f"global_pool {global_pool!r} differs from this model's pooling {current!r}; "
                                  f"build the model with use_mean_pooling={global_pool == 'avg'} instead")
-        self.num_classes = int(num_classes)
+        num_classes = self.num_classes = _count("num_classes", num_classes, 0)
         ref = self.cls_token
         if num_classes > 0:
             head = nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)

@@ -108,3 +108,18 @@ def test_clip_in_another_layout_says_how_to_fix_it():
         model(torch.randn(2, 4, 3, 32, 32))
     torch.testing.assert_close(model(x.transpose(1, 2).transpose(1, 2)), model(x))  # the advice gives the output
     torch.testing.assert_close(model(x[0].unsqueeze(0)), model(x[:1]))
+
+
+@pytest.mark.parametrize("name, value, least", [("num_classes", -1, 0), ("num_classes", 5.0, 0), ("patch_size", 0, 1),
+                                                ("tubelet_size", 0, 1), ("num_heads", 0, 1)])
+def test_constructor_refuses_a_count_out_of_range_naming_it(name, value, least):
+    # -1 classes used to build a model without a head (forward returning features); a 0 size, a ZeroDivisionError
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer of at least {least}.*, got {value!r}$"):
+        _tiny(**{name: value})
+
+
+def test_reset_classifier_refuses_a_negative_class_count():
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"^num_classes must be an integer of at least 0 .*got -3$"):
+        model.reset_classifier(-3)
+    assert model.num_classes == 5 and model.head.weight.shape == (5, 32)  # the model is left as it was

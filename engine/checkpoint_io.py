@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 
-from evautil.errors import CheckpointError
+from evautil.errors import CheckpointError, model_object_refusal
 from evautil.files import atomic_write, file_version
 from evautil.zip_check import damaged_zip_record, is_safetensors, unreadable_reason
-from models.safe_load import model_object_refusal
 
 __all__ = ["CheckpointError", "DamagedCheckpoint", "REQUIRED_KEYS", "save_atomic", "load_checkpoint",
            "load_resumable", "offer_parsed", "model_mismatch", "check_same_model"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from .text import text_lines
 
-__all__ = ["CheckpointError", "OutputFolderError", "weights_misfit", "some_names", "first_line_not_utf8",
-           "not_utf8_line"]
+__all__ = ["CheckpointError", "OutputFolderError", "weights_misfit", "model_object_refusal", "some_names",
+           "first_line_not_utf8", "not_utf8_line"]
 
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what "surrogateescape" decodes a byte that is not UTF-8 to
@@ -58,3 +59,19 @@ def not_utf8_line(path: str, error: UnicodeDecodeError) -> str:
     (<reason>, byte 0xNN)", the line found again in the file (:func:`first_line_not_utf8`)."""
     return (f"line {first_line_not_utf8(path)}: not UTF-8 text ({error.reason}, "
             f"byte 0x{error.object[error.start]:02x})")
+
+
+def model_object_refusal(path: str, names: Iterable[str]) -> str:
+    """The line for a file that holds a pickled ``nn.Module`` (``torch.save(model)``), among whose refused globals
+    ``names`` are the model's classes: its weights are re-saved from the model's ``state_dict()``, not from a key of
+    it (what ``models.safe_load`` advises for other refused globals). "" for other files. The wording of every
+    reader that refuses such a file (MODEL.PRETRAINED in ``models.safe_load``, ``--resume`` in
+    ``engine.checkpoint_io``)."""
+    module = next((name for name in sorted(names) if name.startswith("torch.nn.")), None)
+    if module is None:
+        return ""
+    return (
+        f"{path}: a pickled model object (torch.save(model): it holds {module}), not a state dict; it was not "
+        f"unpickled, which would run code from the file. If you trust the file, save the model's weights alone, "
+        f"torch.save(torch.load(file, weights_only=False).state_dict(), 'weights.pth') (for a model kept under a "
+        f"key, e.g. ['model'], call state_dict() on that entry), and give that file")

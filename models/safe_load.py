@@ -14,15 +14,15 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from evautil.errors import CheckpointError
+from evautil.errors import CheckpointError, model_object_refusal
 from evautil.zip_check import damaged_zip_record, unreadable_reason
 
-__all__ = ["load_torch_file", "model_object_refusal"]
+__all__ = ["load_torch_file"]
 
 # The checkpoint reader's logger: its users set their handlers and levels there.
 logger = logging.getLogger("models.checkpoint")
@@ -89,21 +89,6 @@ def _refusal(path: str, name: str) -> CheckpointError:
         f"{path}: refused to load the pickled global {name!r}; it was not executed. Only tensors and plain data "
         f"are read from checkpoints. If you trust the file, re-save just its state dict "
         f"(e.g. torch.save(ckpt['model'], ...)) or convert it to .safetensors.")
-
-
-def model_object_refusal(path: str, names: Iterable[str]) -> str:
-    """The line for a file that holds a pickled ``nn.Module`` (``torch.save(model)``), among whose refused globals
-    ``names`` are the model's classes: its weights are re-saved from the model's ``state_dict()``, not from a key of
-    it (what :func:`_refusal` advises). "" for other files. The wording of every reader that refuses such a file
-    (MODEL.PRETRAINED here, ``--resume`` in ``engine.checkpoint_io``)."""
-    module = next((name for name in sorted(names) if name.startswith("torch.nn.")), None)
-    if module is None:
-        return ""
-    return (
-        f"{path}: a pickled model object (torch.save(model): it holds {module}), not a state dict; it was not "
-        f"unpickled, which would run code from the file. If you trust the file, save the model's weights alone, "
-        f"torch.save(torch.load(file, weights_only=False).state_dict(), 'weights.pth') (for a model kept under a "
-        f"key, e.g. ['model'], call state_dict() on that entry), and give that file")
 
 
 def _unreadable(path: str, error: Exception, shown: str) -> CheckpointError:

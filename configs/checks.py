@@ -82,6 +82,19 @@ def _check_nvdec_codecs(codecs) -> None:
                           f"{', '.join(map(str, unknown))} (known: {', '.join(known)})")
 
 
+def _check_crop_sides(scales, input_size: int) -> None:
+    """A scale whose crop side rounds to 0 px gave an empty crop window: the run trained on blank clips without
+    a word. The sides are those of dali_pipelines.augment.multiscale_crop (configs imports nothing of the data
+    package): int(short * s) of the short side int(INPUT_SIZE * 256 / 224), a side within 3 px of INPUT_SIZE
+    snapped to it."""
+    short = int(input_size * 256 / 224)
+    empty = [s for s in scales if int(short * s) < 1 and abs(int(short * s) - input_size) >= 3]
+    if empty:
+        raise ConfigError(f"AUG.CROP_SCALES = {tuple(scales)!r}: {', '.join(map(str, empty))} of the {short}-px "
+                          f"short side (DATA.INPUT_SIZE {input_size} x 256/224) is a 0-px crop; use scales of at "
+                          f"least 1/{short} (the recipes use 0.66 to 1.0)")
+
+
 def _is_flag(source: str | None) -> bool:
     """Whether ``source`` (where a key was set) is one of a command's own flags (``--batch-size``), not a file or
     ``--opts``."""
@@ -156,6 +169,7 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
         raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
     if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
         raise ConfigError(f"AUG.CROP_SCALES = {cfg.AUG.CROP_SCALES!r} must be fractions in (0, 1]")
+    _check_crop_sides(cfg.AUG.CROP_SCALES, cfg.DATA.INPUT_SIZE)
     _check_nvdec_codecs(cfg.DATA.NVDEC_CODECS)
     if cfg.MODEL.CLASS_MAPPING and cfg.MODEL.PRETRAINED_MODE != "eva_k722":
         raise ConfigError("MODEL.CLASS_MAPPING is only used with MODEL.PRETRAINED_MODE 'eva_k722'")

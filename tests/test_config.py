@@ -560,3 +560,18 @@ def test_a_training_run_of_no_epochs_is_refused_by_the_config_check(tmp_path, ca
     demo = str(ROOT / "configs" / "demo.yaml")
     assert train.main(["--cfg", demo, "--opts", "TRAIN.EPOCHS", "0", "--dry-run"]) == 2
     assert capsys.readouterr().err == f"error: TRAIN.EPOCHS = 0 (from --opts) {todo}\n"
+
+
+def test_a_crop_scale_that_rounds_to_a_0_px_crop_is_refused_and_the_smallest_kept_one_crops_a_pixel():
+    """AUG.CROP_SCALES (0.001,) was accepted: its crop side int(256 * 0.001) is 0, and the run trained on empty
+    crop windows without a word."""
+    import numpy as np
+
+    from dali_pipelines.augment import draw_train_aug
+
+    assert config_refusal(None, ["AUG.CROP_SCALES", "(1.0, 0.001)"]) == (
+        "AUG.CROP_SCALES = (1.0, 0.001): 0.001 of the 256-px short side (DATA.INPUT_SIZE 224 x 256/224) is a 0-px "
+        "crop; use scales of at least 1/256 (the recipes use 0.66 to 1.0)")
+    cfg = load_config(None, ["AUG.CROP_SCALES", "(0.004,)"])  # 1/256 = 0.0039: a 1-px crop
+    aug = draw_train_aug(np.random.default_rng(0), 320, 240, cfg.DATA.INPUT_SIZE, 8, scales=cfg.AUG.CROP_SCALES)
+    assert (aug.roi_end - aug.roi_start > 0).all()

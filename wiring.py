@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 from engine import preflight, run_start, runner, start_weights
 from engine.checkpoint_io import drop_offered
 from engine.distributed import DistContext, all_gather_objects, barrier, init_from_env, rank_and_world_size
+from engine.losses import mixing_blends_nothing
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
 from engine.run_files import EARLIER_RUNS_DIR, RUN_LOCK, claimed_elsewhere, earlier_run_files, release_output
@@ -59,6 +60,9 @@ def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | N
     (``named``: the --resume given; a repeated, requeued command whose earlier attempt went on from it continues
     that progress), every missing input named at once, then the dry run's plan (``plan_only``; printed by rank 0
     alone, and no run: None) or the run built on this process. Returns the run and the checkpoint it continues."""
+    blend = "" if cfg.TEST.ONLY_TEST else mixing_blends_nothing(cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.TRAIN.BATCH_SIZE)
+    if blend and rank_and_world_size()[0] == 0:  # not an error: the original ran so too (randperm of one clip)
+        print(f"warning: {blend}", file=sys.stderr)
     try:
         resume, resume_note = preflight.resume_point(cfg, named)
         preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)

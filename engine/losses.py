@@ -21,7 +21,8 @@ import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-__all__ = ["build_criterion", "VideoMixup", "smooth_one_hot", "cutmix_box", "mix_partners", "PARTNER_RULES"]
+__all__ = ["build_criterion", "VideoMixup", "mixing_blends_nothing", "smooth_one_hot", "cutmix_box", "mix_partners",
+           "PARTNER_RULES"]
 
 PARTNER_RULES = ("random", "derangement")
 
@@ -33,6 +34,16 @@ def build_criterion(label_smoothing: float, mixup_active: bool) -> nn.Module:
     if label_smoothing > 0:
         return LabelSmoothingCrossEntropy(smoothing=label_smoothing)
     return nn.CrossEntropyLoss()
+
+
+def mixing_blends_nothing(mixup_alpha: float, cutmix_alpha: float, batch_size: int) -> str:
+    """Why Mixup/CutMix, though on, would blend nothing in training ("" when they blend): partners come from the
+    clip's own per-GPU micro-batch, so at TRAIN.BATCH_SIZE 1 every clip is its own partner, whatever the rule."""
+    if (mixup_alpha <= 0 and cutmix_alpha <= 0) or batch_size > 1:
+        return ""
+    return (f"AUG.MIXUP {mixup_alpha} / AUG.CUTMIX {cutmix_alpha} blend nothing at TRAIN.BATCH_SIZE {batch_size}: "
+            "a clip is mixed with one of its own micro-batch, so every clip is its own partner and the run trains "
+            "as without them; raise TRAIN.BATCH_SIZE, or set AUG.MIXUP 0 and AUG.CUTMIX 0 to say so")
 
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:

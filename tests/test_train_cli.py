@@ -1793,3 +1793,17 @@ def test_a_stop_signal_after_an_only_test_evaluations_last_batch_lets_it_write_i
     assert json.loads((out / "exit_status.json").read_text()) == {"exit_code": 0, "meaning": "finished"}
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
     assert not (out / "only_test_progress.json").exists()
+
+
+@pytest.mark.parametrize("batch, cutmix, warned", [("1", "1.0", True), ("2", "1.0", False), ("1", "0.0", False)])
+def test_mixing_on_at_a_batch_of_one_is_said_to_blend_nothing(tmp_path, dataset, capsys, batch, cutmix, warned):
+    """Partners come from the clip's own micro-batch: at TRAIN.BATCH_SIZE 1 CutMix/Mixup pasted each clip onto
+    itself and the run said nothing of it."""
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", batch, "--opts",
+                     *_opts(dataset, tmp_path / "o", "AUG.CUTMIX", cutmix)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    line = ("warning: AUG.MIXUP 0.0 / AUG.CUTMIX 1.0 blend nothing at TRAIN.BATCH_SIZE 1: a clip is mixed with one of "
+            "its own micro-batch, so every clip is its own partner and the run trains as without them; raise "
+            "TRAIN.BATCH_SIZE, or set AUG.MIXUP 0 and AUG.CUTMIX 0 to say so\n")
+    assert (line in err) == warned and ("blend nothing" in err) == warned

@@ -80,8 +80,9 @@ _C.DATA.NUM_WORKERS = 2
 _C.DATA.VIDEO_TIMEOUT_S = 300.0
 # Batches the DALI pipeline prepares ahead of the one being consumed.
 _C.DATA.PREFETCH = 2
-# Temporal sampling for training: "tsn" (one random frame per segment, the original) or "dense"
-# (NUM_FRAMES frames FRAME_INTERVAL apart from a random start, as in SlowFast/VideoMAE recipes).
+# Temporal sampling: "tsn" (one random frame per segment, the original) or "dense" (NUM_FRAMES frames
+# FRAME_INTERVAL apart from a random start, as in SlowFast/VideoMAE recipes). The test views follow it too: segment
+# centres, or dense clips at evenly spaced starts (TEST.SAMPLING).
 _C.DATA.SAMPLING = "tsn"
 # Stride between sampled frames for dense sampling.
 _C.DATA.FRAME_INTERVAL = 4

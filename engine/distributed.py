@@ -97,7 +97,8 @@ def rank_and_world_size() -> tuple[int, int]:
     Raises:
         ValueError: one that is not an integer, a WORLD_SIZE below 1 or a RANK outside it, naming the variables
             (else a dry run divided by zero, and a run indexed its lists before torch refused the rank); no
-            WORLD_SIZE in a task of several that srun or mpirun started (each then trained alone).
+            WORLD_SIZE in a task of several that srun or mpirun started (each then trained alone); no RANK with a
+            WORLD_SIZE above 1 (each process took rank 0: one waited at the rendezvous, the others failed there).
     """
     world_size = _env_int("WORLD_SIZE", 1, 1, " (the number of processes of the run)")
     rank = _env_int("RANK", 0, 0)
@@ -110,6 +111,10 @@ def rank_and_world_size() -> tuple[int, int]:
                          "MASTER_ADDR and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task; to run "
                          f"one process alone, start it as a step of one task ({alone} python train.py ...) or set "
                          "WORLD_SIZE=1 for it")
+    if world_size > 1 and not os.environ.get("RANK"):  # each process would be rank 0: all but one wait, or fail
+        raise ValueError(f"WORLD_SIZE={world_size} but environment variable RANK is not set, so every process would "
+                         "be rank 0: torchrun sets it; launched without torchrun, set RANK for every process, "
+                         f"numbering them from 0 to {world_size - 1} (under srun: each task's SLURM_PROCID)")
     if rank >= world_size:
         unset = "" if os.environ.get("WORLD_SIZE") else " (unset: one process)"
         raise ValueError(f"environment variable RANK={rank} is not below WORLD_SIZE={world_size}{unset}: a launcher "

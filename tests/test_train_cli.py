@@ -424,6 +424,9 @@ def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_st
     ({"RANK": "3"}, "error: environment variable RANK=3 is not below WORLD_SIZE=1 (unset: one process): a launcher "
                     "sets both, numbering the processes from 0"),
     ({"RANK": "x", "WORLD_SIZE": "2"}, "error: environment variable RANK='x' is not an integer"),
+    ({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "error: WORLD_SIZE=2 but environment "
+     "variable RANK is not set, so every process would be rank 0: torchrun sets it; launched without torchrun, set "
+     "RANK for every process, numbering them from 0 to 1 (under srun: each task's SLURM_PROCID)"),
     ({"SLURM_STEP_NUM_TASKS": "2"}, "error: this process is one of SLURM_STEP_NUM_TASKS=2 tasks, but WORLD_SIZE is not "
      "set, so each would run alone: start torchrun in each task (one per node), or set RANK, WORLD_SIZE, MASTER_ADDR "
      "and MASTER_PORT (and LOCAL_RANK or SLURM_LOCALID) for every task; to run one process alone, start it as a step "
@@ -434,7 +437,8 @@ def test_a_bad_rank_or_world_size_is_named_before_anything_runs(tmp_path, datase
     """WORLD_SIZE=0 made the plan a ZeroDivisionError traceback; RANK=3 of one process was planned in silence
     (exit 0), and a run indexed its lists before torch refused 'rank 3 out of range for world_size 1', naming no
     variable; RANK=x was 'invalid literal for int()'. Two tasks of srun without WORLD_SIZE each trained alone (the
-    second refused: OUTPUT 'is being written by another run')."""
+    second refused: OUTPUT 'is being written by another run'). WORLD_SIZE=2 without RANK made every process rank 0:
+    its plan passed, and in the run one waited at the rendezvous while the others failed there with a traceback."""
     for var in ("RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():

@@ -211,6 +211,10 @@ def init_from_env(device: str = "auto") -> DistContext:
 
     Args:
         device: "auto" (the GPU of :func:`gpu_index` when CUDA is available, else the CPU), "cpu" or "cuda".
+
+    Raises:
+        ValueError: a bad launcher variable (:func:`rank_and_world_size`, :func:`rendezvous_address`), or for rank 0
+            of a launch without torchrun a MASTER_PORT another program listens on (one line naming it).
     """
     rank, world_size = rank_and_world_size()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
@@ -227,9 +231,18 @@ def init_from_env(device: str = "auto") -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         rendezvous_address(world_size)
         # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
-                                rank=rank, world_size=world_size,
-                                device_id=dev if use_cuda else None)
+        try:
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+                                    rank=rank, world_size=world_size,
+                                    device_id=dev if use_cuda else None)
+        except dist.DistNetworkError as e:
+            if not re.search(r"EADDRINUSE|address already in use", str(e), re.IGNORECASE):
+                raise
+            # rank 0 listens at MASTER_PORT (launched without torchrun): another run or program there was a traceback
+            port = os.environ.get("MASTER_PORT")
+            raise ValueError(f"environment variable MASTER_PORT={port} is in use on this host (rank 0's, where the "
+                             "processes meet): another run or program listens there; set MASTER_PORT to a free port, "
+                             "the same for every process") from None
     if world_size > 1 and _WAIT_GROUP is None:  # also when the caller had joined a group already (every rank)
         _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=wait_min))
         liveness.start(dist.distributed_c10d._get_default_store(), rank, world_size, heartbeat_s)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -339,6 +340,25 @@ def test_where_the_processes_meet_is_checked_before_anyone_waits_there(tmp_path,
     assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, out)]) == 0
     assert re.search(r"^  rendezvous \(MASTER_ADDR:PORT\) *: 127\.0\.0\.1:29500 \(loopback: reachable from this node "
                      r"only\)$", capsys.readouterr().out, re.M)
+
+
+def test_a_master_port_another_program_listens_on_is_named_and_nothing_is_written(tmp_path, dataset, capsys,
+                                                                                  monkeypatch):
+    """Rank 0 of a run launched without torchrun listens at MASTER_PORT: a port another run (or program) held
+    ended it with torch's DistNetworkError traceback (exit 1), naming no variable."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        for var, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port)):
+            monkeypatch.setenv(var, str(value))
+        out = tmp_path / "out"
+        rc = train.main(["--cfg", DEMO, "--batch-size", "4", "--opts", *_opts(dataset, out)])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.strip().splitlines() == [
+        f"error: environment variable MASTER_PORT={port} is in use on this host (rank 0's, where the processes meet): "
+        "another run or program listens there; set MASTER_PORT to a free port, the same for every process"], captured
+    assert not out.exists() and not torch.distributed.is_initialized()
 
 
 def test_dry_run_says_which_checkpoint_the_run_would_continue(tmp_path, dataset, capsys):

@@ -132,11 +132,12 @@ def local_rank_from_env(world_size: int, visible_gpus: int) -> int:
 
     Raises:
         ValueError: several processes, several visible GPUs and none of the variables: every process would take
-            GPU 0 (NCCL then stops at its first collective with "Duplicate GPU detected").
+            GPU 0 (NCCL then stops at its first collective with "Duplicate GPU detected"); a value that is not an
+            integer from 0.
     """
     for name in LOCAL_RANK_VARIABLES if world_size > 1 else LOCAL_RANK_VARIABLES[:1]:
-        if os.environ.get(name, ""):
-            return _env_int(name, 0)
+        if os.environ.get(name, ""):  # -1 (the "no launcher" of many scripts) made a GPU run a cuda:-1 traceback
+            return _env_int(name, 0, 0, " (the process's rank within its node; unset it for a single process)")
     if world_size > 1 and visible_gpus > 1:
         raise ValueError(f"WORLD_SIZE={world_size} but none of {', '.join(LOCAL_RANK_VARIABLES)} is set, and this "
                          f"process sees {visible_gpus} GPUs: launch with torchrun (it sets LOCAL_RANK), or set "

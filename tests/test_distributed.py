@@ -264,6 +264,19 @@ def test_the_local_rank_comes_from_the_launcher_or_the_error_says_how(monkeypatc
     assert dist_utils.local_rank_from_env(16, 8) == 2 and dist_utils.local_rank_from_env(1, 8) == 2
 
 
+@pytest.mark.parametrize("name, world", [("LOCAL_RANK", 1), ("SLURM_LOCALID", 2)])
+def test_a_negative_local_rank_is_named_not_taken_for_a_device(monkeypatch, name, world):
+    """LOCAL_RANK=-1 (or --local_rank -1, the "no launcher" value of many training scripts) was taken as the local
+    rank: a GPU run then ended in torch's 'Device index must not be negative' traceback, naming no variable."""
+    for var in dist_utils.LOCAL_RANK_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(name, "-1")
+    with pytest.raises(ValueError) as refused:
+        dist_utils.local_rank_from_env(world, 8)
+    assert str(refused.value) == (f"environment variable {name}='-1' must be at least 0 (the process's rank within "
+                                  "its node; unset it for a single process)")
+
+
 def test_ranks_that_would_plan_different_epochs_stop_before_training(monkeypatch):
     """A rank whose index left out another video plans other epochs: DDP would pair its steps with the others'
     and hang (fewer steps) or train clips twice (as many): every rank stops with the same line first."""

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import codecs
 import concurrent.futures as cf
+import hashlib
 import os
 import time
 from array import array
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -246,6 +248,15 @@ class VideoList:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @cached_property
+    def content_digest(self) -> str:
+        """A short digest of what the list names, row by row (its paths as written, its labels): a list rewritten
+        with as many lines (another order, a video replaced) has another one. Computed once: a list is read once."""
+        digest = hashlib.sha1(self.rel_paths.offsets.tobytes())
+        digest.update(self.rel_paths.blob.tobytes())
+        digest.update(self.labels.astype(np.int64).tobytes())
+        return digest.hexdigest()[:12]
 
     def rel_path(self, row: int) -> str:
         return self.rel_paths[row]

@@ -19,6 +19,7 @@ import torch
 
 from evautil.errors import CheckpointError
 from evautil.files import atomic_temp_files, atomic_temp_glob, file_version, output_path_problem
+from evautil.text import is_utf8_text
 from evautil.zip_check import damaged_zip_record
 
 from .checkpoint_io import DamagedCheckpoint, load_checkpoint, offer_parsed, save_atomic
@@ -38,7 +39,7 @@ def check_output_dir(path: str) -> None:
         raise CheckpointError("OUTPUT is empty: name the folder the run writes to (--output DIR, or OUTPUT in the "
                               "config; the default is output)")
     probe = os.path.abspath(path)
-    if not _utf8(probe):
+    if not is_utf8_text(probe):
         # a name in bytes that are no UTF-8 (a folder named on a Latin-1 system): torch takes a file's name as
         # UTF-8 and reads none of the checkpoints written there; the run trained, then could not resume
         shown = os.fsencode(probe).decode("utf-8", "backslashreplace")
@@ -56,14 +57,6 @@ def check_output_dir(path: str) -> None:
     problem = output_path_problem(path, "OUTPUT =", folder=True)  # what access() cannot tell: /proc as root
     if problem:
         raise CheckpointError(problem)
-
-
-def _utf8(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def checkpoint_files(output_dir: str) -> list[str]:

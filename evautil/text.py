@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["text_lines"]
+__all__ = ["text_lines", "is_utf8_text"]
 
 
 def text_lines(text: str) -> list[str]:
@@ -15,3 +15,13 @@ def text_lines(text: str) -> list[str]:
     if lines[-1] == "":
         lines.pop()
     return lines
+
+
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: a name the file system gave with bytes that are not UTF-8 comes
+    as surrogates (Python's "surrogateescape"), which cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

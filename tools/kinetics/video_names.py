@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from evautil.text import text_lines
+from evautil.text import is_utf8_text, text_lines
 
 __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "youtube_id", "is_video_file", "unlistable_reason", "is_listable",
            "printable_path"]
@@ -46,9 +46,7 @@ def unlistable_reason(rel_path: str) -> str | None:
     """
     if not rel_path:
         return "empty path"
-    try:
-        rel_path.encode("utf-8")
-    except UnicodeEncodeError:  # os.scandir gives undecodable bytes as surrogates; lists are UTF-8 text
+    if not is_utf8_text(rel_path):  # os.scandir gives undecodable bytes as surrogates; lists are UTF-8 text
         return "name is not valid UTF-8, and a video list is UTF-8 text"
     if text_lines(rel_path) != [rel_path]:  # the reader would cut it into two lines
         breaks = sorted({c for c in rel_path if c in "\r\n"})

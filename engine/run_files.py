@@ -5,7 +5,6 @@ of OUTPUT and names the process and host that hold it."""
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import os
@@ -15,7 +14,7 @@ import time
 from typing import IO, Any, Collection
 
 from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_write, atomic_write_text, hold_lock,
-                           naming_the_file)
+                           lock_is_free, naming_the_file)
 from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
@@ -71,7 +70,7 @@ def claim_output(output_dir: str) -> None:
         owner = _other_owner(lock)
         if not owner:  # this user's own lock, or a folder it may not write: "cannot access" says that
             raise
-        if _free_read_only(lock):  # else a live run of that user: refused below, naming it
+        if lock_is_free(lock):  # else a live run of that user: refused below, naming it
             raise ValueError(f"OUTPUT {output_dir}: its run lock {lock} belongs to {owner}, and this user may not "
                              f"open it ({e.strerror}): give this run another OUTPUT, or, once no run of theirs is "
                              "live, ask its owner to remove the lock (or remove it yourself, with write access to "
@@ -149,24 +148,11 @@ def claimed_elsewhere(output_dir: str) -> str:
     try:
         held = hold_lock(lock)
     except OSError:  # a lock this process may not write (OUTPUT read-only, or another user's): asked read-only
-        return "" if _free_read_only(lock) else _lock_holder(lock) or "another run"
+        return "" if lock_is_free(lock) else _lock_holder(lock) or "another run"
     if held is None:
         return _lock_holder(lock) or "another run"
     held.close()
     return ""
-
-
-def _free_read_only(path: str) -> bool:
-    """Whether no process holds the lock at ``path``, asked through a read-only file (flock needs no write access);
-    True when that cannot be asked either: a run that cannot open it cannot write OUTPUT anyway."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True  # its lock goes with the file's close
 
 
 def earlier_run_files(output_dir: str, keep: Collection[str] = ()) -> list[str]:

@@ -20,8 +20,8 @@ from .errors import OutputFolderError
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem",
-           "make_output_folder", "hold_lock", "naming_the_file", "cannot_read", "atomic_temp_files", "file_head",
-           "file_version", "same_path"]
+           "make_output_folder", "hold_lock", "lock_is_free", "naming_the_file", "cannot_read", "atomic_temp_files",
+           "file_head", "file_version", "same_path"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota, permissions or a file size limit,
 # not the code.
@@ -370,3 +370,17 @@ def hold_lock(path: str) -> IO[str] | None:
     except OSError:
         pass
     return f
+
+
+def lock_is_free(path: str) -> bool:
+    """Whether no process holds :func:`hold_lock`'s lock on ``path``, asked through a file opened read-only (flock
+    needs no write access: a lock this user may not open to write, in a read-only folder or another user's); True
+    when that cannot be asked either (no such file, or not readable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True  # the lock taken here goes with the file's close

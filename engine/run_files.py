@@ -5,6 +5,7 @@ of OUTPUT and names the process and host that hold it."""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -13,8 +14,8 @@ import socket
 import time
 from typing import IO, Any, Collection
 
-from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_write, atomic_write_text, hold_lock,
-                           lock_is_free, naming_the_file)
+from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_temp_target, atomic_write, atomic_write_text,
+                           hold_lock, lock_is_free, naming_the_file)
 from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
@@ -37,8 +38,10 @@ _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"),
                    "test_progress.json",  # a stopped final test's videos (engine.test_progress): that run's only
                    "only_test_progress.json")  # a stopped --only_test's: set aside with the run that held it
 # The run files written whole by a temporary file renamed into place (checkpoints aside): a kill mid-write leaves
-# that temporary file behind.
-_WRITTEN_WHOLE = ("summary.json", "config.yaml", "metrics.jsonl")
+# that temporary file behind. The predictions and per-class tables are engine.evaluate's, the progress files of a
+# stopped test engine.test_progress's.
+_WRITTEN_WHOLE = ("summary.json", "config.yaml", "metrics.jsonl", "predictions_*.csv", "per_class_*.csv",
+                  "test_progress.json", "only_test_progress.json")
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.
@@ -54,7 +57,8 @@ def recorded_path(path: str | None) -> str | None:
 
 def claim_output(output_dir: str) -> None:
     """Hold ``output_dir``'s RUN_LOCK until :func:`release_output` (or this process ends); once held, remove the
-    temporary files that killed writes of the run's summary, config and metrics left there.
+    temporary files that killed writes of the run's summary, config, metrics, predictions, per-class tables and test
+    progress left there.
 
     Raises:
         ValueError: another process holds it, or it is another user's that this one may not open, naming the
@@ -91,15 +95,26 @@ def claim_output(output_dir: str) -> None:
 
 
 def _remove_killed_writes(output_dir: str) -> None:
-    """Remove the hidden temporary files that a run killed while it wrote its summary, config or metrics whole left
-    in ``output_dir`` (the checkpoints' own are the Checkpointer's, before each save): nothing else would, and they
-    stayed there for good. Only while the run lock is held: no other run can be writing them."""
-    for name in _WRITTEN_WHOLE:
+    """Remove the hidden temporary files that a run killed while it wrote one of ``_WRITTEN_WHOLE`` (its summary,
+    config, metrics, predictions, per-class tables, test progress) left in ``output_dir`` (the checkpoints' own are
+    the Checkpointer's, before each save): nothing else would, and they stayed there for good. Only while the run
+    lock is held: no other run can be writing them."""
+    for name in _written_whole_names(output_dir):
         for path in atomic_temp_files(os.path.join(output_dir, name)):
             try:
                 os.remove(path)
             except OSError:  # one that cannot be removed is left, as before: the run needs none of them
                 pass
+
+
+def _written_whole_names(output_dir: str) -> list[str]:
+    """The names matching ``_WRITTEN_WHOLE`` of the files in ``output_dir`` (one that is a link has its temporary
+    files beside the file it names) and of those a killed write left a temporary file of there (a first write's has
+    no file beside it)."""
+    temps = _matching(output_dir, tuple(atomic_temp_glob(pattern) for pattern in _WRITTEN_WHOLE))
+    written = {atomic_temp_target(temp) for temp in temps}
+    return sorted({n for n in written if any(fnmatch.fnmatchcase(n, p) for p in _WRITTEN_WHOLE)}
+                  | set(_matching(output_dir, _WRITTEN_WHOLE)))
 
 
 def _other_owner(path: str) -> str:

@@ -21,7 +21,7 @@ from .errors import OutputFolderError
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem",
            "make_output_folder", "hold_lock", "lock_is_free", "naming_the_file", "cannot_read", "atomic_temp_files",
-           "file_head", "file_version", "same_path"]
+           "atomic_temp_target", "file_head", "file_version", "same_path"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota, permissions or a file size limit,
 # not the code.
@@ -123,10 +123,18 @@ def atomic_temp_files(path: str) -> list[str]:
     random part that mkstemp adds has no dot, so ``.best.pth.old.x1y2.tmp`` (a temporary file of ``best.pth.old``)
     is not one of ``best.pth``'s."""
     target = _replaced_file(path)
-    prefix = "." + os.path.basename(target) + "."
     found = glob.glob(os.path.join(glob.escape(os.path.dirname(target)),
                                    atomic_temp_glob(glob.escape(os.path.basename(target)))))
-    return [p for p in found if "." not in os.path.basename(p)[len(prefix):-len(".tmp")]]
+    return [p for p in found if atomic_temp_target(os.path.basename(p)) == os.path.basename(target)]
+
+
+def atomic_temp_target(temp_name: str) -> str:
+    """The name of the file whose atomic write left the temporary file named ``temp_name``
+    (``.<name>.<random>.tmp``, :func:`atomic_temp_glob`): the random part that mkstemp adds has no dot, so the name
+    is all before the last dot. "" for a name of no such form."""
+    if not temp_name.startswith(".") or not temp_name.endswith(".tmp"):
+        return ""
+    return temp_name[1:-len(".tmp")].rpartition(".")[0]
 
 
 def _replaced_file(path: str) -> str:

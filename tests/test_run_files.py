@@ -361,8 +361,7 @@ def test_the_temporary_files_of_killed_writes_go_once_the_run_lock_is_held(tmp_p
     out = tmp_path / "out"
     killed = [".summary.json.k2j1x9.tmp", ".config.yaml.a8b7c6.tmp", ".metrics.jsonl.zz91qa.tmp"]
     others = ["summary.json", "metrics.jsonl", "notes.tmp", ".summary.json.old.x1y2.tmp",  # summary.json.old's
-              ".ckpt_step_4.pth.q1w2e3.tmp",  # the Checkpointer's, removed before its next save
-              ".predictions_test.csv.p0o9i8.tmp"]
+              ".ckpt_step_4.pth.q1w2e3.tmp"]  # the Checkpointer's, removed before its next save
     _touch(out, *killed, *others)
     other = hold_lock(str(out / RUN_LOCK))  # another run holds OUTPUT: its writes may be going on
     try:
@@ -374,6 +373,29 @@ def test_the_temporary_files_of_killed_writes_go_once_the_run_lock_is_held(tmp_p
     claim_output(str(out))
     try:
         assert sorted(os.listdir(out)) == sorted([RUN_LOCK, *others])
+    finally:
+        release_output(str(out))
+
+
+def test_the_temporary_files_of_killed_prediction_and_progress_writes_go_too(tmp_path):
+    """The predictions, per-class tables and a stopped test's progress are written whole too; a run killed while it
+    wrote one left its hidden temporary file in OUTPUT for good (only the summary's, config's and metrics' were
+    removed). They go by the same rule: only a file's own (not those of predictions_test.csv.old), and for a file
+    that is a link, those beside the file it names."""
+    from engine.run_files import RUN_LOCK, claim_output, release_output
+
+    out, store = tmp_path / "out", tmp_path / "store"
+    killed = [".predictions_test.csv.p0o9i8.tmp", ".predictions_val.csv.r4t5y6.tmp", ".per_class_val.csv.q1w2e3.tmp",
+              ".test_progress.json.a1b2c3.tmp", ".only_test_progress.json.z9y8x7.tmp"]
+    others = ["predictions_test.csv", ".predictions_test.csv.old.x1y2.tmp", ".predictions.csv.k2j1x9.tmp",
+              ".test_progress.json.old.b2c3d4.tmp", "notes.csv", ".notes.csv.c3d4e5.tmp"]
+    _touch(out, *killed, *others)
+    _touch(store, "per_class_test.csv", ".per_class_test.csv.m3n4b5.tmp")  # linked from OUTPUT: its own beside it
+    (out / "per_class_test.csv").symlink_to(store / "per_class_test.csv")
+    claim_output(str(out))
+    try:
+        assert sorted(os.listdir(out)) == sorted([RUN_LOCK, "per_class_test.csv", *others])
+        assert os.listdir(store) == ["per_class_test.csv"]
     finally:
         release_output(str(out))
 

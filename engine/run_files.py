@@ -5,6 +5,7 @@ of OUTPUT and names the process and host that hold it."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import json
@@ -237,15 +238,24 @@ def move_aside(output_dir: str, names: list[str], copied: Collection[str] = ()) 
     while os.path.exists(dest):  # two fresh starts within one second
         n += 1
         dest = os.path.join(output_dir, EARLIER_RUNS_DIR, f"{stamp}-{n}")
+    made = [dest] if os.path.isdir(os.path.dirname(dest)) else [dest, os.path.dirname(dest)]
     os.makedirs(dest)
-    for name in copied:  # written whole: a copy cut short must not pass for the earlier run's file
-        with open(os.path.join(output_dir, name), "rb") as src:
-            with naming_the_file(os.path.join(output_dir, name)):  # a failed read() or write() names no file
-                data = src.read()  # a config: small, read whole so that an error names the file it came from
-        with naming_the_file(os.path.join(dest, name)):
-            atomic_write(os.path.join(dest, name), lambda f, data=data: f.write(data))
-    for name in names:  # a rename within one file system: no copy, even of large checkpoints
-        os.replace(os.path.join(output_dir, name), os.path.join(dest, name))
+    try:
+        for name in copied:  # written whole: a copy cut short must not pass for the earlier run's file
+            with open(os.path.join(output_dir, name), "rb") as src:
+                with naming_the_file(os.path.join(output_dir, name)):  # a failed read() or write() names no file
+                    data = src.read()  # a config: small, read whole so that an error names the file it came from
+            with naming_the_file(os.path.join(dest, name)):
+                atomic_write(os.path.join(dest, name), lambda f, data=data: f.write(data))
+        for name in names:  # a rename within one file system: no copy, even of large checkpoints
+            os.replace(os.path.join(output_dir, name), os.path.join(dest, name))
+    except BaseException:
+        # a failure before anything went in left an empty folder, which looked like a run set aside with no file;
+        # earlier_runs/ goes too when this move made it
+        with contextlib.suppress(OSError):  # not empty (what went in stays), or cannot be removed
+            for folder in made:
+                os.rmdir(folder)
+        raise
     # The summaries set aside, this one's and earlier ones' (an evaluation's move leaves the checkpoints that the
     # training's summary names in OUTPUT, until a later run moves them too).
     for summary in glob.glob(os.path.join(glob.escape(output_dir), EARLIER_RUNS_DIR, "*", "summary.json")):

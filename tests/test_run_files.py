@@ -3,6 +3,7 @@ and dropping the lines a stopped attempt wrote after the checkpoint a run resume
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -336,8 +337,9 @@ def test_a_full_disk_under_the_files_set_aside_names_the_file_that_could_not_be_
     monkeypatch.setattr(os, "fdopen", _FullDisk)
     with pytest.raises(OSError) as caught:  # the evaluation's copy of config.yaml
         move_earlier_results(str(out))
-    copy = glob.glob(str(out / EARLIER_RUNS_DIR / "*"))[0] + "/config.yaml"
-    assert write_failure(caught.value).startswith(f"cannot write {copy}: No space left on device; ")
+    copy = write_failure(caught.value).split(": No space left on device; ")[0].removeprefix("cannot write ")
+    assert os.path.dirname(os.path.dirname(copy)) == str(out / EARLIER_RUNS_DIR), copy
+    assert os.path.basename(copy) == "config.yaml" and not (out / EARLIER_RUNS_DIR).exists()  # nothing went in
     with pytest.raises(OSError) as caught:  # the moved summary, rewritten to name the checkpoint where it went
         move_earlier_run(str(out))
     summary = list(glob.glob(str(out / EARLIER_RUNS_DIR / "*" / "summary.json")))
@@ -349,6 +351,41 @@ def test_a_full_disk_under_the_files_set_aside_names_the_file_that_could_not_be_
                                          "summary.json"]
     assert open(os.path.join(moved, "config.yaml")).read() == "SEED: 0\n"
     assert json.loads(open(summary[0]).read()) == {"last_checkpoint": str(out / "ckpt_epoch_3.pth")}
+
+
+def test_a_move_aside_that_fails_leaves_no_empty_folder_but_keeps_what_went_in(tmp_path, monkeypatch):
+    """A copy or a move that failed part-way left an empty earlier_runs/<time>/ behind, as if a run had been set
+    aside without a file; the folders of earlier moves, and the files that did go in, stay."""
+    out = tmp_path / "out"
+    _touch(out, "ckpt_epoch_3.pth", "metrics.jsonl", "summary.json", "predictions_test.csv")
+    (out / "config.yaml").write_text("SEED: 0\n")
+    monkeypatch.setattr(os, "fdopen", _FullDisk)
+    with pytest.raises(OSError):  # the evaluation's copy of config.yaml: nothing went in, earlier_runs/ was new
+        move_earlier_results(str(out))
+    assert not (out / EARLIER_RUNS_DIR).exists()
+    monkeypatch.undo()
+    _touch(out / EARLIER_RUNS_DIR / "20260101-000000", "best.pth")  # an earlier move's
+    monkeypatch.setattr(os, "fdopen", _FullDisk)
+    with pytest.raises(OSError):
+        move_earlier_results(str(out))
+    monkeypatch.undo()
+    assert os.listdir(out / EARLIER_RUNS_DIR) == ["20260101-000000"]
+    replace = os.replace
+
+    def fails_for_the_summary(src, dst):
+        if os.path.basename(src) == "summary.json":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fails_for_the_summary)
+    with pytest.raises(OSError):  # the moves before summary.json's went in: they stay there
+        move_earlier_run(str(out))
+    monkeypatch.undo()
+    moved = sorted(set(os.listdir(out / EARLIER_RUNS_DIR)) - {"20260101-000000"})
+    assert len(moved) == 1
+    assert sorted(os.listdir(out / EARLIER_RUNS_DIR / moved[0])) == ["ckpt_epoch_3.pth", "config.yaml",
+                                                                     "metrics.jsonl", "predictions_test.csv"]
+    assert sorted(os.listdir(out)) == [EARLIER_RUNS_DIR, "summary.json"]
 
 
 def test_the_temporary_files_of_killed_writes_go_once_the_run_lock_is_held(tmp_path):

@@ -35,9 +35,11 @@ REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "epo
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-# How a run goes on after a failed save: OUTPUT's last checkpoint is where the same command resumes.
+# How a run goes on after a failed save: OUTPUT's last checkpoint is where the same command resumes; with none there,
+# it starts again as the failed run did.
 _RESUME = ("run the same command (with TRAIN.AUTO_RESUME True, the default, it resumes from OUTPUT's last "
            "checkpoint; with another OUTPUT, give that checkpoint to --resume)")
+_RESTART = "run the same command (it starts again where this run started: no checkpoint of it was kept)"
 
 
 class DamagedCheckpoint(CheckpointError):
@@ -74,8 +76,10 @@ def _refused_globals(path: str, first: str) -> list[str]:
         return [first]
 
 
-def save_atomic(obj: dict, path: str) -> None:
+def save_atomic(obj: dict, path: str, earlier: bool = False) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then atomically rename it to ``path``.
+    ``earlier``: the run has earlier checkpoints to resume from (its failure line says they are intact, and how the
+    same command resumes the last; without, that a rerun starts again).
 
     Raises:
         CheckpointError: the disk (or quota) filled up, the file outgrew the largest one this process may write,
@@ -96,19 +100,19 @@ def save_atomic(obj: dict, path: str) -> None:
         atomic_write(path, write)
     except BaseException as e:
         failed = _os_error_behind(e)
+        kept, rerun = ("; earlier checkpoints are intact", _RESUME) if earlier else ("", _RESTART)
         if failed is not None and failed.errno in _DISK_FULL:
-            raise CheckpointError(_disk_full_message(path, written[0])) from None
+            raise CheckpointError(_disk_full_message(path, written[0], kept, rerun)) from None
         if failed is not None and failed.errno == errno.EFBIG:
             # Python ignores SIGXFSZ, so a file size limit (ulimit -f, or FAT's 4 GB) is this error, not a kill
             raise CheckpointError(f"checkpoint {path} could not be written: the file reached {_gb(written[0])}, "
                                   "the largest this process may write (the shell's file size limit, ulimit -f, or "
-                                  "the file system's largest file); earlier checkpoints are intact. Lift the limit "
-                                  f"(or point OUTPUT elsewhere) and {_RESUME}") from None
+                                  f"the file system's largest file){kept}. Lift the limit (or point OUTPUT "
+                                  f"elsewhere) and {rerun}") from None
         if failed is not None and failed.errno in _NOT_WRITABLE:
             folder = os.path.dirname(os.path.realpath(path))
-            raise CheckpointError(f"cannot write checkpoint {path}: {folder} refuses it ({failed.strerror}); "
-                                  "earlier checkpoints are intact. Make that folder writable (or point OUTPUT "
-                                  f"elsewhere) and {_RESUME}") from None
+            raise CheckpointError(f"cannot write checkpoint {path}: {folder} refuses it ({failed.strerror}){kept}. "
+                                  f"Make that folder writable (or point OUTPUT elsewhere) and {rerun}") from None
         raise
 
 
@@ -123,11 +127,10 @@ def _os_error_behind(error: BaseException | None) -> OSError | None:
     return None
 
 
-def _disk_full_message(path: str, written: int) -> str:
+def _disk_full_message(path: str, written: int, kept: str, rerun: str) -> str:
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     return (f"no space left on the device writing checkpoint {path}: {_gb(free)} free there, the write had reached "
-            f"{_gb(written)} when it failed; earlier checkpoints are intact. Free space "
-            f"there (or point OUTPUT elsewhere) and {_RESUME}")
+            f"{_gb(written)} when it failed{kept}. Free space there (or point OUTPUT elsewhere) and {rerun}")
 
 
 def _gb(n: int) -> str:

@@ -168,7 +168,7 @@ class Checkpointer:
         """The writing rank's save of ``state`` to ``path``, after the leftovers of killed writes are removed."""
         self._say_if_output_vanished(path)
         self._remove_killed_writes()
-        save_atomic(state, path)
+        save_atomic(state, path, earlier=bool(checkpoint_files(self.output_dir)))  # its failure says if they're kept
         self._had_output = True
 
     def _say_if_output_vanished(self, path: str) -> None:

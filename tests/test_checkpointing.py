@@ -394,6 +394,44 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
     assert open(tmp_path / "ckpt_step_4.pth", "rb").read() == before
 
 
+class _WriteFails(_DiskFillsUp):
+    """A file whose every write fails with ``code`` (a full disk, a file size limit, a folder made read-only)."""
+
+    def __init__(self, f, code: int) -> None:
+        super().__init__(f, room=0)
+        self.code = code
+
+    def write(self, data) -> int:
+        raise OSError(self.code, os.strerror(self.code))
+
+
+@pytest.mark.parametrize("code, start", [(errno.ENOSPC, "no space left on the device writing checkpoint "),
+                                         (errno.EFBIG, "checkpoint "), (errno.EROFS, "cannot write checkpoint ")],
+                         ids=["ENOSPC", "EFBIG", "EROFS"])
+def test_a_failed_save_says_earlier_checkpoints_are_intact_only_when_there_are_some(tmp_path, monkeypatch, code,
+                                                                                     start):
+    """The first save of a run that failed said "earlier checkpoints are intact" and that the same command resumes
+    from OUTPUT's last checkpoint, in an OUTPUT that held none: the rerun starts again."""
+    ck = Checkpointer(str(tmp_path), keep_last=1)
+    fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _WriteFails(fdopen(fd, mode), code))
+    with pytest.raises(CheckpointError) as err:
+        ck.save(_state(4))
+    msg = str(err.value)
+    assert msg.startswith(start + str(tmp_path / "ckpt_step_4.pth")) and len(msg.splitlines()) == 1, msg
+    assert "intact" not in msg and "resumes from" not in msg, msg
+    assert msg.endswith(" and run the same command (it starts again where this run started: no checkpoint of it "
+                        "was kept)"), msg
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    ck.save(_state(4))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _WriteFails(fdopen(fd, mode), code))
+    with pytest.raises(CheckpointError) as err:
+        ck.save(_state(8))
+    msg = str(err.value)
+    assert "; earlier checkpoints are intact. " in msg and "it resumes from OUTPUT's last checkpoint" in msg, msg
+
+
 # A save under a file size limit (ulimit -f), in a process of its own: the limit would hold for the tests after it.
 _SIZE_LIMITED_SAVE = """
 import resource, sys, torch

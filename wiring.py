@@ -60,9 +60,6 @@ def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | N
     (``named``: the --resume given; a repeated, requeued command whose earlier attempt went on from it continues
     that progress), every missing input named at once, then the dry run's plan (``plan_only``; printed by rank 0
     alone, and no run: None) or the run built on this process. Returns the run and the checkpoint it continues."""
-    blend = "" if cfg.TEST.ONLY_TEST else mixing_blends_nothing(cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.TRAIN.BATCH_SIZE)
-    if blend and rank_and_world_size()[0] == 0:  # not an error: the original ran so too (randperm of one clip)
-        print(f"warning: {blend}", file=sys.stderr)
     try:
         resume, resume_note = preflight.resume_point(cfg, named)
         preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)
@@ -86,6 +83,9 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     metrics = run_start.open_run(cfg, ctx, resume, resume_note, read.resumed)
     for line in passed_over:
         metrics.warn(line)
+    blend = _blending_nothing(cfg)
+    if blend:  # in the log too (before the log was open it reached the console only)
+        metrics.warn(blend)
     newest = _newest_scored(cfg, resume, read)
     del read  # its memory-mapped files: the loads read the weights anew
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
@@ -99,6 +99,15 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
         release_output(cfg.OUTPUT)
         raise
+
+
+def _blending_nothing(cfg) -> str:
+    """The warning that Mixup/CutMix, though on, blend nothing in training (``losses.mixing_blends_nothing``: a
+    per-GPU batch of 1); "" when they blend or nothing trains. Not an error: the original ran so too (randperm of
+    one clip). Said once the run's log is open, so that its log keeps it too; a dry run prints it."""
+    if cfg.TEST.ONLY_TEST:
+        return ""
+    return mixing_blends_nothing(cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.TRAIN.BATCH_SIZE)
 
 
 class WeightFiles(NamedTuple):
@@ -285,6 +294,9 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     data = cfg.DATA
     if resume_note:  # as the run would log it
         print(f"note: {resume_note}", file=sys.stderr)
+    blend = _blending_nothing(cfg)
+    if blend:
+        print(f"warning: {blend}", file=sys.stderr)
     holder = claimed_elsewhere(cfg.OUTPUT)
     if holder:  # not an error: a plan is often made while the run before still ends
         print(f"warning: OUTPUT {cfg.OUTPUT} is being written by another run now ({holder} holds {RUN_LOCK} there): "

@@ -105,3 +105,31 @@ def test_only_test_says_a_stop_that_reached_another_rank_in_the_last_batch(tmp_p
     assert f"another process received a stop signal {after}" in logs[0], logs[0]
     assert f"stop signal SIGTERM received {after}" in logs[1], logs[1]
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 4
+
+
+def test_mixing_that_blends_nothing_is_said_once_and_kept_in_the_runs_log(tmp_path_factory, tmp_path, capsys,
+                                                                          monkeypatch):
+    """The warning that CutMix blends nothing at TRAIN.BATCH_SIZE 1 was printed before the run's logger existed:
+    on the console only, never in OUTPUT/log_rank0.txt, the record a run keeps of itself."""
+    import train
+    import wiring
+    from tests.video_fixtures import synthetic_dataset
+
+    def stop_after_the_log_opened(*args):
+        raise ValueError("stopped here, the log open")
+
+    data = synthetic_dataset(tmp_path_factory, "synth_blend", 1, 1, num_frames=8, size=(32, 32))
+    monkeypatch.setattr(wiring, "_assemble_run", stop_after_the_log_opened)  # no index build, no training
+    out = tmp_path / "out"
+    rc = train.main(["--cfg", DEMO, "--batch-size", "1", "--opts", "DATA.ROOT", str(data), "DATA.TRAIN_FILE",
+                     str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"), "DATA.LABEL_LIST",
+                     str(data / "labels.csv"), "AUG.CUTMIX", "1.0", "LOG.PROGRESS_BAR", "False",
+                     "LOG.TENSORBOARD", "False", "OUTPUT", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 2 and "error: stopped here, the log open" in captured.err, captured.err
+    warning = ("WARNING: AUG.MIXUP 0.0 / AUG.CUTMIX 1.0 blend nothing at TRAIN.BATCH_SIZE 1: a clip is mixed with one "
+               "of its own micro-batch, so every clip is its own partner and the run trains as without them; raise "
+               "TRAIN.BATCH_SIZE, or set AUG.MIXUP 0 and AUG.CUTMIX 0 to say so")
+    log = [line.split("] ", 1)[-1] for line in (out / "log_rank0.txt").read_text().splitlines()]
+    assert log.count(warning) == 1, log
+    assert (captured.out + captured.err).count("blend nothing") == 1 and warning in captured.out.splitlines()

@@ -39,7 +39,7 @@ def _merge_opts(cfg: CN, opts: Sequence[str], seen: dict) -> None:
             if not isinstance(node, CN):
                 raise ConfigError(f"--opts: unknown config key {key} ({'.'.join(parts[:i])} is a key, not a section)")
             if part not in node:  # as for a file: the valid names where it went wrong
-                raise _unknown_key("--opts", key, node, ".".join(parts[:i]))
+                raise _unknown_key("--opts", key, node, ".".join(parts[:i]), cfg)
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(node[parts[-1]], CN):

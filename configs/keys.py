@@ -117,15 +117,19 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
     )
 
 
-def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
-    """The error for ``key``, whose part after ``parent`` is not among ``node``'s keys (the section ``parent``): the
-    closest name first, as a typo (NUM_WORKER for NUM_WORKERS) is the usual cause, then every valid one."""
+def _unknown_key(source: str, key: str, node: CN, parent: str, root: CN | None = None) -> ConfigError:
+    """The error for ``key``, whose part after ``parent`` is not among ``node``'s keys (the section ``parent`` of the
+    tree ``root``): the closest name first, as a typo (NUM_WORKER for NUM_WORKERS) is the usual cause, or the key of
+    that name in another section (LR under DATA: TRAIN.LR), then every valid one."""
     name, _, rest = key[len(parent) + 1 if parent else 0:].partition(".")
     # the keys are upper case: train.lr means TRAIN.LR, and num_worker is as close to NUM_WORKERS as NUM_WORKER is
     close = difflib.get_close_matches(name.upper(), list(node.keys()), n=1, cutoff=0.6)
     if close and close[0] == name.upper() and rest and _is_key(node, f"{close[0]}.{rest.upper()}"):
         close = [f"{close[0]}.{rest.upper()}"]  # the whole key, in the right case
     guess = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    moved = _in_other_sections(root, f"{name}.{rest}" if rest else name) if root is not None else []
+    if moved and not (close and close[0].split(".")[0] == name.upper()):  # a case slip in this section stays first
+        guess = f"did you mean {' or '.join(moved)}? "
     written = key[len(parent) + 1 if parent else 0:]
     if close and close[0] == written:  # TRAIN.LR in a file, as --opts writes it: the guess was the key itself
         head, *parts = written.split(".")
@@ -135,6 +139,20 @@ def _unknown_key(source: str, key: str, node: CN, parent: str) -> ConfigError:
                            f"each part under the one before: {head}: {nested}, or one per line, indented")
     return ConfigError(f"{source}: unknown config key {key} ({guess}valid keys under {parent or 'the top level'}: "
                        f"{', '.join(sorted(node.keys()))})")
+
+
+def _in_other_sections(root: CN, name: str) -> list[str]:
+    """The keys of ``root`` that end in ``name`` (any case): where a key written under the wrong section belongs.
+    The original's MYCLIP keys only when no other section has the name (MODEL.USE_MEAN_POOLING, not its copy)."""
+    found, name = [], name.upper()
+    sections = [("", root)]
+    while sections:
+        prefix, node = sections.pop(0)
+        if _is_key(node, name):
+            found.append(prefix + name)
+        sections += [(f"{prefix}{k}.", v) for k, v in node.items() if isinstance(v, CN)]
+    current = [k for k in found if not k.startswith("MYCLIP.")]
+    return current or found
 
 
 def _section_keys(section: CN, key: str) -> str:

@@ -29,7 +29,7 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
             take_original_key(root, key, value, source, {} if seen is None else seen)
             continue
         if name not in cfg:
-            raise _unknown_key(source, key, cfg, prefix.rstrip("."))
+            raise _unknown_key(source, key, cfg, prefix.rstrip("."), root)
         default = cfg[name]
         if isinstance(default, CN):
             if not isinstance(value, dict):

@@ -575,3 +575,26 @@ def test_a_crop_scale_that_rounds_to_a_0_px_crop_is_refused_and_the_smallest_kep
     cfg = load_config(None, ["AUG.CROP_SCALES", "(0.004,)"])  # 1/256 = 0.0039: a 1-px crop
     aug = draw_train_aug(np.random.default_rng(0), 320, 240, cfg.DATA.INPUT_SIZE, 8, scales=cfg.AUG.CROP_SCALES)
     assert (aug.roi_end - aug.roi_start > 0).all()
+
+
+@pytest.mark.parametrize("text, opts, message", [
+    ("DATA:\n  LR: 1.0e-4\n", ["DATA.LR", "1e-4"], "unknown config key DATA.LR (did you mean TRAIN.LR? valid keys under "
+                                                   "DATA: "),
+    ("LR: 1.0e-4\n", ["LR", "1e-4"], "unknown config key LR (did you mean TRAIN.LR? valid keys under the top level: "),
+    ("TRAIN:\n  NUM_CLIP: 4\n", ["TRAIN.NUM_CLIP", "4"],
+     "unknown config key TRAIN.NUM_CLIP (did you mean TEST.NUM_CLIP? valid keys under TRAIN: "),
+    ("TRAIN:\n  SEED: 3\n", ["TRAIN.SEED", "3"], "unknown config key TRAIN.SEED (did you mean SEED? valid keys under "),
+    ("DATA:\n  BATCH_SIZE: 2\n", ["DATA.BATCH_SIZE", "2"],
+     "unknown config key DATA.BATCH_SIZE (did you mean TRAIN.BATCH_SIZE or TEST.BATCH_SIZE? valid keys under DATA: "),
+    # the original's MYCLIP copy is named only where no other section has the key
+    ("DATA:\n  USE_MEAN_POOLING: true\n", ["DATA.USE_MEAN_POOLING", "True"],
+     "unknown config key DATA.USE_MEAN_POOLING (did you mean MODEL.USE_MEAN_POOLING? valid keys under DATA: "),
+])
+def test_a_key_under_the_wrong_section_names_the_section_it_belongs_to(tmp_path, text, opts, message):
+    """A key written under another section (LR under DATA, NUM_CLIP under TRAIN) was refused with the wrong
+    section's keys only, or with a guess of a near name there, never the key that was meant."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert config_refusal(str(path)).startswith(f"{path}: {message}")
+    assert config_refusal(None, opts).startswith(f"--opts: {message}")
+

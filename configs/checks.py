@@ -95,6 +95,19 @@ def _check_crop_sides(scales, input_size: int) -> None:
                           f"least 1/{short} (the recipes use 0.66 to 1.0)")
 
 
+def _check_lr_schedule(cfg: CN, given) -> None:
+    """A training run's peak LR and its cosine's end: the schedule goes from TRAIN.LR to TRAIN.LR_MIN whatever their
+    order, so an LR_MIN above LR raised the LR for the whole run, and LR 0 gave every step (and AdamW's decoupled
+    weight decay, which scales with it) nothing to do. ``given``: a key as the messages name it, with its source."""
+    if cfg.TRAIN.LR == 0:
+        raise ConfigError(f"{given('TRAIN.LR')} leaves the weights unchanged (every AdamW step, weight decay "
+                          "included, scales with it): set the peak LR above 0 (the recipes use 1e-6 to 8e-6), or "
+                          "evaluate weights with --only_test")
+    if cfg.TRAIN.LR_MIN > cfg.TRAIN.LR:
+        raise ConfigError(f"{given('TRAIN.LR_MIN')} is above {given('TRAIN.LR')}: the cosine would raise the LR "
+                          "to it instead of lowering it; set TRAIN.LR_MIN at most TRAIN.LR (0: TRAIN.LR / 100)")
+
+
 def _is_flag(source: str | None) -> bool:
     """Whether ``source`` (where a key was set) is one of a command's own flags (``--batch-size``), not a file or
     ``--opts``."""
@@ -144,6 +157,8 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
         if _get(cfg, key) >= 1.0:
             raise ConfigError(f"{shown(key)} is not a usable AdamW learning rate (must be below 1; "
                               "the recipes use 1e-6 to 1e-3)")
+    if not cfg.TEST.ONLY_TEST:
+        _check_lr_schedule(cfg, given)
     if not 0 <= cfg.SEED < _SEED_LIMIT:
         raise ConfigError(f"SEED = {cfg.SEED} must be in [0, 2**32 - 1] (data order, augmentation and mixup "
                           "use 32-bit seeds)")
@@ -161,6 +176,12 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
                           "layer-wise decay; 0 would freeze every layer below the head)")
     if not 0.0 <= cfg.TRAIN.EMA_DECAY <= 1.0:
         raise ConfigError(f"TRAIN.EMA_DECAY = {cfg.TRAIN.EMA_DECAY!r} must be in [0, 1]")
+    if cfg.TRAIN.EMA and cfg.TRAIN.EMA_DECAY == 1.0 and not cfg.TEST.ONLY_TEST:
+        # timm's average keeps decay x itself: at 1 it never leaves the first step's weights, and every validation,
+        # best.pth included, scored those
+        raise ConfigError(f"{given('TRAIN.EMA_DECAY')} with TRAIN.EMA True keeps the average at the first step's "
+                          "weights, which every validation would score: use a decay below 1 (e.g. 0.9999), or "
+                          "TRAIN.EMA False")
     if cfg.TRAIN.EPS <= 0:
         raise ConfigError(f"TRAIN.EPS = {cfg.TRAIN.EPS!r} must be positive")
     if not 0.0 <= cfg.AUG.LABEL_SMOOTH < 1.0:

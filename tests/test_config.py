@@ -598,3 +598,34 @@ def test_a_key_under_the_wrong_section_names_the_section_it_belongs_to(tmp_path,
     assert config_refusal(str(path)).startswith(f"{path}: {message}")
     assert config_refusal(None, opts).startswith(f"--opts: {message}")
 
+
+def test_a_learning_rate_schedule_that_cannot_train_is_refused_naming_both_keys(tmp_path):
+    """TRAIN.LR_MIN above TRAIN.LR was accepted, and the cosine raised the LR to LR_MIN over the run; TRAIN.LR 0 was
+    accepted, and a whole run's steps changed no weight. An evaluation keeps the training keys as they are."""
+    demo = str(ROOT / "configs" / "demo.yaml")
+    assert config_refusal(demo, ["TRAIN.LR", "5e-6"]) == (
+        f"TRAIN.LR_MIN = 1e-05 (from {demo}) is above TRAIN.LR = 5e-06 (from --opts): the cosine would raise the LR "
+        "to it instead of lowering it; set TRAIN.LR_MIN at most TRAIN.LR (0: TRAIN.LR / 100)")
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  LR: 0.0\n")
+    assert config_refusal(str(path)) == (
+        f"TRAIN.LR = 0.0 (from {path}) leaves the weights unchanged (every AdamW step, weight decay included, "
+        "scales with it): set the peak LR above 0 (the recipes use 1e-6 to 8e-6), or evaluate weights with "
+        "--only_test")
+    assert config_refusal(None, ["TRAIN.LR", "0", "TRAIN.LR_MIN", "1e-6"]).startswith("TRAIN.LR = 0.0 (from --opts)")
+    # equal is the recipes' constant LR; LR_MIN 0 is LR / 100
+    assert load_config(demo, ["TRAIN.LR", "1e-5"]).TRAIN.LR_MIN == 1e-5
+    assert load_config(None, ["TRAIN.LR", "1e-4", "TRAIN.LR_MIN", "0"]).TRAIN.LR_MIN == 0.0
+    assert load_config(str(path), ["TEST.ONLY_TEST", "True"]).TRAIN.LR == 0.0
+    assert load_config(demo, ["TRAIN.LR", "5e-6", "TEST.ONLY_TEST", "True"]).TRAIN.LR == 5e-6
+
+
+def test_an_ema_that_would_never_move_is_refused_for_training():
+    """TRAIN.EMA with EMA_DECAY 1 was accepted: timm's average keeps decay x itself, so it stayed at the first
+    step's weights, and every validation (and best.pth) scored those instead of the trained ones."""
+    assert config_refusal(None, ["TRAIN.EMA", "True", "TRAIN.EMA_DECAY", "1"]) == (
+        "TRAIN.EMA_DECAY = 1.0 (from --opts) with TRAIN.EMA True keeps the average at the first step's weights, "
+        "which every validation would score: use a decay below 1 (e.g. 0.9999), or TRAIN.EMA False")
+    assert load_config(None, ["TRAIN.EMA", "True", "TRAIN.EMA_DECAY", "0.9999"]).TRAIN.EMA
+    assert load_config(None, ["TRAIN.EMA_DECAY", "1"]).TRAIN.EMA_DECAY == 1.0  # no EMA: the decay is unused
+    assert load_config(None, ["TRAIN.EMA", "True", "TRAIN.EMA_DECAY", "1", "TEST.ONLY_TEST", "True"]).TEST.ONLY_TEST

@@ -40,8 +40,9 @@ _NON_NEGATIVE = (
     "DATA.NUM_WORKERS", "DATA.INDEX_WORKERS", "DATA.PREFETCH", "DATA.VIDEO_TIMEOUT_S", "MODEL.DROP_RATE",
     "MODEL.ATTN_DROP_RATE", "MODEL.DROP_PATH_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY",
     "TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN", "TRAIN.CLIP_GRAD", "AUG.LABEL_SMOOTH", "AUG.MIXUP",
-    "AUG.CUTMIX", "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "SAVE_MINUTES", "MODEL.PRETRAINED_FRAMES",
-    "MODEL.PRETRAINED_INPUT_SIZE",
+    "AUG.CUTMIX", "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "SAVE_MINUTES",
+    # the original's keys first: mapped onto the two after them, a value of theirs is named as the user wrote it
+    "MYCLIP.FT_FRAMES", "MYCLIP.FT_IMAGE_SIZE", "MODEL.PRETRAINED_FRAMES", "MODEL.PRETRAINED_INPUT_SIZE",
 )
 # Learning-rate keys: AdamW at a learning rate of 1 or more only diverges, so such a value is a typo.
 _LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
@@ -96,16 +97,21 @@ def _check_crop_sides(scales, input_size: int) -> None:
 
 
 def _check_lr_schedule(cfg: CN, given) -> None:
-    """A training run's peak LR and its cosine's end: the schedule goes from TRAIN.LR to TRAIN.LR_MIN whatever their
-    order, so an LR_MIN above LR raised the LR for the whole run, and LR 0 gave every step (and AdamW's decoupled
-    weight decay, which scales with it) nothing to do. ``given``: a key as the messages name it, with its source."""
+    """A training run's peak LR, its warmup's start and its cosine's end: the schedule goes from WARMUP_START_LR to
+    TRAIN.LR to TRAIN.LR_MIN whatever their order, so an LR_MIN above LR raised the LR for the whole run (and a
+    WARMUP_START_LR above LR lowered it in the warmup), and LR 0 gave every step (and AdamW's decoupled weight decay,
+    which scales with it) nothing to do. ``given``: a key as the messages name it, with its source."""
     if cfg.TRAIN.LR == 0:
         raise ConfigError(f"{given('TRAIN.LR')} leaves the weights unchanged (every AdamW step, weight decay "
-                          "included, scales with it): set the peak LR above 0 (the recipes use 1e-6 to 8e-6), or "
+                          "included, scales with it): set the peak LR above 0 (the recipes use 1e-6 to 1e-3), or "
                           "evaluate weights with --only_test")
     if cfg.TRAIN.LR_MIN > cfg.TRAIN.LR:
         raise ConfigError(f"{given('TRAIN.LR_MIN')} is above {given('TRAIN.LR')}: the cosine would raise the LR "
                           "to it instead of lowering it; set TRAIN.LR_MIN at most TRAIN.LR (0: TRAIN.LR / 100)")
+    if cfg.TRAIN.WARMUP_EPOCHS > 0 and cfg.TRAIN.WARMUP_START_LR > cfg.TRAIN.LR:
+        raise ConfigError(f"{given('TRAIN.WARMUP_START_LR')} is above {given('TRAIN.LR')}: the warmup would lower "
+                          "the LR from it instead of raising it to TRAIN.LR; set TRAIN.WARMUP_START_LR at most "
+                          "TRAIN.LR, or TRAIN.WARMUP_EPOCHS 0")
 
 
 def _is_flag(source: str | None) -> bool:

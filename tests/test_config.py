@@ -610,7 +610,7 @@ def test_a_learning_rate_schedule_that_cannot_train_is_refused_naming_both_keys(
     path.write_text("TRAIN:\n  LR: 0.0\n")
     assert config_refusal(str(path)) == (
         f"TRAIN.LR = 0.0 (from {path}) leaves the weights unchanged (every AdamW step, weight decay included, "
-        "scales with it): set the peak LR above 0 (the recipes use 1e-6 to 8e-6), or evaluate weights with "
+        "scales with it): set the peak LR above 0 (the recipes use 1e-6 to 1e-3), or evaluate weights with "
         "--only_test")
     assert config_refusal(None, ["TRAIN.LR", "0", "TRAIN.LR_MIN", "1e-6"]).startswith("TRAIN.LR = 0.0 (from --opts)")
     # equal is the recipes' constant LR; LR_MIN 0 is LR / 100
@@ -618,6 +618,25 @@ def test_a_learning_rate_schedule_that_cannot_train_is_refused_naming_both_keys(
     assert load_config(None, ["TRAIN.LR", "1e-4", "TRAIN.LR_MIN", "0"]).TRAIN.LR_MIN == 0.0
     assert load_config(str(path), ["TEST.ONLY_TEST", "True"]).TRAIN.LR == 0.0
     assert load_config(demo, ["TRAIN.LR", "5e-6", "TEST.ONLY_TEST", "True"]).TRAIN.LR == 5e-6
+
+
+def test_a_warmup_that_starts_above_the_peak_lr_is_refused_naming_both_keys():
+    """TRAIN.WARMUP_START_LR above TRAIN.LR was accepted, and the warmup lowered the LR to the peak instead of raising
+    it; without a warmup the start is unused (the K400 recipe's constant LR sets it equal)."""
+    assert config_refusal(None, ["TRAIN.WARMUP_START_LR", "1e-4", "TRAIN.LR_MIN", "1e-6"]) == (
+        "TRAIN.WARMUP_START_LR = 0.0001 (from --opts) is above TRAIN.LR = 8e-06 (the default): the warmup would "
+        "lower the LR from it instead of raising it to TRAIN.LR; set TRAIN.WARMUP_START_LR at most TRAIN.LR, or "
+        "TRAIN.WARMUP_EPOCHS 0")
+    k400 = str(ROOT / "configs" / "k400.yaml")
+    assert load_config(k400, ["TRAIN.WARMUP_START_LR", "1e-4"]).TRAIN.WARMUP_EPOCHS == 0
+    assert load_config(None, ["TRAIN.WARMUP_START_LR", "8e-6"]).TRAIN.WARMUP_START_LR == 8e-6
+
+
+def test_a_negative_value_of_the_originals_pretrained_grid_keys_is_named_as_written():
+    """MYCLIP.FT_IMAGE_SIZE -1 was refused as MODEL.PRETRAINED_INPUT_SIZE = -1, a key the command never named."""
+    assert config_refusal(None, ["MYCLIP.FT_IMAGE_SIZE", "-1"]) == "MYCLIP.FT_IMAGE_SIZE = -1 must not be negative"
+    assert config_refusal(None, ["MYCLIP.FT_FRAMES", "-8"]) == "MYCLIP.FT_FRAMES = -8 must not be negative"
+    assert load_config(None, ["MYCLIP.FT_FRAMES", "16"]).MODEL.PRETRAINED_FRAMES == 16
 
 
 def test_an_ema_that_would_never_move_is_refused_for_training():

@@ -141,11 +141,11 @@ _C.TRAIN.EPOCHS = 30
 # Linear warmup length in epochs (fractions allowed); the schedule steps once per optimizer step.
 _C.TRAIN.WARMUP_EPOCHS = 5.0
 _C.TRAIN.WEIGHT_DECAY = 0.05
-# Peak learning rate, absolute (not scaled with the batch size, as in the original).
+# Peak learning rate (above 0), absolute (not scaled with the batch size, as in the original).
 _C.TRAIN.LR = 8.0e-6
-# LR at the first warmup step.
+# LR at the first warmup step (at most LR).
 _C.TRAIN.WARMUP_START_LR = 0.0
-# LR at the end of the cosine; 0 means LR / 100 (the original's rule).
+# LR at the end of the cosine (at most LR); 0 means LR / 100 (the original's rule).
 _C.TRAIN.LR_MIN = 0.0
 # Clips per process per micro-batch.
 _C.TRAIN.BATCH_SIZE = 8
@@ -182,7 +182,8 @@ _C.TRAIN.OPT_LEVEL = ""
 _C.TRAIN.CLIP_GRAD = 0.0
 # Compile the model with torch.compile.
 _C.TRAIN.COMPILE = False
-# Keep an exponential moving average of the weights (evaluated instead of the raw weights when on).
+# Keep an exponential moving average of the weights (evaluated instead of the raw weights when on). EMA_DECAY must
+# then be below 1: at 1 the average never moves.
 _C.TRAIN.EMA = False
 _C.TRAIN.EMA_DECAY = 0.9999
 # On a non-finite loss (or non-finite gradients under a finite loss, bf16/fp32: fp16's loss scaler skips those

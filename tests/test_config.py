@@ -578,8 +578,8 @@ def test_a_crop_scale_that_rounds_to_a_0_px_crop_is_refused_and_the_smallest_kep
 
 
 @pytest.mark.parametrize("text, opts, message", [
-    ("DATA:\n  LR: 1.0e-4\n", ["DATA.LR", "1e-4"], "unknown config key DATA.LR (did you mean TRAIN.LR? valid keys under "
-                                                   "DATA: "),
+    ("DATA:\n  LR: 1.0e-4\n", ["DATA.LR", "1e-4"],
+     "unknown config key DATA.LR (did you mean TRAIN.LR? valid keys under DATA: "),
     ("LR: 1.0e-4\n", ["LR", "1e-4"], "unknown config key LR (did you mean TRAIN.LR? valid keys under the top level: "),
     ("TRAIN:\n  NUM_CLIP: 4\n", ["TRAIN.NUM_CLIP", "4"],
      "unknown config key TRAIN.NUM_CLIP (did you mean TEST.NUM_CLIP? valid keys under TRAIN: "),

@@ -32,6 +32,8 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
             raise _unknown_key(source, key, cfg, prefix.rstrip("."), root)
         default = cfg[name]
         if isinstance(default, CN):
+            if value is None:  # a section left empty (every key under it commented out) sets none, as an empty file
+                continue
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key} is a section; expected a mapping, got {value!r} "
                                   f"({_section_keys(default, key)})")

@@ -182,6 +182,17 @@ def test_unknown_key_in_opts_lists_the_valid_keys_as_for_a_file():
     assert str(err.value).startswith("--opts: unknown config key TRAIN.ZZZ (valid keys under TRAIN: ")
 
 
+def test_a_section_left_empty_in_a_file_sets_nothing(tmp_path):
+    """A section whose keys were all commented out (DATA: with nothing under it) was refused as "expected a
+    mapping, got None"; an empty file loads, and so does an empty section now. A value is still refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  LR: 1.0e-4\nDATA:\n#  NUM_WORKERS: 4\nLOG: null\n")
+    cfg = load_config(str(path))
+    assert (cfg.TRAIN.LR, cfg.DATA.NUM_WORKERS, cfg.LOG.NVML) == (1e-4, 2, True)
+    path.write_text("DATA: 4\n")
+    assert config_refusal(str(path)).startswith(f"{path}: DATA is a section; expected a mapping, got 4 (keys under ")
+
+
 def test_a_typo_in_a_config_file_names_the_close_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("DATA:\n  NUM_WORKER: 4\n")

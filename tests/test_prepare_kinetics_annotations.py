@@ -604,3 +604,36 @@ def test_a_video_named_otherwise_than_its_row_is_told_the_row_s_name(tmp_path, c
     assert (f"not in annotations: no row of the train or val CSV names {stem.replace('_000010_000020', '_10_20')} "
             f"(a row names {stem}: a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>.<ext>)") \
         in capsys.readouterr().err
+
+
+def test_videos_named_by_their_youtube_id_alone_take_that_id_s_row(tmp_path, capsys):
+    # Downloaders name a video <youtube_id>.<ext> by default: every such file was "not in annotations" and every row
+    # "missing", and a class without a video stopped the lists. Each now takes its id's one row; an id that two rows
+    # name (two clips of one YouTube video) is named as such, not guessed.
+    tree = {"train": {"a": [vid("A1"), vid("A2")], "b": [vid("B1")]}, "val": {"a": [vid("V1")], "b": [vid("V2")]}}
+    named = make_flat(tmp_path / "named" / "t400", tree)
+    root = make_flat(tmp_path / "by_id" / "t400", tree)
+    for split, classes in tree.items():
+        for f in (f for files in classes.values() for f in files):
+            ext = ".webm" if f == vid("B1") else ".mp4"
+            (root / split / f).rename(root / split / (f[:11] + ext))
+    for top in (named.parent, root.parent):
+        assert prepare_kinetics.main(["lists", "--dataset", f"t400={top / 't400'}", "--out", str(top)]) == 0
+    ids = {f"t400/{split}/{f}": f"t400/{split}/{f[:11]}{'.webm' if f == vid('B1') else '.mp4'}"
+           for split, classes in tree.items() for files in classes.values() for f in files}
+    for split in ("train", "val"):
+        assert read_list(root.parent / f"t400_{split}.txt") == [
+            (ids[rel], lab) for rel, lab in read_list(named.parent / f"t400_{split}.txt")]
+    assert json.loads((root.parent / "t400_report.json").read_text())["train_skipped"] == 0
+    # A second clip of A2's YouTube video: the file named by the id alone is no longer one row's.
+    with open(root / "annotations" / "train.csv", "a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(annotation_row("b", vid("A2", start=50), "train"))
+    capsys.readouterr()
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(root.parent)]) == 0
+    a2 = os.path.splitext(vid("A2"))[0]
+    reasons = {r["path"]: r["reason"] for r in json.loads((root.parent / "t400_report.json").read_text())[
+        "skipped_files"]}
+    assert reasons[str(root / "train" / f"{a2[:11]}.mp4")] == (
+        f"not in annotations: no row of the train or val CSV names {a2[:11]} (rows name {a2}, "
+        f"{os.path.splitext(vid('A2', start=50))[0]}, clips of the same YouTube video: a video's file name is "
+        f"<youtube_id>_<time_start:06d>_<time_end:06d>.<ext>)")

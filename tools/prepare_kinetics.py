@@ -40,7 +40,8 @@ The official downloads are flat: <root>/{train,val}/<youtube_id>_<start:06d>_<en
 <root>/annotations/{train,val}.csv (label,youtube_id,time_start,time_end,split[,is_cc]; without val.csv, the
 validate.csv of Kinetics-700-2020's download is read, with a note). A dataset whose split
 folders hold videos and no subfolders is read that way, each video's class and split taken from the CSV row that
-names its file (a video of val.csv saved in train/ is a validation video); --annotations names other CSVs, per
+names its file (a video of val.csv saved in train/ is a validation video; a file named <youtube_id>.mp4 is the
+video of the one row of that id); --annotations names other CSVs, per
 dataset, so several --dataset of either layout mix:
               python tools/prepare_kinetics.py k722 --dataset k400=data/k400 --dataset k700=data/k700 \\
                   --annotations k700=data/k700_annotations --out data/

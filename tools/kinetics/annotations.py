@@ -4,8 +4,9 @@
 with a trailing ``is_cc``).
 
 A video's class is the label of the CSV row whose ``<youtube_id>_<time_start:06d>_<time_end:06d>`` is the file's
-name without its extension, and its split is the split of the CSV that lists it, whichever split folder it lies
-in: a video of val.csv saved in train/ is a validation video (trusting the folder would train on it, and the
+name without its extension (a file named ``<youtube_id>.<ext>``, by the id alone, takes the one row of that id; of
+an id that several rows name, none), and its split is the split of the CSV that lists it, whichever split folder
+it lies in: a video of val.csv saved in train/ is a validation video (trusting the folder would train on it, and the
 leak removal could not tell). The ``split`` column is not read: the CSV given for a split is that split's.
 
 The scan gives the ``Video`` records (class name, split, path) that a class-folder tree of the same files gives,
@@ -253,8 +254,14 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     def class_name(label: str) -> str:
         return label.replace("_", " ") if underscore_to_space else label
 
-    # a row's key by its YouTube id: a file named otherwise (unpadded times, the id alone) is told the row's name
-    by_id = {youtube_id(key): key for split in folders for key in rows[split]}
+    # the rows of each YouTube id: a file named by the id alone (``<youtube_id>.mp4``, as downloaders name a video
+    # by default) is the video of the one row of that id; a file named otherwise (unpadded times) is told its name
+    by_id: dict[str, list[str]] = {}
+    for split in folders:
+        for key in rows[split]:
+            same = by_id.setdefault(key.rsplit("_", 2)[0], [])
+            if key not in same:  # a video both CSVs list is one row here
+                same.append(key)
     matched, annotated, elsewhere = [], {}, []
     for split, folder in folders.items():
         split_root = os.path.join(root, folder)
@@ -263,14 +270,19 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
                                 f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>, annotated in {csvs[split]!r})")
         for f in video_entries(split_root, ignored):
             key, path = os.path.splitext(f.name)[0], os.path.join(root, folder, f.name)
+            same_id = by_id.get(key, []) if not any(key in rows[s] for s in folders) else []
+            if len(same_id) == 1:  # named by its YouTube id alone: the video of that id's one row
+                key = same_id[0]
             # The folder's own CSV first: a video in both CSVs (in no release) stays in the split it lies in.
             owner = next((s for s in (split, *folders) if key in rows[s]), None)
             if owner is None:
-                near = by_id.get(youtube_id(f.name))
-                hint = (f" (a row names {near}: a video's file name is <youtube_id>_<time_start:06d>_"
-                        f"<time_end:06d>.<ext>)" if near else "")
-                skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names {key}"
-                                      f"{hint}"))
+                near = same_id or by_id.get(youtube_id(f.name), [])
+                name_it = "a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>.<ext>"
+                hint = (f" (rows name {', '.join(near[:3])}{', ...' if len(near) > 3 else ''}, clips of the same "
+                        f"YouTube video: {name_it})" if len(near) > 1 else
+                        f" (a row names {near[0]}: {name_it})" if near else "")
+                skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names "
+                                      f"{os.path.splitext(f.name)[0]}{hint}"))
                 counts[split][SKIP_UNANNOTATED] += 1
                 if walk is not None:
                     walk.update()

@@ -31,17 +31,18 @@ _WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 _RERUN = "run the same command: with TRAIN.AUTO_RESUME True (the default) it resumes from the last checkpoint in OUTPUT"
 
 
-def write_failure(error: BaseException) -> str | None:
+def write_failure(error: BaseException, rerun: str = _RERUN) -> str | None:
     """One line naming the file for an error that is, or was raised from, a failed write (disk full, quota,
-    read-only file system) or a refused access (permissions); None for any other error."""
+    read-only file system) or a refused access (permissions); None for any other error. ``rerun``: how the command
+    goes on once space is freed (default: a training run's resume)."""
     seen = 0
     while error is not None and seen < 8:
         if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
             where = f" {error.filename}" if error.filename else ""
-            hint = f"; free space and {_RERUN}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            hint = f"; free space and {rerun}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
             if error.errno == errno.EFBIG:  # Python ignores SIGXFSZ: a file size limit is this error, not a kill
                 hint = ("; the file reached the largest this process may write (the shell's file size limit, "
-                        f"ulimit -f, or the file system's largest file): lift the limit and {_RERUN}")
+                        f"ulimit -f, or the file system's largest file): lift the limit and {rerun}")
             verb = "access" if error.errno in (errno.EACCES, errno.EPERM) else "write"  # a read may be refused too
             return f"cannot {verb}{where}: {error.strerror or os.strerror(error.errno)}{hint}"
         error, seen = error.__cause__ or error.__context__, seen + 1
@@ -188,7 +189,9 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
         # that an index cache or a list beside a shared dataset stays readable by the other users and jobs that
         # read the dataset.
         os.fchmod(fd, _mode_for(target))
-        with os.fdopen(fd, "wb") as f:
+        # a write() the disk refuses (full, over quota) names no file: a full disk was a traceback, or a line
+        # that did not say which file
+        with naming_the_file(target), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             if fsync:

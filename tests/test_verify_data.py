@@ -389,3 +389,26 @@ def test_the_index_warning_and_strict_refusal_name_a_dotdot_path_cleanly_too(tmp
         build_index(str(listed), str(tmp_path / "out"), 1, workers=1, strict=True, progress=False)
     assert f"are unreadable: {shown} (not a readable video container" in str(e.value)
     assert f"bad video {shown}: not a readable video container" in caplog.text, caplog.text
+
+
+def test_a_full_disk_under_the_index_cache_is_one_line_naming_it(tmp_path, videos, capsys, monkeypatch):
+    """A write() the disk refuses names no file: verify_data ended in a traceback whose last line did not say which
+    file could not be written."""
+    import errno
+
+    import numpy as np
+
+    from tools import verify_data
+
+    def full_disk(*args, **kwargs):  # as write() fails on a full disk: no file named
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n")
+    monkeypatch.setattr(np, "savez", full_disk)
+    assert verify_data.main([str(lst), "--root", str(videos), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (f"error: cannot write {lst}.index.npz: No space left on device; free space and run the same "
+                       f"command")
+    assert not any(line.startswith(("Traceback", "error:")) for line in err[:-1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.txt", "train.txt.index.lock", "videos"]

@@ -37,6 +37,7 @@ from configs import ConfigError, load_config  # noqa: E402
 from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.cli import ArgumentParser, flags_as_typed  # noqa: E402
+from evautil.files import write_failure  # noqa: E402
 from evautil.flops import model_size_text  # noqa: E402
 from evautil.progress import counted, format_bytes, stderr_is_terminal  # noqa: E402
 
@@ -212,6 +213,12 @@ def _verify_lists(args: argparse.Namespace) -> int:
             return 1 if verify(targets, args.workers, args.full_decode, timeout_s, root_name, classes_name) else 0
     except (ConfigError, DataError, FileNotFoundError) as e:  # DataListError is a DataError
         print(f"error: {flags_as_typed(e, args)}", file=sys.stderr)  # --num_classes, if so typed
+        return 2
+    except OSError as e:  # an index cache or quarantine file the disk refuses (full, over quota): one line
+        failure = write_failure(e, rerun="run the same command")
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         return 2
 
 

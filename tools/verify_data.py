@@ -2,8 +2,9 @@
 """Check a dataset without training: index every video of one or more lists (probing in parallel, with a progress
 bar) and report per list the counts, codecs, frame sizes, frame counts, bytes on disk and every unreadable video
 with its reason (also written to <list>.quarantine.txt). Exit code 0 when every video is readable, 1 when any is
-not, 2 for unusable input (a missing or malformed list, a bad config), 4 when stopped by SIGTERM or SIGUSR1 (a batch
-scheduler's stop: the videos probed so far are saved, and the same command probes only the rest).
+not, 2 for unusable input (a missing or malformed list, a bad config) or a cache the disk refuses (one line naming
+it), 4 when stopped by SIGTERM or SIGUSR1 (a batch scheduler's stop: the videos probed so far are saved, and the
+same command probes only the rest).
 
     python tools/verify_data.py --cfg configs/k722.yaml                # the config's train and val lists
     python tools/verify_data.py data/k400_train.txt data/k400_val.txt --root data/ --workers 32

@@ -511,6 +511,27 @@ def test_k722_no_aliases_and_unique_names(tmp_path):
         build_k722([sa, scan_dataset("t400", str(b))])
 
 
+
+def test_a_k722_name_that_cannot_prefix_its_files_or_is_a_dataset_s_is_refused_before_the_scan(tmp_path, capsys):
+    # --name was not checked as the dataset names are: 'a/b' wrote a/b_train.txt ... into a subfolder of --out,
+    # '../x' outside it, '' wrote _train.txt; the name of a --dataset had the merge replace that dataset's own lists.
+    a = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    out = tmp_path / "out"
+    for name, message in (("a/b", "--name 'a/b' must contain only letters, digits, '-' and '_'"),
+                          ("../x", "--name '../x' must contain only letters, digits, '-' and '_'"),
+                          ("", "--name '' must contain only letters, digits, '-' and '_'"),
+                          ("t400", f"--name t400: the merged lists, labels and report would replace those of "
+                                   f"--dataset t400 in {out} (t400_train.txt ...); give the merge another --name, "
+                                   f"or pass --no-dataset-lists")):
+        assert prepare_kinetics.main(["k722", "--dataset", f"t400={a}", "--name", name, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t400"]
+    # merged files only: nothing of the dataset's own to replace
+    assert prepare_kinetics.main(["k722", "--dataset", f"t400={a}", "--name", "t400", "--out", str(out),
+                                  "--no-dataset-lists"]) == 0
+    assert read_list(out / "t400_train.txt") == [(f"../t400/train/a/{vid('a')}", 0)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # errors and --dry-run
 # ----------------------------------------------------------------------------------------------------------------

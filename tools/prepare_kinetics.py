@@ -82,7 +82,7 @@ from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree,
 )
 from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
-from tools.kinetics.scan import finish_scan, save_checked, walk_dataset  # noqa: E402
+from tools.kinetics.scan import check_output_name, finish_scan, save_checked, walk_dataset  # noqa: E402
 from tools.kinetics.video_names import printable_path  # noqa: E402
 
 
@@ -189,6 +189,12 @@ def _scan_all(args: argparse.Namespace) -> list:
     names = [n for n, _ in args.dataset]
     if len(set(names)) != len(names):
         raise KineticsError(f"--dataset names must be unique, got {names}")
+    if args.command == "k722":  # before any scan: the merge's files are named after it
+        check_output_name(args.name, "--name")
+        if args.name in names and not args.no_dataset_lists:
+            raise KineticsError(f"--name {args.name}: the merged lists, labels and report would replace those of "
+                                f"--dataset {args.name} in {args.out} ({args.name}_train.txt ...); give the merge "
+                                f"another --name, or pass --no-dataset-lists")
     annotations = _annotation_args(args)
     before = None
     if args.check:  # what an earlier check into --out recorded: its unchanged videos are not probed again
@@ -306,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("k722", help="merged Kinetics-722 lists, labels, class mappings and report")
     _add_scan_args(p)
-    p.add_argument("--name", default="k722", help="output prefix of the merged dataset (default: k722)")
+    p.add_argument("--name", default="k722",
+                   help="output prefix of the merged dataset (default: k722): letters, digits, '-' and '_', and no "
+                        "--dataset's name unless --no-dataset-lists")
     renames = "; ".join(f"{a!r} -> {b!r}" for a, b in CLASS_ALIASES.items())
     p.add_argument("--no-aliases", action="store_true", help=f"do not merge renamed classes ({renames})")
     p.add_argument("--no-dataset-lists", action="store_true",

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from dali_pipelines.video_table import VideoTable
 
 __all__ = ["SKIP_KINDS", "Video", "DatasetScan", "WalkedDataset", "video_entries", "video_skip", "scan_dataset",
-           "walk_dataset", "finish_scan", "save_checked"]
+           "walk_dataset", "finish_scan", "save_checked", "check_output_name"]
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
@@ -350,10 +350,16 @@ def finish_scan(w: WalkedDataset, *, check: bool = False, workers: int = 0, prog
                        probe_rows, walked.info)
 
 
+def check_output_name(name: str, what: str = "dataset name") -> None:
+    """Refuse a ``name`` that cannot prefix the files written into --out (a dataset's name, the merge's --name,
+    ``what`` in the message): a '/' wrote them into a subfolder, '..' outside --out, an empty one ``_train.txt``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise KineticsError(f"{what} {name!r} must contain only letters, digits, '-' and '_'")
+
+
 def _dataset_root(name: str, root: str) -> str:
     """The absolute ``root`` of dataset ``name``, once both are checked (the name becomes a file prefix)."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise KineticsError(f"dataset name {name!r} must contain only letters, digits, '-' and '_'")
+    check_output_name(name)
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise KineticsError(f"dataset {name}: root {root!r} does not exist or is not a directory")

@@ -637,3 +637,20 @@ def test_videos_named_by_their_youtube_id_alone_take_that_id_s_row(tmp_path, cap
         f"not in annotations: no row of the train or val CSV names {a2[:11]} (rows name {a2}, "
         f"{os.path.splitext(vid('A2', start=50))[0]}, clips of the same YouTube video: a video's file name is "
         f"<youtube_id>_<time_start:06d>_<time_end:06d>.<ext>)")
+
+
+def test_a_row_whose_video_is_a_download_not_finished_says_so(tmp_path):
+    # A download stopped half-way leaves <name>.mp4.part: its row was "missing" like a video never downloaded, and
+    # the .part file one of the entries ignored, nothing tying the two together.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1"), vid("A2"), vid("A3")]}, "val": {"a": [vid("V1")]}})
+    (root / "train" / vid("A2")).rename(root / "train" / (vid("A2") + ".part"))
+    (root / "train" / vid("A3")).rename(root / "train" / (vid("A3")[:11] + ".webm.part"))  # named by its id alone
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "t400_report.json").read_text())
+    reasons = {r["path"]: r["reason"] for r in rep["skipped_files"]}
+    csv_path = root / "annotations" / "train.csv"
+    for n, (name, part) in enumerate(((vid("A2"), vid("A2") + ".part"), (vid("A3"), vid("A3")[:11] + ".webm.part"))):
+        assert reasons[str(root / "train" / os.path.splitext(name)[0])] == (
+            f"missing: no video file for line {3 + n} of {csv_path} (class 'a'); {root / 'train' / part} is a "
+            f"download not finished: download the video again")
+    assert rep["train_skipped_by_kind"] == {"missing": 2}

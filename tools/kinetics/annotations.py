@@ -47,6 +47,8 @@ ANNOTATIONS_DIR = "annotations"
 SPLITS = ("train", "val")
 # Kinetics-700-2020's download names its val CSV validate.csv: read when a folder has no val.csv.
 VAL_CSV_ALIAS = "validate.csv"
+# What downloaders (youtube-dl, yt-dlp) add to the name of a video until it is downloaded whole.
+PART = ".part"
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,9 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     lost: dict[str, int] = {}
     twice: dict[str, int] = {}  # rows of a video both CSVs list, whose file the other split's row took
     twice_examples: list[str] = []
+    # a download not finished (<key>.mp4.part, or <youtube_id>.mp4.part): the row's video is missing, but not lost
+    partial = {os.path.splitext(os.path.basename(p)[:-len(PART)])[0]: p for p in ignored
+               if p.endswith(PART) and is_video_file(os.path.basename(p)[:-len(PART)])}
     for split, folder in folders.items():
         lost[split] = twice[split] = 0
         for key, row in rows[split].items():
@@ -315,7 +320,9 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             line = f"line {row.line} of {csvs[split]} (class {class_name(row.label)!r})"
             other = next((s for s in folders if (s, key) in annotated), None)
             if other is None:
-                absent.append((os.path.join(root, folder, key), f"missing: no video file for {line}"))
+                part = partial.get(key) or partial.get(key.rsplit("_", 2)[0])
+                unfinished = f"; {part} is a download not finished: download the video again" if part else ""
+                absent.append((os.path.join(root, folder, key), f"missing: no video file for {line}{unfinished}"))
                 lost[split] += 1
                 continue
             # the file is there, in the other split's folder, and listed there: not a video the download lacks

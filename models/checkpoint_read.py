@@ -74,11 +74,11 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
     """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
     ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors; an
     exported file's with its recorded geometry as their config, :func:`_with_saved_geometry`)."""
-    shown = path
-    if path[:4].lower() == "hf:/":  # a Hub reference, the cached local file, or one miswritten (models/hub.py)
-        from .hub import resolve_weights_path
+    from .hub import resolve_weights_path  # (models.hub imports models.checkpoint, which imports this module)
 
-        path = resolve_weights_path(path)
+    shown = path
+    path = resolve_weights_path(path)  # a Hub reference: its cached local file; one miswritten: refused by name
+    if path != shown:
         shown = named_path(shown, path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {shown}" + (" (a folder, not a file)"

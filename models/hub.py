@@ -23,9 +23,10 @@ from urllib.parse import unquote
 from .checkpoint import CheckpointError
 
 __all__ = ["HUB_PREFIX", "HubReference", "HubReferenceError", "is_hub_reference", "parse_hub_reference",
-           "resolve_weights_path", "cached_weights_path"]
+           "miswritten_hub_reference", "resolve_weights_path", "cached_weights_path"]
 
 HUB_PREFIX = "hf://"
+_MISWRITTEN_PREFIX = re.compile(r"(?i)hf:/*")  # "HF://", "hf:/", "hf:" with no slash
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -130,19 +131,31 @@ def _check_reachable(path: str, ref: HubReference) -> None:
                                 "cache), or give a local file") from None
 
 
+def miswritten_hub_reference(path: str) -> str | None:
+    """For ``path`` when it names no local file and reads as a Hub reference miswritten (``HF://``, ``hf:/``,
+    ``hf:`` without slashes), the one line saying how a reference is written, with this one written so; else None.
+    A local file or folder under such a name is no mistake: it is read as the path it is."""
+    prefix = _MISWRITTEN_PREFIX.match(path)
+    if is_hub_reference(path) or prefix is None or os.path.exists(path):
+        return None
+    meant = HUB_PREFIX + path[prefix.end():]
+    return (f"{path}: not a file, nor a Hub reference, which is written in lower case with two slashes: "
+            f"{HUB_PREFIX}owner/name[@revision]/path/to/file (here {meant})")
+
+
 def resolve_weights_path(path: str) -> str:
     """A local path for ``path``: an ``hf://`` reference is fetched into (or found in) the Hub cache; any other
-    value is returned unchanged, but for a miswritten reference (``HF://``, ``hf:/``) that names no local
-    file.
+    value is returned unchanged, but for a miswritten reference (``HF://``, ``hf:/``, ``hf:``) that names no local
+    file (:func:`miswritten_hub_reference`).
 
     Raises:
         HubReferenceError: malformed or miswritten reference; not cached while offline; not cached and the Hub
             unreachable; repository or file not found. The message is one line naming the reference.
     """
     if not is_hub_reference(path):
-        if re.match(r"(?i)hf:/", path) and not os.path.exists(path):  # "HF://", "hf:/": not found as a file
-            raise HubReferenceError(f"{path}: not a file, nor a Hub reference, which is written in lower case with "
-                                    f"two slashes: {HUB_PREFIX}owner/name[@revision]/path/to/file")
+        miswritten = miswritten_hub_reference(path)
+        if miswritten:
+            raise HubReferenceError(miswritten)
         return path
     ref = parse_hub_reference(path)
     from huggingface_hub import hf_hub_download

@@ -362,13 +362,20 @@ def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache
 
 
 def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monkeypatch, capsys):
-    """HF://... or hf:/... was looked for as a local file: "weights file not found", with no word of the Hub. A
-    local file under such a name (a folder "HF:") is still read."""
+    """HF://..., hf:/... or hf:... was looked for as a local file: "weights file not found", with no word of the Hub.
+    A local file under such a name (a folder "HF:") is still read."""
     _, _, ckpt, out = tiny
     how = "not a file, nor a Hub reference, which is written in lower case with two slashes: hf://owner/name"
-    for ref in ("HF://acme/repo/model.safetensors", "hf:/acme/repo/model.safetensors"):
+    # "hf:" without slashes was read as a local path ("weights file not found"); each line ends in the right spelling
+    for ref in ("HF://acme/repo/model.safetensors", "hf:/acme/repo/model.safetensors",
+                "hf:acme/repo/model.safetensors"):
         assert predict.main(["a.mp4", "--weights", ref, "--work-dir", str(tmp_path / "w")]) == 2
-        assert capsys.readouterr().err.startswith(f"error: {ref}: {how}")
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {ref}: {how}") and len(err.splitlines()) == 1, err
+        assert err.rstrip().endswith("(here hf://acme/repo/model.safetensors)"), err
+    with pytest.raises(HubReferenceError) as info:  # a load given the name directly (MODEL.PRETRAINED) says so too
+        read_state_dict("hf:acme/r/w.pth")
+    assert str(info.value) == f"hf:acme/r/w.pth: {how}[@revision]/path/to/file (here hf://acme/r/w.pth)"
     ref = "Hf://acme/repo/model.pth"
     assert export_safetensors.main(["--cfg", DEMO, "--weights", ref, "--out", str(tmp_path / "x.safetensors"),
                                     "--opts", *TINY, "DATA.LABEL_LIST", ""]) == 2

@@ -316,9 +316,30 @@ def test_a_checkpoint_without_settings_needs_cfg_in_one_line(tiny, tmp_path, cap
     _, _, ckpt, _ = tiny
     target = tmp_path / "m.safetensors"
     assert export_safetensors.main(["--weights", str(ckpt), "--out", str(target)]) == 2
-    assert capsys.readouterr().err == (f"error: --cfg is needed: {ckpt} is not a weights file exported by "
-                                       "tools.export_safetensors (which carries its own settings)\n")
+    assert capsys.readouterr().err == (
+        f"error: --cfg is needed with --weights {ckpt}, which holds no settings of its own (only a .safetensors file "
+        "written by tools.export_safetensors does): give the config of its model, e.g. python -m "
+        f"tools.export_safetensors --out {target} --cfg configs/k400.yaml --weights {ckpt}\n")
     assert not target.exists()
+
+
+def test_weights_missing_or_without_settings_are_one_sentence_with_a_command_that_works(tiny, tmp_path, capsys):
+    """No --weights read "--cfg is needed: no --weights given is not a weights file exported by ..."; --weights ""
+    with --cfg went on to look for a file named "". Now one sentence names the flags with the tool's own command;
+    a name with a space is quoted in it, so that the command can be pasted."""
+    _, _, ckpt, _ = tiny
+    spaced = tmp_path / "my weights.pth"
+    spaced.write_bytes(ckpt.read_bytes())
+    work = ["--work-dir", str(tmp_path / "w")]
+    for cfg in ([], ["--cfg", DEMO]):
+        assert predict.main(["a.mp4", "--weights", "", *cfg, *work]) == 2
+        assert capsys.readouterr().err == (
+            "error: no --weights given: give --weights with a checkpoint and --cfg with the config of its model, e.g. "
+            "python -m tools.predict a.mp4 --cfg configs/k400.yaml --weights eva_video_k400.pth\n")
+    assert predict.main(["a.mp4", "b c.mp4", "--weights", str(spaced), *work]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --cfg is needed with --weights {spaced}, which holds no settings") and err.endswith(
+        f"e.g. python -m tools.predict a.mp4 'b c.mp4' --cfg configs/k400.yaml --weights '{spaced}'\n"), err
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,
@@ -86,7 +87,7 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None,
                              source=os.path.basename(weights))
 
 
-def _carried_settings(weights: str, opts: list[str]) -> tuple[object, list[str] | None]:
+def _carried_settings(weights: str, opts: list[str], out: str) -> tuple[object, list[str] | None]:
     """The config and class names of an exported file (its names, unless --opts sets DATA.LABEL_LIST: None, so
     that ``export`` reads that list, as strictly as with --cfg).
 
@@ -96,7 +97,8 @@ def _carried_settings(weights: str, opts: list[str]) -> tuple[object, list[str] 
     from tools.inference import load_setup
 
     own_names = "DATA.LABEL_LIST" not in opts[0::2]
-    cfg, names = load_setup(None, opts, weights, class_names=own_names, warn=False)
+    cfg, names = load_setup(None, opts, weights, class_names=own_names, warn=False,
+                            command=shlex.join(["python", "-m", "tools.export_safetensors", "--out", out]))
     return cfg, [names[c] for c in range(len(names))] if own_names else None
 
 
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cfg:
                 cfg, names = load_config(args.cfg, args.opts), None
             else:
-                cfg, names = _carried_settings(args.weights, args.opts)
+                cfg, names = _carried_settings(args.weights, args.opts, args.out)
             meta = export(cfg, args.weights, args.out, dtype=getattr(torch, args.dtype), class_names=names)
             # Still in the block, which ignores a stop signal once the file is in place: after it, until the
             # command's finished(), such a signal would have its default action (status 143, the file whole)

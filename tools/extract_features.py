@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -234,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals_raise():  # a scheduler's stop (SIGTERM, SIGUSR1) ends the work as a Ctrl-C does
             check_output_path(args.out, "--out", folder=True)  # before the model runs
-            cfg, _ = load_setup(args.cfg, args.opts, args.weights, class_names=False)  # features need no names
+            cfg, _ = load_setup(args.cfg, args.opts, args.weights, class_names=False,  # features need no names
+                                command=shlex.join(["python", "-m", "tools.extract_features", *args.inputs, "--out",
+                                                    args.out]))
             paths = collect_videos(args.inputs, args.root)
             ctx = distributed.init_from_env()
             paths = videos_of_rank_0(paths, ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -75,29 +76,45 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "",
                                   f"uses {list(want)}")
 
 
+def _no_settings(weights: str, command: str) -> InputError:
+    """The line for weights that leave the model unknown: none given, or a file without settings and no --cfg;
+    ``command``: the tool's command line without --cfg and --weights, for the example that works."""
+    example = f"{command} --cfg configs/k400.yaml --weights {shlex.quote(weights or 'eva_video_k400.pth')}"
+    if not weights:
+        return InputError(f"no --weights given: give --weights with a checkpoint and --cfg with the config of its "
+                          f"model, e.g. {example}")
+    return InputError(f"--cfg is needed with --weights {weights}, which holds no settings of its own (only a "
+                      f".safetensors file written by tools.export_safetensors does): give the config of its model, "
+                      f"e.g. {example}")
+
+
 def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_names: bool = True,
-               warn: bool = True) -> tuple[Any, dict[int, str]]:
+               warn: bool = True, command: str = "python -m tools.predict videos.txt") -> tuple[Any, dict[int, str]]:
     """The config (from ``cfg_path``, or from the metadata of an exported ``.safetensors`` when there is none) and
     the class names (DATA.LABEL_LIST, else the file's names, else none; none read when not ``class_names``).
 
     A DATA.LABEL_LIST that does not exist is passed over as if none were set, with a ``warning:`` line on stderr
     when ``warn``: class names label the results, they do not change them. One that exists must be valid.
 
+    ``command``: the calling tool's command line without ``--cfg`` and ``--weights``, which the line for missing
+    weights or settings completes into an example.
+
     Raises:
         FileNotFoundError: the weights file does not exist.
-        InputError: no config and the weights are not a self-describing file.
+        InputError: no weights, or no config and the weights are not a self-describing file.
         ConfigError / CheckpointError: they disagree, or a value is invalid (the message names it).
     """
     from models.hub import resolve_weights_path
 
-    local = resolve_weights_path(weights) if weights else ""
-    if local and not os.path.isfile(local):
+    if not weights:  # with --cfg too: the load would look for a file named ""
+        raise _no_settings(weights, command)
+    local = resolve_weights_path(weights)
+    if not os.path.isfile(local):
         raise FileNotFoundError(f"weights file not found: {weights}" + (" (a folder, not a file)"
                                                                         if os.path.isdir(local) else ""))
-    meta = read_weights_metadata(local) if local and is_safetensors(local) else None
+    meta = read_weights_metadata(local) if is_safetensors(local) else None
     if not cfg_path and meta is None:
-        raise InputError(f"--cfg is needed: {weights or 'no --weights given'} is not a weights file exported by "
-                         "tools.export_safetensors (which carries its own settings)")
+        raise _no_settings(weights, command)
     cfg = load_config(cfg_path or None, ([] if cfg_path else _metadata_opts(meta)) + list(opts))
     if meta is not None:
         _check_metadata(cfg, meta, weights, cfg_path or "", opts)

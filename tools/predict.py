@@ -33,6 +33,7 @@ if __name__ == "__main__":  # until main() says what its work keeps (torch and t
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -328,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:  # before the model runs: a bad target found after predicting would lose the predictions
                 check_output_path(args.out, "--out", folder=False, example="predictions.jsonl")
             check_output_path(args.work_dir, "--work-dir", folder=True)
-            cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0)
+            cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0,
+                                    command=shlex.join(["python", "-m", "tools.predict", *args.inputs]))
             videos = labelled_videos(args.inputs, args.root, cfg.DATA.NUM_CLASSES)  # (path, label or None)
             check_output_not_input(args.out, "--out", [("the input", i) for i in args.inputs] + [
                 ("--weights", args.weights), ("--cfg", args.cfg), ("DATA.LABEL_LIST", cfg.DATA.LABEL_LIST)],

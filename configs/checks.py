@@ -194,7 +194,11 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
         raise ConfigError(f"AUG.LABEL_SMOOTH = {cfg.AUG.LABEL_SMOOTH!r} must be in [0, 1)")
     if len(cfg.TRAIN.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in cfg.TRAIN.BETAS):
         raise ConfigError(f"TRAIN.BETAS = {cfg.TRAIN.BETAS!r} must be two numbers in [0, 1)")
-    if not cfg.AUG.CROP_SCALES or not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
+    if not cfg.AUG.CROP_SCALES:  # "fractions in (0, 1]" read as if one of them were wrong
+        raise ConfigError(f"AUG.CROP_SCALES = {cfg.AUG.CROP_SCALES!r} is empty: it needs at least one scale, a "
+                          "fraction in (0, 1] of the short side (the default (1.0, 0.875, 0.75, 0.66); (1.0,) for "
+                          "no multi-scale crop)")
+    if not all(0.0 < s <= 1.0 for s in cfg.AUG.CROP_SCALES):
         raise ConfigError(f"AUG.CROP_SCALES = {cfg.AUG.CROP_SCALES!r} must be fractions in (0, 1]")
     _check_crop_sides(cfg.AUG.CROP_SCALES, cfg.DATA.INPUT_SIZE)
     _check_nvdec_codecs(cfg.DATA.NVDEC_CODECS)

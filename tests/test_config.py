@@ -573,6 +573,17 @@ def test_a_training_run_of_no_epochs_is_refused_by_the_config_check(tmp_path, ca
     assert capsys.readouterr().err == f"error: TRAIN.EPOCHS = 0 (from --opts) {todo}\n"
 
 
+@pytest.mark.parametrize("empty", ["[]", "()"])
+def test_empty_crop_scales_are_refused_as_empty(empty, tmp_path):
+    """AUG.CROP_SCALES [] was refused with "must be fractions in (0, 1]", as if one of its scales were wrong."""
+    want = ("AUG.CROP_SCALES = () is empty: it needs at least one scale, a fraction in (0, 1] of the short side (the "
+            "default (1.0, 0.875, 0.75, 0.66); (1.0,) for no multi-scale crop)")
+    assert config_refusal(None, ["AUG.CROP_SCALES", empty]) == want
+    path = tmp_path / "empty.yaml"
+    path.write_text(f"AUG:\n  CROP_SCALES: {empty}\n")
+    assert config_refusal(str(path)).startswith("AUG.CROP_SCALES = () is empty: it needs at least one scale")
+
+
 def test_a_crop_scale_that_rounds_to_a_0_px_crop_is_refused_and_the_smallest_kept_one_crops_a_pixel():
     """AUG.CROP_SCALES (0.001,) was accepted: its crop side int(256 * 0.001) is 0, and the run trained on empty
     crop windows without a word."""

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .pos_embed import find_source_grid, grid_from_config, resample_image_table, resample_video_table
+from .pos_embed import find_table_grid, grid_from_config, resample_image_table, resample_video_table
 
 __all__ = ["patch_and_tubelet", "check_width", "check_patch_kernel", "fit_pos_embed", "inflate_patch_kernel"]
 
@@ -104,6 +104,8 @@ def fit_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, m
             raise ValueError(f"pos_embed: the checkpoint is a video model's (a 3-D patch kernel and a table of {num} "
                              f"patch tokens), not an image model's, which MODEL.PRETRAINED_MODE eva converts: set "
                              f"MODEL.PRETRAINED_MODE eva_k722 to adapt a video checkpoint (model shape {target})")
+        if _isqrt_exact(num) is None and _isqrt_exact(num + 1) is not None:  # S² rows: a table without cls slot
+            pe, num = _with_zero_cls_slot(pe, notes), num + 1
         s0 = _isqrt_exact(num)
         if s0 is None:
             raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} is not an image table (1, 1+S², D); "
@@ -118,8 +120,8 @@ def fit_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, m
         return pe
     saved = grid_from_config(checkpoint_config, patch, tubelet) if checkpoint_config is not None else None
     try:
-        src, how, set_aside = find_source_grid(num, (frames, size), patch, explicit=source_grid, from_config=saved,
-                                               tubelet_size=tubelet)
+        with_slot, src, how, set_aside = find_table_grid(pe.shape[1], (frames, size), patch, explicit=source_grid,
+                                                         from_config=saved, tubelet_size=tubelet)
     except ValueError:
         s0 = _isqrt_exact(num)
         if kernel_dims != 4 or s0 is None:
@@ -132,6 +134,8 @@ def fit_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, m
                          "or extract features, give a video model's checkpoint (one trained from it)") from None
     if set_aside:
         notes.append(f"pos_embed: {set_aside}")
+    if not with_slot:
+        pe = _with_zero_cls_slot(pe, notes)
     if src == (frames, size):
         return pe
     # in tokens, said so: with tubelets of 2 a source of 4 temporal tokens is the 8 frames MODEL.PRETRAINED_FRAMES says
@@ -140,6 +144,14 @@ def fit_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, m
     notes.append(f"pos_embed: resampled (T', S, S) in tokens {src[0]}x{src[1]}x{src[1]} -> {frames}x{size}x{size} "
                  f"(trilinear, align_corners=False)")
     return resample_video_table(pe, src, (frames, size))
+
+
+def _with_zero_cls_slot(pe: torch.Tensor, notes: list[str]) -> torch.Tensor:
+    """A table of patch tokens alone, with the model's cls slot put first as zeros: the checkpoint's cls token had
+    no position added, and cls + 0 keeps it so."""
+    notes.append(f"pos_embed: the checkpoint's table has no cls slot ({pe.shape[1]} rows, all patch tokens): the "
+                 "cls token's position is zeros, as it had none")
+    return torch.cat((pe.new_zeros(1, 1, pe.shape[2]), pe), dim=1)
 
 
 def inflate_patch_kernel(sd: dict[str, torch.Tensor], target: Mapping[str, tuple[int, ...]],

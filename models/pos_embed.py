@@ -13,6 +13,11 @@ that set it. The original read the geometry from its config (``MYCLIP.FT_FRAMES`
 4. otherwise the token count, only when a single (T0, S0) with S0 >= 2 fits it; more than one is refused with a
    message naming the candidates and the keys that decide.
 
+A table without the cls slot, of exactly T0·S0² rows (from a model whose cls token had no position), is read so
+by ``find_table_grid`` when a geometry of sources 1 to 3 fits its whole length and none fits it with the slot, or,
+with only the token count to go by, when a grid fits it only without the slot; a length that both readings fit is
+refused by name.
+
 Both sources 1 and 2 must agree with each other, and source 2 with the table's length. An explicit geometry that
 does not fit the table's length (a recipe's, given for the checkpoint it names, while another checkpoint was
 passed) is set aside, with a note, when source 2 or 3 decides; otherwise it is an error.
@@ -30,8 +35,9 @@ import torch.nn.functional as F
 from evautil.progress import counted
 
 __all__ = ["GRID_KEYS", "grid_from_sizes", "grid_from_config", "candidate_grids", "find_source_grid",
-           "resample_video_table", "resample_image_table"]
+           "find_table_grid", "resample_video_table", "resample_image_table"]
 
+ONLY_GRID = "the only grid that fits the token count"  # how a grid guessed from the token count alone is named
 GRID_KEYS = "MODEL.PRETRAINED_FRAMES / MODEL.PRETRAINED_INPUT_SIZE (the original's MYCLIP.FT_FRAMES / FT_IMAGE_SIZE)"
 
 Grid = tuple[int, int]
@@ -157,10 +163,49 @@ def find_source_grid(num_tokens: int, model_grid: Grid, patch_size: int, explici
         return given[0], given[1], None
     candidates = candidate_grids(num_tokens)
     if len(candidates) == 1:
-        return candidates[0], "the only grid that fits the token count", None
+        return candidates[0], ONLY_GRID, None
     named = ", ".join(f"{_frames(t, tubelet_size)} of {s}x{s} ({s * patch_size} px)" for t, s in candidates) or "none"
     raise ValueError(f"pos_embed: the checkpoint has {num_tokens} patch tokens and no config that says its geometry; "
                      f"it could be {named}. Set {GRID_KEYS} to the checkpoint's frames and input size")
+
+
+def find_table_grid(length: int, model_grid: Grid, patch_size: int, explicit: PartialGrid | None = None,
+                    from_config: PartialGrid | None = None, *,
+                    tubelet_size: int) -> tuple[bool, Grid, str, str | None]:
+    """Whether a video table of ``length`` rows starts with a cls slot, and its patch grid as
+    :func:`find_source_grid` gives it (grid, how it was decided, what was set aside).
+
+    The table is read with the slot (1 + T0·S0² rows) whenever a given, saved or the model's geometry decides so,
+    as before; without it (T0·S0² rows) when such a geometry fits only the whole length, or when only the whole
+    length has a grid to guess. A table of 64 rows read with a slot would otherwise be "the only grid" of 63 patch
+    tokens, 7x3x3, and resampled from it into nonsense.
+
+    Raises:
+        ValueError: neither reading fits (the message of the reading with the slot, or of the one without when only
+            its length has candidate grids), or both fit only as guesses (both named, with the keys to set).
+    """
+    kwargs = dict(explicit=explicit, from_config=from_config, tubelet_size=tubelet_size)
+    readings: dict[bool, tuple[Grid, str, str | None] | ValueError] = {}
+    for with_slot in (True, False):
+        try:
+            readings[with_slot] = find_source_grid(length - with_slot, model_grid, patch_size, **kwargs)
+        except ValueError as error:
+            readings[with_slot] = error
+        found = readings[with_slot]
+        if not isinstance(found, ValueError) and found[1] != ONLY_GRID:  # decided: the first reading that fits
+            return (with_slot, *found)
+    slot, bare = readings[True], readings[False]
+    if isinstance(slot, ValueError) and isinstance(bare, ValueError):
+        raise bare if not candidate_grids(length - 1) and candidate_grids(length) else slot
+    if isinstance(bare, ValueError):
+        return (True, *slot)
+    if isinstance(slot, ValueError):
+        return (False, *bare)
+    (t1, s1), (t0, s0) = slot[0], bare[0]
+    raise ValueError(f"pos_embed: the checkpoint's table of {length} rows and no config that says its geometry could "
+                     f"be a cls slot and {_frames(t1, tubelet_size)} of {s1}x{s1} ({s1 * patch_size} px), or "
+                     f"{_frames(t0, tubelet_size)} of {s0}x{s0} ({s0 * patch_size} px) without a cls slot. Set "
+                     f"{GRID_KEYS} to the checkpoint's frames and input size")
 
 
 def resample_video_table(pos_embed: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:

@@ -990,6 +990,57 @@ def test_a_token_count_with_one_grid_is_used():
     assert any("only grid" in n for n in notes)
 
 
+def test_a_table_without_cls_slot_is_read_as_patch_tokens_and_given_a_zero_cls_position(tmp_path):
+    """A video table of exactly T·S² rows (a model whose cls token had no position) was read as a cls slot and
+    T·S² - 1 patch tokens: 64 rows became "the only grid" of 63 tokens, 7x3x3, resampled into nonsense, said only in
+    a note. Now a geometry that fits the whole length reads it without the slot, and the cls position is zeros."""
+    gen = torch.Generator().manual_seed(4)
+    bare = torch.randn(1, 4 * 4 * 4, D, generator=gen)  # 4 frames of 4x4 patches, no cls slot
+    model = tiny(num_frames=4)  # T' = 4, G = 4: the model's own grid fits all 64 rows
+    out, notes = convert_state_dict({"pos_embed": bare}, model, "eva_k722")
+    assert torch.equal(out["pos_embed"][:, 0], torch.zeros(1, D)) and torch.equal(out["pos_embed"][:, 1:], bare)
+    assert notes == ["pos_embed: the checkpoint's table has no cls slot (64 rows, all patch tokens): the cls token's "
+                     "position is zeros, as it had none"], notes
+    # the geometry from the checkpoint's config, another model's grid: resampled from the table's true grid
+    out, notes = convert_state_dict({"pos_embed": bare}, tiny(num_frames=8), "eva_k722",
+                                    checkpoint_config=_original_config(4, 32))
+    expected = _reference_resample(bare[0].numpy(), (4, 4), (8, 4))
+    np.testing.assert_allclose(out["pos_embed"][0, 1:].numpy(), expected, atol=1e-5)
+    assert torch.equal(out["pos_embed"][:, 0], torch.zeros(1, D))
+    assert "pos_embed: resampled (T', S, S) in tokens 4x4x4 -> 8x4x4 (trilinear, align_corners=False)" in notes
+    # a whole training file of such a model loads as the model it is: the same logits as with the zero slot put in
+    sd = random_state_dict(model, seed=6)
+    sd["pos_embed"] = sd["pos_embed"][:, 1:]
+    torch.save({"model": sd}, tmp_path / "bare.pth")
+    loaded = tiny(num_frames=4)
+    assert load_pretrained(loaded, tmp_path / "bare.pth", "eva_k722") == ([], [])
+    reference = tiny(num_frames=4)
+    reference.load_state_dict({**sd, "pos_embed": torch.cat((torch.zeros(1, 1, D), sd["pos_embed"]), dim=1)})
+    clip = torch.randn(2, 4, 3, 32, 32, generator=gen)
+    torch.testing.assert_close(loaded.eval()(clip), reference.eval()(clip), rtol=0, atol=0)
+    # an image table of S² rows in 'eva' mode: the same, then repeated over the frames
+    image = image_checkpoint()
+    image["pos_embed"] = image["pos_embed"][:, 1:]
+    out, _ = convert_state_dict(image, tiny(num_frames=2), "eva")
+    assert torch.equal(out["pos_embed"], torch.cat((torch.zeros(1, 1, D), image["pos_embed"].repeat(1, 2, 1)), 1))
+
+
+def test_a_table_length_that_fits_a_grid_with_and_without_cls_slot_is_refused_by_name():
+    """9 rows are a cls slot and 2x2x2 tokens, or 1x3x3 tokens without one: the first was taken as "the only grid"."""
+    table = {"pos_embed": torch.randn(1, 9, D, generator=torch.Generator().manual_seed(5))}
+    with pytest.raises(ValueError) as caught:
+        convert_state_dict(table, tiny(num_frames=4), "eva_k722")
+    assert str(caught.value) == (
+        "pos_embed: the checkpoint's table of 9 rows and no config that says its geometry could be a cls slot and 2 "
+        "frames of 2x2 (16 px), or 1 frame of 3x3 (24 px) without a cls slot. Set MODEL.PRETRAINED_FRAMES / "
+        "MODEL.PRETRAINED_INPUT_SIZE (the original's MYCLIP.FT_FRAMES / FT_IMAGE_SIZE) to the checkpoint's frames and "
+        "input size")
+    out, _ = convert_state_dict(table, tiny(num_frames=4), "eva_k722", source_grid=(2, 2))  # as the keys decide
+    assert torch.equal(out["pos_embed"][:, 0], table["pos_embed"][:, 0])
+    out, _ = convert_state_dict(table, tiny(num_frames=4), "eva_k722", source_grid=(1, 3))
+    assert torch.equal(out["pos_embed"][:, 0], torch.zeros(1, D))
+
+
 def test_saved_configs_and_keys_reach_the_conversion(tmp_path):
     # The original's training checkpoint (yacs config) and ours (YAML text) both say 8 frames at 32 px.
     src = random_state_dict(tiny(num_frames=8), seed=2)

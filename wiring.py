@@ -62,6 +62,7 @@ def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | N
     alone, and no run: None) or the run built on this process. Returns the run and the checkpoint it continues."""
     try:
         resume, resume_note = preflight.resume_point(cfg, named)
+        _refuse_miswritten_hub_references(cfg, resume)
         preflight.check_files(cfg, cfg.TEST.ONLY_TEST, resume=resume)
         if plan_only:
             if rank_and_world_size()[0] == 0:
@@ -70,6 +71,18 @@ def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | N
         return build_run(cfg, init_from_env(), resume=resume, resume_note=resume_note), resume
     finally:  # the checkpoint resume_point parsed, when no load took it: its mapped file is not held by this process
         drop_offered()
+
+
+def _refuse_miswritten_hub_references(cfg, resume: str) -> None:
+    """A weights path that may be an ``hf://`` reference (MODEL.PRETRAINED; --resume with --only_test), written
+    'hf:owner/...', 'HF://...', and naming no file, is refused with its right spelling (``models.hub``), not listed
+    among the missing input files."""
+    from models.hub import HubReferenceError, miswritten_hub_reference
+
+    for path in (cfg.MODEL.PRETRAINED, resume if cfg.TEST.ONLY_TEST else ""):
+        problem = miswritten_hub_reference(path) if path else None
+        if problem:
+            raise HubReferenceError(problem)
 
 
 def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") -> runner.Run:

@@ -646,6 +646,21 @@ def test_a_hub_reference_that_cannot_be_fetched_is_one_line_before_output_is_wri
     assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *opts]) == 0, capsys.readouterr().err
 
 
+@pytest.mark.parametrize("only_test", [True, False])
+def test_a_miswritten_hub_reference_is_named_with_its_spelling_not_as_a_missing_file(tmp_path, dataset, capsys,
+                                                                                     only_test):
+    """MODEL.PRETRAINED hf:acme/eva/model.pth (or HF://...) was listed among the "missing input files"."""
+    out = tmp_path / "out"
+    for ref in ("hf:acme/eva/model.pth", "HF://acme/eva/model.pth"):
+        rc = train.main(["--cfg", DEMO, *(["--only_test"] if only_test else []), "--dry-run", "--batch-size", "4",
+                         "--opts", *_opts(dataset, out, "MODEL.PRETRAINED", ref)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err == (f"error: {ref}: not a file, nor a Hub reference, which is written in lower case "
+                                   "with two slashes: hf://owner/name[@revision]/path/to/file (here "
+                                   "hf://acme/eva/model.pth)\n"), err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "changed"])
 def test_evaluating_output_whose_checkpoints_are_all_damaged_is_one_line_before_output_is_written(
         tmp_path, dataset, capsys, damage):

@@ -382,6 +382,19 @@ def test_predict_input_errors_are_one_line(tiny, tmp_path, capsys, offline_cache
     assert capsys.readouterr().err == f"error: checkpoint file not found: {tmp_path} (a folder, not a file)\n"
 
 
+def test_predictor_reads_a_leading_tilde_as_the_home_folder(tiny, tmp_path, monkeypatch):
+    """Predictor("~/tiny.safetensors") said "weights file not found", and work_dir "~/work" was made as a folder
+    named ~ in the working folder, where the command's --weights and --work-dir (and cfg) read ~ as home."""
+    _, _, _, out = tiny
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    with predict.Predictor(f"~/{out.name}", work_dir="~/work", device="cpu") as predictor:
+        assert predictor.work_dir == str(tmp_path / "work") and (tmp_path / "work").is_dir()
+        assert predictor.cfg.DATA.NUM_FRAMES == 4  # the file's own settings: it was read
+    assert not list((tmp_path / "cwd").iterdir())
+
+
 def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monkeypatch, capsys):
     """HF://..., hf:/... or hf:... was looked for as a local file: "weights file not found", with no word of the Hub.
     A local file under such a name (a folder "HF:") is still read."""

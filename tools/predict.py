@@ -156,10 +156,15 @@ class Predictor:
     def __init__(self, weights: str, cfg: str | None = None, opts: Sequence[str] = (), work_dir: str | None = None,
                  device: str = "auto", progress: bool = False):
         from engine.distributed import DistContext
+        from evautil.cli import home_path
         from evautil.files import make_output_folder
         from tools.inference import check_output_path, load_model, load_setup
         from tools.model_io import compute_device
 
+        # a leading ~ is the home folder, as for the command's flags and cfg: weights were "not found", and a
+        # work_dir "~/x" was made as a folder named ~ in the working folder
+        weights = home_path(os.fspath(weights))
+        work_dir = None if work_dir is None else home_path(os.fspath(work_dir))
         self.cfg, self.class_names = load_setup(cfg, opts, weights)
         self.ctx = DistContext(device=compute_device(device))
         if work_dir is not None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evautil.errors import not_utf8_line
-from evautil.files import make_output_folder
+from evautil.files import atomic_write, error_writing, make_output_folder, naming_the_file
 
 __all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots",
            "plot_finished_run",
@@ -244,8 +244,18 @@ def write_plots(output_dir: str, dest: str | None = None,
 
 
 def _save(fig, path: str, plt) -> str:
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    """Write ``fig`` to ``path`` whole or not at all: a kill mid-write left half a PNG that a viewer, or the next
+    plot_run, failed on (the temporary file a kill leaves goes when the next run takes OUTPUT). A failed write
+    names ``path``, not the temporary file beside it."""
+    try:
+        with naming_the_file(path):  # a full disk's error from write() names no file
+            atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), fsync=False)
+    except OSError as e:
+        if not error_writing(e, path) or e.filename == path:
+            raise
+        raise type(e)(e.errno, e.strerror, path) from e
+    finally:
+        plt.close(fig)
     return path
 
 

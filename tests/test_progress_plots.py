@@ -395,6 +395,38 @@ def test_write_plots_from_an_output_folder(tmp_path):
         assert im.format == "PNG" and min(im.size) >= 400
 
 
+def test_a_plot_cut_short_leaves_the_one_before_it_whole(tmp_path, monkeypatch):
+    """A run or plot_run stopped while it wrote a plot left half a PNG under its name, which the next reader
+    (a viewer, a report) failed on. A plot is written whole or not at all: the one before it stays."""
+    from matplotlib.figure import Figure
+
+    lines = _train_lines(12) + [{"kind": "eval", "split": "test", "step": 12, "top1": 50.0, "num_videos": 2,
+                                 "views": 6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    (tmp_path / "predictions_test.csv").write_text("index,path,label,top1_class\n0,a.mp4,0,0\n1,b.mp4,1,0\n")
+    written = write_plots(str(tmp_path))
+    before = {p: open(p, "rb").read() for p in written}
+
+    def cut_short(self, fname, *args, **kwargs):  # the first bytes of a PNG, then the stop
+        if isinstance(fname, str):
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG\r\n\x1a\n")
+        else:
+            fname.write(b"\x89PNG\r\n\x1a\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        write_plots(str(tmp_path))
+    monkeypatch.undo()
+    assert {p: open(p, "rb").read() for p in written} == before
+    for path in written:
+        with Image.open(path) as im:
+            im.load()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion_test.png", "metrics.jsonl",
+                                                          "predictions_test.csv", "training_curves.png"]
+
+
 def test_write_plots_names_a_folder_without_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         write_plots(str(tmp_path))
@@ -429,18 +461,17 @@ def test_plot_run_in_a_run_folder_it_may_only_read_says_how_to_draw_them_elsewhe
     was said to be a plot that could not be written."""
     import errno
     import os
-
-    from matplotlib.figure import Figure
+    import tempfile
 
     import engine.plots
     from tools import plot_run
 
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
 
-    def refused(self, path, *args, **kwargs):  # what the system says writing there
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    def refused(prefix="", suffix="", dir=None, **kwargs):  # what the system says making the plot's file there
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.path.join(dir, f"{prefix}k2j1x9{suffix}"))
 
-    monkeypatch.setattr(Figure, "savefig", refused)
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
     assert plot_run.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"error: cannot write the plots: [Errno 13] Permission denied: "
                                        f"'{tmp_path / 'training_curves.png'}'; --out FOLDER draws them elsewhere\n")

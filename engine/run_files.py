@@ -40,9 +40,10 @@ _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"),
                    "only_test_progress.json")  # a stopped --only_test's: set aside with the run that held it
 # The run files written whole by a temporary file renamed into place (checkpoints aside): a kill mid-write leaves
 # that temporary file behind. The predictions and per-class tables are engine.evaluate's, the progress files of a
-# stopped test engine.test_progress's.
+# stopped test engine.test_progress's, the exit status engine.process_end's, the plots engine.plots'.
 _WRITTEN_WHOLE = ("summary.json", "config.yaml", "metrics.jsonl", "predictions_*.csv", "per_class_*.csv",
-                  "test_progress.json", "only_test_progress.json")
+                  "test_progress.json", "only_test_progress.json", "exit_status.json", "training_curves.png",
+                  "confusion_*.png")
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.
@@ -58,8 +59,8 @@ def recorded_path(path: str | None) -> str | None:
 
 def claim_output(output_dir: str) -> None:
     """Hold ``output_dir``'s RUN_LOCK until :func:`release_output` (or this process ends); once held, remove the
-    temporary files that killed writes of the run's summary, config, metrics, predictions, per-class tables and test
-    progress left there.
+    temporary files that killed writes of the run's summary, config, metrics, predictions, per-class tables, test
+    progress, exit status and plots left there.
 
     Raises:
         ValueError: another process holds it, or it is another user's that this one may not open, naming the
@@ -97,9 +98,9 @@ def claim_output(output_dir: str) -> None:
 
 def _remove_killed_writes(output_dir: str) -> None:
     """Remove the hidden temporary files that a run killed while it wrote one of ``_WRITTEN_WHOLE`` (its summary,
-    config, metrics, predictions, per-class tables, test progress) left in ``output_dir`` (the checkpoints' own are
-    the Checkpointer's, before each save): nothing else would, and they stayed there for good. Only while the run
-    lock is held: no other run can be writing them."""
+    config, metrics, predictions, per-class tables, test progress, exit status, plots) left in ``output_dir`` (the
+    checkpoints' own are the Checkpointer's, before each save): nothing else would, and they stayed there for good.
+    Only while the run lock is held: no other run can be writing them."""
     for name in _written_whole_names(output_dir):
         for path in atomic_temp_files(os.path.join(output_dir, name)):
             try:

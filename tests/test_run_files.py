@@ -437,6 +437,24 @@ def test_the_temporary_files_of_killed_prediction_and_progress_writes_go_too(tmp
         release_output(str(out))
 
 
+def test_the_temporary_files_of_killed_exit_status_and_plot_writes_go_too(tmp_path):
+    """exit_status.json and the plots (training curves, confusion) are written whole too; a process killed while it
+    wrote one left its hidden temporary file in OUTPUT for good. They go by the same rule as the summary's."""
+    from engine.run_files import RUN_LOCK, claim_output, release_output
+
+    out = tmp_path / "out"
+    killed = [".exit_status.json.k2j1x9.tmp", ".training_curves.png.a8b7c6.tmp", ".confusion_test.png.zz91qa.tmp",
+              ".confusion_val.png.q1w2e3.tmp"]
+    others = ["exit_status.json", "training_curves.png", ".exit_status.json.old.x1y2.tmp", "notes.png",
+              ".notes.png.c3d4e5.tmp", ".exit_status.7.json.b2c3d4.tmp"]  # a job's own copy: not OUTPUT's
+    _touch(out, *killed, *others)
+    claim_output(str(out))
+    try:
+        assert sorted(os.listdir(out)) == sorted([RUN_LOCK, *others])
+    finally:
+        release_output(str(out))
+
+
 def test_another_users_run_lock_says_what_to_do(tmp_path, monkeypatch):
     """A .run.lock another user's run left (it stays after each run) refused every run of another user with "cannot
     access .../.run.lock: Permission denied", which named no way on. (Run as root, the refused open is a stand-in.)"""

@@ -166,8 +166,11 @@ def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title:
     """The confusion matrix (rows: true class, columns: predicted) for few classes, the most confused pairs for
     many."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     classes = sorted({c for p in pairs for c in p} | set(names))
-    label = [names.get(c, str(c)) for c in classes]
+    shown = _class_labels(classes, names)
+    label = [shown[c] for c in classes]
     if len(classes) <= MATRIX_MAX_CLASSES:
         pos = {c: i for i, c in enumerate(classes)}
         matrix = np.zeros((len(classes), len(classes)), dtype=int)
@@ -182,8 +185,6 @@ def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title:
             for (i, j), v in np.ndenumerate(matrix):
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
                         color="white" if v > matrix.max() / 2 else "black")
-        from matplotlib.ticker import MaxNLocator
-
         fig.colorbar(im, ax=ax, label="videos", ticks=MaxNLocator(integer=True))  # counts: no 0.5 of a video
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
@@ -191,14 +192,22 @@ def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title:
         confused = Counter((t, p) for t, p in pairs if t != p).most_common(TOP_PAIRS)
         fig, ax = plt.subplots(figsize=(8.0, max(3.0, 0.3 * len(confused) + 1.5)))
         ax.barh(range(len(confused)), [n for _, n in confused], color="#C44E52")
-        ax.set_yticks(range(len(confused)),
-                      [f"{names.get(t, t)} -> {names.get(p, p)}" for (t, p), _ in confused], fontsize=7)
+        ax.set_yticks(range(len(confused)), [f"{shown[t]} -> {shown[p]}" for (t, p), _ in confused], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("videos (true -> predicted)")
         ax.set_ylabel("most confused pairs")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _class_labels(classes: list[int], names: dict[int, str]) -> dict[int, str]:
+    """How each of ``classes`` is named on a plot: its name, with its id where another class has the same name (a
+    label list naming two classes alike drew two rows of one name, and a pair of them as "run -> run", which reads
+    as no confusion at all); its id when it has no name."""
+    count = Counter(names.get(c) for c in classes)
+    return {c: str(c) if c not in names else names[c] if count[names[c]] == 1 else f"{names[c]} ({c})"
+            for c in classes}
 
 
 def final_predictions(output_dir: str, evals: list[dict]) -> str:

@@ -379,6 +379,18 @@ def test_confusion_for_many_classes_shows_the_most_confused_pairs():
     assert [p.get_width() for p in ax.patches] == [5, 2, 1]
 
 
+def test_classes_named_alike_are_told_apart_by_their_ids():
+    """A label list naming two classes alike (ids are checked to be unique, names not) drew two matrix rows of one
+    name, and a confused pair of them as "run -> run", which reads as no confusion at all."""
+    names = {0: "run", 1: "jump", 2: "run"}
+    fig = confusion_figure([(0, 0), (0, 2), (1, 1), (2, 0)], names, "test")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["run (0)", "jump", "run (2)"]
+    n = MATRIX_MAX_CLASSES + 10
+    many = {**names, **{c: f"class {c}" for c in range(3, n)}}
+    fig = confusion_figure([(c, c) for c in range(n)] + [(0, 2)] * 3 + [(1, 0)], many, "test")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["run (0) -> run (2)", "jump -> run (0)"]
+
+
 def test_write_plots_from_an_output_folder(tmp_path):
     lines = _train_lines(12) + [{"kind": "eval", "split": "test", "epoch": 2, "step": 12, "top1": 50.0, "top5": 100.0,
                                  "mean_class_top1": 50.0, "num_videos": 4, "views": 6}]

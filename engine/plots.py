@@ -193,6 +193,10 @@ def confusion_figure(pairs: list[tuple[int, int]], names: dict[int, str], title:
         fig, ax = plt.subplots(figsize=(8.0, max(3.0, 0.3 * len(confused) + 1.5)))
         ax.barh(range(len(confused)), [n for _, n in confused], color="#C44E52")
         ax.set_yticks(range(len(confused)), [f"{shown[t]} -> {shown[p]}" for (t, p), _ in confused], fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.5 of a video
+        if not confused:  # an empty chart on a scale of -0.04 to 0.04 said nothing
+            ax.text(0.5, 0.5, "no confused pair: every video's top-1 class is its label", ha="center", va="center",
+                    transform=ax.transAxes)
         ax.invert_yaxis()
         ax.set_xlabel("videos (true -> predicted)")
         ax.set_ylabel("most confused pairs")

@@ -391,6 +391,18 @@ def test_classes_named_alike_are_told_apart_by_their_ids():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["run (0) -> run (2)", "jump -> run (0)"]
 
 
+def test_the_most_confused_pairs_count_whole_videos_and_say_when_there_is_none():
+    """The bar chart's scale ran 0, 0.2, ... 1 for pairs confused once (no 0.2 of a video); with no confused pair it
+    was an empty chart on a scale of -0.04 to 0.04, without a word."""
+    n = MATRIX_MAX_CLASSES + 10
+    fig = confusion_figure([(c, c) for c in range(n)] + [(3, 7), (8, 1)], {}, "test")
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks)
+    fig = confusion_figure([(c, c) for c in range(n)], {}, "test")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no confused pair: every video's top-1 class is its label"]
+
+
 def test_write_plots_from_an_output_folder(tmp_path):
     lines = _train_lines(12) + [{"kind": "eval", "split": "test", "epoch": 2, "step": 12, "top1": 50.0, "top5": 100.0,
                                  "mean_class_top1": 50.0, "num_videos": 4, "views": 6}]

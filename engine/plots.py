@@ -11,9 +11,12 @@ Written at the end of every run (rank 0) and on demand by ``tools/plot_run.py <o
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
+import warnings
 from collections import Counter
 from typing import Any, Callable
 
@@ -221,9 +224,12 @@ def final_predictions(output_dir: str, evals: list[dict]) -> str:
 
 
 def write_plots(output_dir: str, dest: str | None = None,
-                log: Callable[[str], None] | None = None, dest_flag: str = "--out") -> list[str]:
+                log: Callable[[str], None] | None = None, dest_flag: str = "--out",
+                warn: Callable[[str], None] | None = None) -> list[str]:
     """Write the training curves (when the run trained) and the final evaluation's confusion plot (when it
     evaluated) of the run in ``output_dir`` into ``dest`` (default: ``output_dir``). Returns the files written.
+    Class names holding characters that the plots' font lacks are said to ``warn`` in one line (else matplotlib's
+    warning, one for each character).
 
     Raises:
         FileNotFoundError: no metrics.jsonl in ``output_dir``.
@@ -249,11 +255,43 @@ def write_plots(output_dir: str, dest: str | None = None,
         top1 = last.get("top1")
         title = f"{split}: {last.get('num_videos')} videos, {last.get('views')} views" + (
             f", top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else "")
-        fig = confusion_figure(pairs, names, title)
-        written.append(_save(fig, os.path.join(dest, f"confusion_{split}.png"), plt))
+        with _missing_glyphs_said(warn):
+            fig = confusion_figure(pairs, names, title)
+            written.append(_save(fig, os.path.join(dest, f"confusion_{split}.png"), plt))
     if log is not None and written:
         log("plots: " + ", ".join(written))
     return written
+
+
+# matplotlib's warning for a character its font lacks, drawn as a box: "Glyph 27493 (\N{CJK UNIFIED IDEOGRAPH-6B65})
+# missing from font(s) DejaVu Sans."
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font\(s\) (.+?)\.?$")
+
+
+@contextlib.contextmanager
+def _missing_glyphs_said(warn: Callable[[str], None] | None):
+    """Within the block, matplotlib's warnings for characters of the class names that its font lacks (two console
+    lines for each character: hundreds for a dataset whose class names are Chinese) are said to ``warn`` in one
+    line naming a few, with the way to draw them; without ``warn``, as matplotlib says them."""
+    if warn is None:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message="Glyph .* missing from font", category=UserWarning)
+        yield
+    lacking: dict[str, str] = {}
+    for w in caught:
+        found = _MISSING_GLYPH.match(str(w.message))
+        if found:
+            lacking.setdefault(chr(int(found.group(1))), found.group(2))
+        else:  # any other warning, as it would have been shown
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if lacking:
+        fonts = ", ".join(sorted(set(lacking.values())))
+        warn(f"the confusion plot draws {len(lacking)} characters of the class names as boxes "
+             f"({''.join(list(lacking)[:10])}{' ...' if len(lacking) > 10 else ''}): the font {fonts} has none of "
+             "them; install a font that has them, add it to matplotlib's font.sans-serif (matplotlibrc), "
+             "and draw the plots again with tools/plot_run.py")
 
 
 def _save(fig, path: str, plt) -> str:
@@ -275,7 +313,7 @@ def _save(fig, path: str, plt) -> str:
 def plot_finished_run(output_dir: str, info: Callable[[str], None], warn: Callable[[str], None]) -> list[str]:
     """:func:`write_plots` at the end of a run: a plotting failure is reported, never fatal to a finished run."""
     try:
-        return write_plots(output_dir, log=info)
+        return write_plots(output_dir, log=info, warn=warn)
     except Exception as e:  # e.g. matplotlib missing or a broken font cache: the run's results are already saved
         warn(f"plots not written: {type(e).__name__}: {e}")
         return []

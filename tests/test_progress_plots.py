@@ -451,6 +451,33 @@ def test_a_plot_cut_short_leaves_the_one_before_it_whole(tmp_path, monkeypatch):
                                                           "predictions_test.csv", "training_curves.png"]
 
 
+def test_class_names_the_font_cannot_draw_are_said_in_one_line(tmp_path, capsys):
+    """Class names in a script the plots' font lacks (Chinese): matplotlib warned twice for every character, at the
+    end of every run, and the note that the plot shows boxes, and how to draw it, was nowhere."""
+    import warnings
+
+    import matplotlib
+
+    from tools import plot_run
+
+    names = ["打篮球", "踢足球", "跑步", "游泳"]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "split": "test", "step": None, "top1": 0.0,
+                                                        "num_videos": 4, "views": 1}) + "\n")
+    (tmp_path / "predictions_test.csv").write_text("index,path,label,label_name,top1_class,top1_name\n" + "".join(
+        f"{i},v{i}.mp4,{i},{names[i]},{(i + 1) % 4},{names[(i + 1) % 4]}\n" for i in range(4)), encoding="utf-8")
+    # matplotlib's own font, whatever other fonts this machine has
+    with warnings.catch_warnings(record=True) as escaped, matplotlib.rc_context({"font.sans-serif": ["DejaVu Sans"]}):
+        warnings.simplefilter("always")
+        assert plot_run.main([str(tmp_path)]) == 0
+    assert [str(w.message) for w in escaped] == []
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(tmp_path / "confusion_test.png")]
+    assert err.splitlines() == ["note: the confusion plot draws 9 characters of the class names as boxes "
+                                "(打篮球踢足跑步游泳): the font DejaVu Sans has none of them; "
+                                "install a font that has them, add it to matplotlib's font.sans-serif (matplotlibrc), "
+                                "and draw the plots again with tools/plot_run.py"]
+
+
 def test_write_plots_names_a_folder_without_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         write_plots(str(tmp_path))

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out:
             check_output_path(args.out, "--out", folder=True)
-        written = write_plots(args.output_dir, dest=args.out)
+        written = write_plots(args.output_dir, dest=args.out, warn=lambda line: print(f"note: {line}", file=sys.stderr))
     except (FileNotFoundError, ValueError) as e:  # ValueError: InputError, a damaged predictions file
         print(f"error: {e}", file=sys.stderr)
         return 2

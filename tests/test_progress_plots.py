@@ -478,6 +478,29 @@ def test_class_names_the_font_cannot_draw_are_said_in_one_line(tmp_path, capsys)
                                 "and draw the plots again with tools/plot_run.py"]
 
 
+def test_plot_run_stopped_while_it_writes_a_plot_says_the_plot_is_left_as_it_was(tmp_path):
+    """A Ctrl-C while plot_run wrote a plot said that the plot may be cut short; now a plot is replaced whole, and
+    the line says the one there stays as it was."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
+    (tmp_path / "training_curves.png").write_bytes(b"the plot before")
+    stop = ("import runpy, sys; from matplotlib.figure import Figure\n"
+            "def stopped(*a, **k): raise KeyboardInterrupt\n"
+            "Figure.savefig = stopped\n"
+            f"sys.argv = ['plot_run.py', {str(tmp_path)!r}]\n"
+            "runpy.run_path('tools/plot_run.py', run_name='__main__')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", stop], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == ("interrupted: plotting: a plot being written is left as it was "
+                                                    "(each is replaced whole); the same command draws them again")
+    assert (tmp_path / "training_curves.png").read_bytes() == b"the plot before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "training_curves.png"]
+
+
 def test_write_plots_names_a_folder_without_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         write_plots(str(tmp_path))

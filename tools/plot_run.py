@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if os.path.basename(os.path.normpath(args.output_dir)) == "metrics.jsonl" and os.path.isfile(args.output_dir):
         args.output_dir = os.path.dirname(os.path.abspath(args.output_dir))  # the run's file named: its folder
-    on_interrupt("plotting: a plot being written may be cut short; the same command draws them again")
+    on_interrupt("plotting: a plot being written is left as it was (each is replaced whole); the same command "
+                 "draws them again")
     try:
         if args.out:
             check_output_path(args.out, "--out", folder=True)

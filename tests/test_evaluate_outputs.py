@@ -233,6 +233,19 @@ def test_a_file_of_only_unreadable_videos_is_named_by_the_plots(tmp_path):
         read_predictions(pred)
 
 
+def test_class_names_and_reasons_with_commas_quotes_line_breaks_and_accents_read_back_as_written(tmp_path):
+    names = {0: "tying bow tie, knot", 1: 'say "hi"', 2: "café 跑步", 3: "x"}
+    preds = [(0, 0, [0, 1, 2, 3], [.4, .3, .2, .1]), (1, 1, [2, 1, 0, 3], [.4, .3, .2, .1])]
+    pred, per_class = write_predictions(str(tmp_path), "test", preds, {0: "a,b.mp4", 1: 'c"d.mp4', 2: "é.mp4"}, 4,
+                                        names, unreadable=[(2, 2, 'first line\nsecond, "quoted"')])
+    rows = _rows(pred)
+    assert [(r["path"], r["label_name"], r["top1_name"], r["error"]) for r in rows] == [
+        ("a,b.mp4", "tying bow tie, knot", "tying bow tie, knot", ""), ('c"d.mp4', 'say "hi"', "café 跑步", ""),
+        ("é.mp4", "café 跑步", "", 'first line\nsecond, "quoted"')]
+    assert [(r["class"], r["name"]) for r in _rows(per_class)] == [("0", "tying bow tie, knot"), ("1", 'say "hi"')]
+    assert read_predictions(pred) == ([(0, 0), (1, 2)], {0: "tying bow tie, knot", 1: 'say "hi"', 2: "café 跑步"})
+
+
 @pytest.mark.parametrize("rows_before", [2, 3000])  # 3000: past the first chunk the text decoder reads
 def test_a_label_list_that_is_not_utf8_names_its_line(tmp_path, rows_before):
     """The error gave the byte offset within the decoder's chunk ("at byte 20"), which finds no line."""

@@ -501,6 +501,21 @@ def test_plot_run_stopped_while_it_writes_a_plot_says_the_plot_is_left_as_it_was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "training_curves.png"]
 
 
+def test_non_finite_values_in_metrics_jsonl_are_gaps_in_the_curves(tmp_path, capsys):
+    """A loss that went NaN or infinite (Python's json writes and reads NaN and Infinity) and a last line cut short:
+    the curves are drawn from the finite points."""
+    from tools import plot_run
+
+    text = "".join(json.dumps(d) + "\n" for d in _train_lines(4))
+    text += '{"kind": "train", "step": 5, "loss": NaN, "lr": Infinity, "clips_per_sec": -Infinity}\n'
+    text += '{"kind": "eval", "split": "val", "step": 5, "top1": NaN, "num_videos": 2, "views": 1}\n{"kind": "tr'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert plot_run.main([str(tmp_path)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "training_curves.png")]
+    with Image.open(tmp_path / "training_curves.png") as im:
+        assert im.size == (700, 1000)
+
+
 def test_write_plots_names_a_folder_without_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         write_plots(str(tmp_path))

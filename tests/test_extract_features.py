@@ -396,6 +396,42 @@ def test_the_temporary_shards_of_a_run_killed_mid_write_are_removed_by_the_next(
     np.testing.assert_array_equal(read_features(str(out), _index(out)[0]).shape, (1, model.num_features))
 
 
+def _not_utf8_copy(clips: Path, folder: Path) -> str:
+    """A copy of a clip under a name whose bytes are not UTF-8 (as os.listdir gives it: with a surrogate)."""
+    import shutil
+
+    folder.mkdir()
+    name = os.path.join(str(folder), os.fsdecode(b"caf\xe9.webm"))
+    shutil.copy(_videos(clips)[2], name)
+    return name
+
+
+def test_a_video_name_that_is_not_utf8_is_extracted_in_windows_and_listed_unreadable_in_views(clips, tiny, tmp_path,
+                                                                                              capsys):
+    """A name with bytes that are not UTF-8 (a file copied from an old Latin-1 disk) could not be written to an index
+    or failed line: every run exited 2 with "'utf-8' codec can't encode character '\\udce9'", naming no file, and
+    left a shard no line named; no video of the list was ever finished (windows) or listed (views)."""
+    _, _, ckpt = tiny
+    odd = _not_utf8_copy(clips, tmp_path / "odd")
+    videos = [odd, _videos(clips)[0]]
+    for mode, out, extra in (("windows", tmp_path / "w", ["--window", "4"]), ("views", tmp_path / "v", [])):
+        args = [*videos, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", *extra, "--opts", *OPTS]
+        rc = ef.main(args)
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        if mode == "windows":
+            assert [r["path"] for r in _index(out)] == videos  # the name read back is the file's
+            assert _index(out)[0]["starts_frames"] == [0, 4, 7]  # its 11 frames were read
+            assert read_features(str(out), _index(out)[0]).shape[0] == 3
+            assert ef.main(args) == 0
+            assert capsys.readouterr().err.endswith(f"0 videos extracted, 2 already done; 2 of 2 in "
+                                                    f"{out / 'index.jsonl'}\n")
+        else:
+            assert [r["path"] for r in _index(out)] == videos[1:]
+            assert _failed(out) == {odd: "cannot be passed to the loader's video list: name is not valid UTF-8, and "
+                                         "a video list is UTF-8 text"}
+
+
 @pytest.mark.parametrize("fmt", ["npy", "safetensors"])
 def test_a_shard_is_on_disk_before_its_index_lines_are(tmp_path, monkeypatch, fmt):
     """The index lines were synced but the shard was not: after a power loss the index could list videos whose

@@ -30,6 +30,7 @@ import numpy as np
 
 from evautil.files import (atomic_temp_glob, atomic_write, atomic_write_by_name, atomic_write_text, hold_lock,
                            make_output_folder)
+from evautil.text import is_utf8_text
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
            "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "remove_partial_shards",
@@ -41,6 +42,14 @@ FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 def _rank_files(out_dir: str, prefix: str) -> list[str]:
     """``out_dir/<prefix>-rank*.jsonl``, sorted; the folder's name is taken literally (it may hold ``[``)."""
     return sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{prefix}-rank*.jsonl")))
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """``record`` as one line of an index or failed file: UTF-8 as it reads, but a video name that is not UTF-8 (its
+    undecodable bytes come as surrogates, ``os.fsdecode``) with ``\\u`` escapes, which ``json.loads`` turns back into
+    the same name; written as it reads, it could not be encoded and no line of its run was written."""
+    line = json.dumps(record, ensure_ascii=False)
+    return (line if is_utf8_text(line) else json.dumps(record)) + "\n"
 
 
 def _ends_a_line(path: str) -> bool:
@@ -201,7 +210,7 @@ def merge_index(out_dir: str, order: Sequence[str]) -> str:
     path = os.path.join(out_dir, "index.jsonl")
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in lines)
+        f.writelines(_json_line(r) for r in lines)
     os.replace(tmp, path)
     return path
 
@@ -220,7 +229,7 @@ def rewrite_failed(out_dir: str, rank: int, failures: dict[str, str], retried: C
     lines.update({p: {"path": p, "error": why} for p, why in failures.items()})
     kept = [r for p, r in lines.items() if p not in done]
     if kept:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), fsync=False)
+        atomic_write_text(path, "".join(_json_line(r) for r in kept), fsync=False)
     elif os.path.exists(path):
         os.unlink(path)
     return len(kept)
@@ -315,8 +324,8 @@ class FeatureStore:
             atomic_write_by_name(path, lambda tmp: save_file({"features": array}, tmp))
         lines, row = [], 0
         for record, feats in self._pending:
-            lines.append(json.dumps({**record, "shard": name, "row": row, "num_windows": len(feats),
-                                     "dim": feats.shape[1]}, ensure_ascii=False) + "\n")
+            lines.append(_json_line({**record, "shard": name, "row": row, "num_windows": len(feats),
+                                     "dim": feats.shape[1]}))
             row += len(feats)
         with open(self.index_path, "a", encoding="utf-8") as f:
             if not _ends_a_line(self.index_path):  # a line cut by a crash mid-append: end it (it stays unreadable

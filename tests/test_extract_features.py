@@ -396,6 +396,57 @@ def test_the_temporary_shards_of_a_run_killed_mid_write_are_removed_by_the_next(
     np.testing.assert_array_equal(read_features(str(out), _index(out)[0]).shape, (1, model.num_features))
 
 
+def test_a_shard_a_killed_run_left_without_index_lines_is_removed_by_the_next(clips, tiny, tmp_path, monkeypatch):
+    """A run killed between writing a shard and appending its index lines left a complete shard that no line names:
+    its videos were redone into a new shard and the old one stayed on disk for ever. The next run of that rank
+    removes it; shards an index line names, and another rank's (that rank may be between its two writes), stay."""
+    import tools.feature_store as fs
+
+    cfg, model, _ = tiny
+    videos = _videos(clips)
+    out = tmp_path / "feats"
+    real_line, lines = fs._json_line, {"n": 0}
+
+    def killed_after_the_first_videos_line(record):
+        lines["n"] += 1
+        if lines["n"] > 1:
+            raise KeyboardInterrupt  # the second video's shard is on disk, its line never written
+        return real_line(record)
+
+    monkeypatch.setattr(fs, "_json_line", killed_after_the_first_videos_line)
+    with pytest.raises(KeyboardInterrupt):
+        ef.extract(cfg, model, videos, str(out), DistContext(), window=4, shard_videos=1, progress=False)
+    monkeypatch.setattr(fs, "_json_line", real_line)
+    assert sorted(p.name for p in out.glob("features-*")) == ["features-rank000-00000.npy",
+                                                              "features-rank000-00001.npy"]
+    other_rank = out / "features-rank001-00000.npy"  # no line names it either, but it is rank 1's
+    other_rank.write_bytes((out / "features-rank000-00001.npy").read_bytes())
+    first = (out / "features-rank000-00000.npy").stat().st_mtime_ns
+    result = ef.extract(cfg, model, videos, str(out), DistContext(), window=4, shard_videos=1, progress=False)
+    assert (result["done_before"], result["written"]) == (1, 2)
+    named = sorted(r["shard"] for r in _index(out))
+    assert named == [f"features-rank000-0000{i}.npy" for i in range(3)]
+    assert sorted(p.name for p in out.glob("features-*")) == named + [other_rank.name]
+    assert (out / "features-rank000-00000.npy").stat().st_mtime_ns == first
+
+
+def test_only_shards_no_index_line_names_are_unfinished(tmp_path):
+    """A shard named by index.jsonl alone (its rank's index file gone) is kept; a .safetensors one is found too."""
+    from tools.feature_store import remove_unfinished_shards
+
+    store = FeatureStore(str(tmp_path), shard_videos=1)
+    store.add({"path": "a.mp4"}, np.ones((2, 3)))
+    store.add({"path": "b.mp4"}, np.ones((2, 3)))
+    merge_index(str(tmp_path), ["a.mp4", "b.mp4"])
+    lines = (tmp_path / "index-rank000.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "index-rank000.jsonl").write_text(lines[0])  # b's line is in index.jsonl only
+    (tmp_path / "features-rank000-00002.safetensors").write_bytes(b"never indexed")
+    removed = remove_unfinished_shards(str(tmp_path), 0)
+    assert [os.path.basename(p) for p in removed] == ["features-rank000-00002.safetensors"]
+    assert sorted(p.name for p in tmp_path.glob("features-*")) == ["features-rank000-00000.npy",
+                                                                   "features-rank000-00001.npy"]
+
+
 def _not_utf8_copy(clips: Path, folder: Path) -> str:
     """A copy of a clip under a name whose bytes are not UTF-8 (as os.listdir gives it: with a surrogate)."""
     import shutil

@@ -52,7 +52,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 # module again (evautil/workers.py) and need neither.
 from tools.feature_store import (FORMATS, FeatureStore, NonFiniteFeaturesError, check_settings,  # noqa: E402
                                  failed_ranks, finished_paths, lock_output, lost_shards, merge_index,
-                                 remove_partial_shards, rewrite_failed)
+                                 remove_unfinished_shards, rewrite_failed)
 # the sliding windows (decode, forward) are feature_windows's; their names stay importable from here
 from tools.feature_windows import (check_window, extract_windows, roi_resize, window_frames,  # noqa: E402
                                    window_settings_error, window_starts)
@@ -146,7 +146,7 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
                 "TRAIN.PRECISION": precision_name(resolve_precision(cfg.TRAIN.PRECISION, ctx.device)[0]),
                 "MODEL.USE_MEAN_POOLING": cfg.MODEL.USE_MEAN_POOLING, "DATA.TUBELET_SIZE": cfg.DATA.TUBELET_SIZE}
     with contextlib.closing(lock_output(out_dir, ctx.rank)):  # before settings.json is read: one run at a time
-        remove_partial_shards(out_dir, ctx.rank)  # what a run of this rank killed mid-write left
+        remove_unfinished_shards(out_dir, ctx.rank)  # what a run of this rank killed mid-write left
         unrecorded = check_settings(out_dir, settings, write=ctx.is_main)
         if unrecorded and ctx.is_main:
             print(f"note: {os.path.join(out_dir, 'settings.json')} was written by an older version without "

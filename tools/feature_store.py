@@ -13,9 +13,10 @@ Layout of the output folder::
 
 A shard is written atomically before its videos' index lines are appended (and synced), so a video is listed only
 once its features are on disk; a run killed at any point leaves only complete shards and lines (and, killed while
-writing a shard, its temporary file, which the next run of that rank removes). A later run skips every video listed
-in any ``index-rank*.jsonl`` whose shard is on disk (one whose shard is gone is extracted again) and numbers its
-shards after the existing ones and those the index names: no line ever points into a newer shard.
+writing a shard, its temporary file, or killed before its lines were appended, a shard no line names: the next run
+of that rank removes both, and redoes their videos). A later run skips every video listed in any
+``index-rank*.jsonl`` whose shard is on disk (one whose shard is gone is extracted again) and numbers its shards
+after the existing ones and those the index names: no line ever points into a newer shard.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from evautil.files import (atomic_temp_glob, atomic_write, atomic_write_by_name,
 from evautil.text import is_utf8_text
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
-           "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "remove_partial_shards",
+           "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "remove_unfinished_shards",
            "NonFiniteFeaturesError"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
@@ -42,6 +43,11 @@ FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 def _rank_files(out_dir: str, prefix: str) -> list[str]:
     """``out_dir/<prefix>-rank*.jsonl``, sorted; the folder's name is taken literally (it may hold ``[``)."""
     return sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{prefix}-rank*.jsonl")))
+
+
+def _shard_name(rank: int) -> re.Pattern[str]:
+    """The names of rank ``rank``'s shards, their number the first group."""
+    return re.compile(rf"features-rank{rank:03d}-(\d+)\.(npy|safetensors)")
 
 
 def _json_line(record: dict[str, Any]) -> str:
@@ -191,11 +197,19 @@ def lost_shards(out_dir: str) -> dict[str, int]:
     return counts
 
 
-def remove_partial_shards(out_dir: str, rank: int) -> list[str]:
-    """Remove the temporary files of rank ``rank``'s shards that runs killed mid-write left (hidden, each as large
-    as a shard, and never renamed into one: a folder of a job preempted often filled up with them); call with that
-    rank's lock held (:func:`lock_output`), as no run of the rank is writing then. Returns the files removed."""
+def remove_unfinished_shards(out_dir: str, rank: int) -> list[str]:
+    """Remove what runs of rank ``rank`` killed mid-write left: its shards' temporary files (hidden, each as large as
+    a shard, and never renamed into one: a folder of a job preempted often filled up with them) and its shards that
+    no index line names (killed between writing a shard and appending its lines: their videos are redone into a new
+    shard, and the old one stayed for ever). Call with that rank's lock held (:func:`lock_output`): no run of the
+    rank is writing then. Another rank's shards are left alone, as that rank may be between the two writes now.
+    Returns the files removed."""
     found = glob.glob(os.path.join(glob.escape(out_dir), atomic_temp_glob(f"features-rank{rank:03d}-*")))
+    merged = os.path.join(out_dir, "index.jsonl")  # names them too, should the rank files be gone
+    named = {str(r.get("shard")) for r in _index_lines(_rank_files(out_dir, "index")
+                                                       + ([merged] if os.path.isfile(merged) else []))}
+    ours = _shard_name(rank)
+    found += [os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir)) if ours.fullmatch(f) and f not in named]
     for path in found:
         os.unlink(path)
     return found
@@ -283,8 +297,7 @@ class FeatureStore:
         # would have its old lines point at another video's rows
         named = [str(r.get("shard")) for r in _index_lines([self.index_path] if os.path.isfile(self.index_path)
                                                            else [])]
-        taken = [int(m.group(1)) for f in os.listdir(out_dir) + named
-                 if (m := re.fullmatch(rf"features-rank{rank:03d}-(\d+)\.(npy|safetensors)", f))]
+        taken = [int(m.group(1)) for f in os.listdir(out_dir) + named if (m := _shard_name(rank).fullmatch(f))]
         self._next_shard = max(taken, default=-1) + 1
         self.failed_path = os.path.join(out_dir, f"failed-rank{rank:03d}.jsonl")
         self.written = 0  # videos written by this store

@@ -1028,6 +1028,41 @@ def test_an_older_settings_file_without_the_new_fields_is_read(clips, tiny, tmp_
     assert ef.main([videos[1], *common]) == 0 and "note:" not in capsys.readouterr().err
 
 
+def test_the_views_decode_device_and_input_type_are_recorded_and_bind(clips, tiny, tmp_path, capsys):
+    """GPU or CPU decoding and float16 or float32 clips change the views' features slightly, but settings.json left
+    DATA.DECODE_DEVICE and DATA.OUTPUT_DTYPE out: a rerun with others mixed their features into the folder. They are
+    recorded as the loader decides them ('auto' resolved), compared, and unused (None) by the windows."""
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    out, windows = tmp_path / "views", tmp_path / "windows"
+
+    def run(video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
+        rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(folder), "--quiet", *extra,
+                      "--opts", *OPTS, *opts])
+        return rc, capsys.readouterr().err
+
+    assert run(videos[0], out)[0] == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["DATA.DECODE_DEVICE"], settings["DATA.OUTPUT_DTYPE"]) == ("cpu", "float32")
+    rc, err = run(videos[1], out, "DATA.OUTPUT_DTYPE", "float16")
+    assert rc == 2 and err == (f"error: {out} holds features made with other settings (DATA.OUTPUT_DTYPE: 'float32' "
+                               "before, 'float16' now); use another --out or the same settings\n")
+    assert run(videos[1], out, "DATA.OUTPUT_DTYPE", "auto")[0] == 0  # float32 when decoding on the CPU: the same
+    (out / "settings.json").write_text(json.dumps({**settings, "DATA.DECODE_DEVICE": "gpu"}))  # made on a GPU
+    rc, err = run(videos[2], out)
+    assert rc == 2 and "(DATA.DECODE_DEVICE: 'gpu' before, 'cpu' now)" in err and len(_index(out)) == 2
+    older = {k: v for k, v in settings.items() if k not in ("DATA.DECODE_DEVICE", "DATA.OUTPUT_DTYPE")}
+    (out / "settings.json").write_text(json.dumps(older))  # written before they were recorded: no refusal
+    rc, err = run(videos[2], out)
+    assert rc == 0 and err.startswith(f"note: {out / 'settings.json'} was written by an older version without "
+                                      "DATA.DECODE_DEVICE, DATA.OUTPUT_DTYPE: "), err
+    assert json.loads((out / "settings.json").read_text()) == settings
+    assert run(videos[0], windows, extra=("--window", "4"))[0] == 0
+    assert json.loads((windows / "settings.json").read_text())["DATA.OUTPUT_DTYPE"] is None
+    rc, err = run(videos[1], windows, "DATA.OUTPUT_DTYPE", "float16", extra=("--window", "4"))
+    assert rc == 0, err  # the windows are decoded and normalised alike whatever it says
+
+
 # ---------------------------------------------------------------------------------------------------- weights
 def test_a_backbone_without_head_or_with_other_classes_gives_features_not_predictions(clips, tiny, tmp_path,
                                                                                         capsys):

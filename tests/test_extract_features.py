@@ -483,6 +483,19 @@ def test_a_video_name_that_is_not_utf8_is_extracted_in_windows_and_listed_unread
                                          "a video list is UTF-8 text"}
 
 
+def test_a_video_given_twice_is_extracted_once(clips, tiny, tmp_path):
+    """extract() given a video twice extracted it twice (windows), or stopped the views' loader with "does not hold
+    the 3 videos written to it (changed by another process?)"."""
+    cfg, model, _ = tiny
+    videos = _videos(clips)[:2]
+    for window in (4, 0):
+        out = tmp_path / f"w{window}"
+        result = ef.extract(cfg, model, [*videos, videos[0]], str(out), DistContext(), window=window, progress=False)
+        assert (result["written"], result["listed"]) == (2, 2)
+        lines = (out / "index-rank000.jsonl").read_text().splitlines()
+        assert sorted(json.loads(x)["path"] for x in lines) == sorted(videos)
+
+
 @pytest.mark.parametrize("fmt", ["npy", "safetensors"])
 def test_a_shard_is_on_disk_before_its_index_lines_are(tmp_path, monkeypatch, fmt):
     """The index lines were synced but the shard was not: after a power loss the index could list videos whose

@@ -139,7 +139,8 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     first writes the videos this rank finished, so that a rerun skips them, and is raised again.
 
     Returns ``{'done_before', 'written', 'listed', 'index'}``: videos skipped as already extracted, videos written
-    by this run (all ranks), videos of ``paths`` in the index now, and the merged index file. Each rank's
+    by this run (all ranks), videos of ``paths`` in the index now (each counted once, as it is extracted once), and
+    the merged index file. Each rank's
     ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
     from engine import distributed
@@ -150,6 +151,9 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
     check_window(window, stride)  # before settings.json is written
     stride = stride or window
+    # each video once: one given twice was extracted twice (windows), or stopped the views' loader with an error
+    # that blamed another process for its list
+    paths = list(dict.fromkeys(paths))
     local = cached_weights_path(weights) if weights else None  # an hf:// reference: the file the load fetched
     settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
                 "clip_frames": cfg.DATA.NUM_FRAMES, "input_size": cfg.DATA.INPUT_SIZE, "arch": cfg.MODEL.ARCH,

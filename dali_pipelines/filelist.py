@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from evautil.files import not_a_file
+from evautil.files import not_a_file, plain_spelling
 from evautil.text import text_lines
 from evautil.workers import DaemonThreadPool
 
@@ -275,15 +275,34 @@ class VideoList:
         return ListEntry(row=row, rel_path=rel, path=os.path.join(self.root, rel), label=int(self.labels[row]),
                          line_no=int(self.line_nos[row]))
 
+    def file_key(self, row: int) -> str:
+        """What names row ``row``'s file alike on every line that names it: its path as written, less what cannot
+        change the file (``videos/./a.mp4``, ``videos//a.mp4`` and ``x/../videos/a.mp4`` with ``x`` a real folder
+        are ``videos/a.mp4``; :func:`evautil.files.plain_spelling`), joined to the root as :meth:`path` joins it
+        (an absolute line naming a file under the root is that file too). Files are still opened by :meth:`path`."""
+        return self._file_key(self.rel_paths.raw(row)).decode("utf-8")
+
+    def _file_key(self, raw: bytes) -> bytes:
+        """:meth:`file_key` of a path's UTF-8 bytes (as bytes: a Kinetics-size list's rows are keyed at every
+        start, and most need nothing taken out)."""
+        if b"//" in raw or b"/." in raw or raw.startswith(b"."):
+            raw = plain_spelling(raw.decode("utf-8"), self.root).encode("utf-8")
+        return raw if raw.startswith(b"/") else self._plain_root + raw
+
+    @cached_property
+    def _plain_root(self) -> bytes:
+        """The root's plain spelling, as the start of a path joined to it (``b""`` or ending with ``/``)."""
+        return os.path.join(plain_spelling(self.root), "").encode("utf-8") if self.root else b""
+
     def repeated(self) -> list[np.ndarray]:
-        """The rows of each file the list names on more than one line (its path as written), in list order; the
+        """The rows of each file the list names on more than one line (:meth:`file_key`), in list order; the
         files in the order of their first line. Each such line is an entry of its own: a training list that
         repeats a video trains it once per line, a test list scores it once per line."""
         data, cut = self.rel_paths.blob.tobytes(), self.rel_paths.offsets.tolist()
         first: dict[bytes, int] = {}
         groups: dict[int, list[int]] = {}
         for r in range(len(self)):
-            f = first.setdefault(data[cut[r]:cut[r + 1]], r)
+            f = first.setdefault(self._file_key(data[cut[r]:cut[r + 1]]), r)
             if f != r:
                 groups.setdefault(f, [f]).append(r)
         return [np.asarray(groups[f], np.int64) for f in sorted(groups)]

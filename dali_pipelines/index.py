@@ -197,10 +197,9 @@ def _probe_jobs(videos: VideoList, rows: np.ndarray,
     class more often, had it probed once per line), and ``{first row: the other rows of its file}``."""
     jobs, repeats, first_of = [], {}, {}
     for r in rows.tolist():
-        path = videos.path(r)
-        first = first_of.setdefault(path, r)
+        first = first_of.setdefault(videos.file_key(r), r)  # 'a/./b.mp4' is 'a/b.mp4': one probe
         if first == r:
-            jobs.append((r, path, full_decode))
+            jobs.append((r, videos.path(r), full_decode))
         else:
             repeats.setdefault(first, []).append(r)
     return jobs, repeats

@@ -21,7 +21,7 @@ from .errors import OutputFolderError
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem",
            "make_output_folder", "hold_lock", "lock_is_free", "naming_the_file", "cannot_read", "atomic_temp_files",
-           "atomic_temp_target", "file_head", "file_version", "same_path"]
+           "atomic_temp_target", "file_head", "file_version", "same_path", "plain_spelling"]
 
 # OSErrors that mean "this file cannot be written here": the fix is space, a quota, permissions or a file size limit,
 # not the code.
@@ -71,6 +71,36 @@ def same_path(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one does not exist yet
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def plain_spelling(path: str, folder: str = "") -> str:
+    """``path`` (relative to ``folder``, unless absolute) spelled without what cannot change the file it names:
+    ``.`` and empty parts (``a/./b``, ``a//b``), and ``x/..`` where ``x`` is a real folder (not a symbolic link).
+    A ``..`` after a symbolic link leads to the parent of the link's target, not back to where the link is, and
+    one after a name that is no folder (missing, or a file) fails to open: those keep their ``..``, so that two
+    spellings are equal only where they are surely one file. Only a path with a ``..`` is looked up (``lstat``)."""
+    if "//" not in path and "/." not in path and not path.startswith("."):
+        return path  # the usual list row: nothing to take out (and no file system call)
+    lead = "/" if path.startswith("/") else ""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == ".." and parts and parts[-1] != ".." and _real_folder(os.path.join(folder, lead + "/".join(parts))):
+            parts.pop()
+        else:
+            parts.append(part)
+    # a trailing '/' or '/.' asks for a folder (a file so named fails to open): kept, not made the file's name
+    tail = "/" if parts and path.endswith(("/", "/.")) else ""
+    return lead + "/".join(parts) + tail or "."
+
+
+def _real_folder(path: str) -> bool:
+    """Whether ``path`` is a folder itself, not a symbolic link to one (nor missing)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def file_head(path: str, length: int) -> tuple[bytes, int]:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from evautil.files import (atomic_write, atomic_write_by_name, atomic_write_text, error_writing,
-                           output_path_problem, write_output_text)
+                           output_path_problem, plain_spelling, write_output_text)
 from evautil.flops import peak_flops, train_step_flops
 from evautil.progress import ProgressLines, format_bytes, format_rate, with_progress
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
@@ -585,3 +585,18 @@ def test_an_empty_output_path_is_refused_as_empty(tmp_path):
     assert output_path_problem("", "--out", folder=False, example="model.safetensors") == \
         "--out is empty; give a file name, e.g. model.safetensors"
     assert output_path_problem("", "--plot", folder=False) == "--plot is empty; give a file name"
+
+
+def test_plain_spelling_drops_only_what_cannot_change_the_file(tmp_path):
+    """'.' and empty parts go, and 'x/..' where x is a real folder; a '..' after a symbolic link (the parent of its
+    target), after a missing name or a file (which fails to open), and a trailing '/' (a folder asked for) stay."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "f.mp4").write_bytes(b"")
+    os.symlink(tmp_path / "x", tmp_path / "link")
+    root = str(tmp_path)
+    assert [plain_spelling(p, root) for p in ("v/./a.mp4", "v//a.mp4", "./a.mp4", "x/../v/a.mp4", "x/./../a.mp4")] \
+        == ["v/a.mp4", "v/a.mp4", "a.mp4", "v/a.mp4", "a.mp4"]
+    assert [plain_spelling(p, root) for p in ("link/../a.mp4", "gone/../a.mp4", "f.mp4/../a.mp4", "../a.mp4")] \
+        == ["link/../a.mp4", "gone/../a.mp4", "f.mp4/../a.mp4", "../a.mp4"]
+    assert [plain_spelling(p, root) for p in ("a.mp4/", "a.mp4/.", "v/a.mp4")] == ["a.mp4/", "a.mp4/", "v/a.mp4"]
+    assert plain_spelling(f"{root}//x/../v/./a.mp4") == f"{root}/v/a.mp4"  # absolute: no folder needed

@@ -371,6 +371,32 @@ def test_a_file_on_several_lines_is_probed_once(tmp_path, monkeypatch):
     assert ix.bad[1] == ix.bad[3] and (tmp_path / "list.txt.quarantine.txt").read_text().count("bad.webm") == 1
 
 
+def test_spellings_of_one_file_are_one_file_but_dotdot_after_a_link_is_not(tmp_path, monkeypatch):
+    """'videos/./a.webm', 'videos//a.webm' and 'x/../videos/a.webm' (x a folder) name 'videos/a.webm': they were
+    probed once each and the summary said nothing of a repeated video. 'link/../videos/a.webm' is another file when
+    'link' is a symbolic link (its '..' is the parent of the link's target): probed on its own, never merged."""
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "x").mkdir()
+    (tmp_path / "deep" / "inner").mkdir(parents=True)
+    (tmp_path / "deep" / "videos").mkdir()
+    os.symlink(tmp_path / "deep" / "inner", tmp_path / "link")
+    write_video(str(tmp_path / "videos" / "a.webm"), counter_frames(8), "vp9")
+    write_video(str(tmp_path / "deep" / "videos" / "a.webm"), counter_frames(5), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("videos/a.webm 0\nvideos/./a.webm 1\nvideos//a.webm 1\nx/../videos/a.webm 2\n"
+                   "link/../videos/a.webm 0\n")
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert sorted(calls) == [os.path.join(tmp_path, "link/../videos/a.webm"), str(tmp_path / "videos/a.webm")]
+    assert [ix.infos[r].num_frames for r in range(5)] == [8, 8, 8, 8, 5]
+    assert [e.path for e in ix.entries][1:4] == [os.path.join(tmp_path, p) for p in  # opened as written
+                                                 ("videos/./a.webm", "videos//a.webm", "x/../videos/a.webm")]
+    assert ("  1 video listed on more than one line, each line an entry of its own (3 repeated lines; 1 with "
+            "different labels): videos/a.webm (lines 1, 2, 3, 4; labels 0, 1, 1, 2)") in ix.summary().splitlines()
+
+
 def test_a_link_whose_target_is_gone_is_named_so_not_an_unexplained_stat_failure(tmp_path):
     """A symbolic link to a deleted video (a dataset folder of links) and a loop of links both said "cannot stat
     file", which named neither the cause nor the target."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from configs import ConfigError
 from evautil.errors import not_utf8_line
-from evautil.files import atomic_write_text, naming_the_file, not_a_file
+from evautil.files import atomic_write_text, naming_the_file, not_a_file, plain_spelling
 from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
@@ -307,13 +307,14 @@ def _raise_any_failure(failure: Exception | None, said: list[str | None], split:
 
 
 def listed_more_than_once(predictions: Sequence[tuple], entries: dict[int, Any]) -> list[list[Any]]:
-    """The evaluated list entries (``ListEntry`` by row) that name the same file as another evaluated one (the paths
-    of one list share its root), grouped per file in row order: a list that repeats a line scores that video once
-    per line."""
+    """The evaluated list entries (``ListEntry`` by row) that name the same file as another evaluated one (their
+    paths spelled plainly, :func:`evautil.files.plain_spelling`: ``link/../a.mp4`` is not ``a.mp4`` when ``link``
+    is a symbolic link), grouped per file in row order: a list that repeats a line scores that video once per
+    line."""
     groups: dict[str, list[Any]] = {}
     for row, *_ in predictions:
         if row in entries:
-            groups.setdefault(os.path.normpath(entries[row].rel_path), []).append(entries[row])
+            groups.setdefault(plain_spelling(entries[row].path), []).append(entries[row])
     return [g for g in groups.values() if len(g) > 1]
 
 

@@ -344,7 +344,8 @@ class _ShareLoader:
 
     def __init__(self, rank: int) -> None:
         self.rank = rank
-        entries = [SimpleNamespace(row=r, rel_path=f"v{r}.mp4", label=r % 2, line_no=r + 1) for r in range(6)]
+        entries = [SimpleNamespace(row=r, rel_path=f"v{r}.mp4", path=f"/data/v{r}.mp4", label=r % 2,
+                                   line_no=r + 1) for r in range(6)]
         self.index = SimpleNamespace(entries=entries, bad={5: "not a video"})
 
     def __iter__(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
 import pytest
@@ -208,7 +209,8 @@ class _QuarantiningLoader:
 
     def __init__(self):
         self.stats = {"skipped_videos": 0, "samples_pyav": 0, "skipped": []}
-        entries = [type("Entry", (), {"row": r, "rel_path": f"{'abcd'[r]}.mp4", "label": int(r == 3)})()
+        entries = [type("Entry", (), {"row": r, "rel_path": f"{'abcd'[r]}.mp4", "path": f"/data/{'abcd'[r]}.mp4",
+                                          "label": int(r == 3)})()
                    for r in range(4)]
         self.index = type("Index", (), {"entries": entries, "bad": {}})()
 
@@ -280,6 +282,16 @@ def test_a_video_listed_twice_is_named_where_it_is_counted_twice(tmp_path, capsy
             "the accuracy: a.mp4 (lines 1, 3); b.mp4 (lines 2, 6); remove the repeated lines to count every video "
             "once") in out.out + out.err
     assert "more than one line" in (tmp_path / "run" / "log_rank0.txt").read_text()
+
+
+def test_dotdot_after_a_symbolic_link_is_not_taken_for_a_repeat(tmp_path, capsys):
+    # 'link/..' is the parent of the link's target (here deep/), not tmp_path: 'link/../a.mp4' is deep/a.mp4, which
+    # dropping 'link/..' by name took for a.mp4, warning of a repeat the list does not have
+    (tmp_path / "deep" / "inner").mkdir(parents=True)
+    os.symlink(tmp_path / "deep" / "inner", tmp_path / "link")
+    _evaluate_list(tmp_path, "a.mp4 0\nlink/../a.mp4 1\nb.mp4 1\n")
+    out = capsys.readouterr()
+    assert "WARNING" not in out.out + out.err and "eval val (1 view/video, 3 videos)" in out.out + out.err
 
 
 def test_a_list_without_repeats_gives_no_repeat_warning(tmp_path, capsys):

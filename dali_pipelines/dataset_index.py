@@ -27,7 +27,7 @@ from .index_lock import locked
 from .index_store import IndexCache, load_cache, save_cache, stat_key
 from .video_table import BAD, GOOD, NUMBERED_AS_INDEXED, UNKNOWN, VideoInfo, VideoTable
 
-__all__ = ["DatasetIndex"]
+__all__ = ["DatasetIndex", "quarantine_line"]
 
 logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, whichever module speaks
 
@@ -96,7 +96,7 @@ class DatasetIndex:
         videos: the list (:class:`VideoList`: paths, labels, line numbers).
         table: the probed facts of every row (:class:`VideoTable`; ``GOOD`` rows are the usable videos).
         bad: ``row -> reason`` for videos left out (probe failures and runtime quarantines).
-        quarantine_path: text file listing bad videos as ``<rel path>\\t<reason>`` lines.
+        quarantine_path: text file listing bad videos as ``<rel path>\\t<reason>`` lines (:func:`quarantine_line`).
         lock_path: the lock file that guards the cache and quarantine files.
         cache_path: the ``.index.npz`` cache file.
         probed: how many videos this build actually probed (0 when everything came from the cache).
@@ -296,7 +296,7 @@ class DatasetIndex:
         self._say_not_recorded()
 
     def _write_quarantine_lines(self) -> None:
-        """Under the lock: append the quarantine file lines not yet written (``<rel>\\t<reason>``), in order, but
+        """Under the lock: append the quarantine file lines not yet written (:func:`quarantine_line`), in order, but
         not for a video the file lists already (another row or index of its list quarantined it). Lines a failed
         write kept out stay pending for the next try (:meth:`flush_quarantines`)."""
         with self._unrecorded_lock:
@@ -305,7 +305,7 @@ class DatasetIndex:
             return
         try:
             listed, cut = _listed(self.quarantine_path)
-            lines = "".join(f"{rel}\t{reason}\n" for rel, reason in pending.items() if rel not in listed)
+            lines = "".join(quarantine_line(rel, reason) for rel, reason in pending.items() if rel not in listed)
             if lines:
                 with open(self.quarantine_path, "a", encoding="utf-8") as f:
                     f.write(("\n" if cut else "") + lines)  # (after a line an earlier failed write cut short)
@@ -445,15 +445,23 @@ def _most_common(values: np.ndarray) -> list[tuple[int, int]]:
     return [(int(uniq[i]), int(counts[i])) for i in order]
 
 
+def quarantine_line(rel: str, reason: str) -> str:
+    """The quarantine file's line of a video: ``<rel>\\t<reason>\\n``, the reason's whitespace runs (line breaks and
+    tabs of a library's message) made single spaces. A name may hold a tab (a list line's name is all before the
+    label) but no line break, and a reason neither, so the name is the line up to its last tab (:func:`_listed`):
+    no escape, so that the files written before this rule read the same."""
+    return f"{rel}\t{' '.join(reason.split())}\n"
+
+
 def _listed(quarantine_path: str) -> tuple[set[str], bool]:
-    """The videos the quarantine file has a line for (``<rel>\\t<reason>``), and whether it ends inside a line (a
+    """The videos the quarantine file has a line for (:func:`quarantine_line`), and whether it ends inside a line (a
     write cut short: a full disk)."""
     listed, line = set(), "\n"
     try:
         with open(quarantine_path, encoding="utf-8", newline="\n") as f:
             for line in f:
                 if "\t" in line:
-                    listed.add(line.split("\t", 1)[0])
+                    listed.add(line.rsplit("\t", 1)[0])
     except FileNotFoundError:
         pass
     return listed, not line.endswith("\n")

@@ -64,7 +64,7 @@ from evautil.progress import LINE_EVERY_S, counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .cache_match import CacheMatch, cached_keys, log_recount, match_list
-from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex
+from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex, quarantine_line
 from .filelist import DataError, VideoList, check_list_root, read_video_list
 from .index_files import IndexPaths, index_paths
 from .index_lock import locked
@@ -239,7 +239,7 @@ def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:
     lines: dict[str, str] = {}
     for r, why in sorted(bad.items()):
         lines.setdefault(videos.rel_path(r), why)
-    return "".join(f"{rel}\t{why}\n" for rel, why in lines.items())
+    return "".join(quarantine_line(rel, why) for rel, why in lines.items())
 
 
 def _quarantine_is(path: str, text: str) -> bool:

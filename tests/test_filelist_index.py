@@ -828,6 +828,28 @@ def test_a_run_warns_once_of_validation_videos_that_are_training_videos(dataset,
         "unless meant")
 
 
+def test_a_name_with_a_tab_reads_back_whole_from_the_quarantine_file(tmp_path, monkeypatch):
+    """'<name>\\t<reason>' lines: a name with a tab was read back as its part before the tab, so a video already
+    listed got a line again from each index that quarantined it (another rank, the validation's); a reason with a
+    line break or a tab (a library's message) made a line that was no video's. The name is the line up to its last
+    tab (a reason keeps none), which reads the files written before the same."""
+    write_video(str(tmp_path / "clip\tone.webm"), counter_frames(8), "vp9")
+    (tmp_path / "bad\ttwo.webm").write_bytes(b"not a video")
+    lst = tmp_path / "list.txt"
+    lst.write_text("clip\tone.webm 0\nbad\ttwo.webm 1\n")
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: (job[0], None, "no frames:\n\tat all") if "bad" in
+                        job[1] else real_job(job))
+    first = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    second = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert Path(first.quarantine_path).read_text() == "bad\ttwo.webm\tno frames: at all\n"
+    for ix in (first, second, first):
+        ix.quarantine(0, "decode failed")
+        ix.quarantine(1, "decode failed")
+    assert Path(first.quarantine_path).read_text() == ("bad\ttwo.webm\tno frames: at all\n"
+                                                       "clip\tone.webm\tdecode failed\n")
+
+
 def test_a_quarantine_is_passed_to_the_index_of_a_list_naming_the_same_file(dataset, tmp_path):
     """Training's quarantines reach the validation's index (runner.check_lists_overlap), whatever path a list names
     a file by and however many lines name it; with one list for both, its quarantine file keeps training's reason."""

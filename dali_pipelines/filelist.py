@@ -34,7 +34,7 @@ from evautil.text import text_lines
 from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "EmptyListError", "LabelRangeError", "PathTable", "VideoList",
-           "read_video_list", "read_file_list", "split_list_line", "check_list_root"]
+           "read_video_list", "read_file_list", "split_list_line", "list_label", "check_list_root"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -461,17 +461,25 @@ def split_list_line(line: str) -> tuple[str, str] | None:
 _LABEL_LIMIT = 2**63
 
 
+def list_label(word: str) -> int | None:
+    """The label a list line's last word gives (``int``'s reading, as the original's: ``7``, ``+7``, ``-1``), or None
+    where it is no integer. Every reader of labelled lines takes its labels so."""
+    try:
+        return int(word)
+    except ValueError:
+        return None
+
+
 def _label(tokens: list[str], line: str, where: str, num_classes: int | None, classes_name: str,
            first: bool = False) -> int:
     """The label of a list line split into ``tokens`` (DataListError naming ``where`` when it is not one);
     ``first``: the list's first line that is not blank, which may be a header."""
     if len(tokens) < 2:
         raise DataListError(f"{where}: expected '<relative path> <integer label>', got {line.strip()!r} (no label)")
-    try:
-        label = int(tokens[-1])
-    except ValueError:
+    label = list_label(tokens[-1])
+    if label is None:
         raise DataListError(f"{where}: label {tokens[-1]!r} is not an integer (line {line.strip()!r}): "
-                            + _label_fix(tokens[-1], first)) from None
+                            + _label_fix(tokens[-1], first))
     if num_classes is not None and not 0 <= label < num_classes:
         raise LabelRangeError(where, label, num_classes, line.strip(), classes_name)
     if not 0 <= label < _LABEL_LIMIT:  # labels are kept as int64

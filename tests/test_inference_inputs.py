@@ -73,6 +73,21 @@ def test_a_video_list_numbers_its_lines_as_an_editor_does(tmp_path):
                                                            (str(named[1]), str(named[1]), 0)]
 
 
+def test_a_video_list_reads_its_labels_as_the_training_reader_does(tmp_path):
+    """'+3' is label 3 to the training list reader (int()); the inference tools took it for the end of the file
+    name ('a.mp4 +3', no such file) and the video went unread and unlabelled."""
+    from dali_pipelines.filelist import read_file_list
+    from tools.inference import videos_of_inputs
+
+    for name in ("a.mp4", "b c.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    lst = tmp_path / "videos.txt"
+    lst.write_text("a.mp4 +3\nb c.mp4 1\n", encoding="utf-8")
+    trained = [(e.path, e.path, e.label) for e in read_file_list(str(lst), str(tmp_path))]
+    a, bc = str(tmp_path / "a.mp4"), str(tmp_path / "b c.mp4")
+    assert videos_of_inputs([str(lst)], num_classes=4) == trained == [(a, a, 3), (bc, bc, 1)]
+
+
 @pytest.mark.parametrize("lines_before", [2, 3000])  # 3000: past the first chunk the text decoder reads
 def test_a_video_list_that_is_not_utf8_names_its_line(tmp_path, lines_before):
     # It gave the byte offset within the decoder's chunk ("at byte 21" for line 3), which finds no line in the list.

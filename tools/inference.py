@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from configs import opts_last  # for the tools' parsers
-from dali_pipelines.filelist import LabelRangeError, split_list_line  # plain Python: no DALI import
+from dali_pipelines.filelist import LabelRangeError, list_label, split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object, shutdown
 from evautil.cli import flags_as_typed
 from evautil.errors import not_utf8_line
@@ -63,11 +63,11 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
             continue
         full, label = os.path.join(base, line), None
         name, last = split_list_line(line)
-        if not os.path.exists(full) and name and last.lstrip("-").isdigit():
+        if not os.path.exists(full) and name:
+            label = list_label(last)  # the training reader's labels ('+3' too, which was taken for part of the name)
+        if label is not None:
             full = os.path.join(base, name)  # read_video_list's rule, not a re-join
-            with contextlib.suppress(ValueError):  # digits int() does not read (superscripts): no label
-                label = int(last)
-            if label is not None and num_classes is not None and not 0 <= label < num_classes and not out_of_range:
+            if num_classes is not None and not 0 <= label < num_classes and not out_of_range:
                 # training's own list check, but the model's head fixes the class count: no key can fit the label
                 out_of_range = LabelRangeError(f"{path}:{line_no}", label, num_classes, line,
                                                LabelRangeError.MODEL_HEAD)

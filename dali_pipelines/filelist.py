@@ -440,6 +440,12 @@ def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | Non
         raise DataListError(f"none of {listed} exists: its paths use '\\' between folders, as on Windows (first: "
                             f"{first!r}): write them with '/'")
     fix = f"(first: {first!r}): set {root_name} to the folder its paths are relative to"
+    real_list = os.path.realpath(videos.list_path)
+    if (os.path.islink(videos.list_path) and not os.path.isabs(first)
+            and os.path.exists(os.path.join(os.path.dirname(real_list), first))):
+        # a list linked into another folder (lists/ beside the code): its paths are the target's folder's
+        fix = (f"(first: {first!r}); {videos.list_path} is a symbolic link to {real_list}, whose folder holds "
+               f"that file: set {root_name} to {os.path.dirname(real_list)}")
     if os.path.isabs(first):
         raise DataListError(f"none of {listed} exists (first: {first!r}; its paths are absolute)")
     if root:

@@ -193,6 +193,23 @@ def test_a_dry_run_names_a_list_none_of_whose_videos_is_where_its_paths_lead(tmp
         r.stdout + r.stderr
 
 
+def test_a_list_linked_from_another_folder_is_said_to_be_a_link(tmp_path):
+    """A list linked into another folder (lists/train.txt -> data/train.txt) whose paths are relative to its
+    target's folder: the error named the link's folder as the list's own, and never the folder that holds them."""
+    (tmp_path / "data" / "clips").mkdir(parents=True)
+    (tmp_path / "data" / "clips" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "data" / "train.txt").write_text("clips/a.mp4 0\nclips/b.mp4 1\n")
+    (tmp_path / "lists").mkdir()
+    lst = tmp_path / "lists" / "train.txt"
+    lst.symlink_to(tmp_path / "data" / "train.txt")
+    r = _verify(str(lst), "--dry-run")
+    assert r.returncode == 2 and r.stderr == (
+        f"error: the list's own folder {lst.parent} (no --root given) holds none of the 2 videos listed in {lst}, "
+        f"whose paths are relative to it (first: 'clips/a.mp4'); {lst} is a symbolic link to "
+        f"{tmp_path / 'data' / 'train.txt'}, whose folder holds that file: set --root to {tmp_path / 'data'}\n"), \
+        r.stdout + r.stderr
+
+
 def test_config_problems_are_one_line_exit_2(tmp_path, videos):
     (tmp_path / "latin1.yaml").write_bytes("OUTPUT: caf\xe9\n".encode("latin-1"))
     r = _verify("--cfg", str(tmp_path / "latin1.yaml"), "--dry-run")

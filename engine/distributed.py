@@ -3,6 +3,8 @@
 ``torchrun --nproc_per_node N train.py ...`` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``python train.py``
 sets none of them and runs as a single process without a process group. GPU runs use NCCL, CPU runs gloo.
 Before joining, ``MASTER_ADDR`` and ``MASTER_PORT`` are checked (``rendezvous_address``, also for a dry run).
+The join itself waits for the other processes for at most ``EVA_RENDEZVOUS_TIMEOUT_S`` seconds, in a way that
+SIGTERM and Ctrl-C interrupt (``engine/rendezvous.py``).
 
 The object collectives and barriers (gathers of predictions and loader counters, the agreement after a checkpoint
 write) run in a second, gloo group with a long timeout (``EVA_WAIT_TIMEOUT_MIN``, 120 minutes by default): a rank
@@ -33,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import liveness
+from . import liveness, rendezvous
 
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
@@ -164,10 +166,10 @@ def gpu_index(local_rank: int, visible: int) -> int:
                      "or give each process one GPU")
 
 
-def wait_settings() -> tuple[int, int]:
-    """(EVA_WAIT_TIMEOUT_MIN, EVA_HEARTBEAT_TIMEOUT_S) from the environment: the wait group's timeout in minutes
-    and the liveness check's in seconds. A run of several processes reads them before joining; a dry run checks
-    them too, before the job is queued.
+def wait_settings() -> tuple[int, int, int]:
+    """(EVA_WAIT_TIMEOUT_MIN, EVA_HEARTBEAT_TIMEOUT_S, EVA_RENDEZVOUS_TIMEOUT_S) from the environment: the wait
+    group's timeout in minutes, the liveness check's in seconds and the rendezvous's in seconds. A run of several
+    processes reads them before joining; a dry run checks them too, before the job is queued.
 
     Raises:
         ValueError: a value that is not an integer, or below its minimum (one line naming the variable).
@@ -175,7 +177,10 @@ def wait_settings() -> tuple[int, int]:
     # 0 minutes makes every wait time out at once (new_group itself failed with a traceback)
     wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)")
     heartbeat_s = _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300, 0, " (seconds; 0 turns the check off)")
-    return wait_min, heartbeat_s
+    default_s = rendezvous.DEFAULT_TIMEOUT_S
+    rendezvous_s = _env_int("EVA_RENDEZVOUS_TIMEOUT_S", default_s, 1,
+                            f" (seconds; unset it for the default, {default_s})")
+    return wait_min, heartbeat_s, rendezvous_s
 
 
 def rendezvous_address(world_size: int) -> str:
@@ -214,8 +219,11 @@ def init_from_env(device: str = "auto") -> DistContext:
         device: "auto" (the GPU of :func:`gpu_index` when CUDA is available, else the CPU), "cpu" or "cuda".
 
     Raises:
-        ValueError: a bad launcher variable (:func:`rank_and_world_size`, :func:`rendezvous_address`), or for rank 0
-            of a launch without torchrun a MASTER_PORT another program listens on (one line naming it).
+        ValueError: a bad launcher variable (:func:`rank_and_world_size`, :func:`rendezvous_address`), for rank 0
+            of a launch without torchrun a MASTER_PORT another program listens on, or a rendezvous that did not
+            meet every rank within EVA_RENDEZVOUS_TIMEOUT_S (``rendezvous.timeout_line``); one line each.
+        BaseException: what a signal's handler raises during the rendezvous (a stop signal's ``Stopped`` within
+            ``evautil.interrupt.stop_signals_raise``, a Ctrl-C's KeyboardInterrupt): it ends the wait at once.
     """
     rank, world_size = rank_and_world_size()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
@@ -228,14 +236,19 @@ def init_from_env(device: str = "auto") -> DistContext:
         dev = torch.device("cpu")
     global _WAIT_GROUP
     if world_size > 1:  # before joining: a bad value stops every rank with one line, none waits for the others
-        wait_min, heartbeat_s = wait_settings()
+        wait_min, heartbeat_s, rendezvous_s = wait_settings()
     if world_size > 1 and not dist.is_initialized():
-        rendezvous_address(world_size)
-        # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them.
-        try:
+        meet = rendezvous_address(world_size)
+
+        def join() -> None:  # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them
+            if use_cuda:  # the current GPU is the thread's own
+                torch.cuda.set_device(dev)
             dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
-                                    rank=rank, world_size=world_size,
-                                    device_id=dev if use_cuda else None)
+                                    rank=rank, world_size=world_size, device_id=dev if use_cuda else None)
+
+        try:
+            if not rendezvous.joined_within(join, rendezvous_s):
+                raise ValueError(rendezvous.timeout_line(rank, world_size, meet, rendezvous_s))
         except dist.DistNetworkError as e:
             if not re.search(r"EADDRINUSE|address already in use", str(e), re.IGNORECASE):
                 raise

@@ -124,10 +124,10 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
     ``sets_aside``: what that start moves out of OUTPUT's way first ("": nothing).
 
     Raises:
-        ValueError: a bad EVA_WAIT_TIMEOUT_MIN or EVA_HEARTBEAT_TIMEOUT_S, with the line a run of several processes
-            would stop on (the plan is usually made by one process for a job of several), RANK or WORLD_SIZE, or
-            with several processes a MASTER_ADDR or MASTER_PORT that is unset, no port or a host name that does not
-            resolve (``distributed.rendezvous_address``).
+        ValueError: a bad EVA_WAIT_TIMEOUT_MIN, EVA_HEARTBEAT_TIMEOUT_S or EVA_RENDEZVOUS_TIMEOUT_S, with the line a
+            run of several processes would stop on (the plan is usually made by one process for a job of several),
+            RANK or WORLD_SIZE, or with several processes a MASTER_ADDR or MASTER_PORT that is unset, no port or a
+            host name that does not resolve (``distributed.rendezvous_address``).
     """
     dist_utils.wait_settings()
     only_test = cfg.TEST.ONLY_TEST

@@ -397,12 +397,14 @@ def test_rank_0_lists_the_videos_another_rank_could_not_read(tmp_path):
     ("EVA_WAIT_TIMEOUT_MIN", "0", "EVA_WAIT_TIMEOUT_MIN='0' must be at least 1"),
     ("EVA_WAIT_TIMEOUT_MIN", "1.5", "EVA_WAIT_TIMEOUT_MIN='1.5' is not an integer"),
     ("EVA_HEARTBEAT_TIMEOUT_S", "-1", "EVA_HEARTBEAT_TIMEOUT_S='-1' must be at least 0"),
+    ("EVA_RENDEZVOUS_TIMEOUT_S", "0", "EVA_RENDEZVOUS_TIMEOUT_S='0' must be at least 1"),
 ])
 def test_bad_wait_settings_are_refused_before_joining(monkeypatch, name, value, expected):
     """A 0-minute wait made every wait of the gloo group time out at once: rank 0 crashed with a traceback in
     new_group while the others waited for it. A bad value is refused before the process group is joined (no
     MASTER_ADDR is set here: joining would fail on that instead)."""
-    for var in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S"):
+    for var in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S",
+                "EVA_RENDEZVOUS_TIMEOUT_S"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -421,12 +421,14 @@ def test_a_repeated_resume_of_a_file_rotated_away_says_what_auto_resume_false_wo
     ("EVA_WAIT_TIMEOUT_MIN", "1.5", "error: environment variable EVA_WAIT_TIMEOUT_MIN='1.5' is not an integer"),
     ("EVA_HEARTBEAT_TIMEOUT_S", "-1", "error: environment variable EVA_HEARTBEAT_TIMEOUT_S='-1' must be at least 0 "
                                       "(seconds; 0 turns the check off)"),
+    ("EVA_RENDEZVOUS_TIMEOUT_S", "0", "error: environment variable EVA_RENDEZVOUS_TIMEOUT_S='0' must be at least 1 "
+                                      "(seconds; unset it for the default, 300)"),
 ])
 def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_stop_on(
         tmp_path, dataset, capsys, monkeypatch, name, value, line):
     """The plan is made by one process, for a job of several that reads these variables only when it starts: a
     bad value passed the dry run and stopped the queued job. Now the dry run stops on the same line, exit code 2."""
-    for var in ("RANK", "WORLD_SIZE", "EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S"):
+    for var in ("RANK", "WORLD_SIZE", "EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S", "EVA_RENDEZVOUS_TIMEOUT_S"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(name, value)
     rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts", *_opts(dataset, tmp_path / "out")])

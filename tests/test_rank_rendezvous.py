@@ -1,0 +1,113 @@
+"""A process of a run of two (gloo) that waits alone at the rendezvous, as when rank 0 never came up (its port in
+use, a wrong MASTER_ADDR, a crash at its start): it waited in torch's store for the process group's timeout (30
+minutes), deaf to SIGTERM and Ctrl-C, so a scheduler's cancel ended it only by SIGKILL. Now it ends after
+EVA_RENDEZVOUS_TIMEOUT_S with one line naming where it waited, and at once on a stop signal or a Ctrl-C, with the
+usual line.
+
+The process is train.py started as a scheduler starts rank 1 (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the
+environment), with a MASTER_PORT that nothing listens on; the deadlines below are hang checks, not timings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evautil.interrupt import STOPPED_EXIT_STATUS
+from tests.conftest import ROOT, child_env
+from tests.test_rank_failure import _free_port, _opts
+from tests.video_fixtures import synthetic_dataset
+
+pytestmark = pytest.mark.slow
+
+# train.main, touching JOIN_MARK when the rendezvous begins (torch's init_process_group is called), so that a
+# signal is sent while the process waits there, not while it imports torch.
+WRAPPER = r'''
+import os, signal, sys
+sys.path.insert(0, os.environ["REPO"])
+if __name__ == "__main__":  # a shell that runs the tests in the background starts its children with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+import train
+if __name__ == "__main__":
+    import torch.distributed as dist
+    joining = dist.init_process_group
+    def init_process_group(*args, **kwargs):
+        open(os.environ["JOIN_MARK"], "w").close()
+        return joining(*args, **kwargs)
+    dist.init_process_group = init_process_group
+    sys.exit(train.main(sys.argv[1:]))
+'''
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return synthetic_dataset(tmp_path_factory, "synth_rendezvous", 4, 2, num_frames=8, size=(32, 24))
+
+
+def _lone_rank(tmp_path: Path, data: Path, rank: int, **env: str) -> tuple[subprocess.Popen, int]:
+    """Rank ``rank`` of a run of two, started without the other, in a process group of its own; and its
+    MASTER_PORT."""
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    port = _free_port()
+    env = child_env(REPO=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                    WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), JOIN_MARK=str(tmp_path / "joining"), **env)
+    cmd = [sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"),
+           "--opts", *_opts(data, tmp_path / "out")]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            process_group=0), port
+
+
+def _ended(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    """The process's end; one still waiting after a minute is killed and fails the test (without the bound it
+    waited 30 minutes)."""
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the lone rank was still waiting at the rendezvous a minute later")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("rank, prefix, causes", [
+    (1, "[rank 1] ", "rank 0, which listens there, has not started or failed at its start (its own line says why), "
+                     "MASTER_ADDR is not rank 0's host, or a firewall blocks MASTER_PORT; or another rank is missing"),
+    (0, "", "another rank has not started or failed at its start (its own line says why), or cannot reach that "
+            "address (its MASTER_ADDR names another host, or a firewall blocks MASTER_PORT)"),
+], ids=["rank1", "rank0"])
+def test_a_lone_rank_ends_after_the_rendezvous_timeout_with_one_line(tmp_path, dataset, rank, prefix, causes):
+    """Rank 1 alone finds no store; rank 0 alone serves it, but no other rank comes."""
+    proc, port = _lone_rank(tmp_path, dataset, rank, EVA_RENDEZVOUS_TIMEOUT_S="1")
+    done = _ended(proc)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
+        f"{prefix}error: rank {rank} of WORLD_SIZE=2 waited 1 s at the rendezvous, MASTER_ADDR:MASTER_PORT "
+        f"127.0.0.1:{port} (loopback: reachable from this node only), without meeting the other processes: {causes}; "
+        "EVA_RENDEZVOUS_TIMEOUT_S sets how long to wait (seconds, 300 by default)"]
+    assert done.stdout == "" and not (tmp_path / "out").exists()  # refused before the run opened OUTPUT
+
+
+@pytest.mark.parametrize("sig, line, code", [
+    (signal.SIGTERM, "[rank 1] stopped: SIGTERM received outside the training steps", STOPPED_EXIT_STATUS),
+    (signal.SIGINT, "interrupted: the run stopped where it was, without a checkpoint", -signal.SIGINT),
+], ids=["SIGTERM", "SIGINT"])
+def test_a_lone_rank_ends_at_once_on_a_stop_signal_or_ctrl_c_at_the_rendezvous(tmp_path, dataset, sig, line, code):
+    proc, _ = _lone_rank(tmp_path, dataset, 1)  # the default wait, 300 s: the signal must end it
+    mark = tmp_path / "joining"
+    deadline = time.monotonic() + 120  # the start takes seconds on 2 cores
+    while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mark.exists(), f"the rank did not reach the rendezvous: {proc.poll()}"
+    time.sleep(1)  # inside torch's store, retrying its connection to rank 0
+    proc.send_signal(sig)
+    done = _ended(proc)
+    assert done.returncode == code, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), done.stderr[-3000:]

@@ -43,7 +43,7 @@ from typing import Any, Callable
 from torch.distributed import DistStoreError as _StoreTimeout  # a store call past its timeout (not a closed one)
 
 __all__ = ["UNANSWERED_EXIT_CODE", "LEFT", "FAILED", "Watch", "start", "stop", "log_to", "unanswered_line",
-           "failed_line"]
+           "failed_line", "torchrun_hosts_store"]
 
 # Exit code of a process that ended because another process of its run stopped answering, or ended early while
 # this one waited for it (2: fix the input, 3: non-finite loss, 4: stopped by a signal after a checkpoint).
@@ -118,8 +118,13 @@ def failed_line(ranks: list[int]) -> str:
             f"(exit code {UNANSWERED_EXIT_CODE})")
 
 
+def torchrun_hosts_store() -> bool:
+    """Whether torchrun serves the run's store at MASTER_ADDR:MASTER_PORT (else rank 0 does, inside its process)."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
 def _store_host() -> str:
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+    if torchrun_hosts_store():
         return f"the run's store (torchrun on the first node, {os.environ.get('MASTER_ADDR', '?')})"
     return "rank 0 (the host of the run's store)"
 
@@ -135,7 +140,7 @@ class _Liveness:
         self.gone = threading.Event()  # the store's host exited: nothing left to watch through it
         self.failed = False  # set by stop(failed=True) before ``stopping``: the counter's last value is FAILED
         # This process hosts the store: its exit closes it, so on a failure it waits for the others to read FAILED.
-        self.hosts_store = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+        self.hosts_store = rank == 0 and not torchrun_hosts_store()
         self.beat = threading.Thread(target=self._beat, name="eva-liveness-beat", daemon=True)
         self.judge = threading.Thread(target=self._judge, name="eva-liveness-judge", daemon=True)
 

@@ -15,9 +15,10 @@ waiting cannot be cancelled: the process ends, and the thread with it.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Callable
+
+from .liveness import torchrun_hosts_store
 
 __all__ = ["DEFAULT_TIMEOUT_S", "joined_within", "timeout_line"]
 
@@ -48,7 +49,7 @@ def joined_within(join: Callable[[], None], seconds: float) -> bool:
 def timeout_line(rank: int, world_size: int, meet: str, seconds: float) -> str:
     """Why rank ``rank`` of ``world_size``, which waited ``seconds`` at ``meet`` (``distributed.rendezvous_address``)
     for the others, ends: what most likely kept them apart, and the variable that sets the wait."""
-    if rank == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # the store is up: ranks are missing
+    if rank == 0 or torchrun_hosts_store():  # the store is up: ranks are missing
         causes = ("another rank has not started or failed at its start (its own line says why), or cannot reach "
                   "that address (its MASTER_ADDR names another host, or a firewall blocks MASTER_PORT)")
     else:

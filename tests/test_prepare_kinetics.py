@@ -1299,6 +1299,27 @@ def test_the_partial_output_of_an_encode_that_crashed_its_worker_is_removed(tmp_
 
 
 @pytest.mark.timeout(120)
+def test_a_reencode_that_never_ends_is_a_failure_and_the_others_are_done(tmp_path, monkeypatch):
+    """A video whose re-encode never ends (a decode that hangs on a pathological file) held the end of the whole
+    run: past the time limit its worker is ended, the video reported as failed, its partial output removed, and
+    every other video is re-encoded."""
+    from tests import crashing_jobs
+    from tools.kinetics import reencode as reencode_mod
+
+    src = tmp_path / "t400"
+    for tag in ("a", crashing_jobs.STALL_MARK, "c"):
+        write_clip(src / "train" / ARM / vid(tag), t=8)
+    monkeypatch.setattr(reencode_mod, "_reencode_job", crashing_jobs.stalling_reencode_job)  # workers: by name
+    out = tmp_path / "out"
+    rep = reencode_tree(str(src), str(out), EncodeSettings(short_side=32, gop=4), workers=2, progress=False,
+                        log=lambda s: None, time_limit_s=crashing_jobs.ANSWERS_WITHIN_S)
+    stalled = vid(crashing_jobs.STALL_MARK)
+    assert rep["done"] == 2 and [os.path.basename(f["src"]) for f in rep["failed"]] == [stalled]
+    assert "re-encoding it did not finish in time" in rep["failed"][0]["error"]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and p.parent != out) == [vid("a"), vid("c")]
+
+
+@pytest.mark.timeout(120)
 def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypatch):
     """`lists --check` over storage that stopped answering: a video whose probe never answers is skipped with that
     reason, and MAX_OVERDUE_IN_A_ROW of them in a row stop the check with one error naming the dataset (no list

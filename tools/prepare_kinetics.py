@@ -82,6 +82,7 @@ from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree,
 )
 from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
+from tools.kinetics.reencode import REENCODE_TIME_LIMIT_S  # noqa: E402
 from tools.kinetics.scan import check_output_name, finish_scan, save_checked, walk_dataset  # noqa: E402
 from tools.kinetics.video_names import printable_path  # noqa: E402
 
@@ -332,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=usable_cpus(),
                    help="parallel encoder processes (default: all cores)")
     p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
+    p.add_argument("--time-limit", type=float, default=REENCODE_TIME_LIMIT_S, metavar="SECONDS",
+                   help=f"per video, with --workers 2 or more: a re-encode that takes longer (a decode that never "
+                        f"ends) is ended, reported as failed and leaves no output, and the others go on; 0: no limit "
+                        f"(default: {REENCODE_TIME_LIMIT_S:g})")
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")
     _add_no_progress(p, "every 30 s, and while a long search for videos goes on")
     p.add_argument("--allow-other-settings", action="store_true",
@@ -406,13 +411,16 @@ def _run(args: argparse.Namespace) -> int:
             for flag, v in (("--short-side", args.short_side), ("--gop", args.gop), ("--threads", args.threads)):
                 if v < 1:
                     raise KineticsError(f"{flag} must be >= 1, got {v}")
+            if args.time_limit < 0:
+                raise KineticsError(f"--time-limit must be >= 0 seconds (0: no limit), got {args.time_limit:g}")
             if not 0 <= args.crf <= 51:  # x264's range for 8-bit video; above it libx264 clamps to 51 silently
                 raise KineticsError(f"--crf must be 0..51 (x264's quality scale, lower = better), got {args.crf}")
             settings = EncodeSettings(short_side=args.short_side, gop=args.gop, crf=args.crf, preset=args.preset,
                                       threads=args.threads, no_upscale=args.no_upscale)
             report = reencode_tree(args.src, args.dst, settings, workers=args.workers, dry_run=args.dry_run,
                                    progress=not args.no_progress and stderr_is_terminal(), report_dir=args.report_dir,
-                                   allow_other_settings=args.allow_other_settings, progress_lines=not args.no_progress)
+                                   allow_other_settings=args.allow_other_settings, progress_lines=not args.no_progress,
+                                   time_limit_s=args.time_limit)
             if report["failed"]:
                 for x in report["failed"][:20]:
                     print(f"failed: {printable_path(x['error'])}", file=sys.stderr)  # one line, a name's break too

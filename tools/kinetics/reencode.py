@@ -16,13 +16,19 @@ from typing import Callable
 from dali_pipelines.pyav_probe import count_frames
 from evautil.files import atomic_write_text, hold_lock
 from evautil.progress import counted, stderr_line
+from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
 
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
-__all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES"]
+__all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REENCODE_TIME_LIMIT_S"]
+
+# How long one video's re-encode may take (--time-limit) before its worker is ended and the video reported as failed:
+# a 10-second Kinetics clip takes seconds, and a decode that never ends (a pathological file) held the end of the
+# whole run.
+REENCODE_TIME_LIMIT_S = 1800.0
 
 # The report's files, in --report-dir, by default --dst: the split folder when one split is re-encoded, where the
 # lists of the tree find them (and leave them out of the entries they count as stray).
@@ -146,10 +152,19 @@ def _reencode_crashed(args: tuple[str, str, EncodeSettings, tuple[str, str]], ho
             f"{how}", "seconds": 0.0}
 
 
+def _reencode_overdue(args: tuple[str, str, EncodeSettings, tuple[str, str]], how: str) -> dict:
+    """The report row of a file whose re-encode gave no result within the time limit (its worker is ended by
+    then); its partial output is removed."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(args[1] + ".part")
+    return {"src": args[0], "dst": args[1], "ok": False, "error": f"{args[0]}: re-encoding it did not finish in time "
+            f"({how}; a decode that never ends, or a video too long for --time-limit)", "seconds": 0.0}
+
+
 def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSettings = EncodeSettings(), *,
                   workers: int = 1, dry_run: bool = False, progress: bool = True, report_dir: str | None = None,
                   log: Callable[[str], None] = print, allow_other_settings: bool = False,
-                  progress_lines: bool = True) -> dict:
+                  progress_lines: bool = True, time_limit_s: float = REENCODE_TIME_LIMIT_S) -> dict:
     """Re-encode every video under ``src_root`` into ``dst_root`` (default: ``<src_root>_h264`` beside it).
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
@@ -168,6 +183,10 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     (:data:`LOCK_FILE`): a second one raises KineticsError, and one that follows a run killed outright waits for
     that run's workers to end first (:func:`wait_for_stopped_encodes`); every run then removes the partial outputs
     that stopped encodes left in the tree (:func:`remove_stale_parts`).
+    With ``workers`` > 1, a video whose re-encode gives no result within ``time_limit_s`` seconds (0: no limit) is
+    a failure (its worker ended, no output left) and the others go on; ``MAX_OVERDUE_IN_A_ROW`` such videos in a row
+    stop the run as a full disk does (the storage, not the videos). With one worker the encodes run in this process,
+    without a limit.
     ``progress`` draws a bar; without one, plain progress lines go to stderr (the walks' when long, the encodes'
     every 30 s) unless ``progress_lines`` is False; ``log`` gets the summary either way.
 
@@ -222,12 +241,13 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
         remove_stale_parts(dst_root, progress_lines)
-        return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines)
+        return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines,
+                       time_limit_s)
 
 
 def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings,
             run: tuple[str, str], workers: int, progress: bool, report_dir: str | None, log: Callable[[str], None],
-            progress_lines: bool) -> dict:
+            progress_lines: bool, time_limit_s: float = 0) -> dict:
     """:func:`reencode_tree`'s work once planned: encode ``todo``, fold the results into ``report`` and write it
     and the tree's settings record (``earlier``: the settings of the runs whose videos are in the tree); ``run``
     names this run to its encodes (:func:`encoding_for`)."""
@@ -240,10 +260,14 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
     t0 = time.perf_counter()
     report["interrupted"] = True  # until every file has a result
     results = parallel_imap(_reencode_job, [(s, d, settings, run) for s, d in todo], workers, "re-encode", progress,
-                            on_crash=_reencode_crashed, lines=progress_lines)
+                            on_crash=_reencode_crashed, lines=progress_lines, timeout=time_limit_s,
+                            on_timeout=_reencode_overdue)
     received, output_error = 0, None
     try:
-        for r in results:
+        for r in _unless_overdue_in_a_row(results, time_limit_s):
+            if isinstance(r, str):
+                output_error = r
+                break
             received += 1
             if r.get("output_error"):
                 output_error = r["output_error"]
@@ -282,6 +306,15 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
                             f"the {report['done']} videos finished are kept, and the same command goes on with the "
                             f"rest once the output can be written")
     return report
+
+
+def _unless_overdue_in_a_row(results, time_limit_s: float):
+    """``results``, then the error (a str) if several videos in a row gave no result in time: the storage."""
+    try:
+        yield from results
+    except WorkerTimeoutError:
+        yield (f"{MAX_OVERDUE_IN_A_ROW} videos in a row gave no result within {time_limit_s:g} s each (--time-limit): "
+               f"what they are read from does not answer")
 
 
 def _changed_text(report: dict) -> str:

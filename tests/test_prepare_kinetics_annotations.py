@@ -499,7 +499,8 @@ def test_a_long_scan_of_the_flat_layout_says_how_far_it_got(tmp_path, capsys, mo
                                          "val": {"a": [vid("V1")], "b": [vid("V2")]}})
     (flat / "train" / vid("X1")).write_bytes(b"x")  # no row names it: found all the same
     assert prepare_kinetics.main(["lists", "--dataset", f"t400={flat}", "--out", str(tmp_path / "out")]) == 0
-    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("scan t400: ")]
+    lines = [x for x in capsys.readouterr().err.splitlines()
+             if x.startswith("scan t400: ") and not x.startswith("scan t400: reading annotation CSV")]  # its own
     assert [x.split(",")[0] for x in lines[:-1]] == [f"scan t400: {counted(n, 'video file')} so far"
                                                       for n in range(1, 6)]
     assert lines[-1].startswith("scan t400: 5 video files done in 0:00:0")
@@ -654,3 +655,18 @@ def test_a_row_whose_video_is_a_download_not_finished_says_so(tmp_path):
             f"missing: no video file for line {3 + n} of {csv_path} (class 'a'); {root / 'train' / part} is a "
             f"download not finished: download the video again")
     assert rep["train_skipped_by_kind"] == {"missing": 2}
+
+
+def test_reading_a_large_annotation_csv_says_so_unless_no_progress(tmp_path, capsys, monkeypatch):
+    # A 650,000-row CSV took seconds before the scan's first line, with nothing on stderr.
+    from tools.kinetics import annotations
+
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("a1")]}, "val": {"a": [vid("v1")]}})
+    monkeypatch.setattr(annotations, "ANNOUNCE_CSV_BYTES", 0)  # every CSV is large
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]
+    assert prepare_kinetics.main(args) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "reading annotation CSV" in x]
+    assert [x.rsplit(" (", 1)[0] for x in lines] == [
+        f"scan t400: reading annotation CSV {root / 'annotations' / split}.csv" for split in ("train", "val")]
+    assert prepare_kinetics.main(args + ["--no-progress"]) == 0
+    assert "reading annotation CSV" not in capsys.readouterr().err

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from evautil.errors import not_utf8_line
 from evautil.progress import ProgressLines, counted, stderr_line
 
-from .common import KineticsError
+from .common import KineticsError, walk_progress
 from .reencode import REPORT_JSON
 from .scan import SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, video_entries, video_skip
 from .video_names import is_video_file, youtube_id
@@ -47,6 +47,9 @@ ANNOTATIONS_DIR = "annotations"
 SPLITS = ("train", "val")
 # Kinetics-700-2020's download names its val CSV validate.csv: read when a folder has no val.csv.
 VAL_CSV_ALIAS = "validate.csv"
+# A CSV larger than this is announced before it is read (a 650,000-row one, some 30 MB, takes seconds before the
+# scan's first line; a longer read says how far it got, as a walk does).
+ANNOUNCE_CSV_BYTES = 1 << 20
 # What downloaders (youtube-dl, yt-dlp) add to the name of a video until it is downloaded whole.
 PART = ".part"
 
@@ -76,10 +79,11 @@ def _seconds(text: str, where: str, column: str) -> int:
     return int(value)
 
 
-def read_annotations(path: str) -> dict[str, AnnotationRow]:
+def read_annotations(path: str, progress: str | None = None) -> dict[str, AnnotationRow]:
     """``{annotation_key: row}`` of a Kinetics annotation CSV: UTF-8 (a BOM allowed), a header naming at least
     :data:`ANNOTATION_COLUMNS` in any order, labels as written but for the spaces around them (a label holding a
-    comma is quoted, as csv does).
+    comma is quoted, as csv does). ``progress`` (a line's start, e.g. ``scan k700``): a CSV over
+    :data:`ANNOUNCE_CSV_BYTES` is announced on stderr, and a long read says how far it got (None: silent).
 
     Raises:
         KineticsError: naming the file and line: a missing file or column, a line that is not UTF-8, a quote left
@@ -90,6 +94,10 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
     if not os.path.isfile(path):
         raise KineticsError(f"annotation CSV {path!r} does not exist")
     rows: dict[str, AnnotationRow] = {}
+    desc = f"{progress}: reading annotation CSV {path}"
+    if progress is not None and os.path.getsize(path) > ANNOUNCE_CSV_BYTES:
+        stderr_line(f"{desc} ({os.path.getsize(path) / 1e6:.0f} MB)")
+    read = walk_progress(desc, "row", lines=progress is not None)
     start = 1  # the line the row being read begins on: csv's line_num is the line it ends on
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -119,6 +127,7 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
                 key = annotation_key(yid, _seconds(fields[col["time_start"]], where, "time_start"),
                                      _seconds(fields[col["time_end"]], where, "time_end"))
                 before = rows.setdefault(key, AnnotationRow(label, line))
+                read.update()
                 if before.label != label:
                     raise KineticsError(f"{where}: video {key} has label {label!r}, and {before.label!r} on line "
                                         f"{before.line}")
@@ -126,6 +135,7 @@ def read_annotations(path: str) -> dict[str, AnnotationRow]:
         raise KineticsError(f"annotation CSV {path!r}, {not_utf8_line(path, e)}") from e
     except csv.Error as e:  # e.g. a quote left open, whose field swallows the file up to csv's size limit
         raise KineticsError(f"annotation CSV {path!r}, line {start}: {e}") from e
+    read.finish()
     return rows
 
 
@@ -234,13 +244,15 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
 
 def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
                    underscore_to_space: bool, candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]],
-                   ignored: list[str], counts: Mapping[str, Counter], walk: ProgressLines | None = None
+                   ignored: list[str], counts: Mapping[str, Counter], walk: ProgressLines | None = None,
+                   progress_lines: bool = False
                    ) -> tuple[dict[str, list[str]], list[tuple[str, str]], dict, dict[str, str]]:
     """Scan the flat split folders ``<root>/<folders[split]>/<video>`` against the CSVs ``csvs[split]``.
 
     As ``scan._scan_split`` does for class folders: usable videos go to ``candidates`` (in label, then file name
     order), unusable ones and those no row names to ``skipped`` and ``counts`` (by split and kind), other entries,
-    subfolders too, to ``ignored``; ``walk`` counts each video file.
+    subfolders too, to ``ignored``; ``walk`` counts each video file; ``progress_lines``: reading a large CSV says
+    so on stderr (:func:`read_annotations`).
 
     Returns:
         each split's sorted class names (of all its rows, with a video on disk or not), the annotated videos
@@ -248,7 +260,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
         ``counts``, left for the caller to add to ``skipped``), the report's facts on the annotations, and where
         each class is first given (``line <n> of <CSV>``, train's CSV first), for messages on a class.
     """
-    rows = {split: read_annotations(csvs[split]) for split in folders}
+    rows = {split: read_annotations(csvs[split], f"scan {name}" if progress_lines else None) for split in folders}
     for split, r in rows.items():
         if not r:
             raise KineticsError(f"dataset {name}: annotation CSV {csvs[split]!r} lists no video")

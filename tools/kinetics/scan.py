@@ -427,7 +427,8 @@ def _walk_splits(name: str, root: str, folders: dict[str, str], underscore_to_sp
         sources, classes_from = dict(folders), "class folders"
     else:
         class_sets, absent, info, class_where = scan_annotated(name, root, folders, csvs, underscore_to_space,
-                                                               candidates, skipped, ignored, counts, walk)
+                                                               candidates, skipped, ignored, counts, walk,
+                                                               progress_lines)
         sources, classes_from = dict(csvs), "annotated classes"
     walk.finish()
     return _Walked(csvs, class_sets, candidates, skipped, ignored, counts, absent, info, sources, classes_from,

@@ -1349,6 +1349,22 @@ def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypat
         scan_dataset("t400", str(src), check=True, workers=2, allow_empty_classes=True)
 
 
+def test_reencode_names_every_video_whose_output_another_takes_and_what_to_do(tmp_path, capsys):
+    # x.mp4 beside x.mkv (a download kept in two formats) was refused without saying what to do, one pair a run.
+    src = tmp_path / "t400"
+    for name in ("a.mkv", "a.mp4", "b.mp4", "b.webm", "c.mp4"):
+        (src / "train" / ARM).mkdir(parents=True, exist_ok=True)
+        (src / "train" / ARM / name).write_bytes(b"x")
+    dst = tmp_path / "out"
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--dry-run"]) == 2
+    clip = src / "train" / ARM
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: 2 videos under {src} with another of the same name but for its extension (every output is .mp4), "
+        f"e.g. {clip / 'a.mkv'} and {clip / 'a.mp4'}, both to {dst / 'train' / ARM / 'a.mp4'}; keep one of each "
+        f"pair: remove or move the other out of {src} (the same command then goes on); the others: "
+        f"{clip / 'b.webm'}"]
+
+
 def test_reencode_cli_dry_run_and_bad_roots(tmp_path, capsys):
     src = tmp_path / "src"
     write_clip(src / "train" / "a" / vid("a"), t=4)

@@ -56,6 +56,7 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     pairs: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
     gone: list[str] = []  # links, other than videos', whose target is gone
+    clashes: list[tuple[str, str, str]] = []  # two sources of one output, all named at once: a download may hold many
     # Links to folders are followed (a tree of linked class folders), but never back into a folder the walk is
     # inside: a link up (``latest -> ..``) had its videos planned again on each of ~40 levels, to nested outputs.
     inside = {src_root: {os.path.realpath(src_root)}}
@@ -76,12 +77,21 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
             src = os.path.join(dirpath, f)
             rel = os.path.relpath(src, src_root)
             dst = os.path.join(dst_root, os.path.splitext(rel)[0] + ".mp4")
-            if dst in seen:
-                raise KineticsError(f"{seen[dst]!r} and {src!r} would both be written to {dst!r}")
+            if dst in seen:  # x.mp4 and x.mkv: every output is .mp4
+                clashes.append((seen[dst], src, dst))
+                continue
             seen[dst] = src
             pairs.append((src, dst))
             walk.update()
     walk.finish()
+    if clashes:
+        a, b, out = clashes[0]
+        others = ", ".join(printable_path(y) for _, y, _ in clashes[1:6]) + (" ..." if len(clashes) > 6 else "")
+        raise KineticsError(
+            f"{counted(len(clashes), 'video')} under {src_root} with another of the same name but for its extension "
+            f"(every output is .mp4), e.g. {printable_path(a)} and {printable_path(b)}, both to "
+            f"{printable_path(out)}; keep one of each pair: remove or move the other out of {src_root} (the same "
+            f"command then goes on)" + (f"; the others: {others}" if others else ""))
     if gone:
         stderr_line(f"warning: reencode: {counted(len(gone), 'symbolic link')} under {src_root} whose target is "
                     f"gone (or a link loop), e.g. {printable_path(gone[0])} -> "

@@ -1349,6 +1349,22 @@ def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypat
         scan_dataset("t400", str(src), check=True, workers=2, allow_empty_classes=True)
 
 
+def test_a_reencode_dry_run_names_each_video_on_one_line_of_utf8(tmp_path):
+    # Names with a line break or bytes that are not UTF-8: the preview split a line, or was a traceback on a stdout
+    # that does not let such bytes through (a UTF-8 locale other than C.UTF-8).
+    src = tmp_path / "t400"
+    (src / "train" / ARM).mkdir(parents=True)
+    for name in (b"a\nb.mp4", b"c\xff.mp4"):
+        (src / "train" / ARM / os.fsdecode(name)).write_bytes(b"x")
+    lines: list[str] = []
+    reencode_tree(str(src), str(tmp_path / "out"), dry_run=True, log=lines.append)
+    clip, out = src / "train" / ARM, tmp_path / "out" / "train" / ARM
+    assert lines[1:] == [f"            {clip}/a\\nb.mp4 -> {out}/a\\nb.mp4",
+                         f"            {clip}/c\\xff.mp4 -> {out}/c\\xff.mp4"]
+    for line in lines:
+        line.encode("utf-8")  # strict
+
+
 def test_reencode_names_every_video_whose_output_another_takes_and_what_to_do(tmp_path, capsys):
     # x.mp4 beside x.mkv (a download kept in two formats) was refused without saying what to do, one pair a run.
     src = tmp_path / "t400"

@@ -231,11 +231,11 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                 raise
             log(f"[dry-run] the run would stop here: {e}")
     if dry_run:
-        log(f"[dry-run] would re-encode {len(todo)} of {len(pairs)} videos from {report['src_root']} into "
-            f"{dst_root} (H.264, short side {settings.short_side}, GOP {settings.gop}, no B-frames); "
-            f"{report['skipped_existing']} already done" + _changed_text(report))
-        for s, d in todo[:5]:
-            log(f"            {s} -> {d}")
+        log(f"[dry-run] would re-encode {len(todo)} of {len(pairs)} videos from {printable_path(report['src_root'])} "
+            f"into {printable_path(dst_root)} (H.264, short side {settings.short_side}, GOP {settings.gop}, no "
+            f"B-frames); {report['skipped_existing']} already done" + _changed_text(report))
+        for s, d in todo[:5]:  # one line each, UTF-8 (a name that is not UTF-8 was a traceback on a strict stdout)
+            log(f"            {printable_path(s)} -> {printable_path(d)}")
         return report
     check_h264_encoder()
     check_encode_settings(settings)

@@ -323,17 +323,18 @@ def write_output_text(path: str, text: str) -> None:
     would put a file in the pipe's or device's place, and where no file can be made (``/dev/fd``) it failed after
     all the work. An alias is written after what the process printed (stdout and stderr are flushed first) and
     appended to, as the stream it names goes on: opened to be replaced, it emptied the file a shell's ``>>`` (or
-    ``>``, after the table printed) sends stdout to."""
+    ``>``, after the table printed) sends stdout to. A file name in ``text`` whose bytes are not UTF-8 (surrogates,
+    as the file system hands it over) is written as those bytes: it raised after all the work."""
     full = os.path.abspath(path)
     alias = bool(_OPEN_FILE_ALIAS.fullmatch(full))
     if alias or (os.path.exists(full) and not os.path.isfile(full)):
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(AttributeError, OSError, ValueError):  # none, or closed
                 stream.flush()
-        with open(full, "a" if alias else "w", encoding="utf-8") as f:
+        with open(full, "a" if alias else "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
     else:
-        atomic_write_text(full, text, fsync=False)
+        atomic_write(full, lambda f: f.write(text.encode("utf-8", "surrogateescape")), fsync=False)
 
 
 def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -> str:

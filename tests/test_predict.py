@@ -929,6 +929,43 @@ def test_the_summary_line_counts_in_the_singular_for_one(evaluated, dataset, cap
     assert capsys.readouterr().err == "predicted 2 of 2 videos (2 clips x 1 crop)\n"
 
 
+def test_names_with_spaces_accents_and_bytes_that_are_no_utf8_are_written(evaluated, dataset, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A video named with bytes that are not UTF-8 (a file from a Latin-1 system) is unreadable with its reason,
+    but writing its name raised after all the work (--out as JSON, CSV or a table, and the table on a UTF-8
+    terminal), and no video's predictions were written. Now the JSON escapes the byte (the file stays UTF-8 and
+    reads back to the name os.fsencode turns into the file's bytes), the table and the CSV hold the name's bytes."""
+    import io
+    import shutil
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    source = dataset / eval_rows[0]["path"]
+    latin1 = os.path.join(os.fsencode(tmp_path), "caf\xe9 1.webm".encode("latin-1"))
+    shutil.copy(source, latin1)
+    accented = tmp_path / "vidéo d'été.webm"
+    shutil.copy(source, accented)
+    videos = [os.fsdecode(latin1), str(accented)]
+    common = ["--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir", str(tmp_path / "work"), "--opts", *opts]
+    for name in ("p.jsonl", "p.json", "p.csv", "p.txt"):
+        rc = predict.main([*videos, "--out", str(tmp_path / name), *common])
+        assert rc == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert records == json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
+    assert [os.fsencode(r["path"]) for r in records] == [latin1, os.fsencode(accented)]
+    assert records[0]["status"] == "error" and "not valid UTF-8" in records[0]["error"]
+    assert records[1]["status"] == "ok" and len(records[1]["top_k"]) == 4
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_bytes().decode("utf-8", "surrogateescape"))))
+    assert [(os.fsencode(r["path"]), r["status"]) for r in rows] == [(latin1, "error"), (os.fsencode(accented), "ok")]
+    table = (tmp_path / "p.txt").read_bytes()
+    assert table.splitlines()[1].startswith(latin1 + b"  ") and os.fsencode(accented) + b"  1 " in table
+    # the table on a terminal whose encoding is UTF-8 (stdout refuses such a name there)
+    terminal = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdout", terminal)
+    assert predict.main([*videos, *common[:-len(opts) - 1], "--format", "table", "--opts", *opts]) == 0
+    terminal.flush()
+    assert terminal.buffer.getvalue() == table
+
+
 _STOP_SCRIPT = """
 import os, signal, sys
 

@@ -45,7 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning Ope
 # module again (evautil/workers.py) and need none of them.
 from evautil.progress import counted  # noqa: E402
 from tools.predict_output import (FORMATS, format_csv, format_for, format_json, format_jsonl,  # noqa: E402
-                                  format_table, write_out)
+                                  format_table, write_out, write_stdout)
 
 if TYPE_CHECKING:
     from engine.distributed import DistContext
@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             formats = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}
             printed = bool(args.format and not args.out) or not args.quiet  # the records are on stdout
             if args.format and not args.out:  # the format asked for goes to stdout: ignored, --quiet printed nothing
-                sys.stdout.write(formats[args.format](records))
+                write_stdout(formats[args.format](records))
             elif not args.quiet:
-                sys.stdout.write(format_table(records))
+                write_stdout(format_table(records))
             if args.out:
                 text = formats[format_for(args.out, args.format)](records)
                 written = write_out(args.out, text, args.quiet)

@@ -6,13 +6,16 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence
 
-__all__ = ["FORMATS", "format_table", "format_json", "format_jsonl", "format_csv", "format_for", "write_out"]
+__all__ = ["FORMATS", "format_table", "format_json", "format_jsonl", "format_csv", "format_for", "write_out",
+           "write_stdout"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
 _FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # any other: the table
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a file name's byte that is not UTF-8, as the file system hands it over
 
 
 def format_table(records: Sequence[dict[str, Any]]) -> str:
@@ -32,14 +35,21 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows) + "\n"
 
 
+def _json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` keeping non-ASCII text as it is, but a file name's bytes that are not UTF-8 escaped
+    (``\\udce9``): written raw they made the file no UTF-8, and so no JSON; escaped, ``json.load`` gives the name
+    back as Python's ``os`` functions take it (``os.fsencode``: the file's own bytes)."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **kwargs))
+
+
 def format_json(records: Sequence[dict[str, Any]]) -> str:
     """One JSON array of the records (``json.load`` reads it back)."""
-    return json.dumps(list(records), ensure_ascii=False, indent=1) + "\n"
+    return _json(list(records), indent=1) + "\n"
 
 
 def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
     """JSON Lines: one record per line."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return "".join(_json(r) + "\n" for r in records)
 
 
 def format_csv(records: Sequence[dict[str, Any]]) -> str:
@@ -79,5 +89,16 @@ def write_out(out: str, text: str, quiet: bool) -> bool:
         print(f"error: cannot write --out {out}: {e.strerror or e}" + ("; the predictions follow on stdout" if quiet
                                                                         else ""), file=sys.stderr)
         if quiet:
-            sys.stdout.write(text)
+            write_stdout(text)
         return False
+
+
+def write_stdout(text: str) -> None:
+    """``text`` on stdout; a file name in it whose bytes are not UTF-8 is written as those bytes where stdout's
+    encoding refuses it (a UTF-8 terminal's: the table raised after all the work, and nothing was written)."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # raised before any of text was written
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()

@@ -368,6 +368,38 @@ def test_collect_videos_from_files_folders_and_lists(tmp_path):
         collect_videos([str(tmp_path / "empty")])
 
 
+def test_a_quoted_pattern_gives_the_videos_it_matches(evaluated, dataset, tmp_path, monkeypatch, capsys):
+    """A pattern given quoted (or to Predictor.predict, which no shell expands) was one "missing file": now its
+    matches are predicted, as the shell's expansion would be, relative to --root when given; one that matches
+    nothing is still reported missing, with the other videos predicted."""
+    from tools.inference import collect_videos
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    top1 = {str(dataset / r["path"]): int(r["top1_class"]) for r in eval_rows}
+    matched = sorted(str(p) for p in dataset.glob("videos/*/*.webm"))  # the training videos too
+    scored = [p for p in matched if p in top1]
+    assert len(scored) == len(eval_rows) and len(matched) > len(scored)
+    lst = tmp_path / "sub" / "some.txt"
+    lst.parent.mkdir()
+    lst.write_text(f"{matched[0]} 1\n")
+    assert collect_videos([str(dataset / "videos" / "**" / "*.webm"), str(tmp_path / "s*" / "*.txt")]) == \
+        sorted(str(p) for p in dataset.glob("videos/**/*.webm"))
+    assert collect_videos(["videos/*/*.webm"], root=str(dataset)) == matched
+    out = tmp_path / "p.jsonl"
+    nothing = str(tmp_path / "*.mkv")
+    rc = predict.main([str(dataset / "videos" / "*" / "*.webm"), nothing, "--cfg", DEMO, "--weights", str(ckpt),
+                       "--quiet", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--opts", *opts])
+    assert rc == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    predicted = {r["path"]: r["top_k"][0]["class"] for r in records if r["status"] == "ok"}
+    assert list(predicted) == matched and {p: predicted[p] for p in scored} == {p: top1[p] for p in scored}
+    assert records[-1] == {"path": nothing, "status": "error", "error": "missing file"}
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        records = predictor.predict("videos/*/*.webm", root=str(dataset), top_k=1)
+    assert [r["path"] for r in records] == matched
+    assert [r["top_k"][0]["class"] for r in records if r["path"] in top1] == [top1[p] for p in scored]
+
+
 def test_an_empty_list_says_it_has_no_video_lines(evaluated, tmp_path, capsys):
     """An empty list was reported as "no videos found in X.txt (extensions ...)", as if searched like a folder; a
     list is read line by line, and says so. Among other inputs each is said apart."""

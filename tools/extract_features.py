@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m tools.extract_features", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=home_path,
-                   help="video files, folders (searched recursively) or lists (.txt)")
+                   help="video files, folders (searched recursively), lists (.txt) or quoted patterns ('clips/*.mp4')")
     p.add_argument("--weights", required=True, type=home_path,
                    help="checkpoint, exported .safetensors or hf:// reference")
     p.add_argument("--cfg", default="", type=home_path, help="config YAML (optional with an exported .safetensors)")

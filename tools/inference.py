@@ -10,6 +10,7 @@ the views an evaluation run sees.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
@@ -130,9 +131,10 @@ def note_top_k(top_k: int, num_classes: int, typed: Any = None, warn: bool = Tru
 def videos_of_inputs(inputs: Sequence[str], root: str = "",
                      num_classes: int | None = None) -> list[tuple[str, str, int | None]]:
     """Every video of ``inputs`` (files, folders searched recursively for video extensions, links to folders
-    followed and each folder searched once, list files ``.txt``/``.lst``/``.list``) in the given order, duplicates
-    kept, as ``(name, absolute path, label)``: ``name`` is the
-    input as given when it names the video itself, else the absolute path (a folder's or a list's video); ``label``
+    followed and each folder searched once, list files ``.txt``/``.lst``/``.list``, quoted patterns such as
+    ``'clips/*.mp4'`` expanded as a shell would) in the given order, duplicates kept, as ``(name, absolute path,
+    label)``: ``name`` is the input as given when it names the video itself, else the absolute path (a folder's, a
+    list's or a pattern's video); ``label``
     is the trailing integer of a list line, None for a line without one and for files and folders' videos. Paths
     that do not exist are kept: the loader reports them as unreadable with the others.
 
@@ -143,7 +145,7 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
     """
     found: list[tuple[str, str, int | None]] = []
     empty_lists: list[str] = []  # a list is read line by line, not searched by extension: said apart
-    for item in inputs:
+    for item, matched in _globs_expanded(inputs, root):
         if os.path.isdir(item):
             # links to folders are followed (a dataset of linked class folders gave none of their videos), each
             # folder searched once: a link back up, or two links to one folder, neither loops nor repeats
@@ -163,6 +165,8 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
             found += [(p, p, label) for p, label in listed]
             if not listed:
                 empty_lists.append(item)
+        elif matched:  # a pattern's match already holds the root: named by its absolute path, as a folder's
+            found.append((os.path.abspath(item),) * 2 + (None,))
         else:
             found.append((item, os.path.abspath(os.path.join(root, item) if root else item), None))
     if not found:
@@ -173,6 +177,21 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
                 "names one video per line)" for lst in empty_lists]
         raise InputError(f"no videos found {'; '.join(why)}")
     return found
+
+
+def _globs_expanded(inputs: Sequence[str], root: str) -> Iterator[tuple[str, bool]]:
+    """``(input, whether a pattern matched it)`` per input, a quoted pattern (``'clips/*.mp4'``, ``**`` for any
+    depth, relative to ``root`` when given) that names no file replaced by its matches in sorted order, as a shell
+    expands it: given to Python, or quoted, every video was one ``missing file``. A pattern matching nothing is kept
+    as given: reported missing."""
+    for item in inputs:
+        pattern = os.path.join(root, item) if root else item
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(item) and not os.path.lexists(
+            pattern) and not os.path.lexists(item) else []
+        if matches:
+            yield from ((match, True) for match in matches)
+        else:
+            yield item, False
 
 
 def collect_videos(inputs: Sequence[str], root: str = "") -> list[str]:

@@ -282,7 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m tools.predict", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=home_path,
-                   help="video files, folders (searched recursively) or lists (.txt, one video per line; a trailing "
+                   help="video files, folders (searched recursively), quoted patterns ('clips/*.mp4') or lists (.txt, "
+                        "one video per line; a trailing "
                         "integer label is reported with the video, and the accuracy over the labelled videos closes "
                         "the run)")
     p.add_argument("--weights", required=True, type=home_path,

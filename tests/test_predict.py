@@ -400,6 +400,30 @@ def test_a_quoted_pattern_gives_the_videos_it_matches(evaluated, dataset, tmp_pa
     assert [r["top_k"][0]["class"] for r in records if r["path"] in top1] == [top1[p] for p in scored]
 
 
+def test_a_folder_gives_its_camcorder_videos(evaluated, dataset, tmp_path, capsys):
+    """A folder's .MTS and .m2ts videos (a camcorder's MPEG-TS) were passed over without a word, the same file
+    named on the command line predicted: now they are found, and score as that file."""
+    import shutil
+
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import pattern_frames
+
+    tmp, opts, ckpt, _ = evaluated
+    named = tmp_path / "named.ts"
+    write_video(str(named), pattern_frames(16, 48, 32), codec="h264", gop=4)
+    folder = tmp_path / "camera"
+    (folder / "day 2").mkdir(parents=True)
+    shutil.copy(named, folder / "00001.MTS")
+    shutil.copy(named, folder / "day 2" / "00002.m2ts")
+    out = tmp_path / "p.jsonl"
+    rc = predict.main([str(named), str(folder), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out", str(out),
+                       "--work-dir", str(tmp_path / "work"), "--opts", *opts])
+    assert rc == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in records] == [str(named), str(folder / "00001.MTS"), str(folder / "day 2" / "00002.m2ts")]
+    assert records[0]["status"] == "ok" and all(r["top_k"] == records[0]["top_k"] for r in records)
+
+
 def test_an_empty_list_says_it_has_no_video_lines(evaluated, tmp_path, capsys):
     """An empty list was reported as "no videos found in X.txt (extensions ...)", as if searched like a folder; a
     list is read line by line, and says so. Among other inputs each is said apart."""

@@ -36,8 +36,10 @@ __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "
            "ViewLoader", "build_view_loader", "loader_warnings_unprinted", "views_through_model", "refuse_non_finite",
            "view_outputs", "progress_bar", "error_exit", "stopped_exit"]
 
+# What a folder is searched for. The decoders read a video by its content, not its name: a camcorder's MPEG-TS
+# (.mts, .m2ts) left out here was passed over without a word, while predicted when named.
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
-                    ".ts")
+                    ".ts", ".mts", ".m2ts", ".3g2", ".ogv", ".vob", ".f4v", ".mxf")
 _LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["text_lines", "is_utf8_text"]
+import json
+import re
+from typing import Any
+
+__all__ = ["text_lines", "is_utf8_text", "json_text"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a file name's byte that is not UTF-8, as the file system hands it over
 
 
 def text_lines(text: str) -> list[str]:
@@ -25,3 +31,11 @@ def is_utf8_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False, **kwargs)``, non-ASCII text kept as it is, but with a file name's
+    bytes that are not UTF-8 (surrogates) escaped (``\\udce9``): left raw they cannot be written as UTF-8 (the
+    write raised), and written as bytes they would make the file no JSON; escaped, ``json.loads`` gives the name
+    back as Python's ``os`` functions take it (``os.fsencode``: the file's own bytes)."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **kwargs))

@@ -600,3 +600,14 @@ def test_plain_spelling_drops_only_what_cannot_change_the_file(tmp_path):
         == ["link/../a.mp4", "gone/../a.mp4", "f.mp4/../a.mp4", "../a.mp4"]
     assert [plain_spelling(p, root) for p in ("a.mp4/", "a.mp4/.", "v/a.mp4")] == ["a.mp4/", "a.mp4/", "v/a.mp4"]
     assert plain_spelling(f"{root}//x/../v/./a.mp4") == f"{root}/v/a.mp4"  # absolute: no folder needed
+
+
+def test_json_text_escapes_only_the_bytes_of_a_name_that_are_not_utf8():
+    import json
+
+    from evautil.text import json_text
+
+    raw = b"/videos/caf\xe9 \xc3\xa9t\xc3\xa9 \xf0\x9f\x8e\xa5.webm"  # one Latin-1 byte, then UTF-8 text
+    text = json_text({"path": os.fsdecode(raw)})
+    assert text == '{"path": "/videos/caf\\udce9 été 🎥.webm"}'
+    assert os.fsencode(json.loads(text.encode("utf-8"))["path"]) == raw

@@ -689,6 +689,26 @@ def test_no_readable_video_exits_1_with_each_videos_reason(clips, tiny, tmp_path
     assert "0 of 2 in" in err and "2 unreadable, listed in" in err
 
 
+def test_a_name_whose_bytes_are_not_utf8_is_listed_failed_and_the_others_extracted(clips, tiny, tmp_path, capsys):
+    """A video named with bytes that are not UTF-8 (from a Latin-1 system) is unreadable, a video list being UTF-8
+    text; writing it to the failed list raised once the features were made ("error: 'utf-8' codec can't encode
+    ...", exit 2). Now the list escapes the bytes, and reads back to the name (os.fsencode: the file's bytes)."""
+    import shutil
+
+    _, _, ckpt = tiny
+    video = _videos(clips)[2]
+    latin1 = os.path.join(os.fsencode(tmp_path), "caf\xe9.webm".encode("latin-1"))
+    shutil.copy(video, latin1)
+    out = tmp_path / "feats"
+    args = [os.fsdecode(latin1), video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet",
+            "--opts", *OPTS]
+    for _ in range(2):  # the rerun retries the failed video, and lists it once
+        assert ef.main(args) == 0, capsys.readouterr().err
+        failed = [json.loads(x) for x in (out / "failed-rank000.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert [os.fsencode(r["path"]) for r in failed] == [latin1] and "not valid UTF-8" in failed[0]["error"]
+        assert [r["path"] for r in _index(out)] == [video]
+
+
 def test_reruns_rewrite_the_failed_list(clips, tiny, tmp_path, capsys):
     import shutil
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from evautil.files import (atomic_temp_glob, atomic_write, atomic_write_by_name, atomic_write_text, hold_lock,
                            make_output_folder)
-from evautil.text import is_utf8_text
+from evautil.text import json_text
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
            "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "remove_unfinished_shards",
@@ -51,11 +51,9 @@ def _shard_name(rank: int) -> re.Pattern[str]:
 
 
 def _json_line(record: dict[str, Any]) -> str:
-    """``record`` as one line of an index or failed file: UTF-8 as it reads, but a video name that is not UTF-8 (its
-    undecodable bytes come as surrogates, ``os.fsdecode``) with ``\\u`` escapes, which ``json.loads`` turns back into
-    the same name; written as it reads, it could not be encoded and no line of its run was written."""
-    line = json.dumps(record, ensure_ascii=False)
-    return (line if is_utf8_text(line) else json.dumps(record)) + "\n"
+    """``record`` as one line of an index or failed file (``evautil.text.json_text``: a video name that is not UTF-8
+    escaped, so that ``json.loads`` gives the same name back; written as it reads, no line of its run was written)."""
+    return json_text(record) + "\n"
 
 
 def _ends_a_line(path: str) -> bool:

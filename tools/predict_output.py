@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-import re
 import sys
 from typing import Any, Sequence
+
+from evautil.text import json_text
 
 __all__ = ["FORMATS", "format_table", "format_json", "format_jsonl", "format_csv", "format_for", "write_out",
            "write_stdout"]
 
 FORMATS = ("table", "json", "jsonl", "csv")
 _FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}  # any other: the table
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a file name's byte that is not UTF-8, as the file system hands it over
 
 
 def format_table(records: Sequence[dict[str, Any]]) -> str:
@@ -35,21 +34,15 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows) + "\n"
 
 
-def _json(value: Any, **kwargs: Any) -> str:
-    """``json.dumps`` keeping non-ASCII text as it is, but a file name's bytes that are not UTF-8 escaped
-    (``\\udce9``): written raw they made the file no UTF-8, and so no JSON; escaped, ``json.load`` gives the name
-    back as Python's ``os`` functions take it (``os.fsencode``: the file's own bytes)."""
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **kwargs))
-
-
 def format_json(records: Sequence[dict[str, Any]]) -> str:
-    """One JSON array of the records (``json.load`` reads it back)."""
-    return _json(list(records), indent=1) + "\n"
+    """One JSON array of the records (``json.load`` reads it back; a name's bytes that are not UTF-8 escaped:
+    :func:`evautil.text.json_text`)."""
+    return json_text(list(records), indent=1) + "\n"
 
 
 def format_jsonl(records: Sequence[dict[str, Any]]) -> str:
     """JSON Lines: one record per line."""
-    return "".join(_json(r) + "\n" for r in records)
+    return "".join(json_text(r) + "\n" for r in records)
 
 
 def format_csv(records: Sequence[dict[str, Any]]) -> str:

@@ -210,13 +210,15 @@ class VideoLoader:
         ``adopt_plan_state`` of a resumed run takes every rank's."""
         return self.schedule.record(with_excluded=self.rank == 0)
 
-    def quarantines_to_share(self) -> list[tuple[int, str, str, bool]]:
+    def quarantines_to_share(self) -> list[tuple[int, str, str, bool, tuple[int, int]]]:
         """The training videos this rank quarantined (or adopted from a checkpoint) since it last shared them,
-        as ``(row, path relative to the root, reason, remembered)`` (``Schedule.unshared_quarantines``); empty for
+        as ``(row, path relative to the root, reason, remembered, (size, mtime_ns))``
+        (``Schedule.unshared_quarantines``); empty for
         an evaluation loader, whose ranks score shares of fixed rows (no rank reaches another's)."""
         return self.schedule.unshared_quarantines() if self.training else []
 
-    def learn_quarantines(self, parts: list[list[tuple[int, str, str, bool]]], record: bool = True) -> None:
+    def learn_quarantines(self, parts: list[list[tuple[int, str, str, bool, tuple[int, int]]]],
+                          record: bool = True) -> None:
         """Leave out the videos the other ranks quarantined (``parts``: each rank's :meth:`quarantines_to_share`,
         in rank order), in this rank's index and the indexes it passes its quarantines to (the validation's), and
         record them in this rank's :meth:`plan_state`, and the remembered ones in this machine's index cache at once

@@ -60,7 +60,7 @@ def adopt_plan(schedule: Schedule, states: list[dict[str, Any]], rank: int | Non
     return note
 
 
-def learn_from_ranks(schedule: Schedule, parts: list[list[tuple[int, str, str, bool]]], rank: int,
+def learn_from_ranks(schedule: Schedule, parts: list[list[tuple[int, str, str, bool, tuple[int, int]]]], rank: int,
                      record: bool) -> list[tuple[int, int, str]]:
     """Quarantine in ``schedule`` the videos the ranks other than ``rank`` shared (``parts``, in rank order;
     ``Schedule.learn_quarantines``); those new here as ``(row, rank that quarantined it, reason)``."""

@@ -236,18 +236,24 @@ class Schedule:
                             f"{' '.join(str(reason).split())}; fix or remove it, or set DATA.STRICT False to have "
                             f"such videos quarantined and {instead}")
 
-    def unshared_quarantines(self) -> list[tuple[int, str, str, bool]]:
-        """``(row, path relative to the root, reason, remembered)`` of the rows quarantined during the run that the
-        other ranks have not been told of yet (:meth:`learn_quarantines`); from now on they count as told.
-        ``remembered``: the index cache records the verdict (not a quarantine for this run only, nor a video a build
-        left out without caching why: a missing file, a probe that gave no answer)."""
+    def unshared_quarantines(self) -> list[tuple[int, str, str, bool, tuple[int, int]]]:
+        """``(row, path relative to the root, reason, remembered, (size, mtime_ns))`` of the rows quarantined during
+        the run that the other ranks have not been told of yet (:meth:`learn_quarantines`); from now on they count as
+        told. ``remembered``: the index cache records the verdict (not a quarantine for this run only, nor a video a
+        build left out without caching why: a missing file, a probe that gave no answer); the size and mtime are
+        those of the file the verdict is about, as this rank's index recorded it."""
         with self._quarantined_lock:
             rows = sorted(self._quarantined - self._told)
             self._told |= set(rows)
             run_only = set(self._run_only)
         status = self.index.table.status
-        return [(row, rel, self.index.bad.get(row, "runtime failure"), row not in run_only and bool(status[row] == BAD))
-                for row, rel in self._ids(rows)]
+        return [(row, rel, self.index.bad.get(row, "runtime failure"), row not in run_only and bool(status[row] == BAD),
+                 self._recorded_key(row)) for row, rel in self._ids(rows)]
+
+    def _recorded_key(self, row: int) -> tuple[int, int]:
+        """The (size, mtime_ns) this rank's index recorded for ``row``'s file (its probe's: a quarantine keeps it)."""
+        c = self.index.table.columns
+        return int(c["size"][row]), int(c["mtime_ns"][row])
 
     def count_as_told(self, ids: list[VideoId]) -> None:
         """Videos every rank knows of already (every rank's checkpoint record named them): not shared again."""
@@ -255,7 +261,8 @@ class Schedule:
         with self._quarantined_lock:
             self._told |= rows & self._quarantined
 
-    def learn_quarantines(self, found: list[tuple[int, str, str, bool]], record: bool = True) -> list[tuple[int, str]]:
+    def learn_quarantines(self, found: list[tuple[int, str, str, bool, tuple[int, int]]],
+                          record: bool = True) -> list[tuple[int, str]]:
         """Quarantine here the rows another rank quarantined (:meth:`unshared_quarantines`): its index leaves them
         out, and indexes it passes its quarantines to (the validation's) too, so that this rank neither decodes them
         again nor counts them as failed; they are substituted as the other rank's are, and recorded
@@ -264,13 +271,17 @@ class Schedule:
         when each machine keeps its own (a read-only list folder): the next build on this machine leaves them out
         as well; where it is the same file, the record is already there and nothing is written. Rows this list has
         not at the same path, or that the plan leaves out, are passed over. Not ``record``: neither file is written
-        here (one process per machine records them, for all of its processes). Returns ``(row, reason)`` of the
-        rows new here."""
+        here (one process per machine records them, for all of its processes). A verdict on a file of another size
+        or mtime than the one this rank's index recorded at that path is for this run only: each machine may keep
+        its own copy of the dataset under the same path, and another machine's broken copy says nothing of this
+        one's (where size and mtime agree, the copies are taken for one file, as everywhere in the index). Returns
+        ``(row, reason)`` of the rows new here."""
         new = []
-        for row, rel, reason, remembered in found:
+        for row, rel, reason, remembered, probed in found:
             row = int(row)
             if not 0 <= row < len(self.index) or self.index.videos.rel_path(row) != rel or row in self.excluded:
                 continue
+            remembered = remembered and self._recorded_key(row) == tuple(probed)
             with self._quarantined_lock:
                 if row in self._quarantined:
                     continue

@@ -146,7 +146,7 @@ def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_c
     ranks[1].schedule.quarantine(broken, "decode failed during the run")  # as the feeder does: the file as probed
     ranks[1].schedule.quarantine(slow, "no answer within DATA.VIDEO_TIMEOUT_S", remember=False)  # this run only
     parts = [loader.quarantines_to_share() for loader in ranks]
-    assert [(r, remembered) for r, _, _, remembered in parts[1]] == [(broken, True), (slow, False)]
+    assert [(r, remembered) for r, _, _, remembered, _ in parts[1]] == [(broken, True), (slow, False)]
     for loader in ranks:
         loader.learn_quarantines(parts)
     # the neighbour finds the record there: machine 0's cache is not written again
@@ -163,6 +163,32 @@ def test_a_quarantine_learnt_from_another_machine_is_recorded_in_that_machines_c
         assert again.probed == 0 and again.bad == {broken: "decode failed during the run"}, (m, again.bad)
         with open(again.quarantine_path, encoding="utf-8") as f:
             assert f.read() == f"{rel}\tdecode failed during the run\n"
+
+
+def test_a_quarantine_of_another_machines_copy_of_a_file_is_not_recorded_in_this_machines_cache(tmp_path,
+                                                                                                 monkeypatch):
+    # Each machine keeps its own copy of the dataset under the same path, and machine 1's copy of one video is
+    # another file (here: another clip's bytes). Rank 1 found its copy broken; machine 0 recorded that verdict in its
+    # own cache against its own, good copy, and its later runs left that video out for good.
+    cfg, on_machine = _machines_with_own_caches(tmp_path, monkeypatch)
+    rank0 = on_machine(0, 0)
+    row = 3
+    path, other = rank0.index.entries[row].path, rank0.index.entries[row + 1].path
+    kept = tmp_path / "machine0_copy"
+    shutil.copy2(path, kept)
+    shutil.copyfile(other, path)  # machine 1's copy under the same path
+    rank1 = on_machine(1, 1)
+    shutil.copyfile(kept, path)  # machine 0's copy again, as it was probed (size and mtime)
+    os.utime(path, ns=(os.stat(kept).st_atime_ns, os.stat(kept).st_mtime_ns))
+    rank1.schedule.quarantine(row, "decode failed during the run")
+    parts = [rank0.quarantines_to_share(), rank1.quarantines_to_share()]
+    rank0.learn_quarantines(parts)
+    assert row in rank0.index.bad  # left out this run all the same: the ranks plan alike
+    for loader in (rank0, rank1):
+        loader.close()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine0"))
+    again = build_index(cfg.DATA.TRAIN_FILE, cfg.DATA.ROOT, workers=1, progress=False)
+    assert again.probed == 0 and again.bad == {}, again.bad  # machine 0's next run uses its copy, unprobed
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,18 @@ benchmarks) asks here, so that they agree on the place. No DALI import here.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 from typing import NamedTuple
 
+from evautil.files import atomic_write
+
+from .index_lock import locked
+
 __all__ = ["IndexPaths", "index_paths"]
+
+logger = logging.getLogger("dali_pipelines.index")  # the index's logger: its users set handlers and levels there
 
 
 def _user_cache_dir() -> str:
@@ -35,24 +43,48 @@ class IndexPaths(NamedTuple):
 
 def index_paths(list_path: str) -> IndexPaths:
     """The index files of a list: beside it when its directory is writable, else in the per-user cache directory
-    under a name derived from the list's real path (the list reached through a symbolic link has the same cache)."""
+    under a name derived from the list's real path (the list reached through a symbolic link has the same cache).
+    A cache not beside the list's real file starts as a copy of the one there, if any (:func:`_seed_cache`)."""
     list_abs = os.path.abspath(list_path)
     directory = os.path.dirname(list_abs)
+    real = os.path.realpath(list_abs)
     if _dir_writable(directory):
         stem = list_abs
     else:
         cache_dir = _user_cache_dir()
         os.makedirs(cache_dir, exist_ok=True)
-        real = os.path.realpath(list_abs)
         stem = _user_cache_stem(cache_dir, real)
         if real != list_abs and not os.path.exists(stem + ".index.npz"):
             # named from the path as given before: a cache made so through a link is still used, not probed again
             given = _user_cache_stem(cache_dir, list_abs)
             if os.path.exists(given + ".index.npz"):
                 stem = given
+    if stem != real:
+        _seed_cache([list_abs + ".index.npz", real + ".index.npz"], stem + ".index.npz", stem + ".index.lock")
     return IndexPaths(stem + ".index.npz", stem + ".quarantine.txt", stem + ".index.lock", stem + ".index.json")
 
 
 def _user_cache_stem(cache_dir: str, list_abs: str) -> str:
     digest = hashlib.sha1(list_abs.encode()).hexdigest()[:16]
     return os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
+
+
+def _seed_cache(beside: list[str], cache: str, lock: str) -> None:
+    """Copy the first cache of ``beside`` (where the list lies) that exists to ``cache``, which does not exist yet.
+    A shared dataset's lists are often indexed where they lie (``prepare_kinetics.py lists --check``, or a first
+    build while the folder was writable) and then made read-only to the other users, or reached through a link in a
+    user's own folder: their first builds probed every video again. Each record is still reused only while its file
+    keeps the recorded size and mtime, under the cache's root, as for any cache; a copy that fails leaves the build
+    to probe."""
+    if os.path.exists(cache):
+        return
+    source = next((path for path in beside if path != cache and os.path.isfile(path)), None)
+    if source is None:
+        return
+    try:
+        with locked(lock):  # the ranks of a node start at once: one copies, the others find it
+            if not os.path.exists(cache):
+                with open(source, "rb") as src:
+                    atomic_write(cache, lambda f: shutil.copyfileobj(src, f))
+    except OSError as e:  # an unreadable file beside the list, a full disk: nothing is lost but the reuse
+        logger.warning("could not copy the index cache %s to %s (%s): probing its videos", source, cache, e)

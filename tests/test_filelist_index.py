@@ -925,6 +925,35 @@ def test_readonly_list_reached_through_a_link_shares_the_user_cache(dataset, tmp
     assert again.probed == 0 and again.cache_path == given
 
 
+def test_a_cache_beside_a_list_in_a_read_only_folder_starts_each_users_cache(dataset, tmp_path, monkeypatch):
+    # A shared dataset indexed where it lies (by its owner, or prepare_kinetics.py lists --check), then read-only to
+    # the other users: their per-user caches started empty, and each user's first build probed every video again.
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    assert first.probed > 0 and first.cache_path == str(lst) + ".index.npz"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == 0 and ix.cache_path.startswith(str(tmp_path / "xdg")) and os.path.isfile(ix.cache_path)
+    assert ix.good_rows == first.good_rows and ix.bad == first.bad
+    rel = ix.entries[ix.good_rows[0]].rel_path  # changed since the owner's build: probed again, as with any cache
+    st = os.stat(root / rel)
+    os.utime(root / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 1
+
+
+def test_a_list_linked_into_a_users_folder_starts_from_the_cache_beside_the_list(dataset, tmp_path):
+    # A user links a shared dataset's list into an own (writable) folder: the cache beside the link started empty,
+    # and every video was probed again although the list's own cache was beside it.
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.txt").symlink_to(lst)
+    ix = build_index(str(mine / "train.txt"), str(root), workers=1, progress=False)
+    assert ix.probed == 0 and ix.cache_path == str(mine / "train.txt.index.npz") and ix.bad == first.bad
+
+
 def _concurrent_build(lst: str, root: str, barrier, out) -> None:
     barrier.wait()
     out.put(build_index(lst, root, workers=1, progress=False).probed)

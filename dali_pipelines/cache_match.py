@@ -112,6 +112,10 @@ def match_list(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray
     size, mtime, present = keys
     c = table.columns
     recorded = table.status != UNKNOWN
+    # A file is known by its size and mtime, not its inode or ctime: a copy made with rsync -a or cp -p (a dataset
+    # copied to another machine with its cache) keeps both and is the same video, while its inode and ctime are new.
+    # So a file replaced by another of the same size with its mtime set back (touch -r) is taken for the one probed:
+    # nothing short of reading every file again would tell them apart.
     unchanged = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
                  & (c["full_decode"] | (not full_decode))
                  & ~retired_rows(table))

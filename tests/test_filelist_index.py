@@ -1269,6 +1269,20 @@ def test_touched_video_is_probed_again(dataset):
     assert ix.infos[row].mtime_ns == st.st_mtime_ns + 10**9
 
 
+def test_a_dataset_and_cache_copied_keeping_mtimes_are_reused_whatever_their_inodes(dataset, tmp_path):
+    # rsync -a or cp -p to another machine: every file (the cache too) is a new inode with the same size and mtime,
+    # the same videos, so nothing is probed again (a file is known by size and mtime: cache_match.match_list).
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    for path in [*sorted(p for p in root.rglob("*") if p.is_file()), Path(first.cache_path)]:
+        shutil.copy2(path, tmp_path / "copy")
+        inode = os.stat(path).st_ino
+        os.replace(tmp_path / "copy", path)
+        assert os.stat(path).st_ino != inode
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == 0 and ix.good_rows == first.good_rows and ix.bad == first.bad
+
+
 def _encode(path: str, codec: str, pix_fmt: str, size=(64, 48), frames: int = 4) -> None:
     with av.open(path, "w") as out:
         s = out.add_stream(codec, rate=25)

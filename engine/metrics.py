@@ -41,7 +41,6 @@ is printed only when there is no bar. Conventions of the numbers written:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -56,6 +55,7 @@ from evautil.interrupt import interrupted_line
 from .metrics_file import drop_lines_after_step, open_lines, recall_lines, recalled_counters, write_line
 from .progress import EvalProgress, RunClock, eval_line, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
+from .run_files import standard_json
 from .run_log import follow, let_go, stamped
 from .run_summary import summary_fields, summary_table
 from .step_window import StepWindow
@@ -414,7 +414,7 @@ class MetricLogger:
         if self.is_main:  # whole or not at all: a reader (or a rerun) must never find half a summary
             path = os.path.join(self.output_dir, "summary.json")
             with naming_the_file(path):  # a full disk's error from write() names no file
-                atomic_write_text(path, json.dumps(out, indent=2))
+                atomic_write_text(path, standard_json(out, indent=2))
         written()  # before the table: a stop signal while it is printed must not say the summary is missing
         if self.is_main:
             for line in summary_table(out, extra):

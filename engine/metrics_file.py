@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from evautil.files import naming_the_file
 
-from .run_files import drop_lines_after
+from .run_files import drop_lines_after, standard_json
 
 __all__ = ["open_lines", "write_line", "drop_lines_after_step", "recall_lines", "recalled_counters"]
 
@@ -29,9 +29,9 @@ def open_lines(path: str) -> IO[str]:
 
 
 def write_line(jsonl: IO[str], line: dict[str, Any]) -> None:
-    """``line`` as one JSON line of ``jsonl``, flushed."""
+    """``line`` as one JSON line of ``jsonl`` (standard JSON: :func:`engine.run_files.standard_json`), flushed."""
     with naming_the_file(jsonl.name):  # a full disk's error from write() names no file
-        jsonl.write(json.dumps(line) + "\n")
+        jsonl.write(standard_json(line) + "\n")
         jsonl.flush()
 
 

@@ -9,6 +9,7 @@ import contextlib
 import fnmatch
 import glob
 import json
+import math
 import os
 import pwd
 import socket
@@ -21,7 +22,7 @@ from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "claimed_elsewhere", "earlier_run_files",
            "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after",
-           "recorded_path"]
+           "recorded_path", "standard_json"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
 # Held by rank 0 of the run writing OUTPUT (claim_output): a second run into the same OUTPUT at the same time (a job
@@ -48,6 +49,23 @@ _WRITTEN_WHOLE = ("summary.json", "config.yaml", "metrics.jsonl", "predictions_*
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.
 _EVALUATION_RESULTS = ("summary.json", "predictions_test.csv", "per_class_test.csv", "confusion_test.png")
+
+
+def standard_json(value: Any, indent: int | None = None) -> str:
+    """``value`` as standard JSON, a number that is not finite (a NaN loss, an infinite gradient norm or rate) as
+    null: Python's json writes the bare NaN and Infinity, which jq and other JSON readers refuse, whole file and all.
+    Python's json still reads such files of older versions (as NaN), and every reader here takes null as no value."""
+    return json.dumps(_finite_or_null(value), indent=indent, allow_nan=False)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def recorded_path(path: str | None) -> str | None:
@@ -294,7 +312,7 @@ def _repoint_summary(summary: str, output_dir: str, moved: set[str], dest: str) 
     repointed = repoint(record)
     if repointed != record:
         with naming_the_file(summary):  # a full disk's error from write() names no file
-            atomic_write_text(summary, json.dumps(repointed, indent=2))
+            atomic_write_text(summary, standard_json(repointed, indent=2))
 
 
 def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: list[int] | None = None) -> int:

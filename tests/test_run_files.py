@@ -488,3 +488,39 @@ def test_another_users_run_lock_says_what_to_do(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=r"is being written by another run \(process 41 on node7 holds"):
             run_files.claim_output(str(out))
     assert os.listdir(out) == [run_files.RUN_LOCK]
+
+
+def _strict_json(text: str):
+    """``text`` read as standard JSON: the bare NaN and Infinity Python's json writes by default are refused, as
+    jq and other JSON readers refuse them."""
+    def refuse(token: str):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_metrics_are_written_as_null_in_metrics_jsonl_and_summary_json(tmp_path):
+    """A NaN top-1, an infinite learning rate or rate and a NaN summary field were written as the bare NaN and
+    Infinity, which is no JSON: jq refused the whole metrics.jsonl and summary.json. They are null now, which the
+    run's own readers (the resume's recall, the plots) take as no value."""
+    from engine.metrics import MetricLogger
+    from engine.metrics_file import recall_lines
+    from engine.plots import read_metrics
+
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False, print_freq=1)
+    try:
+        metrics.log_step(1, 0, loss=2.0, lr=float("inf"), clips=2, data_time=0.0, step_time=0.0)
+        metrics.log_eval({"split": "val", "top1": float("nan"), "top5": float("-inf"), "num_videos": 2, "views": 1},
+                         epoch=0, step=1)
+        metrics.summary({"val_failures": float("nan"), "nested": [1.5, float("inf")]})
+    finally:
+        metrics.close()
+    lines = [_strict_json(t) for t in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(d["kind"], d.get("lr"), d.get("top1"), d.get("top5")) for d in lines] == [
+        ("train", None, None, None), ("eval", None, None, None)]
+    summary = _strict_json((tmp_path / "summary.json").read_text())
+    assert summary["final_top1"] is None and summary["val_failures"] is None and summary["nested"] == [1.5, None]
+    found, last_train, _ = recall_lines(str(tmp_path / "metrics.jsonl"), 1, "val")
+    assert found["top1"] is None and last_train["loss"] == 2.0
+    train, evals = read_metrics(str(tmp_path))
+    assert train[0]["lr"] is None and evals[0]["top1"] is None

@@ -17,7 +17,7 @@ from typing import Callable
 from evautil.files import atomic_write_text
 
 from . import distributed
-from .run_files import claimed_elsewhere
+from .run_files import claimed_elsewhere, hold_outputs_to_exit, release_held_outputs
 from .run_log import stamped
 
 __all__ = ["EXIT_STATUS_ENV", "EXIT_STATUS_FILE", "crash_line", "report_end", "end_line_also_to",
@@ -159,8 +159,10 @@ def _write_quietly(path: str, text: str) -> None:
 def with_exit_status(body: Callable[[dict], int], output_dir: str | None) -> int:
     """``body(ended)``'s exit code, which rank 0 also writes with :func:`record_exit` to ``ended["output"]``
     (``output_dir`` at first, which ``body`` replaces once the config names OUTPUT; None: nowhere): 1 when ``body``
-    raises, 130 on Ctrl-C."""
+    raises, 130 on Ctrl-C. The run lock ``body`` takes is held until that record is written, on every way out: a
+    new run that took OUTPUT before removed the half-written record with the other killed writes."""
     ended = {"output": output_dir, "code": 1}
+    hold_outputs_to_exit()
     try:
         ended["code"] = body(ended)
         return ended["code"]
@@ -168,4 +170,7 @@ def with_exit_status(body: Callable[[dict], int], output_dir: str | None) -> int
         ended["code"] = 130
         raise
     finally:
-        record_exit(ended["output"], ended["code"])
+        try:
+            record_exit(ended["output"], ended["code"])
+        finally:
+            release_held_outputs()

@@ -524,3 +524,54 @@ def test_non_finite_metrics_are_written_as_null_in_metrics_jsonl_and_summary_jso
     assert found["top1"] is None and last_train["loss"] == 2.0
     train, evals = read_metrics(str(tmp_path))
     assert train[0]["lr"] is None and evals[0]["top1"] is None
+
+
+@pytest.mark.parametrize("ends", ["finished", "stopped", "crashed"])
+def test_the_exit_status_is_written_before_a_new_run_may_take_output(tmp_path, monkeypatch, ends):
+    """exit_status.json was written after the run lock was let go: a new run that took OUTPUT in between removed
+    the record's temporary file with the other killed writes, and the status was lost without a word. The lock is
+    now held until the record is written, however the run ends; a run started meanwhile is refused."""
+    import subprocess
+    import sys
+
+    from engine import process_end, run_files
+    from evautil.files import atomic_write, lock_is_free
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv(process_end.EXIT_STATUS_ENV, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    new_run = f"from engine.run_files import claim_output; claim_output({str(out)!r})"
+    started = []
+
+    def written_as_a_new_run_starts(path: str, text: str) -> None:
+        def write(f) -> None:
+            f.write(text.encode("utf-8"))
+            f.flush()  # the temporary file is complete, not yet renamed into place, when the other run starts
+            started.append(subprocess.run([sys.executable, "-c", new_run], cwd=root, capture_output=True, text=True,
+                                          timeout=120))
+        atomic_write(path, write)
+
+    monkeypatch.setattr(process_end, "atomic_write_text", written_as_a_new_run_starts)
+
+    def body(ended: dict) -> int:
+        ended["output"] = str(out)
+        run_files.claim_output(str(out))
+        run_files.release_output(str(out))  # as the run's close does, before the process's exit status
+        if ends == "crashed":
+            raise RuntimeError("a crash")
+        return 0 if ends == "finished" else 4
+
+    if ends == "crashed":
+        with pytest.raises(RuntimeError):
+            process_end.with_exit_status(body, None)
+    else:
+        assert process_end.with_exit_status(body, None) == (0 if ends == "finished" else 4)
+    code = {"finished": 0, "stopped": 4, "crashed": 1}[ends]
+    assert json.loads((out / process_end.EXIT_STATUS_FILE).read_text()) == {
+        "exit_code": code, "meaning": process_end.EXIT_MEANINGS[code]}
+    assert len(started) == 1 and started[0].returncode != 0
+    assert f"OUTPUT {out} is being written by another run" in started[0].stderr
+    assert lock_is_free(str(out / run_files.RUN_LOCK))  # let go once written
+    assert not glob.glob(str(out / ".exit_status.json.*.tmp"))

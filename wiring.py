@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 from engine import preflight, run_start, runner, start_weights
 from engine.checkpoint_io import drop_offered
 from engine.distributed import DistContext, all_gather_objects, barrier, init_from_env, rank_and_world_size
+from engine.evaluate import names_given_twice, read_label_names
 from engine.losses import mixing_blends_nothing
 from engine.process_end import end_line_also_to
 from engine.resume_config import check_resume_config
@@ -99,6 +100,9 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
     blend = _blending_nothing(cfg)
     if blend:  # in the log too (before the log was open it reached the console only)
         metrics.warn(blend)
+    same_names = _names_given_twice(cfg)
+    if same_names:  # once, at the start: the run reads the list again for each evaluation
+        metrics.warn(same_names)
     newest = _newest_scored(cfg, resume, read)
     del read  # its memory-mapped files: the loads read the weights anew
     metrics.follow_logger("dali_pipelines")  # bad videos, quarantines and index progress belong in the run's log
@@ -112,6 +116,14 @@ def build_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "") ->
         metrics.close()  # e.g. an unreadable list: the log ends, and the data pipeline's loggers are let go
         release_output(cfg.OUTPUT)
         raise
+
+
+def _names_given_twice(cfg) -> str:
+    """The warning that DATA.LABEL_LIST gives one name to several classes (``evaluate.names_given_twice``); ""
+    without a list or when it does not (its format was checked before: ``preflight.check_files``)."""
+    if not cfg.DATA.LABEL_LIST:
+        return ""
+    return names_given_twice(cfg.DATA.LABEL_LIST, read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES))
 
 
 def _blending_nothing(cfg) -> str:
@@ -307,9 +319,9 @@ def dry_run(cfg, resume: str = "", resume_note: str = "") -> dict:
     data = cfg.DATA
     if resume_note:  # as the run would log it
         print(f"note: {resume_note}", file=sys.stderr)
-    blend = _blending_nothing(cfg)
-    if blend:
-        print(f"warning: {blend}", file=sys.stderr)
+    for warning in (_blending_nothing(cfg), _names_given_twice(cfg)):
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     holder = claimed_elsewhere(cfg.OUTPUT)
     if holder:  # not an error: a plan is often made while the run before still ends
         print(f"warning: OUTPUT {cfg.OUTPUT} is being written by another run now ({holder} holds {RUN_LOCK} there): "

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError
-from evautil.errors import not_utf8_line
+from evautil.errors import not_utf8_line, some_names
 from evautil.files import atomic_write_text, naming_the_file, not_a_file, plain_spelling
 from evautil.progress import counted
 
@@ -27,9 +27,9 @@ from .distributed import DistContext, all_gather_objects
 from .loader_stats import loader_stats, unreadable_rows
 from .metrics import MetricLogger
 
-__all__ = ["evaluate", "evaluate_and_log", "read_label_names", "write_predictions", "per_class_accuracy",
-           "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere", "every_rank_learned",
-           "EvaluationStopped"]
+__all__ = ["evaluate", "evaluate_and_log", "read_label_names", "names_given_twice", "write_predictions",
+           "per_class_accuracy", "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere",
+           "every_rank_learned", "EvaluationStopped"]
 
 
 class EvaluationFailedElsewhere(RuntimeError):
@@ -74,6 +74,22 @@ _HEADER_ID = re.compile(r"id|idx|index|class|cls|label|category|key|number|#", r
 
 def _is_header(cell: str) -> bool:
     return not any(c.isdigit() for c in cell) and _HEADER_ID.search(cell) is not None
+
+
+def names_given_twice(path: str, names: dict[int, str]) -> str:
+    """The warning that the label list ``path`` gives one name to several of the classes ``names``
+    (:func:`read_label_names`), naming each such name with its ids; "" when every name is one class's. Not an error:
+    the original reads the names only to tokenise them. The plots tell such classes apart by id, but the predictions
+    and per-class tables name them alike."""
+    ids_of: dict[str, list[int]] = {}
+    for cls in sorted(names):
+        ids_of.setdefault(names[cls], []).append(cls)
+    twice = [f"{name!r} (ids {', '.join(map(str, ids))})" for name, ids in ids_of.items() if len(ids) > 1]
+    if not twice:
+        return ""
+    return (f"label list DATA.LABEL_LIST = {path} gives one name to several classes: {some_names(twice)}; the "
+            "predictions and per-class tables name them alike (their ids tell them apart): rename them in the list to "
+            "tell them apart by name")
 
 
 def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:

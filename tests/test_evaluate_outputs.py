@@ -327,3 +327,31 @@ def test_a_label_list_row_whose_name_is_cut_or_empty_is_named(tmp_path, row, why
     assert str(e.value) == f"label list DATA.LABEL_LIST = {labels}, line 5: {why}"
     labels.write_text('id,name\n0,a,\n1,"b, c"\n')  # a trailing comma (a spreadsheet's empty column) is no field
     assert read_label_names(str(labels), 2) == {0: "a", 1: "b, c"}
+
+
+def test_a_label_list_giving_one_name_to_several_classes_is_read_and_said_by_the_tools(tmp_path, capsys):
+    """Two ids with one name were taken without a word, and the predictions by name could not tell them apart. The
+    list is still read (the original reads names only to tokenise them), and predict's start warns once, naming each
+    such name with its ids; a list whose names differ says nothing."""
+    import os
+
+    from engine.evaluate import names_given_twice
+    from tools.model_io import load_setup
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,name\n0,abseiling\n1,air drumming\n2,abseiling\n3,air drumming\n4,abseiling\n5,bowling\n")
+    names = read_label_names(str(labels), 6)
+    assert names[0] == names[2] == names[4] == "abseiling"
+    said = (f"label list DATA.LABEL_LIST = {labels} gives one name to several classes: 'abseiling' (ids 0, 2, 4), "
+            "'air drumming' (ids 1, 3); the predictions and per-class tables name them alike (their ids tell them "
+            "apart): rename them in the list to tell them apart by name")
+    assert names_given_twice(str(labels), names) == said
+    assert names_given_twice(str(labels), {0: "a", 1: "A", 2: "b"}) == ""
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(b"not read here")
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.yaml")
+    opts = ["DATA.LABEL_LIST", str(labels), "DATA.NUM_CLASSES", "6"]
+    assert load_setup(demo, opts, str(weights))[1] == names
+    assert capsys.readouterr().err.splitlines() == [f"warning: {said}"]
+    load_setup(demo, opts, str(weights), warn=False)  # a caller that says its warnings itself
+    assert capsys.readouterr().err == ""

@@ -133,3 +133,38 @@ def test_mixing_that_blends_nothing_is_said_once_and_kept_in_the_runs_log(tmp_pa
     log = [line.split("] ", 1)[-1] for line in (out / "log_rank0.txt").read_text().splitlines()]
     assert log.count(warning) == 1, log
     assert (captured.out + captured.err).count("blend nothing") == 1 and warning in captured.out.splitlines()
+
+
+def test_a_label_list_giving_one_name_to_two_classes_is_said_once_at_the_start(tmp_path_factory, tmp_path, capsys,
+                                                                               monkeypatch):
+    """A DATA.LABEL_LIST naming two classes alike was taken without a word: the predictions named both alike. The
+    start warns once, naming each such name and its ids, in the run's log too; the dry run warns as well."""
+    import train
+    import wiring
+    from tests.video_fixtures import synthetic_dataset
+
+    def stop_after_the_log_opened(*args):
+        raise ValueError("stopped here, the log open")
+
+    data = synthetic_dataset(tmp_path_factory, "synth_names", 1, 1, num_frames=8, size=(32, 32))
+    lines = (data / "labels.csv").read_text().splitlines()
+    rows = [line.split(",", 1) for line in lines if line[:1].isdigit()]
+    names = {int(i): n for i, n in rows}
+    names[3] = names[1]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"{i},{n}\n" for i, n in sorted(names.items())))
+    monkeypatch.setattr(wiring, "_assemble_run", stop_after_the_log_opened)  # no index build, no training
+    out = tmp_path / "out"
+    opts = ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt"), "DATA.VAL_FILE", str(data / "val.txt"),
+            "DATA.LABEL_LIST", str(labels), "DATA.NUM_CLASSES", str(len(names)), "LOG.PROGRESS_BAR", "False",
+            "LOG.TENSORBOARD", "False", "OUTPUT", str(out)]
+    warning = (f"label list DATA.LABEL_LIST = {labels} gives one name to several classes: {names[1]!r} (ids 1, 3); "
+               "the predictions and per-class tables name them alike (their ids tell them apart): rename them in the "
+               "list to tell them apart by name")
+    assert train.main(["--cfg", DEMO, "--opts", *opts]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("gives one name to several classes") == 1, captured.err
+    log = [line.split("] ", 1)[-1] for line in (out / "log_rank0.txt").read_text().splitlines()]
+    assert log.count(f"WARNING: {warning}") == 1, log
+    assert train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "2", "--opts", *opts]) == 0
+    assert f"warning: {warning}" in capsys.readouterr().err.splitlines()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError, load_config
-from engine.evaluate import read_label_names
+from engine.evaluate import names_given_twice, read_label_names
 from evautil.errors import weights_misfit
 from evautil.files import not_a_file
 from models import ARCHS, CheckpointError, build_model, load_pretrained
@@ -129,6 +129,9 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
                   file=sys.stderr)
     elif labels:
         names = read_label_names(labels, cfg.DATA.NUM_CLASSES)
+        same_names = names_given_twice(labels, names)
+        if warn and same_names:
+            print(f"warning: {same_names}", file=sys.stderr)
     return cfg, names
 
 

@@ -1096,6 +1096,40 @@ def test_the_views_decode_device_and_input_type_are_recorded_and_bind(clips, tin
     assert rc == 0, err  # the windows are decoded and normalised alike whatever it says
 
 
+
+def test_the_views_cpu_decoder_is_recorded_and_binds(clips, tiny, tmp_path, capsys):
+    """DALI's CPU decoder and PyAV give the views slightly different pixels, but settings.json left DATA.CPU_DECODER
+    out: a rerun with the other mixed its features into the folder. It is recorded, compared, and unused (None) by
+    the windows; a settings.json written before it was recorded is read with a note."""
+    _, _, ckpt = tiny
+    videos = _videos(clips)
+    out, windows = tmp_path / "views", tmp_path / "windows"
+
+    def run(video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
+        rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(folder), "--quiet", *extra,
+                      "--opts", *OPTS, *opts])
+        return rc, capsys.readouterr().err
+
+    assert run(videos[0], out, "DATA.CPU_DECODER", "pyav")[0] == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["DATA.CPU_DECODER"] == "pyav"
+    rc, err = run(videos[1], out, "DATA.CPU_DECODER", "dali")
+    assert rc == 2 and err == (f"error: {out} holds features made with other settings (DATA.CPU_DECODER: 'pyav' "
+                               "before, 'dali' now); use another --out or the same settings\n")
+    assert len(_index(out)) == 1
+    older = {k: v for k, v in settings.items() if k != "DATA.CPU_DECODER"}
+    (out / "settings.json").write_text(json.dumps(older))  # written before it was recorded: no refusal
+    rc, err = run(videos[1], out, "DATA.CPU_DECODER", "pyav")
+    assert rc == 0 and err.startswith(f"note: {out / 'settings.json'} was written by an older version without "
+                                      "DATA.CPU_DECODER: its features are taken as made with this run's "
+                                      "(DATA.CPU_DECODER 'pyav'), recorded from now on"), err
+    assert json.loads((out / "settings.json").read_text()) == settings
+    assert run(videos[0], windows, extra=("--window", "4"))[0] == 0
+    assert json.loads((windows / "settings.json").read_text())["DATA.CPU_DECODER"] is None
+    rc, err = run(videos[1], windows, "DATA.CPU_DECODER", "pyav", extra=("--window", "4"))
+    assert rc == 0, err  # the windows are decoded by PyAV whatever it says
+
+
 # ---------------------------------------------------------------------------------------------------- weights
 def test_a_backbone_without_head_or_with_other_classes_gives_features_not_predictions(clips, tiny, tmp_path,
                                                                                         capsys):

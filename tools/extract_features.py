@@ -20,9 +20,9 @@ own shards; a rerun skips the videos already extracted. Videos that cannot be re
 reason in ``failed-rank<rrr>.jsonl`` (the rank zero-padded: rank 0's is ``failed-rank000.jsonl``), rewritten by
 every run: only those still without features. ``settings.json`` records how the features were made (with the
 weights file's size and a hash of its contents, TEST.SAMPLING, the views' DATA.SAMPLING, DATA.FRAME_INTERVAL,
-DATA.DECODE_DEVICE and DATA.OUTPUT_DTYPE, the precision, the pooling); once the index lists a video, a run with
-other settings is refused. A Ctrl-C, a stop signal (SIGTERM, SIGUSR1) or a crash first writes the videos finished
-so far, so the same command skips them.
+DATA.DECODE_DEVICE, DATA.CPU_DECODER and DATA.OUTPUT_DTYPE, the precision, the pooling); once the index lists a
+video, a run with other settings is refused. A Ctrl-C, a stop signal (SIGTERM, SIGUSR1) or a crash first writes the
+videos finished so far, so the same command skips them.
 Weights without a head, or with a head of another class count, are used (features stop before the head).
 
 Exit status: 0 when the index holds at least one of the given videos (extracted now or before), 1 when it holds
@@ -107,14 +107,15 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
 
 
 def _views_input_decided(cfg, settings: dict[str, Any]):
-    """Record in ``settings`` where the views' loader decodes and the type of the clips it gives (GPU or CPU decoding
-    and float16 or float32 inputs give slightly different features), as that loader decides them, and return
+    """Record in ``settings`` where the views' loader decodes, the CPU decoder it may use (DALI's or PyAV, as
+    DATA.CPU_DECODER says) and the type of the clips it gives (GPU or CPU decoding, DALI or PyAV, and float16 or
+    float32 inputs give slightly different features), as that loader decides them, and return
     ``cfg`` with the decode device decided: deciding 'auto' again would repeat its warning."""
     from dali_pipelines.loader_output import clip_dtype
     from dali_pipelines.routing import resolve_decode_device
 
     device = resolve_decode_device(cfg.DATA.DECODE_DEVICE)
-    settings.update({"DATA.DECODE_DEVICE": device,
+    settings.update({"DATA.DECODE_DEVICE": device, "DATA.CPU_DECODER": cfg.DATA.CPU_DECODER,
                      "DATA.OUTPUT_DTYPE": clip_dtype(cfg.DATA.OUTPUT_DTYPE, device, cfg.TRAIN.PRECISION)})
     decided = cfg.clone()
     decided.defrost()
@@ -130,10 +131,11 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
     ``weights`` (the checkpoint's name; its file's identity, :func:`tools.model_io.weights_identity`, with it) is
     recorded with the other settings that make the features (mode, window, frames, size, views, TEST.SAMPLING, the
-    views' DATA.SAMPLING, DATA.DECODE_DEVICE and DATA.OUTPUT_DTYPE as decided and, dense, DATA.FRAME_INTERVAL, the
-    precision in force, the pooling, the tubelet, format); once ``out_dir`` holds features, a later run into it must
-    use the same ones (ValueError naming the differences otherwise). A ``settings.json`` of an older version,
-    without some of them, is taken to match: a ``note:`` line names them, and they are recorded from then on.
+    views' DATA.SAMPLING, DATA.DECODE_DEVICE, DATA.CPU_DECODER and DATA.OUTPUT_DTYPE as decided and, dense,
+    DATA.FRAME_INTERVAL, the precision in force, the pooling, the tubelet, format); once ``out_dir`` holds features,
+    a later run into it must use the same ones (ValueError naming the differences otherwise). A ``settings.json`` of
+    an older version, without some of them, is taken to match: a ``note:`` line names them, and they are recorded
+    from then on.
 
     An interruption (KeyboardInterrupt, a stop signal raised as :class:`evautil.interrupt.Stopped`) or a crash
     first writes the videos this rank finished, so that a rerun skips them, and is raised again.
@@ -170,7 +172,7 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     if window <= 0:
         cfg = _views_input_decided(cfg, settings)
     else:  # windows: decoded by PyAV on the host and normalised in float32, whatever these say
-        settings.update({"DATA.DECODE_DEVICE": None, "DATA.OUTPUT_DTYPE": None})
+        settings.update({"DATA.DECODE_DEVICE": None, "DATA.CPU_DECODER": None, "DATA.OUTPUT_DTYPE": None})
     with contextlib.closing(lock_output(out_dir, ctx.rank)):  # before settings.json is read: one run at a time
         remove_unfinished_shards(out_dir, ctx.rank)  # what a run of this rank killed mid-write left
         unrecorded = check_settings(out_dir, settings, write=ctx.is_main)

@@ -1365,6 +1365,18 @@ def test_a_reencode_dry_run_names_each_video_on_one_line_of_utf8(tmp_path):
         line.encode("utf-8")  # strict
 
 
+def test_a_reencode_leaves_out_the_streams_of_an_unfinished_download(tmp_path):
+    # x.f137.mp4 and x.temp.mp4 (what yt-dlp leaves when a merge fails or is stopped) were encoded as videos.
+    src = tmp_path / "t400"
+    (src / "train" / ARM).mkdir(parents=True)
+    for name in ("a.mp4", "b.f137.mp4", "b.f248.webm", "c.temp.mp4", "d.mp4.part", "e.mkv.ytdl"):
+        (src / "train" / ARM / name).write_bytes(b"x")
+    lines: list[str] = []
+    reencode_tree(str(src), str(tmp_path / "out"), dry_run=True, log=lines.append)
+    clip, out = src / "train" / ARM, tmp_path / "out" / "train" / ARM
+    assert lines[1:] == [f"            {clip}/a.mp4 -> {out}/a.mp4"]
+
+
 def test_reencode_names_every_video_whose_output_another_takes_and_what_to_do(tmp_path, capsys):
     # x.mp4 beside x.mkv (a download kept in two formats) was refused without saying what to do, one pair a run.
     src = tmp_path / "t400"

@@ -657,6 +657,32 @@ def test_a_row_whose_video_is_a_download_not_finished_says_so(tmp_path):
     assert rep["train_skipped_by_kind"] == {"missing": 2}
 
 
+def test_the_streams_an_unfinished_merge_left_are_a_download_not_finished(tmp_path):
+    # yt-dlp leaves one file per format (<name>.f137.mp4, <name>.f140.m4a) when merging them fails or is stopped,
+    # and <name>.temp.mp4 or <name>.mp4.ytdl on the way: those with a video extension counted as videos "not in
+    # annotations", and the row as "missing" with no word of the download.
+    videos = [vid("A1"), vid("A2"), vid("A3"), vid("A4")]
+    root = make_flat(tmp_path / "t400", {"train": {"a": videos}, "val": {"a": [vid("V1")]}})
+    train = root / "train"
+    left = {vid("A2"): vid("A2")[:-4] + ".f137.mp4", vid("A3"): vid("A3")[:-4] + ".temp.mp4",
+            vid("A4"): vid("A4")[:11] + ".mp4.ytdl"}  # the last one named by its YouTube id alone
+    for name, leftover in left.items():
+        (train / name).rename(train / leftover)
+    (train / (vid("A2")[:-4] + ".f140.m4a")).write_bytes(b"audio")
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "t400_report.json").read_text())
+    reasons = {r["path"]: r["reason"] for r in rep["skipped_files"]}
+    csv_path = root / "annotations" / "train.csv"
+    for line, name in enumerate(videos[1:], start=3):
+        named = {train / left[name]} | ({train / (name[:-4] + ".f140.m4a")} if name == vid("A2") else set())
+        reason = reasons[str(train / os.path.splitext(name)[0])]
+        head, part = f"missing: no video file for line {line} of {csv_path} (class 'a'); ", reason.split("; ")[-1]
+        assert reason.startswith(head) and part.endswith(" is a download not finished: download the video again")
+        assert Path(part.split(" is a download")[0]) in named
+    assert rep["train_skipped_by_kind"] == {"missing": 3}
+    assert read_list(tmp_path / "t400_train.txt") == [(f"t400/train/{vid('A1')}", 0)]
+
+
 def test_reading_a_large_annotation_csv_says_so_unless_no_progress(tmp_path, capsys, monkeypatch):
     # A 650,000-row CSV took seconds before the scan's first line, with nothing on stderr.
     from tools.kinetics import annotations

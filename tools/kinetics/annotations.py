@@ -34,7 +34,7 @@ from evautil.progress import ProgressLines, counted, stderr_line
 from .common import KineticsError, walk_progress
 from .reencode import REPORT_JSON
 from .scan import SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, video_entries, video_skip
-from .video_names import is_video_file, youtube_id
+from .video_names import is_video_file, unfinished_download, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
            "read_annotations", "split_csvs", "val_csv_absent", "default_annotation_files", "is_flat_layout",
@@ -50,8 +50,6 @@ VAL_CSV_ALIAS = "validate.csv"
 # A CSV larger than this is announced before it is read (a 650,000-row one, some 30 MB, takes seconds before the
 # scan's first line; a longer read says how far it got, as a walk does).
 ANNOUNCE_CSV_BYTES = 1 << 20
-# What downloaders (youtube-dl, yt-dlp) add to the name of a video until it is downloaded whole.
-PART = ".part"
 
 
 @dataclass(frozen=True)
@@ -321,9 +319,9 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     lost: dict[str, int] = {}
     twice: dict[str, int] = {}  # rows of a video both CSVs list, whose file the other split's row took
     twice_examples: list[str] = []
-    # a download not finished (<key>.mp4.part, or <youtube_id>.mp4.part): the row's video is missing, but not lost
-    partial = {os.path.splitext(os.path.basename(p)[:-len(PART)])[0]: p for p in ignored
-               if p.endswith(PART) and is_video_file(os.path.basename(p)[:-len(PART)])}
+    # a download not finished (<key>.mp4.part, <key>.f137.mp4, or by <youtube_id> alone): the row's video is
+    # missing, but not lost
+    partial = {stem: p for p in ignored if (stem := unfinished_download(os.path.basename(p))) is not None}
     for split, folder in folders.items():
         lost[split] = twice[split] = 0
         for key, row in rows[split].items():

@@ -8,13 +8,21 @@ characters) is the de-duplication key of the lists and of the Kinetics-722 merge
 from __future__ import annotations
 
 import os
+import re
 
 from evautil.text import is_utf8_text, text_lines
 
-__all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "youtube_id", "is_video_file", "unlistable_reason", "is_listable",
-           "printable_path"]
+__all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "youtube_id", "is_video_file", "unfinished_download",
+           "unlistable_reason", "is_listable", "printable_path"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+
+# What downloaders (youtube-dl, yt-dlp) add to a video's name until it is downloaded whole (x.mp4.part, x.mp4.ytdl)
+# and the streams they leave when merging them was stopped or failed: one per format (x.f137.mp4, x.f140.m4a) and the
+# merge's own output (x.temp.mp4). A YouTube id holds no dot and a time range is _<start>_<end>, so no video's stem
+# ends in .f<digits> or .temp.
+_DOWNLOADING = (".part", ".ytdl")
+_UNMERGED_STREAM = re.compile(r"\.(?:f\d+(?:-\w+)?|temp)$", re.IGNORECASE)
 
 YOUTUBE_ID_LEN = 11
 
@@ -29,8 +37,29 @@ def youtube_id(file_name: str) -> str:
 
 
 def is_video_file(name: str) -> bool:
-    """True for a non-hidden file name with one of :data:`VIDEO_EXTENSIONS` (case-insensitive)."""
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+    """True for a non-hidden file name with one of :data:`VIDEO_EXTENSIONS` (case-insensitive), unless it is what
+    a download not finished left (:func:`unfinished_download`)."""
+    return (not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+            and unfinished_download(name) is None)
+
+
+def unfinished_download(name: str) -> str | None:
+    """The stem of the video whose download the file ``name`` is what is left of (``x`` for ``x.mp4.part``,
+    ``x.f137.mp4``, ``x.f140.m4a``, ``x.temp.mp4``, ``x.mp4.ytdl``), or None for any other name."""
+    if name.startswith("."):
+        return None
+    base = name
+    for suffix in _DOWNLOADING:
+        if base.lower().endswith(suffix):
+            base = base[:-len(suffix)]
+            break
+    stem, ext = os.path.splitext(base)
+    stream = _UNMERGED_STREAM.search(stem) if ext else None
+    if stream is not None:
+        return stem[:stream.start()] or None
+    if base != name and ext.lower() in VIDEO_EXTENSIONS:
+        return stem
+    return None
 
 
 def unlistable_reason(rel_path: str) -> str | None:

@@ -82,7 +82,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     if mode not in MODES:
         raise ValueError(f"unknown checkpoint mode {mode!r}; expected one of {MODES}")
     sd = strip_module_prefix(state_dict)  # a new dict: the caller's mapping is left untouched
-    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    own = model.state_dict()
+    target = {k: tuple(v.shape) for k, v in own.items()}
     notes: list[str] = []
 
     check_width(sd, target)
@@ -91,7 +92,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     if "pos_embed" in sd and "pos_embed" in target:
         kernel = sd.get("patch_embed.proj.weight")
         sd["pos_embed"] = fit_pos_embed(sd["pos_embed"], target["pos_embed"], model, mode, source_grid,
-                                        checkpoint_config, notes, kernel.ndim if kernel is not None else 0)
+                                        checkpoint_config, notes, kernel.ndim if kernel is not None else 0,
+                                        model_dtype=own["pos_embed"].dtype)
 
     # --- patch embedding: Conv2d kernel -> Conv3d -----------------------------------------------------------------
     inflate_patch_kernel(sd, target, notes)

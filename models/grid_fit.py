@@ -86,10 +86,11 @@ def check_patch_kernel(kernel: torch.Tensor, target: tuple[int, ...]) -> None:
 
 def fit_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, mode: str,
                   source_grid: tuple[Any, Any] | None, checkpoint_config: Any, notes: list[str],
-                  kernel_dims: int = 0) -> torch.Tensor:
+                  kernel_dims: int = 0, model_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The checkpoint's positional table fitted to the model's (T', G, G) grid (see
     ``models.checkpoint.convert_state_dict``). ``kernel_dims``: how many dimensions the checkpoint's patch kernel
-    has (4: an image model's, 5: a video model's; 0: it has none)."""
+    has (4: an image model's, 5: a video model's; 0: it has none). ``model_dtype``: the dtype of the model's
+    table; a float16 or bfloat16 table fitted to a float32 one comes back in float32."""
     # The original 'eva' branch deleted pos_embed and then read it again (KeyError), and its resampling asserted a
     # hard-coded source frame count (SPEC.md section 6 items 5 and 6); both cases are handled here instead.
     frames, size = _model_grid(model)
@@ -97,6 +98,10 @@ def fit_pos_embed(pe: torch.Tensor, target: tuple[int, ...], model: nn.Module, m
     if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != target[2]:
         raise ValueError(f"pos_embed: checkpoint shape {tuple(pe.shape)} does not match model shape {target}")
     num = pe.shape[1] - 1
+    # Resampling computes in float32: rounding its result back to the checkpoint's half precision, only for it to be
+    # copied into a float32 model, lost precision for nothing.
+    if pe.dtype in (torch.float16, torch.bfloat16) and model_dtype == torch.float32:
+        pe = pe.float()
     if mode == "eva":
         if tuple(pe.shape) == target:
             return pe

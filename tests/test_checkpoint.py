@@ -134,6 +134,27 @@ def test_frame_resample_8_to_16():
     assert any("8x4x4 -> 16x4x4" in n for n in notes)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_table_resampled_for_a_float32_model_keeps_the_float32_result(dtype):
+    # The table was resampled in float32, then rounded back to the checkpoint's dtype before the float32 model
+    # copied it: bfloat16 kept 8 bits of each interpolated value.
+    from models.pos_embed import resample_image_table, resample_video_table
+
+    src = {k: v.to(dtype) for k, v in random_state_dict(tiny(num_frames=8)).items()}
+    out, _ = convert_state_dict(src, tiny(num_frames=16), "eva_k722", source_grid=(8, None))
+    upcast = src["pos_embed"].float()
+    assert out["pos_embed"].dtype == torch.float32
+    assert torch.equal(out["pos_embed"], resample_video_table(upcast, (8, 4), (16, 4)))
+    image = {k: v.to(dtype) for k, v in image_checkpoint(grid=4).items()}
+    out, _ = convert_state_dict(image, tiny(num_frames=2, img_size=48), "eva")  # G = 6, bicubic
+    table = resample_image_table(image["pos_embed"].float(), 4, 6)
+    assert out["pos_embed"].dtype == torch.float32
+    assert torch.equal(out["pos_embed"], torch.cat((table[:, :1], table[:, 1:].repeat(1, 2, 1)), dim=1))
+    # a model kept in half precision gets the table in its own dtype, as before
+    out, _ = convert_state_dict(src, tiny(num_frames=16).to(dtype), "eva_k722", source_grid=(8, None))
+    assert torch.equal(out["pos_embed"], resample_video_table(src["pos_embed"], (8, 4), (16, 4)))
+
+
 def test_explicit_source_grid():
     src = random_state_dict(tiny(num_frames=2, img_size=64))  # (T0, S0) = (2, 8): 128 tokens = 8·4·4 as well
     out, notes = convert_state_dict(src, tiny(num_frames=4, img_size=64), "eva_k722", source_grid=(2, 8))

@@ -8,10 +8,11 @@ r"""Train or evaluate an EVA video ViT on DALI-decoded clips.
     python train.py --cfg configs/k400.yaml --dry-run             # check files, print the plan, train nothing
 
 Exit codes: 0 done; 1 a crash (an unexpected error, with its traceback, or a lost connection to a process that failed
-first); 2 a bad input (config, list, file, checkpoint) or a file that cannot be written; 3 a non-finite loss or
-gradients; 4 stopped by SIGTERM or SIGUSR1, after writing a step checkpoint when training (its line says how to
-resume); 5 another process of the run stopped answering (EVA_HEARTBEAT_TIMEOUT_S), or on NCCL ended on a failure; 130
-(as a shell reports it) stopped by Ctrl-C, without a checkpoint. Each end is said in one line.
+first); 2 a bad input (config, list, file, checkpoint), a file that cannot be written, or a start refused (MASTER_PORT
+in use, a rendezvous past EVA_RENDEZVOUS_TIMEOUT_S); 3 a non-finite loss or gradients; 4 stopped by SIGTERM or
+SIGUSR1, after writing a step checkpoint when training (its line says how to resume); 5 another process of the run
+stopped answering (EVA_HEARTBEAT_TIMEOUT_S), or on NCCL ended on a failure; 130 (as a shell reports it) stopped by
+Ctrl-C, without a checkpoint. Each end is said in one line.
 """
 
 from __future__ import annotations

@@ -89,6 +89,18 @@ def test_the_exit_code_table_is_what_runs_write():
     assert _exit_code_table() == EXIT_MEANINGS
 
 
+def test_the_lists_of_exit_codes_say_a_refused_start_is_2():
+    """A MASTER_PORT in use and a rendezvous that timed out end with exit code 2 (one line each); neither the
+    README's table nor train.py --help said so, and a batch script's author read 2 as a config to fix."""
+    table = README[README.index("| Code | `meaning` in `exit_status.json` |"):]
+    assert "a refused start" in next(line for line in table.splitlines() if line.startswith("| 2 |"))
+    note = " ".join(re.search(r"\n\nA refused start is code 2 too: (.*?)\n\n", table, re.S).group(1).split())
+    codes = " ".join(train.__doc__[train.__doc__.index("Exit codes:"):].split())
+    help_2 = codes[codes.index("; 2 "):codes.index("; 3 ")]
+    for name in ("MASTER_PORT", "EVA_RENDEZVOUS_TIMEOUT_S"):
+        assert name in note and name in help_2
+
+
 
 def test_a_run_refused_before_output_exists_writes_its_code_to_the_jobs_file_only(tmp_path, monkeypatch, capsys):
     """README: exit_status.json is not written before OUTPUT exists, but the job's own copy the SLURM script reads

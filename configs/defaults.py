@@ -262,6 +262,8 @@ _C.MYCLIP.USE_MEAN_POOLING = True
 _C.MYCLIP.USE_TEXT_EMBED = False
 _C.MYCLIP.FT_FRAMES = 8
 _C.MYCLIP.FT_IMAGE_SIZE = 224
+# Read so the original's YAML files load, and ignored, as the original ignored it (its default, 3, did nothing):
+# activation checkpointing is TRAIN.USE_CHECKPOINT, every block checkpointed whole, here as in the original.
 _C.MYCLIP.CHECKPOINT_SEGMENTS = 1
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ SHARED = Path(os.environ.get("EVA_SHARED_DIR", ROOT.parent / "shared"))
 # With -m gpu (the GPU suite's short, time-boxed stage) these files run first, in this order: the quick checks of
 # the driver, NVML and the model's CUDA kernels, then the decoding graphs, so that a box cut short loses the least.
 GPU_TEST_ORDER = ("test_nvdec_caps.py", "test_metrics_nvml.py", "test_model.py", "test_gpu_pipelines.py")
+
+
+def pytest_configure(config):
+    # The tests that press Ctrl-C in a child process (os.kill(SIGINT)) stand for a terminal's Ctrl-C. A suite started
+    # as a background job without job control (`make test &` in a script, nohup) inherits SIGINT ignored, and so
+    # would every child: the project keeps an ignored SIGINT ignored, on purpose, and those tests would fail for the
+    # launch, not the code. Children get the default again (an exec resets a handled signal, not an ignored one).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _gpu_order(item) -> int:

@@ -1061,6 +1061,13 @@ def test_an_older_settings_file_without_the_new_fields_is_read(clips, tiny, tmp_
     assert ef.main([videos[1], *common]) == 0 and "note:" not in capsys.readouterr().err
 
 
+def _extract_one(capsys, ckpt, video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
+    """extract_features of one video into ``folder`` with the demo's settings and ``opts``: its exit code and stderr."""
+    rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(folder), "--quiet", *extra,
+                  "--opts", *OPTS, *opts])
+    return rc, capsys.readouterr().err
+
+
 def test_the_views_decode_device_and_input_type_are_recorded_and_bind(clips, tiny, tmp_path, capsys):
     """GPU or CPU decoding and float16 or float32 clips change the views' features slightly, but settings.json left
     DATA.DECODE_DEVICE and DATA.OUTPUT_DTYPE out: a rerun with others mixed their features into the folder. They are
@@ -1070,9 +1077,7 @@ def test_the_views_decode_device_and_input_type_are_recorded_and_bind(clips, tin
     out, windows = tmp_path / "views", tmp_path / "windows"
 
     def run(video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
-        rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(folder), "--quiet", *extra,
-                      "--opts", *OPTS, *opts])
-        return rc, capsys.readouterr().err
+        return _extract_one(capsys, ckpt, video, folder, *opts, extra=extra)
 
     assert run(videos[0], out)[0] == 0
     settings = json.loads((out / "settings.json").read_text())
@@ -1096,7 +1101,6 @@ def test_the_views_decode_device_and_input_type_are_recorded_and_bind(clips, tin
     assert rc == 0, err  # the windows are decoded and normalised alike whatever it says
 
 
-
 def test_the_views_cpu_decoder_is_recorded_and_binds(clips, tiny, tmp_path, capsys):
     """DALI's CPU decoder and PyAV give the views slightly different pixels, but settings.json left DATA.CPU_DECODER
     out: a rerun with the other mixed its features into the folder. It is recorded, compared, and unused (None) by
@@ -1106,9 +1110,7 @@ def test_the_views_cpu_decoder_is_recorded_and_binds(clips, tiny, tmp_path, caps
     out, windows = tmp_path / "views", tmp_path / "windows"
 
     def run(video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
-        rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(folder), "--quiet", *extra,
-                      "--opts", *OPTS, *opts])
-        return rc, capsys.readouterr().err
+        return _extract_one(capsys, ckpt, video, folder, *opts, extra=extra)
 
     assert run(videos[0], out, "DATA.CPU_DECODER", "pyav")[0] == 0
     settings = json.loads((out / "settings.json").read_text())

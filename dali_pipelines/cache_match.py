@@ -21,7 +21,7 @@ from .filelist import VideoList
 from .index_store import IndexCache
 from .video_table import BAD, UNKNOWN, VideoTable
 
-__all__ = ["CacheMatch", "retired_rows", "cached_keys", "match_list", "log_recount"]
+__all__ = ["CacheMatch", "retired_rows", "cached_keys", "match_list", "log_recount", "log_other_root"]
 
 # The index's logger: these lines are the build's, and its users set their handlers and levels there.
 logger = logging.getLogger("dali_pipelines.index")
@@ -53,8 +53,9 @@ class CacheMatch:
     """A list matched against its cache: ``table`` (one row per list row: the reused records, UNKNOWN elsewhere),
     ``bad`` (reasons of reused bad records and of missing files), ``jobs`` (rows to probe), ``unique`` (rows that
     go into the cache: the first of each path; None when every row does), ``current`` (the cache already says
-    exactly what this build would write) and ``recounted`` (how many jobs are records whose frame count may include
-    frames that never decode, :meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`)."""
+    exactly what this build would write), ``recounted`` (how many jobs are records whose frame count may include
+    frames that never decode, :meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`) and
+    ``other_root`` (the root the cache was written for, when not this build's: ``IndexCache.other_root``)."""
 
     table: VideoTable
     bad: dict[int, str]
@@ -62,6 +63,7 @@ class CacheMatch:
     unique: np.ndarray | None
     current: bool
     recounted: int = 0
+    other_root: str | None = None
 
 
 def retired_rows(table: VideoTable) -> np.ndarray:
@@ -105,7 +107,8 @@ def cached_keys(videos: VideoList, cache: IndexCache | None,
 def match_list(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray], cache: IndexCache | None,
                full_decode: bool) -> CacheMatch:
     """Reuse the cache's record of every row whose file has the cached size and mtime and was probed at least as
-    thoroughly; the other files present are to be probed, missing ones are bad at once."""
+    thoroughly, under whatever root the cache was written for (bad verdicts too); the other files present are to be
+    probed, missing ones are bad at once. A cache of another root is never current: it is saved for this one."""
     cache = cache or IndexCache.empty()
     src, unique, covered = _cache_rows(videos, cache)
     table = cache.table if src is None else cache.table.take(src)
@@ -127,8 +130,9 @@ def match_list(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray
     for r in np.flatnonzero(~present).tolist():
         bad[r] = _not_found(videos.path(r))
     jobs = np.flatnonzero(present & ~reusable)
-    return CacheMatch(table, bad, jobs, unique, current=not cache.migrated and covered and not jobs.size
-                      and not stale.any(), recounted=int(np.count_nonzero(recount)))
+    return CacheMatch(table, bad, jobs, unique, current=not cache.migrated and cache.other_root is None and covered
+                      and not jobs.size and not stale.any(), recounted=int(np.count_nonzero(recount)),
+                      other_root=cache.other_root)
 
 
 def log_recount(cache_path: str, rows: int) -> None:
@@ -137,3 +141,13 @@ def log_recount(cache_path: str, rows: int) -> None:
         logger.info("index cache %s: probing %s videos again, quick probes recorded before schema version 4 whose "
                     "frame counts may include the frames an MP4 edit list hides or that precede a stream's first "
                     "keyframe, which never decode", cache_path, f"{rows:,}")
+
+
+def log_other_root(cache_path: str, match: CacheMatch, root: str) -> None:
+    """Say that ``cache_path``, written for another root, served this build's ``root`` (nothing when it was written
+    for this one): how many list rows its records served, how many are to be probed."""
+    if match.other_root is not None:
+        reused = int(np.count_nonzero(match.table.status != UNKNOWN))
+        logger.info("index cache %s of root %s reused for root %s: %s list rows reused (files with the recorded size "
+                    "and mtime), %s to probe", cache_path, match.other_root, root, f"{reused:,}",
+                    f"{match.jobs.size:,}")

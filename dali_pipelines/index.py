@@ -63,7 +63,7 @@ from evautil.files import atomic_write_text
 from evautil.progress import LINE_EVERY_S, counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
-from .cache_match import CacheMatch, cached_keys, log_recount, match_list
+from .cache_match import CacheMatch, cached_keys, log_other_root, log_recount, match_list
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex, quarantine_line
 from .filelist import DataError, VideoList, check_list_root, read_video_list
 from .index_files import IndexPaths, index_paths
@@ -379,6 +379,7 @@ def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexP
     (or remove) the quarantine file; the match, complete. A probe timeout is a DataError naming the storage."""
     with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
         match = match_list(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+        log_other_root(paths.cache, match, root_abs)
         try:
             _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
         except WorkerTimeoutError as e:

@@ -8,10 +8,11 @@ The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled
 - ``paths`` and ``path_offsets``: the relative paths (:class:`filelist.PathTable`), the key of each row;
 - one array per column of :data:`.video_table.COLUMNS`, in the same row order.
 
-A file of another version, for another root (the same folder reached through a symbolic link is the same root:
-:func:`same_root`), or whose arrays do not have exactly these names, types and lengths is ignored (every video is
-probed again), never read with the wrong meaning; of a file for another root, only the rows of absolute paths are
-read, which name the same files whatever the root. Version 7 has version 6's arrays; what changed is what a good AVI
+A file of another version, or whose arrays do not have exactly these names, types and lengths is ignored (every video
+is probed again), never read with the wrong meaning. A file for another root (the same folder reached through a
+symbolic link is the same root: :func:`same_root`) is read with that root (``IndexCache.other_root``): a dataset
+moved or mounted elsewhere keeps its files' sizes and mtimes, and a build reuses a record only for a file that has
+them, as under any root. Version 7 has version 6's arrays; what changed is what a good AVI
 row means: an AVI cut short is no longer taken for a shorter good video (:data:`_AVI_CHECKED_SINCE`). Version 6 adds
 the ``nvdec_numbering`` column to version 5's arrays. Version 5 has version 4's arrays; what changed is what a bad
 row means: a verdict of this code's checks. A version 6, 5 or 4 cache, a version 3 one (version 4 less the
@@ -75,11 +76,13 @@ _JSON_SCHEMA_VERSION = 2
 @dataclass
 class IndexCache:
     """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
-    from a version 2, 3, 4, 5 or 6 file (then it is saved as version 7)."""
+    from a version 2, 3, 4, 5 or 6 file (then it is saved as version 7); ``other_root`` when it was written for
+    another root than the one it was read for (then it is saved for that one)."""
 
     rel_paths: PathTable
     table: VideoTable
     migrated: bool = False
+    other_root: str | None = None  # the root the file was written for, when it is not the one asked for
 
     @classmethod
     def empty(cls) -> "IndexCache":
@@ -91,8 +94,9 @@ _ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOF
 
 def same_root(recorded: object, root: str) -> bool:
     """Whether a cache written for the video root ``recorded`` is one for ``root``: the same folder, also when either
-    is reached through a symbolic link (``--root`` a link to the dataset). Only where the videos are is decided here:
-    each video's record is still reused only while its file keeps the recorded size and mtime."""
+    is reached through a symbolic link (``--root`` a link to the dataset). A cache of another root is read all the
+    same (``IndexCache.other_root``): each video's record is reused only while its file keeps the recorded size and
+    mtime, whatever the root."""
     return isinstance(recorded, str) and (recorded == root or os.path.realpath(recorded) == os.path.realpath(root))
 
 
@@ -130,11 +134,10 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     header = json.loads(archive["header"].tobytes().decode("utf-8"))
     if not isinstance(header, dict):
         return None
-    kept = None  # rows kept of a cache written for another root: those of absolute paths, the same files whatever
-    if not same_root(header.get("root"), root):  # the root (a list of absolute paths was probed again in full)
-        kept = PathTable(archive["paths"], archive["path_offsets"]).absolute()
-        if not kept.size:
-            return None
+    # A dataset moved or mounted elsewhere (DATA.ROOT changed) had every relative row probed again, hours for a
+    # Kinetics-size list: its records are read, and reused where the file under this root has the same size and mtime.
+    recorded_root = header.get("root")
+    other_root = None if same_root(recorded_root, root) else str(recorded_root)
     version = header.get("version")
     if version != INDEX_SCHEMA_VERSION and version not in _MIGRATED_VERSIONS:
         logger.info("index cache %s has schema version %r, this code reads %d: probing again", cache_path,
@@ -163,8 +166,6 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
     if (len(paths) != len(table) or offsets[0] != 0 or offsets[-1] != len(paths.blob)
             or (np.diff(offsets) < 0).any()):
         raise ValueError(f"{len(paths)} paths with inconsistent offsets for {len(table)} rows")
-    if kept is not None:
-        paths, table = paths.select(kept), table.take(kept)
     migrated = version != INDEX_SCHEMA_VERSION
     if migrated:
         logger.info("migrating index cache %s (schema version %d) to version %d", cache_path, version,
@@ -179,7 +180,7 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
                        "have no colour matrix tag recorded, so the frames DALI decodes of the tagged ones (BT.709: "
                        "most HD video) keep DALI's BT.601 colours; delete it to probe every video again and record "
                        "them", cache_path, kept)
-    return IndexCache(paths, table, migrated=migrated)
+    return IndexCache(paths, table, migrated=migrated, other_root=other_root)
 
 
 def _migrate_json(json_path: str, root: str, warn: bool = True) -> IndexCache | None:

@@ -595,9 +595,11 @@ def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
     assert len(calls) == len(GOOD) + len(BAD) - 1
 
 
-def test_a_root_reached_through_a_link_reuses_the_cache(dataset, tmp_path, monkeypatch):
+def test_a_root_reached_through_a_link_reuses_the_cache(dataset, tmp_path, monkeypatch, caplog):
     """``--root /tmp/link`` where the link leads to the folder the cache was built for: the same videos, so nothing
-    is probed again; a video changed since is, and a copy of the dataset in another folder is another root."""
+    is probed again; a video changed since is. A copy of the dataset in another folder kept its sizes and mtimes
+    (a dataset moved or mounted elsewhere): another root, but the same rule reuses its records, bad verdicts too;
+    it was probed again in full (hours for a Kinetics-size list)."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     link = tmp_path / "link"
@@ -617,10 +619,25 @@ def test_a_root_reached_through_a_link_reuses_the_cache(dataset, tmp_path, monke
     ix = build_index(str(lst), str(link), workers=1, progress=False)
     assert calls == [str(link / rel)] and ix.probed == 1
 
-    copy = tmp_path / "copy"  # the same names, sizes and mtimes elsewhere: not the folder the cache is for
+    copy = tmp_path / "copy"  # the same names, sizes and mtimes elsewhere: reused by the same rule
     shutil.copytree(root, copy)
+    changed = "clips/cls_b/garbage.webm"  # a bad verdict is reused only for the same size and mtime, too
+    st = os.stat(copy / changed)
+    os.utime(copy / changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     calls.clear()
-    build_index(str(lst), str(copy), workers=1, progress=False)
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        moved = build_index(str(lst), str(copy), workers=1, progress=False)
+    assert calls == [str(copy / changed)] and moved.probed == 1
+    assert moved.good_rows == first.good_rows and sorted(moved.bad) == sorted(first.bad)
+    assert (f"index cache {moved.cache_path} of root {link} reused for root {copy}: {len(GOOD) + len(BAD) - 2} list "
+            "rows reused (files with the recorded size and mtime), 1 to probe") in caplog.messages
+    calls.clear()  # saved for the new root: its next build reads it as its own
+    assert build_index(str(lst), str(copy), workers=1, progress=False).probed == 0 and calls == []
+
+    plain = tmp_path / "plain"  # a copy that did not keep the mtimes: other files as far as the cache can tell
+    shutil.copytree(root, plain, copy_function=shutil.copyfile)
+    calls.clear()
+    build_index(str(lst), str(plain), workers=1, progress=False)
     assert len(calls) == len(GOOD) + len(BAD) - 1
 
 
@@ -643,6 +660,8 @@ def test_the_records_of_absolute_paths_serve_under_any_root(tmp_path, monkeypatc
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     other = tmp_path / "other"
     shutil.copytree(videos, other / "videos")  # the relative path leads to another file there: probed again
+    st = os.stat(other / "videos" / "a.webm")  # (another mtime: a copy that kept it would be reused)
+    os.utime(other / "videos" / "a.webm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     ix = build_index(str(lst), str(other), workers=1, progress=False)
     assert calls == [str(other / "videos" / "a.webm")] and ix.probed == 1
     assert ix.good_rows == [0, 1, 2] and [ix.label(r) for r in range(3)] == [0, 1, 1]

@@ -98,7 +98,9 @@ def test_table_round_trip_of_arbitrary_values(tmp_path):
             assert [back.table.reason(r) for r in range(n)] == [table.reason(r) for r in range(n)]
         else:
             assert np.array_equal(back.table.columns[name], table.columns[name]), name
-    assert load_cache(cache_path, "/elsewhere") is None  # written for another root: not read
+    moved = load_cache(cache_path, "/elsewhere")  # written for another root: read with it, for the build to reuse
+    assert moved.other_root == "/data" and back.other_root is None  # the rows whose files kept size and mtime
+    assert moved.rel_paths == paths and np.array_equal(moved.table.columns["mtime_ns"], table.columns["mtime_ns"])
 
 
 def test_index_holds_columns_not_per_row_objects(tmp_path, real_clips_dir):

@@ -21,7 +21,8 @@ from .filelist import VideoList
 from .index_store import IndexCache
 from .video_table import BAD, UNKNOWN, VideoTable
 
-__all__ = ["CacheMatch", "retired_rows", "cached_keys", "match_list", "log_recount", "log_other_root"]
+__all__ = ["CacheMatch", "retired_rows", "cached_keys", "match_list", "reuse_newer", "log_recount",
+           "log_other_root"]
 
 # The index's logger: these lines are the build's, and its users set their handlers and levels there.
 logger = logging.getLogger("dali_pipelines.index")
@@ -133,6 +134,25 @@ def match_list(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray
     return CacheMatch(table, bad, jobs, unique, current=not cache.migrated and cache.other_root is None and covered
                       and not jobs.size and not stale.any(), recounted=int(np.count_nonzero(recount)),
                       other_root=cache.other_root)
+
+
+def reuse_newer(match: CacheMatch, videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray],
+                newer: IndexCache, full_decode: bool) -> int:
+    """Fill the rows ``match`` has yet to probe from the records of ``newer`` (the cache beside the list, written
+    after this one) by the same rule as :func:`match_list`; the rows ``match`` already reuses keep their records
+    (a user's own verdicts stay). Returns how many rows it filled."""
+    other = match_list(videos, keys, newer, full_decode)
+    fill = match.jobs[other.table.status[match.jobs] != UNKNOWN]
+    if fill.size:
+        n = len(match.table)
+        both = VideoTable.concat([match.table, other.table])  # one set of string tables for the two
+        rows = np.arange(n)
+        rows[fill] = n + fill
+        match.table = both.take(rows)
+        match.bad.update({int(r): other.bad[int(r)] for r in fill if int(r) in other.bad})
+        match.jobs = np.setdiff1d(match.jobs, fill)
+        match.current = False
+    return int(fill.size)
 
 
 def log_recount(cache_path: str, rows: int) -> None:

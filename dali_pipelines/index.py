@@ -63,7 +63,7 @@ from evautil.files import atomic_write_text
 from evautil.progress import LINE_EVERY_S, counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
-from .cache_match import CacheMatch, cached_keys, log_other_root, log_recount, match_list
+from .cache_match import CacheMatch, cached_keys, log_other_root, log_recount, match_list, reuse_newer
 from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex, quarantine_line
 from .filelist import DataError, VideoList, check_list_root, read_video_list
 from .index_files import IndexPaths, index_paths
@@ -379,6 +379,7 @@ def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexP
     (or remove) the quarantine file; the match, complete. A probe timeout is a DataError naming the storage."""
     with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
         match = match_list(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
+        _reuse_beside(match, videos, keys, paths, root_abs, full_decode)
         log_other_root(paths.cache, match, root_abs)
         try:
             _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
@@ -392,6 +393,26 @@ def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexP
         elif os.path.exists(paths.quarantine):
             os.unlink(paths.quarantine)  # stale: every listed video is fine now
     return match
+
+
+def _reuse_beside(match: CacheMatch, videos: VideoList, keys, paths: IndexPaths, root_abs: str,
+                  full_decode: bool) -> None:
+    """Fill the rows ``match`` would probe from the cache beside the list (``paths.beside``) when that one was
+    written after this one: a per-user cache (or one beside a link) started as its copy, and the owner's later
+    builds there would otherwise be probed again by every user. Read only when there is something to probe."""
+    if not (match.jobs.size and paths.beside):
+        return
+    try:
+        if os.stat(paths.beside).st_mtime_ns <= os.stat(paths.cache).st_mtime_ns:
+            return
+    except FileNotFoundError:  # no cache here yet (its copy failed): the one beside is newer; none there: nothing
+        if not os.path.exists(paths.beside):
+            return
+    newer = load_cache(paths.beside, root_abs)
+    reused = reuse_newer(match, videos, keys, newer, full_decode) if newer is not None else 0
+    if reused:
+        logger.info("index cache %s: %s list rows reused from the newer cache %s beside the list", paths.cache,
+                    f"{reused:,}", paths.beside)
 
 
 def _warn_bad_videos(videos: VideoList, bad: list[tuple[int, str]], list_path: str, quarantine: str) -> None:

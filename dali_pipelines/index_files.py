@@ -32,19 +32,23 @@ def _dir_writable(directory: str) -> bool:
 
 
 class IndexPaths(NamedTuple):
-    """The files of a list's index: the cache (``.index.npz``), the quarantine list, the lock, and where a version
-    2 cache (``.index.json``) would be (read once to migrate it, then removed)."""
+    """The files of a list's index: the cache (``.index.npz``), the quarantine list, the lock, where a version
+    2 cache (``.index.json``) would be (read once to migrate it, then removed), and ``beside``: the cache beside
+    the list (its real file, or the path given) that a cache kept elsewhere started from and learns from while it
+    is newer ('' for a cache beside the list's real file, or when there is none)."""
 
     cache: str
     quarantine: str
     lock: str
     json_cache: str
+    beside: str = ""
 
 
 def index_paths(list_path: str) -> IndexPaths:
     """The index files of a list: beside it when its directory is writable, else in the per-user cache directory
     under a name derived from the list's real path (the list reached through a symbolic link has the same cache).
-    A cache not beside the list's real file starts as a copy of the one there, if any (:func:`_seed_cache`)."""
+    A cache not beside the list's real file starts as a copy of the one there, if any (:func:`_seed_cache`), and
+    names it (``beside``) for a build to reuse the records it gains later."""
     list_abs = os.path.abspath(list_path)
     directory = os.path.dirname(list_abs)
     real = os.path.realpath(list_abs)
@@ -59,9 +63,15 @@ def index_paths(list_path: str) -> IndexPaths:
             given = _user_cache_stem(cache_dir, list_abs)
             if os.path.exists(given + ".index.npz"):
                 stem = given
+    beside = ""
     if stem != real:
-        _seed_cache([list_abs + ".index.npz", real + ".index.npz"], stem + ".index.npz", stem + ".index.lock")
-    return IndexPaths(stem + ".index.npz", stem + ".quarantine.txt", stem + ".index.lock", stem + ".index.json")
+        cache = stem + ".index.npz"
+        beside = next((path for path in (list_abs + ".index.npz", real + ".index.npz")
+                       if path != cache and os.path.isfile(path)), "")
+        if beside:
+            _seed_cache(beside, cache, stem + ".index.lock")
+    return IndexPaths(stem + ".index.npz", stem + ".quarantine.txt", stem + ".index.lock", stem + ".index.json",
+                      beside)
 
 
 def _user_cache_stem(cache_dir: str, list_abs: str) -> str:
@@ -69,17 +79,14 @@ def _user_cache_stem(cache_dir: str, list_abs: str) -> str:
     return os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
 
 
-def _seed_cache(beside: list[str], cache: str, lock: str) -> None:
-    """Copy the first cache of ``beside`` (where the list lies) that exists to ``cache``, which does not exist yet.
+def _seed_cache(source: str, cache: str, lock: str) -> None:
+    """Copy ``source``, the cache where the list lies, to ``cache`` when that does not exist yet.
     A shared dataset's lists are often indexed where they lie (``prepare_kinetics.py lists --check``, or a first
     build while the folder was writable) and then made read-only to the other users, or reached through a link in a
     user's own folder: their first builds probed every video again. Each record is still reused only while its file
     keeps the recorded size and mtime, under the cache's root, as for any cache; a copy that fails leaves the build
-    to probe."""
+    to probe. Records it gains later are reused by the build (``cache_match.reuse_newer``)."""
     if os.path.exists(cache):
-        return
-    source = next((path for path in beside if path != cache and os.path.isfile(path)), None)
-    if source is None:
         return
     try:
         with locked(lock):  # the ranks of a node start at once: one copies, the others find it

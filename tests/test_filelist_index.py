@@ -961,6 +961,44 @@ def test_a_cache_beside_a_list_in_a_read_only_folder_starts_each_users_cache(dat
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == 1
 
 
+def test_a_users_cache_learns_the_newer_records_of_the_cache_beside_the_list(dataset, tmp_path, monkeypatch, caplog):
+    # A per-user cache started as a copy of the owner's cache beside the list, but never learnt its later rows: each
+    # video the owner probed since (new, replaced) was probed again by every user. The user's own verdicts stay.
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    writable = {"now": False}
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: writable["now"])
+    mine = build_index(str(lst), str(root), workers=1, progress=False)
+    assert mine.probed == 0 and mine.cache_path != first.cache_path
+    quarantined = mine.good_rows[0]  # the user's run found it broken: recorded in the user's cache only
+    mine.quarantine(quarantined, "decode failed during the run")
+    mine.flush_quarantines()
+
+    changed, added = "clips/cls a/good_1.webm", "clips/cls a/good_3.webm"
+    st = os.stat(root / changed)
+    os.utime(root / changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    shutil.copy2(root / "clips/cls a/good 0.webm", root / added)
+    lst.write_text(lst.read_text() + f"{added} 0\n")
+    writable["now"] = True  # the owner's build, beside the list
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 2
+    mtime = os.stat(mine.cache_path).st_mtime_ns + 10**9  # written after the user's, whatever the clock's grain
+    os.utime(first.cache_path, ns=(mtime, mtime))
+
+    writable["now"] = False
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == [] and again.probed == 0 and again.cache_path == mine.cache_path
+    assert "decode failed during the run" in again.bad[quarantined]  # the user's own verdict stays
+    assert len(again.good_rows) == len(first.good_rows)  # the added one in, the quarantined one out
+    assert (f"index cache {mine.cache_path}: 2 list rows reused from the newer cache {first.cache_path} beside "
+            "the list") in caplog.messages
+    assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0  # saved in the user's cache
+
+
 def test_a_list_linked_into_a_users_folder_starts_from_the_cache_beside_the_list(dataset, tmp_path):
     # A user links a shared dataset's list into an own (writable) folder: the cache beside the link started empty,
     # and every video was probed again although the list's own cache was beside it.

@@ -99,3 +99,21 @@ def test_a_video_list_that_is_not_utf8_names_its_line(tmp_path, lines_before):
         collect_videos([str(lst)])
     assert str(e.value) == (f"{lst}, line {lines_before + 1}: not UTF-8 text (invalid continuation byte, byte 0xe9); "
                             "a video list is UTF-8")
+
+
+def test_a_folder_search_leaves_out_a_macs_appledouble_files(tmp_path):
+    """A folder copied from a Mac holds a ``._`` file beside each video (and a .DS_Store): each was reported as an
+    unreadable video, hiding the real failures among them. A folder search leaves them out; one named on its own,
+    or in a list, is still tried (and named when unreadable)."""
+    from tools.inference import videos_of_inputs
+
+    (tmp_path / "clips" / "day 2").mkdir(parents=True)
+    for name in ("clips/a.mp4", "clips/._a.mp4", "clips/.DS_Store", "clips/day 2/b.MOV", "clips/day 2/._b.MOV"):
+        (tmp_path / name).write_bytes(b"\x00\x05\x16\x07" if "._" in name else b"")
+    folder, named = str(tmp_path / "clips"), str(tmp_path / "clips" / "._a.mp4")
+    lst = tmp_path / "list.txt"
+    lst.write_text("clips/a.mp4\nclips/day 2/._b.MOV\n")
+    got = [path for _, path, _ in videos_of_inputs([folder, named, str(lst)])]
+    assert got == [str(tmp_path / p) for p in ("clips/a.mp4", "clips/day 2/b.MOV", "clips/._a.mp4", "clips/a.mp4",
+                                               "clips/day 2/._b.MOV")]
+

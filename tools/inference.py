@@ -161,7 +161,7 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
                         keep.append(d)
                 dirs[:] = sorted(keep)
                 found += [(p, p, None) for p in (os.path.abspath(os.path.join(folder, f)) for f in sorted(files)
-                                           if f.lower().endswith(VIDEO_EXTENSIONS))]
+                                           if f.lower().endswith(VIDEO_EXTENSIONS) and not _apple_double(f))]
         elif item.lower().endswith(_LIST_EXTENSIONS) and os.path.isfile(item):
             listed = _read_video_list(item, root, num_classes)
             found += [(p, p, label) for p, label in listed]
@@ -179,6 +179,13 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
                 "names one video per line)" for lst in empty_lists]
         raise InputError(f"no videos found {'; '.join(why)}")
     return found
+
+
+def _apple_double(name: str) -> bool:
+    """Whether a file name is a macOS AppleDouble companion (``._clip.mp4``: the metadata of ``clip.mp4``, which a
+    Mac writes beside each file it copies to a disk of another format). Left out of a folder search: each one was
+    reported as an unreadable video, burying the real failures; one named on its own is still tried."""
+    return name.startswith("._")
 
 
 def _globs_expanded(inputs: Sequence[str], root: str) -> Iterator[tuple[str, bool]]:

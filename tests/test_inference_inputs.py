@@ -117,3 +117,23 @@ def test_a_folder_search_leaves_out_a_macs_appledouble_files(tmp_path):
     assert got == [str(tmp_path / p) for p in ("clips/a.mp4", "clips/day 2/b.MOV", "clips/._a.mp4", "clips/a.mp4",
                                                "clips/day 2/._b.MOV")]
 
+
+def test_a_leading_tilde_in_a_name_given_from_python_is_the_home_folder(tmp_path, monkeypatch):
+    """Predictor.predict(["~/a.mp4"]) reported a missing file (a folder named ~ in the working folder), while the
+    commands' flags and the config keys read ~ as the home folder: now the inputs and ``root`` are expanded too, and
+    a video named on its own keeps the name it was given, as Predictor's records pair with the videos given."""
+    from tools.inference import InputError, videos_of_inputs
+
+    home = tmp_path / "home"
+    (home / "clips").mkdir(parents=True)
+    (home / "clips" / "a.mp4").write_bytes(b"")
+    (home / "list.txt").write_text("clips/a.mp4 1\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    a = str(home / "clips" / "a.mp4")
+    assert videos_of_inputs(["~/clips/a.mp4", "~/clips", "~/list.txt", "~/clips/*.mp4"]) == \
+        [("~/clips/a.mp4", a, None), (a, a, None), (a, a, 1), (a, a, None)]
+    assert videos_of_inputs(["a.mp4"], root="~/clips") == [("a.mp4", a, None)]
+    with pytest.raises(InputError, match="no videos found in ~/empty"):
+        (home / "empty").mkdir()
+        videos_of_inputs(["~/empty"])

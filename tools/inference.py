@@ -24,7 +24,7 @@ from torch import nn
 from configs import opts_last  # for the tools' parsers
 from dali_pipelines.filelist import LabelRangeError, list_label, split_list_line  # plain Python: no DALI import
 from engine.distributed import DistContext, barrier, broadcast_object, shutdown
-from evautil.cli import flags_as_typed
+from evautil.cli import flags_as_typed, home_path
 from evautil.errors import not_utf8_line
 from evautil.files import cannot_read, naming_the_file, output_path_problem
 from evautil.progress import counted
@@ -134,9 +134,10 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
                      num_classes: int | None = None) -> list[tuple[str, str, int | None]]:
     """Every video of ``inputs`` (files, folders searched recursively for video extensions, links to folders
     followed and each folder searched once, list files ``.txt``/``.lst``/``.list``, quoted patterns such as
-    ``'clips/*.mp4'`` expanded as a shell would) in the given order, duplicates kept, as ``(name, absolute path,
-    label)``: ``name`` is the input as given when it names the video itself, else the absolute path (a folder's, a
-    list's or a pattern's video); ``label``
+    ``'clips/*.mp4'`` expanded as a shell would, a leading ``~`` in an input or ``root`` the home folder as for the
+    commands' flags) in the given order, duplicates kept, as ``(name, absolute path, label)``: ``name`` is the input
+    as given (``~`` kept) when it names the video itself, else the absolute path (a folder's, a list's or a pattern's
+    video); ``label``
     is the trailing integer of a list line, None for a line without one and for files and folders' videos. Paths
     that do not exist are kept: the loader reports them as unreadable with the others.
 
@@ -147,7 +148,8 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
     """
     found: list[tuple[str, str, int | None]] = []
     empty_lists: list[str] = []  # a list is read line by line, not searched by extension: said apart
-    for item, matched in _globs_expanded(inputs, root):
+    root = home_path(root)  # Predictor's names: "~/a.mp4" was a missing file (the commands' shell or flags expand)
+    for given, item, matched in _globs_expanded(inputs, root):
         if os.path.isdir(item):
             # links to folders are followed (a dataset of linked class folders gave none of their videos), each
             # folder searched once: a link back up, or two links to one folder, neither loops nor repeats
@@ -166,11 +168,11 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
             listed = _read_video_list(item, root, num_classes)
             found += [(p, p, label) for p, label in listed]
             if not listed:
-                empty_lists.append(item)
+                empty_lists.append(given)
         elif matched:  # a pattern's match already holds the root: named by its absolute path, as a folder's
             found.append((os.path.abspath(item),) * 2 + (None,))
         else:
-            found.append((item, os.path.abspath(os.path.join(root, item) if root else item), None))
+            found.append((given, os.path.abspath(os.path.join(root, item) if root else item), None))
     if not found:
         searched = [i for i in inputs if i not in empty_lists]
         why = [f"in {', '.join(searched) or 'the inputs'} (extensions {' '.join(VIDEO_EXTENSIONS)})"] \
@@ -188,19 +190,20 @@ def _apple_double(name: str) -> bool:
     return name.startswith("._")
 
 
-def _globs_expanded(inputs: Sequence[str], root: str) -> Iterator[tuple[str, bool]]:
-    """``(input, whether a pattern matched it)`` per input, a quoted pattern (``'clips/*.mp4'``, ``**`` for any
-    depth, relative to ``root`` when given) that names no file replaced by its matches in sorted order, as a shell
-    expands it: given to Python, or quoted, every video was one ``missing file``. A pattern matching nothing is kept
-    as given: reported missing."""
-    for item in inputs:
+def _globs_expanded(inputs: Sequence[str], root: str) -> Iterator[tuple[str, str, bool]]:
+    """``(input as given, path, whether a pattern matched it)`` per input, its leading ``~`` the home folder, a
+    quoted pattern (``'clips/*.mp4'``, ``**`` for any depth, relative to ``root`` when given) that names no file
+    replaced by its matches in sorted order, as a shell expands it: given to Python, or quoted, every video was one
+    ``missing file``. A pattern matching nothing is kept as given: reported missing."""
+    for given in inputs:
+        item = home_path(given)
         pattern = os.path.join(root, item) if root else item
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(item) and not os.path.lexists(
             pattern) and not os.path.lexists(item) else []
         if matches:
-            yield from ((match, True) for match in matches)
+            yield from ((given, match, True) for match in matches)
         else:
-            yield item, False
+            yield given, item, False
 
 
 def collect_videos(inputs: Sequence[str], root: str = "") -> list[str]:

@@ -86,11 +86,11 @@ def read_list_or_synthetic(args, default_codec: str = "h264") -> tuple[list[tupl
     (``--codec --width --height --frames --gop --num-clips --data-dir``). Returns ``[(path, label, frames)]`` and
     a description of the input for the report."""
     if getattr(args, "list", None):
-        from dali_pipelines.filelist import read_video_list
+        from dali_pipelines.filelist import list_root, read_video_list
         from dali_pipelines.pyav_open import BadVideoError
         from dali_pipelines.pyav_probe import count_packets
 
-        videos = read_video_list(args.list, args.root or os.path.dirname(os.path.abspath(args.list)))
+        videos = read_video_list(args.list, list_root(args.list, args.root))
         clips = []
         for e in map(videos.entry, range(min(len(videos), args.num_clips or len(videos)))):
             try:

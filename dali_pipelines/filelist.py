@@ -34,7 +34,7 @@ from evautil.text import text_lines
 from evautil.workers import DaemonThreadPool
 
 __all__ = ["ListEntry", "DataError", "DataListError", "EmptyListError", "LabelRangeError", "PathTable", "VideoList",
-           "read_video_list", "read_file_list", "split_list_line", "list_label", "check_list_root"]
+           "read_video_list", "read_file_list", "split_list_line", "list_label", "list_root", "check_list_root"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -405,6 +405,13 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
     paths = PathTable(np.frombuffer(blob, np.uint8), np.frombuffer(offsets, np.int64))  # no copies
     return VideoList(list_path=list_path, root=root, rel_paths=paths, labels=np.frombuffer(labels, np.int64),
                      line_nos=np.frombuffer(line_nos, np.int32))
+
+
+def list_root(list_path: str, root: str = "") -> str:
+    """The folder a list's relative paths are joined to where a tool reads a list on its own (``predict``,
+    ``verify_data``, the benchmarks' ``--list``): ``root`` when given, else the list's own folder (absolute). A
+    training run's lists are joined to DATA.ROOT instead."""
+    return root or os.path.dirname(os.path.abspath(list_path))
 
 
 def check_list_root(videos: VideoList, root_name: str, present: np.ndarray | None = None,

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from configs import opts_last  # for the tools' parsers
-from dali_pipelines.filelist import LabelRangeError, list_label, split_list_line  # plain Python: no DALI import
+from dali_pipelines.filelist import (LabelRangeError, list_label, list_root,  # plain Python: no DALI import
+                                     split_list_line)
 from engine.distributed import DistContext, barrier, broadcast_object, shutdown
 from evautil.cli import flags_as_typed, home_path
 from evautil.errors import not_utf8_line
@@ -51,7 +52,7 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
     whitespace before the label, inner runs of spaces and tabs kept as written. Lines are cut, and numbered, as
     that reader cuts them (``evautil.text.text_lines``). With ``num_classes`` (the model's DATA.NUM_CLASSES) a
     label outside it is refused."""
-    base = root or os.path.dirname(os.path.abspath(path))
+    base = list_root(path, root)
     try:
         with open(path, encoding="utf-8-sig") as f, naming_the_file(path):  # a failed read names the list
             text = f.read()

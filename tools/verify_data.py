@@ -35,7 +35,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 from configs import ConfigError, load_config  # noqa: E402
-from dali_pipelines.filelist import DataError, check_list_root, read_video_list  # noqa: E402
+from dali_pipelines.filelist import DataError, check_list_root, list_root, read_video_list  # noqa: E402
 from dali_pipelines.index import PROBE_TIMEOUT_S, build_index, progress_lines_on_stderr  # noqa: E402
 from evautil.cli import ArgumentParser, flags_as_typed  # noqa: E402
 from evautil.files import write_failure  # noqa: E402
@@ -101,7 +101,7 @@ def _targets(args: argparse.Namespace, cfg) -> list[tuple[str, str, int | None]]
     """``(list, root, num_classes)`` to verify: the lists given, else ``cfg``'s (refused when missing, named by
     key with what makes them, as train.py names them)."""
     if cfg is None:
-        return [(p, args.root or os.path.dirname(os.path.abspath(p)), args.num_classes) for p in args.lists]
+        return [(p, list_root(p, args.root), args.num_classes) for p in args.lists]
     lists = args.lists or [p for p in (cfg.DATA.TRAIN_FILE, cfg.DATA.VAL_FILE) if p]
     if not lists:
         raise ConfigError(f"{args.cfg}: DATA.TRAIN_FILE and DATA.VAL_FILE are empty: no list to verify")

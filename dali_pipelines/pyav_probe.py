@@ -20,7 +20,8 @@ from .colour import colorspace_name
 from .pyav_open import BadVideoError, VideoSource, ffmpeg_message, first_video_stream, open_video, source_name
 
 __all__ = ["first_pictures_not_shown", "nvdec_pts_problem", "NVDEC_REORDER_WINDOW", "count_frames", "count_packets",
-           "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration"]
+           "StreamProbe", "DecoderFacts", "probe_stream", "DURATION_SLACK", "reaches_duration", "display_rotation",
+           "rotation_words"]
 
 
 # DALI 2.4's NVDEC decoder (fn.decoders.video on 'mixed' builds no index) tags each picture, in decode order, with
@@ -284,6 +285,30 @@ def _other_streams_end_s(container, video) -> float:
     except av.error.FFmpegError:
         pass  # judged on the video's own end, as without other streams
     return end_s
+
+
+def display_rotation(path: VideoSource) -> int:
+    """The turn a player gives the first video stream's frames, in degrees counter-clockwise (0 to 359; 0 for none):
+    a phone's portrait video stores its frames sideways with a display matrix saying how to show them, which FFmpeg
+    hands on as its first frame's ``rotation``. The project's decoders use frames as stored, matrix or not. 0 too
+    when no frame decodes (the video's own reading says why)."""
+    try:
+        container = open_video(path)
+    except BadVideoError:
+        return 0
+    try:
+        for frame in container.decode(first_video_stream(container, source_name(path))):
+            return round(frame.rotation) % 360
+    except (av.error.FFmpegError, BadVideoError):
+        pass
+    finally:
+        container.close()
+    return 0
+
+
+def rotation_words(degrees: int) -> str:
+    """``90° clockwise`` for :func:`display_rotation`'s 270: a turn as a person says it."""
+    return f"{degrees}° counter-clockwise" if degrees <= 180 else f"{360 - degrees}° clockwise"
 
 
 def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:

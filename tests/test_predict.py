@@ -1135,3 +1135,33 @@ def test_nan_scores_are_refused_in_one_line_naming_the_video(evaluated, dataset,
     with predict.Predictor(str(nan_ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
         with pytest.raises(predict.NonFiniteScoresError, match=re.escape(video)):
             predictor.predict(video)
+
+
+def test_a_video_marked_to_be_shown_turned_is_scored_as_stored_with_one_note(evaluated, tmp_path, capsys):
+    """A phone's portrait video (frames stored sideways, a display matrix saying how to show them) was scored as
+    stored without a word: now one note per such video names its turn and says it was scored as stored, its scores
+    those of the same frames unmarked (as evaluation reads them); an unmarked video gets no note."""
+    import shutil
+
+    import av
+
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import mark_rotated, pattern_frames
+
+    tmp, opts, ckpt, _ = evaluated
+    plain, phone = tmp_path / "plain.mp4", tmp_path / "phone.mp4"
+    write_video(str(plain), pattern_frames(16, 48, 32), codec="h264", gop=4)
+    shutil.copy(plain, phone)
+    mark_rotated(str(phone))
+    with av.open(str(phone)) as container:  # FFmpeg reads the mark: the test is not vacuous
+        assert next(container.decode(video=0)).rotation == -90
+    out = tmp_path / "p.jsonl"
+    rc = predict.main([str(plain), str(phone), str(phone), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--out",
+                       str(out), "--work-dir", str(tmp_path / "work"), "--opts", *opts])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {phone}: its display matrix shows it turned 90° clockwise (a phone's portrait video); "
+                     "it was scored as stored, unturned, as evaluation reads it"]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "ok"] and records[0]["top_k"] == records[1]["top_k"]

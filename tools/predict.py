@@ -8,11 +8,12 @@ r"""Predict the classes of videos with the multi-view test protocol: top-k class
 Scores are the mean over views of the per-view softmax, as in evaluation. Class names come from DATA.LABEL_LIST,
 else from an exported file, else classes are given by their index; a label list that is set but does not exist is
 passed over with a warning (one that exists must be valid). Videos that cannot be read are listed with each one's
-reason and the others predicted. A list line's trailing integer label is reported with its video (``label``, and
-``label_name`` when the classes have names), and the top-1 and top-k accuracy over the labelled videos predicted
-closes the run; a label outside the model's classes is an error naming the list, the line and the label. From
-Python, :class:`Predictor` keeps the model loaded between calls and also returns the features
-``tools.extract_features`` writes.
+reason and the others predicted. A video whose display matrix turns it (a phone's portrait video) is scored as
+stored, as evaluation reads it, with one ``note:`` line naming the turn. A list line's trailing integer label is
+reported with its video (``label``, and ``label_name`` when the classes have names), and the top-1 and top-k
+accuracy over the labelled videos predicted closes the run; a label outside the model's classes is an error naming
+the list, the line and the label. From Python, :class:`Predictor` keeps the model loaded between calls and also
+returns the features ``tools.extract_features`` writes.
 
 Exit status: 0 when at least one video was predicted, 1 when none could be, 2 for unusable input (arguments,
 config, weights, an --out or --work-dir that cannot be written, an --out that is an input) or NaN or infinite
@@ -59,6 +60,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     """One record per path, in the order of ``paths`` (identical on every rank):
     ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` (``name`` left out when the classes
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
+    from dali_pipelines.pyav_probe import display_rotation
     from engine import distributed
     from engine.precision import resolve_precision
     from tools.inference import loader_warnings_unprinted, views_through_model
@@ -82,10 +84,15 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         failed = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="scores",
                                      error=NonFiniteScoresError, bar="predict" if progress and ctx.is_main else None,
                                      progress=progress, each_batch=rank)
+    # each rank reads the display matrix of the videos it scored (one frame each): see note_rotated
+    turned = {row: degrees for row in sorted(local) if (degrees := display_rotation(paths[row]))}
     preds: dict[int, list] = {}
-    for part in distributed.all_gather_objects({"preds": local, "failed": failed}, ctx):
+    for part in distributed.all_gather_objects({"preds": local, "failed": failed, "turned": turned}, ctx):
         preds.update(part["preds"])
         failed.update(part["failed"])
+        turned.update(part["turned"])
+    if ctx.is_main:
+        note_rotated({paths[row]: turned[row] for row in sorted(turned)})
     records = []
     for row, path in enumerate(paths):
         if row in preds:
@@ -95,6 +102,17 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
     return records
+
+
+def note_rotated(turned: dict[str, int]) -> None:
+    """One ``note:`` line on stderr per video whose display matrix turns it (``{path: degrees counter-clockwise}``):
+    a phone's portrait video was scored sideways, as stored, without a word. Training and evaluation read frames as
+    stored too, so a prediction sees what an evaluation sees; rotate the file to score it upright."""
+    from dali_pipelines.pyav_probe import rotation_words
+
+    for path, degrees in turned.items():
+        print(f"note: {path}: its display matrix shows it turned {rotation_words(degrees)} (a phone's portrait "
+              "video); it was scored as stored, unturned, as evaluation reads it", file=sys.stderr)
 
 
 class NonFiniteScoresError(ValueError):

@@ -38,7 +38,7 @@ _POSITIVE = (
 # Keys that must be >= 0.
 _NON_NEGATIVE = (
     "DATA.NUM_WORKERS", "DATA.INDEX_WORKERS", "DATA.PREFETCH", "DATA.VIDEO_TIMEOUT_S", "MODEL.DROP_RATE",
-    "MODEL.ATTN_DROP_RATE", "MODEL.DROP_PATH_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY",
+    "MODEL.ATTN_DROP_RATE", "TRAIN.EPOCHS", "TRAIN.WARMUP_EPOCHS", "TRAIN.WEIGHT_DECAY",
     "TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN", "TRAIN.CLIP_GRAD", "AUG.LABEL_SMOOTH", "AUG.MIXUP",
     "AUG.CUTMIX", "TEST.EVAL_FREQ", "TEST.FINAL_NUM_CLIP", "SAVE_STEPS", "SAVE_MINUTES",
     # the original's keys first: mapped onto the two after them, a value of theirs is named as the user wrote it
@@ -50,7 +50,7 @@ _LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
 _SEED_LIMIT = 2**32
 # Keys that are probabilities.
 _PROBABILITIES = ("AUG.COLOR_JITTER", "AUG.GRAY_SCALE", "AUG.FLIP", "AUG.MIXUP_SWITCH_PROB",
-                  "DATA.CPU_ROUTE_MAX_SHARE", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE", "MODEL.DROP_PATH_RATE")
+                  "DATA.CPU_ROUTE_MAX_SHARE", "MODEL.DROP_RATE", "MODEL.ATTN_DROP_RATE")
 
 
 def _check_finite(cfg: CN) -> None:
@@ -190,6 +190,11 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
                           "TRAIN.EMA False")
     if cfg.TRAIN.EPS <= 0:
         raise ConfigError(f"TRAIN.EPS = {cfg.TRAIN.EPS!r} must be positive")
+    # The deepest block drops its residual branches with probability DROP_PATH_RATE (linspace(0, rate, depth)): at 1
+    # they were always dropped and never trained.
+    if not 0.0 <= cfg.MODEL.DROP_PATH_RATE < 1.0:
+        raise ConfigError(f"{shown('MODEL.DROP_PATH_RATE')} must be in [0, 1) (at 1 the deepest block's residual "
+                          "branches are always dropped and never train; the recipes use 0.2 and 0.3)")
     if not 0.0 <= cfg.AUG.LABEL_SMOOTH < 1.0:
         raise ConfigError(f"AUG.LABEL_SMOOTH = {cfg.AUG.LABEL_SMOOTH!r} must be in [0, 1)")
     if len(cfg.TRAIN.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in cfg.TRAIN.BETAS):

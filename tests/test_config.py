@@ -328,6 +328,16 @@ def test_non_finite_absurd_and_overflowing_numbers_name_the_key(opts, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("value", ["1.0", "1", "1.5", "-0.1"])
+def test_a_drop_path_rate_outside_0_to_1_is_refused_naming_the_key(value):
+    """At 1.0 the deepest block's residual branches were always dropped (linspace(0, rate, depth)) and never
+    trained, without a word; 0 (no drop path) and the recipes' rates load."""
+    assert config_refusal(None, ["MODEL.DROP_PATH_RATE", value]).startswith(
+        f"MODEL.DROP_PATH_RATE = {float(value)!r} must be in [0, 1) (at 1 the deepest block's residual branches")
+    for rate in ("0", "0.3", "0.99"):
+        assert load_config(None, ["MODEL.DROP_PATH_RATE", rate]).MODEL.DROP_PATH_RATE == float(rate)
+
+
 def test_non_finite_number_in_a_yaml_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("TRAIN:\n  LR: 1.0e999\n")

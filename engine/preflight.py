@@ -18,6 +18,7 @@ from evautil.files import same_path
 from .checkpointing import Checkpointer, check_output_dir, checkpoint_files, starts_fresh
 from .evaluate import read_label_names
 from .metrics import print_plan
+from .progress import check_countable_run
 
 __all__ = ["scores_checkpoint", "resume_point", "where_they_come_from", "reads_pretrained", "check_files",
            "print_dry_run_plan"]
@@ -172,4 +173,6 @@ def print_dry_run_plan(cfg, *, num_params: int, forward_flops: float, val_videos
                          f"global batch (TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} x TRAIN.ACCUMULATION_STEPS "
                          f"{cfg.TRAIN.ACCUMULATION_STEPS} x world size {world} = {global_batch}): the run would stop "
                          "before its first step; lower TRAIN.BATCH_SIZE or list more videos")
+    if not only_test:
+        check_countable_run(cfg.TRAIN.EPOCHS, found // global_batch)
     return plan

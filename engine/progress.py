@@ -13,11 +13,12 @@ import sys
 import time
 from typing import Any, Callable
 
+from configs import ConfigError
 from evautil.progress import (LINE_EVERY_S, counted, format_duration, format_rate, rate_known,
                               stderr_is_terminal)
 
 __all__ = ["stderr_is_terminal", "format_duration", "format_number", "step_line", "eval_line", "RunClock",
-           "EvalProgress"]
+           "EvalProgress", "check_countable_run"]
 
 
 def format_number(v: Any) -> str:
@@ -29,6 +30,17 @@ def format_number(v: Any) -> str:
             return f"{v:.3e}"
         return f"{v:.4g}"
     return str(v)
+
+
+def check_countable_run(epochs: int, steps_per_epoch: int) -> None:
+    """Raise ConfigError when the run's optimizer steps are more than a float holds: the remaining time of the run
+    (:meth:`RunClock.eta`) overflowed at the first logged step, after the model and the data were set up."""
+    try:
+        float(epochs * steps_per_epoch)
+    except OverflowError:
+        raise ConfigError(f"TRAIN.EPOCHS (a number of {len(str(epochs))} digits) x {steps_per_epoch} optimizer steps "
+                          "per epoch is more steps than the run can count (its remaining time overflows): set "
+                          "TRAIN.EPOCHS to the epochs to train (the recipes use 1 to 40)") from None
 
 
 class RunClock:

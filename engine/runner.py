@@ -33,6 +33,7 @@ from .metrics import MetricLogger
 from .optim import build_optimizer, build_scheduler
 from .run_files import EARLIER_RUNS_DIR, recorded_path, release_output
 from .plots import plot_finished_run
+from .progress import check_countable_run
 from .preemption import (PREEMPTED_EXIT_CODE, StepControl, StopNotice, StoppedOutsideTraining, run_complete,
                          stop_received)
 from .test_progress import EVALUATION_PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress, interrupted_test
@@ -360,6 +361,7 @@ def _plan_steps_per_epoch(run: Run, cfg) -> int:
     # At least 1: the training loader refuses a list short of one global batch (TRAIN.BATCH_SIZE x
     # TRAIN.ACCUMULATION_STEPS x world size) when it is built, naming what to change
     steps_per_epoch = len(run.train_loader) // t.ACCUMULATION_STEPS
+    check_countable_run(t.EPOCHS, steps_per_epoch)
     check_ranks_plan_alike(run.ctx, cfg.DATA.TRAIN_FILE, steps_per_epoch, run.train_loader.plan_fingerprint())
     if hasattr(run.train_loader, "use_batches"):  # the micro-batches short of a whole step: never decoded
         run.train_loader.use_batches(steps_per_epoch * t.ACCUMULATION_STEPS)

@@ -283,6 +283,26 @@ def test_dry_run_prints_plan(tmp_path, dataset, capsys):
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
+def test_more_epochs_than_the_run_can_count_are_refused_before_training(tmp_path, dataset, capsys):
+    """TRAIN.EPOCHS of 400 digits passed the config check and the dry run; the run set up the model and the data
+    and stopped at its first logged step on an OverflowError traceback (its remaining time). 10**20 epochs (and
+    1e20, read as that int) count, and are left to the user."""
+    epochs = str(10**400)
+    message = ("error: TRAIN.EPOCHS (a number of 401 digits) x 3 optimizer steps per epoch is more steps than the run "
+               "can count (its remaining time overflows): set TRAIN.EPOCHS to the epochs to train (the recipes use 1 "
+               "to 40)\n")
+    for dry_run in (["--dry-run"], []):
+        rc = train.main(["--cfg", DEMO, *dry_run, "--batch-size", "4", "--opts",
+                         *_opts(dataset, tmp_path / "out", "TRAIN.EPOCHS", epochs)])
+        text = "".join(capsys.readouterr())  # a run logs its error on stdout, a dry run on stderr
+        assert rc == 2 and text.endswith(message) and "Traceback" not in text, text
+        assert not list((tmp_path / "out").glob("*.pth"))
+    rc = train.main(["--cfg", DEMO, "--dry-run", "--batch-size", "4", "--opts",
+                     *_opts(dataset, tmp_path / "o", "TRAIN.EPOCHS", "1e20")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and f"epochs                         : {10**20}" in out and "error" not in err
+
+
 def test_dry_run_and_verify_data_print_the_same_model_figures(tmp_path, dataset, capsys):
     # They rounded differently (0.07516, 0.1 and, in the training log, 0.08 GFLOPs for the demo's model).
     from tools.verify_data import check_model

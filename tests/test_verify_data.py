@@ -100,6 +100,28 @@ def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, 
     assert r.returncode == 2 and "TRAIN.NOPE" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_label_list_giving_one_name_to_several_classes_is_said_as_train_and_predict_say_it(tmp_path, videos,
+                                                                                             capsys):
+    """verify_data read the config's label list and said nothing of two classes with one name, which train.py and
+    predict warn of; it is a warning, the lists still verify."""
+    from engine.evaluate import names_given_twice, read_label_names
+    from tools import verify_data
+
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{GOOD[0]} 0\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,name\n0,abseiling\n1,bowling\n2,abseiling\n3,archery\n")
+    opts = ["--opts", "DATA.ROOT", str(videos), "DATA.TRAIN_FILE", str(lst), "DATA.VAL_FILE", str(lst),
+            "DATA.LABEL_LIST", str(labels)]
+    assert verify_data.main(["--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts]) == 0
+    said = names_given_twice(str(labels), read_label_names(str(labels), 4))
+    assert "'abseiling' (ids 0, 2)" in said
+    assert capsys.readouterr().err.splitlines() == [f"warning: {said}"]
+    labels.write_text("id,name\n0,abseiling\n1,bowling\n2,archery\n3,air drumming\n")
+    assert verify_data.main(["--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", *opts]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_dry_run_without_a_config_vouches_for_the_lists_only(tmp_path, videos):
     """Given lists alone, the dry run said "config, model and lists are valid": no config or model was checked."""
     lst = tmp_path / "train.txt"

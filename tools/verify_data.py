@@ -87,11 +87,14 @@ def _config(args: argparse.Namespace):
     Its DATA.VIDEO_TIMEOUT_S becomes ``args.video_timeout`` when that is not given."""
     if not args.cfg:
         return None
-    from engine.evaluate import read_label_names  # imported already (see main)
+    from engine.evaluate import names_given_twice, read_label_names  # imported already (see main)
 
     cfg = load_config(args.cfg, args.opts)
     if os.path.isfile(cfg.DATA.LABEL_LIST):  # only the lists must exist here: a missing one is train.py's concern
-        read_label_names(cfg.DATA.LABEL_LIST, cfg.DATA.NUM_CLASSES)
+        same_names = names_given_twice(cfg.DATA.LABEL_LIST, read_label_names(cfg.DATA.LABEL_LIST,
+                                                                             cfg.DATA.NUM_CLASSES))
+        if same_names:  # the warning train.py and predict give
+            print(f"warning: {same_names}", file=sys.stderr)
     if args.video_timeout is None:
         args.video_timeout = float(cfg.DATA.VIDEO_TIMEOUT_S)
     return cfg

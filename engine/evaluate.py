@@ -76,20 +76,25 @@ def _is_header(cell: str) -> bool:
     return not any(c.isdigit() for c in cell) and _HEADER_ID.search(cell) is not None
 
 
-def names_given_twice(path: str, names: dict[int, str]) -> str:
+def names_given_twice(path: str, names: dict[int, str], embedded: bool = False) -> str:
     """The warning that the label list ``path`` gives one name to several of the classes ``names``
     (:func:`read_label_names`), naming each such name with its ids; "" when every name is one class's. Not an error:
     the original reads the names only to tokenise them. The plots tell such classes apart by id, but the predictions
-    and per-class tables name them alike."""
+    and per-class tables name them alike. ``embedded``: ``path`` is an exported weights file whose settings hold the
+    names, which a DATA.LABEL_LIST replaces."""
     ids_of: dict[str, list[int]] = {}
     for cls in sorted(names):
         ids_of.setdefault(names[cls], []).append(cls)
     twice = [f"{name!r} (ids {', '.join(map(str, ids))})" for name, ids in ids_of.items() if len(ids) > 1]
     if not twice:
         return ""
-    return (f"label list DATA.LABEL_LIST = {path} gives one name to several classes: {some_names(twice)}; the "
-            "predictions and per-class tables name them alike (their ids tell them apart): rename them in the list to "
-            "tell them apart by name")
+    if embedded:
+        where, fix = (f"the class names in {path} give", "give a DATA.LABEL_LIST whose names tell them apart (it "
+                      "replaces the file's names)")
+    else:
+        where, fix = f"label list DATA.LABEL_LIST = {path} gives", "rename them in the list to tell them apart by name"
+    return (f"{where} one name to several classes: {some_names(twice)}; the predictions and per-class tables name "
+            f"them alike (their ids tell them apart): {fix}")
 
 
 def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:

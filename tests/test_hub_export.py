@@ -297,6 +297,32 @@ def test_an_exported_file_is_re_exported_to_another_dtype_without_cfg(tiny, tmp_
     assert len(top1) == 8 and _predict_top1(bf16, data, tmp_path / "wb", capsys) == top1
 
 
+def test_an_exported_file_giving_one_name_to_several_classes_is_said_as_a_label_list_is(tiny, tmp_path, capsys):
+    """The class names a .safetensors file holds were taken unchecked: two classes of one name, which a label list
+    is warned of, were named alike in predict's output without a word. A label list given replaces them."""
+    from engine.evaluate import names_given_twice
+
+    _, model, _, _ = tiny
+    out = tmp_path / "twice.safetensors"
+    meta = read_weights_metadata(str(tiny[3]))
+    save_weights_file(model, str(out), arch="eva-tiny/8", mean=meta["mean"], std=meta["std"],
+                      class_names=["growing", "moving", "moving", "growing"])
+    said = (f"the class names in {out} give one name to several classes: 'growing' (ids 0, 3), 'moving' (ids 1, 2); "
+            "the predictions and per-class tables name them alike (their ids tell them apart): give a "
+            "DATA.LABEL_LIST whose names tell them apart (it replaces the file's names)")
+    capsys.readouterr()
+    cfg, names = load_setup("", [], str(out))
+    assert names == {0: "growing", 1: "moving", 2: "moving", 3: "growing"}
+    assert capsys.readouterr().err.splitlines() == [f"warning: {said}"]
+    assert names_given_twice(str(out), names, embedded=True) == said
+    labels = tmp_path / "labels.csv"
+    labels.write_text("0,a\n1,b\n2,c\n3,d\n")
+    assert load_setup("", ["DATA.LABEL_LIST", str(labels)], str(out))[1] == {0: "a", 1: "b", 2: "c", 3: "d"}
+    assert capsys.readouterr().err == ""
+    load_setup("", [], str(out), warn=False)  # a caller that says its warnings itself
+    assert capsys.readouterr().err == ""
+
+
 def test_re_export_takes_a_label_list_and_refuses_a_setting_against_the_file(tiny, tmp_path, capsys):
     """Without --cfg, DATA.LABEL_LIST in --opts names the classes anew; a setting the file contradicts is refused."""
     _, _, _, out = tiny

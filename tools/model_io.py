@@ -127,11 +127,13 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
             print(f"warning: label list DATA.LABEL_LIST = {labels} {not_a_file(labels)}; "
                   + (f"class names from {weights}" if names else "classes are given by their index, without names"),
                   file=sys.stderr)
-    elif labels:
+    read_list = bool(labels) and os.path.isfile(labels)
+    if read_list:
         names = read_label_names(labels, cfg.DATA.NUM_CLASSES)
-        same_names = names_given_twice(labels, names)
-        if warn and same_names:
-            print(f"warning: {same_names}", file=sys.stderr)
+    # the label list's names, else those the exported file holds: either may give one name to several classes
+    same_names = names_given_twice(labels, names) if read_list else names_given_twice(weights, names, embedded=True)
+    if warn and same_names:
+        print(f"warning: {same_names}", file=sys.stderr)
     return cfg, names
 
 

@@ -212,13 +212,6 @@ class PathTable:
                 return int(i)
         return -1
 
-    def absolute(self) -> np.ndarray:
-        """The positions of the absolute paths (``/`` first), ascending."""
-        starts, lengths = self.offsets[:-1], np.diff(self.offsets)
-        out = np.zeros(len(self), bool)
-        out[lengths > 0] = self.blob[starts[lengths > 0]] == ord("/")
-        return np.flatnonzero(out)
-
     def select(self, rows: np.ndarray) -> "PathTable":
         """The paths at ``rows`` (positions), in that order."""
         data, cut = self.blob.tobytes(), self.offsets

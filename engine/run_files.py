@@ -31,7 +31,7 @@ EARLIER_RUNS_DIR = "earlier_runs"
 # aside while it writes them, and mix its lines and checkpoints with them.
 RUN_LOCK = ".run.lock"
 _CLAIMED: dict[str, IO[str]] = {}  # OUTPUT folders this process holds, by absolute path
-_HELD_TO_EXIT: list[bool] = []  # set: release_output lets go of nothing until release_held_outputs
+_held_to_exit = False  # True: release_output lets go of nothing until release_held_outputs
 # What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt (they stay and grow, a
 # history of every attempt) and exit_status.json (how the last process ended, rewritten as each one ends). The
 # first group marks an earlier run; the second only comes along with it.
@@ -170,7 +170,7 @@ def _lock_holder(path: str) -> str:
 def release_output(output_dir: str) -> None:
     """Let go of the lock :func:`claim_output` took (nothing when this process holds none, and nothing yet after
     :func:`hold_outputs_to_exit`)."""
-    if _HELD_TO_EXIT:
+    if _held_to_exit:
         return
     held = _CLAIMED.pop(os.path.abspath(output_dir), None)
     if held is not None:
@@ -181,12 +181,14 @@ def hold_outputs_to_exit() -> None:
     """Keep every run lock this process takes until :func:`release_held_outputs`, whatever lets go of its run before:
     the process's exit status is written into OUTPUT after its run is closed, and a new run that took OUTPUT in
     between removed that write's temporary file with the other killed writes (the status was lost)."""
-    _HELD_TO_EXIT[:] = [True]
+    global _held_to_exit
+    _held_to_exit = True
 
 
 def release_held_outputs() -> None:
     """Let go of every run lock this process holds (the end of :func:`hold_outputs_to_exit`)."""
-    _HELD_TO_EXIT.clear()
+    global _held_to_exit
+    _held_to_exit = False
     for key in list(_CLAIMED):
         release_output(key)
 

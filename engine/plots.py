@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evautil.errors import not_utf8_line
-from evautil.files import atomic_write, error_writing, make_output_folder, naming_the_file
+from evautil.files import atomic_write, make_output_folder, naming_the_file
 
 __all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots",
            "plot_finished_run",
@@ -299,12 +299,8 @@ def _save(fig, path: str, plt) -> str:
     plot_run, failed on (the temporary file a kill leaves goes when the next run takes OUTPUT). A failed write
     names ``path``, not the temporary file beside it."""
     try:
-        with naming_the_file(path):  # a full disk's error from write() names no file
+        with naming_the_file(path, written=True):
             atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), fsync=False)
-    except OSError as e:
-        if not error_writing(e, path) or e.filename == path:
-            raise
-        raise type(e)(e.errno, e.strerror, path) from e
     finally:
         plt.close(fig)
     return path

@@ -111,14 +111,17 @@ def file_head(path: str, length: int) -> tuple[bytes, int]:
 
 
 @contextlib.contextmanager
-def naming_the_file(path: str) -> Iterator[None]:
+def naming_the_file(path: str, written: bool = False) -> Iterator[None]:
     """Raise an OSError from the block that names no file (a ``read()`` or ``write()`` on an open file that the
     storage fails, EIO) again naming ``path``: only ``open()`` names its file, and "Input/output error" alone does not
-    say which of a command's files it was."""
+    say which of a command's files it was. With ``written`` (a block that writes ``path`` atomically), one naming the
+    temporary file beside it or the file a link names (:func:`error_writing`) names ``path`` too: the file the user
+    asked for, not a hidden name that no longer exists."""
     try:
         yield
     except OSError as error:
-        if error.filename or not error.errno:
+        renamed = written and error.filename != path and error_writing(error, path)
+        if (error.filename and not renamed) or not error.errno:
             raise
         raise type(error)(error.errno, error.strerror, path) from error
 

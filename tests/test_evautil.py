@@ -531,6 +531,31 @@ def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp
     assert not error_writing(OSError(5, "Input/output error"), str(out))  # names no file
 
 
+def test_naming_the_written_file_names_the_file_asked_for_not_its_temporary_file(tmp_path):
+    """A write of a plot failing on its temporary file (or on the file a link names) named that hidden file; an
+    error from reading another file keeps its name, and without ``written`` only an unnamed error is named."""
+    from evautil.files import naming_the_file
+
+    out = str(tmp_path / "plot.png")
+    real = tmp_path / "store" / "real.png"
+    real.parent.mkdir()
+    link = tmp_path / "link.png"
+    link.symlink_to(real)
+
+    def raised(name, error, written=True):
+        with pytest.raises(OSError) as caught, naming_the_file(name, written=written):
+            raise error
+        return caught.value.filename
+
+    assert raised(out, OSError(28, "No space left on device", str(tmp_path / ".plot.png.k2j1.tmp"))) == out
+    assert raised(out, OSError(28, "No space left on device")) == out
+    assert raised(str(link), OSError(28, "No space left on device", str(real))) == str(link)
+    assert raised(out, OSError(13, "Permission denied", str(tmp_path / "metrics.jsonl"))) == str(
+        tmp_path / "metrics.jsonl")
+    temp = str(tmp_path / ".plot.png.k2j1.tmp")
+    assert raised(out, OSError(28, "No space left on device", temp), written=False) == temp
+
+
 def test_an_output_on_a_read_only_file_system_is_called_that_not_a_missing_permission(tmp_path, monkeypatch):
     """access() refuses a write there as it refuses one without permission: the message sent users to chmod."""
     mounted = tmp_path / "mounted"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
-import json
 import os
 import random
 import re
@@ -36,6 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import liveness, rendezvous
+from .run_files import standard_json
 
 __all__ = [
     "DistContext", "gpu_index", "init_from_env", "wrap_ddp", "unwrap", "all_reduce_sum", "all_gather_objects",
@@ -357,7 +357,7 @@ def record_failure(line: str, detail: str = "") -> float | None:
     data = {"message": {"message": line, "extraInfo": {"py_callstack": detail or line, "timestamp": str(int(now))}}}
     try:
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+            f.write(standard_json(data))
     except OSError:
         return None
     return now

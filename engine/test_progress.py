@@ -14,6 +14,7 @@ test is named in a warning and replaced.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -23,6 +24,7 @@ from evautil.progress import counted
 from .distributed import DistContext, all_gather_objects
 from .evaluate import EvaluationStopped
 from .preemption import PREEMPTED_EXIT_CODE, StoppedAtTest
+from .run_files import standard_json
 
 __all__ = ["EVALUATION_PROGRESS_FILE", "PROGRESS_FILE", "STOP_DURING_TEST", "FinalTestProgress", "interrupted_test"]
 
@@ -82,7 +84,8 @@ class FinalTestProgress:
         try:
             with open(self.path, encoding="utf-8") as f:
                 saved = json.load(f)
-            preds = [(int(r), int(y), [int(c) for c in cs], [float(p) for p in ps])
+            # a probability that was NaN (a model's NaN output) is written as null (standard_json): NaN again
+            preds = [(int(r), int(y), [int(c) for c in cs], [math.nan if p is None else float(p) for p in ps])
                      for r, y, cs, ps in saved["predictions"]]
             test, views, classes = saved["test"], int(saved["views"]), int(saved["classes"])
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -116,7 +119,7 @@ class FinalTestProgress:
                       "predictions": [list(p) for p in stop.predictions]}
             try:
                 if stop.predictions:  # whole or nothing, even when a second Ctrl-C comes while it is written
-                    atomic_write_text(self.path, json.dumps(record) + "\n")
+                    atomic_write_text(self.path, standard_json(record) + "\n")
                 elif os.path.exists(self.path):  # another test's (this one's would have given predictions): replaced
                     os.remove(self.path)         # by nothing, as kept()'s warning said
             except OSError as e:

@@ -178,3 +178,37 @@ def test_a_ctrl_c_line_names_the_test_and_its_own_progress_file():
                             "; OUTPUT's checkpoints are as they were")
     assert line.startswith("the evaluation of c.pth stopped where it was, before its summary.json (a Ctrl-C here,")
     assert line.endswith("keep them in only_test_progress.json, exit code 4; OUTPUT's checkpoints are as they were)")
+
+
+def _strict_json(text: str):
+    """``text`` read as standard JSON: NaN and Infinity, which jq and other readers refuse, fail here too."""
+    def refused(constant):
+        raise ValueError(f"not standard JSON: {constant}")
+
+    return json.loads(text, parse_constant=refused)
+
+
+def test_a_non_finite_probability_is_kept_as_null_and_read_back_as_nan(tmp_path):
+    """A model whose output went NaN during the final test: the progress file held a bare NaN (Python's json),
+    which jq and other JSON readers refuse. It holds null, and the rerun reads it back as the NaN it was."""
+    ctx, warned = DistContext(), []
+    progress = _progress(str(tmp_path), ctx, warned)
+    stop = EvaluationStopped("test", [(0, 0, [1, 0, 2], [float("nan"), 0.25, float("inf")])], 2, 3, [0])
+    progress.stopped(stop, "SIGTERM", True)
+    saved = _strict_json((tmp_path / PROGRESS_FILE).read_text())
+    assert saved["predictions"] == [[0, 0, [1, 0, 2], [None, 0.25, None]]]
+    (_, _, classes, probs), = progress.kept()["predictions"]
+    assert classes == [1, 0, 2] and probs[1] == 0.25 and all(p != p for p in (probs[0], probs[2])) and not warned
+
+
+def test_the_failure_record_torchrun_reads_is_standard_json(tmp_path, monkeypatch):
+    """record_failure writes through the run files' one JSON writer: the file torchrun's report reads is standard
+    JSON in torch's ErrorHandler format."""
+    from engine.distributed import record_failure
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    recorded = record_failure("error: out of memory", "Traceback ...\nerror: out of memory")
+    saved = _strict_json(error_file.read_text())
+    assert saved == {"message": {"message": "error: out of memory", "extraInfo": {
+        "py_callstack": "Traceback ...\nerror: out of memory", "timestamp": str(int(recorded))}}}

@@ -20,10 +20,10 @@ from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_temp_targ
                            hold_lock, lock_is_free, naming_the_file)
 from evautil.text import text_lines
 
-__all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "claim_output", "release_output", "hold_outputs_to_exit",
+__all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "PLOT_FILES", "claim_output", "release_output", "hold_outputs_to_exit",
            "release_held_outputs", "claimed_elsewhere", "earlier_run_files",
            "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after",
-           "recorded_path", "standard_json"]
+           "recorded_path", "standard_json", "remove_killed_writes"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
 # Held by rank 0 of the run writing OUTPUT (claim_output): a second run into the same OUTPUT at the same time (a job
@@ -32,12 +32,14 @@ EARLIER_RUNS_DIR = "earlier_runs"
 RUN_LOCK = ".run.lock"
 _CLAIMED: dict[str, IO[str]] = {}  # OUTPUT folders this process holds, by absolute path
 _held_to_exit = False  # True: release_output lets go of nothing until release_held_outputs
+# The plots engine.plots writes (into OUTPUT, or tools/plot_run.py's --out)
+PLOT_FILES = ("training_curves.png", "confusion_*.png")
 # What a run writes into OUTPUT (README, "What a run writes"), except its log_rank*.txt (they stay and grow, a
 # history of every attempt) and exit_status.json (how the last process ended, rewritten as each one ends). The
 # first group marks an earlier run; the second only comes along with it.
 _RUN_MARKERS = ("ckpt_*.pth", "best.pth", "metrics.jsonl", "summary.json")
 _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"), "config.yaml", "predictions_*.csv",
-                   "per_class_*.csv", "training_curves.png", "confusion_*.png", "tensorboard",
+                   "per_class_*.csv", *PLOT_FILES, "tensorboard",
                    "ckpt_*.pth.damaged*",  # a damaged checkpoint a resume passed over (Checkpointer.find_latest)
                    "test_progress.json",  # a stopped final test's videos (engine.test_progress): that run's only
                    "only_test_progress.json")  # a stopped --only_test's: set aside with the run that held it
@@ -45,8 +47,7 @@ _RUN_COMPANIONS = (atomic_temp_glob("ckpt_*.pth"), atomic_temp_glob("best.pth"),
 # that temporary file behind. The predictions and per-class tables are engine.evaluate's, the progress files of a
 # stopped test engine.test_progress's, the exit status engine.process_end's, the plots engine.plots'.
 _WRITTEN_WHOLE = ("summary.json", "config.yaml", "metrics.jsonl", "predictions_*.csv", "per_class_*.csv",
-                  "test_progress.json", "only_test_progress.json", "exit_status.json", "training_curves.png",
-                  "confusion_*.png")
+                  "test_progress.json", "only_test_progress.json", "exit_status.json", *PLOT_FILES)
 # What an evaluate-only run writes over (its eval line is appended to metrics.jsonl; the plots are redrawn from it).
 # config.yaml is copied, not moved: the evaluation writes its own only with its results, so that one stopped before
 # them leaves the config of the checkpoints and log beside it.
@@ -113,15 +114,16 @@ def claim_output(output_dir: str) -> None:
     except OSError:  # a full disk: the refusal then does without the name
         pass
     _CLAIMED[key] = held
-    _remove_killed_writes(key)
+    remove_killed_writes(key)
 
 
-def _remove_killed_writes(output_dir: str) -> None:
-    """Remove the hidden temporary files that a run killed while it wrote one of ``_WRITTEN_WHOLE`` (its summary,
-    config, metrics, predictions, per-class tables, test progress, exit status, plots) left in ``output_dir`` (the
-    checkpoints' own are the Checkpointer's, before each save): nothing else would, and they stayed there for good.
-    Only while the run lock is held: no other run can be writing them."""
-    for name in _written_whole_names(output_dir):
+def remove_killed_writes(output_dir: str, patterns: tuple[str, ...] = _WRITTEN_WHOLE) -> None:
+    """Remove the hidden temporary files that a process killed while it wrote one of ``patterns`` (by default
+    ``_WRITTEN_WHOLE``: a run's summary, config, metrics, predictions, per-class tables, test progress, exit status,
+    plots) left in ``output_dir`` (the checkpoints' own are the Checkpointer's, before each save): nothing else
+    would, and they stayed there for good. Only where no other process can be writing them: a run while it holds
+    the run lock, ``tools/plot_run.py`` for the plots in its ``--out``."""
+    for name in _written_whole_names(output_dir, patterns):
         for path in atomic_temp_files(os.path.join(output_dir, name)):
             try:
                 os.remove(path)
@@ -129,14 +131,14 @@ def _remove_killed_writes(output_dir: str) -> None:
                 pass
 
 
-def _written_whole_names(output_dir: str) -> list[str]:
-    """The names matching ``_WRITTEN_WHOLE`` of the files in ``output_dir`` (one that is a link has its temporary
-    files beside the file it names) and of those a killed write left a temporary file of there (a first write's has
-    no file beside it)."""
-    temps = _matching(output_dir, tuple(atomic_temp_glob(pattern) for pattern in _WRITTEN_WHOLE))
+def _written_whole_names(output_dir: str, patterns: tuple[str, ...]) -> list[str]:
+    """The names matching ``patterns`` of the files in ``output_dir`` (one that is a link has its temporary files
+    beside the file it names) and of those a killed write left a temporary file of there (a first write's has no
+    file beside it)."""
+    temps = _matching(output_dir, tuple(atomic_temp_glob(pattern) for pattern in patterns))
     written = {atomic_temp_target(temp) for temp in temps}
-    return sorted({n for n in written if any(fnmatch.fnmatchcase(n, p) for p in _WRITTEN_WHOLE)}
-                  | set(_matching(output_dir, _WRITTEN_WHOLE)))
+    return sorted({n for n in written if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+                  | set(_matching(output_dir, patterns)))
 
 
 def _other_owner(path: str) -> str:

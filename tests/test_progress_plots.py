@@ -513,6 +513,23 @@ def test_plot_run_stopped_while_it_writes_a_plot_says_the_plot_is_left_as_it_was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl", "training_curves.png"]
 
 
+def test_plot_run_removes_the_temporary_files_a_killed_plot_run_left_in_its_out_folder(tmp_path, capsys):
+    """A plot_run killed while it wrote into --out left its hidden temporary file there for good: only a run's
+    OUTPUT had them removed, when the next run took it. The next plot_run into that --out removes those of the plots,
+    and leaves every other file (another file's temporary one too) as it was."""
+    from tools import plot_run
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
+    out = tmp_path / "plots"
+    out.mkdir()
+    left = [".training_curves.png.k2j1x9.tmp", ".confusion_val.png.a8b7c6.tmp"]
+    others = [".training_curves.png.old.a8b7c6.tmp", ".notes.txt.k2j1x9.tmp", "notes.txt"]
+    for name in left + others:
+        (out / name).write_bytes(b"cut short")
+    assert plot_run.main([str(tmp_path), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(others + ["training_curves.png"])
+
+
 def test_non_finite_values_in_metrics_jsonl_are_gaps_in_the_curves(tmp_path, capsys):
     """A loss that went NaN or infinite (Python's json writes and reads NaN and Infinity) and a last line cut short:
     the curves are drawn from the finite points."""

@@ -23,6 +23,7 @@ if __name__ == "__main__":  # a Ctrl-C during the imports below (seconds, for to
     on_interrupt(STARTING)
 
 from engine.plots import final_predictions, read_metrics, write_plots  # noqa: E402
+from engine.run_files import PLOT_FILES, remove_killed_writes  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import cannot_read  # noqa: E402
 from tools.inference import check_output_path  # noqa: E402
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out:
             check_output_path(args.out, "--out", folder=True)
+            # a plot_run killed mid-write left a hidden temporary file there (a run's OUTPUT has its own cleaned
+            # when the next run takes it)
+            remove_killed_writes(args.out, PLOT_FILES)
         written = write_plots(args.output_dir, dest=args.out, warn=lambda line: print(f"note: {line}", file=sys.stderr))
     except (FileNotFoundError, ValueError) as e:  # ValueError: InputError, a damaged predictions file
         print(f"error: {e}", file=sys.stderr)

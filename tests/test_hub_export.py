@@ -323,6 +323,33 @@ def test_an_exported_file_giving_one_name_to_several_classes_is_said_as_a_label_
     assert capsys.readouterr().err == ""
 
 
+def test_an_export_giving_one_name_to_several_classes_says_so_in_one_line(tiny, tmp_path, capsys):
+    """export_safetensors wrote class names that give one name to several classes without the warning train.py and
+    predict give: re-exported from a file (whose settings it reads without their warnings) or from a label list."""
+    _, model, ckpt, tiny_out = tiny
+    twice, again = tmp_path / "twice.safetensors", tmp_path / "again.safetensors"
+    meta = read_weights_metadata(str(tiny_out))
+    save_weights_file(model, str(twice), arch="eva-tiny/8", mean=meta["mean"], std=meta["std"],
+                      class_names=["growing", "moving", "moving", "growing"])
+    capsys.readouterr()
+    assert export_safetensors.main(["--weights", str(twice), "--out", str(again)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: the class names in {twice} give one name to several classes: 'growing' (ids 0, 3), 'moving' (ids "
+        "1, 2); the predictions and per-class tables name them alike (their ids tell them apart): give a "
+        "DATA.LABEL_LIST whose names tell them apart (it replaces the file's names)"]
+    assert read_weights_metadata(str(again))["class_names"] == ["growing", "moving", "moving", "growing"]
+    labels = tmp_path / "twice.csv"
+    labels.write_text("0,a\n1,b\n2,a\n3,d\n")
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", str(ckpt), "--out", str(again), "--opts", *TINY,
+                                    "DATA.LABEL_LIST", str(labels)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: label list DATA.LABEL_LIST = {labels} gives one name to several classes: 'a' (ids 0, 2); the "
+        "predictions and per-class tables name them alike (their ids tell them apart): rename them in the list to "
+        "tell them apart by name"]
+    assert export_safetensors.main(["--weights", str(tiny_out), "--out", str(again)]) == 0
+    assert capsys.readouterr().err == ""  # names of one class each: no line
+
+
 def test_re_export_takes_a_label_list_and_refuses_a_setting_against_the_file(tiny, tmp_path, capsys):
     """Without --cfg, DATA.LABEL_LIST in --opts names the classes anew; a setting the file contradicts is refused."""
     _, _, _, out = tiny

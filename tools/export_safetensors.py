@@ -19,8 +19,9 @@ class count than DATA.NUM_CLASSES is refused.
 
 An exported ``.safetensors`` needs no ``--cfg`` (a re-export to another ``--dtype``, say): its settings and class
 names are carried over unchanged; ``--opts DATA.LABEL_LIST`` names the classes anew, and an ``--opts`` value that
-contradicts the file is refused. A checkpoint without that metadata (``.pth``) needs ``--cfg``: without it, a
-one-line error naming ``--cfg``, exit status 2.
+contradicts the file is refused. Class names that give one name to several classes (the label list's or the file's)
+are written as they are, with the one-line warning train.py and predict give. A checkpoint without that metadata
+(``.pth``) needs ``--cfg``: without it, a one-line error naming ``--cfg``, exit status 2.
 
 Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written
 or that is --weights, which the export would replace) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1
@@ -46,7 +47,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 
 import torch  # noqa: E402
 
-from engine.evaluate import read_label_names  # noqa: E402
+from engine.evaluate import names_given_twice, read_label_names  # noqa: E402
 from evautil.cli import ArgumentParser, home_path  # noqa: E402
 from evautil.files import cannot_read, error_writing, file_version, not_a_file  # noqa: E402
 from models.weights_file import save_weights_file  # noqa: E402
@@ -81,6 +82,10 @@ def export(cfg, weights: str, out: str, dtype: torch.dtype | None = None,
         print(f"note: DATA.LABEL_LIST = {labels}: its class names are not recorded, as the weights have no head",
               file=sys.stderr)
         names = []
+    # the label list's names, or those carried over from an exported file: said as train.py and predict say them
+    same_names = names_given_twice(labels or weights, dict(enumerate(names)), embedded=not labels)
+    if same_names:
+        print(f"warning: {same_names}", file=sys.stderr)
     if dtype is not None:
         model = model.to(dtype)
     return save_weights_file(model, out, arch=cfg.MODEL.ARCH, mean=MEAN, std=STD, class_names=names,

@@ -65,7 +65,7 @@ def _too_large(args: argparse.Namespace, e: NotEnoughMemoryError) -> str:
             f"encode and {format_bytes(e.available)} of memory is available, even with --workers 1: {what_fits}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> ArgumentParser:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # the examples and the reuse rule too
     ap.add_argument("--out", required=True, help="output directory")
@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists; overwrite "
                     "lists (train.txt, val.txt, labels.csv) in a folder without dataset.json")
     ap.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else plain lines)")
-    args = ap.parse_args(argv)
-    # Mistakes in the arguments are one line (exit 2), before anything is written.
+    return ap
+
+
+def _check_arguments(ap: ArgumentParser, args: argparse.Namespace) -> None:
+    """Mistakes in the arguments are one line (``ap.error``: exit 2), before anything is written."""
     # A count of 0 would write an empty list (train.txt or val.txt) that no run can use.
     for flag, value, least in (("--train-per-class", args.train_per_class, 1),
                                ("--val-per-class", args.val_per_class, 1), ("--frames", args.frames, 1),
@@ -105,14 +108,54 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(output_path_problem(args.out, "--out", folder=True))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
-    # What a stop leaves depends on how far it got: a complete dataset being checked was said to be incomplete.
-    kept = {"starting": f"writing the synthetic dataset in {args.out}: nothing was written yet; run the same command "
+
+
+def _stop_lines(out: str) -> dict[str, str]:
+    """What a stop leaves in ``out``, by the stage it came in: it depends on how far the work got (a complete
+    dataset being checked was said to be incomplete)."""
+    return {"starting": f"writing the synthetic dataset in {out}: nothing was written yet; run the same command "
                         "again",
-            "checking": f"checking the synthetic dataset in {args.out}: it is complete and untouched; the same "
+            "checking": f"checking the synthetic dataset in {out}: it is complete and untouched; the same "
                         "command checks it again and reuses it",
-            "writing": f"writing the synthetic dataset in {args.out}: it is incomplete (its dataset.json says so); the "
+            "writing": f"writing the synthetic dataset in {out}: it is incomplete (its dataset.json says so); the "
                        "same command keeps the clips finished and writes the rest"}
-    said = []
+
+
+def _failure(args: argparse.Namespace, e: MissingEncoderError | NotEnoughMemoryError | OSError) -> str:
+    """The one line (after "error: ") for a dataset that could not be made; nothing was written, or the clips
+    finished are kept."""
+    if isinstance(e, MissingEncoderError):  # nothing was written
+        return f"--codec {args.codec}: {e}"
+    if isinstance(e, NotEnoughMemoryError):  # nothing was written
+        return _too_large(args, e)
+    if isinstance(e, FileExistsError):  # lists of other data in --out
+        return str(e.strerror)
+    # A read-only or full disk, a path through a file (checked only now: a complete dataset in a folder this process
+    # cannot write is reused; and the error itself named the hidden temporary file beside dataset.json)
+    problem = output_path_problem(args.out, "--out", folder=True)
+    if problem:
+        return problem
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return (f"cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
+            + (f" ({e.filename})" if e.filename else "")
+            + ("; the clips finished are kept: free space, then run the same command" if full else ""))
+
+
+def _print_summary(s: dict) -> None:
+    what = "reused existing dataset" if s["skipped"] else f"wrote dataset in {s['seconds']:.1f} s"
+    print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
+          f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")
+    print(f"  videos:     {os.path.join(s['out_dir'], 'videos')}")
+    print(f"  train list: {s['train_list']}")
+    print(f"  val list:   {s['val_list']}")
+    print(f"  labels:     {s['labels_csv']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    _check_arguments(ap, args)
+    kept, said = _stop_lines(args.out), []
 
     def stage(name: str) -> None:
         said.append(kept[name])
@@ -130,34 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                                        progress=not args.quiet, force=args.force, on_stage=stage)
         except Stopped as e:
             return stopped_during_work(e, said[-1])
-        except MissingEncoderError as e:  # nothing was written
-            print(f"error: --codec {args.codec}: {e}", file=sys.stderr)
-            return 2
-        except NotEnoughMemoryError as e:  # nothing was written
-            print(f"error: {_too_large(args, e)}", file=sys.stderr)
-            return 2
-        except FileExistsError as e:  # lists of other data in --out
-            print(f"error: {e.strerror}", file=sys.stderr)
-            return 2
-        except OSError as e:  # a read-only or full disk, a path through a file
-            # (checked only now: a complete dataset in a folder this process cannot write is reused; and the
-            # error itself named the hidden temporary file beside dataset.json)
-            problem = output_path_problem(args.out, "--out", folder=True)
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-            print(f"error: {problem}" if problem else
-                  f"error: cannot write the synthetic dataset in {args.out}: {e.strerror or e}"
-                  + (f" ({e.filename})" if e.filename else "")
-                  + ("; the clips finished are kept: free space, then run the same command" if full else ""),
-                  file=sys.stderr)
+        except (MissingEncoderError, NotEnoughMemoryError, OSError) as e:  # FileExistsError: an OSError
+            print(f"error: {_failure(args, e)}", file=sys.stderr)
             return 2
         done = True  # the dataset is whole: a stop signal while its summary is printed changes nothing
-        what = "reused existing dataset" if s["skipped"] else f"wrote dataset in {s['seconds']:.1f} s"
-        print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
-              f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")
-        print(f"  videos:     {os.path.join(s['out_dir'], 'videos')}")
-        print(f"  train list: {s['train_list']}")
-        print(f"  val list:   {s['val_list']}")
-        print(f"  labels:     {s['labels_csv']}")
+        _print_summary(s)
     return 0
 
 

@@ -21,7 +21,7 @@ from .filelist import VideoList
 from .index_store import IndexCache
 from .video_table import BAD, UNKNOWN, VideoTable
 
-__all__ = ["CacheMatch", "retired_rows", "cached_keys", "match_list", "reuse_newer", "log_recount",
+__all__ = ["CacheMatch", "retired_rows", "trusted_records", "cached_keys", "match_list", "reuse_newer", "log_recount",
            "log_other_root"]
 
 # The index's logger: these lines are the build's, and its users set their handlers and levels there.
@@ -74,6 +74,15 @@ def retired_rows(table: VideoTable) -> np.ndarray:
     return table.rows_with_reason(_RETIRED_TRUNCATION) | table.rows_with_text("codec", _RETIRED_CODEC_NAMES)
 
 
+def trusted_records(table: VideoTable, full_decode: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(trusted, recount)``: masks of the records reused while their files keep the recorded size and mtime
+    (probed at least as thoroughly as ``full_decode`` asks, not :func:`retired_rows`), and of those not reused
+    for their frame counts alone (:meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`)."""
+    kept = (table.status != UNKNOWN) & (table.columns["full_decode"] | (not full_decode)) & ~retired_rows(table)
+    recount = kept & table.counted_before_edit_lists()
+    return kept & ~recount, recount
+
+
 def _cache_rows(videos: VideoList, cache: IndexCache) -> tuple[np.ndarray | None, np.ndarray | None, bool]:
     """``(src, unique, covered)``: each list row's cache row (-1 where the cache lacks its path; None: row r is
     cache row r), the rows that are first with their path (None: all), and whether every cache row is some list
@@ -116,15 +125,14 @@ def match_list(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray
     size, mtime, present = keys
     c = table.columns
     recorded = table.status != UNKNOWN
+    trusted, recount = trusted_records(table, full_decode)
     # A file is known by its size and mtime, not its inode or ctime: a copy made with rsync -a or cp -p (a dataset
     # copied to another machine with its cache) keeps both and is the same video, while its inode and ctime are new.
     # So a file replaced by another of the same size with its mtime set back (touch -r) is taken for the one probed:
     # nothing short of reading every file again would tell them apart.
-    unchanged = (recorded & present & (c["size"] == size) & (c["mtime_ns"] == mtime)
-                 & (c["full_decode"] | (not full_decode))
-                 & ~retired_rows(table))
-    recount = unchanged & table.counted_before_edit_lists()
-    reusable = unchanged & ~recount
+    same_file = present & (c["size"] == size) & (c["mtime_ns"] == mtime)
+    recount &= same_file
+    reusable = trusted & same_file
     stale = recorded & ~reusable
     table.clear(np.flatnonzero(stale))
     bad = {int(r): table.reason(r) for r in np.flatnonzero(table.status == BAD)}

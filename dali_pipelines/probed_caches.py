@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from .cache_match import log_recount, retired_rows
+from .cache_match import log_recount, trusted_records
 from .filelist import PathTable
 from .index_files import index_paths
 from .index_lock import locked
-from .index_store import load_cache_and_root, save_cache, stat_key
+from .index_store import load_cache_and_root, same_root, save_cache, stat_key
 from .video_table import GOOD, VideoTable
 
 __all__ = ["save_probed_index", "ProbedBefore", "probed_before"]
@@ -52,8 +52,8 @@ def save_probed_index(list_path: str, root: str, rel_paths: Sequence[str], table
 
 @dataclass
 class ProbedBefore:
-    """The good videos of earlier index caches: ``rows`` maps a video's absolute path, as the cache names it, to its
-    row of ``table``."""
+    """The good videos of earlier index caches: ``rows`` maps a video's absolute path, as the cache names it (under
+    the root it was written for, and under the one it is read for now), to its row of ``table``."""
 
     rows: dict[str, int]
     table: VideoTable
@@ -73,7 +73,8 @@ class ProbedBefore:
         if row >= 0:
             return row
         # Folders are resolved once each, not videos: a few thousand class folders hold Kinetics' 650,000 videos.
-        # A copy of the tree elsewhere has other real folders, so its videos are still probed.
+        # A copy of the tree elsewhere has other real folders: only its paths under the root now (probed_before's
+        # roots) name it.
         if self._by_folder is None:
             self._by_folder = {}
             for recorded, r in self.rows.items():
@@ -92,12 +93,14 @@ class ProbedBefore:
         return row if stat_key(path) == (int(c["size"][row]), int(c["mtime_ns"][row])) else -1
 
 
-def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
+def probed_before(cache_paths: Sequence[str], roots: Mapping[str, str] | None = None) -> ProbedBefore:
     """The good rows of the index caches ``cache_paths`` (whatever lists and roots they were written for; an
     unreadable one or one of another schema version is skipped), so that a new ``lists --check`` over the same
     videos probes only those that are new or changed since, and those whose record a build would not trust
-    (:meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`,
-    :func:`~dali_pipelines.cache_match.retired_rows`)."""
+    (:func:`~dali_pipelines.cache_match.trusted_records`). ``roots``: the root each cache's paths lie under now
+    (``roots[cache_path]``), when that may be another than the one it was written for: as a build reads a cache of
+    another root, its records serve the files of the same relative paths under this one that keep the recorded
+    size and mtime (a dataset moved or copied with ``cp -p``), besides the files under the recorded root."""
     rows: dict[str, int] = {}
     tables: list[VideoTable] = []
     start = 0
@@ -105,13 +108,16 @@ def probed_before(cache_paths: Sequence[str]) -> ProbedBefore:
         found = load_cache_and_root(cache_path)
         if found is None:
             continue
-        root, cache = found
-        recount = cache.table.counted_before_edit_lists()
+        recorded, cache = found
+        trusted, recount = trusted_records(cache.table, full_decode=False)
         log_recount(cache_path, int(np.count_nonzero(recount)))
-        for r in np.flatnonzero((cache.table.status == GOOD) & ~recount & ~retired_rows(cache.table)).tolist():
-            # absolute and normalised as a scan names its videos (a list under --out of a dataset beside it holds
-            # paths that start with "..")
-            rows.setdefault(os.path.abspath(os.path.join(root, cache.rel_paths[r])), start + r)
+        now = (roots or {}).get(cache_path, recorded)
+        under = [recorded] if same_root(recorded, now) else [recorded, now]
+        for r in np.flatnonzero(trusted & (cache.table.status == GOOD)).tolist():
+            for root in under:
+                # absolute and normalised as a scan names its videos (a list under --out of a dataset beside it
+                # holds paths that start with "..")
+                rows.setdefault(os.path.abspath(os.path.join(root, cache.rel_paths[r])), start + r)
         tables.append(cache.table)
         start += len(cache.table)
     return ProbedBefore(rows, VideoTable.concat(tables))

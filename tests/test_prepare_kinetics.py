@@ -1016,6 +1016,34 @@ def test_a_check_through_a_link_to_the_dataset_reuses_the_earlier_probes(tmp_pat
     assert "0 of 6 videos unchanged" in check(copy) and len(counted_probes) == 6
 
 
+@pytest.mark.parametrize("out_inside", [True, False], ids=["lists-in-the-tree", "lists-elsewhere"])
+def test_a_check_of_a_moved_data_root_reuses_the_earlier_probes(tmp_path, counted_probes, capsys, out_inside):
+    # The index caches reuse the records of another root for files of the same relative path, size and mtime; a
+    # check looked up earlier probes by the absolute paths they had, so a data root moved (or copied with cp -p)
+    # had every video probed again.
+    old, new = tmp_path / "old", tmp_path / "new"
+    _two_class_tree(old / "t400", train_per_class=2)
+
+    def check(tree: Path) -> str:
+        counted_probes.clear()
+        capsys.readouterr()
+        out = tree / "data" if out_inside else tmp_path / "lists"
+        assert prepare_kinetics.main(["lists", "--dataset", f"t400={tree / 't400'}", "--out", str(out),
+                                      "--data-root", str(tree), "--workers", "1", "--check"]) == 0
+        return capsys.readouterr().err
+
+    check(old)
+    assert len(counted_probes) == 6
+    old.rename(new)  # a move keeps every file's size and mtime
+    assert "6 of 6 videos unchanged since the index caches an earlier check wrote; probing 0" in check(new)
+    assert counted_probes == []
+    lists = new / "data" if out_inside else tmp_path / "lists"
+    assert read_list(lists / "t400_val.txt")[0][0].startswith("t400/val/")
+    # a file changed after the move is probed again, as a build would
+    changed = write_clip(new / "t400" / "train" / PAF / vid("t10"), t=11, seed=5)
+    assert "5 of 6 videos unchanged" in check(new) and counted_probes == [str(changed)]
+
+
 def test_what_the_names_decide_is_refused_before_check_probes_a_video(tmp_path, counted_probes, capsys):
     # A class only in train, a tree named k400 with 2 classes, --strict with a non-video file: each is known from the
     # folders alone, and was refused only after --check had probed every video (hours on Kinetics, all lost).

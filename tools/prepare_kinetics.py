@@ -201,7 +201,8 @@ def _scan_all(args: argparse.Namespace) -> list:
     if args.check:  # what an earlier check into --out recorded: its unchanged videos are not probed again
         from dali_pipelines.index import probed_before
 
-        before = probed_before(sorted(glob.glob(os.path.join(glob.escape(args.out), "*.index.npz"))))
+        caches = sorted(glob.glob(os.path.join(glob.escape(args.out), "*.index.npz")))
+        before = probed_before(caches, _roots_now(args, caches))
     scans = []
     try:
         # every dataset walked first: what its folders or CSVs alone refuse (a later --dataset's missing CSV or
@@ -288,6 +289,13 @@ def _partial_list(args: argparse.Namespace, name: str) -> str:
     """The list path whose index cache (``<out>/<name>_check_interrupted.txt.index.npz``) keeps the videos an
     interrupted --check probed; the next check finds it among --out's *.index.npz and probes only the rest."""
     return os.path.join(args.out, f"{name}_check_interrupted.txt")
+
+
+def _roots_now(args: argparse.Namespace, caches: list[str]) -> dict[str, str]:
+    """The root each index cache in --out is read under now, for a data root or dataset moved since an earlier
+    check: the lists' caches' paths are relative to the data root, an interrupted check's to its dataset's root."""
+    partial = {_partial_list(args, n) + ".index.npz": os.path.abspath(path) for n, path in args.dataset}
+    return {c: partial.get(c, os.path.abspath(args.data_root or args.out)) for c in caches}
 
 
 def _remove_partial_caches(args: argparse.Namespace) -> None:

@@ -102,8 +102,9 @@ def same_root(recorded: object, root: str) -> bool:
 
 def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = True) -> IndexCache | None:
     """The cache of a list: the version 7 (or 6, 5, 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
-    ``json_path`` migrated; None when neither is there, readable, of a version read here and for ``root``. Not
-    ``warn``: an unreadable file is not logged (a read that is followed by another of the same file that is)."""
+    ``json_path`` migrated; None when neither is there, readable and of a version read here (a file written for
+    another root is read with that root: ``IndexCache.other_root``). Not ``warn``: an unreadable file is not logged
+    (a read that is followed by another of the same file that is)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
             return _read_archive(archive, cache_path, root)
@@ -184,8 +185,9 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
 
 
 def _migrate_json(json_path: str, root: str, warn: bool = True) -> IndexCache | None:
-    """A version 2 cache (JSON: ``{"version", "root", "videos": {rel: record}}``) as a table; a record that does
-    not read as version 2 is left out (its video is probed again)."""
+    """A version 2 cache (JSON: ``{"version", "root", "videos": {rel: record}}``) as a table, also one written for
+    another root (``IndexCache.other_root``); a record that does not read as version 2 is left out (its video is
+    probed again)."""
     try:
         with open(json_path, encoding="utf-8") as f:
             data = json.load(f)
@@ -195,8 +197,12 @@ def _migrate_json(json_path: str, root: str, warn: bool = True) -> IndexCache | 
         if warn:
             logger.warning("ignoring unreadable index cache %s (%s); re-probing", json_path, e)
         return None
-    if not isinstance(data, dict) or not same_root(data.get("root"), root) or not isinstance(data.get("videos"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
         return None
+    # Read for another root too, as a version 7 file is: every version 2 record carries the size and mtime of its
+    # file (one without them is left out below), so only the files under this root that keep them reuse it.
+    recorded_root = data.get("root")
+    other_root = None if same_root(recorded_root, root) else str(recorded_root)
     if data.get("version") != _JSON_SCHEMA_VERSION:
         logger.info("index cache %s has schema version %r, this code reads %d (and migrates %d): probing again",
                     json_path, data.get("version"), INDEX_SCHEMA_VERSION, _JSON_SCHEMA_VERSION)
@@ -218,7 +224,7 @@ def _migrate_json(json_path: str, root: str, warn: bool = True) -> IndexCache | 
                 INDEX_SCHEMA_VERSION)
     paths = PathTable.from_paths(videos)
     _drop_older_verdicts(table, paths, _JSON_SCHEMA_VERSION, json_path)
-    return IndexCache(paths, table, migrated=True)
+    return IndexCache(paths, table, migrated=True, other_root=other_root)
 
 
 def _drop_older_verdicts(table: VideoTable, paths: PathTable, version: int, cache_path: str) -> None:

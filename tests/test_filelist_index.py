@@ -1314,6 +1314,28 @@ def test_version_2_json_cache_is_migrated(dataset):
     check_index(ix, lst, root)
 
 
+def test_a_version_2_json_cache_of_another_root_is_read_for_this_one(dataset, caplog):
+    """A version 2 cache written for another root (the dataset moved since) was ignored, every video probed again,
+    while a newer cache of another root is read: its records carry each file's size and mtime, so those of the
+    files that keep them are reused (a full decode, changed on purpose to tell it from a probe, here)."""
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    rel = "clips/cls a/good_1.webm"
+    doc = {**_v2_cache(first), "root": "/elsewhere/before/the/move"}
+    doc["videos"][rel]["info"]["num_frames"] = 7
+    doc["videos"][rel]["full_decode"] = True
+    json_cache, cache = Path(str(lst) + ".index.json"), Path(first.cache_path)
+    cache.unlink()
+    json_cache.write_text(json.dumps(doc))
+    with caplog.at_level("INFO", logger="dali_pipelines"):
+        ix = build_index(str(lst), str(root), workers=1, progress=False)
+    row = next(e.row for e in ix.entries if e.rel_path == rel)
+    assert ix.infos[row].num_frames == 7 and ix.probed == len(first.good_rows) - 1 + len(first.bad) - 1
+    assert f"index cache {cache} of root /elsewhere/before/the/move reused for root {os.path.abspath(root)}: " in (
+        caplog.text)
+    assert not json_cache.exists() and cache_header(cache)["root"] == os.path.abspath(root)
+
+
 def test_touched_video_is_probed_again(dataset):
     lst, root = dataset
     build_index(str(lst), str(root), workers=1, progress=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,8 +21,8 @@ from .filelist import VideoList
 from .index_store import IndexCache
 from .video_table import BAD, UNKNOWN, VideoTable
 
-__all__ = ["CacheMatch", "retired_rows", "trusted_records", "cached_keys", "match_list", "reuse_newer", "log_recount",
-           "log_other_root"]
+__all__ = ["CacheMatch", "retired_rows", "trusted_records", "cached_keys", "match_list", "reuse_newer",
+           "log_recount", "log_other_root"]
 
 # The index's logger: these lines are the build's, and its users set their handlers and levels there.
 logger = logging.getLogger("dali_pipelines.index")
@@ -54,17 +54,24 @@ class CacheMatch:
     """A list matched against its cache: ``table`` (one row per list row: the reused records, UNKNOWN elsewhere),
     ``bad`` (reasons of reused bad records and of missing files), ``jobs`` (rows to probe), ``unique`` (rows that
     go into the cache: the first of each path; None when every row does), ``current`` (the cache already says
-    exactly what this build would write), ``recounted`` (how many jobs are records whose frame count may include
-    frames that never decode, :meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`) and
-    ``other_root`` (the root the cache was written for, when not this build's: ``IndexCache.other_root``)."""
+    exactly what this build would write), ``recount`` (the rows whose record, here or in a newer cache that filled
+    others (:func:`reuse_newer`), is one whose frame count may include frames that never decode,
+    :meth:`~dali_pipelines.video_table.VideoTable.counted_before_edit_lists`) and ``other_root`` (the root the cache
+    was written for, when not this build's: ``IndexCache.other_root``)."""
 
     table: VideoTable
     bad: dict[int, str]
     jobs: np.ndarray
     unique: np.ndarray | None
     current: bool
-    recounted: int = 0
+    recount: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     other_root: str | None = None
+
+    @property
+    def recounted(self) -> int:
+        """How many rows are probed again for their record's frame count alone (``recount`` rows still in
+        ``jobs``: not those a newer cache filled)."""
+        return int(np.intersect1d(self.recount, self.jobs).size)
 
 
 def retired_rows(table: VideoTable) -> np.ndarray:
@@ -140,7 +147,7 @@ def match_list(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarray
         bad[r] = _not_found(videos.path(r))
     jobs = np.flatnonzero(present & ~reusable)
     return CacheMatch(table, bad, jobs, unique, current=not cache.migrated and cache.other_root is None and covered
-                      and not jobs.size and not stale.any(), recounted=int(np.count_nonzero(recount)),
+                      and not jobs.size and not stale.any(), recount=np.flatnonzero(recount),
                       other_root=cache.other_root)
 
 
@@ -160,6 +167,7 @@ def reuse_newer(match: CacheMatch, videos: VideoList, keys: tuple[np.ndarray, np
         match.bad.update({int(r): other.bad[int(r)] for r in fill if int(r) in other.bad})
         match.jobs = np.setdiff1d(match.jobs, fill)
         match.current = False
+    match.recount = np.union1d(match.recount, other.recount)  # (those it filled are no jobs: not counted)
     return int(fill.size)
 
 

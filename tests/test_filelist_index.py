@@ -999,6 +999,41 @@ def test_a_users_cache_learns_the_newer_records_of_the_cache_beside_the_list(dat
     assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0  # saved in the user's cache
 
 
+def test_the_recount_line_counts_only_the_rows_no_newer_cache_beside_the_list_filled(dataset, tmp_path, monkeypatch,
+                                                                                     caplog):
+    # A user's cache of quick probes recorded before schema version 4 (frame counts that may include frames that
+    # never decode), the owner's newer cache beside the list with this code's records of all but one: the line
+    # said every such row of the user's cache was probed again, though the newer cache had filled all but one.
+    from dali_pipelines.index_store import load_cache, save_cache
+
+    lst, root = dataset
+    first = build_index(str(lst), str(root), workers=1, progress=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(index_files, "_dir_writable", lambda d: False)
+    mine = build_index(str(lst), str(root), workers=1, progress=False)
+    assert mine.probed == 0 and mine.cache_path != first.cache_path
+
+    def untag(cache_path: str, rows: list[int]) -> None:  # as an index before schema version 4 recorded them
+        cache = load_cache(cache_path, str(root))
+        cache.table.columns["colorspace"][rows] = 0  # code 0: ''
+        save_cache(cache_path, str(lst), str(root), cache.rel_paths, cache.table)
+
+    untag(mine.cache_path, mine.good_rows)
+    untag(first.cache_path, mine.good_rows[:1])
+    mtime = os.stat(mine.cache_path).st_mtime_ns + 10**9  # the owner's, written after the user's
+    os.utime(first.cache_path, ns=(mtime, mtime))
+    calls: list[str] = []
+    real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert calls == [mine.path(mine.good_rows[0])] and again.probed == 1
+    assert (f"index cache {mine.cache_path}: probing 1 videos again, quick probes recorded before schema version 4"
+            in caplog.text)
+    assert (f"index cache {mine.cache_path}: {len(mine.good_rows) - 1} list rows reused from the newer cache "
+            f"{first.cache_path} beside the list") in caplog.messages
+
+
 def test_a_list_linked_into_a_users_folder_starts_from_the_cache_beside_the_list(dataset, tmp_path):
     # A user links a shared dataset's list into an own (writable) folder: the cache beside the link started empty,
     # and every video was probed again although the list's own cache was beside it.

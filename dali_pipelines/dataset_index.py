@@ -6,7 +6,8 @@ A Kinetics-size list has hundreds of thousands of videos and every rank of a run
 list), no Python object per video. ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row
 (``entries``, ``infos``, ``info``).
 Built by :func:`dali_pipelines.index.build_index`. Another list's index of the run (validation's) can be told of
-the videos this one quarantines where both name the same file (:meth:`DatasetIndex.pass_quarantines_to`).
+the videos this one quarantines where both name the same file (:meth:`DatasetIndex.pass_quarantines_to`). The
+summary a build logs (:meth:`DatasetIndex.summary`) is ``index_summary.py``'s.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from evautil.progress import counted
 from .filelist import ListEntry, VideoList
 from .index_lock import locked
 from .index_store import IndexCache, load_cache, save_cache, stat_key
+from .index_summary import BAD_VIDEOS_NAMED, _most_common, _repeated_text, summary_text  # noqa: F401 (re-exported)
 from .video_table import BAD, GOOD, NUMBERED_AS_INDEXED, UNKNOWN, VideoInfo, VideoTable
 
 __all__ = ["DatasetIndex", "quarantine_line"]
@@ -35,7 +37,6 @@ logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, 
 # cache (73 MB, about a quarter of a second, for 650,000 videos), which a burst of failures (a folder deleted during
 # the run) paid once per video. The quarantine file gets every line at once (one it could not take: at each flush).
 CACHE_RECORD_INTERVAL_S = 30.0
-BAD_VIDEOS_NAMED = 20  # bad videos named in a log or a summary; the quarantine file lists every one
 
 
 class _Infos(MutableMapping):
@@ -393,56 +394,9 @@ class DatasetIndex:
 
     def summary(self, name_bad: bool = True, left_out: bool = True) -> str:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with
-        their reasons; ``left_out``: the bad videos are left out (not when DATA.STRICT refuses the list instead)."""
-        good, c = np.flatnonzero(self.good_mask), self.table.columns
-        missing = f", {self.missing} missing" if self.missing else ""
-        cached = len(self) - self.probed - self.missing
-        lines = [f"video index of {self.list_path}: {counted(len(self), 'video')}, {len(good)} good, "
-                 f"{len(self.bad)} bad ({self.probed} probed, {cached} from cache{missing})"]
-        if good.size:
-            frames = c["num_frames"][good]
-            codecs = [(self.table.texts["codec"][k], n) for k, n in _most_common(c["codec"][good])]
-            wh = c["width"][good].astype(np.int64) << 32 | c["height"][good].astype(np.int64)
-            sizes = [(f"{k >> 32}x{k & 0xFFFFFFFF}", n) for k, n in _most_common(wh)]
-            lines.append(f"  frames min/median/max: {frames.min()}/{np.median(frames):g}/{frames.max()}; "
-                         f"codecs: {', '.join(f'{s} {n}' for s, n in codecs)}; "
-                         f"sizes: {', '.join(f'{s} {n}' for s, n in sizes[:3])}" + (" ..." if len(sizes) > 3 else ""))
-        repeated = self.videos.repeated()
-        if repeated:  # not an error (the original read such lists too), but nothing else says it
-            lines.append(_repeated_text(self.videos, repeated))
-        if self.bad:
-            bad = sorted(self.bad.items())
-            lines.append(f"  bad videos ({'left out; ' if left_out else ''}all {len(bad)} listed in "
-                         f"{self.quarantine_path})"
-                         + (":" if name_bad else ""))
-            if name_bad:
-                lines += [f"    {self.videos.shown_path(r)}: {why}" for r, why in bad[:BAD_VIDEOS_NAMED]]
-                if len(bad) > BAD_VIDEOS_NAMED:  # a half-downloaded Kinetics would fill the log
-                    lines.append(f"    and {len(bad) - BAD_VIDEOS_NAMED} more")
-        return "\n".join(lines)
-
-
-def _repeated_text(videos: VideoList, repeated: list[np.ndarray]) -> str:
-    """One summary line for the files of :meth:`VideoList.repeated`: counts, and the first few with their lines (and
-    their labels, where those differ: the same clip taught as two classes)."""
-    def named(rows: np.ndarray) -> str:
-        nos = ", ".join(str(n) for n in videos.line_nos[rows[:4]].tolist()) + (", ..." if len(rows) > 4 else "")
-        labels = videos.labels[rows]
-        differ = f"; labels {', '.join(str(y) for y in labels[:4].tolist())}" if np.unique(labels).size > 1 else ""
-        return f"{videos.rel_path(int(rows[0]))} (lines {nos}{differ})"
-
-    relabelled = sum(np.unique(videos.labels[g]).size > 1 for g in repeated)
-    return (f"  {counted(len(repeated), 'video')} listed on more than one line, each line an entry of its own "
-            f"({counted(sum(len(g) - 1 for g in repeated), 'repeated line')}"
-            + (f"; {relabelled} with different labels" if relabelled else "") + "): "
-            + "; ".join(named(g) for g in repeated[:3]) + ("; ..." if len(repeated) > 3 else ""))
-
-
-def _most_common(values: np.ndarray) -> list[tuple[int, int]]:
-    """``(value, count)`` pairs, commonest first, ties in order of first appearance (as ``Counter``)."""
-    uniq, first, counts = np.unique(values, return_index=True, return_counts=True)
-    order = np.lexsort((first, -counts))
-    return [(int(uniq[i]), int(counts[i])) for i in order]
+        their reasons; ``left_out``: the bad videos are left out (not when DATA.STRICT refuses the list instead).
+        The text is :func:`~dali_pipelines.index_summary.summary_text`'s."""
+        return summary_text(self, name_bad, left_out)
 
 
 def quarantine_line(rel: str, reason: str) -> str:

@@ -313,10 +313,10 @@ def check_index(ix: DatasetIndex, lst: Path, root: Path) -> None:
 
 
 def test_the_summary_names_the_first_bad_videos_only(dataset, monkeypatch):
-    import dali_pipelines.dataset_index as dataset_index_mod
+    import dali_pipelines.index_summary as index_summary_mod
 
     lst, root = dataset
-    monkeypatch.setattr(dataset_index_mod, "BAD_VIDEOS_NAMED", 2)  # 20 in use: a half-downloaded list has 1000s
+    monkeypatch.setattr(index_summary_mod, "BAD_VIDEOS_NAMED", 2)  # 20 in use: a half-downloaded list has 1000s
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     lines = ix.summary().splitlines()
     named = [ln for ln in lines if ln.startswith("    ") and ": " in ln]

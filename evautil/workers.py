@@ -171,11 +171,11 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
 def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool = True,
                       unit: str = "item", ordered: bool = True, on_crash: Callable | None = None,
                       log: Callable[[str], None] | None = None, log_every_s: float = LINE_EVERY_S, timeout: float = 0,
-                      on_timeout: Callable | None = None) -> Iterator:
-    """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1, or one CPU: in this process; never
-    more than there are items), with a progress bar on stderr. Yields the results in item order (``ordered``) or
-    as they finish; ``fn`` must be a module-level function (it is pickled to the workers) and must not raise for
-    one bad item if the others should go on.
+                      on_timeout: Callable | None = None, one_worker_pool: bool = False) -> Iterator:
+    """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1, or one CPU: in this process, unless
+    ``one_worker_pool``, in one worker process; never more than there are items), with a progress bar on stderr.
+    Yields the results in item order (``ordered``) or as they finish; ``fn`` must be a module-level function (it is
+    pickled to the workers) and must not raise for one bad item if the others should go on.
 
     Without a bar (``progress`` False), ``log`` (when given) gets a plain progress line every ``log_every_s``
     seconds (:class:`~evautil.progress.ProgressLines`); with or without one, it gets a line with the total time
@@ -186,9 +186,10 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
     result (run in this process), or raises WorkerCrashError naming it. Workers that cannot start at all raise
     WorkerStartError.
 
-    ``timeout`` > 0 (worker processes only): an item that gives no result for that many seconds, the second time
-    alone, gets ``on_timeout(item, how)`` as its result, or raises WorkerTimeoutError naming it; so many such
-    items in a row raise WorkerTimeoutError (see :func:`_map_surviving_crashes`).
+    ``timeout`` > 0 (worker processes only: ``one_worker_pool`` holds one worker to it too): an item that gives no
+    result for that many seconds, the second time alone, gets ``on_timeout(item, how)`` as its result, or raises
+    WorkerTimeoutError naming it; so many such items in a row raise WorkerTimeoutError (see
+    :func:`_map_surviving_crashes`).
     """
     from tqdm import tqdm
 
@@ -204,7 +205,7 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
             lines.update()
 
     try:
-        if processes <= 1 or not items:
+        if (processes <= 1 and not one_worker_pool) or not items:
             for x in items:
                 yield fn(x)
                 tick()

@@ -1327,10 +1327,11 @@ def test_the_partial_output_of_an_encode_that_crashed_its_worker_is_removed(tmp_
 
 
 @pytest.mark.timeout(120)
-def test_a_reencode_that_never_ends_is_a_failure_and_the_others_are_done(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_a_reencode_that_never_ends_is_a_failure_and_the_others_are_done(tmp_path, monkeypatch, workers):
     """A video whose re-encode never ends (a decode that hangs on a pathological file) held the end of the whole
     run: past the time limit its worker is ended, the video reported as failed, its partial output removed, and
-    every other video is re-encoded."""
+    every other video is re-encoded. With one worker too: its encodes ran in the main process, with no limit."""
     from tests import crashing_jobs
     from tools.kinetics import reencode as reencode_mod
 
@@ -1339,7 +1340,7 @@ def test_a_reencode_that_never_ends_is_a_failure_and_the_others_are_done(tmp_pat
         write_clip(src / "train" / ARM / vid(tag), t=8)
     monkeypatch.setattr(reencode_mod, "_reencode_job", crashing_jobs.stalling_reencode_job)  # workers: by name
     out = tmp_path / "out"
-    rep = reencode_tree(str(src), str(out), EncodeSettings(short_side=32, gop=4), workers=2, progress=False,
+    rep = reencode_tree(str(src), str(out), EncodeSettings(short_side=32, gop=4), workers=workers, progress=False,
                         log=lambda s: None, time_limit_s=crashing_jobs.ANSWERS_WITHIN_S)
     stalled = vid(crashing_jobs.STALL_MARK)
     assert rep["done"] == 2 and [os.path.basename(f["src"]) for f in rep["failed"]] == [stalled]
@@ -1512,9 +1513,9 @@ def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_pat
 
     monkeypatch.setattr(reencode_mod, "_reencode_job", interrupted_job)
     lines = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # no time limit: one worker's encodes run in this process, patched here
         reencode_tree(str(src), str(tmp_path / "out"), EncodeSettings(short_side=32, gop=4), workers=1,
-                      progress=False, log=lines.append)
+                      progress=False, log=lines.append, time_limit_s=0)
     report = json.loads((tmp_path / "out" / "reencode_report.json").read_text())
     assert (report["done"], report["interrupted"], report["total"]) == (2, True, 3)
     assert "interrupted: the same command goes on with the rest" in lines[-1]
@@ -1553,9 +1554,9 @@ def test_a_stop_signal_during_reencode_keeps_the_report_like_ctrl_c(tmp_path, si
     # a scheduler's stop during the third file, whose encode has begun its .part file
     begun = "os.makedirs(os.path.dirname(args[1]), exist_ok=True); open(args[1] + '.part', 'wb').write(b'partial')"
     script = _stopping_script("tools.kinetics.reencode", "_reencode_job", 2, sig, first=begun)
-    r = subprocess.run([sys.executable, "-c", script, "reencode",
+    r = subprocess.run([sys.executable, "-c", script, "reencode",  # no time limit: the encodes in the script's process
                         "--src", str(src), "--dst", str(dst), "--short-side", "32", "--gop", "4", "--workers", "1",
-                        "--no-progress"], capture_output=True, text=True, timeout=120)
+                        "--time-limit", "0", "--no-progress"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 4, r.stderr
     stopped = [ln for ln in r.stderr.splitlines() if ln.startswith("stopped:")]
     assert len(stopped) == 1 and sig in stopped[0] and "Traceback" not in r.stderr
@@ -1578,7 +1579,9 @@ def test_a_reencode_killed_outright_leaves_whole_videos_that_its_settings_record
     src, dst = tmp_path / "t400", tmp_path / "out"
     for tag in ("a", "b", "c"):
         write_clip(src / "train" / ARM / vid(tag), t=8)
-    base = ["reencode", "--src", str(src), "--dst", str(dst), "--short-side", "32", "--workers", "1", "--no-progress"]
+    # no time limit: one worker's encodes run in the script's process, which the patched function kills
+    base = ["reencode", "--src", str(src), "--dst", str(dst), "--short-side", "32", "--workers", "1", "--no-progress",
+            "--time-limit", "0"]
     r = subprocess.run([sys.executable, "-c", _stopping_script(module, function, before, "SIGKILL")] + base
                        + ["--gop", "4"], capture_output=True, text=True, timeout=120)
     assert r.returncode == -9, r.stderr
@@ -2099,8 +2102,8 @@ def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypat
         return real_job(args)
 
     monkeypatch.setattr(reencode_mod, "_reencode_job", interrupted_job)
-    with pytest.raises(KeyboardInterrupt):
-        reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    with pytest.raises(KeyboardInterrupt):  # no time limit: one worker's encodes run in this process, patched here
+        reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None, time_limit_s=0)
     report = json.loads((dst / "reencode_report.json").read_text())
     assert (report["done"], report["source_changed"], report["interrupted"]) == (1, 2, True)
     assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
@@ -2394,7 +2397,7 @@ def test_an_output_is_on_the_disk_before_it_gets_its_name(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     reencode_tree(str(src), str(dst), EncodeSettings(short_side=32, gop=4), workers=1, progress=False,
-                  log=lambda s: None)
+                  log=lambda s: None, time_limit_s=0)  # no time limit: the encodes in this process, patched here
     for tag in ("a", "b"):
         part = str(dst / "train" / ARM / vid(tag)) + ".part"
         mine = [e for e in events if e[1] == part]

@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel encoder processes (default: all cores)")
     p.add_argument("--threads", type=int, default=1, help="x264 threads per worker (default: 1)")
     p.add_argument("--time-limit", type=float, default=REENCODE_TIME_LIMIT_S, metavar="SECONDS",
-                   help=f"per video, with --workers 2 or more: a re-encode that takes longer (a decode that never "
+                   help=f"per video: a re-encode that takes longer (a decode that never "
                         f"ends) is ended, reported as failed and leaves no output, and the others go on; 0: no limit "
                         f"(default: {REENCODE_TIME_LIMIT_S:g})")
     p.add_argument("--report-dir", default=None, help="where reencode_report.{json,md} go (default: --dst)")

@@ -31,16 +31,18 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, progres
 def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool,
                   on_crash: Callable | None = None, lines: bool = True, timeout: float = 0,
                   on_timeout: Callable | None = None) -> Iterator:
-    """``[fn(x) for x in items]``, in ``workers`` processes when workers > 1 (never forked: FFmpeg and x264 keep
-    internal threads), with an optional progress bar. ``fn`` must be a module-level function. ``on_crash(x, how)``
-    is the result for an item that kills its worker process (see ``evautil.workers.map_with_progress``). Without
-    a bar, a plain progress line goes to stderr every :data:`PROGRESS_EVERY_S` seconds (a 650,000-file check takes
-    minutes), and one with the total time at the end; ``lines`` False: neither (a tool's --no-progress).
-    ``timeout`` > 0 (with workers > 1): ``on_timeout(x, how)`` is the result for an item that gives no result in that
-    many seconds (see ``evautil.workers.map_with_progress``)."""
+    """``[fn(x) for x in items]``, in ``workers`` processes when workers > 1 or a ``timeout`` is set (never forked:
+    FFmpeg and x264 keep internal threads), with an optional progress bar. ``fn`` must be a module-level function.
+    ``on_crash(x, how)`` is the result for an item that kills its worker process (see
+    ``evautil.workers.map_with_progress``). Without a bar, a plain progress line goes to stderr every
+    :data:`PROGRESS_EVERY_S` seconds (a 650,000-file check takes minutes), and one with the total time at the end;
+    ``lines`` False: neither (a tool's --no-progress).
+    ``timeout`` > 0: ``on_timeout(x, how)`` is the result for an item that gives no result in that many seconds
+    (see ``evautil.workers.map_with_progress``); one worker is then a worker process too, as only a worker can be
+    ended (an encode that never ends held a one-worker run for ever)."""
     return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
                              log=stderr_line if lines else None, log_every_s=PROGRESS_EVERY_S, timeout=timeout,
-                             on_timeout=on_timeout)
+                             on_timeout=on_timeout, one_worker_pool=timeout > 0)
 
 
 def walk_progress(desc: str, unit: str, total: int | None = None, lines: bool = True) -> ProgressLines:

@@ -193,10 +193,10 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     (:data:`LOCK_FILE`): a second one raises KineticsError, and one that follows a run killed outright waits for
     that run's workers to end first (:func:`wait_for_stopped_encodes`); every run then removes the partial outputs
     that stopped encodes left in the tree (:func:`remove_stale_parts`).
-    With ``workers`` > 1, a video whose re-encode gives no result within ``time_limit_s`` seconds (0: no limit) is
-    a failure (its worker ended, no output left) and the others go on; ``MAX_OVERDUE_IN_A_ROW`` such videos in a row
-    stop the run as a full disk does (the storage, not the videos). With one worker the encodes run in this process,
-    without a limit.
+    A video whose re-encode gives no result within ``time_limit_s`` seconds (0: no limit) is a failure (its worker
+    ended, no output left) and the others go on; ``MAX_OVERDUE_IN_A_ROW`` such videos in a row stop the run as a
+    full disk does (the storage, not the videos). One worker with a limit is a worker process as well; without a
+    limit the encodes of one worker run in this process.
     ``progress`` draws a bar; without one, plain progress lines go to stderr (the walks' when long, the encodes'
     every 30 s) unless ``progress_lines`` is False; ``log`` gets the summary either way.
 

@@ -2090,7 +2090,7 @@ def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypat
         os.utime(dst / "train" / ARM / vid(tag), (earlier, earlier))
     lines = []
     rep = reencode_tree(str(src), str(dst), settings, dry_run=True, log=lines.append)
-    assert "would re-encode 2 of 3" in lines[0] and "2 encoded again as their source is newer" in lines[0]
+    assert "would re-encode 2 of 3" in lines[0] and "2 encoded again as their source changed" in lines[0]
     assert (rep["skipped_existing"], rep["source_changed"]) == (1, 2)
     # Stopped during c: b is encoded again, c's old output (still on disk) is not counted as done.
     real_job, jobs = reencode_mod._reencode_job, []
@@ -2113,11 +2113,37 @@ def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypat
     again = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lines.append)
     assert (again["skipped_existing"], again["source_changed"], again["done"]) == (2, 1, 1)
     assert probe_output(str(dst / "train" / ARM / vid("c")))["frames"] == 6
-    assert "skipped 2 already done; 1 encoded again as their source is newer than their output" in lines[-1]
+    assert "skipped 2 already done; 1 encoded again as their source changed since their output was written" in lines[-1]
     md = (dst / "reencode_report.md").read_text()
-    assert "- outputs older than their source (the source replaced since), encoded again: 1" in md
+    assert "- outputs whose source changed since (another size or mtime), encoded again: 1" in md
     again = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
     assert (again["skipped_existing"], again["source_changed"], again["done"]) == (3, 0, 0)
+
+
+def test_a_source_downloaded_again_with_an_older_mtime_is_encoded_again(tmp_path):
+    # A downloader that sets a file's mtime to the video's upload date (yt-dlp without --no-mtime) made a fresh
+    # download look older than its output, which counted as done: only "source newer than output" was a change.
+    # Now any difference of size or mtime from what the source had when its output was written is one.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    settings = EncodeSettings(short_side=32, gop=4)
+    assert reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)["done"] == 2
+    again = src / "train" / ARM / vid("b")
+    write_clip(again, t=6, seed=1)  # downloaded again: another size...
+    uploaded = (dst / "train" / ARM / vid("b")).stat().st_mtime - 86400 * 365
+    os.utime(again, (uploaded, uploaded))  # ...and the upload date as its mtime, a year before the output
+    rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["source_changed"], rep["done"]) == (1, 1, 1)
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
+    rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["source_changed"], rep["done"]) == (2, 0, 0)
+    assert len((dst / ".reencode_sources.jsonl").read_text().splitlines()) == 2  # b's first line dropped
+    # the same file again, only its mtime set back (a copy that kept the upload date): changed too
+    os.utime(again, (uploaded - 60, uploaded - 60))
+    rep = reencode_tree(str(src), str(dst), settings, dry_run=True, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["source_changed"]) == (1, 1)
+    assert (dst / ".reencode_sources.jsonl").is_file()  # hidden (the lists pass it over), at the root of --dst
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, whose every write fails with ENOSPC")

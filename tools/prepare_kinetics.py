@@ -26,8 +26,8 @@ Subcommands (each accepts --dry-run, which prints what would be written and writ
                and each dataset's own lists (unless --no-dataset-lists)
 
   reencode  re-encode a tree to H.264 (CFR, short side N, keyframe every G frames, no B-frames, +faststart), the
-            main throughput lever for NVDEC; resumable (a source newer than its output, replaced since, is
-            encoded again), verified, originals never touched:
+            main throughput lever for NVDEC; resumable (a source changed since its output was written, in size
+            or mtime, is encoded again), verified, originals never touched:
               python tools/prepare_kinetics.py reencode --src data/k400 --dst data/k400_h264 --workers 8
             then build lists from the new root (of a flat download with --annotations NAME=<src>/annotations: only
             videos are written). Full-range sources (yuvj420p, e.g. MJPEG) are converted to the

@@ -18,6 +18,7 @@ One module per job, each importable alone:
 * ``writers``: writing all of the above and the reports (``--dry-run`` describes instead of writing);
 * ``encode``: re-encoding one video to short-GOP H.264 and verifying the output;
 * ``reencode``: re-encoding a tree with it, resumable, with its report;
+* ``source_record``: the size and mtime each output's source had when it was written, which tell a changed source;
 * ``dst_ownership``: one re-encode at a time writing into a ``--dst``, which waits for the encodes of a run
   stopped before it and removes the partial outputs they left;
 * ``common``: the error type and the process pool they share.

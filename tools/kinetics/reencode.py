@@ -21,6 +21,8 @@ from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
+from .source_record import (append_source, compact_sources, open_record, output_is_current, read_sources,
+                            source_stat)
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
 __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REENCODE_TIME_LIMIT_S"]
@@ -103,18 +105,6 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     return pairs
 
 
-def _output_is_current(src: str, dst: str) -> bool:
-    """True when ``dst`` exists, is not empty and is not older than ``src``: a source replaced after its output was
-    written (a new download of the video) makes the output stale. An empty output is what a machine that went down
-    could leave of a file renamed before its data reached the disk (outputs written before they were synced): it
-    was skipped as done on every rerun, the video lost to the lists."""
-    try:
-        out = os.stat(dst)
-        return out.st_size > 0 and out.st_mtime_ns >= os.stat(src).st_mtime_ns
-    except FileNotFoundError:  # no output yet (or a source gone since the plan: its encode reports that)
-        return False
-
-
 # Errors of the output's file system, never of the video being encoded (sources are only read): every video after
 # one would fail the same way, each decoded first; a full disk marched on through the whole tree, every video
 # reported as failed.
@@ -136,13 +126,14 @@ def _output_error(e: BaseException | None) -> OSError | None:
 def _reencode_job(args: tuple[str, str, EncodeSettings, tuple[str, str]]) -> dict:
     src, dst, settings, run = args
     t0 = time.perf_counter()
+    stat = source_stat(src)  # before the encode: a source replaced meanwhile is changed for the next run
     try:
         with encoding_for(run) as ours:
             if not ours:  # a worker of a run that was stopped: its videos are the new run's now
                 raise KineticsError(f"{src}: not re-encoded: another re-encode took over {run[0]} (its "
                                     f"{LOCK_FILE} names that run now)")
             r = reencode_video(src, dst, settings)
-        r["ok"] = True
+        r["ok"], r["source_stat"] = True, stat
     except Exception as e:  # keep the pool alive whatever one file does; the report names it
         r = {"src": src, "dst": dst, "ok": False,
              "error": str(e) if isinstance(e, KineticsError) else f"{src}: {type(e).__name__}: {e}"}
@@ -178,13 +169,15 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     """Re-encode every video under ``src_root`` into ``dst_root`` (default: ``<src_root>_h264`` beside it).
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
-    verification), unless its source is newer than that output (replaced since: encoded again, counted in
-    ``source_changed``); unless ``allow_other_settings``, only with settings (but ``threads``) that an earlier run
-    whose videos are in the tree used, so that one tree never mixes encodings unasked: the report's
-    ``settings_used`` keeps every such run's settings (this run's added when it encoded a video), each run's report
-    replacing the last, and so does the tree's own record, :data:`SETTINGS_RECORD` in ``dst_root`` (read first, so
-    that a ``report_dir`` changed between runs changes nothing; written before the first encode too, so that it
-    holds after a run killed outright). Failures are collected, not raised; the report is
+    verification), unless its source changed since that output was written (another size or mtime than the tree's
+    record, :data:`~tools.kinetics.source_record.SOURCES_RECORD`, holds for it; without a line there: a source newer
+    than the output): encoded again, counted in ``source_changed``; unless ``allow_other_settings``, only with
+    settings (but ``threads``) that an earlier run whose videos are in the tree used, so that one tree never mixes
+    encodings unasked: the report's ``settings_used`` keeps every such run's settings (this run's added when it
+    encoded a video), each run's report replacing the last, and so does the tree's own record,
+    :data:`SETTINGS_RECORD` in ``dst_root`` (read first, so that a ``report_dir`` changed between runs changes
+    nothing; written before the first encode too, so that it holds after a run killed outright). Failures are
+    collected, not raised; the report is
     written to ``report_dir`` (default ``dst_root``) as ``reencode_report.json`` and ``.md``, also when the run is
     interrupted (``"interrupted"``: then every output on disk counts as done, and the ``.part`` files of the
     stopped encodes are removed).
@@ -203,15 +196,17 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     Returns:
         ``{"src_root", "dst_root", "settings", "settings_used", "total", "skipped_existing", "source_changed", "done",
         "failed": [...], "warnings": [...], "frames", "seconds", "interrupted"}``; ``source_changed`` counts the
-        outputs found older than their source, which are among the videos to encode (``done`` or ``failed``).
+        outputs found stale (their source changed since), which are among the videos to encode (``done`` or
+        ``failed``).
     """
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
     pairs = plan_reencode(src_root, dst_root, progress_lines)
     outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs),
                             lines=progress_lines)
+    sources, record_lines = read_sources(dst_root)
     todo = []
     for s, d in pairs:
-        if not _output_is_current(s, d):
+        if not output_is_current(s, d, sources.get(d)):
             todo.append((s, d))
         outputs.update()
     outputs.finish()
@@ -251,16 +246,18 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
         remove_stale_parts(dst_root, progress_lines)
+        compact_sources(dst_root, sources, record_lines)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines,
-                       time_limit_s)
+                       time_limit_s, sources)
 
 
 def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings,
             run: tuple[str, str], workers: int, progress: bool, report_dir: str | None, log: Callable[[str], None],
-            progress_lines: bool, time_limit_s: float = 0) -> dict:
+            progress_lines: bool, time_limit_s: float = 0, sources: dict | None = None) -> dict:
     """:func:`reencode_tree`'s work once planned: encode ``todo``, fold the results into ``report`` and write it
     and the tree's settings record (``earlier``: the settings of the runs whose videos are in the tree); ``run``
-    names this run to its encodes (:func:`encoding_for`)."""
+    names this run to its encodes (:func:`encoding_for`). Each video encoded adds its source's size and mtime to
+    the tree's record of them (``sources``: that record as read before)."""
     dst_root = report["dst_root"]
     # The tree's record names this run's settings before its first video can appear in the tree: written only at
     # the end, a run killed outright (SIGKILL, the machine going down) left videos the record did not account for,
@@ -273,6 +270,7 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
                             on_crash=_reencode_crashed, lines=progress_lines, timeout=time_limit_s,
                             on_timeout=_reencode_overdue)
     received, output_error = 0, None
+    record = open_record(dst_root) if todo else None
     try:
         for r in _unless_overdue_in_a_row(results, time_limit_s):
             if isinstance(r, str):
@@ -283,6 +281,8 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
                 output_error = r["output_error"]
                 break
             if r["ok"]:
+                if r.get("source_stat") is not None:
+                    append_source(record, dst_root, r["dst"], tuple(r["source_stat"]))
                 report["done"] += 1
                 report["frames"] += r["frames"]
                 for wmsg in r.get("warnings", []):
@@ -292,10 +292,12 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
         report["interrupted"] = output_error is not None
     finally:
         results.close()  # ends the workers, so that the files left below are final
+        if record is not None:
+            record.close()
         if report["interrupted"]:
             # Results come in item order, so the files after the first `received` were never reported, although
             # some were finished (in a worker's batch still running, or behind a slower file).
-            _settle_unreported(report, todo[received:])
+            _settle_unreported(report, todo[received:], sources or {})
         report["seconds"] = round(time.perf_counter() - t0, 2)
         if report["done"] and not any(_same_encoding(e, report["settings"]) for e in earlier):
             report["settings_used"] = earlier + [report["settings"]]  # this run's videos are in the tree now
@@ -329,7 +331,7 @@ def _unless_overdue_in_a_row(results, time_limit_s: float):
 
 def _changed_text(report: dict) -> str:
     n = report["source_changed"]
-    return f"; {n} encoded again as their source is newer than their output" if n else ""
+    return f"; {n} encoded again as their source changed since their output was written" if n else ""
 
 
 # The settings that change the outputs' format (``threads`` does not), with their flags.
@@ -401,9 +403,10 @@ def _refuse_other_settings(dst_root: str, seen_in: str, settings: EncodeSettings
                         f"tree: give the same settings, another --dst, or --allow-other-settings to mix them")
 
 
-def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:
+def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict[str, tuple[int, int]]) -> None:
     """After an interruption: count into ``report`` the outputs of ``pairs`` that are on disk although no result
-    said so (and not older than their source: a stale output the run did not reach is not done), and remove the
+    said so (and of their source as it is, by ``sources``, the record read before the run: a stale output the run
+    did not reach is not done), and remove the
     ``.part`` files of the encodes that were stopped (their workers were killed).
 
     An output gets its name only once verified, so each is a finished video; its frames are read from the MP4
@@ -422,7 +425,7 @@ def _settle_unreported(report: dict, pairs: list[tuple[str, str]]) -> None:
             if name + ".part" in present:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(dst + ".part")
-            if name not in present or not _output_is_current(src, dst):
+            if name not in present or not output_is_current(src, dst, sources.get(dst)):
                 continue
             report["done"] += 1
             try:
@@ -445,7 +448,7 @@ def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     md = [f"# Re-encode {report['src_root']} -> {dst_root}", "",
           f"- settings: {report['settings']}", f"- videos: {report['total']}, already done (skipped): "
           f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
-          f"- outputs older than their source (the source replaced since), encoded again: "
+          f"- outputs whose source changed since (another size or mtime), encoded again: "
           f"{report['source_changed']}",
           f"- frames encoded: {report['frames']} in {report['seconds']} s"
           + (" (interrupted: the same command goes on with the rest)" if report["interrupted"] else ""), ""]

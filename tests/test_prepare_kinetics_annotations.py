@@ -696,3 +696,27 @@ def test_reading_a_large_annotation_csv_says_so_unless_no_progress(tmp_path, cap
         f"scan t400: reading annotation CSV {root / 'annotations' / split}.csv" for split in ("train", "val")]
     assert prepare_kinetics.main(args + ["--no-progress"]) == 0
     assert "reading annotation CSV" not in capsys.readouterr().err
+
+
+def test_a_csv_without_time_columns_names_its_videos_by_youtube_id_alone(tmp_path, capsys):
+    # A CSV of labels and YouTube ids only (no time_start, time_end) was an error, although a video named by its id
+    # alone was already matched by the id. Its rows now name videos by id: a file <id>.<ext>, or <id>_<start>_<end>
+    # with any times, takes its id's row, and one line says that the times were absent.
+    tree = {"train": {"a": [vid("A1"), vid("A2")], "b": [vid("B1")]}, "val": {"a": [vid("V1")], "b": [vid("V2")]}}
+    named = make_flat(tmp_path / "named" / "t400", tree)
+    root = make_flat(tmp_path / "untimed" / "t400", tree)
+    for split, classes in tree.items():
+        rows = [[cls, f[:11], split] for cls, files in classes.items() for f in files]
+        write_csv(root / "annotations" / f"{split}.csv", rows, ["label", "youtube_id", "split"])
+    (root / "train" / vid("A1")).rename(root / "train" / f"{vid('A1')[:11]}.mp4")  # named by the id alone
+    capsys.readouterr()
+    for top in (named.parent, root.parent):
+        assert prepare_kinetics.main(["lists", "--dataset", f"t400={top / 't400'}", "--out", str(top)]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "has neither time_start nor time_end" in ln]
+    assert [str(root / "annotations" / f"{split}.csv") in ln for ln, split in zip(notes, ("train", "val"))] == [
+        True, True]
+    for split in ("train", "val"):
+        assert read_list(root.parent / f"t400_{split}.txt") == [
+            (rel.replace(vid("A1"), f"{vid('A1')[:11]}.mp4"), lab)
+            for rel, lab in read_list(named.parent / f"t400_{split}.txt")]
+    assert json.loads((root.parent / "t400_report.json").read_text())["train_skipped"] == 0

@@ -5,9 +5,11 @@ with a trailing ``is_cc``).
 
 A video's class is the label of the CSV row whose ``<youtube_id>_<time_start:06d>_<time_end:06d>`` is the file's
 name without its extension (a file named ``<youtube_id>.<ext>``, by the id alone, takes the one row of that id; of
-an id that several rows name, none), and its split is the split of the CSV that lists it, whichever split folder
-it lies in: a video of val.csv saved in train/ is a validation video (trusting the folder would train on it, and the
-leak removal could not tell). The ``split`` column is not read: the CSV given for a split is that split's.
+an id that several rows name, none; a CSV without time columns names its videos by id alone, and a file
+``<youtube_id>_<start>_<end>.<ext>``, any times, is then that id's row's too), and its split is the split of the
+CSV that lists it, whichever split folder it lies in: a video of val.csv saved in train/ is a validation video
+(trusting the folder would train on it, and the leak removal could not tell). The ``split`` column is not read:
+the CSV given for a split is that split's.
 
 The scan gives the ``Video`` records (class name, split, path) that a class-folder tree of the same files gives,
 in the same order (label as written, then file name, as the tree's folder name, then file name), so
@@ -24,6 +26,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,8 +43,11 @@ __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "Annotation
            "read_annotations", "split_csvs", "val_csv_absent", "default_annotation_files", "is_flat_layout",
            "annotation_files", "scan_annotated"]
 
-# The columns a row needs; others (split, is_cc) may follow in any order.
+# The columns a row needs; others (split, is_cc) may follow in any order. A CSV without both time columns names
+# its videos by YouTube id alone (:data:`ID_COLUMNS`).
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+ID_COLUMNS = ANNOTATION_COLUMNS[:2]
+TIME_COLUMNS = ANNOTATION_COLUMNS[2:]
 # Where the official downloads keep the CSVs: <root>/annotations/train.csv, val.csv (and test.csv, not read).
 ANNOTATIONS_DIR = "annotations"
 SPLITS = ("train", "val")
@@ -54,10 +60,12 @@ ANNOUNCE_CSV_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class AnnotationRow:
-    """One video of an annotation CSV: its label as written and the line it is on (for messages)."""
+    """One video of an annotation CSV: its label as written, the line it is on (for messages) and its YouTube
+    id."""
 
     label: str
     line: int
+    youtube_id: str = ""
 
 
 def annotation_key(youtube_id: str, time_start: int, time_end: int) -> str:
@@ -80,7 +88,9 @@ def _seconds(text: str, where: str, column: str) -> int:
 def read_annotations(path: str, progress: str | None = None) -> dict[str, AnnotationRow]:
     """``{annotation_key: row}`` of a Kinetics annotation CSV: UTF-8 (a BOM allowed), a header naming at least
     :data:`ANNOTATION_COLUMNS` in any order, labels as written but for the spaces around them (a label holding a
-    comma is quoted, as csv does). ``progress`` (a line's start, e.g. ``scan k700``): a CSV over
+    comma is quoted, as csv does). A CSV with neither time column (only :data:`ID_COLUMNS`) keys its rows by the
+    YouTube id alone, which one line on stderr says: a video named by its id, or by its id and any times, is then
+    its id's row (``scan_annotated``). ``progress`` (a line's start, e.g. ``scan k700``): a CSV over
     :data:`ANNOUNCE_CSV_BYTES` is announced on stderr, and a long read says how far it got (None: silent).
 
     Raises:
@@ -101,11 +111,8 @@ def read_annotations(path: str, progress: str | None = None) -> dict[str, Annota
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
-            absent = [c for c in ANNOTATION_COLUMNS if c not in header]
-            if absent:
-                raise KineticsError(f"annotation CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
-                                    f"{','.join(header)!r} (expected {','.join(ANNOTATION_COLUMNS)},split)")
-            col = {c: header.index(c) for c in ANNOTATION_COLUMNS}
+            timed = _timed_header(path, header)
+            col = {c: header.index(c) for c in (ANNOTATION_COLUMNS if timed else ID_COLUMNS)}
             start = reader.line_num + 1
             for fields in reader:
                 line, start = start, reader.line_num + 1
@@ -123,18 +130,38 @@ def read_annotations(path: str, progress: str | None = None) -> dict[str, Annota
                 if not label or not yid:
                     raise KineticsError(f"{where}: empty {'label' if not label else 'youtube_id'}")
                 key = annotation_key(yid, _seconds(fields[col["time_start"]], where, "time_start"),
-                                     _seconds(fields[col["time_end"]], where, "time_end"))
-                before = rows.setdefault(key, AnnotationRow(label, line))
+                                     _seconds(fields[col["time_end"]], where, "time_end")) if timed else yid
+                before = rows.setdefault(key, AnnotationRow(label, line, yid))
                 read.update()
                 if before.label != label:
+                    untimed = "" if timed else " (without time columns, the clips of one YouTube video are one)"
                     raise KineticsError(f"{where}: video {key} has label {label!r}, and {before.label!r} on line "
-                                        f"{before.line}")
+                                        f"{before.line}{untimed}")
     except UnicodeDecodeError as e:
         raise KineticsError(f"annotation CSV {path!r}, {not_utf8_line(path, e)}") from e
     except csv.Error as e:  # e.g. a quote left open, whose field swallows the file up to csv's size limit
         raise KineticsError(f"annotation CSV {path!r}, line {start}: {e}") from e
     read.finish()
     return rows
+
+
+def _timed_header(path: str, header: list[str]) -> bool:
+    """Whether the ``header`` of the CSV at ``path`` names both time columns (False: neither, said on stderr).
+
+    Raises:
+        KineticsError: a column of :data:`ID_COLUMNS`, or one time column without the other, is missing.
+    """
+    absent = [c for c in ANNOTATION_COLUMNS if c not in header]
+    if absent == list(TIME_COLUMNS):
+        stderr_line(f"note: annotation CSV {path!r} has neither {' nor '.join(TIME_COLUMNS)}: its rows name videos "
+                    f"by YouTube id alone (a file <youtube_id>.<ext>, or <youtube_id>_<start>_<end>.<ext>, is its "
+                    f"id's row)")
+        return False
+    if absent:
+        raise KineticsError(f"annotation CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
+                            f"{','.join(header)!r} (expected {','.join(ANNOTATION_COLUMNS)},split, or without both "
+                            f"time columns to match videos by YouTube id alone)")
+    return True
 
 
 def split_csvs(folder: str, name: str, splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
@@ -270,8 +297,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     # by default) is the video of the one row of that id; a file named otherwise (unpadded times) is told its name
     by_id: dict[str, list[str]] = {}
     for split in folders:
-        for key in rows[split]:
-            same = by_id.setdefault(key.rsplit("_", 2)[0], [])
+        for key, row in rows[split].items():
+            same = by_id.setdefault(row.youtube_id, [])
             if key not in same:  # a video both CSVs list is one row here
                 same.append(key)
     matched, annotated, elsewhere = [], {}, []
@@ -285,6 +312,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             same_id = by_id.get(key, []) if not any(key in rows[s] for s in folders) else []
             if len(same_id) == 1:  # named by its YouTube id alone: the video of that id's one row
                 key = same_id[0]
+            elif not same_id and _untimed_row(key, by_id):  # a CSV without times names it by its id alone
+                key = _untimed_row(key, by_id)
             # The folder's own CSV first: a video in both CSVs (in no release) stays in the split it lies in.
             owner = next((s for s in (split, *folders) if key in rows[s]), None)
             if owner is None:
@@ -330,7 +359,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             line = f"line {row.line} of {csvs[split]} (class {class_name(row.label)!r})"
             other = next((s for s in folders if (s, key) in annotated), None)
             if other is None:
-                part = partial.get(key) or partial.get(key.rsplit("_", 2)[0])
+                part = partial.get(key) or partial.get(row.youtube_id)
                 unfinished = f"; {part} is a download not finished: download the video again" if part else ""
                 absent.append((os.path.join(root, folder, key), f"missing: no video file for {line}{unfinished}"))
                 lost[split] += 1
@@ -357,3 +386,11 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
         for row in sorted(rows[split].values(), key=lambda r: r.line):
             where.setdefault(class_name(row.label), f"line {row.line} of {csvs[split]}")
     return classes, absent, info, where
+
+
+def _untimed_row(stem: str, by_id: Mapping[str, list[str]]) -> str | None:
+    """The row key of a CSV without time columns (the YouTube id itself) that the file ``stem``,
+    ``<youtube_id>_<start>_<end>``, is the video of; None when it is not named so or no such row names its id."""
+    timed = re.fullmatch(r"(.+)_\d+_\d+", stem)
+    yid = timed.group(1) if timed else None
+    return yid if yid is not None and yid in by_id.get(yid, []) else None

@@ -203,7 +203,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     pairs = plan_reencode(src_root, dst_root, progress_lines)
     outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs),
                             lines=progress_lines)
-    sources, record_lines = read_sources(dst_root)
+    sources, _ = read_sources(dst_root)
     todo = []
     for s, d in pairs:
         if not output_is_current(s, d, sources.get(d)):
@@ -246,7 +246,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
         remove_stale_parts(dst_root, progress_lines)
-        compact_sources(dst_root, sources, record_lines)
+        compact_sources(dst_root)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines,
                        time_limit_s, sources)
 

@@ -46,9 +46,11 @@ def read_sources(dst_root: str) -> tuple[dict[str, tuple[int, int]], int]:
     return found, lines
 
 
-def compact_sources(dst_root: str, sources: dict[str, tuple[int, int]], lines: int) -> None:
-    """Rewrite the record with one line per output (``sources``, from :func:`read_sources`) when it holds more
-    ``lines`` than that: each run that encodes a video again adds a line for it."""
+def compact_sources(dst_root: str) -> None:
+    """Rewrite the record with one line per output when it holds more: each run that encodes a video again adds a
+    line for it. Read again here, under the run's lock: a run that ended since the plan read it may have added
+    lines."""
+    sources, lines = read_sources(dst_root)
     if lines > len(sources):
         atomic_write_text(_record_path(dst_root), "".join(_line(dst_root, dst, stat) for dst, stat in sources.items()))
 

@@ -6,6 +6,7 @@ This is the library behind ``tools/prepare_kinetics.py``. It replaces the origin
 One module per job, each importable alone:
 
 * ``scan``: class-folder trees ``<root>/{train,val}/<class name>/<video>`` -> ``DatasetScan`` of ``Video``s;
+* ``video_files``: which entries of a split folder are videos, why one is left out, and the ``Video`` record;
 * ``video_names``: which file names are videos, a name's YouTube id, whether it survives a list line, and its
   printable form for messages;
 * ``check``: a scan's ``--check``, each video probed as the training index probes it, the probes saved when stopped;
@@ -17,7 +18,8 @@ One module per job, each importable alone:
 * ``k722``: the Kinetics-722 merge (class union, de-duplication, leak removal) and the class mappings;
 * ``writers``: writing all of the above and the reports (``--dry-run`` describes instead of writing);
 * ``encode``: re-encoding one video to short-GOP H.264 and verifying the output;
-* ``reencode``: re-encoding a tree with it, resumable, with its report;
+* ``reencode``: re-encoding a tree with it, resumable; ``reencode_report``: its report; ``reencode_settings``: the
+  settings of the runs whose videos are in a ``--dst``, and the refusal to mix in others;
 * ``source_record``: the size and mtime each output's source had when it was written, which tell a changed source;
 * ``dst_ownership``: one re-encode at a time writing into a ``--dst``, which waits for the encodes of a run
   stopped before it and removes the partial outputs they left;

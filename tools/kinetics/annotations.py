@@ -35,8 +35,8 @@ from evautil.errors import not_utf8_line
 from evautil.progress import ProgressLines, counted, stderr_line
 
 from .common import KineticsError, walk_progress
-from .reencode import REPORT_JSON
-from .scan import SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, video_entries, video_skip
+from .reencode_report import REPORT_JSON
+from .video_files import SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, video_entries, video_skip
 from .video_names import is_video_file, unfinished_download, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
@@ -289,10 +289,44 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     for split, r in rows.items():
         if not r:
             raise KineticsError(f"dataset {name}: annotation CSV {csvs[split]!r} lists no video")
+    matched, annotated, elsewhere = _match_files(name, root, folders, csvs, rows, underscore_to_space, skipped,
+                                                 ignored, counts, walk)
+    matched.sort(key=lambda x: x[0])  # a class-folder tree's order: folder (the label as written), file name
+    for _, v, f, folder in matched:
+        skip = video_skip(f, os.path.join(folder, f.name))
+        if walk is not None:
+            walk.update()
+        if skip is None:
+            candidates.append((v.split, v))
+        else:
+            skipped.append((v.path, skip[0]))
+            counts[v.split][skip[1]] += 1
+    absent, lost, twice, twice_examples = _rows_without_file(name, root, folders, csvs, rows, underscore_to_space,
+                                                             annotated, ignored, counts)
+    info = {"csv": dict(csvs), "rows": {s: len(rows[s]) for s in folders}, "rows_without_video": lost,
+            "rows_of_videos_in_other_split": twice, "rows_of_videos_in_other_split_examples": twice_examples[:20],
+            "videos_in_other_split_folder": len(elsewhere), "videos_in_other_split_folder_examples": elsewhere[:20]}
+    classes = {split: sorted({_class_name(row.label, underscore_to_space) for row in rows[split].values()})
+               for split in folders}
+    where: dict[str, str] = {}
+    for split in folders:
+        for row in sorted(rows[split].values(), key=lambda r: r.line):
+            where.setdefault(_class_name(row.label, underscore_to_space), f"line {row.line} of {csvs[split]}")
+    return classes, absent, info, where
 
-    def class_name(label: str) -> str:
-        return label.replace("_", " ") if underscore_to_space else label
 
+def _class_name(label: str, underscore_to_space: bool) -> str:
+    return label.replace("_", " ") if underscore_to_space else label
+
+
+def _match_files(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
+                 rows: Mapping[str, dict[str, AnnotationRow]], underscore_to_space: bool,
+                 skipped: list[tuple[str, str]], ignored: list[str], counts: Mapping[str, Counter],
+                 walk: ProgressLines | None) -> tuple[list, dict[tuple[str, str], str], list[str]]:
+    """The video files of the split folders matched with their rows: ``[((label, file name, path), Video, entry,
+    folder)]``, ``{(split of the row, row key): path}`` and the paths of the videos lying in the other split's
+    folder; the files no row names go to ``skipped`` and ``counts`` (each counted by ``walk``), other entries to
+    ``ignored``."""
     # the rows of each YouTube id: a file named by the id alone (``<youtube_id>.mp4``, as downloaders name a video
     # by default) is the video of the one row of that id; a file named otherwise (unpadded times) is told its name
     by_id: dict[str, list[str]] = {}
@@ -317,13 +351,8 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             # The folder's own CSV first: a video in both CSVs (in no release) stays in the split it lies in.
             owner = next((s for s in (split, *folders) if key in rows[s]), None)
             if owner is None:
-                near = same_id or by_id.get(youtube_id(f.name), [])
-                name_it = "a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>.<ext>"
-                hint = (f" (rows name {', '.join(near[:3])}{', ...' if len(near) > 3 else ''}, clips of the same "
-                        f"YouTube video: {name_it})" if len(near) > 1 else
-                        f" (a row names {near[0]}: {name_it})" if near else "")
-                skipped.append((path, f"not in annotations: no row of the {' or '.join(folders)} CSV names "
-                                      f"{os.path.splitext(f.name)[0]}{hint}"))
+                reason = _unannotated(f.name, folders, same_id or by_id.get(youtube_id(f.name), []))
+                skipped.append((path, reason))
                 counts[split][SKIP_UNANNOTATED] += 1
                 if walk is not None:
                     walk.update()
@@ -332,18 +361,28 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
             annotated[owner, key] = path
             if owner != split:
                 elsewhere.append(path)
-            matched.append(((row.label, f.name, path), Video(name, owner, class_name(row.label), path), f, folder))
-    matched.sort(key=lambda x: x[0])  # a class-folder tree's order: folder (the label as written), file name
-    for _, v, f, folder in matched:
-        skip = video_skip(f, os.path.join(folder, f.name))
-        if walk is not None:
-            walk.update()
-        if skip is None:
-            candidates.append((v.split, v))
-        else:
-            skipped.append((v.path, skip[0]))
-            counts[v.split][skip[1]] += 1
+            matched.append(((row.label, f.name, path),
+                            Video(name, owner, _class_name(row.label, underscore_to_space), path), f, folder))
+    return matched, annotated, elsewhere
 
+
+def _unannotated(file_name: str, folders: Mapping[str, str], near: list[str]) -> str:
+    """The reason a video file that no row names is skipped; ``near``: the rows of its YouTube id, to name."""
+    name_it = "a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>.<ext>"
+    hint = (f" (rows name {', '.join(near[:3])}{', ...' if len(near) > 3 else ''}, clips of the same "
+            f"YouTube video: {name_it})" if len(near) > 1 else
+            f" (a row names {near[0]}: {name_it})" if near else "")
+    return (f"not in annotations: no row of the {' or '.join(folders)} CSV names "
+            f"{os.path.splitext(file_name)[0]}{hint}")
+
+
+def _rows_without_file(name: str, root: str, folders: Mapping[str, str], csvs: Mapping[str, str],
+                       rows: Mapping[str, dict[str, AnnotationRow]], underscore_to_space: bool,
+                       annotated: Mapping[tuple[str, str], str], ignored: list[str], counts: Mapping[str, Counter]
+                       ) -> tuple[list[tuple[str, str]], dict[str, int], dict[str, int], list[str]]:
+    """The rows whose video no file of their split is (``annotated``: the rows with one), counted in ``counts``:
+    ``(path, reason)`` of each, and per split how many are missing and how many are of a video the other split's
+    folder holds and its CSV lists too (said in one warning), with examples of the latter."""
     absent: list[tuple[str, str]] = []
     lost: dict[str, int] = {}
     twice: dict[str, int] = {}  # rows of a video both CSVs list, whose file the other split's row took
@@ -356,7 +395,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
         for key, row in rows[split].items():
             if (split, key) in annotated:
                 continue
-            line = f"line {row.line} of {csvs[split]} (class {class_name(row.label)!r})"
+            line = f"line {row.line} of {csvs[split]} (class {_class_name(row.label, underscore_to_space)!r})"
             other = next((s for s in folders if (s, key) in annotated), None)
             if other is None:
                 part = partial.get(key) or partial.get(row.youtube_id)
@@ -377,15 +416,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
         stderr_line(f"warning: dataset {name}: {counted(len(twice_examples), 'video')} in both the train and the val "
                     f"CSV: each is listed in the split whose folder holds it, the other split's row skipped as "
                     f"{SKIP_OTHER_SPLIT!r}, not missing (e.g. {'; '.join(twice_examples[:3])})")
-    info = {"csv": dict(csvs), "rows": {s: len(rows[s]) for s in folders}, "rows_without_video": lost,
-            "rows_of_videos_in_other_split": twice, "rows_of_videos_in_other_split_examples": twice_examples[:20],
-            "videos_in_other_split_folder": len(elsewhere), "videos_in_other_split_folder_examples": elsewhere[:20]}
-    classes = {split: sorted({class_name(row.label) for row in rows[split].values()}) for split in folders}
-    where: dict[str, str] = {}
-    for split in folders:
-        for row in sorted(rows[split].values(), key=lambda r: r.line):
-            where.setdefault(class_name(row.label), f"line {row.line} of {csvs[split]}")
-    return classes, absent, info, where
+    return absent, lost, twice, twice_examples
 
 
 def _untimed_row(stem: str, by_id: Mapping[str, list[str]]) -> str | None:

@@ -1,41 +1,47 @@
-"""Re-encoding a video tree to short-GOP H.264, resumable: the plan of source and output paths, the workers, and
-the report (one video's encode and verification: ``encode.py``; the one run that writes into a --dst at a time, and
-what stopped runs left there: ``dst_ownership.py``)."""
+"""Re-encoding a video tree to short-GOP H.264, resumable: the plan of source and output paths and the workers (one
+video's encode and verification: ``encode.py``; the one run that writes into a --dst at a time, and what stopped
+runs left there: ``dst_ownership.py``; whether an output is still its source's: ``source_record.py``; the settings
+of the runs whose videos are in the tree: ``reencode_settings.py``; the report: ``reencode_report.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import itertools
-import json
 import os
 import time
 from dataclasses import asdict
 from typing import Callable
 
 from dali_pipelines.pyav_probe import count_frames
-from evautil.files import atomic_write_text, hold_lock
+from evautil.files import hold_lock
 from evautil.progress import counted, stderr_line
 from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
 
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
+# (each name these two modules took from this one is still importable from here)
+from .reencode_report import REPORT_FILES, REPORT_JSON, REPORT_MD, _without_name  # noqa: F401
+from .reencode_report import changed_text as _changed_text
+from .reencode_report import write_report as _write_report
+from .reencode_settings import SETTING_FLAGS as _SETTING_FLAGS  # noqa: F401
+from .reencode_settings import SETTINGS_RECORD, _settings_used  # noqa: F401
+from .reencode_settings import earlier_settings as _earlier_settings
+from .reencode_settings import refuse_other_settings as _refuse_other_settings
+from .reencode_settings import same_encoding as _same_encoding
+from .reencode_settings import write_settings_record as _write_settings_record
 from .source_record import (append_source, compact_sources, open_record, output_is_current, read_sources,
                             source_stat)
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
-__all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REENCODE_TIME_LIMIT_S"]
+__all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "SETTINGS_RECORD",
+           "REENCODE_TIME_LIMIT_S"]
 
 # How long one video's re-encode may take (--time-limit) before its worker is ended and the video reported as failed:
 # a 10-second Kinetics clip takes seconds, and a decode that never ends (a pathological file) held the end of the
 # whole run.
 REENCODE_TIME_LIMIT_S = 1800.0
-
-# The report's files, in --report-dir, by default --dst: the split folder when one split is re-encoded, where the
-# lists of the tree find them (and leave them out of the entries they count as stray).
-REPORT_JSON, REPORT_MD = "reencode_report.json", "reencode_report.md"
-REPORT_FILES = (REPORT_JSON, REPORT_MD)
 
 
 def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> list[tuple[str, str]]:
@@ -329,80 +335,6 @@ def _unless_overdue_in_a_row(results, time_limit_s: float):
                f"what they are read from does not answer")
 
 
-def _changed_text(report: dict) -> str:
-    n = report["source_changed"]
-    return f"; {n} encoded again as their source changed since their output was written" if n else ""
-
-
-# The settings that change the outputs' format (``threads`` does not), with their flags.
-_SETTING_FLAGS = {"short_side": "--short-side", "gop": "--gop", "crf": "--crf", "preset": "--preset",
-                  "no_upscale": "--no-upscale"}
-
-
-# The tree's own record of the settings of every run whose videos are in it (the report's ``settings_used``): the
-# report may lie elsewhere (--report-dir), and a resume given another --report-dir, or none, found no report and
-# refused nothing. Hidden, so that neither a re-encode nor the lists take it for a video or a class.
-SETTINGS_RECORD = ".reencode_settings.json"
-
-
-def _settings_used(path: str) -> list[dict] | None:
-    """The ``settings_used`` of the record or report at ``path`` (a report written before that was kept: its run's
-    ``settings``); None without a readable file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            before = json.load(f)
-        used = before["settings_used"] if "settings_used" in before else [before.get("settings") or {}]
-        return [dict(e) for e in used if isinstance(e, dict)]
-    except (OSError, ValueError, AttributeError, TypeError):  # none (or an unreadable one): nothing known
-        return None
-
-
-def _earlier_settings(dst_root: str, report_path: str) -> tuple[list[dict], str]:
-    """The settings of every earlier run whose videos are in the tree, and the file to see them in: the tree's
-    record, or for a tree written before records were kept, the report; [] without either."""
-    record_path = os.path.join(dst_root, SETTINGS_RECORD)
-    recorded, reported = _settings_used(record_path), _settings_used(report_path)
-    if recorded is None:
-        return reported or [], report_path
-    # the report, more readable, where it says the same
-    return recorded, report_path if reported == recorded else record_path
-
-
-def _write_settings_record(dst_root: str, settings_used: list[dict]) -> None:
-    """Replace the tree's record (:data:`SETTINGS_RECORD`) with ``settings_used``; none is made for a tree that
-    holds no run's videos."""
-    path = os.path.join(dst_root, SETTINGS_RECORD)
-    if settings_used or os.path.exists(path):
-        os.makedirs(dst_root, exist_ok=True)
-        atomic_write_text(path, json.dumps({"settings_used": settings_used}, indent=2) + "\n")
-
-
-def _same_encoding(before: dict, now: dict) -> bool:
-    """Whether settings ``before`` (a report's; a key it lacks is not compared) make the outputs ``now`` does."""
-    return all(before[k] == now[k] for k in _SETTING_FLAGS if k in before)
-
-
-def _refuse_other_settings(dst_root: str, seen_in: str, settings: EncodeSettings,
-                           earlier: list[dict]) -> None:
-    """Raise :class:`KineticsError` when ``settings`` make other outputs than every one of the ``earlier`` runs'
-    (their videos in the same --dst): resuming would add an encoding to the tree. Settings that one of them used add
-    none, also after a run mixed in another one on purpose."""
-    now = asdict(settings)
-    if not earlier or any(_same_encoding(e, now) for e in earlier):
-        return
-    differ = []
-    for k, flag in _SETTING_FLAGS.items():
-        values = []
-        for value in (e[k] for e in earlier if k in e and e[k] != now[k]):
-            values += [value] if value not in values else []
-        if values:
-            differ.append(f"{flag} {', '.join(map(repr, values))} before, {now[k]!r} now")
-    # the tree is --dst: with --report-dir the report (named after it) lies elsewhere, and was named as the tree
-    raise KineticsError(f"the videos already in {dst_root} were encoded with other settings "
-                        f"({'; '.join(differ)}, see {seen_in}); resuming would add another encoding to the "
-                        f"tree: give the same settings, another --dst, or --allow-other-settings to mix them")
-
-
 def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict[str, tuple[int, int]]) -> None:
     """After an interruption: count into ``report`` the outputs of ``pairs`` that are on disk although no result
     said so (and of their source as it is, by ``sources``, the record read before the run: a stale output the run
@@ -433,36 +365,3 @@ def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict
                     report["frames"] += c.streams.video[0].frames or count_frames(dst)
             except Exception:  # a file this run wrote and verified: whatever its header says, it is done
                 pass
-
-
-def _without_name(error: str, src: str) -> str:
-    """``error`` without the ``<src>: `` it begins with, for a line that names ``src`` already."""
-    return error[len(src) + 2:] if error.startswith(src + ": ") else error
-
-
-def _write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
-    """``reencode_report.json`` and ``.md`` in ``rdir``, and one line saying what was done."""
-    dst_root = report["dst_root"]
-    os.makedirs(rdir, exist_ok=True)
-    atomic_write_text(os.path.join(rdir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
-    md = [f"# Re-encode {report['src_root']} -> {dst_root}", "",
-          f"- settings: {report['settings']}", f"- videos: {report['total']}, already done (skipped): "
-          f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
-          f"- outputs whose source changed since (another size or mtime), encoded again: "
-          f"{report['source_changed']}",
-          f"- frames encoded: {report['frames']} in {report['seconds']} s"
-          + (" (interrupted: the same command goes on with the rest)" if report["interrupted"] else ""), ""]
-    # Names as one line of UTF-8 text: a file name that is not UTF-8 made the report a traceback.
-    if report["failed"]:
-        md += ["## Failures (originals untouched, no output written)", ""]
-        md += [f"- `{printable_path(x['src'])}`: {printable_path(_without_name(x['error'], x['src']))}"
-               for x in report["failed"]] + [""]
-    if report["warnings"]:
-        md += ["## Warnings", ""] + [f"- `{printable_path(x['src'])}`: {printable_path(x['warning'])}"
-                                     for x in report["warnings"]] + [""]
-    atomic_write_text(os.path.join(rdir, REPORT_MD), "\n".join(md))
-    stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
-    log(f"re-encoded {counted(report['done'], 'video')} ({report['frames']} frames) in {report['seconds']} s; "
-        f"skipped {report['skipped_existing']} already done{_changed_text(report)}; {len(report['failed'])} "
-        f"failed{stopped}"
-        + (f" (see {os.path.join(rdir, REPORT_MD)})" if report["failed"] else ""))

@@ -1,7 +1,8 @@
 """Scanning datasets of videos: class-folder trees ``<root>/{train,val}/<class name>/<video>``, or the flat folders
 of the official downloads with their annotation CSVs (``annotations.py``), into the same ``Video`` records.
 
-What a video's file name may be, and its YouTube id, are ``video_names.py``'s.
+What a video's file name may be, and its YouTube id, are ``video_names.py``'s; which entries of a folder are videos,
+why one is left out, and the ``Video`` record, ``video_files.py``'s.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from evautil.progress import ProgressLines, stderr_line
 from .check import check_videos, save_checked
 from .common import KineticsError, walk_progress
 from .official import match_official
-from .reencode import REPORT_FILES
-from .video_names import is_video_file, printable_path, unlistable_reason, youtube_id
+from .video_files import (SKIP_EMPTY, SKIP_KINDS, SKIP_MISSING, SKIP_OTHER_SPLIT,  # noqa: F401 (importable here)
+                          SKIP_UNANNOTATED, SKIP_UNDECODABLE, SKIP_UNLISTABLE, SKIP_UNREADABLE, Video, own_file,
+                          video_entries, video_skip)
+from .video_files import own_file as _own_file  # noqa: F401 (its name here before it moved)
+from .video_names import is_video_file, printable_path
 
 if TYPE_CHECKING:
     from dali_pipelines.index import ProbedBefore
@@ -29,43 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SKIP_KINDS", "Video", "DatasetScan", "WalkedDataset", "video_entries", "video_skip", "scan_dataset",
            "walk_dataset", "finish_scan", "save_checked", "check_output_name"]
-
-# Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
-# each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
-# the CSV rows without a video file, "not in annotations" the video files no CSV row names, and "listed in the
-# other split" the rows of a video both CSVs list whose file lies in the other split's folder (listed there only).
-SKIP_MISSING, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED, SKIP_UNDECODABLE = (
-    "missing", "empty", "unreadable", "name not listable", "not in annotations", "undecodable (--check)")
-SKIP_OTHER_SPLIT = "listed in the other split"
-SKIP_KINDS = (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_EMPTY, SKIP_UNREADABLE, SKIP_UNLISTABLE, SKIP_UNANNOTATED,
-              SKIP_UNDECODABLE)
-
-
-@dataclass(frozen=True)
-class Video:
-    """One video file of a dataset split.
-
-    Attributes:
-        dataset: dataset name given on the command line (e.g. ``k400``).
-        split: ``train`` or ``val`` (the role, whatever the folder is called; in the annotated layout the split
-            of the CSV that lists the video).
-        class_name: class name (the folder name or the annotation's label, possibly with underscores turned into
-            spaces).
-        path: absolute path (``os.path.abspath``, symlinks kept so paths stay under the data root).
-    """
-
-    dataset: str
-    split: str
-    class_name: str
-    path: str
-
-    @property
-    def file_name(self) -> str:
-        return os.path.basename(self.path)
-
-    @property
-    def youtube_id(self) -> str:
-        return youtube_id(self.file_name)
 
 
 @dataclass
@@ -109,44 +76,6 @@ class DatasetScan:
         return self.found.get(split, len(self.videos[split]))
 
 
-def _own_file(name: str) -> bool:
-    """Whether ``name`` is a file this tool writes into a video tree: a re-encode's report, by default in its --dst
-    (the split folder when one split is re-encoded), is no stray entry of the tree."""
-    return name in REPORT_FILES
-
-
-def video_entries(folder: str, ignored: list[str]) -> list[os.DirEntry]:
-    """The video files of ``folder`` (dangling symlinks with a video name included), sorted by name; its other
-    entries, but hidden ones and the tool's own files (:func:`_own_file`), go to ``ignored``."""
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    videos = []
-    for f in entries:
-        # A video's name whose symlink target is gone (a moved or half-synced download) is a missing video,
-        # not a non-video entry.
-        dangling = is_video_file(f.name) and f.is_symlink() and not os.path.exists(f.path)
-        if dangling or (is_video_file(f.name) and f.is_file()):
-            videos.append(f)
-        elif not f.name.startswith(".") and not _own_file(f.name):
-            ignored.append(f.path)
-    return videos
-
-
-def video_skip(f: os.DirEntry, rel_path: str) -> tuple[str, str] | None:
-    """``(reason, kind)`` when the video entry ``f`` (from :func:`video_entries`), listed as ``rel_path``, cannot
-    go into a list; None when it can."""
-    if f.is_symlink() and not os.path.exists(f.path):
-        return f"missing: dangling symlink (to {os.readlink(f.path)!r})", SKIP_MISSING
-    if f.stat().st_size == 0:
-        return "empty file (0 bytes)", SKIP_EMPTY
-    if not os.access(f.path, os.R_OK):
-        return "not readable (permission denied)", SKIP_UNREADABLE
-    why = unlistable_reason(rel_path)
-    if why is not None:
-        return f"cannot be written to a video list: {why}", SKIP_UNLISTABLE
-    return None
-
-
 def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_space: bool,
                 candidates: list[tuple[str, Video]], skipped: list[tuple[str, str]], ignored: list[str],
                 counts: Counter, walk: ProgressLines | None = None) -> list[str]:
@@ -166,7 +95,7 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
         # vanished from the labels and every later class's label shifted by one, without a word
         gone = _gone_class_folder(entry)
         if not gone and not entry.is_dir():
-            if not _own_file(entry.name):
+            if not own_file(entry.name):
                 ignored.append(entry.path)
             if is_video_file(entry.name):
                 loose.append(entry.path)

@@ -1859,13 +1859,13 @@ def test_quarantine_lines_still_unwritable_at_the_close_are_said_once_with_their
 
 
 def test_long_lists_stat_their_files_in_threads_with_the_same_result(dataset, monkeypatch):
-    import dali_pipelines.filelist as filelist_mod
+    import dali_pipelines.video_list as video_list_mod
 
     lst, root = dataset
     videos = read_video_list(str(lst), str(root))
     serial = videos.stat_keys()
-    monkeypatch.setattr(filelist_mod, "_STAT_THREADED_FROM", 1)
-    monkeypatch.setattr(filelist_mod, "_STAT_THREADS", 3)  # chunks of uneven size over the rows
+    monkeypatch.setattr(video_list_mod, "_STAT_THREADED_FROM", 1)
+    monkeypatch.setattr(video_list_mod, "_STAT_THREADS", 3)  # chunks of uneven size over the rows
     threaded = videos.stat_keys()
     assert all(np.array_equal(a, b) for a, b in zip(serial, threaded))
     assert serial[2].any() and not serial[2].all()  # the list has missing files too
@@ -1878,7 +1878,7 @@ def test_a_lookup_that_does_not_answer_stops_the_build_with_one_error_naming_the
     import threading
     import time
 
-    import dali_pipelines.filelist as filelist_mod
+    import dali_pipelines.video_list as video_list_mod
 
     lst, root = dataset
     hung = os.fsencode(str(root / "clips/cls_b/good_2.webm"))
@@ -1889,7 +1889,7 @@ def test_a_lookup_that_does_not_answer_stops_the_build_with_one_error_naming_the
             answer.wait()  # until the test ends: the file system answers again
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(filelist_mod.os, "stat", hanging_stat)
+    monkeypatch.setattr(video_list_mod.os, "stat", hanging_stat)
     videos = read_video_list(str(lst), str(root))
     try:
         t0 = time.monotonic()
@@ -1910,7 +1910,7 @@ def test_a_lookup_that_does_not_answer_stops_the_build_with_one_error_naming_the
 
 def _count_stats_under(monkeypatch, root: Path) -> list[bytes]:
     """Record every os.stat call on a file below ``root`` (the list's, the probe's)."""
-    import dali_pipelines.filelist as filelist_mod
+    import dali_pipelines.video_list as video_list_mod
 
     calls, real_stat, below = [], os.stat, os.fsencode(str(root))
 
@@ -1919,7 +1919,7 @@ def _count_stats_under(monkeypatch, root: Path) -> list[bytes]:
             calls.append(os.fsencode(path))
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(filelist_mod.os, "stat", counting_stat)
+    monkeypatch.setattr(video_list_mod.os, "stat", counting_stat)
     return calls
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dali_pipelines import filelist
 from dali_pipelines import index as index_mod
+from dali_pipelines import list_lines
 from dali_pipelines.filelist import PathTable, read_file_list, read_video_list
 from dali_pipelines.index import build_index, probe_video
 from dali_pipelines.index_store import load_cache, save_cache
@@ -214,13 +214,13 @@ def test_list_read_in_pieces_is_the_list_read_whole(tmp_path, monkeypatch):
     numbers included, whatever the line endings (a vertical tab and U+2028 end no line)."""
     text = ("a/x y.mp4 1\r\n\r\nb.mp4 2\rc.mp4 3\n\n  d e/f.mp4   4  \x0bg.mp4 5\u2028h.mp4 6\r\n" * 7) + "z.mp4 0"
     for chunk in (1, 2, 3, 5, 8, 13, 1 << 20):
-        monkeypatch.setattr(filelist, "_CHUNK_CHARS", chunk)
-        assert list(filelist._lines(text)) == text_lines(text), chunk
+        monkeypatch.setattr(list_lines, "_CHUNK_CHARS", chunk)
+        assert list(list_lines._lines(text)) == text_lines(text), chunk
     lst = tmp_path / "l.txt"
     lst.write_bytes(text.encode("utf-8"))
-    monkeypatch.setattr(filelist, "_CHUNK_CHARS", 4)
+    monkeypatch.setattr(list_lines, "_CHUNK_CHARS", 4)
     pieces = read_video_list(str(lst), "/r")
-    monkeypatch.setattr(filelist, "_CHUNK_CHARS", 1 << 20)
+    monkeypatch.setattr(list_lines, "_CHUNK_CHARS", 1 << 20)
     whole = read_video_list(str(lst), "/r")
     assert [pieces.entry(r) for r in range(len(pieces))] == [whole.entry(r) for r in range(len(whole))]
     assert (whole.entry(3).rel_path, whole.entry(3).label) == ("d e/f.mp4   4  \x0bg.mp4 5\u2028h.mp4", 6)

@@ -4,7 +4,8 @@ The original (mmaction2-derived) loader splits each line on whitespace, joins ev
 single spaces to form the file name (Kinetics class folders contain spaces, e.g. ``k400/train/arm wrestling/x.mp4``)
 and parses the last token as the label. Here the file name is the line up to the whitespace before the label,
 taken as written: the same name for the usual single spaces, and the right one for names with runs of spaces or
-tabs, which the original's re-joining changed into names that do not exist. Blank lines are skipped. Unlike the
+tabs, which the original's re-joining changed into names that do not exist; a leading ``~`` is the home folder, as
+in a shell (:func:`~dali_pipelines.list_lines.listed_path`). Blank lines are skipped. Unlike the
 original, every malformed line is reported with the list file and its 1-based line number instead of surfacing
 later as a decode failure. Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (:func:`evautil.text.text_lines`), so that
 the numbers are those an editor shows.
@@ -30,13 +31,14 @@ from evautil.files import not_a_file
 
 # re-exported: callers import every name of the list reader from here
 from .data_errors import DataError, DataListError, EmptyListError, LabelRangeError
-from .list_lines import _decode_text, _label, _lines, list_label, split_list_line
+from .list_lines import _decode_text, _label, _lines, list_label, listed_path, split_list_line
 from .list_roots import check_list_root, list_root
 from .path_table import PathTable
 from .video_list import ListEntry, VideoList
 
 __all__ = ["ListEntry", "DataError", "DataListError", "EmptyListError", "LabelRangeError", "PathTable", "VideoList",
-           "read_video_list", "read_file_list", "split_list_line", "list_label", "list_root", "check_list_root"]
+           "read_video_list", "read_file_list", "split_list_line", "listed_path", "list_label", "list_root",
+           "check_list_root"]
 
 
 def read_video_list(list_path: str, root: str, num_classes: int | None = None, *,
@@ -45,7 +47,8 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
 
     Args:
         list_path: the list file.
-        root: directory the relative paths are joined to.
+        root: directory the relative paths are joined to (a path's leading ``~`` is the home folder instead:
+            :func:`listed_path`).
         num_classes: when given, every label must lie in ``[0, num_classes)``.
         classes_name: what set ``num_classes`` (e.g. ``DATA.NUM_CLASSES``, ``--num-classes``), named with a label
             outside it.
@@ -75,7 +78,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
         if not tokens:
             continue
         labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes, classes_name, first=not labels))
-        blob += split_list_line(line)[0].encode("utf-8")
+        blob += listed_path(split_list_line(line)[0], root).encode("utf-8")
         offsets.append(len(blob))
         line_nos.append(line_no)
     if not labels:

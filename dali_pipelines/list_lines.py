@@ -2,18 +2,20 @@
 line and column), cut into lines as an editor numbers them, and a line's file name and label.
 
 A line is ``<path> <integer label>``: the file name is the line up to the whitespace before its last word, taken as
-written (:func:`split_list_line`), and the label that word read as ``int`` reads it (:func:`list_label`)."""
+written (:func:`split_list_line`), a leading ``~`` the home folder (:func:`listed_path`), and the label that word
+read as ``int`` reads it (:func:`list_label`)."""
 
 from __future__ import annotations
 
 import codecs
+import os
 from typing import Iterator
 
 from evautil.text import text_lines
 
 from .data_errors import DataListError, LabelRangeError
 
-__all__ = ["split_list_line", "list_label"]
+__all__ = ["split_list_line", "listed_path", "list_label"]
 
 # Lines are split in pieces of about this many characters, so that a long list never exists as one Python string
 # per line all at once.
@@ -71,6 +73,19 @@ def split_list_line(line: str) -> tuple[str, str] | None:
     if not tokens:
         return None
     return line.strip()[:-len(tokens[-1])].rstrip(), tokens[-1]
+
+
+def listed_path(name: str, root: str) -> str:
+    """What a line's file name ``name`` stands for, to be joined to ``root`` (``os.path.join``): the name as
+    written, but with a leading ``~`` or ``~user`` as that home folder, as a shell reads it and as the commands read
+    the paths they are given (``~/kinetics/a.mp4`` was read as a folder named ``~`` in the root). A file the root
+    holds under the name as written, where the home has none, stays that file (``./~/a.mp4`` always names it)."""
+    if not name.startswith("~"):
+        return name
+    home = os.path.expanduser(name)
+    if home != name and not os.path.exists(home) and os.path.exists(os.path.join(root, name)):
+        return name
+    return home
 
 
 _LABEL_LIMIT = 2**63

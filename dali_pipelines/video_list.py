@@ -32,7 +32,8 @@ class ListEntry:
 
     Attributes:
         row: 0-based position among the list's entries (blank lines not counted); the ``index`` the loader yields.
-        rel_path: the file name as written in the list (relative to ``root``).
+        rel_path: the file name as written in the list (relative to ``root``; a leading ``~`` read as the home
+            folder, :func:`~dali_pipelines.list_lines.listed_path`).
         path: ``os.path.join(root, rel_path)``.
         label: integer class label.
         line_no: 1-based line number in the list file (for error messages).
@@ -50,7 +51,7 @@ class VideoList:
 
     Attributes:
         list_path, root: the list file and the directory its paths are relative to.
-        rel_paths: the file names as written in the list.
+        rel_paths: the file names as written in the list (a leading ``~`` read as the home folder).
         labels: int64 class labels; line_nos: int32 1-based line numbers in the list file (for messages).
     """
 

@@ -94,6 +94,32 @@ def test_names_with_runs_of_spaces_and_tabs_are_kept_as_written(tmp_path):
     assert all(os.path.isfile(e.path) for e in entries)
 
 
+def test_a_path_starting_with_a_tilde_is_the_home_folder_as_for_the_commands(tmp_path, monkeypatch):
+    """``~/kinetics/a.mp4 3`` was read as a folder named ``~`` in the root, while the commands read a leading ~ as
+    the home folder: every such video was missing, and a list of them refused. A file the root holds under the name
+    as written, where the home has none, is still that file (lists that worked before); ``./~`` always names it."""
+    home, root = tmp_path / "home", tmp_path / "data"
+    for f in (home / "kinetics" / "a b.mp4", home / "both.mp4", root / "~" / "old.mp4", root / "~" / "both.mp4"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(home))
+    only_home = tmp_path / "home_list.txt"
+    only_home.write_text("~/kinetics/a b.mp4 3\n")
+    videos = read_video_list(str(only_home), str(root))
+    check_list_root(videos, "DATA.ROOT")  # its video is found: no refusal
+    assert videos.path(0) == str(home / "kinetics" / "a b.mp4") and videos.stat_keys()[2].tolist() == [True]
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("~/kinetics/a b.mp4 3\n~/old.mp4 1\n~/both.mp4 2\n./~/both.mp4 0\n~/gone.mp4 4\n"
+                   "~no-such-user-here/x.mp4 5\n")
+    videos = read_video_list(str(lst), str(root))
+    assert [videos.path(r) for r in range(len(videos))] == [
+        str(home / "kinetics" / "a b.mp4"), str(root / "~" / "old.mp4"), str(home / "both.mp4"),
+        os.path.join(root, "./~/both.mp4"), str(home / "gone.mp4"), str(root / "~no-such-user-here" / "x.mp4")]
+    assert videos.stat_keys()[2].tolist() == [True, True, True, True, False, False]
+    assert [e.label for e in read_file_list(str(lst), str(root))] == [3, 1, 2, 0, 4, 5]
+
+
 @pytest.mark.parametrize("content, line, words", [
     ("a.mp4 1\nno_label_here\n", 2, "no label"),
     ("a.mp4 1\n\nb.mp4 one\n", 3, "not an integer"),

@@ -877,6 +877,23 @@ def test_list_names_keep_runs_of_spaces_and_tabs(tmp_path):
     assert [e.path for e in read_file_list(str(lst), str(tmp_path))] == [str(tmp_path / n) for n in names]
 
 
+def test_list_paths_starting_with_a_tilde_are_the_home_folder_as_for_training(tmp_path, monkeypatch):
+    """A list line ``~/k/a b.mp4 3`` named a folder ``~`` beside the list, while predict reads a leading ~ in the
+    paths it is given as the home folder: the list was refused as naming no existing file."""
+    from dali_pipelines.filelist import read_file_list
+    from tools.inference import collect_videos
+
+    home, lists = tmp_path / "home", tmp_path / "lists"
+    (home / "k").mkdir(parents=True)
+    (home / "k" / "a b.mp4").write_bytes(b"")
+    lists.mkdir()
+    lst = lists / "list.txt"
+    lst.write_text("~/k/a b.mp4 3\n")
+    monkeypatch.setenv("HOME", str(home))
+    assert collect_videos([str(lst)]) == [str(home / "k" / "a b.mp4")]
+    assert [e.path for e in read_file_list(str(lst), str(lists))] == [str(home / "k" / "a b.mp4")]
+
+
 def test_lists_joined_with_cat_name_the_same_videos_as_for_training(tmp_path):
     """Each list saved with a byte-order mark and joined with cat keeps the later ones at the start of a line: the
     training reader drops them, and predict's took the mark for the first character of the file name."""

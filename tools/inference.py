@@ -23,7 +23,7 @@ from torch import nn
 
 from configs import opts_last  # for the tools' parsers
 from dali_pipelines.filelist import (LabelRangeError, list_label, list_root,  # plain Python: no DALI import
-                                     split_list_line)
+                                     listed_path, split_list_line)
 from engine.distributed import DistContext, barrier, broadcast_object, shutdown
 from evautil.cli import flags_as_typed, home_path
 from evautil.errors import not_utf8_line
@@ -65,12 +65,12 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
         line = (line[1:] if line.startswith("\ufeff") else line).strip()
         if not line:
             continue
-        full, label = os.path.join(base, line), None
+        full, label = os.path.join(base, listed_path(line, base)), None  # ~ the home folder, as the reader reads it
         name, last = split_list_line(line)
         if not os.path.exists(full) and name:
             label = list_label(last)  # the training reader's labels ('+3' too, which was taken for part of the name)
         if label is not None:
-            full = os.path.join(base, name)  # read_video_list's rule, not a re-join
+            full = os.path.join(base, listed_path(name, base))  # read_video_list's rule, not a re-join
             if num_classes is not None and not 0 <= label < num_classes and not out_of_range:
                 # training's own list check, but the model's head fixes the class count: no key can fit the label
                 out_of_range = LabelRangeError(f"{path}:{line_no}", label, num_classes, line,

@@ -490,7 +490,7 @@ def _by_path(records: list[dict]) -> dict[str, dict]:
 def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monkeypatch):
     # Run B starts (and finishes) in the window between run A writing its video list and reading it back, the
     # window two runs at once with the default --work-dir share. Each must still score its own videos.
-    from tools import inference
+    from tools import inference, view_loader
 
     tmp, opts, ckpt, eval_rows = evaluated
     cfg = load_config(DEMO, opts)
@@ -500,7 +500,7 @@ def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monke
     a, b = videos[:2], videos[2:5]
     work = tmp / "shared_work"
     got_b = {}
-    real_barrier = inference.barrier
+    real_barrier = view_loader.barrier  # the loader's list is written, then read back after this barrier
 
     def run_b_meanwhile(ctx):
         real_barrier(ctx)
@@ -508,7 +508,7 @@ def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monke
             got_b["records"] = []  # no second nesting
             got_b["records"] = predict.predict_videos(cfg, model, b, str(work), ctx, progress=False)
 
-    monkeypatch.setattr(inference, "barrier", run_b_meanwhile)
+    monkeypatch.setattr(view_loader, "barrier", run_b_meanwhile)
     got_a = predict.predict_videos(cfg, model, a, str(work), DistContext(), progress=False)
     for path, rec in {**_by_path(got_a), **_by_path(got_b["records"])}.items():
         assert rec["status"] == "ok", rec
@@ -519,7 +519,7 @@ def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monke
     assert len(lists) == 2  # one list (and index cache) per set of videos
     # A rerun on the same videos reuses that list and its index cache; rows are mapped back by path, so a list
     # rewritten in another order in the meantime still gives each video its own scores.
-    monkeypatch.setattr(inference, "barrier", real_barrier)
+    monkeypatch.setattr(view_loader, "barrier", real_barrier)
 
     def reorder(ctx):
         for lst in work.glob("videos-*.txt"):
@@ -527,7 +527,7 @@ def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monke
             if len(lines) == len(b):
                 lst.write_text("".join(reversed(lines)))
 
-    monkeypatch.setattr(inference, "barrier", reorder)
+    monkeypatch.setattr(view_loader, "barrier", reorder)
     again = predict.predict_videos(cfg, model, b, str(work), DistContext(), progress=False)
     assert sorted(work.glob("videos-*.txt")) == lists
     assert [(r["path"], r["top_k"][0]["class"]) for r in again] == [(p, want[p][0]) for p in b]
@@ -538,7 +538,7 @@ def test_runs_sharing_a_work_dir_keep_their_own_videos(evaluated, dataset, monke
             if len(lst.read_text().splitlines()) == len(b):
                 lst.write_text("".join(f"{p} 0\n" for p in videos[5:8]))
 
-    monkeypatch.setattr(inference, "barrier", other_videos)
+    monkeypatch.setattr(view_loader, "barrier", other_videos)
     with pytest.raises(ValueError, match="does not hold the 3 videos written to it"):
         predict.predict_videos(cfg, model, b, str(work), DistContext(), progress=False)
 

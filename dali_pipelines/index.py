@@ -29,7 +29,9 @@ profile) and each video's size and mtime; version 3 stores the same fields as co
 YUV matrix tag (``colour.py``); version 5 is version 4 whose bad verdicts are this code's checks'; version 6 adds
 whether NVDEC would number the frames otherwise (``pyav_probe.first_pictures_not_shown``'s verdict, from the same
 demux: such a video is routed off NVDEC at start-up); version 7 is version 6 whose good AVI records passed the
-header's chunk count (an AVI cut short was taken for a shorter good video). A version 3, 4, 5 or 6 cache is migrated
+header's chunk count (an AVI cut short was taken for a shorter good video); version 8 adds the display turn of the
+frame the probe decodes (``predict`` notes a turned video from it). A version 7 cache is migrated, its records kept
+without that turn (-1: ``predict`` reads it from the video). A version 3, 4, 5 or 6 cache is migrated
 too, its good AVI records dropped as it is read (nothing but the path's extension tells an AVI apart, so only those
 videos are probed again), its other good records kept, a version 3, 4 or 5 one's without that verdict ('': NVDEC's
 route checks those videos at their first read), a version 3 one's without

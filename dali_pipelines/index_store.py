@@ -1,4 +1,4 @@
-"""The dataset index's cache file (schema version 7): the table of probed facts (:mod:`.video_table`) of one list,
+"""The dataset index's cache file (schema version 8): the table of probed facts (:mod:`.video_table`) of one list,
 saved and read again.
 
 The cache file, ``<list>.index.npz``, is a NumPy ``.npz`` archive (never pickled) holding:
@@ -12,14 +12,15 @@ A file of another version, or whose arrays do not have exactly these names, type
 is probed again), never read with the wrong meaning. A file for another root (the same folder reached through a
 symbolic link is the same root: :func:`same_root`) is read with that root (``IndexCache.other_root``): a dataset
 moved or mounted elsewhere keeps its files' sizes and mtimes, and a build reuses a record only for a file that has
-them, as under any root. Version 7 has version 6's arrays; what changed is what a good AVI
-row means: an AVI cut short is no longer taken for a shorter good video (:data:`_AVI_CHECKED_SINCE`). Version 6 adds
-the ``nvdec_numbering`` column to version 5's arrays. Version 5 has version 4's arrays; what changed is what a bad
-row means: a verdict of this code's checks. A version 6, 5 or 4 cache, a version 3 one (version 4 less the
-``colorspace`` column) and a version 2 one (``.index.json``, version 3's fields as JSON records) are migrated: their
-good records are read into the table (the columns added since, not recorded: ''), the bad verdicts of those before
-version 5 dropped (:data:`_CHECKS_SINCE`: their videos are probed again), so are their good AVI rows
-(:data:`_AVI_CHECKED_SINCE`: only those videos are probed again), and saved as version 7. A build probes their
+them, as under any root. Version 8 adds the ``rotation`` column (the display turn, which ``predict`` notes) to
+version 7's arrays. Version 7 has version 6's arrays; what changed is what a good AVI row means: an AVI cut short is
+no longer taken for a shorter good video (:data:`_AVI_CHECKED_SINCE`). Version 6 adds the ``nvdec_numbering`` column
+to version 5's arrays. Version 5 has version 4's arrays; what changed is what a bad row means: a verdict of this
+code's checks. A version 7, 6, 5 or 4 cache, a version 3 one (version 4 less the ``colorspace`` column) and a version
+2 one (``.index.json``, version 3's fields as JSON records) are migrated: their good records are read into the table
+(the columns added since, not recorded: '', a rotation -1), the bad verdicts of those before version 5 dropped
+(:data:`_CHECKS_SINCE`: their videos are probed again), so are their good AVI rows before version 7
+(:data:`_AVI_CHECKED_SINCE`: only those videos are probed again), and saved as version 8. A build probes their
 untagged quick probes' videos again (:meth:`VideoTable.counted_before_edit_lists`: those frame counts may include
 frames that never decode), tags and all; the fully decoded ones' DALI-decoded frames stay in DALI's BT.601 colours
 until the cache is deleted or a video changes (the log says so).
@@ -41,7 +42,7 @@ from evautil.files import atomic_write
 from evautil.progress import counted
 
 from .filelist import PathTable
-from .video_table import BAD, COLUMNS, GOOD, TEXTS, VideoInfo, VideoTable
+from .video_table import BAD, COLUMNS, GOOD, ROTATION_NOT_RECORDED, TEXTS, VideoInfo, VideoTable
 
 __all__ = ["INDEX_SCHEMA_VERSION", "IndexCache", "load_cache", "load_cache_and_root", "same_root", "save_cache",
            "stat_key"]
@@ -49,12 +50,14 @@ __all__ = ["INDEX_SCHEMA_VERSION", "IndexCache", "load_cache", "load_cache_and_r
 logger = logging.getLogger(__name__)
 
 # The meaning of the cache file; bump it whenever a column is added, removed or changes meaning.
-INDEX_SCHEMA_VERSION = 7
-# The versions read and migrated; a column added since a file's version is read as all '' (code 0: not recorded).
-_MIGRATED_VERSIONS = (3, 4, 5, 6)
+INDEX_SCHEMA_VERSION = 8
+# The versions read and migrated; a column added since a file's version is read as all '' (code 0: not recorded), a
+# number column as its value of _NOT_RECORDED.
+_MIGRATED_VERSIONS = (3, 4, 5, 6, 7)
 # Version 4 added the colour matrix tag, version 5 changed no array (see _CHECKS_SINCE), version 6 added NVDEC's
-# numbering verdict, version 7 changed no array (see _AVI_CHECKED_SINCE).
-_ADDED_IN = {"colorspace": 4, "nvdec_numbering": 6}
+# numbering verdict, version 7 changed no array (see _AVI_CHECKED_SINCE), version 8 added the display turn.
+_ADDED_IN = {"colorspace": 4, "nvdec_numbering": 6, "rotation": 8}
+_NOT_RECORDED = {"rotation": ROTATION_NOT_RECORDED}
 # The first version whose bad verdicts are those of this code's checks. A cache of an older version may hold
 # verdicts they no longer give (an MP4 edit list's hidden frames taken for a truncation, a WebM whose audio outlasts
 # its video, a run-time failure of a frame count that took in such frames), which left a video out until the cache
@@ -76,7 +79,7 @@ _JSON_SCHEMA_VERSION = 2
 @dataclass
 class IndexCache:
     """The cache of one list: ``rel_paths[i]`` is the video of ``table`` row ``i``. ``migrated`` when it was read
-    from a version 2, 3, 4, 5 or 6 file (then it is saved as version 7); ``other_root`` when it was written for
+    from a version 2, 3, 4, 5, 6 or 7 file (then it is saved as version 8); ``other_root`` when it was written for
     another root than the one it was read for (then it is saved for that one)."""
 
     rel_paths: PathTable
@@ -101,9 +104,9 @@ def same_root(recorded: object, root: str) -> bool:
 
 
 def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = True) -> IndexCache | None:
-    """The cache of a list: the version 7 (or 6, 5, 4 or 3, migrated) file ``cache_path``, else (when given) a version 2
-    ``json_path`` migrated; None when neither is there, readable and of a version read here (a file written for
-    another root is read with that root: ``IndexCache.other_root``). Not ``warn``: an unreadable file is not logged
+    """The cache of a list: the version 8 (or 7, 6, 5, 4 or 3, migrated) file ``cache_path``, else (when given) a
+    version 2 ``json_path`` migrated; None when neither is there, readable and of a version read here (a file written
+    for another root is read with that root: ``IndexCache.other_root``). Not ``warn``: an unreadable file is not logged
     (a read that is followed by another of the same file that is)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
@@ -117,8 +120,8 @@ def load_cache(cache_path: str, root: str, json_path: str = "", warn: bool = Tru
 
 
 def load_cache_and_root(cache_path: str) -> tuple[str, IndexCache] | None:
-    """A version 7 (or 6, 5, 4 or 3, migrated) cache whatever root it was written for, with that root; None when it is
-    not there or not readable as either (an unreadable one is logged)."""
+    """A version 8 (or 7, 6, 5, 4 or 3, migrated) cache whatever root it was written for, with that root; None when it
+    is not there or not readable as either (an unreadable one is logged)."""
     try:
         with np.load(cache_path, allow_pickle=False) as archive:
             root = json.loads(archive["header"].tobytes().decode("utf-8")).get("root")
@@ -155,9 +158,10 @@ def _read_archive(archive, cache_path: str, root: str) -> IndexCache | None:
         raise ValueError("string tables that are no mapping")
     if set(later) & set(texts):
         raise ValueError(f"a version {version} cache with string tables {sorted(set(later) & set(texts))}")
-    for name in later:  # not recorded: '' (code 0) on every row
-        arrays[name] = np.zeros(len(arrays["status"]), COLUMNS[name])
-        texts = {**texts, name: [""]}
+    for name in later:  # not recorded: '' (code 0) on every row, or the number that says so
+        arrays[name] = np.full(len(arrays["status"]), _NOT_RECORDED.get(name, 0), COLUMNS[name])
+        if name in TEXTS:
+            texts = {**texts, name: [""]}
     table = VideoTable(arrays, texts, header["reasons"])
     if set(table.texts) != set(TEXTS):
         raise ValueError(f"string tables {sorted(table.texts)}, expected {sorted(TEXTS)}")

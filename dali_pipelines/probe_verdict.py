@@ -72,7 +72,8 @@ def probe_video(path: str, full_decode: bool = False) -> VideoInfo:
                      coded_width=d.coded_width if d else 0, coded_height=d.coded_height if d else 0,
                      pix_fmt=d.pix_fmt if d else "", chroma=d.chroma if d else "", bit_depth=d.bit_depth if d else 0,
                      profile=d.profile if d else "", size=st.st_size, mtime_ns=st.st_mtime_ns,
-                     colorspace=p.colorspace or "unknown", nvdec_numbering=p.nvdec_numbering or NUMBERED_AS_INDEXED)
+                     colorspace=p.colorspace or "unknown", nvdec_numbering=p.nvdec_numbering or NUMBERED_AS_INDEXED,
+                     rotation=p.rotation)
 
 
 def _probe(path: str, full_decode: bool) -> StreamProbe:

@@ -1,9 +1,9 @@
 """What the dataset index reads of a video with PyAV (FFmpeg), and the NVDEC route's check, the tools and the
 benchmarks with it: the first video stream's facts (packet count, size, codec, rate, declared duration and frame
-count, where the packets end, the decoder facts, the colour tag of its first frame, packets before the first
-keyframe or hidden by an edit list; :func:`probe_stream` decodes the first frame only, unless asked for all), the
-frame count of a full decode (:func:`count_frames`), and whether NVDEC, which shows every packet's picture in the
-order of the packets' pts, would number its frames otherwise (:func:`first_pictures_not_shown`).
+count, where the packets end, the decoder facts, the colour tag and display turn of its first frame, packets before
+the first keyframe or hidden by an edit list; :func:`probe_stream` decodes the first frame only, unless asked for
+all), the frame count of a full decode (:func:`count_frames`), and whether NVDEC, which shows every packet's picture
+in the order of the packets' pts, would number its frames otherwise (:func:`first_pictures_not_shown`).
 
 Decoding is ``pyav_io``'s; what both modules use, the opening of a video and :class:`pyav_open.BadVideoError`, is
 ``pyav_open``'s. No DALI import here: this module must work on machines (and in processes) without DALI.
@@ -171,6 +171,7 @@ class StreamProbe:
     size_change: str = ""  # where the decoded frames' picture size first changes ('96x72 at frame 0, ...'), '' if not
     colorspace: str = ""  # the first decoded frame's YUV matrix tag, FFmpeg's name (colour.colorspace_name)
     nvdec_numbering: str = ""  # why NVDEC would number the frames otherwise (first_pictures_not_shown), '' if not
+    rotation: int = 0  # the first decoded frame's display turn, as display_rotation reads it (0: none, or no frame)
 
 
 @dataclass(frozen=True)
@@ -290,20 +291,26 @@ def _other_streams_end_s(container, video) -> float:
 def display_rotation(path: VideoSource) -> int:
     """The turn a player gives the first video stream's frames, in degrees counter-clockwise (0 to 359; 0 for none):
     a phone's portrait video stores its frames sideways with a display matrix saying how to show them, which FFmpeg
-    hands on as its first frame's ``rotation``. The project's decoders use frames as stored, matrix or not. 0 too
-    when no frame decodes (the video's own reading says why)."""
+    hands on as its first frame's ``rotation`` (PyAV reads no stream's side data: a frame is decoded). The project's
+    decoders use frames as stored, matrix or not. 0 too when no frame decodes (the video's own reading says why).
+    :func:`probe_stream` records the same turn (``StreamProbe.rotation``) from the frame it decodes anyway."""
     try:
         container = open_video(path)
     except BadVideoError:
         return 0
     try:
         for frame in container.decode(first_video_stream(container, source_name(path))):
-            return round(frame.rotation) % 360
+            return _turn(frame)
     except (av.error.FFmpegError, BadVideoError):
         pass
     finally:
         container.close()
     return 0
+
+
+def _turn(frame: av.VideoFrame) -> int:
+    """A decoded frame's display turn in whole degrees counter-clockwise, 0 to 359."""
+    return round(frame.rotation) % 360
 
 
 def rotation_words(degrees: int) -> str:
@@ -333,7 +340,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
         declared, exact = _declared_frames(stream, duration_s, fps)
         packets, decoded, first_ok, error = 0, 0, False, ""
         discarded, leading, keyframe_seen, first_corrupt = 0, 0, False, -1
-        colorspace = ""
+        colorspace, rotation = "", 0
         end_ticks: int | None = 0  # where the packets' timestamps end, in the stream's time base
         numbering = _NvdecNumbering()
         sizes = _PictureSizes()
@@ -360,6 +367,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
                     sizes.add(frames, decoded)
                     colorspace = colorspace or (colorspace_name(frames[0].colorspace) if frames else "")
+                    rotation = rotation if decoded or not frames else _turn(frames[0])
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
             if full_decode or not first_ok:
@@ -369,6 +377,7 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                         first_corrupt = next((decoded + k for k, f in enumerate(frames) if f.is_corrupt), -1)
                     sizes.add(frames, decoded)
                     colorspace = colorspace or (colorspace_name(frames[0].colorspace) if frames else "")
+                    rotation = rotation if decoded or not frames else _turn(frames[0])
                     decoded += len(frames)
                     first_ok = first_ok or decoded > 0
                 except av.error.FFmpegError as e:
@@ -389,6 +398,6 @@ def probe_stream(path: VideoSource, full_decode: bool = False) -> StreamProbe:
                            packets_end_s=packets_end_s, discarded=discarded,
                            leading_nonkey=leading if keyframe_seen else 0, duration_of_container=of_container,
                            streams_end_s=streams_end, first_corrupt=first_corrupt, size_change=sizes.change,
-                           colorspace=colorspace, nvdec_numbering=numbering.problem())
+                           colorspace=colorspace, nvdec_numbering=numbering.problem(), rotation=rotation)
     finally:
         container.close()

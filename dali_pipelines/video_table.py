@@ -5,7 +5,7 @@ A Kinetics-size list has hundreds of thousands of videos and every rank of a run
 kept as columns (:class:`VideoTable`): a row costs about 64 bytes instead of a Python object per video, and a rank
 loads the cache with a few array reads. Strings that repeat (codec, pixel format, chroma format, profile, the
 reason a video is bad, the YUV matrix tag, why NVDEC would number the frames otherwise) are stored once in a small
-table each and referred to by an integer code.
+table each and referred to by an integer code; the display turn is a number (-1: not recorded).
 
 No DALI import here.
 """
@@ -19,7 +19,8 @@ import numpy as np
 
 from .pyav_probe import DecoderFacts
 
-__all__ = ["UNKNOWN", "GOOD", "BAD", "TEXTS", "COLUMNS", "NUMBERED_AS_INDEXED", "VideoInfo", "VideoTable"]
+__all__ = ["UNKNOWN", "GOOD", "BAD", "TEXTS", "COLUMNS", "NUMBERED_AS_INDEXED", "ROTATION_NOT_RECORDED", "VideoInfo",
+           "VideoTable"]
 
 # A row's status: not probed (or its record dropped), a good video, a bad one (with a reason).
 UNKNOWN, GOOD, BAD = 0, 1, 2
@@ -34,9 +35,12 @@ COLUMNS: dict[str, type] = {
     # (nvdec_numbering's reasons hold counts, "hides its first 3 pictures": more than 32,767 of them may differ)
     "nvdec_numbering": np.int32,
     "reason": np.int32,  # code into the reasons (0: none)
+    "rotation": np.int16,  # the display turn in degrees counter-clockwise (VideoInfo.rotation)
 }
 # The nvdec_numbering of a video NVDEC numbers as the index does ('' is a record that does not say).
 NUMBERED_AS_INDEXED = "as indexed"
+# The rotation of a record migrated from a cache older than the column (0 is a video shown as stored).
+ROTATION_NOT_RECORDED = -1
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class VideoInfo:
     # NUMBERED_AS_INDEXED; '': not recorded (a record migrated from an older cache: NVDEC's route checks it at its
     # first read).
     nvdec_numbering: str = ""
+    # The turn a player gives the frames (pyav_probe.display_rotation: a phone's portrait video), in degrees
+    # counter-clockwise, 0 for none; the decoders use frames as stored. ROTATION_NOT_RECORDED: a record migrated from
+    # an older cache.
+    rotation: int = ROTATION_NOT_RECORDED
 
     @property
     def nvdec_problem(self) -> str:

@@ -1294,6 +1294,7 @@ def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, capl
     def version_3(header, arrays):
         del arrays["colorspace"], header["texts"]["colorspace"]
         del arrays["nvdec_numbering"], header["texts"]["nvdec_numbering"]  # (added in version 6)
+        del arrays["rotation"]  # (added in version 8)
         header["reasons"][arrays["reason"][bad_row]] = "a verdict of the version 3 cache"
         arrays["full_decode"][kept], arrays["num_frames"][kept] = True, 7
         header["version"] = 3
@@ -1309,7 +1310,8 @@ def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, capl
         "no colour matrix tag recorded"
     assert untagged in caplog.text
     assert ix.bad == first.bad  # this code's verdicts
-    assert ix.info(kept) == dataclasses.replace(first.info(kept), num_frames=7, colorspace="", nvdec_numbering="")
+    assert ix.info(kept) == dataclasses.replace(first.info(kept), num_frames=7, colorspace="", nvdec_numbering="",
+                                                rotation=-1)
     assert {r: ix.info(r) for r in ix.good_rows if r != kept} == \
         {r: first.info(r) for r in first.good_rows if r != kept}  # probed again: tagged ('unknown': untagged)
     # Saved as version 7 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check

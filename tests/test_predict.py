@@ -1182,3 +1182,79 @@ def test_a_video_marked_to_be_shown_turned_is_scored_as_stored_with_one_note(eva
                      "it was scored as stored, unturned, as evaluation reads it"]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["status"] for r in records] == ["ok", "ok"] and records[0]["top_k"] == records[1]["top_k"]
+
+
+def _phone_and_plain(tmp_path: Path) -> tuple[Path, Path]:
+    """A plain H.264 clip and the same clip marked as a phone's portrait video (shown turned 90° clockwise)."""
+    import shutil
+
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import mark_rotated, pattern_frames
+
+    plain, phone = tmp_path / "plain.mp4", tmp_path / "phone.mp4"
+    write_video(str(plain), pattern_frames(16, 48, 32), codec="h264", gop=4)
+    shutil.copy(plain, phone)
+    mark_rotated(str(phone))
+    return plain, phone
+
+
+def _turn_reads(monkeypatch) -> list[str]:
+    """The videos predict opens and decodes again for their display matrix, a path per call, from now on."""
+    from dali_pipelines import pyav_probe
+
+    reads, real = [], pyav_probe.display_rotation
+    monkeypatch.setattr(pyav_probe, "display_rotation", lambda path: reads.append(str(path)) or real(path))
+    return reads
+
+
+def test_the_turn_of_a_video_is_read_by_the_index_probe_not_by_another_decode(evaluated, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """The note on a turned video came from a second open and decode of every video scored, after the index's probe
+    had decoded its first frame already: the probe records the turn with the video's other facts (the index cache
+    keeps it), so a first run and a run from the cache note it without reading any video again."""
+    from dali_pipelines.probe_verdict import probe_video
+
+    tmp, opts, ckpt, _ = evaluated
+    plain, phone = _phone_and_plain(tmp_path)
+    reads = _turn_reads(monkeypatch)
+    note = (f"note: {phone}: its display matrix shows it turned 90° clockwise (a phone's portrait video); it was "
+            "scored as stored, unturned, as evaluation reads it")
+    for run in ("first", "from the cache"):
+        rc = predict.main([str(plain), str(phone), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir",
+                           str(tmp_path / "work"), "--opts", *opts])
+        err = capsys.readouterr().err
+        assert rc == 0, (run, err)
+        assert [line for line in err.splitlines() if line.startswith("note:")] == [note], run
+        assert reads == [], run
+    assert (probe_video(str(phone)).rotation, probe_video(str(plain)).rotation) == (270, 0)  # what the index keeps
+
+
+def test_an_index_cache_older_than_the_turn_still_gets_the_note(evaluated, tmp_path, capsys, monkeypatch):
+    """A cache written before the index recorded the turn (schema version 7) is migrated with its records kept: their
+    turn is not recorded, so predict reads it from each video scored, and the note is the same."""
+    from dali_pipelines.index_store import INDEX_SCHEMA_VERSION
+
+    tmp, opts, ckpt, _ = evaluated
+    plain, phone = _phone_and_plain(tmp_path)
+    work = tmp_path / "work"
+    args = [str(plain), str(phone), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir", str(work),
+            "--opts", *opts]
+    assert predict.main(args) == 0
+    capsys.readouterr()
+    (cache,) = work.glob("videos-*.index.npz")
+    with np.load(cache, allow_pickle=False) as archive:  # as version 7 wrote it: no rotation column
+        arrays = {k: archive[k] for k in archive.files if k != "rotation"}
+    header = json.loads(arrays["header"].tobytes())
+    header["version"] = 7
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    reads = _turn_reads(monkeypatch)
+    assert predict.main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {phone}: its display matrix shows it turned 90° clockwise (a phone's portrait video); "
+                     "it was scored as stored, unturned, as evaluation reads it"]
+    assert sorted(reads) == sorted([str(plain), str(phone)])  # the migrated records' turns, each read once
+    with np.load(cache, allow_pickle=False) as archive:  # saved migrated, and not probed again
+        assert json.loads(archive["header"].tobytes())["version"] == INDEX_SCHEMA_VERSION
+        assert archive["rotation"].tolist() == [-1, -1]

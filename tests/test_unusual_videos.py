@@ -148,8 +148,8 @@ def test_an_avi_an_index_before_the_chunk_count_called_good_is_probed_again(tmp_
     older = dataclasses.replace(first.info(1), num_frames=left, size=st.st_size, mtime_ns=st.st_mtime_ns)
     stored.table.set_good(0, older, False)
     save_cache(first.cache_path, str(lst), str(tmp_path), stored.rel_paths, stored.table)
-    with np.load(first.cache_path, allow_pickle=False) as archive:  # as version 6 wrote it: the same arrays
-        arrays = {k: archive[k] for k in archive.files}
+    with np.load(first.cache_path, allow_pickle=False) as archive:  # as version 6 wrote it: no rotation (version 8)
+        arrays = {k: archive[k] for k in archive.files if k != "rotation"}
     header = json.loads(arrays["header"].tobytes())
     header["version"] = 6
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
@@ -159,7 +159,8 @@ def test_an_avi_an_index_before_the_chunk_count_called_good_is_probed_again(tmp_
         ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
     # was: 0 probed, the cut AVI good with the frames left
     assert ix.probed == 2 and ix.good_rows == [1, 2] and ix.bad == {0: first.bad[0]}
-    assert [ix.info(r) for r in (1, 2)] == [first.info(r) for r in (1, 2)]
+    # the kept record's turn is not recorded (-1): version 8 added it
+    assert [ix.info(r) for r in (1, 2)] == [first.info(1), dataclasses.replace(first.info(2), rotation=-1)]
     assert f"migrating index cache {first.cache_path} (schema version 6) to version {INDEX_SCHEMA_VERSION}" \
         in caplog.text
     assert f"index cache {first.cache_path}: probing 2 AVI videos again that schema version 6 recorded as good" \
@@ -201,6 +202,7 @@ def _as_an_older_index_wrote_it(cache: str, num_frames, full_decode, version: in
         arrays["status"][row], arrays["reason"][row] = 2, len(header["reasons"])
         header["reasons"].append(reason)
     del arrays["nvdec_numbering"], header["texts"]["nvdec_numbering"]  # recorded since version 6
+    del arrays["rotation"]  # since version 8
     if version == 3:
         del arrays["colorspace"], header["texts"]["colorspace"]
     else:
@@ -283,7 +285,7 @@ def test_bad_verdicts_an_older_index_recorded_are_probed_again(cut_videos, tmp_p
         # was: 0 probed, the MP4 left out as truncated
         assert ix.probed == 2 and ix.good_rows == [0, 1] and ix.bad == {2: truncated}, version
         assert ix.info(0) == first.info(0)
-        assert ix.info(1) == dataclasses.replace(first.info(1), colorspace="", nvdec_numbering="")
+        assert ix.info(1) == dataclasses.replace(first.info(1), colorspace="", nvdec_numbering="", rotation=-1)
         assert f"index cache {cache}: probing 2 videos again that schema version {version} recorded as bad" \
             in caplog.text
         assert build_index(str(lst), str(tmp_path), workers=1, progress=False).probed == 0
@@ -432,7 +434,7 @@ def test_the_index_records_which_videos_nvdec_would_number_otherwise(cut_videos,
     with np.load(cache, allow_pickle=False) as archive:  # as version 5 wrote it
         arrays = {k: archive[k] for k in archive.files}
     header = json.loads(arrays["header"].tobytes())
-    del arrays["nvdec_numbering"], header["texts"]["nvdec_numbering"]
+    del arrays["nvdec_numbering"], header["texts"]["nvdec_numbering"], arrays["rotation"]
     header["version"] = 5
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     with open(cache, "wb") as f:
@@ -441,7 +443,7 @@ def test_the_index_records_which_videos_nvdec_would_number_otherwise(cut_videos,
         migrated = build_index(str(lst), str(tmp_path), workers=1, progress=False)
     assert f"migrating index cache {cache} (schema version 5) to version {INDEX_SCHEMA_VERSION}" in caplog.text
     assert migrated.probed == 0 and migrated.nvdec_misnumbered() == []
-    assert [migrated.info(r) for r in range(4)] == [dataclasses.replace(first.info(r), nvdec_numbering="")
+    assert [migrated.info(r) for r in range(4)] == [dataclasses.replace(first.info(r), nvdec_numbering="", rotation=-1)
                                                    for r in range(4)]
     assert [load_cache(cache, str(tmp_path)).table.info(r).nvdec_numbering for r in range(4)] == [""] * 4
 

@@ -76,10 +76,10 @@ def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_d
 
     # features that are NaN or infinite are refused before their batch is stored: written, a rerun would skip their
     # videos as done
-    unreadable = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="features",
-                                     error=NonFiniteFeaturesError,
-                                     bar=f"features (rank {ctx.rank})" if progress else None, progress=progress,
-                                     each_batch=store_batch)
+    unreadable, _ = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="features",
+                                        error=NonFiniteFeaturesError,
+                                        bar=f"features (rank {ctx.rank})" if progress else None, progress=progress,
+                                        each_batch=store_batch)
     for row, reason in unreadable.items():
         store.fail(paths[row], reason)
 

@@ -258,13 +258,14 @@ def loader_warnings_unprinted(quiet: bool = True) -> Iterator[None]:
 def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: str, ctx: DistContext,
                         amp_dtype: torch.dtype | None, *, checked: str, error: type[ValueError], bar: str | None,
                         progress: bool, each_batch: Callable[[list[int], torch.Tensor, torch.Tensor], None]
-                        ) -> dict[int, str]:
+                        ) -> tuple[dict[int, str], dict[int, int]]:
     """The loop ``predict`` and the views of ``extract_features`` share: this rank's share of ``paths`` through
     :func:`build_view_loader` (its index's progress shown with ``progress`` on the main rank) and ``model``
     (:func:`view_outputs`), ``each_batch(rows, pooled, logits)`` per batch, ``rows`` the videos' positions in
     ``paths``, once the outputs ``checked`` (``features``: pooled, ``scores``: logits) are refused with ``error``
     when NaN or infinite (:func:`refuse_non_finite`). ``bar``: the batches' progress bar's label, None for none.
-    Returns the positions of the videos not read with their reasons (:meth:`ViewLoader.unreadable`)."""
+    Returns the positions of the videos not read with their reasons (:meth:`ViewLoader.unreadable`) and those of the
+    videos a player would turn, with their turns (:meth:`ViewLoader.turned`)."""
     loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     try:
         for batch in progress_bar(loader, len(loader), bar is not None and len(loader) > 0, bar or ""):
@@ -273,7 +274,7 @@ def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: s
             refuse_non_finite(pooled if checked == "features" else logits, [paths[row] for row in rows], checked,
                               amp_dtype, error)
             each_batch(rows, pooled, logits)
-        return loader.unreadable(ctx)
+        return loader.unreadable(ctx), loader.turned()
     finally:
         loader.close()
 

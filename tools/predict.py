@@ -60,7 +60,6 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     """One record per path, in the order of ``paths`` (identical on every rank):
     ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` (``name`` left out when the classes
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
-    from dali_pipelines.pyav_probe import display_rotation
     from engine import distributed
     from engine.precision import resolve_precision
     from tools.inference import loader_warnings_unprinted, views_through_model
@@ -81,18 +80,15 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     with loader_warnings_unprinted(quiet=not progress):
         # scores that are NaN or infinite are refused, naming the first video that got them: their probabilities
         # would be NaN, which JSON cannot hold (json.dumps writes a bare NaN), and their ranking means nothing
-        failed = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="scores",
+        failed, turned = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="scores",
                                      error=NonFiniteScoresError, bar="predict" if progress and ctx.is_main else None,
                                      progress=progress, each_batch=rank)
-    # each rank reads the display matrix of the videos it scored (one frame each): see note_rotated
-    turned = {row: degrees for row in sorted(local) if (degrees := display_rotation(paths[row]))}
     preds: dict[int, list] = {}
-    for part in distributed.all_gather_objects({"preds": local, "failed": failed, "turned": turned}, ctx):
+    for part in distributed.all_gather_objects({"preds": local, "failed": failed}, ctx):
         preds.update(part["preds"])
         failed.update(part["failed"])
-        turned.update(part["turned"])
-    if ctx.is_main:
-        note_rotated({paths[row]: turned[row] for row in sorted(turned)})
+    if ctx.is_main:  # the turns the index recorded, the same on every rank: of the videos scored (see note_rotated)
+        note_rotated({paths[row]: turned[row] for row in sorted(turned) if row in preds})
     records = []
     for row, path in enumerate(paths):
         if row in preds:
@@ -105,14 +101,18 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
 
 
 def note_rotated(turned: dict[str, int]) -> None:
-    """One ``note:`` line on stderr per video whose display matrix turns it (``{path: degrees counter-clockwise}``):
-    a phone's portrait video was scored sideways, as stored, without a word. Training and evaluation read frames as
+    """One ``note:`` line on stderr per video whose display matrix turns it (``{path: degrees counter-clockwise}``;
+    ``ROTATION_NOT_RECORDED``, a record of an index cache older than the turn, is read from the video now): a
+    phone's portrait video was scored sideways, as stored, without a word. Training and evaluation read frames as
     stored too, so a prediction sees what an evaluation sees; rotate the file to score it upright."""
-    from dali_pipelines.pyav_probe import rotation_words
+    from dali_pipelines.pyav_probe import display_rotation, rotation_words
+    from dali_pipelines.video_table import ROTATION_NOT_RECORDED
 
     for path, degrees in turned.items():
-        print(f"note: {path}: its display matrix shows it turned {rotation_words(degrees)} (a phone's portrait "
-              "video); it was scored as stored, unturned, as evaluation reads it", file=sys.stderr)
+        degrees = display_rotation(path) if degrees == ROTATION_NOT_RECORDED else degrees
+        if degrees:
+            print(f"note: {path}: its display matrix shows it turned {rotation_words(degrees)} (a phone's portrait "
+                  "video); it was scored as stored, unturned, as evaluation reads it", file=sys.stderr)
 
 
 class NonFiniteScoresError(ValueError):

@@ -25,7 +25,8 @@ __all__ = ["ViewLoader", "build_view_loader", "STILL_IMAGE"]
 class ViewLoader:
     """The multi-view test loader over some videos (from :func:`build_view_loader`): batches
     ``{'video': (B, V, T, 3, S, S), 'index': (B,)}`` with ``index`` the position in the caller's ``paths``, and,
-    after the iteration, :meth:`unreadable` for the videos that gave no batch."""
+    after the iteration, :meth:`unreadable` for the videos that gave no batch; :meth:`turned` for those a player
+    would turn."""
 
     def __init__(self, loader, positions: Sequence[int], unreadable: dict[int, str], index=None):
         self.loader = loader  # None when no video is readable
@@ -52,6 +53,16 @@ class ViewLoader:
             rows.update({int(self._positions[r]): why for r, why in self._index.bad.items()
                          if r not in self._bad_at_start})
         return rows
+
+    def turned(self) -> dict[int, int]:
+        """Positions of the readable videos whose display matrix turns them (a phone's portrait video), with the
+        turn in degrees counter-clockwise as the index's probe recorded it from the frame it decoded (no video is
+        opened again; ``ROTATION_NOT_RECORDED`` for a record of a cache older than that). The same on every rank."""
+        if self._index is None:
+            return {}
+        turns = self._index.table.columns["rotation"]
+        rows = np.flatnonzero(self._index.good_mask & (turns != 0))
+        return {int(self._positions[r]): int(turns[r]) for r in rows.tolist()}
 
     def close(self) -> None:
         if self.loader is not None:

@@ -234,6 +234,59 @@ def test_the_failed_list_named_by_help_is_the_file_a_run_writes(clips, tiny, tmp
     assert written == [f"failed-rank{0:0{len(placeholder.group(1))}d}.jsonl"], written
 
 
+def _phone_and_plain(folder: Path) -> tuple[str, str]:
+    """A plain H.264 clip and the same clip marked as a phone's portrait video (shown turned 90° clockwise)."""
+    import shutil
+
+    from dali_pipelines.pyav_encode import write_video
+    from tests.video_fixtures import mark_rotated
+
+    folder.mkdir()
+    plain, phone = folder / "plain.mp4", folder / "phone.mp4"
+    write_video(str(plain), pattern_frames(16, 48, 32), codec="h264", gop=4)
+    shutil.copy(plain, phone)
+    mark_rotated(str(phone))
+    return str(plain), str(phone)
+
+
+def _turned_note(phone: str) -> str:
+    return (f"note: {phone}: its display matrix shows it turned 90° clockwise (a phone's portrait video); it was read "
+            "for its features as stored, unturned, as evaluation reads it")
+
+
+@pytest.mark.parametrize("extra", [(), ("--window", "4")], ids=["views", "windows"])
+def test_a_video_marked_to_be_shown_turned_gets_predicts_note(tiny, tmp_path, capsys, extra):
+    """A phone's portrait video was used sideways, as stored, without a word, where predict notes it: one note per
+    such video now, in predict's words (its features those of the same frames unmarked); a rerun that skips it, as
+    extracted, says nothing."""
+    _, _, ckpt = tiny
+    plain, phone = _phone_and_plain(tmp_path / "videos")
+    out = tmp_path / "out"
+    for run in ("first", "rerun"):
+        rc = ef.main([plain, phone, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(out), "--quiet", *extra,
+                      "--opts", *OPTS])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        notes = [line for line in err.splitlines() if line.startswith("note:")]
+        assert notes == ([_turned_note(phone)] if run == "first" else []), run
+    rows = {r["path"]: r for r in _index(out)}
+    np.testing.assert_array_equal(read_features(str(out), rows[phone]), read_features(str(out), rows[plain]))
+
+
+def test_predictor_features_give_the_note_on_a_turned_video(tiny, tmp_path, capsys):
+    """Predictor.features notes a phone's portrait video as the command does, once per call, in both modes."""
+    from tools.predict import Predictor
+
+    _, _, ckpt = tiny
+    plain, phone = _phone_and_plain(tmp_path / "videos")
+    with Predictor(str(ckpt), cfg=DEMO, opts=OPTS, device="cpu") as predictor:
+        for kwargs in ({}, {"window": 4}):
+            records = predictor.features([plain, phone, phone], **kwargs)
+            assert [r["status"] for r in records] == ["ok"] * 3, kwargs
+            notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+            assert notes == [_turned_note(phone)], kwargs
+
+
 def test_predictor_features_are_the_commands_in_both_modes(clips, tiny, tmp_path):
     """tools.predict.Predictor.features returns in memory, in the order given, what the command writes: the view
     rows and the window rows with their starts; an unreadable video is a record with its reason."""

@@ -12,7 +12,8 @@ the last one. DATA.NUM_FRAMES frames are taken evenly over each window (all of t
 crop as in the 1-crop test; frames are decoded with PyAV on the host (each once, in order), resized and normalised
 on the device. Videos are probed first, as the index probes them (DATA.INDEX_WORKERS, DATA.VIDEO_TIMEOUT_S), and
 each step of a video's decode (its open, each batch of windows) has DATA.VIDEO_TIMEOUT_S too.
-Features have no class names: DATA.LABEL_LIST is not read.
+Features have no class names: DATA.LABEL_LIST is not read. A video whose display matrix turns it (a phone's portrait
+video) is read as stored, as evaluation reads it, with one ``note:`` line naming the turn, as ``predict`` says it.
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
@@ -64,24 +65,29 @@ __all__ = ["window_starts", "window_frames", "window_settings_error", "roi_resiz
 
 # ---------------------------------------------------------------------------------------------------- extraction
 def _extract_views(cfg, model, paths: Sequence[str], store: FeatureStore, work_dir: str, ctx, amp_dtype, *,
-                   progress: bool) -> None:
+                   progress: bool) -> dict[str, int]:
+    """The test views' features of ``paths`` (this rank's share) handed to ``store``; returns the turns of the videos
+    stored whose display matrix turns them (``{path: degrees}``, as the index recorded them)."""
     from tools.inference import views_through_model
 
     views = {"mode": "views", "num_clip": cfg.TEST.NUM_CLIP, "num_crop": cfg.TEST.NUM_CROP,
              "starts_frames": None, "starts_seconds": None}
+    stored: set[int] = set()  # this rank's rows whose features were handed to the store
 
     def store_batch(rows: list[int], pooled, _) -> None:
         for row, feats in zip(rows, pooled.cpu().numpy()):
             store.add({"path": paths[row], **views}, feats)
+            stored.add(row)
 
     # features that are NaN or infinite are refused before their batch is stored: written, a rerun would skip their
     # videos as done
-    unreadable, _ = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="features",
-                                        error=NonFiniteFeaturesError,
-                                        bar=f"features (rank {ctx.rank})" if progress else None, progress=progress,
-                                        each_batch=store_batch)
+    unreadable, turned = views_through_model(cfg, model, paths, work_dir, ctx, amp_dtype, checked="features",
+                                             error=NonFiniteFeaturesError,
+                                             bar=f"features (rank {ctx.rank})" if progress else None,
+                                             progress=progress, each_batch=store_batch)
     for row, reason in unreadable.items():
         store.fail(paths[row], reason)
+    return {paths[row]: turned[row] for row in sorted(turned) if row in stored}
 
 
 def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 0, stride: int = 0,
@@ -89,9 +95,10 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
     """The features of ``paths`` (this rank's share) handed to ``store``: ``store.add(meta, features)`` per video
     (``meta['path']`` its path, float32 rows: one per test view, [crop][clip], or per window), ``store.fail(path,
     reason)`` per video that cannot be read. Sliding windows when ``window`` > 0 (``stride`` 0: ``window``), else
-    the test views; ``work_dir`` holds the views mode's video list and index cache."""
+    the test views; ``work_dir`` holds the views mode's video list and index cache. A video whose display matrix
+    turns it (a phone's portrait video) is used as stored, with one ``note:`` line, as ``predict`` says it."""
     from engine.precision import resolve_precision
-    from tools.inference import loader_warnings_unprinted
+    from tools.inference import loader_warnings_unprinted, note_turned
 
     # unchecked, a stride without a window gave the test views, and a negative one failed every video
     check_window(window, stride)
@@ -100,10 +107,11 @@ def extract_into(cfg, model, paths: Sequence[str], store, ctx, *, window: int = 
     # out; the failed lists (the records) give each unreadable video's reason
     with loader_warnings_unprinted(quiet=not progress):
         if window > 0:
-            extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype, window=window,
-                            stride=stride or window, per_batch=per_batch, progress=progress)
+            turned = extract_windows(cfg, model, paths[ctx.rank::ctx.world_size], store, ctx, amp_dtype,
+                                     window=window, stride=stride or window, per_batch=per_batch, progress=progress)
         else:
-            _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
+            turned = _extract_views(cfg, model, paths, store, work_dir, ctx, amp_dtype, progress=progress)
+    note_turned(turned, "read for its features")  # each rank of the videos it extracted: each video once
 
 
 def _views_input_decided(cfg, settings: dict[str, Any]):

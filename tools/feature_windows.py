@@ -158,11 +158,12 @@ def _probe_all(cfg, paths: Sequence[str], ctx, progress: bool) -> dict[int, Any]
 
 
 def extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, amp_dtype, *, window: int,
-                    stride: int, per_batch: int, progress: bool) -> None:
+                    stride: int, per_batch: int, progress: bool) -> dict[str, int]:
     """The features of the windows of ``window`` frames every ``stride`` of each of ``paths`` (this rank's share),
     ``per_batch`` windows a forward pass: ``store.add(meta, features)`` per video (a row per window, with the
     windows' starts in frames and seconds in ``meta``), ``store.fail(path, reason)`` per video that cannot be read.
-    Each probe, open and batch of windows has DATA.VIDEO_TIMEOUT_S."""
+    Each probe, open and batch of windows has DATA.VIDEO_TIMEOUT_S. Returns the turns of the videos stored whose
+    display matrix turns them (``{path: degrees}``, as their probe read them)."""
     import torch
 
     from dali_pipelines.filelist import DataError
@@ -178,6 +179,7 @@ def extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, 
     limit_s = float(cfg.DATA.VIDEO_TIMEOUT_S)  # each request to a video's reader, as the clips' decodes
     # the videos in a row past it, counted as the loaders count theirs: only a video that decodes ends the streak
     overdue = OverdueStreak(limit_s)
+    turned: dict[str, int] = {}
     for pos, path in enumerate(progress_bar(paths, len(paths), progress, f"features (rank {ctx.rank})", "video")):
         try:
             info = probed[pos]
@@ -231,3 +233,6 @@ def extract_windows(cfg, model, paths: Sequence[str], store: FeatureStore, ctx, 
         store.add({"path": path, "mode": "windows", "num_frames": info.num_frames, "fps": fps, "window": window,
                    "stride": stride, "clip_frames": t, "starts_frames": starts, "starts_seconds": seconds},
                   feats)
+        if info.rotation:
+            turned[path] = info.rotation
+    return turned

@@ -35,7 +35,7 @@ from tools.view_loader import STILL_IMAGE, ViewLoader, build_view_loader  # re-e
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input", "note_top_k",
            "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
            "ViewLoader", "build_view_loader", "STILL_IMAGE", "loader_warnings_unprinted", "views_through_model",
-           "refuse_non_finite", "view_outputs", "progress_bar", "error_exit", "stopped_exit"]
+           "note_turned", "refuse_non_finite", "view_outputs", "progress_bar", "error_exit", "stopped_exit"]
 
 # What a folder is searched for. The decoders read a video by its content, not its name: a camcorder's MPEG-TS
 # (.mts, .m2ts) left out here was passed over without a word, while predicted when named.
@@ -265,7 +265,7 @@ def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: s
     ``paths``, once the outputs ``checked`` (``features``: pooled, ``scores``: logits) are refused with ``error``
     when NaN or infinite (:func:`refuse_non_finite`). ``bar``: the batches' progress bar's label, None for none.
     Returns the positions of the videos not read with their reasons (:meth:`ViewLoader.unreadable`) and those of the
-    videos a player would turn, with their turns (:meth:`ViewLoader.turned`)."""
+    videos a player would turn, with their turns (:meth:`ViewLoader.turned`, for :func:`note_turned`)."""
     loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     try:
         for batch in progress_bar(loader, len(loader), bar is not None and len(loader) > 0, bar or ""):
@@ -277,6 +277,22 @@ def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: s
         return loader.unreadable(ctx), loader.turned()
     finally:
         loader.close()
+
+
+def note_turned(turned: dict[str, int], done: str) -> None:
+    """One ``note:`` line on stderr per video whose display matrix turns it (``{path: degrees counter-clockwise}``;
+    ``ROTATION_NOT_RECORDED``, a record of an index cache older than the turn, is read from the video now): a
+    phone's portrait video was used sideways, as stored, without a word. Training and evaluation read frames as
+    stored too, so ``predict`` and ``extract_features`` see what an evaluation sees; rotate the file to have it
+    upright. ``done``: what was done with its frames, in the line's words (``scored``)."""
+    from dali_pipelines.pyav_probe import display_rotation, rotation_words
+    from dali_pipelines.video_table import ROTATION_NOT_RECORDED
+
+    for path, degrees in turned.items():
+        degrees = display_rotation(path) if degrees == ROTATION_NOT_RECORDED else degrees
+        if degrees:
+            print(f"note: {path}: its display matrix shows it turned {rotation_words(degrees)} (a phone's portrait "
+                  f"video); it was {done} as stored, unturned, as evaluation reads it", file=sys.stderr)
 
 
 def refuse_non_finite(values: torch.Tensor, paths: Sequence[str], what: str, amp_dtype: torch.dtype | None,

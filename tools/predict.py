@@ -62,7 +62,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
     from engine import distributed
     from engine.precision import resolve_precision
-    from tools.inference import loader_warnings_unprinted, views_through_model
+    from tools.inference import loader_warnings_unprinted, note_turned, views_through_model
 
     if top_k < 1:  # before any video is decoded: 0 gave empty "ok" records, below 0 torch's "k out of range"
         raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -87,8 +87,8 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     for part in distributed.all_gather_objects({"preds": local, "failed": failed}, ctx):
         preds.update(part["preds"])
         failed.update(part["failed"])
-    if ctx.is_main:  # the turns the index recorded, the same on every rank: of the videos scored (see note_rotated)
-        note_rotated({paths[row]: turned[row] for row in sorted(turned) if row in preds})
+    if ctx.is_main:  # the turns the index recorded, the same on every rank: of the videos scored
+        note_turned({paths[row]: turned[row] for row in sorted(turned) if row in preds}, "scored")
     records = []
     for row, path in enumerate(paths):
         if row in preds:
@@ -98,21 +98,6 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
     return records
-
-
-def note_rotated(turned: dict[str, int]) -> None:
-    """One ``note:`` line on stderr per video whose display matrix turns it (``{path: degrees counter-clockwise}``;
-    ``ROTATION_NOT_RECORDED``, a record of an index cache older than the turn, is read from the video now): a
-    phone's portrait video was scored sideways, as stored, without a word. Training and evaluation read frames as
-    stored too, so a prediction sees what an evaluation sees; rotate the file to score it upright."""
-    from dali_pipelines.pyav_probe import display_rotation, rotation_words
-    from dali_pipelines.video_table import ROTATION_NOT_RECORDED
-
-    for path, degrees in turned.items():
-        degrees = display_rotation(path) if degrees == ROTATION_NOT_RECORDED else degrees
-        if degrees:
-            print(f"note: {path}: its display matrix shows it turned {rotation_words(degrees)} (a phone's portrait "
-                  "video); it was scored as stored, unturned, as evaluation reads it", file=sys.stderr)
 
 
 class NonFiniteScoresError(ValueError):

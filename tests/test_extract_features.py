@@ -1129,28 +1129,26 @@ def test_the_views_decode_device_and_input_type_are_recorded_and_bind(clips, tin
     videos = _videos(clips)
     out, windows = tmp_path / "views", tmp_path / "windows"
 
-    def run(video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
-        return _extract_one(capsys, ckpt, video, folder, *opts, extra=extra)
-
-    assert run(videos[0], out)[0] == 0
+    assert _extract_one(capsys, ckpt, videos[0], out)[0] == 0
     settings = json.loads((out / "settings.json").read_text())
     assert (settings["DATA.DECODE_DEVICE"], settings["DATA.OUTPUT_DTYPE"]) == ("cpu", "float32")
-    rc, err = run(videos[1], out, "DATA.OUTPUT_DTYPE", "float16")
+    rc, err = _extract_one(capsys, ckpt, videos[1], out, "DATA.OUTPUT_DTYPE", "float16")
     assert rc == 2 and err == (f"error: {out} holds features made with other settings (DATA.OUTPUT_DTYPE: 'float32' "
                                "before, 'float16' now); use another --out or the same settings\n")
-    assert run(videos[1], out, "DATA.OUTPUT_DTYPE", "auto")[0] == 0  # float32 when decoding on the CPU: the same
+    # float32 when decoding on the CPU: the same
+    assert _extract_one(capsys, ckpt, videos[1], out, "DATA.OUTPUT_DTYPE", "auto")[0] == 0
     (out / "settings.json").write_text(json.dumps({**settings, "DATA.DECODE_DEVICE": "gpu"}))  # made on a GPU
-    rc, err = run(videos[2], out)
+    rc, err = _extract_one(capsys, ckpt, videos[2], out)
     assert rc == 2 and "(DATA.DECODE_DEVICE: 'gpu' before, 'cpu' now)" in err and len(_index(out)) == 2
     older = {k: v for k, v in settings.items() if k not in ("DATA.DECODE_DEVICE", "DATA.OUTPUT_DTYPE")}
     (out / "settings.json").write_text(json.dumps(older))  # written before they were recorded: no refusal
-    rc, err = run(videos[2], out)
+    rc, err = _extract_one(capsys, ckpt, videos[2], out)
     assert rc == 0 and err.startswith(f"note: {out / 'settings.json'} was written by an older version without "
                                       "DATA.DECODE_DEVICE, DATA.OUTPUT_DTYPE: "), err
     assert json.loads((out / "settings.json").read_text()) == settings
-    assert run(videos[0], windows, extra=("--window", "4"))[0] == 0
+    assert _extract_one(capsys, ckpt, videos[0], windows, extra=("--window", "4"))[0] == 0
     assert json.loads((windows / "settings.json").read_text())["DATA.OUTPUT_DTYPE"] is None
-    rc, err = run(videos[1], windows, "DATA.OUTPUT_DTYPE", "float16", extra=("--window", "4"))
+    rc, err = _extract_one(capsys, ckpt, videos[1], windows, "DATA.OUTPUT_DTYPE", "float16", extra=("--window", "4"))
     assert rc == 0, err  # the windows are decoded and normalised alike whatever it says
 
 
@@ -1162,26 +1160,23 @@ def test_the_views_cpu_decoder_is_recorded_and_binds(clips, tiny, tmp_path, caps
     videos = _videos(clips)
     out, windows = tmp_path / "views", tmp_path / "windows"
 
-    def run(video: str, folder: Path, *opts: str, extra: tuple = ()) -> tuple[int, str]:
-        return _extract_one(capsys, ckpt, video, folder, *opts, extra=extra)
-
-    assert run(videos[0], out, "DATA.CPU_DECODER", "pyav")[0] == 0
+    assert _extract_one(capsys, ckpt, videos[0], out, "DATA.CPU_DECODER", "pyav")[0] == 0
     settings = json.loads((out / "settings.json").read_text())
     assert settings["DATA.CPU_DECODER"] == "pyav"
-    rc, err = run(videos[1], out, "DATA.CPU_DECODER", "dali")
+    rc, err = _extract_one(capsys, ckpt, videos[1], out, "DATA.CPU_DECODER", "dali")
     assert rc == 2 and err == (f"error: {out} holds features made with other settings (DATA.CPU_DECODER: 'pyav' "
                                "before, 'dali' now); use another --out or the same settings\n")
     assert len(_index(out)) == 1
     older = {k: v for k, v in settings.items() if k != "DATA.CPU_DECODER"}
     (out / "settings.json").write_text(json.dumps(older))  # written before it was recorded: no refusal
-    rc, err = run(videos[1], out, "DATA.CPU_DECODER", "pyav")
+    rc, err = _extract_one(capsys, ckpt, videos[1], out, "DATA.CPU_DECODER", "pyav")
     assert rc == 0 and err.startswith(f"note: {out / 'settings.json'} was written by an older version without "
                                       "DATA.CPU_DECODER: its features are taken as made with this run's "
                                       "(DATA.CPU_DECODER 'pyav'), recorded from now on"), err
     assert json.loads((out / "settings.json").read_text()) == settings
-    assert run(videos[0], windows, extra=("--window", "4"))[0] == 0
+    assert _extract_one(capsys, ckpt, videos[0], windows, extra=("--window", "4"))[0] == 0
     assert json.loads((windows / "settings.json").read_text())["DATA.CPU_DECODER"] is None
-    rc, err = run(videos[1], windows, "DATA.CPU_DECODER", "pyav", extra=("--window", "4"))
+    rc, err = _extract_one(capsys, ckpt, videos[1], windows, "DATA.CPU_DECODER", "pyav", extra=("--window", "4"))
     assert rc == 0, err  # the windows are decoded by PyAV whatever it says
 
 

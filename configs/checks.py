@@ -163,6 +163,13 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
         if _get(cfg, key) >= 1.0:
             raise ConfigError(f"{shown(key)} is not a usable AdamW learning rate (must be below 1; "
                               "the recipes use 1e-6 to 1e-3)")
+    # AdamW's decay is decoupled from the gradient: every step multiplies each decayed weight by 1 - lr x decay, at
+    # any lr of the schedule (at most TRAIN.LR, itself below 1). At 1 or more (a typo like 5 for 5e-2) the weights
+    # shrank towards 0 whatever they learnt, without a word. An evaluation decays nothing.
+    if not cfg.TEST.ONLY_TEST and cfg.TRAIN.WEIGHT_DECAY >= 1.0:
+        raise ConfigError(f"{shown('TRAIN.WEIGHT_DECAY')} is not a usable AdamW weight decay (must be below 1: "
+                          "each step shrinks the decayed weights by its LR x TRAIN.WEIGHT_DECAY of themselves, "
+                          "whatever the gradient; the recipes use 0.05)")
     if not cfg.TEST.ONLY_TEST:
         _check_lr_schedule(cfg, given)
     if not 0 <= cfg.SEED < _SEED_LIMIT:

@@ -140,6 +140,7 @@ _C.TRAIN = CN()
 _C.TRAIN.EPOCHS = 30
 # Linear warmup length in epochs (fractions allowed); the schedule steps once per optimizer step.
 _C.TRAIN.WARMUP_EPOCHS = 5.0
+# AdamW's decoupled weight decay, below 1 (each step shrinks the decayed weights by its LR x this).
 _C.TRAIN.WEIGHT_DECAY = 0.05
 # Peak learning rate (above 0), absolute (not scaled with the batch size, as in the original).
 _C.TRAIN.LR = 8.0e-6

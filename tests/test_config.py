@@ -680,3 +680,17 @@ def test_an_ema_that_would_never_move_is_refused_for_training():
     assert load_config(None, ["TRAIN.EMA", "True", "TRAIN.EMA_DECAY", "0.9999"]).TRAIN.EMA
     assert load_config(None, ["TRAIN.EMA_DECAY", "1"]).TRAIN.EMA_DECAY == 1.0  # no EMA: the decay is unused
     assert load_config(None, ["TRAIN.EMA", "True", "TRAIN.EMA_DECAY", "1", "TEST.ONLY_TEST", "True"]).TEST.ONLY_TEST
+
+
+@pytest.mark.parametrize("value", ["1", "5", "1.0", "50.0"])
+def test_a_weight_decay_of_1_or_more_is_refused_for_training(value):
+    """AdamW's decoupled decay shrinks every decayed weight by lr x WEIGHT_DECAY each step, whatever the gradient:
+    5 (typed for 5e-2) trained and the weights withered without a word. The recipes' 0.05 and 0 (off) load, and
+    an evaluation, which decays nothing, takes any value."""
+    assert config_refusal(None, ["TRAIN.WEIGHT_DECAY", value]) == (
+        f"TRAIN.WEIGHT_DECAY = {float(value)!r} is not a usable AdamW weight decay (must be below 1: each step "
+        "shrinks the decayed weights by its LR x TRAIN.WEIGHT_DECAY of themselves, whatever the gradient; the "
+        "recipes use 0.05)")
+    for decay in ("0", "0.05", "0.3", "0.999"):
+        assert load_config(None, ["TRAIN.WEIGHT_DECAY", decay]).TRAIN.WEIGHT_DECAY == float(decay)
+    assert load_config(None, ["TRAIN.WEIGHT_DECAY", value, "TEST.ONLY_TEST", "True"]).TRAIN.WEIGHT_DECAY == float(value)

@@ -243,8 +243,11 @@ def init_from_env(device: str = "auto") -> DistContext:
         def join() -> None:  # MASTER_ADDR / MASTER_PORT come from torchrun; env:// reads them
             if use_cuda:  # the current GPU is the thread's own
                 torch.cuda.set_device(dev)
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
-                                    rank=rank, world_size=world_size, device_id=dev if use_cuda else None)
+            backend = "nccl" if use_cuda else "gloo"
+            timeout = rendezvous.group_timeout(backend)  # torch's own, for the collectives
+            store = rendezvous.meeting_store(rank, world_size, rendezvous_s, timeout)
+            dist.init_process_group(backend=backend, store=store, timeout=timeout, rank=rank, world_size=world_size,
+                                    device_id=dev if use_cuda else None)
 
         try:
             if not rendezvous.joined_within(join, rendezvous_s):

@@ -1,30 +1,70 @@
 """The wait of a process of several at the rendezvous, bounded and interruptible.
 
-``distributed.init_from_env`` joins the process group through torch's ``init_process_group(env://)``: every rank
+``distributed.init_from_env`` joins the process group as torch's ``init_process_group(env://)`` does: every rank
 reaches the store that rank 0 (or torchrun) serves at MASTER_ADDR:MASTER_PORT, then waits there for the others. A
 rank whose rank 0 never came up (its port in use, a wrong MASTER_ADDR, a failure at its start) waited for the process
 group's timeout, 30 minutes, saying nothing; torch's store retries its connection through interrupted calls in C++,
 so SIGTERM and Ctrl-C were not acted on either, and a scheduler's cancel ended it only by SIGKILL.
 
-So the join runs in a daemon thread, unchanged (the same call, the same timeouts for the collectives after it), and
-the main thread waits for it on a lock, a wait that signals interrupt: their handlers run there, and the ones that
-raise (a stop signal's ``Stopped`` in ``evautil.interrupt.stop_signals_raise``, a Ctrl-C's KeyboardInterrupt) end
-the wait at once. After ``EVA_RENDEZVOUS_TIMEOUT_S`` seconds the process ends with :func:`timeout_line`. A join left
-waiting cannot be cancelled: the process ends, and the thread with it.
+So the join runs in a daemon thread, and the main thread waits for it on a lock, a wait that signals interrupt: their
+handlers run there, and the ones that raise (a stop signal's ``Stopped`` in ``evautil.interrupt.stop_signals_raise``,
+a Ctrl-C's KeyboardInterrupt) end the wait at once. After ``EVA_RENDEZVOUS_TIMEOUT_S`` seconds the process ends with
+:func:`timeout_line`. A join left waiting cannot be cancelled: the process ends, and the thread with it.
+
+torch's own rendezvous waited at most the process group's timeout (30 minutes on gloo, 10 on NCCL) and cut a longer
+``EVA_RENDEZVOUS_TIMEOUT_S`` short with its traceback. So :func:`meeting_store` makes the store as env:// does, with
+a timeout past the setting, and every rank waits in it until all have come; then the store takes the group's
+timeout, as env:// sets it, and ``init_process_group`` gets it with that same timeout for its collectives.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from datetime import timedelta
 from typing import Callable
+
+import torch.distributed as dist
+from torch.distributed import constants
 
 from .liveness import torchrun_hosts_store
 
-__all__ = ["DEFAULT_TIMEOUT_S", "joined_within", "timeout_line"]
+__all__ = ["DEFAULT_TIMEOUT_S", "joined_within", "timeout_line", "group_timeout", "meeting_store"]
 
 # EVA_RENDEZVOUS_TIMEOUT_S's default: long enough for ranks whose start (imports, file checks) lags by minutes, far
 # below torch's 30.
 DEFAULT_TIMEOUT_S = 300
+
+
+# How much longer than the wait (joined_within) the store's own calls may take: the wait ends first, with its line,
+# never torch's timeout with a traceback. A year at most: a timedelta (and the store's milliseconds) overflow far
+# past that, and no setting that long is meant.
+_STORE_MARGIN_S = 60
+_STORE_MAX_S = 365 * 24 * 3600
+
+
+def group_timeout(backend: str) -> timedelta:
+    """The collective timeout that ``init_process_group`` gives a group of ``backend`` when given none."""
+    nccl = constants.default_pg_nccl_timeout  # None where torch has no NCCL: torch then takes the other
+    return nccl if backend == "nccl" and isinstance(nccl, timedelta) else constants.default_pg_timeout
+
+
+def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta) -> dist.Store:
+    """The store of the process group, as ``init_process_group(init_method="env://")`` makes it (served by rank 0,
+    or by torchrun where it hosts one), once every rank of ``world_size`` has reached it: the connection to it and
+    the wait for the others may take ``seconds`` (and a margin) instead of the group's ``timeout``, which the store
+    then takes for the run's other calls."""
+    waits = timedelta(seconds=min(seconds + _STORE_MARGIN_S, _STORE_MAX_S))
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=waits))
+    # Rank 0's own store waits for every connection, but a client only for its own, and a store torchrun hosts
+    # for none: without this, rank 1 waited for a missing rank 2 in the group's setup, for the group's timeout.
+    # The count is of this start (a store torchrun hosts may outlive a restart of the processes).
+    arrived = f"eva_rendezvous/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    if store.add(arrived + "count", 1) == world_size:
+        store.set(arrived + "all", "1")
+    store.wait([arrived + "all"], waits)
+    store.set_timeout(timeout)
+    return dist.PrefixStore("default_pg", store)  # env:// keeps the group's keys apart from others' so
 
 
 def joined_within(join: Callable[[], None], seconds: float) -> bool:

@@ -10,6 +10,7 @@ environment), with a MASTER_PORT that nothing listens on; the deadlines below ar
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from tests.video_fixtures import synthetic_dataset
 
 pytestmark = pytest.mark.slow
 
-# train.main, touching JOIN_MARK when the rendezvous begins (torch's init_process_group is called), so that a
+# train.main, touching JOIN_MARK when the rendezvous begins (torch's env:// rendezvous is called), so that a
 # signal is sent while the process waits there, not while it imports torch.
 WRAPPER = r'''
 import os, signal, sys
@@ -36,11 +37,11 @@ if __name__ == "__main__":  # a shell that runs the tests in the background star
 import train
 if __name__ == "__main__":
     import torch.distributed as dist
-    joining = dist.init_process_group
-    def init_process_group(*args, **kwargs):
+    meeting = dist.rendezvous
+    def rendezvous(*args, **kwargs):
         open(os.environ["JOIN_MARK"], "w").close()
-        return joining(*args, **kwargs)
-    dist.init_process_group = init_process_group
+        return meeting(*args, **kwargs)
+    dist.rendezvous = rendezvous
     sys.exit(train.main(sys.argv[1:]))
 '''
 
@@ -111,3 +112,66 @@ def test_a_lone_rank_ends_at_once_on_a_stop_signal_or_ctrl_c_at_the_rendezvous(t
     assert done.returncode == code, done.stderr[-3000:]
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(line), done.stderr[-3000:]
+
+
+# A process of a run that only joins (engine.distributed.init_from_env) and sums a tensor over the group, with
+# torch's own process-group timeout (30 minutes on gloo) cut to TORCH_TIMEOUT_S seconds, so that a wait past it
+# takes seconds, not half an hour. Prints the sum and the store's timeout once joined; a refusal's line on stderr.
+JOINER = r'''
+import datetime, json, os, sys
+import torch
+import torch.distributed as dist
+from torch.distributed import constants, distributed_c10d
+short = datetime.timedelta(seconds=float(os.environ["TORCH_TIMEOUT_S"]))
+constants.default_pg_timeout = distributed_c10d.default_pg_timeout = short
+from engine import distributed
+try:
+    distributed.init_from_env("cpu")
+except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+total = torch.ones(1)
+dist.all_reduce(total)
+store = distributed_c10d._get_default_store()
+print(json.dumps({"sum": total.item(), "store_timeout_s": store.timeout.total_seconds()}))
+distributed.shutdown()
+'''
+
+
+def _joiners(tmp_path: Path, ranks: tuple[int, ...], world_size: int, torch_s: float, rendezvous_s: int
+             ) -> tuple[list[subprocess.CompletedProcess], int]:
+    """Ranks ``ranks`` of a run of ``world_size`` (the others never start), each to its end; and the port."""
+    script = tmp_path / "joiner.py"
+    script.write_text(JOINER)
+    port = _free_port()
+    procs = []
+    for rank in ranks:
+        env = child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                        RANK=str(rank), LOCAL_RANK=str(rank), TORCH_TIMEOUT_S=str(torch_s),
+                        EVA_RENDEZVOUS_TIMEOUT_S=str(rendezvous_s), EVA_HEARTBEAT_TIMEOUT_S="0")
+        procs.append(subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, process_group=0))
+    return [_ended(proc) for proc in procs], port
+
+
+@pytest.mark.parametrize("ranks, world_size", [((1,), 2), ((0,), 2), ((0, 1), 3)],
+                         ids=["rank1-alone", "rank0-alone", "rank2-missing"])
+def test_a_rendezvous_timeout_past_torchs_own_is_waited_in_full(tmp_path, ranks, world_size):
+    """EVA_RENDEZVOUS_TIMEOUT_S above the process group's timeout: torch's store (a rank 1 without rank 0, a rank 0
+    without the others) or gloo's setup (rank 1 with rank 0, without rank 2) cut the wait at torch's timeout with
+    its traceback. Now each rank waits the setting and ends with its one line."""
+    done, port = _joiners(tmp_path, ranks, world_size, torch_s=1, rendezvous_s=5)
+    for rank, end in zip(ranks, done):
+        assert end.returncode == 2 and "Traceback" not in end.stderr, end.stderr[-3000:]
+        assert end.stderr.startswith(f"error: rank {rank} of WORLD_SIZE={world_size} waited 5 s at the rendezvous, "
+                                     f"MASTER_ADDR:MASTER_PORT 127.0.0.1:{port} (loopback"), end.stderr[-3000:]
+        assert end.stderr.count("\n") == 1 and end.stdout == ""
+
+
+def test_ranks_that_meet_keep_torchs_timeout_for_what_follows_the_join(tmp_path):
+    """The rendezvous's own wait does not outlive it: once joined, the store has the process group's timeout, as
+    torch's env:// rendezvous leaves it, and the group sums over both ranks."""
+    done, _ = _joiners(tmp_path, (0, 1), 2, torch_s=7, rendezvous_s=60)
+    for end in done:
+        assert end.returncode == 0, end.stderr[-3000:]
+        assert json.loads(end.stdout) == {"sum": 2.0, "store_timeout_s": 7.0}

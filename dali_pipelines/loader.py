@@ -197,6 +197,15 @@ class VideoLoader:
             raise ValueError(f"use_batches: at least 1 batch per epoch, got {n}")
         self.schedule.limit = int(n)
 
+    def leave_out_scored(self, rows) -> None:
+        """Leave the list rows ``rows`` out of this evaluation loader's batches: an earlier stopped evaluation scored
+        them (``()`` puts every row back). They are neither read nor decoded; the others are dealt to the ranks by
+        list row, as without them, and ``len(self)`` counts the batches left. A rank with no row left builds no
+        graph and starts no decoder."""
+        if self.training:
+            raise ValueError(f"leave_out_scored: the {self.split} loader is no evaluation loader")
+        self.schedule.scored_earlier = rows
+
     def plan_fingerprint(self) -> str:
         """A short digest of what the epoch plans are drawn from (the list's usable rows, the seed, the batch size
         and the world size): ranks whose loaders agree on it plan the same epochs."""
@@ -334,6 +343,9 @@ class VideoLoader:
         self._iterations += 1
         this = self._iterations
         self.schedule.plan()
+        if not self.training and not len(self.schedule):  # nothing to score on this rank: no graph, no decoder
+            self.position = 0
+            return
         if not self._pipes or not self._pipe_clean:
             self._build_pipelines(self.position)
         else:

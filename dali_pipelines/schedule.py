@@ -102,6 +102,7 @@ class Schedule:
         self.draw = draw_sample
         self._excluded_version = 0
         self.excluded = index.bad
+        self._scored: frozenset[int] = frozenset()  # test rows an earlier stopped evaluation scored (scored_earlier)
         self.epoch = 0
         self._plan: EpochPlan | None = None
         self._plan_key: tuple | None = None
@@ -138,16 +139,33 @@ class Schedule:
         self._excluded = frozenset(int(r) for r in rows)
         self._excluded_version += 1
 
+    @property
+    def scored_earlier(self) -> frozenset[int]:
+        """Test rows an earlier stopped evaluation scored: left out of the test plan, so that they are neither read
+        nor decoded again. The other rows are dealt to the ranks by list row as before (``epoch_plan``), so every
+        rank scores what it would have scored of them in an evaluation that was never stopped."""
+        return self._scored
+
+    @scored_earlier.setter
+    def scored_earlier(self, rows) -> None:
+        if self.settings.training and rows:
+            raise ValueError("scored_earlier: a training plan draws from every usable row")
+        self._scored = frozenset(int(r) for r in rows)
+        self._excluded_version += 1  # a new plan
+
     def usable_rows(self) -> np.ndarray:
         usable = np.ones(len(self.index), bool)
         usable[np.fromiter(self.excluded, np.int64, len(self.excluded))] = False
         return np.flatnonzero(usable)
 
     def plan(self) -> EpochPlan:
-        """The plan of ``self.epoch`` (recomputed when the epoch or the excluded rows change)."""
+        """The plan of ``self.epoch`` (recomputed when the epoch, the excluded or the earlier scored rows change)."""
         key = (self.epoch, self._excluded_version)
         if self._plan_key != key:
-            self._plan = epoch_plan(self.usable_rows(), self.seed, self.epoch, self.batch_size, self.rank,
+            rows = self.usable_rows()
+            if self._scored:
+                rows = rows[~np.isin(rows, np.fromiter(self._scored, np.int64, len(self._scored)))]
+            self._plan = epoch_plan(rows, self.seed, self.epoch, self.batch_size, self.rank,
                                     self.world_size, self.settings.training)
             self._plan_key = key
         return self._plan  # type: ignore[return-value]

@@ -13,7 +13,7 @@ import io
 import os
 import re
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from .metrics import MetricLogger
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "names_given_twice", "write_predictions",
            "per_class_accuracy", "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere",
-           "every_rank_learned", "EvaluationStopped"]
+           "every_rank_learned", "EvaluationStopped", "only_the_rest"]
 
 
 class EvaluationFailedElsewhere(RuntimeError):
@@ -180,7 +180,9 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
             share there, its batches before it whole; the gather then tells every rank, which all raise
             :class:`EvaluationStopped`.
         kept: ``{'predictions', 'views', 'classes'}`` of an earlier stopped evaluation of the same videos: those
-            videos are not forwarded again (their rows are dropped from each batch) and their predictions count.
+            videos are not forwarded again and their predictions count (:func:`evaluate_and_log` leaves them out of
+            the loader, :func:`only_the_rest`; rows of them that a loader still yields are dropped before the
+            model).
         keep_on_interrupt: in a single process, a Ctrl-C (KeyboardInterrupt) between or inside batches ends it as
             ``stop_requested`` does, with the batches scored before it (:class:`EvaluationStopped`, ``interrupted``).
             With several processes it propagates at once: it may land in a collective the others wait in.
@@ -280,7 +282,7 @@ def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.devic
                 stopped = True
                 break
             videos = len(batch["index"].view(-1))  # the progress counts the kept ones too: they are done
-            if kept:  # decoded anyway (cheap beside the forward of a large model)
+            if kept:  # a loader that cannot leave them out (only_the_rest) yields them: not forwarded again
                 rows = [i for i, r in enumerate(batch["index"].view(-1).tolist()) if int(r) not in kept]
                 batch = {k: batch[k][rows] if k in ("video", "label", "index") else batch[k] for k in batch}
             if len(batch["index"].view(-1)):
@@ -397,6 +399,24 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
     return pred_path, cls_path
 
 
+@contextlib.contextmanager
+def only_the_rest(loader: Any, kept: dict[str, Any] | None) -> Iterator[None]:
+    """Inside, ``loader`` yields only the videos that ``kept`` (:func:`evaluate`'s) holds no prediction of: a loader
+    with ``leave_out_scored`` (``VideoLoader``) neither reads nor decodes the kept ones, and deals the others to the
+    ranks by list row as an evaluation that was never stopped does; every row is back in it afterwards. A rerun
+    stopped at 90 % of a multi-view test decodes its last 10 %, not the whole list again."""
+    rows = [p[0] for p in (kept or {}).get("predictions", ())]
+    leave_out = getattr(loader, "leave_out_scored", None)
+    if not rows or leave_out is None:
+        yield
+        return
+    leave_out(rows)
+    try:
+        yield
+    finally:
+        leave_out(())
+
+
 def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: MetricLogger, *, split: str,
                      num_classes: int, class_names: dict[int, str] | None = None,
                      autocast_dtype: torch.dtype | None = None, epoch: int | None = None,
@@ -410,18 +430,20 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
     counted since the loader was built). Every rank must call it. Needs no optimizer or trainer. Shows progress (a
     bar on a terminal, plain lines otherwise); ``after_batch`` is called after each batch too (the trainer says
     there a stop signal that came); ``stop_requested``, ``kept`` and ``keep_on_interrupt`` are :func:`evaluate`'s (a
-    stop raises :class:`EvaluationStopped` before anything is written). Returns the result without its predictions."""
-    progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
+    stop raises :class:`EvaluationStopped` before anything is written; the ``kept`` videos are left out of ``loader``,
+    :func:`only_the_rest`). Returns the result without its predictions."""
+    with only_the_rest(loader, kept):
+        progress = metrics.eval_progress(split, len(loader) if hasattr(loader, "__len__") else None)
 
-    def batch_done(videos: int) -> None:
-        progress(videos)
-        if after_batch is not None:
-            after_batch()
-    try:
-        result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=batch_done,
-                          stop_requested=stop_requested, kept=kept, keep_on_interrupt=keep_on_interrupt)
-    finally:
-        progress.close()
+        def batch_done(videos: int) -> None:
+            progress(videos)
+            if after_batch is not None:
+                after_batch()
+        try:
+            result = evaluate(model, loader, ctx, split=split, autocast_dtype=autocast_dtype, progress=batch_done,
+                              stop_requested=stop_requested, kept=kept, keep_on_interrupt=keep_on_interrupt)
+        finally:
+            progress.close()
     preds = result.pop("predictions")
     if result["duplicates"]:
         metrics.warn(f"{result['duplicates']} videos were evaluated more than once (counted once)")

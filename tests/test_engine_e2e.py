@@ -983,17 +983,17 @@ def test_a_stop_mid_line_resumes_with_the_uninterrupted_runs_lines(dataset, tmp_
 def two_process_final_test(dataset, tmp_path_factory) -> Path:
     """An uninterrupted run of one epoch on two processes with its final test: the stopped ones' baseline."""
     tmp = tmp_path_factory.mktemp("two_process_final_test")
-    r = _run(tmp, _opts(dataset, tmp / "out", **{"TRAIN.EPOCHS": 1}), nproc=2)
+    r = _run(tmp, _opts(dataset, tmp / "out", **{"TRAIN.EPOCHS": 1, "TEST.BATCH_SIZE": 1}), nproc=2)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return tmp / "out"
 
 
 def test_stops_in_a_two_process_final_test_keep_both_ranks_videos(two_process_final_test, dataset, tmp_path):
     """SIGTERM to torchrun (forwarded to both ranks), then to rank 1 alone, each once every rank scored its first
-    test batch (3 of its 4 videos: rows r::2): every rank stops (none waits in a collective), rank 0 keeps what both
-    scored, and the same command tests the rest to the uninterrupted run's predictions."""
+    test batch (a video each: rows r::2 of 8): every rank stops (none waits in a collective), rank 0 keeps what both
+    scored, and the same command tests the rest to the uninterrupted run's predictions, decoding only the rest."""
     out = tmp_path / "out"
-    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TRAIN.AUTO_RESUME": True})
+    opts = _opts(dataset, out, **{"TRAIN.EPOCHS": 1, "TRAIN.AUTO_RESUME": True, "TEST.BATCH_SIZE": 1})
     progress, ckpt = out / "test_progress.json", out / "ckpt_epoch_1.pth"
 
     def stop(attempt: int, **to_rank: str) -> subprocess.CompletedProcess:
@@ -1016,18 +1016,21 @@ def test_stops_in_a_two_process_final_test_keep_both_ranks_videos(two_process_fi
             "not complete, its summary.json not written yet. Run the same command again to test the rest and write "
             "the summary")
     stop(1)
-    assert rows() == [0, 1, 2, 3, 4, 5]  # rank 0's 0, 2, 4 and rank 1's 1, 3, 5
-    assert last_lines() == ["stopped: SIGTERM received " + said.format(6)] * 2
-    # rank 1 alone: rank 0 scores its last batch (row 6), rank 1 its first (kept already) and stops
+    assert rows() == [0, 1]  # rank 0's 0 and rank 1's 1
+    assert last_lines() == ["stopped: SIGTERM received " + said.format(2)] * 2
+    # rank 1 alone: rank 0 scores the rest of its share (rows 2, 4, 6), rank 1 one more video (3) and stops
     again = stop(2, E2E_RANK="1")
-    assert "6 videos of the stopped test kept from test_progress.json" in again.stdout
-    assert rows() == [0, 1, 2, 3, 4, 5, 6]
-    assert last_lines() == [f"stopped: another process received a stop signal {said.format(7)}",
-                            f"stopped: SIGTERM received {said.format(7)}"]
+    assert "2 videos of the stopped test kept from test_progress.json" in again.stdout
+    assert rows() == [0, 1, 2, 3, 4, 6]
+    assert last_lines() == [f"stopped: another process received a stop signal {said.format(6)}",
+                            f"stopped: SIGTERM received {said.format(6)}"]
     done = _run(tmp_path, opts, nproc=2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert json.loads((out / "exit_status.json").read_text())["exit_code"] == 0
-    assert "7 videos of the stopped test kept from test_progress.json" in done.stdout
+    assert "6 videos of the stopped test kept from test_progress.json" in done.stdout
     assert not progress.exists()
     assert json.loads((out / "summary.json").read_text())["final_num_videos"] == 8
     assert (out / "predictions_test.csv").read_text() == (two_process_final_test / "predictions_test.csv").read_text()
+    # the rerun decoded rows 5 and 7 (rank 1's), not the 6 kept ones again; rank 0 had none left
+    (test,) = [d for d in _lines(out) if d["kind"] == "eval" and d["split"] == "test"]
+    assert sum(v for k, v in test.items() if k.startswith("samples_")) == 2 and test["kept"] == 6, test

@@ -3,19 +3,24 @@ signalled, and with a progress file that cannot be read."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dali_pipelines.loader import build_loader
 from engine.distributed import DistContext
-from engine.evaluate import EvaluationStopped, evaluate
+from engine.evaluate import EvaluationStopped, evaluate, evaluate_and_log
+from engine.metrics import MetricLogger
 from engine.test_progress import EVALUATION_PROGRESS_FILE, PROGRESS_FILE, FinalTestProgress, interrupted_test
 from tests.gloo_ranks import gloo_rank
 from tests.test_distributed import _manager
+from tests.video_fixtures import make_clip_dataset, small_cfg
 
 
 class _Flat(torch.nn.Module):
@@ -212,3 +217,90 @@ def test_the_failure_record_torchrun_reads_is_standard_json(tmp_path, monkeypatc
     saved = _strict_json(error_file.read_text())
     assert saved == {"message": {"message": "error: out of memory", "extraInfo": {
         "py_callstack": "Traceback ...\nerror: out of memory", "timestamp": str(int(recorded))}}}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("clips"))
+    return root, make_clip_dataset(root, [24, 30, 26, 40, 26, 33, 28])
+
+
+class _Pooled(torch.nn.Module):
+    """Scores a clip by its mean colour; counts the clips it is given."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(3, 3)
+        self.clips = 0
+
+    def forward(self, x):  # (N, T, 3, S, S)
+        self.clips += x.shape[0]
+        return self.fc(x.mean((1, 3, 4)))
+
+
+def _decoded(loader) -> int:
+    return sum(v for k, v in loader.stats.items() if k.startswith("samples_"))
+
+
+def test_a_rerun_decodes_only_the_videos_its_stopped_test_did_not_keep(clips, tmp_path):
+    """A rerun of a test stopped at 90 % decoded every video again and dropped the kept ones' rows after decoding.
+    Its loader now leaves the kept videos out: they are not decoded, the others are dealt by list row as before,
+    and the predictions, per-class file and metrics are those of a test that was never stopped."""
+    root, lst = clips
+    cfg = small_cfg(root, lst, lst, **{"TEST.NUM_CLIP": 2, "TEST.NUM_CROP": 1})
+    ctx = DistContext()
+
+    def test(output: str, kept=None) -> tuple[dict, object, int]:
+        loader = build_loader(cfg, "test")
+        model = _Pooled()
+        metrics = MetricLogger(output, tensorboard=False, nvml=False, progress_bar=False)
+        try:
+            result = evaluate_and_log(model, loader, ctx, metrics, split="test", num_classes=3, kept=kept)
+        finally:
+            metrics.close()
+            loader.close()
+        return result, loader, model.clips
+
+    full, loader, clips_forwarded = test(str(tmp_path / "full"))
+    assert full["num_videos"] == 7 and _decoded(loader) == 7 and clips_forwarded == 14
+    rows = [int(r["index"]) for r in csv.DictReader((tmp_path / "full" / "predictions_test.csv").open())]
+    preds = {r: p for r, p in zip(rows, _scored(tmp_path / "full"))}
+    kept = {"predictions": [preds[r] for r in (0, 2, 3, 5)], "views": 2, "classes": 3}
+    rerun, loader, clips_forwarded = test(str(tmp_path / "rerun"), kept)
+    assert _decoded(loader) == 3 and clips_forwarded == 6 and rerun["kept"] == 4  # rows 1, 4 and 6 only
+    assert {k: rerun[k] for k in ("top1", "top5", "mean_class_top1", "num_videos", "views")} == {
+        k: full[k] for k in ("top1", "top5", "mean_class_top1", "num_videos", "views")}
+    for name in ("predictions_test.csv", "per_class_test.csv"):
+        assert (tmp_path / "rerun" / name).read_text() == (tmp_path / "full" / name).read_text()
+    # every video kept: the loader builds no graph and decodes nothing, the metrics are the kept videos'
+    kept = {"predictions": list(preds.values()), "views": 2, "classes": 3}
+    again, loader, clips_forwarded = test(str(tmp_path / "again"), kept)
+    assert _decoded(loader) == 0 and clips_forwarded == 0 and again["kept"] == 7 and again["top1"] == full["top1"]
+    assert loader.pipelines == () and len(loader) == 4  # every row is back in it afterwards
+    assert (tmp_path / "again" / "predictions_test.csv").read_text() == (
+        tmp_path / "full" / "predictions_test.csv").read_text()
+
+
+def _scored(output) -> list[tuple]:
+    """The predictions of a predictions_test.csv as evaluate gives them (probabilities to its 6 decimals)."""
+    out = []
+    for r in csv.DictReader((output / "predictions_test.csv").open()):
+        classes = [int(r[f"top{k}_class"]) for k in (1, 2, 3)]
+        out.append((int(r["index"]), int(r["label"]), classes, [float(r[f"top{k}_prob"]) for k in (1, 2, 3)]))
+    return out
+
+
+def test_the_ranks_of_a_rerun_share_the_videos_left_as_the_uninterrupted_test_shared_them(clips):
+    """Two ranks, rows 0, 2, 3 and 5 kept: rank r decodes the rows r::2 that were not kept, as the never stopped
+    test's rank r scored them, and a rank whose share was kept whole starts no decoder."""
+    root, lst = clips
+    cfg = small_cfg(root, lst, lst)
+    for kept, expected in (((0, 2, 3, 5), [[4, 6], [1]]), ((0, 2, 4, 6), [[], [1, 3, 5]])):
+        for rank in (0, 1):
+            with build_loader(cfg, "test", rank=rank, world_size=2) as loader:
+                loader.leave_out_scored(kept)
+                rows = [r for b in loader for r in b["index"].tolist()]
+                assert rows == expected[rank] and _decoded(loader) == len(rows), (kept, rank)
+                if not rows:
+                    assert loader.pipelines == () and len(loader) == 0

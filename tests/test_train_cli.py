@@ -1621,6 +1621,9 @@ def test_a_stopped_final_test_keeps_its_videos_and_the_rerun_forwards_only_the_r
     assert rc == 0, printed[-2000:]
     assert "3 videos of the stopped test kept from test_progress.json" in printed.splitlines()
     assert sum(forwarded) == 2 * 5 and not (out / "test_progress.json").exists()  # only the 5 others' 2 views
+    (test,) = [d for d in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+               if d["kind"] == "eval" and d["split"] == "test"]
+    assert sum(v for k, v in test.items() if k.startswith("samples_")) == 5, test  # the 3 kept were not decoded
     rc, printed = run(other, "--resume", str(other / "ckpt_epoch_1.pth"))
     assert rc == 0 and sum(forwarded) == 2 * 8, printed[-2000:]
     warned = [line for line in printed.splitlines() if str(other / "test_progress.json") in line]

@@ -2,30 +2,30 @@
 
 Every rank evaluates a disjoint set of videos; the per-video results are gathered on every rank, so the accuracy
 is computed over each video exactly once, and duplicates (a sharding bug) are detected rather than counted twice.
-An evaluation that scored no video is an error, not an accuracy of 0.
+An evaluation that scored no video is an error, not an accuracy of 0. The label list's names are read by
+``label_names.py``, the predictions and per-class files written by ``prediction_files.py`` (their names are
+importable from here too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
-import re
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from configs import ConfigError
-from evautil.errors import not_utf8_line, some_names
-from evautil.files import atomic_write_text, naming_the_file, not_a_file, plain_spelling
 from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
+# The label list's and the prediction files' names are imported from here too: re-exported
+from .label_names import names_given_twice, read_label_names
 from .loader_stats import loader_stats, unreadable_rows
 from .metrics import MetricLogger
+from .prediction_files import listed_more_than_once, per_class_accuracy, top5_is_informative, write_predictions
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "names_given_twice", "write_predictions",
            "per_class_accuracy", "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere",
@@ -59,106 +59,6 @@ def every_rank_learned(error: BaseException) -> bool:
 def _first_line(error: BaseException) -> str:
     lines = f"{type(error).__name__}: {error}".strip().splitlines()
     return lines[0] if lines else type(error).__name__
-
-
-def top5_is_informative(num_classes: int) -> bool:
-    """Whether top-5 accuracy says anything: with 5 classes or fewer every video's top 5 holds its label, so its
-    top-5 would be 100 % whatever the model does (reported as null / blank instead)."""
-    return num_classes > 5
-
-
-# What the id column of a header row is called (a word holding one of these, and no digit): any other first row
-# whose id is not a number is a record with a mistyped id ("O" for "0"), refused with its line rather than skipped.
-_HEADER_ID = re.compile(r"id|idx|index|class|cls|label|category|key|number|#", re.IGNORECASE)
-
-
-def _is_header(cell: str) -> bool:
-    return not any(c.isdigit() for c in cell) and _HEADER_ID.search(cell) is not None
-
-
-def names_given_twice(path: str, names: dict[int, str], embedded: bool = False) -> str:
-    """The warning that the label list ``path`` gives one name to several of the classes ``names``
-    (:func:`read_label_names`), naming each such name with its ids; "" when every name is one class's. Not an error:
-    the original reads the names only to tokenise them. The plots tell such classes apart by id, but the predictions
-    and per-class tables name them alike. ``embedded``: ``path`` is an exported weights file whose settings hold the
-    names, which a DATA.LABEL_LIST replaces."""
-    ids_of: dict[str, list[int]] = {}
-    for cls in sorted(names):
-        ids_of.setdefault(names[cls], []).append(cls)
-    twice = [f"{name!r} (ids {', '.join(map(str, ids))})" for name, ids in ids_of.items() if len(ids) > 1]
-    if not twice:
-        return ""
-    if embedded:
-        where, fix = (f"the class names in {path} give", "give a DATA.LABEL_LIST whose names tell them apart (it "
-                      "replaces the file's names)")
-    else:
-        where, fix = f"label list DATA.LABEL_LIST = {path} gives", "rename them in the list to tell them apart by name"
-    return (f"{where} one name to several classes: {some_names(twice)}; the predictions and per-class tables name "
-            f"them alike (their ids tell them apart): {fix}")
-
-
-def read_label_names(path: str, num_classes: int | None = None) -> dict[int, str]:
-    """Class names from an ``id,name`` CSV whose first row may be a header (its id column named with a word such as
-    ``id``, ``class`` or ``label``); with ``num_classes``, one name for each class 0..num_classes-1. Lines are
-    numbered as an editor numbers them (:func:`evautil.text.text_lines`), whatever the rows before hold.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ConfigError: a row that is not ``id,name`` (a first row too, unless it is a header), a quote left open, an
-            id given twice, or (with ``num_classes``) ids that are not the classes: the message names the file and
-            the line. A skipped row would leave a class unnamed in every prediction file, and a labels file of
-            another dataset would name the wrong classes.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"label list DATA.LABEL_LIST = {path} {not_a_file(path)}")
-    where = f"label list DATA.LABEL_LIST = {path}"
-    names: dict[int, str] = {}
-    first = True  # the first row that is not blank: a header, or a record
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            start = 1  # the line the row being read begins on (csv's line_num is the line it ends on)
-            for row in reader:
-                line, start = start, reader.line_num + 1
-                if not any(cell.strip() for cell in row):
-                    continue
-                if reader.line_num > line:  # no class name holds a line break: a quote left open took the lines
-                    raise ConfigError(f"{where}, line {line}: a quote opened on this line is closed only on line "
-                                      f"{reader.line_num}, or never")
-                was_first, first = first, False
-                try:
-                    cls = int(row[0])
-                except ValueError:
-                    if was_first and _is_header(row[0]):
-                        continue
-                    cls = -1
-                if cls < 0 or len(row) < 2:
-                    raise ConfigError(f"{where}, line {line}: expected 'id,name' with an id >= 0, got "
-                                      f"{','.join(row)!r}" + (" (nor is it a header, whose first column is a word "
-                                                              "such as 'id')" if was_first else ""))
-                if any(cell.strip() for cell in row[2:]):
-                    # csv cuts an unquoted name at its comma: "3,tying bow tie, knot" named class 3 "tying bow tie"
-                    raise ConfigError(f"{where}, line {line}: expected 'id,name', got {len(row)} fields "
-                                      f"{','.join(row)!r}: quote a name that holds a comma")
-                if not row[1].strip():  # every prediction file would leave the class's name blank
-                    raise ConfigError(f"{where}, line {line}: class {cls} has no name ({','.join(row)!r})")
-                if cls in names:
-                    raise ConfigError(f"{where}, line {line}: class {cls} is named twice")
-                names[cls] = row[1].strip()
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{where}, {not_utf8_line(path, e)}") from None
-    if num_classes is not None:
-        extra = sorted(c for c in names if c >= num_classes)
-        missing = [c for c in range(num_classes) if c not in names]
-        if extra or missing:
-            def ids(found: list[int]) -> str:
-                return f"{found[:5]}" + (" ..." if len(found) > 5 else "")
-
-            problems = ([f"ids {ids(extra)} are too large"] if extra else []) + (
-                [f"no name for ids {ids(missing)}"] if missing else [])
-            raise ConfigError(f"{where} names {len(names)} classes, but DATA.NUM_CLASSES {num_classes} means ids 0 to "
-                              f"{num_classes - 1}: {'; '.join(problems)}")
-    return names
 
 
 @torch.no_grad()
@@ -221,29 +121,14 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     # rank 0's own, is what every video took (rank 0's alone overstated the rate when another rank was slower).
     slowest = max(gathered, key=lambda part: part["time_s"])
     elapsed, startup = slowest["time_s"], slowest["startup_s"]
-    seen: dict[int, tuple] = dict(kept_preds)
-    duplicates = 0
-    for part in gathered:
-        for pred in part["preds"]:
-            if pred[0] in seen:
-                duplicates += 1
-            seen[pred[0]] = pred
-    views = max([part["views"] for part in gathered] + [(kept or {}).get("views", 0)])
-    classes = max([part["classes"] for part in gathered] + [(kept or {}).get("classes", 0)])  # 0: none scored
-    preds = [seen[i] for i in sorted(seen)]
+    preds, duplicates, views, classes = _merged(gathered, kept_preds, kept or {})
     stopped_ranks = [rank for rank, part in enumerate(gathered) if part["stopped"]]
     if stopped_ranks:  # every rank learns it here: all raise, none waits in a collective for the others
         raise EvaluationStopped(split, preds, views, classes, stopped_ranks, interrupted=stopped == "interrupted")
     n = len(preds)
-    top1 = sum(p[2][0] == p[1] for p in preds)
-    top5 = sum(p[1] in p[2][:5] for p in preds)
-    per_class = per_class_accuracy(preds, max(classes, 1 + max((p[1] for p in preds), default=-1)))
     return {
         "split": split,
-        "top1": 100.0 * top1 / n if n else 0.0,
-        "top5": None if 0 < classes and not top5_is_informative(classes) else (100.0 * top5 / n if n else 0.0),
-        # Each class weighs the same, however many videos it has (Kinetics classes range from ~50 to ~1000).
-        "mean_class_top1": sum(c["top1"] for c in per_class) / len(per_class) if per_class else 0.0,
+        **_accuracies(preds, classes),
         "num_videos": n,
         "views": views,
         "time_s": elapsed,
@@ -254,6 +139,38 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
         "startup_s": startup,
         "duplicates": duplicates,
         "predictions": preds,
+    }
+
+
+def _merged(gathered: list[dict[str, Any]], kept_preds: dict[int, tuple], kept: dict[str, Any]
+            ) -> tuple[list[tuple], int, int, int]:
+    """Every rank's part of :func:`evaluate` (``gathered``) with the ``kept`` videos' (their predictions by index
+    ``kept_preds``): ``(predictions, one per video sorted by index (a video's last one), how many were of a video
+    seen before (a sharding bug: counted once), views, classes (0: none scored))``."""
+    seen = dict(kept_preds)
+    duplicates = 0
+    for part in gathered:
+        for pred in part["preds"]:
+            if pred[0] in seen:
+                duplicates += 1
+            seen[pred[0]] = pred
+    views = max([part["views"] for part in gathered] + [kept.get("views", 0)])
+    classes = max([part["classes"] for part in gathered] + [kept.get("classes", 0)])
+    return [seen[i] for i in sorted(seen)], duplicates, views, classes
+
+
+def _accuracies(preds: list[tuple], classes: int) -> dict[str, float | None]:
+    """``top1``, ``top5`` (None when ``classes``, the model's class count, makes it say nothing:
+    :func:`top5_is_informative`) and ``mean_class_top1`` of ``preds``, in percent (0 without a prediction)."""
+    n = len(preds)
+    top1 = sum(p[2][0] == p[1] for p in preds)
+    top5 = sum(p[1] in p[2][:5] for p in preds)
+    per_class = per_class_accuracy(preds, max(classes, 1 + max((p[1] for p in preds), default=-1)))
+    return {
+        "top1": 100.0 * top1 / n if n else 0.0,
+        "top5": None if 0 < classes and not top5_is_informative(classes) else (100.0 * top5 / n if n else 0.0),
+        # Each class weighs the same, however many videos it has (Kinetics classes range from ~50 to ~1000).
+        "mean_class_top1": sum(c["top1"] for c in per_class) / len(per_class) if per_class else 0.0,
     }
 
 
@@ -327,76 +244,6 @@ def _raise_any_failure(failure: Exception | None, said: list[str | None], split:
         rank, text = failed[0]
         raise EvaluationFailedElsewhere(f"rank {rank}'s {split} evaluation failed ({text}), so this process stops "
                                         f"with it: that rank's line and its log_rank{rank}.txt say more")
-
-
-def listed_more_than_once(predictions: Sequence[tuple], entries: dict[int, Any]) -> list[list[Any]]:
-    """The evaluated list entries (``ListEntry`` by row) that name the same file as another evaluated one (their
-    paths spelled plainly, :func:`evautil.files.plain_spelling`: ``link/../a.mp4`` is not ``a.mp4`` when ``link``
-    is a symbolic link), grouped per file in row order: a list that repeats a line scores that video once per
-    line."""
-    groups: dict[str, list[Any]] = {}
-    for row, *_ in predictions:
-        if row in entries:
-            groups.setdefault(plain_spelling(entries[row].path), []).append(entries[row])
-    return [g for g in groups.values() if len(g) > 1]
-
-
-def per_class_accuracy(predictions: Sequence[tuple], num_classes: int) -> list[dict[str, Any]]:
-    """Top-1 / top-5 accuracy (percent) and video count of every class that occurs in ``predictions``; top-5 is
-    None with 5 classes or fewer (:func:`top5_is_informative`)."""
-    informative = top5_is_informative(num_classes)
-    stats = [[0, 0, 0] for _ in range(num_classes)]
-    for _, label, classes, _ in predictions:
-        s = stats[label]
-        s[0] += 1
-        s[1] += int(classes[0] == label)
-        s[2] += int(label in classes[:5])
-    return [{"class": c, "num_videos": n, "top1": 100.0 * a1 / n, "top5": 100.0 * a5 / n if informative else None}
-            for c, (n, a1, a5) in enumerate(stats) if n]
-
-
-def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
-    out = io.StringIO(newline="")
-    csv.writer(out).writerows(rows)
-    return out.getvalue()
-
-
-def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple], paths: dict[int, str],
-                      num_classes: int, class_names: dict[int, str] | None = None,
-                      unreadable: Sequence[tuple[int, int | None, str]] = ()) -> tuple[str, str]:
-    """Write ``predictions_{split}.csv`` (path, label, top-5 classes with probabilities, ``status`` ``ok``) and
-    ``per_class_{split}.csv``; class names from ``class_names`` when given. ``unreadable``: ``(index, label,
-    reason)`` of the listed videos not scored, a row each with ``status`` ``error`` and the reason (as
-    tools/predict.py writes them), among the others in list order. Returns both paths."""
-    names = class_names or {}
-    # Each file is written whole or not at all (a stop in the write leaves the earlier file, never half of one).
-    ranks = min(5, num_classes)  # fewer than 5 classes: as many ranks as the rows hold
-    header = ["index", "path", "label", "label_name", "correct_top1"]
-    for r in range(1, ranks + 1):
-        header += [f"top{r}_class", f"top{r}_name", f"top{r}_prob"]
-    header += ["status", "error"]  # last: the columns before them stay where they were
-    rows: list[tuple[int, list[Any]]] = []
-    for index, label, classes, probs in predictions:
-        row: list[Any] = [index, paths.get(index, ""), label, names.get(label, ""), int(classes[0] == label)]
-        for c, p in zip(classes, probs):
-            row += [c, names.get(c, ""), f"{p:.6f}"]
-        rows.append((index, row + [""] * (3 * (ranks - len(classes))) + ["ok", ""]))
-    for index, label, reason in unreadable:  # no score: counted in neither top-1 nor top-5 (nor num_videos)
-        rows.append((index, [index, paths.get(index, ""), "" if label is None else label,
-                             names.get(label, "") if label is not None else "", ""] + [""] * (3 * ranks)
-                     + ["error", reason]))
-    rows.sort(key=lambda r: r[0])
-    pred_path = os.path.join(output_dir, f"predictions_{split}.csv")
-    with naming_the_file(pred_path):  # a full disk's error from write() names no file
-        atomic_write_text(pred_path, _csv_text([header] + [row for _, row in rows]), fsync=False)
-    per_class = [["class", "name", "num_videos", "top1", "top5"]]
-    for s in per_class_accuracy(predictions, num_classes):
-        per_class.append([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
-                          "" if s["top5"] is None else f"{s['top5']:.2f}"])
-    cls_path = os.path.join(output_dir, f"per_class_{split}.csv")
-    with naming_the_file(cls_path):
-        atomic_write_text(cls_path, _csv_text(per_class), fsync=False)
-    return pred_path, cls_path
 
 
 @contextlib.contextmanager

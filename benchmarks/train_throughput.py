@@ -235,6 +235,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         cli.set_quick_defaults(p, argv, args, arch="eva-tiny/16", frames=4, input_size=64, batch=2, warmup=1,
                                steps=3, repeats=3, num_clips=4, clip_frames=32, width=160, height=120)
+    if args.list and not args.with_loader:  # else the list went unread: random tensors measured, exit code 0
+        p.error(f"--list {args.list}: the list is read only with --with-loader (without it the model is fed random "
+                "tensors); add --with-loader")
     if args.with_loader:  # the only clips it reads
         inputs.check_clip_length(p, args, args.frames, f"--frames {args.frames}: the frames sampled from each",
                                  "--clip-frames")

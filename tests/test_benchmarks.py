@@ -916,6 +916,23 @@ def test_bad_counts_and_empty_choices_are_one_line_naming_the_flag_and_value(mon
         assert err.startswith("error: ") and err.count("\n") == 1 and words in err, (args, err)
 
 
+def test_train_benchmark_refuses_a_list_it_would_not_read(tmp_path, monkeypatch, capsys):
+    """train_throughput --list L without --with-loader fed the model random tensors and exited 0, L unread (a missing
+    L too): now one line naming --list and the flag that reads it, exit code 2, before anything is measured."""
+    from benchmarks import train_throughput
+
+    monkeypatch.setattr(train_throughput, "run_benchmark", lambda args: pytest.fail("measured"))
+    missing = tmp_path / "missing.txt"
+    with pytest.raises(SystemExit) as e:
+        train_throughput.main(["--quick", "--no-measure-peak", "--list", str(missing)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert (f".py: --list {missing}: the list is read only with --with-loader (without it the model "
+            "is fed random tensors); add --with-loader (see --help)") in err, err
+    args = train_throughput.parse_args(["--quick", "--no-measure-peak", "--with-loader", "--list", str(missing)])
+    assert args.list == str(missing) and args.with_loader
+
+
 def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """--json and --plot were written in place: a run stopped (or failing) while writing them left a truncated
     file in place of the earlier run's. Now the earlier file stays until the new one is complete."""

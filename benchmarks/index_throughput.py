@@ -29,7 +29,7 @@ import time
 
 from benchmarks import cli, common, hardware, inputs, reporting, stats
 from dali_pipelines.filelist import read_video_list
-from dali_pipelines.index import build_index, index_paths
+from dali_pipelines.index import BadVideoError, build_index, index_paths, probe_video
 from dali_pipelines.index_store import load_cache
 from evautil.files import not_a_file
 
@@ -216,6 +216,16 @@ def _wait_for_idle_start(proc: subprocess.Popen, timeout: float = 120.0) -> None
         return
 
 
+def _check_videos(clips: list[str]) -> None:
+    """An :class:`InputError` naming the first of ``clips`` the index cannot read, with the probe's reason: every
+    row linked to it was probed as bad, and the loads of an index of bad rows were timed and passed (exit code 0)."""
+    for clip in clips:
+        try:
+            probe_video(clip)
+        except BadVideoError as e:
+            raise common.InputError(f"--clips: {clip} is not a video the index can read ({e}); give video files")
+
+
 def run_benchmark(args) -> dict:
     own_dir = args.work_dir is None
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="index_bench_")
@@ -226,6 +236,7 @@ def run_benchmark(args) -> dict:
             if missing:  # a folder (a folder of clips given for the clips) is said to be one, not missing
                 raise common.InputError("--clips: " + "; ".join(f"{c} {not_a_file(c)}" for c in missing)
                                         + "; give video files")
+            _check_videos(clips)
             desc = {"input": "clips", "clips": [os.path.basename(c) for c in clips]}
         else:
             made = inputs.make_synthetic_clips(os.path.join(work_dir, "clips"), 2, codec="h264", size=(96, 64),

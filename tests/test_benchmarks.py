@@ -844,6 +844,22 @@ def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["list.txt"]
 
 
+def test_index_throughput_refuses_clips_that_are_not_videos_before_linking_rows(tmp_path, monkeypatch, capsys):
+    """--clips notes.mp4 (a file, not a video) linked every row to it, probed them all as bad and timed the ranks'
+    loads of an index of bad rows, exit code 0: now one line naming the clip and the probe's reason, exit code 2,
+    before any row is linked."""
+    from benchmarks import index_throughput
+
+    monkeypatch.setattr(index_throughput, "make_links", lambda *a: pytest.fail("rows linked"))
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video\n")
+    work = tmp_path / "work"
+    assert index_throughput.main(["--quick", "--work-dir", str(work), "--clips", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --clips: {notes} is not a video the index can read ("), err
+    assert err.endswith("); give video files\n") and not work.exists(), err
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     """A missing or malformed --list, an unreadable listed video or a bad option value: every benchmark's main()
     prints one 'error: ...' line naming the file / option and returns 2 (no traceback); checked in-process, and once

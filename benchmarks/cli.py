@@ -18,7 +18,8 @@ from configs import ConfigError
 from evautil.files import output_path_problem
 
 __all__ = ["set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
-           "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "run_main"]
+           "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "measured",
+           "run_main"]
 
 
 def set_quick_defaults(parser, argv, args, **values) -> None:
@@ -132,18 +133,32 @@ def say_what_an_interrupt_keeps(kept: str = NOTHING_WRITTEN) -> None:
     on_interrupt(f"{os.path.basename(sys.argv[0])}: {kept}")
 
 
-def until_stopped(work: Callable[[], int], kept: str = NOTHING_WRITTEN) -> int:
+def until_stopped(work: Callable[[], int], kept: str | Callable[[], str] = NOTHING_WRITTEN) -> int:
     """``work()``'s exit code; a scheduler's stop signal (SIGTERM, SIGUSR1) during it ends it as a Ctrl-C does, by an
     exception, so that its clean-up runs (temporary folders, a clip being encoded under its temporary name, worker
     pools): the process killed by the signal left them behind. Then one ``stopped: <signal> received: <script>:
-    <kept>; run the same command again`` line on stderr and exit code 4 (``evautil.interrupt``)."""
+    <kept>; run the same command again`` line on stderr and exit code 4 (``evautil.interrupt``); ``kept`` may be a
+    function, asked once the work has ended (what it kept by then)."""
     from evautil.interrupt import Stopped, stop_signals_raise, stopped_during_work
 
     try:
         with stop_signals_raise():
             return work()
     except Stopped as stop:
+        kept = kept() if callable(kept) else kept
         return stopped_during_work(stop, f"{os.path.basename(sys.argv[0])}: {kept}; run the same command again")
+
+
+# The rows of the run_main() in progress, each added by measured() once measured; None outside run_main().
+_rows_measured: list[dict] | None = None
+
+
+def measured(row: dict) -> dict:
+    """``row``, a result row just measured, kept for :func:`run_main`: a Ctrl-C or stop signal before the run ends
+    leaves the rows measured so far in ``--json``, marked ``"complete": false``, where a run of hours lost them all."""
+    if _rows_measured is not None:
+        _rows_measured.append(row)
+    return row
 
 
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
@@ -157,25 +172,50 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     input (a bad --list, option value or video: printed as one line), 4 when a stop signal ended it
     (:func:`until_stopped`). ``plot_title`` may be a function of the payload.
     """
+    global _rows_measured
     problem = output_files_problem(args)
     if problem:
         return input_error(InputError(problem), args)
     say_what_an_interrupt_keeps()
-    return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
-                                                 required))
+    _rows_measured = []
+    kept: list[str] = [NOTHING_WRITTEN]  # what a stop keeps, once the rows measured so far are saved
+    try:
+        return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
+                                                     required, kept), lambda: kept[0])
+    finally:
+        _rows_measured = None
+
+
+def _keep_rows_measured(args, kept: list[str]) -> None:
+    """Before a Ctrl-C or stop signal ends the run: the rows measured so far into ``--json`` (whole, marked
+    ``"complete": false``), and ``kept[0]`` and the ``interrupted:`` line saying so."""
+    rows = list(_rows_measured or [])
+    if not (args.json and rows):
+        return
+    options = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
+    write_json(args.json, {"benchmark": os.path.splitext(os.path.basename(sys.argv[0]))[0], "complete": False,
+                           "options": options, "results": rows})
+    kept[0] = (f"--json {args.json} holds the {len(rows)} row(s) measured before it, marked \"complete\": false "
+               "(the rest were not measured" + (", --plot was not drawn)" if args.plot else ")"))
+    say_what_an_interrupt_keeps(kept[0])
 
 
 def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
-                    plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
+                    plot_title: str | Callable[[dict], str], required: Sequence[str], kept: list[str]) -> int:
     """:func:`run_main`'s work, once its output files are known to be writable."""
+    from evautil.interrupt import Stopped
+
     try:
         payload = run_benchmark(args)
     except INPUT_ERRORS as e:
         return input_error(e, args)  # a flag as typed: --skip_build, not --skip-build
+    except (KeyboardInterrupt, Stopped):
+        _keep_rows_measured(args, kept)
+        raise
     print(report(payload))
     ran = [r for r in payload["results"] if not r.get("skipped")]
     if args.json:
-        write_json(args.json, payload)
+        write_json(args.json, {**payload, "complete": True})
     if args.plot and ran:
         title = plot_title(payload) if callable(plot_title) else plot_title
         bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,

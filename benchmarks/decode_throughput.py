@@ -343,7 +343,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             finally:
                 close()
             r.update({"name": name, "decoder": dec, "mode": mode, **info})
-            results.append(r)
+            results.append(cli.measured(r))
             print(f"  {name:22s} {r['frames_per_s'].median:9.1f} frames/s  {r['clips_per_s'].median:7.2f} clips/s",
                   file=sys.stderr, flush=True)
     return {"benchmark": "decode_throughput", "machine": hardware.machine_info(), "input": input_desc,

@@ -87,13 +87,14 @@ def decode_comparison(args, clips) -> list[dict]:
         finally:
             close()
         vps = stats.summarize([v / per_video for v in r["clips_per_s"].values])
-        results.append({"name": f"decode {'per view' if per_view else 'once'} ({dec})", "stage": "decode",
-                         "decoder": dec, "decode_per_view": per_view, "decodes_per_video": per_video,
-                         "frames_per_video": sum(len(it["idx"]) for it in items) * per_video / len(items),
-                         "videos_per_s": vps, "frames_per_s": r["frames_per_s"],
-                         "gop_frames_per_s": r["gop_frames_per_s"], "cpu_util": r["cpu_util"],
-                         "peak_rss_mib": r["peak_rss_mib"], "gpu_mem_used_peak_mib": r.get("gpu_mem_used_peak_mib"),
-                         "nvdec_util_mean": r.get("nvdec_util_mean"), **info})
+        results.append(cli.measured({
+            "name": f"decode {'per view' if per_view else 'once'} ({dec})", "stage": "decode", "decoder": dec,
+            "decode_per_view": per_view, "decodes_per_video": per_video,
+            "frames_per_video": sum(len(it["idx"]) for it in items) * per_video / len(items),
+            "videos_per_s": vps, "frames_per_s": r["frames_per_s"], "gop_frames_per_s": r["gop_frames_per_s"],
+            "cpu_util": r["cpu_util"], "peak_rss_mib": r["peak_rss_mib"],
+            "gpu_mem_used_peak_mib": r.get("gpu_mem_used_peak_mib"), "nvdec_util_mean": r.get("nvdec_util_mean"),
+            **info}))
         print(f"  {results[-1]['name']}: {vps.median:.2f} videos/s", file=sys.stderr, flush=True)
     return results
 
@@ -156,9 +157,9 @@ def end_to_end(args, clips) -> list[dict]:
     times = hardware.time_repeats(lambda: [score(x) for _ in range(args.batches)], args.warmup, args.repeats)
     vps = [args.batches * b / x_ for x_ in times]
     fwd = forward_flops(model)
-    results.append({"name": f"model only ({args.arch}, {args.precision})", "stage": "model",
-                    "videos_per_s": stats.summarize(vps),
-                    "tflops": stats.summarize([v * views * fwd / 1e12 for v in vps])})
+    results.append(cli.measured({"name": f"model only ({args.arch}, {args.precision})", "stage": "model",
+                                 "videos_per_s": stats.summarize(vps),
+                                 "tflops": stats.summarize([v * views * fwd / 1e12 for v in vps])}))
     del x
     # Loader + model.
     loader = build_loader(cfg, "test")
@@ -190,12 +191,11 @@ def end_to_end(args, clips) -> list[dict]:
     finally:
         loader.close()
     vps = [n / x_ for n, x_ in zip(vids, secs)]
-    results.append({"name": f"loader + model ({loader.device} decode)", "stage": "end_to_end",
-                    "videos_per_s": stats.summarize(vps),
-                    "tflops": stats.summarize([v * views * fwd / 1e12 for v in vps]),
-                    "data_wait_pct": 100.0 * sum(waits) / sum(secs), "cpu_util": mon.cpu_util,
-                    "peak_rss_mib": mon.peak_rss / 2**20,
-                    "gpu_mem_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None})
+    results.append(cli.measured({
+        "name": f"loader + model ({loader.device} decode)", "stage": "end_to_end", "videos_per_s": stats.summarize(vps),
+        "tflops": stats.summarize([v * views * fwd / 1e12 for v in vps]),
+        "data_wait_pct": 100.0 * sum(waits) / sum(secs), "cpu_util": mon.cpu_util, "peak_rss_mib": mon.peak_rss / 2**20,
+        "gpu_mem_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}))
     print(f"  {results[-1]['name']}: {results[-1]['videos_per_s'].median:.2f} videos/s", file=sys.stderr, flush=True)
     return results
 

@@ -193,7 +193,7 @@ def time_load(list_path: str, root: str, ranks: int) -> list[dict]:
                 d = json.loads(out.strip().splitlines()[-1])
                 d.update(name=f"load, rank {r} of {ranks}", phase="load", rank=r,
                          seconds=stats.summarize([d["seconds"]]))
-                results.append(d)
+                results.append(cli.measured(d))
         finally:  # a rank still waiting for the start signal (the run stopped before it) would wait for ever
             for p in procs:
                 if p.poll() is None:
@@ -248,7 +248,7 @@ def run_benchmark(args) -> dict:
         print(f"{args.rows} rows linked to {len(clips)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
         results = []
         for n in [] if args.skip_build else args.worker_counts:
-            results.append(time_build(list_path, root, n, kept=not own_dir))
+            results.append(cli.measured(time_build(list_path, root, n, kept=not own_dir)))
             print(f"built with {n} worker(s): {results[-1]['seconds'].median:.1f} s", flush=True)
         if args.skip_build:
             _reuse_build(list_path, root)

@@ -334,7 +334,7 @@ def _run_mode(args, mode: str, loaders: list[str], clips, list_dir: str, results
             r = {"name": f"{run.name}/{mode}", "loader": run.name, "mode": mode, "warmup_s": run.warm_s,
                  **run.result(views, args.num_frames), "gop_work_per_clip": work}
             r["gop_frames_per_s"] = stats.summarize([c * work for c in r["clips_per_s"].values])
-            results.append(r)
+            results.append(cli.measured(r))
             unit = "videos/s" if mode == "test" else "clips/s"  # a test item is a video of all its views
             print(f"  {r['name']:14s} {r['clips_per_s'].median:8.2f} {unit}  ({run.route})", file=sys.stderr,
                   flush=True)

@@ -308,7 +308,7 @@ def run_benchmark(args) -> dict:
             tf = r["tflops"].median
             r["mfu_stated"] = tf / peak if peak else None
             r["mfu_measured"] = tf / measured if measured else None
-            results.append(r)
+            results.append(cli.measured(r))
             print(f"  {r['name']}: {r['clips_per_s'].median:.2f} clips/s, {tf:.3f} TFLOP/s", file=sys.stderr,
                   flush=True)
     finally:

@@ -996,6 +996,56 @@ def test_a_ctrl_c_during_a_benchmark_is_one_line_saying_nothing_was_written(tmp_
     assert out.read_text() == '{"earlier": 1}\n'
 
 
+def test_a_ctrl_c_or_stop_keeps_the_rows_measured_so_far_in_the_json_marked_incomplete(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A Ctrl-C or SIGTERM after some rows were measured (a loader mode, a decoder, a configuration of a run of
+    hours) left no result file: every finished row was lost. Now --json holds them, marked "complete": false, and
+    the one line says so; a run that ends writes "complete": true."""
+    from benchmarks import decode_throughput
+    from evautil.interrupt import Stopped
+
+    out = tmp_path / "results.json"
+    out.write_text('{"earlier": 1}\n')
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "from benchmarks import cli, decode_throughput as d, stats\n"
+            "def cut(args):\n"
+            "    cli.measured({'name': 'pyav_1t/all', 'clips_per_s': stats.summarize([2.0, 3.0])})\n"
+            "    raise KeyboardInterrupt\n"
+            "d.run_benchmark = cut\n"
+            f"sys.argv[0] = 'decode_throughput.py'; sys.exit(d.main(['--quick', '--json', {str(out)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -2, done.stderr[-2000:]
+    assert done.stderr.splitlines() == [f"interrupted: decode_throughput.py: --json {out} holds the 1 row(s) measured "
+                                        "before it, marked \"complete\": false (the rest were not measured)"], \
+        done.stderr
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and saved["benchmark"] == "decode_throughput" and saved["options"]["quick"]
+    assert [r["name"] for r in saved["results"]] == ["pyav_1t/all"]
+    assert saved["results"][0]["clips_per_s"]["values"] == [2.0, 3.0]
+
+    def stop(args):  # a scheduler's SIGTERM, as until_stopped raises it
+        decode_throughput.cli.measured({"name": "dali_cpu/all", "clips_per_s": stats.summarize([1.0])})
+        raise Stopped("SIGTERM")
+
+    monkeypatch.setattr(decode_throughput, "run_benchmark", stop)
+    monkeypatch.setattr(sys, "argv", ["decode_throughput.py"])
+    plot = tmp_path / "plot.png"
+    assert decode_throughput.main(["--quick", "--json", str(out), "--plot", str(plot)]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--json {out} holds the 1 row(s) measured before it" in err, err
+    assert "--plot was not drawn); run the same command again" in err and not plot.exists(), err
+    assert [r["name"] for r in json.loads(out.read_text())["results"]] == ["dali_cpu/all"]
+
+    def whole(args):
+        return {"results": [decode_throughput.cli.measured({"name": "x", "frames_per_s": stats.summarize([1.0])})]}
+
+    monkeypatch.setattr(decode_throughput, "run_benchmark", whole)
+    monkeypatch.setattr(decode_throughput, "report", lambda payload: "table")
+    assert decode_throughput.main(["--quick", "--json", str(out)]) in (0, 1)
+    assert json.loads(out.read_text())["complete"] is True
+    assert decode_throughput.cli._rows_measured is None  # kept only while a run_main() runs
+
+
 def _signal_the_group_once(args: list[str], tmp: Path, ready, sig: int, timeout: float = 180):
     """Run ``python -m benchmarks.<args>`` in a process group of its own (TMPDIR: ``tmp``), send ``sig`` to the whole
     group, as a terminal's Ctrl-C or a scheduler does, once ``ready(process)`` holds; returns (status, stdout,

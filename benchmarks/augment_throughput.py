@@ -221,7 +221,29 @@ def parse_args(argv=None):
         p.error("--device gpu needs CUDA")
     cli.require_positive(p, args, ["batch", "num_frames", "width", "height", "input_size", "threads",
                                    "batches", "repeats"])
+    problem = _memory_problem(args)
+    if problem:
+        p.error(problem)
     return args
+
+
+def _memory_problem(args) -> str:
+    """Why the batch cannot be held in the memory available, in one line ("" when it can, or when that is not
+    known): at least its decoded frames (uint8), one clip's float64 noise and the float64 gradient and int64 grid
+    they are drawn from, and both graphs' float32 outputs. --batch 100000 swapped for minutes and --num-frames
+    100000 ended in numpy's MemoryError."""
+    from evautil.progress import format_bytes
+    from tools.synthetic import available_memory
+
+    available = available_memory()
+    clip = args.num_frames * args.height * args.width * 3
+    outputs = len(IMPLEMENTATIONS) * args.batch * args.num_frames * 3 * args.input_size ** 2 * 4
+    need = (args.batch + 8) * clip + 40 * args.height * args.width + outputs
+    if available is None or need <= available:
+        return ""
+    return (f"--batch {args.batch} of --num-frames {args.num_frames} frames of {args.width}x{args.height} "
+            f"(--input-size {args.input_size}) needs at least {format_bytes(need)}, and {format_bytes(available)} "
+            "of memory is available; give a smaller --batch, --num-frames, --width, --height or --input-size")
 
 
 def main(argv=None) -> int:

@@ -1420,6 +1420,28 @@ def test_default_clip_and_list_folders_are_the_users_own(tmp_path, monkeypatch):
     assert str(e.value) == str(tmp_path / f"eva_bench_lists-{os.getuid()}")
 
 
+def test_augment_benchmark_refuses_a_batch_larger_than_the_memory_available(monkeypatch, capsys):
+    """augment_throughput --batch 100000 swapped for minutes, and --num-frames 100000 or a 100000x100000 frame ended
+    in numpy's MemoryError traceback: now one line naming the sizes, what they need and what is available, exit
+    code 2, before any frame is drawn."""
+    import tools.synthetic
+    from benchmarks import augment_throughput
+
+    monkeypatch.setattr(tools.synthetic, "available_memory", lambda: 4 << 30)
+    monkeypatch.setattr(augment_throughput, "make_batch", lambda *a: pytest.fail("frames drawn"))
+    for given, words in ((["--batch", "100000"], "--batch 100000 of --num-frames 16 frames of 340x256"),
+                         (["--num-frames", "100000"], "--batch 8 of --num-frames 100000 frames of 340x256"),
+                         (["--width", "100000", "--height", "100000"], "16 frames of 100000x100000")):
+        with pytest.raises(SystemExit) as e:
+            augment_throughput.main(given)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+        assert words in err and ", and 4.00 GiB of memory is available; give a smaller --batch" in err, err
+    assert augment_throughput.parse_args([]).batch == 8  # the defaults need a few hundred MiB
+    monkeypatch.setattr(tools.synthetic, "available_memory", lambda: None)  # unknown: not refused
+    assert augment_throughput.parse_args(["--batch", "100000"]).batch == 100000
+
+
 def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(monkeypatch):
     """The timed batches copied every output to the host: on a GPU the transfer, the same for both colour
     implementations, was timed with the graph."""

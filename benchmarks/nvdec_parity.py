@@ -409,8 +409,9 @@ def _real_clips(args, failures: list[dict]) -> list[str]:
                    if is_video_file(f) and os.path.isfile(os.path.join(args.real_dir, f)))
             if os.path.isdir(args.real_dir) else None)
     if not real:
-        why = ("no such folder (the reference clips: EVA_SHARED_DIR/data/real)" if real is None
-               else "no video files there")
+        why = ("no video files there" if real is not None
+               else "a file, not a folder (of clips)" if os.path.exists(args.real_dir)  # was "no such folder"
+               else "no such folder (the reference clips: EVA_SHARED_DIR/data/real)")
         flag = flags_as_typed("--real-dir", args)  # --real_dir, if so typed
         failures.append({"clip": f"{flag} {args.real_dir}", "error": why})
         print(f"error: {flag} {args.real_dir}: {why}; going on with the other clips", file=sys.stderr)

@@ -1631,6 +1631,22 @@ def test_parity_report_is_on_disk_before_the_seek_probe_and_a_missing_reference_
         assert "verdict" in report["seek_probe"] and "seek probe (" in streams.out
 
 
+def test_a_parity_real_dir_naming_a_file_is_named_as_such(tmp_path, capsys):
+    """--real-dir clip.mp4 (a clip given for the folder of clips) was said to be "no such folder": now the line and
+    the report's failure say it is a file."""
+    import argparse
+
+    from benchmarks import nvdec_parity
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"x")
+    failures = []
+    assert nvdec_parity._real_clips(argparse.Namespace(real_dir=str(clip)), failures) == []
+    why = "a file, not a folder (of clips)"
+    assert failures == [{"clip": f"--real-dir {clip}", "error": why}]
+    assert capsys.readouterr().err == f"error: --real-dir {clip}: {why}; going on with the other clips\n"
+
+
 def test_parity_report_holds_the_seek_verdict_before_the_numbering_rows_run(tmp_path, monkeypatch):
     """The numbering rows end with a stream whose picture size changes, the decode most likely to take the process
     down on NVDEC: the seek verdict was measured after them, so such a crash lost it too. Now it is on disk first,

@@ -103,7 +103,19 @@ def output_files_problem(args) -> str:
         problem = path and output_path_problem(path, f"--{name.replace('_', '-')}", folder=True)
         if problem:
             return problem
-    return _plot_format_problem(getattr(args, "plot", None))
+    return _scratch_folder_problem(args) or _plot_format_problem(getattr(args, "plot", None))
+
+
+def _scratch_folder_problem(args) -> str:
+    """Why the default folder of the synthetic clips and lists under $TMPDIR (``inputs.scratch_folder``, used
+    without ``--data-dir``) cannot be made ("" when it can, or when it is not used): a TMPDIR naming a file ended
+    the run in a NotADirectoryError traceback once the clips were written."""
+    from benchmarks.inputs import scratch_folder
+
+    if not hasattr(args, "data_dir") or args.data_dir or not getattr(args, "with_loader", True):
+        return ""
+    problem = output_path_problem(scratch_folder("eva_bench_clips"), "TMPDIR", folder=True)
+    return problem and f"{problem}; give --data-dir, or set TMPDIR to a folder you can write in"
 
 
 def _plot_format_problem(path: str | None) -> str:

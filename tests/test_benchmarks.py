@@ -1391,6 +1391,26 @@ def test_labels_beyond_num_classes_are_one_line_naming_the_list_and_the_flag(vp9
                                        "--num-classes 2; give --num-classes 4 or more\n")
 
 
+def test_a_tmpdir_naming_a_file_is_one_line_before_anything_is_measured(tmp_path, monkeypatch, capsys):
+    """With TMPDIR naming a file (and no --data-dir), the run ended in a NotADirectoryError traceback when it made
+    its folder of synthetic clips: now one line naming TMPDIR and the fix, exit code 2, before anything runs."""
+    from benchmarks import cli, decode_throughput, loader_throughput, train_throughput
+
+    not_a_folder = tmp_path / "tmpdir"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("TMPDIR", str(not_a_folder))
+    monkeypatch.setattr(inputs, "make_synthetic_clips", lambda *a, **k: pytest.fail("clips made"))
+    folder = not_a_folder / f"eva_bench_clips-{os.getuid()}"
+    for module in (decode_throughput, loader_throughput):
+        assert module.main(["--quick"]) == 2
+        assert capsys.readouterr().err == (f"error: TMPDIR {folder}: {not_a_folder} is a file, so no folder can be "
+                                           "made there; give --data-dir, or set TMPDIR to a folder you can write "
+                                           "in\n")
+    assert cli.output_files_problem(decode_throughput.parse_args(["--quick", "--data-dir", str(tmp_path)])) == ""
+    # no clips without --with-loader: nothing to refuse
+    assert cli.output_files_problem(train_throughput.parse_args(["--quick", "--no-measure-peak"])) == ""
+
+
 def test_default_clip_and_list_folders_are_the_users_own(tmp_path, monkeypatch):
     """Without --data-dir, every user's synthetic clips and lists went to one $TMPDIR/eva_bench_clips and
     eva_bench_lists: made by the first user of a shared machine, not writable by the next, whose run ended in a

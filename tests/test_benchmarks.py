@@ -1834,10 +1834,12 @@ def test_every_benchmark_lets_sizes_given_with_quick_win(module, given, expected
     ("eval_throughput", ["--workers", "-1"], "--workers must be at least 0, got -1"),
     ("train_throughput", ["--threads", "0", "--with-loader"], "--threads must be at least 1, got 0"),
     ("train_throughput", ["--workers", "-1", "--with-loader"], "--workers must be at least 0, got -1"),
+    ("decode_throughput", ["--seed", "-1"], "--seed must be at least 0, got -1"),
 ])
 def test_loader_and_model_sizes_are_checked_by_their_flag_before_anything_runs(module, args, line, capsys):
     """loader_throughput --threads 0 wrote its clips and built its index, then stopped on 'DATA.NUM_THREADS = 0 must
-    be at least 1', a config key the command line never named: now one line naming the flag, at once."""
+    be at least 1', a config key the command line never named: now one line naming the flag, at once (and
+    decode_throughput --seed -1, numpy's ValueError traceback once its clips were written)."""
     import importlib
 
     with pytest.raises(SystemExit) as e:

@@ -226,6 +226,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.require_positive(p, args, ("warmup", "torch_threads", "workers"), low=0)
     if args.peak_tflops is not None and not args.peak_tflops > 0:  # a negative peak made every MFU negative
         p.error(f"--peak-tflops must be above 0, got {args.peak_tflops}")
+    if args.peak_tflops is not None and args.peak_tflops == float("inf"):  # every MFU was 0, passed as measured
+        p.error(f"--peak-tflops must be a finite number, got {args.peak_tflops}")
     try:
         args.attns = cli.chosen_names("--attn", args.attn, ("sdpa", "math"), "attention path")
         args.ckpts, args.compiles = (_switches(flag, text) for flag, text in (("--checkpoint", args.checkpoint),

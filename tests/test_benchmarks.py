@@ -914,6 +914,7 @@ def test_bad_counts_and_empty_choices_are_one_line_naming_the_flag_and_value(mon
               (train_throughput, ["--warmup", "-1"], "--warmup must be at least 0, got -1"),
               (train_throughput, ["--torch-threads", "-3"], "--torch-threads must be at least 0, got -3"),
               (train_throughput, ["--peak-tflops", "-1"], "--peak-tflops must be above 0, got -1.0"),
+              (train_throughput, ["--peak-tflops", "inf"], "--peak-tflops must be a finite number, got inf"),
               (train_throughput, ["--checkpoint", "2"], "--checkpoint '2': expected 0, 1 or both"),
               (train_throughput, ["--compile", "0,x"], "--compile '0,x': expected 0, 1 or both"),
               (train_throughput, ["--attn", "flash"], "--attn: unknown attention path 'flash'"),

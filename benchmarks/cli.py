@@ -205,8 +205,13 @@ def _keep_rows_measured(args, kept: list[str]) -> None:
     if not (args.json and rows):
         return
     options = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
-    write_json(args.json, {"benchmark": os.path.splitext(os.path.basename(sys.argv[0]))[0], "complete": False,
-                           "options": options, "results": rows})
+    try:
+        write_json(args.json, {"benchmark": os.path.splitext(os.path.basename(sys.argv[0]))[0], "complete": False,
+                               "options": options, "results": rows})
+    except (OSError, TypeError, ValueError) as e:  # the interrupt's line still comes, not this traceback
+        kept[0] = f"the {len(rows)} row(s) measured before it could not be written to --json {args.json} ({e})"
+        say_what_an_interrupt_keeps(kept[0])
+        return
     kept[0] = (f"--json {args.json} holds the {len(rows)} row(s) measured before it, marked \"complete\": false "
                "(the rest were not measured" + (", --plot was not drawn)" if args.plot else ")"))
     say_what_an_interrupt_keeps(kept[0])

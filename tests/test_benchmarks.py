@@ -1037,6 +1037,17 @@ def test_a_ctrl_c_or_stop_keeps_the_rows_measured_so_far_in_the_json_marked_inco
     assert "--plot was not drawn); run the same command again" in err and not plot.exists(), err
     assert [r["name"] for r in json.loads(out.read_text())["results"]] == ["dali_cpu/all"]
 
+    def disk_full(path, payload):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(decode_throughput.cli, "write_json", disk_full)  # the stop's line, not a traceback
+    assert decode_throughput.main(["--quick", "--json", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"the 1 row(s) measured before it could not be written to --json {out} "
+                                     "([Errno 28] No space left on device); run the same command again") in err, err
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "argv", ["decode_throughput.py"])
+
     def whole(args):
         return {"results": [decode_throughput.cli.measured({"name": "x", "frames_per_s": stats.summarize([1.0])})]}
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from benchmarks.common import INPUT_ERRORS, InputError, input_error
 from benchmarks.reporting import bar_plot, check_figures, write_json
 from configs import ConfigError
-from evautil.files import output_path_problem
+from evautil.files import output_path_problem, write_failure
 
 __all__ = ["set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
            "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "measured",
@@ -231,12 +231,22 @@ def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: s
         raise
     print(report(payload))
     ran = [r for r in payload["results"] if not r.get("skipped")]
-    if args.json:
-        write_json(args.json, {**payload, "complete": True})
-    if args.plot and ran:
-        title = plot_title(payload) if callable(plot_title) else plot_title
-        bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,
-                 errors=[(r[plot_key].min, r[plot_key].max) for r in ran])
+    flag = "--json"
+    try:
+        if args.json:
+            write_json(args.json, {**payload, "complete": True})
+        flag = "--plot"
+        if args.plot and ran:
+            title = plot_title(payload) if callable(plot_title) else plot_title
+            bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,
+                     errors=[(r[plot_key].min, r[plot_key].max) for r in ran])
+    except OSError as e:  # a disk filled during the run: one line, not a traceback under the table
+        why = write_failure(e, "run the same command again")
+        if why is None:
+            raise
+        print(f"error: {flag} {getattr(args, flag[2:])}: {why} (the table above holds the figures measured)",
+              file=sys.stderr)
+        return 1
     problems = check_figures(ran, required)
     if problems:
         print("non-positive or non-finite figures: " + "; ".join(problems), file=sys.stderr)

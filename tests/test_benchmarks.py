@@ -1058,6 +1058,25 @@ def test_a_ctrl_c_or_stop_keeps_the_rows_measured_so_far_in_the_json_marked_inco
     assert decode_throughput.cli._rows_measured is None  # kept only while a run_main() runs
 
 
+def test_a_full_disk_when_the_results_are_written_is_one_line_under_the_table(tmp_path, monkeypatch, capsys):
+    """A disk that filled during a run ended it, once the table was printed, in a traceback from writing --json:
+    now one 'error:' line naming the file and the fix, exit code 1."""
+    from benchmarks import decode_throughput
+
+    def disk_full(path, payload):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "results.json"
+    monkeypatch.setattr(decode_throughput, "run_benchmark", lambda args: {"results": [{"name": "x"}]})
+    monkeypatch.setattr(decode_throughput, "report", lambda payload: "table")
+    monkeypatch.setattr(decode_throughput.cli, "write_json", disk_full)
+    assert decode_throughput.main(["--quick", "--json", str(out)]) == 1
+    printed, err = capsys.readouterr()
+    assert printed == "table\n" and err == (f"error: --json {out}: cannot write: No space left on device; free space "
+                                             "and run the same command again (the table above holds the figures "
+                                             "measured)\n")
+
+
 def _signal_the_group_once(args: list[str], tmp: Path, ready, sig: int, timeout: float = 180):
     """Run ``python -m benchmarks.<args>`` in a process group of its own (TMPDIR: ``tmp``), send ``sig`` to the whole
     group, as a terminal's Ctrl-C or a scheduler does, once ``ready(process)`` holds; returns (status, stdout,

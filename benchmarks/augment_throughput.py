@@ -257,9 +257,8 @@ def main(argv=None) -> int:
     def work() -> int:
         results = run(args)
         print(report(results, args))
-        if args.json:
-            reporting.write_json(args.json, {"settings": vars(args), "results": results})
-        return 0
+        payload = {"settings": vars(args), "results": results}
+        return 0 if cli.results_written(args, [("json", lambda: reporting.write_json(args.json, payload))]) else 1
     return cli.until_stopped(work, kept)
 
 

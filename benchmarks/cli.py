@@ -19,7 +19,7 @@ from evautil.files import output_path_problem, write_failure
 
 __all__ = ["set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
            "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "measured",
-           "run_main"]
+           "results_written", "run_main"]
 
 
 def set_quick_defaults(parser, argv, args, **values) -> None:
@@ -217,6 +217,25 @@ def _keep_rows_measured(args, kept: list[str]) -> None:
     say_what_an_interrupt_keeps(kept[0])
 
 
+def results_written(args, writes: Sequence[tuple[str, Callable[[], None] | None]]) -> bool:
+    """Each ``(flag, write)``: ``write()`` when ``args.<flag>`` names a file (and ``write`` is not None). False, after
+    one ``error:`` line naming the file, when a write fails for want of space or permission: a disk that filled
+    during the run ended it in a traceback under the table already printed."""
+    for flag, write in writes:
+        path = getattr(args, flag, None)
+        if not (path and write):
+            continue
+        try:
+            write()
+        except OSError as e:
+            why = write_failure(e, "run the same command again")
+            if why is None:
+                raise
+            print(f"error: --{flag} {path}: {why} (the table above holds the figures measured)", file=sys.stderr)
+            return False
+    return True
+
+
 def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
                     plot_title: str | Callable[[dict], str], required: Sequence[str], kept: list[str]) -> int:
     """:func:`run_main`'s work, once its output files are known to be writable."""
@@ -231,21 +250,13 @@ def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: s
         raise
     print(report(payload))
     ran = [r for r in payload["results"] if not r.get("skipped")]
-    flag = "--json"
-    try:
-        if args.json:
-            write_json(args.json, {**payload, "complete": True})
-        flag = "--plot"
-        if args.plot and ran:
-            title = plot_title(payload) if callable(plot_title) else plot_title
-            bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,
-                     errors=[(r[plot_key].min, r[plot_key].max) for r in ran])
-    except OSError as e:  # a disk filled during the run: one line, not a traceback under the table
-        why = write_failure(e, "run the same command again")
-        if why is None:
-            raise
-        print(f"error: {flag} {getattr(args, flag[2:])}: {why} (the table above holds the figures measured)",
-              file=sys.stderr)
+    def plot() -> None:
+        title = plot_title(payload) if callable(plot_title) else plot_title
+        bar_plot(args.plot, [r["name"] for r in ran], [r[plot_key].median for r in ran], plot_label, title,
+                 errors=[(r[plot_key].min, r[plot_key].max) for r in ran])
+
+    if not results_written(args, [("json", lambda: write_json(args.json, {**payload, "complete": True})),
+                                  ("plot", plot if ran else None)]):
         return 1
     problems = check_figures(ran, required)
     if problems:

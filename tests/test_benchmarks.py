@@ -1075,6 +1075,15 @@ def test_a_full_disk_when_the_results_are_written_is_one_line_under_the_table(tm
     assert printed == "table\n" and err == (f"error: --json {out}: cannot write: No space left on device; free space "
                                              "and run the same command again (the table above holds the figures "
                                              "measured)\n")
+    from benchmarks import augment_throughput
+
+    monkeypatch.setattr(augment_throughput, "run", lambda args: {})
+    monkeypatch.setattr(augment_throughput, "report", lambda results, args: "table")
+    monkeypatch.setattr(augment_throughput.reporting, "write_json", disk_full)
+    assert augment_throughput.main(["--quick", "--json", str(out)]) == 1
+    printed, err = capsys.readouterr()
+    assert printed == "table\n" and err.startswith(f"error: --json {out}: cannot write: No space left") and \
+        err.count("\n") == 1, err
 
 
 def _signal_the_group_once(args: list[str], tmp: Path, ready, sig: int, timeout: float = 180):

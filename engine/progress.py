@@ -185,7 +185,20 @@ def eval_line(line: dict[str, Any]) -> str:
     return (f"eval {line['split']}{scored} ({views}/video, {videos}): "
             f"top-1 {line['top1']:.2f}%  "
             + (f"top-5 {top5:.2f}%  " if top5 is not None else "top-5 n/a (5 classes or fewer)  ")
-            + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") +
-            f"({line.get('videos_per_sec', 0.0):.1f} videos/s"
-            + (f", {line['startup_s']:.2f} s of {line['time_s']:.2f} s before the first batch"
-               if line.get("startup_s") is not None and line.get("time_s") else "") + ")")
+            + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") + f"({_speed(line)})")
+
+
+def _speed(line: dict[str, Any]) -> str:
+    """The eval line's speed: videos/s and the loader's start, of the videos this evaluation decoded. A rerun of a
+    stopped test says how many it took from that test (its rate counts only the others); one that took them all
+    decoded nothing, and its "0.0 videos/s, 0.00 s of 0.00 s before the first batch" read as a stalled loader."""
+    kept = line.get("kept") or 0
+    decoded = line["num_videos"] - kept
+    if kept and decoded <= 0:
+        return f"{'the' if kept == 1 else 'all'} {counted(kept, 'video')} kept from the stopped test: nothing decoded"
+    rate = f"{line.get('videos_per_sec', 0.0):.1f} videos/s"
+    if kept:
+        rate += f" over the {counted(decoded, 'video')} decoded, {kept:,} kept from the stopped test"
+    if line.get("startup_s") is not None and line.get("time_s"):
+        rate += f", {line['startup_s']:.2f} s of {line['time_s']:.2f} s before the first batch"
+    return rate

@@ -280,6 +280,19 @@ def test_a_rerun_decodes_only_the_videos_its_stopped_test_did_not_keep(clips, tm
     assert loader.pipelines == () and len(loader) == 4  # every row is back in it afterwards
     assert (tmp_path / "again" / "predictions_test.csv").read_text() == (
         tmp_path / "full" / "predictions_test.csv").read_text()
+    # the logged eval line: the rerun's rate is of its decoded videos; one that decoded none read "0.0 videos/s,
+    # 0.00 s of 0.00 s before the first batch", as if its loader had stalled
+    assert " videos/s over the 3 videos decoded, 4 kept from the stopped test, " in _eval_line(tmp_path / "rerun")
+    assert _eval_line(tmp_path / "again").endswith(
+        "(all 7 videos kept from the stopped test: nothing decoded)")
+    assert "kept" not in _eval_line(tmp_path / "full")
+
+
+def _eval_line(output) -> str:
+    """The eval line of the log_rank0.txt in ``output``."""
+    lines = [x for x in (output / "log_rank0.txt").read_text().splitlines() if "eval test (2 clips" in x]
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def _scored(output) -> list[tuple]:

@@ -1055,21 +1055,16 @@ def test_views_of_another_temporal_sampling_are_refused(clips, tiny, tmp_path, c
     videos = _videos(clips)
     out, dense = tmp_path / "tsn", tmp_path / "dense"
 
-    def run(video: str, folder: Path, *opts: str) -> tuple[int, str]:
-        rc = ef.main([video, "--cfg", DEMO, "--weights", str(ckpt), "--out", str(folder), "--quiet",
-                      "--opts", *OPTS, *opts])
-        return rc, capsys.readouterr().err
-
-    assert run(videos[0], out)[0] == 0
-    rc, err = run(videos[2], out, "DATA.SAMPLING", "dense")
+    assert _extract_one(capsys, ckpt, videos[0], out)[0] == 0
+    rc, err = _extract_one(capsys, ckpt, videos[2], out, "DATA.SAMPLING", "dense")
     assert rc == 2 and err == (f"error: {out} holds features made with other settings (DATA.SAMPLING: 'tsn' before, "
                                "'dense' now; DATA.FRAME_INTERVAL: None before, 4 now); use another --out or the "
                                "same settings\n")
     assert json.loads((out / "settings.json").read_text())["DATA.SAMPLING"] == "tsn" and len(_index(out)) == 1
-    assert run(videos[1], out, "DATA.FRAME_INTERVAL", "2") == (0, f"1 video extracted, 0 already done; 1 of 1 in "
-                                                                f"{out / 'index.jsonl'}\n")  # tsn: unused
-    assert run(videos[0], dense, "DATA.SAMPLING", "dense", "DATA.FRAME_INTERVAL", "2")[0] == 0
-    rc, err = run(videos[2], dense, "DATA.SAMPLING", "dense", "DATA.FRAME_INTERVAL", "3")
+    assert _extract_one(capsys, ckpt, videos[1], out, "DATA.FRAME_INTERVAL", "2") == (
+        0, f"1 video extracted, 0 already done; 1 of 1 in {out / 'index.jsonl'}\n")  # tsn: unused
+    assert _extract_one(capsys, ckpt, videos[0], dense, "DATA.SAMPLING", "dense", "DATA.FRAME_INTERVAL", "2")[0] == 0
+    rc, err = _extract_one(capsys, ckpt, videos[2], dense, "DATA.SAMPLING", "dense", "DATA.FRAME_INTERVAL", "3")
     assert rc == 2 and "(DATA.FRAME_INTERVAL: 2 before, 3 now)" in err and len(_index(dense)) == 1
 
 

@@ -1279,11 +1279,12 @@ def test_cache_of_another_schema_version_is_probed_again(dataset):
 
 
 def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, caplog):
-    """A version 3 cache (no colour matrix tags) is migrated and saved as version 7: its fully decoded records are
-    kept (here, one whose count is changed on purpose to tell it from a probe), without a tag (''), which the log
-    says at every load: probing them again would be a full decode of a Kinetics-size list. Its quick probes' videos
-    are probed again, tags and all: their counts may include frames an MP4 edit list hides; so are its bad videos
-    (here, one whose verdict is changed on purpose): the checks have changed since (tests/test_unusual_videos.py)."""
+    """A version 3 cache (no colour matrix tags) is migrated and saved as the current version: its fully decoded
+    records are kept (here, one whose count is changed on purpose to tell it from a probe), without a tag (''),
+    which the log says at every load: probing them again would be a full decode of a Kinetics-size list. Its quick
+    probes' videos are probed again, tags and all: their counts may include frames an MP4 edit list hides; so are its
+    bad videos (here, one whose verdict is changed on purpose): the checks have changed since
+    (tests/test_unusual_videos.py)."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     cache = Path(first.cache_path)
@@ -1314,8 +1315,8 @@ def test_version_3_cache_is_migrated_its_quick_probes_probed_again(dataset, capl
                                                 rotation=-1)
     assert {r: ix.info(r) for r in ix.good_rows if r != kept} == \
         {r: first.info(r) for r in first.good_rows if r != kept}  # probed again: tagged ('unknown': untagged)
-    # Saved as version 7 with that row's tag unrecorded: every later load says so (a prepare_kinetics --check
-    # passes such rows on to the caches it writes, where the migration's line would not be seen again).
+    # Saved as the current version with that row's tag unrecorded: every later load says so (a prepare_kinetics
+    # --check passes such rows on to the caches it writes, where the migration's line would not be seen again).
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert build_index(str(lst), str(root), workers=1, progress=False).probed == 0
@@ -1348,8 +1349,8 @@ def _v2_cache(ix: DatasetIndex) -> dict:
 
 def test_version_2_json_cache_is_migrated(dataset):
     """A version 2 JSON cache is read (its full decodes are used as they are, here one changed on purpose to tell
-    them from a probe; its quick probes' and bad videos are probed again, as a version 3 cache's), saved as version
-    7 and removed; a JSON cache of version 1 is not read."""
+    them from a probe; its quick probes' and bad videos are probed again, as a version 3 cache's), saved as the
+    current version and removed; a JSON cache of version 1 is not read."""
     lst, root = dataset
     first = build_index(str(lst), str(root), workers=1, progress=False)
     doc = _v2_cache(first)
@@ -1367,7 +1368,7 @@ def test_version_2_json_cache_is_migrated(dataset):
     assert ix.infos[row].num_frames == 7
     assert {r: ix.info(r) for r in ix.good_rows if r != row} == {r: first.info(r) for r in first.good_rows if r != row}
     assert ix.bad == first.bad
-    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the version 7 file
+    again = build_index(str(lst), str(root), workers=1, progress=False)  # now from the file saved above
     assert again.probed == 0 and again.infos[row].num_frames == 7
 
     cache.unlink()

@@ -1338,7 +1338,8 @@ def _v2_cache(ix: DatasetIndex) -> dict:
                "full_decode": bool(c["full_decode"][row])}
         if ix.is_good(row):
             rec["info"] = dataclasses.asdict(ix.info(row))
-            del rec["info"]["colorspace"], rec["info"]["nvdec_numbering"]  # recorded since version 4 and 6
+            for added in ("colorspace", "nvdec_numbering", "rotation"):  # recorded since versions 4, 6 and 8
+                del rec["info"][added]
         elif row in ix.bad and ix.bad[row] != "missing file":
             rec["bad"] = ix.bad[row]
         else:

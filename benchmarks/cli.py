@@ -17,18 +17,23 @@ from benchmarks.reporting import bar_plot, check_figures, write_json
 from configs import ConfigError
 from evautil.files import output_path_problem, write_failure
 
-__all__ = ["set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
+__all__ = ["given_options", "set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
            "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "measured",
            "results_written", "run_main"]
+
+
+def given_options(parser, argv) -> set[str]:
+    """The ``dest`` of each option given on the command line (``argv``, or sys.argv's) that ``parser`` parsed."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:  # argparse lists the actions only there
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))  # only what the command line set
 
 
 def set_quick_defaults(parser, argv, args, **values) -> None:
     """``--quick``: set each of ``values`` (``dest=value``) on ``args``, except the options given on the command
     line (``argv``, or sys.argv's), which win: ``--quick --rows 2000`` measured 400 rows without a word."""
-    probe = copy.deepcopy(parser)
-    for action in probe._actions:  # argparse lists the actions only there
-        action.default = argparse.SUPPRESS
-    given = vars(probe.parse_args(argv))  # only what the command line set
+    given = given_options(parser, argv)
     for dest, value in values.items():
         if dest not in given:
             setattr(args, dest, value)
@@ -174,9 +179,11 @@ def measured(row: dict) -> dict:
 
 
 def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
-             plot_title: str | Callable[[dict], str], required: Sequence[str]) -> int:
+             plot_title: str | Callable[[dict], str], required: Sequence[str], names_option: str = "") -> int:
     """The shared ``main()`` of the benchmark scripts: run, print the markdown report, write ``--json`` and
     ``--plot`` (``plot_key``'s median with min..max bars for every row that ran), and check the figures.
+    ``names_option``: the dest of the option naming the rows (``loaders``), whose default may name a baseline
+    that is not installed (``args.<dest>_by_default`` says whether the default was used).
 
     Returns the exit code: 0, 1 when a figure in ``required`` is not a positive finite number, a baseline the
     options named could not be measured (its package is not installed: a row with ``missing_package``) or no row
@@ -193,7 +200,7 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     kept: list[str] = [NOTHING_WRITTEN]  # what a stop keeps, once the rows measured so far are saved
     try:
         return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
-                                                     required, kept), lambda: kept[0])
+                                                     required, kept, names_option), lambda: kept[0])
     finally:
         _rows_measured = None
 
@@ -236,8 +243,22 @@ def results_written(args, writes: Sequence[tuple[str, Callable[[], None] | None]
     return True
 
 
+def _not_installed_line(args, missing: list[str], names_option: str) -> str:
+    """The error line of a run that measured all but the baselines in ``missing`` (not installed). With the
+    default ``--<names_option>`` it says so, and which value leaves them out: the user named none of them."""
+    if not (names_option and getattr(args, f"{names_option}_by_default", False)):
+        return (f"error: not measured: {', '.join(missing)} (not installed), which the options name; install it or "
+                "leave it out of the options")
+    flag = f"--{names_option.replace('_', '-')}"
+    value = getattr(args, names_option)
+    rest = ",".join(n.strip() for n in value.split(",") if n.strip() and n.strip() not in missing)
+    return (f"error: not measured: the default {flag} {value} includes the {' and '.join(missing)} baseline, and "
+            f"{' and '.join(missing)} is not installed; install it, or leave it out with {flag} {rest}")
+
+
 def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: str, plot_label: str,
-                    plot_title: str | Callable[[dict], str], required: Sequence[str], kept: list[str]) -> int:
+                    plot_title: str | Callable[[dict], str], required: Sequence[str], kept: list[str],
+                    names_option: str) -> int:
     """:func:`run_main`'s work, once its output files are known to be writable."""
     from evautil.interrupt import Stopped
 
@@ -264,8 +285,7 @@ def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: s
         return 1
     missing = sorted({r["missing_package"] for r in payload["results"] if r.get("missing_package")})
     if missing:  # a comparison without its baseline must not pass as measured (e.g. a suite stage's exit code)
-        print(f"error: not measured: {', '.join(missing)} (not installed), which the options name; install it or "
-              "leave it out of the options", file=sys.stderr)
+        print(_not_installed_line(args, missing, names_option), file=sys.stderr)
         return 1
     if not ran:  # e.g. --decoders dali_mixed without a GPU: a table of skips passed as a measurement (exit code 0)
         print("error: nothing was measured: every row the options name was skipped, for the reason the table gives"

@@ -279,6 +279,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=common.home_path, help="write results to this JSON file")
     p.add_argument("--plot", type=common.home_path, help="write a PNG bar chart of decoded frames/s")
     args = p.parse_args(argv)
+    args.decoders_by_default = "decoders" not in cli.given_options(p, argv)  # for the line when decord is missing
     if args.codec is None:
         args.codec = "h264" if gpu else "vp9"
     cli.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
@@ -382,7 +383,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     return cli.run_main(args, run_benchmark, report, "frames_per_s", "delivered frames/s (median)",
                         lambda p: f"decode throughput, {p['input'].get('codec', 'list')}",
-                        ["clips_per_s", "frames_per_s"])
+                        ["clips_per_s", "frames_per_s"], names_option="decoders")
 
 
 if __name__ == "__main__":

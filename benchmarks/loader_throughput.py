@@ -254,6 +254,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", type=common.home_path, help="write a PNG bar chart of clips/s")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for our loader")
     args = p.parse_args(argv)
+    args.loaders_by_default = "loaders" not in cli.given_options(p, argv)  # for the line when decord is missing
     cli.refuse_opts_set_by_flags(p, args.opts, _FLAG_KEYS)
     if args.codec is None:
         args.codec = "h264" if hardware.cuda_available() else "vp9"
@@ -429,7 +430,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     return cli.run_main(args, run_benchmark, report, "clips_per_s", "clips/s (median)",
                         lambda p: f"loader throughput, {p['input'].get('codec', 'list')}",
-                        ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"])
+                        ["clips_per_s", "delivered_frames_per_s", "cpu_util", "peak_rss_mib"], names_option="loaders")
 
 
 if __name__ == "__main__":

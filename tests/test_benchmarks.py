@@ -452,6 +452,28 @@ def test_a_baseline_named_but_not_installed_fails_the_benchmark(tmp_path, data_d
     assert "pyav_1t/tsn" in out and "error: not measured: decord" in err  # the rest was measured and reported
 
 
+def test_the_default_names_without_decord_say_so_and_how_to_leave_it_out(monkeypatch, capsys):
+    """Without decord, the default --loaders / --decoders (which include its baseline) ended with "which the options
+    name" when the command named none: now the line says the default includes it and which value leaves it out;
+    the exit code stays 1 (a GPU suite stage without its baseline fails)."""
+    from benchmarks import decode_throughput, loader_throughput
+
+    ran = {"name": "a", "clips_per_s": 1.0, "frames_per_s": 1.0, "delivered_frames_per_s": 1.0, "cpu_util": 1.0,
+           "peak_rss_mib": 1.0}
+    payload = {"results": [ran, {"name": "decord", "skipped": "decord is not installed", "missing_package": "decord"}]}
+    for module, flag, rest in ((loader_throughput, "--loaders", "dali,pyav"),
+                               (decode_throughput, "--decoders", "dali_mixed,dali_cpu,pyav_1t,pyav_nt,pyav_np")):
+        monkeypatch.setattr(module, "run_benchmark", lambda args: payload)
+        monkeypatch.setattr(module, "report", lambda p: "table")
+        assert module.main(["--quick"]) == 1
+        err = capsys.readouterr().err
+        default = getattr(module, "DEFAULT_LOADERS", None) or ",".join(decode_throughput.ALL_DECODERS)
+        assert err == (f"error: not measured: the default {flag} {default} includes the decord baseline, and decord "
+                       f"is not installed; install it, or leave it out with {flag} {rest}\n"), err
+        assert module.main(["--quick", flag, default]) == 1  # named: the options name it
+        assert "decord (not installed), which the options name" in capsys.readouterr().err
+
+
 def test_a_run_whose_every_row_was_skipped_fails(tmp_path, data_dir, monkeypatch, capsys):
     """--decoders dali_mixed on a machine without a GPU printed a table of skips and exited 0, as a measurement
     (and its --plot was silently not drawn): now its JSON and table still come, with one error line and exit 1."""

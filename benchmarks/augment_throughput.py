@@ -221,6 +221,7 @@ def parse_args(argv=None):
         p.error("--device gpu needs CUDA")
     cli.require_positive(p, args, ["batch", "num_frames", "width", "height", "input_size", "threads",
                                    "batches", "repeats"])
+    cli.require_thread_counts(p, [args.threads])
     problem = _memory_problem(args)
     if problem:
         p.error(problem)

@@ -17,7 +17,8 @@ from benchmarks.reporting import bar_plot, check_figures, write_json
 from configs import ConfigError
 from evautil.files import output_path_problem, write_failure
 
-__all__ = ["given_options", "set_quick_defaults", "require_positive", "chosen_names", "refuse_opts_set_by_flags", "check_arch",
+__all__ = ["given_options", "set_quick_defaults", "require_positive", "MAX_THREADS", "require_thread_counts",
+           "chosen_names", "refuse_opts_set_by_flags", "check_arch",
            "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "measured",
            "results_written", "run_main"]
 
@@ -46,6 +47,23 @@ def require_positive(parser, args, names: Sequence[str], low: int = 1) -> None:
         value = getattr(args, name)
         if value < low:
             parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+
+
+# DALI aborts the whole process ("terminate called", exit status 134) when it cannot start the threads asked for:
+# 32768 did on a 2-core, 23 GiB machine, where 16384 still ran. Far above any machine's cores, and well below that.
+MAX_THREADS = 1024
+
+
+def require_thread_counts(parser, counts: Sequence[int], flag: str = "--threads") -> None:
+    """``parser.error`` (one line, exit 2) for the first of ``counts`` above :data:`MAX_THREADS`: --threads 100000
+    ended the run in DALI's abort, without a word of which option."""
+    from benchmarks.hardware import cpu_count
+
+    for count in counts:
+        if count > MAX_THREADS:
+            parser.error(f"{flag} {count}: at most {MAX_THREADS} threads are taken (more exhaust the threads a "
+                         f"process can start, and DALI aborts it); this machine has {cpu_count()} usable cores: give "
+                         f"e.g. {flag} {cpu_count()}")
 
 
 def chosen_names(flag: str, text: str, choices: Sequence[str], what: str) -> list[str]:

@@ -284,6 +284,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.codec = "h264" if gpu else "vp9"
     cli.require_positive(p, args, ("batch", "repeats", "num_clips", "min_clips"))
     cli.require_positive(p, args, ("warmup", "seed"), low=0)  # numpy takes no negative seed: a traceback, late
+    cli.require_thread_counts(p, args.threads)
     if args.quick:
         cli.set_quick_defaults(p, argv, args, num_clips=4, frames=64, repeats=3, min_clips=16, warmup=1, width=160,
                                height=120)

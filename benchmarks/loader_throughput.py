@@ -261,6 +261,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.require_positive(p, args, ("batch", "test_batch", "batches", "repeats", "num_frames", "num_clip",
                                    "num_clips", "threads", "input_size", "num_classes"))
     cli.require_positive(p, args, ("warmup",), low=0)
+    cli.require_thread_counts(p, [args.threads])
     if args.quick:
         cli.set_quick_defaults(p, argv, args, num_clips=4, frames=64, batch=4, test_batch=1, warmup=1, batches=2,
                                repeats=3)

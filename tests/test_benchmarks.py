@@ -474,6 +474,22 @@ def test_the_default_names_without_decord_say_so_and_how_to_leave_it_out(monkeyp
         assert "decord (not installed), which the options name" in capsys.readouterr().err
 
 
+def test_a_thread_count_dali_cannot_start_is_refused_before_anything_runs(capsys):
+    """--threads 100000 ended the run in DALI's abort ("terminate called", exit status 134): now one line naming
+    the flag and value, exit code 2, from each benchmark that gives --threads to DALI."""
+    from benchmarks import augment_throughput, cli, decode_throughput, hardware, loader_throughput
+
+    for parse, value in ((loader_throughput.parse_args, "100000"), (augment_throughput.parse_args, "100000"),
+                         (decode_throughput.parse_args, "4,100000")):
+        with pytest.raises(SystemExit) as e:
+            parse(["--quick", "--threads", value])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+        assert f"--threads 100000: at most {cli.MAX_THREADS} threads are taken" in err, err
+        assert f"give e.g. --threads {hardware.cpu_count()} (see --help)" in err, err
+    assert loader_throughput.parse_args(["--quick", "--threads", str(cli.MAX_THREADS)]).threads == cli.MAX_THREADS
+
+
 def test_a_run_whose_every_row_was_skipped_fails(tmp_path, data_dir, monkeypatch, capsys):
     """--decoders dali_mixed on a machine without a GPU printed a table of skips and exited 0, as a measurement
     (and its --plot was silently not drawn): now its JSON and table still come, with one error line and exit 1."""

@@ -253,7 +253,8 @@ def run_benchmark(args) -> dict:
         if args.skip_build:
             _reuse_build(list_path, root)
         results += time_load(list_path, root, args.ranks)
-        return {"machine": hardware.machine_info(), "input": desc, "rows": args.rows, "ranks": args.ranks,
+        return {"benchmark": "index_throughput", "machine": hardware.machine_info(), "input": desc, "rows": args.rows,
+                "ranks": args.ranks,
                 "list_mib": os.path.getsize(list_path) / 2**20,
                 "index_mib": os.path.getsize(index_paths(list_path).cache) / 2**20, "results": results}
     finally:

@@ -825,6 +825,7 @@ def test_decode_throughput_whole_videos_without_dali_warning(tmp_path):
 def test_smoke_index_throughput(tmp_path):
     work = tmp_path / "work"
     data = _run("index_throughput", ["--work-dir", str(work)], tmp_path)
+    assert data["benchmark"] == "index_throughput" and data["complete"] is True  # as every benchmark's JSON
     builds = [r for r in data["results"] if r["phase"] == "build"]
     loads = [r for r in data["results"] if r["phase"] == "load"]
     assert [r["workers"] for r in builds] == [1, 2]

@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     problem = cli.output_files_problem(args)
     if problem:
-        return common.input_error(common.InputError(problem))
+        return common.input_error(common.InputError(problem), args)  # each flag as typed: --num_frames
     kept = "nothing measured was written (--json is written whole, once the run ends)"
     cli.say_what_an_interrupt_keeps(kept)
 

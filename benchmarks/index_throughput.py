@@ -35,6 +35,12 @@ from evautil.files import not_a_file
 
 _LINKS_PER_DIR = 1000  # Kinetics-like layout: class folders of a few hundred to a thousand videos
 
+# Lower bounds of what a row and a rank cost, below what a 4000-row run measured (each rank: 54 MiB before its
+# load, 500 B a row held; the list 26 B and the index file 105 B a row), so that no size that fits is refused.
+_RANK_BYTES = 40 << 20
+_ROW_BYTES_HELD = 300  # in each rank, and in this process, which builds the index
+_ROW_BYTES_ON_DISK = 120  # the list line and the index row; the link is counted apart, as a file (an inode)
+
 
 def parse_args(argv=None):
     p = common.ArgumentParser(description=__doc__, formatter_class=common.argparse.RawDescriptionHelpFormatter)
@@ -68,7 +74,54 @@ def parse_args(argv=None):
         # else the rows were linked and every video probed (minutes at Kinetics size) before the run said so
         p.error(f"--skip-build: --work-dir {args.work_dir} holds no built index (list.txt and its index); run once "
                 "without --skip-build to build it there")
+    if not args.load_worker:
+        problem = _memory_problem(args) or _disk_problem(args)
+        if problem:
+            p.error(problem)
     return args
+
+
+def _memory_problem(args) -> str:
+    """Why ``--ranks`` processes each holding an index of ``--rows`` rows cannot fit in the memory available, in
+    one line ("" when they can, or when that is not known): --ranks 100000 or --rows 1000000000 started the
+    build or every rank, until the machine ran out of memory."""
+    from evautil.progress import format_bytes
+    from tools.synthetic import available_memory
+
+    available = available_memory()
+    need = args.ranks * _RANK_BYTES + (args.ranks + 1) * args.rows * _ROW_BYTES_HELD
+    if available is None or need <= available:
+        return ""
+    return (f"--rows {args.rows} loaded by --ranks {args.ranks} at once need at least {format_bytes(need)} of memory "
+            f"(each rank holds the whole index), and {format_bytes(available)} is available; give a smaller --rows "
+            "or --ranks")
+
+
+def _disk_problem(args) -> str:
+    """Why the links and the list of ``--rows`` rows cannot fit where they go (``--work-dir``, or the temporary
+    folder), in one line ("" when they can, when they are there already, or when that is not known): the run
+    linked rows until the disk or its inodes ran out, then ended in a traceback."""
+    from evautil.progress import format_bytes
+
+    if args.skip_build:  # the links were made by the run that built the index
+        return ""
+    folder = os.path.abspath(args.work_dir or tempfile.gettempdir())
+    while not os.path.isdir(folder):  # a --work-dir made by the run: the file system it will be on
+        folder = os.path.dirname(folder)
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return ""
+    where = f"--work-dir {args.work_dir}" if args.work_dir else f"the temporary folder {folder} (give --work-dir)"
+    files = args.rows + args.rows // _LINKS_PER_DIR + 2  # a link a row, a folder a thousand, the list and index
+    if fs.f_files and files > fs.f_favail:  # f_files 0: a file system without an inode count
+        return (f"--rows {args.rows} needs {files} new files (a link a row) and {where} has room for "
+                f"{fs.f_favail}; give a smaller --rows or a --work-dir on another disk")
+    need, free = args.rows * _ROW_BYTES_ON_DISK, fs.f_bavail * fs.f_frsize
+    if need > free:
+        return (f"--rows {args.rows} needs at least {format_bytes(need)} for its links, list and index, and {where} "
+                f"has {format_bytes(free)} free; give a smaller --rows or a --work-dir on another disk")
+    return ""
 
 
 def _built_index(list_path: str) -> bool:

@@ -883,6 +883,46 @@ def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["list.txt"]
 
 
+def test_index_throughput_refuses_sizes_that_cannot_fit_before_linking_rows(tmp_path, monkeypatch, capsys):
+    """--ranks 100000 or --rows 1000000000 started the build or every rank until the memory ran out, and rows too
+    many for the disk (or its inodes) were linked until it filled: now one line naming the sizes, what they need
+    and what there is, exit code 2, before any row is linked."""
+    import types
+
+    import tools.synthetic
+    from benchmarks import index_throughput
+
+    monkeypatch.setattr(index_throughput, "make_links", lambda *a: pytest.fail("rows linked"))
+    monkeypatch.setattr(tools.synthetic, "available_memory", lambda: 4 << 30)
+
+    def refused(given: list[str]) -> str:
+        with pytest.raises(SystemExit) as e:
+            index_throughput.main(given)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+        return err
+
+    for given, words in ((["--ranks", "100000"], "--rows 240000 loaded by --ranks 100000 at once need at least "),
+                         (["--rows", "1000000000"], "--rows 1000000000 loaded by --ranks 8 at once need at least ")):
+        err = refused(given)
+        assert words in err and "of memory (each rank holds the whole index), and 4.00 GiB is available; give a " \
+                                "smaller --rows or --ranks" in err, err
+    monkeypatch.setattr(tools.synthetic, "available_memory", lambda: None)  # unknown: not refused for memory
+    fs = types.SimpleNamespace(f_files=1000, f_favail=50, f_bavail=10, f_frsize=4096)
+    monkeypatch.setattr(index_throughput.os, "statvfs", lambda path: fs)
+    work = tmp_path / "new" / "work"  # not made yet: the disk it will be on
+    err = refused(["--quick", "--work-dir", str(work)])
+    assert f"--rows 400 needs 402 new files (a link a row) and --work-dir {work} has room for 50; give a smaller " \
+           "--rows or a --work-dir on another disk" in err, err
+    fs.f_favail = 10**6
+    err = refused(["--quick", "--work-dir", str(work)])
+    assert f"--rows 400 needs at least 46.88 KiB for its links, list and index, and --work-dir {work} has 40.00 KiB " \
+           "free; give a smaller --rows" in err, err
+    assert not (tmp_path / "new").exists()
+    fs.f_bavail = 10**6
+    assert index_throughput.parse_args(["--quick", "--work-dir", str(work)]).rows == 400
+
+
 def test_index_throughput_refuses_clips_that_are_not_videos_before_linking_rows(tmp_path, monkeypatch, capsys):
     """--clips notes.mp4 (a file, not a video) linked every row to it, probed them all as bad and timed the ranks'
     loads of an index of bad rows, exit code 0: now one line naming the clip and the probe's reason, exit code 2,

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from benchmarks.common import INPUT_ERRORS, InputError, input_error
 from benchmarks.reporting import bar_plot, check_figures, write_json
 from configs import ConfigError
+from configs.checks import MAX_DALI_THREADS
 from evautil.files import output_path_problem, write_failure
 
 __all__ = ["given_options", "set_quick_defaults", "require_positive", "MAX_THREADS", "require_thread_counts",
@@ -49,9 +50,7 @@ def require_positive(parser, args, names: Sequence[str], low: int = 1) -> None:
             parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
 
 
-# DALI aborts the whole process ("terminate called", exit status 134) when it cannot start the threads asked for:
-# 32768 did on a 2-core, 23 GiB machine, where 16384 still ran. Far above any machine's cores, and well below that.
-MAX_THREADS = 1024
+MAX_THREADS = MAX_DALI_THREADS  # DALI aborts the process past it (configs.checks)
 
 
 def require_thread_counts(parser, counts: Sequence[int], flag: str = "--threads") -> None:

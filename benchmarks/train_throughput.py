@@ -224,6 +224,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.codec = "h264" if cuda else "vp9"
     cli.require_positive(p, args, ("batch", "steps", "repeats", "frames", "input_size", "num_classes", "threads"))
     cli.require_positive(p, args, ("warmup", "torch_threads", "workers"), low=0)
+    cli.require_thread_counts(p, [args.threads])
     if args.peak_tflops is not None and not args.peak_tflops > 0:  # a negative peak made every MFU negative
         p.error(f"--peak-tflops must be above 0, got {args.peak_tflops}")
     if args.peak_tflops is not None and args.peak_tflops == float("inf"):  # every MFU was 0, passed as measured

@@ -44,6 +44,10 @@ _NON_NEGATIVE = (
     # the original's keys first: mapped onto the two after them, a value of theirs is named as the user wrote it
     "MYCLIP.FT_FRAMES", "MYCLIP.FT_IMAGE_SIZE", "MODEL.PRETRAINED_FRAMES", "MODEL.PRETRAINED_INPUT_SIZE",
 )
+# DALI aborts the whole process ("terminate called", exit status 134) when it cannot start the threads asked for:
+# 32768 did on a 2-core, 23 GiB machine, where 16384 still ran. Far above any machine's cores, and well below that.
+MAX_DALI_THREADS = 1024
+_DALI_THREAD_COUNTS = ("DATA.NUM_THREADS", "DATA.NVDEC_THREADS")
 # Learning-rate keys: AdamW at a learning rate of 1 or more only diverges, so such a value is a typo.
 _LEARNING_RATES = ("TRAIN.LR", "TRAIN.WARMUP_START_LR", "TRAIN.LR_MIN")
 # The data order, augmentation and mixup draw from 32-bit seeds: a larger SEED would alias a smaller one.
@@ -148,6 +152,11 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
     for key in _POSITIVE:
         if _get(cfg, key) < 1:
             raise ConfigError(f"{shown(key)} must be at least 1")
+    for key in _DALI_THREAD_COUNTS:
+        if _get(cfg, key) > MAX_DALI_THREADS:
+            raise ConfigError(f"{shown(key)} is more threads than DALI can start: at most {MAX_DALI_THREADS} are "
+                              "taken (more exhaust the threads a process may start, and DALI aborts it); the "
+                              "defaults are 4 and 8")
     # Before the sign check, so that -1 gets this message too. Else the run took itself for a finished one: it
     # tested its initial weights and said its summary was missing. An evaluation (TEST.ONLY_TEST) trains nothing.
     if not cfg.TEST.ONLY_TEST and cfg.TRAIN.EPOCHS < 1:

@@ -477,10 +477,10 @@ def test_the_default_names_without_decord_say_so_and_how_to_leave_it_out(monkeyp
 def test_a_thread_count_dali_cannot_start_is_refused_before_anything_runs(capsys):
     """--threads 100000 ended the run in DALI's abort ("terminate called", exit status 134): now one line naming
     the flag and value, exit code 2, from each benchmark that gives --threads to DALI."""
-    from benchmarks import augment_throughput, cli, decode_throughput, hardware, loader_throughput
+    from benchmarks import augment_throughput, cli, decode_throughput, hardware, loader_throughput, train_throughput
 
     for parse, value in ((loader_throughput.parse_args, "100000"), (augment_throughput.parse_args, "100000"),
-                         (decode_throughput.parse_args, "4,100000")):
+                         (decode_throughput.parse_args, "4,100000"), (train_throughput.parse_args, "100000")):
         with pytest.raises(SystemExit) as e:
             parse(["--quick", "--threads", value])
         err = capsys.readouterr().err

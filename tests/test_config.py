@@ -694,3 +694,16 @@ def test_a_weight_decay_of_1_or_more_is_refused_for_training(value):
     for decay in ("0", "0.05", "0.3", "0.999"):
         assert load_config(None, ["TRAIN.WEIGHT_DECAY", decay]).TRAIN.WEIGHT_DECAY == float(decay)
     assert load_config(None, ["TRAIN.WEIGHT_DECAY", value, "TEST.ONLY_TEST", "True"]).TRAIN.WEIGHT_DECAY == float(value)
+
+
+@pytest.mark.parametrize("key", ["DATA.NUM_THREADS", "DATA.NVDEC_THREADS"])
+def test_more_dali_threads_than_a_process_can_start_are_refused(key):
+    """DATA.NUM_THREADS 100000 ended the run in DALI's abort ("terminate called", exit status 134) with no word of
+    the key: it is refused at load, naming it; the cap itself loads."""
+    from configs.checks import MAX_DALI_THREADS
+    from configs.keys import _get
+
+    assert config_refusal(None, [key, "100000"]) == (
+        f"{key} = 100000 is more threads than DALI can start: at most {MAX_DALI_THREADS} are taken (more exhaust the "
+        "threads a process may start, and DALI aborts it); the defaults are 4 and 8")
+    assert _get(load_config(None, [key, str(MAX_DALI_THREADS)]), key) == MAX_DALI_THREADS

@@ -125,18 +125,20 @@ def _probe_overdue(job: tuple[int, str, bool], how: str) -> tuple[int, None, str
 
 def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool, desc: str,
                  log: Callable[[str], None] = logger.info,
-                 timeout_s: float = PROBE_TIMEOUT_S) -> Iterator[tuple[int, dict | None, str | None]]:
+                 timeout_s: float = PROBE_TIMEOUT_S,
+                 one_worker_pool: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
     """The index's probe (:func:`probe_video`) of every ``(row, path, full_decode)`` job in ``workers`` processes,
     yielding ``(row, VideoInfo as dict or None, bad reason or None)`` as they finish; a video whose probe crashes
     its worker is bad, one that gives no answer within ``timeout_s`` seconds (twice, see
     ``evautil.workers.map_with_progress``; 0: no limit) has a reason starting with :data:`PROBE_OVERDUE`, and
-    :data:`~evautil.workers.MAX_OVERDUE_IN_A_ROW` such videos in a row raise WorkerTimeoutError. Also what
-    ``prepare_kinetics.py lists --check`` runs, so that its verdicts and the facts it caches
-    (:func:`save_probed_index`) are the index's own. Progress: a bar, or plain lines to ``log``."""
+    :data:`~evautil.workers.MAX_OVERDUE_IN_A_ROW` such videos in a row raise WorkerTimeoutError; one worker probes
+    in this process, where no limit holds, unless ``one_worker_pool``. Also what ``prepare_kinetics.py lists
+    --check`` runs, so that its verdicts and the facts it caches (:func:`save_probed_index`) are the index's own.
+    Progress: a bar, or plain lines to ``log``."""
     # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs.
     return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False,
                              on_crash=_probe_crashed, log=log, log_every_s=_LOG_EVERY_S, timeout=timeout_s,
-                             on_timeout=_probe_overdue)
+                             on_timeout=_probe_overdue, one_worker_pool=one_worker_pool)
 
 
 def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,

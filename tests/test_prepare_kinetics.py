@@ -853,9 +853,11 @@ def test_reencoded_tree_loads_on_nvdec(tmp_path):
 
 @pytest.fixture()
 def counted_probes(monkeypatch) -> list[str]:
-    """The paths the index's probe job is run on (check and index builds alike; one worker: in this process)."""
+    """The paths the index's probe job is run on (check and index builds alike; one worker: in this process, the
+    check's too, as it has no time limit here)."""
     from dali_pipelines import index as index_mod
 
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # with one, its one worker is a worker process
     calls: list[str] = []
     real_job = index_mod._probe_job
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
@@ -1378,6 +1380,28 @@ def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypat
         scan_dataset("t400", str(src), check=True, workers=2, allow_empty_classes=True)
 
 
+@pytest.mark.timeout(120)
+def test_a_one_worker_check_whose_probe_never_ends_skips_that_video_and_finishes(tmp_path, monkeypatch):
+    """`lists --check --workers 1` probed in the main process, where no time limit holds: a video whose probe never
+    ends (a read from a file system that stopped answering) held the check for ever. Its one worker is a worker
+    process now, ended past the limit: the video is a skipped file named with that reason, the others are listed."""
+    from dali_pipelines import index as index_mod
+    from tests import crashing_jobs
+
+    root = _two_class_tree(tmp_path / "t400", train_per_class=1)
+    stalled = write_clip(root / "train" / PAF / vid(crashing_jobs.STALL_MARK), t=8)
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)  # workers import it by name
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", crashing_jobs.ANSWERS_WITHIN_S)
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(out), "--check",
+                                  "--workers", "1", "--no-progress"]) == 0
+    skipped = json.loads((out / "t400_report.json").read_text())["skipped_files"]
+    assert [f["path"] for f in skipped] == [str(stalled)]
+    assert skipped[0]["reason"].startswith(index_mod.PROBE_OVERDUE + " (no result within")
+    assert f"- `{stalled}`: {index_mod.PROBE_OVERDUE} (" in (out / "t400_report.md").read_text()
+    assert sorted(os.path.basename(p) for p, _ in read_list(out / "t400_train.txt")) == [vid("t00"), vid("t10")]
+
+
 def test_a_reencode_dry_run_names_each_video_on_one_line_of_utf8(tmp_path):
     # Names with a line break or bytes that are not UTF-8: the preview split a line, or was a traceback on a stdout
     # that does not let such bytes through (a UTF-8 locale other than C.UTF-8).
@@ -1528,11 +1552,14 @@ def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_pat
 def _stopping_script(module: str, function: str, before: int, sig: str, first: str = "") -> str:
     """A ``python -c`` script running ``prepare_kinetics.main`` whose ``module.function`` (a worker's job, or any
     function: its other arguments are passed on) sends this process ``sig`` when ``before`` calls have run
-    (after ``first``, code with ``args``, the first argument of the call stopped)."""
+    (after ``first``, code with ``args``, the first argument of the call stopped). A check's probes have no time
+    limit there, so that one worker probes in this process."""
     return f"""
 import os, signal, sys
 sys.path.insert(0, {str(REPO)!r})
 from tools import prepare_kinetics
+import dali_pipelines.index
+dali_pipelines.index.PROBE_TIMEOUT_S = 0
 import {module} as m
 real, jobs = m.{function}, []
 def job(args, *rest, **kw):

@@ -73,8 +73,10 @@ def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, p
     wrote) records with its current size and mtime is not probed again: its recorded facts are kept. A check
     stopped by Ctrl-C or a stop signal first saves what it probed in ``partial_list``'s index cache, and so does
     a check every minute or so while it probes, as an index build does (``index._SAVE_EVERY_S``): a check killed
-    outright (SIGKILL, the out-of-memory killer, a node lost) kept none of its hours of probes. Without a bar
-    (``progress``), a plain progress line goes to stderr every 30 s, unless ``lines`` is False (--no-progress)."""
+    outright (SIGKILL, the out-of-memory killer, a node lost) kept none of its hours of probes. A probe that gives
+    no answer within ``index.PROBE_TIMEOUT_S`` is a skipped video, with one worker too (a worker process then).
+    Without a bar (``progress``), a plain progress line goes to stderr every 30 s, unless ``lines`` is False
+    (--no-progress)."""
     from dali_pipelines import index  # local: scanning without --check must not need PyAV
     from dali_pipelines.video_table import VideoInfo, VideoTable
 
@@ -88,8 +90,10 @@ def check_videos(name: str, candidates: list[tuple[str, Video]], workers: int, p
         src, table = np.full(len(candidates), -1, np.int64), VideoTable.empty(len(candidates))
     reasons: list[str | None] = [None] * len(candidates)
     jobs = [(i, v.path, False) for i, (_, v) in enumerate(candidates) if src[i] < 0]
+    limit = index.PROBE_TIMEOUT_S
+    # one worker with a limit is a worker process too: in this process a probe that never ends held the check
     probes = index.probe_videos(jobs, max(1, workers), progress, f"check {name}", log=stderr_line if lines else None,
-                                timeout_s=index.PROBE_TIMEOUT_S)
+                                timeout_s=limit, one_worker_pool=limit > 0)
     done, next_save = 0, time.monotonic() + index._SAVE_EVERY_S
     try:
         for row, info, reason in probes:

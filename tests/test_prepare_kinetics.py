@@ -241,6 +241,32 @@ def test_listable_names_are_the_ones_the_list_reader_reads_back(tmp_path, name):
             format_list_line(name, 7)
 
 
+def test_a_listed_video_under_a_folder_named_tilde_is_read_under_the_root_not_the_home_folder(tmp_path,
+                                                                                             monkeypatch):
+    # A list line starting with "~" is read as the home folder: a dataset folder named "~" under the data root had
+    # its lines read from the home folder wherever a file of that name was there. They are written as ./~ now, and
+    # the check's index cache names them the same way, so the first build reuses it.
+    from dali_pipelines.filelist import read_file_list
+    from dali_pipelines.index import build_index
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    out = tmp_path / "data"
+    root = _two_class_tree(out / "~", train_per_class=1)
+    for clip in root.rglob("*.mp4"):  # the same names in the home folder
+        twin = home / clip.relative_to(root)
+        twin.parent.mkdir(parents=True, exist_ok=True)
+        twin.write_bytes(b"not this one")
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(out), "--check",
+                                  "--no-progress"]) == 0
+    lst = out / "t400_train.txt"
+    assert lst.read_text().splitlines() == [f"./~/train/{ARM}/{vid('t00')} 0", f"./~/train/{PAF}/{vid('t10')} 1"]
+    assert [os.path.normpath(os.path.join(out, e.rel_path)) for e in read_file_list(str(lst), str(out))] == [
+        str(root / "train" / ARM / vid("t00")), str(root / "train" / PAF / vid("t10"))]
+    ix = build_index(str(lst), str(out), workers=1, progress=False)
+    assert ix.probed == 0 and not ix.bad and len(ix) == 2
+
+
 def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
     from dali_pipelines.filelist import read_file_list
 

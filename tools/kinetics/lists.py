@@ -19,7 +19,7 @@ from evautil.errors import not_utf8_line
 
 from .common import KineticsError
 from .scan import DatasetScan, Video
-from .video_names import unlistable_reason
+from .video_names import list_name, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
            "relative_path", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id", "DatasetLists",
@@ -90,16 +90,18 @@ def read_labels_csv(path: str) -> list[str]:
 
 def format_list_line(rel_path: str, label: int) -> str:
     """One list line, ``<relative path> <label>`` (no newline); KineticsError when the list reader would not read
-    ``rel_path`` back from it (:func:`~tools.kinetics.video_names.unlistable_reason`)."""
+    ``rel_path`` back from it (:func:`~tools.kinetics.video_names.unlistable_reason`); a leading ``~`` written as
+    ``./~``, which the reader reads under the root, not as the home folder."""
     why = unlistable_reason(rel_path)
     if why is not None:
         raise KineticsError(f"path {rel_path!r} cannot be written to a video list: {why}")
-    return f"{rel_path} {int(label)}"
+    return f"{list_name(rel_path)} {int(label)}"
 
 
 def relative_path(path: str, data_root: str) -> str:
-    """``path`` relative to ``data_root`` (what a list line holds)."""
-    return os.path.relpath(path, data_root)
+    """``path`` relative to ``data_root`` as a list line names it (and its index cache): ``./`` before a leading
+    ``~`` (:func:`~tools.kinetics.video_names.list_name`)."""
+    return list_name(os.path.relpath(path, data_root))
 
 
 def dataset_list_lines(videos: Sequence[Video], labels: dict[str, int], data_root: str) -> list[str]:

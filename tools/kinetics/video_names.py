@@ -13,7 +13,7 @@ import re
 from evautil.text import is_utf8_text, text_lines
 
 __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "youtube_id", "is_video_file", "unfinished_download",
-           "unlistable_reason", "is_listable", "printable_path"]
+           "unlistable_reason", "is_listable", "list_name", "printable_path"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
@@ -70,7 +70,8 @@ def unlistable_reason(rel_path: str) -> str | None:
     (``evautil.text.text_lines``), and a line's file name is the line, stripped, up to the whitespace before its
     last word (the label). So runs of spaces, tabs and other whitespace inside a name come back as written (a form
     feed or U+2028 too, which an editor shows inside the line), and so does a name ending in `` <digits>``; what
-    cannot come back is checked here.
+    cannot come back is checked here. A leading ``~`` (the home folder, to the reader) is no reason: such a name is
+    written as ``./~...`` (:func:`list_name`).
     tests/test_prepare_kinetics.py checks this function against the reader itself.
     """
     if not rel_path:
@@ -85,6 +86,13 @@ def unlistable_reason(rel_path: str) -> str | None:
     if rel_path.startswith("\ufeff"):  # dropped by the reader as a byte-order mark at the start of any line
         return "path starts with U+FEFF, which the list reader drops as a byte-order mark"
     return None
+
+
+def list_name(rel_path: str) -> str:
+    """How a list line names the video at ``rel_path`` under the root: as is, but ``./`` before a leading ``~``,
+    which the list reader takes for the home folder (``dali_pipelines.list_lines.listed_path``): a dataset folder
+    named ``~`` had its videos read from the home folder wherever a file of that name was there."""
+    return "./" + rel_path if rel_path.startswith("~") else rel_path
 
 
 def is_listable(rel_path: str) -> bool:

@@ -154,6 +154,12 @@ def test_predictor_refuses_a_top_k_below_one_before_decoding(evaluated, dataset,
         for k in (0, -2):
             with pytest.raises(ValueError, match=f"top_k must be at least 1, got {k}"):
                 predictor.predict(video, top_k=k)
+        # not an int: torch's "topk(): argument 'k' must be int, not float" once every video was decoded
+        for k, typed in ((2.0, "float 2.0"), ("2", "str '2'"), (True, "bool True"), (None, "NoneType None")):
+            with pytest.raises(TypeError, match=re.escape(f"top_k must be an int, got {typed}")):
+                predictor.predict(video, top_k=k)
+        monkeypatch.undo()
+        assert predictor.predict(video, top_k=np.int64(1))[0]["top_k"][0]["class"] == int(eval_rows[0]["top1_class"])
 
 
 def test_format_functions_round_trip():

@@ -33,6 +33,7 @@ if __name__ == "__main__":  # until main() says what its work keeps (torch and t
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 import argparse  # noqa: E402
+import numbers  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -64,7 +65,11 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     from engine.precision import resolve_precision
     from tools.inference import loader_warnings_unprinted, note_turned, views_through_model
 
-    if top_k < 1:  # before any video is decoded: 0 gave empty "ok" records, below 0 torch's "k out of range"
+    # before any video is decoded: a float (2.0) or a str failed once every video was, in torch's words
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise TypeError(f"top_k must be an int, got {type(top_k).__name__} {top_k!r}")
+    top_k = int(top_k)
+    if top_k < 1:  # 0 gave empty "ok" records, below 0 torch's "k out of range"
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     names = class_names or {}
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
@@ -189,6 +194,7 @@ class Predictor:
 
         Raises:
             CheckpointError: the weights have no head, or one of another class count (they give features only).
+            TypeError: ``top_k`` not an int (a float, a str), naming it.
             ValueError: ``top_k`` below 1, which the command's ``--top-k`` refuses too.
             LabelRangeError: a list's label outside the model's classes (a ValueError naming the list, the line
                 and the label), as the command refuses it.

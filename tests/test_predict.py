@@ -162,6 +162,32 @@ def test_predictor_refuses_a_top_k_below_one_before_decoding(evaluated, dataset,
         assert predictor.predict(video, top_k=np.int64(1))[0]["top_k"][0]["class"] == int(eval_rows[0]["top1_class"])
 
 
+def test_predictor_takes_paths_as_bytes_and_names_an_argument_that_is_no_path(evaluated, dataset):
+    """A bytes path (from os.listdir(b".")) was iterated into integers ("expected str, bytes or os.PathLike object,
+    not int"), as weights "cannot use a string pattern on a bytes-like object"; a state_dict given as weights, or
+    None as videos, was an error naming no argument. Bytes are now paths, as os.fsdecode reads them, and anything
+    else a TypeError naming the argument; root=None is no root."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    video = str(dataset / eval_rows[0]["path"])
+    with predict.Predictor(os.fsencode(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        expected = predictor.predict(video, top_k=2)
+        assert expected[0]["status"] == "ok"
+        assert predictor.predict(os.fsencode(video), top_k=2) == expected
+        assert predictor.predict([os.fsencode(video)], top_k=2, root=None) == expected
+        for videos, typed in ((None, "NoneType None"), (3, "int 3")):
+            with pytest.raises(TypeError, match=re.escape(f"videos must be a path or an iterable of paths (str, "
+                                                          f"bytes or os.PathLike), got {typed}")):
+                predictor.predict(videos)
+        with pytest.raises(TypeError, match=re.escape("each of videos must be a path (str, bytes or os.PathLike), "
+                                                      "got NoneType None")):
+            predictor.features([video, None])
+    state = torch.load(ckpt, map_location="cpu")
+    with pytest.raises(TypeError) as raised:
+        predict.Predictor(state["model"], cfg=DEMO, opts=opts, device="cpu")
+    assert str(raised.value) == ("weights must be a path (str, bytes or os.PathLike), got OrderedDict (weights "
+                                 "already loaded: give the file they were read from, or save them with torch.save)")
+
+
 def test_format_functions_round_trip():
     records = [{"path": "a b.mp4", "status": "ok", "top_k": [{"class": 2, "name": "x, y", "prob": 0.75}]},
                {"path": "c.mp4", "status": "error", "error": "zero-byte file"}]

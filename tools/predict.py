@@ -39,7 +39,7 @@ import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-from typing import TYPE_CHECKING, Any, Sequence  # noqa: E402
+from typing import TYPE_CHECKING, Any, Iterable, Sequence  # noqa: E402
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
@@ -50,6 +50,8 @@ from tools.predict_output import (FORMATS, format_csv, format_for, format_json, 
                                   format_table, write_out, write_stdout)
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.distributed import DistContext
 
 __all__ = ["Predictor", "predict_videos", "NonFiniteScoresError", "accuracy_line", "format_table", "format_json",
@@ -147,11 +149,13 @@ class Predictor:
             for record in predictor.predict(["a.mp4", "clips/"], top_k=5):
                 print(record["path"], record["status"], record.get("top_k"))
 
-    ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts``; records are those of
-    :func:`predict_videos`, one per video given, in the order given: a video named twice gets two records (it is
-    processed once), and a record's ``path`` is the video as given when the input names it (a folder's or a list's
-    videos: their absolute paths), so that ``zip(videos, records)`` pairs them; a video from a list line with a
-    label gets that line's ``label`` (and ``label_name`` when the classes have names). One process, on ``device``:
+    ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts``; a path (weights,
+    ``work_dir``, videos, ``root``) is a str, bytes or os.PathLike (anything else: a TypeError naming the argument);
+    records are those of :func:`predict_videos`, one per video given, in the order given: a video named twice gets
+    two records (it is processed once), and a record's ``path`` is the video as given when the input names it (a
+    str; a folder's or a list's videos: their absolute paths), so that ``zip(videos, records)`` pairs them; a
+    video from a list line with a label gets that line's ``label`` (and ``label_name`` when the classes have
+    names). One process, on ``device``:
     ``auto`` (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and
     index caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with``
     block) removes. Errors are raised, not printed: unusable settings or weights as the command's exit-2 errors
@@ -161,8 +165,9 @@ class Predictor:
     class count, give features (one ``note:`` line) and :meth:`predict` refuses them (CheckpointError).
     """
 
-    def __init__(self, weights: str, cfg: str | None = None, opts: Sequence[str] = (), work_dir: str | None = None,
-                 device: str = "auto", progress: bool = False):
+    def __init__(self, weights: str | bytes | os.PathLike, cfg: str | os.PathLike | None = None,
+                 opts: Sequence[str] = (), work_dir: str | bytes | os.PathLike | None = None,
+                 device: str | torch.device = "auto", progress: bool = False):
         from engine.distributed import DistContext
         from evautil.cli import home_path
         from evautil.files import make_output_folder
@@ -171,8 +176,8 @@ class Predictor:
 
         # a leading ~ is the home folder, as for the command's flags and cfg: weights were "not found", and a
         # work_dir "~/x" was made as a folder named ~ in the working folder
-        weights = home_path(os.fspath(weights))
-        work_dir = None if work_dir is None else home_path(os.fspath(work_dir))
+        weights = home_path(_path_argument(weights, "weights"))
+        work_dir = None if work_dir is None else home_path(_path_argument(work_dir, "work_dir"))
         self.cfg, self.class_names = load_setup(cfg, opts, weights)
         self.ctx = DistContext(device=compute_device(device))
         if work_dir is not None:
@@ -186,15 +191,16 @@ class Predictor:
             make_output_folder(work_dir, "work_dir")
         self.work_dir: str | None = tempfile.mkdtemp(prefix="eva_predict_") if work_dir is None else work_dir
 
-    def predict(self, videos: str | os.PathLike | Sequence[str | os.PathLike], top_k: int = 5,
-                root: str = "") -> list[dict[str, Any]]:
+    def predict(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike], top_k: int = 5,
+                root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
         """Records for the videos of ``videos`` (files, folders searched recursively, list files; one or several),
         one per video given, in the order given (see the class); ``root`` prefixes relative names as the command's
         ``--root``.
 
         Raises:
             CheckpointError: the weights have no head, or one of another class count (they give features only).
-            TypeError: ``top_k`` not an int (a float, a str), naming it.
+            TypeError: ``top_k`` not an int (a float, a str), or ``videos`` or ``root`` not paths (str, bytes or
+                os.PathLike; None for no ``root``), naming the argument.
             ValueError: ``top_k`` below 1, which the command's ``--top-k`` refuses too.
             LabelRangeError: a list's label outside the model's classes (a ValueError naming the list, the line
                 and the label), as the command refuses it.
@@ -211,8 +217,9 @@ class Predictor:
         given = _per_video_given([(name, path) for name, path, _ in named], {r["path"]: r for r in records})
         return [_with_label(r, label, self.class_names) for r, (_, _, label) in zip(given, named)]
 
-    def features(self, videos: str | os.PathLike | Sequence[str | os.PathLike], window: int | None = None,
-                 stride: int | None = None, root: str = "") -> list[dict[str, Any]]:
+    def features(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike],
+                 window: int | None = None, stride: int | None = None,
+                 root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
         """The pooled pre-logit features (the fc_norm output) of ``videos`` (as for :meth:`predict`: one record
         per video given, in the order given), as ``python -m tools.extract_features`` computes them: ``{'path',
         'status': 'ok', 'features': float32 array, ...}`` with a row per test view ([crop][clip] order; ``mode``
@@ -247,8 +254,15 @@ class Predictor:
         """(name as given, absolute path, label) per video given: see :func:`tools.inference.videos_of_inputs`."""
         from tools.inference import videos_of_inputs
 
-        items = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
-        return videos_of_inputs([os.fspath(v) for v in items], root, num_classes)
+        # bytes are a path too, as os.fspath gives it (a name from os.listdir(b".")): iterated, they were integers
+        items = [videos] if isinstance(videos, (str, bytes, os.PathLike)) else videos
+        try:
+            items = list(items)
+        except TypeError:
+            raise TypeError(f"videos must be a path or an iterable of paths (str, bytes or os.PathLike), got "
+                            f"{type(videos).__name__} {videos!r}") from None
+        names = [_path_argument(v, "each of videos") for v in items]
+        return videos_of_inputs(names, "" if root is None else _path_argument(root, "root"), num_classes)
 
     def _work_dir(self) -> str:
         if self.work_dir is None:
@@ -260,6 +274,19 @@ class Predictor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _path_argument(value: Any, name: str) -> str:
+    """``value`` (str, bytes or os.PathLike) as a str path, bytes decoded as ``os.fsdecode`` does; anything else
+    a TypeError naming the argument: a state_dict given as ``weights`` was torch's "expected str, bytes or
+    os.PathLike object, not dict", naming no argument."""
+    try:
+        return os.fsdecode(value)
+    except TypeError:
+        loaded = " (weights already loaded: give the file they were read from, or save them with torch.save)" \
+            if name == "weights" and isinstance(value, dict) else ""
+        raise TypeError(f"{name} must be a path (str, bytes or os.PathLike), got {type(value).__name__}"
+                        f"{'' if isinstance(value, dict) else f' {value!r}'}{loaded}") from None
 
 
 def _per_video_given(named: Sequence[tuple[str, str]], by_path: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -137,6 +137,21 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
     assert list(kept.glob("videos-*.index.npz"))  # a given work folder keeps its caches for the next run
 
 
+def test_a_relative_work_dir_stays_where_the_predictor_made_it(evaluated, dataset, tmp_path, monkeypatch):
+    """A relative work_dir named a folder of the working folder at each call: after an os.chdir (a notebook's
+    %cd) the caches went to a second folder of that name, made there, not to the one the Predictor made."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    video = str(dataset / eval_rows[0]["path"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir="work", device="cpu") as predictor:
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert predictor.predict(video, top_k=1)[0]["status"] == "ok"
+        assert predictor.work_dir == str(tmp_path / "work")
+    assert list((tmp_path / "work").glob("videos-*.index.npz"))
+    assert not os.listdir(tmp_path / "elsewhere")
+
+
 def test_predictor_refuses_a_top_k_below_one_before_decoding(evaluated, dataset, monkeypatch):
     """The command refuses --top-k 0; Predictor.predict(top_k=0) returned "ok" records with no class at all, and a
     negative one failed after every video was decoded with torch's "selected index k out of range"."""

@@ -177,7 +177,9 @@ class Predictor:
         # a leading ~ is the home folder, as for the command's flags and cfg: weights were "not found", and a
         # work_dir "~/x" was made as a folder named ~ in the working folder
         weights = home_path(_path_argument(weights, "weights"))
-        work_dir = None if work_dir is None else home_path(_path_argument(work_dir, "work_dir"))
+        # absolute: a relative one followed the working folder, the caches of a call after an os.chdir going to
+        # another folder than the one made here
+        work_dir = None if work_dir is None else os.path.abspath(home_path(_path_argument(work_dir, "work_dir")))
         self.cfg, self.class_names = load_setup(cfg, opts, weights)
         self.ctx = DistContext(device=compute_device(device))
         if work_dir is not None:

@@ -137,6 +137,26 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
     assert list(kept.glob("videos-*.index.npz"))  # a given work folder keeps its caches for the next run
 
 
+def test_a_predictor_never_closed_leaves_no_temporary_folder(evaluated, dataset):
+    """Without close() or a with block (a notebook's Predictor, dropped), its temporary folder and index caches
+    stayed in the temporary folder for good: removed now when it is collected, and close() after that is harmless."""
+    import gc
+
+    tmp, opts, ckpt, eval_rows = evaluated
+    predictor = predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu")
+    assert predictor.predict(str(dataset / eval_rows[0]["path"]), top_k=1)[0]["status"] == "ok"
+    work = Path(predictor.work_dir)
+    assert list(work.glob("videos-*.index.npz"))
+    del predictor
+    gc.collect()
+    assert not work.exists()
+    closed = predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu")
+    work = Path(closed.work_dir)
+    closed.close()
+    closed.close()
+    assert not work.exists() and closed.work_dir is None
+
+
 def test_a_relative_work_dir_stays_where_the_predictor_made_it(evaluated, dataset, tmp_path, monkeypatch):
     """A relative work_dir named a folder of the working folder at each call: after an os.chdir (a notebook's
     %cd) the caches went to a second folder of that name, made there, not to the one the Predictor made."""

@@ -39,6 +39,7 @@ import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import weakref  # noqa: E402
 from typing import TYPE_CHECKING, Any, Iterable, Sequence  # noqa: E402
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
@@ -158,8 +159,9 @@ class Predictor:
     names). One process, on ``device``:
     ``auto`` (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. The videos' lists and
     index caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with``
-    block) removes. Errors are raised, not printed: unusable settings or weights as the command's exit-2 errors
-    (ValueError, OSError and the config and checkpoint errors; a ``work_dir`` that cannot be made as
+    block) removes, as does the collection of a Predictor never closed, or the end of the process. Errors are
+    raised, not printed: unusable settings or weights as the command's exit-2 errors (ValueError, OSError and the
+    config and checkpoint errors; a ``work_dir`` that cannot be made as
     ``OutputFolderError``, a ValueError naming it), and an input with no video in it as ``InputError``;
     a video that cannot be read is a record with its reason. Weights without a head, or with a head of another
     class count, give features (one ``note:`` line) and :meth:`predict` refuses them (CheckpointError).
@@ -192,6 +194,10 @@ class Predictor:
         if work_dir is not None:  # what the check cannot foresee (a name too long): one line naming work_dir
             make_output_folder(work_dir, "work_dir")
         self.work_dir: str | None = tempfile.mkdtemp(prefix="eva_predict_") if work_dir is None else work_dir
+        # a Predictor never closed (a notebook's, dropped or left at exit) left its temporary folder and caches in
+        # the temporary folder for good: removed when it is collected, or when the process ends
+        self._remove_work_dir = weakref.finalize(self, shutil.rmtree, self.work_dir, ignore_errors=True) \
+            if self._own_work_dir else None
 
     def predict(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike], top_k: int = 5,
                 root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
@@ -248,8 +254,8 @@ class Predictor:
 
     def close(self) -> None:
         """Remove the temporary work folder (a given ``work_dir`` is kept, with its index caches)."""
-        if self._own_work_dir and self.work_dir is not None:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self._remove_work_dir is not None:
+            self._remove_work_dir()  # once: a second call does nothing
         self.work_dir = None
 
     def _videos(self, videos, root: str, num_classes: int | None = None) -> list[tuple[str, str, int | None]]:

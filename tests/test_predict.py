@@ -131,6 +131,15 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
         with pytest.raises(ValueError) as raised:
             predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device=device)
         assert str(raised.value) == f"device {device!r}: give auto, cpu, cuda or cuda:N"
+    # a torch.device is taken as its name is; None was torch's ten lines of "invalid combination of arguments"
+    from tools.model_io import compute_device
+
+    assert compute_device(torch.device("cpu")) == torch.device("cpu")
+    for device in (None, 1.5):
+        with pytest.raises(TypeError) as raised:
+            predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device=device)
+        assert str(raised.value) == ("device must be auto, cpu, cuda, cuda:N or a torch.device, got "
+                                     f"{type(device).__name__} {device!r}")
     kept = tmp_path / "kept"
     with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(kept), device="cpu") as predictor:
         assert predictor.predict(one, top_k=3) == [unlabelled]

@@ -212,9 +212,16 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     return model.eval()
 
 
-def compute_device(name: str) -> torch.device:
-    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` as a torch device; the GPU is made the current one, as a run does
-    (the data pipeline decodes on the current GPU)."""
+def compute_device(name: str | torch.device) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (or a torch device) as a torch device; the GPU is made the current
+    one, as a run does (the data pipeline decodes on the current GPU).
+
+    Raises:
+        TypeError: ``name`` is neither a str nor a torch device (None), naming the value.
+        ValueError: a device this project does not run on, or CUDA where it is not available."""
+    if not isinstance(name, (str, torch.device)):  # None: torch's "invalid combination of arguments", 10 lines
+        raise TypeError(f"device must be auto, cpu, cuda, cuda:N or a torch.device, got {type(name).__name__} "
+                        f"{name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -166,6 +166,25 @@ def test_a_predictor_never_closed_leaves_no_temporary_folder(evaluated, dataset)
     assert not work.exists() and closed.work_dir is None
 
 
+def test_predictor_opts_take_numbers_and_refuse_a_string_or_a_dict_naming_opts(evaluated, dataset):
+    """opts=["TEST.NUM_CLIP", 1] was "'int' object has no attribute 'partition'"; a str was read letter by letter
+    and a dict key by key, each into a ConfigError about KEY VALUE pairs that did not say opts was the wrong type."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=[*opts, "TEST.NUM_CLIP", 1, "TEST.NUM_CROP", 1],
+                           device="cpu") as predictor:
+        assert (predictor.cfg.TEST.NUM_CLIP, predictor.cfg.TEST.NUM_CROP) == (1, 1)
+    example = "e.g. opts=['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3']"
+    for given, message in (("TEST.NUM_CLIP 1", f"opts must be a sequence of KEY VALUE items, {example}, got str "
+                                                "'TEST.NUM_CLIP 1'"),
+                           ({"TEST.NUM_CLIP": 1}, f"opts must be a sequence of KEY VALUE items, {example}, got dict "
+                                                  "{'TEST.NUM_CLIP': 1}"),
+                           (["TEST.NUM_CLIP", None], f"opts items must be str (a key or a value) or numbers, "
+                                                     f"{example}, got NoneType None")):
+        with pytest.raises(TypeError) as raised:
+            predict.Predictor(str(ckpt), cfg=DEMO, opts=given, device="cpu")
+        assert str(raised.value) == message
+
+
 def test_a_relative_work_dir_stays_where_the_predictor_made_it(evaluated, dataset, tmp_path, monkeypatch):
     """A relative work_dir named a folder of the working folder at each call: after an os.chdir (a notebook's
     %cd) the caches went to a second folder of that name, made there, not to the one the Predictor made."""

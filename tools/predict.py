@@ -40,7 +40,7 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import weakref  # noqa: E402
-from typing import TYPE_CHECKING, Any, Iterable, Sequence  # noqa: E402
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence  # noqa: E402
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: spinning OpenMP threads starve the loader
 
@@ -150,8 +150,9 @@ class Predictor:
             for record in predictor.predict(["a.mp4", "clips/"], top_k=5):
                 print(record["path"], record["status"], record.get("top_k"))
 
-    ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts``; a path (weights,
-    ``work_dir``, videos, ``root``) is a str, bytes or os.PathLike (anything else: a TypeError naming the argument);
+    ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts`` (a list of KEY
+    VALUE items, a value a str or a number); a path (weights, ``work_dir``, videos, ``root``) is a str, bytes or
+    os.PathLike (anything else: a TypeError naming the argument);
     records are those of :func:`predict_videos`, one per video given, in the order given: a video named twice gets
     two records (it is processed once), and a record's ``path`` is the video as given when the input names it (a
     str; a folder's or a list's videos: their absolute paths), so that ``zip(videos, records)`` pairs them; a
@@ -183,7 +184,7 @@ class Predictor:
         # absolute: a relative one followed the working folder, the caches of a call after an os.chdir going to
         # another folder than the one made here
         work_dir = None if work_dir is None else os.path.abspath(home_path(_path_argument(work_dir, "work_dir")))
-        self.cfg, self.class_names = load_setup(cfg, opts, weights)
+        self.cfg, self.class_names = load_setup(cfg, _opts_argument(opts), weights)
         self.ctx = DistContext(device=compute_device(device))
         if work_dir is not None:
             check_output_path(work_dir, "work_dir", folder=True)
@@ -296,6 +297,25 @@ def _path_argument(value: Any, name: str) -> str:
             if name == "weights" and isinstance(value, dict) else ""
         raise TypeError(f"{name} must be a path (str, bytes or os.PathLike), got {type(value).__name__}"
                         f"{'' if isinstance(value, dict) else f' {value!r}'}{loaded}") from None
+
+
+def _opts_argument(opts: Any) -> list[str]:
+    """``opts`` as the command's ``--opts`` strings, a number (``["TEST.NUM_CLIP", 4]``) written as ``str`` writes
+    it: its int was "'int' object has no attribute 'partition'", and a str or a dict was read item by item (a str's
+    letters as keys, a dict's keys alone) into a ConfigError about pairs.
+
+    Raises:
+        TypeError: ``opts`` is a str, bytes or a mapping, or an item is neither a str nor a number, naming it."""
+    example = "e.g. opts=['TEST.NUM_CLIP', '4', 'TEST.NUM_CROP', '3']"
+    if isinstance(opts, (str, bytes, Mapping)):
+        raise TypeError(f"opts must be a sequence of KEY VALUE items, {example}, got {type(opts).__name__} "
+                        f"{opts!r}")
+    items = list(opts)
+    for item in items:
+        if not isinstance(item, (str, numbers.Number)):  # None, a list: no value the command could be given
+            raise TypeError(f"opts items must be str (a key or a value) or numbers, {example}, got "
+                            f"{type(item).__name__} {item!r}")
+    return [item if isinstance(item, str) else str(item) for item in items]
 
 
 def _per_video_given(named: Sequence[tuple[str, str]], by_path: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

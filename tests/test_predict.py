@@ -124,6 +124,10 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
     assert not work.exists()
     with pytest.raises(RuntimeError, match="closed"):
         predictor.predict(one)
+    # closed is said first: an input with no video in it was "no videos found", as if the Predictor could go on
+    for call in (predictor.predict, predictor.features):
+        with pytest.raises(RuntimeError, match="this Predictor is closed"):
+            call([str(tmp_path / "cli_work")])
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         predict.Predictor(str(tmp_path / "none.pth"), cfg=DEMO, opts=opts)
     # the whole message: torch's "Expected one of cpu, cuda, ipu, xpu, ..." listed what is refused here

@@ -208,6 +208,7 @@ class Predictor:
         ``--root``.
 
         Raises:
+            RuntimeError: the Predictor is closed (:meth:`close`, or its ``with`` block left), said first.
             CheckpointError: the weights have no head, or one of another class count (they give features only).
             TypeError: ``top_k`` not an int (a float, a str), or ``videos`` or ``root`` not paths (str, bytes or
                 os.PathLike; None for no ``root``), naming the argument.
@@ -218,11 +219,12 @@ class Predictor:
         """
         from models import CheckpointError
 
+        work_dir = self._work_dir()  # first: a closed Predictor said "no videos found" of an empty folder
         if self._head_problem:
             raise CheckpointError(self._head_problem)
         named = self._videos(videos, root, self.cfg.DATA.NUM_CLASSES)
         paths = list(dict.fromkeys(path for _, path, _ in named))
-        records = predict_videos(self.cfg, self.model, paths, self._work_dir(), self.ctx, top_k=top_k,
+        records = predict_videos(self.cfg, self.model, paths, work_dir, self.ctx, top_k=top_k,
                                  class_names=self.class_names, progress=self.progress)
         given = _per_video_given([(name, path) for name, path, _ in named], {r["path"]: r for r in records})
         return [_with_label(r, label, self.class_names) for r, (_, _, label) in zip(given, named)]
@@ -245,13 +247,14 @@ class Predictor:
         from tools.extract_features import extract_into
         from tools.feature_windows import window_settings_error
 
+        work_dir = self._work_dir()  # first, as for predict
         problem = window_settings_error(window, stride)
         if problem:
             raise ValueError(problem)
         named, collected = [(name, path) for name, path, _ in self._videos(videos, root)], _CollectedFeatures()
         paths = list(dict.fromkeys(path for _, path in named))
         extract_into(self.cfg, self.model, paths, collected, self.ctx, window=window or 0, stride=stride or 0,
-                     work_dir=self._work_dir(), progress=self.progress)
+                     work_dir=work_dir, progress=self.progress)
         return _per_video_given(named, collected.records)
 
     def close(self) -> None:

@@ -255,6 +255,20 @@ def test_predictor_takes_paths_as_bytes_and_names_an_argument_that_is_no_path(ev
                                  "already loaded: give the file they were read from, or save them with torch.save)")
 
 
+def test_predictor_features_name_a_window_or_stride_that_is_no_int(evaluated, dataset):
+    """features(window=2.5) was "'float' object cannot be interpreted as an integer", naming neither setting."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    video = str(dataset / eval_rows[0]["path"])
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        for kwargs, message in (({"window": 2.5}, "window must be an int, got float 2.5"),
+                                ({"window": 4, "stride": "2"}, "stride must be an int, got str '2'")):
+            with pytest.raises(TypeError) as raised:
+                predictor.features(video, **kwargs)
+            assert str(raised.value) == message
+        (record,) = predictor.features(video, window=np.int64(4), stride=np.int64(4))
+        assert record["status"] == "ok" and record["mode"] == "windows"
+
+
 def test_format_functions_round_trip():
     records = [{"path": "a b.mp4", "status": "ok", "top_k": [{"class": 2, "name": "x, y", "prob": 0.75}]},
                {"path": "c.mp4", "status": "error", "error": "zero-byte file"}]

@@ -69,9 +69,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     from tools.inference import loader_warnings_unprinted, note_turned, views_through_model
 
     # before any video is decoded: a float (2.0) or a str failed once every video was, in torch's words
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-        raise TypeError(f"top_k must be an int, got {type(top_k).__name__} {top_k!r}")
-    top_k = int(top_k)
+    top_k = _int_argument(top_k, "top_k")
     if top_k < 1:  # 0 gave empty "ok" records, below 0 torch's "k out of range"
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     names = class_names or {}
@@ -106,6 +104,14 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
     return records
+
+
+def _int_argument(value: Any, name: str) -> int:
+    """``value`` as an int (numpy's integers too), or a TypeError naming ``name``: a float or a str is refused, not
+    rounded, and a bool is no count."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
 
 
 class NonFiniteScoresError(ValueError):
@@ -240,6 +246,7 @@ class Predictor:
         'status': 'error', 'error': reason}`` for a video that cannot be read.
 
         Raises:
+            TypeError: ``window`` or ``stride`` neither None nor an int (a float, a str), naming it.
             ValueError: the window settings the command refuses (``window`` below 1, ``stride`` without
                 ``window`` or below 1), in its words.
             NonFiniteFeaturesError: the model's features for a video are NaN or infinite (a ValueError naming it).
@@ -248,6 +255,9 @@ class Predictor:
         from tools.feature_windows import window_settings_error
 
         work_dir = self._work_dir()  # first, as for predict
+        # a float was "'float' object cannot be interpreted as an integer", naming neither setting
+        window, stride = (None if value is None else _int_argument(value, name)
+                          for value, name in ((window, "window"), (stride, "stride")))
         problem = window_settings_error(window, stride)
         if problem:
             raise ValueError(problem)

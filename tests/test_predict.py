@@ -372,6 +372,13 @@ def test_predictor_gives_a_record_per_video_given_named_as_given(evaluated, data
     assert [r["path"] for r in records] == given[:3] + listed
     assert [r["top_k"][0]["class"] for r in records] == [top1[a], top1[b], top1[a]] + [top1[p] for p in listed]
     assert records[0] == records[2] and records[1]["top_k"] == records[4]["top_k"]
+    # each record its own: a repeat's top_k list was the first's, so that changing one changed both
+    records[0]["top_k"][0]["prob"] = -1.0
+    assert records[2]["top_k"][0]["prob"] > 0 and records[4]["top_k"][0]["prob"] > 0
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        first, again = predictor.features([a, a])
+    first["features"] /= 2.0  # an in-place normalisation of one record
+    np.testing.assert_array_equal(again["features"], 2.0 * first["features"])
 
 
 def _listed_labels(lst: Path) -> list[tuple[str, int]]:

@@ -33,6 +33,7 @@ if __name__ == "__main__":  # until main() says what its work keeps (torch and t
     on_interrupt(STARTING, stop_status=STOPPED_EXIT_STATUS)
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import numbers  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
@@ -333,9 +334,15 @@ def _opts_argument(opts: Any) -> list[str]:
 
 def _per_video_given(named: Sequence[tuple[str, str]], by_path: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """For each (name, path) of :meth:`Predictor._videos`, the path's record (each video is processed once) under
-    the name given: the results pair with the videos given, duplicates included."""
-    return [{**by_path.get(path, {"path": path, "status": "error", "error": "not decoded"}), "path": name}
-            for name, path in named]
+    the name given: the results pair with the videos given, duplicates included, each record its own: a repeat's
+    ``top_k`` list and ``features`` array were the first's, so that normalising one in place changed both."""
+    seen: set[str] = set()
+    records = []
+    for name, path in named:
+        record = by_path.get(path, {"path": path, "status": "error", "error": "not decoded"})
+        records.append({**(copy.deepcopy(record) if path in seen else record), "path": name})
+        seen.add(path)
+    return records
 
 
 class _CollectedFeatures:

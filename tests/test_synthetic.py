@@ -350,6 +350,11 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
                         "--train-per-class must be >= 1, got 0"),
                        (["--out", str(tmp_path / "d"), "--val-per-class", "0"], "--val-per-class must be >= 1, got 0"),
                        (["--out", str(tmp_path / "d"), "--frames", "0"], "--frames must be >= 1, got 0"),
+                       # its list of clips was built in memory until that ran out, with no line said
+                       (["--out", str(tmp_path / "d"), "--train-per-class", "100000000000"],
+                        "--train-per-class must be <= 1000000, got 100000000000"),
+                       (["--out", str(tmp_path / "d"), "--val-per-class", "1000001"],
+                        "--val-per-class must be <= 1000000, got 1000001"),
                        (["--out", str(tmp_path / "d"), "--workers", "-1"], "--workers must be >= 0, got -1"),
                        (["--out", str(tmp_path / "d"), "--gop", "0"], "--gop must be >= 1, got 0"),
                        # numpy's seeding refused it in every encoding process: three tracebacks, a folder left

@@ -40,6 +40,9 @@ from tools.synthetic import (CODECS, MissingEncoderError, NotEnoughMemoryError, 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
 LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
 MIN_FPS, MAX_FPS = 0.001, 1000.0
+# Far above any real dataset (Kinetics-700: under 1000 clips a class); 10**11 built its list of clips in memory
+# until it ran out, with no line said.
+MAX_PER_CLASS = 1_000_000
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -100,6 +103,9 @@ def _check_arguments(ap: ArgumentParser, args: argparse.Namespace) -> None:
                                ("--seed", args.seed, 0)):
         if value < least:
             ap.error(f"{flag} must be >= {least}, got {value}")
+    for flag, value in (("--train-per-class", args.train_per_class), ("--val-per-class", args.val_per_class)):
+        if value > MAX_PER_CLASS:
+            ap.error(f"{flag} must be <= {MAX_PER_CLASS}, got {value}")
     # The encoder keeps the rate as a fraction of 32-bit integers with a denominator of at most 1001: below 0.001
     # it rounded to 0, and inf or above 2**31 overflowed, a traceback from every encoding process.
     if not MIN_FPS <= args.fps <= MAX_FPS:

@@ -381,6 +381,15 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
                         "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith(f"error: cannot write the synthetic dataset in {locked}: "), r.stderr
+    # a file where a class folder goes: named (the line was a bare "error: File exists"), and left as it was
+    (locked / "videos").unlink()
+    (locked / "videos").mkdir()
+    (locked / "videos" / "growing").write_text("mine")
+    r = subprocess.run([*tool, "--out", str(locked), "--train-per-class", "1", "--val-per-class", "1", "--frames", "2",
+                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"{locked / 'videos' / 'growing'} is a file where a folder of clips goes" in r.stderr, r.stderr
+    assert (locked / "videos" / "growing").read_text() == "mine"
 
 
 def test_cli_without_a_terminal_writes_progress_lines_not_a_bar(tmp_path):

@@ -34,8 +34,8 @@ from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import output_path_problem  # noqa: E402
 from evautil.progress import format_bytes  # noqa: E402
-from tools.synthetic import (CODECS, MissingEncoderError, NotEnoughMemoryError, clip_memory,  # noqa: E402
-                             frames_that_fit, make_synthetic_dataset)
+from tools.synthetic import (CODECS, MissingEncoderError, NotEnoughMemoryError, OtherDataError,  # noqa: E402
+                             clip_memory, frames_that_fit, make_synthetic_dataset)
 
 # A bound, not only a check for typos: 100000x100000 was a MemoryError traceback from the frame generator.
 LARGEST_SIDE = max(max(limits.max_size) for limits in NVDEC_LIMITS.values())
@@ -134,8 +134,11 @@ def _failure(args: argparse.Namespace, e: MissingEncoderError | NotEnoughMemoryE
         return f"--codec {args.codec}: {e}"
     if isinstance(e, NotEnoughMemoryError):  # nothing was written
         return _too_large(args, e)
-    if isinstance(e, FileExistsError):  # lists of other data in --out
+    if isinstance(e, OtherDataError):  # lists of other data in --out
         return str(e.strerror)
+    if isinstance(e, FileExistsError) and e.filename:  # a file where a class folder goes: was a bare "File exists"
+        return (f"cannot write the synthetic dataset in {args.out}: {e.filename} is a file where a folder of clips "
+                "goes: move it away (or give another --out)")
     # A read-only or full disk, a path through a file (checked only now: a complete dataset in a folder this process
     # cannot write is reused; and the error itself named the hidden temporary file beside dataset.json)
     problem = output_path_problem(args.out, "--out", folder=True)
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                                        progress=not args.quiet, force=args.force, on_stage=stage)
         except Stopped as e:
             return stopped_during_work(e, said[-1])
-        except (MissingEncoderError, NotEnoughMemoryError, OSError) as e:  # FileExistsError: an OSError
+        except (MissingEncoderError, NotEnoughMemoryError, OSError) as e:  # OtherDataError: an OSError
             print(f"error: {_failure(args, e)}", file=sys.stderr)
             return 2
         done = True  # the dataset is whole: a stop signal while its summary is printed changes nothing

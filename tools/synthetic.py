@@ -26,7 +26,7 @@ from evautil.workers import map_with_progress, usable_cpus
 from tools.synthetic_render import CLASSES, motion_clip
 
 __all__ = ["CLASSES", "CODECS", "write_video", "motion_clip", "make_synthetic_dataset", "MissingEncoderError",
-           "NotEnoughMemoryError", "clip_memory", "frames_that_fit", "available_memory"]
+           "NotEnoughMemoryError", "OtherDataError", "clip_memory", "frames_that_fit", "available_memory"]
 
 
 def _clip_seed(seed: int, label: int, i: int) -> list[int]:
@@ -44,6 +44,10 @@ def _write_job(job: tuple) -> tuple[str, tuple[int, str]]:
     record = _clip_record(tmp)
     os.replace(tmp, path)  # a crash never leaves a half-written clip under the final name
     return path, record
+
+
+class OtherDataError(FileExistsError):
+    """The output folder holds lists that no ``dataset.json`` marks as a synthetic dataset's (someone's data)."""
 
 
 class MissingEncoderError(RuntimeError):
@@ -143,7 +147,8 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         MissingEncoderError: ``codec`` cannot be encoded here and clips would have to be written.
         NotEnoughMemoryError: one clip would not fit in the memory available and clips would have to be written
             (when several would not, fewer are written at once).
-        FileExistsError: ``out_dir`` holds lists that no ``dataset.json`` marks as ours (unless ``force``).
+        OtherDataError: ``out_dir`` holds lists that no ``dataset.json`` marks as ours (unless ``force``); a
+            FileExistsError.
 
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,
@@ -239,7 +244,7 @@ def _clip_jobs(out_dir: str, params: dict) -> tuple[dict[str, list[tuple[str, in
 def _clear_for_new_dataset(out_dir: str, meta_path: str, lists: tuple[str, ...], force: bool) -> None:
     """Make ``out_dir`` ready for a dataset written from scratch: the clips of one with other parameters
     (``dataset.json`` marks it as ours) are removed, and ``lists`` that no ``dataset.json`` marks as a synthetic
-    dataset's are refused (FileExistsError, unless ``force``)."""
+    dataset's are refused (OtherDataError, unless ``force``)."""
     if os.path.exists(meta_path):
         # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
         os.unlink(meta_path)
@@ -248,7 +253,7 @@ def _clear_for_new_dataset(out_dir: str, meta_path: str, lists: tuple[str, ...],
         # Lists no dataset.json marks as ours are someone's data: they were overwritten without a word.
         theirs = [os.path.basename(p) for p in lists if os.path.exists(p)]
         if theirs:
-            raise FileExistsError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
+            raise OtherDataError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
                                   "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
                                   "them)", out_dir)
 

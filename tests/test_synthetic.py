@@ -299,6 +299,42 @@ def test_dataset_reuse_regenerate_and_determinism(tmp_path):
     assert clip.exists()
 
 
+def test_new_parameters_replace_the_clips_only_and_say_so(tmp_path, capsys):
+    """A rerun with other parameters removed videos/ whole, a user's files in it too, without a word."""
+    out = tmp_path / "synth"
+    make_synthetic_dataset(str(out), workers=1, **{**SMALL, "val_per_class": 2})
+    (out / "videos" / "notes.txt").write_text("mine")
+    (out / "videos" / "growing" / "growing_best.webm").write_text("mine too")
+    capsys.readouterr()
+    make_synthetic_dataset(str(out), workers=1, **{**SMALL, "val_per_class": 1, "seed": 4})
+    err = capsys.readouterr().err
+    assert f"synthetic dataset in {out}: replacing the one written there with other parameters " \
+           "(val_per_class 2 -> 1, seed 3 -> 4)" in err, err
+    assert (out / "videos" / "notes.txt").read_text() == "mine"
+    assert (out / "videos" / "growing" / "growing_best.webm").read_text() == "mine too"
+    assert not (out / "videos" / "growing" / "growing_4.webm").exists()  # the old dataset's last clip
+    assert sorted(p.name for p in (out / "videos" / "shrinking").iterdir()) == [f"shrinking_{i}.webm" for i in range(4)]
+
+
+def test_another_tools_dataset_json_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """A folder with a dataset.json of other data (a common name) lost it, and its videos/, without a word."""
+    from tools.make_synthetic_dataset import main
+
+    theirs = tmp_path / "theirs"
+    (theirs / "videos").mkdir(parents=True)
+    (theirs / "dataset.json").write_text('{"name": "brain scans", "numTraining": 484}')
+    (theirs / "videos" / "scan_0.mp4").write_bytes(b"scan")
+    args = ["--out", str(theirs), "--train-per-class", "1", "--val-per-class", "1", "--frames", "2", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {theirs} holds a dataset.json that is not a synthetic dataset's, so the folder is someone " \
+                  "else's data: give a new or empty folder (--force overwrites it)\n", err
+    assert (theirs / "dataset.json").read_text() == '{"name": "brain scans", "numTraining": 484}'
+    assert sorted(p.name for p in theirs.rglob("*")) == ["dataset.json", "scan_0.mp4", "videos"]
+    assert main([*args, "--force"]) == 0
+    assert (theirs / "videos" / "scan_0.mp4").read_bytes() == b"scan"
+
+
 def test_lists_of_other_data_are_refused_and_a_run_stopped_halfway_is_taken_up(tmp_path):
     theirs = tmp_path / "theirs"
     theirs.mkdir()

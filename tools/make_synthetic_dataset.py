@@ -10,7 +10,8 @@ which NVDEC decodes on a GPU machine and PyAV on a CPU one):
 Re-running with the same parameters reuses the existing dataset, or the clips a stopped run finished (the rest are
 written); a clip or list changed since it was written (not the size and hash dataset.json records) is written again;
 --force regenerates it. A folder that holds lists (train.txt, val.txt, labels.csv) but no dataset.json is someone
-else's data: refused unless --force. SIGTERM or SIGUSR1 stops it as Ctrl-C does, keeping the finished clips (exit
+else's data: refused unless --force, as is one whose dataset.json is another tool's.
+SIGTERM or SIGUSR1 stops it as Ctrl-C does, keeping the finished clips (exit
 code 4).
 """
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
+import re
 import time
 from collections.abc import Callable
 
@@ -188,13 +188,13 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         workers = _workers_that_fit(params, workers, len(todo))
         stage("writing")
         os.makedirs(out_dir, exist_ok=True)
-        _remove_parts(out_dir)  # of the clips a stopped run was writing
+        _remove_clips(out_dir)  # of the clips a stopped run was writing
     else:
         todo = jobs
         _check_encoder(params["codec"])
         workers = _workers_that_fit(params, workers, len(todo))
         stage("writing")
-        _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force)
+        _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force, params)
         os.makedirs(out_dir, exist_ok=True)
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
     _write_meta(meta_path, params, False, records)
@@ -241,21 +241,33 @@ def _clip_jobs(out_dir: str, params: dict) -> tuple[dict[str, list[tuple[str, in
     return rel, jobs
 
 
-def _clear_for_new_dataset(out_dir: str, meta_path: str, lists: tuple[str, ...], force: bool) -> None:
+def _clear_for_new_dataset(out_dir: str, meta_path: str, lists: tuple[str, ...], force: bool,
+                           params: dict) -> None:
     """Make ``out_dir`` ready for a dataset written from scratch: the clips of one with other parameters
-    (``dataset.json`` marks it as ours) are removed, and ``lists`` that no ``dataset.json`` marks as a synthetic
-    dataset's are refused (OtherDataError, unless ``force``)."""
-    if os.path.exists(meta_path):
-        # Ours (dataset.json marks it) but with other parameters: drop the old clips so no stale file lingers.
+    (``dataset.json`` marks it as ours; one line on stderr names what changed) are removed, and a ``dataset.json``
+    or ``lists`` that do not mark or make a synthetic dataset are refused (OtherDataError, unless ``force``)."""
+    stored = _stored_meta(meta_path)
+    ours = stored is not None and all(key in stored for key in ("version", "codec", "classes", "seed"))
+    if os.path.lexists(meta_path) and not ours and not force:
+        # Another tool's dataset.json (a common name) was deleted, and its folder's videos/ with it.
+        raise OtherDataError(errno.EEXIST, f"{out_dir} holds a dataset.json that is not a synthetic dataset's, so "
+                             "the folder is someone else's data: give a new or empty folder (--force overwrites "
+                             "it)", out_dir)
+    if os.path.lexists(meta_path):
+        if ours and not force:  # the old dataset goes: said, not done without a word
+            changed = [f"{key} {stored.get(key)} -> {value}" for key, value in params.items()
+                       if stored.get(key) != value]
+            stderr_line(f"synthetic dataset in {out_dir}: replacing the one written there with other parameters "
+                        f"({', '.join(changed)})")
         os.unlink(meta_path)
-        shutil.rmtree(os.path.join(out_dir, "videos"), ignore_errors=True)
+        _remove_clips(out_dir, parts_only=False)  # its clips only: other files under videos/ are not ours to remove
     elif not force:
         # Lists no dataset.json marks as ours are someone's data: they were overwritten without a word.
         theirs = [os.path.basename(p) for p in lists if os.path.exists(p)]
         if theirs:
             raise OtherDataError(errno.EEXIST, f"{out_dir} holds {', '.join(theirs)} but no dataset.json, so they "
-                                  "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
-                                  "them)", out_dir)
+                                 "are not a synthetic dataset's: give a new or empty folder (--force overwrites "
+                                 "them)", out_dir)
 
 
 def _write_clips(out_dir: str, meta_path: str, params: dict, jobs: list[tuple], records: dict, workers: int,
@@ -281,7 +293,7 @@ def _write_clips(out_dir: str, meta_path: str, params: dict, jobs: list[tuple], 
             worker.kill()
             worker.join(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(OSError):  # the error being raised says more than one of these
-            _remove_parts(out_dir)
+            _remove_clips(out_dir)
             _write_meta(meta_path, params, False, records)
         raise
 
@@ -370,11 +382,23 @@ def _write_meta(meta_path: str, params: dict, complete: bool, records: dict[str,
     atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
 
 
-def _remove_parts(out_dir: str) -> None:
-    """The ``.part`` files of clips a stopped run was writing (:func:`_write_job`)."""
+def _remove_clips(out_dir: str, parts_only: bool = True) -> None:
+    """The ``.part`` files of clips a stopped run was writing (:func:`_write_job`), or with ``parts_only`` False
+    every clip of the class folders (of any codec), then the folders left empty. Other files are left where they
+    are: ``videos/`` was removed whole, with whatever else had been put in it."""
+    extensions = "|".join(sorted({re.escape(codec[1]) for codec in CODECS.values()}))
     for cls_name in CLASSES:
         folder = os.path.join(out_dir, "videos", cls_name)
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if ".part" in name:
-                    os.unlink(os.path.join(folder, name))
+        if not os.path.isdir(folder):
+            continue
+        clip = re.compile(rf"{re.escape(cls_name)}_\d+(\.part)?({extensions})")
+        for name in os.listdir(folder):
+            if (".part" in name) if parts_only else clip.fullmatch(name):
+                os.unlink(os.path.join(folder, name))
+        if not parts_only:
+            with contextlib.suppress(OSError):  # not empty: it holds someone's files
+                os.rmdir(folder)
+    if not parts_only:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(out_dir, "videos"))
+

@@ -316,6 +316,24 @@ def test_new_parameters_replace_the_clips_only_and_say_so(tmp_path, capsys):
     assert sorted(p.name for p in (out / "videos" / "shrinking").iterdir()) == [f"shrinking_{i}.webm" for i in range(4)]
 
 
+def test_a_rerun_that_writes_some_clips_says_how_many_it_kept(tmp_path, capsys):
+    """A rerun that wrote one missing clip said "wrote dataset", as if the others had been written again."""
+    from tools.make_synthetic_dataset import main
+
+    out = tmp_path / "synth"
+    args = ["--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "2", "--size", "16x16",
+            "--workers", "1", "--quiet"]
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("wrote dataset in ") and "kept" not in said
+    (out / "videos" / "growing" / "growing_0.mp4").unlink()
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("wrote dataset in ") and " s (1 clip written, 7 kept): 4 train + 4 val " in first, first
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("reused existing dataset: 4 train + 4 val clips")
+
+
 def test_another_tools_dataset_json_is_refused_and_left_as_it_was(tmp_path, capsys):
     """A folder with a dataset.json of other data (a common name) lost it, and its videos/, without a word."""
     from tools.make_synthetic_dataset import main

@@ -34,7 +34,7 @@ if __name__ == "__main__":  # a Ctrl-C (or a scheduler's SIGTERM) during the imp
 from dali_pipelines.nvdec_support import NVDEC_LIMITS  # noqa: E402
 from evautil.cli import ArgumentParser  # noqa: E402
 from evautil.files import output_path_problem  # noqa: E402
-from evautil.progress import format_bytes  # noqa: E402
+from evautil.progress import counted, format_bytes  # noqa: E402
 from tools.synthetic import (CODECS, MissingEncoderError, NotEnoughMemoryError, OtherDataError,  # noqa: E402
                              clip_memory, frames_that_fit, make_synthetic_dataset)
 
@@ -153,6 +153,8 @@ def _failure(args: argparse.Namespace, e: MissingEncoderError | NotEnoughMemoryE
 
 def _print_summary(s: dict) -> None:
     what = "reused existing dataset" if s["skipped"] else f"wrote dataset in {s['seconds']:.1f} s"
+    if not s["skipped"] and s["kept"]:  # a rerun said "wrote dataset" when it wrote one clip and kept the others
+        what += f" ({counted(s['num_train'] + s['num_val'] - s['kept'], 'clip')} written, {s['kept']} kept)"
     print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
           f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")
     print(f"  videos:     {os.path.join(s['out_dir'], 'videos')}")

@@ -153,7 +153,7 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
     Returns:
         Summary dict: paths (``out_dir``, ``train_list``, ``val_list``, ``labels_csv``), ``classes``,
         ``num_train``, ``num_val``, the parameters, ``skipped`` (True when reused), ``rewritten`` (damaged clips
-        written again) and ``seconds``.
+        written again), ``kept`` (clips on disk that were reused) and ``seconds``.
     """
     params = _dataset_params(codec, train_per_class, val_per_class, num_frames, size, fps, gop, seed)
     out_dir = os.path.abspath(out_dir)
@@ -180,7 +180,8 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
             if records != _records_of(stored):  # clips checked by a probe: recorded, for a quicker check next time
                 with contextlib.suppress(OSError):  # a dataset in a folder this process cannot write is still used
                     _write_meta(meta_path, params, True, records)
-            return {**summary, "skipped": True, "rewritten": 0, "seconds": time.perf_counter() - t0}
+            return {**summary, "skipped": True, "rewritten": 0, "kept": len(records),
+                    "seconds": time.perf_counter() - t0}
         if damaged:
             stderr_line(f"synthetic dataset in {out_dir}: {counted(len(damaged), 'clip')} on disk not as written "
                         f"(damaged or changed since, e.g. {damaged[0]}): writing them again")
@@ -196,13 +197,14 @@ def make_synthetic_dataset(out_dir: str, codec: str = "vp9", train_per_class: in
         stage("writing")
         _clear_for_new_dataset(out_dir, meta_path, tuple(lists), force, params)
         os.makedirs(out_dir, exist_ok=True)
+    kept = len(records)  # clips of an earlier run, as written
     # marks the folder as this dataset's from the start, so that a run stopped halfway is taken up again, not refused
     _write_meta(meta_path, params, False, records)
     _write_clips(out_dir, meta_path, params, todo, records, workers, progress)
     for path, text in lists.items():
         atomic_write_text(path, text)
     _write_meta(meta_path, params, True, {r: records[r] for r in (os.path.relpath(j[0], out_dir) for j in jobs)})
-    return {**summary, "skipped": False, "rewritten": len(damaged), "seconds": time.perf_counter() - t0}
+    return {**summary, "skipped": False, "rewritten": len(damaged), "kept": kept, "seconds": time.perf_counter() - t0}
 
 
 def _dataset_params(codec: str, train_per_class: int, val_per_class: int, num_frames: int, size: tuple[int, int],

@@ -84,6 +84,18 @@ def test_a_file_on_several_lines_counts_its_bytes_once(tmp_path, videos):
     assert "verified 1 list, 4 videos: all readable" in r.stdout  # still an entry per line
 
 
+def test_a_list_given_twice_is_verified_and_counted_once(tmp_path, videos):
+    """A list given twice (here once through a ../ path) was verified twice: "verified 2 lists, 2 videos" for one
+    list of one video; a config whose DATA.TRAIN_FILE is its DATA.VAL_FILE did the same."""
+    lst = tmp_path / "clean.txt"
+    lst.write_text(f"{GOOD[0]} 0\n")
+    again = str(tmp_path / "videos" / ".." / "clean.txt")
+    r = _verify(str(lst), again, "--root", str(videos), "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"list {again}: given more than once, verified once\n" in r.stdout
+    assert r.stdout.count("video index of ") == 1 and "verified 1 list, 1 video: all readable" in r.stdout
+
+
 def test_dry_run_checks_config_model_and_lists_without_opening_videos(tmp_path, videos):
     lst = tmp_path / "train.txt"
     lst.write_text(f"{GOOD[0]} 0\ngarbage.mp4 3\n")

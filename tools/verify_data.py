@@ -119,6 +119,21 @@ def _targets(args: argparse.Namespace, cfg) -> list[tuple[str, str, int | None]]
     return [(p, args.root or cfg.DATA.ROOT, classes) for p in lists]
 
 
+def _each_once(targets: list[tuple[str, str, int | None]]) -> tuple[list[tuple[str, str, int | None]], list[str]]:
+    """``targets`` without the repeats of a list (the same file, root and classes: a list given twice, or a config
+    whose DATA.TRAIN_FILE is its DATA.VAL_FILE), and the lists that were repeated. Each was verified twice and
+    counted twice in the total, its videos too."""
+    once, repeated, seen = [], [], set()
+    for list_path, root, classes in targets:
+        key = (os.path.realpath(list_path), os.path.realpath(root), classes)
+        if key in seen:
+            repeated.append(list_path)
+        else:
+            seen.add(key)
+            once.append((list_path, root, classes))
+    return once, repeated
+
+
 def check_model(cfg_path: str, opts: list[str]) -> str:
     """Build the config's model on the meta device (no memory for weights); one line describing it."""
     from models import build_model, forward_flops
@@ -198,7 +213,9 @@ def _verify_lists(args: argparse.Namespace) -> int:
         cfg = _config(args)
         if cfg is not None:  # the model is checked whether or not the lists exist yet
             print(check_model(args.cfg, args.opts))
-        targets = _targets(args, cfg)
+        targets, repeated = _each_once(_targets(args, cfg))
+        for list_path in repeated:
+            print(f"list {list_path}: given more than once, verified once")
         root_name = "DATA.ROOT" if args.cfg and not args.root else "--root"
         classes_name = "DATA.NUM_CLASSES" if args.cfg and args.num_classes is None else "--num-classes"
         # without --cfg or --root: each list's folder, not called "--root = ..." as if the flag had been given

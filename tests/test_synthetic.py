@@ -442,8 +442,16 @@ def test_cli_mistakes_are_one_line_before_anything_is_written(tmp_path):
     r = subprocess.run([*tool, "--out", str(locked), "--train-per-class", "1", "--val-per-class", "1", "--frames", "2",
                         "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
-    assert f"{locked / 'videos' / 'growing'} is a file where a folder of clips goes" in r.stderr, r.stderr
+    assert f"{locked / 'videos' / 'growing'} stands where a folder goes (a file, or a link to nothing)" in r.stderr
     assert (locked / "videos" / "growing").read_text() == "mine"
+    # --out a link to nothing: named with where it leads (it was a bare "error: File exists" too)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    r = subprocess.run([*tool, "--out", str(tmp_path / "dangling")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1].endswith(
+        f"--out {tmp_path / 'dangling'} is a link to {tmp_path / 'nowhere'}, which does not exist: make that folder, "
+        "or give another --out"), r.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_cli_without_a_terminal_writes_progress_lines_not_a_bar(tmp_path):

@@ -115,6 +115,9 @@ def _check_arguments(ap: ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(output_path_problem(args.out, "--out", folder=True))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         ap.error(f"--out {args.out} is an existing file, not a folder")
+    if os.path.islink(args.out) and not os.path.exists(args.out):  # its folder cannot be made: "File exists"
+        ap.error(f"--out {args.out} is a link to {os.readlink(args.out)}, which does not exist: make that folder, or "
+                 "give another --out")
 
 
 def _stop_lines(out: str) -> dict[str, str]:
@@ -138,8 +141,8 @@ def _failure(args: argparse.Namespace, e: MissingEncoderError | NotEnoughMemoryE
     if isinstance(e, OtherDataError):  # lists of other data in --out
         return str(e.strerror)
     if isinstance(e, FileExistsError) and e.filename:  # a file where a class folder goes: was a bare "File exists"
-        return (f"cannot write the synthetic dataset in {args.out}: {e.filename} is a file where a folder of clips "
-                "goes: move it away (or give another --out)")
+        return (f"cannot write the synthetic dataset in {args.out}: {e.filename} stands where a folder goes (a file, "
+                "or a link to nothing): move it away, or give another --out")
     # A read-only or full disk, a path through a file (checked only now: a complete dataset in a folder this process
     # cannot write is reused; and the error itself named the hidden temporary file beside dataset.json)
     problem = output_path_problem(args.out, "--out", folder=True)

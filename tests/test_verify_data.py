@@ -292,6 +292,18 @@ def test_a_negative_number_of_workers_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "list.txt.index.npz").exists()
 
 
+@pytest.mark.parametrize("flag, says", [("--root", "give a folder"), ("--cfg", "give a config file")])
+def test_an_empty_root_or_config_is_refused_not_taken_for_none(tmp_path, videos, flag, says):
+    """--root "$DATA" with DATA unset verified the videos beside the list ("no --root given"), and --cfg "$CFG"
+    beside a list verified it without the config: an empty value is one line, exit 2."""
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"videos/{GOOD[0]} 0\n")
+    r = _verify(str(lst), flag, "", "--workers", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(f"error: {flag} is empty; {says}, or leave {flag} out")
+    assert not (tmp_path / "list.txt.index.npz").exists()
+
+
 def test_a_number_of_classes_below_1_is_refused_in_one_line(tmp_path):
     """--num-classes 0 reported every line's label as outside [0, 0)."""
     lst = tmp_path / "list.txt"

@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from configs import opts_last
 
     args = ap.parse_args(opts_last(ap, ap.respelled(argv)))
+    # --root "$DATA" with DATA unset: the lists' own folders were used and said to be "no --root given"; --cfg
+    # "$CFG" beside lists: the config was ignored
+    for flag, value in (("--root", args.root), ("--cfg", args.cfg)):
+        if value == "":
+            ap.error(f"{flag} is empty; give a {'folder' if flag == '--root' else 'config file'}, or leave {flag} out")
     if not args.lists and not args.cfg:
         ap.error("give video lists, or --cfg for the lists of a training config")
     if args.num_classes is not None and args.num_classes < 1:  # else every line was "label 0 is outside [0, 0)"

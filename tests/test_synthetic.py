@@ -321,11 +321,12 @@ def test_a_rerun_that_writes_some_clips_says_how_many_it_kept(tmp_path, capsys):
     from tools.make_synthetic_dataset import main
 
     out = tmp_path / "synth"
-    args = ["--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "2", "--size", "16x16",
+    args = ["--out", str(out), "--train-per-class", "1", "--val-per-class", "1", "--frames", "1", "--size", "16x16",
             "--workers", "1", "--quiet"]
     assert main(args) == 0
     said = capsys.readouterr().out
     assert said.startswith("wrote dataset in ") and "kept" not in said
+    assert ", 1 frame 16x16 h264\n" in said, said  # was "1 frames"
     (out / "videos" / "growing" / "growing_0.mp4").unlink()
     assert main(args) == 0
     first = capsys.readouterr().out.splitlines()[0]

@@ -159,7 +159,8 @@ def _print_summary(s: dict) -> None:
     if not s["skipped"] and s["kept"]:  # a rerun said "wrote dataset" when it wrote one clip and kept the others
         what += f" ({counted(s['num_train'] + s['num_val'] - s['kept'], 'clip')} written, {s['kept']} kept)"
     print(f"{what}: {s['num_train']} train + {s['num_val']} val clips, {len(s['classes'])} classes "
-          f"({', '.join(s['classes'])}), {s['num_frames']} frames {s['size'][0]}x{s['size'][1]} {s['codec']}")
+          f"({', '.join(s['classes'])}), {counted(s['num_frames'], 'frame')} {s['size'][0]}x{s['size'][1]} "
+          f"{s['codec']}")
     print(f"  videos:     {os.path.join(s['out_dir'], 'videos')}")
     print(f"  train list: {s['train_list']}")
     print(f"  val list:   {s['val_list']}")

@@ -1059,17 +1059,22 @@ def test_result_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert png.read_bytes() == earlier and sorted(os.listdir(tmp_path)) == ["results.json", "results.png"]
 
 
+def _decode_benchmark_cut(out: Path, cut: str) -> subprocess.CompletedProcess:
+    """decode_throughput --quick --json ``out`` run in a process whose benchmark is ``cut``'s ``def cut(args)`` (it
+    may use ``cli`` and ``stats``), with Ctrl-C's default action, as a terminal's Ctrl-C finds it."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "from benchmarks import cli, decode_throughput as d, stats\n" + cut +
+            "d.run_benchmark = cut\n"
+            f"sys.argv[0] = 'decode_throughput.py'; sys.exit(d.main(['--quick', '--json', {str(out)!r}]))\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_a_ctrl_c_during_a_benchmark_is_one_line_saying_nothing_was_written(tmp_path):
     """A Ctrl-C mid-benchmark printed a traceback of wherever the main thread waited; now one 'interrupted:' line
     says that no result file was written, the earlier --json is left as it was, and the process ends by SIGINT."""
     out = tmp_path / "results.json"
     out.write_text('{"earlier": 1}\n')
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
-            "from benchmarks import decode_throughput as d\n"
-            "def cut(args): raise KeyboardInterrupt\n"
-            "d.run_benchmark = cut\n"
-            f"sys.argv[0] = 'decode_throughput.py'; sys.exit(d.main(['--quick', '--json', {str(out)!r}]))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = _decode_benchmark_cut(out, "def cut(args): raise KeyboardInterrupt\n")
     assert done.returncode == -2, done.stderr[-2000:]
     assert done.stderr.splitlines() == ["interrupted: decode_throughput.py: nothing measured was written (--json and "
                                         "--plot are written whole, once the run ends)"], done.stderr[-2000:]
@@ -1086,14 +1091,10 @@ def test_a_ctrl_c_or_stop_keeps_the_rows_measured_so_far_in_the_json_marked_inco
 
     out = tmp_path / "results.json"
     out.write_text('{"earlier": 1}\n')
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
-            "from benchmarks import cli, decode_throughput as d, stats\n"
-            "def cut(args):\n"
-            "    cli.measured({'name': 'pyav_1t/all', 'clips_per_s': stats.summarize([2.0, 3.0])})\n"
-            "    raise KeyboardInterrupt\n"
-            "d.run_benchmark = cut\n"
-            f"sys.argv[0] = 'decode_throughput.py'; sys.exit(d.main(['--quick', '--json', {str(out)!r}]))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = _decode_benchmark_cut(out, "def cut(args):\n"
+                                      "    row = {'name': 'pyav_1t/all', 'clips_per_s': stats.summarize([2.0, 3.0])}\n"
+                                      "    cli.measured(row)\n"
+                                      "    raise KeyboardInterrupt\n")
     assert done.returncode == -2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [f"interrupted: decode_throughput.py: --json {out} holds the 1 row(s) measured "
                                         "before it, marked \"complete\": false (the rest were not measured)"], \

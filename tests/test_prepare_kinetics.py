@@ -2173,15 +2173,21 @@ def test_a_source_replaced_after_its_output_is_encoded_again(tmp_path, monkeypat
     assert (again["skipped_existing"], again["source_changed"], again["done"]) == (3, 0, 0)
 
 
-def test_a_source_downloaded_again_with_an_older_mtime_is_encoded_again(tmp_path):
-    # A downloader that sets a file's mtime to the video's upload date (yt-dlp without --no-mtime) made a fresh
-    # download look older than its output, which counted as done: only "source newer than output" was a change.
-    # Now any difference of size or mtime from what the source had when its output was written is one.
+def _two_clips_encoded(tmp_path: Path) -> tuple[Path, Path, EncodeSettings]:
+    """A tree of two clips (a, b) re-encoded once: its source, its --dst and the settings used."""
     src, dst = tmp_path / "t400", tmp_path / "out"
     for tag in ("a", "b"):
         write_clip(src / "train" / ARM / vid(tag), t=4)
     settings = EncodeSettings(short_side=32, gop=4)
     assert reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)["done"] == 2
+    return src, dst, settings
+
+
+def test_a_source_downloaded_again_with_an_older_mtime_is_encoded_again(tmp_path):
+    # A downloader that sets a file's mtime to the video's upload date (yt-dlp without --no-mtime) made a fresh
+    # download look older than its output, which counted as done: only "source newer than output" was a change.
+    # Now any difference of size or mtime from what the source had when its output was written is one.
+    src, dst, settings = _two_clips_encoded(tmp_path)
     again = src / "train" / ARM / vid("b")
     write_clip(again, t=6, seed=1)  # downloaded again: another size...
     uploaded = (dst / "train" / ARM / vid("b")).stat().st_mtime - 86400 * 365
@@ -2487,11 +2493,7 @@ def test_an_output_is_on_the_disk_before_it_gets_its_name(tmp_path, monkeypatch)
 def test_an_empty_output_is_encoded_again_not_skipped_as_done(tmp_path):
     # Outputs are renamed into place unsynced: a machine going down can leave one empty under its final name,
     # which every rerun skipped as done (newer than its source), the video lost to the lists built from the tree.
-    src, dst = tmp_path / "t400", tmp_path / "out"
-    for tag in ("a", "b"):
-        write_clip(src / "train" / ARM / vid(tag), t=4)
-    settings = EncodeSettings(short_side=32, gop=4)
-    assert reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)["done"] == 2
+    src, dst, settings = _two_clips_encoded(tmp_path)
     (dst / "train" / ARM / vid("b")).write_bytes(b"")  # newer than its source, as the real output was
     rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
     assert (rep["skipped_existing"], rep["done"], rep["source_changed"], rep["failed"]) == (1, 1, 0, [])

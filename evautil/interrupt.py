@@ -32,7 +32,7 @@ earlier output as it was, and the same command runs again.
 A reader of stdout that goes away (``| head``) is the other way a terminal ends a command early: with
 :func:`stdout_may_close` around its ``main`` the command's printing goes to /dev/null from then on and its work
 goes on (a command that only prints ends at once, as Unix tools do); so does its stderr's when that reader was
-stderr's too (``2>&1 | head``).
+stderr's too (``2>&1 | head``). Both write a file name's bytes as they are, whatever the locale's error handler.
 """
 
 from __future__ import annotations
@@ -237,10 +237,24 @@ def stdout_may_close(main: Callable[[], int], *, printing_only_without: tuple[st
     printing_only = printing_only_without is not None and not any(  # argparse takes a flag's prefix too
         flag.startswith(name) for name in names for flag in printing_only_without)
     if not isinstance(sys.stdout, _StreamThatMayClose):
-        sys.stdout = _StreamThatMayClose(sys.stdout, printing_only)
+        sys.stdout = _StreamThatMayClose(_names_as_bytes(sys.stdout), printing_only)
     if not isinstance(sys.stderr, _StreamThatMayClose):
-        sys.stderr = _StreamThatMayClose(sys.stderr, False)
+        sys.stderr = _StreamThatMayClose(_names_as_bytes(sys.stderr), False)
     return main()
+
+
+def _names_as_bytes(stream):
+    """``stream``, writing the bytes of a name that are not text in its encoding as they are (surrogateescape).
+
+    Python holds them (``caf\\xe9.mp4`` under a UTF-8 locale) as surrogate escapes, decoded with the locale's
+    encoding: written back with it they are the name's own bytes, which a shell given them back finds. Under a
+    strict locale (``LANG=en_US.UTF-8``; C.UTF-8 escapes them already) such a name raised UnicodeEncodeError, a
+    traceback instead of the command's line, and stderr's backslashreplace printed ``caf\\udce9.mp4``, no file's
+    name. A handler the user chose otherwise (``PYTHONIOENCODING=utf-8:replace``) stays."""
+    reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; another stream is left as it is
+    if reconfigure is not None and getattr(stream, "errors", None) in ("strict", "backslashreplace"):
+        reconfigure(errors="surrogateescape")
+    return stream
 
 
 class _StreamThatMayClose:

@@ -112,8 +112,12 @@ def _label(tokens: list[str], line: str, where: str, num_classes: int | None, cl
                             + _label_fix(tokens[-1], first))
     if num_classes is not None and not 0 <= label < num_classes:
         raise LabelRangeError(where, label, num_classes, line.strip(), classes_name)
-    if not 0 <= label < _LABEL_LIMIT:  # labels are kept as int64
-        raise DataListError(f"{where}: label {label} is outside [0, 2**63) (line {line.strip()!r})")
+    if label < 0:  # said in words: "outside [0, 2**63)" told a user with no class count nothing to act on
+        raise DataListError(f"{where}: label {label} is negative (line {line.strip()!r}): a label is a class "
+                            "number, counted from 0: fix the label")
+    if label >= _LABEL_LIMIT:  # labels are kept as int64
+        raise DataListError(f"{where}: label {label} is too large (line {line.strip()!r}): a label is a class "
+                            f"number, counted from 0, at most {_LABEL_LIMIT - 1:,}: fix the label")
     return label
 
 

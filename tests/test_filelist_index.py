@@ -202,10 +202,23 @@ def test_a_label_past_int64_is_a_list_error_without_num_classes(tmp_path):
     """Labels are kept as int64: a larger one is refused like any bad label (naming the line), not an overflow."""
     lst = tmp_path / "list.txt"
     lst.write_text(f"a.mp4 {2**63 - 1}\nb.mp4 {2**63}\n")
-    with pytest.raises(DataListError, match=rf"{lst}:2: label {2**63} is outside \[0, 2\*\*63\)"):
+    with pytest.raises(DataListError) as e:
         read_file_list(str(lst), str(tmp_path))
+    assert str(e.value) == (f"{lst}:2: label {2**63} is too large (line 'b.mp4 {2**63}'): a label is a class number, "
+                            "counted from 0, at most 9,223,372,036,854,775,807: fix the label")
     lst.write_text(f"a.mp4 {2**63 - 1}\n")
     assert read_file_list(str(lst), str(tmp_path))[0].label == 2**63 - 1
+
+
+def test_a_negative_label_without_num_classes_says_it_is_negative(tmp_path):
+    """Read with no class count, a label of -1 was "outside [0, 2**63)", which told its user nothing to act on."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\n\nb.mp4  -1\n")
+    for read in (read_video_list, read_file_list):
+        with pytest.raises(DataListError) as e:
+            read(str(lst), str(tmp_path))
+        assert str(e.value) == (f"{lst}:3: label -1 is negative (line 'b.mp4  -1'): a label is a class number, "
+                                "counted from 0: fix the label")
 
 
 @pytest.mark.parametrize("content, line, column", [

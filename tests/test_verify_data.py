@@ -181,6 +181,17 @@ def test_a_label_out_of_range_names_the_setting_of_the_classes(tmp_path, videos)
             "or set --num-classes to the number of classes (at least 8)\n")
 
 
+def test_a_negative_label_without_a_class_count_is_said_to_be_negative(tmp_path, videos):
+    """Without --num-classes, a label of -1 was refused as "outside [0, 2**63)": no word of what to fix."""
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{GOOD[0]} 0\n{GOOD[1]} -1\n")
+    r = _verify(str(lst), "--root", str(videos), "--dry-run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        f"error: {lst}:2: label -1 is negative (line '{GOOD[1]} -1'): a label is a class number, counted from 0: "
+        "fix the label"), r.stderr
+
+
 @pytest.mark.parametrize("classes_name", ["DATA.NUM_CLASSES", "--num-classes"])
 def test_the_index_build_names_the_setting_of_the_classes_too(tmp_path, classes_name):
     """The lists' format check names it (above), but the index build that follows read the list again naming

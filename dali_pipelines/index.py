@@ -156,10 +156,10 @@ def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: boo
         jobs, repeats = _probe_jobs(videos, match.jobs, full_decode)
         cached = f" ({known:,} known from the cache)" if known else ""
         if len(jobs) == match.jobs.size:
-            logger.info("%s: probing %s of %s videos%s", desc, f"{len(jobs):,}", f"{len(videos):,}", cached)
+            logger.info("%s: probing %s of %s%s", desc, f"{len(jobs):,}", counted(len(videos), "video"), cached)
         else:  # a file named on several lines is probed once: the count the progress lines go on with is files
-            logger.info("%s: probing %s videos, named on %s of the list's %s lines%s", desc, f"{len(jobs):,}",
-                        f"{match.jobs.size:,}", f"{len(videos):,}", cached)
+            logger.info("%s: probing %s, named on %s of the list's %s%s", desc, counted(len(jobs), "video"),
+                        f"{match.jobs.size:,}", counted(len(videos), "line"), cached)
         results = probe_videos(jobs, workers, progress, desc, timeout_s=timeout_s)
         done = saved = 0
         next_save = time.monotonic() + _SAVE_EVERY_S
@@ -436,6 +436,7 @@ def _strict_refusal(videos: VideoList, bad: list[tuple[int, str]], list_path: st
     named = [f"{videos.shown_path(r)} ({why})" for r, why in bad[:_STRICT_NAMED]]
     more = f"; and {len(bad) - len(named)} more" if len(bad) > len(named) else ""
     return DataError(
-        f"DATA.STRICT is on and {len(bad)} of {len(videos)} videos in {list_path} are unreadable: "
+        f"DATA.STRICT is on and {len(bad):,} of {counted(len(videos), 'video')} in {list_path} "
+        f"{'is' if len(bad) == 1 else 'are'} unreadable: "
         f"{'; '.join(named)}{more} (all listed in {quarantine}); fix or remove them, or set DATA.STRICT "
         "False to leave them out")

@@ -1539,6 +1539,26 @@ def test_the_probing_line_counts_the_files_probed_when_lines_repeat_them(dataset
     assert re.fullmatch(rf"indexing train\.txt: {probed} videos done in .*", lines[-1]), lines[-1]
 
 
+def test_the_probing_lines_count_one_video_in_the_singular(tmp_path, caplog):
+    """The line before the progress lines said "probing 1 videos" (and "of 1 videos"), and DATA.STRICT "1 of 1
+    videos ... are unreadable"."""
+    write_video(str(tmp_path / "only.webm"), counter_frames(8), "vp9")
+    (tmp_path / "bad.webm").write_bytes(b"not a video")
+    one, repeated, bad = tmp_path / "one.txt", tmp_path / "repeated.txt", tmp_path / "bad.txt"
+    one.write_text("only.webm 0\n")
+    repeated.write_text("only.webm 0\nonly.webm 1\nonly.webm 0\n")
+    bad.write_text("bad.webm 0\n")
+    with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
+        build_index(str(one), str(tmp_path), workers=1, progress=False)
+        build_index(str(repeated), str(tmp_path), workers=1, progress=False)
+    said = [r.getMessage() for r in caplog.records]
+    assert "indexing one.txt: probing 1 of 1 video" in said
+    assert "indexing repeated.txt: probing 1 video, named on 3 of the list's 3 lines" in said
+    with pytest.raises(DataError) as e:
+        build_index(str(bad), str(tmp_path), workers=1, strict=True, progress=False)
+    assert str(e.value).startswith(f"DATA.STRICT is on and 1 of 1 video in {bad} is unreadable: ")
+
+
 def _interrupt_probing_after(monkeypatch, probes: int) -> list[str]:
     """Ctrl-C (KeyboardInterrupt) when the probe after ``probes`` videos starts; returns the paths probed."""
     calls: list[str] = []

@@ -461,7 +461,7 @@ def test_the_index_warning_and_strict_refusal_name_a_dotdot_path_cleanly_too(tmp
     shown = str(tmp_path / "mini_bad" / "x.mp4")
     with caplog.at_level("WARNING", logger="dali_pipelines"), pytest.raises(DataError) as e:
         build_index(str(listed), str(tmp_path / "out"), 1, workers=1, strict=True, progress=False)
-    assert f"are unreadable: {shown} (not a readable video container" in str(e.value)
+    assert f"1 of 1 video in {listed} is unreadable: {shown} (not a readable video container" in str(e.value)
     assert f"bad video {shown}: not a readable video container" in caplog.text, caplog.text
 
 

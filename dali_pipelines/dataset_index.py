@@ -100,14 +100,17 @@ class DatasetIndex:
         quarantine_path: text file listing bad videos as ``<rel path>\\t<reason>`` lines (:func:`quarantine_line`).
         lock_path: the lock file that guards the cache and quarantine files.
         cache_path: the ``.index.npz`` cache file.
-        probed: how many videos this build actually probed (0 when everything came from the cache).
+        probed: how many videos (list rows) this build actually probed (0 when everything came from the cache).
+        probed_files: how many files those were: fewer where the list names a file on several lines, which is
+            probed once (None: one file per row).
         missing: how many listed files this build could not find (or stat): neither probed nor from the cache.
         entries: every list entry as a sequence of ``ListEntry`` (built on access), good or bad.
         infos: ``row -> VideoInfo`` for good videos only (a mapping over ``table``, built on access).
     """
 
     def __init__(self, videos: VideoList, table: VideoTable, bad: dict[int, str], quarantine_path: str,
-                 lock_path: str, cache_path: str = "", probed: int = 0, missing: int = 0):
+                 lock_path: str, cache_path: str = "", probed: int = 0, missing: int = 0,
+                 probed_files: int | None = None):
         if len(table) != len(videos):
             raise ValueError(f"{len(table)} table rows for a list of {len(videos)}")
         self.videos, self.table, self.bad = videos, table, bad
@@ -116,6 +119,7 @@ class DatasetIndex:
         self.list_path, self.root = videos.list_path, videos.root
         self.quarantine_path, self.cache_path, self.probed = quarantine_path, cache_path, probed
         self.missing = missing
+        self.probed_files = probed if probed_files is None else probed_files
         self.lock_path = lock_path
         self.entries = _Entries(videos)
         self.infos = _Infos(self)

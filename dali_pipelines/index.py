@@ -142,13 +142,15 @@ def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool
 
 
 def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
-                    paths: IndexPaths, timeout_s: float, save_on_stop: bool = True) -> None:
+                    paths: IndexPaths, timeout_s: float, save_on_stop: bool = True) -> int:
     """Probe the rows of ``match.jobs`` into ``match.table`` / ``match.bad`` and save the cache when it changed;
+    the number of files probed (a file named on several lines is probed once);
     also every :data:`_SAVE_EVERY_S` while probing and when probing stops on an exception (Ctrl-C, SystemExit),
     with the rows not probed yet left UNKNOWN, so that the next build probes only those (unless
     ``save_on_stop`` is False, see :func:`build_index`). A row whose probe did
     not answer in time is bad for this build only: UNKNOWN in the cache too."""
     save = _saver(match, videos, paths) if match.jobs.size or not match.current else None
+    jobs: list[tuple[int, str, bool]] = []
     if match.jobs.size:
         desc = f"{PROGRESS_PREFIX}{os.path.basename(videos.list_path)}"
         known = int(np.count_nonzero(match.table.status != UNKNOWN))
@@ -193,6 +195,7 @@ def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: boo
         save()
     if os.path.exists(paths.json_cache):
         os.unlink(paths.json_cache)  # a version 2 cache, migrated into the one just written (or outdated)
+    return len(jobs)
 
 
 def _probe_jobs(videos: VideoList, rows: np.ndarray,
@@ -341,12 +344,14 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
     if keys is not None and root_name is not None:
         check_list_root(videos, root_name, keys[2])  # a wrong root: refused, not quarantined video by video
     keys, match, current = _read_cached(videos, keys, paths, root_abs, full_decode, timeout_s)
+    files_probed = 0
     if not current:
-        match = _probe_and_quarantine(list_path, videos, keys, paths, root_abs, full_decode=full_decode,
-                                      workers=workers, progress=progress, timeout_s=timeout_s,
-                                      save_on_stop=save_on_stop)
+        match, files_probed = _probe_and_quarantine(list_path, videos, keys, paths, root_abs,
+                                                    full_decode=full_decode, workers=workers, progress=progress,
+                                                    timeout_s=timeout_s, save_on_stop=save_on_stop)
     index = DatasetIndex(videos, match.table, match.bad, paths.quarantine, paths.lock, cache_path=paths.cache,
-                         probed=int(match.jobs.size), missing=int(np.count_nonzero(~keys[2])))
+                         probed=int(match.jobs.size), missing=int(np.count_nonzero(~keys[2])),
+                         probed_files=files_probed)
     bad = sorted(match.bad.items())
     _warn_bad_videos(videos, bad, list_path, paths.quarantine)
     logger.info("%s", index.summary(name_bad=False, left_out=not strict))  # the warnings above named them
@@ -378,15 +383,17 @@ def _read_cached(videos: VideoList, keys: tuple[np.ndarray, np.ndarray, np.ndarr
 
 def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexPaths, root_abs: str, *,
                           full_decode: bool, workers: int, progress: bool, timeout_s: float,
-                          save_on_stop: bool) -> CacheMatch:
+                          save_on_stop: bool) -> tuple[CacheMatch, int]:
     """Under the exclusive lock, match the list to the cache again, probe what it lacks, save the cache and write
-    (or remove) the quarantine file; the match, complete. A probe timeout is a DataError naming the storage."""
+    (or remove) the quarantine file; the match, complete, and the number of files probed. A probe timeout is a
+    DataError naming the storage."""
     with locked(paths.lock):  # probe and write, one process at a time; another may have done it meanwhile
         match = match_list(videos, keys, load_cache(paths.cache, root_abs, paths.json_cache), full_decode)
         _reuse_beside(match, videos, keys, paths, root_abs, full_decode)
         log_other_root(paths.cache, match, root_abs)
         try:
-            _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s, save_on_stop)
+            files = _probe_and_save(match, videos, keys, full_decode, workers, progress, paths, timeout_s,
+                                    save_on_stop)
         except WorkerTimeoutError as e:
             raise DataError(f"indexing {list_path}: {e}. Check the storage under {root_abs} (a larger "
                             "DATA.VIDEO_TIMEOUT_S waits longer, 0 for ever)" + ("; the videos probed so far "
@@ -396,7 +403,7 @@ def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexP
             atomic_write_text(paths.quarantine, text)
         elif os.path.exists(paths.quarantine):
             os.unlink(paths.quarantine)  # stale: every listed video is fine now
-    return match
+    return match, files
 
 
 def _reuse_beside(match: CacheMatch, videos: VideoList, keys, paths: IndexPaths, root_abs: str,

@@ -28,8 +28,11 @@ def summary_text(index: "DatasetIndex", name_bad: bool = True, left_out: bool = 
     good, c = np.flatnonzero(index.good_mask), index.table.columns
     missing = f", {index.missing} missing" if index.missing else ""
     cached = len(index) - index.probed - index.missing
+    # a file named on several lines is probed once: "3 probed" of one file counted lines as probes
+    probed = (f"{index.probed} probed" if index.probed_files == index.probed else
+              f"{counted(index.probed_files, 'file')} probed for {counted(index.probed, 'line')}")
     lines = [f"video index of {index.list_path}: {counted(len(index), 'video')}, {len(good)} good, "
-             f"{len(index.bad)} bad ({index.probed} probed, {cached} from cache{missing})"]
+             f"{len(index.bad)} bad ({probed}, {cached} from cache{missing})"]
     if good.size:
         frames = c["num_frames"][good]
         codecs = [(index.table.texts["codec"][k], n) for k, n in _most_common(c["codec"][good])]

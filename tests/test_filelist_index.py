@@ -1559,6 +1559,26 @@ def test_the_probing_lines_count_one_video_in_the_singular(tmp_path, caplog):
     assert str(e.value).startswith(f"DATA.STRICT is on and 1 of 1 video in {bad} is unreadable: ")
 
 
+def test_the_summary_counts_a_file_on_several_lines_as_one_file_probed(tmp_path):
+    """One file named on 3 lines is probed once, and the summary said "(3 probed, 0 from cache)": it counted lines
+    as probes. It says the files probed and the lines they stand for."""
+    write_video(str(tmp_path / "only.webm"), counter_frames(8), "vp9")
+    write_video(str(tmp_path / "other.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("only.webm 0\nonly.webm 1\nonly.webm 0\n")
+    ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert (ix.probed, ix.probed_files) == (3, 1)
+    assert f"video index of {lst}: 3 videos, 3 good, 0 bad (1 file probed for 3 lines, 0 from cache)" in ix.summary()
+    lst.write_text("only.webm 0\nother.webm 1\nonly.webm 0\nmissing.webm 1\n")
+    os.unlink(ix.cache_path)
+    summary = build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
+    assert "4 videos, 3 good, 1 bad (2 files probed for 3 lines, 0 from cache, 1 missing)" in summary
+    lst.write_text("only.webm 0\nother.webm 1\n")  # one line a file: counted as before
+    assert "(0 probed, 2 from cache)" in build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
+    os.unlink(ix.cache_path)
+    assert "(2 probed, 0 from cache)" in build_index(str(lst), str(tmp_path), workers=1, progress=False).summary()
+
+
 def _interrupt_probing_after(monkeypatch, probes: int) -> list[str]:
     """Ctrl-C (KeyboardInterrupt) when the probe after ``probes`` videos starts; returns the paths probed."""
     calls: list[str] = []

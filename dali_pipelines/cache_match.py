@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evautil.progress import counted
+
 from .filelist import VideoList
 from .index_store import IndexCache
 from .video_table import BAD, UNKNOWN, VideoTable
@@ -174,9 +176,9 @@ def reuse_newer(match: CacheMatch, videos: VideoList, keys: tuple[np.ndarray, np
 def log_recount(cache_path: str, rows: int) -> None:
     """Say why ``rows`` records of ``cache_path`` are probed again (nothing when there are none)."""
     if rows:
-        logger.info("index cache %s: probing %s videos again, quick probes recorded before schema version 4 whose "
+        logger.info("index cache %s: probing %s again, quick probes recorded before schema version 4 whose "
                     "frame counts may include the frames an MP4 edit list hides or that precede a stream's first "
-                    "keyframe, which never decode", cache_path, f"{rows:,}")
+                    "keyframe, which never decode", cache_path, counted(rows, "video"))
 
 
 def log_other_root(cache_path: str, match: CacheMatch, root: str) -> None:
@@ -184,6 +186,6 @@ def log_other_root(cache_path: str, match: CacheMatch, root: str) -> None:
     for this one): how many list rows its records served, how many are to be probed."""
     if match.other_root is not None:
         reused = int(np.count_nonzero(match.table.status != UNKNOWN))
-        logger.info("index cache %s of root %s reused for root %s: %s list rows reused (files with the recorded size "
-                    "and mtime), %s to probe", cache_path, match.other_root, root, f"{reused:,}",
+        logger.info("index cache %s of root %s reused for root %s: %s reused (files with the recorded size "
+                    "and mtime), %s to probe", cache_path, match.other_root, root, counted(reused, "list row"),
                     f"{match.jobs.size:,}")

@@ -422,8 +422,8 @@ def _reuse_beside(match: CacheMatch, videos: VideoList, keys, paths: IndexPaths,
     newer = load_cache(paths.beside, root_abs)
     reused = reuse_newer(match, videos, keys, newer, full_decode) if newer is not None else 0
     if reused:
-        logger.info("index cache %s: %s list rows reused from the newer cache %s beside the list", paths.cache,
-                    f"{reused:,}", paths.beside)
+        logger.info("index cache %s: %s reused from the newer cache %s beside the list", paths.cache,
+                    counted(reused, "list row"), paths.beside)
 
 
 def _warn_bad_videos(videos: VideoList, bad: list[tuple[int, str]], list_path: str, quarantine: str) -> None:

@@ -240,9 +240,9 @@ def _drop_older_verdicts(table: VideoTable, paths: PathTable, version: int, cach
         rows = np.flatnonzero(table.status == BAD)
         if rows.size:
             table.clear(rows)
-            logger.info("index cache %s: probing %s videos again that schema version %d recorded as bad: the checks "
+            logger.info("index cache %s: probing %s again that schema version %d recorded as bad: the checks "
                         "have changed since (an MP4 edit list's hidden frames were taken for a truncation)", cache_path,
-                        f"{rows.size:,}", version)
+                        counted(int(rows.size), "video"), version)
     if version < _AVI_CHECKED_SINCE:
         rows = np.flatnonzero((table.status == GOOD) & _ends_in_avi(paths))
         if rows.size:

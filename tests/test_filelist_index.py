@@ -1067,7 +1067,7 @@ def test_the_recount_line_counts_only_the_rows_no_newer_cache_beside_the_list_fi
     with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
         again = build_index(str(lst), str(root), workers=1, progress=False)
     assert calls == [mine.path(mine.good_rows[0])] and again.probed == 1
-    assert (f"index cache {mine.cache_path}: probing 1 videos again, quick probes recorded before schema version 4"
+    assert (f"index cache {mine.cache_path}: probing 1 video again, quick probes recorded before schema version 4"
             in caplog.text)
     assert (f"index cache {mine.cache_path}: {len(mine.good_rows) - 1} list rows reused from the newer cache "
             f"{first.cache_path} beside the list") in caplog.messages

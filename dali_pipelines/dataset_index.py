@@ -253,7 +253,7 @@ class DatasetIndex:
         root = os.path.abspath(self.root)
         data, cut = self.videos.rel_paths.blob.tobytes(), self.videos.rel_paths.offsets.tolist()
         for r in range(len(self)):
-            folder, name = os.path.split(os.path.join(root, data[cut[r]:cut[r + 1]].decode("utf-8")))
+            folder, name = os.path.split(os.path.join(root, os.fsdecode(data[cut[r]:cut[r + 1]])))
             if folder not in real:
                 real[folder] = os.path.realpath(folder)
             yield r, (real[folder], name)

@@ -78,7 +78,7 @@ def read_video_list(list_path: str, root: str, num_classes: int | None = None, *
         if not tokens:
             continue
         labels.append(_label(tokens, line, f"{list_path}:{line_no}", num_classes, classes_name, first=not labels))
-        blob += listed_path(split_list_line(line)[0], root).encode("utf-8")
+        blob += os.fsencode(listed_path(split_list_line(line)[0], root))
         offsets.append(len(blob))
         line_nos.append(line_no)
     if not labels:

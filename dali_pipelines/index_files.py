@@ -75,7 +75,7 @@ def index_paths(list_path: str) -> IndexPaths:
 
 
 def _user_cache_stem(cache_dir: str, list_abs: str) -> str:
-    digest = hashlib.sha1(list_abs.encode()).hexdigest()[:16]
+    digest = hashlib.sha1(os.fsencode(list_abs)).hexdigest()[:16]  # a UTF-8 path: the name it always had
     return os.path.join(cache_dir, f"{digest}.{os.path.basename(list_abs)}")
 
 

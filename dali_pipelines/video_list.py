@@ -95,19 +95,19 @@ class VideoList:
         change the file (``videos/./a.mp4``, ``videos//a.mp4`` and ``x/../videos/a.mp4`` with ``x`` a real folder
         are ``videos/a.mp4``; :func:`evautil.files.plain_spelling`), joined to the root as :meth:`path` joins it
         (an absolute line naming a file under the root is that file too). Files are still opened by :meth:`path`."""
-        return self._file_key(self.rel_paths.raw(row)).decode("utf-8")
+        return os.fsdecode(self._file_key(self.rel_paths.raw(row)))
 
     def _file_key(self, raw: bytes) -> bytes:
-        """:meth:`file_key` of a path's UTF-8 bytes (as bytes: a Kinetics-size list's rows are keyed at every
-        start, and most need nothing taken out)."""
+        """:meth:`file_key` of a path's bytes (``os.fsencode``'s; as bytes: a Kinetics-size list's rows are keyed at
+        every start, and most need nothing taken out)."""
         if b"//" in raw or b"/." in raw or raw.startswith(b"."):
-            raw = plain_spelling(raw.decode("utf-8"), self.root).encode("utf-8")
+            raw = os.fsencode(plain_spelling(os.fsdecode(raw), self.root))
         return raw if raw.startswith(b"/") else self._plain_root + raw
 
     @cached_property
     def _plain_root(self) -> bytes:
         """The root's plain spelling, as the start of a path joined to it (``b""`` or ending with ``/``)."""
-        return os.path.join(plain_spelling(self.root), "").encode("utf-8") if self.root else b""
+        return os.fsencode(os.path.join(plain_spelling(self.root), "")) if self.root else b""
 
     def repeated(self) -> list[np.ndarray]:
         """The rows of each file the list names on more than one line (:meth:`file_key`), in list order; the

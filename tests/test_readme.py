@@ -150,3 +150,113 @@ def test_the_layout_of_output_is_what_a_run_writes(tmp_path_factory, tmp_path, m
     assert train.main(args) == 0  # the same command again: the demo starts over, setting the first run aside
     (moved,) = (out / "earlier_runs").iterdir()
     assert re.fullmatch(r"\d{8}-\d{6}", moved.name) and (moved / "summary.json").is_file()
+
+
+# The short names README's prose gives a command before one of its flags (``verify_data.py --root``, ``predict
+# --quiet``, ``lists --dataset ...``)
+_COMMAND_NAMES = {"verify_data": "tools.verify_data", "predict": "tools.predict",
+                  "nvdec_parity": "benchmarks.nvdec_parity", "lists": "tools.prepare_kinetics lists",
+                  "extract_features": "tools.extract_features", "export_safetensors": "tools.export_safetensors"}
+
+
+def _tool_commands() -> list[str]:
+    """README's whole command lines of the tools and benchmarks, as ``module arg ...``: those of its bash blocks
+    (the batch script aside, which tests/test_slurm_script.py runs) and those quoted inline."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        if not block.startswith("#!"):
+            lines += [line.split(" #", 1)[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+    lines += [" ".join(c.split()) for c in re.findall(r"`((?:python|torchrun) [^`]+)`", README)]
+    commands = []
+    for line in lines:
+        words = line.replace("$EVA_SHARED_DIR", "shared").split()
+        if not words or re.search(r"\btrain\.py\b", line) or words[:2] == ["python", "-c"]:
+            continue
+        if words[0] in ("python", "torchrun") and "-m" in words and words[words.index("-m") + 1] != "pytest":
+            commands.append(" ".join(words[words.index("-m") + 1:]))
+        elif words[0] == "python" and words[1].endswith(".py"):
+            commands.append(" ".join([words[1][:-3].replace("/", "."), *words[2:]]))
+    return commands
+
+
+def _flags_in_prose() -> list[str]:
+    """The flags README's prose names after a command's short name, as ``module [subcommand] --flag ...``."""
+    found = re.findall(r"`((?:%s)(?:\.py)? --[^`]+)`" % "|".join(_COMMAND_NAMES), README)
+    return [" ".join([_COMMAND_NAMES[c.split()[0].removesuffix(".py")], *c.split()[1:]]) for c in found]
+
+
+def test_readme_quotes_the_tools_and_benchmarks():
+    # Using a model (predict, extract_features, export_safetensors), Tools and benchmarks, and the prose
+    modules = {command.split()[0] for command in _tool_commands()}
+    assert len(modules) >= 13 and {"tools.prepare_kinetics", "benchmarks.nvdec_parity"} <= modules
+    assert len(_flags_in_prose()) >= 5
+
+
+class _Parsed(Exception):
+    """A command's parser, and what it parsed: raised where its main() would start the work."""
+
+    def __init__(self, parser, namespace=None):
+        super().__init__(parser.prog)
+        self.parser, self.namespace = parser, namespace
+
+
+def _main_until_parsed(command: str, monkeypatch, parse: bool = True) -> _Parsed:
+    """Runs ``command``'s main() up to its argument parsing (through it with ``parse``: an unknown flag or
+    subcommand, a missing argument or a bad choice is argparse's exit code 2)."""
+    import argparse
+    import importlib
+
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def parsed(self, args=None, namespace=None):
+        raise _Parsed(self, parse_args(self, args, namespace) if parse else None)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parsed)
+    module, *argv = shlex.split(command)
+    with pytest.raises(_Parsed) as stopped:
+        importlib.import_module(module).main(argv)
+    return stopped.value
+
+
+@pytest.mark.parametrize("command", _tool_commands())
+def test_each_tool_and_benchmark_command_exists_and_takes_its_flags(command, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    module = command.split()[0]
+    assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+    for path in re.findall(r"\bconfigs/\w+\.yaml\b", command):
+        assert (ROOT / path).is_file(), path
+    _main_until_parsed(command, monkeypatch)
+
+
+@pytest.mark.parametrize("mention", _flags_in_prose())
+def test_each_flag_the_prose_gives_a_command_is_one_of_its_flags(mention, monkeypatch):
+    import argparse
+
+    module, *words = mention.split()
+    parser = _main_until_parsed(module, monkeypatch, parse=False).parser
+    if not words[0].startswith("--"):  # a subcommand
+        (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = subcommands.choices[words[0]]
+    for flag in (w.split("=")[0] for w in words if w.startswith("--")):
+        assert flag in parser._option_string_actions, f"{module} has no {flag}"
+
+
+@pytest.mark.parametrize("command", ["tools.predict a.mp4 --topk 5", "tools.prepare_kinetics list --out data/",
+                                     "benchmarks.nvdec_parity --decoder gpu"])
+def test_the_flag_check_refuses_a_misspelt_command(command, monkeypatch):
+    """The check above must fail for a flag, subcommand or choice the command lacks."""
+    with pytest.raises(SystemExit) as ended:
+        _main_until_parsed(command, monkeypatch)
+    assert ended.value.code == 2
+
+
+def test_the_scripts_and_make_targets_readme_names_exist():
+    """``bash benchmarks/gpu_suite.sh <plan>``, ``make <target>``, the test files README runs and CI's script."""
+    for script, plan in re.findall(r"bash (benchmarks/\S+\.sh) (\w+)", README):
+        assert f"{plan})" in (ROOT / script).read_text(encoding="utf-8"), (script, plan)
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M))
+    assert set(re.findall(r"`make (\w+)", README)) <= targets
+    for test_file in re.findall(r"python -m pytest (tests/\S+\.py)", README):
+        assert (ROOT / test_file).is_file(), test_file
+    for script in re.findall(r"`CI=true bash (\S+)`", README):
+        assert (ROOT / script).is_file(), script

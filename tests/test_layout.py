@@ -109,3 +109,85 @@ def test_every_top_level_package_has_a_place_in_the_layout():
 def test_train_py_stays_a_short_wiring_script():
     lines = [ln for ln in (ROOT / "train.py").read_text().splitlines() if ln.strip()]
     assert len(lines) < 150, f"train.py has {len(lines)} non-blank lines; move logic into engine/"
+
+
+PACKAGES_WITH_MODULES = ("evautil", "configs", "dali_pipelines", "models", "engine", "benchmarks", "tools",
+                         "tools/kinetics")
+
+
+def _module_tables(doc: str) -> dict[str, list[tuple[str, str]]]:
+    """docs/ARCHITECTURE.md's "Modules" section: package -> its table's (module, job) rows, in order."""
+    section = doc[doc.index("\n## Modules\n"):]
+    section = section[:section.index("\n## ", 1)]
+    tables = {}
+    for package, body in re.findall(r"^### (\S+)\n(.*?)(?=^### |\Z)", section, re.M | re.S):
+        tables[package] = re.findall(r"^\| `(\w+)` \| (.+?) \|$", body, re.M)
+    return tables
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def test_the_module_tables_list_every_module_once():
+    """A split module's parts, or a new module, get a row of their own in docs/ARCHITECTURE.md; a row whose module
+    left or was renamed goes with it."""
+    tables = _module_tables((ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8"))
+    assert sorted(tables) == sorted(PACKAGES_WITH_MODULES)
+    for package, rows in tables.items():
+        listed = [module for module, _ in rows]
+        assert len(listed) == len(set(listed)), f"{package}'s table names a module twice"
+        modules = {p.stem for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}
+        assert set(listed) == modules, (f"{package}: no row for {sorted(modules - set(listed))}, "
+                                        f"a row for no module {sorted(set(listed) - modules)}")
+
+
+def test_the_names_a_module_row_gives_are_the_modules():
+    """The functions and classes a row names as its module's (``filelist``: ``read_video_list``) are there (or
+    name a module of its package: a command of ``tools``)."""
+    tables = _module_tables((ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8"))
+    for package, rows in tables.items():
+        siblings = {module for module, _ in rows}
+        for module, job in rows:
+            defined = _top_level_names(ROOT / package / f"{module}.py") | siblings
+            named = set(re.findall(r"`([A-Za-z]\w*)`", job))
+            assert named <= defined, f"{package}/{module}.py lacks {sorted(named - defined)}"
+
+
+def test_the_modules_and_names_the_prose_cites_exist():
+    """``dali_pipelines/filelist.py``, ``probe_verdict.probe_video``, ``evautil.workers``: a file the page names
+    is there, and a name it cites as a module's (by the module's path or its name alone) is defined in it."""
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    files = [p for p in ROOT.rglob("*.py") if p.relative_to(ROOT).parts[0] in _project_names(ROOT) - {"tests"}]
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.stem if path.name != "__init__.py" else path.parent.name, []).append(path)
+    missing = []
+    for cited in sorted(set(re.findall(r"`([\w./]+?)(?:\(\))?`", doc))):
+        if re.fullmatch(r"[\w/]+/\w+\.(py|sh)", cited):
+            missing += [cited] if not (ROOT / cited).is_file() else []
+            continue
+        parts = cited.split(".")
+        if (len(parts) < 2 or not all(re.fullmatch(r"[A-Za-z_]\w*", p) for p in parts)
+                or parts[-1] in ("py", "json", "jsonl", "csv", "txt", "pth", "npz", "yaml", "png")):  # a file
+            continue
+        for i in range(len(parts) - 1, 0, -1):  # the longest dotted module path: evautil.process_pools.jobs_started
+            path = ROOT.joinpath(*parts[:i])
+            candidates = [f for f in (path.with_suffix(".py"), path / "__init__.py") if f.is_file()]
+            if candidates:
+                break
+        else:
+            candidates, i = by_name.get(parts[0], []), 1
+        if candidates and not any(parts[i] in _top_level_names(f) or (f.parent / f"{parts[i]}.py").is_file()
+                                  for f in candidates):
+            missing.append(cited)
+    assert not missing, f"docs/ARCHITECTURE.md cites what is not there: {missing}"

@@ -28,7 +28,7 @@ import numpy as np
 if __package__ in (None, ""):  # allow `python benchmarks/augment_throughput.py`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import cli, common, hardware, reporting, stats  # noqa: E402
+from benchmarks import cli, common, hardware, stats  # noqa: E402
 
 PROGRAMS = ("off", "drawn", "all")
 IMPLEMENTATIONS = ("planes", "interleaved")
@@ -147,8 +147,10 @@ def _output(pipe) -> np.ndarray:
     return np.array(out.as_tensor())
 
 
-def run(args) -> dict:
-    results = {}
+def run(args) -> list[dict]:
+    """One row per program and colour implementation, each kept by ``cli.measured`` once measured: a stop keeps
+    the programs finished before it in ``--json``."""
+    results = []
     for program in args.program_list:
         columns = on_device(make_batch(args, program), args.device)
         pipes = {impl: build(args, impl, columns) for impl in IMPLEMENTATIONS}
@@ -170,25 +172,41 @@ def run(args) -> dict:
         clips = args.repeats * args.batches * args.batch
         diff = float(np.abs(outputs["planes"] - outputs["interleaved"]).max())
         for impl in IMPLEMENTATIONS:
-            s = stats.summarize(times[impl])
-            results[f"{program}/{impl}"] = {"ms_per_batch": s.median, "spread": s.spread(0),
-                                            "cpu_ms_per_clip": cpu[impl] / clips * 1e3, "max_abs_diff": diff}
+            results.append(cli.measured({"name": f"{program}/{impl}", "program": program, "implementation": impl,
+                                         "ms_per_batch": stats.summarize(times[impl]),
+                                         "cpu_ms_per_clip": cpu[impl] / clips * 1e3, "max_abs_diff": diff}))
         del pipes
     return results
 
 
-def report(results: dict, args) -> str:
-    lines = [f"Augmentation half of the training graph: B {args.batch}, {args.num_frames} frames of "
-             f"{args.width}x{args.height} -> {args.input_size}px, {args.threads} threads, {args.device}",
-             hardware.machine_line(hardware.machine_info()), "",
+SETTINGS = ("batch", "num_frames", "width", "height", "input_size", "threads", "device", "programs", "batches",
+            "repeats", "quick")
+
+
+def run_benchmark(args) -> dict:
+    """The JSON of a run, with the top-level keys of the other benchmarks' (``benchmark``, ``machine``, ``input``,
+    ``settings``, ``results``: one row per program and implementation)."""
+    results = run(args)
+    return {"benchmark": "augment_throughput", "machine": hardware.machine_info(),
+            "input": {"input": "synthetic decoded frames", "width": args.width, "height": args.height,
+                      "num_frames": args.num_frames},
+            "settings": {k: getattr(args, k) for k in SETTINGS}, "results": results}
+
+
+def report(payload: dict) -> str:
+    st, rows = payload["settings"], {r["name"]: r for r in payload["results"]}
+    lines = [f"Augmentation half of the training graph: B {st['batch']}, {st['num_frames']} frames of "
+             f"{st['width']}x{st['height']} -> {st['input_size']}px, {st['threads']} threads, {st['device']}",
+             hardware.machine_line(payload["machine"]), "",
              "| program / colour implementation | ms per batch | CPU ms per clip | max output difference |",
              "|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['spread']} | {r['cpu_ms_per_clip']:.1f} | "
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['ms_per_batch'].spread(0)} | {r['cpu_ms_per_clip']:.1f} | "
                      f"{r['max_abs_diff']:.2g} |")
-    for program in args.program_list:
-        a, b = results[f"{program}/interleaved"], results[f"{program}/planes"]
-        lines.append(f"- {program}: interleaved / planes = {a['ms_per_batch'] / b['ms_per_batch']:.2f}x per batch, "
+    for program in dict.fromkeys(r["program"] for r in payload["results"]):
+        a, b = rows[f"{program}/interleaved"], rows[f"{program}/planes"]
+        lines.append(f"- {program}: interleaved / planes = "
+                     f"{a['ms_per_batch'].median / b['ms_per_batch'].median:.2f}x per batch, "
                      f"{a['cpu_ms_per_clip'] / b['cpu_ms_per_clip']:.2f}x CPU per clip")
     return "\n".join(lines)
 
@@ -249,18 +267,8 @@ def _memory_problem(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problem = cli.output_files_problem(args)
-    if problem:
-        return common.input_error(common.InputError(problem), args)  # each flag as typed: --num_frames
-    kept = "nothing measured was written (--json is written whole, once the run ends)"
-    cli.say_what_an_interrupt_keeps(kept)
-
-    def work() -> int:
-        results = run(args)
-        print(report(results, args))
-        payload = {"settings": vars(args), "results": results}
-        return 0 if cli.results_written(args, [("json", lambda: reporting.write_json(args.json, payload))]) else 1
-    return cli.until_stopped(work, kept)
+    return cli.run_main(args, run_benchmark, report, "ms_per_batch", "ms per batch (median)",
+                        "augmentation half of the training graph", ["ms_per_batch", "cpu_ms_per_clip"])
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from configs.checks import MAX_DALI_THREADS
 from evautil.files import output_path_problem, write_failure
 
 __all__ = ["given_options", "set_quick_defaults", "require_positive", "MAX_THREADS", "require_thread_counts",
-           "chosen_names", "refuse_opts_set_by_flags", "check_arch",
-           "output_files_problem", "NOTHING_WRITTEN", "say_what_an_interrupt_keeps", "until_stopped", "measured",
+           "chosen_names", "refuse_opts_set_by_flags", "check_arch", "output_files_problem", "NOTHING_WRITTEN",
+           "NOTHING_WRITTEN_JSON_ONLY", "say_what_an_interrupt_keeps", "until_stopped", "measured",
            "results_written", "run_main"]
 
 
@@ -156,6 +156,7 @@ def _plot_format_problem(path: str | None) -> str:
 
 
 NOTHING_WRITTEN = "nothing measured was written (--json and --plot are written whole, once the run ends)"
+NOTHING_WRITTEN_JSON_ONLY = "nothing measured was written (--json is written whole, once the run ends)"  # no --plot
 
 
 def say_what_an_interrupt_keeps(kept: str = NOTHING_WRITTEN) -> None:
@@ -212,9 +213,10 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
     problem = output_files_problem(args)
     if problem:
         return input_error(InputError(problem), args)
-    say_what_an_interrupt_keeps()
+    # what a stop keeps, once the rows measured so far are saved
+    kept: list[str] = [NOTHING_WRITTEN if hasattr(args, "plot") else NOTHING_WRITTEN_JSON_ONLY]
+    say_what_an_interrupt_keeps(kept[0])
     _rows_measured = []
-    kept: list[str] = [NOTHING_WRITTEN]  # what a stop keeps, once the rows measured so far are saved
     try:
         return until_stopped(lambda: _run_and_report(args, run_benchmark, report, plot_key, plot_label, plot_title,
                                                      required, kept, names_option), lambda: kept[0])
@@ -236,8 +238,9 @@ def _keep_rows_measured(args, kept: list[str]) -> None:
         kept[0] = f"the {len(rows)} row(s) measured before it could not be written to --json {args.json} ({e})"
         say_what_an_interrupt_keeps(kept[0])
         return
+    not_drawn = ", --plot was not drawn" if getattr(args, "plot", None) else ""  # a benchmark may have no --plot
     kept[0] = (f"--json {args.json} holds the {len(rows)} row(s) measured before it, marked \"complete\": false "
-               "(the rest were not measured" + (", --plot was not drawn)" if args.plot else ")"))
+               f"(the rest were not measured{not_drawn})")
     say_what_an_interrupt_keeps(kept[0])
 
 
@@ -306,6 +309,6 @@ def _run_and_report(args, run_benchmark: Callable, report: Callable, plot_key: s
         return 1
     if not ran:  # e.g. --decoders dali_mixed without a GPU: a table of skips passed as a measurement (exit code 0)
         print("error: nothing was measured: every row the options name was skipped, for the reason the table gives"
-              + (f"; --plot {args.plot} was not drawn" if args.plot else ""), file=sys.stderr)
+              + (f"; --plot {args.plot} was not drawn" if getattr(args, "plot", None) else ""), file=sys.stderr)
         return 1
     return 0

@@ -359,6 +359,11 @@ def test_baseline_loader_batches(vp9_clips):
 # ---------------------------------------------------------------------------------------------------------------
 # Smoke runs of the scripts (CI): positive finite figures for every backend that ran
 # ---------------------------------------------------------------------------------------------------------------
+# The top-level keys every benchmark's --json has, so that two benchmarks' files read side by side alike: augment
+# runs had none but "settings" and "results".
+COMMON_KEYS = {"benchmark", "machine", "input", "settings", "results", "complete"}
+
+
 def _run(module: str, args: list[str], tmp_path: Path) -> dict:
     out_json, out_png = tmp_path / f"{module}.json", tmp_path / f"{module}.png"
     env = dict(os.environ, TMPDIR=str(tmp_path))
@@ -1157,9 +1162,9 @@ def test_a_full_disk_when_the_results_are_written_is_one_line_under_the_table(tm
                                              "measured)\n")
     from benchmarks import augment_throughput
 
-    monkeypatch.setattr(augment_throughput, "run", lambda args: {})
-    monkeypatch.setattr(augment_throughput, "report", lambda results, args: "table")
-    monkeypatch.setattr(augment_throughput.reporting, "write_json", disk_full)
+    monkeypatch.setattr(augment_throughput, "run_benchmark", lambda args: {"results": []})
+    monkeypatch.setattr(augment_throughput, "report", lambda payload: "table")
+    monkeypatch.setattr(augment_throughput.cli, "write_json", disk_full)
     assert augment_throughput.main(["--quick", "--json", str(out)]) == 1
     printed, err = capsys.readouterr()
     assert printed == "table\n" and err.startswith(f"error: --json {out}: cannot write: No space left") and \
@@ -1604,7 +1609,8 @@ def test_augment_benchmark_copies_outputs_to_the_host_only_for_the_comparison(mo
     monkeypatch.setattr(at, "_output", lambda pipe: copies.append(pipe) or real_output(pipe))
     args = at.parse_args(["--quick", "--threads", "1", "--programs", "off", "--repeats", "2"])
     results = at.run(args)
-    assert set(results) == {"off/planes", "off/interleaved"} and results["off/planes"]["ms_per_batch"] > 0
+    assert [r["name"] for r in results] == ["off/planes", "off/interleaved"]
+    assert results[0]["ms_per_batch"].median > 0
     assert len(copies) == len(at.IMPLEMENTATIONS)  # one output of each, for the maximum difference
 
 
@@ -1649,11 +1655,47 @@ def test_augment_benchmark_times_both_colour_implementations_on_the_same_batches
     proc = subprocess.run([sys.executable, "-m", "benchmarks.augment_throughput", "--quick", "--threads", "1",
                            "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    results = json.loads(out_json.read_text())["results"]
-    assert set(results) == {f"{p}/{i}" for p in ("off", "drawn", "all") for i in ("planes", "interleaved")}
-    for r in results.values():
-        assert r["ms_per_batch"] > 0 and r["cpu_ms_per_clip"] > 0 and r["max_abs_diff"] < 1e-3
+    data = json.loads(out_json.read_text())
+    # the other benchmarks' top-level keys and rows (a list, each named): it had only "settings" and "results", a
+    # dict by name, and a median without its repeats
+    assert COMMON_KEYS <= set(data) and data["benchmark"] == "augment_throughput" and data["complete"] is True
+    assert data["machine"]["cpu_cores"] > 0 and data["settings"]["quick"] is True and "json" not in data["settings"]
+    results = data["results"]
+    assert [r["name"] for r in results] == [f"{p}/{i}" for p in ("off", "drawn", "all") for i in ("planes",
+                                                                                                  "interleaved")]
+    for r in results:
+        assert r["ms_per_batch"]["median"] > 0 and len(r["ms_per_batch"]["values"]) == 2
+        assert r["cpu_ms_per_clip"] > 0 and r["max_abs_diff"] < 1e-3
     assert "drawn: interleaved / planes" in proc.stdout
+
+
+def test_augment_benchmark_stopped_keeps_the_rows_measured_in_the_json_marked_incomplete(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A SIGTERM (or Ctrl-C) after a colour program was measured left no --json, where the other benchmarks keep
+    the rows measured so far: now its rows are there, marked "complete": false, and the one line says so."""
+    from benchmarks import augment_throughput as at
+    from evautil.interrupt import Stopped
+
+    real_make_batch, programs = at.make_batch, []
+
+    def make_batch(args, program):  # the stop comes as the second program starts
+        programs.append(program)
+        if len(programs) == 2:
+            raise Stopped("SIGTERM")
+        return real_make_batch(args, program)
+
+    monkeypatch.setattr(at, "make_batch", make_batch)
+    monkeypatch.setattr(sys, "argv", ["augment_throughput.py"])
+    out = tmp_path / "augment.json"
+    assert at.main(["--quick", "--threads", "1", "--programs", "off,all", "--json", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("stopped: SIGTERM received: augment_throughput.py: ") and (
+        f"--json {out} holds the 2 row(s) measured before it, marked \"complete\": false (the rest were not "
+        "measured); run the same command again") in err, err
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and saved["benchmark"] == "augment_throughput", saved
+    assert [r["name"] for r in saved["results"]] == ["off/planes", "off/interleaved"]
+    assert saved["results"][0]["ms_per_batch"]["median"] > 0
 
 
 def test_augment_benchmark_times_no_torch_import_in_its_first_measurement(tmp_path):

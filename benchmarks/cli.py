@@ -226,14 +226,18 @@ def run_main(args, run_benchmark: Callable, report: Callable, plot_key: str, plo
 
 def _keep_rows_measured(args, kept: list[str]) -> None:
     """Before a Ctrl-C or stop signal ends the run: the rows measured so far into ``--json`` (whole, marked
-    ``"complete": false``), and ``kept[0]`` and the ``interrupted:`` line saying so."""
+    ``"complete": false``), and ``kept[0]`` and the ``interrupted:`` line saying so. The file has the top-level
+    keys of a finished run's that are known without its end (``benchmark``, ``machine``, ``settings``: here every
+    option, ``results``): a stopped run's file named its options ``options`` and left out the machine."""
+    from benchmarks.hardware import machine_info
+
     rows = list(_rows_measured or [])
     if not (args.json and rows):
         return
-    options = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
     try:
         write_json(args.json, {"benchmark": os.path.splitext(os.path.basename(sys.argv[0]))[0], "complete": False,
-                               "options": options, "results": rows})
+                               "machine": machine_info(), "settings": settings, "results": rows})
     except (OSError, TypeError, ValueError) as e:  # the interrupt's line still comes, not this traceback
         kept[0] = f"the {len(rows)} row(s) measured before it could not be written to --json {args.json} ({e})"
         say_what_an_interrupt_keeps(kept[0])

@@ -308,6 +308,7 @@ def run_benchmark(args) -> dict:
         results += time_load(list_path, root, args.ranks)
         return {"benchmark": "index_throughput", "machine": hardware.machine_info(), "input": desc, "rows": args.rows,
                 "ranks": args.ranks,
+                "settings": {k: getattr(args, k) for k in ("rows", "workers", "ranks", "skip_build", "quick")},
                 "list_mib": os.path.getsize(list_path) / 2**20,
                 "index_mib": os.path.getsize(index_paths(list_path).cache) / 2**20, "results": results}
     finally:

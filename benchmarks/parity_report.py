@@ -28,11 +28,12 @@ class Report:
     def save(self, seconds: float) -> None:
         """The report so far: written after every clip, so that a run stopped by its time box still leaves one."""
         if self.json_path:
-            reporting.write_json(self.json_path, {"decoder": self.decoder, "machine": self.machine,
-                                                  "seconds": seconds, "complete": self.finished,
-                                                  "clips": self.results, "failures": self.failures,
-                                                  "skipped": self.skipped, "numbering": self.numbering,
-                                                  "seek_probe": self.seek})
+            # "benchmark" and "machine" as in every benchmark's JSON; its rows are "clips"
+            reporting.write_json(self.json_path, {"benchmark": "nvdec_parity", "decoder": self.decoder,
+                                                  "machine": self.machine, "seconds": seconds,
+                                                  "complete": self.finished, "clips": self.results,
+                                                  "failures": self.failures, "skipped": self.skipped,
+                                                  "numbering": self.numbering, "seek_probe": self.seek})
 
 
 def print_report(report: Report, clips: int, seconds: float, matrices: Iterable[str]) -> None:

@@ -359,8 +359,8 @@ def test_baseline_loader_batches(vp9_clips):
 # ---------------------------------------------------------------------------------------------------------------
 # Smoke runs of the scripts (CI): positive finite figures for every backend that ran
 # ---------------------------------------------------------------------------------------------------------------
-# The top-level keys every benchmark's --json has, so that two benchmarks' files read side by side alike: augment
-# runs had none but "settings" and "results".
+# The top-level keys every benchmark's --json has, so that two benchmarks' files read side by side alike: index
+# runs had no "settings" (their options were not in the file), augment runs none but "settings" and "results".
 COMMON_KEYS = {"benchmark", "machine", "input", "settings", "results", "complete"}
 
 
@@ -372,7 +372,10 @@ def _run(module: str, args: list[str], tmp_path: Path) -> dict:
     assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "|---|" in proc.stdout  # the markdown table
     assert out_png.read_bytes()[:4] == b"\x89PNG"
-    return json.loads(out_json.read_text())
+    data = json.loads(out_json.read_text())
+    assert COMMON_KEYS <= set(data) and data["benchmark"] == module and data["complete"] is True, sorted(data)
+    assert data["machine"]["cpu_cores"] > 0 and data["settings"]["quick"] is True
+    return data
 
 
 def _positive(x) -> bool:
@@ -1105,7 +1108,10 @@ def test_a_ctrl_c_or_stop_keeps_the_rows_measured_so_far_in_the_json_marked_inco
                                         "before it, marked \"complete\": false (the rest were not measured)"], \
         done.stderr
     saved = json.loads(out.read_text())
-    assert saved["complete"] is False and saved["benchmark"] == "decode_throughput" and saved["options"]["quick"]
+    assert saved["complete"] is False and saved["benchmark"] == "decode_throughput" and saved["settings"]["quick"]
+    # the keys of a finished run's file that a stop knows: a stopped run's named its options "options", no machine
+    assert {"benchmark", "machine", "settings", "results"} <= set(saved) and "options" not in saved, sorted(saved)
+    assert saved["machine"]["cpu_cores"] > 0
     assert [r["name"] for r in saved["results"]] == ["pyav_1t/all"]
     assert saved["results"][0]["clips_per_s"]["values"] == [2.0, 3.0]
 
@@ -1695,7 +1701,7 @@ def test_augment_benchmark_stopped_keeps_the_rows_measured_in_the_json_marked_in
     saved = json.loads(out.read_text())
     assert saved["complete"] is False and saved["benchmark"] == "augment_throughput", saved
     assert [r["name"] for r in saved["results"]] == ["off/planes", "off/interleaved"]
-    assert saved["results"][0]["ms_per_batch"]["median"] > 0
+    assert saved["results"][0]["ms_per_batch"]["median"] > 0 and saved["settings"]["programs"] == "off,all"
 
 
 def test_augment_benchmark_times_no_torch_import_in_its_first_measurement(tmp_path):
@@ -1743,6 +1749,8 @@ def test_parity_check_finds_every_frame_and_probes_seeking_on_the_cpu_decoder(tm
                for c in report["clips"]), report["clips"]
     assert "seek probe (seek_probe_vp9.webm" in capsys.readouterr().out
     assert report["complete"] is True
+    # named, with its machine, as every benchmark's JSON is (its file alone had no "benchmark")
+    assert report["benchmark"] == "nvdec_parity" and report["machine"]["cpu_cores"] > 0
     # DALI's CPU decoder numbers an edit-list MP4 as FFmpeg does (libavcodec drops the hidden pictures); the row is
     # there to tell, on a GPU, whether NVDEC does (the NVDEC route keeps such files off it either way)
     [edit] = report["numbering"]

@@ -145,7 +145,8 @@ def test_predictor_gives_the_commands_records_and_removes_its_temporary_folder(e
         assert str(raised.value) == ("device must be auto, cpu, cuda, cuda:N or a torch.device, got "
                                      f"{type(device).__name__} {device!r}")
     kept = tmp_path / "kept"
-    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(kept), device="cpu") as predictor:
+    # the type in any case, as torch's messages print it ("CPU" was refused)
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, work_dir=str(kept), device="CPU") as predictor:
         assert predictor.predict(one, top_k=3) == [unlabelled]
     assert list(kept.glob("videos-*.index.npz"))  # a given work folder keeps its caches for the next run
 
@@ -253,6 +254,24 @@ def test_predictor_takes_paths_as_bytes_and_names_an_argument_that_is_no_path(ev
         predict.Predictor(state["model"], cfg=DEMO, opts=opts, device="cpu")
     assert str(raised.value) == ("weights must be a path (str, bytes or os.PathLike), got OrderedDict (weights "
                                  "already loaded: give the file they were read from, or save them with torch.save)")
+
+
+def test_a_device_is_taken_in_any_case_and_a_typo_named(monkeypatch):
+    """Predictor(device="CPU") was refused ("give auto, cpu, cuda or cuda:N"), though torch's messages print the
+    device so; the type is taken in any case, and a name that is no device is still refused, as given."""
+    from tools.model_io import compute_device
+
+    for name in ("CPU", "Cpu", "cpu"):
+        assert compute_device(name) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert compute_device("AUTO") == torch.device("cpu")
+    with pytest.raises(ValueError) as raised:  # a CUDA device, read as one: refused for the machine, not the name
+        compute_device("Cuda:0")
+    assert str(raised.value) == "device 'Cuda:0': CUDA is not available on this machine"
+    for typo in ("CPUU", "Cuda:x", "GPU"):
+        with pytest.raises(ValueError) as raised:
+            compute_device(typo)
+        assert str(raised.value) == f"device {typo!r}: give auto, cpu, cuda or cuda:N"
 
 
 def test_predictor_features_name_a_window_or_stride_that_is_no_int(evaluated, dataset):

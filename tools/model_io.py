@@ -213,8 +213,9 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
 
 
 def compute_device(name: str | torch.device) -> torch.device:
-    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (or a torch device) as a torch device; the GPU is made the current
-    one, as a run does (the data pipeline decodes on the current GPU).
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` (or a torch device) as a torch device, the type in any case
+    (``CPU``, ``Cuda:0``); the GPU is made the current one, as a run does (the data pipeline decodes on the current
+    GPU).
 
     Raises:
         TypeError: ``name`` is neither a str nor a torch device (None), naming the value.
@@ -222,17 +223,21 @@ def compute_device(name: str | torch.device) -> torch.device:
     if not isinstance(name, (str, torch.device)):  # None: torch's "invalid combination of arguments", 10 lines
         raise TypeError(f"device must be auto, cpu, cuda, cuda:N or a torch.device, got {type(name).__name__} "
                         f"{name!r}")
+    given = name
+    if isinstance(name, str):  # the type in any case: torch's messages say "CPU" and "CUDA", and "CPU" was refused
+        kind, colon, index = name.partition(":")
+        name = kind.casefold() + colon + index
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:  # torch's words list every device type it knows, which this one does not take
-        raise ValueError(f"device {name!r}: give auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"device {given!r}: give auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r}: give auto, cpu, cuda or cuda:N")
+        raise ValueError(f"device {given!r}: give auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: CUDA is not available on this machine")
+            raise ValueError(f"device {given!r}: CUDA is not available on this machine")
         device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
         torch.cuda.set_device(device)
     return device

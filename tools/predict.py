@@ -165,8 +165,8 @@ class Predictor:
     str; a folder's or a list's videos: their absolute paths), so that ``zip(videos, records)`` pairs them; a
     video from a list line with a label gets that line's ``label`` (and ``label_name`` when the classes have
     names). One process, on ``device``:
-    ``auto`` (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or a torch.device (CUDA
-    where it is not available: a ValueError). The videos' lists and
+    ``auto`` (the GPU when CUDA is available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` (in any case: ``CPU``) or
+    a torch.device (CUDA where it is not available: a ValueError). The videos' lists and
     index caches go to ``work_dir``; with none, to a temporary folder that :meth:`close` (or leaving the ``with``
     block) removes, as does the collection of a Predictor never closed, or the end of the process. Errors are
     raised, not printed: unusable settings or weights as the command's exit-2 errors (ValueError, OSError and the

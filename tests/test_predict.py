@@ -237,7 +237,7 @@ def test_predictor_takes_paths_as_bytes_and_names_an_argument_that_is_no_path(ev
     else a TypeError naming the argument; root=None is no root."""
     tmp, opts, ckpt, eval_rows = evaluated
     video = str(dataset / eval_rows[0]["path"])
-    with predict.Predictor(os.fsencode(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+    with predict.Predictor(os.fsencode(ckpt), cfg=os.fsencode(DEMO), opts=opts, device="cpu") as predictor:
         expected = predictor.predict(video, top_k=2)
         assert expected[0]["status"] == "ok"
         assert predictor.predict(os.fsencode(video), top_k=2) == expected
@@ -272,6 +272,22 @@ def test_a_device_is_taken_in_any_case_and_a_typo_named(monkeypatch):
         with pytest.raises(ValueError) as raised:
             compute_device(typo)
         assert str(raised.value) == f"device {typo!r}: give auto, cpu, cuda or cuda:N"
+
+
+def test_predictor_reads_a_cfg_given_as_bytes_as_its_other_paths(tmp_path):
+    """cfg as bytes (a name from os.listdir(b".")) reached the config reader undecoded: its errors named the file
+    b'...'; a cfg that is no path was "expected str, bytes or os.PathLike object, not int", naming no argument."""
+    from configs import ConfigError
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"never read: the config is")
+    missing = tmp_path / "none.yaml"
+    with pytest.raises(ConfigError) as raised:
+        predict.Predictor(os.fsencode(weights), cfg=os.fsencode(missing), device="cpu")
+    assert str(raised.value) == f"config file not found: {missing}"
+    with pytest.raises(TypeError) as raised:
+        predict.Predictor(str(weights), cfg=3, device="cpu")
+    assert str(raised.value) == "cfg must be a path (str, bytes or os.PathLike), got int 3"
 
 
 def test_predictor_features_name_a_window_or_stride_that_is_no_int(evaluated, dataset):

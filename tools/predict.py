@@ -158,7 +158,7 @@ class Predictor:
                 print(record["path"], record["status"], record.get("top_k"))
 
     ``weights``, ``cfg`` and ``opts`` are the command's ``--weights``, ``--cfg`` and ``--opts`` (a list of KEY
-    VALUE items, a value a str or a number); a path (weights, ``work_dir``, videos, ``root``) is a str, bytes or
+    VALUE items, a value a str or a number); a path (weights, cfg, ``work_dir``, videos, ``root``) is a str, bytes or
     os.PathLike (anything else: a TypeError naming the argument);
     records are those of :func:`predict_videos`, one per video given, in the order given: a video named twice gets
     two records (it is processed once), and a record's ``path`` is the video as given when the input names it (a
@@ -176,7 +176,7 @@ class Predictor:
     class count, give features (one ``note:`` line) and :meth:`predict` refuses them (CheckpointError).
     """
 
-    def __init__(self, weights: str | bytes | os.PathLike, cfg: str | os.PathLike | None = None,
+    def __init__(self, weights: str | bytes | os.PathLike, cfg: str | bytes | os.PathLike | None = None,
                  opts: Sequence[str] = (), work_dir: str | bytes | os.PathLike | None = None,
                  device: str | torch.device = "auto", progress: bool = False):
         from engine.distributed import DistContext
@@ -191,6 +191,9 @@ class Predictor:
         # absolute: a relative one followed the working folder, the caches of a call after an os.chdir going to
         # another folder than the one made here
         work_dir = None if work_dir is None else os.path.abspath(home_path(_path_argument(work_dir, "work_dir")))
+        # bytes as the other paths: a config's error named the file b'...', a number was "expected str, bytes or
+        # os.PathLike object, not int", naming no argument
+        cfg = None if cfg is None else home_path(_path_argument(cfg, "cfg"))
         self.cfg, self.class_names = load_setup(cfg, _opts_argument(opts), weights)
         self.ctx = DistContext(device=compute_device(device))
         if work_dir is not None:

@@ -290,6 +290,26 @@ def test_predictor_reads_a_cfg_given_as_bytes_as_its_other_paths(tmp_path):
     assert str(raised.value) == "cfg must be a path (str, bytes or os.PathLike), got int 3"
 
 
+def test_predictor_notes_a_top_k_above_the_models_classes_as_the_command_does(evaluated, dataset, capsys):
+    """The command says "note: --top-k 10 is more than the 4 classes: every class is listed"; Predictor.predict
+    listed every class without a word. Now the same line, naming top_k; every class asked for, or the default
+    (5) left out, is not noted, as in the command."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    classes = load_config(DEMO, opts).DATA.NUM_CLASSES
+    assert classes < 5  # the default top_k, 5, is above them
+    video = str(dataset / eval_rows[0]["path"])
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        capsys.readouterr()
+        for k in (classes + 6, np.int64(classes + 1), 5):  # the default's value, given
+            records = predictor.predict(video, top_k=k)
+            assert capsys.readouterr().err.splitlines() == [
+                f"note: top_k {k} is more than the {classes} classes: every class is listed"]
+            assert sorted(t["class"] for t in records[0]["top_k"]) == list(range(classes))
+        for given in ({"top_k": classes}, {}):
+            records = predictor.predict(video, **given)
+            assert capsys.readouterr().err == "" and len(records[0]["top_k"]) == classes
+
+
 def test_predictor_features_name_a_window_or_stride_that_is_no_int(evaluated, dataset):
     """features(window=2.5) was "'float' object cannot be interpreted as an integer", naming neither setting."""
     tmp, opts, ckpt, eval_rows = evaluated

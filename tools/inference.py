@@ -121,13 +121,14 @@ def check_output_not_input(out: str, flag: str, files: Sequence[tuple[str, str]]
                          "video; give another file name")
 
 
-def note_top_k(top_k: int, num_classes: int, typed: Any = None, warn: bool = True) -> None:
+def note_top_k(top_k: int, num_classes: int, typed: Any = None, warn: bool = True, name: str = "--top-k") -> None:
     """One ``note:`` line on stderr (with ``warn``: from one process, and for a ``--top-k`` given, not the default)
     when ``--top-k`` asks for more classes than the model's ``num_classes``: every class is listed, which the
     command did without a word (its accuracy line alone said "n/a"). The flag is named as typed (``typed``: the
-    command's arguments, see ``evautil.cli.flags_as_typed``)."""
+    command's arguments, see ``evautil.cli.flags_as_typed``); ``name``: what the line names instead (``top_k``,
+    ``Predictor.predict``'s argument)."""
     if warn and top_k > num_classes:
-        print(flags_as_typed(f"note: --top-k {top_k} is more than the {counted(num_classes, 'class')}: every class "
+        print(flags_as_typed(f"note: {name} {top_k} is more than the {counted(num_classes, 'class')}: every class "
                              f"is listed", typed), file=sys.stderr)
 
 

@@ -56,11 +56,22 @@ if TYPE_CHECKING:
 
     from engine.distributed import DistContext
 
-__all__ = ["Predictor", "predict_videos", "NonFiniteScoresError", "accuracy_line", "format_table", "format_json",
-           "format_jsonl", "format_csv", "main"]  # the formats: tools.predict_output
+__all__ = ["Predictor", "predict_videos", "DEFAULT_TOP_K", "NonFiniteScoresError", "accuracy_line", "format_table",
+           "format_json", "format_jsonl", "format_csv", "main"]  # the formats: tools.predict_output
 
 
-def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = 5,
+DEFAULT_TOP_K = 5  # classes per video: the command's --top-k and Predictor.predict's top_k when not given
+
+
+class _DefaultTopK(int):
+    """:data:`DEFAULT_TOP_K` as :meth:`Predictor.predict`'s default, an int of its own: a top_k left out is told
+    from a 5 given (the command notes a --top-k given above the classes, not its default), and None stays refused."""
+
+
+_TOP_K_NOT_GIVEN = _DefaultTopK(DEFAULT_TOP_K)
+
+
+def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = DEFAULT_TOP_K,
                    class_names: dict[int, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One record per path, in the order of ``paths`` (identical on every rank):
     ``{'path', 'status': 'ok', 'top_k': [{'class', 'name', 'prob'}, ...]}`` (``name`` left out when the classes
@@ -69,10 +80,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     from engine.precision import resolve_precision
     from tools.inference import loader_warnings_unprinted, note_turned, views_through_model
 
-    # before any video is decoded: a float (2.0) or a str failed once every video was, in torch's words
-    top_k = _int_argument(top_k, "top_k")
-    if top_k < 1:  # 0 gave empty "ok" records, below 0 torch's "k out of range"
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    top_k = _top_k_argument(top_k)
     names = class_names or {}
     amp_dtype, _ = resolve_precision(cfg.TRAIN.PRECISION, ctx.device)
     local: dict[int, list] = {}
@@ -105,6 +113,18 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
         else:
             records.append({"path": path, "status": "error", "error": failed.get(row, "not decoded")})
     return records
+
+
+def _top_k_argument(top_k: Any) -> int:
+    """``top_k`` as an int of at least 1, checked before any video is decoded: a float (2.0) or a str failed once
+    every video was, in torch's words; 0 gave empty "ok" records, below 0 torch's "k out of range".
+
+    Raises:
+        TypeError: not an int (:func:`_int_argument`). ValueError: below 1."""
+    top_k = _int_argument(top_k, "top_k")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    return top_k
 
 
 def _int_argument(value: Any, name: str) -> int:
@@ -211,11 +231,12 @@ class Predictor:
         self._remove_work_dir = weakref.finalize(self, shutil.rmtree, self.work_dir, ignore_errors=True) \
             if self._own_work_dir else None
 
-    def predict(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike], top_k: int = 5,
-                root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
+    def predict(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike],
+                top_k: int = _TOP_K_NOT_GIVEN, root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
         """Records for the videos of ``videos`` (files, folders searched recursively, list files; one or several),
         one per video given, in the order given (see the class); ``root`` prefixes relative names as the command's
-        ``--root``.
+        ``--root``. ``top_k``: classes per video; one given above the model's classes lists every class, with the
+        command's ``note:`` line on stderr (the default, :data:`DEFAULT_TOP_K`, is not noted, as in the command).
 
         Raises:
             RuntimeError: the Predictor is closed (:meth:`close`, or its ``with`` block left), said first.
@@ -228,11 +249,16 @@ class Predictor:
             NonFiniteScoresError: the model's scores for a video are NaN or infinite (a ValueError naming it).
         """
         from models import CheckpointError
+        from tools.inference import note_top_k
 
         work_dir = self._work_dir()  # first: a closed Predictor said "no videos found" of an empty folder
         if self._head_problem:
             raise CheckpointError(self._head_problem)
         named = self._videos(videos, root, self.cfg.DATA.NUM_CLASSES)
+        given_top_k = top_k is not _TOP_K_NOT_GIVEN
+        top_k = _top_k_argument(top_k)
+        # as the command notes a --top-k above the classes, in its words: the API listed every class without one
+        note_top_k(top_k, self.cfg.DATA.NUM_CLASSES, warn=given_top_k, name="top_k")
         paths = list(dict.fromkeys(path for _, path, _ in named))
         records = predict_videos(self.cfg, self.model, paths, work_dir, self.ctx, top_k=top_k,
                                  class_names=self.class_names, progress=self.progress)
@@ -380,7 +406,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", default="", type=home_path, help="config YAML (optional with an exported .safetensors)")
     p.add_argument("--root", default="", type=home_path,
                    help="folder that relative paths in lists and arguments are joined to")
-    p.add_argument("--top-k", type=int, default=None, help="classes per video (default 5)")
+    p.add_argument("--top-k", type=int, default=None, help=f"classes per video (default {DEFAULT_TOP_K})")
     p.add_argument("--out", default="", type=home_path, help="also write the predictions here")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="of --out: table, json (one array), jsonl (a line per video) or csv (default: from its "
@@ -396,7 +422,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(opts_last(p, p.respelled(argv)))
     if args.top_k is not None and args.top_k < 1:
         p.error(f"--top-k must be at least 1, got {args.top_k}")
-    args.top_k_given, args.top_k = args.top_k is not None, args.top_k or 5  # given: one above the classes is noted
+    # given: one above the classes is noted
+    args.top_k_given, args.top_k = args.top_k is not None, args.top_k or DEFAULT_TOP_K
     return args
 
 

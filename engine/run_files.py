@@ -121,14 +121,66 @@ def remove_killed_writes(output_dir: str, patterns: tuple[str, ...] = _WRITTEN_W
     """Remove the hidden temporary files that a process killed while it wrote one of ``patterns`` (by default
     ``_WRITTEN_WHOLE``: a run's summary, config, metrics, predictions, per-class tables, test progress, exit status,
     plots) left in ``output_dir`` (the checkpoints' own are the Checkpointer's, before each save): nothing else
-    would, and they stayed there for good. Only where no other process can be writing them: a run while it holds
-    the run lock, ``tools/plot_run.py`` for the plots in its ``--out``."""
-    for name in _written_whole_names(output_dir, patterns):
-        for path in atomic_temp_files(os.path.join(output_dir, name)):
+    would, and they stayed there for good. Those of a write still going on stay (:func:`_killed_writes`): two
+    ``tools/plot_run.py`` into one ``--out``, or one redrawing a run's plots while the next run takes OUTPUT, each
+    removed the other's mid-write, and its plot failed."""
+    temps = [path for name in _written_whole_names(output_dir, patterns)
+             for path in atomic_temp_files(os.path.join(output_dir, name))]
+    for path in _killed_writes(temps):
+        try:
+            os.remove(path)
+        except OSError:  # one that cannot be removed is left, as before: the run needs none of them
+            pass
+
+
+# A write holds its temporary file open until just before the rename, and writes it without pausing for long. One that
+# no process of its owner holds open and untouched for _QUIET_S is a killed write's; one untouched for _STALE_S is
+# even where its writer could not be seen (another user's file, no /proc, a process on another host).
+_QUIET_S = 60.0
+_STALE_S = 3600.0
+
+
+def _killed_writes(temps: list[str]) -> list[str]:
+    """Those of ``temps`` (temporary files of atomic writes) that a killed process left, not a live one's."""
+    now, me = time.time(), os.geteuid()
+    killed, quiet = [], {}
+    for path in temps:
+        try:
+            found = os.stat(path)
+        except OSError:  # gone meanwhile: its write ended
+            continue
+        if now - found.st_mtime >= _STALE_S:
+            killed.append(path)
+        elif now - found.st_mtime >= _QUIET_S and found.st_uid == me:
+            quiet[(found.st_dev, found.st_ino)] = path
+    held = _files_held_open(me) if quiet else None
+    if held is not None:
+        killed += [path for key, path in quiet.items() if key not in held]
+    return killed
+
+
+def _files_held_open(uid: int) -> set[tuple[int, int]] | None:
+    """The (device, inode) of every file the processes of user ``uid`` on this host hold open; None without /proc."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+    held = set()
+    for pid in pids:
+        fds = f"/proc/{pid}/fd"
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            names = os.listdir(fds)
+        except OSError:  # ended meanwhile, or not this user's to read
+            continue
+        for name in names:
             try:
-                os.remove(path)
-            except OSError:  # one that cannot be removed is left, as before: the run needs none of them
-                pass
+                found = os.stat(os.path.join(fds, name))  # the open file itself (the link is followed)
+            except OSError:
+                continue
+            held.add((found.st_dev, found.st_ino))
+    return held
 
 
 def _written_whole_names(output_dir: str, patterns: tuple[str, ...]) -> list[str]:

@@ -525,9 +525,49 @@ def test_plot_run_removes_the_temporary_files_a_killed_plot_run_left_in_its_out_
     left = [".training_curves.png.k2j1x9.tmp", ".confusion_val.png.a8b7c6.tmp"]
     others = [".training_curves.png.old.a8b7c6.tmp", ".notes.txt.k2j1x9.tmp", "notes.txt"]
     for name in left + others:
-        (out / name).write_bytes(b"cut short")
+        _written(out / name, b"cut short", age_s=120)
     assert plot_run.main([str(tmp_path), "--out", str(out)]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == sorted(others + ["training_curves.png"])
+
+
+def _written(path, data: bytes, age_s: float) -> None:
+    """``data`` in ``path``, last modified ``age_s`` ago."""
+    path.write_bytes(data)
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+
+
+def test_plot_run_leaves_the_temporary_file_of_another_plot_run_still_writing_into_its_out_folder(tmp_path, capsys):
+    """Two plot_run into one --out at once: the second removed the first one's temporary file mid-write (it took it
+    for a killed write's), and the first one's plot failed. A temporary file a live process holds open, or that was
+    written to in the last minute, stays; one no process holds and a minute old, or an hour old, goes."""
+    import subprocess
+    import sys
+
+    from tools import plot_run
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
+    out = tmp_path / "plots"
+    out.mkdir()
+    live, fresh = out / ".training_curves.png.a1b2c3.tmp", out / ".confusion_val.png.d4e5f6.tmp"
+    dead, old = out / ".training_curves.png.k2j1x9.tmp", out / ".confusion_test.png.zz91qa.tmp"
+    for path, age_s in ((live, 120), (fresh, 0), (dead, 120), (old, 7200)):
+        _written(path, b"half a plot", age_s)
+    # the writer: a process holding its temporary file open, as a plot_run does while it writes
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; f = open(sys.argv[1], 'ab'); print('open', "
+                               "flush=True); sys.stdin.read()", str(live)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "open\n"
+        assert plot_run.main([str(tmp_path), "--out", str(out)]) == 0, capsys.readouterr().err
+    finally:
+        writer.communicate("")
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, fresh.name, "training_curves.png"])
+    assert live.read_bytes() == b"half a plot"
+    # once its writer is gone (killed) and a minute has passed, the next plot_run removes it
+    _written(live, b"half a plot", 120)
+    assert plot_run.main([str(tmp_path), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted([fresh.name, "training_curves.png"])
 
 
 def test_non_finite_values_in_metrics_jsonl_are_gaps_in_the_curves(tmp_path, capsys):

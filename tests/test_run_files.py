@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import os
+import time
 
 import pytest
 
@@ -14,11 +15,16 @@ from engine.run_files import (EARLIER_RUNS_DIR, drop_lines_after, earlier_run_fi
                               move_earlier_run)
 
 
-def _touch(folder, *names, text="x"):
+def _touch(folder, *names, text="x", age_s=0.0):
+    """Write ``names`` in ``folder``, last modified ``age_s`` ago (a killed write's temporary file is left only while
+    it may be a live one's: written to in the last minute)."""
     for name in names:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+        if age_s:
+            stamp = time.time() - age_s
+            os.utime(path, (stamp, stamp))
 
 
 def test_logs_and_config_alone_are_no_earlier_run(tmp_path):
@@ -399,7 +405,7 @@ def test_the_temporary_files_of_killed_writes_go_once_the_run_lock_is_held(tmp_p
     killed = [".summary.json.k2j1x9.tmp", ".config.yaml.a8b7c6.tmp", ".metrics.jsonl.zz91qa.tmp"]
     others = ["summary.json", "metrics.jsonl", "notes.tmp", ".summary.json.old.x1y2.tmp",  # summary.json.old's
               ".ckpt_step_4.pth.q1w2e3.tmp"]  # the Checkpointer's, removed before its next save
-    _touch(out, *killed, *others)
+    _touch(out, *killed, *others, age_s=120)
     other = hold_lock(str(out / RUN_LOCK))  # another run holds OUTPUT: its writes may be going on
     try:
         with pytest.raises(ValueError, match="is being written by another run"):
@@ -426,8 +432,9 @@ def test_the_temporary_files_of_killed_prediction_and_progress_writes_go_too(tmp
               ".test_progress.json.a1b2c3.tmp", ".only_test_progress.json.z9y8x7.tmp"]
     others = ["predictions_test.csv", ".predictions_test.csv.old.x1y2.tmp", ".predictions.csv.k2j1x9.tmp",
               ".test_progress.json.old.b2c3d4.tmp", "notes.csv", ".notes.csv.c3d4e5.tmp"]
-    _touch(out, *killed, *others)
-    _touch(store, "per_class_test.csv", ".per_class_test.csv.m3n4b5.tmp")  # linked from OUTPUT: its own beside it
+    _touch(out, *killed, *others, age_s=120)
+    # linked from OUTPUT: its own beside it
+    _touch(store, "per_class_test.csv", ".per_class_test.csv.m3n4b5.tmp", age_s=120)
     (out / "per_class_test.csv").symlink_to(store / "per_class_test.csv")
     claim_output(str(out))
     try:
@@ -447,12 +454,36 @@ def test_the_temporary_files_of_killed_exit_status_and_plot_writes_go_too(tmp_pa
               ".confusion_val.png.q1w2e3.tmp"]
     others = ["exit_status.json", "training_curves.png", ".exit_status.json.old.x1y2.tmp", "notes.png",
               ".notes.png.c3d4e5.tmp", ".exit_status.7.json.b2c3d4.tmp"]  # a job's own copy: not OUTPUT's
-    _touch(out, *killed, *others)
+    _touch(out, *killed, *others, age_s=120)
     claim_output(str(out))
     try:
         assert sorted(os.listdir(out)) == sorted([RUN_LOCK, *others])
     finally:
         release_output(str(out))
+
+
+def test_a_run_taking_output_leaves_the_temporary_files_of_writes_it_cannot_tell_are_killed(tmp_path, monkeypatch):
+    """A plot_run redrawing a run's plots while the next run took OUTPUT lost its temporary file mid-write. Where
+    the writers cannot be seen (no /proc, another host's process on a shared folder), a temporary file goes only
+    once an hour old; where they can, once a minute old and held open by none."""
+    from engine import run_files
+    from engine.run_files import RUN_LOCK, claim_output, release_output
+
+    out = tmp_path / "out"
+    _touch(out, ".training_curves.png.a1b2c3.tmp", ".summary.json.d4e5f6.tmp", age_s=120)
+    _touch(out, ".confusion_val.png.k2j1x9.tmp", age_s=7200)
+    monkeypatch.setattr(run_files, "_files_held_open", lambda uid: None, raising=False)
+    claim_output(str(out))
+    try:
+        assert sorted(os.listdir(out)) == sorted([RUN_LOCK, ".training_curves.png.a1b2c3.tmp",
+                                                  ".summary.json.d4e5f6.tmp"])
+    finally:
+        release_output(str(out))
+    monkeypatch.undo()
+    with open(out / ".summary.json.d4e5f6.tmp", "ab"):  # a live write's
+        claim_output(str(out))
+        release_output(str(out))
+    assert sorted(os.listdir(out)) == sorted([RUN_LOCK, ".summary.json.d4e5f6.tmp"])
 
 
 def test_another_users_run_lock_says_what_to_do(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             check_output_path(args.out, "--out", folder=True)
             # a plot_run killed mid-write left a hidden temporary file there (a run's OUTPUT has its own cleaned
-            # when the next run takes it)
+            # when the next run takes it); another plot_run's into the same --out, still writing, stays
             remove_killed_writes(args.out, PLOT_FILES)
         written = write_plots(args.output_dir, dest=args.out, warn=lambda line: print(f"note: {line}", file=sys.stderr))
     except (FileNotFoundError, ValueError) as e:  # ValueError: InputError, a damaged predictions file

@@ -175,14 +175,15 @@ def eval_line(line: dict[str, Any]) -> str:
     """The log's line of a metrics.jsonl eval record: the split, the weights scored, the views per video, the
     accuracies and the speed."""
     mean_class = line.get("mean_class_top1")
-    views, videos = counted(line["views"], "view"), counted(line["num_videos"], "video")
+    videos = line.get("num_videos")  # None (or absent) from an evaluation that does not count them
+    views, videos = counted(line["views"], "view"), "" if videos is None else f", {counted(videos, 'video')}"
     clips, crops = line["num_clip"], line["num_crop"]
     if clips is not None and crops is not None:
         views = f"{counted(clips, 'clip')} x {counted(crops, 'crop')} = {views}"
     # The file's name only: the line in metrics.jsonl holds its path
     scored = f" of {os.path.basename(line['checkpoint'])}" if line["checkpoint"] else ""
     top5 = line["top5"]
-    return (f"eval {line['split']}{scored} ({views}/video, {videos}): "
+    return (f"eval {line['split']}{scored} ({views}/video{videos}): "
             f"top-1 {line['top1']:.2f}%  "
             + (f"top-5 {top5:.2f}%  " if top5 is not None else "top-5 n/a (5 classes or fewer)  ")
             + (f"mean class top-1 {mean_class:.2f}%  " if mean_class is not None else "") + f"({_speed(line)})")
@@ -191,14 +192,17 @@ def eval_line(line: dict[str, Any]) -> str:
 def _speed(line: dict[str, Any]) -> str:
     """The eval line's speed: videos/s and the loader's start, of the videos this evaluation decoded. A rerun of a
     stopped test says how many it took from that test (its rate counts only the others); one that took them all
-    decoded nothing, and its "0.0 videos/s, 0.00 s of 0.00 s before the first batch" read as a stalled loader."""
+    decoded nothing, and its "0.0 videos/s, 0.00 s of 0.00 s before the first batch" read as a stalled loader.
+    Without ``num_videos`` (None or absent) the videos decoded are not known: the rate is said without them."""
     kept = line.get("kept") or 0
-    decoded = line["num_videos"] - kept
-    if kept and decoded <= 0:
+    videos = line.get("num_videos")
+    decoded = None if videos is None else videos - kept
+    if kept and decoded is not None and decoded <= 0:
         return f"{'the' if kept == 1 else 'all'} {counted(kept, 'video')} kept from the stopped test: nothing decoded"
     rate = f"{line.get('videos_per_sec', 0.0):.1f} videos/s"
     if kept:
-        rate += f" over the {counted(decoded, 'video')} decoded, {kept:,} kept from the stopped test"
+        rate += (f" over the {counted(decoded, 'video')} decoded," if decoded is not None else ",") + \
+            f" {kept:,} kept from the stopped test"
     if line.get("startup_s") is not None and line.get("time_s"):
         rate += f", {line['startup_s']:.2f} s of {line['time_s']:.2f} s before the first batch"
     return rate

@@ -245,6 +245,26 @@ def test_eval_line_counts_the_videos_that_evaluation_skipped(tmp_path, capsys):
         ["d.mp4", "1", "ok", ""]]
 
 
+def test_eval_line_of_a_result_without_num_videos_says_the_rest(tmp_path, capsys):
+    """An evaluation result without num_videos (absent, or null as log_eval fills a key the result lacks) crashed the
+    eval line with a TypeError after the line was written to metrics.jsonl; now it says the rest."""
+    from engine.progress import eval_line
+
+    line = {"split": "val", "top1": 50.0, "top5": None, "views": 2, "num_clip": None, "num_crop": None,
+            "checkpoint": None, "videos_per_sec": 3.0, "startup_s": 0.5, "time_s": 2.0}
+    assert eval_line(line) == ("eval val (2 views/video): top-1 50.00%  top-5 n/a (5 classes or fewer)  "
+                               "(3.0 videos/s, 0.50 s of 2.00 s before the first batch)")
+    assert eval_line({**line, "num_videos": None, "kept": 4}) == (
+        "eval val (2 views/video): top-1 50.00%  top-5 n/a (5 classes or fewer)  "
+        "(3.0 videos/s, 4 kept from the stopped test, 0.50 s of 2.00 s before the first batch)")
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        metrics.log_eval({"split": "val", "top1": 50.0, "views": 1}, epoch=None, step=None)
+    finally:
+        metrics.close()
+    assert "eval val (1 view/video): top-1 50.00%" in capsys.readouterr().out + _log(tmp_path)
+
+
 class _ListLoader:
     """One batch per video of a real list file (its entries as the index holds them), labels from the list."""
 

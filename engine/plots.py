@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import warnings
@@ -24,9 +25,10 @@ import numpy as np
 
 from evautil.errors import not_utf8_line
 from evautil.files import atomic_write, make_output_folder, naming_the_file
+from evautil.progress import counted
 
-__all__ = ["read_metrics", "read_predictions", "final_predictions", "curves_figure", "confusion_figure", "write_plots",
-           "plot_finished_run",
+__all__ = ["read_metrics", "read_predictions", "final_predictions", "confusion_title", "curves_figure",
+           "confusion_figure", "write_plots", "plot_finished_run",
            "MATRIX_MAX_CLASSES", "CURVES"]
 
 MATRIX_MAX_CLASSES = 30
@@ -217,6 +219,17 @@ def _class_labels(classes: list[int], names: dict[int, str]) -> dict[int, str]:
             for c in classes}
 
 
+def confusion_title(last: dict) -> str:
+    """The confusion plot's title from the evaluation's line ``last``: its split, videos, views and top-1, each
+    count in the right number, and what the line does not hold (null, or not a finite number) left out: "None
+    videos", "1 videos" and "top-1 nan%" were drawn."""
+    parts = [counted(last[key], unit) for key, unit in (("num_videos", "video"), ("views", "view"))
+             if _is_number(last.get(key))]
+    if _is_number(last.get("top1")) and math.isfinite(last["top1"]):
+        parts.append(f"top-1 {last['top1']:.2f}%")
+    return f"{last['split']}: {', '.join(parts)}" if parts else last["split"]
+
+
 def final_predictions(output_dir: str, evals: list[dict]) -> str:
     """The predictions file of the last of ``evals`` (:func:`read_metrics`' eval lines), the confusion plot's
     source; empty without an evaluation."""
@@ -250,13 +263,9 @@ def write_plots(output_dir: str, dest: str | None = None,
         fig = curves_figure(train, evals)
         written.append(_save(fig, os.path.join(dest, "training_curves.png"), plt))
     if predictions is not None:
-        last = evals[-1]
         pairs, names = predictions
-        top1 = last.get("top1")
-        title = f"{split}: {last.get('num_videos')} videos, {last.get('views')} views" + (
-            f", top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else "")
         with _missing_glyphs_said(warn):
-            fig = confusion_figure(pairs, names, title)
+            fig = confusion_figure(pairs, names, confusion_title(evals[-1]))
             written.append(_save(fig, os.path.join(dest, f"confusion_{split}.png"), plt))
     if log is not None and written:
         log("plots: " + ", ".join(written))

@@ -451,6 +451,23 @@ def test_write_plots_from_an_output_folder(tmp_path):
         assert im.format == "PNG" and min(im.size) >= 400
 
 
+def test_the_confusion_plot_title_counts_in_the_right_number_and_leaves_out_what_the_line_lacks(tmp_path,
+                                                                                                 monkeypatch):
+    """The title read "val: 1 videos, 1 views", "None videos, None views" for an eval line with null counts, and
+    "top-1 nan%" for a NaN top-1 (Python's json writes and reads it)."""
+    from engine import plots
+
+    titles = []
+    drawn = plots.confusion_figure
+    monkeypatch.setattr(plots, "confusion_figure", lambda *a: titles.append(a[2]) or drawn(*a))
+    (tmp_path / "predictions_val.csv").write_text("index,path,label,top1_class\n0,a.mp4,0,0\n")
+    for line in ('"num_videos": 1, "views": 1, "top1": 100.0', '"num_videos": 3, "views": 6, "top1": NaN',
+                 '"num_videos": null, "views": null, "top1": null', '"views": 2, "top1": Infinity'):
+        (tmp_path / "metrics.jsonl").write_text(f'{{"kind": "eval", "split": "val", "step": 1, {line}}}\n')
+        assert write_plots(str(tmp_path)) == [str(tmp_path / "confusion_val.png")]
+    assert titles == ["val: 1 video, 1 view, top-1 100.00%", "val: 3 videos, 6 views", "val", "val: 2 views"]
+
+
 def test_a_plot_cut_short_leaves_the_one_before_it_whole(tmp_path, monkeypatch):
     """A run or plot_run stopped while it wrote a plot left half a PNG under its name, which the next reader
     (a viewer, a report) failed on. A plot is written whole or not at all: the one before it stays."""

@@ -316,9 +316,11 @@ def _save(fig, path: str, plt) -> str:
 
 
 def plot_finished_run(output_dir: str, info: Callable[[str], None], warn: Callable[[str], None]) -> list[str]:
-    """:func:`write_plots` at the end of a run: a plotting failure is reported, never fatal to a finished run."""
+    """:func:`write_plots` at the end of a run: a plotting failure is reported, with the command that draws them
+    once its cause is mended (a full disk, a folder made read-only), never fatal to a finished run."""
     try:
         return write_plots(output_dir, log=info, warn=warn)
     except Exception as e:  # e.g. matplotlib missing or a broken font cache: the run's results are already saved
-        warn(f"plots not written: {type(e).__name__}: {e}")
+        warn(f"plots not written: {type(e).__name__}: {e}; the run's results are saved: once that is mended, "
+             f"python tools/plot_run.py {output_dir} draws them")
         return []

@@ -468,6 +468,31 @@ def test_the_confusion_plot_title_counts_in_the_right_number_and_leaves_out_what
     assert titles == ["val: 1 video, 1 view, top-1 100.00%", "val: 3 videos, 6 views", "val", "val: 2 views"]
 
 
+def test_plots_a_full_disk_refuses_at_the_end_of_a_run_are_one_warning_naming_the_file_and_the_way_on(tmp_path,
+                                                                                                       monkeypatch):
+    """A full disk when a finished run drew its plots: the warning named the file and the error, not how to draw them
+    once space is freed. Every write goes to /dev/full, which refuses each one as a full disk does."""
+    import evautil.files
+    from engine.plots import plot_finished_run
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
+
+    def on_a_full_disk(fd, mode="r", *args, **kwargs):
+        os.close(fd)
+        return open("/dev/full", mode)
+
+    monkeypatch.setattr(evautil.files.os, "fdopen", on_a_full_disk)
+    warned = []
+    assert plot_finished_run(str(tmp_path), info=print, warn=warned.append) == []
+    monkeypatch.undo()
+    assert warned == [f"plots not written: OSError: [Errno 28] No space left on device: "
+                      f"'{tmp_path / 'training_curves.png'}'; the run's results are saved: once that is mended, "
+                      f"python tools/plot_run.py {tmp_path} draws them"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temporary file left either
+
+
 def test_a_plot_cut_short_leaves_the_one_before_it_whole(tmp_path, monkeypatch):
     """A run or plot_run stopped while it wrote a plot left half a PNG under its name, which the next reader
     (a viewer, a report) failed on. A plot is written whole or not at all: the one before it stays."""

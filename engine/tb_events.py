@@ -29,8 +29,12 @@ class TensorBoardEvents:
 
             self._new_writer = SummaryWriter
             self._writer = SummaryWriter(log_dir)
-        except Exception as e:  # tensorboard missing or broken: keep training, say so once
-            warn(f"TensorBoard disabled: {e}")
+        except Exception as e:  # tensorboard missing or broken: keep training, say so once, with the way out
+            missing = isinstance(e, ImportError)
+            warn(f"TensorBoard disabled, no events in {log_dir}: {e if missing else f'{type(e).__name__}: {e}'}; "
+                 + ("install the tensorboard package (pip install tensorboard), or set LOG.TENSORBOARD False; "
+                    if missing else "set LOG.TENSORBOARD False to go without; ")
+                 + "metrics.jsonl holds the same numbers")
 
     def add_train(self, line: dict[str, Any], step: int) -> None:
         """The train line's numbers that are not null, at ``step``."""

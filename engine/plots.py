@@ -76,6 +76,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _number_or_null(value: Any) -> bool:
+    """A number, or null: what a run writes for a value that was NaN or infinite (text is no value of a run's)."""
+    return value is None or _is_number(value)
+
+
 def read_predictions(path: str) -> tuple[list[tuple[int, int]], dict[int, str]]:
     """``[(label, top-1 class)]`` and the class names found in a ``predictions_<split>.csv``; the rows of videos that
     were not scored (``status`` ``error``) are passed over.
@@ -135,16 +144,21 @@ def _pyplot():
 
 
 def curves_figure(train: list[dict], evals: list[dict]):
-    """A figure with one panel per entry of ``CURVES`` (x: optimizer step)."""
+    """A figure with one panel per entry of ``CURVES`` (x: optimizer step); the loss panel marks the steps whose
+    line has no finite loss."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(CURVES), 1, figsize=(7.0, 2.0 * len(CURVES)), sharex=True)
     for ax, (key, label) in zip(axes, CURVES):
         if key == "top1":
             _eval_panel(ax, evals)
         else:
-            points = [(d["step"], d[key]) for d in train if _is_number(d.get(key))]
+            # a null (a NaN or infinite value as metrics.jsonl writes it) is a gap: passed over, the line bridged it
+            points = [(d["step"], d[key] if _is_finite(d[key]) else math.nan) for d in train
+                      if key in d and _number_or_null(d[key])]
             if points:
                 ax.plot(*zip(*points), color="#4C72B0", linewidth=1.2)
+            if key == "loss":
+                _mark_lost_losses(ax, train)
             if key == "lr":
                 ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         ax.set_ylabel(label)
@@ -153,6 +167,17 @@ def curves_figure(train: list[dict], evals: list[dict]):
     axes[0].set_title("training curves")
     fig.tight_layout()
     return fig
+
+
+def _mark_lost_losses(ax, train: list[dict]) -> None:
+    """Mark, along the loss panel's foot, the steps whose line has no finite loss (null: metrics.jsonl writes a NaN
+    or infinite mean loss so; older files NaN, Infinity): the curve only stopped there, which read as nothing logged
+    rather than a loss that diverged."""
+    lost = [d["step"] for d in train if "loss" in d and _number_or_null(d["loss"]) and not _is_finite(d["loss"])]
+    if lost:
+        ax.plot(lost, [0.04] * len(lost), transform=ax.get_xaxis_transform(), linestyle="none", marker="x",
+                color="#C44E52", label=f"no finite loss ({counted(len(lost), 'line')})")
+        ax.legend(fontsize=7, loc="upper right")
 
 
 def _eval_panel(ax, evals: list[dict]) -> None:
@@ -225,7 +250,7 @@ def confusion_title(last: dict) -> str:
     videos", "1 videos" and "top-1 nan%" were drawn."""
     parts = [counted(last[key], unit) for key, unit in (("num_videos", "video"), ("views", "view"))
              if _is_number(last.get(key))]
-    if _is_number(last.get("top1")) and math.isfinite(last["top1"]):
+    if _is_finite(last.get("top1")):
         parts.append(f"top-1 {last['top1']:.2f}%")
     return f"{last['split']}: {', '.join(parts)}" if parts else last["split"]
 

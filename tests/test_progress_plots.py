@@ -647,6 +647,23 @@ def test_non_finite_values_in_metrics_jsonl_are_gaps_in_the_curves(tmp_path, cap
         assert im.size == (700, 1000)
 
 
+def test_the_loss_panel_marks_the_steps_whose_loss_was_not_finite(tmp_path):
+    """A loss that went NaN or infinite is null in metrics.jsonl (NaN, Infinity in older files): the curve only
+    stopped there, as if nothing had been logged. Those steps are marked along the panel's foot, and counted."""
+    lines = [dict(d, loss=loss) for d, loss in zip(_train_lines(5), (1.0, None, float("nan"), float("inf"), 0.5))]
+    fig = curves_figure(lines + [{"kind": "train", "step": 6, "lr": 1e-3}], [])  # (a line without a loss: not one)
+    loss_axes = fig.axes[[key for key, _ in CURVES].index("loss")]
+    marked = [line for line in loss_axes.lines if line.get_label().startswith("no finite loss")]
+    assert [(line.get_label(), list(line.get_xdata())) for line in marked] == [("no finite loss (3 lines)", [2, 3, 4])]
+    assert [t.get_text() for t in loss_axes.get_legend().get_texts()] == ["no finite loss (3 lines)"]
+    # a gap where the loss was null, as where it was NaN: the curve drawn straight over the lost steps read as losses
+    curve = loss_axes.lines[0]
+    assert list(curve.get_xdata()) == [1, 2, 3, 4, 5] and [y != y for y in curve.get_ydata()] == [
+        False, True, True, True, False]
+    fig = curves_figure(_train_lines(3), [])
+    assert fig.axes[0].get_legend() is None and len(fig.axes[0].lines) == 1
+
+
 def test_write_plots_names_a_folder_without_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         write_plots(str(tmp_path))

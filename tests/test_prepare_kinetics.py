@@ -2205,6 +2205,124 @@ def test_a_source_downloaded_again_with_an_older_mtime_is_encoded_again(tmp_path
     assert (dst / ".reencode_sources.jsonl").is_file()  # hidden (the lists pass it over), at the root of --dst
 
 
+# A run killed (SIGKILL, the machine going down) after an output got its name but before the run added its line to
+# the tree's record of sources: what the next run finds of it.
+_KILL_BASE = ["--short-side", "32", "--gop", "4", "--workers", "1", "--no-progress", "--time-limit", "0"]
+
+
+def _killed_before_the_line(src: Path, dst: Path, before: int) -> None:
+    """Re-encode ``src`` into ``dst``, killed outright as it is about to add its ``before + 1``-th video's line to
+    the record (that video's output finished under its name)."""
+    script = _stopping_script("tools.kinetics.reencode", "append_source", before, "SIGKILL")
+    r = subprocess.run([sys.executable, "-c", script, "reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr
+
+
+def _recorded(dst: Path) -> dict[str, list[int]]:
+    """The tree's record of sources: its last line per output."""
+    lines = [json.loads(line) for line in (dst / ".reencode_sources.jsonl").read_text().splitlines()]
+    return {rel: [size, mtime_ns] for rel, size, mtime_ns in lines}
+
+
+def _source_of(path: Path) -> list[int]:
+    return [path.stat().st_size, path.stat().st_mtime_ns]
+
+
+def test_an_output_left_without_its_line_is_kept_and_gets_it(tmp_path):
+    # Such an output counted as done (its source not newer) but never got its line, on any later run: a later new
+    # download of its source that keeps the upload date as mtime was never seen. Now it is checked and recorded.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    _killed_before_the_line(src, dst, 1)
+    b = src / "train" / ARM / vid("b")
+    assert (dst / "train" / ARM / vid("b")).is_file() and list(_recorded(dst)) == [f"train/{ARM}/{vid('a')}"]
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE) == 0
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["skipped_existing"], report["done"]) == (2, 0)
+    assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
+
+
+def test_a_source_downloaded_again_after_its_output_was_left_without_its_line_is_encoded_again(tmp_path):
+    # Without its line, an output counted as done unless its source was newer: a new download that keeps the upload
+    # date as its mtime kept the old encode. The output notes the source it was written from, which tells.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    _killed_before_the_line(src, dst, 1)
+    b = src / "train" / ARM / vid("b")
+    write_clip(b, t=6, seed=1)
+    uploaded = (dst / "train" / ARM / vid("b")).stat().st_mtime - 86400 * 365
+    os.utime(b, (uploaded, uploaded))
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE) == 0
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["skipped_existing"], report["done"], report["source_changed"]) == (1, 1, 1)
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
+    assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
+
+
+@pytest.mark.parametrize("share", [0.6, 0.99])
+def test_a_partial_output_without_its_line_is_encoded_again(tmp_path, share):
+    # An output cut short under its name (renamed before its data reached the disk, by a version that did not sync
+    # first; a copy stopped midway) counted as done when its source was not newer: now one without its line is
+    # probed, also one cut in its last frame, whose frames all still demux.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / "train" / ARM / vid(tag), t=4)
+    _killed_before_the_line(src, dst, 1)
+    out = dst / "train" / ARM / vid("b")
+    _truncate(out, share)
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE) == 0
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["skipped_existing"], report["done"]) == (1, 1)
+    assert probe_output(str(out))["frames"] == 4 and out.stat().st_size > 0
+
+
+def test_an_output_encoded_again_but_left_with_its_old_line_is_not_encoded_once_more(tmp_path):
+    # A source downloaded again, its output encoded again, the run killed before the new line: the old line (the old
+    # download's) made the next run encode the video a third time. The output's note names the source it is of.
+    src, dst, settings = _two_clips_encoded(tmp_path)
+    b = src / "train" / ARM / vid("b")
+    old_line = _recorded(dst)[f"train/{ARM}/{vid('b')}"]
+    write_clip(b, t=6, seed=1)
+    _killed_before_the_line(src, dst, 0)
+    assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == old_line
+    assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
+    rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["done"], rep["source_changed"]) == (2, 0, 0)
+    assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
+    # and the source changed after that is still seen
+    write_clip(b, t=5, seed=2)
+    rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["done"], rep["source_changed"]) == (1, 1, 1)
+
+
+def test_ctrl_c_after_an_unreported_encode_of_a_changed_source_counts_and_records_it(tmp_path, monkeypatch):
+    # Stopped after b's new encode was written but before its result came back, the run counted it as not done
+    # (the record's line was the old download's), and the next run encoded it again.
+    from tools.kinetics import reencode as reencode_mod
+
+    src, dst, settings = _two_clips_encoded(tmp_path)
+    b = src / "train" / ARM / vid("b")
+    write_clip(b, t=6, seed=1)
+    real_job = reencode_mod._reencode_job
+
+    def stopped_after_the_encode(args):
+        real_job(args)
+        raise KeyboardInterrupt  # Ctrl-C between the output and its result
+
+    monkeypatch.setattr(reencode_mod, "_reencode_job", stopped_after_the_encode)
+    with pytest.raises(KeyboardInterrupt):  # no time limit: one worker's encodes run in this process, patched here
+        reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None, time_limit_s=0)
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["done"], report["frames"], report["interrupted"]) == (1, 6, True)
+    assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
+    monkeypatch.setattr(reencode_mod, "_reencode_job", real_job)
+    rep = reencode_tree(str(src), str(dst), settings, workers=1, progress=False, log=lambda s: None)
+    assert (rep["skipped_existing"], rep["done"]) == (2, 0)
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, whose every write fails with ENOSPC")
 def test_a_full_output_disk_stops_the_reencode_at_once(tmp_path, capsys):
     # Every video after the disk filled failed the same way, each decoded first, and was reported as a failed

@@ -11,6 +11,7 @@ from fractions import Fraction
 from dali_pipelines.pyav_probe import count_frames
 
 from .common import KineticsError
+from .source_record import SOURCE_NOTE_KEY
 
 __all__ = ["EncodeSettings", "check_h264_encoder", "check_encode_settings", "count_frames", "probe_output",
            "reencode_video"]
@@ -151,11 +152,15 @@ def probe_output(path: str) -> dict:
     return info
 
 
-def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, settings: EncodeSettings) -> tuple:
-    """An MP4 container at ``tmp`` with one libx264 stream: fixed closed GOPs of ``settings.gop``, no B-frames."""
+def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, settings: EncodeSettings,
+                      note: str = "") -> tuple:
+    """An MP4 container at ``tmp`` with one libx264 stream: fixed closed GOPs of ``settings.gop``, no B-frames;
+    ``note``, if any, in its metadata (:data:`SOURCE_NOTE_KEY`)."""
     import av
 
     out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
+    if note:
+        out.metadata[SOURCE_NOTE_KEY] = note
     ost = out.add_stream("libx264", rate=rate)
     ost.width, ost.height, ost.pix_fmt = width, height, "yuv420p"
     ost.time_base = 1 / rate
@@ -166,7 +171,8 @@ def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, setting
     return out, ost
 
 
-def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSettings) -> tuple[int, int, int]:
+def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSettings,
+               note: str = "") -> tuple[int, int, int]:
     """Decode every frame of ``vs`` and encode it as frame ``n`` of ``tmp``; returns (frames, width, height)."""
     import av
 
@@ -179,7 +185,7 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
         for frame in inp.decode(vs):
             if out is None:
                 w, h = _output_size(frame.width, frame.height, settings)
-                out, ost = _open_h264_output(tmp, w, h, rate, settings)
+                out, ost = _open_h264_output(tmp, w, h, rate, settings, note)
             # The output is limited-range yuv420p: a full-range source (yuvj420p, e.g. MJPEG) must be converted,
             # not copied, or its decoded grey levels come out stretched (1.164 * y - 19).
             full = frame.format.name.startswith("yuvj") or frame.color_range == ColorRange.JPEG
@@ -222,7 +228,7 @@ def _unreadable(path: str, error: Exception) -> str:
     return getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
 
 
-def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings()) -> dict:
+def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings(), note: str = "") -> dict:
     """Re-encode ``src`` to H.264 at ``dst`` (MP4), then verify the output's frame count.
 
     Every decoded frame becomes one output frame at a constant rate (the source's average rate), so frame ``i`` of
@@ -230,6 +236,8 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
     variable-rate source is re-timed, not resampled. Audio and metadata are dropped. The output is written to
     ``dst + '.part'`` and renamed to ``dst`` only after verification, so an interrupted run never leaves a partial
     file under the final name, and a machine going down none either (it is synced first). ``src`` is only read.
+    ``note`` goes into the output's metadata: what it was written from (``source_record.source_note``), which
+    thus gets the output's name with it.
 
     Returns:
         ``{"src", "dst", "frames", "width", "height", "fps", "src_header_frames", "warnings": [...]}``.
@@ -261,7 +269,7 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
             # Keep CFR timestamps exact: a rational rate such as 30000/1001 is used as is.
             rate = Fraction(rate).limit_denominator(1001)
             header_frames = int(vs.frames or 0)
-            n, w, h = _transcode(src, inp, vs, tmp, rate, settings)
+            n, w, h = _transcode(src, inp, vs, tmp, rate, settings, note)
         if n == 0:
             raise KineticsError(f"{src}: no decodable video frames")
         if header_frames and header_frames != n:

@@ -31,8 +31,8 @@ from .reencode_settings import earlier_settings as _earlier_settings
 from .reencode_settings import refuse_other_settings as _refuse_other_settings
 from .reencode_settings import same_encoding as _same_encoding
 from .reencode_settings import write_settings_record as _write_settings_record
-from .source_record import (append_source, compact_sources, open_record, output_is_current, read_sources,
-                            source_stat)
+from .source_record import (append_source, compact_sources, current_source, open_record,  # noqa: F401
+                            output_is_current, read_sources, source_note, source_stat)
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
 __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "SETTINGS_RECORD",
@@ -138,7 +138,7 @@ def _reencode_job(args: tuple[str, str, EncodeSettings, tuple[str, str]]) -> dic
             if not ours:  # a worker of a run that was stopped: its videos are the new run's now
                 raise KineticsError(f"{src}: not re-encoded: another re-encode took over {run[0]} (its "
                                     f"{LOCK_FILE} names that run now)")
-            r = reencode_video(src, dst, settings)
+            r = reencode_video(src, dst, settings, source_note(stat) if stat is not None else "")
         r["ok"], r["source_stat"] = True, stat
     except Exception as e:  # keep the pool alive whatever one file does; the report names it
         r = {"src": src, "dst": dst, "ok": False,
@@ -176,8 +176,10 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
 
     Resumable: a file whose output already exists is skipped (outputs only appear under their final name after
     verification), unless its source changed since that output was written (another size or mtime than the tree's
-    record, :data:`~tools.kinetics.source_record.SOURCES_RECORD`, holds for it; without a line there: a source newer
-    than the output): encoded again, counted in ``source_changed``; unless ``allow_other_settings``, only with
+    record, :data:`~tools.kinetics.source_record.SOURCES_RECORD`, holds for it; without that line: another source
+    than the one noted in the output, or for an output noting none, a source newer than it; or the output is not
+    whole: :func:`~tools.kinetics.source_record.current_source`): encoded again, counted in ``source_changed``; an
+    output kept without its line gets it; unless ``allow_other_settings``, only with
     settings (but ``threads``) that an earlier run whose videos are in the tree used, so that one tree never mixes
     encodings unasked: the report's ``settings_used`` keeps every such run's settings (this run's added when it
     encoded a video), each run's report replacing the last, and so does the tree's own record,
@@ -210,10 +212,13 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs),
                             lines=progress_lines)
     sources, _ = read_sources(dst_root)
-    todo = []
+    todo, unrecorded = [], []
     for s, d in pairs:
-        if not output_is_current(s, d, sources.get(d)):
+        stat = current_source(s, d, sources.get(d))
+        if stat is None:
             todo.append((s, d))
+        elif sources.get(d) != stat:  # finished, but its run was stopped before its line: checked, and kept
+            unrecorded.append((d, stat))
         outputs.update()
     outputs.finish()
     changed = sum(1 for _, d in todo if os.path.isfile(d) and os.path.getsize(d) > 0)  # (an empty one: not done)
@@ -253,6 +258,10 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         wait_for_stopped_encodes(dst_root)
         remove_stale_parts(dst_root, progress_lines)
         compact_sources(dst_root)
+        if unrecorded:  # their lines now, so that a later change of their source is seen without a probe
+            with open_record(dst_root) as record:
+                for d, stat in unrecorded:
+                    append_source(record, dst_root, d, stat)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines,
                        time_limit_s, sources)
 
@@ -298,12 +307,14 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
         report["interrupted"] = output_error is not None
     finally:
         results.close()  # ends the workers, so that the files left below are final
-        if record is not None:
-            record.close()
-        if report["interrupted"]:
-            # Results come in item order, so the files after the first `received` were never reported, although
-            # some were finished (in a worker's batch still running, or behind a slower file).
-            _settle_unreported(report, todo[received:], sources or {})
+        try:
+            if report["interrupted"]:
+                # Results come in item order, so the files after the first `received` were never reported,
+                # although some were finished (in a worker's batch still running, or behind a slower file).
+                _settle_unreported(report, todo[received:], sources or {}, record)
+        finally:
+            if record is not None:
+                record.close()
         report["seconds"] = round(time.perf_counter() - t0, 2)
         if report["done"] and not any(_same_encoding(e, report["settings"]) for e in earlier):
             report["settings_used"] = earlier + [report["settings"]]  # this run's videos are in the tree now
@@ -335,11 +346,12 @@ def _unless_overdue_in_a_row(results, time_limit_s: float):
                f"what they are read from does not answer")
 
 
-def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict[str, tuple[int, int]]) -> None:
+def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict[str, tuple[int, int]],
+                       record) -> None:
     """After an interruption: count into ``report`` the outputs of ``pairs`` that are on disk although no result
-    said so (and of their source as it is, by ``sources``, the record read before the run: a stale output the run
-    did not reach is not done), and remove the
-    ``.part`` files of the encodes that were stopped (their workers were killed).
+    said so (and of their source as it is, by ``sources``, the record read before the run, or the source noted in
+    the output: a stale output the run did not reach is not done), add their lines to ``record`` (the tree's, open),
+    and remove the ``.part`` files of the encodes that were stopped (their workers were killed).
 
     An output gets its name only once verified, so each is a finished video; its frames are read from the MP4
     header (the verified count), its warnings are not known. A listing per folder, not a look-up per file: a run
@@ -357,8 +369,11 @@ def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict
             if name + ".part" in present:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(dst + ".part")
-            if name not in present or not output_is_current(src, dst, sources.get(dst)):
+            stat = current_source(src, dst, sources.get(dst)) if name in present else None
+            if stat is None:
                 continue
+            if record is not None and sources.get(dst) != stat:
+                append_source(record, report["dst_root"], dst, stat)
             report["done"] += 1
             try:
                 with av.open(dst) as c:

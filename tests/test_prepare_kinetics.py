@@ -2207,14 +2207,14 @@ def test_a_source_downloaded_again_with_an_older_mtime_is_encoded_again(tmp_path
 
 # A run killed (SIGKILL, the machine going down) after an output got its name but before the run added its line to
 # the tree's record of sources: what the next run finds of it.
-_KILL_BASE = ["--short-side", "32", "--gop", "4", "--workers", "1", "--no-progress", "--time-limit", "0"]
+_SMALL_RUN = ["--short-side", "32", "--gop", "4", "--workers", "1", "--no-progress", "--time-limit", "0"]
 
 
 def _killed_before_the_line(src: Path, dst: Path, before: int) -> None:
     """Re-encode ``src`` into ``dst``, killed outright as it is about to add its ``before + 1``-th video's line to
     the record (that video's output finished under its name)."""
     script = _stopping_script("tools.kinetics.reencode", "append_source", before, "SIGKILL")
-    r = subprocess.run([sys.executable, "-c", script, "reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE,
+    r = subprocess.run([sys.executable, "-c", script, "reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == -9, r.stderr
 
@@ -2238,7 +2238,7 @@ def test_an_output_left_without_its_line_is_kept_and_gets_it(tmp_path):
     _killed_before_the_line(src, dst, 1)
     b = src / "train" / ARM / vid("b")
     assert (dst / "train" / ARM / vid("b")).is_file() and list(_recorded(dst)) == [f"train/{ARM}/{vid('a')}"]
-    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE) == 0
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
     report = json.loads((dst / "reencode_report.json").read_text())
     assert (report["skipped_existing"], report["done"]) == (2, 0)
     assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
@@ -2255,7 +2255,7 @@ def test_a_source_downloaded_again_after_its_output_was_left_without_its_line_is
     write_clip(b, t=6, seed=1)
     uploaded = (dst / "train" / ARM / vid("b")).stat().st_mtime - 86400 * 365
     os.utime(b, (uploaded, uploaded))
-    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE) == 0
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
     report = json.loads((dst / "reencode_report.json").read_text())
     assert (report["skipped_existing"], report["done"], report["source_changed"]) == (1, 1, 1)
     assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
@@ -2273,7 +2273,7 @@ def test_a_partial_output_without_its_line_is_encoded_again(tmp_path, share):
     _killed_before_the_line(src, dst, 1)
     out = dst / "train" / ARM / vid("b")
     _truncate(out, share)
-    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _KILL_BASE) == 0
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
     report = json.loads((dst / "reencode_report.json").read_text())
     assert (report["skipped_existing"], report["done"]) == (1, 1)
     assert probe_output(str(out))["frames"] == 4 and out.stat().st_size > 0
@@ -2367,6 +2367,20 @@ def test_reencode_follows_folder_links_but_never_around_a_loop(tmp_path):
     pairs = plan_reencode(str(src), str(tmp_path / "dst"))
     assert [os.path.relpath(s, src) for s, _ in pairs] == [
         f"train/{ACT}/{vid('b')}", f"train/{ARM}/{vid('a')}", f"val/{vid('b')}", f"val/back/{ARM}/{vid('a')}"]
+
+
+def test_reencode_leaves_out_a_link_under_src_into_dst(tmp_path, capsys):
+    # A link in --src to --dst (h264 -> ../k400_h264) had the outputs planned as sources, into a folder of --dst that
+    # the next run planned again: one nested copy more of the tree on each run.
+    src, dst = tmp_path / "k400", tmp_path / "k400_h264"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    dst.mkdir()
+    (src / "h264").symlink_to(dst)
+    for _ in range(2):
+        assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
+    assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2 and f"1 symbolic link under {src} into {dst} (--dst), e.g. {src / 'h264'}" in warnings[0]
 
 
 def test_reencode_names_a_folder_link_whose_target_is_gone(tmp_path, capsys):

@@ -46,8 +46,9 @@ REENCODE_TIME_LIMIT_S = 1800.0
 
 def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> list[tuple[str, str]]:
     """``(src, dst)`` pairs for every video under ``src_root`` (recursive, sorted, links to folders followed but
-    never into a folder the path is already inside); ``dst`` mirrors the relative path under ``dst_root`` with the
-    extension changed to ``.mp4``. A long walk says how far it got on stderr, unless ``progress_lines`` is False.
+    never into a folder the path is already inside, nor into ``dst_root``); ``dst`` mirrors the relative path under
+    ``dst_root`` with the extension changed to ``.mp4``. A long walk says how far it got on stderr, unless
+    ``progress_lines`` is False.
 
     Raises:
         KineticsError: missing source root, one without videos, or roots that are equal or nested (outputs would
@@ -68,12 +69,25 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     # Links to folders are followed (a tree of linked class folders), but never back into a folder the walk is
     # inside: a link up (``latest -> ..``) had its videos planned again on each of ~40 levels, to nested outputs.
     inside = {src_root: {os.path.realpath(src_root)}}
+    # A link under --src into --dst (``h264 -> ../k400_h264``) had the outputs planned as sources, into a folder of
+    # --dst that the next run planned again: one more nested copy of the tree each run.
+    real_dst = os.path.realpath(dst_root)
+    into_dst: list[str] = []
+
+    def leads_into_dst(path: str) -> bool:
+        real = os.path.realpath(path)
+        if real == real_dst or real.startswith(real_dst + os.sep):
+            into_dst.append(path)
+            return True
+        return False
+
     walk = walk_progress(f"reencode: looking for videos in {src_root}", "video file",  # lines only when it is long
                          lines=progress_lines)
     for dirpath, dirnames, filenames in os.walk(src_root, followlinks=True):
         chain = inside.pop(dirpath)
         dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) not in chain)
+                             if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) not in chain
+                             and not leads_into_dst(os.path.join(dirpath, d)))
         for d in dirnames:
             inside[os.path.join(dirpath, d)] = chain | {os.path.realpath(os.path.join(dirpath, d))}
         for f in sorted(filenames):
@@ -105,6 +119,10 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
                     f"gone (or a link loop), e.g. {printable_path(gone[0])} -> "
                     f"{printable_path(os.readlink(gone[0]))}: were one a class folder, none of its videos is "
                     f"re-encoded and {dst_root} lacks the class; mount or fix the targets and run again")
+    if into_dst:
+        stderr_line(f"warning: reencode: {counted(len(into_dst), 'symbolic link')} under {src_root} into "
+                    f"{dst_root} (--dst), e.g. {printable_path(into_dst[0])}: left out, as its outputs are no "
+                    f"sources (each run re-encoded them again, one folder deeper)")
     if not pairs:  # a mistyped --src (a folder of lists, a split folder's parent) "re-encoded 0 videos", exit 0
         raise KineticsError(f"no video files under source root {src_root!r} (extensions "
                             f"{' '.join(VIDEO_EXTENSIONS)}, hidden files and folders left out)")

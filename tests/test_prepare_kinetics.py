@@ -2436,6 +2436,27 @@ def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsy
     assert md.count(vid("c")) == 1
 
 
+def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_path, capsys):
+    # A split re-encoded into the split's folder of a tree being re-encoded (or the other way round) was not
+    # refused: both wrote the same files, and each removed the other's partial outputs as stale, failing a video.
+    from evautil.files import hold_lock
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    whole = ["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN
+    split = ["reencode", "--src", str(src / "train"), "--dst", str(dst / "train")] + _SMALL_RUN
+    for running, command, where in ((dst, split, f"a folder that holds {dst / 'train'}"),
+                                    (dst / "train", whole, f"a folder of {dst}")):
+        with hold_lock(str(running / ".reencode.lock")):  # as the run into it does
+            assert prepare_kinetics.main(command) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            f"error: another re-encode is running into {running} (it holds .reencode.lock there), {where}: "), err
+        assert not list(dst.rglob("*.mp4"))
+    assert prepare_kinetics.main(whole) == 0 and prepare_kinetics.main(split) == 0  # one after the other: both go on
+    assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
+
+
 def test_a_second_reencode_into_the_same_dst_is_refused_while_one_runs(tmp_path, capsys):
     # Two runs into one --dst (a command started twice, a job requeued while the first still ran) wrote the same
     # .part files at once and renamed each other's half-written files into place: 7 of 8 outputs did not decode,

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import Callable
 
 from dali_pipelines.pyav_probe import count_frames
-from evautil.files import hold_lock
+from evautil.files import hold_lock, lock_is_free
 from evautil.progress import counted, stderr_line
 from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
 
@@ -271,6 +271,8 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                             f"once would write the same files; wait for it to end (the same command then goes on "
                             f"with what is left), or give another --dst")
     with lock:
+        # after this run's own lock: of two starting at once, each finds the other's
+        _refuse_a_run_above_or_below(dst_root, pairs)
         # named first: an encode of the stopped run that checks the name after the wait leaves its video to this run
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
@@ -282,6 +284,35 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                     append_source(record, dst_root, d, stat)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines,
                        time_limit_s, sources)
+
+
+def _refuse_a_run_above_or_below(dst_root: str, pairs: list[tuple[str, str]]) -> None:
+    """Raise KineticsError when a re-encode runs into a folder that holds ``dst_root`` or into one of the output
+    folders of ``pairs`` (its :data:`LOCK_FILE` held there): a split re-encoded into the split's folder of a tree
+    being re-encoded wrote the same files, and each run removed the other's partial outputs as stale, failing the
+    videos being encoded."""
+    above = os.path.dirname(dst_root)
+    while True:
+        if not lock_is_free(os.path.join(above, LOCK_FILE)):
+            _refuse_other_run(above, f"a folder that holds {dst_root}")
+        if os.path.dirname(above) == above:
+            break
+        above = os.path.dirname(above)
+    below = set()
+    for _, d in pairs:
+        folder = os.path.dirname(d)
+        while folder != dst_root and folder not in below and folder.startswith(dst_root + os.sep):
+            below.add(folder)
+            folder = os.path.dirname(folder)
+    for folder in sorted(below):
+        if not lock_is_free(os.path.join(folder, LOCK_FILE)):
+            _refuse_other_run(folder, f"a folder of {dst_root}")
+
+
+def _refuse_other_run(folder: str, where: str) -> None:
+    raise KineticsError(f"another re-encode is running into {folder} (it holds {LOCK_FILE} there), {where}: two at "
+                        f"once would write the same files, each removing the other's partial outputs; wait for it to "
+                        f"end (the same command then goes on with what is left), or give a --dst apart from it")
 
 
 def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings,

@@ -2276,6 +2276,7 @@ def test_a_partial_output_without_its_line_is_encoded_again(tmp_path, share):
     assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
     report = json.loads((dst / "reencode_report.json").read_text())
     assert (report["skipped_existing"], report["done"]) == (1, 1)
+    assert report["source_changed"] == 0  # its source is the one it was written from
     assert probe_output(str(out))["frames"] == 4 and out.stat().st_size > 0
 
 

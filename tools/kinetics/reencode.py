@@ -32,7 +32,7 @@ from .reencode_settings import refuse_other_settings as _refuse_other_settings
 from .reencode_settings import same_encoding as _same_encoding
 from .reencode_settings import write_settings_record as _write_settings_record
 from .source_record import (append_source, compact_sources, current_source, open_record,  # noqa: F401
-                            output_is_current, read_sources, source_note, source_stat)
+                            output_is_current, read_sources, source_changed, source_note, source_stat)
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
 __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "SETTINGS_RECORD",
@@ -239,7 +239,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
             unrecorded.append((d, stat))
         outputs.update()
     outputs.finish()
-    changed = sum(1 for _, d in todo if os.path.isfile(d) and os.path.getsize(d) > 0)  # (an empty one: not done)
+    changed = sum(1 for s, d in todo if source_changed(s, d, sources.get(d)))  # (not one cut short: not done)
     skipped = len(pairs) - len(todo)
     report_path = os.path.join(report_dir or dst_root, REPORT_JSON)
     # nothing skipped: every output is (re)written by this run, so no earlier run's encoding stays in the tree

@@ -25,7 +25,8 @@ from dali_pipelines.pyav_open import BadVideoError, open_video
 from evautil.files import atomic_write_text
 
 __all__ = ["SOURCES_RECORD", "SOURCE_NOTE_KEY", "read_sources", "compact_sources", "open_record", "append_source",
-           "source_stat", "source_note", "noted_source", "output_is_whole", "current_source", "output_is_current"]
+           "source_stat", "source_note", "noted_source", "output_is_whole", "current_source", "output_is_current",
+           "source_changed"]
 
 # One JSON line per encoded video, ``[<output path relative to --dst>, <source size>, <source mtime_ns>]``, the last
 # line of an output the one that holds. Hidden, so that neither a re-encode nor the lists take it for a video.
@@ -176,3 +177,23 @@ def current_source(src: str, dst: str, recorded: tuple[int, int] | None) -> tupl
 def output_is_current(src: str, dst: str, recorded: tuple[int, int] | None) -> bool:
     """Whether ``dst`` is done and still its source's (:func:`current_source`)."""
     return current_source(src, dst, recorded) is not None
+
+
+def source_changed(src: str, dst: str, recorded: tuple[int, int] | None) -> bool:
+    """Whether ``dst``, an output not :func:`current_source`'s, is there (not empty) but of another source than
+    ``src`` as it is now: by the source it notes, else by its line ``recorded``, else (neither) by a source newer
+    than it. False for one of the same source that is not whole (cut short), which is encoded again all the same."""
+    try:
+        out = os.stat(dst)
+        st = os.stat(src)
+    except FileNotFoundError:
+        return False
+    if out.st_size == 0:
+        return False
+    now = (st.st_size, st.st_mtime_ns)
+    noted = noted_source(dst)
+    if noted is not None:
+        return noted != now
+    if recorded is not None:
+        return recorded != now
+    return out.st_mtime_ns < st.st_mtime_ns

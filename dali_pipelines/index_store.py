@@ -42,6 +42,7 @@ from evautil.files import atomic_write
 from evautil.progress import counted
 
 from .filelist import PathTable
+from .index_lock import locked  # noqa: F401 (importable here, its home before index_lock.py)
 from .video_table import BAD, COLUMNS, GOOD, ROTATION_NOT_RECORDED, TEXTS, VideoInfo, VideoTable
 
 __all__ = ["INDEX_SCHEMA_VERSION", "IndexCache", "load_cache", "load_cache_and_root", "same_root", "save_cache",

@@ -26,6 +26,7 @@ from .video_files import (SKIP_EMPTY, SKIP_KINDS, SKIP_MISSING, SKIP_OTHER_SPLIT
                           video_entries, video_skip)
 from .video_files import own_file as _own_file  # noqa: F401 (its name here before it moved)
 from .video_names import is_video_file, printable_path
+from .video_names import is_listable, unlistable_reason, youtube_id  # noqa: F401 (importable here, as before the split)
 
 if TYPE_CHECKING:
     from dali_pipelines.index import ProbedBefore

@@ -43,7 +43,7 @@ from typing import Any, Callable
 from torch.distributed import DistStoreError as _StoreTimeout  # a store call past its timeout (not a closed one)
 
 __all__ = ["UNANSWERED_EXIT_CODE", "LEFT", "FAILED", "Watch", "start", "stop", "log_to", "unanswered_line",
-           "failed_line", "torchrun_hosts_store"]
+           "failed_line", "torchrun_hosts_store", "this_start", "counter_key"]
 
 # Exit code of a process that ended because another process of its run stopped answering, or ended early while
 # this one waited for it (2: fix the input, 3: non-finite loss, 4: stopped by a signal after a checkpoint).
@@ -123,6 +123,18 @@ def torchrun_hosts_store() -> bool:
     return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
+def this_start(prefix: str) -> str:
+    """``prefix`` followed by this start of the run's processes (``TORCHELASTIC_RESTART_COUNT``, 0 without
+    torchrun): the store torchrun hosts outlives a restart (``--max-restarts``), so every key this start writes
+    there must be its own, or a restarted rank reads the previous start's (a rank marked failed or left)."""
+    return f"{prefix}{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+
+
+def counter_key(rank: int) -> str:
+    """The store key of ``rank``'s counter in this start of the run."""
+    return f"{this_start(_PREFIX)}{rank}"
+
+
 def _store_host() -> str:
     if torchrun_hosts_store():
         return f"the run's store (torchrun on the first node, {os.environ.get('MASTER_ADDR', '?')})"
@@ -145,7 +157,7 @@ class _Liveness:
         self.judge = threading.Thread(target=self._judge, name="eva-liveness-judge", daemon=True)
 
     def _beat(self) -> None:
-        key, keys = f"{_PREFIX}{self.rank}", [f"{_PREFIX}{p}" for p in self.watch.peers]
+        key, keys = counter_key(self.rank), [counter_key(p) for p in self.watch.peers]
         try:
             # A connection of its own: a call that blocks on a stopped host must not hold the default store's
             # client, which the main thread uses (new groups, barriers).
@@ -235,7 +247,7 @@ def start(store: Any, rank: int, world_size: int, timeout_s: float,
     if world_size < 2 or _ACTIVE is not None:
         return
     if timeout_s <= 0:
-        store.set(f"{_PREFIX}{rank}", str(LEFT))
+        store.set(counter_key(rank), str(LEFT))
         return
     _ACTIVE = _Liveness(store, rank, world_size, timeout_s, end)
     _ACTIVE.beat.start()

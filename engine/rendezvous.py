@@ -19,7 +19,6 @@ timeout, as env:// sets it, and ``init_process_group`` gets it with that same ti
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import timedelta
 from typing import Callable
@@ -27,7 +26,7 @@ from typing import Callable
 import torch.distributed as dist
 from torch.distributed import constants
 
-from .liveness import torchrun_hosts_store
+from .liveness import this_start, torchrun_hosts_store
 
 __all__ = ["DEFAULT_TIMEOUT_S", "joined_within", "timeout_line", "group_timeout", "meeting_store"]
 
@@ -58,8 +57,8 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
     store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=waits))
     # Rank 0's own store waits for every connection, but a client only for its own, and a store torchrun hosts
     # for none: without this, rank 1 waited for a missing rank 2 in the group's setup, for the group's timeout.
-    # The count is of this start (a store torchrun hosts may outlive a restart of the processes).
-    arrived = f"eva_rendezvous/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    # The count is of this start (a store torchrun hosts outlives a restart of the processes).
+    arrived = this_start("eva_rendezvous/")
     if store.add(arrived + "count", 1) == world_size:
         store.set(arrived + "all", "1")
     store.wait([arrived + "all"], waits)

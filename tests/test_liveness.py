@@ -9,7 +9,7 @@ import time
 import pytest
 
 from engine import liveness
-from engine.liveness import FAILED, LEFT, Watch, failed_line, unanswered_line
+from engine.liveness import FAILED, LEFT, Watch, counter_key, failed_line, unanswered_line
 
 
 def test_a_rank_whose_counter_stops_is_silent_after_the_timeout():
@@ -121,7 +121,7 @@ def _wait_for(lines: list[str], seconds: float) -> None:
 def test_a_peer_that_stops_beating_ends_the_process_naming_it(ended):
     store = FakeStore()
     liveness.start(store, 0, 2, 0.5, end=ended.append)
-    store.add("eva_liveness/1", 1)  # rank 1 beat once, then nothing
+    store.add(counter_key(1), 1)  # rank 1 beat once, then nothing
     _wait_for(ended, 5)
     assert ended and ended[0].startswith("error: rank 1 has not answered for"), ended
 
@@ -131,7 +131,7 @@ def test_a_store_whose_calls_block_ends_the_process_naming_its_host(ended):
 
     def peer() -> None:  # rank 1 beats until the store freezes
         while not store.frozen.is_set() and not ended:
-            store.add("eva_liveness/1", 1)
+            store.add(counter_key(1), 1)
             time.sleep(0.05)
 
     threading.Thread(target=peer, daemon=True).start()
@@ -149,7 +149,7 @@ def test_stop_marks_this_rank_left_and_ends_nothing(ended):
     liveness.start(store, 1, 2, 0.5, end=ended.append)
     time.sleep(0.2)
     liveness.stop()
-    assert store.values["eva_liveness/1"] == LEFT
+    assert store.values[counter_key(1)] == LEFT
     time.sleep(1)  # past the timeout: rank 0 never beat, but the check is stopped
     assert not ended
     assert not [t for t in threading.enumerate() if t.name.startswith("eva-liveness")]
@@ -161,9 +161,9 @@ def test_a_peer_that_failed_ends_the_process_within_a_beat_naming_it(ended):
 
     def rank0() -> None:  # beats for a while, then ends on a failure
         for _ in range(5):
-            store.add("eva_liveness/0", 1)
+            store.add(counter_key(0), 1)
             time.sleep(0.1)
-        store.set("eva_liveness/0", str(FAILED))
+        store.set(counter_key(0), str(FAILED))
 
     threading.Thread(target=rank0, daemon=True).start()
     began = time.monotonic()
@@ -182,18 +182,18 @@ def test_a_failed_store_host_waits_until_the_others_have_read_its_mark(ended, mo
 
     def rank1() -> None:  # beats every 0.3 s and reads rank 0's counter right after, as the beat thread does
         while not seen:
-            store.add("eva_liveness/1", 1)
-            if store.multi_get(["eva_liveness/0"]) == [str(FAILED).encode()]:
+            store.add(counter_key(1), 1)
+            if store.multi_get([counter_key(0)]) == [str(FAILED).encode()]:
                 seen.append(time.monotonic())
             time.sleep(0.3)
 
-    store.add("eva_liveness/0", 0)
+    store.add(counter_key(0), 0)
     threading.Thread(target=rank1, daemon=True).start()
     liveness.start(store, 0, 2, 3.0, end=ended.append)  # beats every 0.3 s too
     time.sleep(0.5)
     liveness.stop(failed=True)
     left = time.monotonic()
-    assert store.values["eva_liveness/0"] == FAILED
+    assert store.values[counter_key(0)] == FAILED
     assert seen and seen[0] <= left, "rank 0 left before rank 1 read its mark"
     assert not ended
 
@@ -205,16 +205,16 @@ def test_a_gloo_or_graceful_stop_marks_left_and_a_rank_not_hosting_the_store_doe
     time.sleep(0.2)
     began = time.monotonic()
     liveness.stop(failed=True)
-    assert store.values["eva_liveness/0"] == FAILED and time.monotonic() - began < 3
+    assert store.values[counter_key(0)] == FAILED and time.monotonic() - began < 3
     liveness.start(store, 1, 2, 10.0, end=ended.append)
     time.sleep(0.2)
     liveness.stop()
-    assert store.values["eva_liveness/1"] == LEFT and not ended
+    assert store.values[counter_key(1)] == LEFT and not ended
 
 
 def test_off_or_a_single_process_starts_nothing(ended):
     store = FakeStore()
     liveness.start(store, 0, 1, 0.5, end=ended.append)
     liveness.start(store, 1, 2, 0, end=ended.append)  # off: the other ranks are told not to watch this one
-    assert store.values == {"eva_liveness/1": LEFT}
+    assert store.values == {counter_key(1): LEFT}
     assert not [t for t in threading.enumerate() if t.name.startswith("eva-liveness")]

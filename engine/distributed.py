@@ -172,7 +172,8 @@ def wait_settings() -> tuple[int, int, int]:
     processes reads them before joining; a dry run checks them too, before the job is queued.
 
     Raises:
-        ValueError: a value that is not an integer, or below its minimum (one line naming the variable).
+        ValueError: a value that is not an integer, below its minimum, or a rendezvous's wait past
+            ``rendezvous.MAX_TIMEOUT_S`` (one line naming the variable).
     """
     # 0 minutes makes every wait time out at once (new_group itself failed with a traceback)
     wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)")
@@ -180,6 +181,10 @@ def wait_settings() -> tuple[int, int, int]:
     default_s = rendezvous.DEFAULT_TIMEOUT_S
     rendezvous_s = _env_int("EVA_RENDEZVOUS_TIMEOUT_S", default_s, 1,
                             f" (seconds; unset it for the default, {default_s})")
+    if rendezvous_s > rendezvous.MAX_TIMEOUT_S:  # a typo waited in silence for ever
+        raise ValueError(f"environment variable EVA_RENDEZVOUS_TIMEOUT_S={os.environ['EVA_RENDEZVOUS_TIMEOUT_S']!r} "
+                         f"must be at most {rendezvous.MAX_TIMEOUT_S} (seconds, a week: processes of one run that "
+                         f"have not met by then are not coming; unset it for the default, {default_s})")
     return wait_min, heartbeat_s, rendezvous_s
 
 

@@ -28,18 +28,20 @@ from torch.distributed import constants
 
 from .liveness import this_start, torchrun_hosts_store
 
-__all__ = ["DEFAULT_TIMEOUT_S", "joined_within", "timeout_line", "group_timeout", "meeting_store"]
+__all__ = ["DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "joined_within", "timeout_line", "group_timeout", "meeting_store"]
 
 # EVA_RENDEZVOUS_TIMEOUT_S's default: long enough for ranks whose start (imports, file checks) lags by minutes, far
 # below torch's 30.
 DEFAULT_TIMEOUT_S = 300
 
 
+# EVA_RENDEZVOUS_TIMEOUT_S's most, a week: the processes of one run that have not met by then are not coming, and
+# a longer value is a typo (1000000000000, a digit or a unit too many) that waited in silence for ever.
+MAX_TIMEOUT_S = 7 * 24 * 3600
+
 # How much longer than the wait (joined_within) the store's own calls may take: the wait ends first, with its line,
-# never torch's timeout with a traceback. A year at most: a timedelta (and the store's milliseconds) overflow far
-# past that, and no setting that long is meant.
+# never torch's timeout with a traceback.
 _STORE_MARGIN_S = 60
-_STORE_MAX_S = 365 * 24 * 3600
 
 
 def group_timeout(backend: str) -> timedelta:
@@ -53,7 +55,7 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
     or by torchrun where it hosts one), once every rank of ``world_size`` has reached it: the connection to it and
     the wait for the others may take ``seconds`` (and a margin) instead of the group's ``timeout``, which the store
     then takes for the run's other calls."""
-    waits = timedelta(seconds=min(seconds + _STORE_MARGIN_S, _STORE_MAX_S))
+    waits = timedelta(seconds=seconds + _STORE_MARGIN_S)
     store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=waits))
     # Rank 0's own store waits for every connection, but a client only for its own, and a store torchrun hosts
     # for none: without this, rank 1 waited for a missing rank 2 in the group's setup, for the group's timeout.

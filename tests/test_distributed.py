@@ -398,6 +398,9 @@ def test_rank_0_lists_the_videos_another_rank_could_not_read(tmp_path):
     ("EVA_WAIT_TIMEOUT_MIN", "1.5", "EVA_WAIT_TIMEOUT_MIN='1.5' is not an integer"),
     ("EVA_HEARTBEAT_TIMEOUT_S", "-1", "EVA_HEARTBEAT_TIMEOUT_S='-1' must be at least 0"),
     ("EVA_RENDEZVOUS_TIMEOUT_S", "0", "EVA_RENDEZVOUS_TIMEOUT_S='0' must be at least 1"),
+    ("EVA_RENDEZVOUS_TIMEOUT_S", "1000000000000", "EVA_RENDEZVOUS_TIMEOUT_S='1000000000000' must be at most 604800 "
+                                                  "(seconds, a week: processes of one run that have not met by then "
+                                                  "are not coming; unset it for the default, 300)"),
 ])
 def test_bad_wait_settings_are_refused_before_joining(monkeypatch, name, value, expected):
     """A 0-minute wait made every wait of the gloo group time out at once: rank 0 crashed with a traceback in
@@ -413,6 +416,17 @@ def test_bad_wait_settings_are_refused_before_joining(monkeypatch, name, value, 
         dist_utils.init_from_env("cpu")
     assert f"environment variable {expected}" in str(raised.value)
     assert not dist.is_initialized()
+
+
+def test_a_rendezvous_wait_of_a_week_is_taken(monkeypatch):
+    """A week is the most (a typo past it waited in silence for ever), and taken as it is."""
+    for var in ("EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("EVA_RENDEZVOUS_TIMEOUT_S", "604800")
+    assert dist_utils.wait_settings() == (120, 300, 604800)
+    monkeypatch.setenv("EVA_RENDEZVOUS_TIMEOUT_S", "604801")
+    with pytest.raises(ValueError, match="EVA_RENDEZVOUS_TIMEOUT_S='604801' must be at most 604800 "):
+        dist_utils.wait_settings()
 
 
 @pytest.mark.parametrize("variable, alone", [("SLURM_STEP_NUM_TASKS", "srun --ntasks=1"),

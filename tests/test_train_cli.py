@@ -447,6 +447,9 @@ def test_a_repeated_resume_of_a_file_rotated_away_says_what_auto_resume_false_wo
                                       "(seconds; 0 turns the check off)"),
     ("EVA_RENDEZVOUS_TIMEOUT_S", "0", "error: environment variable EVA_RENDEZVOUS_TIMEOUT_S='0' must be at least 1 "
                                       "(seconds; unset it for the default, 300)"),
+    ("EVA_RENDEZVOUS_TIMEOUT_S", "9" * 13, f"error: environment variable EVA_RENDEZVOUS_TIMEOUT_S='{'9' * 13}' must be "
+                                           "at most 604800 (seconds, a week: processes of one run that have not met "
+                                           "by then are not coming; unset it for the default, 300)"),
 ])
 def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_stop_on(
         tmp_path, dataset, capsys, monkeypatch, name, value, line):

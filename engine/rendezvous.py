@@ -19,6 +19,7 @@ timeout, as env:// sets it, and ``init_process_group`` gets it with that same ti
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 from typing import Callable
@@ -28,7 +29,8 @@ from torch.distributed import constants
 
 from .liveness import this_start, torchrun_hosts_store
 
-__all__ = ["DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "joined_within", "timeout_line", "group_timeout", "meeting_store"]
+__all__ = ["DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "joined_within", "timeout_line", "crowded_line", "group_timeout",
+           "meeting_store"]
 
 # EVA_RENDEZVOUS_TIMEOUT_S's default: long enough for ranks whose start (imports, file checks) lags by minutes, far
 # below torch's 30.
@@ -61,11 +63,25 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
     # for none: without this, rank 1 waited for a missing rank 2 in the group's setup, for the group's timeout.
     # The count is of this start (a store torchrun hosts outlives a restart of the processes).
     arrived = this_start("eva_rendezvous/")
-    if store.add(arrived + "count", 1) == world_size:
+    count = store.add(arrived + "count", 1)
+    if count > world_size and not torchrun_hosts_store():  # torchrun's store is this run's: its agent made it
+        raise ValueError(crowded_line(rank, world_size, count))
+    if count == world_size:
         store.set(arrived + "all", "1")
     store.wait([arrived + "all"], waits)
     store.set_timeout(timeout)
     return dist.PrefixStore("default_pg", store)  # env:// keeps the group's keys apart from others' so
+
+
+def crowded_line(rank: int, world_size: int, count: int) -> str:
+    """Why rank ``rank`` of ``world_size`` ends when it arrived ``count``-th at the store at MASTER_ADDR:MASTER_PORT:
+    a store that more processes reached than the run has is another run's (still running, or stuck at its end),
+    whose rank 0 holds the port; this run's rank 0 was refused it. Joining there waited for the other run's rank 0
+    and, while that run lived, wrote into its store."""
+    meet = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    return (f"rank {rank} of WORLD_SIZE={world_size} is process {count} to reach the store at MASTER_ADDR:MASTER_PORT "
+            f"{meet}: another run's rank 0 (still running, or stuck at its end) listens there; set MASTER_PORT to a "
+            "free port, the same for every process, or end that run")
 
 
 def joined_within(join: Callable[[], None], seconds: float) -> bool:

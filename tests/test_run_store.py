@@ -1,8 +1,12 @@
-"""The keys a start of the run's processes writes in the run's store are its own (engine/liveness.py's counters,
-engine/rendezvous.py's count of arrivals): torchrun hosts the store in its agent, which outlives a restart of the
-processes (``--max-restarts``), and each start is told its number in TORCHELASTIC_RESTART_COUNT. A restarted rank
-read the counters of the previous start: a rank that had ended on a failure was taken for failed again at once, and
-one that had left was never watched."""
+"""The keys of the run's store (engine/liveness.py's counters, engine/rendezvous.py's count of arrivals), in a store
+that outlives one start of the run's processes or is another run's.
+
+torchrun hosts the store in its agent, which outlives a restart of the processes (``--max-restarts``), and tells each
+start its number in TORCHELASTIC_RESTART_COUNT: a restarted rank read the counters of the previous start, so a rank
+that had ended on a failure was taken for failed again at once, and one that had left was never watched. Launched
+without torchrun, a rank whose MASTER_PORT another run's rank 0 held joined that run's store, where every process had
+arrived already, and waited there for the rendezvous's timeout with a line blaming this run's rank 0.
+"""
 
 from __future__ import annotations
 
@@ -90,3 +94,36 @@ def test_a_restarted_rank_waits_at_the_rendezvous_for_the_others_of_its_own_star
     assert not _meets(1, 2, 1.0)  # start 1: rank 1 alone waits for rank 0
     assert _meets(0, 2, 20)
     assert agent.get(liveness.this_start("eva_rendezvous/") + "count") == b"2"
+
+
+def test_a_rank_that_reaches_another_runs_store_ends_at_once_naming_the_port(monkeypatch):
+    for var in ("TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT"):  # launched without torchrun
+        monkeypatch.delenv(var, raising=False)
+    port = _free_port()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    other = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)  # another run's rank 0
+    arrived = liveness.this_start("eva_rendezvous/")
+    other.add(arrived + "count", 2)  # its two ranks met there, as meeting_store leaves it
+    other.set(arrived + "all", "1")
+
+    with pytest.raises(ValueError) as raised:  # this run's rank 1, whose rank 0 was refused the port
+        _meets(1, 2, 20)
+    assert str(raised.value) == (
+        f"rank 1 of WORLD_SIZE=2 is process 3 to reach the store at MASTER_ADDR:MASTER_PORT 127.0.0.1:{port}: another "
+        "run's rank 0 (still running, or stuck at its end) listens there; set MASTER_PORT to a free port, the same "
+        "for every process, or end that run")
+    assert other.get(arrived + "count") == b"3"
+
+
+def test_under_torchrun_a_store_with_more_arrivals_than_ranks_is_still_this_runs(ended, monkeypatch):
+    """torchrun's agent made the store for this run (an elastic change of its nodes restarts the processes without
+    a new TORCHELASTIC_RESTART_COUNT): no other run can hold it."""
+    port = _free_port()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    agent = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    arrived = liveness.this_start("eva_rendezvous/")
+    agent.add(arrived + "count", 2)
+    agent.set(arrived + "all", "1")
+    assert _meets(1, 2, 20)

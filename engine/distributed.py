@@ -78,7 +78,10 @@ class DistContext:
 _WAIT_GROUP: Any = None
 
 
-def _env_int(name: str, default: int, minimum: int | None = None, hint: str = "") -> int:
+def _env_int(name: str, default: int, minimum: int | None = None, hint: str = "", maximum: int | None = None,
+             most: str = "") -> int:
+    """``name`` as an integer (``default`` when unset), from ``minimum`` (``hint`` says what it counts) to
+    ``maximum`` (``most`` says why no more)."""
     value = os.environ.get(name, "")
     try:
         number = int(value) if value else default
@@ -86,6 +89,8 @@ def _env_int(name: str, default: int, minimum: int | None = None, hint: str = ""
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
     if minimum is not None and number < minimum:
         raise ValueError(f"environment variable {name}={value!r} must be at least {minimum}{hint}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"environment variable {name}={value!r} must be at most {maximum} ({most})")
     return number
 
 
@@ -172,19 +177,22 @@ def wait_settings() -> tuple[int, int, int]:
     processes reads them before joining; a dry run checks them too, before the job is queued.
 
     Raises:
-        ValueError: a value that is not an integer, below its minimum, or a rendezvous's wait past
-            ``rendezvous.MAX_TIMEOUT_S`` (one line naming the variable).
+        ValueError: a value that is not an integer, below its minimum or past a week (one line naming the
+            variable): a longer wait is a typo (a digit too many), which waited in silence for ever at the
+            rendezvous, and overflowed into a traceback in the other two.
     """
+    week_s = rendezvous.MAX_TIMEOUT_S
     # 0 minutes makes every wait time out at once (new_group itself failed with a traceback)
-    wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)")
-    heartbeat_s = _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300, 0, " (seconds; 0 turns the check off)")
+    wait_min = _env_int("EVA_WAIT_TIMEOUT_MIN", 120, 1, " (minutes; unset it for the default, 120)", week_s // 60,
+                        "minutes, a week: a rank that waits that long for the others is stuck; unset it for the "
+                        "default, 120")
+    heartbeat_s = _env_int("EVA_HEARTBEAT_TIMEOUT_S", 300, 0, " (seconds; 0 turns the check off)", week_s,
+                           "seconds, a week: a process silent that long is not coming back; 0 turns the check off")
     default_s = rendezvous.DEFAULT_TIMEOUT_S
     rendezvous_s = _env_int("EVA_RENDEZVOUS_TIMEOUT_S", default_s, 1,
-                            f" (seconds; unset it for the default, {default_s})")
-    if rendezvous_s > rendezvous.MAX_TIMEOUT_S:  # a typo waited in silence for ever
-        raise ValueError(f"environment variable EVA_RENDEZVOUS_TIMEOUT_S={os.environ['EVA_RENDEZVOUS_TIMEOUT_S']!r} "
-                         f"must be at most {rendezvous.MAX_TIMEOUT_S} (seconds, a week: processes of one run that "
-                         f"have not met by then are not coming; unset it for the default, {default_s})")
+                            f" (seconds; unset it for the default, {default_s})", week_s,
+                            "seconds, a week: processes of one run that have not met by then are not coming; unset "
+                            f"it for the default, {default_s}")
     return wait_min, heartbeat_s, rendezvous_s
 
 

@@ -37,8 +37,9 @@ __all__ = ["DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "joined_within", "timeout_line"
 DEFAULT_TIMEOUT_S = 300
 
 
-# EVA_RENDEZVOUS_TIMEOUT_S's most, a week: the processes of one run that have not met by then are not coming, and
-# a longer value is a typo (1000000000000, a digit or a unit too many) that waited in silence for ever.
+# EVA_RENDEZVOUS_TIMEOUT_S's most, a week (and the other waits' of ``distributed.wait_settings``): the processes of
+# one run that have not met by then are not coming, and a longer value is a typo (1000000000000, a digit or a unit
+# too many) that waited in silence for ever.
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
 # How much longer than the wait (joined_within) the store's own calls may take: the wait ends first, with its line,

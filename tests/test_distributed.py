@@ -398,6 +398,10 @@ def test_rank_0_lists_the_videos_another_rank_could_not_read(tmp_path):
     ("EVA_WAIT_TIMEOUT_MIN", "1.5", "EVA_WAIT_TIMEOUT_MIN='1.5' is not an integer"),
     ("EVA_HEARTBEAT_TIMEOUT_S", "-1", "EVA_HEARTBEAT_TIMEOUT_S='-1' must be at least 0"),
     ("EVA_RENDEZVOUS_TIMEOUT_S", "0", "EVA_RENDEZVOUS_TIMEOUT_S='0' must be at least 1"),
+    ("EVA_WAIT_TIMEOUT_MIN", "10081", "EVA_WAIT_TIMEOUT_MIN='10081' must be at most 10080 (minutes, a week: a rank "
+                                      "that waits that long for the others is stuck; unset it for the default, 120)"),
+    ("EVA_HEARTBEAT_TIMEOUT_S", "604801", "EVA_HEARTBEAT_TIMEOUT_S='604801' must be at most 604800 (seconds, a week: "
+                                          "a process silent that long is not coming back; 0 turns the check off)"),
     ("EVA_RENDEZVOUS_TIMEOUT_S", "1000000000000", "EVA_RENDEZVOUS_TIMEOUT_S='1000000000000' must be at most 604800 "
                                                   "(seconds, a week: processes of one run that have not met by then "
                                                   "are not coming; unset it for the default, 300)"),
@@ -418,12 +422,13 @@ def test_bad_wait_settings_are_refused_before_joining(monkeypatch, name, value, 
     assert not dist.is_initialized()
 
 
-def test_a_rendezvous_wait_of_a_week_is_taken(monkeypatch):
-    """A week is the most (a typo past it waited in silence for ever), and taken as it is."""
-    for var in ("EVA_WAIT_TIMEOUT_MIN", "EVA_HEARTBEAT_TIMEOUT_S"):
-        monkeypatch.delenv(var, raising=False)
+def test_waits_of_a_week_are_taken_and_no_longer(monkeypatch):
+    """A week is the most: a typo past it waited in silence for ever at the rendezvous, and was a traceback in the
+    liveness check's thread (a wait past the clock's range) or in new_group (a timedelta past its range)."""
+    monkeypatch.setenv("EVA_WAIT_TIMEOUT_MIN", "10080")
+    monkeypatch.setenv("EVA_HEARTBEAT_TIMEOUT_S", "604800")
     monkeypatch.setenv("EVA_RENDEZVOUS_TIMEOUT_S", "604800")
-    assert dist_utils.wait_settings() == (120, 300, 604800)
+    assert dist_utils.wait_settings() == (10080, 604800, 604800)
     monkeypatch.setenv("EVA_RENDEZVOUS_TIMEOUT_S", "604801")
     with pytest.raises(ValueError, match="EVA_RENDEZVOUS_TIMEOUT_S='604801' must be at most 604800 "):
         dist_utils.wait_settings()

@@ -77,12 +77,13 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
 def crowded_line(rank: int, world_size: int, count: int) -> str:
     """Why rank ``rank`` of ``world_size`` ends when it arrived ``count``-th at the store at MASTER_ADDR:MASTER_PORT:
     a store that more processes reached than the run has is another run's (still running, or stuck at its end),
-    whose rank 0 holds the port; this run's rank 0 was refused it. Joining there waited for the other run's rank 0
-    and, while that run lived, wrote into its store."""
+    whose rank 0 holds the port and this run's rank 0 was refused it, or more processes than the run has were
+    started. Joining there waited for the other run's rank 0 and, while that run lived, wrote into its store."""
     meet = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     return (f"rank {rank} of WORLD_SIZE={world_size} is process {count} to reach the store at MASTER_ADDR:MASTER_PORT "
-            f"{meet}: another run's rank 0 (still running, or stuck at its end) listens there; set MASTER_PORT to a "
-            "free port, the same for every process, or end that run")
+            f"{meet}: another run's rank 0 (still running, or stuck at its end) listens there (set MASTER_PORT to a "
+            "free port, the same for every process, or end that run), or more processes than WORLD_SIZE were "
+            f"started for this run (give each its own RANK, from 0 to {world_size - 1})")
 
 
 def joined_within(join: Callable[[], None], seconds: float) -> bool:

@@ -111,8 +111,9 @@ def test_a_rank_that_reaches_another_runs_store_ends_at_once_naming_the_port(mon
         _meets(1, 2, 20)
     assert str(raised.value) == (
         f"rank 1 of WORLD_SIZE=2 is process 3 to reach the store at MASTER_ADDR:MASTER_PORT 127.0.0.1:{port}: another "
-        "run's rank 0 (still running, or stuck at its end) listens there; set MASTER_PORT to a free port, the same "
-        "for every process, or end that run")
+        "run's rank 0 (still running, or stuck at its end) listens there (set MASTER_PORT to a free port, the same "
+        "for every process, or end that run), or more processes than WORLD_SIZE were started for this run (give "
+        "each its own RANK, from 0 to 1)")
     assert other.get(arrived + "count") == b"3"
 
 

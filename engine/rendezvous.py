@@ -65,7 +65,7 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
     # The count is of this start (a store torchrun hosts outlives a restart of the processes).
     arrived = this_start("eva_rendezvous/")
     count = store.add(arrived + "count", 1)
-    if count > world_size and not torchrun_hosts_store():  # torchrun's store is this run's: its agent made it
+    if count > world_size and not torchrun_hosts_store():  # torchrun made its store for this run alone
         raise ValueError(crowded_line(rank, world_size, count))
     if count == world_size:
         store.set(arrived + "all", "1")

@@ -1,9 +1,10 @@
 """The keys of the run's store (engine/liveness.py's counters, engine/rendezvous.py's count of arrivals), in a store
 that outlives one start of the run's processes or is another run's.
 
-torchrun hosts the store in its agent, which outlives a restart of the processes (``--max-restarts``), and tells each
-start its number in TORCHELASTIC_RESTART_COUNT: a restarted rank read the counters of the previous start, so a rank
-that had ended on a failure was taken for failed again at once, and one that had left was never watched. Launched
+torchrun hosts the store in its own process, which outlives a restart of the processes (``--max-restarts``), and
+tells each start its number in TORCHELASTIC_RESTART_COUNT: a restarted rank read the counters of the previous start,
+so a rank that had ended on a failure was taken for failed again at once, and one that had left was never watched.
+Launched
 without torchrun, a rank whose MASTER_PORT another run's rank 0 held joined that run's store, where every process had
 arrived already, and waited there for the rendezvous's timeout with a line blaming this run's rank 0.
 """
@@ -38,7 +39,7 @@ def _wait_for(lines: list[str], seconds: float) -> None:
 
 
 def test_a_rank_that_failed_before_a_restart_is_not_taken_for_failed_after_it(ended, monkeypatch):
-    store = dist.HashStore()  # the agent's store, shared by both starts
+    store = dist.HashStore()  # torchrun's store, shared by both starts
     liveness.start(store, 1, 2, 2.0, end=ended.append)
     liveness.stop(failed=True)  # start 0: rank 1 ends on a failure, its counter says so
     assert store.get(counter_key(1)) == b"-2"
@@ -82,18 +83,18 @@ def test_a_restarted_rank_waits_at_the_rendezvous_for_the_others_of_its_own_star
     port = _free_port()
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(port))
-    agent = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)  # outlives both starts
+    launcher = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)  # outlives both starts
     waiting = [threading.Thread(target=_meets, args=(rank, 2, 20), daemon=True) for rank in (0, 1)]
     for thread in waiting:  # start 0: both ranks meet
         thread.start()
     for thread in waiting:
         thread.join(20)
-    assert agent.get(liveness.this_start("eva_rendezvous/") + "count") == b"2"
+    assert launcher.get(liveness.this_start("eva_rendezvous/") + "count") == b"2"
 
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     assert not _meets(1, 2, 1.0)  # start 1: rank 1 alone waits for rank 0
     assert _meets(0, 2, 20)
-    assert agent.get(liveness.this_start("eva_rendezvous/") + "count") == b"2"
+    assert launcher.get(liveness.this_start("eva_rendezvous/") + "count") == b"2"
 
 
 def test_a_rank_that_reaches_another_runs_store_ends_at_once_naming_the_port(monkeypatch):
@@ -118,13 +119,13 @@ def test_a_rank_that_reaches_another_runs_store_ends_at_once_naming_the_port(mon
 
 
 def test_under_torchrun_a_store_with_more_arrivals_than_ranks_is_still_this_runs(ended, monkeypatch):
-    """torchrun's agent made the store for this run (an elastic change of its nodes restarts the processes without
+    """torchrun made the store for this run (an elastic change of its nodes restarts the processes without
     a new TORCHELASTIC_RESTART_COUNT): no other run can hold it."""
     port = _free_port()
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(port))
-    agent = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    launcher = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
     arrived = liveness.this_start("eva_rendezvous/")
-    agent.add(arrived + "count", 2)
-    agent.set(arrived + "all", "1")
+    launcher.add(arrived + "count", 2)
+    launcher.set(arrived + "all", "1")
     assert _meets(1, 2, 20)

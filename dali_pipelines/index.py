@@ -125,20 +125,23 @@ def _probe_overdue(job: tuple[int, str, bool], how: str) -> tuple[int, None, str
 
 def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool, desc: str,
                  log: Callable[[str], None] = logger.info,
-                 timeout_s: float = PROBE_TIMEOUT_S,
+                 timeout_s: float | None = None,
                  one_worker_pool: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
     """The index's probe (:func:`probe_video`) of every ``(row, path, full_decode)`` job in ``workers`` processes,
     yielding ``(row, VideoInfo as dict or None, bad reason or None)`` as they finish; a video whose probe crashes
-    its worker is bad, one that gives no answer within ``timeout_s`` seconds (twice, see
-    ``evautil.workers.map_with_progress``; 0: no limit) has a reason starting with :data:`PROBE_OVERDUE`, and
-    :data:`~evautil.workers.MAX_OVERDUE_IN_A_ROW` such videos in a row raise WorkerTimeoutError; one worker probes
-    in this process, where no limit holds, unless ``one_worker_pool``. Also what ``prepare_kinetics.py lists
+    its worker is bad, one that gives no answer within ``timeout_s`` seconds (None: :data:`PROBE_TIMEOUT_S`; twice,
+    see ``evautil.workers.map_with_progress``; 0: no limit) has a reason starting with :data:`PROBE_OVERDUE`, and
+    :data:`~evautil.workers.MAX_OVERDUE_IN_A_ROW` such videos in a row raise WorkerTimeoutError. One worker (or
+    one usable core) with a limit is one worker process, held to it; with none it probes in this process (where a
+    probe that crashes ends the caller), unless ``one_worker_pool``. Also what ``prepare_kinetics.py lists
     --check`` runs, so that its verdicts and the facts it caches (:func:`save_probed_index`) are the index's own.
     Progress: a bar, or plain lines to ``log``."""
-    # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs.
+    timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+    # The job function is looked up here, at call time, so a replaced _probe_job is the one that runs; in this
+    # process a probe that never ends (a hung file system) held the build, and training's start, for ever.
     return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False,
                              on_crash=_probe_crashed, log=log, log_every_s=_LOG_EVERY_S, timeout=timeout_s,
-                             on_timeout=_probe_overdue, one_worker_pool=one_worker_pool)
+                             on_timeout=_probe_overdue, one_worker_pool=one_worker_pool or timeout_s > 0)
 
 
 def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,
@@ -295,7 +298,7 @@ def progress_lines_on_stderr(warnings: bool = False) -> Iterator[None]:
 
 def build_index(list_path: str, root: str, num_classes: int | None = None, *, workers: int = 0,
                 full_decode: bool = False, strict: bool = False, progress: bool = True,
-                checked_by_peer: bool = False, timeout_s: float = PROBE_TIMEOUT_S,
+                checked_by_peer: bool = False, timeout_s: float | None = None,
                 root_name: str | None = "DATA.ROOT", classes_name: str = "num_classes",
                 save_on_stop: bool = True) -> DatasetIndex:
     """Read a video list and probe every video (or reuse the cached results).
@@ -315,10 +318,10 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             against the cache (the first rank of a node, see ``wiring.build_indexes``): the size and mtime the
             cache records for a row are taken as its file's, and only the rows it lacks are stat'ed. Spares a
             network file system one stat per listed video per rank.
-        timeout_s: the longest one video's probe may take (``DATA.VIDEO_TIMEOUT_S``; 0: no limit; needs probing
-            processes, not ``workers`` 1): a video whose probe gives no answer in time, twice, is left out of this
-            build only (bad, not cached; see :func:`probe_videos`). Looking up the listed files (``os.stat``)
-            that gives no answer for that long is a DataError.
+        timeout_s: the longest one video's probe may take (``DATA.VIDEO_TIMEOUT_S``; None: :data:`PROBE_TIMEOUT_S`;
+            0: no limit, and ``workers`` 1 probes in this process): a video whose probe gives no answer in time,
+            twice, is left out of this build only (bad, not cached; see :func:`probe_videos`). Looking up the
+            listed files (``os.stat``) that gives no answer for that long is a DataError.
         root_name: how a list none of whose files exists names the root it is refused for (a wrong root, see
             :func:`~dali_pipelines.filelist.check_list_root`), e.g. a tool's ``--root``; None: such a list is
             indexed, every video missing (the inference tools' inputs, whose files are each reported).
@@ -337,6 +340,7 @@ def build_index(list_path: str, root: str, num_classes: int | None = None, *, wo
             (the first ten) with their reasons and the quarantine file. Also when videos in a row give no answer
             within ``timeout_s`` (a file system that stopped answering); what was probed before is saved.
     """
+    timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
     videos = read_video_list(list_path, root, num_classes, classes_name=classes_name)
     root_abs = os.path.abspath(root)
     paths = index_paths(list_path)

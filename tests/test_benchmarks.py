@@ -1258,6 +1258,7 @@ def test_a_stopped_build_says_its_videos_are_saved_only_where_they_stay(tmp_path
         probed.append(job[1])
         return real_job(job)
 
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", stopped_after_3)
     args = index_throughput.parse_args(["--rows", "8", "--workers", "1", "--ranks", "1",
                                         *([] if own_dir else ["--work-dir", str(work)])])

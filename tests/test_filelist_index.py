@@ -402,6 +402,7 @@ def test_a_file_on_several_lines_is_probed_once(tmp_path, monkeypatch):
     lst.write_text("a b.webm 0\nbad.webm 1\na b.webm 2\nbad.webm 1\na b.webm 1\n")
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     ix = build_index(str(lst), str(tmp_path), workers=1, progress=False, full_decode=True)
     assert sorted(calls) == [str(tmp_path / "a b.webm"), str(tmp_path / "bad.webm")]
@@ -426,6 +427,7 @@ def test_spellings_of_one_file_are_one_file_but_dotdot_after_a_link_is_not(tmp_p
                    "link/../videos/a.webm 0\n")
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
     assert sorted(calls) == [os.path.join(tmp_path, "link/../videos/a.webm"), str(tmp_path / "videos/a.webm")]
@@ -615,6 +617,7 @@ def test_cache_reused_and_replaced_video_reprobed(dataset, monkeypatch):
 
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     assert calls == [] and ix.probed == 0
@@ -646,6 +649,7 @@ def test_a_root_reached_through_a_link_reuses_the_cache(dataset, tmp_path, monke
 
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     ix = build_index(str(lst), str(link), workers=1, progress=False)
     assert calls == [] and ix.probed == 0
@@ -696,6 +700,7 @@ def test_the_records_of_absolute_paths_serve_under_any_root(tmp_path, monkeypatc
 
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     other = tmp_path / "other"
     shutil.copytree(videos, other / "videos")  # the relative path leads to another file there: probed again
@@ -773,6 +778,28 @@ def test_a_video_whose_probe_does_not_answer_is_left_out_of_this_build_only(data
     again = build_index(str(lst), str(root), workers=2, progress=False, timeout_s=limit)
     assert again.probed == 1 and stuck in again.good_rows and again.infos[stuck].num_frames == 20
     assert stuck_rel not in Path(again.quarantine_path).read_text()
+
+
+@pytest.mark.timeout(120)
+def test_one_probing_worker_is_held_to_the_time_limit_too(dataset, monkeypatch):
+    """DATA.INDEX_WORKERS 1 probed in the main process, where no time limit holds: a video whose probe never ends
+    (a hung network file system) held the build, and training's start, for ever. Its one worker is a worker process
+    now, ended past the limit: the video is left out of this build only, every other video is indexed."""
+    from tests import crashing_jobs
+
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1, progress=False, timeout_s=0)  # cached: the next build probes one
+    (stuck_rel, _), = _mark_stalling(lst, root, ["clips/cls a/good_1.webm"]).items()
+    monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)  # workers import it by name
+    limit = crashing_jobs.ANSWERS_WITHIN_S
+    ix = build_index(str(lst), str(root), workers=1, progress=False, timeout_s=limit)
+    rows = {e.rel_path: e.row for e in ix.entries}
+    assert ix.probed == 1
+    assert ix.bad[rows[stuck_rel]].startswith(index_mod.PROBE_OVERDUE + f" (no result within {limit:g} s")
+    assert ix.good_rows == sorted(rows[r] for r in GOOD if r != "clips/cls a/good_1.webm")
+    for rel, word in BAD.items():
+        assert word in ix.bad[rows[rel]], (rel, ix.bad[rows[rel]])
+    assert f"{stuck_rel}\t{ix.bad[rows[stuck_rel]]}" in Path(ix.quarantine_path).read_text().splitlines()
 
 
 def test_the_probe_time_limit_of_tools_without_a_config_is_the_config_default():
@@ -896,6 +923,7 @@ def test_a_name_with_a_tab_reads_back_whole_from_the_quarantine_file(tmp_path, m
     lst = tmp_path / "list.txt"
     lst.write_text("clip\tone.webm 0\nbad\ttwo.webm 1\n")
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: (job[0], None, "no frames:\n\tat all") if "bad" in
                         job[1] else real_job(job))
     first = build_index(str(lst), str(tmp_path), workers=1, progress=False)
@@ -1027,6 +1055,7 @@ def test_a_users_cache_learns_the_newer_records_of_the_cache_beside_the_list(dat
     writable["now"] = False
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
         again = build_index(str(lst), str(root), workers=1, progress=False)
@@ -1063,6 +1092,7 @@ def test_the_recount_line_counts_only_the_rows_no_newer_cache_beside_the_list_fi
     os.utime(first.cache_path, ns=(mtime, mtime))
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     with caplog.at_level(logging.INFO, logger="dali_pipelines.index"):
         again = build_index(str(lst), str(root), workers=1, progress=False)
@@ -1590,6 +1620,7 @@ def _interrupt_probing_after(monkeypatch, probes: int) -> list[str]:
         calls.append(job[1])
         return real_job(job)
 
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", interrupted_job)
     return calls
 
@@ -1634,6 +1665,7 @@ def test_a_killed_build_leaves_its_periodic_saves(dataset, monkeypatch):
         calls.append(job[1])
         return real_job(job)
 
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", job_then_kill)
     whole = build_index(str(lst), str(root), workers=1, progress=False)
     left = [path for path in calls if path not in calls[:3]]
@@ -1669,6 +1701,7 @@ def test_an_interrupted_migration_keeps_the_migrated_records(dataset, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         build_index(str(lst), str(root), workers=1, progress=False)
     assert calls == [str(root / unrecorded[0])] and cache.exists()
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     ix = build_index(str(lst), str(root), workers=1, progress=False)
     bad_paths = [str(root / rel) for rel in doc["videos"] if "bad" in doc["videos"][rel]]  # probed again

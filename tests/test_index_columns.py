@@ -150,6 +150,7 @@ def test_reordered_and_extended_list_reuses_cached_rows(mixed, real_clips_dir, m
                            first.bad.get(e.row)) for e in first.entries}
     calls: list[str] = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
 
     # Reversed, one new video, and one line twice: only the new video is probed, the rest keep their records.
@@ -200,6 +201,7 @@ def test_probed_rows_saved_for_a_list_are_what_its_build_reuses(mixed, monkeypat
 
     calls = []
     real_job = index_mod._probe_job
+    monkeypatch.setattr(index_mod, "PROBE_TIMEOUT_S", 0)  # one worker probes in this process, patched
     monkeypatch.setattr(index_mod, "_probe_job", lambda job: calls.append(job[1]) or real_job(job))
     seeded = build_index(str(lst), str(root), workers=1, progress=False)
     assert calls == [] and seeded.probed == 0 and sorted(seeded.bad) == [3, 4]

@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--video-timeout", type=float, default=None, metavar="S",
                     help="the longest one video's probe may take; a video that takes longer (twice) is reported "
                          "unreadable this time only (default: DATA.VIDEO_TIMEOUT_S with --cfg, else "
-                         f"{PROBE_TIMEOUT_S:g}; 0: no limit); none holds where the probes run in this process: "
-                         "--workers 1, or 0 with one usable core")
+                         f"{PROBE_TIMEOUT_S:g}; 0: no limit); it holds one worker too (--workers 1, or 0 with "
+                         "one usable core: one worker process), and with 0 that worker probes in this process")
     ap.add_argument("--full-decode", action="store_true",
                     help="decode every frame (slow; also finds corruption in the middle of a stream)")
     ap.add_argument("--dry-run", action="store_true", help="check config, model and list format; open no video")

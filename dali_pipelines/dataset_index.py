@@ -29,9 +29,15 @@ from .index_store import IndexCache, load_cache, save_cache, stat_key
 from .index_summary import BAD_VIDEOS_NAMED, _most_common, _repeated_text, summary_text  # noqa: F401 (re-exported)
 from .video_table import BAD, GOOD, NUMBERED_AS_INDEXED, UNKNOWN, VideoInfo, VideoTable
 
-__all__ = ["DatasetIndex", "quarantine_line"]
+__all__ = ["DatasetIndex", "quarantine_line", "QUARANTINE_ENCODING"]
 
 logger = logging.getLogger("dali_pipelines.index")  # one logger for the index, whichever module speaks
+
+# How the quarantine file is written and read back (open()'s and str.encode's keywords): UTF-8, a name's bytes that
+# are not UTF-8 (a '~' line under a home folder so named, as the file system hands it over: surrogates) written as
+# they are, so that the file names the video as the file system does and a build reads back the name it wrote.
+# Strict UTF-8 refused such a name: the build stopped with UnicodeEncodeError.
+QUARANTINE_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 # Runtime quarantines reach the cache file at most this often (and at every flush): each write rewrites the whole
 # cache (73 MB, about a quarter of a second, for 650,000 videos), which a burst of failures (a folder deleted during
@@ -312,7 +318,7 @@ class DatasetIndex:
             listed, cut = _listed(self.quarantine_path)
             lines = "".join(quarantine_line(rel, reason) for rel, reason in pending.items() if rel not in listed)
             if lines:
-                with open(self.quarantine_path, "a", encoding="utf-8") as f:
+                with open(self.quarantine_path, "a", **QUARANTINE_ENCODING) as f:
                     f.write(("\n" if cut else "") + lines)  # (after a line an earlier failed write cut short)
         except OSError as e:  # (a full disk, an unwritable folder): this run goes on, said once by flush_quarantines
             self._could_not_record(self.quarantine_path, list(pending), e)
@@ -416,7 +422,7 @@ def _listed(quarantine_path: str) -> tuple[set[str], bool]:
     write cut short: a full disk)."""
     listed, line = set(), "\n"
     try:
-        with open(quarantine_path, encoding="utf-8", newline="\n") as f:
+        with open(quarantine_path, newline="\n", **QUARANTINE_ENCODING) as f:
             for line in f:
                 if "\t" in line:
                     listed.add(line.rsplit("\t", 1)[0])

@@ -61,12 +61,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from evautil.files import atomic_write_text
+from evautil.files import atomic_write
 from evautil.progress import LINE_EVERY_S, counted
 from evautil.workers import WorkerTimeoutError, map_with_progress
 
 from .cache_match import CacheMatch, cached_keys, log_other_root, log_recount, match_list, reuse_newer
-from .dataset_index import BAD_VIDEOS_NAMED, DatasetIndex, quarantine_line
+from .dataset_index import BAD_VIDEOS_NAMED, QUARANTINE_ENCODING, DatasetIndex, quarantine_line
 from .filelist import DataError, VideoList, check_list_root, read_video_list
 from .index_files import IndexPaths, index_paths
 from .index_lock import locked
@@ -255,7 +255,7 @@ def _quarantine_text(videos: VideoList, bad: dict[int, str]) -> str:
 def _quarantine_is(path: str, text: str) -> bool:
     """Whether the quarantine file says exactly ``text`` (absent when there is nothing to say)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, **QUARANTINE_ENCODING) as f:
             return f.read() == text
     except FileNotFoundError:
         return text == ""
@@ -404,7 +404,7 @@ def _probe_and_quarantine(list_path: str, videos: VideoList, keys, paths: IndexP
                             "are saved, the next build probes only the rest" if save_on_stop else "")) from e
         text = _quarantine_text(videos, match.bad)
         if text:
-            atomic_write_text(paths.quarantine, text)
+            atomic_write(paths.quarantine, lambda f: f.write(text.encode(**QUARANTINE_ENCODING)))
         elif os.path.exists(paths.quarantine):
             os.unlink(paths.quarantine)  # stale: every listed video is fine now
     return match, files

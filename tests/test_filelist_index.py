@@ -936,6 +936,31 @@ def test_a_name_with_a_tab_reads_back_whole_from_the_quarantine_file(tmp_path, m
                                                        "clip\tone.webm\tdecode failed\n")
 
 
+def test_a_name_not_in_utf8_is_quarantined_as_its_bytes_and_read_back(tmp_path, monkeypatch):
+    """A '~' line under a home folder whose name is not UTF-8 (the file system's bytes, held as surrogates) naming a
+    bad video: writing the quarantine file as strict UTF-8 stopped the build with UnicodeEncodeError. Its line holds
+    the name's own bytes; the next build reads it back (nothing to rewrite), and a runtime quarantine finds the video
+    listed already and adds the other one's line the same way."""
+    home = os.path.join(tmp_path, os.fsdecode(b"caf\xe9"))  # a Latin-1 name on a UTF-8 file system
+    os.makedirs(home)
+    write_video(os.path.join(home, "good.webm"), counter_frames(8), "vp9")
+    Path(home, "bad.webm").write_bytes(b"not a video")
+    monkeypatch.setenv("HOME", home)
+    lst = tmp_path / "list.txt"
+    lst.write_text("~/good.webm 0\n~/bad.webm 1\n")
+    first = build_index(str(lst), home, workers=1, progress=False)  # a root so named too
+    assert first.good_rows == [0] and sorted(first.bad) == [1]
+    quarantine = Path(first.quarantine_path)
+    bad_line = os.fsencode(home) + b"/bad.webm\t" + " ".join(first.bad[1].split()).encode("utf-8", "surrogateescape")
+    assert quarantine.read_bytes() == bad_line + b"\n"
+    written = quarantine.stat().st_mtime_ns
+    second = build_index(str(lst), home, workers=1, progress=False)
+    assert second.probed == 0 and second.bad == first.bad and quarantine.stat().st_mtime_ns == written
+    second.quarantine(1, "decode failed")  # listed already: no second line
+    second.quarantine(0, "decode failed")
+    assert quarantine.read_bytes() == bad_line + b"\n" + os.fsencode(home) + b"/good.webm\tdecode failed\n"
+
+
 def test_a_quarantine_is_passed_to_the_index_of_a_list_naming_the_same_file(dataset, tmp_path):
     """Training's quarantines reach the validation's index (runner.check_lists_overlap), whatever path a list names
     a file by and however many lines name it; with one list for both, its quarantine file keeps training's reason."""

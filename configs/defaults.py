@@ -74,7 +74,7 @@ _C.DATA.NUM_WORKERS = 2
 # for ever. A video that takes longer is left out of the run (a file system that stopped answering, a decoder that
 # does not end; the next run tries it again) and the decode workers are replaced; three in a row end the run.
 # With NUM_WORKERS 0 the CPU routes decode in the main process, where nothing can stop them. Also the longest one
-# video's probe may take while the index is built (left out of that build only; INDEX_WORKERS 1: no limit) or
+# video's probe may take while the index is built (left out of that build only; one index worker too) or
 # before extract_features' windows (the video failed, tried again by the next run), and the longest a lookup (stat)
 # of a listed file may take (no answer: the build stops with an error naming it).
 _C.DATA.VIDEO_TIMEOUT_S = 300.0

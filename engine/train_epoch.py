@@ -145,8 +145,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             continue
 
         # ---- optimizer step ----
-        # One all-reduce of (loss, non-finite flag): the logged loss is the mean over all ranks' clips, and since
-        # gradients are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip.
+        # One all-reduce of the step's numbers: the logged loss is the mean over all ranks' clips, and since gradients
+        # are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip, naming one loss.
         local = loss_sum / acc
         finite = torch.isfinite(local)
         if scaler is None:
@@ -161,7 +161,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
             scaler.unscale_(optimizer)
             found = scaler._found_inf_per_device(optimizer).values()
             overflow = sum((f.to(device) for f in found), torch.zeros_like(local))
-        packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float(), overflow])
+        packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float(), overflow, local])
         # The stop/save agreement rides in the same collective (no second sync after the step), and so does each
         # rank's loader wait, in a slot of its own: the sum gives every rank all of them, and the logged wait is
         # the slowest rank's (a rank whose loader lags holds the others in the all-reduce, which is not their wait).
@@ -175,23 +175,23 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
                 host = host.pin_memory()
             packed = torch.cat([packed, host.to(packed.device, non_blocking=True)])
         # host sync, once per step
-        loss_total, n_bad, n_overflow, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()
+        loss_total, n_bad, n_overflow, raw_total, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()
         if control is not None:
             control.agree(rest[:len(flags)])
         slowest_wait = max(rest[len(flags):], default=data_time)
         # A step the loss scaler skips (inf/NaN in the fp16-scaled gradients under a finite loss: its scale is
-        # lowered) is a step without an update, as a skipped non-finite loss is, but no error.
+        # lowered) is a step without an update, as a skipped non-finite loss is, but no error; its LR is set too.
         skipped = n_bad > 0 or n_overflow > 0
+        scheduler.step_update(state.global_step - state.schedule_offset)
         step_loss = float("nan") if skipped else loss_total / ctx.world_size
         if skipped:
             if n_bad > 0 and not opts.skip_nonfinite:
-                raise NonFiniteLossError(state.global_step + 1, state.epoch, local.item(), state.last_checkpoint)
+                raise _nonfinite_stop(metrics, state, raw_total / ctx.world_size)
             if scaler is not None:
                 scaler.update()  # lowers the scale (the gradients were found non-finite)
             optimizer.zero_grad(set_to_none=True)
             state.skipped_steps += 1
         else:
-            scheduler.step_update(state.global_step - state.schedule_offset)
             if opts.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)  # (unscaled above with a scaler)
             if scaler is not None:
@@ -224,3 +224,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     metrics.end_epoch(state.global_step, state.epoch)
     mean = state.epoch_loss_sum / state.epoch_loss_steps if state.epoch_loss_steps else float("nan")
     return {"loss": mean, "steps": epoch_steps}
+
+
+def _nonfinite_stop(metrics: MetricLogger, state: TrainState, loss: float) -> NonFiniteLossError:
+    """The error that stops the run at the step in flight (``loss``: its mean over every rank, so that every rank
+    says the same), after the train line of the steps before it: up to PRINT_FREQ - 1 of them, whose losses lead
+    to the failure, were otherwise never logged."""
+    metrics.end_epoch(state.global_step, state.epoch)
+    return NonFiniteLossError(state.global_step + 1, state.epoch, loss, state.last_checkpoint)

@@ -1,0 +1,127 @@
+"""train_one_epoch's optimizer steps in numbers: what a non-finite loss leaves in the log and says on every rank, and
+the LR a skipped step logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from configs import load_config
+from engine.distributed import DistContext
+from engine.metrics import MetricLogger
+from engine.optim import build_scheduler
+from engine.train_epoch import NonFiniteLossError, TrainOptions, TrainState, train_one_epoch
+
+
+class _NaNAtCall(torch.nn.Module):
+    """Cross-entropy, NaN at the calls numbered in ``bad`` (1-based); the finite losses it returned, in ``seen``."""
+
+    def __init__(self, bad: set[int]) -> None:
+        super().__init__()
+        self.bad, self.calls, self.seen = bad, 0, []
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        if self.calls in self.bad:
+            return loss * float("nan")
+        self.seen.append(loss.item())
+        return loss
+
+
+def _batches(n: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(1)
+    return [{"video": torch.randn(2, 4, generator=gen), "label": torch.tensor([0, 2])} for _ in range(n)]
+
+
+def _train_lines(out) -> list[dict]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if x["kind"] == "train"]
+
+
+def test_a_nonfinite_loss_stop_logs_the_steps_before_it(tmp_path):
+    """PRINT_FREQ 10, a NaN loss at step 6: steps 1-5 get their train line (their mean loss) before the run stops.
+    The stop used to leave them unlogged, the losses that led to the failure among them."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = build_scheduler(load_config(None, ["TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0"]).TRAIN, opt, 8)
+    criterion = _NaNAtCall({6})
+    metrics = MetricLogger(str(tmp_path), print_freq=10, tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(NonFiniteLossError, match=r"^non-finite loss \(nan\) at optimizer step 6 \(epoch 1\)"):
+            train_one_epoch(model, _batches(8), opt, scheduler, criterion, TrainState(),
+                            TrainOptions(epochs=1, steps_per_epoch=8), metrics, DistContext())
+    finally:
+        metrics.close()
+    train = _train_lines(tmp_path)
+    assert [x["step"] for x in train] == [5]
+    assert len(criterion.seen) == 5 and train[0]["loss"] == pytest.approx(sum(criterion.seen) / 5, rel=1e-6)
+
+
+def test_a_skipped_steps_line_logs_its_own_lr(tmp_path):
+    """TRAIN.SKIP_NONFINITE: the schedule goes on by step through a skipped step, and its line's lr is that step's
+    LR on the schedule (it was the step before's, the LR being set only for an update)."""
+    cfg = load_config(None, ["TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "1", "TRAIN.LR", "1e-3",
+                             "TRAIN.WARMUP_START_LR", "0", "TRAIN.LR_MIN", "1e-6"])
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.TRAIN.LR)  # the schedule's peak: the optimizer's LR
+    scheduler = build_scheduler(cfg.TRAIN, opt, 4)
+    metrics = MetricLogger(str(tmp_path), print_freq=1, tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        train_one_epoch(model, _batches(4), opt, scheduler, _NaNAtCall({3}), TrainState(),
+                        TrainOptions(epochs=1, steps_per_epoch=4, skip_nonfinite=True), metrics, DistContext())
+    finally:
+        metrics.close()
+    train = _train_lines(tmp_path)
+    assert [x["loss"] is None for x in train] == [False, False, True, False]
+    # a warmup of the run's 4 steps from 0 to 1e-3: step t runs at t x 2.5e-4
+    assert [x["lr"] for x in train] == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4], abs=1e-12)
+
+
+def _nan_loss_on_rank_1(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        metrics = MetricLogger(out_dir, rank, world, print_freq=1, tensorboard=False, nvml=False,
+                               progress_bar=False)
+        scheduler = build_scheduler(load_config(None, ["TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0"]).TRAIN,
+                                    opt, 3)
+        said = "no error"
+        try:
+            train_one_epoch(model, _batches(3), opt, scheduler, _NaNAtCall({2} if rank == 1 else set()),
+                            TrainState(), TrainOptions(epochs=1, steps_per_epoch=3), metrics,
+                            DistContext(rank=rank, world_size=world))
+        except NonFiniteLossError as e:
+            said = str(e)
+        finally:
+            metrics.close()
+        with open(os.path.join(out_dir, f"said_{rank}.txt"), "w") as f:
+            f.write(said)
+        del model
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as test_distributed's ranks: no gloo destructors at interpreter exit
+
+
+def test_every_rank_names_the_same_nonfinite_loss(tmp_path):
+    """Two processes, a NaN loss on rank 1 at step 2: every rank stops there with the same line, which names a
+    non-finite loss. Rank 0, whose own loss was finite (its gradients all-reduced with rank 1's NaN ones), wrote
+    "non-finite gradients (loss ...)" in the run's log instead, pointing away from the loss."""
+    mp.spawn(_nan_loss_on_rank_1, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    said = [(tmp_path / f"said_{rank}.txt").read_text() for rank in (0, 1)]
+    assert said[0] == said[1], said
+    assert said[0].startswith("non-finite loss (nan) at optimizer step 2 (epoch 1); stopping."), said[0]

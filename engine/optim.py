@@ -104,6 +104,12 @@ def resolve_lr_min(lr: float, lr_min: float) -> float:
     return lr_min if lr_min > 0 else lr / 100.0
 
 
+def _whole_steps(epochs: float, steps_per_epoch: int) -> int:
+    """The whole optimizer steps in ``epochs`` epochs, a fraction of a step cut off. The product is rounded first:
+    in binary floating point 2.3 x 100 is 229.99999999999997, which ``int`` alone cut to 229 steps, not 230."""
+    return int(round(epochs * steps_per_epoch, 6))
+
+
 def build_scheduler(train_cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> CosineLRScheduler:
     """timm cosine schedule over optimizer steps: warmup ``int(WARMUP_EPOCHS * n_iter)`` steps from WARMUP_START_LR,
     then cosine from LR to LR_MIN over the rest of the run's ``EPOCHS * n_iter`` steps (the original's
@@ -114,8 +120,8 @@ def build_scheduler(train_cfg, optimizer: torch.optim.Optimizer, steps_per_epoch
     exactly resumable from the step count. (The original called it after the step with the same ``t``, so its
     first two steps shared one LR.)
     """
-    warmup_t = int(train_cfg.WARMUP_EPOCHS * steps_per_epoch)
-    total_t = int(train_cfg.EPOCHS * steps_per_epoch)
+    warmup_t = _whole_steps(train_cfg.WARMUP_EPOCHS, steps_per_epoch)
+    total_t = _whole_steps(train_cfg.EPOCHS, steps_per_epoch)
     # timm asserts t_initial > 0; an all-warmup run simply holds LR_MIN after the warmup.
     t_initial = max(1, total_t - warmup_t)
     # timm warns that a cosine of t_initial 1 "will have no effect": that is the schedule asked for here (a run

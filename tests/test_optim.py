@@ -184,3 +184,19 @@ def test_ema_copies_only_the_first_update_then_averages():
     w1, w2 = weights
     assert not torch.equal(w1, w2)
     torch.testing.assert_close(ema.module.weight, 0.5 * w1 + 0.5 * w2)
+
+
+@pytest.mark.parametrize("warmup,steps,whole", [("2.3", 100, 230), ("0.57", 100, 57), ("0.29", 200, 58)])
+def test_a_warmup_of_whole_steps_is_not_cut_a_step_short_by_floating_point(warmup, steps, whole):
+    """WARMUP_EPOCHS 2.3 at 100 steps an epoch is 230 steps of warmup, but 2.3 x 100 is 229.99999999999997 in
+    binary floating point, which int() cut to 229: the warmup ended a step early, on another slope."""
+    cfg = load_config(None, ["TRAIN.EPOCHS", "5", "TRAIN.WARMUP_EPOCHS", warmup, "TRAIN.LR", "1e-3",
+                             "TRAIN.WARMUP_START_LR", "0", "TRAIN.LR_MIN", "1e-6"])
+    assert float(warmup) * steps < whole  # the product the schedule is cut from
+    opt = build_optimizer(cfg.TRAIN, _model(1), torch.device("cpu"))
+    sched = build_scheduler(cfg.TRAIN, opt, steps)
+    lrs = []
+    for t in (1, whole - 1, whole):
+        sched.step_update(t)
+        lrs.append(max(g["lr"] for g in opt.param_groups))
+    assert lrs == pytest.approx([1e-3 / whole, 1e-3 * (whole - 1) / whole, 1e-3], rel=1e-9)

@@ -218,9 +218,19 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
         micro, data_time, clips = 0, 0.0, 0
         loss_sum.zero_()
         t_step = time.perf_counter()
+    return _end_epoch(it, optimizer, metrics, state, epoch_steps, partial_window=micro > 0)
+
+
+def _end_epoch(it: Iterable[dict], optimizer: torch.optim.Optimizer, metrics: MetricLogger, state: TrainState,
+               epoch_steps: int, partial_window: bool) -> dict[str, float]:
+    """The end of :func:`train_one_epoch` and what it returns. A loader that ran out inside a step's window
+    (``partial_window``: fewer batches than the steps planned) leaves that window's gradients behind: dropped, as
+    its step is not taken, instead of being added to the next epoch's first step."""
     # Finish the iterator so the loader ends its epoch cleanly (and drain a loader's leftover micro-batches).
     for _ in it:
         pass
+    if partial_window:
+        optimizer.zero_grad(set_to_none=True)
     metrics.end_epoch(state.global_step, state.epoch)
     mean = state.epoch_loss_sum / state.epoch_loss_steps if state.epoch_loss_steps else float("nan")
     return {"loss": mean, "steps": epoch_steps}

@@ -125,3 +125,31 @@ def test_every_rank_names_the_same_nonfinite_loss(tmp_path):
     said = [(tmp_path / f"said_{rank}.txt").read_text() for rank in (0, 1)]
     assert said[0] == said[1], said
     assert said[0].startswith("non-finite loss (nan) at optimizer step 2 (epoch 1); stopping."), said[0]
+
+
+def test_a_loader_that_runs_out_inside_a_step_leaves_no_gradient_to_the_next_epoch(tmp_path):
+    """TRAIN.ACCUMULATION_STEPS 2, 3 steps planned, a loader of 5 batches: 2 steps, and the fifth batch's backward
+    without its step. Its gradients were left on the weights and added to the next epoch's first step; now the
+    next epoch trains as after a loader of the 4 batches its steps used."""
+    batches = _batches(9)
+
+    def weights_after(first_epoch: list[dict]) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = build_scheduler(load_config(None, ["TRAIN.EPOCHS", "2", "TRAIN.WARMUP_EPOCHS", "0"]).TRAIN,
+                                    opt, 3)
+        metrics = MetricLogger(str(tmp_path), print_freq=10, tensorboard=False, nvml=False, progress_bar=False)
+        state, opts = TrainState(), TrainOptions(epochs=2, steps_per_epoch=3, accumulation_steps=2)
+        try:
+            first = train_one_epoch(model, first_epoch, opt, scheduler, torch.nn.CrossEntropyLoss(), state, opts,
+                                    metrics, DistContext())
+            assert first["steps"] == 2 and all(p.grad is None for p in model.parameters())
+            state.epoch, state.step_in_epoch = 1, 0
+            train_one_epoch(model, batches[5:7], opt, scheduler, torch.nn.CrossEntropyLoss(), state, opts, metrics,
+                            DistContext())
+        finally:
+            metrics.close()
+        return model.weight.detach().clone()
+
+    assert torch.equal(weights_after(batches[:5]), weights_after(batches[:4]))

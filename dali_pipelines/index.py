@@ -141,7 +141,14 @@ def probe_videos(jobs: list[tuple[int, str, bool]], workers: int, progress: bool
     # process a probe that never ends (a hung file system) held the build, and training's start, for ever.
     return map_with_progress(_probe_job, jobs, workers, desc, progress=progress, unit="video", ordered=False,
                              on_crash=_probe_crashed, log=log, log_every_s=_LOG_EVERY_S, timeout=timeout_s,
-                             on_timeout=_probe_overdue, one_worker_pool=one_worker_pool or timeout_s > 0)
+                             on_timeout=_probe_overdue, one_worker_pool=one_worker_pool or timeout_s > 0,
+                             describe=_probed_path)
+
+
+def _probed_path(job: tuple[int, str, bool]) -> str:
+    """A probe job as the errors name it: its video's path, as the file system spells it (a job's tuple, shown as
+    Python writes it, escaped a name that is not UTF-8: ``caf\\udce9``)."""
+    return job[1]
 
 
 def _probe_and_save(match: CacheMatch, videos: VideoList, keys, full_decode: bool, workers: int, progress: bool,

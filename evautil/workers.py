@@ -16,7 +16,7 @@ import concurrent.futures as cf
 import os
 import sys
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .process_pools import (DEATH_CHECK_S, WORKER_START_S, ResultOverdue, WorkerStartError, abandon_pool,
                             exit_description, jobs_started, pool_lost_a_worker, pool_processes, process_pool,
@@ -57,11 +57,11 @@ MAX_OVERDUE_IN_A_ROW = 3
 
 
 def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash: Callable | None,
-               timeout: float = 0, on_timeout: Callable | None = None):
+               timeout: float = 0, on_timeout: Callable | None = None, describe: Callable[[Any], str] = repr):
     """``fn(item)`` in a one-worker pool (started when ``pool`` is None) -> (the pool, None once it broke; result;
     whether it is an overdue verdict). If the worker dies, the item is convicted: ``on_crash(item, how)`` is its
-    result, or WorkerCrashError. ``timeout`` > 0: without a result after that many seconds, the pool is ended and
-    ``on_timeout(item, how)`` is the result (see :func:`_overdue_verdict`)."""
+    result, or WorkerCrashError naming it as ``describe`` does. ``timeout`` > 0: without a result after that many
+    seconds, the pool is ended and ``on_timeout(item, how)`` is the result (see :func:`_overdue_verdict`)."""
     pool = pool or started_pool(1)
     try:
         return pool, result_unless_a_worker_dies(pool, submit_to_pool(pool, fn, item), timeout), False
@@ -70,18 +70,19 @@ def _run_alone(pool: cf.ProcessPoolExecutor | None, fn: Callable, item, on_crash
         abandon_pool(pool)
     except ResultOverdue:
         abandon_pool(pool)
-        return None, _overdue_verdict(item, timeout, "twice, the second time alone", on_timeout), True
+        return None, _overdue_verdict(item, timeout, "twice, the second time alone", on_timeout, describe), True
     if on_crash is None:
-        raise WorkerCrashError(f"{item!r}: {how}")
+        raise WorkerCrashError(f"{describe(item)}: {how}")
     return None, on_crash(item, how), False
 
 
-def _overdue_verdict(item, timeout: float, when: str, on_timeout: Callable | None):
+def _overdue_verdict(item, timeout: float, when: str, on_timeout: Callable | None,
+                     describe: Callable[[Any], str] = repr):
     """``on_timeout(item, how)`` for an item that gave no result within ``timeout`` seconds, or WorkerTimeoutError
-    naming it."""
+    naming it as ``describe`` does."""
     how = f"no result within {timeout:g} s, {when}"
     if on_timeout is None:
-        raise WorkerTimeoutError(f"{item!r}: {how}")
+        raise WorkerTimeoutError(f"{describe(item)}: {how}")
     return on_timeout(item, how)
 
 
@@ -90,7 +91,8 @@ def _call_each(fn: Callable, xs: list) -> list:
 
 
 def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash: Callable | None,
-                           timeout: float = 0, on_timeout: Callable | None = None) -> Iterator[tuple[int, object]]:
+                           timeout: float = 0, on_timeout: Callable | None = None,
+                           describe: Callable[[Any], str] = repr) -> Iterator[tuple[int, object]]:
     """``(i, fn(items[i]))`` as they finish, in ``workers`` processes, a few items per task (per-task overhead is
     about 0.2 ms, comparable with a probe of a short video). A worker that dies takes only time with it: the items
     in flight then run again, one task each, and one that was in flight at two deaths runs alone
@@ -101,7 +103,8 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
     that lost a worker (the items in flight run again, one task each), except that an item in flight alone is
     overdue at once: ``on_timeout(item, how)`` is its result (:func:`_overdue_verdict`). A stalled worker cannot
     be told from a slow one, so the verdict is only as strong as the caller makes it (the index leaves such a video
-    out of one build); :data:`MAX_OVERDUE_IN_A_ROW` verdicts in a row raise WorkerTimeoutError."""
+    out of one build); :data:`MAX_OVERDUE_IN_A_ROW` verdicts in a row raise WorkerTimeoutError. The errors name an
+    item as ``describe(item)`` says it."""
     size = max(1, min(16, len(items) // (8 * workers)))  # small tasks keep the bar moving and the load balanced
     todo = collections.deque(list(range(k, min(k + size, len(items)))) for k in range(0, len(items), size))
     suspicion: collections.Counter = collections.Counter()
@@ -115,7 +118,7 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
         if overdue_in_a_row >= MAX_OVERDUE_IN_A_ROW:
             raise WorkerTimeoutError(
                 f"{overdue_in_a_row} items in a row gave no result within {timeout:g} s each (the last: "
-                f"{items[i]!r}): what they are read from, or the work itself, does not answer")
+                f"{describe(items[i])}): what they are read from, or the work itself, does not answer")
         return i, result
 
     try:
@@ -127,7 +130,8 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
             while todo and len(inflight) < 2 * workers and not broken:  # two per worker: the next one queued
                 task = todo.popleft()
                 if suspicion[task[0]] >= 2:  # suspects travel alone
-                    alone, result, overdue = _run_alone(alone, fn, items[task[0]], on_crash, timeout, on_timeout)
+                    alone, result, overdue = _run_alone(alone, fn, items[task[0]], on_crash, timeout, on_timeout,
+                                                               describe)
                     yield counted(task[0], result, overdue)
                     continue
                 if not inflight:
@@ -157,8 +161,8 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
                 pool = None
                 if stalled and len(suspects) == 1:  # it had the pool to itself: as good as alone
                     i = suspects[0]
-                    yield counted(i, _overdue_verdict(items[i], timeout, "the only item in flight", on_timeout),
-                                  True)
+                    yield counted(i, _overdue_verdict(items[i], timeout, "the only item in flight", on_timeout,
+                                                      describe), True)
                     continue
                 suspicion.update(suspects)
                 todo.extendleft([i] for i in reversed(suspects))
@@ -171,7 +175,8 @@ def _map_surviving_crashes(fn: Callable, items: Sequence, workers: int, on_crash
 def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool = True,
                       unit: str = "item", ordered: bool = True, on_crash: Callable | None = None,
                       log: Callable[[str], None] | None = None, log_every_s: float = LINE_EVERY_S, timeout: float = 0,
-                      on_timeout: Callable | None = None, one_worker_pool: bool = False) -> Iterator:
+                      on_timeout: Callable | None = None, one_worker_pool: bool = False,
+                      describe: Callable[[Any], str] = repr) -> Iterator:
     """``fn(x)`` for every item, in ``workers`` processes (0: one per CPU; 1, or one CPU: in this process, unless
     ``one_worker_pool``, in one worker process; never more than there are items), with a progress bar on stderr.
     Yields the results in item order (``ordered``) or as they finish; ``fn`` must be a module-level function (it is
@@ -190,6 +195,9 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
     result for that many seconds, the second time alone, gets ``on_timeout(item, how)`` as its result, or raises
     WorkerTimeoutError naming it; so many such items in a row raise WorkerTimeoutError (see
     :func:`_map_surviving_crashes`).
+
+    The errors name an item as ``describe(item)`` says it (``repr`` by default): a caller whose items are jobs
+    (``(row, path, full_decode)``) names the file plainly, not a tuple with its path's escapes.
     """
     from tqdm import tqdm
 
@@ -212,7 +220,7 @@ def map_with_progress(fn: Callable, items: Sequence, workers: int, desc: str, pr
         else:
             done: dict[int, object] = {}
             nxt = 0
-            for i, r in _map_surviving_crashes(fn, items, n, on_crash, timeout, on_timeout):
+            for i, r in _map_surviving_crashes(fn, items, n, on_crash, timeout, on_timeout, describe):
                 tick()
                 if not ordered:
                     yield r

@@ -304,6 +304,24 @@ def test_items_without_an_answer_in_a_row_stop_the_map():
     assert all(item < 0 and how == "no result within 0.5 s, twice, the second time alone" for item, how in overdue)
 
 
+def _hangs_on_marked_job(job: tuple[int, str, bool]) -> int:
+    return _hangs_on_marked(job[0])
+
+
+@pytest.mark.timeout(120)
+def test_items_without_an_answer_are_named_as_the_caller_describes_them():
+    """The errors named an item as Python writes it: a job tuple of the index, a name that is not UTF-8 escaped
+    (``(3, '/data/caf\\udce9/x.webm', False)``). With ``describe``, they name it in the caller's words: the path."""
+    jobs = [(-x, f"/data/caf\udce9/{x}.webm", False) for x in range(2, 7)]
+    with pytest.raises(WorkerTimeoutError, match=rf"^{MAX_OVERDUE_IN_A_ROW} items in a row gave no result within "
+                                                 "0.5 s each \\(the last: /data/caf\udce9/\\d.webm\\): what"):
+        list(map_with_progress(_hangs_on_marked_job, jobs, 2, "x", progress=False, ordered=False, timeout=0.5,
+                               on_timeout=lambda job, how: None, describe=lambda job: job[1]))
+    with pytest.raises(WorkerTimeoutError, match="^/data/caf\udce9/2.webm: no result within 0.5 s"):
+        list(map_with_progress(_hangs_on_marked_job, jobs[:1], 2, "x", progress=False, timeout=0.5,
+                               one_worker_pool=True, describe=lambda job: job[1]))
+
+
 @pytest.mark.timeout(120)  # the old pool hung here: fail fast, not at the suite's limit
 def test_workers_that_cannot_start_are_an_error_not_a_hang(tmp_path):
     """A script read from standard input cannot start workers (they re-import the main module): multiprocessing.Pool

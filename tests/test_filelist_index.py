@@ -822,8 +822,10 @@ def test_videos_in_a_row_without_an_answer_stop_the_build_with_one_error(dataset
     monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.stalling_probe_job)
     limit = crashing_jobs.ANSWERS_WITHIN_S  # the bad videos probed first answer within it on a loaded machine too
     with pytest.raises(DataError, match=rf"^indexing {re.escape(str(lst))}: {MAX_OVERDUE_IN_A_ROW} items in a row "
-                                        rf"gave no result within {limit:g} s each .*DATA.VIDEO_TIMEOUT_S"):
+                                        rf"gave no result within {limit:g} s each .*DATA.VIDEO_TIMEOUT_S") as stop:
         build_index(str(lst), str(root), workers=2, progress=False, timeout_s=limit)
+    last = re.search(r"\(the last: (.*)\): what they are read from", str(stop.value))
+    assert last and last.group(1) in {os.path.join(root, rel) for rel in marked}, str(stop.value)  # the file, plain
     monkeypatch.setattr(index_mod, "_probe_job", crashing_jobs.probe_job)
     again = build_index(str(lst), str(root), workers=2, progress=False)
     assert again.probed == len(marked)  # the bad ones were probed and saved before the build stopped

@@ -6,8 +6,9 @@ A Kinetics-size list has hundreds of thousands of videos and every rank of a run
 list), no Python object per video. ``ListEntry`` and ``VideoInfo`` objects are built on demand for one row
 (``entries``, ``infos``, ``info``).
 Built by :func:`dali_pipelines.index.build_index`. Another list's index of the run (validation's) can be told of
-the videos this one quarantines where both name the same file (:meth:`DatasetIndex.pass_quarantines_to`). The
-summary a build logs (:meth:`DatasetIndex.summary`) is ``index_summary.py``'s.
+the videos this one quarantines where both name the same file (:meth:`DatasetIndex.pass_quarantines_to`). Display
+turns learnt after the build (a migrated cache's rows record none) are kept in its cache
+(:meth:`DatasetIndex.record_turns`). The summary a build logs (:meth:`DatasetIndex.summary`) is ``index_summary.py``'s.
 """
 
 from __future__ import annotations
@@ -401,6 +402,45 @@ class DatasetIndex:
         with self._unrecorded_lock:  # all recorded now: a failure not yet said is no longer true
             if self.cache_path not in self._not_recorded_said:
                 self._not_recorded.pop(self.cache_path, None)
+
+    def record_turns(self, turns: dict[int, int]) -> None:
+        """Keep the display turns learnt after the build (``{row: degrees counter-clockwise}``, read from the first
+        frames of rows whose record has none: ``ROTATION_NOT_RECORDED``, a cache migrated from before the turn) in
+        the table and in the cache file, as :meth:`_record_in_cache` keeps quarantines: under the lock, the file
+        read again, a row's turn written only while the cache's record and the file on disk both still have the
+        size and mtime this index probed (a file changed since is probed again by the next build, its turn with it).
+        A migrated cache was saved with every turn unrecorded, so each run decoded those first frames again until
+        the cache was deleted; now only the first does. A cache that cannot be written is left as it is: the turns
+        are learnt again next run."""
+        c = self.table.columns
+        probed: dict[str, tuple[tuple[int, int], int]] = {}  # rel path -> (size and mtime probed, turn)
+        for row, degrees in turns.items():
+            if not self.is_good(row):
+                continue
+            c["rotation"][row] = degrees
+            key = (int(c["size"][row]), int(c["mtime_ns"][row]))
+            if self.cache_path and stat_key(self.videos.path(row)) == key:
+                probed[self.videos.rel_path(row)] = (key, int(degrees))
+        if not probed:
+            return
+        try:
+            with locked(self.lock_path):
+                root = os.path.abspath(self.root)
+                cache = load_cache(self.cache_path, root)
+                if cache is None:
+                    return
+                cc, changed = cache.table.columns, False
+                for rel, (key, degrees) in probed.items():
+                    at = cache.rel_paths.find(rel)
+                    if (at >= 0 and cache.table.status[at] == GOOD and cc["rotation"][at] != degrees
+                            and (int(cc["size"][at]), int(cc["mtime_ns"][at])) == key):
+                        cc["rotation"][at] = degrees
+                        changed = True
+                if changed:
+                    save_cache(self.cache_path, os.path.abspath(self.list_path), root, cache.rel_paths, cache.table)
+        except OSError as e:  # (a read-only folder, a full disk): this run has its turns, the next learns them again
+            logger.debug("could not record the display turns of %s in %s (%s)", counted(len(probed), "video"),
+                         self.cache_path, e)
 
     def summary(self, name_bad: bool = True, left_out: bool = True) -> str:
         """Human-readable summary: counts, frame statistics, codecs, and (``name_bad``) the first bad files with

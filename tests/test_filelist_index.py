@@ -1007,6 +1007,24 @@ def test_a_burst_of_runtime_quarantines_rewrites_the_cache_once(dataset, monkeyp
     assert again.probed == 0 and all("decode failed during the run" in again.bad[r] for r in rows)
 
 
+def test_turns_learnt_after_the_build_are_kept_in_the_cache_only_for_files_unchanged_since(dataset):
+    """record_turns keeps the turns a run learnt (of a migrated cache's rows, which record none) in the cache file,
+    read again under the lock, but not for a file changed since its probe: the turn read from the new file is not
+    the probed record's, and the next build probes that file again anyway."""
+    lst, root = dataset
+    ix = build_index(str(lst), str(root), workers=1, progress=False)
+    kept, changed = ix.good_rows[:2]
+    stat = os.stat(ix.path(changed))
+    os.utime(ix.path(changed), ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    ix.record_turns({kept: 90, changed: 180})
+    assert ix.table.columns["rotation"][[kept, changed]].tolist() == [90, 180]  # this run's notes have them
+    cache = load_cache(ix.cache_path, os.path.abspath(root))
+    at = [cache.rel_paths.find(ix.videos.rel_path(r)) for r in (kept, changed)]
+    assert cache.table.columns["rotation"][at].tolist() == [90, 0]  # 0: as probed
+    again = build_index(str(lst), str(root), workers=1, progress=False)
+    assert again.probed == 1 and again.info(kept).rotation == 90 and again.info(changed).rotation == 0
+
+
 def test_readonly_list_dir_uses_user_cache(dataset, tmp_path, monkeypatch):
     lst, root = dataset
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -1404,9 +1404,23 @@ def test_the_turn_of_a_video_is_read_by_the_index_probe_not_by_another_decode(ev
     assert (probe_video(str(phone)).rotation, probe_video(str(plain)).rotation) == (270, 0)  # what the index keeps
 
 
-def test_an_index_cache_older_than_the_turn_still_gets_the_note(evaluated, tmp_path, capsys, monkeypatch):
-    """A cache written before the index recorded the turn (schema version 7) is migrated with its records kept: their
-    turn is not recorded, so predict reads it from each video scored, and the note is the same."""
+def _cache_turns(cache: Path) -> dict[str, int]:
+    """The turn each video's record in an index cache keeps, by its path as the cache holds it."""
+    from dali_pipelines.filelist import PathTable
+
+    with np.load(cache, allow_pickle=False) as archive:
+        rel_paths = PathTable(archive["paths"], archive["path_offsets"])
+        return {os.path.basename(rel_paths[r]): int(t) for r, t in enumerate(archive["rotation"].tolist())}
+
+
+def test_an_index_cache_older_than_the_turn_learns_it_once_and_keeps_it(evaluated, tmp_path, capsys, monkeypatch):
+    """A cache written before the index recorded the turn (schema version 7) is migrated with its records kept and
+    their turns not recorded: predict read the turn from the first frame of each video scored, and the migrated
+    cache kept them unrecorded, so every later run decoded them again. Now the first run keeps the turns it learnt
+    in the cache (the note the same) and the next run decodes no first frame; a video changed in between is probed
+    again, its turn the new file's, not the cache's."""
+    import shutil
+
     from dali_pipelines.index_store import INDEX_SCHEMA_VERSION
 
     tmp, opts, ckpt, _ = evaluated
@@ -1424,12 +1438,26 @@ def test_an_index_cache_older_than_the_turn_still_gets_the_note(evaluated, tmp_p
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     with open(cache, "wb") as f:
         np.savez(f, **arrays)
+    note = (f"note: {phone}: its display matrix shows it turned 90° clockwise (a phone's portrait video); it was "
+            "scored as stored, unturned, as evaluation reads it")
     reads = _turn_reads(monkeypatch)
     assert predict.main(args) == 0
-    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert notes == [f"note: {phone}: its display matrix shows it turned 90° clockwise (a phone's portrait video); "
-                     "it was scored as stored, unturned, as evaluation reads it"]
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == [note]
     assert sorted(reads) == sorted([str(plain), str(phone)])  # the migrated records' turns, each read once
     with np.load(cache, allow_pickle=False) as archive:  # saved migrated, and not probed again
         assert json.loads(archive["header"].tobytes())["version"] == INDEX_SCHEMA_VERSION
-        assert archive["rotation"].tolist() == [-1, -1]
+    assert _cache_turns(cache) == {"plain.mp4": 0, "phone.mp4": 270}  # the turns learnt, kept
+
+    reads.clear()
+    assert predict.main(args) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")] == [note]
+    assert reads == []  # from the cache: no first frame decoded again
+
+    shutil.copy(phone, plain)  # plain is now a phone's video too: its record (turn 0) is not its turn any more
+    stat = os.stat(plain)
+    os.utime(plain, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert predict.main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [note.replace(str(phone), str(plain)), note]
+    assert reads == []  # the changed file probed again, its turn with it
+    assert _cache_turns(cache) == {"plain.mp4": 270, "phone.mp4": 270}

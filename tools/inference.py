@@ -269,12 +269,17 @@ def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: s
     videos a player would turn, with their turns (:meth:`ViewLoader.turned`, for :func:`note_turned`)."""
     loader = build_view_loader(cfg, paths, work_dir, ctx, progress=progress and ctx.is_main)
     try:
+        read: set[int] = set()
         for batch in progress_bar(loader, len(loader), bar is not None and len(loader) > 0, bar or ""):
             pooled, logits = view_outputs(model, batch["video"].to(ctx.device), amp_dtype)
             rows = [int(row) for row in batch["index"].tolist()]
             refuse_non_finite(pooled if checked == "features" else logits, [paths[row] for row in rows], checked,
                               amp_dtype, error)
             each_batch(rows, pooled, logits)
+            read.update(rows)
+        # a migrated cache's rows record no turn: learnt from the videos this rank read and kept in the cache, so
+        # that the next run reads none of them again
+        loader.learn_turns(read)
         return loader.unreadable(ctx), loader.turned()
     finally:
         loader.close()
@@ -282,7 +287,8 @@ def views_through_model(cfg, model: nn.Module, paths: Sequence[str], work_dir: s
 
 def note_turned(turned: dict[str, int], done: str) -> None:
     """One ``note:`` line on stderr per video whose display matrix turns it (``{path: degrees counter-clockwise}``;
-    ``ROTATION_NOT_RECORDED``, a record of an index cache older than the turn, is read from the video now): a
+    ``ROTATION_NOT_RECORDED``, a record of an index cache older than the turn that another rank read, is read from
+    the video now; :func:`views_through_model` learns and keeps the turns of the videos its rank read): a
     phone's portrait video was used sideways, as stored, without a word. Training and evaluation read frames as
     stored too, so ``predict`` and ``extract_features`` see what an evaluation sees; rotate the file to have it
     upright. ``done``: what was done with its frames, in the line's words (``scored``)."""

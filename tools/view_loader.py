@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class ViewLoader:
     """The multi-view test loader over some videos (from :func:`build_view_loader`): batches
     ``{'video': (B, V, T, 3, S, S), 'index': (B,)}`` with ``index`` the position in the caller's ``paths``, and,
     after the iteration, :meth:`unreadable` for the videos that gave no batch; :meth:`turned` for those a player
-    would turn."""
+    would turn (:meth:`learn_turns` for those whose record has no turn)."""
 
     def __init__(self, loader, positions: Sequence[int], unreadable: dict[int, str], index=None):
         self.loader = loader  # None when no video is readable
@@ -63,6 +63,23 @@ class ViewLoader:
         turns = self._index.table.columns["rotation"]
         rows = np.flatnonzero(self._index.good_mask & (turns != 0))
         return {int(self._positions[r]): int(turns[r]) for r in rows.tolist()}
+
+    def learn_turns(self, positions: Iterable[int]) -> None:
+        """Read the display turn of those of ``positions`` (videos this rank read) whose record has none
+        (``ROTATION_NOT_RECORDED``: an index cache migrated from before the turn) from their first frame, and keep
+        it in the index and its cache (:meth:`DatasetIndex.record_turns`): :meth:`turned` gives it from then on, and
+        a later run on these videos decodes no first frame for it."""
+        if self._index is None:
+            return
+        from dali_pipelines import pyav_probe
+        from dali_pipelines.video_table import ROTATION_NOT_RECORDED
+
+        row_of = {position: row for row, position in enumerate(self._positions.tolist())}
+        turns = self._index.table.columns["rotation"]
+        rows = sorted({row_of[p] for p in positions if p in row_of})
+        unknown = [r for r in rows if self._index.is_good(r) and turns[r] == ROTATION_NOT_RECORDED]
+        if unknown:
+            self._index.record_turns({r: pyav_probe.display_rotation(self._index.path(r)) for r in unknown})
 
     def close(self) -> None:
         if self.loader is not None:

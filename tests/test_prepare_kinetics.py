@@ -2458,6 +2458,28 @@ def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_
     assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
 
 
+def test_a_class_whose_every_source_fails_leaves_no_empty_folder_in_dst(tmp_path, monkeypatch, capsys):
+    # Each output's folder was made before its source was opened: a class whose every source failed stayed in --dst
+    # as an empty folder, an empty class to the lists of that tree. A folder that was there before stays.
+    import tools.kinetics.encode as kin
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    (src / "train" / PAF).mkdir(parents=True)
+    (src / "train" / PAF / vid("b")).write_bytes(b"not a video")  # fails as it is opened
+    write_clip(src / "val" / YOGA / vid("c"), t=4)  # fails once encoded: its output does not verify
+    (src / "train" / "kept").mkdir()
+    (src / "train" / "kept" / vid("d")).write_bytes(b"not a video")
+    (dst / "train" / "kept").mkdir(parents=True)  # the user's, empty
+    real_count = kin.count_frames
+    monkeypatch.setattr(kin, "count_frames", lambda path: 0 if YOGA in path else real_count(path))
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 1
+    assert len([ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("failed: ")]) == 3
+    assert sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_dir()) == [
+        "train", f"train/{ARM}", "train/kept"]
+    assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
+
+
 def test_a_second_reencode_into_the_same_dst_is_refused_while_one_runs(tmp_path, capsys):
     # Two runs into one --dst (a command started twice, a job requeued while the first still ran) wrote the same
     # .part files at once and renamed each other's half-written files into place: 7 of 8 outputs did not decode,

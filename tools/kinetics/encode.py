@@ -158,6 +158,9 @@ def _open_h264_output(tmp: str, width: int, height: int, rate: Fraction, setting
     ``note``, if any, in its metadata (:data:`SOURCE_NOTE_KEY`)."""
     import av
 
+    # made here, once there is a frame to write: made before the source was opened, a class whose every source
+    # failed was left as an empty folder in --dst, an empty class to the lists of that tree
+    os.makedirs(os.path.dirname(os.path.abspath(tmp)), exist_ok=True)
     out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
     if note:
         out.metadata[SOURCE_NOTE_KEY] = note
@@ -248,7 +251,6 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
     import av
 
     tmp = dst + ".part"
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     warnings: list[str] = []
     try:
         try:

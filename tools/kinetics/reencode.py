@@ -328,6 +328,7 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
     # and a resume with other settings was not refused. The end of the run takes them out again if none was done.
     if todo and not any(_same_encoding(e, report["settings"]) for e in earlier):
         _write_settings_record(dst_root, earlier + [report["settings"]])
+    new_folders = _missing_folders(dst_root, todo)
     t0 = time.perf_counter()
     report["interrupted"] = True  # until every file has a result
     results = parallel_imap(_reencode_job, [(s, d, settings, run) for s, d in todo], workers, "re-encode", progress,
@@ -364,6 +365,7 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
         finally:
             if record is not None:
                 record.close()
+        _remove_empty(new_folders)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         if report["done"] and not any(_same_encoding(e, report["settings"]) for e in earlier):
             report["settings_used"] = earlier + [report["settings"]]  # this run's videos are in the tree now
@@ -384,6 +386,26 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
                             f"the {report['done']} videos finished are kept, and the same command goes on with the "
                             f"rest once the output can be written")
     return report
+
+
+def _missing_folders(dst_root: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """The output folders of ``pairs``, and those between them and ``dst_root``, that are not there yet, deepest
+    first: the ones this run may make."""
+    missing: set[str] = set()
+    for folder in {os.path.dirname(d) for _, d in pairs}:
+        while folder.startswith(dst_root + os.sep) and folder not in missing and not os.path.isdir(folder):
+            missing.add(folder)
+            folder = os.path.dirname(folder)
+    return sorted(missing, key=lambda f: f.count(os.sep), reverse=True)
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty once the workers have ended: a class whose every
+    source failed left an empty folder in --dst, an empty class to the lists of that tree. A folder something was
+    written into stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty (or gone): kept as it is
+            os.rmdir(folder)
 
 
 def _unless_overdue_in_a_row(results, time_limit_s: float):

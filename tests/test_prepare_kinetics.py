@@ -2458,6 +2458,28 @@ def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_
     assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
 
 
+def test_a_reencode_into_any_folder_under_a_running_ones_dst_or_holding_it_is_refused(tmp_path, capsys):
+    # Only the folders of --dst that mirror source folders were looked at: a run into another folder of a running
+    # --dst (a trial into out/trial/h264) went ahead, and the outer run removed the inner one's partial outputs.
+    from evautil.files import hold_lock
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    inner = dst / "trial" / "h264"
+    part = inner / ARM / (vid("b") + ".part")  # the inner run's encode under way
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"half an encode")
+    whole = ["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN
+    trial = ["reencode", "--src", str(src / "train"), "--dst", str(inner)] + _SMALL_RUN
+    for running, command, where in ((inner, whole, f"a folder of {dst}"), (dst, trial, f"a folder that holds {inner}")):
+        with hold_lock(str(running / ".reencode.lock")):  # as the run into it does
+            assert prepare_kinetics.main(command) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            f"error: another re-encode is running into {running} (it holds .reencode.lock there), {where}: "), err
+        assert part.read_bytes() == b"half an encode" and not list(dst.rglob("*.mp4"))
+
+
 def test_a_class_whose_every_source_fails_leaves_no_empty_folder_in_dst(tmp_path, monkeypatch, capsys):
     # Each output's folder was made before its source was opened: a class whose every source failed stayed in --dst
     # as an empty folder, an empty class to the lists of that tree. A folder that was there before stays.

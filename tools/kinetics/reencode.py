@@ -272,7 +272,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                             f"with what is left), or give another --dst")
     with lock:
         # after this run's own lock: of two starting at once, each finds the other's
-        _refuse_a_run_above_or_below(dst_root, pairs)
+        _refuse_a_run_above_or_below(dst_root, pairs, progress_lines)
         # named first: an encode of the stopped run that checks the name after the wait leaves its video to this run
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
@@ -286,11 +286,12 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                        time_limit_s, sources)
 
 
-def _refuse_a_run_above_or_below(dst_root: str, pairs: list[tuple[str, str]]) -> None:
-    """Raise KineticsError when a re-encode runs into a folder that holds ``dst_root`` or into one of the output
-    folders of ``pairs`` (its :data:`LOCK_FILE` held there): a split re-encoded into the split's folder of a tree
-    being re-encoded wrote the same files, and each run removed the other's partial outputs as stale, failing the
-    videos being encoded."""
+def _refuse_a_run_above_or_below(dst_root: str, pairs: list[tuple[str, str]], progress_lines: bool = True) -> None:
+    """Raise KineticsError when a re-encode runs into a folder that holds ``dst_root`` or into any folder under it
+    (its :data:`LOCK_FILE` held there): a split re-encoded into the split's folder of a tree being re-encoded, or a
+    trial run into some other folder of it, shared the tree, and the outer run removed the inner one's partial
+    outputs as stale, failing the videos being encoded. Under ``dst_root``: every folder of the tree (links to
+    folders not followed, as :func:`remove_stale_parts` does), and the output folders of ``pairs``, a link's too."""
     above = os.path.dirname(dst_root)
     while True:
         if not lock_is_free(os.path.join(above, LOCK_FILE)):
@@ -304,6 +305,13 @@ def _refuse_a_run_above_or_below(dst_root: str, pairs: list[tuple[str, str]]) ->
         while folder != dst_root and folder not in below and folder.startswith(dst_root + os.sep):
             below.add(folder)
             folder = os.path.dirname(folder)
+    walk = walk_progress(f"reencode: looking for re-encodes running into folders of {dst_root}", "folder",
+                         lines=progress_lines)
+    for dirpath, _, filenames in os.walk(dst_root):
+        if dirpath != dst_root and LOCK_FILE in filenames:
+            below.add(dirpath)
+        walk.update()
+    walk.finish()
     for folder in sorted(below):
         if not lock_is_free(os.path.join(folder, LOCK_FILE)):
             _refuse_other_run(folder, f"a folder of {dst_root}")

@@ -2502,6 +2502,31 @@ def test_a_class_whose_every_source_fails_leaves_no_empty_folder_in_dst(tmp_path
     assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
 
 
+def test_a_source_cut_short_is_one_warning_line_naming_the_count_and_the_report(tmp_path, capsys):
+    # A download stopped part way still decodes, to fewer frames: it was re-encoded into an output as short, whole
+    # to the lists' --check, and said only in the report (a WebM or MKV, with no frame count in its header, not even
+    # there); the run's lines said nothing of it.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=8)
+    cut_mkv = write_clip(src / "train" / ARM / "bbbbbbbbbbb_000010_000020.mkv", t=50, codec="h264")
+    cut_mp4 = write_clip(src / "train" / ARM / vid("c"), t=30, codec="mpeg4")
+    _truncate(cut_mkv, 0.5)
+    _truncate(cut_mp4)
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("re-encoded 3 videos")
+    warned = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"warning: reencode: 2 videos re-encoded with a warning, e.g. {cut_mkv}: container header says 2.00 s, "
+        f"decoded "), warned
+    assert warned[0].endswith(f"; each is named in {dst / 'reencode_report.md'}")
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert [(os.path.basename(w["src"]), w["warning"].split(",")[0]) for w in report["warnings"]] == [
+        ("bbbbbbbbbbb_000010_000020.mkv", "container header says 2.00 s"),
+        (vid("c"), "container header says 30 frames")]
+    assert f"- `{cut_mkv}`: container header says 2.00 s, decoded " in (dst / "reencode_report.md").read_text()
+
+
 def test_a_second_reencode_into_the_same_dst_is_refused_while_one_runs(tmp_path, capsys):
     # Two runs into one --dst (a command started twice, a job requeued while the first still ran) wrote the same
     # .part files at once and renamed each other's half-written files into place: 7 of 8 outputs did not decode,

@@ -101,6 +101,11 @@ def _x264_options(settings: EncodeSettings) -> dict[str, str]:
             "x264-params": f"keyint={settings.gop}:min-keyint={settings.gop}:scenecut=0:bframes=0:open-gop=0"}
 
 
+# How much shorter than its container says a video without a frame count may decode before that is a warning: the
+# container's length is its longest stream's, and an audio stream may outlast the video by a frame or two.
+CUT_SHORT_S = 0.5
+
+
 def _output_size(width: int, height: int, s: EncodeSettings) -> tuple[int, int]:
     short = min(width, height)
     target = short if (s.no_upscale and short <= s.short_side) else s.short_side
@@ -271,11 +276,17 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
             # Keep CFR timestamps exact: a rational rate such as 30000/1001 is used as is.
             rate = Fraction(rate).limit_denominator(1001)
             header_frames = int(vs.frames or 0)
+            # WebM and MKV give no frame count, but say how long they are: one cut short (a download stopped) still
+            # decodes, to fewer frames, and was re-encoded into an output as short without a word
+            header_s = (float(vs.duration * vs.time_base) if vs.duration and vs.time_base
+                        else (inp.duration or 0) / 1e6)
             n, w, h = _transcode(src, inp, vs, tmp, rate, settings, note)
         if n == 0:
             raise KineticsError(f"{src}: no decodable video frames")
         if header_frames and header_frames != n:
             warnings.append(f"container header says {header_frames} frames, decoded {n}")
+        elif not header_frames and n / rate < header_s - CUT_SHORT_S:
+            warnings.append(f"container header says {header_s:.2f} s, decoded {n} frames ({float(n / rate):.2f} s)")
         try:
             got = count_frames(tmp)
         except Exception as e:

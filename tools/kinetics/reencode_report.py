@@ -8,7 +8,7 @@ import os
 from typing import Callable
 
 from evautil.files import atomic_write_text
-from evautil.progress import counted
+from evautil.progress import counted, stderr_line
 
 from .video_names import printable_path
 
@@ -31,7 +31,8 @@ def _without_name(error: str, src: str) -> str:
 
 
 def write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
-    """``reencode_report.json`` and ``.md`` in ``rdir``, and one line saying what was done."""
+    """``reencode_report.json`` and ``.md`` in ``rdir``, and one line saying what was done (``log``); when videos
+    were re-encoded with a warning, one more on stderr with their count and the report that names them."""
     dst_root = report["dst_root"]
     os.makedirs(rdir, exist_ok=True)
     atomic_write_text(os.path.join(rdir, REPORT_JSON), json.dumps(report, indent=2) + "\n")
@@ -56,3 +57,10 @@ def write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
         f"skipped {report['skipped_existing']} already done{changed_text(report)}; {len(report['failed'])} "
         f"failed{stopped}"
         + (f" (see {os.path.join(rdir, REPORT_MD)})" if report["failed"] else ""))
+    warned = {x["src"] for x in report["warnings"]}
+    if warned:  # a source cut short gives a whole output as short, which no later check of the tree can tell
+        first = report["warnings"][0]
+        stderr_line(f"warning: reencode: {counted(len(warned), 'video')} re-encoded with a warning, e.g. "
+                    f"{printable_path(first['src'])}: {printable_path(first['warning'])} (a source cut short is "
+                    f"encoded into an output as short, whole to the lists' --check); each is named in "
+                    f"{os.path.join(rdir, REPORT_MD)}")

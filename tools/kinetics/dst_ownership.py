@@ -11,13 +11,13 @@ import time
 import uuid
 from typing import IO, Iterator
 
-from evautil.files import hold_lock
+from evautil.files import hold_lock, lock_is_free
 from evautil.progress import counted, stderr_line
 
 from .common import KineticsError, walk_progress
 
 __all__ = ["LOCK_FILE", "ENCODES_LOCK_FILE", "STOPPED_ENCODES_WAIT_S", "name_this_run", "encoding_for",
-           "wait_for_stopped_encodes", "remove_stale_parts"]
+           "wait_for_stopped_encodes", "remove_stale_parts", "refuse_runs_above_or_below"]
 
 # Held by the run that writes into --dst (hidden: neither a re-encode nor the lists take it for a video or a class);
 # it names that run (:func:`name_this_run`).
@@ -108,3 +108,40 @@ def encoding_for(run: tuple[str, str]) -> Iterator[bool]:
         except FileNotFoundError:
             owner = None
         yield owner == name
+
+
+def refuse_runs_above_or_below(dst_root: str, pairs: list[tuple[str, str]], progress_lines: bool = True) -> None:
+    """Raise KineticsError when a re-encode runs into a folder that holds ``dst_root`` or into any folder under it
+    (its :data:`LOCK_FILE` held there): a split re-encoded into the split's folder of a tree being re-encoded, or a
+    trial run into some other folder of it, shared the tree, and the outer run removed the inner one's partial
+    outputs as stale, failing the videos being encoded. Under ``dst_root``: every folder of the tree (links to
+    folders not followed, as :func:`remove_stale_parts` does), and the output folders of ``pairs``, a link's too."""
+    above = os.path.dirname(dst_root)
+    while True:
+        if not lock_is_free(os.path.join(above, LOCK_FILE)):
+            _refuse_other_run(above, f"a folder that holds {dst_root}")
+        if os.path.dirname(above) == above:
+            break
+        above = os.path.dirname(above)
+    below = set()
+    for _, d in pairs:
+        folder = os.path.dirname(d)
+        while folder != dst_root and folder not in below and folder.startswith(dst_root + os.sep):
+            below.add(folder)
+            folder = os.path.dirname(folder)
+    walk = walk_progress(f"reencode: looking for re-encodes running into folders of {dst_root}", "folder",
+                         lines=progress_lines)
+    for dirpath, _, filenames in os.walk(dst_root):
+        if dirpath != dst_root and LOCK_FILE in filenames:
+            below.add(dirpath)
+        walk.update()
+    walk.finish()
+    for folder in sorted(below):
+        if not lock_is_free(os.path.join(folder, LOCK_FILE)):
+            _refuse_other_run(folder, f"a folder of {dst_root}")
+
+
+def _refuse_other_run(folder: str, where: str) -> None:
+    raise KineticsError(f"another re-encode is running into {folder} (it holds {LOCK_FILE} there), {where}: two at "
+                        f"once would write the same files, each removing the other's partial outputs; wait for it to "
+                        f"end (the same command then goes on with what is left), or give a --dst apart from it")

@@ -14,12 +14,13 @@ from dataclasses import asdict
 from typing import Callable
 
 from dali_pipelines.pyav_probe import count_frames
-from evautil.files import hold_lock, lock_is_free
+from evautil.files import hold_lock
 from evautil.progress import counted, stderr_line
 from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
 
 from .common import KineticsError, parallel_imap, walk_progress
-from .dst_ownership import LOCK_FILE, encoding_for, name_this_run, remove_stale_parts, wait_for_stopped_encodes
+from .dst_ownership import (LOCK_FILE, encoding_for, name_this_run, refuse_runs_above_or_below, remove_stale_parts,
+                            wait_for_stopped_encodes)
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 # (each name these two modules took from this one is still importable from here)
 from .reencode_report import REPORT_FILES, REPORT_JSON, REPORT_MD, _without_name  # noqa: F401
@@ -272,7 +273,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                             f"with what is left), or give another --dst")
     with lock:
         # after this run's own lock: of two starting at once, each finds the other's
-        _refuse_a_run_above_or_below(dst_root, pairs, progress_lines)
+        refuse_runs_above_or_below(dst_root, pairs, progress_lines)
         # named first: an encode of the stopped run that checks the name after the wait leaves its video to this run
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
@@ -284,43 +285,6 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                     append_source(record, dst_root, d, stat)
         return _encode(report, todo, earlier, settings, run, workers, progress, report_dir, log, progress_lines,
                        time_limit_s, sources)
-
-
-def _refuse_a_run_above_or_below(dst_root: str, pairs: list[tuple[str, str]], progress_lines: bool = True) -> None:
-    """Raise KineticsError when a re-encode runs into a folder that holds ``dst_root`` or into any folder under it
-    (its :data:`LOCK_FILE` held there): a split re-encoded into the split's folder of a tree being re-encoded, or a
-    trial run into some other folder of it, shared the tree, and the outer run removed the inner one's partial
-    outputs as stale, failing the videos being encoded. Under ``dst_root``: every folder of the tree (links to
-    folders not followed, as :func:`remove_stale_parts` does), and the output folders of ``pairs``, a link's too."""
-    above = os.path.dirname(dst_root)
-    while True:
-        if not lock_is_free(os.path.join(above, LOCK_FILE)):
-            _refuse_other_run(above, f"a folder that holds {dst_root}")
-        if os.path.dirname(above) == above:
-            break
-        above = os.path.dirname(above)
-    below = set()
-    for _, d in pairs:
-        folder = os.path.dirname(d)
-        while folder != dst_root and folder not in below and folder.startswith(dst_root + os.sep):
-            below.add(folder)
-            folder = os.path.dirname(folder)
-    walk = walk_progress(f"reencode: looking for re-encodes running into folders of {dst_root}", "folder",
-                         lines=progress_lines)
-    for dirpath, _, filenames in os.walk(dst_root):
-        if dirpath != dst_root and LOCK_FILE in filenames:
-            below.add(dirpath)
-        walk.update()
-    walk.finish()
-    for folder in sorted(below):
-        if not lock_is_free(os.path.join(folder, LOCK_FILE)):
-            _refuse_other_run(folder, f"a folder of {dst_root}")
-
-
-def _refuse_other_run(folder: str, where: str) -> None:
-    raise KineticsError(f"another re-encode is running into {folder} (it holds {LOCK_FILE} there), {where}: two at "
-                        f"once would write the same files, each removing the other's partial outputs; wait for it to "
-                        f"end (the same command then goes on with what is left), or give a --dst apart from it")
 
 
 def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], settings: EncodeSettings,

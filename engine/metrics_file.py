@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 from evautil.files import naming_the_file
 
 from .run_files import drop_lines_after, standard_json
 
-__all__ = ["open_lines", "write_line", "drop_lines_after_step", "recall_lines", "recalled_counters"]
+__all__ = ["open_lines", "write_line", "drop_lines_after_step", "read_lines", "recall_lines", "recalled_counters"]
+
+
+def read_lines(path: str) -> Iterator[str]:
+    """The lines of the metrics.jsonl at ``path`` (without their line end), as every reader of it takes them: a
+    byte-order mark at its start skipped (an editor that saved the file wrote one; it made the first line no JSON:
+    passed over by the plots, dropped by a resume, without a word), a byte that is no UTF-8 read as U+FFFD (a line
+    cut short may end inside a multi-byte character; the file damaged on disk), and cut at line ends only, as a
+    file read as text is (:func:`evautil.text.text_lines`' rule)."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for line in f:
+            yield line[:-1] if line.endswith("\n") else line
 
 
 def open_lines(path: str) -> IO[str]:
@@ -58,22 +69,21 @@ def recall_lines(path: str, step: int, split: str) -> tuple[dict | None, dict | 
     ``val_`` and ``test_`` the eval lines). Lines that are not JSON objects with an integer step are passed over."""
     found = last_train = None
     counted: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:  # as drop_lines_after reads it
-        for text in f:
-            try:
-                line = json.loads(text)
-            except ValueError:
-                continue
-            if not isinstance(line, dict) or not isinstance(line.get("step"), int) or line["step"] > step:
-                continue
-            if line.get("kind") == "train":
-                last_train = line
-            elif line.get("kind") == "data" and line.get("split") == "train":
-                counted["train_"] = line
-            elif line.get("kind") == "eval" and line.get("split") in ("val", "test"):
-                counted[f"{line['split']}_"] = line
-                if line.get("split") == split and line["step"] == step:
-                    found = line
+    for text in read_lines(path):
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(line, dict) or not isinstance(line.get("step"), int) or line["step"] > step:
+            continue
+        if line.get("kind") == "train":
+            last_train = line
+        elif line.get("kind") == "data" and line.get("split") == "train":
+            counted["train_"] = line
+        elif line.get("kind") == "eval" and line.get("split") in ("val", "test"):
+            counted[f"{line['split']}_"] = line
+            if line.get("split") == split and line["step"] == step:
+                found = line
     return found, last_train, counted
 
 

@@ -27,6 +27,8 @@ from evautil.errors import not_utf8_line
 from evautil.files import atomic_write, make_output_folder, naming_the_file
 from evautil.progress import counted
 
+from .metrics_file import read_lines
+
 __all__ = ["read_metrics", "read_predictions", "final_predictions", "confusion_title", "curves_figure",
            "confusion_figure", "write_plots", "plot_finished_run",
            "MATRIX_MAX_CLASSES", "CURVES"]
@@ -50,25 +52,23 @@ def read_metrics(output_dir: str) -> tuple[list[dict], list[dict]]:
         raise FileNotFoundError(f"{path} does not exist: not the output folder of a run")
     train: dict[Any, dict] = {}
     evals: dict[Any, dict] = {}
-    # errors="replace": a line cut short may end inside a multi-byte character
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                line = json.loads(text)
-            except ValueError:  # a line cut short by a killed run: the others are still good
-                continue
-            if not isinstance(line, dict):  # not a line a run writes
-                continue
-            step = line.get("step")
-            # Lines of another shape (edited, another program's) are passed over: a step that is not a number
-            # could not be ordered, an eval line without its split names no predictions file (were tracebacks)
-            if line.get("kind") == "train" and _is_number(step):
-                train[step] = line
-            elif line.get("kind") == "eval" and isinstance(line.get("split"), str) and (step is None or
-                                                                                         _is_number(step)):
-                evals[(step, line["split"], n if step is None else 0)] = line
+    for n, text in enumerate(read_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:  # a line cut short by a killed run: the others are still good
+            continue
+        if not isinstance(line, dict):  # not a line a run writes
+            continue
+        step = line.get("step")
+        # Lines of another shape (edited, another program's) are passed over: a step that is not a number
+        # could not be ordered, an eval line without its split names no predictions file (were tracebacks)
+        if line.get("kind") == "train" and _is_number(step):
+            train[step] = line
+        elif line.get("kind") == "eval" and isinstance(line.get("split"), str) and (step is None or
+                                                                                     _is_number(step)):
+            evals[(step, line["split"], n if step is None else 0)] = line
     return [train[k] for k in sorted(train)], list(evals.values())
 
 

@@ -18,7 +18,6 @@ from typing import IO, Any, Collection
 
 from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_temp_target, atomic_write, atomic_write_text,
                            hold_lock, lock_is_free, naming_the_file)
-from evautil.text import text_lines
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "PLOT_FILES", "claim_output", "release_output", "hold_outputs_to_exit",
            "release_held_outputs", "claimed_elsewhere", "earlier_run_files",
@@ -399,10 +398,11 @@ def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: l
     ``cut``. Returns how many were dropped."""
     if not os.path.isfile(jsonl_path):
         return 0
-    # errors="replace": a byte that is no UTF-8 (the file damaged on disk, a line another program wrote) makes its
-    # line one that is not JSON (dropped as cut short), or is U+FFFD inside a string; it stopped the resume
-    with open(jsonl_path, encoding="utf-8", errors="replace") as f:
-        lines = text_lines(f.read())  # not splitlines: it also cut at characters a JSON string may hold as they are
+    from .metrics_file import read_lines  # (not at the top: metrics_file imports this module)
+
+    # A byte that is no UTF-8 (the file damaged on disk, a line another program wrote) makes its line one that is
+    # not JSON (dropped as cut short), or is U+FFFD inside a string; it stopped the resume
+    lines = list(read_lines(jsonl_path))
     kept = []
     for number, line in enumerate(lines, 1):
         after = _after(line, step, mid_epoch)

@@ -700,7 +700,7 @@ def test_plot_run_in_a_run_folder_it_may_only_read_says_how_to_draw_them_elsewhe
     import os
     import tempfile
 
-    import engine.plots
+    import engine.metrics_file
     from tools import plot_run
 
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in _train_lines(4)))
@@ -720,7 +720,7 @@ def test_plot_run_in_a_run_folder_it_may_only_read_says_how_to_draw_them_elsewhe
     def unreadable(path, *args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
-    monkeypatch.setattr(engine.plots, "open", unreadable, raising=False)
+    monkeypatch.setattr(engine.metrics_file, "open", unreadable, raising=False)  # (its reader of metrics.jsonl)
     assert plot_run.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 2
     assert capsys.readouterr().err == f"error: cannot read {tmp_path / 'metrics.jsonl'}: Permission denied\n"
 

@@ -312,6 +312,26 @@ def test_bytes_that_are_no_utf8_in_metrics_jsonl_do_not_stop_a_resume(tmp_path):
         {"kind": "eval", "step": 2, "split": "val", "top1": 50.0}]
 
 
+def test_a_metrics_jsonl_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path):
+    """An editor that saved metrics.jsonl wrote a BOM (and CRLF line ends) before its first line: that line was no
+    JSON to any reader, passed over without a word by the plots and by a finished run's summary, and dropped from
+    the file by a resume as a line cut short."""
+    from engine.metrics_file import recall_lines
+    from engine.plots import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"kind": "eval", "step": 1, "split": "val", "top1": 50.0}, {"kind": "train", "step": 1, "loss": 2.0},
+             {"kind": "train", "step": 2, "loss": 1.0}, {"kind": "train", "step": 3, "loss": 0.5}]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(d) + "\r\n" for d in lines).encode())
+    train, evals = read_metrics(str(tmp_path))
+    assert [d["step"] for d in train] == [1, 2, 3] and evals == lines[:1]
+    found, last_train, counted = recall_lines(str(path), 1, "val")
+    assert found == lines[0] and last_train == lines[1] and counted == {"val_": lines[0]}
+    cut: list[int] = []
+    assert drop_lines_after(str(path), 2, cut=cut) == 1 and cut == []  # step 3's line only
+    assert [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()] == lines[:3]
+
+
 class _FullDisk:
     """A file on a disk with no space left: every write fails as the system's does, with an error naming no file."""
 

@@ -850,6 +850,41 @@ def test_a_run_without_a_working_tensorboard_says_so_once_and_logs_on(tmp_path, 
     assert not (tmp_path / "tensorboard").exists()
 
 
+def test_tensorboard_events_that_cannot_be_written_stop_with_one_warning_and_the_run_goes_on(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """TensorBoard writes its events in a thread of its own: a full disk there printed that thread's traceback, and
+    its error came back on a later add_scalar (or the close) as a traceback that ended the run."""
+    pytest.importorskip("tensorboard")
+    import threading
+
+    from tensorboard.compat.tensorflow_stub.io.gfile import LocalFileSystem
+
+    from engine.metrics import MetricLogger
+
+    def full_disk(fs, filename, content, binary_mode=False):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    others: list[BaseException] = []  # the errors of threads that are not tensorboard's still go to the hook
+    monkeypatch.setattr(threading, "excepthook", lambda args: others.append(args.exc_value))
+    metrics = MetricLogger(str(tmp_path), print_freq=1, nvml=False, progress_bar=False)
+    metrics.start_epoch(0, 6, 0, epochs=1)
+    _log_steps(metrics, range(1, 3), lambda s: 1.5)
+    monkeypatch.setattr(LocalFileSystem, "append", full_disk)  # the disk fills: every later event fails
+    _log_steps(metrics, range(3, 7), lambda s: 1.5)
+    metrics.close()
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "TensorBoard" in line]
+    assert said == [f"WARNING: TensorBoard stopped, no more events in {tmp_path / 'tensorboard'}: No space left on "
+                    "device; free space there (a resumed run writes them again from its checkpoint on), or set "
+                    "LOG.TENSORBOARD False to go without; metrics.jsonl is still written and holds the same numbers"]
+    assert "Traceback" not in out and others == []
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    thread = threading.Thread(target=lambda: 1 / 0)
+    thread.start()
+    thread.join()
+    assert [type(e) for e in others] == [ZeroDivisionError]
+
+
 def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_records_it(tmp_path, monkeypatch):
     """Three epochs validated 1x1 (80, 83, 82 % top-1), then a 2x3 final test (85 %): best is epoch 2's
     validation, as the original chose it (the test reports apart), and each best.pth precedes its checkpoint."""

@@ -128,7 +128,7 @@ class MetricLogger:
         self._epochs: int | None = None
         self.window = StepWindow(world_size)  # the steps of the next train line, and the run totals
         self.totals = self.window.totals  # (the same dict: restore_totals updates it in place)
-        self.run_start = time.time()
+        self.run_start = time.monotonic()  # (not the wall clock: one set back during the run made wall_time_s < 0)
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
         self.last_train: dict[str, Any] = {}
         self.evals: list[dict[str, Any]] = []
@@ -397,7 +397,7 @@ class MetricLogger:
                 self.info(said)
 
     def _wall_time_s(self) -> float:
-        return self._earlier["wall_time_s"] + time.time() - self.run_start
+        return self._earlier["wall_time_s"] + time.monotonic() - self.run_start
 
     # ---- end of run -----------------------------------------------------------------------------------------
     def summary(self, extra: dict[str, Any], written: Callable[[], None] = lambda: None) -> dict[str, Any]:

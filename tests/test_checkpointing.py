@@ -709,6 +709,21 @@ def test_a_start_that_fails_after_the_continuation_was_found_holds_no_mapped_che
     assert checkpoint_io._OFFERED == {}
 
 
+def test_a_clock_set_back_during_the_run_makes_no_negative_wall_time(tmp_path, monkeypatch):
+    """The system clock stepped back an hour (NTP, a DST bug, an admin) during the run: summary.json's wall_time_s
+    was -3600 s, and a checkpoint carried it into the resumed run's."""
+    from engine.metrics import MetricLogger
+
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    set_back = time.time() - 3600
+    monkeypatch.setattr(time, "time", lambda: set_back)
+    assert 0 <= metrics.totals_state()["wall_time_s"] < 60
+    summary = metrics.summary({})
+    metrics.close()
+    assert 0 <= summary["wall_time_s"] < 60
+    assert json.loads((tmp_path / "summary.json").read_text())["wall_time_s"] == summary["wall_time_s"]
+
+
 def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
     from engine.metrics import MetricLogger
 

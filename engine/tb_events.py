@@ -36,11 +36,11 @@ class TensorBoardEvents:
             _quiet_writer_threads()
             self._writer = SummaryWriter(log_dir)
         except Exception as e:  # tensorboard missing or broken: keep training, say so once, with the way out
-            missing = isinstance(e, ImportError)
-            warn(f"TensorBoard disabled, no events in {log_dir}: {e if missing else f'{type(e).__name__}: {e}'}; "
-                 + ("install the tensorboard package (pip install tensorboard), or set LOG.TENSORBOARD False; "
-                    if missing else "set LOG.TENSORBOARD False to go without; ")
-                 + "metrics.jsonl holds the same numbers")
+            if isinstance(e, ImportError):
+                warn(f"TensorBoard disabled, no events in {log_dir}: {e}; install the tensorboard package (pip "
+                     "install tensorboard), or set LOG.TENSORBOARD False; metrics.jsonl holds the same numbers")
+            else:  # e.g. a full disk: its first events could not be written
+                warn(f"TensorBoard disabled, no events in {log_dir}: {_reason(e)}; {_way_out(e)}")
 
     def add_train(self, line: dict[str, Any], step: int) -> None:
         """The train line's numbers that are not null, at ``step``."""
@@ -89,19 +89,22 @@ class TensorBoardEvents:
                 writer.close()
         except Exception:  # noqa: BLE001 - the same failure again: said below, once
             pass
-        space = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-        self._warn(f"TensorBoard stopped, no more events in {self._log_dir}: {_reason(error)}; "
-                   + ("free space there (a resumed run writes them again from its checkpoint on), or "
-                      if space else "")
-                   + "set LOG.TENSORBOARD False to go without; metrics.jsonl is still written and holds the same "
-                   "numbers")
+        self._warn(f"TensorBoard stopped, no more events in {self._log_dir}: {_reason(error)}; {_way_out(error)}")
 
 
 def _reason(error: BaseException) -> str:
-    """The error in words; an OSError's without its file (tensorboard names the events file as bytes)."""
+    """The error in words; an OSError's without its file (tensorboard names the events file as bytes, and the
+    warning names its folder)."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return f"{type(error).__name__}: {error}"
+
+
+def _way_out(error: BaseException) -> str:
+    """What to do when the events cannot be written, and where the numbers are meanwhile."""
+    space = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return (("free space there (a resumed run writes them again from its checkpoint on), or " if space else "")
+            + "set LOG.TENSORBOARD False to go without; metrics.jsonl is still written and holds the same numbers")
 
 
 _HOOK_BEFORE: Any = None  # the threading.excepthook that _quiet_hook passes other threads' errors on to

@@ -898,6 +898,20 @@ def test_tensorboard_events_that_cannot_be_written_stop_with_one_warning_and_the
     thread.start()
     thread.join()
     assert [type(e) for e in others] == [ZeroDivisionError]
+    # the disk full before the first event: the same one line (it named the events file as bytes, with no way out,
+    # under the writer thread's traceback)
+    others.clear()
+    monkeypatch.setattr(LocalFileSystem, "write", full_disk)
+    metrics = MetricLogger(str(tmp_path / "full"), print_freq=1, nvml=False, progress_bar=False)
+    _log_steps(metrics, range(1, 3), lambda s: 1.5)
+    metrics.close()
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "TensorBoard" in line]
+    assert said == [f"WARNING: TensorBoard disabled, no events in {tmp_path / 'full' / 'tensorboard'}: No space left "
+                    "on device; free space there (a resumed run writes them again from its checkpoint on), or set "
+                    "LOG.TENSORBOARD False to go without; metrics.jsonl is still written and holds the same numbers"]
+    assert "Traceback" not in out and others == []
+    assert len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_records_it(tmp_path, monkeypatch):

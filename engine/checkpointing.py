@@ -24,7 +24,7 @@ from evautil.zip_check import damaged_zip_record
 
 from .checkpoint_io import DamagedCheckpoint, load_checkpoint, offer_parsed, save_atomic
 from .metrics import epoch_number
-from .run_files import EARLIER_RUNS_DIR
+from .run_files import EARLIER_RUNS_DIR, killed_writes
 
 __all__ = ["CheckpointError", "Checkpointer", "check_output_dir", "checkpoint_files", "starts_fresh"]
 
@@ -303,13 +303,15 @@ class Checkpointer:
         this writer creates them. Done before each write, not after: on a disk that a killed write left too full
         for the next checkpoint, every resumed attempt failed its first save and never got to the clean-up. One
         written through a link (a checkpoint name linked to another store) left its own beside the file the link
-        names, in that file's folder."""
+        names, in that file's folder. Those of a write still going on stay (:func:`engine.run_files.killed_writes`):
+        a store that links of several runs' OUTPUT name, or a folder shared across hosts, holds other writers' too,
+        and a save here deleted their checkpoint mid-write."""
         folder = glob.escape(self.output_dir)
         stale = [p for name in ("ckpt_*.pth", "best.pth")
                  for p in glob.glob(os.path.join(folder, atomic_temp_glob(name)))]
         links = [p for p in checkpoint_files(self.output_dir) + [self.best_path]
                  if os.path.islink(p)]
-        for path in stale + [p for link in links for p in atomic_temp_files(link)]:
+        for path in killed_writes(stale + [p for link in links for p in atomic_temp_files(link)]):
             try:
                 os.remove(path)
             except OSError:

@@ -22,7 +22,7 @@ from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_temp_targ
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "PLOT_FILES", "claim_output", "release_output", "hold_outputs_to_exit",
            "release_held_outputs", "claimed_elsewhere", "earlier_run_files",
            "move_earlier_run", "move_earlier_results", "move_aside", "results_files", "drop_lines_after",
-           "recorded_path", "standard_json", "remove_killed_writes"]
+           "recorded_path", "standard_json", "remove_killed_writes", "killed_writes"]
 
 EARLIER_RUNS_DIR = "earlier_runs"
 # Held by rank 0 of the run writing OUTPUT (claim_output): a second run into the same OUTPUT at the same time (a job
@@ -120,12 +120,12 @@ def remove_killed_writes(output_dir: str, patterns: tuple[str, ...] = _WRITTEN_W
     """Remove the hidden temporary files that a process killed while it wrote one of ``patterns`` (by default
     ``_WRITTEN_WHOLE``: a run's summary, config, metrics, predictions, per-class tables, test progress, exit status,
     plots) left in ``output_dir`` (the checkpoints' own are the Checkpointer's, before each save): nothing else
-    would, and they stayed there for good. Those of a write still going on stay (:func:`_killed_writes`): two
+    would, and they stayed there for good. Those of a write still going on stay (:func:`killed_writes`): two
     ``tools/plot_run.py`` into one ``--out``, or one redrawing a run's plots while the next run takes OUTPUT, each
     removed the other's mid-write, and its plot failed."""
     temps = [path for name in _written_whole_names(output_dir, patterns)
              for path in atomic_temp_files(os.path.join(output_dir, name))]
-    for path in _killed_writes(temps):
+    for path in killed_writes(temps):
         try:
             os.remove(path)
         except OSError:  # one that cannot be removed is left, as before: the run needs none of them
@@ -139,8 +139,9 @@ _QUIET_S = 60.0
 _STALE_S = 3600.0
 
 
-def _killed_writes(temps: list[str]) -> list[str]:
-    """Those of ``temps`` (temporary files of atomic writes) that a killed process left, not a live one's."""
+def killed_writes(temps: list[str]) -> list[str]:
+    """Those of ``temps`` (temporary files of atomic writes) that a killed process left, not a live one's: the one
+    rule of every clean-up of them (this module's, the Checkpointer's before each save)."""
     now, me = time.time(), os.geteuid()
     killed, quiet = [], {}
     for path in temps:

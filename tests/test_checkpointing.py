@@ -54,10 +54,18 @@ def test_save_is_atomic_when_the_write_dies(tmp_path, monkeypatch):
     assert load_checkpoint(path)["global_step"] == 2
 
 
+def _age(path, seconds: float = 120.0) -> None:
+    """Last modified ``seconds`` ago: a temporary file untouched that long, held open by no process, is a killed
+    write's (one written to in the last minute may be a live one's)."""
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
 def test_a_save_removes_the_temporary_files_of_killed_writes(tmp_path):
     killed = [".ckpt_step_4.pth.x81hq2.tmp", ".ckpt_epoch_1.pth.a0b1c2.tmp", ".best.pth.zz9kd1.tmp"]
     for name in killed + [".notes.txt.tmp", "ckpt_step_4.pth.tmp"]:  # the last two are not ours
         (tmp_path / name).write_bytes(b"PK\x03\x04 the start of a checkpoint")
+        _age(tmp_path / name)
     Checkpointer(str(tmp_path)).save(_state(6))
     assert sorted(os.listdir(tmp_path)) == [".notes.txt.tmp", "ckpt_step_4.pth.tmp", "ckpt_step_6.pth"]
 
@@ -76,6 +84,7 @@ def test_a_save_removes_the_temporary_files_a_killed_write_left_beside_a_linked_
         _, fd, tmp = _temp_beside(str(out / link))
         os.write(fd, b"PK\x03\x04 the start of a checkpoint")
         os.close(fd)
+        _age(tmp)
         killed.append(os.path.basename(tmp))
     assert all(os.path.exists(store / name) for name in killed)
     others = ["notes.txt", ".run7_best.pth.old.x1y2z3ab.tmp", ".run8_best.pth.x1y2z3ab.tmp"]  # someone else's
@@ -84,6 +93,32 @@ def test_a_save_removes_the_temporary_files_a_killed_write_left_beside_a_linked_
     Checkpointer(str(out)).save(_state(6))
     assert sorted(os.listdir(store)) == sorted(others + ["run7_best.pth", "run7_step_2.pth"])
     assert (out / "best.pth").is_symlink() and load_checkpoint(str(out / "best.pth"))["global_step"] == 2
+
+
+def test_a_save_leaves_the_temporary_file_of_a_write_still_going_on(tmp_path):
+    """Another run's checkpoint being written into a store both runs' links name (or a folder shared across hosts)
+    has its temporary file there: a save here removed it mid-write, and that run's save failed. One a live process
+    holds open stays, as does one written to in the last minute; one that none holds, untouched for longer, goes."""
+    out, store = tmp_path / "out", tmp_path / "store"
+    out.mkdir(), store.mkdir()
+    save_atomic(_state(2), str(store / "shared_best.pth"))
+    (out / "best.pth").symlink_to(store / "shared_best.pth")
+    writing, fresh, killed = (store / name for name in (".shared_best.pth.w1r2t3.tmp", ".shared_best.pth.f4r5s6.tmp",
+                                                         ".shared_best.pth.k7l8d9.tmp"))
+    for path in (writing, fresh, killed):
+        path.write_bytes(b"PK\x03\x04 the start of a checkpoint")
+    _age(writing), _age(killed)
+    writer = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'ab'); print('open', "
+                               "flush=True); time.sleep(120)", str(writing)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "open\n"
+        Checkpointer(str(out)).save(_state(6))
+        assert sorted(os.listdir(store)) == sorted([writing.name, fresh.name, "shared_best.pth"])
+    finally:
+        writer.kill()
+        writer.wait()
+    Checkpointer(str(out)).save(_state(8))  # the writer is gone: its file is a killed write's now
+    assert sorted(os.listdir(store)) == sorted([fresh.name, "shared_best.pth"])
 
 
 def test_plain_types_load_with_weights_only(tmp_path):
@@ -496,6 +531,7 @@ def test_a_killed_write_left_on_a_nearly_full_disk_does_not_make_every_later_sav
     size = os.path.getsize(tmp_path / "ckpt_step_4.pth")
     killed = tmp_path / ".ckpt_step_8.pth.k1ll3d.tmp"
     killed.write_bytes(b"PK\x03\x04" + bytes(size))
+    _age(killed)  # the requeued attempt's first save comes minutes later
     capacity = 2 * size + size // 2  # the kept checkpoint and one more fit, not the leftover besides
 
     def on_disk() -> int:

@@ -114,7 +114,9 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None 
         why = "this evaluation would overwrite them (config.yaml: a copy, the file stays until its results)"
     elif starts_fresh(out, resume, cfg.TRAIN.AUTO_RESUME):
         moved = move_earlier_run(out, keep=reads)
-        why = f"this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME {cfg.TRAIN.AUTO_RESUME})"
+        why = ("this run starts from step 0 (no --resume, and TRAIN.AUTO_RESUME found no ckpt_epoch_*.pth or "
+               "ckpt_step_*.pth there to resume)" if cfg.TRAIN.AUTO_RESUME
+               else "this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME False)")
     elif resume and saved_config(resume, resumed[1] if resumed is not None else None) is None:
         return ""
     elif resume and not same_path(os.path.dirname(os.path.abspath(resume)), out):
@@ -129,8 +131,14 @@ def _set_aside_earlier_files(cfg, resume: str, resumed: tuple[str, dict] | None 
     if moved is None:
         return ""
     dest, names = moved
+    # best.pth alone, with TRAIN.AUTO_RESUME on: the user expected a resume, and the line said "TRAIN.AUTO_RESUME True"
+    # and step 0 side by side, without why or the way to start from those weights
+    best_only = (cfg.TRAIN.AUTO_RESUME and not resume and not cfg.TEST.ONLY_TEST and "best.pth" in names
+                 and not any(n.startswith("ckpt_") for n in names))
     return (f"{out} held an earlier run's files and {why}: moved {len(names)} of them ({some_names(names, 5)}) to "
-            f"{dest}")
+            f"{dest}" + (f"; its best.pth holds the best evaluation's weights only (no optimizer, schedule or data "
+                         f"position), which no run resumes: to train from those weights, stop this run and give "
+                         f"--pretrained {os.path.join(dest, 'best.pth')}" if best_only else ""))
 
 
 def _superseded_by(out: str, resume: str, state: dict | None = None) -> list[str]:

@@ -156,6 +156,34 @@ def test_files_a_run_reads_or_a_bad_resume_file_never_move(tmp_path):
     assert sorted(os.listdir(newest)) == ["ckpt_step_8.pth", "summary.json"]
 
 
+def test_auto_resume_into_an_output_holding_only_best_pth_says_why_it_starts_over_and_names_the_weights(tmp_path):
+    """OUTPUT held best.pth alone (the rotating checkpoints deleted to save room): TRAIN.AUTO_RESUME True started from
+    step 0 with "(no --resume, TRAIN.AUTO_RESUME True)", which read as a contradiction, and did not say that best.pth
+    cannot be resumed, nor where it went for a start from its weights."""
+    from configs import load_config
+    from engine.run_start import _set_aside_earlier_files
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "best.pth").write_bytes(b"the best evaluation's weights")
+
+    def cfg(**opts):
+        return load_config(None, [str(x) for kv in {"OUTPUT": str(out), **opts}.items() for x in kv])
+
+    note = _set_aside_earlier_files(cfg(**{"TRAIN.AUTO_RESUME": True}), "")
+    (dest,) = (out / EARLIER_RUNS_DIR).iterdir()
+    assert note == (
+        f"{out} held an earlier run's files and this run starts from step 0 (no --resume, and TRAIN.AUTO_RESUME found "
+        f"no ckpt_epoch_*.pth or ckpt_step_*.pth there to resume): moved 1 of them (best.pth) to {dest}; its best.pth "
+        "holds the best evaluation's weights only (no optimizer, schedule or data position), which no run resumes: "
+        f"to train from those weights, stop this run and give --pretrained {dest / 'best.pth'}")
+    assert (dest / "best.pth").read_bytes() == b"the best evaluation's weights"
+    (out / "best.pth").write_bytes(b"another run's")  # a start over on purpose: nothing more to say
+    note = _set_aside_earlier_files(cfg(**{"TRAIN.AUTO_RESUME": False}), "")
+    assert note.endswith("this run starts from step 0 (no --resume, TRAIN.AUTO_RESUME False): moved 1 of them "
+                         f"(best.pth) to {max((out / EARLIER_RUNS_DIR).iterdir())}")
+
+
 def test_a_folder_name_with_glob_characters_is_taken_literally(tmp_path):
     from engine.checkpointing import checkpoint_files
 

@@ -36,7 +36,8 @@ while [ $# -gt 0 ]; do
     --out) case ${2:-} in ""|-*) echo "error: --out needs a folder (--out DIR), got '${2:-}'" >&2; exit 2 ;; esac
         out_root=$2; shift ;;
     --without-gpu|--without_gpu) without_gpu=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    # the repository's own copy, where the script now runs: $0 was relative to the caller's folder
+    -h|--help) sed -n '2,20p' benchmarks/gpu_suite.sh; exit 0 ;;
     -*) echo "error: unknown option $1 (options: --dry-run --without-gpu --out DIR; see --help)" >&2; exit 2 ;;
     *) args+=("$1") ;;
     esac

@@ -68,8 +68,8 @@ box() {
 # stage -> the shell command it runs ($out is the plan's results folder)
 command_for() {
     # The folders as the stage's shell must read them: a space in --out, EVA_TMP or EVA_SHARED_DIR split a flag's
-    # value in two (printf %q leaves a plain path as it is)
-    local out=$(printf %q "$out") tmp=$(printf %q "$tmp") shared=$(printf %q "$shared")
+    # value in two (printf %q leaves a plain path as it is); $PYTHON too, a path with a space split every stage
+    local out=$(printf %q "$out") tmp=$(printf %q "$tmp") shared=$(printf %q "$shared") py=$(printf %q "$py")
     local data="DATA.ROOT $tmp/synthetic DATA.TRAIN_FILE $tmp/synthetic/train.txt DATA.VAL_FILE $tmp/synthetic/val.txt DATA.LABEL_LIST $tmp/synthetic/labels.csv"
     local clips="--codec h264 --width 340 --height 256 --frames 250 --gop 16 --num-clips 32"
     case $1 in

@@ -199,9 +199,11 @@ def test_a_relative_out_is_the_callers_folder(tmp_path):
 
 def test_folders_with_spaces_reach_each_stage_as_one_argument(tmp_path):
     """`--out "my results"` (or an EVA_TMP with a space) was pasted unquoted into the stages' commands: the benchmark
-    got `--json .../my` and a stray `results/bench/...json`, refused them, and every stage failed."""
+    got `--json .../my` and a stray `results/bench/...json`, refused them, and every stage failed. So did an
+    interpreter ($PYTHON) in a folder with a space: "No such file or directory", exit code 127, for every stage."""
     argv_file = tmp_path / "argv.txt"
-    fake_python = tmp_path / "python"
+    (tmp_path / "my bin").mkdir()
+    fake_python = tmp_path / "my bin" / "python"
     fake_python.write_text(f"#!/bin/bash\nprintf '%s\\n' \"$@\" >> '{argv_file}'\nexit 1\n")
     fake_python.chmod(0o755)
     out, tmp = tmp_path / "my results", tmp_path / "my tmp"

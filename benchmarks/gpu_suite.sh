@@ -144,9 +144,10 @@ done
 
 # Without a GPU every stage fails or skips after minutes of start-up, and the GPU tests' stage passes with all of
 # its tests skipped: say so at once instead. A device node or nvidia-smi's list is enough (a container may lack
-# either one).
+# either one). grep reads the whole list: `grep -q` left at the first GPU, and nvidia-smi, still writing (a MIG
+# device's line), died of SIGPIPE, which pipefail made the pipeline's verdict: "no GPU".
 if [ $dry -eq 0 ] && [ $without_gpu -eq 0 ] && ! ls /dev/nvidia[0-9]* > /dev/null 2>&1 \
-        && ! nvidia-smi -L 2> /dev/null | grep -q '^GPU '; then
+        && ! nvidia-smi -L 2> /dev/null | grep '^GPU ' > /dev/null; then
     echo "error: no NVIDIA GPU on this machine (no /dev/nvidia0, and nvidia-smi lists none): the suite checks and" \
          "measures a GPU; --dry-run lists what it would run, --without-gpu runs it here anyway (its GPU stages fail" \
          "or skip)" >&2

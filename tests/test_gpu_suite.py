@@ -154,6 +154,24 @@ def test_a_run_on_a_machine_without_a_gpu_is_refused_at_once(tmp_path):
     assert rehearsal.returncode == 1 and "FAILED: decode_sweep failed with exit code 1" in rehearsal.stdout
 
 
+def test_a_gpu_that_nvidia_smi_lists_is_not_refused_when_more_lines_follow(tmp_path):
+    """Without a device node the suite asks `nvidia-smi -L`. `grep -q` stopped reading at the first GPU line and
+    nvidia-smi, still writing (a MIG device's line after it), died of SIGPIPE, which pipefail made the pipeline's
+    exit status: the machine's GPU was called missing and the whole run refused with exit code 2."""
+    if glob.glob("/dev/nvidia[0-9]*"):
+        pytest.skip("this machine has a device node: nvidia-smi is not asked")
+    (tmp_path / "bin").mkdir()
+    smi = tmp_path / "bin" / "nvidia-smi"  # a stand-in that writes its list in two parts, as a MIG machine's may
+    smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\nsleep 1\n'
+                   'echo "  MIG 1g.18gb     Device  0: (UUID: MIG-0)"\n')
+    smi.chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--out", str(tmp_path / "r"), "bench"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1 and "no NVIDIA GPU" not in done.stderr, done.stdout + done.stderr
+    assert "FAILED: decode_sweep failed with exit code 1" in done.stdout  # PYTHON=false: the stages ran, and failed
+
+
 def test_out_without_a_folder_is_one_line_and_exit_2():
     """`--out` with no folder after it (or an empty one) ended with bash's "line 28: 2: --out needs a folder" and
     exit code 1, which a caller reads as a failed stage, not a bad command line."""

@@ -53,6 +53,8 @@ case $out_root in "") out_root=results ;; /*) ;; *) [ "$caller" -ef . ] || out_r
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 tmp=${EVA_TMP:-/tmp/eva_gpu_suite}
+# a relative EVA_TMP is the caller's too (as --out): the clips went under the repository root
+case $tmp in /*) ;; *) tmp=$caller/$tmp ;; esac
 shared=${EVA_SHARED_DIR:-../shared}
 cores=$(nproc)
 

@@ -200,7 +200,7 @@ def test_a_results_folder_that_cannot_be_made_is_refused_before_any_stage(tmp_pa
 def test_a_relative_out_is_the_callers_folder(tmp_path):
     """Run from another folder, `--out r` made r/ under the repository root while the listing said "results in
     r/bench/"; now r/ is the caller's, as for any command, and a leading ~ (left by the shell in --out=~/x) is the
-    home folder."""
+    home folder. The same for a relative EVA_TMP."""
     env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp_path / "t"), "HOME": str(tmp_path / "home")}
     here = tmp_path / "here"
     here.mkdir()
@@ -213,6 +213,10 @@ def test_a_relative_out_is_the_callers_folder(tmp_path):
                              text=True, timeout=60, env=env).stdout
     assert f"results in {tmp_path}/home/x/bench/: bench.log" in listing
     assert "results in results/bench/: bench.log" in _dry_run("bench").stdout  # the default: the repository's
+    # and a relative EVA_TMP, where the clips are generated, is the caller's too (it was the repository root's)
+    listing = subprocess.run(["bash", str(SUITE), "--dry-run", "bench"], cwd=here, capture_output=True, text=True,
+                             timeout=60, env={**env, "EVA_TMP": "scratch"}).stdout
+    assert f" --data-dir {here}/scratch/clips_b " in listing, listing
 
 
 def test_folders_with_spaces_reach_each_stage_as_one_argument(tmp_path):

@@ -173,11 +173,11 @@ _C.TRAIN.EPS = 1.0e-6
 _C.TRAIN.FUSED_OPTIMIZER = "auto"
 # Layer-wise LR decay factor (1.0: off). Layer ids follow the original: embeddings 0, block k -> k+1, rest last.
 _C.TRAIN.LAYER_WISE_DECAY = 1.0
-# Numeric precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp16" (with a gradient scaler),
-# "fp32".
+# Numeric precision: "auto" (bf16 autocast on a GPU with native bf16, compute capability 8.0 and up; fp16 with a
+# gradient scaler on an older one; fp32 on CPU), "bf16", "fp16" (with a gradient scaler), "fp32".
 _C.TRAIN.PRECISION = "auto"
 # Original key (apex opt level), accepted for old configs when PRECISION is "auto": O0 -> "fp32"; O1/O2/O3 stay
-# "auto" (mixed precision on the GPU, which is what O1 asked for; bf16 replaces apex's fp16).
+# "auto" (mixed precision on the GPU, which is what O1 asked for; bf16 replaces apex's fp16 where the GPU has it).
 _C.TRAIN.OPT_LEVEL = ""
 # Clip the global gradient norm to this value (0: off; the original does not clip).
 _C.TRAIN.CLIP_GRAD = 0.0

@@ -20,7 +20,7 @@ from evautil.workers import sendable_error
 from .checkpointing import Checkpointer, starts_fresh
 from .distributed import DistContext
 from .metrics import MetricLogger
-from .precision import precision_name, resolve_precision
+from .precision import emulated_bf16_warning, precision_name, resolve_precision
 from .process_end import end_line_said_by_rank_zero
 from .resume_config import check_resume_config, saved_config
 from .run_files import claim_output, move_aside, move_earlier_results, move_earlier_run, release_output, results_files
@@ -59,6 +59,9 @@ def open_run(cfg, ctx: DistContext, resume: str = "", resume_note: str = "",
         metrics.write_config(cfg.dump())
     if resume_note:
         metrics.info(resume_note)
+    slow_bf16 = emulated_bf16_warning(cfg.TRAIN.PRECISION, ctx.device)  # bf16 set on a V100 or a T4: it runs
+    if slow_bf16:
+        metrics.warn(slow_bf16)
     if moved:
         metrics.warn(moved)
     if config_change:

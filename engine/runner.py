@@ -37,7 +37,7 @@ from .progress import check_countable_run
 from .preemption import (PREEMPTED_EXIT_CODE, StepControl, StopNotice, StoppedOutsideTraining, run_complete,
                          stop_received)
 from .test_progress import EVALUATION_PROGRESS_FILE, STOP_DURING_TEST, FinalTestProgress, interrupted_test
-from .precision import resolve_precision
+from .precision import chosen_precision, resolve_precision
 from .resume_point import locate_checkpoint, restore_data_plan
 from .train_epoch import TrainOptions
 from .train_loop import Trainer
@@ -332,11 +332,10 @@ def train(run: Run, cfg, resume: str = "", named: str = "") -> dict[str, Any]:
                      + _evaluation_summary_note(cfg.OUTPUT))
         return trainer.outcome()
     global_batch = t.BATCH_SIZE * t.ACCUMULATION_STEPS * ctx.world_size
-    amp_dtype = trainer.opts.amp_dtype
-    precision = str(amp_dtype).replace('torch.', '') if amp_dtype else 'fp32'
+    precision, why = chosen_precision(t.PRECISION, ctx.device)
     metrics.info(f"training on {cfg.DATA.DATASET}: {counted(t.EPOCHS, 'epoch')} x "
                  f"{counted(trainer.opts.steps_per_epoch, 'step')}, "
-                 f"global batch {global_batch}, precision {precision}")
+                 f"global batch {global_batch}, precision {precision} ({why})")
     try:
         if finished:
             metrics.info(f"the run in {cfg.OUTPUT} finished training{' ' + past if past else ''}, but its "

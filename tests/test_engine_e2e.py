@@ -267,6 +267,7 @@ def test_full_run_outputs(reference, dataset):
     assert summary["train_listed_videos"] == 16 and summary["train_skipped_videos"] == 0
     assert summary["train_substituted"] == 0 and summary["val_bad_at_index"] == 0
     assert summary["dataset"] == "motion-e2e" and "training on motion-e2e: 3 epochs x 4 steps" in r.stdout
+    assert "global batch 4, precision fp32 (TRAIN.PRECISION auto on a CPU)" in r.stdout  # what auto chose, and why
     assert summary["mode"] == "train"
     names = sorted(os.listdir(out))
     assert {"ckpt_epoch_2.pth", "ckpt_epoch_3.pth", "best.pth", "config.yaml", "summary.json", "predictions_val.csv",

@@ -1,0 +1,92 @@
+"""TRAIN.PRECISION on a GPU with and without native bf16 (compute capability 8.0): what ``auto`` chooses and says,
+and the warning for bf16 set on an older GPU. No GPU is needed: torch.cuda's answers are stood in for."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from configs import load_config
+from engine.distributed import DistContext
+from engine.precision import chosen_precision, emulated_bf16_warning, resolve_precision
+from engine.run_start import open_run
+from engine.run_files import release_output
+
+GPU = torch.device("cuda", 0)
+CARDS = {"Tesla V100-SXM2-32GB": (7, 0), "Tesla T4": (7, 5), "NVIDIA A100-SXM4-80GB": (8, 0),
+         "NVIDIA H100 80GB HBM3": (9, 0)}
+
+
+def _card(monkeypatch, name: str, with_emulation_argument: bool = True) -> None:
+    """The run's GPU is ``name``. torch's bf16 check answers as torch does: with ``including_emulation`` False,
+    for the capability; a torch without that argument counts emulation as support (True on any card)."""
+    capability = CARDS[name]
+    if with_emulation_argument:
+        def supported(including_emulation: bool = True) -> bool:
+            return including_emulation or capability >= (8, 0)
+    else:
+        def supported() -> bool:
+            return True
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+
+
+@pytest.mark.parametrize("with_emulation_argument", [True, False])
+@pytest.mark.parametrize("name", ["Tesla V100-SXM2-32GB", "Tesla T4"])
+def test_auto_runs_fp16_with_its_loss_scaler_on_a_gpu_without_native_bf16(monkeypatch, name,
+                                                                          with_emulation_argument):
+    """A V100 or a T4 emulates bf16, far slower than fp16, and auto picked bf16 on any CUDA GPU; the original ran
+    fp16 there (apex O1). The start-up line's reason names the card and why."""
+    _card(monkeypatch, name, with_emulation_argument)
+    assert resolve_precision("auto", GPU) == (torch.float16, True)
+    chosen, why = chosen_precision("auto", GPU)
+    major, minor = CARDS[name]
+    assert chosen == "fp16" and why == (f"TRAIN.PRECISION auto: {name} (compute capability {major}.{minor}) has no "
+                                        "native bf16, so fp16 with a loss scaler, as the original's apex O1")
+
+
+@pytest.mark.parametrize("with_emulation_argument", [True, False])
+@pytest.mark.parametrize("name", ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"])
+def test_auto_runs_bf16_on_a_gpu_that_computes_it_natively(monkeypatch, name, with_emulation_argument):
+    _card(monkeypatch, name, with_emulation_argument)
+    assert resolve_precision("auto", GPU) == (torch.bfloat16, False)
+    chosen, why = chosen_precision("auto", GPU)
+    assert chosen == "bf16" and why.startswith(f"TRAIN.PRECISION auto: {name} (compute capability ")
+    assert why.endswith("computes bf16 natively") and emulated_bf16_warning("bf16", GPU) == ""
+
+
+def test_auto_on_a_cpu_and_a_precision_set_are_what_they_say():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == (None, False)
+    assert chosen_precision("auto", cpu) == ("fp32", "TRAIN.PRECISION auto on a CPU")
+    assert chosen_precision("bf16", cpu) == ("bf16", "TRAIN.PRECISION bf16")
+    assert resolve_precision("fp32", cpu) == (None, False) and emulated_bf16_warning("bf16", cpu) == ""
+
+
+def test_the_installed_torch_checks_native_bf16_without_emulation():
+    """The check asked first exists in this torch; else only the capability fallback would ever run."""
+    assert "including_emulation" in inspect.signature(torch.cuda.is_bf16_supported).parameters
+
+
+def test_bf16_set_on_a_v100_runs_on_after_one_warning(monkeypatch, tmp_path, capsys):
+    """TRAIN.PRECISION bf16 on a V100: the run keeps bf16 (what was asked) and its start says once that it is
+    emulated and slow, in the console and the run's log."""
+    _card(monkeypatch, "Tesla V100-SXM2-32GB")
+    assert resolve_precision("bf16", GPU) == (torch.bfloat16, False)
+    out = tmp_path / "run"
+    cfg = load_config(None, ["OUTPUT", str(out), "TRAIN.PRECISION", "bf16", "LOG.TENSORBOARD", "False",
+                             "LOG.NVML", "False", "LOG.PROGRESS_BAR", "False"])
+    metrics = open_run(cfg, DistContext(device=GPU))
+    try:
+        metrics.close()
+    finally:
+        release_output(str(out))
+    said = ("WARNING: TRAIN.PRECISION bf16 on Tesla V100-SXM2-32GB (compute capability 7.0), which has no native "
+            "bf16: it is emulated and runs far slower than fp16; set TRAIN.PRECISION auto or fp16 (with a loss "
+            "scaler, as the original's apex O1)")
+    assert [x for x in capsys.readouterr().out.splitlines() if "bf16" in x] == [said]
+    logged = (out / "log_rank0.txt").read_text()
+    assert logged.count("no native bf16") == 1 and said in logged

@@ -7,7 +7,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -100,7 +100,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
 
     Raises:
         NonFiniteLossError: a non-finite loss, or non-finite gradients without a loss scaler, with
-            ``opts.skip_nonfinite`` off.
+            ``opts.skip_nonfinite`` off. This and any other error out of the steps comes after the train line of
+            the steps trained since the last one (:func:`_pending_steps_logged`).
     """
     model.train()
     acc = opts.accumulation_steps
@@ -112,113 +113,103 @@ def train_one_epoch(model: nn.Module, loader: Iterable[dict], optimizer: torch.o
     loss_sum = torch.zeros((), device=device)
     epoch_steps = 0
     micro, data_time, clips = 0, 0.0, 0
-    it = iter(loader)
-    t_step = time.perf_counter()
-    while state.step_in_epoch < opts.steps_per_epoch:
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            break
-        data_time += time.perf_counter() - t0
-        video = batch["video"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True)
-        if opts.amp_dtype is None:
-            video = video.float()
-        target = labels
-        if mixup is not None:
-            # Keyed by the run's micro-batch counter, so a resumed run draws the same mixes.
-            video, target, _ = mixup(video, labels, step=state.global_step * acc + micro)
-        last_micro = micro == acc - 1
-        sync = model.no_sync() if (ctx.distributed and not last_micro and hasattr(model, "no_sync")) \
-            else contextlib.nullcontext()
-        with sync:
-            with amp():
-                logits = model(video)
-            loss = criterion(logits.float(), target)
-            scaled = loss / acc  # mean over the step's micro-batches
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        loss_sum += loss.detach()
-        clips += video.shape[0]
-        micro += 1
-        if not last_micro:
-            continue
-
-        # ---- optimizer step ----
-        # One all-reduce of the step's numbers: the logged loss is the mean over all ranks' clips, and since gradients
-        # are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip, naming one loss.
-        local = loss_sum / acc
-        finite = torch.isfinite(local)
-        if scaler is None:
-            # bf16 / fp32: a NaN gradient under a finite loss (an attention kernel's backward) would reach the
-            # weights. The gradients are all-reduced already, so every rank sees the same.
-            finite &= torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
-            overflow = torch.zeros_like(local)
-        else:
-            # fp16: the scaler's own inf/NaN check (which scaler.step() would make), made now so that its verdict
-            # rides in the all-reduce below: every rank knows whether the update is skipped (no EMA update, no
-            # loss, counted) without another host sync. Clipping needs unscaled gradients anyway.
-            scaler.unscale_(optimizer)
-            found = scaler._found_inf_per_device(optimizer).values()
-            overflow = sum((f.to(device) for f in found), torch.zeros_like(local))
-        packed = torch.stack([torch.where(finite, local, torch.zeros_like(local)), (~finite).float(), overflow, local])
-        # The stop/save agreement rides in the same collective (no second sync after the step), and so does each
-        # rank's loader wait, in a slot of its own: the sum gives every rank all of them, and the logged wait is
-        # the slowest rank's (a rank whose loader lags holds the others in the all-reduce, which is not their wait).
-        flags = control.local_flags() if control is not None else []
-        waits = [0.0] * ctx.world_size if ctx.world_size > 1 else []
-        if waits:
-            waits[ctx.rank] = data_time
-        if flags or waits:
-            host = torch.tensor([float(v) for v in flags] + waits)
-            if packed.is_cuda:  # from pageable memory the copy would wait for the backward first
-                host = host.pin_memory()
-            packed = torch.cat([packed, host.to(packed.device, non_blocking=True)])
-        # host sync, once per step
-        loss_total, n_bad, n_overflow, raw_total, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()
-        if control is not None:
-            control.agree(rest[:len(flags)])
-        slowest_wait = max(rest[len(flags):], default=data_time)
-        # A step the loss scaler skips (inf/NaN in the fp16-scaled gradients under a finite loss: its scale is
-        # lowered) is a step without an update, as a skipped non-finite loss is, but no error; its LR is set too.
-        skipped = n_bad > 0 or n_overflow > 0
-        scheduler.step_update(state.global_step - state.schedule_offset)
-        step_loss = float("nan") if skipped else loss_total / ctx.world_size
-        if skipped:
-            if n_bad > 0 and not opts.skip_nonfinite:
-                raise _nonfinite_stop(metrics, state, raw_total / ctx.world_size)
-            if scaler is not None:
-                scaler.update()  # lowers the scale (the gradients were found non-finite)
-            optimizer.zero_grad(set_to_none=True)
-            state.skipped_steps += 1
-        else:
-            if opts.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)  # (unscaled above with a scaler)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                # timm's step is the number of optimizer updates including this one (its train script counts
-                # num_updates before the call): the first update copies the weights, later ones average with
-                # EMA_DECAY. Skipped steps made no update and are not counted.
-                ema.update(unwrap(model), step=state.global_step + 1 - state.skipped_steps)
-            state.epoch_loss_sum += step_loss
-            state.epoch_loss_steps += 1
-            epoch_steps += 1
-        state.global_step += 1
-        state.step_in_epoch += 1
-        now = time.perf_counter()
-        metrics.log_step(state.global_step, state.epoch, step_loss, max(g["lr"] for g in optimizer.param_groups),
-                         clips, slowest_wait, now - t_step, micro_batches=acc, skipped=skipped)
-        if on_step is not None:
-            on_step()
-        micro, data_time, clips = 0, 0.0, 0
-        loss_sum.zero_()
+    with _pending_steps_logged(metrics, state):  # whatever ends the epoch: an error, a Ctrl-C
+        it = iter(loader)
         t_step = time.perf_counter()
-    return _end_epoch(it, optimizer, metrics, state, epoch_steps, partial_window=micro > 0)
+        while state.step_in_epoch < opts.steps_per_epoch:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            data_time += time.perf_counter() - t0
+            video = batch["video"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            if opts.amp_dtype is None:
+                video = video.float()
+            target = labels
+            if mixup is not None:
+                # Keyed by the run's micro-batch counter, so a resumed run draws the same mixes.
+                video, target, _ = mixup(video, labels, step=state.global_step * acc + micro)
+            last_micro = micro == acc - 1
+            sync = model.no_sync() if (ctx.distributed and not last_micro and hasattr(model, "no_sync")) \
+                else contextlib.nullcontext()
+            with sync:
+                with amp():
+                    logits = model(video)
+                loss = criterion(logits.float(), target)
+                scaled = loss / acc  # mean over the step's micro-batches
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            loss_sum += loss.detach()
+            clips += video.shape[0]
+            micro += 1
+            if not last_micro:
+                continue
+
+            # ---- optimizer step ----
+            # One all-reduce of the step's numbers: the logged loss is the mean over all ranks' clips, and since
+            # gradients are all-reduced (a NaN on one rank poisons every rank) all ranks agree to stop or skip, naming
+            # one loss.
+            local = loss_sum / acc
+            finite, overflow = _step_verdict(local, params, optimizer, scaler)
+            packed = torch.stack([torch.where(finite, local, 0.0), (~finite).float(), overflow, local])
+            # The stop/save agreement rides in the same collective (no second sync after the step), and so does each
+            # rank's loader wait, in a slot of its own: the sum gives every rank all of them, and the logged wait is
+            # the slowest rank's (a rank whose loader lags holds the others in the all-reduce, which is not their wait).
+            flags = control.local_flags() if control is not None else []
+            waits = [0.0] * ctx.world_size if ctx.world_size > 1 else []
+            if waits:
+                waits[ctx.rank] = data_time
+            if flags or waits:
+                host = torch.tensor([float(v) for v in flags] + waits)
+                if packed.is_cuda:  # from pageable memory the copy would wait for the backward first
+                    host = host.pin_memory()
+                packed = torch.cat([packed, host.to(packed.device, non_blocking=True)])
+            # host sync, once per step
+            loss_total, n_bad, n_overflow, raw_total, *rest = dist_utils.all_reduce_sum(packed, ctx).tolist()
+            if control is not None:
+                control.agree(rest[:len(flags)])
+            slowest_wait = max(rest[len(flags):], default=data_time)
+            # A step the loss scaler skips (inf/NaN in the fp16-scaled gradients under a finite loss: its scale is
+            # lowered) is a step without an update, as a skipped non-finite loss is, but no error; its LR is set too.
+            skipped = n_bad > 0 or n_overflow > 0
+            scheduler.step_update(state.global_step - state.schedule_offset)
+            step_loss = float("nan") if skipped else loss_total / ctx.world_size
+            if skipped:
+                if n_bad > 0 and not opts.skip_nonfinite:
+                    raise _nonfinite_stop(state, raw_total / ctx.world_size)
+                if scaler is not None:
+                    scaler.update()  # lowers the scale (the gradients were found non-finite)
+                optimizer.zero_grad(set_to_none=True)
+                state.skipped_steps += 1
+            else:
+                if opts.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)  # (unscaled above with a scaler)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    # timm's step is the number of optimizer updates including this one (its train script counts
+                    # num_updates before the call): the first update copies the weights, later ones average with
+                    # EMA_DECAY. Skipped steps made no update and are not counted.
+                    ema.update(unwrap(model), step=state.global_step + 1 - state.skipped_steps)
+                state.epoch_loss_sum += step_loss
+                state.epoch_loss_steps += 1
+                epoch_steps += 1
+            state.global_step += 1
+            state.step_in_epoch += 1
+            now = time.perf_counter()
+            metrics.log_step(state.global_step, state.epoch, step_loss, max(g["lr"] for g in optimizer.param_groups),
+                             clips, slowest_wait, now - t_step, micro_batches=acc, skipped=skipped)
+            if on_step is not None:
+                on_step()
+            micro, data_time, clips = 0, 0.0, 0
+            loss_sum.zero_()
+            t_step = time.perf_counter()
+        return _end_epoch(it, optimizer, metrics, state, epoch_steps, partial_window=micro > 0)
 
 
 def _end_epoch(it: Iterable[dict], optimizer: torch.optim.Optimizer, metrics: MetricLogger, state: TrainState,
@@ -236,9 +227,39 @@ def _end_epoch(it: Iterable[dict], optimizer: torch.optim.Optimizer, metrics: Me
     return {"loss": mean, "steps": epoch_steps}
 
 
-def _nonfinite_stop(metrics: MetricLogger, state: TrainState, loss: float) -> NonFiniteLossError:
+def _step_verdict(local: torch.Tensor, params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
+                  scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(whether the step's loss ``local`` and, without a loss scaler, its gradients are finite; the fp16 loss
+    scaler's count of devices with non-finite gradients, 0 without it) as tensors, for the step's one all-reduce."""
+    finite = torch.isfinite(local)
+    if scaler is None:
+        # bf16 / fp32: a NaN gradient under a finite loss (an attention kernel's backward) would reach the
+        # weights. The gradients are all-reduced already, so every rank sees the same.
+        finite &= torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        return finite, torch.zeros_like(local)
+    # fp16: the scaler's own inf/NaN check (which scaler.step() would make), made now so that its verdict rides in
+    # the step's all-reduce: every rank knows whether the update is skipped (no EMA update, no loss, counted)
+    # without another host sync. Clipping needs unscaled gradients anyway.
+    scaler.unscale_(optimizer)
+    found = scaler._found_inf_per_device(optimizer).values()
+    return finite, sum((f.to(local.device) for f in found), torch.zeros_like(local))
+
+
+@contextlib.contextmanager
+def _pending_steps_logged(metrics: MetricLogger, state: TrainState) -> Iterator[None]:
+    """Whatever leaves the epoch's steps (a non-finite loss, CUDA out of memory, the loader's DataError, a Ctrl-C),
+    the train line of the steps trained since the last one is written first: up to PRINT_FREQ - 1 of them, whose
+    losses may lead to the failure, were otherwise never logged. The error itself goes on as it was."""
+    try:
+        yield
+    except BaseException:
+        # A line that cannot be written (the failed GPU asked for its memory, a full disk) must not replace the error
+        with contextlib.suppress(Exception):
+            metrics.end_epoch(state.global_step, state.epoch)
+        raise
+
+
+def _nonfinite_stop(state: TrainState, loss: float) -> NonFiniteLossError:
     """The error that stops the run at the step in flight (``loss``: its mean over every rank, so that every rank
-    says the same), after the train line of the steps before it: up to PRINT_FREQ - 1 of them, whose losses lead
-    to the failure, were otherwise never logged."""
-    metrics.end_epoch(state.global_step, state.epoch)
+    says the same); the train line of the steps before it is :func:`_pending_steps_logged`'s."""
     return NonFiniteLossError(state.global_step + 1, state.epoch, loss, state.last_checkpoint)

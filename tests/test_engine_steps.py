@@ -1,5 +1,5 @@
-"""train_one_epoch's optimizer steps in numbers: what a non-finite loss leaves in the log and says on every rank, and
-the LR a skipped step logs."""
+"""train_one_epoch's optimizer steps in numbers: what a non-finite loss or another failure leaves in the log and says
+on every rank, and the LR a skipped step logs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from configs import load_config
+from dali_pipelines.data_errors import DataError
 from engine.distributed import DistContext
 from engine.metrics import MetricLogger
 from engine.optim import build_scheduler
@@ -63,6 +64,86 @@ def test_a_nonfinite_loss_stop_logs_the_steps_before_it(tmp_path):
     train = _train_lines(tmp_path)
     assert [x["step"] for x in train] == [5]
     assert len(criterion.seen) == 5 and train[0]["loss"] == pytest.approx(sum(criterion.seen) / 5, rel=1e-6)
+
+
+class _FailsAtCall(torch.nn.Module):
+    """A linear model whose forward raises ``error`` at call ``at`` (1-based), as CUDA running out of memory."""
+
+    def __init__(self, at: int, error: BaseException) -> None:
+        super().__init__()
+        self.linear, self.at, self.error, self.calls = torch.nn.Linear(4, 3), at, error, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.error
+        return self.linear(x)
+
+
+def _loader_failing_after(n: int, error: BaseException):
+    yield from _batches(n)
+    raise error
+
+
+FAILURES = {
+    "the loader's DataError after 5 batches": (
+        lambda e: torch.nn.Linear(4, 3), lambda e: _loader_failing_after(5, e), 1,
+        DataError("DATA.TRAIN_FILE train.txt: every video of the list failed to decode"), [5]),
+    "a Ctrl-C in the loader after 5 batches": (
+        lambda e: torch.nn.Linear(4, 3), lambda e: _loader_failing_after(5, e), 1, KeyboardInterrupt(), [5]),
+    # ACCUMULATION_STEPS 2: the 8th forward is the second micro-batch of step 4, after 3 whole steps
+    "CUDA out of memory in step 4's second micro-batch": (
+        lambda e: _FailsAtCall(8, e), lambda e: _batches(16), 2,
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), [3]),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_a_failure_in_the_steps_logs_the_steps_before_it_and_reaches_the_caller(tmp_path, case):
+    """PRINT_FREQ 10: a failure other than a non-finite loss (out of memory, a DataError from the loader, a
+    Ctrl-C) left the steps trained since the last line (up to PRINT_FREQ - 1) without one in metrics.jsonl. They
+    get their line, with their mean loss, and the failure reaches the caller as it was raised."""
+    make_model, make_loader, acc, error, steps = FAILURES[case]
+    torch.manual_seed(0)
+    model = make_model(error)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = build_scheduler(load_config(None, ["TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0"]).TRAIN, opt, 8)
+    criterion = _NaNAtCall(set())  # records the losses
+    metrics = MetricLogger(str(tmp_path), print_freq=10, tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(type(error)) as raised:
+            train_one_epoch(model, make_loader(error), opt, scheduler, criterion, TrainState(),
+                            TrainOptions(epochs=1, steps_per_epoch=8, accumulation_steps=acc), metrics,
+                            DistContext())
+    finally:
+        metrics.close()
+    assert raised.value is error
+    train = _train_lines(tmp_path)
+    assert [x["step"] for x in train] == steps
+    trained = criterion.seen[:steps[0] * acc]  # a step's loss: the mean of its micro-batches'
+    assert train[0]["loss"] == pytest.approx(sum(trained) / len(trained), rel=1e-6)
+
+
+def test_a_line_that_cannot_be_written_leaves_the_failure_as_it_was(tmp_path, monkeypatch):
+    """The pending line after a failure is written by a process in trouble (the GPU that ran out of memory asked for
+    its memory, a full disk): its own error must not replace the one that ended the steps."""
+    metrics = MetricLogger(str(tmp_path), print_freq=10, tensorboard=False, nvml=False, progress_bar=False)
+
+    def full_disk(step: int, epoch: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics, "end_epoch", full_disk)
+    error = DataError("DATA.TRAIN_FILE train.txt: every video of the list failed to decode")
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = build_scheduler(load_config(None, ["TRAIN.EPOCHS", "1", "TRAIN.WARMUP_EPOCHS", "0"]).TRAIN, opt, 8)
+    try:
+        with pytest.raises(DataError) as raised:
+            train_one_epoch(model, _loader_failing_after(3, error), opt, scheduler, torch.nn.CrossEntropyLoss(),
+                            TrainState(), TrainOptions(epochs=1, steps_per_epoch=8), metrics, DistContext())
+    finally:
+        metrics.close()
+    assert raised.value is error and raised.value.__context__ is None
 
 
 def test_a_skipped_steps_line_logs_its_own_lr(tmp_path):

@@ -267,6 +267,28 @@ def test_a_listed_video_under_a_folder_named_tilde_is_read_under_the_root_not_th
     assert ix.probed == 0 and not ix.bad and len(ix) == 2
 
 
+def test_lists_into_a_linked_out_folder_lead_to_a_dataset_outside_it(tmp_path, capsys):
+    # --out data, a link to another disk, and a re-encoded tree under /tmp: its lines ../../tmp/... were read from
+    # the link's target, where no video is, and every one was a missing file under the default data root.
+    from dali_pipelines.index import build_index
+
+    root = _two_class_tree(tmp_path / "reencoded", train_per_class=1)
+    (tmp_path / "disk" / "store" / "data").mkdir(parents=True)
+    (tmp_path / "project").mkdir()
+    out = tmp_path / "project" / "data"
+    out.symlink_to(tmp_path / "disk" / "store" / "data")
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out), "--check", "--workers", "1", "--no-progress"]
+    assert prepare_kinetics.main(args) == 0
+    lst = out / "t400_train.txt"
+    for rel, _ in read_list(lst):
+        assert rel.startswith("../") and os.path.isfile(os.path.join(out, rel)), rel
+    ix = build_index(str(lst), str(out), workers=1, progress=False)  # DATA.ROOT as given: the check's probes serve
+    assert ix.probed == 0 and not ix.bad and len(ix) == 2
+    capsys.readouterr()
+    assert prepare_kinetics.main(args) == 0  # and the next check finds them
+    assert "4 of 4 videos unchanged" in capsys.readouterr().err
+
+
 def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
     from dali_pipelines.filelist import read_file_list
 

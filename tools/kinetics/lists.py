@@ -22,8 +22,8 @@ from .scan import DatasetScan, Video
 from .video_names import list_name, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
-           "relative_path", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id", "DatasetLists",
-           "clean_dataset_lists"]
+           "relative_path", "climbs_out", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id",
+           "DatasetLists", "clean_dataset_lists"]
 
 
 def class_labels(names: Iterable[str]) -> dict[str, int]:
@@ -100,8 +100,19 @@ def format_list_line(rel_path: str, label: int) -> str:
 
 def relative_path(path: str, data_root: str) -> str:
     """``path`` relative to ``data_root`` as a list line names it (and its index cache): ``./`` before a leading
-    ``~`` (:func:`~tools.kinetics.video_names.list_name`)."""
-    return list_name(os.path.relpath(path, data_root))
+    ``~`` (:func:`~tools.kinetics.video_names.list_name`). A path outside the root climbs from the folder the root
+    really is (:func:`climbs_out`), as the system reads its ``..`` there."""
+    rel = os.path.relpath(path, data_root)
+    if climbs_out(rel):
+        # "<root>/../x" is read from the root's link target: --out data, a link to another disk, listed a video
+        # of /tmp/k400 as ../../tmp/k400/..., which leads under that disk, a missing file for every video
+        rel = os.path.relpath(path, os.path.realpath(data_root))
+    return list_name(rel)
+
+
+def climbs_out(rel_path: str) -> bool:
+    """Whether a relative path leads out of its root (starts with ``..``)."""
+    return rel_path == os.pardir or rel_path.startswith(os.pardir + os.sep)
 
 
 def dataset_list_lines(videos: Sequence[Video], labels: dict[str, int], data_root: str) -> list[str]:

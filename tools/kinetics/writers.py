@@ -13,7 +13,8 @@ from evautil.progress import counted
 from evautil.text import text_lines
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
-from .lists import class_labels, clean_dataset_lists, format_list_line, labels_csv_text, relative_path
+from .lists import (class_labels, clean_dataset_lists, climbs_out, format_list_line, labels_csv_text,
+                    relative_path)
 from .scan import DatasetScan, Video
 from .video_names import printable_path
 
@@ -100,13 +101,15 @@ def _write_list(w: _Writer, name: str, scans: Sequence[DatasetScan], videos: Seq
     w.text(name, _lines_text([format_list_line(p, lab) for p, lab in zip(rel_paths, labels)]))
     table = _probed_table(scans, videos)
     if table is not None:
-        w.index_cache(name, data_root, rel_paths, table)
+        # paths that climb out lead from the folder the root really is (relative_path): recorded under it, the
+        # next --check finds their videos, and a build under the root given accepts it as the same root
+        cache_root = os.path.realpath(data_root) if any(climbs_out(p) for p in rel_paths) else data_root
+        w.index_cache(name, cache_root, rel_paths, table)
 
 
 def _check_data_root(scans: Sequence[DatasetScan], data_root: str, log: Callable[[str], None]) -> None:
     for s in scans:
-        rel = os.path.relpath(s.root, data_root)
-        if rel == ".." or rel.startswith(".." + os.sep):
+        if climbs_out(os.path.relpath(s.root, data_root)):
             log(f"warning: dataset {s.name} root {s.root} is outside the data root {data_root}; list paths will "
                 f"start with '..' (set DATA.ROOT to {data_root})")
 

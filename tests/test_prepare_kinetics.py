@@ -1569,6 +1569,18 @@ def test_preparation_without_a_terminal_reports_progress_in_plain_lines(capsys):
     assert err.startswith("check t400: 3 files done in ") and "\r" not in err
 
 
+def test_a_job_that_crashes_its_worker_every_time_is_named_by_its_video_path(tmp_path):
+    # Without on_crash the pool's error named the job as Python writes its tuple: "('/data/caf\\udce9 ...', ...)".
+    from evautil.workers import WorkerCrashError
+    from tests import crashing_jobs
+    from tools.kinetics import parallel_map
+
+    src = str(tmp_path / os.fsdecode(f"caf\xe9 {crashing_jobs.CRASH_MARK}.mp4".encode("latin-1")))
+    with pytest.raises(WorkerCrashError) as e:
+        parallel_map(crashing_jobs.reencode_job, [(src, src + ".out", None, None)], 2, "re-encode", progress=False)
+    assert str(e.value).startswith(f"{src}: ") and "SIGSEGV" in str(e.value)
+
+
 def test_an_interrupted_reencode_writes_its_report_and_the_rerun_goes_on(tmp_path, monkeypatch):
     from tools.kinetics import reencode as reencode_mod
 

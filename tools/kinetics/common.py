@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Sequence
 from evautil.progress import LINE_EVERY_S, ProgressLines, stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map", "parallel_imap", "walk_progress", "WALK_PROGRESS_EVERY_S",
+__all__ = ["KineticsError", "parallel_map", "parallel_imap", "job_video", "walk_progress", "WALK_PROGRESS_EVERY_S",
            "PROGRESS_EVERY_S"]
 
 # A walk that takes longer than this says how far it got, and again as often (a 650,000-file tree takes some 25 s on
@@ -22,6 +22,13 @@ class KineticsError(ValueError):
     """Bad input for dataset preparation (missing root, empty class, unreadable file, ...); the message names it."""
 
 
+def job_video(item) -> str:
+    """An item of a pool's work as its errors name it: a video's path, or a job's (its first field), as the file
+    system spells it. Their default, the item as Python writes it, showed a re-encode job's tuple with its settings
+    and escaped a name that is not UTF-8 (``caf\\udce9``)."""
+    return item[0] if isinstance(item, tuple) else str(item)
+
+
 def parallel_map(fn: Callable, items: Sequence, workers: int, desc: str, progress: bool,
                  on_crash: Callable | None = None) -> list:
     """The list of :func:`parallel_imap`'s results."""
@@ -33,6 +40,7 @@ def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progre
                   on_timeout: Callable | None = None) -> Iterator:
     """``[fn(x) for x in items]``, in ``workers`` processes when workers > 1 or a ``timeout`` is set (never forked:
     FFmpeg and x264 keep internal threads), with an optional progress bar. ``fn`` must be a module-level function.
+    ``items``: videos' paths, or jobs whose first field is one, which the errors name (:func:`job_video`).
     ``on_crash(x, how)`` is the result for an item that kills its worker process (see
     ``evautil.workers.map_with_progress``). Without a bar, a plain progress line goes to stderr every
     :data:`PROGRESS_EVERY_S` seconds (a 650,000-file check takes minutes), and one with the total time at the end;
@@ -42,7 +50,7 @@ def parallel_imap(fn: Callable, items: Sequence, workers: int, desc: str, progre
     ended (an encode that never ends held a one-worker run for ever)."""
     return map_with_progress(fn, items, max(1, workers), desc, progress=progress, unit="file", on_crash=on_crash,
                              log=stderr_line if lines else None, log_every_s=PROGRESS_EVERY_S, timeout=timeout,
-                             on_timeout=on_timeout, one_worker_pool=timeout > 0)
+                             on_timeout=on_timeout, one_worker_pool=timeout > 0, describe=job_video)
 
 
 def walk_progress(desc: str, unit: str, total: int | None = None, lines: bool = True) -> ProgressLines:

@@ -289,6 +289,33 @@ def test_lists_into_a_linked_out_folder_lead_to_a_dataset_outside_it(tmp_path, c
     assert "4 of 4 videos unchanged" in capsys.readouterr().err
 
 
+def test_a_val_folder_that_links_to_the_train_folder_is_refused_before_any_list(tmp_path, capsys):
+    # Every training video's id was then in the val list: the leak removal wrote an empty training list, exit 0.
+    store = make_tree(tmp_path / "store", {"train": {"a": [vid("a")], "b": [vid("b")]}})
+    root = tmp_path / "t400"
+    root.mkdir()
+    (root / "train").symlink_to(store / "train")
+    (root / "val").symlink_to(store / "train")
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "t400_train.txt would be empty" in err[0] and "--val-dir" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_class_whose_only_video_another_class_kept_is_named_in_a_warning(tmp_path, capsys):
+    # Kinetics holds some files in two class folders: the first class's copy is kept, and a class with no other
+    # training video was left out of the training list without a word.
+    root = make_tree(tmp_path / "t400", {"train": {"a (in game)": [vid("x"), vid("a")], "b's": [vid("x")]},
+                                         "val": {"a (in game)": [vid("va")], "b's": [vid("vb")]}})
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln for ln in out if ln.startswith("warning:")] == [
+        "warning: dataset t400: 1 class left without a training video (\"b's\"), never trained on: each of its "
+        "videos repeats a YouTube id another class kept (the same file in two class folders) or is in the val "
+        "list; the report names them (--keep-duplicates and --keep-leaked keep them)"]
+    assert [lab for _, lab in read_list(tmp_path / "t400_train.txt")] == [0, 0]
+
+
 def test_lists_keep_names_with_runs_of_spaces_and_tabs(tmp_path, capsys):
     from dali_pipelines.filelist import read_file_list
 

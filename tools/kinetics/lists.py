@@ -23,7 +23,7 @@ from .video_names import list_name, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
            "relative_path", "climbs_out", "dataset_list_lines", "YoutubeIdFilter", "keep_first_by_youtube_id",
-           "DatasetLists", "clean_dataset_lists"]
+           "DatasetLists", "clean_dataset_lists", "classes_left_without_training"]
 
 
 def class_labels(names: Iterable[str]) -> dict[str, int]:
@@ -203,3 +203,10 @@ def clean_dataset_lists(scan: DatasetScan, *, dedup: bool = True, drop_leaked: b
         "val_duplicates": _duplicate_counts(val.duplicates),
     }
     return DatasetLists(train.kept, val.kept, report)
+
+
+def classes_left_without_training(scan: DatasetScan, cleaned: DatasetLists) -> list[str]:
+    """The classes of ``scan`` with training videos none of which is left in ``cleaned.train``: each one's videos
+    were all repeats of a YouTube id another class kept (one file in two class folders) or ids of the val list."""
+    kept = {v.class_name for v in cleaned.train}
+    return sorted({v.class_name for v in scan.videos["train"]} - kept)

@@ -13,8 +13,9 @@ from evautil.progress import counted
 from evautil.text import text_lines
 
 from .k722 import CLASS_ALIASES, K722Result, build_k722
-from .lists import (class_labels, clean_dataset_lists, climbs_out, format_list_line, labels_csv_text,
-                    relative_path)
+from .common import KineticsError
+from .lists import (DatasetLists, class_labels, classes_left_without_training, clean_dataset_lists, climbs_out,
+                    format_list_line, labels_csv_text, relative_path)
 from .scan import DatasetScan, Video
 from .video_names import printable_path
 
@@ -186,6 +187,27 @@ def _lists_markdown(s: DatasetScan, data_root: str, rep: dict) -> str:
     return "\n".join(md)
 
 
+def _refuse_emptied_train(s: DatasetScan, cleaned: DatasetLists) -> None:
+    """Refuse a training list that the leak removal emptied: every training video's YouTube id in the val list is a
+    val folder that is the train folder (a link to it, ``--val-dir train``), which wrote an empty list, exit 0."""
+    if s.videos["train"] and not cleaned.train:
+        raise KineticsError(
+            f"dataset {s.name}: every one of its {len(s.videos['train']):,} training videos has its YouTube id in "
+            f"its val list, so {s.name}_train.txt would be empty: its val folder holds the training videos (the "
+            f"train folder, or a link to it?); point --val-dir at the validation videos, or pass --keep-leaked")
+
+
+def _warn_classes_left_without_training(s: DatasetScan, cleaned: DatasetLists, log: Callable[[str], None]) -> None:
+    """A class whose every training video the cleaning dropped is never trained on, though it has a label."""
+    emptied = classes_left_without_training(s, cleaned)
+    if emptied:
+        names = ", ".join(repr(c) for c in emptied[:5]) + (" ..." if len(emptied) > 5 else "")
+        log(f"warning: dataset {s.name}: {counted(len(emptied), 'class')} left without a training video "
+            f"({names}), never trained on: each of its videos repeats a YouTube id another class kept (the same "
+            f"file in two class folders) or is in the val list; the report names them (--keep-duplicates and "
+            f"--keep-leaked keep them)")
+
+
 def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | None = None, *,
                   dedup: bool = True, drop_leaked: bool = True, dry_run: bool = False,
                   log: Callable[[str], None] = print, written: list[str] | None = None) -> dict:
@@ -208,9 +230,12 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
     _check_data_root(scans, data_root, log)
     w = _Writer(out_dir, dry_run, log, written)
     reports = {}
-    for s in scans:
+    cleaned_lists = [clean_dataset_lists(s, dedup=dedup, drop_leaked=drop_leaked) for s in scans]
+    for s, cleaned in zip(scans, cleaned_lists):  # before any file is written
+        _refuse_emptied_train(s, cleaned)
+    for s, cleaned in zip(scans, cleaned_lists):
         labels = class_labels(s.classes)
-        cleaned = clean_dataset_lists(s, dedup=dedup, drop_leaked=drop_leaked)
+        _warn_classes_left_without_training(s, cleaned, log)
         for split, videos in (("train", cleaned.train), ("val", cleaned.val)):
             _write_list(w, f"{s.name}_{split}.txt", [s], videos, [labels[v.class_name] for v in videos], data_root)
         w.text(f"{s.name}_labels.csv", labels_csv_text(s.classes))

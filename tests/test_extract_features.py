@@ -1318,6 +1318,9 @@ def test_the_window_mode_demuxes_a_video_once_whatever_its_length(clips, tiny, t
     from tests.video_fixtures import count_demuxes
 
     cfg, model, _ = tiny
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.VIDEO_TIMEOUT_S = 0  # no limit: the probe runs in this process, where its demux is counted
     video = _videos(clips)[2]  # 11 frames, window 4 stride 1: 8 windows
     ef.extract(cfg, model, [video], str(tmp_path / "together"), DistContext(), window=4, stride=1, per_batch=8,
                progress=False)

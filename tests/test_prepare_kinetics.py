@@ -722,6 +722,19 @@ def test_errors_name_the_problem(tmp_path):
         scan_dataset("k4/00", str(tmp_path / "diff"))
 
 
+def test_a_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path):
+    """A split folder linked to storage that is gone (an unmounted disk) was reported as "does not exist", which
+    sent the user looking for a folder that is there, as a link: the error names the link and its target."""
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}})
+    target = tmp_path / "unmounted" / "val"
+    (root / "val").symlink_to(target)
+    with pytest.raises(KineticsError) as e:
+        scan_dataset("t400", str(root))
+    assert str(e.value).startswith(f"dataset t400: split folder {str(root / 'val')!r} is a symbolic link to "
+                                   f"{str(target)!r}, which does not exist (or is a link loop): mount or fix its "
+                                   f"target (expected <root>/val/<class name>/<video>")
+
+
 def test_unreadable_files_skipped_and_reported(tmp_path, capsys):
     root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a"), vid("b")]}, "val": {"a": [vid("c")]}})
     (root / "train" / "a" / vid("zero")).write_bytes(b"")

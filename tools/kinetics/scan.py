@@ -140,10 +140,17 @@ def _gone_class_folder(entry: os.DirEntry) -> bool:
 
 
 def _refuse_missing_split(name: str, split_root: str, folder: str) -> None:
-    if not os.path.isdir(split_root):
-        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist (expected "
-                            f"<root>/{folder}/<class name>/<video>, or the official downloads' flat "
-                            f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>; --train-dir, --val-dir name others)")
+    if os.path.isdir(split_root):
+        return
+    expected = (f"expected <root>/{folder}/<class name>/<video>, or the official downloads' flat "
+                f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>; --train-dir, --val-dir name others")
+    if os.path.islink(split_root):  # "does not exist" sent the user looking for a folder that is there, as a link
+        target = os.readlink(split_root)
+        gone = ("is not a folder" if os.path.exists(split_root)
+                else "does not exist (or is a link loop): mount or fix its target")
+        raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} is a symbolic link to "
+                            f"{printable_path(target)!r}, which {gone} ({expected})")
+    raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist ({expected})")
 
 
 def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],

@@ -1438,6 +1438,26 @@ def test_a_reencode_that_never_ends_is_a_failure_and_the_others_are_done(tmp_pat
     assert sorted(p.name for p in out.rglob("*") if p.is_file() and p.parent != out) == [vid("a"), vid("c")]
 
 
+def test_reencode_stopped_by_videos_in_a_row_past_the_limit_names_the_last(tmp_path):
+    """Videos in a row without a result within --time-limit stop the re-encode with its own error, which named
+    neither video: it names the last by its path, as the pool's error does (not as a job tuple)."""
+    from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
+    from tools.kinetics import common
+    from tools.kinetics.reencode import _unless_overdue_in_a_row
+
+    last = str(tmp_path / "caf\udce9" / vid("c"))
+
+    def results():
+        yield {"ok": True}
+        raise WorkerTimeoutError(f"{MAX_OVERDUE_IN_A_ROW} items in a row gave no result within 5 s each (the last: "
+                                 f"{common.job_video((last, last + '.out'))}): what they are read from, or the work "
+                                 f"itself, does not answer")
+
+    got = list(_unless_overdue_in_a_row(results(), 5.0))
+    assert got[0] == {"ok": True} and len(got) == 2
+    assert got[1].startswith("re-encoding stopped (--time-limit 5 s): ") and f"(the last: {last})" in got[1]
+
+
 @pytest.mark.timeout(120)
 def test_a_check_where_every_file_hangs_stops_with_one_error(tmp_path, monkeypatch):
     """`lists --check` over storage that stopped answering: a video whose probe never answers is skipped with that

@@ -384,9 +384,8 @@ def _unless_overdue_in_a_row(results, time_limit_s: float):
     """``results``, then the error (a str) if several videos in a row gave no result in time: the storage."""
     try:
         yield from results
-    except WorkerTimeoutError:
-        yield (f"{MAX_OVERDUE_IN_A_ROW} videos in a row gave no result within {time_limit_s:g} s each (--time-limit): "
-               f"what they are read from does not answer")
+    except WorkerTimeoutError as e:  # its message names the last video by its path (parallel_imap's describe)
+        yield f"re-encoding stopped (--time-limit {time_limit_s:g} s): {e}"
 
 
 def _settle_unreported(report: dict, pairs: list[tuple[str, str]], sources: dict[str, tuple[int, int]],

@@ -722,6 +722,20 @@ def test_errors_name_the_problem(tmp_path):
         scan_dataset("k4/00", str(tmp_path / "diff"))
 
 
+def test_class_names_in_other_unicode_forms_are_named_as_such(tmp_path):
+    """A split unpacked on macOS spells 'crème' in NFD: "only in train: ['crème'], only in val: ['crème']" showed the
+    same name on both sides. The error says they differ only in their Unicode form, which form each split has, and
+    to rename one."""
+    nfc, nfd = "cr\u00e8me", "cre\u0300me"
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")], nfc: [vid("b")]},
+                                         "val": {"a": [vid("c")], nfd: [vid("d")]}})
+    with pytest.raises(KineticsError) as e:
+        scan_dataset("t400", str(root))
+    assert str(e.value) == (f"dataset t400: 1 class name(s) of train and val differ only in their Unicode form: "
+                            f"{nfc!r} (NFC) in train and {nfd!r} (NFD) in val; rename one of each pair so both "
+                            f"splits spell it alike (in NFC, as most systems write names; macOS unpacks names in NFD)")
+
+
 def test_a_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path):
     """A split folder linked to storage that is gone (an unmounted disk) was reported as "does not exist", which
     sent the user looking for a folder that is there, as a link: the error names the link and its target."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .video_files import (SKIP_EMPTY, SKIP_KINDS, SKIP_MISSING, SKIP_OTHER_SPLIT
                           SKIP_UNANNOTATED, SKIP_UNDECODABLE, SKIP_UNLISTABLE, SKIP_UNREADABLE, Video, own_file,
                           video_entries, video_skip)
 from .video_files import own_file as _own_file  # noqa: F401 (its name here before it moved)
-from .video_names import is_video_file, printable_path
+from .video_names import is_video_file, printable_path, unicode_form
 from .video_names import is_listable, unlistable_reason, youtube_id  # noqa: F401 (importable here, as before the split)
 
 if TYPE_CHECKING:
@@ -377,9 +378,24 @@ def _refuse_different_classes(name: str, class_sets: dict[str, list[str]], sourc
     if class_sets["train"] != class_sets["val"]:
         only_t = sorted(set(class_sets["train"]) - set(class_sets["val"]))
         only_v = sorted(set(class_sets["val"]) - set(class_sets["train"]))
+        _refuse_other_unicode_forms(name, only_t, only_v, sources)
         raise KineticsError(f"dataset {name}: train and val have different classes (labels would disagree); "
                             f"only in {sources['train']}: {only_t[:10]}{' ...' if len(only_t) > 10 else ''}, "
                             f"only in {sources['val']}: {only_v[:10]}{' ...' if len(only_v) > 10 else ''}")
+
+
+def _refuse_other_unicode_forms(name: str, only_t: list[str], only_v: list[str], sources: dict[str, str]) -> None:
+    """Class names of train and val that differ only in their Unicode form (a split unpacked on macOS writes NFD):
+    "only in train: ['crème'], only in val: ['crème']" showed the same name on both sides. They are not matched by
+    their NFC form: the labels file, the lists' paths and the released class names all compare names as written."""
+    by_nfc = {unicodedata.normalize("NFC", c): c for c in only_v}
+    pairs = [(t, by_nfc[nfc]) for t in only_t if (nfc := unicodedata.normalize("NFC", t)) in by_nfc]
+    if pairs:
+        named = ", ".join(f"{t!r} ({unicode_form(t)}) in {sources['train']} and {v!r} ({unicode_form(v)}) in "
+                          f"{sources['val']}" for t, v in pairs[:5])
+        raise KineticsError(f"dataset {name}: {len(pairs)} class name(s) of train and val differ only in their "
+                            f"Unicode form: {named}{' ...' if len(pairs) > 5 else ''}; rename one of each pair so both "
+                            f"splits spell it alike (in NFC, as most systems write names; macOS unpacks names in NFD)")
 
 
 def _probe_candidates(name: str, root: str, walked: _Walked, workers: int, progress: bool,

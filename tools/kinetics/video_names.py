@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 
 from evautil.text import is_utf8_text, text_lines
 
 __all__ = ["VIDEO_EXTENSIONS", "YOUTUBE_ID_LEN", "youtube_id", "is_video_file", "unfinished_download",
-           "unlistable_reason", "is_listable", "list_name", "printable_path"]
+           "unlistable_reason", "is_listable", "list_name", "printable_path", "unicode_form"]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
@@ -105,3 +106,13 @@ def printable_path(path: str) -> str:
     UTF-8 shown as ``\\xNN``, line breaks and other control characters escaped (``\\n``)."""
     text = os.fsencode(path).decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def unicode_form(name: str) -> str:
+    """The Unicode normalization form ``name`` is written in: ``NFC`` (composed: ``è`` one code point, as most
+    systems write names), ``NFD`` (decomposed: ``e`` and a combining accent, as macOS wrote names it unpacked), or
+    ``mixed``. A name the two forms write alike is ``NFC``."""
+    for form in ("NFC", "NFD"):
+        if unicodedata.is_normalized(form, name):
+            return form
+    return "mixed"

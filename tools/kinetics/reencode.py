@@ -16,7 +16,7 @@ from typing import Callable
 from dali_pipelines.pyav_probe import count_frames
 from evautil.files import hold_lock
 from evautil.progress import counted, stderr_line
-from evautil.workers import MAX_OVERDUE_IN_A_ROW, WorkerTimeoutError
+from evautil.workers import WorkerTimeoutError
 
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import (LOCK_FILE, encoding_for, name_this_run, refuse_runs_above_or_below, remove_stale_parts,

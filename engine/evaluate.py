@@ -97,7 +97,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     """
     was_training = model.training
     model.eval()
-    start = time.time()
+    start = time.perf_counter()  # a duration: the wall clock set back (NTP, a VM resumed) made time_s negative
     failure, local, views, classes, first_batch_s, stopped = None, [], 0, 0, None, False
     kept_preds = {p[0]: tuple(p) for p in (kept or {}).get("predictions", ())}
     try:
@@ -111,7 +111,7 @@ def evaluate(model: nn.Module, loader: Iterable[dict], ctx: DistContext, *, spli
     finally:
         if was_training:
             model.train()
-    elapsed = time.time() - start
+    elapsed = time.perf_counter() - start
     startup = first_batch_s if first_batch_s is not None else elapsed
     gathered = all_gather_objects({"preds": local, "views": views, "classes": classes, "time_s": elapsed,
                                    "startup_s": startup, "failed": _first_line(failure) if failure else None,
@@ -193,7 +193,7 @@ def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.devic
     try:
         for batch in loader:
             if first_batch_s is None:
-                first_batch_s = time.time() - start
+                first_batch_s = time.perf_counter() - start
             # Asked before a batch, not after it: a stop during the last batch leaves an evaluation that is complete
             if stop_requested is not None and stop_requested():
                 stopped = True

@@ -355,3 +355,25 @@ def test_a_label_list_giving_one_name_to_several_classes_is_read_and_said_by_the
     assert capsys.readouterr().err.splitlines() == [f"warning: {said}"]
     load_setup(demo, opts, str(weights), warn=False)  # a caller that says its warnings itself
     assert capsys.readouterr().err == ""
+
+
+def test_a_clock_set_back_during_an_evaluation_leaves_its_time_and_rate_positive(tmp_path, capsys, monkeypatch):
+    """The evaluation's duration is measured on the monotonic clock: a wall clock set back an hour at every read
+    (NTP, a virtual machine resumed) made time_s negative and videos/s 0 or negative, in metrics.jsonl and the
+    console's eval line. The line's ``time`` stays the wall clock's (a time stamp, not a duration)."""
+    import time
+
+    wall = iter(range(10**9, 0, -3600))
+    monkeypatch.setattr(time, "time", lambda: float(next(wall)))
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        evaluate_and_log(_FixedRanking([1.0, 0.0]), _Batches([0, 1, 0]), DistContext(), metrics, split="val",
+                         num_classes=2)
+    finally:
+        metrics.close()
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert line["time_s"] >= 0 and 0 <= line["startup_s"] <= line["time_s"]
+    assert line["videos_per_sec"] > 0 or line["time_s"] == 0
+    assert line["time"] <= 10**9  # the wall clock's, as the patched clock read it
+    said = [x for x in capsys.readouterr().out.splitlines() if x.startswith("eval val")]
+    assert len(said) == 1 and " -" not in said[0], said

@@ -56,7 +56,7 @@ from .metrics_file import drop_lines_after_step, open_lines, recall_lines, recal
 from .progress import EvalProgress, RunClock, eval_line, format_duration, step_line, stderr_is_terminal
 from .progress import format_number as _fmt
 from .run_files import standard_json
-from .run_log import follow, let_go, stamped
+from .run_log import follow, let_go, log_stopped, stamped
 from .run_summary import summary_fields, summary_table
 from .step_window import StepWindow
 from .tb_events import TensorBoardEvents
@@ -118,6 +118,7 @@ class MetricLogger:
         # bytes it is named with; its first line in the log ended the run
         self._log_file = open(os.path.join(output_dir, f"log_rank{rank}.txt"), "a", encoding="utf-8",
                               errors="surrogateescape")
+        self._log_stopped = False  # a write to it failed (a full disk): said once, not written again (_write_log)
         self._jsonl = open_lines(os.path.join(output_dir, "metrics.jsonl")) if self.is_main else None
         self._nvml = NvmlSampler(self.device.index or 0) if (nvml and self.device.type == "cuda") else None
         self._bar = None
@@ -142,20 +143,24 @@ class MetricLogger:
 
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:
-        """A console line on rank 0 (kept clear of the progress bar) and a line in this rank's log file."""
-        self._write_log(msg)
+        """A console line on rank 0 (kept clear of the progress bar) and a line in this rank's log file, the console's
+        first: a log that cannot be written (a full disk) lost the console line too."""
         if self.is_main:
-            if self._bar is not None:
-                self._bar.write(msg)
-            else:
-                print(msg, flush=True)
+            self._console(msg)
+        self._write_log(msg)
+
+    def _console(self, msg: str) -> None:
+        if self._bar is not None:
+            self._bar.write(msg)
+        else:
+            print(msg, flush=True)
 
     def warn(self, msg: str, this_rank_only: bool = False) -> None:
         """A warning line as :meth:`info` writes it; ``this_rank_only``: one only this rank could have seen (a video
         failing in its share), which a rank other than 0 prints on the console too, naming itself."""
         if this_rank_only and not self.is_main:
-            self._write_log(f"WARNING: {msg}")
             print(f"[rank {self.rank}] WARNING: {msg}", flush=True)
+            self._write_log(f"WARNING: {msg}")
         else:
             self.info(f"WARNING: {msg}")
         if self._kept is not None and not this_rank_only:  # (said already, by the rank that saw it)
@@ -191,10 +196,11 @@ class MetricLogger:
 
     def log_interrupted(self) -> None:
         """Keep a Ctrl-C's line (``evautil.interrupt``: the console gets it from the interrupt hook) in this rank's
-        log file, so that the run's own record says how it ended; a log that cannot be written is passed over."""
+        log file, so that the run's own record says how it ended; a log already closed is passed over (one that cannot
+        be written is said once, :meth:`_write_log`)."""
         try:
             self._write_log(interrupted_line())
-        except (OSError, ValueError):  # a full disk, a log already closed
+        except ValueError:  # a log already closed
             pass
 
     def report(self, msg: str) -> None:
@@ -210,9 +216,21 @@ class MetricLogger:
         return self._log_file.name
 
     def _write_log(self, msg: str) -> None:
-        with naming_the_file(self._log_file.name):  # a full disk's error from write() names no file
+        """A line of this rank's log. The first write that fails (a full disk) stops the log with one warning on
+        this rank's console (:func:`engine.run_log.log_stopped`): each line raised, and from a followed logger
+        printed a "--- Logging error ---" traceback, record after record."""
+        if self._log_stopped:
+            return
+        try:
             self._log_file.write(stamped(msg))
             self._log_file.flush()
+        except OSError as error:  # (a ValueError, the log closed, is a bug: raised)
+            self._log_stopped = True
+            said = log_stopped(self._log_file.name, error)
+            if self.is_main:
+                self._console(f"WARNING: {said}")
+            else:
+                print(f"[rank {self.rank}] WARNING: {said}", flush=True)
 
     def write_config(self, config_yaml: str, name: str = "config.yaml") -> str:
         """Save the resolved config into the output directory (rank 0)."""

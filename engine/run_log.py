@@ -1,22 +1,37 @@
-"""The text of a run's log files: the time stamp of a line of ``log_rank<r>.txt``, and the standard ``logging``
-loggers (the data pipeline's) whose records a run takes in as lines of its own log (``MetricLogger.follow_logger``).
+"""The text of a run's log files: the time stamp of a line of ``log_rank<r>.txt``, the line saying a log that
+cannot be written stopped, and the standard ``logging`` loggers (the data pipeline's) whose records a run takes in
+as lines of its own log (``MetricLogger.follow_logger``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Any
 
 from evautil.text import text_lines
 
-__all__ = ["stamped", "follow", "let_go"]
+__all__ = ["stamped", "log_stopped", "follow", "let_go"]
 
 
 def stamped(msg: str) -> str:
     """``msg`` as a log_rank<r>.txt keeps it: each of its lines after the time."""
     stamp = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] "
     return "".join(stamp + line + "\n" for line in text_lines(msg) or [""])  # a path may hold \x1c, \x85, ...
+
+
+def log_stopped(path: str, error: OSError) -> str:
+    """The one warning of a log file whose write failed (a full disk): the file, why, and what to do. The run goes
+    on without it: its lines were on the console already."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space on its disk"
+    elif error.errno == errno.EFBIG:
+        fix = "lift the file size limit (ulimit -f)"
+    else:
+        fix = "make it writable"
+    return (f"cannot write {path}: {error.strerror or error}; this rank's log stops here and the run goes on "
+            f"without it (its console lines are printed as before): {fix} for the next run's lines")
 
 
 

@@ -131,6 +131,10 @@ class MetricLogger:
         self.totals = self.window.totals  # (the same dict: restore_totals updates it in place)
         self.run_start = time.monotonic()  # (not the wall clock: one set back during the run made wall_time_s < 0)
         self._earlier = {"wall_time_s": 0.0, "evaluations": 0}  # of the attempts before a resume
+        # The split and step of the last evaluation those count (None: none), for recall_evaluation; unknown from a
+        # checkpoint saved before checkpoints recorded it.
+        self._earlier_last: dict[str, Any] | None = None
+        self._earlier_last_known = True
         self.last_train: dict[str, Any] = {}
         self.evals: list[dict[str, Any]] = []
         self._recalled_final: dict[str, Any] | None = None  # see recall_evaluation
@@ -371,10 +375,12 @@ class MetricLogger:
     def recall_evaluation(self, step: int, split: str, checkpoint_time: float | None = None) -> dict[str, Any] | None:
         """The last ``split`` eval line metrics.jsonl holds at optimizer ``step`` (rank 0 reads; None on the other
         ranks or when there is none). It becomes the summary's final result without counting as another
-        evaluation (unless it was logged after ``checkpoint_time``, when the checkpoint at ``step`` was saved, whose
-        count lacks it: counted once), the last train line up to ``step`` gives its ``last_loss``, and the loaders'
-        counters come from the lines that logged them (:meth:`recalled_counts`): a finished run whose attempt ended
-        before its summary was written is summarised from what it logged."""
+        evaluation (unless the checkpoint at ``step`` that this run resumed was saved before it, whose count then
+        lacks it: counted once, :meth:`_counted_before`), the last train line up to ``step`` gives its
+        ``last_loss``, and the loaders' counters come from the lines that logged them (:meth:`recalled_counts`): a
+        finished run whose attempt ended before its summary was written is summarised from what it logged.
+        ``checkpoint_time``: when that checkpoint was saved (the wall clock), read only for one saved before
+        checkpoints recorded their last evaluation."""
         if not (self.is_main and self._jsonl is not None and os.path.isfile(self._jsonl.name)):
             return None
         found, last_train, counters = recall_lines(self._jsonl.name, step, split)
@@ -382,10 +388,20 @@ class MetricLogger:
             self.last_train = last_train
         self._recalled_final = found
         self._recalled_counts = counters if found is not None else {}
-        logged = found.get("time") if found is not None else None
-        if checkpoint_time is not None and isinstance(logged, (int, float)) and logged > checkpoint_time:
+        if found is not None and not self._counted_before(found, checkpoint_time):
             self._earlier["evaluations"] += 1
         return found
+
+    def _counted_before(self, line: dict[str, Any], checkpoint_time: float | None) -> bool:
+        """Whether the resumed checkpoint's count of evaluations holds the eval ``line`` of its step: the line is the
+        last evaluation it counted (the same split and step; the validation before the save and the final test after
+        it share the step). The lines' wall-clock times decided it, and a clock set back (NTP, a resumed virtual
+        machine) between the save and the final test counted that test in no summary; a checkpoint that does not
+        record its last evaluation still goes by ``checkpoint_time``."""
+        if self._earlier_last_known:
+            return self._earlier_last == {"split": line.get("split"), "step": line.get("step")}
+        logged = line.get("time")
+        return checkpoint_time is None or not isinstance(logged, (int, float)) or logged <= checkpoint_time
 
     def recalled_counts(self, counts: dict[str, Any]) -> dict[str, Any]:
         """``counts`` (the summary's loader counters, ``train_*``, ``val_*``, ``test_*``, as this attempt's loaders
@@ -397,8 +413,12 @@ class MetricLogger:
     # ---- across a resume -------------------------------------------------------------------------------------
     def totals_state(self) -> dict[str, Any]:
         """The run totals so far (every attempt), the last train line and the pending steps, for a checkpoint."""
+        last = ({"split": self.evals[-1]["split"], "step": self.evals[-1]["step"]} if self.evals
+                else self._earlier_last)
+        known = {"last_evaluation": last} if self.evals or self._earlier_last_known else {}
         return {**self.totals, "wall_time_s": self._wall_time_s(),
-                "evaluations": self._earlier["evaluations"] + len(self.evals), **self.window.state(self.last_train)}
+                "evaluations": self._earlier["evaluations"] + len(self.evals), **known,
+                **self.window.state(self.last_train)}
 
     def restore_totals(self, saved: dict[str, Any], step: int, mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's :meth:`totals_state` at optimizer step ``step``, and drop the lines the
@@ -407,6 +427,8 @@ class MetricLogger:
         self.window.restore(saved, mid_epoch)
         self._earlier = {"wall_time_s": float(saved.get("wall_time_s", 0.0)),
                          "evaluations": int(saved.get("evaluations", 0))}
+        self._earlier_last = saved.get("last_evaluation")
+        self._earlier_last_known = "last_evaluation" in saved  # (older checkpoints lack it)
         self.last_train = dict(saved.get("last_train") or {})  # (older checkpoints lack it)
         self._tb.hide_after(step)  # TensorBoard too
         if self._jsonl is not None:

@@ -760,6 +760,42 @@ def test_a_clock_set_back_during_the_run_makes_no_negative_wall_time(tmp_path, m
     assert json.loads((tmp_path / "summary.json").read_text())["wall_time_s"] == summary["wall_time_s"]
 
 
+@pytest.mark.parametrize("tested_after_the_save, evaluations", [(True, 2), (False, 1)],
+                         ids=["final-test-after-the-save", "one-pass-before-the-save"])
+def test_a_clock_set_back_before_the_final_test_counts_it_once_when_only_the_summary_is_written_again(
+        tmp_path, monkeypatch, tested_after_the_save, evaluations):
+    """A finished run whose summary was lost is summarised again from metrics.jsonl (recall_evaluation), counting
+    the final test when the last checkpoint's count lacks it. That was decided by comparing the test line's
+    wall-clock time with the checkpoint's: a clock set back an hour between the save and the test counted the test
+    in no summary, and one set back between a test (one pass serving as validation too) and the save counted it
+    twice. The checkpoint now says which evaluation it counted last."""
+    from engine.metrics import MetricLogger
+
+    clock = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    result = {"top1": 50.0, "top5": None, "mean_class_top1": 50.0, "num_videos": 2, "views": 1}
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        metrics.log_eval({"split": "val" if tested_after_the_save else "test", **result}, epoch=0, step=4)
+        if not tested_after_the_save:
+            clock[0] -= 3600
+        saved, saved_at = metrics.totals_state(), time.time()  # the last epoch's checkpoint
+        if tested_after_the_save:
+            clock[0] -= 3600
+            metrics.log_eval({"split": "test", **result}, epoch=0, step=4)
+    finally:
+        metrics.close()  # ended before its summary
+    again = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        again.restore_totals(saved, step=4)
+        assert again.recall_evaluation(4, "test", checkpoint_time=saved_at)["split"] == "test"
+        summary = again.summary({})
+    finally:
+        again.close()
+    assert summary["evaluations"] == evaluations
+    assert json.loads((tmp_path / "summary.json").read_text())["evaluations"] == evaluations
+
+
 def test_a_resumed_attempt_counts_its_start_up_in_the_wall_time(tmp_path):
     from engine.metrics import MetricLogger
 

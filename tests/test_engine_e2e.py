@@ -705,6 +705,7 @@ def test_a_finished_run_rerun_for_its_summary_counts_its_final_test_once(dataset
     ckpt = torch.load(path, weights_only=True)
     saved_at = ckpt.pop("saved_at", None)
     assert ckpt["run_totals"]["evaluations"] == 1
+    assert ckpt["run_totals"]["last_evaluation"] == {"split": "val", "step": 4}  # the test after it is not counted
 
     def summarised_again() -> int:
         (out / "summary.json").unlink()
@@ -714,12 +715,17 @@ def test_a_finished_run_rerun_for_its_summary_counts_its_final_test_once(dataset
         return json.loads((out / "summary.json").read_text())["evaluations"]
 
     assert summarised_again() == 2
-    # saved after the final test, counting it (the earlier order; no saved_at then: the file's time tells)
-    torch.save({**ckpt, "run_totals": {**ckpt["run_totals"], "evaluations": 2}}, path)
+    # whatever the wall clock said when it was saved (one set back before the final test: saved "after" it)
+    torch.save({**ckpt, "saved_at": test + 3600}, path)
+    assert summarised_again() == 2
+    # saved after the final test, counting it (the earlier order; no saved_at nor last_evaluation then: the file's
+    # time tells)
+    older = {k: v for k, v in ckpt["run_totals"].items() if k != "last_evaluation"}
+    torch.save({**ckpt, "run_totals": {**older, "evaluations": 2}}, path)
     assert os.path.getmtime(path) > test
     assert summarised_again() == 2
     # saved before it without saved_at (this order before checkpoints recorded it)
-    torch.save(ckpt, path)
+    torch.save({**ckpt, "run_totals": older}, path)
     os.utime(path, ((val + test) / 2,) * 2)
     assert summarised_again() == 2
     assert saved_at is not None and val < saved_at < test

@@ -270,7 +270,8 @@ class Trainer(TrainerCheckpoints):
         Best stays as the checkpoint recorded it."""
         epoch, split = self.opts.epochs - 1, "test" if self._has_final_test() else "val"
         # The final test runs after the last checkpoint (one pass serving as validation too runs before it); the
-        # checkpoints of runs that tested before saving count it already: the line's time says which it was.
+        # checkpoints of runs that tested before saving count it already: their run totals name their last
+        # evaluation (older checkpoints: the line's time against the checkpoint's saved_at says which it was).
         logged = self.metrics.recall_evaluation(self.state.global_step, split, checkpoint_time=self._saved_at)
         if all_gather_objects(logged is not None, self.ctx)[0]:  # rank 0 read the file: every rank does as it says
             self.metrics.info(f"its final {split} result at step {self.state.global_step} is in metrics.jsonl: "

@@ -81,7 +81,9 @@ command_for() {
     # the box ends: pytest stops and still writes the junit report of the tests that ran (killed by the box's
     # SIGTERM it writes none); -v and -rA name each test's outcome in the log, --durations=0 each one's time. With
     # -m gpu the tests run quick checks first (tests/conftest.py, GPU_TEST_ORDER): a box cut short loses the least.
-    gpu_tests) echo "timeout -s INT -k 10 $(( $(box gpu_tests) - 15 )) $py -m pytest -v -rA --durations=0 -m gpu tests -p no:cacheprovider --timeout 30 --junitxml $out/gpu_tests.xml" ;;
+    # --foreground, here and in demo: a nested timeout otherwise makes a process group of its own, which the box's
+    # SIGTERM and its end-of-stage check do not reach.
+    gpu_tests) echo "timeout --foreground -s INT -k 10 $(( $(box gpu_tests) - 15 )) $py -m pytest -v -rA --durations=0 -m gpu tests -p no:cacheprovider --timeout 30 --junitxml $out/gpu_tests.xml" ;;
     # The demo end to end (NVDEC training, then the multi-view test) in 2 of its 32 epochs (128 steps, 2048 clips):
     # a check of the GPU route and a measurement, not the accuracy run (the demo leaves chance after ~600 steps;
     # `make demo` is the full recipe). Rehearsed on the 2-core CPU machine (PyAV route), 4 epochs took the whole
@@ -91,7 +93,9 @@ command_for() {
     # so far still come back when it runs long. OUTPUT starts empty: an earlier run's finished demo there would be
     # resumed, and the rerun would change nothing and pass. DATA.DECODE_DEVICE gpu: without NVDEC (no libnvcuvid in
     # the container) the demo's `auto` would train on the CPU route and pass; this check is of the GPU route.
-    demo) echo "rm -rf $tmp/demo && $py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.DECODE_DEVICE gpu DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
+    # When the box's SIGTERM comes first (a slow dataset leaves training its 5 s), training gets it too and the
+    # stage's shell outlives it (trap): the metrics are still copied, in the box's 10 s of grace.
+    demo) echo "trap : TERM; rm -rf $tmp/demo && $py tools/make_synthetic_dataset.py --out $tmp/synthetic --quiet --workers $cores && timeout --foreground -k 5 \$(( (left = $(box demo) - 12 - SECONDS) > 5 ? left : 5 )) $py train.py --cfg configs/demo.yaml --opts $data OUTPUT $tmp/demo TRAIN.EPOCHS 2 TRAIN.WARMUP_EPOCHS 1 LOG.PROGRESS_BAR False LOG.TENSORBOARD False DATA.DECODE_DEVICE gpu DATA.NUM_THREADS 8 DATA.NUM_WORKERS 8 DATA.INDEX_WORKERS $cores; rc=\$?; cp $tmp/demo/metrics.jsonl $out/demo_metrics.jsonl; cp $tmp/demo/summary.json $out/demo_summary.json; exit \$rc" ;;
     # The three thread counts in one run, one JSON: the clips are generated (or found) and read once.
     decode_sweep) echo "$py -m benchmarks.decode_throughput ${clips/32/16} --data-dir $tmp/clips_b --decoders dali_mixed,pyav_np --modes tsn --batch 8 --threads 4,8,16 --repeats 3 --json $out/decode_sweep.json" ;;
     # Three timed measurements at least (every stage): a median of two is their mean, and one slow one moves it.

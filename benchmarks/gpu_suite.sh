@@ -192,8 +192,9 @@ for plan in "${args[@]}"; do
          "($(files_of "$plan" | wc -w) files)"
     if [ $dry -eq 0 ]; then
         mkdir -p "$out" "$tmp"
-        # An earlier run's results must not pass for this run's (a stage that fails writes none of its own)
-        for f in $(files_of "$plan"); do rm -f "$out/$f"; done
+        # An earlier run's results must not pass for this run's (a stage that fails writes none of its own), and
+        # its temporaries (below) must not stay
+        for f in $(files_of "$plan"); do rm -f "$out/$f" "$out/.$f".*.tmp; done
     fi
     for s in $stages; do
         cmd=$(command_for "$s")
@@ -209,6 +210,9 @@ for plan in "${args[@]}"; do
           wait $group; rc=$?
           for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- -$group 2> /dev/null && sleep 1 || break; done
           kill -KILL -- -$group 2> /dev/null; } >> "$log" 2>&1
+        # A benchmark killed mid-write (SIGKILL) leaves its hidden temporary beside its result file (the project's
+        # atomic writes: .<name>.<random>.tmp), one file more than the plan lists: its stage has ended, remove it.
+        for f in $(results_of "$s"); do rm -f "$out/.$f".*.tmp; done
         took=$((SECONDS - start))
         # pytest's own count (a GPU test that skipped did not check anything): its last summary line
         counts=$( [ "$s" = gpu_tests ] && grep -E '^=+ .* in [0-9.]+s' "$log" | tail -1 \

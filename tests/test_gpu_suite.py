@@ -609,3 +609,20 @@ def test_the_demo_box_reaches_training_started_by_the_inner_timeout_and_the_metr
     assert (tmp_path / "r" / "smoke" / "demo_metrics.jsonl").read_text() == '{"step": 1}\n'
     assert (tmp_path / "r" / "smoke" / "demo_summary.json").exists()
 
+
+def test_a_benchmark_killed_mid_write_leaves_no_temporary_in_the_results(tmp_path):
+    """A benchmark killed by SIGKILL while writing its JSON left the hidden temporary of the atomic write beside it,
+    a file more than the plan lists (8 at most for smoke and bench). Each stand-in benchmark here starts its
+    write and is killed; an earlier run's temporary is there too. The folder ends with the plan's log alone."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/bash\nwhile [ $# -gt 0 ]; do [ "$1" = --json ] && json=$2; shift; done\n'
+                      'touch "$(dirname "$json")/.$(basename "$json").x1y2z3.tmp"\nkill -KILL $$\n')
+    python.chmod(0o755)
+    results = tmp_path / "r" / "bench"
+    results.mkdir(parents=True)
+    (results / ".train_step.json.old123.tmp").write_text("an earlier run's")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(tmp_path / "r"), "bench"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert re.findall(r"FAILED: (\S+) ", done.stdout) == ["decode_sweep", "train_step"], done.stdout
+    assert sorted(os.listdir(results)) == ["bench.log"]

@@ -226,7 +226,8 @@ def rendezvous_address(world_size: int) -> str:
 
 
 def init_from_env(device: str = "auto") -> DistContext:
-    """Read RANK / WORLD_SIZE / LOCAL_RANK and join the process group when WORLD_SIZE > 1.
+    """Read RANK / WORLD_SIZE / LOCAL_RANK and join the process group when WORLD_SIZE > 1; the ranks then agree on
+    whether every GPU of the job computes bf16 natively (``precision.agree_across_ranks``).
 
     Args:
         device: "auto" (the GPU of :func:`gpu_index` when CUDA is available, else the CPU), "cpu" or "cuda".
@@ -276,7 +277,12 @@ def init_from_env(device: str = "auto") -> DistContext:
     if world_size > 1 and _WAIT_GROUP is None:  # also when the caller had joined a group already (every rank)
         _WAIT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=wait_min))
         liveness.start(dist.distributed_c10d._get_default_store(), rank, world_size, heartbeat_s)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    if world_size > 1:  # one precision for the job, before any model is built (a job may mix GPU generations)
+        from .precision import agree_across_ranks  # precision reads this module's collectives
+
+        agree_across_ranks(ctx)
+    return ctx
 
 
 def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:

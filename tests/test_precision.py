@@ -4,6 +4,7 @@ and the warning for bf16 set on an older GPU. No GPU is needed: torch.cuda's ans
 from __future__ import annotations
 
 import inspect
+import os
 
 import pytest
 import torch
@@ -90,3 +91,61 @@ def test_bf16_set_on_a_v100_runs_on_after_one_warning(monkeypatch, tmp_path, cap
     assert [x for x in capsys.readouterr().out.splitlines() if "bf16" in x] == [said]
     logged = (out / "log_rank0.txt").read_text()
     assert logged.count("no native bf16") == 1 and said in logged
+
+
+def _precision_of_a_rank(rank: int, world: int, init_file: str, cards: list[str], out: dict) -> None:
+    """A rank of a job whose GPU is ``cards[rank]`` (torch.cuda's answers stood in; gloo carries the collectives):
+    what auto and bf16 become on it once it joined through ``init_from_env``."""
+    import torch.distributed as dist
+
+    from engine import distributed
+    from engine.precision import emulated_bf16_warning, resolve_precision
+
+    capability = CARDS[cards[rank]]
+    torch.cuda.is_bf16_supported = lambda including_emulation=True: including_emulation or capability >= (8, 0)
+    torch.cuda.get_device_capability = lambda device=None: capability
+    torch.cuda.get_device_name = lambda device=None: cards[rank]
+    torch.cuda.device_count = lambda: 1  # each rank sees its own GPU (a scheduler's CUDA_VISIBLE_DEVICES)
+    torch.cuda.set_device = lambda device: None
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), EVA_HEARTBEAT_TIMEOUT_S="0")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)  # joined
+    try:
+        ctx = distributed.init_from_env("cuda")
+        out[rank] = (resolve_precision("auto", ctx.device), chosen_precision("auto", ctx.device),
+                     emulated_bf16_warning("bf16", ctx.device))
+        dist.barrier()
+    finally:
+        distributed.shutdown()
+
+
+def _job_of(tmp_path, cards: list[str]) -> dict:
+    import torch.multiprocessing as mp
+
+    with mp.get_context("spawn").Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_precision_of_a_rank, args=(len(cards), str(tmp_path / "init"), cards, out), nprocs=len(cards),
+                 join=True)
+        return dict(out)
+
+
+def test_a_job_mixing_gpu_generations_runs_fp16_on_every_rank_and_says_which_gpu_chose(tmp_path):
+    """Rank 0 on an A100, rank 1 on a V100: each rank chose from its own GPU, bf16 on rank 0 and fp16 with a loss
+    scaler on rank 1, and DDP all-reduced gradients of different dtypes and scales. Both run fp16 now; rank 0's
+    start-up line names rank 1's GPU, and bf16 set on such a job warns of it on every rank."""
+    ranks = _job_of(tmp_path, ["NVIDIA A100-SXM4-80GB", "Tesla V100-SXM2-32GB"])
+    v100 = "Tesla V100-SXM2-32GB (compute capability 7.0)"
+    assert [ranks[r][0] for r in (0, 1)] == [(torch.float16, True)] * 2
+    assert ranks[0][1] == ("fp16", f"TRAIN.PRECISION auto: rank 1's {v100} has no native bf16, so fp16 with a loss "
+                                   "scaler on every rank, as the original's apex O1")
+    assert ranks[1][1] == ("fp16", f"TRAIN.PRECISION auto: {v100} has no native bf16, so fp16 with a loss scaler on "
+                                   "every rank, as the original's apex O1")
+    assert ranks[0][2].startswith(f"TRAIN.PRECISION bf16 on rank 1's {v100}, which has no native bf16: it is emulated")
+    assert ranks[1][2].startswith(f"TRAIN.PRECISION bf16 on {v100}, which has no native bf16")
+
+
+def test_a_job_of_gpus_with_native_bf16_runs_bf16_on_every_rank(tmp_path):
+    ranks = _job_of(tmp_path, ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"])
+    assert [ranks[r][0] for r in (0, 1)] == [(torch.bfloat16, False)] * 2
+    assert ranks[1][1] == ("bf16", "TRAIN.PRECISION auto: NVIDIA H100 80GB HBM3 (compute capability 9.0) computes "
+                                   "bf16 natively, as every rank's GPU does")
+    assert ranks[0][2] == ranks[1][2] == ""

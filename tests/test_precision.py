@@ -149,3 +149,26 @@ def test_a_job_of_gpus_with_native_bf16_runs_bf16_on_every_rank(tmp_path):
     assert ranks[1][1] == ("bf16", "TRAIN.PRECISION auto: NVIDIA H100 80GB HBM3 (compute capability 9.0) computes "
                                    "bf16 natively, as every rank's GPU does")
     assert ranks[0][2] == ranks[1][2] == ""
+
+
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_predict_and_extract_features_warn_once_of_bf16_set_on_a_v100(monkeypatch, tmp_path, capsys, precision):
+    """The tools' model (tools.model_io.load_model, which predict, extract_features and Predictor load) ran bf16 set
+    on a GPU that emulates it without a word, where a training run warns: the same warning now, once; none for
+    auto, which runs fp16 there."""
+    from models import build_model
+    from tools import model_io
+
+    _card(monkeypatch, "Tesla V100-SXM2-32GB")
+    demo = ["DATA.NUM_CLASSES", "3", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.INPUT_SIZE", "32"]
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"),
+                      [*demo, "TRAIN.PRECISION", precision])
+    weights = tmp_path / "model.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    # no GPU here: the model is built on the CPU, the precision is decided for the stood-in V100
+    monkeypatch.setattr(model_io, "build_model", lambda c, device=None: build_model(c, device="cpu"))
+    model_io.load_model(cfg, str(weights), GPU)
+    warned = [x for x in capsys.readouterr().err.splitlines() if "bf16" in x]
+    assert warned == ([f"warning: {emulated_bf16_warning('bf16', GPU)}"] if precision == "bf16" else [])
+    assert warned == [] or warned[0].startswith("warning: TRAIN.PRECISION bf16 on Tesla V100-SXM2-32GB (compute "
+                                                "capability 7.0), which has no native bf16: it is emulated")

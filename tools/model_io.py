@@ -17,6 +17,7 @@ from torch import nn
 
 from configs import ConfigError, load_config
 from engine.evaluate import names_given_twice, read_label_names
+from engine.precision import emulated_bf16_warning
 from evautil.errors import weights_misfit
 from evautil.files import not_a_file
 from models import ARCHS, CheckpointError, build_model, load_pretrained
@@ -144,7 +145,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     The checkpoint is converted by ``load_pretrained``; what the conversion changed (a positional
     embedding resampled to another DATA.NUM_FRAMES / DATA.INPUT_SIZE, a head gathered by a class mapping) is printed
     as ``warning:`` lines on stderr when ``warn``: a model used at another geometry than it was trained at is
-    legitimate, but it should not happen unnoticed.
+    legitimate, but it should not happen unnoticed. So is TRAIN.PRECISION bf16 on a GPU that emulates it (the
+    run's start warns of it in the same words).
 
     ``features_only``: the model gives features, which stop before the head, so weights without a head or with a
     head of another class count are loaded too (the head left at its initialisation), with a ``note:`` line when
@@ -207,6 +209,9 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
             print(f"warning: {weights} was trained at another geometry than DATA.NUM_FRAMES {cfg.DATA.NUM_FRAMES}, "
                   f"DATA.INPUT_SIZE {cfg.DATA.INPUT_SIZE}: its positional embedding was resampled to fit; set them "
                   "to the checkpoint's values to use the model as trained", file=sys.stderr)
+        slow_bf16 = emulated_bf16_warning(cfg.TRAIN.PRECISION, device)  # the model runs under it: bf16 on a V100
+        if slow_bf16:
+            print(f"warning: {slow_bf16}", file=sys.stderr)
     if without_head and head is None:
         model.reset_classifier(0)
     return model.eval()

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -368,7 +369,10 @@ def test_exact_resume_after_sigkill(reference, dataset, tmp_path, mode, arg, res
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     if mode == "kill_in_save":
         assert not (out / "ckpt_step_6.pth").exists()  # never a half-written file under the final name
-        assert len(list(out.glob(".ckpt_step_6.pth.*.tmp"))) == 1  # the killed write's temporary file
+        killed_write = list(out.glob(".ckpt_step_6.pth.*.tmp"))
+        assert len(killed_write) == 1  # the killed write's temporary file
+        # a minute old, as a real resume finds it: a fresh one may be a live writer's, kept (run_files.killed_writes)
+        os.utime(killed_write[0], (time.time() - 120,) * 2)
     resumed = _run(tmp_path, opts)  # TRAIN.AUTO_RESUME picks the newest complete checkpoint
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert not list(out.glob(".*.tmp"))  # removed by the resumed run's first save (a checkpoint's size each)

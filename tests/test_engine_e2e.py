@@ -790,9 +790,10 @@ def test_an_evaluation_stopped_before_its_results_leaves_the_config_of_the_files
 
 def test_stop_signal_during_the_first_index_build_keeps_what_was_probed(dataset, tmp_path):
     out = tmp_path / "out"
-    fresh = tmp_path / "train.txt"  # a list never indexed: its build runs in this process (INDEX_WORKERS 1)
-    fresh.write_text((dataset / "train.txt").read_text())
-    opts = _opts(dataset, out, **{"DATA.TRAIN_FILE": fresh, "TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0})
+    fresh = tmp_path / "train.txt"  # a list never indexed: its build runs in this process (INDEX_WORKERS 1 and
+    fresh.write_text((dataset / "train.txt").read_text())  # no time limit: one worker with one is a worker process)
+    opts = _opts(dataset, out, **{"DATA.TRAIN_FILE": fresh, "TRAIN.EPOCHS": 1, "TEST.FINAL_NUM_CLIP": 0,
+                                  "DATA.VIDEO_TIMEOUT_S": 0})
     stopped = _run(tmp_path, opts, mode="signal_in_index", arg=5)
     assert stopped.returncode == 4, stopped.stdout[-2000:] + stopped.stderr[-2000:]
     assert "stopped: SIGTERM received outside the training steps" in stopped.stderr

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from engine import liveness, rendezvous
 from engine.liveness import counter_key
+from tests.test_liveness import _wait_for
 from tests.test_rank_failure import _free_port
 
 
@@ -30,12 +31,6 @@ def ended(monkeypatch):
     lines: list[str] = []
     yield lines
     liveness.stop()
-
-
-def _wait_for(lines: list[str], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not lines and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def test_a_rank_that_failed_before_a_restart_is_not_taken_for_failed_after_it(ended, monkeypatch):

@@ -10,6 +10,7 @@ importable from here too).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from configs import ConfigError
+from evautil.errors import some_names
 from evautil.progress import counted
 
 from .distributed import DistContext, all_gather_objects
@@ -214,6 +216,7 @@ def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.devic
                     logits = torch.cat([model(clips[i:i + chunk]) for i in range(0, clips.shape[0], chunk)])
                 probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # mean of per-view softmax
                 classes = probs.shape[-1]
+                _check_labels(batch["label"].view(-1).tolist(), batch["index"].view(-1).tolist(), classes)
                 k = min(5, classes)
                 # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
                 # every batch's forward before it asks the loader for the next.
@@ -230,7 +233,25 @@ def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.devic
     labels = [y for _, ys, _ in scored for y in ys]
     indices = [r for _, _, rs in scored for r in rs]
     preds = [(int(r), int(y), c, p) for r, y, c, p in zip(indices, labels, top_i, top_p)]
+    # Read on the host after the loop (no wait for each batch's forward): a NaN logit makes every probability of the
+    # video NaN, whose top-5 is then an arbitrary ranking that matched the label by chance.
+    not_finite = [p[0] for p in preds if not all(math.isfinite(x) for x in p[3])]
+    if not_finite:
+        raise ValueError(f"the model's scores for {counted(len(not_finite), 'video')} (list rows "
+                         f"{some_names([str(r) for r in not_finite])}) are NaN or infinite, which no accuracy can "
+                         "rank: check the weights for NaN or inf values (a training run that diverged), or evaluate "
+                         "in a wider precision (TRAIN.PRECISION fp16 overflows where bf16 and fp32 do not)")
     return preds, views, classes, first_batch_s, stopped
+
+
+def _check_labels(labels: list[int], rows: list[int], classes: int) -> None:
+    """Refuse labels that are no class of the model's ``classes`` (its output's width): a label at or past it was
+    counted wrong in silence, and a negative one in the per-class table as the last class."""
+    outside = [(r, y) for r, y in zip(rows, labels) if not 0 <= int(y) < classes]
+    if outside:
+        raise ValueError(f"labels outside the model's {classes} classes (0 to {classes - 1}): "
+                         + some_names([f"list row {r} has label {y}" for r, y in outside])
+                         + "; check the list's labels against DATA.NUM_CLASSES and the head of the weights")
 
 
 def _raise_any_failure(failure: Exception | None, said: list[str | None], split: str) -> None:

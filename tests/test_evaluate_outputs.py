@@ -377,3 +377,29 @@ def test_a_clock_set_back_during_an_evaluation_leaves_its_time_and_rate_positive
     assert line["time"] <= 10**9  # the wall clock's, as the patched clock read it
     said = [x for x in capsys.readouterr().out.splitlines() if x.startswith("eval val")]
     assert len(said) == 1 and " -" not in said[0], said
+
+
+@pytest.mark.parametrize("label", [4, 7, -1])
+def test_a_label_that_is_no_class_of_the_model_is_refused_naming_its_row(tmp_path, label):
+    """A label at or past the head's classes was counted wrong in silence by evaluate() (and evaluate_and_log then
+    failed with a bare IndexError); a label of -1 was counted in the per-class table as the last class."""
+    with pytest.raises(ValueError, match=rf"labels outside the model's 4 classes \(0 to 3\): list row 1 has label "
+                                         rf"{label}; check the list's labels"):
+        evaluate(_FixedRanking([4, 3, 2, 1]), _Batches([0, label, 2]), DistContext())
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(ValueError, match="list row 1 has label"):
+            evaluate_and_log(_FixedRanking([4, 3, 2, 1]), _Batches([0, label]), DistContext(), metrics,
+                             split="test", num_classes=4)
+    finally:
+        metrics.close()
+    assert not (tmp_path / "per_class_test.csv").exists()
+
+
+def test_nan_scores_are_refused_naming_the_rows_not_ranked_by_chance():
+    """A model whose output is NaN made every probability of a video NaN; its top-5 was then an arbitrary ranking,
+    which matched the label by chance and counted in top-1 and top-5."""
+    with pytest.raises(ValueError, match=r"scores for 3 videos \(list rows 0, 1, 2\) are NaN or infinite"):
+        evaluate(_FixedRanking([float("nan")] + [0.0] * 7), _Batches([0, 3, 5]), DistContext())
+    # a finite output is scored as before
+    assert evaluate(_FixedRanking([1.0] + [0.0] * 7), _Batches([0, 3]), DistContext())["top1"] == 50.0

@@ -344,12 +344,18 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
             f"({counted(sum(len(g) - 1 for g in repeated), 'repeated line')}), each line scored and counted in the "
             "accuracy: " + "; ".join(f"{g[0].rel_path} (lines {lines(g)})" for g in repeated[:3])
             + ("; ..." if len(repeated) > 3 else "") + "; remove the repeated lines to count every video once")
+    unwritten = None
     if ctx.is_main:
         scored = {p[0] for p in preds}
         left_out = [(r, entries[r].label if r in entries else None, unreadable.get(r, "not scored (no reason known)"))
                     for r in sorted(set(entries) | set(unreadable)) if r not in scored]
-        write_predictions(metrics.output_dir, split, preds, {r: e.rel_path for r, e in entries.items()}, num_classes,
-                          class_names, unreadable=left_out)
+        try:
+            write_predictions(metrics.output_dir, split, preds, {r: e.rel_path for r, e in entries.items()},
+                              num_classes, class_names, unreadable=left_out)
+        except OSError as error:  # a full disk: raised after the eval line, which was lost with hours of test
+            if not result["num_videos"]:
+                raise
+            unwritten = error
     if not result["num_videos"] and listed:
         # An accuracy over no video is no number: it read "top-1 0.00%" (and "0 views/video"), a final_top1 of 0.
         schedule = getattr(loader, "schedule", None)
@@ -363,4 +369,6 @@ def evaluate_and_log(model: nn.Module, loader: Any, ctx: DistContext, metrics: M
             + (f"; e.g. {skipped[0]}" if skipped else "")
             + f"); predictions_{split}.csv gives each its reason: check the videos, DATA.ROOT and the decode route")
     metrics.log_eval(result, epoch=epoch, step=step)
+    if unwritten is not None:
+        raise unwritten
     return result

@@ -355,10 +355,10 @@ class MetricLogger:
         for key in EVAL_KEYS:
             line.setdefault(key, None)
         self.evals.append(line)
+        self.info(eval_line(line))  # first: a metrics.jsonl that cannot be written (a full disk) loses no accuracy
         self._write(line)
         if step is not None:
             self._tb.add_eval(result, step)
-        self.info(eval_line(line))
         return line
 
     def log_data(self, split: str, counters: dict[str, Any], epoch: int, step: int) -> dict[str, Any]:

@@ -403,3 +403,46 @@ def test_nan_scores_are_refused_naming_the_rows_not_ranked_by_chance():
         evaluate(_FixedRanking([float("nan")] + [0.0] * 7), _Batches([0, 3, 5]), DistContext())
     # a finite output is scored as before
     assert evaluate(_FixedRanking([1.0] + [0.0] * 7), _Batches([0, 3]), DistContext())["top1"] == 50.0
+
+
+def test_a_full_disk_at_the_predictions_file_still_logs_the_accuracy_then_names_the_file(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """The predictions file is written before the eval line: a full disk there raised before the accuracy was
+    printed or logged, and the hours of a multi-view test left no number. The eval line comes first now, then the
+    error naming the file."""
+    import errno
+
+    import engine.prediction_files as prediction_files
+
+    def full_disk(path, text, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prediction_files, "atomic_write_text", full_disk)
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(OSError, match="predictions_test.csv"):
+            evaluate_and_log(_FixedRanking([3.0, 2, 1, 0, -1, -2]), _Batches([0, 1, 0]), DistContext(), metrics,
+                             split="test", num_classes=6)
+    finally:
+        metrics.close()
+    assert "eval test (1 view/video, 3 videos): top-1 66.67%" in capsys.readouterr().out
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert (line["kind"], line["top1"], line["num_videos"]) == ("eval", pytest.approx(200 / 3), 3)
+
+
+def test_an_eval_line_that_metrics_jsonl_cannot_take_is_printed_before_the_error(tmp_path, capsys, monkeypatch):
+    """A full disk at metrics.jsonl raised before the eval line reached the console: no accuracy anywhere."""
+    import engine.metrics as metrics_module
+
+    def full_disk(jsonl, line):
+        raise OSError(28, f"No space left on device: {jsonl.name!r}")
+
+    monkeypatch.setattr(metrics_module, "write_line", full_disk)
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(OSError, match="metrics.jsonl"):
+            metrics.log_eval({"split": "val", "top1": 75.0, "top5": 100.0, "num_videos": 4, "views": 12}, None,
+                             None)
+    finally:
+        metrics.close()
+    assert "top-1 75.00%" in capsys.readouterr().out

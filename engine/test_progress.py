@@ -88,6 +88,8 @@ class FinalTestProgress:
             preds = [(int(r), int(y), [int(c) for c in cs], [math.nan if p is None else float(p) for p in ps])
                      for r, y, cs, ps in saved["predictions"]]
             test, views, classes = saved["test"], int(saved["views"]), int(saved["classes"])
+            if not isinstance(test, dict):  # (JSON of another shape: compared below, it raised outside this try)
+                raise TypeError(f"its 'test' is {type(test).__name__}, not an object")
         except (OSError, ValueError, TypeError, KeyError) as e:
             self.metrics.warn(f"{self.path} cannot be read ({type(e).__name__}: {e}): ignored, this test scores "
                               "every video and a stop replaces it")

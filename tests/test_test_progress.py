@@ -317,3 +317,14 @@ def test_the_ranks_of_a_rerun_share_the_videos_left_as_the_uninterrupted_test_sh
                 assert rows == expected[rank] and _decoded(loader) == len(rows), (kept, rank)
                 if not rows:
                     assert loader.pipelines == () and len(loader) == 0
+
+
+@pytest.mark.parametrize("test", ["null", "[1, 2]", '"ckpt.pth"'])
+def test_a_progress_file_whose_test_is_not_an_object_is_named_and_ignored(tmp_path, test):
+    """A progress file that is JSON of another shape (its ``test`` null, a list): comparing it with this test
+    raised a TypeError or AttributeError with a traceback, and the rerun ended there."""
+    warned: list[str] = []
+    (tmp_path / PROGRESS_FILE).write_text(f'{{"test": {test}, "views": 2, "classes": 3, "predictions": []}}')
+    assert _progress(str(tmp_path), DistContext(), warned).kept() is None
+    assert len(warned) == 1 and warned[0].startswith(f"{tmp_path / PROGRESS_FILE} cannot be read (TypeError: its "
+                                                     "'test' is ")

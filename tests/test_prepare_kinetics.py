@@ -2860,6 +2860,37 @@ def test_a_reencode_removes_the_partial_outputs_that_stopped_encodes_left_in_its
     assert capsys.readouterr().err == ""
 
 
+def test_a_reencode_walks_its_dst_once_to_remove_stale_parts_and_refuse_runs_below(tmp_path, capsys, monkeypatch):
+    # The removal of stale .part files and the refusal of runs into folders of --dst each walked the whole tree: on a
+    # 650,000-video tree (network storage) that was minutes, twice. One walk now serves both.
+    from evautil.files import hold_lock
+
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    walks: list[str] = []
+    real_walk = os.walk
+
+    def counted_walk(top, *args, **kw):
+        walks.append(os.fspath(top))
+        return real_walk(top, *args, **kw)
+
+    monkeypatch.setattr(os, "walk", counted_walk)
+    stale = dst / "train" / "gone_class" / (vid("c") + ".part")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"the first frames of a stopped encode")
+    args = ["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN
+    assert prepare_kinetics.main(args) == 0
+    assert not stale.exists() and walks.count(str(dst)) == 1
+    inner = dst / "trial"
+    inner.mkdir()
+    walks.clear()
+    capsys.readouterr()
+    with hold_lock(str(inner / ".reencode.lock")):  # a run into a folder of --dst
+        assert prepare_kinetics.main(args) == 2
+    assert capsys.readouterr().err.startswith(f"error: another re-encode is running into {inner} ")
+    assert walks.count(str(dst)) == 1
+
+
 @pytest.mark.parametrize("every_s", [0.0, 1e9])
 def test_a_long_scan_says_how_far_it_got_on_stderr_and_a_short_one_says_nothing(tmp_path, capsys, monkeypatch,
                                                                                   every_s):

@@ -9,6 +9,7 @@ import fcntl
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import IO, Iterator
 
 from evautil.files import hold_lock, lock_is_free
@@ -17,7 +18,8 @@ from evautil.progress import counted, stderr_line
 from .common import KineticsError, walk_progress
 
 __all__ = ["LOCK_FILE", "ENCODES_LOCK_FILE", "STOPPED_ENCODES_WAIT_S", "name_this_run", "encoding_for",
-           "wait_for_stopped_encodes", "remove_stale_parts", "refuse_runs_above_or_below"]
+           "wait_for_stopped_encodes", "DstWalk", "walk_dst", "remove_stale_parts",
+           "refuse_runs_above_or_below"]
 
 # Held by the run that writes into --dst (hidden: neither a re-encode nor the lists take it for a video or a class);
 # it names that run (:func:`name_this_run`).
@@ -64,28 +66,51 @@ def wait_for_stopped_encodes(dst_root: str) -> None:
         time.sleep(0.1)
 
 
-def remove_stale_parts(dst_root: str, progress_lines: bool = True) -> int:
+@dataclass(frozen=True)
+class DstWalk:
+    """What one walk through a --dst found (:func:`walk_dst`): the folders under it holding a :data:`LOCK_FILE`
+    (hidden ones too) and the partial outputs (``<name>.mp4.part``, regular files outside hidden folders)."""
+
+    lock_folders: tuple[str, ...]
+    parts: tuple[str, ...]
+
+
+def walk_dst(dst_root: str, progress_lines: bool = True) -> DstWalk:
+    """One walk through ``dst_root`` (links to folders not followed) for both :func:`refuse_runs_above_or_below`
+    and :func:`remove_stale_parts`: a run walked a 650,000-video tree once for each."""
+    lock_folders, parts = [], []
+    walk = walk_progress(f"reencode: looking for partial outputs and re-encodes running into folders of {dst_root}",
+                         "folder", lines=progress_lines)
+    hidden_below: set[str] = set()  # folders inside a hidden one: no encode writes there
+    for dirpath, dirnames, filenames in os.walk(dst_root):
+        if dirpath != dst_root and LOCK_FILE in filenames:
+            lock_folders.append(dirpath)
+        hidden = dirpath in hidden_below
+        hidden_below.update(os.path.join(dirpath, d) for d in dirnames if hidden or d.startswith("."))
+        for f in filenames if not hidden else ():
+            path = os.path.join(dirpath, f)
+            # an encode writes a regular file: a link of that name is not one's (nor is what it points to)
+            if f.endswith(".mp4.part") and not f.startswith(".") and not os.path.islink(path):
+                parts.append(path)
+        walk.update()
+    walk.finish()
+    return DstWalk(tuple(lock_folders), tuple(parts))
+
+
+def remove_stale_parts(dst_root: str, progress_lines: bool = True, walked: DstWalk | None = None) -> int:
     """Remove every encode's partial output (``<name>.mp4.part``) under ``dst_root`` and say how many on stderr;
     called once no encode but this run's can write there (:func:`wait_for_stopped_encodes`), before this run's
     first: each is stale. A run killed outright (SIGKILL, the machine going down) leaves the one of each video it
     was encoding, which a later run overwrites only if it encodes that video again: one re-encoded beside its
     finished output (a newer source) and then no longer planned, or no longer newer than that output (a source
     removed, restored with its old time, a narrower --src), stayed for good, counted by the lists among the entries
-    they ignore. Hidden folders (no encode writes there) and links are left alone, links to folders not followed."""
+    they ignore. Hidden folders (no encode writes there) and links are left alone, links to folders not followed.
+    ``walked``: the tree's :func:`walk_dst` made after that wait (None: walked here)."""
     removed = 0
-    walk = walk_progress(f"reencode: looking for partial outputs of stopped encodes in {dst_root}", "folder",
-                         lines=progress_lines)
-    for dirpath, dirnames, filenames in os.walk(dst_root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            path = os.path.join(dirpath, f)
-            # an encode writes a regular file: a link of that name is not one's (nor is what it points to)
-            if f.endswith(".mp4.part") and not f.startswith(".") and not os.path.islink(path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-                    removed += 1
-        walk.update()
-    walk.finish()
+    for path in (walked or walk_dst(dst_root, progress_lines)).parts:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed += 1
     if removed:
         stderr_line(f"reencode: removed {counted(removed, 'partial output')} (.mp4.part) of encodes stopped before "
                     f"this run in {dst_root}")
@@ -110,12 +135,14 @@ def encoding_for(run: tuple[str, str]) -> Iterator[bool]:
         yield owner == name
 
 
-def refuse_runs_above_or_below(dst_root: str, pairs: list[tuple[str, str]], progress_lines: bool = True) -> None:
+def refuse_runs_above_or_below(dst_root: str, pairs: list[tuple[str, str]], progress_lines: bool = True,
+                               walked: DstWalk | None = None) -> None:
     """Raise KineticsError when a re-encode runs into a folder that holds ``dst_root`` or into any folder under it
     (its :data:`LOCK_FILE` held there): a split re-encoded into the split's folder of a tree being re-encoded, or a
     trial run into some other folder of it, shared the tree, and the outer run removed the inner one's partial
     outputs as stale, failing the videos being encoded. Under ``dst_root``: every folder of the tree (links to
-    folders not followed, as :func:`remove_stale_parts` does), and the output folders of ``pairs``, a link's too."""
+    folders not followed, as :func:`remove_stale_parts` does: ``walked``, its :func:`walk_dst`, None: walked here),
+    and the output folders of ``pairs``, a link's too."""
     above = os.path.dirname(dst_root)
     while True:
         if not lock_is_free(os.path.join(above, LOCK_FILE)):
@@ -129,13 +156,7 @@ def refuse_runs_above_or_below(dst_root: str, pairs: list[tuple[str, str]], prog
         while folder != dst_root and folder not in below and folder.startswith(dst_root + os.sep):
             below.add(folder)
             folder = os.path.dirname(folder)
-    walk = walk_progress(f"reencode: looking for re-encodes running into folders of {dst_root}", "folder",
-                         lines=progress_lines)
-    for dirpath, _, filenames in os.walk(dst_root):
-        if dirpath != dst_root and LOCK_FILE in filenames:
-            below.add(dirpath)
-        walk.update()
-    walk.finish()
+    below.update((walked or walk_dst(dst_root, progress_lines)).lock_folders)
     for folder in sorted(below):
         if not lock_is_free(os.path.join(folder, LOCK_FILE)):
             _refuse_other_run(folder, f"a folder of {dst_root}")

@@ -20,7 +20,7 @@ from evautil.workers import WorkerTimeoutError
 
 from .common import KineticsError, parallel_imap, walk_progress
 from .dst_ownership import (LOCK_FILE, encoding_for, name_this_run, refuse_runs_above_or_below, remove_stale_parts,
-                            wait_for_stopped_encodes)
+                            wait_for_stopped_encodes, walk_dst)
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 # (each name these two modules took from this one is still importable from here)
 from .reencode_report import REPORT_FILES, REPORT_JSON, REPORT_MD, _without_name  # noqa: F401
@@ -272,12 +272,15 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
                             f"once would write the same files; wait for it to end (the same command then goes on "
                             f"with what is left), or give another --dst")
     with lock:
-        # after this run's own lock: of two starting at once, each finds the other's
-        refuse_runs_above_or_below(dst_root, pairs, progress_lines)
         # named first: an encode of the stopped run that checks the name after the wait leaves its video to this run
         run = (dst_root, name_this_run(lock))
         wait_for_stopped_encodes(dst_root)
-        remove_stale_parts(dst_root, progress_lines)
+        # One walk of --dst for both, after the wait (a stopped encode may leave a .part until then): other runs'
+        # locks, looked for after this run's own lock (of two starting at once, each finds the other's) and before
+        # any .part is removed (it may be a running inner run's), and the stale .part files.
+        walked = walk_dst(dst_root, progress_lines)
+        refuse_runs_above_or_below(dst_root, pairs, progress_lines, walked)
+        remove_stale_parts(dst_root, progress_lines, walked)
         compact_sources(dst_root)
         if unrecorded:  # their lines now, so that a later change of their source is seen without a probe
             with open_record(dst_root) as record:

@@ -594,6 +594,24 @@ def test_a_flat_download_without_its_val_folder_is_named_so(tmp_path, capsys):
         f"--val-dir name others)\n")
 
 
+def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys):
+    # With --annotations, a split folder linked to storage that is gone was "does not exist", unlike the class-folder
+    # tree's error: both layouts name the link and its target.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    (root / "val" / vid("V1")).unlink()
+    (root / "val").rmdir()
+    target = tmp_path / "unmounted" / "val"
+    (root / "val").symlink_to(target)
+    args = ["lists", "--dataset", f"t400={root}", "--annotations", f"t400={root / 'annotations'}", "--out",
+            str(tmp_path / "out")]
+    assert prepare_kinetics.main(args) == 2
+    assert capsys.readouterr().err == (
+        f"error: dataset t400: split folder {str(root / 'val')!r} is a symbolic link to {str(target)!r}, which does "
+        f"not exist (or is a link loop): mount or fix its target (expected <root>/val/<youtube_id>_<start>_<end>."
+        f"<ext>, annotated in {str(root / 'annotations' / 'val.csv')!r})\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_video_named_otherwise_than_its_row_is_told_the_row_s_name(tmp_path, capsys):
     # A download that wrote its files with unpadded times (<id>_10_20.mp4) had every video "not in annotations",
     # every row "missing", and nothing said that the names were the difference.

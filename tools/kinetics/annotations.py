@@ -36,7 +36,8 @@ from evautil.progress import ProgressLines, counted, stderr_line
 
 from .common import KineticsError, walk_progress
 from .reencode_report import REPORT_JSON
-from .video_files import SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, video_entries, video_skip
+from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, refuse_missing_split,
+                          video_entries, video_skip)
 from .video_names import is_video_file, unfinished_download, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
@@ -338,9 +339,8 @@ def _match_files(name: str, root: str, folders: Mapping[str, str], csvs: Mapping
     matched, annotated, elsewhere = [], {}, []
     for split, folder in folders.items():
         split_root = os.path.join(root, folder)
-        if not os.path.isdir(split_root):
-            raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist (expected "
-                                f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>, annotated in {csvs[split]!r})")
+        refuse_missing_split(name, split_root, f"expected <root>/{folder}/<youtube_id>_<start>_<end>.<ext>, "
+                             f"annotated in {csvs[split]!r}")
         for f in video_entries(split_root, ignored):
             key, path = os.path.splitext(f.name)[0], os.path.join(root, folder, f.name)
             same_id = by_id.get(key, []) if not any(key in rows[s] for s in folders) else []

@@ -24,7 +24,7 @@ from .common import KineticsError, walk_progress
 from .official import match_official
 from .video_files import (SKIP_EMPTY, SKIP_KINDS, SKIP_MISSING, SKIP_OTHER_SPLIT,  # noqa: F401 (importable here)
                           SKIP_UNANNOTATED, SKIP_UNDECODABLE, SKIP_UNLISTABLE, SKIP_UNREADABLE, Video, own_file,
-                          video_entries, video_skip)
+                          refuse_missing_split, video_entries, video_skip)
 from .video_files import own_file as _own_file  # noqa: F401 (its name here before it moved)
 from .video_names import is_video_file, printable_path, unicode_form
 from .video_names import is_listable, unlistable_reason, youtube_id  # noqa: F401 (importable here, as before the split)
@@ -141,17 +141,9 @@ def _gone_class_folder(entry: os.DirEntry) -> bool:
 
 
 def _refuse_missing_split(name: str, split_root: str, folder: str) -> None:
-    if os.path.isdir(split_root):
-        return
-    expected = (f"expected <root>/{folder}/<class name>/<video>, or the official downloads' flat "
-                f"<root>/{folder}/<youtube_id>_<start>_<end>.<ext>; --train-dir, --val-dir name others")
-    if os.path.islink(split_root):  # "does not exist" sent the user looking for a folder that is there, as a link
-        target = os.readlink(split_root)
-        gone = ("is not a folder" if os.path.exists(split_root)
-                else "does not exist (or is a link loop): mount or fix its target")
-        raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} is a symbolic link to "
-                            f"{printable_path(target)!r}, which {gone} ({expected})")
-    raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist ({expected})")
+    refuse_missing_split(name, split_root, f"expected <root>/{folder}/<class name>/<video>, or the official "
+                         f"downloads' flat <root>/{folder}/<youtube_id>_<start>_<end>.<ext>; --train-dir, --val-dir "
+                         f"name others")
 
 
 def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],

@@ -1,17 +1,18 @@
-"""A split folder's video files: which of its entries are videos, why one cannot go into a list, and the ``Video``
-record that both layouts give (class folders: ``scan.py``; the flat folders of the official downloads:
-``annotations.py``)."""
+"""A split folder's video files: the refusal of a split folder that is not there, which of its entries are videos,
+why one cannot go into a list, and the ``Video`` record that both layouts give (class folders: ``scan.py``; the flat
+folders of the official downloads: ``annotations.py``)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+from .common import KineticsError
 from .reencode_report import REPORT_FILES
-from .video_names import is_video_file, unlistable_reason, youtube_id
+from .video_names import is_video_file, printable_path, unlistable_reason, youtube_id
 
 __all__ = ["SKIP_MISSING", "SKIP_EMPTY", "SKIP_UNREADABLE", "SKIP_UNLISTABLE", "SKIP_UNANNOTATED", "SKIP_UNDECODABLE",
-           "SKIP_OTHER_SPLIT", "SKIP_KINDS", "Video", "own_file", "video_entries", "video_skip"]
+           "SKIP_OTHER_SPLIT", "SKIP_KINDS", "Video", "own_file", "video_entries", "video_skip", "refuse_missing_split"]
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
@@ -87,3 +88,17 @@ def video_skip(f: os.DirEntry, rel_path: str) -> tuple[str, str] | None:
     if why is not None:
         return f"cannot be written to a video list: {why}", SKIP_UNLISTABLE
     return None
+
+
+def refuse_missing_split(name: str, split_root: str, expected: str) -> None:
+    """Raise KineticsError unless the split folder ``split_root`` of dataset ``name`` is a folder; ``expected``
+    (what the folder should hold, and how to name another) ends the message. Both layouts say it alike."""
+    if os.path.isdir(split_root):
+        return
+    if os.path.islink(split_root):  # "does not exist" sent the user looking for a folder that is there, as a link
+        target = os.readlink(split_root)
+        gone = ("is not a folder" if os.path.exists(split_root)
+                else "does not exist (or is a link loop): mount or fix its target")
+        raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} is a symbolic link to "
+                            f"{printable_path(target)!r}, which {gone} ({expected})")
+    raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist ({expected})")

@@ -736,6 +736,24 @@ def test_class_names_in_other_unicode_forms_are_named_as_such(tmp_path):
                             f"splits spell it alike (in NFC, as most systems write names; macOS unpacks names in NFD)")
 
 
+@pytest.mark.parametrize("underscore", [False, True], ids=["as-written", "underscore-to-space"])
+def test_class_folders_of_one_split_in_other_unicode_forms_are_refused_naming_both(tmp_path, capsys, underscore):
+    """A class folder copied again from macOS ('cafe' + combining accent, NFD) beside the one written on Linux
+    ('caf\u00e9', NFC) made two classes that look alike, each with part of the videos, and shifted every later
+    label."""
+    nfc, nfd = "caf\u00e9_au_lait", "cafe\u0301_au_lait"
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")], nfc: [vid("b")], nfd: [vid("c")]},
+                                         "val": {"a": [vid("d")], nfc: [vid("e")], nfd: [vid("f")]}})
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]
+    assert prepare_kinetics.main(args + (["--underscore-to-space"] if underscore else [])) == 2
+    assert capsys.readouterr().err == (  # in the walk's order: 'e' sorts before '\u00e9'
+        f"error: dataset t400: class folders {str(root / 'train' / nfd)!r} (NFD) and "
+        f"{str(root / 'train' / nfc)!r} (NFC) of train differ only in their Unicode form, and "
+        f"would be two classes that look alike; keep one (the NFC one, as most systems write names): move the videos "
+        f"of the other into it and remove that folder\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path):
     """A split folder linked to storage that is gone (an unmounted disk) was reported as "does not exist", which
     sent the user looking for a folder that is there, as a link: the error names the link and its target."""

@@ -87,6 +87,7 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     split_root = os.path.join(root, folder)
     _refuse_missing_split(name, split_root, folder)
     names_seen: dict[str, str] = {}
+    by_nfc: dict[str, tuple[str, str]] = {}  # {NFC of a class name: (class name, folder)}
     with os.scandir(split_root) as it:
         entries = sorted(it, key=lambda e: e.name)
     loose: list[str] = []  # video files where class folders should be: the flat layout, for the message
@@ -106,6 +107,7 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
         if cls in names_seen:
             raise KineticsError(f"dataset {name}: folders {names_seen[cls]!r} and {entry.path!r} both give "
                                 f"class name {cls!r}")
+        _refuse_other_unicode_form_in_split(name, split, cls, entry.path, by_nfc)
         names_seen[cls] = entry.path
         if gone:
             stderr_line(f"warning: dataset {name}: class folder {printable_path(entry.path)} is a symbolic link "
@@ -132,6 +134,19 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
                   if loose else "a flat folder of videos needs its annotation CSVs: --annotations")
         raise KineticsError(f"dataset {name}: no class folders in {split_root!r}; {layout}")
     return sorted(names_seen)
+
+
+def _refuse_other_unicode_form_in_split(name: str, split: str, cls: str, path: str,
+                                        by_nfc: dict[str, tuple[str, str]]) -> None:
+    """Two class folders of one split whose names differ only in their Unicode form (one written on macOS, in NFD)
+    were two classes that look alike, each with part of the videos. ``by_nfc``: ``{NFC of a class name: (class
+    name, folder)}`` so far, to which ``cls`` (in folder ``path``) is added."""
+    other, other_path = by_nfc.setdefault(unicodedata.normalize("NFC", cls), (cls, path))
+    if other != cls:
+        raise KineticsError(f"dataset {name}: class folders {printable_path(other_path)!r} ({unicode_form(other)}) "
+                            f"and {printable_path(path)!r} ({unicode_form(cls)}) of {split} differ only in their "
+                            f"Unicode form, and would be two classes that look alike; keep one (the NFC one, as most "
+                            f"systems write names): move the videos of the other into it and remove that folder")
 
 
 def _gone_class_folder(entry: os.DirEntry) -> bool:

@@ -2563,6 +2563,42 @@ def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsy
     assert md.count(vid("c")) == 1
 
 
+def test_a_source_deleted_after_the_plan_listed_it_is_a_failure_counted_on_its_own_line(tmp_path, capsys,
+                                                                                       monkeypatch):
+    # A source deleted or moved while the run went on (a download cleaned up, a class folder moved) failed as "not a
+    # readable video (No such file or directory)", as a damaged file or a failing disk does: the report now says it
+    # vanished since listed, on a line of its own, and still counts it among the failed.
+    from tools.kinetics import reencode
+
+    src, dst = tmp_path / "src", tmp_path / "out"
+    for tag in ("a", "b"):
+        write_clip(src / ARM / vid(tag), t=4)
+    (src / ARM / vid("c")).write_bytes(b"not a video")
+    gone = src / ARM / vid("b")
+    plan = reencode.plan_reencode
+
+    def plan_then_delete(*args, **kw):
+        pairs = plan(*args, **kw)
+        gone.unlink()
+        return pairs
+
+    monkeypatch.setattr(reencode, "plan_reencode", plan_then_delete)
+    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 1
+    out, err = capsys.readouterr()
+    assert [ln for ln in err.splitlines() if ln.startswith("failed: ")] == [
+        f"failed: {gone}: vanished since listed: deleted or moved after the run listed it",
+        f"failed: {src / ARM / vid('c')}: not a readable video (Invalid data found when processing input)"]
+    assert (f"skipped 0 already done; 2 failed (1 vanished since listed) (see {dst / 'reencode_report.md'})"
+            in out)
+    md = (dst / "reencode_report.md").read_text(encoding="utf-8").splitlines()
+    assert "- videos: 3, already done (skipped): 0, encoded now: 1, failed: 2" in md
+    assert "- vanished since listed (deleted or moved during the run; among the failed): 1" in md
+    assert f"- `{gone}`: vanished since listed: deleted or moved after the run listed it" in md
+    report = json.loads((dst / "reencode_report.json").read_text())
+    assert (report["vanished"], len(report["failed"]), report["done"]) == (1, 2, 1)
+    assert [p.name for p in dst.rglob("*.mp4")] == [vid("a")]
+
+
 def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_path, capsys):
     # A split re-encoded into the split's folder of a tree being re-encoded (or the other way round) was not
     # refused: both wrote the same files, and each removed the other's partial outputs as stale, failing a video.

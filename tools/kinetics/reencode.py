@@ -23,7 +23,7 @@ from .dst_ownership import (LOCK_FILE, encoding_for, name_this_run, refuse_runs_
                             wait_for_stopped_encodes, walk_dst)
 from .encode import EncodeSettings, check_encode_settings, check_h264_encoder, reencode_video
 # (each name these two modules took from this one is still importable from here)
-from .reencode_report import REPORT_FILES, REPORT_JSON, REPORT_MD, _without_name  # noqa: F401
+from .reencode_report import REPORT_FILES, REPORT_JSON, REPORT_MD, VANISHED, _without_name  # noqa: F401
 from .reencode_report import changed_text as _changed_text
 from .reencode_report import write_report as _write_report
 from .reencode_settings import SETTING_FLAGS as _SETTING_FLAGS  # noqa: F401
@@ -165,6 +165,8 @@ def _reencode_job(args: tuple[str, str, EncodeSettings, tuple[str, str]]) -> dic
         out = _output_error(e)
         if out is not None:  # the run stops on it (reencode_tree): a string, as results come back pickled
             r["output_error"] = f"{out.filename or os.path.dirname(dst)}: {out.strerror or os.strerror(out.errno)}"
+        elif not os.path.lexists(src):  # deleted or moved since the plan listed it: not a damaged video
+            r["error"], r["vanished"] = f"{src}: {VANISHED}: deleted or moved after the run listed it", True
     r["seconds"] = round(time.perf_counter() - t0, 3)
     return r
 
@@ -222,9 +224,9 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
 
     Returns:
         ``{"src_root", "dst_root", "settings", "settings_used", "total", "skipped_existing", "source_changed", "done",
-        "failed": [...], "warnings": [...], "frames", "seconds", "interrupted"}``; ``source_changed`` counts the
-        outputs found stale (their source changed since), which are among the videos to encode (``done`` or
-        ``failed``).
+        "failed": [...], "vanished", "warnings": [...], "frames", "seconds", "interrupted"}``; ``source_changed``
+        counts the outputs found stale (their source changed since), which are among the videos to encode (``done``
+        or ``failed``); ``vanished`` counts the failed whose source was deleted or moved after the plan listed it.
     """
     dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
     pairs = plan_reencode(src_root, dst_root, progress_lines)
@@ -247,7 +249,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
     earlier, seen_in = _earlier_settings(dst_root, report_path) if skipped else ([], report_path)
     report = {"src_root": os.path.abspath(src_root), "dst_root": dst_root, "settings": asdict(settings),
               "settings_used": earlier, "total": len(pairs), "skipped_existing": skipped, "source_changed": changed,
-              "done": 0, "failed": [], "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
+              "done": 0, "failed": [], "vanished": 0, "warnings": [], "frames": 0, "seconds": 0.0, "interrupted": False}
     if skipped and not allow_other_settings:
         try:
             _refuse_other_settings(dst_root, seen_in, settings, earlier)
@@ -329,6 +331,7 @@ def _encode(report: dict, todo: list[tuple[str, str]], earlier: list[dict], sett
                     report["warnings"].append({"src": r["src"], "warning": wmsg})
             else:
                 report["failed"].append({"src": r["src"], "error": r["error"]})
+                report["vanished"] += bool(r.get("vanished"))
         report["interrupted"] = output_error is not None
     finally:
         results.close()  # ends the workers, so that the files left below are final

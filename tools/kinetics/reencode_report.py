@@ -12,12 +12,15 @@ from evautil.progress import counted, stderr_line
 
 from .video_names import printable_path
 
-__all__ = ["REPORT_JSON", "REPORT_MD", "REPORT_FILES", "changed_text", "write_report"]
+__all__ = ["REPORT_JSON", "REPORT_MD", "REPORT_FILES", "VANISHED", "changed_text", "write_report"]
 
 # The report's files, in --report-dir, by default --dst: the split folder when one split is re-encoded, where the
 # lists of the tree find them (and leave them out of the entries they count as stray).
 REPORT_JSON, REPORT_MD = "reencode_report.json", "reencode_report.md"
 REPORT_FILES = (REPORT_JSON, REPORT_MD)
+# What a failure whose source was deleted or moved during the run says, and the report's line that counts them: a
+# source gone was "not a readable video (No such file or directory)", as a damaged file or a failing disk is.
+VANISHED = "vanished since listed"
 
 
 def changed_text(report: dict) -> str:
@@ -41,6 +44,8 @@ def write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
           f"{report['skipped_existing']}, encoded now: {report['done']}, failed: {len(report['failed'])}",
           f"- outputs whose source changed since (another size or mtime), encoded again: "
           f"{report['source_changed']}",
+          *([f"- {VANISHED} (deleted or moved during the run; among the failed): {report['vanished']}"]
+            if report.get("vanished") else []),
           f"- frames encoded: {report['frames']} in {report['seconds']} s"
           + (" (interrupted: the same command goes on with the rest)" if report["interrupted"] else ""), ""]
     # Names as one line of UTF-8 text: a file name that is not UTF-8 made the report a traceback.
@@ -55,7 +60,7 @@ def write_report(report: dict, rdir: str, log: Callable[[str], None]) -> None:
     stopped = "; interrupted: the same command goes on with the rest" if report["interrupted"] else ""
     log(f"re-encoded {counted(report['done'], 'video')} ({report['frames']} frames) in {report['seconds']} s; "
         f"skipped {report['skipped_existing']} already done{changed_text(report)}; {len(report['failed'])} "
-        f"failed{stopped}"
+        f"failed" + (f" ({report['vanished']} {VANISHED})" if report.get("vanished") else "") + stopped
         + (f" (see {os.path.join(rdir, REPORT_MD)})" if report["failed"] else ""))
     warned = {x["src"] for x in report["warnings"]}
     if warned:  # a source cut short gives a whole output as short, which no later check of the tree can tell

@@ -2599,23 +2599,29 @@ def test_a_source_deleted_after_the_plan_listed_it_is_a_failure_counted_on_its_o
     assert [p.name for p in dst.rglob("*.mp4")] == [vid("a")]
 
 
-def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_path, capsys):
-    # A split re-encoded into the split's folder of a tree being re-encoded (or the other way round) was not
-    # refused: both wrote the same files, and each removed the other's partial outputs as stale, failing a video.
+def _refused_while_each_runs(capsys, dst: Path, cases: list[tuple[Path, list[str], str]]) -> None:
+    """Each ``(running, command, where)``: with the lock of a run into ``running`` held, ``command`` is refused with
+    one error line naming that folder and ``where`` it is, and writes no output into ``dst``."""
     from evautil.files import hold_lock
 
-    src, dst = tmp_path / "t400", tmp_path / "out"
-    write_clip(src / "train" / ARM / vid("a"), t=4)
-    whole = ["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN
-    split = ["reencode", "--src", str(src / "train"), "--dst", str(dst / "train")] + _SMALL_RUN
-    for running, command, where in ((dst, split, f"a folder that holds {dst / 'train'}"),
-                                    (dst / "train", whole, f"a folder of {dst}")):
+    for running, command, where in cases:
         with hold_lock(str(running / ".reencode.lock")):  # as the run into it does
             assert prepare_kinetics.main(command) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and err[0].startswith(
             f"error: another re-encode is running into {running} (it holds .reencode.lock there), {where}: "), err
         assert not list(dst.rglob("*.mp4"))
+
+
+def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_path, capsys):
+    # A split re-encoded into the split's folder of a tree being re-encoded (or the other way round) was not
+    # refused: both wrote the same files, and each removed the other's partial outputs as stale, failing a video.
+    src, dst = tmp_path / "t400", tmp_path / "out"
+    write_clip(src / "train" / ARM / vid("a"), t=4)
+    whole = ["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN
+    split = ["reencode", "--src", str(src / "train"), "--dst", str(dst / "train")] + _SMALL_RUN
+    _refused_while_each_runs(capsys, dst, [(dst, split, f"a folder that holds {dst / 'train'}"),
+                                           (dst / "train", whole, f"a folder of {dst}")])
     assert prepare_kinetics.main(whole) == 0 and prepare_kinetics.main(split) == 0  # one after the other: both go on
     assert [p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4")] == [f"train/{ARM}/{vid('a')}"]
 
@@ -2623,8 +2629,6 @@ def test_a_reencode_into_a_folder_of_a_running_one_or_holding_it_is_refused(tmp_
 def test_a_reencode_into_any_folder_under_a_running_ones_dst_or_holding_it_is_refused(tmp_path, capsys):
     # Only the folders of --dst that mirror source folders were looked at: a run into another folder of a running
     # --dst (a trial into out/trial/h264) went ahead, and the outer run removed the inner one's partial outputs.
-    from evautil.files import hold_lock
-
     src, dst = tmp_path / "t400", tmp_path / "out"
     write_clip(src / "train" / ARM / vid("a"), t=4)
     inner = dst / "trial" / "h264"
@@ -2633,13 +2637,9 @@ def test_a_reencode_into_any_folder_under_a_running_ones_dst_or_holding_it_is_re
     part.write_bytes(b"half an encode")
     whole = ["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN
     trial = ["reencode", "--src", str(src / "train"), "--dst", str(inner)] + _SMALL_RUN
-    for running, command, where in ((inner, whole, f"a folder of {dst}"), (dst, trial, f"a folder that holds {inner}")):
-        with hold_lock(str(running / ".reencode.lock")):  # as the run into it does
-            assert prepare_kinetics.main(command) == 2
-        err = capsys.readouterr().err.splitlines()
-        assert len(err) == 1 and err[0].startswith(
-            f"error: another re-encode is running into {running} (it holds .reencode.lock there), {where}: "), err
-        assert part.read_bytes() == b"half an encode" and not list(dst.rglob("*.mp4"))
+    _refused_while_each_runs(capsys, dst, [(inner, whole, f"a folder of {dst}"),
+                                           (dst, trial, f"a folder that holds {inner}")])
+    assert part.read_bytes() == b"half an encode"
 
 
 def test_a_class_whose_every_source_fails_leaves_no_empty_folder_in_dst(tmp_path, monkeypatch, capsys):

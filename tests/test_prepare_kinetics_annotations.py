@@ -612,6 +612,20 @@ def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_targe
     assert not (tmp_path / "out").exists()
 
 
+def test_labels_of_one_csv_in_other_unicode_forms_are_refused_naming_both_lines(tmp_path, capsys):
+    # Rows pasted from a file written on macOS spell 'caf\u00e9' in NFD: two classes that look alike, each with part
+    # of the videos, and every later label shifted.
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")], nfc: [vid("A2")], nfd: [vid("A3")]},
+                                         "val": {"a": [vid("V1")], nfc: [vid("V2")], nfd: [vid("V3")]}})
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: dataset t400: annotation CSV {str(root / 'annotations' / 'train.csv')!r}: labels {nfc!r} (NFC) on "
+        f"line 3 and {nfd!r} (NFD) on line 4 differ only in their Unicode form, and would be two classes that look "
+        f"alike; write every row's label alike (in NFC, as most systems write names)\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_video_named_otherwise_than_its_row_is_told_the_row_s_name(tmp_path, capsys):
     # A download that wrote its files with unpadded times (<id>_10_20.mp4) had every video "not in annotations",
     # every row "missing", and nothing said that the names were the difference.

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .common import KineticsError, walk_progress
 from .reencode_report import REPORT_JSON
 from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, refuse_missing_split,
                           video_entries, video_skip)
-from .video_names import is_video_file, unfinished_download, youtube_id
+from .video_names import is_video_file, unfinished_download, unicode_form, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
            "read_annotations", "split_csvs", "val_csv_absent", "default_annotation_files", "is_flat_layout",
@@ -290,6 +291,7 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
     for split, r in rows.items():
         if not r:
             raise KineticsError(f"dataset {name}: annotation CSV {csvs[split]!r} lists no video")
+        _refuse_other_unicode_forms_in_csv(name, csvs[split], r, underscore_to_space)
     matched, annotated, elsewhere = _match_files(name, root, folders, csvs, rows, underscore_to_space, skipped,
                                                  ignored, counts, walk)
     matched.sort(key=lambda x: x[0])  # a class-folder tree's order: folder (the label as written), file name
@@ -314,6 +316,21 @@ def scan_annotated(name: str, root: str, folders: Mapping[str, str], csvs: Mappi
         for row in sorted(rows[split].values(), key=lambda r: r.line):
             where.setdefault(_class_name(row.label, underscore_to_space), f"line {row.line} of {csvs[split]}")
     return classes, absent, info, where
+
+
+def _refuse_other_unicode_forms_in_csv(name: str, path: str, rows: Mapping[str, AnnotationRow],
+                                       underscore_to_space: bool) -> None:
+    """Two labels of one CSV that differ only in their Unicode form (rows pasted from a file written on macOS, in
+    NFD) were two classes that look alike, each with part of the videos, as two such class folders were."""
+    first: dict[str, tuple[str, int]] = {}  # {NFC of a class name: (class name, line it is first given on)}
+    for row in sorted(rows.values(), key=lambda r: r.line):
+        cls = _class_name(row.label, underscore_to_space)
+        other, line = first.setdefault(unicodedata.normalize("NFC", cls), (cls, row.line))
+        if other != cls:
+            raise KineticsError(f"dataset {name}: annotation CSV {path!r}: labels {other!r} ({unicode_form(other)}) "
+                                f"on line {line} and {cls!r} ({unicode_form(cls)}) on line {row.line} differ only "
+                                f"in their Unicode form, and would be two classes that look alike; write every row's "
+                                f"label alike (in NFC, as most systems write names)")
 
 
 def _class_name(label: str, underscore_to_space: bool) -> str:

@@ -669,6 +669,23 @@ def test_a_malformed_official_labels_file_is_one_line_naming_it(tmp_path, capsys
         read_labels_csv(str(labels))
 
 
+@pytest.mark.parametrize("text, problem", [
+    (b"0,abseiling\n1,air drumming\n", "line 1: no column id, name in the header '0,abseiling'"),
+    (b"index,name\n0,abseiling\n", "line 1: no column id in the header 'index,name'"),
+    (b"\xef\xbb\xbfid;name\r\n0;abseiling\r\n", "line 1: no column id, name in the header 'id;name'"),
+    (b"", "line 1: no column id, name in the header ''"),
+    (b"id,name\r\n\r\n", "no row below its header"),
+])
+def test_a_labels_file_without_its_columns_names_the_missing_ones_and_the_header(tmp_path, text, problem):
+    # "expected an 'id,name' header and at least one row" named neither the column missing nor the header it read.
+    labels = tmp_path / "kinetics400_labels.csv"
+    labels.write_bytes(text)
+    with pytest.raises(KineticsError) as e:
+        read_labels_csv(str(labels))
+    assert str(e.value) == (f"labels CSV {str(labels)!r}{':' if problem.startswith('no row') else ','} {problem} "
+                            f"(expected id,name, then one row per class)")
+
+
 def test_spaces_around_the_names_of_a_labels_file_are_not_part_of_them(tmp_path):
     # The training run's reader of the same file strips them; here " abseiling" was a class no folder matched.
     labels = tmp_path / "kinetics400_labels.csv"

@@ -61,14 +61,21 @@ def read_labels_csv(path: str) -> list[str]:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             # stripped as the training run's reader strips them: "id, name" and "0, abseiling" named " abseiling"
-            reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
+            reader.fieldnames = header = [h.strip() for h in reader.fieldnames or []]
+            # "expected an 'id,name' header" named neither the column missing nor the header read (a file without
+            # one, "0,abseiling", lost its first class to it)
+            absent = [c for c in ("id", "name") if c not in header]
+            if absent:
+                raise KineticsError(f"labels CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
+                                    f"{','.join(header)!r} (expected id,name, then one row per class)")
             rows = [(reader.line_num, r) for r in reader]
     except UnicodeDecodeError as e:  # was a traceback, as were the row errors below
         raise KineticsError(f"labels CSV {path!r}, {not_utf8_line(path, e)}") from e
     except csv.Error as e:
         raise KineticsError(f"labels CSV {path!r}, line {reader.line_num}: {e}") from e
-    if not rows or "id" not in rows[0][1] or "name" not in rows[0][1]:
-        raise KineticsError(f"labels CSV {path!r}: expected an 'id,name' header and at least one row")
+    if not rows:
+        raise KineticsError(f"labels CSV {path!r}: no row below its header (expected id,name, then one row per "
+                            f"class)")
     names: list[str] = []
     for line, r in rows:
         where = f"labels CSV {path!r}, line {line}"

@@ -670,11 +670,16 @@ def test_a_malformed_official_labels_file_is_one_line_naming_it(tmp_path, capsys
 
 
 @pytest.mark.parametrize("text, problem", [
-    (b"0,abseiling\n1,air drumming\n", "line 1: no column id, name in the header '0,abseiling'"),
-    (b"index,name\n0,abseiling\n", "line 1: no column id in the header 'index,name'"),
-    (b"\xef\xbb\xbfid;name\r\n0;abseiling\r\n", "line 1: no column id, name in the header 'id;name'"),
-    (b"", "line 1: no column id, name in the header ''"),
-    (b"id,name\r\n\r\n", "no row below its header"),
+    (b"0,abseiling\n1,air drumming\n", ", line 1: no column id, name in the header '0,abseiling' (expected id,name, "
+                                        "then one row per class)"),
+    (b"index,name\n0,abseiling\n", ", line 1: no column id in the header 'index,name' (expected id,name, then one "
+                                   "row per class)"),
+    # a spreadsheet saved where fields are separated by semicolons
+    (b"\xef\xbb\xbfid;name\r\n0;abseiling\r\n", ", line 1: no column id, name in the header 'id;name' (expected "
+                                                "id,name, then one row per class); its fields are separated by "
+                                                "semicolons, not commas: save it as comma-separated values"),
+    (b"", ", line 1: no column id, name in the header '' (expected id,name, then one row per class)"),
+    (b"id,name\r\n\r\n", ": no row below its header (expected id,name, then one row per class)"),
 ])
 def test_a_labels_file_without_its_columns_names_the_missing_ones_and_the_header(tmp_path, text, problem):
     # "expected an 'id,name' header and at least one row" named neither the column missing nor the header it read.
@@ -682,8 +687,7 @@ def test_a_labels_file_without_its_columns_names_the_missing_ones_and_the_header
     labels.write_bytes(text)
     with pytest.raises(KineticsError) as e:
         read_labels_csv(str(labels))
-    assert str(e.value) == (f"labels CSV {str(labels)!r}{':' if problem.startswith('no row') else ','} {problem} "
-                            f"(expected id,name, then one row per class)")
+    assert str(e.value) == f"labels CSV {str(labels)!r}{problem}"
 
 
 def test_spaces_around_the_names_of_a_labels_file_are_not_part_of_them(tmp_path):

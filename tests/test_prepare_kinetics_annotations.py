@@ -287,6 +287,10 @@ def test_annotation_csvs_as_the_releases_write_them(tmp_path):
     ("label,youtube_id,time_start,split\nabseiling,aaaaaaaaaaa,10,train\n",
      r"line 1: no column time_end in the header 'label,youtube_id,time_start,split'"),
     ("", r"line 1: no column label, youtube_id, time_start, time_end in the header ''"),
+    ("label\tyoutube_id\ttime_start\ttime_end\tsplit\nabseiling\taaaaaaaaaaa\t10\t20\ttrain\n",
+     r"line 1: no column label, youtube_id, time_start, time_end in the header 'label\\tyoutube_id\\ttime_start"
+     r"\\ttime_end\\tsplit' \(expected .*\); its fields are separated by tabs, not commas: save it as "
+     r"comma-separated values$"),
     ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20,train\na,bbbbbbbbbbb,1x,11,train\n",
      r"line 3: time_start '1x' is not a whole number of seconds"),
     ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20.5,train\n",

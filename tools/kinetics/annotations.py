@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from evautil.errors import not_utf8_line
 from evautil.progress import ProgressLines, counted, stderr_line
 
-from .common import KineticsError, walk_progress
+from .common import KineticsError, other_separator, walk_progress
 from .reencode_report import REPORT_JSON
 from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, refuse_missing_split,
                           video_entries, video_skip)
@@ -162,7 +162,7 @@ def _timed_header(path: str, header: list[str]) -> bool:
     if absent:
         raise KineticsError(f"annotation CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
                             f"{','.join(header)!r} (expected {','.join(ANNOTATION_COLUMNS)},split, or without both "
-                            f"time columns to match videos by YouTube id alone)")
+                            f"time columns to match videos by YouTube id alone){other_separator(header)}")
     return True
 
 

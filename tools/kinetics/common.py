@@ -1,5 +1,5 @@
-"""What every Kinetics preparation step shares: its error type, a process pool with a progress bar, and the
-progress lines of a long walk through a tree."""
+"""What every Kinetics preparation step shares: its error type, a process pool with a progress bar, the progress
+lines of a long walk through a tree, and what a CSV error says of a file whose fields are not comma-separated."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Callable, Iterator, Sequence
 from evautil.progress import LINE_EVERY_S, ProgressLines, stderr_line
 from evautil.workers import map_with_progress
 
-__all__ = ["KineticsError", "parallel_map", "parallel_imap", "job_video", "walk_progress", "WALK_PROGRESS_EVERY_S",
-           "PROGRESS_EVERY_S"]
+__all__ = ["KineticsError", "other_separator", "parallel_map", "parallel_imap", "job_video", "walk_progress",
+           "WALK_PROGRESS_EVERY_S", "PROGRESS_EVERY_S"]
 
 # A walk that takes longer than this says how far it got, and again as often (a 650,000-file tree takes some 25 s on
 # a local disk and minutes on network storage, with nothing to show before); a quicker one says nothing.
@@ -20,6 +20,17 @@ PROGRESS_EVERY_S = LINE_EVERY_S
 
 class KineticsError(ValueError):
     """Bad input for dataset preparation (missing root, empty class, unreadable file, ...); the message names it."""
+
+
+def other_separator(header: list[str]) -> str:
+    """What a message on a CSV header without its columns adds when the header, read as one field, holds semicolons
+    or tabs (a spreadsheet saved in a locale that separates fields so): that the fields are not comma-separated;
+    else ""."""
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in header[0]:
+                return f"; its fields are separated by {name}, not commas: save it as comma-separated values"
+    return ""
 
 
 def job_video(item) -> str:

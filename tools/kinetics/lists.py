@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from evautil.errors import not_utf8_line
 
-from .common import KineticsError
+from .common import KineticsError, other_separator
 from .scan import DatasetScan, Video
 from .video_names import list_name, unlistable_reason
 
@@ -67,7 +67,8 @@ def read_labels_csv(path: str) -> list[str]:
             absent = [c for c in ("id", "name") if c not in header]
             if absent:
                 raise KineticsError(f"labels CSV {path!r}, line 1: no column {', '.join(absent)} in the header "
-                                    f"{','.join(header)!r} (expected id,name, then one row per class)")
+                                    f"{','.join(header)!r} (expected id,name, then one row per class)"
+                                    f"{other_separator(header)}")
             rows = [(reader.line_num, r) for r in reader]
     except UnicodeDecodeError as e:  # was a traceback, as were the row errors below
         raise KineticsError(f"labels CSV {path!r}, {not_utf8_line(path, e)}") from e

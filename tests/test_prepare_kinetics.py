@@ -117,6 +117,13 @@ def test_lists_labels_follow_sorted_class_names(tmp_path, kinetics_names):
     assert rep["train_written"] == 2 * len(names) and rep["skipped"] == 0
 
 
+def test_the_summary_line_counts_classes_in_the_right_number(tmp_path, capsys):
+    # A one-class dataset (a trial on one class) was summed up as "t400: 1 classes".
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("t400: 1 class, train 1 of 1 ")
+
+
 def test_lists_data_root_and_own_val_leak(tmp_path):
     # The original notebook announced "drop leaked K400 train" but never filtered: here the leak is dropped by
     # default, and kept (still counted) with drop_leaked=False.

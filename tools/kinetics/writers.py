@@ -244,7 +244,7 @@ def prepare_lists(scans: Sequence[DatasetScan], out_dir: str, data_root: str | N
         rep.update(cleaned.report)
         _write_report(w, f"{s.name}_report", rep, _lists_markdown(s, data_root, rep))
         reports[s.name] = rep
-        log(f"{s.name}: {len(s.classes)} classes, train {rep['train_written']} of {rep['train_found']} "
+        log(f"{s.name}: {counted(len(s.classes), 'class')}, train {rep['train_written']} of {rep['train_found']} "
             f"(skipped {rep['train_skipped']}; ids also in val {rep['train_ids_in_own_val']}"
             f"{', dropped' if drop_leaked else ', kept'}; repeated ids {rep['train_duplicates']['dropped']}), "
             f"val {rep['val_written']} of {rep['val_found']} (skipped {rep['val_skipped']}; "

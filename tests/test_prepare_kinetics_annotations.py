@@ -283,6 +283,18 @@ def test_annotation_csvs_as_the_releases_write_them(tmp_path):
         "ccccccccccc_1000000_1000010": ("a, b", 5), "ddddddddddd_000000_000005": ('say "hi"', 6)}
 
 
+def test_annotation_csvs_joined_into_one_are_read_as_one(tmp_path):
+    # `cat part1.csv part2.csv > train.csv`: the second part's header (and its BOM) was a row whose time_start
+    # 'time_start' was not a whole number of seconds.
+    part = "\ufefflabel,youtube_id,time_start,time_end,split\r\n{}\r\n"
+    path = tmp_path / "train.csv"
+    path.write_bytes((part.format("abseiling,aaaaaaaaaaa,10,20,train")
+                      + part.format("\"a, b\",-bbbbbbbbbb,1.0,11.0,train")).encode("utf-8"))
+    rows = read_annotations(str(path))
+    assert {k: (r.label, r.line) for k, r in rows.items()} == {
+        "aaaaaaaaaaa_000010_000020": ("abseiling", 2), "-bbbbbbbbbb_000001_000011": ("a, b", 4)}
+
+
 @pytest.mark.parametrize("text, message", [
     ("label,youtube_id,time_start,split\nabseiling,aaaaaaaaaaa,10,train\n",
      r"line 1: no column time_end in the header 'label,youtube_id,time_start,split'"),

@@ -90,7 +90,8 @@ def _seconds(text: str, where: str, column: str) -> int:
 def read_annotations(path: str, progress: str | None = None) -> dict[str, AnnotationRow]:
     """``{annotation_key: row}`` of a Kinetics annotation CSV: UTF-8 (a BOM allowed), a header naming at least
     :data:`ANNOTATION_COLUMNS` in any order, labels as written but for the spaces around them (a label holding a
-    comma is quoted, as csv does). A CSV with neither time column (only :data:`ID_COLUMNS`) keys its rows by the
+    comma is quoted, as csv does; the header repeated on a later line, as CSVs joined into one have it, is no row). A
+    CSV with neither time column (only :data:`ID_COLUMNS`) keys its rows by the
     YouTube id alone, which one line on stderr says: a video named by its id, or by its id and any times, is then
     its id's row (``scan_annotated``). ``progress`` (a line's start, e.g. ``scan k700``): a CSV over
     :data:`ANNOUNCE_CSV_BYTES` is announced on stderr, and a long read says how far it got (None: silent).
@@ -119,6 +120,10 @@ def read_annotations(path: str, progress: str | None = None) -> dict[str, Annota
             for fields in reader:
                 line, start = start, reader.line_num + 1
                 if not any(x.strip() for x in fields):
+                    continue
+                # the header again: CSVs joined into one (`cat part1.csv part2.csv`, each with its BOM) made it a
+                # row whose time_start 'time_start' was not a number
+                if [x.strip().lstrip("\ufeff") for x in fields] == header:
                     continue
                 where = f"annotation CSV {path!r}, line {line}"
                 if reader.line_num > line:  # no label holds a line break: a quote left open swallowed the lines

@@ -79,4 +79,10 @@ def fit_head(sd: dict[str, torch.Tensor], target: Mapping[str, tuple[int, ...]],
             notes.append(f"head: checkpoint has {source_classes} classes, model {target['head.weight'][0]}; "
                          f"head dropped (no class mapping), left at its fresh init")
     elif class_mapping is not None:
-        notes.append("class mapping not applied: the checkpoint head already matches the model's classes")
+        if "head.weight" not in target:
+            notes.append("class mapping not applied: the model has no classification head (DATA.NUM_CLASSES 0)")
+        elif "head.weight" not in sd:  # an image or backbone checkpoint: the model's head stays at its fresh init
+            notes.append("class mapping not applied: the checkpoint has no classification head (no head.weight), "
+                         "the model's is left at its fresh init")
+        else:
+            notes.append("class mapping not applied: the checkpoint head already matches the model's classes")

@@ -194,6 +194,22 @@ def test_a_class_mapping_that_gives_one_row_to_several_classes_says_which(tmp_pa
     assert not [n for n in notes if n.startswith("class mapping")]
 
 
+def test_a_class_mapping_with_no_head_to_gather_says_which_head_is_missing():
+    """A recipe's MODEL.CLASS_MAPPING with the image checkpoint (no head) or a model without a head: the note said
+    the checkpoint's head "already matches the model's classes", of a head that is not there."""
+    mapping = np.array([7, 2, 9, 0])
+    _, notes = convert_state_dict(image_checkpoint(), tiny(num_classes=4, tubelet_size=2), "eva",
+                                  class_mapping=mapping)
+    assert notes[-1] == ("class mapping not applied: the checkpoint has no classification head (no head.weight), the "
+                         "model's is left at its fresh init")
+    _, notes = convert_state_dict(random_state_dict(tiny(num_classes=10)), tiny(num_classes=0), "eva_k722",
+                                  class_mapping=mapping)
+    assert notes == ["class mapping not applied: the model has no classification head (DATA.NUM_CLASSES 0)"]
+    _, notes = convert_state_dict(random_state_dict(tiny(num_classes=4)), tiny(num_classes=4), "eva_k722",
+                                  class_mapping=mapping)
+    assert notes == ["class mapping not applied: the checkpoint head already matches the model's classes"]
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.array([0, 1, 2], dtype=np.int64), "3 entries but the model has 4"),
     (np.array([0.0, 1.0, 2.0, 3.0]), "1-D integer"),

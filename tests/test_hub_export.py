@@ -537,6 +537,46 @@ def test_export_refuses_an_unwritable_out_before_loading(tiny, tmp_path, capsys)
     assert not (tmp_path / "exports").exists()
 
 
+def _as_a_user_file_modes_bind() -> list[str] | None:
+    """The command prefix under which a child process is refused what file modes refuse: none for a user other than
+    root; for root, setpriv without the capabilities that override file modes; None when that cannot be had."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    try:
+        works = subprocess.run([*prefix, "true"], capture_output=True).returncode == 0
+    except OSError:  # no setpriv
+        return None
+    return prefix if works else None
+
+
+def test_export_over_a_file_in_a_folder_it_cannot_write_in_is_refused_before_loading(tiny, tmp_path):
+    """The export writes the new file beside --out and renames it over it: a file the user can write, in a folder
+    they cannot, passed the checks and failed once the weights had loaded, 'Permission denied' of that file."""
+    prefix = _as_a_user_file_modes_bind()
+    if prefix is None:
+        pytest.skip("runs as root, and setpriv cannot drop the capabilities that override file modes")
+    _, _, ckpt, _ = tiny
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    out = shelf / "m.safetensors"
+    out.write_bytes(b"an earlier export")
+    garbage = tmp_path / "garbage.pth"  # weights that fail to load: the refusal must come before they are read
+    garbage.write_bytes(b"no checkpoint")
+    shelf.chmod(0o555)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "tools.export_safetensors", "--out", str(out), "--cfg",
+                               DEMO, "--weights", str(garbage), "--opts", *TINY, "DATA.LABEL_LIST", ""],
+                              capture_output=True, text=True, cwd=ROOT, env=child_env())
+    finally:
+        shelf.chmod(0o755)
+    assert done.returncode == 2, done
+    assert done.stderr == (f"error: --out {out}: cannot write in its folder {shelf} (Permission denied), where the "
+                           "export writes the new file before it replaces m.safetensors; give an --out in a folder "
+                           "you can write in\n")
+    assert out.read_bytes() == b"an earlier export" and os.listdir(shelf) == ["m.safetensors"]
+
+
 def test_export_refuses_an_out_without_the_safetensors_extension_before_loading(tiny, tmp_path, monkeypatch,
                                                                                capsys):
     """The writer refused a name without .safetensors only once the weights were loaded (minutes for a large

@@ -23,8 +23,9 @@ contradicts the file is refused. Class names that give one name to several class
 are written as they are, with the one-line warning train.py and predict give. A checkpoint without that metadata
 (``.pth``) needs ``--cfg``: without it, a one-line error naming ``--cfg``, exit status 2.
 
-Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written
-or that is --weights, which the export would replace) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1
+Exit status: 0 when the file was written, 2 for unusable input (config, weights, an --out that cannot be written,
+an existing one in a folder that cannot be written in, where the new file is written before it replaces it, or one
+that is --weights, which the export would replace) with a one-line error, 4 when stopped by SIGTERM or SIGUSR1
 (a batch scheduler's stop; one ``stopped:`` line): the file is written atomically, so --out was not written and
 an earlier file there is left as it was. A stop that comes once the new file is in place (renamed over --out) no
 longer stops the export: it ends as written, with status 0.
@@ -37,6 +38,7 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,
                                stop_signals_raise, stopped_during_work)
@@ -107,6 +109,26 @@ def _carried_settings(weights: str, opts: list[str], out: str) -> tuple[object, 
     return cfg, [names[c] for c in range(len(names))] if own_names else None
 
 
+def _check_folder_of_earlier_file(out: str) -> None:
+    """Refuse an --out that exists in a folder this process cannot write in: the export writes the new file beside
+    it and renames it over --out, which needs the folder, not the file (the write failed once the weights had
+    loaded, "Permission denied" of a file the user could write).
+
+    Raises:
+        InputError: one line naming --out, its folder and what to do.
+    """
+    if not os.path.isfile(out):  # a new file: check_output_path asked about the folder it is written in
+        return
+    folder = os.path.dirname(os.path.realpath(out))  # through a link, the folder of the file it names
+    try:  # what access() cannot tell (root everywhere), as check_output_path's probe
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write in its folder {folder} ({e.strerror or e}), where the export "
+                         f"writes the new file before it replaces {os.path.basename(out)}; give an --out in a folder "
+                         "you can write in") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals_raise(ignored=in_place):
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
+            _check_folder_of_earlier_file(args.out)
             if not args.out.endswith(".safetensors"):  # the writer's own check came after the weights had loaded
                 raise InputError(f"--out {args.out}: the file name must end in .safetensors, e.g. "
                                  f"{os.path.splitext(args.out)[0]}.safetensors")

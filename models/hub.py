@@ -28,6 +28,9 @@ __all__ = ["HUB_PREFIX", "HubReference", "HubReferenceError", "is_hub_reference"
 HUB_PREFIX = "hf://"
 _MISWRITTEN_PREFIX = re.compile(r"(?i)hf:/*")  # "HF://", "hf:/", "hf:" with no slash
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A file's web address copied from the Hub's pages: .../owner/name/blob|resolve|tree/<revision>/<path>[?download=true]
+_HUB_WEB_ADDRESS = re.compile(r"(?i)^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?!datasets/|spaces/)"
+                              r"([^/?#]+)/([^/?#]+)(?:/(?:blob|resolve|tree)/([^/?#]+))?(?:/([^?#]*))?")
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -133,14 +136,33 @@ def _check_reachable(path: str, ref: HubReference) -> None:
 
 def miswritten_hub_reference(path: str) -> str | None:
     """For ``path`` when it names no local file and reads as a Hub reference miswritten (``HF://``, ``hf:/``,
-    ``hf:`` without slashes), the one line saying how a reference is written, with this one written so; else None.
+    ``hf:`` without slashes) or a file's web address on the Hub (``https://huggingface.co/owner/name/blob/main/
+    file``), the one line saying how a reference is written, with this one written so; else None.
     A local file or folder under such a name is no mistake: it is read as the path it is."""
+    if is_hub_reference(path) or os.path.exists(path):
+        return None
+    web = _HUB_WEB_ADDRESS.match(path)
+    if web:  # was "checkpoint file not found" of the address, read as a local path
+        owner, name, revision, file = web.groups()
+        meant = f"{HUB_PREFIX}{owner}/{name}{'@' + revision if revision else ''}/{file or 'path/to/file'}"
+        return (f"{path}: a web address, which is not downloaded; a file on the Hugging Face Hub is given as "
+                f"{HUB_PREFIX}owner/name[@revision]/path/to/file (here {meant})")
     prefix = _MISWRITTEN_PREFIX.match(path)
-    if is_hub_reference(path) or prefix is None or os.path.exists(path):
+    if prefix is None:
         return None
     meant = HUB_PREFIX + path[prefix.end():]
     return (f"{path}: not a file, nor a Hub reference, which is written in lower case with two slashes: "
             f"{HUB_PREFIX}owner/name[@revision]/path/to/file (here {meant})")
+
+
+def _web_path_hint(ref: HubReference) -> str:
+    """For a file path that begins as the Hub's web addresses do (``blob/main/x.pth``), how the reference is written
+    (the revision after '@'), else ""."""
+    parts = ref.filename.split("/")
+    if ref.revision is not None or len(parts) < 3 or parts[0] not in ("blob", "resolve", "tree"):
+        return ""
+    return (f"; '{parts[0]}/{parts[1]}/' is the web address's revision, which a reference gives after '@': "
+            f"{HUB_PREFIX}{ref.repo_id}@{parts[1]}/{'/'.join(parts[2:])}")
 
 
 def resolve_weights_path(path: str) -> str:
@@ -177,7 +199,8 @@ def resolve_weights_path(path: str) -> str:
         raise HubReferenceError(f"{path}: not in the local Hugging Face cache and {why}") from None
     except EntryNotFoundError:
         raise HubReferenceError(f"{path}: no file {ref.filename!r} in {ref.repo_id}"
-                                + (f" at revision {ref.revision}" if ref.revision else "")) from None
+                                + (f" at revision {ref.revision}" if ref.revision else "")
+                                + _web_path_hint(ref)) from None
     except RepositoryNotFoundError:
         raise HubReferenceError(f"{path}: repository {ref.repo_id} not found (or private without a token)") \
             from None

@@ -474,6 +474,45 @@ def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monk
     assert resolve_weights_path("HF:/m.safetensors") == "HF:/m.safetensors"
 
 
+def test_a_hub_files_web_address_says_how_its_reference_is_written(tiny, tmp_path, monkeypatch, capsys):
+    """The address copied from the Hub's page was looked for as a local file ("not found", no word of the Hub); the
+    page's blob/main/ written into a reference was a file of that path, "no file 'blob/main/m.pth'"."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    _, _, ckpt, _ = tiny
+    how = ": a web address, which is not downloaded; a file on the Hugging Face Hub is given as hf://owner/name" \
+          "[@revision]/path/to/file (here "
+    for address, meant in (("https://huggingface.co/acme/eva/blob/main/w/m.pth", "hf://acme/eva@main/w/m.pth"),
+                           ("https://huggingface.co/acme/eva/resolve/v1/m.pth?download=true", "hf://acme/eva@v1/m.pth"),
+                           ("https://hf.co/acme/eva", "hf://acme/eva/path/to/file")):
+        with pytest.raises(HubReferenceError) as info:
+            read_state_dict(address)
+        assert str(info.value) == f"{address}{how}{meant})"
+    address = "https://huggingface.co/acme/eva/blob/main/m.pth"
+    assert export_safetensors.main(["--cfg", DEMO, "--weights", address, "--out", str(tmp_path / "x.safetensors"),
+                                    "--opts", *TINY, "DATA.LABEL_LIST", ""]) == 2
+    assert capsys.readouterr().err == f"error: {address}{how}hf://acme/eva@main/m.pth)\n"
+    assert resolve_weights_path("https://example.com/m.pth") == "https://example.com/m.pth"  # no Hub address
+
+    def not_in_the_repository(*args, **kwargs):
+        raise EntryNotFoundError("404")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_in_the_repository)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("models.hub._offline", lambda: "")
+    monkeypatch.setattr("models.hub._check_reachable", lambda path, ref: None)
+    with pytest.raises(HubReferenceError) as info:
+        resolve_weights_path("hf://acme/eva/blob/main/w/m.pth")
+    assert str(info.value) == ("hf://acme/eva/blob/main/w/m.pth: no file 'blob/main/w/m.pth' in acme/eva; 'blob/main/' "
+                               "is the web address's revision, which a reference gives after '@': "
+                               "hf://acme/eva@main/w/m.pth")
+    with pytest.raises(HubReferenceError) as info:
+        resolve_weights_path("hf://acme/eva/w/m.pth")
+    assert str(info.value) == "hf://acme/eva/w/m.pth: no file 'w/m.pth' in acme/eva"
+
+
 def test_config_mismatch_names_where_the_value_came_from(tiny):
     from configs import ConfigError
 

@@ -51,16 +51,24 @@ def _unwrap(obj: Any) -> Any:
     # under 'module', Lightning-style ones under 'state_dict'; nesting can repeat. Raw state dicts pass through
     # (the original raised UnboundLocalError on them, SPEC.md section 6 item 9). A file of timm's EMA weights alone
     # holds them under 'model_ema' or 'state_dict_ema'; beside raw weights, those stay the ones read.
+    # Only an entry that holds tensors is one: {'model': {'arch': ..., 'depth': ...}, 'state_dict': weights} (a
+    # model's settings saved under 'model') was taken for the weights, and its settings called the file's keys.
     for _ in range(4):
         if not isinstance(obj, Mapping):
             break
         for key in ("model", "module", "state_dict", "model_ema", "state_dict_ema"):
-            if isinstance(obj.get(key), Mapping):
+            if isinstance(obj.get(key), Mapping) and _holds_tensors(obj[key]):
                 obj = obj[key]
                 break
         else:
             break
     return obj
+
+
+def _holds_tensors(mapping: Mapping, depth: int = 4) -> bool:
+    """Whether ``mapping`` has a tensor among its values, or in a mapping among them (down to ``depth`` levels)."""
+    return any(isinstance(v, torch.Tensor) or (depth > 1 and isinstance(v, Mapping) and _holds_tensors(v, depth - 1))
+               for v in mapping.values())
 
 
 def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -349,6 +349,10 @@ def test_nested_and_prefixed_files_load(tmp_path):
         "model_ema.pth": {"model_ema": sd, "epoch": 3},
         "state_dict_ema.pth": {"state_dict_ema": {f"module.{k}": v for k, v in sd.items()}},
         "nested_prefixed.pth": {"model": {f"module.{k}": v for k, v in sd.items()}},
+        # the model's settings under 'model', its weights under 'state_dict': was "no tensors found (top-level
+        # keys: ['arch', 'depth'])", the settings' keys
+        "settings_under_model.pth": {"model": {"arch": "eva-tiny", "depth": 2}, "state_dict": sd},
+        "empty_model_entry.pth": {"model": {}, "module": sd},
     }
     for name, obj in files.items():
         loaded = read_state_dict(_save(tmp_path / name, obj))

@@ -8,7 +8,8 @@ that set it. The original read the geometry from its config (``MYCLIP.FT_FRAMES`
 
 1. an explicit geometry (``MODEL.PRETRAINED_FRAMES`` / ``MODEL.PRETRAINED_INPUT_SIZE``, which the original's
    ``MYCLIP.FT_FRAMES`` / ``FT_IMAGE_SIZE`` map onto), either part may be left out and is then derived;
-2. the checkpoint's own training config (``DATA.NUM_FRAMES`` / ``TUBELET_SIZE`` / ``INPUT_SIZE``), when it has one;
+2. the checkpoint's own training config (``DATA.NUM_FRAMES`` / ``TUBELET_SIZE`` / ``INPUT_SIZE``, or the model's
+   ``num_frames`` / ``tubelet_size`` / ``img_size`` saved flat), when it has one;
 3. the model's own grid when the token counts are equal (resuming or evaluating a checkpoint of the same model);
 4. otherwise the token count, only when a single (T0, S0) with S0 >= 2 fits it; more than one is refused with a
    message naming the candidates and the keys that decide.
@@ -74,8 +75,9 @@ def _lookup(config: Mapping, dotted: str) -> Any:
 def grid_from_config(config: Any, patch_size: int, tubelet_size: int) -> PartialGrid | None:
     """(T0, S0) of the model a checkpoint was trained as, from the config saved in it (None when it has none).
 
-    ``config`` is the checkpoint's ``'config'`` entry: the original's yacs node (read back as nested mappings) or
-    this project's YAML text. The patch size is the model's: the patch kernel is loaded as is, so it must match
+    ``config`` is the checkpoint's ``'config'`` entry: the original's yacs node (read back as nested mappings),
+    this project's YAML text, or the model's constructor arguments (``num_frames``, ``img_size``, ``tubelet_size``).
+    The patch size is the model's: the patch kernel is loaded as is, so it must match
     (``convert_state_dict`` refuses a checkpoint whose kernel has other patches before it gets here).
     """
     if isinstance(config, str):
@@ -87,11 +89,15 @@ def grid_from_config(config: Any, patch_size: int, tubelet_size: int) -> Partial
             return None
     if not isinstance(config, Mapping):
         return None
-    frames, size = _lookup(config, "DATA.NUM_FRAMES"), _lookup(config, "DATA.INPUT_SIZE")
-    tubelet = _lookup(config, "DATA.TUBELET_SIZE") or tubelet_size
+    keys = ("DATA.NUM_FRAMES", "DATA.INPUT_SIZE", "DATA.TUBELET_SIZE")
+    if _lookup(config, keys[0]) is None and _lookup(config, keys[1]) is None:
+        # the model's constructor arguments, flat (the original model's, as its parity fixture saves them)
+        keys = ("num_frames", "img_size", "tubelet_size")
+    frames, size = _lookup(config, keys[0]), _lookup(config, keys[1])
+    tubelet = _lookup(config, keys[2]) or tubelet_size
     if not isinstance(frames, int) or not isinstance(size, int) or not isinstance(tubelet, int):
         return None
-    return grid_from_sizes(frames, size, patch_size, tubelet, "the checkpoint's config DATA.NUM_FRAMES / INPUT_SIZE")
+    return grid_from_sizes(frames, size, patch_size, tubelet, f"the checkpoint's config {keys[0]} / {keys[1]}")
 
 
 def _frames(tokens: Any, tubelet_size: int) -> str:

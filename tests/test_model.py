@@ -75,6 +75,24 @@ def test_state_dict_layout_matches_original(parity):
     assert len(list(model.buffers())) == 0
 
 
+def test_the_fixture_file_starts_a_model_of_other_frames_and_size_from_the_geometry_its_config_gives(parity,
+                                                                                                       shared_dir):
+    """The fixture saves the original model's constructor arguments as its config (4 frames of 56 px): an 8-frame,
+    112 px model refused its 64 patch tokens as ambiguous (1 x 8x8, 4 x 4x4 or 16 x 2x2) and asked for
+    MODEL.PRETRAINED_FRAMES / PRETRAINED_INPUT_SIZE."""
+    from models.checkpoint import load_pretrained
+    from models.pos_embed import resample_video_table
+
+    model = _model_from_fixture(parity["config"], num_frames=8, img_size=112)
+    notes: list[str] = []
+    missing, unexpected = load_pretrained(model, shared_dir / "fixtures" / "eva_parity_A.pt", notes_to=notes)
+    assert not missing and not unexpected
+    assert notes[0] == "pos_embed: source grid 4x4x4 tokens, 4 frames of 56 px (from the checkpoint's config)"
+    expected = resample_video_table(parity["state_dict"]["pos_embed"], (4, 4), (8, 8))
+    torch.testing.assert_close(model.pos_embed.detach(), expected, atol=0, rtol=0)
+    assert torch.equal(model.head.weight.detach(), parity["state_dict"]["head.weight"])
+
+
 # ---------------------------------------------------------------------------------------- sizes (meta device)
 @pytest.mark.parametrize("config, params", [("configs/k400.yaml", 1_017_116_432), ("configs/k722.yaml", 1_014_686_546)])
 def test_full_size_parameter_counts(config, params):

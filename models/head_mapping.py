@@ -1,8 +1,8 @@
 """A checkpoint's classification head fitted to the model's classes (``models.checkpoint``'s conversion).
 
 A head of another class count is gathered to the model's classes by a class mapping (``MODEL.CLASS_MAPPING``: an
-integer ``.npy`` whose entry i is the checkpoint class of model class i), checked before it is used, or else
-dropped and left at its fresh initialisation.
+integer ``.npy`` whose entry i is the checkpoint class of model class i, or -1 for a class the checkpoint lacks,
+whose row starts at zero), checked before it is used, or else dropped and left at its fresh initialisation.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def _load_class_mapping(class_mapping: Any, num_classes: int, source_classes: in
         raise ValueError(f"{name}: expected a 1-D integer array, got shape {array.shape} dtype {array.dtype}")
     if len(array) != num_classes:
         raise ValueError(f"{name}: has {len(array)} entries but the model has {num_classes} classes")
-    if len(array) and (array.min() < 0 or array.max() >= source_classes):
-        raise ValueError(f"{name}: indices must lie in [0, {source_classes}) (the checkpoint head's classes), "
-                         f"got min {array.min()} max {array.max()}")
+    if len(array) and (array.min() < -1 or array.max() >= source_classes):
+        raise ValueError(f"{name}: indices must lie in [0, {source_classes}) (the checkpoint head's classes), or "
+                         f"be -1 for a class it lacks; got min {array.min()} max {array.max()}")
     return torch.from_numpy(array.astype(np.int64))
 
 
@@ -50,7 +50,8 @@ def _shared_head_rows(index: torch.Tensor) -> list[tuple[int, list[int]]]:
     """(checkpoint row, the model classes given it) for each row a class mapping gives to more than one class."""
     classes_of: dict[int, list[int]] = {}
     for cls, row in enumerate(index.tolist()):
-        classes_of.setdefault(row, []).append(cls)
+        if row >= 0:  # -1: a class without a checkpoint row, shared with no other
+            classes_of.setdefault(row, []).append(cls)
     return [(row, classes) for row, classes in sorted(classes_of.items()) if len(classes) > 1]
 
 
@@ -62,10 +63,14 @@ def fit_head(sd: dict[str, torch.Tensor], target: Mapping[str, tuple[int, ...]],
         source_classes = sd["head.weight"].shape[0]
         if class_mapping is not None and len(target["head.weight"]) == 2:
             index = _load_class_mapping(class_mapping, target["head.weight"][0], source_classes)
+            lacked = index < 0
             for k in ("head.weight", "head.bias"):
-                if k in sd:
-                    sd[k] = sd[k][index]
-            notes.append(f"head: {source_classes} checkpoint classes gathered to {len(index)} by the class mapping")
+                if k in sd:  # the row of a class the checkpoint lacks (-1) starts at zero, a head's init is near it
+                    rows = sd[k][index.clamp(min=0)]
+                    sd[k] = rows.masked_fill(lacked.to(rows.device).view(-1, *[1] * (rows.ndim - 1)), 0)
+            notes.append(f"head: {source_classes} checkpoint classes gathered to {len(index)} by the class mapping"
+                         + (f"; {int(lacked.sum())} classes it gives -1 (none of the checkpoint's) start at zero"
+                            if lacked.any() else ""))
             shared = _shared_head_rows(index)
             if shared:  # a start for fine-tuning; evaluated as it is, the classes of a row tie on every video
                 more = f" (and {len(shared) - 5} more rows)" if len(shared) > 5 else ""

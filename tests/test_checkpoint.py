@@ -210,12 +210,44 @@ def test_a_class_mapping_with_no_head_to_gather_says_which_head_is_missing():
     assert notes == ["class mapping not applied: the checkpoint head already matches the model's classes"]
 
 
+def test_a_k400_head_mapped_to_k600_classes_starts_the_classes_it_lacks_at_zero(tmp_path, shared_dir):
+    """K400 -> K600 by the label files: 368 of K600's classes have a K400 name, the others none. A mapping had to
+    give those some K400 row (refused: "indices must lie in [0, 400)"), each then tied with that class."""
+    import csv
+
+    def names(kinetics: str) -> list[str]:
+        with open(shared_dir / "data" / "labels" / f"kinetics{kinetics}_labels.csv", newline="") as f:
+            return [row["name"] for row in csv.DictReader(f)]
+
+    k400, k600 = names("400"), names("600")
+    row_of = {name: i for i, name in enumerate(k400)}
+    mapping = np.array([row_of.get(name, -1) for name in k600], dtype=np.int64)
+    np.save(tmp_path / "k400_to_k600.npy", mapping)
+    src = random_state_dict(tiny(num_classes=400))
+    out, notes = convert_state_dict(src, tiny(num_classes=600), "eva_k722", class_mapping=tmp_path / "k400_to_k600.npy")
+    kept = mapping >= 0
+    assert kept.sum() == 368
+    assert torch.equal(out["head.weight"][kept], src["head.weight"][mapping[kept]])
+    assert torch.equal(out["head.bias"][kept], src["head.bias"][mapping[kept]])
+    assert not out["head.weight"][~kept].any() and not out["head.bias"][~kept].any()
+    assert notes == ["head: 400 checkpoint classes gathered to 600 by the class mapping; 232 classes it gives -1 "
+                     "(none of the checkpoint's) start at zero"]  # and no classes said to share a row
+    model = tiny(num_classes=600)
+    path = tmp_path / "k400.safetensors"
+    save_file(src, str(path))
+    assert load_pretrained(model, path, class_mapping=tmp_path / "k400_to_k600.npy") == ([], [])
+    assert model.head.weight[k600.index("abseiling")].equal(src["head.weight"][k400.index("abseiling")])
+    with torch.device("meta"):
+        meta = tiny(num_classes=600)
+    assert weights_fit(meta, path, class_mapping=tmp_path / "k400_to_k600.npy") == ([], [])
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.array([0, 1, 2], dtype=np.int64), "3 entries but the model has 4"),
     (np.array([0.0, 1.0, 2.0, 3.0]), "1-D integer"),
     (np.zeros((2, 2), dtype=np.int64), "1-D integer"),
     (np.array([0, 1, 2, 10], dtype=np.int32), r"\[0, 10\)"),
-    (np.array([0, -1, 2, 3], dtype=np.int64), r"\[0, 10\)"),
+    (np.array([0, -2, 2, 3], dtype=np.int64), r"\[0, 10\).*or be -1 for a class it lacks"),
 ])
 def test_bad_class_mapping(tmp_path, bad, message):
     path = tmp_path / "bad_mapping.npy"

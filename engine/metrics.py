@@ -432,7 +432,7 @@ class MetricLogger:
         self.last_train = dict(saved.get("last_train") or {})  # (older checkpoints lack it)
         self._tb.hide_after(step)  # TensorBoard too
         if self._jsonl is not None:
-            self._jsonl, said = drop_lines_after_step(self._jsonl, step, mid_epoch)
+            self._jsonl, said = drop_lines_after_step(self._jsonl, step, mid_epoch, self.window.resumes_steps)
             if said:
                 self.info(said)
 

@@ -46,14 +46,15 @@ def write_line(jsonl: IO[str], line: dict[str, Any]) -> None:
         jsonl.flush()
 
 
-def drop_lines_after_step(jsonl: IO[str], step: int, mid_epoch: bool = False) -> tuple[IO[str], str | None]:
+def drop_lines_after_step(jsonl: IO[str], step: int, mid_epoch: bool = False,
+                          steps_logged_again: bool = False) -> tuple[IO[str], str | None]:
     """``jsonl`` closed, the lines a stopped attempt wrote after its checkpoint at optimizer ``step`` dropped from
-    its file (:func:`engine.run_files.drop_lines_after`, ``mid_epoch`` too) and the file opened again to append;
-    with the log line that says what was dropped, or None when nothing was."""
+    its file (:func:`engine.run_files.drop_lines_after`, ``mid_epoch`` and ``steps_logged_again`` too) and the file
+    opened again to append; with the log line that says what was dropped, or None when nothing was."""
     jsonl.close()
     path = jsonl.name
     cut: list[int] = []
-    dropped = drop_lines_after(path, step, mid_epoch, cut)
+    dropped = drop_lines_after(path, step, mid_epoch, cut, train_line_at_step=steps_logged_again)
     reopened = open(path, "a", encoding="utf-8")
     if not dropped:
         return reopened, None

@@ -390,11 +390,14 @@ def _repoint_summary(summary: str, output_dir: str, moved: set[str], dest: str) 
             atomic_write_text(summary, standard_json(repointed, indent=2))
 
 
-def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: list[int] | None = None) -> int:
+def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: list[int] | None = None,
+                     train_line_at_step: bool = False) -> int:
     """Rewrite ``jsonl_path`` without the lines whose ``step`` is above ``step`` (written by an attempt after the
     checkpoint it resumes from; the resumed run writes them again). With ``mid_epoch`` (the checkpoint was saved
     before its epoch ended, e.g. a stop at the epoch's last step), the epoch-end ``data`` and ``eval`` lines at
-    ``step`` itself came after it too. Lines without a step are kept; lines that are not JSON (cut short by a kill)
+    ``step`` itself came after it too; with ``train_line_at_step`` (the checkpoint kept steps no line had covered,
+    which the resumed run's next line covers: a stop signal's or a crash's line logged them), the ``train`` line
+    at ``step`` as well. Lines without a step are kept; lines that are not JSON (cut short by a kill)
     are dropped, and their 1-based numbers, as an editor shows them (:func:`evautil.text.text_lines`), appended to
     ``cut``. Returns how many were dropped."""
     if not os.path.isfile(jsonl_path):
@@ -404,9 +407,10 @@ def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: l
     # A byte that is no UTF-8 (the file damaged on disk, a line another program wrote) makes its line one that is
     # not JSON (dropped as cut short), or is U+FFFD inside a string; it stopped the resume
     lines = list(read_lines(jsonl_path))
+    kinds_at_step = ("data", "eval") * mid_epoch + ("train",) * train_line_at_step
     kept = []
     for number, line in enumerate(lines, 1):
-        after = _after(line, step, mid_epoch)
+        after = _after(line, step, kinds_at_step)
         if after is None and cut is not None:
             cut.append(number)
         if after is False:
@@ -418,9 +422,9 @@ def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: l
     return dropped
 
 
-def _after(line: str, step: int, mid_epoch: bool) -> bool | None:
-    """Whether ``line`` came after the checkpoint at ``step``; None for a line that is not JSON (a line cut short by
-    the kill: it belongs to the lost attempt)."""
+def _after(line: str, step: int, kinds_at_step: tuple[str, ...]) -> bool | None:
+    """Whether ``line`` came after the checkpoint at ``step`` (at ``step`` itself: a line of ``kinds_at_step``);
+    None for a line that is not JSON (a line cut short by the kill: it belongs to the lost attempt)."""
     try:
         record = json.loads(line)
         value = record.get("step")
@@ -428,4 +432,4 @@ def _after(line: str, step: int, mid_epoch: bool) -> bool | None:
         return None
     if not isinstance(value, int):
         return False
-    return value > step or (mid_epoch and value == step and record.get("kind") in ("data", "eval"))
+    return value > step or (value == step and record.get("kind") in kinds_at_step)

@@ -102,6 +102,13 @@ class StepWindow:
         window, steady, last_train = self.at_stop or (self._w, {}, last_train)
         return {**steady, "last_train": dict(last_train), "window": dict(window)}
 
+    @property
+    def resumes_steps(self) -> bool:
+        """Whether the restored pending window (:meth:`restore`) holds steps: the resumed run's next line covers
+        them, so a line the stopped attempt wrote of them after its checkpoint's state was taken (a stop signal's,
+        a crash's) covers them twice."""
+        return bool(self._resumed and self._resumed.get("steps"))
+
     def restore(self, saved: dict[str, Any], mid_epoch: bool = False) -> None:
         """Continue from a checkpoint's totals and (``mid_epoch``) its pending window (:meth:`state`)."""
         self.totals.update({k: saved[k] for k in self.totals if k in saved})

@@ -172,8 +172,12 @@ class TrainerCheckpoints:
         elif ckpt.get("rng"):
             self.metrics.warn(f"world size changed ({ckpt.get('world_size')} -> {self.ctx.world_size}): "
                               "RNG streams are re-seeded, the run continues but not bit-exactly")
-        self.metrics.restore_totals(ckpt.get("run_totals") or {}, self.state.global_step,
-                                    mid_epoch=not ckpt["epoch_complete"])
+        totals = dict(ckpt.get("run_totals") or {})
+        # No position kept (an epoch checkpoint, another data layout): no line goes on from its pending steps, so a
+        # line the stopped attempt wrote of them (its stop's, its crash's) stays theirs
+        if self._loader_state is None:
+            totals.pop("window", None)
+        self.metrics.restore_totals(totals, self.state.global_step, mid_epoch=not ckpt["epoch_complete"])
         self.resumed_from = path
         self._saved_at = ckpt.get("saved_at")
         if self._saved_at is None:  # saved before checkpoints recorded it: written once, its file's time says it

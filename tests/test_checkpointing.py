@@ -560,7 +560,7 @@ def test_an_output_folder_removed_mid_run_is_made_again_for_the_next_checkpoint_
     assert os.listdir(out) == ["ckpt_step_8.pth"] and load_checkpoint(str(out / "ckpt_step_8.pth"))["global_step"] == 8
 
 
-def _tiny_trainer(out: str, num_classes: int, ema: bool = False):
+def _tiny_trainer(out: str, num_classes: int, ema: bool = False, print_freq: int = 10):
     from timm.utils import ModelEmaV3
     from torch import nn
 
@@ -575,7 +575,7 @@ def _tiny_trainer(out: str, num_classes: int, ema: bool = False):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     return Trainer(model=model, optimizer=opt, scheduler=sched, criterion=nn.CrossEntropyLoss(), train_loader=None,
                    val_loader=None, checkpointer=Checkpointer(out), ctx=DistContext(),
-                   metrics=MetricLogger(out, tensorboard=False, progress_bar=False),
+                   metrics=MetricLogger(out, print_freq=print_freq, tensorboard=False, progress_bar=False),
                    opts=TrainOptions(epochs=3, steps_per_epoch=5), ema=ModelEmaV3(model, decay=0.99) if ema else None)
 
 
@@ -857,7 +857,8 @@ def test_a_checkpoint_inside_a_log_window_keeps_its_steps_for_the_resumed_line(t
 def test_a_stop_signal_inside_a_log_window_logs_its_steps_and_keeps_them_for_the_resumed_line(tmp_path):
     """A stop at step 3 of 8 with PRINT_FREQ 4 logs steps 1 to 3 in a line (the log says what happened), yet its
     checkpoint keeps them pending: the resumed run's line comes at step 4 over steps 1 to 4, as the uninterrupted
-    run's. A stop at the epoch's last step wrote the uninterrupted run's line: the resumed run writes none again."""
+    run's, and the stop's line is dropped (it stayed, and steps 1 to 3 were in two lines). A stop at the epoch's
+    last step wrote the uninterrupted run's line: the resumed run writes none again."""
     whole = _logger_every_4_steps(tmp_path / "whole")
     whole.start_epoch(0, 8, 0, epochs=1)
     expected = _log_steps(whole, range(1, 9), float)
@@ -876,7 +877,7 @@ def test_a_stop_signal_inside_a_log_window_logs_its_steps_and_keeps_them_for_the
     resumed.close()
     assert [{k: line[k] for k in keys} for line in got] == [{k: line[k] for k in keys} for line in expected]
     logged = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert [(line["step"], line["loss"]) for line in logged] == [(3, 2.0), (4, 2.5), (8, 6.5)]
+    assert [(line["step"], line["loss"]) for line in logged] == [(4, 2.5), (8, 6.5)]
     at_end = _logger_every_4_steps(tmp_path / "end")
     at_end.start_epoch(0, 6, 0, epochs=1)
     _log_steps(at_end, range(1, 7), float)  # a line at step 4; steps 5 and 6 pending at the epoch's last step
@@ -1385,13 +1386,13 @@ def test_a_resume_on_a_list_rewritten_with_as_many_lines_says_the_data_changed(t
 
 
 class _PositionLoader:
-    """Two batches of 2 clips an epoch, with a position a checkpoint keeps; ``stop_before``: a scheduler's SIGTERM
-    arrives while that batch (1-based) is trained."""
+    """``batches`` batches of 2 clips an epoch, with a position a checkpoint keeps; ``stop_before``: a scheduler's
+    SIGTERM arrives while that batch (1-based) is trained; ``fail_at``: reading that batch fails (a crash)."""
 
     batch_size = 2
 
-    def __init__(self, stop_before: int = 0):
-        self.position, self.stop_before = 0, stop_before
+    def __init__(self, stop_before: int = 0, batches: int = 2, fail_at: int = 0):
+        self.position, self.stop_before, self.batches, self.fail_at = 0, stop_before, batches, fail_at
 
     def set_epoch(self, epoch):
         self.position = 0
@@ -1406,8 +1407,11 @@ class _PositionLoader:
         import signal
 
         gen = torch.Generator().manual_seed(0)
-        batches = [{"video": torch.randn(2, 4, generator=gen), "label": torch.tensor([0, 1])} for _ in range(2)]
+        batches = [{"video": torch.randn(2, 4, generator=gen), "label": torch.tensor([0, 1])}
+                   for _ in range(self.batches)]
         while self.position < len(batches):
+            if self.position + 1 == self.fail_at:
+                raise OSError(f"batch {self.fail_at} could not be read")
             self.position += 1
             if self.position == self.stop_before:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -1425,13 +1429,13 @@ class _ConstantSchedule:  # the LR schedule's interface (timm's)
         pass
 
 
-def _one_epoch_trainer(out: str, loader: _PositionLoader):
-    """A tiny trainer of one 2-step epoch on ``loader`` (the same initial weights every time), evaluated without
-    data; loader_stats must be patched."""
+def _one_epoch_trainer(out: str, loader: _PositionLoader, print_freq: int = 10):
+    """A tiny trainer of one epoch of ``loader.batches`` steps on ``loader`` (the same initial weights every time),
+    evaluated without data; loader_stats must be patched."""
     torch.manual_seed(0)
-    t = _tiny_trainer(out, num_classes=2)
+    t = _tiny_trainer(out, num_classes=2, print_freq=print_freq)
     t.scheduler = _ConstantSchedule()
-    t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 1, 2, False
+    t.opts.epochs, t.opts.steps_per_epoch, t.opts.final_test = 1, loader.batches, False
     t.train_loader = loader
     t.run_eval = lambda loader, split, epoch, checkpoint=None: {"split": split, "top1": 50.0}
     return t
@@ -1470,6 +1474,48 @@ def test_a_stop_at_the_last_step_resumed_keeps_the_runs_last_loss_in_its_summary
     assert summary["optimizer_steps"] == 2 and summary["last_loss"] == pytest.approx(last_loss)
     log = (tmp_path / "log_rank0.txt").read_text()
     assert "mean loss nan" not in log and "epoch 1/1 done: mean loss " in log
+
+
+@pytest.mark.parametrize("end", ["stop", "crash"])
+def test_a_run_resumed_inside_a_log_window_logs_each_step_in_one_line(tmp_path, monkeypatch, end):
+    """PRINT_FREQ 4 over a 4-step epoch, ended after step 3 by a stop signal (its line of steps 1 to 3, then its
+    checkpoint) or by a crash reading batch 4 right after step 3's SAVE_STEPS checkpoint (the crash's line of steps
+    1 to 3). The resumed run's line at step 4 covers steps 1 to 4, as the uninterrupted run's: the line at step 3
+    stayed beside it, and plots and step counts took steps 1 to 3 twice."""
+    import engine.train_loop as train_loop
+
+    monkeypatch.setattr(train_loop, "loader_stats", lambda *a: {})
+    whole = _one_epoch_trainer(str(tmp_path / "whole"), _PositionLoader(batches=4), print_freq=4)
+    whole.fit()
+    whole.metrics.close()
+    out = str(tmp_path / end)
+    ended = _one_epoch_trainer(out, _PositionLoader(batches=4, stop_before=3 * (end == "stop"),
+                                                    fail_at=4 * (end == "crash")), print_freq=4)
+    ended.opts.save_steps = 3
+    with pytest.raises(Exception) as stopped:
+        ended.fit()
+    assert type(stopped.value).__name__ == ("Preempted" if end == "stop" else "OSError")
+    ended.metrics.close()
+
+    def train_lines(run):
+        lines = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(x["step"], round(x["loss"], 6)) for x in lines if x["kind"] == "train"]
+
+    assert [step for step, _ in train_lines(end)] == [3]  # what the ended attempt logged
+    # resumed on a list of another length: the epoch is trained again from its first step, no line goes on from
+    # steps 1 to 3, and the line that logged them stays
+    shutil.copytree(out, tmp_path / "relisted")
+    relisted = _one_epoch_trainer(str(tmp_path / "relisted"), _PositionLoader(batches=5), print_freq=4)
+    assert relisted.resume(None, auto=True)
+    relisted.fit()
+    relisted.metrics.close()
+    assert [step for step, _ in train_lines("relisted")] == [3, 7, 8]
+    resumed = _one_epoch_trainer(out, _PositionLoader(batches=4), print_freq=4)
+    assert resumed.resume(None, auto=True)
+    resumed.fit()
+    resumed.metrics.close()
+    assert train_lines(end) == train_lines("whole") and len(train_lines("whole")) == 1
+    assert "metrics.jsonl: dropped 1 lines written after step 3" in (tmp_path / end / "log_rank0.txt").read_text()
 
 
 def test_an_epoch_resumed_mid_way_reports_the_mean_loss_of_all_its_steps(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -938,53 +939,57 @@ def test_a_run_without_a_working_tensorboard_says_so_once_and_logs_on(tmp_path, 
     assert not (tmp_path / "tensorboard").exists()
 
 
+def _logged_while_the_disk_fills(out, capsys, fill: Callable[[], object],
+                                 from_step: int) -> tuple[list[str], str, list[int]]:
+    """A run of 6 steps logged every step into ``out``, whose disk fills (``fill()``) before step ``from_step`` (0:
+    before the logger starts): the lines printed about TensorBoard, all that was printed and the steps
+    metrics.jsonl holds."""
+    from engine.metrics import MetricLogger
+
+    if from_step == 0:
+        fill()
+    metrics = MetricLogger(str(out), print_freq=1, nvml=False, progress_bar=False)
+    metrics.start_epoch(0, 6, 0, epochs=1)
+    _log_steps(metrics, range(1, max(from_step, 1)), lambda s: 1.5)
+    if from_step:
+        fill()  # every later event fails
+    _log_steps(metrics, range(max(from_step, 1), 7), lambda s: 1.5)
+    metrics.close()
+    printed = capsys.readouterr().out
+    said = [line for line in printed.splitlines() if "TensorBoard" in line]
+    return said, printed, [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("from_step, fails, what", [(3, "append", "stopped, no more events"),
+                                                    (0, "write", "disabled, no events")])
 def test_tensorboard_events_that_cannot_be_written_stop_with_one_warning_and_the_run_goes_on(tmp_path, monkeypatch,
-                                                                                            capsys):
+                                                                                            capsys, from_step, fails,
+                                                                                            what):
     """TensorBoard writes its events in a thread of its own: a full disk there printed that thread's traceback, and
-    its error came back on a later add_scalar (or the close) as a traceback that ended the run."""
+    its error came back on a later add_scalar (or the close) as a traceback that ended the run. The disk full before
+    the first event (``from_step`` 0): the same one line (it named the events file as bytes, with no way out, under
+    the writer thread's traceback)."""
     pytest.importorskip("tensorboard")
     import threading
 
     from tensorboard.compat.tensorflow_stub.io.gfile import LocalFileSystem
-
-    from engine.metrics import MetricLogger
 
     def full_disk(fs, filename, content, binary_mode=False):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
 
     others: list[BaseException] = []  # the errors of threads that are not tensorboard's still go to the hook
     monkeypatch.setattr(threading, "excepthook", lambda args: others.append(args.exc_value))
-    metrics = MetricLogger(str(tmp_path), print_freq=1, nvml=False, progress_bar=False)
-    metrics.start_epoch(0, 6, 0, epochs=1)
-    _log_steps(metrics, range(1, 3), lambda s: 1.5)
-    monkeypatch.setattr(LocalFileSystem, "append", full_disk)  # the disk fills: every later event fails
-    _log_steps(metrics, range(3, 7), lambda s: 1.5)
-    metrics.close()
-    out = capsys.readouterr().out
-    said = [line for line in out.splitlines() if "TensorBoard" in line]
-    assert said == [f"WARNING: TensorBoard stopped, no more events in {tmp_path / 'tensorboard'}: No space left on "
-                    "device; free space there (a resumed run writes them again from its checkpoint on), or set "
-                    "LOG.TENSORBOARD False to go without; metrics.jsonl is still written and holds the same numbers"]
+    said, out, steps = _logged_while_the_disk_fills(
+        tmp_path, capsys, lambda: monkeypatch.setattr(LocalFileSystem, fails, full_disk), from_step)
+    assert said == [f"WARNING: TensorBoard {what} in {tmp_path / 'tensorboard'}: No space left on device; free space "
+                    "there (a resumed run writes them again from its checkpoint on), or set LOG.TENSORBOARD False to "
+                    "go without; metrics.jsonl is still written and holds the same numbers"]
     assert "Traceback" not in out and others == []
-    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
-    thread = threading.Thread(target=lambda: 1 / 0)
+    assert steps == [1, 2, 3, 4, 5, 6]
+    thread = threading.Thread(target=lambda: 1 / 0)  # the hook still takes the errors of other threads
     thread.start()
     thread.join()
     assert [type(e) for e in others] == [ZeroDivisionError]
-    # the disk full before the first event: the same one line (it named the events file as bytes, with no way out,
-    # under the writer thread's traceback)
-    others.clear()
-    monkeypatch.setattr(LocalFileSystem, "write", full_disk)
-    metrics = MetricLogger(str(tmp_path / "full"), print_freq=1, nvml=False, progress_bar=False)
-    _log_steps(metrics, range(1, 3), lambda s: 1.5)
-    metrics.close()
-    out = capsys.readouterr().out
-    said = [line for line in out.splitlines() if "TensorBoard" in line]
-    assert said == [f"WARNING: TensorBoard disabled, no events in {tmp_path / 'full' / 'tensorboard'}: No space left "
-                    "on device; free space there (a resumed run writes them again from its checkpoint on), or set "
-                    "LOG.TENSORBOARD False to go without; metrics.jsonl is still written and holds the same numbers"]
-    assert "Traceback" not in out and others == []
-    assert len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_best_comes_from_validations_and_is_written_before_the_checkpoint_that_records_it(tmp_path, monkeypatch):

@@ -405,7 +405,10 @@ def shutdown(graceful: bool = True) -> None:
     ``graceful`` False: this process ends on a failure (its own, or a peer's), which the other ranks may not share.
     An NCCL group is then aborted, not destroyed: NCCL's destroy is a collective of the node's ranks, which hangs
     when a peer has died or is still inside a collective (gloo's is local and stays); and the liveness check tells
-    the peers (NCCL does not: they would wait in their next collective for its watchdog)."""
+    the peers (NCCL does not: they would wait in their next collective for its watchdog). The job's answers (its
+    precision, its start's keys) are dropped: a later run in this process (a test, a notebook) finds its own."""
+    from .precision import forget_job_answer  # precision reads this module's collectives
+
     global _WAIT_GROUP
     nccl = dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
     liveness.stop(failed=nccl and not graceful)
@@ -415,6 +418,7 @@ def shutdown(graceful: bool = True) -> None:
         else:
             _abort_process_group()
     _WAIT_GROUP = None
+    forget_job_answer()
 
 
 def _abort_process_group() -> None:

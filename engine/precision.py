@@ -17,12 +17,15 @@ from configs import ConfigError
 from .distributed import DistContext, all_gather_objects
 
 __all__ = ["resolve_precision", "precision_name", "chosen_precision", "native_bf16", "emulated_bf16_warning",
-           "agree_across_ranks"]
+           "agree_across_ranks", "forget_job_answer"]
 
-# The job's answer once its ranks agreed (agree_across_ranks): None before that, and in a single process; "" when
-# every rank's GPU computes bf16 natively, else the first GPU that does not, as "rank 1's Tesla V100-SXM2-32GB
-# (compute capability 7.0)" (or, on that rank itself, without "rank 1's"). One answer per process, as its group.
+# The job's answer once its ranks agreed (agree_across_ranks): None before that, in a single process and after
+# ``distributed.shutdown`` (a second run in the process, a test or a notebook, agrees anew); "" when every rank's GPU
+# computes bf16 natively, else the lowest rank's GPU that does not, as "rank 1's Tesla V100-SXM2-32GB (compute
+# capability 7.0)" (or, on that rank itself, without "rank 1's"). One answer per process, as its group.
 _JOB_WITHOUT_NATIVE_BF16: str | None = None
+# How many more ranks lack native bf16, for the same lines: " (nor do 2 more of the job's 4 ranks)", or "".
+_MORE_WITHOUT_NATIVE_BF16 = ""
 
 
 def agree_across_ranks(ctx: DistContext) -> None:
@@ -30,15 +33,25 @@ def agree_across_ranks(ctx: DistContext) -> None:
     then on this module answers for the job, so that ``auto`` picks one precision on every rank and bf16's warning
     names the GPU that emulates it. A collective: every rank calls it (``distributed.init_from_env`` does, once
     the process group is up, before any model is built)."""
-    global _JOB_WITHOUT_NATIVE_BF16
+    global _JOB_WITHOUT_NATIVE_BF16, _MORE_WITHOUT_NATIVE_BF16
     on_gpu = ctx.device.type == "cuda"
     answers = all_gather_objects((not on_gpu or _native_here(ctx.device), _gpu(ctx.device) if on_gpu else ""), ctx)
     lacking = [(rank, gpu) for rank, (native, gpu) in enumerate(answers) if not native]
+    _MORE_WITHOUT_NATIVE_BF16 = ""
     if not lacking:
         _JOB_WITHOUT_NATIVE_BF16 = ""
-    else:
-        rank, gpu = lacking[0]
-        _JOB_WITHOUT_NATIVE_BF16 = gpu if rank == ctx.rank else f"rank {rank}'s {gpu}"
+        return
+    rank, gpu = lacking[0]
+    _JOB_WITHOUT_NATIVE_BF16 = gpu if rank == ctx.rank else f"rank {rank}'s {gpu}"
+    # the lowest rank's GPU, and how many more lack it (a node of V100s is several ranks), in the same line
+    more = len(lacking) - 1
+    _MORE_WITHOUT_NATIVE_BF16 = f" (nor do {more} more of the job's {len(answers)} ranks)" if more else ""
+
+
+def forget_job_answer() -> None:
+    """Drop the job's answer (``distributed.shutdown``): a later run in this process answers for its own GPUs."""
+    global _JOB_WITHOUT_NATIVE_BF16, _MORE_WITHOUT_NATIVE_BF16
+    _JOB_WITHOUT_NATIVE_BF16, _MORE_WITHOUT_NATIVE_BF16 = None, ""
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -82,8 +95,8 @@ def chosen_precision(precision: str, device: torch.device) -> tuple[str, str]:
         every = ", as every rank's GPU does" if _JOB_WITHOUT_NATIVE_BF16 is not None else ""
         return "bf16", f"TRAIN.PRECISION auto: {_gpu(device)} computes bf16 natively{every}"
     ranks = " on every rank" if _JOB_WITHOUT_NATIVE_BF16 is not None else ""
-    return "fp16", (f"TRAIN.PRECISION auto: {_deciding_gpu(device)} has no native bf16, so fp16 with a loss "
-                    f"scaler{ranks}, as the original's apex O1")
+    return "fp16", (f"TRAIN.PRECISION auto: {_deciding_gpu(device)} has no native bf16{_MORE_WITHOUT_NATIVE_BF16}, "
+                    f"so fp16 with a loss scaler{ranks}, as the original's apex O1")
 
 
 def emulated_bf16_warning(precision: str, device: torch.device) -> str:
@@ -91,8 +104,10 @@ def emulated_bf16_warning(precision: str, device: torch.device) -> str:
     slowly."""
     if precision != "bf16" or device.type != "cuda" or native_bf16(device):
         return ""
-    return (f"TRAIN.PRECISION bf16 on {_deciding_gpu(device)}, which has no native bf16: it is emulated and runs "
-            "far slower than fp16; set TRAIN.PRECISION auto or fp16 (with a loss scaler, as the original's apex O1)")
+    more = _MORE_WITHOUT_NATIVE_BF16
+    return (f"TRAIN.PRECISION bf16 on {_deciding_gpu(device)}, which has no native bf16{more}: it is emulated "
+            "and runs far slower than fp16; set TRAIN.PRECISION auto or fp16 (with a loss scaler, as the original's "
+            "apex O1)")
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:

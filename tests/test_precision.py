@@ -172,3 +172,41 @@ def test_predict_and_extract_features_warn_once_of_bf16_set_on_a_v100(monkeypatc
     assert warned == ([f"warning: {emulated_bf16_warning('bf16', GPU)}"] if precision == "bf16" else [])
     assert warned == [] or warned[0].startswith("warning: TRAIN.PRECISION bf16 on Tesla V100-SXM2-32GB (compute "
                                                 "capability 7.0), which has no native bf16: it is emulated")
+
+
+def test_a_job_with_several_ranks_without_native_bf16_names_the_lowest_and_how_many(monkeypatch):
+    """Two of four ranks on V100s: the line named rank 1's GPU alone, as if it were the only one; it says how many
+    more ranks lack native bf16 now, in the same line."""
+    from engine import precision
+
+    _card(monkeypatch, "NVIDIA A100-SXM4-80GB")
+    v100 = "Tesla V100-SXM2-32GB (compute capability 7.0)"
+    monkeypatch.setattr(precision, "all_gather_objects", lambda obj, ctx: [obj, (False, v100), obj, (False, v100)])
+    precision.agree_across_ranks(DistContext(rank=0, world_size=4, device=GPU))
+    try:
+        assert chosen_precision("auto", GPU) == ("fp16", f"TRAIN.PRECISION auto: rank 1's {v100} has no native bf16 "
+                                                 "(nor do 1 more of the job's 4 ranks), so fp16 with a loss scaler "
+                                                 "on every rank, as the original's apex O1")
+        assert emulated_bf16_warning("bf16", GPU).startswith(
+            f"TRAIN.PRECISION bf16 on rank 1's {v100}, which has no native bf16 (nor do 1 more of the job's 4 ranks): "
+            "it is emulated")
+        monkeypatch.setattr(precision, "all_gather_objects", lambda obj, ctx: [obj, (False, v100), obj, obj])
+        precision.agree_across_ranks(DistContext(rank=0, world_size=4, device=GPU))  # one rank: no count
+        assert chosen_precision("auto", GPU)[1].startswith(f"TRAIN.PRECISION auto: rank 1's {v100} has no native "
+                                                           "bf16, so fp16")
+    finally:
+        precision.forget_job_answer()
+
+
+def test_a_second_run_in_the_process_agrees_anew_after_the_first_shut_down(monkeypatch):
+    """A job on a V100 and, in the same process (tests, a notebook), a later run on an A100: the later run kept the
+    first job's answer (fp16, naming the V100) until its own ranks agreed; distributed.shutdown drops it now."""
+    from engine import distributed, precision
+
+    _card(monkeypatch, "Tesla V100-SXM2-32GB")
+    precision.agree_across_ranks(DistContext(rank=0, world_size=1, device=GPU))  # the first job's answer
+    assert chosen_precision("auto", GPU)[0] == "fp16"
+    distributed.shutdown()  # the first run ends (no process group: safe)
+    _card(monkeypatch, "NVIDIA A100-SXM4-80GB")
+    assert chosen_precision("auto", GPU) == ("bf16", "TRAIN.PRECISION auto: NVIDIA A100-SXM4-80GB (compute "
+                                                     "capability 8.0) computes bf16 natively")

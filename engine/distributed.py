@@ -418,6 +418,7 @@ def shutdown(graceful: bool = True) -> None:
         else:
             _abort_process_group()
     _WAIT_GROUP = None
+    liveness.set_start(None)
     forget_job_answer()
 
 

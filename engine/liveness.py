@@ -43,7 +43,7 @@ from typing import Any, Callable
 from torch.distributed import DistStoreError as _StoreTimeout  # a store call past its timeout (not a closed one)
 
 __all__ = ["UNANSWERED_EXIT_CODE", "LEFT", "FAILED", "Watch", "start", "stop", "log_to", "unanswered_line",
-           "failed_line", "torchrun_hosts_store", "this_start", "counter_key"]
+           "failed_line", "torchrun_hosts_store", "this_start", "set_start", "counter_key"]
 
 # Exit code of a process that ended because another process of its run stopped answering, or ended early while
 # this one waited for it (2: fix the input, 3: non-finite loss, 4: stopped by a signal after a checkpoint).
@@ -123,11 +123,23 @@ def torchrun_hosts_store() -> bool:
     return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
+# The id of this start of the run's processes, which they agreed on at the rendezvous (set_start); None before it.
+_START: str | None = None
+
+
+def set_start(start: str | None) -> None:
+    """This start's id (``rendezvous.meeting_store``), or None at the end of the run (``distributed.shutdown``)."""
+    global _START
+    _START = start
+
+
 def this_start(prefix: str) -> str:
-    """``prefix`` followed by this start of the run's processes (``TORCHELASTIC_RESTART_COUNT``, 0 without
-    torchrun): the store torchrun hosts outlives a restart (``--max-restarts``), so every key this start writes
-    there must be its own, or a restarted rank reads the previous start's (a rank marked failed or left)."""
-    return f"{prefix}{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    """``prefix`` followed by this start of the run's processes: the id its ranks agreed on at the rendezvous, else
+    (a process group joined without it) ``TORCHELASTIC_RESTART_COUNT``, 0 without torchrun. The store torchrun
+    hosts outlives a restart (``--max-restarts``) and an elastic change of its nodes (which keeps the count), so
+    every key this start writes there must be its own, or a new rank reads a previous start's (a rank marked failed
+    or left)."""
+    return f"{prefix}{_START if _START is not None else os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
 
 
 def counter_key(rank: int) -> str:

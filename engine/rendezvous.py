@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from datetime import timedelta
 from typing import Callable
 
 import torch.distributed as dist
 from torch.distributed import constants
 
-from .liveness import this_start, torchrun_hosts_store
+from .liveness import set_start, torchrun_hosts_store
 
-__all__ = ["DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "joined_within", "timeout_line", "crowded_line", "group_timeout",
-           "meeting_store"]
+__all__ = ["DEFAULT_TIMEOUT_S", "MAX_TIMEOUT_S", "joined_within", "timeout_line", "crowded_line", "other_run_line",
+           "group_timeout", "meeting_store"]
 
 # EVA_RENDEZVOUS_TIMEOUT_S's default: long enough for ranks whose start (imports, file checks) lags by minutes, far
 # below torch's 30.
@@ -57,21 +58,74 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
     """The store of the process group, as ``init_process_group(init_method="env://")`` makes it (served by rank 0,
     or by torchrun where it hosts one), once every rank of ``world_size`` has reached it: the connection to it and
     the wait for the others may take ``seconds`` (and a margin) instead of the group's ``timeout``, which the store
-    then takes for the run's other calls."""
+    then takes for the run's other calls. The id of this start, which its ranks agreed on there (:func:`_meet`),
+    keys what the start writes in the store later (``liveness.this_start``)."""
     waits = timedelta(seconds=seconds + _STORE_MARGIN_S)
     store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=waits))
     # Rank 0's own store waits for every connection, but a client only for its own, and a store torchrun hosts
     # for none: without this, rank 1 waited for a missing rank 2 in the group's setup, for the group's timeout.
-    # The count is of this start (a store torchrun hosts outlives a restart of the processes).
-    arrived = this_start("eva_rendezvous/")
-    count = store.add(arrived + "count", 1)
-    if count > world_size and not torchrun_hosts_store():  # torchrun made its store for this run alone
-        raise ValueError(crowded_line(rank, world_size, count))
-    if count == world_size:
-        store.set(arrived + "all", "1")
-    store.wait([arrived + "all"], waits)
+    set_start(_meet(store, rank, world_size, waits))
     store.set_timeout(timeout)
     return dist.PrefixStore("default_pg", store)  # env:// keeps the group's keys apart from others' so
+
+
+_KEYS = "eva_rendezvous/"
+# Set by srun (one job step) and by mpirun (PMIx): the same for every process of one launch, another for another's.
+_LAUNCH_IDS = ("SLURM_JOB_ID", "SLURM_STEP_ID", "PMIX_NAMESPACE")
+
+
+def _launch(world_size: int) -> str:
+    """What every process of this run shares, as rank 0 writes it and the others compare it (without torchrun)."""
+    return " ".join([f"WORLD_SIZE={world_size}"] + [f"{n}={os.environ[n]}" for n in _LAUNCH_IDS if n in os.environ])
+
+
+def _meet(store: dist.Store, rank: int, world_size: int, waits: timedelta) -> str:
+    """Wait in ``store`` until every rank of ``world_size`` has come; returns the id of this start of the run's
+    processes, which rank 0 made and every rank shares (:func:`liveness.this_start`).
+
+    The store torchrun hosts outlives the processes: a restart (``--max-restarts``) and, without a new
+    TORCHELASTIC_RESTART_COUNT, an elastic change of its nodes start new ones there, which read the keys of the
+    starts before. So only rank 0, one per start, makes a start id, fresh, and only rank 0 declares its start met;
+    a rank that came before it finds the previous start's id (met, or left half met by processes now gone) and is
+    sent on to the new one when rank 0 comes. Without torchrun the store is rank 0's own: a rank that finds another
+    launch's rank 0 (``_launch``), or a start that met without it, reached another run's store and ends at once."""
+    leader, own = _KEYS + "leader", not torchrun_hosts_store()
+    if rank == 0:
+        start = uuid.uuid4().hex
+        previous = store.get(leader).decode().split()[0] if store.check([leader]) else None
+        store.set(leader, f"{start} {_launch(world_size)}")
+        if previous is not None:  # the ranks waiting in the previous start move on to this one
+            store.set(f"{_KEYS}{previous}/next", start)
+            store.set(f"{_KEYS}{previous}/go", "next")
+        store.wait([f"{_KEYS}{start}/full"], waits)
+        store.set(f"{_KEYS}{start}/go", "all")
+        return start
+    store.wait([leader], waits)
+    start, launch = store.get(leader).decode().split(" ", 1)
+    if own and launch != _launch(world_size):
+        raise ValueError(other_run_line(rank, world_size, launch))
+    while True:
+        go = f"{_KEYS}{start}/go"
+        if own or not store.check([go]):  # a start not met yet: this rank's, or one whose rank 0 has gone
+            count = store.add(f"{_KEYS}{start}/count", 1) + 1  # processes, rank 0 included
+            if count > world_size and own:
+                raise ValueError(crowded_line(rank, world_size, count))
+            if count == world_size:
+                store.set(f"{_KEYS}{start}/full", "1")
+            store.wait([go], waits)
+            if store.get(go) == b"all":
+                return start
+        store.wait([f"{_KEYS}{start}/next"], waits)  # a previous start: wait for this one's rank 0
+        start = store.get(f"{_KEYS}{start}/next").decode()
+
+
+def other_run_line(rank: int, world_size: int, launch: str) -> str:
+    """Why rank ``rank`` of ``world_size`` ends when the rank 0 of the store at MASTER_ADDR:MASTER_PORT wrote another
+    ``launch`` (``_launch``) than its own: that store is another run's."""
+    meet = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    return (f"rank {rank} of {_launch(world_size)} reached the store at MASTER_ADDR:MASTER_PORT {meet} of another "
+            f"run, whose rank 0 was started with {launch}: set MASTER_PORT to a free port, the same for every "
+            "process of this run, or end that run")
 
 
 def crowded_line(rank: int, world_size: int, count: int) -> str:

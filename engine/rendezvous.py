@@ -19,7 +19,9 @@ timeout, as env:// sets it, and ``init_process_group`` gets it with that same ti
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -44,8 +46,9 @@ DEFAULT_TIMEOUT_S = 300
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
 # How much longer than the wait (joined_within) the store's own calls may take: the wait ends first, with its line,
-# never torch's timeout with a traceback.
-_STORE_MARGIN_S = 60
+# never torch's timeout with a traceback. A process whose wait ended waits this long at its exit for its store's
+# calls to end too (joined_within), so keep it short.
+_STORE_MARGIN_S = 10
 
 
 def group_timeout(backend: str) -> timedelta:
@@ -156,7 +159,27 @@ def joined_within(join: Callable[[], None], seconds: float) -> bool:
     thread.join(min(seconds, threading.TIMEOUT_MAX))
     if failed:
         raise failed[0]
-    return not thread.is_alive()
+    if thread.is_alive():
+        # The store's call ends within the margin, by its own timeout or by a peer that ended and closed the
+        # connection. If that wakes the thread while the interpreter is finalizing, the C++ exception it raises
+        # aborts the process (exit -6 after its clean line), so the exit waits for the call to end first.
+        atexit.register(_let_end_quietly, thread, _STORE_MARGIN_S + 5)
+        return False
+    return True
+
+
+def _let_end_quietly(thread: threading.Thread, seconds: float) -> None:
+    """Wait at most ``seconds`` for ``thread``, with the process's stderr closed meanwhile: the process said why it
+    ends, and torch's C++ code logs its store call's end (a timeout, a lost connection) with a stack trace."""
+    sys.stderr.flush()
+    kept = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        thread.join(seconds)
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
 
 
 def timeout_line(rank: int, world_size: int, meet: str, seconds: float) -> str:

@@ -175,3 +175,22 @@ def test_ranks_that_meet_keep_torchs_timeout_for_what_follows_the_join(tmp_path)
     for end in done:
         assert end.returncode == 0, end.stderr[-3000:]
         assert json.loads(end.stdout) == {"sum": 2.0, "store_timeout_s": 7.0}
+
+
+def test_a_process_whose_rendezvous_wait_ended_lets_the_stores_call_end_before_it_exits(tmp_path):
+    """After the wait's line, the store's call still runs in its thread for up to the margin; a peer that ends then
+    closes the connection and wakes it while the interpreter finalizes, whose C++ exception aborted the process
+    (exit -6 after its clean line). The exit now waits for that call: here a call that ends 3 s after the wait."""
+    marker = tmp_path / "call-ended"
+    script = tmp_path / "waits.py"
+    script.write_text(
+        "import sys, time\n"
+        "from engine import rendezvous\n"
+        "def join():\n"
+        "    time.sleep(3)\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "print(rendezvous.joined_within(join, 0.1))\n")
+    end = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=child_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert end.returncode == 0 and end.stdout == "False\n", end.stderr[-3000:]
+    assert marker.exists()

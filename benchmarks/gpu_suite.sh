@@ -207,7 +207,7 @@ for plan in "${args[@]}"; do
         # checkpoint, pytest writing its report) ran on into the next stage, on the same GPU, and wrote into the log
         # after this stage's verdict. The stage ends when its group is empty: 10 s more at most, then SIGKILL.
         { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd" & group=$!
-          wait $group; rc=$?
+          wait $group; rc=$?; ran=$((SECONDS - start))  # before the wait for its leftover processes below
           for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- -$group 2> /dev/null && sleep 1 || break; done
           kill -KILL -- -$group 2> /dev/null; } >> "$log" 2>&1
         # A benchmark killed mid-write (SIGKILL) leaves its hidden temporary beside its result file (the project's
@@ -220,8 +220,15 @@ for plan in "${args[@]}"; do
         if [ $rc -eq 0 ]; then
             echo "    passed in ${took} s${counts}" | tee -a "$log"
         else
-            [ $rc -eq 124 ] || [ $rc -eq 137 ] && why="ran out of time after ${took} s (time box $(box "$s") s)" \
-                || why="failed with exit code $rc after ${took} s"
+            # 137 is a SIGKILL: the box's own (timeout -k sends it 10 s after its SIGTERM) or, before the box ended,
+            # another one's: the kernel's out-of-memory killer or a kill -9, not a lack of time
+            if [ $rc -eq 124 ] || { [ $rc -eq 137 ] && [ $ran -ge "$(box "$s")" ]; }; then
+                why="ran out of time after ${took} s (time box $(box "$s") s)"
+            elif [ $rc -eq 137 ]; then
+                why="killed (SIGKILL, exit 137; out of memory?) after ${took} s (time box $(box "$s") s)"
+            else
+                why="failed with exit code $rc after ${took} s"
+            fi
             echo "    FAILED: $s $why${counts} (see $log)" | tee -a "$log"
             status=1
         fi

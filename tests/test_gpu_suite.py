@@ -626,3 +626,39 @@ def test_a_benchmark_killed_mid_write_leaves_no_temporary_in_the_results(tmp_pat
                           capture_output=True, text=True, timeout=60, env=env)
     assert re.findall(r"FAILED: (\S+) ", done.stdout) == ["decode_sweep", "train_step"], done.stdout
     assert sorted(os.listdir(results)) == ["bench.log"]
+
+
+def test_a_stage_killed_before_its_box_ended_is_reported_killed_not_out_of_time(tmp_path):
+    """A stage ended by SIGKILL (the out-of-memory killer, a kill -9) exits with 137, which the suite took for its
+    own box's SIGKILL: "ran out of time after 0 s". Here the env stage's interpreter kills itself at once; the other
+    stages' fails."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/bash\n[ "$2" = benchmarks.gpu_env ] && kill -KILL $$\nexit 1\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(tmp_path / "r"), "smoke"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    verdicts = re.findall(r"^    FAILED: (\S+) (.*) \(see ", done.stdout, re.M)
+    assert verdicts[0][0] == "env" and re.fullmatch(
+        r"killed \(SIGKILL, exit 137; out of memory\?\) after \d+ s \(time box \d+ s\)", verdicts[0][1]), verdicts
+    assert [why.startswith("failed with exit code 1 ") for _, why in verdicts[1:]] == [True] * 3, verdicts
+    assert "ran out of time" not in (tmp_path / "r" / "smoke" / "smoke.log").read_text()
+
+
+def test_a_stage_killed_by_its_own_box_still_ran_out_of_time(tmp_path):
+    """timeout sends SIGKILL 10 s after the box's SIGTERM to a stage that ignores it: exit 137 then is a lack of
+    time. The suite's copy here has a 1 s env box, and the env stage's interpreter ignores SIGTERM."""
+    suite = tmp_path / "benchmarks" / "gpu_suite.sh"
+    suite.parent.mkdir()
+    script, count = re.subn(r"\benv\) echo \d+ ;;", "env) echo 1 ;;", SUITE.read_text())
+    assert count == 1
+    suite.write_text(script)
+    python = tmp_path / "python"
+    python.write_text("#!/bin/bash\n[ \"$2\" = benchmarks.gpu_env ] || exit 1\ntrap '' TERM\nsleep 60\n")
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python), "EVA_TMP": str(tmp_path / "t")}
+    done = subprocess.run(["bash", str(suite), "--without-gpu", "--out", str(tmp_path / "r"), "smoke"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert re.search(r"FAILED: env ran out of time after \d+ s \(time box 1 s\)", done.stdout), done.stdout
+    assert "SIGKILL" not in done.stdout

@@ -462,6 +462,30 @@ def test_env_stage_names_a_missing_pytest_timeout(capsys, monkeypatch):
     assert "PROBLEM: missing: pytest_timeout (ModuleNotFoundError" in capsys.readouterr().out
 
 
+def test_env_stage_finds_timm_without_importing_it_and_names_it_missing(capsys, monkeypatch):
+    """timm's import (torchvision's models, torch._dynamo) was half of the env stage's CPU time, which a busy 2-core
+    machine stretched past its box: the stage finds timm and reads its version without importing it (in a process
+    of its own here, as the stage runs), and a timm that is not there is still a problem."""
+    import importlib.metadata
+    import importlib.util
+
+    from benchmarks import gpu_env
+
+    probe = ("import sys\nfrom benchmarks import gpu_env\ngpu_env.main([])\n"
+             "print('imported:', *sorted(m for m in ('timm', 'torchvision') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=child_env())
+    assert done.stdout.splitlines()[-1] == "imported:", done.stdout + done.stderr
+    versions = dict(re.findall(r"^(\S+)\s+(\S+)$", done.stdout, re.M))
+    assert versions["timm"] == importlib.metadata.version("timm")
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else real_find_spec(
+        name, *a))
+    assert gpu_env.main([]) == 1
+    assert "PROBLEM: missing: timm (ModuleNotFoundError: No module named 'timm')" in capsys.readouterr().out
+
+
 def test_env_stage_says_whether_the_original_pipelines_decoder_is_there(capsys, monkeypatch):
     """decord is no problem for the smoke and bench plans, but the full loader and decode stages fail without it:
     the environment line says which it is before those stages are sent."""

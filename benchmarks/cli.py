@@ -125,7 +125,31 @@ def output_files_problem(args) -> str:
         problem = path and output_path_problem(path, f"--{name.replace('_', '-')}", folder=True)
         if problem:
             return problem
-    return _scratch_folder_problem(args) or _plot_format_problem(getattr(args, "plot", None))
+    return (_same_file_problem(args) or _scratch_folder_problem(args)
+            or _plot_format_problem(getattr(args, "plot", None)))
+
+
+def _same_file_problem(args) -> str:
+    """Why ``--json`` and ``--plot`` cannot both be written ("" when they can): the same file for both (the chart
+    replaced the JSON, exit code 0), or one of them the ``--list`` or a ``--clips`` file the run reads (overwritten
+    by the results, the input was lost)."""
+    outputs = [(f"--{flag}", getattr(args, flag, None)) for flag in ("json", "plot")]
+    inputs = [("--list", getattr(args, "list", None)), *(("--clips", c) for c in getattr(args, "clips", None) or [])]
+    seen: dict[str, tuple[str, str]] = {}
+    for flag, path in outputs + inputs:
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            first, first_path = seen[real]
+            if flag in ("--json", "--plot"):
+                return (f"{first} {first_path} and {flag} {path} name the same file: one would replace the other; "
+                        "give each a file of its own (e.g. results.json and results.png)")
+            return (f"{first} {first_path} is the {flag} file this run reads: the results would overwrite it; give "
+                    f"{first} a file of its own")
+        if flag in ("--json", "--plot"):
+            seen[real] = (flag, path)
+    return ""
 
 
 def _scratch_folder_problem(args) -> str:

@@ -2051,6 +2051,35 @@ def test_a_plot_in_a_format_matplotlib_cannot_write_is_refused_before_anything_i
     assert "cannot write .txt images" in cli.output_files_problem(argparse.Namespace(plot="r.txt"))
 
 
+def test_json_and_plot_naming_one_file_or_the_input_are_refused_before_anything_is_measured(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """`--json r.png --plot r.png` measured the run, then the chart replaced the JSON with exit code 0; `--json`
+    naming the `--list` (or a `--clips` file) read overwrote it with the results. Now one line, exit code 2, nothing
+    measured and every file as it was."""
+    from benchmarks import cli, decode_throughput, inputs, nvdec_parity
+
+    monkeypatch.setattr(inputs, "read_list_or_synthetic", lambda *a: pytest.fail("measured"))
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.mp4 0\n")
+    same = str(tmp_path / "r.png")
+    for argv, line in (
+            (["--json", same, "--plot", str(tmp_path / "." / "r.png")],
+             f"error: --json {same} and --plot {tmp_path / '.' / 'r.png'} name the same file: one would replace "
+             "the other; give each a file of its own (e.g. results.json and results.png)\n"),
+            (["--list", str(listing), "--json", str(listing)],
+             f"error: --json {listing} is the --list file this run reads: the results would overwrite it; give "
+             "--json a file of its own\n")):
+        assert decode_throughput.main(["--quick", *argv]) == 2, argv
+        assert capsys.readouterr().err == line
+    assert sorted(os.listdir(tmp_path)) == ["list.txt"] and listing.read_text() == "a.mp4 0\n"
+    clip = tmp_path / "clip.webm"
+    with pytest.raises(SystemExit) as e:
+        nvdec_parity.main(["--quick", "--decoder", "cpu", "--clips", str(clip), "--json", str(clip)])
+    assert e.value.code == 2 and f"--json {clip} is the --clips file this run reads" in capsys.readouterr().err
+    assert cli.output_files_problem(decode_throughput.parse_args(
+        ["--quick", "--json", str(tmp_path / "r.json"), "--plot", same, "--list", str(listing)])) == ""
+
+
 def test_a_sigterm_to_the_group_while_a_baseline_dataloader_works_is_one_stopped_line(tmp_path, data_dir):
     """A scheduler's SIGTERM reaches every process of the group (so does the GPU suite's time box): it killed the
     baseline DataLoader's workers too, and the DataLoader's "worker (pid ...) is killed by signal: Terminated" ended

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import uuid
 
 import numpy as np
 
 from benchmarks.common import InputError, home_path
+from evautil.files import atomic_write_text
 
 __all__ = ["encode_clip", "make_synthetic_clips", "read_list_or_synthetic", "codec_list", "add_input_args",
            "check_clip_length", "check_labels", "scratch_folder"]
@@ -39,9 +41,10 @@ def encode_clip(path: str, frames: np.ndarray, codec: str = "h264", fps: int = 2
     from dali_pipelines.pyav_encode import write_video
 
     # Under a temporary name first (its extension kept: the muxer is chosen from it): a run stopped mid-encode left
-    # a shorter clip under the final name, which the next run reused as a complete one.
+    # a shorter clip under the final name, which the next run reused as a complete one. A name of this call's own:
+    # two runs given one --data-dir encoded into one shared name, and the second rename found it gone (a traceback).
     root, ext = os.path.splitext(path)
-    tmp = f"{root}.part{ext}"
+    tmp = f"{root}.part.{uuid.uuid4().hex[:12]}{ext}"  # not mkstemp's: its private mode would stay the clip's
     try:
         write_video(tmp, frames, codec=codec, fps=fps, gop=gop)
         os.replace(tmp, path)
@@ -69,8 +72,8 @@ def make_synthetic_clips(out_dir: str, num_clips: int, codec: str = "h264", size
             encode_clip(path, frames, codec=codec, fps=fps, gop=gop)
         clips.append((path, i % num_classes, num_frames))
         lines.append(f"{name} {i % num_classes}")
-    with open(os.path.join(out_dir, "list.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    # whole or not at all: another run given the same --data-dir may be reading it
+    atomic_write_text(os.path.join(out_dir, "list.txt"), "\n".join(lines) + "\n", fsync=False)
     return clips
 
 

@@ -1316,6 +1316,47 @@ def test_a_synthetic_clip_cut_short_is_made_again_not_reused(tmp_path, monkeypat
     assert frames == 48 and count_packets(path) == 48
 
 
+def test_two_runs_making_the_same_synthetic_clips_at_once_both_finish(tmp_path, monkeypatch):
+    """Two benchmarks given one --data-dir encoded a missing clip into one shared temporary name: the first rename
+    took the other run's file, whose own rename then failed (FileNotFoundError traceback), and list.txt was
+    rewritten in place under the other run's reader. Here a second run makes the same clips while the first
+    encodes its clip: both finish, with the whole clip, the list, and nothing else in the folder."""
+    import stat
+
+    from benchmarks import inputs
+    from dali_pipelines import pyav_encode
+    from dali_pipelines.pyav_probe import count_packets
+
+    real_write, real_atomic = pyav_encode.write_video, inputs.atomic_write_text
+    encoded, listed = [], []
+
+    def write_video(path, *args, **kwargs):
+        encoded.append(os.path.basename(path))
+        real_write(path, *args, **kwargs)
+        if len(encoded) == 1:  # the other run, from start to end, before this one renames its clip
+            assert [frames for _, _, frames in inputs.make_synthetic_clips(str(tmp_path), 1, **settings)] == [24]
+
+    def atomic_write_text(path, text, fsync=True):
+        listed.append(os.path.basename(path))
+        real_atomic(path, text, fsync=fsync)
+
+    settings = dict(codec="vp9", size=(64, 48), num_frames=24, gop=8)
+    monkeypatch.setattr(pyav_encode, "write_video", write_video)
+    monkeypatch.setattr(inputs, "atomic_write_text", atomic_write_text)
+    [(path, label, frames)] = inputs.make_synthetic_clips(str(tmp_path), 1, **settings)
+    assert len(encoded) == 2 and encoded[0] != encoded[1] and all(".part." in name for name in encoded), encoded
+    assert count_packets(path) == frames == 24 and listed == ["list.txt", "list.txt"]
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(path), "list.txt"])
+    assert (tmp_path / "list.txt").read_text() == f"{os.path.basename(path)} {label}\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) & 0o044 == 0o644 & ~_umask() & 0o044  # not a private file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_train_benchmark_refuses_opts_that_its_flags_set(capsys):
     """--opts MODEL.ATTN_IMPL math was timed under the row label "attn=sdpa", and TRAIN.PRECISION / TRAIN.COMPILE
     through --opts were ignored: each key names the flag to use instead, before anything is measured."""

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import cli, common, hardware, parity_report  # noqa: E402
 from evautil.cli import flags_as_typed  # noqa: E402
+from evautil.files import not_a_file  # noqa: E402
 
 # A frame counts as found when its best match is the requested index (or a frame equal to it: static scenes tie),
 # with at least this correlation, and no more than this mean difference in grey levels from PyAV's.
@@ -368,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     problem = cli.output_files_problem(args)
     if problem:  # before any clip is decoded, not when the report is written
         p.error(problem)
+    missing = [c for c in args.clips if not os.path.isfile(c)]
+    if missing:  # a mistyped clip was found missing after every other clip and probe had run (exit code 1)
+        p.error("--clips: " + "; ".join(f"{c} {not_a_file(c)}" for c in missing) + "; give video files")
     kept = ("--json holds the report of the clips compared so far, if any, with \"complete\": false" if args.json
             else "nothing was written (no --json)")
     cli.say_what_an_interrupt_keeps(kept)

@@ -1940,6 +1940,23 @@ def test_parity_on_nvdec_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "clips").exists()  # refused before any clip was written
 
 
+def test_a_parity_clip_that_is_not_there_is_refused_before_anything_is_compared(tmp_path, monkeypatch, capsys):
+    """A mistyped --clips file was found missing after every other clip and the probes had run (minutes on a GPU
+    machine), as one failed row and exit code 1; index_throughput refuses its --clips before it starts. Now one
+    line, exit code 2, no clip written or compared."""
+    from benchmarks import nvdec_parity
+
+    monkeypatch.setattr(nvdec_parity, "compare", lambda *a: pytest.fail("compared"))
+    gone = tmp_path / "gone.mp4"
+    for clip, why in ((gone, f"{gone} does not exist"), (tmp_path, f"{tmp_path} is a folder, not a file")):
+        with pytest.raises(SystemExit) as stop:
+            nvdec_parity.main(["--quick", "--decoder", "cpu", "--tmp", str(tmp_path / "clips"), "--clips", str(clip)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: ") and f"--clips: {why}; give video files" in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_parity_on_the_cpu_decoder_skips_clips_in_codecs_it_does_not_take_with_one_line_each(tmp_path, capsys):
     """DALI's CPU decoder takes VP8/VP9/MJPEG only: an H.264 or MPEG-4 clip (--real-dir's) failed with a long DALI
     traceback in its report row and failed the run. Each is skipped up front, with its codec and what it needs."""

@@ -181,6 +181,25 @@ if [ $dry -eq 0 ] && ! { mkdir -p "$out_root" 2> /dev/null && [ -d "$out_root" ]
     exit 2
 fi
 
+# One run at a time per results folder and per $EVA_TMP: a second run started beside the first removed the first's
+# results and its demo's OUTPUT, and both wrote into one log. Each folder itself is locked (no lock file among the
+# results); the stages do not inherit the locks (a process they leave behind would hold them).
+if [ $dry -eq 0 ] && command -v flock > /dev/null; then
+    mkdir -p "$tmp" 2> /dev/null
+    exec 8< "$out_root"
+    busy=
+    flock -n 8 || busy=$out_root
+    if [ -z "$busy" ] && [ -d "$tmp" ] && ! [ "$tmp" -ef "$out_root" ]; then
+        exec 9< "$tmp"
+        flock -n 9 || busy="$tmp (EVA_TMP)"
+    fi
+    if [ -n "$busy" ]; then
+        echo "error: another gpu_suite.sh run is using $busy; wait for it to end, or give this run a --out and an" \
+             "EVA_TMP of its own" >&2
+        exit 2
+    fi
+fi
+
 status=0
 for plan in "${args[@]}"; do
     stages=$(stages_of "$plan")
@@ -206,7 +225,7 @@ for plan in "${args[@]}"; do
         # returns as soon as the stage's shell is gone: a process still handling the signal (training saving its
         # checkpoint, pytest writing its report) ran on into the next stage, on the same GPU, and wrote into the log
         # after this stage's verdict. The stage ends when its group is empty: 10 s more at most, then SIGKILL.
-        { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd" & group=$!
+        { echo "--- stage $s: $cmd"; timeout --kill-after=10 "$(box "$s")" bash -c "$cmd" 8<&- 9<&- & group=$!
           wait $group; rc=$?; ran=$((SECONDS - start))  # before the wait for its leftover processes below
           for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- -$group 2> /dev/null && sleep 1 || break; done
           kill -KILL -- -$group 2> /dev/null; } >> "$log" 2>&1

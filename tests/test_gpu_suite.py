@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -686,3 +687,35 @@ def test_a_stage_killed_by_its_own_box_still_ran_out_of_time(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert re.search(r"FAILED: env ran out of time after \d+ s \(time box 1 s\)", done.stdout), done.stdout
     assert "SIGKILL" not in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("flock", path="/usr/bin:/bin") is None, reason="no flock on this machine")
+@pytest.mark.parametrize("busy", ["out", "tmp"])
+def test_a_second_run_on_the_same_results_or_eva_tmp_is_refused_and_leaves_the_first_runs_files(tmp_path, busy):
+    """A second run started beside the first, on the same --out or EVA_TMP, removed the first's results and its
+    demo's OUTPUT, and both wrote into one log. Here a process holds the folder's lock, as a running suite does:
+    the new run is one line, exit code 2, and the files of the run in progress are as they were."""
+    out, tmp = tmp_path / "r", tmp_path / "t"
+    files = [out / "smoke" / "smoke.log", out / "smoke" / "nvdec_parity.json", tmp / "demo" / "summary.json"]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("the run in progress\n")
+    held = out if busy == "out" else tmp
+    holder = subprocess.Popen(["flock", str(held), "sleep", "60"])  # waits out our own tries below
+    try:
+        env = {"PATH": "/usr/bin:/bin", "PYTHON": "false", "EVA_TMP": str(tmp),
+               "EVA_SHARED_DIR": str(tmp_path / "no_reference")}  # its warning comes first
+        for _ in range(200):  # the holder has taken the lock once a try of our own fails
+            if subprocess.run(["flock", "-n", str(held), "true"]).returncode:
+                break
+            time.sleep(0.05)
+        done = subprocess.run(["bash", str(SUITE), "--without-gpu", "--out", str(out), "smoke"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        holder.kill()
+        holder.wait()
+    named = f"{out}" if busy == "out" else f"{tmp} (EVA_TMP)"
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.endswith(  # after any warning
+        f"\nerror: another gpu_suite.sh run is using {named}; wait for it to end, or give this run a --out and an "
+        "EVA_TMP of its own\n"), done.stdout + done.stderr
+    assert all(path.read_text() == "the run in progress\n" for path in files)

@@ -1494,6 +1494,7 @@ def test_a_leading_tilde_in_the_clip_flags_is_the_home_folder(monkeypatch, tmp_p
     assert index_throughput.parse_args(["--clips", "~/a.mp4", "~/b.mp4"]).clips == [f"{tmp_path}/a.mp4",
                                                                                    f"{tmp_path}/b.mp4"]
     seen = {}
+    (tmp_path / "c.mp4").write_bytes(b"")  # a --clips file that is not there is refused before compare()
     monkeypatch.setattr(nvdec_parity, "compare", lambda args, tmp: seen.update(vars(args), given_tmp=tmp) or 0)
     assert nvdec_parity.main(["--decoder", "cpu", "--clips", "~/c.mp4", "--real-dir=~/real", "--tmp=~/t",
                               "--json=~/p.json"]) == 0

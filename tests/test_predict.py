@@ -219,11 +219,11 @@ def test_predictor_refuses_a_top_k_below_one_before_decoding(evaluated, dataset,
             raise AssertionError("a video was decoded")
 
         monkeypatch.setattr(inference, "build_view_loader", no_loader)
-        for k in (0, -2):
+        for k in (0, -1, -2):
             with pytest.raises(ValueError, match=f"top_k must be at least 1, got {k}"):
                 predictor.predict(video, top_k=k)
         # not an int: torch's "topk(): argument 'k' must be int, not float" once every video was decoded
-        for k, typed in ((2.0, "float 2.0"), ("2", "str '2'"), (True, "bool True"), (None, "NoneType None")):
+        for k, typed in ((2.0, "float 2.0"), ("2", "str '2'"), (True, "bool True"), (False, "bool False")):
             with pytest.raises(TypeError, match=re.escape(f"top_k must be an int, got {typed}")):
                 predictor.predict(video, top_k=k)
         monkeypatch.undo()
@@ -293,7 +293,7 @@ def test_predictor_reads_a_cfg_given_as_bytes_as_its_other_paths(tmp_path):
 def test_predictor_notes_a_top_k_above_the_models_classes_as_the_command_does(evaluated, dataset, capsys):
     """The command says "note: --top-k 10 is more than the 4 classes: every class is listed"; Predictor.predict
     listed every class without a word. Now the same line, naming top_k; every class asked for, or the default
-    (5) left out, is not noted, as in the command."""
+    (5) left out or asked for with None, is not noted, as in the command: the same records as a 5 given."""
     tmp, opts, ckpt, eval_rows = evaluated
     classes = load_config(DEMO, opts).DATA.NUM_CLASSES
     assert classes < 5  # the default top_k, 5, is above them
@@ -305,9 +305,10 @@ def test_predictor_notes_a_top_k_above_the_models_classes_as_the_command_does(ev
             assert capsys.readouterr().err.splitlines() == [
                 f"note: top_k {k} is more than the {classes} classes: every class is listed"]
             assert sorted(t["class"] for t in records[0]["top_k"]) == list(range(classes))
-        for given in ({"top_k": classes}, {}):
+        noted = records  # top_k=5, the default's value given
+        for given in ({"top_k": classes}, {}, {"top_k": None}):
             records = predictor.predict(video, **given)
-            assert capsys.readouterr().err == "" and len(records[0]["top_k"]) == classes
+            assert capsys.readouterr().err == "" and records == noted
 
 
 def test_predictor_features_name_a_window_or_stride_that_is_no_int(evaluated, dataset):

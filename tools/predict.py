@@ -63,14 +63,6 @@ __all__ = ["Predictor", "predict_videos", "DEFAULT_TOP_K", "NonFiniteScoresError
 DEFAULT_TOP_K = 5  # classes per video: the command's --top-k and Predictor.predict's top_k when not given
 
 
-class _DefaultTopK(int):
-    """:data:`DEFAULT_TOP_K` as :meth:`Predictor.predict`'s default, an int of its own: a top_k left out is told
-    from a 5 given (the command notes a --top-k given above the classes, not its default), and None stays refused."""
-
-
-_TOP_K_NOT_GIVEN = _DefaultTopK(DEFAULT_TOP_K)
-
-
 def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistContext, *, top_k: int = DEFAULT_TOP_K,
                    class_names: dict[int, str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """One record per path, in the order of ``paths`` (identical on every rank):
@@ -232,11 +224,12 @@ class Predictor:
             if self._own_work_dir else None
 
     def predict(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike],
-                top_k: int = _TOP_K_NOT_GIVEN, root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
+                top_k: int | None = None, root: str | os.PathLike | None = "") -> list[dict[str, Any]]:
         """Records for the videos of ``videos`` (files, folders searched recursively, list files; one or several),
         one per video given, in the order given (see the class); ``root`` prefixes relative names as the command's
-        ``--root``. ``top_k``: classes per video; one given above the model's classes lists every class, with the
-        command's ``note:`` line on stderr (the default, :data:`DEFAULT_TOP_K`, is not noted, as in the command).
+        ``--root``. ``top_k``: classes per video, None for :data:`DEFAULT_TOP_K`; one given above the model's classes
+        lists every class, with the command's ``note:`` line on stderr (None, the default, is not noted, as the
+        command's default is not).
 
         Raises:
             RuntimeError: the Predictor is closed (:meth:`close`, or its ``with`` block left), said first.
@@ -255,8 +248,8 @@ class Predictor:
         if self._head_problem:
             raise CheckpointError(self._head_problem)
         named = self._videos(videos, root, self.cfg.DATA.NUM_CLASSES)
-        given_top_k = top_k is not _TOP_K_NOT_GIVEN
-        top_k = _top_k_argument(top_k)
+        given_top_k = top_k is not None
+        top_k = _top_k_argument(DEFAULT_TOP_K if top_k is None else top_k)
         # as the command notes a --top-k above the classes, in its words: the API listed every class without one
         note_top_k(top_k, self.cfg.DATA.NUM_CLASSES, warn=given_top_k, name="top_k")
         paths = list(dict.fromkeys(path for _, path, _ in named))

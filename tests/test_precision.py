@@ -155,7 +155,7 @@ def test_a_job_of_gpus_with_native_bf16_runs_bf16_on_every_rank(tmp_path):
 def test_predict_and_extract_features_warn_once_of_bf16_set_on_a_v100(monkeypatch, tmp_path, capsys, precision):
     """The tools' model (tools.model_io.load_model, which predict, extract_features and Predictor load) ran bf16 set
     on a GPU that emulates it without a word, where a training run warns: the same warning now, once; none for
-    auto, which runs fp16 there."""
+    auto, which runs fp16 there, and says so once in the start line's words (it ran fp16 without a word)."""
     from models import build_model
     from tools import model_io
 
@@ -168,10 +168,15 @@ def test_predict_and_extract_features_warn_once_of_bf16_set_on_a_v100(monkeypatc
     # no GPU here: the model is built on the CPU, the precision is decided for the stood-in V100
     monkeypatch.setattr(model_io, "build_model", lambda c, device=None: build_model(c, device="cpu"))
     model_io.load_model(cfg, str(weights), GPU)
-    warned = [x for x in capsys.readouterr().err.splitlines() if "bf16" in x]
+    err = capsys.readouterr().err.splitlines()
+    warned = [x for x in err if x.startswith("warning:") and "bf16" in x]
     assert warned == ([f"warning: {emulated_bf16_warning('bf16', GPU)}"] if precision == "bf16" else [])
     assert warned == [] or warned[0].startswith("warning: TRAIN.PRECISION bf16 on Tesla V100-SXM2-32GB (compute "
                                                 "capability 7.0), which has no native bf16: it is emulated")
+    noted = [x for x in err if "precision" in x.casefold() and not x.startswith("warning:")]
+    assert noted == ([] if precision == "bf16" else [
+        "note: precision fp16 (TRAIN.PRECISION auto: Tesla V100-SXM2-32GB (compute capability 7.0) has no native "
+        "bf16, so fp16 with a loss scaler, as the original's apex O1)"])
 
 
 def test_a_job_with_several_ranks_without_native_bf16_names_the_lowest_and_how_many(monkeypatch):
@@ -210,3 +215,21 @@ def test_a_second_run_in_the_process_agrees_anew_after_the_first_shut_down(monke
     _card(monkeypatch, "NVIDIA A100-SXM4-80GB")
     assert chosen_precision("auto", GPU) == ("bf16", "TRAIN.PRECISION auto: NVIDIA A100-SXM4-80GB (compute "
                                                      "capability 8.0) computes bf16 natively")
+
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_the_tools_say_nothing_of_a_precision_auto_did_not_turn_to_fp16(monkeypatch, tmp_path, capsys, precision):
+    """auto's bf16 on a GPU that computes it, and a precision set, are what the config says: no line."""
+    from models import build_model
+    from tools import model_io
+
+    _card(monkeypatch, "NVIDIA A100-SXM4-80GB")
+    demo = ["DATA.NUM_CLASSES", "3", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.INPUT_SIZE", "32"]
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"),
+                      [*demo, "TRAIN.PRECISION", precision])
+    weights = tmp_path / "model.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    monkeypatch.setattr(model_io, "build_model", lambda c, device=None: build_model(c, device="cpu"))
+    model_io.load_model(cfg, str(weights), GPU)
+    assert [x for x in capsys.readouterr().err.splitlines() if "precision" in x.casefold()] == []

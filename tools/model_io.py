@@ -17,7 +17,7 @@ from torch import nn
 
 from configs import ConfigError, load_config
 from engine.evaluate import names_given_twice, read_label_names
-from engine.precision import emulated_bf16_warning
+from engine.precision import chosen_precision, emulated_bf16_warning
 from evautil.errors import weights_misfit
 from evautil.files import not_a_file
 from models import ARCHS, CheckpointError, build_model, load_pretrained
@@ -146,7 +146,8 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
     embedding resampled to another DATA.NUM_FRAMES / DATA.INPUT_SIZE, a head gathered by a class mapping) is printed
     as ``warning:`` lines on stderr when ``warn``: a model used at another geometry than it was trained at is
     legitimate, but it should not happen unnoticed. So is TRAIN.PRECISION bf16 on a GPU that emulates it (the
-    run's start warns of it in the same words).
+    run's start warns of it in the same words), and TRAIN.PRECISION auto's fp16 on such a GPU is one ``note:``
+    line naming the precision and why, as a training run's start line names them.
 
     ``features_only``: the model gives features, which stop before the head, so weights without a head or with a
     head of another class count are loaded too (the head left at its initialisation), with a ``note:`` line when
@@ -212,6 +213,11 @@ def load_model(cfg, weights: str, device: torch.device, warn: bool = True, featu
         slow_bf16 = emulated_bf16_warning(cfg.TRAIN.PRECISION, device)  # the model runs under it: bf16 on a V100
         if slow_bf16:
             print(f"warning: {slow_bf16}", file=sys.stderr)
+        # auto's fp16 on a GPU without native bf16 changes the scores' rounding: said, as a training run's start
+        # line says it, in its words
+        precision, why = chosen_precision(cfg.TRAIN.PRECISION, device)
+        if cfg.TRAIN.PRECISION == "auto" and precision == "fp16":
+            print(f"note: precision {precision} ({why})", file=sys.stderr)
     if without_head and head is None:
         model.reset_classifier(0)
     return model.eval()

@@ -350,6 +350,27 @@ def test_an_export_giving_one_name_to_several_classes_says_so_in_one_line(tiny, 
     assert capsys.readouterr().err == ""  # names of one class each: no line
 
 
+def test_a_label_list_of_other_classes_than_an_exported_head_says_where_the_count_comes_from(tiny, tmp_path):
+    """Without --cfg, a label list of 3 classes for a file whose head has 4 was refused naming "DATA.NUM_CLASSES 4",
+    a key no config of the user's set, and not what to do: the file's head is named now, with the two ways out.
+    A list at fault on its own is refused in its own words, as before."""
+    from configs import ConfigError
+
+    _, _, _, out = tiny
+    three, empty = tmp_path / "three.csv", tmp_path / "empty.csv"
+    three.write_text("id,name\n0,a\n1,b\n2,c\n")
+    empty.write_text("id,name\n0,a\n1,\n2,c\n3,d\n")
+    with pytest.raises(ConfigError) as raised:
+        load_setup("", ["DATA.LABEL_LIST", str(three)], str(out))
+    assert str(raised.value) == (
+        f"label list DATA.LABEL_LIST = {three} names 3 classes, but DATA.NUM_CLASSES 4 means ids 0 to 3: no name for "
+        f"ids [3]; DATA.NUM_CLASSES is the 4 classes of {out}'s head: give a label list of those classes, or leave "
+        "DATA.LABEL_LIST out to use the class names it holds")
+    with pytest.raises(ConfigError) as raised:
+        load_setup("", ["DATA.LABEL_LIST", str(empty)], str(out))
+    assert str(raised.value) == f"label list DATA.LABEL_LIST = {empty}, line 3: class 1 has no name ('1,')"
+
+
 def test_re_export_takes_a_label_list_and_refuses_a_setting_against_the_file(tiny, tmp_path, capsys):
     """Without --cfg, DATA.LABEL_LIST in --opts names the classes anew; a setting the file contradicts is refused."""
     _, _, _, out = tiny

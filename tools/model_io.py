@@ -20,6 +20,7 @@ from engine.evaluate import names_given_twice, read_label_names
 from engine.precision import chosen_precision, emulated_bf16_warning
 from evautil.errors import weights_misfit
 from evautil.files import not_a_file
+from evautil.progress import counted
 from models import ARCHS, CheckpointError, build_model, load_pretrained
 from models.checkpoint import (EMA_NOTE, head_mismatch, is_safetensors, layers_the_model_lacks, pretrained_source_grid,
                                read_checkpoint)
@@ -130,12 +131,31 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
                   file=sys.stderr)
     read_list = bool(labels) and os.path.isfile(labels)
     if read_list:
-        names = read_label_names(labels, cfg.DATA.NUM_CLASSES)
+        names = _label_names_for_weights(labels, cfg.DATA.NUM_CLASSES, weights, meta)
     # the label list's names, else those the exported file holds: either may give one name to several classes
     same_names = names_given_twice(labels, names) if read_list else names_given_twice(weights, names, embedded=True)
     if warn and same_names:
         print(f"warning: {same_names}", file=sys.stderr)
     return cfg, names
+
+
+def _label_names_for_weights(labels: str, num_classes: int, weights: str,
+                             meta: dict[str, Any] | None) -> dict[int, str]:
+    """``read_label_names`` of DATA.LABEL_LIST ``labels``; a list that is sound but of another class count than an
+    exported file's head says so: its error named a DATA.NUM_CLASSES that no config of the user's set (the file
+    gives it), and not what to do."""
+    try:
+        return read_label_names(labels, num_classes)
+    except ConfigError as e:
+        if meta is None or not meta["num_classes"]:
+            raise
+        try:
+            read_label_names(labels)  # sound on its own: the class count alone is at fault
+        except ConfigError:
+            raise e from None
+        kept = "the class names it holds" if meta["class_names"] else "class indices"
+        raise ConfigError(f"{e}; DATA.NUM_CLASSES is the {counted(num_classes, 'class')} of {weights}'s head: "
+                          f"give a label list of those classes, or leave DATA.LABEL_LIST out to use {kept}") from None
 
 
 def load_model(cfg, weights: str, device: torch.device, warn: bool = True, features_only: bool = False,

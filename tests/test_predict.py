@@ -609,8 +609,8 @@ def test_an_empty_list_says_it_has_no_video_lines(evaluated, tmp_path, capsys):
     empty, blank = tmp_path / "empty.txt", tmp_path / "blank.lst"
     empty.write_text("")
     blank.write_text("\n  \n\t\n")
-    no_lines = "the list file has no video lines (it is empty or holds only blank lines; a video list names one " \
-               "video per line)"
+    no_lines = "the list file has no video lines (it is empty or holds only blank or comment lines; a video list " \
+               "names one video per line)"
     for lst in (empty, blank):
         assert predict.main([str(lst), "--cfg", DEMO, "--weights", str(ckpt), "--quiet", "--work-dir",
                              str(tmp_path / "work"), "--opts", *opts]) == 2
@@ -645,8 +645,9 @@ def test_a_text_file_that_is_not_a_video_list_is_refused_in_one_line(tmp_path):
 
     notes = tmp_path / "notes.txt"
     notes.write_text("# EVA video\n\nTrain with torchrun train.py --cfg configs/k600.yaml\nSee docs/.\n")
-    with pytest.raises(InputError, match=r"notes\.txt: none of its 3 lines names an existing file under .*"
-                                         r"first line: '# EVA video'"):
+    # its heading opens with #: a comment line, passed over
+    with pytest.raises(InputError, match=r"notes\.txt: none of its 2 lines names an existing file under .*"
+                                         r"first line: 'Train with torchrun train\.py --cfg configs/k600\.yaml'"):
         collect_videos([str(notes)])
     # the same list read against the folder that holds its videos is fine, missing ones included
     (tmp_path / "clips").mkdir()
@@ -1051,6 +1052,31 @@ def test_list_names_keep_runs_of_spaces_and_tabs(tmp_path):
     assert collect_videos([str(lst)]) == [str(tmp_path / n) for n in names]
     # the training list reader reads the same names from the same lines
     assert [e.path for e in read_file_list(str(lst), str(tmp_path))] == [str(tmp_path / n) for n in names]
+
+
+def test_comment_lines_in_a_list_are_passed_over_not_reported_unreadable(tmp_path):
+    """A list written by hand with a comment ("# day 2") gave a video "<folder>/# day 2" reported unreadable (and
+    listed in extract_features' failed file on every run). A line opening with # that names no file is a comment
+    now, with CRLF line ends and blank lines as elsewhere; a video whose name opens with # is still a video."""
+    from tools.inference import InputError, collect_videos, labelled_videos
+
+    for name in ("a b.mp4", "#2.mp4", "é.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    lst = tmp_path / "list.txt"
+    lst.write_bytes("# clips of day 2\r\n\r\na b.mp4 1\r\n  # another comment 3\r\n#2.mp4 0\r\n#2.mp4\r\né.mp4\r\n"
+                    .encode())
+    assert labelled_videos([str(lst)]) == [(str(tmp_path / "a b.mp4"), 1), (str(tmp_path / "#2.mp4"), 0),
+                                           (str(tmp_path / "#2.mp4"), None), (str(tmp_path / "é.mp4"), None)]
+    only = tmp_path / "only.txt"
+    only.write_text("# nothing yet\n\n")
+    with pytest.raises(InputError) as e:
+        collect_videos([str(only)])
+    assert str(e.value) == (f"no videos found in {only}: the list file has no video lines (it is empty or holds "
+                            "only blank or comment lines; a video list names one video per line)")
+    notes = tmp_path / "notes.txt"  # a text that is no video list: its first line that is no comment is shown
+    notes.write_text("# my notes\nbuy milk\n")
+    with pytest.raises(InputError, match=re.escape("(first line: 'buy milk')")):
+        collect_videos([str(notes)])
 
 
 def test_list_paths_starting_with_a_tilde_are_the_home_folder_as_for_training(tmp_path, monkeypatch):

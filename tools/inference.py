@@ -50,8 +50,8 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
     integer label, as in training lists, is taken off unless the whole line names an existing file; the name is then
     the one the training list reader (``dali_pipelines.filelist.read_video_list``) takes: the line up to the
     whitespace before the label, inner runs of spaces and tabs kept as written. Lines are cut, and numbered, as
-    that reader cuts them (``evautil.text.text_lines``). With ``num_classes`` (the model's DATA.NUM_CLASSES) a
-    label outside it is refused."""
+    that reader cuts them (``evautil.text.text_lines``). A line opening with ``#`` that names no file is a comment,
+    passed over. With ``num_classes`` (the model's DATA.NUM_CLASSES) a label outside it is refused."""
     base = list_root(path, root)
     try:
         with open(path, encoding="utf-8-sig") as f, naming_the_file(path):  # a failed read names the list
@@ -59,7 +59,7 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
     except UnicodeDecodeError as e:
         raise InputError(f"{path}, {not_utf8_line(path, e)}; a video list is UTF-8") from None
     out: list[tuple[str, int | None]] = []
-    out_of_range = None
+    out_of_range, first_video_line = None, ""
     for line_no, line in enumerate(text_lines(text), start=1):
         # lists joined with cat each bring their BOM: the training reader drops one opening any line, and so here
         line = (line[1:] if line.startswith("\ufeff") else line).strip()
@@ -67,6 +67,9 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
             continue
         full, label = os.path.join(base, listed_path(line, base)), None  # ~ the home folder, as the reader reads it
         name, last = split_list_line(line)
+        if line.startswith("#") and not os.path.exists(full) and not (
+                name and os.path.exists(os.path.join(base, listed_path(name, base)))):
+            continue  # a comment ("# clips of day 2"): it was reported as an unreadable video, and kept so for ever
         if not os.path.exists(full) and name:
             label = list_label(last)  # the training reader's labels ('+3' too, which was taken for part of the name)
         if label is not None:
@@ -76,10 +79,11 @@ def _read_video_list(path: str, root: str, num_classes: int | None = None) -> li
                 out_of_range = LabelRangeError(f"{path}:{line_no}", label, num_classes, line,
                                                LabelRangeError.MODEL_HEAD)
         out.append((os.path.abspath(full), label))
+        first_video_line = first_video_line or line
     # A list whose lines name no file at all is not a video list (a README, notes) or is read against the wrong
     # folder: one line now, not a row of "unreadable" per line after the model has loaded.
     if out and not any(os.path.exists(p) for p, _ in out):
-        first = next(line.strip() for line in text_lines(text) if line.strip())
+        first = first_video_line
         raise InputError(f"{path}: none of its {len(out)} lines names an existing file under {base} (first line: "
                          f"{first[:80]!r}); a video list has one video per line, relative to the list's folder "
                          f"or to --root")
@@ -179,8 +183,8 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
         searched = [i for i in inputs if i not in empty_lists]
         why = [f"in {', '.join(searched) or 'the inputs'} (extensions {' '.join(VIDEO_EXTENSIONS)})"] \
             if searched or not inputs else []
-        why += [f"in {lst}: the list file has no video lines (it is empty or holds only blank lines; a video list "
-                "names one video per line)" for lst in empty_lists]
+        why += [f"in {lst}: the list file has no video lines (it is empty or holds only blank or comment lines; a "
+                "video list names one video per line)" for lst in empty_lists]
         raise InputError(f"no videos found {'; '.join(why)}")
     return found
 

@@ -1079,6 +1079,24 @@ def test_comment_lines_in_a_list_are_passed_over_not_reported_unreadable(tmp_pat
         collect_videos([str(notes)])
 
 
+def test_a_list_saved_as_a_table_is_refused_in_one_line_not_predicted_as_a_video(tmp_path):
+    """val.csv (a list kept as a spreadsheet's table) was taken for a video: one "not a readable video container"
+    record, exit status 1, and the list's videos never read. One line naming it and what to do now; a folder's
+    search and a .csv that does not exist (a missing video, as any other name) are as before."""
+    from tools.inference import InputError, collect_videos
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    for name in ("val.csv", "val.TSV"):
+        (tmp_path / name).write_text("a.mp4 0\n")
+        with pytest.raises(InputError) as e:
+            collect_videos([str(tmp_path / "a.mp4"), str(tmp_path / name)])
+        assert str(e.value) == (f"{tmp_path / name} is a {os.path.splitext(name)[1]} file, not a video: a video "
+                                "list is read from a .txt, .lst or .list file (one video per line, an optional "
+                                "trailing label); save or rename it as one")
+    assert collect_videos([str(tmp_path)]) == [str(tmp_path / "a.mp4")]
+    assert collect_videos([str(tmp_path / "gone.csv")]) == [str(tmp_path / "gone.csv")]
+
+
 def test_list_paths_starting_with_a_tilde_are_the_home_folder_as_for_training(tmp_path, monkeypatch):
     """A list line ``~/k/a b.mp4 3`` named a folder ``~`` beside the list, while predict reads a leading ~ in the
     paths it is given as the home folder: the list was refused as naming no existing file."""

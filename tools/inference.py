@@ -42,6 +42,7 @@ __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts", ".mts", ".m2ts", ".3g2", ".ogv", ".vob", ".f4v", ".mxf")
 _LIST_EXTENSIONS = (".txt", ".lst", ".list")
+_TABLE_EXTENSIONS = (".csv", ".tsv")  # a list kept as a table: no video either
 
 
 # ---------------------------------------------------------------------------------------------------- videos
@@ -148,7 +149,8 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
     that do not exist are kept: the loader reports them as unreadable with the others.
 
     Raises:
-        InputError: nothing to process, or a list none of whose lines names an existing file.
+        InputError: nothing to process, a list none of whose lines names an existing file, or a table (``.csv``,
+            ``.tsv``) given as an input.
         LabelRangeError: with ``num_classes`` (DATA.NUM_CLASSES), a list label outside ``[0, num_classes)``, naming
             the list, its line and the label.
     """
@@ -175,6 +177,11 @@ def videos_of_inputs(inputs: Sequence[str], root: str = "",
             found += [(p, p, label) for p, label in listed]
             if not listed:
                 empty_lists.append(given)
+        elif item.lower().endswith(_TABLE_EXTENSIONS) and os.path.isfile(item):
+            # a list saved as a table (val.csv) was one video, "not a readable video container", exit 1
+            raise InputError(f"{given} is a {os.path.splitext(item)[1]} file, not a video: a video list is read from "
+                             f"a {', '.join(_LIST_EXTENSIONS[:-1])} or {_LIST_EXTENSIONS[-1]} file (one video per "
+                             "line, an optional trailing label); save or rename it as one")
         elif matched:  # a pattern's match already holds the root: named by its absolute path, as a folder's
             found.append((os.path.abspath(item),) * 2 + (None,))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 from typing import Any, Iterable
 
 from yacs.config import CfgNode as CN
@@ -61,6 +62,27 @@ def _unset(key: str, default: Any, value: Any, source: str, origin: str | None) 
                       f"give it a value of type {kind}, or leave it out to keep {default!r} ({current})")
 
 
+# A whole number written with leading zeros (SEED 0042): decimal, as the user means. Python refuses it as a literal,
+# and YAML 1.1 read 010 as octal 8 (08 as a string): the file gave another value than --opts, silently.
+_LEADING_ZEROS = re.compile(r"[-+]?0[0-9_]*[0-9]")
+
+
+def with_leading_zeros(text: Any) -> bool:
+    """Whether ``text`` is a whole number written with leading zeros (``010``), which ``_coerce`` reads as decimal."""
+    return isinstance(text, str) and bool(_LEADING_ZEROS.fullmatch(text.strip())) and text.strip("+-0_ ") != ""
+
+
+def _number(text: str) -> Any:
+    """``text`` read as a Python literal (a number, a tuple ...), a whole number with leading zeros as decimal;
+    ``text`` itself when it is none."""
+    if with_leading_zeros(text):
+        return int(text.strip().replace("_", ""))
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None) -> Any:
     """Convert ``value`` to the type of ``default``, the key's current value (set by ``origin``, None for the
     defaults), or fail naming the key, the source and where the current value came from. None (any of ``_NULLS``)
@@ -69,10 +91,7 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
         return _unset(key, default, value, source, origin)
     if isinstance(value, str) and not isinstance(default, str):
         # Values from --opts arrive as strings; YAML 1.1 reads "1e-6" as a string too.
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
+        value = _number(value)
     expected = type(default).__name__
     if isinstance(default, bool):
         expected = "bool (True or False)"
@@ -105,6 +124,8 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
         if isinstance(value, (tuple, list)):
             if not numbers:
                 return type(default)(value)
+            # YAML 1.1 reads 1e-3 as a string inside a list too ([0.9, 999e-3])
+            value = [_number(v) if isinstance(v, str) else v for v in value]
             # A list of numbers (TRAIN.BETAS, AUG.CROP_SCALES): every item a number, as for a float key.
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 return type(default)(float(v) for v in value)

@@ -3,6 +3,7 @@ or an unknown key fails naming the file and the line or key."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import os
 from typing import Any
@@ -14,7 +15,7 @@ from evautil.errors import not_utf8_line
 from evautil.files import naming_the_file
 from evautil.text import text_lines
 
-from .keys import ConfigError, _coerce, _section_keys, _set_by, _unknown_key
+from .keys import ConfigError, _coerce, _section_keys, _set_by, _unknown_key, with_leading_zeros
 from .original_keys import is_original_key, take_original_key
 
 
@@ -39,8 +40,12 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
                                   f"({_section_keys(default, key)})")
             _merge_dict(default, value, source, key + ".", seen, root, written)
         else:
-            if isinstance(default, str) and isinstance(value, (int, float)) and key in (written or {}):
-                value = written[key]  # a name YAML reads as a number (OUTPUT: 2024.10 is 2024.1): kept as written
+            text = (written or {}).get(key)
+            # a name YAML reads as a number or a date (OUTPUT: 2024.10 is 2024.1, 2024-10-01 a date): kept as written
+            if isinstance(default, str) and isinstance(value, (int, float, datetime.date)) and text is not None:
+                value = text
+            if isinstance(value, int) and with_leading_zeros(text):  # YAML 1.1 reads 010 as octal 8
+                value = text
             cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
             if seen is not None:
                 _set_by(seen, key, source)

@@ -707,3 +707,29 @@ def test_more_dali_threads_than_a_process_can_start_are_refused(key):
         f"{key} = 100000 is more threads than DALI can start: at most {MAX_DALI_THREADS} are taken (more exhaust the "
         "threads a process may start, and DALI aborts it); the defaults are 4 and 8")
     assert _get(load_config(None, [key, str(MAX_DALI_THREADS)]), key) == MAX_DALI_THREADS
+
+
+def test_a_name_yaml_reads_as_a_date_keeps_its_text(tmp_path):
+    """OUTPUT: 2024-10-01 (a folder named by its day) was refused as a datetime.date for a str key."""
+    path = tmp_path / "c.yaml"
+    path.write_text("OUTPUT: 2024-10-01\nDATA:\n  DATASET: 2024-10-01 10:00:00\n")
+    cfg = load_config(str(path))
+    assert (cfg.OUTPUT, cfg.DATA.DATASET) == ("2024-10-01", "2024-10-01 10:00:00")
+
+
+@pytest.mark.parametrize("written, expected", [("010", 10), ("08", 8), ("0042", 42), ("0", 0)])
+def test_a_whole_number_with_leading_zeros_is_decimal_in_a_file_and_in_opts(tmp_path, written, expected):
+    """YAML 1.1 read SEED: 010 as octal 8 (and 08 as a string, refused); --opts refused both."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"TRAIN:\n  WARMUP_EPOCHS: {written}\n  EPOCHS: 50\nSEED: {written}\n")
+    cfg = load_config(str(path))
+    assert (cfg.TRAIN.WARMUP_EPOCHS, cfg.SEED) == (float(expected), expected)
+    assert load_config(None, ["SEED", written]).SEED == expected
+
+
+def test_a_number_yaml_reads_as_a_string_inside_a_list_is_a_number(tmp_path):
+    """YAML 1.1 reads 999e-3 as a string in a list too: TRAIN.BETAS: [0.9, 999e-3] was refused."""
+    path = tmp_path / "c.yaml"
+    path.write_text("TRAIN:\n  BETAS: [0.9, 999e-3]\nAUG:\n  CROP_SCALES: [1, 875e-3]\n")
+    cfg = load_config(str(path))
+    assert (cfg.TRAIN.BETAS, cfg.AUG.CROP_SCALES) == ((0.9, 0.999), (1.0, 0.875))

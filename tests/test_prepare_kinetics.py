@@ -795,6 +795,30 @@ def test_a_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path)
                                    f"target (expected <root>/val/<class name>/<video>")
 
 
+
+GONE = "which does not exist (or is a link loop): mount or fix its target"
+
+
+def test_a_dataset_root_that_is_a_broken_link_is_named_with_its_target(tmp_path):
+    """A dataset root linked to storage that is gone said "does not exist or is not a directory", as the split
+    folder once did: the error names the link and its target, as the split folder's does."""
+    target = tmp_path / "unmounted" / "k400"
+    (tmp_path / "k400").symlink_to(target)
+    with pytest.raises(KineticsError) as e:
+        scan_dataset("t400", str(tmp_path / "k400"))
+    assert str(e.value) == (f"dataset t400: root {str(tmp_path / 'k400')!r} is a symbolic link to {str(target)!r}, "
+                            f"{GONE}")
+
+
+def test_a_reencode_src_that_is_a_broken_link_is_named_with_its_target(tmp_path):
+    """reencode's --src linked to storage that is gone is named with its target, as a split folder is."""
+    target = tmp_path / "unmounted" / "k400"
+    (tmp_path / "src").symlink_to(target)
+    with pytest.raises(KineticsError) as e:
+        plan_reencode(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert str(e.value) == f"source root {str(tmp_path / 'src')!r} is a symbolic link to {str(target)!r}, {GONE}"
+    assert not (tmp_path / "dst").exists()
+
 def test_unreadable_files_skipped_and_reported(tmp_path, capsys):
     root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a"), vid("b")]}, "val": {"a": [vid("c")]}})
     (root / "train" / "a" / vid("zero")).write_bytes(b"")

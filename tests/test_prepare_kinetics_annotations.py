@@ -628,6 +628,30 @@ def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_targe
     assert not (tmp_path / "out").exists()
 
 
+
+def test_an_annotation_csv_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys):
+    # A CSV linked to storage that is gone said "does not exist", which sent the user looking for a file that is
+    # there, as a link: named or found by default, it is named with its target, as a split folder is.
+    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    gone = "which does not exist (or is a link loop): mount or fix its target"
+    target = tmp_path / "unmounted" / "val.csv"
+    link = tmp_path / "val.csv"
+    link.symlink_to(target)
+    with pytest.raises(KineticsError) as e:
+        read_annotations(str(link))
+    assert str(e.value) == f"annotation CSV {str(link)!r} is a symbolic link to {str(target)!r}, {gone}"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]
+    assert prepare_kinetics.main([*args, f"--annotations=t400:val={link}"]) == 2
+    assert capsys.readouterr().err == (f"error: dataset t400: the val annotation CSV {str(link)!r} is a symbolic "
+                                       f"link to {str(target)!r}, {gone}\n")
+    default = root / "annotations" / "train.csv"
+    default.unlink()
+    default.symlink_to(tmp_path / "unmounted" / "train.csv")
+    assert prepare_kinetics.main(args) == 2
+    assert f"the train annotation CSV {str(default)!r} is a symbolic link to " \
+           f"{str(tmp_path / 'unmounted' / 'train.csv')!r}, {gone}; name it with" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
 def test_labels_of_one_csv_in_other_unicode_forms_are_refused_naming_both_lines(tmp_path, capsys):
     # Rows pasted from a file written on macOS spell 'caf\u00e9' in NFD: two classes that look alike, each with part
     # of the videos, and every later label shifted.

@@ -37,7 +37,7 @@ from evautil.progress import ProgressLines, counted, stderr_line
 
 from .common import KineticsError, other_separator, walk_progress
 from .reencode_report import REPORT_JSON
-from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, refuse_missing_split,
+from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, broken_link, refuse_missing_split,
                           video_entries, video_skip)
 from .video_names import is_video_file, unfinished_download, unicode_form, youtube_id
 
@@ -103,7 +103,7 @@ def read_annotations(path: str, progress: str | None = None) -> dict[str, Annota
             with the same label is one video).
     """
     if not os.path.isfile(path):
-        raise KineticsError(f"annotation CSV {path!r} does not exist")
+        raise KineticsError(f"annotation CSV {path!r} {broken_link(path, 'file') or 'does not exist'}")
     rows: dict[str, AnnotationRow] = {}
     desc = f"{progress}: reading annotation CSV {path}"
     if progress is not None and os.path.getsize(path) > ANNOUNCE_CSV_BYTES:
@@ -255,11 +255,12 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
             continue
         how = (f"name it with --annotations {name}:{split}=CSV, or the folder holding train.csv and val.csv with "
                f"--annotations {name}=DIR")
+        gone = broken_link(path, "file") or "does not exist"
         if split == "val" and not given.get(split):  # the default val CSV was looked for under both names
             absent = default = val_csv_absent(os.path.dirname(path))
         else:
-            absent = f"the {split} annotation CSV {path!r} does not exist"
-            default = f"the default {path!r} does not exist"
+            absent = f"the {split} annotation CSV {path!r} {gone}"
+            default = f"the default {path!r} {gone}"
         source = _reencoded_from(root) if auto else None
         if source:  # the documented next step after a re-encode: say the exact flag
             how = f"{root!r} is a re-encode of a download whose CSVs are named with --annotations {name}={source}"
@@ -268,7 +269,7 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
                                 f"folders (the flat layout of the official downloads), but {absent}; {how}")
         if split in given:
             what = ("is a folder, not a CSV file (a folder holding train.csv and val.csv: --annotations "
-                    f"{name}=DIR)" if os.path.isdir(path) else "does not exist")
+                    f"{name}=DIR)" if os.path.isdir(path) else gone)
             raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} {what}")
         raise KineticsError(f"dataset {name}: no {split} annotation CSV given, and {default}; {how}")
     return files

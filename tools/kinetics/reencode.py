@@ -34,6 +34,7 @@ from .reencode_settings import same_encoding as _same_encoding
 from .reencode_settings import write_settings_record as _write_settings_record
 from .source_record import (append_source, compact_sources, current_source, open_record,  # noqa: F401
                             output_is_current, read_sources, source_changed, source_note, source_stat)
+from .video_files import broken_link
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
 __all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "SETTINGS_RECORD",
@@ -57,7 +58,8 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     """
     src_root, dst_root = os.path.abspath(src_root), os.path.abspath(dst_root)
     if not os.path.isdir(src_root):
-        raise KineticsError(f"source root {src_root!r} does not exist or is not a directory")
+        why = broken_link(src_root, "folder") or "does not exist or is not a directory"
+        raise KineticsError(f"source root {src_root!r} {why}")
     if os.path.realpath(src_root) == os.path.realpath(dst_root):
         raise KineticsError(f"--dst must differ from --src ({src_root!r}); originals are never overwritten")
     for a, b in ((src_root, dst_root), (dst_root, src_root)):

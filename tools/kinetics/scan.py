@@ -24,7 +24,7 @@ from .common import KineticsError, walk_progress
 from .official import match_official
 from .video_files import (SKIP_EMPTY, SKIP_KINDS, SKIP_MISSING, SKIP_OTHER_SPLIT,  # noqa: F401 (importable here)
                           SKIP_UNANNOTATED, SKIP_UNDECODABLE, SKIP_UNLISTABLE, SKIP_UNREADABLE, Video, own_file,
-                          refuse_missing_split, video_entries, video_skip)
+                          broken_link, refuse_missing_split, video_entries, video_skip)
 from .video_files import own_file as _own_file  # noqa: F401 (its name here before it moved)
 from .video_names import is_video_file, printable_path, unicode_form
 from .video_names import is_listable, unlistable_reason, youtube_id  # noqa: F401 (importable here, as before the split)
@@ -307,7 +307,8 @@ def _dataset_root(name: str, root: str) -> str:
     check_output_name(name)
     root = os.path.abspath(root)
     if not os.path.isdir(root):
-        raise KineticsError(f"dataset {name}: root {root!r} does not exist or is not a directory")
+        why = broken_link(root, "folder") or "does not exist or is not a directory"
+        raise KineticsError(f"dataset {name}: root {root!r} {why}")
     return root
 
 

@@ -12,7 +12,8 @@ from .reencode_report import REPORT_FILES
 from .video_names import is_video_file, printable_path, unlistable_reason, youtube_id
 
 __all__ = ["SKIP_MISSING", "SKIP_EMPTY", "SKIP_UNREADABLE", "SKIP_UNLISTABLE", "SKIP_UNANNOTATED", "SKIP_UNDECODABLE",
-           "SKIP_OTHER_SPLIT", "SKIP_KINDS", "Video", "own_file", "video_entries", "video_skip", "refuse_missing_split"]
+           "SKIP_OTHER_SPLIT", "SKIP_KINDS", "Video", "own_file", "video_entries", "video_skip", "refuse_missing_split",
+           "broken_link"]
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
@@ -90,15 +91,23 @@ def video_skip(f: os.DirEntry, rel_path: str) -> tuple[str, str] | None:
     return None
 
 
+def broken_link(path: str, kind: str) -> str | None:
+    """Why ``path``, a symbolic link that is not a ``kind`` ("folder" or "file"), is not one: it names the link's
+    target ("does not exist" sent the user looking for a path that is there, as a link). None when ``path`` is not a
+    link. Every "does not exist" of an input says it alike."""
+    if not os.path.islink(path):
+        return None
+    gone = (f"is not a {kind}" if os.path.exists(path)
+            else "does not exist (or is a link loop): mount or fix its target")
+    return f"is a symbolic link to {printable_path(os.readlink(path))!r}, which {gone}"
+
+
 def refuse_missing_split(name: str, split_root: str, expected: str) -> None:
     """Raise KineticsError unless the split folder ``split_root`` of dataset ``name`` is a folder; ``expected``
     (what the folder should hold, and how to name another) ends the message. Both layouts say it alike."""
     if os.path.isdir(split_root):
         return
-    if os.path.islink(split_root):  # "does not exist" sent the user looking for a folder that is there, as a link
-        target = os.readlink(split_root)
-        gone = ("is not a folder" if os.path.exists(split_root)
-                else "does not exist (or is a link loop): mount or fix its target")
-        raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} is a symbolic link to "
-                            f"{printable_path(target)!r}, which {gone} ({expected})")
+    link = broken_link(split_root, "folder")
+    if link:
+        raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} {link} ({expected})")
     raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist ({expected})")

@@ -26,6 +26,7 @@ from .checks import check_choice, validate
 from .command_line import _merge_opts, as_typed, flags_then_opts, opts_last
 from .defaults import get_cfg_defaults
 from .keys import ConfigError, _coerce, _get, _set_by
+from .original_keys import warn_unread_keys
 from .yaml_files import _merge_file
 
 __all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "flags_then_opts",
@@ -91,6 +92,7 @@ def load_config(path: str | None = None, opts: Iterable[str] = (), freeze: bool 
     _apply_legacy(cfg, seen)
     _expand_home(cfg)
     validate(cfg, seen)
+    warn_unread_keys(cfg, seen)
     if freeze:
         cfg.freeze()
     return cfg

@@ -77,5 +77,31 @@ def take_original_key(cfg: CN, key: str, value: Any, source: str, seen: dict) ->
     value = _coerce(key, entry.default, value, source, "the original's defaults")
     if entry.accepted is not None and value not in entry.accepted:
         raise ConfigError(f"{source}: {key} = {value!r} {entry.refused.format(value=value)}")
+    _warn_ignored(source, key, value, entry.note)
+
+
+# The original's MYCLIP keys this tree keeps (its YAML files and our saved configs name them) but never reads: the
+# value this project does, and what it does instead of another value (the original's EVA models did the same
+# whatever the value: their position embedding is learned, their forward ignores the text); another value got no word.
+_KEPT_UNREAD = {
+    "MYCLIP.USE_LEARNABLE_POS_EMB": (
+        True, "the position embedding is always learned here, as in the original's EVA models"),
+    "MYCLIP.USE_TEXT_EMBED": (
+        False, "the model classifies the video alone: it has no text branch, and the forward of the original's EVA "
+               "models ignored the text"),
+}
+
+
+def warn_unread_keys(cfg: CN, seen: dict) -> None:
+    """One warning line for each kept-but-unread MYCLIP key that ``seen`` says a file or --opts set to a value
+    other than the one this project does, naming the key, the value, its source and what happens instead."""
+    for key, (done, instead) in _KEPT_UNREAD.items():
+        section, name = key.rsplit(".", 1)
+        value = _get(cfg, section)[name]
+        if key in seen and value != done:
+            _warn_ignored(seen[key], key, value, instead)
+
+
+def _warn_ignored(source: str, key: str, value: Any, why: str) -> None:
     if os.environ.get("RANK", "0") == "0":  # once per run, not once per process of a torchrun
-        stderr_line(f"warning: {source}: {key} {value!r} is ignored ({entry.note})")
+        stderr_line(f"warning: {source}: {key} {value!r} is ignored ({why})")

@@ -89,6 +89,30 @@ def test_an_ignored_original_key_in_a_yaml_file_loads_with_one_warning_line(key,
     assert cfg.dump() == get_cfg_defaults().dump()
 
 
+
+# The original's MYCLIP keys this tree keeps but never reads: a value asking for what this project does not do.
+UNREAD = [
+    ("MYCLIP.USE_LEARNABLE_POS_EMB", "False", "the position embedding is always learned here"),
+    ("MYCLIP.USE_TEXT_EMBED", "True", "the model classifies the video alone: it has no text branch"),
+]
+
+
+@pytest.mark.parametrize("key, value, reason", UNREAD)
+def test_a_kept_myclip_key_with_a_value_not_honoured_warns_once(key, value, reason, tmp_path, capsys):
+    # The value was dropped without a word, unlike the original's other keys this project does not honour.
+    assert load_config(None, [key, value]) is not None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: --opts: {key} {value} is ignored (") and reason in err[0]
+    path = _yaml(tmp_path, key, value)
+    load_config(str(path))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {path}: {key} {value} is ignored (") and reason in err[0]
+
+
+def test_a_kept_myclip_key_with_the_value_honoured_loads_silently(capsys):
+    load_config(None, ["MYCLIP.USE_LEARNABLE_POS_EMB", "True", "MYCLIP.USE_TEXT_EMBED", "False"])
+    assert capsys.readouterr().err == ""
+
 def test_the_warning_is_printed_by_the_first_process_of_a_run_only(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "1")
     load_config(None, ["MODEL.INIT_VALUES", "0"])

@@ -28,6 +28,7 @@ from .label_names import names_given_twice, read_label_names
 from .loader_stats import loader_stats, unreadable_rows
 from .metrics import MetricLogger
 from .prediction_files import listed_more_than_once, per_class_accuracy, top5_is_informative, write_predictions
+from .ranking import top_classes
 
 __all__ = ["evaluate", "evaluate_and_log", "read_label_names", "names_given_twice", "write_predictions",
            "per_class_accuracy", "listed_more_than_once", "top5_is_informative", "EvaluationFailedElsewhere",
@@ -220,7 +221,7 @@ def _score_batches(model: nn.Module, loader: Iterable[dict], device: torch.devic
                 k = min(5, classes)
                 # Kept on the device and copied once after the loop: a copy per batch would make the host wait for
                 # every batch's forward before it asks the loader for the next.
-                scored.append((probs.topk(k, dim=-1), batch["label"].view(-1).tolist(),
+                scored.append((top_classes(probs, k), batch["label"].view(-1).tolist(),
                                batch["index"].view(-1).tolist()))
             if progress is not None:
                 progress(videos)

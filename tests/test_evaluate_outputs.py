@@ -405,6 +405,20 @@ def test_nan_scores_are_refused_naming_the_rows_not_ranked_by_chance():
     assert evaluate(_FixedRanking([1.0] + [0.0] * 7), _Batches([0, 3]), DistContext())["top1"] == 50.0
 
 
+@pytest.mark.parametrize("logits, ranked", [([0.0] * 8, [0, 1, 2, 3, 4]),
+                                            ([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0], [1, 2, 5, 0, 3])])
+def test_tied_scores_are_ranked_toward_the_lower_class_in_the_predictions_file(tmp_path, logits, ranked):
+    """torch.topk put tied classes in an arbitrary order (all-equal scores gave 4, 7, 6, 5, 2), which predict need
+    not share: ties are now listed in class order, as predict lists them."""
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        evaluate_and_log(_FixedRanking(logits), _Batches([0, 3]), DistContext(), metrics, split="test", num_classes=8)
+    finally:
+        metrics.close()
+    rows = _rows(tmp_path / "predictions_test.csv")
+    assert [[int(r[f"top{k}_class"]) for k in range(1, 6)] for r in rows] == [ranked, ranked]
+
+
 def test_a_full_disk_at_the_predictions_file_still_logs_the_accuracy_then_names_the_file(tmp_path, capsys,
                                                                                           monkeypatch):
     """The predictions file is written before the eval line: a full disk there raised before the accuracy was

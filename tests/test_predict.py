@@ -437,6 +437,23 @@ def test_predictor_gives_a_record_per_video_given_named_as_given(evaluated, data
     np.testing.assert_array_equal(again["features"], 2.0 * first["features"])
 
 
+@pytest.mark.parametrize("logits, ranked", [([0.0] * 8, [0, 1, 2, 3, 4]),
+                                            ([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0], [1, 2, 5, 0, 3])])
+def test_tied_scores_are_ranked_toward_the_lower_class_as_evaluation_ranks_them(monkeypatch, logits, ranked):
+    """torch.topk put tied classes in an arbitrary order (all-equal scores gave 4, 7, 6, 5, 2), so that predict's
+    records could differ from the evaluation's predictions file: ties are now listed in class order in both."""
+    from tools import inference
+
+    def views_of_equal_clips(*args, each_batch, **kwargs):  # two videos of 3 views, every view scored ``logits``
+        each_batch([0, 1], None, torch.tensor(logits).expand(2, 3, -1))
+        return {}, {}
+
+    monkeypatch.setattr(inference, "views_through_model", views_of_equal_clips)
+    records = predict.predict_videos(load_config(DEMO), None, ["a.mp4", "b.mp4"], "unused", DistContext(),
+                                     top_k=5, progress=False)
+    assert [[t["class"] for t in r["top_k"]] for r in records] == [ranked, ranked]
+
+
 def _listed_labels(lst: Path) -> list[tuple[str, int]]:
     """(absolute path, label) per line of a training list whose paths are relative to its folder."""
     return [(str(lst.parent / name), int(label)) for name, label in

@@ -70,6 +70,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
     have no names, as a label's ``label_name`` is) or ``{'path', 'status': 'error', 'error': reason}``."""
     from engine import distributed
     from engine.precision import resolve_precision
+    from engine.ranking import top_classes
     from tools.inference import loader_warnings_unprinted, note_turned, views_through_model
 
     top_k = _top_k_argument(top_k)
@@ -79,7 +80,7 @@ def predict_videos(cfg, model, paths: Sequence[str], work_dir: str, ctx: DistCon
 
     def rank(rows: list[int], _, logits) -> None:
         probs = logits.softmax(-1).mean(1)  # mean of the per-view softmax, as evaluation scores
-        top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        top_p, top_i = top_classes(probs, min(top_k, probs.shape[-1]))  # ties in class order, as evaluated
         for row, classes, ps in zip(rows, top_i.cpu().tolist(), top_p.cpu().tolist()):
             local[row] = list(zip(classes, ps))
 

@@ -151,24 +151,29 @@ def test_a_job_of_gpus_with_native_bf16_runs_bf16_on_every_rank(tmp_path):
     assert ranks[0][2] == ranks[1][2] == ""
 
 
-@pytest.mark.parametrize("precision", ["bf16", "auto"])
-def test_predict_and_extract_features_warn_once_of_bf16_set_on_a_v100(monkeypatch, tmp_path, capsys, precision):
-    """The tools' model (tools.model_io.load_model, which predict, extract_features and Predictor load) ran bf16 set
-    on a GPU that emulates it without a word, where a training run warns: the same warning now, once; none for
-    auto, which runs fp16 there, and says so once in the start line's words (it ran fp16 without a word)."""
+def _tool_load_lines(monkeypatch, tmp_path, capsys, card: str, precision: str) -> list[str]:
+    """The stderr lines of the tools' model load (tools.model_io.load_model) of a tiny demo model at ``precision``
+    on a stood-in ``card``: no GPU here, the model is built on the CPU, the precision decided for the card."""
     from models import build_model
     from tools import model_io
 
-    _card(monkeypatch, "Tesla V100-SXM2-32GB")
+    _card(monkeypatch, card)
     demo = ["DATA.NUM_CLASSES", "3", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.INPUT_SIZE", "32"]
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"),
                       [*demo, "TRAIN.PRECISION", precision])
     weights = tmp_path / "model.pth"
     torch.save({"model": build_model(cfg).state_dict()}, weights)
-    # no GPU here: the model is built on the CPU, the precision is decided for the stood-in V100
     monkeypatch.setattr(model_io, "build_model", lambda c, device=None: build_model(c, device="cpu"))
     model_io.load_model(cfg, str(weights), GPU)
-    err = capsys.readouterr().err.splitlines()
+    return capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_predict_and_extract_features_warn_once_of_bf16_set_on_a_v100(monkeypatch, tmp_path, capsys, precision):
+    """The tools' model (tools.model_io.load_model, which predict, extract_features and Predictor load) ran bf16 set
+    on a GPU that emulates it without a word, where a training run warns: the same warning now, once; none for
+    auto, which runs fp16 there, and says so once in the start line's words (it ran fp16 without a word)."""
+    err = _tool_load_lines(monkeypatch, tmp_path, capsys, "Tesla V100-SXM2-32GB", precision)
     warned = [x for x in err if x.startswith("warning:") and "bf16" in x]
     assert warned == ([f"warning: {emulated_bf16_warning('bf16', GPU)}"] if precision == "bf16" else [])
     assert warned == [] or warned[0].startswith("warning: TRAIN.PRECISION bf16 on Tesla V100-SXM2-32GB (compute "
@@ -217,19 +222,8 @@ def test_a_second_run_in_the_process_agrees_anew_after_the_first_shut_down(monke
                                                      "capability 8.0) computes bf16 natively")
 
 
-
 @pytest.mark.parametrize("precision", ["auto", "fp32"])
 def test_the_tools_say_nothing_of_a_precision_auto_did_not_turn_to_fp16(monkeypatch, tmp_path, capsys, precision):
     """auto's bf16 on a GPU that computes it, and a precision set, are what the config says: no line."""
-    from models import build_model
-    from tools import model_io
-
-    _card(monkeypatch, "NVIDIA A100-SXM4-80GB")
-    demo = ["DATA.NUM_CLASSES", "3", "DATA.NUM_FRAMES", "4", "DATA.TUBELET_SIZE", "2", "DATA.INPUT_SIZE", "32"]
-    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "demo.yaml"),
-                      [*demo, "TRAIN.PRECISION", precision])
-    weights = tmp_path / "model.pth"
-    torch.save({"model": build_model(cfg).state_dict()}, weights)
-    monkeypatch.setattr(model_io, "build_model", lambda c, device=None: build_model(c, device="cpu"))
-    model_io.load_model(cfg, str(weights), GPU)
-    assert [x for x in capsys.readouterr().err.splitlines() if "precision" in x.casefold()] == []
+    err = _tool_load_lines(monkeypatch, tmp_path, capsys, "NVIDIA A100-SXM4-80GB", precision)
+    assert [x for x in err if "precision" in x.casefold()] == []

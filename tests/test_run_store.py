@@ -37,16 +37,12 @@ def ended(monkeypatch):
     liveness.set_start(None)
 
 
-def test_a_rank_that_failed_before_a_restart_is_not_taken_for_failed_after_it(ended, monkeypatch):
-    store = dist.HashStore()  # torchrun's store, shared by both starts
-    liveness.start(store, 1, 2, 2.0, end=ended.append)
-    liveness.stop(failed=True)  # start 0: rank 1 ends on a failure, its counter says so
-    assert store.get(counter_key(1)) == b"-2"
-
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+def _ended_while_rank1_is_back(store: dist.Store, ended: list[str]) -> list[str]:
+    """The lines rank 0's check ended with (``ended``) while watching, for 1.5 s, a rank 1 that is back a little after
+    rank 0 and beats: none is right."""
     beating = threading.Event()
 
-    def rank1() -> None:  # start 1: rank 1 is back a little after rank 0, and beats
+    def rank1() -> None:
         time.sleep(0.5)
         while not beating.is_set():
             store.add(counter_key(1), 1)
@@ -58,7 +54,17 @@ def test_a_rank_that_failed_before_a_restart_is_not_taken_for_failed_after_it(en
         _wait_for(ended, 1.5)
     finally:
         beating.set()
-    assert ended == []
+    return ended
+
+
+def test_a_rank_that_failed_before_a_restart_is_not_taken_for_failed_after_it(ended, monkeypatch):
+    store = dist.HashStore()  # torchrun's store, shared by both starts
+    liveness.start(store, 1, 2, 2.0, end=ended.append)
+    liveness.stop(failed=True)  # start 0: rank 1 ends on a failure, its counter says so
+    assert store.get(counter_key(1)) == b"-2"
+
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert _ended_while_rank1_is_back(store, ended) == []  # start 1's rank 1
 
 
 def test_a_rank_that_left_before_a_restart_is_watched_after_it(ended, monkeypatch):
@@ -120,21 +126,7 @@ def test_an_elastic_change_does_not_read_the_previous_starts_marks(ended, monkey
     assert launcher.get(counter_key(1)) == b"-2"
 
     _all_meet(2)  # the second start, same restart count
-    beating = threading.Event()
-
-    def rank1() -> None:  # the new rank 1 is back a little after rank 0, and beats
-        time.sleep(0.5)
-        while not beating.is_set():
-            launcher.add(counter_key(1), 1)
-            time.sleep(0.05)
-
-    threading.Thread(target=rank1, daemon=True).start()
-    try:
-        liveness.start(launcher, 0, 2, 2.0, end=ended.append)  # beats and judges every 0.2 s
-        _wait_for(ended, 1.5)
-    finally:
-        beating.set()
-    assert ended == []
+    assert _ended_while_rank1_is_back(launcher, ended) == []  # the second start's rank 1
 
 
 def _another_run(monkeypatch, **env: str) -> tuple[dist.TCPStore, threading.Thread]:

@@ -819,6 +819,23 @@ def test_a_reencode_src_that_is_a_broken_link_is_named_with_its_target(tmp_path)
     assert str(e.value) == f"source root {str(tmp_path / 'src')!r} is a symbolic link to {str(target)!r}, {GONE}"
     assert not (tmp_path / "dst").exists()
 
+
+def test_a_labels_csv_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys):
+    """A released label file linked to storage that is gone said "does not exist" read alone, and given in
+    --official-labels it was passed over as if absent ("holds no kinetics400_labels.csv"): both name its target."""
+    target = tmp_path / "unmounted" / "kinetics400_labels.csv"
+    labels = tmp_path / "labels" / "kinetics400_labels.csv"
+    labels.parent.mkdir()
+    labels.symlink_to(target)
+    with pytest.raises(KineticsError) as e:
+        read_labels_csv(str(labels))
+    assert str(e.value) == f"labels CSV {str(labels)!r} is a symbolic link to {str(target)!r}, {GONE}"
+    root = make_tree(tmp_path / "k400", {s: {"abseiling": [vid(s[0])]} for s in ("train", "val")})
+    assert prepare_kinetics.main(["lists", "--dataset", f"k400={root}", "--out", str(tmp_path / "out"),
+                                  "--official-labels", str(labels.parent)]) == 2
+    assert capsys.readouterr().err == f"error: {e.value}\n"
+    assert not (tmp_path / "out").exists()
+
 def test_unreadable_files_skipped_and_reported(tmp_path, capsys):
     root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a"), vid("b")]}, "val": {"a": [vid("c")]}})
     (root / "train" / "a" / vid("zero")).write_bytes(b"")
@@ -2608,8 +2625,8 @@ def test_a_source_that_is_no_video_is_named_once_with_the_reason(tmp_path, capsy
     unreadable = "not a readable video (Invalid data found when processing input)"
     assert failed == [f"failed: {src / ARM / vid('b')}: not a readable video (empty file, 0 bytes)",
                       f"failed: {src / ARM / vid('c')}: {unreadable}",
-                      f"failed: {src / ARM / vid('d')}: not a readable video (a symbolic link to "
-                      f"{tmp_path / 'gone.mp4'}, which does not exist)"]
+                      f"failed: {src / ARM / vid('d')}: the source is a symbolic link to "
+                      f"{str(tmp_path / 'gone.mp4')!r}, {GONE}"]
     md = (dst / "reencode_report.md").read_text(encoding="utf-8")
     assert f"- `{src / ARM / vid('b')}`: not a readable video (empty file, 0 bytes)\n" in md
     assert md.count(vid("c")) == 1

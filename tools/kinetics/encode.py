@@ -12,6 +12,7 @@ from dali_pipelines.pyav_probe import count_frames
 
 from .common import KineticsError
 from .source_record import SOURCE_NOTE_KEY
+from .video_files import broken_link
 
 __all__ = ["EncodeSettings", "check_h264_encoder", "check_encode_settings", "count_frames", "probe_output",
            "reencode_video"]
@@ -226,8 +227,6 @@ def _transcode(src: str, inp, vs, tmp: str, rate: Fraction, settings: EncodeSett
 
 def _unreadable(path: str, error: Exception) -> str:
     """Why ``path`` does not open, in words: PyAV's message repeats the path after an errno no one can read."""
-    if os.path.islink(path) and not os.path.exists(path):  # the dataset was moved, or a download removed
-        return f"a symbolic link to {os.readlink(path)}, which does not exist"
     try:
         if os.path.getsize(path) == 0:
             return "empty file, 0 bytes"
@@ -261,6 +260,9 @@ def reencode_video(src: str, dst: str, settings: EncodeSettings = EncodeSettings
         try:
             inp = av.open(src)
         except Exception as e:
+            link = broken_link(src, "file") if not os.path.exists(src) else None
+            if link:  # the dataset was moved, or a download removed: named as every input link is
+                raise KineticsError(f"{src}: the source {link}") from e
             raise KineticsError(f"{src}: not a readable video ({_unreadable(src, e)})") from e
         with inp:
             if not inp.streams.video:

@@ -19,6 +19,7 @@ from evautil.errors import not_utf8_line
 
 from .common import KineticsError, other_separator
 from .scan import DatasetScan, Video
+from .video_files import broken_link
 from .video_names import list_name, unlistable_reason
 
 __all__ = ["class_labels", "write_labels_csv", "labels_csv_text", "read_labels_csv", "format_list_line",
@@ -55,7 +56,7 @@ def read_labels_csv(path: str) -> list[str]:
             unquoted comma. Spaces around a name or a header's column are not part of it.
     """
     if not os.path.isfile(path):
-        raise KineticsError(f"labels CSV {path!r} does not exist")
+        raise KineticsError(f"labels CSV {path!r} {broken_link(path, 'file') or 'does not exist'}")
     rows: list[tuple[int, dict]] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:

@@ -31,7 +31,7 @@ def official_classes(name: str, labels_dir: str | None) -> list[str] | None:
     names = (f"kinetics{name.lower()[1:]}_labels.csv", f"{name.lower()}_labels.csv")
     for file_name in names:
         path = os.path.join(labels_dir, file_name)
-        if os.path.isfile(path):
+        if os.path.isfile(path) or os.path.islink(path):  # a link whose target is gone is named with its target
             return _in_label_order(path, read_labels_csv(path))
     # asked for, and silently absent, the check would fall back to the class count alone
     raise KineticsError(f"--official-labels {labels_dir!r} holds no {' or '.join(names)} for dataset {name}")

@@ -53,6 +53,29 @@ def make_flat(root: Path, splits: dict[str, dict[str, list[str]]], content: byte
     return root
 
 
+@pytest.fixture
+def one_each(tmp_path: Path) -> Path:
+    """A flat download ``t400`` of one class, with one video in train (A1) and one in val (V1)."""
+    return make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+
+
+@pytest.fixture
+def without_val(one_each: Path) -> Path:
+    """``one_each`` whose val folder is gone (val.csv still lists V1)."""
+    (one_each / "val" / vid("V1")).unlink()
+    (one_each / "val").rmdir()
+    return one_each
+
+
+def refused_lists(root: Path, tmp_path: Path, capsys, *extra: str) -> str:
+    """What ``lists`` of dataset t400 at ``root`` (and ``extra`` options) prints when refused: it exits 2 and makes
+    no --out folder."""
+    out = tmp_path / "out"
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(out), *extra]) == 2
+    assert not out.exists()
+    return capsys.readouterr().err
+
+
 def _flat_rel(rel: str, flat: set[str]) -> str:
     """A class-folder list path ``<ds>/<split>/<class>/<file>`` as the flat layout has it, ``<ds>/<split>/<file>``,
     for the datasets in ``flat``."""
@@ -543,10 +566,10 @@ def test_a_label_not_among_the_official_classes_is_named_with_its_csv_line(tmp_p
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
-def test_lists_of_a_reencoded_flat_download_name_the_source_annotations(tmp_path, capsys):
+def test_lists_of_a_reencoded_flat_download_name_the_source_annotations(tmp_path, capsys, one_each):
     # A re-encode writes videos only; the lists of its tree said to name "the folder holding train.csv and val.csv",
     # where the re-encode's own report knows which one: the source's.
-    src = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    src = one_each
     for split, name in (("train", vid("A1")), ("val", vid("V1"))):
         write_clip(src / split / name, t=4)
     dst = tmp_path / "t400_h264"
@@ -580,10 +603,10 @@ def test_spaces_around_the_labels_of_a_csv_are_not_part_of_the_class(tmp_path):
     assert read_labels_csv(str(out / "k722_labels.csv")) == sorted([ARM, "b"])
 
 
-def test_an_unannotated_video_whose_name_is_not_utf8_is_reported_escaped(tmp_path, capsys):
+def test_an_unannotated_video_whose_name_is_not_utf8_is_reported_escaped(tmp_path, capsys, one_each):
     # Its reason quotes the name no row gives: writing the report's Markdown crashed with a traceback, after the
     # lists were written, and --strict printed the name as '\udcff'.
-    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    root = one_each
     bad = os.path.join(os.fsencode(root / "train"), b"bad\xffname.mp4")
     with open(bad, "wb") as f:
         f.write(b"x")
@@ -597,42 +620,33 @@ def test_an_unannotated_video_whose_name_is_not_utf8_is_reported_escaped(tmp_pat
     assert capsys.readouterr().err.endswith(f"  {root / 'train'}/bad\\xffname.mp4: {reason}\n")
 
 
-def test_a_flat_download_without_its_val_folder_is_named_so(tmp_path, capsys):
+def test_a_flat_download_without_its_val_folder_is_named_so(tmp_path, capsys, without_val):
     # The flat layout needs both split folders: with val/ not there (yet) it was refused as "no class folders in
     # train", with --annotations to try, which then stopped at the missing val/.
-    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
-    (root / "val" / vid("V1")).unlink()
-    (root / "val").rmdir()
-    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == (
+    root = without_val
+    err = refused_lists(root, tmp_path, capsys)
+    assert err == (
         f"error: dataset t400: split folder {str(root / 'val')!r} does not exist (expected <root>/val/<class name>/"
         f"<video>, or the official downloads' flat <root>/val/<youtube_id>_<start>_<end>.<ext>; --train-dir, "
         f"--val-dir name others)\n")
 
 
-def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys):
+def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys, without_val):
     # With --annotations, a split folder linked to storage that is gone was "does not exist", unlike the class-folder
     # tree's error: both layouts name the link and its target.
-    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
-    (root / "val" / vid("V1")).unlink()
-    (root / "val").rmdir()
+    root = without_val
     target = tmp_path / "unmounted" / "val"
     (root / "val").symlink_to(target)
-    args = ["lists", "--dataset", f"t400={root}", "--annotations", f"t400={root / 'annotations'}", "--out",
-            str(tmp_path / "out")]
-    assert prepare_kinetics.main(args) == 2
-    assert capsys.readouterr().err == (
+    assert refused_lists(root, tmp_path, capsys, "--annotations", f"t400={root / 'annotations'}") == (
         f"error: dataset t400: split folder {str(root / 'val')!r} is a symbolic link to {str(target)!r}, which does "
         f"not exist (or is a link loop): mount or fix its target (expected <root>/val/<youtube_id>_<start>_<end>."
         f"<ext>, annotated in {str(root / 'annotations' / 'val.csv')!r})\n")
-    assert not (tmp_path / "out").exists()
 
 
-
-def test_an_annotation_csv_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys):
+def test_an_annotation_csv_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys, one_each):
     # A CSV linked to storage that is gone said "does not exist", which sent the user looking for a file that is
     # there, as a link: named or found by default, it is named with its target, as a split folder is.
-    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    root = one_each
     gone = "which does not exist (or is a link loop): mount or fix its target"
     target = tmp_path / "unmounted" / "val.csv"
     link = tmp_path / "val.csv"
@@ -640,17 +654,15 @@ def test_an_annotation_csv_that_is_a_broken_link_is_named_with_its_target(tmp_pa
     with pytest.raises(KineticsError) as e:
         read_annotations(str(link))
     assert str(e.value) == f"annotation CSV {str(link)!r} is a symbolic link to {str(target)!r}, {gone}"
-    args = ["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]
-    assert prepare_kinetics.main([*args, f"--annotations=t400:val={link}"]) == 2
-    assert capsys.readouterr().err == (f"error: dataset t400: the val annotation CSV {str(link)!r} is a symbolic "
-                                       f"link to {str(target)!r}, {gone}\n")
+    assert refused_lists(root, tmp_path, capsys, f"--annotations=t400:val={link}") == (
+        f"error: dataset t400: the val annotation CSV {str(link)!r} is a symbolic link to {str(target)!r}, {gone}\n")
     default = root / "annotations" / "train.csv"
     default.unlink()
     default.symlink_to(tmp_path / "unmounted" / "train.csv")
-    assert prepare_kinetics.main(args) == 2
+    err = refused_lists(root, tmp_path, capsys)
     assert f"the train annotation CSV {str(default)!r} is a symbolic link to " \
-           f"{str(tmp_path / 'unmounted' / 'train.csv')!r}, {gone}; name it with" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+           f"{str(tmp_path / 'unmounted' / 'train.csv')!r}, {gone}; name it with" in err
+
 
 def test_labels_of_one_csv_in_other_unicode_forms_are_refused_naming_both_lines(tmp_path, capsys):
     # Rows pasted from a file written on macOS spell 'caf\u00e9' in NFD: two classes that look alike, each with part
@@ -658,25 +670,22 @@ def test_labels_of_one_csv_in_other_unicode_forms_are_refused_naming_both_lines(
     nfc, nfd = "caf\u00e9", "cafe\u0301"
     root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")], nfc: [vid("A2")], nfd: [vid("A3")]},
                                          "val": {"a": [vid("V1")], nfc: [vid("V2")], nfd: [vid("V3")]}})
-    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == (
+    assert refused_lists(root, tmp_path, capsys) == (
         f"error: dataset t400: annotation CSV {str(root / 'annotations' / 'train.csv')!r}: labels {nfc!r} (NFC) on "
         f"line 3 and {nfd!r} (NFD) on line 4 differ only in their Unicode form, and would be two classes that look "
         f"alike; write every row's label alike (in NFC, as most systems write names)\n")
-    assert not (tmp_path / "out").exists()
 
 
-def test_a_video_named_otherwise_than_its_row_is_told_the_row_s_name(tmp_path, capsys):
+def test_a_video_named_otherwise_than_its_row_is_told_the_row_s_name(tmp_path, capsys, one_each):
     # A download that wrote its files with unpadded times (<id>_10_20.mp4) had every video "not in annotations",
     # every row "missing", and nothing said that the names were the difference.
-    root = make_flat(tmp_path / "t400", {"train": {"a": [vid("A1")]}, "val": {"a": [vid("V1")]}})
+    root = one_each
     for split, name in (("train", vid("A1")), ("val", vid("V1"))):
         (root / split / name).rename(root / split / name.replace("_000010_000020", "_10_20"))
-    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out")]) == 2
     stem = os.path.splitext(vid("A1"))[0]
     assert (f"not in annotations: no row of the train or val CSV names {stem.replace('_000010_000020', '_10_20')} "
             f"(a row names {stem}: a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>.<ext>)") \
-        in capsys.readouterr().err
+        in refused_lists(root, tmp_path, capsys)
 
 
 def test_videos_named_by_their_youtube_id_alone_take_that_id_s_row(tmp_path, capsys):

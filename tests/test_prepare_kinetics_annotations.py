@@ -330,8 +330,16 @@ def test_annotation_csvs_joined_into_one_are_read_as_one(tmp_path):
      r"line 3: time_start '1x' is not a whole number of seconds"),
     ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20.5,train\n",
      r"line 2: time_end '20.5' is not a whole number of seconds"),
+    # "-1 is not a whole number" sent the user looking for a fraction
     ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,-1,20,train\n",
-     r"line 2: time_start '-1' is not a whole number of seconds"),
+     r"line 2: time_start '-1' is negative: a clip's times are seconds from the start of its YouTube video, 0 or "
+     r"more; fix the row or remove it$"),
+    # reversed or empty clips (time columns named the other way round) named videos no file is: every row "missing"
+    ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20,train\na,bbbbbbbbbbb,20.0,10,train\n",
+     r"line 3: time_end '10' is not after time_start '20.0': fix the row, or the header if it names the time "
+     r"columns the other way round$"),
+    ("label,youtube_id,time_end,time_start,split\na,aaaaaaaaaaa,10,10.0,train\n",
+     r"line 2: time_end '10' is not after time_start '10.0'"),
     ("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,10,20,train\nb,bbbbbbbbbbb,1,2,train\n"
      "b,aaaaaaaaaaa,10.0,20,train\n",
      r"line 4: video aaaaaaaaaaa_000010_000020 has label 'b', and 'a' on line 2"),

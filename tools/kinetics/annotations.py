@@ -76,15 +76,30 @@ def annotation_key(youtube_id: str, time_start: int, time_end: int) -> str:
 
 
 def _seconds(text: str, where: str, column: str) -> int:
-    """A time value of a CSV row: whole seconds, written ``10`` or ``10.0``."""
+    """A time value of a CSV row: whole seconds from the video's start, written ``10`` or ``10.0``."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0 or value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise KineticsError(f"{where}: {column} {text!r} is not a whole number of seconds (a video's file name is "
                             f"<youtube_id>_<time_start:06d>_<time_end:06d>)")
+    if value < 0:  # "-1 is not a whole number" sent the user looking for a fraction
+        raise KineticsError(f"{where}: {column} {text!r} is negative: a clip's times are seconds from the start of "
+                            f"its YouTube video, 0 or more; fix the row or remove it")
     return int(value)
+
+
+def _clip_times(fields: list[str], col: Mapping[str, int], where: str) -> tuple[int, int]:
+    """``(time_start, time_end)`` of a CSV row, the clip's end after its start: a row whose times are reversed (time
+    columns named the other way round in the header, or swapped in the row) named a video no file is."""
+    start = _seconds(fields[col["time_start"]], where, "time_start")
+    end = _seconds(fields[col["time_end"]], where, "time_end")
+    if end <= start:
+        raise KineticsError(f"{where}: time_end {fields[col['time_end']].strip()!r} is not after time_start "
+                            f"{fields[col['time_start']].strip()!r}: fix the row, or the header if it names the time "
+                            f"columns the other way round")
+    return start, end
 
 
 def read_annotations(path: str, progress: str | None = None) -> dict[str, AnnotationRow]:
@@ -136,8 +151,7 @@ def read_annotations(path: str, progress: str | None = None) -> dict[str, Annota
                 label, yid = fields[col["label"]].strip(), fields[col["youtube_id"]].strip()
                 if not label or not yid:
                     raise KineticsError(f"{where}: empty {'label' if not label else 'youtube_id'}")
-                key = annotation_key(yid, _seconds(fields[col["time_start"]], where, "time_start"),
-                                     _seconds(fields[col["time_end"]], where, "time_end")) if timed else yid
+                key = annotation_key(yid, *_clip_times(fields, col, where)) if timed else yid
                 before = rows.setdefault(key, AnnotationRow(label, line, yid))
                 read.update()
                 if before.label != label:

@@ -796,6 +796,21 @@ def test_a_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path)
 
 
 
+def test_a_split_folder_named_in_another_case_is_named_with_the_flag_that_reads_it(tmp_path, capsys):
+    """A download unpacked as Train/ and Val/ was "split folder '.../val' does not exist", the folder there in
+    plain sight: the error names it and the flag to pass, and with that flag the lists are written."""
+    root = make_tree(tmp_path / "t400", {"train": {"a": [vid("a")]}, "val": {"a": [vid("b")]}})
+    (root / "val").rename(root / "Val")
+    out = tmp_path / "out"
+    args = ["lists", "--dataset", f"t400={root}", "--out", str(out)]
+    assert prepare_kinetics.main(args) == 2
+    assert capsys.readouterr().err == (f"error: dataset t400: split folder {str(root / 'val')!r} does not exist, but "
+                                       f"{str(root / 'Val')!r} does, its name in another case: pass --val-dir Val\n")
+    assert not out.exists()
+    assert prepare_kinetics.main([*args, "--val-dir", "Val", "--data-root", str(tmp_path)]) == 0
+    assert read_list(out / "t400_val.txt") == [(f"t400/Val/a/{vid('b')}", 0)]
+
+
 GONE = "which does not exist (or is a link loop): mount or fix its target"
 
 

@@ -639,6 +639,19 @@ def test_a_flat_download_without_its_val_folder_is_named_so(tmp_path, capsys, wi
         f"--val-dir name others)\n")
 
 
+def test_a_flat_split_folder_named_in_another_case_is_named_with_the_flag_that_reads_it(tmp_path, capsys, one_each):
+    # TRAIN/ beside val/: "does not exist" with the folder in plain sight, named or found by default alike
+    root = one_each
+    (root / "train").rename(root / "TRAIN")
+    told = (f"error: dataset t400: split folder {str(root / 'train')!r} does not exist, but {str(root / 'TRAIN')!r} "
+            f"does, its name in another case: pass --train-dir TRAIN\n")
+    assert refused_lists(root, tmp_path, capsys) == told
+    assert refused_lists(root, tmp_path, capsys, "--annotations", f"t400={root / 'annotations'}") == told
+    assert prepare_kinetics.main(["lists", "--dataset", f"t400={root}", "--out", str(tmp_path / "out"),
+                                  "--train-dir", "TRAIN", "--data-root", str(tmp_path)]) == 0
+    assert read_list(tmp_path / "out" / "t400_train.txt") == [(f"t400/TRAIN/{vid('A1')}", 0)]
+
+
 def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys, without_val):
     # With --annotations, a split folder linked to storage that is gone was "does not exist", unlike the class-folder
     # tree's error: both layouts name the link and its target.

@@ -377,7 +377,7 @@ def _match_files(name: str, root: str, folders: Mapping[str, str], csvs: Mapping
     for split, folder in folders.items():
         split_root = os.path.join(root, folder)
         refuse_missing_split(name, split_root, f"expected <root>/{folder}/<youtube_id>_<start>_<end>.<ext>, "
-                             f"annotated in {csvs[split]!r}")
+                             f"annotated in {csvs[split]!r}", split)
         for f in video_entries(split_root, ignored):
             key, path = os.path.splitext(f.name)[0], os.path.join(root, folder, f.name)
             same_id = by_id.get(key, []) if not any(key in rows[s] for s in folders) else []

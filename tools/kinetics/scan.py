@@ -85,7 +85,7 @@ def _scan_split(name: str, root: str, split: str, folder: str, underscore_to_spa
     with the reason (and to ``counts`` by kind), anything else to ``ignored``; ``walk`` counts each video file.
     Returns the split's sorted class names."""
     split_root = os.path.join(root, folder)
-    _refuse_missing_split(name, split_root, folder)
+    _refuse_missing_split(name, split_root, folder, split)
     names_seen: dict[str, str] = {}
     by_nfc: dict[str, tuple[str, str]] = {}  # {NFC of a class name: (class name, folder)}
     with os.scandir(split_root) as it:
@@ -155,10 +155,10 @@ def _gone_class_folder(entry: os.DirEntry) -> bool:
     return entry.is_symlink() and not os.path.exists(entry.path) and not is_video_file(entry.name)
 
 
-def _refuse_missing_split(name: str, split_root: str, folder: str) -> None:
+def _refuse_missing_split(name: str, split_root: str, folder: str, split: str) -> None:
     refuse_missing_split(name, split_root, f"expected <root>/{folder}/<class name>/<video>, or the official "
                          f"downloads' flat <root>/{folder}/<youtube_id>_<start>_<end>.<ext>; --train-dir, --val-dir "
-                         f"name others")
+                         f"name others", split)
 
 
 def _refuse_empty_classes(name: str, split_root: str, classes: list[str], videos: list[Video],
@@ -366,8 +366,8 @@ def _walk_splits(name: str, root: str, folders: dict[str, str], underscore_to_sp
     if csvs is None:
         # every split's folder first: a flat train/ beside a missing val/ was refused as "no class folders", with
         # --annotations to try, which then stopped at the missing val/
-        for folder in folders.values():
-            _refuse_missing_split(name, os.path.join(root, folder), folder)
+        for split, folder in folders.items():
+            _refuse_missing_split(name, os.path.join(root, folder), folder, split)
         class_sets = {split: _scan_split(name, root, split, folder, underscore_to_space, candidates, skipped,
                                          ignored, counts[split], walk) for split, folder in folders.items()}
         sources, classes_from = dict(folders), "class folders"

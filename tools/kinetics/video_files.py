@@ -102,12 +102,30 @@ def broken_link(path: str, kind: str) -> str | None:
     return f"is a symbolic link to {printable_path(os.readlink(path))!r}, which {gone}"
 
 
-def refuse_missing_split(name: str, split_root: str, expected: str) -> None:
+def refuse_missing_split(name: str, split_root: str, expected: str, split: str | None = None) -> None:
     """Raise KineticsError unless the split folder ``split_root`` of dataset ``name`` is a folder; ``expected``
-    (what the folder should hold, and how to name another) ends the message. Both layouts say it alike."""
+    (what the folder should hold, and how to name another) ends the message. Both layouts say it alike. A folder
+    beside it of the same name in another case (``Val`` for ``val``) is named, with the flag of ``split`` (train or
+    val) that reads it."""
     if os.path.isdir(split_root):
         return
     link = broken_link(split_root, "folder")
     if link:
         raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} {link} ({expected})")
+    other = _other_case(split_root)
+    if other is not None and split is not None:
+        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist, but "
+                            f"{os.path.join(os.path.dirname(split_root), other)!r} does, its name in another case: "
+                            f"pass --{split}-dir {other}")
     raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist ({expected})")
+
+
+def _other_case(path: str) -> str | None:
+    """The name of a folder beside ``path`` that is its name in another case (``Val`` for ``val``), or None."""
+    parent, name = os.path.split(path)
+    try:
+        with os.scandir(parent or ".") as it:
+            same = sorted(e.name for e in it if e.name.casefold() == name.casefold() and e.is_dir())
+    except OSError:  # no parent folder to look in: the plain message says enough
+        return None
+    return same[0] if same else None

@@ -825,6 +825,22 @@ def test_a_dataset_root_that_is_a_broken_link_is_named_with_its_target(tmp_path)
                             f"{GONE}")
 
 
+def test_a_reencode_dst_inside_src_or_equal_to_it_is_refused_naming_each_flag(tmp_path, capsys):
+    # "'<src>/h264' is inside '<src>'; use separate source and destination roots" did not say which root was
+    # which, nor where the outputs could go.
+    src = make_tree(tmp_path / "k400", {"train": {"a": [vid("a")]}})
+    elsewhere = f"give a --dst outside --src (by default {src}_h264, beside it)"
+    for dst, told in ((src / "h264", f"--dst {str(src / 'h264')!r} is inside --src {str(src)!r}, where its outputs "
+                                     f"would be sources of the next run; {elsewhere}"),
+                      (tmp_path, f"--src {str(src)!r} is inside --dst {str(tmp_path)!r}, where the outputs would mix "
+                                 f"with the sources; {elsewhere}"),
+                      (src / "train" / "..", f"--dst must differ from --src ({str(src)!r}); originals are never "
+                                             f"overwritten: {elsewhere}")):
+        assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+        assert capsys.readouterr().err == f"error: {told}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k400"] and sorted(os.listdir(src)) == ["train"]
+
+
 def test_a_reencode_src_that_is_a_broken_link_is_named_with_its_target(tmp_path):
     """reencode's --src linked to storage that is gone is named with its target, as a split folder is."""
     target = tmp_path / "unmounted" / "k400"

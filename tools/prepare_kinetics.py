@@ -82,7 +82,7 @@ from tools.kinetics import (  # noqa: E402
     CLASS_ALIASES, EncodeSettings, KineticsError, prepare_k722, prepare_lists, reencode_tree,
 )
 from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
-from tools.kinetics.reencode import REENCODE_TIME_LIMIT_S  # noqa: E402
+from tools.kinetics.reencode import REENCODE_TIME_LIMIT_S, default_dst  # noqa: E402
 from tools.kinetics.scan import check_output_name, finish_scan, save_checked, walk_dataset  # noqa: E402
 from tools.kinetics.video_names import printable_path  # noqa: E402
 
@@ -398,7 +398,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output folder that cannot be written before any video is scanned, probed or encoded (each took
     its time, then a traceback)."""
     if args.command == "reencode":
-        dst = args.dst or os.path.abspath(args.src).rstrip(os.sep) + "_h264"  # reencode_tree's default
+        dst = args.dst or default_dst(args.src)
         targets = [("--dst", dst), ("--report-dir", args.report_dir)]
     else:
         targets = [("--out", args.out)]

@@ -37,8 +37,8 @@ from .source_record import (append_source, compact_sources, current_source, open
 from .video_files import broken_link
 from .video_names import VIDEO_EXTENSIONS, is_video_file, printable_path
 
-__all__ = ["plan_reencode", "reencode_tree", "REPORT_FILES", "REPORT_JSON", "REPORT_MD", "SETTINGS_RECORD",
-           "REENCODE_TIME_LIMIT_S"]
+__all__ = ["plan_reencode", "reencode_tree", "default_dst", "REPORT_FILES", "REPORT_JSON", "REPORT_MD",
+           "SETTINGS_RECORD", "REENCODE_TIME_LIMIT_S"]
 
 # How long one video's re-encode may take (--time-limit) before its worker is ended and the video reported as failed:
 # a 10-second Kinetics clip takes seconds, and a decode that never ends (a pathological file) held the end of the
@@ -60,11 +60,17 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     if not os.path.isdir(src_root):
         why = broken_link(src_root, "folder") or "does not exist or is not a directory"
         raise KineticsError(f"source root {src_root!r} {why}")
+    # named by their flags: "'/d/k400/h264' is inside '/d/k400'" left the user to work out which was which
+    elsewhere = f"give a --dst outside --src (by default {default_dst(src_root)}, beside it)"
     if os.path.realpath(src_root) == os.path.realpath(dst_root):
-        raise KineticsError(f"--dst must differ from --src ({src_root!r}); originals are never overwritten")
-    for a, b in ((src_root, dst_root), (dst_root, src_root)):
-        if os.path.realpath(b).startswith(os.path.realpath(a) + os.sep):
-            raise KineticsError(f"{b!r} is inside {a!r}; use separate source and destination roots")
+        raise KineticsError(f"--dst must differ from --src ({src_root!r}); originals are never overwritten: "
+                            f"{elsewhere}")
+    if _inside(dst_root, src_root):
+        raise KineticsError(f"--dst {dst_root!r} is inside --src {src_root!r}, where its outputs would be sources of "
+                            f"the next run; {elsewhere}")
+    if _inside(src_root, dst_root):
+        raise KineticsError(f"--src {src_root!r} is inside --dst {dst_root!r}, where the outputs would mix with the "
+                            f"sources; {elsewhere}")
     pairs: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
     gone: list[str] = []  # links, other than videos', whose target is gone
@@ -78,8 +84,7 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     into_dst: list[str] = []
 
     def leads_into_dst(path: str) -> bool:
-        real = os.path.realpath(path)
-        if real == real_dst or real.startswith(real_dst + os.sep):
+        if os.path.realpath(path) == real_dst or _inside(path, real_dst):
             into_dst.append(path)
             return True
         return False
@@ -130,6 +135,16 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
         raise KineticsError(f"no video files under source root {src_root!r} (extensions "
                             f"{' '.join(VIDEO_EXTENSIONS)}, hidden files and folders left out)")
     return pairs
+
+
+def default_dst(src_root: str) -> str:
+    """Where the outputs of ``src_root`` go without --dst: ``<src_root>_h264``, beside it."""
+    return os.path.abspath(src_root).rstrip(os.sep) + "_h264"
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is below ``folder``, links resolved (a folder is not inside itself)."""
+    return os.path.realpath(path).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep)
 
 
 # Errors of the output's file system, never of the video being encoded (sources are only read): every video after
@@ -230,7 +245,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         counts the outputs found stale (their source changed since), which are among the videos to encode (``done``
         or ``failed``); ``vanished`` counts the failed whose source was deleted or moved after the plan listed it.
     """
-    dst_root = os.path.abspath(dst_root or os.path.abspath(src_root).rstrip(os.sep) + "_h264")
+    dst_root = os.path.abspath(dst_root or default_dst(src_root))
     pairs = plan_reencode(src_root, dst_root, progress_lines)
     outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs),
                             lines=progress_lines)

@@ -652,6 +652,22 @@ def test_a_flat_split_folder_named_in_another_case_is_named_with_the_flag_that_r
     assert read_list(tmp_path / "out" / "t400_train.txt") == [(f"t400/TRAIN/{vid('A1')}", 0)]
 
 
+def test_an_annotation_csv_named_in_another_case_is_named(tmp_path, capsys, one_each):
+    # Train.csv or VAL.csv where train.csv and val.csv are looked for: "does not exist" with the file in plain sight
+    root, folder = one_each, one_each / "annotations"
+    (folder / "train.csv").rename(folder / "Train.csv")
+    fix = f"{str(folder / 'Train.csv')!r} is there, its name in another case: rename it train.csv\n"
+    assert refused_lists(root, tmp_path, capsys).endswith(f"the train annotation CSV {str(folder / 'train.csv')!r} "
+                                                          f"does not exist; {fix}")
+    assert refused_lists(root, tmp_path, capsys, "--annotations", f"t400={folder}") == (
+        f"error: dataset t400: the train annotation CSV {str(folder / 'train.csv')!r} does not exist; {fix}")
+    (folder / "Train.csv").rename(folder / "train.csv")
+    (folder / "val.csv").rename(folder / "VAL.csv")
+    assert refused_lists(root, tmp_path, capsys, "--annotations", f"t400={folder}") == (
+        f"error: --annotations t400={folder}: the annotation folder {str(folder)!r} holds neither val.csv nor "
+        f"validate.csv; {str(folder / 'VAL.csv')!r} is there, its name in another case: rename it val.csv\n")
+
+
 def test_an_annotated_split_folder_that_is_a_broken_link_is_named_with_its_target(tmp_path, capsys, without_val):
     # With --annotations, a split folder linked to storage that is gone was "does not exist", unlike the class-folder
     # tree's error: both layouts name the link and its target.

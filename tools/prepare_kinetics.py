@@ -84,6 +84,7 @@ from tools.kinetics import (  # noqa: E402
 from tools.kinetics.annotations import split_csvs, val_csv_absent  # noqa: E402
 from tools.kinetics.reencode import REENCODE_TIME_LIMIT_S, default_dst  # noqa: E402
 from tools.kinetics.scan import check_output_name, finish_scan, save_checked, walk_dataset  # noqa: E402
+from tools.kinetics.video_files import in_other_case  # noqa: E402
 from tools.kinetics.video_names import printable_path  # noqa: E402
 
 
@@ -177,8 +178,10 @@ def _annotation_args(args: argparse.Namespace) -> dict[str, dict[str, str]]:
                                 f"CSV: --annotations {name}:train=CSV or {name}:val=CSV)")
         new = {split: path} if split else split_csvs(path, name)
         if not split and not os.path.isfile(new["val"]):
-            raise KineticsError(f"{given}: {val_csv_absent(path)}; name each split's CSV with --annotations "
-                                f"{name}:train=CSV and --annotations {name}:val=CSV")
+            other = in_other_case(new["val"], "file")  # VAL.csv
+            how = (f"{other!r} is there, its name in another case: rename it val.csv" if other else
+                   f"name each split's CSV with --annotations {name}:train=CSV and --annotations {name}:val=CSV")
+            raise KineticsError(f"{given}: {val_csv_absent(path)}; {how}")
         for s, csv_path in new.items():
             if s in files.setdefault(name, {}):
                 raise KineticsError(f"{given}: the {s} annotation CSV of {name} is already {files[name][s]!r}")

@@ -37,8 +37,8 @@ from evautil.progress import ProgressLines, counted, stderr_line
 
 from .common import KineticsError, other_separator, walk_progress
 from .reencode_report import REPORT_JSON
-from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, broken_link, refuse_missing_split,
-                          video_entries, video_skip)
+from .video_files import (SKIP_MISSING, SKIP_OTHER_SPLIT, SKIP_UNANNOTATED, Video, broken_link, in_other_case,
+                          refuse_missing_split, video_entries, video_skip)
 from .video_names import is_video_file, unfinished_download, unicode_form, youtube_id
 
 __all__ = ["ANNOTATION_COLUMNS", "ANNOTATIONS_DIR", "VAL_CSV_ALIAS", "AnnotationRow", "annotation_key",
@@ -278,13 +278,17 @@ def annotation_files(name: str, root: str, folders: Mapping[str, str],
         source = _reencoded_from(root) if auto else None
         if source:  # the documented next step after a re-encode: say the exact flag
             how = f"{root!r} is a re-encode of a download whose CSVs are named with --annotations {name}={source}"
+        other = in_other_case(path, "file")
+        if other is not None:  # Train.csv beside no train.csv (renamed, as --annotations NAME=DIR reads it too)
+            how = f"{other!r} is there, its name in another case: rename it {os.path.basename(path)}"
         if auto:
             raise KineticsError(f"dataset {name}: the split folders in {root!r} hold video files and no class "
                                 f"folders (the flat layout of the official downloads), but {absent}; {how}")
         if split in given:
             what = ("is a folder, not a CSV file (a folder holding train.csv and val.csv: --annotations "
                     f"{name}=DIR)" if os.path.isdir(path) else gone)
-            raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} {what}")
+            raise KineticsError(f"dataset {name}: the {split} annotation CSV {path!r} {what}"
+                                + (f"; {how}" if other is not None else ""))
         raise KineticsError(f"dataset {name}: no {split} annotation CSV given, and {default}; {how}")
     return files
 

@@ -24,7 +24,7 @@ from .common import KineticsError, walk_progress
 from .official import match_official
 from .video_files import (SKIP_EMPTY, SKIP_KINDS, SKIP_MISSING, SKIP_OTHER_SPLIT,  # noqa: F401 (importable here)
                           SKIP_UNANNOTATED, SKIP_UNDECODABLE, SKIP_UNLISTABLE, SKIP_UNREADABLE, Video, own_file,
-                          broken_link, refuse_missing_split, video_entries, video_skip)
+                          broken_link, in_other_case, refuse_missing_split, video_entries, video_skip)
 from .video_files import own_file as _own_file  # noqa: F401 (its name here before it moved)
 from .video_names import is_video_file, printable_path, unicode_form
 from .video_names import is_listable, unlistable_reason, youtube_id  # noqa: F401 (importable here, as before the split)

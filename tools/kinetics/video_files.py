@@ -13,7 +13,7 @@ from .video_names import is_video_file, printable_path, unlistable_reason, youtu
 
 __all__ = ["SKIP_MISSING", "SKIP_EMPTY", "SKIP_UNREADABLE", "SKIP_UNLISTABLE", "SKIP_UNANNOTATED", "SKIP_UNDECODABLE",
            "SKIP_OTHER_SPLIT", "SKIP_KINDS", "Video", "own_file", "video_entries", "video_skip", "refuse_missing_split",
-           "broken_link"]
+           "broken_link", "in_other_case"]
 
 # Why a video file found in a split is left out of the lists (the per-split counts of DatasetScan.skipped_counts);
 # each skipped file's own reason, in DatasetScan.skipped, says more. In the annotated layout "missing" also counts
@@ -112,20 +112,22 @@ def refuse_missing_split(name: str, split_root: str, expected: str, split: str |
     link = broken_link(split_root, "folder")
     if link:
         raise KineticsError(f"dataset {name}: split folder {printable_path(split_root)!r} {link} ({expected})")
-    other = _other_case(split_root)
+    other = in_other_case(split_root, "folder")
     if other is not None and split is not None:
-        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist, but "
-                            f"{os.path.join(os.path.dirname(split_root), other)!r} does, its name in another case: "
-                            f"pass --{split}-dir {other}")
+        raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist, but {other!r} does, its name "
+                            f"in another case: pass --{split}-dir {os.path.basename(other)}")
     raise KineticsError(f"dataset {name}: split folder {split_root!r} does not exist ({expected})")
 
 
-def _other_case(path: str) -> str | None:
-    """The name of a folder beside ``path`` that is its name in another case (``Val`` for ``val``), or None."""
+def in_other_case(path: str, kind: str) -> str | None:
+    """The path of a ``kind`` ("folder" or "file") beside ``path`` whose name is its name in another case (``Val``
+    for ``val``, ``Train.csv`` for ``train.csv``), or None: on a file system that tells cases apart, "does not exist"
+    left the user to spot the capital letter."""
     parent, name = os.path.split(path)
     try:
         with os.scandir(parent or ".") as it:
-            same = sorted(e.name for e in it if e.name.casefold() == name.casefold() and e.is_dir())
+            same = sorted(e.name for e in it if e.name.casefold() == name.casefold()
+                          and (e.is_dir() if kind == "folder" else e.is_file()))
     except OSError:  # no parent folder to look in: the plain message says enough
         return None
-    return same[0] if same else None
+    return os.path.join(parent, same[0]) if same else None

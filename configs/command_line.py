@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 from yacs.config import CfgNode as CN
 
 from .checks import _shown
-from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _set_by, _unknown_key
+from .keys import ConfigError, _coerce, _get, _is_key, _section_keys, _set_by, _unknown_key, bool_word
 from .original_keys import is_original_key, take_original_key
 
 
@@ -101,9 +101,9 @@ def flags_then_opts(flags: dict[str, str], args: Any) -> tuple[list[tuple[str, s
              if value is not None and value is not False}
     opts = list(args.opts or [])
     by_opts = dict(zip(opts[0::2], opts[1::2]))  # a key given twice: its last value, the one applied
-    # a switch's True is also given as true (as a YAML file writes it): the same value, no note
+    # a switch's True is also given as true or yes (as a YAML file writes it): the same value, no note
     same = {key for key, (_, value) in given.items() if key in by_opts
-            and (by_opts[key] == value or value == "True" and by_opts[key].lower() == "true")}
+            and (by_opts[key] == value or value == "True" and bool_word(by_opts[key]) is True)}
     notes = [f"note: {flag}{'' if value == 'True' else ' ' + value} is overridden by --opts {key} {by_opts[key]}"
              for key, (flag, value) in given.items() if key in by_opts and key not in same]
     return [(flag, key, value) for key, (flag, value) in given.items()], notes

@@ -83,10 +83,34 @@ def _number(text: str) -> Any:
         return text
 
 
-def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None) -> Any:
+# A boolean's words, in any case: those YAML 1.1 reads as booleans in a file (yes, on ...), so that --opts, whose
+# values arrive as strings, takes the same ones. 0 and 1 are not among them: a file reads them as numbers.
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def bool_word(value: Any) -> bool | None:
+    """The boolean ``value`` spells (one of :data:`BOOL_WORDS`), else None."""
+    return BOOL_WORDS.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def _name_item_problem(key: str, items: list, written: Any, source: str) -> ConfigError | None:
+    """The error for the first item of the list of names ``items`` that is no name (a YAML file reads no, on, true,
+    42 or 1.5 in a list as a boolean or a number: [h264, no] was [h264, False]), naming it as ``written`` (the
+    items' texts as the file writes them, where known)."""
+    texts = written if isinstance(written, list) and len(written) == len(items) else [None] * len(items)
+    for item, text in zip(items, texts):
+        if isinstance(item, (bool, int, float)):
+            shown = text if text is not None else str(item)
+            what = "a boolean" if isinstance(item, bool) else "a number"
+            return ConfigError(f"{source}: key {key} lists names, and its item {shown} is read as {what} "
+                               f"({item!r}): quote it ('{shown}') if it is a name, or remove it")
+    return None
+
+
+def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None = None, written: Any = None) -> Any:
     """Convert ``value`` to the type of ``default``, the key's current value (set by ``origin``, None for the
     defaults), or fail naming the key, the source and where the current value came from. None (any of ``_NULLS``)
-    unsets a key that may be empty (``_unset``)."""
+    unsets a key that may be empty (``_unset``). ``written``: for a list, its items' texts as a file writes them."""
     if value is None or isinstance(value, str) and value.strip() in _NULLS:
         return _unset(key, default, value, source, origin)
     if isinstance(value, str) and not isinstance(default, str):
@@ -94,9 +118,9 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
         value = _number(value)
     expected = type(default).__name__
     if isinstance(default, bool):
-        expected = "bool (True or False)"
-        if isinstance(value, str) and value.lower() in ("true", "false"):  # as a YAML file reads them
-            return value.lower() == "true"
+        expected = "bool (True or False; yes/no and on/off too, in any letter case, as a YAML file reads them)"
+        if bool_word(value) is not None:
+            return bool_word(value)
         if isinstance(value, bool):
             return value
     elif isinstance(default, float):
@@ -123,6 +147,9 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
             value = [name for name in (item.strip().strip("'\"").strip() for item in text.split(",")) if name]
         if isinstance(value, (tuple, list)):
             if not numbers:
+                problem = _name_item_problem(key, list(value), written, source)
+                if problem:
+                    raise problem
                 return type(default)(value)
             # YAML 1.1 reads 1e-3 as a string inside a list too ([0.9, 999e-3])
             value = [_number(v) if isinstance(v, str) else v for v in value]

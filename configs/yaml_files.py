@@ -15,14 +15,15 @@ from evautil.errors import not_utf8_line
 from evautil.files import naming_the_file
 from evautil.text import text_lines
 
-from .keys import ConfigError, _coerce, _section_keys, _set_by, _unknown_key, with_leading_zeros
+from .keys import ConfigError, _coerce, _name_item_problem, _section_keys, _set_by, _unknown_key, with_leading_zeros
 from .original_keys import is_original_key, take_original_key
 
 
 def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict | None = None,
                 root: CN | None = None, written: dict | None = None) -> None:
     """Merge ``data`` into ``cfg`` (the section ``prefix`` of the tree ``root``); ``seen`` maps every key set so far
-    to where it was set; ``written``: each key's unquoted value as the file writes it (:func:`_load_yaml`)."""
+    to where it was set; ``written``: each key's unquoted value (a list's items) as the file writes it
+    (:func:`_load_yaml`)."""
     root = cfg if root is None else root
     for name, value in data.items():
         key = f"{prefix}{name}"
@@ -46,7 +47,7 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
                 value = text
             if isinstance(value, int) and with_leading_zeros(text):  # YAML 1.1 reads 010 as octal 8
                 value = text
-            cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key))
+            cfg[name] = _coerce(key, default, value, source, (seen or {}).get(key), written=text)
             if seen is not None:
                 _set_by(seen, key, source)
 
@@ -54,7 +55,7 @@ def _merge_dict(cfg: CN, data: dict, source: str, prefix: str = "", seen: dict |
 def _load_yaml(text: str, path: str, written: dict | None = None) -> Any:
     """``yaml.safe_load(text)`` of the file ``path``, except that a key set twice in one mapping is a ConfigError
     naming both lines (a YAML parser keeps the last value silently); ``written`` receives each dotted key's unquoted
-    value as the text writes it."""
+    value as the text writes it (a list's: each item's, None for a quoted one)."""
     stream = io.StringIO(text)
     stream.name = path  # for the parser's own messages, as when it reads the file
     loader = yaml.SafeLoader(stream)
@@ -95,6 +96,9 @@ def _check_unique_keys(node: yaml.Node, path: str, prefix: str, visited: set, te
                 first_line[name] = line
                 if isinstance(value_node, yaml.ScalarNode) and value_node.style is None:  # plain: not quoted
                     written[prefix + name] = value_node.value
+                elif isinstance(value_node, yaml.SequenceNode):  # each item's text, None where quoted or no scalar
+                    written[prefix + name] = [item.value if isinstance(item, yaml.ScalarNode) and item.style is None
+                                              else None for item in value_node.value]
             _check_unique_keys(value_node, path, f"{prefix}{name}." if name is not None else prefix, visited, text,
                                written)
 
@@ -142,6 +146,9 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
     bases = data.pop("BASE", None) or []
     if isinstance(bases, str):  # one file written without the list brackets; iterating it would give characters
         bases = [bases]
+    problem = _name_item_problem("BASE", bases, written.get("BASE"), path) if isinstance(bases, list) else None
+    if problem:  # BASE: [base.yaml, 2024] named the whole list
+        raise problem
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: BASE must be a list of config files, got {bases!r}")
     for base in bases:

@@ -151,18 +151,75 @@ def test_an_odd_number_of_opts_names_the_item_that_lacks_its_pair(opts, message)
     assert config_refusal(None, opts) == f"--opts expects KEY VALUE pairs; {message}"
 
 
-@pytest.mark.parametrize("value, expected", [("True", True), ("False", False), ("false", False), ("TRUE", True)])
+@pytest.mark.parametrize("value, expected", [("True", True), ("False", False), ("false", False), ("TRUE", True),
+                                             ("no", False), ("off", False), ("OFF", False), ("Yes", True),
+                                             ("on", True)])
 def test_a_boolean_in_opts_is_read_as_a_yaml_file_reads_it(value, expected):
-    """`AUTO_RESUME: false` loads from a file, but --opts TRAIN.AUTO_RESUME false was refused as 'type bool'."""
+    """`AUTO_RESUME: false` loads from a file, but --opts TRAIN.AUTO_RESUME false was refused as 'type bool'; so
+    were no, off, yes and on, which a file (YAML 1.1) reads as booleans too."""
     assert load_config(None, ["TRAIN.AUTO_RESUME", value]).TRAIN.AUTO_RESUME is expected
 
 
-@pytest.mark.parametrize("value", ["0", "1", "no", "off"])
+@pytest.mark.parametrize("word", ["yes", "no", "on", "off", "True", "false", "YES", "Off"])
+def test_a_boolean_word_means_the_same_in_a_file_and_in_opts(tmp_path, word):
+    path = tmp_path / "ema.yaml"
+    path.write_text(f"TRAIN:\n  EMA: {word}\n")
+    assert load_config(str(path)).TRAIN.EMA is load_config(None, ["TRAIN.EMA", word]).TRAIN.EMA
+
+
+@pytest.mark.parametrize("value", ["0", "1", "y", "maybe"])
 def test_a_boolean_that_is_no_boolean_says_how_to_write_one(value):
+    """0 and 1 stay refused: a file reads them as numbers, which a boolean key refuses too."""
     with pytest.raises(ConfigError) as err:
         load_config(None, ["TRAIN.AUTO_RESUME", value])
-    assert "key TRAIN.AUTO_RESUME expects a value of type bool (True or False) (current value True, the default)" \
-        in str(err.value)
+    assert str(err.value) == (
+        "--opts: key TRAIN.AUTO_RESUME expects a value of type bool (True or False; yes/no and on/off too, in any "
+        f"letter case, as a YAML file reads them) (current value True, the default), got {_literal(value)!r}")
+
+
+def _literal(text: str):
+    return int(text) if text.isdigit() else text
+
+
+def test_a_switch_given_again_as_yes_in_opts_has_no_note():
+    from types import SimpleNamespace
+
+    from configs import flags_then_opts
+
+    args = SimpleNamespace(only_test=True, opts=["TEST.ONLY_TEST", "yes"])
+    assert flags_then_opts({"TEST.ONLY_TEST": "--only_test"}, args)[1] == []
+    args.opts = ["TEST.ONLY_TEST", "off"]
+    assert flags_then_opts({"TEST.ONLY_TEST": "--only_test"}, args)[1] == [
+        "note: --only_test is overridden by --opts TEST.ONLY_TEST off"]
+
+
+@pytest.mark.parametrize("text, item, what", [
+    ("[h264, no]", "no", "a boolean (False)"), ("[hevc, On]", "On", "a boolean (True)"),
+    ("\n    - h264\n    - 264", "264", "a number (264)"), ("[vp9, 1.5]", "1.5", "a number (1.5)"),
+    ("[h264, 0x10]", "0x10", "a number (16)")])
+def test_a_boolean_or_number_in_a_list_of_names_is_named_as_written(tmp_path, text, item, what):
+    """NVDEC_CODECS: [h264, no] was [h264, False], refused as the codec False (and a list of names [a, 0x10] as 16)."""
+    path = tmp_path / "codecs.yaml"
+    path.write_text(f"DATA:\n  NVDEC_CODECS: {text}\n")
+    assert config_refusal(str(path)) == (
+        f"{path}: key DATA.NVDEC_CODECS lists names, and its item {item} is read as {what}: quote it ('{item}') if "
+        "it is a name, or remove it")
+    path.write_text('DATA:\n  NVDEC_CODECS: [h264, "hevc"]\n')
+    assert load_config(str(path)).DATA.NVDEC_CODECS == ["h264", "hevc"]
+
+
+def test_a_boolean_in_a_list_of_names_in_opts_is_named():
+    assert config_refusal(None, ["DATA.NVDEC_CODECS", "['h264', True]"]) == (
+        "--opts: key DATA.NVDEC_CODECS lists names, and its item True is read as a boolean (True): quote it ('True') "
+        "if it is a name, or remove it")
+
+
+def test_a_number_in_base_is_named_as_written(tmp_path):
+    path = tmp_path / "child.yaml"
+    path.write_text("BASE: [base.yaml, 2024.10]\n")
+    assert config_refusal(str(path)) == (
+        f"{path}: key BASE lists names, and its item 2024.10 is read as a number (2024.1): quote it ('2024.10') if "
+        "it is a name, or remove it")
 
 
 def test_unknown_key_in_opts_lists_the_valid_keys_as_for_a_file():
@@ -733,3 +790,4 @@ def test_a_number_yaml_reads_as_a_string_inside_a_list_is_a_number(tmp_path):
     path.write_text("TRAIN:\n  BETAS: [0.9, 999e-3]\nAUG:\n  CROP_SCALES: [1, 875e-3]\n")
     cfg = load_config(str(path))
     assert (cfg.TRAIN.BETAS, cfg.AUG.CROP_SCALES) == ((0.9, 0.999), (1.0, 0.875))
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -77,6 +78,22 @@ def check_choice(key: str, value: Any, source: str | None = None) -> None:
         raise ConfigError(f"{_shown(key, value, source)} is not one of {', '.join(repr(c) for c in choices)}")
 
 
+# The model presets' names (models.factory.ARCHS; configs imports nothing of the model package, so the names are
+# repeated here, and a test keeps the two alike): a typo is refused with the config's other values, before a run
+# looks for its files.
+MODEL_ARCHS = ("eva-1b/14", "eva-l/14", "eva-b/16", "eva-s/16", "eva-tiny/16", "eva-tiny/8")
+
+
+def _check_arch(arch: str, source: str | None) -> None:
+    if arch in MODEL_ARCHS:
+        return
+    close = difflib.get_close_matches(arch.lower(), MODEL_ARCHS, n=1, cutoff=0.6)
+    where = f"from {source}" if source else "the default"
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"MODEL.ARCH {arch!r} is not a known preset; choose one of {sorted(MODEL_ARCHS)} "
+                      f"({where}{guess})")
+
+
 def _check_nvdec_codecs(codecs) -> None:
     # The NVDEC support table's codec names (dali_pipelines.nvdec_support.NVDEC_LIMITS); configs imports nothing
     # of the data package, so the names are repeated here.
@@ -147,6 +164,7 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
         return f"{key} = {_get(cfg, key)!r} ({f'from {where}' if where else 'the default'})"
 
     _check_finite(cfg)
+    _check_arch(cfg.MODEL.ARCH, (sources or {}).get("MODEL.ARCH"))
     for key in _CHOICES:
         check_choice(key, _get(cfg, key), (sources or {}).get(key))
     for key in _POSITIVE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -791,3 +792,22 @@ def test_a_number_yaml_reads_as_a_string_inside_a_list_is_a_number(tmp_path):
     cfg = load_config(str(path))
     assert (cfg.TRAIN.BETAS, cfg.AUG.CROP_SCALES) == ((0.9, 0.999), (1.0, 0.875))
 
+
+def test_the_config_names_the_model_presets():
+    from configs.checks import MODEL_ARCHS
+    from models import ARCHS
+
+    assert sorted(MODEL_ARCHS) == sorted(ARCHS)
+
+
+def test_an_unknown_arch_is_refused_before_the_files_are_looked_for(tmp_path, monkeypatch, capsys):
+    """A typo in MODEL.ARCH was said only once every missing file (the lists, the weights) had been fixed."""
+    import train
+
+    monkeypatch.chdir(tmp_path)  # the demo's lists are not there
+    rc = train.main(["--cfg", str(ROOT / "configs" / "demo.yaml"), "--dry-run", "--opts", "MODEL.ARCH", "eva-tiny/9"])
+    assert rc == 2 and capsys.readouterr().err == (
+        "error: MODEL.ARCH 'eva-tiny/9' is not a known preset; choose one of ['eva-1b/14', 'eva-b/16', 'eva-l/14', "
+        "'eva-s/16', 'eva-tiny/16', 'eva-tiny/8'] (from --opts; did you mean 'eva-tiny/8'?)\n")
+    assert config_refusal(None, ["MODEL.ARCH", "EVA-1B/14"]).endswith("(from --opts; did you mean 'eva-1b/14'?)")
+    assert os.listdir(tmp_path) == []

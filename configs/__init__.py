@@ -27,12 +27,10 @@ from .command_line import _merge_opts, as_typed, flags_then_opts, opts_last
 from .defaults import get_cfg_defaults
 from .keys import ConfigError, _coerce, _get, _set_by
 from .original_keys import warn_unread_keys
-from .yaml_files import _merge_file
+from .yaml_files import CONFIG_DIR, _merge_file
 
 __all__ = ["ConfigError", "load_config", "get_cfg_defaults", "check_choice", "opts_last", "flags_then_opts",
            "as_typed", "CONFIG_DIR"]
-
-CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _legacy_sets(seen: dict, legacy: str, key: str) -> bool:

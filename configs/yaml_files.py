@@ -116,6 +116,20 @@ def _yaml_error_line(e: yaml.YAMLError, text: str) -> str:
     return f"line {line}, column {column}: {problem}" + (f" ({context})" if context else "") + hint
 
 
+# The folder of the project's own configs (demo.yaml, the recipes), named when a --cfg is not found.
+CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _where_else(path: str) -> list[str]:
+    """Notes for a missing config ``path``: the folder a relative path was looked for in (--cfg configs/demo.yaml run
+    from another folder), and the project's config of that name, where there is one."""
+    notes = [] if os.path.isabs(path) else [f"looked for in {os.getcwd()}"]
+    shipped = os.path.join(CONFIG_DIR, os.path.basename(path))
+    if os.path.isfile(shipped):  # the missing path is not that file, which exists
+        notes.append(f"the project's {os.path.basename(path)} is {shipped}")
+    return notes
+
+
 def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> None:
     """Merge the file ``path`` and, first, its BASE files; ``chain``: the files whose BASE led here."""
     path = os.path.expanduser(path)  # ~ as the shell reads it: --cfg=~/x.yaml, or a BASE entry
@@ -123,7 +137,8 @@ def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> 
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder, not a YAML file{named}")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}{named}")
+        notes = ([f"in BASE of {chain[-1]}"] if chain else []) + _where_else(path)
+        raise ConfigError(f"config file not found: {path}" + (f" ({'; '.join(notes)})" if notes else ""))
     if os.path.abspath(path) in map(os.path.abspath, chain):
         raise ConfigError(f"{path}: BASE files form a cycle: {' -> '.join((*chain, path))}")
     if len(chain) > 8:

@@ -793,6 +793,22 @@ def test_a_number_yaml_reads_as_a_string_inside_a_list_is_a_number(tmp_path):
     assert (cfg.TRAIN.BETAS, cfg.AUG.CROP_SCALES) == ((0.9, 0.999), (1.0, 0.875))
 
 
+def test_a_relative_cfg_not_found_names_the_folder_and_the_project_config_of_that_name(tmp_path, monkeypatch):
+    """--cfg configs/demo.yaml run from another folder said only "not found"."""
+    from configs import CONFIG_DIR
+
+    assert CONFIG_DIR == str(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    assert config_refusal("configs/demo.yaml") == (
+        f"config file not found: configs/demo.yaml (looked for in {tmp_path}; the project's demo.yaml is "
+        f"{ROOT / 'configs' / 'demo.yaml'})")
+    assert config_refusal("mine.yaml") == f"config file not found: mine.yaml (looked for in {tmp_path})"
+    child = tmp_path / "child.yaml"
+    child.write_text("BASE: [k400.yaml]\n")  # a recipe named as if it lay beside the file
+    assert config_refusal(str(child)) == (f"config file not found: {tmp_path / 'k400.yaml'} (in BASE of {child}; "
+                                          f"the project's k400.yaml is {ROOT / 'configs' / 'k400.yaml'})")
+
+
 def test_the_config_names_the_model_presets():
     from configs.checks import MODEL_ARCHS
     from models import ARCHS

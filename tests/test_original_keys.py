@@ -147,9 +147,9 @@ def test_a_mapped_original_key_sets_ours_without_a_word(key, value, tmp_path, ca
 def test_a_value_of_the_wrong_type_for_an_original_key_names_its_type():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["MODEL.FIX_TEXT", "maybe"])
-    assert str(err.value) == ("--opts: key MODEL.FIX_TEXT expects a value of type bool (True or False; yes/no and on/off "
-                              "too, in any letter case, as a YAML file reads them) (current value True, from the "
-                              "original's defaults), got 'maybe'")
+    assert str(err.value) == ("--opts: key MODEL.FIX_TEXT expects a value of type bool (True or False; yes/no and "
+                              "on/off too, in any letter case, as a YAML file reads them) (current value True, from "
+                              "the original's defaults), got 'maybe'")
 
 
 @pytest.mark.parametrize("opts, message", [

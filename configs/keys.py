@@ -145,6 +145,8 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
             if text[:1] + text[-1:] in ("[]", "()"):
                 text = text[1:-1]
             value = [name for name in (item.strip().strip("'\"").strip() for item in text.split(",")) if name]
+        if not numbers and isinstance(value, (bool, int, float)) and isinstance(written, str):
+            value, written = [value], [written]  # a file's one name, unbracketed (NVDEC_CODECS: no)
         if isinstance(value, (tuple, list)):
             if not numbers:
                 problem = _name_item_problem(key, list(value), written, source)
@@ -159,9 +161,11 @@ def _coerce(key: str, default: Any, value: Any, source: str, origin: str | None 
     else:  # pragma: no cover - every default is one of the types above
         return value
     current = f"from {origin}" if origin else "the default"
+    # a file's yes read as True: the word the user wrote too
+    as_written = f" (written {written})" if isinstance(written, str) and written != str(value) else ""
     raise ConfigError(
         f"{source}: key {key} expects a value of type {expected} (current value {default!r}, "
-        f"{current}), got {value!r}"
+        f"{current}), got {value!r}{as_written}"
     )
 
 

@@ -197,7 +197,7 @@ def test_a_switch_given_again_as_yes_in_opts_has_no_note():
 @pytest.mark.parametrize("text, item, what", [
     ("[h264, no]", "no", "a boolean (False)"), ("[hevc, On]", "On", "a boolean (True)"),
     ("\n    - h264\n    - 264", "264", "a number (264)"), ("[vp9, 1.5]", "1.5", "a number (1.5)"),
-    ("[h264, 0x10]", "0x10", "a number (16)")])
+    ("[h264, 0x10]", "0x10", "a number (16)"), ("no", "no", "a boolean (False)")])
 def test_a_boolean_or_number_in_a_list_of_names_is_named_as_written(tmp_path, text, item, what):
     """NVDEC_CODECS: [h264, no] was [h264, False], refused as the codec False (and a list of names [a, 0x10] as 16)."""
     path = tmp_path / "codecs.yaml"
@@ -207,6 +207,16 @@ def test_a_boolean_or_number_in_a_list_of_names_is_named_as_written(tmp_path, te
         "it is a name, or remove it")
     path.write_text('DATA:\n  NVDEC_CODECS: [h264, "hevc"]\n')
     assert load_config(str(path)).DATA.NVDEC_CODECS == ["h264", "hevc"]
+
+
+def test_a_wrong_type_from_a_file_names_the_value_as_written(tmp_path):
+    """EPOCHS: yes was refused as "got True", a word the file does not hold."""
+    path = tmp_path / "epochs.yaml"
+    path.write_text("TRAIN:\n  EPOCHS: yes\n")
+    assert config_refusal(str(path)) == (f"{path}: key TRAIN.EPOCHS expects a value of type int (current value 30, "
+                                         "the default), got True (written yes)")
+    path.write_text("TRAIN:\n  EPOCHS: fast\n")
+    assert config_refusal(str(path)).endswith("got 'fast'")
 
 
 def test_a_boolean_in_a_list_of_names_in_opts_is_named():

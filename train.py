@@ -34,7 +34,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 from configs import ConfigError, as_typed, flags_then_opts  # noqa: E402
 from dali_pipelines.filelist import DataError, DataListError  # noqa: E402
 from dali_pipelines.pyav_open import BadVideoError  # noqa: E402
-from evautil.cli import ArgumentParser, as_typed_flags, flags_as_typed, home_path  # noqa: E402
+from evautil.cli import ArgumentParser, as_typed_flags, flags_as_typed, home_path, named_path  # noqa: E402
 from evautil.errors import CheckpointError  # noqa: E402
 from evautil.files import write_failure  # noqa: E402
 
@@ -45,7 +45,7 @@ INPUT_ERRORS = (ConfigError, DataError, DataListError, BadVideoError, FileNotFou
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", "-cfg", "--config", dest="cfg", required=True,
+    p.add_argument("--cfg", "-cfg", "--config", dest="cfg", required=True, type=named_path,
                    help="YAML file overriding configs/defaults.py")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="KEY VALUE pairs, e.g. TEST.NUM_CLIP 4 (other flags may follow them)")

@@ -197,6 +197,14 @@ def home_path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+def named_path(text: str) -> str:
+    """A required path flag's ``type``: :func:`home_path`, refusing an empty or blank value, which an unset shell
+    variable gives (``--cfg "$CFG"``) and which would otherwise read as "no file given"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file, got {text!r} (an unset shell variable?)")
+    return home_path(text)
+
+
 def as_typed_flags(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, str]:
     """``flags`` (``{config key: flag}``, each flag as the parser declares it) with each flag the user typed in the
     other spelling as typed, for messages that name a flag as the user typed it (``--batch_size 0

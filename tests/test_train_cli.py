@@ -156,6 +156,16 @@ def test_what_this_machine_cannot_run_is_refused_by_the_plan_and_before_output_i
     assert not out.exists()  # refused before the run opened OUTPUT (and indexed its lists)
 
 
+@pytest.mark.parametrize("given", ["", "  "])
+def test_an_empty_cfg_is_refused_not_read_as_no_file(given, tmp_path, capsys):
+    # `--cfg "$CFG"` with CFG unset: the defaults alone ran and then reported missing data lists
+    with pytest.raises(SystemExit) as ended:
+        train.main(["--cfg", given, "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and f"--cfg/-cfg/--config: expected a file, got {given!r}" in err, err
+    assert "missing" not in err and not (tmp_path / "o").exists()
+
+
 def test_missing_config_file_and_resume(tmp_path, dataset, capsys):
     assert train.main(["--cfg", str(tmp_path / "none.yaml")]) == 2
     assert "none.yaml" in capsys.readouterr().err

@@ -18,6 +18,7 @@ then be compared on one build.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -31,7 +32,7 @@ from benchmarks import cli, common, hardware, inputs, reporting, stats
 from dali_pipelines.filelist import read_video_list
 from dali_pipelines.index import BadVideoError, build_index, index_paths, probe_video
 from dali_pipelines.index_store import load_cache
-from evautil.files import not_a_file
+from evautil.files import atomic_write_text, not_a_file
 
 _LINKS_PER_DIR = 1000  # Kinetics-like layout: class folders of a few hundred to a thousand videos
 
@@ -135,25 +136,49 @@ def _built_index(list_path: str) -> bool:
 
 def make_links(work_dir: str, clips: list[str], rows: int) -> tuple[str, str]:
     """``rows`` symbolic links to ``clips`` (round robin) in folders of 1000 and a list naming them; returns
-    ``(list_path, root)``. Links already there are kept when they point at the clip of their row; an earlier run's
-    link to another clip (other ``--clips`` in the same ``--work-dir``) is replaced: kept, the rows were probed and
-    loaded from the earlier clips while the report named the new ones."""
+    ``(list_path, root)``. The links are made in a new folder renamed into place and the list is written
+    atomically: made in place, a run stopped midway left half the links (or half the list) for the next run to take
+    as whole, two runs in one ``--work-dir`` raced, and an earlier run's links to other clips were kept where a
+    stop came before they were replaced. The index keys its rows by the linked clip's size and mtime, so a new
+    link to the same clip leaves an index built through the old one valid."""
     root = os.path.join(work_dir, "videos")
+    os.makedirs(work_dir, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix=".videos.", suffix=".tmp", dir=work_dir)
     lines = []
-    for i in range(rows):
-        clip = os.path.abspath(clips[i % len(clips)])
-        rel = os.path.join(f"class_{i // _LINKS_PER_DIR:04d}", f"video_{i:07d}{os.path.splitext(clip)[1]}")
-        path = os.path.join(root, rel)
-        if os.path.islink(path) and os.readlink(path) != clip:
-            os.unlink(path)
-        if not os.path.lexists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.symlink(clip, path)
-        lines.append(f"{rel} {i // _LINKS_PER_DIR % 400}")
+    try:
+        for i in range(rows):
+            clip = os.path.abspath(clips[i % len(clips)])
+            rel = os.path.join(f"class_{i // _LINKS_PER_DIR:04d}", f"video_{i:07d}{os.path.splitext(clip)[1]}")
+            if i % _LINKS_PER_DIR == 0:
+                os.mkdir(os.path.join(fresh, os.path.dirname(rel)))
+            os.symlink(clip, os.path.join(fresh, rel))
+            lines.append(f"{rel} {i // _LINKS_PER_DIR % 400}")
+        _rename_folder_into_place(fresh, root)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
     list_path = os.path.join(work_dir, "list.txt")
-    with open(list_path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(list_path, "\n".join(lines) + "\n")
     return list_path, root
+
+
+def _rename_folder_into_place(fresh: str, final: str) -> None:
+    """Rename the folder ``fresh`` to ``final``, an earlier ``final`` (a whole one: it was put there so) moved aside
+    and removed. A rename cannot replace a folder that holds files, so ``final`` is missing for a moment, never
+    half made; another run putting its own in place meanwhile is moved aside in turn (the last one wins)."""
+    while True:
+        try:
+            os.rename(fresh, final)  # also replaces an empty folder
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        aside = tempfile.mkdtemp(prefix=".videos.", suffix=".old", dir=os.path.dirname(final))
+        try:
+            os.rename(final, aside)  # over the empty folder just made
+        except FileNotFoundError:  # another run moved it aside first
+            pass
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def time_build(list_path: str, root: str, workers: int, kept: bool = True) -> dict:

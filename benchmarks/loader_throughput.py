@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # allow `python benchmarks/loader_throughput.py`
 
 from benchmarks import cli, common, cpu_monitor, hardware, inputs, reporting, stats  # noqa: E402
 from benchmarks.baseline_loaders import build_baseline_loader, decord_available  # noqa: E402
+from evautil.files import atomic_write_text  # noqa: E402
 
 ALL_LOADERS = ("dali", "dali-pyav", "decord", "pyav")
 DEFAULT_LOADERS = "dali,decord,pyav"
@@ -58,13 +59,13 @@ ALL_MODES = ("train", "test")
 
 
 def write_repeated_list(clips: list[tuple[str, int, int]], rows: int, out_dir: str) -> tuple[str, str]:
-    """A list file of ``rows`` lines cycling over ``clips`` (paths relative to their common folder)."""
+    """A list file of ``rows`` lines cycling over ``clips`` (paths relative to their common folder), written
+    atomically: a run stopped midway left a half list under the name the next run reads as whole, and two runs
+    writing the same list raced."""
     root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p, _, _ in clips])
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"loader_bench_{len(clips)}clips_{rows}rows.txt")
     lines = [f"{os.path.relpath(clips[i % len(clips)][0], root)} {clips[i % len(clips)][1]}" for i in range(rows)]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")  # makes out_dir when missing
     return path, root
 
 

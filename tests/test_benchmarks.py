@@ -865,6 +865,88 @@ def test_index_links_follow_the_clips_of_this_run_in_a_reused_work_dir(tmp_path)
     assert [os.readlink(os.path.join(root, n)) for n in names] == [str(second), str(first), str(second)]
 
 
+class _HalfWritten:
+    """A file whose first ``write`` writes half its data, then stops as a Ctrl-C does."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        self._f.write(data[:len(data) // 2])
+        self._f.flush()
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _stop_list_writes_midway(monkeypatch, module) -> None:
+    """Every file ``module`` writes, by ``open`` or through an atomic write's ``os.fdopen``, stops halfway through
+    its first write."""
+    import builtins
+
+    real_open, real_fdopen = builtins.open, os.fdopen
+    monkeypatch.setattr(module, "open", lambda *a, **k: _HalfWritten(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: _HalfWritten(real_fdopen(*a, **k)))
+
+
+def test_loader_list_stopped_midway_leaves_no_half_list(tmp_path, monkeypatch):
+    """The loader benchmark's list was written in place: a Ctrl-C midway left a half list under the name that the
+    next run (same clips, same rows) took as whole."""
+    from benchmarks import loader_throughput as lt
+
+    clips = [(str(tmp_path / f"clip{i}.mp4"), i, 32) for i in range(3)]
+    _stop_list_writes_midway(monkeypatch, lt)
+    with pytest.raises(KeyboardInterrupt):
+        lt.write_repeated_list(clips, 50, str(tmp_path / "lists"))
+    assert os.listdir(tmp_path / "lists") == []  # neither the list nor a temporary file
+    monkeypatch.undo()
+    path, root = lt.write_repeated_list(clips, 50, str(tmp_path / "lists"))
+    assert open(path).read().splitlines()[-2:] == ["clip0.mp4 0", "clip1.mp4 1"] and root == str(tmp_path)
+
+
+def test_index_links_and_list_stopped_midway_leave_the_earlier_whole_ones(tmp_path, monkeypatch):
+    """The index benchmark made its links and wrote its list in place: a Ctrl-C midway left some rows linked to
+    the earlier run's clips and some to this run's (or a half list), which the next run took as whole."""
+    from benchmarks import index_throughput
+    from benchmarks.index_throughput import make_links
+
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    for clip in (first, second):
+        clip.write_bytes(b"")
+    work = tmp_path / "work"
+    list_path, root = make_links(str(work), [str(first)], 5)
+    listed = open(list_path).read()
+    names = [line.split()[0] for line in listed.splitlines()]
+    real_symlink, made = os.symlink, []
+
+    def symlink(src, dst):
+        if len(made) == 3:
+            raise KeyboardInterrupt
+        made.append(dst)
+        real_symlink(src, dst)
+
+    monkeypatch.setattr(os, "symlink", symlink)
+    with pytest.raises(KeyboardInterrupt):
+        make_links(str(work), [str(second)], 5)
+    monkeypatch.undo()
+    assert [os.readlink(os.path.join(root, n)) for n in names] == [str(first)] * 5
+    assert sorted(os.listdir(work)) == ["list.txt", "videos"]  # no half-made folder left either
+    _stop_list_writes_midway(monkeypatch, index_throughput)
+    with pytest.raises(KeyboardInterrupt):
+        make_links(str(work), [str(second)], 5)
+    monkeypatch.undo()
+    assert open(list_path).read() == listed and sorted(os.listdir(work)) == ["list.txt", "videos"]
+    # the links themselves were made whole and put in place before the list: they are this run's
+    assert [os.readlink(os.path.join(root, n)) for n in names] == [str(second)] * 5
+
+
 def test_index_throughput_bad_input_is_one_line(tmp_path, capsys):
     from benchmarks import index_throughput
 

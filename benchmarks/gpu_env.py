@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -21,9 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # which the benchmarks' CPU monitor needs.
 RUNTIME_IMPORTS = ("torch", "timm", "av", "einops", "yacs", "yaml", "numpy", "pynvml", "safetensors",
                    "huggingface_hub", "tensorboard", "tqdm", "matplotlib", "nvidia.dali", "psutil")
-# Of those, found and versioned without an import: timm is pure Python over torch (imported here), and its import
-# (torchvision's models, torch._dynamo, sympy) was half of the stage's CPU time: 3 s of 6, which a busy 2-core
-# machine stretched past the stage's 20 s box. A package that did not travel is not found either.
+# Of those, found and versioned without an import here: timm is pure Python over torch (imported here), and its
+# import (torchvision's models, torch._dynamo, sympy) was half of the stage's CPU time: 3 s of 6, which a busy 2-core
+# machine stretched past the stage's 20 s box. A package that did not travel is not found either. Each is imported
+# in a process of its own, started first and read last (:func:`start_import_checks`): one installed but failing
+# on import (built for another torch) passed this stage and failed every later one.
 FOUND_NOT_IMPORTED = ("timm",)
 # What the smoke plan's gpu_tests stage runs with: without pytest-timeout its `--timeout` flag stops pytest before
 # any test, and the stage would say only "unrecognized arguments".
@@ -51,6 +54,24 @@ def installed_version(import_name: str, module, owners: Mapping[str, list[str]] 
     return "version unknown"
 
 
+def start_import_checks(names: tuple[str, ...] = FOUND_NOT_IMPORTED) -> dict[str, subprocess.Popen]:
+    """A Python process importing each of ``names``, started now to run beside this stage's other checks."""
+    return {name: subprocess.Popen([sys.executable, "-c", f"import {name}"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+            for name in names}
+
+
+def import_failures(checks: Mapping[str, subprocess.Popen]) -> dict[str, str]:
+    """Each of ``checks``' packages whose import failed, with the last line of its error (the exception)."""
+    failed = {}
+    for name, proc in checks.items():
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            lines = [line.strip() for line in err.splitlines() if line.strip()]
+            failed[name] = lines[-1] if lines else f"the import ended with exit code {proc.returncode}"
+    return failed
+
+
 def print_nvdec_caps(compute_capability: tuple[int, int], query=None) -> None:
     """The driver's NVDEC answers for GPU 0 (engines, each codec's sizes per bit depth) and where NVIDIA's published
     table, which routing falls back to, differs from them. Not a problem when the driver cannot be asked: routing
@@ -76,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     from evautil.cli import ArgumentParser
 
     ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    checks = start_import_checks()
+    try:
+        return _check_environment(checks)
+    finally:
+        for proc in checks.values():  # a stage stopped before it read them (an error, a Ctrl-C)
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def _check_environment(checks: Mapping[str, subprocess.Popen]) -> int:
+    """The stage's checks and lines (:func:`main`); ``checks``: the imports running in processes of their own."""
     from dali_pipelines.nvdec_support import dali_cuda_major, driver_cuda_version, gpu_decode_problems, nvcuvid_loads
 
     # The GPU facts first: should the package imports below outrun the stage's time box, these are in the log.
@@ -84,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"driver CUDA     {driver_text}; DALI built for CUDA {dali_cuda}")
     nvcuvid = nvcuvid_loads()
     print(f"libnvcuvid      {'loads' if nvcuvid else 'MISSING'}")
-    missing = []
+    missing, absent = [], set()
     try:
         import torch
     except Exception:  # noqa: BLE001 - named with the other packages below
@@ -111,13 +144,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:15s} {installed_version(name, module, owners)}")
         except Exception as err:  # report every missing package, not just the first
             missing.append(f"{name} ({type(err).__name__}: {err})")
+            absent.add(name)
     for name in BASELINE_IMPORTS:
         try:
             module = importlib.import_module(name)
             print(f"{name:15s} {installed_version(name, module, owners)}")
         except Exception:  # noqa: BLE001 - not a problem for this machine, only for two full stages
             print(f"{name:15s} not installed (the loader and decode stages' original-pipeline baseline)")
-    problems = gpu_decode_problems(driver, dali_cuda, nvcuvid) + [f"missing: {m}" for m in missing]
+    broken = [f"{name} is installed but its import fails: {why}"
+              for name, why in import_failures(checks).items() if name not in absent]  # one line for a missing one
+    problems = gpu_decode_problems(driver, dali_cuda, nvcuvid) + [f"missing: {m}" for m in missing] + broken
     for problem in problems:
         print(f"PROBLEM: {problem}")
     print("environment OK" if not problems else f"{len(problems)} problem(s)")

@@ -487,6 +487,28 @@ def test_env_stage_finds_timm_without_importing_it_and_names_it_missing(capsys, 
     assert "PROBLEM: missing: timm (ModuleNotFoundError: No module named 'timm')" in capsys.readouterr().out
 
 
+def test_env_stage_names_a_timm_that_is_installed_but_fails_on_import(tmp_path):
+    """The stage finds timm without importing it: a timm installed but failing on import (built for another torch)
+    passed the stage and failed every later one. Its import runs in a process of its own, beside the other checks,
+    and its error's last line is a problem."""
+    fake = tmp_path / "site"
+    (fake / "timm").mkdir(parents=True)
+    (fake / "timm" / "__init__.py").write_text(
+        "raise ImportError('timm 9.9.9 needs torch 9, found another: reinstall timm for this torch')\n")
+    info = fake / "timm-9.9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: timm\nVersion: 9.9.9\n")
+    (info / "top_level.txt").write_text("timm\n")
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(fake), env["PYTHONPATH"]])
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_env"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"^timm\s+9\.9\.9$", done.stdout, re.M), done.stdout  # found, as before: the fake one
+    assert ("PROBLEM: timm is installed but its import fails: ImportError: timm 9.9.9 needs torch 9, found another: "
+            "reinstall timm for this torch\n") in done.stdout, done.stdout
+
+
 def test_env_stage_says_whether_the_original_pipelines_decoder_is_there(capsys, monkeypatch):
     """decord is no problem for the smoke and bench plans, but the full loader and decode stages fail without it:
     the environment line says which it is before those stages are sent."""

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 from benchmarks import cli, common, hardware, inputs, reporting, stats
 from dali_pipelines.filelist import read_video_list
@@ -143,7 +144,8 @@ def make_links(work_dir: str, clips: list[str], rows: int) -> tuple[str, str]:
     link to the same clip leaves an index built through the old one valid."""
     root = os.path.join(work_dir, "videos")
     os.makedirs(work_dir, exist_ok=True)
-    fresh = tempfile.mkdtemp(prefix=".videos.", suffix=".tmp", dir=work_dir)
+    fresh = _unused_name(root, "tmp")
+    os.mkdir(fresh)  # not mkdtemp's: its private mode (0700) kept the links from the other users of the --work-dir
     lines = []
     try:
         for i in range(rows):
@@ -173,12 +175,17 @@ def _rename_folder_into_place(fresh: str, final: str) -> None:
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-        aside = tempfile.mkdtemp(prefix=".videos.", suffix=".old", dir=os.path.dirname(final))
+        aside = _unused_name(final, "old")
         try:
-            os.rename(final, aside)  # over the empty folder just made
+            os.rename(final, aside)
         except FileNotFoundError:  # another run moved it aside first
-            pass
+            continue
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _unused_name(path: str, kind: str) -> str:
+    """A hidden name beside ``path`` that no other call (nor run) picks: ``.<name>.<random>.<kind>``."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.{kind}")
 
 
 def time_build(list_path: str, root: str, workers: int, kept: bool = True) -> dict:

@@ -861,8 +861,14 @@ def test_index_links_follow_the_clips_of_this_run_in_a_reused_work_dir(tmp_path)
     list_path, root = make_links(str(work), [str(first)], 3)
     names = [line.split()[0] for line in open(list_path).read().splitlines()]
     assert {os.readlink(os.path.join(root, n)) for n in names} == {str(first)}
-    list_path, root = make_links(str(work), [str(second), str(first)], 3)
+    mask = os.umask(0o022)
+    try:
+        list_path, root = make_links(str(work), [str(second), str(first)], 3)
+    finally:
+        os.umask(mask)
     assert [os.readlink(os.path.join(root, n)) for n in names] == [str(second), str(first), str(second)]
+    # made in a folder of its own first, then renamed: readable by the other users of the work dir, as made in place
+    assert oct(os.stat(root).st_mode & 0o777) == oct(0o755) and sorted(os.listdir(work)) == ["list.txt", "videos"]
 
 
 class _HalfWritten:

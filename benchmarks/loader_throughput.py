@@ -350,7 +350,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     loaders = cli.chosen_names("--loaders", args.loaders, ALL_LOADERS, "loader")
     modes = cli.chosen_names("--modes", args.modes, ALL_MODES, "mode")
     if args.workers < 1:
-        raise common.InputError("--workers must be at least 1")
+        raise common.InputError(f"--workers must be at least 1, got {args.workers}")
     clips, input_desc = inputs.read_list_or_synthetic(args)  # after the option checks: generating clips takes time
     if any(name in DALI_VARIANTS for name in loaders):  # the baselines do not check the labels
         inputs.check_labels(args, clips, args.num_classes)

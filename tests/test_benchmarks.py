@@ -1052,7 +1052,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         (eval_throughput, ["--list", str(gone)], "gone.txt:1: cannot read video"),
         (train_throughput, ["--with-loader", "--no-measure-peak", "--list", str(missing)], "does not exist"),
         (decode_throughput, ["--modes", "bogus"], "--modes: unknown mode 'bogus'"),
-        (loader_throughput, ["--workers", "0"], "--workers must be at least 1"),
+        (loader_throughput, ["--workers", "0"], "--workers must be at least 1, got 0"),
     ]
     for module, args, words in cases:
         assert module.main(["--quick", *args]) == 2, (module.__name__, args)

@@ -59,7 +59,9 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
     reason)`` of the listed videos not scored, a row each with ``status`` ``error`` and the reason (as
     tools/predict.py writes them), among the others in list order. Returns both paths."""
     names = class_names or {}
-    # Each file is written whole or not at all (a stop in the write leaves the earlier file, never half of one).
+    # Each file is written whole or not at all (a stop in the write leaves the earlier file, never half of one), and
+    # synced with its rename: the eval line is logged (and a test's progress file removed) once they are written, so
+    # a power loss then must not leave an empty or half file under the final name.
     ranks = min(5, num_classes)  # fewer than 5 classes: as many ranks as the rows hold
     header = ["index", "path", "label", "label_name", "correct_top1"]
     for r in range(1, ranks + 1):
@@ -78,12 +80,12 @@ def write_predictions(output_dir: str, split: str, predictions: Sequence[tuple],
     rows.sort(key=lambda r: r[0])
     pred_path = os.path.join(output_dir, f"predictions_{split}.csv")
     with naming_the_file(pred_path):  # a full disk's error from write() names no file
-        atomic_write_text(pred_path, _csv_text([header] + [row for _, row in rows]), fsync=False)
+        atomic_write_text(pred_path, _csv_text([header] + [row for _, row in rows]))
     per_class = [["class", "name", "num_videos", "top1", "top5"]]
     for s in per_class_accuracy(predictions, num_classes):
         per_class.append([s["class"], names.get(s["class"], ""), s["num_videos"], f"{s['top1']:.2f}",
                           "" if s["top5"] is None else f"{s['top5']:.2f}"])
     cls_path = os.path.join(output_dir, f"per_class_{split}.csv")
     with naming_the_file(cls_path):
-        atomic_write_text(cls_path, _csv_text(per_class), fsync=False)
+        atomic_write_text(cls_path, _csv_text(per_class))
     return pred_path, cls_path

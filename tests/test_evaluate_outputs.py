@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -231,6 +233,38 @@ def test_a_file_of_only_unreadable_videos_is_named_by_the_plots(tmp_path):
                             "status": "error", "error": "not a video"}]
     with pytest.raises(ValueError, match="all 1 rows are of videos that could not be read"):
         read_predictions(pred)
+
+
+def test_the_predictions_and_per_class_files_are_synced_before_their_rename_and_the_folder_after(tmp_path,
+                                                                                                 monkeypatch):
+    """Both files were renamed into place unsynced, unlike the checkpoints and the run's other files: a power loss
+    right after the eval line (which follows them) could leave an empty or half file under the final name. Each is
+    now written whole to a temporary file, synced, renamed over its name, and the rename synced in its folder."""
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        is_folder = stat.S_ISDIR(os.fstat(fd).st_mode)
+        events.append(("fsync folder", name) if is_folder else ("fsync", os.path.basename(name), os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", os.path.basename(src), os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    preds = [(0, 0, [0, 1, 2, 3, 4], [.4, .2, .1, .1, .1]), (1, 3, [2, 3, 0, 1, 4], [.5, .3, .1, .05, .03])]
+    written = write_predictions(str(tmp_path), "test", preds, {0: "a.mp4", 1: "b.mp4"}, 8)
+    assert len(events) == 6, events
+    for path, (synced, renamed, folder) in zip(written, (events[:3], events[3:])):
+        name = os.path.basename(path)
+        temp = synced[1]
+        assert temp.startswith(f".{name}.") and temp.endswith(".tmp"), events
+        assert synced == ("fsync", temp, os.path.getsize(path))  # the whole file, under its temporary name
+        assert renamed == ("replace", temp, name) and folder == ("fsync folder", str(tmp_path)), events
+    assert sorted(os.listdir(tmp_path)) == ["per_class_test.csv", "predictions_test.csv"]
 
 
 def test_class_names_and_reasons_with_commas_quotes_line_breaks_and_accents_read_back_as_written(tmp_path):

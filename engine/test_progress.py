@@ -8,16 +8,21 @@ ends every evaluation); rank 0 writes the predictions of all ranks gathered so f
 test they belong to (the weights' checkpoint, the views and frames, the list, its number of videos). The rerun's
 test (``Trainer.evaluate_finished``; an evaluation-only run's, ``runner.only_test``, the same) takes them when all
 of that matches, forwards only the other videos, and removes the file once the test is complete; a file of another
-test is named in a warning and replaced.
+test is named in a warning and replaced. The list is identified by its content too (a list rewritten in place with
+as many lines), and the predictions by a checksum written with them: a file cut short, or edited by hand, is named
+with what differs and ignored, and the test scores every video again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+from collections import Counter
 from typing import Any
 
+from evautil.errors import some_names
 from evautil.files import atomic_write_text
 from evautil.progress import counted
 
@@ -62,11 +67,15 @@ class FinalTestProgress:
         except OSError:
             st = None
         index = getattr(loader, "index", None)
+        self._labels = getattr(getattr(index, "videos", None), "labels", None)  # each list row's label
         self.test = {"checkpoint": os.path.realpath(checkpoint) if checkpoint else None, "global_step": step,
                      "checkpoint_size": st.st_size if st else None,
                      "checkpoint_mtime_ns": st.st_mtime_ns if st else None,
                      "views": [getattr(loader, "num_clip", None), getattr(loader, "num_crop", None)],
-                     "listed_videos": len(index) if hasattr(index, "__len__") else None, **(setting or {})}
+                     "listed_videos": len(index) if hasattr(index, "__len__") else None,
+                     # a list rewritten in place with as many lines (another order, a label fixed) is another test
+                     "list_digest": getattr(getattr(index, "videos", None), "content_digest", None),
+                     **(setting or {})}
 
     def kept(self) -> dict[str, Any] | None:
         """The earlier stopped test's ``{'predictions', 'views', 'classes'}`` (:func:`evaluate.evaluate`'s ``kept``)
@@ -83,23 +92,60 @@ class FinalTestProgress:
             return None
         try:
             with open(self.path, encoding="utf-8") as f:
-                saved = json.load(f)
+                saved = _loaded(f.read())
             # a probability that was NaN (a model's NaN output) is written as null (standard_json): NaN again
             preds = [(int(r), int(y), [int(c) for c in cs], [math.nan if p is None else float(p) for p in ps])
                      for r, y, cs, ps in saved["predictions"]]
             test, views, classes = saved["test"], int(saved["views"]), int(saved["classes"])
             if not isinstance(test, dict):  # (JSON of another shape: compared below, it raised outside this try)
                 raise TypeError(f"its 'test' is {type(test).__name__}, not an object")
+        except _CutShort as e:
+            self.metrics.warn(f"{self.path} is cut short ({e}): ignored, this test scores every video and a stop "
+                              "replaces it")
+            return None
         except (OSError, ValueError, TypeError, KeyError) as e:
             self.metrics.warn(f"{self.path} cannot be read ({type(e).__name__}: {e}): ignored, this test scores "
                               "every video and a stop replaces it")
             return None
         differs = sorted(k for k in set(test) | set(self.test) if test.get(k) != self.test.get(k))
         if differs:
-            self.metrics.warn(f"{self.path} was written by another test (its {', '.join(differs)} differ): ignored, "
-                              "this test scores every video and a stop replaces it")
+            said = "; ".join(f"its {k} {_short(test.get(k))}, this test's {_short(self.test.get(k))}" for k in differs)
+            self.metrics.warn(f"{self.path} was written by another test ({said}): ignored, this test scores every "
+                              "video and a stop replaces it")
+            return None
+        problem = self._changed(saved, preds, classes)
+        if problem:
+            self.metrics.warn(f"{self.path} is not as the stop wrote it ({problem}): ignored, this test scores every "
+                              "video again and a stop replaces it")
             return None
         return {"predictions": preds, "views": views, "classes": classes}
+
+    def _changed(self, saved: dict[str, Any], preds: list[tuple], classes: int) -> str:
+        """What in a progress file of this test says its predictions are not those the stop wrote ("" when none
+        does): their checksum (an edit by hand, a file of an older version without one), then what the list and
+        the model say each must be (a row listed once, its list label, ``classes`` ranked classes)."""
+        if "predictions_digest" not in saved:
+            return "it has no checksum of its predictions (written by an earlier version)"
+        if saved["predictions_digest"] != _digest(saved["predictions"]):
+            return f"its {len(preds)} predictions do not match the checksum written with them: edited after the stop"
+        rows = [r for r, *_ in preds]
+        listed = self.test["listed_videos"]
+        wrong = sorted(r for r, n in Counter(rows).items() if n > 1)
+        if wrong:
+            return f"list rows {some_names([str(r) for r in wrong])} are scored more than once"
+        wrong = [r for r in rows if r < 0 or (listed is not None and r >= listed)]
+        if wrong:
+            return f"list rows {some_names([str(r) for r in wrong])} are not rows of the list's {listed} videos"
+        if self._labels is not None:
+            wrong = [f"row {r}: {y}, the list's {int(self._labels[r])}" for r, y, *_ in preds if y != self._labels[r]]
+            if wrong:
+                return f"labels differ from the list's ({some_names(wrong)})"
+        ranked = min(5, classes)
+        wrong = [str(r) for r, _, cs, ps in preds
+                 if len(cs) != ranked or len(ps) != ranked or not all(0 <= c < classes for c in cs)]
+        if wrong:
+            return f"list rows {some_names(wrong)} do not hold {ranked} of the model's {classes} classes"
+        return ""
 
     def stopped(self, stop: EvaluationStopped, signal_name: str | None, auto_resume: bool) -> StoppedAtTest:
         """Rank 0 writes what ``stop`` gathered (every rank must call it); returns the stop every rank raises."""
@@ -117,8 +163,9 @@ class FinalTestProgress:
         """Rank 0 writes ``stop``'s predictions (none: no file); returns what was kept ("stopped<by> ...")."""
         failure = None
         if self.ctx.is_main:
+            predictions = json.loads(standard_json([list(p) for p in stop.predictions]))  # as read back: NaN null
             record = {"test": self.test, "views": stop.views, "classes": stop.classes, "signal": signal_name,
-                      "predictions": [list(p) for p in stop.predictions]}
+                      "predictions": predictions, "predictions_digest": _digest(predictions)}
             try:
                 if stop.predictions:  # whole or nothing, even when a second Ctrl-C comes while it is written
                     atomic_write_text(self.path, standard_json(record) + "\n")
@@ -146,3 +193,30 @@ class FinalTestProgress:
             except OSError as e:
                 self.metrics.warn(f"{self.path} could not be removed ({e}): the test is complete, the file is "
                                   "stale")
+
+
+class _CutShort(ValueError):
+    """A progress file that ends inside its record."""
+
+
+def _loaded(text: str) -> Any:
+    """A progress file's JSON; one cut short (a disk that filled, a copy cut off) raises :class:`_CutShort` with its
+    size: JSON's own "Expecting ',' delimiter" at its last character did not say so."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        end = text.rstrip()  # the stop writes one object: a file that stops before its last "}" was cut short
+        if end and (e.pos >= len(end) or not end.endswith("}")):
+            raise _CutShort(f"its {len(text.encode('utf-8'))} bytes end inside the record") from None
+        raise
+
+
+def _digest(predictions: list) -> str:
+    """The checksum of a progress file's predictions (as JSON reads them back: a NaN probability is null)."""
+    return hashlib.sha256(json.dumps(predictions, allow_nan=False).encode("ascii")).hexdigest()
+
+
+def _short(value: Any) -> str:
+    """``value`` for a warning line: a long one (a list's path) cut to its last 60 characters."""
+    text = "none" if value is None else json.dumps(value) if isinstance(value, (list, bool)) else str(value)
+    return text if len(text) <= 60 else "..." + text[-57:]

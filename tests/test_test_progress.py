@@ -8,6 +8,7 @@ import json
 import os
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,7 +18,8 @@ from dali_pipelines.loader import build_loader
 from engine.distributed import DistContext
 from engine.evaluate import EvaluationStopped, evaluate, evaluate_and_log
 from engine.metrics import MetricLogger
-from engine.test_progress import EVALUATION_PROGRESS_FILE, PROGRESS_FILE, FinalTestProgress, interrupted_test
+from engine.test_progress import (EVALUATION_PROGRESS_FILE, PROGRESS_FILE, FinalTestProgress, _digest,
+                                  interrupted_test)
 from tests.gloo_ranks import gloo_rank
 from tests.test_distributed import _manager
 from tests.video_fixtures import make_clip_dataset, small_cfg
@@ -45,11 +47,11 @@ def _batches(rank: int, world: int, videos: int = 4):
                "index": torch.tensor([row])}
 
 
-def _progress(output_dir: str, ctx: DistContext, warned: list[str]) -> FinalTestProgress:
+def _progress(output_dir: str, ctx: DistContext, warned: list[str], loader=None) -> FinalTestProgress:
     """The progress file of a test of 4 videos; its warnings go to ``warned``, its other lines nowhere."""
     checkpoint = os.path.join(output_dir, "ckpt_epoch_1.pth")
     metrics = SimpleNamespace(output_dir=output_dir, warn=warned.append, info=lambda line: None)
-    return FinalTestProgress(metrics, ctx, checkpoint, 12, {"list": "test.txt"}, None)
+    return FinalTestProgress(metrics, ctx, checkpoint, 12, {"list": "test.txt"}, loader)
 
 
 def _stop_on_rank_1(rank: int, world: int, init_file: str, output_dir: str, out: dict) -> None:
@@ -100,8 +102,8 @@ def test_an_unreadable_progress_file_is_named_ignored_and_replaced(tmp_path):
     (tmp_path / PROGRESS_FILE).write_text('{"test": {"checkpoint": ')
     progress = _progress(str(tmp_path), ctx, warned)
     assert progress.kept() is None
-    assert len(warned) == 1 and warned[0].startswith(f"{tmp_path / PROGRESS_FILE} cannot be read (JSONDecodeError")
-    assert "ignored" in warned[0]
+    assert warned == [f"{tmp_path / PROGRESS_FILE} is cut short (its 24 bytes end inside the record): ignored, "
+                      "this test scores every video and a stop replaces it"]
     model, done = _Flat(), []
     try:
         evaluate(model, _batches(0, 1), ctx, split="test", progress=done.append, stop_requested=lambda: len(done) == 2)
@@ -111,7 +113,9 @@ def test_an_unreadable_progress_file_is_named_ignored_and_replaced(tmp_path):
     assert model.clips == 4 and progress.kept()["predictions"][1][0] == 1 and len(warned) == 1
     (tmp_path / PROGRESS_FILE).write_text((tmp_path / PROGRESS_FILE).read_text().replace('"global_step": 12',
                                                                                          '"global_step": 11'))
-    assert progress.kept() is None and "another test (its global_step differ)" in warned[-1]
+    assert progress.kept() is None and warned[-1] == (f"{tmp_path / PROGRESS_FILE} was written by another test "
+                                                      "(its global_step 11, this test's 12): ignored, this test scores "
+                                                      "every video and a stop replaces it")
 
 
 def test_a_stop_before_the_first_batch_keeps_no_file(tmp_path):
@@ -328,3 +332,105 @@ def test_a_progress_file_whose_test_is_not_an_object_is_named_and_ignored(tmp_pa
     assert _progress(str(tmp_path), DistContext(), warned).kept() is None
     assert len(warned) == 1 and warned[0].startswith(f"{tmp_path / PROGRESS_FILE} cannot be read (TypeError: its "
                                                      "'test' is ")
+
+
+class _Listed:
+    """A test loader's index as the progress file reads it: the list's row count, labels and content digest."""
+
+    def __init__(self, labels: list[int], digest: str):
+        self.index = self
+        self.videos = SimpleNamespace(labels=np.array(labels), content_digest=digest)
+
+    def __len__(self) -> int:
+        return len(self.videos.labels)
+
+
+def _stopped_after(output_dir, warned: list[str], batches: int, loader=None) -> FinalTestProgress:
+    """A real stop of the 4-video test after ``batches`` batches, its videos kept in the progress file."""
+    progress, done = _progress(str(output_dir), DistContext(), warned, loader), []
+    try:
+        evaluate(_Flat(), _batches(0, 1), DistContext(), split="test", progress=done.append,
+                 stop_requested=lambda: len(done) == batches)
+        raise AssertionError("the evaluation did not stop")
+    except EvaluationStopped as stop:
+        progress.stopped(stop, "SIGTERM", True)
+    return progress
+
+
+def _rerun_forwards(progress: FinalTestProgress) -> int:
+    """The clips the rerun of the 4-video test forwards with what ``progress`` kept (8: every video again)."""
+    model = _Flat()
+    result = evaluate(model, _batches(0, 1), DistContext(), split="test", kept=progress.kept())
+    assert result["num_videos"] == 4
+    return model.clips
+
+
+@pytest.mark.parametrize("cut", ["half", "last brace", "inner object"])
+def test_a_kept_file_cut_short_is_named_with_its_size_and_every_video_scored_again(tmp_path, cut):
+    """A progress file cut short (a disk that filled, a copy cut off) was named only by JSON's parse error
+    ("Expecting ',' delimiter: line 1 column 612"), which did not say the file was incomplete. The warning says it
+    is cut short, with its size, and the rerun scores every video."""
+    warned: list[str] = []
+    progress = _stopped_after(tmp_path, warned, 3)
+    whole = (tmp_path / PROGRESS_FILE).read_bytes()
+    assert _rerun_forwards(progress) == 2 and not warned  # whole: only video 3's 2 views
+    kept = {"half": whole[:len(whole) // 2], "last brace": whole[:-2],
+            "inner object": whole[:whole.index(b"}") + 1]}[cut]  # a cut right after the test's own object
+    (tmp_path / PROGRESS_FILE).write_bytes(kept)
+    assert _rerun_forwards(progress) == 8
+    assert warned == [f"{tmp_path / PROGRESS_FILE} is cut short (its {len(kept)} bytes end inside the record): "
+                      "ignored, this test scores every video and a stop replaces it"]
+
+
+def test_a_kept_file_edited_by_hand_is_named_and_every_video_scored_again(tmp_path):
+    """The kept predictions were taken as the file held them: a probability, class or label changed by hand (or a
+    row dropped) went into the accuracy and the predictions file. A checksum written with them says the file is
+    not as the stop wrote it, the warning names the file, and the rerun scores every video."""
+    warned: list[str] = []
+    progress = _stopped_after(tmp_path, warned, 3)
+    saved = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    saved["predictions"][1][2] = [saved["predictions"][1][1]] + [c for c in saved["predictions"][1][2]
+                                                                 if c != saved["predictions"][1][1]]
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps(saved) + "\n")
+    assert _rerun_forwards(progress) == 8
+    assert warned == [f"{tmp_path / PROGRESS_FILE} is not as the stop wrote it (its 3 predictions do not match the "
+                      "checksum written with them: edited after the stop): ignored, this test scores every video "
+                      "again and a stop replaces it"]
+    del saved["predictions_digest"]  # a file of an earlier version: what it holds cannot be told
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps(saved) + "\n")
+    assert _rerun_forwards(progress) == 8 and "(it has no checksum of its predictions" in warned[-1]
+
+
+def test_a_kept_file_of_a_list_rewritten_in_place_is_named_with_what_differs(tmp_path):
+    """A list edited in place with as many lines (another order, a label fixed) kept its path and video count, the
+    only list facts the progress file held: the stopped test's predictions were merged with rows that now name
+    other videos. Its content digest is part of the test, and the warning says which facts differ."""
+    warned: list[str] = []
+    _stopped_after(tmp_path, warned, 2, _Listed([0, 1, 2, 0], "a1b2c3"))
+    assert json.loads((tmp_path / PROGRESS_FILE).read_text())["test"]["list_digest"] == "a1b2c3"
+    assert _rerun_forwards(_progress(str(tmp_path), DistContext(), warned, _Listed([0, 1, 2, 0], "a1b2c3"))) == 4
+    assert _rerun_forwards(_progress(str(tmp_path), DistContext(), warned, _Listed([0, 1, 2, 0], "d4e5f6"))) == 8
+    assert warned == [f"{tmp_path / PROGRESS_FILE} was written by another test (its list_digest a1b2c3, this test's "
+                      "d4e5f6): ignored, this test scores every video and a stop replaces it"]
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda p: p.append(p[0]), "list rows 0 are scored more than once"),
+    (lambda p: p.append([7, 1, [1, 0, 2], [0.5, 0.3, 0.2]]), "list rows 7 are not rows of the list's 4 videos"),
+    (lambda p: p[1].__setitem__(1, 2), "labels differ from the list's (row 1: 2, the list's 1)"),
+    (lambda p: p[0].__setitem__(2, [0, 1, 3]), "list rows 0 do not hold 3 of the model's 3 classes"),
+])
+def test_kept_predictions_the_list_or_the_model_contradict_are_not_merged(tmp_path, edit, said):
+    """Predictions whose checksum was rewritten with them (or that a bug wrote) are checked against the list and
+    the model too: a row kept twice, a row past the list, a label that is not the list's, classes the model has
+    not. Each is named and the rerun scores every video."""
+    warned: list[str] = []
+    listed = _Listed([0, 1, 2, 0], "a1b2c3")
+    progress = _stopped_after(tmp_path, warned, 2, listed)
+    saved = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    edit(saved["predictions"])
+    saved["predictions_digest"] = _digest(saved["predictions"])
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps(saved) + "\n")
+    assert _rerun_forwards(progress) == 8
+    assert warned == [f"{tmp_path / PROGRESS_FILE} is not as the stop wrote it ({said}): ignored, this test scores "
+                      "every video again and a stop replaces it"]

@@ -343,8 +343,9 @@ def write_output_text(path: str, text: str) -> None:
 def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -> str:
     """Why an output target cannot be written ("" when it can), in one line naming ``flag``: ``path`` must be (or
     become) a folder when ``folder``, else a file (``example``: a file name to suggest inside a folder given
-    instead), under a folder that exists or can be made, and that this process can write in. For a tool to refuse
-    before it works, not after."""
+    instead), under a folder that exists or can be made, and that this process can write in. An existing file (not
+    a pipe, a device or ``/dev/stdout``) is replaced by a new file written beside it: its folder must take one too.
+    For a tool to refuse before it works, not after."""
     if not path:  # abspath("") is the current folder, which passed the checks; the writes of "" then failed
         return f"{flag} is empty; give a {'folder' if folder else 'file name'}" + (
             f", e.g. {example}" if example and not folder else "")
@@ -370,11 +371,31 @@ def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -
     if not os.access(target, os.W_OK):
         return f"{flag} {path}: no permission to write {target}"
     if os.path.isdir(target):
-        try:  # what access() cannot tell: root everywhere, a folder of a virtual file system such as /proc
-            with tempfile.TemporaryFile(dir=target):
-                pass
-        except OSError as e:
-            return f"{flag} {path}: cannot write in {target} ({e.strerror or e})"
+        problem = _cannot_write_in(target)
+        if problem:
+            return f"{flag} {path}: cannot write in {target} ({problem})"
+    elif os.path.isfile(target) and not _OPEN_FILE_ALIAS.fullmatch(full):
+        # an existing file is replaced atomically: a new file beside it (beside the file a link names), renamed over
+        # it, needs its folder writable, not only the file; that failed once all the work was done
+        folder_of = os.path.dirname(_replaced_file(full))
+        problem = _cannot_write_in(folder_of)
+        if problem:
+            return (f"{flag} {path}: cannot write in its folder {folder_of} ({problem}), where the new file is "
+                    f"written before it replaces {os.path.basename(full)}; give {flag} a file in a folder you can "
+                    "write in")
+    return ""
+
+
+def _cannot_write_in(folder: str) -> str:
+    """Why no file can be made in ``folder`` ("" when one can): access() first, then a file made and removed, for
+    what access() cannot tell (root everywhere, a folder of a virtual file system such as /proc)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return os.strerror(errno.EACCES)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
     return ""
 
 

@@ -632,8 +632,8 @@ def test_export_over_a_file_in_a_folder_it_cannot_write_in_is_refused_before_loa
         shelf.chmod(0o755)
     assert done.returncode == 2, done
     assert done.stderr == (f"error: --out {out}: cannot write in its folder {shelf} (Permission denied), where the "
-                           "export writes the new file before it replaces m.safetensors; give an --out in a folder "
-                           "you can write in\n")
+                           "new file is written before it replaces m.safetensors; give --out a file in a folder you "
+                           "can write in\n")
     assert out.read_bytes() == b"an earlier export" and os.listdir(shelf) == ["m.safetensors"]
 
 

@@ -38,7 +38,6 @@ import argparse
 import os
 import shlex
 import sys
-import tempfile
 
 from evautil.interrupt import (STARTING, STOPPED_EXIT_STATUS, Stopped, finished, on_interrupt,
                                stop_signals_raise, stopped_during_work)
@@ -109,26 +108,6 @@ def _carried_settings(weights: str, opts: list[str], out: str) -> tuple[object, 
     return cfg, [names[c] for c in range(len(names))] if own_names else None
 
 
-def _check_folder_of_earlier_file(out: str) -> None:
-    """Refuse an --out that exists in a folder this process cannot write in: the export writes the new file beside
-    it and renames it over --out, which needs the folder, not the file (the write failed once the weights had
-    loaded, "Permission denied" of a file the user could write).
-
-    Raises:
-        InputError: one line naming --out, its folder and what to do.
-    """
-    if not os.path.isfile(out):  # a new file: check_output_path asked about the folder it is written in
-        return
-    folder = os.path.dirname(os.path.realpath(out))  # through a link, the folder of the file it names
-    try:  # what access() cannot tell (root everywhere), as check_output_path's probe
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise InputError(f"--out {out}: cannot write in its folder {folder} ({e.strerror or e}), where the export "
-                         f"writes the new file before it replaces {os.path.basename(out)}; give an --out in a folder "
-                         "you can write in") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m tools.export_safetensors", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals_raise(ignored=in_place):
             check_output_path(args.out, "--out", folder=False, example="model.safetensors")  # before loading
-            _check_folder_of_earlier_file(args.out)
             if not args.out.endswith(".safetensors"):  # the writer's own check came after the weights had loaded
                 raise InputError(f"--out {args.out}: the file name must end in .safetensors, e.g. "
                                  f"{os.path.splitext(args.out)[0]}.safetensors")

@@ -9,7 +9,11 @@ so SIGTERM and Ctrl-C were not acted on either, and a scheduler's cancel ended i
 So the join runs in a daemon thread, and the main thread waits for it on a lock, a wait that signals interrupt: their
 handlers run there, and the ones that raise (a stop signal's ``Stopped`` in ``evautil.interrupt.stop_signals_raise``,
 a Ctrl-C's KeyboardInterrupt) end the wait at once. After ``EVA_RENDEZVOUS_TIMEOUT_S`` seconds the process ends with
-:func:`timeout_line`. A join left waiting cannot be cancelled: the process ends, and the thread with it.
+:func:`timeout_line`. A join left waiting (timed out, or interrupted) is told to give up: its waits for the other
+ranks are short calls (:func:`_wait_for`) that it stops making, and the process's exit waits for the call under way
+(``_let_end_quietly``), which a peer ending during the interpreter's finalization woke with a C++ exception that
+aborted the process (exit -6, torch's stack trace after the clean line). Its connection to the store is one call of
+torch's, which ends at its own timeout: a process interrupted there does not wait for it (no peer can end it).
 
 torch's own rendezvous waited at most the process group's timeout (30 minutes on gloo, 10 on NCCL) and cut a longer
 ``EVA_RENDEZVOUS_TIMEOUT_S`` short with its traceback. So :func:`meeting_store` makes the store as env:// does, with
@@ -23,6 +27,7 @@ import atexit
 import os
 import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Callable
@@ -45,6 +50,10 @@ DEFAULT_TIMEOUT_S = 300
 # too many) that waited in silence for ever.
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
+# How often a join's waits for the other ranks (:func:`_wait_for`) look again, and so how soon a join given up
+# stops: a short ``store.check``, not a ``store.wait`` with a timeout, which torch logs with a warning on each.
+_POLL_S = 0.25
+
 # How much longer than the wait (joined_within) the store's own calls may take: the wait ends first, with its line,
 # never torch's timeout with a traceback. A process whose wait ended waits this long at its exit for its store's
 # calls to end too (joined_within), so keep it short.
@@ -65,6 +74,9 @@ def meeting_store(rank: int, world_size: int, seconds: float, timeout: timedelta
     keys what the start writes in the store later (``liveness.this_start``)."""
     waits = timedelta(seconds=seconds + _STORE_MARGIN_S)
     store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=waits))
+    joining = threading.current_thread()
+    if isinstance(joining, _JoinThread):  # from here on its calls are short ones, which end once it is given up
+        joining.connected = True
     # Rank 0's own store waits for every connection, but a client only for its own, and a store torchrun hosts
     # for none: without this, rank 1 waited for a missing rank 2 in the group's setup, for the group's timeout.
     set_start(_meet(store, rank, world_size, waits))
@@ -100,10 +112,10 @@ def _meet(store: dist.Store, rank: int, world_size: int, waits: timedelta) -> st
         if previous is not None:  # the ranks waiting in the previous start move on to this one
             store.set(f"{_KEYS}{previous}/next", start)
             store.set(f"{_KEYS}{previous}/go", "next")
-        store.wait([f"{_KEYS}{start}/full"], waits)
+        _wait_for(store, f"{_KEYS}{start}/full", waits)
         store.set(f"{_KEYS}{start}/go", "all")
         return start
-    store.wait([leader], waits)
+    _wait_for(store, leader, waits)
     start, launch = store.get(leader).decode().split(" ", 1)
     if own and launch != _launch(world_size):
         raise ValueError(other_run_line(rank, world_size, launch))
@@ -115,11 +127,42 @@ def _meet(store: dist.Store, rank: int, world_size: int, waits: timedelta) -> st
                 raise ValueError(crowded_line(rank, world_size, count))
             if count == world_size:
                 store.set(f"{_KEYS}{start}/full", "1")
-            store.wait([go], waits)
+            _wait_for(store, go, waits)
             if store.get(go) == b"all":
                 return start
-        store.wait([f"{_KEYS}{start}/next"], waits)  # a previous start: wait for this one's rank 0
+        _wait_for(store, f"{_KEYS}{start}/next", waits)  # a previous start: wait for this one's rank 0
         start = store.get(f"{_KEYS}{start}/next").decode()
+
+
+class _GivenUp(Exception):
+    """The join's thread stops waiting: the process no longer waits for it (timed out, or interrupted)."""
+
+
+class _JoinThread(threading.Thread):
+    """The thread of a join (:func:`joined_within`): ``given_up`` once the process stops waiting for it, and
+    ``connected`` once it reached the store, from when its calls are short (:func:`_wait_for`)."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(target=target, name="eva-rendezvous", daemon=True)
+        self.given_up = threading.Event()
+        self.connected = False
+
+
+def _wait_for(store: dist.Store, key: str, waits: timedelta) -> None:
+    """Wait until ``store`` holds ``key``, at most ``waits``, in short looks (:data:`_POLL_S`); in a join's thread
+    given up (:class:`_JoinThread`), stop at the next look.
+
+    Raises:
+        TimeoutError: ``key`` missing after ``waits``, as ``store.wait`` would (the join's own wait ends first).
+    """
+    joining = threading.current_thread()
+    deadline = time.monotonic() + waits.total_seconds()
+    while not store.check([key]):
+        if isinstance(joining, _JoinThread) and joining.given_up.is_set():
+            raise _GivenUp()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the store had no {key!r} after {waits.total_seconds():.0f} s")
+        time.sleep(_POLL_S)
 
 
 def other_run_line(rank: int, world_size: int, launch: str) -> str:
@@ -154,18 +197,31 @@ def joined_within(join: Callable[[], None], seconds: float) -> bool:
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, which raises it
             failed.append(e)
 
-    thread = threading.Thread(target=run, name="eva-rendezvous", daemon=True)
+    thread = _JoinThread(run)
     thread.start()
-    thread.join(min(seconds, threading.TIMEOUT_MAX))
+    try:
+        thread.join(min(seconds, threading.TIMEOUT_MAX))
+    except BaseException:  # a stop signal or a Ctrl-C: the process ends, and its exit must not abort either
+        _give_up(thread, interrupted=True)
+        raise
     if failed:
         raise failed[0]
     if thread.is_alive():
-        # The store's call ends within the margin, by its own timeout or by a peer that ended and closed the
-        # connection. If that wakes the thread while the interpreter is finalizing, the C++ exception it raises
-        # aborts the process (exit -6 after its clean line), so the exit waits for the call to end first.
-        atexit.register(_let_end_quietly, thread, _STORE_MARGIN_S + 5)
+        _give_up(thread, interrupted=False)
         return False
     return True
+
+
+def _give_up(thread: _JoinThread, interrupted: bool) -> None:
+    """The process no longer waits for the join in ``thread``: tell it to stop, and let its exit wait for the call
+    under way first. A store's call that ends while the interpreter is finalizing (by a peer that ended and closed
+    the connection, or by its own timeout) raises a C++ exception that aborts the process (exit -6 after its clean
+    line). Once connected, the thread waits for the others in short calls, and the exit waits at most the margin
+    (and 5 s) for any; before, its connection ends within the margin when the wait timed out, and an interrupted
+    process does not wait for it: no peer is connected to end it."""
+    thread.given_up.set()
+    if thread.connected or not interrupted:
+        atexit.register(_let_end_quietly, thread, _STORE_MARGIN_S + 5)
 
 
 def _let_end_quietly(thread: threading.Thread, seconds: float) -> None:

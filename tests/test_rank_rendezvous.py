@@ -42,6 +42,13 @@ if __name__ == "__main__":
         open(os.environ["JOIN_MARK"], "w").close()
         return meeting(*args, **kwargs)
     dist.rendezvous = rendezvous
+    if os.environ.get("FINALIZING_MARK"):  # the interpreter's finalization lasts 5 s, marked: a peer ends then
+        class Finalizing:
+            def __del__(self, mark=os.environ["FINALIZING_MARK"], touch=os.open, flags=os.O_CREAT | os.O_WRONLY,
+                        sleep=__import__("time").sleep):
+                touch(mark, flags)
+                sleep(5)
+        finalizing = Finalizing()  # cleared with __main__'s names, once the interpreter is finalizing
     sys.exit(train.main(sys.argv[1:]))
 '''
 
@@ -63,6 +70,29 @@ def _lone_rank(tmp_path: Path, data: Path, rank: int, **env: str) -> tuple[subpr
            "--opts", *_opts(data, tmp_path / "out")]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             process_group=0), port
+
+
+def _waiting(tmp_path: Path, data: Path, rank: int, port: int, world_size: int) -> subprocess.Popen:
+    """Rank ``rank`` of a run of ``world_size`` at MASTER_PORT ``port``, once it waits at the rendezvous."""
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER)
+    mark = tmp_path / f"joining{rank}"
+    env = child_env(REPO=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                    WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank), JOIN_MARK=str(mark),
+                    FINALIZING_MARK=str(tmp_path / f"finalizing{rank}"), EVA_HEARTBEAT_TIMEOUT_S="0")
+    cmd = [sys.executable, str(script), "--cfg", str(ROOT / "configs" / "demo.yaml"),
+           "--opts", *_opts(data, tmp_path / f"out{rank}")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            process_group=0)
+    _wait_for_file(mark, proc)
+    return proc
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120  # the start takes seconds on 2 cores
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), f"{path.name} was not reached: {proc.poll()}"
 
 
 def _ended(proc: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -194,3 +224,29 @@ def test_a_process_whose_rendezvous_wait_ended_lets_the_stores_call_end_before_i
                          capture_output=True, text=True, timeout=120)
     assert end.returncode == 0 and end.stdout == "False\n", end.stderr[-3000:]
     assert marker.exists()
+
+
+@pytest.mark.parametrize("sig, line, code", [
+    (signal.SIGTERM, "[rank 1] stopped: SIGTERM received outside the training steps", STOPPED_EXIT_STATUS),
+    (signal.SIGINT, "interrupted: the run stopped where it was, without a checkpoint", -signal.SIGINT),
+], ids=["SIGTERM", "SIGINT"])
+def test_a_rank_stopped_at_the_rendezvous_ends_cleanly_when_a_peer_ends_as_it_exits(tmp_path, dataset, sig, line,
+                                                                                    code):
+    """Rank 1 waits in rank 0's store (rank 2 never comes) and is stopped; rank 0 ends while rank 1's interpreter
+    finalizes, as when a Ctrl-C or a scheduler's cancel reaches every process at once. The store's call, left
+    running in its thread, woke then with a lost connection, whose C++ exception aborted the process after its
+    line (exit -6). Now the call ends before the exit, and rank 1 ends with its line and its signal's exit code."""
+    port = _free_port()
+    rank0 = _waiting(tmp_path, dataset, 0, port, 3)
+    rank1 = _waiting(tmp_path, dataset, 1, port, 3)
+    try:
+        time.sleep(1)  # inside rank 0's store, waiting for rank 0's word that all have come
+        rank1.send_signal(sig)
+        _wait_for_file(tmp_path / "finalizing1", rank1)
+    finally:
+        os.killpg(rank0.pid, signal.SIGKILL)  # its store's connections close
+        rank0.communicate()
+    done = _ended(rank1)
+    assert done.returncode == code, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), done.stderr[-3000:]

@@ -483,6 +483,9 @@ def test_a_dry_run_refuses_the_wait_settings_a_run_of_several_processes_would_st
     ({"RANK": "3"}, "error: environment variable RANK=3 is not below WORLD_SIZE=1 (unset: one process): a launcher "
                     "sets both, numbering the processes from 0"),
     ({"RANK": "x", "WORLD_SIZE": "2"}, "error: environment variable RANK='x' is not an integer"),
+    ({"WORLD_SIZE": "two"}, "error: environment variable WORLD_SIZE='two' is not an integer"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "[rank 2] error: environment variable RANK=2 is not below WORLD_SIZE=2: a "
+                                       "launcher sets both, numbering the processes from 0"),
     ({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "error: WORLD_SIZE=2 but environment "
      "variable RANK is not set, so every process would be rank 0: torchrun sets it; launched without torchrun, set "
      "RANK for every process, numbering them from 0 to 1 (under srun: each task's SLURM_PROCID)"),

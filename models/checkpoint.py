@@ -96,7 +96,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
                                         model_dtype=own["pos_embed"].dtype)
 
     # --- patch embedding: Conv2d kernel -> Conv3d -----------------------------------------------------------------
-    inflate_patch_kernel(sd, target, notes)
+    kernel_dtype = own["patch_embed.proj.weight"].dtype if "patch_embed.proj.weight" in own else torch.float32
+    inflate_patch_kernel(sd, target, notes, model_dtype=kernel_dtype)
 
     # --- classification head ----------------------------------------------------------------------------------
     fit_head(sd, target, class_mapping, notes)

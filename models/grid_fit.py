@@ -160,11 +160,19 @@ def _with_zero_cls_slot(pe: torch.Tensor, notes: list[str]) -> torch.Tensor:
 
 
 def inflate_patch_kernel(sd: dict[str, torch.Tensor], target: Mapping[str, tuple[int, ...]],
-                         notes: list[str]) -> None:
-    """An image model's Conv2d patch kernel in ``sd`` made the model's Conv3d one, in place (``'eva'`` mode)."""
+                         notes: list[str], model_dtype: torch.dtype = torch.float32) -> None:
+    """An image model's Conv2d patch kernel in ``sd`` made the model's Conv3d one, in place (``'eva'`` mode).
+    ``model_dtype``: the dtype of the model's kernel; a float16 or bfloat16 kernel inflated for a float32 one comes
+    back in float32, else in its own dtype."""
     key = "patch_embed.proj.weight"
     if key in sd and key in target and sd[key].ndim == 4 and len(target[key]) == 5:
-        tubelet = target[key][2]
+        tubelet, kernel = target[key][2], sd[key]
         # Each of the tubelet's frames gets w/tubelet, so a clip of identical frames embeds exactly as the image.
-        sd[key] = sd[key].unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet
+        # w/3, w/5, w/6 are not exact in half precision: computed in float32, and rounded back to the checkpoint's
+        # dtype only for a model that keeps it (a float32 model's frames then sum to the kernel within float32's
+        # rounding, not half precision's, times the tubelet).
+        wide = kernel.to(torch.promote_types(kernel.dtype, torch.float32))
+        inflated = wide.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet
+        half = kernel.dtype in (torch.float16, torch.bfloat16)
+        sd[key] = inflated.to(kernel.dtype) if half and model_dtype != torch.float32 else inflated
         notes.append(f"{key}: 2-D kernel inflated over tubelet {tubelet} -> {tuple(sd[key].shape)}")

@@ -155,6 +155,26 @@ def test_a_half_precision_table_resampled_for_a_float32_model_keeps_the_float32_
     assert torch.equal(out["pos_embed"], resample_video_table(src["pos_embed"], (8, 4), (16, 4)))
 
 
+@pytest.mark.parametrize("tubelet", [3, 5, 6])
+def test_a_half_precision_patch_kernel_inflated_over_the_tubelet_keeps_the_float32_result(tubelet):
+    # w / 3, w / 5, w / 6 were rounded to float16 before the float32 model copied them: the frames' kernels summed
+    # to the image's within 3 to 6 half-precision roundings, not one float32 rounding.
+    image = image_checkpoint()
+    fp32 = image["patch_embed.proj.weight"].half().float()  # the float16 kernel's values, exactly
+    half = {k: v.half() for k, v in image.items()}
+    out, _ = convert_state_dict(half, tiny(num_frames=tubelet * 2, tubelet_size=tubelet), "eva")
+    inflated = out["patch_embed.proj.weight"]
+    reference, _ = convert_state_dict({**image, "patch_embed.proj.weight": fp32},
+                                      tiny(num_frames=tubelet * 2, tubelet_size=tubelet), "eva")
+    assert inflated.dtype == torch.float32
+    assert torch.equal(inflated, reference["patch_embed.proj.weight"])
+    torch.testing.assert_close(inflated.sum(2), fp32, atol=0, rtol=tubelet * torch.finfo(torch.float32).eps)
+    # a model kept in float16 gets the kernel rounded to float16 once, from the float32 quotient
+    out, _ = convert_state_dict(half, tiny(num_frames=tubelet, tubelet_size=tubelet).half(), "eva")
+    assert out["patch_embed.proj.weight"].dtype == torch.float16
+    assert torch.equal(out["patch_embed.proj.weight"], reference["patch_embed.proj.weight"].half())
+
+
 def test_explicit_source_grid():
     src = random_state_dict(tiny(num_frames=2, img_size=64))  # (T0, S0) = (2, 8): 128 tokens = 8·4·4 as well
     out, notes = convert_state_dict(src, tiny(num_frames=4, img_size=64), "eva_k722", source_grid=(2, 8))

@@ -32,15 +32,15 @@ from torch import nn
 from evautil.errors import CheckpointError
 from evautil.zip_check import is_safetensors
 
-from .checkpoint_read import (EMA_NOTE, PathLike, check_checkpoint, head_mismatch, named_path, read_checkpoint,
-                              read_state_dict, strip_module_prefix)
+from .checkpoint_read import (COMPILE_NOTE, EMA_NOTE, PathLike, check_checkpoint, head_mismatch, named_path,
+                              read_checkpoint, read_state_dict, strip_compile_prefix, strip_module_prefix)
 from .grid_fit import check_patch_kernel, check_width, fit_pos_embed, inflate_patch_kernel, patch_and_tubelet
 from .head_mapping import fit_head
 from .pos_embed import grid_from_sizes
 
-__all__ = ["CheckpointError", "EMA_NOTE", "is_safetensors", "read_checkpoint", "read_state_dict", "check_checkpoint",
-           "head_mismatch", "weights_fit", "convert_state_dict", "load_pretrained", "layers_the_model_lacks",
-           "pretrained_source_grid", "MODES"]
+__all__ = ["CheckpointError", "EMA_NOTE", "COMPILE_NOTE", "is_safetensors", "read_checkpoint", "read_state_dict",
+           "check_checkpoint", "head_mismatch", "weights_fit", "convert_state_dict", "load_pretrained",
+           "layers_the_model_lacks", "pretrained_source_grid", "MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,11 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
     """
     if mode not in MODES:
         raise ValueError(f"unknown checkpoint mode {mode!r}; expected one of {MODES}")
-    sd = strip_module_prefix(state_dict)  # a new dict: the caller's mapping is left untouched
+    notes: list[str] = []
+    # a new dict: the caller's mapping is left untouched
+    sd = strip_compile_prefix(strip_module_prefix(state_dict), notes)
     own = model.state_dict()
     target = {k: tuple(v.shape) for k, v in own.items()}
-    notes: list[str] = []
 
     check_width(sd, target)
     if "patch_embed.proj.weight" in sd and "patch_embed.proj.weight" in target:

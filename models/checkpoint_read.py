@@ -21,8 +21,8 @@ from evautil.zip_check import is_safetensors, safetensors_unreadable
 
 from .safe_load import load_torch_file
 
-__all__ = ["EMA_NOTE", "PathLike", "named_path", "strip_module_prefix", "read_checkpoint", "check_checkpoint",
-           "head_mismatch", "read_state_dict"]
+__all__ = ["EMA_NOTE", "COMPILE_NOTE", "PathLike", "named_path", "strip_module_prefix", "strip_compile_prefix",
+           "read_checkpoint", "check_checkpoint", "head_mismatch", "read_state_dict"]
 
 # The checkpoint reader's logger: its users set their handlers and levels there.
 logger = logging.getLogger("models.checkpoint")
@@ -78,6 +78,35 @@ def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in state_dict.items()}
 
 
+COMPILE_PREFIX = "_orig_mod."
+COMPILE_NOTE = (f"its names carry torch.compile's prefix {COMPILE_PREFIX!r} (saved from a compiled model): read "
+                "without it")
+
+
+def strip_compile_prefix(state_dict: Mapping[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
+    """``state_dict`` without the ``_orig_mod.`` prefix a ``torch.compile``'d model saves its names with (``module.
+    _orig_mod.`` under DDP: give it :func:`strip_module_prefix`'s result), when every name carries it;
+    :data:`COMPILE_NOTE` is appended to ``notes`` then. A copy as it is when none does.
+
+    Raises:
+        ValueError: some names carry it and others not: two models' weights mixed, which neither prefix fits.
+    """
+    names = [k for k in state_dict if isinstance(k, str)]
+    prefixed = sum(k.startswith(COMPILE_PREFIX) for k in names)
+    if not prefixed:
+        return dict(state_dict)
+    if prefixed < len(names):
+        plain = next(k for k in names if not k.startswith(COMPILE_PREFIX))
+        raise ValueError(f"{prefixed} of its {len(names)} names carry torch.compile's prefix {COMPILE_PREFIX!r}, the "
+                         f"others not (e.g. {plain!r}): the weights of a compiled model mixed with others; save one "
+                         f"model's, a compiled one's as model._orig_mod.state_dict()")
+    if notes is not None:
+        notes.append(COMPILE_NOTE)
+    # compile around a DDP model: its own 'module.' comes after
+    return strip_module_prefix({k[len(COMPILE_PREFIX):] if isinstance(k, str) else k: v
+                                for k, v in state_dict.items()})
+
+
 def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
     """The local file of ``path`` and what :func:`read_checkpoint` reads from it before it unwraps it: the object
     ``torch.load`` gives, or a safetensors file's tensors (with ``mmap``, its header's shapes as meta tensors; an
@@ -131,7 +160,8 @@ def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | No
     file (or an ``hf://`` reference to one), without running pickled code.
 
     Nested training checkpoints (``{'model': ...}``, ``{'module': ...}``, ``{'state_dict': ...}``) are unwrapped, a
-    ``module.`` prefix is stripped and non-tensor entries are dropped; a training checkpoint of this project with EMA
+    ``module.`` prefix is stripped, and torch.compile's ``_orig_mod.`` when every name has it (:data:`COMPILE_NOTE`
+    appended to ``notes_to``), and non-tensor entries are dropped; a training checkpoint of this project with EMA
     weights (``'ema'``) gives those, which its run evaluated. The config is the file's ``'config'`` entry
     (the original's yacs node, read back as nested mappings, or this project's YAML text; for a ``.safetensors``
     file written by ``models.weights_file``, the DATA frames, input size and tubelet it records), None when absent.
@@ -164,6 +194,10 @@ def read_checkpoint(path: PathLike, mmap: bool = False, notes_to: list[str] | No
     if not state_dict:
         raise CheckpointError(f"{named_path(path, local)}: no tensors found "
                               f"(top-level keys: {sorted(map(str, obj))[:10]})")
+    try:
+        state_dict = strip_compile_prefix(state_dict, notes_to)
+    except ValueError as error:
+        raise CheckpointError(f"{named_path(path, local)}: {error}") from None
     return state_dict, (None if isinstance(config, torch.Tensor) else config)
 
 

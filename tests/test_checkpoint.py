@@ -455,6 +455,43 @@ def test_a_file_none_of_whose_tensors_fits_the_model_is_refused(tmp_path):
     assert unexpected == ["other.weight"] and "pos_embed" not in missing
 
 
+def test_weights_saved_from_a_compiled_model_load_without_its_prefix_said_once(tmp_path, caplog):
+    """A torch.compile'd model saves its names as '_orig_mod.<name>' ('module._orig_mod.<name>' under DDP): such a
+    file was refused as weights saved under another prefix, with advice to re-save them without it."""
+    from models.checkpoint import COMPILE_NOTE
+
+    source = tiny()
+    compiled = torch.compile(source)  # compiles at its first call: saving it compiles nothing
+    wrapper = torch.nn.Module()
+    wrapper.module = compiled  # as DistributedDataParallel holds the model it wraps
+    files = {"compiled.pth": compiled.state_dict(), "ddp.pth": wrapper.state_dict(),
+             "training.pth": {"model": compiled.state_dict(), "epoch": 3}}
+    assert next(iter(files["ddp.pth"])).startswith("module._orig_mod.")
+    for name, obj in files.items():
+        path = _save(tmp_path / name, obj)
+        check_checkpoint(path)
+        assert weights_fit(tiny(), path) == ([], []), name
+        model, notes = tiny(), []
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="models.checkpoint"):
+            assert load_pretrained(model, path, notes_to=notes) == ([], []), name
+        assert notes == [COMPILE_NOTE]
+        assert [r.getMessage() for r in caplog.records if "_orig_mod" in r.getMessage()] == [f"  {COMPILE_NOTE}"]
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items()), name
+    # names of a compiled model and plain ones in one file: no prefix fits them all, refused
+    mixed = {**compiled.state_dict(), "head.weight": torch.zeros(5, D)}
+    path = _save(tmp_path / "mixed.pth", mixed)
+    expected = (f"{path}: 34 of its 35 names carry torch.compile's prefix '_orig_mod.', the others not (e.g. "
+                "'head.weight'): the weights of a compiled model mixed with others; save one model's, a compiled "
+                "one's as model._orig_mod.state_dict()")
+    for read in (check_checkpoint, lambda p: load_pretrained(tiny(), p), lambda p: weights_fit(tiny(), p)):
+        with pytest.raises(CheckpointError) as error:
+            read(path)
+        assert str(error.value) == expected
+    with pytest.raises(ValueError, match="34 of its 35 names carry torch.compile's prefix"):
+        convert_state_dict(mixed, tiny(), "eva_k722")
+
+
 @pytest.mark.parametrize("prefix", ["backbone.", "encoder.", "model.encoder."])
 def test_weights_saved_under_a_prefix_are_refused_naming_it_and_load_once_saved_without(tmp_path, prefix):
     """A backbone saved inside a larger model (mmaction's 'backbone.', an encoder's 'encoder.') was refused as

@@ -34,11 +34,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 def named_path(path: str, local: str | None = None) -> str:
     """``path`` as messages name it: as the user wrote it, and for an ``hf://`` reference the cached file it stands
     for (``local``, else found in the Hub cache without a request) in parentheses, whichever check or load speaks."""
-    if not path.startswith("hf://"):
+    from .hub import cached_weights_path, hub_reference  # (models.hub imports models.checkpoint, which imports this)
+
+    if hub_reference(path) is None:
         return path
     if local is None:
-        from .hub import cached_weights_path
-
         try:
             local = cached_weights_path(path)
         except CheckpointError:  # a malformed reference: named as written
@@ -212,7 +212,9 @@ def check_checkpoint(path: PathLike, fetch_hub: bool = True, num_classes: int = 
 
     Returns the file as read (memory-mapped; ``parsed`` when given: the file as a caller already read it), for
     :func:`models.checkpoint.weights_fit` to take instead of reading it again; None for a reference not fetched."""
-    if not fetch_hub and os.fspath(path).startswith("hf://"):
+    from .hub import hub_reference
+
+    if not fetch_hub and hub_reference(os.fspath(path)) is not None:
         return None
     if parsed is None:
         parsed = _read_file(os.fspath(path), mmap=True)[1]

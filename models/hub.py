@@ -22,11 +22,12 @@ from urllib.parse import unquote
 
 from .checkpoint import CheckpointError
 
-__all__ = ["HUB_PREFIX", "HubReference", "HubReferenceError", "is_hub_reference", "parse_hub_reference",
-           "miswritten_hub_reference", "resolve_weights_path", "cached_weights_path"]
+__all__ = ["HUB_PREFIX", "HubReference", "HubReferenceError", "is_hub_reference", "hub_reference",
+           "parse_hub_reference", "miswritten_hub_reference", "resolve_weights_path", "cached_weights_path"]
 
 HUB_PREFIX = "hf://"
-_MISWRITTEN_PREFIX = re.compile(r"(?i)hf:/*")  # "HF://", "hf:/", "hf:" with no slash
+_MISWRITTEN_PREFIX = re.compile(r"(?i)hf(?::/*|//+)")  # "hf:/", "hf:" with no slash, "hf:///", "hf//" with no colon
+_ANY_CASE_PREFIX = re.compile(r"(?i)hf://")  # "HF://", "Hf://": the scheme's case is no mistake worth refusing
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A file's web address copied from the Hub's pages: .../owner/name/blob|resolve|tree/<revision>/<path>[?download=true]
 _HUB_WEB_ADDRESS = re.compile(r"(?i)^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?!datasets/|spaces/)"
@@ -46,7 +47,22 @@ class HubReference:
 
 
 def is_hub_reference(path: object) -> bool:
+    """Whether ``path`` is an ``hf://`` reference as written (:func:`hub_reference` reads a few more forms)."""
     return isinstance(path, str) and path.startswith(HUB_PREFIX)
+
+
+def hub_reference(path: object) -> str | None:
+    """The ``hf://`` reference ``path`` stands for: itself, or one written with spaces around it or the scheme in
+    upper case (``" HF://owner/name/file"``) spelled as a reference is, when no local file or folder has that name
+    (one that does is read as the path it is); None for any other value."""
+    if not isinstance(path, str):
+        return None
+    if is_hub_reference(path) and path == path.strip():
+        return path
+    written = path.strip()
+    if not _ANY_CASE_PREFIX.match(written) or os.path.exists(path):
+        return None
+    return HUB_PREFIX + written[len(HUB_PREFIX):]
 
 
 def parse_hub_reference(ref: str) -> HubReference:
@@ -108,9 +124,10 @@ def _cached_file(ref: HubReference, cache_dir: str | None) -> str | None:
 def cached_weights_path(path: str) -> str | None:
     """The local file an ``hf://`` reference resolves to when it is in the Hub cache, found without a request (e.g.
     the file a load just fetched), else None; any other value is returned unchanged."""
-    if not is_hub_reference(path):
+    ref = hub_reference(path)
+    if ref is None:
         return path
-    return _cached_file(parse_hub_reference(path), os.environ.get("HF_HUB_CACHE") or None)
+    return _cached_file(parse_hub_reference(ref), os.environ.get("HF_HUB_CACHE") or None)
 
 
 def _check_reachable(path: str, ref: HubReference) -> None:
@@ -135,23 +152,28 @@ def _check_reachable(path: str, ref: HubReference) -> None:
 
 
 def miswritten_hub_reference(path: str) -> str | None:
-    """For ``path`` when it names no local file and reads as a Hub reference miswritten (``HF://``, ``hf:/``,
-    ``hf:`` without slashes) or a file's web address on the Hub (``https://huggingface.co/owner/name/blob/main/
-    file``), the one line saying how a reference is written, with this one written so; else None.
-    A local file or folder under such a name is no mistake: it is read as the path it is."""
-    if is_hub_reference(path) or os.path.exists(path):
+    """For ``path`` when it names no local file and reads as a Hub reference miswritten (``hf:/``, ``hf:`` without
+    slashes, ``hf//`` without the colon), or written in a form :func:`resolve_weights_path` reads but a caller that
+    compares names as written would not (spaces around it, ``HF://``), or a file's web address on the Hub
+    (``https://huggingface.co/owner/name/blob/main/file``): the one line saying how a reference is written, with
+    this one written so; else None. A local file or folder under such a name is no mistake: it is read as the path
+    it is."""
+    if (is_hub_reference(path) and path == path.strip()) or os.path.exists(path):
         return None
-    web = _HUB_WEB_ADDRESS.match(path)
+    written = path.strip()
+    shown = path if path == written else repr(path)  # spaces around it, seen
+    web = _HUB_WEB_ADDRESS.match(written)
     if web:  # was "checkpoint file not found" of the address, read as a local path
         owner, name, revision, file = web.groups()
         meant = f"{HUB_PREFIX}{owner}/{name}{'@' + revision if revision else ''}/{file or 'path/to/file'}"
-        return (f"{path}: a web address, which is not downloaded; a file on the Hugging Face Hub is given as "
+        return (f"{shown}: a web address, which is not downloaded; a file on the Hugging Face Hub is given as "
                 f"{HUB_PREFIX}owner/name[@revision]/path/to/file (here {meant})")
-    prefix = _MISWRITTEN_PREFIX.match(path)
+    prefix = _ANY_CASE_PREFIX.match(written) or _MISWRITTEN_PREFIX.match(written)
     if prefix is None:
         return None
-    meant = HUB_PREFIX + path[prefix.end():]
-    return (f"{path}: not a file, nor a Hub reference, which is written in lower case with two slashes: "
+    meant = HUB_PREFIX + written[prefix.end():]
+    spaces = "" if path == written else ", without spaces around it"
+    return (f"{shown}: not a file, nor a Hub reference, which is written in lower case with two slashes{spaces}: "
             f"{HUB_PREFIX}owner/name[@revision]/path/to/file (here {meant})")
 
 
@@ -166,20 +188,22 @@ def _web_path_hint(ref: HubReference) -> str:
 
 
 def resolve_weights_path(path: str) -> str:
-    """A local path for ``path``: an ``hf://`` reference is fetched into (or found in) the Hub cache; any other
-    value is returned unchanged, but for a miswritten reference (``HF://``, ``hf:/``, ``hf:``) that names no local
-    file (:func:`miswritten_hub_reference`).
+    """A local path for ``path``: an ``hf://`` reference is fetched into (or found in) the Hub cache, as is one
+    written with spaces around it or ``HF://`` (:func:`hub_reference`); any other value is returned unchanged, but
+    for a miswritten reference (``hf:/``, ``hf:``, ``hf//``) that names no local file
+    (:func:`miswritten_hub_reference`).
 
     Raises:
         HubReferenceError: malformed or miswritten reference; not cached while offline; not cached and the Hub
             unreachable; repository or file not found. The message is one line naming the reference.
     """
-    if not is_hub_reference(path):
+    written = hub_reference(path)
+    if written is None:
         miswritten = miswritten_hub_reference(path)
         if miswritten:
             raise HubReferenceError(miswritten)
         return path
-    ref = parse_hub_reference(path)
+    path, ref = written, parse_hub_reference(written)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 

@@ -475,8 +475,7 @@ def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monk
     _, _, ckpt, out = tiny
     how = "not a file, nor a Hub reference, which is written in lower case with two slashes: hf://owner/name"
     # "hf:" without slashes was read as a local path ("weights file not found"); each line ends in the right spelling
-    for ref in ("HF://acme/repo/model.safetensors", "hf:/acme/repo/model.safetensors",
-                "hf:acme/repo/model.safetensors"):
+    for ref in ("hf:/acme/repo/model.safetensors", "hf:acme/repo/model.safetensors", "hf//acme/repo/model.safetensors"):
         assert predict.main(["a.mp4", "--weights", ref, "--work-dir", str(tmp_path / "w")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {ref}: {how}") and len(err.splitlines()) == 1, err
@@ -484,7 +483,7 @@ def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monk
     with pytest.raises(HubReferenceError) as info:  # a load given the name directly (MODEL.PRETRAINED) says so too
         read_state_dict("hf:acme/r/w.pth")
     assert str(info.value) == f"hf:acme/r/w.pth: {how}[@revision]/path/to/file (here hf://acme/r/w.pth)"
-    ref = "Hf://acme/repo/model.pth"
+    ref = "hf//acme/repo/model.pth"
     assert export_safetensors.main(["--cfg", DEMO, "--weights", ref, "--out", str(tmp_path / "x.safetensors"),
                                     "--opts", *TINY, "DATA.LABEL_LIST", ""]) == 2
     err = capsys.readouterr().err
@@ -493,6 +492,40 @@ def test_a_miswritten_hub_reference_says_how_one_is_written(tiny, tmp_path, monk
     (tmp_path / "HF:" / "m.safetensors").write_bytes(Path(out).read_bytes())
     monkeypatch.chdir(tmp_path)
     assert resolve_weights_path("HF:/m.safetensors") == "HF:/m.safetensors"
+
+
+def test_a_hub_reference_with_spaces_around_it_or_an_upper_case_scheme_is_read_as_one(tiny, offline_cache):
+    """" hf://owner/name/file" (spaces from a copied line) and "HF://..." were looked for as local files, or refused
+    as miswritten: they load as the reference they stand for."""
+    from models.hub import cached_weights_path, miswritten_hub_reference
+
+    cfg, model, ckpt, _ = tiny
+    _hub_cache(offline_cache, "acme/eva-tiny", {"ckpt.pth": ckpt.read_bytes()})
+    local = resolve_weights_path("hf://acme/eva-tiny/ckpt.pth")
+    x = torch.randn(2, 4, 3, 32, 32)
+    for ref in (" hf://acme/eva-tiny/ckpt.pth", "hf://acme/eva-tiny/ckpt.pth  ", "\tHF://acme/eva-tiny/ckpt.pth\n",
+                "HF://acme/eva-tiny/ckpt.pth", "Hf://acme/eva-tiny/ckpt.pth"):
+        assert resolve_weights_path(ref) == local and cached_weights_path(ref) == local, ref
+        fresh = build_model(cfg).eval()
+        assert load_pretrained(fresh, ref) == ([], []), ref
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+        # a caller that compares names as written (a run's check of its input files) is told the reference's spelling
+        assert miswritten_hub_reference(ref).endswith("(here hf://acme/eva-tiny/ckpt.pth)"), ref
+    with pytest.raises(HubReferenceError) as info:  # not cached: the error names the reference as it is spelled
+        resolve_weights_path(" HF://acme/eva-tiny/absent.pth")
+    assert str(info.value).startswith("hf://acme/eva-tiny/absent.pth: not in the local Hugging Face cache")
+    # the other slips are refused, in one line that shows the reference's spelling (spaces around them shown)
+    how = "not a file, nor a Hub reference, which is written in lower case with two slashes"
+    expected = {"hf//acme/r/w.pth": f"hf//acme/r/w.pth: {how}",
+                "hf:/acme/r/w.pth": f"hf:/acme/r/w.pth: {how}",
+                "hf:acme/r/w.pth": f"hf:acme/r/w.pth: {how}",
+                " HF:/acme/r/w.pth ": f"' HF:/acme/r/w.pth ': {how}, without spaces around it"}
+    for ref, start in expected.items():
+        with pytest.raises(HubReferenceError) as info:
+            read_state_dict(ref)
+        assert str(info.value) == f"{start}: hf://owner/name[@revision]/path/to/file (here hf://acme/r/w.pth)"
+    assert resolve_weights_path("hf/w.pth") == "hf/w.pth"  # a relative path under a folder named hf: no reference
 
 
 def test_a_hub_files_web_address_says_how_its_reference_is_written(tiny, tmp_path, monkeypatch, capsys):

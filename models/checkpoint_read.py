@@ -19,10 +19,10 @@ import torch
 from evautil.errors import CheckpointError
 from evautil.zip_check import is_safetensors, safetensors_unreadable
 
-from .safe_load import load_torch_file
+from .safe_load import READ_AGAIN, load_torch_file, refuse_empty
 
 __all__ = ["EMA_NOTE", "COMPILE_NOTE", "PathLike", "named_path", "strip_module_prefix", "strip_compile_prefix",
-           "read_checkpoint", "check_checkpoint", "head_mismatch", "read_state_dict"]
+           "read_checkpoint", "check_checkpoint", "head_mismatch", "read_state_dict", "safetensors_refusal"]
 
 # The checkpoint reader's logger: its users set their handlers and levels there.
 logger = logging.getLogger("models.checkpoint")
@@ -122,6 +122,7 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
                                                                          if os.path.isdir(path) else ""))
     if not is_safetensors(path):
         return path, load_torch_file(path, mmap, shown)
+    refuse_empty(path, shown)
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -133,9 +134,24 @@ def _read_file(path: str, mmap: bool) -> tuple[str, Any]:
         if not mmap:
             tensors = load_file(path, device="cpu")
     except Exception as error:
-        raise CheckpointError(f"{shown}: not a readable safetensors file: "
-                              f"{safetensors_unreadable(path) or error}") from error
+        raise safetensors_refusal(path, error, shown) from None
     return path, _with_saved_geometry(tensors, metadata)
+
+
+# safetensors_unreadable's reasons that say what to do already
+_WITH_ADVICE = ("a Git LFS pointer", "a torch.save file")
+
+
+def safetensors_refusal(path: str, error: Exception, shown: str = "") -> CheckpointError:
+    """The one line for a ``.safetensors`` file its reader refused with ``error``: what the file is instead, or what
+    is wrong with its header (safetensors' words, "invalid JSON in header", "header too large", said of a header
+    damaged), and what to do."""
+    reason = safetensors_unreadable(path)
+    if reason is None:
+        lines = str(error).strip().splitlines()
+        reason = f"its header is damaged ({lines[0] if lines else type(error).__name__})"
+    advice = "" if reason.startswith(_WITH_ADVICE) else f"; {READ_AGAIN}"
+    return CheckpointError(f"{shown or path}: not a readable safetensors file: {reason}{advice}")
 
 
 def _with_saved_geometry(tensors: dict[str, torch.Tensor], metadata: Mapping[str, str]) -> Any:

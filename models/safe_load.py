@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from collections import OrderedDict
@@ -22,7 +23,7 @@ import torch
 from evautil.errors import CheckpointError, model_object_refusal
 from evautil.zip_check import damaged_zip_record, unreadable_reason
 
-__all__ = ["load_torch_file"]
+__all__ = ["load_torch_file", "READ_AGAIN", "refuse_empty"]
 
 # The checkpoint reader's logger: its users set their handlers and levels there.
 logger = logging.getLogger("models.checkpoint")
@@ -64,6 +65,34 @@ def _resolve_safe_global(name: str) -> list[Any] | None:
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
 
+# What to do about a weights file whose bytes are not all there, or not the ones written.
+READ_AGAIN = "save, copy or download it again"
+
+
+def refuse_empty(path: str, shown: str = "") -> None:
+    """CheckpointError naming ``path`` (as ``shown``) when it is empty: torch says only "EOFError", safetensors
+    "header too small"."""
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{shown or path}: an empty file (0 bytes), which holds no weights (an interrupted save, "
+                              f"copy or download?): {READ_AGAIN}")
+
+
+def _pickles_a_module(path: str) -> bool:
+    """Whether the pickle of ``path``'s zip archive rebuilds an ``nn.Module``: read as opcodes, never run, it sets the
+    state every module has (``_parameters``, ``_modules``). A model class whose globals name no ``torch.nn`` class
+    (one holding its parameters directly) is found so; torch's legacy format is not looked into."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return False
+            strings = {arg for _, arg, _ in pickletools.genops(archive.read(name)) if isinstance(arg, str)}
+    except Exception:  # noqa: BLE001 - a pickle that cannot be walked is refused as it was
+        return False
+    return {"_parameters", "_modules"} <= strings
+
 
 def _refused_globals(path: str, error: Exception) -> list[str]:
     """Names of the globals weights_only loading refuses in ``path`` (all of them when torch can list them)."""
@@ -102,11 +131,10 @@ def load_torch_file(path: str, mmap: bool = False, shown: str = "") -> Any:
     :func:`models.checkpoint.check_checkpoint` (a zip archive only; torch's legacy format is read whole). ``shown``:
     the file as messages name it (:func:`models.checkpoint_read.named_path`), ``path`` when empty."""
     shown = shown or path
-    if os.path.getsize(path) == 0:  # torch says only "EOFError"
-        raise CheckpointError(f"{shown}: an empty file (0 bytes)")
+    refuse_empty(path, shown)
     damage = damaged_zip_record(path, remember=mmap)  # torch.load would hand back the changed bytes as weights
     if damage:
-        raise CheckpointError(f"{shown}: damaged: {damage}")
+        raise CheckpointError(f"{shown}: damaged: {damage}; {READ_AGAIN}")
     mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -134,6 +162,8 @@ def load_torch_file(path: str, mmap: bool = False, shown: str = "") -> Any:
         for name in new:
             objects = _resolve_safe_global(name)
             if objects is None:
+                if _pickles_a_module(path):  # a model whose globals name no torch.nn class (its parameters its own)
+                    raise CheckpointError(model_object_refusal(shown, ["torch.nn.Module"])) from None
                 raise _refusal(shown, name) from last_error
             # (object, name) pairs: the name recorded in the pickle may differ from the object's current module
             # (numpy.core -> numpy._core; CfgNode -> OrderedDict).

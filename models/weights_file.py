@@ -14,9 +14,10 @@ from typing import Any, Sequence
 from torch import nn
 
 from evautil.files import atomic_write_by_name
-from evautil.zip_check import safetensors_unreadable
 
 from .checkpoint import CheckpointError
+from .checkpoint_read import safetensors_refusal
+from .safe_load import refuse_empty
 
 __all__ = ["FORMAT", "save_weights_file", "read_weights_metadata"]
 
@@ -69,12 +70,12 @@ def read_weights_metadata(path: str) -> dict[str, Any] | None:
     """
     from safetensors import safe_open
 
+    refuse_empty(path)
     try:
         with safe_open(path, framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file: {safetensors_unreadable(path) or error}") \
-            from error
+        raise safetensors_refusal(path, error) from None
     if raw.get("format") != FORMAT:
         return None
     try:

@@ -556,9 +556,11 @@ def test_a_cut_short_safetensors_file_says_so_in_words(tmp_path):
     in_header.write_bytes(data[:50])
     # safetensors' own words were "incomplete metadata, file not fully covered" and "invalid header length"
     expected = {cut: f"{cut}: not a readable safetensors file: cut short: {len(data) - 100} bytes of a safetensors "
-                     f"file whose header describes {len(data)} (an interrupted save, copy or download?)",
+                     f"file whose header describes {len(data)} (an interrupted save, copy or download?); save, copy "
+                     "or download it again",
                 in_header: f"{in_header}: not a readable safetensors file: cut short: 50 bytes, inside its "
-                           f"{header}-byte header (an interrupted save, copy or download?)"}
+                           f"{header}-byte header (an interrupted save, copy or download?); save, copy or download it "
+                           "again"}
     for path, message in expected.items():
         for read in (read_state_dict, lambda p: load_pretrained(tiny(), p), lambda p: read_weights_metadata(str(p))):
             with pytest.raises(CheckpointError) as error:
@@ -589,6 +591,10 @@ def test_a_git_lfs_pointer_in_place_of_the_weights_says_so_and_how_to_fetch_them
     assert str(error.value) == f"{path}: not a readable safetensors file: {_LFS_REASON}"
 
 
+_EMPTY = ("an empty file (0 bytes), which holds no weights (an interrupted save, copy or download?): save, copy or "
+          "download it again")
+
+
 def test_a_safetensors_name_on_what_is_no_safetensors_file_says_what_it_is(tmp_path):
     """safetensors said "header too small" of an empty file and "header too large" of a torch.save one or a web
     page saved under the weights' name; torch.load reads such a name as safetensors, so a torch file needs another."""
@@ -597,15 +603,17 @@ def test_a_safetensors_name_on_what_is_no_safetensors_file_says_what_it_is(tmp_p
     torch.save(random_state_dict(tiny()), tmp_path / "torch.safetensors")
     (tmp_path / "empty.safetensors").write_bytes(b"")
     (tmp_path / "page.safetensors").write_bytes(b"<!DOCTYPE html>\n<html><body>Not found</body></html>\n")
-    reasons = {"torch": "a torch.save file, not safetensors: give it a name ending in .pth",
-               "empty": "an empty file (0 bytes)",
-               "page": "no safetensors header: it begins with the text '<!DOCTYPE html>'"}
+    reasons = {"torch": "not a readable safetensors file: a torch.save file, not safetensors: give it a name ending "
+                        "in .pth",
+               "empty": _EMPTY,
+               "page": "not a readable safetensors file: no safetensors header: it begins with the text "
+                       "'<!DOCTYPE html>'; save, copy or download it again"}
     for stem, reason in reasons.items():
         path = tmp_path / f"{stem}.safetensors"
         for read in (read_state_dict, lambda p: load_pretrained(tiny(), p), lambda p: read_weights_metadata(str(p))):
             with pytest.raises(CheckpointError) as error:
                 read(path)
-            assert str(error.value) == f"{path}: not a readable safetensors file: {reason}"
+            assert str(error.value) == f"{path}: {reason}"
     (tmp_path / "torch.safetensors").rename(tmp_path / "torch.pth")  # as the message says: then it loads
     assert read_state_dict(tmp_path / "torch.pth").keys() == tiny().state_dict().keys()
 
@@ -662,6 +670,62 @@ def test_a_pickled_model_is_refused_with_the_way_to_save_its_weights(tmp_path):
     loaded = read_state_dict(tmp_path / "weights.pth")
     assert loaded.keys() == model.state_dict().keys()
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
+class _OwnParameters(torch.nn.Module):
+    """A model that holds its parameters itself: its pickle names no torch.nn class."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(3))
+
+
+def test_a_pickled_model_naming_no_torch_nn_class_is_called_a_model_too(tmp_path):
+    """Its refusal advised re-saving ckpt['model'] (indexing a model fails), not the model's state_dict()."""
+    path = _save(tmp_path / "own.pth", _OwnParameters())
+    for read in (read_state_dict, check_checkpoint, lambda p: load_pretrained(tiny(), p)):
+        with pytest.raises(CheckpointError) as error:
+            read(path)
+        assert str(error.value).startswith(f"{path}: a pickled model object (torch.save(model): it holds "
+                                           "torch.nn.Module), not a state dict; it was not unpickled"), error.value
+    # a plain-data file that carries another refused global is still refused by that global's name
+    path = _save(tmp_path / "dict.pth", {"weight": torch.ones(3), "extra": _NotAModel()})
+    with pytest.raises(CheckpointError, match=r"refused to load the pickled global '.*_NotAModel'"):
+        read_state_dict(path)
+
+
+class _NotAModel:
+    pass
+
+
+def _safetensors_with_header(path: Path, header: bytes, data: bytes = bytes(8)) -> Path:
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return path
+
+
+def test_a_safetensors_file_with_a_damaged_header_says_so_and_what_to_do(tmp_path):
+    """safetensors' own words came alone ("Error while deserializing header: header too large"), naming neither the
+    header as damaged nor what to do."""
+    from models.weights_file import read_weights_metadata
+
+    cases = {
+        "json": (_safetensors_with_header(tmp_path / "json.safetensors", b'{"w": {"dtype": "F32", "shape": [2]'),
+                 "invalid JSON in header"),
+        "offsets": (_safetensors_with_header(tmp_path / "offsets.safetensors",
+                                             b'{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}'),
+                    "invalid shape, data type, or offset for tensor"),
+        "length": (tmp_path / "length.safetensors", "header too large"),
+    }
+    (tmp_path / "length.safetensors").write_bytes((10 ** 12).to_bytes(8, "little") + b'{"w": 1}')
+    for path, words in cases.values():
+        for read in (read_state_dict, check_checkpoint, lambda p: read_weights_metadata(str(p))):
+            with pytest.raises(CheckpointError) as error:
+                read(path)
+            message = str(error.value)
+            assert message.startswith(f"{path}: not a readable safetensors file: its header is damaged (Error while "
+                                      "deserializing header: "), message
+            assert words in message and message.endswith("); save, copy or download it again"), message
+            assert "\n" not in message and error.value.__cause__ is None
 
 
 def test_training_checkpoint_with_config_and_numpy_scalars(tmp_path):
@@ -785,14 +849,14 @@ def test_a_checkpoint_cut_short_says_so_wherever_it_was_cut(tmp_path):
             read_state_dict(cut)
         assert str(info.value) == (f"{cut}: damaged: cut short: {length} bytes of a zip archive (torch's format) "
                                    "without its end record (an interrupted save, copy or download?), or with "
-                                   "more than 64 KiB appended after it"), length
+                                   "more than 64 KiB appended after it; save, copy or download it again"), length
     cut.write_bytes(data + bytes(70 << 10))  # a whole archive with bytes appended: its end record is not found
     with pytest.raises(CheckpointError, match=r"without its end record .*, or with more than 64 KiB appended"):
         read_state_dict(cut)
     cut.write_bytes(b"")
     with pytest.raises(CheckpointError) as info:
         read_state_dict(cut)
-    assert str(info.value) == f"{cut}: an empty file (0 bytes)"
+    assert str(info.value) == f"{cut}: {_EMPTY}"
 
 
 @pytest.fixture(scope="module")

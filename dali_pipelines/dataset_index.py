@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import MutableMapping, Sequence
+from functools import cached_property
 from typing import Iterator
 
 import numpy as np
@@ -211,7 +212,8 @@ class DatasetIndex:
     def quarantine(self, row: int, reason: str, remember: bool = True, record: bool = True) -> None:
         """Mark a video bad after a runtime failure (e.g. the GPU decoder rejected it).
 
-        The video leaves ``infos``/``good_rows`` and a line is appended to the quarantine file. The cache records
+        The video leaves ``infos``/``good_rows``, at every line of the list that names its file (each said in the
+        log), and a line is appended to the quarantine file. The cache records
         it as bad, so the next build leaves it out too unless the file is replaced; but when the file already
         differs from what was probed (size or modification time), the failure may be the change itself: its cache
         record is dropped instead, so the next build probes the file as it is now. Not ``remember``: a failure that
@@ -223,8 +225,37 @@ class DatasetIndex:
         writes the same files. A record that cannot be written stays pending, tried again at each flush (a full
         disk may have room again); one still not written then is said once, by :meth:`flush_quarantines`.
         """
-        rel, path = self.videos.rel_path(row), self.videos.path(row)
+        path = self.videos.path(row)
         reason = " ".join(str(reason).split()) or "runtime failure"
+        # with the list's other lines naming the same file: left in, they were decoded again this run (failing
+        # again, or waiting out DATA.VIDEO_TIMEOUT_S again) and left out only from the next build on
+        rows = [int(row)] + [int(r) for r in self._same_file_rows.get(int(row), ()) if r != row and self.is_good(r)]
+        rels = [self._mark_bad(r, reason, remember, record) for r in rows]
+        for r in rows[1:]:
+            logger.warning("%s: left out at line %d too, which names the same file", path,
+                           int(self.videos.line_nos[r]))
+        if record:
+            try:
+                with locked(self.lock_path):
+                    self._write_quarantine_lines()  # (its own failures: noted there, as the cache's)
+                    if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
+                        self._record_in_cache()
+            except OSError as e:  # the lock itself: the records are for later runs, this one goes on without the video
+                logger.debug("could not record the quarantine of %s (%s)", path, e)
+                self._could_not_record(self.quarantine_path, rels, e)
+        # after our own lines: a list passed to may be ours (the same list), whose file then keeps our reason
+        for other, shared in self._passed_to:
+            for there in (t for r in rows for t in shared.get(r, ())):
+                if other.is_good(there):
+                    logger.warning("%s: left out of %s too (line %d), which lists the same file", path,
+                                   other.list_path, int(other.videos.line_nos[there]))
+                    other.quarantine(there, f"{reason} (quarantined reading {self.list_path} earlier in this run)",
+                                     remember, record)
+
+    def _mark_bad(self, row: int, reason: str, remember: bool, record: bool) -> str:
+        """Mark ``row`` bad for :meth:`quarantine`, its quarantine line and cache record made pending (``record``);
+        returns its path as written."""
+        rel, path = self.videos.rel_path(row), self.videos.path(row)
         c = self.table.columns
         probed = (int(c["size"][row]), int(c["mtime_ns"][row])) if self.is_good(row) else None
         self.table.set_bad(row, reason, int(c["size"][row]), int(c["mtime_ns"][row]), True)
@@ -236,22 +267,13 @@ class DatasetIndex:
                 if self.cache_path and remember:
                     self._unrecorded.append((rel, stat_key(path), probed, reason))
                 self._unwritten.setdefault(rel, reason)  # (a row naming the same file, still pending: its reason)
-            try:
-                with locked(self.lock_path):
-                    self._write_quarantine_lines()  # (its own failures: noted there, as the cache's)
-                    if time.monotonic() - self._recorded_at >= CACHE_RECORD_INTERVAL_S:
-                        self._record_in_cache()
-            except OSError as e:  # the lock itself: the records are for later runs, this one goes on without the video
-                logger.debug("could not record the quarantine of %s (%s)", path, e)
-                self._could_not_record(self.quarantine_path, [rel], e)
-        # after our own line: a list passed to may be ours (the same list), whose file then keeps our reason
-        for other, rows in self._passed_to:
-            for there in rows.get(int(row), ()):
-                if other.is_good(there):
-                    logger.warning("%s: left out of %s too (line %d), which lists the same file", path,
-                                   other.list_path, int(other.videos.line_nos[there]))
-                    other.quarantine(there, f"{reason} (quarantined reading {self.list_path} earlier in this run)",
-                                     remember, record)
+        return rel
+
+    @cached_property
+    def _same_file_rows(self) -> dict[int, np.ndarray]:
+        """``{row: every row of its file}`` for the files the list names on several lines (``VideoList.repeated``);
+        found at the first quarantine, not at every build."""
+        return {int(r): rows for rows in self.videos.repeated() for r in rows.tolist()}
 
     def _files(self) -> Iterator[tuple[int, tuple[str, str]]]:
         """``(row, (real folder, file name))`` of every listed file: the same key whatever path or symbolic link a

@@ -411,6 +411,28 @@ def test_a_file_on_several_lines_is_probed_once(tmp_path, monkeypatch):
     assert ix.bad[1] == ix.bad[3] and (tmp_path / "list.txt.quarantine.txt").read_text().count("bad.webm") == 1
 
 
+def test_a_run_quarantine_leaves_out_every_line_of_that_file(tmp_path, caplog):
+    """A video that failed during the run was left out at its one line only: the list's other lines naming it
+    stayed good, so the run decoded it again (failing again, or waiting out the time limit again); only the next
+    build left them out. Now every line naming the file is left out at once, with the same reason, said in the log;
+    the quarantine file names each spelling once."""
+    write_video(str(tmp_path / "a.webm"), counter_frames(8), "vp9")
+    write_video(str(tmp_path / "b.webm"), counter_frames(8), "vp9")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.webm 0\nb.webm 1\n./a.webm 2\na.webm 0\n")
+    ix = build_index(str(lst), str(tmp_path), workers=1, progress=False)
+    assert ix.good_rows == [0, 1, 2, 3]
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index"):
+        ix.quarantine(2, "decode failed")
+    assert ix.good_rows == [1] and ix.bad == {0: "decode failed", 2: "decode failed", 3: "decode failed"}
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("left out at line 1 too" in m for m in warned) and any("line 4 too" in m for m in warned)
+    ix.flush_quarantines()
+    listed = (tmp_path / "list.txt.quarantine.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in listed] == ["./a.webm", "a.webm"]
+    assert build_index(str(lst), str(tmp_path), workers=1, progress=False).good_rows == [1]
+
+
 def test_spellings_of_one_file_are_one_file_but_dotdot_after_a_link_is_not(tmp_path, monkeypatch):
     """'videos/./a.webm', 'videos//a.webm' and 'x/../videos/a.webm' (x a folder) name 'videos/a.webm': they were
     probed once each and the summary said nothing of a repeated video. 'link/../videos/a.webm' is another file when

@@ -93,7 +93,10 @@ class IndexCache:
         return cls(PathTable.from_paths([]), VideoTable.empty(0))
 
 
-_ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile)
+# A damaged byte in a zip entry's header reads as an unsupported compression method or flag (NotImplementedError),
+# which stopped the build with a traceback that named no file.
+_ARCHIVE_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, NotImplementedError,
+                   zipfile.BadZipFile)
 
 
 def same_root(recorded: object, root: str) -> bool:

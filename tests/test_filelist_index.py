@@ -870,6 +870,24 @@ def test_corrupt_cache_is_ignored(dataset):
     assert cache_header(Path(str(lst) + ".index.npz"))["version"] == INDEX_SCHEMA_VERSION
 
 
+def test_a_cache_with_a_damaged_zip_header_is_named_and_probed_again(dataset, caplog):
+    """A byte damaged in the cache's zip directory (a disk or copy error) reads as an unsupported compression method:
+    the build stopped with NotImplementedError, naming no file. Now the file is named, ignored and written again."""
+    lst, root = dataset
+    build_index(str(lst), str(root), workers=1, progress=False)
+    cache = Path(str(lst) + ".index.npz")
+    data = bytearray(cache.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first entry of the zip's central directory
+    data[entry + 10:entry + 12] = (99).to_bytes(2, "little")  # its compression method: none that exists
+    cache.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="dali_pipelines.index_store"):
+        ix = build_index(str(lst), str(root), workers=1, progress=False)
+    assert ix.probed == len(GOOD) + len(BAD) - 1  # all but the missing file
+    check_index(ix, lst, root)
+    assert any(f"ignoring unreadable index cache {cache}" in r.getMessage() for r in caplog.records)
+    assert cache_header(cache)["version"] == INDEX_SCHEMA_VERSION
+
+
 def test_runtime_quarantine_persists(dataset):
     lst, root = dataset
     ix = build_index(str(lst), str(root), workers=1, progress=False)

@@ -3,7 +3,7 @@ line and column), cut into lines as an editor numbers them, and a line's file na
 
 A line is ``<path> <integer label>``: the file name is the line up to the whitespace before its last word, taken as
 written (:func:`split_list_line`), a leading ``~`` the home folder (:func:`listed_path`), and the label that word
-read as ``int`` reads it (:func:`list_label`)."""
+read as ``int`` reads it, but never with an ``_`` (:func:`list_label`)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,10 @@ _LABEL_LIMIT = 2**63
 
 def list_label(word: str) -> int | None:
     """The label a list line's last word gives (``int``'s reading, as the original's: ``7``, ``+7``, ``-1``), or None
-    where it is no integer. Every reader of labelled lines takes its labels so."""
+    where it is no integer. Every reader of labelled lines takes its labels so. An ``_`` makes no label: ``int``
+    reads ``1_0`` as Python source, 10, a class the line never wrote."""
+    if "_" in word:
+        return None
     try:
         return int(word)
     except ValueError:
@@ -125,7 +128,7 @@ def _label_fix(word: str, first: bool) -> str:
     """What to do with a label ``word`` that is not an integer: a whole number written as a float (a table
     library's float column, as "3.0"), a header or comment line, which a list has not, or a label to fix."""
     try:
-        number = float(word)
+        number = None if "_" in word else float(word)  # (float reads "1_0" as 10.0 too)
     except ValueError:
         number = None
     if number is not None and number.is_integer():

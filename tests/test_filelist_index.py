@@ -142,10 +142,13 @@ def test_read_file_list_errors_name_file_and_line(tmp_path, content, line, words
                                       "header or comment lines: remove it, if it is one; else fix the label"),
     ("a b.mp4 3.0\n", ":1: label '3.0' is not an integer (line 'a b.mp4 3.0'): write it as 3"),
     ("a.mp4 0\nb.mp4 x\n", ":2: label 'x' is not an integer (line 'b.mp4 x'): fix the label"),
+    ("a.mp4 0\nb.mp4 1_0\n", ":2: label '1_0' is not an integer (line 'b.mp4 1_0'): fix the label"),  # was 10
+    ("a.mp4 0\nb.mp4 1_0.0\n", ":2: label '1_0.0' is not an integer (line 'b.mp4 1_0.0'): fix the label"),
 ])
 def test_a_label_that_is_not_an_integer_is_told_what_to_do(tmp_path, content, said):
     """A header line (a table written with its column names), a comment, or labels written as floats ("3.0", a
-    table library's float column) were named, not what to do of them."""
+    table library's float column) were named, not what to do of them. A label with an underscore was read as
+    Python reads a number ("1_0" as class 10)."""
     lst = tmp_path / "list.txt"
     lst.write_text(content)
     with pytest.raises(DataListError) as e:

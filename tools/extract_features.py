@@ -17,14 +17,15 @@ video) is read as stored, as evaluation reads it, with one ``note:`` line naming
 
 Output (see tools/feature_store.py): shards (``.npy`` or ``.safetensors``, float32 or ``--fp16``) and
 ``index.jsonl`` (path, shard, row, number of windows, window starts in frames and seconds). Every rank writes its
-own shards; a rerun skips the videos already extracted. Videos that cannot be read are listed with each one's
-reason in ``failed-rank<rrr>.jsonl`` (the rank zero-padded: rank 0's is ``failed-rank000.jsonl``), rewritten by
-every run: only those still without features. ``settings.json`` records how the features were made (with the
-weights file's size and a hash of its contents, TEST.SAMPLING, the views' DATA.SAMPLING, DATA.FRAME_INTERVAL,
-DATA.DECODE_DEVICE, DATA.CPU_DECODER and DATA.OUTPUT_DTYPE, the precision, the pooling); once the index lists a
-video, a run with other settings is refused. A Ctrl-C, a stop signal (SIGTERM, SIGUSR1) or a crash first writes the
-videos finished so far, so the same command skips them.
-Weights without a head, or with a head of another class count, are used (features stop before the head).
+own shards; a rerun skips the videos already extracted (a video is the file its path resolves to: a linked folder
+gives the same videos), except those whose size or mtime changed since (re-encoded): extracted again. Videos that
+cannot be read are listed with each one's reason in ``failed-rank<rrr>.jsonl`` (the rank zero-padded: rank 0's is
+``failed-rank000.jsonl``), rewritten by every run: only those still without features. ``settings.json`` records how
+the features were made (with the weights file's size and a hash of its contents, TEST.SAMPLING, the views'
+DATA.SAMPLING, DATA.FRAME_INTERVAL, DATA.DECODE_DEVICE, DATA.CPU_DECODER and DATA.OUTPUT_DTYPE, the precision, the
+pooling); once the index lists a video, a run with other settings is refused. A Ctrl-C, a stop signal (SIGTERM,
+SIGUSR1) or a crash first writes the videos finished so far, so the same command skips them. Weights without a head,
+or with a head of another class count, are used (features stop before the head).
 
 Exit status: 0 when the index holds at least one of the given videos (extracted now or before), 1 when it holds
 none (nothing could be extracted), 2 for unusable input (arguments, config, weights, an --out that is not a
@@ -53,8 +54,8 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 # torch and the engine are imported in the functions that use them: the loader's worker processes import this
 # module again (evautil/workers.py) and need neither.
 from tools.feature_store import (FORMATS, FeatureStore, NonFiniteFeaturesError, check_settings,  # noqa: E402
-                                 failed_ranks, finished_paths, lock_output, lost_shards, merge_index,
-                                 remove_unfinished_shards, rewrite_failed)
+                                 failed_ranks, file_identity, finished_paths, lock_output, lost_shards, merge_index,
+                                 remove_unfinished_shards, resume_plan, rewrite_failed, video_key)
 # the sliding windows (decode, forward) are feature_windows's; their names stay importable from here
 from tools.feature_windows import (check_window, extract_windows, roi_resize, window_frames,  # noqa: E402
                                    window_settings_error, window_starts)
@@ -148,9 +149,9 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
     An interruption (KeyboardInterrupt, a stop signal raised as :class:`evautil.interrupt.Stopped`) or a crash
     first writes the videos this rank finished, so that a rerun skips them, and is raised again.
 
-    Returns ``{'done_before', 'written', 'listed', 'index'}``: videos skipped as already extracted, videos written
-    by this run (all ranks), videos of ``paths`` in the index now (each counted once, as it is extracted once), and
-    the merged index file. Each rank's
+    Returns ``{'done_before', 'written', 'listed', 'videos', 'index'}``: videos skipped as already extracted, videos
+    written by this run (all ranks), videos of ``paths`` in the index now (each counted once, as it is extracted
+    once: by its resolved path), the distinct videos of ``paths`` and the merged index file. Each rank's
     ``failed-rank<r>.jsonl`` is rewritten to list the videos still without features, with their reasons.
     """
     from engine import distributed
@@ -161,9 +162,6 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
 
     check_window(window, stride)  # before settings.json is written
     stride = stride or window
-    # each video once: one given twice was extracted twice (windows), or stopped the views' loader with an error
-    # that blamed another process for its list
-    paths = list(dict.fromkeys(paths))
     local = cached_weights_path(weights) if weights else None  # an hf:// reference: the file the load fetched
     settings = {"mode": "windows" if window > 0 else "views", "window": window, "stride": stride,
                 "clip_frames": cfg.DATA.NUM_FRAMES, "input_size": cfg.DATA.INPUT_SIZE, "arch": cfg.MODEL.ARCH,
@@ -193,10 +191,11 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
             print(f"note: the index in {out_dir} lists {counted(sum(lost.values()), 'video')} without features, "
                   f"{'its shard' if len(lost) == 1 else 'their shards'} gone ({', '.join(sorted(lost)[:3])}"
                   f"{', ...' if len(lost) > 3 else ''}): extracted again when given", file=sys.stderr)
-        done = finished_paths(out_dir)
-        distributed.barrier(ctx)  # every rank has read the finished list before any rank writes
-        todo = [p for p in paths if p not in done]
-        store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos)
+        # rank 0's plan on every rank: the ranks' shares must be of one list, whatever changes on disk meanwhile
+        paths, identities, todo = distributed.broadcast_object(
+            _resume_plan(out_dir, paths) if ctx.is_main else None, ctx)
+        store = FeatureStore(out_dir, ctx.rank, fmt=fmt, fp16=fp16, shard_videos=shard_videos,
+                             identities={p: identities[p] for p in todo})
         try:
             if todo:
                 extract_into(cfg, model, todo, store, ctx, window=window, stride=stride, per_batch=per_batch,
@@ -205,16 +204,43 @@ def extract(cfg, model, paths: Sequence[str], out_dir: str, ctx, *, window: int 
             store.flush()
         written = sum(distributed.all_gather_objects(store.written, ctx))
         distributed.barrier(ctx)  # every rank's shards and index lines are on disk
-        done, retried = finished_paths(out_dir), set(todo)
+        stale = set(resume_plan(out_dir, paths, identities)[0])  # given, and without features of the file as it is
+        done, retried = (finished_paths(out_dir) - stale) | (set(paths) - stale), set(todo)
         store.write_failed(retried, done)
         if ctx.is_main:  # files of ranks an earlier, larger run had: the same rule, with no new failures
             for rank in failed_ranks(out_dir):
                 if rank >= ctx.world_size:
                     rewrite_failed(out_dir, rank, {}, retried, done)
-        index = merge_index(out_dir, paths) if ctx.is_main else os.path.join(out_dir, "index.jsonl")
+        index = merge_index(out_dir, paths, identities) if ctx.is_main else os.path.join(out_dir, "index.jsonl")
         distributed.barrier(ctx)  # the failed files are final when any rank returns
-    return {"done_before": len(paths) - len(todo), "written": written, "listed": sum(p in done for p in paths),
-            "index": index}
+    return {"done_before": len(paths) - len(todo), "written": written, "listed": len(paths) - len(stale),
+            "videos": len(paths), "index": index}
+
+
+def _resume_plan(out_dir: str, paths: Sequence[str]) -> tuple[list[str], dict[str, Any], list[str]]:
+    """``(paths, identities, todo)``: ``paths`` each video once (by its resolved path: the same file given twice, or
+    through a linked folder, was extracted twice, or stopped the views' loader with an error that blamed another
+    process for its list), their files' sizes and mtimes (:func:`tools.feature_store.file_identity`) and those to
+    extract: not in ``out_dir``, or changed since their features were made. Says in one ``note:`` line each how many
+    changed videos are extracted again, and how many skipped ones an older version's index cannot tell changed."""
+    from evautil.progress import counted
+
+    first: dict[str, str] = {}
+    for p in paths:
+        first.setdefault(video_key(p), p)  # under the first name given
+    paths = list(first.values())
+    identities = {p: file_identity(p) for p in paths}
+    todo, changed, unknown = resume_plan(out_dir, paths, identities)
+    if changed:
+        print(f"note: {counted(len(changed), 'video')} changed (another size or modification time) since "
+              f"{'its' if len(changed) == 1 else 'their'} features in {out_dir} were extracted: extracted again, "
+              "the old features replaced", file=sys.stderr)
+    if unknown:
+        print(f"note: the index in {out_dir} records no size or modification time for "
+              f"{counted(len(unknown), 'video')} given (extracted by an older version): a video changed since "
+              "cannot be detected there, and is not extracted again (another --out extracts every video anew)",
+              file=sys.stderr)
+    return paths, identities, todo
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -289,12 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         # a write that failed (a full disk) names no file; a read of the config or a list (an I/O error) is named by
         # the reads themselves (evautil.files.naming_the_file)
         return error_exit(e, args, writing=writing, out=args.out)
-    listed = result["listed"]
+    listed, given = result["listed"], result["videos"]  # each video once, however many names it was given by
     distributed.shutdown()  # before the summary, which is the last thing the command does
     if ctx.is_main:
         print(f"{counted(result['written'], 'video')} extracted, {result['done_before']} already done; {listed} of "
-              f"{len(paths)} in {result['index']}" + ("" if listed == len(paths) else
-                                                       f"; {len(paths) - listed} unreadable, listed in "
+              f"{given} in {result['index']}" + ("" if listed == given else
+                                                  f"; {given - listed} unreadable, listed in "
                                                        f"{os.path.join(args.out, 'failed-rank*.jsonl')}"),
               file=sys.stderr)
     return 0 if listed else 1

@@ -16,7 +16,9 @@ once its features are on disk; a run killed at any point leaves only complete sh
 writing a shard, its temporary file, or killed before its lines were appended, a shard no line names: the next run
 of that rank removes both, and redoes their videos). A later run skips every video listed in any
 ``index-rank*.jsonl`` whose shard is on disk (one whose shard is gone is extracted again) and numbers its shards
-after the existing ones and those the index names: no line ever points into a newer shard.
+after the existing ones and those the index names: no line ever points into a newer shard. A video is keyed by its
+resolved path (:func:`video_key`); its line records the file's size and mtime (:func:`file_identity`), and a video
+whose file has changed since is extracted again, its newer line the one ``index.jsonl`` lists (:func:`resume_plan`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from evautil.text import json_text
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
            "rewrite_failed", "failed_ranks", "lock_output", "lost_shards", "remove_unfinished_shards",
-           "NonFiniteFeaturesError"]
+           "NonFiniteFeaturesError", "file_identity", "video_key", "resume_plan"]
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 
@@ -181,6 +183,67 @@ def finished_paths(out_dir: str) -> set[str]:
     return {r["path"] for r in _listed(out_dir)[0]}
 
 
+def file_identity(path: str) -> dict[str, int] | None:
+    """``{'size', 'mtime_ns'}`` of the file ``path`` names (a link followed), None when it cannot be read. Recorded
+    with a video's features (taken before its decode: a file rewritten meanwhile is redone by the next run), so that a
+    rerun tells a video re-encoded under the same name since."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def video_key(path: str) -> str:
+    """The resolved path that keys a video in the store: the same file reached through a linked folder, or named
+    relative or absolute, is one video."""
+    return os.path.realpath(path)
+
+
+def _freshness(record: dict[str, Any], identity: dict[str, int] | None) -> int:
+    """2: ``record`` was made from the file as it is now (``identity``, :func:`file_identity`); 1: unknown (a line
+    of an older version records no size or mtime, or the file cannot be read now); 0: the file changed since."""
+    if "size" not in record or "mtime_ns" not in record or identity is None:
+        return 1
+    return 2 if (record["size"], record["mtime_ns"]) == (identity["size"], identity["mtime_ns"]) else 0
+
+
+def _current_lines(out_dir: str, identities: dict[str, dict[str, int] | None]) -> dict[str, tuple[dict, int]]:
+    """Per video (:func:`video_key`) its line whose shard is on disk that best matches the file now, with its
+    :func:`_freshness`: one made from the file as it is, else one that cannot tell, else the newest; the latest
+    line among equals. ``identities``: the files' identities by key, where known; a video with several lines and no
+    identity given is looked at now (its re-extracted line must win, whichever rank wrote it)."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for r in _listed(out_dir)[0]:
+        lines.setdefault(video_key(r["path"]), []).append(r)
+    best = {}
+    for key, records in lines.items():
+        identity = identities[key] if key in identities else (file_identity(key) if len(records) > 1 else None)
+        rated = [(_freshness(r, identity), i) for i, r in enumerate(records)]
+        fresh, i = max(rated)
+        best[key] = (records[i], fresh)
+    return best
+
+
+def resume_plan(out_dir: str, paths: Sequence[str],
+                identities: dict[str, dict[str, int] | None]) -> tuple[list[str], list[str], list[str]]:
+    """What a run given ``paths`` (each a distinct video, :func:`video_key`) does with ``out_dir``'s features:
+    ``(todo, changed, unknown)``, the videos to extract (none up to date on disk), those of them whose features were
+    made from the file before it changed (another size or mtime), and those skipped whose lines record neither (an
+    older version's: a change cannot be told). ``identities``: :func:`file_identity` per path."""
+    current = _current_lines(out_dir, {video_key(p): identities.get(p) for p in paths})
+    todo, changed, unknown = [], [], []
+    for p in paths:
+        line = current.get(video_key(p))
+        if line is None or line[1] == 0:
+            todo.append(p)
+            if line is not None:
+                changed.append(p)
+        elif "size" not in line[0] or "mtime_ns" not in line[0]:
+            unknown.append(p)
+    return todo, changed, unknown
+
+
 def lost_shards(out_dir: str) -> dict[str, int]:
     """The shards that index lines name but that are not on disk, with how many videos in each have no features
     elsewhere in ``out_dir`` (those a run given them extracts again); shards of only re-extracted videos are left
@@ -213,12 +276,20 @@ def remove_unfinished_shards(out_dir: str, rank: int) -> list[str]:
     return found
 
 
-def merge_index(out_dir: str, order: Sequence[str]) -> str:
-    """Write ``index.jsonl``: every rank's lines (the newest per video) whose shard is on disk, in the order of
-    ``order`` (others last)."""
-    by_path = {r["path"]: r for r in _listed(out_dir)[0]}
-    rank = {p: i for i, p in enumerate(order)}
-    lines = sorted(by_path.values(), key=lambda r: (rank.get(r["path"], len(rank)), r["path"]))
+def merge_index(out_dir: str, order: Sequence[str],
+                identities: dict[str, dict[str, int] | None] | None = None) -> str:
+    """Write ``index.jsonl``: every rank's lines whose shard is on disk, one per video (:func:`video_key`: the
+    line made from the file as it is now, else the newest), in the order of ``order`` (others last). A video of
+    ``identities`` (:func:`file_identity` per path) whose every line was made before its file changed is left out:
+    its features are no longer the video's (a re-extraction that failed lists it as failed)."""
+    keyed = {video_key(p): identity for p, identity in (identities or {}).items()}
+    rank: dict[str, int] = {}
+    for i, p in enumerate(order):
+        rank.setdefault(video_key(p), i)
+    current = _current_lines(out_dir, keyed)
+    kept = sorted((rank.get(key, len(rank)), record["path"], key) for key, (record, fresh) in current.items()
+                  if fresh or key not in keyed)
+    lines = [current[key][0] for _, _, key in kept]
     path = os.path.join(out_dir, "index.jsonl")
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -279,9 +350,12 @@ class FeatureStore:
         fmt: ``'npy'`` or ``'safetensors'`` (one tensor named ``features``).
         fp16: store float16 instead of float32.
         shard_videos: videos per shard.
+        identities: path -> :func:`file_identity`, taken before the videos are decoded: written in their index
+            lines (``size``, ``mtime_ns``), so that a rerun extracts again a video changed since.
     """
 
-    def __init__(self, out_dir: str, rank: int = 0, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64):
+    def __init__(self, out_dir: str, rank: int = 0, fmt: str = "npy", fp16: bool = False, shard_videos: int = 64,
+                 identities: dict[str, dict[str, int] | None] | None = None):
         if fmt not in FORMATS:
             raise ValueError(f"feature format must be one of {sorted(FORMATS)}, got {fmt!r}")
         if shard_videos < 1:
@@ -290,6 +364,8 @@ class FeatureStore:
         self.out_dir, self.rank, self.fmt, self.shard_videos = out_dir, rank, fmt, shard_videos
         self.dtype = np.float16 if fp16 else np.float32
         self._pending: list[tuple[dict[str, Any], np.ndarray]] = []
+        # path -> its file's size and mtime before its decode (file_identity), recorded with its features
+        self.identities = identities or {}
         self.index_path = os.path.join(out_dir, f"index-rank{rank:03d}.jsonl")
         # after the shards on disk and those this rank's index names: a shard gone from the disk, its name reused,
         # would have its old lines point at another video's rows
@@ -305,7 +381,8 @@ class FeatureStore:
         """Queue one video's ``(num_windows, D)`` features with its index ``record`` (path and window fields)."""
         if features.ndim != 2:
             raise ValueError(f"{record['path']}: expected (windows, dim) features, got shape {features.shape}")
-        self._pending.append((record, np.ascontiguousarray(features, dtype=self.dtype)))
+        identity = self.identities.get(record["path"])
+        self._pending.append(({**record, **(identity or {})}, np.ascontiguousarray(features, dtype=self.dtype)))
         if len(self._pending) >= self.shard_videos:
             self.flush()
 

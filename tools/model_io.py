@@ -78,6 +78,26 @@ def _check_metadata(cfg, meta: dict[str, Any], weights: str, cfg_path: str = "",
                                   f"uses {list(want)}")
 
 
+_WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def _weights_in(folder: str) -> str:
+    """What a folder given for the weights holds (a training run's output folder, say): its weights files, the one
+    to name first (``best.pth`` where there is one), or that it holds none; a user told only "a folder" had to look
+    for the file's name. Suggested: ``best.pth``, else the newest."""
+    try:
+        names = sorted(f for f in os.listdir(folder) if f.endswith(_WEIGHTS_SUFFIXES) and not f.startswith(".")
+                       and os.path.isfile(os.path.join(folder, f)))
+        if not names:
+            return f": it holds no {', '.join(_WEIGHTS_SUFFIXES)} file; name the weights file itself"
+        first = "best.pth" if "best.pth" in names else max(names, key=lambda f: os.path.getmtime(
+            os.path.join(folder, f)))
+    except OSError:  # unreadable, or a file gone meanwhile: the folder alone is named
+        return ""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f": it holds {shown}; name one of them, e.g. {os.path.join(folder, first)}"
+
+
 def _no_settings(weights: str, command: str) -> InputError:
     """The line for weights that leave the model unknown: none given, or a file without settings and no --cfg;
     ``command``: the tool's command line without --cfg and --weights, for the example that works."""
@@ -112,7 +132,7 @@ def load_setup(cfg_path: str | None, opts: Sequence[str], weights: str, class_na
         raise _no_settings(weights, command)
     local = resolve_weights_path(weights)
     if not os.path.isfile(local):
-        raise FileNotFoundError(f"weights file not found: {weights}" + (" (a folder, not a file)"
+        raise FileNotFoundError(f"weights file not found: {weights}" + (f" (a folder, not a file){_weights_in(local)}"
                                                                         if os.path.isdir(local) else ""))
     meta = read_weights_metadata(local) if is_safetensors(local) else None
     if not cfg_path and meta is None:

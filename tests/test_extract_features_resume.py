@@ -88,7 +88,7 @@ def test_a_video_changed_since_its_features_is_extracted_again_and_replaced(vide
         os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     rc, err = _run([a, b], out, ckpt, capsys)
     assert rc == 0 and err == [f"note: 1 video changed (another size or modification time) since its features in "
-                               f"{out} were extracted: extracted again, the old features replaced",
+                               f"{out} were extracted: extracted again, their old features left out of index.jsonl",
                                _summary(1, 1, 2, out)], err
     index = _index(out)
     assert [r["path"] for r in index] == [a, b]  # each video once
@@ -124,3 +124,22 @@ def test_an_older_index_without_sizes_keeps_working_and_says_once_it_cannot_tell
                                "is not extracted again (another --out extracts every video anew)",
                                _summary(0, 2, 2, out)], err
     assert _index(out) == before
+
+
+def test_a_video_changed_into_an_unreadable_file_is_failed_and_its_old_features_not_listed(videos, tiny, tmp_path,
+                                                                                         capsys):  # noqa: F811
+    """Features of the file as it was are no longer the video's: index.jsonl leaves them out, the failed list names
+    the video with its reason, and the next run tries it again."""
+    _, _, ckpt = tiny
+    a, b = str(videos / "a.mp4"), str(videos / "b.mp4")
+    out = tmp_path / "feats"
+    assert _run([a, b], out, ckpt, capsys)[0] == 0
+    Path(a).write_bytes(b"no longer a video")
+    for _ in range(2):
+        rc, err = _run([a, b], out, ckpt, capsys)
+        assert rc == 0 and err[-1] == (f"0 videos extracted, 1 already done; 1 of 2 in {out / 'index.jsonl'}; "
+                                       f"1 unreadable, listed in {out / 'failed-rank*.jsonl'}"), err
+        assert err[0].startswith("note: 1 video changed"), err
+        assert [r["path"] for r in _index(out)] == [b]
+        failed = [json.loads(x) for x in (out / "failed-rank000.jsonl").read_text().splitlines()]
+        assert [r["path"] for r in failed] == [a], failed

@@ -234,7 +234,7 @@ def _resume_plan(out_dir: str, paths: Sequence[str]) -> tuple[list[str], dict[st
     if changed:
         print(f"note: {counted(len(changed), 'video')} changed (another size or modification time) since "
               f"{'its' if len(changed) == 1 else 'their'} features in {out_dir} were extracted: extracted again, "
-              "the old features replaced", file=sys.stderr)
+              "their old features left out of index.jsonl", file=sys.stderr)
     if unknown:
         print(f"note: the index in {out_dir} records no size or modification time for "
               f"{counted(len(unknown), 'video')} given (extracted by an older version): a video changed since "

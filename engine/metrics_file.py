@@ -48,16 +48,25 @@ def write_line(jsonl: IO[str], line: dict[str, Any]) -> None:
 
 def drop_lines_after_step(jsonl: IO[str], step: int, mid_epoch: bool = False,
                           steps_logged_again: bool = False) -> tuple[IO[str], str | None]:
-    """``jsonl`` closed, the lines a stopped attempt wrote after its checkpoint at optimizer ``step`` dropped from
-    its file (:func:`engine.run_files.drop_lines_after`, ``mid_epoch`` and ``steps_logged_again`` too) and the file
-    opened again to append; with the log line that says what was dropped, or None when nothing was."""
-    jsonl.close()
+    """The lines a stopped attempt wrote after its checkpoint at optimizer ``step`` dropped from the file of
+    ``jsonl`` (:func:`engine.run_files.drop_lines_after`, ``mid_epoch`` and ``steps_logged_again`` too), and the
+    rewritten file opened to append in place of ``jsonl`` (closed; ``jsonl`` itself when nothing was dropped);
+    with the log line that says what was dropped, or None when nothing was.
+
+    Raises:
+        OSError: the rewrite failed (a full disk: the line says the free space it needs), the file left whole and
+            ``jsonl`` still open on it: closed first, it was left closed, and the run's later lines (its end line
+            too) failed with "I/O operation on closed file" or were lost.
+    """
     path = jsonl.name
+    with naming_the_file(path):  # every line so far in the file the rewrite reads
+        jsonl.flush()
     cut: list[int] = []
     dropped = drop_lines_after(path, step, mid_epoch, cut, train_line_at_step=steps_logged_again)
-    reopened = open(path, "a", encoding="utf-8")
     if not dropped:
-        return reopened, None
+        return jsonl, None
+    jsonl.close()  # open on the file the rewrite replaced
+    reopened = open(path, "a", encoding="utf-8")
     return reopened, (f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that was "
                       "stopped (this run writes them again)"
                       + (f"; not JSON (cut short by the stop): {', '.join(f'{path}:{n}' for n in cut[:3])}"

@@ -6,18 +6,21 @@ of OUTPUT and names the process and host that hold it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import glob
 import json
 import math
 import os
 import pwd
+import shutil
 import socket
 import time
 from typing import IO, Any, Collection
 
 from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_temp_target, atomic_write, atomic_write_text,
                            hold_lock, lock_is_free, naming_the_file)
+from evautil.progress import format_bytes
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "PLOT_FILES", "claim_output", "release_output", "hold_outputs_to_exit",
            "release_held_outputs", "claimed_elsewhere", "earlier_run_files",
@@ -417,9 +420,28 @@ def drop_lines_after(jsonl_path: str, step: int, mid_epoch: bool = False, cut: l
             kept.append(line)
     dropped = len(lines) - len(kept)
     if dropped:
-        with naming_the_file(jsonl_path):  # a full disk's error from write() names no file
-            atomic_write_text(jsonl_path, "".join(line + "\n" for line in kept))
+        text = "".join(line + "\n" for line in kept)
+        try:
+            with naming_the_file(jsonl_path):  # a full disk's error from write() names no file
+                atomic_write_text(jsonl_path, text)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise _no_room_to_rewrite(error, jsonl_path, dropped, step, len(text.encode("utf-8"))) from error
     return dropped
+
+
+def _no_room_to_rewrite(error: OSError, jsonl_path: str, dropped: int, step: int, size: int) -> OSError:
+    """``error`` (a full disk, a quota) of the rewrite of ``jsonl_path`` again, saying how much free space the
+    rewrite needs (the ``size`` bytes of lines kept, written whole beside the file before they replace it) and that
+    the file is as it was: "No space left on device" alone said neither."""
+    try:
+        free = f" ({format_bytes(shutil.disk_usage(os.path.dirname(os.path.abspath(jsonl_path))).free)} free now)"
+    except OSError:
+        free = ""
+    return type(error)(error.errno, f"{error.strerror or os.strerror(error.errno)}: dropping the {dropped} lines "
+                       f"written after step {step} rewrites it, which needs {format_bytes(size)} free on its "
+                       f"disk{free}; the file is left as it was", jsonl_path)
 
 
 def _after(line: str, step: int, kinds_at_step: tuple[str, ...]) -> bool | None:

@@ -226,6 +226,45 @@ def test_a_moved_summary_names_the_moved_files_where_they_went(tmp_path, monkeyp
     assert evaluated == os.path.join(dest, "best.pth") and os.path.isfile(evaluated)
 
 
+def test_a_full_disk_while_a_resume_drops_lines_leaves_the_file_whole_and_the_log_open(tmp_path, monkeypatch):
+    """The rewrite of metrics.jsonl that drops the lines after the checkpoint fails on a full disk: the file is as
+    it was, the error says the free space the rewrite needs, and the logger still writes its lines (its handle was
+    left closed: every later line failed with "I/O operation on closed file")."""
+    import evautil.files
+    from engine.metrics import MetricLogger
+    from evautil.files import write_failure
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"kind": "train", "step": s, "loss": 1.0}) + "\n" for s in range(1, 8)))
+    before = path.read_bytes()
+    real_write = evautil.files.atomic_write
+
+    def disk_fills(target, write, fsync=True):
+        def half_then_full(f):  # the first bytes go in, then the disk is full
+            f.write(b'{"kind": "tr')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(target, half_then_full, fsync)
+
+    monkeypatch.setattr(evautil.files, "atomic_write", disk_fills)
+    metrics = MetricLogger(str(tmp_path), tensorboard=False, nvml=False, progress_bar=False)
+    try:
+        with pytest.raises(OSError) as failed:
+            metrics.restore_totals({}, step=5)
+        assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["log_rank0.txt", "metrics.jsonl"]
+        kept = sum(len(x) + 1 for x in before.decode().splitlines()[:5])
+        line = write_failure(failed.value)
+        assert line.startswith(f"cannot write {path}: No space left on device: dropping the 2 lines written after "
+                               f"step 5 rewrites it, which needs {kept} B free on its disk (")
+        assert "; the file is left as it was; free space and run the same command" in line
+        monkeypatch.setattr(evautil.files, "atomic_write", real_write)
+        metrics.log_eval({"split": "val", "top1": 50.0, "top5": None, "mean_class_top1": 50.0, "num_videos": 2,
+                          "views": 1}, epoch=0, step=7)
+    finally:
+        metrics.close()
+    written = path.read_text().splitlines()
+    assert len(written) == 8 and json.loads(written[-1])["kind"] == "eval"
+
+
 def test_drop_lines_after_cuts_lines_where_an_editor_does(tmp_path):
     """A JSON line may hold U+2028 or U+0085 as they are (a line written with ensure_ascii=False): splitlines cut
     it in two pieces that are not JSON, and both were dropped as cut short by a kill. The lines that are not JSON are

@@ -15,11 +15,12 @@ import torch
 import yaml
 
 from configs import ConfigError
+from evautil.files import same_path
 
 from .checkpoint_io import REQUIRED_KEYS
 from .checkpointing import Checkpointer
 
-__all__ = ["EXECUTION_KEYS", "config_differences", "saved_config", "check_resume_config"]
+__all__ = ["EXECUTION_KEYS", "PATH_KEYS", "config_differences", "saved_config", "check_resume_config"]
 
 # Keys (or "SECTION." prefixes) that do not change what is trained: how data is read, initial weights (replaced by
 # the checkpoint), numerics and kernels, evaluation, logging and checkpoint cadence.
@@ -48,12 +49,25 @@ def _defines_the_run(key: str) -> bool:
     return not any(key == k or (k.endswith(".") and key.startswith(k)) for k in EXECUTION_KEYS)
 
 
+# Keys that define the run and name a file or folder: another spelling of the same one (a trailing /, a relative
+# path for an absolute one, a symbolic link) is no change (the lists' contents are checked apart, by their digest).
+PATH_KEYS = ("DATA.ROOT", "DATA.TRAIN_FILE", "DATA.VAL_FILE")
+
+
 def config_differences(saved_yaml: str, current_yaml: str) -> list[str]:
     """``"KEY saved -> now"`` for every key that defines the run and differs. Keys that only one side knows
-    (added or removed by a code update) are not compared."""
+    (added or removed by a code update) are not compared; the ``PATH_KEYS`` differ only when they name another
+    file or folder (a relative one from the working folder)."""
     saved, current = _flatten(yaml.safe_load(saved_yaml) or {}), _flatten(yaml.safe_load(current_yaml) or {})
     return [f"{key} {saved[key]!r} -> {value!r}" for key, value in current.items()
-            if key in saved and _defines_the_run(key) and saved[key] != value]
+            if key in saved and _defines_the_run(key) and saved[key] != value
+            and not (key in PATH_KEYS and _same_place(saved[key], value))]
+
+
+def _same_place(saved: Any, now: Any) -> bool:
+    """Whether two values of a path key name one file or folder ("" is the working folder, as for "."): a resume
+    whose command spelled DATA.ROOT with a trailing / was refused as a run with another config."""
+    return isinstance(saved, str) and isinstance(now, str) and same_path(saved or ".", now or ".")
 
 
 def saved_config(path: str, state: Any = None) -> tuple[str, bool] | None:

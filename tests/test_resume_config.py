@@ -38,6 +38,23 @@ def test_only_keys_that_define_the_run_are_reported():
     assert config_differences(yaml.safe_dump(saved), changed.dump()) == ["SEED 0 -> 7", "TRAIN.LR 0.0005 -> 0.002"]
 
 
+def test_another_spelling_of_the_same_data_paths_is_no_change(tmp_path, monkeypatch):
+    """A requeued command that spells DATA.ROOT with a trailing /, a list by a relative path or through a symbolic
+    link reads the same files: it was refused as a run with another config. Another folder still differs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("a.mp4 0\n")
+    (tmp_path / "link").symlink_to(data)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    saved = load_config(DEMO, ["DATA.ROOT", str(data), "DATA.TRAIN_FILE", str(data / "train.txt")]).dump()
+    for root, train_file in ((f"{data}/", "data/train.txt"), ("link", "./link//train.txt"), ("data", "link/train.txt")):
+        now = load_config(DEMO, ["DATA.ROOT", root, "DATA.TRAIN_FILE", train_file]).dump()
+        assert config_differences(saved, now) == [], (root, train_file)
+    moved = load_config(DEMO, ["DATA.ROOT", "other", "DATA.TRAIN_FILE", str(data / "train.txt")]).dump()
+    assert config_differences(saved, moved) == [f"DATA.ROOT {str(data)!r} -> 'other'"]
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return synthetic_dataset(tmp_path_factory, "synth_resume", 3, 1, num_frames=12, size=(48, 32))

@@ -10,6 +10,7 @@ import os
 from typing import IO, Any, Iterator
 
 from evautil.files import naming_the_file
+from evautil.progress import counted
 
 from .run_files import drop_lines_after, standard_json
 
@@ -67,8 +68,8 @@ def drop_lines_after_step(jsonl: IO[str], step: int, mid_epoch: bool = False,
         return jsonl, None
     jsonl.close()  # open on the file the rewrite replaced
     reopened = open(path, "a", encoding="utf-8")
-    return reopened, (f"metrics.jsonl: dropped {dropped} lines written after step {step} by the attempt that was "
-                      "stopped (this run writes them again)"
+    return reopened, (f"metrics.jsonl: dropped {counted(dropped, 'line')} written after step {step} by the attempt "
+                      "that was stopped (this run writes them again)"
                       + (f"; not JSON (cut short by the stop): {', '.join(f'{path}:{n}' for n in cut[:3])}"
                          + (f" and {len(cut) - 3} more" if len(cut) > 3 else "") if cut else ""))
 

@@ -20,7 +20,7 @@ from typing import IO, Any, Collection
 
 from evautil.files import (atomic_temp_files, atomic_temp_glob, atomic_temp_target, atomic_write, atomic_write_text,
                            hold_lock, lock_is_free, naming_the_file)
-from evautil.progress import format_bytes
+from evautil.progress import counted, format_bytes
 
 __all__ = ["EARLIER_RUNS_DIR", "RUN_LOCK", "PLOT_FILES", "claim_output", "release_output", "hold_outputs_to_exit",
            "release_held_outputs", "claimed_elsewhere", "earlier_run_files",
@@ -439,9 +439,9 @@ def _no_room_to_rewrite(error: OSError, jsonl_path: str, dropped: int, step: int
         free = f" ({format_bytes(shutil.disk_usage(os.path.dirname(os.path.abspath(jsonl_path))).free)} free now)"
     except OSError:
         free = ""
-    return type(error)(error.errno, f"{error.strerror or os.strerror(error.errno)}: dropping the {dropped} lines "
-                       f"written after step {step} rewrites it, which needs {format_bytes(size)} free on its "
-                       f"disk{free}; the file is left as it was", jsonl_path)
+    dropping = f"dropping the {counted(dropped, 'line')} written after step {step} rewrites it"
+    return type(error)(error.errno, f"{error.strerror or os.strerror(error.errno)}: {dropping}, which needs "
+                       f"{format_bytes(size)} free on its disk{free}; the file is left as it was", jsonl_path)
 
 
 def _after(line: str, step: int, kinds_at_step: tuple[str, ...]) -> bool | None:

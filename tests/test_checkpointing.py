@@ -1520,7 +1520,7 @@ def test_a_run_resumed_inside_a_log_window_logs_each_step_in_one_line(tmp_path, 
     resumed.fit()
     resumed.metrics.close()
     assert train_lines(end) == train_lines("whole") and len(train_lines("whole")) == 1
-    assert "metrics.jsonl: dropped 1 lines written after step 3" in (tmp_path / end / "log_rank0.txt").read_text()
+    assert "metrics.jsonl: dropped 1 line written after step 3" in (tmp_path / end / "log_rank0.txt").read_text()
 
 
 def test_an_epoch_resumed_mid_way_reports_the_mean_loss_of_all_its_steps(tmp_path, monkeypatch):

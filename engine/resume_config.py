@@ -9,6 +9,7 @@ executed (workers, logging, evaluation views, checkpoint cadence, kernels) may c
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from evautil.files import same_path
 
 from .checkpoint_io import REQUIRED_KEYS
 from .checkpointing import Checkpointer
+from .run_files import EARLIER_RUNS_DIR
 
 __all__ = ["EXECUTION_KEYS", "PATH_KEYS", "config_differences", "saved_config", "check_resume_config"]
 
@@ -123,7 +125,9 @@ def check_resume_config(cfg: Any, resume: str = "", resumed: tuple[str, dict] | 
         return f"resuming {path} with keys that define the run changed (TRAIN.ALLOW_CONFIG_CHANGE): {listed}"
     # With --resume, another OUTPUT would meet the same file: a new run drops the flag instead
     where, new_run = (("--resume names", f"drop --resume (--pretrained {path} starts from its weights)") if resume
-                      else (f"OUTPUT = {cfg.OUTPUT} holds", "choose another OUTPUT"))
+                      else (f"OUTPUT = {cfg.OUTPUT} holds",
+                            f"choose another OUTPUT, or start over in this one with --opts TRAIN.AUTO_RESUME False "
+                            f"(the earlier run's files move to {os.path.join(cfg.OUTPUT, EARLIER_RUNS_DIR)})"))
     raise ConfigError(f"{where} checkpoint {path} of a run with another config; these keys define the run and "
                       f"differ (saved -> now): {listed}. To continue that run, drop the changes; to continue it "
                       f"with them on purpose, add --opts TRAIN.ALLOW_CONFIG_CHANGE True; to start a new run, {new_run}")

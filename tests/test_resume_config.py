@@ -55,6 +55,29 @@ def test_another_spelling_of_the_same_data_paths_is_no_change(tmp_path, monkeypa
     assert config_differences(saved, moved) == [f"DATA.ROOT {str(data)!r} -> 'other'"]
 
 
+def test_an_output_of_another_config_names_the_way_to_start_over_in_it(tmp_path):
+    """OUTPUT holds a checkpoint of another MODEL.ARCH and TRAIN.AUTO_RESUME is on: the refusal named only another
+    OUTPUT as the way to a new run; TRAIN.AUTO_RESUME False starts over in this one, the earlier run set aside."""
+    from configs import ConfigError
+    from engine.checkpointing import starts_fresh
+    from engine.resume_config import check_resume_config
+
+    out = str(tmp_path / "out")
+    ckpt = tmp_path / "out" / "ckpt_epoch_2.pth"
+    saved = load_config(DEMO, ["MODEL.ARCH", "eva-tiny/16", "OUTPUT", out]).dump()
+    state = {"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "global_step": 8, "epoch_complete": True,
+             "config": saved}
+    cfg = load_config(DEMO, ["OUTPUT", out, "TRAIN.AUTO_RESUME", "True"])
+    with pytest.raises(ConfigError) as refused:
+        check_resume_config(cfg, resumed=(str(ckpt), state))
+    assert str(refused.value).endswith(
+        f"to start a new run, choose another OUTPUT, or start over in this one with --opts TRAIN.AUTO_RESUME False "
+        f"(the earlier run's files move to {out}/earlier_runs)")
+    assert "MODEL.ARCH 'eva-tiny/16' -> 'eva-tiny/8'" in str(refused.value)
+    fresh = load_config(DEMO, ["OUTPUT", out, "TRAIN.AUTO_RESUME", "False"])  # what that advice runs
+    assert check_resume_config(fresh) == "" and starts_fresh(out, "", fresh.TRAIN.AUTO_RESUME)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return synthetic_dataset(tmp_path_factory, "synth_resume", 3, 1, num_frames=12, size=(48, 32))

@@ -440,7 +440,7 @@ def _no_room_to_rewrite(error: OSError, jsonl_path: str, dropped: int, step: int
     except OSError:
         free = ""
     dropping = f"dropping the {counted(dropped, 'line')} written after step {step} rewrites it"
-    return type(error)(error.errno, f"{error.strerror or os.strerror(error.errno)}: {dropping}, which needs "
+    return type(error)(error.errno, f"{error.strerror or os.strerror(error.errno)}; {dropping}, which needs "
                        f"{format_bytes(size)} free on its disk{free}; the file is left as it was", jsonl_path)
 
 

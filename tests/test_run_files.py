@@ -253,7 +253,7 @@ def test_a_full_disk_while_a_resume_drops_lines_leaves_the_file_whole_and_the_lo
         assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["log_rank0.txt", "metrics.jsonl"]
         kept = sum(len(x) + 1 for x in before.decode().splitlines()[:5])
         line = write_failure(failed.value)
-        assert line.startswith(f"cannot write {path}: No space left on device: dropping the 2 lines written after "
+        assert line.startswith(f"cannot write {path}: No space left on device; dropping the 2 lines written after "
                                f"step 5 rewrites it, which needs {kept} B free on its disk (")
         assert "; the file is left as it was; free space and run the same command" in line
         monkeypatch.setattr(evautil.files, "atomic_write", real_write)

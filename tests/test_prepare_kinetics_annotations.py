@@ -370,6 +370,22 @@ def test_a_malformed_annotation_csv_is_an_error_naming_file_and_line(tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("time", ["1_0", "1e1", "nan", "inf", "\u0661\u0660"])
+def test_an_annotation_time_is_read_only_as_decimal_digits(tmp_path, time):
+    # float() took '1_0' and '1e1' for 10 (the row then named the video ..._000010_..., its file another), and
+    # 'nan', 'inf' or other scripts' digits too
+    path = tmp_path / "train.csv"
+    path.write_text(f"label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,0,10,train\n"
+                    f"a,bbbbbbbbbbb,{time},20,train\n", encoding="utf-8")
+    with pytest.raises(KineticsError) as e:
+        read_annotations(str(path))
+    assert str(e.value) == (f"annotation CSV {str(path)!r}, line 3: time_start {time!r} is not a whole number of "
+                            f"seconds written in digits, as 10 or 10.0 (a video's file name is "
+                            f"<youtube_id>_<time_start:06d>_<time_end:06d>)")
+    path.write_text("label,youtube_id,time_start,time_end,split\na,aaaaaaaaaaa,0 ,10.0,train\n", encoding="utf-8")
+    assert list(read_annotations(str(path))) == ["aaaaaaaaaaa_000000_000010"]
+
+
 def test_each_dataset_names_its_own_annotation_csvs(tmp_path, capsys):
     # k722 over three datasets: t400 flat with its CSVs elsewhere under other names (one per split), t600 flat with
     # a folder of train.csv and val.csv, t700 class folders. The outputs are those of three class-folder trees.

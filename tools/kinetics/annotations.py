@@ -75,15 +75,17 @@ def annotation_key(youtube_id: str, time_start: int, time_end: int) -> str:
     return f"{youtube_id}_{time_start:06d}_{time_end:06d}"
 
 
+# A time as the releases write it: float() also took '1_0' and '1e1' for 10, and 'nan', 'inf' or other scripts'
+# digits, which named a video no file is.
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
 def _seconds(text: str, where: str, column: str) -> int:
     """A time value of a CSV row: whole seconds from the video's start, written ``10`` or ``10.0``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = float(text) if _DECIMAL.fullmatch(text.strip()) else math.nan
     if not math.isfinite(value) or value != int(value):
-        raise KineticsError(f"{where}: {column} {text!r} is not a whole number of seconds (a video's file name is "
-                            f"<youtube_id>_<time_start:06d>_<time_end:06d>)")
+        raise KineticsError(f"{where}: {column} {text!r} is not a whole number of seconds written in digits, as 10 "
+                            f"or 10.0 (a video's file name is <youtube_id>_<time_start:06d>_<time_end:06d>)")
     if value < 0:  # "-1 is not a whole number" sent the user looking for a fraction
         raise KineticsError(f"{where}: {column} {text!r} is negative: a clip's times are seconds from the start of "
                             f"its YouTube video, 0 or more; fix the row or remove it")

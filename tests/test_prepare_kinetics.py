@@ -841,6 +841,22 @@ def test_a_reencode_dst_inside_src_or_equal_to_it_is_refused_naming_each_flag(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k400"] and sorted(os.listdir(src)) == ["train"]
 
 
+def test_a_reencode_report_dir_inside_src_or_equal_to_it_is_refused_naming_each_flag(tmp_path, capsys):
+    # --report-dir <src>/reports wrote reencode_report.json and .md into the source tree, which is only read
+    src = make_tree(tmp_path / "k400", {"train": {"a": [vid("a")]}})
+    dst = tmp_path / "k400_h264"
+    for report_dir, where in ((src / "reports", f"inside --src {str(src)!r}"),
+                              (src / "train" / "..", f"--src ({str(src)!r})")):
+        for dry_run in ([], ["--dry-run"]):
+            assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst), "--report-dir",
+                                          str(report_dir), "--no-progress", *dry_run]) == 2
+            assert capsys.readouterr().err == (
+                f"error: --report-dir {os.path.abspath(report_dir)!r} is {where}, where reencode_report.json and "
+                f"reencode_report.md would be written among the sources, which are only read; give a --report-dir "
+                f"outside --src, or leave it out (the report then goes to --dst)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k400"] and sorted(os.listdir(src)) == ["train"]
+
+
 def test_a_reencode_src_that_is_a_broken_link_is_named_with_its_target(tmp_path):
     """reencode's --src linked to storage that is gone is named with its target, as a split folder is."""
     target = tmp_path / "unmounted" / "k400"

@@ -137,6 +137,27 @@ def plan_reencode(src_root: str, dst_root: str, progress_lines: bool = True) -> 
     return pairs
 
 
+def _refuse_report_dir_in_src(src_root: str, report_dir: str | None) -> None:
+    """Refuse a ``report_dir`` that is ``src_root`` or inside it, as a ``dst_root`` there is: the report's files
+    were written into the source tree, which is only read.
+
+    Raises:
+        KineticsError: naming both flags, and where the report can go.
+    """
+    if not report_dir:
+        return
+    src_root, report_dir = os.path.abspath(src_root), os.path.abspath(report_dir)
+    if os.path.realpath(report_dir) == os.path.realpath(src_root):
+        where = f"--src ({src_root!r})"
+    elif _inside(report_dir, src_root):
+        where = f"inside --src {src_root!r}"
+    else:
+        return
+    raise KineticsError(f"--report-dir {report_dir!r} is {where}, where {' and '.join(REPORT_FILES)} would be "
+                        f"written among the sources, which are only read; give a --report-dir outside --src, or "
+                        f"leave it out (the report then goes to --dst)")
+
+
 def default_dst(src_root: str) -> str:
     """Where the outputs of ``src_root`` go without --dst: ``<src_root>_h264``, beside it."""
     return os.path.abspath(src_root).rstrip(os.sep) + "_h264"
@@ -246,6 +267,7 @@ def reencode_tree(src_root: str, dst_root: str | None = None, settings: EncodeSe
         or ``failed``); ``vanished`` counts the failed whose source was deleted or moved after the plan listed it.
     """
     dst_root = os.path.abspath(dst_root or default_dst(src_root))
+    _refuse_report_dir_in_src(src_root, report_dir)  # before the walk of --src, as a --dst there is refused
     pairs = plan_reencode(src_root, dst_root, progress_lines)
     outputs = walk_progress(f"reencode: looking for finished outputs in {dst_root}", "video", len(pairs),
                             lines=progress_lines)

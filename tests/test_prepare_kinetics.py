@@ -2471,17 +2471,27 @@ def _source_of(path: Path) -> list[int]:
     return [path.stat().st_size, path.stat().st_mtime_ns]
 
 
-def test_an_output_left_without_its_line_is_kept_and_gets_it(tmp_path):
-    # Such an output counted as done (its source not newer) but never got its line, on any later run: a later new
-    # download of its source that keeps the upload date as mtime was never seen. Now it is checked and recorded.
+def _b_left_without_its_line(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A tree of two clips (a, b) re-encoded, killed before b's line: its source, its --dst and b's source."""
     src, dst = tmp_path / "t400", tmp_path / "out"
     for tag in ("a", "b"):
         write_clip(src / "train" / ARM / vid(tag), t=4)
     _killed_before_the_line(src, dst, 1)
-    b = src / "train" / ARM / vid("b")
-    assert (dst / "train" / ARM / vid("b")).is_file() and list(_recorded(dst)) == [f"train/{ARM}/{vid('a')}"]
+    return src, dst, src / "train" / ARM / vid("b")
+
+
+def _resumed(src: Path, dst: Path) -> dict:
+    """The report of the run after: the same command, which must succeed."""
     assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
-    report = json.loads((dst / "reencode_report.json").read_text())
+    return json.loads((dst / "reencode_report.json").read_text())
+
+
+def test_an_output_left_without_its_line_is_kept_and_gets_it(tmp_path):
+    # Such an output counted as done (its source not newer) but never got its line, on any later run: a later new
+    # download of its source that keeps the upload date as mtime was never seen. Now it is checked and recorded.
+    src, dst, b = _b_left_without_its_line(tmp_path)
+    assert (dst / "train" / ARM / vid("b")).is_file() and list(_recorded(dst)) == [f"train/{ARM}/{vid('a')}"]
+    report = _resumed(src, dst)
     assert (report["skipped_existing"], report["done"]) == (2, 0)
     assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
 
@@ -2489,16 +2499,11 @@ def test_an_output_left_without_its_line_is_kept_and_gets_it(tmp_path):
 def test_a_source_downloaded_again_after_its_output_was_left_without_its_line_is_encoded_again(tmp_path):
     # Without its line, an output counted as done unless its source was newer: a new download that keeps the upload
     # date as its mtime kept the old encode. The output notes the source it was written from, which tells.
-    src, dst = tmp_path / "t400", tmp_path / "out"
-    for tag in ("a", "b"):
-        write_clip(src / "train" / ARM / vid(tag), t=4)
-    _killed_before_the_line(src, dst, 1)
-    b = src / "train" / ARM / vid("b")
+    src, dst, b = _b_left_without_its_line(tmp_path)
     write_clip(b, t=6, seed=1)
     uploaded = (dst / "train" / ARM / vid("b")).stat().st_mtime - 86400 * 365
     os.utime(b, (uploaded, uploaded))
-    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
-    report = json.loads((dst / "reencode_report.json").read_text())
+    report = _resumed(src, dst)
     assert (report["skipped_existing"], report["done"], report["source_changed"]) == (1, 1, 1)
     assert probe_output(str(dst / "train" / ARM / vid("b")))["frames"] == 6
     assert _recorded(dst)[f"train/{ARM}/{vid('b')}"] == _source_of(b)
@@ -2509,14 +2514,10 @@ def test_a_partial_output_without_its_line_is_encoded_again(tmp_path, share):
     # An output cut short under its name (renamed before its data reached the disk, by a version that did not sync
     # first; a copy stopped midway) counted as done when its source was not newer: now one without its line is
     # probed, also one cut in its last frame, whose frames all still demux.
-    src, dst = tmp_path / "t400", tmp_path / "out"
-    for tag in ("a", "b"):
-        write_clip(src / "train" / ARM / vid(tag), t=4)
-    _killed_before_the_line(src, dst, 1)
+    src, dst, _ = _b_left_without_its_line(tmp_path)
     out = dst / "train" / ARM / vid("b")
     _truncate(out, share)
-    assert prepare_kinetics.main(["reencode", "--src", str(src), "--dst", str(dst)] + _SMALL_RUN) == 0
-    report = json.loads((dst / "reencode_report.json").read_text())
+    report = _resumed(src, dst)
     assert (report["skipped_existing"], report["done"]) == (1, 1)
     assert report["source_changed"] == 0  # its source is the one it was written from
     assert probe_output(str(out))["frames"] == 4 and out.stat().st_size > 0

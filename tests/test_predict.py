@@ -1523,3 +1523,45 @@ def test_an_index_cache_older_than_the_turn_learns_it_once_and_keeps_it(evaluate
     assert notes == [note.replace(str(phone), str(plain)), note]
     assert reads == []  # the changed file probed again, its turn with it
     assert _cache_turns(cache) == {"plain.mp4": 270, "phone.mp4": 270}
+
+
+def test_a_file_named_twice_through_a_link_is_scored_and_reported_once(evaluated, dataset, tmp_path, monkeypatch,
+                                                                       capsys):
+    """A video is the file its path resolves to, as extract_features keys it: a folder given again through a link,
+    or a relative name in a linked working folder beside its absolute name through the link, was scored and reported
+    once per name. Now once, under the first name given, with one note counting the other names."""
+    tmp, opts, ckpt, eval_rows = evaluated
+    first = dataset / eval_rows[0]["path"]
+    folder = first.parent
+    link = tmp_path / "linked"
+    link.symlink_to(folder, target_is_directory=True)
+    top1 = {str(dataset / r["path"]): int(r["top1_class"]) for r in eval_rows}
+    scored = []
+    real_predict_videos = predict.predict_videos
+
+    def counting(cfg, model, paths, *args, **kwargs):
+        scored.extend(paths)
+        return real_predict_videos(cfg, model, paths, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_videos", counting)
+    monkeypatch.chdir(link)  # the working folder is the linked one: a relative name is its real path
+    out = tmp_path / "pred.jsonl"
+    rc = predict.main([first.name, str(link / first.name), str(folder), str(link), "--cfg", DEMO, "--weights",
+                       str(ckpt), "--quiet", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--opts", *opts])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    in_folder = sorted(str(p) for p in folder.glob("*.webm"))
+    want = [str(first)] + [p for p in in_folder if p != str(first)]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in records] == want and sorted(scored) == sorted(want)
+    assert all(r["top_k"][0]["class"] == top1[r["path"]] for r in records if r["path"] in top1)
+    assert err.count("note:") == 1
+    assert (f"note: {len(in_folder)} names given were the file of an earlier name (a folder through a link, or a path "
+            "spelled otherwise): each file is predicted once and listed under the first name given") in err
+    assert f"predicted {len(want)} of {len(want)} videos" in err
+    scored.clear()
+    with predict.Predictor(str(ckpt), cfg=DEMO, opts=opts, device="cpu") as predictor:
+        again, linked = predictor.predict([str(first), str(link / first.name)], top_k=2)
+    assert scored == [str(first)]  # one file, scored once; a record per name given, each its own
+    assert (again["path"], linked["path"]) == (str(first), str(link / first.name))
+    assert again["top_k"] == linked["top_k"] and again["top_k"] is not linked["top_k"]

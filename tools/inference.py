@@ -15,7 +15,7 @@ import glob
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,7 +33,8 @@ from tools.model_io import InputError, load_model, load_setup  # the tools' one 
 from tools.view_loader import STILL_IMAGE, ViewLoader, build_view_loader  # re-exported: the tools import them here
 
 __all__ = ["VIDEO_EXTENSIONS", "InputError", "opts_last", "check_output_path", "check_output_not_input", "note_top_k",
-           "videos_of_inputs", "collect_videos", "labelled_videos", "videos_of_rank_0", "load_setup", "load_model",
+           "videos_of_inputs", "collect_videos", "labelled_videos", "labelled_files", "first_names", "videos_of_rank_0",
+           "load_setup", "load_model",
            "ViewLoader", "build_view_loader", "STILL_IMAGE", "loader_warnings_unprinted", "views_through_model",
            "note_turned", "refuse_non_finite", "view_outputs", "progress_bar", "error_exit", "stopped_exit"]
 
@@ -231,13 +232,33 @@ def collect_videos(inputs: Sequence[str], root: str = "") -> list[str]:
 
 def labelled_videos(inputs: Sequence[str], root: str = "",
                     num_classes: int | None = None) -> list[tuple[str, int | None]]:
-    """``(absolute path, label or None)`` per video to report, in the given order: a video given more than once
-    without a label once (as :func:`collect_videos`), each labelled list line for itself, as an evaluation scores
-    every line of its list: a video in two lists keeps each list's label. Errors: :func:`videos_of_inputs`'s."""
+    """``(absolute path, label or None)`` per video to report, in the given order: a file given more than once
+    without a label once, under the first name given (:func:`labelled_files`), each labelled list line for itself,
+    as an evaluation scores every line of its list: a video in two lists keeps each list's label. Errors:
+    :func:`videos_of_inputs`'s."""
+    return labelled_files(inputs, root, num_classes)[0]
+
+
+def labelled_files(inputs: Sequence[str], root: str = "",
+                   num_classes: int | None = None) -> tuple[list[tuple[str, int | None]], int]:
+    """:func:`labelled_videos`, and how many names given were the file of an earlier name (a video is the file its
+    path resolves to, :func:`tools.feature_store.video_key`, as ``extract_features`` keys it: the same folder
+    through a link, or a relative name in a linked working folder and its absolute one, gave a video twice)."""
+    given = videos_of_inputs(list(inputs), root, num_classes)
+    first = first_names(path for _, path, _ in given)
     reported: dict[tuple, tuple[str, int | None]] = {}
-    for i, (_, path, label) in enumerate(videos_of_inputs(list(inputs), root, num_classes)):
-        reported.setdefault((path,) if label is None else (path, i), (path, label))
-    return list(reported.values())
+    for i, (_, path, label) in enumerate(given):
+        reported.setdefault((first[path],) if label is None else (path, i), (path, label))
+    return list(reported.values()), len(first) - len(set(first.values()))
+
+
+def first_names(paths: Iterable[str]) -> dict[str, str]:
+    """Each name of ``paths`` -> the first name given of its file (the path it resolves to,
+    :func:`tools.feature_store.video_key`, as ``extract_features`` keys a video), each name resolved once."""
+    from tools.feature_store import video_key
+
+    first: dict[str, str] = {}  # resolved path -> its first name
+    return {name: first.setdefault(video_key(name), name) for name in dict.fromkeys(paths)}
 
 
 def videos_of_rank_0(videos: list, ctx: DistContext) -> list:

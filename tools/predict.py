@@ -174,7 +174,8 @@ class Predictor:
     VALUE items, a value a str or a number); a path (weights, cfg, ``work_dir``, videos, ``root``) is a str, bytes or
     os.PathLike (anything else: a TypeError naming the argument);
     records are those of :func:`predict_videos`, one per video given, in the order given: a video named twice gets
-    two records (it is processed once), and a record's ``path`` is the video as given when the input names it (a
+    two records (it is processed once, as is a file named twice through a link), and a record's ``path`` is the
+    video as given when the input names it (a
     str; a folder's or a list's videos: their absolute paths), so that ``zip(videos, records)`` pairs them; a
     video from a list line with a label gets that line's ``label`` (and ``label_name`` when the classes have
     names). One process, on ``device``:
@@ -243,7 +244,7 @@ class Predictor:
             NonFiniteScoresError: the model's scores for a video are NaN or infinite (a ValueError naming it).
         """
         from models import CheckpointError
-        from tools.inference import note_top_k
+        from tools.inference import first_names, note_top_k
 
         work_dir = self._work_dir()  # first: a closed Predictor said "no videos found" of an empty folder
         if self._head_problem:
@@ -253,10 +254,12 @@ class Predictor:
         top_k = _top_k_argument(DEFAULT_TOP_K if top_k is None else top_k)
         # as the command notes a --top-k above the classes, in its words: the API listed every class without one
         note_top_k(top_k, self.cfg.DATA.NUM_CLASSES, warn=given_top_k, name="top_k")
-        paths = list(dict.fromkeys(path for _, path, _ in named))
-        records = predict_videos(self.cfg, self.model, paths, work_dir, self.ctx, top_k=top_k,
-                                 class_names=self.class_names, progress=self.progress)
-        given = _per_video_given([(name, path) for name, path, _ in named], {r["path"]: r for r in records})
+        first = first_names(path for _, path, _ in named)  # each file scored once (a folder through a link too)
+        paths = list(dict.fromkeys(first.values()))
+        records = dict(zip(paths, predict_videos(self.cfg, self.model, paths, work_dir, self.ctx, top_k=top_k,
+                                                 class_names=self.class_names, progress=self.progress)))
+        given = _per_video_given([(name, path) for name, path, _ in named],
+                                 {path: records[f] for path, f in first.items()})
         return [_with_label(r, label, self.class_names) for r, (_, _, label) in zip(given, named)]
 
     def features(self, videos: str | bytes | os.PathLike | Iterable[str | bytes | os.PathLike],
@@ -359,12 +362,12 @@ def _per_video_given(named: Sequence[tuple[str, str]], by_path: dict[str, dict[s
     """For each (name, path) of :meth:`Predictor._videos`, the path's record (each video is processed once) under
     the name given: the results pair with the videos given, duplicates included, each record its own: a repeat's
     ``top_k`` list and ``features`` array were the first's, so that normalising one in place changed both."""
-    seen: set[str] = set()
+    seen: set[int] = set()  # the records given out: by identity, as two names of one file share one
     records = []
     for name, path in named:
         record = by_path.get(path, {"path": path, "status": "error", "error": "not decoded"})
-        records.append({**(copy.deepcopy(record) if path in seen else record), "path": name})
-        seen.add(path)
+        records.append({**(copy.deepcopy(record) if id(record) in seen else record), "path": name})
+        seen.add(id(record))
     return records
 
 
@@ -423,8 +426,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from engine import distributed
-    from tools.inference import (InputError, check_output_not_input, check_output_path, error_exit, labelled_videos,
-                                 load_model, load_setup, note_top_k, stopped_exit, videos_of_rank_0)
+    from tools.inference import (InputError, check_output_not_input, check_output_path, error_exit, first_names,
+                                 labelled_files, load_model, load_setup, note_top_k, stopped_exit, videos_of_rank_0)
 
     args = parse_args(argv)
     # the predictions are printed and written at the end only: an --out written before is left as it was
@@ -446,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(args.work_dir, "--work-dir", folder=True)
             cfg, names = load_setup(args.cfg, args.opts, args.weights, warn=int(os.environ.get("RANK", "0")) == 0,
                                     command=shlex.join(["python", "-m", "tools.predict", *args.inputs]))
-            videos = labelled_videos(args.inputs, args.root, cfg.DATA.NUM_CLASSES)  # (path, label or None)
+            # (path, label or None), a file once under its first name, and how many other names it had
+            videos, same_file = labelled_files(args.inputs, args.root, cfg.DATA.NUM_CLASSES)
             check_output_not_input(args.out, "--out", [("the input", i) for i in args.inputs] + [
                 ("--weights", args.weights), ("--cfg", args.cfg), ("DATA.LABEL_LIST", cfg.DATA.LABEL_LIST)],
                 [path for path, _ in videos])
@@ -455,14 +459,19 @@ def main(argv: list[str] | None = None) -> int:
             make_output_folder(args.work_dir, "--work-dir")
             ctx = distributed.init_from_env()
             note_top_k(args.top_k, cfg.DATA.NUM_CLASSES, args, warn=ctx.is_main and args.top_k_given)
+            if same_file and ctx.is_main:
+                print(f"note: {counted(same_file, 'name')} given {'was' if same_file == 1 else 'were'} the file of an "
+                      "earlier name (a folder through a link, or a path spelled otherwise): each file is predicted "
+                      "once and listed under the first name given", file=sys.stderr)
             videos = videos_of_rank_0(videos, ctx)
             model = load_model(cfg, args.weights, ctx.device, warn=ctx.is_main)
             writing = True
-            paths = list(dict.fromkeys(path for path, _ in videos))  # each video decoded once
-            records = predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k, class_names=names,
-                                     progress=not args.quiet)
-            by_path = {r["path"]: r for r in records}
-            records = [_with_label(by_path[path], label, names) for path, label in videos]
+            first = first_names(path for path, _ in videos)  # each file decoded once, under its first name
+            paths = list(dict.fromkeys(first.values()))
+            by_path = dict(zip(paths, predict_videos(cfg, model, paths, args.work_dir, ctx, top_k=args.top_k,
+                                                     class_names=names, progress=not args.quiet)))
+            # a labelled line keeps its own name
+            records = [_with_label({**by_path[first[path]], "path": path}, label, names) for path, label in videos]
             done.append(True)
         except Stopped as e:
             return stopped_exit(e, kept)

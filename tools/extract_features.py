@@ -55,7 +55,7 @@ if __name__ == "__main__":  # a Ctrl-C or a stop signal during the imports below
 # module again (evautil/workers.py) and need neither.
 from tools.feature_store import (FORMATS, FeatureStore, NonFiniteFeaturesError, check_settings,  # noqa: E402
                                  failed_ranks, file_identity, finished_paths, lock_output, lost_shards, merge_index,
-                                 remove_unfinished_shards, resume_plan, rewrite_failed, video_key)
+                                 remove_unfinished_shards, resume_plan, rewrite_failed)
 # the sliding windows (decode, forward) are feature_windows's; their names stay importable from here
 from tools.feature_windows import (check_window, extract_windows, roi_resize, window_frames,  # noqa: E402
                                    window_settings_error, window_starts)
@@ -224,11 +224,9 @@ def _resume_plan(out_dir: str, paths: Sequence[str]) -> tuple[list[str], dict[st
     extract: not in ``out_dir``, or changed since their features were made. Says in one ``note:`` line each how many
     changed videos are extracted again, and how many skipped ones an older version's index cannot tell changed."""
     from evautil.progress import counted
+    from tools.inference import first_names
 
-    first: dict[str, str] = {}
-    for p in paths:
-        first.setdefault(video_key(p), p)  # under the first name given
-    paths = list(first.values())
+    paths = list(dict.fromkeys(first_names(paths).values()))  # each file under the first name given
     identities = {p: file_identity(p) for p in paths}
     todo, changed, unknown = resume_plan(out_dir, paths, identities)
     if changed:

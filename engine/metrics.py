@@ -142,8 +142,8 @@ class MetricLogger:
         self._followed: list[str] = []  # see follow_logger
         self._kept: list[str] | None = None  # see keep_warnings
         # Last: without a working tensorboard package it warns, and a warning reads the attributes above.
-        self._tb = TensorBoardEvents(os.path.join(output_dir, "tensorboard") if tensorboard and self.is_main else None,
-                                     self.warn)
+        self._tb = TensorBoardEvents(os.path.join(output_dir, "tensorboard") if self.is_main else None, self.warn,
+                                     shown=tensorboard)
 
     # ---- plain messages -------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import threading
 from typing import Any, Callable, Iterator
 
@@ -20,14 +21,16 @@ EVAL_SCALARS = ("top1", "top5", "mean_class_top1")
 
 
 class TensorBoardEvents:
-    """The events file of ``log_dir`` (None: none, as on the ranks other than 0 or with ``LOG.TENSORBOARD`` off);
-    ``warn`` says once why TensorBoard could not be opened, or why it stopped."""
+    """The events file of ``log_dir`` (None: none, as on the ranks other than 0); not ``shown`` (``LOG.TENSORBOARD``
+    off): no events, but a resume still hides the stopped attempt's later ones there (:meth:`hide_after`). ``warn``
+    says once why TensorBoard could not be opened, or why it stopped."""
 
-    def __init__(self, log_dir: str | None, warn: Callable[[str], None]) -> None:
+    def __init__(self, log_dir: str | None, warn: Callable[[str], None], shown: bool = True) -> None:
         self._writer: Any = None
         self._log_dir = log_dir
         self._warn = warn
-        if log_dir is None:
+        self._shown = shown
+        if log_dir is None or not shown:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -60,11 +63,24 @@ class TensorBoardEvents:
 
     def hide_after(self, step: int) -> None:
         """Hide the events after optimizer ``step`` (the stopped attempt's file keeps them), where they were shown
-        beside the resumed run's, two points at each step."""
+        beside the resumed run's, two points at each step. Without events of its own (``LOG.TENSORBOARD`` off) as
+        well, where an earlier attempt left the folder: a later run with them on showed those points again."""
         if self._writer is not None:
             with self._stop_on_error():
                 self._writer.close()
                 self._writer = self._new_writer(self._log_dir, purge_step=step + 1)
+        elif not self._shown and self._log_dir is not None and os.path.isdir(self._log_dir):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                _quiet_writer_threads()
+                SummaryWriter(self._log_dir, purge_step=step + 1).close()  # an events file of that mark alone
+            except Exception as e:  # noqa: BLE001 - tensorboard missing, a full disk: the run goes on, said once
+                how = ("install the tensorboard package (pip install tensorboard)" if isinstance(e, ImportError)
+                       else "free space there" if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+                       else "check that folder")
+                self._warn(f"TensorBoard's events after step {step} in {self._log_dir}, the stopped attempt's, stay "
+                           f"shown: {_reason(e)}; {how} to have a resume hide them")
 
     def close(self) -> None:
         if self._writer is not None:

@@ -919,6 +919,37 @@ def test_a_resumed_run_hides_the_tensorboard_points_of_the_steps_it_trains_again
         list(range(1, 9))
 
 
+def test_a_resume_with_tensorboard_off_hides_the_stopped_attempts_later_points_too(tmp_path):
+    """A resume with LOG.TENSORBOARD False left the stopped attempt's points after its checkpoint in
+    OUTPUT/tensorboard/ shown: a later run with it on showed them as if the run had trained those steps once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from engine.metrics import MetricLogger
+
+    def attempt(loss, steps, resume_at=None, tensorboard=True):
+        metrics = MetricLogger(str(tmp_path), print_freq=1, nvml=False, progress_bar=False, tensorboard=tensorboard)
+        if resume_at is not None:
+            metrics.restore_totals({}, step=resume_at, mid_epoch=True)
+        metrics.start_epoch(0, 10, steps[0] - 1, epochs=1)
+        _log_steps(metrics, steps, lambda s: loss)
+        metrics.close()
+
+    def shown():
+        events = EventAccumulator(str(tmp_path / "tensorboard"))
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+    attempt(1.0, range(1, 7))  # stopped after step 6, its checkpoint at step 3
+    attempt(2.0, range(4, 9), resume_at=3, tensorboard=False)  # stopped after step 8, its checkpoint at step 5
+    assert shown() == [(1, 1.0), (2, 1.0), (3, 1.0)]
+    attempt(3.0, range(6, 11), resume_at=5)
+    assert shown() == [(1, 1.0), (2, 1.0), (3, 1.0)] + [(s, 3.0) for s in range(6, 11)]
+    off = MetricLogger(str(tmp_path / "never"), nvml=False, progress_bar=False, tensorboard=False)
+    off.restore_totals({}, step=2)
+    off.close()
+    assert not (tmp_path / "never" / "tensorboard").exists()  # no folder made where no run showed any
+
+
 def test_a_run_without_a_working_tensorboard_says_so_once_and_logs_on(tmp_path, monkeypatch, capsys):
     """A broken or missing tensorboard package is a warning, then the run goes on: the warning was given before the
     logger had the attributes a warning reads, so the start ended in an AttributeError."""

@@ -113,6 +113,10 @@ class Schedule:
         self._told: set[int] = set()  # rows of _quarantined the other ranks know of (unshared_quarantines)
         self._run_only: set[int] = set()  # rows of _quarantined left out for this run only (not remembered)
         self._left_out_later: set[int] = set()  # planned test rows another loader quarantined after this one's build
+        # rows this loader's failures left out beside the failed one (other lines naming its file), and those of them
+        # counted (_count_left_out)
+        self._same_file: set[int] = set()
+        self._same_file_counted: set[int] = set()
         self.stats: dict[str, Any] = {
             # Left out of this loader's plans: bad when the list was indexed, or quarantined by an earlier loader of
             # the same index (a video validation found broken, when the final test is built over its index).
@@ -209,12 +213,20 @@ class Schedule:
         return out
 
     def _count_left_out(self, row: int) -> None:
-        """A planned test row dropped as bad: when no failure of this loader's made it so, another loader of the
-        run (training's, over a list naming the same file) quarantined it after this loader was built. Counted
-        once, however many evaluations drop it, with those left out at the build (``quarantined_earlier``)."""
+        """A planned test row dropped as bad, counted once however many evaluations drop it: another line naming
+        the file of a video this loader found failing is a skipped video too (``skipped_videos``: each line is an
+        entry of its own, scored or left out); a row no failure of this loader's made bad, another loader of the
+        run (training's, over a list naming the same file) quarantined after this loader was built, with those left
+        out at the build (``quarantined_earlier``). The failed row itself was counted by :meth:`quarantine`."""
         with self._quarantined_lock:
-            ours = row in self._quarantined
-        if not ours and row not in self._left_out_later:
+            ours, same_file = row in self._quarantined, row in self._same_file
+        if ours:
+            return
+        if same_file:
+            if row not in self._same_file_counted:
+                self._same_file_counted.add(row)
+                self.stats["skipped_videos"] += 1
+        elif row not in self._left_out_later:
             self._left_out_later.add(row)
             self.stats["quarantined_earlier"] += 1
 
@@ -234,13 +246,18 @@ class Schedule:
     # ------------------------------------------------------------------------------------------------ failures
     def quarantine(self, row: int, reason: str, remember: bool = True) -> None:
         """Mark ``row``'s video bad (once), naming it in the log, the index's quarantine file and ``stats``; not
-        ``remember``: for this run only (``DatasetIndex.quarantine``)."""
+        ``remember``: for this run only (``DatasetIndex.quarantine``). A test row bad already (another line naming
+        the same file failed since its batch was drawn) is only counted (:meth:`_count_left_out`)."""
         if not self.is_good(row):
+            if not self.settings.training:
+                self._count_left_out(int(row))
             return
         path = self.index.path(row)
         logger.warning("quarantining %s (row %d): %s", path, row, reason, extra=THIS_RANK_ONLY)
-        self.index.quarantine(row, reason, remember)
+        bad_before = set(self.index.bad)
+        self.index.quarantine(row, reason, remember)  # (and the list's other lines naming the same file)
         with self._quarantined_lock:
+            self._same_file |= set(self.index.bad) - bad_before - {int(row)}
             self._quarantined.add(int(row))
             if not remember:
                 self._run_only.add(int(row))

@@ -71,6 +71,56 @@ def test_a_video_quarantined_earlier_is_counted_once_over_the_ranks_that_leave_i
     assert [s.stats["quarantined_earlier"] for s in ranks] == [0, 2]
 
 
+@pytest.mark.parametrize("drawn_before_the_failure", [False, True])
+def test_each_line_of_a_file_that_fails_while_testing_counts_as_a_skipped_video(drawn_before_the_failure):
+    """Lines 2 and 5 name one file, which fails at line 2: line 5 is left out too and counted as the skipped video
+    it is (it was counted as quarantined earlier, or not at all when its batch was drawn before the failure), once
+    however many evaluations leave it out; the listed lines still add up to the scored ones and the counts."""
+    from types import SimpleNamespace
+
+    from dali_pipelines.schedule import Schedule
+
+    class Index:
+        def __init__(self) -> None:
+            self.bad: dict[int, str] = {}
+            self.quarantined_at_run: set[int] = set()
+
+        def __len__(self) -> int:
+            return 8
+
+        def is_good(self, row: int) -> bool:
+            return row not in self.bad
+
+        def path(self, row: int) -> str:
+            return "a.mp4" if row in (2, 5) else f"v{row}.mp4"
+
+        def quarantine(self, row: int, reason: str, remember: bool = True) -> None:
+            for r in (row, *({2, 5} - {row} if row in (2, 5) else ())):  # every line naming the file
+                self.bad[r] = reason
+                self.quarantined_at_run.add(r)
+
+    schedule = Schedule(Index(), SimpleNamespace(training=False), seed=0, batch_size=2, rank=0, world_size=1,
+                        route_of=lambda video: "pyav", list_desc="val.txt")
+    schedule.sample = lambda row, substitute_for=None: SimpleNamespace(row=row, substitute_for=substitute_for)
+    scored = []
+    for evaluation in range(2):
+        drawn = {0: schedule.batch(0), 1: schedule.batch(1)}
+        if drawn_before_the_failure:
+            drawn[2] = schedule.batch(2)  # (the loader draws batches ahead of the one it decodes)
+        for number in range(4):
+            for sample in drawn.get(number) or schedule.batch(number):
+                if evaluation == 0 and sample.row == 2:
+                    schedule.replace(sample, number, "decode failed")  # None: dropped
+                elif not schedule.is_good(sample.row):
+                    schedule.replace(sample, number, "quarantined earlier in this epoch")
+                else:
+                    scored.append(sample.row)
+        stats = schedule.stats
+        assert (stats["skipped_videos"], stats["quarantined_earlier"], stats["skipped"]) == \
+            (2, 0, ["a.mp4: decode failed"])
+    assert scored == [0, 1, 3, 4, 6, 7] * 2  # 8 lines: 6 scored, 2 skipped
+
+
 def test_training_plan_is_one_permutation_cut_into_equal_rank_shares():
     plans = [epoch_plan(ROWS, seed=5, epoch=2, batch_size=2, rank=r, world_size=2, training=True) for r in range(2)]
     assert all(len(p.batches) == 2 and all(len(b) == 2 for b in p.batches) for p in plans)  # 11 // 4 = 2

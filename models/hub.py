@@ -20,14 +20,15 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+# their home, where engine/ reads them too; still importable from here
+from evautil.hub_names import ANY_CASE_PREFIX, HUB_PREFIX, hub_reference, is_hub_reference
+
 from .checkpoint import CheckpointError
 
 __all__ = ["HUB_PREFIX", "HubReference", "HubReferenceError", "is_hub_reference", "hub_reference",
            "parse_hub_reference", "miswritten_hub_reference", "resolve_weights_path", "cached_weights_path"]
 
-HUB_PREFIX = "hf://"
 _MISWRITTEN_PREFIX = re.compile(r"(?i)hf(?::/*|//+)")  # "hf:/", "hf:" with no slash, "hf:///", "hf//" with no colon
-_ANY_CASE_PREFIX = re.compile(r"(?i)hf://")  # "HF://", "Hf://": the scheme's case is no mistake worth refusing
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A file's web address copied from the Hub's pages: .../owner/name/blob|resolve|tree/<revision>/<path>[?download=true]
 _HUB_WEB_ADDRESS = re.compile(r"(?i)^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?!datasets/|spaces/)"
@@ -44,25 +45,6 @@ class HubReference:
     repo_id: str  # "owner/name"
     filename: str  # path inside the repository
     revision: str | None = None  # None: the default branch
-
-
-def is_hub_reference(path: object) -> bool:
-    """Whether ``path`` is an ``hf://`` reference as written (:func:`hub_reference` reads a few more forms)."""
-    return isinstance(path, str) and path.startswith(HUB_PREFIX)
-
-
-def hub_reference(path: object) -> str | None:
-    """The ``hf://`` reference ``path`` stands for: itself, or one written with spaces around it or the scheme in
-    upper case (``" HF://owner/name/file"``) spelled as a reference is, when no local file or folder has that name
-    (one that does is read as the path it is); None for any other value."""
-    if not isinstance(path, str):
-        return None
-    if is_hub_reference(path) and path == path.strip():
-        return path
-    written = path.strip()
-    if not _ANY_CASE_PREFIX.match(written) or os.path.exists(path):
-        return None
-    return HUB_PREFIX + written[len(HUB_PREFIX):]
 
 
 def parse_hub_reference(ref: str) -> HubReference:
@@ -168,7 +150,7 @@ def miswritten_hub_reference(path: str) -> str | None:
         meant = f"{HUB_PREFIX}{owner}/{name}{'@' + revision if revision else ''}/{file or 'path/to/file'}"
         return (f"{shown}: a web address, which is not downloaded; a file on the Hugging Face Hub is given as "
                 f"{HUB_PREFIX}owner/name[@revision]/path/to/file (here {meant})")
-    prefix = _ANY_CASE_PREFIX.match(written) or _MISWRITTEN_PREFIX.match(written)
+    prefix = ANY_CASE_PREFIX.match(written) or _MISWRITTEN_PREFIX.match(written)
     if prefix is None:
         return None
     meant = HUB_PREFIX + written[prefix.end():]

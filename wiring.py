@@ -24,6 +24,7 @@ from engine.resume_config import check_resume_config
 from engine.run_files import EARLIER_RUNS_DIR, RUN_LOCK, claimed_elsewhere, earlier_run_files, release_output
 from evautil.errors import some_names
 from evautil.files import same_path
+from evautil.hub_names import hub_reference
 from evautil.progress import counted
 from evautil.workers import sendable_error
 
@@ -76,12 +77,12 @@ def start(cfg, named: str = "", plan_only: bool = False) -> tuple[runner.Run | N
 
 def _refuse_miswritten_hub_references(cfg, resume: str) -> None:
     """A weights path that may be an ``hf://`` reference (MODEL.PRETRAINED; --resume with --only_test), written
-    'hf:owner/...', 'HF://...', and naming no file, is refused with its right spelling (``models.hub``), not listed
-    among the missing input files."""
+    'hf:owner/...', 'hf//...', and naming no file, is refused with its right spelling (``models.hub``), not listed
+    among the missing input files. One the tools read as a reference (' hf://...', 'HF://...') is read so."""
     from models.hub import HubReferenceError, miswritten_hub_reference
 
     for path in (cfg.MODEL.PRETRAINED, resume if cfg.TEST.ONLY_TEST else ""):
-        problem = miswritten_hub_reference(path) if path else None
+        problem = miswritten_hub_reference(path) if path and not hub_reference(path) else None
         if problem:
             raise HubReferenceError(problem)
 
@@ -208,7 +209,7 @@ def check_weights_fit_model(cfg, model, resume: str, read: WeightFiles = WeightF
     from models.checkpoint import weights_fit
 
     choice = start_weights.weights_to_load(cfg, None, resume, _newest_scored(cfg, resume, read))
-    if choice is not None and (fetch_hub or not choice.path.startswith("hf://")):
+    if choice is not None and (fetch_hub or not hub_reference(choice.path)):
         parsed = read.weights[1] if read.weights is not None and read.weights[0] == choice.path else None
         missing, lacked = weights_fit(model, choice.path, choice.mode, choice.class_mapping,
                                       _source_grid(cfg, choice, model), parsed=parsed)

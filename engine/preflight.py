@@ -14,6 +14,7 @@ from typing import Any
 from . import distributed as dist_utils
 from configs import ConfigError
 from evautil.files import same_path
+from evautil.hub_names import hub_reference
 
 from .checkpointing import Checkpointer, check_output_dir, checkpoint_files, starts_fresh
 from .evaluate import read_label_names
@@ -100,13 +101,14 @@ def check_files(cfg, only_test: bool, resume: str = "") -> None:
         wanted.append(("MODEL.CLASS_MAPPING", cfg.MODEL.CLASS_MAPPING))
     wanted.append(("--resume", resume))
     check_output_dir(cfg.OUTPUT)
-    # hf:// weight references are fetched (and a failure named) by wiring.check_weight_files, before the index.
+    # hf:// weight references (" HF://..." too, as the tools read them) are fetched, and a failure named, by
+    # wiring.check_weight_files, before the index.
     hub = {"MODEL.PRETRAINED"} | ({"--resume"} if only_test else set())
     # A folder is the usual slip (the data folder given for its list): say so, it is not missing. A flag is named
     # as typed (--resume PATH), a key as KEY = PATH.
     missing = [f"{key}{' ' if key.startswith('--') else ' = '}{path}"
                + (" (a folder, not a file)" if os.path.isdir(path) else "") for key, path in wanted
-               if path and not (key in hub and path.startswith("hf://")) and not os.path.isfile(path)]
+               if path and not (key in hub and hub_reference(path)) and not os.path.isfile(path)]
     if not cfg.DATA.VAL_FILE or (not only_test and not cfg.DATA.TRAIN_FILE):
         missing += [f"{k} is empty" for k, p in wanted[:2] if k.startswith("DATA.") and not p]
     if missing:

@@ -510,7 +510,7 @@ def test_a_hub_reference_with_spaces_around_it_or_an_upper_case_scheme_is_read_a
         assert load_pretrained(fresh, ref) == ([], []), ref
         with torch.no_grad():
             torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
-        # a caller that compares names as written (a run's check of its input files) is told the reference's spelling
+        # a caller that compares names as written is told the reference's spelling
         assert miswritten_hub_reference(ref).endswith("(here hf://acme/eva-tiny/ckpt.pth)"), ref
     with pytest.raises(HubReferenceError) as info:  # not cached: the error names the reference as it is spelled
         resolve_weights_path(" HF://acme/eva-tiny/absent.pth")

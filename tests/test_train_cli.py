@@ -691,9 +691,9 @@ def test_a_hub_reference_that_cannot_be_fetched_is_one_line_before_output_is_wri
 @pytest.mark.parametrize("only_test", [True, False])
 def test_a_miswritten_hub_reference_is_named_with_its_spelling_not_as_a_missing_file(tmp_path, dataset, capsys,
                                                                                      only_test):
-    """MODEL.PRETRAINED hf:acme/eva/model.pth (or HF://...) was listed among the "missing input files"."""
+    """MODEL.PRETRAINED hf:acme/eva/model.pth (or hf//...) was listed among the "missing input files"."""
     out = tmp_path / "out"
-    for ref in ("hf:acme/eva/model.pth", "HF://acme/eva/model.pth"):
+    for ref in ("hf:acme/eva/model.pth", "hf//acme/eva/model.pth"):
         rc = train.main(["--cfg", DEMO, *(["--only_test"] if only_test else []), "--dry-run", "--batch-size", "4",
                          "--opts", *_opts(dataset, out, "MODEL.PRETRAINED", ref)])
         err = capsys.readouterr().err
@@ -701,6 +701,34 @@ def test_a_miswritten_hub_reference_is_named_with_its_spelling_not_as_a_missing_
                                    "with two slashes: hf://owner/name[@revision]/path/to/file (here "
                                    "hf://acme/eva/model.pth)\n"), err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("given, only_test", [("MODEL.PRETRAINED", False), ("MODEL.PRETRAINED", True),
+                                              ("--resume", True)])
+def test_a_hub_reference_with_spaces_around_it_or_an_upper_case_scheme_is_read_as_the_tools_read_it(
+        tmp_path, dataset, capsys, monkeypatch, given, only_test):
+    """" hf://owner/name/file" (spaces from a copied line) or "HF://..." loads in the tools (predict, export,
+    extract_features), but train.py refused it as miswritten: it is fetched as the reference it stands for."""
+    from models.hub import HubReferenceError, resolve_weights_path
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # empty, and offline: nothing can be fetched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    for ref in (" hf://acme/absent/model.pth", "HF://acme/absent/model.pth\t"):
+        with pytest.raises(HubReferenceError) as tools:
+            resolve_weights_path(ref)
+        weights = ["--resume", ref] if given == "--resume" else []
+        opts = _opts(dataset, out, *(["MODEL.PRETRAINED", ref] if given == "MODEL.PRETRAINED" else []))
+        only = ["--only_test"] if only_test else []
+        # a dry run downloads no weights: past the check of the input files, the plan is printed
+        rc = train.main(["--cfg", DEMO, *only, *weights, "--dry-run", "--batch-size", "4", "--opts", *opts])
+        assert rc == 0, capsys.readouterr().err
+        capsys.readouterr()
+        rc = train.main(["--cfg", DEMO, *only, *weights, "--opts", *opts])
+        err = capsys.readouterr().err
+        assert rc == 2 and err == f"error: {tools.value}\n", err  # the line the tools give, from the fetch
+        assert str(tools.value).startswith("hf://acme/absent/model.pth: not in the local Hugging Face cache"), err
+        assert not out.exists()  # named before the lists were indexed and the run's files written
 
 
 @pytest.mark.parametrize("damage", ["garbage", "changed"])

@@ -12,8 +12,9 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from evautil.errors import not_utf8_line
-from evautil.files import naming_the_file
+from evautil.files import file_head, naming_the_file
 from evautil.text import text_lines
+from evautil.zip_check import _is_torch_file
 
 from .keys import ConfigError, _coerce, _name_item_problem, _section_keys, _set_by, _unknown_key, with_leading_zeros
 from .original_keys import is_original_key, take_original_key
@@ -130,33 +131,46 @@ def _where_else(path: str) -> list[str]:
     return notes
 
 
+def _in_base_of(chain: tuple[str, ...]) -> str:
+    """Where a BASE entry was found: each file whose BASE led to it, the nearest first ("" for --cfg itself)."""
+    return ", ".join(f"in BASE of {file}" for file in reversed(chain))
+
+
 def _merge_file(cfg: CN, path: str, seen: dict, chain: tuple[str, ...] = ()) -> None:
     """Merge the file ``path`` and, first, its BASE files; ``chain``: the files whose BASE led here."""
     path = os.path.expanduser(path)  # ~ as the shell reads it: --cfg=~/x.yaml, or a BASE entry
-    named = f" (in BASE of {chain[-1]})" if chain else ""  # a BASE entry is found in another file than --cfg
+    named = f" ({_in_base_of(chain)})" if chain else ""  # a BASE entry is found in another file than --cfg
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder, not a YAML file{named}")
     if not os.path.isfile(path):
-        notes = ([f"in BASE of {chain[-1]}"] if chain else []) + _where_else(path)
+        notes = ([_in_base_of(chain)] if chain else []) + _where_else(path)
         raise ConfigError(f"config file not found: {path}" + (f" ({'; '.join(notes)})" if notes else ""))
-    if os.path.abspath(path) in map(os.path.abspath, chain):
-        raise ConfigError(f"{path}: BASE files form a cycle: {' -> '.join((*chain, path))}")
+    # By the file reached, not its name: a linked folder (sub -> .) named the same file by ever longer paths
+    same = [file for file in chain if os.path.realpath(file) == os.path.realpath(path)]
+    if same:
+        linked = os.path.abspath(path) != os.path.abspath(same[0])
+        through = f" ({path} is {same[0]}, through a symbolic link)" if linked else ""
+        raise ConfigError(f"{path}: BASE files form a cycle: {' -> '.join((*chain, path))}{through}")
     if len(chain) > 8:
         raise ConfigError(f"{path}: BASE files nest more than 8 deep")
     with open(path, encoding="utf-8") as f, naming_the_file(path):  # a failed read names the config file
         try:
             text = f.read()
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}, {not_utf8_line(path, e)}") from None
+            if _is_torch_file(file_head(path, 4)[0]):  # --cfg best.pth: "not UTF-8 text" said not what it is
+                raise ConfigError(f"{path}{named}: looks like a checkpoint (it begins as torch.save's zip archive or "
+                                  "pickle), not a YAML config: give it to --resume, or set MODEL.PRETRAINED to it, "
+                                  "and a YAML file to --cfg") from None
+            raise ConfigError(f"{path}{named}, {not_utf8_line(path, e)}") from None
     try:
         written: dict = {}
         data = _load_yaml(text, path, written) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_error_line(e, text)}") from None
+        raise ConfigError(f"{path}{named}: not valid YAML: {_yaml_error_line(e, text)}") from None
     if not isinstance(data, dict):
         kind = {"str": "plain text", "list": "a list", "int": "a number", "float": "a number"}.get(
             type(data).__name__, type(data).__name__)
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {kind}: write one "
+        raise ConfigError(f"{path}{named}: expected a mapping of config keys at the top level, got {kind}: write one "
                           "'KEY: value' per line, a section's keys indented under it ('TRAIN:', '  LR: 1e-4')")
     bases = data.pop("BASE", None) or []
     if isinstance(bases, str):  # one file written without the list brackets; iterating it would give characters

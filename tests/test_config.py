@@ -332,6 +332,44 @@ def test_base_files_that_cannot_be_merged_are_named_with_the_file_naming_them(tm
     assert str(info.value) == f"{a}: BASE files form a cycle: {child} -> {a} -> {b} -> {a}"
 
 
+def test_a_base_cycle_through_a_symbolic_link_is_named_as_a_cycle(tmp_path):
+    """BASE: [sub/a.yaml] with sub a link to the file's own folder named the same file by ever longer paths: the
+    cycle was "nest more than 8 deep"."""
+    a, looped = tmp_path / "a.yaml", tmp_path / "sub" / "a.yaml"
+    (tmp_path / "sub").symlink_to(tmp_path, target_is_directory=True)
+    a.write_text("BASE: ['sub/a.yaml']\n")
+    assert config_refusal(str(a)) == (f"{looped}: BASE files form a cycle: {a} -> {looped} ({looped} is {a}, "
+                                      "through a symbolic link)")
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("- 1\n- 2\n", "expected a mapping of config keys at the top level, got a list"),
+    ("DATA: [1\n", "not valid YAML: line 2, column 1"),
+])
+def test_a_base_file_that_cannot_be_read_names_the_files_whose_base_led_to_it(tmp_path, text, problem):
+    """A BASE file that was a list or not YAML was named alone: the --cfg file that led to it was not."""
+    child, middle, bad = tmp_path / "child.yaml", tmp_path / "middle.yaml", tmp_path / "bad.yaml"
+    child.write_text("BASE: [middle.yaml]\n")
+    middle.write_text("BASE: [bad.yaml]\n")
+    bad.write_text(text)
+    assert config_refusal(str(child)).startswith(
+        f"{bad} (in BASE of {middle}, in BASE of {child}): {problem}")
+    assert config_refusal(str(bad)).startswith(f"{bad}: {problem}")  # as --cfg: no BASE to name
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_checkpoint_given_as_the_config_is_named_as_one(tmp_path, zip_format):
+    """--cfg best.pth said only "not UTF-8 text": a checkpoint (torch.save's zip archive, or its legacy pickle) is
+    named as one, with the flag and key that take it."""
+    import torch
+
+    ckpt = tmp_path / "best.pth"
+    torch.save({"model": {"w": torch.zeros(3)}}, ckpt, _use_new_zipfile_serialization=zip_format)
+    assert config_refusal(str(ckpt)) == (f"{ckpt}: looks like a checkpoint (it begins as torch.save's zip archive or "
+                                         "pickle), not a YAML config: give it to --resume, or set MODEL.PRETRAINED "
+                                         "to it, and a YAML file to --cfg")
+
+
 def test_base_in_opts_is_refused_as_it_would_not_be_read(tmp_path):
     """--opts BASE other.yaml set the key and merged nothing: the run went on without the file's values."""
     other = tmp_path / "other.yaml"
@@ -824,6 +862,7 @@ def test_the_config_names_the_model_presets():
     from models import ARCHS
 
     assert sorted(MODEL_ARCHS) == sorted(ARCHS)
+
 
 
 def test_an_unknown_arch_is_refused_before_the_files_are_looked_for(tmp_path, monkeypatch, capsys):

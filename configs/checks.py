@@ -78,10 +78,12 @@ def check_choice(key: str, value: Any, source: str | None = None) -> None:
         raise ConfigError(f"{_shown(key, value, source)} is not one of {', '.join(repr(c) for c in choices)}")
 
 
-# The model presets' names (models.factory.ARCHS; configs imports nothing of the model package, so the names are
-# repeated here, and a test keeps the two alike): a typo is refused with the config's other values, before a run
-# looks for its files.
-MODEL_ARCHS = ("eva-1b/14", "eva-l/14", "eva-b/16", "eva-s/16", "eva-tiny/16", "eva-tiny/8")
+# The model presets' names and patch sizes (models.factory.ARCHS; configs imports nothing of the model package, so
+# they are repeated here, and a test keeps the two alike): a typo, or an input size no patch grid fits, is refused
+# with the config's other values, before a run looks for its files.
+MODEL_PATCH_SIZES = {"eva-1b/14": 14, "eva-l/14": 14, "eva-b/16": 16, "eva-s/16": 16, "eva-tiny/16": 16,
+                     "eva-tiny/8": 8}
+MODEL_ARCHS = tuple(MODEL_PATCH_SIZES)
 
 
 def _check_arch(arch: str, source: str | None) -> None:
@@ -92,6 +94,15 @@ def _check_arch(arch: str, source: str | None) -> None:
     guess = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"MODEL.ARCH {arch!r} is not a known preset; choose one of {sorted(MODEL_ARCHS)} "
                       f"({where}{guess})")
+
+
+def check_patch_size(arch: str, size: int, patch: int) -> None:
+    """Raise ConfigError unless DATA.INPUT_SIZE ``size`` divides into the ``patch``-px patches of MODEL.ARCH
+    ``arch``; the message names both and the nearest sizes that do."""
+    if size % patch:
+        near = [s for s in (size // patch * patch, (size // patch + 1) * patch) if s > 0]  # 0 is no size
+        raise ConfigError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
+                          f"(e.g. use {' or '.join(map(str, near))})")
 
 
 def _check_nvdec_codecs(codecs) -> None:
@@ -170,6 +181,10 @@ def validate(cfg: CN, sources: dict | None = None) -> None:
     for key in _POSITIVE:
         if _get(cfg, key) < 1:
             raise ConfigError(f"{shown(key)} must be at least 1")
+    # At load, not only when the model is built. A config that leaves MODEL.ARCH at its default may feed a loader
+    # alone (a loader benchmark, a list check), whose DATA.INPUT_SIZE no model takes: the model build refuses that.
+    if "MODEL.ARCH" in (sources or {}):
+        check_patch_size(cfg.MODEL.ARCH, cfg.DATA.INPUT_SIZE, MODEL_PATCH_SIZES[cfg.MODEL.ARCH])
     for key in _DALI_THREAD_COUNTS:
         if _get(cfg, key) > MAX_DALI_THREADS:
             raise ConfigError(f"{shown(key)} is more threads than DALI can start: at most {MAX_DALI_THREADS} are "

@@ -864,6 +864,25 @@ def test_the_config_names_the_model_presets():
     assert sorted(MODEL_ARCHS) == sorted(ARCHS)
 
 
+def test_the_config_names_the_model_presets_patch_sizes():
+    from configs.checks import MODEL_PATCH_SIZES
+    from models import ARCHS
+
+    assert MODEL_PATCH_SIZES == {name: preset["patch_size"] for name, preset in ARCHS.items()}
+
+
+def test_an_input_size_the_patch_does_not_divide_is_refused_at_load(tmp_path):
+    """It was refused only when the model was built (tools that build none took it)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("MODEL:\n  ARCH: eva-b/16\nDATA:\n  INPUT_SIZE: 200\n")
+    assert config_refusal(str(cfg)) == ("DATA.INPUT_SIZE 200 is not divisible by the patch size 16 of MODEL.ARCH "
+                                        "'eva-b/16' (e.g. use 192 or 208)")
+    with pytest.raises(ConfigError, match=re.escape("DATA.INPUT_SIZE 36 is not divisible by the patch size 8 of "
+                                                    "MODEL.ARCH 'eva-tiny/8' (e.g. use 32 or 40)")):
+        load_config(str(ROOT / "configs" / "demo.yaml"), ["DATA.INPUT_SIZE", "36"])
+    # a config that leaves MODEL.ARCH at its default may feed a loader alone: the model build refuses it
+    assert load_config(None, ["DATA.INPUT_SIZE", "32"]).DATA.INPUT_SIZE == 32
+
 
 def test_an_unknown_arch_is_refused_before_the_files_are_looked_for(tmp_path, monkeypatch, capsys):
     """A typo in MODEL.ARCH was said only once every missing file (the lists, the weights) had been fixed."""

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from configs import ConfigError
+from configs.checks import check_patch_size
 
 from .checkpoint import load_pretrained, pretrained_source_grid
 from .eva import EVAVideoTransformer
@@ -42,10 +43,7 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"MODEL.ARCH {arch!r} is not a known preset; choose one of {sorted(ARCHS)}")
     preset = ARCHS[arch]
     patch, size = preset["patch_size"], cfg.DATA.INPUT_SIZE
-    if size % patch:
-        near = [s for s in (size // patch * patch, (size // patch + 1) * patch) if s > 0]  # 0 is no size
-        raise ConfigError(f"DATA.INPUT_SIZE {size} is not divisible by the patch size {patch} of MODEL.ARCH {arch!r} "
-                          f"(e.g. use {' or '.join(map(str, near))})")
+    check_patch_size(arch, size, patch)  # configs checks it at load where a config sets MODEL.ARCH; any arch here
     # DATA.NUM_FRAMES vs DATA.TUBELET_SIZE is checked by configs.validate (load_config), not again here.
     return dict(
         img_size=size, num_frames=cfg.DATA.NUM_FRAMES, patch_size=patch, tubelet_size=cfg.DATA.TUBELET_SIZE,

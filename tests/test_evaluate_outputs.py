@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import stat
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from configs import ConfigError
 from engine.evaluate import evaluate, evaluate_and_log, read_label_names, write_predictions
 from engine.metrics import EVAL_KEYS, MetricLogger
 from engine.plots import read_predictions
+from tests.sync_order import record_syncs
 
 
 class _FixedRanking(nn.Module):
@@ -240,21 +240,7 @@ def test_the_predictions_and_per_class_files_are_synced_before_their_rename_and_
     """Both files were renamed into place unsynced, unlike the checkpoints and the run's other files: a power loss
     right after the eval line (which follows them) could leave an empty or half file under the final name. Each is
     now written whole to a temporary file, synced, renamed over its name, and the rename synced in its folder."""
-    events: list[tuple] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        name = os.readlink(f"/proc/self/fd/{fd}")
-        is_folder = stat.S_ISDIR(os.fstat(fd).st_mode)
-        events.append(("fsync folder", name) if is_folder else ("fsync", os.path.basename(name), os.fstat(fd).st_size))
-        real_fsync(fd)
-
-    def replace(src, dst) -> None:
-        events.append(("replace", os.path.basename(src), os.path.basename(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = record_syncs(monkeypatch)
     preds = [(0, 0, [0, 1, 2, 3, 4], [.4, .2, .1, .1, .1]), (1, 3, [2, 3, 0, 1, 4], [.5, .3, .1, .05, .03])]
     written = write_predictions(str(tmp_path), "test", preds, {0: "a.mp4", 1: "b.mp4"}, 8)
     assert len(events) == 6, events

@@ -18,7 +18,8 @@ from typing import IO, BinaryIO, Callable, Iterator
 
 from .errors import OutputFolderError
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "new_file_mode",
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_by_name", "write_output_text", "sync_folder",
+           "new_file_mode",
            "atomic_temp_glob", "write_failure", "not_a_file", "error_writing", "output_path_problem",
            "make_output_folder", "hold_lock", "lock_is_free", "naming_the_file", "cannot_read", "atomic_temp_files",
            "atomic_temp_target", "file_head", "file_version", "same_path", "plain_spelling"]
@@ -236,11 +237,11 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None], fsync: bool = Tru
         _raise_interrupt_behind(error)
         raise
     if fsync:  # persist the rename itself, so a power loss cannot bring back the old file under ``path``
-        _sync_folder(directory)
+        sync_folder(directory)
 
 
-def _sync_folder(directory: str) -> None:
-    """fsync ``directory``, persisting a rename into it."""
+def sync_folder(directory: str) -> None:
+    """fsync ``directory``, persisting a rename into it (or a file created in it)."""
     with contextlib.suppress(OSError):  # some file systems refuse fsync on a directory
         dfd = os.open(directory, os.O_RDONLY)
         try:
@@ -274,7 +275,7 @@ def atomic_write_by_name(path: str, write: Callable[[str], None]) -> None:
             code = int(found.group(1))
             raise OSError(code, os.strerror(code), path) from error
         raise
-    _sync_folder(os.path.dirname(target))
+    sync_folder(os.path.dirname(target))
 
 
 def _mode_for(target: str) -> int:
@@ -327,7 +328,8 @@ def write_output_text(path: str, text: str) -> None:
     all the work. An alias is written after what the process printed (stdout and stderr are flushed first) and
     appended to, as the stream it names goes on: opened to be replaced, it emptied the file a shell's ``>>`` (or
     ``>``, after the table printed) sends stdout to. A file name in ``text`` whose bytes are not UTF-8 (surrogates,
-    as the file system hands it over) is written as those bytes: it raised after all the work."""
+    as the file system hands it over) is written as those bytes: it raised after all the work. The file is synced
+    before its rename and the rename after (as a checkpoint is): it is a result the user keeps."""
     full = os.path.abspath(path)
     alias = bool(_OPEN_FILE_ALIAS.fullmatch(full))
     if alias or (os.path.exists(full) and not os.path.isfile(full)):
@@ -337,7 +339,7 @@ def write_output_text(path: str, text: str) -> None:
         with open(full, "a" if alias else "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
     else:
-        atomic_write(full, lambda f: f.write(text.encode("utf-8", "surrogateescape")), fsync=False)
+        atomic_write(full, lambda f: f.write(text.encode("utf-8", "surrogateescape")))
 
 
 def output_path_problem(path: str, flag: str, folder: bool, example: str = "") -> str:

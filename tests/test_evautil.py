@@ -22,6 +22,7 @@ from evautil.progress import ProgressLines, format_bytes, format_rate, with_prog
 from evautil.workers import (MAX_OVERDUE_IN_A_ROW, DaemonThreadPool, WorkerCrashError, WorkerTimeoutError,
                              map_with_progress, mp_context)
 from tests.crashing_jobs import ANSWERS_WITHIN_S
+from tests.sync_order import record_syncs, synced_renames
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -528,6 +529,15 @@ def test_a_regular_file_under_dev_is_replaced_whole_like_any_other(tmp_path):
         assert sorted(os.listdir(folder)) == ["hard_link.jsonl", "preds.jsonl"]
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_tools_out_file_is_synced_before_its_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """A tool's --out file (predictions, a benchmark's results) was renamed into place unsynced: a power loss right
+    after the command could leave it empty or cut under its name."""
+    events = record_syncs(monkeypatch)
+    out = tmp_path / "preds.jsonl"
+    write_output_text(str(out), "preds\n")
+    assert synced_renames(events, str(tmp_path)) == [("preds.jsonl", 6)] and len(events) == 3, events
 
 
 def test_error_writing_knows_a_write_of_the_path_from_a_read_of_another_file(tmp_path):

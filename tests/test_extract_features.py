@@ -16,10 +16,11 @@ import torch
 from configs import load_config
 from engine.distributed import DistContext
 from models import build_model
+from tests.sync_order import record_syncs, synced_renames
 from tests.video_fixtures import make_clip_dataset, pattern_frames, roi_resize_ref
 from tools import extract_features as ef
 from tools import feature_windows as fw
-from tools.feature_store import FeatureStore, finished_paths, merge_index, read_features
+from tools.feature_store import FeatureStore, check_settings, finished_paths, merge_index, read_features
 from tools.model_io import weights_identity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,6 +377,31 @@ def test_a_line_cut_by_a_crash_does_not_swallow_the_next_runs_first_line(tmp_pat
     merge_index(out, ["a.mp4", "b.mp4"])
     assert [r["path"] for r in _index(tmp_path)] == ["a.mp4", "b.mp4"]
     np.testing.assert_array_equal(read_features(out, _index(tmp_path)[1]), 2 * np.ones((2, 3), np.float32))
+
+
+def test_every_file_of_the_store_is_synced_before_its_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """index.jsonl (a rename of an unsynced file), settings.json and failed-rank000.jsonl were written unsynced: a
+    power loss right after a run could leave them empty or cut under their names. The index lines are synced once
+    per shard (not per video), and the new index file's name in its folder."""
+    out = str(tmp_path)
+    events = record_syncs(monkeypatch)
+    check_settings(out, {"mode": "video"}, write=True)
+    store = FeatureStore(out, shard_videos=2)
+    for i, name in enumerate(("a.mp4", "b.mp4", "c.mp4")):
+        store.add({"path": name}, i * np.ones((2, 3)))
+    store.flush()
+    store.fail("d.mp4", "unreadable")
+    store.write_failed(retried={"d.mp4"}, done={"a.mp4", "b.mp4", "c.mp4"})
+    merge_index(out, ["a.mp4", "b.mp4", "c.mp4"])
+    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert files == ["failed-rank000.jsonl", "features-rank000-00000.npy", "features-rank000-00001.npy",
+                     "index-rank000.jsonl", "index.jsonl", "settings.json"]
+    renamed = sorted(synced_renames(events, out))
+    assert renamed == sorted((f, (tmp_path / f).stat().st_size) for f in files if f != "index-rank000.jsonl"), events
+    appended = [e for e in events if e[:2] == ("fsync", "index-rank000.jsonl")]
+    assert len(appended) == 2, events  # one per shard
+    first = events.index(appended[0])
+    assert events[first + 1] == ("fsync folder", out), events  # the new file's name, once
 
 
 def test_a_video_whose_shard_is_gone_is_redone_and_no_shard_name_is_reused(tmp_path):

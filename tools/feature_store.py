@@ -32,7 +32,7 @@ from typing import Any, Collection, Sequence
 import numpy as np
 
 from evautil.files import (atomic_temp_glob, atomic_write, atomic_write_by_name, atomic_write_text, hold_lock,
-                           make_output_folder)
+                           make_output_folder, sync_folder)
 from evautil.text import json_text
 
 __all__ = ["FORMATS", "FeatureStore", "check_settings", "finished_paths", "merge_index", "read_features",
@@ -160,7 +160,7 @@ def check_settings(out_dir: str, settings: dict[str, Any], write: bool) -> list[
             raise ValueError(f"{out_dir} holds features made with other settings ({'; '.join(changed)}); use "
                              "another --out or the same settings")
     if write and (outdated or not recorded):
-        atomic_write_text(path, json.dumps(settings, indent=1), fsync=False)
+        atomic_write_text(path, json.dumps(settings, indent=1))
     return unrecorded
 
 
@@ -291,10 +291,8 @@ def merge_index(out_dir: str, order: Sequence[str],
                   if fresh or key not in keyed)
     lines = [current[key][0] for _, _, key in kept]
     path = os.path.join(out_dir, "index.jsonl")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(_json_line(r) for r in lines)
-    os.replace(tmp, path)
+    # synced before its rename and the rename after: a power loss right after the run could leave it empty or cut
+    atomic_write_text(path, "".join(_json_line(r) for r in lines))
     return path
 
 
@@ -312,7 +310,7 @@ def rewrite_failed(out_dir: str, rank: int, failures: dict[str, str], retried: C
     lines.update({p: {"path": p, "error": why} for p, why in failures.items()})
     kept = [r for p, r in lines.items() if p not in done]
     if kept:
-        atomic_write_text(path, "".join(_json_line(r) for r in kept), fsync=False)
+        atomic_write_text(path, "".join(_json_line(r) for r in kept))
     elif os.path.exists(path):
         os.unlink(path)
     return len(kept)
@@ -415,12 +413,15 @@ class FeatureStore:
             lines.append(_json_line({**record, "shard": name, "row": row, "num_windows": len(feats),
                                      "dim": feats.shape[1]}))
             row += len(feats)
+        created = not os.path.exists(self.index_path)
         with open(self.index_path, "a", encoding="utf-8") as f:
             if not _ends_a_line(self.index_path):  # a line cut by a crash mid-append: end it (it stays unreadable
                 f.write("\n")  # and its video is redone) rather than glue this shard's first line onto it
             f.writelines(lines)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # once per shard: the lines of all its videos together
+        if created:  # the new file's name too, or a power loss could lose the synced lines with it
+            sync_folder(self.out_dir)
         self.written += len(self._pending)
         self._next_shard += 1
         self._pending = []

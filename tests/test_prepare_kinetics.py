@@ -21,6 +21,7 @@ from tools.kinetics import (
     class_mapping, plan_reencode, prepare_lists, probe_output, read_labels_csv, reencode_tree, scan_dataset, youtube_id,
 )
 from dali_pipelines.pyav_io import decode_frames
+from tests.sync_order import record_syncs, synced_renames
 from tests.video_fixtures import best_match, reference_clips
 
 REPO = Path(__file__).resolve().parents[1]
@@ -2150,6 +2151,22 @@ def test_a_scan_error_whose_probes_cannot_be_saved_says_only_the_error(tmp_path,
     line = capsys.readouterr().err.splitlines()[-1]
     assert line.startswith(f"error: {failed}") and line.endswith(end) and len(counted_probes) == 4
     assert not list(out.glob("*_check_interrupted*"))
+
+
+def test_the_lists_labels_mappings_and_reports_are_synced_before_their_rename_and_the_folder_after(tmp_path,
+                                                                                                    monkeypatch):
+    # They were renamed into place unsynced: a power loss right after the command could leave a list empty or cut
+    # under its name, which a training run then read as the whole list.
+    out = tmp_path / "data"
+    for ds in ("t400", "t700"):
+        make_tree(out / ds, K722_TREES[ds])
+    events = record_syncs(monkeypatch)
+    args = ["k722", "--dataset", f"t400={out / 't400'}", "--dataset", f"t700={out / 't700'}", "--out", str(out)]
+    assert prepare_kinetics.main(args) == 0
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert {"k722_train.txt", "k722_val.txt", "k722_labels.csv", "k722_to_t400_mapping.npy",
+            "k722_report.json"} <= set(files)
+    assert sorted(synced_renames(events, str(out))) == [(f, (out / f).stat().st_size) for f in files], events
 
 
 def test_a_k722_stopped_while_writing_a_class_mapping_leaves_no_half_written_one(tmp_path):

@@ -40,7 +40,7 @@ class _Writer:
             for ln in lines[:preview_lines]:
                 self.log(f"            {ln}")
         else:
-            atomic_write_text(path, text, fsync=False)
+            atomic_write_text(path, text)  # synced before the rename, and the rename after: lists a user keeps
             self.log(f"wrote {path} ({counted(len(lines), 'line')})")
         self.written.append(path)
         return path
@@ -67,7 +67,7 @@ class _Writer:
         else:
             # atomically, as the lists: a stop or a full disk mid-write left a cut-short .npy under the mapping's name,
             # or an empty one in place of the whole one an earlier run wrote
-            atomic_write(path, lambda f: np.save(f, array), fsync=False)
+            atomic_write(path, lambda f: np.save(f, array))
             self.log(f"wrote {path} ({array.dtype}, shape {tuple(array.shape)})")
         self.written.append(path)
         return path

@@ -334,6 +334,8 @@ def _save(fig, path: str, plt) -> str:
     names ``path``, not the temporary file beside it."""
     try:
         with naming_the_file(path, written=True):
+            # unsynced: a plot is drawn again from the run's files (tools/plot_run.py), and a sync per plot slows
+            # every epoch's end
             atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), fsync=False)
     finally:
         plt.close(fig)

@@ -5,14 +5,12 @@ be writable."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
 
 from evautil.files import output_path_problem
-from tests.conftest import child_env
-from tests.test_hub_export import ROOT, _as_a_user_file_modes_bind
+from tests.test_hub_export import _as_a_user_file_modes_bind, run_bound_by_file_modes
 
 
 def _refused_in(folder, monkeypatch) -> None:
@@ -63,12 +61,7 @@ def test_an_existing_file_in_a_read_only_folder_is_refused_for_a_user_without_ro
     (shelf / "out.json").write_text("{}")
     check = ("import sys; from evautil.files import output_path_problem; "
              "print(output_path_problem(sys.argv[1], '--out', folder=False))")
-    shelf.chmod(0o555)
-    try:
-        done = subprocess.run([*prefix, sys.executable, "-c", check, str(shelf / "out.json")], capture_output=True,
-                              text=True, cwd=ROOT, env=child_env())
-    finally:
-        shelf.chmod(0o755)
+    done = run_bound_by_file_modes(prefix, [sys.executable, "-c", check, str(shelf / "out.json")], shelf)
     assert done.returncode == 0, done
     assert done.stdout == (f"--out {shelf / 'out.json'}: cannot write in its folder {shelf} (Permission denied), "
                            "where the new file is written before it replaces out.json; give --out a file in a folder "

@@ -643,6 +643,16 @@ def _as_a_user_file_modes_bind() -> list[str] | None:
     return prefix if works else None
 
 
+def run_bound_by_file_modes(prefix: list[str], command: list[str], read_only: Path) -> subprocess.CompletedProcess:
+    """``command`` run under ``prefix`` (:func:`_as_a_user_file_modes_bind`) from the project's root while the
+    folder ``read_only`` is 0555 (0755 again after)."""
+    read_only.chmod(0o555)
+    try:
+        return subprocess.run([*prefix, *command], capture_output=True, text=True, cwd=ROOT, env=child_env())
+    finally:
+        read_only.chmod(0o755)
+
+
 def test_export_over_a_file_in_a_folder_it_cannot_write_in_is_refused_before_loading(tiny, tmp_path):
     """The export writes the new file beside --out and renames it over it: a file the user can write, in a folder
     they cannot, passed the checks and failed once the weights had loaded, 'Permission denied' of that file."""
@@ -656,13 +666,9 @@ def test_export_over_a_file_in_a_folder_it_cannot_write_in_is_refused_before_loa
     out.write_bytes(b"an earlier export")
     garbage = tmp_path / "garbage.pth"  # weights that fail to load: the refusal must come before they are read
     garbage.write_bytes(b"no checkpoint")
-    shelf.chmod(0o555)
-    try:
-        done = subprocess.run([*prefix, sys.executable, "-m", "tools.export_safetensors", "--out", str(out), "--cfg",
-                               DEMO, "--weights", str(garbage), "--opts", *TINY, "DATA.LABEL_LIST", ""],
-                              capture_output=True, text=True, cwd=ROOT, env=child_env())
-    finally:
-        shelf.chmod(0o755)
+    done = run_bound_by_file_modes(prefix, [sys.executable, "-m", "tools.export_safetensors", "--out", str(out),
+                                            "--cfg", DEMO, "--weights", str(garbage), "--opts", *TINY,
+                                            "DATA.LABEL_LIST", ""], shelf)
     assert done.returncode == 2, done
     assert done.stderr == (f"error: --out {out}: cannot write in its folder {shelf} (Permission denied), where the "
                            "new file is written before it replaces m.safetensors; give --out a file in a folder you "

@@ -9,9 +9,9 @@ so SIGTERM and Ctrl-C were not acted on either, and a scheduler's cancel ended i
 So the join runs in a daemon thread, and the main thread waits for it on a lock, a wait that signals interrupt: their
 handlers run there, and the ones that raise (a stop signal's ``Stopped`` in ``evautil.interrupt.stop_signals_raise``,
 a Ctrl-C's KeyboardInterrupt) end the wait at once. After ``EVA_RENDEZVOUS_TIMEOUT_S`` seconds the process ends with
-:func:`timeout_line`. A join left waiting (timed out, or interrupted) is told to give up: its waits for the other
-ranks are short calls (:func:`_wait_for`) that it stops making, and the process's exit waits for the call under way
-(``_let_end_quietly``), which a peer ending during the interpreter's finalization woke with a C++ exception that
+:func:`timeout_line`. A join left waiting (timed out, or interrupted) is told to give up at the exit: its waits
+for the other ranks are short calls (:func:`_wait_for`) that it stops making, and the exit waits for the call under
+way (``_let_end_quietly``), which a peer ending during the interpreter's finalization woke with a C++ exception that
 aborted the process (exit -6, torch's stack trace after the clean line). Its connection to the store is one call of
 torch's, which ends at its own timeout: a process interrupted there does not wait for it (no peer can end it).
 
@@ -55,9 +55,12 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 _POLL_S = 0.25
 
 # How much longer than the wait (joined_within) the store's own calls may take: the wait ends first, with its line,
-# never torch's timeout with a traceback. A process whose wait ended waits this long at its exit for its store's
-# calls to end too (joined_within), so keep it short.
+# never torch's timeout with a traceback. A process whose wait ended waits for its store's calls to end too at its
+# exit (joined_within): a connection still under way ends within this margin, so keep it short.
 _STORE_MARGIN_S = 10
+# How long the exit waits at most for a join still under way (_let_end_quietly): a connection that times out
+# ends within the margin, later on a loaded machine (seen 5 s past it), and the wait ends as soon as it does.
+_EXIT_WAIT_S = _STORE_MARGIN_S + 30
 
 
 def group_timeout(backend: str) -> timedelta:
@@ -135,11 +138,11 @@ def _meet(store: dist.Store, rank: int, world_size: int, waits: timedelta) -> st
 
 
 class _GivenUp(Exception):
-    """The join's thread stops waiting: the process no longer waits for it (timed out, or interrupted)."""
+    """The join's thread stops waiting: the process that no longer waited for it (timed out, or interrupted) exits."""
 
 
 class _JoinThread(threading.Thread):
-    """The thread of a join (:func:`joined_within`): ``given_up`` once the process stops waiting for it, and
+    """The thread of a join (:func:`joined_within`): ``given_up`` once the process that stopped waiting exits, and
     ``connected`` once it reached the store, from when its calls are short (:func:`_wait_for`)."""
 
     def __init__(self, target: Callable[[], None]) -> None:
@@ -213,20 +216,21 @@ def joined_within(join: Callable[[], None], seconds: float) -> bool:
 
 
 def _give_up(thread: _JoinThread, interrupted: bool) -> None:
-    """The process no longer waits for the join in ``thread``: tell it to stop, and let its exit wait for the call
+    """The process no longer waits for the join in ``thread``: let its exit stop the join and wait for the call
     under way first. A store's call that ends while the interpreter is finalizing (by a peer that ended and closed
     the connection, or by its own timeout) raises a C++ exception that aborts the process (exit -6 after its clean
-    line). Once connected, the thread waits for the others in short calls, and the exit waits at most the margin
-    (and 5 s) for any; before, its connection ends within the margin when the wait timed out, and an interrupted
-    process does not wait for it: no peer is connected to end it."""
-    thread.given_up.set()
+    line). Once connected, the thread waits for the others in short calls that stop at the exit; before, its
+    connection ends within the margin when the wait timed out, and an interrupted process does not wait for it: no
+    peer is connected to end it. Until the exit the join goes on: a caller that lives on may still meet."""
     if thread.connected or not interrupted:
-        atexit.register(_let_end_quietly, thread, _STORE_MARGIN_S + 5)
+        atexit.register(_let_end_quietly, thread, _EXIT_WAIT_S)
 
 
-def _let_end_quietly(thread: threading.Thread, seconds: float) -> None:
-    """Wait at most ``seconds`` for ``thread``, with the process's stderr closed meanwhile: the process said why it
-    ends, and torch's C++ code logs its store call's end (a timeout, a lost connection) with a stack trace."""
+def _let_end_quietly(thread: _JoinThread, seconds: float) -> None:
+    """Stop the join in ``thread`` and wait at most ``seconds`` for it, with the process's stderr closed meanwhile:
+    the process said why it ends, and torch's C++ code logs its store call's end (a timeout, a lost connection)
+    with a stack trace."""
+    thread.given_up.set()
     sys.stderr.flush()
     kept = os.dup(2)
     try:
